@@ -1,0 +1,53 @@
+"""garrison: Erlang-style processes, supervision and durable workflows on trio.
+
+>>> import garrison
+>>> from garrison import process
+>>> async def main(name):
+...     return f"hello {name} from {process.pid()}"
+>>> garrison.run(main, "world")
+"""
+
+from . import process
+from ._duration import parse_duration
+from ._errors import (
+    ActivityError,
+    ConfigError,
+    GarrisonError,
+    NonDeterminismError,
+    NoSuchProcess,
+    NotInProcess,
+    PayloadError,
+    ProcessError,
+    PromiseAlreadyCompleted,
+    PromiseRejected,
+    WorkflowCancelled,
+    WorkflowFailed,
+)
+from ._node import Node, open_node, run
+from .actors import ErrorInfo, Event, EventKind, Inbox, Message, Pid
+
+__all__ = [
+    "ActivityError",
+    "ConfigError",
+    "ErrorInfo",
+    "Event",
+    "EventKind",
+    "GarrisonError",
+    "Inbox",
+    "Message",
+    "Node",
+    "NoSuchProcess",
+    "NonDeterminismError",
+    "NotInProcess",
+    "PayloadError",
+    "Pid",
+    "ProcessError",
+    "PromiseAlreadyCompleted",
+    "PromiseRejected",
+    "WorkflowCancelled",
+    "WorkflowFailed",
+    "open_node",
+    "parse_duration",
+    "process",
+    "run",
+]

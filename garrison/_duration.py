@@ -1,0 +1,49 @@
+"""Durations: a number of seconds, or a string such as ``"250ms"`` or ``"1h30m"``."""
+
+from __future__ import annotations
+
+import math
+import re
+
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_WHOLE = re.compile(r"(?:\d+(?:\.\d+)?(?:ms|s|m|h|d))+")
+
+Duration = float | int | str
+
+
+def parse_duration(value: object, *, what: str = "duration") -> float:
+    """Return ``value`` as seconds.
+
+    A number is seconds; a string is one or more ``<number><unit>`` parts with
+    units ``ms``, ``s``, ``m``, ``h``, ``d``:
+
+    >>> parse_duration("1h30m")
+    5400.0
+    >>> parse_duration("250ms")
+    0.25
+    >>> parse_duration(2)
+    2.0
+
+    Anything else (negative, NaN, unknown unit, empty) raises ``ValueError``
+    naming the input.
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"invalid {what} {value!r}: expected seconds or a string like '30s'")
+    if isinstance(value, int | float):
+        seconds = float(value)
+        if math.isnan(seconds) or seconds < 0:
+            raise ValueError(f"invalid {what} {value!r}: must be a non-negative number of seconds")
+        return seconds
+    if isinstance(value, str):
+        text = value.strip().replace(" ", "")
+        if text and _WHOLE.fullmatch(text):
+            return sum(float(n) * _UNITS[u] for n, u in _PART.findall(text))
+        raise ValueError(
+            f"invalid {what} {value!r}: expected seconds or a string like "
+            "'250ms', '30s', '5m', '1h', '2d' or '1h30m'"
+        )
+    raise ValueError(
+        f"invalid {what} {value!r} of type {type(value).__name__}: "
+        "expected seconds or a string like '30s'"
+    )

@@ -1,0 +1,150 @@
+"""The exception types of garrison.
+
+Every error a user can catch is importable from ``garrison`` itself.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .actors._values import ErrorInfo, Pid
+
+
+class GarrisonError(Exception):
+    """Base class of every error garrison raises on purpose."""
+
+
+class NotInProcess(GarrisonError, RuntimeError):
+    """A ``garrison.process`` / ``garrison.workflow`` call was made outside a process."""
+
+
+class NoSuchProcess(GarrisonError, LookupError):
+    """A registered name (or entry id) that nobody holds was used as a destination."""
+
+    def __init__(self, name: object) -> None:
+        super().__init__(f"no process is registered as {name!r}")
+        self.name = name
+
+
+class ProcessError(GarrisonError):
+    """A process ended abnormally; ``.error`` is its :class:`ErrorInfo`.
+
+    Raised by ``Node.wait`` for a failed process and by ``process.call`` when the
+    callee dies before it replies.
+    """
+
+    def __init__(self, message: str, *, pid: Pid | None = None, error: ErrorInfo | None = None):
+        super().__init__(message)
+        self.pid = pid
+        self.error = error
+
+
+class PayloadError(GarrisonError, TypeError):
+    """A value could not be converted to or from durable JSON; names the offending type."""
+
+
+class ConfigError(GarrisonError, ValueError):
+    """A configuration problem; the message names the file, entry and field.
+
+    ``.problems`` holds every problem found (a config is checked whole, not
+    stopped at the first mistake).
+    """
+
+    def __init__(self, problems: list[str] | str) -> None:
+        if isinstance(problems, str):
+            problems = [problems]
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+class NonDeterminismError(GarrisonError):
+    """Replay of a workflow took a different path than its journal records."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        workflow_id: str | None = None,
+        seq: int | None = None,
+        recorded: Any = None,
+        current: Any = None,
+    ) -> None:
+        super().__init__(message)
+        self.workflow_id = workflow_id
+        self.seq = seq
+        self.recorded = recorded
+        self.current = current
+
+
+class WorkflowFailed(GarrisonError):
+    """A workflow ended with an error; ``.error`` is its :class:`ErrorInfo`."""
+
+    def __init__(self, workflow_id: str, error: ErrorInfo) -> None:
+        super().__init__(f"workflow {workflow_id!r} failed: {error}")
+        self.workflow_id = workflow_id
+        self.error = error
+
+
+class WorkflowCancelled(GarrisonError):
+    """The workflow was cancelled (raised inside it at its next durable operation,
+    and by ``WorkflowHandle.result()`` outside)."""
+
+
+class ActivityError(GarrisonError):
+    """An activity failed for good (after its retries); ``.error`` is its :class:`ErrorInfo`.
+
+    ``str(exc)`` reads ``TypeName: message`` of the activity's own exception,
+    the same on the first run and on replay.
+    """
+
+    def __init__(self, error: ErrorInfo, *, name: str | None = None) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.name = name
+
+
+class PromiseRejected(GarrisonError):
+    """A durable promise was rejected from outside; the message is the rejection's."""
+
+
+class PromiseAlreadyCompleted(GarrisonError):
+    """A durable promise was resolved or rejected a second time."""
+
+
+class StoreLocked(GarrisonError, RuntimeError):
+    """A durable store is already open (by another node, in this or another process).
+
+    ``.path`` is the store's file. Tools that only read, or queue writes for the
+    running node, open the store with ``SQLiteStore(path, lock=False)``.
+    """
+
+    def __init__(self, path: str) -> None:
+        super().__init__(
+            f"store {path!r} is locked: another node has it open "
+            f"(lock file {path + '.lock'!r}); open it with lock=False to read "
+            "it or queue writes for that node"
+        )
+        self.path = path
+
+
+class StoreVersionError(GarrisonError, RuntimeError):
+    """A store's schema version is not the one this code works with."""
+
+    def __init__(self, path: str, found: int, expected: int, hint: str = "") -> None:
+        message = (
+            f"store {path!r} has schema version {found}, "
+            f"this version of garrison knows schema version {expected}"
+        )
+        super().__init__(message + (f": {hint}" if hint else ""))
+        self.path = path
+        self.found = found
+        self.expected = expected
+
+
+class NoSuchWorkflow(GarrisonError, LookupError):
+    """A workflow id that is not in the store."""
+
+    def __init__(self, workflow_id: str) -> None:
+        super().__init__(f"no workflow with id {workflow_id!r} in the store")
+        self.workflow_id = workflow_id

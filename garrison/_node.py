@@ -1,0 +1,338 @@
+"""The node: hosts, the name registry, routing between hosts, and ``open_node`` / ``run``."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import itertools
+import os
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any, Protocol
+
+import trio
+
+from ._errors import NoSuchProcess, ProcessError
+from .actors._mailbox import timeout_seconds
+from .actors._values import ErrorInfo, Event, Message, Pid
+from .hosts._process_host import ProcessHost, noproc
+
+#: how many finished processes' outcomes ``Node.wait`` can still report
+EXIT_MEMORY = 10_000
+
+
+class Host(Protocol):
+    """What the node needs of every host (process or workflow)."""
+
+    name: str
+    durable: bool
+
+    def deliver_event(self, pid: Pid, event: Event) -> bool: ...
+    def add_monitor(self, target: Pid, watcher: Pid) -> bool: ...
+    def remove_monitor(self, target: Pid, watcher: Pid) -> None: ...
+    def add_link(self, target: Pid, other: Pid) -> bool: ...
+    def remove_link(self, target: Pid, other: Pid) -> None: ...
+    def linked_exit(self, target: Pid, dead: Pid, error: ErrorInfo | None) -> None: ...
+    def cancel_event(self, target: Pid, by: Pid | None) -> bool: ...
+    def kill(self, target: Pid, reason: ErrorInfo) -> bool: ...
+    async def wait_exited(self, target: Pid) -> None: ...
+    def is_alive(self, pid: Pid) -> bool: ...
+    async def shutdown(self) -> None: ...
+
+
+_checked_targets: dict[Any, str] = {}
+
+
+def check_target(fn: Any) -> str:
+    """Check that ``fn`` is an async callable; return a label for logs."""
+    try:
+        return _checked_targets[fn]
+    except (KeyError, TypeError):
+        pass
+    inner = fn
+    while isinstance(inner, functools.partial):
+        inner = inner.func
+    call = inner if inspect.isfunction(inner) or inspect.ismethod(inner) else getattr(inner, "__call__", None)  # noqa: B004
+    if call is None or not inspect.iscoroutinefunction(call):
+        raise TypeError(
+            f"cannot spawn {fn!r}: a process target must be an async function "
+            "(async def) or an object with an async __call__"
+        )
+    label = getattr(inner, "__qualname__", None) or type(inner).__name__
+    try:
+        if len(_checked_targets) < 4096:
+            _checked_targets[fn] = label
+    except TypeError:
+        pass
+    return label
+
+
+class Node:
+    """A running garrison node: its hosts, registry and statistics.
+
+    Get one with :func:`open_node` (inside trio) or let :func:`run` make it.
+
+    >>> async def main():
+    ...     async with garrison.open_node() as node:
+    ...         pid = await node.spawn(worker, 21)
+    ...         print(await node.wait(pid))
+    """
+
+    def __init__(self, *, config: Any = None, store: Any = None) -> None:
+        self.config = config
+        self.store = store
+        self.hosts: dict[str, Any] = {}
+        self.registry: dict[str, Pid] = {}
+        self.stopping = False
+        self.stats_messages = 0
+        self.stats_dead_letters = 0
+        self.stats_spawned = 0
+        self._exits: OrderedDict[Pid, tuple[Any, ErrorInfo | None]] = OrderedDict()
+        self._msg_prefix = format(int.from_bytes(os.urandom(4), "big"), "x") + "-"
+        self._msg_seq = itertools.count(1)
+        self._shutdown_reason = ErrorInfo("Shutdown", "the node is shutting down")
+        self._nursery: trio.Nursery | None = None
+
+    # ================================================================== public API
+    async def spawn(self, target: Any, *args: Any, host: str | None = None) -> Pid:
+        """Start ``target(*args)`` as a new process and return its pid.
+
+        ``target`` is an async function, an object with an async ``__call__``
+        (such as a ``Supervisor``) or a config entry id. ``host`` defaults to
+        ``"processes"``.
+        """
+        pid = await self._spawn(target, args, host=host or "processes", parent=None,
+                                link=None, monitor=None)
+        await trio.lowlevel.checkpoint()
+        return pid
+
+    async def send(self, to: Pid | str, topic: str, payload: Any = None) -> None:
+        """Send a message from outside any process (its ``sender`` is ``None``)."""
+        await self._send(None, to, topic, payload)
+        await trio.lowlevel.checkpoint()
+
+    async def wait(self, pid: Pid | str) -> Any:
+        """Wait until ``pid`` ends; return its result or raise :class:`ProcessError`.
+
+        A process that ended recently (the last ``EXIT_MEMORY`` exits) is reported
+        at once; an unknown pid raises ``ProcessError`` with reason ``noproc``.
+        """
+        pid = self.resolve(pid)
+        host = self._host(pid.host)
+        if host.durable:
+            return await host.wait(pid)
+        await host.wait_exited(pid)
+        try:
+            result, error = self._exits[pid]
+        except KeyError:
+            raise ProcessError(f"process {pid} is unknown: {noproc(pid)}", pid=pid,
+                               error=noproc(pid)) from None
+        if error is not None:
+            raise ProcessError(f"process {pid} failed: {error}", pid=pid, error=error)
+        return result
+
+    def lookup(self, name: str) -> Pid | None:
+        """The pid registered under ``name``, or ``None``."""
+        return self.registry.get(name)
+
+    def stats(self) -> dict[str, int]:
+        """Counters: live ``processes``, ``messages`` delivered, ``dead_letters``, ``spawned``."""
+        live = sum(host.live_count() for host in self.hosts.values())
+        return {
+            "processes": live,
+            "messages": self.stats_messages,
+            "dead_letters": self.stats_dead_letters,
+            "spawned": self.stats_spawned,
+            "registered": len(self.registry),
+        }
+
+    def resolve(self, to: Pid | str) -> Pid:
+        """``to`` as a pid: a pid stays itself, a string is a registered name."""
+        if isinstance(to, Pid):
+            return to
+        if isinstance(to, str):
+            pid = self.registry.get(to)
+            if pid is None:
+                raise NoSuchProcess(to)
+            return pid
+        raise TypeError(f"expected a Pid or a registered name, got {type(to).__name__}: {to!r}")
+
+    # ================================================================== internals
+    def _host(self, name: str) -> Any:
+        try:
+            return self.hosts[name]
+        except KeyError:
+            known = ", ".join(sorted(self.hosts)) or "none"
+            raise ValueError(f"no host named {name!r} on this node (hosts: {known})") from None
+
+    def _durable_hosts(self) -> set[str]:
+        return {name for name, host in self.hosts.items() if host.durable}
+
+    def resolve_target(self, target: Any) -> Any:
+        """A spawn target: a callable stays itself, a string is a config entry id."""
+        if isinstance(target, str):
+            if self.config is None:
+                raise ValueError(f"unknown target {target!r}: no config is loaded, so entry ids "
+                                 "cannot be resolved")
+            return self.config.resolve_target(target)
+        return target
+
+    async def _spawn(self, target: Any, args: tuple[Any, ...], *, host: str, parent: Pid | None,
+                     link: Pid | None, monitor: Pid | None) -> Pid:
+        if self.stopping:
+            raise ProcessError("cannot spawn: the node is shutting down")
+        h = self._host(host)
+        if h.durable:
+            pid: Pid = await h.spawn_process(target, args, parent=parent, link=link, monitor=monitor)
+        else:
+            fn = self.resolve_target(target)
+            label = check_target(fn)
+            pid = h.spawn(fn, args, parent=parent, link=link, monitor=monitor, label=label)
+        self.stats_spawned += 1
+        return pid
+
+    def _message_id(self) -> str:
+        return self._msg_prefix + str(next(self._msg_seq))
+
+    async def _send(self, sender: Pid | None, to: Pid | str, topic: str, payload: Any) -> None:
+        pid = to if type(to) is Pid else self.resolve(to)
+        host = self.hosts.get(pid.host)
+        if host is None:
+            self.stats_dead_letters += 1
+            return
+        msg = Message(topic, payload, sender, self._message_id())
+        if host.durable:
+            delivered = await host.deliver_durable(pid, msg)
+        else:
+            delivered = host.deliver(pid, msg)
+        if delivered:
+            self.stats_messages += 1
+        else:
+            self.stats_dead_letters += 1
+
+    def _local_process(self, pid: Pid) -> Any:
+        host = self.hosts.get(pid.host)
+        if host is None or host.durable:
+            return None
+        return host.procs.get(pid)
+
+    async def _call_durable(self, caller: Pid, pid: Pid, topic: str, payload: Any,
+                            timeout: Any) -> Any:
+        host = self._host(pid.host)
+        return await host.call(caller, pid, topic, payload, timeout)
+
+    def _deliver_event(self, pid: Pid, event: Event) -> None:
+        host = self.hosts.get(pid.host)
+        if host is None or not host.deliver_event(pid, event):
+            self.stats_dead_letters += 1
+
+    def _linked_exit(self, target: Pid, dead: Pid, error: ErrorInfo | None) -> None:
+        host = self.hosts.get(target.host)
+        if host is not None:
+            host.linked_exit(target, dead, error)
+
+    def _link(self, target: Pid, other: Pid) -> bool:
+        host = self.hosts.get(target.host)
+        return host is not None and host.add_link(target, other)
+
+    def _unlink(self, target: Pid, other: Pid) -> None:
+        host = self.hosts.get(target.host)
+        if host is not None:
+            host.remove_link(target, other)
+
+    def _monitor(self, target: Pid, watcher: Pid) -> bool:
+        host = self.hosts.get(target.host)
+        return host is not None and host.add_monitor(target, watcher)
+
+    def _demonitor(self, target: Pid, watcher: Pid) -> None:
+        host = self.hosts.get(target.host)
+        if host is not None:
+            host.remove_monitor(target, watcher)
+
+    async def _cancel(self, target: Pid, by: Pid | None, timeout: Any) -> None:
+        host = self._host(target.host)
+        seconds = timeout_seconds(timeout)
+        if not host.cancel_event(target, by):
+            return
+        with trio.move_on_after(seconds):
+            await host.wait_exited(target)
+            return
+        host.kill(target, ErrorInfo("Terminated", f"did not stop within {seconds:g}s of CANCEL"))
+        await host.wait_exited(target)
+
+    async def _terminate(self, target: Pid, by: Pid | None) -> None:
+        host = self._host(target.host)
+        who = f"by {by}" if by is not None else "from outside any process"
+        if host.kill(target, ErrorInfo("Terminated", f"terminated {who}")):
+            await host.wait_exited(target)
+        else:
+            await trio.lowlevel.checkpoint()
+
+    def _register(self, name: str, pid: Pid) -> None:
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"a registered name must be a non-empty string, got {name!r}")
+        holder = self.registry.get(name)
+        if holder is not None and holder != pid and self.hosts[holder.host].is_alive(holder):
+            raise ValueError(f"name {name!r} is already registered by {holder}")
+        self.registry[name] = pid
+
+    def _record_exit(self, pid: Pid, result: Any, error: ErrorInfo | None) -> None:
+        exits = self._exits
+        exits[pid] = (result, error)
+        if len(exits) > EXIT_MEMORY:
+            exits.popitem(last=False)
+
+    async def _start(self, nursery: trio.Nursery) -> None:
+        self._nursery = nursery
+        await self._add_host(ProcessHost(self, "processes"))
+
+    async def _add_host(self, host: Any) -> None:
+        assert self._nursery is not None
+        self.hosts[host.name] = host
+        await self._nursery.start(host.run)
+
+    async def _stop(self) -> None:
+        """Stop every host, last added first; each stops its processes leaves first."""
+        self.stopping = True
+        for host in reversed(list(self.hosts.values())):
+            await host.shutdown()
+
+
+@asynccontextmanager
+async def open_node(config: Any = None, store: Any = None) -> AsyncIterator[Node]:
+    """Run a node inside trio for the duration of the ``async with`` block.
+
+    Leaving the block (normally, by an exception or by Ctrl-C) stops every
+    process, children before parents.
+
+    >>> async with garrison.open_node() as node:
+    ...     pid = await node.spawn(worker)
+    """
+    node = Node(config=config, store=store)
+    async with trio.open_nursery() as nursery:
+        await node._start(nursery)
+        try:
+            yield node
+        finally:
+            with trio.CancelScope(shield=True):
+                await node._stop()
+            nursery.cancel_scope.cancel()
+
+
+def run(main: Callable[..., Any], *args: Any, config: Any = None, store: Any = None,
+        clock: trio.abc.Clock | None = None) -> Any:
+    """Run ``main(*args)`` as the root process of a new node, like ``trio.run``.
+
+    Returns what ``main`` returns; a failure raises :class:`ProcessError`.
+    Ctrl-C stops every process, children first, and raises ``KeyboardInterrupt``.
+
+    >>> garrison.run(main, "hello")
+    """
+
+    async def root() -> Any:
+        async with open_node(config=config, store=store) as node:
+            pid = await node.spawn(main, *args)
+            return await node.wait(pid)
+
+    return trio.run(root, clock=clock, restrict_keyboard_interrupt_to_checkpoints=True)

@@ -1,0 +1,60 @@
+"""The runtime interface behind ``garrison.process``.
+
+Each host gives every process it runs an object implementing :class:`Runtime`;
+``garrison.process`` functions look it up in a context variable and call it.
+The process host's runtime acts at once; the workflow host's runtime journals.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from typing import TYPE_CHECKING, Any, Protocol
+
+from .._errors import NotInProcess
+
+if TYPE_CHECKING:
+    from ._mailbox import Inbox
+    from ._values import Message, Pid
+
+
+class Runtime(Protocol):
+    """What a host provides to the code of one process."""
+
+    def current_pid(self) -> Pid: ...
+    async def spawn(
+        self, target: Any, args: tuple[Any, ...], host: str | None, *, link: bool, monitor: bool
+    ) -> Pid: ...
+    async def send(self, to: Pid | str, topic: str, payload: Any) -> None: ...
+    async def reply(self, msg: Message, value: Any) -> None: ...
+    def inbox(self) -> Inbox: ...
+    def listen(self, topic: str) -> Inbox: ...
+    def events(self) -> Inbox: ...
+    def link(self, to: Pid | str) -> None: ...
+    def unlink(self, to: Pid | str) -> None: ...
+    def monitor(self, to: Pid | str) -> None: ...
+    def demonitor(self, to: Pid | str) -> None: ...
+    def set_options(self, *, trap_links: bool | None = None) -> None: ...
+    async def cancel(self, to: Pid | str, timeout: float) -> None: ...
+    async def terminate(self, to: Pid | str) -> None: ...
+    def register(self, name: str) -> None: ...
+    def unregister(self, name: str) -> None: ...
+    def lookup(self, name: str) -> Pid | None: ...
+    async def call(self, to: Pid | str, topic: str, payload: Any, timeout: float) -> Any: ...
+
+
+_current: contextvars.ContextVar[Runtime] = contextvars.ContextVar("garrison_process")
+
+
+def current_runtime(what: str = "this call") -> Runtime:
+    """The runtime of the calling process, or :class:`NotInProcess`."""
+    try:
+        return _current.get()
+    except LookupError:
+        raise NotInProcess(
+            f"{what} must run inside a garrison process (spawn it with node.spawn or "
+            "process.spawn, or start it with garrison.run)"
+        ) from None
+
+
+def set_runtime(runtime: Runtime) -> contextvars.Token[Runtime]:
+    return _current.set(runtime)

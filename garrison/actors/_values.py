@@ -1,0 +1,124 @@
+"""The values that cross process boundaries: Pid, Message, Event, ErrorInfo."""
+
+from __future__ import annotations
+
+import enum
+import traceback as _traceback
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+if TYPE_CHECKING:
+    pass
+
+
+def _check_host(_inst: object, _attr: object, value: str) -> None:
+    if not value or "/" in value:
+        raise ValueError(f"invalid host name {value!r}: must be non-empty and contain no '/'")
+
+
+@attrs.frozen(order=True, cache_hash=True)
+class Pid:
+    """A process identifier: the host it runs on and an id unique on that host.
+
+    ``str(pid)`` reads ``host/id`` and is stable: ``Pid.parse(str(pid)) == pid``.
+    A workflow's pid is ``Pid(host, workflow_id)``, so it survives restarts.
+
+    >>> Pid.parse("workflows/order-17")
+    Pid(host='workflows', id='order-17')
+    """
+
+    host: str = attrs.field(validator=_check_host)
+    id: str
+
+    def __str__(self) -> str:
+        return f"{self.host}/{self.id}"
+
+    @classmethod
+    def parse(cls, text: str) -> Pid:
+        """Parse the output of ``str(pid)``; raises ``ValueError`` naming bad input."""
+        if not isinstance(text, str):
+            raise ValueError(f"cannot parse a pid from {text!r}: expected a 'host/id' string")
+        host, sep, ident = text.partition("/")
+        if not sep or not host or not ident:
+            raise ValueError(f"cannot parse a pid from {text!r}: expected 'host/id'")
+        return cls(host, ident)
+
+
+class EventKind(enum.StrEnum):
+    """What an :class:`Event` reports."""
+
+    #: a watched (monitored) process ended, normally or not
+    EXIT = "EXIT"
+    #: a linked process failed and this process traps links
+    LINK_DOWN = "LINK_DOWN"
+    #: someone asked this process to stop; it may clean up, then it is terminated
+    CANCEL = "CANCEL"
+
+
+@attrs.frozen
+class ErrorInfo:
+    """A structured error: exception type name, message and traceback text.
+
+    ``str(error)`` reads ``TypeName: message``.
+    """
+
+    type: str
+    message: str
+    traceback: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.type}: {self.message}" if self.message else self.type
+
+    @classmethod
+    def from_exception(cls, exc: BaseException) -> ErrorInfo:
+        """Capture ``exc`` with its traceback."""
+        tb = "".join(_traceback.format_exception(type(exc), exc, exc.__traceback__))
+        return cls(type(exc).__name__, str(exc), tb)
+
+
+@attrs.frozen
+class Event:
+    """A lifecycle event from ``process.events()``.
+
+    ``kind`` is ``EXIT`` (a monitored process ended; ``result`` on a normal exit,
+    ``error`` otherwise), ``LINK_DOWN`` (a linked process failed while this one
+    traps links) or ``CANCEL`` (this process is asked to stop; ``pid`` is who asked).
+    """
+
+    kind: EventKind
+    pid: Pid
+    result: Any = None
+    error: ErrorInfo | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True when this event reports no error."""
+        return self.error is None
+
+
+@attrs.frozen
+class Message:
+    """A message in a process's inbox.
+
+    ``topic`` names what it is about, ``payload`` is its data, ``sender`` the
+    process that sent it (``None`` from outside any process), ``id`` a unique id.
+    A message that came from ``process.call`` is answered with ``await msg.reply(v)``.
+    """
+
+    topic: str
+    payload: Any = None
+    sender: Pid | None = None
+    id: str = ""
+    call_ref: str | None = attrs.field(default=None, repr=False)
+
+    async def reply(self, value: Any = None) -> None:
+        """Answer a ``process.call``; a message that was not a call raises ``ValueError``.
+
+        A reply that arrives after the caller gave up is dropped.
+        """
+        if self.call_ref is None or self.sender is None:
+            raise ValueError(f"message {self.id} (topic {self.topic!r}) is not a call: nothing to reply to")
+        from ._runtime import current_runtime
+
+        await current_runtime().reply(self, value)

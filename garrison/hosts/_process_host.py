@@ -1,0 +1,519 @@
+"""The process host: every process is a trio task in the host's nursery.
+
+A process is plain in-memory state (:class:`_Process`) that is also the
+:class:`~garrison.actors._runtime.Runtime` its code talks to through
+``garrison.process``. Links, monitors and pending calls are direct references
+between those objects; anything that leaves this host goes through the node.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import outcome
+import trio
+
+from .._errors import NoSuchProcess, ProcessError
+from ..actors._mailbox import Budget, Inbox, timeout_seconds
+from ..actors._runtime import set_runtime
+from ..actors._values import ErrorInfo, Event, EventKind, Message, Pid
+
+if TYPE_CHECKING:
+    from .._node import Node
+
+log = logging.getLogger("garrison.process")
+
+_EXIT = EventKind.EXIT
+_LINK_DOWN = EventKind.LINK_DOWN
+_CANCEL = EventKind.CANCEL
+
+
+def noproc(pid: Pid) -> ErrorInfo:
+    """The reason given for a process that does not exist (any more)."""
+    return ErrorInfo("noproc", f"process {pid} is not alive")
+
+
+def _incarnation() -> str:
+    # pids of one node run never alias pids of an earlier run of the same store/app
+    return format(int.from_bytes(os.urandom(4), "big"), "x")
+
+
+class _Process:
+    """One process: its mailbox, links, monitors, and the runtime its code uses."""
+
+    __slots__ = (
+        "_budget",
+        "_callers",
+        "_calls",
+        "_events",
+        "_exited",
+        "_inbox",
+        "_topics",
+        "alive",
+        "host",
+        "kill_reason",
+        "label",
+        "links",
+        "monitored_by",
+        "monitoring",
+        "names",
+        "node",
+        "parent",
+        "pid",
+        "scope",
+        "trap_links",
+    )
+
+    def __init__(self, host: ProcessHost, pid: Pid, parent: Pid | None, label: str) -> None:
+        self.host = host
+        self.node = host.node
+        self.pid = pid
+        self.parent = parent
+        self.label = label
+        self.alive = True
+        self.scope: trio.CancelScope | None = None
+        self.kill_reason: ErrorInfo | None = None
+        self.trap_links = False
+        self._budget = Budget()
+        self._inbox: Inbox[Message] | None = None
+        self._topics: dict[str, Inbox[Message]] | None = None
+        self._events: Inbox[Event] | None = None
+        self.links: set[Pid] | None = None
+        self.monitored_by: set[Pid] | None = None  # who receives my EXIT
+        self.monitoring: set[Pid] | None = None  # whose EXIT I receive
+        self.names: list[str] | None = None
+        self._calls: dict[int, trio.lowlevel.Task | None] | None = None  # my pending calls
+        self._callers: dict[int, _Process] | None = None  # calls waiting on me
+        self._exited: trio.Event | None = None
+
+    def __repr__(self) -> str:
+        return f"<process {self.pid} {self.label}>"
+
+    # ------------------------------------------------------------------ delivery
+    def deliver(self, msg: Message) -> None:
+        topics = self._topics
+        if topics is not None:
+            box = topics.get(msg.topic)
+            if box is not None:
+                box.put(msg)
+                return
+        box = self._inbox
+        if box is None:
+            box = self._inbox = Inbox(self._budget)
+        box.put(msg)
+
+    def deliver_event(self, event: Event) -> None:
+        box = self._events
+        if box is None:
+            box = self._events = Inbox(self._budget)
+        box.put(event)
+
+    # ------------------------------------------------------------------ lifecycle
+    async def main(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        set_runtime(self)
+        result: Any = None
+        error: ErrorInfo | None = None
+        finished = False
+        try:
+            with trio.CancelScope() as scope:
+                self.scope = scope
+                if self.kill_reason is not None:
+                    scope.cancel()
+                try:
+                    result = await fn(*args)
+                    finished = True
+                except trio.Cancelled:
+                    raise
+                except Exception as exc:
+                    error = ErrorInfo.from_exception(exc)
+                    finished = True
+                except BaseExceptionGroup as group:
+                    _, rest = group.split(trio.Cancelled)
+                    if rest is None or not isinstance(rest, Exception):
+                        raise
+                    error = ErrorInfo.from_exception(rest)
+                    finished = True
+            if not finished:
+                error = self.kill_reason or ErrorInfo("Terminated", f"process {self.pid} was cancelled")
+        except BaseException:
+            if not finished:
+                error = self.kill_reason or self.node._shutdown_reason
+            raise
+        finally:
+            self._exit(result, error)
+
+    def kill(self, reason: ErrorInfo) -> None:
+        """End this process at its next checkpoint with ``reason`` (the first reason wins)."""
+        if not self.alive or self.kill_reason is not None:
+            return
+        self.kill_reason = reason
+        if self.scope is not None:
+            self.scope.cancel()
+
+    def _exit(self, result: Any, error: ErrorInfo | None) -> None:
+        """Everything that happens when a process ends; synchronous, never raises."""
+        self.alive = False
+        pid = self.pid
+        node = self.node
+        self.host.procs.pop(pid, None)
+        if self.names:
+            for name in self.names:
+                if node.registry.get(name) == pid:
+                    del node.registry[name]
+        event = Event(_EXIT, pid, result, error)
+        node._record_exit(pid, result, error)
+        quiet = error is not None and error is node._shutdown_reason
+        if error is not None and not quiet:
+            _log_exit(self, error)
+        # calls waiting on this process fail at once
+        if self._callers:
+            failure = ProcessError(f"process {pid} exited before replying: {error or 'normal exit'}",
+                                   pid=pid, error=error or noproc(pid))
+            for ref, caller in self._callers.items():
+                caller._finish_call(ref, outcome.Error(failure))
+            self._callers = None
+        if self.monitored_by:
+            for watcher in self.monitored_by:
+                node._deliver_event(watcher, event)
+        if self.links:
+            for other in self.links:
+                node._linked_exit(other, pid, error)
+        if self.monitoring:
+            for target in self.monitoring:
+                node._demonitor(target, pid)
+        if self._exited is not None:
+            self._exited.set()
+
+    async def wait_exited(self) -> None:
+        if self.alive:
+            if self._exited is None:
+                self._exited = trio.Event()
+            await self._exited.wait()
+
+    # ------------------------------------------------------------------ Runtime
+    def current_pid(self) -> Pid:
+        return self.pid
+
+    async def spawn(
+        self, target: Any, args: tuple[Any, ...], host: str | None, *, link: bool, monitor: bool
+    ) -> Pid:
+        pid = await self.node._spawn(
+            target, args, host=host or self.host.name, parent=self.pid,
+            link=self.pid if link else None, monitor=self.pid if monitor else None,
+        )
+        if link:
+            self._add_link(pid)
+        if monitor:
+            self._add_monitoring(pid)
+        await self._budget.checkpoint()
+        return pid
+
+    async def send(self, to: Pid | str, topic: str, payload: Any) -> None:
+        await self.node._send(self.pid, to, topic, payload)
+        await self._budget.checkpoint()
+
+    async def reply(self, msg: Message, value: Any) -> None:
+        assert msg.sender is not None and msg.call_ref is not None
+        caller = self.node._local_process(msg.sender)
+        ref = int(msg.call_ref)
+        if self._callers is not None:
+            self._callers.pop(ref, None)
+        if caller is not None:
+            caller._finish_call(ref, outcome.Value(value))
+        await self._budget.checkpoint()
+
+    def inbox(self) -> Inbox[Message]:
+        box = self._inbox
+        if box is None:
+            box = self._inbox = Inbox(self._budget)
+        return box
+
+    def listen(self, topic: str) -> Inbox[Message]:
+        if not isinstance(topic, str):
+            raise TypeError(f"listen() takes a topic string, got {type(topic).__name__}")
+        if self._topics is None:
+            self._topics = {}
+        box = self._topics.get(topic)
+        if box is None:
+            box = self._topics[topic] = Inbox(self._budget, topic)
+            general = self._inbox
+            if general is not None and general._items:
+                keep = [m for m in general._items if m.topic != topic]
+                if len(keep) != len(general._items):
+                    for m in general._items:
+                        if m.topic == topic:
+                            box.put(m)
+                    general._items.clear()
+                    general._items.extend(keep)
+        return box
+
+    def events(self) -> Inbox[Event]:
+        box = self._events
+        if box is None:
+            box = self._events = Inbox(self._budget)
+        return box
+
+    def link(self, to: Pid | str) -> None:
+        pid = self.node.resolve(to)
+        if pid == self.pid:
+            return
+        if self.node._link(pid, self.pid):
+            self._add_link(pid)
+        else:
+            self.node._linked_exit(self.pid, pid, noproc(pid))
+
+    def unlink(self, to: Pid | str) -> None:
+        pid = self.node.resolve(to)
+        if self.links:
+            self.links.discard(pid)
+        self.node._unlink(pid, self.pid)
+
+    def monitor(self, to: Pid | str) -> None:
+        pid = self.node.resolve(to)
+        if self.node._monitor(pid, self.pid):
+            self._add_monitoring(pid)
+        else:
+            self.deliver_event(Event(_EXIT, pid, None, noproc(pid)))
+
+    def demonitor(self, to: Pid | str) -> None:
+        pid = self.node.resolve(to)
+        if self.monitoring:
+            self.monitoring.discard(pid)
+        self.node._demonitor(pid, self.pid)
+
+    def set_options(self, *, trap_links: bool | None = None) -> None:
+        if trap_links is not None:
+            self.trap_links = bool(trap_links)
+
+    async def cancel(self, to: Pid | str, timeout: float) -> None:
+        await self.node._cancel(self.node.resolve(to), self.pid, timeout)
+
+    async def terminate(self, to: Pid | str) -> None:
+        await self.node._terminate(self.node.resolve(to), self.pid)
+
+    def register(self, name: str) -> None:
+        self.node._register(name, self.pid)
+        if self.names is None:
+            self.names = []
+        if name not in self.names:
+            self.names.append(name)
+
+    def unregister(self, name: str) -> None:
+        if self.node.registry.get(name) == self.pid:
+            del self.node.registry[name]
+        if self.names and name in self.names:
+            self.names.remove(name)
+
+    def lookup(self, name: str) -> Pid | None:
+        return self.node.lookup(name)
+
+    async def call(self, to: Pid | str, topic: str, payload: Any, timeout: Any) -> Any:
+        node = self.node
+        pid = node.resolve(to)
+        callee = node._local_process(pid)
+        if callee is None:
+            if pid.host in node._durable_hosts():
+                return await node._call_durable(self.pid, pid, topic, payload, timeout)
+            raise ProcessError(f"call to {pid} failed: {noproc(pid)}", pid=pid, error=noproc(pid))
+        ref = next(_refs)
+        if self._calls is None:
+            self._calls = {}
+        self._calls[ref] = None
+        if callee._callers is None:
+            callee._callers = {}
+        callee._callers[ref] = self
+        seconds = timeout_seconds(timeout)
+        try:
+            node.stats_messages += 1
+            callee.deliver(Message(topic, payload, self.pid, node._message_id(), str(ref)))
+            with trio.move_on_after(seconds):
+                return await self._park_call(ref)
+            raise TimeoutError(f"call to {pid} (topic {topic!r}) got no reply within {seconds:g}s")
+        finally:
+            self._calls.pop(ref, None)
+            if callee._callers is not None:
+                callee._callers.pop(ref, None)
+
+    # ------------------------------------------------------------------ helpers
+    async def _park_call(self, ref: int) -> Any:
+        assert self._calls is not None
+        task = trio.lowlevel.current_task()
+        self._calls[ref] = task
+
+        def abort(_: Any) -> trio.lowlevel.Abort:
+            if self._calls is not None:
+                self._calls[ref] = None
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        return await trio.lowlevel.wait_task_rescheduled(abort)
+
+    def _finish_call(self, ref: int, result: outcome.Outcome[Any]) -> None:
+        calls = self._calls
+        if calls is None or ref not in calls:
+            return  # a late reply: the caller gave up already
+        task = calls.pop(ref)
+        if task is not None:
+            trio.lowlevel.reschedule(task, result)
+
+    def _add_link(self, pid: Pid) -> None:
+        if self.links is None:
+            self.links = set()
+        self.links.add(pid)
+
+    def _add_monitoring(self, pid: Pid) -> None:
+        if self.monitoring is None:
+            self.monitoring = set()
+        self.monitoring.add(pid)
+
+
+_refs = itertools.count(1)
+
+
+def _log_exit(proc: _Process, error: ErrorInfo) -> None:
+    who = f"{proc.label} {proc.pid}" if proc.label else str(proc.pid)
+    if error.traceback:
+        log.error("%s exited abnormally: %s\n%s", who, error, error.traceback.rstrip())
+    else:
+        log.warning("%s exited abnormally: %s", who, error)
+
+
+class ProcessHost:
+    """A host whose processes are trio tasks of one nursery (in memory, not durable)."""
+
+    durable = False
+
+    def __init__(self, node: Node, name: str) -> None:
+        self.node = node
+        self.name = name
+        self.procs: dict[Pid, _Process] = {}
+        self._prefix = _incarnation() + "."
+        self._seq = 0
+        self._nursery: trio.Nursery | None = None
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Serve until cancelled; processes run in this nursery."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            await trio.sleep_forever()
+
+    def spawn(
+        self, fn: Callable[..., Any], args: tuple[Any, ...], *, parent: Pid | None,
+        link: Pid | None, monitor: Pid | None, label: str,
+    ) -> Pid:
+        if self._nursery is None:
+            raise RuntimeError(f"host {self.name!r} is not running")
+        self._seq += 1
+        pid = Pid(self.name, self._prefix + str(self._seq))
+        proc = _Process(self, pid, parent, label)
+        if link is not None:
+            proc.links = {link}
+        if monitor is not None:
+            proc.monitored_by = {monitor}
+        self.procs[pid] = proc
+        self._nursery.start_soon(proc.main, fn, args, name=label or "garrison.process")
+        return pid
+
+    def get(self, pid: Pid) -> _Process | None:
+        return self.procs.get(pid)
+
+    # -- the node's per-host operations -------------------------------------------
+    def deliver(self, pid: Pid, msg: Message) -> bool:
+        proc = self.procs.get(pid)
+        if proc is None:
+            return False
+        proc.deliver(msg)
+        return True
+
+    def deliver_event(self, pid: Pid, event: Event) -> bool:
+        proc = self.procs.get(pid)
+        if proc is None:
+            return False
+        proc.deliver_event(event)
+        return True
+
+    def add_monitor(self, target: Pid, watcher: Pid) -> bool:
+        proc = self.procs.get(target)
+        if proc is None:
+            return False
+        if proc.monitored_by is None:
+            proc.monitored_by = set()
+        proc.monitored_by.add(watcher)
+        return True
+
+    def remove_monitor(self, target: Pid, watcher: Pid) -> None:
+        proc = self.procs.get(target)
+        if proc is not None and proc.monitored_by:
+            proc.monitored_by.discard(watcher)
+
+    def add_link(self, target: Pid, other: Pid) -> bool:
+        proc = self.procs.get(target)
+        if proc is None:
+            return False
+        proc._add_link(other)
+        return True
+
+    def remove_link(self, target: Pid, other: Pid) -> None:
+        proc = self.procs.get(target)
+        if proc is not None and proc.links:
+            proc.links.discard(other)
+
+    def linked_exit(self, target: Pid, dead: Pid, error: ErrorInfo | None) -> None:
+        """``dead``, linked to ``target``, ended: a failure kills ``target`` or
+        becomes a ``LINK_DOWN`` event when it traps links."""
+        proc = self.procs.get(target)
+        if proc is None:
+            return
+        if proc.links:
+            proc.links.discard(dead)
+        if error is None:
+            return
+        if proc.trap_links:
+            proc.deliver_event(Event(_LINK_DOWN, dead, None, error))
+        else:
+            proc.kill(ErrorInfo("LinkedProcessFailed", f"linked process {dead} failed: {error}"))
+
+    def cancel_event(self, target: Pid, by: Pid | None) -> bool:
+        proc = self.procs.get(target)
+        if proc is None:
+            return False
+        proc.deliver_event(Event(_CANCEL, by if by is not None else target))
+        return True
+
+    def kill(self, target: Pid, reason: ErrorInfo) -> bool:
+        proc = self.procs.get(target)
+        if proc is None:
+            return False
+        proc.kill(reason)
+        return True
+
+    async def wait_exited(self, target: Pid) -> None:
+        proc = self.procs.get(target)
+        if proc is not None:
+            await proc.wait_exited()
+
+    def is_alive(self, pid: Pid) -> bool:
+        return pid in self.procs
+
+    def live_count(self) -> int:
+        return len(self.procs)
+
+    async def shutdown(self) -> None:
+        """Stop every process, children before parents (leaves of the tree first)."""
+        reason = self.node._shutdown_reason
+        while self.procs:
+            parents = {p.parent for p in self.procs.values()}
+            leaves = [p for pid, p in self.procs.items() if pid not in parents]
+            if not leaves:  # cannot happen for a tree; be safe with cycles of stale parents
+                leaves = list(self.procs.values())
+            for proc in reversed(leaves):
+                proc.kill(reason)
+            for proc in leaves:
+                await proc.wait_exited()
+
+    def raise_unknown(self, pid: Pid) -> None:
+        raise NoSuchProcess(pid)

@@ -1,0 +1,174 @@
+"""The API every process uses: ``from garrison import process``.
+
+Each function asks the calling process's host for its runtime and calls it, so
+the same code is plain on a process host and journaled on a workflow host.
+Outside a process every call raises :class:`~garrison.NotInProcess`.
+
+Wherever a destination is taken (``to``), it is a :class:`~garrison.Pid` or a
+registered name.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .actors._mailbox import Inbox
+from .actors._runtime import current_runtime
+from .actors._values import Event, Message, Pid
+
+__all__ = [
+    "call",
+    "cancel",
+    "demonitor",
+    "events",
+    "inbox",
+    "link",
+    "listen",
+    "lookup",
+    "monitor",
+    "pid",
+    "register",
+    "send",
+    "set_options",
+    "spawn",
+    "spawn_linked",
+    "spawn_linked_monitored",
+    "spawn_monitored",
+    "terminate",
+    "unlink",
+    "unregister",
+]
+
+
+def pid() -> Pid:
+    """The pid of the calling process."""
+    return current_runtime("process.pid()").current_pid()
+
+
+async def spawn(target: Any, *args: Any, host: str | None = None) -> Pid:
+    """Start ``target(*args)`` as a new process; returns its pid at once.
+
+    ``host`` defaults to the caller's own host. ``target`` is an async function,
+    an object with an async ``__call__`` or a config entry id.
+    """
+    return await current_runtime("process.spawn()").spawn(target, args, host, link=False,
+                                                           monitor=False)
+
+
+async def spawn_monitored(target: Any, *args: Any, host: str | None = None) -> Pid:
+    """Like :func:`spawn`; the caller receives the child's ``EXIT`` event."""
+    return await current_runtime("process.spawn_monitored()").spawn(target, args, host,
+                                                                    link=False, monitor=True)
+
+
+async def spawn_linked(target: Any, *args: Any, host: str | None = None) -> Pid:
+    """Like :func:`spawn`, linked: a failure of either ends the other (see ``trap_links``)."""
+    return await current_runtime("process.spawn_linked()").spawn(target, args, host, link=True,
+                                                                 monitor=False)
+
+
+async def spawn_linked_monitored(target: Any, *args: Any, host: str | None = None) -> Pid:
+    """:func:`spawn_linked` and :func:`spawn_monitored` at once."""
+    return await current_runtime("process.spawn_linked_monitored()").spawn(
+        target, args, host, link=True, monitor=True
+    )
+
+
+async def send(to: Pid | str, topic: str, payload: Any = None) -> None:
+    """Send a message; never blocks on the receiver.
+
+    Order is kept per sender and receiver. A message to a dead pid is dropped and
+    counted as a dead letter; a name nobody holds raises ``NoSuchProcess``.
+    """
+    await current_runtime("process.send()").send(to, topic, payload)
+
+
+def inbox() -> Inbox[Message]:
+    """The calling process's general inbox (messages of topics not ``listen``-ed)."""
+    return current_runtime("process.inbox()").inbox()
+
+
+def listen(topic: str) -> Inbox[Message]:
+    """An inbox of messages of ``topic`` only.
+
+    From now on those messages no longer reach the general inbox; the ones
+    already waiting there move to this inbox, in order.
+    """
+    return current_runtime("process.listen()").listen(topic)
+
+
+def events() -> Inbox[Event]:
+    """The process's lifecycle events (``EXIT``, ``LINK_DOWN``, ``CANCEL``).
+
+    Events are queued from the moment the process starts, so calling this late
+    loses nothing.
+    """
+    return current_runtime("process.events()").events()
+
+
+def link(to: Pid | str) -> None:
+    """Link to a process: a failure of either ends the other (or is a ``LINK_DOWN``
+    event for one that traps links). Linking to a process that is gone acts as a
+    linked failure with reason ``noproc``."""
+    current_runtime("process.link()").link(to)
+
+
+def unlink(to: Pid | str) -> None:
+    """Remove a link (both directions)."""
+    current_runtime("process.unlink()").unlink(to)
+
+
+def monitor(to: Pid | str) -> None:
+    """Receive ``to``'s ``EXIT`` event when it ends; a dead pid gives an ``EXIT``
+    with reason ``noproc`` at once."""
+    current_runtime("process.monitor()").monitor(to)
+
+
+def demonitor(to: Pid | str) -> None:
+    """Stop monitoring ``to``."""
+    current_runtime("process.demonitor()").demonitor(to)
+
+
+def set_options(*, trap_links: bool | None = None) -> None:
+    """``trap_links=True``: a linked process's failure arrives as a ``LINK_DOWN``
+    event instead of ending this process."""
+    current_runtime("process.set_options()").set_options(trap_links=trap_links)
+
+
+async def cancel(to: Pid | str, timeout: Any = "5s") -> None:
+    """Ask ``to`` to stop: it gets a ``CANCEL`` event and may clean up; if it is
+    still running after ``timeout`` it is terminated. Returns once it has ended."""
+    await current_runtime("process.cancel()").cancel(to, timeout)
+
+
+async def terminate(to: Pid | str) -> None:
+    """End ``to`` at once (reason ``Terminated``); returns once it has ended."""
+    await current_runtime("process.terminate()").terminate(to)
+
+
+def register(name: str) -> None:
+    """Register the calling process under ``name``; a name another live process
+    holds raises ``ValueError`` naming the holder. Released when the process ends,
+    before its ``EXIT`` is delivered."""
+    current_runtime("process.register()").register(name)
+
+
+def unregister(name: str) -> None:
+    """Release ``name`` if the calling process holds it."""
+    current_runtime("process.unregister()").unregister(name)
+
+
+def lookup(name: str) -> Pid | None:
+    """The pid registered under ``name``, or ``None``."""
+    return current_runtime("process.lookup()").lookup(name)
+
+
+async def call(to: Pid | str, topic: str, payload: Any = None, timeout: Any = "5s") -> Any:
+    """Send a request and wait for the reply (the callee answers with
+    ``await msg.reply(value)``).
+
+    One ``timeout`` covers the whole exchange (``TimeoutError``); the callee is
+    watched, so its death fails the call at once with ``ProcessError``; a reply
+    that arrives after the call gave up is dropped.
+    """
+    return await current_runtime("process.call()").call(to, topic, payload, timeout)
