@@ -1,0 +1,1142 @@
+"""The YAML config loader (Wippy-style): files -> frozen entries, or one ``ConfigError``.
+
+A config file looks like::
+
+    version: "1.0"
+    namespace: app
+    entries:
+      - {name: processes, kind: process.host}
+      - {name: workflows, kind: workflow.host, store: app.db}
+      - {name: handler, kind: process.py, source: "myapp.sessions:main"}
+      - name: session_manager
+        kind: process.service
+        process: app:handler
+        lifecycle: {auto_start: true, restart: {max_attempts: 10}}
+
+Every entry gets the id ``namespace:name``. References to other entries may be
+written ``ns:name`` or just ``name`` (same namespace). The loader checks the whole
+file (or set of files) and reports *every* problem it finds, one line each, naming
+the file, the entry, the field and what was expected, in one :class:`ConfigError`.
+
+Structuring is done by one private cattrs converter with ``forbid_extra_keys``;
+range checks live in attrs validators on the frozen entry classes, so building
+a :class:`RestartPolicy` or :class:`Lifecycle` by hand is checked the same way.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import math
+import os
+import random
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeAlias, TypeVar, cast
+
+import attrs
+import cattrs
+import yaml
+from cattrs.errors import (
+    AttributeValidationNote,
+    BaseValidationError,
+    ClassValidationError,
+    ForbiddenExtraKeysError,
+    IterableValidationError,
+)
+from cattrs.gen import make_dict_structure_fn, override
+
+from .._duration import parse_duration
+from .._errors import ConfigError
+
+__all__ = [
+    "BUILTIN_HOSTS",
+    "KINDS",
+    "Config",
+    "Entry",
+    "HostEntry",
+    "Lifecycle",
+    "RestartPolicy",
+    "ServiceEntry",
+    "SourceEntry",
+    "WorkflowHostEntry",
+    "check_config",
+    "load_config",
+    "load_config_text",
+    "load_configs",
+]
+
+T = TypeVar("T")
+
+#: Host names every node has without any config: a process host and a workflow host.
+BUILTIN_HOSTS = ("processes", "workflows")
+
+SUPPORTED_VERSIONS = ("1.0", "1")
+
+
+# --------------------------------------------------------------------------- validators
+
+
+class _FieldProblem(ValueError):
+    """A field value outside its allowed range; ``str()`` reads ``expected X, got Y``."""
+
+    def __init__(self, field: str, expected: str, got: object) -> None:
+        self.field = field
+        self.detail = f"expected {expected}, got {got!r}"
+        super().__init__(f"field {field!r}: {self.detail}")
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _non_negative_int(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise _FieldProblem(attribute.name, "an integer >= 0", value)
+
+
+def _positive_int_or_none(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+        raise _FieldProblem(attribute.name, "an integer >= 1", value)
+
+
+def _non_negative(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if not _is_number(value) or math.isnan(value) or value < 0:  # type: ignore[operator, arg-type]
+        raise _FieldProblem(attribute.name, "a non-negative duration", value)
+
+
+def _at_least_initial_delay(inst: Any, attribute: attrs.Attribute[Any], value: object) -> None:
+    _non_negative(inst, attribute, value)
+    initial = inst.initial_delay
+    if _is_number(initial) and value < initial:
+        raise _FieldProblem(attribute.name, f"a duration >= initial_delay ({initial:g}s)", value)
+
+
+def _factor(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if not _is_number(value) or not value >= 1 or math.isinf(value):  # type: ignore[operator, arg-type]
+        raise _FieldProblem(attribute.name, "a number >= 1", value)
+
+
+def _fraction(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if not _is_number(value) or not 0 <= value <= 1:  # type: ignore[operator]
+        raise _FieldProblem(attribute.name, "a number between 0 and 1", value)
+
+
+def _is_bool(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, bool):
+        raise _FieldProblem(attribute.name, "true or false", value)
+
+
+def _one_of(*choices: str) -> Callable[[object, attrs.Attribute[Any], object], None]:
+    def check(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+        if value not in choices:
+            raise _FieldProblem(attribute.name, "one of " + ", ".join(map(repr, choices)), value)
+
+    return check
+
+
+def _seconds(value: object) -> float:
+    """attrs converter: a duration (number of seconds or ``"30s"``) -> float seconds."""
+    if isinstance(value, float):
+        return value
+    return parse_duration(value)
+
+
+# --------------------------------------------------------------------------- values
+
+
+@attrs.frozen
+class RestartPolicy:
+    """How a service is restarted after a failure (Wippy's ``lifecycle.restart``).
+
+    ``max_attempts`` counts *restarts*: ``0`` means unlimited, ``3`` means at most
+    4 starts in a row without a stable run. The wait before restart number ``n``
+    (1-based) is ``initial_delay * backoff_factor ** (n - 1)``, capped at
+    ``max_delay``, then spread by ``± jitter`` (a fraction). Durations are seconds
+    and accept strings such as ``"1s"`` or ``"1m30s"`` when built by hand.
+    """
+
+    max_attempts: int = attrs.field(default=0, validator=_non_negative_int)
+    initial_delay: float = attrs.field(default=1.0, converter=_seconds, validator=_non_negative)
+    max_delay: float = attrs.field(
+        default=90.0, converter=_seconds, validator=_at_least_initial_delay
+    )
+    backoff_factor: float = attrs.field(default=2.0, validator=_factor)
+    jitter: float = attrs.field(default=0.1, validator=_fraction)
+
+    def allows(self, restarts: int) -> bool:
+        """Whether restart number ``restarts`` (1-based, since the last stable run) may happen."""
+        return self.max_attempts == 0 or restarts <= self.max_attempts
+
+    def base_delay(self, attempt: int) -> float:
+        """The un-jittered wait before restart number ``attempt`` (1-based)."""
+        exponent = max(attempt, 1) - 1
+        try:
+            delay = self.initial_delay * self.backoff_factor**exponent
+        except OverflowError:
+            return self.max_delay
+        return min(delay, self.max_delay)
+
+    def delay(self, attempt: int, rng: random.Random | None = None) -> float:
+        """The wait in seconds before restart number ``attempt`` (1-based).
+
+        The result lies in ``base * (1 - jitter) .. base * (1 + jitter)`` where
+        ``base = min(initial_delay * backoff_factor ** (attempt - 1), max_delay)``;
+        jitter may take it above ``max_delay`` by at most that fraction. Pass a
+        seeded ``rng`` for reproducible delays.
+        """
+        base = self.base_delay(attempt)
+        if self.jitter == 0 or base == 0:
+            return base
+        spread = (rng or random).uniform(-self.jitter, self.jitter)
+        return max(0.0, base * (1.0 + spread))
+
+
+@attrs.frozen
+class Lifecycle:
+    """The ``lifecycle:`` block of a ``process.service`` entry (Wippy defaults).
+
+    ``requires`` holds the full entry ids of services that must be running before
+    this one starts (``depends_on`` is accepted as an alias in YAML).
+    ``stable_threshold``: a run at least this long resets the restart count.
+    """
+
+    auto_start: bool = attrs.field(default=False, validator=_is_bool)
+    requires: tuple[str, ...] = ()
+    start_timeout: float = attrs.field(default=10.0, converter=_seconds, validator=_non_negative)
+    stop_timeout: float = attrs.field(default=10.0, converter=_seconds, validator=_non_negative)
+    stable_threshold: float = attrs.field(default=5.0, converter=_seconds, validator=_non_negative)
+    restart: RestartPolicy = attrs.field(factory=RestartPolicy)
+
+
+@attrs.frozen
+class HostEntry:
+    """A ``process.host`` entry: an extra process host (a trio nursery of processes).
+
+    ``workers`` is an optional cap on concurrently running processes
+    (``None``: no cap).
+    """
+
+    id: str = ""
+    kind: str = "process.host"
+    workers: int | None = attrs.field(default=None, validator=_positive_int_or_none)
+    meta: Mapping[str, Any] = attrs.field(factory=dict, hash=False)
+
+
+@attrs.frozen
+class WorkflowHostEntry:
+    """A ``workflow.host`` entry: a durable workflow host.
+
+    ``store`` is the SQLite file path (made absolute against the config file's
+    folder when relative) or ``None`` for an in-memory store; ``synchronous`` is
+    ``"normal"`` (survives a killed process) or ``"full"`` (survives power loss).
+    """
+
+    id: str = ""
+    kind: str = "workflow.host"
+    store: str | None = None
+    synchronous: str = attrs.field(default="normal", validator=_one_of("normal", "full"))
+    meta: Mapping[str, Any] = attrs.field(factory=dict, hash=False)
+
+
+@attrs.frozen
+class SourceEntry:
+    """A ``process.py``, ``workflow.py`` or ``function.py`` entry.
+
+    ``source`` is ``"module:function"`` (the function part may be a dotted path);
+    ``func`` is the object it names, imported when the config was loaded.
+    Processes and workflows are async functions (or objects with an async
+    ``__call__``); a workflow must also be importable again by its own
+    ``module:qualname``. Activities (``function.py``) may be sync or async callables.
+    """
+
+    id: str = ""
+    kind: str = "process.py"
+    source: str = ""
+    func: Callable[..., Any] | None = attrs.field(default=None, eq=False, repr=False)
+    meta: Mapping[str, Any] = attrs.field(factory=dict, hash=False)
+
+
+@attrs.frozen
+class ServiceEntry:
+    """A ``process.service`` entry: a supervised, restartable process.
+
+    ``process`` is the full id of the ``process.py`` / ``workflow.py`` entry to run;
+    ``host`` is the full id of a ``process.host`` / ``workflow.host`` entry or one of
+    the built-in host names ``"processes"`` / ``"workflows"`` (default
+    ``"processes"``); ``input`` is the tuple of positional arguments.
+    """
+
+    id: str = ""
+    kind: str = "process.service"
+    process: str = ""
+    host: str = "processes"
+    input: tuple[Any, ...] = ()
+    lifecycle: Lifecycle = attrs.field(factory=Lifecycle)
+    meta: Mapping[str, Any] = attrs.field(factory=dict, hash=False)
+
+    @property
+    def restart(self) -> RestartPolicy:
+        """Shortcut for ``lifecycle.restart``."""
+        return self.lifecycle.restart
+
+    @property
+    def requires(self) -> tuple[str, ...]:
+        """Shortcut for ``lifecycle.requires`` (full entry ids)."""
+        return self.lifecycle.requires
+
+
+Entry: TypeAlias = HostEntry | WorkflowHostEntry | SourceEntry | ServiceEntry
+
+#: Every known entry kind and the class it becomes.
+KINDS: dict[str, type[Any]] = {
+    "process.host": HostEntry,
+    "workflow.host": WorkflowHostEntry,
+    "process.py": SourceEntry,
+    "workflow.py": SourceEntry,
+    "function.py": SourceEntry,
+    "process.service": ServiceEntry,
+}
+_HOST_KINDS = ("process.host", "workflow.host")
+_RUNNABLE_KINDS = ("process.py", "workflow.py")
+_INTERNAL_FIELDS = frozenset({"id", "kind", "func"})
+_REQUIRED: dict[str, tuple[str, ...]] = {
+    "process.py": ("source",),
+    "workflow.py": ("source",),
+    "function.py": ("source",),
+    "process.service": ("process",),
+}
+
+
+def _allowed_fields(cls: type[Any]) -> list[str]:
+    return ["name", "kind"] + [f.name for f in attrs.fields(cls) if f.name not in _INTERNAL_FIELDS]
+
+
+# --------------------------------------------------------------------------- converter
+
+
+class _Expected(ValueError):
+    def __init__(self, expected: str, got: object) -> None:
+        self.detail = f"expected {expected}, got {got!r}"
+        super().__init__(self.detail)
+
+
+def _strict_str(value: object, _: object) -> str:
+    if not isinstance(value, str):
+        raise _Expected("a string", value)
+    return value
+
+
+def _strict_bool(value: object, _: object) -> bool:
+    if not isinstance(value, bool):
+        raise _Expected("true or false", value)
+    return value
+
+
+def _strict_int(value: object, _: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _Expected("an integer", value)
+    return value
+
+
+def _strict_float(value: object, _: object) -> float:
+    if not _is_number(value):
+        raise _Expected("a number", value)
+    return float(value)  # type: ignore[arg-type]
+
+
+def _duration_hook(value: object, _: object) -> float:
+    try:
+        return parse_duration(value)
+    except ValueError:
+        raise _Expected("a duration such as 10, '250ms', '30s', '5m' or '1h30m'", value) from None
+
+
+def _ids_hook(value: object, _: object) -> tuple[str, ...]:
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+        raise _Expected("a list of entry ids", value)
+    return tuple(value)
+
+
+def _input_hook(value: object, _: object) -> tuple[Any, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, list | tuple):
+        return tuple(value)
+    return (value,)
+
+
+def _mapping_hook(value: object, _: object) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise _Expected("a mapping", value)
+    return dict(value)
+
+
+def _make_converter() -> cattrs.Converter:
+    conv = cattrs.Converter(forbid_extra_keys=True, detailed_validation=True)
+    conv.register_structure_hook(str, _strict_str)
+    conv.register_structure_hook(bool, _strict_bool)
+    conv.register_structure_hook(int, _strict_int)
+    conv.register_structure_hook(float, _strict_float)
+    dur = override(struct_hook=_duration_hook)
+    internal = override(omit=True)
+    meta = override(struct_hook=_mapping_hook)
+    conv.register_structure_hook(
+        RestartPolicy,
+        _validated(
+            RestartPolicy,
+            make_dict_structure_fn(RestartPolicy, conv, initial_delay=dur, max_delay=dur),
+        ),
+    )
+    conv.register_structure_hook(
+        Lifecycle,
+        _validated(
+            Lifecycle,
+            make_dict_structure_fn(
+                Lifecycle,
+                conv,
+                requires=override(struct_hook=_ids_hook),
+                start_timeout=dur,
+                stop_timeout=dur,
+                stable_threshold=dur,
+            ),
+        ),
+    )
+    for cls in (HostEntry, WorkflowHostEntry, SourceEntry, ServiceEntry):
+        extra: dict[str, Any] = {
+            f.name: internal for f in attrs.fields(cls) if f.name in _INTERNAL_FIELDS
+        }
+        if cls is ServiceEntry:
+            extra["input"] = override(struct_hook=_input_hook)
+        conv.register_structure_hook(
+            cls, _validated(cls, make_dict_structure_fn(cls, conv, meta=meta, **extra))
+        )
+    return conv
+
+
+def _flatten(
+    exc: BaseException, path: tuple[str, ...], cls: type[Any] | None
+) -> Iterator[tuple[tuple[str, ...], str]]:
+    """Turn a (nested) cattrs validation error into ``(field path, message)`` pairs."""
+    if isinstance(exc, ClassValidationError | IterableValidationError):
+        with_notes, without = exc.group_exceptions()
+        for sub, note in with_notes:
+            name = str(getattr(note, "name", getattr(note, "index", "?")))
+            sub_cls = getattr(note, "type", None)
+            yield from _flatten(
+                sub,
+                (*path, name),
+                sub_cls if isinstance(sub_cls, type) and attrs.has(sub_cls) else None,
+            )
+        for sub in without:
+            yield from _flatten(sub, path, cls)
+    elif isinstance(exc, ForbiddenExtraKeysError):
+        allowed = ", ".join(
+            _allowed_fields(exc.cl) if path == () else [f.name for f in attrs.fields(exc.cl)]
+        )
+        for key in sorted(exc.extra_fields, key=str):
+            yield (*path, str(key)), f"unknown field; allowed fields are: {allowed}"
+    elif isinstance(exc, KeyError):
+        yield path, "required field is missing"
+    elif isinstance(exc, _Expected | _FieldProblem):
+        yield path, exc.detail
+    elif isinstance(exc, BaseValidationError):
+        for sub in exc.exceptions:
+            yield from _flatten(sub, path, cls)
+    elif isinstance(exc, TypeError) and cls is not None:
+        yield path, "expected a mapping"
+    else:
+        yield path, f"{type(exc).__name__}: {exc}"
+
+
+def _validated(cls: type[T], hook: Callable[[Any, Any], T]) -> Callable[[Any, Any], T]:
+    """Wrap a generated structure hook: run every field validator of the result and
+    raise all failures together as a cattrs ``ClassValidationError`` with field notes.
+
+    Structuring runs with attrs validators disabled (see ``_parse_entry``), so
+    *every* out-of-range field is reported, not only the first one.
+    """
+
+    allowed = {f.name for f in attrs.fields(cast(Any, cls)) if f.name not in _INTERNAL_FIELDS}
+
+    def structure(value: Any, type_: Any) -> T:
+        if not isinstance(value, Mapping):
+            raise _Expected("a mapping", value)
+        # Unknown keys are set aside (and reported) so that the known fields are
+        # still structured and checked: one run reports every mistake.
+        extra = {k for k in value if k not in allowed}
+        errors: list[Exception] = []
+        if extra:
+            errors.append(ForbiddenExtraKeysError(None, cls, extra))
+            value = {k: v for k, v in value.items() if k in allowed}
+        try:
+            obj = hook(value, type_)
+        except ClassValidationError as exc:
+            raise ClassValidationError(exc.message, [*errors, *exc.exceptions], cls) from None
+        for field in attrs.fields(cast(Any, cls)):
+            if field.validator is None:
+                continue
+            try:
+                field.validator(obj, field, getattr(obj, field.name))
+            except _FieldProblem as exc:
+                exc.__notes__ = [
+                    AttributeValidationNote(
+                        f"Validating {cls.__qualname__} @ attribute {field.name!r}",
+                        field.name,
+                        field.type,
+                    )
+                ]
+                errors.append(exc)
+        if errors:
+            raise ClassValidationError(f"While structuring {cls.__qualname__}", errors, cls)
+        return obj
+
+    return structure
+
+
+_converter = _make_converter()
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+class _Problems:
+    """Collects problem lines for one file."""
+
+    def __init__(self, filename: str) -> None:
+        self.filename = filename
+        self.lines: list[str] = []
+
+    def file(self, message: str) -> None:
+        self.lines.append(f"{self.filename}: {message}")
+
+    def entry(self, where: str, message: str, field: str | None = None) -> None:
+        if field is None:
+            self.lines.append(f"{self.filename}: {where}: {message}")
+        else:
+            self.lines.append(f"{self.filename}: {where}: field {field!r}: {message}")
+
+
+@attrs.frozen
+class _Located:
+    entry: Entry
+    filename: str
+    index: int
+    namespace: str
+
+    @property
+    def where(self) -> str:
+        return f"entry {self.entry.id!r} (index {self.index})"
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A safe YAML loader that rejects a mapping with the same key twice."""
+
+
+def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
+    loader.flatten_mapping(node)
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        try:
+            duplicate = key in seen
+        except TypeError:
+            continue
+        if duplicate:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark
+            )
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
+    _construct_mapping,
+)
+
+
+def _version_ok(value: object) -> bool:
+    if isinstance(value, str):
+        return value.strip() in SUPPORTED_VERSIONS
+    return _is_number(value) and value == 1
+
+
+def _valid_name(value: object) -> bool:
+    return (
+        isinstance(value, str)
+        and bool(value)
+        and ":" not in value
+        and not any(c.isspace() for c in value)
+    )
+
+
+def _import_source(source: str) -> Callable[..., Any]:
+    """Import ``module:attr.path``; raises ``_Expected``/``LookupError`` with the reason."""
+    module_name, _, attr_path = source.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:
+        raise LookupError(
+            f"module {module_name!r} could not be imported: {type(exc).__name__}: {exc}"
+        ) from None
+    obj: Any = module
+    for part in attr_path.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise LookupError(f"module {module_name!r} has no attribute {attr_path!r}") from None
+    return obj
+
+
+def _is_async_callable(obj: object) -> bool:
+    if inspect.iscoroutinefunction(obj):
+        return True
+    call = getattr(obj, "__call__", None)  # noqa: B004
+    return call is not None and not inspect.isroutine(obj) and inspect.iscoroutinefunction(call)
+
+
+def _check_workflow_importable(func: Callable[..., Any]) -> str | None:
+    """Why ``func`` cannot be found again by ``module:qualname``, or ``None`` if it can."""
+    qualname = getattr(func, "__qualname__", None)
+    module = getattr(func, "__module__", None)
+    if not isinstance(qualname, str) or not isinstance(module, str):
+        return "a workflow must be a module-level function with __module__ and __qualname__"
+    if "<lambda>" in qualname:
+        return "a workflow cannot be a lambda: it must be importable by its module:qualname"
+    if "<locals>" in qualname:
+        return (
+            f"a workflow cannot be a closure ({qualname!r}): "
+            "it must be importable by its module:qualname"
+        )
+    try:
+        again = _import_source(f"{module}:{qualname}")
+    except LookupError as exc:
+        return f"a workflow must be importable by its module:qualname {module}:{qualname}: {exc}"
+    if again is not func and getattr(again, "__wrapped__", None) is not func:
+        return f"{module}:{qualname} names a different object than the one loaded"
+    return None
+
+
+def _preprocess(kind: str, data: dict[str, Any], problems: _Problems, where: str) -> None:
+    """Apply YAML aliases in place (``depends_on`` -> ``requires``)."""
+    if kind != "process.service":
+        return
+    if data.get("host") == "":
+        problems.entry(
+            where, "expected a host entry id or 'processes' / 'workflows', got ''", "host"
+        )
+        data.pop("host")
+    # An absent host means the node's built-in "processes" host, even when the
+    # namespace has an entry named "processes"; "" marks it until linking.
+    data.setdefault("host", "")
+    lifecycle = data.get("lifecycle")
+    if isinstance(lifecycle, Mapping) and "depends_on" in lifecycle:
+        lifecycle = dict(lifecycle)
+        if "requires" in lifecycle:
+            problems.entry(
+                where,
+                "give either 'requires' or its alias 'depends_on', not both",
+                "lifecycle.depends_on",
+            )
+            lifecycle.pop("depends_on")
+        else:
+            lifecycle["requires"] = lifecycle.pop("depends_on")
+        data["lifecycle"] = lifecycle
+
+
+def _parse_entry(
+    raw: object, index: int, namespace: str, base_dir: Path | None, problems: _Problems
+) -> Entry | None:
+    if not isinstance(raw, Mapping):
+        problems.file(
+            f"entry at index {index}: expected a mapping with 'name' and 'kind', got {raw!r}"
+        )
+        return None
+    name, kind = raw.get("name"), raw.get("kind")
+    where = f"entry {namespace}:{name!s} (index {index})"
+    ok = True
+    if name is None:
+        problems.entry(f"entry at index {index}", "required field is missing", "name")
+        ok = False
+    elif not _valid_name(name):
+        problems.entry(
+            f"entry at index {index}",
+            f"expected a non-empty name without ':' or spaces, got {name!r}",
+            "name",
+        )
+        ok = False
+    else:
+        where = f"entry '{namespace}:{name}' (index {index})"
+    if kind is None:
+        problems.entry(where, "required field is missing", "kind")
+        return None
+    if kind not in KINDS:
+        problems.entry(where, f"unknown kind {kind!r}; known kinds are: {', '.join(KINDS)}", "kind")
+        return None
+    if not ok:
+        return None
+    entry_id = f"{namespace}:{name}"
+    cls = KINDS[kind]
+    failures: list[tuple[tuple[str, ...], str]] = []
+    data = {k: v for k, v in raw.items() if k not in ("name", "kind")}
+    _preprocess(kind, data, problems, where)
+    for required in _REQUIRED.get(kind, ()):
+        if required not in data:
+            failures.append(((required,), "required field is missing"))
+    with attrs.validators.disabled():
+        try:
+            entry = _converter.structure(data, cls)
+        except Exception as exc:
+            failures.extend(_flatten(exc, (), cls))
+            entry = None
+        else:
+            entry = attrs.evolve(entry, id=entry_id, kind=kind)
+    for path, message in failures:
+        if path and path[-1] in ("id", "func") and len(path) == 1:
+            path = ()
+        raw_lifecycle = raw.get("lifecycle")
+        if (
+            path == ("lifecycle", "requires")
+            and isinstance(raw_lifecycle, Mapping)
+            and "depends_on" in raw_lifecycle
+        ):
+            path = ("lifecycle", "depends_on")
+        problems.entry(where, message, ".".join(path) if path else None)
+    if failures or entry is None:
+        return None
+    if isinstance(entry, WorkflowHostEntry) and entry.store is not None and base_dir is not None:
+        store = Path(entry.store).expanduser()
+        if not store.is_absolute() and entry.store != ":memory:":
+            entry = attrs.evolve(entry, store=str(base_dir / store))
+    if isinstance(entry, SourceEntry):
+        return _load_source(entry, where, problems)
+    return entry
+
+
+def _load_source(entry: SourceEntry, where: str, problems: _Problems) -> SourceEntry | None:
+    module_name, sep, attr_path = entry.source.partition(":")
+    parts_ok = all(p.isidentifier() for p in module_name.split(".")) and all(
+        p.isidentifier() for p in attr_path.split(".")
+    )
+    if not sep or not parts_ok:
+        problems.entry(
+            where,
+            f"expected 'module:function' (e.g. 'myapp.jobs:main'), got {entry.source!r}",
+            "source",
+        )
+        return None
+    try:
+        func = _import_source(entry.source)
+    except LookupError as exc:
+        problems.entry(where, str(exc), "source")
+        return None
+    if entry.kind == "function.py":
+        if not callable(func):
+            problems.entry(
+                where,
+                f"expected a callable (sync or async function), got {type(func).__name__}",
+                "source",
+            )
+            return None
+    elif not _is_async_callable(func):
+        what = "workflow" if entry.kind == "workflow.py" else "process"
+        problems.entry(
+            where,
+            f"expected an async function (async def) for a {what}, "
+            f"got {_describe(func)} {entry.source!r}",
+            "source",
+        )
+        return None
+    if entry.kind == "workflow.py":
+        why = _check_workflow_importable(func)
+        if why is not None:
+            problems.entry(where, why, "source")
+            return None
+    return attrs.evolve(entry, func=func)
+
+
+def _describe(obj: object) -> str:
+    if inspect.isfunction(obj) or inspect.ismethod(obj):
+        return "the plain (sync) function"
+    return f"a {type(obj).__name__}"
+
+
+@attrs.frozen
+class _ParsedFile:
+    filename: str
+    namespace: str | None
+    entries: list[_Located]
+    problems: list[str]
+    named_ids: list[tuple[str, int]] = attrs.Factory(list)
+
+
+def _parse_text(text: str, filename: str, base_dir: Path | None) -> _ParsedFile:
+    problems = _Problems(filename)
+
+    def done(namespace: str | None = None, entries: list[_Located] | None = None) -> _ParsedFile:
+        return _ParsedFile(filename, namespace, entries or [], problems.lines)
+
+    try:
+        doc = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None) or str(exc)
+        if mark is not None:
+            problems.file(
+                f"YAML syntax error at line {mark.line + 1}, column {mark.column + 1}: {problem}"
+            )
+        else:
+            problems.file(f"YAML syntax error: {problem}")
+        return done()
+    if not isinstance(doc, Mapping):
+        problems.file(
+            "expected a mapping with 'version', 'namespace' and 'entries' at the top level, "
+            f"got {type(doc).__name__ if doc is not None else 'an empty document'}"
+        )
+        return done()
+    allowed_top = ("version", "namespace", "entries", "meta")
+    for key in doc:
+        if key not in allowed_top:
+            problems.file(
+                f"unknown top-level field {key!r}; allowed fields are: {', '.join(allowed_top)}"
+            )
+    version = doc.get("version")
+    if version is None:
+        problems.file("field 'version': required field is missing (expected \"1.0\")")
+    elif not _version_ok(version):
+        problems.file(
+            f"field 'version': expected one of {', '.join(map(repr, SUPPORTED_VERSIONS))}, "
+            f"got {version!r}"
+        )
+    namespace = doc.get("namespace")
+    if namespace is None:
+        problems.file("field 'namespace': required field is missing")
+        namespace = None
+    elif not _valid_name(namespace):
+        problems.file(
+            f"field 'namespace': expected a non-empty name without ':' or spaces, got {namespace!r}"
+        )
+        namespace = None
+    raw_entries = doc.get("entries", [])
+    if raw_entries is None:
+        raw_entries = []
+    if not isinstance(raw_entries, list):
+        problems.file(f"field 'entries': expected a list of entries, got {raw_entries!r}")
+        return done(namespace)
+    if namespace is None:
+        return done(namespace)
+    located: list[_Located] = []
+    named_ids: list[tuple[str, int]] = []
+    for index, raw in enumerate(raw_entries):
+        if isinstance(raw, Mapping) and _valid_name(raw.get("name")):
+            named_ids.append((f"{namespace}:{raw['name']}", index))
+        entry = _parse_entry(raw, index, namespace, base_dir, problems)
+        if entry is not None:
+            located.append(_Located(entry, filename, index, namespace))
+    return _ParsedFile(filename, namespace, located, problems.lines, named_ids)
+
+
+# --------------------------------------------------------------------------- linking
+
+
+def _link(parsed: Sequence[_ParsedFile]) -> tuple[dict[str, Entry], list[str]]:
+    """Join parsed files, resolve references, check kinds and dependency cycles."""
+    problems: list[str] = [line for p in parsed for line in p.problems]
+    first_seen: dict[str, tuple[str, int]] = {}
+    for p in parsed:
+        for entry_id, index in p.named_ids:
+            if entry_id in first_seen:
+                first_file, first_index = first_seen[entry_id]
+                problems.append(
+                    f"{p.filename}: entry {entry_id!r} (index {index}): field 'name': "
+                    f"duplicate entry id {entry_id!r} (first defined in {first_file} "
+                    f"at index {first_index}); expected a unique name"
+                )
+            else:
+                first_seen[entry_id] = (p.filename, index)
+    located: dict[str, _Located] = {}
+    for p in parsed:
+        for loc in p.entries:
+            if first_seen.get(loc.entry.id) == (loc.filename, loc.index):
+                located[loc.entry.id] = loc
+    # Entries that failed to parse still exist as ids, so a reference to them is not
+    # reported a second time as unknown.
+    attempted: set[str] = set(first_seen)
+
+    def resolve(ref: str, loc: _Located) -> str:
+        return ref if ":" in ref else f"{loc.namespace}:{ref}"
+
+    entries: dict[str, Entry] = {}
+    for entry_id, loc in located.items():
+        entry = loc.entry
+        if isinstance(entry, ServiceEntry):
+            bad = False
+
+            def report(field: str, message: str, loc: _Located = loc) -> None:
+                problems.append(f"{loc.filename}: {loc.where}: field {field!r}: {message}")
+
+            process = resolve(entry.process, loc)
+            target = located.get(process)
+            if target is None:
+                if process not in attempted:
+                    report(
+                        "process",
+                        f"unknown entry {process!r} (expected a process.py or workflow.py entry)",
+                    )
+                bad = True
+            elif target.entry.kind not in _RUNNABLE_KINDS:
+                report(
+                    "process",
+                    f"expected a process.py or workflow.py entry, but "
+                    f"{process!r} is a {target.entry.kind}",
+                )
+                bad = True
+            # Not given: the node's built-in host. A bare name is looked up in the
+            # entry's namespace first, then among the built-in host names.
+            host = entry.host or "processes"
+            local_first = ":" in host or host not in BUILTIN_HOSTS
+            if entry.host and (local_first or f"{loc.namespace}:{host}" in attempted):
+                host = resolve(host, loc)
+                host_loc = located.get(host)
+                if host_loc is None:
+                    if host not in attempted:
+                        report(
+                            "host",
+                            f"unknown host {host!r} (expected a process.host or "
+                            f"workflow.host entry, or one of {', '.join(BUILTIN_HOSTS)})",
+                        )
+                    bad = True
+                elif host_loc.entry.kind not in _HOST_KINDS:
+                    report(
+                        "host",
+                        f"expected a process.host or workflow.host entry, but "
+                        f"{host!r} is a {host_loc.entry.kind}",
+                    )
+                    bad = True
+            req_field = "lifecycle.requires"
+            requires: list[str] = []
+            for ref in entry.lifecycle.requires:
+                dep = resolve(ref, loc)
+                dep_loc = located.get(dep)
+                if dep_loc is None:
+                    if dep not in attempted:
+                        report(req_field, f"unknown entry {dep!r} (expected a process.service)")
+                    bad = True
+                elif dep_loc.entry.kind != "process.service":
+                    report(
+                        req_field,
+                        f"expected a process.service entry, but {dep!r} is a {dep_loc.entry.kind}",
+                    )
+                    bad = True
+                elif dep not in requires:
+                    requires.append(dep)
+            if bad:
+                continue
+            entry = attrs.evolve(
+                entry,
+                process=process,
+                host=host,
+                lifecycle=attrs.evolve(entry.lifecycle, requires=tuple(requires)),
+            )
+        entries[entry_id] = entry
+    services = {k: e for k, e in entries.items() if isinstance(e, ServiceEntry)}
+    for cycle in _find_cycles(services):
+        loc = located[cycle[0]]
+        problems.append(
+            f"{loc.filename}: {loc.where}: field 'lifecycle.requires': dependency cycle "
+            + " -> ".join(cycle)
+        )
+    return entries, problems
+
+
+def _find_cycles(services: Mapping[str, ServiceEntry]) -> list[list[str]]:
+    """Every distinct dependency cycle (as a closed path ``a, b, a``), in file order."""
+    cycles: list[list[str]] = []
+    seen_sets: set[frozenset[str]] = set()
+    state: dict[str, int] = {}  # 1 = on stack, 2 = done
+    stack: list[str] = []
+
+    def visit(node: str) -> None:
+        state[node] = 1
+        stack.append(node)
+        for dep in services[node].lifecycle.requires:
+            if dep not in services:
+                continue
+            if state.get(dep) == 1:
+                cycle = [*stack[stack.index(dep) :], dep]
+                key = frozenset(cycle)
+                if key not in seen_sets:
+                    seen_sets.add(key)
+                    cycles.append(cycle)
+            elif dep not in state:
+                visit(dep)
+        stack.pop()
+        state[node] = 2
+
+    for node in services:
+        if node not in state:
+            visit(node)
+    return cycles
+
+
+def _dependency_order(services: Mapping[str, ServiceEntry]) -> list[ServiceEntry]:
+    order: list[ServiceEntry] = []
+    done: set[str] = set()
+
+    def visit(node: str) -> None:
+        if node in done:
+            return
+        done.add(node)
+        for dep in services[node].lifecycle.requires:
+            if dep in services:
+                visit(dep)
+        order.append(services[node])
+
+    for node in services:
+        visit(node)
+    return order
+
+
+# --------------------------------------------------------------------------- Config
+
+
+@attrs.frozen
+class Config:
+    """A loaded, checked config: entries by id, in file order.
+
+    Build it with :func:`load_config`, :func:`load_configs` or
+    :func:`load_config_text`; every reference inside is a full entry id.
+    """
+
+    entries: Mapping[str, Entry]
+    source_paths: tuple[Path, ...] = ()
+
+    @property
+    def source_path(self) -> Path | None:
+        """The file this config was loaded from (the first one, if merged)."""
+        return self.source_paths[0] if self.source_paths else None
+
+    def __getitem__(self, entry_id: str) -> Entry:
+        return self.entries[entry_id]
+
+    def __contains__(self, entry_id: object) -> bool:
+        return entry_id in self.entries
+
+    def get(self, entry_id: str) -> Entry | None:
+        """The entry with this id, or ``None``."""
+        return self.entries.get(entry_id)
+
+    def hosts(self) -> list[HostEntry | WorkflowHostEntry]:
+        """The ``process.host`` and ``workflow.host`` entries, in file order."""
+        return [e for e in self.entries.values() if isinstance(e, HostEntry | WorkflowHostEntry)]
+
+    def sources(self, kind: str | None = None) -> list[SourceEntry]:
+        """The ``*.py`` entries (optionally only one kind), in file order."""
+        return [
+            e
+            for e in self.entries.values()
+            if isinstance(e, SourceEntry) and (kind is None or e.kind == kind)
+        ]
+
+    def services(self) -> list[ServiceEntry]:
+        """The ``process.service`` entries in dependency order.
+
+        Every service comes after the services it requires; otherwise file order
+        is kept. Stop them in the reverse of this order.
+        """
+        services = {k: e for k, e in self.entries.items() if isinstance(e, ServiceEntry)}
+        return _dependency_order(services)
+
+    def resolve_target(self, entry_id: str) -> Callable[..., Any]:
+        """The imported callable of a ``*.py`` entry (or of a service's process).
+
+        Raises ``KeyError`` naming the id if there is no such runnable entry.
+        """
+        entry = self.entries.get(entry_id)
+        if isinstance(entry, ServiceEntry):
+            entry = self.entries.get(entry.process)
+        if isinstance(entry, SourceEntry) and entry.func is not None:
+            return entry.func
+        if entry is None:
+            raise KeyError(f"no config entry {entry_id!r}")
+        raise KeyError(f"config entry {entry_id!r} is a {entry.kind}, not a runnable target")
+
+    @classmethod
+    def check(cls, *paths: str | os.PathLike[str]) -> list[str]:
+        """The problems of the given config files (empty when they are valid)."""
+        return check_config(*paths)
+
+
+# --------------------------------------------------------------------------- public functions
+
+
+def _read(path: str | os.PathLike[str]) -> tuple[str | None, str]:
+    filename = os.fspath(path)
+    try:
+        return Path(filename).read_text(encoding="utf-8"), filename
+    except FileNotFoundError:
+        return None, f"{filename}: file not found"
+    except (OSError, UnicodeDecodeError) as exc:
+        return None, f"{filename}: cannot read the file: {type(exc).__name__}: {exc}"
+
+
+def _parse_all(
+    sources: Iterable[tuple[str, str, Path | None]],
+) -> tuple[dict[str, Entry], list[str]]:
+    return _link([_parse_text(text, filename, base_dir) for text, filename, base_dir in sources])
+
+
+def load_configs(paths: Iterable[str | os.PathLike[str]]) -> Config:
+    """Load and merge several config files (each with its own ``namespace``).
+
+    References may cross files; entry ids must be unique across all of them.
+    Raises :class:`ConfigError` listing every problem of every file.
+    """
+    paths = list(paths)
+    sources: list[tuple[str, str, Path | None]] = []
+    problems: list[str] = []
+    for path in paths:
+        text, filename = _read(path)
+        if text is None:
+            problems.append(filename)
+            continue
+        sources.append((text, filename, Path(filename).resolve().parent))
+    entries, more = _parse_all(sources)
+    problems.extend(more)
+    if problems:
+        raise ConfigError(problems)
+    return Config(entries, tuple(Path(os.fspath(p)) for p in paths))
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """Load one config file; raises :class:`ConfigError` listing every problem found.
+
+    Importing the ``source:`` modules happens here, so a missing module or a
+    non-async process function is reported at load time.
+    """
+    return load_configs([path])
+
+
+def load_config_text(text: str, filename: str = "<string>") -> Config:
+    """Load a config from YAML text; ``filename`` is used in messages.
+
+    Relative ``workflow.host`` store paths are made absolute against the current
+    directory.
+    """
+    entries, problems = _parse_all([(text, filename, Path.cwd())])
+    if problems:
+        raise ConfigError(problems)
+    return Config(entries, ())
+
+
+def check_config(*paths: str | os.PathLike[str]) -> list[str]:
+    """The problems of the given config files, one line each (empty when valid).
+
+    This is what ``garrison check CONFIG`` prints.
+    """
+    try:
+        load_configs(paths)
+    except ConfigError as exc:
+        return list(exc.problems)
+    return []

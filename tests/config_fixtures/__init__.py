@@ -1,0 +1,1 @@
+"""Importable targets for the config loader tests (``source:`` points here)."""

@@ -1,0 +1,54 @@
+"""Targets for ``source:`` fields in the config tests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+async def main(*args: Any) -> None:
+    """A process body."""
+
+
+async def other(*args: Any) -> None:
+    """Another process body."""
+
+
+async def order_workflow(order: Any = None) -> Any:
+    """A module-level workflow."""
+    return order
+
+
+def charge(amount: int = 0) -> int:
+    """A sync activity."""
+    return amount
+
+
+async def async_charge(amount: int = 0) -> int:
+    """An async activity."""
+    return amount
+
+
+def sync_main() -> None:
+    """Not async: invalid as a process."""
+
+
+class Service:
+    """An object with an async ``__call__`` is a valid process target."""
+
+    async def __call__(self) -> None:
+        return None
+
+
+service_instance = Service()
+
+not_callable = 42
+
+
+def _make_closure() -> Any:
+    async def inner() -> None:
+        return None
+
+    return inner
+
+
+closure_workflow = _make_closure()

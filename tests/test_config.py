@@ -1,0 +1,554 @@
+"""The YAML config loader: defaults, every kind of mistake, dependency order, backoff."""
+
+from __future__ import annotations
+
+import random
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+_TESTS = str(Path(__file__).resolve().parent)
+if _TESTS not in sys.path:
+    sys.path.insert(0, _TESTS)
+
+from config_fixtures import app_mod  # noqa: E402
+
+from garrison._errors import ConfigError  # noqa: E402
+from garrison.supervision._config import (  # noqa: E402
+    Config,
+    HostEntry,
+    Lifecycle,
+    RestartPolicy,
+    ServiceEntry,
+    SourceEntry,
+    WorkflowHostEntry,
+    check_config,
+    load_config,
+    load_config_text,
+    load_configs,
+)
+
+MOD = "config_fixtures.app_mod"
+
+FULL = f"""
+version: "1.0"
+namespace: app
+entries:
+  - {{name: processes, kind: process.host}}
+  - {{name: workflows, kind: workflow.host, store: app.db}}
+  - {{name: handler, kind: process.py, source: "{MOD}:main"}}
+  - name: session_manager
+    kind: process.service
+    process: app:handler
+    host: app:processes
+    input: ["arg1"]
+    lifecycle:
+      auto_start: true
+      requires: [app:other_service]
+      start_timeout: 10s
+      stop_timeout: 10s
+      stable_threshold: 5s
+      restart: {{max_attempts: 10, initial_delay: 1s, max_delay: 90s,
+                backoff_factor: 2.0, jitter: 0.1}}
+  - {{name: other_service, kind: process.service, process: handler}}
+  - {{name: order_workflow, kind: workflow.py, source: "{MOD}:order_workflow"}}
+  - {{name: charge, kind: function.py, source: "{MOD}:charge"}}
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "app.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def problems_of(tmp_path: Path, text: str) -> tuple[str, list[str]]:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value) == "\n".join(info.value.problems)
+    assert check_config(path) == info.value.problems
+    return str(path), info.value.problems
+
+
+# --------------------------------------------------------------------------- valid
+
+
+def test_full_config_parses_with_defaults(tmp_path: Path) -> None:
+    path = write(tmp_path, FULL)
+    config = load_config(path)
+    assert isinstance(config, Config)
+    assert config.source_path == path
+    assert list(config.entries) == [
+        "app:processes",
+        "app:workflows",
+        "app:handler",
+        "app:session_manager",
+        "app:other_service",
+        "app:order_workflow",
+        "app:charge",
+    ]
+    assert config["app:processes"] == HostEntry(id="app:processes")
+    wf_host = config["app:workflows"]
+    assert isinstance(wf_host, WorkflowHostEntry)
+    assert wf_host.store == str(tmp_path.resolve() / "app.db")
+    assert wf_host.synchronous == "normal"
+    assert [h.id for h in config.hosts()] == ["app:processes", "app:workflows"]
+
+    handler = config["app:handler"]
+    assert isinstance(handler, SourceEntry)
+    assert handler.kind == "process.py"
+    assert handler.func is app_mod.main
+    assert config.resolve_target("app:order_workflow") is app_mod.order_workflow
+    assert config.resolve_target("app:charge") is app_mod.charge  # sync activity is fine
+    assert config.resolve_target("app:session_manager") is app_mod.main
+
+    sm = config["app:session_manager"]
+    assert isinstance(sm, ServiceEntry)
+    assert sm.process == "app:handler"
+    assert sm.host == "app:processes"
+    assert sm.input == ("arg1",)
+    assert sm.lifecycle.auto_start is True
+    assert sm.requires == ("app:other_service",)
+    assert sm.restart == RestartPolicy(max_attempts=10)
+
+    other = config["app:other_service"]
+    assert isinstance(other, ServiceEntry)
+    assert other.process == "app:handler"
+    assert other.host == "processes"  # the node's built-in process host
+    assert other.input == ()
+    assert other.lifecycle == Lifecycle()
+    lc = other.lifecycle
+    assert (lc.auto_start, lc.requires) == (False, ())
+    assert (lc.start_timeout, lc.stop_timeout, lc.stable_threshold) == (10.0, 10.0, 5.0)
+    r = lc.restart
+    assert (r.max_attempts, r.initial_delay, r.max_delay, r.backoff_factor, r.jitter) == (
+        0,
+        1.0,
+        90.0,
+        2.0,
+        0.1,
+    )
+    assert [s.id for s in config.services()] == ["app:other_service", "app:session_manager"]
+
+
+def test_aliases_numbers_single_input_and_builtin_hosts() -> None:
+    config = load_config_text(
+        f"""
+version: 1
+namespace: app
+entries:
+  - {{name: h, kind: process.py, source: "{MOD}:service_instance"}}
+  - name: a
+    kind: process.service
+    process: h
+    host: workflows
+    input: 42
+    lifecycle: {{depends_on: [b], stop_timeout: 2.5, restart: {{initial_delay: 250ms}}}}
+  - {{name: b, kind: process.service, process: app:h, input: [[1, 2]]}}
+"""
+    )
+    a = config["app:a"]
+    assert isinstance(a, ServiceEntry)
+    assert a.host == "workflows"
+    assert a.input == (42,)
+    assert a.requires == ("app:b",)
+    assert a.lifecycle.stop_timeout == 2.5
+    assert a.restart.initial_delay == 0.25
+    b = config["app:b"]
+    assert isinstance(b, ServiceEntry)
+    assert b.input == ([1, 2],)
+    assert config.source_path is None
+
+
+def test_merge_files_with_cross_namespace_references(tmp_path: Path) -> None:
+    lib = write(
+        tmp_path,
+        f"""
+        version: "1.0"
+        namespace: lib
+        entries:
+          - {{name: worker, kind: process.py, source: "{MOD}:other"}}
+          - {{name: db, kind: process.service, process: worker}}
+        """,
+        "lib.yaml",
+    )
+    app = write(
+        tmp_path,
+        """
+        version: "1.0"
+        namespace: app
+        entries:
+          - {name: web, kind: process.service, process: lib:worker,
+             lifecycle: {requires: [lib:db]}}
+        """,
+    )
+    config = load_configs([app, lib])
+    assert [s.id for s in config.services()] == ["lib:db", "app:web"]
+    assert config.source_paths == (app, lib)
+    with pytest.raises(ConfigError) as info:
+        load_configs([app])
+    assert info.value.problems == [
+        f"{app}: entry 'app:web' (index 0): field 'process': unknown entry 'lib:worker' "
+        "(expected a process.py or workflow.py entry)",
+        f"{app}: entry 'app:web' (index 0): field 'lifecycle.requires': unknown entry "
+        "'lib:db' (expected a process.service)",
+    ]
+
+
+def test_dependency_order_is_topological_and_stable() -> None:
+    config = load_config_text(
+        f"""
+version: "1.0"
+namespace: ns
+entries:
+  - {{name: p, kind: process.py, source: "{MOD}:main"}}
+  - {{name: e, kind: process.service, process: p, lifecycle: {{requires: [d, b]}}}}
+  - {{name: a, kind: process.service, process: p}}
+  - {{name: d, kind: process.service, process: p, lifecycle: {{requires: [c]}}}}
+  - {{name: c, kind: process.service, process: p}}
+  - {{name: b, kind: process.service, process: p, lifecycle: {{requires: [a]}}}}
+  - {{name: f, kind: process.service, process: p}}
+"""
+    )
+    order = [s.id.split(":")[1] for s in config.services()]
+    assert order == ["c", "d", "a", "b", "e", "f"]
+    for i, service in enumerate(config.services()):
+        earlier = {s.id for s in config.services()[:i]}
+        assert set(service.requires) <= earlier
+
+
+def test_cycle_message_names_the_path(tmp_path: Path) -> None:
+    path, problems = problems_of(
+        tmp_path,
+        f"""
+        version: "1.0"
+        namespace: ns
+        entries:
+          - {{name: p, kind: process.py, source: "{MOD}:main"}}
+          - {{name: a, kind: process.service, process: p, lifecycle: {{requires: [b]}}}}
+          - {{name: b, kind: process.service, process: p, lifecycle: {{requires: [c]}}}}
+          - {{name: c, kind: process.service, process: p, lifecycle: {{depends_on: [ns:a]}}}}
+          - {{name: s, kind: process.service, process: p, lifecycle: {{requires: [s]}}}}
+        """,
+    )
+    assert problems == [
+        f"{path}: entry 'ns:a' (index 1): field 'lifecycle.requires': "
+        "dependency cycle ns:a -> ns:b -> ns:c -> ns:a",
+        f"{path}: entry 'ns:s' (index 4): field 'lifecycle.requires': "
+        "dependency cycle ns:s -> ns:s",
+    ]
+
+
+# --------------------------------------------------------------------------- malformed
+
+HEAD = 'version: "1.0"\nnamespace: app\nentries:\n'
+PROC = f'  - {{name: p, kind: process.py, source: "{MOD}:main"}}\n'
+
+# (id, yaml text, expected fragments of the single problem line after "<file>: ")
+BAD: list[tuple[str, str, list[str]]] = [
+    ("yaml-syntax", HEAD + "  - {name: x, kind: [\n", ["YAML syntax error at line"]),
+    ("top-level-list", "- a\n- b\n", ["expected a mapping", "at the top level", "got list"]),
+    ("empty-file", "", ["expected a mapping", "empty document"]),
+    ("missing-version", "namespace: app\nentries: []\n", ["field 'version'", "missing"]),
+    ("bad-version", 'version: "2.0"\nnamespace: app\n', ["field 'version'", "'1.0'", "'2.0'"]),
+    ("missing-namespace", 'version: "1"\nentries: []\n', ["field 'namespace'", "missing"]),
+    ("bad-namespace", 'version: "1"\nnamespace: "a:b"\n', ["field 'namespace'", "'a:b'"]),
+    ("unknown-top-level", 'version: "1"\nnamespace: a\nentrys: []\n', ["'entrys'", "entries"]),
+    ("entries-not-list", 'version: "1"\nnamespace: a\nentries: {a: 1}\n', ["'entries'", "list"]),
+    ("entry-not-mapping", HEAD + "  - just a string\n", ["entry at index 0", "mapping"]),
+    ("missing-name", HEAD + "  - {kind: process.host}\n", ["entry at index 0", "'name'"]),
+    (
+        "missing-kind",
+        HEAD + "  - {name: x}\n",
+        ["entry 'app:x' (index 0)", "field 'kind'", "missing"],
+    ),
+    (
+        "unknown-kind",
+        HEAD + "  - {name: x, kind: process.lua}\n",
+        ["entry 'app:x' (index 0)", "field 'kind'", "'process.lua'", "process.service"],
+    ),
+    (
+        "unknown-field",
+        HEAD + "  - {name: x, kind: process.host, color: red}\n",
+        ["entry 'app:x' (index 0)", "field 'color'", "unknown field", "name, kind, workers"],
+    ),
+    (
+        "bad-workers",
+        HEAD + "  - {name: x, kind: process.host, workers: 0}\n",
+        ["entry 'app:x' (index 0)", "field 'workers'", "expected an integer >= 1, got 0"],
+    ),
+    (
+        "bad-synchronous",
+        HEAD + "  - {name: w, kind: workflow.host, synchronous: off}\n",
+        ["entry 'app:w' (index 0)", "field 'synchronous'", "got False"],
+    ),
+    (
+        "missing-source",
+        HEAD + "  - {name: x, kind: process.py}\n",
+        ["entry 'app:x' (index 0)", "field 'source'", "required field is missing"],
+    ),
+    (
+        "source-format",
+        HEAD + "  - {name: x, kind: process.py, source: file://x.lua}\n",
+        ["entry 'app:x' (index 0)", "field 'source'", "expected 'module:function'"],
+    ),
+    (
+        "module-missing",
+        HEAD + "  - {name: x, kind: process.py, source: 'no_such_mod_zz:main'}\n",
+        ["field 'source'", "module 'no_such_mod_zz'", "ModuleNotFoundError"],
+    ),
+    (
+        "module-raises",
+        HEAD + "  - {name: x, kind: process.py, source: 'config_fixtures.broken_mod:main'}\n",
+        ["field 'source'", "config_fixtures.broken_mod", "RuntimeError: boom at import"],
+    ),
+    (
+        "attribute-missing",
+        HEAD + f"  - {{name: x, kind: process.py, source: '{MOD}:nope'}}\n",
+        ["entry 'app:x' (index 0)", "field 'source'", "has no attribute 'nope'"],
+    ),
+    (
+        "process-not-async",
+        HEAD + f"  - {{name: x, kind: process.py, source: '{MOD}:sync_main'}}\n",
+        ["field 'source'", "expected an async function", "sync_main"],
+    ),
+    (
+        "activity-not-callable",
+        HEAD + f"  - {{name: x, kind: function.py, source: '{MOD}:not_callable'}}\n",
+        ["field 'source'", "expected a callable (sync or async function), got int"],
+    ),
+    (
+        "workflow-closure",
+        HEAD + f"  - {{name: x, kind: workflow.py, source: '{MOD}:closure_workflow'}}\n",
+        ["field 'source'", "closure", "module:qualname"],
+    ),
+    (
+        "service-missing-process",
+        HEAD + "  - {name: s, kind: process.service}\n",
+        ["entry 'app:s' (index 0)", "field 'process'", "required field is missing"],
+    ),
+    (
+        "service-process-is-host",
+        HEAD + "  - {name: h, kind: process.host}\n  - {name: s, kind: process.service, "
+        "process: h}\n",
+        ["entry 'app:s' (index 1)", "field 'process'", "process.py or workflow.py", "'app:h'"],
+    ),
+    (
+        "service-unknown-process",
+        HEAD + "  - {name: s, kind: process.service, process: ghost}\n",
+        ["entry 'app:s' (index 0)", "field 'process'", "unknown entry 'app:ghost'"],
+    ),
+    (
+        "service-host-not-host",
+        HEAD + PROC + "  - {name: s, kind: process.service, process: p, host: p}\n",
+        ["entry 'app:s' (index 1)", "field 'host'", "process.host or workflow.host", "'app:p'"],
+    ),
+    (
+        "service-unknown-host",
+        HEAD + PROC + "  - {name: s, kind: process.service, process: p, host: other:h}\n",
+        ["entry 'app:s' (index 1)", "field 'host'", "unknown host 'other:h'"],
+    ),
+    (
+        "requires-non-service",
+        HEAD + PROC + "  - {name: s, kind: process.service, process: p, "
+        "lifecycle: {requires: [p]}}\n",
+        ["field 'lifecycle.requires'", "expected a process.service entry", "'app:p'"],
+    ),
+    (
+        "requires-and-depends-on",
+        HEAD + PROC + "  - {name: s, kind: process.service, process: p, "
+        "lifecycle: {requires: [], depends_on: []}}\n",
+        ["entry 'app:s' (index 1)", "field 'lifecycle.depends_on'", "not both"],
+    ),
+    (
+        "requires-not-list",
+        HEAD + PROC + "  - {name: s, kind: process.service, process: p, "
+        "lifecycle: {depends_on: p}}\n",
+        ["field 'lifecycle.depends_on'", "expected a list of entry ids, got 'p'"],
+    ),
+    (
+        "auto-start-not-bool",
+        HEAD + PROC + "  - {name: s, kind: process.service, process: p, "
+        "lifecycle: {auto_start: 'sure'}}\n",
+        ["field 'lifecycle.auto_start'", "expected true or false, got 'sure'"],
+    ),
+    (
+        "bad-duration",
+        HEAD + PROC + "  - {name: s, kind: process.service, process: p, "
+        "lifecycle: {stop_timeout: 10 seconds}}\n",
+        ["field 'lifecycle.stop_timeout'", "expected a duration", "'10 seconds'"],
+    ),
+    (
+        "backoff-factor",
+        HEAD + PROC + "  - {name: s, kind: process.service, process: p, "
+        "lifecycle: {restart: {backoff_factor: 0.5}}}\n",
+        [
+            "entry 'app:s' (index 1)",
+            "field 'lifecycle.restart.backoff_factor': expected a number >= 1, got 0.5",
+        ],
+    ),
+    (
+        "jitter-range",
+        HEAD + PROC + "  - {name: s, kind: process.service, process: p, "
+        "lifecycle: {restart: {jitter: 1.5}}}\n",
+        ["field 'lifecycle.restart.jitter'", "between 0 and 1", "1.5"],
+    ),
+    (
+        "max-attempts-negative",
+        HEAD + PROC + "  - {name: s, kind: process.service, process: p, "
+        "lifecycle: {restart: {max_attempts: -1}}}\n",
+        ["field 'lifecycle.restart.max_attempts'", "expected an integer >= 0, got -1"],
+    ),
+    (
+        "max-attempts-float",
+        HEAD + PROC + "  - {name: s, kind: process.service, process: p, "
+        "lifecycle: {restart: {max_attempts: 2.5}}}\n",
+        ["field 'lifecycle.restart.max_attempts'", "expected an integer, got 2.5"],
+    ),
+    (
+        "max-delay-below-initial",
+        HEAD + PROC + "  - {name: s, kind: process.service, process: p, "
+        "lifecycle: {restart: {initial_delay: 10s, max_delay: 1s}}}\n",
+        ["field 'lifecycle.restart.max_delay'", ">= initial_delay (10s)", "got 1.0"],
+    ),
+    (
+        "restart-unknown-field",
+        HEAD + PROC + "  - {name: s, kind: process.service, process: p, "
+        "lifecycle: {restart: {retries: 3}}}\n",
+        ["field 'lifecycle.restart.retries'", "unknown field", "max_attempts, initial_delay"],
+    ),
+    (
+        "restart-not-mapping",
+        HEAD + PROC + "  - {name: s, kind: process.service, process: p, "
+        "lifecycle: {restart: always}}\n",
+        ["field 'lifecycle.restart'", "expected a mapping, got 'always'"],
+    ),
+    (
+        "duplicate-id",
+        HEAD + "  - {name: h, kind: process.host}\n  - {name: h, kind: workflow.host}\n",
+        ["entry 'app:h' (index 1)", "field 'name'", "duplicate entry id 'app:h'", "index 0"],
+    ),
+    (
+        "duplicate-yaml-key",
+        HEAD + "  - {name: h, kind: process.host, name: g}\n",
+        ["YAML syntax error at line 4", "duplicate key 'name'"],
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "fragments"), [b[1:] for b in BAD], ids=[b[0] for b in BAD])
+def test_malformed_config_reports_file_entry_and_field(
+    tmp_path: Path, text: str, fragments: list[str]
+) -> None:
+    path, problems = problems_of(tmp_path, text)
+    assert len(problems) == 1, problems
+    (line,) = problems
+    assert line.startswith(f"{path}: "), line
+    for fragment in fragments:
+        assert fragment in line, (fragment, line)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.yaml"
+    with pytest.raises(ConfigError) as info:
+        load_config(missing)
+    assert info.value.problems == [f"{missing}: file not found"]
+    assert Config.check(missing) == [f"{missing}: file not found"]
+
+
+def test_three_mistakes_are_all_reported(tmp_path: Path) -> None:
+    path, problems = problems_of(
+        tmp_path,
+        f"""
+        version: "1.0"
+        namespace: app
+        entries:
+          - {{name: p, kind: process.py, source: "{MOD}:sync_main"}}
+          - {{name: h, kind: process.host, colour: blue}}
+          - name: s
+            kind: process.service
+            process: {MOD}
+            lifecycle: {{restart: {{backoff_factor: 0.5}}}}
+        """,
+    )
+    assert len(problems) == 3, problems
+    assert problems[0].startswith(f"{path}: entry 'app:p' (index 0): field 'source': ")
+    assert problems[1].startswith(f"{path}: entry 'app:h' (index 1): field 'colour': ")
+    assert problems[2] == (
+        f"{path}: entry 'app:s' (index 2): field 'lifecycle.restart.backoff_factor': "
+        "expected a number >= 1, got 0.5"
+    )
+
+
+def test_every_bad_restart_field_in_one_block_is_reported(tmp_path: Path) -> None:
+    _, problems = problems_of(
+        tmp_path,
+        HEAD + PROC + "  - {name: s, kind: process.service, process: p, lifecycle: {restart: "
+        "{max_attempts: -2, initial_delay: 5s, max_delay: 1s, backoff_factor: 0, jitter: -1, "
+        "extra: 1}}}\n",
+    )
+    fields = sorted(line.split("field '")[1].split("'")[0] for line in problems)
+    assert fields == [
+        f"lifecycle.restart.{f}"
+        for f in ("backoff_factor", "extra", "jitter", "max_attempts", "max_delay")
+    ]
+
+
+def test_valid_file_checks_clean(tmp_path: Path) -> None:
+    assert check_config(write(tmp_path, FULL)) == []
+
+
+def test_resolve_target_errors() -> None:
+    config = load_config_text(HEAD + "  - {name: h, kind: process.host}\n")
+    with pytest.raises(KeyError, match="app:nope"):
+        config.resolve_target("app:nope")
+    with pytest.raises(KeyError, match=r"process\.host"):
+        config.resolve_target("app:h")
+
+
+# --------------------------------------------------------------------------- restart policy
+
+
+def test_restart_delay_really_grows_and_caps() -> None:
+    policy = RestartPolicy(initial_delay="1s", max_delay="10s", backoff_factor=2.0, jitter=0)
+    assert [policy.delay(n, random.Random(0)) for n in range(1, 7)] == [1, 2, 4, 8, 10, 10]
+    assert policy.base_delay(10_000) == 10.0  # no overflow
+    assert RestartPolicy(max_attempts=3).allows(3)
+    assert not RestartPolicy(max_attempts=3).allows(4)  # 3 restarts = at most 4 starts
+    assert RestartPolicy().allows(10**9)  # 0 = unlimited
+
+
+def test_restart_policy_validates_when_built_by_hand() -> None:
+    with pytest.raises(ValueError, match="backoff_factor"):
+        RestartPolicy(backoff_factor=0.5)
+    with pytest.raises(ValueError, match="max_delay"):
+        RestartPolicy(initial_delay=5, max_delay=1)
+    with pytest.raises(ValueError, match="jitter"):
+        RestartPolicy(jitter=1.1)
+
+
+@given(
+    attempt=st.integers(min_value=1, max_value=60),
+    initial=st.floats(min_value=0.001, max_value=10),
+    extra=st.floats(min_value=0, max_value=100),
+    factor=st.floats(min_value=1, max_value=5),
+    jitter=st.floats(min_value=0, max_value=1),
+    seed=st.integers(min_value=0, max_value=2**32),
+)
+def test_restart_delay_bounds(
+    attempt: int, initial: float, extra: float, factor: float, jitter: float, seed: int
+) -> None:
+    policy = RestartPolicy(
+        initial_delay=initial, max_delay=initial + extra, backoff_factor=factor, jitter=jitter
+    )
+    base = min(initial * factor ** (attempt - 1), initial + extra)
+    assert policy.base_delay(attempt) == pytest.approx(base)
+    delay = policy.delay(attempt, random.Random(seed))
+    assert base * (1 - jitter) - 1e-9 <= delay <= base * (1 + jitter) + 1e-9
+    if attempt > 1:
+        assert policy.base_delay(attempt) >= policy.base_delay(attempt - 1)
