@@ -1,0 +1,240 @@
+"""The one cattrs converter of garrison: Python values <-> durable JSON text.
+
+Everything that crosses into durable storage passes through here: builtins
+(``dict`` with ``str`` keys, ``list``, ``tuple``, ``str``, ``int``, ``float``,
+``bool``, ``None``), attrs classes, dataclasses, enums, aware ``datetime``
+(ISO 8601, normalised to UTC), ``uuid.UUID`` and ``Pid`` (as ``str(pid)``).
+Never pickle. Anything else (sets, bytes, arbitrary objects, functions, naive
+datetimes, dicts with non-``str`` keys) raises :class:`~garrison.PayloadError`
+naming its type and what it was, at the call that passed it.
+
+Typed values come back from type hints: ``from_json(text, Order)`` rebuilds an
+attrs ``Order``; without a hint (``Any``) the plain JSON shape is returned, so
+tuples come back as lists unless the hint says ``tuple``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import uuid
+from typing import Any
+
+import attrs
+import cattrs
+from cattrs.errors import BaseValidationError
+
+from .._errors import PayloadError
+from ..actors._values import Pid
+
+__all__ = ["RawJson", "from_json", "structure", "to_json", "unstructure"]
+
+_UTC = _dt.UTC
+
+
+@attrs.frozen
+class RawJson:
+    """JSON text that is already encoded; stored verbatim by the store.
+
+    Lets a caller that already ran :func:`to_json` (for example to hand the
+    workflow exactly what a replay will see) avoid a second encoding.
+    """
+
+    text: str
+
+
+class _Unconvertible(Exception):
+    """Internal: carries the offending value out of the unstructure walk."""
+
+    def __init__(self, value: object, reason: str = "") -> None:
+        super().__init__(reason)
+        self.value = value
+        self.reason = reason
+
+
+def _type_name(value: object) -> str:
+    cls = type(value)
+    module = cls.__module__
+    if module in ("builtins", None):
+        return cls.__qualname__
+    return f"{module}.{cls.__qualname__}"
+
+
+def _unstructure_datetime(value: _dt.datetime) -> str:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise _Unconvertible(value, "a naive datetime is ambiguous: give it a timezone")
+    return value.astimezone(_UTC).isoformat()
+
+
+def _structure_datetime(value: Any, _type: Any) -> _dt.datetime:
+    if isinstance(value, _dt.datetime):
+        result = value
+    elif isinstance(value, str):
+        result = _dt.datetime.fromisoformat(value)
+    else:
+        raise ValueError(f"expected an ISO 8601 string for a datetime, got {value!r}")
+    if result.tzinfo is None:
+        raise ValueError(f"naive datetime {value!r}: expected a timezone")
+    return result.astimezone(_UTC)
+
+
+def _structure_pid(value: Any, _type: Any) -> Pid:
+    if isinstance(value, Pid):
+        return value
+    return Pid.parse(value)
+
+
+def _structure_uuid(value: Any, _type: Any) -> uuid.UUID:
+    if isinstance(value, uuid.UUID):
+        return value
+    if not isinstance(value, str):
+        raise ValueError(f"expected a UUID string, got {value!r}")
+    return uuid.UUID(value)
+
+
+def _reject(value: object) -> Any:
+    raise _Unconvertible(value)
+
+
+def _unstructure_dict(value: dict[Any, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        if type(key) is not str:
+            if isinstance(key, str):  # a str subclass such as a StrEnum member
+                key = str.__str__(key)
+            else:
+                raise _Unconvertible(key, "JSON object keys must be str")
+        out[key] = _converter.unstructure(item)
+    return out
+
+
+def _unstructure_seq(value: list[Any] | tuple[Any, ...]) -> list[Any]:
+    unstructure = _converter.unstructure
+    return [unstructure(item) for item in value]
+
+
+def _make_converter() -> cattrs.Converter:
+    conv = cattrs.Converter(forbid_extra_keys=True)
+    # Leaves that need a JSON form.
+    conv.register_unstructure_hook(Pid, str)
+    conv.register_structure_hook(Pid, _structure_pid)
+    conv.register_unstructure_hook(_dt.datetime, _unstructure_datetime)
+    conv.register_structure_hook(_dt.datetime, _structure_datetime)
+    conv.register_unstructure_hook(uuid.UUID, str)
+    conv.register_structure_hook(uuid.UUID, _structure_uuid)
+    # Containers: walk them ourselves so every nested value is checked by its
+    # runtime type (cattrs would pass unknown objects through untouched).
+    conv.register_unstructure_hook(dict, _unstructure_dict)
+    conv.register_unstructure_hook(list, _unstructure_seq)
+    conv.register_unstructure_hook(tuple, _unstructure_seq)
+    # Values whose JSON form would not come back as what went in.
+    for rejected in (set, frozenset, bytes, bytearray, memoryview, complex):
+        conv.register_unstructure_hook(rejected, _reject)
+    return conv
+
+
+_converter = _make_converter()
+_LEAVES = (str, int, float, bool, type(None))
+
+
+def _check_json_leaf(value: object) -> Any:
+    # json.dumps calls this for anything it cannot encode: the walk above
+    # left it untouched because no hook knew it.
+    raise _Unconvertible(value)
+
+
+def unstructure(value: Any, *, what: str = "value") -> Any:
+    """Turn ``value`` into plain JSON-shaped builtins; raises ``PayloadError``."""
+    try:
+        plain = _converter.unstructure(value)
+        # Validate the leaves now (json.dumps would reject them later anyway).
+        json.dumps(plain, default=_check_json_leaf)
+    except _Unconvertible as exc:
+        raise _payload_error(value, exc, what) from None
+    except PayloadError:
+        raise
+    except Exception as exc:  # a user hook or attrs getter failed
+        raise PayloadError(
+            f"cannot store {what}: converting a value of type {_type_name(value)} failed: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+    return plain
+
+
+def _payload_error(value: object, exc: _Unconvertible, what: str) -> PayloadError:
+    bad = exc.value
+    where = "" if bad is value else f" (inside a {_type_name(value)})"
+    reason = exc.reason or (
+        "only builtins (dict with str keys, list, tuple, str, int, float, bool, None), "
+        "attrs classes, dataclasses, enums, aware datetimes, uuid.UUID and Pid are durable"
+    )
+    return PayloadError(
+        f"cannot store {what}: a value of type {_type_name(bad)}{where} "
+        f"cannot be converted to JSON: {reason}"
+    )
+
+
+def to_json(value: Any, *, what: str) -> str:
+    """Encode ``value`` as durable JSON text.
+
+    ``what`` names the value for the error message, e.g.
+    ``"argument 2 of workflow 'app.orders:order_workflow'"``. Anything that
+    cannot round-trip (a set, bytes, an arbitrary object, a lambda, a naive
+    datetime, a dict with non-``str`` keys) raises ``garrison.PayloadError``
+    naming its type and ``what``.
+    """
+    if type(value) in _LEAVES:
+        try:
+            return json.dumps(value)
+        except ValueError as exc:  # pragma: no cover - leaves always encode
+            raise PayloadError(f"cannot store {what}: {exc}") from None
+    try:
+        plain = _converter.unstructure(value)
+        return json.dumps(plain, default=_check_json_leaf, separators=(",", ":"))
+    except _Unconvertible as exc:
+        raise _payload_error(value, exc, what) from None
+    except PayloadError:
+        raise
+    except Exception as exc:
+        raise PayloadError(
+            f"cannot store {what}: converting a value of type {_type_name(value)} failed: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def structure(obj: Any, type_hint: Any = Any, *, what: str = "value") -> Any:
+    """Restore a typed value from its plain JSON shape (``obj``) and ``type_hint``.
+
+    Raises ``garrison.PayloadError`` with cattrs' readable error list.
+    """
+    if type_hint is Any or type_hint is object:
+        return obj
+    try:
+        return _converter.structure(obj, type_hint)
+    except BaseValidationError as exc:
+        problems = "; ".join(cattrs.transform_error(exc, path=what))
+        raise PayloadError(f"cannot restore {what} as {_hint_name(type_hint)}: {problems}") from exc
+    except Exception as exc:
+        raise PayloadError(
+            f"cannot restore {what} as {_hint_name(type_hint)}: {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def from_json(text: str | bytes, type_hint: Any = Any, *, what: str = "value") -> Any:
+    """Decode durable JSON text, restoring a typed value from ``type_hint``.
+
+    Without a hint the plain JSON shape comes back (dict/list/str/int/float/
+    bool/None). Bad text or a value that does not fit the hint raises
+    ``garrison.PayloadError``.
+    """
+    try:
+        obj = json.loads(text)
+    except ValueError as exc:
+        raise PayloadError(f"cannot restore {what}: invalid JSON: {exc}") from None
+    return structure(obj, type_hint, what=what)
+
+
+def _hint_name(hint: Any) -> str:
+    if isinstance(hint, type):
+        return hint.__qualname__
+    return repr(hint)

@@ -1,0 +1,182 @@
+"""The one schema of the SQLite store, and its migrations.
+
+``MIGRATIONS[i]`` brings a database from version ``i`` to ``i + 1``; version 1
+is the initial schema. Each migration runs in its own ``BEGIN IMMEDIATE``
+transaction together with the row that records its version in
+``schema_version``, so a crash mid-migration leaves the previous version.
+Tables are created with sqlite-utils; the few statements it has no words for
+(partial indexes) are plain SQL.
+
+Times are REAL unix seconds (UTC); JSON columns hold text produced by the
+converter.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import sqlite_utils
+
+from .._errors import StoreVersionError
+
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "migrate", "read_version"]
+
+
+def _v1_initial(db: sqlite_utils.Database) -> None:
+    db.table("workflows").create(
+        {
+            "workflow_id": str,
+            "name": str,  # module:qualname of the workflow function
+            "status": str,
+            "input": str,  # JSON: the argument list
+            "result": str,  # JSON
+            "error": str,  # JSON: ErrorInfo
+            "parent": str,  # str(Pid) of the spawning process, if any
+            "run_id": str,
+            "attempt": int,
+            "host": str,
+            "created": float,
+            "updated": float,
+            "search": str,  # JSON object: search attributes
+            "memo": str,  # JSON object
+            "cancel_requested": int,
+        },
+        pk="workflow_id",
+        not_null=["name", "status", "input", "attempt", "created", "updated", "search", "memo"],
+        defaults={"input": "[]", "attempt": 1, "search": "{}", "memo": "{}", "cancel_requested": 0},
+    )
+    db.table("workflows").create_index(["status", "updated"], index_name="workflows_by_status")
+    db.table("workflows").create_index(["parent"], index_name="workflows_by_parent")
+
+    db.table("journal").create(
+        {
+            "workflow_id": str,
+            "seq": int,
+            "kind": str,  # activity, send, receive, sleep, now, uuid4, ...
+            "name": str,  # the activity's or operation's name
+            "outcome": str,  # JSON, shape decided by the workflow host
+            "attempts": int,
+            "time": float,
+        },
+        pk=("workflow_id", "seq"),
+        foreign_keys=[("workflow_id", "workflows", "workflow_id")],
+        not_null=["kind", "name", "outcome", "attempts", "time"],
+        defaults={"name": "", "outcome": "null", "attempts": 1},
+    )
+
+    db.table("inbox").create(
+        {
+            "id": int,  # INTEGER PRIMARY KEY: arrival order
+            "workflow_id": str,
+            "msg_id": str,
+            "topic": str,
+            "payload": str,  # JSON
+            "sender": str,  # str(Pid) or NULL
+            "kind": str,  # 'message' | 'event'
+            "call_ref": str,
+            "created": float,
+            "consumed_seq": int,  # journal seq of the receive that took it; NULL = pending
+        },
+        pk="id",
+        foreign_keys=[("workflow_id", "workflows", "workflow_id")],
+        not_null=["workflow_id", "msg_id", "topic", "payload", "kind", "created"],
+        defaults={"payload": "null", "kind": "message"},
+    )
+    db.table("inbox").create_index(["msg_id"], index_name="inbox_msg_id", unique=True)
+    # Pending messages of one workflow, in arrival order.
+    db.execute("CREATE INDEX inbox_pending ON inbox (workflow_id, id) WHERE consumed_seq IS NULL")
+
+    db.table("timers").create(
+        {"workflow_id": str, "seq": int, "deadline": float},
+        pk=("workflow_id", "seq"),
+        foreign_keys=[("workflow_id", "workflows", "workflow_id")],
+        not_null=["deadline"],
+    )
+    db.table("timers").create_index(["deadline"], index_name="timers_by_deadline")
+
+    db.table("promises").create(
+        {
+            "workflow_id": str,
+            "name": str,
+            "status": str,  # 'pending' | 'resolved' | 'rejected'
+            "value": str,  # JSON
+            "error": str,  # the rejection message
+            "created": float,
+            "completed": float,
+        },
+        pk=("workflow_id", "name"),
+        foreign_keys=[("workflow_id", "workflows", "workflow_id")],
+        not_null=["status", "created"],
+    )
+
+    db.table("state").create(
+        {"workflow_id": str, "key": str, "value": str, "updated": float},
+        pk=("workflow_id", "key"),
+        foreign_keys=[("workflow_id", "workflows", "workflow_id")],
+        not_null=["value", "updated"],
+    )
+
+    db.table("monitors").create(
+        {"workflow_id": str, "watcher": str, "created": float},
+        pk=("workflow_id", "watcher"),
+        foreign_keys=[("workflow_id", "workflows", "workflow_id")],
+        not_null=["created"],
+    )
+    db.table("monitors").create_index(["watcher"], index_name="monitors_by_watcher")
+
+    # Writes made by tools (lock=False) that the node holding the lock must notice.
+    db.table("wakeups").create(
+        {"id": int, "workflow_id": str, "kind": str, "created": float},
+        pk="id",
+        not_null=["workflow_id", "kind", "created"],
+    )
+
+
+#: ``MIGRATIONS[i]`` migrates version ``i`` to ``i + 1``.
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1_initial]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def read_version(db: sqlite_utils.Database) -> int:
+    """The schema version recorded in ``db`` (0 for an empty database)."""
+    if not db.table("schema_version").exists():
+        return 0
+    row = db.execute("SELECT max(version) FROM schema_version").fetchone()
+    return int(row[0] or 0)
+
+
+def migrate(db: sqlite_utils.Database, path: str, *, allow_migrate: bool = True) -> int:
+    """Bring ``db`` to :data:`SCHEMA_VERSION`; returns the version it had before.
+
+    A database newer than this code raises :class:`~garrison.StoreVersionError`
+    naming ``path`` and both versions; so does an older one when
+    ``allow_migrate`` is false (tools do not migrate behind a node's back).
+    """
+    conn = db.conn
+    found = read_version(db)
+    if found > SCHEMA_VERSION:
+        raise StoreVersionError(
+            path, found, SCHEMA_VERSION, "it was written by a newer garrison; upgrade garrison"
+        )
+    if found < SCHEMA_VERSION and not allow_migrate:
+        raise StoreVersionError(
+            path, found, SCHEMA_VERSION, "open it once with a node to migrate it"
+        )
+    for version in range(found, SCHEMA_VERSION):
+        conn.execute("BEGIN IMMEDIATE")
+        with conn:  # COMMIT, or ROLLBACK on error
+            if version == 0:
+                db.table("schema_version").create(
+                    {"version": int, "applied": float}, pk="version", if_not_exists=True
+                )
+            # Another opener (a tool) may have migrated meanwhile: re-check.
+            current = read_version(db)
+            if current > version:
+                continue
+            MIGRATIONS[version](db)
+            conn.execute(
+                "INSERT INTO schema_version (version, applied) VALUES (?, ?)",
+                (version + 1, time.time()),
+            )
+    return found
