@@ -1,5 +1,9 @@
-"""Shared fixtures. Time: request pytest-trio's ``autojump_clock`` fixture
-(``MockClock(autojump_threshold=0)``) so timeouts take no real time."""
+"""Shared fixtures.
+
+Time: every test that waits takes pytest-trio's ``autojump_clock`` fixture
+(``MockClock(autojump_threshold=0)``) *as its own argument* -- pytest-trio only
+passes a clock to ``trio.run`` when the test function itself receives it.
+"""
 
 from __future__ import annotations
 

@@ -121,8 +121,9 @@ class _Process:
         try:
             with trio.CancelScope() as scope:
                 self.scope = scope
-                if self.kill_reason is not None:
+                if self.kill_reason is not None:  # killed before it ever ran
                     scope.cancel()
+                    await trio.lowlevel.checkpoint()
                 try:
                     result = await fn(*args)
                     finished = True

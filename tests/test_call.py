@@ -1,0 +1,93 @@
+import pytest
+import trio
+
+from garrison import ProcessError, process
+
+
+async def _echo():
+    async for msg in process.inbox():
+        await msg.reply((msg.topic, msg.payload))
+
+
+async def test_call_round_trip(node, autojump_clock):
+    async def client(server):
+        return [await process.call(server, "q", i) for i in range(3)]
+
+    server = await node.spawn(_echo)
+    assert await node.wait(await node.spawn(client, server)) == [("q", 0), ("q", 1), ("q", 2)]
+
+
+async def test_call_by_name(node, autojump_clock):
+    async def named():
+        process.register("echo")
+        await _echo()
+
+    async def client():
+        return await process.call("echo", "hi")
+
+    await node.spawn(named)
+    await trio.sleep(0)
+    assert await node.wait(await node.spawn(client)) == ("hi", None)
+
+
+async def test_call_timeout_covers_whole_exchange_and_late_reply_dropped(node, autojump_clock):
+    async def slow():
+        msg = await process.inbox().receive()
+        await trio.sleep(3)
+        await msg.reply("late")  # dropped: the caller gave up
+        msg = await process.inbox().receive()
+        await msg.reply("fresh")
+
+    async def client(server):
+        t0 = trio.current_time()
+        with pytest.raises(TimeoutError, match="no reply within 2s"):
+            await process.call(server, "q", timeout="2s")
+        assert trio.current_time() - t0 == 2
+        await trio.sleep(5)
+        assert process.inbox().try_receive() is None  # the late reply went nowhere
+        return await process.call(server, "q2")
+
+    server = await node.spawn(slow)
+    assert await node.wait(await node.spawn(client, server)) == "fresh"
+
+
+async def test_callee_death_fails_call_at_once(node, autojump_clock):
+    async def dies():
+        await process.inbox().receive()
+        await trio.sleep(1)
+        raise RuntimeError("crashed mid-call")
+
+    async def client(server):
+        t0 = trio.current_time()
+        with pytest.raises(ProcessError) as info:
+            await process.call(server, "q", timeout="30s")
+        assert trio.current_time() - t0 == 1
+        assert info.value.error.type == "RuntimeError"
+        return "ok"
+
+    server = await node.spawn(dies)
+    assert await node.wait(await node.spawn(client, server)) == "ok"
+
+
+async def test_call_dead_pid_fails_at_once(node, autojump_clock):
+    async def quick():
+        return 1
+
+    dead = await node.spawn(quick)
+    await node.wait(dead)
+
+    async def client():
+        with pytest.raises(ProcessError, match="noproc"):
+            await process.call(dead, "q")
+        return "ok"
+
+    assert await node.wait(await node.spawn(client)) == "ok"
+
+
+async def test_replies_do_not_reach_the_inbox(node, autojump_clock):
+    async def client(server):
+        await process.call(server, "q", 1)
+        return process.inbox().try_receive()
+
+    server = await node.spawn(_echo)
+    assert await node.wait(await node.spawn(client, server)) is None

@@ -1,0 +1,200 @@
+"""Every cell of the exit matrix in the README: how B's end reaches A.
+
+Rows: B returns normally / raises / is cancelled (stops in time, or not) / is terminated.
+Columns: A monitors B / A is linked to B / A is linked and traps links.
+"""
+
+import pytest
+import trio
+
+from garrison import EventKind, process
+
+
+async def _b_normal():
+    return "fine"
+
+
+async def _b_raises():
+    raise ValueError("boom")
+
+
+async def _b_obeys_cancel():
+    ev = await process.events().receive()
+    assert ev.kind == EventKind.CANCEL
+    return "cleaned up"
+
+
+async def _b_ignores_cancel():
+    await trio.sleep_forever()
+
+
+# how each kind of end is produced: (target, how A's helper ends it)
+ENDS = {
+    "normal": (_b_normal, None),
+    "exception": (_b_raises, None),
+    "cancel_obeyed": (_b_obeys_cancel, "cancel"),
+    "cancel_escalated": (_b_ignores_cancel, "cancel"),
+    "terminate": (_b_ignores_cancel, "terminate"),
+}
+
+# expected: EXIT (ok, error type) for a monitor; for a link: whether A dies;
+# for a trapping link: whether a LINK_DOWN arrives
+EXPECT = {
+    "normal": ((True, None), False, False),
+    "exception": ((False, "ValueError"), True, True),
+    "cancel_obeyed": ((True, None), False, False),
+    "cancel_escalated": ((False, "Terminated"), True, True),
+    "terminate": ((False, "Terminated"), True, True),
+}
+
+
+async def _ender(pid, how):
+    if how == "cancel":
+        await process.cancel(pid, timeout="1s")
+    elif how == "terminate":
+        await process.terminate(pid)
+
+
+@pytest.mark.parametrize("end", list(ENDS))
+async def test_monitor_column(node, autojump_clock, end):
+    target, how = ENDS[end]
+
+    async def a():
+        b = await process.spawn_monitored(target)
+        if how:
+            await process.spawn(_ender, b, how)
+        ev = await process.events().receive()
+        assert ev.kind == EventKind.EXIT and ev.pid == b
+        return ev.ok, (ev.error.type if ev.error else None), ev.result
+
+    ok, err, result = await node.wait(await node.spawn(a))
+    assert (ok, err) == EXPECT[end][0]
+    if end == "normal":
+        assert result == "fine"
+
+
+@pytest.mark.parametrize("end", list(ENDS))
+async def test_link_column(node, autojump_clock, end):
+    target, how = ENDS[end]
+
+    async def a():
+        b = await process.spawn_linked(target)
+        if how:
+            await process.spawn(_ender, b, how)
+        await trio.sleep(10)
+        return "survived"
+
+    pid = await node.spawn(a)
+    dies = EXPECT[end][1]
+    if dies:
+        with pytest.raises(Exception) as info:
+            await node.wait(pid)
+        assert info.value.error.type == "LinkedProcessFailed"
+        assert str(info.value.error).startswith("LinkedProcessFailed: linked process")
+    else:
+        assert await node.wait(pid) == "survived"
+
+
+@pytest.mark.parametrize("end", list(ENDS))
+async def test_trapped_link_column(node, autojump_clock, end):
+    target, how = ENDS[end]
+
+    async def a():
+        process.set_options(trap_links=True)
+        b = await process.spawn_linked(target)
+        if how:
+            await process.spawn(_ender, b, how)
+        ev = await process.events().receive(timeout="10s")
+        if ev is None:
+            return None
+        assert ev.kind == EventKind.LINK_DOWN and ev.pid == b
+        return ev.error.type
+
+    got = await node.wait(await node.spawn(a))
+    if EXPECT[end][2]:
+        assert got == EXPECT[end][0][1]
+    else:
+        assert got is None
+
+
+async def test_link_is_bidirectional(node, autojump_clock):
+    async def parent_fails():
+        await process.spawn_linked(_b_ignores_cancel)
+        await trio.sleep(1)
+        raise RuntimeError("parent down")
+
+    async def watch():
+        p = await process.spawn_monitored(parent_fails)
+        await process.events().receive()
+        return p
+
+    p = await node.wait(await node.spawn(watch))
+    assert p is not None
+    await trio.sleep(1)
+    assert node.stats()["processes"] == 0  # the linked child died with it
+
+
+async def test_linked_failure_chains_up(node, autojump_clock):
+    async def leaf():
+        await trio.sleep(1)
+        raise ValueError("leaf")
+
+    async def middle():
+        await process.spawn_linked(leaf)
+        await trio.sleep_forever()
+
+    async def top():
+        process.set_options(trap_links=True)
+        await process.spawn_linked(middle)
+        ev = await process.events().receive()
+        return ev.error.type, ev.error.message
+
+    kind, message = await node.wait(await node.spawn(top))
+    assert kind == "LinkedProcessFailed" and "ValueError: leaf" in message
+
+
+async def test_link_and_monitor_to_dead_pid_is_noproc(node, autojump_clock):
+    async def gone():
+        return None
+
+    async def a(dead):
+        process.monitor(dead)
+        ev = await process.events().receive()
+        assert ev.kind == EventKind.EXIT and ev.error.type == "noproc"
+        process.set_options(trap_links=True)
+        process.link(dead)
+        ev = await process.events().receive()
+        assert ev.kind == EventKind.LINK_DOWN and "noproc" in str(ev.error)
+        return "ok"
+
+    async def b(dead):
+        process.link(dead)
+        await trio.sleep(5)
+        return "not reached"
+
+    dead = await node.spawn(gone)
+    await node.wait(dead)
+    assert await node.wait(await node.spawn(a, dead)) == "ok"
+    with pytest.raises(Exception, match="noproc"):
+        await node.wait(await node.spawn(b, dead))
+
+
+async def test_unlink_and_demonitor(node, autojump_clock):
+    async def a():
+        b = await process.spawn_linked_monitored(_b_raises)
+        process.unlink(b)
+        process.demonitor(b)
+        await trio.sleep(1)
+        return process.events().try_receive()
+
+    assert await node.wait(await node.spawn(a)) is None
+
+
+async def test_spawn_linked_monitored_gets_both(node, autojump_clock):
+    async def a():
+        process.set_options(trap_links=True)
+        await process.spawn_linked_monitored(_b_raises)
+        kinds = {(await process.events().receive()).kind for _ in range(2)}
+        return kinds
+
+    assert await node.wait(await node.spawn(a)) == {EventKind.EXIT, EventKind.LINK_DOWN}

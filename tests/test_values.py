@@ -1,0 +1,68 @@
+import pytest
+
+import garrison
+from garrison import ErrorInfo, Event, EventKind, Message, Pid, parse_duration
+
+
+def test_pid_roundtrip_order_hash():
+    a, b = Pid("processes", "x.1"), Pid("processes", "x.2")
+    assert Pid.parse(str(a)) == a
+    assert str(Pid("workflows", "order/17")) == "workflows/order/17"
+    assert Pid.parse("workflows/order/17") == Pid("workflows", "order/17")
+    assert a < b and sorted([b, a]) == [a, b]
+    assert len({a, Pid("processes", "x.1")}) == 1
+
+
+@pytest.mark.parametrize("bad", ["", "nohost", "/id", "host/", 42])
+def test_pid_parse_rejects(bad):
+    with pytest.raises(ValueError, match="pid"):
+        Pid.parse(bad)
+
+
+def test_pid_host_validated():
+    with pytest.raises(ValueError, match="host"):
+        Pid("a/b", "1")
+
+
+def test_error_info_str_and_capture():
+    assert str(ErrorInfo("ValueError", "boom")) == "ValueError: boom"
+    try:
+        raise KeyError("k")
+    except KeyError as exc:
+        info = ErrorInfo.from_exception(exc)
+    assert info.type == "KeyError" and "Traceback" in info.traceback
+
+
+def test_event_ok():
+    pid = Pid("processes", "1")
+    assert Event(EventKind.EXIT, pid, result=3).ok
+    assert not Event(EventKind.EXIT, pid, error=ErrorInfo("E", "m")).ok
+    assert EventKind.EXIT == "EXIT"
+
+
+async def test_reply_to_non_call_is_clear():
+    with pytest.raises(ValueError, match="not a call"):
+        await Message("t", 1).reply(2)
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [(2, 2.0), (0.5, 0.5), ("250ms", 0.25), ("30s", 30.0), ("5m", 300.0), ("1h", 3600.0),
+     ("2d", 172800.0), ("1h30m", 5400.0), ("1m30s500ms", 90.5)],
+)
+def test_durations(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("bad", ["", "5", "5x", "m5", "-1s", -1, float("nan"), None, True, "1h 30"])
+def test_bad_durations_name_the_input(bad):
+    with pytest.raises(ValueError) as info:
+        parse_duration(bad)
+    assert repr(bad) in str(info.value)
+
+
+def test_not_in_process_is_one_clear_line():
+    with pytest.raises(garrison.NotInProcess, match="inside a garrison process"):
+        garrison.process.pid()
+    with pytest.raises(garrison.NotInProcess):
+        garrison.process.inbox()
