@@ -310,14 +310,32 @@ async def open_node(config: Any = None, store: Any = None) -> AsyncIterator[Node
     ...     pid = await node.spawn(worker)
     """
     node = Node(config=config, store=store)
-    async with trio.open_nursery() as nursery:
-        await node._start(nursery)
-        try:
-            yield node
-        finally:
-            with trio.CancelScope(shield=True):
-                await node._stop()
-            nursery.cancel_scope.cancel()
+    try:
+        async with trio.open_nursery() as nursery:
+            await node._start(nursery)
+            try:
+                yield node
+            finally:
+                with trio.CancelScope(shield=True):
+                    await node._stop()
+                nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        # The node's own tasks never fail; what the nursery wraps is the body's
+        # exception (or Ctrl-C): give it back to the caller unwrapped.
+        leaves = _leaves(group)
+        if len(leaves) == 1:
+            raise leaves[0] from None
+        raise
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    out: list[BaseException] = []
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            out.extend(_leaves(exc))
+        else:
+            out.append(exc)
+    return out
 
 
 def run(main: Callable[..., Any], *args: Any, config: Any = None, store: Any = None,

@@ -1,0 +1,198 @@
+import logging
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import trio
+
+import garrison
+from garrison import ProcessError, process
+
+
+def test_run_returns_result_and_raises_process_error():
+    async def main(a, b):
+        return a + b
+
+    assert garrison.run(main, 2, 3) == 5
+
+    async def bad():
+        raise KeyError("missing")
+
+    with pytest.raises(ProcessError) as info:
+        garrison.run(bad)
+    assert info.value.error.type == "KeyError"
+    assert "KeyError" in str(info.value)
+
+
+def test_run_on_virtual_time():
+    async def main():
+        await trio.sleep(3600)
+        return trio.current_time()
+
+    clock = trio.testing.MockClock(autojump_threshold=0)
+    assert garrison.run(main, clock=clock) == 3600
+
+
+async def test_spawn_rejects_non_async_targets(node, autojump_clock):
+    def plain():
+        return 1
+
+    with pytest.raises(TypeError, match="async function"):
+        await node.spawn(plain)
+    with pytest.raises(ValueError, match="no config"):
+        await node.spawn("app:missing")
+    with pytest.raises(ValueError, match="no host named 'nowhere'"):
+        await node.spawn(plain, host="nowhere")
+
+
+async def test_spawn_accepts_async_callable_objects(node, autojump_clock):
+    class Worker:
+        async def __call__(self, x):
+            return x * 2
+
+    assert await node.wait(await node.spawn(Worker(), 4)) == 8
+
+
+async def test_wait_on_unknown_pid(node, autojump_clock):
+    with pytest.raises(ProcessError, match="noproc"):
+        await node.wait(garrison.Pid("processes", "nope"))
+
+
+async def test_shutdown_stops_children_before_parents(autojump_clock):
+    order = []
+
+    async def leaf(tag):
+        try:
+            await trio.sleep_forever()
+        finally:
+            order.append(tag)
+
+    async def parent(tag):
+        try:
+            await process.spawn(leaf, tag + ".1")
+            await process.spawn(leaf, tag + ".2")
+            await trio.sleep_forever()
+        finally:
+            order.append(tag)
+
+    async def root():
+        try:
+            await process.spawn(parent, "a")
+            await process.spawn(parent, "b")
+            await trio.sleep_forever()
+        finally:
+            order.append("root")
+
+    async with garrison.open_node() as node:
+        await node.spawn(root)
+        await trio.sleep(1)
+        assert node.stats()["processes"] == 7
+    assert order.index("root") == 6
+    for tag in ("a", "b"):
+        assert order.index(tag) > order.index(tag + ".1")
+        assert order.index(tag) > order.index(tag + ".2")
+    assert set(order[:4]) == {"a.1", "a.2", "b.1", "b.2"}
+
+
+async def test_no_silent_death_logged_once(node, autojump_clock, caplog):
+    async def boom():
+        raise ValueError("kaboom")
+
+    caplog.set_level(logging.INFO, logger="garrison")
+    pid = await node.spawn(boom)
+    with pytest.raises(ProcessError):
+        await node.wait(pid)
+    records = [r for r in caplog.records if "kaboom" in r.getMessage()]
+    assert len(records) == 1
+    text = records[0].getMessage()
+    assert str(pid) in text and "ValueError: kaboom" in text and "Traceback" in text
+
+
+async def test_normal_exit_is_not_logged_as_error(node, autojump_clock, caplog):
+    async def fine():
+        return 1
+
+    caplog.set_level(logging.INFO, logger="garrison")
+    await node.wait(await node.spawn(fine))
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+async def test_shutdown_is_quiet(autojump_clock, caplog):
+    async def idle():
+        await trio.sleep_forever()
+
+    caplog.set_level(logging.INFO, logger="garrison")
+    async with garrison.open_node() as node:
+        for _ in range(3):
+            await node.spawn(idle)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+async def test_spawn_during_shutdown_refused(autojump_clock):
+    refused = []
+
+    async def stubborn():
+        try:
+            await trio.sleep_forever()
+        finally:
+            with trio.CancelScope(shield=True):
+                try:
+                    await process.spawn(stubborn)
+                except ProcessError as exc:
+                    refused.append(str(exc))
+
+    async with garrison.open_node() as node:
+        await node.spawn(stubborn)
+        await trio.sleep(0)
+    assert refused and "shutting down" in refused[0]
+
+
+def test_ctrl_c_stops_children_first(tmp_path):
+    """A real SIGINT to a garrison.run program: children exit before parents."""
+    script = tmp_path / "prog.py"
+    out = tmp_path / "order.txt"
+    script.write_text(textwrap.dedent(f"""
+        import trio, garrison
+        from garrison import process
+        OUT = {str(out)!r}
+        def note(tag):
+            with open(OUT, "a") as f:
+                f.write(tag + "\\n")
+        async def leaf():
+            try:
+                await trio.sleep_forever()
+            finally:
+                note("leaf")
+        async def main():
+            await process.spawn(leaf)
+            await process.spawn(leaf)
+            note("ready")
+            try:
+                await trio.sleep_forever()
+            finally:
+                note("main")
+        try:
+            garrison.run(main)
+        except KeyboardInterrupt:
+            note("interrupted")
+    """))
+    proc = subprocess.Popen([sys.executable, str(script)], cwd=os.getcwd())
+    try:
+        for _ in range(200):
+            if out.exists() and "ready" in out.read_text():
+                break
+            trio_sleep_real(0.05)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=20) == 0
+    finally:
+        proc.kill()
+    assert out.read_text().split() == ["ready", "leaf", "leaf", "main", "interrupted"]
+
+
+def trio_sleep_real(seconds):
+    import time
+
+    time.sleep(seconds)
