@@ -53,7 +53,8 @@ def check_target(fn: Any) -> str:
     inner = fn
     while isinstance(inner, functools.partial):
         inner = inner.func
-    call = inner if inspect.isfunction(inner) or inspect.ismethod(inner) else getattr(inner, "__call__", None)  # noqa: B004
+    plain = inspect.isfunction(inner) or inspect.ismethod(inner)
+    call = inner if plain else getattr(inner, "__call__", None)  # noqa: B004
     if call is None or not inspect.iscoroutinefunction(call):
         raise TypeError(
             f"cannot spawn {fn!r}: a process target must be an async function "
@@ -184,7 +185,8 @@ class Node:
             raise ProcessError("cannot spawn: the node is shutting down")
         h = self._host(host)
         if h.durable:
-            pid: Pid = await h.spawn_process(target, args, parent=parent, link=link, monitor=monitor)
+            pid: Pid = await h.spawn_process(target, args, parent=parent, link=link,
+                                             monitor=monitor)
         else:
             fn = self.resolve_target(target)
             label = check_target(fn)

@@ -118,7 +118,9 @@ class Message:
         A reply that arrives after the caller gave up is dropped.
         """
         if self.call_ref is None or self.sender is None:
-            raise ValueError(f"message {self.id} (topic {self.topic!r}) is not a call: nothing to reply to")
+            raise ValueError(
+                f"message {self.id} (topic {self.topic!r}) is not a call: nothing to reply to"
+            )
         from ._runtime import current_runtime
 
         await current_runtime().reply(self, value)

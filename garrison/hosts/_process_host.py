@@ -139,7 +139,7 @@ class _Process:
                     error = ErrorInfo.from_exception(rest)
                     finished = True
             if not finished:
-                error = self.kill_reason or ErrorInfo("Terminated", f"process {self.pid} was cancelled")
+                error = self.kill_reason or ErrorInfo("Terminated", f"{self.pid} was cancelled")
         except BaseException:
             if not finished:
                 error = self.kill_reason or self.node._shutdown_reason
@@ -172,7 +172,8 @@ class _Process:
             _log_exit(self, error)
         # calls waiting on this process fail at once
         if self._callers:
-            failure = ProcessError(f"process {pid} exited before replying: {error or 'normal exit'}",
+            why = error or "normal exit"
+            failure = ProcessError(f"process {pid} exited before replying: {why}",
                                    pid=pid, error=error or noproc(pid))
             for ref, caller in self._callers.items():
                 caller._finish_call(ref, outcome.Error(failure))
