@@ -63,6 +63,7 @@ from ._store import (
     JournalRecord,
     PromiseRecord,
     PromiseStatus,
+    Store,
     StoreStatistics,
     TimerRecord,
     WakeupRecord,
@@ -1060,3 +1061,8 @@ def _take_lock(path: str) -> int:
         os.close(fd)
         raise
     return fd
+
+
+def _conforms(store: SQLiteStore) -> Store:
+    """Static check (mypy): SQLiteStore implements the Store protocol."""
+    return store

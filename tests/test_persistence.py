@@ -1,0 +1,377 @@
+"""The SQLite store: schema and migrations, the lock, records, atomic writes."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from garrison._errors import (
+    NoSuchWorkflow,
+    PayloadError,
+    PromiseAlreadyCompleted,
+    StoreLocked,
+    StoreVersionError,
+)
+from garrison.actors._values import ErrorInfo, Pid
+from garrison.persistence import (
+    SCHEMA_VERSION,
+    JournalRecord,
+    PromiseStatus,
+    SQLiteStore,
+    Transaction,
+    WorkflowStatus,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+T0 = dt.datetime(2026, 11, 21, 12, 0, tzinfo=dt.UTC)
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> str:
+    return str(tmp_path / "app.db")
+
+
+@pytest.fixture
+def store(db_path: str):  # type: ignore[no-untyped-def]
+    with SQLiteStore(db_path) as s:
+        yield s
+
+
+def _workflow(store: SQLiteStore, wid: str = "w1", **kw: object) -> None:
+    store.write(Transaction().create_workflow(wid, "app.orders:order_workflow", [1, "a"], **kw))  # type: ignore[arg-type]
+
+
+# -- schema, pragmas, migrations ---------------------------------------------
+
+
+def test_new_store_has_schema_and_pragmas(store: SQLiteStore) -> None:
+    tables = set(store.db.table_names())
+    assert {"schema_version", "workflows", "journal", "inbox", "timers", "promises",
+            "state", "monitors"} <= tables  # fmt: skip
+    conn = store.db.conn
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+    assert conn.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+    assert conn.execute("PRAGMA busy_timeout").fetchone()[0] == 5000
+    assert conn.execute("SELECT max(version) FROM schema_version").fetchone()[0] == SCHEMA_VERSION
+    assert store.journal("nobody") == []
+
+
+def test_synchronous_full_and_invalid(tmp_path: Path) -> None:
+    with SQLiteStore(str(tmp_path / "f.db"), synchronous="full") as s:
+        assert s.db.conn.execute("PRAGMA synchronous").fetchone()[0] == 2
+    with pytest.raises(ValueError, match="'sometimes'"):
+        SQLiteStore(str(tmp_path / "g.db"), synchronous="sometimes")
+
+
+def test_reopen_keeps_data_and_does_not_migrate_again(db_path: str) -> None:
+    with SQLiteStore(db_path) as s:
+        _workflow(s)
+    with SQLiteStore(db_path) as s:
+        assert s.get_workflow("w1") is not None
+        assert s.db.conn.execute("SELECT count(*) FROM schema_version").fetchone()[0] == 1
+
+
+def test_newer_schema_is_refused_naming_file_and_versions(db_path: str) -> None:
+    with SQLiteStore(db_path) as s:
+        s.db.conn.execute("INSERT INTO schema_version VALUES (?, 0)", (SCHEMA_VERSION + 5,))
+    with pytest.raises(StoreVersionError) as info:
+        SQLiteStore(db_path)
+    message = str(info.value)
+    assert db_path in message
+    assert f"version {SCHEMA_VERSION + 5}" in message and f"version {SCHEMA_VERSION}" in message
+    assert info.value.found == SCHEMA_VERSION + 5 and info.value.expected == SCHEMA_VERSION
+    # a refused open leaves the lock free
+    with pytest.raises(StoreVersionError):
+        SQLiteStore(db_path)
+
+
+def test_unlocked_opener_does_not_create_or_migrate(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        SQLiteStore(str(tmp_path / "missing.db"), lock=False)
+    empty = str(tmp_path / "empty.db")
+    sqlite3.connect(empty).close()
+    with pytest.raises(StoreVersionError, match="open it once with a node"):
+        SQLiteStore(empty, lock=False)
+
+
+def test_memory_store_is_a_private_file_removed_on_close() -> None:
+    store = SQLiteStore()
+    assert store.path is None
+    file = store.db.conn.execute("PRAGMA database_list").fetchone()[2]
+    assert os.path.exists(file)
+    _workflow(store)
+    assert store.get_workflow("w1") is not None
+    store.close()
+    assert not os.path.exists(file)
+    store.close()  # idempotent
+    with pytest.raises(RuntimeError, match="closed"):
+        store.get_workflow("w1")
+
+
+# -- the lock ------------------------------------------------------------------
+
+
+def test_second_opener_in_this_process_is_refused(db_path: str) -> None:
+    with SQLiteStore(db_path):
+        with pytest.raises(StoreLocked) as info:
+            SQLiteStore(db_path)
+        assert info.value.path == db_path
+        assert db_path in str(info.value)
+    with SQLiteStore(db_path) as again:  # released on close
+        assert again.locked
+
+
+def test_opener_in_another_process_is_refused(store: SQLiteStore, db_path: str) -> None:
+    code = textwrap.dedent(
+        f"""
+        import sys
+        sys.path.insert(0, {str(ROOT)!r})
+        from garrison.persistence import SQLiteStore, StoreLocked
+        try:
+            SQLiteStore({db_path!r})
+        except StoreLocked as exc:
+            print("LOCKED", exc)
+        else:
+            print("OPENED")
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=True
+    ).stdout
+    assert out.startswith("LOCKED") and db_path in out
+
+
+def test_tool_opens_unlocked_reads_and_queues_writes(store: SQLiteStore, db_path: str) -> None:
+    _workflow(store)
+    store.write(Transaction().create_promise("w1", "approval"))
+    with SQLiteStore(db_path, lock=False) as tool:
+        assert not tool.locked
+        assert tool.get_workflow("w1") is not None
+        tool.deliver("w1", "signal", {"go": True}, sender="cli/1")
+        tool.resolve_promise("w1", "approval", "yes")
+        tool.request_cancel("w1")
+    assert [m.topic for m in store.pending_messages("w1")] == ["signal"]
+    promise = store.get_promise("w1", "approval")
+    assert promise is not None and promise.value == "yes"
+    workflow = store.get_workflow("w1")
+    assert workflow is not None and workflow.cancel_requested
+    wakeups = store.take_wakeups()
+    assert [w.workflow_id for w in wakeups] == ["w1", "w1", "w1"]
+    assert store.take_wakeups() == []
+    # the node's own writes leave no wakeups
+    store.set_state("w1", "k", 1)
+    assert store.take_wakeups() == []
+
+
+# -- workflows -----------------------------------------------------------------
+
+
+def test_create_get_update_list(store: SQLiteStore) -> None:
+    tx = Transaction().create_workflow(
+        "w1", "app:flow", [1, {"a": 2}], parent=Pid("workflows", "p1"), host="workflows",
+        search={"status": "shipping", "region": "eu"}, memo={"note": "x"}, time=T0,
+    )  # fmt: skip
+    assert store.write(tx) == [True]
+    assert store.write(Transaction().create_workflow("w1", "app:flow", [9])) == [False]
+    _workflow(store, "w2", search={"status": "paid"})
+    _workflow(store, "w3", status="running")
+
+    rec = store.get_workflow("w1")
+    assert rec is not None
+    assert rec.name == "app:flow" and rec.input == [1, {"a": 2}]
+    assert rec.status == WorkflowStatus.PENDING == "pending"
+    assert rec.parent == Pid("workflows", "p1") and rec.host == "workflows"
+    assert rec.created == T0 and rec.attempt == 1 and rec.run_id
+    assert rec.memo == {"note": "x"} and not rec.cancel_requested
+    assert store.get_workflow("nope") is None
+
+    error = ErrorInfo("ValueError", "boom", "tb")
+    store.write(Transaction().update_workflow("w2", status="failed", error=error))
+    store.write(Transaction().update_workflow("w3", status="completed", result={"total": 3}))
+    w2, w3 = store.get_workflow("w2"), store.get_workflow("w3")
+    assert w2 is not None and w2.error == error and w2.status.finished
+    assert w3 is not None and w3.result == {"total": 3}
+
+    assert [r.workflow_id for r in store.list_workflows()] == ["w1", "w2", "w3"]
+    assert [r.workflow_id for r in store.list_workflows("completed")] == ["w3"]
+    assert [r.workflow_id for r in store.list_workflows(["failed", "pending"])] == ["w1", "w2"]
+    shipping = store.list_workflows(search={"status": "shipping"})
+    assert [r.workflow_id for r in shipping] == ["w1"]
+    assert store.list_workflows(search={"status": "shipping", "region": "us"}) == []
+    assert [r.workflow_id for r in store.list_workflows(parent="workflows/p1")] == ["w1"]
+    assert [r.workflow_id for r in store.unfinished_workflows()] == ["w1"]
+    assert len(store.list_workflows(limit=2)) == 2
+
+    store.write(Transaction().set_attributes("w1", search={"status": "done", "region": None}))
+    rec = store.get_workflow("w1")
+    assert rec is not None and rec.search == {"status": "done"}
+
+    with pytest.raises(ValueError, match="'sleepy'"):
+        Transaction().update_workflow("w1", status="sleepy")
+    with pytest.raises(NoSuchWorkflow, match="'ghost'"):
+        store.write(Transaction().update_workflow("ghost", status="running"))
+
+
+def test_payload_error_is_raised_where_the_value_is_passed(store: SQLiteStore) -> None:
+    with pytest.raises(PayloadError, match=r"arguments of workflow 'app:flow'.*type set"):
+        Transaction().create_workflow("w9", "app:flow", [{1, 2}])
+    _workflow(store)
+    with pytest.raises(PayloadError, match="outcome of activity 'charge'"):
+        Transaction().append_journal("w1", 0, "activity", "charge", object())
+
+
+# -- journal, atomicity ----------------------------------------------------------
+
+
+def test_journal_is_loaded_in_seq_order_with_typed_fields(store: SQLiteStore) -> None:
+    _workflow(store)
+    tx = Transaction()
+    for seq in (2, 0, 1):
+        tx.append_journal("w1", seq, "activity", f"step{seq}", {"ok": seq}, attempts=seq + 1,
+                          time=T0 + dt.timedelta(seconds=seq))  # fmt: skip
+    store.write(tx)
+    records = store.journal("w1")
+    assert [r.seq for r in records] == [0, 1, 2]
+    assert records[1] == JournalRecord("w1", 1, "activity", "step1", {"ok": 1}, 2,
+                                       T0 + dt.timedelta(seconds=1))  # fmt: skip
+    assert store.journal_size("w1") == (3, 3 * len('{"ok":0}'))
+    with pytest.raises(sqlite3.IntegrityError):
+        store.write(Transaction().append_journal("w1", 1, "activity", "again"))
+
+
+def test_a_transaction_commits_whole_or_not_at_all(store: SQLiteStore) -> None:
+    _workflow(store, "sender")
+    _workflow(store, "receiver")
+    ok = (
+        Transaction()
+        .append_journal("sender", 0, "send", "order.paid", None)
+        .deliver("receiver", "order.paid", {"id": 1}, sender=Pid("workflows", "sender"))
+        .update_workflow("sender", status="waiting")
+    )
+    results = store.write(ok)
+    assert results[1] is not None  # the inbox row id
+    bad = (
+        Transaction()
+        .append_journal("sender", 1, "send", "order.shipped", None)
+        .deliver("receiver", "order.shipped", {"id": 1})
+        .update_workflow("ghost", status="running")
+    )
+    with pytest.raises(NoSuchWorkflow):
+        store.write(bad)
+    assert [r.seq for r in store.journal("sender")] == [0]
+    assert [m.topic for m in store.pending_messages("receiver")] == ["order.paid"]
+    # foreign keys: no journal for a workflow that does not exist
+    with pytest.raises(sqlite3.IntegrityError):
+        store.write(Transaction().append_journal("ghost", 0, "now", "now", 1.0))
+
+
+def test_reset_run_and_delete(store: SQLiteStore) -> None:
+    _workflow(store)
+    store.write(
+        Transaction()
+        .append_journal("w1", 0, "now", "now", 1.0)
+        .add_timer("w1", 0, T0)
+        .set_state("w1", "k", "v")
+    )
+    old = store.get_workflow("w1")
+    store.write(Transaction().reset_run("w1", [2]))
+    new = store.get_workflow("w1")
+    assert new is not None and old is not None
+    assert new.input == [2] and new.status == "running" and new.run_id != old.run_id
+    assert store.journal("w1") == [] and store.timers("w1") == []
+    assert store.get_state("w1", "k") == "v"
+    store.write(Transaction().delete_workflow("w1"))
+    assert store.get_workflow("w1") is None and store.get_state("w1", "k") is None
+
+
+# -- inbox, timers, promises, state, monitors ---------------------------------------
+
+
+def test_inbox_order_dedupe_and_consume(store: SQLiteStore) -> None:
+    _workflow(store)
+    ids = []
+    for i in range(3):
+        ids.append(store.deliver("w1", f"t{i}", i, msg_id=f"m{i}", sender=Pid("processes", "9")))
+    assert store.deliver("w1", "t0", 0, msg_id="m0") is None  # delivered once
+    store.deliver("w1", "EXIT", {"pid": "workflows/c"}, kind="event")
+    pending = store.pending_messages("w1")
+    assert [m.topic for m in pending] == ["t0", "t1", "t2", "EXIT"]
+    assert pending[0].sender == Pid("processes", "9") and pending[0].payload == 0
+    assert pending[3].kind == "event" and pending[3].sender is None
+    store.write(Transaction().consume("w1", ids[1], seq=5))
+    assert [m.topic for m in store.pending_messages("w1")] == ["t0", "t2", "EXIT"]
+    taken = store.inbox_message("m1")
+    assert taken is not None and taken.consumed_seq == 5
+    with pytest.raises(ValueError, match="not a pending message"):
+        store.write(Transaction().consume("w1", ids[1], seq=6))
+    with pytest.raises(ValueError, match="'letter'"):
+        Transaction().deliver("w1", "x", kind="letter")
+
+
+def test_timers(store: SQLiteStore) -> None:
+    _workflow(store, "a")
+    _workflow(store, "b")
+    store.write(
+        Transaction()
+        .add_timer("a", 3, T0 + dt.timedelta(hours=48))
+        .add_timer("b", 1, T0 + dt.timedelta(seconds=5))
+        .add_timer("a", 1, T0)
+    )
+    assert [(t.workflow_id, t.seq) for t in store.due_timers(T0 + dt.timedelta(seconds=5))] == [
+        ("a", 1),
+        ("b", 1),
+    ]
+    nxt = store.next_timer()
+    assert nxt is not None and nxt.deadline == T0
+    store.write(Transaction().remove_timer("a", 1))
+    assert [t.seq for t in store.timers("a")] == [3]
+    assert store.due_timers(T0) == []
+    with pytest.raises(ValueError, match="naive"):
+        Transaction().add_timer("a", 9, dt.datetime(2026, 1, 1))
+
+
+def test_promises(store: SQLiteStore) -> None:
+    _workflow(store)
+    store.write(Transaction().create_promise("w1", "approval"))
+    store.write(Transaction().create_promise("w1", "approval"))  # idempotent
+    promise = store.get_promise("w1", "approval")
+    assert promise is not None and promise.status == PromiseStatus.PENDING
+    store.resolve_promise("w1", "approval", {"by": "ann"})
+    promise = store.get_promise("w1", "approval")
+    assert promise is not None and promise.status == "resolved" and promise.value == {"by": "ann"}
+    with pytest.raises(PromiseAlreadyCompleted, match="already resolved"):
+        store.resolve_promise("w1", "approval", 2)
+    with pytest.raises(PromiseAlreadyCompleted):
+        store.reject_promise("w1", "approval", "no")
+    # resolved before the workflow declared it: kept, and declaring does not reset it
+    store.reject_promise("w1", "early", "too late")
+    store.write(Transaction().create_promise("w1", "early"))
+    early = store.get_promise("w1", "early")
+    assert early is not None and early.status == "rejected" and early.error == "too late"
+    assert [p.name for p in store.promises("w1", "rejected")] == ["early"]
+    with pytest.raises(NoSuchWorkflow):
+        store.resolve_promise("ghost", "p", 1)
+
+
+def test_state_and_monitors(store: SQLiteStore) -> None:
+    _workflow(store)
+    assert store.get_state("w1", "stage", "none") == "none"
+    store.set_state("w1", "stage", {"n": 1})
+    store.set_state("w1", "stage", {"n": 2})
+    assert store.get_state("w1", "stage") == {"n": 2}
+    assert store.states("w1") == {"stage": {"n": 2}}
+    parent, other = Pid("workflows", "parent"), Pid("processes", "3")
+    store.write(Transaction().add_monitor("w1", parent).add_monitor("w1", other))
+    store.write(Transaction().add_monitor("w1", parent))
+    assert store.monitors("w1") == [parent, other]
+    assert store.watched_by(other) == ["w1"]
+    store.write(Transaction().remove_monitor("w1", other))
+    assert store.monitors("w1") == [parent]

@@ -1,0 +1,187 @@
+"""The one cattrs converter: durable JSON in, typed values out, clear PayloadErrors."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import enum
+import json
+import uuid
+from typing import Any
+
+import attrs
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from garrison._errors import PayloadError
+from garrison.actors._values import ErrorInfo, Pid
+from garrison.persistence import RawJson, from_json, structure, to_json, unstructure
+
+json_leaves = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text()
+json_values = st.recursive(
+    json_leaves,
+    lambda children: (
+        st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=8), children, max_size=5)
+    ),
+    max_leaves=25,
+)
+
+
+@given(json_values)
+def test_builtins_round_trip_exactly(value: Any) -> None:
+    text = to_json(value, what="a value")
+    back = from_json(text)
+    assert back == value
+    # exact types, not just equal values (1 vs 1.0 vs True)
+    assert json.dumps(back) == json.dumps(value)
+
+
+@given(st.lists(st.integers(), max_size=5).map(tuple))
+def test_tuples_come_back_as_lists_unless_the_hint_says_tuple(value: tuple[int, ...]) -> None:
+    text = to_json(value, what="a tuple")
+    assert from_json(text) == list(value)
+    assert from_json(text, tuple[int, ...]) == value
+
+
+class Color(enum.Enum):
+    RED = "red"
+    BLUE = "blue"
+
+
+class Size(enum.IntEnum):
+    S = 1
+    L = 3
+
+
+@attrs.frozen
+class Line:
+    sku: str
+    qty: int = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Address:
+    street: str
+    city: str
+
+
+@attrs.frozen
+class Order:
+    id: uuid.UUID
+    lines: list[Line]
+    owner: Pid
+    color: Color
+    size: Size
+    placed: dt.datetime
+    ship_to: Address
+    pair: tuple[int, str]
+    note: str | None = None
+    extra: dict[str, Any] = attrs.Factory(dict)
+
+
+def _order() -> Order:
+    return Order(
+        id=uuid.UUID("12345678-1234-5678-1234-567812345678"),
+        lines=[Line("apple", 2), Line("pear")],
+        owner=Pid("workflows", "order-17"),
+        color=Color.BLUE,
+        size=Size.L,
+        placed=dt.datetime(2026, 11, 21, 12, 30, tzinfo=dt.UTC),
+        ship_to=Address("Main St 1", "Springfield"),
+        pair=(1, "a"),
+        extra={"gift": True, "tags": ["x"]},
+    )
+
+
+def test_attrs_class_is_restored_from_its_hint() -> None:
+    order = _order()
+    text = to_json(order, what="argument 1 of workflow 'app:order'")
+    plain = json.loads(text)
+    assert plain["owner"] == "workflows/order-17"
+    assert plain["placed"] == "2026-11-21T12:30:00+00:00"
+    assert plain["id"] == "12345678-1234-5678-1234-567812345678"
+    assert plain["color"] == "blue"
+    assert plain["pair"] == [1, "a"]
+    assert from_json(text, Order) == order
+    assert from_json(text, Order | None) == order
+    assert from_json("null", Order | None) is None
+    assert from_json(to_json([order], what="x"), list[Order]) == [order]
+
+
+def test_values_of_garrison_round_trip() -> None:
+    error = ErrorInfo("ValueError", "bad", "Traceback ...")
+    assert from_json(to_json(error, what="e"), ErrorInfo) == error
+    pid = Pid("processes", "7")
+    assert from_json(to_json(pid, what="p"), Pid) == pid
+
+
+def test_datetimes_are_normalised_to_utc() -> None:
+    cet = dt.timezone(dt.timedelta(hours=1))
+    when = dt.datetime(2026, 1, 1, 13, 0, tzinfo=cet)
+    text = to_json(when, what="a time")
+    assert text == '"2026-01-01T12:00:00+00:00"'
+    back = from_json(text, dt.datetime)
+    assert back == when and back.tzinfo == dt.UTC
+
+
+@pytest.mark.parametrize(
+    ("value", "type_name"),
+    [
+        ({1, 2}, "set"),
+        (frozenset({1}), "frozenset"),
+        (b"raw", "bytes"),
+        (lambda: 1, "function"),
+        (object(), "object"),
+        (dt.datetime(2026, 1, 1), "datetime.datetime"),
+        ({1: "a"}, "int"),
+        ([1, {"deep": {3}}], "set"),
+        (Line("a", {4}), "set"),  # type: ignore[arg-type]
+    ],
+)
+def test_unconvertible_values_raise_payload_error_naming_type_and_what(
+    value: object, type_name: str
+) -> None:
+    what = "argument 2 of workflow 'app.orders:order_workflow'"
+    with pytest.raises(PayloadError) as info:
+        to_json(value, what=what)
+    message = str(info.value)
+    assert what in message
+    assert f"type {type_name}" in message
+    assert isinstance(info.value, TypeError)  # PayloadError is a TypeError too
+    with pytest.raises(PayloadError):
+        unstructure(value, what=what)
+
+
+def test_payload_error_names_the_container_it_was_found_in() -> None:
+    with pytest.raises(PayloadError, match=r"type set \(inside a .*Line\)"):
+        to_json(Line("a", {4}), what="x")  # type: ignore[arg-type]
+
+
+def test_restoring_a_mismatch_reads_like_cattrs_transform_error() -> None:
+    with pytest.raises(PayloadError) as info:
+        from_json('{"sku": "a", "qty": "many"}', Line, what="the input")
+    assert "the input.qty" in str(info.value)
+    assert "expected int" in str(info.value)
+
+
+def test_extra_keys_are_forbidden() -> None:
+    with pytest.raises(PayloadError, match="extra fields found"):
+        from_json('{"sku": "a", "qty": 1, "color": "red"}', Line)
+
+
+def test_bad_json_and_bad_pid_raise_payload_error() -> None:
+    with pytest.raises(PayloadError, match="invalid JSON"):
+        from_json("{nope")
+    with pytest.raises(PayloadError, match="Pid"):
+        from_json('"no-slash"', Pid)
+    with pytest.raises(PayloadError):
+        structure("2026-01-01T00:00:00", dt.datetime)  # naive: no timezone
+
+
+def test_raw_json_and_str_enum_keys() -> None:
+    class Key(enum.StrEnum):
+        A = "a"
+
+    assert to_json({Key.A: 1}, what="x") == '{"a":1}'
+    assert RawJson("[1]").text == "[1]"

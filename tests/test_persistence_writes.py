@@ -1,0 +1,229 @@
+"""Group commit from trio, and durability across SIGKILL."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+from garrison._errors import PromiseAlreadyCompleted
+from garrison.persistence import SQLiteStore, Transaction
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def store(tmp_path: Path):  # type: ignore[no-untyped-def]
+    with SQLiteStore(str(tmp_path / "app.db")) as s:
+        yield s
+
+
+async def test_many_concurrent_writers_share_few_transactions(store: SQLiteStore) -> None:
+    writers, steps = 100, 5
+    store.write(Transaction().create_workflow("receiver", "app:r"))
+    for w in range(writers):
+        store.write(Transaction().create_workflow(f"w{w}", "app:flow"))
+    before = store.statistics()
+
+    async def writer(w: int) -> None:
+        for seq in range(steps):
+            tx = (
+                Transaction()
+                .append_journal(f"w{w}", seq, "send", "ping", {"n": seq})
+                .deliver("receiver", "ping", [w, seq], msg_id=f"{w}-{seq}")
+                .update_workflow(f"w{w}", status="running")
+            )
+            results = await store.commit(tx)
+            assert isinstance(results[1], int)
+            # resumed only after commit: the reader connection sees it already
+            assert store.inbox_message(f"{w}-{seq}") is not None
+
+    async with trio.open_nursery() as nursery:
+        for w in range(writers):
+            nursery.start_soon(writer, w)
+
+    stats = store.statistics()
+    calls = stats.batched_writes - before.batched_writes
+    batches = stats.batches - before.batches
+    assert calls == writers * steps
+    assert batches <= calls // 10, stats  # far fewer transactions than calls
+    assert stats.largest_batch >= writers // 2
+    assert stats.sync_writes == before.sync_writes
+    assert len(store.pending_messages("receiver")) == writers * steps
+    assert all(len(store.journal(f"w{w}")) == steps for w in range(writers))
+
+
+async def test_one_failing_caller_does_not_fail_the_others(store: SQLiteStore) -> None:
+    store.write(Transaction().create_workflow("w", "app:flow"))
+    store.resolve_promise("w", "done", 1)
+    outcomes: dict[int, Any] = {}
+
+    async def ok(i: int) -> None:
+        outcomes[i] = await store.commit(Transaction().set_state("w", f"k{i}", i))
+
+    async def bad() -> None:
+        try:
+            await store.commit(Transaction().resolve_promise("w", "done", 2).set_state("w", "x", 1))
+        except PromiseAlreadyCompleted as exc:
+            outcomes[-1] = exc
+
+    async with trio.open_nursery() as nursery:
+        for i in range(5):
+            nursery.start_soon(ok, i)
+        nursery.start_soon(bad)
+        for i in range(5, 10):
+            nursery.start_soon(ok, i)
+
+    assert isinstance(outcomes.pop(-1), PromiseAlreadyCompleted)
+    assert sorted(outcomes) == list(range(10))
+    assert store.states("w") == {f"k{i}": i for i in range(10)}  # "x" was rolled back
+    assert store.statistics().failed_batches >= 1
+
+
+class _FailingCommit:
+    """Wraps the writer connection; COMMIT fails like a full disk."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def execute(self, *args: Any) -> Any:
+        return self._conn.execute(*args)
+
+    def executemany(self, *args: Any) -> Any:
+        return self._conn.executemany(*args)
+
+    def __enter__(self) -> _FailingCommit:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._conn.rollback()
+        raise sqlite3.OperationalError("database or disk is full")
+
+
+async def test_a_failing_batch_fails_every_caller_in_it(store: SQLiteStore) -> None:
+    store.write(Transaction().create_workflow("w", "app:flow"))
+    real = store._conn
+    errors: list[BaseException] = []
+
+    async def writer(i: int) -> None:
+        try:
+            await store.commit(Transaction().set_state("w", f"k{i}", i))
+        except sqlite3.OperationalError as exc:
+            errors.append(exc)
+
+    store._conn = _FailingCommit(real)  # type: ignore[assignment]
+    try:
+        async with trio.open_nursery() as nursery:
+            for i in range(20):
+                nursery.start_soon(writer, i)
+    finally:
+        store._conn = real
+    assert len(errors) == 20
+    assert all("disk is full" in str(e) for e in errors)
+    assert store.states("w") == {}
+    # the store keeps working afterwards
+    await store.commit(Transaction().set_state("w", "after", 1))
+    assert store.get_state("w", "after") == 1
+
+
+async def test_a_commit_asked_for_finishes_even_if_its_caller_is_cancelled(
+    store: SQLiteStore,
+) -> None:
+    store.write(Transaction().create_workflow("w", "app:flow"))
+    async with trio.open_nursery() as nursery:
+        for i in range(20):
+            nursery.start_soon(store.commit, Transaction().set_state("w", f"k{i}", i))
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.cancel_scope.cancel()
+    assert len(store.states("w")) == 20
+
+
+async def test_sync_and_group_writes_mix(store: SQLiteStore) -> None:
+    store.write(Transaction().create_workflow("w", "app:flow"))
+
+    async def group(i: int) -> None:
+        await store.commit(Transaction().append_journal("w", i, "activity", "a", i))
+
+    async with trio.open_nursery() as nursery:
+        for i in range(0, 40, 2):
+            nursery.start_soon(group, i)
+            store.write(Transaction().append_journal("w", i + 1, "now", "now", float(i)))
+            await trio.lowlevel.checkpoint()
+    assert [r.seq for r in store.journal("w")] == list(range(40))
+    assert await store.commit(Transaction()) == []
+
+
+_KILL_SCRIPT = """
+import sys, trio
+sys.path.insert(0, {root!r})
+from garrison.persistence import SQLiteStore, Transaction
+
+store = SQLiteStore({path!r})
+WORKFLOWS = 8
+for w in range(WORKFLOWS):
+    store.write(Transaction().create_workflow(f"w{{w}}", "app:flow"))
+store.write(Transaction().create_workflow("sink", "app:sink"))
+
+async def writer(w):
+    seq = 0
+    while True:
+        tx = (Transaction()
+              .append_journal(f"w{{w}}", seq, "send", "tick", {{"seq": seq, "pad": "x" * 200}})
+              .deliver("sink", "tick", [w, seq], msg_id=f"{{w}}-{{seq}}")
+              .set_state(f"w{{w}}", "last", seq))
+        if seq % 3 == 0:
+            store.write(tx)          # synchronous commits too
+        else:
+            await store.commit(tx)   # group commit
+        seq += 1
+        if seq == 50 and w == 0:
+            print("ready", flush=True)
+
+async def main():
+    async with trio.open_nursery() as nursery:
+        for w in range(WORKFLOWS):
+            nursery.start_soon(writer, w)
+
+trio.run(main)
+"""
+
+
+def test_sigkill_mid_writes_leaves_a_consistent_store(tmp_path: Path) -> None:
+    path = str(tmp_path / "killed.db")
+    script = _KILL_SCRIPT.format(root=str(ROOT), path=path)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(script)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "ready"
+        time.sleep(0.3)  # let it write under load
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=10)
+    assert proc.returncode == -signal.SIGKILL
+
+    with SQLiteStore(path) as store:  # the kernel released the lock
+        assert store.db.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        total = 0
+        for w in range(8):
+            seqs = [r.seq for r in store.journal(f"w{w}")]
+            assert seqs == list(range(len(seqs)))  # no gaps
+            if seqs:
+                # the three writes of one step committed together, or not at all
+                assert store.get_state(f"w{w}", "last") == seqs[-1]
+                assert store.inbox_message(f"{w}-{seqs[-1]}") is not None
+                assert store.inbox_message(f"{w}-{seqs[-1] + 1}") is None
+            total += len(seqs)
+        assert total >= 50
+        assert len(store.pending_messages("sink")) == total
