@@ -288,6 +288,10 @@ class Node:
     async def _start(self, nursery: trio.Nursery) -> None:
         self._nursery = nursery
         await self._add_host(ProcessHost(self, "processes"))
+        if self.config is not None:
+            for entry in self.config.hosts():
+                if entry.kind == "process.host":
+                    await self._add_host(ProcessHost(self, entry.id))
 
     async def _add_host(self, host: Any) -> None:
         assert self._nursery is not None
@@ -311,7 +315,7 @@ async def open_node(config: Any = None, store: Any = None) -> AsyncIterator[Node
     >>> async with garrison.open_node() as node:
     ...     pid = await node.spawn(worker)
     """
-    node = Node(config=config, store=store)
+    node = Node(config=_as_config(config), store=store)
     try:
         async with trio.open_nursery() as nursery:
             await node._start(nursery)
@@ -328,6 +332,17 @@ async def open_node(config: Any = None, store: Any = None) -> AsyncIterator[Node
         if len(leaves) == 1:
             raise leaves[0] from None
         raise
+
+
+def _as_config(config: Any) -> Any:
+    """A config path (or several) is loaded; a loaded ``Config`` is used as is."""
+    if config is None or hasattr(config, "resolve_target"):
+        return config
+    from .supervision._config import load_config, load_configs
+
+    if isinstance(config, list | tuple):
+        return load_configs(config)
+    return load_config(config)
 
 
 def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:

@@ -30,6 +30,7 @@ import inspect
 import math
 import os
 import random
+import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeAlias, TypeVar, cast
@@ -1101,7 +1102,11 @@ def load_configs(paths: Iterable[str | os.PathLike[str]]) -> Config:
         if text is None:
             problems.append(filename)
             continue
-        sources.append((text, filename, Path(filename).resolve().parent))
+        base = Path(filename).resolve().parent
+        # `source: "module:function"` is looked up next to the config file first
+        if str(base) not in sys.path:
+            sys.path.insert(0, str(base))
+        sources.append((text, filename, base))
     entries, more = _parse_all(sources)
     problems.extend(more)
     if problems:

@@ -1,0 +1,1 @@
+"""Benchmarks: each script runs garrison and a peer in the same run and prints one JSON line."""

@@ -1,0 +1,72 @@
+"""The garrison demo: processes, messages, calls, EXIT events and a linked failure.
+
+Run it with ``garrison run examples/demo/app.yaml --main app:main``.
+"""
+
+from __future__ import annotations
+
+import trio
+
+from garrison import EventKind, process
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+async def greeter() -> None:
+    """A registered server: answers calls, counts casts."""
+    process.register("greeter")
+    seen = 0
+    async for msg in process.inbox():
+        if msg.topic == "hello":
+            seen += 1
+            await msg.reply(f"hello, {msg.payload}! (greeting #{seen})")
+        elif msg.topic == "stop":
+            return
+
+
+async def square(n: int) -> int:
+    await trio.sleep(0.01)
+    return n * n
+
+
+async def flaky() -> None:
+    await trio.sleep(0.01)
+    raise RuntimeError("disk on fire")
+
+
+async def bystander() -> None:
+    """Linked to a process that will fail, without trapping links: it dies too."""
+    await process.spawn_linked(flaky)
+    await trio.sleep_forever()
+
+
+async def main() -> str:
+    say(f"[spawn]   root process is {process.pid()}")
+    g = await process.spawn(greeter)
+    say(f"[call]    {await process.call(g, 'hello', 'world')}")
+    # it registered itself before answering, so its name works now
+    say(f"[call]    {await process.call('greeter', 'hello', 'garrison')}")
+
+    workers = [await process.spawn_monitored(square, n) for n in range(1, 4)]
+    results = {}
+    events = process.events()
+    while len(results) < len(workers):
+        ev = await events.receive()
+        results[ev.pid] = ev.result
+    say(f"[EXIT]    three monitored workers returned {[results[w] for w in workers]}")
+
+    process.set_options(trap_links=True)
+    child = await process.spawn_linked(flaky)
+    ev = await events.receive()
+    assert ev.kind == EventKind.LINK_DOWN and ev.pid == child
+    say(f"[LINK]    trapped LINK_DOWN from {ev.pid}: {ev.error}")
+
+    b = await process.spawn_monitored(bystander)
+    ev = await events.receive()
+    assert ev.kind == EventKind.EXIT and ev.pid == b
+    say(f"[LINK]    an untrapped linked process died with its partner: {ev.error}")
+
+    await process.send("greeter", "stop")
+    return "demo finished"

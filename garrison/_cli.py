@@ -1,0 +1,199 @@
+"""The ``garrison`` command line: ``run``, ``check``.
+
+``garrison run TARGET`` where TARGET is
+  * a YAML config: start its hosts and ``auto_start`` services and run until
+    SIGINT/SIGTERM (or, with ``--main ENTRY``, until that entry's process ends);
+  * a Python file or ``module:function``: run its async ``main`` (or the named
+    function) as the root process, like ``garrison.run``, and exit when it returns.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from ._errors import ConfigError, ProcessError
+
+log = logging.getLogger("garrison.cli")
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key in ("service", "pid", "attempt", "delay", "error"):
+            if hasattr(record, key):
+                out[key] = str(getattr(record, key))
+        if record.exc_info:
+            out["traceback"] = self.formatException(record.exc_info)
+        return json.dumps(out)
+
+
+def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
+    """One readable line per event on stderr (``fmt="json"``: one JSON object per line)."""
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(_JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(message)s",
+                                               "%H:%M:%S"))
+    root = logging.getLogger("garrison")
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    root.propagate = False
+
+
+def _load_callable(target: str) -> Any:
+    """``path/to/file.py`` (its ``main``), ``file.py:func`` or ``module:func``."""
+    spec_path, _, func = target.partition(":") if not target.endswith(".py") else (target, "", "")
+    if spec_path.endswith(".py"):
+        path = Path(spec_path)
+        if not path.is_file():
+            raise SystemExit(f"garrison run: no such file {spec_path!r}")
+        sys.path.insert(0, str(path.resolve().parent))
+        module_name = path.stem
+        spec = importlib.util.spec_from_file_location(module_name, path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module
+        spec.loader.exec_module(module)
+    else:
+        sys.path.insert(0, os.getcwd())
+        try:
+            module = importlib.import_module(spec_path)
+        except ImportError as exc:
+            raise SystemExit(f"garrison run: cannot import {spec_path!r}: {exc}") from None
+    name = func or "main"
+    try:
+        return getattr(module, name)
+    except AttributeError:
+        raise SystemExit(f"garrison run: {target!r} has no function {name!r}") from None
+
+
+async def _serve(config_path: str, main_entry: str | None, store: str | None) -> int:
+    from ._node import open_node
+
+    code = 0
+    async with open_node(config=config_path, store=store) as node:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with trio.open_nursery() as nursery:
+
+                async def watch_signals() -> None:
+                    async for signum in signals:
+                        log.info("received %s: shutting down (again to force)",
+                                 signal.Signals(signum).name)
+                        nursery.start_soon(_force_on_second, signals)
+                        nursery.cancel_scope.cancel()
+                        return
+
+                nursery.start_soon(watch_signals)
+                if main_entry is not None:
+                    pid = await node.spawn(main_entry)
+                    try:
+                        result = await node.wait(pid)
+                        if result is not None:
+                            print(result)
+                    except ProcessError as exc:
+                        log.error("%s failed: %s", main_entry, exc.error)
+                        code = 1
+                    nursery.cancel_scope.cancel()
+                else:
+                    await trio.sleep_forever()
+    return code
+
+
+async def _force_on_second(signals: Any) -> None:
+    with trio.CancelScope(shield=True):
+        async for signum in signals:
+            log.warning("received %s again: forcing an immediate stop", signal.Signals(signum).name)
+            logging.shutdown()
+            os._exit(128 + signum)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    target: str = args.target
+    if target.endswith((".yaml", ".yml")):
+        try:
+            return trio.run(_serve, target, args.main, args.store)
+        except ConfigError as exc:
+            print(f"garrison run: invalid config:\n{exc}", file=sys.stderr)
+            return 2
+    fn = _load_callable(target)
+    from ._node import run
+
+    try:
+        result = run(fn, store=args.store)
+    except ProcessError as exc:
+        print(f"garrison run: {target} failed: {exc.error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    if result is not None:
+        print(result)
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from .supervision._config import check_config
+
+    problems = check_config(*args.configs)
+    if problems:
+        for line in problems:
+            print(line)
+        print(f"{len(problems)} problem(s) found", file=sys.stderr)
+        return 1
+    print("ok: " + ", ".join(args.configs))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    levels = ["DEBUG", "INFO", "WARNING", "ERROR", "debug", "info", "warning", "error"]
+    parser = argparse.ArgumentParser(prog="garrison", description=__doc__.split("\n")[0])
+    parser.add_argument("--log-level", default="INFO", choices=levels)
+    parser.add_argument("--log-format", default="text", choices=["text", "json"])
+    # the same options after the sub-command (garrison run app.yaml --log-format json)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--log-level", default=argparse.SUPPRESS, choices=levels)
+    common.add_argument("--log-format", default=argparse.SUPPRESS, choices=["text", "json"])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run_p = sub.add_parser("run", parents=[common],
+                           help="run a config, a Python file or module:function")
+    run_p.add_argument("target", help="app.yaml, script.py, script.py:func or module:func")
+    run_p.add_argument("--main", help="with a config: spawn this entry id and exit when it ends")
+    run_p.add_argument("--store", help="workflow store file (default: in memory)")
+    run_p.set_defaults(func=cmd_run)
+
+    check_p = sub.add_parser("check", parents=[common],
+                             help="validate config files; print every problem")
+    check_p.add_argument("configs", nargs="+")
+    check_p.set_defaults(func=cmd_check)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``garrison`` console script and ``python -m garrison``."""
+    args = build_parser().parse_args(argv)
+    setup_logging(args.log_level, args.log_format)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
