@@ -1,0 +1,171 @@
+"""Activities: the side-effecting steps of a workflow, with their retry policy.
+
+Inside a workflow an activity call is journaled: it runs (with retries) until it
+succeeds or fails for good, and only that final outcome is recorded; a replay
+returns the recorded result (or raises the recorded :class:`~garrison.ActivityError`)
+without running the function again. Outside a workflow an activity is a plain call.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import attrs
+
+from ._duration import parse_duration
+
+__all__ = ["ActivityOptions", "RetryPolicy", "activity"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _seconds(value: Any) -> float:
+    return parse_duration(value, what="retry delay")
+
+
+def _check_attempts(_inst: object, _attr: object, value: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"max_attempts must be an int >= 1 (it counts the first attempt), "
+                         f"got {value!r}")
+
+
+def _check_backoff(_inst: object, _attr: object, value: float) -> None:
+    if not value >= 1.0:
+        raise ValueError(f"backoff must be a number >= 1.0, got {value!r}")
+
+
+def _check_non_retryable(_inst: object, _attr: object, value: tuple[Any, ...]) -> None:
+    for item in value:
+        if not (isinstance(item, str) or (isinstance(item, type)
+                                           and issubclass(item, BaseException))):
+            raise ValueError(f"non_retryable holds exception classes or their names, "
+                             f"got {item!r}")
+
+
+def _to_tuple(value: Any) -> tuple[Any, ...]:
+    if isinstance(value, str | type):
+        return (value,)
+    return tuple(value)
+
+
+@attrs.frozen
+class RetryPolicy:
+    """How often and how fast an activity is retried.
+
+    ``max_attempts`` counts every attempt including the first; the delay before
+    attempt ``n + 1`` is ``initial_delay * backoff ** (n - 1)`` capped at
+    ``max_delay``. ``non_retryable`` holds exception classes or their names
+    (``"ValueError"``) that fail the activity at once.
+
+    >>> RetryPolicy(max_attempts=5, initial_delay="100ms").delay(3)
+    0.4
+    >>> RetryPolicy(max_attempts=1)   # no retries
+    RetryPolicy(max_attempts=1, initial_delay=1.0, backoff=2.0, max_delay=60.0, non_retryable=())
+    """
+
+    max_attempts: int = attrs.field(default=3, validator=_check_attempts)
+    initial_delay: float = attrs.field(default=1.0, converter=_seconds)
+    backoff: float = attrs.field(default=2.0, converter=float, validator=_check_backoff)
+    max_delay: float = attrs.field(default=60.0, converter=_seconds)
+    non_retryable: tuple[Any, ...] = attrs.field(default=(), converter=_to_tuple,
+                                                 validator=_check_non_retryable)
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
+        return float(min(self.max_delay, self.initial_delay * self.backoff ** (attempt - 1)))
+
+    def retryable(self, exc: BaseException) -> bool:
+        """False when ``exc`` is one of :attr:`non_retryable` (by class or by name)."""
+        names = {cls.__name__ for cls in type(exc).__mro__}
+        names |= {f"{cls.__module__}.{cls.__qualname__}" for cls in type(exc).__mro__}
+        for item in self.non_retryable:
+            if isinstance(item, str):
+                if item in names:
+                    return False
+            elif isinstance(exc, item):
+                return False
+        return True
+
+
+DEFAULT_RETRY = RetryPolicy()
+
+
+@attrs.frozen
+class ActivityOptions:
+    """What ``@activity`` attached to a function: its name, retry policy and timeout."""
+
+    name: str
+    retry: RetryPolicy | None = None
+    timeout: float | None = None
+
+
+def activity_name(fn: Any) -> str:
+    """The journal name of an activity: ``module:qualname`` (or its ``@activity(name=)``)."""
+    opts = getattr(fn, "__garrison_activity__", None)
+    if opts is not None:
+        return str(opts.name)
+    inner = fn
+    while isinstance(inner, functools.partial):
+        inner = inner.func
+    module = getattr(inner, "__module__", None) or "?"
+    qualname = getattr(inner, "__qualname__", None) or type(inner).__qualname__
+    return f"{module}:{qualname}"
+
+
+def activity(
+    fn: F | None = None,
+    *,
+    retry: RetryPolicy | None = None,
+    timeout: Any = None,
+    name: str | None = None,
+) -> Any:
+    """Mark a function as an activity of workflows.
+
+    Called inside a workflow, the call is journaled like ``workflow.call(fn, ...)``
+    with this ``retry`` policy and per-attempt ``timeout``; called anywhere else
+    it is a plain call. The function may be ``async def`` (awaited in the
+    workflow's task) or plain ``def`` (run in a worker thread so it cannot block
+    the node; inside a workflow the call returns an awaitable, elsewhere the
+    plain result)::
+
+        @garrison.activity(retry=RetryPolicy(max_attempts=5), timeout="10s")
+        async def charge(order_id: str, amount: int) -> str:
+            return await payments.charge(order_id, amount)
+
+        async def order_workflow(order):
+            receipt = await charge(order.id, order.total)   # journaled
+
+    ``name`` overrides the journal name (default ``module:qualname``), which replay
+    checks: renaming an activity in flight is a ``NonDeterminismError``.
+    """
+    if fn is None:
+        return functools.partial(activity, retry=retry, timeout=timeout, name=name)
+    seconds = None if timeout is None else parse_duration(timeout, what="activity timeout")
+    opts = ActivityOptions(name or activity_name(fn), retry, seconds)
+    from .hosts._workflow_host import current_workflow
+
+    wrapper: Any
+    if inspect.iscoroutinefunction(fn):
+
+        @functools.wraps(fn)
+        async def wrapper(*args: Any, **kwargs: Any) -> Any:
+            wf = current_workflow()
+            if wf is not None:
+                return await wf.activity(fn, args, kwargs, retry=opts.retry,
+                                         timeout=opts.timeout, name=opts.name)
+            return await fn(*args, **kwargs)
+    else:
+
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            wf = current_workflow()
+            if wf is not None:  # an awaitable: ``await charge(...)`` in the workflow
+                return wf.activity(fn, args, kwargs, retry=opts.retry,
+                                   timeout=opts.timeout, name=opts.name)
+            return fn(*args, **kwargs)
+
+    wrapper.__garrison_activity__ = opts
+    return wrapper

@@ -1,0 +1,92 @@
+"""Handles on workflows from outside: ``node.workflow(id)`` and ``node.workflows()``."""
+
+from __future__ import annotations
+
+import datetime as _dt
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from .actors._values import Pid
+from .persistence import JournalRecord, WorkflowStatus
+
+if TYPE_CHECKING:
+    from ._node import Node
+    from .hosts._workflow_host import WorkflowHost
+
+__all__ = ["WorkflowHandle", "WorkflowSummary"]
+
+
+@attrs.frozen
+class WorkflowSummary:
+    """One workflow as ``node.workflows()`` lists it."""
+
+    workflow_id: str
+    name: str
+    status: WorkflowStatus
+    search: dict[str, Any]
+    memo: dict[str, Any]
+    created: _dt.datetime | None
+    updated: _dt.datetime | None
+
+
+@attrs.frozen
+class WorkflowHandle:
+    """A workflow by id, from outside it.
+
+    >>> handle = node.workflow("order-17")             # doctest: +SKIP
+    >>> handle.status()                                # doctest: +SKIP
+    <WorkflowStatus.WAITING: 'waiting'>
+    >>> await handle.signal("approve", {"by": "ann"})  # doctest: +SKIP
+    >>> await handle.result()                          # doctest: +SKIP
+    'shipped'
+    """
+
+    node: Node = attrs.field(repr=False)
+    host: WorkflowHost = attrs.field(repr=False)
+    workflow_id: str
+
+    @property
+    def pid(self) -> Pid:
+        """The workflow's pid (the same before and after a restart)."""
+        return Pid(self.host.name, self.workflow_id)
+
+    async def result(self) -> Any:
+        """Wait for the end; the result (typed from the workflow's return annotation).
+
+        Raises ``WorkflowFailed`` (with the workflow's ``ErrorInfo``),
+        ``WorkflowCancelled``, or the ``NonDeterminismError`` that blocks it.
+        """
+        return await self.host.result(self.workflow_id)
+
+    def status(self) -> WorkflowStatus:
+        """``pending``, ``running``, ``sleeping``, ``waiting``, ``blocked``,
+        ``completed``, ``failed`` or ``cancelled``."""
+        return self.host.status(self.workflow_id)
+
+    def history(self) -> list[JournalRecord]:
+        """The journal: records with ``.seq``, ``.kind``, ``.name``, ``.outcome``, ``.time``."""
+        self.host.status(self.workflow_id)  # NoSuchWorkflow for an unknown id
+        return self.host.store.journal(self.workflow_id)
+
+    async def signal(self, topic: str, payload: Any = None) -> None:
+        """Send the workflow a message (committed to its inbox before this returns)."""
+        await self.node.send(self.pid, topic, payload)
+
+    async def cancel(self) -> None:
+        """Ask the workflow to stop: it sees ``WorkflowCancelled`` at its next durable
+        operation, may compensate, and ends ``cancelled``. Returns once requested."""
+        import trio
+
+        if not self.host.request_cancel(self.workflow_id):
+            self.host.status(self.workflow_id)  # NoSuchWorkflow for an unknown id
+        await trio.lowlevel.checkpoint()
+
+    def state(self, key: str, default: Any = None) -> Any:
+        """A value the workflow stored with ``workflow.set_state`` (committed ones)."""
+        return self.host.store.get_state(self.workflow_id, key, default)
+
+    def promise(self, name: str) -> Any:
+        """A durable promise of the workflow (not implemented yet: raises)."""
+        raise NotImplementedError("durable promises are not implemented yet in this version "
+                                  "of garrison; send the workflow a message instead")

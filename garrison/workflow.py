@@ -1,0 +1,213 @@
+"""The API of workflow code: ``from garrison import workflow``.
+
+Thin calls into the calling workflow's runtime (the replay engine lives in
+``garrison.hosts._workflow_host``). Everything here is recorded in the
+workflow's journal, so a replay after a crash sees the same values::
+
+    from garrison import process, workflow
+
+    async def order_workflow(order: Order) -> str:
+        receipt = await workflow.call(charge, order.id, order.total,
+                                      retry=RetryPolicy(max_attempts=5))
+        await workflow.sleep("1h")                 # durable: survives restarts
+        msg = await process.inbox().receive(timeout="2d")
+        return receipt if msg and msg.topic == "approve" else "rejected"
+
+Outside a workflow every call raises :class:`~garrison.NotInProcess`.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import random as _random
+import uuid as _uuid
+from typing import Any
+
+import attrs as _attrs
+
+from ._activity import RetryPolicy
+from ._duration import parse_duration
+from .hosts._replay import timestamp
+from .hosts._workflow_host import require_workflow
+
+__all__ = [
+    "WorkflowInfo",
+    "attrs",
+    "call",
+    "continue_as_new",
+    "first",
+    "gather",
+    "get_state",
+    "history_length",
+    "history_size",
+    "info",
+    "now",
+    "promise",
+    "random",
+    "set_state",
+    "sleep",
+    "sleep_until",
+    "start",
+    "timer",
+    "uuid4",
+    "version",
+]
+
+
+@_attrs.frozen
+class WorkflowInfo:
+    """What ``workflow.info()`` tells about the running workflow."""
+
+    workflow_id: str
+    run_id: str
+    name: str
+    host: str
+    attempt: int
+    start_time: _dt.datetime
+
+
+async def call(fn: Any, *args: Any, retry: RetryPolicy | None = None, timeout: Any = None,
+               **kwargs: Any) -> Any:
+    """Run ``fn(*args, **kwargs)`` as an activity: journaled, retried by ``retry``
+    (default ``RetryPolicy()``), each attempt limited to ``timeout``.
+
+    Its result (or final error) is recorded once and replayed, never re-executed
+    after it was recorded. A final failure raises :class:`~garrison.ActivityError`
+    whose ``str()`` is ``TypeName: message`` of the activity's own exception::
+
+        try:
+            await workflow.call(charge, order_id, retry=RetryPolicy(max_attempts=2))
+        except garrison.ActivityError as exc:
+            await workflow.call(release, order_id)     # compensate
+    """
+    wf = require_workflow("workflow.call()")
+    seconds = None if timeout is None else parse_duration(timeout, what="activity timeout")
+    return await wf.activity(fn, args, kwargs, retry=retry, timeout=seconds)
+
+
+async def sleep(duration: Any) -> None:
+    """Sleep durably: the deadline is journaled when the sleep starts, so after a
+    restart only the remaining time is slept.
+
+    >>> await workflow.sleep("2d")      # doctest: +SKIP
+    """
+    wf = require_workflow("workflow.sleep()")
+    await wf.sleep_until_wall(None, parse_duration(duration, what="sleep duration"))
+
+
+async def sleep_until(when: _dt.datetime) -> None:
+    """Sleep durably until the aware datetime ``when`` (at once if it is past)."""
+    wf = require_workflow("workflow.sleep_until()")
+    if not isinstance(when, _dt.datetime) or when.tzinfo is None:
+        raise ValueError(f"sleep_until() needs an aware datetime, got {when!r}")
+    await wf.sleep_until_wall(when.timestamp(), None)
+
+
+def now() -> _dt.datetime:
+    """The current time as an aware UTC datetime, recorded (a replay sees the same)."""
+    wf = require_workflow("workflow.now()")
+    return timestamp(wf.recorded_value("now", "", wf.host.clock.now))
+
+
+def uuid4() -> _uuid.UUID:
+    """A random UUID, recorded (a replay sees the same)."""
+    wf = require_workflow("workflow.uuid4()")
+    return _uuid.UUID(wf.recorded_value("uuid4", "", lambda: str(_uuid.uuid4())))
+
+
+def random() -> float:
+    """A random float in [0, 1), recorded (a replay sees the same)."""
+    wf = require_workflow("workflow.random()")
+    return float(wf.recorded_value("random", "", _random.random))
+
+
+def info() -> WorkflowInfo:
+    """The running workflow's id, run id, name, host, attempt and start time."""
+    wf = require_workflow("workflow.info()")
+    return WorkflowInfo(wf.wid, wf.run_id, wf.name, wf.host.name, wf.attempt,
+                        timestamp(wf.created))
+
+
+def version(change_id: str, min_version: int, max_version: int) -> int:
+    """Temporal-style patching: new executions get ``max_version``; replays get the
+    version they recorded (``min_version`` for runs recorded before this call
+    existed). A recorded version outside ``[min, max]`` is a ``NonDeterminismError``.
+
+    >>> if workflow.version("payment-v2", 1, 2) == 1:   # doctest: +SKIP
+    ...     await workflow.call(old_payment, order)
+    """
+    wf = require_workflow("workflow.version()")
+    return wf.version(change_id, min_version, max_version)
+
+
+def history_length() -> int:
+    """How many records the journal holds so far."""
+    wf = require_workflow("workflow.history_length()")
+    return wf.cursor.seq - 1
+
+
+def history_size() -> int:
+    """The size of the journal's recorded outcomes so far, in bytes (of JSON)."""
+    wf = require_workflow("workflow.history_size()")
+    return wf.history_bytes
+
+
+def attrs(search: dict[str, Any] | None = None, memo: dict[str, Any] | None = None) -> None:
+    """Merge search attributes and memo (``node.workflows(search=...)`` filters on
+    search attributes).
+
+    >>> workflow.attrs(search={"status": "shipping"}, memo={"note": "priority"})  # doctest: +SKIP
+    """
+    wf = require_workflow("workflow.attrs()")
+    wf.set_attrs(search, memo)
+
+
+def set_state(key: str, value: Any) -> None:
+    """Set a state value, readable from outside with ``handle.state(key)``."""
+    wf = require_workflow("workflow.set_state()")
+    wf.set_state(key, value)
+
+
+def get_state(key: str, default: Any = None) -> Any:
+    """A state value set by this workflow (``default`` if unset)."""
+    wf = require_workflow("workflow.get_state()")
+    return wf.state.get(key, default)
+
+
+def _not_yet(name: str) -> NotImplementedError:
+    return NotImplementedError(
+        f"workflow.{name}() is not implemented yet in this version of garrison "
+        "(planned with durable promises and concurrent awaitables); use process messages, "
+        "workflow.sleep and process.inbox().receive(timeout=...) instead"
+    )
+
+
+def promise(name: str) -> Any:
+    """A durable promise resolved from outside (not implemented yet: raises)."""
+    raise _not_yet("promise")
+
+
+def timer(duration: Any) -> Any:
+    """A durable timer awaitable for ``first``/``gather`` (not implemented yet: raises)."""
+    raise _not_yet("timer")
+
+
+def start(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """Start an activity without awaiting it (not implemented yet: raises)."""
+    raise _not_yet("start")
+
+
+async def first(*awaitables: Any) -> Any:
+    """The awaitable that finished first, decided durably (not implemented yet: raises)."""
+    raise _not_yet("first")
+
+
+async def gather(*awaitables: Any) -> list[Any]:
+    """All results, in argument order (not implemented yet: raises)."""
+    raise _not_yet("gather")
+
+
+def continue_as_new(*args: Any) -> Any:
+    """End this run and start a fresh one with an empty journal (not implemented yet)."""
+    raise _not_yet("continue_as_new")
+
