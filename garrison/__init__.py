@@ -7,7 +7,8 @@
 >>> garrison.run(main, "world")
 """
 
-from . import process
+from . import process, workflow
+from ._activity import RetryPolicy, activity
 from ._duration import parse_duration
 from ._errors import (
     ActivityError,
@@ -23,6 +24,7 @@ from ._errors import (
     WorkflowCancelled,
     WorkflowFailed,
 )
+from ._handle import WorkflowHandle, WorkflowSummary
 from ._node import Node, open_node, run
 from .actors import ErrorInfo, Event, EventKind, Inbox, Message, Pid
 
@@ -44,10 +46,15 @@ __all__ = [
     "ProcessError",
     "PromiseAlreadyCompleted",
     "PromiseRejected",
+    "RetryPolicy",
     "WorkflowCancelled",
     "WorkflowFailed",
+    "WorkflowHandle",
+    "WorkflowSummary",
+    "activity",
     "open_node",
     "parse_duration",
     "process",
     "run",
+    "workflow",
 ]

@@ -215,8 +215,10 @@ class Node:
 
     def _local_process(self, pid: Pid) -> Any:
         host = self.hosts.get(pid.host)
-        if host is None or host.durable:
+        if host is None:
             return None
+        if host.durable:  # a workflow waiting on a call gets its reply too
+            return host.local_caller(pid)
         return host.procs.get(pid)
 
     async def _call_durable(self, caller: Pid, pid: Pid, topic: str, payload: Any,
@@ -288,6 +290,7 @@ class Node:
     async def _start(self, nursery: trio.Nursery) -> None:
         self._nursery = nursery
         await self._add_host(ProcessHost(self, "processes"))
+        await self._start_workflow_host()
         if self.config is not None:
             for entry in self.config.hosts():
                 if entry.kind == "process.host":
@@ -303,6 +306,69 @@ class Node:
         self.stopping = True
         for host in reversed(list(self.hosts.values())):
             await host.shutdown()
+        self._close_workflow_store()
+
+    # ================================================================== workflows
+    async def start_workflow(self, target: Any, *args: Any, id: str | None = None,
+                             host: str | None = None) -> Pid:
+        """Start ``target(*args)`` as a durable workflow; returns its pid.
+
+        Idempotent by ``id``: the same id returns the existing workflow's pid,
+        running or finished (its arguments are not looked at again). Without an
+        id a fresh one is made. ``target`` must be importable by its
+        ``module:qualname`` (a lambda or closure raises ``TypeError``).
+
+        >>> pid = await node.start_workflow(order_workflow, order, id="order-17")
+        >>> await node.workflow("order-17").result()
+        """
+        h = self._workflow_host(host)
+        return await h.start(target, args, wid=id)
+
+    def workflow(self, id: str, host: str | None = None) -> Any:
+        """A :class:`~garrison.WorkflowHandle` on the workflow ``id``."""
+        from ._handle import WorkflowHandle
+
+        return WorkflowHandle(self, self._workflow_host(host), id)
+
+    def workflows(self, status: Any = None, search: dict[str, Any] | None = None,
+                  host: str | None = None) -> list[Any]:
+        """:class:`~garrison.WorkflowSummary` of every workflow in the store, oldest
+        first, filtered by status (one or several) and search attributes."""
+        from ._handle import WorkflowSummary
+
+        h = self._workflow_host(host)
+        out = []
+        for rec in h.store.list_workflows(status, search):
+            wf = h.active.get(rec.workflow_id)
+            out.append(WorkflowSummary(rec.workflow_id, rec.name,
+                                       wf.status if wf is not None else rec.status,
+                                       rec.search, rec.memo, rec.created, rec.updated))
+        return out
+
+    def _workflow_host(self, name: str | None) -> Any:
+        h = self._host(name or "workflows")
+        if not h.durable:
+            raise ValueError(f"host {h.name!r} is not a workflow host")
+        return h
+
+    async def _start_workflow_host(self) -> None:
+        """Open the store (``None``: in memory; a path: a durable file; a store object:
+        as is) and add the ``workflows`` host, which resumes unfinished workflows
+        before this returns."""
+        from .hosts._workflow_host import WorkflowHost
+        from .persistence import SQLiteStore
+
+        store = self.store
+        self._owns_store = not hasattr(store, "commit")
+        if self._owns_store:
+            store = SQLiteStore(store)
+        self._workflow_store = store
+        await self._add_host(WorkflowHost(self, "workflows", store))
+
+    def _close_workflow_store(self) -> None:
+        store = getattr(self, "_workflow_store", None)
+        if store is not None and getattr(self, "_owns_store", False):
+            store.close()
 
 
 @asynccontextmanager
