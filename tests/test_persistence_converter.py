@@ -185,3 +185,12 @@ def test_raw_json_and_str_enum_keys() -> None:
 
     assert to_json({Key.A: 1}, what="x") == '{"a":1}'
     assert RawJson("[1]").text == "[1]"
+
+
+def test_events_and_messages_round_trip() -> None:
+    from garrison.actors._values import Event, EventKind, Message
+
+    event = Event(EventKind.EXIT, Pid("workflows", "child"), None, ErrorInfo("KeyError", "k"))
+    assert from_json(to_json(event, what="an event"), Event) == event
+    message = Message("order.paid", {"id": 1}, Pid("processes", "3"), "m-1")
+    assert from_json(to_json(message, what="a message"), Message) == message

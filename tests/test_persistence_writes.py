@@ -77,17 +77,25 @@ async def test_one_failing_caller_does_not_fail_the_others(store: SQLiteStore) -
         except PromiseAlreadyCompleted as exc:
             outcomes[-1] = exc
 
+    # Hold the writer so the first caller's batch waits and everyone else
+    # queues behind it: the bad caller then shares a batch with nine others.
+    store._write_lock.acquire()
     async with trio.open_nursery() as nursery:
-        for i in range(5):
+        nursery.start_soon(ok, 0)
+        await trio.testing.wait_all_tasks_blocked()
+        for i in range(1, 5):
             nursery.start_soon(ok, i)
         nursery.start_soon(bad)
         for i in range(5, 10):
             nursery.start_soon(ok, i)
+        await trio.testing.wait_all_tasks_blocked()
+        store._write_lock.release()
 
     assert isinstance(outcomes.pop(-1), PromiseAlreadyCompleted)
     assert sorted(outcomes) == list(range(10))
     assert store.states("w") == {f"k{i}": i for i in range(10)}  # "x" was rolled back
-    assert store.statistics().failed_batches >= 1
+    stats = store.statistics()
+    assert stats.failed_batches == 1 and stats.largest_batch == 10
 
 
 class _FailingCommit:
