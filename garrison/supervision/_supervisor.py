@@ -1,0 +1,769 @@
+"""Supervisors: OTP restart strategies for garrison processes.
+
+A :class:`Supervisor` is an ordinary process target. It starts its children
+(described by :class:`ChildSpec` values) one at a time in order, watches them,
+restarts them according to their restart type and its strategy, and gives up
+(stops everything and fails) when children need more than ``max_restarts``
+restarts within ``within`` seconds::
+
+    from garrison.supervision import ChildSpec, Supervisor
+
+    sup = Supervisor(
+        [ChildSpec("db", db_pool), ChildSpec("web", web_server, args=(8080,))],
+        strategy="rest_for_one", max_restarts=3, within="5s",
+    )
+    pid = await node.spawn(sup)
+
+How it watches its children: the supervisor *monitors* every child (it spawns
+them with ``spawn_monitored``) and reads their ``EXIT`` events from
+``process.events()``. It does not link to them and does not trap links, so a
+failure of a process linked to the supervisor (say, its own parent) ends the
+supervisor like any process -- and then, as on every way out, its cleanup
+stops its children in reverse start order. The cleanup runs in a shielded
+cancel scope, so it also happens when the supervisor is terminated.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import attrs
+import outcome
+import trio
+
+from .. import process
+from .._duration import parse_duration
+from .._errors import ProcessError
+from ..actors._runtime import current_runtime
+from ..actors._values import ErrorInfo, Event, EventKind, Pid
+
+__all__ = [
+    "BRUTAL_KILL",
+    "INFINITY",
+    "RESTART_TYPES",
+    "STRATEGIES",
+    "ChildSpec",
+    "Supervisor",
+    "SupervisorError",
+    "SupervisorGaveUp",
+]
+
+log = logging.getLogger("garrison.supervision")
+
+#: the restart types of a child, as in OTP
+RESTART_TYPES = ("permanent", "transient", "temporary")
+#: the restart strategies of a supervisor, as in OTP
+STRATEGIES = ("one_for_one", "one_for_all", "rest_for_one")
+#: ``ChildSpec(shutdown=BRUTAL_KILL)``: terminate the child at once, no ``CANCEL`` first
+BRUTAL_KILL = "brutal_kill"
+#: ``ChildSpec(shutdown=INFINITY)``: wait for the child to stop after ``CANCEL``, forever
+INFINITY = "infinity"
+#: in a supervisor's final cleanup, how much longer than its ``shutdown`` a child
+#: may take to end after it was terminated before the supervisor moves on
+CLEANUP_GRACE = 5.0
+
+
+# ----------------------------------------------------------------------------- errors
+class SupervisorError(ProcessError):
+    """A supervisor failed: a child could not be started, or it gave up.
+
+    A supervisor raises it as the error it exits with, so its own supervisor or
+    monitor sees an ``EXIT`` whose ``error.type`` names the subclass.
+    """
+
+    __module__ = "garrison.supervision"
+
+
+class SupervisorGaveUp(SupervisorError):
+    """Raised (as its exit error) by a supervisor whose children needed more than
+    ``max_restarts`` restarts within ``within`` seconds.
+
+    The message names the supervisor, the child whose exit was one too many, the
+    count, the window and that child's error, e.g.::
+
+        supervisor 'app' (processes/ab12.7) gave up: child 'worker' needed restart 4
+        within 5s (max_restarts=3); last error: ValueError: boom
+
+    ``.child_id``, ``.restarts``, ``.within`` (seconds) and ``.error`` (the child's
+    :class:`~garrison.ErrorInfo`, ``None`` for a normal exit) hold the parts.
+    """
+
+    __module__ = "garrison.supervision"
+
+    def __init__(self, message: str, *, pid: Pid | None, child_id: str, restarts: int,
+                 within: float, error: ErrorInfo | None) -> None:
+        super().__init__(message, pid=pid, error=error)
+        self.child_id = child_id
+        self.restarts = restarts
+        self.within = within
+
+
+# ----------------------------------------------------------------------------- ChildSpec
+def _check_id(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"invalid child id {value!r}: expected a non-empty string")
+
+
+def _check_target(inst: Any, attribute: attrs.Attribute[Any], value: object) -> None:
+    if isinstance(value, str):
+        if not value:
+            raise ValueError(f"child {inst.id!r}: target must not be an empty string")
+        return  # a config entry id, resolved when the child starts
+    from .._node import check_target
+
+    try:
+        check_target(value)
+    except TypeError as exc:
+        raise TypeError(f"child {inst.id!r}: {exc}") from None
+
+
+def _check_restart(inst: Any, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value not in RESTART_TYPES:
+        raise ValueError(
+            f"child {inst.id!r}: invalid restart {value!r}: expected 'permanent', "
+            "'transient' or 'temporary'"
+        )
+
+
+def _shutdown(value: object) -> float | str:
+    if value == BRUTAL_KILL:
+        return BRUTAL_KILL
+    if value == INFINITY:
+        return math.inf
+    return parse_duration(value, what="shutdown")
+
+
+def _kwargs(value: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    return dict(value) if value else None
+
+
+def _check_host(inst: Any, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is not None and (not isinstance(value, str) or not value):
+        raise ValueError(f"child {inst.id!r}: invalid host {value!r}: expected a host name")
+
+
+def _check_label(inst: Any, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is not None and (not isinstance(value, str) or not value):
+        raise ValueError(f"child {inst.id!r}: invalid label {value!r}: expected a non-empty string")
+
+
+@attrs.frozen
+class ChildSpec:
+    """How a supervisor starts, restarts and stops one child.
+
+    - ``id``: the child's name within its supervisor (unique there).
+    - ``target``, ``args``, ``kwargs``: the child runs ``target(*args, **kwargs)``;
+      ``target`` is an async function, an object with an async ``__call__`` (such as
+      another :class:`Supervisor`) or a config entry id like ``"app:handler"``.
+    - ``restart``: ``"permanent"`` (always restarted), ``"transient"`` (restarted only
+      after a failure; a normal return ends it for good) or ``"temporary"`` (never
+      restarted; its spec is dropped once it ends, also when a group strategy stopped it).
+    - ``shutdown``: how long the child may take to stop after its ``CANCEL`` event
+      before it is terminated -- a duration (stored as seconds), ``"brutal_kill"``
+      (terminate at once) or ``"infinity"`` (wait as long as it takes; stored as
+      ``math.inf``; sensible for a nested supervisor).
+    - ``host``: the host to run on; ``None`` is the supervisor's own host.
+    - ``label``: the name log lines use for the child (default: ``id``); the
+      config-driven services layer passes the service id here.
+
+    >>> ChildSpec("worker", worker, args=(1,), restart="transient", shutdown="250ms")
+    ChildSpec(id='worker', target=<function worker ...>, args=(1,), kwargs=None,
+              restart='transient', shutdown=0.25, host=None, label=None)
+    >>> ChildSpec("worker", worker, restart="always")
+    Traceback (most recent call last):
+    ValueError: child 'worker': invalid restart 'always': expected 'permanent', ...
+    """
+
+    id: str = attrs.field(validator=_check_id)
+    target: Any = attrs.field(validator=_check_target)
+    args: tuple[Any, ...] = attrs.field(default=(), converter=tuple)
+    kwargs: dict[str, Any] | None = attrs.field(default=None, converter=_kwargs)
+    restart: str = attrs.field(default="permanent", validator=_check_restart)
+    shutdown: float | str = attrs.field(default="5s", converter=_shutdown)
+    host: str | None = attrs.field(default=None, validator=_check_host)
+    label: str | None = attrs.field(default=None, validator=_check_label)
+
+    @property
+    def name(self) -> str:
+        """The name used in log lines: ``label`` if set, else ``id``."""
+        return self.label or self.id
+
+
+# ----------------------------------------------------------------------------- internals
+@attrs.define(eq=False)
+class _Child:
+    """A child as the running supervisor tracks it."""
+
+    spec: ChildSpec
+    pid: Pid | None = None
+    #: trio time at which a restart is due (a restart waiting for its backoff), or None
+    pending: float | None = None
+
+    @property
+    def active(self) -> bool:
+        """Running, or waiting to be restarted."""
+        return self.pid is not None or self.pending is not None
+
+
+@attrs.define(eq=False)
+class _Request:
+    """A call from ``start_child`` & co. into the running supervisor's loop."""
+
+    op: str
+    arg: Any
+    done: trio.Event = attrs.Factory(trio.Event)
+    result: outcome.Outcome[Any] | None = None
+
+    def finish(self, result: outcome.Outcome[Any]) -> None:
+        if self.result is None:
+            self.result = result
+            self.done.set()
+
+
+class _ChildMain:
+    """The target a supervisor spawns on a process host: it tells the supervisor
+    that the child runs (then the supervisor starts the next one) and runs the
+    child's own target. A nested :class:`Supervisor` tells it only once its own
+    children all run, as an OTP supervisor's ``init`` does."""
+
+    __hash__ = None  # type: ignore[assignment]  # keeps it out of the node's target cache
+
+    def __init__(self, fn: Any, started: trio.Event, label: str) -> None:
+        self._fn = fn
+        self._started = started
+        self.__qualname__ = label  # the process label in the process host's logs
+
+    async def __call__(self, *args: Any) -> Any:
+        fn = self._fn
+        if isinstance(fn, Supervisor) and not args:
+            return await fn._run(self._started.set)
+        self._started.set()
+        return await fn(*args)
+
+
+def _fmt_seconds(seconds: float) -> str:
+    if math.isinf(seconds):
+        return "ever"
+    if 0 < seconds < 1:
+        return f"{seconds * 1000:g}ms"
+    return f"{seconds:g}s"
+
+
+def _describe_exit(error: ErrorInfo | None) -> str:
+    return str(error) if error is not None else "normal exit"
+
+
+_Item = Event | _Request
+
+
+# ----------------------------------------------------------------------------- Supervisor
+class Supervisor:
+    """An OTP-style supervisor; an instance is a process target.
+
+    >>> sup = Supervisor([ChildSpec("a", worker_a), ChildSpec("b", worker_b)],
+    ...                  strategy="one_for_all", max_restarts=3, within="5s")
+    >>> pid = await node.spawn(sup)
+    >>> sup.which_children()
+    [('a', Pid(host='processes', id='...'), 'permanent'), ('b', Pid(...), 'permanent')]
+
+    Semantics (OTP's):
+
+    - **Start.** Children start one at a time in spec order; each runs (its code has
+      reached its first ``await``; a nested supervisor has started all its own
+      children) before the next one starts.
+    - **Restart types.** ``permanent`` children are always restarted, ``transient``
+      ones only after a failure (an exit with an error, including being terminated),
+      ``temporary`` ones never; a temporary child's spec is dropped once it ends.
+    - **Strategies.** ``one_for_one`` restarts the child alone. ``one_for_all`` stops
+      every other running child (reverse start order) and restarts them all in start
+      order. ``rest_for_one`` does that for the children started after the failed
+      one. Children stopped by ``terminate_child`` or finished (transient, normal exit)
+      are not part of a group restart; stopped temporary children are dropped.
+    - **Intensity.** Every restart decision (a group restart counts once) is stamped
+      with ``trio.current_time()``. If the stamps of the last ``within`` seconds
+      (a stamp exactly ``within`` old has left the window) number more than
+      ``max_restarts``, the supervisor gives up: it logs one line, stops its children
+      in reverse start order and exits with :class:`SupervisorGaveUp`. So exactly
+      ``max_restarts`` restarts within the window are survived; ``max_restarts=0``
+      gives up on the first restartable exit.
+    - **Backoff.** ``backoff=None`` restarts at once. A duration (``"1s"``, ``0.5``)
+      waits that long before each restart; a callable ``backoff(attempt) -> duration``
+      gets the restart's number within the current window (1 for the first) -- e.g.
+      ``lambda n: min(2 ** n, 30)``. Group siblings are stopped at once and restarted
+      together after the delay. While a restart waits, the supervisor keeps serving
+      (``CANCEL``, other exits, dynamic-child calls); ``which_children`` shows the
+      waiting child with pid ``None``. The intensity stamp is taken when the exit is
+      handled, not when the delayed restart happens.
+    - **Stopping a child.** ``process.cancel(pid, timeout=spec.shutdown)``: the child
+      gets ``CANCEL``, and is terminated if it still runs after ``shutdown``
+      (``"brutal_kill"``: terminated at once).
+    - **Stopping the supervisor.** On ``CANCEL`` it stops its children in reverse
+      start order and returns ``None``. Terminated, failed through a link, or
+      stopped with its node, it does the same in a shielded cancel scope (each
+      child gets ``shutdown`` + ``CLEANUP_GRACE`` seconds) and then ends. It never
+      restarts anything while it or its node is stopping.
+    - **Dynamic children.** :meth:`start_child`, :meth:`terminate_child`,
+      :meth:`restart_child`, :meth:`delete_child`, :meth:`which_children` talk to the
+      running supervisor from any task or process.
+    - **Binding.** An instance runs in at most one process at a time; spawning it
+      while it runs makes the second process fail with a ``RuntimeError``. After its
+      process ended it may be spawned again (that is how a supervisor restarts a
+      nested supervisor) and starts afresh from the children it was built with.
+
+    Restarts, give-ups and children that end for good are logged on
+    ``logging.getLogger("garrison.supervision")``, one line each, child name first::
+
+        worker: restarting (attempt 2 within 5s) after ValueError: boom
+
+    ``name`` (optional) names the supervisor in its log lines and errors.
+    """
+
+    def __init__(
+        self,
+        children: Iterable[ChildSpec] = (),
+        strategy: str = "one_for_one",
+        max_restarts: int = 3,
+        within: Any = "5s",
+        backoff: Any = None,
+        *,
+        name: str | None = None,
+    ) -> None:
+        specs = tuple(children)
+        seen: set[str] = set()
+        for spec in specs:
+            if not isinstance(spec, ChildSpec):
+                raise TypeError(f"Supervisor children must be ChildSpec values, got {spec!r}")
+            if spec.id in seen:
+                raise ValueError(f"duplicate child id {spec.id!r}: child ids must be unique "
+                                 "within a supervisor")
+            seen.add(spec.id)
+        if strategy not in STRATEGIES:
+            raise ValueError(f"invalid strategy {strategy!r}: expected 'one_for_one', "
+                             "'one_for_all' or 'rest_for_one'")
+        if isinstance(max_restarts, bool) or not isinstance(max_restarts, int) or max_restarts < 0:
+            raise ValueError(f"invalid max_restarts {max_restarts!r}: expected an int >= 0")
+        seconds = parse_duration(within, what="within")
+        if seconds <= 0:
+            raise ValueError(f"invalid within {within!r}: the restart window must be longer than 0")
+        if backoff is not None and not callable(backoff):
+            self._backoff_seconds = parse_duration(backoff, what="backoff")
+        else:
+            self._backoff_seconds = 0.0
+        if name is not None and (not isinstance(name, str) or not name):
+            raise ValueError(f"invalid supervisor name {name!r}: expected a non-empty string")
+        self.children: tuple[ChildSpec, ...] = specs
+        self.strategy = strategy
+        self.max_restarts = max_restarts
+        #: the restart window in seconds
+        self.within = seconds
+        self.backoff = backoff
+        self.name = name
+        # state of the current run
+        self._pid: Pid | None = None
+        self._node: Any = None
+        self._children: list[_Child] = []
+        self._restarts: list[float] = []
+        self._stopping = False
+        self._send: trio.MemorySendChannel[_Item] | None = None
+        self._inflight: _Request | None = None
+
+    def __repr__(self) -> str:
+        state = f"running as {self._pid}" if self._pid is not None else "not running"
+        who = f" {self.name!r}" if self.name else ""
+        return f"<Supervisor{who} {self.strategy} {state}>"
+
+    # ------------------------------------------------------------------ public API
+    @property
+    def pid(self) -> Pid | None:
+        """The pid of the process running this supervisor, or ``None``."""
+        return self._pid
+
+    async def __call__(self) -> None:
+        """Run the supervisor in the calling process (spawn the instance, don't call it)."""
+        await self._run(None)
+
+    def which_children(self) -> list[tuple[str, Pid | None, str]]:
+        """``(id, pid or None, restart)`` of every child, in start order.
+
+        The pid is ``None`` while a child is stopped (``terminate_child``, a transient
+        child that returned) or waiting for its restart (backoff).
+
+        >>> sup.which_children()
+        [('db', Pid(host='processes', id='...'), 'permanent'), ('job', None, 'transient')]
+        """
+        self._check_running("which_children()")
+        return [(c.spec.id, c.pid, c.spec.restart) for c in self._children]
+
+    async def start_child(self, spec: ChildSpec) -> Pid:
+        """Add ``spec`` as the last child and start it; returns its pid once it runs.
+
+        A child with the same id (running or not) raises ``ValueError``; a spec
+        whose start fails is not kept and the error is raised here.
+
+        >>> pid = await sup.start_child(ChildSpec("job", job, restart="transient"))
+        """
+        if not isinstance(spec, ChildSpec):
+            raise TypeError(f"start_child() takes a ChildSpec, got {spec!r}")
+        result: Pid = await self._call("start_child", spec)
+        return result
+
+    async def terminate_child(self, id: str) -> None:
+        """Stop child ``id`` (``CANCEL``, terminated after its ``shutdown``).
+
+        As in OTP the spec is kept (``which_children`` shows pid ``None``; bring it
+        back with :meth:`restart_child`, drop it with :meth:`delete_child`), except
+        a temporary child's, which is dropped. A pending restart is called off.
+        An unknown id raises ``ValueError``.
+
+        >>> await sup.terminate_child("job")
+        """
+        await self._call("terminate_child", id)
+
+    async def restart_child(self, id: str) -> Pid:
+        """Start the stopped child ``id`` again; returns its pid.
+
+        ``ValueError`` if there is no such child or it is running (or waiting for
+        its restart). Not counted toward ``max_restarts``.
+        """
+        result: Pid = await self._call("restart_child", id)
+        return result
+
+    async def delete_child(self, id: str) -> None:
+        """Drop the spec of the stopped child ``id``; ``ValueError`` if it runs."""
+        await self._call("delete_child", id)
+
+    # ------------------------------------------------------------------ the run
+    async def _run(self, started: Callable[[], None] | None) -> None:
+        pid = process.pid()
+        if self._pid is not None:
+            raise RuntimeError(
+                f"this Supervisor already runs as process {self._pid}: a Supervisor instance "
+                f"is bound to the one process that runs it (process {pid} cannot run it too); "
+                "build another Supervisor(...) to run a second one"
+            )
+        self._pid = pid
+        self._node = getattr(current_runtime(), "node", None)
+        self._children = [_Child(spec) for spec in self.children]
+        self._restarts = []
+        self._stopping = False
+        self._inflight = None
+        send, recv = trio.open_memory_channel[_Item](math.inf)
+        self._send = send
+        error: BaseException | None = None
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._pump, send)
+                try:
+                    error = await self._serve(recv, started)
+                except Exception as exc:  # a bug of ours: still clean up, then fail with it
+                    error = exc
+                nursery.cancel_scope.cancel()
+        finally:
+            self._stopping = True
+            self._send = None
+            send.close()
+            if started is not None:
+                started()
+            with trio.CancelScope(shield=True):
+                await self._stop_children(final=True)
+            self._fail_requests(recv)
+            self._pid = None
+        if error is not None:
+            raise error
+
+    async def _pump(self, send: trio.MemorySendChannel[_Item]) -> None:
+        async for event in process.events():
+            send.send_nowait(event)
+
+    async def _serve(self, recv: trio.MemoryReceiveChannel[_Item],
+                     started: Callable[[], None] | None) -> SupervisorError | None:
+        """Start the children, then handle events and requests until told to stop.
+
+        Returns the error to exit with (``None`` for a normal return).
+        """
+        for child in list(self._children):
+            try:
+                await self._start(child)
+            except Exception as exc:
+                info = ErrorInfo.from_exception(exc)
+                log.error("%s: failed to start, supervisor %s stops: %s",
+                          child.spec.name, self._who(), info)
+                return SupervisorError(
+                    f"supervisor {self._who()}: child {child.spec.id!r} failed to start: {info}",
+                    pid=self._pid, error=info,
+                )
+        if started is not None:
+            started()
+        while True:
+            deadline = min((c.pending for c in self._children if c.pending is not None),
+                           default=math.inf)
+            item: _Item | None = None
+            with trio.move_on_at(deadline):
+                item = await recv.receive()
+            gave_up: SupervisorGaveUp | None = None
+            if isinstance(item, _Request):
+                await self._handle(item)
+            elif isinstance(item, Event):
+                if item.kind is EventKind.CANCEL:
+                    log.debug("supervisor %s: CANCEL from %s, stopping", self._who(), item.pid)
+                    self._stopping = True
+                    return None
+                if item.kind is EventKind.EXIT:
+                    exited = self._by_pid(item.pid)
+                    if exited is not None:
+                        gave_up = await self._child_exited(exited, item.error)
+            if gave_up is None:
+                gave_up = await self._start_due()
+            if gave_up is not None:
+                return gave_up
+
+    # ------------------------------------------------------------------ restarts
+    def _halted(self) -> bool:
+        return self._stopping or bool(getattr(self._node, "stopping", False))
+
+    def _by_pid(self, pid: Pid) -> _Child | None:
+        for child in self._children:
+            if child.pid == pid:
+                return child
+        return None
+
+    def _by_id(self, id: str) -> _Child:
+        for child in self._children:
+            if child.spec.id == id:
+                return child
+        raise ValueError(f"supervisor {self._who()} has no child with id {id!r}")
+
+    async def _child_exited(self, child: _Child,
+                            error: ErrorInfo | None) -> SupervisorGaveUp | None:
+        """``child`` ended (or failed to restart) with ``error``: apply the restart rules."""
+        child.pid = None
+        if self._halted():
+            return None
+        spec = child.spec
+        restart = spec.restart == "permanent" or (spec.restart == "transient" and error is not None)
+        if not restart:
+            if spec.restart == "temporary":
+                self._children.remove(child)
+            log.info("%s: ended (%s), not restarted (%s)", spec.name, _describe_exit(error),
+                     spec.restart)
+            return None
+        now = trio.current_time()
+        self._restarts = [t for t in self._restarts if now - t < self.within]
+        self._restarts.append(now)
+        attempt = len(self._restarts)
+        window = _fmt_seconds(self.within)
+        if attempt > self.max_restarts:
+            log.error("%s: giving up, supervisor %s stops its children: restart %d within %s "
+                      "exceeds max_restarts=%d; last error: %s", spec.name, self._who(), attempt,
+                      window, self.max_restarts, _describe_exit(error))
+            self._stopping = True
+            return SupervisorGaveUp(
+                f"supervisor {self._who()} gave up: child {spec.id!r} needed restart {attempt} "
+                f"within {window} (max_restarts={self.max_restarts}); last error: "
+                f"{_describe_exit(error)}",
+                pid=self._pid, child_id=spec.id, restarts=attempt, within=self.within, error=error,
+            )
+        delay = self._delay(attempt)
+        group = self._group(child)
+        also = (f"; {self.strategy} also restarts {', '.join(c.spec.name for c in group)}"
+                if group else "")
+        when = f" in {_fmt_seconds(delay)}" if delay > 0 else ""
+        log.warning("%s: restarting%s (attempt %d within %s) after %s%s", spec.name, when,
+                    attempt, window, _describe_exit(error), also)
+        for sibling in reversed(group):
+            if sibling.pid is not None:
+                await self._stop(sibling)
+        due = now + delay
+        for c in [*group, child]:
+            if c.spec.restart == "temporary" and c is not child:
+                self._children.remove(c)
+            else:
+                c.pending = due
+        return None
+
+    def _group(self, child: _Child) -> list[_Child]:
+        """The other children a restart of ``child`` stops and restarts (start order)."""
+        if self.strategy == "one_for_all":
+            others = [c for c in self._children if c is not child]
+        elif self.strategy == "rest_for_one":
+            others = self._children[self._children.index(child) + 1:]
+        else:
+            others = []
+        return [c for c in others if c.active]
+
+    def _delay(self, attempt: int) -> float:
+        backoff = self.backoff
+        if backoff is None:
+            return 0.0
+        if callable(backoff):
+            return parse_duration(backoff(attempt), what="backoff delay")
+        return self._backoff_seconds
+
+    async def _start_due(self) -> SupervisorGaveUp | None:
+        """Start the children whose restart is due, in start order."""
+        while True:
+            now = trio.current_time()
+            child = next((c for c in self._children if c.pending is not None and c.pending <= now),
+                         None)
+            if child is None or self._halted():
+                return None
+            child.pending = None
+            try:
+                await self._start(child)
+            except Exception as exc:  # counts as a failure of that child
+                gave_up = await self._child_exited(child, ErrorInfo.from_exception(exc))
+                if gave_up is not None:
+                    return gave_up
+
+    # ------------------------------------------------------------------ start / stop
+    async def _start(self, child: _Child) -> Pid:
+        """Spawn ``child`` (monitored) and wait until it runs."""
+        if self._halted():
+            raise ProcessError(f"supervisor {self._who()} is stopping: not starting "
+                               f"child {child.spec.id!r}")
+        spec = child.spec
+        node = self._node
+        host_name = spec.host or (self._pid.host if self._pid is not None else None)
+        host = node.hosts.get(host_name) if node is not None and host_name else None
+        target = spec.target
+        if host is not None and host.durable:
+            if spec.kwargs:
+                raise ValueError(f"child {spec.id!r}: kwargs are not supported for a child on "
+                                 f"the durable host {host_name!r}; pass args")
+            pid = await process.spawn_monitored(target, *spec.args, host=spec.host)
+            child.pid = pid
+            log.debug("%s: started as %s", spec.name, pid)
+            return pid
+        if isinstance(target, str) and node is not None:
+            target = node.resolve_target(target)
+        if spec.kwargs:
+            target = functools.partial(target, **spec.kwargs)
+        started = trio.Event()
+        pid = await process.spawn_monitored(_ChildMain(target, started, spec.name), *spec.args,
+                                            host=spec.host)
+        child.pid = pid
+        await started.wait()
+        log.debug("%s: started as %s", spec.name, pid)
+        return pid
+
+    async def _stop(self, child: _Child) -> None:
+        """Stop ``child``: ``CANCEL``, terminated after its ``shutdown``."""
+        pid = child.pid
+        child.pid = None
+        if pid is None:
+            return
+        shutdown = child.spec.shutdown
+        if shutdown == BRUTAL_KILL:
+            await process.terminate(pid)
+        else:
+            await process.cancel(pid, timeout=shutdown)
+        log.debug("%s: stopped (%s)", child.spec.name, pid)
+
+    async def _stop_children(self, *, final: bool = False) -> None:
+        """Stop every running child, in reverse start order; call off pending restarts."""
+        for child in reversed(self._children):
+            child.pending = None
+            if child.pid is None:
+                continue
+            if not final:
+                await self._stop(child)
+                continue
+            shutdown = child.spec.shutdown
+            bound = CLEANUP_GRACE + (0.0 if isinstance(shutdown, str) else shutdown)
+            pid = child.pid
+            with trio.move_on_after(bound):
+                await self._stop(child)
+                continue
+            log.error("%s: %s did not end within %s of being stopped; supervisor %s moves on",
+                      child.spec.name, pid, _fmt_seconds(bound), self._who())
+
+    # ------------------------------------------------------------------ requests
+    def _who(self) -> str:
+        if self.name:
+            return f"{self.name!r} ({self._pid})" if self._pid is not None else repr(self.name)
+        return str(self._pid) if self._pid is not None else "(not running)"
+
+    def _check_running(self, what: str) -> None:
+        if self._pid is None:
+            raise RuntimeError(
+                f"{what}: {self!r} is not running; spawn it first "
+                "(pid = await node.spawn(sup)) and call this while its process runs"
+            )
+
+    async def _call(self, op: str, arg: Any) -> Any:
+        send = self._send
+        if send is None:
+            self._check_running(f"{op}()")
+            raise RuntimeError(f"{op}(): supervisor {self._who()} is stopping")
+        request = _Request(op, arg)
+        try:
+            send.send_nowait(request)
+        except trio.ClosedResourceError:
+            raise RuntimeError(f"{op}(): supervisor {self._who()} has stopped") from None
+        await request.done.wait()
+        assert request.result is not None
+        return request.result.unwrap()
+
+    async def _handle(self, request: _Request) -> None:
+        self._inflight = request
+        try:
+            value = await self._do(request.op, request.arg)
+        except Exception as exc:
+            request.finish(outcome.Error(exc))
+        else:
+            request.finish(outcome.Value(value))
+        finally:
+            self._inflight = None
+
+    async def _do(self, op: str, arg: Any) -> Any:
+        if op == "start_child":
+            spec: ChildSpec = arg
+            if any(c.spec.id == spec.id for c in self._children):
+                raise ValueError(f"supervisor {self._who()} already has a child with id "
+                                 f"{spec.id!r} (running or stopped; delete_child it first)")
+            child = _Child(spec)
+            self._children.append(child)
+            try:
+                return await self._start(child)
+            except BaseException:
+                self._children.remove(child)
+                raise
+        child = self._by_id(arg)
+        if op == "terminate_child":
+            child.pending = None
+            await self._stop(child)
+            if child.spec.restart == "temporary":
+                self._children.remove(child)
+            return None
+        if op == "restart_child":
+            if child.active:
+                raise ValueError(f"child {arg!r} of supervisor {self._who()} is running")
+            return await self._start(child)
+        if op == "delete_child":
+            if child.active:
+                raise ValueError(f"child {arg!r} of supervisor {self._who()} is running; "
+                                 "terminate_child it first")
+            self._children.remove(child)
+            return None
+        raise AssertionError(op)
+
+    def _fail_requests(self, recv: trio.MemoryReceiveChannel[_Item]) -> None:
+        """The run is over: answer every request it did not handle with an error."""
+        def failure(request: _Request) -> outcome.Error:
+            return outcome.Error(RuntimeError(
+                f"{request.op}(): supervisor {self._who()} stopped before it handled the call"))
+
+        if self._inflight is not None:
+            self._inflight.finish(failure(self._inflight))
+            self._inflight = None
+        while True:
+            try:
+                item = recv.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel):
+                break
+            if isinstance(item, _Request):
+                item.finish(failure(item))

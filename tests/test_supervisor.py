@@ -1,0 +1,726 @@
+"""Supervisor and ChildSpec: OTP semantics on virtual time (``node`` fixture uses
+``MockClock(autojump_threshold=0)``; nothing here sleeps for real)."""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+import garrison
+from garrison import process
+from garrison.supervision import ChildSpec, Supervisor, SupervisorGaveUp
+
+settle = trio.testing.wait_all_tasks_blocked
+
+
+# ----------------------------------------------------------------------------- helpers
+async def worker(name: str, log: list[Any]) -> Any:
+    """Records ("start", name); on CANCEL records ("stop", name) and returns; a
+    "crash" message raises; an "exit" message returns its payload; terminated
+    it records ("killed", name)."""
+    log.append(("start", name))
+    command = None
+    killed = True
+    try:
+        async with trio.open_nursery() as nursery:
+
+            async def on_cancel() -> None:
+                await process.events().receive()
+                nursery.cancel_scope.cancel()
+
+            async def on_message() -> None:
+                nonlocal command
+                command = await process.inbox().receive()
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(on_cancel)
+            nursery.start_soon(on_message)
+        killed = False
+    finally:
+        if killed:
+            log.append(("killed", name))
+    if command is None:
+        log.append(("stop", name))
+        return "cancelled"
+    if command.topic == "crash":
+        raise RuntimeError(f"boom {name}")
+    return command.payload
+
+
+async def stubborn(name: str, log: list[Any]) -> None:
+    """Ignores CANCEL; records ("killed", name) when terminated."""
+    log.append(("start", name))
+    try:
+        await trio.sleep_forever()
+    except trio.Cancelled:
+        log.append(("killed", name))
+        raise
+
+
+def specs(log: list[Any], *names: str, **kw: Any) -> list[ChildSpec]:
+    return [ChildSpec(n, worker, args=(n, log), **kw) for n in names]
+
+
+def pids(sup: Supervisor) -> dict[str, garrison.Pid | None]:
+    return {cid: pid for cid, pid, _ in sup.which_children()}
+
+
+async def tell(node: garrison.Node, sup: Supervisor, cid: str, topic: str = "crash",
+               payload: Any = None) -> None:
+    pid = pids(sup)[cid]
+    assert pid is not None, f"child {cid} is not running"
+    await node.send(pid, topic, payload)
+    await settle()
+
+
+async def start(node: garrison.Node, sup: Supervisor) -> garrison.Pid:
+    pid = await node.spawn(sup)
+    await settle()
+    return pid
+
+
+async def canceller(pid: garrison.Pid, timeout: Any = "1m") -> None:
+    await process.cancel(pid, timeout=timeout)
+
+
+def gave_up_error(exc: pytest.ExceptionInfo[garrison.ProcessError]) -> garrison.ErrorInfo:
+    error = exc.value.error
+    assert error is not None
+    return error
+
+
+# ----------------------------------------------------------------------------- values
+def test_childspec_defaults_and_conversion() -> None:
+    spec = ChildSpec("w", worker, args=["w", []], kwargs={}, shutdown="250ms")
+    assert spec.args == ("w", [])
+    assert spec.kwargs is None
+    assert spec.restart == "permanent"
+    assert spec.shutdown == 0.25
+    assert spec.host is None
+    assert spec.name == "w"
+    assert ChildSpec("w", worker).shutdown == 5.0
+    assert ChildSpec("w", worker, shutdown="brutal_kill").shutdown == "brutal_kill"
+    assert ChildSpec("w", worker, shutdown="infinity").shutdown == math.inf
+    assert ChildSpec("w", worker, label="svc:w").name == "svc:w"
+    assert ChildSpec("w", "app:handler").target == "app:handler"
+
+
+def test_childspec_validation() -> None:
+    with pytest.raises(ValueError, match=r"child 'w': invalid restart 'always'"):
+        ChildSpec("w", worker, restart="always")
+    with pytest.raises(ValueError, match="invalid shutdown 'soon'"):
+        ChildSpec("w", worker, shutdown="soon")
+    with pytest.raises(ValueError, match="invalid child id"):
+        ChildSpec("", worker)
+    with pytest.raises(TypeError, match=r"child 'w'.*async"):
+        ChildSpec("w", print)
+    with pytest.raises(attrs_frozen_error()):
+        ChildSpec("w", worker).restart = "temporary"  # type: ignore[misc]
+
+
+def attrs_frozen_error() -> type[Exception]:
+    import attrs
+
+    return attrs.exceptions.FrozenInstanceError
+
+
+def test_supervisor_validation() -> None:
+    with pytest.raises(ValueError, match="invalid strategy 'one_for_some'"):
+        Supervisor([], strategy="one_for_some")
+    with pytest.raises(ValueError, match="duplicate child id 'a'"):
+        Supervisor([ChildSpec("a", worker), ChildSpec("a", stubborn)])
+    with pytest.raises(ValueError, match="max_restarts"):
+        Supervisor([], max_restarts=-1)
+    with pytest.raises(ValueError, match="invalid within 'often'"):
+        Supervisor([], within="often")
+    with pytest.raises(ValueError, match="longer than 0"):
+        Supervisor([], within=0)
+    with pytest.raises(ValueError, match="invalid backoff"):
+        Supervisor([], backoff="later")
+    with pytest.raises(TypeError, match="ChildSpec"):
+        Supervisor([("a", worker)])  # type: ignore[list-item]
+    assert Supervisor([], within="1m").within == 60.0
+
+
+# ----------------------------------------------------------------------------- start / stop
+async def test_children_start_in_order_each_running_before_the_next(
+    autojump_clock: Any, node: garrison.Node
+) -> None:
+    # trio runs a batch of new tasks in random order; the supervisor must not rely on it
+    for _ in range(6):
+        log: list[Any] = []
+        inner = Supervisor(specs(log, "x", "y"), name="inner")
+        outer = Supervisor([specs(log, "a")[0], ChildSpec("inner", inner),
+                            specs(log, "b")[0]])
+        pid = await node.spawn(outer)
+        await settle()
+        assert log == [("start", "a"), ("start", "x"), ("start", "y"), ("start", "b")]
+        assert [cid for cid, _, _ in outer.which_children()] == ["a", "inner", "b"]
+        await node.spawn(canceller, pid)
+        assert await node.wait(pid) is None
+        # stop in reverse start order, the inner supervisor's children before it ends
+        assert log[4:] == [("stop", "b"), ("stop", "y"), ("stop", "x"), ("stop", "a")]
+
+
+async def test_cancel_stops_children_in_reverse_and_returns_normally(
+    autojump_clock: Any, node: garrison.Node
+) -> None:
+    log: list[Any] = []
+    sup = Supervisor(specs(log, "a", "b", "c"))
+    pid = await start(node, sup)
+    await node.spawn(canceller, pid)
+    assert await node.wait(pid) is None
+    assert log[3:] == [("stop", "c"), ("stop", "b"), ("stop", "a")]
+    await settle()
+    assert node.stats()["processes"] == 0
+
+
+async def test_terminated_supervisor_still_stops_children_in_reverse(
+    autojump_clock: Any, node: garrison.Node
+) -> None:
+    log: list[Any] = []
+    sup = Supervisor(specs(log, "a", "b", "c"))
+    pid = await start(node, sup)
+
+    async def killer() -> None:
+        await process.terminate(pid)
+
+    await node.spawn(killer)
+    with pytest.raises(garrison.ProcessError, match="Terminated"):
+        await node.wait(pid)
+    assert log[3:] == [("stop", "c"), ("stop", "b"), ("stop", "a")]
+    assert node.stats()["processes"] == 0
+
+
+async def test_shutdown_timeout_escalates_to_terminate(
+    autojump_clock: Any, node: garrison.Node
+) -> None:
+    log: list[Any] = []
+    sup = Supervisor([
+        ChildSpec("slow", stubborn, args=("slow", log), shutdown="3s"),
+        ChildSpec("brutal", stubborn, args=("brutal", log), shutdown="brutal_kill"),
+        ChildSpec("nice", worker, args=("nice", log), shutdown="3s"),
+    ])
+    pid = await start(node, sup)
+    t0 = trio.current_time()
+    await node.spawn(canceller, pid)
+    await node.wait(pid)
+    # nice stops on CANCEL at once, brutal is terminated at once, slow after 3s
+    assert log[3:] == [("stop", "nice"), ("killed", "brutal"), ("killed", "slow")]
+    assert trio.current_time() - t0 == pytest.approx(3.0)
+
+
+async def test_linked_failure_ends_supervisor_and_its_children(
+    autojump_clock: Any, node: garrison.Node
+) -> None:
+    log: list[Any] = []
+    sup = Supervisor(specs(log, "a", "b"))
+
+    async def parent() -> None:
+        await process.spawn_linked(sup)
+        await settle()
+        raise ValueError("parent broke")
+
+    ppid = await node.spawn(parent)
+    with pytest.raises(garrison.ProcessError):
+        await node.wait(ppid)
+    await settle()
+    assert log[2:] == [("stop", "b"), ("stop", "a")]
+    assert node.stats()["processes"] == 0
+
+
+async def test_node_shutdown_restarts_nothing(autojump_clock: Any,
+                                              caplog: pytest.LogCaptureFixture) -> None:
+    log: list[Any] = []
+    caplog.set_level(logging.INFO, "garrison.supervision")
+    async with garrison.open_node() as node:
+        inner = Supervisor(specs(log, "x", "y"))
+        sup = Supervisor([*specs(log, "a"), ChildSpec("inner", inner), *specs(log, "b")],
+                         strategy="one_for_all")
+        await start(node, sup)
+        assert len(log) == 4
+    starts = [e for e in log if e[0] == "start"]
+    assert len(starts) == 4
+    assert not [r for r in caplog.records if "restarting" in r.getMessage()]
+
+
+# ----------------------------------------------------------------------------- restart types
+async def test_one_for_one_restarts_only_the_failed_child(autojump_clock: Any, node: garrison.Node,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "garrison.supervision")
+    log: list[Any] = []
+    sup = Supervisor(specs(log, "a", "b", "c"))
+    await start(node, sup)
+    before = pids(sup)
+    await tell(node, sup, "b")
+    after = pids(sup)
+    assert log[3:] == [("start", "b")]
+    assert after["a"] == before["a"] and after["c"] == before["c"]
+    assert after["b"] not in (None, before["b"])
+    lines = [r.getMessage() for r in caplog.records if r.name == "garrison.supervision"]
+    assert "b: restarting (attempt 1 within 5s) after RuntimeError: boom b" in lines
+
+
+async def test_permanent_restarts_after_normal_exit(
+    autojump_clock: Any, node: garrison.Node
+) -> None:
+    log: list[Any] = []
+    sup = Supervisor(specs(log, "a"))
+    await start(node, sup)
+    await tell(node, sup, "a", "exit", "done")
+    assert log == [("start", "a"), ("start", "a")]
+    assert pids(sup)["a"] is not None
+
+
+async def test_transient_restarts_only_after_failure(
+    autojump_clock: Any, node: garrison.Node
+) -> None:
+    log: list[Any] = []
+    sup = Supervisor(specs(log, "t", restart="transient"))
+    await start(node, sup)
+    await tell(node, sup, "t", "crash")
+    assert log == [("start", "t"), ("start", "t")]
+    await tell(node, sup, "t", "exit")
+    assert log == [("start", "t"), ("start", "t")]
+    assert sup.which_children() == [("t", None, "transient")]  # spec kept, not running
+
+
+async def test_transient_restarts_after_being_terminated(
+    autojump_clock: Any, node: garrison.Node
+) -> None:
+    log: list[Any] = []
+    sup = Supervisor(specs(log, "t", restart="transient"))
+    await start(node, sup)
+
+    async def killer(pid: garrison.Pid) -> None:
+        await process.terminate(pid)
+
+    await node.spawn(killer, pids(sup)["t"])
+    await settle()
+    assert log == [("start", "t"), ("killed", "t"), ("start", "t")]
+
+
+async def test_temporary_is_never_restarted_and_dropped(
+    autojump_clock: Any, node: garrison.Node
+) -> None:
+    log: list[Any] = []
+    sup = Supervisor([*specs(log, "a"), *specs(log, "tmp", "tmp2", restart="temporary")])
+    await start(node, sup)
+    await tell(node, sup, "tmp", "crash")
+    await tell(node, sup, "tmp2", "exit")
+    assert [cid for cid, _, _ in sup.which_children()] == ["a"]
+    assert log == [("start", "a"), ("start", "tmp"), ("start", "tmp2")]
+
+
+# ----------------------------------------------------------------------------- strategies
+async def test_one_for_all(autojump_clock: Any, node: garrison.Node) -> None:
+    log: list[Any] = []
+    sup = Supervisor([*specs(log, "a", "b"), *specs(log, "tmp", restart="temporary"),
+                      *specs(log, "c")], strategy="one_for_all")
+    await start(node, sup)
+    before = pids(sup)
+    await tell(node, sup, "b")
+    # the others stop in reverse start order, then all restart in order; the
+    # temporary child stopped by the group is not restarted and is dropped
+    assert log[4:] == [("stop", "c"), ("stop", "tmp"), ("stop", "a"),
+                       ("start", "a"), ("start", "b"), ("start", "c")]
+    after = pids(sup)
+    assert list(after) == ["a", "b", "c"]
+    assert all(after[c] not in (None, before[c]) for c in after)
+
+
+async def test_one_for_all_leaves_stopped_children_alone(
+    autojump_clock: Any, node: garrison.Node
+) -> None:
+    log: list[Any] = []
+    sup = Supervisor([*specs(log, "a"), *specs(log, "t", restart="transient"),
+                      *specs(log, "b")], strategy="one_for_all")
+    await start(node, sup)
+    await tell(node, sup, "t", "exit")  # finished for good
+    await tell(node, sup, "b")
+    assert log[3:] == [("stop", "a"), ("start", "a"), ("start", "b")]
+    assert pids(sup)["t"] is None
+
+
+async def test_rest_for_one(autojump_clock: Any, node: garrison.Node) -> None:
+    log: list[Any] = []
+    sup = Supervisor(specs(log, "a", "b", "c", "d"), strategy="rest_for_one")
+    await start(node, sup)
+    before = pids(sup)
+    await tell(node, sup, "b")
+    assert log[4:] == [("stop", "d"), ("stop", "c"), ("start", "b"), ("start", "c"),
+                       ("start", "d")]
+    assert pids(sup)["a"] == before["a"]
+    await tell(node, sup, "d")  # the last one: alone
+    assert log[9:] == [("start", "d")]
+
+
+async def test_normal_exit_of_transient_is_no_group_restart(
+    autojump_clock: Any, node: garrison.Node
+) -> None:
+    log: list[Any] = []
+    sup = Supervisor([*specs(log, "a"), *specs(log, "t", restart="transient"),
+                      *specs(log, "b")], strategy="rest_for_one")
+    await start(node, sup)
+    await tell(node, sup, "t", "exit")
+    assert log == [("start", "a"), ("start", "t"), ("start", "b")]
+
+
+# ----------------------------------------------------------------------------- intensity
+async def test_exactly_max_restarts_survives_one_more_gives_up(
+    autojump_clock: Any, node: garrison.Node
+) -> None:
+    log: list[Any] = []
+    sup = Supervisor(specs(log, "a", "b", "c"), max_restarts=3, within="5s", name="app")
+    pid = await start(node, sup)
+    for _ in range(3):
+        await tell(node, sup, "b")
+    assert log.count(("start", "b")) == 4
+    assert pids(sup)["b"] is not None  # still running after exactly 3 restarts
+    await tell(node, sup, "b")
+    with pytest.raises(garrison.ProcessError) as exc:
+        await node.wait(pid)
+    error = gave_up_error(exc)
+    assert error.type == "SupervisorGaveUp"
+    assert error.message == (
+        f"supervisor 'app' ({pid}) gave up: child 'b' needed restart 4 within 5s "
+        "(max_restarts=3); last error: RuntimeError: boom b"
+    )
+    # on giving up the others stop in reverse start order
+    assert log[-2:] == [("stop", "c"), ("stop", "a")]
+    assert node.stats()["processes"] == 0
+
+
+async def test_window_edges_on_virtual_time(autojump_clock: Any, node: garrison.Node) -> None:
+    log: list[Any] = []
+    sup = Supervisor(specs(log, "a"), max_restarts=2, within="5s")
+    pid = await start(node, sup)
+    t0 = trio.current_time()
+    await tell(node, sup, "a")           # t=0: restart 1
+    await trio.sleep(1)
+    await tell(node, sup, "a")           # t=1: restart 2
+    await trio.sleep_until(t0 + 5)
+    await tell(node, sup, "a")           # t=5: the stamp of t=0 has left the window
+    assert pids(sup)["a"] is not None
+    await trio.sleep_until(t0 + 5.999)
+    await tell(node, sup, "a")           # t=5.999: stamps 1, 5, 5.999 -> too many
+    with pytest.raises(garrison.ProcessError, match="needed restart 3 within 5s"):
+        await node.wait(pid)
+
+
+async def test_restarts_spaced_beyond_the_window_never_accumulate(
+    autojump_clock: Any, node: garrison.Node
+) -> None:
+    log: list[Any] = []
+    sup = Supervisor(specs(log, "a"), max_restarts=1, within="5s")
+    await start(node, sup)
+    for _ in range(10):
+        await tell(node, sup, "a")
+        await trio.sleep(5)
+    assert log.count(("start", "a")) == 11
+    assert pids(sup)["a"] is not None
+
+
+async def test_max_restarts_zero_gives_up_on_first_restart(
+    autojump_clock: Any, node: garrison.Node
+) -> None:
+    log: list[Any] = []
+    sup = Supervisor([*specs(log, "a"), *specs(log, "t", restart="temporary")],
+                     max_restarts=0)
+    pid = await start(node, sup)
+    await tell(node, sup, "t")  # temporary: no restart needed, no give-up
+    await tell(node, sup, "a")
+    with pytest.raises(garrison.ProcessError, match="SupervisorGaveUp"):
+        await node.wait(pid)
+
+
+async def test_give_up_is_seen_by_a_monitor_and_logged(autojump_clock: Any, node: garrison.Node,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "garrison.supervision")
+    log: list[Any] = []
+    sup = Supervisor(specs(log, "w"), max_restarts=1, within="10s")
+    seen: list[garrison.Event] = []
+
+    async def watcher() -> None:
+        await process.spawn_monitored(sup)
+        event = await process.events().receive()
+        assert event is not None
+        seen.append(event)
+
+    wpid = await node.spawn(watcher)
+    await settle()
+    await tell(node, sup, "w")
+    await tell(node, sup, "w")
+    await node.wait(wpid)
+    [event] = seen
+    assert event.kind is garrison.EventKind.EXIT and not event.ok
+    assert event.error is not None and event.error.type == "SupervisorGaveUp"
+    assert "child 'w' needed restart 2 within 10s (max_restarts=1)" in event.error.message
+    assert "last error: RuntimeError: boom w" in event.error.message
+    lines = [r.getMessage() for r in caplog.records if r.name == "garrison.supervision"]
+    assert lines[0] == "w: restarting (attempt 1 within 10s) after RuntimeError: boom w"
+    assert lines[1].startswith("w: giving up, supervisor ")
+    assert "restart 2 within 10s exceeds max_restarts=1; last error: RuntimeError: boom w" in \
+        lines[1]
+
+
+async def test_give_up_exception_type(autojump_clock: Any) -> None:
+    exc = SupervisorGaveUp("m", pid=None, child_id="w", restarts=4, within=5.0, error=None)
+    assert isinstance(exc, garrison.ProcessError)
+    assert (exc.child_id, exc.restarts, exc.within) == ("w", 4, 5.0)
+
+
+async def test_unresolvable_entry_id_fails_the_start(autojump_clock: Any,
+        node: garrison.Node) -> None:
+    sup = Supervisor([ChildSpec("a", "no:such-entry")], max_restarts=2)
+    pid = await node.spawn(sup)
+    with pytest.raises(garrison.ProcessError, match=r"SupervisorError.*child 'a' failed to start"):
+        await node.wait(pid)
+
+
+# ----------------------------------------------------------------------------- nesting
+async def test_inner_gives_up_outer_restarts_it(autojump_clock: Any, node: garrison.Node) -> None:
+    log: list[Any] = []
+    inner = Supervisor(specs(log, "x", "y"), max_restarts=0, name="inner")
+    outer = Supervisor([*specs(log, "a"), ChildSpec("inner", inner, shutdown="infinity")],
+                       name="outer")
+    opid = await start(node, outer)
+    first_inner = pids(outer)["inner"]
+    assert inner.pid == first_inner
+    await tell(node, inner, "x")  # the inner supervisor gives up, the outer restarts it
+    assert log[3:] == [("stop", "y"), ("start", "x"), ("start", "y")]
+    assert pids(outer)["inner"] not in (None, first_inner)
+    assert inner.pid == pids(outer)["inner"]
+    await node.spawn(canceller, opid)
+    assert await node.wait(opid) is None
+    assert log[6:] == [("stop", "y"), ("stop", "x"), ("stop", "a")]
+
+
+# ----------------------------------------------------------------------------- dynamic
+async def test_dynamic_children(autojump_clock: Any, node: garrison.Node) -> None:
+    log: list[Any] = []
+    sup = Supervisor(specs(log, "a"))
+    await start(node, sup)
+    pid = await sup.start_child(ChildSpec("b", worker, args=("b", log), restart="transient"))
+    assert sup.which_children() == [("a", pids(sup)["a"], "permanent"),
+                                    ("b", pid, "transient")]
+    with pytest.raises(ValueError, match="already has a child with id 'b'"):
+        await sup.start_child(ChildSpec("b", worker, args=("b", log)))
+    await sup.terminate_child("b")
+    assert log[-1] == ("stop", "b")
+    assert sup.which_children()[1] == ("b", None, "transient")  # OTP: the spec is kept
+    with pytest.raises(ValueError, match="already has a child with id 'b'"):
+        await sup.start_child(ChildSpec("b", worker, args=("b", log)))
+    new = await sup.restart_child("b")
+    assert new != pid and pids(sup)["b"] == new
+    with pytest.raises(ValueError, match="is running"):
+        await sup.restart_child("b")
+    with pytest.raises(ValueError, match="terminate_child it first"):
+        await sup.delete_child("b")
+    await sup.terminate_child("b")
+    await sup.delete_child("b")
+    assert [cid for cid, _, _ in sup.which_children()] == ["a"]
+    with pytest.raises(ValueError, match="no child with id 'zz'"):
+        await sup.terminate_child("zz")
+    # a temporary child's spec goes with it
+    await sup.start_child(ChildSpec("tmp", worker, args=("tmp", log), restart="temporary"))
+    await sup.terminate_child("tmp")
+    assert [cid for cid, _, _ in sup.which_children()] == ["a"]
+
+
+async def test_dynamic_children_restart_and_stop_last_first(
+    autojump_clock: Any, node: garrison.Node
+) -> None:
+    log: list[Any] = []
+    sup = Supervisor(specs(log, "a"), strategy="rest_for_one")
+    pid = await start(node, sup)
+    await sup.start_child(specs(log, "b")[0])
+    await sup.start_child(specs(log, "c")[0])
+    await tell(node, sup, "b")
+    assert log[3:] == [("stop", "c"), ("start", "b"), ("start", "c")]
+    await node.spawn(canceller, pid)
+    await node.wait(pid)
+    assert log[6:] == [("stop", "c"), ("stop", "b"), ("stop", "a")]
+
+
+async def test_dynamic_children_from_another_process(
+    autojump_clock: Any, node: garrison.Node
+) -> None:
+    log: list[Any] = []
+    sup = Supervisor([])
+    await start(node, sup)
+
+    async def client() -> list[tuple[str, Any, str]]:
+        await sup.start_child(ChildSpec("w", worker, args=("w", log), kwargs=None))
+        return sup.which_children()
+
+    cpid = await node.spawn(client)
+    [(cid, wpid, restart)] = await node.wait(cpid)
+    assert (cid, restart) == ("w", "permanent") and wpid is not None
+    assert log == [("start", "w")]
+
+
+async def test_start_child_error_is_raised_to_the_caller(
+    autojump_clock: Any, node: garrison.Node
+) -> None:
+    sup = Supervisor([])
+    await start(node, sup)
+    with pytest.raises(ValueError, match="no host named 'mars'"):
+        await sup.start_child(ChildSpec("w", stubborn, args=("w", []), host="mars"))
+    assert sup.which_children() == []
+
+
+async def test_calls_before_and_after_the_run_fail_clearly(
+    autojump_clock: Any, node: garrison.Node
+) -> None:
+    sup = Supervisor([], name="idle")
+    with pytest.raises(RuntimeError, match=r"'idle'.*not running; spawn it first"):
+        sup.which_children()
+    with pytest.raises(RuntimeError, match="not running"):
+        await sup.start_child(ChildSpec("w", worker))
+    with pytest.raises(RuntimeError, match="not running"):
+        await sup.terminate_child("w")
+    pid = await start(node, sup)
+    await node.spawn(canceller, pid)
+    await node.wait(pid)
+    with pytest.raises(RuntimeError, match="not running"):
+        sup.which_children()
+
+
+async def test_one_instance_runs_in_one_process(autojump_clock: Any, node: garrison.Node) -> None:
+    sup = Supervisor([])
+    first = await start(node, sup)
+    second = await node.spawn(sup)
+    with pytest.raises(garrison.ProcessError, match=f"already runs as process {first}"):
+        await node.wait(second)
+    assert sup.pid == first
+    with pytest.raises(garrison.NotInProcess):
+        await Supervisor([])()
+
+
+async def test_a_rerun_starts_afresh_from_its_static_children(
+    autojump_clock: Any, node: garrison.Node
+) -> None:
+    log: list[Any] = []
+    sup = Supervisor(specs(log, "a"))
+    pid = await start(node, sup)
+    await sup.start_child(specs(log, "dyn")[0])
+    await node.spawn(canceller, pid)
+    await node.wait(pid)
+    await start(node, sup)
+    assert [cid for cid, _, _ in sup.which_children()] == ["a"]
+
+
+# ----------------------------------------------------------------------------- options
+async def test_constant_backoff_delays_restarts(autojump_clock: Any, node: garrison.Node,
+                                                caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "garrison.supervision")
+    times: list[float] = []
+
+    async def timed(log: list[Any]) -> None:
+        times.append(trio.current_time())
+        await worker("a", log)
+
+    log: list[Any] = []
+    sup = Supervisor([ChildSpec("a", timed, args=(log,)), *specs(log, "b")],
+                     strategy="one_for_all", backoff="2s")
+    await start(node, sup)
+    t0 = trio.current_time()
+    await tell(node, sup, "a")
+    # the sibling is stopped at once; both wait for the backoff
+    assert sup.which_children() == [("a", None, "permanent"), ("b", None, "permanent")]
+    await trio.sleep(2)
+    await settle()
+    assert times[-1] - t0 == 2.0
+    assert log[-2:] == [("start", "a"), ("start", "b")]
+    lines = [r.getMessage() for r in caplog.records if r.name == "garrison.supervision"]
+    assert lines[-1] == ("a: restarting in 2s (attempt 1 within 5s) after RuntimeError: "
+                         "boom a; one_for_all also restarts b")
+
+
+async def test_callable_backoff_gets_the_attempt(autojump_clock: Any, node: garrison.Node) -> None:
+    attempts: list[int] = []
+    starts: list[float] = []
+
+    def backoff(attempt: int) -> float:
+        attempts.append(attempt)
+        return 2.0 ** attempt
+
+    async def timed(log: list[Any]) -> None:
+        starts.append(trio.current_time())
+        await worker("a", log)
+
+    log: list[Any] = []
+    sup = Supervisor([ChildSpec("a", timed, args=(log,))], max_restarts=5, within="1m",
+                     backoff=backoff)
+    await start(node, sup)
+    for _ in range(3):
+        await tell(node, sup, "a")
+        await trio.sleep(100)  # virtual: past every backoff
+    assert attempts == [1, 1, 1]  # 100s apart: each restart is the first in its window
+    starts.clear()
+    attempts.clear()
+    sup2 = Supervisor([ChildSpec("a", timed, args=(log,))], max_restarts=5, within="1m",
+                      backoff=backoff)
+    await start(node, sup2)
+    t0 = trio.current_time()
+    for _ in range(3):
+        await tell(node, sup2, "a")
+        while pids(sup2)["a"] is None:
+            await trio.sleep(0.5)
+            await settle()
+    assert attempts == [1, 2, 3]
+    assert [s - t0 for s in starts] == [0.0, 2.0, 6.0, 14.0]
+
+
+async def test_cancel_during_backoff_stops_at_once(
+    autojump_clock: Any, node: garrison.Node
+) -> None:
+    log: list[Any] = []
+    sup = Supervisor(specs(log, "a", "b"), backoff="1h")
+    pid = await start(node, sup)
+    await tell(node, sup, "b")
+    t0 = trio.current_time()
+    await node.spawn(canceller, pid)
+    assert await node.wait(pid) is None
+    assert trio.current_time() == t0
+    assert log[-1] == ("stop", "a") and log.count(("start", "b")) == 1
+
+
+async def test_kwargs_label_and_process_label(autojump_clock: Any, node: garrison.Node,
+                                              caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    got: list[Any] = []
+
+    async def job(a: int, *, b: int) -> None:
+        got.append((a, b))
+        raise ValueError("kw")
+
+    sup = Supervisor([ChildSpec("j", job, args=(1,), kwargs={"b": 2}, label="svc:j")],
+                     max_restarts=1)
+    pid = await node.spawn(sup)
+    with pytest.raises(garrison.ProcessError):
+        await node.wait(pid)
+    assert got == [(1, 2), (1, 2)]
+    sup_lines = [r.getMessage() for r in caplog.records if r.name == "garrison.supervision"]
+    assert sup_lines[0] == "svc:j: restarting (attempt 1 within 5s) after ValueError: kw"
+    proc_lines = [r.getMessage() for r in caplog.records if r.name == "garrison.process"]
+    assert proc_lines[0].startswith("svc:j processes/")
+
+
+async def test_initial_start_failure_stops_started_children(
+    autojump_clock: Any, node: garrison.Node
+) -> None:
+    log: list[Any] = []
+    sup = Supervisor([*specs(log, "a"), ChildSpec("bad", stubborn, args=("bad", log),
+                                                  host="nowhere")])
+    pid = await node.spawn(sup)
+    with pytest.raises(garrison.ProcessError,
+                       match="child 'bad' failed to start: ValueError: no host named 'nowhere'"):
+        await node.wait(pid)
+    assert log == [("start", "a"), ("stop", "a")]
