@@ -90,20 +90,29 @@ async def _serve(config_path: str, main_entry: str | None, store: str | None) ->
     from ._node import open_node
 
     code = 0
-    async with open_node(config=config_path, store=store) as node:
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            async with trio.open_nursery() as nursery:
+    running = trio.CancelScope()
+    # listen before the node starts, so a signal during start-up is not fatal
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as watchers:
 
-                async def watch_signals() -> None:
-                    async for signum in signals:
-                        log.info("received %s: shutting down (again to force)",
-                                 signal.Signals(signum).name)
-                        nursery.start_soon(_force_on_second, signals)
-                        nursery.cancel_scope.cancel()
-                        return
+            async def watch_signals() -> None:
+                first = True
+                async for signum in signals:
+                    name = signal.Signals(signum).name
+                    if first:
+                        log.info("received %s: shutting down (again to force)", name)
+                        running.cancel()  # the node then stops gracefully
+                        first = False
+                    else:
+                        log.warning("received %s again: forcing an immediate stop", name)
+                        logging.shutdown()
+                        os._exit(128 + signum)
 
-                nursery.start_soon(watch_signals)
-                if main_entry is not None:
+            watchers.start_soon(watch_signals)
+            async with open_node(config=config_path, store=store) as node:
+                with running:
+                    if main_entry is None:
+                        await trio.sleep_forever()
                     pid = await node.spawn(main_entry)
                     try:
                         result = await node.wait(pid)
@@ -112,18 +121,8 @@ async def _serve(config_path: str, main_entry: str | None, store: str | None) ->
                     except ProcessError as exc:
                         log.error("%s failed: %s", main_entry, exc.error)
                         code = 1
-                    nursery.cancel_scope.cancel()
-                else:
-                    await trio.sleep_forever()
+            watchers.cancel_scope.cancel()
     return code
-
-
-async def _force_on_second(signals: Any) -> None:
-    with trio.CancelScope(shield=True):
-        async for signum in signals:
-            log.warning("received %s again: forcing an immediate stop", signal.Signals(signum).name)
-            logging.shutdown()
-            os._exit(128 + signum)
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -17,6 +17,7 @@ from ._errors import NoSuchProcess, ProcessError
 from .actors._mailbox import timeout_seconds
 from .actors._values import ErrorInfo, Event, Message, Pid
 from .hosts._process_host import ProcessHost, noproc
+from .supervision._services import ServiceInfo, ServiceManager, start_services, stop_services
 
 #: how many finished processes' outcomes ``Node.wait`` can still report
 EXIT_MEMORY = 10_000
@@ -94,6 +95,7 @@ class Node:
         self._msg_seq = itertools.count(1)
         self._shutdown_reason = ErrorInfo("Shutdown", "the node is shutting down")
         self._nursery: trio.Nursery | None = None
+        self._services: ServiceManager | None = None
 
     # ================================================================== public API
     async def spawn(self, target: Any, *args: Any, host: str | None = None) -> Pid:
@@ -134,8 +136,23 @@ class Node:
         return result
 
     def lookup(self, name: str) -> Pid | None:
-        """The pid registered under ``name``, or ``None``."""
-        return self.registry.get(name)
+        """The pid registered under ``name`` (or running a service of that entry id),
+        or ``None``."""
+        pid = self.registry.get(name)
+        if pid is None and self._services is not None:
+            pid = self._services.running_pid(name)
+        return pid
+
+    def services(self) -> list[ServiceInfo]:
+        """A snapshot of every ``process.service`` of the config: id, status, pid,
+        restarts since the last stable run, last error."""
+        return self._services.info() if self._services is not None else []
+
+    async def start_service(self, service_id: str) -> None:
+        """Start a service that is not ``auto_start`` (and what it requires)."""
+        if self._services is None or service_id not in self._services.by_id:
+            raise ValueError(f"no service {service_id!r} in the config")
+        await self._services.call_start(service_id)
 
     def stats(self) -> dict[str, int]:
         """Counters: live ``processes``, ``messages`` delivered, ``dead_letters``, ``spawned``."""
@@ -154,6 +171,8 @@ class Node:
             return to
         if isinstance(to, str):
             pid = self.registry.get(to)
+            if pid is None and self._services is not None:
+                pid = self._services.running_pid(to)  # a service's entry id
             if pid is None:
                 raise NoSuchProcess(to)
             return pid
@@ -180,7 +199,7 @@ class Node:
         return target
 
     async def _spawn(self, target: Any, args: tuple[Any, ...], *, host: str, parent: Pid | None,
-                     link: Pid | None, monitor: Pid | None) -> Pid:
+                     link: Pid | None, monitor: Pid | None, label: str | None = None) -> Pid:
         if self.stopping:
             raise ProcessError("cannot spawn: the node is shutting down")
         h = self._host(host)
@@ -189,8 +208,9 @@ class Node:
                                              monitor=monitor)
         else:
             fn = self.resolve_target(target)
-            label = check_target(fn)
-            pid = h.spawn(fn, args, parent=parent, link=link, monitor=monitor, label=label)
+            checked = check_target(fn)
+            pid = h.spawn(fn, args, parent=parent, link=link, monitor=monitor,
+                          label=label or checked)
         self.stats_spawned += 1
         return pid
 
@@ -295,6 +315,7 @@ class Node:
             for entry in self.config.hosts():
                 if entry.kind == "process.host":
                     await self._add_host(ProcessHost(self, entry.id))
+            self._services = await start_services(self, self.config)
 
     async def _add_host(self, host: Any) -> None:
         assert self._nursery is not None
@@ -304,6 +325,8 @@ class Node:
     async def _stop(self) -> None:
         """Stop every host, last added first; each stops its processes leaves first."""
         self.stopping = True
+        if self._services is not None:
+            await stop_services(self, self._services)
         for host in reversed(list(self.hosts.values())):
             await host.shutdown()
         self._close_workflow_store()

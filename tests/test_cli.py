@@ -1,7 +1,10 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
+import time
 import sys
 import textwrap
 from pathlib import Path
@@ -56,3 +59,49 @@ def test_json_log_format(tmp_path):
     lines = [json.loads(line) for line in done.stderr.splitlines() if line.startswith("{")]
     assert any("RuntimeError: logged" in rec["message"] and rec["level"] == "error"
                for rec in lines)
+
+
+def test_run_config_until_sigterm_then_graceful_stop(tmp_path):
+    (tmp_path / "svc.py").write_text(textwrap.dedent("""
+        import sys
+        from garrison import process, EventKind
+        async def first():
+            ev = await process.events().receive()
+            print("first got", ev.kind, flush=True)
+        async def second():
+            try:
+                await process.inbox().receive()
+            finally:
+                print("second stopped", flush=True)
+    """))
+    (tmp_path / "app.yaml").write_text(textwrap.dedent("""
+        version: "1.0"
+        namespace: app
+        entries:
+          - {name: first_fn, kind: process.py, source: "svc:first"}
+          - {name: second_fn, kind: process.py, source: "svc:second"}
+          - {name: first, kind: process.service, process: first_fn,
+             lifecycle: {auto_start: true}}
+          - {name: second, kind: process.service, process: second_fn,
+             lifecycle: {auto_start: true, requires: [first], stop_timeout: 200ms}}
+    """))
+    proc = subprocess.Popen([sys.executable, "-m", "garrison", "run", "app.yaml"], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        deadline = time.monotonic() + 30
+        seen = ""
+        while "app:second: started" not in seen and time.monotonic() < deadline:
+            line = proc.stderr.readline()
+            if not line:
+                break
+            seen += line
+        assert "app:second: started" in seen, seen
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    # reverse dependency order: second (terminated after its 200ms) before first (CANCEL)
+    assert out.splitlines() == ["second stopped", "first got EXIT".replace("EXIT", "CANCEL")]
+    assert "SIGTERM" in err and "Traceback" not in err

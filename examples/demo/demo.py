@@ -1,4 +1,4 @@
-"""The garrison demo: processes, messages, calls, EXIT events and a linked failure.
+"""The garrison demo: processes, messages, calls, EXIT events, a linked failure, services.
 
 Run it with ``garrison run examples/demo/app.yaml --main app:main``.
 """
@@ -67,6 +67,13 @@ async def main() -> str:
     ev = await events.receive()
     assert ev.kind == EventKind.EXIT and ev.pid == b
     say(f"[LINK]    an untrapped linked process died with its partner: {ev.error}")
+
+    # two services from app.yaml run beside us: app:kv, and app:clock which needs it
+    while (await process.call("app:kv", "get", "ticker_starts") or 0) < 3:
+        await trio.sleep(0.05)
+    ticks = await process.call("app:kv", "get", "ticks")
+    starts = await process.call("app:kv", "get", "ticker_starts")
+    say(f"[service] app:clock crashed and was restarted: {starts} starts, {ticks} ticks so far")
 
     await process.send("greeter", "stop")
     return "demo finished"

@@ -65,6 +65,7 @@ class _Process:
         "parent",
         "pid",
         "scope",
+        "started",
         "trap_links",
     )
 
@@ -76,6 +77,7 @@ class _Process:
         self.label = label
         self.alive = True
         self.scope: trio.CancelScope | None = None
+        self.started: trio.Event | None = None  # made on demand by wait_started
         self.kill_reason: ErrorInfo | None = None
         self.trap_links = False
         self._budget = Budget()
@@ -115,6 +117,10 @@ class _Process:
     # ------------------------------------------------------------------ lifecycle
     async def main(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
         set_runtime(self)
+        if self.started is not None:
+            self.started.set()
+        else:
+            self.started = _STARTED
         result: Any = None
         error: ErrorInfo | None = None
         finished = False
@@ -189,6 +195,13 @@ class _Process:
                 node._demonitor(target, pid)
         if self._exited is not None:
             self._exited.set()
+
+    async def wait_started(self) -> None:
+        """Return once the process's code has begun to run (or it has ended)."""
+        if self.started is None:
+            self.started = trio.Event()
+        if self.alive:
+            await self.started.wait()
 
     async def wait_exited(self) -> None:
         if self.alive:
@@ -375,6 +388,19 @@ class _Process:
 _refs = itertools.count(1)
 
 
+class _Started:
+    """Shared marker for "already running" (saves an Event per process)."""
+
+    def set(self) -> None:
+        pass
+
+    async def wait(self) -> None:
+        await trio.lowlevel.checkpoint()
+
+
+_STARTED: Any = _Started()
+
+
 def _log_exit(proc: _Process, error: ErrorInfo) -> None:
     who = f"{proc.label} {proc.pid}" if proc.label else str(proc.pid)
     if error.traceback:
@@ -497,6 +523,11 @@ class ProcessHost:
         proc = self.procs.get(target)
         if proc is not None:
             await proc.wait_exited()
+
+    async def wait_started(self, target: Pid) -> None:
+        proc = self.procs.get(target)
+        if proc is not None:
+            await proc.wait_started()
 
     def is_alive(self, pid: Pid) -> bool:
         return pid in self.procs

@@ -1,0 +1,307 @@
+"""Services: ``process.service`` config entries, started, restarted and stopped for you.
+
+One manager process per node owns every service. It starts the ``auto_start``
+services in dependency order (a service starts once everything it ``requires`` is
+running), restarts a failed service after its backoff delay, restarts the
+services that depend on one that was restarted, gives up on a service after
+``max_attempts`` restarts without a stable run (that service stops alone; the rest
+keep running), and on shutdown stops services in reverse dependency order, each
+with ``CANCEL`` and then termination after its ``stop_timeout``.
+
+Every start, restart and give-up is logged on ``garrison.services`` with the
+service id first.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import random
+from typing import TYPE_CHECKING
+
+import attrs
+import trio
+
+from .. import process
+from .._errors import ProcessError
+from ..actors._runtime import current_runtime
+from ..actors._values import ErrorInfo, Event, EventKind, Pid
+
+if TYPE_CHECKING:
+    from .._node import Node
+    from ._config import Config, ServiceEntry
+
+log = logging.getLogger("garrison.services")
+
+#: the registered name of the manager process
+MANAGER_NAME = "garrison.services"
+
+
+class ServiceStatus(enum.StrEnum):
+    """Where a service is in its life."""
+
+    STOPPED = "stopped"  # not started (auto_start false), or stopped on shutdown
+    WAITING = "waiting"  # waits for a service it requires
+    STARTING = "starting"
+    RUNNING = "running"
+    BACKOFF = "backoff"  # failed; restarts after its delay
+    COMPLETED = "completed"  # its process returned normally: not restarted
+    GAVE_UP = "gave_up"  # failed more than max_attempts times in a row
+
+
+_SETTLED = frozenset({ServiceStatus.STARTING, ServiceStatus.RUNNING, ServiceStatus.BACKOFF,
+                      ServiceStatus.GAVE_UP, ServiceStatus.COMPLETED})
+
+
+@attrs.frozen
+class ServiceInfo:
+    """A snapshot of one service: ``node.services()`` returns these."""
+
+    id: str
+    status: ServiceStatus
+    pid: Pid | None
+    restarts: int
+    last_error: ErrorInfo | None
+
+
+@attrs.define
+class _Service:
+    entry: ServiceEntry
+    status: ServiceStatus = ServiceStatus.STOPPED
+    pid: Pid | None = None
+    restarts: int = 0  # restarts since the last stable run
+    started_at: float = 0.0
+    last_error: ErrorInfo | None = None
+    wanted: bool = False  # should be running (auto_start, or started on demand)
+    generation: int = 0  # bumps on every start; stale restart timers are ignored
+
+
+class ServiceManager:
+    """The process that runs a config's services (one per node)."""
+
+    def __init__(self, node: Node, config: Config, *, seed: int | None = None) -> None:
+        self.node = node
+        self.order: list[_Service] = [_Service(entry) for entry in config.services()]
+        self.by_id = {svc.entry.id: svc for svc in self.order}
+        self.by_pid: dict[Pid, _Service] = {}
+        self.started = trio.Event()
+        self.stopping = False
+        self.pid: Pid | None = None
+        self._rng = random.Random(seed)
+        self._requests, self._request_box = trio.open_memory_channel[tuple[str, trio.Event]](
+            float("inf"))
+
+    # ------------------------------------------------------------------ queries
+    def info(self) -> list[ServiceInfo]:
+        return [ServiceInfo(s.entry.id, s.status, s.pid, s.restarts, s.last_error)
+                for s in self.order]
+
+    def running_pid(self, service_id: str) -> Pid | None:
+        svc = self.by_id.get(service_id)
+        return svc.pid if svc is not None else None
+
+    def stop_budget(self) -> float:
+        """Time the whole orderly stop may take: every service's stop timeout, plus slack."""
+        return sum(s.entry.lifecycle.stop_timeout for s in self.order) + 1.0
+
+    # ------------------------------------------------------------------ the process
+    async def __call__(self) -> None:
+        self.pid = process.pid()
+        process.register(MANAGER_NAME)
+        events = process.events()
+        for svc in self.order:
+            if svc.entry.lifecycle.auto_start:
+                svc.wanted = True
+        await self._start_ready()
+        self.started.set()
+        async with trio.open_nursery() as timers:
+            self._timers = timers
+            timers.start_soon(self._serve_requests)
+            while True:
+                ev = await events.receive()
+                assert ev is not None
+                if ev.kind == EventKind.CANCEL:
+                    await self._stop_all()
+                    timers.cancel_scope.cancel()
+                    return
+                if ev.kind == EventKind.EXIT:
+                    svc = self.by_pid.pop(ev.pid, None)
+                    if svc is not None and svc.pid == ev.pid:
+                        await self._on_exit(svc, ev)
+                    continue
+            # never reached
+
+    # ------------------------------------------------------------------ starting
+    def _deps_running(self, svc: _Service) -> bool:
+        return all(self.by_id[r].status == ServiceStatus.RUNNING for r in svc.entry.requires)
+
+    async def _start_ready(self) -> None:
+        """Start every wanted service whose requirements run, in dependency order."""
+        progress = True
+        while progress and not self.stopping:
+            progress = False
+            for svc in self.order:
+                if not svc.wanted or svc.status in _SETTLED:
+                    continue
+                if self._deps_running(svc):
+                    await self._start(svc)
+                    progress = True
+                elif svc.status != ServiceStatus.WAITING:
+                    svc.status = ServiceStatus.WAITING
+                    missing = [r for r in svc.entry.requires
+                               if self.by_id[r].status != ServiceStatus.RUNNING]
+                    log.info("%s: waiting for %s", svc.entry.id, ", ".join(missing),
+                             extra={"service": svc.entry.id})
+
+    async def _start(self, svc: _Service) -> None:
+        entry = svc.entry
+        me = current_runtime()
+        svc.generation += 1
+        svc.status = ServiceStatus.STARTING
+        try:
+            with trio.fail_after(entry.lifecycle.start_timeout):
+                pid = await self.node._spawn(
+                    entry.process, tuple(entry.input), host=entry.host, parent=self.pid,
+                    link=None, monitor=self.pid, label=entry.id,
+                )
+        except (ProcessError, trio.TooSlowError, OSError, ValueError, TypeError) as exc:
+            if isinstance(exc, trio.TooSlowError):
+                exc = TimeoutError(f"not started within {entry.lifecycle.start_timeout:g}s")
+            await self._failed(svc, ErrorInfo.from_exception(exc), ran=0.0)
+            return
+        me._add_monitoring(pid)  # type: ignore[attr-defined]
+        host = self.node.hosts[pid.host]
+        if hasattr(host, "wait_started"):  # "running" before what requires it starts
+            await host.wait_started(pid)
+        svc.pid = pid
+        svc.status = ServiceStatus.RUNNING
+        svc.started_at = trio.current_time()
+        self.by_pid[pid] = svc
+        log.info("%s: started as %s", entry.id, pid, extra={"service": entry.id, "pid": pid})
+
+    # ------------------------------------------------------------------ failures
+    async def _on_exit(self, svc: _Service, ev: Event) -> None:
+        svc.pid = None
+        if self.stopping:
+            svc.status = ServiceStatus.STOPPED
+            return
+        if ev.error is None:
+            svc.status = ServiceStatus.COMPLETED
+            log.info("%s: returned normally; not restarted", svc.entry.id,
+                     extra={"service": svc.entry.id})
+            return
+        await self._failed(svc, ev.error, ran=trio.current_time() - svc.started_at)
+
+    async def _failed(self, svc: _Service, error: ErrorInfo, *, ran: float) -> None:
+        entry = svc.entry
+        svc.last_error = error
+        if ran >= entry.lifecycle.stable_threshold:
+            svc.restarts = 0
+        policy = entry.restart
+        attempt = svc.restarts + 1
+        if not policy.allows(attempt):
+            svc.status = ServiceStatus.GAVE_UP
+            log.error("%s: giving up after %d restarts; last error: %s", entry.id,
+                      svc.restarts, error,
+                      extra={"service": entry.id, "attempt": svc.restarts, "error": error})
+            return
+        svc.restarts = attempt
+        delay = policy.delay(attempt, self._rng)
+        svc.status = ServiceStatus.BACKOFF
+        limit = f"/{policy.max_attempts}" if policy.max_attempts else ""
+        log.warning("%s: restart %d%s in %.2fs after %s", entry.id, attempt, limit, delay, error,
+                    extra={"service": entry.id, "attempt": attempt, "delay": round(delay, 3),
+                           "error": error})
+        self._timers.start_soon(self._restart_later, svc, delay, svc.generation)
+
+    async def _restart_later(self, svc: _Service, delay: float, generation: int) -> None:
+        await trio.sleep(delay)
+        if self.stopping or svc.generation != generation or svc.status != ServiceStatus.BACKOFF:
+            return
+        svc.status = ServiceStatus.STOPPED
+        # what depends on it (directly or not) restarts too, after it runs again
+        dependents = self._dependents(svc.entry.id)
+        for dep in reversed(dependents):
+            if dep.status == ServiceStatus.RUNNING and dep.pid is not None:
+                log.info("%s: restarting because %s restarted", dep.entry.id, svc.entry.id,
+                         extra={"service": dep.entry.id})
+                await self._stop(dep, ServiceStatus.WAITING)
+        await self._start_ready()
+
+    def _dependents(self, service_id: str) -> list[_Service]:
+        """Services that require ``service_id``, directly or through others, in start order."""
+        found: set[str] = {service_id}
+        out: list[_Service] = []
+        for svc in self.order:  # dependency order: a requirement precedes its dependents
+            if svc.entry.id not in found and any(r in found for r in svc.entry.requires):
+                found.add(svc.entry.id)
+                out.append(svc)
+        return out
+
+    # ------------------------------------------------------------------ stopping
+    async def _stop(self, svc: _Service, then: ServiceStatus) -> None:
+        pid = svc.pid
+        svc.pid = None
+        svc.status = then
+        if pid is None:
+            return
+        self.by_pid.pop(pid, None)
+        await process.cancel(pid, timeout=svc.entry.lifecycle.stop_timeout)
+
+    async def _stop_all(self) -> None:
+        self.stopping = True
+        with trio.CancelScope(shield=True):
+            for svc in reversed(self.order):
+                if svc.pid is not None:
+                    log.info("%s: stopping", svc.entry.id, extra={"service": svc.entry.id})
+                    await self._stop(svc, ServiceStatus.STOPPED)
+
+    # ------------------------------------------------------------------ on demand
+    async def call_start(self, service_id: str) -> None:
+        """Start ``service_id`` (and what it requires) from outside the manager."""
+        done = trio.Event()
+        self._requests.send_nowait((service_id, done))
+        await done.wait()
+
+    async def _serve_requests(self) -> None:
+        async for service_id, done in self._request_box:
+            for sid in [*self._requirements(service_id), service_id]:
+                svc = self.by_id[sid]
+                svc.wanted = True
+                if svc.status in (ServiceStatus.GAVE_UP, ServiceStatus.COMPLETED):
+                    svc.status = ServiceStatus.STOPPED
+                    svc.restarts = 0
+            await self._start_ready()
+            done.set()
+
+    def _requirements(self, service_id: str) -> list[str]:
+        out: list[str] = []
+        todo = list(self.by_id[service_id].entry.requires)
+        while todo:
+            sid = todo.pop()
+            if sid not in out:
+                out.append(sid)
+                todo.extend(self.by_id[sid].entry.requires)
+        return out
+
+
+async def start_services(node: Node, config: Config) -> ServiceManager | None:
+    """Spawn the manager (when the config has services) and wait for the first start pass."""
+    if not config.services():
+        return None
+    manager = ServiceManager(node, config)
+    node._services = manager  # entry ids resolve while the first services start
+    await node._spawn(manager, (), host="processes", parent=None, link=None, monitor=None,
+                      label=MANAGER_NAME)
+    await manager.started.wait()
+    return manager
+
+
+async def stop_services(node: Node, manager: ServiceManager) -> None:
+    """Stop services in reverse dependency order, each within its stop timeout."""
+    if manager.pid is not None and node.hosts["processes"].is_alive(manager.pid):
+        await node._cancel(manager.pid, None, manager.stop_budget())
+
+
+__all__ = ["ServiceInfo", "ServiceManager", "ServiceStatus", "start_services", "stop_services"]
+

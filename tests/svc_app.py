@@ -1,0 +1,57 @@
+"""Processes used by tests/test_services.py as config sources."""
+
+from __future__ import annotations
+
+import trio
+
+from garrison import EventKind, process
+
+#: (virtual time, service, what) — reset by each test
+LOG: list[tuple[float, str, str]] = []
+#: how many times each crasher should still fail
+FAILS: dict[str, int] = {}
+
+
+def note(who: str, what: str) -> None:
+    LOG.append((trio.current_time(), who, what))
+
+
+async def steady(name: str) -> None:
+    note(name, "start")
+    try:
+        async for msg in process.inbox():
+            if msg.call_ref is not None:
+                await msg.reply(f"{name} got {msg.payload}")
+    finally:
+        note(name, "stop")
+
+
+async def polite(name: str) -> None:
+    """Stops cleanly on CANCEL."""
+    note(name, "start")
+    ev = await process.events().receive()
+    assert ev.kind == EventKind.CANCEL
+    note(name, "stop")
+
+
+async def stubborn(name: str) -> None:
+    note(name, "start")
+    try:
+        await trio.sleep_forever()
+    finally:
+        note(name, "killed")
+
+
+async def crasher(name: str, after: float = 0) -> None:
+    """Fails FAILS[name] more times (after `after` seconds), then runs forever."""
+    note(name, "start")
+    await trio.sleep(after)
+    if FAILS.get(name, 0) > 0:
+        FAILS[name] -= 1
+        raise RuntimeError(f"{name} crashed")
+    await trio.sleep_forever()
+
+
+async def finisher(name: str) -> str:
+    note(name, "start")
+    return "done"

@@ -1,0 +1,226 @@
+"""process.service entries: start order, restarts, backoff, give-up, dependents, stop."""
+
+from __future__ import annotations
+
+import logging
+import textwrap
+
+import pytest
+import trio
+
+import garrison
+import svc_app
+from garrison.supervision._config import load_config_text
+from garrison.supervision._services import ServiceStatus
+
+
+@pytest.fixture(autouse=True)
+def _reset():
+    svc_app.LOG.clear()
+    svc_app.FAILS.clear()
+
+
+def config(services: str):
+    return load_config_text(textwrap.dedent("""
+        version: "1.0"
+        namespace: t
+        entries:
+          - {name: steady, kind: process.py, source: "svc_app:steady"}
+          - {name: polite, kind: process.py, source: "svc_app:polite"}
+          - {name: stubborn, kind: process.py, source: "svc_app:stubborn"}
+          - {name: crasher, kind: process.py, source: "svc_app:crasher"}
+          - {name: finisher, kind: process.py, source: "svc_app:finisher"}
+    """) + textwrap.indent(textwrap.dedent(services), "  "), "test.yaml")
+
+
+def starts(name):
+    return [t for t, who, what in svc_app.LOG if who == name and what == "start"]
+
+
+async def test_auto_start_in_dependency_order_and_stop_in_reverse(autojump_clock):
+    cfg = config("""
+        - name: c
+          kind: process.service
+          process: polite
+          input: [c]
+          lifecycle: {auto_start: true, requires: [b]}
+        - name: a
+          kind: process.service
+          process: polite
+          input: [a]
+          lifecycle: {auto_start: true}
+        - name: b
+          kind: process.service
+          process: steady
+          input: [b]
+          lifecycle: {auto_start: true, depends_on: [a]}
+        - name: manual
+          kind: process.service
+          process: steady
+          input: [manual]
+    """)
+    async with garrison.open_node(config=cfg) as node:
+        assert [w for _, w, what in svc_app.LOG if what == "start"] == ["a", "b", "c"]
+        assert {s.id: s.status for s in node.services()}["t:manual"] == ServiceStatus.STOPPED
+        # a service is addressable by its entry id
+        assert node.lookup("t:b") is not None
+    stops = [w for _, w, what in svc_app.LOG if what == "stop"]
+    assert stops == ["c", "b", "a"]
+
+
+async def test_restart_delay_grows_then_gives_up_alone(autojump_clock, caplog):
+    caplog.set_level(logging.INFO, logger="garrison")
+    svc_app.FAILS["crasher"] = 99
+    cfg = config("""
+        - name: other
+          kind: process.service
+          process: steady
+          input: [other]
+          lifecycle: {auto_start: true}
+        - name: svc_crasher
+          kind: process.service
+          process: crasher
+          input: [crasher, 0]
+          lifecycle:
+            auto_start: true
+            restart: {max_attempts: 3, initial_delay: 1s, backoff_factor: 2, max_delay: 3s, jitter: 0}
+    """)
+    async with garrison.open_node(config=cfg) as node:
+        t0 = trio.current_time()
+        await trio.sleep(100)
+        times = [t - t0 for t in starts("crasher")]
+        # first start, then restarts after 1s, 2s, 3s (capped): max_attempts 3 = 4 starts
+        assert times == [0, 1, 3, 6]
+        info = {s.id: s for s in node.services()}
+        assert info["t:svc_crasher"].status == ServiceStatus.GAVE_UP
+        assert info["t:svc_crasher"].last_error.type == "RuntimeError"
+        assert info["t:other"].status == ServiceStatus.RUNNING  # the rest keeps running
+    restarts = [r.getMessage() for r in caplog.records if ": restart " in r.getMessage()]
+    assert restarts[0] == "t:svc_crasher: restart 1/3 in 1.00s after RuntimeError: crasher crashed"
+    assert len(restarts) == 3
+    gave_up = [r.getMessage() for r in caplog.records if "giving up" in r.getMessage()]
+    assert gave_up == ["t:svc_crasher: giving up after 3 restarts; last error: "
+                       "RuntimeError: crasher crashed"]
+
+
+async def test_jitter_spreads_delays(autojump_clock):
+    svc_app.FAILS["crasher"] = 5
+    cfg = config("""
+        - name: svc_crasher
+          kind: process.service
+          process: crasher
+          input: [crasher, 0]
+          lifecycle:
+            auto_start: true
+            restart: {initial_delay: 10s, backoff_factor: 2, max_delay: 1000s, jitter: 0.1}
+    """)
+    async with garrison.open_node(config=cfg):
+        await trio.sleep(2000)
+    times = starts("crasher")
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    assert len(gaps) == 5
+    for n, gap in enumerate(gaps):
+        base = 10 * 2**n
+        assert base * 0.9 <= gap <= base * 1.1
+    assert gaps != [10 * 2**n for n in range(5)]  # really jittered
+
+
+async def test_stable_run_resets_restart_count(autojump_clock):
+    svc_app.FAILS["crasher"] = 4
+    cfg = config("""
+        - name: svc_crasher
+          kind: process.service
+          process: crasher
+          input: [crasher, 10]
+          lifecycle:
+            auto_start: true
+            stable_threshold: 5s
+            restart: {max_attempts: 1, initial_delay: 1s, jitter: 0}
+    """)
+    async with garrison.open_node(config=cfg) as node:
+        await trio.sleep(200)
+        # each run lasts 10s > stable_threshold, so max_attempts 1 is never exceeded
+        assert len(starts("crasher")) == 5
+        assert node.services()[0].status == ServiceStatus.RUNNING
+
+
+async def test_dependents_restart_after_their_requirement(autojump_clock):
+    svc_app.FAILS["crasher"] = 1
+    cfg = config("""
+        - name: base
+          kind: process.service
+          process: crasher
+          input: [crasher, 3]
+          lifecycle: {auto_start: true, restart: {initial_delay: 2s, jitter: 0}}
+        - name: mid
+          kind: process.service
+          process: polite
+          input: [mid]
+          lifecycle: {auto_start: true, requires: [base]}
+        - name: top
+          kind: process.service
+          process: polite
+          input: [top]
+          lifecycle: {auto_start: true, requires: [mid]}
+    """)
+    async with garrison.open_node(config=cfg):
+        await trio.sleep(20)
+    events = [(t, w, what) for t, w, what in svc_app.LOG]
+    # base crashes at t=3; at t=5 what depends on it stops (in reverse), base
+    # restarts, and the dependents start again in order
+    assert [(t, w, what) for t, w, what in events if t >= 5 and t < 20] == [
+        (5, "top", "stop"), (5, "mid", "stop"), (5, "crasher", "start"),
+        (5, "mid", "start"), (5, "top", "start"),
+    ]
+
+
+async def test_normal_return_is_not_restarted(autojump_clock):
+    cfg = config("""
+        - name: svc_finisher
+          kind: process.service
+          process: finisher
+          input: [finisher]
+          lifecycle: {auto_start: true}
+    """)
+    async with garrison.open_node(config=cfg) as node:
+        await trio.sleep(60)
+        assert len(starts("finisher")) == 1
+        assert node.services()[0].status == ServiceStatus.COMPLETED
+
+
+async def test_stop_cancels_then_terminates_after_stop_timeout(autojump_clock):
+    cfg = config("""
+        - name: svc_stubborn
+          kind: process.service
+          process: stubborn
+          input: [stubborn]
+          lifecycle: {auto_start: true, stop_timeout: 7s}
+    """)
+    async with garrison.open_node(config=cfg):
+        pass
+    t_start = starts("stubborn")[0]
+    killed = [t for t, w, what in svc_app.LOG if what == "killed"]
+    assert killed == [t_start + 7]
+
+
+async def test_start_service_on_demand_with_requirements(autojump_clock):
+    cfg = config("""
+        - name: a
+          kind: process.service
+          process: steady
+          input: [a]
+        - name: b
+          kind: process.service
+          process: steady
+          input: [b]
+          lifecycle: {requires: [a]}
+    """)
+    async with garrison.open_node(config=cfg) as node:
+        assert svc_app.LOG == []
+        await node.start_service("t:b")
+        assert [w for _, w, _ in svc_app.LOG] == ["a", "b"]
+        async def client():
+            return await garrison.process.call("t:b", "q", 1)
+        assert await node.wait(await node.spawn(client)) == "b got 1"
+        with pytest.raises(ValueError, match="no service"):
+            await node.start_service("t:nope")
