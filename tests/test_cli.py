@@ -4,9 +4,9 @@ import json
 import os
 import signal
 import subprocess
-import time
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent

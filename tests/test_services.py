@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import textwrap
 
 import pytest
+import svc_app
 import trio
 
 import garrison
-import svc_app
 from garrison.supervision._config import load_config_text
 from garrison.supervision._services import ServiceStatus
 
@@ -83,7 +84,8 @@ async def test_restart_delay_grows_then_gives_up_alone(autojump_clock, caplog):
           input: [crasher, 0]
           lifecycle:
             auto_start: true
-            restart: {max_attempts: 3, initial_delay: 1s, backoff_factor: 2, max_delay: 3s, jitter: 0}
+            restart: {max_attempts: 3, initial_delay: 1s, backoff_factor: 2, max_delay: 3s,
+                      jitter: 0}
     """)
     async with garrison.open_node(config=cfg) as node:
         t0 = trio.current_time()
@@ -117,7 +119,7 @@ async def test_jitter_spreads_delays(autojump_clock):
     async with garrison.open_node(config=cfg):
         await trio.sleep(2000)
     times = starts("crasher")
-    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
     assert len(gaps) == 5
     for n, gap in enumerate(gaps):
         base = 10 * 2**n

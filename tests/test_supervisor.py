@@ -190,10 +190,11 @@ async def test_terminated_supervisor_still_stops_children_in_reverse(
     async def killer() -> None:
         await process.terminate(pid)
 
-    await node.spawn(killer)
+    k = await node.spawn(killer)
     with pytest.raises(garrison.ProcessError, match="Terminated"):
         await node.wait(pid)
     assert log[3:] == [("stop", "c"), ("stop", "b"), ("stop", "a")]
+    await node.wait(k)  # the killer itself ends just after its victim
     assert node.stats()["processes"] == 0
 
 

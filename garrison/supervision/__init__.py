@@ -22,13 +22,8 @@ __all__ = [
     "SupervisorGaveUp",
 ]
 
-# The config loader (``_config``) is built in parallel; re-export its public names
-# once it imports. TODO: make this a plain import when ``_config`` has landed.
-try:
-    from . import _config
-except Exception:  # pragma: no cover - only while _config is unfinished
-    pass
-else:
-    from ._config import *  # noqa: F403
+from ._config import *  # noqa: F403
+from ._config import __all__ as _config_names
+from ._services import ServiceInfo, ServiceStatus
 
-    __all__ += list(_config.__all__)
+__all__ += [*_config_names, "ServiceInfo", "ServiceStatus"]

@@ -125,9 +125,10 @@ class ServiceManager:
                     timers.cancel_scope.cancel()
                     return
                 if ev.kind == EventKind.EXIT:
-                    svc = self.by_pid.pop(ev.pid, None)
-                    if svc is not None and svc.pid == ev.pid:
-                        await self._on_exit(svc, ev)
+                    exited = self.by_pid.get(ev.pid)
+                    if exited is not None and exited.pid == ev.pid:
+                        del self.by_pid[ev.pid]
+                        await self._on_exit(exited, ev)
                     continue
             # never reached
 
