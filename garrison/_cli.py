@@ -1,4 +1,4 @@
-"""The ``garrison`` command line: ``run``, ``check``.
+"""The ``garrison`` command line: ``run``, ``check``, ``workflows``.
 
 ``garrison run TARGET`` where TARGET is
   * a YAML config: start its hosts and ``auto_start`` services and run until
@@ -183,6 +183,10 @@ def build_parser() -> argparse.ArgumentParser:
                              help="validate config files; print every problem")
     check_p.add_argument("configs", nargs="+")
     check_p.set_defaults(func=cmd_check)
+
+    from ._cli_workflows import add_parser
+
+    add_parser(sub, common)
     return parser
 
 

@@ -1,0 +1,271 @@
+"""``garrison workflows --store DB ...``: inspect and drive a workflow store.
+
+Works whether or not a node runs on the store: the store is opened without its
+lock, reads see committed state, and writes (signal, resolve, reject, cancel)
+commit at once; a running node picks them up immediately, a stopped one on its
+next start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import sys
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from ._errors import GarrisonError, PromiseAlreadyCompleted
+
+FINAL = {"completed", "failed", "cancelled"}
+
+
+def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    """Register the ``workflows`` sub-command on the main parser."""
+    wf = sub.add_parser("workflows", parents=[common], help="inspect and drive a workflow store")
+    wf.add_argument("--store", required=True, help="the SQLite store file")
+    wf.add_argument("--json", action="store_true", help="machine-readable output")
+    cmds = wf.add_subparsers(dest="wf_command", required=True)
+
+    ls = cmds.add_parser("list", help="list workflows")
+    ls.add_argument("--status", action="append", default=[],
+                    help="only these statuses (repeat or comma-separate)")
+    ls.add_argument("--search", action="append", default=[], metavar="KEY=VALUE",
+                    help="filter on search attributes (VALUE is JSON or a plain string)")
+    ls.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
+
+    for name, helptext in (("show", "one workflow in detail"),
+                           ("history", "its journal, one record per line")):
+        p = cmds.add_parser(name, help=helptext)
+        p.add_argument("id")
+        p.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
+
+    sig = cmds.add_parser("signal", help="send a message to a workflow's durable inbox")
+    sig.add_argument("id")
+    sig.add_argument("topic")
+    sig.add_argument("payload", nargs="?", default="null", help="JSON (default null)")
+
+    res = cmds.add_parser("resolve", help="resolve a durable promise")
+    res.add_argument("id")
+    res.add_argument("promise")
+    res.add_argument("value", nargs="?", default="null", help="JSON (default null)")
+
+    rej = cmds.add_parser("reject", help="reject a durable promise")
+    rej.add_argument("id")
+    rej.add_argument("promise")
+    rej.add_argument("message")
+
+    can = cmds.add_parser("cancel", help="ask a workflow to cancel")
+    can.add_argument("id")
+    for p in (sig, res, rej, can):
+        p.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
+    wf.set_defaults(func=cmd_workflows)
+
+
+class _Fail(Exception):
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def cmd_workflows(args: argparse.Namespace) -> int:
+    from .persistence import SQLiteStore
+
+    try:
+        try:
+            store = SQLiteStore(args.store, lock=False)
+        except FileNotFoundError:
+            raise _Fail(f"no workflow store at {args.store!r}", 2) from None
+        except GarrisonError as exc:
+            raise _Fail(f"cannot open {args.store!r}: {exc}", 2) from None
+        try:
+            handler = _COMMANDS[args.wf_command]
+            handler(store, args)
+        finally:
+            store.close()
+    except _Fail as exc:
+        print(f"garrison workflows: {exc}", file=sys.stderr)
+        return exc.code
+    return 0
+
+
+# ------------------------------------------------------------------ reads
+def _list(store: Any, args: argparse.Namespace) -> None:
+    statuses = [s.strip() for arg in args.status for s in arg.split(",") if s.strip()]
+    search = dict(_key_value(item) for item in args.search)
+    rows = store.list_workflows(statuses or None, search or None)
+    if args.json:
+        _print_json([_summary(r) for r in rows])
+        return
+    if not rows:
+        print("no workflows")
+        return
+    table = [(r.workflow_id, r.name, str(r.status), _when(r.updated), _short(r.search))
+             for r in rows]
+    _print_table(("ID", "NAME", "STATUS", "UPDATED", "SEARCH"), table)
+
+
+def _show(store: Any, args: argparse.Namespace) -> None:
+    rec = _get(store, args.id)
+    count, size = store.journal_size(rec.workflow_id)
+    detail: dict[str, Any] = {
+        **_summary(rec),
+        "input": rec.input,
+        "result": rec.result,
+        "error": _error(rec.error),
+        "parent": str(rec.parent) if rec.parent else None,
+        "run_id": rec.run_id,
+        "attempt": rec.attempt,
+        "host": rec.host,
+        "cancel_requested": rec.cancel_requested,
+        "journal_records": count,
+        "journal_bytes": size,
+        "pending_messages": [{"topic": m.topic, "payload": m.payload, "kind": m.kind}
+                             for m in store.pending_messages(rec.workflow_id)],
+        "promises": {p.name: {"status": str(p.status), "value": p.value, "error": p.error}
+                     for p in store.promises(rec.workflow_id)},
+        "state": store.states(rec.workflow_id),
+        "timers": [_when(t.deadline) for t in store.timers(rec.workflow_id)],
+    }
+    if args.json:
+        _print_json(detail)
+        return
+    width = max(len(k) for k in detail)
+    for key, value in detail.items():
+        text = value if isinstance(value, str) else json.dumps(value, default=str)
+        print(f"{key.ljust(width)}  {text}")
+
+
+def _history(store: Any, args: argparse.Namespace) -> None:
+    rec = _get(store, args.id)
+    records = store.journal(rec.workflow_id)
+    if args.json:
+        _print_json([{"seq": r.seq, "time": _when(r.time), "kind": r.kind, "name": r.name,
+                      "outcome": r.outcome, "attempts": r.attempts} for r in records])
+        return
+    if not records:
+        print(f"workflow {rec.workflow_id!r} has no journal records yet")
+        return
+    table = [(str(r.seq), _when(r.time), r.kind, r.name or "", str(r.attempts or ""),
+              _short(r.outcome, 60)) for r in records]
+    _print_table(("SEQ", "TIME", "KIND", "NAME", "ATTEMPTS", "OUTCOME"), table)
+
+
+# ------------------------------------------------------------------ writes
+def _signal(store: Any, args: argparse.Namespace) -> None:
+    rec = _get(store, args.id)
+    _refuse_final(rec, "signal")
+    payload = _json_arg(args.payload, "payload")
+    msg_id = f"cli-{uuid.uuid4().hex}"
+    store.deliver(rec.workflow_id, args.topic, payload, msg_id=msg_id, sender=None)
+    _done(args, {"workflow_id": rec.workflow_id, "signal": args.topic, "message_id": msg_id},
+          f"signal {args.topic!r} queued for {rec.workflow_id!r} (message {msg_id})")
+
+
+def _resolve(store: Any, args: argparse.Namespace) -> None:
+    rec = _get(store, args.id)
+    _refuse_final(rec, "resolve a promise of")
+    value = _json_arg(args.value, "value")
+    try:
+        store.resolve_promise(rec.workflow_id, args.promise, value)
+    except PromiseAlreadyCompleted as exc:
+        raise _Fail(str(exc)) from None
+    _done(args, {"workflow_id": rec.workflow_id, "promise": args.promise, "resolved": value},
+          f"promise {args.promise!r} of {rec.workflow_id!r} resolved")
+
+
+def _reject(store: Any, args: argparse.Namespace) -> None:
+    rec = _get(store, args.id)
+    _refuse_final(rec, "reject a promise of")
+    try:
+        store.reject_promise(rec.workflow_id, args.promise, args.message)
+    except PromiseAlreadyCompleted as exc:
+        raise _Fail(str(exc)) from None
+    _done(args, {"workflow_id": rec.workflow_id, "promise": args.promise,
+                 "rejected": args.message},
+          f"promise {args.promise!r} of {rec.workflow_id!r} rejected")
+
+
+def _cancel(store: Any, args: argparse.Namespace) -> None:
+    rec = _get(store, args.id)
+    _refuse_final(rec, "cancel")
+    store.request_cancel(rec.workflow_id)
+    _done(args, {"workflow_id": rec.workflow_id, "cancel_requested": True},
+          f"cancel requested for {rec.workflow_id!r}")
+
+
+_COMMANDS = {"list": _list, "show": _show, "history": _history, "signal": _signal,
+             "resolve": _resolve, "reject": _reject, "cancel": _cancel}
+
+
+# ------------------------------------------------------------------ helpers
+def _get(store: Any, workflow_id: str) -> Any:
+    rec = store.get_workflow(workflow_id)
+    if rec is None:
+        raise _Fail(f"no workflow {workflow_id!r} in {store.path}")
+    return rec
+
+
+def _refuse_final(rec: Any, what: str) -> None:
+    if str(rec.status) in FINAL:
+        raise _Fail(f"cannot {what} workflow {rec.workflow_id!r}: it is {rec.status}")
+
+
+def _json_arg(text: str, what: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise _Fail(f"the {what} must be JSON (e.g. '{{\"ok\": true}}' or '\"text\"'): "
+                    f"{exc.msg} in {text!r}", 2) from None
+
+
+def _key_value(item: str) -> tuple[str, Any]:
+    key, sep, raw = item.partition("=")
+    if not sep or not key:
+        raise _Fail(f"--search takes KEY=VALUE, got {item!r}", 2)
+    try:
+        return key, json.loads(raw)
+    except json.JSONDecodeError:
+        return key, raw
+
+
+def _summary(rec: Any) -> dict[str, Any]:
+    return {"workflow_id": rec.workflow_id, "name": rec.name, "status": str(rec.status),
+            "created": _when(rec.created), "updated": _when(rec.updated),
+            "search": rec.search, "memo": rec.memo}
+
+
+def _error(error: Any) -> Any:
+    return None if error is None else {"type": error.type, "message": error.message}
+
+
+def _when(value: Any) -> str:
+    if isinstance(value, _dt.datetime):
+        return value.astimezone(_dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return "" if value is None else str(value)
+
+
+def _short(value: Any, width: int = 40) -> str:
+    if value in (None, {}, []):
+        return ""
+    text = json.dumps(value, default=str, separators=(",", ":"))
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    print("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip())
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(value, default=str, indent=None))
+
+
+def _done(args: argparse.Namespace, data: dict[str, Any], text: str) -> None:
+    if args.json:
+        _print_json(data)
+    else:
+        print(text)
