@@ -725,3 +725,35 @@ async def test_initial_start_failure_stops_started_children(
                        match="child 'bad' failed to start: ValueError: no host named 'nowhere'"):
         await node.wait(pid)
     assert log == [("start", "a"), ("stop", "a")]
+
+
+async def test_child_killed_before_it_runs_does_not_hang_the_supervisor(
+    autojump_clock: Any, node: garrison.Node, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A child terminated before its first step never signals "started"; the
+    supervisor must still go on (and restart it as a failure)."""
+    starts: list[int] = []
+
+    async def child() -> None:
+        starts.append(1)
+        await trio.sleep_forever()
+
+    host = node.hosts["processes"]
+    real_spawn = host.spawn
+    killed: list[Any] = []
+
+    def spawn_and_kill_first_child(fn: Any, args: Any, **kw: Any) -> Any:
+        pid = real_spawn(fn, args, **kw)
+        if kw.get("label") == "c" and not killed:  # the supervisor's first child
+            killed.append(pid)
+            host.kill(pid, garrison.ErrorInfo("Terminated", "killed before it ran"))
+        return pid
+
+    monkeypatch.setattr(host, "spawn", spawn_and_kill_first_child)
+    sup = Supervisor([ChildSpec("c", child)], max_restarts=5, within="1m")
+    sup_pid = await node.spawn(sup)
+    with trio.fail_after(60):
+        while len(starts) < 1:
+            await trio.sleep(1)
+    assert killed and starts == [1]  # the first never ran; the restart did
+    assert host.is_alive(sup_pid)

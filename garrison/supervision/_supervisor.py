@@ -245,6 +245,23 @@ class _ChildMain:
         return await fn(*args)
 
 
+async def _started_or_exited(started: trio.Event, node: Any, pid: Pid) -> None:
+    """Wait until the child signals that it runs, or until it has ended (a child
+    killed before its code ever ran never signals; its EXIT is then handled as usual)."""
+    if node is None:
+        await started.wait()
+        return
+    async with trio.open_nursery() as nursery:
+
+        async def on_exit() -> None:
+            await node.hosts[pid.host].wait_exited(pid)
+            nursery.cancel_scope.cancel()
+
+        nursery.start_soon(on_exit)
+        await started.wait()
+        nursery.cancel_scope.cancel()
+
+
 def _fmt_seconds(seconds: float) -> str:
     if math.isinf(seconds):
         return "ever"
@@ -646,7 +663,7 @@ class Supervisor:
         pid = await process.spawn_monitored(_ChildMain(target, started, spec.name), *spec.args,
                                             host=spec.host)
         child.pid = pid
-        await started.wait()
+        await _started_or_exited(started, node, pid)
         log.debug("%s: started as %s", spec.name, pid)
         return pid
 
