@@ -386,7 +386,12 @@ class _Workflow:
             ev.set()
 
     async def _wait(self, trio_deadline: float | None, status: WorkflowStatus) -> None:
-        """Park until notified (or the deadline); raises ``_Cancelled`` on a cancel request."""
+        """Park until notified (or the deadline); raises ``_Cancelled`` on a cancel request.
+
+        Buffered synchronous records (state, search attributes, ``now()``...) are
+        committed first, so they are visible from outside while the workflow waits."""
+        if self._buffer is not None:
+            await self._commit(Transaction())
         if self.cancel_requested and not self.cancel_delivered:
             raise _Cancelled
         ev = self._wake = trio.Event()
@@ -457,6 +462,18 @@ class _Workflow:
             await host.finish(self, final, value, error)
 
     # ------------------------------------------------------------ delivery (host side)
+    def deliver(self, msg: Message) -> None:
+        """Commit ``msg`` to the durable inbox now (synchronously): how a process's
+        ``process.call`` reaches a workflow."""
+        text = to_json(msg.payload, what=f"the payload of message {msg.topic!r} to "
+                                         f"workflow {self.wid!r}")
+        tx = Transaction().deliver(self.wid, msg.topic, RawJson(text), msg_id=msg.id,
+                                   sender=msg.sender, call_ref=msg.call_ref)
+        row_id = self.store.write(tx)[0]
+        if row_id is not None:
+            self.push(_Item(row_id, False, message_to_plain(
+                Message(msg.topic, _loads(text), msg.sender, msg.id, msg.call_ref))))
+
     def push(self, item: _Item) -> None:
         self.pending.append(item)
         self._notify()
@@ -985,6 +1002,9 @@ class WorkflowHost:
         self.clock = WallClock()  # hosts are made inside trio
         self._nursery: trio.Nursery | None = None
         self._inline = store.synchronous != "full"
+        # an in-memory store (no fsync) always writes in the trio thread: cheap, and
+        # no worker thread lets a MockClock jump time under a commit in flight
+        self._always_inline = store.path is None
         self._closing = False
         self._stop_poll = threading.Event()
 
@@ -1029,7 +1049,8 @@ class WorkflowHost:
     async def commit(self, tx: Transaction) -> list[Any]:
         """Commit ``tx``: at once when nothing else could join a batch, else by group commit."""
         store = self.store
-        if (self._inline and not store._flushing
+        if self._always_inline or (
+                self._inline and not store._flushing
                 and trio.lowlevel.current_statistics().tasks_runnable == 0):
             return store.write(tx)
         return await store.commit(tx)
@@ -1087,7 +1108,8 @@ class WorkflowHost:
     async def start(self, target: Any, args: tuple[Any, ...], *, wid: str | None,
                     parent: Pid | None = None, prefix_tx: Transaction | None = None,
                     journal: tuple[_Workflow, int, str] | None = None,
-                    watcher: Pid | None = None) -> Pid:
+                    watcher: Pid | None = None, process_watcher: Pid | None = None,
+                    process_link: Pid | None = None) -> Pid:
         """Create (idempotently) and start a workflow; returns its pid."""
         fn = self.node.resolve_target(target)
         if getattr(fn, "__garrison_activity__", None) is not None:
@@ -1126,6 +1148,10 @@ class WorkflowHost:
                        created=now, journal=[], pending=[], timers={}, cancel_requested=False,
                        watchers=[watcher] if watcher is not None else [], state={})
         wf.fn = fn
+        if process_watcher is not None:
+            wf.watchers.add(process_watcher)
+        if process_link is not None:
+            wf.links.add(process_link)
         self.active[wid] = wf
         assert self._nursery is not None
         await self._nursery.start(wf.main)
@@ -1134,14 +1160,8 @@ class WorkflowHost:
     async def spawn_process(self, target: Any, args: tuple[Any, ...], *, parent: Pid | None,
                             link: Pid | None, monitor: Pid | None) -> Pid:
         """``process.spawn(..., host="workflows")`` from a process: a new workflow."""
-        pid = await self.start(target, args, wid=None, parent=parent)
-        wf = self.active.get(pid.id)
-        if wf is not None:
-            if monitor is not None:
-                wf.watchers.add(monitor)
-            if link is not None:
-                wf.links.add(link)
-        return pid
+        return await self.start(target, args, wid=None, parent=parent, process_watcher=monitor,
+                                process_link=link)
 
     # ------------------------------------------------------------ finishing
     async def finish(self, wf: _Workflow, status: WorkflowStatus, value: Any,

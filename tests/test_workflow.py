@@ -1,0 +1,403 @@
+"""The workflow host in one process: journal, replay, activities, timers, messages."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+import workflow_app as app
+from workflow_app import Color, Order, Receipt
+
+import garrison
+from garrison import process, workflow
+from garrison.persistence import SQLiteStore
+
+
+@pytest.fixture(autouse=True)
+def _reset() -> None:
+    app.LOG.clear()
+    app.FAILS.clear()
+
+
+def kinds(handle: garrison.WorkflowHandle) -> list[tuple[str, str]]:
+    return [(r.kind, r.name) for r in handle.history()]
+
+
+async def wait_status(handle: garrison.WorkflowHandle, status: str) -> None:
+    with trio.fail_after(5):
+        while handle.status() != status:
+            await trio.sleep(0.001)
+
+
+# ------------------------------------------------------------------ basics
+async def test_activities_are_journaled_and_result_returned(node: garrison.Node) -> None:
+    pid = await node.start_workflow(app.steps, 0, 3, id="w1")
+    assert pid == garrison.Pid("workflows", "w1")
+    handle = node.workflow("w1")
+    assert await handle.result() == 3
+    assert handle.status() == "completed"
+    assert kinds(handle) == [("activity", "workflow_app:add_one")] * 3
+    assert [r.outcome for r in handle.history()] == [{"ok": 1}, {"ok": 2}, {"ok": 3}]
+    assert [r.seq for r in handle.history()] == [1, 2, 3]
+    assert await node.wait(pid) == 3
+
+
+async def test_sync_activity_runs_in_a_thread_and_via_workflow_call(node: garrison.Node) -> None:
+    await node.start_workflow(app.steps_sync, 1, id="s")
+    assert await node.workflow("s").result() == 3
+    assert app.LOG == [("add_one_sync", 1), ("add_one_sync", 2)]
+
+
+async def test_activity_is_a_plain_call_outside_a_workflow() -> None:
+    assert await app.add_one(1) == 2
+    assert app.add_one_sync(1) == 2
+
+
+async def test_start_is_idempotent_by_id_even_after_completion(node: garrison.Node) -> None:
+    pid = await node.start_workflow(app.steps, 0, 2, id="same")
+    assert await node.start_workflow(app.steps, 5, 2, id="same") == pid
+    assert await node.workflow("same").result() == 2
+    assert await node.start_workflow(app.steps, 7, 2, id="same") == pid
+    assert await node.workflow("same").result() == 2
+    assert len(app.LOG) == 2
+
+
+async def test_lambda_and_closure_are_refused(node: garrison.Node) -> None:
+    async def inner() -> None:
+        pass
+
+    with pytest.raises(TypeError, match="closure"):
+        await node.start_workflow(inner)
+    with pytest.raises(TypeError, match="lambda"):
+        await node.start_workflow(lambda: None)
+
+
+async def test_typed_arguments_and_results_restored_from_annotations(node: garrison.Node) -> None:
+    when = dt.datetime(2026, 1, 2, 3, 4, tzinfo=dt.UTC)
+    await node.start_workflow(app.typed, Order("o1", 30, Color.BLUE, when), id="t")
+    assert await node.workflow("t").result() == Receipt("o1", 30)
+    rec = node.workflow("t").history()[0]
+    assert rec.outcome == {"ok": {"order_id": "o1", "amount": 30}}
+
+
+async def test_unconvertible_argument_raises_payload_error_at_the_call(
+        node: garrison.Node) -> None:
+    with pytest.raises(garrison.PayloadError, match="set"):
+        await node.start_workflow(app.steps, {1, 2}, id="bad")
+
+
+async def test_unconvertible_payload_fails_the_workflow_naming_the_type(
+        node: garrison.Node) -> None:
+    await node.start_workflow(app.bad_payload, id="bp")
+    with pytest.raises(garrison.WorkflowFailed, match="PayloadError.*set"):
+        await node.workflow("bp").result()
+
+
+async def test_failed_workflow_result_raises_workflow_failed(node: garrison.Node) -> None:
+    pid = await node.start_workflow(app.fails, id="f")
+    with pytest.raises(garrison.WorkflowFailed) as info:
+        await node.workflow("f").result()
+    assert info.value.error.type == "KeyError"
+    assert node.workflow("f").status() == "failed"
+    with pytest.raises(garrison.ProcessError, match="KeyError"):
+        await node.wait(pid)
+
+
+async def test_unknown_workflow(node: garrison.Node) -> None:
+    from garrison._errors import NoSuchWorkflow
+
+    with pytest.raises(NoSuchWorkflow):
+        node.workflow("nope").status()
+    with pytest.raises(NoSuchWorkflow):
+        await node.workflow("nope").result()
+
+
+# ------------------------------------------------------------------ retries
+async def test_retry_until_success_records_attempts_once(
+        node: garrison.Node, autojump_clock: Any) -> None:
+    app.FAILS["k"] = 2
+    t0 = trio.current_time()
+    await node.start_workflow(app.retrying, "k", id="r")
+    assert await node.workflow("r").result() == "k ok"
+    assert trio.current_time() - t0 == pytest.approx(3.0)  # 1s then 2s of backoff
+    (rec,) = node.workflow("r").history()
+    assert rec.attempts == 3 and rec.outcome == {"ok": "k ok"}
+
+
+async def test_final_failure_reaches_the_workflow_as_activity_error(node: garrison.Node) -> None:
+    app.FAILS["k"] = 5
+    await node.start_workflow(app.retrying, "k", id="r")
+    with pytest.raises(garrison.WorkflowFailed, match="ActivityError: ConnectionError: k is down"):
+        await node.workflow("r").result()
+    (rec,) = node.workflow("r").history()
+    assert rec.attempts == 3
+    assert rec.outcome["error"]["type"] == "ConnectionError"
+
+
+async def test_non_retryable_fails_at_once_and_compensation_runs(node: garrison.Node) -> None:
+    await node.start_workflow(app.compensating, 7, id="c")
+    assert await node.workflow("c").result() == "compensated after ValueError"
+    assert app.LOG == [("picky", 7), ("compensate", "ValueError: bad value 7", "ValueError")]
+
+
+async def test_activity_timeout_is_a_timeout_error(node: garrison.Node,
+                                                   autojump_clock: Any) -> None:
+    await node.start_workflow(app.timing_out, id="to")
+    result = await node.workflow("to").result()
+    assert result.startswith("TimeoutError: activity 'workflow_app:slow' attempt 2")
+    assert app.LOG == [("slow",), ("slow",)]
+
+
+def test_retry_policy_values() -> None:
+    p = garrison.RetryPolicy(max_attempts=5, initial_delay="100ms", backoff=2, max_delay="1s")
+    assert [p.delay(n) for n in (1, 2, 3, 4, 5)] == [0.1, 0.2, 0.4, 0.8, 1.0]
+    assert not garrison.RetryPolicy(non_retryable=["KeyError"]).retryable(KeyError())
+    assert garrison.RetryPolicy(non_retryable=[KeyError]).retryable(ValueError())
+    with pytest.raises(ValueError, match="max_attempts"):
+        garrison.RetryPolicy(max_attempts=0)
+    with pytest.raises(ValueError, match="duration|delay"):
+        garrison.RetryPolicy(initial_delay="soon")
+
+
+# ------------------------------------------------------------------ timers
+async def test_durable_sleep_48h_on_virtual_time(node: garrison.Node,
+                                                 autojump_clock: Any) -> None:
+    t0 = trio.current_time()
+    await node.start_workflow(app.sleeper, "48h", id="z")
+    await trio.sleep(1)
+    assert node.workflow("z").status() == "sleeping"
+    assert await node.workflow("z").result() == pytest.approx(48 * 3600)
+    assert trio.current_time() - t0 == pytest.approx(48 * 3600)
+    assert [k for k, _ in kinds(node.workflow("z"))] == ["now", "sleep", "now"]
+
+
+async def test_sleep_until(node: garrison.Node, autojump_clock: Any) -> None:
+    when = dt.datetime.now(dt.UTC) + dt.timedelta(days=3)
+    await node.start_workflow(app.sleep_until_then, when, id="su")
+    got = dt.datetime.fromisoformat(await node.workflow("su").result())
+    assert got >= when
+
+
+async def test_receive_timeout_is_a_durable_timer(node: garrison.Node,
+                                                  autojump_clock: Any) -> None:
+    t0 = trio.current_time()
+    await node.start_workflow(app.receiver, "2d", id="rt")
+    assert await node.workflow("rt").result() is None
+    assert trio.current_time() - t0 == pytest.approx(2 * 86400)
+    (rec,) = node.workflow("rt").history()
+    assert (rec.kind, rec.outcome) == ("receive", {"timeout": True})
+
+
+# ------------------------------------------------------------------ messages
+async def test_message_to_waiting_workflow(node: garrison.Node) -> None:
+    pid = await node.start_workflow(app.receiver, id="m")
+    await wait_status(node.workflow("m"), "waiting")
+    await node.send(pid, "hello", {"a": [1, 2]})
+    assert await node.workflow("m").result() == ["hello", {"a": [1, 2]}]
+    (rec,) = node.workflow("m").history()
+    assert rec.kind == "receive" and rec.outcome["message"]["payload"] == {"a": [1, 2]}
+
+
+async def test_signal_before_the_workflow_receives(node: garrison.Node) -> None:
+    await node.start_workflow(app.approval, "req-1", id="ap")
+    await node.workflow("ap").signal("noise", 1)
+    await node.workflow("ap").signal("approve", "ann")
+    assert await node.workflow("ap").result() == "req-1 approved by ann"
+
+
+async def test_workflow_to_workflow_messages_in_order(node: garrison.Node) -> None:
+    rpid = await node.start_workflow(app.collector, 20, id="recv")
+    await node.start_workflow(app.sender, str(rpid), 20, id="send")
+    assert await node.workflow("recv").result() == list(range(20))
+    assert [r.kind for r in node.workflow("send").history()] == ["send"] * 20
+
+
+async def test_process_calls_a_workflow(node: garrison.Node) -> None:
+    wpid = await node.start_workflow(app.echo_server, 2, id="echo")
+
+    async def client() -> list[Any]:
+        return [await process.call(wpid, "q", i) for i in range(2)]
+
+    pid = await node.spawn(client)
+    assert await node.wait(pid) == [{"echo": 0}, {"echo": 1}]
+    assert await node.workflow("echo").result() == 2
+
+
+async def test_try_receive_and_listen(node: garrison.Node) -> None:
+    pid = await node.start_workflow(app.try_receiver, id="tr")
+    await wait_status(node.workflow("tr"), "waiting")
+    await node.send(pid, "x", 1)
+    assert await node.workflow("tr").result() == [None, 1]
+    lp = await node.start_workflow(app.lister, id="ls")
+    await node.send(lp, "a", "first-a")
+    await node.send(lp, "b", "first-b")
+    assert await node.workflow("ls").result() == ["first-b", "first-a"]
+
+
+async def test_message_to_finished_workflow_is_a_dead_letter(node: garrison.Node) -> None:
+    pid = await node.start_workflow(app.steps, 0, 1, id="done")
+    await node.workflow("done").result()
+    before = node.stats()["dead_letters"]
+    await node.send(pid, "late", 1)
+    assert node.stats()["dead_letters"] == before + 1
+
+
+# ------------------------------------------------------------------ spawn / EXIT
+async def test_process_spawns_workflow_on_the_workflows_host(node: garrison.Node) -> None:
+    async def main() -> list[Any]:
+        pid = await process.spawn_monitored(app.child, 41, host="workflows")
+        ev = await process.events().receive()
+        return [pid.host, ev.kind.value, ev.pid == pid, ev.result]
+
+    pid = await node.spawn(main)
+    assert await node.wait(pid) == ["workflows", "EXIT", True, 42]
+
+
+async def test_child_workflow_exit_reaches_parent_durably(node: garrison.Node) -> None:
+    await node.start_workflow(app.parent, 1, id="p")
+    child, kind, ev_pid, result = await node.workflow("p").result()
+    assert (child, kind, ev_pid, result) == ("workflows/p.1", "EXIT", "workflows/p.1", 2)
+    assert node.workflow("p.1").status() == "completed"
+    await node.start_workflow(app.parent_of_failing, id="pf")
+    assert await node.workflow("pf").result() == ["EXIT", "RuntimeError: child broke"]
+
+
+async def test_workflow_monitors_workflow(node: garrison.Node) -> None:
+    target = await node.start_workflow(app.receiver, id="target")
+    await node.start_workflow(app.watcher, str(target), id="w")
+    await wait_status(node.workflow("w"), "waiting")
+    await node.send(target, "t", 5)
+    assert await node.workflow("w").result() == ["EXIT", ["t", 5]]
+    # monitoring a finished workflow gives its EXIT at once
+    await node.start_workflow(app.watcher, str(target), id="w2")
+    assert await node.workflow("w2").result() == ["EXIT", ["t", 5]]
+
+
+# ------------------------------------------------------------------ cancel
+async def test_cancel_waiting_workflow_compensates_and_ends_cancelled(
+        node: garrison.Node) -> None:
+    await node.start_workflow(app.cancellable, id="cx")
+    handle = node.workflow("cx")
+    await wait_status(handle, "waiting")
+    await handle.cancel()
+    with pytest.raises(garrison.WorkflowCancelled):
+        await handle.result()
+    assert handle.status() == "cancelled"
+    assert app.LOG == [("add_one", 1), ("compensating",), ("add_one", 100)]
+    assert kinds(handle) == [("activity", "workflow_app:add_one"), ("cancel", ""),
+                             ("activity", "workflow_app:add_one")]
+
+
+async def test_cancel_sleeping_workflow(node: garrison.Node, autojump_clock: Any) -> None:
+    await node.start_workflow(app.cancellable_sleep, id="cs")
+    await wait_status(node.workflow("cs"), "sleeping")
+    await node.workflow("cs").cancel()
+    with pytest.raises(garrison.WorkflowCancelled):
+        await node.workflow("cs").result()
+    assert trio.current_time() < 3600
+
+
+# ------------------------------------------------------------------ recorded values, info
+async def test_info_history_and_version(node: garrison.Node) -> None:
+    await node.start_workflow(app.info_flow, id="i")
+    got = await node.workflow("i").result()
+    assert got == {"id": "i", "name": "workflow_app:info_flow", "host": "workflows",
+                   "len": 1, "size": True}
+    await node.start_workflow(app.versioned, id="v")
+    assert await node.workflow("v").result() == 2
+
+
+async def test_attrs_search_and_state(node: garrison.Node) -> None:
+    pid = await node.start_workflow(app.attrs_flow, id="a1")
+    await wait_status(node.workflow("a1"), "waiting")
+    found = node.workflows(search={"status": "shipping"})
+    assert [s.workflow_id for s in found] == ["a1"]
+    assert found[0].memo == {"note": "n"} and found[0].status == "waiting"
+    assert node.workflow("a1").state("progress") == 50
+    assert node.workflows(search={"status": "other"}) == []
+    await node.send(pid, "go")
+    await node.workflow("a1").result()
+    assert [s.workflow_id for s in node.workflows(status="completed")] == ["a1"]
+
+
+async def test_workflow_api_outside_a_workflow_raises() -> None:
+    with pytest.raises(garrison.NotInProcess):
+        workflow.now()
+    with pytest.raises(garrison.NotInProcess):
+        await workflow.sleep(1)
+
+
+async def test_issue5_names_raise_not_implemented() -> None:
+    with pytest.raises(NotImplementedError, match="promise"):
+        workflow.promise("p")
+    with pytest.raises(NotImplementedError, match="continue_as_new"):
+        workflow.continue_as_new()
+
+
+# ------------------------------------------------------------------ restarts in one process
+async def test_restart_resumes_waiting_workflow_and_replays_values(tmp_path: Path) -> None:
+    db = str(tmp_path / "wf.db")
+    async with garrison.open_node(store=db) as node:
+        await node.start_workflow(app.random_then_wait, id="rv")
+        await wait_status(node.workflow("rv"), "waiting")
+        first = [r.outcome for r in node.workflow("rv").history()]
+    async with garrison.open_node(store=db) as node:
+        handle = node.workflow("rv")
+        assert handle.status() == "waiting" or handle.status() == "running"
+        await handle.signal("go")
+        values = await handle.result()
+        assert values[:3] == [dt.datetime.fromtimestamp(first[0], dt.UTC).isoformat(),
+                              first[1], first[2]]
+
+
+async def test_closing_the_node_journals_nothing(tmp_path: Path) -> None:
+    db = str(tmp_path / "wf.db")
+    async with garrison.open_node(store=db) as node:
+        await node.start_workflow(app.receiver, id="r")
+        await wait_status(node.workflow("r"), "waiting")
+    with SQLiteStore(db) as store:
+        rec = store.get_workflow("r")
+        assert rec is not None and rec.status == "running"
+        assert store.journal("r") == []
+
+
+async def test_second_node_on_the_same_store_is_refused(tmp_path: Path) -> None:
+    db = str(tmp_path / "wf.db")
+    async with garrison.open_node(store=db):
+        with pytest.raises(garrison._errors.StoreLocked):
+            async with garrison.open_node(store=db):
+                pass
+
+
+async def test_store_instance_is_used_as_is(tmp_path: Path) -> None:
+    store = SQLiteStore(str(tmp_path / "full.db"), synchronous="full")
+    async with garrison.open_node(store=store) as node:
+        await node.start_workflow(app.steps, 0, 3, id="x")
+        assert await node.workflow("x").result() == 3
+    assert store.get_workflow("x").status == "completed"
+    store.close()
+
+
+async def test_message_sent_while_no_node_runs(tmp_path: Path) -> None:
+    db = str(tmp_path / "wf.db")
+    async with garrison.open_node(store=db) as node:
+        await node.start_workflow(app.receiver, id="r")
+        await wait_status(node.workflow("r"), "waiting")
+    with SQLiteStore(db) as store:  # a tool, while no node runs
+        store.deliver("r", "offline", 7)
+    async with garrison.open_node(store=db) as node:
+        assert await node.workflow("r").result() == ["offline", 7]
+
+
+async def test_message_from_a_tool_while_the_node_runs(tmp_path: Path) -> None:
+    db = str(tmp_path / "wf.db")
+    async with garrison.open_node(store=db) as node:
+        await node.start_workflow(app.receiver, id="r")
+        await wait_status(node.workflow("r"), "waiting")
+        with SQLiteStore(db, lock=False) as tool:
+            tool.deliver("r", "from-tool", 8)
+        with trio.fail_after(5):
+            assert await node.workflow("r").result() == ["from-tool", 8]

@@ -1,0 +1,294 @@
+"""Workflows and activities used by the workflow tests (importable by module:qualname)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from typing import Any
+
+import attrs
+
+import garrison
+from garrison import RetryPolicy, process, workflow
+
+#: what the activities did, in order (reset by the tests)
+LOG: list[Any] = []
+#: per-key failure budgets for flaky activities
+FAILS: dict[str, int] = {}
+
+
+class Color(enum.Enum):
+    RED = "red"
+    BLUE = "blue"
+
+
+@attrs.frozen
+class Order:
+    id: str
+    total: int
+    color: Color = Color.RED
+    when: dt.datetime | None = None
+
+
+@attrs.frozen
+class Receipt:
+    order_id: str
+    amount: int
+
+
+@garrison.activity
+async def add_one(x: int) -> int:
+    LOG.append(("add_one", x))
+    return x + 1
+
+
+@garrison.activity
+def add_one_sync(x: int) -> int:
+    LOG.append(("add_one_sync", x))
+    return x + 1
+
+
+@garrison.activity(retry=RetryPolicy(max_attempts=3, initial_delay="1s"))
+async def flaky(key: str) -> str:
+    LOG.append(("flaky", key))
+    if FAILS.get(key, 0) > 0:
+        FAILS[key] -= 1
+        raise ConnectionError(f"{key} is down")
+    return f"{key} ok"
+
+
+@garrison.activity(retry=RetryPolicy(max_attempts=5, non_retryable=[ValueError]))
+async def picky(x: int) -> int:
+    LOG.append(("picky", x))
+    raise ValueError(f"bad value {x}")
+
+
+@garrison.activity(retry=RetryPolicy(max_attempts=2, initial_delay=0), timeout="1s")
+async def slow() -> str:
+    LOG.append(("slow",))
+    await garrison_sleep(5)
+    return "never"
+
+
+async def garrison_sleep(seconds: float) -> None:
+    import trio
+
+    await trio.sleep(seconds)
+
+
+@garrison.activity
+async def charge(order: Order) -> Receipt:
+    LOG.append(("charge", order.id))
+    return Receipt(order.id, order.total)
+
+
+async def steps(x: int, n: int = 10) -> int:
+    for _ in range(n):
+        x = await add_one(x)
+    return x
+
+
+async def steps_sync(x: int) -> int:
+    x = await add_one_sync(x)
+    return await workflow.call(add_one_sync, x)
+
+
+async def typed(order: Order) -> Receipt:
+    assert isinstance(order, Order) and isinstance(order.color, Color)
+    receipt = await charge(order)
+    assert isinstance(receipt, Receipt)
+    return receipt
+
+
+async def retrying(key: str) -> str:
+    return await flaky(key)
+
+
+async def compensating(x: int) -> str:
+    try:
+        await picky(x)
+    except garrison.ActivityError as exc:
+        LOG.append(("compensate", str(exc), exc.error.type))
+        return f"compensated after {exc.error.type}"
+    return "no error"
+
+
+async def timing_out() -> str:
+    try:
+        return await slow()
+    except garrison.ActivityError as exc:
+        return str(exc)
+
+
+async def sleeper(duration: str) -> float:
+    t0 = workflow.now()
+    await workflow.sleep(duration)
+    return (workflow.now() - t0).total_seconds()
+
+
+async def sleep_until_then(when: dt.datetime) -> str:
+    await workflow.sleep_until(when)
+    return workflow.now().isoformat()
+
+
+async def receiver(timeout: Any = None) -> Any:
+    msg = await process.inbox().receive(timeout=timeout)
+    return None if msg is None else [msg.topic, msg.payload]
+
+
+async def collector(n: int) -> list[Any]:
+    inbox = process.inbox()
+    got = []
+    for _ in range(n):
+        msg = await inbox.receive()
+        got.append(msg.payload)
+    return got
+
+
+async def sender(to: str, n: int) -> int:
+    pid = garrison.Pid.parse(to)
+    for i in range(n):
+        await process.send(pid, "n", i)
+    return n
+
+
+async def echo_server(n: int) -> int:
+    inbox = process.inbox()
+    for _ in range(n):
+        msg = await inbox.receive()
+        await msg.reply({"echo": msg.payload})
+    return n
+
+
+async def approval(request: str) -> str:
+    inbox = process.inbox()
+    while True:
+        msg = await inbox.receive()
+        if msg.topic == "approve":
+            return f"{request} approved by {msg.payload}"
+        if msg.topic == "reject":
+            return f"{request} rejected"
+
+
+async def randomness() -> list[Any]:
+    return [workflow.now().isoformat(), str(workflow.uuid4()), workflow.random()]
+
+
+async def random_then_wait() -> list[Any]:
+    values = [workflow.now().isoformat(), str(workflow.uuid4()), workflow.random()]
+    await process.inbox().receive()
+    return values + [workflow.now().isoformat(), str(workflow.uuid4()), workflow.random()]
+
+
+async def cancellable() -> str:
+    try:
+        await add_one(1)
+        await process.inbox().receive()
+        return "not cancelled"
+    except garrison.WorkflowCancelled:
+        LOG.append(("compensating",))
+        await add_one(100)  # durable operations still work while compensating
+        raise
+
+
+async def cancellable_sleep() -> str:
+    await workflow.sleep("1h")
+    return "slept"
+
+
+async def child(x: int) -> int:
+    return await add_one(x)
+
+
+async def parent(x: int) -> list[Any]:
+    pid = await process.spawn(child, x)
+    ev = await process.events().receive()
+    return [str(pid), ev.kind.value, str(ev.pid), ev.result]
+
+
+async def failing_child() -> None:
+    raise RuntimeError("child broke")
+
+
+async def parent_of_failing() -> list[Any]:
+    await process.spawn(failing_child)
+    ev = await process.events().receive()
+    return [ev.kind.value, str(ev.error)]
+
+
+async def watcher(target: str) -> list[Any]:
+    process.monitor(garrison.Pid.parse(target))
+    ev = await process.events().receive()
+    return [ev.kind.value, ev.result]
+
+
+async def fails() -> None:
+    raise KeyError("boom")
+
+
+async def attrs_flow() -> str:
+    workflow.attrs(search={"status": "shipping", "customer": "c1"}, memo={"note": "n"})
+    workflow.set_state("progress", 50)
+    await process.inbox().receive()
+    return "done"
+
+
+async def info_flow() -> dict[str, Any]:
+    i = workflow.info()
+    await add_one(0)
+    return {"id": i.workflow_id, "name": i.name, "host": i.host, "len": workflow.history_length(),
+            "size": workflow.history_size() > 0}
+
+
+async def versioned() -> int:
+    v = workflow.version("change-1", 1, 2)
+    await add_one(v)
+    return v
+
+
+async def bad_payload() -> None:
+    await process.send(process.pid(), "x", {1, 2})
+
+
+# --- replay divergence: the "old" and "new" code of one workflow -----------------
+async def step_a(x: int) -> int:
+    return x
+
+
+@garrison.activity
+async def activity_a(x: int) -> int:
+    LOG.append(("activity_a", x))
+    return x * 10
+
+
+@garrison.activity
+async def activity_b(x: int) -> int:
+    LOG.append(("activity_b", x))
+    return x * 100
+
+
+async def evolving(x: int) -> int:
+    """Version 1: activity_a, then wait for a message, then activity_a."""
+    y = await activity_a(x)
+    await process.inbox().receive()
+    return y + await activity_a(x + 1)
+
+
+async def evolving_diverged(x: int) -> int:
+    """A broken change: activity_b where activity_a was recorded."""
+    y = await activity_b(x)
+    await process.inbox().receive()
+    return y + await activity_a(x + 1)
+
+
+async def try_receiver() -> Any:
+    first = process.inbox().try_receive()
+    msg = await process.inbox().receive()
+    return [None if first is None else first.payload, msg.payload]
+
+
+async def lister() -> list[Any]:
+    box = process.listen("b")
+    got_b = await box.receive()
+    got_any = await process.inbox().receive()
+    return [got_b.payload, got_any.payload]
