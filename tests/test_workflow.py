@@ -92,7 +92,7 @@ async def test_unconvertible_argument_raises_payload_error_at_the_call(
 async def test_unconvertible_payload_fails_the_workflow_naming_the_type(
         node: garrison.Node) -> None:
     await node.start_workflow(app.bad_payload, id="bp")
-    with pytest.raises(garrison.WorkflowFailed, match="PayloadError.*set"):
+    with pytest.raises(garrison.WorkflowFailed, match=r"PayloadError.*set"):
         await node.workflow("bp").result()
 
 
@@ -158,7 +158,7 @@ def test_retry_policy_values() -> None:
     assert garrison.RetryPolicy(non_retryable=[KeyError]).retryable(ValueError())
     with pytest.raises(ValueError, match="max_attempts"):
         garrison.RetryPolicy(max_attempts=0)
-    with pytest.raises(ValueError, match="duration|delay"):
+    with pytest.raises(ValueError, match=r"duration|delay"):
         garrison.RetryPolicy(initial_delay="soon")
 
 

@@ -177,7 +177,7 @@ async def randomness() -> list[Any]:
 async def random_then_wait() -> list[Any]:
     values = [workflow.now().isoformat(), str(workflow.uuid4()), workflow.random()]
     await process.inbox().receive()
-    return values + [workflow.now().isoformat(), str(workflow.uuid4()), workflow.random()]
+    return [*values, workflow.now().isoformat(), str(workflow.uuid4()), workflow.random()]
 
 
 async def cancellable() -> str:
