@@ -1,0 +1,117 @@
+"""Workflows for the SIGKILL crash tests; every side effect leaves a marker line.
+
+Markers go to the file named by ``GARRISON_MARKERS`` (one ``O_APPEND`` write per
+line, so they survive the writer being killed) and tell the parent test what
+ran, how often, and when it is time to kill.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import trio
+
+import garrison
+from garrison import process, workflow
+
+
+def mark(tag: str) -> None:
+    fd = os.open(os.environ["GARRISON_MARKERS"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, f"{tag}\n".encode())
+    finally:
+        os.close(fd)
+
+
+def markers() -> list[str]:
+    try:
+        with open(os.environ["GARRISON_MARKERS"]) as f:
+            return f.read().splitlines()
+    except FileNotFoundError:
+        return []
+
+
+@garrison.activity
+async def step(tag: str) -> str:
+    mark(f"step:{tag}")
+    return tag
+
+
+@garrison.activity
+async def slow_step(tag: str) -> str:
+    """Slow (10 s) on its first execution only: the parent kills it meanwhile."""
+    first = f"slow:{tag}:start" not in markers()
+    mark(f"slow:{tag}:start")
+    if first:
+        await trio.sleep(10)
+    mark(f"slow:{tag}:end")
+    return tag
+
+
+async def three_steps() -> str:
+    a = await step("one")
+    b = await slow_step("two")
+    c = await step("three")
+    return ",".join([a, b, c])
+
+
+async def plain_steps() -> str:
+    return ",".join([await step("one"), await step("two"), await step("three")])
+
+
+async def sleepy(seconds: float) -> float:
+    await step("before")
+    t0 = workflow.now()
+    await workflow.sleep(seconds)
+    t1 = workflow.now()
+    await step("after")
+    return (t1 - t0).total_seconds()
+
+
+async def waits_for_message() -> list[str]:
+    await step("before")
+    msg = await process.inbox().receive()
+    await step(f"got:{msg.payload}")
+    return [msg.topic, msg.payload]
+
+
+async def five_then_wait() -> list[str]:
+    out = [await step(f"s{i}") for i in range(1, 6)]
+    msg = await process.inbox().receive()
+    out.append(msg.payload)
+    return out
+
+
+async def collector(n: int) -> list[int]:
+    inbox = process.inbox()
+    return [(await inbox.receive()).payload for _ in range(n)]
+
+
+async def sender(to: str, n: int) -> int:
+    pid = garrison.Pid.parse(to)
+    for i in range(n):
+        await process.send(pid, "n", i)
+        if i % 10 == 9:
+            await step(f"tick:{i + 1}")
+            if i + 1 < n:
+                await trio.sleep(0.3)  # a window for the parent's SIGKILL (not durable)
+    return n
+
+
+def now() -> float:
+    return time.time()
+
+
+async def pair(n: int) -> list[int]:
+    """A collector and a sender child workflow; returns what the collector received."""
+    receiver = await process.spawn(collector, n)
+    await process.spawn(sender, str(receiver), n)
+    results: dict[str, object] = {}
+    events = process.events()
+    while len(results) < 2:
+        ev = await events.receive()
+        results[str(ev.pid)] = ev.result if ev.ok else str(ev.error)
+    got = results[str(receiver)]
+    assert isinstance(got, list)
+    return got

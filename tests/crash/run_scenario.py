@@ -1,0 +1,75 @@
+"""Child process of the crash tests: run (or resume) one workflow on a store file.
+
+    python run_scenario.py DB start WORKFLOW_ID TARGET [JSON_ARGS]
+    python run_scenario.py DB resume WORKFLOW_ID [--send TOPIC JSON]
+
+Prints one JSON line ``{"result": ..., "error": ...}`` when the workflow ends.
+``GARRISON_KILL_AT`` makes this process SIGKILL itself at a precise point:
+``record:<activity name>`` (the activity ran, its journal row is not committed) or
+``replay:<seq>`` (while replaying that seq).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import trio  # noqa: E402
+import crash_app  # noqa: E402
+
+import garrison  # noqa: E402
+from garrison.hosts import _replay, _workflow_host  # noqa: E402
+
+
+def install_kill_point() -> None:
+    where = os.environ.get("GARRISON_KILL_AT", "")
+    if where.startswith("record:"):
+        name = where.partition(":")[2]
+        original = _workflow_host._Workflow._record
+
+        def record(self, tx, seq, kind, name_, outcome_json, attempts=1):  # type: ignore[no-untyped-def]
+            if kind == "activity" and name_ == name:
+                crash_app.mark(f"kill:record:{name}")
+                os.kill(os.getpid(), signal.SIGKILL)
+            return original(self, tx, seq, kind, name_, outcome_json, attempts)
+
+        _workflow_host._Workflow._record = record  # type: ignore[method-assign]
+    elif where.startswith("replay:"):
+        at = int(where.partition(":")[2])
+        take = _replay.Cursor.take
+
+        def take_and_die(self, kind, name):  # type: ignore[no-untyped-def]
+            if self.seq == at and self.seq in self.entries:
+                crash_app.mark(f"kill:replay:{at}")
+                os.kill(os.getpid(), signal.SIGKILL)
+            return take(self, kind, name)
+
+        _replay.Cursor.take = take_and_die  # type: ignore[method-assign]
+
+
+async def main() -> None:
+    db, mode, wid = sys.argv[1:4]
+    rest = sys.argv[4:]
+    async with garrison.open_node(store=db) as node:
+        crash_app.mark(f"node:{mode}")
+        if mode == "start":
+            target = getattr(crash_app, rest[0])
+            args = json.loads(rest[1]) if len(rest) > 1 else []
+            await node.start_workflow(target, *args, id=wid)
+        elif rest and rest[0] == "--send":
+            await node.workflow(wid).signal(rest[1], json.loads(rest[2]))
+        out: dict[str, object] = {}
+        try:
+            out["result"] = await node.workflow(wid).result()
+        except Exception as exc:  # reported to the parent
+            out["error"] = f"{type(exc).__name__}: {exc}"
+        print(json.dumps(out), flush=True)
+
+
+if __name__ == "__main__":
+    install_kill_point()
+    trio.run(main)
