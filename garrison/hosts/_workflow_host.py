@@ -45,7 +45,8 @@ from .._errors import (
 from ..actors._mailbox import timeout_seconds
 from ..actors._runtime import _current, set_runtime
 from ..actors._values import ErrorInfo, Event, EventKind, Message, Pid
-from ..persistence import RawJson, SQLiteStore, Transaction, WorkflowStatus, structure, to_json
+from ..persistence import RawJson, SQLiteStore, Transaction, WorkflowStatus, to_json
+from ..persistence import structure as _structure
 from ._process_host import _refs, noproc
 from ._replay import (
     CANCEL,
@@ -193,6 +194,13 @@ def restore_args(fn: Any, plain_args: list[Any], what: str) -> list[Any]:
             hint = params[-1][1]
         out.append(structure(value, hint, what=f"argument {i + 1} of {what}"))
     return out
+
+
+def structure(value: Any, hint: Any, *, what: str) -> Any:
+    """Restore a typed value from its JSON shape (``-> None`` and ``Any`` pass through)."""
+    if hint is Any or hint is None or hint is type(None):
+        return value
+    return _structure(value, hint, what=what)
 
 
 def return_hint(fn: Any) -> Any:
