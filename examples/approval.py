@@ -14,7 +14,7 @@ import sys
 import trio
 
 import garrison
-from garrison import process, workflow
+from garrison import process
 
 
 @garrison.activity
