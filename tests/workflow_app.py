@@ -292,3 +292,17 @@ async def lister() -> list[Any]:
     got_b = await box.receive()
     got_any = await process.inbox().receive()
     return [got_b.payload, got_any.payload]
+
+
+SWALLOW_FIRST = "activity_a"
+
+
+async def swallower() -> str:
+    """Catches every exception around its first activity (and so would hide a
+    divergence if the runtime let it)."""
+    try:
+        await (activity_a if SWALLOW_FIRST == "activity_a" else activity_b)(1)
+    except Exception:
+        pass
+    await process.inbox().receive()
+    return "done"

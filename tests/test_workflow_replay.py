@@ -1,0 +1,129 @@
+"""Replay: golden journals against today's code, and divergence (NonDeterminismError)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+import workflow_app as app
+
+import garrison
+from garrison.hosts._replay import Cursor, Entry
+from garrison.persistence import RawJson, SQLiteStore, Transaction
+
+GOLDEN = Path(__file__).resolve().parent / "golden"
+
+
+@pytest.fixture(autouse=True)
+def _reset() -> None:
+    app.LOG.clear()
+
+
+def load_golden(store: SQLiteStore, wid: str, data: dict[str, Any]) -> None:
+    tx = Transaction().create_workflow(wid, data["workflow"], data["input"], status="running")
+    for rec in data["journal"]:
+        tx.append_journal(wid, rec["seq"], rec["kind"], rec["name"],
+                          RawJson(json.dumps(rec["outcome"])), attempts=rec["attempts"])
+    store.write(tx)
+
+
+@pytest.mark.parametrize("name", ["order_saga_completed", "order_saga_ship_failed", "approval"])
+async def test_golden_journal_replays_to_its_result_without_running_activities(
+        name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    data = json.loads((GOLDEN / f"{name}.json").read_text())
+    store = SQLiteStore()
+    load_golden(store, "g", data)
+    async with garrison.open_node(store=store) as node:
+        handle = node.workflow("g")
+        result = await handle.result()
+        assert handle.status() == "completed"
+    from garrison.persistence import unstructure
+
+    assert unstructure(result) == data["result"]
+    out = capsys.readouterr().out
+    assert "compensate:" not in out and "submitted" not in out  # nothing re-executed
+    assert len(store.journal("g")) == len(data["journal"])
+    store.close()
+
+
+async def test_golden_journal_that_diverges_blocks_the_workflow(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    data = json.loads((GOLDEN / "order_saga_ship_failed.json").read_text())
+    data["journal"][1]["name"] = "examples.order_saga:old_charge"  # recorded by older code
+    store = SQLiteStore()
+    load_golden(store, "g", data)
+    async with garrison.open_node(store=store) as node:
+        with pytest.raises(garrison.NonDeterminismError) as info:
+            await node.workflow("g").result()
+        assert node.workflow("g").status() == "blocked"
+    err = info.value
+    assert err.workflow_id == "g" and err.seq == 2
+    assert "examples.order_saga:old_charge" in str(err)
+    assert "examples.order_saga:charge_payment" in str(err)
+    assert len(store.journal("g")) == len(data["journal"])  # journal intact
+    assert store.get_workflow("g").status == "blocked"
+    store.close()
+
+
+async def test_divergence_blocks_then_corrected_code_resumes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    db = str(tmp_path / "wf.db")
+    original = app.evolving
+    async with garrison.open_node(store=db) as node:
+        await node.start_workflow(app.evolving, 1, id="e")
+        while node.workflow("e").status() != "waiting":
+            await trio.sleep(0.001)
+    assert app.LOG == [("activity_a", 1)]
+
+    monkeypatch.setattr(app, "evolving", app.evolving_diverged)  # a broken deploy
+    async with garrison.open_node(store=db) as node:
+        handle = node.workflow("e")
+        with pytest.raises(garrison.NonDeterminismError) as info:
+            await handle.result()
+        assert handle.status() == "blocked"
+        msg = str(info.value)
+        assert "'e'" in msg and "seq 1" in msg
+        assert "activity 'workflow_app:activity_a'" in msg
+        assert "activity 'workflow_app:activity_b'" in msg
+        # a message to a blocked workflow is still committed to its inbox
+        await handle.signal("go")
+        assert [r.kind for r in handle.history()] == ["activity"]
+    assert app.LOG == [("activity_a", 1)]  # activity_b never ran
+
+    monkeypatch.setattr(app, "evolving", original)  # the fix
+    async with garrison.open_node(store=db) as node:
+        assert await node.workflow("e").result() == 10 + 20
+    assert app.LOG == [("activity_a", 1), ("activity_a", 2)]
+
+
+async def test_swallowed_divergence_is_raised_again(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    db = str(tmp_path / "wf.db")
+    async with garrison.open_node(store=db) as node:
+        await node.start_workflow(app.swallower, id="s")
+        while node.workflow("s").status() != "waiting":
+            await trio.sleep(0.001)
+    monkeypatch.setattr(app, "SWALLOW_FIRST", "activity_b")
+    async with garrison.open_node(store=db) as node:
+        with pytest.raises(garrison.NonDeterminismError):
+            await node.workflow("s").result()
+        assert node.workflow("s").status() == "blocked"
+
+
+def test_cursor_checks_kind_and_name() -> None:
+    c = Cursor("w", [Entry(1, "activity", "a", {"ok": 1}), Entry(2, "sleep", "", {})])
+    assert c.replaying and c.take("activity", "a") is not None
+    with pytest.raises(garrison.NonDeterminismError, match=r"seq 2.*sleep ''.*receive 'inbox'"):
+        c.take("receive", "inbox")
+    with pytest.raises(garrison.NonDeterminismError):  # kept and raised again
+        c.take("sleep", "")
+
+
+def test_cursor_code_that_returns_early_diverges() -> None:
+    c = Cursor("w", [Entry(1, "activity", "a", {"ok": 1}), Entry(2, "activity", "b", {})])
+    c.take("activity", "a")
+    with pytest.raises(garrison.NonDeterminismError, match="returned"):
+        c.finished()
