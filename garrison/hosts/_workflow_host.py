@@ -46,8 +46,8 @@ from ..actors._mailbox import timeout_seconds
 from ..actors._runtime import _current, set_runtime
 from ..actors._values import ErrorInfo, Event, EventKind, Message, Pid
 from ..persistence import RawJson, SQLiteStore, Transaction, WorkflowStatus, to_json
-from ..persistence._sqlite import _Request
 from ..persistence import structure as _structure
+from ..persistence._sqlite import _Request
 from ._process_host import _refs, noproc
 from ._replay import (
     CANCEL,
@@ -1092,7 +1092,7 @@ class WorkflowHost:
                 trio.lowlevel.current_statistics().tasks_runnable == 0:
             return store.write(tx)  # no other task could join a batch now
         request = _Request(tx)
-        request.task = trio.lowlevel.current_task()  # type: ignore[attr-defined]
+        request.task = trio.lowlevel.current_task()
         pending.append(request)
         if len(pending) == 1 and self._committer_task is not None:
             trio.lowlevel.reschedule(self._committer_task)
@@ -1120,7 +1120,8 @@ class WorkflowHost:
             # until each of them has run again, their next commits form the next batch
             self._released += len(batch)
             for request in batch:
-                task = request.task  # type: ignore[attr-defined]
+                task = request.task
+                assert task is not None
                 if request.error is not None:
                     trio.lowlevel.reschedule(task, outcome.Error(request.error))
                 else:
