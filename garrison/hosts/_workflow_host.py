@@ -76,6 +76,18 @@ _BUDGET = 64
 
 
 # ====================================================================== helpers
+try:  # the run queue's length, without building a RunStatistics (hot path)
+    from trio._core._run import GLOBAL_RUN_CONTEXT as _RUN
+
+    def _runnable() -> int:
+        return len(_RUN.runner.runq)
+
+    _runnable()  # type: ignore[unused-ignore]
+except Exception:  # pragma: no cover - another trio version: the public, slower way
+
+    def _runnable() -> int:
+        return trio.lowlevel.current_statistics().tasks_runnable
+
 def current_workflow() -> _Workflow | None:
     """The workflow runtime of the calling task, or ``None`` (also inside an activity)."""
     rt = _current.get(None)
@@ -202,6 +214,11 @@ def structure(value: Any, hint: Any, *, what: str) -> Any:
     if hint is Any or hint is None or hint is type(None):
         return value
     return _structure(value, hint, what=what)
+
+
+@functools.lru_cache(maxsize=1024)
+def _is_async(fn: Any) -> bool:
+    return inspect.iscoroutinefunction(fn)
 
 
 def return_hint(fn: Any) -> Any:
@@ -663,21 +680,30 @@ class _Workflow:
         text = ""
         plain: Any = None
         failure: ErrorInfo | None = None
-        is_async = inspect.iscoroutinefunction(fn)
+        is_async = _is_async(fn)
         self.in_activity = True
         try:
             while True:
                 attempt += 1
                 exc: BaseException | None = None
                 try:
-                    with trio.move_on_after(timeout if timeout is not None else float("inf")) \
-                            as cs:
+                    timed_out = False
+                    if timeout is None:
                         if is_async:
                             value = await fn(*args, **kwargs)
                         else:
                             value = await trio.to_thread.run_sync(
                                 functools.partial(fn, *args, **kwargs), abandon_on_cancel=True)
-                    if cs.cancelled_caught:
+                    else:
+                        with trio.move_on_after(timeout) as cs:
+                            if is_async:
+                                value = await fn(*args, **kwargs)
+                            else:
+                                value = await trio.to_thread.run_sync(
+                                    functools.partial(fn, *args, **kwargs),
+                                    abandon_on_cancel=True)
+                        timed_out = cs.cancelled_caught
+                    if timed_out:
                         exc = TimeoutError(f"activity {name!r} attempt {attempt} took longer "
                                            f"than its timeout of {timeout:g}s")
                     else:
@@ -1088,8 +1114,7 @@ class WorkflowHost:
         if not self._inline:
             return await store.commit(tx)
         pending = self._pending
-        if not pending and not self._released and not store._flushing and \
-                trio.lowlevel.current_statistics().tasks_runnable == 0:
+        if not pending and not self._released and not store._flushing and not _runnable():
             return store.write(tx)  # no other task could join a batch now
         request = _Request(tx)
         request.task = trio.lowlevel.current_task()
