@@ -401,3 +401,25 @@ async def test_message_from_a_tool_while_the_node_runs(tmp_path: Path) -> None:
             tool.deliver("r", "from-tool", 8)
         with trio.fail_after(5):
             assert await node.workflow("r").result() == ["from-tool", 8]
+
+
+async def test_a_second_node_on_an_unlocked_store_sends_starts_and_waits(
+        tmp_path: Path) -> None:
+    db = str(tmp_path / "wf.db")
+    async with garrison.open_node(store=db) as owner:
+        await owner.start_workflow(app.receiver, id="r")
+        await wait_status(owner.workflow("r"), "waiting")
+        tool_store = SQLiteStore(db, lock=False)
+        async with garrison.open_node(store=tool_store) as other:
+            # a message from the other node is committed before send returns
+            await other.send(garrison.Pid("workflows", "r"), "hi", 1)
+            with SQLiteStore(db, lock=False) as peek:
+                assert [m.topic for m in peek.pending_messages("r")] in (["hi"], [])
+            with trio.fail_after(5):
+                assert await other.workflow("r").result() == ["hi", 1]
+            # the other node starts a workflow; the owner runs it
+            await other.start_workflow(app.steps, 0, 2, id="s")
+            with trio.fail_after(5):
+                assert await other.workflow("s").result() == 2
+            assert "s" not in other.hosts["workflows"].active
+        tool_store.close()

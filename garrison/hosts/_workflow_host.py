@@ -1043,7 +1043,10 @@ class WorkflowHost:
         self._inline = store.synchronous != "full"
         # an in-memory store (no fsync) always writes in the trio thread: cheap, and
         # no worker thread lets a MockClock jump time under a commit in flight
-        self._always_inline = store.path is None
+        #: a store opened with ``lock=False``: another node runs the workflows; this
+        #: host only writes to the store (the owner picks the writes up) and reads it
+        self.client = store.path is not None and not getattr(store, "locked", True)
+        self._always_inline = store.path is None or self.client
         self._closing = False
         self._stop_poll = threading.Event()
         self._pending: list[_Request] = []
@@ -1059,6 +1062,9 @@ class WorkflowHost:
         """Resume every unfinished workflow, then serve until cancelled."""
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            if self.client:
+                task_status.started()
+                await trio.sleep_forever()
             for record in self.store.unfinished_workflows():
                 try:
                     wf = self._load(record)
@@ -1234,6 +1240,8 @@ class WorkflowHost:
             parent_wf._record(tx, seq, "spawn", label, _dumps({"pid": str(pid)}))
         results = await self.commit(tx)
         created = results[n]
+        if self.client:
+            return pid  # the node that holds the store's lock runs it
         if not created:
             if wid not in self.active:
                 record = self.store.get_workflow(wid)
@@ -1330,6 +1338,16 @@ class WorkflowHost:
     # ------------------------------------------------------------ node hooks
     async def deliver_durable(self, pid: Pid, msg: Message, text: str | None = None) -> bool:
         """Commit ``msg`` to the workflow's inbox before returning; False for a dead letter."""
+        if self.client:
+            record = self.store.get_workflow(pid.id)
+            if record is None or S(record.status).finished:
+                await trio.lowlevel.checkpoint()
+                return False
+            payload = RawJson(text) if text is not None else msg.payload
+            self.store.write(Transaction().deliver(pid.id, msg.topic, payload, msg_id=msg.id,
+                                                   sender=msg.sender, call_ref=msg.call_ref))
+            await trio.lowlevel.checkpoint()
+            return True
         wf = self.active.get(pid.id)
         if wf is None:
             await trio.lowlevel.checkpoint()
@@ -1473,6 +1491,12 @@ class WorkflowHost:
 
     def request_cancel(self, wid: str) -> bool:
         """Flag the workflow cancelled (committed now); it sees ``WorkflowCancelled``."""
+        if self.client:
+            record = self.store.get_workflow(wid)
+            if record is None or S(record.status).finished:
+                return False
+            self.store.request_cancel(wid)
+            return True
         wf = self.active.get(wid)
         if wf is None:
             return False
@@ -1548,6 +1572,11 @@ class WorkflowHost:
             if record is None:
                 raise NoSuchWorkflow(wid)
             status = S(record.status)
+            while self.client and not status.finished:
+                await trio.sleep(0.02)  # another node runs it: watch the store
+                record = self.store.get_workflow(wid)
+                assert record is not None
+                status = S(record.status)
             if not status.finished:
                 raise NonDeterminismError(
                     f"workflow {wid!r} is {status} but not running on this node: "
