@@ -168,3 +168,12 @@ def test_no_message_lost_or_duplicated_across_a_kill(sc: Scenario) -> None:
     assert [k for k, _ in sc.journal("p.2")].count("send") == 30
     c = sc.count()
     assert c["step:tick:10"] == 1 and c["step:tick:30"] == 1
+
+
+def test_message_from_another_os_process_while_the_node_runs(sc: Scenario) -> None:
+    proc = sc.popen("start", "w", "waits_for_message")
+    sc.wait_marker("step:before", proc)
+    with SQLiteStore(sc.db, lock=False) as tool:  # this test process is the other node
+        tool.deliver("w", "hello", "from-afar")
+    assert sc.finish(proc) == ["hello", "from-afar"]
+    assert sc.count()["step:got:from-afar"] == 1
