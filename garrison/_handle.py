@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from ._node import Node
     from .hosts._workflow_host import WorkflowHost
 
-__all__ = ["WorkflowHandle", "WorkflowSummary"]
+__all__ = ["PromiseHandle", "WorkflowHandle", "WorkflowSummary"]
 
 
 @attrs.frozen
@@ -86,7 +86,33 @@ class WorkflowHandle:
         """A value the workflow stored with ``workflow.set_state`` (committed ones)."""
         return self.host.store.get_state(self.workflow_id, key, default)
 
-    def promise(self, name: str) -> Any:
-        """A durable promise of the workflow (not implemented yet: raises)."""
-        raise NotImplementedError("durable promises are not implemented yet in this version "
-                                  "of garrison; send the workflow a message instead")
+    def promise(self, name: str) -> PromiseHandle:
+        """The workflow's durable promise ``name``, to resolve or reject from outside."""
+        return PromiseHandle(self, name)
+
+
+@attrs.frozen
+class PromiseHandle:
+    """A workflow's durable promise seen from outside.
+
+    >>> await node.workflow("order-17").promise("approval").resolve({"by": "ann"})  # doctest: +SKIP
+    """
+
+    handle: WorkflowHandle
+    name: str
+
+    async def resolve(self, value: Any = None) -> None:
+        """Complete the promise with ``value``; a second completion raises
+        ``PromiseAlreadyCompleted``."""
+        await self.handle.host.complete_promise(self.handle.workflow_id, self.name,
+                                                "resolved", value)
+
+    async def reject(self, message: str) -> None:
+        """Reject the promise: the workflow's ``await`` raises ``PromiseRejected(message)``."""
+        await self.handle.host.complete_promise(self.handle.workflow_id, self.name,
+                                                "rejected", message)
+
+    def status(self) -> str:
+        """``pending``, ``resolved`` or ``rejected`` (``pending`` if not declared yet)."""
+        rec = self.handle.host.store.get_promise(self.handle.workflow_id, self.name)
+        return "pending" if rec is None else str(rec.status)

@@ -174,40 +174,63 @@ def get_state(key: str, default: Any = None) -> Any:
     return wf.state.get(key, default)
 
 
-def _not_yet(name: str) -> NotImplementedError:
-    return NotImplementedError(
-        f"workflow.{name}() is not implemented yet in this version of garrison "
-        "(planned with durable promises and concurrent awaitables); use process messages, "
-        "workflow.sleep and process.inbox().receive(timeout=...) instead"
-    )
-
-
 def promise(name: str) -> Any:
-    """A durable promise resolved from outside (not implemented yet: raises)."""
-    raise _not_yet("promise")
+    """A durable promise, resolved from outside with
+    ``await node.workflow(id).promise(name).resolve(value)`` (or ``.reject(message)``).
+
+    ``await p`` returns the value or raises :class:`~garrison.PromiseRejected`;
+    it may be raced with timers and activities in :func:`first`::
+
+        approval = workflow.promise("approval")
+        decision = await approval
+    """
+    wf = require_workflow("workflow.promise()")
+    return wf.promise(name)
 
 
 def timer(duration: Any) -> Any:
-    """A durable timer awaitable for ``first``/``gather`` (not implemented yet: raises)."""
-    raise _not_yet("timer")
+    """A durable timer: its deadline is journaled now; ``await`` it, or race it with
+    :func:`first` (``timer("1h")`` in ``first(promise, timer)`` is a deadline)."""
+    wf = require_workflow("workflow.timer()")
+    return wf.timer(parse_duration(duration, what="timer duration"))
 
 
-def start(fn: Any, *args: Any, **kwargs: Any) -> Any:
-    """Start an activity without awaiting it (not implemented yet: raises)."""
-    raise _not_yet("start")
+def start(fn: Any, *args: Any, retry: RetryPolicy | None = None, timeout: Any = None,
+          **kwargs: Any) -> Any:
+    """Start an activity without waiting for it; returns a handle to ``await`` (or to
+    pass to :func:`first` / :func:`gather`). Journaled like :func:`call`::
+
+        a = workflow.start(fetch, "a")
+        b = workflow.start(fetch, "b")
+        ra, rb = await workflow.gather(a, b)
+    """
+    wf = require_workflow("workflow.start()")
+    seconds = None if timeout is None else parse_duration(timeout, what="activity timeout")
+    return wf.start_activity(fn, args, kwargs, retry=retry, timeout=seconds)
 
 
 async def first(*awaitables: Any) -> Any:
-    """The awaitable that finished first, decided durably (not implemented yet: raises)."""
-    raise _not_yet("first")
+    """The awaitable (promise, timer, started activity) that finished first, decided
+    durably: a replay returns the same one. Compare with ``is``; ``await`` it for its
+    value. Ties go to the earliest argument::
+
+        deadline = workflow.timer("2d")
+        done = await workflow.first(approval, deadline)
+        if done is deadline: ...
+    """
+    wf = require_workflow("workflow.first()")
+    return await wf.first(awaitables)
 
 
 async def gather(*awaitables: Any) -> list[Any]:
-    """All results, in argument order (not implemented yet: raises)."""
-    raise _not_yet("gather")
+    """All their results, in argument order (the first error is raised)."""
+    require_workflow("workflow.gather()")
+    return [await a for a in awaitables]
 
 
 def continue_as_new(*args: Any) -> Any:
-    """End this run and start a fresh one with an empty journal (not implemented yet)."""
-    raise _not_yet("continue_as_new")
-
+    """End this run (this call never returns) and start a fresh run of the same
+    workflow id with an empty journal and ``args``. Its inbox, state and promises are
+    kept. Use it to keep the journal of a long-lived workflow short."""
+    wf = require_workflow("workflow.continue_as_new()")
+    wf.continue_as_new(args)

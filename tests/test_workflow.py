@@ -330,11 +330,56 @@ async def test_workflow_api_outside_a_workflow_raises() -> None:
         await workflow.sleep(1)
 
 
-async def test_issue5_names_raise_not_implemented() -> None:
-    with pytest.raises(NotImplementedError, match="promise"):
-        workflow.promise("p")
-    with pytest.raises(NotImplementedError, match="continue_as_new"):
-        workflow.continue_as_new()
+async def test_promise_resolved_from_outside_wins_the_race(node: garrison.Node,
+                                                           autojump_clock: Any) -> None:
+    await node.start_workflow(app.promise_or_deadline, "1d", id="p")
+    handle = node.workflow("p")
+    await wait_status(handle, "waiting")
+    await handle.promise("approval").resolve({"by": "ann"})
+    assert await handle.result() == {"by": "ann"}
+    assert trio.current_time() < 10
+    with pytest.raises(garrison.PromiseAlreadyCompleted):
+        await handle.promise("approval").resolve("again")
+    assert handle.promise("approval").status() == "resolved"
+    assert [k for k, _ in kinds(handle)] == ["promise", "timer", "first", "await_promise"]
+
+
+async def test_promise_rejected_and_timer_that_wins(node: garrison.Node,
+                                                    autojump_clock: Any) -> None:
+    await node.start_workflow(app.promise_or_deadline, "1d", id="r")
+    await wait_status(node.workflow("r"), "waiting")
+    await node.workflow("r").promise("approval").reject("no budget")
+    assert await node.workflow("r").result() == (
+        "rejected: promise 'approval' of workflow 'r' was rejected: no budget")
+    t0 = trio.current_time()
+    await node.start_workflow(app.promise_or_deadline, "2h", id="t")
+    assert await node.workflow("t").result() == "expired"
+    assert trio.current_time() - t0 == pytest.approx(7200)
+
+
+async def test_started_activities_and_gather(node: garrison.Node) -> None:
+    await node.start_workflow(app.fan_out, id="g")
+    assert await node.workflow("g").result() == [2, 11, "ValueError"]
+    assert [k for k, _ in kinds(node.workflow("g"))] == ["activity"] * 3
+
+
+async def test_continue_as_new_starts_a_fresh_journal(node: garrison.Node) -> None:
+    await node.start_workflow(app.countdown, 3, 0, id="cd")
+    total, length, has_run_id = await node.workflow("cd").result()
+    assert (total, length, has_run_id) == (6, 1, True)
+    assert len(node.workflow("cd").history()) == 1
+    assert [x[1] for x in app.LOG] == [3, 2, 1, 0]
+
+
+async def test_promise_survives_a_restart(tmp_path: Path) -> None:
+    db = str(tmp_path / "wf.db")
+    async with garrison.open_node(store=db) as node:
+        await node.start_workflow(app.promise_or_deadline, "1d", id="p")
+        await wait_status(node.workflow("p"), "waiting")
+    with SQLiteStore(db) as store:  # resolved while no node runs
+        store.resolve_promise("p", "approval", "offline-ok")
+    async with garrison.open_node(store=db) as node:
+        assert await node.workflow("p").result() == "offline-ok"
 
 
 # ------------------------------------------------------------------ restarts in one process

@@ -306,3 +306,35 @@ async def swallower() -> str:
         pass
     await process.inbox().receive()
     return "done"
+
+
+async def promise_or_deadline(deadline: str) -> Any:
+    approval = workflow.promise("approval")
+    timer = workflow.timer(deadline)
+    done = await workflow.first(approval, timer)
+    if done is timer:
+        await timer
+        return "expired"
+    try:
+        return await approval
+    except garrison.PromiseRejected as exc:
+        return f"rejected: {exc}"
+
+
+async def fan_out() -> list[Any]:
+    a = workflow.start(add_one, 1)
+    b = workflow.start(add_one, 10)
+    c = workflow.start(picky, 3)
+    results = await workflow.gather(a, b)
+    try:
+        await c
+    except garrison.ActivityError as exc:
+        results.append(exc.error.type)
+    return results
+
+
+async def countdown(n: int, total: int) -> list[Any]:
+    await add_one(n)
+    if n > 0:
+        workflow.continue_as_new(n - 1, total + n)
+    return [total, workflow.history_length(), workflow.info().run_id != ""]

@@ -76,6 +76,19 @@ _BUDGET = 64
 
 
 # ====================================================================== helpers
+#: set inside an activity's code: workflow operations are refused there
+_IN_ACTIVITY: contextvars.ContextVar[bool] = contextvars.ContextVar("garrison_in_activity",
+                                                                    default=False)
+
+
+class ContinueAsNew(BaseException):
+    """Raised by ``workflow.continue_as_new``: ends this run, starts a fresh one."""
+
+    def __init__(self, args: tuple[Any, ...]) -> None:
+        super().__init__("continue_as_new")
+        self.args_ = args
+
+
 try:  # the run queue's length, without building a RunStatistics (hot path)
     from trio._core._run import GLOBAL_RUN_CONTEXT as _RUN
 
@@ -91,7 +104,7 @@ except Exception:  # pragma: no cover - another trio version: the public, slower
 def current_workflow() -> _Workflow | None:
     """The workflow runtime of the calling task, or ``None`` (also inside an activity)."""
     rt = _current.get(None)
-    if type(rt) is _Workflow and not rt.in_activity:
+    if type(rt) is _Workflow and not _IN_ACTIVITY.get():
         return rt
     return None
 
@@ -102,7 +115,7 @@ def require_workflow(what: str) -> _Workflow:
 
     rt = _current.get(None)
     if type(rt) is _Workflow:
-        if rt.in_activity:
+        if _IN_ACTIVITY.get():
             raise NotInProcess(f"{what} cannot be used inside an activity (only in the "
                                "workflow function itself)")
         return rt
@@ -288,6 +301,94 @@ class DurableInbox:
         return await self.receive()
 
 
+# ====================================================================== awaitables
+class ActivityHandle:
+    """An activity started with ``workflow.start``: ``await`` it for its result
+    (or its ``ActivityError``); ``done()`` says whether it has finished."""
+
+    __slots__ = ("_event", "_outcome", "_wf", "hint", "name")
+
+    def __init__(self, wf: _Workflow, name: str, hint: Any) -> None:
+        self._wf = wf
+        self.name = name
+        self.hint = hint
+        self._outcome: outcome.Outcome[Any] | None = None
+        self._event: trio.Event | None = None
+
+    def __repr__(self) -> str:
+        return f"<activity {self.name} {'done' if self.done() else 'running'}>"
+
+    def done(self) -> bool:
+        """True once its outcome is recorded."""
+        return self._outcome is not None
+
+    def _entry(self, out: dict[str, Any]) -> None:
+        if "error" in out:
+            self._outcome = outcome.Error(ActivityError(error_from_plain(out["error"]),
+                                                        name=self.name))
+        else:
+            self._outcome = outcome.Value(structure(out["ok"], self.hint,
+                                                    what=f"the result of activity {self.name!r}"))
+
+    def _set(self, result: outcome.Outcome[Any]) -> None:
+        self._outcome = result
+        if self._event is not None:
+            self._event.set()
+
+    def __await__(self) -> Any:
+        return self._result().__await__()
+
+    async def _result(self) -> Any:
+        if self._outcome is None:
+            self._event = self._event or trio.Event()
+            await self._event.wait()
+        else:
+            await trio.lowlevel.checkpoint()
+        assert self._outcome is not None
+        return self._outcome.unwrap()
+
+
+class DurablePromise:
+    """A durable promise of a workflow: ``await p`` returns the value it is resolved with
+    from outside (``handle.promise(name).resolve(v)``) or raises ``PromiseRejected``."""
+
+    __slots__ = ("_wf", "name")
+
+    def __init__(self, wf: _Workflow, name: str) -> None:
+        self._wf = wf
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"<promise {self.name!r} {'done' if self.done() else 'pending'}>"
+
+    def done(self) -> bool:
+        """True once resolved or rejected."""
+        return self.name in self._wf.promises
+
+    def __await__(self) -> Any:
+        return self._wf.await_promise(self.name).__await__()
+
+
+class DurableTimer:
+    """A durable timer (``workflow.timer``): ``await`` it, or race it with ``first``."""
+
+    __slots__ = ("_wf", "deadline")
+
+    def __init__(self, wf: _Workflow, deadline: float) -> None:
+        self._wf = wf
+        self.deadline = deadline
+
+    def __repr__(self) -> str:
+        return f"<timer at {timestamp(self.deadline).isoformat()}>"
+
+    def done(self) -> bool:
+        """True once the deadline has passed."""
+        return self._wf.host.clock.now() >= self.deadline
+
+    def __await__(self) -> Any:
+        return self._wf.await_timer(self).__await__()
+
+
 # ====================================================================== the workflow
 class _Workflow:
     """One workflow instance: its journal cursor, durable inbox and runtime."""
@@ -319,7 +420,8 @@ class _Workflow:
         self.trap_links = False
         self.state = state
         self.status: WorkflowStatus = S.RUNNING
-        self.in_activity = False
+        self.tasks: trio.Nursery | None = None  # started activities run here
+        self.promises: dict[str, tuple[str, Any]] = {}  # completed: name -> (status, value)
         self.topics: set[str] = set()
         self._inboxes: dict[str, DurableInbox] = {}
         self._wake: trio.Event | None = None
@@ -366,7 +468,7 @@ class _Workflow:
 
     # ------------------------------------------------------------ cancellation / checks
     def _op(self, what: str) -> None:
-        if self.in_activity:
+        if _IN_ACTIVITY.get():
             from .._errors import NotInProcess
 
             raise NotInProcess(f"{what} cannot be used inside an activity of workflow "
@@ -461,8 +563,13 @@ class _Workflow:
                 fn = self.fn
                 if fn is None:
                     fn = self.fn = import_target(self.name)
-                args = restore_args(fn, self.input_plain, f"workflow {self.name}")
-                value = await fn(*args)
+                while True:
+                    args = restore_args(fn, self.input_plain, f"workflow {self.name}")
+                    try:
+                        value = await self._run_function(fn, args)
+                        break
+                    except ContinueAsNew as again:
+                        await self._continue_as_new(again.args_)
                 self.cursor.finished()
                 final = S.COMPLETED
             except NonDeterminismError as exc:
@@ -490,6 +597,37 @@ class _Workflow:
             error = ErrorInfo.from_exception(self._cancelled_error())
         with trio.CancelScope(shield=True):
             await host.finish(self, final, value, error)
+
+    async def _run_function(self, fn: Any, args: list[Any]) -> Any:
+        """Run the workflow function with a nursery for ``workflow.start``-ed activities;
+        its exception comes out unwrapped (not in an exception group)."""
+        failure: BaseException | None = None
+        value: Any = None
+        async with trio.open_nursery() as tasks:
+            self.tasks = tasks
+            try:
+                value = await fn(*args)
+            except BaseException as exc:
+                failure = exc
+            tasks.cancel_scope.cancel()  # activities nobody awaited: not recorded
+        self.tasks = None
+        if failure is not None:
+            raise failure
+        return value
+
+    async def _continue_as_new(self, args: tuple[Any, ...]) -> None:
+        """End this run: a fresh journal, the new arguments, a new run id."""
+        text = to_json(list(args), what=f"the arguments of workflow {self.name}")
+        run_id = _uuid.uuid4().hex
+        tx = self._take_buffer()
+        tx.reset_run(self.wid, RawJson(text), run_id=run_id, time=self.host.clock.now())
+        await self.host.commit(tx)
+        self.input_plain = _loads(text)
+        self.run_id = run_id
+        self.cursor = Cursor(self.wid, [])
+        self.timers.clear()
+        self.history_bytes = 0
+        self.created = self.host.clock.now()
 
     # ------------------------------------------------------------ delivery (host side)
     def deliver(self, msg: Message) -> None:
@@ -675,13 +813,21 @@ class _Workflow:
                 raise ActivityError(error_from_plain(out["error"]), name=name)
             return structure(out["ok"], hint, what=f"the result of activity {name!r}")
         seq = self.cursor.seq - 1
+        attempt, text, plain, failure = await self._run_activity(fn, args, kwargs, retry,
+                                                                 timeout, name)
+        return await self._activity_done(seq, name, hint, attempt, text, plain, failure)
+
+    async def _run_activity(self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
+                            retry: RetryPolicy | None, timeout: float | None, name: str
+                            ) -> tuple[int, str, Any, ErrorInfo | None]:
+        """Attempts with the retry policy; ``(attempts, json, plain, final error)``."""
         policy = retry or DEFAULT_RETRY
         attempt = 0
         text = ""
         plain: Any = None
         failure: ErrorInfo | None = None
         is_async = _is_async(fn)
-        self.in_activity = True
+        token = _IN_ACTIVITY.set(True)
         try:
             while True:
                 attempt += 1
@@ -722,7 +868,11 @@ class _Workflow:
                          name, self.wid, attempt, policy.max_attempts, exc)
                 await trio.sleep(policy.delay(attempt))
         finally:
-            self.in_activity = False
+            _IN_ACTIVITY.reset(token)
+        return attempt, text, plain, failure
+
+    async def _activity_done(self, seq: int, name: str, hint: Any, attempt: int, text: str,
+                             plain: Any, failure: ErrorInfo | None) -> Any:
         tx = Transaction()
         if failure is None:
             self._record(tx, seq, "activity", name, '{"ok":' + text + "}", attempt)
@@ -732,6 +882,135 @@ class _Workflow:
                      _dumps({"error": error_to_plain(failure)}), attempt)
         await self._commit(tx)
         raise ActivityError(failure, name=name)
+
+    # ------------------------------------------------------------ concurrent awaitables
+    def start_activity(self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], *,
+                       retry: RetryPolicy | None, timeout: float | None) -> ActivityHandle:
+        """``workflow.start``: the seq is taken now; the activity runs in the background."""
+        opts = getattr(fn, "__garrison_activity__", None)
+        name = None
+        if opts is not None:
+            fn = getattr(fn, "__wrapped__", fn)
+            retry = retry or opts.retry
+            timeout = timeout if timeout is not None else opts.timeout
+            name = opts.name
+        name = name or activity_name(fn)
+        entry = self._take("activity", name)
+        handle = ActivityHandle(self, name, return_hint(fn))
+        if entry is not None:
+            handle._entry(entry.outcome)
+            return handle
+        seq = self.cursor.seq - 1
+        if self.tasks is None:  # pragma: no cover - always set while the function runs
+            raise RuntimeError("workflow.start() outside the workflow function")
+        self.tasks.start_soon(self._background, handle, seq, fn, args, kwargs, retry, timeout)
+        return handle
+
+    async def _background(self, handle: ActivityHandle, seq: int, fn: Any,
+                          args: tuple[Any, ...], kwargs: dict[str, Any],
+                          retry: RetryPolicy | None, timeout: float | None) -> None:
+        attempt, text, plain, failure = await self._run_activity(fn, args, kwargs, retry,
+                                                                 timeout, handle.name)
+        with trio.CancelScope(shield=True):
+            try:
+                handle._set(outcome.Value(await self._activity_done(
+                    seq, handle.name, handle.hint, attempt, text, plain, failure)))
+            except ActivityError as exc:
+                handle._set(outcome.Error(exc))
+        self._notify()
+
+    def promise(self, name: str) -> DurablePromise:
+        """``workflow.promise``: declared (and journaled) where it is created."""
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"a promise name must be a non-empty string, got {name!r}")
+        if self._take("promise", name) is None:
+            tx = self._buffered()
+            self._record(tx, self.cursor.seq - 1, "promise", name, "null")
+            tx.create_promise(self.wid, name)
+        return DurablePromise(self, name)
+
+    async def await_promise(self, name: str) -> Any:
+        entry = self._take("await_promise", name)
+        if entry is None:
+            seq = self.cursor.seq - 1
+            try:
+                while name not in self.promises:
+                    await self._wait(None, S.WAITING)
+            except _Cancelled:
+                self._deliver_cancel(seq)
+            status, value = self.promises[name]
+            out = {"value": value} if status == "resolved" else {"rejected": value}
+            tx = Transaction()
+            self._record(tx, seq, "await_promise", name, _dumps(out))
+            await self._commit(tx)
+        else:
+            await self._yield()
+            out = entry.outcome
+        if "rejected" in out:
+            from .._errors import PromiseRejected
+
+            raise PromiseRejected(f"promise {name!r} of workflow {self.wid!r} was rejected: "
+                                  f"{out['rejected']}")
+        return out["value"]
+
+    def timer(self, seconds: float) -> DurableTimer:
+        """``workflow.timer``: the deadline is journaled where the timer is created."""
+        entry = self._take("timer", "")
+        if entry is not None:
+            deadline = float(entry.outcome["deadline"])
+        else:
+            deadline = self.host.clock.now() + seconds
+            self._record(self._buffered(), self.cursor.seq - 1, "timer", "",
+                         _dumps({"deadline": deadline}))
+        return DurableTimer(self, deadline)
+
+    async def await_timer(self, timer: DurableTimer) -> None:
+        entry = self._take("await_timer", "")
+        if entry is not None:
+            await self._yield()
+            return
+        seq = self.cursor.seq - 1
+        try:
+            while not timer.done():
+                await self._wait(self.host.clock.trio_deadline(timer.deadline), S.SLEEPING)
+        except _Cancelled:
+            self._deliver_cancel(seq)
+        tx = Transaction()
+        self._record(tx, seq, "await_timer", "", "null")
+        await self._commit(tx)
+
+    async def first(self, awaitables: tuple[Any, ...]) -> Any:
+        for a in awaitables:
+            if not isinstance(a, ActivityHandle | DurablePromise | DurableTimer):
+                raise TypeError(f"workflow.first() takes promises, timers and activities "
+                                f"started with workflow.start(), got {a!r}")
+            if a._wf is not self:
+                raise ValueError(f"{a!r} belongs to another workflow")
+        entry = self._take("first", "")
+        if entry is not None:
+            await self._yield()
+            return awaitables[int(entry.outcome["index"])]
+        seq = self.cursor.seq - 1
+        try:
+            while True:
+                for i, a in enumerate(awaitables):  # argument order: deterministic ties
+                    if a.done():
+                        tx = Transaction()
+                        self._record(tx, seq, "first", "", _dumps({"index": i}))
+                        await self._commit(tx)
+                        return a
+                deadlines = [a.deadline for a in awaitables if isinstance(a, DurableTimer)]
+                wake = self.host.clock.trio_deadline(min(deadlines)) if deadlines else None
+                only_timers = len(deadlines) == len(awaitables)
+                await self._wait(wake, S.SLEEPING if only_timers else S.WAITING)
+        except _Cancelled:
+            self._deliver_cancel(seq)
+            raise AssertionError("unreachable") from None
+
+    def continue_as_new(self, args: tuple[Any, ...]) -> None:
+        self._op("workflow.continue_as_new()")
+        to_json(list(args), what=f"the arguments of workflow {self.name}")  # PayloadError now
+        raise ContinueAsNew(args)
 
     # ------------------------------------------------------------ Runtime protocol
     def current_pid(self) -> Pid:
@@ -1097,7 +1376,31 @@ class WorkflowHost:
             cancel_requested=record.cancel_requested,
             watchers=[p for p in store.monitors(wid)], state=store.states(wid),
         )
+        self._load_promises(wf)
         return wf
+
+    def _load_promises(self, wf: _Workflow) -> None:
+        for rec in self.store.promises(wf.wid):
+            if rec.status != "pending":
+                wf.promises[rec.name] = (str(rec.status),
+                                         rec.value if rec.status == "resolved" else rec.error)
+
+    async def complete_promise(self, wid: str, name: str, status: str, value: Any) -> None:
+        """Resolve or reject a workflow's promise (``PromiseAlreadyCompleted`` the second
+        time); a waiting workflow wakes up."""
+        if status == "resolved":
+            text = to_json(value, what=f"the value of promise {name!r}")
+            tx = Transaction().resolve_promise(wid, name, RawJson(text))
+            stored: Any = _loads(text)
+        else:
+            tx = Transaction().reject_promise(wid, name, str(value))
+            stored = str(value)
+        self.store.write(tx)
+        wf = self.active.get(wid)
+        if wf is not None:
+            wf.promises[name] = (status, stored)
+            wf._notify()
+        await trio.lowlevel.checkpoint()
 
     async def commit(self, tx: Transaction) -> list[Any]:
         """Commit ``tx`` before returning; share the transaction with other workflows.
@@ -1203,6 +1506,9 @@ class WorkflowHost:
         if record.cancel_requested and not wf.cancel_requested:
             wf.cancel_requested = True
             consumed = True
+        before = len(wf.promises)
+        self._load_promises(wf)
+        consumed = consumed or len(wf.promises) != before
         if consumed:
             wf.pending.sort(key=lambda item: item.id)
             wf._notify()
@@ -1503,6 +1809,9 @@ class WorkflowHost:
         if not wf.cancel_requested:
             self.store.write(Transaction().request_cancel(wid))
             wf.cancel_requested = True
+            for child in list(self.active.values()):  # unfinished children go too
+                if child.parent == wf.pid and not child.done.is_set():
+                    self.request_cancel(child.wid)
         wf._notify()
         return True
 

@@ -18,11 +18,11 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import trio  # noqa: E402
-import crash_app  # noqa: E402
+import crash_app
+import trio
 
-import garrison  # noqa: E402
-from garrison.hosts import _replay, _workflow_host  # noqa: E402
+import garrison
+from garrison.hosts import _replay, _workflow_host
 
 
 def install_kill_point() -> None:
