@@ -360,12 +360,16 @@ class Node:
         from ._handle import WorkflowSummary
 
         h = self._workflow_host(host)
+        wanted = None if status is None else (
+            {str(status)} if isinstance(status, str) else {str(s) for s in status})
         out = []
-        for rec in h.store.list_workflows(status, search):
+        # the store knows running/blocked/finished; sleeping and waiting live in memory
+        for rec in h.store.list_workflows(None, search):
             wf = h.active.get(rec.workflow_id)
-            out.append(WorkflowSummary(rec.workflow_id, rec.name,
-                                       wf.status if wf is not None else rec.status,
-                                       rec.search, rec.memo, rec.created, rec.updated))
+            now = wf.status if wf is not None else rec.status
+            if wanted is None or str(now) in wanted:
+                out.append(WorkflowSummary(rec.workflow_id, rec.name, now, rec.search,
+                                           rec.memo, rec.created, rec.updated))
         return out
 
     def _workflow_host(self, name: str | None) -> Any:

@@ -468,3 +468,26 @@ async def test_a_second_node_on_an_unlocked_store_sends_starts_and_waits(
                 assert await other.workflow("s").result() == 2
             assert "s" not in other.hosts["workflows"].active
         tool_store.close()
+
+
+async def test_workflows_filter_on_live_status(node: garrison.Node, autojump_clock: Any) -> None:
+    await node.start_workflow(app.receiver, id="waits")
+    await node.start_workflow(app.sleeper, "1h", id="sleeps")
+    await wait_status(node.workflow("sleeps"), "sleeping")
+    await wait_status(node.workflow("waits"), "waiting")
+    assert [w.workflow_id for w in node.workflows(status="waiting")] == ["waits"]
+    assert sorted(w.workflow_id for w in node.workflows(status=["sleeping", "waiting"])) == [
+        "sleeps", "waits"]
+
+
+async def test_workflow_whose_code_is_gone_is_blocked_not_failed(tmp_path: Path) -> None:
+    db = str(tmp_path / "wf.db")
+    with SQLiteStore(db) as store:
+        from garrison.persistence import Transaction
+
+        store.write(Transaction().create_workflow("gone", "workflow_app:no_such_fn", [],
+                                                  status="running"))
+    async with garrison.open_node(store=db) as node:
+        with pytest.raises(garrison.NonDeterminismError, match="no_such_fn"):
+            await node.workflow("gone").result()
+        assert node.workflow("gone").status() == "blocked"

@@ -562,7 +562,12 @@ class _Workflow:
             try:
                 fn = self.fn
                 if fn is None:
-                    fn = self.fn = import_target(self.name)
+                    try:
+                        fn = self.fn = import_target(self.name)
+                    except Exception as exc:  # the code is gone: keep it for code that has it
+                        raise self.cursor.diverge(
+                            0, "workflow", self.name,
+                            f"no such function ({type(exc).__name__}: {exc})") from exc
                 while True:
                     args = restore_args(fn, self.input_plain, f"workflow {self.name}")
                     try:
@@ -1315,7 +1320,8 @@ class WorkflowHost:
         self.name = name
         self.store: SQLiteStore = store
         self.active: dict[str, _Workflow] = {}
-        self.finished: dict[str, tuple[WorkflowStatus, str | None, ErrorInfo | None]] = {}
+        #: recently finished: id -> (status, result JSON, error, name)
+        self.finished: dict[str, tuple[WorkflowStatus, str | None, ErrorInfo | None, str]] = {}
         self.names: dict[str, set[str]] = {}
         self.clock = WallClock()  # hosts are made inside trio
         self._nursery: trio.Nursery | None = None
@@ -1620,7 +1626,7 @@ class WorkflowHost:
         wf.result_json = result_json
         wf.error = error
         self.active.pop(wf.wid, None)
-        self.finished[wf.wid] = (status, result_json, error)
+        self.finished[wf.wid] = (status, result_json, error, wf.name)
         if len(self.finished) > 10_000:
             self.finished.pop(next(iter(self.finished)))
         for name in self.names.pop(wf.wid, ()):
@@ -1872,9 +1878,7 @@ class WorkflowHost:
             status, result_json, error = wf.status, wf.result_json, wf.error
             name = wf.name
         elif wid in self.finished:
-            status, result_json, error = self.finished[wid]
-            record = self.store.get_workflow(wid)
-            name = record.name if record else ""
+            status, result_json, error, name = self.finished[wid]
             await trio.lowlevel.checkpoint()
         else:
             record = self.store.get_workflow(wid)
