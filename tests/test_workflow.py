@@ -491,3 +491,13 @@ async def test_workflow_whose_code_is_gone_is_blocked_not_failed(tmp_path: Path)
         with pytest.raises(garrison.NonDeterminismError, match="no_such_fn"):
             await node.workflow("gone").result()
         assert node.workflow("gone").status() == "blocked"
+
+
+async def test_workflow_send_to_finished_workflow_is_a_dead_letter(node: garrison.Node) -> None:
+    target = await node.start_workflow(app.steps, 0, 1, id="over")
+    await node.workflow("over").result()
+    before = node.stats()["dead_letters"]
+    await node.start_workflow(app.sender, str(target), 2, id="snd")
+    assert await node.workflow("snd").result() == 2
+    assert node.stats()["dead_letters"] == before + 2
+    assert [r.kind for r in node.workflow("snd").history()] == ["send", "send"]

@@ -22,7 +22,6 @@ import importlib
 import inspect
 import json
 import logging
-import random as _random
 import threading
 import time as _time
 import typing
@@ -95,7 +94,7 @@ try:  # the run queue's length, without building a RunStatistics (hot path)
     def _runnable() -> int:
         return len(_RUN.runner.runq)
 
-    _runnable()  # type: ignore[unused-ignore]
+    _runnable()
 except Exception:  # pragma: no cover - another trio version: the public, slower way
 
     def _runnable() -> int:
@@ -1087,11 +1086,14 @@ class _Workflow:
             if row_id is not None:
                 target.push(_Item(row_id, False, item_plain))
         elif other is not None and other.durable:
-            # another durable host on this node (or a finished workflow): dead letter
+            # a finished workflow, or one on another durable host of this node
             await self._commit(tx)
-            if not await other.deliver_durable(pid, Message(topic, _loads(text), self.pid,
-                                                            msg_id)):
-                pass
+            delivered = other is not self.host and await other.deliver_durable(
+                pid, Message(topic, _loads(text), self.pid, msg_id), text=text)
+            if delivered:
+                self.node.stats_messages += 1
+            else:
+                self.node.stats_dead_letters += 1
         else:
             await self._commit(tx)
             if other is None:
@@ -1949,7 +1951,3 @@ def _item_from_record(rec: Any) -> _Item:
     return _Item(rec.id, False, {"topic": rec.topic, "payload": rec.payload,
                                  "sender": None if rec.sender is None else str(rec.sender),
                                  "id": rec.msg_id, "call_ref": rec.call_ref})
-
-
-def _unused() -> None:  # keep linters quiet about helpers used by other modules
-    _ = (contextvars, _random, timestamp)
