@@ -88,17 +88,24 @@ class ContinueAsNew(BaseException):
         self.args_ = args
 
 
+_RUN: Any
 try:  # the run queue's length, without building a RunStatistics (hot path)
-    from trio._core._run import GLOBAL_RUN_CONTEXT as _RUN
+    from trio._core import _run as _trio_run
 
-    def _runnable() -> int:
-        return len(_RUN.runner.runq)
+    _RUN = _trio_run.GLOBAL_RUN_CONTEXT
+except (ImportError, AttributeError):  # pragma: no cover - another trio version
+    _RUN = None
 
-    _runnable()
-except Exception:  # pragma: no cover - another trio version: the public, slower way
 
-    def _runnable() -> int:
-        return trio.lowlevel.current_statistics().tasks_runnable
+def _runnable() -> int:
+    """How many tasks wait to run in the next scheduler pass."""
+    if _RUN is not None:
+        try:
+            return len(_RUN.runner.runq)
+        except AttributeError:  # pragma: no cover - another trio version
+            pass
+    return trio.lowlevel.current_statistics().tasks_runnable
+
 
 def current_workflow() -> _Workflow | None:
     """The workflow runtime of the calling task, or ``None`` (also inside an activity)."""
@@ -223,7 +230,8 @@ def restore_args(fn: Any, plain_args: list[Any], what: str) -> list[Any]:
 
 def structure(value: Any, hint: Any, *, what: str) -> Any:
     """Restore a typed value from its JSON shape (``-> None`` and ``Any`` pass through)."""
-    if hint is Any or hint is None or hint is type(None):
+    if hint is Any or hint is None or hint is type(None) or (
+            type(value) is hint and hint in _PLAIN):
         return value
     return _structure(value, hint, what=what)
 
@@ -463,7 +471,6 @@ class _Workflow:
         tx.append_journal(self.wid, seq, kind, name, RawJson(outcome_json), attempts=attempts,
                           time=self.host.clock.now())
         self.history_bytes += len(outcome_json)
-        self.cursor.add(Entry(seq, kind, name, None, attempts))
 
     # ------------------------------------------------------------ cancellation / checks
     def _op(self, what: str) -> None:
@@ -881,6 +888,7 @@ class _Workflow:
         if failure is None:
             self._record(tx, seq, "activity", name, '{"ok":' + text + "}", attempt)
             await self._commit(tx)
+            await self._yield()  # a long run of quick steps still lets others run
             return structure(plain, hint, what=f"the result of activity {name!r}")
         self._record(tx, seq, "activity", name,
                      _dumps({"error": error_to_plain(failure)}), attempt)
