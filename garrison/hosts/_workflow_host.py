@@ -1497,8 +1497,8 @@ class WorkflowHost:
 
         while True:
             found = await trio.to_thread.run_sync(watch, abandon_on_cancel=True)
-            if not found:
-                return
+            if not found or self._closing:
+                return  # the node is closing (its store may be closed already)
             for wake in self.store.take_wakeups():
                 self._refresh(wake.workflow_id)
 
