@@ -501,3 +501,48 @@ async def test_workflow_send_to_finished_workflow_is_a_dead_letter(node: garriso
     assert await node.workflow("snd").result() == 2
     assert node.stats()["dead_letters"] == before + 2
     assert [r.kind for r in node.workflow("snd").history()] == ["send", "send"]
+
+
+async def test_workflow_calls_a_process_and_a_workflow(node: garrison.Node) -> None:
+    await node.start_workflow(app.calls_a_process, id="caller")
+    assert await node.workflow("caller").result() == ["echo:1", {"echo": 2}]
+    assert [k for k, _ in kinds(node.workflow("caller"))] == [
+        "spawn", "call", "spawn", "call", "terminate"]
+
+
+async def test_process_exit_reaches_a_workflow_durably(node: garrison.Node) -> None:
+    await node.start_workflow(app.process_child, id="pc")
+    assert await node.workflow("pc").result() == [True, "EXIT", "OSError: disk on fire"]
+    rec = node.workflow("pc").history()[-1]
+    assert rec.kind == "receive" and rec.outcome["event"]["error"]["type"] == "OSError"
+
+
+async def test_process_cancel_and_terminate_a_workflow(node: garrison.Node) -> None:
+    wpid = await node.start_workflow(app.cancellable, id="by-proc")
+    await wait_status(node.workflow("by-proc"), "waiting")
+
+    async def canceller() -> None:
+        await process.cancel(wpid, timeout="5s")
+
+    await node.wait(await node.spawn(canceller))
+    assert node.workflow("by-proc").status() == "cancelled"
+
+    tpid = await node.start_workflow(app.receiver, id="term")
+    await wait_status(node.workflow("term"), "waiting")
+
+    async def terminator() -> None:
+        await process.terminate(tpid)
+
+    await node.wait(await node.spawn(terminator))
+    with pytest.raises(garrison.WorkflowFailed, match="Terminated"):
+        await node.workflow("term").result()
+
+
+async def test_linked_process_dies_with_a_failing_workflow(node: garrison.Node) -> None:
+    async def linker() -> None:
+        await process.spawn_linked(app.fails, host="workflows")
+        await trio.sleep_forever()
+
+    pid = await node.spawn(linker)
+    with pytest.raises(garrison.ProcessError, match="LinkedProcessFailed"):
+        await node.wait(pid)

@@ -338,3 +338,30 @@ async def countdown(n: int, total: int) -> list[Any]:
     if n > 0:
         workflow.continue_as_new(n - 1, total + n)
     return [total, workflow.history_length(), workflow.info().run_id != ""]
+
+
+async def echo_process() -> None:
+    """A plain process answering calls."""
+    inbox = process.inbox()
+    while True:
+        msg = await inbox.receive()
+        await msg.reply(f"echo:{msg.payload}")
+
+
+async def calls_a_process() -> list[Any]:
+    pid = await process.spawn(echo_process, host="processes")
+    first = await process.call(pid, "q", 1)
+    other = await process.spawn(echo_server, 1)  # a child workflow answers too
+    second = await process.call(other, "q", 2)
+    await process.terminate(pid)
+    return [first, second]
+
+
+async def process_child() -> list[Any]:
+    pid = await process.spawn_monitored(failing_process, host="processes")
+    ev = await process.events().receive()
+    return [ev.pid == pid, ev.kind.value, str(ev.error)]
+
+
+async def failing_process() -> None:
+    raise OSError("disk on fire")
