@@ -1360,6 +1360,7 @@ class WorkflowHost:
             if self.client:
                 task_status.started()
                 await trio.sleep_forever()
+            resumed = Transaction()
             for record in self.store.unfinished_workflows():
                 try:
                     wf = self._load(record)
@@ -1367,7 +1368,11 @@ class WorkflowHost:
                     log.error("cannot resume workflow %s: %s", record.workflow_id, exc)
                     continue
                 self.active[wf.wid] = wf
+                if record.status != S.RUNNING:  # pending (made by a tool) or blocked
+                    resumed.update_workflow(wf.wid, status=S.RUNNING, time=self.clock.now())
                 nursery.start_soon(wf.main)
+            if resumed:
+                self.store.write(resumed)  # running, in the store too, before open_node returns
             if self.store.path is not None and getattr(self.store, "locked", False):
                 nursery.start_soon(self._poll_wakeups)
             if self._inline and not self._always_inline:
