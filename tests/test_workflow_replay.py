@@ -30,7 +30,8 @@ def load_golden(store: SQLiteStore, wid: str, data: dict[str, Any]) -> None:
     store.write(tx)
 
 
-@pytest.mark.parametrize("name", ["order_saga_completed", "order_saga_ship_failed", "approval"])
+@pytest.mark.parametrize("name", ["order_saga_completed", "order_saga_ship_failed", "approval",
+                                  "cancelled", "sleep_and_values", "promise_race", "fan_out"])
 async def test_golden_journal_replays_to_its_result_without_running_activities(
         name: str, capsys: pytest.CaptureFixture[str]) -> None:
     data = json.loads((GOLDEN / f"{name}.json").read_text())
@@ -38,13 +39,20 @@ async def test_golden_journal_replays_to_its_result_without_running_activities(
     load_golden(store, "g", data)
     async with garrison.open_node(store=store) as node:
         handle = node.workflow("g")
-        result = await handle.result()
-        assert handle.status() == "completed"
+        if name == "cancelled":
+            with pytest.raises(garrison.WorkflowCancelled):
+                await handle.result()
+            assert handle.status() == "cancelled"
+            result = None
+        else:
+            result = await handle.result()
+            assert handle.status() == "completed"
     from garrison.persistence import unstructure
 
     assert unstructure(result) == data["result"]
     out = capsys.readouterr().out
     assert "compensate:" not in out and "submitted" not in out  # nothing re-executed
+    assert [e for e in app.LOG if e != ("compensating",)] == []  # (workflow code, not an activity)
     assert len(store.journal("g")) == len(data["journal"])
     store.close()
 

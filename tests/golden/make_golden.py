@@ -18,21 +18,32 @@ import trio
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent.parent), str(HERE.parent)]
 
+import workflow_app  # noqa: E402
+
 import garrison  # noqa: E402
 from examples import approval, order_saga  # noqa: E402
 from garrison.persistence import SQLiteStore  # noqa: E402
 
 
 async def record(node: garrison.Node, name: str, target: object, *args: object,
-                 signal: tuple[str, object] | None = None) -> None:
+                 signal: tuple[str, object] | None = None, cancel: bool = False,
+                 resolve: tuple[str, object] | None = None) -> None:
     wid = name
     await node.start_workflow(target, *args, id=wid)
     handle = node.workflow(wid)
-    if signal is not None:
+    if signal is not None or cancel or resolve is not None:
         while handle.status() != "waiting":
             await trio.sleep(0.001)
+    if signal is not None:
         await handle.signal(*signal)
-    result = await handle.result()
+    if resolve is not None:
+        await handle.promise(resolve[0]).resolve(resolve[1])
+    if cancel:
+        await handle.cancel()
+    try:
+        result = await handle.result()
+    except garrison.WorkflowCancelled as exc:
+        result = exc
     store: SQLiteStore = node.hosts["workflows"].store
     rec = store.get_workflow(wid)
     assert rec is not None
@@ -56,6 +67,11 @@ async def main() -> None:
                      order_saga.ORDERS[2])
         await record(node, "approval", approval.approval_workflow, "laptop",
                      signal=("approve", {"by": "ann"}))
+        await record(node, "cancelled", workflow_app.cancellable, cancel=True)
+        await record(node, "sleep_and_values", workflow_app.sleeper, "20ms")
+        await record(node, "promise_race", workflow_app.promise_or_deadline, "1h",
+                     resolve=("approval", {"by": "ann"}))
+        await record(node, "fan_out", workflow_app.fan_out)
 
 
 if __name__ == "__main__":
