@@ -15,6 +15,7 @@ import json
 import os
 import signal
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -55,6 +56,7 @@ async def main() -> None:
     db, mode, wid = sys.argv[1:4]
     rest = sys.argv[4:]
     async with garrison.open_node(store=db) as node:
+        opened = time.monotonic()
         crash_app.mark(f"node:{mode}")
         if mode == "start":
             target = getattr(crash_app, rest[0])
@@ -67,6 +69,7 @@ async def main() -> None:
             out["result"] = await node.workflow(wid).result()
         except Exception as exc:  # reported to the parent
             out["error"] = f"{type(exc).__name__}: {exc}"
+        out["elapsed"] = time.monotonic() - opened  # from recovery to the result
         print(json.dumps(out), flush=True)
 
 
