@@ -135,3 +135,27 @@ def test_cursor_code_that_returns_early_diverges() -> None:
     c.take("activity", "a")
     with pytest.raises(garrison.NonDeterminismError, match="returned"):
         c.finished()
+
+
+async def test_version_gives_old_runs_the_min_and_new_runs_the_max() -> None:
+    store = SQLiteStore()
+    # a run recorded before `workflow.version("change-1", 1, 2)` was added to the code
+    store.write(Transaction()
+                .create_workflow("old", "workflow_app:versioned", [], status="running")
+                .append_journal("old", 1, "activity", "workflow_app:add_one", {"ok": 2}))
+    # a run recorded with version 2
+    store.write(Transaction()
+                .create_workflow("new", "workflow_app:versioned", [], status="running")
+                .append_journal("new", 1, "version", "change-1", 2)
+                .append_journal("new", 2, "activity", "workflow_app:add_one", {"ok": 3}))
+    # a run recorded with a version this code no longer supports
+    store.write(Transaction()
+                .create_workflow("gone", "workflow_app:versioned", [], status="running")
+                .append_journal("gone", 1, "version", "change-1", 7))
+    async with garrison.open_node(store=store) as node:
+        assert await node.workflow("old").result() == 1
+        assert await node.workflow("new").result() == 2
+        with pytest.raises(garrison.NonDeterminismError, match="change-1"):
+            await node.workflow("gone").result()
+    assert app.LOG == []
+    store.close()
