@@ -311,6 +311,7 @@ class Node:
         self._nursery = nursery
         await self._add_host(ProcessHost(self, "processes"))
         await self._start_workflow_host()
+        await self._start_config_workflow_hosts()
         if self.config is not None:
             for entry in self.config.hosts():
                 if entry.kind == "process.host":
@@ -392,10 +393,28 @@ class Node:
         self._workflow_store = store
         await self._add_host(WorkflowHost(self, "workflows", store))
 
+    async def _start_config_workflow_hosts(self) -> None:
+        """Each ``workflow.host`` entry of the config is one more workflow host, named by
+        its entry id (``app:orders``), with its own store."""
+        from .hosts._workflow_host import WorkflowHost
+        from .persistence import SQLiteStore
+
+        self._config_stores: list[Any] = []
+        if self.config is None:
+            return
+        for entry in self.config.hosts():
+            if entry.kind != "workflow.host":
+                continue
+            store = SQLiteStore(entry.store, synchronous=entry.synchronous)
+            self._config_stores.append(store)
+            await self._add_host(WorkflowHost(self, entry.id, store))
+
     def _close_workflow_store(self) -> None:
         store = getattr(self, "_workflow_store", None)
         if store is not None and getattr(self, "_owns_store", False):
             store.close()
+        for other in getattr(self, "_config_stores", ()):
+            other.close()
 
 
 @asynccontextmanager

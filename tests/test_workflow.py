@@ -546,3 +546,19 @@ async def test_linked_process_dies_with_a_failing_workflow(node: garrison.Node) 
     pid = await node.spawn(linker)
     with pytest.raises(garrison.ProcessError, match="LinkedProcessFailed"):
         await node.wait(pid)
+
+
+async def test_config_workflow_host_has_its_own_store(tmp_path: Path) -> None:
+    from garrison.supervision import load_config_text
+
+    db = tmp_path / "orders.db"
+    config = load_config_text(
+        "version: '1.0'\nnamespace: app\nentries:\n"
+        f"  - {{name: orders, kind: workflow.host, store: '{db}', synchronous: full}}\n")
+    async with garrison.open_node(config=config) as node:
+        pid = await node.start_workflow(app.steps, 0, 2, id="o1", host="app:orders")
+        assert pid == garrison.Pid("app:orders", "o1")
+        assert await node.workflow("o1", host="app:orders").result() == 2
+        assert node.hosts["app:orders"].store.synchronous == "full"
+    with SQLiteStore(str(db)) as store:
+        assert store.get_workflow("o1").status == "completed"
