@@ -12,7 +12,11 @@ setting), so what is measured is the cost of durability per step:
 - ``conc100_step_us``: 100 workflows of 10 steps started at once, wall time / 1000
   steps (DBOS runs them on its thread pool; garrison on one trio thread);
 - ``msg_rt_us`` (garrison only; DBOS's figure is in PEERS.md: ~16 ms at 1 ms poll):
-  a message into a waiting workflow and its reply back to a process, median.
+  a message into a waiting workflow and its reply back to a process, median;
+- ``recover_*`` (garrison only; DBOS needs ~1 s before resumed work starts, PEERS.md):
+  reopening a store with 1000 workflows waiting after 3 steps each: the time until
+  ``open_node`` returns (every one replayed up to its wait and running), and until
+  all of them got a message and finished.
 
 DBOS runs in a child process (its own interpreter, as a user would run it).
 """
@@ -41,6 +45,7 @@ def garrison_side(quick: bool, synchronous: str = "normal") -> dict[str, float]:
     from garrison.persistence import SQLiteStore
 
     n10, n1, nconc, nrt = (40, 60, 100, 100) if quick else (300, 500, 100, 1000)
+    nrec = 100 if quick else 1000
     out: dict[str, float] = {}
 
     async def main() -> None:
@@ -94,7 +99,22 @@ def garrison_side(quick: bool, synchronous: str = "normal") -> dict[str, float]:
             lat.sort()
             out["msg_rt_us_p50"] = lat[len(lat) // 2] * 1e6
             out["msg_rt_us_p90"] = lat[int(len(lat) * 0.9)] * 1e6
+
+            # recovery: workflows that did 3 steps and wait for a message
+            for i in range(nrec):
+                await node.start_workflow(three_then_wait, i, id=f"r-{i}")
+            while any(node.workflow(f"r-{i}").status() != "waiting" for i in range(nrec)):
+                await trio.sleep(0.001)
         store.close()
+        t0 = time.perf_counter()
+        async with garrison.open_node(store=path) as node:  # recovery happens here
+            out["recover_open_ms"] = (time.perf_counter() - t0) * 1e3
+            for i in range(nrec):
+                await node.send(garrison.Pid("workflows", f"r-{i}"), "go", i)
+            for i in range(nrec):
+                assert await node.workflow(f"r-{i}").result() == i + 3
+            out["recover_all_done_ms"] = (time.perf_counter() - t0) * 1e3
+            out["recovered_workflows"] = nrec
 
     async def start(node: garrison.Node, wid: str, i: int) -> None:
         await node.start_workflow(wf10, i, id=wid)
@@ -188,6 +208,14 @@ async def wf1(x: int) -> int:
 
 
 async def wf0(x: int) -> int:
+    return x
+
+
+async def three_then_wait(x: int) -> int:
+    for _ in range(3):
+        x = await small_step(x)
+    msg = await _process.inbox().receive()
+    assert msg.payload + 3 == x
     return x
 
 
