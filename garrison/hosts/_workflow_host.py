@@ -208,22 +208,21 @@ def _hints(fn: Any) -> tuple[list[tuple[str, Any, Any]], Any]:
 
 
 def restore_args(fn: Any, plain_args: list[Any], what: str) -> list[Any]:
-    """Restore typed arguments from ``fn``'s annotations."""
+    """Restore typed arguments from ``fn``'s annotations (``*args: T`` types each extra)."""
     params, _ = _hints(fn)
     if all(h is Any for _, h, _k in params):
         return plain_args
+    positional = [(hint, kind) for _n, hint, kind in params
+                  if kind in (inspect.Parameter.POSITIONAL_ONLY,
+                              inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                              inspect.Parameter.VAR_POSITIONAL)]
     out = []
     for i, value in enumerate(plain_args):
         hint: Any = Any
-        if i < len(params):
-            _name, hint, kind = params[i]
-            if kind is inspect.Parameter.VAR_POSITIONAL:
-                hint = hint  # the element type
-            elif kind not in (inspect.Parameter.POSITIONAL_ONLY,
-                              inspect.Parameter.POSITIONAL_OR_KEYWORD):
-                hint = Any
-        elif params and params[-1][2] is inspect.Parameter.VAR_POSITIONAL:
-            hint = params[-1][1]
+        if i < len(positional):
+            hint = positional[i][0]
+        elif positional and positional[-1][1] is inspect.Parameter.VAR_POSITIONAL:
+            hint = positional[-1][0]
         out.append(structure(value, hint, what=f"argument {i + 1} of {what}"))
     return out
 
