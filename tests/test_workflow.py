@@ -127,7 +127,8 @@ async def test_retry_until_success_records_attempts_once(
     assert rec.attempts == 3 and rec.outcome == {"ok": "k ok"}
 
 
-async def test_final_failure_reaches_the_workflow_as_activity_error(node: garrison.Node) -> None:
+async def test_final_failure_reaches_the_workflow_as_activity_error(
+        node: garrison.Node, autojump_clock: Any) -> None:
     app.FAILS["k"] = 5
     await node.start_workflow(app.retrying, "k", id="r")
     with pytest.raises(garrison.WorkflowFailed, match="ActivityError: ConnectionError: k is down"):
