@@ -617,7 +617,17 @@ class _Workflow:
             final = S.CANCELLED
             error = ErrorInfo.from_exception(self._cancelled_error())
         with trio.CancelScope(shield=True):
-            await host.finish(self, final, value, error)
+            try:
+                await host.finish(self, final, value, error)
+            except Exception as exc:  # the store failed (disk full, closed): keep the node
+                log.error("workflow %s ended (%s) but its end could not be recorded: %s; "
+                          "it resumes from its journal on the next node", self.wid, final, exc)
+                self.status = S.BLOCKED
+                self.error = ErrorInfo.from_exception(exc)
+                self.cursor.error = self.cursor.error or NonDeterminismError(
+                    f"workflow {self.wid!r} ended but its end could not be recorded: {exc}",
+                    workflow_id=self.wid)
+                self.done.set()
 
     async def _run_function(self, fn: Any, args: list[Any]) -> Any:
         """Run the workflow function with a nursery for ``workflow.start``-ed activities;
