@@ -177,3 +177,33 @@ def test_message_from_another_os_process_while_the_node_runs(sc: Scenario) -> No
         tool.deliver("w", "hello", "from-afar")
     assert sc.finish(proc) == ["hello", "from-afar"]
     assert sc.count()["step:got:from-afar"] == 1
+
+
+@pytest.mark.parametrize("points", [
+    ["commit:3", "committed:9", "commit:17", "committed:5", "commit:30"],
+    ["committed:2", "commit:12", "committed:21", "commit:8"],
+])
+def test_killed_at_many_commit_points_until_done(sc: Scenario, points: list[str]) -> None:
+    """Kill the node before or right after its Nth write, over and over (each restart
+    counts anew), then let it finish: the result and the records are as if nothing
+    happened."""
+    proc = sc.popen("start", "p", "pair", "[30]", kill_at=points[0])
+    proc.wait(20)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.read()  # type: ignore[union-attr]
+    for point in points[1:]:
+        proc = sc.popen("resume", "p", kill_at=point)
+        proc.wait(20)
+        if proc.returncode == 0:  # finished before reaching that point
+            break
+        assert proc.returncode == -signal.SIGKILL
+    assert sum(line.startswith("kill:") for line in sc.lines()) >= 3
+    assert sc.resume("p") == list(range(30))
+    with SQLiteStore(sc.db, lock=False) as store:
+        ids = [r[0] for r in store._query("SELECT msg_id FROM inbox WHERE workflow_id = 'p.1'")]
+        sends = [r.kind for r in store.journal("p.2")].count("send")
+        ticks = [r.outcome for r in store.journal("p.2") if r.kind == "activity"]
+        statuses = {w.workflow_id: str(w.status) for w in store.list_workflows()}
+    assert len(ids) == len(set(ids)) == 30  # no message lost or duplicated
+    assert sends == 30
+    assert ticks == [{"ok": "tick:10"}, {"ok": "tick:20"}, {"ok": "tick:30"}]  # once each
+    assert statuses == {"p": "completed", "p.1": "completed", "p.2": "completed"}

@@ -39,6 +39,27 @@ def install_kill_point() -> None:
             return original(self, tx, seq, kind, name_, outcome_json, attempts)
 
         _workflow_host._Workflow._record = record  # type: ignore[method-assign]
+    elif where.startswith(("commit:", "committed:")):
+        # the Nth write of this process: before it (commit:N) or right after it, before
+        # the workflow sees the outcome (committed:N)
+        when, _, n = where.partition(":")
+        limit = int(n)
+        calls = [0]
+        original_commit = _workflow_host.WorkflowHost.commit
+
+        async def commit(self, tx):  # type: ignore[no-untyped-def]
+            calls[0] += 1
+            mine = calls[0]  # (others commit concurrently while this one waits)
+            if mine == limit and when == "commit":
+                crash_app.mark(f"kill:{where}")
+                os.kill(os.getpid(), signal.SIGKILL)
+            result = await original_commit(self, tx)
+            if mine == limit:
+                crash_app.mark(f"kill:{where}")
+                os.kill(os.getpid(), signal.SIGKILL)
+            return result
+
+        _workflow_host.WorkflowHost.commit = commit  # type: ignore[method-assign]
     elif where.startswith("replay:"):
         at = int(where.partition(":")[2])
         take = _replay.Cursor.take
