@@ -160,8 +160,25 @@ class WallClock:
         return self.trio0 + (wall_deadline - self.wall0)
 
 
+_names: dict[Any, str] = {}
+
+
 def target_name(fn: Any) -> str:
     """``module:qualname`` of a workflow function, or ``TypeError`` saying why it has none."""
+    try:
+        return _names[fn]
+    except (KeyError, TypeError):
+        pass
+    name = _target_name(fn)
+    try:
+        if len(_names) < 4096:
+            _names[fn] = name
+    except TypeError:
+        pass
+    return name
+
+
+def _target_name(fn: Any) -> str:
     inner = fn
     while isinstance(inner, functools.partial):
         raise TypeError(f"cannot run {fn!r} as a workflow: a functools.partial is not "
