@@ -23,6 +23,9 @@ def test_demo_runs_and_finishes_on_its_own():
     assert "trapped LINK_DOWN" in out and "RuntimeError: disk on fire" in out
     assert "died with its partner: LinkedProcessFailed" in out
     assert "app:clock crashed and was restarted: 3 starts, 6 ticks" in out
+    assert "sending SIGKILL" in out
+    assert "workflow survived kill -9" in out
+    assert out.count("step 1 runs") == 1 and "step 3 runs" in out
     assert out.rstrip().endswith("demo finished")
     # no silent death: every failure was logged, with its traceback
     err = done.stderr

@@ -1,9 +1,15 @@
-"""The garrison demo: processes, messages, calls, EXIT events, a linked failure, services.
+"""The garrison demo: processes, messages, calls, EXIT events, a linked failure,
+supervised services, and a durable workflow that survives ``kill -9``.
 
 Run it with ``garrison run examples/demo/app.yaml --main app:main``.
 """
 
 from __future__ import annotations
+
+import signal
+import sys
+import tempfile
+from pathlib import Path
 
 import trio
 
@@ -75,5 +81,37 @@ async def main() -> str:
     starts = await process.call("app:kv", "get", "ticker_starts")
     say(f"[service] app:clock crashed and was restarted: {starts} starts, {ticks} ticks so far")
 
+    await survive_kill_9()
+
     await process.send("greeter", "stop")
     return "demo finished"
+
+
+CRASH_DEMO = Path(__file__).resolve().parent.parent / "crash_demo.py"
+
+
+async def survive_kill_9() -> None:
+    """Run a three-step workflow in a child Python process, SIGKILL that process
+    while the workflow sleeps durably, and let a fresh process resume it."""
+    store = str(Path(tempfile.mkdtemp(prefix="garrison-demo-")) / "demo.db")
+    cmd = [sys.executable, str(CRASH_DEMO), "--child", store]
+    first = await trio.lowlevel.open_process(cmd, stdout=-1)  # -1: subprocess.PIPE
+    assert first.stdout is not None
+    seen = b""
+    while b"step 1 runs" not in seen:
+        chunk = await first.stdout.receive_some()
+        if not chunk:
+            break
+        seen += chunk
+    for line in seen.decode().splitlines():
+        say(f"[crash]   {line}")
+    say(f"[crash]   child {first.pid} ran step 1 and sleeps durably; sending SIGKILL")
+    await trio.sleep(0.5)  # step 1 is committed to the journal by now
+    first.send_signal(signal.SIGKILL)
+    await first.wait()
+    second = await trio.run_process(cmd, capture_stdout=True)
+    lines = second.stdout.decode().splitlines()
+    for line in lines:
+        say(f"[crash]   {line}")
+    assert not any("step 1 runs" in line for line in lines), "step 1 ran twice"
+    say("[crash]   the workflow survived kill -9: step 1 ran once, steps 2 and 3 after resume")
