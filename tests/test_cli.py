@@ -105,3 +105,43 @@ def test_run_config_until_sigterm_then_graceful_stop(tmp_path):
     # reverse dependency order: second (terminated after its 200ms) before first (CANCEL)
     assert out.splitlines() == ["second stopped", "first got EXIT".replace("EXIT", "CANCEL")]
     assert "SIGTERM" in err and "Traceback" not in err
+
+
+def test_second_signal_forces_an_immediate_stop(tmp_path):
+    (tmp_path / "slow.py").write_text(textwrap.dedent("""
+        import trio
+        async def deaf():
+            with trio.CancelScope(shield=True):   # ignores CANCEL and termination
+                await trio.sleep(3600)
+    """))
+    (tmp_path / "app.yaml").write_text(textwrap.dedent("""
+        version: "1.0"
+        namespace: app
+        entries:
+          - {name: deaf_fn, kind: process.py, source: "slow:deaf"}
+          - {name: deaf, kind: process.service, process: deaf_fn,
+             lifecycle: {auto_start: true, stop_timeout: 1h}}
+    """))
+    proc = subprocess.Popen([sys.executable, "-m", "garrison", "run", "app.yaml"], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        deadline = time.monotonic() + 30
+        seen = ""
+        while "app:deaf: started" not in seen and time.monotonic() < deadline:
+            line = proc.stderr.readline()
+            if not line:
+                break
+            seen += line
+        proc.send_signal(signal.SIGTERM)
+        while "shutting down" not in seen and time.monotonic() < deadline:
+            seen += proc.stderr.readline()
+        assert "shutting down" in seen
+        time.sleep(0.3)
+        assert proc.poll() is None  # still waiting for the service's 1h stop timeout
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=20)
+    finally:
+        proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert "forcing an immediate stop" in err
