@@ -1,24 +1,28 @@
-"""Durable workflow steps: garrison's workflow host against DBOS on SQLite (WAL), same run.
+"""Durable workflow steps: garrison against DBOS on SQLite (WAL) and raw SQLite, same run.
 
     python bench/workflow_steps.py [--quick]
 
-Prints ONE JSON line. Both sides run 10-step workflows whose step is a trivial
-function (``x + 1``) on a SQLite file in WAL mode at their default durability
-(garrison: ``synchronous=NORMAL``; DBOS pre-set to WAL, its own synchronous
-setting), so what is measured is the cost of durability per step:
+Prints ONE JSON line. Every figure below is taken in this run, for each side:
 
-- ``seq_step_us``: per-step cost of sequential workflows, marginal
-  ((T10 - T1) / 9 per workflow, as in shared/bench/PEERS.md) and naive (T10 / 10);
+- ``seq_step_us``: per-step cost of sequential 10-step workflows whose step is a
+  trivial function (``x + 1``): marginal ((T10 - T1) / 9 per workflow, as in
+  shared/bench/PEERS.md) and naive (T10 / 10);
 - ``conc100_step_us``: 100 workflows of 10 steps started at once (5 rounds), wall
-  time / steps (DBOS runs them on its thread pool; garrison on one trio thread);
-- ``msg_rt_us`` (garrison only; DBOS's figure is in PEERS.md: ~16 ms at 1 ms poll):
-  a message into a waiting workflow and its reply back to a process, median;
-- ``recover_*`` (garrison only; DBOS needs ~1 s before resumed work starts, PEERS.md):
-  reopening a store with 1000 workflows waiting after 3 steps each: the time until
-  ``open_node`` returns (every one replayed up to its wait and running), and until
-  all of them got a message and finished.
+  time / steps (DBOS runs them on its thread pool; garrison on one trio thread), and
+  ``conc100_commits_per_step`` (garrison: store transactions / steps in that phase;
+  below 1 means group commit shared them);
+- ``msg_rt_us_p50``: a message into a waiting workflow and its reply out, median
+  (garrison: ``process.send`` to the workflow, which sends back; DBOS:
+  ``send`` -> ``recv`` -> ``set_event`` -> ``get_event`` with a 1 ms poll, as in the
+  peer script);
+- ``sqlite``: raw stdlib ``sqlite3`` single-row commits (WAL, ``synchronous=NORMAL``
+  and ``FULL``), the floor of one durable checkpoint on this disk.
 
-DBOS runs in a child process (its own interpreter, as a user would run it).
+garrison runs twice: at its default durability (``synchronous="normal"``: survives a
+killed process) and at DBOS's (``synchronous="full"``, an fsync per commit: survives
+power loss). DBOS runs in a child process (its own interpreter, as a user runs it),
+on a SQLite file pre-set to WAL; its connection keeps SQLite's default
+``synchronous=FULL`` (reported as ``dbos.sqlite_synchronous``, 2 = FULL).
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -38,14 +42,15 @@ sys.path.insert(0, str(HERE.parent))
 
 
 # ============================================================== garrison side
-def garrison_side(quick: bool, synchronous: str = "normal") -> dict[str, float]:
+def garrison_side(quick: bool, synchronous: str) -> dict[str, float]:
     import trio
 
     import garrison
     from garrison.persistence import SQLiteStore
 
-    n10, n1, nconc, nrt = (40, 60, 100, 100) if quick else (300, 500, 100, 1000)
-    nrec = 100 if quick else 1000
+    full = synchronous == "full"
+    n10, n1 = (40, 60) if quick else ((150, 250) if full else (300, 500))
+    nconc, nrt = 100, (100 if quick else 1000)
     rounds = 1 if quick else 5
     out: dict[str, float] = {}
 
@@ -65,12 +70,11 @@ def garrison_side(quick: bool, synchronous: str = "normal") -> dict[str, float]:
             await timed(wf1, 20, "warm1")
             per10 = await timed(wf10, n10, "w10")
             per1 = await timed(wf1, n1, "w1")
-            per0 = await timed(wf0, n1, "w0")
             out["seq_step_us_marginal"] = (per10 - per1) / 9 * 1e6
             out["seq_step_us_naive"] = per10 / 10 * 1e6
             out["wf10_ms"] = per10 * 1e3
-            out["wf0_ms"] = per0 * 1e3
 
+            tx0 = store.statistics().transactions
             t0 = time.perf_counter()
             for r in range(rounds):  # several rounds: WAL checkpoints (an fsync) amortize
                 async with trio.open_nursery() as nursery:
@@ -78,9 +82,9 @@ def garrison_side(quick: bool, synchronous: str = "normal") -> dict[str, float]:
                         nursery.start_soon(start, node, f"c{r}-{i}", i)
                 for i in range(nconc):
                     assert await node.workflow(f"c{r}-{i}").result() == i + 10
-            out["conc100_step_us"] = (time.perf_counter() - t0) / (rounds * nconc * 10) * 1e6
-            stats = store.statistics()
-            out["conc100_mean_batch"] = stats.batched_writes / max(1, stats.batches)
+            steps = rounds * nconc * 10
+            out["conc100_step_us"] = (time.perf_counter() - t0) / steps * 1e6
+            out["conc100_commits_per_step"] = (store.statistics().transactions - tx0) / steps
 
             # message round trip: process -> waiting workflow -> process
             wpid = await node.start_workflow(echo, nrt, id="echo")
@@ -101,27 +105,38 @@ def garrison_side(quick: bool, synchronous: str = "normal") -> dict[str, float]:
             lat.sort()
             out["msg_rt_us_p50"] = lat[len(lat) // 2] * 1e6
             out["msg_rt_us_p90"] = lat[int(len(lat) * 0.9)] * 1e6
-
-            # recovery: workflows that did 3 steps and wait for a message
-            for i in range(nrec):
-                await node.start_workflow(three_then_wait, i, id=f"r-{i}")
-            while any(node.workflow(f"r-{i}").status() != "waiting" for i in range(nrec)):
-                await trio.sleep(0.001)
         store.close()
-        t0 = time.perf_counter()
-        async with garrison.open_node(store=path) as node:  # recovery happens here
-            out["recover_open_ms"] = (time.perf_counter() - t0) * 1e3
-            for i in range(nrec):
-                await node.send(garrison.Pid("workflows", f"r-{i}"), "go", i)
-            for i in range(nrec):
-                assert await node.workflow(f"r-{i}").result() == i + 3
-            out["recover_all_done_ms"] = (time.perf_counter() - t0) * 1e3
-            out["recovered_workflows"] = nrec
 
     async def start(node: garrison.Node, wid: str, i: int) -> None:
         await node.start_workflow(wf10, i, id=wid)
 
     trio.run(main)
+    return out
+
+
+# ============================================================== raw SQLite (the floor)
+def sqlite_side(quick: bool) -> dict[str, float]:
+    """Single-row commits per second, as shared/bench/peers/sqlite_limits.py."""
+    payload = '{"event":"step_done","wf":"0123456789abcdef","step":7,"out":"' + "x" * 40 + '"}'
+    out: dict[str, float] = {}
+    for sync, n in (("NORMAL", 5000 if quick else 20000), ("FULL", 500 if quick else 2000)):
+        path = os.path.join(tempfile.mkdtemp(prefix="sqlite-floor-"), "floor.db")
+        c = sqlite3.connect(path, isolation_level=None)
+        assert c.execute("PRAGMA journal_mode=WAL").fetchone()[0] == "wal"
+        c.execute(f"PRAGMA synchronous={sync}")
+        c.execute("CREATE TABLE ev (id INTEGER PRIMARY KEY, wf TEXT, step INTEGER, "
+                  "payload TEXT, ts REAL)")
+        ins = "INSERT INTO ev (wf, step, payload, ts) VALUES (?,?,?,?)"
+        for i in range(50 + n):
+            if i == 50:
+                t0 = time.perf_counter()
+            c.execute("BEGIN")
+            c.execute(ins, ("w", i, payload, time.time()))
+            c.execute("COMMIT")
+        dt = time.perf_counter() - t0
+        c.close()
+        out[f"{sync.lower()}_commit_us"] = dt / n * 1e6
+        out[f"{sync.lower()}_commits_per_s"] = n / dt
     return out
 
 
@@ -132,9 +147,9 @@ quick = sys.argv[1] == "1"
 DB = os.path.join(tempfile.mkdtemp(prefix="dbos-bench-"), "dbos.sqlite")
 c = sqlite3.connect(DB); assert c.execute("PRAGMA journal_mode=WAL").fetchone()[0] == "wal"
 c.close()
-from dbos import DBOS, SetWorkflowID
+from dbos import DBOS
 DBOS(config={"name": "garrison-bench", "system_database_url": f"sqlite:///{DB}",
-             "log_level": "WARNING"})
+             "log_level": "WARNING", "notification_listener_polling_interval_sec": 0.001})
 
 @DBOS.step()
 def small_step(i: int) -> int:
@@ -150,6 +165,13 @@ def wf10(x: int) -> int:
 def wf1(x: int) -> int:
     return small_step(x)
 
+@DBOS.workflow()
+def echo_wf(n: int) -> int:
+    for i in range(n):
+        m = DBOS.recv("ping", timeout_seconds=30)
+        DBOS.set_event(f"pong{i}", m)
+    return n
+
 def timed(fn, n):
     t0 = time.perf_counter()
     for i in range(n):
@@ -157,22 +179,41 @@ def timed(fn, n):
     return (time.perf_counter() - t0) / n
 
 DBOS.launch()
-n10, n1, nconc = (40, 60, 100) if quick else (200, 500, 100)
+out = {}
+from dbos._dbos import _get_dbos_instance
+import sqlalchemy as sa
+with _get_dbos_instance()._sys_db.engine.connect() as conn:
+    out["sqlite_journal_mode"] = conn.execute(sa.text("PRAGMA journal_mode")).scalar()
+    out["sqlite_synchronous"] = conn.execute(sa.text("PRAGMA synchronous")).scalar()
+n10, n1, nconc, nrt = (40, 60, 100, 20) if quick else (150, 300, 100, 100)
 for i in range(20):
     wf10(i); wf1(i)
 per10 = timed(wf10, n10)
 per1 = timed(wf1, n1)
-rounds = 1 if quick else 5
+out.update({"seq_step_us_marginal": (per10 - per1) / 9 * 1e6,
+            "seq_step_us_naive": per10 / 10 * 1e6, "wf10_ms": per10 * 1e3})
+rounds = 1 if quick else 3
 t0 = time.perf_counter()
 for _ in range(rounds):
     handles = [DBOS.start_workflow(wf10, i) for i in range(nconc)]
     for i, h in enumerate(handles):
         assert h.get_result() == i + 10
-conc = (time.perf_counter() - t0) / (rounds * nconc * 10)
+out["conc100_step_us"] = (time.perf_counter() - t0) / (rounds * nconc * 10) * 1e6
+h = DBOS.start_workflow(echo_wf, nrt)
+wid = h.get_workflow_id()
+lat = []
+for i in range(nrt):
+    s = time.perf_counter()
+    DBOS.send(wid, i, "ping")
+    v = DBOS.get_event(wid, f"pong{i}", timeout_seconds=30)
+    lat.append(time.perf_counter() - s)
+    assert v == i, (v, i)
+assert h.get_result() == nrt
+lat.sort()
+out["msg_rt_us_p50"] = lat[len(lat) // 2] * 1e6
+out["msg_rt_us_p90"] = lat[int(len(lat) * 0.9)] * 1e6
 DBOS.destroy()
-print(json.dumps({"seq_step_us_marginal": (per10 - per1) / 9 * 1e6,
-                  "seq_step_us_naive": per10 / 10 * 1e6, "wf10_ms": per10 * 1e3,
-                  "conc100_step_us": conc * 1e6}))
+print(json.dumps(out))
 '''
 
 
@@ -211,18 +252,6 @@ async def wf1(x: int) -> int:
     return await small_step(x)
 
 
-async def wf0(x: int) -> int:
-    return x
-
-
-async def three_then_wait(x: int) -> int:
-    for _ in range(3):
-        x = await small_step(x)
-    msg = await _process.inbox().receive()
-    assert msg.payload + 3 == x
-    return x
-
-
 async def echo(n: int) -> int:
     inbox = _process.inbox()
     for _ in range(n):
@@ -231,30 +260,40 @@ async def echo(n: int) -> int:
     return n
 
 
+def _round(d: dict[str, object]) -> dict[str, object]:
+    return {k: round(v, 2) if isinstance(v, float) else v for k, v in d.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="a smoke run (fewer iterations)")
     args = parser.parse_args()
-    runs = 1 if args.quick else 3
-    g_runs = [garrison_side(args.quick) for _ in range(runs)]
-    g = {k: statistics.median(r[k] for r in g_runs) for k in g_runs[0]}
+    g = garrison_side(args.quick, "normal")
     g_full = garrison_side(args.quick, "full")
+    floor = sqlite_side(args.quick)
     d = dbos_side(args.quick)
     out: dict[str, object] = {
         "bench": "workflow_steps",
-        "runs": runs,
-        "garrison": {k: round(v, 2) for k, v in g.items()},
-        "garrison_full_sync": {k: round(v, 2) for k, v in g_full.items()},
-        "dbos": d if isinstance(d, str) else {k: round(v, 2) for k, v in d.items()},
+        "garrison": _round(dict(g)),
+        "garrison_full_sync": _round(dict(g_full)),
+        "dbos": d if isinstance(d, str) else _round(dict(d)),
+        "sqlite": _round(dict(floor)),
+        # how close to the floor: one single-row commit per step would be 1.0
+        "full_seq_step_vs_sqlite_full_commit": round(
+            g_full["seq_step_us_marginal"] / floor["full_commit_us"], 2),
+        "normal_seq_step_vs_sqlite_normal_commit": round(
+            g["seq_step_us_marginal"] / floor["normal_commit_us"], 2),
     }
     if isinstance(d, dict):
-        out["ratio_seq_step_vs_dbos"] = round(d["seq_step_us_marginal"]
-                                              / g["seq_step_us_marginal"], 1)
-        out["ratio_seq_step_naive_vs_dbos"] = round(d["seq_step_us_naive"]
-                                                    / g["seq_step_us_naive"], 1)
-        out["ratio_conc100_step_vs_dbos"] = round(d["conc100_step_us"] / g["conc100_step_us"], 1)
-        out["ratio_seq_step_full_sync_vs_dbos"] = round(
-            d["seq_step_us_marginal"] / g_full["seq_step_us_marginal"], 1)
+        def ratio(key: str, mine: dict[str, float]) -> float:
+            return round(d[key] / mine[key], 1)
+
+        out["ratio_seq_step_vs_dbos"] = ratio("seq_step_us_marginal", g)
+        out["ratio_conc100_step_vs_dbos"] = ratio("conc100_step_us", g)
+        out["ratio_seq_step_full_vs_dbos"] = ratio("seq_step_us_marginal", g_full)
+        out["ratio_conc100_step_full_vs_dbos"] = ratio("conc100_step_us", g_full)
+        out["ratio_msg_rt_vs_dbos"] = ratio("msg_rt_us_p50", g)
+        out["ratio_msg_rt_full_vs_dbos"] = ratio("msg_rt_us_p50", g_full)
     print(json.dumps(out))
 
 
