@@ -207,3 +207,49 @@ def test_killed_at_many_commit_points_until_done(sc: Scenario, points: list[str]
     assert sends == 30
     assert ticks == [{"ok": "tick:10"}, {"ok": "tick:20"}, {"ok": "tick:30"}]  # once each
     assert statuses == {"p": "completed", "p.1": "completed", "p.2": "completed"}
+
+
+def test_kill_while_a_workflow_watches_a_process_gives_noproc(sc: Scenario) -> None:
+    """The plain process dies with the node; after recovery its EXIT arrives as noproc."""
+    proc = sc.popen("start", "w", "watches_a_process")
+    sc.wait_marker("step:watching", proc)
+    time.sleep(0.2)
+    sc.kill(proc)
+    assert sc.resume("w") == [True, "EXIT", "noproc"]
+    assert [k for k, _ in sc.journal("w")] == ["spawn", "activity", "receive"]
+
+
+def test_kill_while_a_promise_waits_then_resolved_while_down(sc: Scenario) -> None:
+    proc = sc.popen("start", "w", "promise_or_deadline", "[3600]")
+    sc.wait_marker("step:waiting", proc)
+    time.sleep(0.2)
+    sc.kill(proc)
+    with SQLiteStore(sc.db) as store:  # no node runs: the resolution waits in the store
+        store.resolve_promise("w", "approval", {"by": "ann"})
+    assert sc.resume("w") == ["approved", {"by": "ann"}]
+    assert [k for k, _ in sc.journal("w")] == [
+        "promise", "timer", "now", "activity", "first", "now", "await_promise"]
+    assert sc.count()["step:waiting"] == 1
+
+
+def test_kill_during_a_timer_inside_first_waits_only_the_remainder(sc: Scenario) -> None:
+    proc = sc.popen("start", "w", "promise_or_deadline", "[2.0]")
+    sc.wait_marker("step:waiting", proc)
+    time.sleep(0.8)
+    sc.kill(proc)
+    status, waited = sc.resume("w")
+    assert status == "expired" and waited >= 2.0
+    assert sc.elapsed < 1.8, f"the resumed run waited {sc.elapsed:.2f}s"
+
+
+def test_kill_the_parent_while_its_children_run(sc: Scenario) -> None:
+    proc = sc.popen("start", "p", "parent_of_two", "[1.0]")
+    sc.wait_marker("step:children", proc)
+    time.sleep(0.2)
+    sc.kill(proc)
+    assert sc.status("p.1") == "running" and sc.status("p.2") == "running"
+    assert sc.resume("p") == {"payment": "child:payment", "shipping": "child:shipping"}
+    c = sc.count()
+    assert (c["step:children"], c["step:child:payment"], c["step:child:shipping"]) == (1, 1, 1)
+    assert [k for k, _ in sc.journal("p")] == ["spawn", "spawn", "activity", "receive",
+                                               "receive"]

@@ -365,3 +365,22 @@ async def process_child() -> list[Any]:
 
 async def failing_process() -> None:
     raise OSError("disk on fire")
+
+
+async def idle_process() -> None:
+    """A plain process that waits until it is stopped (lost when its node goes down)."""
+    await process.inbox().receive()
+
+
+async def watches_a_process() -> list[Any]:
+    """Monitors a plain process and waits for its EXIT (``noproc`` after a restart)."""
+    pid = await process.spawn_monitored(idle_process, host="processes")
+    ev = await process.events().receive()
+    return [ev.pid == pid, ev.kind.value, None if ev.error is None else ev.error.type]
+
+
+async def traps_a_linked_process() -> list[Any]:
+    process.set_options(trap_links=True)
+    pid = await process.spawn_linked(idle_process, host="processes")
+    ev = await process.events().receive()
+    return [ev.pid == pid, ev.kind.value, None if ev.error is None else ev.error.type]

@@ -115,3 +115,47 @@ async def pair(n: int) -> list[int]:
     got = results[str(receiver)]
     assert isinstance(got, list)
     return got
+
+
+async def idle_process() -> None:
+    """A plain (in-memory) process: lost when the node is killed."""
+    await process.inbox().receive()
+
+
+async def watches_a_process() -> list[object]:
+    pid = await process.spawn_monitored(idle_process, host="processes")
+    await step("watching")
+    ev = await process.events().receive()
+    return [ev.pid == pid, ev.kind.value, None if ev.error is None else ev.error.type]
+
+
+async def promise_or_deadline(seconds: float) -> list[object]:
+    """A durable promise raced with a durable timer in ``workflow.first``."""
+    approval = workflow.promise("approval")
+    deadline = workflow.timer(seconds)
+    t0 = workflow.now()
+    await step("waiting")
+    done = await workflow.first(approval, deadline)
+    waited = (workflow.now() - t0).total_seconds()
+    if done is deadline:
+        return ["expired", waited]
+    return ["approved", await approval]
+
+
+async def child_step(tag: str, seconds: float) -> str:
+    await workflow.sleep(seconds)
+    return await step(f"child:{tag}")
+
+
+async def parent_of_two(seconds: float) -> dict[str, object]:
+    """Two child workflows; their EXITs collected from the parent's events."""
+    payment = await process.spawn(child_step, "payment", seconds)
+    shipping = await process.spawn(child_step, "shipping", seconds)
+    await step("children")
+    results: dict[str, object] = {}
+    events = process.events()
+    while len(results) < 2:
+        ev = await events.receive()
+        name = "payment" if ev.pid == payment else "shipping" if ev.pid == shipping else "?"
+        results[name] = ev.result if ev.ok else str(ev.error)
+    return results

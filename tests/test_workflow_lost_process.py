@@ -1,0 +1,83 @@
+"""A plain process a workflow watched is lost when its node crashes: after recovery the
+workflow gets a durable ``EXIT`` (or ``LINK_DOWN``) with reason ``noproc``.
+
+A node that closes normally stops its processes first, so their real ``EXIT``
+(``Shutdown``) reaches the workflow; a crash leaves the store as :func:`crash_close`
+does: no event from the lost process. (tests/test_workflow_crash.py does it with SIGKILL.)
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import trio
+import workflow_app as app
+
+import garrison
+
+
+async def wait_status(handle: garrison.WorkflowHandle, status: str) -> None:
+    with trio.fail_after(5):
+        while handle.status() != status:
+            await trio.sleep(0.001)
+
+
+async def crash_close(db: str) -> None:
+    """The store as a SIGKILL during the wait leaves it: no event of the lost process."""
+    with sqlite3.connect(db) as conn:
+        conn.execute("DELETE FROM inbox WHERE kind = 'event'")
+    conn.close()
+
+
+async def test_graceful_close_delivers_the_real_exit(tmp_path: Path, autojump_clock: Any) -> None:
+    db = str(tmp_path / "wf.db")
+    async with garrison.open_node(store=db) as node:
+        await node.start_workflow(app.watches_a_process, id="w")
+        await wait_status(node.workflow("w"), "waiting")
+    async with garrison.open_node(store=db) as node:
+        with trio.fail_after(5):
+            assert await node.workflow("w").result() == [True, "EXIT", "Shutdown"]
+
+
+async def test_monitored_process_lost_in_a_restart_gives_noproc_exit(
+        tmp_path: Path, autojump_clock: Any) -> None:
+    db = str(tmp_path / "wf.db")
+    async with garrison.open_node(store=db) as node:
+        await node.start_workflow(app.watches_a_process, id="w")
+        await wait_status(node.workflow("w"), "waiting")
+    await crash_close(db)
+    async with garrison.open_node(store=db) as node:
+        with trio.fail_after(5):
+            assert await node.workflow("w").result() == [True, "EXIT", "noproc"]
+        rec = node.workflow("w").history()[-1]
+        assert rec.kind == "receive" and rec.outcome["event"]["error"]["type"] == "noproc"
+    # one event row: the noproc EXIT (its id would drop a second one)
+    with garrison.persistence.SQLiteStore(db) as store:
+        events = store._query("SELECT msg_id FROM inbox WHERE workflow_id = 'w'")
+    assert len(events) == 1
+
+
+async def test_trapped_link_to_a_lost_process_gives_noproc_link_down(
+        tmp_path: Path, autojump_clock: Any) -> None:
+    db = str(tmp_path / "wf.db")
+    async with garrison.open_node(store=db) as node:
+        await node.start_workflow(app.traps_a_linked_process, id="l")
+        await wait_status(node.workflow("l"), "waiting")
+    await crash_close(db)
+    async with garrison.open_node(store=db) as node:
+        with trio.fail_after(5):
+            assert await node.workflow("l").result() == [True, "LINK_DOWN", "noproc"]
+
+
+async def test_exit_delivered_before_the_restart_is_not_doubled(
+        tmp_path: Path, autojump_clock: Any) -> None:
+    """The process ended (its EXIT is in the inbox) but the workflow had not received it
+    yet when the node went down: it gets that EXIT, not a noproc one."""
+    db = str(tmp_path / "wf.db")
+    async with garrison.open_node(store=db) as node:
+        await node.start_workflow(app.process_child, id="pc")
+        assert await node.workflow("pc").result() == [True, "EXIT", "OSError: disk on fire"]
+    async with garrison.open_node(store=db) as node:
+        assert await node.workflow("pc").result() == [True, "EXIT", "OSError: disk on fire"]
