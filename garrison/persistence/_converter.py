@@ -123,7 +123,7 @@ def _make_converter() -> cattrs.Converter:
     conv.register_unstructure_hook(uuid.UUID, str)
     conv.register_structure_hook(uuid.UUID, _structure_uuid)
     # ``-> object`` / ``list[object]`` mean "any JSON value", like ``Any``
-    conv.register_structure_hook(object, lambda value, _type: value)
+    conv.register_structure_hook_func(lambda t: t is object, lambda value, _type: value)
     # Containers: walk them ourselves so every nested value is checked by its
     # runtime type (cattrs would pass unknown objects through untouched).
     conv.register_unstructure_hook(dict, _unstructure_dict)
