@@ -949,6 +949,29 @@ class SQLiteStore:
         from_row = JournalRecord.from_row
         return [from_row(row) for row in rows]
 
+    def journal_entries(self, workflow_id: str) -> tuple[list[tuple[int, str, str, Any, int]], int]:
+        """Recovery's fast path: ``([(seq, kind, name, outcome, attempts), ...], bytes)``,
+        the journal in seq order with decoded outcomes, and the size of their JSON.
+
+        Every outcome is decoded by ONE ``json.loads`` of the texts joined into an
+        array, and no :class:`JournalRecord` is built: on a long journal per-row
+        decoding and record objects cost about three times as much (replay speed
+        after a restart is bound by this read)."""
+        rows = self._query(
+            "SELECT seq, kind, name, outcome, attempts FROM journal WHERE workflow_id = ? "
+            "ORDER BY seq",
+            (workflow_id,),
+        )
+        if not rows:
+            return [], 0
+        texts = [row[3] for row in rows]
+        outcomes = json.loads("[" + ",".join(texts) + "]")
+        return (
+            [(seq, kind, name, out, attempts)
+             for (seq, kind, name, _, attempts), out in zip(rows, outcomes, strict=True)],
+            sum(map(len, texts)),
+        )
+
     def journal_size(self, workflow_id: str) -> tuple[int, int]:
         """``(records, bytes of outcome JSON)`` of the workflow's journal."""
         rows = self._query(
