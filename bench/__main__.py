@@ -21,15 +21,55 @@ SHOW: dict[str, list[tuple[str, str]]] = {
     "actors.py": [
         ("garrison.msgs_per_s", "messages/s"),
         ("ratio_msgs_vs_trio_channel", "x trio channel"),
-        ("ratio_msgs_vs_pykka_tell", "x pykka tell"),
+        ("ratio_msgs_vs_pykka_tell", "x pykka tell (>= 1)"),
         ("garrison.call_us", "call round trip us"),
-        ("ratio_call_vs_pykka_ask", "x pykka ask"),
+        ("pykka.ask_us", "pykka ask us"),
+        ("ratio_call_vs_pykka_ask", "x pykka ask (>= 3)"),
         ("garrison.spawn_exit_us", "spawn+exit us"),
-        ("ratio_spawn_vs_start_soon", "x trio start_soon"),
+        ("trio_raw.start_soon_us", "trio start_soon us"),
+        ("ratio_spawn_vs_start_soon", "x trio start_soon (>= 0.5)"),
     ],
     "memory.py": [
-        ("idle_processes_mib", "100k idle processes MiB"),
-        ("garrison.rss_bytes_per_process", "bytes per idle process"),
+        ("idle_processes_mib", "100k idle processes MiB (< 1024)"),
+        ("bytes_per_idle_process", "bytes per idle process"),
+        ("trio_raw.rss_bytes_per_task", "bytes per parked trio task"),
+        ("kib_per_waiting_workflow", "KiB per waiting workflow"),
+    ],
+    "recovery.py": [
+        ("recovery.workflows", "unfinished workflows"),
+        ("recovery.open_node_s", "open_node returned s"),
+        ("recovery.all_resumed_s", "all resumed (waiting) s (< 5)"),
+        ("recovery.all_finished_s", "all finished s"),
+        ("peer_dbos_recovery_s", "DBOS, 1 workflow s (quoted)"),
+        ("replay.journal_records", "journal records replayed"),
+        ("replay.records_per_s", "replayed records/s (>= 100k)"),
+    ],
+    "scaling.py": [
+        ("normal_steps_per_s_at_1", "NORMAL steps/s, 1 at once"),
+        ("normal_steps_per_s_at_10", "NORMAL steps/s, 10"),
+        ("normal_steps_per_s_at_100", "NORMAL steps/s, 100"),
+        ("normal_steps_per_s_at_1000", "NORMAL steps/s, 1000"),
+        ("full_steps_per_s_at_1", "FULL steps/s, 1 at once"),
+        ("full_steps_per_s_at_10", "FULL steps/s, 10"),
+        ("full_steps_per_s_at_100", "FULL steps/s, 100"),
+        ("full_steps_per_s_at_1000", "FULL steps/s, 1000"),
+    ],
+    "workflow_steps.py": [
+        ("garrison.seq_step_us_marginal", "NORMAL seq step us"),
+        ("dbos.seq_step_us_marginal", "DBOS seq step us"),
+        ("ratio_seq_step_vs_dbos", "x DBOS seq (>= 25)"),
+        ("garrison.conc100_step_us", "NORMAL 100-conc step us"),
+        ("dbos.conc100_step_us", "DBOS 100-conc step us"),
+        ("ratio_conc100_step_vs_dbos", "x DBOS 100-conc (>= 50)"),
+        ("garrison_full_sync.seq_step_us_marginal", "FULL seq step us"),
+        ("sqlite.full_commit_us", "raw SQLite FULL commit us"),
+        ("ratio_seq_step_full_vs_dbos", "x DBOS seq, FULL (>= 5)"),
+        ("garrison_full_sync.conc100_step_us", "FULL 100-conc step us"),
+        ("garrison_full_sync.conc100_commits_per_step", "FULL 100-conc commits/step"),
+        ("ratio_conc100_step_full_vs_dbos", "x DBOS 100-conc, FULL (>= 25)"),
+        ("garrison.msg_rt_us_p50", "message RT p50 us (< 1000)"),
+        ("dbos.msg_rt_us_p50", "DBOS send/recv RT p50 us"),
+        ("ratio_msg_rt_vs_dbos", "x DBOS message RT"),
     ],
 }
 
@@ -80,7 +120,7 @@ def main() -> None:
         for key, label in shown:
             value = flat.get(key)
             text = f"{value:,.2f}" if isinstance(value, float) else str(value)
-            print(f"   {label:<28} {text}")
+            print(f"   {label:<34} {text}")
 
 
 if __name__ == "__main__":

@@ -1,11 +1,13 @@
-"""Memory per idle process, measured in a fresh interpreter.
+"""Memory per idle process and per waiting workflow, measured in a fresh interpreter.
 
-    python bench/memory.py [--processes N] [--traced]
+    python bench/memory.py [--processes N] [--workflows M] [--traced] [--quick]
 
-Spawns N processes that each wait in ``inbox().receive()`` and reports the growth of
-the resident set (``/proc/self/statm``) and of Python's traced allocations, next to
-the same number of raw trio tasks parked on a ``trio.Event`` (the floor). Prints one
-JSON line.
+Spawns N processes (default 100,000) that each wait in ``inbox().receive()`` and
+reports the growth of the resident set (``/proc/self/statm``) and of Python's traced
+allocations, next to the same number of raw trio tasks parked on a ``trio.Event``
+(the floor). Then starts M workflows (default 10,000) on a durable store that each
+did one step and wait in ``inbox().receive()``, and reports the same per waiting
+workflow (its journal, durable inbox and task stay in memory). Prints one JSON line.
 """
 
 from __future__ import annotations
@@ -49,6 +51,45 @@ async def measure_processes(n: int) -> dict[str, float]:
             "rss_total_mib": (r1 - r0) / 2**20}
 
 
+@garrison.activity
+async def _step(i: int) -> int:
+    return i + 1
+
+
+async def waiting_workflow(i: int) -> int:
+    i = await _step(i)
+    await process.inbox().receive()
+    return i
+
+
+async def _start(node: garrison.Node, i: int) -> None:
+    await node.start_workflow(waiting_workflow, i, id=f"m-{i}")
+
+
+async def measure_workflows(n: int) -> dict[str, float]:
+    import tempfile
+
+    path = os.path.join(tempfile.mkdtemp(prefix="garrison-memory-"), "wf.db")
+    async with garrison.open_node(store=path) as node:
+        await node.start_workflow(waiting_workflow, -1, id="warm")  # imports, caches
+        gc.collect()
+        r0, (t0, _) = rss(), tracemalloc.get_traced_memory()
+        for base in range(0, n, 500):
+            async with trio.open_nursery() as nursery:
+                for i in range(base, min(n, base + 500)):
+                    nursery.start_soon(_start, node, i)
+        i = 0
+        while i < n:
+            if node.workflow(f"m-{i}").status() == "waiting":
+                i += 1
+            else:
+                await trio.sleep(0.01)
+        gc.collect()
+        r1, (t1, _) = rss(), tracemalloc.get_traced_memory()
+    return {"rss_bytes_per_workflow": (r1 - r0) / n, "traced_bytes_per_workflow": (t1 - t0) / n,
+            "rss_total_mib": (r1 - r0) / 2**20}
+
+
 async def measure_trio(n: int) -> dict[str, float]:
     ev = trio.Event()
     gc.collect()
@@ -66,8 +107,13 @@ async def measure_trio(n: int) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--processes", type=int, default=100_000)
+    parser.add_argument("--workflows", type=int, default=None)
     parser.add_argument("--traced", action="store_true", help="also count with tracemalloc")
+    parser.add_argument("--quick", action="store_true", help="10,000 processes, 1,000 workflows")
     args = parser.parse_args()
+    if args.quick:
+        args.processes = min(args.processes, 10_000)
+    n_wf = args.workflows or (1000 if args.quick else 10_000)
     if args.traced:
         tracemalloc.start()
     out: dict[str, object] = {"bench": "memory", "python": sys.version.split()[0],
@@ -78,6 +124,13 @@ def main() -> None:
     assert isinstance(g, dict)
     out["idle_processes_mib"] = round(g["rss_total_mib"], 1)
     out["under_1_gib"] = g["rss_total_mib"] < 1024
+    w = trio.run(measure_workflows, n_wf)
+    out["n_workflows"] = n_wf
+    out["garrison_workflows"] = w
+    out["kib_per_waiting_workflow"] = round(w["rss_bytes_per_workflow"] / 1024, 1)
+    out["bytes_per_idle_process"] = round(g["rss_bytes_per_process"])
+    out["ratio_process_vs_trio_task_bytes"] = round(
+        g["rss_bytes_per_process"] / max(1.0, out["trio_raw"]["rss_bytes_per_task"]), 2)
     print(json.dumps(out))
 
 

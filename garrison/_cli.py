@@ -161,6 +161,19 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(bench_args: list[str]) -> int:
+    """``python -m bench`` of a garrison checkout (the benchmarks are not installed);
+    every argument is passed on (``--quick``, ``--json``, script names)."""
+    import subprocess
+
+    for root in (Path(__file__).resolve().parent.parent, Path.cwd()):
+        if (root / "bench" / "__main__.py").is_file():
+            return subprocess.call([sys.executable, "-m", "bench", *bench_args], cwd=root)
+    print("garrison bench: no bench/ folder here; run it from a garrison source checkout",
+          file=sys.stderr)
+    return 2
+
+
 def build_parser() -> argparse.ArgumentParser:
     levels = ["DEBUG", "INFO", "WARNING", "ERROR", "debug", "info", "warning", "error"]
     parser = argparse.ArgumentParser(prog="garrison", description=__doc__.split("\n")[0])
@@ -184,6 +197,10 @@ def build_parser() -> argparse.ArgumentParser:
     check_p.add_argument("configs", nargs="+")
     check_p.set_defaults(func=cmd_check)
 
+    # handled in main(): every argument after "bench" goes to python -m bench
+    sub.add_parser("bench", help="run the benchmarks against their peers, print a table "
+                   "(python -m bench of a source checkout; --quick, --json, script names)")
+
     from ._cli_workflows import add_parser
 
     add_parser(sub, common)
@@ -192,6 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``garrison`` console script and ``python -m garrison``."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["bench"]:
+        return cmd_bench(argv[1:])
     args = build_parser().parse_args(argv)
     setup_logging(args.log_level, args.log_format)
     code: int = args.func(args)
