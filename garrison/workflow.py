@@ -147,9 +147,14 @@ def history_length() -> int:
 
 
 def history_size() -> int:
-    """The size of the journal's recorded outcomes so far, in bytes (of JSON)."""
+    """The size of the journal's recorded outcomes so far (characters of JSON; bytes for
+    ASCII). Deterministic: a replay sees the same value at the same point::
+
+        if workflow.history_length() > 5_000 or workflow.history_size() > 2_000_000:
+            workflow.continue_as_new(cursor)
+    """
     wf = require_workflow("workflow.history_size()")
-    return wf.history_bytes
+    return wf.history_size()
 
 
 def attrs(search: dict[str, Any] | None = None, memo: dict[str, Any] | None = None) -> None:

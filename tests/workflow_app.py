@@ -384,3 +384,89 @@ async def traps_a_linked_process() -> list[Any]:
     pid = await process.spawn_linked(idle_process, host="processes")
     ev = await process.events().receive()
     return [ev.pid == pid, ev.kind.value, None if ev.error is None else ev.error.type]
+
+
+async def signal_or_deadline(deadline: str) -> Any:
+    """An inbox receive raced with a durable timer."""
+    reply = process.inbox().receive()
+    timer = workflow.timer(deadline)
+    done = await workflow.first(reply, timer)
+    if done is timer:
+        return "expired"
+    msg = await reply
+    await process.inbox().receive()  # wait for "go" (a restart may happen here)
+    return [msg.topic, msg.payload]
+
+
+async def gather_everything() -> list[Any]:
+    """gather over a promise, a timer, a started activity and an inbox receive."""
+    p = workflow.promise("p")
+    t = workflow.timer("1h")
+    a = workflow.start(add_one, 1)
+    r = process.inbox().receive()
+    got = await workflow.gather(p, t, a, r)
+    return [got[0], got[1], got[2], got[3].payload]
+
+
+async def late_promise() -> Any:
+    """Declares its promise only after a message: a resolution before that is kept."""
+    await process.inbox().receive()
+    return await workflow.promise("early")
+
+
+async def counter(n: int) -> list[Any]:
+    """get_state before set_state, across waits: replay must see the same values."""
+    seen = []
+    for _ in range(n):
+        count = workflow.get_state("count", 0)
+        seen.append(count)
+        workflow.set_state("count", count + 1)
+        await process.inbox().receive()
+    return seen
+
+
+async def sized(n: int) -> list[Any]:
+    sizes = []
+    for _ in range(n):
+        await add_one(1)
+        sizes.append([workflow.history_length(), workflow.history_size()])
+        await process.inbox().receive()
+    return sizes
+
+
+async def chatty(n: int) -> int:
+    for _ in range(n):
+        workflow.random()
+    return workflow.history_length()
+
+
+async def version_range(lo: int, hi: int) -> int:
+    v = workflow.version("change-1", lo, hi)
+    await process.inbox().receive()
+    return v
+
+
+async def parent_of_waiters() -> str:
+    await process.spawn(receiver)
+    await process.spawn(cancellable_sleep)
+    await process.inbox().receive()
+    return "not cancelled"
+
+
+async def continued(n: int) -> list[Any]:
+    """continue_as_new keeps state, inbox and promises."""
+    if n == 0:
+        workflow.set_state("runs", 1)
+        workflow.promise("kept")
+        workflow.continue_as_new(1)
+    msg = await process.inbox().receive()
+    return [workflow.get_state("runs"), msg.payload, await workflow.promise("kept"),
+            workflow.history_length()]
+
+
+async def first_with_timeout() -> str:
+    try:
+        await workflow.first(process.inbox().receive(timeout="1s"), workflow.timer("1h"))
+    except ValueError as exc:
+        return str(exc)
+    return "accepted"

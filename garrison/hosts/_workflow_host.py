@@ -83,6 +83,8 @@ S = WorkflowStatus
 _PLAIN = (str, int, float, bool, type(None))
 _dumps = json.dumps
 _loads = json.loads
+#: a run whose journal passes this many records logs a warning (continue-as-new)
+HISTORY_WARNING = 10_000
 #: durable operations a workflow may do without yielding to the scheduler
 _BUDGET = 64
 
@@ -334,10 +336,15 @@ class DurableInbox:
     def __len__(self) -> int:
         return sum(1 for item in self._wf.pending if self._wf._matches(self, item))
 
-    async def receive(self, timeout: Any = None) -> Any:
-        """The next item (journaled); waits. With ``timeout`` (a durable timer),
-        ``None`` when it expires."""
-        return await self._wf._receive(self, timeout)
+    def receive(self, timeout: Any = None) -> PendingReceive:
+        """The next item (journaled); ``await`` it. With ``timeout`` (a durable timer),
+        ``None`` when it expires. Its place in the journal is taken here, so it can also
+        be raced in ``workflow.first`` (without a timeout: race a ``workflow.timer``)::
+
+            reply = process.inbox().receive()
+            done = await workflow.first(reply, workflow.timer("1h"))
+        """
+        return self._wf._start_receive(self, timeout)
 
     def try_receive(self) -> Any:
         """The next item if one is waiting, else ``None``; journaled, never waits."""
@@ -351,6 +358,32 @@ class DurableInbox:
 
 
 # ====================================================================== awaitables
+class PendingReceive:
+    """A receive from a workflow's inbox (``inbox.receive()``): ``await`` it for the
+    item, or race it in ``workflow.first``. ``done()`` says whether an item is there."""
+
+    __slots__ = ("_wf", "box", "resolved", "seconds", "seq", "value")
+
+    def __init__(self, wf: _Workflow, box: DurableInbox, seconds: float | None,
+                 seq: int, resolved: bool, value: Any) -> None:
+        self._wf = wf
+        self.box = box
+        self.seconds = seconds
+        self.seq = seq
+        self.resolved = resolved
+        self.value = value
+
+    def __repr__(self) -> str:
+        return f"<receive from {self.box.channel} {'done' if self.done() else 'pending'}>"
+
+    def done(self) -> bool:
+        """True once recorded, or while a matching item waits in the inbox."""
+        return self.resolved or self._wf._find(self.box) is not None
+
+    def __await__(self) -> Any:
+        return self._wf._await_receive(self).__await__()
+
+
 class ActivityHandle:
     """An activity started with ``workflow.start``: ``await`` it for its result
     (or its ``ActivityError``); ``done()`` says whether it has finished."""
@@ -445,8 +478,7 @@ class _Workflow:
     def __init__(self, host: WorkflowHost, wid: str, name: str, input_plain: list[Any], *,
                  run_id: str, attempt: int, parent: Pid | None, created: float,
                  journal: list[Entry], pending: list[_Item], timers: dict[int, float],
-                 cancel_requested: bool, watchers: list[Pid], state: dict[str, Any],
-                 history_bytes: int | None = None) -> None:
+                 cancel_requested: bool, watchers: list[Pid], state: dict[str, Any]) -> None:
         self.host = host
         self.node = host.node
         self.store = host.store
@@ -485,8 +517,9 @@ class _Workflow:
         self.scope: trio.CancelScope | None = None
         self._calls: dict[int, trio.lowlevel.Task | None] = {}
         self._callers: dict[int, Any] = {}
-        self.history_bytes = (sum(len(_dumps(e.outcome)) for e in journal)
-                              if history_bytes is None else history_bytes)
+        #: characters of journal JSON recorded live in this run (see history_size)
+        self.history_bytes = 0
+        self._journal_sizes: dict[int, int] | None = None
         self.fn: Any = None
         #: recovered from a journal: check watched processes once replay has caught up
         self.check_lost = bool(journal)
@@ -517,6 +550,25 @@ class _Workflow:
         tx.append_journal(self.wid, seq, kind, name, RawJson(outcome_json), attempts=attempts,
                           time=self.host.clock.now())
         self.history_bytes += len(outcome_json)
+        if seq == HISTORY_WARNING + 1:
+            log.warning("workflow %r (%s) has passed %d journal records: replay after a "
+                        "restart gets slower as it grows; consider workflow.continue_as_new() "
+                        "to start a fresh run", self.wid, self.name, HISTORY_WARNING)
+
+    def history_size(self) -> int:
+        """Characters of journal JSON so far: the replayed records (as stored) and the
+        live ones; the same at the same point of a replay."""
+        size = self.history_bytes
+        entries = self.cursor.entries
+        if entries:
+            if self._journal_sizes is None:
+                rows = self.store._query("SELECT seq, length(outcome) FROM journal "
+                                         "WHERE workflow_id = ?", (self.wid,))
+                self._journal_sizes = {int(seq): int(n) for seq, n in rows}
+            seq = self.cursor.seq
+            size += sum(n for s, n in self._journal_sizes.items()
+                        if 0 < s < seq and s in entries)
+        return size
 
     # ------------------------------------------------------------ cancellation / checks
     def _op(self, what: str) -> None:
@@ -708,11 +760,16 @@ class _Workflow:
         text = to_json(list(args), what=f"the arguments of workflow {self.name}")
         run_id = _uuid.uuid4().hex
         tx = self._take_buffer()
-        tx.reset_run(self.wid, RawJson(text), run_id=run_id, time=self.host.clock.now())
+        now = self.host.clock.now()
+        tx.reset_run(self.wid, RawJson(text), run_id=run_id, time=now)
+        # seq 0 of the new run: the state it starts with (what get_state replays from)
+        tx.append_journal(self.wid, 0, CONTINUED, "", RawJson(_dumps({"state": self.state})),
+                          time=now)
         await self.host.commit(tx)
         self.input_plain = _loads(text)
         self.run_id = run_id
         self.cursor = Cursor(self.wid, [])
+        self._journal_sizes = None
         self.timers.clear()
         self.history_bytes = 0
         self.created = self.host.clock.now()
@@ -770,16 +827,32 @@ class _Workflow:
                 del self.pending[i]
                 return
 
-    async def _receive(self, box: DurableInbox, timeout: Any) -> Any:
+    def _start_receive(self, box: DurableInbox, timeout: Any) -> PendingReceive:
+        """``inbox.receive()``: the seq is taken where the receive is created."""
         seconds = None if timeout is None else timeout_seconds(timeout)
         entry = self._take("receive", box.channel)
         if entry is not None:
             out = entry.outcome or {}
             if "inbox" in out:
                 self._forget(out["inbox"])
+            return PendingReceive(self, box, seconds, entry.seq, True,
+                                  self._replayed_item(entry))
+        return PendingReceive(self, box, seconds, self.cursor.seq - 1, False, None)
+
+    def _claim(self, r: PendingReceive, tx: Transaction) -> None:
+        """Take the waiting item for ``r`` (``r.done()`` was true): recorded in ``tx``."""
+        item = self._find(r.box)
+        assert item is not None
+        self.pending.remove(item)
+        self._record(tx, r.seq, "receive", r.box.channel, self._receive_outcome(item))
+        tx.consume(self.wid, item.id, r.seq)
+        r.resolved, r.value = True, item.value
+
+    async def _await_receive(self, r: PendingReceive) -> Any:
+        if r.resolved:
             await self._yield()
-            return self._replayed_item(entry)
-        seq = self.cursor.seq - 1
+            return r.value
+        box, seconds, seq = r.box, r.seconds, r.seq
         deadline = self.timers.get(seq)
         try:
             while True:
@@ -794,6 +867,7 @@ class _Workflow:
                         self.timers.pop(seq, None)
                     await self._commit(tx)
                     await self._yield()
+                    r.resolved, r.value = True, item.value
                     return item.value
                 if seconds is not None and deadline is None:
                     deadline = self.host.clock.now() + seconds
@@ -805,6 +879,7 @@ class _Workflow:
                     tx.remove_timer(self.wid, seq)
                     self.timers.pop(seq, None)
                     await self._commit(tx)
+                    r.resolved = True
                     return None
                 await self._wait(None if deadline is None else
                                  self.host.clock.trio_deadline(deadline),
@@ -1070,11 +1145,15 @@ class _Workflow:
 
     async def first(self, awaitables: tuple[Any, ...]) -> Any:
         for a in awaitables:
-            if not isinstance(a, ActivityHandle | DurablePromise | DurableTimer):
-                raise TypeError(f"workflow.first() takes promises, timers and activities "
-                                f"started with workflow.start(), got {a!r}")
+            if not isinstance(a, ActivityHandle | DurablePromise | DurableTimer
+                              | PendingReceive):
+                raise TypeError(f"workflow.first() takes promises, timers, inbox receives "
+                                f"and activities started with workflow.start(), got {a!r}")
             if a._wf is not self:
                 raise ValueError(f"{a!r} belongs to another workflow")
+            if isinstance(a, PendingReceive) and a.seconds is not None and not a.resolved:
+                raise ValueError("a receive raced in workflow.first() takes no timeout: "
+                                 "race it with a workflow.timer() instead")
         entry = self._take("first", "")
         if entry is not None:
             await self._yield()
@@ -1085,6 +1164,8 @@ class _Workflow:
                 for i, a in enumerate(awaitables):  # argument order: deterministic ties
                     if a.done():
                         tx = Transaction()
+                        if isinstance(a, PendingReceive) and not a.resolved:
+                            self._claim(a, tx)  # consumed with the decision, atomically
                         self._record(tx, seq, "first", "", _dumps({"index": i}))
                         await self._commit(tx)
                         return a
@@ -1457,6 +1538,9 @@ class WorkflowHost:
                     nursery.start_soon(self._resume_gc, recovering)
             if resumed:
                 self.store.write(resumed)  # running, in the store too, before open_node returns
+            for wf in list(self.active.values()):
+                if wf.cancel_requested:  # by a tool while no node ran: children go too
+                    self._cancel_children(wf)
             if self.store.path is not None and getattr(self.store, "locked", False):
                 nursery.start_soon(self._poll_wakeups)
             if self._inline and not self._always_inline:
@@ -1491,7 +1575,7 @@ class WorkflowHost:
     def _load(self, record: Any) -> _Workflow:
         store = self.store
         wid = record.workflow_id
-        rows, size = store.journal_entries(wid)  # one json.loads for the whole journal
+        rows, _size = store.journal_entries(wid)  # one json.loads for the whole journal
         journal = [Entry(*row) for row in rows]
         pending = [_item_from_record(r) for r in store.pending_messages(wid)]
         timers = {t.seq: t.deadline.timestamp() for t in store.timers(wid)}
@@ -1501,8 +1585,7 @@ class WorkflowHost:
             created=record.created.timestamp() if record.created else _time.time(),
             journal=journal, pending=pending, timers=timers,
             cancel_requested=record.cancel_requested,
-            watchers=[p for p in store.monitors(wid)], state=store.states(wid),
-            history_bytes=size,
+            watchers=[p for p in store.monitors(wid)], state=_initial_state(journal),
         )
         self._load_promises(wf)
         return wf
@@ -1638,6 +1721,7 @@ class WorkflowHost:
                 consumed = True
         if record.cancel_requested and not wf.cancel_requested:
             wf.cancel_requested = True
+            self._cancel_children(wf)
             consumed = True
         before = len(wf.promises)
         self._load_promises(wf)
@@ -1670,7 +1754,9 @@ class WorkflowHost:
         tx = prefix_tx if prefix_tx is not None else Transaction()
         n = len(tx)
         now = self.clock.now()
+        run_id = _uuid.uuid4().hex
         tx.create_workflow(wid, name, RawJson(input_text), status="running", parent=parent,
+                           run_id=run_id,
                            host=self.name, time=now)
         if watcher is not None:
             tx.add_monitor(wid, watcher)
@@ -1688,7 +1774,7 @@ class WorkflowHost:
                     # unfinished but not loaded (a tool created it): run it now
                     self._refresh(wid)
             return pid
-        wf = _Workflow(self, wid, name, _loads(input_text), run_id="", attempt=1, parent=parent,
+        wf = _Workflow(self, wid, name, _loads(input_text), run_id=run_id, attempt=1, parent=parent,
                        created=now, journal=[], pending=[], timers={}, cancel_requested=False,
                        watchers=[watcher] if watcher is not None else [], state={})
         wf.fn = fn
@@ -1944,11 +2030,15 @@ class WorkflowHost:
         if not wf.cancel_requested:
             self.store.write(Transaction().request_cancel(wid))
             wf.cancel_requested = True
-            for child in list(self.active.values()):  # unfinished children go too
-                if child.parent == wf.pid and not child.done.is_set():
-                    self.request_cancel(child.wid)
+            self._cancel_children(wf)
         wf._notify()
         return True
+
+    def _cancel_children(self, wf: _Workflow) -> None:
+        """Unfinished children of a cancelled workflow are cancelled too."""
+        for child in list(self.active.values()):
+            if child.parent == wf.pid and not child.done.is_set():
+                self.request_cancel(child.wid)
 
     def kill(self, target: Pid, reason: ErrorInfo) -> bool:
         wf = self.active.get(target.id)
@@ -2063,6 +2153,18 @@ def _abort_ok(host: WorkflowHost) -> Callable[[Any], trio.lowlevel.Abort]:
         return trio.lowlevel.Abort.SUCCEEDED
 
     return abort
+
+
+#: the kind of the seq-0 record of a continued run: the state it starts with
+CONTINUED = "continued"
+
+
+def _initial_state(journal: list[Entry]) -> dict[str, Any]:
+    """The state a run starts with: empty, or what a continue-as-new carried over. Replay
+    rebuilds the rest, so ``get_state`` sees the same values as the first time."""
+    if journal and journal[0].seq == 0 and journal[0].kind == CONTINUED:
+        return dict((journal[0].outcome or {}).get("state") or {})
+    return {}
 
 
 def _plain_or_repr(value: Any) -> Any:

@@ -1,0 +1,226 @@
+"""Long-running orchestration (issue 5): promises, first/gather over promises, timers,
+activities and inbox receives, state, search, versioning, history, children,
+continue-as-new. On virtual time (MockClock): a 48-hour deadline takes no real time."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+import workflow_app as app
+
+import garrison
+
+
+@pytest.fixture(autouse=True)
+def _reset() -> None:
+    app.LOG.clear()
+
+
+async def wait_status(handle: garrison.WorkflowHandle, status: str) -> None:
+    with trio.fail_after(5):
+        while handle.status() != status:
+            await trio.sleep(0.001)
+
+
+def kinds(handle: garrison.WorkflowHandle) -> list[str]:
+    return [r.kind for r in handle.history()]
+
+
+# ------------------------------------------------------------------ promises
+async def test_promise_resolved_before_the_workflow_asks_is_kept(node: garrison.Node) -> None:
+    pid = await node.start_workflow(app.late_promise, id="lp")
+    handle = node.workflow("lp")
+    await wait_status(handle, "waiting")
+    await handle.promise("early").resolve({"ok": 1})  # not declared yet
+    assert handle.promise("early").status() == "resolved"
+    await node.send(pid, "go")
+    assert await handle.result() == {"ok": 1}
+    with pytest.raises(garrison.PromiseAlreadyCompleted):
+        await handle.promise("early").reject("too late")
+
+
+async def test_promise_of_an_unknown_workflow(node: garrison.Node) -> None:
+    with pytest.raises(garrison.NoSuchWorkflow):
+        await node.workflow("ghost").promise("p").resolve(1)
+
+
+async def test_rejected_promise_raises_promise_rejected(node: garrison.Node) -> None:
+    await node.start_workflow(app.promise_or_deadline, "48h", id="rj")
+    handle = node.workflow("rj")
+    await wait_status(handle, "waiting")
+    await handle.promise("approval").reject("no")
+    assert await handle.result() == "rejected: promise 'approval' of workflow 'rj' was rejected: no"
+    with pytest.raises(garrison.PromiseAlreadyCompleted):
+        await handle.promise("approval").resolve(1)
+
+
+async def test_48h_promise_deadline_on_virtual_time(node: garrison.Node,
+                                                    autojump_clock: Any) -> None:
+    t0 = trio.current_time()
+    await node.start_workflow(app.promise_or_deadline, "48h", id="late")
+    await wait_status(node.workflow("late"), "waiting")  # a promise can wake it: waiting
+    assert await node.workflow("late").result() == "expired"
+    assert trio.current_time() - t0 == pytest.approx(48 * 3600)
+
+
+# ------------------------------------------------------------------ first / gather
+async def test_first_over_an_inbox_receive_and_a_timer(tmp_path: Path,
+                                                       autojump_clock: Any) -> None:
+    db = str(tmp_path / "wf.db")
+    async with garrison.open_node(store=db) as node:
+        pid = await node.start_workflow(app.signal_or_deadline, "1d", id="s")
+        await wait_status(node.workflow("s"), "waiting")
+        await node.send(pid, "verify", {"code": 7})
+        with trio.fail_after(5):
+            while "first" not in kinds(node.workflow("s")):
+                await trio.sleep(0.001)
+    # the decision and the consumed message are replayed after a restart
+    async with garrison.open_node(store=db) as node:
+        await node.send(pid, "go")
+        assert await node.workflow("s").result() == ["verify", {"code": 7}]
+        assert kinds(node.workflow("s")) == ["receive", "timer", "first", "receive"]
+        t0 = trio.current_time()
+        await node.start_workflow(app.signal_or_deadline, "2h", id="t")
+        assert await node.workflow("t").result() == "expired"
+        assert trio.current_time() - t0 == pytest.approx(7200)
+
+
+async def test_first_refuses_a_receive_with_a_timeout(node: garrison.Node) -> None:
+    await node.start_workflow(app.first_with_timeout, id="ft")
+    assert "race it with a workflow.timer()" in await node.workflow("ft").result()
+
+
+async def test_gather_over_promise_timer_activity_and_receive(node: garrison.Node,
+                                                              autojump_clock: Any) -> None:
+    pid = await node.start_workflow(app.gather_everything, id="ga")
+    handle = node.workflow("ga")
+    await wait_status(handle, "waiting")
+    await handle.promise("p").resolve("P")
+    await node.send(pid, "m", "M")
+    assert await handle.result() == ["P", None, 2, "M"]
+    assert trio.current_time() >= 3600
+
+
+# ------------------------------------------------------------------ state and history
+async def test_get_state_replays_the_values_it_saw(tmp_path: Path, autojump_clock: Any) -> None:
+    db = str(tmp_path / "wf.db")
+    async with garrison.open_node(store=db) as node:
+        pid = await node.start_workflow(app.counter, 3, id="c")
+        for _ in range(2):
+            await wait_status(node.workflow("c"), "waiting")
+            await node.send(pid, "tick")
+            await trio.sleep(0.01)
+        await wait_status(node.workflow("c"), "waiting")
+        assert node.workflow("c").state("count") == 3  # readable while it waits
+    async with garrison.open_node(store=db) as node:
+        await node.send(pid, "tick")
+        assert await node.workflow("c").result() == [0, 1, 2]
+
+
+async def test_history_size_is_the_same_on_replay(tmp_path: Path, autojump_clock: Any) -> None:
+    db = str(tmp_path / "wf.db")
+    async with garrison.open_node(store=db) as node:
+        pid = await node.start_workflow(app.sized, 2, id="h")
+        await wait_status(node.workflow("h"), "waiting")
+        await node.send(pid, "x")
+        await trio.sleep(0.01)
+        await wait_status(node.workflow("h"), "waiting")
+    async with garrison.open_node(store=db) as node:
+        await node.send(pid, "y")
+        (l1, s1), (l2, s2) = await node.workflow("h").result()
+    # one activity record; then the receive of "x" and one more activity
+    assert (l1, l2) == (1, 3) and 0 < s1 < s2
+
+
+async def test_long_history_warns_to_continue_as_new(
+        node: garrison.Node, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="garrison.workflow"):
+        await node.start_workflow(app.chatty, 10_001, id="long")
+        assert await node.workflow("long").result() == 10_001
+    warnings = [r.getMessage() for r in caplog.records if "continue_as_new" in r.getMessage()]
+    assert len(warnings) == 1 and "'long'" in warnings[0] and "10000" in warnings[0]
+
+
+# ------------------------------------------------------------------ info, version, search
+async def test_info_fields(node: garrison.Node) -> None:
+    await node.start_workflow(app.info_flow, id="inf")
+    got = await node.workflow("inf").result()
+    assert got["id"] == "inf" and got["host"] == "workflows" and got["len"] == 1
+
+
+async def test_version_outside_the_supported_range_blocks_clearly(
+        tmp_path: Path, autojump_clock: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    db = str(tmp_path / "wf.db")
+    async with garrison.open_node(store=db) as node:
+        await node.start_workflow(app.version_range, 1, 3, id="v")
+        await wait_status(node.workflow("v"), "waiting")
+        assert [r.outcome for r in node.workflow("v").history()] == [3]
+    # new code supports only 1..2: the recorded 3 is a clear NonDeterminismError
+    original = app.version_range
+
+    async def narrower(lo: int, hi: int) -> int:
+        return await original(1, 2)
+
+    narrower.__module__, narrower.__qualname__ = original.__module__, original.__qualname__
+    monkeypatch.setattr(app, "version_range", narrower)
+    async with garrison.open_node(store=db) as node:
+        with pytest.raises(garrison.NonDeterminismError, match=r"change-1=3.*1\.\.2"):
+            await node.workflow("v").result()
+        assert node.workflow("v").status() == "blocked"
+    monkeypatch.setattr(app, "version_range", original)
+    async with garrison.open_node(store=db) as node:  # the code that supports it resumes
+        await node.workflow("v").signal("go")
+        assert await node.workflow("v").result() == 3
+
+
+async def test_search_filters_and_status(node: garrison.Node, autojump_clock: Any) -> None:
+    await node.start_workflow(app.attrs_flow, id="s1")
+    await node.start_workflow(app.receiver, id="s2")
+    await wait_status(node.workflow("s1"), "waiting")
+    await wait_status(node.workflow("s2"), "waiting")
+    found = node.workflows(status="waiting", search={"customer": "c1"})
+    assert [w.workflow_id for w in found] == ["s1"]
+    assert found[0].search == {"status": "shipping", "customer": "c1"}
+    assert node.workflows(status="completed", search={"customer": "c1"}) == []
+
+
+# ------------------------------------------------------------------ children
+async def test_cancelling_a_parent_cancels_its_children(node: garrison.Node,
+                                                        autojump_clock: Any) -> None:
+    await node.start_workflow(app.parent_of_waiters, id="pw")
+    await wait_status(node.workflow("pw"), "waiting")
+    await wait_status(node.workflow("pw.2"), "sleeping")
+    await node.workflow("pw").cancel()
+    for wid in ("pw", "pw.1", "pw.2"):
+        with pytest.raises(garrison.WorkflowCancelled):
+            await node.workflow(wid).result()
+    assert trio.current_time() < 3600
+
+
+async def test_cancel_from_a_tool_reaches_the_children_too(tmp_path: Path,
+                                                           autojump_clock: Any) -> None:
+    db = str(tmp_path / "wf.db")
+    async with garrison.open_node(store=db) as node:
+        await node.start_workflow(app.parent_of_waiters, id="pw")
+        await wait_status(node.workflow("pw"), "waiting")
+        await wait_status(node.workflow("pw.2"), "sleeping")
+    with garrison.persistence.SQLiteStore(db) as store:  # no node runs
+        store.request_cancel("pw")
+    async with garrison.open_node(store=db) as node:
+        for wid in ("pw", "pw.1", "pw.2"):
+            with trio.fail_after(60), pytest.raises(garrison.WorkflowCancelled):
+                await node.workflow(wid).result()
+
+
+# ------------------------------------------------------------------ continue-as-new
+async def test_continue_as_new_keeps_state_inbox_and_promises(node: garrison.Node) -> None:
+    pid = await node.start_workflow(app.continued, 0, id="cn")
+    await node.workflow("cn").promise("kept").resolve("yes")
+    await node.send(pid, "m", "hello")
+    runs, payload, kept, length = await node.workflow("cn").result()
+    assert (runs, payload, kept) == (1, "hello", "yes")
+    assert length == 3  # receive, promise, await_promise: a fresh journal
