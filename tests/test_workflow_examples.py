@@ -48,3 +48,36 @@ def test_crash_demo_survives_kill_9() -> None:
     assert out.count("step 1 runs") == 1
     assert "result: ['step 1 done', 'step 2 done', 'step 3 done']" in out
     assert "survived kill -9" in out
+
+
+def test_document_approval_promise_state_and_48h_timeout() -> None:
+    out = run_example("document_approval.py")
+    assert "[doc-1] waiting: state(status) = 'waiting for review'" in out
+    assert "Decision(status='approved', approver='bob', comments='ship it')" in out
+    assert "Decision(status='rejected', approver='', comments='needs numbers')" in out
+    assert ("Decision(status='timeout', approver='', comments='') after 48 hours "
+            "(virtual time); state(status) = 'timed out'") in out
+
+
+def test_document_approval_on_a_durable_store(tmp_path: Path) -> None:
+    out = run_example("document_approval.py", str(tmp_path / "docs.db"))
+    assert out.count("published (approved by bob)") == 1
+    again = run_example("document_approval.py", str(tmp_path / "docs.db"))
+    assert "published" not in again and "after 0 hours" in again  # finished: not re-run
+
+
+def test_order_fulfillment_collects_child_exits() -> None:
+    out = run_example("order_fulfillment.py")
+    assert ("order-o-1: {'status': 'completed', 'payment': 'pay-o-1', "
+            "'shipping': 'TRACK-o-1'}") in out
+    assert "'payment': 'failed: ActivityError: PermissionError: card declined for 5000'" in out
+    assert "order-o-2.1  payment_workflow   failed" in out
+    assert "order-o-2    order_workflow     completed  {'stage': 'needs attention'}" in out
+
+
+def test_onboarding_waits_for_verification_with_a_deadline() -> None:
+    out = run_example("onboarding.py")
+    assert out.count("[ann@example.com] email: reminder") == 1
+    assert "ann@example.com (verified via link) is active" in out
+    assert "bob@example.com never verified (after 3 days)" in out
+    assert "(8, 'first', '')" in out
