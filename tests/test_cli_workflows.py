@@ -111,3 +111,36 @@ async def test_clear_errors(store_path: str, tmp_path: Path) -> None:
     assert finished.returncode == 1 and "it is completed" in finished.stderr
     for out in (missing, unknown, bad_json, finished):
         assert "Traceback" not in out.stderr
+
+
+async def _seed_promise(path: str) -> None:
+    async with garrison.open_node(store=path) as node:
+        await node.start_workflow(workflow_app.promise_or_deadline, "1d", id="prom-1")
+        with trio.fail_after(5):
+            while node.workflow("prom-1").status() != "waiting":
+                await trio.sleep(0.001)
+
+
+async def test_resolve_while_no_node_runs_and_reject_twice(store_path: str) -> None:
+    await _seed_promise(store_path)
+    done = cli("--store", store_path, "resolve", "prom-1", "approval", '{"by": "cli"}', "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"workflow_id": "prom-1", "promise": "approval",
+                                       "resolved": {"by": "cli"}}
+    again = cli("--store", store_path, "reject", "prom-1", "approval", "too late")
+    assert again.returncode == 1 and "already resolved" in again.stderr
+    async with garrison.open_node(store=store_path) as node:
+        with trio.fail_after(10):
+            assert await node.workflow("prom-1").result() == {"by": "cli"}
+
+
+async def test_resolve_reaches_a_running_node(store_path: str) -> None:
+    await _seed_promise(store_path)
+    async with garrison.open_node(store=store_path) as node:
+        handle = node.workflow("prom-1")
+        done = await trio.to_thread.run_sync(
+            lambda: cli("--store", store_path, "resolve", "prom-1", "approval", '"now"'))
+        assert done.returncode == 0, done.stderr
+        assert "resolved" in done.stdout
+        with trio.fail_after(10):
+            assert await handle.result() == "now"
