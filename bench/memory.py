@@ -2,12 +2,14 @@
 
     python bench/memory.py [--processes N] [--workflows M] [--traced] [--quick]
 
-Spawns N processes (default 100,000) that each wait in ``inbox().receive()`` and
-reports the growth of the resident set (``/proc/self/statm``) and of Python's traced
-allocations, next to the same number of raw trio tasks parked on a ``trio.Event``
-(the floor). Then starts M workflows (default 10,000) on a durable store that each
-did one step and wait in ``inbox().receive()``, and reports the same per waiting
-workflow (its journal, durable inbox and task stay in memory). Prints one JSON line.
+Each measurement runs in a fresh interpreter (memory an earlier one freed would be
+reused and hide growth). Spawns N processes (default 100,000) that each wait in
+``inbox().receive()`` and reports the growth of the resident set
+(``/proc/self/statm``) and of Python's traced allocations, next to the same number
+of raw trio tasks parked on a ``trio.Event`` (the floor). Then starts M workflows
+(default 10,000) on a durable store that each did one step and wait in
+``inbox().receive()``, and reports the same per waiting workflow (its journal,
+durable inbox and task stay in memory). Prints one JSON line.
 """
 
 from __future__ import annotations
@@ -104,33 +106,53 @@ async def measure_trio(n: int) -> dict[str, float]:
     return {"rss_bytes_per_task": (r1 - r0) / n, "traced_bytes_per_task": (t1 - t0) / n}
 
 
+def _measure_alone(what: str, n: int, traced: bool) -> dict[str, float]:
+    """One measurement in a fresh interpreter: memory freed by an earlier one would be
+    reused and hide growth."""
+    import subprocess
+
+    args = [sys.executable, __file__, "--only", what, "--processes", str(n), "--workflows", str(n)]
+    if traced:
+        args.append("--traced")
+    done = subprocess.run(args, capture_output=True, text=True, check=True)
+    result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--processes", type=int, default=100_000)
     parser.add_argument("--workflows", type=int, default=None)
     parser.add_argument("--traced", action="store_true", help="also count with tracemalloc")
-    parser.add_argument("--quick", action="store_true", help="10,000 processes, 1,000 workflows")
+    parser.add_argument("--quick", action="store_true", help="10,000 processes, 2,000 workflows")
+    parser.add_argument("--only", choices=["trio", "processes", "workflows"],
+                        help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.quick:
-        args.processes = min(args.processes, 10_000)
-    n_wf = args.workflows or (1000 if args.quick else 10_000)
     if args.traced:
         tracemalloc.start()
+    if args.only:  # a child of the run below
+        measure = {"trio": measure_trio, "processes": measure_processes,
+                   "workflows": measure_workflows}[args.only]
+        print(json.dumps(trio.run(measure, args.processes)))
+        return
+    if args.quick:
+        args.processes = min(args.processes, 10_000)
+    n_wf = args.workflows or (2000 if args.quick else 10_000)
     out: dict[str, object] = {"bench": "memory", "python": sys.version.split()[0],
                               "n_processes": args.processes}
-    out["trio_raw"] = trio.run(measure_trio, args.processes)
-    out["garrison"] = trio.run(measure_processes, args.processes)
-    g = out["garrison"]
-    assert isinstance(g, dict)
+    t = _measure_alone("trio", args.processes, args.traced)
+    g = _measure_alone("processes", args.processes, args.traced)
+    w = _measure_alone("workflows", n_wf, args.traced)
+    out["trio_raw"] = t
+    out["garrison"] = g
     out["idle_processes_mib"] = round(g["rss_total_mib"], 1)
     out["under_1_gib"] = g["rss_total_mib"] < 1024
-    w = trio.run(measure_workflows, n_wf)
     out["n_workflows"] = n_wf
     out["garrison_workflows"] = w
     out["kib_per_waiting_workflow"] = round(w["rss_bytes_per_workflow"] / 1024, 1)
     out["bytes_per_idle_process"] = round(g["rss_bytes_per_process"])
     out["ratio_process_vs_trio_task_bytes"] = round(
-        g["rss_bytes_per_process"] / max(1.0, out["trio_raw"]["rss_bytes_per_task"]), 2)
+        g["rss_bytes_per_process"] / max(1.0, t["rss_bytes_per_task"]), 2)
     print(json.dumps(out))
 
 
