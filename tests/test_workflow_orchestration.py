@@ -224,3 +224,20 @@ async def test_continue_as_new_keeps_state_inbox_and_promises(node: garrison.Nod
     runs, payload, kept, length = await node.workflow("cn").result()
     assert (runs, payload, kept) == (1, "hello", "yes")
     assert length == 3  # receive, promise, await_promise: a fresh journal
+
+
+async def test_stopped_node_leaves_the_last_known_status(tmp_path: Path,
+                                                         autojump_clock: Any) -> None:
+    db = str(tmp_path / "wf.db")
+    async with garrison.open_node(store=db) as node:
+        await node.start_workflow(app.receiver, id="waits")
+        await node.start_workflow(app.sleeper, "1h", id="sleeps")
+        await wait_status(node.workflow("waits"), "waiting")
+        await wait_status(node.workflow("sleeps"), "sleeping")
+    with garrison.persistence.SQLiteStore(db, lock=False) as store:
+        assert {r.workflow_id: str(r.status) for r in store.list_workflows()} == {
+            "waits": "waiting", "sleeps": "sleeping"}
+    async with garrison.open_node(store=db) as node:
+        assert await node.workflow("sleeps").result() == 3600
+        await node.workflow("waits").signal("go", 1)
+        assert await node.workflow("waits").result() == ["go", 1]

@@ -2064,10 +2064,23 @@ class WorkflowHost:
 
     async def shutdown(self) -> None:
         """Stop running workflows without journaling anything: they resume on the next
-        node that opens the store."""
+        node that opens the store.
+
+        The store row of each parked workflow gets its last status (``waiting`` or
+        ``sleeping``, one transaction), so ``garrison workflows list`` shows it while no
+        node runs (recovery marks them ``running`` again)."""
         self._closing = True
         self._stop_poll.set()
         running = list(self.active.values())
+        parked = Transaction()
+        for wf in running:
+            if wf.status in (S.WAITING, S.SLEEPING) and not wf.done.is_set():
+                parked.update_workflow(wf.wid, status=wf.status)
+        if parked and not self.client:
+            try:
+                self.store.write(parked)
+            except Exception as exc:  # pragma: no cover - the store failed: only a status
+                log.warning("could not record the statuses of parked workflows: %s", exc)
         for wf in running:
             if wf.scope is not None:
                 wf.scope.cancel()
