@@ -141,7 +141,12 @@ def version(change_id: str, min_version: int, max_version: int) -> int:
 
 
 def history_length() -> int:
-    """How many records the journal holds so far."""
+    """How many records the journal holds so far (the same on a replay). A run that
+    passes 10,000 records logs a warning suggesting :func:`continue_as_new`::
+
+        if workflow.history_length() > 5_000:
+            workflow.continue_as_new(state)
+    """
     wf = require_workflow("workflow.history_length()")
     return wf.cursor.seq - 1
 
@@ -168,13 +173,24 @@ def attrs(search: dict[str, Any] | None = None, memo: dict[str, Any] | None = No
 
 
 def set_state(key: str, value: Any) -> None:
-    """Set a state value, readable from outside with ``handle.state(key)``."""
+    """Set a state value, readable from outside with ``handle.state(key)`` (committed
+    before the workflow next waits, so visible while it waits)::
+
+        workflow.set_state("status", "waiting for review")
+        # outside: node.workflow(wid).state("status") == "waiting for review"
+    """
     wf = require_workflow("workflow.set_state()")
     wf.set_state(key, value)
 
 
 def get_state(key: str, default: Any = None) -> Any:
-    """A state value set by this workflow (``default`` if unset)."""
+    """A state value set by this workflow (``default`` if unset). A replay sees the
+    value it saw the first time at the same point (a run starts empty, or with the
+    state a ``continue_as_new`` carried over)::
+
+        count = workflow.get_state("count", 0)
+        workflow.set_state("count", count + 1)
+    """
     wf = require_workflow("workflow.get_state()")
     return wf.state.get(key, default)
 
@@ -215,20 +231,32 @@ def start(fn: Any, *args: Any, retry: RetryPolicy | None = None, timeout: Any = 
 
 
 async def first(*awaitables: Any) -> Any:
-    """The awaitable (promise, timer, started activity) that finished first, decided
-    durably: a replay returns the same one. Compare with ``is``; ``await`` it for its
-    value. Ties go to the earliest argument::
+    """The awaitable (promise, timer, started activity, inbox receive) that finished
+    first, decided durably: a replay returns the same one. Compare with ``is``; ``await``
+    it for its value. Ties go to the earliest argument. A receive that wins is consumed
+    in the same transaction that records the decision; one that loses stays unconsumed
+    (the message waits for a later receive)::
 
         deadline = workflow.timer("2d")
         done = await workflow.first(approval, deadline)
         if done is deadline: ...
+
+        verified = process.listen("verified").receive()   # no timeout: race a timer
+        if await workflow.first(verified, workflow.timer("1d")) is verified:
+            msg = await verified
     """
     wf = require_workflow("workflow.first()")
     return await wf.first(awaitables)
 
 
 async def gather(*awaitables: Any) -> list[Any]:
-    """All their results, in argument order (the first error is raised)."""
+    """All their results, in argument order (the error of the first failing one, in
+    argument order, is raised). Takes promises, timers (``None``), started activities
+    and inbox receives::
+
+        a, b = workflow.start(fetch, "a"), workflow.start(fetch, "b")
+        ra, rb = await workflow.gather(a, b)
+    """
     require_workflow("workflow.gather()")
     return [await a for a in awaitables]
 
@@ -236,6 +264,13 @@ async def gather(*awaitables: Any) -> list[Any]:
 def continue_as_new(*args: Any) -> Any:
     """End this run (this call never returns) and start a fresh run of the same
     workflow id with an empty journal and ``args``. Its inbox, state and promises are
-    kept. Use it to keep the journal of a long-lived workflow short."""
+    kept (the journal's seq 0 records the state the new run starts with). Use it to keep
+    the journal of a long-lived workflow short::
+
+        async def poller(cursor: int) -> None:
+            for _ in range(1000):
+                cursor = await fetch_page(cursor)
+            workflow.continue_as_new(cursor)
+    """
     wf = require_workflow("workflow.continue_as_new()")
     wf.continue_as_new(args)
