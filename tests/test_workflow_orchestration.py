@@ -118,7 +118,8 @@ async def test_get_state_replays_the_values_it_saw(tmp_path: Path, autojump_cloc
         assert node.workflow("c").state("count") == 3  # readable while it waits
     async with garrison.open_node(store=db) as node:
         await node.send(pid, "tick")
-        assert await node.workflow("c").result() == [0, 1, 2]
+        with trio.fail_after(60):
+            assert await node.workflow("c").result() == [0, 1, 2]
 
 
 async def test_history_size_is_the_same_on_replay(tmp_path: Path, autojump_clock: Any) -> None:
@@ -241,3 +242,18 @@ async def test_stopped_node_leaves_the_last_known_status(tmp_path: Path,
         assert await node.workflow("sleeps").result() == 3600
         await node.workflow("waits").signal("go", 1)
         assert await node.workflow("waits").result() == ["go", 1]
+
+
+async def test_node_closes_while_a_parent_is_starting_its_children(
+        tmp_path: Path, autojump_clock: Any) -> None:
+    """A child whose start commits while the node closes stops too (this used to hang)."""
+    db = str(tmp_path / "wf.db")
+    with trio.fail_after(60):
+        async with garrison.open_node(store=db) as node:
+            await node.start_workflow(app.parent_of_waiters, id="pw")
+        async with garrison.open_node(store=db) as node:  # and all resume later
+            await wait_status(node.workflow("pw"), "waiting")
+            await wait_status(node.workflow("pw.1"), "waiting")
+            await node.workflow("pw").cancel()
+            with pytest.raises(garrison.WorkflowCancelled):
+                await node.workflow("pw.1").result()

@@ -682,7 +682,7 @@ class _Workflow:
         with trio.CancelScope() as scope:
             self.scope = scope
             task_status.started()
-            if self.kill_reason is not None:
+            if self.kill_reason is not None or host._closing:  # started as the node closes
                 scope.cancel()
             try:
                 fn = self.fn
@@ -2081,11 +2081,14 @@ class WorkflowHost:
                 self.store.write(parked)
             except Exception as exc:  # pragma: no cover - the store failed: only a status
                 log.warning("could not record the statuses of parked workflows: %s", exc)
-        for wf in running:
-            if wf.scope is not None:
-                wf.scope.cancel()
-        for wf in running:
-            await wf.exited.wait()
+        while running:
+            for wf in running:
+                if wf.scope is not None:
+                    wf.scope.cancel()
+            for wf in running:
+                await wf.exited.wait()
+            # children whose start was committed meanwhile stop too
+            running = [wf for wf in self.active.values() if not wf.exited.is_set()]
         await trio.lowlevel.checkpoint()
 
     # ------------------------------------------------------------ results
