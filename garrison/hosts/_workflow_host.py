@@ -642,12 +642,16 @@ class _Workflow:
         """Park until notified (or the deadline); raises ``_Cancelled`` on a cancel request.
 
         Buffered synchronous records (state, search attributes, ``now()``...) are
-        committed first, so they are visible from outside while the workflow waits."""
+        committed first, so they are visible from outside while the workflow waits.
+        The wake-up event exists before that commit: a message, promise or event that
+        arrives while it is written wakes the workflow at once (not lost)."""
+        ev = self._wake = trio.Event()
         if self._buffer is not None:
             await self._commit(Transaction())
         if self.cancel_requested and not self.cancel_delivered:
+            if self._wake is ev:
+                self._wake = None
             raise _Cancelled
-        ev = self._wake = trio.Event()
         self.status = status
         self.host.busy -= 1
         try:
