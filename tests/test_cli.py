@@ -17,6 +17,26 @@ def cli(*args: str, cwd: Path = ROOT, timeout: float = 60) -> subprocess.Complet
                           capture_output=True, timeout=timeout)
 
 
+def start_run(cwd: Path) -> subprocess.Popen[str]:
+    """``garrison run app.yaml`` in ``cwd``, its log on a pipe."""
+    return subprocess.Popen([sys.executable, "-m", "garrison", "run", "app.yaml"], cwd=cwd,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+
+def read_until(proc: subprocess.Popen[str], marker: str, timeout: float = 30) -> str:
+    """The log lines of ``proc`` up to the one holding ``marker`` (or its end / timeout)."""
+    assert proc.stderr is not None
+    deadline = time.monotonic() + timeout
+    seen = ""
+    while marker not in seen and time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        if not line:
+            break
+        seen += line
+    return seen
+
+
 def test_run_python_file(tmp_path):
     (tmp_path / "prog.py").write_text(textwrap.dedent("""
         from garrison import process
@@ -85,17 +105,9 @@ def test_run_config_until_sigterm_then_graceful_stop(tmp_path):
           - {name: second, kind: process.service, process: second_fn,
              lifecycle: {auto_start: true, requires: [first], stop_timeout: 200ms}}
     """))
-    proc = subprocess.Popen([sys.executable, "-m", "garrison", "run", "app.yaml"], cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    proc = start_run(tmp_path)
     try:
-        deadline = time.monotonic() + 30
-        seen = ""
-        while "app:second: started" not in seen and time.monotonic() < deadline:
-            line = proc.stderr.readline()
-            if not line:
-                break
-            seen += line
+        seen = read_until(proc, "app:second: started")
         assert "app:second: started" in seen, seen
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=30)
@@ -122,21 +134,11 @@ def test_second_signal_forces_an_immediate_stop(tmp_path):
           - {name: deaf, kind: process.service, process: deaf_fn,
              lifecycle: {auto_start: true, stop_timeout: 1h}}
     """))
-    proc = subprocess.Popen([sys.executable, "-m", "garrison", "run", "app.yaml"], cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    proc = start_run(tmp_path)
     try:
-        deadline = time.monotonic() + 30
-        seen = ""
-        while "app:deaf: started" not in seen and time.monotonic() < deadline:
-            line = proc.stderr.readline()
-            if not line:
-                break
-            seen += line
+        assert "app:deaf: started" in read_until(proc, "app:deaf: started")
         proc.send_signal(signal.SIGTERM)
-        while "shutting down" not in seen and time.monotonic() < deadline:
-            seen += proc.stderr.readline()
-        assert "shutting down" in seen
+        assert "shutting down" in read_until(proc, "shutting down")
         time.sleep(0.3)
         assert proc.poll() is None  # still waiting for the service's 1h stop timeout
         proc.send_signal(signal.SIGTERM)
