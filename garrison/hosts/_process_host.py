@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import outcome
 import trio
 
-from .._errors import NoSuchProcess, ProcessError
+from .._errors import ProcessError
 from ..actors._mailbox import Budget, Inbox, timeout_seconds
 from ..actors._runtime import set_runtime
 from ..actors._values import ErrorInfo, Event, EventKind, Message, Pid
@@ -547,6 +547,3 @@ class ProcessHost:
                 proc.kill(reason)
             for proc in leaves:
                 await proc.wait_exited()
-
-    def raise_unknown(self, pid: Pid) -> None:
-        raise NoSuchProcess(pid)
