@@ -142,6 +142,23 @@ class StoreVersionError(GarrisonError, RuntimeError):
         self.expected = expected
 
 
+class StoreError(GarrisonError, RuntimeError):
+    """A durable store cannot be used: it stayed unreachable or locked past the retries,
+    its file was deleted, truncated or damaged, or its disk refuses writes.
+
+    ``.path`` names the store (a file path, or a server for a database store). A
+    transient failure (another connection holding the write lock for a moment) is
+    retried with backoff and never surfaces; this is what remains when retrying did
+    not help. Workflows are never marked failed because of it: they resume from their
+    journal once the store works again.
+    """
+
+    def __init__(self, path: str | None, message: str) -> None:
+        where = path if path is not None else "<memory>"
+        super().__init__(f"store {where!r}: {message}")
+        self.path = path
+
+
 class NoSuchWorkflow(GarrisonError, LookupError):
     """A workflow id that is not in the store."""
 
