@@ -195,7 +195,7 @@ def dbos_side(n: int) -> dict[str, float] | str:
 
 def cursor_rate(k: int) -> float:
     """The replay engine alone: ``Cursor.take`` over an in-memory journal."""
-    from garrison.hosts._replay import Cursor, Entry
+    from garrison.hosts.workflow import Cursor, Entry
 
     journal = [Entry(i + 1, "activity", "bench.recovery:step", {"ok": i}) for i in range(k)]
     t0 = time.perf_counter()

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 import attrs
 
+from ._context import current_workflow
 from ._duration import parse_duration
 
 __all__ = ["ActivityOptions", "RetryPolicy", "activity"]
@@ -145,8 +146,6 @@ def activity(
         return functools.partial(activity, retry=retry, timeout=timeout, name=name)
     seconds = None if timeout is None else parse_duration(timeout, what="activity timeout")
     opts = ActivityOptions(name or activity_name(fn), retry, seconds)
-    from .hosts._workflow_host import current_workflow
-
     wrapper: Any
     if inspect.iscoroutinefunction(fn):
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import functools
-import inspect
 import itertools
 import os
 from collections import OrderedDict
@@ -14,6 +12,7 @@ from typing import Any, Protocol
 import trio
 
 from ._errors import NoSuchProcess, ProcessError
+from ._targets import check_target
 from .actors._mailbox import timeout_seconds
 from .actors._values import ErrorInfo, Event, Message, Pid
 from .hosts._process_host import ProcessHost, noproc
@@ -40,34 +39,6 @@ class Host(Protocol):
     async def wait_exited(self, target: Pid) -> None: ...
     def is_alive(self, pid: Pid) -> bool: ...
     async def shutdown(self) -> None: ...
-
-
-_checked_targets: dict[Any, str] = {}
-
-
-def check_target(fn: Any) -> str:
-    """Check that ``fn`` is an async callable; return a label for logs."""
-    try:
-        return _checked_targets[fn]
-    except (KeyError, TypeError):
-        pass
-    inner = fn
-    while isinstance(inner, functools.partial):
-        inner = inner.func
-    plain = inspect.isfunction(inner) or inspect.ismethod(inner)
-    call = inner if plain else getattr(inner, "__call__", None)  # noqa: B004
-    if call is None or not inspect.iscoroutinefunction(call):
-        raise TypeError(
-            f"cannot spawn {fn!r}: a process target must be an async function "
-            "(async def) or an object with an async __call__"
-        )
-    label = getattr(inner, "__qualname__", None) or type(inner).__name__
-    try:
-        if len(_checked_targets) < 4096:
-            _checked_targets[fn] = label
-    except TypeError:
-        pass
-    return label
 
 
 class Node:
@@ -317,6 +288,10 @@ class Node:
                 if entry.kind == "process.host":
                     await self._add_host(ProcessHost(self, entry.id))
             self._services = await start_services(self, self.config)
+        # services first: a resumed workflow finds the services it sends to
+        for host in list(self.hosts.values()):
+            if host.durable:
+                await host.resume()
 
     async def _add_host(self, host: Any) -> None:
         assert self._nursery is not None
@@ -383,7 +358,7 @@ class Node:
         """Open the store (``None``: in memory; a path: a durable file; a store object:
         as is) and add the ``workflows`` host, which resumes unfinished workflows
         before this returns."""
-        from .hosts._workflow_host import WorkflowHost
+        from .hosts.workflow import WorkflowHost
         from .persistence import SQLiteStore
 
         store = self.store
@@ -396,7 +371,7 @@ class Node:
     async def _start_config_workflow_hosts(self) -> None:
         """Each ``workflow.host`` entry of the config is one more workflow host, named by
         its entry id (``app:orders``), with its own store."""
-        from .hosts._workflow_host import WorkflowHost
+        from .hosts.workflow import WorkflowHost
         from .persistence import SQLiteStore
 
         self._config_stores: list[Any] = []

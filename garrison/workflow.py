@@ -1,8 +1,9 @@
 """The API of workflow code: ``from garrison import workflow``.
 
-Thin calls into the calling workflow's runtime (the replay engine lives in
-``garrison.hosts._workflow_host``). Everything here is recorded in the
-workflow's journal, so a replay after a crash sees the same values::
+Thin calls into the calling workflow's runtime: this module defines the
+:class:`WorkflowRuntime` interface, and the workflow host (``garrison.hosts.workflow``)
+implements it. Everything here is recorded in the workflow's journal, so a replay
+after a crash sees the same values::
 
     from garrison import process, workflow
 
@@ -19,19 +20,19 @@ Outside a workflow every call raises :class:`~garrison.NotInProcess`.
 from __future__ import annotations
 
 import datetime as _dt
-import random as _random
 import uuid as _uuid
-from typing import Any
+from typing import Any, NoReturn, Protocol
 
 import attrs as _attrs
 
 from ._activity import RetryPolicy
+from ._context import activity_owner, current_workflow
 from ._duration import parse_duration
-from .hosts._replay import timestamp
-from .hosts._workflow_host import require_workflow
+from ._errors import NotInProcess
 
 __all__ = [
     "WorkflowInfo",
+    "WorkflowRuntime",
     "attrs",
     "call",
     "continue_as_new",
@@ -66,6 +67,49 @@ class WorkflowInfo:
     start_time: _dt.datetime
 
 
+class WorkflowRuntime(Protocol):
+    """What a workflow host provides to the code of one workflow; every function of
+    this module is one call of it. Recorded operations take the next journal seq: a
+    replay returns what the first run recorded."""
+
+    def info(self) -> WorkflowInfo: ...
+    async def activity(self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], *,
+                       retry: RetryPolicy | None, timeout: float | None,
+                       name: str | None = None) -> Any: ...
+    def start_activity(self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], *,
+                       retry: RetryPolicy | None, timeout: float | None) -> Any: ...
+    async def sleep(self, seconds: float) -> None: ...
+    async def sleep_until(self, deadline: float) -> None: ...
+    def now(self) -> _dt.datetime: ...
+    def uuid4(self) -> _uuid.UUID: ...
+    def random(self) -> float: ...
+    def version(self, change_id: str, min_version: int, max_version: int) -> int: ...
+    def history_length(self) -> int: ...
+    def history_size(self) -> int: ...
+    def set_attrs(self, search: dict[str, Any] | None, memo: dict[str, Any] | None) -> None: ...
+    def set_state(self, key: str, value: Any) -> None: ...
+    def get_state(self, key: str, default: Any) -> Any: ...
+    def promise(self, name: str) -> Any: ...
+    def timer(self, seconds: float) -> Any: ...
+    async def first(self, awaitables: tuple[Any, ...]) -> Any: ...
+    async def gather(self, awaitables: tuple[Any, ...]) -> list[Any]: ...
+    def continue_as_new(self, args: tuple[Any, ...]) -> NoReturn: ...
+
+
+def _require(what: str) -> WorkflowRuntime:
+    """The calling workflow's runtime, or ``NotInProcess`` explaining ``what`` needs one."""
+    rt = current_workflow()
+    if rt is not None:
+        return rt
+    owner = activity_owner()
+    if owner is not None:
+        raise NotInProcess(f"{what} cannot be used inside an activity of workflow {owner!r}: "
+                           "activities are plain code (only the workflow function itself "
+                           "makes durable calls)")
+    raise NotInProcess(f"{what} must run inside a workflow (spawn the function with "
+                       "node.start_workflow or process.spawn(..., host='workflows'))")
+
+
 async def call(fn: Any, *args: Any, retry: RetryPolicy | None = None, timeout: Any = None,
                **kwargs: Any) -> Any:
     """Run ``fn(*args, **kwargs)`` as an activity: journaled, retried by ``retry``
@@ -80,7 +124,7 @@ async def call(fn: Any, *args: Any, retry: RetryPolicy | None = None, timeout: A
         except garrison.ActivityError as exc:
             await workflow.call(release, order_id)     # compensate
     """
-    wf = require_workflow("workflow.call()")
+    wf = _require("workflow.call()")
     seconds = None if timeout is None else parse_duration(timeout, what="activity timeout")
     return await wf.activity(fn, args, kwargs, retry=retry, timeout=seconds)
 
@@ -91,41 +135,36 @@ async def sleep(duration: Any) -> None:
 
     >>> await workflow.sleep("2d")      # doctest: +SKIP
     """
-    wf = require_workflow("workflow.sleep()")
-    await wf.sleep_until_wall(None, parse_duration(duration, what="sleep duration"))
+    wf = _require("workflow.sleep()")
+    await wf.sleep(parse_duration(duration, what="sleep duration"))
 
 
 async def sleep_until(when: _dt.datetime) -> None:
     """Sleep durably until the aware datetime ``when`` (at once if it is past)."""
-    wf = require_workflow("workflow.sleep_until()")
+    wf = _require("workflow.sleep_until()")
     if not isinstance(when, _dt.datetime) or when.tzinfo is None:
         raise ValueError(f"sleep_until() needs an aware datetime, got {when!r}")
-    await wf.sleep_until_wall(when.timestamp(), None)
+    await wf.sleep_until(when.timestamp())
 
 
 def now() -> _dt.datetime:
     """The current time as an aware UTC datetime, recorded (a replay sees the same)."""
-    wf = require_workflow("workflow.now()")
-    return timestamp(wf.recorded_value("now", "", wf.host.clock.now))
+    return _require("workflow.now()").now()
 
 
 def uuid4() -> _uuid.UUID:
     """A random UUID, recorded (a replay sees the same)."""
-    wf = require_workflow("workflow.uuid4()")
-    return _uuid.UUID(wf.recorded_value("uuid4", "", lambda: str(_uuid.uuid4())))
+    return _require("workflow.uuid4()").uuid4()
 
 
 def random() -> float:
     """A random float in [0, 1), recorded (a replay sees the same)."""
-    wf = require_workflow("workflow.random()")
-    return float(wf.recorded_value("random", "", _random.random))
+    return _require("workflow.random()").random()
 
 
 def info() -> WorkflowInfo:
     """The running workflow's id, run id, name, host, attempt and start time."""
-    wf = require_workflow("workflow.info()")
-    return WorkflowInfo(wf.wid, wf.run_id, wf.name, wf.host.name, wf.attempt,
-                        timestamp(wf.created))
+    return _require("workflow.info()").info()
 
 
 def version(change_id: str, min_version: int, max_version: int) -> int:
@@ -136,7 +175,7 @@ def version(change_id: str, min_version: int, max_version: int) -> int:
     >>> if workflow.version("payment-v2", 1, 2) == 1:   # doctest: +SKIP
     ...     await workflow.call(old_payment, order)
     """
-    wf = require_workflow("workflow.version()")
+    wf = _require("workflow.version()")
     return wf.version(change_id, min_version, max_version)
 
 
@@ -147,8 +186,7 @@ def history_length() -> int:
         if workflow.history_length() > 5_000:
             workflow.continue_as_new(state)
     """
-    wf = require_workflow("workflow.history_length()")
-    return wf.cursor.seq - 1
+    return _require("workflow.history_length()").history_length()
 
 
 def history_size() -> int:
@@ -158,7 +196,7 @@ def history_size() -> int:
         if workflow.history_length() > 5_000 or workflow.history_size() > 2_000_000:
             workflow.continue_as_new(cursor)
     """
-    wf = require_workflow("workflow.history_size()")
+    wf = _require("workflow.history_size()")
     return wf.history_size()
 
 
@@ -168,7 +206,7 @@ def attrs(search: dict[str, Any] | None = None, memo: dict[str, Any] | None = No
 
     >>> workflow.attrs(search={"status": "shipping"}, memo={"note": "priority"})  # doctest: +SKIP
     """
-    wf = require_workflow("workflow.attrs()")
+    wf = _require("workflow.attrs()")
     wf.set_attrs(search, memo)
 
 
@@ -179,7 +217,7 @@ def set_state(key: str, value: Any) -> None:
         workflow.set_state("status", "waiting for review")
         # outside: node.workflow(wid).state("status") == "waiting for review"
     """
-    wf = require_workflow("workflow.set_state()")
+    wf = _require("workflow.set_state()")
     wf.set_state(key, value)
 
 
@@ -191,8 +229,7 @@ def get_state(key: str, default: Any = None) -> Any:
         count = workflow.get_state("count", 0)
         workflow.set_state("count", count + 1)
     """
-    wf = require_workflow("workflow.get_state()")
-    return wf.state.get(key, default)
+    return _require("workflow.get_state()").get_state(key, default)
 
 
 def promise(name: str) -> Any:
@@ -205,14 +242,14 @@ def promise(name: str) -> Any:
         approval = workflow.promise("approval")
         decision = await approval
     """
-    wf = require_workflow("workflow.promise()")
+    wf = _require("workflow.promise()")
     return wf.promise(name)
 
 
 def timer(duration: Any) -> Any:
     """A durable timer: its deadline is journaled now; ``await`` it, or race it with
     :func:`first` (``timer("1h")`` in ``first(promise, timer)`` is a deadline)."""
-    wf = require_workflow("workflow.timer()")
+    wf = _require("workflow.timer()")
     return wf.timer(parse_duration(duration, what="timer duration"))
 
 
@@ -225,7 +262,7 @@ def start(fn: Any, *args: Any, retry: RetryPolicy | None = None, timeout: Any = 
         b = workflow.start(fetch, "b")
         ra, rb = await workflow.gather(a, b)
     """
-    wf = require_workflow("workflow.start()")
+    wf = _require("workflow.start()")
     seconds = None if timeout is None else parse_duration(timeout, what="activity timeout")
     return wf.start_activity(fn, args, kwargs, retry=retry, timeout=seconds)
 
@@ -245,7 +282,7 @@ async def first(*awaitables: Any) -> Any:
         if await workflow.first(verified, workflow.timer("1d")) is verified:
             msg = await verified
     """
-    wf = require_workflow("workflow.first()")
+    wf = _require("workflow.first()")
     return await wf.first(awaitables)
 
 
@@ -257,11 +294,10 @@ async def gather(*awaitables: Any) -> list[Any]:
         a, b = workflow.start(fetch, "a"), workflow.start(fetch, "b")
         ra, rb = await workflow.gather(a, b)
     """
-    require_workflow("workflow.gather()")
-    return [await a for a in awaitables]
+    return await _require("workflow.gather()").gather(awaitables)
 
 
-def continue_as_new(*args: Any) -> Any:
+def continue_as_new(*args: Any) -> NoReturn:
     """End this run (this call never returns) and start a fresh run of the same
     workflow id with an empty journal and ``args``. Its inbox, state and promises are
     kept (the journal's seq 0 records the state the new run starts with). Use it to keep
@@ -272,5 +308,5 @@ def continue_as_new(*args: Any) -> Any:
                 cursor = await fetch_page(cursor)
             workflow.continue_as_new(cursor)
     """
-    wf = require_workflow("workflow.continue_as_new()")
+    wf = _require("workflow.continue_as_new()")
     wf.continue_as_new(args)

@@ -18,6 +18,7 @@ import trio.testing
 
 from garrison._errors import PromiseAlreadyCompleted
 from garrison.persistence import SQLiteStore, Transaction
+from garrison.persistence._group_commit import Strategy
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -30,6 +31,10 @@ def store(tmp_path: Path):  # type: ignore[no-untyped-def]
 
 async def test_many_concurrent_writers_share_few_transactions(store: SQLiteStore) -> None:
     writers, steps = 100, 5
+    # Tasks woken in one scheduler pass cannot see each other (trio's runq holds only
+    # the next pass), so each would take the "alone" fast path and write at once; this
+    # test is about the batches, so it turns the fast path off.
+    store._group._alone_inline = False
     store.write(Transaction().create_workflow("receiver", "app:r"))
     for w in range(writers):
         store.write(Transaction().create_workflow(f"w{w}", "app:flow"))
@@ -67,6 +72,10 @@ async def test_one_failing_caller_does_not_fail_the_others(store: SQLiteStore) -
     store.write(Transaction().create_workflow("w", "app:flow"))
     store.resolve_promise("w", "done", 1)
     outcomes: dict[int, Any] = {}
+    # batches written in a worker thread (as with synchronous="full"), never alone: the
+    # test holds the writer lock from the trio thread
+    store._group.strategy = Strategy.THREAD
+    store._group._alone_inline = False
 
     async def ok(i: int) -> None:
         outcomes[i] = await store.commit(Transaction().set_state("w", f"k{i}", i))
@@ -175,6 +184,7 @@ _KILL_SCRIPT = """
 import sys, trio
 sys.path.insert(0, {root!r})
 from garrison.persistence import SQLiteStore, Transaction
+from garrison.persistence._group_commit import Strategy
 
 store = SQLiteStore({path!r})
 WORKFLOWS = 8

@@ -11,7 +11,7 @@ import trio
 import workflow_app as app
 
 import garrison
-from garrison.hosts._replay import Cursor, Entry
+from garrison.hosts.workflow import Cursor, Entry
 from garrison.persistence import RawJson, SQLiteStore, Transaction
 
 GOLDEN = Path(__file__).resolve().parent / "golden"

@@ -1,5 +1,6 @@
 """Durable storage for garrison: the store protocol, its SQLite implementation,
-and the one cattrs converter that turns values into durable JSON.
+the store-neutral transaction of named operations, group commit, and the one cattrs
+converter that turns values into durable JSON.
 
 >>> from garrison.persistence import SQLiteStore, Transaction
 >>> with SQLiteStore() as store:     # in memory; SQLiteStore("app.db") is durable
@@ -8,23 +9,25 @@ and the one cattrs converter that turns values into durable JSON.
 <WorkflowStatus.PENDING: 'pending'>
 """
 
-from .._errors import NoSuchWorkflow, StoreLocked, StoreVersionError
+from .._errors import NoSuchWorkflow, StoreError, StoreLocked, StoreVersionError
 from ._converter import RawJson, from_json, structure, to_json, unstructure
-from ._schema import SCHEMA_VERSION
-from ._sqlite import SQLiteStore, Transaction
-from ._store import (
+from ._records import (
     FINAL_STATUSES,
     InboxRecord,
     JournalRecord,
     PromiseRecord,
     PromiseStatus,
-    Store,
     StoreStatistics,
     TimerRecord,
     WakeupRecord,
     WorkflowRecord,
     WorkflowStatus,
+    parse_status,
 )
+from ._schema import SCHEMA_VERSION
+from ._sqlite import SQLiteStore
+from ._store import Store
+from ._transaction import Op, Transaction
 
 __all__ = [
     "FINAL_STATUSES",
@@ -32,11 +35,13 @@ __all__ = [
     "InboxRecord",
     "JournalRecord",
     "NoSuchWorkflow",
+    "Op",
     "PromiseRecord",
     "PromiseStatus",
     "RawJson",
     "SQLiteStore",
     "Store",
+    "StoreError",
     "StoreLocked",
     "StoreStatistics",
     "StoreVersionError",
@@ -46,6 +51,7 @@ __all__ = [
     "WorkflowRecord",
     "WorkflowStatus",
     "from_json",
+    "parse_status",
     "structure",
     "to_json",
     "unstructure",

@@ -2,23 +2,17 @@
 
 Write path
 ----------
-Every write is a :class:`Transaction`: a list of operations built on the
-caller's thread (values are converted to JSON there, so a ``PayloadError``
-surfaces at the call that passed the value) and committed atomically inside
+Every write is a :class:`~garrison.persistence.Transaction`: a store-neutral list
+of named operations built on the caller's thread (values are converted to JSON
+there, so a ``PayloadError`` surfaces at the call that passed the value). This
+module maps each operation to its SQL (``_OPS``) and commits the whole list inside
 ``BEGIN IMMEDIATE`` ... ``with conn:`` (COMMIT, or ROLLBACK on any error).
 
 - ``store.write(tx)`` commits at once in the calling thread. In WAL mode with
-  ``synchronous=NORMAL`` that costs about 20 us: fine from the trio thread for
-  small records (the synchronous ``workflow.now()`` etc.).
-- ``await store.commit(tx)`` is group commit: the first caller when nothing is
-  being written becomes the *leader* and writes its transaction in a worker
-  thread (``trio.to_thread.run_sync``); every ``commit`` that arrives meanwhile
-  queues, and when the leader's transaction is committed the queue is handed,
-  whole, to the next leader and written as ONE transaction. Under load the
-  cost of a commit (and of its fsync with ``synchronous="full"``) is shared by
-  every caller in the batch. A caller resumes only after its transaction is
-  committed; waiting is shielded from cancellation, so a commit that was asked
-  for always finishes (and is never half-done). If the batch fails as a whole
+  ``synchronous=NORMAL`` that costs about as much as a function call with a
+  few syscalls: fine from the trio thread.
+- ``await store.commit(tx)`` is group commit (``_group_commit.py``): commits
+  waiting at one moment share one transaction. If the batch fails as a whole
   (for example the disk is full) every caller in it gets that error; if one
   caller's operations fail (say ``PromiseAlreadyCompleted``), the batch is
   rolled back and rewritten with a SAVEPOINT per caller, so only that caller
@@ -36,7 +30,6 @@ see every committed transaction.
 from __future__ import annotations
 
 import contextlib
-import datetime as _dt
 import fcntl
 import json
 import os
@@ -45,8 +38,8 @@ import sqlite3
 import tempfile
 import threading
 import time as _time
-import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import datetime
 from types import TracebackType
 from typing import Any
 
@@ -54,525 +47,161 @@ import sqlite_utils
 import trio
 
 from .._errors import NoSuchWorkflow, PromiseAlreadyCompleted, StoreLocked
-from ..actors._values import ErrorInfo, Pid
-from ._converter import RawJson, to_json
-from ._schema import SCHEMA_VERSION, migrate
-from ._store import (
+from ..actors._values import Pid
+from ._converter import to_json
+from ._group_commit import CommitRequest, GroupCommit, Strategy
+from ._records import (
     FINAL_STATUSES,
     InboxRecord,
     JournalRecord,
     PromiseRecord,
     PromiseStatus,
-    Store,
     StoreStatistics,
     TimerRecord,
     WakeupRecord,
     WorkflowRecord,
     WorkflowStatus,
+    parse_status,
 )
+from ._schema import SCHEMA_VERSION, migrate
+from ._store import Store
+from ._transaction import Op, Transaction, unix_seconds
 
-__all__ = ["SQLiteStore", "Transaction"]
+__all__ = ["SQLiteStore"]
 
 _SYNCHRONOUS = {"normal": "NORMAL", "full": "FULL"}
-_UNSET: Any = object()
 
-#: An operation: runs against the writer connection inside a transaction.
-_Op = Callable[[sqlite3.Connection], Any]
-
-
-def _seconds(value: _dt.datetime | float | None) -> float:
-    if value is None:
-        return _time.time()
-    if isinstance(value, _dt.datetime):
-        if value.tzinfo is None:
-            raise ValueError(f"naive datetime {value!r}: durable times must be timezone-aware")
-        return value.timestamp()
-    return float(value)
+# ---------------------------------------------------------------- operations
+# One function per :class:`~garrison.persistence.Op`: ``(connection, params) -> result``,
+# run inside the transaction that ``write`` / the group commit opened. The params and
+# results are the store-neutral ones documented in ``_transaction.py``.
 
 
-def _encode(value: Any, what: str) -> str:
-    if isinstance(value, RawJson):
-        return value.text
-    return to_json(value, what=what)
+def _create_workflow(conn: sqlite3.Connection, params: tuple[Any, ...]) -> bool:
+    cur = conn.execute(
+        "INSERT OR IGNORE INTO workflows (workflow_id, name, status, input, parent, "
+        "run_id, attempt, host, created, updated, search, memo) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        params,
+    )
+    return cur.rowcount == 1
 
 
-def _status(value: str) -> str:
-    try:
-        return WorkflowStatus(value).value
-    except ValueError:
-        choices = ", ".join(s.value for s in WorkflowStatus)
-        raise ValueError(f"invalid workflow status {value!r}: expected one of {choices}") from None
+def _update_workflow(conn: sqlite3.Connection, params: tuple[Any, ...]) -> None:
+    workflow_id, updated, sets = params
+    columns = ", ".join(f"{column} = ?" for column, _ in sets)
+    sql = f"UPDATE workflows SET updated = ?{', ' if sets else ''}{columns} WHERE workflow_id = ?"
+    if conn.execute(sql, (updated, *(v for _, v in sets), workflow_id)).rowcount != 1:
+        raise NoSuchWorkflow(workflow_id)
 
 
-def _pid_text(pid: Pid | str | None) -> str | None:
-    if pid is None:
-        return None
-    return str(pid)
+def _set_attributes(conn: sqlite3.Connection, params: tuple[Any, ...]) -> None:
+    workflow_id, search_json, memo_json, now = params
+    cur = conn.execute(
+        "UPDATE workflows SET search = json_patch(search, ?), memo = json_patch(memo, ?), "
+        "updated = ? WHERE workflow_id = ?",
+        (search_json, memo_json, now, workflow_id),
+    )
+    if cur.rowcount != 1:
+        raise NoSuchWorkflow(workflow_id)
 
 
-class Transaction:
-    """A list of writes committed atomically by ``SQLiteStore.write`` / ``commit``.
+def _reset_run(conn: sqlite3.Connection, params: tuple[Any, ...]) -> None:
+    conn.execute("DELETE FROM journal WHERE workflow_id = ?", params)
+    conn.execute("DELETE FROM timers WHERE workflow_id = ?", params)
 
-    Building one does no I/O: each method converts its values to JSON now
-    (raising ``garrison.PayloadError`` naming the value) and records one
-    operation; methods return the transaction, so calls chain::
 
-        tx = Transaction().append_journal(wid, 4, "send", "order.paid", outcome)
-        tx.deliver(other_wid, "order.paid", payload, sender=me)
-        tx.update_workflow(wid, status="waiting")
-        results = await store.commit(tx)   # one result per operation, in order
+def _delete_workflow(conn: sqlite3.Connection, params: tuple[Any, ...]) -> None:
+    for table in ("journal", "inbox", "timers", "promises", "state", "monitors"):
+        conn.execute(f"DELETE FROM {table} WHERE workflow_id = ?", params)
+    conn.execute("DELETE FROM workflows WHERE workflow_id = ?", params)
 
-    Operations that refer to a workflow require its row to exist (foreign
-    keys); ``update_workflow`` on a missing row raises ``NoSuchWorkflow``.
-    """
 
-    __slots__ = ("_ops", "_workflow_ids")
+def _deliver(conn: sqlite3.Connection, params: tuple[Any, ...]) -> int | None:
+    cur = conn.execute(
+        "INSERT OR IGNORE INTO inbox (workflow_id, msg_id, topic, payload, sender, kind, "
+        "call_ref, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        params,
+    )
+    return cur.lastrowid if cur.rowcount == 1 else None
 
-    def __init__(self) -> None:
-        self._ops: list[_Op] = []
-        self._workflow_ids: list[str] = []
 
-    def __len__(self) -> int:
-        return len(self._ops)
-
-    def __bool__(self) -> bool:
-        return bool(self._ops)
-
-    def _add(self, workflow_id: str, op: _Op) -> Transaction:
-        self._ops.append(op)
-        self._workflow_ids.append(workflow_id)
-        return self
-
-    def extend(self, other: Transaction) -> Transaction:
-        """Append every operation of ``other`` (after this one's)."""
-        self._ops.extend(other._ops)
-        self._workflow_ids.extend(other._workflow_ids)
-        return self
-
-    # -- workflows ---------------------------------------------------------
-
-    def create_workflow(
-        self,
-        workflow_id: str,
-        name: str,
-        input: Sequence[Any] | RawJson = (),
-        *,
-        status: str = "pending",
-        parent: Pid | str | None = None,
-        run_id: str | None = None,
-        attempt: int = 1,
-        host: str | None = None,
-        search: Mapping[str, Any] | None = None,
-        memo: Mapping[str, Any] | None = None,
-        time: _dt.datetime | float | None = None,
-    ) -> Transaction:
-        """Insert a workflow row unless ``workflow_id`` exists.
-
-        The operation's result is ``True`` if the row was created, ``False`` if
-        a workflow with that id was already there (idempotent start).
-        ``name`` is the workflow function's ``module:qualname``.
-        """
-        input_json = (
-            input.text
-            if isinstance(input, RawJson)
-            else to_json(list(input), what=f"the arguments of workflow {name!r}")
-        )
-        search_json = to_json(dict(search or {}), what=f"the search attributes of {workflow_id!r}")
-        memo_json = to_json(dict(memo or {}), what=f"the memo of {workflow_id!r}")
-        now = _seconds(time)
-        params = (
-            workflow_id, name, _status(status), input_json, _pid_text(parent),
-            run_id if run_id is not None else uuid.uuid4().hex, attempt, host, now, now,
-            search_json, memo_json,
-        )  # fmt: skip
-
-        def op(conn: sqlite3.Connection) -> bool:
-            cur = conn.execute(
-                "INSERT OR IGNORE INTO workflows (workflow_id, name, status, input, parent, "
-                "run_id, attempt, host, created, updated, search, memo) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                params,
-            )
-            return cur.rowcount == 1
-
-        return self._add(workflow_id, op)
-
-    def update_workflow(
-        self,
-        workflow_id: str,
-        *,
-        status: str | None = None,
-        result: Any = _UNSET,
-        error: ErrorInfo | None = _UNSET,
-        run_id: str | None = None,
-        attempt: int | None = None,
-        input: Sequence[Any] | RawJson | None = None,
-        cancel_requested: bool | None = None,
-        time: _dt.datetime | float | None = None,
-    ) -> Transaction:
-        """Set the given columns (and ``updated``); raises ``NoSuchWorkflow`` at commit
-        if the row does not exist."""
-        sets: list[str] = ["updated = ?"]
-        params: list[Any] = [_seconds(time)]
-        if status is not None:
-            sets.append("status = ?")
-            params.append(_status(status))
-        if result is not _UNSET:
-            sets.append("result = ?")
-            params.append(_encode(result, f"the result of workflow {workflow_id!r}"))
-        if error is not _UNSET:
-            sets.append("error = ?")
-            params.append(None if error is None else _encode(error, "a workflow error"))
-        if run_id is not None:
-            sets.append("run_id = ?")
-            params.append(run_id)
-        if attempt is not None:
-            sets.append("attempt = ?")
-            params.append(attempt)
-        if input is not None:
-            sets.append("input = ?")
-            params.append(
-                input.text
-                if isinstance(input, RawJson)
-                else to_json(list(input), what=f"the arguments of workflow {workflow_id!r}")
-            )
-        if cancel_requested is not None:
-            sets.append("cancel_requested = ?")
-            params.append(int(cancel_requested))
-        params.append(workflow_id)
-        sql = f"UPDATE workflows SET {', '.join(sets)} WHERE workflow_id = ?"
-        values = tuple(params)
-
-        def op(conn: sqlite3.Connection) -> None:
-            if conn.execute(sql, values).rowcount != 1:
-                raise NoSuchWorkflow(workflow_id)
-
-        return self._add(workflow_id, op)
-
-    def set_attributes(
-        self,
-        workflow_id: str,
-        *,
-        search: Mapping[str, Any] | None = None,
-        memo: Mapping[str, Any] | None = None,
-    ) -> Transaction:
-        """Merge into the search attributes / memo (a key set to ``None`` is removed)."""
-        search_json = to_json(dict(search or {}), what=f"the search attributes of {workflow_id!r}")
-        memo_json = to_json(dict(memo or {}), what=f"the memo of {workflow_id!r}")
-
-        def op(conn: sqlite3.Connection) -> None:
-            cur = conn.execute(
-                "UPDATE workflows SET search = json_patch(search, ?), memo = json_patch(memo, ?), "
-                "updated = ? WHERE workflow_id = ?",
-                (search_json, memo_json, _time.time(), workflow_id),
-            )
-            if cur.rowcount != 1:
-                raise NoSuchWorkflow(workflow_id)
-
-        return self._add(workflow_id, op)
-
-    def request_cancel(self, workflow_id: str) -> Transaction:
-        """Flag the workflow for cancellation (a tool's way to cancel; the node acts on it)."""
-        return self.update_workflow(workflow_id, cancel_requested=True)
-
-    def reset_run(
-        self,
-        workflow_id: str,
-        input: Sequence[Any] | RawJson,
-        *,
-        run_id: str | None = None,
-        time: _dt.datetime | float | None = None,
-    ) -> Transaction:
-        """Continue-as-new: drop the journal and timers, set new input and run id,
-        status ``running``. Inbox, state, promises and monitors are kept."""
-
-        def op(conn: sqlite3.Connection) -> None:
-            conn.execute("DELETE FROM journal WHERE workflow_id = ?", (workflow_id,))
-            conn.execute("DELETE FROM timers WHERE workflow_id = ?", (workflow_id,))
-
-        self._add(workflow_id, op)
-        return self.update_workflow(
-            workflow_id,
-            status="running",
-            input=input,
-            run_id=run_id if run_id is not None else uuid.uuid4().hex,
-            result=None,
-            error=None,
-            time=time,
-        )
-
-    def delete_workflow(self, workflow_id: str) -> Transaction:
-        """Remove the workflow and every row that belongs to it."""
-
-        def op(conn: sqlite3.Connection) -> None:
-            for table in ("journal", "inbox", "timers", "promises", "state", "monitors"):
-                conn.execute(f"DELETE FROM {table} WHERE workflow_id = ?", (workflow_id,))
-            conn.execute("DELETE FROM workflows WHERE workflow_id = ?", (workflow_id,))
-
-        return self._add(workflow_id, op)
-
-    # -- journal -----------------------------------------------------------
-
-    def append_journal(
-        self,
-        workflow_id: str,
-        seq: int,
-        kind: str,
-        name: str,
-        outcome: Any = None,
-        *,
-        attempts: int = 1,
-        time: _dt.datetime | float | None = None,
-    ) -> Transaction:
-        """Record what durable operation ``seq`` did. A second row for the same
-        ``(workflow_id, seq)`` fails with ``sqlite3.IntegrityError``."""
-        params = (
-            workflow_id,
-            seq,
-            kind,
-            name,
-            _encode(outcome, f"the outcome of {kind} {name!r} (seq {seq} of {workflow_id!r})"),
-            attempts,
-            _seconds(time),
-        )
-        return self._add(workflow_id, _exec(_SQL_JOURNAL, params))
-
-    # -- inbox -------------------------------------------------------------
-
-    def deliver(
-        self,
-        workflow_id: str,
-        topic: str,
-        payload: Any = None,
-        *,
-        msg_id: str | None = None,
-        sender: Pid | str | None = None,
-        kind: str = "message",
-        call_ref: str | None = None,
-        time: _dt.datetime | float | None = None,
-    ) -> Transaction:
-        """Put a message (``kind="message"``) or event (``kind="event"``) in the
-        workflow's durable inbox. The result is the row id (arrival order), or
-        ``None`` if a message with this ``msg_id`` was already delivered."""
-        if kind not in ("message", "event"):
-            raise ValueError(f"invalid inbox kind {kind!r}: expected 'message' or 'event'")
-        params = (
-            workflow_id,
-            msg_id if msg_id is not None else uuid.uuid4().hex,
-            topic,
-            _encode(payload, f"the payload of {kind} {topic!r} to workflow {workflow_id!r}"),
-            _pid_text(sender),
-            kind,
-            call_ref,
-            _seconds(time),
-        )
-
-        def op(conn: sqlite3.Connection) -> int | None:
-            cur = conn.execute(_SQL_INBOX, params)
-            return cur.lastrowid if cur.rowcount == 1 else None
-
-        return self._add(workflow_id, op)
-
-    def consume(self, workflow_id: str, inbox_id: int, seq: int) -> Transaction:
-        """Mark inbox row ``inbox_id`` as taken by the receive at journal ``seq``.
-
-        Fails with ``ValueError`` at commit if the row is not a pending message
-        of that workflow."""
-        params = (seq, inbox_id, workflow_id)
-
-        def op(conn: sqlite3.Connection) -> None:
-            cur = conn.execute(
-                "UPDATE inbox SET consumed_seq = ? "
-                "WHERE id = ? AND workflow_id = ? AND consumed_seq IS NULL",
-                params,
-            )
-            if cur.rowcount != 1:
-                raise ValueError(
-                    f"inbox row {inbox_id} is not a pending message of workflow {workflow_id!r}"
-                )
-
-        return self._add(workflow_id, op)
-
-    # -- timers ------------------------------------------------------------
-
-    def add_timer(self, workflow_id: str, seq: int, deadline: _dt.datetime | float) -> Transaction:
-        """A durable timer for operation ``seq``; ``deadline`` is wall clock (aware or
-        unix seconds). Re-adding the same ``seq`` replaces the deadline."""
-        params = (workflow_id, seq, _seconds(deadline))
-        return self._add(
-            workflow_id,
-            _exec(
-                "INSERT OR REPLACE INTO timers (workflow_id, seq, deadline) VALUES (?, ?, ?)",
-                params,
-            ),
-        )
-
-    def remove_timer(self, workflow_id: str, seq: int) -> Transaction:
-        """Drop the timer of operation ``seq`` (it fired or was cancelled)."""
-        params = (workflow_id, seq)
-        return self._add(
-            workflow_id,
-            _exec("DELETE FROM timers WHERE workflow_id = ? AND seq = ?", params),
-        )
-
-    # -- promises ----------------------------------------------------------
-
-    def create_promise(
-        self, workflow_id: str, name: str, *, time: _dt.datetime | float | None = None
-    ) -> Transaction:
-        """Declare a pending promise; no-op if it exists (it may be resolved already)."""
-        params = (workflow_id, name, _seconds(time))
-        return self._add(
-            workflow_id,
-            _exec(
-                "INSERT OR IGNORE INTO promises (workflow_id, name, status, created) "
-                "VALUES (?, ?, 'pending', ?)",
-                params,
-            ),
-        )
-
-    def resolve_promise(
-        self,
-        workflow_id: str,
-        name: str,
-        value: Any = None,
-        *,
-        time: _dt.datetime | float | None = None,
-    ) -> Transaction:
-        """Resolve the promise (creating it if the workflow has not declared it yet).
-
-        At commit: ``garrison.PromiseAlreadyCompleted`` if it was resolved or
-        rejected before, ``NoSuchWorkflow`` if the workflow does not exist."""
-        text = _encode(value, f"the value of promise {name!r} of workflow {workflow_id!r}")
-        return self._add(
-            workflow_id, _complete_promise(workflow_id, name, "resolved", text, None, time)
-        )
-
-    def reject_promise(
-        self,
-        workflow_id: str,
-        name: str,
-        message: str,
-        *,
-        time: _dt.datetime | float | None = None,
-    ) -> Transaction:
-        """Reject the promise with ``message``; same rules as :meth:`resolve_promise`."""
-        return self._add(
-            workflow_id, _complete_promise(workflow_id, name, "rejected", None, str(message), time)
-        )
-
-    # -- state and monitors -----------------------------------------------
-
-    def set_state(
-        self, workflow_id: str, key: str, value: Any, *, time: _dt.datetime | float | None = None
-    ) -> Transaction:
-        """Set a workflow's state ``key`` (readable from outside with ``get_state``)."""
-        params = (
-            workflow_id,
-            key,
-            _encode(value, f"state {key!r} of workflow {workflow_id!r}"),
-            _seconds(time),
-        )
-        return self._add(
-            workflow_id,
-            _exec(
-                "INSERT OR REPLACE INTO state (workflow_id, key, value, updated) "
-                "VALUES (?, ?, ?, ?)",
-                params,
-            ),
-        )
-
-    def add_monitor(self, workflow_id: str, watcher: Pid | str) -> Transaction:
-        """``watcher`` gets the workflow's ``EXIT`` durably; idempotent."""
-        params = (workflow_id, str(watcher), _time.time())
-        return self._add(
-            workflow_id,
-            _exec(
-                "INSERT OR IGNORE INTO monitors (workflow_id, watcher, created) VALUES (?, ?, ?)",
-                params,
-            ),
-        )
-
-    def remove_monitor(self, workflow_id: str, watcher: Pid | str) -> Transaction:
-        """Stop ``watcher`` watching the workflow."""
-        params = (workflow_id, str(watcher))
-        return self._add(
-            workflow_id,
-            _exec("DELETE FROM monitors WHERE workflow_id = ? AND watcher = ?", params),
+def _consume(conn: sqlite3.Connection, params: tuple[Any, ...]) -> None:
+    cur = conn.execute(
+        "UPDATE inbox SET consumed_seq = ? "
+        "WHERE id = ? AND workflow_id = ? AND consumed_seq IS NULL",
+        params,
+    )
+    if cur.rowcount != 1:
+        _seq, inbox_id, workflow_id = params
+        raise ValueError(
+            f"inbox row {inbox_id} is not a pending message of workflow {workflow_id!r}"
         )
 
 
-def _exec(sql: str, params: tuple[Any, ...]) -> _Op:
-    def op(conn: sqlite3.Connection) -> None:
+def _complete_promise(conn: sqlite3.Connection, params: tuple[Any, ...]) -> None:
+    workflow_id, name, status, value, error, when = params
+    cur = conn.execute(
+        "UPDATE promises SET status = ?, value = ?, error = ?, completed = ? "
+        "WHERE workflow_id = ? AND name = ? AND status = 'pending'",
+        (status, value, error, when, workflow_id, name),
+    )
+    if cur.rowcount == 1:
+        return
+    row = conn.execute(
+        "SELECT status FROM promises WHERE workflow_id = ? AND name = ?", (workflow_id, name)
+    ).fetchone()
+    if row is not None:
+        raise PromiseAlreadyCompleted(
+            f"promise {name!r} of workflow {workflow_id!r} is already {row[0]}"
+        )
+    if conn.execute("SELECT 1 FROM workflows WHERE workflow_id = ?", (workflow_id,)).fetchone() \
+            is None:
+        raise NoSuchWorkflow(workflow_id)
+    conn.execute(
+        "INSERT INTO promises (workflow_id, name, status, value, error, created, completed) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (workflow_id, name, status, value, error, when, when),
+    )
+
+
+def _statement(sql: str) -> Callable[[sqlite3.Connection, tuple[Any, ...]], None]:
+    def op(conn: sqlite3.Connection, params: tuple[Any, ...]) -> None:
         conn.execute(sql, params)
 
     return op
 
 
-_SQL_JOURNAL = (
-    "INSERT INTO journal (workflow_id, seq, kind, name, outcome, attempts, time) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?)"
-)
-_SQL_INBOX = (
-    "INSERT OR IGNORE INTO inbox (workflow_id, msg_id, topic, payload, sender, kind, call_ref, "
-    "created) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-)
-
-
-def _complete_promise(
-    workflow_id: str,
-    name: str,
-    status: str,
-    value: str | None,
-    error: str | None,
-    time: _dt.datetime | float | None,
-) -> _Op:
-    when = _seconds(time)
-
-    def op(conn: sqlite3.Connection) -> None:
-        cur = conn.execute(
-            "UPDATE promises SET status = ?, value = ?, error = ?, completed = ? "
-            "WHERE workflow_id = ? AND name = ? AND status = 'pending'",
-            (status, value, error, when, workflow_id, name),
-        )
-        if cur.rowcount == 1:
-            return
-        row = conn.execute(
-            "SELECT status FROM promises WHERE workflow_id = ? AND name = ?", (workflow_id, name)
-        ).fetchone()
-        if row is not None:
-            raise PromiseAlreadyCompleted(
-                f"promise {name!r} of workflow {workflow_id!r} is already {row[0]}"
-            )
-        if (
-            conn.execute("SELECT 1 FROM workflows WHERE workflow_id = ?", (workflow_id,)).fetchone()
-            is None
-        ):
-            raise NoSuchWorkflow(workflow_id)
-        conn.execute(
-            "INSERT INTO promises (workflow_id, name, status, value, error, created, completed) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (workflow_id, name, status, value, error, when, when),
-        )
-
-    return op
-
-
-class _Request:
-    """One ``commit()`` call waiting for its batch."""
-
-    __slots__ = ("done", "error", "results", "task", "tx")
-
-    def __init__(self, tx: Transaction) -> None:
-        self.tx = tx
-        self.task: trio.lowlevel.Task | None = None  # set while parked
-        self.done = False
-        self.results: list[Any] | None = None
-        self.error: BaseException | None = None
-
-
-def _refuse_abort(_raise_cancel: Any) -> trio.lowlevel.Abort:
-    return trio.lowlevel.Abort.FAILED
+_OPS: dict[Op, Callable[[sqlite3.Connection, tuple[Any, ...]], Any]] = {
+    Op.CREATE_WORKFLOW: _create_workflow,
+    Op.UPDATE_WORKFLOW: _update_workflow,
+    Op.SET_ATTRIBUTES: _set_attributes,
+    Op.RESET_RUN: _reset_run,
+    Op.DELETE_WORKFLOW: _delete_workflow,
+    Op.APPEND_JOURNAL: _statement(
+        "INSERT INTO journal (workflow_id, seq, kind, name, outcome, attempts, time) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)"
+    ),
+    Op.DELIVER: _deliver,
+    Op.CONSUME: _consume,
+    Op.ADD_TIMER: _statement(
+        "INSERT OR REPLACE INTO timers (workflow_id, seq, deadline) VALUES (?, ?, ?)"
+    ),
+    Op.REMOVE_TIMER: _statement("DELETE FROM timers WHERE workflow_id = ? AND seq = ?"),
+    Op.CREATE_PROMISE: _statement(
+        "INSERT OR IGNORE INTO promises (workflow_id, name, status, created) "
+        "VALUES (?, ?, 'pending', ?)"
+    ),
+    Op.COMPLETE_PROMISE: _complete_promise,
+    Op.SET_STATE: _statement(
+        "INSERT OR REPLACE INTO state (workflow_id, key, value, updated) VALUES (?, ?, ?, ?)"
+    ),
+    Op.ADD_MONITOR: _statement(
+        "INSERT OR IGNORE INTO monitors (workflow_id, watcher, created) VALUES (?, ?, ?)"
+    ),
+    Op.REMOVE_MONITOR: _statement("DELETE FROM monitors WHERE workflow_id = ? AND watcher = ?"),
+}
+assert set(_OPS) == set(Op), "every operation has its SQL"
 
 
 class SQLiteStore:
@@ -618,6 +247,7 @@ class SQLiteStore:
         self._lock_fd: int | None = None
         self._tempdir: str | None = None
         self._closed = False
+        self._closing = threading.Event()  # stops the wakeup watcher thread
         self._notify_node = False
         if path is None:
             self.path: str | None = None
@@ -650,8 +280,13 @@ class SQLiteStore:
             raise
         self._write_lock = threading.Lock()
         self._read_lock = threading.Lock()
-        self._pending: list[_Request] = []
-        self._flushing = False
+        if self.path is None or self._notify_node:
+            strategy = Strategy.IMMEDIATE  # in memory, or a tool writing for a node
+        elif self.synchronous == "full":
+            strategy = Strategy.THREAD  # the fsync runs while the node keeps running
+        else:
+            strategy = Strategy.INLINE
+        self._group = GroupCommit(self.write, self._write_batch, strategy)
         self._stats = {
             "transactions": 0,
             "sync_writes": 0,
@@ -677,6 +312,7 @@ class SQLiteStore:
         if self._closed:
             return
         self._closed = True
+        self._closing.set()
         with self._write_lock:
             self._conn.close()
         with self._read_lock:
@@ -722,11 +358,12 @@ class SQLiteStore:
 
     def _apply(self, tx: Transaction) -> list[Any]:
         conn = self._conn
-        results = [op(conn) for op in tx._ops]
+        ops = _OPS
+        results = [ops[op](conn, params) for op, params in tx.ops]
         if self._notify_node:
             conn.executemany(
                 "INSERT INTO wakeups (workflow_id, kind, created) VALUES (?, 'tool', ?)",
-                [(wid, _time.time()) for wid in dict.fromkeys(tx._workflow_ids)],
+                [(wid, _time.time()) for wid in dict.fromkeys(tx.workflow_ids)],
             )
         return results
 
@@ -737,7 +374,7 @@ class SQLiteStore:
         ``tx`` is then committed). Blocks while a group commit is being
         written (it holds the writer connection).
         """
-        if not tx._ops:
+        if not tx.ops:
             return []
         conn = self._conn
         with self._write_lock:
@@ -750,50 +387,31 @@ class SQLiteStore:
         return results
 
     async def commit(self, tx: Transaction) -> list[Any]:
-        """Commit ``tx`` by group commit (see the module docs); returns each
+        """Commit ``tx`` by group commit (see ``_group_commit.py``); returns each
         operation's result once it is committed. Runs from trio; waiting is
-        shielded from cancellation, so a commit asked for is never lost
-        half-way."""
-        if not tx._ops:
+        shielded from cancellation, so a commit asked for is never lost half-way.
+
+        An in-memory store, and a store opened with ``lock=False``, write at once in
+        the calling thread; ``synchronous="normal"`` batches in the trio thread;
+        ``synchronous="full"`` writes a batch (and its fsync) in a worker thread."""
+        if not tx.ops:
             return []
         self._check_open()
-        request = _Request(tx)
-        self._pending.append(request)
-        if self._flushing:
-            # Park until our batch is committed or we are made leader. The
-            # abort function refuses cancellation: the commit is under way.
-            request.task = trio.lowlevel.current_task()
-            await trio.lowlevel.wait_task_rescheduled(_refuse_abort)
-        if not request.done:
-            # This caller leads: write everything queued, as one transaction.
-            self._flushing = True
-            batch, self._pending = self._pending, []
-            try:
-                with trio.CancelScope(shield=True):
-                    await trio.to_thread.run_sync(self._write_batch, batch)
-            finally:
-                reschedule = trio.lowlevel.reschedule
-                for waiting in batch:
-                    if waiting.results is None and waiting.error is None:
-                        waiting.error = RuntimeError("the group commit was interrupted")
-                    waiting.done = True
-                    if waiting.task is not None:
-                        reschedule(waiting.task)
-                if self._pending:
-                    # Hand leadership to the oldest waiter: it writes the queue.
-                    leader = self._pending[0]
-                    assert leader.task is not None
-                    reschedule(leader.task)
-                    leader.task = None
-                else:
-                    self._flushing = False
-        if request.error is not None:
-            raise request.error
-        assert request.results is not None
-        return request.results
+        return await self._group.commit(tx)
 
-    def _write_batch(self, batch: list[_Request]) -> None:
-        """Worker thread: one transaction for the whole batch (SAVEPOINTs on failure)."""
+    @property
+    def owner(self) -> bool:
+        """True unless opened with ``lock=False`` (a tool writing for the node that holds
+        the lock)."""
+        return not self._notify_node
+
+    @property
+    def committing(self) -> bool:
+        """True while a group commit is forming or being written."""
+        return self._group.busy
+
+    def _write_batch(self, batch: list[CommitRequest]) -> None:
+        """One transaction for the whole batch (SAVEPOINTs on failure)."""
         conn = self._conn
         stats = self._stats
         with self._write_lock:
@@ -806,6 +424,7 @@ class SQLiteStore:
             except BaseException as exc:
                 if len(batch) == 1 or not isinstance(exc, Exception):
                     for request in batch:
+                        request.results = None
                         request.error = exc
                     return
                 stats["failed_batches"] += 1
@@ -816,7 +435,7 @@ class SQLiteStore:
             stats["batched_writes"] += len(batch)
             stats["largest_batch"] = max(stats["largest_batch"], len(batch))
 
-    def _write_isolated(self, batch: list[_Request]) -> bool:
+    def _write_isolated(self, batch: list[CommitRequest]) -> bool:
         """The batch failed: rewrite it with one SAVEPOINT per caller so only the
         callers whose own operations fail get an error."""
         conn = self._conn
@@ -888,6 +507,33 @@ class SQLiteStore:
         rows.sort()
         return [WakeupRecord(wid, kind) for _id, wid, kind in rows]
 
+    async def wakeups(self) -> list[WakeupRecord]:
+        """Wait until a tool (a store opened with ``lock=False``) wrote for this store's
+        workflows, then take and return those notices, oldest first.
+
+        SQLite has no notifications between processes: a worker thread polls the
+        ``wakeups`` table (one indexed query every 10 ms) on a connection of its own.
+        A store nobody else can write to (in memory, or a tool's own) waits forever."""
+        if self.path is None or self._notify_node:
+            await trio.sleep_forever()
+        while True:
+            found = self.take_wakeups()
+            if found:
+                return found
+            await trio.to_thread.run_sync(self._wait_for_wakeup, abandon_on_cancel=True)
+
+    def _wait_for_wakeup(self) -> None:
+        """Worker thread: return once the wakeups table has a row (or the store closes)."""
+        assert self.path is not None
+        conn = sqlite3.connect(self.path, timeout=5.0)
+        try:
+            while not self._closing.is_set():
+                if conn.execute("SELECT 1 FROM wakeups LIMIT 1").fetchone():
+                    return
+                self._closing.wait(0.01)
+        finally:
+            conn.close()
+
     # -- reading -----------------------------------------------------------
 
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
@@ -919,7 +565,7 @@ class SQLiteStore:
         if status is not None:
             statuses = [status] if isinstance(status, str) else list(status)
             where.append(f"status IN ({', '.join('?' * len(statuses))})")
-            params.extend(_status(s) for s in statuses)
+            params.extend(parse_status(s).value for s in statuses)
         for key, value in (search or {}).items():
             where.append("json_extract(search, ?) IS json_extract(?, '$')")
             params.append("$." + json.dumps(str(key)))
@@ -972,6 +618,13 @@ class SQLiteStore:
             sum(map(len, texts)),
         )
 
+    def journal_sizes(self, workflow_id: str) -> dict[int, int]:
+        """``{seq: characters of its outcome JSON}`` of the workflow's journal."""
+        rows = self._query(
+            "SELECT seq, length(outcome) FROM journal WHERE workflow_id = ?", (workflow_id,)
+        )
+        return {int(seq): int(n) for seq, n in rows}
+
     def journal_size(self, workflow_id: str) -> tuple[int, int]:
         """``(records, bytes of outcome JSON)`` of the workflow's journal."""
         rows = self._query(
@@ -1006,12 +659,12 @@ class SQLiteStore:
             )
         return [TimerRecord.from_row(row) for row in rows]
 
-    def due_timers(self, now: _dt.datetime | float) -> list[TimerRecord]:
+    def due_timers(self, now: datetime | float) -> list[TimerRecord]:
         """Timers whose deadline is at or before ``now``, earliest first."""
         rows = self._query(
             f"SELECT {TimerRecord.COLUMNS} FROM timers WHERE deadline <= ? "
             "ORDER BY deadline, workflow_id, seq",
-            (_seconds(now),),
+            (unix_seconds(now),),
         )
         return [TimerRecord.from_row(row) for row in rows]
 

@@ -1,280 +1,83 @@
-"""Store-neutral values (records) and the protocol a durable store implements.
+"""The store protocol: what a durable store must do for the workflow host.
 
-Records are ``@attrs.frozen`` and are built from database rows with their
-``from_row`` classmethod; the row is a tuple in the column order of the
-class's ``COLUMNS`` string (which the SQLite store uses verbatim in its
-SELECTs). JSON columns are decoded to their plain JSON shape; restore typed
-values with :func:`garrison.persistence.structure`.
+A store keeps workflows, their journals, durable inboxes, timers, promises, state,
+search attributes and monitors. The workflow host talks to it only through the named
+operations below (and through :class:`~garrison.persistence.Transaction`, whose
+operations every store maps to its own SQL); it never sees SQL or a connection.
+:class:`~garrison.persistence.SQLiteStore` is the default implementation.
+
+Every write is atomic: all the operations of a transaction commit together or none
+does. A store opened by a tool (``owner`` false) reads freely, and its writes are
+picked up by the node that owns the store through :meth:`Store.wakeups`.
 """
 
 from __future__ import annotations
 
-import datetime as _dt
-import enum
-import json
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, ClassVar, Protocol
+from collections.abc import Iterable, Mapping
+from typing import Any, Protocol
 
-import attrs
-
-from ..actors._values import ErrorInfo, Pid
-from ._converter import structure
-
-__all__ = [
-    "FINAL_STATUSES",
-    "InboxRecord",
-    "JournalRecord",
-    "PromiseRecord",
-    "PromiseStatus",
-    "Store",
-    "StoreStatistics",
-    "TimerRecord",
-    "WakeupRecord",
-    "WorkflowRecord",
-    "WorkflowStatus",
-]
-
-_UTC = _dt.UTC
-_fromtimestamp = _dt.datetime.fromtimestamp
-_loads = json.loads
-
-
-def _time(value: float | None) -> _dt.datetime | None:
-    return None if value is None else _fromtimestamp(value, _UTC)
-
-
-def _json(text: str | None) -> Any:
-    return None if text is None else _loads(text)
-
-
-def _pid(text: str | None) -> Pid | None:
-    return None if text is None else Pid.parse(text)
-
-
-class WorkflowStatus(enum.StrEnum):
-    """Where a workflow is; compares equal to its lower-case name."""
-
-    PENDING = "pending"
-    RUNNING = "running"
-    #: only a timer can wake it
-    SLEEPING = "sleeping"
-    #: a message, promise or event can wake it
-    WAITING = "waiting"
-    #: stopped by a NonDeterminismError; the journal is kept
-    BLOCKED = "blocked"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-    @property
-    def finished(self) -> bool:
-        """True for ``completed``, ``failed`` and ``cancelled``."""
-        return self in FINAL_STATUSES
-
-
-#: The statuses a workflow never leaves.
-FINAL_STATUSES = frozenset(
-    {WorkflowStatus.COMPLETED, WorkflowStatus.FAILED, WorkflowStatus.CANCELLED}
+from ..actors._values import Pid
+from ._records import (
+    InboxRecord,
+    JournalRecord,
+    PromiseRecord,
+    PromiseStatus,
+    StoreStatistics,
+    TimerRecord,
+    WakeupRecord,
+    WorkflowRecord,
 )
+from ._transaction import Transaction
 
-
-class PromiseStatus(enum.StrEnum):
-    """A durable promise's state."""
-
-    PENDING = "pending"
-    RESOLVED = "resolved"
-    REJECTED = "rejected"
-
-
-@attrs.frozen
-class WorkflowRecord:
-    """One workflow row. ``input`` is the decoded argument list; ``result`` the
-    decoded result (``None`` until completed); ``error`` an :class:`ErrorInfo`
-    for a failed or blocked workflow; ``search``/``memo`` decoded dicts."""
-
-    COLUMNS: ClassVar[str] = (
-        "workflow_id, name, status, input, result, error, parent, run_id, attempt, host, "
-        "created, updated, search, memo, cancel_requested"
-    )
-
-    workflow_id: str
-    name: str
-    status: WorkflowStatus = attrs.field(converter=WorkflowStatus)
-    input: list[Any] = attrs.field(factory=list)
-    result: Any = None
-    error: ErrorInfo | None = None
-    parent: Pid | None = None
-    run_id: str | None = None
-    attempt: int = 1
-    host: str | None = None
-    created: _dt.datetime | None = None
-    updated: _dt.datetime | None = None
-    search: dict[str, Any] = attrs.field(factory=dict)
-    memo: dict[str, Any] = attrs.field(factory=dict)
-    cancel_requested: bool = False
-
-    @classmethod
-    def from_row(cls, row: Sequence[Any]) -> WorkflowRecord:
-        """Build from a row in :attr:`COLUMNS` order."""
-        (wid, name, status, inp, result, error, parent, run_id, attempt, host,
-         created, updated, search, memo, cancel) = row  # fmt: skip
-        return cls(
-            wid,
-            name,
-            status,
-            _json(inp) or [],
-            _json(result),
-            None if error is None else structure(_loads(error), ErrorInfo, what="workflow error"),
-            _pid(parent),
-            run_id,
-            attempt,
-            host,
-            _time(created),
-            _time(updated),
-            _json(search) or {},
-            _json(memo) or {},
-            bool(cancel),
-        )
-
-
-@attrs.frozen(slots=True)
-class JournalRecord:
-    """One journal entry: what durable operation ``seq`` of a workflow did the
-    first time. ``outcome`` is the decoded JSON the workflow host recorded."""
-
-    COLUMNS: ClassVar[str] = "workflow_id, seq, kind, name, outcome, attempts, time"
-
-    workflow_id: str
-    seq: int
-    kind: str
-    name: str
-    outcome: Any
-    attempts: int
-    time: _dt.datetime
-
-    @classmethod
-    def from_row(cls, row: Sequence[Any]) -> JournalRecord:
-        """Build from a row in :attr:`COLUMNS` order."""
-        wid, seq, kind, name, outcome, attempts, time = row
-        return cls(wid, seq, kind, name, _loads(outcome), attempts, _fromtimestamp(time, _UTC))
-
-
-@attrs.frozen
-class InboxRecord:
-    """A durable inbox row: a message or event (``kind``) delivered to a workflow.
-
-    ``id`` gives arrival order; ``consumed_seq`` is the journal seq of the
-    receive that took it (``None`` while pending)."""
-
-    COLUMNS: ClassVar[str] = (
-        "id, workflow_id, msg_id, topic, payload, sender, kind, call_ref, created, consumed_seq"
-    )
-
-    id: int
-    workflow_id: str
-    msg_id: str
-    topic: str
-    payload: Any
-    sender: Pid | None
-    kind: str
-    call_ref: str | None
-    created: _dt.datetime
-    consumed_seq: int | None
-
-    @classmethod
-    def from_row(cls, row: Sequence[Any]) -> InboxRecord:
-        """Build from a row in :attr:`COLUMNS` order."""
-        ident, wid, msg_id, topic, payload, sender, kind, call_ref, created, consumed = row
-        return cls(
-            ident, wid, msg_id, topic, _loads(payload), _pid(sender), kind, call_ref,
-            _fromtimestamp(created, _UTC), consumed,
-        )  # fmt: skip
-
-
-@attrs.frozen
-class TimerRecord:
-    """A durable timer: operation ``seq`` of a workflow wakes at ``deadline`` (wall clock)."""
-
-    COLUMNS: ClassVar[str] = "workflow_id, seq, deadline"
-
-    workflow_id: str
-    seq: int
-    deadline: _dt.datetime
-
-    @classmethod
-    def from_row(cls, row: Sequence[Any]) -> TimerRecord:
-        """Build from a row in :attr:`COLUMNS` order."""
-        wid, seq, deadline = row
-        return cls(wid, seq, _fromtimestamp(deadline, _UTC))
-
-
-@attrs.frozen
-class PromiseRecord:
-    """A durable promise: ``value`` when resolved, ``error`` (the message) when rejected."""
-
-    COLUMNS: ClassVar[str] = "workflow_id, name, status, value, error, created, completed"
-
-    workflow_id: str
-    name: str
-    status: PromiseStatus = attrs.field(converter=PromiseStatus)
-    value: Any = None
-    error: str | None = None
-    created: _dt.datetime | None = None
-    completed: _dt.datetime | None = None
-
-    @classmethod
-    def from_row(cls, row: Sequence[Any]) -> PromiseRecord:
-        """Build from a row in :attr:`COLUMNS` order."""
-        wid, name, status, value, error, created, completed = row
-        return cls(wid, name, status, _json(value), error, _time(created), _time(completed))
-
-
-@attrs.frozen
-class WakeupRecord:
-    """A tool (a store opened with ``lock=False``) wrote something about a workflow."""
-
-    workflow_id: str
-    kind: str
-
-
-@attrs.frozen
-class StoreStatistics:
-    """Counters of a store's write path (see ``SQLiteStore.statistics()``).
-
-    ``transactions`` counts committed transactions; ``sync_writes`` those from
-    ``write()``; ``batches`` the group commits of ``commit()`` and
-    ``batched_writes`` the ``commit()`` calls they carried (so
-    ``batched_writes / batches`` is the mean batch size); ``largest_batch`` the
-    most calls in one; ``failed_batches`` batches whose fast path failed and
-    were retried call by call.
-    """
-
-    transactions: int
-    sync_writes: int
-    batches: int
-    batched_writes: int
-    largest_batch: int
-    failed_batches: int
+__all__ = ["Store"]
 
 
 class Store(Protocol):
-    """What the workflow host needs from a durable store (SQLite is the default).
+    """What the workflow host needs from a durable store.
 
-    Writes are described by a :class:`~garrison.persistence.Transaction` and
-    committed atomically, synchronously with ``write`` or by group commit with
-    ``await commit``. Reads return the records above.
+    Writes: :meth:`write` commits now in the calling thread (cheap, local stores only);
+    ``await`` :meth:`commit` shares one database transaction with every other commit
+    waiting at that moment (group commit) and is what the host uses on its hot path.
+    Reads return the records of ``garrison.persistence``.
     """
 
+    #: where the store is, for messages (a file path, a server URL); ``None`` in memory
     path: str | None
+    #: ``"normal"`` (survives a killed process) or ``"full"`` (survives power loss)
+    synchronous: str
 
-    def write(self, tx: Any) -> list[Any]:
+    @property
+    def owner(self) -> bool:
+        """True for the node that runs the store's workflows; False for a tool (or a
+        client) whose writes the owner picks up through :meth:`wakeups`."""
+        ...
+
+    @property
+    def committing(self) -> bool:
+        """True while a group commit is forming or being written."""
+        ...
+
+    # -- writing -------------------------------------------------------------------
+    def write(self, tx: Transaction) -> list[Any]:
         """Commit ``tx`` now, in the calling thread; returns each operation's result."""
         ...
 
-    async def commit(self, tx: Any) -> list[Any]:
-        """Commit ``tx`` with every other write waiting at that moment (group commit)."""
+    async def commit(self, tx: Transaction) -> list[Any]:
+        """Commit ``tx`` with every other write waiting at that moment (group commit);
+        returns each operation's result once it is committed."""
         ...
 
+    async def wakeups(self) -> list[WakeupRecord]:
+        """Wait until tools wrote something for this store's workflows (messages,
+        promise resolutions, cancel requests, starts), then take and return those
+        notices, oldest first. Cancel the caller to stop waiting."""
+        ...
+
+    def take_wakeups(self) -> list[WakeupRecord]:
+        """Take the notices written so far without waiting (possibly none)."""
+        ...
+
+    # -- workflows -----------------------------------------------------------------
     def get_workflow(self, workflow_id: str) -> WorkflowRecord | None:
         """The workflow's row, or ``None``."""
         ...
@@ -294,16 +97,37 @@ class Store(Protocol):
         """Every workflow not completed, failed or cancelled (for recovery)."""
         ...
 
+    # -- journal -------------------------------------------------------------------
     def journal(self, workflow_id: str) -> list[JournalRecord]:
         """The workflow's journal, ordered by seq."""
         ...
 
-    def pending_messages(self, workflow_id: str) -> list[InboxRecord]:
-        """Inbox rows not yet consumed, in arrival order."""
+    def journal_entries(self, workflow_id: str) -> tuple[list[tuple[int, str, str, Any, int]], int]:
+        """Recovery's fast path: ``([(seq, kind, name, outcome, attempts), ...], bytes)``
+        in seq order, outcomes decoded, and the size of their JSON text."""
         ...
 
-    def due_timers(self, now: _dt.datetime | float) -> list[TimerRecord]:
-        """Timers whose deadline is at or before ``now``, earliest first."""
+    def journal_sizes(self, workflow_id: str) -> dict[int, int]:
+        """``{seq: characters of its outcome JSON}`` of the workflow's journal."""
+        ...
+
+    # -- inbox, timers, promises, state, monitors ----------------------------------
+    def pending_messages(self, workflow_id: str) -> list[InboxRecord]:
+        """Inbox rows (messages and events) not yet consumed, in arrival order."""
+        ...
+
+    def inbox_message(self, msg_id: str) -> InboxRecord | None:
+        """The inbox row of message ``msg_id`` (consumed or not), or ``None``."""
+        ...
+
+    def timers(self, workflow_id: str | None = None) -> list[TimerRecord]:
+        """Timers (of one workflow, or all), earliest deadline first."""
+        ...
+
+    def promises(
+        self, workflow_id: str, status: PromiseStatus | str | None = None
+    ) -> list[PromiseRecord]:
+        """The workflow's promises (optionally of one status), by name."""
         ...
 
     def get_promise(self, workflow_id: str, name: str) -> PromiseRecord | None:
@@ -314,8 +138,17 @@ class Store(Protocol):
         """The decoded state value, or ``default``."""
         ...
 
+    def states(self, workflow_id: str) -> dict[str, Any]:
+        """Every state key of the workflow, decoded."""
+        ...
+
     def monitors(self, workflow_id: str) -> list[Pid]:
         """The pids watching the workflow, in the order they started watching."""
+        ...
+
+    # -- lifetime ------------------------------------------------------------------
+    def statistics(self) -> StoreStatistics:
+        """Counters of the write path."""
         ...
 
     def close(self) -> None:

@@ -38,6 +38,7 @@ import trio
 from .. import process
 from .._duration import parse_duration
 from .._errors import ProcessError
+from .._targets import check_target
 from ..actors._runtime import current_runtime
 from ..actors._values import ErrorInfo, Event, EventKind, Pid
 
@@ -113,8 +114,6 @@ def _check_target(inst: Any, attribute: attrs.Attribute[Any], value: object) -> 
         if not value:
             raise ValueError(f"child {inst.id!r}: target must not be an empty string")
         return  # a config entry id, resolved when the child starts
-    from .._node import check_target
-
     try:
         check_target(value)
     except TypeError as exc:

@@ -23,14 +23,15 @@ import crash_app
 import trio
 
 import garrison
-from garrison.hosts import _replay, _workflow_host
+from garrison.hosts.workflow import _core, _journal
+from garrison.persistence import SQLiteStore
 
 
 def install_kill_point() -> None:
     where = os.environ.get("GARRISON_KILL_AT", "")
     if where.startswith("record:"):
         name = where.partition(":")[2]
-        original = _workflow_host._Workflow._record
+        original = _core.WorkflowCore.record
 
         def record(self, tx, seq, kind, name_, outcome_json, attempts=1):  # type: ignore[no-untyped-def]
             if kind == "activity" and name_ == name:
@@ -38,14 +39,14 @@ def install_kill_point() -> None:
                 os.kill(os.getpid(), signal.SIGKILL)
             return original(self, tx, seq, kind, name_, outcome_json, attempts)
 
-        _workflow_host._Workflow._record = record  # type: ignore[method-assign]
+        _core.WorkflowCore.record = record  # type: ignore[method-assign]
     elif where.startswith(("commit:", "committed:")):
         # the Nth write of this process: before it (commit:N) or right after it, before
         # the workflow sees the outcome (committed:N)
         when, _, n = where.partition(":")
         limit = int(n)
         calls = [0]
-        original_commit = _workflow_host.WorkflowHost.commit
+        original_commit = SQLiteStore.commit
 
         async def commit(self, tx):  # type: ignore[no-untyped-def]
             calls[0] += 1
@@ -59,10 +60,10 @@ def install_kill_point() -> None:
                 os.kill(os.getpid(), signal.SIGKILL)
             return result
 
-        _workflow_host.WorkflowHost.commit = commit  # type: ignore[method-assign]
+        SQLiteStore.commit = commit  # type: ignore[method-assign]
     elif where.startswith("replay:"):
         at = int(where.partition(":")[2])
-        take = _replay.Cursor.take
+        take = _journal.Cursor.take
 
         def take_and_die(self, kind, name):  # type: ignore[no-untyped-def]
             if self.seq == at and self.seq in self.entries:
@@ -70,7 +71,7 @@ def install_kill_point() -> None:
                 os.kill(os.getpid(), signal.SIGKILL)
             return take(self, kind, name)
 
-        _replay.Cursor.take = take_and_die  # type: ignore[method-assign]
+        _journal.Cursor.take = take_and_die  # type: ignore[method-assign]
 
 
 async def main() -> None:

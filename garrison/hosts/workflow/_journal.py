@@ -1,4 +1,4 @@
-"""The replay engine's pure parts: the journal cursor and what recorded outcomes mean.
+"""The journal: record kinds (a stored format), the replay cursor, plain forms.
 
 A workflow function re-runs from the top after a restart. Every durable
 operation asks the :class:`Cursor` for the next sequence number: if the journal
@@ -13,19 +13,68 @@ replayed against workflow code in tests without a store.
 from __future__ import annotations
 
 import datetime as _dt
+import enum
 from collections.abc import Sequence
 from typing import Any
 
 import attrs
 
-from .._errors import NonDeterminismError
-from ..actors._values import ErrorInfo, Event, EventKind, Message, Pid
+from ..._errors import NonDeterminismError
+from ...actors._values import ErrorInfo, Event, EventKind, Message, Pid
 
-__all__ = ["Cursor", "Entry", "event_from_plain", "event_to_plain", "message_from_plain",
-           "message_to_plain"]
+__all__ = ["Cursor", "Entry", "JournalKind", "event_from_plain", "event_to_plain",
+           "message_from_plain", "message_to_plain"]
 
-#: the kind of the journal row written where a cancel request was delivered
-CANCEL = "cancel"
+
+class JournalKind(enum.StrEnum):
+    """What a journal record is about: the ``kind`` column, a stored format.
+
+    Never rename a value: journals written by earlier versions are replayed against it.
+    """
+
+    #: an activity's final outcome (``{"ok": value}`` or ``{"error": ErrorInfo}``)
+    ACTIVITY = "activity"
+    #: a message sent (``{"to": pid, "id": msg_id}``)
+    SEND = "send"
+    #: an inbox item taken (``{"inbox": row, "message"|"event": ...}``, or timeout/empty)
+    RECEIVE = "receive"
+    #: a durable sleep that ended (``{"deadline": unix seconds}``)
+    SLEEP = "sleep"
+    #: a timer created (``{"deadline": unix seconds}``) and awaited
+    TIMER = "timer"
+    AWAIT_TIMER = "await_timer"
+    #: a durable promise declared, and awaited (``{"value": v}`` or ``{"rejected": msg}``)
+    PROMISE = "promise"
+    AWAIT_PROMISE = "await_promise"
+    #: which awaitable of ``workflow.first`` won (``{"index": i}``)
+    FIRST = "first"
+    #: a process or child workflow spawned (``{"pid": pid}``)
+    SPAWN = "spawn"
+    #: a reply to a call, and a call made (``{"ok": value}`` or its error)
+    REPLY = "reply"
+    CALL = "call"
+    #: links and monitors made and removed
+    LINK = "link"
+    UNLINK = "unlink"
+    MONITOR = "monitor"
+    DEMONITOR = "demonitor"
+    #: a name looked up (``{"pid": pid or None}``)
+    LOOKUP = "lookup"
+    #: another process cancelled or terminated
+    CANCEL_PROCESS = "cancel_process"
+    TERMINATE = "terminate"
+    #: recorded values: ``workflow.now()``, ``uuid4()``, ``random()``, ``version()``
+    NOW = "now"
+    UUID4 = "uuid4"
+    RANDOM = "random"
+    VERSION = "version"
+    #: where a cancel request was delivered (raises ``WorkflowCancelled`` on replay)
+    CANCEL = "cancel"
+    #: seq 0 of a continued run: the state it starts with (``{"state": {...}}``)
+    CONTINUED = "continued"
+
+
+CANCEL = JournalKind.CANCEL
 
 
 @attrs.frozen(slots=True)
@@ -37,18 +86,6 @@ class Entry:
     name: str
     outcome: Any
     attempts: int = 1
-
-    @classmethod
-    def from_record(cls, record: Any) -> Entry:
-        """From a :class:`~garrison.persistence.JournalRecord` (or anything alike)."""
-        return cls(record.seq, record.kind, record.name, record.outcome,
-                   getattr(record, "attempts", 1))
-
-    @classmethod
-    def from_plain(cls, plain: dict[str, Any]) -> Entry:
-        """From a golden-file dict ``{"seq", "kind", "name", "outcome", "attempts"?}``."""
-        return cls(int(plain["seq"]), str(plain["kind"]), str(plain.get("name", "")),
-                   plain.get("outcome"), int(plain.get("attempts", 1)))
 
 
 class Cursor:
@@ -75,11 +112,6 @@ class Cursor:
         """True while the next seq has a recorded entry."""
         return self.seq in self.entries
 
-    @property
-    def recorded(self) -> int:
-        """How many entries the journal holds."""
-        return len(self.entries)
-
     def check(self) -> None:
         """Raise the kept divergence, if any."""
         if self.error is not None:
@@ -105,10 +137,6 @@ class Cursor:
         if entry.kind == CANCEL or (entry.kind == kind and entry.name == name):
             return entry
         raise self.diverge(seq, entry.kind, entry.name, f"{kind} {name!r}")
-
-    def add(self, entry: Entry) -> None:
-        """Remember a live entry (so a later peek/length sees it)."""
-        self.entries[entry.seq] = entry
 
     def diverge(self, seq: int, kind: str, name: str, now: str) -> NonDeterminismError:
         """Build (and keep) the error for a divergence at ``seq``."""
@@ -183,3 +211,11 @@ def error_from_plain(plain: dict[str, Any]) -> ErrorInfo:
 def timestamp(value: float) -> _dt.datetime:
     """Unix seconds as an aware UTC datetime."""
     return _dt.datetime.fromtimestamp(value, _dt.UTC)
+
+
+def initial_state(journal: Sequence[Entry]) -> dict[str, Any]:
+    """The state a run starts with: empty, or what a continue-as-new carried over (its
+    seq-0 record). Replay rebuilds the rest, so ``get_state`` sees the same values."""
+    if journal and journal[0].seq == 0 and journal[0].kind == JournalKind.CONTINUED:
+        return dict((journal[0].outcome or {}).get("state") or {})
+    return {}

@@ -1,0 +1,58 @@
+"""Which workflow the calling code runs in: the context variables behind
+``garrison.workflow`` and ``@garrison.activity``.
+
+A workflow host sets the runtime of each workflow task with :func:`set_workflow`
+(it implements :class:`garrison.workflow.WorkflowRuntime`); while one of the
+workflow's activities runs, :func:`activity_scope` hides it, so workflow calls are
+refused there and an ``@activity`` called from an activity is a plain call.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .workflow import WorkflowRuntime
+
+__all__ = ["activity_owner", "activity_scope", "current_workflow", "set_workflow"]
+
+_workflow: contextvars.ContextVar[Any] = contextvars.ContextVar("garrison_workflow",
+                                                                 default=None)
+_activity_of: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "garrison_activity_of", default=None)
+
+
+def current_workflow() -> WorkflowRuntime | None:
+    """The runtime of the calling workflow, or ``None`` (also inside an activity)."""
+    rt: WorkflowRuntime | None = _workflow.get()
+    return rt
+
+
+def set_workflow(runtime: WorkflowRuntime) -> None:
+    """Make ``runtime`` the workflow of the calling task (and the tasks it starts)."""
+    _workflow.set(runtime)
+
+
+def activity_owner() -> str | None:
+    """The id of the workflow whose activity is running here, or ``None``."""
+    return _activity_of.get()
+
+
+class activity_scope:
+    """Run an activity of ``workflow_id`` inside: no workflow runtime there.
+
+    A class rather than ``@contextmanager``: it is entered once per activity call."""
+
+    __slots__ = ("_outer", "_owner", "workflow_id")
+
+    def __init__(self, workflow_id: str) -> None:
+        self.workflow_id = workflow_id
+
+    def __enter__(self) -> None:
+        self._outer = _workflow.set(None)
+        self._owner = _activity_of.set(self.workflow_id)
+
+    def __exit__(self, *exc: object) -> None:
+        _activity_of.reset(self._owner)
+        _workflow.reset(self._outer)

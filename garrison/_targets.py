@@ -1,0 +1,102 @@
+"""Targets: checking, naming and importing the callables processes and workflows run.
+
+A process target is an async function (or an object with an async ``__call__``). A
+workflow target must also be importable by its ``module:qualname``, because a restarted
+node finds it again by that name.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import inspect
+from typing import Any
+
+__all__ = ["check_target", "import_target", "target_name"]
+
+#: how many targets each cache below remembers (targets are few; this bounds odd uses)
+_CACHE_SIZE = 4096
+_labels: dict[Any, str] = {}
+_names: dict[Any, str] = {}
+
+
+def _memo(cache: dict[Any, str], fn: Any, compute: Any) -> str:
+    """``compute(fn)``, remembered per target (unhashable targets are computed each time)."""
+    try:
+        return cache[fn]
+    except (KeyError, TypeError):
+        pass
+    value: str = compute(fn)
+    try:
+        if len(cache) < _CACHE_SIZE:
+            cache[fn] = value
+    except TypeError:
+        pass
+    return value
+
+
+def check_target(fn: Any) -> str:
+    """Check that ``fn`` is an async callable (``TypeError`` saying why not); return a
+    label for logs."""
+    return _memo(_labels, fn, _check_target)
+
+
+def target_name(fn: Any) -> str:
+    """``module:qualname`` of a workflow function, or ``TypeError`` saying why it has none."""
+    return _memo(_names, fn, _target_name)
+
+
+def _check_target(fn: Any) -> str:
+    inner = fn
+    while isinstance(inner, functools.partial):
+        inner = inner.func
+    plain = inspect.isfunction(inner) or inspect.ismethod(inner)
+    call = inner if plain else getattr(inner, "__call__", None)  # noqa: B004
+    if call is None or not inspect.iscoroutinefunction(call):
+        raise TypeError(
+            f"cannot spawn {fn!r}: a process target must be an async function "
+            "(async def) or an object with an async __call__"
+        )
+    return getattr(inner, "__qualname__", None) or type(inner).__name__
+
+
+def _target_name(fn: Any) -> str:
+    inner = fn
+    while isinstance(inner, functools.partial):
+        raise TypeError(f"cannot run {fn!r} as a workflow: a functools.partial is not "
+                        "importable by name after a restart; use a module-level async function")
+    module = getattr(inner, "__module__", None)
+    qualname = getattr(inner, "__qualname__", None)
+    if not module or not qualname:
+        raise TypeError(f"cannot run {fn!r} as a workflow: it must be a module-level async "
+                        "function importable by its module:qualname (it is found again by that "
+                        "name after a restart)")
+    if "<lambda>" in qualname:
+        raise TypeError(f"cannot run a lambda ({module}:{qualname}) as a workflow: it must be "
+                        "importable by its module:qualname to be found again after a restart")
+    if "<locals>" in qualname:
+        raise TypeError(f"cannot run the closure {module}:{qualname} as a workflow: it must be "
+                        "a module-level function, importable by its module:qualname to be found "
+                        "again after a restart")
+    if not inspect.iscoroutinefunction(inner):
+        raise TypeError(f"cannot run {module}:{qualname} as a workflow: it must be an async "
+                        "function (async def)")
+    name = f"{module}:{qualname}"
+    try:
+        found = import_target(name)
+    except Exception as exc:
+        raise TypeError(f"cannot run {name} as a workflow: it is not importable by that name "
+                        f"({type(exc).__name__}: {exc})") from None
+    if found is not inner and getattr(found, "__wrapped__", None) is not inner:
+        raise TypeError(f"cannot run {name} as a workflow: importing that name gives another "
+                        "object, so it could not be found again after a restart")
+    return name
+
+
+def import_target(name: str) -> Any:
+    """Import ``module:qualname``."""
+    module, _, qualname = name.partition(":")
+    obj: Any = importlib.import_module(module)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    return obj

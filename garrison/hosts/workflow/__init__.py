@@ -1,0 +1,19 @@
+"""The durable workflow host, split along its seams (one concept per module):
+
+- ``_journal``: record kinds (the stored format), the replay cursor, plain forms
+- ``_codec``: typed arguments and results, the JSON round trip
+- ``_core``: the state and primitives every part of an instance shares
+- ``_inbox``: the durable inbox and journaled receives
+- ``_waits``: wall clock, sleeps, timers, promises, ``first``/``gather``
+- ``_activities``: activities with retries, ``workflow.start``
+- ``_interop``: spawn, send, reply, call, links, monitors, cancel, names
+- ``_instance``: one workflow's lifecycle, recorded values, state
+- ``_recovery``: loading, resuming on open, wake-ups written by tools
+- ``_host``: the node-facing side: start, finish, results, routing
+"""
+
+from ._host import WorkflowHost
+from ._instance import WorkflowInstance
+from ._journal import Cursor, Entry, JournalKind
+
+__all__ = ["Cursor", "Entry", "JournalKind", "WorkflowHost", "WorkflowInstance"]

@@ -1,0 +1,211 @@
+"""Activities of a workflow: run with their retry policy, only the final outcome
+journaled; ``workflow.start`` runs one in the background behind a handle.
+
+An activity runs at least once and its outcome is recorded exactly once (a crash
+between its end and the commit runs it again on the next node). Its code is plain
+code: workflow calls are refused inside it.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import json
+import logging
+from typing import Any
+
+import outcome
+import trio
+
+from ..._activity import DEFAULT_RETRY, RetryPolicy, activity_name
+from ..._context import activity_scope
+from ..._errors import ActivityError
+from ...actors._values import ErrorInfo
+from ...persistence import Transaction
+from ._codec import json_round_trip, return_hint, structure
+from ._core import WorkflowCore
+from ._journal import JournalKind, error_from_plain, error_to_plain
+
+__all__ = ["Activities", "ActivityHandle"]
+
+log = logging.getLogger("garrison.workflow")
+
+_ACTIVITY = JournalKind.ACTIVITY
+_dumps = json.dumps
+
+
+@functools.lru_cache(maxsize=1024)
+def _is_async(fn: Any) -> bool:
+    return inspect.iscoroutinefunction(fn)
+
+
+def _options(fn: Any, retry: RetryPolicy | None, timeout: float | None, name: str | None
+             ) -> tuple[Any, RetryPolicy | None, float | None, str]:
+    """The function to run and its retry, timeout and journal name: explicit arguments
+    first, then what ``@garrison.activity`` attached."""
+    opts = getattr(fn, "__garrison_activity__", None)
+    if opts is not None:
+        fn = getattr(fn, "__wrapped__", fn)
+        retry = retry or opts.retry
+        timeout = timeout if timeout is not None else opts.timeout
+        name = name or opts.name
+    return fn, retry, timeout, name or activity_name(fn)
+
+
+class ActivityHandle:
+    """An activity started with ``workflow.start``: ``await`` it (any number of times)
+    for its result (or its ``ActivityError``); ``done()`` says whether it has finished."""
+
+    __slots__ = ("_event", "_outcome", "_wf", "hint", "name")
+
+    def __init__(self, wf: Activities, name: str, hint: Any) -> None:
+        self._wf = wf
+        self.name = name
+        self.hint = hint
+        self._outcome: outcome.Outcome[Any] | None = None
+        self._event: trio.Event | None = None
+
+    def __repr__(self) -> str:
+        return f"<activity {self.name} {'done' if self.done() else 'running'}>"
+
+    def done(self) -> bool:
+        """True once its outcome is recorded."""
+        return self._outcome is not None
+
+    def _entry(self, out: dict[str, Any]) -> None:
+        if "error" in out:
+            self._outcome = outcome.Error(ActivityError(error_from_plain(out["error"]),
+                                                        name=self.name))
+        else:
+            self._outcome = outcome.Value(structure(out["ok"], self.hint,
+                                                    what=f"the result of activity {self.name!r}"))
+
+    def _set(self, result: outcome.Outcome[Any]) -> None:
+        self._outcome = result
+        if self._event is not None:
+            self._event.set()
+
+    def __await__(self) -> Any:
+        return self._result().__await__()
+
+    async def _result(self) -> Any:
+        if self._outcome is None:
+            self._event = self._event or trio.Event()
+            await self._event.wait()
+        else:
+            await trio.lowlevel.checkpoint()
+        result = self._outcome
+        if isinstance(result, outcome.Error):
+            raise result.error  # an outcome unwraps once; a handle is awaited many times
+        assert isinstance(result, outcome.Value)
+        return result.value
+
+
+class Activities(WorkflowCore):
+    """The activity part of a workflow instance."""
+
+    async def activity(self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], *,
+                       retry: RetryPolicy | None = None, timeout: float | None = None,
+                       name: str | None = None) -> Any:
+        """Run ``fn`` as a journaled activity (see ``workflow.call``)."""
+        fn, retry, timeout, name = _options(fn, retry, timeout, name)
+        entry = self._take(_ACTIVITY, name)
+        hint = return_hint(fn)
+        if entry is not None:
+            await self._yield()
+            out = entry.outcome
+            if "error" in out:
+                raise ActivityError(error_from_plain(out["error"]), name=name)
+            return structure(out["ok"], hint, what=f"the result of activity {name!r}")
+        seq = self.cursor.seq - 1
+        attempt, text, plain, failure = await self._run_activity(fn, args, kwargs, retry,
+                                                                 timeout, name)
+        return await self._activity_done(seq, name, hint, attempt, text, plain, failure)
+
+    def start_activity(self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], *,
+                       retry: RetryPolicy | None, timeout: float | None) -> ActivityHandle:
+        """``workflow.start``: the seq is taken now; the activity runs in the background."""
+        fn, retry, timeout, name = _options(fn, retry, timeout, None)
+        entry = self._take(_ACTIVITY, name)
+        handle = ActivityHandle(self, name, return_hint(fn))
+        if entry is not None:
+            handle._entry(entry.outcome)
+            return handle
+        seq = self.cursor.seq - 1
+        if self.tasks is None:  # pragma: no cover - always set while the function runs
+            raise RuntimeError("workflow.start() outside the workflow function")
+        self.tasks.start_soon(self._background, handle, seq, fn, args, kwargs, retry, timeout)
+        return handle
+
+    async def _background(self, handle: ActivityHandle, seq: int, fn: Any,
+                          args: tuple[Any, ...], kwargs: dict[str, Any],
+                          retry: RetryPolicy | None, timeout: float | None) -> None:
+        attempt, text, plain, failure = await self._run_activity(fn, args, kwargs, retry,
+                                                                 timeout, handle.name)
+        with trio.CancelScope(shield=True):
+            try:
+                handle._set(outcome.Value(await self._activity_done(
+                    seq, handle.name, handle.hint, attempt, text, plain, failure)))
+            except ActivityError as exc:
+                handle._set(outcome.Error(exc))
+        self.wake()
+
+    async def _attempt(self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """One call of the activity function: awaited, or in a worker thread if plain."""
+        if _is_async(fn):
+            return await fn(*args, **kwargs)
+        return await trio.to_thread.run_sync(functools.partial(fn, *args, **kwargs),
+                                             abandon_on_cancel=True)
+
+    async def _run_activity(self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
+                            retry: RetryPolicy | None, timeout: float | None, name: str
+                            ) -> tuple[int, str, Any, ErrorInfo | None]:
+        """Attempts with the retry policy; ``(attempts, json, plain, final error)``."""
+        policy = retry or DEFAULT_RETRY
+        attempt = 0
+        text = ""
+        plain: Any = None
+        failure: ErrorInfo | None = None
+        with activity_scope(self.wid):
+            while True:
+                attempt += 1
+                exc: BaseException | None = None
+                try:
+                    if timeout is None:
+                        value = await self._attempt(fn, args, kwargs)
+                    else:
+                        with trio.move_on_after(timeout) as cs:
+                            value = await self._attempt(fn, args, kwargs)
+                        if cs.cancelled_caught:
+                            exc = TimeoutError(f"activity {name!r} attempt {attempt} took "
+                                               f"longer than its timeout of {timeout:g}s")
+                    if exc is None:
+                        text, plain = json_round_trip(value, f"the result of activity {name!r}")
+                        break
+                except trio.Cancelled:
+                    raise
+                except Exception as err:
+                    exc = err
+                assert exc is not None
+                if attempt >= policy.max_attempts or not policy.retryable(exc):
+                    failure = ErrorInfo.from_exception(exc)
+                    break
+                log.info("activity %s of workflow %s failed (attempt %d of %d), retrying: %s",
+                         name, self.wid, attempt, policy.max_attempts, exc,
+                         extra={"workflow_id": self.wid, "pid": str(self.pid),
+                                "activity": name, "attempt": attempt})
+                await trio.sleep(policy.delay(attempt))
+        return attempt, text, plain, failure
+
+    async def _activity_done(self, seq: int, name: str, hint: Any, attempt: int, text: str,
+                             plain: Any, failure: ErrorInfo | None) -> Any:
+        tx = Transaction()
+        if failure is None:
+            self.record(tx, seq, _ACTIVITY, name, '{"ok":' + text + "}", attempt)
+            await self._commit(tx)
+            await self._yield()  # a long run of quick steps still lets others run
+            return structure(plain, hint, what=f"the result of activity {name!r}")
+        self.record(tx, seq, _ACTIVITY, name, _dumps({"error": error_to_plain(failure)}),
+                     attempt)
+        await self._commit(tx)
+        raise ActivityError(failure, name=name)

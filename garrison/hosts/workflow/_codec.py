@@ -1,0 +1,85 @@
+"""Values in and out of the journal: typed arguments and results restored from the
+annotations of workflow and activity functions, and the JSON round trip that makes a
+live run see exactly what a replay will see."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import json
+import typing
+from typing import Any
+
+from ...persistence import structure as _structure
+from ...persistence import to_json
+
+__all__ = ["PLAIN", "json_round_trip", "plain_or_repr", "restore_args", "return_hint",
+           "structure"]
+
+#: types whose JSON form is themselves (floats excepted: JSON may change their repr)
+PLAIN = (str, int, float, bool, type(None))
+_loads = json.loads
+
+
+@functools.lru_cache(maxsize=1024)
+def _hints(fn: Any) -> tuple[list[tuple[str, Any, Any]], Any]:
+    """Positional parameter (name, hint, kind) list and the return hint of ``fn``."""
+    try:
+        hints = typing.get_type_hints(fn)
+    except Exception:
+        hints = {}
+    try:
+        params = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):
+        params = []
+    out = [(p.name, hints.get(p.name, Any), p.kind) for p in params]
+    return out, hints.get("return", Any)
+
+
+def restore_args(fn: Any, plain_args: list[Any], what: str) -> list[Any]:
+    """Restore typed arguments from ``fn``'s annotations (``*args: T`` types each extra)."""
+    params, _ = _hints(fn)
+    if all(h is Any for _, h, _k in params):
+        return plain_args
+    positional = [(hint, kind) for _n, hint, kind in params
+                  if kind in (inspect.Parameter.POSITIONAL_ONLY,
+                              inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                              inspect.Parameter.VAR_POSITIONAL)]
+    out = []
+    for i, value in enumerate(plain_args):
+        hint: Any = Any
+        if i < len(positional):
+            hint = positional[i][0]
+        elif positional and positional[-1][1] is inspect.Parameter.VAR_POSITIONAL:
+            hint = positional[-1][0]
+        out.append(structure(value, hint, what=f"argument {i + 1} of {what}"))
+    return out
+
+
+def structure(value: Any, hint: Any, *, what: str) -> Any:
+    """Restore a typed value from its JSON shape (``-> None`` and ``Any`` pass through)."""
+    if hint is Any or hint is None or hint is type(None) or (
+            type(value) is hint and hint in PLAIN):
+        return value
+    return _structure(value, hint, what=what)
+
+
+def return_hint(fn: Any) -> Any:
+    """The return annotation of ``fn`` (``Any`` if none)."""
+    return _hints(fn)[1]
+
+
+def json_round_trip(value: Any, what: str) -> tuple[str, Any]:
+    """``(json_text, plain)`` of ``value``: what a replay would see."""
+    text = to_json(value, what=what)
+    if type(value) in PLAIN and type(value) is not float:
+        return text, value
+    return text, _loads(text)
+
+
+def plain_or_repr(value: Any) -> Any:
+    """``value`` as plain JSON, or its ``repr`` when it has none (an event's result)."""
+    try:
+        return _loads(to_json(value, what="an event result"))
+    except Exception:
+        return repr(value)

@@ -1,0 +1,249 @@
+"""The core every part of a workflow instance shares: its state, the journal cursor,
+the write buffer and commit, cancellation checks and parking.
+
+A workflow instance is one object (:class:`~._instance.WorkflowInstance`) assembled
+from one class per concern (inbox, waits, activities, interop with processes), each
+in its own module and each a subclass of :class:`WorkflowCore`, which holds what they
+all use. Every durable operation goes through :meth:`WorkflowCore._take`: it takes the
+next journal seq and returns the recorded entry (replay) or ``None`` (run it live, then
+``_record`` its outcome into a transaction that is committed before the code sees it).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import trio
+
+from ..._context import activity_owner
+from ..._errors import NotInProcess, WorkflowCancelled
+from ...actors._values import ErrorInfo, Pid
+from ...persistence import RawJson, Transaction, WorkflowStatus
+from ._journal import CANCEL, Cursor, Entry, JournalKind
+
+if TYPE_CHECKING:
+    from ._host import WorkflowHost
+    from ._inbox import DurableInbox, InboxItem
+
+log = logging.getLogger("garrison.workflow")
+
+S = WorkflowStatus
+_dumps = json.dumps
+#: a run whose journal passes this many records logs a warning (continue-as-new)
+HISTORY_WARNING = 10_000
+#: durable operations a workflow may do without yielding to the scheduler
+_BUDGET = 64
+
+
+class ContinueAsNew(BaseException):
+    """Raised by ``workflow.continue_as_new``: ends this run, starts a fresh one."""
+
+    def __init__(self, args: tuple[Any, ...]) -> None:
+        super().__init__("continue_as_new")
+        self.args_ = args
+
+
+class WaitCancelled(Exception):
+    """A wait was interrupted by a cancel request (the caller journals it at its seq)."""
+
+
+class WorkflowCore:
+    """State and primitives shared by every part of a workflow instance."""
+
+    def __init__(self, host: WorkflowHost, wid: str, name: str, input_plain: list[Any], *,
+                 run_id: str, attempt: int, parent: Pid | None, created: float,
+                 journal: list[Entry], pending: list[InboxItem], timers: dict[int, float],
+                 cancel_requested: bool, watchers: list[Pid], state: dict[str, Any]) -> None:
+        self.host = host
+        self.node = host.node
+        self.store = host.store
+        self.wid = wid
+        self.pid = Pid(host.name, wid)
+        self.name = name
+        self.input_plain = input_plain
+        self.run_id = run_id
+        self.attempt = attempt
+        self.parent = parent
+        self.created = created
+        self.cursor = Cursor(wid, journal)
+        #: inbox items delivered and not consumed yet, in arrival order
+        self.pending = pending
+        #: durable timers of this run: seq -> wall-clock deadline
+        self.timers = timers
+        self.cancel_requested = cancel_requested
+        self.cancel_delivered = False
+        self.durable_watchers = watchers  # workflow pids that get my EXIT durably
+        self.watchers: set[Pid] = set()  # process pids that get my EXIT in memory
+        self.links: set[Pid] = set()
+        self.monitoring: set[Pid] = set()
+        self.trap_links = False
+        self.state = state
+        self.status: WorkflowStatus = S.RUNNING
+        self.tasks: trio.Nursery | None = None  # started activities run here
+        self.promises: dict[str, tuple[str, Any]] = {}  # completed: name -> (status, value)
+        self.topics: set[str] = set()
+        self._inboxes: dict[str, DurableInbox] = {}
+        self._wake: trio.Event | None = None
+        self._buffer: Transaction | None = None
+        self._budget = 0
+        self.done = trio.Event()
+        self.exited = trio.Event()
+        self.result_json: str | None = None
+        self.error: ErrorInfo | None = None
+        self.kill_reason: ErrorInfo | None = None
+        self.scope: trio.CancelScope | None = None
+        self._calls: dict[int, trio.lowlevel.Task | None] = {}  # my calls waiting for a reply
+        self._callers: dict[int, Any] = {}  # calls waiting for my reply
+        #: characters of journal JSON recorded live in this run (see history_size)
+        self.history_bytes = 0
+        self._journal_sizes: dict[int, int] | None = None
+        self.fn: Any = None
+        #: recovered from a journal: check watched processes once replay has caught up
+        self.check_lost = bool(journal)
+
+    def __repr__(self) -> str:
+        return f"<workflow {self.wid} {self.name} {self.status}>"
+
+    # ------------------------------------------------------------ write path
+    def buffered(self) -> Transaction:
+        """The transaction of this workflow's synchronous records, flushed at its next
+        commit (and at its end): nothing is visible outside before it commits."""
+        if self._buffer is None:
+            self._buffer = Transaction()
+        return self._buffer
+
+    def take_buffer(self) -> Transaction:
+        """The buffered records as a transaction to extend (the buffer starts empty)."""
+        buf = self._buffer or Transaction()
+        self._buffer = None
+        return buf
+
+    async def _commit(self, tx: Transaction) -> list[Any]:
+        """Commit ``tx`` after the buffered records; the results of ``tx``'s operations."""
+        buf = self._buffer
+        if buf is not None:
+            self._buffer = None
+            n = len(buf)
+            buf.extend(tx)
+            results = await self.store.commit(buf)
+            return results[n:]
+        return await self.store.commit(tx)
+
+    def record(self, tx: Transaction, seq: int, kind: JournalKind, name: str,
+                outcome_json: str, attempts: int = 1) -> None:
+        tx.append_journal(self.wid, seq, kind, name, RawJson(outcome_json), attempts=attempts,
+                          time=self.host.clock.now())
+        self.history_bytes += len(outcome_json)
+        if seq == HISTORY_WARNING + 1:
+            log.warning("workflow %r (%s) has passed %d journal records: replay after a "
+                        "restart gets slower as it grows; consider workflow.continue_as_new() "
+                        "to start a fresh run", self.wid, self.name, HISTORY_WARNING,
+                        extra={"workflow_id": self.wid, "pid": str(self.pid)})
+
+    def history_length(self) -> int:
+        """Records in the journal so far (the same at the same point of a replay)."""
+        return self.cursor.seq - 1
+
+    def history_size(self) -> int:
+        """Characters of journal JSON so far: the replayed records (as stored) and the
+        live ones; the same at the same point of a replay."""
+        size = self.history_bytes
+        entries = self.cursor.entries
+        if entries:
+            if self._journal_sizes is None:
+                self._journal_sizes = self.store.journal_sizes(self.wid)
+            seq = self.cursor.seq
+            size += sum(n for s, n in self._journal_sizes.items()
+                        if 0 < s < seq and s in entries)
+        return size
+
+    # ------------------------------------------------------------ taking a seq
+    def _op(self, what: str) -> None:
+        if activity_owner() is not None:
+            raise NotInProcess(f"{what} cannot be used inside an activity of workflow "
+                               f"{self.wid!r}: activities are plain code")
+        self.cursor.check()
+
+    def _take(self, kind: JournalKind, name: str) -> Entry | None:
+        """Take the next seq: the recorded entry, or ``None`` (live). Delivers a pending
+        cancel request (journaled at this seq) as ``WorkflowCancelled``."""
+        self._op(kind)
+        entry = self.cursor.take(kind, name)
+        if entry is not None:
+            if entry.kind == CANCEL:
+                self.cancel_delivered = True
+                raise self._cancelled_error()
+            return entry
+        if self.check_lost:
+            self._deliver_lost()
+        if self.cancel_requested and not self.cancel_delivered:
+            self._deliver_cancel(self.cursor.seq - 1)
+        return None
+
+    def _sync_op(self, kind: JournalKind, name: str, data: Any) -> bool:
+        """Journal a synchronous operation; True when it is live (not replayed)."""
+        if self._take(kind, name) is not None:
+            return False
+        self.record(self.buffered(), self.cursor.seq - 1, kind, name, _dumps(data))
+        return True
+
+    def _deliver_lost(self) -> None:
+        """Hook of the interop part: events for processes lost in a crash."""
+        self.check_lost = False
+
+    def _deliver_cancel(self, seq: int) -> NoReturn:
+        """Journal the delivery of the cancel request at ``seq`` and raise it."""
+        self.cancel_delivered = True
+        tx = self.buffered()
+        self.record(tx, seq, CANCEL, "", "null")
+        if seq in self.timers:
+            tx.remove_timer(self.wid, seq)
+            del self.timers[seq]
+        raise self._cancelled_error()
+
+    def _cancelled_error(self) -> WorkflowCancelled:
+        return WorkflowCancelled(f"workflow {self.wid!r} was cancelled")
+
+    # ------------------------------------------------------------ scheduling
+    async def _yield(self) -> None:
+        self._budget += 1
+        if self._budget >= _BUDGET:
+            self._budget = 0
+            await trio.lowlevel.checkpoint()
+
+    def wake(self) -> None:
+        ev = self._wake
+        if ev is not None:
+            self._wake = None
+            ev.set()
+
+    async def _wait(self, trio_deadline: float | None, status: WorkflowStatus) -> None:
+        """Park until notified (or the deadline); raises ``WaitCancelled`` on a cancel
+        request.
+
+        Buffered synchronous records (state, search attributes, ``now()``...) are
+        committed first, so they are visible from outside while the workflow waits.
+        The wake-up event exists before that commit: a message, promise or event that
+        arrives while it is written wakes the workflow at once (not lost)."""
+        ev = self._wake = trio.Event()
+        if self._buffer is not None:
+            await self._commit(Transaction())
+        if self.cancel_requested and not self.cancel_delivered:
+            if self._wake is ev:
+                self._wake = None
+            raise WaitCancelled
+        self.status = status
+        try:
+            if trio_deadline is None:
+                await ev.wait()
+            else:
+                with trio.move_on_at(trio_deadline):
+                    await ev.wait()
+        finally:
+            self.status = S.RUNNING
+            if self._wake is ev:
+                self._wake = None
+        if self.cancel_requested and not self.cancel_delivered:
+            raise WaitCancelled

@@ -1,0 +1,552 @@
+"""The durable workflow host: the node-facing side of workflows.
+
+Starting (idempotently, by id), finishing (the end and the ``EXIT`` of a workflow
+committed together), results and statuses, and the operations the node routes to a
+host: delivery of messages and events, links, monitors, cancel and kill. The
+instances (``_instance.py``) run the workflows; the store commits their writes (group
+commit lives in ``garrison.persistence``).
+
+Guarantees: an activity runs at least once and its outcome is recorded exactly once;
+a message to a workflow is committed to its inbox before ``send`` returns; a
+workflow's send is journaled in the same transaction as the receiver's inbox row.
+Closing a node journals nothing: workflows resume on the next node that opens the
+store.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid as _uuid
+from typing import TYPE_CHECKING, Any
+
+import outcome
+import trio
+
+from ..._errors import (
+    NonDeterminismError,
+    NoSuchWorkflow,
+    ProcessError,
+    WorkflowCancelled,
+    WorkflowFailed,
+)
+from ..._targets import import_target, target_name
+from ...actors._mailbox import timeout_seconds
+from ...actors._values import ErrorInfo, Event, EventKind, Message, Pid
+from ...persistence import RawJson, Store, Transaction, WorkflowStatus, to_json
+from .._process_host import _refs, noproc
+from ._codec import PLAIN, plain_or_repr, return_hint, structure
+from ._inbox import InboxItem
+from ._instance import WorkflowInstance
+from ._journal import JournalKind, event_to_plain, message_to_plain
+from ._recovery import refresh, resume_all, watch_wakeups
+from ._waits import WallClock
+
+if TYPE_CHECKING:
+    from ..._node import Node
+
+__all__ = ["WorkflowHost"]
+
+log = logging.getLogger("garrison.workflow")
+
+S = WorkflowStatus
+_dumps = json.dumps
+_loads = json.loads
+#: finished workflows whose outcome stays in memory (older ones are read from the store)
+FINISHED_MEMORY = 10_000
+
+
+class WorkflowHost:
+    """A durable host: workflows journaled to ``store``.
+
+    ``run`` serves; ``resume`` starts every unfinished workflow of the store (the node
+    calls it once its services run, so resumed workflows find them)."""
+
+    durable = True
+
+    def __init__(self, node: Node, name: str, store: Store) -> None:
+        self.node = node
+        self.name = name
+        self.store = store
+        self.active: dict[str, WorkflowInstance] = {}
+        #: recently finished: id -> (status, result JSON, error, name)
+        self.finished: dict[str, tuple[WorkflowStatus, str | None, ErrorInfo | None, str]] = {}
+        self.names: dict[str, set[str]] = {}
+        self.clock = WallClock()  # hosts are made inside trio
+        #: a store opened by a tool (``lock=False``): another node runs the workflows;
+        #: this host only writes to the store (the owner picks the writes up) and reads it
+        self.client = not store.owner
+        self.closing = False
+        self.resumed = False
+        self._nursery: trio.Nursery | None = None
+
+    # ------------------------------------------------------------ running
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+                  ) -> None:
+        """Serve until cancelled (workflows run in this host's nursery)."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            if not self.client:
+                nursery.start_soon(watch_wakeups, self)
+            task_status.started()
+            await trio.sleep_forever()
+
+    async def resume(self) -> None:
+        """Resume every unfinished workflow of the store (once; before it returns their
+        stored status reads ``running``)."""
+        if self.resumed or self.client:
+            return
+        self.resumed = True
+        assert self._nursery is not None
+        await resume_all(self, self._nursery)
+
+    def run_instance(self, wf: WorkflowInstance) -> None:
+        """Make ``wf`` active and start its task."""
+        assert self._nursery is not None
+        self.active[wf.wid] = wf
+        self._nursery.start_soon(wf.main)
+
+    async def complete_promise(self, wid: str, name: str, status: str, value: Any) -> None:
+        """Resolve or reject a workflow's promise (``PromiseAlreadyCompleted`` the second
+        time); a waiting workflow wakes up."""
+        if status == "resolved":
+            text = to_json(value, what=f"the value of promise {name!r}")
+            tx = Transaction().resolve_promise(wid, name, RawJson(text))
+            stored: Any = _loads(text)
+        else:
+            tx = Transaction().reject_promise(wid, name, str(value))
+            stored = str(value)
+        self.store.write(tx)
+        wf = self.active.get(wid)
+        if wf is not None:
+            wf.promises[name] = (status, stored)
+            wf.wake()
+        await trio.lowlevel.checkpoint()
+
+    # ------------------------------------------------------------ starting
+    async def start(self, target: Any, args: tuple[Any, ...], *, wid: str | None,
+                    parent: Pid | None = None, prefix_tx: Transaction | None = None,
+                    journal: tuple[WorkflowInstance, int, str] | None = None,
+                    watcher: Pid | None = None, process_watcher: Pid | None = None,
+                    process_link: Pid | None = None) -> Pid:
+        """Create (idempotently) and start a workflow; returns its pid."""
+        fn = self.node.resolve_target(target)
+        if getattr(fn, "__garrison_activity__", None) is not None:
+            raise TypeError(f"cannot run the activity {fn!r} as a workflow")
+        name = target_name(fn)
+        wid = wid or _uuid.uuid4().hex
+        if not isinstance(wid, str) or not wid:
+            raise ValueError(f"a workflow id must be a non-empty string, got {wid!r}")
+        pid = Pid(self.name, wid)
+        if wid in self.active or wid in self.finished:
+            if journal is not None:
+                raise AssertionError("child workflow id taken")  # pragma: no cover
+            await trio.lowlevel.checkpoint()
+            return pid
+        input_text = to_json(list(args), what=f"the arguments of workflow {name}")
+        tx = prefix_tx if prefix_tx is not None else Transaction()
+        n = len(tx)
+        now = self.clock.now()
+        run_id = _uuid.uuid4().hex
+        tx.create_workflow(wid, name, RawJson(input_text), status="running", parent=parent,
+                           run_id=run_id,
+                           host=self.name, time=now)
+        if watcher is not None:
+            tx.add_monitor(wid, watcher)
+        if journal is not None:
+            parent_wf, seq, label = journal
+            parent_wf.record(tx, seq, JournalKind.SPAWN, label, _dumps({"pid": str(pid)}))
+        results = await self.store.commit(tx)
+        created = results[n]
+        if self.client:
+            return pid  # the node that holds the store's lock runs it
+        if not created:
+            if wid not in self.active:
+                record = self.store.get_workflow(wid)
+                if record is not None and not WorkflowStatus(record.status).finished:
+                    # unfinished but not loaded (a tool created it): run it now
+                    refresh(self, wid)
+            return pid
+        wf = WorkflowInstance(self, wid, name, _loads(input_text), run_id=run_id, attempt=1,
+                              parent=parent, created=now, journal=[], pending=[], timers={},
+                              cancel_requested=False,
+                              watchers=[watcher] if watcher is not None else [], state={})
+        wf.fn = fn
+        if process_watcher is not None:
+            wf.watchers.add(process_watcher)
+        if process_link is not None:
+            wf.links.add(process_link)
+        self.run_instance(wf)
+        await trio.lowlevel.checkpoint()
+        return pid
+
+    async def spawn_process(self, target: Any, args: tuple[Any, ...], *, parent: Pid | None,
+                            link: Pid | None, monitor: Pid | None) -> Pid:
+        """``process.spawn(..., host="workflows")`` from a process: a new workflow."""
+        return await self.start(target, args, wid=None, parent=parent, process_watcher=monitor,
+                                process_link=link)
+
+    # ------------------------------------------------------------ finishing
+    async def finish(self, wf: WorkflowInstance, status: WorkflowStatus, value: Any,
+                     error: ErrorInfo | None) -> None:
+        """Record the end of ``wf`` and deliver its ``EXIT``."""
+        result_json: str | None = None
+        if status is S.COMPLETED:
+            try:
+                result_json = to_json(value, what=f"the result of workflow {wf.wid!r}")
+            except Exception as exc:
+                status, error = S.FAILED, ErrorInfo.from_exception(exc)
+        tx = wf.take_buffer()
+        if status is S.BLOCKED:
+            tx.update_workflow(wf.wid, status=status, error=error, time=self.clock.now())
+            await self.store.commit(tx)
+            wf.status = S.BLOCKED
+            wf.error = error
+            wf.done.set()
+            log.error("workflow %s is blocked: %s", wf.wid, error)
+            return
+        plain = None if result_json is None else _loads(result_json)
+        event = Event(EventKind.EXIT, wf.pid, plain, error)
+        tx.update_workflow(wf.wid, status=status,
+                           result=RawJson(result_json) if result_json is not None else None,
+                           error=error, time=self.clock.now())
+        targets: list[tuple[WorkflowInstance, int]] = []
+        event_text = _dumps(event_to_plain(event))
+        watchers = list(dict.fromkeys(wf.durable_watchers))
+        for watcher in watchers:
+            if watcher.host != self.name:
+                continue
+            other = self.active.get(watcher.id)
+            if other is None:
+                continue
+            tx.deliver(watcher.id, "EXIT", RawJson(event_text), msg_id=f"{wf.wid}#exit",
+                       sender=wf.pid, kind="event")
+            targets.append((other, len(tx) - 1))
+        results = await self.store.commit(tx)
+        for other, index in targets:
+            row_id = results[index]
+            if row_id is not None:
+                other.push(InboxItem(row_id, True, _loads(event_text)))
+        wf.status = status
+        wf.result_json = result_json
+        wf.error = error
+        self.active.pop(wf.wid, None)
+        self.finished[wf.wid] = (status, result_json, error, wf.name)
+        if len(self.finished) > FINISHED_MEMORY:
+            self.finished.pop(next(iter(self.finished)))
+        for name in self.names.pop(wf.wid, ()):
+            if self.node.registry.get(name) == wf.pid:
+                del self.node.registry[name]
+        if status is S.FAILED and error is not None:
+            log.warning("workflow %s (%s) failed: %s", wf.wid, wf.name, error)
+        if wf._callers:
+            failure = ProcessError(f"workflow {wf.pid} ended before replying: "
+                                   f"{error or 'normal exit'}", pid=wf.pid,
+                                   error=error or noproc(wf.pid))
+            for ref, caller in list(wf._callers.items()):
+                caller._finish_call(ref, outcome.Error(failure))
+            wf._callers.clear()
+        for watcher in wf.watchers:
+            self.node._deliver_event(watcher, event)
+        for other_pid in wf.links:
+            self.node._linked_exit(other_pid, wf.pid, error)
+        wf.done.set()
+
+    # ------------------------------------------------------------ node hooks
+    async def deliver_durable(self, pid: Pid, msg: Message, text: str | None = None) -> bool:
+        """Commit ``msg`` to the workflow's inbox before returning; False for a dead letter."""
+        if self.client:
+            record = self.store.get_workflow(pid.id)
+            if record is None or S(record.status).finished:
+                await trio.lowlevel.checkpoint()
+                return False
+            payload = RawJson(text) if text is not None else msg.payload
+            self.store.write(Transaction().deliver(pid.id, msg.topic, payload, msg_id=msg.id,
+                                                   sender=msg.sender, call_ref=msg.call_ref))
+            await trio.lowlevel.checkpoint()
+            return True
+        wf = self.active.get(pid.id)
+        if wf is None:
+            await trio.lowlevel.checkpoint()
+            return False
+        if text is None:
+            text = to_json(msg.payload, what=f"the payload of message {msg.topic!r} to "
+                                             f"workflow {pid.id!r}")
+            plain_payload = msg.payload if type(msg.payload) in PLAIN and type(
+                msg.payload) is not float else _loads(text)
+        else:
+            plain_payload = msg.payload
+        tx = Transaction().deliver(pid.id, msg.topic, RawJson(text), msg_id=msg.id,
+                                   sender=msg.sender, call_ref=msg.call_ref)
+        row_id = (await self.store.commit(tx))[0]
+        if row_id is not None and wf is self.active.get(pid.id):
+            wf.push(InboxItem(row_id, False, message_to_plain(
+                Message(msg.topic, plain_payload, msg.sender, msg.id, msg.call_ref))))
+        return True
+
+    async def call(self, caller: Pid, pid: Pid, topic: str, payload: Any, timeout: Any) -> Any:
+        """``process.call`` from a process to a workflow."""
+        node = self.node
+        proc = node._local_process(caller)
+        wf = self.active.get(pid.id)
+        if wf is None or proc is None:
+            raise ProcessError(f"call to {pid} failed: {noproc(pid)}", pid=pid, error=noproc(pid))
+        seconds = timeout_seconds(timeout)
+        ref = next(_refs)
+        if proc._calls is None:
+            proc._calls = {}
+        proc._calls[ref] = None
+        wf._callers[ref] = proc
+        try:
+            await self.deliver_durable(pid, Message(topic, payload, caller,
+                                                    node._message_id(), str(ref)))
+            node.stats_messages += 1
+            with trio.move_on_after(seconds):
+                return await proc._park_call(ref)
+            raise TimeoutError(f"call to {pid} (topic {topic!r}) got no reply within "
+                               f"{seconds:g}s")
+        finally:
+            proc._calls.pop(ref, None)
+            wf._callers.pop(ref, None)
+
+    def local_caller(self, pid: Pid) -> Any:
+        """The workflow object behind ``pid`` (for replies to its calls)."""
+        return self.active.get(pid.id)
+
+    def deliver_event(self, pid: Pid, event: Event) -> bool:
+        """Durably queue ``event`` (an ``EXIT`` or ``LINK_DOWN``) for the workflow."""
+        wf = self.active.get(pid.id)
+        if wf is None:
+            return False
+        plain_event = event_to_plain(Event(event.kind, event.pid,
+                                           plain_or_repr(event.result), event.error))
+        text = _dumps(plain_event)
+        # one id per (process, kind, workflow): a ``noproc`` event made at recovery for a
+        # process lost in a crash is dropped if the real one was delivered before
+        tx = Transaction().deliver(pid.id, str(event.kind), RawJson(text), sender=event.pid,
+                                   kind="event", msg_id=f"{event.pid}#{event.kind}@{pid.id}")
+        row_id = self.store.write(tx)[0]
+        if row_id is not None:
+            wf.push(InboxItem(row_id, True, plain_event))
+        return True
+
+    def add_durable_monitor(self, target: Pid, watcher: WorkflowInstance) -> None:
+        """A workflow monitors a workflow: its ``EXIT`` arrives durably."""
+        other = self.active.get(target.id)
+        buf = watcher.buffered()
+        if other is not None:
+            if watcher.pid not in other.durable_watchers:
+                other.durable_watchers.append(watcher.pid)
+            buf.add_monitor(target.id, watcher.pid)
+            return
+        record = self.store.get_workflow(target.id)
+        if record is None:
+            event = Event(EventKind.EXIT, target, None, noproc(target))
+        else:
+            event = Event(EventKind.EXIT, target, record.result, record.error)
+        text = _dumps(event_to_plain(event))
+        # the target is gone: its EXIT is committed to the watcher's inbox now, with
+        # the watcher's buffered records (the monitor op among them)
+        tx = watcher.take_buffer()
+        tx.deliver(watcher.wid, "EXIT", RawJson(text), msg_id=f"{target.id}#exit@{watcher.wid}",
+                   sender=target, kind="event")
+        row_id = self.store.write(tx)[-1]
+        if row_id is not None:
+            watcher.push(InboxItem(row_id, True, _loads(text)))
+
+    def remove_durable_monitor(self, target: Pid, watcher: WorkflowInstance) -> None:
+        other = self.active.get(target.id)
+        if other is not None and watcher.pid in other.durable_watchers:
+            other.durable_watchers.remove(watcher.pid)
+        if self.store.get_workflow(target.id) is not None:
+            watcher.buffered().remove_monitor(target.id, watcher.pid)
+
+    def add_monitor(self, target: Pid, watcher: Pid) -> bool:
+        wf = self.active.get(target.id)
+        if wf is None or (wf.status is S.BLOCKED and wf.done.is_set()):
+            return wf is not None
+        if watcher.host == self.name:
+            return True  # workflows monitor through add_durable_monitor
+        wf.watchers.add(watcher)
+        return True
+
+    def remove_monitor(self, target: Pid, watcher: Pid) -> None:
+        wf = self.active.get(target.id)
+        if wf is not None:
+            wf.watchers.discard(watcher)
+
+    def add_link(self, target: Pid, other: Pid) -> bool:
+        wf = self.active.get(target.id)
+        if wf is None:
+            return False
+        wf.links.add(other)
+        return True
+
+    def remove_link(self, target: Pid, other: Pid) -> None:
+        wf = self.active.get(target.id)
+        if wf is not None:
+            wf.links.discard(other)
+
+    def linked_exit(self, target: Pid, dead: Pid, error: ErrorInfo | None) -> None:
+        wf = self.active.get(target.id)
+        if wf is None:
+            return
+        wf.links.discard(dead)
+        if error is None:
+            return
+        if wf.trap_links:
+            self.deliver_event(target, Event(EventKind.LINK_DOWN, dead, None, error))
+        else:
+            self.kill(target, ErrorInfo("LinkedProcessFailed",
+                                        f"linked process {dead} failed: {error}"))
+
+    def cancel_event(self, target: Pid, by: Pid | None) -> bool:
+        """``process.cancel(workflow_pid)``: a durable cancel request."""
+        wf = self.active.get(target.id)
+        if wf is None:
+            return False
+        self.request_cancel(target.id)
+        return True
+
+    def request_cancel(self, wid: str) -> bool:
+        """Flag the workflow cancelled (committed now); it sees ``WorkflowCancelled``."""
+        if self.client:
+            record = self.store.get_workflow(wid)
+            if record is None or S(record.status).finished:
+                return False
+            self.store.write(Transaction().request_cancel(wid))
+            return True
+        wf = self.active.get(wid)
+        if wf is None:
+            return False
+        if not wf.cancel_requested:
+            self.store.write(Transaction().request_cancel(wid))
+            wf.cancel_requested = True
+            self.cancel_children(wf)
+        wf.wake()
+        return True
+
+    def cancel_children(self, wf: WorkflowInstance) -> None:
+        """Unfinished children of a cancelled workflow are cancelled too."""
+        for child in list(self.active.values()):
+            if child.parent == wf.pid and not child.done.is_set():
+                self.request_cancel(child.wid)
+
+    def kill(self, target: Pid, reason: ErrorInfo) -> bool:
+        wf = self.active.get(target.id)
+        if wf is None or wf.done.is_set():
+            return False
+        if wf.kill_reason is None:
+            wf.kill_reason = reason
+            if wf.scope is not None:
+                wf.scope.cancel()
+        return True
+
+    async def wait_exited(self, target: Pid) -> None:
+        wf = self.active.get(target.id)
+        if wf is not None:
+            await wf.done.wait()
+
+    def is_alive(self, pid: Pid) -> bool:
+        wf = self.active.get(pid.id)
+        return wf is not None and not wf.done.is_set()
+
+    def live_count(self) -> int:
+        return sum(1 for wf in self.active.values() if not wf.done.is_set())
+
+    async def shutdown(self) -> None:
+        """Stop running workflows without journaling anything: they resume on the next
+        node that opens the store.
+
+        The store row of each parked workflow gets its last status (``waiting`` or
+        ``sleeping``, one transaction), so ``garrison workflows list`` shows it while no
+        node runs (recovery marks them ``running`` again)."""
+        self.closing = True
+        running = list(self.active.values())
+        parked = Transaction()
+        for wf in running:
+            if wf.status in (S.WAITING, S.SLEEPING) and not wf.done.is_set():
+                parked.update_workflow(wf.wid, status=wf.status)
+        if parked and not self.client:
+            try:
+                self.store.write(parked)
+            except Exception as exc:  # pragma: no cover - the store failed: only a status
+                log.warning("could not record the statuses of parked workflows: %s", exc)
+        while running:
+            for wf in running:
+                if wf.scope is not None:
+                    wf.scope.cancel()
+            for wf in running:
+                await wf.exited.wait()
+            # children whose start was committed meanwhile stop too
+            running = [wf for wf in self.active.values() if not wf.exited.is_set()]
+        await trio.lowlevel.checkpoint()
+
+    # ------------------------------------------------------------ results
+    async def wait(self, pid: Pid) -> Any:
+        """``Node.wait`` on a workflow pid: its result, or ``ProcessError``."""
+        try:
+            return await self.result(pid.id)
+        except (WorkflowFailed, WorkflowCancelled, NonDeterminismError) as exc:
+            error = getattr(exc, "error", None) or ErrorInfo.from_exception(exc)
+            raise ProcessError(f"workflow {pid} failed: {error}", pid=pid, error=error) from exc
+
+    async def result(self, wid: str, hint: Any = None) -> Any:
+        """Wait for the workflow to end; its result, or the error that ended it."""
+        wf = self.active.get(wid)
+        status: WorkflowStatus
+        if wf is not None:
+            await wf.done.wait()
+            if wf.status is S.BLOCKED:
+                if wf.cursor.error is not None:
+                    raise wf.cursor.error
+                raise NonDeterminismError(str(wf.error), workflow_id=wid)
+            status, result_json, error = wf.status, wf.result_json, wf.error
+            name = wf.name
+        elif wid in self.finished:
+            status, result_json, error, name = self.finished[wid]
+            await trio.lowlevel.checkpoint()
+        else:
+            record = self.store.get_workflow(wid)
+            if record is None:
+                raise NoSuchWorkflow(wid)
+            status = S(record.status)
+            while self.client and not status.finished:
+                await trio.sleep(0.02)  # another node runs it: watch the store
+                record = self.store.get_workflow(wid)
+                assert record is not None
+                status = S(record.status)
+            if not status.finished:
+                raise NonDeterminismError(
+                    f"workflow {wid!r} is {status} but not running on this node: "
+                    f"{record.error}" if record.error else f"workflow {wid!r} is {status}",
+                    workflow_id=wid)
+            result_json = None if record.result is None else _dumps(record.result)
+            error = record.error
+            name = record.name
+            await trio.lowlevel.checkpoint()
+        if status is S.COMPLETED:
+            value = None if result_json is None else _loads(result_json)
+            if hint is None:
+                try:
+                    hint = return_hint(import_target(name))
+                except Exception:
+                    hint = Any
+            return structure(value, hint, what=f"the result of workflow {wid!r}")
+        if status is S.CANCELLED:
+            raise WorkflowCancelled(f"workflow {wid!r} was cancelled")
+        assert error is not None
+        raise WorkflowFailed(wid, error)
+
+    def status(self, wid: str) -> WorkflowStatus:
+        wf = self.active.get(wid)
+        if wf is not None:
+            return wf.status
+        if wid in self.finished:
+            return self.finished[wid][0]
+        record = self.store.get_workflow(wid)
+        if record is None:
+            raise NoSuchWorkflow(wid)
+        return WorkflowStatus(record.status)
+
+

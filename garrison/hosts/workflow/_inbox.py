@@ -1,0 +1,271 @@
+"""A workflow's durable inbox: messages and events committed before they are
+delivered, and receives that journal which inbox row they consumed.
+
+Every message or event for a workflow is an inbox row (committed before ``send``
+returns); the instance keeps the pending ones in memory (:class:`InboxItem`) in
+arrival order. A receive takes its journal seq where it is created, so it can be
+raced in ``workflow.first``; the row it consumes is marked in the same transaction
+as the journal record. On replay the recorded item is returned and its row, already
+consumed, is dropped from the pending list.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ...actors._mailbox import timeout_seconds
+from ...actors._values import Message
+from ...persistence import RawJson, Transaction, to_json
+from ._core import S, WaitCancelled, WorkflowCore
+from ._journal import (
+    Entry,
+    JournalKind,
+    event_from_plain,
+    message_from_plain,
+    message_to_plain,
+)
+
+__all__ = ["DurableInbox", "InboxItem", "PendingReceive", "Receives", "item_from_record"]
+
+_RECEIVE = JournalKind.RECEIVE
+_dumps = json.dumps
+_loads = json.loads
+
+
+class InboxItem:
+    """A pending inbox row held in memory: its row id (arrival order), whether it is an
+    event, its plain JSON form (what the journal records) and the value handed out."""
+
+    __slots__ = ("event", "id", "plain", "value")
+
+    def __init__(self, row_id: int, event: bool, plain: dict[str, Any]) -> None:
+        self.id = row_id
+        self.event = event
+        self.plain = plain
+        self.value: Any = event_from_plain(plain) if event else message_from_plain(plain)
+
+
+def item_from_record(rec: Any) -> InboxItem:
+    """An :class:`InboxItem` from a stored :class:`~garrison.persistence.InboxRecord`."""
+    if rec.kind == "event":
+        return InboxItem(rec.id, True, rec.payload)
+    return InboxItem(rec.id, False, {"topic": rec.topic, "payload": rec.payload,
+                                     "sender": None if rec.sender is None else str(rec.sender),
+                                     "id": rec.msg_id, "call_ref": rec.call_ref})
+
+
+class DurableInbox:
+    """A workflow's inbox (general, one topic, or events): receives are journaled.
+
+    Same interface as :class:`~garrison.Inbox`: ``await receive(timeout=None)``
+    (``None`` on timeout; the timeout is a durable timer), ``try_receive()``,
+    ``async for msg in inbox``.
+    """
+
+    __slots__ = ("_wf", "channel", "topic")
+
+    def __init__(self, wf: Receives, channel: str, topic: str | None = None) -> None:
+        self._wf = wf
+        self.channel = channel
+        self.topic = topic
+
+    def __repr__(self) -> str:
+        return f"<DurableInbox {self.channel} of {self._wf.pid}>"
+
+    def __len__(self) -> int:
+        return sum(1 for item in self._wf.pending if self._wf._matches(self, item))
+
+    def receive(self, timeout: Any = None) -> PendingReceive:
+        """The next item (journaled); ``await`` it. With ``timeout`` (a durable timer),
+        ``None`` when it expires. Its place in the journal is taken here, so it can also
+        be raced in ``workflow.first`` (without a timeout: race a ``workflow.timer``)::
+
+            reply = process.inbox().receive()
+            done = await workflow.first(reply, workflow.timer("1h"))
+        """
+        return self._wf._start_receive(self, timeout)
+
+    def try_receive(self) -> Any:
+        """The next item if one is waiting, else ``None``; journaled, never waits."""
+        return self._wf._try_receive(self)
+
+    def __aiter__(self) -> DurableInbox:
+        return self
+
+    async def __anext__(self) -> Any:
+        return await self.receive()
+
+
+class PendingReceive:
+    """A receive from a workflow's inbox (``inbox.receive()``): ``await`` it for the
+    item, or race it in ``workflow.first``. ``done()`` says whether an item is there."""
+
+    __slots__ = ("_wf", "box", "resolved", "seconds", "seq", "value")
+
+    def __init__(self, wf: Receives, box: DurableInbox, seconds: float | None,
+                 seq: int, resolved: bool, value: Any) -> None:
+        self._wf = wf
+        self.box = box
+        self.seconds = seconds
+        self.seq = seq
+        self.resolved = resolved
+        self.value = value
+
+    def __repr__(self) -> str:
+        return f"<receive from {self.box.channel} {'done' if self.done() else 'pending'}>"
+
+    def done(self) -> bool:
+        """True once recorded, or while a matching item waits in the inbox."""
+        return self.resolved or self._wf._find(self.box) is not None
+
+    def __await__(self) -> Any:
+        return self._wf._await_receive(self).__await__()
+
+
+class Receives(WorkflowCore):
+    """The inbox part of a workflow instance."""
+
+    # ------------------------------------------------------------ delivery (host side)
+    def deliver(self, msg: Message) -> None:
+        """Commit ``msg`` to the durable inbox now (synchronously): how a process's
+        ``process.call`` reaches a workflow."""
+        text = to_json(msg.payload, what=f"the payload of message {msg.topic!r} to "
+                                         f"workflow {self.wid!r}")
+        tx = Transaction().deliver(self.wid, msg.topic, RawJson(text), msg_id=msg.id,
+                                   sender=msg.sender, call_ref=msg.call_ref)
+        row_id = self.store.write(tx)[0]
+        if row_id is not None:
+            self.push(InboxItem(row_id, False, message_to_plain(
+                Message(msg.topic, _loads(text), msg.sender, msg.id, msg.call_ref))))
+
+    def push(self, item: InboxItem) -> None:
+        """A committed inbox row arrives: queue it and wake the workflow."""
+        self.pending.append(item)
+        self.wake()
+
+    # ------------------------------------------------------------ the inboxes
+    def inbox(self) -> DurableInbox:
+        return self._box("inbox", None)
+
+    def listen(self, topic: str) -> DurableInbox:
+        if not isinstance(topic, str):
+            raise TypeError(f"listen() takes a topic string, got {type(topic).__name__}")
+        self.topics.add(topic)
+        return self._box("topic:" + topic, topic)
+
+    def events(self) -> DurableInbox:
+        return self._box("events", None)
+
+    def _box(self, channel: str, topic: str | None) -> DurableInbox:
+        box = self._inboxes.get(channel)
+        if box is None:
+            box = self._inboxes[channel] = DurableInbox(self, channel, topic)
+        return box
+
+    def _matches(self, box: DurableInbox, item: InboxItem) -> bool:
+        if box.channel == "events":
+            return item.event
+        if item.event:
+            return False
+        topic = item.value.topic
+        if box.topic is not None:
+            return bool(topic == box.topic)
+        return topic not in self.topics
+
+    def _find(self, box: DurableInbox) -> InboxItem | None:
+        for item in self.pending:
+            if self._matches(box, item):
+                return item
+        return None
+
+    # ------------------------------------------------------------ receiving
+    def _replayed_receive(self, entry: Entry) -> Any:
+        """The item a recorded receive took (its row leaves the pending list), or
+        ``None`` for a recorded timeout or empty inbox."""
+        out = entry.outcome or {}
+        if "inbox" in out:
+            row_id = out["inbox"]
+            for i, item in enumerate(self.pending):
+                if item.id == row_id:
+                    del self.pending[i]
+                    break
+        if "message" in out:
+            return message_from_plain(out["message"])
+        if "event" in out:
+            return event_from_plain(out["event"])
+        return None
+
+    def _consume(self, item: InboxItem, box: DurableInbox, seq: int, tx: Transaction) -> Any:
+        """Take ``item`` for the receive at ``seq``: journaled and marked consumed in
+        ``tx``; returns the value handed to the workflow."""
+        self.pending.remove(item)
+        key = "event" if item.event else "message"
+        self.record(tx, seq, _RECEIVE, box.channel,
+                     _dumps({"inbox": item.id, key: item.plain}, separators=(",", ":")))
+        tx.consume(self.wid, item.id, seq)
+        return item.value
+
+    def _start_receive(self, box: DurableInbox, timeout: Any) -> PendingReceive:
+        """``inbox.receive()``: the seq is taken where the receive is created."""
+        seconds = None if timeout is None else timeout_seconds(timeout)
+        entry = self._take(_RECEIVE, box.channel)
+        if entry is not None:
+            return PendingReceive(self, box, seconds, entry.seq, True,
+                                  self._replayed_receive(entry))
+        return PendingReceive(self, box, seconds, self.cursor.seq - 1, False, None)
+
+    def _claim(self, r: PendingReceive, tx: Transaction) -> None:
+        """Take the waiting item for ``r`` (``r.done()`` was true): recorded in ``tx``."""
+        item = self._find(r.box)
+        assert item is not None
+        r.resolved, r.value = True, self._consume(item, r.box, r.seq, tx)
+
+    async def _await_receive(self, r: PendingReceive) -> Any:
+        if r.resolved:
+            await self._yield()
+            return r.value
+        box, seconds, seq = r.box, r.seconds, r.seq
+        deadline = self.timers.get(seq)
+        try:
+            while True:
+                item = self._find(box)
+                if item is not None:
+                    tx = Transaction()
+                    value = self._consume(item, box, seq, tx)
+                    if deadline is not None:
+                        tx.remove_timer(self.wid, seq)
+                        self.timers.pop(seq, None)
+                    await self._commit(tx)
+                    await self._yield()
+                    r.resolved, r.value = True, value
+                    return value
+                if seconds is not None and deadline is None:
+                    deadline = self.host.clock.now() + seconds
+                    self.timers[seq] = deadline
+                    await self._commit(Transaction().add_timer(self.wid, seq, deadline))
+                if deadline is not None and self.host.clock.now() >= deadline:
+                    tx = Transaction()
+                    self.record(tx, seq, _RECEIVE, box.channel, '{"timeout":true}')
+                    tx.remove_timer(self.wid, seq)
+                    self.timers.pop(seq, None)
+                    await self._commit(tx)
+                    r.resolved = True
+                    return None
+                await self._wait(None if deadline is None else
+                                 self.host.clock.trio_deadline(deadline),
+                                 S.WAITING)
+        except WaitCancelled:
+            self._deliver_cancel(seq)
+
+    def _try_receive(self, box: DurableInbox) -> Any:
+        entry = self._take(_RECEIVE, box.channel)
+        if entry is not None:
+            return self._replayed_receive(entry)
+        seq = self.cursor.seq - 1
+        tx = self.buffered()
+        item = self._find(box)
+        if item is None:
+            self.record(tx, seq, _RECEIVE, box.channel, '{"empty":true}')
+            return None
+        return self._consume(item, box, seq, tx)

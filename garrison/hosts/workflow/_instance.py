@@ -1,0 +1,210 @@
+"""One workflow instance: its lifecycle (run, continue-as-new, end), recorded
+values, state and search attributes; assembled from the parts of the other modules.
+
+The instance runs the workflow function as a trio task with itself as the runtime of
+both ``garrison.process`` and ``garrison.workflow``. Closing a node cancels the task
+without journaling anything: the workflow resumes from its journal on the next node.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import random as _random
+import uuid as _uuid
+from collections.abc import Callable
+from typing import Any, NoReturn, cast
+
+import trio
+
+from ..._context import set_workflow
+from ..._errors import NonDeterminismError, WorkflowCancelled
+from ..._targets import import_target
+from ...actors._runtime import Runtime, set_runtime
+from ...actors._values import ErrorInfo
+from ...persistence import RawJson, WorkflowStatus, to_json
+from ...workflow import WorkflowInfo
+from ._activities import Activities
+from ._codec import json_round_trip, restore_args
+from ._core import ContinueAsNew, S, log
+from ._interop import Interop
+from ._journal import CANCEL, Cursor, JournalKind, timestamp
+from ._waits import Waits
+
+__all__ = ["WorkflowInstance"]
+
+_dumps = json.dumps
+_loads = json.loads
+
+
+class WorkflowInstance(Waits, Activities, Interop):
+    """One workflow: the runtime its code talks to through ``garrison.process`` and
+    ``garrison.workflow`` (see :class:`garrison.workflow.WorkflowRuntime`)."""
+
+    def info(self) -> WorkflowInfo:
+        return WorkflowInfo(self.wid, self.run_id, self.name, self.host.name, self.attempt,
+                            timestamp(self.created))
+
+    # ------------------------------------------------------------ lifecycle
+    async def main(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        try:
+            await self._main(task_status)
+        finally:
+            self.exited.set()
+
+    async def _main(self, task_status: trio.TaskStatus[None]) -> None:
+        set_runtime(cast(Runtime, self))  # its inboxes are DurableInboxes: same interface
+        set_workflow(self)
+        host = self.host
+        value: Any = None
+        final: WorkflowStatus | None = None
+        error: ErrorInfo | None = None
+        with trio.CancelScope() as scope:
+            self.scope = scope
+            task_status.started()
+            if self.kill_reason is not None or host.closing:  # started as the node closes
+                scope.cancel()
+            try:
+                fn = self.fn
+                if fn is None:
+                    try:
+                        fn = self.fn = import_target(self.name)
+                    except Exception as exc:  # the code is gone: keep it for code that has it
+                        raise self.cursor.diverge(
+                            0, "workflow", self.name,
+                            f"no such function ({type(exc).__name__}: {exc})") from exc
+                while True:
+                    args = restore_args(fn, self.input_plain, f"workflow {self.name}")
+                    try:
+                        value = await self._run_function(fn, args)
+                        break
+                    except ContinueAsNew as again:
+                        await self._continue_as_new(again.args_)
+                self.cursor.finished()
+                final = S.COMPLETED
+            except NonDeterminismError as exc:
+                error, final = ErrorInfo.from_exception(exc), S.BLOCKED
+            except WorkflowCancelled as exc:
+                final = S.CANCELLED if self.cancel_delivered else S.FAILED
+                error = ErrorInfo.from_exception(exc)
+            except trio.Cancelled:
+                raise
+            except Exception as exc:
+                error, final = ErrorInfo.from_exception(exc), S.FAILED
+            except BaseExceptionGroup as group:
+                _, rest = group.split(trio.Cancelled)
+                if rest is None or not isinstance(rest, Exception):
+                    raise
+                error, final = ErrorInfo.from_exception(rest), S.FAILED
+        if final is None:
+            if self.kill_reason is None:
+                return  # the node is closing: nothing is journaled, the workflow resumes later
+            final, error = S.FAILED, self.kill_reason
+        if self.cursor.error is not None:
+            final, error = S.BLOCKED, ErrorInfo.from_exception(self.cursor.error)
+        elif final is S.COMPLETED and self.cancel_delivered:
+            final = S.CANCELLED
+            error = ErrorInfo.from_exception(self._cancelled_error())
+        with trio.CancelScope(shield=True):
+            try:
+                await host.finish(self, final, value, error)
+            except Exception as exc:  # the store failed (disk full, closed): keep the node
+                log.error("workflow %s ended (%s) but its end could not be recorded: %s; "
+                          "it resumes from its journal on the next node", self.wid, final, exc)
+                self.status = S.BLOCKED
+                self.error = ErrorInfo.from_exception(exc)
+                self.cursor.error = self.cursor.error or NonDeterminismError(
+                    f"workflow {self.wid!r} ended but its end could not be recorded: {exc}",
+                    workflow_id=self.wid)
+                self.done.set()
+
+    async def _run_function(self, fn: Any, args: list[Any]) -> Any:
+        """Run the workflow function with a nursery for ``workflow.start``-ed activities;
+        its exception comes out unwrapped (not in an exception group)."""
+        failure: BaseException | None = None
+        value: Any = None
+        async with trio.open_nursery() as tasks:
+            self.tasks = tasks
+            try:
+                value = await fn(*args)
+            except BaseException as exc:
+                failure = exc
+            tasks.cancel_scope.cancel()  # activities nobody awaited: not recorded
+        self.tasks = None
+        if failure is not None:
+            raise failure
+        return value
+
+    async def _continue_as_new(self, args: tuple[Any, ...]) -> None:
+        """End this run: a fresh journal, the new arguments, a new run id."""
+        text = to_json(list(args), what=f"the arguments of workflow {self.name}")
+        run_id = _uuid.uuid4().hex
+        tx = self.take_buffer()
+        now = self.host.clock.now()
+        tx.reset_run(self.wid, RawJson(text), run_id=run_id, time=now)
+        # seq 0 of the new run: the state it starts with (what get_state replays from)
+        tx.append_journal(self.wid, 0, JournalKind.CONTINUED, "",
+                          RawJson(_dumps({"state": self.state})), time=now)
+        await self.store.commit(tx)
+        self.input_plain = _loads(text)
+        self.run_id = run_id
+        self.cursor = Cursor(self.wid, [])
+        self._journal_sizes = None
+        self.timers.clear()
+        self.history_bytes = 0
+        self.created = self.host.clock.now()
+
+    # ------------------------------------------------------------ recorded values
+    def recorded_value(self, kind: JournalKind, name: str, make: Callable[[], Any]) -> Any:
+        """A synchronous recorded value (``now``, ``uuid4``, ``random``, ``version``)."""
+        entry = self._take(kind, name)
+        if entry is not None:
+            return entry.outcome
+        value = make()
+        self.record(self.buffered(), self.cursor.seq - 1, kind, name, _dumps(value))
+        return value
+
+    def now(self) -> _dt.datetime:
+        return timestamp(self.recorded_value(JournalKind.NOW, "", self.host.clock.now))
+
+    def uuid4(self) -> _uuid.UUID:
+        return _uuid.UUID(self.recorded_value(JournalKind.UUID4, "", lambda: str(_uuid.uuid4())))
+
+    def random(self) -> float:
+        return float(self.recorded_value(JournalKind.RANDOM, "", _random.random))
+
+    def version(self, change_id: str, min_version: int, max_version: int) -> int:
+        self._op("workflow.version()")
+        entry = self.cursor.peek()
+        if entry is not None and entry.kind != CANCEL and not (
+                entry.kind == JournalKind.VERSION and entry.name == change_id):
+            # a run recorded before this version() call existed: the oldest behaviour
+            return min_version
+        got = self.recorded_value(JournalKind.VERSION, change_id, lambda: max_version)
+        if not isinstance(got, int) or not min_version <= got <= max_version:
+            raise self.cursor.diverge(
+                self.cursor.seq - 1, JournalKind.VERSION, f"{change_id}={got}",
+                f"version {change_id!r} supporting only {min_version}..{max_version}")
+        return got
+
+    # ------------------------------------------------------------ attrs / state
+    def set_attrs(self, search: dict[str, Any] | None, memo: dict[str, Any] | None) -> None:
+        self._op("workflow.attrs()")
+        if self.cursor.replaying:
+            return  # already stored the first time
+        self.buffered().set_attributes(self.wid, search=search, memo=memo)
+
+    def set_state(self, key: str, value: Any) -> None:
+        self._op("workflow.set_state()")
+        text, plain = json_round_trip(value, f"state {key!r} of workflow {self.wid!r}")
+        self.state[key] = plain
+        if not self.cursor.replaying:
+            self.buffered().set_state(self.wid, key, RawJson(text))
+
+    def get_state(self, key: str, default: Any = None) -> Any:
+        return self.state.get(key, default)
+
+    def continue_as_new(self, args: tuple[Any, ...]) -> NoReturn:
+        self._op("workflow.continue_as_new()")
+        to_json(list(args), what=f"the arguments of workflow {self.name}")  # PayloadError now
+        raise ContinueAsNew(args)

@@ -1,0 +1,306 @@
+"""How a workflow talks to processes and other workflows: spawn (child workflows
+included), send, reply, call, links and monitors, cancel and terminate, names.
+
+These are the ``garrison.process`` calls on a workflow host: each is journaled (a
+send or spawn is not repeated on replay, a call's reply is recorded) or replay-safe.
+A send to a workflow commits the journal record and the receiver's inbox row in one
+transaction, with a message id derived from the sender and seq, so it is delivered
+exactly once.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import outcome
+import trio
+
+from ..._errors import ProcessError
+from ...actors._mailbox import timeout_seconds
+from ...actors._values import ErrorInfo, Event, EventKind, Message, Pid
+from ...persistence import RawJson, Transaction, to_json
+from .._process_host import _refs, noproc
+from ._codec import PLAIN, json_round_trip
+from ._core import WorkflowCore
+from ._inbox import InboxItem
+from ._journal import JournalKind, error_from_plain, error_to_plain, message_to_plain
+
+__all__ = ["Interop"]
+
+_dumps = json.dumps
+_loads = json.loads
+
+
+class Interop(WorkflowCore):
+    """The part of a workflow instance that talks to processes and other workflows."""
+
+    def _deliver_lost(self) -> None:
+        """After a recovery, at the first live operation: the processes (of in-memory
+        hosts) this workflow monitored or linked (trapping) before the crash are gone;
+        each yields a durable ``EXIT`` (or ``LINK_DOWN``) with reason ``noproc``, unless
+        its real one was delivered before the crash (same inbox message id)."""
+        self.check_lost = False
+        hosts = self.node.hosts
+        lost: list[tuple[EventKind, Pid]] = []
+        for kind, pids in ((EventKind.EXIT, self.monitoring),
+                           (EventKind.LINK_DOWN, self.links if self.trap_links else ())):
+            for pid in sorted(pids):
+                h = hosts.get(pid.host)
+                if h is None or (not h.durable and not h.is_alive(pid)):
+                    lost.append((kind, pid))
+        for kind, pid in lost:
+            if kind is EventKind.LINK_DOWN:
+                self.links.discard(pid)
+            self.host.deliver_event(self.pid, Event(kind, pid, None, noproc(pid)))
+
+
+    # ------------------------------------------------------------ Runtime protocol
+    def current_pid(self) -> Pid:
+        return self.pid
+
+    async def spawn(self, target: Any, args: tuple[Any, ...], host: str | None, *,
+                    link: bool, monitor: bool) -> Pid:
+        node = self.node
+        host_name = host or self.host.name
+        h = node._host(host_name)
+        label = target if isinstance(target, str) else getattr(target, "__qualname__",
+                                                               repr(target))
+        entry = self._take(JournalKind.SPAWN, str(label))
+        if entry is not None:
+            await self._yield()
+            pid = Pid.parse(entry.outcome["pid"])
+            if link:
+                self.links.add(pid)
+            if monitor:
+                self.monitoring.add(pid)
+            return pid
+        seq = self.cursor.seq - 1
+        if h.durable:
+            child_id = f"{self.wid}.{seq}"
+            pid = await h.start(target, args, wid=child_id, parent=self.pid,
+                                prefix_tx=self.take_buffer(), journal=(self, seq, str(label)),
+                                watcher=self.pid)
+        else:
+            pid = await node._spawn(target, args, host=host_name, parent=self.pid,
+                                    link=self.pid if link else None,
+                                    monitor=self.pid if monitor else None)
+            tx = Transaction()
+            self.record(tx, seq, JournalKind.SPAWN, str(label), _dumps({"pid": str(pid)}))
+            await self._commit(tx)
+        if link:
+            self.links.add(pid)
+        if monitor:
+            self.monitoring.add(pid)
+        return pid
+
+    async def send(self, to: Pid | str, topic: str, payload: Any) -> None:
+        entry = self._take(JournalKind.SEND, topic)
+        if entry is not None:
+            await self._yield()
+            return
+        seq = self.cursor.seq - 1
+        pid = self.node.resolve(to)
+        text = to_json(payload, what=f"the payload of message {topic!r} sent by workflow "
+                                     f"{self.wid!r}")
+        msg_id = f"{self.wid}#{seq}"
+        tx = Transaction()
+        self.record(tx, seq, JournalKind.SEND, topic, _dumps({"to": str(pid), "id": msg_id}))
+        target = self.host.active.get(pid.id) if pid.host == self.host.name else None
+        other = self.node.hosts.get(pid.host)
+        if target is not None:
+            plain = payload if type(payload) in PLAIN and type(payload) is not float \
+                else _loads(text)
+            msg = Message(topic, plain, self.pid, msg_id)
+            item_plain = message_to_plain(msg)
+            tx.deliver(target.wid, topic, RawJson(text), msg_id=msg_id, sender=self.pid)
+            results = await self._commit(tx)
+            row_id = results[-1]
+            self.node.stats_messages += 1
+            if row_id is not None:
+                target.push(InboxItem(row_id, False, item_plain))
+        elif other is not None and other.durable:
+            # a finished workflow, or one on another durable host of this node
+            await self._commit(tx)
+            delivered = other is not self.host and await other.deliver_durable(
+                pid, Message(topic, _loads(text), self.pid, msg_id), text=text)
+            if delivered:
+                self.node.stats_messages += 1
+            else:
+                self.node.stats_dead_letters += 1
+        else:
+            await self._commit(tx)
+            if other is None:
+                self.node.stats_dead_letters += 1
+            elif other.deliver(pid, Message(topic, payload, self.pid, msg_id)):
+                self.node.stats_messages += 1
+            else:
+                self.node.stats_dead_letters += 1
+        await self._yield()
+
+    async def reply(self, msg: Message, value: Any) -> None:
+        entry = self._take(JournalKind.REPLY, msg.topic)
+        if entry is not None:
+            await self._yield()
+            return  # the caller of a replayed call is gone
+        seq = self.cursor.seq - 1
+        _text, plain = json_round_trip(value, f"the reply to {msg.topic!r}")
+        tx = Transaction()
+        self.record(tx, seq, JournalKind.REPLY, msg.topic, _dumps({"to": str(msg.sender)}))
+        await self._commit(tx)
+        if msg.sender is not None and msg.call_ref is not None:
+            caller = self.node._local_process(msg.sender)
+            ref = int(msg.call_ref)
+            self._callers.pop(ref, None)
+            if caller is not None:
+                caller._finish_call(ref, outcome.Value(plain))
+
+    def link(self, to: Pid | str) -> None:
+        pid = self.node.resolve(to)
+        if pid == self.pid:
+            return
+        live = self._sync_op(JournalKind.LINK, str(pid), {})
+        self.links.add(pid)
+        if live and not self.node._link(pid, self.pid):
+            self.host.linked_exit(self.pid, pid, noproc(pid))
+
+    def unlink(self, to: Pid | str) -> None:
+        pid = self.node.resolve(to)
+        self._sync_op(JournalKind.UNLINK, str(pid), {})
+        self.links.discard(pid)
+        self.node._unlink(pid, self.pid)
+
+    def monitor(self, to: Pid | str) -> None:
+        pid = self.node.resolve(to)
+        if not self._sync_op(JournalKind.MONITOR, str(pid), {}):
+            self.monitoring.add(pid)
+            return
+        self.monitoring.add(pid)
+        h = self.node.hosts.get(pid.host)
+        if h is not None and h.durable:
+            h.add_durable_monitor(pid, self)
+        elif not self.node._monitor(pid, self.pid):
+            self.host.deliver_event(self.pid, Event(EventKind.EXIT, pid, None, noproc(pid)))
+
+    def demonitor(self, to: Pid | str) -> None:
+        pid = self.node.resolve(to)
+        self._sync_op(JournalKind.DEMONITOR, str(pid), {})
+        self.monitoring.discard(pid)
+        h = self.node.hosts.get(pid.host)
+        if h is not None and h.durable:
+            h.remove_durable_monitor(pid, self)
+        else:
+            self.node._demonitor(pid, self.pid)
+
+    def set_options(self, *, trap_links: bool | None = None) -> None:
+        if trap_links is not None:
+            self.trap_links = bool(trap_links)
+
+    async def cancel(self, to: Pid | str, timeout: float) -> None:
+        pid = self.node.resolve(to)
+        entry = self._take(JournalKind.CANCEL_PROCESS, str(pid))
+        if entry is None:
+            seq = self.cursor.seq - 1
+            await self.node._cancel(pid, self.pid, timeout)
+            tx = Transaction()
+            self.record(tx, seq, JournalKind.CANCEL_PROCESS, str(pid), "null")
+            await self._commit(tx)
+
+    async def terminate(self, to: Pid | str) -> None:
+        pid = self.node.resolve(to)
+        entry = self._take(JournalKind.TERMINATE, str(pid))
+        if entry is None:
+            seq = self.cursor.seq - 1
+            await self.node._terminate(pid, self.pid)
+            tx = Transaction()
+            self.record(tx, seq, JournalKind.TERMINATE, str(pid), "null")
+            await self._commit(tx)
+
+    def register(self, name: str) -> None:
+        self.node._register(name, self.pid)
+        self.host.names.setdefault(self.wid, set()).add(name)
+
+    def unregister(self, name: str) -> None:
+        if self.node.registry.get(name) == self.pid:
+            del self.node.registry[name]
+        self.host.names.get(self.wid, set()).discard(name)
+
+    def lookup(self, name: str) -> Pid | None:
+        return self.node.lookup(name)
+
+    async def call(self, to: Pid | str, topic: str, payload: Any, timeout: Any) -> Any:
+        entry = self._take(JournalKind.CALL, topic)
+        if entry is not None:
+            await self._yield()
+            out = entry.outcome
+            if "ok" in out:
+                return out["ok"]
+            err = error_from_plain(out["error"])
+            if out.get("timeout"):
+                raise TimeoutError(err.message)
+            raise ProcessError(err.message, pid=Pid.parse(out["pid"]), error=err)
+        seq = self.cursor.seq - 1
+        node = self.node
+        pid = node.resolve(to)
+        seconds = timeout_seconds(timeout)
+        ref = next(_refs)
+        self._calls[ref] = None
+        callee = node._local_process(pid)
+        result: dict[str, Any]
+        try:
+            if callee is None:
+                raise ProcessError(f"call to {pid} failed: {noproc(pid)}", pid=pid,
+                                   error=noproc(pid))
+            if callee._callers is None:
+                callee._callers = {}
+            callee._callers[ref] = self
+            if isinstance(callee, WorkflowCore):
+                text = to_json(payload, what=f"the payload of call {topic!r}")
+                await self.host.deliver_durable(
+                    pid, Message(topic, _loads(text), self.pid, f"{self.wid}#{seq}", str(ref)),
+                    text=text)
+            else:
+                node.stats_messages += 1
+                callee.deliver(Message(topic, payload, self.pid, node._message_id(), str(ref)))
+            with trio.move_on_after(seconds):
+                value = await self._park_call(ref)
+                text, plain = json_round_trip(value, f"the reply to call {topic!r}")
+                result = {"ok": plain}
+                tx = Transaction()
+                self.record(tx, seq, JournalKind.CALL, topic, _dumps(result))
+                await self._commit(tx)
+                return plain
+            raise TimeoutError(f"call to {pid} (topic {topic!r}) got no reply within "
+                               f"{seconds:g}s")
+        except (TimeoutError, ProcessError) as exc:
+            err = exc.error if isinstance(exc, ProcessError) and exc.error else \
+                ErrorInfo(type(exc).__name__, str(exc))
+            err = ErrorInfo(err.type, str(exc), "")
+            result = {"error": error_to_plain(err), "pid": str(pid),
+                      "timeout": isinstance(exc, TimeoutError)}
+            tx = Transaction()
+            self.record(tx, seq, JournalKind.CALL, topic, _dumps(result))
+            await self._commit(tx)
+            raise
+        finally:
+            self._calls.pop(ref, None)
+            if callee is not None and callee._callers:
+                callee._callers.pop(ref, None)
+
+    async def _park_call(self, ref: int) -> Any:
+        task = trio.lowlevel.current_task()
+        self._calls[ref] = task
+
+        def abort(_: Any) -> trio.lowlevel.Abort:
+            self._calls[ref] = None
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        return await trio.lowlevel.wait_task_rescheduled(abort)
+
+    def _finish_call(self, ref: int, result: outcome.Outcome[Any]) -> None:
+        if ref not in self._calls:
+            return
+        task = self._calls.pop(ref)
+        if task is not None:
+            trio.lowlevel.reschedule(task, result)
+

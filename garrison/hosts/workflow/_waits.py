@@ -1,0 +1,225 @@
+"""What a workflow waits on: durable sleeps and timers, durable promises, and
+``workflow.first`` / ``gather`` over them, on a wall clock read through trio's clock.
+
+Deadlines are wall-clock unix seconds, journaled when the wait starts, so a restarted
+node only waits what remains. They are read through :class:`WallClock`, anchored to
+trio's clock once, so ``MockClock(autojump_threshold=0)`` skips a 48-hour timer in a
+test as it skips ``trio.sleep``.
+"""
+
+from __future__ import annotations
+
+import json
+import time as _time
+from typing import Any
+
+import trio
+
+from ..._errors import PromiseRejected
+from ...persistence import Transaction
+from ._activities import ActivityHandle
+from ._core import S, WaitCancelled
+from ._inbox import PendingReceive, Receives
+from ._journal import JournalKind, timestamp
+
+__all__ = ["DurablePromise", "DurableTimer", "Waits", "WallClock"]
+
+_dumps = json.dumps
+
+
+class WallClock:
+    """Wall time read through the trio clock, anchored once.
+
+    ``now() = wall_at_start + (trio.current_time() - trio_at_start)``, so a
+    ``MockClock`` skips durable timers in tests exactly as it skips ``trio.sleep``.
+    """
+
+    def __init__(self) -> None:
+        self.wall0 = _time.time()
+        self.trio0 = trio.current_time()
+
+    def now(self) -> float:
+        """Unix seconds."""
+        return self.wall0 + (trio.current_time() - self.trio0)
+
+    def trio_deadline(self, wall_deadline: float) -> float:
+        """The trio clock time at which wall time reaches ``wall_deadline``."""
+        return self.trio0 + (wall_deadline - self.wall0)
+
+
+class DurablePromise:
+    """A durable promise of a workflow: ``await p`` returns the value it is resolved with
+    from outside (``handle.promise(name).resolve(v)``) or raises ``PromiseRejected``."""
+
+    __slots__ = ("_wf", "name")
+
+    def __init__(self, wf: Waits, name: str) -> None:
+        self._wf = wf
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"<promise {self.name!r} {'done' if self.done() else 'pending'}>"
+
+    def done(self) -> bool:
+        """True once resolved or rejected."""
+        return self.name in self._wf.promises
+
+    def __await__(self) -> Any:
+        return self._wf.await_promise(self.name).__await__()
+
+
+class DurableTimer:
+    """A durable timer (``workflow.timer``): ``await`` it, or race it with ``first``."""
+
+    __slots__ = ("_wf", "deadline")
+
+    def __init__(self, wf: Waits, deadline: float) -> None:
+        self._wf = wf
+        self.deadline = deadline
+
+    def __repr__(self) -> str:
+        return f"<timer at {timestamp(self.deadline).isoformat()}>"
+
+    def done(self) -> bool:
+        """True once the deadline has passed."""
+        return self._wf.host.clock.now() >= self.deadline
+
+    def __await__(self) -> Any:
+        return self._wf.await_timer(self).__await__()
+
+
+#: what ``workflow.first`` races
+Awaitable = ActivityHandle | DurablePromise | DurableTimer | PendingReceive
+
+
+class Waits(Receives):
+    """The waiting part of a workflow instance (it races inbox receives too)."""
+
+    # ------------------------------------------------------------ sleep
+    async def sleep(self, seconds: float) -> None:
+        """Durable sleep of ``seconds`` from when it first started."""
+        await self._sleep(None, seconds)
+
+    async def sleep_until(self, deadline: float) -> None:
+        """Durable sleep until the wall-clock ``deadline`` (unix seconds)."""
+        await self._sleep(deadline, None)
+
+    async def _sleep(self, deadline: float | None, seconds: float | None) -> None:
+        entry = self._take(JournalKind.SLEEP, "")
+        if entry is not None:
+            await self._yield()
+            return
+        seq = self.cursor.seq - 1
+        recorded = self.timers.get(seq)
+        if recorded is None:
+            recorded = deadline if deadline is not None else (
+                self.host.clock.now() + (seconds or 0.0))
+            self.timers[seq] = recorded
+            await self._commit(Transaction().add_timer(self.wid, seq, recorded))
+        try:
+            while self.host.clock.now() < recorded:
+                await self._wait(self.host.clock.trio_deadline(recorded), S.SLEEPING)
+        except WaitCancelled:
+            self._deliver_cancel(seq)
+        tx = Transaction()
+        self.record(tx, seq, JournalKind.SLEEP, "", _dumps({"deadline": recorded}))
+        tx.remove_timer(self.wid, seq)
+        self.timers.pop(seq, None)
+        await self._commit(tx)
+
+    # ------------------------------------------------------------ promises
+    def promise(self, name: str) -> DurablePromise:
+        """``workflow.promise``: declared (and journaled) where it is created."""
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"a promise name must be a non-empty string, got {name!r}")
+        if self._take(JournalKind.PROMISE, name) is None:
+            tx = self.buffered()
+            self.record(tx, self.cursor.seq - 1, JournalKind.PROMISE, name, "null")
+            tx.create_promise(self.wid, name)
+        return DurablePromise(self, name)
+
+    async def await_promise(self, name: str) -> Any:
+        entry = self._take(JournalKind.AWAIT_PROMISE, name)
+        if entry is None:
+            seq = self.cursor.seq - 1
+            try:
+                while name not in self.promises:
+                    await self._wait(None, S.WAITING)
+            except WaitCancelled:
+                self._deliver_cancel(seq)
+            status, value = self.promises[name]
+            out = {"value": value} if status == "resolved" else {"rejected": value}
+            tx = Transaction()
+            self.record(tx, seq, JournalKind.AWAIT_PROMISE, name, _dumps(out))
+            await self._commit(tx)
+        else:
+            await self._yield()
+            out = entry.outcome
+        if "rejected" in out:
+            raise PromiseRejected(f"promise {name!r} of workflow {self.wid!r} was rejected: "
+                                  f"{out['rejected']}")
+        return out["value"]
+
+    # ------------------------------------------------------------ timers
+    def timer(self, seconds: float) -> DurableTimer:
+        """``workflow.timer``: the deadline is journaled where the timer is created."""
+        entry = self._take(JournalKind.TIMER, "")
+        if entry is not None:
+            deadline = float(entry.outcome["deadline"])
+        else:
+            deadline = self.host.clock.now() + seconds
+            self.record(self.buffered(), self.cursor.seq - 1, JournalKind.TIMER, "",
+                         _dumps({"deadline": deadline}))
+        return DurableTimer(self, deadline)
+
+    async def await_timer(self, timer: DurableTimer) -> None:
+        entry = self._take(JournalKind.AWAIT_TIMER, "")
+        if entry is not None:
+            await self._yield()
+            return
+        seq = self.cursor.seq - 1
+        try:
+            while not timer.done():
+                await self._wait(self.host.clock.trio_deadline(timer.deadline), S.SLEEPING)
+        except WaitCancelled:
+            self._deliver_cancel(seq)
+        tx = Transaction()
+        self.record(tx, seq, JournalKind.AWAIT_TIMER, "", "null")
+        await self._commit(tx)
+
+    # ------------------------------------------------------------ first / gather
+    async def first(self, awaitables: tuple[Any, ...]) -> Any:
+        for a in awaitables:
+            if not isinstance(a, Awaitable):
+                raise TypeError(f"workflow.first() takes promises, timers, inbox receives "
+                                f"and activities started with workflow.start(), got {a!r}")
+            if a._wf is not self:
+                raise ValueError(f"{a!r} belongs to another workflow")
+            if isinstance(a, PendingReceive) and a.seconds is not None and not a.resolved:
+                raise ValueError("a receive raced in workflow.first() takes no timeout: "
+                                 "race it with a workflow.timer() instead")
+        entry = self._take(JournalKind.FIRST, "")
+        if entry is not None:
+            await self._yield()
+            return awaitables[int(entry.outcome["index"])]
+        seq = self.cursor.seq - 1
+        try:
+            while True:
+                for i, a in enumerate(awaitables):  # argument order: deterministic ties
+                    if a.done():
+                        tx = Transaction()
+                        if isinstance(a, PendingReceive) and not a.resolved:
+                            self._claim(a, tx)  # consumed with the decision, atomically
+                        self.record(tx, seq, JournalKind.FIRST, "", _dumps({"index": i}))
+                        await self._commit(tx)
+                        return a
+                deadlines = [a.deadline for a in awaitables if isinstance(a, DurableTimer)]
+                wake = self.host.clock.trio_deadline(min(deadlines)) if deadlines else None
+                only_timers = len(deadlines) == len(awaitables)
+                await self._wait(wake, S.SLEEPING if only_timers else S.WAITING)
+        except WaitCancelled:
+            self._deliver_cancel(seq)
+
+    async def gather(self, awaitables: tuple[Any, ...]) -> list[Any]:
+        """Every result, in argument order (awaited one after another)."""
+        return [await a for a in awaitables]

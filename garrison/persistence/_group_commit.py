@@ -1,0 +1,187 @@
+"""Group commit: every write waiting at one moment shares one database transaction.
+
+A store hands :class:`GroupCommit` two functions: ``write_one(tx)`` commits one
+transaction now, in the calling thread, and ``write_batch(batch)`` commits a list of
+:class:`CommitRequest` as ONE transaction (isolating a request whose own operations
+fail, so only that caller gets the error), filling each request's ``results`` or
+``error``. ``await GroupCommit.commit(tx)`` decides how:
+
+- **alone**: no other task is runnable and no batch is forming, so nobody could share
+  the transaction: ``write_one`` at once, in the trio thread (no scheduling, no thread
+  hop). Stores that must never block the trio thread (a network database) turn this
+  off with ``alone_inline=False``.
+- **batch**: otherwise the caller joins the forming batch. The first caller leads: it
+  lets every runnable task reach its own commit first (a few scheduler passes), then
+  writes the batch: in the trio thread (``Strategy.INLINE``: a cheap commit, such as
+  SQLite with ``synchronous=NORMAL``), or in a worker thread (``Strategy.THREAD``: an
+  fsync or a network round trip; the node keeps running, and every commit arriving
+  meanwhile queues and forms the next batch, led by the oldest waiter: the classic
+  leader/follower scheme of databases' WAL writers).
+- ``Strategy.IMMEDIATE`` writes every transaction at once in the trio thread (an
+  in-memory store: nothing to share, and no worker thread lets a ``MockClock`` jump
+  time under a commit in flight).
+
+A caller resumes only once its writes are committed; waiting cannot be cancelled
+half-way (the write happens either way, and its outcome is the caller's).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from typing import Any
+
+import trio
+
+__all__ = ["CommitRequest", "GroupCommit", "Strategy"]
+
+_RUN: Any
+try:  # the run queue's length, without building a RunStatistics (hot path)
+    from trio._core import _run as _trio_run
+
+    _RUN = _trio_run.GLOBAL_RUN_CONTEXT
+except (ImportError, AttributeError):  # pragma: no cover - another trio version
+    _RUN = None
+
+
+def runnable_tasks() -> int:
+    """How many tasks wait to run in the next scheduler pass."""
+    if _RUN is not None:
+        try:
+            return len(_RUN.runner.runq)
+        except AttributeError:  # pragma: no cover - another trio version
+            pass
+    return trio.lowlevel.current_statistics().tasks_runnable
+
+
+#: commits written alone in a row before one of them yields to the scheduler
+ALONE_BUDGET = 16
+
+
+class Strategy(enum.Enum):
+    """Where a batch is written (see the module docs)."""
+
+    IMMEDIATE = "immediate"
+    INLINE = "inline"
+    THREAD = "thread"
+
+
+class CommitRequest:
+    """One ``commit()`` call waiting for its batch."""
+
+    __slots__ = ("done", "error", "leader", "results", "task", "tx")
+
+    def __init__(self, tx: Any, task: trio.lowlevel.Task) -> None:
+        self.tx = tx
+        self.task = task
+        self.done = False
+        self.leader = False
+        self.results: list[Any] | None = None
+        self.error: BaseException | None = None
+
+
+def _refuse_abort(_: Any) -> trio.lowlevel.Abort:
+    return trio.lowlevel.Abort.FAILED  # the commit happens either way: wait for it
+
+
+class GroupCommit:
+    """The group-commit engine of one store (see the module docs)."""
+
+    def __init__(
+        self,
+        write_one: Callable[[Any], list[Any]],
+        write_batch: Callable[[list[CommitRequest]], None],
+        strategy: Strategy,
+        *,
+        alone_inline: bool = True,
+    ) -> None:
+        self._write_one = write_one
+        self._write_batch = write_batch
+        self.strategy = strategy
+        self._alone_inline = alone_inline
+        self._pending: list[CommitRequest] = []
+        #: a leader is gathering or writing a batch
+        self._flushing = False
+        #: callers of the last batch that have not run again yet (their next commit
+        #: should join a batch rather than write alone ahead of them)
+        self._released = 0
+        #: commits written alone since the last scheduler pass this engine asked for
+        self._alone = 0
+
+    @property
+    def busy(self) -> bool:
+        """True while a batch is forming or being written."""
+        return self._flushing
+
+    async def commit(self, tx: Any) -> list[Any]:
+        """Commit ``tx`` (sharing the transaction with every commit waiting now);
+        returns one result per operation once it is committed."""
+        pending = self._pending
+        if self.strategy is Strategy.IMMEDIATE or (
+                self._alone_inline and not pending and not self._flushing
+                and not self._released and not runnable_tasks()):
+            results = self._write_one(tx)  # nobody could join a batch now
+            self._alone += 1
+            if self._alone >= ALONE_BUDGET:  # a caller committing in a loop lets others run
+                self._alone = 0
+                await trio.lowlevel.cancel_shielded_checkpoint()  # committed: no Cancelled
+            return results
+        request = CommitRequest(tx, trio.lowlevel.current_task())
+        pending.append(request)
+        if self._flushing:
+            # follow: park until our batch is written, or until we are made leader
+            await trio.lowlevel.wait_task_rescheduled(_refuse_abort)
+            if request.done:
+                self._released -= 1
+                return _unwrap(request)
+        await self._lead(request)
+        return _unwrap(request)
+
+    async def _lead(self, request: CommitRequest) -> None:
+        self._flushing = True
+        batch: list[CommitRequest] | None = None
+        try:
+            if self.strategy is Strategy.INLINE or not request.leader:
+                # let every runnable task reach its own commit and join this batch
+                for _ in range(3):
+                    await trio.lowlevel.cancel_shielded_checkpoint()
+                    if not runnable_tasks():
+                        break
+            batch, self._pending = self._pending, []
+            if self.strategy is Strategy.THREAD:
+                with trio.CancelScope(shield=True):
+                    await trio.to_thread.run_sync(self._write_batch, batch)
+            else:
+                self._write_batch(batch)
+        except BaseException as exc:  # pragma: no cover - KeyboardInterrupt, a failed hop
+            if batch is None:
+                batch, self._pending = self._pending, []
+            for waiting in batch:
+                if waiting.results is None and waiting.error is None:
+                    waiting.error = exc
+            raise
+        finally:
+            assert batch is not None
+            reschedule = trio.lowlevel.reschedule
+            for waiting in batch:
+                if waiting.results is None and waiting.error is None:
+                    waiting.error = RuntimeError("the group commit was interrupted")
+                waiting.done = True
+                if waiting is not request:
+                    self._released += 1
+                    reschedule(waiting.task)
+            if self._pending:
+                # commits that arrived while this batch was written: the oldest leads
+                leader = self._pending[0]
+                leader.leader = True
+                reschedule(leader.task)
+            else:
+                self._flushing = False
+
+
+
+def _unwrap(request: CommitRequest) -> list[Any]:
+    if request.error is not None:
+        raise request.error
+    assert request.results is not None
+    return request.results

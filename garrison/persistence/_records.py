@@ -1,0 +1,267 @@
+"""Store-neutral values: the records a store returns and the statuses it keeps.
+
+Records are ``@attrs.frozen`` and are built from database rows with their
+``from_row`` classmethod; the row is a tuple in the column order of the
+class's ``COLUMNS`` string (which the stores use verbatim in their SELECTs).
+JSON columns are decoded to their plain JSON shape; restore typed values with
+:func:`garrison.persistence.structure`. Times are unix seconds in the database
+and aware UTC datetimes in records.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import enum
+import json
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import attrs
+
+from ..actors._values import ErrorInfo, Pid
+from ._converter import structure
+
+__all__ = [
+    "FINAL_STATUSES",
+    "InboxRecord",
+    "JournalRecord",
+    "PromiseRecord",
+    "PromiseStatus",
+    "StoreStatistics",
+    "TimerRecord",
+    "WakeupRecord",
+    "WorkflowRecord",
+    "WorkflowStatus",
+    "parse_status",
+]
+
+_UTC = _dt.UTC
+_fromtimestamp = _dt.datetime.fromtimestamp
+_loads = json.loads
+
+
+def _time(value: float | None) -> _dt.datetime | None:
+    return None if value is None else _fromtimestamp(value, _UTC)
+
+
+def _json(text: str | None) -> Any:
+    return None if text is None else _loads(text)
+
+
+def _pid(text: str | None) -> Pid | None:
+    return None if text is None else Pid.parse(text)
+
+
+class WorkflowStatus(enum.StrEnum):
+    """Where a workflow is; compares equal to its lower-case name."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    #: only a timer can wake it
+    SLEEPING = "sleeping"
+    #: a message, promise or event can wake it
+    WAITING = "waiting"
+    #: stopped by a NonDeterminismError; the journal is kept
+    BLOCKED = "blocked"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        """True for ``completed``, ``failed`` and ``cancelled``."""
+        return self in FINAL_STATUSES
+
+
+def parse_status(value: object) -> WorkflowStatus:
+    """``value`` as a :class:`WorkflowStatus`; ``ValueError`` naming it and the choices."""
+    try:
+        return WorkflowStatus(value)  # type: ignore[arg-type]
+    except ValueError:
+        choices = ", ".join(s.value for s in WorkflowStatus)
+        raise ValueError(f"invalid workflow status {value!r}: expected one of {choices}") from None
+
+
+#: The statuses a workflow never leaves.
+FINAL_STATUSES = frozenset(
+    {WorkflowStatus.COMPLETED, WorkflowStatus.FAILED, WorkflowStatus.CANCELLED}
+)
+
+
+class PromiseStatus(enum.StrEnum):
+    """A durable promise's state."""
+
+    PENDING = "pending"
+    RESOLVED = "resolved"
+    REJECTED = "rejected"
+
+
+@attrs.frozen
+class WorkflowRecord:
+    """One workflow row. ``input`` is the decoded argument list; ``result`` the
+    decoded result (``None`` until completed); ``error`` an :class:`ErrorInfo`
+    for a failed or blocked workflow; ``search``/``memo`` decoded dicts."""
+
+    COLUMNS: ClassVar[str] = (
+        "workflow_id, name, status, input, result, error, parent, run_id, attempt, host, "
+        "created, updated, search, memo, cancel_requested"
+    )
+
+    workflow_id: str
+    name: str
+    status: WorkflowStatus = attrs.field(converter=WorkflowStatus)
+    input: list[Any] = attrs.field(factory=list)
+    result: Any = None
+    error: ErrorInfo | None = None
+    parent: Pid | None = None
+    run_id: str | None = None
+    attempt: int = 1
+    host: str | None = None
+    created: _dt.datetime | None = None
+    updated: _dt.datetime | None = None
+    search: dict[str, Any] = attrs.field(factory=dict)
+    memo: dict[str, Any] = attrs.field(factory=dict)
+    cancel_requested: bool = False
+
+    @classmethod
+    def from_row(cls, row: Sequence[Any]) -> WorkflowRecord:
+        """Build from a row in :attr:`COLUMNS` order."""
+        (wid, name, status, inp, result, error, parent, run_id, attempt, host,
+         created, updated, search, memo, cancel) = row  # fmt: skip
+        return cls(
+            wid,
+            name,
+            status,
+            _json(inp) or [],
+            _json(result),
+            None if error is None else structure(_loads(error), ErrorInfo, what="workflow error"),
+            _pid(parent),
+            run_id,
+            attempt,
+            host,
+            _time(created),
+            _time(updated),
+            _json(search) or {},
+            _json(memo) or {},
+            bool(cancel),
+        )
+
+
+@attrs.frozen(slots=True)
+class JournalRecord:
+    """One journal entry: what durable operation ``seq`` of a workflow did the
+    first time. ``outcome`` is the decoded JSON the workflow host recorded."""
+
+    COLUMNS: ClassVar[str] = "workflow_id, seq, kind, name, outcome, attempts, time"
+
+    workflow_id: str
+    seq: int
+    kind: str
+    name: str
+    outcome: Any
+    attempts: int
+    time: _dt.datetime
+
+    @classmethod
+    def from_row(cls, row: Sequence[Any]) -> JournalRecord:
+        """Build from a row in :attr:`COLUMNS` order."""
+        wid, seq, kind, name, outcome, attempts, time = row
+        return cls(wid, seq, kind, name, _loads(outcome), attempts, _fromtimestamp(time, _UTC))
+
+
+@attrs.frozen
+class InboxRecord:
+    """A durable inbox row: a message or event (``kind``) delivered to a workflow.
+
+    ``id`` gives arrival order; ``consumed_seq`` is the journal seq of the
+    receive that took it (``None`` while pending)."""
+
+    COLUMNS: ClassVar[str] = (
+        "id, workflow_id, msg_id, topic, payload, sender, kind, call_ref, created, consumed_seq"
+    )
+
+    id: int
+    workflow_id: str
+    msg_id: str
+    topic: str
+    payload: Any
+    sender: Pid | None
+    kind: str
+    call_ref: str | None
+    created: _dt.datetime
+    consumed_seq: int | None
+
+    @classmethod
+    def from_row(cls, row: Sequence[Any]) -> InboxRecord:
+        """Build from a row in :attr:`COLUMNS` order."""
+        ident, wid, msg_id, topic, payload, sender, kind, call_ref, created, consumed = row
+        return cls(
+            ident, wid, msg_id, topic, _loads(payload), _pid(sender), kind, call_ref,
+            _fromtimestamp(created, _UTC), consumed,
+        )  # fmt: skip
+
+
+@attrs.frozen
+class TimerRecord:
+    """A durable timer: operation ``seq`` of a workflow wakes at ``deadline`` (wall clock)."""
+
+    COLUMNS: ClassVar[str] = "workflow_id, seq, deadline"
+
+    workflow_id: str
+    seq: int
+    deadline: _dt.datetime
+
+    @classmethod
+    def from_row(cls, row: Sequence[Any]) -> TimerRecord:
+        """Build from a row in :attr:`COLUMNS` order."""
+        wid, seq, deadline = row
+        return cls(wid, seq, _fromtimestamp(deadline, _UTC))
+
+
+@attrs.frozen
+class PromiseRecord:
+    """A durable promise: ``value`` when resolved, ``error`` (the message) when rejected."""
+
+    COLUMNS: ClassVar[str] = "workflow_id, name, status, value, error, created, completed"
+
+    workflow_id: str
+    name: str
+    status: PromiseStatus = attrs.field(converter=PromiseStatus)
+    value: Any = None
+    error: str | None = None
+    created: _dt.datetime | None = None
+    completed: _dt.datetime | None = None
+
+    @classmethod
+    def from_row(cls, row: Sequence[Any]) -> PromiseRecord:
+        """Build from a row in :attr:`COLUMNS` order."""
+        wid, name, status, value, error, created, completed = row
+        return cls(wid, name, status, _json(value), error, _time(created), _time(completed))
+
+
+@attrs.frozen
+class WakeupRecord:
+    """A tool (a store opened with ``lock=False``) wrote something about a workflow."""
+
+    workflow_id: str
+    kind: str
+
+
+@attrs.frozen
+class StoreStatistics:
+    """Counters of a store's write path (see ``SQLiteStore.statistics()``).
+
+    ``transactions`` counts committed transactions; ``sync_writes`` those from
+    ``write()``; ``batches`` the group commits of ``commit()`` and
+    ``batched_writes`` the ``commit()`` calls they carried (so
+    ``batched_writes / batches`` is the mean batch size); ``largest_batch`` the
+    most calls in one; ``failed_batches`` batches whose fast path failed and
+    were retried call by call.
+    """
+
+    transactions: int
+    sync_writes: int
+    batches: int
+    batched_writes: int
+    largest_batch: int
+    failed_batches: int

@@ -1,0 +1,379 @@
+"""A transaction: the store-neutral list of writes a store commits atomically.
+
+The workflow host describes every write as a :class:`Transaction` of named
+operations (:class:`Op`): create a workflow, append a journal record, deliver to an
+inbox, consume an inbox row, set a timer, complete a promise... Building one does no
+I/O: each method converts its values to JSON text now (a ``PayloadError`` surfaces
+at the call that passed the value) and appends ``(op, params)``. A store (SQLite,
+PostgreSQL) maps each operation to its own SQL and applies the whole list in one
+database transaction; the host never sees SQL.
+
+What each operation returns (one result per operation, in order) and raises is part
+of the contract every store implements:
+
+========================  ===============================================================
+``CREATE_WORKFLOW``       ``True`` if the row was created, ``False`` if the id existed
+``UPDATE_WORKFLOW``       ``None``; ``NoSuchWorkflow`` if the row does not exist
+``SET_ATTRIBUTES``        ``None``; merges (RFC 7396: a key set to ``null`` is removed)
+``RESET_RUN``             ``None``; drops the journal and the timers of the workflow
+``DELETE_WORKFLOW``       ``None``; removes the workflow and every row it owns
+``APPEND_JOURNAL``        ``None``; a second row for one ``(workflow_id, seq)`` fails
+``DELIVER``               the inbox row id (arrival order), ``None`` if ``msg_id`` existed
+``CONSUME``               ``None``; ``ValueError`` unless the row is pending for that workflow
+``ADD_TIMER``             ``None``; replaces the deadline of the same ``seq``
+``REMOVE_TIMER``          ``None``
+``CREATE_PROMISE``        ``None``; no-op if the promise exists
+``COMPLETE_PROMISE``      ``None``; ``PromiseAlreadyCompleted`` / ``NoSuchWorkflow``
+``SET_STATE``             ``None``
+``ADD_MONITOR``           ``None``; idempotent
+``REMOVE_MONITOR``        ``None``
+========================  ===============================================================
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import enum
+import time as _time
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ..actors._values import ErrorInfo, Pid
+from ._converter import RawJson, to_json
+from ._records import parse_status
+
+__all__ = ["Op", "Transaction", "unix_seconds"]
+
+
+class Op(enum.StrEnum):
+    """The named write operations of a :class:`Transaction` (see the module docs)."""
+
+    CREATE_WORKFLOW = "create_workflow"
+    UPDATE_WORKFLOW = "update_workflow"
+    SET_ATTRIBUTES = "set_attributes"
+    RESET_RUN = "reset_run"
+    DELETE_WORKFLOW = "delete_workflow"
+    APPEND_JOURNAL = "append_journal"
+    DELIVER = "deliver"
+    CONSUME = "consume"
+    ADD_TIMER = "add_timer"
+    REMOVE_TIMER = "remove_timer"
+    CREATE_PROMISE = "create_promise"
+    COMPLETE_PROMISE = "complete_promise"
+    SET_STATE = "set_state"
+    ADD_MONITOR = "add_monitor"
+    REMOVE_MONITOR = "remove_monitor"
+
+
+_UNSET: Any = object()
+
+
+def unix_seconds(value: _dt.datetime | float | None) -> float:
+    """A time as unix seconds: ``None`` is now, an aware datetime its timestamp."""
+    if value is None:
+        return _time.time()
+    if isinstance(value, _dt.datetime):
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: durable times must be timezone-aware")
+        return value.timestamp()
+    return float(value)
+
+
+def _encode(value: Any, what: str) -> str:
+    if isinstance(value, RawJson):
+        return value.text
+    return to_json(value, what=what)
+
+
+def _status(value: str) -> str:
+    return parse_status(value).value
+
+
+def _pid_text(pid: Pid | str | None) -> str | None:
+    return None if pid is None else str(pid)
+
+
+class Transaction:
+    """A list of writes committed atomically by a store's ``write`` / ``commit``.
+
+    Methods return the transaction, so calls chain::
+
+        tx = Transaction().append_journal(wid, 4, "send", "order.paid", outcome)
+        tx.deliver(other_wid, "order.paid", payload, sender=me)
+        tx.update_workflow(wid, status="waiting")
+        results = await store.commit(tx)   # one result per operation, in order
+
+    Operations that refer to a workflow require its row to exist;
+    ``update_workflow`` on a missing row raises ``NoSuchWorkflow``.
+    """
+
+    __slots__ = ("ops", "workflow_ids")
+
+    def __init__(self) -> None:
+        #: ``(Op, params)`` pairs, applied in order
+        self.ops: list[tuple[Op, tuple[Any, ...]]] = []
+        #: the workflow each operation is about (parallel to ``ops``)
+        self.workflow_ids: list[str] = []
+
+    def __len__(self) -> int:
+        return len(self.ops)
+
+    def __bool__(self) -> bool:
+        return bool(self.ops)
+
+    def __repr__(self) -> str:
+        return f"<Transaction {[str(op) for op, _ in self.ops]}>"
+
+    def _add(self, workflow_id: str, op: Op, params: tuple[Any, ...]) -> Transaction:
+        self.ops.append((op, params))
+        self.workflow_ids.append(workflow_id)
+        return self
+
+    def extend(self, other: Transaction) -> Transaction:
+        """Append every operation of ``other`` (after this one's)."""
+        self.ops.extend(other.ops)
+        self.workflow_ids.extend(other.workflow_ids)
+        return self
+
+    # -- workflows ---------------------------------------------------------
+
+    def create_workflow(
+        self,
+        workflow_id: str,
+        name: str,
+        input: Sequence[Any] | RawJson = (),
+        *,
+        status: str = "pending",
+        parent: Pid | str | None = None,
+        run_id: str | None = None,
+        attempt: int = 1,
+        host: str | None = None,
+        search: Mapping[str, Any] | None = None,
+        memo: Mapping[str, Any] | None = None,
+        time: _dt.datetime | float | None = None,
+    ) -> Transaction:
+        """Insert a workflow row unless ``workflow_id`` exists (result: created or not).
+
+        ``name`` is the workflow function's ``module:qualname``.
+        """
+        input_json = (
+            input.text
+            if isinstance(input, RawJson)
+            else to_json(list(input), what=f"the arguments of workflow {name!r}")
+        )
+        search_json = to_json(dict(search or {}), what=f"the search attributes of {workflow_id!r}")
+        memo_json = to_json(dict(memo or {}), what=f"the memo of {workflow_id!r}")
+        now = unix_seconds(time)
+        params = (
+            workflow_id, name, _status(status), input_json, _pid_text(parent),
+            run_id if run_id is not None else uuid.uuid4().hex, attempt, host, now, now,
+            search_json, memo_json,
+        )  # fmt: skip
+        return self._add(workflow_id, Op.CREATE_WORKFLOW, params)
+
+    def update_workflow(
+        self,
+        workflow_id: str,
+        *,
+        status: str | None = None,
+        result: Any = _UNSET,
+        error: ErrorInfo | None = _UNSET,
+        run_id: str | None = None,
+        attempt: int | None = None,
+        input: Sequence[Any] | RawJson | None = None,
+        cancel_requested: bool | None = None,
+        time: _dt.datetime | float | None = None,
+    ) -> Transaction:
+        """Set the given columns (and ``updated``). Params: ``(workflow_id, updated,
+        ((column, value), ...))`` with JSON columns as text."""
+        sets: list[tuple[str, Any]] = []
+        if status is not None:
+            sets.append(("status", _status(status)))
+        if result is not _UNSET:
+            sets.append(("result", _encode(result, f"the result of workflow {workflow_id!r}")))
+        if error is not _UNSET:
+            sets.append(("error", None if error is None else _encode(error, "a workflow error")))
+        if run_id is not None:
+            sets.append(("run_id", run_id))
+        if attempt is not None:
+            sets.append(("attempt", attempt))
+        if input is not None:
+            sets.append(("input", input.text if isinstance(input, RawJson) else to_json(
+                list(input), what=f"the arguments of workflow {workflow_id!r}")))
+        if cancel_requested is not None:
+            sets.append(("cancel_requested", int(cancel_requested)))
+        return self._add(workflow_id, Op.UPDATE_WORKFLOW,
+                         (workflow_id, unix_seconds(time), tuple(sets)))
+
+    def set_attributes(
+        self,
+        workflow_id: str,
+        *,
+        search: Mapping[str, Any] | None = None,
+        memo: Mapping[str, Any] | None = None,
+    ) -> Transaction:
+        """Merge into the search attributes / memo (a key set to ``None`` is removed)."""
+        search_json = to_json(dict(search or {}), what=f"the search attributes of {workflow_id!r}")
+        memo_json = to_json(dict(memo or {}), what=f"the memo of {workflow_id!r}")
+        return self._add(workflow_id, Op.SET_ATTRIBUTES,
+                         (workflow_id, search_json, memo_json, _time.time()))
+
+    def request_cancel(self, workflow_id: str) -> Transaction:
+        """Flag the workflow for cancellation (a tool's way to cancel; the node acts on it)."""
+        return self.update_workflow(workflow_id, cancel_requested=True)
+
+    def reset_run(
+        self,
+        workflow_id: str,
+        input: Sequence[Any] | RawJson,
+        *,
+        run_id: str | None = None,
+        time: _dt.datetime | float | None = None,
+    ) -> Transaction:
+        """Continue-as-new: drop the journal and timers, set new input and run id,
+        status ``running``. Inbox, state, promises and monitors are kept."""
+        self._add(workflow_id, Op.RESET_RUN, (workflow_id,))
+        return self.update_workflow(
+            workflow_id,
+            status="running",
+            input=input,
+            run_id=run_id if run_id is not None else uuid.uuid4().hex,
+            result=None,
+            error=None,
+            time=time,
+        )
+
+    def delete_workflow(self, workflow_id: str) -> Transaction:
+        """Remove the workflow and every row that belongs to it."""
+        return self._add(workflow_id, Op.DELETE_WORKFLOW, (workflow_id,))
+
+    # -- journal -----------------------------------------------------------
+
+    def append_journal(
+        self,
+        workflow_id: str,
+        seq: int,
+        kind: str,
+        name: str,
+        outcome: Any = None,
+        *,
+        attempts: int = 1,
+        time: _dt.datetime | float | None = None,
+    ) -> Transaction:
+        """Record what durable operation ``seq`` did; a second row for the same
+        ``(workflow_id, seq)`` fails the transaction."""
+        params = (
+            workflow_id,
+            seq,
+            str(kind),
+            name,
+            _encode(outcome, f"the outcome of {kind} {name!r} (seq {seq} of {workflow_id!r})"),
+            attempts,
+            unix_seconds(time),
+        )
+        return self._add(workflow_id, Op.APPEND_JOURNAL, params)
+
+    # -- inbox -------------------------------------------------------------
+
+    def deliver(
+        self,
+        workflow_id: str,
+        topic: str,
+        payload: Any = None,
+        *,
+        msg_id: str | None = None,
+        sender: Pid | str | None = None,
+        kind: str = "message",
+        call_ref: str | None = None,
+        time: _dt.datetime | float | None = None,
+    ) -> Transaction:
+        """Put a message (``kind="message"``) or event (``kind="event"``) in the
+        workflow's durable inbox (result: the row id, or ``None`` if a message with
+        this ``msg_id`` was already delivered)."""
+        if kind not in ("message", "event"):
+            raise ValueError(f"invalid inbox kind {kind!r}: expected 'message' or 'event'")
+        params = (
+            workflow_id,
+            msg_id if msg_id is not None else uuid.uuid4().hex,
+            topic,
+            _encode(payload, f"the payload of {kind} {topic!r} to workflow {workflow_id!r}"),
+            _pid_text(sender),
+            kind,
+            call_ref,
+            unix_seconds(time),
+        )
+        return self._add(workflow_id, Op.DELIVER, params)
+
+    def consume(self, workflow_id: str, inbox_id: int, seq: int) -> Transaction:
+        """Mark inbox row ``inbox_id`` as taken by the receive at journal ``seq``."""
+        return self._add(workflow_id, Op.CONSUME, (seq, inbox_id, workflow_id))
+
+    # -- timers ------------------------------------------------------------
+
+    def add_timer(self, workflow_id: str, seq: int, deadline: _dt.datetime | float) -> Transaction:
+        """A durable timer for operation ``seq``; ``deadline`` is wall clock (aware or
+        unix seconds). Re-adding the same ``seq`` replaces the deadline."""
+        return self._add(workflow_id, Op.ADD_TIMER, (workflow_id, seq, unix_seconds(deadline)))
+
+    def remove_timer(self, workflow_id: str, seq: int) -> Transaction:
+        """Drop the timer of operation ``seq`` (it fired or was cancelled)."""
+        return self._add(workflow_id, Op.REMOVE_TIMER, (workflow_id, seq))
+
+    # -- promises ----------------------------------------------------------
+
+    def create_promise(
+        self, workflow_id: str, name: str, *, time: _dt.datetime | float | None = None
+    ) -> Transaction:
+        """Declare a pending promise; no-op if it exists (it may be resolved already)."""
+        return self._add(workflow_id, Op.CREATE_PROMISE, (workflow_id, name, unix_seconds(time)))
+
+    def resolve_promise(
+        self,
+        workflow_id: str,
+        name: str,
+        value: Any = None,
+        *,
+        time: _dt.datetime | float | None = None,
+    ) -> Transaction:
+        """Resolve the promise (creating it if the workflow has not declared it yet).
+
+        At commit: ``garrison.PromiseAlreadyCompleted`` if it was resolved or
+        rejected before, ``NoSuchWorkflow`` if the workflow does not exist."""
+        text = _encode(value, f"the value of promise {name!r} of workflow {workflow_id!r}")
+        return self._add(workflow_id, Op.COMPLETE_PROMISE,
+                         (workflow_id, name, "resolved", text, None, unix_seconds(time)))
+
+    def reject_promise(
+        self,
+        workflow_id: str,
+        name: str,
+        message: str,
+        *,
+        time: _dt.datetime | float | None = None,
+    ) -> Transaction:
+        """Reject the promise with ``message``; same rules as :meth:`resolve_promise`."""
+        return self._add(workflow_id, Op.COMPLETE_PROMISE,
+                         (workflow_id, name, "rejected", None, str(message), unix_seconds(time)))
+
+    # -- state and monitors -----------------------------------------------
+
+    def set_state(
+        self, workflow_id: str, key: str, value: Any, *, time: _dt.datetime | float | None = None
+    ) -> Transaction:
+        """Set a workflow's state ``key`` (readable from outside with ``get_state``)."""
+        params = (
+            workflow_id,
+            key,
+            _encode(value, f"state {key!r} of workflow {workflow_id!r}"),
+            unix_seconds(time),
+        )
+        return self._add(workflow_id, Op.SET_STATE, params)
+
+    def add_monitor(self, workflow_id: str, watcher: Pid | str) -> Transaction:
+        """``watcher`` gets the workflow's ``EXIT`` durably; idempotent."""
+        return self._add(workflow_id, Op.ADD_MONITOR, (workflow_id, str(watcher), _time.time()))
+
+    def remove_monitor(self, workflow_id: str, watcher: Pid | str) -> Transaction:
+        """Stop ``watcher`` watching the workflow."""
+        return self._add(workflow_id, Op.REMOVE_MONITOR, (workflow_id, str(watcher)))
