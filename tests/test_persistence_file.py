@@ -271,6 +271,26 @@ def test_check_file_after_close_says_closed(db_path: str) -> None:
         s.check_file()
 
 
+def test_no_permission_for_the_lock_file_is_a_store_error(
+    db_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """(Simulated: the tests may run as root, whom permissions do not stop.)"""
+    real_open = os.open
+
+    def refusing(name: str, *args: object, **kw: object) -> int:
+        if str(name).endswith(".lock"):
+            raise PermissionError(13, "Permission denied", name)
+        return real_open(name, *args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "open", refusing)
+    with pytest.raises(StoreError) as info:
+        SQLiteStore(db_path)
+    message = str(info.value)
+    assert db_path in message and db_path + ".lock" in message
+    assert "Permission denied" in message
+    assert not os.path.exists(db_path)
+
+
 # -- read-only file systems ------------------------------------------------------------
 
 

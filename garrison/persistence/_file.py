@@ -187,9 +187,15 @@ def _sync_directory(directory: str) -> None:
         os.close(fd)
 
 
-def identity(file: str) -> FileIdentity:
-    """``(st_dev, st_ino)`` of the file at ``file`` now."""
-    st = os.stat(file)
+def identity(file: str, path: str | None) -> FileIdentity:
+    """``(st_dev, st_ino)`` of the file at ``file`` now (what :func:`check_identity`
+    compares with)."""
+    try:
+        st = os.stat(file)
+    except OSError as exc:
+        raise StoreError(
+            path, f"the file went away while it was being opened: {_reason(exc)}"
+        ) from exc
     return st.st_dev, st.st_ino
 
 

@@ -670,7 +670,7 @@ class SQLiteStore:
                 self._prepare(self.db, pragma_sync)
                 self._reader = self._connect(file, busy_timeout)
                 conns.append(self._reader)
-                self._identity = _file.identity(file)
+                self._identity = _file.identity(file, self.path)
             except sqlite3.Error as exc:
                 raise _file.store_error(self.path, file, exc, busy_timeout) from exc
         except BaseException:
