@@ -4,6 +4,12 @@ Works whether or not a node runs on the store: the store is opened without its
 lock, reads see committed state, and writes (signal, resolve, reject, cancel)
 commit at once; a running node picks them up immediately, a stopped one on its
 next start.
+
+Exit codes: 0 done; 1 the workflow or promise is not there, or refuses the
+request (finished, already resolved); 2 bad arguments or a store that cannot be
+used (missing, damaged, not a garrison store, newer schema, refused by the
+system), always as one line on stderr; 141 (128 + SIGPIPE) when the reader of
+stdout went away (``... | head``), quietly, as other Unix tools do.
 """
 
 from __future__ import annotations
@@ -11,14 +17,19 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import json
+import os
+import signal
+import sqlite3
 import sys
 import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from ._errors import GarrisonError, PromiseAlreadyCompleted
+from ._errors import GarrisonError, NoSuchWorkflow, PromiseAlreadyCompleted
 
 FINAL = {"completed", "failed", "cancelled"}
+#: the exit status of a command whose stdout reader went away (killed by SIGPIPE)
+BROKEN_PIPE = 128 + signal.SIGPIPE
 
 
 def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -33,7 +44,10 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
                     help="only these statuses (repeat or comma-separate)")
     ls.add_argument("--search", action="append", default=[], metavar="KEY=VALUE",
                     help="filter on search attributes (VALUE is JSON or a plain string)")
-    ls.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
+    ls.add_argument("--wide", action="store_true",
+                    help="show search attributes whole (the table cuts them at 40 characters)")
+    ls.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                    help="one JSON array of full workflow records")
 
     for name, helptext in (("show", "one workflow in detail"),
                            ("history", "its journal, one record per line")):
@@ -70,38 +84,69 @@ class _Fail(Exception):
 
 
 def cmd_workflows(args: argparse.Namespace) -> int:
-    from .persistence import SQLiteStore
-
+    """Run one ``garrison workflows`` command; returns the exit status (see the module)."""
     try:
-        try:
-            store = SQLiteStore(args.store, lock=False)
-        except FileNotFoundError:
-            raise _Fail(f"no workflow store at {args.store!r}", 2) from None
-        except GarrisonError as exc:
-            raise _Fail(f"cannot open {args.store!r}: {exc}", 2) from None
-        try:
-            handler = _COMMANDS[args.wf_command]
-            handler(store, args)
-        finally:
-            store.close()
+        _run(args)
+        sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
+    except BrokenPipeError:
+        # The reader (``| head``) went away: stop quietly. Point stdout at /dev/null so
+        # the interpreter's last flush of what is still buffered cannot fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return BROKEN_PIPE
     except _Fail as exc:
         print(f"garrison workflows: {exc}", file=sys.stderr)
         return exc.code
     return 0
 
 
+def _run(args: argparse.Namespace) -> None:
+    from .persistence import SQLiteStore
+    from .persistence._file import store_error
+
+    try:
+        store = SQLiteStore(args.store, lock=False)
+    except FileNotFoundError:
+        raise _Fail(f"no workflow store at {args.store!r}", 2) from None
+    except GarrisonError as exc:  # StoreError, StoreVersionError: names the store
+        raise _Fail(str(exc), 2) from None
+    try:
+        _COMMANDS[args.wf_command](store, args)
+    except NoSuchWorkflow as exc:  # removed between our read and our write
+        raise _Fail(f"{exc} ({args.store})") from None
+    except GarrisonError as exc:
+        raise _Fail(str(exc), 2) from None
+    except sqlite3.Error as exc:  # a damaged page met by a read or a write
+        raise _Fail(str(store_error(args.store, args.store, exc, 5.0)), 2) from None
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        raise _Fail(f"store {args.store!r}: {exc.strerror or exc}", 2) from None
+    finally:
+        store.close()
+
+
 # ------------------------------------------------------------------ reads
 def _list(store: Any, args: argparse.Namespace) -> None:
+    from .persistence import WorkflowStatus
+
     statuses = [s.strip() for arg in args.status for s in arg.split(",") if s.strip()]
+    known = [s.value for s in WorkflowStatus]
+    for status in statuses:
+        if status not in known:
+            raise _Fail(f"--status {status!r} is not a workflow status: expected one of "
+                        f"{', '.join(known)}", 2)
     search = dict(_key_value(item) for item in args.search)
     rows = store.list_workflows(statuses or None, search or None)
     if args.json:
-        _print_json([_summary(r) for r in rows])
+        _print_json([_record(r) for r in rows])
         return
     if not rows:
         print("no workflows")
         return
-    table = [(r.workflow_id, r.name, str(r.status), _when(r.updated), _short(r.search))
+    width = None if args.wide else 40
+    table = [(r.workflow_id, r.name, str(r.status), _when(r.updated), _short(r.search, width))
              for r in rows]
     _print_table(("ID", "NAME", "STATUS", "UPDATED", "SEARCH"), table)
 
@@ -110,15 +155,7 @@ def _show(store: Any, args: argparse.Namespace) -> None:
     rec = _get(store, args.id)
     count, size = store.journal_size(rec.workflow_id)
     detail: dict[str, Any] = {
-        **_summary(rec),
-        "input": rec.input,
-        "result": rec.result,
-        "error": _error(rec.error),
-        "parent": str(rec.parent) if rec.parent else None,
-        "run_id": rec.run_id,
-        "attempt": rec.attempt,
-        "host": rec.host,
-        "cancel_requested": rec.cancel_requested,
+        **_record(rec),
         "journal_records": count,
         "journal_bytes": size,
         "pending_messages": [{"topic": m.topic, "payload": m.payload, "kind": m.kind}
@@ -147,9 +184,22 @@ def _history(store: Any, args: argparse.Namespace) -> None:
     if not records:
         print(f"workflow {rec.workflow_id!r} has no journal records yet")
         return
-    table = [(str(r.seq), _when(r.time), r.kind, r.name or "", str(r.attempts or ""),
-              _short(r.outcome, 60)) for r in records]
+    table: list[tuple[str, ...]] = []
+    expected = 1  # seq 0 is the state a continue-as-new run starts with
+    for r in records:
+        if r.seq > expected:
+            # A seq is taken where an operation starts, and recorded when it finishes;
+            # see "Command line" in the README.
+            gap = str(expected) if r.seq == expected + 1 else f"{expected}-{r.seq - 1}"
+            table.append((gap, "", "-", "", "", GAP_NOTE))
+        table.append((str(r.seq), _when(r.time), r.kind, r.name or "", str(r.attempts or ""),
+                      _short(r.outcome, 60)))
+        expected = r.seq + 1
     _print_table(("SEQ", "TIME", "KIND", "NAME", "ATTEMPTS", "OUTCOME"), table)
+
+
+#: the OUTCOME shown for sequence numbers without a journal record
+GAP_NOTE = "(no record: still running, or it raised before it was recorded)"
 
 
 # ------------------------------------------------------------------ writes
@@ -230,10 +280,19 @@ def _key_value(item: str) -> tuple[str, Any]:
         return key, raw
 
 
-def _summary(rec: Any) -> dict[str, Any]:
+def _record(rec: Any) -> dict[str, Any]:
+    """Every column of a workflow's row, as JSON."""
     return {"workflow_id": rec.workflow_id, "name": rec.name, "status": str(rec.status),
             "created": _when(rec.created), "updated": _when(rec.updated),
-            "search": rec.search, "memo": rec.memo}
+            "search": rec.search, "memo": rec.memo,
+            "input": rec.input,
+            "result": rec.result,
+            "error": _error(rec.error),
+            "parent": str(rec.parent) if rec.parent else None,
+            "run_id": rec.run_id,
+            "attempt": rec.attempt,
+            "host": rec.host,
+            "cancel_requested": rec.cancel_requested}
 
 
 def _error(error: Any) -> Any:
@@ -246,11 +305,12 @@ def _when(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-def _short(value: Any, width: int = 40) -> str:
+def _short(value: Any, width: int | None = 40) -> str:
+    """Compact JSON, cut to ``width`` characters (``None``: whole)."""
     if value in (None, {}, []):
         return ""
     text = json.dumps(value, default=str, separators=(",", ":"))
-    return text if len(text) <= width else text[: width - 1] + "…"
+    return text if width is None or len(text) <= width else text[: width - 1] + "…"
 
 
 def _print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:

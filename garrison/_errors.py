@@ -115,17 +115,21 @@ class PromiseAlreadyCompleted(GarrisonError):
 class StoreLocked(GarrisonError, RuntimeError):
     """A durable store is already open (by another node, in this or another process).
 
-    ``.path`` is the store's file. Tools that only read, or queue writes for the
-    running node, open the store with ``SQLiteStore(path, lock=False)``.
+    ``.path`` is the store's file as given, ``.lock_file`` the lock file (beside the
+    resolved file: a symlink to a held store is refused too). Tools that only read,
+    or queue writes for the running node, open the store with
+    ``SQLiteStore(path, lock=False)``.
     """
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, lock_file: str | None = None) -> None:
+        lock_file = lock_file if lock_file is not None else path + ".lock"
         super().__init__(
             f"store {path!r} is locked: another node has it open "
-            f"(lock file {path + '.lock'!r}); open it with lock=False to read "
+            f"(lock file {lock_file!r}); open it with lock=False to read "
             "it or queue writes for that node"
         )
         self.path = path
+        self.lock_file = lock_file
 
 
 class StoreVersionError(GarrisonError, RuntimeError):

@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import json
+import os
+import random
+import signal
+import sqlite3
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
 import workflow_app
 
 import garrison
+from garrison import process, workflow
+from garrison.persistence import SCHEMA_VERSION, SQLiteStore, Transaction
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -143,3 +151,199 @@ async def test_resolve_reaches_a_running_node(store_path: str) -> None:
         assert "resolved" in done.stdout
         with trio.fail_after(10):
             assert await handle.result() == "now"
+
+
+# -- damaged stores, bad arguments, pipes: one line on stderr, never a traceback ------
+
+
+def cli_here(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """``garrison workflows ARGS`` in this process: an exception escaping it fails the
+    test (it would be a traceback on the command line)."""
+    from garrison._cli import build_parser
+
+    parsed = build_parser().parse_args(["workflows", *args])
+    code = parsed.func(parsed)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _plain_store(path: str) -> None:
+    """A few workflows written straight to the store (no node: fast)."""
+    with SQLiteStore(path) as s:
+        for i in range(5):
+            s.write(Transaction().create_workflow(f"w{i}", "app:flow", [i],
+                                                  search={"n": i}))
+
+
+def _truncate_half(path: str) -> None:
+    os.truncate(path, os.path.getsize(path) // 2)
+
+
+def _overwrite_workflows_table(path: str) -> None:
+    conn = sqlite3.connect(path)
+    page = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = 'workflows'")
+    root = page.fetchone()[0]
+    conn.close()
+    with open(path, "r+b") as f:
+        f.seek((root - 1) * 4096)
+        f.write(random.Random(3).randbytes(4096))
+
+
+def _zero_length(path: str) -> None:
+    os.truncate(path, 0)
+
+
+def _text_file(path: str) -> None:
+    Path(path).write_text("this is not a database\n" * 100)
+
+
+def _other_app(path: str) -> None:
+    os.unlink(path)
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE orders (id INTEGER PRIMARY KEY)")
+    conn.commit()
+    conn.close()
+
+
+def _newer_schema(path: str) -> None:
+    conn = sqlite3.connect(path)
+    conn.execute("INSERT INTO schema_version VALUES (?, 0)", (SCHEMA_VERSION + 1,))
+    conn.commit()
+    conn.close()
+
+
+def _missing_tables(path: str) -> None:
+    conn = sqlite3.connect(path)
+    conn.execute("DROP TABLE inbox")
+    conn.commit()
+    conn.close()
+
+
+@pytest.mark.parametrize(("damage", "said"), [
+    (_truncate_half, "damaged"),
+    (_overwrite_workflows_table, "damaged"),
+    (_zero_length, "truncated"),
+    (_text_file, "not a SQLite database"),
+    (_other_app, "not a garrison store"),
+    (_newer_schema, "newer garrison"),
+    (_missing_tables, "no table inbox"),
+])  # fmt: skip
+def test_a_damaged_store_is_one_line_and_exit_2(
+    capsys: pytest.CaptureFixture[str], store_path: str, damage: Any, said: str
+) -> None:
+    _plain_store(store_path)
+    assert not os.path.exists(store_path + "-wal")  # everything is in the file
+    damage(store_path)
+    for command in (["list"], ["show", "w1"], ["signal", "w1", "go"]):
+        code, out, err = cli_here(capsys, "--store", store_path, *command)
+        assert code == 2, (command, out, err)
+        assert out == ""
+        assert err.count("\n") == 1 and err.startswith("garrison workflows: "), err
+        assert store_path in err and said in err, err
+
+
+def test_unknown_status_is_a_usage_error(capsys: pytest.CaptureFixture[str],
+                                         store_path: str) -> None:
+    _plain_store(store_path)
+    code, out, err = cli_here(capsys, "--store", store_path, "list", "--status", "bogus")
+    assert code == 2 and out == ""
+    assert "'bogus'" in err and "waiting" in err and err.count("\n") == 1
+
+
+def test_wide_and_json_show_search_attributes_whole(capsys: pytest.CaptureFixture[str],
+                                                     store_path: str) -> None:
+    long = "x" * 120
+    with SQLiteStore(store_path) as s:
+        s.write(Transaction().create_workflow("w1", "app:flow", [1], search={"note": long},
+                                              memo={"by": "ann"}))
+    code, out, _ = cli_here(capsys, "--store", store_path, "list")
+    assert code == 0 and long not in out and "…" in out
+    code, out, _ = cli_here(capsys, "--store", store_path, "list", "--wide")
+    assert code == 0 and json.dumps({"note": long}, separators=(",", ":")) in out
+    code, out, _ = cli_here(capsys, "--store", store_path, "list", "--json")
+    [record] = json.loads(out)
+    assert record["search"] == {"note": long} and record["memo"] == {"by": "ann"}
+    assert record["input"] == [1] and record["attempt"] == 1 and record["run_id"]
+    assert {"result", "error", "parent", "host", "cancel_requested"} <= set(record)
+
+
+def test_history_marks_sequence_numbers_without_a_record(
+    capsys: pytest.CaptureFixture[str], store_path: str
+) -> None:
+    with SQLiteStore(store_path) as s:
+        tx = Transaction().create_workflow("w1", "app:flow")
+        for seq in (1, 4, 6):
+            tx.append_journal("w1", seq, "now", "", 1.5)
+        s.write(tx)
+    code, out, _ = cli_here(capsys, "--store", store_path, "history", "w1")
+    assert code == 0
+    seqs = [line.split()[0] for line in out.splitlines()[1:]]
+    assert seqs == ["1", "2-3", "4", "5", "6"]
+    assert out.count("no record") == 2
+    # --json lists the records only
+    code, out, _ = cli_here(capsys, "--store", store_path, "history", "w1", "--json")
+    assert [r["seq"] for r in json.loads(out)] == [1, 4, 6]
+
+
+async def gappy() -> str:
+    """A send to a name nobody holds takes a sequence number and records nothing."""
+    workflow.now()
+    try:
+        await process.send("nobody-has-this-name", "hello", 1)
+    except garrison.NoSuchProcess:
+        pass
+    workflow.now()
+    return "done"
+
+
+async def test_a_failed_send_leaves_a_marked_gap_in_the_history(
+    capsys: pytest.CaptureFixture[str], store_path: str
+) -> None:
+    async with garrison.open_node(store=store_path) as node:
+        await node.start_workflow(gappy, id="g-1")
+        assert await node.workflow("g-1").result() == "done"
+    code, out, _ = cli_here(capsys, "--store", store_path, "history", "g-1")
+    assert code == 0
+    rows = [line.split()[:3] for line in out.splitlines()[1:]]
+    assert [row[0] for row in rows] == ["1", "2", "3"]
+    assert "no record" in out.splitlines()[2]
+
+
+def test_a_closed_pipe_ends_quietly(store_path: str) -> None:
+    """``garrison workflows show ID | head -1``: the reader is gone before the output."""
+    _plain_store(store_path)
+    read, write = os.pipe()
+    os.close(read)  # nobody will read: every write fails with EPIPE
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "garrison", "workflows", "--store", store_path,
+             "show", "w1"],
+            cwd=ROOT, stdout=write, stderr=subprocess.PIPE, text=True, timeout=60,
+        )  # fmt: skip
+    finally:
+        os.close(write)
+    assert done.stderr == ""
+    assert done.returncode == 128 + signal.SIGPIPE
+
+
+def test_a_read_only_file_system_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    from test_persistence_file import _read_only_available, run_on_read_only
+
+    if not _read_only_available(tmp_path):
+        pytest.skip("needs unshare and mount in a user namespace")
+    data = tmp_path / "ro"
+    data.mkdir()
+    path = str(data / "wf.db")
+    _plain_store(path)
+    code = textwrap.dedent(
+        f"""
+        import sys
+        from garrison._cli import main
+        sys.exit(main(["workflows", "--store", {path!r}, "list"]))
+        """
+    )
+    done = run_on_read_only(data, code)
+    assert done.returncode == 2, done.stderr
+    assert done.stdout == ""
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    assert path in done.stderr and "Read-only file system" in done.stderr

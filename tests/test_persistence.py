@@ -96,8 +96,11 @@ def test_newer_schema_is_refused_naming_file_and_versions(db_path: str) -> None:
 def test_unlocked_opener_does_not_create_or_migrate(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         SQLiteStore(str(tmp_path / "missing.db"), lock=False)
-    empty = str(tmp_path / "empty.db")
-    sqlite3.connect(empty).close()
+    empty = str(tmp_path / "empty.db")  # a SQLite database without tables
+    conn = sqlite3.connect(empty)
+    conn.execute("CREATE TABLE t (x)")
+    conn.execute("DROP TABLE t")
+    conn.close()
     with pytest.raises(StoreVersionError, match="open it once with a node"):
         SQLiteStore(empty, lock=False)
 

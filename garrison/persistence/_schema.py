@@ -18,9 +18,17 @@ from collections.abc import Callable
 
 import sqlite_utils
 
-from .._errors import StoreVersionError
+from .._errors import StoreError, StoreVersionError
 
-__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "migrate", "read_version"]
+__all__ = [
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "TABLES",
+    "check_garrison",
+    "check_tables",
+    "migrate",
+    "read_version",
+]
 
 
 def _v1_initial(db: sqlite_utils.Database) -> None:
@@ -136,6 +144,41 @@ def _v1_initial(db: sqlite_utils.Database) -> None:
 #: ``MIGRATIONS[i]`` migrates version ``i`` to ``i + 1``.
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1_initial]
 SCHEMA_VERSION = len(MIGRATIONS)
+
+#: The tables of schema :data:`SCHEMA_VERSION` (a store without one is damaged).
+TABLES = ("schema_version", "workflows", "journal", "inbox", "timers", "promises", "state",
+          "monitors", "wakeups")
+
+
+def _user_tables(db: sqlite_utils.Database) -> list[str]:
+    return [name for name in db.table_names() if not name.startswith("sqlite_")]
+
+
+def check_garrison(db: sqlite_utils.Database, path: str | None) -> None:
+    """Refuse a database of another application (tables, but no ``schema_version``)
+    with :class:`~garrison.StoreError`, before anything writes to it. An empty
+    database is accepted: it has nothing to lose."""
+    tables = _user_tables(db)
+    if tables and "schema_version" not in tables:
+        shown = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
+        raise StoreError(
+            path,
+            f"not a garrison store: a SQLite database with other tables ({shown}) and "
+            "no garrison schema; give garrison a file of its own",
+        )
+
+
+def check_tables(db: sqlite_utils.Database, path: str | None) -> None:
+    """After :func:`migrate`: every table of the schema is there, else
+    :class:`~garrison.StoreError` naming the missing ones."""
+    present = set(_user_tables(db))
+    missing = [name for name in TABLES if name not in present]
+    if missing:
+        raise StoreError(
+            path,
+            f"the store is damaged: schema version {read_version(db)} has no table "
+            f"{', '.join(missing)}; restore the store from a backup",
+        )
 
 
 def read_version(db: sqlite_utils.Database) -> int:

@@ -46,8 +46,9 @@ from typing import Any
 import sqlite_utils
 import trio
 
-from .._errors import NoSuchWorkflow, PromiseAlreadyCompleted, StoreLocked
+from .._errors import NoSuchWorkflow, PromiseAlreadyCompleted, StoreError
 from ..actors._values import Pid
+from . import _file
 from ._converter import to_json
 from ._group_commit import CommitRequest, GroupCommit, Strategy
 from ._records import (
@@ -63,7 +64,7 @@ from ._records import (
     WorkflowStatus,
     parse_status,
 )
-from ._schema import SCHEMA_VERSION, migrate
+from ._schema import SCHEMA_VERSION, check_garrison, check_tables, migrate
 from ._store import Store
 from ._transaction import Op, Transaction, unix_seconds
 
@@ -217,14 +218,29 @@ class SQLiteStore:
     ``"full"`` also survives power loss (an fsync per commit; group commit
     shares it). Anything else raises ``ValueError``.
 
-    A durable store takes an exclusive ``flock`` on ``<path>.lock`` (the
-    kernel drops it when the process dies); a second opener, in this process
-    or another, gets :class:`~garrison.StoreLocked`. Tools (the ``garrison
+    A new store file, its lock file and SQLite's ``-wal`` and ``-shm`` files are
+    created with ``mode`` (default ``0o600``, owner only: the journal holds
+    payloads), whatever the umask; an existing file keeps its mode (and SQLite
+    gives ``-wal`` and ``-shm`` the mode of the store file).
+
+    A durable store takes an exclusive ``flock`` on ``<resolved path>.lock``
+    (symlinks resolved; the kernel drops it when the process dies); a second
+    opener, in this process or another, by this path or another way to the
+    same file, gets :class:`~garrison.StoreLocked`. Tools (the ``garrison
     workflows`` CLI) open with ``lock=False``: they read freely, and their
     writes (inbox messages, promise resolutions, cancel requests) commit at
     once and also leave a wakeup row; the node holding the lock picks them up
     with :meth:`take_wakeups` (polling it, which costs one indexed query). An
-    unlocked opener never creates or migrates a database.
+    unlocked opener never creates or migrates a database (a missing file is
+    ``FileNotFoundError``).
+
+    What is at ``path`` is checked before it is used: an empty (truncated) file,
+    a file that is not a SQLite database, another application's database, a
+    store missing tables, a damaged file, or one the operating system refuses
+    (read-only file system, no permission) raise :class:`~garrison.StoreError`
+    naming the file and the problem, and nothing is written to it. While the
+    store is open, :meth:`check_file` tells whether the file is still the one
+    opened.
 
     Use as a context manager or call :meth:`close`.
     """
@@ -236,6 +252,7 @@ class SQLiteStore:
         synchronous: str = "normal",
         lock: bool = True,
         busy_timeout: float = 5.0,
+        mode: int = _file.DEFAULT_MODE,
     ) -> None:
         if not isinstance(synchronous, str) or synchronous.lower() not in _SYNCHRONOUS:
             raise ValueError(
@@ -243,8 +260,11 @@ class SQLiteStore:
                 "(survives a killed process) or 'full' (also survives power loss)"
             )
         self.synchronous = synchronous.lower()
+        #: the mode new files of this store are created with
+        self.mode = _file.check_mode(mode)
         self.locked = False
         self._lock_fd: int | None = None
+        self._lock_file: str | None = None
         self._tempdir: str | None = None
         self._closed = False
         self._closing = threading.Event()  # stops the wakeup watcher thread
@@ -258,24 +278,34 @@ class SQLiteStore:
             self.path = os.fspath(path)
             file = self.path
             pragma_sync = _SYNCHRONOUS[self.synchronous]
-            if lock:
-                self._lock_fd = _take_lock(self.path)
-                self.locked = True
-            else:
-                if not os.path.exists(self.path):
-                    raise FileNotFoundError(f"no garrison store at {self.path!r}")
-                self._notify_node = True
+            self._notify_node = not lock
+        self._file = file
+        conns: list[sqlite3.Connection] = []
         try:
-            self._conn = self._connect(file, busy_timeout)
-            mode = self._conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-            if mode.lower() != "wal":  # pragma: no cover - only on odd filesystems
-                raise RuntimeError(f"store {file!r}: cannot enable WAL mode (got {mode!r})")
-            self._conn.execute(f"PRAGMA synchronous={pragma_sync}")
-            #: the sqlite-utils view of the writer connection (schema work)
-            self.db = sqlite_utils.Database(self._conn)
-            migrate(self.db, self.path or ":memory:", allow_migrate=not self._notify_node)
-            self._reader = self._connect(file, busy_timeout)
+            try:
+                if lock and self.path is not None:
+                    self._lock_fd, self._lock_file = _file.take_lock(self.path, self.mode)
+                    self.locked = True
+                if not _file.existing(file, self.path):
+                    if self._notify_node:
+                        raise FileNotFoundError(f"no garrison store at {self.path!r}")
+                    _file.create(
+                        file, self.path, self.mode,
+                        lambda new: self._build(new, pragma_sync, busy_timeout),
+                    )  # fmt: skip
+                self._conn = self._connect(file, busy_timeout)
+                conns.append(self._conn)
+                #: the sqlite-utils view of the writer connection (schema work)
+                self.db = sqlite_utils.Database(self._conn)
+                self._prepare(self.db, pragma_sync)
+                self._reader = self._connect(file, busy_timeout)
+                conns.append(self._reader)
+                self._identity = _file.identity(file, self.path)
+            except sqlite3.Error as exc:
+                raise _file.store_error(self.path, file, exc, busy_timeout) from exc
         except BaseException:
+            for conn in conns:
+                conn.close()
             self._release()
             raise
         self._write_lock = threading.Lock()
@@ -296,6 +326,26 @@ class SQLiteStore:
             "failed_batches": 0,
         }
 
+    def _prepare(self, db: sqlite_utils.Database, pragma_sync: str) -> None:
+        """Refuse another application's database (before anything writes to it), then
+        WAL mode, the synchronous level, migrations and the check of every table."""
+        check_garrison(db, self.path)
+        conn = db.conn
+        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if mode.lower() != "wal":  # pragma: no cover - only on odd filesystems
+            raise StoreError(self.path, f"cannot enable WAL mode (got {mode!r})")
+        conn.execute(f"PRAGMA synchronous={pragma_sync}")
+        migrate(db, self.path or ":memory:", allow_migrate=not self._notify_node)
+        check_tables(db, self.path)
+
+    def _build(self, file: str, pragma_sync: str, busy_timeout: float) -> None:
+        """A new store's file: the schema in WAL mode; closing it leaves no -wal."""
+        conn = self._connect(file, busy_timeout)
+        try:
+            self._prepare(sqlite_utils.Database(conn), pragma_sync)
+        finally:
+            conn.close()
+
     @staticmethod
     def _connect(file: str, busy_timeout: float) -> sqlite3.Connection:
         conn = sqlite3.connect(
@@ -304,6 +354,21 @@ class SQLiteStore:
         conn.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
         conn.execute("PRAGMA foreign_keys=ON")
         return conn
+
+    def check_file(self) -> None:
+        """Raise :class:`~garrison.StoreError` if the store's file is no longer the
+        one this store opened: deleted, replaced (another file renamed over it),
+        truncated to 0 bytes, or its lock file deleted or replaced.
+
+        A node writing to a deleted file carries on without error (into an inode no
+        path reaches) and loses everything it wrote when it closes; this tells.
+        Cheap (a ``stat`` of the file and of the lock file): call it after a write
+        error and periodically.
+        """
+        self._check_open()
+        _file.check_identity(
+            self._file, self.path, self._identity, self._lock_fd, self._lock_file
+        )
 
     # -- lifetime ----------------------------------------------------------
 
@@ -723,20 +788,6 @@ class SQLiteStore:
             (str(watcher),),
         )
         return [row[0] for row in rows]
-
-
-def _take_lock(path: str) -> int:
-    lock_path = path + ".lock"
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise StoreLocked(path) from None
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
 
 
 def _conforms(store: SQLiteStore) -> Store:

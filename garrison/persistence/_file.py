@@ -1,0 +1,289 @@
+"""The SQLite store's file on disk: its lock, its creation, and the checks that refuse
+a file which is not (or is no longer) a garrison store.
+
+Every problem found here is a :class:`~garrison.StoreError` naming the store and what
+is wrong (or :class:`~garrison.StoreLocked`); a raw ``sqlite3`` or ``OSError`` never
+leaves the opening of a store.
+
+The lock
+--------
+A node takes an exclusive ``flock`` on ``<resolved path>.lock``: the path with every
+symlink and ``..`` resolved (``os.path.realpath``), so a symlink to the store, or the
+same file reached from another directory, meets the same lock. (A hard link under
+another name is not detected: it is a second name of the same inode, not a path to
+resolve.)
+
+Why a lock file beside the store rather than ``flock`` on the database file itself:
+SQLite locks the database and its ``-shm`` with POSIX ``fcntl`` locks. On Linux
+``flock`` and ``fcntl`` locks are independent, but on the BSDs and macOS they are one
+lock table (an exclusive ``flock`` on the database would block the shared locks every
+reader, tools included, takes), and on NFS Linux emulates ``flock`` with a whole-file
+``fcntl`` lock, which SQLite's own ``close()`` of the same file in this process would
+silently drop (closing any descriptor releases a process's ``fcntl`` locks on that
+file). A file SQLite never opens keeps our lock apart from SQLite's locking on every
+platform, in WAL mode and out of it.
+
+Creation
+--------
+A new store is built complete (schema, WAL mode) under ``<resolved path>.new`` and
+then hard-linked into place, so the path never holds a half-made store: a zero-length
+file at a store's path is always damage (a truncation, or not a garrison store) and is
+refused rather than silently started over. The files are created with ``mode``
+(default ``0o600``: the journal holds payloads) whatever the umask; SQLite gives the
+``-wal`` and ``-shm`` files the mode of the database file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import sqlite3
+import stat
+from collections.abc import Callable
+
+from .._errors import StoreError, StoreLocked
+
+__all__ = [
+    "DEFAULT_MODE",
+    "FileIdentity",
+    "check_identity",
+    "check_mode",
+    "create",
+    "existing",
+    "identity",
+    "store_error",
+    "take_lock",
+]
+
+#: the mode of a new store's files: owner only, the journal holds payloads
+DEFAULT_MODE = 0o600
+
+#: ``(st_dev, st_ino)`` of a file
+FileIdentity = tuple[int, int]
+
+
+def check_mode(mode: object) -> int:
+    """``mode`` if it is permission bits (``0`` to ``0o777``), else ``ValueError``."""
+    if isinstance(mode, bool) or not isinstance(mode, int) or not 0 <= mode <= 0o777:
+        raise ValueError(
+            f"invalid file mode {mode!r}: expected permission bits such as 0o600 "
+            "(owner only, the default) or 0o640 (owner and group may read)"
+        )
+    return mode
+
+
+def _open_new_or_existing(name: str, mode: int) -> int:
+    """Open ``name`` read-write; if this call creates it, give it exactly ``mode``."""
+    flags = os.O_RDWR | os.O_CLOEXEC
+    try:
+        fd = os.open(name, flags | os.O_CREAT | os.O_EXCL, mode)
+    except FileExistsError:
+        return os.open(name, flags)
+    try:
+        os.fchmod(fd, mode)  # the umask took bits away from ``mode``
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def take_lock(path: str, mode: int) -> tuple[int, str]:
+    """Take the node's lock of the store at ``path``: ``(fd, lock file)``.
+
+    :class:`~garrison.StoreLocked` if another opener holds it (in this process or
+    another); :class:`~garrison.StoreError` if the lock file cannot be created.
+    """
+    name = os.path.realpath(path) + ".lock"
+    try:
+        fd = _open_new_or_existing(name, mode)
+    except OSError as exc:
+        raise StoreError(
+            path, f"cannot open its lock file {name!r}: {_reason(exc)}"
+        ) from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise StoreLocked(path, name) from None
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, name
+
+
+def existing(file: str, path: str | None) -> bool:
+    """Whether a store file is at ``file``; refuses what cannot be one.
+
+    ``False`` if nothing is there. :class:`~garrison.StoreError` for a directory or
+    other non-file, and for an empty file: garrison never leaves one at a store's
+    path (see :func:`create`), so it is a truncated store or somebody else's file,
+    and starting a new store over it would hide that the data is gone.
+    """
+    try:
+        st = os.stat(file)
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise StoreError(path, f"cannot read the file: {_reason(exc)}") from exc
+    if not stat.S_ISREG(st.st_mode):
+        raise StoreError(path, "not a regular file, so not a garrison store")
+    if st.st_size == 0:
+        raise StoreError(
+            path,
+            "the file is empty (0 bytes): the store was truncated, or this is not a "
+            "garrison store. garrison does not start a new store over it; restore the "
+            "store from a backup, or move the file away to start a new one",
+        )
+    return True
+
+
+def create(file: str, path: str | None, mode: int, build: Callable[[str], None]) -> None:
+    """Create a new store at ``file`` with ``build(temporary_file)`` and link it into place.
+
+    The caller holds the store's lock (or owns the directory), so it is the only one
+    creating this store: a ``.new`` file left by a creation that crashed is removed.
+    """
+    real = os.path.realpath(file)
+    new = real + ".new"
+    _remove_database(new)
+    try:
+        try:
+            os.close(_open_new_or_existing(new, mode))
+        except OSError as exc:
+            raise StoreError(path, f"cannot create {new!r}: {_reason(exc)}") from exc
+        build(new)  # closes its connection: the file is complete and has no -wal
+        try:
+            os.link(new, real)
+        except FileExistsError:
+            pass  # made meanwhile by somebody else: it is checked like any existing file
+        except OSError:  # a file system without hard links
+            if not os.path.exists(real):
+                os.rename(new, real)
+        _sync_directory(os.path.dirname(real))
+    except OSError as exc:
+        raise StoreError(path, f"cannot create {real!r}: {_reason(exc)}") from exc
+    finally:
+        _remove_database(new)
+
+
+def _remove_database(file: str) -> None:
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(file + suffix)
+
+
+def _sync_directory(directory: str) -> None:
+    """Make a new directory entry durable (a store created just before a power loss)."""
+    try:
+        fd = os.open(directory or ".", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:  # pragma: no cover - a directory we cannot open for reading
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover - file systems that cannot sync directories
+        pass
+    finally:
+        os.close(fd)
+
+
+def identity(file: str, path: str | None) -> FileIdentity:
+    """``(st_dev, st_ino)`` of the file at ``file`` now (what :func:`check_identity`
+    compares with)."""
+    try:
+        st = os.stat(file)
+    except OSError as exc:
+        raise StoreError(
+            path, f"the file went away while it was being opened: {_reason(exc)}"
+        ) from exc
+    return st.st_dev, st.st_ino
+
+
+def check_identity(
+    file: str,
+    path: str | None,
+    opened: FileIdentity,
+    lock_fd: int | None,
+    lock_file: str | None,
+) -> None:
+    """:class:`~garrison.StoreError` if ``file`` is not the file opened as ``opened``
+    (deleted, replaced, truncated), or the lock file was deleted or replaced."""
+    try:
+        st = os.stat(file)
+    except FileNotFoundError:
+        st = None
+    except OSError as exc:
+        raise StoreError(path, f"cannot check the file: {_reason(exc)}") from exc
+    if st is None or (st.st_dev, st.st_ino) != opened:
+        raise StoreError(
+            path,
+            "the file was deleted or replaced while the node ran: what the node wrote "
+            "since then is not in the file at that path. Stop the node and restore the "
+            "store from a backup",
+        )
+    if st.st_size == 0:
+        raise StoreError(
+            path,
+            "the file was truncated to 0 bytes while the node ran. Stop the node and "
+            "restore the store from a backup",
+        )
+    if lock_fd is not None and lock_file is not None:
+        held = os.fstat(lock_fd)
+        try:
+            now = os.stat(lock_file)
+        except FileNotFoundError:
+            now = None
+        if now is None or (now.st_dev, now.st_ino) != (held.st_dev, held.st_ino):
+            raise StoreError(
+                path,
+                f"its lock file {lock_file!r} was deleted or replaced while the node ran: "
+                "another node could now open the store too. Stop the node (and any other "
+                "node on this store) and start one again",
+            )
+
+
+def store_error(
+    path: str | None, file: str, exc: sqlite3.Error, busy_timeout: float
+) -> StoreError:
+    """The :class:`~garrison.StoreError` that says what a SQLite error at open means."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    primary = code & 0xFF if isinstance(code, int) else None
+    said = f"({exc})"
+    if code == sqlite3.SQLITE_READONLY_DBMOVED:
+        what = f"the file was deleted or moved while it was being opened {said}"
+    elif primary == sqlite3.SQLITE_NOTADB:
+        what = f"not a SQLite database, so not a garrison store {said}"
+    elif primary == sqlite3.SQLITE_CORRUPT:
+        what = (f"the store is damaged {said}: it was truncated or overwritten; restore "
+                "the store from a backup")
+    elif primary in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+        what = ("the file stayed locked by another connection for more than the "
+                f"busy timeout ({busy_timeout:g}s) {said}")
+    elif primary == sqlite3.SQLITE_FULL:
+        what = f"the disk is full {said}"
+    elif primary in (sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_PERM,
+                     sqlite3.SQLITE_IOERR, sqlite3.SQLITE_AUTH):
+        what = f"cannot use the file {said}"
+        reason = _os_reason(file)
+        if reason:
+            what += f": {reason}"
+    else:
+        what = f"SQLite error {said}"
+    return StoreError(path, what)
+
+
+def _os_reason(file: str) -> str | None:
+    """Why the operating system refuses the store (SQLite's messages do not say)."""
+    try:
+        os.close(os.open(file, os.O_RDWR | os.O_CLOEXEC))
+    except OSError as exc:
+        return f"it cannot be opened for writing: {_reason(exc)}"
+    directory = os.path.dirname(os.path.abspath(file))
+    if not os.access(directory, os.W_OK):
+        return (f"cannot create files in {directory!r} (SQLite keeps its -wal and -shm "
+                "files beside the store, even to read it)")
+    return None
+
+
+def _reason(exc: OSError) -> str:
+    return exc.strerror or str(exc)

@@ -1,0 +1,351 @@
+"""The SQLite store's file: the lock by resolved path, file modes, refusing a file
+that is not (or no longer) a garrison store, and ``check_file`` while open."""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import sqlite3
+import stat
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from garrison import StoreError, StoreLocked
+from garrison.persistence import SQLiteStore, Transaction, _schema
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> str:
+    return str(tmp_path / "app.db")
+
+
+def _seeded(path: str, n: int = 3) -> None:
+    with SQLiteStore(path) as s:
+        for i in range(n):
+            s.write(Transaction().create_workflow(f"w{i}", "app:flow", [i]))
+
+
+def _mode(path: str) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+# -- the lock: one node per file, however the file is named -----------------------
+
+
+def test_a_symlink_to_a_held_store_is_refused(tmp_path: Path, db_path: str) -> None:
+    link = tmp_path / "link.db"
+    link.symlink_to(db_path)
+    with SQLiteStore(db_path), pytest.raises(StoreLocked) as info:
+        SQLiteStore(str(link))
+    message = str(info.value)
+    assert info.value.path == str(link)
+    assert str(link) in message and "lock=False" in message
+    # the lock file named is the one of the real file
+    assert db_path + ".lock" in message
+
+
+def test_another_spelling_of_the_path_is_refused(tmp_path: Path, db_path: str) -> None:
+    (tmp_path / "a").mkdir()
+    other = os.path.join(str(tmp_path), "a", "..", "app.db")
+    with SQLiteStore(db_path), pytest.raises(StoreLocked):
+        SQLiteStore(other)
+    # and the other way round, from a relative path
+    cwd = os.getcwd()
+    os.chdir(tmp_path / "a")
+    try:
+        with SQLiteStore(other), pytest.raises(StoreLocked):
+            SQLiteStore("../app.db")
+    finally:
+        os.chdir(cwd)
+
+
+def test_a_store_created_through_a_dangling_symlink_lives_at_its_target(tmp_path: Path) -> None:
+    target = tmp_path / "data" / "real.db"
+    target.parent.mkdir()
+    link = tmp_path / "link.db"
+    link.symlink_to(target)
+    with SQLiteStore(str(link)):
+        assert target.is_file() and link.is_symlink()
+        assert (tmp_path / "data" / "real.db.lock").exists()
+        assert not (tmp_path / "link.db.lock").exists()
+        with pytest.raises(StoreLocked):
+            SQLiteStore(str(target))
+
+
+# -- file modes -------------------------------------------------------------------
+
+
+@pytest.fixture
+def open_umask() -> Iterator[None]:
+    old = os.umask(0)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+@pytest.mark.usefixtures("open_umask")
+@pytest.mark.parametrize("mode", [None, 0o640])
+def test_store_wal_shm_and_lock_files_are_private(db_path: str, mode: int | None) -> None:
+    expected = 0o600 if mode is None else mode
+    kw = {} if mode is None else {"mode": mode}
+    with SQLiteStore(db_path, **kw) as s:  # type: ignore[arg-type]
+        s.write(Transaction().create_workflow("w1", "app:flow"))
+        for suffix in ("", "-wal", "-shm", ".lock"):
+            assert os.path.exists(db_path + suffix), suffix
+            assert _mode(db_path + suffix) == expected, (suffix, oct(_mode(db_path + suffix)))
+
+
+@pytest.mark.usefixtures("open_umask")
+def test_an_existing_files_mode_is_left_alone(db_path: str) -> None:
+    _seeded(db_path)
+    os.chmod(db_path, 0o644)
+    with SQLiteStore(db_path) as s:
+        s.write(Transaction().create_workflow("w9", "app:flow"))
+        assert _mode(db_path) == 0o644
+        # SQLite gives -wal and -shm the database file's mode
+        assert _mode(db_path + "-wal") == 0o644
+
+
+def test_invalid_mode_is_refused(db_path: str) -> None:
+    for bad in (0o1777, -1, "0600", True):
+        with pytest.raises(ValueError, match="file mode"):
+            SQLiteStore(db_path, mode=bad)  # type: ignore[arg-type]
+    assert not os.path.exists(db_path)
+
+
+# -- what is at the path is checked before it is used -------------------------------
+
+
+def test_a_truncated_store_is_refused_not_started_over(db_path: str) -> None:
+    _seeded(db_path)
+    os.truncate(db_path, 0)
+    for lock in (True, False):
+        with pytest.raises(StoreError, match="truncated") as info:
+            SQLiteStore(db_path, lock=lock)
+        assert info.value.path == db_path
+    assert os.path.getsize(db_path) == 0  # nothing was written over it
+
+
+def test_a_file_that_is_not_a_sqlite_database_is_refused(db_path: str) -> None:
+    Path(db_path).write_text("name,total\nann,3\n")
+    for lock in (True, False):
+        with pytest.raises(StoreError, match="not a SQLite database") as info:
+            SQLiteStore(db_path, lock=lock)
+        assert db_path in str(info.value)
+        assert isinstance(info.value.__cause__, sqlite3.DatabaseError)
+    assert Path(db_path).read_text() == "name,total\nann,3\n"
+
+
+def test_a_database_of_another_app_is_refused_and_left_untouched(db_path: str) -> None:
+    conn = sqlite3.connect(db_path)
+    conn.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT)")
+    conn.execute("INSERT INTO users (name) VALUES ('ann')")
+    conn.commit()
+    conn.close()
+    with pytest.raises(StoreError, match="not a garrison store") as info:
+        SQLiteStore(db_path)
+    assert "users" in str(info.value)
+    conn = sqlite3.connect(db_path)
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"  # not made WAL
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    conn.close()
+    assert tables == {"users"}
+
+
+def test_a_store_missing_tables_is_refused(db_path: str) -> None:
+    _seeded(db_path)
+    conn = sqlite3.connect(db_path)
+    conn.execute("DROP TABLE timers")
+    conn.execute("DROP TABLE journal")
+    conn.commit()
+    conn.close()
+    for lock in (True, False):
+        with pytest.raises(StoreError, match="damaged") as info:
+            SQLiteStore(db_path, lock=lock)
+        assert "journal" in str(info.value) and "timers" in str(info.value)
+
+
+def test_a_damaged_store_is_a_store_error_naming_the_file(db_path: str) -> None:
+    _seeded(db_path, 200)
+    conn = sqlite3.connect(db_path)
+    root = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = 'schema_version'")
+    page = root.fetchone()[0]
+    conn.close()
+    with open(db_path, "r+b") as f:
+        f.seek((page - 1) * 4096)
+        f.write(random.Random(7).randbytes(4096))
+    with pytest.raises(StoreError, match="damaged") as info:
+        SQLiteStore(db_path)
+    assert db_path in str(info.value) and "malformed" in str(info.value)
+    assert isinstance(info.value.__cause__, sqlite3.DatabaseError)
+
+
+def test_a_directory_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="not a regular file"):
+        SQLiteStore(str(tmp_path), lock=False)
+
+
+def test_an_empty_sqlite_database_becomes_a_store(db_path: str) -> None:
+    conn = sqlite3.connect(db_path)
+    conn.execute("CREATE TABLE t (x)")
+    conn.execute("DROP TABLE t")
+    conn.close()
+    assert os.path.getsize(db_path) > 0
+    with SQLiteStore(db_path) as s:
+        assert s.list_workflows() == []
+
+
+def test_a_new_store_appears_only_complete(db_path: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A creation that fails half-way leaves nothing at the path (an empty file there
+    would be refused as truncated at the next start)."""
+
+    def broken(*args: object, **kw: object) -> int:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(_schema, "MIGRATIONS", [broken])
+    with pytest.raises(StoreError, match="disk I/O error"):
+        SQLiteStore(db_path)
+    monkeypatch.undo()
+    assert not os.path.exists(db_path)
+    assert sorted(os.listdir(os.path.dirname(db_path))) == ["app.db.lock"]
+    with SQLiteStore(db_path) as s:
+        assert s.list_workflows() == []
+
+
+# -- check_file: the file under a running node ---------------------------------------
+
+
+def test_check_file_passes_while_the_file_is_in_place(db_path: str) -> None:
+    with SQLiteStore(db_path) as s:
+        s.check_file()
+        s.write(Transaction().create_workflow("w1", "app:flow"))
+        s.check_file()
+    with SQLiteStore() as memory:
+        memory.check_file()
+
+
+def test_check_file_notices_a_deleted_store(db_path: str) -> None:
+    with SQLiteStore(db_path) as s:
+        os.unlink(db_path)
+        with pytest.raises(StoreError, match="deleted or replaced while the node ran") as info:
+            s.check_file()
+        assert info.value.path == db_path
+
+
+def test_check_file_notices_a_replaced_store(db_path: str, tmp_path: Path) -> None:
+    with SQLiteStore(db_path) as s:
+        s.write(Transaction().create_workflow("w1", "app:flow"))
+        shutil.copy(db_path, tmp_path / "copy.db")
+        os.replace(tmp_path / "copy.db", db_path)
+        with pytest.raises(StoreError, match="deleted or replaced"):
+            s.check_file()
+
+
+def test_check_file_notices_a_truncated_store(db_path: str) -> None:
+    with SQLiteStore(db_path) as s:
+        os.truncate(db_path, 0)
+        with pytest.raises(StoreError, match="truncated"):
+            s.check_file()
+
+
+def test_check_file_notices_a_deleted_lock_file(db_path: str) -> None:
+    with SQLiteStore(db_path) as s:
+        os.unlink(db_path + ".lock")
+        with pytest.raises(StoreError, match="lock file"):
+            s.check_file()
+
+
+def test_check_file_after_close_says_closed(db_path: str) -> None:
+    s = SQLiteStore(db_path)
+    s.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        s.check_file()
+
+
+def test_no_permission_for_the_lock_file_is_a_store_error(
+    db_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """(Simulated: the tests may run as root, whom permissions do not stop.)"""
+    real_open = os.open
+
+    def refusing(name: str, *args: object, **kw: object) -> int:
+        if str(name).endswith(".lock"):
+            raise PermissionError(13, "Permission denied", name)
+        return real_open(name, *args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "open", refusing)
+    with pytest.raises(StoreError) as info:
+        SQLiteStore(db_path)
+    message = str(info.value)
+    assert db_path in message and db_path + ".lock" in message
+    assert "Permission denied" in message
+    assert not os.path.exists(db_path)
+
+
+# -- read-only file systems ------------------------------------------------------------
+
+
+def _read_only_available(tmp_path: Path) -> bool:
+    if shutil.which("unshare") is None:
+        return False
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    done = subprocess.run(
+        ["unshare", "-rm", "sh", "-c",
+         f"mount --bind {probe} {probe} && mount -o remount,bind,ro {probe} && "
+         f"! touch {probe}/x 2>/dev/null"],
+        capture_output=True, timeout=30, check=False,
+    )  # fmt: skip
+    return done.returncode == 0
+
+
+def run_on_read_only(directory: Path, code: str) -> subprocess.CompletedProcess[str]:
+    """Run python ``code`` with ``directory`` mounted read-only (a private mount
+    namespace: nothing changes for the rest of the machine)."""
+    script = (
+        f"mount --bind {directory} {directory} && "
+        f"mount -o remount,bind,ro {directory} && exec \"$0\" -c \"$1\""
+    )
+    return subprocess.run(
+        ["unshare", "-rm", "sh", "-c", script, sys.executable, code],
+        capture_output=True, text=True, timeout=60, check=False, cwd=ROOT,
+    )  # fmt: skip
+
+
+def test_read_only_file_system_is_a_store_error_with_the_os_reason(tmp_path: Path) -> None:
+    if not _read_only_available(tmp_path):
+        pytest.skip("needs unshare and mount in a user namespace")
+    data = tmp_path / "ro"
+    data.mkdir()
+    path = str(data / "app.db")
+    _seeded(path)
+    os.unlink(path + ".lock")
+    code = textwrap.dedent(
+        f"""
+        from garrison import StoreError
+        from garrison.persistence import SQLiteStore
+        for lock in (True, False):
+            try:
+                SQLiteStore({path!r}, lock=lock)
+            except StoreError as exc:
+                print("StoreError", exc)
+            else:
+                print("OPENED")
+        """
+    )
+    done = run_on_read_only(data, code)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert len(lines) == 2, done.stdout
+    for line in lines:
+        assert line.startswith("StoreError"), line
+        assert path in line and "Read-only file system" in line
