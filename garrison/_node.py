@@ -42,32 +42,33 @@ class Host(Protocol):
     async def shutdown(self) -> None: ...
 
 
-_checked_targets: dict[Any, str] = {}
+#: which spawn targets are async, by code object (functions, methods, partials of
+#: them) or by class (callable objects): never by the target itself, so a closure or
+#: partial made per spawn is not kept alive here
+_async_targets: dict[Any, bool] = {}
 
 
 def check_target(fn: Any) -> str:
     """Check that ``fn`` is an async callable; return a label for logs."""
-    try:
-        return _checked_targets[fn]
-    except (KeyError, TypeError):
-        pass
     inner = fn
     while isinstance(inner, functools.partial):
         inner = inner.func
-    plain = inspect.isfunction(inner) or inspect.ismethod(inner)
-    call = inner if plain else getattr(inner, "__call__", None)  # noqa: B004
-    if call is None or not inspect.iscoroutinefunction(call):
+    key = getattr(inner, "__code__", None)
+    if key is None:
+        key = type(inner)
+    ok = _async_targets.get(key)
+    if ok is None:
+        plain = inspect.isfunction(inner) or inspect.ismethod(inner)
+        call = inner if plain else getattr(inner, "__call__", None)  # noqa: B004
+        ok = call is not None and inspect.iscoroutinefunction(call)
+        if len(_async_targets) < 4096:
+            _async_targets[key] = ok
+    if not ok:
         raise TypeError(
             f"cannot spawn {fn!r}: a process target must be an async function "
             "(async def) or an object with an async __call__"
         )
-    label = getattr(inner, "__qualname__", None) or type(inner).__name__
-    try:
-        if len(_checked_targets) < 4096:
-            _checked_targets[fn] = label
-    except TypeError:
-        pass
-    return label
+    return getattr(inner, "__qualname__", None) or type(inner).__name__
 
 
 class Node:

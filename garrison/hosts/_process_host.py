@@ -461,6 +461,8 @@ class ProcessHost:
         proc = self.procs.get(pid)
         if proc is None:
             return False
+        if event.kind is _EXIT and proc.monitoring:
+            proc.monitoring.discard(event.pid)  # that monitor is spent: forget the pid
         proc.deliver_event(event)
         return True
 
