@@ -15,7 +15,7 @@ import trio
 
 from ._errors import NoSuchProcess, ProcessError
 from .actors._mailbox import timeout_seconds
-from .actors._values import ErrorInfo, Event, Message, Pid
+from .actors._values import ErrorInfo, Event, Message, Pid, check_topic
 from .hosts._process_host import ProcessHost, noproc
 from .supervision._services import ServiceInfo, ServiceManager, start_services, stop_services
 
@@ -113,6 +113,8 @@ class Node:
 
     async def send(self, to: Pid | str, topic: str, payload: Any = None) -> None:
         """Send a message from outside any process (its ``sender`` is ``None``)."""
+        if type(topic) is not str:
+            topic = check_topic(topic, "node.send()")
         await self._send(None, to, topic, payload)
         await trio.lowlevel.checkpoint()
 
@@ -167,17 +169,24 @@ class Node:
         }
 
     def resolve(self, to: Pid | str) -> Pid:
-        """``to`` as a pid: a pid stays itself, a string is a registered name."""
-        if isinstance(to, Pid):
+        """``to`` as a pid: a pid stays itself; a string with a ``/`` is a pid's text
+        form (``str(pid)``, e.g. ``"workflows/order-17"``); any other string is a
+        registered name (or a service's entry id)."""
+        if type(to) is Pid:
             return to
         if isinstance(to, str):
+            if "/" in to:
+                return Pid.parse(to)
             pid = self.registry.get(to)
             if pid is None and self._services is not None:
                 pid = self._services.running_pid(to)  # a service's entry id
             if pid is None:
                 raise NoSuchProcess(to)
             return pid
-        raise TypeError(f"expected a Pid or a registered name, got {type(to).__name__}: {to!r}")
+        if isinstance(to, Pid):
+            return to
+        raise TypeError(f"expected a Pid, its text form or a registered name, got "
+                        f"{type(to).__name__}: {to!r}")
 
     # ================================================================== internals
     def _host(self, name: str) -> Any:
@@ -297,6 +306,9 @@ class Node:
     def _register(self, name: str, pid: Pid) -> None:
         if not isinstance(name, str) or not name:
             raise ValueError(f"a registered name must be a non-empty string, got {name!r}")
+        if "/" in name:
+            raise ValueError(f"cannot register {name!r}: a registered name must not contain "
+                             "'/' (a string with '/' is read as a pid, like 'workflows/order-17')")
         holder = self.registry.get(name)
         if holder is not None and holder != pid and self.hosts[holder.host].is_alive(holder):
             raise ValueError(f"name {name!r} is already registered by {holder}")

@@ -4,8 +4,9 @@ Each function asks the calling process's host for its runtime and calls it, so
 the same code is plain on a process host and journaled on a workflow host.
 Outside a process every call raises :class:`~garrison.NotInProcess`.
 
-Wherever a destination is taken (``to``), it is a :class:`~garrison.Pid` or a
-registered name.
+Wherever a destination is taken (``to``), it is a :class:`~garrison.Pid`, its
+text form ``str(pid)`` (``"workflows/order-17"``: a string with a ``/``) or a
+registered name (never contains ``/``). A message topic is a ``str``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 
 from .actors._mailbox import Inbox
 from .actors._runtime import current_runtime
-from .actors._values import Event, Message, Pid
+from .actors._values import Event, Message, Pid, check_topic
 
 __all__ = [
     "call",
@@ -80,6 +81,8 @@ async def send(to: Pid | str, topic: str, payload: Any = None) -> None:
     Order is kept per sender and receiver. A message to a dead pid is dropped and
     counted as a dead letter; a name nobody holds raises ``NoSuchProcess``.
     """
+    if type(topic) is not str:
+        topic = check_topic(topic, "process.send()")
     await current_runtime("process.send()").send(to, topic, payload)
 
 
@@ -171,4 +174,6 @@ async def call(to: Pid | str, topic: str, payload: Any = None, timeout: Any = "5
     watched, so its death fails the call at once with ``ProcessError``; a reply
     that arrives after the call gave up is dropped.
     """
+    if type(topic) is not str:
+        topic = check_topic(topic, "process.call()")
     return await current_runtime("process.call()").call(to, topic, payload, timeout)

@@ -97,6 +97,19 @@ class Event:
         return self.error is None
 
 
+def check_topic(topic: Any, what: str) -> str:
+    """``topic`` as a plain ``str``; anything else raises ``TypeError`` naming its type.
+
+    Called where a message enters the runtime (``process.send``/``call``,
+    ``node.send``/``call``), after the caller checked ``type(topic) is not str``.
+    A ``str`` subclass (a ``StrEnum`` member) becomes a plain ``str``, so a topic
+    reads the same live and after a durable round trip.
+    """
+    if isinstance(topic, str):
+        return str.__str__(topic)
+    raise TypeError(f"{what}: a topic must be a str, got {type(topic).__name__}: {topic!r}")
+
+
 @attrs.frozen
 class Message:
     """A message in a process's inbox.
