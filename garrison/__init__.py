@@ -29,7 +29,7 @@ from ._errors import (
     WorkflowFailed,
 )
 from ._handle import WorkflowHandle, WorkflowSummary
-from ._node import Node, open_node, run
+from ._node import Node, current_node, open_node, run
 from .actors import ErrorInfo, Event, EventKind, Inbox, Message, Pid
 
 __all__ = [
@@ -60,6 +60,7 @@ __all__ = [
     "WorkflowHandle",
     "WorkflowSummary",
     "activity",
+    "current_node",
     "open_node",
     "parse_duration",
     "process",

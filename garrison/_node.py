@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import inspect
 import itertools
@@ -13,14 +14,40 @@ from typing import Any, Protocol
 
 import trio
 
-from ._errors import NoSuchProcess, ProcessError
+from ._errors import NoSuchProcess, NotInProcess, ProcessError
 from .actors._mailbox import timeout_seconds
+from .actors._runtime import runtime_or_none
 from .actors._values import ErrorInfo, Event, Message, Pid, check_topic
 from .hosts._process_host import ProcessHost, noproc
 from .supervision._services import ServiceInfo, ServiceManager, start_services, stop_services
 
 #: how many finished processes' outcomes ``Node.wait`` can still report
 EXIT_MEMORY = 10_000
+
+
+#: the node of the running ``open_node`` block (and so of ``garrison.run``)
+_current_node: contextvars.ContextVar[Node] = contextvars.ContextVar("garrison_node")
+
+
+def current_node() -> Node:
+    """The node of the calling process, or of the ``open_node`` block (or
+    ``garrison.run``) the caller runs in; :class:`NotInProcess` elsewhere.
+
+    >>> async def main():                  # e.g. garrison run app.yaml --main app:main
+    ...     node = garrison.current_node()
+    ...     pid = await node.start_workflow(order_workflow, order, id="order-17")
+    """
+    runtime = runtime_or_none()
+    node = getattr(runtime, "node", None) if runtime is not None else None
+    if node is not None:
+        return node
+    try:
+        return _current_node.get()
+    except LookupError:
+        raise NotInProcess(
+            "garrison.current_node() has no node here: call it inside a garrison process "
+            "or inside an `async with garrison.open_node()` block (garrison.run makes one)"
+        ) from None
 
 
 class Host(Protocol):
@@ -117,6 +144,22 @@ class Node:
             topic = check_topic(topic, "node.send()")
         await self._send(None, to, topic, payload)
         await trio.lowlevel.checkpoint()
+
+    async def call(self, to: Pid | str, topic: str, payload: Any = None,
+                   timeout: Any = "5s") -> Any:
+        """``process.call`` from outside any process: send a request, wait for the reply.
+
+        The same rules: one ``timeout`` covers the exchange (``TimeoutError``), the
+        callee's death fails the call at once with :class:`ProcessError`, a late reply
+        is dropped. ``to`` may be a process, a workflow, a registered name or a pid's
+        text form. The callee sees a ``msg.sender`` that is no process (a message to
+        it is a dead letter).
+
+        >>> total = await node.call("counter", "get", timeout="1s")
+        """
+        if type(topic) is not str:
+            topic = check_topic(topic, "node.call()")
+        return await self.hosts["processes"].call_from_outside(to, topic, payload, timeout)
 
     async def wait(self, pid: Pid | str) -> Any:
         """Wait until ``pid`` ends; return its result or raise :class:`ProcessError`.
@@ -247,9 +290,8 @@ class Node:
         host = self.hosts.get(pid.host)
         if host is None:
             return None
-        if host.durable:  # a workflow waiting on a call gets its reply too
-            return host.local_caller(pid)
-        return host.procs.get(pid)
+        # a workflow waiting on a call gets its reply too, and so does node.call
+        return host.local_caller(pid)
 
     async def _call_durable(self, caller: Pid, pid: Pid, topic: str, payload: Any,
                             timeout: Any) -> Any:
@@ -441,6 +483,7 @@ async def open_node(config: Any = None, store: Any = None) -> AsyncIterator[Node
     ...     pid = await node.spawn(worker)
     """
     node = Node(config=_as_config(config), store=store)
+    token = _current_node.set(node)
     try:
         async with trio.open_nursery() as nursery:
             await node._start(nursery)
@@ -457,6 +500,11 @@ async def open_node(config: Any = None, store: Any = None) -> AsyncIterator[Node
         if len(leaves) == 1:
             raise leaves[0] from None
         raise
+    finally:
+        try:
+            _current_node.reset(token)
+        except ValueError:  # closed from another context (an abandoned generator)
+            pass
 
 
 def _as_config(config: Any) -> Any:

@@ -42,13 +42,70 @@ def _incarnation() -> str:
     return format(int.from_bytes(os.urandom(4), "big"), "x")
 
 
-class _Process:
+class _Caller:
+    """What can make a ``call`` and be replied to: a process, or the stand-in
+    ``node.call`` uses outside any process (:class:`_OutsideCaller`)."""
+
+    __slots__ = ("_calls", "node", "pid")
+
+    node: Node
+    pid: Pid
+    _calls: dict[int, trio.lowlevel.Task | None] | None  # my pending calls
+
+    async def call(self, to: Pid | str, topic: str, payload: Any, timeout: Any) -> Any:
+        node = self.node
+        pid = node.resolve(to)
+        callee = node._local_process(pid)
+        if callee is None or type(callee) is _OutsideCaller:
+            if pid.host in node._durable_hosts():
+                return await node._call_durable(self.pid, pid, topic, payload, timeout)
+            raise ProcessError(f"call to {pid} failed: {noproc(pid)}", pid=pid, error=noproc(pid))
+        ref = next(_refs)
+        if self._calls is None:
+            self._calls = {}
+        self._calls[ref] = None
+        if callee._callers is None:
+            callee._callers = {}
+        callee._callers[ref] = self
+        seconds = timeout_seconds(timeout)
+        try:
+            node.stats_messages += 1
+            callee.deliver(Message(topic, payload, self.pid, node._message_id(), str(ref)))
+            with trio.move_on_after(seconds):
+                return await self._park_call(ref)
+            raise TimeoutError(f"call to {pid} (topic {topic!r}) got no reply within {seconds:g}s")
+        finally:
+            self._calls.pop(ref, None)
+            if callee._callers is not None:
+                callee._callers.pop(ref, None)
+
+    async def _park_call(self, ref: int) -> Any:
+        assert self._calls is not None
+        task = trio.lowlevel.current_task()
+        self._calls[ref] = task
+
+        def abort(_: Any) -> trio.lowlevel.Abort:
+            if self._calls is not None:
+                self._calls[ref] = None
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        return await trio.lowlevel.wait_task_rescheduled(abort)
+
+    def _finish_call(self, ref: int, result: outcome.Outcome[Any]) -> None:
+        calls = self._calls
+        if calls is None or ref not in calls:
+            return  # a late reply: the caller gave up already
+        task = calls.pop(ref)
+        if task is not None:
+            trio.lowlevel.reschedule(task, result)
+
+
+class _Process(_Caller):
     """One process: its mailbox, links, monitors, and the runtime its code uses."""
 
     __slots__ = (
         "_budget",
         "_callers",
-        "_calls",
         "_events",
         "_exited",
         "_inbox",
@@ -61,9 +118,7 @@ class _Process:
         "monitored_by",
         "monitoring",
         "names",
-        "node",
         "parent",
-        "pid",
         "scope",
         "started",
         "trap_links",
@@ -88,7 +143,7 @@ class _Process:
         self.monitored_by: set[Pid] | None = None  # who receives my EXIT
         self.monitoring: set[Pid] | None = None  # whose EXIT I receive
         self.names: list[str] | None = None
-        self._calls: dict[int, trio.lowlevel.Task | None] | None = None  # my pending calls
+        self._calls = None
         self._callers: dict[int, _Process] | None = None  # calls waiting on me
         self._exited: trio.Event | None = None
 
@@ -326,54 +381,6 @@ class _Process:
     def lookup(self, name: str) -> Pid | None:
         return self.node.lookup(name)
 
-    async def call(self, to: Pid | str, topic: str, payload: Any, timeout: Any) -> Any:
-        node = self.node
-        pid = node.resolve(to)
-        callee = node._local_process(pid)
-        if callee is None:
-            if pid.host in node._durable_hosts():
-                return await node._call_durable(self.pid, pid, topic, payload, timeout)
-            raise ProcessError(f"call to {pid} failed: {noproc(pid)}", pid=pid, error=noproc(pid))
-        ref = next(_refs)
-        if self._calls is None:
-            self._calls = {}
-        self._calls[ref] = None
-        if callee._callers is None:
-            callee._callers = {}
-        callee._callers[ref] = self
-        seconds = timeout_seconds(timeout)
-        try:
-            node.stats_messages += 1
-            callee.deliver(Message(topic, payload, self.pid, node._message_id(), str(ref)))
-            with trio.move_on_after(seconds):
-                return await self._park_call(ref)
-            raise TimeoutError(f"call to {pid} (topic {topic!r}) got no reply within {seconds:g}s")
-        finally:
-            self._calls.pop(ref, None)
-            if callee._callers is not None:
-                callee._callers.pop(ref, None)
-
-    # ------------------------------------------------------------------ helpers
-    async def _park_call(self, ref: int) -> Any:
-        assert self._calls is not None
-        task = trio.lowlevel.current_task()
-        self._calls[ref] = task
-
-        def abort(_: Any) -> trio.lowlevel.Abort:
-            if self._calls is not None:
-                self._calls[ref] = None
-            return trio.lowlevel.Abort.SUCCEEDED
-
-        return await trio.lowlevel.wait_task_rescheduled(abort)
-
-    def _finish_call(self, ref: int, result: outcome.Outcome[Any]) -> None:
-        calls = self._calls
-        if calls is None or ref not in calls:
-            return  # a late reply: the caller gave up already
-        task = calls.pop(ref)
-        if task is not None:
-            trio.lowlevel.reschedule(task, result)
-
     def _add_link(self, pid: Pid) -> None:
         if self.links is None:
             self.links = set()
@@ -386,6 +393,24 @@ class _Process:
 
 
 _refs = itertools.count(1)
+
+
+class _OutsideCaller(_Caller):
+    """The caller of a ``node.call``: not a process (it has a pid of its host, so a
+    reply and the callee's death reach it, but it is in no process table: a message
+    to it is a dead letter and a call to it fails with ``noproc``)."""
+
+    __slots__ = ("_callers",)
+
+    def __init__(self, node: Node, pid: Pid) -> None:
+        self.node = node
+        self.pid = pid
+        self._calls = None
+        self._callers: dict[int, Any] | None = None
+
+    def deliver(self, msg: Message) -> None:
+        """A message for it (a host that looked it up as a callee) is dropped."""
+        self.node.stats_dead_letters += 1
 
 
 class _Started:
@@ -418,6 +443,8 @@ class ProcessHost:
         self.node = node
         self.name = name
         self.procs: dict[Pid, _Process] = {}
+        #: the callers of ``node.call`` waiting for a reply, by their pids
+        self.callers: dict[Pid, _OutsideCaller] = {}
         self._prefix = _incarnation() + "."
         self._seq = 0
         self._nursery: trio.Nursery | None = None
@@ -448,6 +475,25 @@ class ProcessHost:
 
     def get(self, pid: Pid) -> _Process | None:
         return self.procs.get(pid)
+
+    def local_caller(self, pid: Pid) -> _Caller | None:
+        """The process ``pid``, or the waiting ``node.call`` caller of that pid."""
+        proc = self.procs.get(pid)
+        if proc is None and self.callers:
+            return self.callers.get(pid)
+        return proc
+
+    async def call_from_outside(self, to: Pid | str, topic: str, payload: Any,
+                                timeout: Any) -> Any:
+        """``node.call``: a call made by a stand-in caller with a pid of this host (so
+        the callee can reply, and its death fails the call), not a process."""
+        self._seq += 1
+        caller = _OutsideCaller(self.node, Pid(self.name, self._prefix + str(self._seq)))
+        self.callers[caller.pid] = caller
+        try:
+            return await caller.call(to, topic, payload, timeout)
+        finally:
+            del self.callers[caller.pid]
 
     # -- the node's per-host operations -------------------------------------------
     def deliver(self, pid: Pid, msg: Message) -> bool:
