@@ -139,8 +139,13 @@ def set_options(*, trap_links: bool | None = None) -> None:
 
 
 async def cancel(to: Pid | str, timeout: Any = "5s") -> None:
-    """Ask ``to`` to stop: it gets a ``CANCEL`` event and may clean up; if it is
-    still running after ``timeout`` it is terminated. Returns once it has ended."""
+    """Stop ``to``; returns once it has ended.
+
+    A process that asked for :func:`events` gets a ``CANCEL`` event and may clean
+    up; if it is still running after ``timeout`` it is terminated. Any other
+    process is stopped by trio cancellation at its next checkpoint (its ``finally``
+    blocks run) and exits normally.
+    """
     await current_runtime("process.cancel()").cancel(to, timeout)
 
 

@@ -32,6 +32,11 @@ _LINK_DOWN = EventKind.LINK_DOWN
 _CANCEL = EventKind.CANCEL
 
 
+#: the kill reason of a process stopped by ``cancel`` through trio cancellation (it
+#: never asked for its events); its exit is a normal one
+_STOPPED = ErrorInfo("Cancelled", "stopped by cancel")
+
+
 def noproc(pid: Pid) -> ErrorInfo:
     """The reason given for a process that does not exist (any more)."""
     return ErrorInfo("noproc", f"process {pid} is not alive")
@@ -119,6 +124,7 @@ class _Process(_Caller):
         "monitoring",
         "names",
         "parent",
+        "reads_events",
         "scope",
         "started",
         "trap_links",
@@ -135,6 +141,7 @@ class _Process(_Caller):
         self.started: trio.Event | None = None  # made on demand by wait_started
         self.kill_reason: ErrorInfo | None = None
         self.trap_links = False
+        self.reads_events = False  # asked for process.events(): CANCEL is cooperative
         self._budget = Budget()
         self._inbox: Inbox[Message] | None = None
         self._topics: dict[str, Inbox[Message]] | None = None
@@ -206,15 +213,25 @@ class _Process(_Caller):
                 error = self.kill_reason or self.node._shutdown_reason
             raise
         finally:
-            self._exit(result, error)
+            self._exit(result, None if error is _STOPPED else error)
 
     def kill(self, reason: ErrorInfo) -> None:
-        """End this process at its next checkpoint with ``reason`` (the first reason wins)."""
-        if not self.alive or self.kill_reason is not None:
+        """End this process at its next checkpoint with ``reason`` (the first reason
+        wins; a real reason replaces a cancel's :data:`_STOPPED`)."""
+        if not self.alive or (self.kill_reason is not None and self.kill_reason is not _STOPPED):
             return
         self.kill_reason = reason
         if self.scope is not None:
             self.scope.cancel()
+
+    def cancel_requested(self, by: Pid | None) -> None:
+        """``process.cancel`` of this process: one that reads its events gets ``CANCEL``; any
+        other is stopped by trio cancellation at its next checkpoint (its ``finally``
+        blocks run) and exits normally."""
+        if self.reads_events:
+            self.deliver_event(Event(_CANCEL, by if by is not None else self.pid))
+        else:
+            self.kill(_STOPPED)
 
     def _exit(self, result: Any, error: ErrorInfo | None) -> None:
         """Everything that happens when a process ends; synchronous, never raises."""
@@ -322,6 +339,7 @@ class _Process(_Caller):
         return box
 
     def events(self) -> Inbox[Event]:
+        self.reads_events = True
         box = self._events
         if box is None:
             box = self._events = Inbox(self._budget)
@@ -557,7 +575,7 @@ class ProcessHost:
         proc = self.procs.get(target)
         if proc is None:
             return False
-        proc.deliver_event(Event(_CANCEL, by if by is not None else target))
+        proc.cancel_requested(by)
         return True
 
     def kill(self, target: Pid, reason: ErrorInfo) -> bool:
