@@ -30,7 +30,7 @@ from ._errors import (
 )
 from ._handle import WorkflowHandle, WorkflowSummary
 from ._node import Node, current_node, open_node, run
-from .actors import ErrorInfo, Event, EventKind, Inbox, Message, Pid
+from .actors import ErrorInfo, Event, EventKind, Inbox, Message, Pid, ProcessInfo
 
 __all__ = [
     "ActivityError",
@@ -49,6 +49,7 @@ __all__ = [
     "PayloadError",
     "Pid",
     "ProcessError",
+    "ProcessInfo",
     "PromiseAlreadyCompleted",
     "PromiseRejected",
     "RetryPolicy",

@@ -17,12 +17,14 @@ import trio
 from ._errors import NoSuchProcess, NotInProcess, ProcessError
 from .actors._mailbox import timeout_seconds
 from .actors._runtime import runtime_or_none
-from .actors._values import ErrorInfo, Event, Message, Pid, check_topic
+from .actors._values import ErrorInfo, Event, Message, Pid, ProcessInfo, check_topic
 from .hosts._process_host import ProcessHost, noproc
 from .supervision._services import ServiceInfo, ServiceManager, start_services, stop_services
 
 #: how many finished processes' outcomes ``Node.wait`` can still report
 EXIT_MEMORY = 10_000
+#: default ``open_node(inbox_warning=...)``: items waiting in one inbox that log a warning
+INBOX_WARNING = 10_000
 
 
 #: the node of the running ``open_node`` block (and so of ``garrison.run``)
@@ -109,9 +111,17 @@ class Node:
     ...         print(await node.wait(pid))
     """
 
-    def __init__(self, *, config: Any = None, store: Any = None) -> None:
+    def __init__(self, *, config: Any = None, store: Any = None,
+                 inbox_warning: int | None = INBOX_WARNING) -> None:
         self.config = config
         self.store = store
+        if inbox_warning is None:
+            inbox_warning = 0
+        if type(inbox_warning) is not int or inbox_warning < 0:
+            raise ValueError(f"inbox_warning must be a whole number of items >= 0 (0 or None: "
+                             f"no warning), got {inbox_warning!r}")
+        #: items waiting in one inbox that log a warning (0: never)
+        self.inbox_warning: int = inbox_warning
         self.hosts: dict[str, Any] = {}
         self.registry: dict[str, Pid] = {}
         self.stopping = False
@@ -200,16 +210,50 @@ class Node:
             raise ValueError(f"no service {service_id!r} in the config")
         await self._services.call_start(service_id)
 
-    def stats(self) -> dict[str, int]:
-        """Counters: live ``processes``, ``messages`` delivered, ``dead_letters``, ``spawned``."""
+    def stats(self) -> dict[str, Any]:
+        """Counters: live ``processes``, ``messages`` delivered, ``dead_letters``,
+        ``spawned``, ``registered`` names; ``queued``: messages and events waiting in
+        every process's inboxes, ``largest_inbox``: the most waiting at one process,
+        ``largest_inbox_pid``: that process (``None`` when nothing waits).
+
+        The queue figures walk every process (cost grows with their number).
+        """
         live = sum(host.live_count() for host in self.hosts.values())
+        queued = largest = 0
+        at: Pid | None = None
+        for host in self.hosts.values():
+            if hasattr(host, "inbox_stats"):
+                total, most, pid = host.inbox_stats()
+                queued += total
+                if most > largest:
+                    largest, at = most, pid
         return {
             "processes": live,
             "messages": self.stats_messages,
             "dead_letters": self.stats_dead_letters,
             "spawned": self.stats_spawned,
             "registered": len(self.registry),
+            "queued": queued,
+            "largest_inbox": largest,
+            "largest_inbox_pid": at,
         }
+
+    def process_info(self, pid: Pid | str) -> ProcessInfo:
+        """A :class:`~garrison.ProcessInfo` snapshot of a process: ``alive``, ``label``,
+        ``queued`` messages and waiting ``events``, ``links``, ``monitors``,
+        ``monitored_by``, registered ``names``. ``pid`` may be a name or a pid's text
+        form; a process that has ended reads ``alive=False``.
+
+        >>> node.process_info("counter").queued
+        0
+        """
+        pid = self.resolve(pid)
+        host = self._host(pid.host)
+        if not hasattr(host, "process_info"):
+            raise ValueError(f"process_info({str(pid)!r}): {pid.host!r} is a workflow host; "
+                             f"use node.workflow({pid.id!r}) for a workflow")
+        info: ProcessInfo = host.process_info(pid)
+        return info
 
     def resolve(self, to: Pid | str) -> Pid:
         """``to`` as a pid: a pid stays itself; a string with a ``/`` is a pid's text
@@ -473,16 +517,19 @@ class Node:
 
 
 @asynccontextmanager
-async def open_node(config: Any = None, store: Any = None) -> AsyncIterator[Node]:
+async def open_node(config: Any = None, store: Any = None, *,
+                    inbox_warning: int | None = INBOX_WARNING) -> AsyncIterator[Node]:
     """Run a node inside trio for the duration of the ``async with`` block.
 
     Leaving the block (normally, by an exception or by Ctrl-C) stops every
-    process, children before parents.
+    process, children before parents. An inbox never limits what is queued;
+    when one holds ``inbox_warning`` items a warning is logged (once, until it
+    drains below half); ``0`` or ``None`` turns that off.
 
     >>> async with garrison.open_node() as node:
     ...     pid = await node.spawn(worker)
     """
-    node = Node(config=_as_config(config), store=store)
+    node = Node(config=_as_config(config), store=store, inbox_warning=inbox_warning)
     token = _current_node.set(node)
     try:
         async with trio.open_nursery() as nursery:
@@ -529,7 +576,7 @@ def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
 
 
 def run(main: Callable[..., Any], *args: Any, config: Any = None, store: Any = None,
-        clock: trio.abc.Clock | None = None) -> Any:
+        clock: trio.abc.Clock | None = None, inbox_warning: int | None = INBOX_WARNING) -> Any:
     """Run ``main(*args)`` as the root process of a new node, like ``trio.run``.
 
     Returns what ``main`` returns; a failure raises :class:`ProcessError`.
@@ -539,7 +586,7 @@ def run(main: Callable[..., Any], *args: Any, config: Any = None, store: Any = N
     """
 
     async def root() -> Any:
-        async with open_node(config=config, store=store) as node:
+        async with open_node(config=config, store=store, inbox_warning=inbox_warning) as node:
             pid = await node.spawn(main, *args)
             return await node.wait(pid)
 

@@ -20,7 +20,7 @@ import trio
 from .._errors import ProcessError
 from ..actors._mailbox import Budget, Inbox, timeout_seconds
 from ..actors._runtime import set_runtime
-from ..actors._values import ErrorInfo, Event, EventKind, Message, Pid
+from ..actors._values import ErrorInfo, Event, EventKind, Message, Pid, ProcessInfo
 
 if TYPE_CHECKING:
     from .._node import Node
@@ -167,13 +167,13 @@ class _Process(_Caller):
                 return
         box = self._inbox
         if box is None:
-            box = self._inbox = Inbox(self._budget)
+            box = self._inbox = self._new_box(None)
         box.put(msg)
 
     def deliver_event(self, event: Event) -> None:
         box = self._events
         if box is None:
-            box = self._events = Inbox(self._budget)
+            box = self._events = self._new_box(None)
         box.put(event)
 
     # ------------------------------------------------------------------ lifecycle
@@ -316,7 +316,7 @@ class _Process(_Caller):
     def inbox(self) -> Inbox[Message]:
         box = self._inbox
         if box is None:
-            box = self._inbox = Inbox(self._budget)
+            box = self._inbox = self._new_box(None)
         return box
 
     def listen(self, topic: str) -> Inbox[Message]:
@@ -326,7 +326,7 @@ class _Process(_Caller):
             self._topics = {}
         box = self._topics.get(topic)
         if box is None:
-            box = self._topics[topic] = Inbox(self._budget, topic)
+            box = self._topics[topic] = self._new_box(topic)
             general = self._inbox
             if general is not None and general._items:
                 keep = [m for m in general._items if m.topic != topic]
@@ -342,7 +342,7 @@ class _Process(_Caller):
         self.reads_events = True
         box = self._events
         if box is None:
-            box = self._events = Inbox(self._budget)
+            box = self._events = self._new_box(None)
         return box
 
     def link(self, to: Pid | str) -> None:
@@ -399,6 +399,39 @@ class _Process(_Caller):
     def lookup(self, name: str) -> Pid | None:
         return self.node.lookup(name)
 
+    def _new_box(self, topic: str | None) -> Inbox[Any]:
+        return Inbox(self._budget, topic, owner=self, warn_at=self.node.inbox_warning)
+
+    def _inbox_over(self, inbox: Inbox[Any], waiting: int) -> None:
+        """One of my inboxes reached the node's ``inbox_warning``: say so, once."""
+        if inbox is self._events:
+            which = "events waiting in its events()"
+        elif inbox.topic is not None:
+            which = f"messages waiting in its listen({inbox.topic!r}) inbox"
+        else:
+            which = "messages waiting in its inbox"
+        log.warning("%s has %d %s: an inbox has no limit (send never blocks), so a process "
+                    "that does not keep up grows without bound (warned again once this inbox "
+                    "has drained below %d)", _who(self), waiting, which, inbox._threshold // 2,
+                    extra={"pid": self.pid, "queued": waiting})
+
+    def queued(self) -> tuple[int, int]:
+        """(messages, events) waiting in my inboxes."""
+        messages = len(self._inbox._items) if self._inbox is not None else 0
+        if self._topics:
+            messages += sum(len(box._items) for box in self._topics.values())
+        return messages, len(self._events._items) if self._events is not None else 0
+
+    def info(self) -> ProcessInfo:
+        messages, events = self.queued()
+        return ProcessInfo(
+            pid=self.pid, alive=self.alive, label=self.label, parent=self.parent,
+            queued=messages, events=events, links=frozenset(self.links or ()),
+            monitors=frozenset(self.monitoring or ()),
+            monitored_by=frozenset(self.monitored_by or ()), names=tuple(self.names or ()),
+            trap_links=self.trap_links, reads_events=self.reads_events,
+        )
+
     def _add_link(self, pid: Pid) -> None:
         if self.links is None:
             self.links = set()
@@ -444,8 +477,12 @@ class _Started:
 _STARTED: Any = _Started()
 
 
+def _who(proc: _Process) -> str:
+    return f"{proc.label} {proc.pid}" if proc.label else str(proc.pid)
+
+
 def _log_exit(proc: _Process, error: ErrorInfo) -> None:
-    who = f"{proc.label} {proc.pid}" if proc.label else str(proc.pid)
+    who = _who(proc)
     if error.traceback:
         log.error("%s exited abnormally: %s\n%s", who, error, error.traceback.rstrip())
     else:
@@ -597,6 +634,27 @@ class ProcessHost:
 
     def is_alive(self, pid: Pid) -> bool:
         return pid in self.procs
+
+    def process_info(self, pid: Pid) -> ProcessInfo:
+        """A snapshot of the process ``pid`` (``alive=False`` and empty once it ended)."""
+        proc = self.procs.get(pid)
+        if proc is None:
+            return ProcessInfo(pid=pid, alive=False)
+        return proc.info()
+
+    def inbox_stats(self) -> tuple[int, int, Pid | None]:
+        """(items waiting in all inboxes, the most waiting at one process, its pid)."""
+        total = largest = 0
+        at: Pid | None = None
+        for pid, proc in self.procs.items():
+            if proc._inbox is None and proc._events is None and proc._topics is None:
+                continue
+            messages, events = proc.queued()
+            n = messages + events
+            total += n
+            if n > largest:
+                largest, at = n, pid
+        return total, largest, at
 
     def live_count(self) -> int:
         return len(self.procs)
