@@ -79,6 +79,13 @@ _async_targets: dict[Any, bool] = {}
 
 def check_target(fn: Any) -> str:
     """Check that ``fn`` is an async callable; return a label for logs."""
+    code = getattr(fn, "__code__", None)
+    if code is not None and _async_targets.get(code):  # fast path: a known async function
+        return fn.__qualname__
+    return _check_target(fn)
+
+
+def _check_target(fn: Any) -> str:
     inner = fn
     while isinstance(inner, functools.partial):
         inner = inner.func
@@ -320,7 +327,7 @@ class Node:
         if host is None:
             self.stats_dead_letters += 1
             return
-        msg = Message(topic, payload, sender, self._message_id())
+        msg = Message(topic, payload, sender, self._msg_prefix + str(next(self._msg_seq)))
         if host.durable:
             delivered = await host.deliver_durable(pid, msg)
         else:
@@ -334,8 +341,12 @@ class Node:
         host = self.hosts.get(pid.host)
         if host is None:
             return None
-        # a workflow waiting on a call gets its reply too, and so does node.call
-        return host.local_caller(pid)
+        if host.durable:  # a workflow waiting on a call gets its reply too
+            return host.local_caller(pid)
+        proc = host.procs.get(pid)
+        if proc is None and host.callers:  # a node.call waiting for its reply
+            return host.callers.get(pid)
+        return proc
 
     async def _call_durable(self, caller: Pid, pid: Pid, topic: str, payload: Any,
                             timeout: Any) -> Any:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from .actors._mailbox import Inbox
-from .actors._runtime import current_runtime
+from .actors._runtime import _current, current_runtime
 from .actors._values import Event, Message, Pid, check_topic
 
 __all__ = [
@@ -83,7 +83,10 @@ async def send(to: Pid | str, topic: str, payload: Any = None) -> None:
     """
     if type(topic) is not str:
         topic = check_topic(topic, "process.send()")
-    await current_runtime("process.send()").send(to, topic, payload)
+    runtime = _current.get(None)  # the hot path: current_runtime() without a call
+    if runtime is None:
+        runtime = current_runtime("process.send()")
+    await runtime.send(to, topic, payload)
 
 
 def inbox() -> Inbox[Message]:
