@@ -29,8 +29,8 @@ from ._errors import (
     WorkflowFailed,
 )
 from ._handle import WorkflowHandle, WorkflowSummary
-from ._node import Node, open_node, run
-from .actors import ErrorInfo, Event, EventKind, Inbox, Message, Pid
+from ._node import Node, current_node, open_node, run
+from .actors import ErrorInfo, Event, EventKind, Inbox, Message, Pid, ProcessInfo
 
 __all__ = [
     "ActivityError",
@@ -49,6 +49,7 @@ __all__ = [
     "PayloadError",
     "Pid",
     "ProcessError",
+    "ProcessInfo",
     "PromiseAlreadyCompleted",
     "PromiseRejected",
     "RetryPolicy",
@@ -60,6 +61,7 @@ __all__ = [
     "WorkflowHandle",
     "WorkflowSummary",
     "activity",
+    "current_node",
     "open_node",
     "parse_duration",
     "process",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import itertools
 import os
 from collections import OrderedDict
@@ -11,15 +12,43 @@ from typing import Any, Protocol
 
 import trio
 
-from ._errors import NoSuchProcess, ProcessError
+from ._errors import NoSuchProcess, NotInProcess, ProcessError
 from ._targets import check_target
 from .actors._mailbox import timeout_seconds
-from .actors._values import ErrorInfo, Event, Message, Pid
+from .actors._runtime import runtime_or_none
+from .actors._values import ErrorInfo, Event, Message, Pid, ProcessInfo, check_topic
 from .hosts._process_host import ProcessHost, noproc
 from .supervision._services import ServiceInfo, ServiceManager, start_services, stop_services
 
 #: how many finished processes' outcomes ``Node.wait`` can still report
 EXIT_MEMORY = 10_000
+#: default ``open_node(inbox_warning=...)``: items waiting in one inbox that log a warning
+INBOX_WARNING = 10_000
+
+
+#: the node of the running ``open_node`` block (and so of ``garrison.run``)
+_current_node: contextvars.ContextVar[Node] = contextvars.ContextVar("garrison_node")
+
+
+def current_node() -> Node:
+    """The node of the calling process, or of the ``open_node`` block (or
+    ``garrison.run``) the caller runs in; :class:`NotInProcess` elsewhere.
+
+    >>> async def main():                  # e.g. garrison run app.yaml --main app:main
+    ...     node = garrison.current_node()
+    ...     pid = await node.start_workflow(order_workflow, order, id="order-17")
+    """
+    runtime = runtime_or_none()
+    node = getattr(runtime, "node", None) if runtime is not None else None
+    if node is not None:
+        return node
+    try:
+        return _current_node.get()
+    except LookupError:
+        raise NotInProcess(
+            "garrison.current_node() has no node here: call it inside a garrison process "
+            "or inside an `async with garrison.open_node()` block (garrison.run makes one)"
+        ) from None
 
 
 class Host(Protocol):
@@ -52,9 +81,17 @@ class Node:
     ...         print(await node.wait(pid))
     """
 
-    def __init__(self, *, config: Any = None, store: Any = None) -> None:
+    def __init__(self, *, config: Any = None, store: Any = None,
+                 inbox_warning: int | None = INBOX_WARNING) -> None:
         self.config = config
         self.store = store
+        if inbox_warning is None:
+            inbox_warning = 0
+        if type(inbox_warning) is not int or inbox_warning < 0:
+            raise ValueError(f"inbox_warning must be a whole number of items >= 0 (0 or None: "
+                             f"no warning), got {inbox_warning!r}")
+        #: items waiting in one inbox that log a warning (0: never)
+        self.inbox_warning: int = inbox_warning
         self.hosts: dict[str, Any] = {}
         self.registry: dict[str, Pid] = {}
         self.stopping = False
@@ -83,8 +120,26 @@ class Node:
 
     async def send(self, to: Pid | str, topic: str, payload: Any = None) -> None:
         """Send a message from outside any process (its ``sender`` is ``None``)."""
+        if type(topic) is not str:
+            topic = check_topic(topic, "node.send()")
         await self._send(None, to, topic, payload)
         await trio.lowlevel.checkpoint()
+
+    async def call(self, to: Pid | str, topic: str, payload: Any = None,
+                   timeout: Any = "5s") -> Any:
+        """``process.call`` from outside any process: send a request, wait for the reply.
+
+        The same rules: one ``timeout`` covers the exchange (``TimeoutError``), the
+        callee's death fails the call at once with :class:`ProcessError`, a late reply
+        is dropped. ``to`` may be a process, a workflow, a registered name or a pid's
+        text form. The callee sees a ``msg.sender`` that is no process (a message to
+        it is a dead letter).
+
+        >>> total = await node.call("counter", "get", timeout="1s")
+        """
+        if type(topic) is not str:
+            topic = check_topic(topic, "node.call()")
+        return await self.hosts["processes"].call_from_outside(to, topic, payload, timeout)
 
     async def wait(self, pid: Pid | str) -> Any:
         """Wait until ``pid`` ends; return its result or raise :class:`ProcessError`.
@@ -125,29 +180,70 @@ class Node:
             raise ValueError(f"no service {service_id!r} in the config")
         await self._services.call_start(service_id)
 
-    def stats(self) -> dict[str, int]:
-        """Counters: live ``processes``, ``messages`` delivered, ``dead_letters``, ``spawned``."""
+    def stats(self) -> dict[str, Any]:
+        """Counters: live ``processes``, ``messages`` delivered, ``dead_letters``,
+        ``spawned``, ``registered`` names; ``queued``: messages and events waiting in
+        every process's inboxes, ``largest_inbox``: the most waiting at one process,
+        ``largest_inbox_pid``: that process (``None`` when nothing waits).
+
+        The queue figures walk every process (cost grows with their number).
+        """
         live = sum(host.live_count() for host in self.hosts.values())
+        queued = largest = 0
+        at: Pid | None = None
+        for host in self.hosts.values():
+            if hasattr(host, "inbox_stats"):
+                total, most, pid = host.inbox_stats()
+                queued += total
+                if most > largest:
+                    largest, at = most, pid
         return {
             "processes": live,
             "messages": self.stats_messages,
             "dead_letters": self.stats_dead_letters,
             "spawned": self.stats_spawned,
             "registered": len(self.registry),
+            "queued": queued,
+            "largest_inbox": largest,
+            "largest_inbox_pid": at,
         }
 
+    def process_info(self, pid: Pid | str) -> ProcessInfo:
+        """A :class:`~garrison.ProcessInfo` snapshot of a process: ``alive``, ``label``,
+        ``queued`` messages and waiting ``events``, ``links``, ``monitors``,
+        ``monitored_by``, registered ``names``. ``pid`` may be a name or a pid's text
+        form; a process that has ended reads ``alive=False``.
+
+        >>> node.process_info("counter").queued
+        0
+        """
+        pid = self.resolve(pid)
+        host = self._host(pid.host)
+        if not hasattr(host, "process_info"):
+            raise ValueError(f"process_info({str(pid)!r}): {pid.host!r} is a workflow host; "
+                             f"use node.workflow({pid.id!r}) for a workflow")
+        info: ProcessInfo = host.process_info(pid)
+        return info
+
     def resolve(self, to: Pid | str) -> Pid:
-        """``to`` as a pid: a pid stays itself, a string is a registered name."""
-        if isinstance(to, Pid):
+        """``to`` as a pid: a pid stays itself; a string with a ``/`` is a pid's text
+        form (``str(pid)``, e.g. ``"workflows/order-17"``); any other string is a
+        registered name (or a service's entry id)."""
+        if type(to) is Pid:
             return to
         if isinstance(to, str):
+            if "/" in to:
+                return Pid.parse(to)
             pid = self.registry.get(to)
             if pid is None and self._services is not None:
                 pid = self._services.running_pid(to)  # a service's entry id
             if pid is None:
                 raise NoSuchProcess(to)
             return pid
-        raise TypeError(f"expected a Pid or a registered name, got {type(to).__name__}: {to!r}")
+        if isinstance(to, Pid):
+            return to
+        raise TypeError(f"expected a Pid, its text form or a registered name, got "
+                        f"{type(to).__name__}: {to!r}")
 
     # ================================================================== internals
     def _host(self, name: str) -> Any:
@@ -194,7 +290,7 @@ class Node:
         if host is None:
             self.stats_dead_letters += 1
             return
-        msg = Message(topic, payload, sender, self._message_id())
+        msg = Message(topic, payload, sender, self._msg_prefix + str(next(self._msg_seq)))
         if host.durable:
             delivered = await host.deliver_durable(pid, msg)
         else:
@@ -210,7 +306,10 @@ class Node:
             return None
         if host.durable:  # a workflow waiting on a call gets its reply too
             return host.local_caller(pid)
-        return host.procs.get(pid)
+        proc = host.procs.get(pid)
+        if proc is None and host.callers:  # a node.call waiting for its reply
+            return host.callers.get(pid)
+        return proc
 
     async def _call_durable(self, caller: Pid, pid: Pid, topic: str, payload: Any,
                             timeout: Any) -> Any:
@@ -267,6 +366,9 @@ class Node:
     def _register(self, name: str, pid: Pid) -> None:
         if not isinstance(name, str) or not name:
             raise ValueError(f"a registered name must be a non-empty string, got {name!r}")
+        if "/" in name:
+            raise ValueError(f"cannot register {name!r}: a registered name must not contain "
+                             "'/' (a string with '/' is read as a pid, like 'workflows/order-17')")
         holder = self.registry.get(name)
         if holder is not None and holder != pid and self.hosts[holder.host].is_alive(holder):
             raise ValueError(f"name {name!r} is already registered by {holder}")
@@ -393,16 +495,20 @@ class Node:
 
 
 @asynccontextmanager
-async def open_node(config: Any = None, store: Any = None) -> AsyncIterator[Node]:
+async def open_node(config: Any = None, store: Any = None, *,
+                    inbox_warning: int | None = INBOX_WARNING) -> AsyncIterator[Node]:
     """Run a node inside trio for the duration of the ``async with`` block.
 
     Leaving the block (normally, by an exception or by Ctrl-C) stops every
-    process, children before parents.
+    process, children before parents. An inbox never limits what is queued;
+    when one holds ``inbox_warning`` items a warning is logged (once, until it
+    drains below half); ``0`` or ``None`` turns that off.
 
     >>> async with garrison.open_node() as node:
     ...     pid = await node.spawn(worker)
     """
-    node = Node(config=_as_config(config), store=store)
+    node = Node(config=_as_config(config), store=store, inbox_warning=inbox_warning)
+    token = _current_node.set(node)
     try:
         async with trio.open_nursery() as nursery:
             await node._start(nursery)
@@ -419,6 +525,11 @@ async def open_node(config: Any = None, store: Any = None) -> AsyncIterator[Node
         if len(leaves) == 1:
             raise leaves[0] from None
         raise
+    finally:
+        try:
+            _current_node.reset(token)
+        except ValueError:  # closed from another context (an abandoned generator)
+            pass
 
 
 def _as_config(config: Any) -> Any:
@@ -443,7 +554,7 @@ def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
 
 
 def run(main: Callable[..., Any], *args: Any, config: Any = None, store: Any = None,
-        clock: trio.abc.Clock | None = None) -> Any:
+        clock: trio.abc.Clock | None = None, inbox_warning: int | None = INBOX_WARNING) -> Any:
     """Run ``main(*args)`` as the root process of a new node, like ``trio.run``.
 
     Returns what ``main`` returns; a failure raises :class:`ProcessError`.
@@ -453,7 +564,7 @@ def run(main: Callable[..., Any], *args: Any, config: Any = None, store: Any = N
     """
 
     async def root() -> Any:
-        async with open_node(config=config, store=store) as node:
+        async with open_node(config=config, store=store, inbox_warning=inbox_warning) as node:
             pid = await node.spawn(main, *args)
             return await node.wait(pid)
 

@@ -16,43 +16,52 @@ __all__ = ["check_target", "import_target", "target_name"]
 
 #: how many targets each cache below remembers (targets are few; this bounds odd uses)
 _CACHE_SIZE = 4096
-_labels: dict[Any, str] = {}
+#: workflow targets by function: module-level functions, alive anyway
 _names: dict[Any, str] = {}
 
 
-def _memo(cache: dict[Any, str], fn: Any, compute: Any) -> str:
-    """``compute(fn)``, remembered per target (unhashable targets are computed each time)."""
+def target_name(fn: Any) -> str:
+    """``module:qualname`` of a workflow function, or ``TypeError`` saying why it has none."""
     try:
-        return cache[fn]
+        return _names[fn]
     except (KeyError, TypeError):
         pass
-    value: str = compute(fn)
-    try:
-        if len(cache) < _CACHE_SIZE:
-            cache[fn] = value
-    except TypeError:
-        pass
-    return value
+    name = _target_name(fn)  # only importable module-level functions get here
+    if len(_names) < _CACHE_SIZE:
+        _names[fn] = name
+    return name
+
+
+#: which spawn targets are async, by code object (functions, methods, partials of
+#: them) or by class (callable objects): never by the target itself, so a closure or
+#: partial made per spawn is not kept alive here
+_async_targets: dict[Any, bool] = {}
 
 
 def check_target(fn: Any) -> str:
     """Check that ``fn`` is an async callable (``TypeError`` saying why not); return a
     label for logs."""
-    return _memo(_labels, fn, _check_target)
-
-
-def target_name(fn: Any) -> str:
-    """``module:qualname`` of a workflow function, or ``TypeError`` saying why it has none."""
-    return _memo(_names, fn, _target_name)
+    code = getattr(fn, "__code__", None)
+    if code is not None and _async_targets.get(code):  # fast path: a known async function
+        return str(fn.__qualname__)
+    return _check_target(fn)
 
 
 def _check_target(fn: Any) -> str:
     inner = fn
     while isinstance(inner, functools.partial):
         inner = inner.func
-    plain = inspect.isfunction(inner) or inspect.ismethod(inner)
-    call = inner if plain else getattr(inner, "__call__", None)  # noqa: B004
-    if call is None or not inspect.iscoroutinefunction(call):
+    key = getattr(inner, "__code__", None)
+    if key is None:
+        key = type(inner)
+    ok = _async_targets.get(key)
+    if ok is None:
+        plain = inspect.isfunction(inner) or inspect.ismethod(inner)
+        call = inner if plain else getattr(inner, "__call__", None)  # noqa: B004
+        ok = call is not None and inspect.iscoroutinefunction(call)
+        if len(_async_targets) < _CACHE_SIZE:
+            _async_targets[key] = ok
+    if not ok:
         raise TypeError(
             f"cannot spawn {fn!r}: a process target must be an async function "
             "(async def) or an object with an async __call__"

@@ -4,8 +4,9 @@ Each function asks the calling process's host for its runtime and calls it, so
 the same code is plain on a process host and journaled on a workflow host.
 Outside a process every call raises :class:`~garrison.NotInProcess`.
 
-Wherever a destination is taken (``to``), it is a :class:`~garrison.Pid` or a
-registered name.
+Wherever a destination is taken (``to``), it is a :class:`~garrison.Pid`, its
+text form ``str(pid)`` (``"workflows/order-17"``: a string with a ``/``) or a
+registered name (never contains ``/``). A message topic is a ``str``.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ from __future__ import annotations
 from typing import Any
 
 from .actors._mailbox import Inbox
-from .actors._runtime import current_runtime
-from .actors._values import Event, Message, Pid
+from .actors._runtime import _current, current_runtime
+from .actors._values import Event, Message, Pid, check_topic
 
 __all__ = [
     "call",
@@ -80,7 +81,12 @@ async def send(to: Pid | str, topic: str, payload: Any = None) -> None:
     Order is kept per sender and receiver. A message to a dead pid is dropped and
     counted as a dead letter; a name nobody holds raises ``NoSuchProcess``.
     """
-    await current_runtime("process.send()").send(to, topic, payload)
+    if type(topic) is not str:
+        topic = check_topic(topic, "process.send()")
+    runtime = _current.get(None)  # the hot path: current_runtime() without a call
+    if runtime is None:
+        runtime = current_runtime("process.send()")
+    await runtime.send(to, topic, payload)
 
 
 def inbox() -> Inbox[Message]:
@@ -136,8 +142,13 @@ def set_options(*, trap_links: bool | None = None) -> None:
 
 
 async def cancel(to: Pid | str, timeout: Any = "5s") -> None:
-    """Ask ``to`` to stop: it gets a ``CANCEL`` event and may clean up; if it is
-    still running after ``timeout`` it is terminated. Returns once it has ended."""
+    """Stop ``to``; returns once it has ended.
+
+    A process that asked for :func:`events` gets a ``CANCEL`` event and may clean
+    up; if it is still running after ``timeout`` it is terminated. Any other
+    process is stopped by trio cancellation at its next checkpoint (its ``finally``
+    blocks run) and exits normally.
+    """
     await current_runtime("process.cancel()").cancel(to, timeout)
 
 
@@ -171,4 +182,6 @@ async def call(to: Pid | str, topic: str, payload: Any = None, timeout: Any = "5
     watched, so its death fails the call at once with ``ProcessError``; a reply
     that arrives after the call gave up is dropped.
     """
+    if type(topic) is not str:
+        topic = check_topic(topic, "process.call()")
     return await current_runtime("process.call()").call(to, topic, payload, timeout)

@@ -35,6 +35,8 @@ async def polite(name: str) -> None:
 
 
 async def stubborn(name: str) -> None:
+    """Reads its events (so CANCEL is cooperative) but ignores CANCEL."""
+    process.events()
     note(name, "start")
     try:
         await trio.sleep_forever()

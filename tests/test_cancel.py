@@ -29,6 +29,7 @@ async def test_cancel_lets_process_clean_up(node, autojump_clock):
 
 async def test_cancel_escalates_to_terminate(node, autojump_clock):
     async def stubborn():
+        process.events()  # reads its events, so CANCEL is cooperative: and ignores it
         await trio.sleep_forever()
 
     async def boss(w):
@@ -85,3 +86,129 @@ async def test_terminate_before_first_run(node, autojump_clock):
     v = await node.wait(await node.spawn(boss))
     with pytest.raises(ProcessError, match="Terminated"):
         await node.wait(v)
+
+
+# ---------------------------------------------------------------- prompt stop
+# A process that never asked for process.events() cannot see a CANCEL event: it is
+# stopped by trio cancellation at its next checkpoint, its finally blocks run, and
+# its exit is a normal one (the exit matrix's "stops within the timeout" row).
+
+
+async def test_cancel_stops_inbox_loops_and_sleepers_at_once(node, autojump_clock):
+    log = []
+
+    async def server():
+        try:
+            async for msg in process.inbox():
+                log.append(msg.topic)
+        finally:
+            log.append("server finally")
+
+    async def sleeper():
+        try:
+            await trio.sleep(3600)
+        finally:
+            log.append("sleeper finally")
+
+    async def boss():
+        s = await process.spawn_monitored(server)
+        z = await process.spawn_monitored(sleeper)
+        await process.send(s, "work")
+        await trio.sleep(1)
+        t0 = trio.current_time()
+        await process.cancel(s, timeout="10s")
+        await process.cancel(z, timeout="10s")
+        took = trio.current_time() - t0
+        exits = [await process.events().receive() for _ in range(2)]
+        return took, [(e.kind, e.ok, e.result, e.error) for e in exits]
+
+    took, exits = await node.wait(await node.spawn(boss))
+    assert took == 0
+    assert exits == [(EventKind.EXIT, True, None, None)] * 2
+    assert log == ["work", "server finally", "sleeper finally"]
+
+
+async def test_cancel_before_the_process_ever_ran(node, autojump_clock):
+    ran = []
+
+    async def never():
+        ran.append(True)
+
+    async def boss():
+        p = await process.spawn_monitored(never)
+        await process.cancel(p)
+        return await process.events().receive()
+
+    ev = await node.wait(await node.spawn(boss))
+    assert ev.ok and ran == []
+
+
+async def test_cancel_waits_for_shielded_cleanup_then_terminates(node, autojump_clock):
+    async def cleans_up(seconds):
+        try:
+            await trio.sleep_forever()
+        finally:
+            with trio.CancelScope(shield=True):
+                await trio.sleep(seconds)
+
+    async def boss(seconds):
+        p = await process.spawn_monitored(cleans_up, seconds)
+        await trio.sleep(1)
+        t0 = trio.current_time()
+        await process.cancel(p, timeout="5s")
+        ev = await process.events().receive()
+        return trio.current_time() - t0, ev.error.type if ev.error else None
+
+    assert await node.wait(await node.spawn(boss, 2)) == (2, None)
+    # a cleanup longer than the timeout: terminated at the timeout, though it only
+    # ends when its shielded cleanup does
+    took, error = await node.wait(await node.spawn(boss, 8))
+    assert (took, error) == (8, "Terminated")
+
+
+async def test_cancel_stops_a_pending_call(node, autojump_clock):
+    async def mute():
+        await trio.sleep_forever()
+
+    async def caller(to):
+        await process.call(to, "q", timeout="1h")
+
+    m = await node.spawn(mute)
+    c = await node.spawn(caller, m)
+    await trio.sleep(1)
+
+    async def boss():
+        t0 = trio.current_time()
+        await process.cancel(c)
+        return trio.current_time() - t0
+
+    assert await node.wait(await node.spawn(boss)) == 0
+    assert await node.wait(c) is None
+    assert not node.hosts["processes"].procs[m]._callers
+
+
+async def test_a_service_in_an_inbox_loop_stops_at_once(autojump_clock):
+    import textwrap
+
+    import svc_app
+
+    from garrison import open_node
+    from garrison.supervision._config import load_config_text
+
+    svc_app.LOG.clear()
+    cfg = load_config_text(textwrap.dedent("""
+        version: "1.0"
+        namespace: t
+        entries:
+          - {name: steady, kind: process.py, source: "svc_app:steady"}
+          - name: server
+            kind: process.service
+            process: steady
+            input: [server]
+            lifecycle: {auto_start: true}
+    """), "test.yaml")
+    async with open_node(config=cfg):
+        await trio.sleep(5)
+        t_stop = trio.current_time()
+    assert [(t, what) for t, _, what in svc_app.LOG] == [(0, "start"), (t_stop, "stop")]
+    assert trio.current_time() == t_stop

@@ -1,6 +1,8 @@
 """Every cell of the exit matrix in the README: how B's end reaches A.
 
-Rows: B returns normally / raises / is cancelled (stops in time, or not) / is terminated.
+Rows: B returns normally / raises / is cancelled (stops in time on CANCEL, is stopped by
+trio cancellation because it never asked for its events, or is terminated after the
+timeout) / is terminated.
 Columns: A monitors B / A is linked to B / A is linked and traps links.
 """
 
@@ -25,6 +27,11 @@ async def _b_obeys_cancel():
 
 
 async def _b_ignores_cancel():
+    process.events()  # reads its events, so a cancel is a CANCEL event: ignored
+    await trio.sleep_forever()
+
+
+async def _b_never_reads_events():
     await trio.sleep_forever()
 
 
@@ -33,6 +40,7 @@ ENDS = {
     "normal": (_b_normal, None),
     "exception": (_b_raises, None),
     "cancel_obeyed": (_b_obeys_cancel, "cancel"),
+    "cancel_without_events": (_b_never_reads_events, "cancel"),
     "cancel_escalated": (_b_ignores_cancel, "cancel"),
     "terminate": (_b_ignores_cancel, "terminate"),
 }
@@ -43,12 +51,14 @@ EXPECT = {
     "normal": ((True, None), False, False),
     "exception": ((False, "ValueError"), True, True),
     "cancel_obeyed": ((True, None), False, False),
+    "cancel_without_events": ((True, None), False, False),
     "cancel_escalated": ((False, "Terminated"), True, True),
     "terminate": ((False, "Terminated"), True, True),
 }
 
 
 async def _ender(pid, how):
+    await trio.sleep(0.5)  # B runs (and asks for its events, if it does) before this
     if how == "cancel":
         await process.cancel(pid, timeout="1s")
     elif how == "terminate":

@@ -1,5 +1,8 @@
+import pytest
 import trio
+import workflow_app as app
 
+import garrison
 from garrison import process
 
 
@@ -99,3 +102,153 @@ async def test_busy_receiver_does_not_starve_others(node, autojump_clock):
 
     await node.spawn(ticker)
     assert await node.wait(await node.spawn(busy)) == 3
+
+
+# ---------------------------------------------------------------- visibility
+# An inbox has no limit (send never blocks); what waits is visible in node.stats()
+# and node.process_info(), and an inbox that passes open_node(inbox_warning=...)
+# logs one warning, armed again once it drains below half.
+
+
+async def _holder(n_events: int = 0) -> None:
+    """Reads nothing until told (a call with topic 'drain' and how many to keep)."""
+    process.register("holder")
+    for _ in range(n_events):
+        await process.spawn_monitored(_quick)
+    await trio.sleep_forever()
+
+
+async def _quick() -> None:
+    return None
+
+
+async def test_stats_show_what_waits_and_where(node, autojump_clock):
+    assert (node.stats()["queued"], node.stats()["largest_inbox"],
+            node.stats()["largest_inbox_pid"]) == (0, 0, None)
+    big = await node.spawn(_holder, 3)
+    small = await node.spawn(trio.sleep_forever)
+    await trio.sleep(1)
+    for i in range(50):
+        await node.send(big, "m", i)
+    for i in range(10):
+        await node.send(small, "m", i)
+    stats = node.stats()
+    assert (stats["queued"], stats["largest_inbox"], stats["largest_inbox_pid"]) == (63, 53, big)
+
+
+async def test_process_info(node, autojump_clock):
+    async def watcher(target):
+        process.register("watcher")
+        process.link(target)
+        process.monitor(target)
+        process.listen("urgent")
+        process.events()
+        await trio.sleep_forever()
+
+    target = await node.spawn(_holder, 2)
+    w = await node.spawn(watcher, target)
+    await trio.sleep(1)
+    await node.send(w, "urgent")
+    await node.send(w, "later")
+    await node.send(w, "later")
+    info = node.process_info("watcher")
+    assert info == garrison.ProcessInfo(
+        pid=w, alive=True, label="test_process_info.<locals>.watcher", parent=None,
+        queued=3, events=0, links=frozenset({target}), monitors=frozenset({target}),
+        monitored_by=frozenset(), names=("watcher",), trap_links=False, reads_events=True)
+    t = node.process_info(str(target))
+    assert (t.queued, t.events, t.links, t.monitored_by, t.names) == (
+        0, 2, frozenset({w}), frozenset({w}), ("holder",))
+    await node.send(w, "x")  # process_info is a snapshot
+    assert info.queued == 3 and node.process_info(w).queued == 4
+    gone = await node.spawn(_quick)
+    await node.wait(gone)
+    assert node.process_info(gone) == garrison.ProcessInfo(pid=gone, alive=False)
+    wf = await node.start_workflow(app.receiver, id="pi")
+    with pytest.raises(ValueError, match=r"'workflows' is a workflow host; use node.workflow"):
+        node.process_info(wf)
+    with pytest.raises(garrison.NoSuchProcess):
+        node.process_info("nobody")
+
+
+def _warnings(caplog):
+    return [r.getMessage() for r in caplog.records
+            if r.name == "garrison.process" and "no limit" in r.getMessage()]
+
+
+async def test_inbox_warning_once_then_rearmed_after_draining(autojump_clock, caplog):
+    async def slow_reader():  # reads its inbox only when told, down to what it is told
+        box = process.inbox()
+        async for msg in process.listen("drain"):
+            while len(box) > msg.payload:
+                box.try_receive()
+            await msg.reply(len(box))
+
+    async with garrison.open_node(inbox_warning=100) as node:
+        pid = await node.spawn(trio.sleep_forever)
+        for i in range(99):
+            await node.send(pid, "m", i)
+        assert _warnings(caplog) == []
+        await node.send(pid, "m", 99)
+        assert _warnings(caplog) == [
+            f"sleep_forever {pid} has 100 messages waiting in its inbox: an inbox has no "
+            "limit (send never blocks), so a process that does not keep up grows without "
+            "bound (warned again once this inbox has drained below 50)"]
+        for i in range(1000):
+            await node.send(pid, "m", i)
+        assert len(_warnings(caplog)) == 1  # once, not per message
+
+        reader = await node.spawn(slow_reader)
+        for i in range(150):
+            await node.send(reader, "m", i)
+        assert len(_warnings(caplog)) == 2
+        assert await node.call(reader, "drain", 60) == 60  # not below half: still warned
+        for i in range(100):
+            await node.send(reader, "m", i)
+        assert len(_warnings(caplog)) == 2
+        assert await node.call(reader, "drain", 49) == 49  # below half: armed again
+        for i in range(50):
+            await node.send(reader, "m", i)
+        assert len(_warnings(caplog)) == 2
+        await node.send(reader, "m", 0)
+        assert len(_warnings(caplog)) == 3
+        assert node.stats()["largest_inbox_pid"] == pid
+
+
+async def test_inbox_warning_names_the_inbox_and_can_be_turned_off(autojump_clock, caplog):
+    async def listener():
+        process.listen("jobs")
+        process.events()
+        for _ in range(3):
+            await process.spawn_monitored(_quick)
+        await trio.sleep_forever()
+
+    async with garrison.open_node(inbox_warning=3) as node:
+        pid = await node.spawn(listener)
+        await trio.sleep(1)
+        for _ in range(3):
+            await node.send(pid, "jobs")
+        got = _warnings(caplog)
+        assert len(got) == 2
+        assert "has 3 events waiting in its events()" in got[0]
+        assert "has 3 messages waiting in its listen('jobs') inbox" in got[1]
+    caplog.clear()
+    for off in (0, None):
+        async with garrison.open_node(inbox_warning=off) as node:
+            pid = await node.spawn(trio.sleep_forever)
+            for i in range(20_000):
+                await node.send(pid, "m", i)
+            assert node.stats()["queued"] == 20_000
+    assert _warnings(caplog) == []
+    with pytest.raises(ValueError, match="inbox_warning must be a whole number"):
+        async with garrison.open_node(inbox_warning=-1):
+            pass
+
+
+async def test_default_inbox_warning_is_10_000(node, autojump_clock, caplog):
+    pid = await node.spawn(trio.sleep_forever)
+    for i in range(9_999):
+        await node.send(pid, "m", i)
+    assert _warnings(caplog) == []
+    await node.send(pid, "m", 0)
+    assert len(_warnings(caplog)) == 1

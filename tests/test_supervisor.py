@@ -53,7 +53,9 @@ async def worker(name: str, log: list[Any]) -> Any:
 
 
 async def stubborn(name: str, log: list[Any]) -> None:
-    """Ignores CANCEL; records ("killed", name) when terminated."""
+    """Reads its events (so CANCEL is cooperative) but ignores CANCEL; records
+    ("killed", name) when terminated."""
+    process.events()
     log.append(("start", name))
     try:
         await trio.sleep_forever()

@@ -1,6 +1,6 @@
 """Process values and mailboxes: Pid, Message, Event, ErrorInfo, Inbox."""
 
 from ._mailbox import Inbox
-from ._values import ErrorInfo, Event, EventKind, Message, Pid
+from ._values import ErrorInfo, Event, EventKind, Message, Pid, ProcessInfo
 
-__all__ = ["ErrorInfo", "Event", "EventKind", "Inbox", "Message", "Pid"]
+__all__ = ["ErrorInfo", "Event", "EventKind", "Inbox", "Message", "Pid", "ProcessInfo"]

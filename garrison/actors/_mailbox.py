@@ -8,8 +8,9 @@ that finds a task parked on the inbox hands the item straight to that task.
 
 from __future__ import annotations
 
+import sys
 from collections import deque
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import outcome
 import trio
@@ -54,6 +55,12 @@ def timeout_seconds(value: Any) -> float:
         return seconds
 
 
+class InboxOwner(Protocol):
+    """Who hears about an inbox that passes its warning threshold (the process)."""
+
+    def _inbox_over(self, inbox: Inbox[Any], waiting: int) -> None: ...
+
+
 class Inbox(Generic[T]):
     """A queue of messages (or events) of one process.
 
@@ -67,14 +74,22 @@ class Inbox(Generic[T]):
             ...
     """
 
-    __slots__ = ("_budget", "_items", "_waiters", "topic")
+    __slots__ = ("_budget", "_items", "_owner", "_threshold", "_waiters", "_warn_at", "topic")
 
-    def __init__(self, budget: Budget, topic: str | None = None) -> None:
+    def __init__(self, budget: Budget, topic: str | None = None, *,
+                 owner: InboxOwner | None = None, warn_at: int = 0) -> None:
         self._budget = budget
         self._items: deque[T] = deque()
         self._waiters: deque[trio.lowlevel.Task] = deque()
         #: the topic this inbox listens to, or None for the general inbox / events
         self.topic = topic
+        # an inbox never limits what is queued (send never blocks); past ``warn_at``
+        # items it tells its owner once, and again only after draining below half
+        self._owner = owner
+        self._threshold = warn_at if owner is not None and warn_at > 0 else 0
+        #: put() calls _check() at this length: the threshold while armed, 0 (every
+        #: put) once warned, so the first put after draining below half re-arms it
+        self._warn_at = self._threshold or sys.maxsize
 
     def __len__(self) -> int:
         return len(self._items)
@@ -89,7 +104,23 @@ class Inbox(Generic[T]):
         if self._waiters:
             trio.lowlevel.reschedule(self._waiters.popleft(), outcome.Value(item))
         else:
-            self._items.append(item)
+            items = self._items
+            items.append(item)
+            if len(items) >= self._warn_at:
+                self._check()
+
+    def _check(self) -> None:
+        """The cold path of ``put``: warn on passing the threshold, re-arm after draining."""
+        waiting = len(self._items)
+        owner = self._owner
+        assert owner is not None
+        if self._warn_at:  # armed, and just reached the threshold
+            self._warn_at = 0
+            owner._inbox_over(self, waiting)
+        elif (waiting - 1) * 2 < self._threshold:  # it was below half before this put
+            self._warn_at = self._threshold
+            if waiting >= self._threshold:
+                self._check()
 
     # -- process side ------------------------------------------------------------
     async def receive(self, timeout: Any = None) -> T | None:

@@ -56,5 +56,10 @@ def current_runtime(what: str = "this call") -> Runtime:
         ) from None
 
 
+def runtime_or_none() -> Runtime | None:
+    """The runtime of the calling process, or ``None`` outside any process."""
+    return _current.get(None)
+
+
 def set_runtime(runtime: Runtime) -> contextvars.Token[Runtime]:
     return _current.set(runtime)

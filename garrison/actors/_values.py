@@ -97,6 +97,19 @@ class Event:
         return self.error is None
 
 
+def check_topic(topic: Any, what: str) -> str:
+    """``topic`` as a plain ``str``; anything else raises ``TypeError`` naming its type.
+
+    Called where a message enters the runtime (``process.send``/``call``,
+    ``node.send``/``call``), after the caller checked ``type(topic) is not str``.
+    A ``str`` subclass (a ``StrEnum`` member) becomes a plain ``str``, so a topic
+    reads the same live and after a durable round trip.
+    """
+    if isinstance(topic, str):
+        return str.__str__(topic)
+    raise TypeError(f"{what}: a topic must be a str, got {type(topic).__name__}: {topic!r}")
+
+
 @attrs.frozen
 class Message:
     """A message in a process's inbox.
@@ -124,3 +137,28 @@ class Message:
         from ._runtime import current_runtime
 
         await current_runtime().reply(self, value)
+
+
+@attrs.frozen
+class ProcessInfo:
+    """A snapshot of one process, from ``node.process_info(pid)``.
+
+    ``queued`` counts the messages waiting in its inbox and its ``listen`` inboxes,
+    ``events`` the events waiting in ``process.events()``; ``links``, ``monitors``
+    (whose ``EXIT`` it will receive) and ``monitored_by`` are pids; ``names`` the
+    names it has registered. A process that has ended reads ``alive=False`` with
+    everything else empty.
+    """
+
+    pid: Pid
+    alive: bool
+    label: str = ""
+    parent: Pid | None = None
+    queued: int = 0
+    events: int = 0
+    links: frozenset[Pid] = frozenset()
+    monitors: frozenset[Pid] = frozenset()
+    monitored_by: frozenset[Pid] = frozenset()
+    names: tuple[str, ...] = ()
+    trap_links: bool = False
+    reads_events: bool = False

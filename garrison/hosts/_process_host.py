@@ -20,7 +20,7 @@ import trio
 from .._errors import ProcessError
 from ..actors._mailbox import Budget, Inbox, timeout_seconds
 from ..actors._runtime import set_runtime
-from ..actors._values import ErrorInfo, Event, EventKind, Message, Pid
+from ..actors._values import ErrorInfo, Event, EventKind, Message, Pid, ProcessInfo
 
 if TYPE_CHECKING:
     from .._node import Node
@@ -30,6 +30,11 @@ log = logging.getLogger("garrison.process")
 _EXIT = EventKind.EXIT
 _LINK_DOWN = EventKind.LINK_DOWN
 _CANCEL = EventKind.CANCEL
+
+
+#: the kill reason of a process stopped by ``cancel`` through trio cancellation (it
+#: never asked for its events); its exit is a normal one
+_STOPPED = ErrorInfo("Cancelled", "stopped by cancel")
 
 
 def noproc(pid: Pid) -> ErrorInfo:
@@ -42,13 +47,70 @@ def _incarnation() -> str:
     return format(int.from_bytes(os.urandom(4), "big"), "x")
 
 
-class _Process:
+class _Caller:
+    """What can make a ``call`` and be replied to: a process, or the stand-in
+    ``node.call`` uses outside any process (:class:`_OutsideCaller`)."""
+
+    __slots__ = ("_calls", "node", "pid")
+
+    node: Node
+    pid: Pid
+    _calls: dict[int, trio.lowlevel.Task | None] | None  # my pending calls
+
+    async def call(self, to: Pid | str, topic: str, payload: Any, timeout: Any) -> Any:
+        node = self.node
+        pid = node.resolve(to)
+        callee = node._local_process(pid)
+        if callee is None or type(callee) is _OutsideCaller:
+            if pid.host in node._durable_hosts():
+                return await node._call_durable(self.pid, pid, topic, payload, timeout)
+            raise ProcessError(f"call to {pid} failed: {noproc(pid)}", pid=pid, error=noproc(pid))
+        ref = next(_refs)
+        if self._calls is None:
+            self._calls = {}
+        self._calls[ref] = None
+        if callee._callers is None:
+            callee._callers = {}
+        callee._callers[ref] = self
+        seconds = timeout_seconds(timeout)
+        try:
+            node.stats_messages += 1
+            callee.deliver(Message(topic, payload, self.pid, node._message_id(), str(ref)))
+            with trio.move_on_after(seconds):
+                return await self._park_call(ref)
+            raise TimeoutError(f"call to {pid} (topic {topic!r}) got no reply within {seconds:g}s")
+        finally:
+            self._calls.pop(ref, None)
+            if callee._callers is not None:
+                callee._callers.pop(ref, None)
+
+    async def _park_call(self, ref: int) -> Any:
+        assert self._calls is not None
+        task = trio.lowlevel.current_task()
+        self._calls[ref] = task
+
+        def abort(_: Any) -> trio.lowlevel.Abort:
+            if self._calls is not None:
+                self._calls[ref] = None
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        return await trio.lowlevel.wait_task_rescheduled(abort)
+
+    def _finish_call(self, ref: int, result: outcome.Outcome[Any]) -> None:
+        calls = self._calls
+        if calls is None or ref not in calls:
+            return  # a late reply: the caller gave up already
+        task = calls.pop(ref)
+        if task is not None:
+            trio.lowlevel.reschedule(task, result)
+
+
+class _Process(_Caller):
     """One process: its mailbox, links, monitors, and the runtime its code uses."""
 
     __slots__ = (
         "_budget",
         "_callers",
-        "_calls",
         "_events",
         "_exited",
         "_inbox",
@@ -61,9 +123,8 @@ class _Process:
         "monitored_by",
         "monitoring",
         "names",
-        "node",
         "parent",
-        "pid",
+        "reads_events",
         "scope",
         "started",
         "trap_links",
@@ -80,6 +141,7 @@ class _Process:
         self.started: trio.Event | None = None  # made on demand by wait_started
         self.kill_reason: ErrorInfo | None = None
         self.trap_links = False
+        self.reads_events = False  # asked for process.events(): CANCEL is cooperative
         self._budget = Budget()
         self._inbox: Inbox[Message] | None = None
         self._topics: dict[str, Inbox[Message]] | None = None
@@ -88,7 +150,7 @@ class _Process:
         self.monitored_by: set[Pid] | None = None  # who receives my EXIT
         self.monitoring: set[Pid] | None = None  # whose EXIT I receive
         self.names: list[str] | None = None
-        self._calls: dict[int, trio.lowlevel.Task | None] | None = None  # my pending calls
+        self._calls = None
         self._callers: dict[int, _Process] | None = None  # calls waiting on me
         self._exited: trio.Event | None = None
 
@@ -105,13 +167,13 @@ class _Process:
                 return
         box = self._inbox
         if box is None:
-            box = self._inbox = Inbox(self._budget)
+            box = self._inbox = self._new_box(None)
         box.put(msg)
 
     def deliver_event(self, event: Event) -> None:
         box = self._events
         if box is None:
-            box = self._events = Inbox(self._budget)
+            box = self._events = self._new_box(None)
         box.put(event)
 
     # ------------------------------------------------------------------ lifecycle
@@ -151,15 +213,25 @@ class _Process:
                 error = self.kill_reason or self.node._shutdown_reason
             raise
         finally:
-            self._exit(result, error)
+            self._exit(result, None if error is _STOPPED else error)
 
     def kill(self, reason: ErrorInfo) -> None:
-        """End this process at its next checkpoint with ``reason`` (the first reason wins)."""
-        if not self.alive or self.kill_reason is not None:
+        """End this process at its next checkpoint with ``reason`` (the first reason
+        wins; a real reason replaces a cancel's :data:`_STOPPED`)."""
+        if not self.alive or (self.kill_reason is not None and self.kill_reason is not _STOPPED):
             return
         self.kill_reason = reason
         if self.scope is not None:
             self.scope.cancel()
+
+    def cancel_requested(self, by: Pid | None) -> None:
+        """``process.cancel`` of this process: one that reads its events gets ``CANCEL``; any
+        other is stopped by trio cancellation at its next checkpoint (its ``finally``
+        blocks run) and exits normally."""
+        if self.reads_events:
+            self.deliver_event(Event(_CANCEL, by if by is not None else self.pid))
+        else:
+            self.kill(_STOPPED)
 
     def _exit(self, result: Any, error: ErrorInfo | None) -> None:
         """Everything that happens when a process ends; synchronous, never raises."""
@@ -244,7 +316,7 @@ class _Process:
     def inbox(self) -> Inbox[Message]:
         box = self._inbox
         if box is None:
-            box = self._inbox = Inbox(self._budget)
+            box = self._inbox = self._new_box(None)
         return box
 
     def listen(self, topic: str) -> Inbox[Message]:
@@ -254,7 +326,7 @@ class _Process:
             self._topics = {}
         box = self._topics.get(topic)
         if box is None:
-            box = self._topics[topic] = Inbox(self._budget, topic)
+            box = self._topics[topic] = self._new_box(topic)
             general = self._inbox
             if general is not None and general._items:
                 keep = [m for m in general._items if m.topic != topic]
@@ -267,9 +339,10 @@ class _Process:
         return box
 
     def events(self) -> Inbox[Event]:
+        self.reads_events = True
         box = self._events
         if box is None:
-            box = self._events = Inbox(self._budget)
+            box = self._events = self._new_box(None)
         return box
 
     def link(self, to: Pid | str) -> None:
@@ -326,53 +399,38 @@ class _Process:
     def lookup(self, name: str) -> Pid | None:
         return self.node.lookup(name)
 
-    async def call(self, to: Pid | str, topic: str, payload: Any, timeout: Any) -> Any:
-        node = self.node
-        pid = node.resolve(to)
-        callee = node._local_process(pid)
-        if callee is None:
-            if pid.host in node._durable_hosts():
-                return await node._call_durable(self.pid, pid, topic, payload, timeout)
-            raise ProcessError(f"call to {pid} failed: {noproc(pid)}", pid=pid, error=noproc(pid))
-        ref = next(_refs)
-        if self._calls is None:
-            self._calls = {}
-        self._calls[ref] = None
-        if callee._callers is None:
-            callee._callers = {}
-        callee._callers[ref] = self
-        seconds = timeout_seconds(timeout)
-        try:
-            node.stats_messages += 1
-            callee.deliver(Message(topic, payload, self.pid, node._message_id(), str(ref)))
-            with trio.move_on_after(seconds):
-                return await self._park_call(ref)
-            raise TimeoutError(f"call to {pid} (topic {topic!r}) got no reply within {seconds:g}s")
-        finally:
-            self._calls.pop(ref, None)
-            if callee._callers is not None:
-                callee._callers.pop(ref, None)
+    def _new_box(self, topic: str | None) -> Inbox[Any]:
+        return Inbox(self._budget, topic, owner=self, warn_at=self.node.inbox_warning)
 
-    # ------------------------------------------------------------------ helpers
-    async def _park_call(self, ref: int) -> Any:
-        assert self._calls is not None
-        task = trio.lowlevel.current_task()
-        self._calls[ref] = task
+    def _inbox_over(self, inbox: Inbox[Any], waiting: int) -> None:
+        """One of my inboxes reached the node's ``inbox_warning``: say so, once."""
+        if inbox is self._events:
+            which = "events waiting in its events()"
+        elif inbox.topic is not None:
+            which = f"messages waiting in its listen({inbox.topic!r}) inbox"
+        else:
+            which = "messages waiting in its inbox"
+        log.warning("%s has %d %s: an inbox has no limit (send never blocks), so a process "
+                    "that does not keep up grows without bound (warned again once this inbox "
+                    "has drained below %d)", _who(self), waiting, which, inbox._threshold // 2,
+                    extra={"pid": self.pid, "queued": waiting})
 
-        def abort(_: Any) -> trio.lowlevel.Abort:
-            if self._calls is not None:
-                self._calls[ref] = None
-            return trio.lowlevel.Abort.SUCCEEDED
+    def queued(self) -> tuple[int, int]:
+        """(messages, events) waiting in my inboxes."""
+        messages = len(self._inbox._items) if self._inbox is not None else 0
+        if self._topics:
+            messages += sum(len(box._items) for box in self._topics.values())
+        return messages, len(self._events._items) if self._events is not None else 0
 
-        return await trio.lowlevel.wait_task_rescheduled(abort)
-
-    def _finish_call(self, ref: int, result: outcome.Outcome[Any]) -> None:
-        calls = self._calls
-        if calls is None or ref not in calls:
-            return  # a late reply: the caller gave up already
-        task = calls.pop(ref)
-        if task is not None:
-            trio.lowlevel.reschedule(task, result)
+    def info(self) -> ProcessInfo:
+        messages, events = self.queued()
+        return ProcessInfo(
+            pid=self.pid, alive=self.alive, label=self.label, parent=self.parent,
+            queued=messages, events=events, links=frozenset(self.links or ()),
+            monitors=frozenset(self.monitoring or ()),
+            monitored_by=frozenset(self.monitored_by or ()), names=tuple(self.names or ()),
+            trap_links=self.trap_links, reads_events=self.reads_events,
+        )
 
     def _add_link(self, pid: Pid) -> None:
         if self.links is None:
@@ -388,6 +446,24 @@ class _Process:
 _refs = itertools.count(1)
 
 
+class _OutsideCaller(_Caller):
+    """The caller of a ``node.call``: not a process (it has a pid of its host, so a
+    reply and the callee's death reach it, but it is in no process table: a message
+    to it is a dead letter and a call to it fails with ``noproc``)."""
+
+    __slots__ = ("_callers",)
+
+    def __init__(self, node: Node, pid: Pid) -> None:
+        self.node = node
+        self.pid = pid
+        self._calls = None
+        self._callers: dict[int, Any] | None = None
+
+    def deliver(self, msg: Message) -> None:
+        """A message for it (a host that looked it up as a callee) is dropped."""
+        self.node.stats_dead_letters += 1
+
+
 class _Started:
     """Shared marker for "already running" (saves an Event per process)."""
 
@@ -401,8 +477,12 @@ class _Started:
 _STARTED: Any = _Started()
 
 
+def _who(proc: _Process) -> str:
+    return f"{proc.label} {proc.pid}" if proc.label else str(proc.pid)
+
+
 def _log_exit(proc: _Process, error: ErrorInfo) -> None:
-    who = f"{proc.label} {proc.pid}" if proc.label else str(proc.pid)
+    who = _who(proc)
     if error.traceback:
         log.error("%s exited abnormally: %s\n%s", who, error, error.traceback.rstrip())
     else:
@@ -418,6 +498,8 @@ class ProcessHost:
         self.node = node
         self.name = name
         self.procs: dict[Pid, _Process] = {}
+        #: the callers of ``node.call`` waiting for a reply, by their pids
+        self.callers: dict[Pid, _OutsideCaller] = {}
         self._prefix = _incarnation() + "."
         self._seq = 0
         self._nursery: trio.Nursery | None = None
@@ -449,6 +531,25 @@ class ProcessHost:
     def get(self, pid: Pid) -> _Process | None:
         return self.procs.get(pid)
 
+    def local_caller(self, pid: Pid) -> _Caller | None:
+        """The process ``pid``, or the waiting ``node.call`` caller of that pid."""
+        proc = self.procs.get(pid)
+        if proc is None and self.callers:
+            return self.callers.get(pid)
+        return proc
+
+    async def call_from_outside(self, to: Pid | str, topic: str, payload: Any,
+                                timeout: Any) -> Any:
+        """``node.call``: a call made by a stand-in caller with a pid of this host (so
+        the callee can reply, and its death fails the call), not a process."""
+        self._seq += 1
+        caller = _OutsideCaller(self.node, Pid(self.name, self._prefix + str(self._seq)))
+        self.callers[caller.pid] = caller
+        try:
+            return await caller.call(to, topic, payload, timeout)
+        finally:
+            del self.callers[caller.pid]
+
     # -- the node's per-host operations -------------------------------------------
     def deliver(self, pid: Pid, msg: Message) -> bool:
         proc = self.procs.get(pid)
@@ -461,6 +562,8 @@ class ProcessHost:
         proc = self.procs.get(pid)
         if proc is None:
             return False
+        if event.kind is _EXIT and proc.monitoring:
+            proc.monitoring.discard(event.pid)  # that monitor is spent: forget the pid
         proc.deliver_event(event)
         return True
 
@@ -509,7 +612,7 @@ class ProcessHost:
         proc = self.procs.get(target)
         if proc is None:
             return False
-        proc.deliver_event(Event(_CANCEL, by if by is not None else target))
+        proc.cancel_requested(by)
         return True
 
     def kill(self, target: Pid, reason: ErrorInfo) -> bool:
@@ -531,6 +634,27 @@ class ProcessHost:
 
     def is_alive(self, pid: Pid) -> bool:
         return pid in self.procs
+
+    def process_info(self, pid: Pid) -> ProcessInfo:
+        """A snapshot of the process ``pid`` (``alive=False`` and empty once it ended)."""
+        proc = self.procs.get(pid)
+        if proc is None:
+            return ProcessInfo(pid=pid, alive=False)
+        return proc.info()
+
+    def inbox_stats(self) -> tuple[int, int, Pid | None]:
+        """(items waiting in all inboxes, the most waiting at one process, its pid)."""
+        total = largest = 0
+        at: Pid | None = None
+        for pid, proc in self.procs.items():
+            if proc._inbox is None and proc._events is None and proc._topics is None:
+                continue
+            messages, events = proc.queued()
+            n = messages + events
+            total += n
+            if n > largest:
+                largest, at = n, pid
+        return total, largest, at
 
     def live_count(self) -> int:
         return len(self.procs)

@@ -1,0 +1,150 @@
+"""Addressing: a pid's text form is accepted wherever a pid is; topics are str."""
+
+from __future__ import annotations
+
+import enum
+
+import pytest
+import trio
+import workflow_app as app
+
+import garrison
+from garrison import EventKind, NoSuchProcess, ProcessError, process
+
+
+async def _echo() -> None:
+    async for msg in process.inbox():
+        if msg.call_ref is not None:
+            await msg.reply(msg.payload)
+
+
+async def _sleeper() -> None:
+    await trio.sleep_forever()
+
+
+async def _returns(value: object) -> object:
+    return value
+
+
+# ------------------------------------------------------------------ pid text form
+async def test_pid_text_is_accepted_everywhere(node, autojump_clock):
+    async def main() -> list[object]:
+        out: list[object] = []
+        e = str(await process.spawn(_echo))
+        await process.send(e, "hello")
+        out.append(await process.call(e, "q", 7))
+        process.monitor(str(await process.spawn(_returns, "done")))
+        ev = await process.events().receive()
+        out.append((ev.kind, ev.result))
+        process.set_options(trap_links=True)
+        s = str(await process.spawn(_sleeper))
+        process.link(s)
+        await process.terminate(s)
+        ev = await process.events().receive()
+        out.append((ev.kind, ev.error.type))
+        c = await process.spawn(_sleeper)
+        process.monitor(c)
+        await process.cancel(str(c), timeout=1)
+        ev = await process.events().receive()
+        out.append((ev.kind, ev.pid == c))
+        process.unlink(s)
+        process.demonitor(e)
+        return out
+
+    assert await node.wait(str(await node.spawn(main))) == [
+        7, (EventKind.EXIT, "done"), (EventKind.LINK_DOWN, "Terminated"), (EventKind.EXIT, True)]
+    pid = await node.spawn(_echo)
+    await node.send(str(pid), "x")
+    assert node.resolve(str(pid)) == pid
+
+
+async def test_pid_text_of_a_workflow_reaches_it(node, autojump_clock):
+    wf = await node.start_workflow(app.receiver, id="t")
+
+    async def forward(to: str) -> None:  # the pid arrived as a plain string
+        await process.send(to, "approve", {"by": "ann"})
+
+    await node.wait(await node.spawn(forward, str(wf)))
+    assert str(wf) == "workflows/t"
+    assert await node.workflow("t").result() == ["approve", {"by": "ann"}]
+    assert await node.wait("workflows/t") == ["approve", {"by": "ann"}]
+
+
+async def test_pid_text_of_a_dead_process_is_a_dead_letter(node, autojump_clock):
+    pid = await node.spawn(_returns, 1)
+    await node.wait(pid)
+    before = node.stats()["dead_letters"]
+    await node.send(str(pid), "late")
+    assert node.stats()["dead_letters"] == before + 1
+    await node.send("nowhere/1", "late")  # a host this node does not have
+    assert node.stats()["dead_letters"] == before + 2
+
+
+async def test_bad_pid_text_and_names_with_a_slash(node, autojump_clock):
+    with pytest.raises(ValueError, match="cannot parse a pid from '/x'"):
+        await node.send("/x", "t")
+    with pytest.raises(NoSuchProcess):
+        await node.send("nobody", "t")
+
+    async def registers(name: str) -> None:
+        process.register(name)
+
+    with pytest.raises(ProcessError, match="must not contain '/'"):
+        await node.wait(await node.spawn(registers, "a/b"))
+
+
+# ------------------------------------------------------------------ topics
+class Topic(enum.StrEnum):
+    PING = "ping"
+
+
+async def test_topic_must_be_a_str(node, autojump_clock):
+    e = await node.spawn(_echo)
+
+    async def main(topic: object, how: str) -> str:
+        try:
+            if how == "send":
+                await process.send(e, topic)
+            else:
+                await process.call(e, topic)
+        except TypeError as exc:
+            return str(exc)
+        return "accepted"
+
+    for how in ("send", "call"):
+        got = await node.wait(await node.spawn(main, 42, how))
+        assert got == f"process.{how}(): a topic must be a str, got int: 42"
+        got = await node.wait(await node.spawn(main, None, how))
+        assert got == f"process.{how}(): a topic must be a str, got NoneType: None"
+    with pytest.raises(TypeError, match=r"node.send\(\): a topic must be a str, got bytes"):
+        await node.send(e, b"x")
+    wf = await node.start_workflow(app.receiver, id="typed")
+    with pytest.raises(TypeError, match="got int"):
+        await node.send(wf, 42)
+    with pytest.raises(TypeError, match="got int"):
+        await node.workflow("typed").signal(42)
+
+
+async def test_str_subclass_topic_becomes_a_plain_str(node, autojump_clock):
+    async def receiver() -> tuple[type, str]:
+        msg = await process.inbox().receive()
+        return type(msg.topic), msg.topic
+
+    pid = await node.spawn(receiver)
+    await node.send(pid, Topic.PING)
+    assert await node.wait(pid) == (str, "ping")
+
+
+async def bad_topic_sender() -> str:
+    try:
+        await process.send("somebody", 42)  # type: ignore[arg-type]
+    except TypeError as exc:
+        return f"TypeError: {exc}"
+    return "accepted"
+
+
+async def test_workflow_send_with_a_bad_topic_fails_at_the_call(node, autojump_clock):
+    wf = await node.start_workflow(bad_topic_sender, id="bt")
+    assert await node.workflow("bt").result() == "TypeError: process.send(): a topic must " \
+        "be a str, got int: 42"
+    assert wf == garrison.Pid("workflows", "bt")

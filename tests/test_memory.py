@@ -1,0 +1,158 @@
+"""Bookkeeping of dead processes does not accumulate: monitors, links, calls, caches.
+
+Each test counts live objects with ``gc`` (a bound, not an exact count: the
+runtime may keep a few objects around, but never one per dead process).
+"""
+
+from __future__ import annotations
+
+import functools
+import gc
+import logging
+
+import trio
+
+import garrison._node
+from garrison import EventKind, Pid, process
+from garrison.hosts._process_host import _Process
+from garrison.supervision import ChildSpec, Supervisor
+
+
+def _count(kind: type) -> int:
+    gc.collect()
+    return sum(1 for obj in gc.get_objects() if type(obj) is kind)
+
+
+async def _trivial() -> None:
+    return None
+
+
+async def _sleeper() -> None:
+    await trio.sleep_forever()
+
+
+async def test_monitored_children_leave_nothing_behind(node, autojump_clock, monkeypatch):
+    # node.wait remembers the last EXIT_MEMORY exits: keep that small so the bound is tight
+    monkeypatch.setattr(garrison._node, "EXIT_MEMORY", 100)
+    n = 100_000
+
+    async def parent() -> tuple[int, int, int, int]:
+        pids0, procs0 = _count(Pid), _count(_Process)
+        for _ in range(n):
+            child = await process.spawn_monitored(_trivial)
+            ev = await process.events().receive()
+            assert ev.kind == EventKind.EXIT and ev.pid == child
+        return pids0, procs0, _count(Pid), _count(_Process)
+
+    pids0, procs0, pids1, procs1 = await node.wait(await node.spawn(parent))
+    assert procs1 <= procs0 + 1, (procs0, procs1)
+    assert pids1 <= pids0 + 100 + 50, f"live Pids grew from {pids0} to {pids1} over {n} children"
+
+
+async def test_watcher_that_ends_first_is_forgotten_by_its_targets(node, autojump_clock):
+    # A monitors and links to long-lived processes, then ends: their links and
+    # monitors of A go with it
+    targets = [await node.spawn(_sleeper) for _ in range(5)]
+
+    async def watcher() -> None:
+        for t in targets:
+            process.monitor(t)
+        for t in targets[:2]:
+            process.link(t)
+
+    await node.wait(await node.spawn(watcher))
+    for t in targets:
+        proc = node.hosts["processes"].procs[t]
+        assert not proc.monitored_by and not proc.links, proc
+
+
+async def test_linked_children_leave_nothing_behind(node, autojump_clock):
+    async def parent() -> tuple[set[Pid], set[Pid]]:
+        process.set_options(trap_links=True)
+        for _ in range(1000):
+            await process.spawn_linked_monitored(_trivial)
+            await process.events().receive()
+        me = node.hosts["processes"].procs[process.pid()]
+        return set(me.links or ()), set(me.monitoring or ())
+
+    links, monitoring = await node.wait(await node.spawn(parent))
+    assert links == set() and monitoring == set()
+
+
+async def test_calls_leave_nothing_behind(node, autojump_clock):
+    async def echo() -> None:
+        async for msg in process.inbox():
+            if msg.topic == "die":
+                raise RuntimeError("asked to die")
+            await msg.reply(msg.payload)
+
+    async def caller() -> tuple[int, int]:
+        e = await process.spawn(echo)
+        for i in range(100):
+            assert await process.call(e, "q", i) == i
+        for _ in range(10):  # callees that die, and calls that time out
+            d = await process.spawn(echo)
+            try:
+                await process.call(d, "die")
+            except garrison.ProcessError:
+                pass
+            s = await process.spawn(_sleeper)
+            try:
+                await process.call(s, "q", timeout=0.1)
+            except TimeoutError:
+                pass
+        me = node.hosts["processes"].procs[process.pid()]
+        callee = node.hosts["processes"].procs[e]
+        return len(me._calls or ()), len(callee._callers or ())
+
+    assert await node.wait(await node.spawn(caller)) == (0, 0)
+
+
+async def test_spawn_target_cache_keeps_no_per_spawn_objects(node, autojump_clock):
+    # a partial (or closure) made per spawn must not be kept alive by the runtime
+    class Marker:
+        pass
+
+    async def work(marker: Marker) -> None:
+        return None
+
+    def closure() -> object:
+        marker = Marker()
+
+        async def run() -> None:
+            assert marker is not None
+
+        return run
+
+    for _ in range(200):
+        await node.wait(await node.spawn(functools.partial(work, Marker())))
+        await node.wait(await node.spawn(closure()))
+    assert _count(Marker) == 0
+
+
+async def test_supervisor_restarting_a_crashing_child_stays_bounded(node, autojump_clock, caplog,
+                                                                   monkeypatch):
+    monkeypatch.setattr(garrison._node, "EXIT_MEMORY", 100)
+    caplog.set_level(logging.CRITICAL, logger="garrison.supervision")
+    caplog.set_level(logging.CRITICAL, logger="garrison.process")
+    starts = [0]
+
+    async def crashing(**_kw: object) -> None:
+        starts[0] += 1
+        await trio.sleep(0.001)
+        raise RuntimeError("crash")
+
+    sup = Supervisor([ChildSpec("c", crashing, kwargs={"k": 1})], max_restarts=1_000_000,
+                     within="10ms")
+    await node.spawn(sup)
+
+    async def until(n: int) -> None:
+        while starts[0] < n:
+            await trio.sleep(0.01)
+
+    await until(500)
+    before = len(gc.get_objects()), _count(Pid)
+    await until(3500)
+    after = len(gc.get_objects()), _count(Pid)
+    assert after[1] - before[1] < 50, f"live Pids {before[1]} -> {after[1]} over 3000 restarts"
+    assert after[0] - before[0] < 1000, f"live objects {before[0]} -> {after[0]}"

@@ -1,0 +1,133 @@
+"""The node API usable from anywhere: ``garrison.current_node()`` and ``node.call``."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+import workflow_app as app
+
+import garrison
+from garrison import NotInProcess, ProcessError, process
+
+
+# ------------------------------------------------------------------ current_node
+def test_current_node_in_the_root_process_of_run():
+    async def child() -> garrison.Node:
+        return garrison.current_node()
+
+    async def main() -> tuple[bool, int]:
+        node = garrison.current_node()
+        pid = await node.spawn(child)  # the node API from the root process
+        return await node.wait(pid) is node, node.stats()["spawned"]
+
+    assert garrison.run(main) == (True, 2)
+
+
+async def test_current_node_in_spawned_processes_and_the_open_node_block(autojump_clock):
+    async def grandchild() -> garrison.Node:
+        return garrison.current_node()
+
+    async def child() -> garrison.Node:
+        return await process.call(await process.spawn(_answer, grandchild), "go")
+
+    async with garrison.open_node() as node:
+        assert garrison.current_node() is node
+        assert await node.wait(await node.spawn(child)) is node
+        async with garrison.open_node() as inner:  # nested: the innermost block's node
+            assert garrison.current_node() is inner
+            assert await inner.wait(await inner.spawn(grandchild)) is inner
+        assert garrison.current_node() is node
+        wf = await node.start_workflow(node_in_a_workflow, id="cn")
+        assert await node.wait(wf) is True
+    with pytest.raises(NotInProcess, match=r"garrison.current_node\(\) has no node here"):
+        garrison.current_node()
+
+
+async def node_in_a_workflow() -> bool:
+    return garrison.current_node() is not None and "workflows" in garrison.current_node().hosts
+
+
+async def _answer(fn) -> None:
+    msg = await process.inbox().receive()
+    await msg.reply(await fn())
+
+
+def test_current_node_outside_everything():
+    with pytest.raises(NotInProcess) as info:
+        garrison.current_node()
+    assert "\n" not in str(info.value)
+
+
+# ------------------------------------------------------------------ node.call
+async def _echo() -> None:
+    async for msg in process.inbox():
+        if msg.topic == "die":
+            raise RuntimeError("asked to die")
+        if msg.topic == "slow":
+            await trio.sleep(2)
+        if msg.topic == "sender":
+            await msg.reply(msg.sender)
+            continue
+        await msg.reply(msg.payload)
+
+
+async def test_node_call_plain_process_and_registered_name(node, autojump_clock):
+    pid = await node.spawn(_echo)
+    assert await node.call(pid, "q", 7) == 7
+
+    async def named() -> None:
+        process.register("echo")
+        await _echo()
+
+    await node.spawn(named)
+    await trio.sleep(0)
+    assert await node.call("echo", "q", {"a": 1}) == {"a": 1}
+    assert await node.call(str(pid), "q") is None
+    with pytest.raises(garrison.NoSuchProcess):
+        await node.call("nobody", "q")
+    with pytest.raises(TypeError, match=r"node.call\(\): a topic must be a str"):
+        await node.call(pid, 1)
+
+
+async def test_node_call_callee_death_timeout_and_late_reply(node, autojump_clock):
+    pid = await node.spawn(_echo)
+    t0 = trio.current_time()
+    with pytest.raises(TimeoutError, match="got no reply within 1s"):
+        await node.call(pid, "slow", timeout="1s")
+    assert trio.current_time() - t0 == 1
+    # the late reply (at 2s) is dropped; the next call gets its own reply
+    assert await node.call(pid, "q", "after") == "after"
+    assert trio.current_time() - t0 == 2
+    with pytest.raises(ProcessError, match="exited before replying: RuntimeError: asked to die"):
+        await node.call(pid, "die")
+    assert trio.current_time() - t0 == 2
+    with pytest.raises(ProcessError, match="noproc"):
+        await node.call(pid, "q")
+    assert node.hosts["processes"].callers == {}
+
+
+async def test_node_call_sender_is_not_a_process(node, autojump_clock):
+    pid = await node.spawn(_echo)
+    sender = await node.call(pid, "sender")
+    assert isinstance(sender, garrison.Pid) and sender.host == "processes"
+    dead = node.stats()["dead_letters"]
+    await node.send(sender, "hello")
+    assert node.stats()["dead_letters"] == dead + 1
+
+    async def calls_it() -> str:
+        try:
+            await process.call(sender, "q")
+        except ProcessError as exc:
+            return exc.error.type
+        return "answered"
+
+    assert await node.wait(await node.spawn(calls_it)) == "noproc"
+
+
+async def test_node_call_a_workflow(node, autojump_clock):
+    wf = await node.start_workflow(app.echo_server, 2, id="echo")
+    assert await node.call(wf, "q", 5) == {"echo": 5}
+    assert await node.call("workflows/echo", "q", "x") == {"echo": "x"}
+    assert await node.workflow("echo").result() == 2
+    with pytest.raises(ProcessError, match="noproc"):
+        await node.call(wf, "q", 1)
