@@ -2,10 +2,12 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -17,24 +19,50 @@ def cli(*args: str, cwd: Path = ROOT, timeout: float = 60) -> subprocess.Complet
                           capture_output=True, timeout=timeout)
 
 
-def start_run(cwd: Path) -> subprocess.Popen[str]:
-    """``garrison run app.yaml`` in ``cwd``, its log on a pipe."""
-    return subprocess.Popen([sys.executable, "-m", "garrison", "run", "app.yaml"], cwd=cwd,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+def start_run(cwd: Path, *args: str) -> subprocess.Popen[str]:
+    """``garrison run ARGS`` (default ``app.yaml``) in ``cwd``; a thread reads its log
+    (``read_until``, ``finish``), so a test never blocks on a silent process."""
+    proc = subprocess.Popen([sys.executable, "-m", "garrison", "run", *(args or ("app.yaml",))],
+                            cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONPATH": str(ROOT)})
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def pump() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=pump, daemon=True).start()
+    _logs[proc.pid] = lines
+    return proc
+
+
+_logs: dict[int, queue.Queue[str | None]] = {}
 
 
 def read_until(proc: subprocess.Popen[str], marker: str, timeout: float = 30) -> str:
     """The log lines of ``proc`` up to the one holding ``marker`` (or its end / timeout)."""
-    assert proc.stderr is not None
+    lines = _logs[proc.pid]
     deadline = time.monotonic() + timeout
     seen = ""
-    while marker not in seen and time.monotonic() < deadline:
-        line = proc.stderr.readline()
-        if not line:
+    while marker not in seen:
+        try:
+            line = lines.get(timeout=max(deadline - time.monotonic(), 0))
+        except queue.Empty:
+            break
+        if line is None:
+            lines.put(None)  # the end stays visible to the next reader
             break
         seen += line
     return seen
+
+
+def finish(proc: subprocess.Popen[str], timeout: float = 30) -> tuple[str, str]:
+    """Wait for ``proc`` to exit; its stdout and the rest of its log."""
+    assert proc.stdout is not None
+    proc.wait(timeout=timeout)
+    return proc.stdout.read(), read_until(proc, "\0", timeout=10)
 
 
 def test_run_python_file(tmp_path):
@@ -110,7 +138,7 @@ def test_run_config_until_sigterm_then_graceful_stop(tmp_path):
         seen = read_until(proc, "app:second: started")
         assert "app:second: started" in seen, seen
         proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=30)
+        out, err = finish(proc)
     finally:
         proc.kill()
     assert proc.returncode == 0, err
@@ -142,8 +170,43 @@ def test_second_signal_forces_an_immediate_stop(tmp_path):
         time.sleep(0.3)
         assert proc.poll() is None  # still waiting for the service's 1h stop timeout
         proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=20)
+        _, err = finish(proc, timeout=20)
     finally:
         proc.kill()
     assert proc.returncode == 128 + signal.SIGTERM
     assert "forcing an immediate stop" in err
+
+
+def test_run_starts_although_an_auto_start_service_cannot_spawn(tmp_path):
+    (tmp_path / "svc.py").write_text(textwrap.dedent("""
+        import trio
+        async def idle():
+            await trio.sleep_forever()
+    """))
+    (tmp_path / "app.yaml").write_text(textwrap.dedent("""
+        version: "1.0"
+        namespace: app
+        entries:
+          - {name: idle_fn, kind: process.py, source: "svc:idle"}
+          - {name: slow, kind: process.service, process: idle_fn,
+             lifecycle: {auto_start: true, start_timeout: 0,
+                         restart: {max_attempts: 1, initial_delay: 50ms}}}
+          - {name: bad, kind: process.service, process: idle_fn, host: workflows,
+             input: [!!binary aGk=],
+             lifecycle: {auto_start: true, restart: {max_attempts: 1, initial_delay: 50ms}}}
+          - {name: fine, kind: process.service, process: idle_fn,
+             lifecycle: {auto_start: true}}
+    """))
+    proc = start_run(tmp_path)
+    try:
+        seen = read_until(proc, "app:slow: giving up", timeout=15)
+        seen += read_until(proc, "app:bad: giving up", timeout=15)
+        assert "app:fine: started" in seen, seen
+        assert "app:slow: giving up" in seen and "app:bad: giving up" in seen, seen
+        proc.send_signal(signal.SIGTERM)
+        _, err = finish(proc)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert "Traceback" not in seen + err
+    assert "app:fine: stopping" in err
