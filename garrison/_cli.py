@@ -18,6 +18,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -86,7 +87,7 @@ def _load_callable(target: str) -> Any:
         raise SystemExit(f"garrison run: {target!r} has no function {name!r}") from None
 
 
-async def _serve(config_path: str, main_entry: str | None, store: str | None) -> int:
+async def _serve(config: Any, main_entry: str | None, store: str | None) -> int:
     from ._node import open_node
 
     code = 0
@@ -109,7 +110,7 @@ async def _serve(config_path: str, main_entry: str | None, store: str | None) ->
                         os._exit(128 + signum)
 
             watchers.start_soon(watch_signals)
-            async with open_node(config=config_path, store=store) as node:
+            async with open_node(config=config, store=store) as node:
                 with running:
                     if main_entry is None:
                         await trio.sleep_forever()
@@ -125,11 +126,33 @@ async def _serve(config_path: str, main_entry: str | None, store: str | None) ->
     return code
 
 
+def _unwrapped(fn: Callable[..., Any], *args: Any) -> Any:
+    """``trio.run(fn, *args)``, raising a lone exception that nurseries wrapped as itself."""
+    try:
+        return trio.run(fn, *args)
+    except BaseExceptionGroup as group:
+        leaves = _leaves(group)
+        if len(leaves) == 1:
+            raise leaves[0] from None
+        raise
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    out: list[BaseException] = []
+    for exc in group.exceptions:
+        out.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return out
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     target: str = args.target
     if target.endswith((".yaml", ".yml")):
+        from .supervision._config import load_config
+
         try:
-            return trio.run(_serve, target, args.main, args.store)
+            # loaded before trio starts: a bad config is reported, never a traceback
+            config = load_config(target)
+            return int(_unwrapped(_serve, config, args.main, args.store))
         except ConfigError as exc:
             print(f"garrison run: invalid config:\n{exc}", file=sys.stderr)
             return 2

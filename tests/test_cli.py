@@ -210,3 +210,19 @@ def test_run_starts_although_an_auto_start_service_cannot_spawn(tmp_path):
     assert proc.returncode == 0, err
     assert "Traceback" not in seen + err
     assert "app:fine: stopping" in err
+
+
+def test_run_reports_a_bad_config_without_traceback(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("version: '1.0'\nnamespace: app\nentries:\n  - {name: x, kind: nope}\n"
+                   "  - {name: y, kind: [process.py]}\n")
+    done = cli("run", str(bad))
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr and "ExceptionGroup" not in done.stderr
+    lines = done.stderr.splitlines()
+    assert lines[0] == "garrison run: invalid config:"
+    assert lines[1].startswith(f"{bad}: entry 'app:x' (index 0): field 'kind': unknown kind 'nope'")
+    assert lines[2].startswith(f"{bad}: entry 'app:y' (index 1): field 'kind': unknown kind")
+    checked = cli("check", str(bad))
+    assert checked.returncode == 1 and "Traceback" not in checked.stdout + checked.stderr
+    assert checked.stdout.splitlines() == lines[1:]

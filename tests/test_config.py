@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import copy
 import random
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -273,6 +277,16 @@ BAD: list[tuple[str, str, list[str]]] = [
         ["entry 'app:x' (index 0)", "field 'kind'", "'process.lua'", "process.service"],
     ),
     (
+        "kind-list",
+        HEAD + "  - {name: x, kind: [process.py]}\n",
+        ["entry 'app:x' (index 0)", "field 'kind'", "unknown kind ['process.py']"],
+    ),
+    (
+        "kind-mapping",
+        HEAD + "  - {name: x, kind: {}}\n",
+        ["entry 'app:x' (index 0)", "field 'kind'", "unknown kind {}"],
+    ),
+    (
         "unknown-field",
         HEAD + "  - {name: x, kind: process.host, color: red}\n",
         ["entry 'app:x' (index 0)", "field 'color'", "unknown field", "name, kind, workers"],
@@ -451,6 +465,47 @@ def test_malformed_config_reports_file_entry_and_field(
     assert line.startswith(f"{path}: "), line
     for fragment in fragments:
         assert fragment in line, (fragment, line)
+
+
+def test_no_value_in_any_field_escapes_as_anything_but_a_config_error() -> None:
+    # every field of every kind (nested ones too), set to values of every YAML type
+    weird: list[object] = [[], {}, None, 1.5, True, -1, "x", "", [[1]], {"a": []}, ["a", {}]]
+    valid: dict[str, dict[str, Any]] = {
+        "process.host": {"name": "h", "kind": "process.host", "workers": 2},
+        "workflow.host": {"name": "w", "kind": "workflow.host", "synchronous": "full"},
+        "process.py": {"name": "p", "kind": "process.py", "source": f"{MOD}:main"},
+        "process.service": {
+            "name": "s", "kind": "process.service", "process": "p", "host": "h", "input": [1],
+            "lifecycle": {
+                "auto_start": True, "requires": [], "start_timeout": "1s", "stop_timeout": 1,
+                "stable_threshold": 1,
+                "restart": {"max_attempts": 1, "initial_delay": 1, "max_delay": 2,
+                            "backoff_factor": 2, "jitter": 0.1},
+            },
+        },
+    }
+
+    def paths(d: dict[str, Any], prefix: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
+        for key, value in d.items():
+            yield (*prefix, key)
+            if isinstance(value, dict):
+                yield from paths(value, (*prefix, key))
+
+    for kind, entry in valid.items():
+        for path in paths(entry):
+            for value in weird:
+                broken = copy.deepcopy(entry)
+                inner = broken
+                for key in path[:-1]:
+                    inner = inner[key]
+                inner[path[-1]] = value
+                others = [valid["process.host"], valid["process.py"]]
+                doc = {"version": "1.0", "namespace": "app",
+                       "entries": [*(others if kind == "process.service" else []), broken]}
+                try:
+                    load_config_text(yaml.safe_dump(doc))
+                except ConfigError:
+                    pass
 
 
 def test_missing_file(tmp_path: Path) -> None:

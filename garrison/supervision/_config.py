@@ -672,7 +672,7 @@ def _parse_entry(
     if kind is None:
         problems.entry(where, "required field is missing", "kind")
         return None
-    if kind not in KINDS:
+    if not isinstance(kind, str) or kind not in KINDS:
         problems.entry(where, f"unknown kind {kind!r}; known kinds are: {', '.join(KINDS)}", "kind")
         return None
     if not ok:
