@@ -226,3 +226,27 @@ def test_run_reports_a_bad_config_without_traceback(tmp_path):
     checked = cli("check", str(bad))
     assert checked.returncode == 1 and "Traceback" not in checked.stdout + checked.stderr
     assert checked.stdout.splitlines() == lines[1:]
+
+
+def test_run_and_check_report_unusable_workflow_host_stores(tmp_path):
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "app.yaml").write_text(textwrap.dedent("""
+        version: "1.0"
+        namespace: app
+        entries:
+          - {name: empty, kind: workflow.host, store: ""}
+          - {name: one, kind: workflow.host, store: one.db}
+          - {name: two, kind: workflow.host, store: ./one.db}
+    """))
+    for command, code in (("run", 2), ("check", 1)):
+        done = cli(command, "app.yaml", cwd=app)
+        assert done.returncode == code, done.stderr
+        out = done.stdout + done.stderr
+        assert "Traceback" not in out
+        assert ("app.yaml: entry 'app:empty' (index 0): field 'store': expected a file path"
+                in out)
+        assert ("app.yaml: entry 'app:two' (index 2): field 'store': expected a store of its "
+                "own" in out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["app"]  # no lock file beside it
+    assert sorted(p.name for p in app.iterdir()) == ["app.yaml"]

@@ -558,6 +558,56 @@ def test_valid_file_checks_clean(tmp_path: Path) -> None:
     assert check_config(write(tmp_path, FULL)) == []
 
 
+def test_workflow_host_stores_that_cannot_be_opened_are_reported(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    path, problems = problems_of(
+        tmp_path,
+        """
+        version: "1.0"
+        namespace: app
+        entries:
+          - {name: missing_dir, kind: workflow.host, store: nowhere/app.db}
+          - {name: folder, kind: workflow.host, store: data}
+          - {name: empty, kind: workflow.host, store: ""}
+          - {name: memory, kind: workflow.host, store: ":memory:"}
+          - {name: one, kind: workflow.host, store: data/one.db}
+          - {name: same, kind: workflow.host, store: ./data/../data/one.db}
+          - {name: fine, kind: workflow.host, store: data/two.db, synchronous: full}
+        """,
+    )
+    here = tmp_path.resolve()
+    assert problems == [
+        f"{path}: entry 'app:missing_dir' (index 0): field 'store': expected a file in an "
+        f"existing folder, got '{here}/nowhere/app.db': '{here}/nowhere' is not a folder",
+        f"{path}: entry 'app:folder' (index 1): field 'store': expected a file path, "
+        f"got the folder '{here}/data'",
+        f"{path}: entry 'app:empty' (index 2): field 'store': expected a file path "
+        "(leave 'store' out for an in-memory store), got ''",
+        f"{path}: entry 'app:memory' (index 3): field 'store': expected a file path, not an "
+        "SQLite name (leave 'store' out for an in-memory store), got ':memory:'",
+        f"{path}: entry 'app:same' (index 5): field 'store': expected a store of its own, "
+        f"but '{here}/data/one.db' is also the store of entry 'app:one'",
+    ]
+
+
+def test_relative_store_is_resolved_against_the_config_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "conf").mkdir()
+    path = write(tmp_path / "conf", """
+        version: "1.0"
+        namespace: app
+        entries:
+          - {name: w, kind: workflow.host, store: app.db}
+          - {name: v, kind: workflow.host}
+    """)
+    monkeypatch.chdir(tmp_path)
+    config = load_config("conf/app.yaml")
+    assert config["app:w"] == WorkflowHostEntry(
+        id="app:w", store=str(path.parent.resolve() / "app.db"))
+    assert config["app:v"] == WorkflowHostEntry(id="app:v", store=None)
+
+
 def test_resolve_target_errors() -> None:
     config = load_config_text(HEAD + "  - {name: h, kind: process.host}\n")
     with pytest.raises(KeyError, match="app:nope"):

@@ -706,13 +706,36 @@ def _parse_entry(
         problems.entry(where, message, ".".join(path) if path else None)
     if failures or entry is None:
         return None
-    if isinstance(entry, WorkflowHostEntry) and entry.store is not None and base_dir is not None:
-        store = Path(entry.store).expanduser()
-        if not store.is_absolute() and entry.store != ":memory:":
-            entry = attrs.evolve(entry, store=str(base_dir / store))
+    if isinstance(entry, WorkflowHostEntry) and entry.store is not None:
+        try:
+            entry = attrs.evolve(entry, store=_store_path(entry.store, base_dir))
+        except ValueError as exc:
+            problems.entry(where, str(exc), "store")
+            return None
     if isinstance(entry, SourceEntry):
         return _load_source(entry, where, problems)
     return entry
+
+
+def _store_path(store: str, base_dir: Path | None) -> str:
+    """A ``workflow.host`` store as an absolute file path (relative: against the config
+    file's folder); ``ValueError`` says why it cannot be one. A store is a file in a
+    folder that exists; an in-memory store is written by leaving ``store`` out."""
+    in_memory = "leave 'store' out for an in-memory store"
+    if not store.strip():
+        raise ValueError(f"expected a file path ({in_memory}), got {store!r}")
+    if store == ":memory:" or store.startswith("file:"):
+        raise ValueError(f"expected a file path, not an SQLite name ({in_memory}), "
+                         f"got {store!r}")
+    path = Path(store).expanduser()
+    if not path.is_absolute():
+        path = (base_dir or Path.cwd()) / path
+    if path.is_dir():
+        raise ValueError(f"expected a file path, got the folder {str(path)!r}")
+    if not path.parent.is_dir():
+        raise ValueError(f"expected a file in an existing folder, got {str(path)!r}: "
+                         f"{str(path.parent)!r} is not a folder")
+    return str(path)
 
 
 def _load_source(entry: SourceEntry, where: str, problems: _Problems) -> SourceEntry | None:
@@ -941,6 +964,18 @@ def _link(parsed: Sequence[_ParsedFile]) -> tuple[dict[str, Entry], list[str]]:
                 lifecycle=attrs.evolve(entry.lifecycle, requires=tuple(requires)),
             )
         entries[entry_id] = entry
+    stores: dict[Path, str] = {}
+    for entry_id, entry in entries.items():
+        if isinstance(entry, WorkflowHostEntry) and entry.store is not None:
+            path = Path(entry.store).resolve()
+            if path in stores:
+                loc = located[entry_id]
+                problems.append(
+                    f"{loc.filename}: {loc.where}: field 'store': expected a store of its own, "
+                    f"but {str(path)!r} is also the store of entry {stores[path]!r}"
+                )
+            else:
+                stores[path] = entry_id
     services = {k: e for k, e in entries.items() if isinstance(e, ServiceEntry)}
     for cycle in _find_cycles(services):
         loc = located[cycle[0]]
