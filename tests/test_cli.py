@@ -250,3 +250,14 @@ def test_run_and_check_report_unusable_workflow_host_stores(tmp_path):
                 "own" in out)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["app"]  # no lock file beside it
     assert sorted(p.name for p in app.iterdir()) == ["app.yaml"]
+
+
+def test_check_reports_a_module_that_exits_at_import(tmp_path):
+    (tmp_path / "quits.py").write_text("import sys\nsys.exit(3)\n")
+    (tmp_path / "app.yaml").write_text(
+        "version: '1.0'\nnamespace: app\nentries:\n"
+        "  - {name: p, kind: process.py, source: 'quits:main'}\n")
+    done = cli("check", "app.yaml", cwd=tmp_path)
+    assert done.returncode == 1, done.stderr
+    assert done.stdout == ("app.yaml: entry 'app:p' (index 0): field 'source': module 'quits' "
+                           "could not be imported: SystemExit: 3\n")

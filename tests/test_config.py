@@ -322,6 +322,17 @@ BAD: list[tuple[str, str, list[str]]] = [
         ["field 'source'", "config_fixtures.broken_mod", "RuntimeError: boom at import"],
     ),
     (
+        "module-exits",
+        HEAD + "  - {name: x, kind: process.py, source: 'config_fixtures.exit_mod:main'}\n",
+        ["entry 'app:x' (index 0)", "field 'source'", "module 'config_fixtures.exit_mod' "
+         "could not be imported: SystemExit: 3"],
+    ),
+    (
+        "module-raises-base-exception",
+        HEAD + "  - {name: x, kind: process.py, source: 'config_fixtures.halt_mod:main'}\n",
+        ["entry 'app:x' (index 0)", "field 'source'", "Halt: stop here"],
+    ),
+    (
         "attribute-missing",
         HEAD + f"  - {{name: x, kind: process.py, source: '{MOD}:nope'}}\n",
         ["entry 'app:x' (index 0)", "field 'source'", "has no attribute 'nope'"],

@@ -577,7 +577,9 @@ def _import_source(source: str) -> Callable[..., Any]:
     module_name, _, attr_path = source.partition(":")
     try:
         module = importlib.import_module(module_name)
-    except Exception as exc:
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # also sys.exit() at import: a problem, not our exit
         raise LookupError(
             f"module {module_name!r} could not be imported: {type(exc).__name__}: {exc}"
         ) from None
