@@ -24,7 +24,7 @@ from typing import Any
 
 import trio
 
-from ._errors import ConfigError, ProcessError
+from ._errors import ConfigError, ProcessError, StoreError, StoreLocked, StoreVersionError
 
 log = logging.getLogger("garrison.cli")
 
@@ -144,23 +144,55 @@ def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
     return out
 
 
+def _store_problem(store: str | None, config: Any) -> str | None:
+    """Why ``--store`` cannot be opened (checked like a ``workflow.host`` store), or None."""
+    if store is None:
+        return None
+    from .supervision._config import store_path
+
+    try:
+        path = Path(store_path(store, Path.cwd())).resolve()
+    except ValueError as exc:
+        return f"--store: {exc}"
+    for entry in config.hosts() if config is not None else ():
+        if getattr(entry, "store", None) and Path(entry.store).resolve() == path:
+            return (f"--store: expected a store of its own, but {str(path)!r} is also the "
+                    f"store of workflow.host entry {entry.id!r}")
+    return None
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     target: str = args.target
+    config = None
     if target.endswith((".yaml", ".yml")):
         from .supervision._config import load_config
 
         try:
             # loaded before trio starts: a bad config is reported, never a traceback
             config = load_config(target)
-            return int(_unwrapped(_serve, config, args.main, args.store))
         except ConfigError as exc:
             print(f"garrison run: invalid config:\n{exc}", file=sys.stderr)
             return 2
+    problem = _store_problem(args.store, config)
+    if problem is not None:
+        print(f"garrison run: {problem}", file=sys.stderr)
+        return 2
+    try:
+        if config is not None:
+            return int(_unwrapped(_serve, config, args.main, args.store))
+        return _run_callable(target, args.store)
+    except (StoreError, StoreLocked, StoreVersionError) as exc:
+        # a store another node holds, of another schema version, or unusable
+        print(f"garrison run: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run_callable(target: str, store: str | None) -> int:
     fn = _load_callable(target)
     from ._node import run
 
     try:
-        result = run(fn, store=args.store)
+        result = run(fn, store=store)
     except ProcessError as exc:
         print(f"garrison run: {target} failed: {exc.error}", file=sys.stderr)
         return 1

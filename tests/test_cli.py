@@ -261,3 +261,48 @@ def test_check_reports_a_module_that_exits_at_import(tmp_path):
     assert done.returncode == 1, done.stderr
     assert done.stdout == ("app.yaml: entry 'app:p' (index 0): field 'source': module 'quits' "
                            "could not be imported: SystemExit: 3\n")
+
+
+def test_run_reports_store_errors_at_start_up_in_one_line(tmp_path):
+    import sqlite3
+
+    from garrison.persistence import SQLiteStore
+
+    (tmp_path / "prog.py").write_text("async def main():\n    return 'ran'\n")
+    (tmp_path / "app.yaml").write_text("version: '1.0'\nnamespace: app\nentries: []\n")
+    held = SQLiteStore(tmp_path / "held.db")  # this process is the node that holds it
+    try:
+        for target in ("prog.py", "app.yaml"):
+            done = cli("run", target, "--store", "held.db", cwd=tmp_path)
+            assert done.returncode == 2, done.stderr
+            assert done.stderr.splitlines() == [
+                "garrison run: store 'held.db' is locked: another node has it open (lock file "
+                "'held.db.lock'); open it with lock=False to read it or queue writes for that "
+                "node"]
+    finally:
+        held.close()
+    future = sqlite3.connect(tmp_path / "future.db")  # written by a newer garrison
+    future.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied REAL)")
+    future.execute("INSERT INTO schema_version VALUES (99, 0)")
+    future.commit()
+    future.close()
+    (tmp_path / "folder").mkdir()
+    for store, message in [
+        ("future.db", "garrison run: store 'future.db' has schema version 99, this version of "
+                      "garrison knows schema version"),
+        ("folder", f"garrison run: --store: expected a file path, got the folder "
+                   f"'{tmp_path.resolve()}/folder'"),
+        ("no/such.db", "garrison run: --store: expected a file in an existing folder"),
+    ]:
+        done = cli("run", "prog.py", "--store", store, cwd=tmp_path)
+        assert done.returncode == 2, done.stderr
+        assert len(done.stderr.splitlines()) == 1 and done.stderr.startswith(message), done.stderr
+    # the node's own store and a workflow.host entry cannot share a file
+    (tmp_path / "app.yaml").write_text("version: '1.0'\nnamespace: app\nentries:\n"
+                                       "  - {name: w, kind: workflow.host, store: w.db}\n")
+    done = cli("run", "app.yaml", "--store", "./w.db", cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr == (f"garrison run: --store: expected a store of its own, but "
+                           f"'{tmp_path.resolve()}/w.db' is also the store of workflow.host "
+                           "entry 'app:w'\n")
+    assert cli("run", "prog.py", "--store", "ok.db", cwd=tmp_path).stdout == "ran\n"

@@ -593,9 +593,9 @@ def test_workflow_host_stores_that_cannot_be_opened_are_reported(tmp_path: Path)
         f"{path}: entry 'app:folder' (index 1): field 'store': expected a file path, "
         f"got the folder '{here}/data'",
         f"{path}: entry 'app:empty' (index 2): field 'store': expected a file path "
-        "(leave 'store' out for an in-memory store), got ''",
+        "(leave it out for an in-memory store), got ''",
         f"{path}: entry 'app:memory' (index 3): field 'store': expected a file path, not an "
-        "SQLite name (leave 'store' out for an in-memory store), got ':memory:'",
+        "SQLite name (leave it out for an in-memory store), got ':memory:'",
         f"{path}: entry 'app:same' (index 5): field 'store': expected a store of its own, "
         f"but '{here}/data/one.db' is also the store of entry 'app:one'",
     ]

@@ -710,7 +710,7 @@ def _parse_entry(
         return None
     if isinstance(entry, WorkflowHostEntry) and entry.store is not None:
         try:
-            entry = attrs.evolve(entry, store=_store_path(entry.store, base_dir))
+            entry = attrs.evolve(entry, store=store_path(entry.store, base_dir))
         except ValueError as exc:
             problems.entry(where, str(exc), "store")
             return None
@@ -719,11 +719,11 @@ def _parse_entry(
     return entry
 
 
-def _store_path(store: str, base_dir: Path | None) -> str:
+def store_path(store: str, base_dir: Path | None) -> str:
     """A ``workflow.host`` store as an absolute file path (relative: against the config
     file's folder); ``ValueError`` says why it cannot be one. A store is a file in a
     folder that exists; an in-memory store is written by leaving ``store`` out."""
-    in_memory = "leave 'store' out for an in-memory store"
+    in_memory = "leave it out for an in-memory store"
     if not store.strip():
         raise ValueError(f"expected a file path ({in_memory}), got {store!r}")
     if store == ":memory:" or store.startswith("file:"):
