@@ -87,7 +87,11 @@ def _load_callable(target: str) -> Any:
         raise SystemExit(f"garrison run: {target!r} has no function {name!r}") from None
 
 
-async def _serve(config: Any, main_entry: str | None, store: str | None) -> int:
+async def _serve(config: Any, root: Any, label: str | None, store: str | None) -> int:
+    """Run a node until ``root`` (a callable or an entry id; ``None``: nothing) ends or
+    SIGINT/SIGTERM arrives. The first signal stops the node gracefully (services in
+    reverse dependency order, processes leaves first, workflows parked where they
+    are); a second one exits at once."""
     from ._node import open_node
 
     code = 0
@@ -112,15 +116,15 @@ async def _serve(config: Any, main_entry: str | None, store: str | None) -> int:
             watchers.start_soon(watch_signals)
             async with open_node(config=config, store=store) as node:
                 with running:
-                    if main_entry is None:
+                    if root is None:
                         await trio.sleep_forever()
-                    pid = await node.spawn(main_entry)
+                    pid = await node.spawn(root)
                     try:
                         result = await node.wait(pid)
                         if result is not None:
                             print(result)
                     except ProcessError as exc:
-                        log.error("%s failed: %s", main_entry, exc.error)
+                        print(f"garrison run: {label} failed: {exc.error}", file=sys.stderr)
                         code = 1
             watchers.cancel_scope.cancel()
     return code
@@ -179,28 +183,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 2
     try:
         if config is not None:
-            return int(_unwrapped(_serve, config, args.main, args.store))
-        return _run_callable(target, args.store)
+            root, label = args.main, args.main
+        else:
+            root, label = _load_callable(target), target
+        return int(_unwrapped(_serve, config, root, label, args.store))
     except (StoreError, StoreLocked, StoreVersionError) as exc:
         # a store another node holds, of another schema version, or unusable
         print(f"garrison run: {exc}", file=sys.stderr)
         return 2
-
-
-def _run_callable(target: str, store: str | None) -> int:
-    fn = _load_callable(target)
-    from ._node import run
-
-    try:
-        result = run(fn, store=store)
-    except ProcessError as exc:
-        print(f"garrison run: {target} failed: {exc.error}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # Ctrl-C before the signal handler was in place
         return 130
-    if result is not None:
-        print(result)
-    return 0
 
 
 def cmd_check(args: argparse.Namespace) -> int:

@@ -306,3 +306,63 @@ def test_run_reports_store_errors_at_start_up_in_one_line(tmp_path):
                            f"'{tmp_path.resolve()}/w.db' is also the store of workflow.host "
                            "entry 'app:w'\n")
     assert cli("run", "prog.py", "--store", "ok.db", cwd=tmp_path).stdout == "ran\n"
+
+
+def test_run_script_stops_gracefully_on_sigterm(tmp_path):
+    (tmp_path / "prog.py").write_text(textwrap.dedent("""
+        import logging
+        import trio
+        import garrison
+        from garrison import process
+
+        async def approval():                       # a workflow that waits for a message
+            msg = await process.inbox().receive()
+            return msg.payload
+
+        async def helper():
+            try:
+                await trio.sleep_forever()
+            finally:
+                print("helper stopped", flush=True)
+
+        async def main():
+            await process.spawn(helper)
+            await process.spawn(approval, host="workflows")
+            logging.getLogger("garrison.prog").warning("ready")
+            await trio.sleep_forever()
+    """))
+    proc = start_run(tmp_path, "prog.py", "--store", "app.db")
+    try:
+        seen = read_until(proc, "ready")
+        assert "ready" in seen, seen
+        proc.send_signal(signal.SIGTERM)
+        out, err = finish(proc)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert "received SIGTERM: shutting down" in err and "Traceback" not in err
+    assert out == "helper stopped\n"
+    listed = cli("workflows", "--store", "app.db", "list", "--json", cwd=tmp_path)
+    assert [w["status"] for w in json.loads(listed.stdout)] == ["waiting"], listed.stdout
+
+
+def test_run_module_function_gets_the_same_graceful_stop(tmp_path):
+    (tmp_path / "jobs.py").write_text(textwrap.dedent("""
+        import logging
+        import trio
+        async def serve():
+            logging.getLogger("garrison.jobs").warning("serving")
+            try:
+                await trio.sleep_forever()
+            finally:
+                print("serve stopped", flush=True)
+    """))
+    proc = start_run(tmp_path, "jobs:serve")
+    try:
+        assert "serving" in read_until(proc, "serving")
+        proc.send_signal(signal.SIGINT)
+        out, err = finish(proc)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert out == "serve stopped\n" and "received SIGINT" in err
