@@ -14,7 +14,9 @@ import importlib
 import importlib.util
 import json
 import logging
+import math
 import os
+import re
 import signal
 import sys
 import time
@@ -25,25 +27,89 @@ from typing import Any
 import trio
 
 from ._errors import ConfigError, ProcessError, StoreError, StoreLocked, StoreVersionError
+from .actors._values import ErrorInfo
 
 log = logging.getLogger("garrison.cli")
 
 
+#: attributes every LogRecord has; anything else on a record came from ``extra=``
+_RECORD_FIELDS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
+    "message", "asctime", "taskName"}
+#: where a traceback starts inside a message that carries one
+_TRACEBACK = re.compile(r"\n(?=(?:  \+ Exception Group )?Traceback \(most recent call last\):)")
+
+
+def split_traceback(message: str) -> tuple[str, str | None]:
+    """``(message, traceback)`` of a log message with a traceback appended to it, as
+    some records still make (the process host's exit log); ``(message, None)`` if it
+    has none."""
+    parts = _TRACEBACK.split(message, maxsplit=1)
+    if len(parts) == 1:
+        return message, None
+    return parts[0], parts[1]
+
+
+def _json_value(value: Any) -> Any:
+    """A field value as JSON: numbers, booleans, strings and null as they are, lists and
+    mappings element by element, anything else (``Pid``, ``ErrorInfo``) as its string."""
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, list | tuple):
+        return [_json_value(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _json_value(v) for k, v in value.items()}
+    return str(value)
+
+
+def _traceback_of(record: logging.LogRecord, formatter: logging.Formatter) -> str | None:
+    """The record's traceback: its ``exc_info``, or a ``traceback=`` extra field."""
+    if record.exc_info:
+        return formatter.formatException(record.exc_info)
+    text = getattr(record, "traceback", None)
+    return text.rstrip() if isinstance(text, str) and text else None
+
+
 class _JsonFormatter(logging.Formatter):
+    """One JSON object per record: ``time``, ``level``, ``logger``, ``message``, every
+    ``extra=`` field with its JSON type (``attempt`` is a number; ``pid`` and ``error``
+    are strings, ``error_type`` the error's type name), and any ``traceback`` in a
+    field of its own, never inside ``message``."""
+
     def format(self, record: logging.LogRecord) -> str:
+        message, in_message = split_traceback(record.getMessage())
         out: dict[str, Any] = {
             "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
             + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": message,
         }
-        for key in ("service", "pid", "attempt", "delay", "error"):
-            if hasattr(record, key):
-                out[key] = str(getattr(record, key))
-        if record.exc_info:
-            out["traceback"] = self.formatException(record.exc_info)
+        for key, value in vars(record).items():
+            if key in _RECORD_FIELDS or key.startswith("_") or key == "traceback":
+                continue
+            out[key] = _json_value(value)
+            if isinstance(value, ErrorInfo):
+                out[f"{key}_type"] = value.type
+        traceback = _traceback_of(record, self) or in_message
+        if traceback:
+            out["traceback"] = traceback
+        if record.stack_info:
+            out["stack"] = self.formatStack(record.stack_info)
         return json.dumps(out)
+
+
+class _TextFormatter(logging.Formatter):
+    """``HH:MM:SS LEVEL message``, then the traceback of ``exc_info`` or of a
+    ``traceback=`` extra field on the lines below."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        extra = getattr(record, "traceback", None)
+        if isinstance(extra, str) and extra and not record.exc_info:
+            line += "\n" + extra.rstrip()
+        return line
 
 
 def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
@@ -52,8 +118,8 @@ def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
     if fmt == "json":
         handler.setFormatter(_JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(message)s",
-                                               "%H:%M:%S"))
+        handler.setFormatter(_TextFormatter("%(asctime)s %(levelname)-7s %(message)s",
+                                            "%H:%M:%S"))
     root = logging.getLogger("garrison")
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -94,6 +94,7 @@ def test_check_reports_problems_without_traceback(tmp_path):
 
 def test_json_log_format(tmp_path):
     (tmp_path / "prog.py").write_text(textwrap.dedent("""
+        import logging
         import trio
         from garrison import process
         async def boom():
@@ -101,12 +102,77 @@ def test_json_log_format(tmp_path):
         async def main():
             await process.spawn(boom)
             await trio.sleep(0.01)
+            logging.getLogger("garrison.app").info(
+                "order %s", 17, extra={"workflow_id": "order-17", "run_id": "r1",
+                                       "pid": process.pid(), "ratio": 0.5, "ok": True})
     """))
-    done = cli("--log-format", "json", "run", "prog.py", cwd=tmp_path)
+    (tmp_path / "svc.py").write_text("async def flaky():\n    raise ValueError('flaky')\n")
+    (tmp_path / "app.yaml").write_text(textwrap.dedent("""
+        version: "1.0"
+        namespace: app
+        entries:
+          - {name: flaky_fn, kind: process.py, source: "svc:flaky"}
+          - {name: prog_main, kind: process.py, source: "prog:main"}
+          - {name: flaky, kind: process.service, process: flaky_fn,
+             lifecycle: {auto_start: true, restart: {max_attempts: 1, initial_delay: 10ms}}}
+    """))
+    done = cli("--log-format", "json", "run", "app.yaml", "--main", "app:prog_main",
+               cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    lines = [json.loads(line) for line in done.stderr.splitlines() if line.startswith("{")]
-    assert any("RuntimeError: logged" in rec["message"] and rec["level"] == "error"
-               for rec in lines)
+    records = [json.loads(line) for line in done.stderr.splitlines()]  # every line is JSON
+    exit_log = next(r for r in records if "RuntimeError: logged" in r["message"])
+    assert exit_log["level"] == "error" and exit_log["logger"] == "garrison.process"
+    assert "\n" not in exit_log["message"]
+    assert exit_log["traceback"].startswith("Traceback (most recent call last):")
+    assert exit_log["traceback"].rstrip().endswith("RuntimeError: logged")
+    restart = next(r for r in records if ": restart 1/1" in r["message"])
+    assert restart["service"] == "app:flaky" and restart["attempt"] == 1
+    assert isinstance(restart["delay"], float)
+    assert restart["error"] == "ValueError: flaky" and restart["error_type"] == "ValueError"
+    started = next(r for r in records if ": started as" in r["message"])
+    assert started["pid"] == started["message"].rsplit(" ", 1)[1]  # a Pid, as its string
+    mine = next(r for r in records if r["logger"] == "garrison.app")
+    assert mine["message"] == "order 17"
+    assert (mine["workflow_id"], mine["run_id"], mine["ratio"], mine["ok"]) == (
+        "order-17", "r1", 0.5, True)
+    assert mine["pid"].startswith("processes/")
+
+
+def test_log_formatters_keep_tracebacks_out_of_the_message():
+    import logging
+
+    from garrison._cli import _JsonFormatter, _TextFormatter, split_traceback
+    from garrison.actors._values import ErrorInfo, Pid
+
+    try:
+        raise KeyError("k")
+    except KeyError as exc:
+        error = ErrorInfo.from_exception(exc)
+        exc_info = sys.exc_info()
+
+    def record(msg, *args, exc_info=None, **extra):
+        rec = logging.LogRecord("garrison.t", logging.ERROR, __file__, 1, msg, args, exc_info)
+        rec.__dict__.update(extra)
+        return rec
+
+    as_json = _JsonFormatter()
+    # a record whose message has the traceback appended (the process host's exit log)
+    out = json.loads(as_json.format(record("%s failed: %s\n%s", "w", error, error.traceback)))
+    assert out["message"] == "w failed: KeyError: 'k'"
+    assert out["traceback"] == error.traceback
+    # exc_info, or a traceback= field: the same place
+    out = json.loads(as_json.format(record("oops", exc_info=exc_info, attempt=3)))
+    assert out["message"] == "oops" and out["attempt"] == 3
+    assert out["traceback"].startswith("Traceback") and "KeyError: 'k'" in out["traceback"]
+    out = json.loads(as_json.format(record("x", traceback=error.traceback, error=error,
+                                           pid=Pid("processes", "a.1"), delay=float("inf"))))
+    assert out["traceback"] == error.traceback.rstrip()
+    assert (out["error"], out["error_type"]) == ("KeyError: 'k'", "KeyError")
+    assert (out["pid"], out["delay"]) == ("processes/a.1", "inf")
+    # the text format prints a traceback= field below the line
+    text = _TextFormatter("%(message)s").format(record("x", traceback=error.traceback))
+    assert text == "x\n" + error.traceback.rstrip()
+    assert split_traceback("two\nlines") == ("two\nlines", None)
 
 
 def test_run_config_until_sigterm_then_graceful_stop(tmp_path):
