@@ -5,6 +5,9 @@
     SIGINT/SIGTERM (or, with ``--main ENTRY``, until that entry's process ends);
   * a Python file or ``module:function``: run its async ``main`` (or the named
     function) as the root process, like ``garrison.run``, and exit when it returns.
+
+Every target stops gracefully on the first SIGINT/SIGTERM (exit 0) and at once on
+the second. A bad config or an unusable store exits 2 with one line per problem.
 """
 
 from __future__ import annotations
@@ -289,7 +292,10 @@ def cmd_bench(bench_args: list[str]) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     levels = ["DEBUG", "INFO", "WARNING", "ERROR", "debug", "info", "warning", "error"]
-    parser = argparse.ArgumentParser(prog="garrison", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="garrison",
+        description="The garrison command line: run a node, check configs, inspect and "
+                    "drive workflow stores.")
     parser.add_argument("--log-level", default="INFO", choices=levels)
     parser.add_argument("--log-format", default="text", choices=["text", "json"])
     # the same options after the sub-command (garrison run app.yaml --log-format json)
@@ -298,16 +304,26 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--log-format", default=argparse.SUPPRESS, choices=["text", "json"])
     sub = parser.add_subparsers(dest="command", required=True)
 
-    run_p = sub.add_parser("run", parents=[common],
-                           help="run a config, a Python file or module:function")
+    run_p = sub.add_parser(
+        "run", parents=[common], help="run a config, a Python file or module:function",
+        description="Run a node. With a YAML config: start its hosts and auto_start services "
+                    "and run until SIGINT/SIGTERM (with --main ENTRY: until that entry's "
+                    "process ends). With script.py, script.py:func or module:func: run that "
+                    "async function (main by default) as the root process and exit when it "
+                    "returns. The first signal stops gracefully and exits 0, a second one "
+                    "forces. Exit 1: the root failed; exit 2: bad config or unusable store.")
     run_p.add_argument("target", help="app.yaml, script.py, script.py:func or module:func")
     run_p.add_argument("--main", help="with a config: spawn this entry id and exit when it ends")
-    run_p.add_argument("--store", help="workflow store file (default: in memory)")
+    run_p.add_argument("--store", help="the SQLite file of the node's workflows host, relative "
+                       "to the current directory (default: in memory)")
     run_p.set_defaults(func=cmd_run)
 
-    check_p = sub.add_parser("check", parents=[common],
-                             help="validate config files; print every problem")
-    check_p.add_argument("configs", nargs="+")
+    check_p = sub.add_parser(
+        "check", parents=[common], help="validate config files; print every problem",
+        description="Load the config files as garrison run would (imports included) and "
+                    "print every problem, one line each, naming file, entry and field. "
+                    "Exit 0 when they are valid, 1 otherwise.")
+    check_p.add_argument("configs", nargs="+", metavar="CONFIG", help="a YAML config file")
     check_p.set_defaults(func=cmd_check)
 
     # handled in main(): every argument after "bench" goes to python -m bench

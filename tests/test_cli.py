@@ -432,3 +432,24 @@ def test_run_module_function_gets_the_same_graceful_stop(tmp_path):
         proc.kill()
     assert proc.returncode == 0, err
     assert out == "serve stopped\n" and "received SIGINT" in err
+
+
+def test_help_is_plain_text_everywhere():
+    import argparse
+
+    from garrison._cli import build_parser
+
+    def parsers(parser):
+        yield parser
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub in action.choices.values():
+                    yield from parsers(sub)
+
+    seen = list(parsers(build_parser()))
+    assert {p.prog for p in seen} >= {"garrison", "garrison run", "garrison check",
+                                      "garrison workflows", "garrison workflows list"}
+    for parser in seen:
+        text = parser.format_help()
+        assert "`" not in text, (parser.prog, text)
+    assert cli("--help").stdout.startswith("usage: garrison")
