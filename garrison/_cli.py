@@ -221,7 +221,7 @@ def _store_problem(store: str | None, config: Any) -> str | None:
     """Why ``--store`` cannot be opened (checked like a ``workflow.host`` store), or None."""
     if store is None:
         return None
-    from .supervision._config import store_path
+    from .config._loader import store_path
 
     try:
         path = Path(store_path(store, Path.cwd())).resolve()
@@ -238,7 +238,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     target: str = args.target
     config = None
     if target.endswith((".yaml", ".yml")):
-        from .supervision._config import load_config
+        from .config import load_config
 
         try:
             # loaded before trio starts: a bad config is reported, never a traceback
@@ -265,7 +265,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from .supervision._config import check_config
+    from .config import check_config
 
     problems = check_config(*args.configs)
     if problems:

@@ -22,7 +22,7 @@ if _TESTS not in sys.path:
 from config_fixtures import app_mod  # noqa: E402
 
 from garrison._errors import ConfigError  # noqa: E402
-from garrison.supervision._config import (  # noqa: E402
+from garrison.config import (  # noqa: E402
     Config,
     HostEntry,
     Lifecycle,

@@ -11,7 +11,7 @@ import svc_app
 import trio
 
 import garrison
-from garrison.supervision._config import (
+from garrison.config import (
     Config,
     Lifecycle,
     RestartPolicy,

@@ -28,7 +28,7 @@ from ..actors._values import ErrorInfo, Event, EventKind, Pid
 
 if TYPE_CHECKING:
     from .._node import Node
-    from ._config import Config, ServiceEntry
+    from ..config import Config, ServiceEntry
 
 log = logging.getLogger("garrison.services")
 
