@@ -5,6 +5,9 @@
     SIGINT/SIGTERM (or, with ``--main ENTRY``, until that entry's process ends);
   * a Python file or ``module:function``: run its async ``main`` (or the named
     function) as the root process, like ``garrison.run``, and exit when it returns.
+
+Every target stops gracefully on the first SIGINT/SIGTERM (exit 0) and at once on
+the second. A bad config or an unusable store exits 2 with one line per problem.
 """
 
 from __future__ import annotations
@@ -14,35 +17,102 @@ import importlib
 import importlib.util
 import json
 import logging
+import math
 import os
+import re
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import trio
 
-from ._errors import ConfigError, ProcessError
+from ._errors import ConfigError, ProcessError, StoreError, StoreLocked, StoreVersionError
+from .actors._values import ErrorInfo
 
 log = logging.getLogger("garrison.cli")
 
 
+#: attributes every LogRecord has; anything else on a record came from ``extra=``
+_RECORD_FIELDS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
+    "message", "asctime", "taskName"}
+#: where a traceback starts inside a message that carries one
+_TRACEBACK = re.compile(r"\n(?=(?:  \+ Exception Group )?Traceback \(most recent call last\):)")
+
+
+def split_traceback(message: str) -> tuple[str, str | None]:
+    """``(message, traceback)`` of a log message with a traceback appended to it, as
+    some records still make (the process host's exit log); ``(message, None)`` if it
+    has none."""
+    parts = _TRACEBACK.split(message, maxsplit=1)
+    if len(parts) == 1:
+        return message, None
+    return parts[0], parts[1]
+
+
+def _json_value(value: Any) -> Any:
+    """A field value as JSON: numbers, booleans, strings and null as they are, lists and
+    mappings element by element, anything else (``Pid``, ``ErrorInfo``) as its string."""
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, list | tuple):
+        return [_json_value(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _json_value(v) for k, v in value.items()}
+    return str(value)
+
+
+def _traceback_of(record: logging.LogRecord, formatter: logging.Formatter) -> str | None:
+    """The record's traceback: its ``exc_info``, or a ``traceback=`` extra field."""
+    if record.exc_info:
+        return formatter.formatException(record.exc_info)
+    text = getattr(record, "traceback", None)
+    return text.rstrip() if isinstance(text, str) and text else None
+
+
 class _JsonFormatter(logging.Formatter):
+    """One JSON object per record: ``time``, ``level``, ``logger``, ``message``, every
+    ``extra=`` field with its JSON type (``attempt`` is a number; ``pid`` and ``error``
+    are strings, ``error_type`` the error's type name), and any ``traceback`` in a
+    field of its own, never inside ``message``."""
+
     def format(self, record: logging.LogRecord) -> str:
+        message, in_message = split_traceback(record.getMessage())
         out: dict[str, Any] = {
             "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
             + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": message,
         }
-        for key in ("service", "pid", "attempt", "delay", "error"):
-            if hasattr(record, key):
-                out[key] = str(getattr(record, key))
-        if record.exc_info:
-            out["traceback"] = self.formatException(record.exc_info)
+        for key, value in vars(record).items():
+            if key in _RECORD_FIELDS or key.startswith("_") or key == "traceback":
+                continue
+            out[key] = _json_value(value)
+            if isinstance(value, ErrorInfo):
+                out[f"{key}_type"] = value.type
+        traceback = _traceback_of(record, self) or in_message
+        if traceback:
+            out["traceback"] = traceback
+        if record.stack_info:
+            out["stack"] = self.formatStack(record.stack_info)
         return json.dumps(out)
+
+
+class _TextFormatter(logging.Formatter):
+    """``HH:MM:SS LEVEL message``, then the traceback of ``exc_info`` or of a
+    ``traceback=`` extra field on the lines below."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        extra = getattr(record, "traceback", None)
+        if isinstance(extra, str) and extra and not record.exc_info:
+            line += "\n" + extra.rstrip()
+        return line
 
 
 def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
@@ -51,8 +121,8 @@ def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
     if fmt == "json":
         handler.setFormatter(_JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(message)s",
-                                               "%H:%M:%S"))
+        handler.setFormatter(_TextFormatter("%(asctime)s %(levelname)-7s %(message)s",
+                                            "%H:%M:%S"))
     root = logging.getLogger("garrison")
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
@@ -86,7 +156,11 @@ def _load_callable(target: str) -> Any:
         raise SystemExit(f"garrison run: {target!r} has no function {name!r}") from None
 
 
-async def _serve(config_path: str, main_entry: str | None, store: str | None) -> int:
+async def _serve(config: Any, root: Any, label: str | None, store: str | None) -> int:
+    """Run a node until ``root`` (a callable or an entry id; ``None``: nothing) ends or
+    SIGINT/SIGTERM arrives. The first signal stops the node gracefully (services in
+    reverse dependency order, processes leaves first, workflows parked where they
+    are); a second one exits at once."""
     from ._node import open_node
 
     code = 0
@@ -109,47 +183,89 @@ async def _serve(config_path: str, main_entry: str | None, store: str | None) ->
                         os._exit(128 + signum)
 
             watchers.start_soon(watch_signals)
-            async with open_node(config=config_path, store=store) as node:
+            async with open_node(config=config, store=store) as node:
                 with running:
-                    if main_entry is None:
+                    if root is None:
                         await trio.sleep_forever()
-                    pid = await node.spawn(main_entry)
+                    pid = await node.spawn(root)
                     try:
                         result = await node.wait(pid)
                         if result is not None:
                             print(result)
                     except ProcessError as exc:
-                        log.error("%s failed: %s", main_entry, exc.error)
+                        print(f"garrison run: {label} failed: {exc.error}", file=sys.stderr)
                         code = 1
             watchers.cancel_scope.cancel()
     return code
 
 
+def _unwrapped(fn: Callable[..., Any], *args: Any) -> Any:
+    """``trio.run(fn, *args)``, raising a lone exception that nurseries wrapped as itself."""
+    try:
+        return trio.run(fn, *args)
+    except BaseExceptionGroup as group:
+        leaves = _leaves(group)
+        if len(leaves) == 1:
+            raise leaves[0] from None
+        raise
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    out: list[BaseException] = []
+    for exc in group.exceptions:
+        out.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return out
+
+
+def _store_problem(store: str | None, config: Any) -> str | None:
+    """Why ``--store`` cannot be opened (checked like a ``workflow.host`` store), or None."""
+    if store is None:
+        return None
+    from .config._loader import store_path
+
+    try:
+        path = Path(store_path(store, Path.cwd())).resolve()
+    except ValueError as exc:
+        return f"--store: {exc}"
+    for entry in config.hosts() if config is not None else ():
+        if getattr(entry, "store", None) and Path(entry.store).resolve() == path:
+            return (f"--store: expected a store of its own, but {str(path)!r} is also the "
+                    f"store of workflow.host entry {entry.id!r}")
+    return None
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     target: str = args.target
+    config = None
     if target.endswith((".yaml", ".yml")):
+        from .config import load_config
+
         try:
-            return trio.run(_serve, target, args.main, args.store)
+            # loaded before trio starts: a bad config is reported, never a traceback
+            config = load_config(target)
         except ConfigError as exc:
             print(f"garrison run: invalid config:\n{exc}", file=sys.stderr)
             return 2
-    fn = _load_callable(target)
-    from ._node import run
-
+    problem = _store_problem(args.store, config)
+    if problem is not None:
+        print(f"garrison run: {problem}", file=sys.stderr)
+        return 2
     try:
-        result = run(fn, store=args.store)
-    except ProcessError as exc:
-        print(f"garrison run: {target} failed: {exc.error}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
+        if config is not None:
+            root, label = args.main, args.main
+        else:
+            root, label = _load_callable(target), target
+        return int(_unwrapped(_serve, config, root, label, args.store))
+    except (StoreError, StoreLocked, StoreVersionError) as exc:
+        # a store another node holds, of another schema version, or unusable
+        print(f"garrison run: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:  # Ctrl-C before the signal handler was in place
         return 130
-    if result is not None:
-        print(result)
-    return 0
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from .supervision._config import check_config
+    from .config import check_config
 
     problems = check_config(*args.configs)
     if problems:
@@ -176,7 +292,10 @@ def cmd_bench(bench_args: list[str]) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     levels = ["DEBUG", "INFO", "WARNING", "ERROR", "debug", "info", "warning", "error"]
-    parser = argparse.ArgumentParser(prog="garrison", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="garrison",
+        description="The garrison command line: run a node, check configs, inspect and "
+                    "drive workflow stores.")
     parser.add_argument("--log-level", default="INFO", choices=levels)
     parser.add_argument("--log-format", default="text", choices=["text", "json"])
     # the same options after the sub-command (garrison run app.yaml --log-format json)
@@ -185,16 +304,26 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--log-format", default=argparse.SUPPRESS, choices=["text", "json"])
     sub = parser.add_subparsers(dest="command", required=True)
 
-    run_p = sub.add_parser("run", parents=[common],
-                           help="run a config, a Python file or module:function")
+    run_p = sub.add_parser(
+        "run", parents=[common], help="run a config, a Python file or module:function",
+        description="Run a node. With a YAML config: start its hosts and auto_start services "
+                    "and run until SIGINT/SIGTERM (with --main ENTRY: until that entry's "
+                    "process ends). With script.py, script.py:func or module:func: run that "
+                    "async function (main by default) as the root process and exit when it "
+                    "returns. The first signal stops gracefully and exits 0, a second one "
+                    "forces. Exit 1: the root failed; exit 2: bad config or unusable store.")
     run_p.add_argument("target", help="app.yaml, script.py, script.py:func or module:func")
     run_p.add_argument("--main", help="with a config: spawn this entry id and exit when it ends")
-    run_p.add_argument("--store", help="workflow store file (default: in memory)")
+    run_p.add_argument("--store", help="the SQLite file of the node's workflows host, relative "
+                       "to the current directory (default: in memory)")
     run_p.set_defaults(func=cmd_run)
 
-    check_p = sub.add_parser("check", parents=[common],
-                             help="validate config files; print every problem")
-    check_p.add_argument("configs", nargs="+")
+    check_p = sub.add_parser(
+        "check", parents=[common], help="validate config files; print every problem",
+        description="Load the config files as garrison run would (imports included) and "
+                    "print every problem, one line each, naming file, entry and field. "
+                    "Exit 0 when they are valid, 1 otherwise.")
+    check_p.add_argument("configs", nargs="+", metavar="CONFIG", help="a YAML config file")
     check_p.set_defaults(func=cmd_check)
 
     # handled in main(): every argument after "bench" goes to python -m bench

@@ -536,7 +536,7 @@ def _as_config(config: Any) -> Any:
     """A config path (or several) is loaded; a loaded ``Config`` is used as is."""
     if config is None or hasattr(config, "resolve_target"):
         return config
-    from .supervision._config import load_config, load_configs
+    from .config import load_config, load_configs
 
     if isinstance(config, list | tuple):
         return load_configs(config)

@@ -54,6 +54,12 @@ async def crasher(name: str, after: float = 0) -> None:
     await trio.sleep_forever()
 
 
+async def instant_crasher(name: str) -> None:
+    """Fails at once, before its first checkpoint, every time."""
+    note(name, "start")
+    raise RuntimeError(f"{name} crashed at once")
+
+
 async def finisher(name: str) -> str:
     note(name, "start")
     return "done"

@@ -2,10 +2,12 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -17,24 +19,50 @@ def cli(*args: str, cwd: Path = ROOT, timeout: float = 60) -> subprocess.Complet
                           capture_output=True, timeout=timeout)
 
 
-def start_run(cwd: Path) -> subprocess.Popen[str]:
-    """``garrison run app.yaml`` in ``cwd``, its log on a pipe."""
-    return subprocess.Popen([sys.executable, "-m", "garrison", "run", "app.yaml"], cwd=cwd,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+def start_run(cwd: Path, *args: str) -> subprocess.Popen[str]:
+    """``garrison run ARGS`` (default ``app.yaml``) in ``cwd``; a thread reads its log
+    (``read_until``, ``finish``), so a test never blocks on a silent process."""
+    proc = subprocess.Popen([sys.executable, "-m", "garrison", "run", *(args or ("app.yaml",))],
+                            cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONPATH": str(ROOT)})
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def pump() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=pump, daemon=True).start()
+    _logs[proc.pid] = lines
+    return proc
+
+
+_logs: dict[int, queue.Queue[str | None]] = {}
 
 
 def read_until(proc: subprocess.Popen[str], marker: str, timeout: float = 30) -> str:
     """The log lines of ``proc`` up to the one holding ``marker`` (or its end / timeout)."""
-    assert proc.stderr is not None
+    lines = _logs[proc.pid]
     deadline = time.monotonic() + timeout
     seen = ""
-    while marker not in seen and time.monotonic() < deadline:
-        line = proc.stderr.readline()
-        if not line:
+    while marker not in seen:
+        try:
+            line = lines.get(timeout=max(deadline - time.monotonic(), 0))
+        except queue.Empty:
+            break
+        if line is None:
+            lines.put(None)  # the end stays visible to the next reader
             break
         seen += line
     return seen
+
+
+def finish(proc: subprocess.Popen[str], timeout: float = 30) -> tuple[str, str]:
+    """Wait for ``proc`` to exit; its stdout and the rest of its log."""
+    assert proc.stdout is not None
+    proc.wait(timeout=timeout)
+    return proc.stdout.read(), read_until(proc, "\0", timeout=10)
 
 
 def test_run_python_file(tmp_path):
@@ -66,6 +94,7 @@ def test_check_reports_problems_without_traceback(tmp_path):
 
 def test_json_log_format(tmp_path):
     (tmp_path / "prog.py").write_text(textwrap.dedent("""
+        import logging
         import trio
         from garrison import process
         async def boom():
@@ -73,12 +102,77 @@ def test_json_log_format(tmp_path):
         async def main():
             await process.spawn(boom)
             await trio.sleep(0.01)
+            logging.getLogger("garrison.app").info(
+                "order %s", 17, extra={"workflow_id": "order-17", "run_id": "r1",
+                                       "pid": process.pid(), "ratio": 0.5, "ok": True})
     """))
-    done = cli("--log-format", "json", "run", "prog.py", cwd=tmp_path)
+    (tmp_path / "svc.py").write_text("async def flaky():\n    raise ValueError('flaky')\n")
+    (tmp_path / "app.yaml").write_text(textwrap.dedent("""
+        version: "1.0"
+        namespace: app
+        entries:
+          - {name: flaky_fn, kind: process.py, source: "svc:flaky"}
+          - {name: prog_main, kind: process.py, source: "prog:main"}
+          - {name: flaky, kind: process.service, process: flaky_fn,
+             lifecycle: {auto_start: true, restart: {max_attempts: 1, initial_delay: 10ms}}}
+    """))
+    done = cli("--log-format", "json", "run", "app.yaml", "--main", "app:prog_main",
+               cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    lines = [json.loads(line) for line in done.stderr.splitlines() if line.startswith("{")]
-    assert any("RuntimeError: logged" in rec["message"] and rec["level"] == "error"
-               for rec in lines)
+    records = [json.loads(line) for line in done.stderr.splitlines()]  # every line is JSON
+    exit_log = next(r for r in records if "RuntimeError: logged" in r["message"])
+    assert exit_log["level"] == "error" and exit_log["logger"] == "garrison.process"
+    assert "\n" not in exit_log["message"]
+    assert exit_log["traceback"].startswith("Traceback (most recent call last):")
+    assert exit_log["traceback"].rstrip().endswith("RuntimeError: logged")
+    restart = next(r for r in records if ": restart 1/1" in r["message"])
+    assert restart["service"] == "app:flaky" and restart["attempt"] == 1
+    assert isinstance(restart["delay"], float)
+    assert restart["error"] == "ValueError: flaky" and restart["error_type"] == "ValueError"
+    started = next(r for r in records if ": started as" in r["message"])
+    assert started["pid"] == started["message"].rsplit(" ", 1)[1]  # a Pid, as its string
+    mine = next(r for r in records if r["logger"] == "garrison.app")
+    assert mine["message"] == "order 17"
+    assert (mine["workflow_id"], mine["run_id"], mine["ratio"], mine["ok"]) == (
+        "order-17", "r1", 0.5, True)
+    assert mine["pid"].startswith("processes/")
+
+
+def test_log_formatters_keep_tracebacks_out_of_the_message():
+    import logging
+
+    from garrison._cli import _JsonFormatter, _TextFormatter, split_traceback
+    from garrison.actors._values import ErrorInfo, Pid
+
+    try:
+        raise KeyError("k")
+    except KeyError as exc:
+        error = ErrorInfo.from_exception(exc)
+        exc_info = sys.exc_info()
+
+    def record(msg, *args, exc_info=None, **extra):
+        rec = logging.LogRecord("garrison.t", logging.ERROR, __file__, 1, msg, args, exc_info)
+        rec.__dict__.update(extra)
+        return rec
+
+    as_json = _JsonFormatter()
+    # a record whose message has the traceback appended (the process host's exit log)
+    out = json.loads(as_json.format(record("%s failed: %s\n%s", "w", error, error.traceback)))
+    assert out["message"] == "w failed: KeyError: 'k'"
+    assert out["traceback"] == error.traceback
+    # exc_info, or a traceback= field: the same place
+    out = json.loads(as_json.format(record("oops", exc_info=exc_info, attempt=3)))
+    assert out["message"] == "oops" and out["attempt"] == 3
+    assert out["traceback"].startswith("Traceback") and "KeyError: 'k'" in out["traceback"]
+    out = json.loads(as_json.format(record("x", traceback=error.traceback, error=error,
+                                           pid=Pid("processes", "a.1"), delay=float("inf"))))
+    assert out["traceback"] == error.traceback.rstrip()
+    assert (out["error"], out["error_type"]) == ("KeyError: 'k'", "KeyError")
+    assert (out["pid"], out["delay"]) == ("processes/a.1", "inf")
+    # the text format prints a traceback= field below the line
+    text = _TextFormatter("%(message)s").format(record("x", traceback=error.traceback))
+    assert text == "x\n" + error.traceback.rstrip()
+    assert split_traceback("two\nlines") == ("two\nlines", None)
 
 
 def test_run_config_until_sigterm_then_graceful_stop(tmp_path):
@@ -110,7 +204,7 @@ def test_run_config_until_sigterm_then_graceful_stop(tmp_path):
         seen = read_until(proc, "app:second: started")
         assert "app:second: started" in seen, seen
         proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=30)
+        out, err = finish(proc)
     finally:
         proc.kill()
     assert proc.returncode == 0, err
@@ -142,8 +236,220 @@ def test_second_signal_forces_an_immediate_stop(tmp_path):
         time.sleep(0.3)
         assert proc.poll() is None  # still waiting for the service's 1h stop timeout
         proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=20)
+        _, err = finish(proc, timeout=20)
     finally:
         proc.kill()
     assert proc.returncode == 128 + signal.SIGTERM
     assert "forcing an immediate stop" in err
+
+
+def test_run_starts_although_an_auto_start_service_cannot_spawn(tmp_path):
+    (tmp_path / "svc.py").write_text(textwrap.dedent("""
+        from garrison import process
+        async def idle():
+            await process.events().receive()   # returns on CANCEL
+    """))
+    (tmp_path / "app.yaml").write_text(textwrap.dedent("""
+        version: "1.0"
+        namespace: app
+        entries:
+          - {name: idle_fn, kind: process.py, source: "svc:idle"}
+          - {name: slow, kind: process.service, process: idle_fn,
+             lifecycle: {auto_start: true, start_timeout: 0,
+                         restart: {max_attempts: 1, initial_delay: 50ms}}}
+          - {name: bad, kind: process.service, process: idle_fn, host: workflows,
+             input: [!!binary aGk=],
+             lifecycle: {auto_start: true, restart: {max_attempts: 1, initial_delay: 50ms}}}
+          - {name: fine, kind: process.service, process: idle_fn,
+             lifecycle: {auto_start: true}}
+    """))
+    proc = start_run(tmp_path)
+    try:
+        seen = read_until(proc, "app:slow: giving up", timeout=15)
+        seen += read_until(proc, "app:bad: giving up", timeout=15)
+        assert "app:fine: started" in seen, seen
+        assert "app:slow: giving up" in seen and "app:bad: giving up" in seen, seen
+        proc.send_signal(signal.SIGTERM)
+        _, err = finish(proc)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert "Traceback" not in seen + err
+    assert "app:fine: stopping" in err
+
+
+def test_run_reports_a_bad_config_without_traceback(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("version: '1.0'\nnamespace: app\nentries:\n  - {name: x, kind: nope}\n"
+                   "  - {name: y, kind: [process.py]}\n")
+    done = cli("run", str(bad))
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr and "ExceptionGroup" not in done.stderr
+    lines = done.stderr.splitlines()
+    assert lines[0] == "garrison run: invalid config:"
+    assert lines[1].startswith(f"{bad}: entry 'app:x' (index 0): field 'kind': unknown kind 'nope'")
+    assert lines[2].startswith(f"{bad}: entry 'app:y' (index 1): field 'kind': unknown kind")
+    checked = cli("check", str(bad))
+    assert checked.returncode == 1 and "Traceback" not in checked.stdout + checked.stderr
+    assert checked.stdout.splitlines() == lines[1:]
+
+
+def test_run_and_check_report_unusable_workflow_host_stores(tmp_path):
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "app.yaml").write_text(textwrap.dedent("""
+        version: "1.0"
+        namespace: app
+        entries:
+          - {name: empty, kind: workflow.host, store: ""}
+          - {name: one, kind: workflow.host, store: one.db}
+          - {name: two, kind: workflow.host, store: ./one.db}
+    """))
+    for command, code in (("run", 2), ("check", 1)):
+        done = cli(command, "app.yaml", cwd=app)
+        assert done.returncode == code, done.stderr
+        out = done.stdout + done.stderr
+        assert "Traceback" not in out
+        assert ("app.yaml: entry 'app:empty' (index 0): field 'store': expected a file path"
+                in out)
+        assert ("app.yaml: entry 'app:two' (index 2): field 'store': expected a store of its "
+                "own" in out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["app"]  # no lock file beside it
+    assert sorted(p.name for p in app.iterdir()) == ["app.yaml"]
+
+
+def test_check_reports_a_module_that_exits_at_import(tmp_path):
+    (tmp_path / "quits.py").write_text("import sys\nsys.exit(3)\n")
+    (tmp_path / "app.yaml").write_text(
+        "version: '1.0'\nnamespace: app\nentries:\n"
+        "  - {name: p, kind: process.py, source: 'quits:main'}\n")
+    done = cli("check", "app.yaml", cwd=tmp_path)
+    assert done.returncode == 1, done.stderr
+    assert done.stdout == ("app.yaml: entry 'app:p' (index 0): field 'source': module 'quits' "
+                           "could not be imported: SystemExit: 3\n")
+
+
+def test_run_reports_store_errors_at_start_up_in_one_line(tmp_path):
+    import sqlite3
+
+    from garrison.persistence import SQLiteStore
+
+    (tmp_path / "prog.py").write_text("async def main():\n    return 'ran'\n")
+    (tmp_path / "app.yaml").write_text("version: '1.0'\nnamespace: app\nentries: []\n")
+    held = SQLiteStore(tmp_path / "held.db")  # this process is the node that holds it
+    try:
+        for target in ("prog.py", "app.yaml"):
+            done = cli("run", target, "--store", "held.db", cwd=tmp_path)
+            assert done.returncode == 2, done.stderr
+            assert done.stderr.splitlines() == [
+                "garrison run: store 'held.db' is locked: another node has it open (lock file "
+                "'held.db.lock'); open it with lock=False to read it or queue writes for that "
+                "node"]
+    finally:
+        held.close()
+    future = sqlite3.connect(tmp_path / "future.db")  # written by a newer garrison
+    future.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied REAL)")
+    future.execute("INSERT INTO schema_version VALUES (99, 0)")
+    future.commit()
+    future.close()
+    (tmp_path / "folder").mkdir()
+    for store, message in [
+        ("future.db", "garrison run: store 'future.db' has schema version 99, this version of "
+                      "garrison knows schema version"),
+        ("folder", f"garrison run: --store: expected a file path, got the folder "
+                   f"'{tmp_path.resolve()}/folder'"),
+        ("no/such.db", "garrison run: --store: expected a file in an existing folder"),
+    ]:
+        done = cli("run", "prog.py", "--store", store, cwd=tmp_path)
+        assert done.returncode == 2, done.stderr
+        assert len(done.stderr.splitlines()) == 1 and done.stderr.startswith(message), done.stderr
+    # the node's own store and a workflow.host entry cannot share a file
+    (tmp_path / "app.yaml").write_text("version: '1.0'\nnamespace: app\nentries:\n"
+                                       "  - {name: w, kind: workflow.host, store: w.db}\n")
+    done = cli("run", "app.yaml", "--store", "./w.db", cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr == (f"garrison run: --store: expected a store of its own, but "
+                           f"'{tmp_path.resolve()}/w.db' is also the store of workflow.host "
+                           "entry 'app:w'\n")
+    assert cli("run", "prog.py", "--store", "ok.db", cwd=tmp_path).stdout == "ran\n"
+
+
+def test_run_script_stops_gracefully_on_sigterm(tmp_path):
+    (tmp_path / "prog.py").write_text(textwrap.dedent("""
+        import logging
+        import trio
+        import garrison
+        from garrison import process
+
+        async def approval():                       # a workflow that waits for a message
+            msg = await process.inbox().receive()
+            return msg.payload
+
+        async def helper():
+            try:
+                await trio.sleep_forever()
+            finally:
+                print("helper stopped", flush=True)
+
+        async def main():
+            await process.spawn(helper)
+            await process.spawn(approval, host="workflows")
+            logging.getLogger("garrison.prog").warning("ready")
+            await trio.sleep_forever()
+    """))
+    proc = start_run(tmp_path, "prog.py", "--store", "app.db")
+    try:
+        seen = read_until(proc, "ready")
+        assert "ready" in seen, seen
+        proc.send_signal(signal.SIGTERM)
+        out, err = finish(proc)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert "received SIGTERM: shutting down" in err and "Traceback" not in err
+    assert out == "helper stopped\n"
+    listed = cli("workflows", "--store", "app.db", "list", "--json", cwd=tmp_path)
+    assert [w["status"] for w in json.loads(listed.stdout)] == ["waiting"], listed.stdout
+
+
+def test_run_module_function_gets_the_same_graceful_stop(tmp_path):
+    (tmp_path / "jobs.py").write_text(textwrap.dedent("""
+        import logging
+        import trio
+        async def serve():
+            logging.getLogger("garrison.jobs").warning("serving")
+            try:
+                await trio.sleep_forever()
+            finally:
+                print("serve stopped", flush=True)
+    """))
+    proc = start_run(tmp_path, "jobs:serve")
+    try:
+        assert "serving" in read_until(proc, "serving")
+        proc.send_signal(signal.SIGINT)
+        out, err = finish(proc)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert out == "serve stopped\n" and "received SIGINT" in err
+
+
+def test_help_is_plain_text_everywhere():
+    import argparse
+
+    from garrison._cli import build_parser
+
+    def parsers(parser):
+        yield parser
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub in action.choices.values():
+                    yield from parsers(sub)
+
+    seen = list(parsers(build_parser()))
+    assert {p.prog for p in seen} >= {"garrison", "garrison run", "garrison check",
+                                      "garrison workflows", "garrison workflows list"}
+    for parser in seen:
+        text = parser.format_help()
+        assert "`" not in text, (parser.prog, text)
+    assert cli("--help").stdout.startswith("usage: garrison")

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import copy
 import random
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -18,7 +22,7 @@ if _TESTS not in sys.path:
 from config_fixtures import app_mod  # noqa: E402
 
 from garrison._errors import ConfigError  # noqa: E402
-from garrison.supervision._config import (  # noqa: E402
+from garrison.config import (  # noqa: E402
     Config,
     HostEntry,
     Lifecycle,
@@ -273,6 +277,16 @@ BAD: list[tuple[str, str, list[str]]] = [
         ["entry 'app:x' (index 0)", "field 'kind'", "'process.lua'", "process.service"],
     ),
     (
+        "kind-list",
+        HEAD + "  - {name: x, kind: [process.py]}\n",
+        ["entry 'app:x' (index 0)", "field 'kind'", "unknown kind ['process.py']"],
+    ),
+    (
+        "kind-mapping",
+        HEAD + "  - {name: x, kind: {}}\n",
+        ["entry 'app:x' (index 0)", "field 'kind'", "unknown kind {}"],
+    ),
+    (
         "unknown-field",
         HEAD + "  - {name: x, kind: process.host, color: red}\n",
         ["entry 'app:x' (index 0)", "field 'color'", "unknown field", "name, kind, workers"],
@@ -306,6 +320,17 @@ BAD: list[tuple[str, str, list[str]]] = [
         "module-raises",
         HEAD + "  - {name: x, kind: process.py, source: 'config_fixtures.broken_mod:main'}\n",
         ["field 'source'", "config_fixtures.broken_mod", "RuntimeError: boom at import"],
+    ),
+    (
+        "module-exits",
+        HEAD + "  - {name: x, kind: process.py, source: 'config_fixtures.exit_mod:main'}\n",
+        ["entry 'app:x' (index 0)", "field 'source'", "module 'config_fixtures.exit_mod' "
+         "could not be imported: SystemExit: 3"],
+    ),
+    (
+        "module-raises-base-exception",
+        HEAD + "  - {name: x, kind: process.py, source: 'config_fixtures.halt_mod:main'}\n",
+        ["entry 'app:x' (index 0)", "field 'source'", "Halt: stop here"],
     ),
     (
         "attribute-missing",
@@ -453,6 +478,47 @@ def test_malformed_config_reports_file_entry_and_field(
         assert fragment in line, (fragment, line)
 
 
+def test_no_value_in_any_field_escapes_as_anything_but_a_config_error() -> None:
+    # every field of every kind (nested ones too), set to values of every YAML type
+    weird: list[object] = [[], {}, None, 1.5, True, -1, "x", "", [[1]], {"a": []}, ["a", {}]]
+    valid: dict[str, dict[str, Any]] = {
+        "process.host": {"name": "h", "kind": "process.host", "workers": 2},
+        "workflow.host": {"name": "w", "kind": "workflow.host", "synchronous": "full"},
+        "process.py": {"name": "p", "kind": "process.py", "source": f"{MOD}:main"},
+        "process.service": {
+            "name": "s", "kind": "process.service", "process": "p", "host": "h", "input": [1],
+            "lifecycle": {
+                "auto_start": True, "requires": [], "start_timeout": "1s", "stop_timeout": 1,
+                "stable_threshold": 1,
+                "restart": {"max_attempts": 1, "initial_delay": 1, "max_delay": 2,
+                            "backoff_factor": 2, "jitter": 0.1},
+            },
+        },
+    }
+
+    def paths(d: dict[str, Any], prefix: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
+        for key, value in d.items():
+            yield (*prefix, key)
+            if isinstance(value, dict):
+                yield from paths(value, (*prefix, key))
+
+    for kind, entry in valid.items():
+        for path in paths(entry):
+            for value in weird:
+                broken = copy.deepcopy(entry)
+                inner = broken
+                for key in path[:-1]:
+                    inner = inner[key]
+                inner[path[-1]] = value
+                others = [valid["process.host"], valid["process.py"]]
+                doc = {"version": "1.0", "namespace": "app",
+                       "entries": [*(others if kind == "process.service" else []), broken]}
+                try:
+                    load_config_text(yaml.safe_dump(doc))
+                except ConfigError:
+                    pass
+
+
 def test_missing_file(tmp_path: Path) -> None:
     missing = tmp_path / "nope.yaml"
     with pytest.raises(ConfigError) as info:
@@ -501,6 +567,56 @@ def test_every_bad_restart_field_in_one_block_is_reported(tmp_path: Path) -> Non
 
 def test_valid_file_checks_clean(tmp_path: Path) -> None:
     assert check_config(write(tmp_path, FULL)) == []
+
+
+def test_workflow_host_stores_that_cannot_be_opened_are_reported(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    path, problems = problems_of(
+        tmp_path,
+        """
+        version: "1.0"
+        namespace: app
+        entries:
+          - {name: missing_dir, kind: workflow.host, store: nowhere/app.db}
+          - {name: folder, kind: workflow.host, store: data}
+          - {name: empty, kind: workflow.host, store: ""}
+          - {name: memory, kind: workflow.host, store: ":memory:"}
+          - {name: one, kind: workflow.host, store: data/one.db}
+          - {name: same, kind: workflow.host, store: ./data/../data/one.db}
+          - {name: fine, kind: workflow.host, store: data/two.db, synchronous: full}
+        """,
+    )
+    here = tmp_path.resolve()
+    assert problems == [
+        f"{path}: entry 'app:missing_dir' (index 0): field 'store': expected a file in an "
+        f"existing folder, got '{here}/nowhere/app.db': '{here}/nowhere' is not a folder",
+        f"{path}: entry 'app:folder' (index 1): field 'store': expected a file path, "
+        f"got the folder '{here}/data'",
+        f"{path}: entry 'app:empty' (index 2): field 'store': expected a file path "
+        "(leave it out for an in-memory store), got ''",
+        f"{path}: entry 'app:memory' (index 3): field 'store': expected a file path, not an "
+        "SQLite name (leave it out for an in-memory store), got ':memory:'",
+        f"{path}: entry 'app:same' (index 5): field 'store': expected a store of its own, "
+        f"but '{here}/data/one.db' is also the store of entry 'app:one'",
+    ]
+
+
+def test_relative_store_is_resolved_against_the_config_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "conf").mkdir()
+    path = write(tmp_path / "conf", """
+        version: "1.0"
+        namespace: app
+        entries:
+          - {name: w, kind: workflow.host, store: app.db}
+          - {name: v, kind: workflow.host}
+    """)
+    monkeypatch.chdir(tmp_path)
+    config = load_config("conf/app.yaml")
+    assert config["app:w"] == WorkflowHostEntry(
+        id="app:w", store=str(path.parent.resolve() / "app.db"))
+    assert config["app:v"] == WorkflowHostEntry(id="app:v", store=None)
 
 
 def test_resolve_target_errors() -> None:

@@ -11,7 +11,13 @@ import svc_app
 import trio
 
 import garrison
-from garrison.supervision._config import load_config_text
+from garrison.config import (
+    Config,
+    Lifecycle,
+    RestartPolicy,
+    ServiceEntry,
+    load_config_text,
+)
 from garrison.supervision._services import ServiceStatus
 
 
@@ -31,6 +37,7 @@ def config(services: str):
           - {name: stubborn, kind: process.py, source: "svc_app:stubborn"}
           - {name: crasher, kind: process.py, source: "svc_app:crasher"}
           - {name: finisher, kind: process.py, source: "svc_app:finisher"}
+          - {name: instant, kind: process.py, source: "svc_app:instant_crasher"}
     """) + textwrap.indent(textwrap.dedent(services), "  "), "test.yaml")
 
 
@@ -103,6 +110,88 @@ async def test_restart_delay_grows_then_gives_up_alone(autojump_clock, caplog):
     gave_up = [r.getMessage() for r in caplog.records if "giving up" in r.getMessage()]
     assert gave_up == ["t:svc_crasher: giving up after 3 restarts; last error: "
                        "RuntimeError: crasher crashed"]
+
+
+async def test_crash_loop_of_a_service_that_fails_at_once(autojump_clock, caplog):
+    # the process raises before its first checkpoint, so it is dead before the
+    # manager's start returns: every exit must still be seen and restarted
+    caplog.set_level(logging.INFO, logger="garrison")
+    cfg = config("""
+        - name: svc_instant
+          kind: process.service
+          process: instant
+          input: [instant]
+          lifecycle:
+            auto_start: true
+            restart: {max_attempts: 3, initial_delay: 1s, backoff_factor: 1, jitter: 0}
+        - name: needs_instant
+          kind: process.service
+          process: steady
+          input: [needs_instant]
+          lifecycle: {auto_start: true, requires: [svc_instant]}
+    """)
+    async with garrison.open_node(config=cfg) as node:
+        t0 = trio.current_time()
+        await trio.sleep(60)
+        assert [t - t0 for t in starts("instant")] == [0, 1, 2, 3]
+        assert starts("needs_instant") == []  # what it requires never ran
+        info = node.services()[0]
+        assert info.status == ServiceStatus.GAVE_UP
+        assert info.pid is None
+        assert str(info.last_error) == "RuntimeError: instant crashed at once"
+    messages = [r.getMessage() for r in caplog.records if r.name == "garrison.services"]
+    assert len([m for m in messages if ": restart " in m]) == 3
+    assert ("t:svc_instant: giving up after 3 restarts; last error: "
+            "RuntimeError: instant crashed at once") in messages
+    # "started" is logged before the crash it precedes, never after
+    logged = [r.getMessage() for r in caplog.records]
+    started = [i for i, m in enumerate(logged) if "svc_instant: started as" in m]
+    crashed = [i for i, m in enumerate(logged) if "exited abnormally" in m]
+    assert len(started) == len(crashed) == 4
+    assert all(s < c for s, c in zip(started, crashed, strict=True))
+
+
+async def test_auto_start_services_that_cannot_spawn_back_off_and_the_node_starts(
+        autojump_clock, caplog):
+    caplog.set_level(logging.INFO, logger="garrison")
+    once = "restart: {max_attempts: 1, initial_delay: 1s, jitter: 0}"
+    cfg = config(f"""
+        - name: too_slow
+          kind: process.service
+          process: steady
+          input: [too_slow]
+          lifecycle: {{auto_start: true, start_timeout: 0, {once}}}
+        - name: bad_input           # bytes cannot be stored as a workflow argument
+          kind: process.service
+          process: steady
+          host: workflows
+          input: [!!binary aGk=]
+          lifecycle: {{auto_start: true, {once}}}
+        - name: fine
+          kind: process.service
+          process: steady
+          input: [fine]
+          lifecycle: {{auto_start: true}}
+    """)
+    # an entry id that names nothing (a Config built by hand is not linked)
+    lost = ServiceEntry(id="t:lost", process="t:nowhere",
+                        lifecycle=Lifecycle(auto_start=True,
+                                            restart=RestartPolicy(max_attempts=1, jitter=0)))
+    cfg = Config({**cfg.entries, lost.id: lost})
+    with trio.fail_after(100):  # it used to hang in open_node
+        async with garrison.open_node(config=cfg) as node:
+            await trio.sleep(10)
+            info = {s.id: s for s in node.services()}
+            assert info["t:fine"].status == ServiceStatus.RUNNING
+            for sid, error in [("t:too_slow", "TimeoutError"), ("t:bad_input", "PayloadError"),
+                               ("t:lost", "KeyError")]:
+                assert info[sid].status == ServiceStatus.GAVE_UP, sid
+                assert info[sid].last_error.type == error, info[sid].last_error
+                assert info[sid].restarts == 1
+    gave_up = sorted(r.getMessage().split(":")[1] for r in caplog.records
+                     if "giving up" in r.getMessage())
+    assert gave_up == ["bad_input", "lost", "too_slow"]
+    assert starts("fine") == [0]
 
 
 async def test_jitter_spreads_delays(autojump_clock):

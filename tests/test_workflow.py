@@ -552,7 +552,7 @@ async def test_linked_process_dies_with_a_failing_workflow(node: garrison.Node) 
 
 
 async def test_config_workflow_host_has_its_own_store(tmp_path: Path) -> None:
-    from garrison.supervision import load_config_text
+    from garrison.config import load_config_text
 
     db = tmp_path / "orders.db"
     config = load_config_text(

@@ -22,8 +22,6 @@ __all__ = [
     "SupervisorGaveUp",
 ]
 
-from ._config import *  # noqa: F403
-from ._config import __all__ as _config_names
 from ._services import ServiceInfo, ServiceStatus
 
-__all__ += [*_config_names, "ServiceInfo", "ServiceStatus"]
+__all__ += ["ServiceInfo", "ServiceStatus"]

@@ -23,13 +23,12 @@ import attrs
 import trio
 
 from .. import process
-from .._errors import ProcessError
 from ..actors._runtime import current_runtime
 from ..actors._values import ErrorInfo, Event, EventKind, Pid
 
 if TYPE_CHECKING:
     from .._node import Node
-    from ._config import Config, ServiceEntry
+    from ..config import Config, ServiceEntry
 
 log = logging.getLogger("garrison.services")
 
@@ -88,6 +87,10 @@ class ServiceManager:
         self.stopping = False
         self.pid: Pid | None = None
         self._rng = random.Random(seed)
+        # held while the service table changes (event loop, restart timers, start
+        # requests): one change at a time, and an EXIT waits until its pid is known
+        self._lock = trio.Lock()
+        self._timers: trio.Nursery | None = None
         self._requests, self._request_box = trio.open_memory_channel[tuple[str, trio.Event]](
             float("inf"))
 
@@ -112,25 +115,29 @@ class ServiceManager:
         for svc in self.order:
             if svc.entry.lifecycle.auto_start:
                 svc.wanted = True
-        await self._start_ready()
-        self.started.set()
-        async with trio.open_nursery() as timers:
-            self._timers = timers
-            timers.start_soon(self._serve_requests)
-            while True:
-                ev = await events.receive()
-                assert ev is not None
-                if ev.kind == EventKind.CANCEL:
-                    await self._stop_all()
-                    timers.cancel_scope.cancel()
-                    return
-                if ev.kind == EventKind.EXIT:
-                    exited = self.by_pid.get(ev.pid)
-                    if exited is not None and exited.pid == ev.pid:
-                        del self.by_pid[ev.pid]
-                        await self._on_exit(exited, ev)
-                    continue
-            # never reached
+        try:
+            # the restart timers' nursery exists before the first start: a service
+            # that fails to start at once backs off like any other
+            async with trio.open_nursery() as timers:
+                self._timers = timers
+                async with self._lock:
+                    await self._start_ready()
+                self.started.set()
+                timers.start_soon(self._serve_requests)
+                while True:
+                    ev = await events.receive()
+                    assert ev is not None
+                    async with self._lock:
+                        if ev.kind == EventKind.CANCEL:
+                            await self._stop_all()
+                            timers.cancel_scope.cancel()
+                            return
+                        if ev.kind == EventKind.EXIT:
+                            exited = self.by_pid.pop(ev.pid, None)
+                            if exited is not None and exited.pid == ev.pid:
+                                await self._on_exit(exited, ev)
+        finally:
+            self.started.set()  # start_services never waits for a manager that died
 
     # ------------------------------------------------------------------ starting
     def _deps_running(self, svc: _Service) -> bool:
@@ -155,30 +162,45 @@ class ServiceManager:
                              extra={"service": svc.entry.id})
 
     async def _start(self, svc: _Service) -> None:
+        """Spawn ``svc`` watched by the manager, then wait until its code runs.
+
+        The pid is known to the manager before the child can run (no checkpoint
+        between the spawn and ``by_pid``), and the manager's event loop waits for the
+        lock this runs under: an exit however early is never missed. A service whose
+        process already ended stays ``starting`` until its ``EXIT`` is handled, so
+        nothing that requires it starts meanwhile.
+        """
         entry = svc.entry
         me = current_runtime()
         svc.generation += 1
         svc.status = ServiceStatus.STARTING
+        pid: Pid | None = None
         try:
             with trio.fail_after(entry.lifecycle.start_timeout):
                 pid = await self.node._spawn(
                     entry.process, tuple(entry.input), host=entry.host, parent=self.pid,
                     link=None, monitor=self.pid, label=entry.id,
                 )
-        except (ProcessError, trio.TooSlowError, OSError, ValueError, TypeError) as exc:
+                me._add_monitoring(pid)  # type: ignore[attr-defined]
+                svc.pid = pid
+                svc.started_at = trio.current_time()
+                self.by_pid[pid] = svc
+                log.info("%s: started as %s", entry.id, pid,
+                         extra={"service": entry.id, "pid": pid})
+                host = self.node.hosts[pid.host]
+                if hasattr(host, "wait_started"):  # "running" before what requires it starts
+                    await host.wait_started(pid)
+        except Exception as exc:
             if isinstance(exc, trio.TooSlowError):
                 exc = TimeoutError(f"not started within {entry.lifecycle.start_timeout:g}s")
+            if pid is not None:  # spawned but not running in time: it goes, unwatched
+                self.by_pid.pop(pid, None)
+                svc.pid = None
+                await self.node._terminate(pid, self.pid)
             await self._failed(svc, ErrorInfo.from_exception(exc), ran=0.0)
             return
-        me._add_monitoring(pid)  # type: ignore[attr-defined]
-        host = self.node.hosts[pid.host]
-        if hasattr(host, "wait_started"):  # "running" before what requires it starts
-            await host.wait_started(pid)
-        svc.pid = pid
-        svc.status = ServiceStatus.RUNNING
-        svc.started_at = trio.current_time()
-        self.by_pid[pid] = svc
-        log.info("%s: started as %s", entry.id, pid, extra={"service": entry.id, "pid": pid})
+        if svc.pid == pid and self.node.hosts[pid.host].is_alive(pid):
+            svc.status = ServiceStatus.RUNNING
 
     # ------------------------------------------------------------------ failures
     async def _on_exit(self, svc: _Service, ev: Event) -> None:
@@ -213,10 +235,15 @@ class ServiceManager:
         log.warning("%s: restart %d%s in %.2fs after %s", entry.id, attempt, limit, delay, error,
                     extra={"service": entry.id, "attempt": attempt, "delay": round(delay, 3),
                            "error": error})
+        assert self._timers is not None
         self._timers.start_soon(self._restart_later, svc, delay, svc.generation)
 
     async def _restart_later(self, svc: _Service, delay: float, generation: int) -> None:
         await trio.sleep(delay)
+        async with self._lock:
+            await self._restart(svc, generation)
+
+    async def _restart(self, svc: _Service, generation: int) -> None:
         if self.stopping or svc.generation != generation or svc.status != ServiceStatus.BACKOFF:
             return
         svc.status = ServiceStatus.STOPPED
@@ -266,14 +293,18 @@ class ServiceManager:
 
     async def _serve_requests(self) -> None:
         async for service_id, done in self._request_box:
-            for sid in [*self._requirements(service_id), service_id]:
-                svc = self.by_id[sid]
-                svc.wanted = True
-                if svc.status in (ServiceStatus.GAVE_UP, ServiceStatus.COMPLETED):
-                    svc.status = ServiceStatus.STOPPED
-                    svc.restarts = 0
-            await self._start_ready()
+            async with self._lock:
+                await self._start_requested(service_id)
             done.set()
+
+    async def _start_requested(self, service_id: str) -> None:
+        for sid in [*self._requirements(service_id), service_id]:
+            svc = self.by_id[sid]
+            svc.wanted = True
+            if svc.status in (ServiceStatus.GAVE_UP, ServiceStatus.COMPLETED):
+                svc.status = ServiceStatus.STOPPED
+                svc.restarts = 0
+        await self._start_ready()
 
     def _requirements(self, service_id: str) -> list[str]:
         out: list[str] = []

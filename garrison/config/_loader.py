@@ -18,484 +18,40 @@ written ``ns:name`` or just ``name`` (same namespace). The loader checks the who
 file (or set of files) and reports *every* problem it finds, one line each, naming
 the file, the entry, the field and what was expected, in one :class:`ConfigError`.
 
-Structuring is done by one private cattrs converter with ``forbid_extra_keys``;
-range checks live in attrs validators on the frozen entry classes, so building
-a :class:`RestartPolicy` or :class:`Lifecycle` by hand is checked the same way.
+Structuring is done by one private cattrs converter (``_structure.py``); range
+checks live in attrs validators on the frozen entry classes (``_entries.py``).
 """
 
 from __future__ import annotations
 
 import importlib
 import inspect
-import math
 import os
-import random
 import sys
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeAlias, TypeVar, cast
+from typing import Any
 
 import attrs
-import cattrs
 import yaml
-from cattrs.errors import (
-    AttributeValidationNote,
-    BaseValidationError,
-    ClassValidationError,
-    ForbiddenExtraKeysError,
-    IterableValidationError,
-)
-from cattrs.gen import make_dict_structure_fn, override
 
-from .._duration import parse_duration
 from .._errors import ConfigError
-
-__all__ = [
-    "BUILTIN_HOSTS",
-    "KINDS",
-    "Config",
-    "Entry",
-    "HostEntry",
-    "Lifecycle",
-    "RestartPolicy",
-    "ServiceEntry",
-    "SourceEntry",
-    "WorkflowHostEntry",
-    "check_config",
-    "load_config",
-    "load_config_text",
-    "load_configs",
-]
-
-T = TypeVar("T")
-
-#: Host names every node has without any config: a process host and a workflow host.
-BUILTIN_HOSTS = ("processes", "workflows")
+from ._entries import (
+    _HOST_KINDS,
+    _REQUIRED,
+    _RUNNABLE_KINDS,
+    BUILTIN_HOSTS,
+    KINDS,
+    Config,
+    Entry,
+    ServiceEntry,
+    SourceEntry,
+    WorkflowHostEntry,
+    _is_number,
+)
+from ._structure import _converter, _flatten
 
 SUPPORTED_VERSIONS = ("1.0", "1")
-
-
-# --------------------------------------------------------------------------- validators
-
-
-class _FieldProblem(ValueError):
-    """A field value outside its allowed range; ``str()`` reads ``expected X, got Y``."""
-
-    def __init__(self, field: str, expected: str, got: object) -> None:
-        self.field = field
-        self.detail = f"expected {expected}, got {got!r}"
-        super().__init__(f"field {field!r}: {self.detail}")
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _non_negative_int(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise _FieldProblem(attribute.name, "an integer >= 0", value)
-
-
-def _positive_int_or_none(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-        raise _FieldProblem(attribute.name, "an integer >= 1", value)
-
-
-def _non_negative(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if not _is_number(value) or math.isnan(value) or value < 0:  # type: ignore[operator, arg-type]
-        raise _FieldProblem(attribute.name, "a non-negative duration", value)
-
-
-def _at_least_initial_delay(inst: Any, attribute: attrs.Attribute[Any], value: object) -> None:
-    _non_negative(inst, attribute, value)
-    initial = inst.initial_delay
-    if _is_number(initial) and value < initial:
-        raise _FieldProblem(attribute.name, f"a duration >= initial_delay ({initial:g}s)", value)
-
-
-def _factor(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if not _is_number(value) or not value >= 1 or math.isinf(value):  # type: ignore[operator, arg-type]
-        raise _FieldProblem(attribute.name, "a number >= 1", value)
-
-
-def _fraction(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if not _is_number(value) or not 0 <= value <= 1:  # type: ignore[operator]
-        raise _FieldProblem(attribute.name, "a number between 0 and 1", value)
-
-
-def _is_bool(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if not isinstance(value, bool):
-        raise _FieldProblem(attribute.name, "true or false", value)
-
-
-def _one_of(*choices: str) -> Callable[[object, attrs.Attribute[Any], object], None]:
-    def check(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
-        if value not in choices:
-            raise _FieldProblem(attribute.name, "one of " + ", ".join(map(repr, choices)), value)
-
-    return check
-
-
-def _seconds(value: object) -> float:
-    """attrs converter: a duration (number of seconds or ``"30s"``) -> float seconds."""
-    if isinstance(value, float):
-        return value
-    return parse_duration(value)
-
-
-# --------------------------------------------------------------------------- values
-
-
-@attrs.frozen
-class RestartPolicy:
-    """How a service is restarted after a failure (Wippy's ``lifecycle.restart``).
-
-    ``max_attempts`` counts *restarts*: ``0`` means unlimited, ``3`` means at most
-    4 starts in a row without a stable run. The wait before restart number ``n``
-    (1-based) is ``initial_delay * backoff_factor ** (n - 1)``, capped at
-    ``max_delay``, then spread by ``± jitter`` (a fraction). Durations are seconds
-    and accept strings such as ``"1s"`` or ``"1m30s"`` when built by hand.
-    """
-
-    max_attempts: int = attrs.field(default=0, validator=_non_negative_int)
-    initial_delay: float = attrs.field(default=1.0, converter=_seconds, validator=_non_negative)
-    max_delay: float = attrs.field(
-        default=90.0, converter=_seconds, validator=_at_least_initial_delay
-    )
-    backoff_factor: float = attrs.field(default=2.0, validator=_factor)
-    jitter: float = attrs.field(default=0.1, validator=_fraction)
-
-    def allows(self, restarts: int) -> bool:
-        """Whether restart number ``restarts`` (1-based, since the last stable run) may happen."""
-        return self.max_attempts == 0 or restarts <= self.max_attempts
-
-    def base_delay(self, attempt: int) -> float:
-        """The un-jittered wait before restart number ``attempt`` (1-based)."""
-        exponent = max(attempt, 1) - 1
-        try:
-            delay = self.initial_delay * self.backoff_factor**exponent
-        except OverflowError:
-            return self.max_delay
-        return min(delay, self.max_delay)
-
-    def delay(self, attempt: int, rng: random.Random | None = None) -> float:
-        """The wait in seconds before restart number ``attempt`` (1-based).
-
-        The result lies in ``base * (1 - jitter) .. base * (1 + jitter)`` where
-        ``base = min(initial_delay * backoff_factor ** (attempt - 1), max_delay)``;
-        jitter may take it above ``max_delay`` by at most that fraction. Pass a
-        seeded ``rng`` for reproducible delays.
-        """
-        base = self.base_delay(attempt)
-        if self.jitter == 0 or base == 0:
-            return base
-        spread = (rng or random).uniform(-self.jitter, self.jitter)
-        return max(0.0, base * (1.0 + spread))
-
-
-@attrs.frozen
-class Lifecycle:
-    """The ``lifecycle:`` block of a ``process.service`` entry (Wippy defaults).
-
-    ``requires`` holds the full entry ids of services that must be running before
-    this one starts (``depends_on`` is accepted as an alias in YAML).
-    ``stable_threshold``: a run at least this long resets the restart count.
-    """
-
-    auto_start: bool = attrs.field(default=False, validator=_is_bool)
-    requires: tuple[str, ...] = ()
-    start_timeout: float = attrs.field(default=10.0, converter=_seconds, validator=_non_negative)
-    stop_timeout: float = attrs.field(default=10.0, converter=_seconds, validator=_non_negative)
-    stable_threshold: float = attrs.field(default=5.0, converter=_seconds, validator=_non_negative)
-    restart: RestartPolicy = attrs.field(factory=RestartPolicy)
-
-
-@attrs.frozen
-class HostEntry:
-    """A ``process.host`` entry: an extra process host (a trio nursery of processes).
-
-    ``workers`` is an optional cap on concurrently running processes
-    (``None``: no cap).
-    """
-
-    id: str = ""
-    kind: str = "process.host"
-    workers: int | None = attrs.field(default=None, validator=_positive_int_or_none)
-    meta: Mapping[str, Any] = attrs.field(factory=dict, hash=False)
-
-
-@attrs.frozen
-class WorkflowHostEntry:
-    """A ``workflow.host`` entry: a durable workflow host.
-
-    ``store`` is the SQLite file path (made absolute against the config file's
-    folder when relative) or ``None`` for an in-memory store; ``synchronous`` is
-    ``"normal"`` (survives a killed process) or ``"full"`` (survives power loss).
-    """
-
-    id: str = ""
-    kind: str = "workflow.host"
-    store: str | None = None
-    synchronous: str = attrs.field(default="normal", validator=_one_of("normal", "full"))
-    meta: Mapping[str, Any] = attrs.field(factory=dict, hash=False)
-
-
-@attrs.frozen
-class SourceEntry:
-    """A ``process.py``, ``workflow.py`` or ``function.py`` entry.
-
-    ``source`` is ``"module:function"`` (the function part may be a dotted path);
-    ``func`` is the object it names, imported when the config was loaded.
-    Processes and workflows are async functions (or objects with an async
-    ``__call__``); a workflow must also be importable again by its own
-    ``module:qualname``. Activities (``function.py``) may be sync or async callables.
-    """
-
-    id: str = ""
-    kind: str = "process.py"
-    source: str = ""
-    func: Callable[..., Any] | None = attrs.field(default=None, eq=False, repr=False)
-    meta: Mapping[str, Any] = attrs.field(factory=dict, hash=False)
-
-
-@attrs.frozen
-class ServiceEntry:
-    """A ``process.service`` entry: a supervised, restartable process.
-
-    ``process`` is the full id of the ``process.py`` / ``workflow.py`` entry to run;
-    ``host`` is the full id of a ``process.host`` / ``workflow.host`` entry or one of
-    the built-in host names ``"processes"`` / ``"workflows"`` (default
-    ``"processes"``); ``input`` is the tuple of positional arguments.
-    """
-
-    id: str = ""
-    kind: str = "process.service"
-    process: str = ""
-    host: str = "processes"
-    input: tuple[Any, ...] = ()
-    lifecycle: Lifecycle = attrs.field(factory=Lifecycle)
-    meta: Mapping[str, Any] = attrs.field(factory=dict, hash=False)
-
-    @property
-    def restart(self) -> RestartPolicy:
-        """Shortcut for ``lifecycle.restart``."""
-        return self.lifecycle.restart
-
-    @property
-    def requires(self) -> tuple[str, ...]:
-        """Shortcut for ``lifecycle.requires`` (full entry ids)."""
-        return self.lifecycle.requires
-
-
-Entry: TypeAlias = HostEntry | WorkflowHostEntry | SourceEntry | ServiceEntry
-
-#: Every known entry kind and the class it becomes.
-KINDS: dict[str, type[Any]] = {
-    "process.host": HostEntry,
-    "workflow.host": WorkflowHostEntry,
-    "process.py": SourceEntry,
-    "workflow.py": SourceEntry,
-    "function.py": SourceEntry,
-    "process.service": ServiceEntry,
-}
-_HOST_KINDS = ("process.host", "workflow.host")
-_RUNNABLE_KINDS = ("process.py", "workflow.py")
-_INTERNAL_FIELDS = frozenset({"id", "kind", "func"})
-_REQUIRED: dict[str, tuple[str, ...]] = {
-    "process.py": ("source",),
-    "workflow.py": ("source",),
-    "function.py": ("source",),
-    "process.service": ("process",),
-}
-
-
-def _allowed_fields(cls: type[Any]) -> list[str]:
-    return ["name", "kind"] + [f.name for f in attrs.fields(cls) if f.name not in _INTERNAL_FIELDS]
-
-
-# --------------------------------------------------------------------------- converter
-
-
-class _Expected(ValueError):
-    def __init__(self, expected: str, got: object) -> None:
-        self.detail = f"expected {expected}, got {got!r}"
-        super().__init__(self.detail)
-
-
-def _strict_str(value: object, _: object) -> str:
-    if not isinstance(value, str):
-        raise _Expected("a string", value)
-    return value
-
-
-def _strict_bool(value: object, _: object) -> bool:
-    if not isinstance(value, bool):
-        raise _Expected("true or false", value)
-    return value
-
-
-def _strict_int(value: object, _: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise _Expected("an integer", value)
-    return value
-
-
-def _strict_float(value: object, _: object) -> float:
-    if not _is_number(value):
-        raise _Expected("a number", value)
-    return float(value)  # type: ignore[arg-type]
-
-
-def _duration_hook(value: object, _: object) -> float:
-    try:
-        return parse_duration(value)
-    except ValueError:
-        raise _Expected("a duration such as 10, '250ms', '30s', '5m' or '1h30m'", value) from None
-
-
-def _ids_hook(value: object, _: object) -> tuple[str, ...]:
-    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
-        raise _Expected("a list of entry ids", value)
-    return tuple(value)
-
-
-def _input_hook(value: object, _: object) -> tuple[Any, ...]:
-    if value is None:
-        return ()
-    if isinstance(value, list | tuple):
-        return tuple(value)
-    return (value,)
-
-
-def _mapping_hook(value: object, _: object) -> Mapping[str, Any]:
-    if not isinstance(value, Mapping):
-        raise _Expected("a mapping", value)
-    return dict(value)
-
-
-def _make_converter() -> cattrs.Converter:
-    conv = cattrs.Converter(forbid_extra_keys=True, detailed_validation=True)
-    conv.register_structure_hook(str, _strict_str)
-    conv.register_structure_hook(bool, _strict_bool)
-    conv.register_structure_hook(int, _strict_int)
-    conv.register_structure_hook(float, _strict_float)
-    dur = override(struct_hook=_duration_hook)
-    internal = override(omit=True)
-    meta = override(struct_hook=_mapping_hook)
-    conv.register_structure_hook(
-        RestartPolicy,
-        _validated(
-            RestartPolicy,
-            make_dict_structure_fn(RestartPolicy, conv, initial_delay=dur, max_delay=dur),
-        ),
-    )
-    conv.register_structure_hook(
-        Lifecycle,
-        _validated(
-            Lifecycle,
-            make_dict_structure_fn(
-                Lifecycle,
-                conv,
-                requires=override(struct_hook=_ids_hook),
-                start_timeout=dur,
-                stop_timeout=dur,
-                stable_threshold=dur,
-            ),
-        ),
-    )
-    for cls in (HostEntry, WorkflowHostEntry, SourceEntry, ServiceEntry):
-        extra: dict[str, Any] = {
-            f.name: internal for f in attrs.fields(cls) if f.name in _INTERNAL_FIELDS
-        }
-        if cls is ServiceEntry:
-            extra["input"] = override(struct_hook=_input_hook)
-        conv.register_structure_hook(
-            cls, _validated(cls, make_dict_structure_fn(cls, conv, meta=meta, **extra))
-        )
-    return conv
-
-
-def _flatten(
-    exc: BaseException, path: tuple[str, ...], cls: type[Any] | None
-) -> Iterator[tuple[tuple[str, ...], str]]:
-    """Turn a (nested) cattrs validation error into ``(field path, message)`` pairs."""
-    if isinstance(exc, ClassValidationError | IterableValidationError):
-        with_notes, without = exc.group_exceptions()
-        for sub, note in with_notes:
-            name = str(getattr(note, "name", getattr(note, "index", "?")))
-            sub_cls = getattr(note, "type", None)
-            yield from _flatten(
-                sub,
-                (*path, name),
-                sub_cls if isinstance(sub_cls, type) and attrs.has(sub_cls) else None,
-            )
-        for sub in without:
-            yield from _flatten(sub, path, cls)
-    elif isinstance(exc, ForbiddenExtraKeysError):
-        allowed = ", ".join(
-            _allowed_fields(exc.cl) if path == () else [f.name for f in attrs.fields(exc.cl)]
-        )
-        for key in sorted(exc.extra_fields, key=str):
-            yield (*path, str(key)), f"unknown field; allowed fields are: {allowed}"
-    elif isinstance(exc, KeyError):
-        yield path, "required field is missing"
-    elif isinstance(exc, _Expected | _FieldProblem):
-        yield path, exc.detail
-    elif isinstance(exc, BaseValidationError):
-        for sub in exc.exceptions:
-            yield from _flatten(sub, path, cls)
-    elif isinstance(exc, TypeError) and cls is not None:
-        yield path, "expected a mapping"
-    else:
-        yield path, f"{type(exc).__name__}: {exc}"
-
-
-def _validated(cls: type[T], hook: Callable[[Any, Any], T]) -> Callable[[Any, Any], T]:
-    """Wrap a generated structure hook: run every field validator of the result and
-    raise all failures together as a cattrs ``ClassValidationError`` with field notes.
-
-    Structuring runs with attrs validators disabled (see ``_parse_entry``), so
-    *every* out-of-range field is reported, not only the first one.
-    """
-
-    allowed = {f.name for f in attrs.fields(cast(Any, cls)) if f.name not in _INTERNAL_FIELDS}
-
-    def structure(value: Any, type_: Any) -> T:
-        if not isinstance(value, Mapping):
-            raise _Expected("a mapping", value)
-        # Unknown keys are set aside (and reported) so that the known fields are
-        # still structured and checked: one run reports every mistake.
-        extra = {k for k in value if k not in allowed}
-        errors: list[Exception] = []
-        if extra:
-            errors.append(ForbiddenExtraKeysError(None, cls, extra))
-            value = {k: v for k, v in value.items() if k in allowed}
-        try:
-            obj = hook(value, type_)
-        except ClassValidationError as exc:
-            raise ClassValidationError(exc.message, [*errors, *exc.exceptions], cls) from None
-        for field in attrs.fields(cast(Any, cls)):
-            if field.validator is None:
-                continue
-            try:
-                field.validator(obj, field, getattr(obj, field.name))
-            except _FieldProblem as exc:
-                exc.__notes__ = [
-                    AttributeValidationNote(
-                        f"Validating {cls.__qualname__} @ attribute {field.name!r}",
-                        field.name,
-                        field.type,
-                    )
-                ]
-                errors.append(exc)
-        if errors:
-            raise ClassValidationError(f"While structuring {cls.__qualname__}", errors, cls)
-        return obj
-
-    return structure
-
-
-_converter = _make_converter()
 
 
 # --------------------------------------------------------------------------- parsing
@@ -577,7 +133,9 @@ def _import_source(source: str) -> Callable[..., Any]:
     module_name, _, attr_path = source.partition(":")
     try:
         module = importlib.import_module(module_name)
-    except Exception as exc:
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # also sys.exit() at import: a problem, not our exit
         raise LookupError(
             f"module {module_name!r} could not be imported: {type(exc).__name__}: {exc}"
         ) from None
@@ -672,7 +230,7 @@ def _parse_entry(
     if kind is None:
         problems.entry(where, "required field is missing", "kind")
         return None
-    if kind not in KINDS:
+    if not isinstance(kind, str) or kind not in KINDS:
         problems.entry(where, f"unknown kind {kind!r}; known kinds are: {', '.join(KINDS)}", "kind")
         return None
     if not ok:
@@ -706,13 +264,36 @@ def _parse_entry(
         problems.entry(where, message, ".".join(path) if path else None)
     if failures or entry is None:
         return None
-    if isinstance(entry, WorkflowHostEntry) and entry.store is not None and base_dir is not None:
-        store = Path(entry.store).expanduser()
-        if not store.is_absolute() and entry.store != ":memory:":
-            entry = attrs.evolve(entry, store=str(base_dir / store))
+    if isinstance(entry, WorkflowHostEntry) and entry.store is not None:
+        try:
+            entry = attrs.evolve(entry, store=store_path(entry.store, base_dir))
+        except ValueError as exc:
+            problems.entry(where, str(exc), "store")
+            return None
     if isinstance(entry, SourceEntry):
         return _load_source(entry, where, problems)
     return entry
+
+
+def store_path(store: str, base_dir: Path | None) -> str:
+    """A ``workflow.host`` store as an absolute file path (relative: against the config
+    file's folder); ``ValueError`` says why it cannot be one. A store is a file in a
+    folder that exists; an in-memory store is written by leaving ``store`` out."""
+    in_memory = "leave it out for an in-memory store"
+    if not store.strip():
+        raise ValueError(f"expected a file path ({in_memory}), got {store!r}")
+    if store == ":memory:" or store.startswith("file:"):
+        raise ValueError(f"expected a file path, not an SQLite name ({in_memory}), "
+                         f"got {store!r}")
+    path = Path(store).expanduser()
+    if not path.is_absolute():
+        path = (base_dir or Path.cwd()) / path
+    if path.is_dir():
+        raise ValueError(f"expected a file path, got the folder {str(path)!r}")
+    if not path.parent.is_dir():
+        raise ValueError(f"expected a file in an existing folder, got {str(path)!r}: "
+                         f"{str(path.parent)!r} is not a folder")
+    return str(path)
 
 
 def _load_source(entry: SourceEntry, where: str, problems: _Problems) -> SourceEntry | None:
@@ -941,6 +522,18 @@ def _link(parsed: Sequence[_ParsedFile]) -> tuple[dict[str, Entry], list[str]]:
                 lifecycle=attrs.evolve(entry.lifecycle, requires=tuple(requires)),
             )
         entries[entry_id] = entry
+    stores: dict[Path, str] = {}
+    for entry_id, entry in entries.items():
+        if isinstance(entry, WorkflowHostEntry) and entry.store is not None:
+            path = Path(entry.store).resolve()
+            if path in stores:
+                loc = located[entry_id]
+                problems.append(
+                    f"{loc.filename}: {loc.where}: field 'store': expected a store of its own, "
+                    f"but {str(path)!r} is also the store of entry {stores[path]!r}"
+                )
+            else:
+                stores[path] = entry_id
     services = {k: e for k, e in entries.items() if isinstance(e, ServiceEntry)}
     for cycle in _find_cycles(services):
         loc = located[cycle[0]]
@@ -979,94 +572,6 @@ def _find_cycles(services: Mapping[str, ServiceEntry]) -> list[list[str]]:
         if node not in state:
             visit(node)
     return cycles
-
-
-def _dependency_order(services: Mapping[str, ServiceEntry]) -> list[ServiceEntry]:
-    order: list[ServiceEntry] = []
-    done: set[str] = set()
-
-    def visit(node: str) -> None:
-        if node in done:
-            return
-        done.add(node)
-        for dep in services[node].lifecycle.requires:
-            if dep in services:
-                visit(dep)
-        order.append(services[node])
-
-    for node in services:
-        visit(node)
-    return order
-
-
-# --------------------------------------------------------------------------- Config
-
-
-@attrs.frozen
-class Config:
-    """A loaded, checked config: entries by id, in file order.
-
-    Build it with :func:`load_config`, :func:`load_configs` or
-    :func:`load_config_text`; every reference inside is a full entry id.
-    """
-
-    entries: Mapping[str, Entry]
-    source_paths: tuple[Path, ...] = ()
-
-    @property
-    def source_path(self) -> Path | None:
-        """The file this config was loaded from (the first one, if merged)."""
-        return self.source_paths[0] if self.source_paths else None
-
-    def __getitem__(self, entry_id: str) -> Entry:
-        return self.entries[entry_id]
-
-    def __contains__(self, entry_id: object) -> bool:
-        return entry_id in self.entries
-
-    def get(self, entry_id: str) -> Entry | None:
-        """The entry with this id, or ``None``."""
-        return self.entries.get(entry_id)
-
-    def hosts(self) -> list[HostEntry | WorkflowHostEntry]:
-        """The ``process.host`` and ``workflow.host`` entries, in file order."""
-        return [e for e in self.entries.values() if isinstance(e, HostEntry | WorkflowHostEntry)]
-
-    def sources(self, kind: str | None = None) -> list[SourceEntry]:
-        """The ``*.py`` entries (optionally only one kind), in file order."""
-        return [
-            e
-            for e in self.entries.values()
-            if isinstance(e, SourceEntry) and (kind is None or e.kind == kind)
-        ]
-
-    def services(self) -> list[ServiceEntry]:
-        """The ``process.service`` entries in dependency order.
-
-        Every service comes after the services it requires; otherwise file order
-        is kept. Stop them in the reverse of this order.
-        """
-        services = {k: e for k, e in self.entries.items() if isinstance(e, ServiceEntry)}
-        return _dependency_order(services)
-
-    def resolve_target(self, entry_id: str) -> Callable[..., Any]:
-        """The imported callable of a ``*.py`` entry (or of a service's process).
-
-        Raises ``KeyError`` naming the id if there is no such runnable entry.
-        """
-        entry = self.entries.get(entry_id)
-        if isinstance(entry, ServiceEntry):
-            entry = self.entries.get(entry.process)
-        if isinstance(entry, SourceEntry) and entry.func is not None:
-            return entry.func
-        if entry is None:
-            raise KeyError(f"no config entry {entry_id!r}")
-        raise KeyError(f"config entry {entry_id!r} is a {entry.kind}, not a runnable target")
-
-    @classmethod
-    def check(cls, *paths: str | os.PathLike[str]) -> list[str]:
-        """The problems of the given config files (empty when they are valid)."""
-        return check_config(*paths)
 
 
 # --------------------------------------------------------------------------- public functions

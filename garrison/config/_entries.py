@@ -1,0 +1,352 @@
+"""The config's values: entry classes, their range checks, and :class:`Config`.
+
+Range checks live in attrs validators on these frozen classes, so building a
+:class:`RestartPolicy` or :class:`Lifecycle` by hand is checked the same way as
+one read from YAML.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeAlias
+
+import attrs
+
+from .._duration import parse_duration
+
+#: Host names every node has without any config: a process host and a workflow host.
+BUILTIN_HOSTS = ("processes", "workflows")
+
+
+# --------------------------------------------------------------------------- validators
+
+
+class _FieldProblem(ValueError):
+    """A field value outside its allowed range; ``str()`` reads ``expected X, got Y``."""
+
+    def __init__(self, field: str, expected: str, got: object) -> None:
+        self.field = field
+        self.detail = f"expected {expected}, got {got!r}"
+        super().__init__(f"field {field!r}: {self.detail}")
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _non_negative_int(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise _FieldProblem(attribute.name, "an integer >= 0", value)
+
+
+def _positive_int_or_none(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+        raise _FieldProblem(attribute.name, "an integer >= 1", value)
+
+
+def _non_negative(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if not _is_number(value) or math.isnan(value) or value < 0:  # type: ignore[operator, arg-type]
+        raise _FieldProblem(attribute.name, "a non-negative duration", value)
+
+
+def _at_least_initial_delay(inst: Any, attribute: attrs.Attribute[Any], value: object) -> None:
+    _non_negative(inst, attribute, value)
+    initial = inst.initial_delay
+    if _is_number(initial) and value < initial:
+        raise _FieldProblem(attribute.name, f"a duration >= initial_delay ({initial:g}s)", value)
+
+
+def _factor(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if not _is_number(value) or not value >= 1 or math.isinf(value):  # type: ignore[operator, arg-type]
+        raise _FieldProblem(attribute.name, "a number >= 1", value)
+
+
+def _fraction(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if not _is_number(value) or not 0 <= value <= 1:  # type: ignore[operator]
+        raise _FieldProblem(attribute.name, "a number between 0 and 1", value)
+
+
+def _is_bool(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, bool):
+        raise _FieldProblem(attribute.name, "true or false", value)
+
+
+def _one_of(*choices: str) -> Callable[[object, attrs.Attribute[Any], object], None]:
+    def check(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+        if value not in choices:
+            raise _FieldProblem(attribute.name, "one of " + ", ".join(map(repr, choices)), value)
+
+    return check
+
+
+def _seconds(value: object) -> float:
+    """attrs converter: a duration (number of seconds or ``"30s"``) -> float seconds."""
+    if isinstance(value, float):
+        return value
+    return parse_duration(value)
+
+
+# --------------------------------------------------------------------------- values
+
+
+@attrs.frozen
+class RestartPolicy:
+    """How a service is restarted after a failure (Wippy's ``lifecycle.restart``).
+
+    ``max_attempts`` counts *restarts*: ``0`` means unlimited, ``3`` means at most
+    4 starts in a row without a stable run. The wait before restart number ``n``
+    (1-based) is ``initial_delay * backoff_factor ** (n - 1)``, capped at
+    ``max_delay``, then spread by ``± jitter`` (a fraction). Durations are seconds
+    and accept strings such as ``"1s"`` or ``"1m30s"`` when built by hand.
+    """
+
+    max_attempts: int = attrs.field(default=0, validator=_non_negative_int)
+    initial_delay: float = attrs.field(default=1.0, converter=_seconds, validator=_non_negative)
+    max_delay: float = attrs.field(
+        default=90.0, converter=_seconds, validator=_at_least_initial_delay
+    )
+    backoff_factor: float = attrs.field(default=2.0, validator=_factor)
+    jitter: float = attrs.field(default=0.1, validator=_fraction)
+
+    def allows(self, restarts: int) -> bool:
+        """Whether restart number ``restarts`` (1-based, since the last stable run) may happen."""
+        return self.max_attempts == 0 or restarts <= self.max_attempts
+
+    def base_delay(self, attempt: int) -> float:
+        """The un-jittered wait before restart number ``attempt`` (1-based)."""
+        exponent = max(attempt, 1) - 1
+        try:
+            delay = self.initial_delay * self.backoff_factor**exponent
+        except OverflowError:
+            return self.max_delay
+        return min(delay, self.max_delay)
+
+    def delay(self, attempt: int, rng: random.Random | None = None) -> float:
+        """The wait in seconds before restart number ``attempt`` (1-based).
+
+        The result lies in ``base * (1 - jitter) .. base * (1 + jitter)`` where
+        ``base = min(initial_delay * backoff_factor ** (attempt - 1), max_delay)``;
+        jitter may take it above ``max_delay`` by at most that fraction. Pass a
+        seeded ``rng`` for reproducible delays.
+        """
+        base = self.base_delay(attempt)
+        if self.jitter == 0 or base == 0:
+            return base
+        spread = (rng or random).uniform(-self.jitter, self.jitter)
+        return max(0.0, base * (1.0 + spread))
+
+
+@attrs.frozen
+class Lifecycle:
+    """The ``lifecycle:`` block of a ``process.service`` entry (Wippy defaults).
+
+    ``requires`` holds the full entry ids of services that must be running before
+    this one starts (``depends_on`` is accepted as an alias in YAML).
+    ``stable_threshold``: a run at least this long resets the restart count.
+    """
+
+    auto_start: bool = attrs.field(default=False, validator=_is_bool)
+    requires: tuple[str, ...] = ()
+    start_timeout: float = attrs.field(default=10.0, converter=_seconds, validator=_non_negative)
+    stop_timeout: float = attrs.field(default=10.0, converter=_seconds, validator=_non_negative)
+    stable_threshold: float = attrs.field(default=5.0, converter=_seconds, validator=_non_negative)
+    restart: RestartPolicy = attrs.field(factory=RestartPolicy)
+
+
+@attrs.frozen
+class HostEntry:
+    """A ``process.host`` entry: an extra process host (a trio nursery of processes).
+
+    ``workers`` is an optional cap on concurrently running processes
+    (``None``: no cap).
+    """
+
+    id: str = ""
+    kind: str = "process.host"
+    workers: int | None = attrs.field(default=None, validator=_positive_int_or_none)
+    meta: Mapping[str, Any] = attrs.field(factory=dict, hash=False)
+
+
+@attrs.frozen
+class WorkflowHostEntry:
+    """A ``workflow.host`` entry: a durable workflow host.
+
+    ``store`` is the SQLite file path (made absolute against the config file's
+    folder when relative) or ``None`` for an in-memory store; ``synchronous`` is
+    ``"normal"`` (survives a killed process) or ``"full"`` (survives power loss).
+    """
+
+    id: str = ""
+    kind: str = "workflow.host"
+    store: str | None = None
+    synchronous: str = attrs.field(default="normal", validator=_one_of("normal", "full"))
+    meta: Mapping[str, Any] = attrs.field(factory=dict, hash=False)
+
+
+@attrs.frozen
+class SourceEntry:
+    """A ``process.py``, ``workflow.py`` or ``function.py`` entry.
+
+    ``source`` is ``"module:function"`` (the function part may be a dotted path);
+    ``func`` is the object it names, imported when the config was loaded.
+    Processes and workflows are async functions (or objects with an async
+    ``__call__``); a workflow must also be importable again by its own
+    ``module:qualname``. Activities (``function.py``) may be sync or async callables.
+    """
+
+    id: str = ""
+    kind: str = "process.py"
+    source: str = ""
+    func: Callable[..., Any] | None = attrs.field(default=None, eq=False, repr=False)
+    meta: Mapping[str, Any] = attrs.field(factory=dict, hash=False)
+
+
+@attrs.frozen
+class ServiceEntry:
+    """A ``process.service`` entry: a supervised, restartable process.
+
+    ``process`` is the full id of the ``process.py`` / ``workflow.py`` entry to run;
+    ``host`` is the full id of a ``process.host`` / ``workflow.host`` entry or one of
+    the built-in host names ``"processes"`` / ``"workflows"`` (default
+    ``"processes"``); ``input`` is the tuple of positional arguments.
+    """
+
+    id: str = ""
+    kind: str = "process.service"
+    process: str = ""
+    host: str = "processes"
+    input: tuple[Any, ...] = ()
+    lifecycle: Lifecycle = attrs.field(factory=Lifecycle)
+    meta: Mapping[str, Any] = attrs.field(factory=dict, hash=False)
+
+    @property
+    def restart(self) -> RestartPolicy:
+        """Shortcut for ``lifecycle.restart``."""
+        return self.lifecycle.restart
+
+    @property
+    def requires(self) -> tuple[str, ...]:
+        """Shortcut for ``lifecycle.requires`` (full entry ids)."""
+        return self.lifecycle.requires
+
+
+Entry: TypeAlias = HostEntry | WorkflowHostEntry | SourceEntry | ServiceEntry
+
+#: Every known entry kind and the class it becomes.
+KINDS: dict[str, type[Any]] = {
+    "process.host": HostEntry,
+    "workflow.host": WorkflowHostEntry,
+    "process.py": SourceEntry,
+    "workflow.py": SourceEntry,
+    "function.py": SourceEntry,
+    "process.service": ServiceEntry,
+}
+_HOST_KINDS = ("process.host", "workflow.host")
+_RUNNABLE_KINDS = ("process.py", "workflow.py")
+_INTERNAL_FIELDS = frozenset({"id", "kind", "func"})
+_REQUIRED: dict[str, tuple[str, ...]] = {
+    "process.py": ("source",),
+    "workflow.py": ("source",),
+    "function.py": ("source",),
+    "process.service": ("process",),
+}
+
+
+def _allowed_fields(cls: type[Any]) -> list[str]:
+    return ["name", "kind"] + [f.name for f in attrs.fields(cls) if f.name not in _INTERNAL_FIELDS]
+
+
+# --------------------------------------------------------------------------- Config
+
+
+@attrs.frozen
+class Config:
+    """A loaded, checked config: entries by id, in file order.
+
+    Build it with :func:`load_config`, :func:`load_configs` or
+    :func:`load_config_text`; every reference inside is a full entry id.
+    """
+
+    entries: Mapping[str, Entry]
+    source_paths: tuple[Path, ...] = ()
+
+    @property
+    def source_path(self) -> Path | None:
+        """The file this config was loaded from (the first one, if merged)."""
+        return self.source_paths[0] if self.source_paths else None
+
+    def __getitem__(self, entry_id: str) -> Entry:
+        return self.entries[entry_id]
+
+    def __contains__(self, entry_id: object) -> bool:
+        return entry_id in self.entries
+
+    def get(self, entry_id: str) -> Entry | None:
+        """The entry with this id, or ``None``."""
+        return self.entries.get(entry_id)
+
+    def hosts(self) -> list[HostEntry | WorkflowHostEntry]:
+        """The ``process.host`` and ``workflow.host`` entries, in file order."""
+        return [e for e in self.entries.values() if isinstance(e, HostEntry | WorkflowHostEntry)]
+
+    def sources(self, kind: str | None = None) -> list[SourceEntry]:
+        """The ``*.py`` entries (optionally only one kind), in file order."""
+        return [
+            e
+            for e in self.entries.values()
+            if isinstance(e, SourceEntry) and (kind is None or e.kind == kind)
+        ]
+
+    def services(self) -> list[ServiceEntry]:
+        """The ``process.service`` entries in dependency order.
+
+        Every service comes after the services it requires; otherwise file order
+        is kept. Stop them in the reverse of this order.
+        """
+        services = {k: e for k, e in self.entries.items() if isinstance(e, ServiceEntry)}
+        return _dependency_order(services)
+
+    def resolve_target(self, entry_id: str) -> Callable[..., Any]:
+        """The imported callable of a ``*.py`` entry (or of a service's process).
+
+        Raises ``KeyError`` naming the id if there is no such runnable entry.
+        """
+        entry = self.entries.get(entry_id)
+        if isinstance(entry, ServiceEntry):
+            entry = self.entries.get(entry.process)
+        if isinstance(entry, SourceEntry) and entry.func is not None:
+            return entry.func
+        if entry is None:
+            raise KeyError(f"no config entry {entry_id!r}")
+        raise KeyError(f"config entry {entry_id!r} is a {entry.kind}, not a runnable target")
+
+    @classmethod
+    def check(cls, *paths: str | os.PathLike[str]) -> list[str]:
+        """The problems of the given config files (empty when they are valid)."""
+        from ._loader import check_config
+
+        return check_config(*paths)
+
+
+
+
+def _dependency_order(services: Mapping[str, ServiceEntry]) -> list[ServiceEntry]:
+    order: list[ServiceEntry] = []
+    done: set[str] = set()
+
+    def visit(node: str) -> None:
+        if node in done:
+            return
+        done.add(node)
+        for dep in services[node].lifecycle.requires:
+            if dep in services:
+                visit(dep)
+        order.append(services[node])
+
+    for node in services:
+        visit(node)
+    return order

@@ -1,0 +1,223 @@
+"""Structuring YAML data into entries with one private cattrs converter.
+
+The converter is strict (``forbid_extra_keys``, no silent coercion of types) and
+its nested validation errors are flattened into ``(field path, message)`` pairs,
+so one run reports every mistake of an entry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, TypeVar, cast
+
+import attrs
+import cattrs
+from cattrs.errors import (
+    AttributeValidationNote,
+    BaseValidationError,
+    ClassValidationError,
+    ForbiddenExtraKeysError,
+    IterableValidationError,
+)
+from cattrs.gen import make_dict_structure_fn, override
+
+from .._duration import parse_duration
+from ._entries import (
+    _INTERNAL_FIELDS,
+    HostEntry,
+    Lifecycle,
+    RestartPolicy,
+    ServiceEntry,
+    SourceEntry,
+    WorkflowHostEntry,
+    _allowed_fields,
+    _FieldProblem,
+    _is_number,
+)
+
+T = TypeVar("T")
+
+
+# --------------------------------------------------------------------------- converter
+
+
+class _Expected(ValueError):
+    def __init__(self, expected: str, got: object) -> None:
+        self.detail = f"expected {expected}, got {got!r}"
+        super().__init__(self.detail)
+
+
+def _strict_str(value: object, _: object) -> str:
+    if not isinstance(value, str):
+        raise _Expected("a string", value)
+    return value
+
+
+def _strict_bool(value: object, _: object) -> bool:
+    if not isinstance(value, bool):
+        raise _Expected("true or false", value)
+    return value
+
+
+def _strict_int(value: object, _: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _Expected("an integer", value)
+    return value
+
+
+def _strict_float(value: object, _: object) -> float:
+    if not _is_number(value):
+        raise _Expected("a number", value)
+    return float(value)  # type: ignore[arg-type]
+
+
+def _duration_hook(value: object, _: object) -> float:
+    try:
+        return parse_duration(value)
+    except ValueError:
+        raise _Expected("a duration such as 10, '250ms', '30s', '5m' or '1h30m'", value) from None
+
+
+def _ids_hook(value: object, _: object) -> tuple[str, ...]:
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+        raise _Expected("a list of entry ids", value)
+    return tuple(value)
+
+
+def _input_hook(value: object, _: object) -> tuple[Any, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, list | tuple):
+        return tuple(value)
+    return (value,)
+
+
+def _mapping_hook(value: object, _: object) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise _Expected("a mapping", value)
+    return dict(value)
+
+
+def _make_converter() -> cattrs.Converter:
+    conv = cattrs.Converter(forbid_extra_keys=True, detailed_validation=True)
+    conv.register_structure_hook(str, _strict_str)
+    conv.register_structure_hook(bool, _strict_bool)
+    conv.register_structure_hook(int, _strict_int)
+    conv.register_structure_hook(float, _strict_float)
+    dur = override(struct_hook=_duration_hook)
+    internal = override(omit=True)
+    meta = override(struct_hook=_mapping_hook)
+    conv.register_structure_hook(
+        RestartPolicy,
+        _validated(
+            RestartPolicy,
+            make_dict_structure_fn(RestartPolicy, conv, initial_delay=dur, max_delay=dur),
+        ),
+    )
+    conv.register_structure_hook(
+        Lifecycle,
+        _validated(
+            Lifecycle,
+            make_dict_structure_fn(
+                Lifecycle,
+                conv,
+                requires=override(struct_hook=_ids_hook),
+                start_timeout=dur,
+                stop_timeout=dur,
+                stable_threshold=dur,
+            ),
+        ),
+    )
+    for cls in (HostEntry, WorkflowHostEntry, SourceEntry, ServiceEntry):
+        extra: dict[str, Any] = {
+            f.name: internal for f in attrs.fields(cls) if f.name in _INTERNAL_FIELDS
+        }
+        if cls is ServiceEntry:
+            extra["input"] = override(struct_hook=_input_hook)
+        conv.register_structure_hook(
+            cls, _validated(cls, make_dict_structure_fn(cls, conv, meta=meta, **extra))
+        )
+    return conv
+
+
+def _flatten(
+    exc: BaseException, path: tuple[str, ...], cls: type[Any] | None
+) -> Iterator[tuple[tuple[str, ...], str]]:
+    """Turn a (nested) cattrs validation error into ``(field path, message)`` pairs."""
+    if isinstance(exc, ClassValidationError | IterableValidationError):
+        with_notes, without = exc.group_exceptions()
+        for sub, note in with_notes:
+            name = str(getattr(note, "name", getattr(note, "index", "?")))
+            sub_cls = getattr(note, "type", None)
+            yield from _flatten(
+                sub,
+                (*path, name),
+                sub_cls if isinstance(sub_cls, type) and attrs.has(sub_cls) else None,
+            )
+        for sub in without:
+            yield from _flatten(sub, path, cls)
+    elif isinstance(exc, ForbiddenExtraKeysError):
+        allowed = ", ".join(
+            _allowed_fields(exc.cl) if path == () else [f.name for f in attrs.fields(exc.cl)]
+        )
+        for key in sorted(exc.extra_fields, key=str):
+            yield (*path, str(key)), f"unknown field; allowed fields are: {allowed}"
+    elif isinstance(exc, KeyError):
+        yield path, "required field is missing"
+    elif isinstance(exc, _Expected | _FieldProblem):
+        yield path, exc.detail
+    elif isinstance(exc, BaseValidationError):
+        for sub in exc.exceptions:
+            yield from _flatten(sub, path, cls)
+    elif isinstance(exc, TypeError) and cls is not None:
+        yield path, "expected a mapping"
+    else:
+        yield path, f"{type(exc).__name__}: {exc}"
+
+
+def _validated(cls: type[T], hook: Callable[[Any, Any], T]) -> Callable[[Any, Any], T]:
+    """Wrap a generated structure hook: run every field validator of the result and
+    raise all failures together as a cattrs ``ClassValidationError`` with field notes.
+
+    Structuring runs with attrs validators disabled (see ``_parse_entry``), so
+    *every* out-of-range field is reported, not only the first one.
+    """
+
+    allowed = {f.name for f in attrs.fields(cast(Any, cls)) if f.name not in _INTERNAL_FIELDS}
+
+    def structure(value: Any, type_: Any) -> T:
+        if not isinstance(value, Mapping):
+            raise _Expected("a mapping", value)
+        # Unknown keys are set aside (and reported) so that the known fields are
+        # still structured and checked: one run reports every mistake.
+        extra = {k for k in value if k not in allowed}
+        errors: list[Exception] = []
+        if extra:
+            errors.append(ForbiddenExtraKeysError(None, cls, extra))
+            value = {k: v for k, v in value.items() if k in allowed}
+        try:
+            obj = hook(value, type_)
+        except ClassValidationError as exc:
+            raise ClassValidationError(exc.message, [*errors, *exc.exceptions], cls) from None
+        for field in attrs.fields(cast(Any, cls)):
+            if field.validator is None:
+                continue
+            try:
+                field.validator(obj, field, getattr(obj, field.name))
+            except _FieldProblem as exc:
+                exc.__notes__ = [
+                    AttributeValidationNote(
+                        f"Validating {cls.__qualname__} @ attribute {field.name!r}",
+                        field.name,
+                        field.type,
+                    )
+                ]
+                errors.append(exc)
+        if errors:
+            raise ClassValidationError(f"While structuring {cls.__qualname__}", errors, cls)
+        return obj
+
+    return structure
+
+
+_converter = _make_converter()

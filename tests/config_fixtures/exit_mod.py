@@ -1,0 +1,5 @@
+"""A module that exits at import."""
+
+import sys
+
+sys.exit(3)
