@@ -193,7 +193,7 @@ async def test_a_service_in_an_inbox_loop_stops_at_once(autojump_clock):
     import svc_app
 
     from garrison import open_node
-    from garrison.supervision._config import load_config_text
+    from garrison.config import load_config_text
 
     svc_app.LOG.clear()
     cfg = load_config_text(textwrap.dedent("""

@@ -341,9 +341,10 @@ def test_run_reports_store_errors_at_start_up_in_one_line(tmp_path):
         for target in ("prog.py", "app.yaml"):
             done = cli("run", target, "--store", "held.db", cwd=tmp_path)
             assert done.returncode == 2, done.stderr
+            lock = os.path.realpath(tmp_path / "held.db") + ".lock"  # locked by the real file
             assert done.stderr.splitlines() == [
                 "garrison run: store 'held.db' is locked: another node has it open (lock file "
-                "'held.db.lock'); open it with lock=False to read it or queue writes for that "
+                f"'{lock}'); open it with lock=False to read it or queue writes for that "
                 "node"]
     finally:
         held.close()
