@@ -7,7 +7,7 @@ Prints ONE JSON line. psycopg's async API is asyncio-only, so a trio store can:
 - (a) ``thread``: use the synchronous driver in a worker thread
   (``trio.to_thread.run_sync``), one writer doing group commit;
 - (b) ``trio``: drive psycopg's non-blocking generators with
-  ``trio.lowlevel.wait_readable/wait_writable`` (``bench/_pg_trio.py``: a
+  ``trio.lowlevel.wait_readable/wait_writable`` (``garrison/persistence/_pg_trio.py``: a
   ``psycopg.AsyncConnection`` whose ``wait`` hook runs on trio).
 
 Both share the same group commit: callers queue a row and wait; one writer task
@@ -28,7 +28,8 @@ Figures (``_us`` microseconds, p50/p99 over the sequential runs):
   ``*_sc_off``: the same commits with ``synchronous_commit=off`` (no wait for the
   WAL flush: a server crash loses the last few hundred ms, a client crash nothing);
 - per driver: ``commit`` (one task, one row per commit, through the group-commit
-  writer), ``select``, ``notify`` (NOTIFY sent on one connection until the
+  writer), ``commit_direct`` (the calling task sends one autocommit INSERT itself:
+  no writer task, no pipeline), ``select``, ``notify`` (NOTIFY sent on one connection until the
   listener's trio task wakes: (a) a thread blocking in ``conn.notifies()``
   handing over with ``trio.from_thread``, (b) ``notifies()`` on the trio
   connection, i.e. wait_readable on its socket), ``msg_rt`` (node A commits a row
@@ -57,7 +58,7 @@ import _postgres  # noqa: E402
 import psycopg  # noqa: E402
 import trio  # noqa: E402
 
-from bench._pg_trio import TrioConnection  # noqa: E402
+from garrison.persistence._pg_trio import TrioConnection  # noqa: E402
 
 PAYLOAD = '{"event":"step_done","wf":"0123456789abcdef","step":7,"out":"' + "x" * 40 + '"}'
 INSERT = "INSERT INTO ev (wf, step, payload, ts) VALUES (%s, %s, %s, %s)"
@@ -211,6 +212,9 @@ class ThreadDriver:
 
         await trio.to_thread.run_sync(tx)
 
+    async def insert(self, conn: psycopg.Connection[Any], values: tuple[Any, ...]) -> None:
+        await trio.to_thread.run_sync(conn.execute, INSERT, values)
+
     async def select(self, conn: psycopg.Connection[Any], ident: int) -> Any:
         return await trio.to_thread.run_sync(lambda: conn.execute(SELECT, (ident,)).fetchone())
 
@@ -265,6 +269,9 @@ class TrioDriver:
                 await cur.execute(NOTIFY, notify)
             await cur.execute("COMMIT")
 
+    async def insert(self, conn: TrioConnection, values: tuple[Any, ...]) -> None:
+        await conn.execute(INSERT, values)
+
     async def select(self, conn: TrioConnection, ident: int) -> Any:
         return await (await conn.execute(SELECT, (ident,))).fetchone()
 
@@ -304,6 +311,15 @@ async def measure(driver: Any, n: int, n_rt: int, rounds: int) -> dict[str, Any]
 
         # sequential commits, one row each, through the group-commit writer
         out["commit_us"] = await sequential_commits()
+
+        # the same without the writer task nor pipeline mode: the caller sends one
+        # autocommit INSERT (a one-statement transaction: one round trip)
+        lat = []
+        for i in range(n):
+            t0 = time.perf_counter()
+            await driver.insert(rconn, row(i))
+            lat.append(time.perf_counter() - t0)
+        out["commit_direct_us"] = pct(lat)
 
         # one-row SELECT by primary key
         lat = []

@@ -1,5 +1,8 @@
 """psycopg 3 on trio without threads: its non-blocking generators driven by trio.
 
+(For the PostgreSQL store; measured against a worker-thread driver in
+bench/pg_driver.py.)
+
 psycopg's async API waits through ``AsyncConnection.wait(gen)``, which drives a
 generator from ``psycopg.generators`` on asyncio's loop. :class:`TrioConnection`
 replaces that one method (and the connection's asyncio lock) so the whole async
@@ -15,6 +18,7 @@ that must not lose it shield their queries).
 
 from __future__ import annotations
 
+import contextlib
 import select
 from typing import Any
 
@@ -75,7 +79,7 @@ async def wait_trio(gen: Any, fileno: int, timeout: float | None = None) -> Any:
     """Drive a psycopg generator (yielding ``Wait`` values) to completion on trio."""
     try:
         s = next(gen)
-        with trio.fail_after(timeout) if timeout is not None else _nullcontext():
+        with trio.fail_after(timeout) if timeout is not None else contextlib.nullcontext():
             while True:
                 # A socket asked for writing nearly always is writable: a poll(0)
                 # is cheaper than a pass through trio's I/O manager.
@@ -93,7 +97,7 @@ async def wait_conn_trio(gen: Any, timeout: float | None = None) -> Any:
     """Drive a connection generator (yielding ``(fileno, Wait)``) to completion on trio."""
     try:
         fileno, s = next(gen)
-        with trio.fail_after(timeout) if timeout is not None else _nullcontext():
+        with trio.fail_after(timeout) if timeout is not None else contextlib.nullcontext():
             while True:
                 ready = await _wait_fd(fileno, s)
                 fileno, s = gen.send(ready)
@@ -101,14 +105,6 @@ async def wait_conn_trio(gen: Any, timeout: float | None = None) -> Any:
         return ex.value
     except trio.TooSlowError:
         raise e.ConnectionTimeout("connection timeout expired") from None
-
-
-class _nullcontext:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 class TrioConnection(psycopg.AsyncConnection[Any]):
@@ -131,9 +127,8 @@ class TrioConnection(psycopg.AsyncConnection[Any]):
             await conn.set_autocommit(True)
         return conn
 
-    async def wait(  # type: ignore[override]
-        self, gen: Any, interval: float = 0.1, timeout: float | None = None
-    ) -> Any:
+    async def wait(self, gen: Any, interval: float = 0.1, timeout: float | None = None) -> Any:
+        """Drive ``gen`` on this connection's socket (psycopg calls it for every query)."""
         try:
             return await wait_trio(gen, self.pgconn.socket, timeout=timeout)
         except (trio.Cancelled, KeyboardInterrupt):
