@@ -14,6 +14,12 @@ It relies on two psycopg internals that have been stable through 3.x:
 A trio cancellation in the middle of a query leaves the connection in an unknown
 protocol state: :meth:`TrioConnection.wait` closes the connection then (callers
 that must not lose it shield their queries).
+
+Still asyncio-only, not to be called: ``cancel_safe()`` and the queued writer of
+``copy()``. ``connect_trio`` hands the conninfo to libpq as is: a host *name*
+is resolved by libpq with a blocking ``getaddrinfo`` (resolve it first, e.g.
+with ``trio.socket.getaddrinfo``, and pass ``hostaddr``; an IP address or a
+Unix socket directory needs nothing).
 """
 
 from __future__ import annotations
