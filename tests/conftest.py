@@ -1,5 +1,12 @@
 """Shared fixtures.
 
+PostgreSQL: ``postgres_url`` gives each test a fresh database on one throwaway
+server per session (tests/_postgres.py); tests using it are marked ``postgres``
+(deselect with ``-m "not postgres"``). ``GARRISON_TEST_POSTGRES=0`` skips them;
+otherwise a server that cannot start is an error naming why. With
+``GARRISON_TEST_POSTGRES_REPORT=FILE`` the outcome of every such test is appended
+to FILE (.ci/run checks that none was skipped).
+
 Time: every test that waits takes pytest-trio's ``autojump_clock`` fixture
 (``MockClock(autojump_threshold=0)``) *as its own argument* -- pytest-trio only
 passes a clock to ``trio.run`` when the test function itself receives it.
@@ -7,8 +14,10 @@ passes a clock to ``trio.run`` when the test function itself receives it.
 
 from __future__ import annotations
 
+import itertools
+import os
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -26,3 +35,52 @@ async def node(autojump_clock: object) -> AsyncIterator[garrison.Node]:
     """A node on virtual time, stopped after the test."""
     async with garrison.open_node() as n:
         yield n
+
+
+# ------------------------------------------------------------------ PostgreSQL
+_PG_DISABLED = "PostgreSQL tests disabled (GARRISON_TEST_POSTGRES=0)"
+_db_numbers = itertools.count(1)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[object]:
+    """One throwaway PostgreSQL server for the session, stopped at its end."""
+    if os.environ.get("GARRISON_TEST_POSTGRES") == "0":
+        pytest.skip(_PG_DISABLED)
+    import _postgres
+
+    try:
+        import psycopg  # noqa: F401
+    except ImportError as exc:
+        raise _postgres.PostgresUnavailable(
+            f"psycopg is not installed ({exc}); pip install -e '.[test]'"
+        ) from exc
+    server = _postgres.start()
+    try:
+        yield server
+    finally:
+        _postgres.stop(server)
+
+
+@pytest.fixture
+def postgres_url(postgres_server: object) -> str:
+    """A fresh, empty database (``test_<n>``) on the session's server: its URL."""
+    import _postgres
+
+    assert isinstance(postgres_server, _postgres.PostgresServer)
+    return _postgres.create_db(postgres_server, f"test_{next(_db_numbers)}")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "postgres_server" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.postgres)
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    path = os.environ.get("GARRISON_TEST_POSTGRES_REPORT")
+    if not path or "postgres" not in report.keywords:
+        return
+    if report.when == "call" or report.outcome != "passed":
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(f"{report.outcome} {report.when} {report.nodeid}\n")

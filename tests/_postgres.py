@@ -1,0 +1,226 @@
+"""A throwaway PostgreSQL server for tests and benchmarks (a plain module, no pytest).
+
+    server = start()                     # initdb in a temp dir, pg_ctl start, wait
+    url = create_db(server, "test_1")    # postgresql://postgres@127.0.0.1:PORT/test_1
+    stop(server)                         # pg_ctl stop -m immediate, remove the temp dir
+
+The server binaries are found with ``pg_config --bindir`` (Debian keeps them off
+PATH, in /usr/lib/postgresql/<major>/bin); ``GARRISON_PG_BINDIR`` overrides.
+When running as root (CI, these machines), initdb and pg_ctl run as the
+``postgres`` user through ``runuser``; otherwise as the current user. The server
+listens on 127.0.0.1 only, on a free port, with trust authentication, and keeps
+``fsync=on`` so that commit latencies measured against it are real.
+
+Every server started here is also stopped at interpreter exit (``atexit``), so a
+Ctrl-C or an error between start and stop does not leave a postmaster behind.
+Failures raise :class:`PostgresUnavailable` with the reason (which binary is
+missing, the tail of the server log, ...).
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["PostgresServer", "PostgresUnavailable", "create_db", "find_bindir", "start", "stop"]
+
+
+class PostgresUnavailable(RuntimeError):
+    """A throwaway PostgreSQL server could not be started (the message says why)."""
+
+
+@dataclass
+class PostgresServer:
+    """A running throwaway server: its port, its directories, how to reach it."""
+
+    bindir: Path
+    root: Path  # temporary directory holding data/, sock/ and server.log
+    port: int
+    user: str | None  # OS user the server runs as (None: the current user)
+    stopped: bool = field(default=False)
+
+    @property
+    def datadir(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def sockdir(self) -> Path:
+        return self.root / "sock"
+
+    @property
+    def log(self) -> Path:
+        return self.root / "server.log"
+
+    def url(self, dbname: str = "postgres") -> str:
+        """A libpq URL for ``dbname`` on this server (TCP on 127.0.0.1, user postgres)."""
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{dbname}"
+
+
+_RUNNING: list[PostgresServer] = []
+
+
+def find_bindir() -> Path:
+    """The directory holding initdb and pg_ctl; raises :class:`PostgresUnavailable`."""
+    candidates: list[Path] = []
+    if env := os.environ.get("GARRISON_PG_BINDIR"):
+        candidates.append(Path(env))
+    if pg_config := shutil.which("pg_config"):
+        try:
+            out = subprocess.run(
+                [pg_config, "--bindir"], capture_output=True, text=True, timeout=30, check=True
+            )
+            candidates.append(Path(out.stdout.strip()))
+        except (OSError, subprocess.SubprocessError):
+            pass
+    # Debian's layout, newest major version first (pg_config may be a client-only one).
+    debian = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin"),
+        key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
+        reverse=True,
+    )
+    candidates.extend(debian)
+    if initdb := shutil.which("initdb"):
+        candidates.append(Path(initdb).parent)
+    for bindir in candidates:
+        if (bindir / "initdb").is_file() and (bindir / "pg_ctl").is_file():
+            return bindir
+    raise PostgresUnavailable(
+        "no PostgreSQL server binaries (initdb, pg_ctl) found: looked in "
+        + (", ".join(str(c) for c in candidates) or "pg_config --bindir, /usr/lib/postgresql/*/bin")
+        + "; install them (Debian: apt-get install postgresql) or set GARRISON_PG_BINDIR"
+    )
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _as_user(user: str | None, argv: list[str]) -> list[str]:
+    return argv if user is None else ["runuser", "-u", user, "--", *argv]
+
+
+def _run(user: str | None, argv: list[str], what: str, timeout: float = 120) -> None:
+    try:
+        done = subprocess.run(_as_user(user, argv), capture_output=True, text=True, timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise PostgresUnavailable(f"{what} failed: {exc}") from exc
+    if done.returncode != 0:
+        detail = (done.stderr.strip() or done.stdout.strip()).splitlines()[-10:]
+        raise PostgresUnavailable(f"{what} failed (exit {done.returncode}): " + " | ".join(detail))
+
+
+def _log_tail(path: Path, lines: int = 15) -> str:
+    try:
+        return " | ".join(path.read_text(errors="replace").strip().splitlines()[-lines:])
+    except OSError:
+        return "(no server log)"
+
+
+def start(*, fsync: bool = True, settings: dict[str, str] | None = None) -> PostgresServer:
+    """initdb a fresh cluster in a temporary directory and start it on a free port.
+
+    ``settings`` are extra ``-c name=value`` server options. Raises
+    :class:`PostgresUnavailable` naming the reason when it cannot.
+    """
+    bindir = find_bindir()
+    user: str | None = None
+    if os.geteuid() == 0:
+        try:
+            pw = pwd.getpwnam("postgres")
+        except KeyError as exc:
+            raise PostgresUnavailable(
+                "running as root, but there is no 'postgres' OS user to run the server as"
+            ) from exc
+        if shutil.which("runuser") is None:
+            raise PostgresUnavailable("running as root, but runuser is not installed")
+        user = "postgres"
+    root = Path(tempfile.mkdtemp(prefix="garrison-pg-"))
+    try:
+        (root / "sock").mkdir()
+        if user is not None:
+            for p in (root, root / "sock"):
+                os.chown(p, pw.pw_uid, pw.pw_gid)
+        _run(
+            user,
+            [str(bindir / "initdb"), "-D", str(root / "data"), "-A", "trust", "-U", "postgres",
+             "-E", "UTF8", "--locale=C", "--no-sync"],
+            "initdb",
+        )  # fmt: skip
+        options = {
+            "listen_addresses": "127.0.0.1",
+            "fsync": "on" if fsync else "off",
+            "max_connections": "200",
+            **(settings or {}),
+        }
+        last: PostgresUnavailable | None = None
+        for _attempt in range(3):  # the free port may be taken between probe and bind
+            port = _free_port()
+            opts = f"-p {port} -k {root / 'sock'} " + " ".join(
+                f"-c {k}={v}" for k, v in options.items()
+            )
+            server = PostgresServer(bindir, root, port, user)
+            try:
+                _run(
+                    user,
+                    [str(bindir / "pg_ctl"), "-D", str(server.datadir), "-l", str(server.log),
+                     "-o", opts, "-w", "-t", "60", "start"],
+                    "pg_ctl start",
+                )  # fmt: skip
+            except PostgresUnavailable as exc:
+                last = PostgresUnavailable(f"{exc}; server log: {_log_tail(server.log)}")
+                if "already in use" not in _log_tail(server.log):
+                    raise last from exc
+                continue
+            _RUNNING.append(server)
+            return server
+        assert last is not None
+        raise last
+    except BaseException:
+        shutil.rmtree(root, ignore_errors=True)
+        raise
+
+
+def stop(server: PostgresServer) -> None:
+    """Stop the server at once (``-m immediate``) and remove its directory. Idempotent."""
+    if server.stopped:
+        return
+    server.stopped = True
+    try:
+        subprocess.run(
+            _as_user(
+                server.user,
+                [str(server.bindir / "pg_ctl"), "-D", str(server.datadir), "-m", "immediate",
+                 "-w", "stop"],
+            ),
+            capture_output=True,
+            timeout=60,
+        )  # fmt: skip
+    finally:
+        shutil.rmtree(server.root, ignore_errors=True)
+        if server in _RUNNING:
+            _RUNNING.remove(server)
+
+
+def create_db(server: PostgresServer, name: str) -> str:
+    """``CREATE DATABASE name`` on ``server``; returns its URL."""
+    import psycopg  # imported here: the module is usable to start a server without it
+    from psycopg import sql
+
+    with psycopg.connect(server.url(), autocommit=True, connect_timeout=30) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    return server.url(name)
+
+
+@atexit.register
+def _stop_all() -> None:
+    for server in list(_RUNNING):
+        stop(server)
