@@ -23,7 +23,7 @@ __all__ = ["ActivityOptions", "RetryPolicy", "activity"]
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _seconds(value: Any) -> float:
+def _delay_seconds(value: Any) -> float:
     return parse_duration(value, what="retry delay")
 
 
@@ -68,9 +68,9 @@ class RetryPolicy:
     """
 
     max_attempts: int = attrs.field(default=3, validator=_check_attempts)
-    initial_delay: float = attrs.field(default=1.0, converter=_seconds)
+    initial_delay: float = attrs.field(default=1.0, converter=_delay_seconds)
     backoff: float = attrs.field(default=2.0, converter=float, validator=_check_backoff)
-    max_delay: float = attrs.field(default=60.0, converter=_seconds)
+    max_delay: float = attrs.field(default=60.0, converter=_delay_seconds)
     non_retryable: tuple[Any, ...] = attrs.field(default=(), converter=_to_tuple,
                                                  validator=_check_non_retryable)
 

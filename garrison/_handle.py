@@ -12,7 +12,7 @@ from .persistence import JournalRecord, WorkflowStatus
 
 if TYPE_CHECKING:
     from ._node import Node
-    from .hosts._workflow_host import WorkflowHost
+    from .hosts.workflow import WorkflowHost
 
 __all__ = ["PromiseHandle", "WorkflowHandle", "WorkflowSummary"]
 

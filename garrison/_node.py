@@ -1,27 +1,24 @@
-"""The node: hosts, the name registry, routing between hosts, and ``open_node`` / ``run``."""
+"""The node: its public API, its lifecycle (hosts, stores, services), and
+``open_node`` / ``run``. Routing, the registry and statistics live in ``_router.py``."""
 
 from __future__ import annotations
 
 import contextvars
-import itertools
-import os
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any, Protocol
+from typing import Any
 
 import trio
 
-from ._errors import NoSuchProcess, NotInProcess, ProcessError
-from ._targets import check_target
-from .actors._mailbox import timeout_seconds
+from ._errors import NotInProcess, ProcessError
+from ._router import EXIT_MEMORY, Router
 from .actors._runtime import runtime_or_none
-from .actors._values import ErrorInfo, Event, Message, Pid, ProcessInfo, check_topic
-from .hosts._process_host import ProcessHost, noproc
-from .supervision._services import ServiceInfo, ServiceManager, start_services, stop_services
+from .actors._values import Pid, ProcessInfo, check_topic
+from .hosts._process_host import ProcessHost
+from .supervision._services import ServiceInfo, start_services, stop_services
 
-#: how many finished processes' outcomes ``Node.wait`` can still report
-EXIT_MEMORY = 10_000
+__all__ = ["EXIT_MEMORY", "INBOX_WARNING", "Node", "current_node", "open_node", "run"]
+
 #: default ``open_node(inbox_warning=...)``: items waiting in one inbox that log a warning
 INBOX_WARNING = 10_000
 
@@ -39,8 +36,9 @@ def current_node() -> Node:
     ...     pid = await node.start_workflow(order_workflow, order, id="order-17")
     """
     runtime = runtime_or_none()
-    node = getattr(runtime, "node", None) if runtime is not None else None
-    if node is not None:
+    router = getattr(runtime, "node", None) if runtime is not None else None
+    if router is not None:
+        node: Node = router.public
         return node
     try:
         return _current_node.get()
@@ -49,25 +47,6 @@ def current_node() -> Node:
             "garrison.current_node() has no node here: call it inside a garrison process "
             "or inside an `async with garrison.open_node()` block (garrison.run makes one)"
         ) from None
-
-
-class Host(Protocol):
-    """What the node needs of every host (process or workflow)."""
-
-    name: str
-    durable: bool
-
-    def deliver_event(self, pid: Pid, event: Event) -> bool: ...
-    def add_monitor(self, target: Pid, watcher: Pid) -> bool: ...
-    def remove_monitor(self, target: Pid, watcher: Pid) -> None: ...
-    def add_link(self, target: Pid, other: Pid) -> bool: ...
-    def remove_link(self, target: Pid, other: Pid) -> None: ...
-    def linked_exit(self, target: Pid, dead: Pid, error: ErrorInfo | None) -> None: ...
-    def cancel_event(self, target: Pid, by: Pid | None) -> bool: ...
-    def kill(self, target: Pid, reason: ErrorInfo) -> bool: ...
-    async def wait_exited(self, target: Pid) -> None: ...
-    def is_alive(self, pid: Pid) -> bool: ...
-    async def shutdown(self) -> None: ...
 
 
 class Node:
@@ -90,20 +69,19 @@ class Node:
         if type(inbox_warning) is not int or inbox_warning < 0:
             raise ValueError(f"inbox_warning must be a whole number of items >= 0 (0 or None: "
                              f"no warning), got {inbox_warning!r}")
-        #: items waiting in one inbox that log a warning (0: never)
-        self.inbox_warning: int = inbox_warning
-        self.hosts: dict[str, Any] = {}
-        self.registry: dict[str, Pid] = {}
-        self.stopping = False
-        self.stats_messages = 0
-        self.stats_dead_letters = 0
-        self.stats_spawned = 0
-        self._exits: OrderedDict[Pid, tuple[Any, ErrorInfo | None]] = OrderedDict()
-        self._msg_prefix = format(int.from_bytes(os.urandom(4), "big"), "x") + "-"
-        self._msg_seq = itertools.count(1)
-        self._shutdown_reason = ErrorInfo("Shutdown", "the node is shutting down")
+        #: routing, registry and statistics: what hosts and services see of this node
+        self._router = Router(self, config, inbox_warning)
         self._nursery: trio.Nursery | None = None
-        self._services: ServiceManager | None = None
+
+    @property
+    def hosts(self) -> dict[str, Any]:
+        """The node's hosts by name (``processes``, ``workflows`` and the config's)."""
+        return self._router.hosts
+
+    @property
+    def inbox_warning(self) -> int:
+        """Items waiting in one inbox that log a warning (0: never)."""
+        return self._router.inbox_warning
 
     # ================================================================== public API
     async def spawn(self, target: Any, *args: Any, host: str | None = None) -> Pid:
@@ -113,8 +91,8 @@ class Node:
         (such as a ``Supervisor``) or a config entry id. ``host`` defaults to
         ``"processes"``.
         """
-        pid = await self._spawn(target, args, host=host or "processes", parent=None,
-                                link=None, monitor=None)
+        pid = await self._router.spawn_process(target, args, host=host or "processes",
+                                               parent=None, link=None, monitor=None)
         await trio.lowlevel.checkpoint()
         return pid
 
@@ -122,7 +100,7 @@ class Node:
         """Send a message from outside any process (its ``sender`` is ``None``)."""
         if type(topic) is not str:
             topic = check_topic(topic, "node.send()")
-        await self._send(None, to, topic, payload)
+        await self._router.send_message(None, to, topic, payload)
         await trio.lowlevel.checkpoint()
 
     async def call(self, to: Pid | str, topic: str, payload: Any = None,
@@ -147,16 +125,13 @@ class Node:
         A process that ended recently (the last ``EXIT_MEMORY`` exits) is reported
         at once; an unknown pid raises ``ProcessError`` with reason ``noproc``.
         """
-        pid = self.resolve(pid)
-        host = self._host(pid.host)
+        router = self._router
+        pid = router.resolve(pid)
+        host = router.host(pid.host)
         if host.durable:
             return await host.wait(pid)
         await host.wait_exited(pid)
-        try:
-            result, error = self._exits[pid]
-        except KeyError:
-            raise ProcessError(f"process {pid} is unknown: {noproc(pid)}", pid=pid,
-                               error=noproc(pid)) from None
+        result, error = router.exit_of(pid)
         if error is not None:
             raise ProcessError(f"process {pid} failed: {error}", pid=pid, error=error)
         return result
@@ -164,21 +139,20 @@ class Node:
     def lookup(self, name: str) -> Pid | None:
         """The pid registered under ``name`` (or running a service of that entry id),
         or ``None``."""
-        pid = self.registry.get(name)
-        if pid is None and self._services is not None:
-            pid = self._services.running_pid(name)
-        return pid
+        return self._router.lookup(name)
 
     def services(self) -> list[ServiceInfo]:
         """A snapshot of every ``process.service`` of the config: id, status, pid,
         restarts since the last stable run, last error."""
-        return self._services.info() if self._services is not None else []
+        services = self._router.services
+        return services.info() if services is not None else []
 
     async def start_service(self, service_id: str) -> None:
         """Start a service that is not ``auto_start`` (and what it requires)."""
-        if self._services is None or service_id not in self._services.by_id:
+        services = self._router.services
+        if services is None or service_id not in services.by_id:
             raise ValueError(f"no service {service_id!r} in the config")
-        await self._services.call_start(service_id)
+        await services.call_start(service_id)
 
     def stats(self) -> dict[str, Any]:
         """Counters: live ``processes``, ``messages`` delivered, ``dead_letters``,
@@ -188,6 +162,7 @@ class Node:
 
         The queue figures walk every process (cost grows with their number).
         """
+        router = self._router
         live = sum(host.live_count() for host in self.hosts.values())
         queued = largest = 0
         at: Pid | None = None
@@ -199,10 +174,10 @@ class Node:
                     largest, at = most, pid
         return {
             "processes": live,
-            "messages": self.stats_messages,
-            "dead_letters": self.stats_dead_letters,
-            "spawned": self.stats_spawned,
-            "registered": len(self.registry),
+            "messages": router.stats_messages,
+            "dead_letters": router.stats_dead_letters,
+            "spawned": router.stats_spawned,
+            "registered": len(router.registry),
             "queued": queued,
             "largest_inbox": largest,
             "largest_inbox_pid": at,
@@ -217,8 +192,8 @@ class Node:
         >>> node.process_info("counter").queued
         0
         """
-        pid = self.resolve(pid)
-        host = self._host(pid.host)
+        pid = self._router.resolve(pid)
+        host = self._router.host(pid.host)
         if not hasattr(host, "process_info"):
             raise ValueError(f"process_info({str(pid)!r}): {pid.host!r} is a workflow host; "
                              f"use node.workflow({pid.id!r}) for a workflow")
@@ -229,167 +204,20 @@ class Node:
         """``to`` as a pid: a pid stays itself; a string with a ``/`` is a pid's text
         form (``str(pid)``, e.g. ``"workflows/order-17"``); any other string is a
         registered name (or a service's entry id)."""
-        if type(to) is Pid:
-            return to
-        if isinstance(to, str):
-            if "/" in to:
-                return Pid.parse(to)
-            pid = self.registry.get(to)
-            if pid is None and self._services is not None:
-                pid = self._services.running_pid(to)  # a service's entry id
-            if pid is None:
-                raise NoSuchProcess(to)
-            return pid
-        if isinstance(to, Pid):
-            return to
-        raise TypeError(f"expected a Pid, its text form or a registered name, got "
-                        f"{type(to).__name__}: {to!r}")
+        return self._router.resolve(to)
 
-    # ================================================================== internals
-    def _host(self, name: str) -> Any:
-        try:
-            return self.hosts[name]
-        except KeyError:
-            known = ", ".join(sorted(self.hosts)) or "none"
-            raise ValueError(f"no host named {name!r} on this node (hosts: {known})") from None
-
-    def _durable_hosts(self) -> set[str]:
-        return {name for name, host in self.hosts.items() if host.durable}
-
-    def resolve_target(self, target: Any) -> Any:
-        """A spawn target: a callable stays itself, a string is a config entry id."""
-        if isinstance(target, str):
-            if self.config is None:
-                raise ValueError(f"unknown target {target!r}: no config is loaded, so entry ids "
-                                 "cannot be resolved")
-            return self.config.resolve_target(target)
-        return target
-
-    async def _spawn(self, target: Any, args: tuple[Any, ...], *, host: str, parent: Pid | None,
-                     link: Pid | None, monitor: Pid | None, label: str | None = None) -> Pid:
-        if self.stopping:
-            raise ProcessError("cannot spawn: the node is shutting down")
-        h = self._host(host)
-        if h.durable:
-            pid: Pid = await h.spawn_process(target, args, parent=parent, link=link,
-                                             monitor=monitor)
-        else:
-            fn = self.resolve_target(target)
-            checked = check_target(fn)
-            pid = h.spawn(fn, args, parent=parent, link=link, monitor=monitor,
-                          label=label or checked)
-        self.stats_spawned += 1
-        return pid
-
-    def _message_id(self) -> str:
-        return self._msg_prefix + str(next(self._msg_seq))
-
-    async def _send(self, sender: Pid | None, to: Pid | str, topic: str, payload: Any) -> None:
-        pid = to if type(to) is Pid else self.resolve(to)
-        host = self.hosts.get(pid.host)
-        if host is None:
-            self.stats_dead_letters += 1
-            return
-        msg = Message(topic, payload, sender, self._msg_prefix + str(next(self._msg_seq)))
-        if host.durable:
-            delivered = await host.deliver_durable(pid, msg)
-        else:
-            delivered = host.deliver(pid, msg)
-        if delivered:
-            self.stats_messages += 1
-        else:
-            self.stats_dead_letters += 1
-
-    def _local_process(self, pid: Pid) -> Any:
-        host = self.hosts.get(pid.host)
-        if host is None:
-            return None
-        if host.durable:  # a workflow waiting on a call gets its reply too
-            return host.local_caller(pid)
-        proc = host.procs.get(pid)
-        if proc is None and host.callers:  # a node.call waiting for its reply
-            return host.callers.get(pid)
-        return proc
-
-    async def _call_durable(self, caller: Pid, pid: Pid, topic: str, payload: Any,
-                            timeout: Any) -> Any:
-        host = self._host(pid.host)
-        return await host.call(caller, pid, topic, payload, timeout)
-
-    def _deliver_event(self, pid: Pid, event: Event) -> None:
-        host = self.hosts.get(pid.host)
-        if host is None or not host.deliver_event(pid, event):
-            self.stats_dead_letters += 1
-
-    def _linked_exit(self, target: Pid, dead: Pid, error: ErrorInfo | None) -> None:
-        host = self.hosts.get(target.host)
-        if host is not None:
-            host.linked_exit(target, dead, error)
-
-    def _link(self, target: Pid, other: Pid) -> bool:
-        host = self.hosts.get(target.host)
-        return host is not None and host.add_link(target, other)
-
-    def _unlink(self, target: Pid, other: Pid) -> None:
-        host = self.hosts.get(target.host)
-        if host is not None:
-            host.remove_link(target, other)
-
-    def _monitor(self, target: Pid, watcher: Pid) -> bool:
-        host = self.hosts.get(target.host)
-        return host is not None and host.add_monitor(target, watcher)
-
-    def _demonitor(self, target: Pid, watcher: Pid) -> None:
-        host = self.hosts.get(target.host)
-        if host is not None:
-            host.remove_monitor(target, watcher)
-
-    async def _cancel(self, target: Pid, by: Pid | None, timeout: Any) -> None:
-        host = self._host(target.host)
-        seconds = timeout_seconds(timeout)
-        if not host.cancel_event(target, by):
-            return
-        with trio.move_on_after(seconds):
-            await host.wait_exited(target)
-            return
-        host.kill(target, ErrorInfo("Terminated", f"did not stop within {seconds:g}s of CANCEL"))
-        await host.wait_exited(target)
-
-    async def _terminate(self, target: Pid, by: Pid | None) -> None:
-        host = self._host(target.host)
-        who = f"by {by}" if by is not None else "from outside any process"
-        if host.kill(target, ErrorInfo("Terminated", f"terminated {who}")):
-            await host.wait_exited(target)
-        else:
-            await trio.lowlevel.checkpoint()
-
-    def _register(self, name: str, pid: Pid) -> None:
-        if not isinstance(name, str) or not name:
-            raise ValueError(f"a registered name must be a non-empty string, got {name!r}")
-        if "/" in name:
-            raise ValueError(f"cannot register {name!r}: a registered name must not contain "
-                             "'/' (a string with '/' is read as a pid, like 'workflows/order-17')")
-        holder = self.registry.get(name)
-        if holder is not None and holder != pid and self.hosts[holder.host].is_alive(holder):
-            raise ValueError(f"name {name!r} is already registered by {holder}")
-        self.registry[name] = pid
-
-    def _record_exit(self, pid: Pid, result: Any, error: ErrorInfo | None) -> None:
-        exits = self._exits
-        exits[pid] = (result, error)
-        if len(exits) > EXIT_MEMORY:
-            exits.popitem(last=False)
-
+    # ================================================================== lifecycle
     async def _start(self, nursery: trio.Nursery) -> None:
         self._nursery = nursery
-        await self._add_host(ProcessHost(self, "processes"))
+        await self._add_host(ProcessHost(self._router, "processes"))
         await self._start_workflow_host()
         await self._start_config_workflow_hosts()
         if self.config is not None:
             for entry in self.config.hosts():
                 if entry.kind == "process.host":
-                    await self._add_host(ProcessHost(self, entry.id))
-            self._services = await start_services(self, self.config)
+                    await self._add_host(ProcessHost(self._router, entry.id,
+                                                     workers=entry.workers))
+            await start_services(self._router, self.config)
         # services first: a resumed workflow finds the services it sends to
         for host in list(self.hosts.values()):
             if host.durable:
@@ -402,9 +230,9 @@ class Node:
 
     async def _stop(self) -> None:
         """Stop every host, last added first; each stops its processes leaves first."""
-        self.stopping = True
-        if self._services is not None:
-            await stop_services(self, self._services)
+        self._router.stopping = True
+        if self._router.services is not None:
+            await stop_services(self._router, self._router.services)
         for host in reversed(list(self.hosts.values())):
             await host.shutdown()
         self._close_workflow_store()
@@ -451,7 +279,7 @@ class Node:
         return out
 
     def _workflow_host(self, name: str | None) -> Any:
-        h = self._host(name or "workflows")
+        h = self._router.host(name or "workflows")
         if not h.durable:
             raise ValueError(f"host {h.name!r} is not a workflow host")
         return h
@@ -468,7 +296,7 @@ class Node:
         if self._owns_store:
             store = SQLiteStore(store)
         self._workflow_store = store
-        await self._add_host(WorkflowHost(self, "workflows", store))
+        await self._add_host(WorkflowHost(self._router, "workflows", store))
 
     async def _start_config_workflow_hosts(self) -> None:
         """Each ``workflow.host`` entry of the config is one more workflow host, named by
@@ -484,7 +312,7 @@ class Node:
                 continue
             store = SQLiteStore(entry.store, synchronous=entry.synchronous)
             self._config_stores.append(store)
-            await self._add_host(WorkflowHost(self, entry.id, store))
+            await self._add_host(WorkflowHost(self._router, entry.id, store))
 
     def _close_workflow_store(self) -> None:
         store = getattr(self, "_workflow_store", None)

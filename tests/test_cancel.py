@@ -184,7 +184,7 @@ async def test_cancel_stops_a_pending_call(node, autojump_clock):
 
     assert await node.wait(await node.spawn(boss)) == 0
     assert await node.wait(c) is None
-    assert not node.hosts["processes"].procs[m]._callers
+    assert not node.hosts["processes"].procs[m].callers
 
 
 async def test_a_service_in_an_inbox_loop_stops_at_once(autojump_clock):

@@ -12,7 +12,7 @@ import logging
 
 import trio
 
-import garrison._node
+import garrison._router
 from garrison import EventKind, Pid, process
 from garrison.hosts._process_host import _Process
 from garrison.supervision import ChildSpec, Supervisor
@@ -33,7 +33,7 @@ async def _sleeper() -> None:
 
 async def test_monitored_children_leave_nothing_behind(node, autojump_clock, monkeypatch):
     # node.wait remembers the last EXIT_MEMORY exits: keep that small so the bound is tight
-    monkeypatch.setattr(garrison._node, "EXIT_MEMORY", 100)
+    monkeypatch.setattr(garrison._router, "EXIT_MEMORY", 100)
     n = 100_000
 
     async def parent() -> tuple[int, int, int, int]:
@@ -103,7 +103,7 @@ async def test_calls_leave_nothing_behind(node, autojump_clock):
                 pass
         me = node.hosts["processes"].procs[process.pid()]
         callee = node.hosts["processes"].procs[e]
-        return len(me._calls or ()), len(callee._callers or ())
+        return len(me.calls or ()), len(callee.callers or ())
 
     assert await node.wait(await node.spawn(caller)) == (0, 0)
 
@@ -132,7 +132,7 @@ async def test_spawn_target_cache_keeps_no_per_spawn_objects(node, autojump_cloc
 
 async def test_supervisor_restarting_a_crashing_child_stays_bounded(node, autojump_clock, caplog,
                                                                    monkeypatch):
-    monkeypatch.setattr(garrison._node, "EXIT_MEMORY", 100)
+    monkeypatch.setattr(garrison._router, "EXIT_MEMORY", 100)
     caplog.set_level(logging.CRITICAL, logger="garrison.supervision")
     caplog.set_level(logging.CRITICAL, logger="garrison.process")
     starts = [0]

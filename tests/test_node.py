@@ -196,3 +196,45 @@ def trio_sleep_real(seconds):
     import time
 
     time.sleep(seconds)
+
+
+WORKERS_CONFIG = """
+version: "1.0"
+namespace: app
+entries:
+  - {name: pool, kind: process.host, workers: 2}
+"""
+
+
+async def test_process_host_workers_caps_how_many_run_at_once(autojump_clock):
+    from garrison.config import load_config_text
+
+    running: list[int] = []
+    peak = [0]
+
+    async def job(n: int) -> int:
+        running.append(n)
+        peak[0] = max(peak[0], len(running))
+        await trio.sleep(1)
+        running.remove(n)
+        return n * 10
+
+    async with garrison.open_node(config=load_config_text(WORKERS_CONFIG)) as node:
+        start = trio.current_time()
+        pids = [await node.spawn(job, n, host="app:pool") for n in range(5)]
+        assert [await node.wait(p) for p in pids] == [0, 10, 20, 30, 40]
+        assert peak[0] == 2  # never more than the cap ...
+        assert trio.current_time() - start == 3  # ... so 5 one-second jobs take 3 rounds
+
+        # a process waiting for a slot still has its pid, inbox and monitor; killing it
+        # ends it at once, and shutdown does not wait for slots
+        blockers = [await node.spawn(trio.sleep_forever, host="app:pool") for _ in range(2)]
+        queued = await node.spawn(job, 9, host="app:pool")
+        await node.send(queued, "hello")
+        assert node.process_info(queued).queued == 1
+        async def killer() -> None:
+            await process.terminate(queued)
+        await node.wait(await node.spawn(killer))
+        with pytest.raises(ProcessError, match="Terminated"):
+            await node.wait(queued)
+        assert 9 not in running and len(blockers) == 2

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import enum
 import traceback as _traceback
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import attrs
 
-if TYPE_CHECKING:
-    pass
+from ._runtime import current_runtime
 
 
 def _check_host(_inst: object, _attr: object, value: str) -> None:
@@ -134,8 +133,6 @@ class Message:
             raise ValueError(
                 f"message {self.id} (topic {self.topic!r}) is not a call: nothing to reply to"
             )
-        from ._runtime import current_runtime
-
         await current_runtime().reply(self, value)
 
 

@@ -12,7 +12,6 @@ from .._errors import ConfigError
 from ._entries import (
     BUILTIN_HOSTS,
     KINDS,
-    Config,
     Entry,
     HostEntry,
     Lifecycle,
@@ -21,7 +20,7 @@ from ._entries import (
     SourceEntry,
     WorkflowHostEntry,
 )
-from ._loader import check_config, load_config, load_config_text, load_configs
+from ._loader import Config, check_config, load_config, load_config_text, load_configs
 
 __all__ = [
     "BUILTIN_HOSTS",

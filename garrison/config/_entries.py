@@ -8,10 +8,8 @@ one read from YAML.
 from __future__ import annotations
 
 import math
-import os
 import random
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any, TypeAlias
 
 import attrs
@@ -83,7 +81,7 @@ def _one_of(*choices: str) -> Callable[[object, attrs.Attribute[Any], object], N
     return check
 
 
-def _seconds(value: object) -> float:
+def _duration(value: object) -> float:
     """attrs converter: a duration (number of seconds or ``"30s"``) -> float seconds."""
     if isinstance(value, float):
         return value
@@ -105,9 +103,9 @@ class RestartPolicy:
     """
 
     max_attempts: int = attrs.field(default=0, validator=_non_negative_int)
-    initial_delay: float = attrs.field(default=1.0, converter=_seconds, validator=_non_negative)
+    initial_delay: float = attrs.field(default=1.0, converter=_duration, validator=_non_negative)
     max_delay: float = attrs.field(
-        default=90.0, converter=_seconds, validator=_at_least_initial_delay
+        default=90.0, converter=_duration, validator=_at_least_initial_delay
     )
     backoff_factor: float = attrs.field(default=2.0, validator=_factor)
     jitter: float = attrs.field(default=0.1, validator=_fraction)
@@ -151,9 +149,9 @@ class Lifecycle:
 
     auto_start: bool = attrs.field(default=False, validator=_is_bool)
     requires: tuple[str, ...] = ()
-    start_timeout: float = attrs.field(default=10.0, converter=_seconds, validator=_non_negative)
-    stop_timeout: float = attrs.field(default=10.0, converter=_seconds, validator=_non_negative)
-    stable_threshold: float = attrs.field(default=5.0, converter=_seconds, validator=_non_negative)
+    start_timeout: float = attrs.field(default=10.0, converter=_duration, validator=_non_negative)
+    stop_timeout: float = attrs.field(default=10.0, converter=_duration, validator=_non_negative)
+    stable_threshold: float = attrs.field(default=5.0, converter=_duration, validator=_non_negative)
     restart: RestartPolicy = attrs.field(factory=RestartPolicy)
 
 
@@ -161,8 +159,8 @@ class Lifecycle:
 class HostEntry:
     """A ``process.host`` entry: an extra process host (a trio nursery of processes).
 
-    ``workers`` is an optional cap on concurrently running processes
-    (``None``: no cap).
+    ``workers`` caps how many of its processes run at once (``None``: no cap): a
+    process spawned beyond it gets its pid at once and starts when one ends.
     """
 
     id: str = ""
@@ -258,95 +256,3 @@ _REQUIRED: dict[str, tuple[str, ...]] = {
 
 def _allowed_fields(cls: type[Any]) -> list[str]:
     return ["name", "kind"] + [f.name for f in attrs.fields(cls) if f.name not in _INTERNAL_FIELDS]
-
-
-# --------------------------------------------------------------------------- Config
-
-
-@attrs.frozen
-class Config:
-    """A loaded, checked config: entries by id, in file order.
-
-    Build it with :func:`load_config`, :func:`load_configs` or
-    :func:`load_config_text`; every reference inside is a full entry id.
-    """
-
-    entries: Mapping[str, Entry]
-    source_paths: tuple[Path, ...] = ()
-
-    @property
-    def source_path(self) -> Path | None:
-        """The file this config was loaded from (the first one, if merged)."""
-        return self.source_paths[0] if self.source_paths else None
-
-    def __getitem__(self, entry_id: str) -> Entry:
-        return self.entries[entry_id]
-
-    def __contains__(self, entry_id: object) -> bool:
-        return entry_id in self.entries
-
-    def get(self, entry_id: str) -> Entry | None:
-        """The entry with this id, or ``None``."""
-        return self.entries.get(entry_id)
-
-    def hosts(self) -> list[HostEntry | WorkflowHostEntry]:
-        """The ``process.host`` and ``workflow.host`` entries, in file order."""
-        return [e for e in self.entries.values() if isinstance(e, HostEntry | WorkflowHostEntry)]
-
-    def sources(self, kind: str | None = None) -> list[SourceEntry]:
-        """The ``*.py`` entries (optionally only one kind), in file order."""
-        return [
-            e
-            for e in self.entries.values()
-            if isinstance(e, SourceEntry) and (kind is None or e.kind == kind)
-        ]
-
-    def services(self) -> list[ServiceEntry]:
-        """The ``process.service`` entries in dependency order.
-
-        Every service comes after the services it requires; otherwise file order
-        is kept. Stop them in the reverse of this order.
-        """
-        services = {k: e for k, e in self.entries.items() if isinstance(e, ServiceEntry)}
-        return _dependency_order(services)
-
-    def resolve_target(self, entry_id: str) -> Callable[..., Any]:
-        """The imported callable of a ``*.py`` entry (or of a service's process).
-
-        Raises ``KeyError`` naming the id if there is no such runnable entry.
-        """
-        entry = self.entries.get(entry_id)
-        if isinstance(entry, ServiceEntry):
-            entry = self.entries.get(entry.process)
-        if isinstance(entry, SourceEntry) and entry.func is not None:
-            return entry.func
-        if entry is None:
-            raise KeyError(f"no config entry {entry_id!r}")
-        raise KeyError(f"config entry {entry_id!r} is a {entry.kind}, not a runnable target")
-
-    @classmethod
-    def check(cls, *paths: str | os.PathLike[str]) -> list[str]:
-        """The problems of the given config files (empty when they are valid)."""
-        from ._loader import check_config
-
-        return check_config(*paths)
-
-
-
-
-def _dependency_order(services: Mapping[str, ServiceEntry]) -> list[ServiceEntry]:
-    order: list[ServiceEntry] = []
-    done: set[str] = set()
-
-    def visit(node: str) -> None:
-        if node in done:
-            return
-        done.add(node)
-        for dep in services[node].lifecycle.requires:
-            if dep in services:
-                visit(dep)
-        order.append(services[node])
-
-    for node in services:
-        visit(node)
-    return order

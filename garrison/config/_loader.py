@@ -42,8 +42,8 @@ from ._entries import (
     _RUNNABLE_KINDS,
     BUILTIN_HOSTS,
     KINDS,
-    Config,
     Entry,
+    HostEntry,
     ServiceEntry,
     SourceEntry,
     WorkflowHostEntry,
@@ -575,6 +575,91 @@ def _find_cycles(services: Mapping[str, ServiceEntry]) -> list[list[str]]:
 
 
 # --------------------------------------------------------------------------- public functions
+
+
+@attrs.frozen
+class Config:
+    """A loaded, checked config: entries by id, in file order.
+
+    Build it with :func:`load_config`, :func:`load_configs` or
+    :func:`load_config_text`; every reference inside is a full entry id.
+    """
+
+    entries: Mapping[str, Entry]
+    source_paths: tuple[Path, ...] = ()
+
+    @property
+    def source_path(self) -> Path | None:
+        """The file this config was loaded from (the first one, if merged)."""
+        return self.source_paths[0] if self.source_paths else None
+
+    def __getitem__(self, entry_id: str) -> Entry:
+        return self.entries[entry_id]
+
+    def __contains__(self, entry_id: object) -> bool:
+        return entry_id in self.entries
+
+    def get(self, entry_id: str) -> Entry | None:
+        """The entry with this id, or ``None``."""
+        return self.entries.get(entry_id)
+
+    def hosts(self) -> list[HostEntry | WorkflowHostEntry]:
+        """The ``process.host`` and ``workflow.host`` entries, in file order."""
+        return [e for e in self.entries.values() if isinstance(e, HostEntry | WorkflowHostEntry)]
+
+    def sources(self, kind: str | None = None) -> list[SourceEntry]:
+        """The ``*.py`` entries (optionally only one kind), in file order."""
+        return [
+            e
+            for e in self.entries.values()
+            if isinstance(e, SourceEntry) and (kind is None or e.kind == kind)
+        ]
+
+    def services(self) -> list[ServiceEntry]:
+        """The ``process.service`` entries in dependency order.
+
+        Every service comes after the services it requires; otherwise file order
+        is kept. Stop them in the reverse of this order.
+        """
+        services = {k: e for k, e in self.entries.items() if isinstance(e, ServiceEntry)}
+        return _dependency_order(services)
+
+    def resolve_target(self, entry_id: str) -> Callable[..., Any]:
+        """The imported callable of a ``*.py`` entry (or of a service's process).
+
+        Raises ``KeyError`` naming the id if there is no such runnable entry.
+        """
+        entry = self.entries.get(entry_id)
+        if isinstance(entry, ServiceEntry):
+            entry = self.entries.get(entry.process)
+        if isinstance(entry, SourceEntry) and entry.func is not None:
+            return entry.func
+        if entry is None:
+            raise KeyError(f"no config entry {entry_id!r}")
+        raise KeyError(f"config entry {entry_id!r} is a {entry.kind}, not a runnable target")
+
+    @classmethod
+    def check(cls, *paths: str | os.PathLike[str]) -> list[str]:
+        """The problems of the given config files (empty when they are valid)."""
+        return check_config(*paths)
+
+
+def _dependency_order(services: Mapping[str, ServiceEntry]) -> list[ServiceEntry]:
+    order: list[ServiceEntry] = []
+    done: set[str] = set()
+
+    def visit(node: str) -> None:
+        if node in done:
+            return
+        done.add(node)
+        for dep in services[node].lifecycle.requires:
+            if dep in services:
+                visit(dep)
+        order.append(services[node])
+
+    for node in services:
+        visit(node)
+    return order
 
 
 def _read(path: str | os.PathLike[str]) -> tuple[str | None, str]:

@@ -8,22 +8,19 @@ between those objects; anything that leaves this host goes through the node.
 
 from __future__ import annotations
 
-import itertools
+import collections
 import logging
 import os
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import outcome
 import trio
 
 from .._errors import ProcessError
 from ..actors._mailbox import Budget, Inbox, timeout_seconds
 from ..actors._runtime import set_runtime
 from ..actors._values import ErrorInfo, Event, EventKind, Message, Pid, ProcessInfo
-
-if TYPE_CHECKING:
-    from .._node import Node
+from ._kernel import Caller, NodeContext, exit_fan_out, noproc
 
 log = logging.getLogger("garrison.process")
 
@@ -37,80 +34,38 @@ _CANCEL = EventKind.CANCEL
 _STOPPED = ErrorInfo("Cancelled", "stopped by cancel")
 
 
-def noproc(pid: Pid) -> ErrorInfo:
-    """The reason given for a process that does not exist (any more)."""
-    return ErrorInfo("noproc", f"process {pid} is not alive")
-
-
 def _incarnation() -> str:
     # pids of one node run never alias pids of an earlier run of the same store/app
     return format(int.from_bytes(os.urandom(4), "big"), "x")
 
 
-class _Caller:
-    """What can make a ``call`` and be replied to: a process, or the stand-in
-    ``node.call`` uses outside any process (:class:`_OutsideCaller`)."""
+async def call_from(caller: Caller, to: Pid | str, topic: str, payload: Any,
+                    timeout: Any) -> Any:
+    """``process.call`` made by ``caller`` (a process, or ``node.call``'s stand-in): a
+    process callee gets the request in its inbox; a workflow callee durably."""
+    node = caller.node
+    pid = node.resolve(to)
+    seconds = timeout_seconds(timeout)
+    callee = node.caller_of(pid)
+    if callee is None or not callee.accepts_calls:
+        raise ProcessError(f"call to {pid} failed: {noproc(pid)}", pid=pid, error=noproc(pid))
+    host = node.hosts[pid.host]
+    if host.durable:
+        return await host.call(caller, pid, topic, payload, seconds)
+    sender = caller.pid
 
-    __slots__ = ("_calls", "node", "pid")
+    def deliver(ref: int) -> None:
+        node.stats_messages += 1
+        callee.deliver(Message(topic, payload, sender, node.message_id(), str(ref)))
 
-    node: Node
-    pid: Pid
-    _calls: dict[int, trio.lowlevel.Task | None] | None  # my pending calls
-
-    async def call(self, to: Pid | str, topic: str, payload: Any, timeout: Any) -> Any:
-        node = self.node
-        pid = node.resolve(to)
-        callee = node._local_process(pid)
-        if callee is None or type(callee) is _OutsideCaller:
-            if pid.host in node._durable_hosts():
-                return await node._call_durable(self.pid, pid, topic, payload, timeout)
-            raise ProcessError(f"call to {pid} failed: {noproc(pid)}", pid=pid, error=noproc(pid))
-        ref = next(_refs)
-        if self._calls is None:
-            self._calls = {}
-        self._calls[ref] = None
-        if callee._callers is None:
-            callee._callers = {}
-        callee._callers[ref] = self
-        seconds = timeout_seconds(timeout)
-        try:
-            node.stats_messages += 1
-            callee.deliver(Message(topic, payload, self.pid, node._message_id(), str(ref)))
-            with trio.move_on_after(seconds):
-                return await self._park_call(ref)
-            raise TimeoutError(f"call to {pid} (topic {topic!r}) got no reply within {seconds:g}s")
-        finally:
-            self._calls.pop(ref, None)
-            if callee._callers is not None:
-                callee._callers.pop(ref, None)
-
-    async def _park_call(self, ref: int) -> Any:
-        assert self._calls is not None
-        task = trio.lowlevel.current_task()
-        self._calls[ref] = task
-
-        def abort(_: Any) -> trio.lowlevel.Abort:
-            if self._calls is not None:
-                self._calls[ref] = None
-            return trio.lowlevel.Abort.SUCCEEDED
-
-        return await trio.lowlevel.wait_task_rescheduled(abort)
-
-    def _finish_call(self, ref: int, result: outcome.Outcome[Any]) -> None:
-        calls = self._calls
-        if calls is None or ref not in calls:
-            return  # a late reply: the caller gave up already
-        task = calls.pop(ref)
-        if task is not None:
-            trio.lowlevel.reschedule(task, result)
+    return await caller.exchange(callee, pid, topic, seconds, deliver)
 
 
-class _Process(_Caller):
+class _Process(Caller):
     """One process: its mailbox, links, monitors, and the runtime its code uses."""
 
     __slots__ = (
         "_budget",
-        "_callers",
         "_events",
         "_exited",
         "_inbox",
@@ -150,8 +105,8 @@ class _Process(_Caller):
         self.monitored_by: set[Pid] | None = None  # who receives my EXIT
         self.monitoring: set[Pid] | None = None  # whose EXIT I receive
         self.names: list[str] | None = None
-        self._calls = None
-        self._callers: dict[int, _Process] | None = None  # calls waiting on me
+        self.calls = None
+        self.callers = None
         self._exited: trio.Event | None = None
 
     def __repr__(self) -> str:
@@ -210,7 +165,7 @@ class _Process(_Caller):
                 error = self.kill_reason or ErrorInfo("Terminated", f"{self.pid} was cancelled")
         except BaseException:
             if not finished:
-                error = self.kill_reason or self.node._shutdown_reason
+                error = self.kill_reason or self.node.shutdown_reason
             raise
         finally:
             self._exit(result, None if error is _STOPPED else error)
@@ -223,6 +178,8 @@ class _Process(_Caller):
         self.kill_reason = reason
         if self.scope is not None:
             self.scope.cancel()
+        elif self.host._waiting:
+            self.host.start_now(self)
 
     def cancel_requested(self, by: Pid | None) -> None:
         """``process.cancel`` of this process: one that reads its events gets ``CANCEL``; any
@@ -239,32 +196,19 @@ class _Process(_Caller):
         pid = self.pid
         node = self.node
         self.host.procs.pop(pid, None)
+        self.host.ended(self)
         if self.names:
             for name in self.names:
-                if node.registry.get(name) == pid:
-                    del node.registry[name]
+                node.unregister(name, pid)
         event = Event(_EXIT, pid, result, error)
-        node._record_exit(pid, result, error)
-        quiet = error is not None and error is node._shutdown_reason
+        node.record_exit(pid, result, error)
+        quiet = error is not None and error is node.shutdown_reason
         if error is not None and not quiet:
             _log_exit(self, error)
-        # calls waiting on this process fail at once
-        if self._callers:
-            why = error or "normal exit"
-            failure = ProcessError(f"process {pid} exited before replying: {why}",
-                                   pid=pid, error=error or noproc(pid))
-            for ref, caller in self._callers.items():
-                caller._finish_call(ref, outcome.Error(failure))
-            self._callers = None
-        if self.monitored_by:
-            for watcher in self.monitored_by:
-                node._deliver_event(watcher, event)
-        if self.links:
-            for other in self.links:
-                node._linked_exit(other, pid, error)
-        if self.monitoring:
-            for target in self.monitoring:
-                node._demonitor(target, pid)
+        if self.callers:  # calls waiting on this process fail at once
+            self.fail_callers(f"process {pid} exited before replying: {error or 'normal exit'}",
+                              error or noproc(pid))
+        exit_fan_out(node, pid, event, self.monitored_by, self.links, self.monitoring)
         if self._exited is not None:
             self._exited.set()
 
@@ -288,7 +232,7 @@ class _Process(_Caller):
     async def spawn(
         self, target: Any, args: tuple[Any, ...], host: str | None, *, link: bool, monitor: bool
     ) -> Pid:
-        pid = await self.node._spawn(
+        pid = await self.node.spawn_process(
             target, args, host=host or self.host.name, parent=self.pid,
             link=self.pid if link else None, monitor=self.pid if monitor else None,
         )
@@ -300,18 +244,15 @@ class _Process(_Caller):
         return pid
 
     async def send(self, to: Pid | str, topic: str, payload: Any) -> None:
-        await self.node._send(self.pid, to, topic, payload)
+        await self.node.send_message(self.pid, to, topic, payload)
         await self._budget.checkpoint()
 
     async def reply(self, msg: Message, value: Any) -> None:
-        assert msg.sender is not None and msg.call_ref is not None
-        caller = self.node._local_process(msg.sender)
-        ref = int(msg.call_ref)
-        if self._callers is not None:
-            self._callers.pop(ref, None)
-        if caller is not None:
-            caller._finish_call(ref, outcome.Value(value))
+        self.reply_to(msg, value)
         await self._budget.checkpoint()
+
+    async def call(self, to: Pid | str, topic: str, payload: Any, timeout: Any) -> Any:
+        return await call_from(self, to, topic, payload, timeout)
 
     def inbox(self) -> Inbox[Message]:
         box = self._inbox
@@ -349,20 +290,20 @@ class _Process(_Caller):
         pid = self.node.resolve(to)
         if pid == self.pid:
             return
-        if self.node._link(pid, self.pid):
+        if self.node.link(pid, self.pid):
             self._add_link(pid)
         else:
-            self.node._linked_exit(self.pid, pid, noproc(pid))
+            self.node.linked_exit(self.pid, pid, noproc(pid))
 
     def unlink(self, to: Pid | str) -> None:
         pid = self.node.resolve(to)
         if self.links:
             self.links.discard(pid)
-        self.node._unlink(pid, self.pid)
+        self.node.unlink(pid, self.pid)
 
     def monitor(self, to: Pid | str) -> None:
         pid = self.node.resolve(to)
-        if self.node._monitor(pid, self.pid):
+        if self.node.monitor(pid, self.pid):
             self._add_monitoring(pid)
         else:
             self.deliver_event(Event(_EXIT, pid, None, noproc(pid)))
@@ -371,28 +312,27 @@ class _Process(_Caller):
         pid = self.node.resolve(to)
         if self.monitoring:
             self.monitoring.discard(pid)
-        self.node._demonitor(pid, self.pid)
+        self.node.demonitor(pid, self.pid)
 
     def set_options(self, *, trap_links: bool | None = None) -> None:
         if trap_links is not None:
             self.trap_links = bool(trap_links)
 
     async def cancel(self, to: Pid | str, timeout: float) -> None:
-        await self.node._cancel(self.node.resolve(to), self.pid, timeout)
+        await self.node.cancel(self.node.resolve(to), self.pid, timeout)
 
     async def terminate(self, to: Pid | str) -> None:
-        await self.node._terminate(self.node.resolve(to), self.pid)
+        await self.node.terminate(self.node.resolve(to), self.pid)
 
     def register(self, name: str) -> None:
-        self.node._register(name, self.pid)
+        self.node.register(name, self.pid)
         if self.names is None:
             self.names = []
         if name not in self.names:
             self.names.append(name)
 
     def unregister(self, name: str) -> None:
-        if self.node.registry.get(name) == self.pid:
-            del self.node.registry[name]
+        self.node.unregister(name, self.pid)
         if self.names and name in self.names:
             self.names.remove(name)
 
@@ -443,21 +383,19 @@ class _Process(_Caller):
         self.monitoring.add(pid)
 
 
-_refs = itertools.count(1)
-
-
-class _OutsideCaller(_Caller):
+class _OutsideCaller(Caller):
     """The caller of a ``node.call``: not a process (it has a pid of its host, so a
     reply and the callee's death reach it, but it is in no process table: a message
     to it is a dead letter and a call to it fails with ``noproc``)."""
 
-    __slots__ = ("_callers",)
+    __slots__ = ()
+    accepts_calls = False
 
-    def __init__(self, node: Node, pid: Pid) -> None:
+    def __init__(self, node: NodeContext, pid: Pid) -> None:
         self.node = node
         self.pid = pid
-        self._calls = None
-        self._callers: dict[int, Any] | None = None
+        self.calls = None
+        self.callers = None
 
     def deliver(self, msg: Message) -> None:
         """A message for it (a host that looked it up as a callee) is dropped."""
@@ -494,9 +432,15 @@ class ProcessHost:
 
     durable = False
 
-    def __init__(self, node: Node, name: str) -> None:
+    def __init__(self, node: NodeContext, name: str, *, workers: int | None = None) -> None:
         self.node = node
         self.name = name
+        #: at most this many processes run at once; later spawns wait their turn (the
+        #: ``workers`` of a ``process.host`` config entry); ``None``: no cap
+        self.workers = workers
+        self._running = 0
+        self._waiting: collections.deque[tuple[_Process, Callable[..., Any], tuple[Any, ...]]] \
+            = collections.deque()
         self.procs: dict[Pid, _Process] = {}
         #: the callers of ``node.call`` waiting for a reply, by their pids
         self.callers: dict[Pid, _OutsideCaller] = {}
@@ -525,13 +469,34 @@ class ProcessHost:
         if monitor is not None:
             proc.monitored_by = {monitor}
         self.procs[pid] = proc
-        self._nursery.start_soon(proc.main, fn, args, name=label or "garrison.process")
+        if self.workers is not None and self._running >= self.workers:
+            self._waiting.append((proc, fn, args))  # pid, inbox and links exist already
+        else:
+            self._start(proc, fn, args)
         return pid
 
-    def get(self, pid: Pid) -> _Process | None:
-        return self.procs.get(pid)
+    def _start(self, proc: _Process, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        assert self._nursery is not None
+        self._running += 1
+        self._nursery.start_soon(proc.main, fn, args, name=proc.label or "garrison.process")
 
-    def local_caller(self, pid: Pid) -> _Caller | None:
+    def start_now(self, proc: _Process) -> None:
+        """``proc`` waits for a slot but was killed: it starts now, off the cap, and
+        ends at once."""
+        for i, (waiting, fn, args) in enumerate(self._waiting):
+            if waiting is proc:
+                del self._waiting[i]
+                self._start(proc, fn, args)
+                return
+
+    def ended(self, proc: _Process) -> None:
+        """``proc`` ended: its slot goes to the oldest process waiting for one."""
+        self._running -= 1
+        while self._waiting and (self.workers is None or self._running < self.workers):
+            waiting, fn, args = self._waiting.popleft()
+            self._start(waiting, fn, args)
+
+    def local_caller(self, pid: Pid) -> Caller | None:
         """The process ``pid``, or the waiting ``node.call`` caller of that pid."""
         proc = self.procs.get(pid)
         if proc is None and self.callers:
@@ -546,7 +511,7 @@ class ProcessHost:
         caller = _OutsideCaller(self.node, Pid(self.name, self._prefix + str(self._seq)))
         self.callers[caller.pid] = caller
         try:
-            return await caller.call(to, topic, payload, timeout)
+            return await call_from(caller, to, topic, payload, timeout)
         finally:
             del self.callers[caller.pid]
 
@@ -661,7 +626,7 @@ class ProcessHost:
 
     async def shutdown(self) -> None:
         """Stop every process, children before parents (leaves of the tree first)."""
-        reason = self.node._shutdown_reason
+        reason = self.node.shutdown_reason
         while self.procs:
             parents = {p.parent for p in self.procs.values()}
             leaves = [p for pid, p in self.procs.items() if pid not in parents]

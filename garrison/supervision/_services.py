@@ -27,8 +27,8 @@ from ..actors._runtime import current_runtime
 from ..actors._values import ErrorInfo, Event, EventKind, Pid
 
 if TYPE_CHECKING:
-    from .._node import Node
     from ..config import Config, ServiceEntry
+    from ..hosts._kernel import NodeContext
 
 log = logging.getLogger("garrison.services")
 
@@ -78,7 +78,7 @@ class _Service:
 class ServiceManager:
     """The process that runs a config's services (one per node)."""
 
-    def __init__(self, node: Node, config: Config, *, seed: int | None = None) -> None:
+    def __init__(self, node: NodeContext, config: Config, *, seed: int | None = None) -> None:
         self.node = node
         self.order: list[_Service] = [_Service(entry) for entry in config.services()]
         self.by_id = {svc.entry.id: svc for svc in self.order}
@@ -177,7 +177,7 @@ class ServiceManager:
         pid: Pid | None = None
         try:
             with trio.fail_after(entry.lifecycle.start_timeout):
-                pid = await self.node._spawn(
+                pid = await self.node.spawn_process(
                     entry.process, tuple(entry.input), host=entry.host, parent=self.pid,
                     link=None, monitor=self.pid, label=entry.id,
                 )
@@ -196,7 +196,7 @@ class ServiceManager:
             if pid is not None:  # spawned but not running in time: it goes, unwatched
                 self.by_pid.pop(pid, None)
                 svc.pid = None
-                await self.node._terminate(pid, self.pid)
+                await self.node.terminate(pid, self.pid)
             await self._failed(svc, ErrorInfo.from_exception(exc), ran=0.0)
             return
         if svc.pid == pid and self.node.hosts[pid.host].is_alive(pid):
@@ -317,22 +317,22 @@ class ServiceManager:
         return out
 
 
-async def start_services(node: Node, config: Config) -> ServiceManager | None:
+async def start_services(node: NodeContext, config: Config) -> ServiceManager | None:
     """Spawn the manager (when the config has services) and wait for the first start pass."""
     if not config.services():
         return None
     manager = ServiceManager(node, config)
-    node._services = manager  # entry ids resolve while the first services start
-    await node._spawn(manager, (), host="processes", parent=None, link=None, monitor=None,
+    node.services = manager  # entry ids resolve while the first services start
+    await node.spawn_process(manager, (), host="processes", parent=None, link=None, monitor=None,
                       label=MANAGER_NAME)
     await manager.started.wait()
     return manager
 
 
-async def stop_services(node: Node, manager: ServiceManager) -> None:
+async def stop_services(node: NodeContext, manager: ServiceManager) -> None:
     """Stop services in reverse dependency order, each within its stop timeout."""
     if manager.pid is not None and node.hosts["processes"].is_alive(manager.pid):
-        await node._cancel(manager.pid, None, manager.stop_budget())
+        await node.cancel(manager.pid, None, manager.stop_budget())
 
 
 __all__ = ["ServiceInfo", "ServiceManager", "ServiceStatus", "start_services", "stop_services"]

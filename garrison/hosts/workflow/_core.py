@@ -21,6 +21,7 @@ from ..._context import activity_owner
 from ..._errors import NotInProcess, WorkflowCancelled
 from ...actors._values import ErrorInfo, Pid
 from ...persistence import RawJson, Transaction, WorkflowStatus
+from .._kernel import Caller
 from ._journal import CANCEL, Cursor, Entry, JournalKind
 
 if TYPE_CHECKING:
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("garrison.workflow")
 
-S = WorkflowStatus
+
 _dumps = json.dumps
 #: a run whose journal passes this many records logs a warning (continue-as-new)
 HISTORY_WARNING = 10_000
@@ -49,7 +50,7 @@ class WaitCancelled(Exception):
     """A wait was interrupted by a cancel request (the caller journals it at its seq)."""
 
 
-class WorkflowCore:
+class WorkflowCore(Caller):
     """State and primitives shared by every part of a workflow instance."""
 
     def __init__(self, host: WorkflowHost, wid: str, name: str, input_plain: list[Any], *,
@@ -80,7 +81,7 @@ class WorkflowCore:
         self.monitoring: set[Pid] = set()
         self.trap_links = False
         self.state = state
-        self.status: WorkflowStatus = S.RUNNING
+        self.status: WorkflowStatus = WorkflowStatus.RUNNING
         self.tasks: trio.Nursery | None = None  # started activities run here
         self.promises: dict[str, tuple[str, Any]] = {}  # completed: name -> (status, value)
         self.topics: set[str] = set()
@@ -94,8 +95,8 @@ class WorkflowCore:
         self.error: ErrorInfo | None = None
         self.kill_reason: ErrorInfo | None = None
         self.scope: trio.CancelScope | None = None
-        self._calls: dict[int, trio.lowlevel.Task | None] = {}  # my calls waiting for a reply
-        self._callers: dict[int, Any] = {}  # calls waiting for my reply
+        self.calls = None  # the call table (see Caller)
+        self.callers = None
         #: characters of journal JSON recorded live in this run (see history_size)
         self.history_bytes = 0
         self._journal_sizes: dict[int, int] | None = None
@@ -242,7 +243,7 @@ class WorkflowCore:
                 with trio.move_on_at(trio_deadline):
                     await ev.wait()
         finally:
-            self.status = S.RUNNING
+            self.status = WorkflowStatus.RUNNING
             if self._wake is ev:
                 self._wake = None
         if self.cancel_requested and not self.cancel_delivered:

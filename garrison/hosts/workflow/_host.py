@@ -18,9 +18,8 @@ from __future__ import annotations
 import json
 import logging
 import uuid as _uuid
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import outcome
 import trio
 
 from ..._errors import (
@@ -31,10 +30,9 @@ from ..._errors import (
     WorkflowFailed,
 )
 from ..._targets import import_target, target_name
-from ...actors._mailbox import timeout_seconds
 from ...actors._values import ErrorInfo, Event, EventKind, Message, Pid
 from ...persistence import RawJson, Store, Transaction, WorkflowStatus, to_json
-from .._process_host import _refs, noproc
+from .._kernel import Caller, NodeContext, exit_fan_out, noproc
 from ._codec import PLAIN, plain_or_repr, return_hint, structure
 from ._inbox import InboxItem
 from ._instance import WorkflowInstance
@@ -42,14 +40,11 @@ from ._journal import JournalKind, event_to_plain, message_to_plain
 from ._recovery import refresh, resume_all, watch_wakeups
 from ._waits import WallClock
 
-if TYPE_CHECKING:
-    from ..._node import Node
-
 __all__ = ["WorkflowHost"]
 
 log = logging.getLogger("garrison.workflow")
 
-S = WorkflowStatus
+
 _dumps = json.dumps
 _loads = json.loads
 #: finished workflows whose outcome stays in memory (older ones are read from the store)
@@ -64,7 +59,7 @@ class WorkflowHost:
 
     durable = True
 
-    def __init__(self, node: Node, name: str, store: Store) -> None:
+    def __init__(self, node: NodeContext, name: str, store: Store) -> None:
         self.node = node
         self.name = name
         self.store = store
@@ -191,16 +186,16 @@ class WorkflowHost:
                      error: ErrorInfo | None) -> None:
         """Record the end of ``wf`` and deliver its ``EXIT``."""
         result_json: str | None = None
-        if status is S.COMPLETED:
+        if status is WorkflowStatus.COMPLETED:
             try:
                 result_json = to_json(value, what=f"the result of workflow {wf.wid!r}")
             except Exception as exc:
-                status, error = S.FAILED, ErrorInfo.from_exception(exc)
+                status, error = WorkflowStatus.FAILED, ErrorInfo.from_exception(exc)
         tx = wf.take_buffer()
-        if status is S.BLOCKED:
+        if status is WorkflowStatus.BLOCKED:
             tx.update_workflow(wf.wid, status=status, error=error, time=self.clock.now())
             await self.store.commit(tx)
-            wf.status = S.BLOCKED
+            wf.status = WorkflowStatus.BLOCKED
             wf.error = error
             wf.done.set()
             log.error("workflow %s is blocked: %s", wf.wid, error)
@@ -235,21 +230,18 @@ class WorkflowHost:
         if len(self.finished) > FINISHED_MEMORY:
             self.finished.pop(next(iter(self.finished)))
         for name in self.names.pop(wf.wid, ()):
-            if self.node.registry.get(name) == wf.pid:
-                del self.node.registry[name]
-        if status is S.FAILED and error is not None:
-            log.warning("workflow %s (%s) failed: %s", wf.wid, wf.name, error)
-        if wf._callers:
-            failure = ProcessError(f"workflow {wf.pid} ended before replying: "
-                                   f"{error or 'normal exit'}", pid=wf.pid,
-                                   error=error or noproc(wf.pid))
-            for ref, caller in list(wf._callers.items()):
-                caller._finish_call(ref, outcome.Error(failure))
-            wf._callers.clear()
-        for watcher in wf.watchers:
-            self.node._deliver_event(watcher, event)
-        for other_pid in wf.links:
-            self.node._linked_exit(other_pid, wf.pid, error)
+            self.node.unregister(name, wf.pid)
+        if status is WorkflowStatus.FAILED and error is not None:
+            log.warning("workflow %s (%s) failed: %s", wf.wid, wf.name, error,
+                        extra={"workflow_id": wf.wid, "run_id": wf.run_id, "pid": wf.pid,
+                               "error": error})
+        if wf.callers:
+            wf.fail_callers(f"workflow {wf.pid} ended before replying: "
+                            f"{error or 'normal exit'}", error or noproc(wf.pid))
+        # workflows it monitored got their EXIT durably; the processes forget it here
+        processes = [p for p in wf.monitoring if not self.node.hosts[p.host].durable] \
+            if wf.monitoring else None
+        exit_fan_out(self.node, wf.pid, event, wf.watchers, wf.links, processes)
         wf.done.set()
 
     # ------------------------------------------------------------ node hooks
@@ -257,7 +249,7 @@ class WorkflowHost:
         """Commit ``msg`` to the workflow's inbox before returning; False for a dead letter."""
         if self.client:
             record = self.store.get_workflow(pid.id)
-            if record is None or S(record.status).finished:
+            if record is None or WorkflowStatus(record.status).finished:
                 await trio.lowlevel.checkpoint()
                 return False
             payload = RawJson(text) if text is not None else msg.payload
@@ -284,32 +276,23 @@ class WorkflowHost:
                 Message(msg.topic, plain_payload, msg.sender, msg.id, msg.call_ref))))
         return True
 
-    async def call(self, caller: Pid, pid: Pid, topic: str, payload: Any, timeout: Any) -> Any:
-        """``process.call`` from a process to a workflow."""
+    async def call(self, caller: Caller, pid: Pid, topic: str, payload: Any,
+                   seconds: float) -> Any:
+        """``process.call`` from a process (or ``node.call``) to a workflow: the request
+        is committed to the workflow's inbox."""
         node = self.node
-        proc = node._local_process(caller)
         wf = self.active.get(pid.id)
-        if wf is None or proc is None:
+        if wf is None:
             raise ProcessError(f"call to {pid} failed: {noproc(pid)}", pid=pid, error=noproc(pid))
-        seconds = timeout_seconds(timeout)
-        ref = next(_refs)
-        if proc._calls is None:
-            proc._calls = {}
-        proc._calls[ref] = None
-        wf._callers[ref] = proc
-        try:
-            await self.deliver_durable(pid, Message(topic, payload, caller,
-                                                    node._message_id(), str(ref)))
-            node.stats_messages += 1
-            with trio.move_on_after(seconds):
-                return await proc._park_call(ref)
-            raise TimeoutError(f"call to {pid} (topic {topic!r}) got no reply within "
-                               f"{seconds:g}s")
-        finally:
-            proc._calls.pop(ref, None)
-            wf._callers.pop(ref, None)
 
-    def local_caller(self, pid: Pid) -> Any:
+        async def deliver(ref: int) -> None:
+            await self.deliver_durable(pid, Message(topic, payload, caller.pid,
+                                                    node.message_id(), str(ref)))
+            node.stats_messages += 1
+
+        return await caller.exchange(wf, pid, topic, seconds, deliver)
+
+    def local_caller(self, pid: Pid) -> WorkflowInstance | None:
         """The workflow object behind ``pid`` (for replies to its calls)."""
         return self.active.get(pid.id)
 
@@ -318,6 +301,8 @@ class WorkflowHost:
         wf = self.active.get(pid.id)
         if wf is None:
             return False
+        if event.kind is EventKind.EXIT:
+            wf.monitoring.discard(event.pid)  # that monitor is spent
         plain_event = event_to_plain(Event(event.kind, event.pid,
                                            plain_or_repr(event.result), event.error))
         text = _dumps(plain_event)
@@ -363,7 +348,7 @@ class WorkflowHost:
 
     def add_monitor(self, target: Pid, watcher: Pid) -> bool:
         wf = self.active.get(target.id)
-        if wf is None or (wf.status is S.BLOCKED and wf.done.is_set()):
+        if wf is None or (wf.status is WorkflowStatus.BLOCKED and wf.done.is_set()):
             return wf is not None
         if watcher.host == self.name:
             return True  # workflows monitor through add_durable_monitor
@@ -412,7 +397,7 @@ class WorkflowHost:
         """Flag the workflow cancelled (committed now); it sees ``WorkflowCancelled``."""
         if self.client:
             record = self.store.get_workflow(wid)
-            if record is None or S(record.status).finished:
+            if record is None or WorkflowStatus(record.status).finished:
                 return False
             self.store.write(Transaction().request_cancel(wid))
             return True
@@ -465,7 +450,8 @@ class WorkflowHost:
         running = list(self.active.values())
         parked = Transaction()
         for wf in running:
-            if wf.status in (S.WAITING, S.SLEEPING) and not wf.done.is_set():
+            parked_now = wf.status in (WorkflowStatus.WAITING, WorkflowStatus.SLEEPING)
+            if parked_now and not wf.done.is_set():
                 parked.update_workflow(wf.wid, status=wf.status)
         if parked and not self.client:
             try:
@@ -497,7 +483,7 @@ class WorkflowHost:
         status: WorkflowStatus
         if wf is not None:
             await wf.done.wait()
-            if wf.status is S.BLOCKED:
+            if wf.status is WorkflowStatus.BLOCKED:
                 if wf.cursor.error is not None:
                     raise wf.cursor.error
                 raise NonDeterminismError(str(wf.error), workflow_id=wid)
@@ -510,12 +496,12 @@ class WorkflowHost:
             record = self.store.get_workflow(wid)
             if record is None:
                 raise NoSuchWorkflow(wid)
-            status = S(record.status)
+            status = WorkflowStatus(record.status)
             while self.client and not status.finished:
                 await trio.sleep(0.02)  # another node runs it: watch the store
                 record = self.store.get_workflow(wid)
                 assert record is not None
-                status = S(record.status)
+                status = WorkflowStatus(record.status)
             if not status.finished:
                 raise NonDeterminismError(
                     f"workflow {wid!r} is {status} but not running on this node: "
@@ -525,7 +511,7 @@ class WorkflowHost:
             error = record.error
             name = record.name
             await trio.lowlevel.checkpoint()
-        if status is S.COMPLETED:
+        if status is WorkflowStatus.COMPLETED:
             value = None if result_json is None else _loads(result_json)
             if hint is None:
                 try:
@@ -533,7 +519,7 @@ class WorkflowHost:
                 except Exception:
                     hint = Any
             return structure(value, hint, what=f"the result of workflow {wid!r}")
-        if status is S.CANCELLED:
+        if status is WorkflowStatus.CANCELLED:
             raise WorkflowCancelled(f"workflow {wid!r} was cancelled")
         assert error is not None
         raise WorkflowFailed(wid, error)

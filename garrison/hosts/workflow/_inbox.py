@@ -16,8 +16,8 @@ from typing import Any
 
 from ...actors._mailbox import timeout_seconds
 from ...actors._values import Message
-from ...persistence import RawJson, Transaction, to_json
-from ._core import S, WaitCancelled, WorkflowCore
+from ...persistence import RawJson, Transaction, WorkflowStatus, to_json
+from ._core import WaitCancelled, WorkflowCore
 from ._journal import (
     Entry,
     JournalKind,
@@ -254,7 +254,7 @@ class Receives(WorkflowCore):
                     return None
                 await self._wait(None if deadline is None else
                                  self.host.clock.trio_deadline(deadline),
-                                 S.WAITING)
+                                 WorkflowStatus.WAITING)
         except WaitCancelled:
             self._deliver_cancel(seq)
 

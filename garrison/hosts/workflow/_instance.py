@@ -26,7 +26,7 @@ from ...persistence import RawJson, WorkflowStatus, to_json
 from ...workflow import WorkflowInfo
 from ._activities import Activities
 from ._codec import json_round_trip, restore_args
-from ._core import ContinueAsNew, S, log
+from ._core import ContinueAsNew, log
 from ._interop import Interop
 from ._journal import CANCEL, Cursor, JournalKind, timestamp
 from ._waits import Waits
@@ -81,29 +81,29 @@ class WorkflowInstance(Waits, Activities, Interop):
                     except ContinueAsNew as again:
                         await self._continue_as_new(again.args_)
                 self.cursor.finished()
-                final = S.COMPLETED
+                final = WorkflowStatus.COMPLETED
             except NonDeterminismError as exc:
-                error, final = ErrorInfo.from_exception(exc), S.BLOCKED
+                error, final = ErrorInfo.from_exception(exc), WorkflowStatus.BLOCKED
             except WorkflowCancelled as exc:
-                final = S.CANCELLED if self.cancel_delivered else S.FAILED
+                final = WorkflowStatus.CANCELLED if self.cancel_delivered else WorkflowStatus.FAILED
                 error = ErrorInfo.from_exception(exc)
             except trio.Cancelled:
                 raise
             except Exception as exc:
-                error, final = ErrorInfo.from_exception(exc), S.FAILED
+                error, final = ErrorInfo.from_exception(exc), WorkflowStatus.FAILED
             except BaseExceptionGroup as group:
                 _, rest = group.split(trio.Cancelled)
                 if rest is None or not isinstance(rest, Exception):
                     raise
-                error, final = ErrorInfo.from_exception(rest), S.FAILED
+                error, final = ErrorInfo.from_exception(rest), WorkflowStatus.FAILED
         if final is None:
             if self.kill_reason is None:
                 return  # the node is closing: nothing is journaled, the workflow resumes later
-            final, error = S.FAILED, self.kill_reason
+            final, error = WorkflowStatus.FAILED, self.kill_reason
         if self.cursor.error is not None:
-            final, error = S.BLOCKED, ErrorInfo.from_exception(self.cursor.error)
-        elif final is S.COMPLETED and self.cancel_delivered:
-            final = S.CANCELLED
+            final, error = WorkflowStatus.BLOCKED, ErrorInfo.from_exception(self.cursor.error)
+        elif final is WorkflowStatus.COMPLETED and self.cancel_delivered:
+            final = WorkflowStatus.CANCELLED
             error = ErrorInfo.from_exception(self._cancelled_error())
         with trio.CancelScope(shield=True):
             try:
@@ -111,7 +111,7 @@ class WorkflowInstance(Waits, Activities, Interop):
             except Exception as exc:  # the store failed (disk full, closed): keep the node
                 log.error("workflow %s ended (%s) but its end could not be recorded: %s; "
                           "it resumes from its journal on the next node", self.wid, final, exc)
-                self.status = S.BLOCKED
+                self.status = WorkflowStatus.BLOCKED
                 self.error = ErrorInfo.from_exception(exc)
                 self.cursor.error = self.cursor.error or NonDeterminismError(
                     f"workflow {self.wid!r} ended but its end could not be recorded: {exc}",

@@ -11,16 +11,14 @@ exactly once.
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable
 from typing import Any
-
-import outcome
-import trio
 
 from ..._errors import ProcessError
 from ...actors._mailbox import timeout_seconds
 from ...actors._values import ErrorInfo, Event, EventKind, Message, Pid
 from ...persistence import RawJson, Transaction, to_json
-from .._process_host import _refs, noproc
+from .._kernel import noproc
 from ._codec import PLAIN, json_round_trip
 from ._core import WorkflowCore
 from ._inbox import InboxItem
@@ -63,7 +61,7 @@ class Interop(WorkflowCore):
                     link: bool, monitor: bool) -> Pid:
         node = self.node
         host_name = host or self.host.name
-        h = node._host(host_name)
+        h = node.host(host_name)
         label = target if isinstance(target, str) else getattr(target, "__qualname__",
                                                                repr(target))
         entry = self._take(JournalKind.SPAWN, str(label))
@@ -82,7 +80,7 @@ class Interop(WorkflowCore):
                                 prefix_tx=self.take_buffer(), journal=(self, seq, str(label)),
                                 watcher=self.pid)
         else:
-            pid = await node._spawn(target, args, host=host_name, parent=self.pid,
+            pid = await node.spawn_process(target, args, host=host_name, parent=self.pid,
                                     link=self.pid if link else None,
                                     monitor=self.pid if monitor else None)
             tx = Transaction()
@@ -149,11 +147,7 @@ class Interop(WorkflowCore):
         self.record(tx, seq, JournalKind.REPLY, msg.topic, _dumps({"to": str(msg.sender)}))
         await self._commit(tx)
         if msg.sender is not None and msg.call_ref is not None:
-            caller = self.node._local_process(msg.sender)
-            ref = int(msg.call_ref)
-            self._callers.pop(ref, None)
-            if caller is not None:
-                caller._finish_call(ref, outcome.Value(plain))
+            self.reply_to(msg, plain)
 
     def link(self, to: Pid | str) -> None:
         pid = self.node.resolve(to)
@@ -161,14 +155,14 @@ class Interop(WorkflowCore):
             return
         live = self._sync_op(JournalKind.LINK, str(pid), {})
         self.links.add(pid)
-        if live and not self.node._link(pid, self.pid):
+        if live and not self.node.link(pid, self.pid):
             self.host.linked_exit(self.pid, pid, noproc(pid))
 
     def unlink(self, to: Pid | str) -> None:
         pid = self.node.resolve(to)
         self._sync_op(JournalKind.UNLINK, str(pid), {})
         self.links.discard(pid)
-        self.node._unlink(pid, self.pid)
+        self.node.unlink(pid, self.pid)
 
     def monitor(self, to: Pid | str) -> None:
         pid = self.node.resolve(to)
@@ -179,7 +173,7 @@ class Interop(WorkflowCore):
         h = self.node.hosts.get(pid.host)
         if h is not None and h.durable:
             h.add_durable_monitor(pid, self)
-        elif not self.node._monitor(pid, self.pid):
+        elif not self.node.monitor(pid, self.pid):
             self.host.deliver_event(self.pid, Event(EventKind.EXIT, pid, None, noproc(pid)))
 
     def demonitor(self, to: Pid | str) -> None:
@@ -190,7 +184,7 @@ class Interop(WorkflowCore):
         if h is not None and h.durable:
             h.remove_durable_monitor(pid, self)
         else:
-            self.node._demonitor(pid, self.pid)
+            self.node.demonitor(pid, self.pid)
 
     def set_options(self, *, trap_links: bool | None = None) -> None:
         if trap_links is not None:
@@ -201,7 +195,7 @@ class Interop(WorkflowCore):
         entry = self._take(JournalKind.CANCEL_PROCESS, str(pid))
         if entry is None:
             seq = self.cursor.seq - 1
-            await self.node._cancel(pid, self.pid, timeout)
+            await self.node.cancel(pid, self.pid, timeout)
             tx = Transaction()
             self.record(tx, seq, JournalKind.CANCEL_PROCESS, str(pid), "null")
             await self._commit(tx)
@@ -211,13 +205,13 @@ class Interop(WorkflowCore):
         entry = self._take(JournalKind.TERMINATE, str(pid))
         if entry is None:
             seq = self.cursor.seq - 1
-            await self.node._terminate(pid, self.pid)
+            await self.node.terminate(pid, self.pid)
             tx = Transaction()
             self.record(tx, seq, JournalKind.TERMINATE, str(pid), "null")
             await self._commit(tx)
 
     def register(self, name: str) -> None:
-        self.node._register(name, self.pid)
+        self.node.register(name, self.pid)
         self.host.names.setdefault(self.wid, set()).add(name)
 
     def unregister(self, name: str) -> None:
@@ -243,35 +237,30 @@ class Interop(WorkflowCore):
         node = self.node
         pid = node.resolve(to)
         seconds = timeout_seconds(timeout)
-        ref = next(_refs)
-        self._calls[ref] = None
-        callee = node._local_process(pid)
+        callee = node.caller_of(pid)
         result: dict[str, Any]
         try:
-            if callee is None:
+            if callee is None or not callee.accepts_calls:
                 raise ProcessError(f"call to {pid} failed: {noproc(pid)}", pid=pid,
                                    error=noproc(pid))
-            if callee._callers is None:
-                callee._callers = {}
-            callee._callers[ref] = self
             if isinstance(callee, WorkflowCore):
                 text = to_json(payload, what=f"the payload of call {topic!r}")
-                await self.host.deliver_durable(
-                    pid, Message(topic, _loads(text), self.pid, f"{self.wid}#{seq}", str(ref)),
-                    text=text)
+                plain = _loads(text)
+
+                def deliver(ref: int) -> Awaitable[bool] | None:
+                    return self.host.deliver_durable(
+                        pid, Message(topic, plain, self.pid, f"{self.wid}#{seq}", str(ref)),
+                        text=text)
             else:
-                node.stats_messages += 1
-                callee.deliver(Message(topic, payload, self.pid, node._message_id(), str(ref)))
-            with trio.move_on_after(seconds):
-                value = await self._park_call(ref)
-                text, plain = json_round_trip(value, f"the reply to call {topic!r}")
-                result = {"ok": plain}
-                tx = Transaction()
-                self.record(tx, seq, JournalKind.CALL, topic, _dumps(result))
-                await self._commit(tx)
-                return plain
-            raise TimeoutError(f"call to {pid} (topic {topic!r}) got no reply within "
-                               f"{seconds:g}s")
+                process = callee
+
+                def deliver(ref: int) -> Awaitable[bool] | None:
+                    node.stats_messages += 1
+                    process.deliver(Message(topic, payload, self.pid, node.message_id(),
+                                            str(ref)))
+                    return None
+
+            value = await self.exchange(callee, pid, topic, seconds, deliver)
         except (TimeoutError, ProcessError) as exc:
             err = exc.error if isinstance(exc, ProcessError) and exc.error else \
                 ErrorInfo(type(exc).__name__, str(exc))
@@ -282,25 +271,8 @@ class Interop(WorkflowCore):
             self.record(tx, seq, JournalKind.CALL, topic, _dumps(result))
             await self._commit(tx)
             raise
-        finally:
-            self._calls.pop(ref, None)
-            if callee is not None and callee._callers:
-                callee._callers.pop(ref, None)
-
-    async def _park_call(self, ref: int) -> Any:
-        task = trio.lowlevel.current_task()
-        self._calls[ref] = task
-
-        def abort(_: Any) -> trio.lowlevel.Abort:
-            self._calls[ref] = None
-            return trio.lowlevel.Abort.SUCCEEDED
-
-        return await trio.lowlevel.wait_task_rescheduled(abort)
-
-    def _finish_call(self, ref: int, result: outcome.Outcome[Any]) -> None:
-        if ref not in self._calls:
-            return
-        task = self._calls.pop(ref)
-        if task is not None:
-            trio.lowlevel.reschedule(task, result)
-
+        _text, plain_value = json_round_trip(value, f"the reply to call {topic!r}")
+        tx = Transaction()
+        self.record(tx, seq, JournalKind.CALL, topic, _dumps({"ok": plain_value}))
+        await self._commit(tx)
+        return plain_value

@@ -31,7 +31,7 @@ __all__ = ["load", "refresh", "resume_all", "watch_wakeups"]
 
 log = logging.getLogger("garrison.workflow")
 
-S = WorkflowStatus
+
 #: the longest the collector stays paused while recovered workflows replay
 GC_PAUSE_MAX = 10.0
 
@@ -81,8 +81,9 @@ async def resume_all(host: WorkflowHost, nursery: trio.Nursery) -> None:
                           extra={"workflow_id": record.workflow_id})
                 continue
             host.active[wf.wid] = wf
-            if record.status != S.RUNNING:  # pending (made by a tool), blocked, parked
-                resumed.update_workflow(wf.wid, status=S.RUNNING, time=host.clock.now())
+            if record.status != WorkflowStatus.RUNNING:  # pending, blocked, parked
+                resumed.update_workflow(wf.wid, status=WorkflowStatus.RUNNING,
+                                        time=host.clock.now())
             nursery.start_soon(wf.main)
             recovering.append(wf)
     finally:

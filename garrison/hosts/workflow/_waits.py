@@ -16,9 +16,9 @@ from typing import Any
 import trio
 
 from ..._errors import PromiseRejected
-from ...persistence import Transaction
+from ...persistence import Transaction, WorkflowStatus
 from ._activities import ActivityHandle
-from ._core import S, WaitCancelled
+from ._core import WaitCancelled
 from ._inbox import PendingReceive, Receives
 from ._journal import JournalKind, timestamp
 
@@ -118,7 +118,7 @@ class Waits(Receives):
             await self._commit(Transaction().add_timer(self.wid, seq, recorded))
         try:
             while self.host.clock.now() < recorded:
-                await self._wait(self.host.clock.trio_deadline(recorded), S.SLEEPING)
+                await self._wait(self.host.clock.trio_deadline(recorded), WorkflowStatus.SLEEPING)
         except WaitCancelled:
             self._deliver_cancel(seq)
         tx = Transaction()
@@ -144,7 +144,7 @@ class Waits(Receives):
             seq = self.cursor.seq - 1
             try:
                 while name not in self.promises:
-                    await self._wait(None, S.WAITING)
+                    await self._wait(None, WorkflowStatus.WAITING)
             except WaitCancelled:
                 self._deliver_cancel(seq)
             status, value = self.promises[name]
@@ -180,7 +180,8 @@ class Waits(Receives):
         seq = self.cursor.seq - 1
         try:
             while not timer.done():
-                await self._wait(self.host.clock.trio_deadline(timer.deadline), S.SLEEPING)
+                await self._wait(self.host.clock.trio_deadline(timer.deadline),
+                                 WorkflowStatus.SLEEPING)
         except WaitCancelled:
             self._deliver_cancel(seq)
         tx = Transaction()
@@ -216,7 +217,8 @@ class Waits(Receives):
                 deadlines = [a.deadline for a in awaitables if isinstance(a, DurableTimer)]
                 wake = self.host.clock.trio_deadline(min(deadlines)) if deadlines else None
                 only_timers = len(deadlines) == len(awaitables)
-                await self._wait(wake, S.SLEEPING if only_timers else S.WAITING)
+                await self._wait(wake, WorkflowStatus.SLEEPING if only_timers
+                                 else WorkflowStatus.WAITING)
         except WaitCancelled:
             self._deliver_cancel(seq)
 

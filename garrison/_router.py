@@ -1,0 +1,226 @@
+"""The node's inside: routing between hosts, the name registry, statistics, and the
+cross-host operations (spawn, send, links, monitors, cancel, terminate) that hosts and
+services ask for.
+
+:class:`Router` implements :class:`~garrison.hosts._kernel.NodeContext`: it is what a
+host or the service manager holds as its ``node``. The public :class:`~garrison.Node`
+owns one and adds the user-facing API and the node's lifecycle.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections import OrderedDict
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from ._errors import NoSuchProcess, ProcessError
+from ._targets import check_target
+from .actors._mailbox import timeout_seconds
+from .actors._values import ErrorInfo, Event, Message, Pid
+from .hosts._kernel import Caller, NodeContext, noproc
+
+if TYPE_CHECKING:
+    from ._node import Node
+    from .supervision._services import ServiceManager
+
+__all__ = ["EXIT_MEMORY", "Router"]
+
+#: how many finished processes' outcomes ``Node.wait`` can still report
+EXIT_MEMORY = 10_000
+
+
+class Router:
+    """Routing, registry and statistics of one node (see the module docs)."""
+
+    def __init__(self, node: Node, config: Any, inbox_warning: int) -> None:
+        #: the public node this router belongs to (``garrison.current_node()``)
+        self.public = node
+        self.config = config
+        self.inbox_warning = inbox_warning
+        self.hosts: dict[str, Any] = {}
+        self.registry: dict[str, Pid] = {}
+        self.stopping = False
+        self.stats_messages = 0
+        self.stats_dead_letters = 0
+        self.stats_spawned = 0
+        self.shutdown_reason = ErrorInfo("Shutdown", "the node is shutting down")
+        #: the service manager of the config's services, once started
+        self.services: ServiceManager | None = None
+        self._exits: OrderedDict[Pid, tuple[Any, ErrorInfo | None]] = OrderedDict()
+        self._msg_prefix = format(int.from_bytes(os.urandom(4), "big"), "x") + "-"
+        self._msg_seq = itertools.count(1)
+
+    # ------------------------------------------------------------ names and hosts
+    def host(self, name: str) -> Any:
+        try:
+            return self.hosts[name]
+        except KeyError:
+            known = ", ".join(sorted(self.hosts)) or "none"
+            raise ValueError(f"no host named {name!r} on this node (hosts: {known})") from None
+
+    def resolve(self, to: Pid | str) -> Pid:
+        """``to`` as a pid: a pid stays itself; a string with a ``/`` is a pid's text
+        form (``str(pid)``, e.g. ``"workflows/order-17"``); any other string is a
+        registered name (or a service's entry id)."""
+        if type(to) is Pid:
+            return to
+        if isinstance(to, str):
+            if "/" in to:
+                return Pid.parse(to)
+            pid = self.lookup(to)
+            if pid is None:
+                raise NoSuchProcess(to)
+            return pid
+        if isinstance(to, Pid):
+            return to
+        raise TypeError(f"expected a Pid, its text form or a registered name, got "
+                        f"{type(to).__name__}: {to!r}")
+
+    def lookup(self, name: str) -> Pid | None:
+        """The pid registered under ``name`` (or running a service of that entry id)."""
+        pid = self.registry.get(name)
+        if pid is None and self.services is not None:
+            pid = self.services.running_pid(name)
+        return pid
+
+    def resolve_target(self, target: Any) -> Any:
+        """A spawn target: a callable stays itself, a string is a config entry id."""
+        if isinstance(target, str):
+            if self.config is None:
+                raise ValueError(f"unknown target {target!r}: no config is loaded, so entry ids "
+                                 "cannot be resolved")
+            return self.config.resolve_target(target)
+        return target
+
+    def register(self, name: str, pid: Pid) -> None:
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"a registered name must be a non-empty string, got {name!r}")
+        if "/" in name:
+            raise ValueError(f"cannot register {name!r}: a registered name must not contain "
+                             "'/' (a string with '/' is read as a pid, like 'workflows/order-17')")
+        holder = self.registry.get(name)
+        if holder is not None and holder != pid and self.hosts[holder.host].is_alive(holder):
+            raise ValueError(f"name {name!r} is already registered by {holder}")
+        self.registry[name] = pid
+
+    def unregister(self, name: str, pid: Pid) -> None:
+        """Release ``name`` if ``pid`` holds it."""
+        if self.registry.get(name) == pid:
+            del self.registry[name]
+
+    # ------------------------------------------------------------ processes
+    async def spawn_process(self, target: Any, args: tuple[Any, ...], *, host: str,
+                            parent: Pid | None, link: Pid | None, monitor: Pid | None,
+                            label: str | None = None) -> Pid:
+        if self.stopping:
+            raise ProcessError("cannot spawn: the node is shutting down")
+        h = self.host(host)
+        if h.durable:
+            pid: Pid = await h.spawn_process(target, args, parent=parent, link=link,
+                                             monitor=monitor)
+        else:
+            fn = self.resolve_target(target)
+            checked = check_target(fn)
+            pid = h.spawn(fn, args, parent=parent, link=link, monitor=monitor,
+                          label=label or checked)
+        self.stats_spawned += 1
+        return pid
+
+    def message_id(self) -> str:
+        return self._msg_prefix + str(next(self._msg_seq))
+
+    async def send_message(self, sender: Pid | None, to: Pid | str, topic: str,
+                           payload: Any) -> None:
+        pid = to if type(to) is Pid else self.resolve(to)
+        host = self.hosts.get(pid.host)
+        if host is None:
+            self.stats_dead_letters += 1
+            return
+        msg = Message(topic, payload, sender, self._msg_prefix + str(next(self._msg_seq)))
+        if host.durable:
+            delivered = await host.deliver_durable(pid, msg)
+        else:
+            delivered = host.deliver(pid, msg)
+        if delivered:
+            self.stats_messages += 1
+        else:
+            self.stats_dead_letters += 1
+
+    def caller_of(self, pid: Pid) -> Caller | None:
+        host = self.hosts.get(pid.host)
+        if host is None:
+            return None
+        caller: Caller | None = host.local_caller(pid)
+        return caller
+
+    def record_exit(self, pid: Pid, result: Any, error: ErrorInfo | None) -> None:
+        exits = self._exits
+        exits[pid] = (result, error)
+        if len(exits) > EXIT_MEMORY:
+            exits.popitem(last=False)
+
+    def exit_of(self, pid: Pid) -> tuple[Any, ErrorInfo | None]:
+        """``(result, error)`` of a process that ended recently; ``ProcessError`` if
+        unknown."""
+        try:
+            return self._exits[pid]
+        except KeyError:
+            raise ProcessError(f"process {pid} is unknown: {noproc(pid)}", pid=pid,
+                               error=noproc(pid)) from None
+
+    # ------------------------------------------------------------ links and monitors
+    def deliver_event(self, pid: Pid, event: Event) -> None:
+        host = self.hosts.get(pid.host)
+        if host is None or not host.deliver_event(pid, event):
+            self.stats_dead_letters += 1
+
+    def linked_exit(self, target: Pid, dead: Pid, error: ErrorInfo | None) -> None:
+        host = self.hosts.get(target.host)
+        if host is not None:
+            host.linked_exit(target, dead, error)
+
+    def link(self, target: Pid, other: Pid) -> bool:
+        host = self.hosts.get(target.host)
+        return host is not None and bool(host.add_link(target, other))
+
+    def unlink(self, target: Pid, other: Pid) -> None:
+        host = self.hosts.get(target.host)
+        if host is not None:
+            host.remove_link(target, other)
+
+    def monitor(self, target: Pid, watcher: Pid) -> bool:
+        host = self.hosts.get(target.host)
+        return host is not None and bool(host.add_monitor(target, watcher))
+
+    def demonitor(self, target: Pid, watcher: Pid) -> None:
+        host = self.hosts.get(target.host)
+        if host is not None:
+            host.remove_monitor(target, watcher)
+
+    # ------------------------------------------------------------ stopping others
+    async def cancel(self, target: Pid, by: Pid | None, timeout: Any) -> None:
+        host = self.host(target.host)
+        seconds = timeout_seconds(timeout)
+        if not host.cancel_event(target, by):
+            return
+        with trio.move_on_after(seconds):
+            await host.wait_exited(target)
+            return
+        host.kill(target, ErrorInfo("Terminated", f"did not stop within {seconds:g}s of CANCEL"))
+        await host.wait_exited(target)
+
+    async def terminate(self, target: Pid, by: Pid | None) -> None:
+        host = self.host(target.host)
+        who = f"by {by}" if by is not None else "from outside any process"
+        if host.kill(target, ErrorInfo("Terminated", f"terminated {who}")):
+            await host.wait_exited(target)
+        else:
+            await trio.lowlevel.checkpoint()
+
+
+def _conforms(router: Router) -> NodeContext:
+    """Static check (mypy): the router implements the NodeContext protocol."""
+    return router

@@ -1,0 +1,232 @@
+"""What hosts share: the interfaces between the node and its hosts, the call table,
+and what happens when a process ends (exit fan-out).
+
+- :class:`NodeContext` is everything a host (or the service manager) asks of the node
+  it runs on: routing, the name registry, spawning, links and monitors across hosts,
+  cancel and terminate, statistics. The node implements it; hosts never see more.
+- :class:`Host` is what the node asks of every host, in memory or durable.
+- :class:`Caller` is the call table of anything that makes ``process.call``\\ s and is
+  replied to (a process, a workflow, the stand-in caller of ``node.call``): the calls
+  it waits on, and the calls waiting on it. One exchange serves every pair of hosts.
+- :func:`exit_fan_out` delivers an ended process's ``EXIT`` to its monitors, applies
+  the linked-exit rule to its links, and drops its own monitors.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, Protocol
+
+import outcome
+import trio
+
+from .._errors import ProcessError
+from ..actors._values import ErrorInfo, Event, Message, Pid
+
+__all__ = ["Caller", "Host", "NodeContext", "exit_fan_out", "next_call_ref", "noproc"]
+
+
+def noproc(pid: Pid) -> ErrorInfo:
+    """The reason given for a process that does not exist (any more)."""
+    return ErrorInfo("noproc", f"process {pid} is not alive")
+
+
+#: call references: unique across every host of the process (replies find their call)
+next_call_ref = itertools.count(1).__next__
+
+
+class Host(Protocol):
+    """What the node needs of every host (process or workflow)."""
+
+    name: str
+    #: True for a workflow host (its processes are journaled workflows)
+    durable: bool
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = ...) -> None: ...
+    def deliver_event(self, pid: Pid, event: Event) -> bool: ...
+    def add_monitor(self, target: Pid, watcher: Pid) -> bool: ...
+    def remove_monitor(self, target: Pid, watcher: Pid) -> None: ...
+    def add_link(self, target: Pid, other: Pid) -> bool: ...
+    def remove_link(self, target: Pid, other: Pid) -> None: ...
+    def linked_exit(self, target: Pid, dead: Pid, error: ErrorInfo | None) -> None: ...
+    def cancel_event(self, target: Pid, by: Pid | None) -> bool: ...
+    def kill(self, target: Pid, reason: ErrorInfo) -> bool: ...
+    async def wait_exited(self, target: Pid) -> None: ...
+    def is_alive(self, pid: Pid) -> bool: ...
+    def live_count(self) -> int: ...
+    def local_caller(self, pid: Pid) -> Caller | None: ...
+    async def shutdown(self) -> None: ...
+
+
+class NodeContext(Protocol):
+    """What hosts and services need from the node they run on."""
+
+    #: the hosts by name
+    hosts: dict[str, Any]
+    #: registered names
+    registry: dict[str, Pid]
+    #: the loaded config, or ``None``
+    config: Any
+    #: the node is stopping: no new processes
+    stopping: bool
+    #: the reason given to processes stopped because the node shuts down
+    shutdown_reason: ErrorInfo
+    #: warn when one inbox holds this many items (0: never)
+    inbox_warning: int
+    #: the service manager of the config's services (set when it starts), or ``None``
+    services: Any
+    stats_messages: int
+    stats_dead_letters: int
+
+    def host(self, name: str) -> Any:
+        """The host ``name``, or ``ValueError`` listing the hosts."""
+        ...
+
+    def resolve(self, to: Pid | str) -> Pid:
+        """A pid, its text form, a registered name or a service's entry id, as a pid."""
+        ...
+
+    def lookup(self, name: str) -> Pid | None: ...
+
+    def resolve_target(self, target: Any) -> Any:
+        """A spawn target: a callable stays itself, a string is a config entry id."""
+        ...
+
+    def message_id(self) -> str:
+        """A fresh message id, unique on this node."""
+        ...
+
+    async def spawn_process(self, target: Any, args: tuple[Any, ...], *, host: str,
+                            parent: Pid | None, link: Pid | None, monitor: Pid | None,
+                            label: str | None = None) -> Pid:
+        """Start a process (or workflow, on a workflow host), linked to / monitored by
+        the given pids atomically."""
+        ...
+
+    async def send_message(self, sender: Pid | None, to: Pid | str, topic: str,
+                           payload: Any) -> None:
+        """Deliver a message (durably to a workflow) or count a dead letter."""
+        ...
+
+    def caller_of(self, pid: Pid) -> Caller | None:
+        """Whoever ``pid`` is, if it can make calls and be replied to here."""
+        ...
+
+    def deliver_event(self, pid: Pid, event: Event) -> None: ...
+    def linked_exit(self, target: Pid, dead: Pid, error: ErrorInfo | None) -> None: ...
+    def link(self, target: Pid, other: Pid) -> bool: ...
+    def unlink(self, target: Pid, other: Pid) -> None: ...
+    def monitor(self, target: Pid, watcher: Pid) -> bool: ...
+    def demonitor(self, target: Pid, watcher: Pid) -> None: ...
+    async def cancel(self, target: Pid, by: Pid | None, timeout: Any) -> None: ...
+    async def terminate(self, target: Pid, by: Pid | None) -> None: ...
+    def register(self, name: str, pid: Pid) -> None: ...
+    def unregister(self, name: str, pid: Pid) -> None: ...
+    def record_exit(self, pid: Pid, result: Any, error: ErrorInfo | None) -> None: ...
+
+
+class Caller:
+    """The call table of whatever makes calls and is replied to.
+
+    ``calls``: my calls waiting for a reply (ref -> my parked task, or ``None``
+    before it parks); ``callers``: calls waiting for my reply (ref -> the caller).
+    Both are made on first use.
+    """
+
+    __slots__ = ("callers", "calls", "node", "pid")
+
+    #: a stand-in that cannot receive a call (``node.call``'s caller) says False
+    accepts_calls = True
+
+    node: NodeContext
+    pid: Pid
+    calls: dict[int, trio.lowlevel.Task | None] | None
+    callers: dict[int, Caller] | None
+
+    def deliver(self, msg: Message) -> Any:
+        """Put ``msg`` in this callee's inbox (a host's own way)."""
+        raise NotImplementedError
+
+    async def exchange(self, callee: Caller, pid: Pid, topic: str, seconds: float,
+                       deliver: Callable[[int], Awaitable[Any] | None]) -> Any:
+        """One call: register it with both sides, ``deliver(ref)`` the request (sync, or
+        an awaitable), wait for the reply or ``seconds``; ``TimeoutError`` after that,
+        ``ProcessError`` when the callee ends first."""
+        ref = next_call_ref()
+        calls = self.calls
+        if calls is None:
+            calls = self.calls = {}
+        calls[ref] = None
+        waiting = callee.callers
+        if waiting is None:
+            waiting = callee.callers = {}
+        waiting[ref] = self
+        try:
+            sent = deliver(ref)
+            if sent is not None:
+                await sent
+            with trio.move_on_after(seconds):
+                return await self.park_call(ref)
+            raise TimeoutError(f"call to {pid} (topic {topic!r}) got no reply within {seconds:g}s")
+        finally:
+            calls.pop(ref, None)
+            waiting.pop(ref, None)
+
+    async def park_call(self, ref: int) -> Any:
+        """Wait for the outcome of my call ``ref``."""
+        calls = self.calls
+        assert calls is not None
+        task = trio.lowlevel.current_task()
+        calls[ref] = task
+
+        def abort(_: Any) -> trio.lowlevel.Abort:
+            if ref in calls:
+                calls[ref] = None
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        return await trio.lowlevel.wait_task_rescheduled(abort)
+
+    def finish_call(self, ref: int, result: outcome.Outcome[Any]) -> None:
+        """The reply (or failure) of my call ``ref`` arrived; a late one is dropped."""
+        calls = self.calls
+        if calls is None or ref not in calls:
+            return  # a late reply: the caller gave up already
+        task = calls.pop(ref)
+        if task is not None:
+            trio.lowlevel.reschedule(task, result)
+
+    def reply_to(self, msg: Message, value: Any) -> None:
+        """Hand ``value`` to the caller of ``msg`` (a call this callee received)."""
+        assert msg.sender is not None and msg.call_ref is not None
+        ref = int(msg.call_ref)
+        if self.callers is not None:
+            self.callers.pop(ref, None)
+        caller = self.node.caller_of(msg.sender)
+        if caller is not None:
+            caller.finish_call(ref, outcome.Value(value))
+
+    def fail_callers(self, why: str, error: ErrorInfo) -> None:
+        """This callee ended: every call waiting for its reply fails at once."""
+        callers = self.callers
+        if callers:
+            failure = ProcessError(why, pid=self.pid, error=error)
+            for ref, caller in list(callers.items()):
+                caller.finish_call(ref, outcome.Error(failure))
+            callers.clear()
+
+
+def exit_fan_out(node: NodeContext, pid: Pid, event: Event, watchers: Iterable[Pid] | None,
+                 links: Iterable[Pid] | None, monitoring: Iterable[Pid] | None) -> None:
+    """``pid`` ended with ``event``: its monitors get the ``EXIT``, its links the linked-
+    exit rule (a failure ends them or reaches them as ``LINK_DOWN``), and the processes
+    it monitored forget it."""
+    if watchers:
+        for watcher in watchers:
+            node.deliver_event(watcher, event)
+    if links:
+        for other in links:
+            node.linked_exit(other, pid, event.error)
+    if monitoring:
+        for target in monitoring:
+            node.demonitor(target, pid)
