@@ -103,6 +103,24 @@ class SupervisorGaveUp(SupervisorError):
         self.within = within
 
 
+# ----------------------------------------------------------------------------- intensity
+def add_restart(stamps: list[float], now: float, within: float, max_restarts: int
+                ) -> tuple[list[float], int, bool]:
+    """OTP's restart intensity as a pure function (``supervisor:add_restart/1``).
+
+    ``stamps`` are the times of earlier restarts; a restart at ``now`` keeps those of the
+    last ``within`` seconds (a stamp exactly ``within`` old has left the window) plus
+    ``now``. Returns ``(stamps, attempt, allowed)``: ``attempt`` is this restart's number
+    within the window, ``allowed`` is false once it exceeds ``max_restarts``.
+
+    >>> add_restart([0.0, 1.0], 5.0, 5.0, 3)
+    ([1.0, 5.0], 2, True)
+    """
+    kept = [t for t in stamps if now - t < within]
+    kept.append(now)
+    return kept, len(kept), len(kept) <= max_restarts
+
+
 # ----------------------------------------------------------------------------- ChildSpec
 def _check_id(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
     if not isinstance(value, str) or not value:
@@ -568,11 +586,10 @@ class Supervisor:
                      spec.restart)
             return None
         now = trio.current_time()
-        self._restarts = [t for t in self._restarts if now - t < self.within]
-        self._restarts.append(now)
-        attempt = len(self._restarts)
+        self._restarts, attempt, allowed = add_restart(self._restarts, now, self.within,
+                                                      self.max_restarts)
         window = _fmt_seconds(self.within)
-        if attempt > self.max_restarts:
+        if not allowed:
             log.error("%s: giving up, supervisor %s stops its children: restart %d within %s "
                       "exceeds max_restarts=%d; last error: %s", spec.name, self._who(), attempt,
                       window, self.max_restarts, _describe_exit(error))
