@@ -12,6 +12,8 @@ from __future__ import annotations
 import contextvars
 from typing import TYPE_CHECKING, Any
 
+from .actors._runtime import Runtime, reset_runtime, set_runtime
+
 if TYPE_CHECKING:
     from .workflow import WorkflowRuntime
 
@@ -40,19 +42,23 @@ def activity_owner() -> str | None:
 
 
 class activity_scope:
-    """Run an activity of ``workflow_id`` inside: no workflow runtime there.
+    """Run an activity of ``workflow_id`` inside: no workflow runtime there, and
+    ``process_runtime`` (plain messaging on behalf of the workflow) as the process one.
 
     A class rather than ``@contextmanager``: it is entered once per activity call."""
 
-    __slots__ = ("_outer", "_owner", "workflow_id")
+    __slots__ = ("_outer", "_owner", "_process", "process_runtime", "workflow_id")
 
-    def __init__(self, workflow_id: str) -> None:
+    def __init__(self, workflow_id: str, process_runtime: Runtime) -> None:
         self.workflow_id = workflow_id
+        self.process_runtime = process_runtime
 
     def __enter__(self) -> None:
         self._outer = _workflow.set(None)
         self._owner = _activity_of.set(self.workflow_id)
+        self._process = set_runtime(self.process_runtime)
 
     def __exit__(self, *exc: object) -> None:
+        reset_runtime(self._process)
         _activity_of.reset(self._owner)
         _workflow.reset(self._outer)

@@ -105,7 +105,13 @@ class ActivityError(GarrisonError):
 
 
 class PromiseRejected(GarrisonError):
-    """A durable promise was rejected from outside; the message is the rejection's."""
+    """A durable promise was rejected from outside; ``.reason`` is the rejection's message
+    (the same live and on replay), ``.promise`` the promise's name."""
+
+    def __init__(self, message: str, *, reason: str = "", promise: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.promise = promise
 
 
 class PromiseAlreadyCompleted(GarrisonError):

@@ -15,6 +15,7 @@ from ._router import EXIT_MEMORY, Router
 from .actors._runtime import runtime_or_none
 from .actors._values import Pid, ProcessInfo, check_topic
 from .hosts._process_host import ProcessHost
+from .persistence import parse_status
 from .supervision._services import ServiceInfo, start_services, stop_services
 
 __all__ = ["EXIT_MEMORY", "INBOX_WARNING", "Node", "current_node", "open_node", "run"]
@@ -267,13 +268,17 @@ class Node:
 
         h = self._workflow_host(host)
         wanted = None if status is None else (
-            {str(status)} if isinstance(status, str) else {str(s) for s in status})
+            {parse_status(status)} if isinstance(status, str)
+            else {parse_status(s) for s in status})
+        if search is not None and not isinstance(search, dict):
+            raise TypeError(f"node.workflows(search=...) takes a dict of search attributes, "
+                            f"got {type(search).__name__}: {search!r}")
         out = []
         # the store knows running/blocked/finished; sleeping and waiting live in memory
         for rec in h.store.list_workflows(None, search):
             wf = h.active.get(rec.workflow_id)
             now = wf.status if wf is not None else rec.status
-            if wanted is None or str(now) in wanted:
+            if wanted is None or now in wanted:
                 out.append(WorkflowSummary(rec.workflow_id, rec.name, now, rec.search,
                                            rec.memo, rec.created, rec.updated))
         return out

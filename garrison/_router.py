@@ -114,13 +114,17 @@ class Router:
     # ------------------------------------------------------------ processes
     async def spawn_process(self, target: Any, args: tuple[Any, ...], *, host: str,
                             parent: Pid | None, link: Pid | None, monitor: Pid | None,
-                            label: str | None = None) -> Pid:
+                            label: str | None = None, id: str | None = None) -> Pid:
         if self.stopping:
             raise ProcessError("cannot spawn: the node is shutting down")
         h = self.host(host)
         if h.durable:
             pid: Pid = await h.spawn_process(target, args, parent=parent, link=link,
-                                             monitor=monitor)
+                                             monitor=monitor, wid=id)
+        elif id is not None:
+            raise TypeError(f"spawn(..., id={id!r}): host {host!r} is a process host, whose "
+                            "processes get fresh pids; id= names a workflow on a workflow "
+                            "host (host='workflows' or a workflow.host entry)")
         else:
             fn = self.resolve_target(target)
             checked = check_target(fn)

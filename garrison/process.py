@@ -46,32 +46,41 @@ def pid() -> Pid:
     return current_runtime("process.pid()").current_pid()
 
 
-async def spawn(target: Any, *args: Any, host: str | None = None) -> Pid:
+async def spawn(target: Any, *args: Any, host: str | None = None, id: str | None = None) -> Pid:
     """Start ``target(*args)`` as a new process; returns its pid at once.
 
     ``host`` defaults to the caller's own host. ``target`` is an async function,
-    an object with an async ``__call__`` or a config entry id.
+    an object with an async ``__call__`` or a config entry id. On a workflow host
+    ``id=`` names the workflow, idempotently (as ``node.start_workflow``: the same id
+    returns the existing workflow's pid, running or finished); on a process host it is
+    a ``TypeError``::
+
+        pid = await process.spawn(nightly_batch, day, host="app:workflows", id=f"batch-{day}")
     """
     return await current_runtime("process.spawn()").spawn(target, args, host, link=False,
-                                                           monitor=False)
+                                                           monitor=False, id=id)
 
 
-async def spawn_monitored(target: Any, *args: Any, host: str | None = None) -> Pid:
+async def spawn_monitored(target: Any, *args: Any, host: str | None = None,
+                          id: str | None = None) -> Pid:
     """Like :func:`spawn`; the caller receives the child's ``EXIT`` event."""
     return await current_runtime("process.spawn_monitored()").spawn(target, args, host,
-                                                                    link=False, monitor=True)
+                                                                    link=False, monitor=True,
+                                                                    id=id)
 
 
-async def spawn_linked(target: Any, *args: Any, host: str | None = None) -> Pid:
+async def spawn_linked(target: Any, *args: Any, host: str | None = None,
+                       id: str | None = None) -> Pid:
     """Like :func:`spawn`, linked: a failure of either ends the other (see ``trap_links``)."""
     return await current_runtime("process.spawn_linked()").spawn(target, args, host, link=True,
-                                                                 monitor=False)
+                                                                 monitor=False, id=id)
 
 
-async def spawn_linked_monitored(target: Any, *args: Any, host: str | None = None) -> Pid:
+async def spawn_linked_monitored(target: Any, *args: Any, host: str | None = None,
+                                 id: str | None = None) -> Pid:
     """:func:`spawn_linked` and :func:`spawn_monitored` at once."""
     return await current_runtime("process.spawn_linked_monitored()").spawn(
-        target, args, host, link=True, monitor=True
+        target, args, host, link=True, monitor=True, id=id
     )
 
 

@@ -20,6 +20,7 @@ Outside a workflow every call raises :class:`~garrison.NotInProcess`.
 from __future__ import annotations
 
 import datetime as _dt
+import math as _math
 import uuid as _uuid
 from typing import Any, NoReturn, Protocol
 
@@ -176,6 +177,15 @@ def version(change_id: str, min_version: int, max_version: int) -> int:
     ...     await workflow.call(old_payment, order)
     """
     wf = _require("workflow.version()")
+    if not isinstance(change_id, str) or not change_id:
+        raise TypeError(f"workflow.version(): change_id must be a non-empty string, got "
+                        f"{change_id!r}")
+    for what, v in (("min_version", min_version), ("max_version", max_version)):
+        if not isinstance(v, int) or isinstance(v, bool):
+            raise TypeError(f"workflow.version({change_id!r}): {what} must be an int, got {v!r}")
+    if min_version > max_version:
+        raise ValueError(f"workflow.version({change_id!r}, {min_version}, {max_version}): "
+                         "min_version is greater than max_version")
     return wf.version(change_id, min_version, max_version)
 
 
@@ -207,7 +217,37 @@ def attrs(search: dict[str, Any] | None = None, memo: dict[str, Any] | None = No
     >>> workflow.attrs(search={"status": "shipping"}, memo={"note": "priority"})  # doctest: +SKIP
     """
     wf = _require("workflow.attrs()")
-    wf.set_attrs(search, memo)
+    wf.set_attrs(check_attributes(search, "search"), check_attributes(memo, "memo"))
+
+
+def check_attributes(values: Any, what: str) -> dict[str, Any] | None:
+    """``values`` if it can be stored as search attributes or memo: a dict with string
+    keys (no ``"``) and JSON values without NaN or infinity; else an error naming it."""
+    if values is None:
+        return None
+    if not isinstance(values, dict):
+        raise TypeError(f"workflow.attrs({what}=...) takes a dict of attributes, got "
+                        f"{type(values).__name__}: {values!r}")
+    for key, value in values.items():
+        if not isinstance(key, str) or not key:
+            raise TypeError(f"workflow.attrs({what}=...): a key must be a non-empty string, "
+                            f"got {key!r}")
+        if '"' in key:
+            raise ValueError(f"workflow.attrs({what}=...): key {key!r} contains a '\"', "
+                             "which search attribute keys cannot hold")
+        _check_finite(value, f"{what} attribute {key!r}")
+    return values
+
+
+def _check_finite(value: Any, what: str) -> None:
+    if isinstance(value, float) and not _math.isfinite(value):
+        raise ValueError(f"{what} is {value!r}: NaN and infinity are not JSON values")
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _check_finite(v, f"{what}[{k!r}]")
+    elif isinstance(value, list | tuple):
+        for i, v in enumerate(value):
+            _check_finite(v, f"{what}[{i}]")
 
 
 def set_state(key: str, value: Any) -> None:
@@ -283,6 +323,9 @@ async def first(*awaitables: Any) -> Any:
             msg = await verified
     """
     wf = _require("workflow.first()")
+    if not awaitables:
+        raise ValueError("workflow.first() needs at least one awaitable (with none it "
+                         "would wait forever)")
     return await wf.first(awaitables)
 
 

@@ -6,36 +6,32 @@ from typing import Any
 
 import trio
 
-from garrison import EventKind, process
+from garrison import process
 
 
 async def kv_store() -> None:
-    """Answers ``get`` / ``incr`` calls; stops cleanly on CANCEL."""
+    """Answers ``get`` / ``incr`` / ``set`` calls. A process that never reads its events
+    is stopped at its next checkpoint when the node stops it: no CANCEL handling needed."""
     data: dict[str, Any] = {}
-
-    async def serve() -> None:
-        async for msg in process.inbox():
-            if msg.topic == "get":
-                await msg.reply(data.get(msg.payload))
-            elif msg.topic == "incr":
-                data[msg.payload] = data.get(msg.payload, 0) + 1
-                await msg.reply(data[msg.payload])
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(serve)
-        async for ev in process.events():
-            if ev.kind == EventKind.CANCEL:
-                nursery.cancel_scope.cancel()
+    async for msg in process.inbox():
+        if msg.topic == "get":
+            await msg.reply(data.get(msg.payload))
+        elif msg.topic == "incr":
+            data[msg.payload] = data.get(msg.payload, 0) + 1
+            await msg.reply(data[msg.payload])
+        elif msg.topic == "set":
+            key, value = msg.payload
+            data[key] = value
+            await msg.reply(None)
 
 
 async def ticker(period: float) -> None:
     """Counts its starts and ticks in the store; every third tick it crashes."""
-    await process.call("app:kv", "incr", "ticker_starts")
-    events = process.events()
+    starts = await process.call("app:kv", "incr", "ticker_starts")
+    ticks = await process.call("app:kv", "get", "ticks") or 0
+    await process.call("app:kv", "set", [f"ticks_before_start_{starts}", ticks])
     while True:
-        ev = await events.receive(timeout=period)
-        if ev is not None and ev.kind == EventKind.CANCEL:
-            return  # asked to stop: stop cleanly
+        await trio.sleep(period)
         ticks = await process.call("app:kv", "incr", "ticks")
         if ticks % 3 == 0:
             raise RuntimeError(f"tick {ticks}: the ticker tripped (restarted by its service)")

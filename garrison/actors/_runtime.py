@@ -22,7 +22,8 @@ class Runtime(Protocol):
 
     def current_pid(self) -> Pid: ...
     async def spawn(
-        self, target: Any, args: tuple[Any, ...], host: str | None, *, link: bool, monitor: bool
+        self, target: Any, args: tuple[Any, ...], host: str | None, *, link: bool,
+        monitor: bool, id: str | None = None,
     ) -> Pid: ...
     async def send(self, to: Pid | str, topic: str, payload: Any) -> None: ...
     async def reply(self, msg: Message, value: Any) -> None: ...
@@ -63,3 +64,8 @@ def runtime_or_none() -> Runtime | None:
 
 def set_runtime(runtime: Runtime) -> contextvars.Token[Runtime]:
     return _current.set(runtime)
+
+
+def reset_runtime(token: contextvars.Token[Runtime]) -> None:
+    """Undo the :func:`set_runtime` that returned ``token``."""
+    _current.reset(token)

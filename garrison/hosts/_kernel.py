@@ -22,9 +22,11 @@ import outcome
 import trio
 
 from .._errors import ProcessError
+from ..actors._mailbox import timeout_seconds
 from ..actors._values import ErrorInfo, Event, Message, Pid
 
-__all__ = ["Caller", "Host", "NodeContext", "exit_fan_out", "next_call_ref", "noproc"]
+__all__ = ["Caller", "Host", "NodeContext", "exit_fan_out", "next_call_ref", "noproc",
+           "plain_call"]
 
 
 def noproc(pid: Pid) -> ErrorInfo:
@@ -99,9 +101,9 @@ class NodeContext(Protocol):
 
     async def spawn_process(self, target: Any, args: tuple[Any, ...], *, host: str,
                             parent: Pid | None, link: Pid | None, monitor: Pid | None,
-                            label: str | None = None) -> Pid:
-        """Start a process (or workflow, on a workflow host), linked to / monitored by
-        the given pids atomically."""
+                            label: str | None = None, id: str | None = None) -> Pid:
+        """Start a process (or workflow, on a workflow host, named ``id`` if given),
+        linked to / monitored by the given pids atomically."""
         ...
 
     async def send_message(self, sender: Pid | None, to: Pid | str, topic: str,
@@ -214,6 +216,29 @@ class Caller:
             for ref, caller in list(callers.items()):
                 caller.finish_call(ref, outcome.Error(failure))
             callers.clear()
+
+
+async def plain_call(caller: Caller, to: Pid | str, topic: str, payload: Any,
+                    timeout: Any) -> Any:
+    """A ``process.call`` that is not journaled, made by ``caller`` (a process,
+    ``node.call``'s stand-in, or an activity on behalf of its workflow): a process callee
+    gets the request in its inbox; a workflow callee, durably."""
+    node = caller.node
+    pid = node.resolve(to)
+    seconds = timeout_seconds(timeout)
+    callee = node.caller_of(pid)
+    if callee is None or not callee.accepts_calls:
+        raise ProcessError(f"call to {pid} failed: {noproc(pid)}", pid=pid, error=noproc(pid))
+    host = node.hosts[pid.host]
+    if host.durable:
+        return await host.call(caller, pid, topic, payload, seconds)
+    sender = caller.pid
+
+    def deliver(ref: int) -> None:
+        node.stats_messages += 1
+        callee.deliver(Message(topic, payload, sender, node.message_id(), str(ref)))
+
+    return await caller.exchange(callee, pid, topic, seconds, deliver)
 
 
 def exit_fan_out(node: NodeContext, pid: Pid, event: Event, watchers: Iterable[Pid] | None,

@@ -16,11 +16,10 @@ from typing import Any
 
 import trio
 
-from .._errors import ProcessError
-from ..actors._mailbox import Budget, Inbox, timeout_seconds
+from ..actors._mailbox import Budget, Inbox
 from ..actors._runtime import set_runtime
 from ..actors._values import ErrorInfo, Event, EventKind, Message, Pid, ProcessInfo
-from ._kernel import Caller, NodeContext, exit_fan_out, noproc
+from ._kernel import Caller, NodeContext, exit_fan_out, noproc, plain_call
 
 log = logging.getLogger("garrison.process")
 
@@ -37,28 +36,6 @@ _STOPPED = ErrorInfo("Cancelled", "stopped by cancel")
 def _incarnation() -> str:
     # pids of one node run never alias pids of an earlier run of the same store/app
     return format(int.from_bytes(os.urandom(4), "big"), "x")
-
-
-async def call_from(caller: Caller, to: Pid | str, topic: str, payload: Any,
-                    timeout: Any) -> Any:
-    """``process.call`` made by ``caller`` (a process, or ``node.call``'s stand-in): a
-    process callee gets the request in its inbox; a workflow callee durably."""
-    node = caller.node
-    pid = node.resolve(to)
-    seconds = timeout_seconds(timeout)
-    callee = node.caller_of(pid)
-    if callee is None or not callee.accepts_calls:
-        raise ProcessError(f"call to {pid} failed: {noproc(pid)}", pid=pid, error=noproc(pid))
-    host = node.hosts[pid.host]
-    if host.durable:
-        return await host.call(caller, pid, topic, payload, seconds)
-    sender = caller.pid
-
-    def deliver(ref: int) -> None:
-        node.stats_messages += 1
-        callee.deliver(Message(topic, payload, sender, node.message_id(), str(ref)))
-
-    return await caller.exchange(callee, pid, topic, seconds, deliver)
 
 
 class _Process(Caller):
@@ -230,11 +207,12 @@ class _Process(Caller):
         return self.pid
 
     async def spawn(
-        self, target: Any, args: tuple[Any, ...], host: str | None, *, link: bool, monitor: bool
+        self, target: Any, args: tuple[Any, ...], host: str | None, *, link: bool,
+        monitor: bool, id: str | None = None,
     ) -> Pid:
         pid = await self.node.spawn_process(
             target, args, host=host or self.host.name, parent=self.pid,
-            link=self.pid if link else None, monitor=self.pid if monitor else None,
+            link=self.pid if link else None, monitor=self.pid if monitor else None, id=id,
         )
         if link:
             self._add_link(pid)
@@ -252,7 +230,7 @@ class _Process(Caller):
         await self._budget.checkpoint()
 
     async def call(self, to: Pid | str, topic: str, payload: Any, timeout: Any) -> Any:
-        return await call_from(self, to, topic, payload, timeout)
+        return await plain_call(self, to, topic, payload, timeout)
 
     def inbox(self) -> Inbox[Message]:
         box = self._inbox
@@ -511,7 +489,7 @@ class ProcessHost:
         caller = _OutsideCaller(self.node, Pid(self.name, self._prefix + str(self._seq)))
         self.callers[caller.pid] = caller
         try:
-            return await call_from(caller, to, topic, payload, timeout)
+            return await plain_call(caller, to, topic, payload, timeout)
         finally:
             del self.callers[caller.pid]
 

@@ -13,6 +13,7 @@ from .._errors import NoSuchWorkflow, StoreError, StoreLocked, StoreVersionError
 from ._converter import RawJson, from_json, structure, to_json, unstructure
 from ._records import (
     FINAL_STATUSES,
+    MAX_TIME,
     InboxRecord,
     JournalRecord,
     PromiseRecord,
@@ -31,6 +32,7 @@ from ._transaction import Op, Transaction
 
 __all__ = [
     "FINAL_STATUSES",
+    "MAX_TIME",
     "SCHEMA_VERSION",
     "InboxRecord",
     "JournalRecord",

@@ -23,6 +23,7 @@ from ._converter import structure
 
 __all__ = [
     "FINAL_STATUSES",
+    "MAX_TIME",
     "InboxRecord",
     "JournalRecord",
     "PromiseRecord",
@@ -40,8 +41,17 @@ _fromtimestamp = _dt.datetime.fromtimestamp
 _loads = json.loads
 
 
+#: the latest time a record holds (9999-12-31 23:59:59 UTC); a stored time past it (a
+#: "forever" timer written before deadlines were capped) reads as this
+MAX_TIME = 253402300799.0
+
+
+def _moment(value: float) -> _dt.datetime:
+    return _fromtimestamp(min(value, MAX_TIME), _UTC)
+
+
 def _time(value: float | None) -> _dt.datetime | None:
-    return None if value is None else _fromtimestamp(value, _UTC)
+    return None if value is None else _moment(value)
 
 
 def _json(text: str | None) -> Any:
@@ -215,7 +225,7 @@ class TimerRecord:
     def from_row(cls, row: Sequence[Any]) -> TimerRecord:
         """Build from a row in :attr:`COLUMNS` order."""
         wid, seq, deadline = row
-        return cls(wid, seq, _fromtimestamp(deadline, _UTC))
+        return cls(wid, seq, _moment(deadline))
 
 
 @attrs.frozen

@@ -12,16 +12,18 @@ import functools
 import inspect
 import json
 import logging
-from typing import Any
+from typing import Any, cast
 
 import outcome
 import trio
 
 from ..._activity import DEFAULT_RETRY, RetryPolicy, activity_name
 from ..._context import activity_scope
-from ..._errors import ActivityError
-from ...actors._values import ErrorInfo
+from ..._errors import ActivityError, NotInProcess
+from ...actors._runtime import Runtime
+from ...actors._values import ErrorInfo, Message, Pid
 from ...persistence import Transaction
+from .._kernel import plain_call
 from ._codec import json_round_trip, return_hint, structure
 from ._core import WorkflowCore
 from ._journal import JournalKind, error_from_plain, error_to_plain
@@ -50,6 +52,36 @@ def _options(fn: Any, retry: RetryPolicy | None, timeout: float | None, name: st
         timeout = timeout if timeout is not None else opts.timeout
         name = name or opts.name
     return fn, retry, timeout, name or activity_name(fn)
+
+
+class ActivityRuntime:
+    """``garrison.process`` inside an activity of a workflow: plain messaging from the
+    workflow's pid, not journaled (at-least-once, like every activity effect):
+    ``send``, ``call`` and ``msg.reply`` work; anything else raises ``NotInProcess``."""
+
+    __slots__ = ("_wf",)
+
+    def __init__(self, wf: Activities) -> None:
+        self._wf = wf
+
+    def current_pid(self) -> Pid:
+        return self._wf.pid
+
+    async def send(self, to: Pid | str, topic: str, payload: Any) -> None:
+        await self._wf.node.send_message(self._wf.pid, to, topic, payload)
+
+    async def call(self, to: Pid | str, topic: str, payload: Any, timeout: Any) -> Any:
+        return await plain_call(self._wf, to, topic, payload, timeout)
+
+    async def reply(self, msg: Message, value: Any) -> None:
+        self._wf.reply_to(msg, value)
+        await trio.lowlevel.checkpoint()
+
+    def __getattr__(self, name: str) -> Any:
+        raise NotInProcess(
+            f"process.{name}() cannot be used inside an activity of workflow "
+            f"{self._wf.wid!r}: an activity is plain code; only process.send, process.call "
+            "and msg.reply work there (from the workflow's pid, not journaled)")
 
 
 class ActivityHandle:
@@ -166,7 +198,7 @@ class Activities(WorkflowCore):
         text = ""
         plain: Any = None
         failure: ErrorInfo | None = None
-        with activity_scope(self.wid):
+        with activity_scope(self.wid, cast(Runtime, ActivityRuntime(self))):
             while True:
                 attempt += 1
                 exc: BaseException | None = None

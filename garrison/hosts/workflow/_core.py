@@ -20,7 +20,7 @@ import trio
 from ..._context import activity_owner
 from ..._errors import NotInProcess, WorkflowCancelled
 from ...actors._values import ErrorInfo, Pid
-from ...persistence import RawJson, Transaction, WorkflowStatus
+from ...persistence import MAX_TIME, RawJson, Transaction, WorkflowStatus
 from .._kernel import Caller
 from ._journal import CANCEL, Cursor, Entry, JournalKind
 
@@ -34,6 +34,9 @@ log = logging.getLogger("garrison.workflow")
 _dumps = json.dumps
 #: a run whose journal passes this many records logs a warning (continue-as-new)
 HISTORY_WARNING = 10_000
+#: the latest deadline a durable timer records (9999-12-31 23:59:59 UTC): a longer wait,
+#: ``workflow.sleep(float("inf"))`` included, is "forever", stored as this date
+FOREVER = MAX_TIME
 #: durable operations a workflow may do without yielding to the scheduler
 _BUDGET = 64
 
@@ -69,6 +72,9 @@ class WorkflowCore(Caller):
         self.parent = parent
         self.created = created
         self.cursor = Cursor(wid, journal)
+        #: a run started by continue_as_new (its journal begins with a CONTINUED record)
+        self.continued = bool(journal) and journal[0].seq == 0 and \
+            journal[0].kind == JournalKind.CONTINUED
         #: inbox items delivered and not consumed yet, in arrival order
         self.pending = pending
         #: durable timers of this run: seq -> wall-clock deadline

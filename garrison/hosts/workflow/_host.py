@@ -40,7 +40,7 @@ from ._journal import JournalKind, event_to_plain, message_to_plain
 from ._recovery import refresh, resume_all, watch_wakeups
 from ._waits import WallClock
 
-__all__ = ["WorkflowHost"]
+__all__ = ["WorkflowHost", "check_workflow_id"]
 
 log = logging.getLogger("garrison.workflow")
 
@@ -49,6 +49,23 @@ _dumps = json.dumps
 _loads = json.loads
 #: finished workflows whose outcome stays in memory (older ones are read from the store)
 FINISHED_MEMORY = 10_000
+
+
+def check_workflow_id(wid: object) -> str:
+    """``wid`` if it can be a workflow id; ``TypeError`` / ``ValueError`` naming it."""
+    if not isinstance(wid, str):
+        raise TypeError(f"a workflow id must be a string, got {type(wid).__name__}: {wid!r}")
+    if not wid:
+        raise ValueError("a workflow id must be a non-empty string (leave id=None for a "
+                         "fresh one)")
+    try:
+        wid.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"workflow id {wid!r} is not valid text (it holds a lone surrogate "
+                         "character, which cannot be stored)") from None
+    if "\x00" in wid:
+        raise ValueError(f"workflow id {wid!r} contains a NUL character")
+    return wid
 
 
 class WorkflowHost:
@@ -74,6 +91,8 @@ class WorkflowHost:
         self.closing = False
         self.resumed = False
         self._nursery: trio.Nursery | None = None
+        #: ids whose start is being committed (a concurrent start of one waits for it)
+        self._starting: dict[str, trio.Event] = {}
 
     # ------------------------------------------------------------ running
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -124,20 +143,40 @@ class WorkflowHost:
                     journal: tuple[WorkflowInstance, int, str] | None = None,
                     watcher: Pid | None = None, process_watcher: Pid | None = None,
                     process_link: Pid | None = None) -> Pid:
-        """Create (idempotently) and start a workflow; returns its pid."""
+        """Create (idempotently) and start a workflow; returns its pid.
+
+        Idempotent under concurrency too: a start of an id whose start is being
+        committed waits for it and returns the same pid (one execution)."""
         fn = self.node.resolve_target(target)
         if getattr(fn, "__garrison_activity__", None) is not None:
             raise TypeError(f"cannot run the activity {fn!r} as a workflow")
         name = target_name(fn)
-        wid = wid or _uuid.uuid4().hex
-        if not isinstance(wid, str) or not wid:
-            raise ValueError(f"a workflow id must be a non-empty string, got {wid!r}")
+        wid = _uuid.uuid4().hex if wid is None else check_workflow_id(wid)
         pid = Pid(self.name, wid)
+        starting = self._starting.get(wid)
+        if starting is not None:  # the same id is being started right now
+            await starting.wait()
         if wid in self.active or wid in self.finished:
             if journal is not None:
-                raise AssertionError("child workflow id taken")  # pragma: no cover
+                raise ValueError(f"cannot start child workflow {wid!r}: the id is taken")
+            self._attach(pid, process_watcher, process_link)
             await trio.lowlevel.checkpoint()
             return pid
+        done = self._starting[wid] = trio.Event()
+        try:
+            return await self._create(fn, name, wid, args, parent=parent, prefix_tx=prefix_tx,
+                                      journal=journal, watcher=watcher,
+                                      process_watcher=process_watcher,
+                                      process_link=process_link)
+        finally:
+            del self._starting[wid]
+            done.set()
+
+    async def _create(self, fn: Any, name: str, wid: str, args: tuple[Any, ...], *,
+                      parent: Pid | None, prefix_tx: Transaction | None,
+                      journal: tuple[WorkflowInstance, int, str] | None, watcher: Pid | None,
+                      process_watcher: Pid | None, process_link: Pid | None) -> Pid:
+        pid = Pid(self.name, wid)
         input_text = to_json(list(args), what=f"the arguments of workflow {name}")
         tx = prefix_tx if prefix_tx is not None else Transaction()
         n = len(tx)
@@ -161,6 +200,7 @@ class WorkflowHost:
                 if record is not None and not WorkflowStatus(record.status).finished:
                     # unfinished but not loaded (a tool created it): run it now
                     refresh(self, wid)
+            self._attach(pid, process_watcher, process_link)
             return pid
         wf = WorkflowInstance(self, wid, name, _loads(input_text), run_id=run_id, attempt=1,
                               parent=parent, created=now, journal=[], pending=[], timers={},
@@ -176,10 +216,41 @@ class WorkflowHost:
         return pid
 
     async def spawn_process(self, target: Any, args: tuple[Any, ...], *, parent: Pid | None,
-                            link: Pid | None, monitor: Pid | None) -> Pid:
-        """``process.spawn(..., host="workflows")`` from a process: a new workflow."""
-        return await self.start(target, args, wid=None, parent=parent, process_watcher=monitor,
+                            link: Pid | None, monitor: Pid | None,
+                            wid: str | None = None) -> Pid:
+        """``process.spawn(..., host="workflows", id=...)`` from a process: a workflow,
+        started idempotently by id (the monitor and link apply to an existing one too)."""
+        return await self.start(target, args, wid=wid, parent=parent, process_watcher=monitor,
                                 process_link=link)
+
+    def _attach(self, pid: Pid, watcher: Pid | None, link: Pid | None) -> None:
+        """A process spawned (monitored / linked) a workflow that existed already: watch
+        it; if it has ended, the monitor gets its ``EXIT`` and a link acts at once."""
+        if watcher is None and link is None:
+            return
+        wf = self.active.get(pid.id)
+        if wf is not None and not wf.done.is_set():
+            if watcher is not None:
+                wf.watchers.add(watcher)
+            if link is not None:
+                wf.links.add(link)
+            return
+        result, error = self._outcome(pid.id)
+        if watcher is not None:
+            self.node.deliver_event(watcher, Event(EventKind.EXIT, pid, result, error))
+        if link is not None and error is not None:
+            self.node.linked_exit(link, pid, error)
+
+    def _outcome(self, wid: str) -> tuple[Any, ErrorInfo | None]:
+        """(plain result, error) of an ended workflow."""
+        known = self.finished.get(wid)
+        if known is not None:
+            _status, result_json, error, _name = known
+            return (None if result_json is None else _loads(result_json)), error
+        record = self.store.get_workflow(wid)
+        if record is None:
+            return None, noproc(Pid(self.name, wid))
+        return record.result, record.error
 
     # ------------------------------------------------------------ finishing
     async def finish(self, wf: WorkflowInstance, status: WorkflowStatus, value: Any,
@@ -246,8 +317,12 @@ class WorkflowHost:
 
     # ------------------------------------------------------------ node hooks
     async def deliver_durable(self, pid: Pid, msg: Message, text: str | None = None) -> bool:
-        """Commit ``msg`` to the workflow's inbox before returning; False for a dead letter."""
-        if self.client:
+        """Commit ``msg`` to the workflow's inbox before returning; False for a dead letter.
+
+        Before this host resumed the store's workflows (a service sending while the node
+        starts), an unfinished workflow of the store gets the message in its inbox: it
+        reads it when it resumes."""
+        if self.client or (not self.resumed and pid.id not in self.active):
             record = self.store.get_workflow(pid.id)
             if record is None or WorkflowStatus(record.status).finished:
                 await trio.lowlevel.checkpoint()

@@ -17,7 +17,7 @@ from typing import Any
 from ...actors._mailbox import timeout_seconds
 from ...actors._values import Message
 from ...persistence import RawJson, Transaction, WorkflowStatus, to_json
-from ._core import WaitCancelled, WorkflowCore
+from ._core import FOREVER, WaitCancelled, WorkflowCore
 from ._journal import (
     Entry,
     JournalKind,
@@ -241,7 +241,7 @@ class Receives(WorkflowCore):
                     r.resolved, r.value = True, value
                     return value
                 if seconds is not None and deadline is None:
-                    deadline = self.host.clock.now() + seconds
+                    deadline = min(self.host.clock.now() + seconds, FOREVER)
                     self.timers[seq] = deadline
                     await self._commit(Transaction().add_timer(self.wid, seq, deadline))
                 if deadline is not None and self.host.clock.now() >= deadline:

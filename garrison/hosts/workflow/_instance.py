@@ -148,6 +148,7 @@ class WorkflowInstance(Waits, Activities, Interop):
         await self.store.commit(tx)
         self.input_plain = _loads(text)
         self.run_id = run_id
+        self.continued = True
         self.cursor = Cursor(self.wid, [])
         self._journal_sizes = None
         self.timers.clear()

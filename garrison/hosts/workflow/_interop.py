@@ -53,12 +53,28 @@ class Interop(WorkflowCore):
             self.host.deliver_event(self.pid, Event(kind, pid, None, noproc(pid)))
 
 
+    def _child_id(self, host: Any, seq: int) -> str:
+        """The id of the child workflow started at ``seq``: ``<id>.<seq>``; in a continued
+        run (its seqs start from 1 again) or when that id is taken by a workflow that is
+        not this one's child, ``<id>.<run>.<seq>``. The journal records the pid, so a
+        replay never derives it again."""
+        plain = f"{self.wid}.{seq}"
+        if not self.continued:
+            record = host.store.get_workflow(plain)
+            if record is None or record.parent == self.pid:
+                return plain
+        child_id = f"{self.wid}.{self.run_id[:12] or 'run'}.{seq}"
+        if host.store.get_workflow(child_id) is not None:
+            raise ValueError(f"workflow {self.wid!r} cannot start its child workflow "
+                             f"{child_id!r}: a workflow with that id exists already")
+        return child_id
+
     # ------------------------------------------------------------ Runtime protocol
     def current_pid(self) -> Pid:
         return self.pid
 
     async def spawn(self, target: Any, args: tuple[Any, ...], host: str | None, *,
-                    link: bool, monitor: bool) -> Pid:
+                    link: bool, monitor: bool, id: str | None = None) -> Pid:
         node = self.node
         host_name = host or self.host.name
         h = node.host(host_name)
@@ -74,15 +90,27 @@ class Interop(WorkflowCore):
                 self.monitoring.add(pid)
             return pid
         seq = self.cursor.seq - 1
-        if h.durable:
-            child_id = f"{self.wid}.{seq}"
+        if h.durable and id is not None:
+            # a workflow by id: started idempotently (it may exist), then journaled; a
+            # crash between the two starts it again on replay, which returns the same pid
+            pid = await h.start(target, args, wid=id, parent=self.pid)
+            h.add_durable_monitor(pid, self)  # its EXIT reaches this workflow, durably
+            tx = Transaction()
+            self.record(tx, seq, JournalKind.SPAWN, str(label), _dumps({"pid": str(pid)}))
+            await self._commit(tx)
+        elif h.durable:
+            child_id = self._child_id(h, seq)
             pid = await h.start(target, args, wid=child_id, parent=self.pid,
                                 prefix_tx=self.take_buffer(), journal=(self, seq, str(label)),
                                 watcher=self.pid)
+        elif id is not None:
+            raise TypeError(f"spawn(..., id={id!r}): host {host_name!r} is a process host, "
+                            "whose processes get fresh pids; id= names a workflow on a "
+                            "workflow host")
         else:
             pid = await node.spawn_process(target, args, host=host_name, parent=self.pid,
-                                    link=self.pid if link else None,
-                                    monitor=self.pid if monitor else None)
+                                           link=self.pid if link else None,
+                                           monitor=self.pid if monitor else None)
             tx = Transaction()
             self.record(tx, seq, JournalKind.SPAWN, str(label), _dumps({"pid": str(pid)}))
             await self._commit(tx)
@@ -149,27 +177,55 @@ class Interop(WorkflowCore):
         if msg.sender is not None and msg.call_ref is not None:
             self.reply_to(msg, plain)
 
-    def link(self, to: Pid | str) -> None:
+    # ------------------------------------------------------------ links and monitors
+    def _take_target(self, kind: JournalKind, to: Pid | str) -> tuple[bool, Pid]:
+        """Take the next seq for an operation on ``to`` (a pid, its text form or a
+        registered name); ``(live, pid)``. The journal records ``to`` as given and the
+        pid it named, so a replay never resolves a name (it may not be registered yet)."""
+        label = str(to)
+        entry = self.cursor.peek()
+        if (entry is not None and entry.kind == kind and entry.name != label
+                and "/" in entry.name and "/" not in label):
+            label = entry.name  # journaled before names were recorded as given: a pid
+        replayed = self._take(kind, label)
+        if replayed is not None:
+            out = replayed.outcome
+            recorded = out.get("pid") if isinstance(out, dict) else None
+            return False, Pid.parse(recorded if recorded is not None else replayed.name)
         pid = self.node.resolve(to)
+        return True, pid
+
+    def _record_target(self, kind: JournalKind, to: Pid | str, pid: Pid) -> None:
+        """Journal a live synchronous operation on ``to`` (buffered: committed with the
+        workflow's next write)."""
+        self.record(self.buffered(), self.cursor.seq - 1, kind, str(to),
+                    _dumps({"pid": str(pid)}))
+
+    def link(self, to: Pid | str) -> None:
+        if to == self.pid or to == str(self.pid):
+            return  # linking to itself: nothing to do, nothing journaled
+        live, pid = self._take_target(JournalKind.LINK, to)
+        if live:
+            self._record_target(JournalKind.LINK, to, pid)
         if pid == self.pid:
             return
-        live = self._sync_op(JournalKind.LINK, str(pid), {})
         self.links.add(pid)
         if live and not self.node.link(pid, self.pid):
             self.host.linked_exit(self.pid, pid, noproc(pid))
 
     def unlink(self, to: Pid | str) -> None:
-        pid = self.node.resolve(to)
-        self._sync_op(JournalKind.UNLINK, str(pid), {})
+        live, pid = self._take_target(JournalKind.UNLINK, to)
+        if live:
+            self._record_target(JournalKind.UNLINK, to, pid)
         self.links.discard(pid)
         self.node.unlink(pid, self.pid)
 
     def monitor(self, to: Pid | str) -> None:
-        pid = self.node.resolve(to)
-        if not self._sync_op(JournalKind.MONITOR, str(pid), {}):
-            self.monitoring.add(pid)
-            return
+        live, pid = self._take_target(JournalKind.MONITOR, to)
         self.monitoring.add(pid)
+        if not live:
+            return
+        self._record_target(JournalKind.MONITOR, to, pid)
         h = self.node.hosts.get(pid.host)
         if h is not None and h.durable:
             h.add_durable_monitor(pid, self)
@@ -177,8 +233,9 @@ class Interop(WorkflowCore):
             self.host.deliver_event(self.pid, Event(EventKind.EXIT, pid, None, noproc(pid)))
 
     def demonitor(self, to: Pid | str) -> None:
-        pid = self.node.resolve(to)
-        self._sync_op(JournalKind.DEMONITOR, str(pid), {})
+        live, pid = self._take_target(JournalKind.DEMONITOR, to)
+        if live:
+            self._record_target(JournalKind.DEMONITOR, to, pid)
         self.monitoring.discard(pid)
         h = self.node.hosts.get(pid.host)
         if h is not None and h.durable:
@@ -191,36 +248,45 @@ class Interop(WorkflowCore):
             self.trap_links = bool(trap_links)
 
     async def cancel(self, to: Pid | str, timeout: float) -> None:
-        pid = self.node.resolve(to)
-        entry = self._take(JournalKind.CANCEL_PROCESS, str(pid))
-        if entry is None:
+        live, pid = self._take_target(JournalKind.CANCEL_PROCESS, to)
+        if live:
             seq = self.cursor.seq - 1
             await self.node.cancel(pid, self.pid, timeout)
             tx = Transaction()
-            self.record(tx, seq, JournalKind.CANCEL_PROCESS, str(pid), "null")
+            self.record(tx, seq, JournalKind.CANCEL_PROCESS, str(to), _dumps({"pid": str(pid)}))
             await self._commit(tx)
+        else:
+            await self._yield()
 
     async def terminate(self, to: Pid | str) -> None:
-        pid = self.node.resolve(to)
-        entry = self._take(JournalKind.TERMINATE, str(pid))
-        if entry is None:
+        live, pid = self._take_target(JournalKind.TERMINATE, to)
+        if live:
             seq = self.cursor.seq - 1
             await self.node.terminate(pid, self.pid)
             tx = Transaction()
-            self.record(tx, seq, JournalKind.TERMINATE, str(pid), "null")
+            self.record(tx, seq, JournalKind.TERMINATE, str(to), _dumps({"pid": str(pid)}))
             await self._commit(tx)
+        else:
+            await self._yield()
 
     def register(self, name: str) -> None:
         self.node.register(name, self.pid)
         self.host.names.setdefault(self.wid, set()).add(name)
 
     def unregister(self, name: str) -> None:
-        if self.node.registry.get(name) == self.pid:
-            del self.node.registry[name]
+        self.node.unregister(name, self.pid)
         self.host.names.get(self.wid, set()).discard(name)
 
     def lookup(self, name: str) -> Pid | None:
-        return self.node.lookup(name)
+        """Journaled: a replay sees the pid (or ``None``) the first run saw."""
+        entry = self._take(JournalKind.LOOKUP, name)
+        if entry is not None:
+            recorded = (entry.outcome or {}).get("pid")
+            return None if recorded is None else Pid.parse(recorded)
+        pid = self.node.lookup(name)
+        self.record(self.buffered(), self.cursor.seq - 1, JournalKind.LOOKUP, name,
+                    _dumps({"pid": None if pid is None else str(pid)}))
+        return pid
 
     async def call(self, to: Pid | str, topic: str, payload: Any, timeout: Any) -> Any:
         entry = self._take(JournalKind.CALL, topic)

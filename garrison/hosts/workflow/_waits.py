@@ -18,13 +18,18 @@ import trio
 from ..._errors import PromiseRejected
 from ...persistence import Transaction, WorkflowStatus
 from ._activities import ActivityHandle
-from ._core import WaitCancelled
+from ._core import FOREVER, WaitCancelled
 from ._inbox import PendingReceive, Receives
 from ._journal import JournalKind, timestamp
 
-__all__ = ["DurablePromise", "DurableTimer", "Waits", "WallClock"]
+__all__ = ["FOREVER", "DurablePromise", "DurableTimer", "Waits", "WallClock", "deadline_after"]
 
 _dumps = json.dumps
+
+
+def deadline_after(now: float, seconds: float) -> float:
+    """The wall-clock deadline ``seconds`` after ``now``, at most :data:`FOREVER`."""
+    return min(now + seconds, FOREVER)
 
 
 class WallClock:
@@ -112,8 +117,8 @@ class Waits(Receives):
         seq = self.cursor.seq - 1
         recorded = self.timers.get(seq)
         if recorded is None:
-            recorded = deadline if deadline is not None else (
-                self.host.clock.now() + (seconds or 0.0))
+            recorded = min(deadline, FOREVER) if deadline is not None else deadline_after(
+                self.host.clock.now(), seconds or 0.0)
             self.timers[seq] = recorded
             await self._commit(Transaction().add_timer(self.wid, seq, recorded))
         try:
@@ -157,7 +162,8 @@ class Waits(Receives):
             out = entry.outcome
         if "rejected" in out:
             raise PromiseRejected(f"promise {name!r} of workflow {self.wid!r} was rejected: "
-                                  f"{out['rejected']}")
+                                  f"{out['rejected']}", reason=str(out["rejected"]),
+                                  promise=name)
         return out["value"]
 
     # ------------------------------------------------------------ timers
@@ -167,7 +173,7 @@ class Waits(Receives):
         if entry is not None:
             deadline = float(entry.outcome["deadline"])
         else:
-            deadline = self.host.clock.now() + seconds
+            deadline = deadline_after(self.host.clock.now(), seconds)
             self.record(self.buffered(), self.cursor.seq - 1, JournalKind.TIMER, "",
                          _dumps({"deadline": deadline}))
         return DurableTimer(self, deadline)
