@@ -1,0 +1,238 @@
+"""Workflows that used to fail, hang or be lost after ordinary restarts, races and bad
+input (issue 9 of the project) and what a new user reaches for first (issue 10)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import correctness_app as app
+import pytest
+import trio
+
+import garrison
+from garrison import process
+from garrison.config import load_config_text
+from garrison.persistence import SQLiteStore
+
+SERVICE_CONFIG = """
+version: "1.0"
+namespace: app
+entries:
+  - {name: kv_store, kind: process.py, source: "correctness_app:kv"}
+  - name: kv
+    kind: process.service
+    process: app:kv_store
+    lifecycle: {auto_start: true}
+"""
+
+
+async def wait_status(handle: garrison.WorkflowHandle, *statuses: str) -> None:
+    with trio.fail_after(60):
+        while handle.status() not in statuses:
+            await trio.sleep(0.01)
+
+
+# ---------------------------------------------------------------- restarts
+async def test_resumed_workflows_find_the_config_services(tmp_path: Path,
+                                                          autojump_clock: Any) -> None:
+    db = str(tmp_path / "wf.db")
+    config = load_config_text(SERVICE_CONFIG)
+    async with garrison.open_node(config=config, store=db) as node:
+        for i in range(10):
+            await node.start_workflow(app.calls_service_between_sleeps, f"k{i}", id=f"w{i}")
+        for i in range(10):
+            await wait_status(node.workflow(f"w{i}"), "sleeping")
+    # the node restarts: the services must run before the workflows resume
+    async with garrison.open_node(config=config, store=db) as node:
+        results = [await node.workflow(f"w{i}").result() for i in range(10)]
+    # each workflow's first call hit the first kv service (1), the next two the new one
+    assert results == [1 + 1 + 2] * 10
+
+
+async def test_operations_on_a_name_replay_without_resolving_it(tmp_path: Path,
+                                                               autojump_clock: Any) -> None:
+    db = str(tmp_path / "wf.db")
+    async with garrison.open_node(store=db) as node:
+        svc = await node.spawn(app.named_sleeper, "svc")
+        await trio.sleep(0.1)
+        await node.start_workflow(app.watches_by_name, id="w")
+        await wait_status(node.workflow("w"), "waiting")
+        kinds = [(r.kind, r.name, r.outcome) for r in node.workflow("w").history()]
+    assert kinds == [("monitor", "svc", {"pid": str(svc)}), ("lookup", "svc", {"pid": str(svc)}),
+                     ("demonitor", "svc", {"pid": str(svc)}), ("link", "svc", {"pid": str(svc)}),
+                     ("unlink", "svc", {"pid": str(svc)})]
+    # the next node has no "svc" at all: the replay takes the pids from the journal
+    async with garrison.open_node(store=db) as node:
+        await node.workflow("w").signal("go")
+        assert await node.workflow("w").result() == f"{svc} go"
+
+
+async def test_continue_as_new_with_child_workflows(node: garrison.Node) -> None:
+    await node.start_workflow(app.parent_continuing, 3, [], id="p")
+    assert await node.workflow("p").result() == [10, 20, 30]
+
+
+async def test_an_existing_workflow_is_never_adopted_as_a_child(node: garrison.Node) -> None:
+    await node.start_workflow(app.child_value, 1, id="order.1")  # a user's own id
+    assert await node.workflow("order.1").result() == 10
+    await node.start_workflow(app.parent_of_one_child, id="order")
+    child, result = await node.workflow("order").result()
+    assert result == 70 and child != "workflows/order.1"
+    assert child.startswith("workflows/order.")
+
+
+@pytest.mark.parametrize("kind", ["sleep", "receive"])
+async def test_waiting_forever_survives_a_restart(tmp_path: Path, autojump_clock: Any,
+                                                  kind: str, capsys: Any) -> None:
+    db = str(tmp_path / "wf.db")
+    async with garrison.open_node(store=db) as node:
+        await node.start_workflow(app.sleeps_forever_or_signal, kind, id="w")
+        await wait_status(node.workflow("w"), "waiting")
+    from garrison._cli import main
+
+    assert main(["workflows", "--store", db, "show", "w"]) == 0
+    if kind == "receive":  # its timer row: "forever" reads as a date
+        assert "9999-12-31" in capsys.readouterr().out
+    async with garrison.open_node(store=db) as node:
+        await node.workflow("w").signal("stop")
+        assert await node.workflow("w").result() == ("signal" if kind == "sleep" else "stop")
+
+
+@pytest.mark.parametrize("value", [float("nan"), -1, "-5s"])
+async def test_nan_and_negative_durations_are_refused(node: garrison.Node, value: Any) -> None:
+    await node.start_workflow(app.bad_duration, str(value) if isinstance(value, str) else value,
+                              id="w")
+    with pytest.raises(garrison.WorkflowFailed, match="ValueError: invalid sleep duration"):
+        await node.workflow("w").result()
+
+
+async def test_a_started_activity_may_be_awaited_again(tmp_path: Path,
+                                                      autojump_clock: Any) -> None:
+    db = str(tmp_path / "wf.db")
+    app.LOG.clear()
+    async with garrison.open_node(store=db) as node:
+        await node.start_workflow(app.awaits_twice, id="w")
+        await wait_status(node.workflow("w"), "waiting")
+    async with garrison.open_node(store=db) as node:  # replays every await of the handles
+        await node.workflow("w").signal("go")
+        assert await node.workflow("w").result() == ["B", "A", "B", "B"]
+    assert sorted(app.LOG) == ["a", "b"]  # each ran once
+
+
+async def test_concurrent_starts_of_one_id_run_it_once(tmp_path: Path) -> None:
+    app.LOG.clear()
+    pids: list[garrison.Pid] = []
+
+    async with garrison.open_node(store=str(tmp_path / "wf.db")) as node:
+        async def start() -> None:
+            pids.append(await node.start_workflow(app.counts_once, "x", id="same"))
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(20):
+                nursery.start_soon(start)
+        assert await node.workflow("same").result() == "X"
+        assert node.workflow("same").status() == "completed"
+    assert set(pids) == {garrison.Pid("workflows", "same")} and len(pids) == 20
+    assert app.LOG == ["x"]
+
+
+# ---------------------------------------------------------------- bad input
+@pytest.mark.parametrize(("target", "arg", "error"), [
+    (app.bad_version, "none", "TypeError: workflow.version(): change_id must be a non-empty"),
+    (app.bad_version, "range", "ValueError: workflow.version('v', 3, 1): min_version is "),
+    (app.bad_attrs, "nan", "ValueError: search attribute 'score' is nan"),
+    (app.bad_attrs, "quote", "ValueError: workflow.attrs(search=...): key 'say \"hi\"'"),
+    (app.bad_attrs, "abc", "TypeError: workflow.attrs(search=...) takes a dict"),
+])
+async def test_bad_workflow_calls_fail_at_the_call(node: garrison.Node, target: Any, arg: str,
+                                                   error: str) -> None:
+    await node.start_workflow(target, arg, id="w")
+    with pytest.raises(garrison.WorkflowFailed) as info:
+        await node.workflow("w").result()
+    assert str(info.value.error).startswith(error), info.value.error
+    assert node.workflow("w").history() == []  # nothing stored
+
+
+async def test_first_of_nothing_is_refused(node: garrison.Node) -> None:
+    await node.start_workflow(app.first_of_nothing, id="w")
+    with pytest.raises(garrison.WorkflowFailed, match="needs at least one awaitable"):
+        await node.workflow("w").result()
+
+
+async def test_bad_ids_and_statuses_are_refused(node: garrison.Node) -> None:
+    with pytest.raises(ValueError, match="non-empty"):
+        await node.start_workflow(app.child_value, 1, id="")
+    with pytest.raises(ValueError, match="lone surrogate"):
+        await node.start_workflow(app.child_value, 1, id="a\udc80b")
+    with pytest.raises(TypeError, match="must be a string"):
+        await node.start_workflow(app.child_value, 1, id=42)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="invalid workflow status 'bogus'"):
+        node.workflows(status="bogus")
+    with pytest.raises(TypeError, match="takes a dict"):
+        node.workflows(search="abc")  # type: ignore[arg-type]
+    assert node.workflows() == []
+
+
+async def test_a_rejected_promise_carries_its_reason(node: garrison.Node) -> None:
+    await node.start_workflow(app.awaits_rejected_promise, id="w")
+    await wait_status(node.workflow("w"), "waiting")
+    await node.workflow("w").promise("approval").reject("too expensive")
+    assert await node.workflow("w").result() == "approval: too expensive"
+
+
+# ---------------------------------------------------------------- starting by id
+async def test_spawn_with_an_id_is_idempotent_across_a_restart(tmp_path: Path,
+                                                               autojump_clock: Any) -> None:
+    db = str(tmp_path / "wf.db")
+    app.LOG.clear()
+
+    async def root() -> garrison.Pid:
+        node = garrison.current_node()
+        assert node is not None
+        return await process.spawn(app.batch, "d1", host="workflows", id="batch-d1")
+
+    async with garrison.open_node(store=db) as node:
+        first = await node.wait(await node.spawn(root))
+        assert first == await node.wait(await node.spawn(root))  # the same workflow
+    async with garrison.open_node(store=db) as node:  # a rerun after a crash
+        assert await node.wait(await node.spawn(root)) == first
+        await node.send(first, "go")
+        assert await node.workflow("batch-d1").result() == "done d1"
+    assert app.LOG == ["batch d1"]  # started once
+
+    async with garrison.open_node() as node:
+        async def on_process_host() -> None:
+            await process.spawn(app.batch, "x", id="nope")
+
+        with pytest.raises(garrison.ProcessError, match="TypeError: spawn.*process host"):
+            await node.wait(await node.spawn(on_process_host))
+
+
+async def test_a_workflow_spawns_a_workflow_by_id(node: garrison.Node) -> None:
+    await node.start_workflow(app.spawns_batch_by_id, "d2", id="w")
+    assert await node.workflow("w").result() == "workflows/batch-d2 -> done d2"
+
+
+async def test_an_activity_messages_as_plain_code(node: garrison.Node) -> None:
+    app.LOG.clear()
+    config = load_config_text(SERVICE_CONFIG)
+    async with garrison.open_node(config=config) as node2:
+        await node2.start_workflow(app.talker, "k", id="talker")
+        assert await node2.workflow("talker").result() == 1
+    assert len(app.LOG) == 1 and "only process.send, process.call and msg.reply" in app.LOG[0]
+
+
+def test_nan_is_still_refused_by_the_duration_parser() -> None:
+    with pytest.raises(ValueError):
+        garrison.parse_duration(math.nan)
+
+
+def test_store_rows_with_huge_deadlines_read_as_forever(tmp_path: Path) -> None:
+    from garrison.persistence import Transaction
+
+    with SQLiteStore(str(tmp_path / "s.db")) as store:
+        store.write(Transaction().create_workflow("w", "a:b"))
+        store.db.conn.execute("INSERT INTO timers VALUES ('w', 1, 1e12)")  # an old row
+        assert store.timers("w")[0].deadline.year == 9999
