@@ -206,7 +206,7 @@ async def test_spawn_with_an_id_is_idempotent_across_a_restart(tmp_path: Path,
         async def on_process_host() -> None:
             await process.spawn(app.batch, "x", id="nope")
 
-        with pytest.raises(garrison.ProcessError, match="TypeError: spawn.*process host"):
+        with pytest.raises(garrison.ProcessError, match=r"TypeError: spawn.*process host"):
             await node.wait(await node.spawn(on_process_host))
 
 
