@@ -78,7 +78,7 @@ class WorkflowHandle:
         operation, may compensate, and ends ``cancelled``. Returns once requested."""
         import trio
 
-        if not self.host.request_cancel(self.workflow_id):
+        if not await self.host.cancel_workflow(self.workflow_id):
             self.host.status(self.workflow_id)  # NoSuchWorkflow for an unknown id
         await trio.lowlevel.checkpoint()
 

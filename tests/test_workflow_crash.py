@@ -247,7 +247,8 @@ def test_kill_the_parent_while_its_children_run(sc: Scenario) -> None:
     sc.wait_marker("step:children", proc)
     time.sleep(0.2)
     sc.kill(proc)
-    assert sc.status("p.1") == "running" and sc.status("p.2") == "running"
+    # unfinished (the store shows a parked child as sleeping shortly after it parks)
+    assert {sc.status("p.1"), sc.status("p.2")} <= {"running", "sleeping"}
     assert sc.resume("p") == {"payment": "child:payment", "shipping": "child:shipping"}
     c = sc.count()
     assert (c["step:children"], c["step:child:payment"], c["step:child:shipping"]) == (1, 1, 1)

@@ -23,17 +23,29 @@ fail, so only that caller gets the error), filling each request's ``results`` or
 
 A caller resumes only once its writes are committed; waiting cannot be cancelled
 half-way (the write happens either way, and its outcome is the caller's).
+
+Transient failures: a store raises :class:`Busy` when nothing was committed because
+the database was busy (another connection holding its write lock). The write is then
+retried in a worker thread with a growing pause (so the trio thread never waits for the
+lock), for up to ``retry_for`` seconds; a store that stays busy that long fails every
+caller of the batch with the store's ``unusable(exc)`` error (a ``StoreError``).
 """
 
 from __future__ import annotations
 
 import enum
+import time
 from collections.abc import Callable
 from typing import Any
 
 import trio
 
-__all__ = ["CommitRequest", "GroupCommit", "Strategy"]
+__all__ = ["Busy", "CommitRequest", "GroupCommit", "Strategy"]
+
+
+class Busy(Exception):
+    """Raised by a store's write functions: nothing was committed because the database
+    was busy; the same write may be tried again."""
 
 _RUN: Any
 try:  # the run queue's length, without building a RunStatistics (hot path)
@@ -94,11 +106,16 @@ class GroupCommit:
         strategy: Strategy,
         *,
         alone_inline: bool = True,
+        retry_for: float = 60.0,
+        unusable: Callable[[Busy], BaseException] | None = None,
     ) -> None:
         self._write_one = write_one
         self._write_batch = write_batch
         self.strategy = strategy
         self._alone_inline = alone_inline
+        #: how long a busy store is retried before its writes fail
+        self.retry_for = retry_for
+        self._unusable = unusable or (lambda exc: exc)
         self._pending: list[CommitRequest] = []
         #: a leader is gathering or writing a batch
         self._flushing = False
@@ -117,15 +134,20 @@ class GroupCommit:
         """Commit ``tx`` (sharing the transaction with every commit waiting now);
         returns one result per operation once it is committed."""
         pending = self._pending
+        busy = False
         if self.strategy is Strategy.IMMEDIATE or (
                 self._alone_inline and not pending and not self._flushing
                 and not self._released and not runnable_tasks()):
-            results = self._write_one(tx)  # nobody could join a batch now
-            self._alone += 1
-            if self._alone >= ALONE_BUDGET:  # a caller committing in a loop lets others run
-                self._alone = 0
-                await trio.lowlevel.cancel_shielded_checkpoint()  # committed: no Cancelled
-            return results
+            try:
+                results = self._write_one(tx)  # nobody could join a batch now
+            except Busy:
+                busy = True  # the lock is taken: wait for it in a thread, not here
+            else:
+                self._alone += 1
+                if self._alone >= ALONE_BUDGET:  # a caller committing in a loop lets others run
+                    self._alone = 0
+                    await trio.lowlevel.cancel_shielded_checkpoint()  # committed: no Cancelled
+                return results
         request = CommitRequest(tx, trio.lowlevel.current_task())
         pending.append(request)
         if self._flushing:
@@ -134,25 +156,29 @@ class GroupCommit:
             if request.done:
                 self._released -= 1
                 return _unwrap(request)
-        await self._lead(request)
+        await self._lead(request, busy)
         return _unwrap(request)
 
-    async def _lead(self, request: CommitRequest) -> None:
+    async def _lead(self, request: CommitRequest, busy: bool) -> None:
         self._flushing = True
         batch: list[CommitRequest] | None = None
         try:
-            if self.strategy is Strategy.INLINE or not request.leader:
+            threaded = busy or self.strategy is not Strategy.INLINE
+            if not busy and (self.strategy is Strategy.INLINE or not request.leader):
                 # let every runnable task reach its own commit and join this batch
                 for _ in range(3):
                     await trio.lowlevel.cancel_shielded_checkpoint()
                     if not runnable_tasks():
                         break
             batch, self._pending = self._pending, []
-            if self.strategy is Strategy.THREAD:
+            if not threaded:
+                try:
+                    self._write_batch(batch)
+                except Busy:  # the lock is taken: wait for it in a thread, not here
+                    threaded = True
+            if threaded:
                 with trio.CancelScope(shield=True):
-                    await trio.to_thread.run_sync(self._write_batch, batch)
-            else:
-                self._write_batch(batch)
+                    await trio.to_thread.run_sync(self._write_until_done, batch)
         except BaseException as exc:  # pragma: no cover - KeyboardInterrupt, a failed hop
             if batch is None:
                 batch, self._pending = self._pending, []
@@ -178,6 +204,24 @@ class GroupCommit:
             else:
                 self._flushing = False
 
+    def _write_until_done(self, batch: list[CommitRequest]) -> None:
+        """Worker thread: write ``batch``; while the store is busy, pause (10 ms, then
+        twice as long each time, at most 1 s) and try again, for ``retry_for`` seconds."""
+        deadline = time.monotonic() + self.retry_for
+        pause = 0.01
+        while True:
+            try:
+                self._write_batch(batch)
+                return
+            except Busy as exc:
+                if time.monotonic() + pause > deadline:
+                    error = self._unusable(exc)
+                    for request in batch:
+                        request.results = None
+                        request.error = error
+                    return
+                time.sleep(pause)
+                pause = min(pause * 2, 1.0)
 
 
 def _unwrap(request: CommitRequest) -> list[Any]:

@@ -50,7 +50,7 @@ from .._errors import NoSuchWorkflow, PromiseAlreadyCompleted, StoreError
 from ..actors._values import Pid
 from . import _file
 from ._converter import to_json
-from ._group_commit import CommitRequest, GroupCommit, Strategy
+from ._group_commit import Busy, CommitRequest, GroupCommit, Strategy
 from ._records import (
     FINAL_STATUSES,
     InboxRecord,
@@ -71,6 +71,20 @@ from ._transaction import Op, Transaction, unix_seconds
 __all__ = ["SQLiteStore"]
 
 _SYNCHRONOUS = {"normal": "NORMAL", "full": "FULL"}
+#: how long the node's writer connection waits for a lock another connection holds
+#: before the group commit takes the write to a worker thread (and retries there)
+_OWNER_BUSY_MS = 10
+_BUSY_CODES = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
+
+
+def _raise_if_busy(conn: sqlite3.Connection, exc: sqlite3.OperationalError) -> None:
+    """Raise :class:`Busy` (nothing committed, try again) if ``exc`` says the database
+    is locked by another connection."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if isinstance(code, int) and code & 0xFF in _BUSY_CODES:
+        if conn.in_transaction:
+            conn.rollback()
+        raise Busy(str(exc)) from exc
 
 # ---------------------------------------------------------------- operations
 # One function per :class:`~garrison.persistence.Op`: ``(connection, params) -> result``,
@@ -253,6 +267,7 @@ class SQLiteStore:
         lock: bool = True,
         busy_timeout: float = 5.0,
         mode: int = _file.DEFAULT_MODE,
+        busy_retry: float = 60.0,
     ) -> None:
         if not isinstance(synchronous, str) or synchronous.lower() not in _SYNCHRONOUS:
             raise ValueError(
@@ -310,13 +325,19 @@ class SQLiteStore:
             raise
         self._write_lock = threading.Lock()
         self._read_lock = threading.Lock()
+        self._busy_timeout = busy_timeout
+        if lock and self.path is not None:
+            # the node's commits run in the trio thread: never wait there for a lock
+            # another connection holds; the group commit waits for it in a worker thread
+            self._conn.execute(f"PRAGMA busy_timeout={_OWNER_BUSY_MS}")
         if self.path is None or self._notify_node:
             strategy = Strategy.IMMEDIATE  # in memory, or a tool writing for a node
         elif self.synchronous == "full":
             strategy = Strategy.THREAD  # the fsync runs while the node keeps running
         else:
             strategy = Strategy.INLINE
-        self._group = GroupCommit(self.write, self._write_batch, strategy)
+        self._group = GroupCommit(self._write_now, self._write_batch, strategy,
+                                  retry_for=busy_retry, unusable=self._stayed_busy)
         self._stats = {
             "transactions": 0,
             "sync_writes": 0,
@@ -436,20 +457,57 @@ class SQLiteStore:
         """Commit ``tx`` now, in the calling thread, as one transaction.
 
         Returns each operation's result; raises the first error (nothing of
-        ``tx`` is then committed). Blocks while a group commit is being
-        written (it holds the writer connection).
+        ``tx`` is then committed). While another connection holds the write lock it
+        waits (up to ``busy_timeout`` seconds, then :class:`~garrison.StoreError`).
         """
         if not tx.ops:
             return []
+        deadline = _time.monotonic() + self._busy_timeout
+        pause = 0.002
+        while True:
+            try:
+                return self._write_now(tx)
+            except Busy as exc:
+                if _time.monotonic() + pause > deadline:
+                    raise self._stayed_busy(exc) from exc.__cause__
+                _time.sleep(pause)
+                pause = min(pause * 2, 0.25)
+
+    def _write_now(self, tx: Transaction) -> list[Any]:
+        """One attempt at committing ``tx``; :class:`Busy` if the write lock is taken."""
         conn = self._conn
         with self._write_lock:
             self._check_open()
-            conn.execute("BEGIN IMMEDIATE")
-            with conn:
-                results = self._apply(tx)
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                with conn:
+                    results = self._apply(tx)
+            except sqlite3.OperationalError as exc:
+                _raise_if_busy(conn, exc)
+                raise
             self._stats["transactions"] += 1
             self._stats["sync_writes"] += 1
         return results
+
+    def _stayed_busy(self, exc: Busy) -> StoreError:
+        cause = exc.__cause__
+        assert isinstance(cause, sqlite3.Error)
+        return _file.store_error(self.path, self._file, cause, self._group.retry_for)
+
+    def translate_error(self, exc: BaseException) -> StoreError | None:
+        """The :class:`~garrison.StoreError` a failed write means (the disk is full, the
+        file is damaged or read-only), naming the file; ``None`` for an error of the
+        caller's own operations (a promise completed twice, a duplicate journal seq)."""
+        if isinstance(exc, StoreError):
+            return exc
+        if isinstance(exc, sqlite3.IntegrityError) or not isinstance(exc, sqlite3.Error):
+            return None
+        error = _file.store_error(self.path, self._file, exc, self._busy_timeout)
+        try:
+            self.check_file()
+        except StoreError as gone:  # deleted or replaced while the node ran
+            return gone
+        return error
 
     async def commit(self, tx: Transaction) -> list[Any]:
         """Commit ``tx`` by group commit (see ``_group_commit.py``); returns each
@@ -487,6 +545,8 @@ class SQLiteStore:
                     for request in batch:
                         request.results = self._apply(request.tx)
             except BaseException as exc:
+                if isinstance(exc, sqlite3.OperationalError):
+                    _raise_if_busy(conn, exc)
                 if len(batch) == 1 or not isinstance(exc, Exception):
                     for request in batch:
                         request.results = None
@@ -517,6 +577,8 @@ class SQLiteStore:
                         request.error = exc
                     conn.execute("RELEASE request")
         except BaseException as exc:
+            if isinstance(exc, sqlite3.OperationalError):
+                _raise_if_busy(conn, exc)
             for request in batch:
                 request.results = None
                 request.error = exc

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
+from .._errors import StoreError
 from ..actors._values import Pid
 from ._records import (
     InboxRecord,
@@ -65,6 +66,14 @@ class Store(Protocol):
     async def commit(self, tx: Transaction) -> list[Any]:
         """Commit ``tx`` with every other write waiting at that moment (group commit);
         returns each operation's result once it is committed."""
+        ...
+
+    def translate_error(self, exc: BaseException) -> StoreError | None:
+        """The :class:`~garrison.StoreError` a failed write means (the store is unusable:
+        disk full, file damaged or gone, server unreachable), naming the store; ``None``
+        when the error belongs to the written operations themselves (a promise completed
+        twice, a duplicate journal seq). Transient failures never reach here: ``commit``
+        retries them."""
         ...
 
     async def wakeups(self) -> list[WakeupRecord]:

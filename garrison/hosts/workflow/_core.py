@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import trio
 
 from ..._context import activity_owner
-from ..._errors import NotInProcess, WorkflowCancelled
+from ..._errors import NotInProcess, StoreError, WorkflowCancelled
 from ...actors._values import ErrorInfo, Pid
 from ...persistence import MAX_TIME, RawJson, Transaction, WorkflowStatus
 from .._kernel import Caller
@@ -88,6 +88,9 @@ class WorkflowCore(Caller):
         self.trap_links = False
         self.state = state
         self.status: WorkflowStatus = WorkflowStatus.RUNNING
+        #: the status the store shows (parked statuses are written by the host shortly
+        #: after a workflow parks; ``running`` again with its next commit)
+        self.stored_status: WorkflowStatus = WorkflowStatus.RUNNING
         self.tasks: trio.Nursery | None = None  # started activities run here
         self.promises: dict[str, tuple[str, Any]] = {}  # completed: name -> (status, value)
         self.topics: set[str] = set()
@@ -100,6 +103,8 @@ class WorkflowCore(Caller):
         self.result_json: str | None = None
         self.error: ErrorInfo | None = None
         self.kill_reason: ErrorInfo | None = None
+        #: the store failed for good under this workflow (see ``_commit``)
+        self.store_error: StoreError | None = None
         self.scope: trio.CancelScope | None = None
         self.calls = None  # the call table (see Caller)
         self.callers = None
@@ -128,15 +133,34 @@ class WorkflowCore(Caller):
         return buf
 
     async def _commit(self, tx: Transaction) -> list[Any]:
-        """Commit ``tx`` after the buffered records; the results of ``tx``'s operations."""
+        """Commit ``tx`` after the buffered records; the results of ``tx``'s operations.
+
+        A store that fails for good (the disk is full, the file is gone, it stayed
+        locked too long) raises :class:`~garrison.StoreError`; it is kept, raised again
+        at every later durable operation, and stops the workflow without recording it
+        as its outcome."""
         buf = self._buffer
         if buf is not None:
             self._buffer = None
             n = len(buf)
             buf.extend(tx)
-            results = await self.store.commit(buf)
-            return results[n:]
-        return await self.store.commit(tx)
+            tx = buf
+        else:
+            n = 0
+        results = await self.commit_checked(tx)
+        return results[n:] if n else results
+
+    async def commit_checked(self, tx: Transaction) -> list[Any]:
+        """``store.commit(tx)``; a failure of the store itself becomes (and stays) this
+        workflow's :class:`~garrison.StoreError`."""
+        try:
+            return await self.store.commit(tx)
+        except Exception as exc:
+            failed = self.store.translate_error(exc)
+            if failed is None:
+                raise
+            self.store_error = failed
+            raise failed from exc
 
     def record(self, tx: Transaction, seq: int, kind: JournalKind, name: str,
                 outcome_json: str, attempts: int = 1) -> None:
@@ -171,6 +195,8 @@ class WorkflowCore(Caller):
         if activity_owner() is not None:
             raise NotInProcess(f"{what} cannot be used inside an activity of workflow "
                                f"{self.wid!r}: activities are plain code")
+        if self.store_error is not None:
+            raise self.store_error
         self.cursor.check()
 
     def _take(self, kind: JournalKind, name: str) -> Entry | None:
@@ -242,6 +268,7 @@ class WorkflowCore(Caller):
                 self._wake = None
             raise WaitCancelled
         self.status = status
+        self.host.parked(self)  # type: ignore[arg-type]  # this core is an instance's
         try:
             if trio_deadline is None:
                 await ev.wait()
@@ -252,5 +279,8 @@ class WorkflowCore(Caller):
             self.status = WorkflowStatus.RUNNING
             if self._wake is ev:
                 self._wake = None
+        if self.stored_status is not WorkflowStatus.RUNNING:  # with its next commit
+            self.buffered().update_workflow(self.wid, status=WorkflowStatus.RUNNING)
+            self.stored_status = WorkflowStatus.RUNNING
         if self.cancel_requested and not self.cancel_delivered:
             raise WaitCancelled

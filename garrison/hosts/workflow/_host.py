@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid as _uuid
+from collections.abc import Callable
 from typing import Any
 
 import trio
@@ -49,6 +50,8 @@ _dumps = json.dumps
 _loads = json.loads
 #: finished workflows whose outcome stays in memory (older ones are read from the store)
 FINISHED_MEMORY = 10_000
+#: how soon the store shows that a workflow is parked (``waiting`` / ``sleeping``)
+PARKED_DELAY = 0.05
 
 
 def check_workflow_id(wid: object) -> str:
@@ -93,6 +96,12 @@ class WorkflowHost:
         self._nursery: trio.Nursery | None = None
         #: ids whose start is being committed (a concurrent start of one waits for it)
         self._starting: dict[str, trio.Event] = {}
+        #: writes asked for by synchronous callers, committed in order by one task
+        self._soon: list[tuple[Transaction, Callable[[list[Any]], None] | None]] = []
+        self._soon_ready = trio.Event()
+        #: parked workflows whose status the store may not show yet
+        self._parked: set[WorkflowInstance] = set()
+        self._parked_ready = trio.Event()
 
     # ------------------------------------------------------------ running
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -102,8 +111,70 @@ class WorkflowHost:
             self._nursery = nursery
             if not self.client:
                 nursery.start_soon(watch_wakeups, self)
+                nursery.start_soon(self._write_soon_task)
+                nursery.start_soon(self._record_parked_task)
             task_status.started()
             await trio.sleep_forever()
+
+    # ------------------------------------------------------------ background writes
+    def write_soon(self, tx: Transaction,
+                   then: Callable[[list[Any]], None] | None = None) -> None:
+        """Commit ``tx`` for a synchronous caller without making it wait for the store:
+        one task commits these in order (``then(results)`` after each). While the node
+        closes, the write happens at once."""
+        if self.closing or self._nursery is None:
+            results = self.store.write(tx)
+            if then is not None:
+                then(results)
+            return
+        self._soon.append((tx, then))
+        self._soon_ready.set()
+
+    async def _write_soon_task(self) -> None:
+        while True:
+            await self._soon_ready.wait()
+            await self._write_held()
+
+    async def _write_held(self) -> None:
+        """Commit, in order, what ``write_soon`` holds."""
+        self._soon_ready = trio.Event()
+        while self._soon:
+            tx, then = self._soon.pop(0)
+            try:
+                results = await self.store.commit(tx)
+            except Exception as exc:
+                log.error("host %s could not write %r: %s", self.name, tx, exc)
+                continue
+            if then is not None:
+                then(results)
+
+    def parked(self, wf: WorkflowInstance) -> None:
+        """``wf`` parked (``waiting`` or ``sleeping``): the store will say so shortly."""
+        self._parked.add(wf)
+        self._parked_ready.set()
+
+    async def _record_parked_task(self) -> None:
+        """Write the status of workflows that stay parked, in one transaction every
+        ``PARKED_DELAY`` at most: ``garrison workflows list`` (which reads the store)
+        agrees with ``node.workflows()``, at no extra commit per step. A workflow that
+        wakes writes ``running`` with its next commit."""
+        while True:
+            await self._parked_ready.wait()
+            await trio.sleep(PARKED_DELAY)
+            self._parked_ready = trio.Event()
+            parked, self._parked = self._parked, set()
+            tx = Transaction()
+            for wf in parked:
+                status = wf.status
+                if (status in (WorkflowStatus.WAITING, WorkflowStatus.SLEEPING)
+                        and not wf.done.is_set() and wf.stored_status is not status):
+                    tx.update_workflow(wf.wid, status=status)
+                    wf.stored_status = status
+            if tx:
+                try:
+                    await self.store.commit(tx)
+                except Exception as exc:  # only a status: the next commit of each fixes it
+                    log.warning("could not record the statuses of parked workflows: %s", exc)
 
     async def resume(self) -> None:
         """Resume every unfinished workflow of the store (once; before it returns their
@@ -130,7 +201,7 @@ class WorkflowHost:
         else:
             tx = Transaction().reject_promise(wid, name, str(value))
             stored = str(value)
-        self.store.write(tx)
+        await self.store.commit(tx)
         wf = self.active.get(wid)
         if wf is not None:
             wf.promises[name] = (status, stored)
@@ -265,7 +336,7 @@ class WorkflowHost:
         tx = wf.take_buffer()
         if status is WorkflowStatus.BLOCKED:
             tx.update_workflow(wf.wid, status=status, error=error, time=self.clock.now())
-            await self.store.commit(tx)
+            await wf.commit_checked(tx)
             wf.status = WorkflowStatus.BLOCKED
             wf.error = error
             wf.done.set()
@@ -288,7 +359,7 @@ class WorkflowHost:
             tx.deliver(watcher.id, "EXIT", RawJson(event_text), msg_id=f"{wf.wid}#exit",
                        sender=wf.pid, kind="event")
             targets.append((other, len(tx) - 1))
-        results = await self.store.commit(tx)
+        results = await wf.commit_checked(tx)
         for other, index in targets:
             row_id = results[index]
             if row_id is not None:
@@ -385,9 +456,12 @@ class WorkflowHost:
         # process lost in a crash is dropped if the real one was delivered before
         tx = Transaction().deliver(pid.id, str(event.kind), RawJson(text), sender=event.pid,
                                    kind="event", msg_id=f"{event.pid}#{event.kind}@{pid.id}")
-        row_id = self.store.write(tx)[0]
-        if row_id is not None:
-            wf.push(InboxItem(row_id, True, plain_event))
+
+        def delivered(results: list[Any]) -> None:
+            if results[0] is not None and self.active.get(pid.id) is wf:
+                wf.push(InboxItem(results[0], True, plain_event))
+
+        self.write_soon(tx, delivered)
         return True
 
     def add_durable_monitor(self, target: Pid, watcher: WorkflowInstance) -> None:
@@ -404,15 +478,22 @@ class WorkflowHost:
             event = Event(EventKind.EXIT, target, None, noproc(target))
         else:
             event = Event(EventKind.EXIT, target, record.result, record.error)
+        self.exit_of_ended(target, watcher, event)
+
+    def exit_of_ended(self, target: Pid, watcher: WorkflowInstance, event: Event) -> None:
+        """The ``EXIT`` of an ended workflow for a workflow that monitors it: into the
+        watcher's inbox (once: its id is derived from both; a replayed monitor asks
+        again, so a crash before this write loses nothing)."""
         text = _dumps(event_to_plain(event))
-        # the target is gone: its EXIT is committed to the watcher's inbox now, with
-        # the watcher's buffered records (the monitor op among them)
-        tx = watcher.take_buffer()
-        tx.deliver(watcher.wid, "EXIT", RawJson(text), msg_id=f"{target.id}#exit@{watcher.wid}",
-                   sender=target, kind="event")
-        row_id = self.store.write(tx)[-1]
-        if row_id is not None:
-            watcher.push(InboxItem(row_id, True, _loads(text)))
+        tx = Transaction().deliver(watcher.wid, "EXIT", RawJson(text),
+                                   msg_id=f"{target.id}#exit@{watcher.wid}", sender=target,
+                                   kind="event")
+
+        def delivered(results: list[Any]) -> None:
+            if results[0] is not None and self.active.get(watcher.wid) is watcher:
+                watcher.push(InboxItem(results[0], True, _loads(text)))
+
+        self.write_soon(tx, delivered)
 
     def remove_durable_monitor(self, target: Pid, watcher: WorkflowInstance) -> None:
         other = self.active.get(target.id)
@@ -469,7 +550,8 @@ class WorkflowHost:
         return True
 
     def request_cancel(self, wid: str) -> bool:
-        """Flag the workflow cancelled (committed now); it sees ``WorkflowCancelled``."""
+        """Flag the workflow cancelled; it sees ``WorkflowCancelled`` at its next durable
+        operation (the flag is committed shortly, by the write-soon task)."""
         if self.client:
             record = self.store.get_workflow(wid)
             if record is None or WorkflowStatus(record.status).finished:
@@ -480,11 +562,25 @@ class WorkflowHost:
         if wf is None:
             return False
         if not wf.cancel_requested:
-            self.store.write(Transaction().request_cancel(wid))
+            self.write_soon(Transaction().request_cancel(wid))
             wf.cancel_requested = True
             self.cancel_children(wf)
         wf.wake()
         return True
+
+    async def cancel_workflow(self, wid: str) -> bool:
+        """``handle.cancel()``: :meth:`request_cancel`, returning once it is committed."""
+        if not self.request_cancel(wid):
+            return False
+        if not self.client:
+            await self._committed_soon()
+        return True
+
+    async def _committed_soon(self) -> None:
+        """Wait until what ``write_soon`` holds now is committed."""
+        done = trio.Event()
+        self.write_soon(Transaction(), lambda _results: done.set())
+        await done.wait()
 
     def cancel_children(self, wf: WorkflowInstance) -> None:
         """Unfinished children of a cancelled workflow are cancelled too."""
@@ -528,9 +624,11 @@ class WorkflowHost:
             parked_now = wf.status in (WorkflowStatus.WAITING, WorkflowStatus.SLEEPING)
             if parked_now and not wf.done.is_set():
                 parked.update_workflow(wf.wid, status=wf.status)
+        if not self.client:
+            await self._write_held()  # what the write-soon task had not reached yet
         if parked and not self.client:
             try:
-                self.store.write(parked)
+                await self.store.commit(parked)
             except Exception as exc:  # pragma: no cover - the store failed: only a status
                 log.warning("could not record the statuses of parked workflows: %s", exc)
         while running:
@@ -559,6 +657,8 @@ class WorkflowHost:
         if wf is not None:
             await wf.done.wait()
             if wf.status is WorkflowStatus.BLOCKED:
+                if wf.store_error is not None:
+                    raise wf.store_error
                 if wf.cursor.error is not None:
                     raise wf.cursor.error
                 raise NonDeterminismError(str(wf.error), workflow_id=wid)

@@ -15,15 +15,13 @@ import json
 from typing import Any
 
 from ...actors._mailbox import timeout_seconds
-from ...actors._values import Message
-from ...persistence import RawJson, Transaction, WorkflowStatus, to_json
+from ...persistence import Transaction, WorkflowStatus
 from ._core import FOREVER, WaitCancelled, WorkflowCore
 from ._journal import (
     Entry,
     JournalKind,
     event_from_plain,
     message_from_plain,
-    message_to_plain,
 )
 
 __all__ = ["DurableInbox", "InboxItem", "PendingReceive", "Receives", "item_from_record"]
@@ -127,18 +125,6 @@ class Receives(WorkflowCore):
     """The inbox part of a workflow instance."""
 
     # ------------------------------------------------------------ delivery (host side)
-    def deliver(self, msg: Message) -> None:
-        """Commit ``msg`` to the durable inbox now (synchronously): how a process's
-        ``process.call`` reaches a workflow."""
-        text = to_json(msg.payload, what=f"the payload of message {msg.topic!r} to "
-                                         f"workflow {self.wid!r}")
-        tx = Transaction().deliver(self.wid, msg.topic, RawJson(text), msg_id=msg.id,
-                                   sender=msg.sender, call_ref=msg.call_ref)
-        row_id = self.store.write(tx)[0]
-        if row_id is not None:
-            self.push(InboxItem(row_id, False, message_to_plain(
-                Message(msg.topic, _loads(text), msg.sender, msg.id, msg.call_ref))))
-
     def push(self, item: InboxItem) -> None:
         """A committed inbox row arrives: queue it and wake the workflow."""
         self.pending.append(item)

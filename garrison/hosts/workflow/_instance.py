@@ -18,7 +18,7 @@ from typing import Any, NoReturn, cast
 import trio
 
 from ..._context import set_workflow
-from ..._errors import NonDeterminismError, WorkflowCancelled
+from ..._errors import NonDeterminismError, StoreError, WorkflowCancelled
 from ..._targets import import_target
 from ...actors._runtime import Runtime, set_runtime
 from ...actors._values import ErrorInfo
@@ -96,6 +96,9 @@ class WorkflowInstance(Waits, Activities, Interop):
                 if rest is None or not isinstance(rest, Exception):
                     raise
                 error, final = ErrorInfo.from_exception(rest), WorkflowStatus.FAILED
+        if self.store_error is not None:
+            self._stop_on_store_error(self.store_error)  # nothing more can be recorded
+            return
         if final is None:
             if self.kill_reason is None:
                 return  # the node is closing: nothing is journaled, the workflow resumes later
@@ -108,15 +111,20 @@ class WorkflowInstance(Waits, Activities, Interop):
         with trio.CancelScope(shield=True):
             try:
                 await host.finish(self, final, value, error)
-            except Exception as exc:  # the store failed (disk full, closed): keep the node
-                log.error("workflow %s ended (%s) but its end could not be recorded: %s; "
-                          "it resumes from its journal on the next node", self.wid, final, exc)
-                self.status = WorkflowStatus.BLOCKED
-                self.error = ErrorInfo.from_exception(exc)
-                self.cursor.error = self.cursor.error or NonDeterminismError(
-                    f"workflow {self.wid!r} ended but its end could not be recorded: {exc}",
-                    workflow_id=self.wid)
-                self.done.set()
+            except StoreError as exc:  # the store failed (disk full, gone): keep the node
+                self._stop_on_store_error(exc)
+
+    def _stop_on_store_error(self, exc: StoreError) -> None:
+        """The store refused this workflow's writes for good: it stops here (in memory
+        ``blocked``, nothing recorded as its outcome) and resumes from its journal on the
+        next node that opens a working store."""
+        self.store_error = exc
+        log.error("workflow %s stopped: its store failed: %s; it resumes from its journal "
+                  "on the next node", self.wid, exc,
+                  extra={"workflow_id": self.wid, "run_id": self.run_id, "pid": self.pid})
+        self.status = WorkflowStatus.BLOCKED
+        self.error = ErrorInfo.from_exception(exc)
+        self.done.set()
 
     async def _run_function(self, fn: Any, args: list[Any]) -> Any:
         """Run the workflow function with a nursery for ``workflow.start``-ed activities;

@@ -1,0 +1,134 @@
+"""A store that another connection locks for a while: nothing fails, nothing freezes;
+a store that stays unusable is a StoreError, never a workflow's failure; the store shows
+parked workflows as parked while the node runs.
+
+These tests use real time: the lock is held by a real second connection."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import correctness_app as app
+import pytest
+import trio
+
+import garrison
+from garrison import process, workflow
+from garrison.persistence import SQLiteStore
+
+
+@garrison.activity
+async def step(i: int) -> int:
+    return i + 1
+
+
+async def steps(n: int) -> int:
+    total = 0
+    for i in range(n):
+        total += await step(i)
+        await workflow.sleep(0.01)
+    return total
+
+
+def hold_write_lock(path: str, seconds: float, held: threading.Event) -> None:
+    """Another program writing to the store: it holds the write lock ``seconds``."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        held.set()
+        time.sleep(seconds)
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+
+
+async def test_a_store_locked_for_a_while_neither_fails_nor_freezes(tmp_path: Path) -> None:
+    db = str(tmp_path / "wf.db")
+    ticks: list[float] = []
+
+    async def ticker() -> None:
+        while True:
+            await trio.sleep(0.01)
+            ticks.append(time.monotonic())
+
+    async with garrison.open_node(store=db) as node:
+        await node.spawn(ticker)
+        held = threading.Event()
+        locker = threading.Thread(target=hold_write_lock, args=(db, 1.0, held))
+        locker.start()
+        held.wait()
+        start = time.monotonic()
+        await node.start_workflow(steps, 20, id="w")
+        assert await node.workflow("w").result() == sum(range(1, 21))
+        locker.join()
+        assert time.monotonic() - start >= 0.9  # it did wait for the lock ...
+        during = [t for t in ticks if start < t < start + 0.9]
+        assert len(during) > 20, f"the node froze: {len(during)} ticks in 0.9 s"  # ... not here
+        assert node.workflow("w").status() == "completed"
+
+
+async def test_a_store_that_stays_locked_is_a_store_error_not_a_failure(tmp_path: Path) -> None:
+    db = str(tmp_path / "wf.db")
+    store = SQLiteStore(db, busy_retry=0.3)
+    held = threading.Event()
+    locker = threading.Thread(target=hold_write_lock, args=(db, 1.5, held))
+    async with garrison.open_node(store=store) as node:
+        await node.start_workflow(steps, 100, id="w")
+        await trio.sleep(0.05)
+        locker.start()
+        held.wait()
+        with pytest.raises(garrison.StoreError, match=r"wf\.db.*stayed locked"):
+            await node.workflow("w").result()
+        assert node.workflow("w").status() == "blocked"
+        locker.join()
+    store.close()
+    with SQLiteStore(db) as check:  # nothing recorded as its outcome
+        rec = check.get_workflow("w")
+        assert rec is not None and rec.status in ("running", "sleeping")
+    async with garrison.open_node(store=db) as node:  # the store works again: it resumes
+        assert await node.workflow("w").result() == sum(range(1, 101))
+
+
+async def test_the_store_shows_parked_workflows_while_the_node_runs(tmp_path: Path,
+                                                                   autojump_clock: object
+                                                                   ) -> None:
+    db = str(tmp_path / "wf.db")
+    async with garrison.open_node(store=db) as node:
+        await node.start_workflow(app.awaits_rejected_promise, id="p")  # waits on a promise
+        await node.start_workflow(app.sleeps_forever_or_signal, "receive", id="r")
+        await node.start_workflow(steps, 1000, id="s")
+        await trio.sleep(1)
+        with SQLiteStore(db, lock=False) as tool:  # what `garrison workflows list` reads
+            stored = {r.workflow_id: str(r.status) for r in tool.list_workflows()}
+        live = {s.workflow_id: str(s.status) for s in node.workflows()}
+        assert stored["p"] == live["p"] == "waiting"
+        assert stored["r"] == live["r"] == "waiting"
+        waiting = {s.workflow_id for s in node.workflows(status="waiting")}
+        with SQLiteStore(db, lock=False) as tool:
+            assert {r.workflow_id for r in tool.list_workflows("waiting")} == waiting
+        await node.workflow("p").promise("approval").resolve("ok")
+        await node.workflow("p").result()
+        await node.workflow("r").signal("go")
+        assert await node.workflow("r").result() == "go"
+        with SQLiteStore(db, lock=False) as tool:
+            assert tool.get_workflow("r").status == "completed"
+
+
+async def test_a_process_keeps_running_while_a_tool_writes(tmp_path: Path) -> None:
+    """A tool's write (a signal) while the node commits: both land."""
+    db = str(tmp_path / "wf.db")
+    async with garrison.open_node(store=db) as node:
+        await node.start_workflow(app.sleeps_forever_or_signal, "receive", id="r")
+        await trio.sleep(0.1)
+
+        def tool() -> None:
+            with SQLiteStore(db, lock=False) as s:
+                s.deliver("r", "from-tool", None)
+
+        await trio.to_thread.run_sync(tool)
+        with trio.fail_after(5):
+            assert await node.workflow("r").result() == "from-tool"
+    assert process  # the module is used by the app functions
