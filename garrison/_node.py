@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import contextvars
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -211,8 +211,7 @@ class Node:
     async def _start(self, nursery: trio.Nursery) -> None:
         self._nursery = nursery
         await self._add_host(ProcessHost(self._router, "processes"))
-        await self._start_workflow_host()
-        await self._start_config_workflow_hosts()
+        await self._start_workflow_hosts()
         if self.config is not None:
             for entry in self.config.hosts():
                 if entry.kind == "process.host":
@@ -236,7 +235,7 @@ class Node:
             await stop_services(self._router, self._router.services)
         for host in reversed(list(self.hosts.values())):
             await host.shutdown()
-        self._close_workflow_store()
+        self._close_workflow_stores()
 
     # ================================================================== workflows
     async def start_workflow(self, target: Any, *args: Any, id: str | None = None,
@@ -289,42 +288,69 @@ class Node:
             raise ValueError(f"host {h.name!r} is not a workflow host")
         return h
 
-    async def _start_workflow_host(self) -> None:
-        """Open the store (``None``: in memory; a path: a durable file; a store object:
-        as is) and add the ``workflows`` host, which resumes unfinished workflows
-        before this returns."""
+    def _store_specs(self) -> tuple[Any, dict[str, Any]]:
+        """``store=`` read against the config: the default host's store, and the store of
+        each config ``workflow.host`` entry (its ``store:`` unless overridden).
+
+        ``store=`` is a store for the node's ``workflows`` host, or a mapping from host
+        names (``"workflows"``, entry ids) to stores. With a config that declares exactly
+        one ``workflow.host`` entry, a single ``store=`` is that host's store (so a test
+        can point the app at a temporary store)."""
+        declared = [e for e in self.config.hosts() if e.kind == "workflow.host"] \
+            if self.config is not None else []
+        entries = {e.id: e for e in declared}
+        spec = self.store
+        default: Any = None
+        stores: dict[str, Any] = {eid: e.store for eid, e in entries.items()}
+        if isinstance(spec, Mapping):
+            for name, value in spec.items():
+                if name != "workflows" and name not in entries:
+                    known = ", ".join(["workflows", *entries])
+                    raise ValueError(f"store={{{name!r}: ...}}: no workflow host {name!r} "
+                                     f"(workflow hosts: {known})")
+                if name == "workflows":
+                    default = value
+                else:
+                    stores[name] = value
+        elif len(entries) == 1 and spec is not None:
+            stores[next(iter(entries))] = spec
+        else:
+            default = spec
+        return default, stores
+
+    async def _start_workflow_hosts(self) -> None:
+        """Open the stores (``None``: in memory; a path: a durable file; a store object:
+        as is) and add the workflow hosts: ``workflows`` and one per ``workflow.host``
+        entry of the config, named by its entry id (``app:orders``). A config with
+        exactly one ``workflow.host`` entry makes ``workflows`` that host (an alias), so
+        ``host="workflows"`` and ``node.start_workflow(...)`` are durable there."""
         from .hosts.workflow import WorkflowHost
         from .persistence import SQLiteStore
 
-        store = self.store
-        self._owns_store = not hasattr(store, "commit")
-        if self._owns_store:
-            store = SQLiteStore(store)
-        self._workflow_store = store
-        await self._add_host(WorkflowHost(self._router, "workflows", store))
+        default, stores = self._store_specs()
+        self._owned_stores: list[Any] = []
 
-    async def _start_config_workflow_hosts(self) -> None:
-        """Each ``workflow.host`` entry of the config is one more workflow host, named by
-        its entry id (``app:orders``), with its own store."""
-        from .hosts.workflow import WorkflowHost
-        from .persistence import SQLiteStore
+        def opened(spec: Any, synchronous: str = "normal") -> Any:
+            if hasattr(spec, "commit"):
+                return spec  # a store object: the caller closes it
+            store = SQLiteStore(spec, synchronous=synchronous)
+            self._owned_stores.append(store)
+            return store
 
-        self._config_stores: list[Any] = []
-        if self.config is None:
-            return
-        for entry in self.config.hosts():
-            if entry.kind != "workflow.host":
-                continue
-            store = SQLiteStore(entry.store, synchronous=entry.synchronous)
-            self._config_stores.append(store)
-            await self._add_host(WorkflowHost(self._router, entry.id, store))
+        entries = [e for e in self.config.hosts() if e.kind == "workflow.host"] \
+            if self.config is not None else []
+        for entry in entries:
+            host = WorkflowHost(self._router, entry.id,
+                                opened(stores[entry.id], entry.synchronous))
+            await self._add_host(host)
+        if len(entries) == 1 and default is None:
+            self._router.aliases["workflows"] = entries[0].id
+        else:
+            await self._add_host(WorkflowHost(self._router, "workflows", opened(default)))
 
-    def _close_workflow_store(self) -> None:
-        store = getattr(self, "_workflow_store", None)
-        if store is not None and getattr(self, "_owns_store", False):
+    def _close_workflow_stores(self) -> None:
+        for store in getattr(self, "_owned_stores", ()):
             store.close()
-        for other in getattr(self, "_config_stores", ()):
-            other.close()
 
 
 @asynccontextmanager
@@ -344,7 +370,11 @@ async def open_node(config: Any = None, store: Any = None, *,
     token = _current_node.set(node)
     try:
         async with trio.open_nursery() as nursery:
-            await node._start(nursery)
+            try:
+                await node._start(nursery)
+            except BaseException:
+                node._close_workflow_stores()  # what opened before the failure
+                raise
             try:
                 yield node
             finally:

@@ -41,6 +41,8 @@ class Router:
         self.config = config
         self.inbox_warning = inbox_warning
         self.hosts: dict[str, Any] = {}
+        #: other names of hosts (``workflows`` for a config's only workflow host)
+        self.aliases: dict[str, str] = {}
         self.registry: dict[str, Pid] = {}
         self.stopping = False
         self.stats_messages = 0
@@ -56,7 +58,7 @@ class Router:
     # ------------------------------------------------------------ names and hosts
     def host(self, name: str) -> Any:
         try:
-            return self.hosts[name]
+            return self.hosts[self.aliases.get(name, name)]
         except KeyError:
             known = ", ".join(sorted(self.hosts)) or "none"
             raise ValueError(f"no host named {name!r} on this node (hosts: {known})") from None
@@ -66,10 +68,11 @@ class Router:
         form (``str(pid)``, e.g. ``"workflows/order-17"``); any other string is a
         registered name (or a service's entry id)."""
         if type(to) is Pid:
-            return to
+            return to if not self.aliases else self._canonical(to)
         if isinstance(to, str):
             if "/" in to:
-                return Pid.parse(to)
+                parsed = Pid.parse(to)
+                return parsed if not self.aliases else self._canonical(parsed)
             pid = self.lookup(to)
             if pid is None:
                 raise NoSuchProcess(to)
@@ -78,6 +81,11 @@ class Router:
             return to
         raise TypeError(f"expected a Pid, its text form or a registered name, got "
                         f"{type(to).__name__}: {to!r}")
+
+    def _canonical(self, pid: Pid) -> Pid:
+        """``pid`` with its host's real name (``workflows/x`` -> ``app:workflows/x``)."""
+        real = self.aliases.get(pid.host)
+        return pid if real is None else Pid(real, pid.id)
 
     def lookup(self, name: str) -> Pid | None:
         """The pid registered under ``name`` (or running a service of that entry id)."""
@@ -138,7 +146,7 @@ class Router:
 
     async def send_message(self, sender: Pid | None, to: Pid | str, topic: str,
                            payload: Any) -> None:
-        pid = to if type(to) is Pid else self.resolve(to)
+        pid = to if type(to) is Pid and not self.aliases else self.resolve(to)
         host = self.hosts.get(pid.host)
         if host is None:
             self.stats_dead_letters += 1

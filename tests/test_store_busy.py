@@ -132,3 +132,19 @@ async def test_a_process_keeps_running_while_a_tool_writes(tmp_path: Path) -> No
         with trio.fail_after(5):
             assert await node.workflow("r").result() == "from-tool"
     assert process  # the module is used by the app functions
+
+
+async def test_a_store_deleted_under_the_node_stops_its_workflows(tmp_path: Path) -> None:
+    import os
+
+    db = str(tmp_path / "wf.db")
+    async with garrison.open_node(store=db) as node:
+        await node.start_workflow(app.sleeps_forever_or_signal, "receive", id="r")
+        await trio.sleep(0.1)
+        os.remove(db)  # someone deletes the store: the node must not carry on silently
+        with trio.fail_after(5):
+            with pytest.raises(garrison.StoreError, match="deleted or replaced"):
+                await node.workflow("r").result()
+        assert node.workflow("r").status() == "blocked"
+        with pytest.raises(garrison.StoreError):
+            await node.start_workflow(app.child_value, 1, id="new")

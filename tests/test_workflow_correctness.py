@@ -236,3 +236,64 @@ def test_store_rows_with_huge_deadlines_read_as_forever(tmp_path: Path) -> None:
         store.write(Transaction().create_workflow("w", "a:b"))
         store.db.conn.execute("INSERT INTO timers VALUES ('w', 1, 1e12)")  # an old row
         assert store.timers("w")[0].deadline.year == 9999
+
+
+# ---------------------------------------------------------------- config traps
+ONE_HOST_CONFIG = """
+version: "1.0"
+namespace: p
+entries:
+  - {name: workflows, kind: workflow.host, store: p.db}
+"""
+
+TWO_HOSTS_CONFIG = """
+version: "1.0"
+namespace: p
+entries:
+  - {name: orders, kind: workflow.host, store: orders.db}
+  - {name: mail, kind: workflow.host, store: mail.db}
+"""
+
+
+async def _spawn_on_workflows() -> garrison.Pid:
+    return await process.spawn(app.child_value, 4, host="workflows", id="spawned")
+
+
+async def test_workflows_means_the_configs_only_workflow_host(tmp_path: Path,
+                                                             autojump_clock: Any) -> None:
+    (tmp_path / "app.yaml").write_text(ONE_HOST_CONFIG)
+    async with garrison.open_node(config=str(tmp_path / "app.yaml")) as node:
+        pid = await node.wait(await node.spawn(_spawn_on_workflows))
+        assert pid == garrison.Pid("p:workflows", "spawned")  # durable, not in memory
+        await node.start_workflow(app.child_value, 5, id="started")
+        assert await node.workflow("started").result() == 50
+        assert node.workflow("started").pid.host == "p:workflows"
+        # a pid's text form with the short name reaches the same workflow
+        assert node.resolve("workflows/started") == garrison.Pid("p:workflows", "started")
+    with SQLiteStore(str(tmp_path / "p.db")) as store:  # relative to the config's folder
+        assert {r.workflow_id for r in store.list_workflows()} == {"spawned", "started"}
+
+
+async def test_store_overrides_the_configs_stores(tmp_path: Path, autojump_clock: Any) -> None:
+    (tmp_path / "app.yaml").write_text(ONE_HOST_CONFIG)
+    config = str(tmp_path / "app.yaml")
+    test_db = str(tmp_path / "test.db")
+    async with garrison.open_node(config=config, store=test_db) as node:
+        await node.start_workflow(app.child_value, 1, id="w")
+        assert await node.workflow("w").result() == 10
+    assert not (tmp_path / "p.db").exists()  # the app's own store was not touched
+    with SQLiteStore(test_db) as store:
+        assert store.get_workflow("w") is not None
+
+    (tmp_path / "two.yaml").write_text(TWO_HOSTS_CONFIG)
+    two = str(tmp_path / "two.yaml")
+    async with garrison.open_node(config=two, store={"p:orders": str(tmp_path / "o.db"),
+                                                     "p:mail": None}) as node:
+        await node.start_workflow(app.child_value, 2, id="o", host="p:orders")
+        assert await node.workflow("o", host="p:orders").result() == 20
+        await node.start_workflow(app.child_value, 3, id="d")  # the default host: separate
+        assert node.workflow("d").pid.host == "workflows"
+    assert (tmp_path / "o.db").exists() and not (tmp_path / "orders.db").exists()
+    with pytest.raises(ValueError, match="no workflow host 'p:nope'"):
+        async with garrison.open_node(config=two, store={"p:nope": None}):
+            pass

@@ -399,10 +399,12 @@ def _who(proc: _Process) -> str:
 
 def _log_exit(proc: _Process, error: ErrorInfo) -> None:
     who = _who(proc)
+    fields = {"pid": proc.pid, "error": error}  # typed fields for JSON logs
     if error.traceback:
-        log.error("%s exited abnormally: %s\n%s", who, error, error.traceback.rstrip())
+        log.error("%s exited abnormally: %s\n%s", who, error, error.traceback.rstrip(),
+                  extra=fields)
     else:
-        log.warning("%s exited abnormally: %s", who, error)
+        log.warning("%s exited abnormally: %s", who, error, extra=fields)
 
 
 class ProcessHost:

@@ -283,6 +283,8 @@ class SQLiteStore:
         self._tempdir: str | None = None
         self._closed = False
         self._closing = threading.Event()  # stops the wakeup watcher thread
+        #: the store became unusable for good (its file deleted or replaced)
+        self._failure: StoreError | None = None
         self._notify_node = False
         if path is None:
             self.path: str | None = None
@@ -520,6 +522,8 @@ class SQLiteStore:
         if not tx.ops:
             return []
         self._check_open()
+        if self._failure is not None:
+            raise self._failure
         return await self._group.commit(tx)
 
     @property
@@ -639,11 +643,16 @@ class SQLiteStore:
         workflows, then take and return those notices, oldest first.
 
         SQLite has no notifications between processes: a worker thread polls the
-        ``wakeups`` table (one indexed query every 10 ms) on a connection of its own.
+        ``wakeups`` table (one indexed query every 10 ms) on a connection of its own,
+        and checks every second that the store's file is still the one opened
+        (:meth:`check_file`): a store deleted or replaced under the node raises
+        :class:`~garrison.StoreError` here, and every later write raises it too.
         A store nobody else can write to (in memory, or a tool's own) waits forever."""
         if self.path is None or self._notify_node:
             await trio.sleep_forever()
         while True:
+            if self._failure is not None:
+                raise self._failure
             found = self.take_wakeups()
             if found:
                 return found
@@ -654,9 +663,18 @@ class SQLiteStore:
         assert self.path is not None
         conn = sqlite3.connect(self.path, timeout=5.0)
         try:
+            polls = 0
             while not self._closing.is_set():
                 if conn.execute("SELECT 1 FROM wakeups LIMIT 1").fetchone():
                     return
+                polls += 1
+                if polls % 100 == 0:
+                    try:
+                        self.check_file()
+                    except StoreError as exc:
+                        if not self._closing.is_set():
+                            self._failure = exc
+                        return
                 self._closing.wait(0.01)
         finally:
             conn.close()

@@ -261,6 +261,8 @@ class WorkflowCore(Caller):
         The wake-up event exists before that commit: a message, promise or event that
         arrives while it is written wakes the workflow at once (not lost)."""
         ev = self._wake = trio.Event()
+        if self.store_error is not None:
+            raise self.store_error
         if self._buffer is not None:
             await self._commit(Transaction())
         if self.cancel_requested and not self.cancel_delivered:
@@ -279,6 +281,8 @@ class WorkflowCore(Caller):
             self.status = WorkflowStatus.RUNNING
             if self._wake is ev:
                 self._wake = None
+        if self.store_error is not None:
+            raise self.store_error
         if self.stored_status is not WorkflowStatus.RUNNING:  # with its next commit
             self.buffered().update_workflow(self.wid, status=WorkflowStatus.RUNNING)
             self.stored_status = WorkflowStatus.RUNNING

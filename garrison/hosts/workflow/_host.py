@@ -27,6 +27,7 @@ from ..._errors import (
     NonDeterminismError,
     NoSuchWorkflow,
     ProcessError,
+    StoreError,
     WorkflowCancelled,
     WorkflowFailed,
 )
@@ -115,6 +116,17 @@ class WorkflowHost:
                 nursery.start_soon(self._record_parked_task)
             task_status.started()
             await trio.sleep_forever()
+
+    def store_failed(self, exc: StoreError) -> None:
+        """The store became unusable for good: every workflow stops at its next durable
+        operation (parked ones at once), nothing recorded; they resume on a node with a
+        working store."""
+        log.error("host %s: its store failed: %s; its workflows stop", self.name, exc,
+                  extra={"error": str(exc)})
+        for wf in list(self.active.values()):
+            if wf.store_error is None:
+                wf.store_error = exc
+                wf.wake()
 
     # ------------------------------------------------------------ background writes
     def write_soon(self, tx: Transaction,
@@ -340,7 +352,9 @@ class WorkflowHost:
             wf.status = WorkflowStatus.BLOCKED
             wf.error = error
             wf.done.set()
-            log.error("workflow %s is blocked: %s", wf.wid, error)
+            log.error("workflow %s is blocked: %s", wf.wid, error,
+                      extra={"workflow_id": wf.wid, "run_id": wf.run_id, "pid": wf.pid,
+                             "error": error})
             return
         plain = None if result_json is None else _loads(result_json)
         event = Event(EventKind.EXIT, wf.pid, plain, error)

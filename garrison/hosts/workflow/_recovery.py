@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from ..._errors import StoreError
 from ...persistence import Transaction, WorkflowRecord, WorkflowStatus
 from ._inbox import item_from_record
 from ._instance import WorkflowInstance
@@ -123,7 +124,13 @@ async def watch_wakeups(host: WorkflowHost) -> None:
     """Pick up what tools (stores opened with ``lock=False``) wrote: messages, promise
     resolutions, cancel requests, workflows to start."""
     while not host.closing:
-        for wake in await host.store.wakeups():
+        try:
+            wakes = await host.store.wakeups()
+        except StoreError as exc:  # the store is gone: every workflow stops
+            if not host.closing:
+                host.store_failed(exc)
+            return
+        for wake in wakes:
             if host.closing:
                 return  # the node is closing (its store may be closed already)
             refresh(host, wake.workflow_id)
