@@ -52,6 +52,9 @@ def open_store(path: str) -> Any:
     damaged one or one of another schema version is a :class:`ToolError` (code 2)."""
     from .persistence import SQLiteStore
 
+    if path.startswith(("postgresql://", "postgres://")):
+        raise ToolError(f"{path!r}: this version of garrison's tools opens SQLite stores "
+                        "only", 2)
     try:
         return SQLiteStore(path, lock=False)
     except FileNotFoundError:

@@ -12,8 +12,9 @@ from garrison import process, workflow
 async def gated(label: str, deadline: str | None = "7d") -> dict[str, Any]:
     """Waits for its ``go`` promise (or ``deadline``), keeps a state and search attributes.
 
-    (A test whose node picks up writes of a tool, through a thread that polls the store,
-    passes no deadline: virtual time would jump past it while the thread waits.)"""
+    (A test on virtual time where a thread runs meanwhile, the node's watcher of a tool's
+    writes or the console's journal read, passes no deadline: the clock would jump past
+    it while the thread works.)"""
     workflow.attrs(search={"label": label, "team": "blue" if label.startswith("b") else "red"})
     workflow.set_state("stage", "waiting for go")
     go = workflow.promise("go")
@@ -39,7 +40,7 @@ async def boom(text: str) -> None:
 
 async def parent_of_gated() -> Any:
     """Spawns one ``gated`` child workflow and waits for its EXIT."""
-    await process.spawn_monitored(gated, "child", host="workflows")
+    await process.spawn_monitored(gated, "child", None, host="workflows")
     event = await process.events().receive()
     return event.result if event is not None else None
 

@@ -167,7 +167,7 @@ async def test_attached_to_a_node_live_statuses_actions_and_processes(
         tmp_path: Path, autojump_clock: Any) -> None:
     async with garrison.open_node(config=_services_config(tmp_path),
                                   store=str(tmp_path / "live.db")) as node:
-        await node.start_workflow(console_app.gated, "bravo", id="g-5")
+        await node.start_workflow(console_app.gated, "bravo", None, id="g-5")
         await node.start_workflow(console_app.parent_of_gated, id="p-1")
         await node.start_workflow(console_app.listening, id="l-3")
         await until(lambda: all(node.workflow(w).status() == "waiting"
@@ -373,7 +373,7 @@ def test_binding_off_loopback_needs_a_token() -> None:
     assert check_bind("127.0.0.1:8233", None) == ("127.0.0.1", 8233, True)
     assert check_bind("[::1]:0", None) == ("::1", 0, True)
     assert check_bind("localhost:9000", None)[2] is True
-    with pytest.raises(ValueError, match="not a loopback address.*--token"):
+    with pytest.raises(ValueError, match=r"not a loopback address.*--token"):
         check_bind("0.0.0.0:8233", None)
     with pytest.raises(ValueError, match="at least 16 characters"):
         check_bind("0.0.0.0:8233", "short")

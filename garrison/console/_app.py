@@ -110,7 +110,7 @@ def make_app(backend: Backend, *, token: str | None = None, loopback: bool = Tru
                                               newest_first=order == "newest"))
 
     async def api_workflow(request: Request) -> Response:
-        return JSONResponse(backend.detail(request.path_params["wid"]))
+        return JSONResponse(await backend.detail(request.path_params["wid"]))
 
     async def api_signal(request: Request) -> Response:
         wid = request.path_params["wid"]

@@ -160,13 +160,16 @@ class Backend:
             raise ApiError(404, f"no workflow {workflow_id!r} in {self.store.path}")
         return rec
 
-    def detail(self, workflow_id: str) -> dict[str, Any]:
-        """Everything about one workflow (``GET /api/workflows/{id}``)."""
+    async def detail(self, workflow_id: str) -> dict[str, Any]:
+        """Everything about one workflow (``GET /api/workflows/{id}``).
+
+        The journal, which may be long, is read in a worker thread (the store's reads
+        are thread-safe), so a page that polls it never holds up the node's workflows."""
         store = self.store
         rec = self.record(workflow_id)
-        status = self.status_of(rec)
         wid = rec.workflow_id
-        journal = store.journal(wid)
+        journal = await trio.to_thread.run_sync(store.journal, wid)
+        status = self.status_of(rec)
         shown = journal[-JOURNAL_SHOWN:]
         pid = Pid(rec.host or "workflows", wid)
         parent = None
