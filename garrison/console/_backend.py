@@ -80,7 +80,7 @@ def parse_statuses(values: Sequence[str]) -> list[str]:
     return statuses
 
 
-def _outcome_ok(kind: str, outcome: Any) -> bool:
+def _outcome_ok(outcome: Any) -> bool:
     """False for a journal record that holds a failure (an activity's or call's error,
     a rejected promise, a failed child)."""
     return not (isinstance(outcome, dict) and ("error" in outcome or "rejected" in outcome))
@@ -187,7 +187,7 @@ class Backend:
             "workflow": workflow,
             "journal": [{"seq": r.seq, "time": tools.when(r.time), "kind": r.kind,
                          "name": r.name, "outcome": r.outcome, "attempts": r.attempts,
-                         "ok": _outcome_ok(r.kind, r.outcome)} for r in shown],
+                         "ok": _outcome_ok(r.outcome)} for r in shown],
             "journal_records": len(journal),
             "journal_truncated": len(shown) < len(journal),
             "state": store.states(wid),
