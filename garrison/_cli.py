@@ -1,4 +1,4 @@
-"""The ``garrison`` command line: ``run``, ``check``, ``workflows``.
+"""The ``garrison`` command line: ``run``, ``check``, ``workflows``, ``ui``.
 
 ``garrison run TARGET`` where TARGET is
   * a YAML config: start its hosts and ``auto_start`` services and run until
@@ -24,6 +24,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -156,11 +157,13 @@ def _load_callable(target: str) -> Any:
         raise SystemExit(f"garrison run: {target!r} has no function {name!r}") from None
 
 
-async def _serve(config: Any, root: Any, label: str | None, store: str | None) -> int:
+async def _serve(config: Any, root: Any, label: str | None, store: str | None,
+                 ui: str | None = None, token: str | None = None) -> int:
     """Run a node until ``root`` (a callable or an entry id; ``None``: nothing) ends or
     SIGINT/SIGTERM arrives. The first signal stops the node gracefully (services in
     reverse dependency order, processes leaves first, workflows parked where they
-    are); a second one exits at once."""
+    are); a second one exits at once. ``ui``: serve the web console, attached to the
+    node, on that address while it runs."""
     from ._node import open_node
 
     code = 0
@@ -183,7 +186,14 @@ async def _serve(config: Any, root: Any, label: str | None, store: str | None) -
                         os._exit(128 + signum)
 
             watchers.start_soon(watch_signals)
-            async with open_node(config=config, store=store) as node:
+            async with open_node(config=config, store=store) as node, \
+                    trio.open_nursery() as console:
+                if ui is not None:
+                    from .console import serve_console
+
+                    where = await console.start(partial(serve_console, node=node, bind=ui,
+                                                        token=token))
+                    announce_console(where, "garrison run")
                 with running:
                     if root is None:
                         await trio.sleep_forever()
@@ -195,8 +205,34 @@ async def _serve(config: Any, root: Any, label: str | None, store: str | None) -
                     except ProcessError as exc:
                         print(f"garrison run: {label} failed: {exc.error}", file=sys.stderr)
                         code = 1
+                console.cancel_scope.cancel()
             watchers.cancel_scope.cancel()
     return code
+
+
+def announce_console(where: Any, who: str) -> None:
+    """Print where the console answers (and its one-time login link) on stdout."""
+    print(f"{who}: web console at {where.url}", flush=True)
+    if where.login_url:
+        print(f"{who}: open {where.login_url} (a one-time login link), or log in at "
+              f"{where.url}login with the token", flush=True)
+
+
+def _console_problem(bind: str | None, token: str | None, option: str) -> str | None:
+    """Why the console cannot be served on ``bind`` (given as ``option``), or ``None``;
+    checked before anything starts."""
+    if bind is None:
+        return None
+    try:
+        from .console import check_bind
+    except ImportError as exc:
+        return (f"the web console needs the ui extra: pip install 'garrison[ui]' "
+                f"({exc.name} is missing)")
+    try:
+        check_bind(bind, token)
+    except ValueError as exc:
+        return str(exc).replace("--bind", option, 1)
+    return None
 
 
 def _unwrapped(fn: Callable[..., Any], *args: Any) -> Any:
@@ -246,7 +282,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         except ConfigError as exc:
             print(f"garrison run: invalid config:\n{exc}", file=sys.stderr)
             return 2
-    problem = _store_problem(args.store, config)
+    token = args.token or os.environ.get("GARRISON_UI_TOKEN") or None
+    problem = _store_problem(args.store, config) or _console_problem(args.ui, token, "--ui")
     if problem is not None:
         print(f"garrison run: {problem}", file=sys.stderr)
         return 2
@@ -255,13 +292,62 @@ def cmd_run(args: argparse.Namespace) -> int:
             root, label = args.main, args.main
         else:
             root, label = _load_callable(target), target
-        return int(_unwrapped(_serve, config, root, label, args.store))
+        return int(_unwrapped(_serve, config, root, label, args.store, args.ui, token))
     except (StoreError, StoreLocked, StoreVersionError) as exc:
         # a store another node holds, of another schema version, or unusable
         print(f"garrison run: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # Ctrl-C before the signal handler was in place
         return 130
+    except Exception as exc:
+        if args.ui is None:
+            raise
+        from .console import ConsoleError
+
+        if not isinstance(exc, ConsoleError):  # the console's address is taken, ...
+            raise
+        print(f"garrison run: {exc}", file=sys.stderr)
+        return 2
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    """``garrison ui --store S``: serve the web console on a store until SIGINT/SIGTERM."""
+    from ._store_tools import ToolError, open_store
+
+    token = args.token or os.environ.get("GARRISON_UI_TOKEN") or None
+    problem = _console_problem(args.bind, token, "--bind")
+    if problem is not None:
+        print(f"garrison ui: {problem}", file=sys.stderr)
+        return 2
+    from .console import ConsoleError, serve_console
+
+    try:
+        store = open_store(args.store)
+    except ToolError as exc:
+        print(f"garrison ui: {exc}", file=sys.stderr)
+        return 2
+
+    async def serve() -> None:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with trio.open_nursery() as nursery:
+                where = await nursery.start(partial(serve_console, store=store, bind=args.bind,
+                                                    token=token))
+                announce_console(where, "garrison ui")
+                async for signum in signals:
+                    log.info("received %s: stopping the console", signal.Signals(signum).name)
+                    break
+                nursery.cancel_scope.cancel()
+
+    try:
+        _unwrapped(serve)
+    except ConsoleError as exc:
+        print(f"garrison ui: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        store.close()
+    return 0
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -316,7 +402,24 @@ def build_parser() -> argparse.ArgumentParser:
     run_p.add_argument("--main", help="with a config: spawn this entry id and exit when it ends")
     run_p.add_argument("--store", help="the SQLite file of the node's workflows host, relative "
                        "to the current directory (default: in memory)")
+    run_p.add_argument("--ui", metavar="HOST:PORT",
+                       help="serve the web console, attached to this node, on this address "
+                            "(e.g. 127.0.0.1:8233)")
+    run_p.add_argument("--token", help="the console's token, required off loopback "
+                       "(default: $GARRISON_UI_TOKEN)")
     run_p.set_defaults(func=cmd_run)
+
+    ui_p = sub.add_parser(
+        "ui", parents=[common], help="serve the web console on a workflow store",
+        description="Serve the web console on a workflow store, whether or not a node runs "
+                    "on it (its actions wake that node at once), until SIGINT/SIGTERM. It "
+                    "binds to loopback by default; any other address needs --token.")
+    ui_p.add_argument("--store", required=True, help="the SQLite store file")
+    ui_p.add_argument("--bind", default="127.0.0.1:8233", metavar="HOST:PORT",
+                      help="the address to serve on (default 127.0.0.1:8233; port 0: a free one)")
+    ui_p.add_argument("--token", help="required on every request; required off loopback "
+                      "(default: $GARRISON_UI_TOKEN)")
+    ui_p.set_defaults(func=cmd_ui)
 
     check_p = sub.add_parser(
         "check", parents=[common], help="validate config files; print every problem",

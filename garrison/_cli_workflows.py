@@ -15,19 +15,18 @@ stdout went away (``... | head``), quietly, as other Unix tools do.
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import json
 import os
 import signal
 import sqlite3
 import sys
-import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from ._errors import GarrisonError, NoSuchWorkflow, PromiseAlreadyCompleted
+from . import _store_tools as tools
+from ._errors import GarrisonError, NoSuchWorkflow
+from ._store_tools import ToolError, json_arg, key_value, when
 
-FINAL = {"completed", "failed", "cancelled"}
 #: the exit status of a command whose stdout reader went away (killed by SIGPIPE)
 BROKEN_PIPE = 128 + signal.SIGPIPE
 
@@ -77,10 +76,7 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     wf.set_defaults(func=cmd_workflows)
 
 
-class _Fail(Exception):
-    def __init__(self, message: str, code: int = 1) -> None:
-        super().__init__(message)
-        self.code = code
+_Fail = ToolError
 
 
 def cmd_workflows(args: argparse.Namespace) -> int:
@@ -102,15 +98,9 @@ def cmd_workflows(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> None:
-    from .persistence import SQLiteStore
     from .persistence._file import store_error
 
-    try:
-        store = SQLiteStore(args.store, lock=False)
-    except FileNotFoundError:
-        raise _Fail(f"no workflow store at {args.store!r}", 2) from None
-    except GarrisonError as exc:  # StoreError, StoreVersionError: names the store
-        raise _Fail(str(exc), 2) from None
+    store = tools.open_store(args.store)
     try:
         _COMMANDS[args.wf_command](store, args)
     except NoSuchWorkflow as exc:  # removed between our read and our write
@@ -137,7 +127,7 @@ def _list(store: Any, args: argparse.Namespace) -> None:
         if status not in known:
             raise _Fail(f"--status {status!r} is not a workflow status: expected one of "
                         f"{', '.join(known)}", 2)
-    search = dict(_key_value(item) for item in args.search)
+    search = dict(key_value(item) for item in args.search)
     rows = store.list_workflows(statuses or None, search or None)
     if args.json:
         _print_json([_record(r) for r in rows])
@@ -152,19 +142,7 @@ def _list(store: Any, args: argparse.Namespace) -> None:
 
 
 def _show(store: Any, args: argparse.Namespace) -> None:
-    rec = _get(store, args.id)
-    count, size = store.journal_size(rec.workflow_id)
-    detail: dict[str, Any] = {
-        **_record(rec),
-        "journal_records": count,
-        "journal_bytes": size,
-        "pending_messages": [{"topic": m.topic, "payload": m.payload, "kind": m.kind}
-                             for m in store.pending_messages(rec.workflow_id)],
-        "promises": {p.name: {"status": str(p.status), "value": p.value, "error": p.error}
-                     for p in store.promises(rec.workflow_id)},
-        "state": store.states(rec.workflow_id),
-        "timers": [_when(t.deadline) for t in store.timers(rec.workflow_id)],
-    }
+    detail = tools.detail(store, tools.get(store, args.id))
     if args.json:
         _print_json(detail)
         return
@@ -175,7 +153,7 @@ def _show(store: Any, args: argparse.Namespace) -> None:
 
 
 def _history(store: Any, args: argparse.Namespace) -> None:
-    rec = _get(store, args.id)
+    rec = tools.get(store, args.id)
     records = store.journal(rec.workflow_id)
     if args.json:
         _print_json([{"seq": r.seq, "time": _when(r.time), "kind": r.kind, "name": r.name,
@@ -204,45 +182,30 @@ GAP_NOTE = "(no record: still running, or it raised before it was recorded)"
 
 # ------------------------------------------------------------------ writes
 def _signal(store: Any, args: argparse.Namespace) -> None:
-    rec = _get(store, args.id)
-    _refuse_final(rec, "signal")
-    payload = _json_arg(args.payload, "payload")
-    msg_id = f"cli-{uuid.uuid4().hex}"
-    store.deliver(rec.workflow_id, args.topic, payload, msg_id=msg_id, sender=None)
-    _done(args, {"workflow_id": rec.workflow_id, "signal": args.topic, "message_id": msg_id},
-          f"signal {args.topic!r} queued for {rec.workflow_id!r} (message {msg_id})")
+    payload = json_arg(args.payload, "payload")
+    msg_id = tools.signal(store, args.id, args.topic, payload)
+    _done(args, {"workflow_id": args.id, "signal": args.topic, "message_id": msg_id},
+          f"signal {args.topic!r} queued for {args.id!r} (message {msg_id})")
 
 
 def _resolve(store: Any, args: argparse.Namespace) -> None:
-    rec = _get(store, args.id)
-    _refuse_final(rec, "resolve a promise of")
-    value = _json_arg(args.value, "value")
-    try:
-        store.resolve_promise(rec.workflow_id, args.promise, value)
-    except PromiseAlreadyCompleted as exc:
-        raise _Fail(str(exc)) from None
-    _done(args, {"workflow_id": rec.workflow_id, "promise": args.promise, "resolved": value},
-          f"promise {args.promise!r} of {rec.workflow_id!r} resolved")
+    value = json_arg(args.value, "value")
+    tools.resolve(store, args.id, args.promise, value)
+    _done(args, {"workflow_id": args.id, "promise": args.promise, "resolved": value},
+          f"promise {args.promise!r} of {args.id!r} resolved")
 
 
 def _reject(store: Any, args: argparse.Namespace) -> None:
-    rec = _get(store, args.id)
-    _refuse_final(rec, "reject a promise of")
-    try:
-        store.reject_promise(rec.workflow_id, args.promise, args.message)
-    except PromiseAlreadyCompleted as exc:
-        raise _Fail(str(exc)) from None
-    _done(args, {"workflow_id": rec.workflow_id, "promise": args.promise,
+    tools.reject(store, args.id, args.promise, args.message)
+    _done(args, {"workflow_id": args.id, "promise": args.promise,
                  "rejected": args.message},
-          f"promise {args.promise!r} of {rec.workflow_id!r} rejected")
+          f"promise {args.promise!r} of {args.id!r} rejected")
 
 
 def _cancel(store: Any, args: argparse.Namespace) -> None:
-    rec = _get(store, args.id)
-    _refuse_final(rec, "cancel")
-    store.request_cancel(rec.workflow_id)
-    _done(args, {"workflow_id": rec.workflow_id, "cancel_requested": True},
-          f"cancel requested for {rec.workflow_id!r}")
+    tools.cancel(store, args.id)
+    _done(args, {"workflow_id": args.id, "cancel_requested": True},
+          f"cancel requested for {args.id!r}")
 
 
 _COMMANDS = {"list": _list, "show": _show, "history": _history, "signal": _signal,
@@ -250,59 +213,8 @@ _COMMANDS = {"list": _list, "show": _show, "history": _history, "signal": _signa
 
 
 # ------------------------------------------------------------------ helpers
-def _get(store: Any, workflow_id: str) -> Any:
-    rec = store.get_workflow(workflow_id)
-    if rec is None:
-        raise _Fail(f"no workflow {workflow_id!r} in {store.path}")
-    return rec
-
-
-def _refuse_final(rec: Any, what: str) -> None:
-    if str(rec.status) in FINAL:
-        raise _Fail(f"cannot {what} workflow {rec.workflow_id!r}: it is {rec.status}")
-
-
-def _json_arg(text: str, what: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise _Fail(f"the {what} must be JSON (e.g. '{{\"ok\": true}}' or '\"text\"'): "
-                    f"{exc.msg} in {text!r}", 2) from None
-
-
-def _key_value(item: str) -> tuple[str, Any]:
-    key, sep, raw = item.partition("=")
-    if not sep or not key:
-        raise _Fail(f"--search takes KEY=VALUE, got {item!r}", 2)
-    try:
-        return key, json.loads(raw)
-    except json.JSONDecodeError:
-        return key, raw
-
-
-def _record(rec: Any) -> dict[str, Any]:
-    """Every column of a workflow's row, as JSON."""
-    return {"workflow_id": rec.workflow_id, "name": rec.name, "status": str(rec.status),
-            "created": _when(rec.created), "updated": _when(rec.updated),
-            "search": rec.search, "memo": rec.memo,
-            "input": rec.input,
-            "result": rec.result,
-            "error": _error(rec.error),
-            "parent": str(rec.parent) if rec.parent else None,
-            "run_id": rec.run_id,
-            "attempt": rec.attempt,
-            "host": rec.host,
-            "cancel_requested": rec.cancel_requested}
-
-
-def _error(error: Any) -> Any:
-    return None if error is None else {"type": error.type, "message": error.message}
-
-
-def _when(value: Any) -> str:
-    if isinstance(value, _dt.datetime):
-        return value.astimezone(_dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    return "" if value is None else str(value)
+_record = tools.record_json
+_when = when
 
 
 def _short(value: Any, width: int | None = 40) -> str:

@@ -201,6 +201,18 @@ class Node:
         info: ProcessInfo = host.process_info(pid)
         return info
 
+    def processes(self) -> list[ProcessInfo]:
+        """A :class:`~garrison.ProcessInfo` snapshot of every live process of the node's
+        process hosts (workflows are listed by :meth:`workflows`), each host's in start
+        order. ``parent`` links them into the tree of who started whom: a supervisor's
+        children, the services under the service manager.
+
+        >>> [info.label for info in node.processes()]   # doctest: +SKIP
+        ['garrison.services', 'kv_store', 'ticker']
+        """
+        return [info for host in self.hosts.values() if hasattr(host, "process_infos")
+                for info in host.process_infos()]
+
     def resolve(self, to: Pid | str) -> Pid:
         """``to`` as a pid: a pid stays itself; a string with a ``/`` is a pid's text
         form (``str(pid)``, e.g. ``"workflows/order-17"``); any other string is a

@@ -34,3 +34,91 @@ def test_demo_runs_and_finishes_on_its_own():
     assert err.index("app:kv: started") < err.index("app:clock: started")
     # app:clock (which requires app:kv) is done before app:kv stops
     assert err.rindex("app:clock") < err.index("app:kv: stopping")
+
+
+def test_console_example_a_user_follows_a_workflow_and_acts_on_it(tmp_path: Path) -> None:
+    """examples/console: the node serves the console; through its JSON API (as the
+    pages do) approve one report, reject another, and see both finish; the failed
+    one shows its traceback; the node view shows the services and the tree."""
+    from _console_server import console
+
+    store = str(tmp_path / "expenses.db")
+    with console("run", "examples/console/app.yaml", "--store", store,
+                 "--ui", "127.0.0.1:0") as ui:
+        def statuses() -> dict[str, str]:
+            rows = ui.http.get("/api/workflows").json()["workflows"]
+            return {w["workflow_id"]: w["status"] for w in rows}
+
+        ui.until(lambda: statuses() == {"exp-1001": "waiting", "exp-1002": "waiting",
+                                        "exp-1003": "failed"}, "the three reports")
+        failed = ui.http.get("/api/workflows/exp-1003").json()["workflow"]
+        assert "has no receipts" in failed["error"]["message"]
+        assert "check_receipts" in failed["error"]["traceback"]
+
+        r = ui.post("/api/workflows/exp-1001/promises/approval/resolve",
+                    {"value": {"by": "ann"}})
+        assert r.status_code == 200, r.text
+        r = ui.post("/api/workflows/exp-1002/promises/approval/reject",
+                    {"message": "not in the budget"})
+        assert r.status_code == 200, r.text
+        ui.until(lambda: statuses()["exp-1001"] == statuses()["exp-1002"] == "completed",
+                 "both reports to finish")
+        paid = ui.http.get("/api/workflows/exp-1001").json()
+        assert paid["workflow"]["result"] == {"status": "paid", "reference": "PAY-exp-1001-ann",
+                                              "receipts": 2}
+        assert paid["state"] == {"stage": "paid"}
+        assert [c["status"] for c in paid["children"]] == ["completed"]
+        rejected = ui.http.get("/api/workflows/exp-1002").json()["workflow"]["result"]
+        assert rejected["status"] == "rejected" and "not in the budget" in rejected["reason"]
+
+        def services() -> dict[str, dict]:
+            return {s["id"]: s for s in ui.http.get("/api/node").json()["services"]}
+
+        ui.until(lambda: services()["app:pulse"]["restarts"] == 1
+                 and services()["app:pulse"]["status"] == "running", "app:pulse restarted")
+        tree = ui.http.get("/api/node").json()["tree"]
+        audit = next(b for t in tree for b in t["children"] if b["service"] == "app:audit")
+        assert [c["label"] for c in audit["children"]] == ["ledger", "mailer"]
+    assert ui.proc.returncode == 0, "".join(ui.stdout)
+
+
+def test_garrison_ui_serves_a_store_without_a_node(tmp_path: Path) -> None:
+    """garrison ui on a store no node holds: it lists, and its writes wait in the store
+    for the next node; off loopback it needs a token."""
+    from _console_server import console
+
+    store = str(tmp_path / "expenses.db")
+    with console("run", "examples/console/app.yaml", "--store", store,
+                 "--ui", "127.0.0.1:0") as node:
+        node.until(lambda: len(node.http.get("/api/workflows?status=waiting").json()
+                               ["workflows"]) == 2, "two waiting reports")
+    assert node.proc.returncode == 0, "".join(node.stdout)
+    with console("ui", "--store", store, "--bind", "127.0.0.1:0") as ui:
+        rows = ui.http.get("/api/workflows?status=waiting").json()["workflows"]
+        assert sorted(w["workflow_id"] for w in rows) == ["exp-1001", "exp-1002"]
+        assert ui.http.get("/api/capabilities").json()["live"] is False
+        r = ui.post("/api/workflows/exp-1001/promises/approval/resolve", {"value": "ok"})
+        assert r.status_code == 200, r.text
+        promises = ui.http.get("/api/workflows/exp-1001").json()["promises"]
+        assert promises[0]["status"] == "resolved"
+    assert ui.proc.returncode == 0, "".join(ui.stdout)
+    refused = garrison_cli("ui", "--store", store, "--bind", "0.0.0.0:0")
+    assert refused.returncode == 2
+    assert "not a loopback address" in refused.stderr and "--token" in refused.stderr
+    refused = garrison_cli("run", "examples/console/app.yaml", "--ui", "0.0.0.0:0")
+    assert refused.returncode == 2 and "--ui '0.0.0.0:0' is not a loopback" in refused.stderr
+    missing = garrison_cli("ui", "--store", str(tmp_path / "none.db"))
+    assert missing.returncode == 2 and "no workflow store" in missing.stderr
+
+    # with a token: nothing without it; the one-time link printed at start opens a session
+    with console("ui", "--store", store, "--bind", "127.0.0.1:0", "--token",
+                 "a-token-of-24-characters") as ui:
+        assert ui.http.get("/api/workflows").status_code == 401
+        link = ui.until(lambda: next((line.split("open ")[1].split()[0] for line in ui.stdout
+                                      if "one-time login link" in line), None), "the link")
+        assert ui.http.get(link).status_code == 303
+        assert ui.http.get("/api/workflows").status_code == 200
+        # its address is taken now: a second console says so in one line
+        taken = garrison_cli("ui", "--store", store, "--bind", ui.url[7:].rstrip("/"))
+        assert taken.returncode == 2
+        assert "cannot serve the console on" in taken.stderr and "in use" in taken.stderr

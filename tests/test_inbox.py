@@ -171,6 +171,27 @@ async def test_process_info(node, autojump_clock):
         node.process_info("nobody")
 
 
+async def test_processes_lists_every_live_process_with_its_parent(node, autojump_clock):
+    async def leaf():
+        await trio.sleep_forever()
+
+    async def branch():
+        await process.spawn(leaf)
+        await process.spawn(leaf)
+        await trio.sleep_forever()
+
+    assert node.processes() == []
+    root = await node.spawn(branch)
+    await node.start_workflow(app.receiver, id="not-a-process")
+    await trio.sleep(1)
+    infos = node.processes()
+    assert infos[0].pid == root and len(infos) == 3  # start order, no workflow
+    assert [i.parent for i in infos] == [None, root, root]
+    assert all(i.alive for i in infos) and infos[0] == node.process_info(root)
+    await node.wait(await node.spawn(_quick))
+    assert len(node.processes()) == 3  # ended processes are gone
+
+
 def _warnings(caplog):
     return [r.getMessage() for r in caplog.records
             if r.name == "garrison.process" and "no limit" in r.getMessage()]

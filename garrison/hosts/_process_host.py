@@ -587,6 +587,10 @@ class ProcessHost:
             return ProcessInfo(pid=pid, alive=False)
         return proc.info()
 
+    def process_infos(self) -> list[ProcessInfo]:
+        """A snapshot of every live process of this host, in start order."""
+        return [proc.info() for proc in list(self.procs.values())]
+
     def inbox_stats(self) -> tuple[int, int, Pid | None]:
         """(items waiting in all inboxes, the most waiting at one process, its pid)."""
         total = largest = 0

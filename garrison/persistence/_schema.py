@@ -141,8 +141,17 @@ def _v1_initial(db: sqlite_utils.Database) -> None:
     )
 
 
+def _v2_list_order(db: sqlite_utils.Database) -> None:
+    # Keyset paging of ``list_workflows(after=..., limit=...)`` (the web console pages
+    # through 100,000 workflows): the listing order, whole and per status.
+    db.table("workflows").create_index(["created", "workflow_id"],
+                                       index_name="workflows_by_created")
+    db.table("workflows").create_index(["status", "created", "workflow_id"],
+                                       index_name="workflows_by_status_created")
+
+
 #: ``MIGRATIONS[i]`` migrates version ``i`` to ``i + 1``.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1_initial]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1_initial, _v2_list_order]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 #: The tables of schema :data:`SCHEMA_VERSION` (a store without one is damaged).

@@ -701,10 +701,19 @@ class SQLiteStore:
         *,
         parent: Pid | str | None = None,
         limit: int | None = None,
+        after: tuple[datetime | float, str] | None = None,
+        newest_first: bool = False,
+        id_prefix: str | None = None,
     ) -> list[WorkflowRecord]:
-        """Workflows, oldest first, filtered by status (one or several), by search
-        attributes (every ``key=value`` must match the stored JSON value) and by
-        parent pid."""
+        """Workflows in ``(created, workflow_id)`` order (oldest first, or newest first),
+        filtered by status (one or several), by search attributes (every ``key=value``
+        must match the stored JSON value), by parent pid and by the start of the id.
+
+        Keyset paging: ``after=(record.created, record.workflow_id)`` of the last record
+        of a page returns the records that follow it in this order (each page is one
+        indexed range scan, however deep; rows added meanwhile never shift a page). The
+        cursor's row supplies the exact stored time; its ``created`` is used only when
+        that workflow has been deleted since."""
         where: list[str] = []
         params: list[Any] = []
         if status is not None:
@@ -718,10 +727,28 @@ class SQLiteStore:
         if parent is not None:
             where.append("parent = ?")
             params.append(str(parent))
+        if id_prefix:
+            where.append("workflow_id >= ?")
+            params.append(id_prefix)
+            if ord(id_prefix[-1]) < 0x10FFFF:  # UTF-8 sorts as code points
+                where.append("workflow_id < ?")
+                params.append(id_prefix[:-1] + chr(ord(id_prefix[-1]) + 1))
+            else:
+                where.append("substr(workflow_id, 1, ?) = ?")
+                params.extend((len(id_prefix), id_prefix))
+        if after is not None:
+            created, after_id = after
+            rows = self._query("SELECT created FROM workflows WHERE workflow_id = ?",
+                               (after_id,))
+            at = rows[0][0] if rows else unix_seconds(created)
+            cmp = "<" if newest_first else ">"
+            where.append(f"created {cmp}= ? AND (created {cmp} ? OR workflow_id {cmp} ?)")
+            params.extend((at, at, after_id))
         sql = f"SELECT {WorkflowRecord.COLUMNS} FROM workflows"
         if where:
             sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY created, workflow_id"
+        sql += (" ORDER BY created DESC, workflow_id DESC" if newest_first
+                else " ORDER BY created, workflow_id")
         if limit is not None:
             sql += " LIMIT ?"
             params.append(int(limit))

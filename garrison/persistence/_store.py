@@ -14,6 +14,7 @@ picked up by the node that owns the store through :meth:`Store.wakeups`.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from datetime import datetime
 from typing import Any, Protocol
 
 from .._errors import StoreError
@@ -98,8 +99,21 @@ class Store(Protocol):
         *,
         parent: Pid | str | None = None,
         limit: int | None = None,
+        after: tuple[datetime | float, str] | None = None,
+        newest_first: bool = False,
+        id_prefix: str | None = None,
     ) -> list[WorkflowRecord]:
-        """Workflows filtered by status(es), search attributes and parent, oldest first."""
+        """Workflows filtered by status(es), search attributes, parent and the start of
+        their id (``id_prefix``), in ``(created, workflow_id)`` order: oldest first, or
+        newest first with ``newest_first``; at most ``limit`` of them.
+
+        Keyset paging (the web console's): ``after=(created, workflow_id)``, taken from
+        the last record of the previous page, returns only the records after it in that
+        order. A store keeps an index on ``(created, workflow_id)`` so that every page
+        is one range scan (never ``OFFSET``), and compares the cursor with the exact
+        stored ``created`` of workflow ``workflow_id`` (a record's datetime is rounded
+        to microseconds); the cursor's ``created`` (aware datetime or unix seconds) is
+        used only when that workflow no longer exists."""
         ...
 
     def unfinished_workflows(self) -> list[WorkflowRecord]:

@@ -1,0 +1,185 @@
+"""Tools on a workflow store, shared by ``garrison workflows`` and the web console.
+
+A tool opens the store without its lock (``lock=False``): it reads committed state,
+and its writes (a signal, a promise resolved or rejected, a cancel request) commit at
+once and leave a wakeup that the node holding the store picks up immediately (a
+stopped node on its next start). Every refusal is a :class:`ToolError` carrying a
+one-line message and the exit status the command line uses for it.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import uuid
+from typing import Any
+
+from ._errors import GarrisonError, PromiseAlreadyCompleted
+
+__all__ = [
+    "FINAL",
+    "ToolError",
+    "cancel",
+    "detail",
+    "error_json",
+    "get",
+    "json_arg",
+    "key_value",
+    "open_store",
+    "record_json",
+    "refuse_final",
+    "reject",
+    "resolve",
+    "signal",
+    "when",
+]
+
+#: the statuses a workflow never leaves
+FINAL = frozenset({"completed", "failed", "cancelled"})
+
+
+class ToolError(Exception):
+    """A request a tool refuses: ``code`` 1 (the workflow or promise is not there, or
+    refuses: finished, already resolved) or 2 (bad input, an unusable store)."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def open_store(path: str) -> Any:
+    """The store at ``path``, opened as a tool (``lock=False``): a missing file, a
+    damaged one or one of another schema version is a :class:`ToolError` (code 2)."""
+    from .persistence import SQLiteStore
+
+    if path.startswith(("postgresql://", "postgres://")):
+        raise ToolError(f"{path!r}: this version of garrison's tools opens SQLite stores "
+                        "only", 2)
+    try:
+        return SQLiteStore(path, lock=False)
+    except FileNotFoundError:
+        raise ToolError(f"no workflow store at {path!r}", 2) from None
+    except GarrisonError as exc:  # StoreError, StoreVersionError: names the store
+        raise ToolError(str(exc), 2) from None
+
+
+# ------------------------------------------------------------------ reads
+def get(store: Any, workflow_id: str) -> Any:
+    """The workflow's record; :class:`ToolError` when the store has no such workflow."""
+    rec = store.get_workflow(workflow_id)
+    if rec is None:
+        raise ToolError(f"no workflow {workflow_id!r} in {store.path}")
+    return rec
+
+
+def refuse_final(rec: Any, what: str) -> None:
+    """:class:`ToolError` if the workflow has finished (nothing can act on it)."""
+    if str(rec.status) in FINAL:
+        raise ToolError(f"cannot {what} workflow {rec.workflow_id!r}: it is {rec.status}")
+
+
+def detail(store: Any, rec: Any) -> dict[str, Any]:
+    """What ``garrison workflows show`` prints: the row, the journal's size, pending
+    inbox items, promises, state and timers."""
+    count, size = store.journal_size(rec.workflow_id)
+    return {
+        **record_json(rec),
+        "journal_records": count,
+        "journal_bytes": size,
+        "pending_messages": [{"topic": m.topic, "payload": m.payload, "kind": m.kind}
+                             for m in store.pending_messages(rec.workflow_id)],
+        "promises": {p.name: {"status": str(p.status), "value": p.value, "error": p.error}
+                     for p in store.promises(rec.workflow_id)},
+        "state": store.states(rec.workflow_id),
+        "timers": [when(t.deadline) for t in store.timers(rec.workflow_id)],
+    }
+
+
+# ------------------------------------------------------------------ writes
+def signal(store: Any, workflow_id: str, topic: str, payload: Any) -> str:
+    """Queue a message on the workflow's durable inbox; returns its message id."""
+    rec = get(store, workflow_id)
+    refuse_final(rec, "signal")
+    msg_id = f"cli-{uuid.uuid4().hex}"
+    store.deliver(rec.workflow_id, topic, payload, msg_id=msg_id, sender=None)
+    return msg_id
+
+
+def resolve(store: Any, workflow_id: str, promise: str, value: Any) -> None:
+    """Resolve the workflow's promise (refused if it was completed before)."""
+    rec = get(store, workflow_id)
+    refuse_final(rec, "resolve a promise of")
+    try:
+        store.resolve_promise(rec.workflow_id, promise, value)
+    except PromiseAlreadyCompleted as exc:
+        raise ToolError(str(exc)) from None
+
+
+def reject(store: Any, workflow_id: str, promise: str, message: str) -> None:
+    """Reject the workflow's promise (refused if it was completed before)."""
+    rec = get(store, workflow_id)
+    refuse_final(rec, "reject a promise of")
+    try:
+        store.reject_promise(rec.workflow_id, promise, message)
+    except PromiseAlreadyCompleted as exc:
+        raise ToolError(str(exc)) from None
+
+
+def cancel(store: Any, workflow_id: str) -> None:
+    """Flag the workflow for cancellation."""
+    rec = get(store, workflow_id)
+    refuse_final(rec, "cancel")
+    store.request_cancel(rec.workflow_id)
+
+
+# ------------------------------------------------------------------ JSON forms
+def record_json(rec: Any) -> dict[str, Any]:
+    """Every column of a workflow's row, as JSON."""
+    return {"workflow_id": rec.workflow_id, "name": rec.name, "status": str(rec.status),
+            "created": when(rec.created), "updated": when(rec.updated),
+            "search": rec.search, "memo": rec.memo,
+            "input": rec.input,
+            "result": rec.result,
+            "error": error_json(rec.error),
+            "parent": str(rec.parent) if rec.parent else None,
+            "run_id": rec.run_id,
+            "attempt": rec.attempt,
+            "host": rec.host,
+            "cancel_requested": rec.cancel_requested}
+
+
+def error_json(error: Any, *, traceback: bool = False) -> Any:
+    """An ``ErrorInfo`` as ``{"type", "message"}`` (and its ``traceback`` if asked)."""
+    if error is None:
+        return None
+    out = {"type": error.type, "message": error.message}
+    if traceback:
+        out["traceback"] = error.traceback
+    return out
+
+
+def when(value: Any) -> str:
+    """A time as ISO 8601 UTC with milliseconds (``2026-01-02T03:04:05.678Z``)."""
+    if isinstance(value, _dt.datetime):
+        return value.astimezone(_dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return "" if value is None else str(value)
+
+
+def key_value(item: str, option: str = "--search") -> tuple[str, Any]:
+    """``KEY=VALUE`` of a search filter: the value is JSON, or else a plain string."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key:
+        raise ToolError(f"{option} takes KEY=VALUE, got {item!r}", 2)
+    try:
+        return key, json.loads(raw)
+    except json.JSONDecodeError:
+        return key, raw
+
+
+def json_arg(text: str, what: str) -> Any:
+    """``text`` parsed as JSON; :class:`ToolError` (code 2) with an example otherwise."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ToolError(f"the {what} must be JSON (e.g. '{{\"ok\": true}}' or '\"text\"'): "
+                        f"{exc.msg} in {text!r}", 2) from None

@@ -1,0 +1,129 @@
+"""Serving the console: Hypercorn's trio worker in the caller's nursery."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import attrs
+import trio
+
+from ._app import make_app
+from ._backend import Backend, NodeBackend, StoreBackend
+from ._security import is_loopback
+
+__all__ = ["DEFAULT_BIND", "ConsoleAddress", "ConsoleError", "check_bind", "serve_console"]
+
+log = logging.getLogger("garrison.console")
+
+#: Hypercorn's own log: its problems, not its start-up lines (we say where we serve)
+_http_log = logging.getLogger("garrison.console.http")
+_http_log.setLevel(logging.WARNING)
+
+DEFAULT_BIND = "127.0.0.1:8233"
+#: the shortest token accepted (a guessable token would open the console to the network)
+MIN_TOKEN = 16
+
+
+class ConsoleError(Exception):
+    """The console cannot serve (its address is taken, or refused by the system)."""
+
+
+@attrs.frozen
+class ConsoleAddress:
+    """Where a started console answers: ``url`` (``http://127.0.0.1:8233/``), and with a
+    token the one-time ``login_url`` that opens a browser session."""
+
+    url: str
+    login_url: str | None = None
+
+
+def check_bind(bind: str, token: str | None) -> tuple[str, int, bool]:
+    """``(host, port, loopback)`` of ``HOST:PORT``; ``ValueError`` naming the problem,
+    and for an address other than loopback without a token (or with a short one)."""
+    host, sep, port_text = bind.rpartition(":")
+    if not sep or not host or not port_text.isdigit() or int(port_text) > 65535:
+        raise ValueError(f"--bind {bind!r}: expected HOST:PORT, e.g. {DEFAULT_BIND} "
+                         "(port 0 picks a free one)")
+    loopback = is_loopback(host)
+    if token is not None and len(token) < MIN_TOKEN:
+        raise ValueError(f"--token: expected at least {MIN_TOKEN} characters, got "
+                         f"{len(token)}; make one with: python -c "
+                         "'import secrets; print(secrets.token_urlsafe(24))'")
+    if not loopback and token is None:
+        raise ValueError(f"--bind {bind!r} is not a loopback address: serving the console "
+                         "to the network needs --token (or GARRISON_UI_TOKEN); bind "
+                         f"{DEFAULT_BIND} to serve this machine only")
+    return host.strip("[]"), int(port_text), loopback
+
+
+async def serve_console(*, store: Any = None, node: Any = None, bind: str = DEFAULT_BIND,
+                        token: str | None = None,
+                        task_status: trio.TaskStatus[ConsoleAddress] = trio.TASK_STATUS_IGNORED,
+                        ) -> None:
+    """Serve the web console until cancelled; ``task_status.started`` gives its
+    :class:`ConsoleAddress` (use it with ``nursery.start``).
+
+    Attached to a running ``node`` the console shows live statuses, processes,
+    services and the supervision tree, and acts through the node API. Given a
+    ``store`` instead (a path, opened with ``lock=False`` like ``garrison workflows``
+    does, or an open store) it works whether or not a node holds the store; its
+    writes wake that node at once.
+
+    ``bind`` is ``HOST:PORT`` (port 0: a free one). Any address but loopback needs a
+    ``token`` (``ValueError`` otherwise); with one, every request must carry it (see
+    README, "Web console").
+
+    >>> async with trio.open_nursery() as nursery:            # doctest: +SKIP
+    ...     where = await nursery.start(partial(serve_console, node=node))
+    ...     print(where.url)
+    """
+    from hypercorn.config import Config
+    from hypercorn.trio import serve
+
+    host, port, loopback = check_bind(bind, token)
+    backend: Backend
+    if node is not None:
+        backend = NodeBackend(node)
+    elif isinstance(store, str) or hasattr(store, "__fspath__"):
+        from .._store_tools import open_store
+
+        backend = StoreBackend(open_store(str(store)), owned=True)
+    elif store is not None:
+        backend = StoreBackend(store)
+    else:
+        raise ValueError("serve_console needs a node or a store")
+    try:
+        app = make_app(backend, token=token, loopback=loopback)
+        config = Config()
+        config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+        config.accesslog = None
+        config.errorlog = _http_log
+        config.graceful_timeout = 1.0
+        async with trio.open_nursery() as nursery:
+            try:
+                binds: list[str] = await nursery.start(serve, app, config)
+            except (OSError, BaseExceptionGroup) as exc:
+                error = _os_error(exc)
+                if error is None:
+                    raise
+                reason = error.strerror or str(error)
+                raise ConsoleError(f"cannot serve the console on {bind}: {reason}") from None
+            url = binds[0].rstrip("/") + "/"
+            login = f"{url}auth?code={app.code}" if app.code else None
+            log.info("web console at %s", url)
+            task_status.started(ConsoleAddress(url, login))
+    finally:
+        backend.close()
+
+
+def _os_error(exc: BaseException) -> OSError | None:
+    """The ``OSError`` that made the server fail to start (possibly inside groups)."""
+    if isinstance(exc, OSError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _os_error(inner)
+            if found is not None:
+                return found
+    return None

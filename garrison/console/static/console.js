@@ -1,0 +1,452 @@
+// The garrison web console: fills the pages from the JSON API under /api/.
+// Every element is built with createElement and textContent (no HTML is ever parsed from
+// data), so payloads, names and tracebacks are shown as text, never run.
+"use strict";
+
+const FINAL = new Set(["completed", "failed", "cancelled"]);
+
+// ------------------------------------------------------------------ helpers
+function $(id) { return document.getElementById(id); }
+
+function el(tag, props, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(props || {})) {
+    if (value === null || value === undefined || value === false) continue;
+    if (key === "class") node.className = value;
+    else if (key === "onclick") node.addEventListener("click", value);
+    else node.setAttribute(key, value === true ? "" : String(value));
+  }
+  for (const child of children.flat(Infinity)) {
+    if (child === null || child === undefined) continue;
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+
+function fill(parent, ...children) { parent.replaceChildren(...children.flat(Infinity)); }
+
+function json(value, indent) {
+  return value === undefined ? "" : JSON.stringify(value, null, indent);
+}
+
+function short(value, width) {
+  const text = typeof value === "string" ? value : json(value);
+  return text.length > width ? text.slice(0, width - 1) + "…" : text;
+}
+
+function when(text) {
+  return text ? text.replace("T", " ").replace("Z", " UTC") : "";
+}
+
+function statusBadge(status) {
+  return el("span", { class: "status status-" + status }, status);
+}
+
+function workflowLink(id) {
+  return el("a", { href: "/workflows/" + encodeURIComponent(id), class: "wf-link" }, id);
+}
+
+function cookie(name) {
+  for (const part of document.cookie.split(";")) {
+    const [key, ...rest] = part.trim().split("=");
+    if (key === name) return decodeURIComponent(rest.join("="));
+  }
+  return "";
+}
+
+async function api(path, options) {
+  const init = { credentials: "same-origin", headers: { Accept: "application/json" } };
+  if (options && options.body !== undefined) {
+    init.method = "POST";
+    init.headers["Content-Type"] = "application/json";
+    init.headers["X-Garrison-CSRF"] = cookie("garrison_csrf");
+    init.body = JSON.stringify(options.body);
+  }
+  const response = await fetch(path, init);
+  let data = null;
+  try { data = await response.json(); } catch (e) { data = null; }
+  if (!response.ok) {
+    const message = data && data.error ? data.error : response.status + " " + response.statusText;
+    throw new Error(message);
+  }
+  return data;
+}
+
+let toastTimer = null;
+function toast(message, isError) {
+  const box = $("toast");
+  box.textContent = message;
+  box.className = isError ? "toast error" : "toast";
+  box.hidden = false;
+  clearTimeout(toastTimer);
+  toastTimer = setTimeout(() => { box.hidden = true; }, isError ? 8000 : 4000);
+}
+
+// Render a section only when its data changed: a poll must not wipe what the user
+// is typing into a form inside it.
+const rendered = new Map();
+function renderIfChanged(key, data, render) {
+  const text = json(data);
+  if (rendered.get(key) === text) return;
+  rendered.set(key, text);
+  render(data);
+}
+
+function poller(load, everyMs) {
+  let timer = null;
+  let stopped = false;
+  async function tick() {
+    timer = null;
+    if (!document.hidden) {
+      try { await load(); } catch (e) { /* shown by load */ }
+    }
+    if (!stopped) timer = setTimeout(tick, everyMs);
+  }
+  return {
+    start() { stopped = false; if (timer === null) tick(); },
+    stop() { stopped = true; if (timer !== null) { clearTimeout(timer); timer = null; } },
+    now() { this.stop(); this.start(); },
+  };
+}
+
+// ------------------------------------------------------------------ the list
+async function listPage() {
+  const caps = await api("/api/capabilities");
+  const params = new URLSearchParams(location.search);
+  const filters = {
+    status: params.getAll("status").flatMap((s) => s.split(",")).filter(Boolean),
+    search: params.getAll("search"),
+    id: params.get("id") || "",
+    order: params.get("order") || "newest",
+  };
+  const cursors = [null];   // the "after" of each page seen; the last is the current one
+
+  const box = $("status-filter");
+  for (const status of caps.statuses) {
+    const input = el("input", { type: "checkbox", name: "status", value: status,
+                                checked: filters.status.includes(status) });
+    box.append(el("label", { class: "check" }, input, " ", statusBadge(status)));
+  }
+  $("search").value = filters.search.join(", ");
+  $("id-prefix").value = filters.id;
+  $("order").value = filters.order;
+
+  function query(after) {
+    const q = new URLSearchParams();
+    for (const s of filters.status) q.append("status", s);
+    for (const s of filters.search) q.append("search", s);
+    if (filters.id) q.set("id", filters.id);
+    if (filters.order !== "newest") q.set("order", filters.order);
+    const shown = q.toString();
+    if (after) q.set("after", after);
+    return [q, shown];
+  }
+
+  async function load() {
+    const [q, shown] = query(cursors[cursors.length - 1]);
+    history.replaceState(null, "", shown ? "/?" + shown : "/");
+    let data;
+    try {
+      data = await api("/api/workflows?" + q.toString());
+      $("list-error").hidden = true;
+    } catch (e) {
+      $("list-error").textContent = e.message;
+      $("list-error").hidden = false;
+      throw e;
+    }
+    renderIfChanged("rows", data, () => {
+      fill($("rows"), data.workflows.map((w) => el("tr", { "data-id": w.workflow_id },
+        el("td", {}, workflowLink(w.workflow_id)),
+        el("td", { class: "name" }, w.name),
+        el("td", {}, statusBadge(w.status)),
+        el("td", {}, when(w.created)),
+        el("td", {}, when(w.updated)),
+        el("td", { class: "mono", title: json(w.search) }, short(w.search, 60)))));
+    });
+    $("empty").hidden = data.workflows.length > 0;
+    $("next-page").disabled = !data.next;
+    $("next-page").dataset.next = data.next || "";
+    $("prev-page").disabled = cursors.length < 2;
+    $("first-page").disabled = cursors.length < 2;
+    $("page-label").textContent = "page " + cursors.length;
+  }
+
+  const poll = poller(load, 2000);
+  $("filters").addEventListener("submit", (event) => {
+    event.preventDefault();
+    filters.status = [...box.querySelectorAll("input:checked")].map((i) => i.value);
+    const text = $("search").value.trim();
+    filters.search = text ? text.split(/\s*,\s*(?=[^=,\s]+=)/).map((s) => s.trim()) : [];
+    filters.id = $("id-prefix").value.trim();
+    filters.order = $("order").value;
+    cursors.length = 1;
+    poll.now();
+  });
+  $("clear").addEventListener("click", () => {
+    for (const input of box.querySelectorAll("input")) input.checked = false;
+    $("search").value = "";
+    $("id-prefix").value = "";
+    $("order").value = "newest";
+    $("apply").click();
+  });
+  $("next-page").addEventListener("click", () => {
+    const next = $("next-page").dataset.next;
+    if (next) { cursors.push(next); poll.now(); }
+  });
+  $("prev-page").addEventListener("click", () => {
+    if (cursors.length > 1) { cursors.pop(); poll.now(); }
+  });
+  $("first-page").addEventListener("click", () => { cursors.length = 1; poll.now(); });
+  poll.start();
+}
+
+// ------------------------------------------------------------------ confirmations
+let pendingAction = null;
+function confirmAction(text, action) {
+  pendingAction = action;
+  $("confirm-text").textContent = text;
+  $("confirm").hidden = false;
+  $("confirm-yes").focus();
+}
+
+function setupConfirm(afterAction) {
+  $("confirm-no").addEventListener("click", () => {
+    pendingAction = null;
+    $("confirm").hidden = true;
+  });
+  $("confirm-yes").addEventListener("click", async () => {
+    const action = pendingAction;
+    pendingAction = null;
+    $("confirm").hidden = true;
+    if (!action) return;
+    try {
+      toast(await action(), false);
+    } catch (e) {
+      toast(e.message, true);
+    }
+    afterAction();
+  });
+}
+
+function parseJson(text, what) {
+  try {
+    return JSON.parse(text.trim() === "" ? "null" : text);
+  } catch (e) {
+    throw new Error(what + " must be JSON (e.g. {\"ok\": true} or \"text\"): " + e.message);
+  }
+}
+
+// ------------------------------------------------------------------ one workflow
+async function workflowPage() {
+  const wid = document.body.dataset.workflowId;
+  const base = "/api/workflows/" + encodeURIComponent(wid);
+  const caps = await api("/api/capabilities");
+  let poll = null;
+
+  function fact(name, value) {
+    return [el("dt", {}, name), el("dd", {}, value)];
+  }
+
+  function render(d) {
+    const w = d.workflow;
+    $("wf").hidden = false;
+    fill($("wf-status"), statusBadge(w.status));
+    renderIfChanged("facts", w, () => {
+      fill($("wf-facts"),
+        fact("name", w.name), fact("status", statusBadge(w.status)), fact("pid", w.pid),
+        fact("created", when(w.created)), fact("updated", when(w.updated)),
+        fact("run", w.run_id || ""), fact("attempt", String(w.attempt)),
+        fact("cancel requested", w.cancel_requested ? "yes" : "no"),
+        fact("search attributes", el("code", {}, json(w.search))),
+        fact("memo", el("code", {}, json(w.memo))));
+      $("wf-input").textContent = json(w.input, 2);
+      const tb = $("wf-traceback");
+      tb.hidden = true;
+      $("result-card").classList.toggle("failed", !!w.error);
+      if (w.status === "completed") {
+        $("result-title").textContent = "Result";
+        $("wf-result").textContent = json(w.result, 2);
+      } else if (w.error) {
+        $("result-title").textContent = w.status === "blocked" ? "Blocked by" : "Error";
+        $("wf-result").textContent = w.error.type + ": " + w.error.message;
+        if (w.error.traceback) { tb.textContent = w.error.traceback; tb.hidden = false; }
+      } else if (w.status === "cancelled") {
+        $("result-title").textContent = "Result";
+        $("wf-result").textContent = "cancelled";
+      } else {
+        $("result-title").textContent = "Result";
+        $("wf-result").textContent = "(not finished)";
+      }
+    });
+    renderIfChanged("actions", [d.actions, caps.retry], () => {
+      $("signal-form").hidden = !d.actions.signal;
+      $("cancel-button").hidden = !d.actions.cancel;
+      $("retry-button").hidden = !(caps.retry && d.actions.retry);
+      $("no-actions").hidden = d.actions.signal || d.actions.cancel ||
+        (caps.retry && d.actions.retry);
+    });
+    renderIfChanged("promises", [d.promises, d.actions.resolve], () => {
+      fill($("promises"), d.promises.map((p) => {
+        const cells = [
+          el("td", { class: "mono" }, p.name), el("td", {}, statusBadge(p.status)),
+          el("td", { class: "mono" }, p.status === "rejected" ? p.error :
+            p.status === "resolved" ? json(p.value) : ""),
+          el("td", {}, when(p.created)), el("td", {}, when(p.completed))];
+        const actions = el("td", { class: "promise-actions" });
+        if (d.actions.resolve.includes(p.name)) {
+          const input = el("input", { class: "promise-value", placeholder: "value (JSON) or rejection message",
+                                      "aria-label": "value for promise " + p.name });
+          const resolve = el("button", { type: "button", class: "resolve" }, "Resolve…");
+          const reject = el("button", { type: "button", class: "reject danger" }, "Reject…");
+          resolve.addEventListener("click", () => {
+            let value;
+            try { value = parseJson(input.value, "the value"); } catch (e) { toast(e.message, true); return; }
+            confirmAction(`Resolve promise ${JSON.stringify(p.name)} of ${wid} with ${json(value)}?`,
+              async () => {
+                await api(`${base}/promises/${encodeURIComponent(p.name)}/resolve`, { body: { value } });
+                return `promise ${p.name} resolved`;
+              });
+          });
+          reject.addEventListener("click", () => {
+            const message = input.value.trim();
+            if (!message) { toast("write the rejection message first", true); return; }
+            confirmAction(`Reject promise ${JSON.stringify(p.name)} of ${wid} with the message ${JSON.stringify(message)}?`,
+              async () => {
+                await api(`${base}/promises/${encodeURIComponent(p.name)}/reject`, { body: { message } });
+                return `promise ${p.name} rejected`;
+              });
+          });
+          actions.append(input, resolve, reject);
+        }
+        return el("tr", { "data-promise": p.name }, cells, actions);
+      }));
+      if (!d.promises.length) fill($("promises"), el("tr", {}, el("td", { colspan: 6, class: "none" }, "none")));
+    });
+    renderIfChanged("state", d.state, () => {
+      const keys = Object.keys(d.state);
+      fill($("state"), keys.length ? keys.map((k) => fact(k, el("code", {}, json(d.state[k])))) :
+        el("dd", { class: "none" }, "none"));
+    });
+    renderIfChanged("timers", d.timers, () => {
+      fill($("timers"), d.timers.length ? d.timers.map((t) =>
+        el("li", {}, `${t.kind} (operation ${t.seq}): fires at ${when(t.deadline)}`)) : el("li", { class: "none" }, "none"));
+    });
+    renderIfChanged("inbox", d.inbox, () => {
+      fill($("inbox"), d.inbox.length ? d.inbox.map((m) => el("tr", {},
+        el("td", { class: "mono" }, m.topic), el("td", {}, m.kind),
+        el("td", { class: "mono" }, short(m.payload, 200)), el("td", {}, m.sender || "outside"),
+        el("td", {}, when(m.created)))) : el("tr", {}, el("td", { colspan: 5, class: "none" }, "empty")));
+    });
+    renderIfChanged("family", [d.parent, d.children], () => {
+      fill($("parent"), !d.parent ? el("span", { class: "none" }, "none (started from outside)") :
+        d.parent.workflow_id ? workflowLink(d.parent.workflow_id) : el("span", { class: "mono" }, d.parent.pid));
+      fill($("children"), d.children.length ? d.children.map((c) =>
+        el("li", {}, workflowLink(c.workflow_id), " ", statusBadge(c.status), " ", el("span", { class: "name" }, c.name))) :
+        el("li", { class: "none" }, "none"));
+    });
+    renderIfChanged("journal", [d.journal, d.journal_records], () => {
+      $("journal-count").textContent = d.journal_truncated ?
+        `(the last ${d.journal.length} of ${d.journal_records} records)` : `(${d.journal_records} records)`;
+      fill($("journal"), d.journal.length ? d.journal.map((r) => el("li", { class: r.ok ? "ok" : "err", "data-seq": r.seq },
+        el("span", { class: "seq" }, "#" + r.seq),
+        el("span", { class: "kind" }, r.kind),
+        el("span", { class: "op-name mono" }, r.name),
+        r.attempts > 1 ? el("span", { class: "attempts" }, r.attempts + " attempts") : null,
+        el("time", {}, when(r.time)),
+        el("code", { class: "outcome", title: short(r.outcome, 4000) }, short(r.outcome, 300)))) :
+        el("li", { class: "none" }, "no records yet"));
+    });
+    if (FINAL.has(w.status) && poll) poll.stop();
+  }
+
+  async function load() {
+    try {
+      render(await api(base));
+      $("wf-error-load").hidden = true;
+    } catch (e) {
+      $("wf-error-load").textContent = e.message;
+      $("wf-error-load").hidden = false;
+      throw e;
+    }
+  }
+
+  poll = poller(load, 1000);
+  setupConfirm(() => poll.now());
+  $("signal-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const topic = $("signal-topic").value.trim();
+    let payload;
+    try { payload = parseJson($("signal-payload").value, "the payload"); } catch (e) { toast(e.message, true); return; }
+    confirmAction(`Send signal ${JSON.stringify(topic)} with ${json(payload)} to ${wid}?`, async () => {
+      await api(base + "/signal", { body: { topic, payload } });
+      return `signal ${topic} sent`;
+    });
+  });
+  $("cancel-button").addEventListener("click", () => {
+    confirmAction(`Cancel workflow ${wid}? It sees WorkflowCancelled at its next durable step.`, async () => {
+      await api(base + "/cancel", { body: {} });
+      return "cancel requested";
+    });
+  });
+  $("retry-button").addEventListener("click", () => {
+    confirmAction(`Retry workflow ${wid} by replay from its journal?`, async () => {
+      await api(base + "/retry", { body: {} });
+      return "retry started";
+    });
+  });
+  poll.start();
+}
+
+// ------------------------------------------------------------------ the node
+async function nodePage() {
+  function branch(items) {
+    return items.map((p) => el("li", {},
+      el("span", { class: "label" }, p.label || "(process)"), " ",
+      el("span", { class: "mono pid" }, p.pid),
+      p.service ? el("span", { class: "service" }, "service " + p.service) : null,
+      p.queued ? el("span", { class: "queued" }, p.queued + " queued") : null,
+      p.children.length ? el("ul", {}, branch(p.children)) : null));
+  }
+
+  async function load() {
+    let d;
+    try {
+      d = await api("/api/node");
+      $("node-error").hidden = true;
+    } catch (e) {
+      $("node-error").textContent = e.message;
+      $("node-error").hidden = false;
+      throw e;
+    }
+    renderIfChanged("stats", d.stats, () => {
+      fill($("stats"), Object.entries(d.stats).flatMap(([k, v]) =>
+        [el("dt", {}, k.replaceAll("_", " ")), el("dd", {}, v === null ? "—" : String(v))]));
+    });
+    renderIfChanged("services", d.services, () => {
+      fill($("services"), d.services.length ? d.services.map((s) => el("tr", { "data-service": s.id },
+        el("td", { class: "mono" }, s.id), el("td", {}, statusBadge(s.status)),
+        el("td", { class: "mono" }, s.pid || ""), el("td", { class: "restarts" }, String(s.restarts)),
+        el("td", { class: "mono" }, s.last_error || ""))) :
+        el("tr", {}, el("td", { colspan: 5, class: "none" }, "no services in the config")));
+    });
+    renderIfChanged("tree", d.tree, () => fill($("tree"), branch(d.tree)));
+    renderIfChanged("processes", d.processes, () => {
+      $("process-count").textContent = d.processes_total > d.processes.length ?
+        `(${d.processes.length} of ${d.processes_total})` : `(${d.processes_total})`;
+      fill($("processes"), d.processes.map((p) => el("tr", {},
+        el("td", { class: "mono" }, p.pid), el("td", {}, p.label),
+        el("td", { class: "mono" }, p.parent || ""), el("td", {}, String(p.queued)),
+        el("td", {}, String(p.events)), el("td", { class: "mono" }, p.names.join(", ")),
+        el("td", {}, String(p.links.length)), el("td", {}, String(p.monitors.length)))));
+    });
+  }
+
+  poller(load, 1000).start();
+}
+
+// ------------------------------------------------------------------ start
+document.addEventListener("DOMContentLoaded", () => {
+  const pages = { list: listPage, workflow: workflowPage, node: nodePage };
+  const page = pages[document.body.dataset.page];
+  if (page) page().catch((e) => toast(e.message, true));
+});

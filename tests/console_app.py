@@ -1,0 +1,50 @@
+"""Workflows for the web console's tests (importable by module:qualname)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import trio
+
+from garrison import process, workflow
+
+
+async def gated(label: str, deadline: str | None = "7d") -> dict[str, Any]:
+    """Waits for its ``go`` promise (or ``deadline``), keeps a state and search attributes.
+
+    (A test on virtual time where a thread runs meanwhile, the node's watcher of a tool's
+    writes or the console's journal read, passes no deadline: the clock would jump past
+    it while the thread works.)"""
+    workflow.attrs(search={"label": label, "team": "blue" if label.startswith("b") else "red"})
+    workflow.set_state("stage", "waiting for go")
+    go = workflow.promise("go")
+    if deadline is not None:
+        timer = workflow.timer(deadline)
+        if await workflow.first(go, timer) is timer:
+            return {"label": label, "go": None}
+    value = await go
+    workflow.set_state("stage", "done")
+    return {"label": label, "go": value}
+
+
+async def listening() -> Any:
+    """Returns the payload of the first message it receives."""
+    msg = await process.inbox().receive()
+    assert msg is not None
+    return {"topic": msg.topic, "payload": msg.payload}
+
+
+async def boom(text: str) -> None:
+    raise RuntimeError(text)
+
+
+async def parent_of_gated() -> Any:
+    """Spawns one ``gated`` child workflow and waits for its EXIT."""
+    await process.spawn_monitored(gated, "child", None, host="workflows")
+    event = await process.events().receive()
+    return event.result if event is not None else None
+
+
+async def idle() -> None:
+    """A service that runs until stopped."""
+    await trio.sleep_forever()

@@ -1,0 +1,404 @@
+"""The web console's JSON API and pages, through httpx's ASGI transport (no sockets):
+on a store (as ``garrison ui`` opens it, with and without a node holding it) and
+attached to a running node; paging, filters, actions, and the security rules."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import console_app
+import httpx
+import pytest
+import trio
+
+import garrison
+from garrison import _store_tools
+from garrison.console import check_bind
+from garrison.console._app import make_app
+from garrison.console._backend import NodeBackend, StoreBackend
+from garrison.persistence import SQLiteStore, Transaction
+
+BASE = "http://127.0.0.1:8233"
+TOKEN = "s3cret-token-for-the-tests"
+
+
+def client(app: Any, base: str = BASE) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=base)
+
+
+async def post(c: httpx.AsyncClient, path: str, body: Any = None) -> httpx.Response:
+    """A POST as the console's page makes it: the CSRF cookie echoed in the header."""
+    if "garrison_csrf" not in c.cookies:
+        assert (await c.get("/")).status_code == 200
+    return await c.post(path, json={} if body is None else body,
+                        headers={"X-Garrison-CSRF": c.cookies["garrison_csrf"]})
+
+
+async def until(predicate: Any) -> None:
+    while not predicate():
+        await trio.sleep(0.01)
+
+
+@pytest.fixture
+def store_path(tmp_path: Path) -> str:
+    return str(tmp_path / "console.db")
+
+
+@pytest.fixture
+async def seeded(store_path: str, autojump_clock: Any) -> AsyncIterator[str]:
+    """A store with a waiting ``gated`` workflow, a ``listening`` one and a failed one
+    (no node holds it afterwards: parked workflows keep their last status)."""
+    async with garrison.open_node(store=store_path) as node:
+        await node.start_workflow(console_app.gated, "alpha", id="g-1")
+        await node.start_workflow(console_app.listening, id="l-1")
+        await node.start_workflow(console_app.boom, "<script>alert(1)</script>", id="b-1")
+        await until(lambda: node.workflow("g-1").status() == "waiting"
+                    and node.workflow("l-1").status() == "waiting")
+        with pytest.raises(garrison.WorkflowFailed):
+            await node.workflow("b-1").result()
+    yield store_path
+
+
+# ------------------------------------------------------------------ reads
+async def test_list_detail_and_capabilities_on_a_store(seeded: str) -> None:
+    store = _store_tools.open_store(seeded)
+    async with client(make_app(StoreBackend(store))) as c:
+        caps = (await c.get("/api/capabilities")).json()
+        assert caps["live"] is False and caps["retry"] is False
+        assert "not available" in caps["retry_note"]
+        assert "waiting" in caps["statuses"]
+
+        page = (await c.get("/api/workflows")).json()
+        assert [w["workflow_id"] for w in page["workflows"]] == ["b-1", "l-1", "g-1"]
+        assert page["next"] is None
+        oldest = (await c.get("/api/workflows?order=oldest")).json()
+        assert [w["workflow_id"] for w in oldest["workflows"]] == ["g-1", "l-1", "b-1"]
+        waiting = (await c.get("/api/workflows?status=waiting")).json()["workflows"]
+        assert {w["workflow_id"] for w in waiting} == {"g-1", "l-1"}
+        searched = (await c.get("/api/workflows", params={"search": "label=alpha"})).json()
+        assert [w["workflow_id"] for w in searched["workflows"]] == ["g-1"]
+        assert searched["workflows"][0]["search"] == {"label": "alpha", "team": "red"}
+        by_id = (await c.get("/api/workflows?id=l-")).json()["workflows"]
+        assert [w["workflow_id"] for w in by_id] == ["l-1"]
+
+        d = (await c.get("/api/workflows/g-1")).json()
+        w = d["workflow"]
+        assert w["status"] == "waiting" and w["input"] == ["alpha"]
+        assert w["name"] == "console_app:gated" and w["pid"] == "workflows/g-1"
+        assert d["state"] == {"stage": "waiting for go"}
+        assert [(p["name"], p["status"]) for p in d["promises"]] == [("go", "pending")]
+        assert [(t["kind"], t["seq"]) for t in d["timers"]] == [("timer", 2)]
+        kinds = [(r["seq"], r["kind"], r["name"]) for r in d["journal"]]
+        assert kinds[:2] == [(1, "promise", "go"), (2, "timer", "")]
+        assert all(set(r) >= {"seq", "kind", "name", "outcome", "attempts", "time", "ok"}
+                   for r in d["journal"])
+        assert d["actions"] == {"signal": True, "cancel": True, "resolve": ["go"],
+                                "retry": False}
+        assert d["parent"] is None and d["children"] == []
+
+        failed = (await c.get("/api/workflows/b-1")).json()
+        assert failed["workflow"]["status"] == "failed"
+        error = failed["workflow"]["error"]
+        assert error["type"] == "RuntimeError" and error["message"] == "<script>alert(1)</script>"
+        assert "Traceback (most recent call last)" in error["traceback"]
+        assert failed["actions"] == {"signal": False, "cancel": False, "resolve": [],
+                                     "retry": False}
+
+        missing = await c.get("/api/workflows/nope")
+        assert missing.status_code == 404 and "no workflow 'nope'" in missing.json()["error"]
+        bad = await c.get("/api/workflows?status=sleepy")
+        assert bad.status_code == 400 and "'sleepy' is not a workflow status" in bad.json()["error"]
+        bad = await c.get("/api/workflows?after=garbage!")
+        assert bad.status_code == 400 and "cursor" in bad.json()["error"]
+        assert (await c.get("/api/workflows?limit=0")).status_code == 400
+        assert (await c.get("/api/node")).status_code == 404
+    store.close()
+
+
+async def test_actions_on_a_store_wake_the_node_that_holds_it(
+        store_path: str, autojump_clock: Any) -> None:
+    async with garrison.open_node(store=store_path) as node:
+        await node.start_workflow(console_app.gated, "beta", None, id="g-2")
+        await node.start_workflow(console_app.listening, id="l-2")
+        await node.start_workflow(console_app.gated, "gamma", None, id="g-3")
+        await node.start_workflow(console_app.gated, "delta", None, id="g-4")
+        await until(lambda: all(node.workflow(w).status() == "waiting"
+                                for w in ("g-2", "l-2", "g-3", "g-4")))
+        store = _store_tools.open_store(store_path)  # a tool's store, as garrison ui opens it
+        async with client(make_app(StoreBackend(store))) as c:
+            r = await post(c, "/api/workflows/g-2/promises/go/resolve", {"value": {"by": "ann"}})
+            assert r.status_code == 200 and r.json()["resolved"] == {"by": "ann"}
+            assert await node.workflow("g-2").result() == {"label": "beta",
+                                                           "go": {"by": "ann"}}
+            r = await post(c, "/api/workflows/l-2/signal", {"topic": "ping", "payload": [1]})
+            assert r.status_code == 200 and r.json()["message_id"].startswith("cli-")
+            assert await node.workflow("l-2").result() == {"topic": "ping", "payload": [1]}
+            r = await post(c, "/api/workflows/g-3/promises/go/reject", {"message": "no"})
+            assert r.status_code == 200
+            with pytest.raises(garrison.WorkflowFailed, match="rejected: no"):
+                await node.workflow("g-3").result()
+            assert (await post(c, "/api/workflows/g-4/cancel")).status_code == 200
+            with pytest.raises(garrison.WorkflowCancelled):
+                await node.workflow("g-4").result()
+
+            # a finished workflow refuses every action, naming its status
+            r = await post(c, "/api/workflows/g-2/signal", {"topic": "late"})
+            assert r.status_code == 409 and "it is completed" in r.json()["error"]
+            r = await post(c, "/api/workflows/g-2/promises/go/resolve", {"value": 1})
+            assert r.status_code == 409
+            r = await post(c, "/api/workflows/missing/cancel")
+            assert r.status_code == 404
+            r = await post(c, "/api/workflows/g-2/signal", {"payload": 1})
+            assert r.status_code == 400 and "'topic'" in r.json()["error"]
+            r = await post(c, "/api/workflows/g-2/promises/go/reject", {"message": 3})
+            assert r.status_code == 400 and "'message'" in r.json()["error"]
+            r = await c.post("/api/workflows/g-2/cancel", content=b"[1,",
+                             headers={"X-Garrison-CSRF": c.cookies["garrison_csrf"]})
+            assert r.status_code == 400 and "JSON object" in r.json()["error"]
+            r = await post(c, "/api/workflows/g-2/retry")
+            assert r.status_code == 501 and "retry" in r.json()["error"]
+        store.close()
+
+
+async def test_attached_to_a_node_live_statuses_actions_and_processes(
+        tmp_path: Path, autojump_clock: Any) -> None:
+    async with garrison.open_node(config=_services_config(tmp_path),
+                                  store=str(tmp_path / "live.db")) as node:
+        await node.start_workflow(console_app.gated, "bravo", None, id="g-5")
+        await node.start_workflow(console_app.parent_of_gated, id="p-1")
+        await node.start_workflow(console_app.listening, id="l-3")
+        await until(lambda: all(node.workflow(w).status() == "waiting"
+                                for w in ("g-5", "p-1", "l-3")))
+        await until(lambda: node.workflow("p-1.1").status() == "waiting")
+        async with client(make_app(NodeBackend(node))) as c:
+            assert (await c.get("/api/capabilities")).json()["live"] is True
+            # the store says running; the node knows they wait
+            waiting = (await c.get("/api/workflows?status=waiting&limit=2")).json()
+            assert len(waiting["workflows"]) == 2 and waiting["next"] is not None
+            rest = (await c.get("/api/workflows", params={"status": "waiting",
+                                                          "after": waiting["next"]})).json()
+            ids = [w["workflow_id"] for w in waiting["workflows"] + rest["workflows"]]
+            assert sorted(ids) == sorted(["g-5", "p-1", "p-1.1", "l-3"]) and rest["next"] is None
+            assert (await c.get("/api/workflows?status=running")).json()["workflows"] == []
+
+            parent = (await c.get("/api/workflows/p-1")).json()
+            assert [(k["workflow_id"], k["status"]) for k in parent["children"]] == [
+                ("p-1.1", "waiting")]
+            child = (await c.get("/api/workflows/p-1.1")).json()
+            assert child["parent"] == {"pid": "workflows/p-1", "workflow_id": "p-1"}
+
+            assert (await post(c, "/api/workflows/p-1.1/promises/go/resolve",
+                               {"value": "yes"})).status_code == 200
+            assert await node.workflow("p-1").result() == {"label": "child", "go": "yes"}
+            assert (await post(c, "/api/workflows/l-3/signal",
+                               {"topic": "ping", "payload": None})).status_code == 200
+            assert await node.workflow("l-3").result() == {"topic": "ping", "payload": None}
+            assert (await post(c, "/api/workflows/g-5/cancel")).status_code == 200
+            with pytest.raises(garrison.WorkflowCancelled):
+                await node.workflow("g-5").result()
+            r = await post(c, "/api/workflows/g-5/promises/go/resolve", {"value": 1})
+            assert r.status_code == 409 and "cancelled" in r.json()["error"]
+
+            view = (await c.get("/api/node")).json()
+            assert view["stats"]["processes"] == 2  # the service manager and app:worker
+            services = {s["id"]: s for s in view["services"]}
+            assert services["app:worker"]["status"] == "running"
+            assert services["app:worker"]["restarts"] == 0
+            pid = services["app:worker"]["pid"]
+            assert any(p["pid"] == pid and p["service"] == "app:worker"
+                       for p in view["processes"])
+            # the tree: the service manager, with the service under it
+            root = next(t for t in view["tree"] if t["label"] == "garrison.services")
+            assert [k["pid"] for k in root["children"]] == [pid]
+            page = await c.get("/node")
+            assert page.status_code == 200 and 'data-page="node"' in page.text
+
+
+def _services_config(tmp_path: Path) -> Path:
+    path = tmp_path / "app.yaml"
+    path.write_text(
+        'version: "1.0"\nnamespace: app\nentries:\n'
+        '  - {name: idle, kind: process.py, source: "console_app:idle"}\n'
+        '  - {name: worker, kind: process.service, process: app:idle,'
+        ' lifecycle: {auto_start: true}}\n')
+    return path
+
+
+# ------------------------------------------------------------------ paging
+def _fill(store: SQLiteStore, n: int, start: int = 0, base: float = 1.8e9) -> None:
+    """``n`` workflows straight through the store; every 4 share one creation time, so
+    the order among them is the id's."""
+    tx = Transaction()
+    for i in range(start, start + n):
+        tx.create_workflow(f"w-{i:05d}", "console_app:gated", [i],
+                           status="completed" if i % 2 else "failed",
+                           search={"team": "blue" if i % 3 else "red"},
+                           time=base + (i // 4) * 0.001)
+    store.write(tx)
+
+
+async def _pages(c: httpx.AsyncClient, query: str) -> list[list[str]]:
+    pages, after = [], None
+    while True:
+        r = await c.get("/api/workflows?" + query + (f"&after={after}" if after else ""))
+        assert r.status_code == 200, r.text
+        body = r.json()
+        pages.append([w["workflow_id"] for w in body["workflows"]])
+        after = body["next"]
+        if after is None:
+            return pages
+
+
+async def test_keyset_paging_is_complete_ordered_and_stable(store_path: str) -> None:
+    with SQLiteStore(store_path) as owner:
+        _fill(owner, 2000)
+        store = _store_tools.open_store(store_path)
+        async with client(make_app(StoreBackend(store))) as c:
+            every = sorted((f"w-{i:05d}" for i in range(2000)), reverse=True)
+            pages = await _pages(c, "limit=100")
+            assert [len(p) for p in pages] == [100] * 20
+            assert [w for p in pages for w in p] == every  # newest first, ties by id
+            oldest = await _pages(c, "limit=300&order=oldest")
+            assert [w for p in oldest for w in p] == every[::-1]
+            failed = await _pages(c, "limit=70&status=failed&search=team=red")
+            want = [w for w in every if int(w[2:]) % 2 == 0 and int(w[2:]) % 3 == 0]
+            assert [w for p in failed for w in p] == want
+
+            # Stable: workflows created while a user pages (at the newest end) do not
+            # shift the pages after the first, as OFFSET paging would.
+            first = (await c.get("/api/workflows?limit=100")).json()
+            _fill(owner, 50, start=2000)
+            second = (await c.get(f"/api/workflows?limit=100&after={first['next']}")).json()
+            assert [w["workflow_id"] for w in second["workflows"]] == every[100:200]
+            # ... and a deleted cursor row still pages on from its time
+            owner.write(Transaction().delete_workflow(every[199]))
+            third = (await c.get(f"/api/workflows?limit=100&after={second['next']}")).json()
+            assert [w["workflow_id"] for w in third["workflows"]] == every[200:300]
+        # Keyset, not OFFSET: each page is one range scan of the (created, id) index.
+        plan = store._reader.execute(
+            "EXPLAIN QUERY PLAN SELECT * FROM workflows WHERE created <= ? AND "
+            "(created < ? OR workflow_id < ?) ORDER BY created DESC, workflow_id DESC "
+            "LIMIT 100", (1.9e9, 1.9e9, "w-01000")).fetchall()
+        assert "USING INDEX workflows_by_created" in str(plan)
+        store.close()
+
+
+async def test_a_version_1_store_gets_the_paging_index(store_path: str) -> None:
+    with SQLiteStore(store_path) as s:
+        _fill(s, 10)
+        s.db.conn.execute("DROP INDEX workflows_by_created")
+        s.db.conn.execute("DROP INDEX workflows_by_status_created")
+        s.db.conn.execute("DELETE FROM schema_version WHERE version = 2")
+    with pytest.raises(_store_tools.ToolError, match="open it once with a node"):
+        _store_tools.open_store(store_path)  # a tool never migrates behind a node's back
+    with SQLiteStore(store_path) as s:  # a node migrates it
+        names = {r[0] for r in s.db.conn.execute("SELECT name FROM sqlite_master")}
+        assert {"workflows_by_created", "workflows_by_status_created"} <= names
+        assert len(s.list_workflows(limit=20)) == 10
+
+
+# ------------------------------------------------------------------ security
+async def test_csrf_guard_host_check_and_headers(seeded: str) -> None:
+    store = _store_tools.open_store(seeded)
+    async with client(make_app(StoreBackend(store))) as c:
+        page = await c.get("/")
+        assert page.status_code == 200
+        assert "script-src 'self'" in page.headers["content-security-policy"]
+        assert page.headers["x-frame-options"] == "DENY"
+        csrf = c.cookies["garrison_csrf"]
+        url = "/api/workflows/l-1/signal"
+        no_header = await c.post(url, json={"topic": "ping"})
+        assert no_header.status_code == 403 and "CSRF" in no_header.json()["error"]
+        wrong = await c.post(url, json={"topic": "ping"}, headers={"X-Garrison-CSRF": "x"})
+        assert wrong.status_code == 403
+        cross = await c.post(url, json={"topic": "ping"},
+                             headers={"X-Garrison-CSRF": csrf, "Origin": "http://evil.example"})
+        assert cross.status_code == 403 and "evil.example" in cross.json()["error"]
+        assert store.pending_messages("l-1") == []  # nothing got through
+        ok = await c.post(url, json={"topic": "ping"},
+                          headers={"X-Garrison-CSRF": csrf, "Origin": BASE})
+        assert ok.status_code == 200
+        assert [m.topic for m in store.pending_messages("l-1")] == ["ping"]
+    # DNS rebinding: a loopback console answers loopback names only
+    async with client(make_app(StoreBackend(store)), "http://evil.example:8233") as c:
+        r = await c.get("/api/workflows")
+        assert r.status_code == 403 and "loopback" in r.json()["error"]
+    async with client(make_app(StoreBackend(store)), "http://localhost:8233") as c:
+        assert (await c.get("/api/workflows")).status_code == 200
+    store.close()
+
+
+async def test_token_bearer_one_time_link_and_login(seeded: str) -> None:
+    store = _store_tools.open_store(seeded)
+    app = make_app(StoreBackend(store), token=TOKEN, loopback=False)
+    base = "http://console.example:8233"
+    async with client(app, base) as c:
+        r = await c.get("/api/workflows")
+        assert r.status_code == 401 and "Bearer" in r.json()["error"]
+        r = await c.get("/")
+        assert r.status_code == 303 and r.headers["location"] == "/login"
+        r = await c.get("/api/workflows", headers={"Authorization": "Bearer wrong"})
+        assert r.status_code == 401
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        assert (await c.get("/api/workflows", headers=auth)).status_code == 200
+        # a script with the token needs no CSRF cookie
+        r = await c.post("/api/workflows/l-1/signal", json={"topic": "t"}, headers=auth)
+        assert r.status_code == 200
+        r = await c.post("/api/workflows/l-1/signal", json={"topic": "t"})
+        assert r.status_code == 401
+
+        code = app.code
+        assert code is not None
+        r = await c.get(f"/auth?code={code}")
+        assert r.status_code == 303 and "garrison_session" in c.cookies
+        assert "httponly" in r.headers["set-cookie"].lower()
+        assert (await c.get("/api/workflows")).status_code == 200
+        assert (await c.get("/")).status_code == 200
+    async with client(app, base) as other:  # the link works once
+        assert (await other.get(f"/auth?code={code}")).status_code == 403
+        r = await other.post("/login", data={"token": "nope"})
+        assert r.status_code == 401 and "not the token" in r.text
+        r = await other.post("/login", data={"token": TOKEN})
+        assert r.status_code == 303 and (await other.get("/api/workflows")).status_code == 200
+        r = await other.post("/login", data={"token": TOKEN},
+                             headers={"Origin": "http://evil.example"})
+        assert r.status_code == 403
+    store.close()
+
+
+def test_binding_off_loopback_needs_a_token() -> None:
+    assert check_bind("127.0.0.1:8233", None) == ("127.0.0.1", 8233, True)
+    assert check_bind("[::1]:0", None) == ("::1", 0, True)
+    assert check_bind("localhost:9000", None)[2] is True
+    with pytest.raises(ValueError, match=r"not a loopback address.*--token"):
+        check_bind("0.0.0.0:8233", None)
+    with pytest.raises(ValueError, match="at least 16 characters"):
+        check_bind("0.0.0.0:8233", "short")
+    assert check_bind("0.0.0.0:8233", TOKEN) == ("0.0.0.0", 8233, False)
+    with pytest.raises(ValueError, match="expected HOST:PORT"):
+        check_bind("8233", None)
+
+
+async def test_payloads_and_tracebacks_are_escaped(store_path: str, autojump_clock: Any) -> None:
+    evil = "<script>alert(1)</script>"
+    async with garrison.open_node(store=store_path) as node:
+        await node.start_workflow(console_app.boom, evil, id=evil)
+        with pytest.raises(garrison.WorkflowFailed):
+            await node.workflow(evil).result()
+        async with client(make_app(NodeBackend(node))) as c:
+            page = await c.get("/workflows/" + evil)
+            assert page.status_code == 200
+            assert evil not in page.text
+            assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page.text
+            d = (await c.get("/api/workflows/" + evil)).json()
+            assert d["workflow"]["workflow_id"] == evil
+            assert d["workflow"]["error"]["message"] == evil
+            assert page.headers["content-type"].startswith("text/html")
+            api = await c.get("/api/workflows/" + evil)
+            assert api.headers["content-type"] == "application/json"
+    # the script renders data with textContent only
+    js = (Path(garrison.__file__).parent / "console" / "static" / "console.js").read_text()
+    assert not re.search(r"innerHTML|outerHTML|insertAdjacentHTML|document\.write", js)

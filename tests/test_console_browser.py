@@ -1,0 +1,115 @@
+"""The web console end to end in a real browser: Debian's chromium driven by Playwright.
+
+The console's node runs examples/console/app.yaml in another process (``garrison run
+... --ui 127.0.0.1:0``); Playwright's sync API runs its own event loop in this one.
+The test opens the list, filters it, opens a waiting report, signals it (a payload of
+markup that must stay text), resolves its promise through the page and sees it
+complete, then looks at the node page. Screenshots of the list and of the workflow go
+to pytest's tmp dir (and to ``$GARRISON_CONSOLE_SCREENSHOTS/`` when that is set: that
+is how ``docs/console-*.png`` were made).
+
+Chromium is required: the test fails when it is missing, unless
+``GARRISON_TEST_BROWSER=0`` (.ci/run installs it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+from _console_server import ROOT, console
+
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"]
+EVIL = '<img src=x onerror="alert(1)">'
+
+
+def _chromium() -> str:
+    if os.environ.get("GARRISON_TEST_BROWSER") == "0":
+        pytest.skip("browser tests disabled (GARRISON_TEST_BROWSER=0)")
+    path = shutil.which("chromium")
+    if path is None:
+        pytest.fail("chromium is not installed: apt-get install -y chromium (or set "
+                    "GARRISON_TEST_BROWSER=0 to skip the browser tests)")
+    return path
+
+
+def _shots(tmp_path: Path) -> list[Path]:
+    out = [tmp_path]
+    if os.environ.get("GARRISON_CONSOLE_SCREENSHOTS"):
+        out.append(Path(os.environ["GARRISON_CONSOLE_SCREENSHOTS"]))
+    return out
+
+
+def test_follow_and_act_on_a_workflow_in_the_browser(tmp_path: Path) -> None:
+    chromium = _chromium()
+    from playwright.sync_api import expect, sync_playwright
+
+    app = str(ROOT / "examples" / "console" / "app.yaml")
+    with console("run", app, "--store", "expenses.db", "--ui", "127.0.0.1:0",
+                 cwd=tmp_path) as ui, sync_playwright() as pw:
+        ui.until(lambda: len(ui.http.get("/api/workflows").json()["workflows"]) == 3,
+                 "the three reports")
+        browser = pw.chromium.launch_persistent_context(
+            tempfile.mkdtemp(dir=tmp_path), executable_path=chromium, headless=True,
+            args=ARGS, viewport={"width": 1280, "height": 860})
+        page = browser.new_page()
+        errors: list[str] = []
+        dialogs: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+        expect.set_options(timeout=15_000)
+
+        # the list, then filtered to the waiting reports of team travel
+        page.goto(ui.url)
+        rows = page.locator("#rows tr")
+        expect(rows).to_have_count(3)
+        expect(page.locator("#rows tr[data-id=exp-1003] .status")).to_have_text("failed")
+        for folder in _shots(tmp_path):
+            page.screenshot(path=str(folder / "console-list.png"))
+        page.check("input[name=status][value=waiting]")
+        page.click("#apply")
+        expect(rows).to_have_count(2)
+        assert "status=waiting" in page.url
+        page.fill("#search", "team=travel")
+        page.click("#apply")
+        expect(rows).to_have_count(1)
+        page.click("#rows a:text('exp-1001')")
+
+        # one workflow: send a signal whose payload is markup (shown as text)
+        expect(page.locator("#wf-status")).to_have_text("waiting")
+        page.fill("#signal-topic", "note")
+        page.fill("#signal-payload", json.dumps(EVIL))
+        page.click("#signal-button")
+        expect(page.locator("#confirm")).to_be_visible()
+        page.click("#confirm-yes")
+        expect(page.locator("#inbox td.mono").nth(1)).to_have_text(EVIL)
+
+        # resolve its promise through the page; it pays out and completes
+        value = page.locator("tr[data-promise=approval] input.promise-value")
+        value.fill('{"by": "ann"}')
+        page.click("tr[data-promise=approval] button.resolve")
+        expect(page.locator("#confirm-text")).to_contain_text('Resolve promise "approval"')
+        for folder in _shots(tmp_path):
+            page.screenshot(path=str(folder / "console-workflow.png"), full_page=True)
+        page.click("#confirm-yes")
+        expect(page.locator("#toast")).to_contain_text("promise approval resolved")
+        expect(page.locator("#wf-status")).to_have_text("completed")
+        expect(page.locator("#wf-result")).to_contain_text("PAY-exp-1001-ann")
+        expect(page.locator("#journal li[data-seq] .kind").filter(has_text="await_promise")
+               ).to_have_count(1)
+        expect(page.locator("#children a")).to_have_count(1)
+        expect(page.locator("#signal-form")).to_be_hidden()
+        expect(page.locator("#retry-button")).to_be_hidden()  # not available yet
+
+        # the node: services with restart counts, the supervision tree
+        page.click("header nav a:text('Node')")
+        expect(page.locator("tr[data-service='app:pulse'] .restarts")).to_have_text("1")
+        expect(page.locator("#tree")).to_contain_text("ledger")
+        browser.close()
+        assert errors == [] and dialogs == []
+    assert ui.proc.returncode == 0, "".join(ui.stdout)
