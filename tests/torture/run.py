@@ -1,0 +1,154 @@
+"""The torture harness: kill a node at random moments until its workflows finish,
+then check that nothing was lost, duplicated or recorded twice.
+
+    python tests/torture/run.py [--kills N] [--size S] [--rounds R] [--seed X]
+                                [--synchronous normal|full]
+
+Prints one JSON line: kills done, runs, seconds, and the checks. Exit 1 on a failed
+check. ``tests/test_torture.py`` runs a short version in CI; ``bench/torture.py``
+runs at least 1,000 kills across several scenarios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import torture_app  # noqa: E402
+
+
+def run(kills: int, size: int, rounds: int, seed: int, max_delay: float = 0.08,
+        workdir: str | None = None, synchronous: str = "normal") -> dict[str, object]:
+    rng = random.Random(seed)
+    tmp = workdir or tempfile.mkdtemp(prefix="garrison-torture-")
+    store = os.path.join(tmp, "torture.db")
+    log = os.path.join(tmp, "activities.log")
+    env = dict(os.environ, GARRISON_TORTURE_LOG=log)
+    cmd = [sys.executable, str(HERE / "node.py"), store, str(size), str(rounds), synchronous]
+    done_kills = runs = 0
+    results = None
+    start = time.monotonic()
+    while results is None:
+        runs += 1
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, env=env)
+        if done_kills < kills:
+            # kill it at a random moment: mostly while its workflows run (after it
+            # started them), sometimes during start-up and recovery
+            assert proc.stdout is not None
+            if rng.random() < 0.8:
+                line = proc.stdout.readline()
+                if line.strip() != "started":  # it finished (or failed) first
+                    out, err = proc.communicate(timeout=600)
+                    out = line + out
+                    if proc.returncode != 0:
+                        raise SystemExit(f"the node failed (exit {proc.returncode}):\n"
+                                         f"{err[-3000:]}")
+                    results = json.loads(out.strip().splitlines()[-1])
+                    break
+            time.sleep(rng.uniform(0.0, max_delay))
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
+                done_kills += 1
+                continue
+        out, err = proc.communicate(timeout=600)
+        if proc.returncode != 0:
+            raise SystemExit(f"the node failed (exit {proc.returncode}):\n{err[-3000:]}")
+        last = out.strip().splitlines()[-1]
+        results = json.loads(last)
+    seconds = time.monotonic() - start
+    return {"kills": done_kills, "runs": runs, "seconds": round(seconds, 1),
+            **check(store, log, results, size, rounds)}
+
+
+def check(store: str, log: str, results: list[dict[str, object]], size: int,
+          rounds: int) -> dict[str, object]:
+    exact = all(results[i] == torture_app.expected(i, rounds) for i in range(size))
+    conn = sqlite3.connect(store)
+    try:
+        statuses = Counter(s for (s,) in conn.execute("SELECT status FROM workflows"))
+        per_wf = dict(conn.execute(
+            "SELECT workflow_id, count(*) FROM journal WHERE kind = 'activity' "
+            "GROUP BY workflow_id"))
+        # every token sent was consumed exactly once (inbox ids are unique per message)
+        tokens = conn.execute("SELECT count(*), count(DISTINCT msg_id) FROM inbox "
+                              "WHERE topic = 'token'").fetchone()
+        unconsumed = conn.execute("SELECT count(*) FROM inbox WHERE consumed_seq IS NULL"
+                                  ).fetchone()[0]
+    finally:
+        conn.close()
+    recorded_once = all(per_wf.get(f"r{i}") == rounds for i in range(size))
+    with open(log) as f:
+        ran = Counter(line.strip() for line in f if line.strip())
+    expected_runs = {f"r{i} {k}" for i in range(size) for k in range(rounds)}
+    return {
+        "exact_results": exact,
+        "all_completed": statuses == Counter({"completed": size}),
+        "each_activity_recorded_once": recorded_once,
+        "each_activity_ran": set(ran) == expected_runs,
+        "activities_run_again_after_a_kill": sum(n - 1 for n in ran.values()),
+        "tokens_delivered_once": tokens[0] == tokens[1] == size * rounds,
+        "nothing_left_in_inboxes": unconsumed == 0,
+    }
+
+
+def torture(kills: int, size: int, rounds: int, seed: int,
+            synchronous: str = "normal") -> dict[str, object]:
+    """Scenarios (fresh stores, seeds ``seed``, ``seed+1``...) until ``kills`` kills are
+    done; every check must hold in every scenario."""
+    counts = Counter[str]()
+    seconds = 0.0
+    failed: list[dict[str, object]] = []
+    scenarios = 0
+    while counts["kills"] < kills:
+        out = run(kills - counts["kills"], size, rounds, seed + scenarios,
+                  synchronous=synchronous)
+        scenarios += 1
+        for key in ("kills", "runs", "activities_run_again_after_a_kill"):
+            counts[key] += int(out[key])  # type: ignore[call-overload]
+        seconds += float(out["seconds"])  # type: ignore[arg-type]
+        if not all(out[c] for c in CHECKS):
+            failed.append(out)
+    total: dict[str, object] = {**counts, "scenarios": scenarios, "seconds": round(seconds, 1),
+                                "size": size, "rounds": rounds, "synchronous": synchronous}
+    for c in CHECKS:
+        total[c] = all(f[c] for f in failed)
+    if failed:
+        total["failed_scenarios"] = failed
+    return total
+
+
+CHECKS = ("exact_results", "all_completed", "each_activity_recorded_once",
+          "each_activity_ran", "tokens_delivered_once", "nothing_left_in_inboxes")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--kills", type=int, default=20)
+    parser.add_argument("--size", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--synchronous", default="normal", choices=["normal", "full"])
+    args = parser.parse_args()
+    out = torture(args.kills, args.size, args.rounds, args.seed, args.synchronous)
+    print(json.dumps(out))
+    if not all(out[c] for c in CHECKS):
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()
