@@ -122,3 +122,21 @@ def test_garrison_ui_serves_a_store_without_a_node(tmp_path: Path) -> None:
         taken = garrison_cli("ui", "--store", store, "--bind", ui.url[7:].rstrip("/"))
         assert taken.returncode == 2
         assert "cannot serve the console on" in taken.stderr and "in use" in taken.stderr
+
+
+def test_shop_example_runs_and_its_own_tests_pass(tmp_path: Path) -> None:
+    """examples/shop: a new user's app (config, services, orders started by id from the
+    root process) run twice on one store (the rerun starts nothing twice), and the
+    app's own tests on a temporary store."""
+    store = str(tmp_path / "shop.db")
+    first = garrison_cli("run", "examples/shop/app.yaml", "--main", "shop:main", "--store", store)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.strip() == "o-1: shipped; o-2: out of stock (apples left: 7)"
+    again = garrison_cli("run", "examples/shop/app.yaml", "--main", "shop:main", "--store", store)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.strip().startswith("o-1: shipped; o-2: out of stock")
+    tests = subprocess.run([sys.executable, "-m", "pytest", "-o", "addopts=", "-q",
+                            "-p", "no:cacheprovider", "examples/shop"], cwd=ROOT, text=True,
+                           capture_output=True, timeout=120)
+    assert tests.returncode == 0, tests.stdout + tests.stderr
+    assert "3 passed" in tests.stdout
