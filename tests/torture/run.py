@@ -66,10 +66,10 @@ def run(kills: int, size: int, rounds: int, seed: int, max_delay: float = 0.08,
                 done_kills += 1
                 continue
         out, err = proc.communicate(timeout=600)
-        if proc.returncode != 0:
-            raise SystemExit(f"the node failed (exit {proc.returncode}):\n{err[-3000:]}")
-        last = out.strip().splitlines()[-1]
-        results = json.loads(last)
+        if proc.returncode != 0 or not out.strip():
+            raise SystemExit(f"the node failed (exit {proc.returncode}, output "
+                             f"{out[-500:]!r}):\n{err[-3000:]}")
+        results = json.loads(out.strip().splitlines()[-1])
     seconds = time.monotonic() - start
     return {"kills": done_kills, "runs": runs, "seconds": round(seconds, 1),
             **check(store, log, results, size, rounds)}
