@@ -457,16 +457,16 @@ class Node:
         return h
 
     async def _start_workflow_host(self) -> None:
-        """Open the store (``None``: in memory; a path: a durable file; a store object:
-        as is) and add the ``workflows`` host, which resumes unfinished workflows
-        before this returns."""
+        """Open the store (``None``: in memory; a path: a durable file; a
+        ``postgresql://`` URL; a store object: as is) and add the ``workflows`` host,
+        which resumes unfinished workflows before this returns."""
         from .hosts.workflow import WorkflowHost
-        from .persistence import SQLiteStore
+        from .persistence import open_store
 
         store = self.store
         self._owns_store = not hasattr(store, "commit")
         if self._owns_store:
-            store = SQLiteStore(store)
+            store = open_store(store)
         self._workflow_store = store
         await self._add_host(WorkflowHost(self, "workflows", store))
 
@@ -474,7 +474,7 @@ class Node:
         """Each ``workflow.host`` entry of the config is one more workflow host, named by
         its entry id (``app:orders``), with its own store."""
         from .hosts.workflow import WorkflowHost
-        from .persistence import SQLiteStore
+        from .persistence import open_store
 
         self._config_stores: list[Any] = []
         if self.config is None:
@@ -482,7 +482,7 @@ class Node:
         for entry in self.config.hosts():
             if entry.kind != "workflow.host":
                 continue
-            store = SQLiteStore(entry.store, synchronous=entry.synchronous)
+            store = open_store(entry.store, synchronous=entry.synchronous)
             self._config_stores.append(store)
             await self._add_host(WorkflowHost(self, entry.id, store))
 
