@@ -967,6 +967,9 @@ class PostgresStore:
                 return []
             try:
                 listener = await self._listen()
+                if self._closed:  # closed while the listener connected
+                    self._drop_listener()
+                    return []
                 found = self.take_wakeups()
                 if found:
                     return found
@@ -994,8 +997,19 @@ class PostgresStore:
                 params["hostaddr"] = str(infos[0][4][0])
             except OSError:
                 pass
-        conn = await TrioConnection.connect_trio(make_conninfo(**params), autocommit=True,
-                                                 timeout=float(params["connect_timeout"]))
+        conninfo = make_conninfo(**params)
+        if isinstance(trio.lowlevel.current_clock(), MockClock):
+            # virtual time would run out the connect timeout while the server answers
+            pgconn = pq.PGconn.connect(conninfo.encode())
+            if pgconn.status != pq.ConnStatus.OK:
+                message = pgconn.get_error_message()
+                pgconn.finish()
+                raise psycopg.OperationalError(message)
+            conn = TrioConnection(pgconn)
+            await conn.set_autocommit(True)
+        else:
+            conn = await TrioConnection.connect_trio(conninfo, autocommit=True,
+                                                     timeout=float(params["connect_timeout"]))
         try:
             with trio.CancelScope(shield=True):
                 await conn.execute("LISTEN " + _quote(self._channel))
