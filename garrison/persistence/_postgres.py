@@ -119,7 +119,11 @@ def _parse(url: str, schema: str | None) -> tuple[dict[str, str], str, str]:
     """``(libpq parameters, schema, display name)``; ``ValueError`` says what is wrong."""
     if not is_postgres_url(url):
         raise ValueError(f"expected a postgresql:// URL, got {url!r}")
-    parts = urllib.parse.urlsplit(url)
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError as exc:
+        raise ValueError(f"invalid PostgreSQL URL {_display_raw(url)!r}: {exc}") from None
     query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
     in_url = [v for k, v in query if k == "schema"]
     rest = [(k, v) for k, v in query if k != "schema"]
@@ -308,6 +312,10 @@ class _ConnectionLost(Exception):
     """The writer's connection broke during a transaction (its outcome is unknown)."""
 
 
+class _Handover(Exception):
+    """A commit in the trio thread lost its connection: write it from a worker thread."""
+
+
 class _StatementFailed(Exception):
     """A statement of a pipeline failed; ``.index`` says which (the server's error is
     ``.error``, already mapped to garrison's exception where it is one of ours)."""
@@ -401,7 +409,7 @@ class PostgresStore:
             self._close_connections()
             raise
         if lock:
-            self._group = GroupCommit(self._write_one, self._write_batch, Strategy.THREAD)
+            self._group = GroupCommit(self._write_alone, self._write_batch, Strategy.THREAD)
             self._inline_group = GroupCommit(self._write_one, self._write_batch,
                                              Strategy.INLINE)
         else:  # a tool writes at once
@@ -443,15 +451,16 @@ class PostgresStore:
                     raise StoreLocked(self.path or "", held=held)
                 self.locked = True
             if first:
+                if not self._owner and _pg_schema.read_version(conn, self.schema) == 0:
+                    raise StoreError(self.path, "no garrison store here (no schema "
+                                     f"{self.schema!r} with garrison's tables): start a node "
+                                     "on it first")
                 try:
                     _pg_schema.migrate(conn, self.schema, allow_migrate=self._owner,
                                        where=self.path)
                 except pg_errors.InsufficientPrivilege as exc:
                     raise StoreError(self.path, f"cannot create the schema: {_reason(exc)}"
                                      ) from None
-                if not self._owner and _pg_schema.read_version(conn, self.schema) == 0:
-                    raise StoreError(self.path, "no garrison store here (no schema "
-                                     f"{self.schema!r}): start a node on it first")
                 if self._owner:  # rows of writers gone for a day (killed tools)
                     conn.execute(f"DELETE FROM {self._s}.writers WHERE updated < %s",
                                  (_time.time() - 86400,))
@@ -755,9 +764,14 @@ class PostgresStore:
         return [self._writer_id.encode(), str(n).encode(), repr(_time.time()).encode()]
 
     # -- writing: retries -------------------------------------------------------------
-    def _commit_plans(self, plans: list[_Plan]) -> None:
+    def _commit_plans(self, plans: list[_Plan], *, handover: bool = False) -> None:
         """Write ``plans`` as one transaction, reconnecting and retrying as the module
-        docs say; raises :class:`~garrison.StoreError` when the store gave up."""
+        docs say; raises :class:`~garrison.StoreError` when the store gave up.
+
+        ``handover`` (a commit written in the trio thread): a lost connection raises
+        :class:`_Handover` instead of reconnecting here, so the node's thread does not
+        wait for the server; the caller writes the same plans again from a worker
+        thread (which settles whether they committed)."""
         with self._write_lock:
             self._check_usable()
             n = self._acked + 1
@@ -770,6 +784,9 @@ class PostgresStore:
                         raise _ConnectionLost("not connected")
                     committed = self._run(conn, plans, n)
                 except _ConnectionLost as lost:
+                    if handover:
+                        self._drop_writer()
+                        raise _Handover(str(lost)) from None
                     if deadline is None:
                         deadline = _time.monotonic() + self.retry_for
                     found = self._reconnect_writer(deadline, str(lost))
@@ -795,11 +812,7 @@ class PostgresStore:
     def _reconnect_writer(self, deadline: float, reason: str) -> int:
         """Reconnect (with backoff until ``deadline``), take the lock again; the
         writer's number as the server has it."""
-        if self._writer is not None:
-            with contextlib.suppress(Exception):
-                self._writer.close()
-            self._writer = None
-        self.locked = False
+        self._drop_writer()
         delay = 0.05
         last = reason
         while True:
@@ -828,6 +841,13 @@ class PostgresStore:
                               f"again within {self.retry_for:g}s: {last}")
             _time.sleep(delay)
             delay = min(delay * 2, 2.0)
+
+    def _drop_writer(self) -> None:
+        if self._writer is not None:
+            with contextlib.suppress(Exception):
+                self._writer.close()
+            self._writer = None
+        self.locked = False
 
     def _recover_results(self, plan: _Plan) -> None:
         """Results of a transaction that committed while its answer was lost: read back
@@ -874,6 +894,13 @@ class PostgresStore:
         self._stats["sync_writes"] += 1
         return results
 
+    def _write_alone(self, plan: _Plan) -> list[Any]:
+        """A commit nobody could share, in the trio thread (see ``_commit_plans``)."""
+        self._commit_plans([plan], handover=True)
+        results = _unwrap(plan)
+        self._stats["sync_writes"] += 1
+        return results
+
     def _write_batch(self, batch: list[CommitRequest]) -> None:
         """One transaction for the whole batch (a SAVEPOINT per caller on failure)."""
         plans: list[_Plan] = [request.tx for request in batch]
@@ -903,7 +930,14 @@ class PostgresStore:
         group = self._group
         if isinstance(trio.lowlevel.current_clock(), MockClock):
             group = self._inline_group
-        return await group.commit(plan)
+        try:
+            return await group.commit(plan)
+        except _Handover:
+            # the connection broke under a commit written in the trio thread: the
+            # reconnect (and the check whether it committed) waits in a worker thread
+            with trio.CancelScope(shield=True):
+                results: list[Any] = await trio.to_thread.run_sync(self._write_one, plan)
+            return results
 
     @property
     def owner(self) -> bool:
