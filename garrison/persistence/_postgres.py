@@ -1010,7 +1010,9 @@ class PostgresStore:
                 async for _note in listener.notifies(stop_after=1):
                     pass
                 delay = 0.05
-            except (psycopg.OperationalError, trio.ClosedResourceError, OSError):
+            except (psycopg.Error, StoreError, trio.ClosedResourceError, OSError):
+                # the listener's connection broke, or the server is away (take_wakeups
+                # gave up): listen again, then read the table (nothing is missed)
                 if self._closed:
                     return []
                 self._drop_listener()
