@@ -727,9 +727,10 @@ class PostgresStore:
         """Write ``plans`` as one transaction numbered ``n``: each gets its results or
         its own error; True if the transaction committed (with the number ``n``).
         :class:`_ConnectionLost` leaves the outcome to the caller."""
+        for plan in plans:  # (an earlier attempt's outcome does not count)
+            plan.results = plan.error = None
         if len(plans) == 1 and not plans[0].needs_read:
             plan = plans[0]
-            plan.results = plan.error = None
             try:
                 out = self._send(conn, plan.calls, self._mark_params(n))
             except _StatementFailed as failed:
@@ -851,7 +852,11 @@ class PostgresStore:
 
     def _recover_results(self, plan: _Plan) -> None:
         """Results of a transaction that committed while its answer was lost: read back
-        (only ``create_workflow`` and ``deliver`` return something)."""
+        (only ``create_workflow`` and ``deliver`` return something). A caller whose own
+        operations had failed before the COMMIT (a SAVEPOINT rolled them back) keeps
+        its error."""
+        if plan.error is not None:
+            return
         results: list[Any] = [None] * len(plan.tx.ops)
         for index, (op, params) in enumerate(plan.tx.ops):
             if op is Op.CREATE_WORKFLOW:
