@@ -14,7 +14,10 @@ figures and ratios side by side. ``--json`` prints the raw lines instead;
 - ``scaling.py``: workflow steps/s at 1, 10, 100, 1,000 concurrent workflows
   (``synchronous`` NORMAL and FULL);
 - ``workflow_steps.py``: 10-step workflows sequential and 100 concurrent, and a
-  message round trip, vs DBOS on SQLite (WAL) and raw SQLite commits.
+  message round trip, vs DBOS on SQLite (WAL) and raw SQLite commits;
+- ``workflow_steps_pg.py``: the same on PostgreSQL, vs DBOS on the same throwaway
+  server and raw psycopg commits (``pg_driver.py`` and ``dbos_postgres.py`` measure
+  the driver choices and DBOS alone).
 """
 
 from __future__ import annotations
@@ -85,6 +88,19 @@ SHOW: dict[str, list[tuple[str, str]]] = {
         ("garrison.msg_rt_us_p50", "message RT p50 us (< 1000)"),
         ("dbos.msg_rt_us_p50", "DBOS send/recv RT p50 us"),
         ("ratio_msg_rt_vs_dbos", "x DBOS message RT"),
+    ],
+    "workflow_steps_pg.py": [
+        ("garrison.seq_step_us_marginal", "PG NORMAL seq step us"),
+        ("garrison_full_sync.seq_step_us_marginal", "PG FULL seq step us"),
+        ("dbos.seq_step_us_marginal", "DBOS PG seq step us"),
+        ("ratios.seq_step_vs_dbos", "x DBOS seq (>= 8)"),
+        ("garrison.conc100_nursery_step_us", "PG 100-conc (nursery) step us"),
+        ("ratios.conc100_nursery_vs_dbos_threads", "x DBOS 100-conc threads (>= 30)"),
+        ("garrison.conc100_loop_step_us", "PG 100-conc (loop) step us"),
+        ("ratios.conc100_loop_vs_dbos_loop", "x DBOS 100-conc loop (>= 30)"),
+        ("garrison.msg_rt_us_p50", "PG message RT p50 us (< 2000)"),
+        ("garrison.msg_rt_us_p99", "PG message RT p99 us"),
+        ("postgres.commit_sc_on_us_p50", "raw psycopg commit us"),
     ],
 }
 

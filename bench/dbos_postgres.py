@@ -114,6 +114,7 @@ assert h.get_result() == nrt
 lat.sort()
 out["msg_rt_us_p50"] = lat[len(lat) // 2] * 1e6
 out["msg_rt_us_p90"] = lat[int(len(lat) * 0.9)] * 1e6
+out["msg_rt_us_p99"] = lat[int(len(lat) * 0.99)] * 1e6
 DBOS.destroy()
 print(json.dumps(out))
 """

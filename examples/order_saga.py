@@ -1,6 +1,6 @@
 """The order saga of the seeds: reserve, charge, ship; on a failure, compensate in reverse.
 
-Run it:  python examples/order_saga.py [STORE.db]
+Run it:  python examples/order_saga.py [STORE.db or postgresql://URL]
 
 Every step is an activity: journaled, retried by its policy, never re-run after its
 outcome was recorded. A step that fails for good reaches the workflow as

@@ -257,15 +257,16 @@ def _store_problem(store: str | None, config: Any) -> str | None:
     """Why ``--store`` cannot be opened (checked like a ``workflow.host`` store), or None."""
     if store is None:
         return None
-    from .config._loader import store_path
+    from .config._loader import store_key, store_path
 
     try:
-        path = Path(store_path(store, Path.cwd())).resolve()
+        key = store_key(store_path(store, Path.cwd()))
     except ValueError as exc:
         return f"--store: {exc}"
+    shown = str(key) if isinstance(key, Path) else store
     for entry in config.hosts() if config is not None else ():
-        if getattr(entry, "store", None) and Path(entry.store).resolve() == path:
-            return (f"--store: expected a store of its own, but {str(path)!r} is also the "
+        if getattr(entry, "store", None) and store_key(entry.store) == key:
+            return (f"--store: expected a store of its own, but {shown!r} is also the "
                     f"store of workflow.host entry {entry.id!r}")
     return None
 
@@ -400,8 +401,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "forces. Exit 1: the root failed; exit 2: bad config or unusable store.")
     run_p.add_argument("target", help="app.yaml, script.py, script.py:func or module:func")
     run_p.add_argument("--main", help="with a config: spawn this entry id and exit when it ends")
-    run_p.add_argument("--store", help="the SQLite file of the node's workflows host, relative "
-                       "to the current directory (default: in memory)")
+    run_p.add_argument("--store", help="the store of the node's workflows host: a SQLite file "
+                       "(relative to the current directory) or a postgresql://user@host:port/db "
+                       "URL (default: in memory)")
     run_p.add_argument("--ui", metavar="HOST:PORT",
                        help="serve the web console, attached to this node, on this address "
                             "(e.g. 127.0.0.1:8233)")

@@ -1,9 +1,9 @@
 """``garrison workflows --store DB ...``: inspect and drive a workflow store.
 
-Works whether or not a node runs on the store: the store is opened without its
-lock, reads see committed state, and writes (signal, resolve, reject, cancel)
-commit at once; a running node picks them up immediately, a stopped one on its
-next start.
+``DB`` is a SQLite file or a ``postgresql://`` URL. Works whether or not a node runs
+on the store: the store is opened without its lock, reads see committed state, and
+writes (signal, resolve, reject, cancel) commit at once; a running node picks them up
+immediately, a stopped one on its next start.
 
 Exit codes: 0 done; 1 the workflow or promise is not there, or refuses the
 request (finished, already resolved); 2 bad arguments or a store that cannot be
@@ -34,7 +34,8 @@ BROKEN_PIPE = 128 + signal.SIGPIPE
 def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     """Register the ``workflows`` sub-command on the main parser."""
     wf = sub.add_parser("workflows", parents=[common], help="inspect and drive a workflow store")
-    wf.add_argument("--store", required=True, help="the SQLite store file")
+    wf.add_argument("--store", required=True,
+                    help="the store: a SQLite file or a postgresql://user@host:port/db URL")
     wf.add_argument("--json", action="store_true", help="machine-readable output")
     cmds = wf.add_subparsers(dest="wf_command", required=True)
 
@@ -113,6 +114,11 @@ def _run(args: argparse.Namespace) -> None:
         raise
     except OSError as exc:
         raise _Fail(f"store {args.store!r}: {exc.strerror or exc}", 2) from None
+    except Exception as exc:
+        psycopg = sys.modules.get("psycopg")
+        if psycopg is not None and isinstance(exc, psycopg.Error):  # PostgreSQL refused
+            raise _Fail(f"store {store.path!r}: {str(exc).strip()}", 2) from None
+        raise
     finally:
         store.close()
 

@@ -122,19 +122,25 @@ class StoreLocked(GarrisonError, RuntimeError):
     """A durable store is already open (by another node, in this or another process).
 
     ``.path`` is the store's file as given, ``.lock_file`` the lock file (beside the
-    resolved file: a symlink to a held store is refused too). Tools that only read,
+    resolved file: a symlink to a held store is refused too). A PostgreSQL store is
+    locked by an advisory lock of the node's connection; ``held`` names its holder
+    (application name, client address, server pid). Tools that only read,
     or queue writes for the running node, open the store with
     ``SQLiteStore(path, lock=False)``.
     """
 
-    def __init__(self, path: str, lock_file: str | None = None) -> None:
-        lock_file = lock_file if lock_file is not None else path + ".lock"
+    def __init__(self, path: str, lock_file: str | None = None, *, held: str | None = None
+                 ) -> None:
+        if held is None:
+            lock_file = lock_file if lock_file is not None else path + ".lock"
+            held = f"lock file {lock_file!r}"
         super().__init__(
             f"store {path!r} is locked: another node has it open "
-            f"(lock file {lock_file!r}); open it with lock=False to read "
+            f"({held}); open it with lock=False to read "
             "it or queue writes for that node"
         )
         self.path = path
+        #: the lock file (SQLite), or ``None`` (a PostgreSQL store: ``held`` says who)
         self.lock_file = lock_file
 
 

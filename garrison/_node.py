@@ -331,13 +331,14 @@ class Node:
         return default, stores
 
     async def _start_workflow_hosts(self) -> None:
-        """Open the stores (``None``: in memory; a path: a durable file; a store object:
-        as is) and add the workflow hosts: ``workflows`` and one per ``workflow.host``
-        entry of the config, named by its entry id (``app:orders``). A config with
+        """Open the stores (``None``: in memory; a path: a durable file; a
+        ``postgresql://`` URL; a store object: as is) and add the workflow hosts:
+        ``workflows`` and one per ``workflow.host`` entry of the config, named by its
+        entry id (``app:orders``). A config with
         exactly one ``workflow.host`` entry makes ``workflows`` that host (an alias), so
         ``host="workflows"`` and ``node.start_workflow(...)`` are durable there."""
         from .hosts.workflow import WorkflowHost
-        from .persistence import SQLiteStore
+        from .persistence import open_store
 
         default, stores = self._store_specs()
         self._owned_stores: list[Any] = []
@@ -345,7 +346,7 @@ class Node:
         def opened(spec: Any, synchronous: str = "normal") -> Any:
             if hasattr(spec, "commit"):
                 return spec  # a store object: the caller closes it
-            store = SQLiteStore(spec, synchronous=synchronous)
+            store = open_store(spec, synchronous=synchronous)
             self._owned_stores.append(store)
             return store
 

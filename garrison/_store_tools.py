@@ -48,18 +48,18 @@ class ToolError(Exception):
 
 
 def open_store(path: str) -> Any:
-    """The store at ``path``, opened as a tool (``lock=False``): a missing file, a
-    damaged one or one of another schema version is a :class:`ToolError` (code 2)."""
-    from .persistence import SQLiteStore
+    """The store at ``path`` (a SQLite file or a ``postgresql://`` URL), opened as a
+    tool (``lock=False``): a missing file, a damaged one, an unreachable server or one
+    of another schema version is a :class:`ToolError` (code 2)."""
+    from .persistence import open_store as open_any
 
-    if path.startswith(("postgresql://", "postgres://")):
-        raise ToolError(f"{path!r}: this version of garrison's tools opens SQLite stores "
-                        "only", 2)
     try:
-        return SQLiteStore(path, lock=False)
+        return open_any(path, lock=False)
     except FileNotFoundError:
         raise ToolError(f"no workflow store at {path!r}", 2) from None
     except GarrisonError as exc:  # StoreError, StoreVersionError: names the store
+        raise ToolError(str(exc), 2) from None
+    except ImportError as exc:  # a postgresql:// store without psycopg installed
         raise ToolError(str(exc), 2) from None
 
 

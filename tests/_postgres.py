@@ -2,6 +2,7 @@
 
     server = start()                     # initdb in a temp dir, pg_ctl start, wait
     url = create_db(server, "test_1")    # postgresql://postgres@127.0.0.1:PORT/test_1
+    pause(server); resume(server)        # stop and start again (outage tests)
     stop(server)                         # pg_ctl stop -m immediate, remove the temp dir
 
 The server binaries are found with ``pg_config --bindir`` (Debian keeps them off
@@ -29,7 +30,10 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["PostgresServer", "PostgresUnavailable", "create_db", "find_bindir", "start", "stop"]
+__all__ = [
+    "PostgresServer", "PostgresUnavailable", "create_db", "find_bindir", "pause", "resume",
+    "start", "stop",
+]
 
 
 class PostgresUnavailable(RuntimeError):
@@ -45,6 +49,7 @@ class PostgresServer:
     port: int
     user: str | None  # OS user the server runs as (None: the current user)
     stopped: bool = field(default=False)
+    options: str = ""  # the postgres options it was started with (for restart)
 
     @property
     def datadir(self) -> Path:
@@ -167,7 +172,7 @@ def start(*, fsync: bool = True, settings: dict[str, str] | None = None) -> Post
             opts = f"-p {port} -k {root / 'sock'} " + " ".join(
                 f"-c {k}={v}" for k, v in options.items()
             )
-            server = PostgresServer(bindir, root, port, user)
+            server = PostgresServer(bindir, root, port, user, options=opts)
             try:
                 _run(
                     user,
@@ -208,6 +213,19 @@ def stop(server: PostgresServer) -> None:
         shutil.rmtree(server.root, ignore_errors=True)
         if server in _RUNNING:
             _RUNNING.remove(server)
+
+
+def pause(server: PostgresServer) -> None:
+    """Stop the server (``-m fast``: every connection is closed), keeping its data."""
+    _run(server.user, [str(server.bindir / "pg_ctl"), "-D", str(server.datadir), "-m", "fast",
+                       "-w", "stop"], "pg_ctl stop")
+
+
+def resume(server: PostgresServer) -> None:
+    """Start a paused server again, on the same port with the same options."""
+    _run(server.user, [str(server.bindir / "pg_ctl"), "-D", str(server.datadir), "-l",
+                       str(server.log), "-o", server.options, "-w", "-t", "60", "start"],
+         "pg_ctl start")
 
 
 def create_db(server: PostgresServer, name: str) -> str:

@@ -31,10 +31,52 @@ for extra in (ROOT, ROOT / "tests"):
 
 
 @pytest.fixture
-async def node(autojump_clock: object) -> AsyncIterator[garrison.Node]:
-    """A node on virtual time, stopped after the test."""
-    async with garrison.open_node() as n:
+async def node(autojump_clock: object, node_store: str | None) -> AsyncIterator[garrison.Node]:
+    """A node on virtual time, stopped after the test: on an in-memory store, and in
+    tests/test_workflow*.py also on a fresh PostgreSQL store (``node_store``)."""
+    async with garrison.open_node(store=node_store) as n:
         yield n
+
+
+#: the durable stores a test runs on (``store_spec``, ``node_store``)
+STORE_KINDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+_schema_numbers = itertools.count(1)
+
+
+def _postgres_store_url(request: pytest.FixtureRequest) -> str:
+    """A store nobody opened yet: a fresh schema of the session's store database."""
+    base = request.getfixturevalue("postgres_stores_url")
+    return f"{base}?schema=s{next(_schema_numbers)}"
+
+
+@pytest.fixture
+def store_spec(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A durable store nobody opened yet, as ``store=`` takes it: a SQLite file path,
+    or a ``postgresql://`` URL (a fresh schema of one database of the session's
+    server). Opening the same spec again reopens the same store (restart tests).
+    Parametrized over both stores (``sqlite``, ``postgres``)."""
+    if request.param == "sqlite":
+        return str(tmp_path / "store.db")
+    return _postgres_store_url(request)
+
+
+@pytest.fixture
+def node_store(request: pytest.FixtureRequest) -> str | None:
+    """The store of the ``node`` fixture: ``None`` (in memory), or a fresh PostgreSQL
+    store for the workflow tests (see ``pytest_generate_tests``)."""
+    if getattr(request, "param", "memory") == "memory":
+        return None
+    return _postgres_store_url(request)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    names = metafunc.fixturenames
+    if "store_spec" in names:
+        metafunc.parametrize("store_spec", STORE_KINDS, indirect=True)
+    if "node_store" in names and metafunc.module.__name__.startswith("test_workflow"):
+        metafunc.parametrize(
+            "node_store", ["memory", pytest.param("postgres", marks=pytest.mark.postgres)],
+            indirect=True)
 
 
 # ------------------------------------------------------------------ PostgreSQL
@@ -60,6 +102,15 @@ def postgres_server() -> Iterator[object]:
         yield server
     finally:
         _postgres.stop(server)
+
+
+@pytest.fixture(scope="session")
+def postgres_stores_url(postgres_server: object) -> str:
+    """The session's database for stores (each test store is a schema of its own)."""
+    import _postgres
+
+    assert isinstance(postgres_server, _postgres.PostgresServer)
+    return _postgres.create_db(postgres_server, "stores")
 
 
 @pytest.fixture

@@ -454,3 +454,33 @@ def test_help_is_plain_text_everywhere():
         text = parser.format_help()
         assert "`" not in text, (parser.prog, text)
     assert cli("--help").stdout.startswith("usage: garrison")
+
+
+def test_run_on_a_postgresql_store(tmp_path, postgres_stores_url):
+    from garrison.persistence import PostgresStore
+
+    url = postgres_stores_url + "?schema=cli_run"
+    (tmp_path / "prog.py").write_text(textwrap.dedent("""
+        import garrison
+
+        async def main():
+            node = garrison.current_node()
+            store = node.hosts["workflows"].store
+            return f"{type(store).__name__} {store.path}"
+    """))
+    done = cli("run", "prog.py", "--store", url, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"PostgresStore {url}"
+    held = PostgresStore(url)  # this process is the node that holds it
+    try:
+        done = cli("run", "prog.py", "--store", url, cwd=tmp_path)
+    finally:
+        held.close()
+    assert done.returncode == 2
+    [line] = done.stderr.splitlines()
+    assert line.startswith(f"garrison run: store '{url}' is locked: another node has it open")
+    done = cli("run", "prog.py", "--store", url.replace("/stores?", "/nowhere?"), cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        f"garrison run: store '{url.replace('/stores?', '/nowhere?')}': cannot connect "
+        '(writes): database "nowhere" does not exist']

@@ -1,4 +1,8 @@
-"""`garrison workflows --store DB ...` against a real store, with and without a node."""
+"""`garrison workflows --store DB ...` against a real store, with and without a node.
+
+``store_path`` is a SQLite file or a PostgreSQL URL (both run); the damaged-file
+tests are SQLite's.
+"""
 
 from __future__ import annotations
 
@@ -19,7 +23,7 @@ import workflow_app
 
 import garrison
 from garrison import process, workflow
-from garrison.persistence import SCHEMA_VERSION, SQLiteStore, Transaction
+from garrison.persistence import SCHEMA_VERSION, Transaction, open_store
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -30,7 +34,12 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture
-def store_path(tmp_path: Path) -> str:
+def store_path(store_spec: str) -> str:
+    return store_spec
+
+
+@pytest.fixture
+def sqlite_path(tmp_path: Path) -> str:
     return str(tmp_path / "wf.db")
 
 
@@ -169,7 +178,7 @@ def cli_here(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, 
 
 def _plain_store(path: str) -> None:
     """A few workflows written straight to the store (no node: fast)."""
-    with SQLiteStore(path) as s:
+    with open_store(path) as s:
         for i in range(5):
             s.write(Transaction().create_workflow(f"w{i}", "app:flow", [i],
                                                   search={"n": i}))
@@ -229,8 +238,9 @@ def _missing_tables(path: str) -> None:
     (_missing_tables, "no table inbox"),
 ])  # fmt: skip
 def test_a_damaged_store_is_one_line_and_exit_2(
-    capsys: pytest.CaptureFixture[str], store_path: str, damage: Any, said: str
+    capsys: pytest.CaptureFixture[str], sqlite_path: str, damage: Any, said: str
 ) -> None:
+    store_path = sqlite_path
     _plain_store(store_path)
     assert not os.path.exists(store_path + "-wal")  # everything is in the file
     damage(store_path)
@@ -253,7 +263,7 @@ def test_unknown_status_is_a_usage_error(capsys: pytest.CaptureFixture[str],
 def test_wide_and_json_show_search_attributes_whole(capsys: pytest.CaptureFixture[str],
                                                      store_path: str) -> None:
     long = "x" * 120
-    with SQLiteStore(store_path) as s:
+    with open_store(store_path) as s:
         s.write(Transaction().create_workflow("w1", "app:flow", [1], search={"note": long},
                                               memo={"by": "ann"}))
     code, out, _ = cli_here(capsys, "--store", store_path, "list")
@@ -270,7 +280,7 @@ def test_wide_and_json_show_search_attributes_whole(capsys: pytest.CaptureFixtur
 def test_history_marks_sequence_numbers_without_a_record(
     capsys: pytest.CaptureFixture[str], store_path: str
 ) -> None:
-    with SQLiteStore(store_path) as s:
+    with open_store(store_path) as s:
         tx = Transaction().create_workflow("w1", "app:flow")
         for seq in (1, 4, 6):
             tx.append_journal("w1", seq, "now", "", 1.5)

@@ -668,3 +668,32 @@ def test_restart_delay_bounds(
     assert base * (1 - jitter) - 1e-9 <= delay <= base * (1 + jitter) + 1e-9
     if attempt > 1:
         assert policy.base_delay(attempt) >= policy.base_delay(attempt - 1)
+
+
+def test_postgresql_stores_are_checked_for_their_form_only(tmp_path: Path) -> None:
+    path, problems = problems_of(
+        tmp_path,
+        """
+        version: "1.0"
+        namespace: app
+        entries:
+          - {name: a, kind: workflow.host, store: "postgresql://app@db.example:5432/orders"}
+          - {name: b, kind: workflow.host, store: "postgresql://app@db.example/orders?schema=b"}
+          - {name: same, kind: workflow.host, store: "postgres://app@DB.example:5432/orders"}
+          - {name: nodb, kind: workflow.host, store: "postgresql://app@db.example"}
+          - {name: port, kind: workflow.host, store: "postgresql://app@db.example:x/orders"}
+        """,
+    )
+    assert problems == [
+        f"{path}: entry 'app:nodb' (index 3): field 'store': expected a "
+        "postgresql://user@host:port/dbname URL, but it names no database",
+        f"{path}: entry 'app:port' (index 4): field 'store': expected a "
+        "postgresql://user@host:port/dbname URL: Port could not be cast to integer value as 'x'",
+        f"{path}: entry 'app:same' (index 2): field 'store': expected a store of its own, but "
+        "'postgres://app@DB.example:5432/orders' is also the store of entry 'app:a'",
+    ]
+    config = load_config_text(
+        HEAD + '  - {name: w, kind: workflow.host, store: "postgresql://u@h/d", '
+               "synchronous: full}\n")
+    assert config["app:w"] == WorkflowHostEntry(id="app:w", store="postgresql://u@h/d",
+                                                synchronous="full")

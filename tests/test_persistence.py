@@ -1,4 +1,8 @@
-"""The SQLite store: schema and migrations, the lock, records, atomic writes."""
+"""The stores: schema and migrations, the lock, records, atomic writes.
+
+Tests taking ``store`` or ``store_spec`` run on both stores (SQLite, PostgreSQL);
+the others are about SQLite's file.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,9 @@ import sys
 import textwrap
 from pathlib import Path
 
+import psycopg
 import pytest
+from _stores import sql
 
 from garrison._errors import (
     NoSuchWorkflow,
@@ -27,10 +33,13 @@ from garrison.persistence import (
     SQLiteStore,
     Transaction,
     WorkflowStatus,
+    open_store,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
 T0 = dt.datetime(2026, 11, 21, 12, 0, tzinfo=dt.UTC)
+#: a second row for one key, a row for a workflow that does not exist
+INTEGRITY = (sqlite3.IntegrityError, psycopg.IntegrityError)
 
 
 @pytest.fixture
@@ -39,8 +48,8 @@ def db_path(tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def store(db_path: str):  # type: ignore[no-untyped-def]
-    with SQLiteStore(db_path) as s:
+def store(store_spec: str):  # type: ignore[no-untyped-def]
+    with open_store(store_spec) as s:
         yield s
 
 
@@ -51,7 +60,8 @@ def _workflow(store: SQLiteStore, wid: str = "w1", **kw: object) -> None:
 # -- schema, pragmas, migrations ---------------------------------------------
 
 
-def test_new_store_has_schema_and_pragmas(store: SQLiteStore) -> None:
+def test_new_store_has_schema_and_pragmas(db_path: str) -> None:
+    store = SQLiteStore(db_path)
     tables = set(store.db.table_names())
     assert {"schema_version", "workflows", "journal", "inbox", "timers", "promises",
             "state", "monitors"} <= tables  # fmt: skip
@@ -65,6 +75,7 @@ def test_new_store_has_schema_and_pragmas(store: SQLiteStore) -> None:
     assert store._reader.execute("PRAGMA busy_timeout").fetchone()[0] == 5000
     assert conn.execute("SELECT max(version) FROM schema_version").fetchone()[0] == SCHEMA_VERSION
     assert store.journal("nobody") == []
+    store.close()
 
 
 def test_synchronous_full_and_invalid(tmp_path: Path) -> None:
@@ -74,27 +85,30 @@ def test_synchronous_full_and_invalid(tmp_path: Path) -> None:
         SQLiteStore(str(tmp_path / "g.db"), synchronous="sometimes")
 
 
-def test_reopen_keeps_data_and_does_not_migrate_again(db_path: str) -> None:
-    with SQLiteStore(db_path) as s:
+def test_reopen_keeps_data_and_does_not_migrate_again(store_spec: str) -> None:
+    with open_store(store_spec) as s:
         _workflow(s)
-    with SQLiteStore(db_path) as s:
+        versions = sql(store_spec, "SELECT count(*) FROM schema_version")
+    with open_store(store_spec) as s:
         assert s.get_workflow("w1") is not None
-        versions = s.db.conn.execute("SELECT count(*) FROM schema_version").fetchone()[0]
-        assert versions == SCHEMA_VERSION  # one row per migration, none applied twice
+        assert sql(store_spec, "SELECT count(*) FROM schema_version") == versions
 
 
-def test_newer_schema_is_refused_naming_file_and_versions(db_path: str) -> None:
-    with SQLiteStore(db_path) as s:
-        s.db.conn.execute("INSERT INTO schema_version VALUES (?, 0)", (SCHEMA_VERSION + 5,))
+def test_newer_schema_is_refused_naming_store_and_versions(store_spec: str) -> None:
+    with open_store(store_spec) as s:
+        where = s.path
+        newer = (s.schema_version + 5,)
+    sql(store_spec, "INSERT INTO schema_version VALUES (?, 0)", newer)
     with pytest.raises(StoreVersionError) as info:
-        SQLiteStore(db_path)
+        open_store(store_spec)
     message = str(info.value)
-    assert db_path in message
-    assert f"version {SCHEMA_VERSION + 5}" in message and f"version {SCHEMA_VERSION}" in message
-    assert info.value.found == SCHEMA_VERSION + 5 and info.value.expected == SCHEMA_VERSION
+    assert where is not None and where in message
+    found, expected = info.value.found, info.value.expected
+    assert f"version {found}" in message and f"version {expected}" in message
+    assert found == expected + 5
     # a refused open leaves the lock free
     with pytest.raises(StoreVersionError):
-        SQLiteStore(db_path)
+        open_store(store_spec)
 
 
 def test_unlocked_opener_does_not_create_or_migrate(tmp_path: Path) -> None:
@@ -126,24 +140,25 @@ def test_memory_store_is_a_private_file_removed_on_close() -> None:
 # -- the lock ------------------------------------------------------------------
 
 
-def test_second_opener_in_this_process_is_refused(db_path: str) -> None:
-    with SQLiteStore(db_path):
+def test_second_opener_in_this_process_is_refused(store_spec: str) -> None:
+    with open_store(store_spec) as first:
         with pytest.raises(StoreLocked) as info:
-            SQLiteStore(db_path)
-        assert info.value.path == db_path
-        assert db_path in str(info.value)
-    with SQLiteStore(db_path) as again:  # released on close
+            open_store(store_spec)
+        assert info.value.path == first.path
+        assert str(first.path) in str(info.value)
+    with open_store(store_spec) as again:  # released on close
         assert again.locked
 
 
-def test_opener_in_another_process_is_refused(store: SQLiteStore, db_path: str) -> None:
+def test_opener_in_another_process_is_refused(store: SQLiteStore, store_spec: str) -> None:
+    db_path = store_spec
     code = textwrap.dedent(
         f"""
         import sys
         sys.path.insert(0, {str(ROOT)!r})
-        from garrison.persistence import SQLiteStore, StoreLocked
+        from garrison.persistence import StoreLocked, open_store
         try:
-            SQLiteStore({db_path!r})
+            open_store({db_path!r})
         except StoreLocked as exc:
             print("LOCKED", exc)
         else:
@@ -153,13 +168,14 @@ def test_opener_in_another_process_is_refused(store: SQLiteStore, db_path: str) 
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=True
     ).stdout
-    assert out.startswith("LOCKED") and db_path in out
+    assert out.startswith("LOCKED") and str(store.path) in out
 
 
-def test_tool_opens_unlocked_reads_and_queues_writes(store: SQLiteStore, db_path: str) -> None:
+def test_tool_opens_unlocked_reads_and_queues_writes(store: SQLiteStore, store_spec: str
+                                                     ) -> None:
     _workflow(store)
     store.write(Transaction().create_promise("w1", "approval"))
-    with SQLiteStore(db_path, lock=False) as tool:
+    with open_store(store_spec, lock=False) as tool:
         assert not tool.locked
         assert tool.get_workflow("w1") is not None
         tool.deliver("w1", "signal", {"go": True}, sender="cli/1")
@@ -250,7 +266,7 @@ def test_journal_is_loaded_in_seq_order_with_typed_fields(store: SQLiteStore) ->
     assert records[1] == JournalRecord("w1", 1, "activity", "step1", {"ok": 1}, 2,
                                        T0 + dt.timedelta(seconds=1))  # fmt: skip
     assert store.journal_size("w1") == (3, 3 * len('{"ok":0}'))
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises(INTEGRITY):
         store.write(Transaction().append_journal("w1", 1, "activity", "again"))
 
 
@@ -276,7 +292,7 @@ def test_a_transaction_commits_whole_or_not_at_all(store: SQLiteStore) -> None:
     assert [r.seq for r in store.journal("sender")] == [0]
     assert [m.topic for m in store.pending_messages("receiver")] == ["order.paid"]
     # foreign keys: no journal for a workflow that does not exist
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises(INTEGRITY):
         store.write(Transaction().append_journal("ghost", 0, "now", "now", 1.0))
 
 

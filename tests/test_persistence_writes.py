@@ -1,4 +1,4 @@
-"""Group commit from trio, and durability across SIGKILL."""
+"""Group commit from trio, and durability across SIGKILL (on both stores)."""
 
 from __future__ import annotations
 
@@ -17,14 +17,20 @@ import trio
 import trio.testing
 
 from garrison._errors import PromiseAlreadyCompleted
-from garrison.persistence import SQLiteStore, Transaction
+from garrison.persistence import SQLiteStore, Transaction, open_store
 from garrison.persistence._group_commit import Strategy
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
-def store(tmp_path: Path):  # type: ignore[no-untyped-def]
+def store(store_spec: str):  # type: ignore[no-untyped-def]
+    with open_store(store_spec) as s:
+        yield s
+
+
+@pytest.fixture
+def sqlite_store(tmp_path: Path):  # type: ignore[no-untyped-def]
     with SQLiteStore(str(tmp_path / "app.db")) as s:
         yield s
 
@@ -127,7 +133,8 @@ class _FailingCommit:
         raise sqlite3.OperationalError("database or disk is full")
 
 
-async def test_a_failing_batch_fails_every_caller_in_it(store: SQLiteStore) -> None:
+async def test_a_failing_batch_fails_every_caller_in_it(sqlite_store: SQLiteStore) -> None:
+    store = sqlite_store
     store.write(Transaction().create_workflow("w", "app:flow"))
     real = store._conn
     errors: list[BaseException] = []
@@ -183,10 +190,9 @@ async def test_sync_and_group_writes_mix(store: SQLiteStore) -> None:
 _KILL_SCRIPT = """
 import sys, trio
 sys.path.insert(0, {root!r})
-from garrison.persistence import SQLiteStore, Transaction
-from garrison.persistence._group_commit import Strategy
+from garrison.persistence import Transaction, open_store
 
-store = SQLiteStore({path!r})
+store = open_store({path!r})
 WORKFLOWS = 8
 for w in range(WORKFLOWS):
     store.write(Transaction().create_workflow(f"w{{w}}", "app:flow"))
@@ -216,8 +222,8 @@ trio.run(main)
 """
 
 
-def test_sigkill_mid_writes_leaves_a_consistent_store(tmp_path: Path) -> None:
-    path = str(tmp_path / "killed.db")
+def test_sigkill_mid_writes_leaves_a_consistent_store(store_spec: str) -> None:
+    path = store_spec
     script = _KILL_SCRIPT.format(root=str(ROOT), path=path)
     proc = subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(script)], stdout=subprocess.PIPE, text=True
@@ -231,8 +237,9 @@ def test_sigkill_mid_writes_leaves_a_consistent_store(tmp_path: Path) -> None:
         proc.wait(timeout=10)
     assert proc.returncode == -signal.SIGKILL
 
-    with SQLiteStore(path) as store:  # the kernel released the lock
-        assert store.db.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    with open_store(path) as store:  # the kernel released the lock
+        if isinstance(store, SQLiteStore):
+            assert store.db.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         total = 0
         for w in range(8):
             seqs = [r.seq for r in store.journal(f"w{w}")]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,7 +12,7 @@ from workflow_app import Color, Order, Receipt
 
 import garrison
 from garrison import process, workflow
-from garrison.persistence import SQLiteStore
+from garrison.persistence import open_store
 
 
 @pytest.fixture(autouse=True)
@@ -373,20 +372,20 @@ async def test_continue_as_new_starts_a_fresh_journal(node: garrison.Node) -> No
     assert [x[1] for x in app.LOG] == [3, 2, 1, 0]
 
 
-async def test_promise_survives_a_restart(tmp_path: Path) -> None:
-    db = str(tmp_path / "wf.db")
+async def test_promise_survives_a_restart(store_spec: str) -> None:
+    db = store_spec
     async with garrison.open_node(store=db) as node:
         await node.start_workflow(app.promise_or_deadline, "1d", id="p")
         await wait_status(node.workflow("p"), "waiting")
-    with SQLiteStore(db) as store:  # resolved while no node runs
+    with open_store(db) as store:  # resolved while no node runs
         store.resolve_promise("p", "approval", "offline-ok")
     async with garrison.open_node(store=db) as node:
         assert await node.workflow("p").result() == "offline-ok"
 
 
 # ------------------------------------------------------------------ restarts in one process
-async def test_restart_resumes_waiting_workflow_and_replays_values(tmp_path: Path) -> None:
-    db = str(tmp_path / "wf.db")
+async def test_restart_resumes_waiting_workflow_and_replays_values(store_spec: str) -> None:
+    db = store_spec
     async with garrison.open_node(store=db) as node:
         await node.start_workflow(app.random_then_wait, id="rv")
         await wait_status(node.workflow("rv"), "waiting")
@@ -400,28 +399,28 @@ async def test_restart_resumes_waiting_workflow_and_replays_values(tmp_path: Pat
                               first[1], first[2]]
 
 
-async def test_closing_the_node_journals_nothing(tmp_path: Path) -> None:
-    db = str(tmp_path / "wf.db")
+async def test_closing_the_node_journals_nothing(store_spec: str) -> None:
+    db = store_spec
     async with garrison.open_node(store=db) as node:
         await node.start_workflow(app.receiver, id="r")
         await wait_status(node.workflow("r"), "waiting")
-    with SQLiteStore(db) as store:
+    with open_store(db) as store:
         rec = store.get_workflow("r")
         # its last status is kept in its row (for `garrison workflows list`), not journaled
         assert rec is not None and rec.status == "waiting"
         assert store.journal("r") == []
 
 
-async def test_second_node_on_the_same_store_is_refused(tmp_path: Path) -> None:
-    db = str(tmp_path / "wf.db")
+async def test_second_node_on_the_same_store_is_refused(store_spec: str) -> None:
+    db = store_spec
     async with garrison.open_node(store=db):
         with pytest.raises(garrison._errors.StoreLocked):
             async with garrison.open_node(store=db):
                 pass
 
 
-async def test_store_instance_is_used_as_is(tmp_path: Path) -> None:
-    store = SQLiteStore(str(tmp_path / "full.db"), synchronous="full")
+async def test_store_instance_is_used_as_is(store_spec: str) -> None:
+    store = open_store(store_spec, synchronous="full")
     async with garrison.open_node(store=store) as node:
         await node.start_workflow(app.steps, 0, 3, id="x")
         assert await node.workflow("x").result() == 3
@@ -429,39 +428,39 @@ async def test_store_instance_is_used_as_is(tmp_path: Path) -> None:
     store.close()
 
 
-async def test_message_sent_while_no_node_runs(tmp_path: Path) -> None:
-    db = str(tmp_path / "wf.db")
+async def test_message_sent_while_no_node_runs(store_spec: str) -> None:
+    db = store_spec
     async with garrison.open_node(store=db) as node:
         await node.start_workflow(app.receiver, id="r")
         await wait_status(node.workflow("r"), "waiting")
-    with SQLiteStore(db) as store:  # a tool, while no node runs
+    with open_store(db) as store:  # a tool, while no node runs
         store.deliver("r", "offline", 7)
     async with garrison.open_node(store=db) as node:
         assert await node.workflow("r").result() == ["offline", 7]
 
 
-async def test_message_from_a_tool_while_the_node_runs(tmp_path: Path) -> None:
-    db = str(tmp_path / "wf.db")
+async def test_message_from_a_tool_while_the_node_runs(store_spec: str) -> None:
+    db = store_spec
     async with garrison.open_node(store=db) as node:
         await node.start_workflow(app.receiver, id="r")
         await wait_status(node.workflow("r"), "waiting")
-        with SQLiteStore(db, lock=False) as tool:
+        with open_store(db, lock=False) as tool:
             tool.deliver("r", "from-tool", 8)
         with trio.fail_after(5):
             assert await node.workflow("r").result() == ["from-tool", 8]
 
 
 async def test_a_second_node_on_an_unlocked_store_sends_starts_and_waits(
-        tmp_path: Path) -> None:
-    db = str(tmp_path / "wf.db")
+        store_spec: str) -> None:
+    db = store_spec
     async with garrison.open_node(store=db) as owner:
         await owner.start_workflow(app.receiver, id="r")
         await wait_status(owner.workflow("r"), "waiting")
-        tool_store = SQLiteStore(db, lock=False)
+        tool_store = open_store(db, lock=False)
         async with garrison.open_node(store=tool_store) as other:
             # a message from the other node is committed before send returns
             await other.send(garrison.Pid("workflows", "r"), "hi", 1)
-            with SQLiteStore(db, lock=False) as peek:
+            with open_store(db, lock=False) as peek:
                 assert [m.topic for m in peek.pending_messages("r")] in (["hi"], [])
             with trio.fail_after(5):
                 assert await other.workflow("r").result() == ["hi", 1]
@@ -483,9 +482,9 @@ async def test_workflows_filter_on_live_status(node: garrison.Node, autojump_clo
         "sleeps", "waits"]
 
 
-async def test_workflow_whose_code_is_gone_is_blocked_not_failed(tmp_path: Path) -> None:
-    db = str(tmp_path / "wf.db")
-    with SQLiteStore(db) as store:
+async def test_workflow_whose_code_is_gone_is_blocked_not_failed(store_spec: str) -> None:
+    db = store_spec
+    with open_store(db) as store:
         from garrison.persistence import Transaction
 
         store.write(Transaction().create_workflow("gone", "workflow_app:no_such_fn", [],
@@ -551,10 +550,10 @@ async def test_linked_process_dies_with_a_failing_workflow(node: garrison.Node) 
         await node.wait(pid)
 
 
-async def test_config_workflow_host_has_its_own_store(tmp_path: Path) -> None:
+async def test_config_workflow_host_has_its_own_store(store_spec: str) -> None:
     from garrison.config import load_config_text
 
-    db = tmp_path / "orders.db"
+    db = store_spec
     config = load_config_text(
         "version: '1.0'\nnamespace: app\nentries:\n"
         f"  - {{name: orders, kind: workflow.host, store: '{db}', synchronous: full}}\n")
@@ -563,5 +562,5 @@ async def test_config_workflow_host_has_its_own_store(tmp_path: Path) -> None:
         assert pid == garrison.Pid("app:orders", "o1")
         assert await node.workflow("o1", host="app:orders").result() == 2
         assert node.hosts["app:orders"].store.synchronous == "full"
-    with SQLiteStore(str(db)) as store:
+    with open_store(db) as store:
         assert store.get_workflow("o1").status == "completed"

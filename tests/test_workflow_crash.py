@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _stores import sql
 
-from garrison.persistence import SQLiteStore
+from garrison.persistence import open_store
 
 HERE = Path(__file__).resolve().parent
 SCRIPT = HERE / "crash" / "run_scenario.py"
@@ -30,8 +31,8 @@ pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL")
 
 
 class Scenario:
-    def __init__(self, tmp: Path) -> None:
-        self.db = str(tmp / "crash.db")
+    def __init__(self, tmp: Path, store: str) -> None:
+        self.db = store
         self.markers = tmp / "markers.txt"
         self.env = {**os.environ, "GARRISON_MARKERS": str(self.markers),
                     "PYTHONPATH": str(ROOT)}
@@ -76,19 +77,19 @@ class Scenario:
         return self.finish(self.popen("resume", wid, *extra))
 
     def journal(self, wid: str) -> list[tuple[str, str]]:
-        with SQLiteStore(self.db, lock=False) as store:
+        with open_store(self.db, lock=False) as store:
             return [(r.kind, r.name) for r in store.journal(wid)]
 
     def status(self, wid: str) -> str:
-        with SQLiteStore(self.db, lock=False) as store:
+        with open_store(self.db, lock=False) as store:
             rec = store.get_workflow(wid)
             assert rec is not None
             return str(rec.status)
 
 
 @pytest.fixture
-def sc(tmp_path: Path) -> Scenario:
-    return Scenario(tmp_path)
+def sc(tmp_path: Path, store_spec: str) -> Scenario:
+    return Scenario(tmp_path, store_spec)
 
 
 def test_kill_during_an_activity(sc: Scenario) -> None:
@@ -135,7 +136,7 @@ def test_kill_while_waiting_for_a_message_sent_while_down(sc: Scenario) -> None:
     sc.wait_marker("step:before", proc)
     time.sleep(0.3)
     sc.kill(proc)
-    with SQLiteStore(sc.db) as store:  # no node runs: the message waits in the store
+    with open_store(sc.db) as store:  # no node runs: the message waits in the store
         store.deliver("w", "hello", "world")
     assert sc.resume("w") == ["hello", "world"]
     c = sc.count()
@@ -161,9 +162,7 @@ def test_no_message_lost_or_duplicated_across_a_kill(sc: Scenario) -> None:
     sc.wait_marker("step:tick:10", proc)
     sc.kill(proc)
     assert sc.resume("p") == list(range(30))
-    with SQLiteStore(sc.db, lock=False) as store:
-        rows = store._query("SELECT msg_id FROM inbox WHERE workflow_id = 'p.1'")
-    ids = [r[0] for r in rows]
+    ids = [r[0] for r in sql(sc.db, "SELECT msg_id FROM inbox WHERE workflow_id = 'p.1'")]
     assert len(ids) == len(set(ids)) == 30
     assert [k for k, _ in sc.journal("p.2")].count("send") == 30
     c = sc.count()
@@ -173,7 +172,7 @@ def test_no_message_lost_or_duplicated_across_a_kill(sc: Scenario) -> None:
 def test_message_from_another_os_process_while_the_node_runs(sc: Scenario) -> None:
     proc = sc.popen("start", "w", "waits_for_message")
     sc.wait_marker("step:before", proc)
-    with SQLiteStore(sc.db, lock=False) as tool:  # this test process is the other node
+    with open_store(sc.db, lock=False) as tool:  # this test process is the other node
         tool.deliver("w", "hello", "from-afar")
     assert sc.finish(proc) == ["hello", "from-afar"]
     assert sc.count()["step:got:from-afar"] == 1
@@ -198,8 +197,8 @@ def test_killed_at_many_commit_points_until_done(sc: Scenario, points: list[str]
         assert proc.returncode == -signal.SIGKILL
     assert sum(line.startswith("kill:") for line in sc.lines()) >= 3
     assert sc.resume("p") == list(range(30))
-    with SQLiteStore(sc.db, lock=False) as store:
-        ids = [r[0] for r in store._query("SELECT msg_id FROM inbox WHERE workflow_id = 'p.1'")]
+    ids = [r[0] for r in sql(sc.db, "SELECT msg_id FROM inbox WHERE workflow_id = 'p.1'")]
+    with open_store(sc.db, lock=False) as store:
         sends = [r.kind for r in store.journal("p.2")].count("send")
         ticks = [r.outcome for r in store.journal("p.2") if r.kind == "activity"]
         statuses = {w.workflow_id: str(w.status) for w in store.list_workflows()}
@@ -224,7 +223,7 @@ def test_kill_while_a_promise_waits_then_resolved_while_down(sc: Scenario) -> No
     sc.wait_marker("step:waiting", proc)
     time.sleep(0.2)
     sc.kill(proc)
-    with SQLiteStore(sc.db) as store:  # no node runs: the resolution waits in the store
+    with open_store(sc.db) as store:  # no node runs: the resolution waits in the store
         store.resolve_promise("w", "approval", {"by": "ann"})
     assert sc.resume("w") == ["approved", {"by": "ann"}]
     assert [k for k, _ in sc.journal("w")] == [

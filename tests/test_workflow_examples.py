@@ -26,11 +26,11 @@ def test_order_saga_compensates_in_reverse() -> None:
     assert "ship_failed: ['order-o-3']" in out
 
 
-def test_order_saga_on_a_durable_store(tmp_path: Path) -> None:
-    out = run_example("order_saga.py", str(tmp_path / "orders.db"))
+def test_order_saga_on_a_durable_store(store_spec: str) -> None:
+    out = run_example("order_saga.py", store_spec)
     assert "ship_failed: ['order-o-3']" in out
     # a second run finds the finished workflows (idempotent start) and runs nothing again
-    again = run_example("order_saga.py", str(tmp_path / "orders.db"))
+    again = run_example("order_saga.py", store_spec)
     assert "compensate:" not in again and "TRACK-o-1" in again
 
 
@@ -59,10 +59,10 @@ def test_document_approval_promise_state_and_48h_timeout() -> None:
             "(virtual time); state(status) = 'timed out'") in out
 
 
-def test_document_approval_on_a_durable_store(tmp_path: Path) -> None:
-    out = run_example("document_approval.py", str(tmp_path / "docs.db"))
+def test_document_approval_on_a_durable_store(store_spec: str) -> None:
+    out = run_example("document_approval.py", store_spec)
     assert out.count("published (approved by bob)") == 1
-    again = run_example("document_approval.py", str(tmp_path / "docs.db"))
+    again = run_example("document_approval.py", store_spec)
     assert "published" not in again and "after 0 hours" in again  # finished: not re-run
 
 

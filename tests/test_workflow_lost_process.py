@@ -8,12 +8,11 @@ does: no event from the lost process. (tests/test_workflow_crash.py does it with
 
 from __future__ import annotations
 
-import sqlite3
-from pathlib import Path
 from typing import Any
 
 import trio
 import workflow_app as app
+from _stores import sql
 
 import garrison
 
@@ -26,13 +25,11 @@ async def wait_status(handle: garrison.WorkflowHandle, status: str) -> None:
 
 async def crash_close(db: str) -> None:
     """The store as a SIGKILL during the wait leaves it: no event of the lost process."""
-    with sqlite3.connect(db) as conn:
-        conn.execute("DELETE FROM inbox WHERE kind = 'event'")
-    conn.close()
+    sql(db, "DELETE FROM inbox WHERE kind = 'event'")
 
 
-async def test_graceful_close_delivers_the_real_exit(tmp_path: Path, autojump_clock: Any) -> None:
-    db = str(tmp_path / "wf.db")
+async def test_graceful_close_delivers_the_real_exit(store_spec: str, autojump_clock: Any) -> None:
+    db = store_spec
     async with garrison.open_node(store=db) as node:
         await node.start_workflow(app.watches_a_process, id="w")
         await wait_status(node.workflow("w"), "waiting")
@@ -42,8 +39,8 @@ async def test_graceful_close_delivers_the_real_exit(tmp_path: Path, autojump_cl
 
 
 async def test_monitored_process_lost_in_a_restart_gives_noproc_exit(
-        tmp_path: Path, autojump_clock: Any) -> None:
-    db = str(tmp_path / "wf.db")
+        store_spec: str, autojump_clock: Any) -> None:
+    db = store_spec
     async with garrison.open_node(store=db) as node:
         await node.start_workflow(app.watches_a_process, id="w")
         await wait_status(node.workflow("w"), "waiting")
@@ -54,14 +51,13 @@ async def test_monitored_process_lost_in_a_restart_gives_noproc_exit(
         rec = node.workflow("w").history()[-1]
         assert rec.kind == "receive" and rec.outcome["event"]["error"]["type"] == "noproc"
     # one event row: the noproc EXIT (its id would drop a second one)
-    with garrison.persistence.SQLiteStore(db) as store:
-        events = store._query("SELECT msg_id FROM inbox WHERE workflow_id = 'w'")
+    events = sql(db, "SELECT msg_id FROM inbox WHERE workflow_id = 'w'")
     assert len(events) == 1
 
 
 async def test_trapped_link_to_a_lost_process_gives_noproc_link_down(
-        tmp_path: Path, autojump_clock: Any) -> None:
-    db = str(tmp_path / "wf.db")
+        store_spec: str, autojump_clock: Any) -> None:
+    db = store_spec
     async with garrison.open_node(store=db) as node:
         await node.start_workflow(app.traps_a_linked_process, id="l")
         await wait_status(node.workflow("l"), "waiting")
@@ -72,10 +68,10 @@ async def test_trapped_link_to_a_lost_process_gives_noproc_link_down(
 
 
 async def test_exit_delivered_before_the_restart_is_not_doubled(
-        tmp_path: Path, autojump_clock: Any) -> None:
+        store_spec: str, autojump_clock: Any) -> None:
     """The process ended (its EXIT is in the inbox) but the workflow had not received it
     yet when the node went down: it gets that EXIT, not a noproc one."""
-    db = str(tmp_path / "wf.db")
+    db = store_spec
     async with garrison.open_node(store=db) as node:
         await node.start_workflow(app.process_child, id="pc")
         assert await node.workflow("pc").result() == [True, "EXIT", "OSError: disk on fire"]

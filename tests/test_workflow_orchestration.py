@@ -5,7 +5,6 @@ continue-as-new. On virtual time (MockClock): a 48-hour deadline takes no real t
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -68,9 +67,9 @@ async def test_48h_promise_deadline_on_virtual_time(node: garrison.Node,
 
 
 # ------------------------------------------------------------------ first / gather
-async def test_first_over_an_inbox_receive_and_a_timer(tmp_path: Path,
+async def test_first_over_an_inbox_receive_and_a_timer(store_spec: str,
                                                        autojump_clock: Any) -> None:
-    db = str(tmp_path / "wf.db")
+    db = store_spec
     async with garrison.open_node(store=db) as node:
         pid = await node.start_workflow(app.signal_or_deadline, "1d", id="s")
         await wait_status(node.workflow("s"), "waiting")
@@ -106,8 +105,8 @@ async def test_gather_over_promise_timer_activity_and_receive(node: garrison.Nod
 
 
 # ------------------------------------------------------------------ state and history
-async def test_get_state_replays_the_values_it_saw(tmp_path: Path, autojump_clock: Any) -> None:
-    db = str(tmp_path / "wf.db")
+async def test_get_state_replays_the_values_it_saw(store_spec: str, autojump_clock: Any) -> None:
+    db = store_spec
     async with garrison.open_node(store=db) as node:
         pid = await node.start_workflow(app.counter, 3, id="c")
         for _ in range(2):
@@ -122,8 +121,8 @@ async def test_get_state_replays_the_values_it_saw(tmp_path: Path, autojump_cloc
             assert await node.workflow("c").result() == [0, 1, 2]
 
 
-async def test_history_size_is_the_same_on_replay(tmp_path: Path, autojump_clock: Any) -> None:
-    db = str(tmp_path / "wf.db")
+async def test_history_size_is_the_same_on_replay(store_spec: str, autojump_clock: Any) -> None:
+    db = store_spec
     async with garrison.open_node(store=db) as node:
         pid = await node.start_workflow(app.sized, 2, id="h")
         await wait_status(node.workflow("h"), "waiting")
@@ -154,8 +153,8 @@ async def test_info_fields(node: garrison.Node) -> None:
 
 
 async def test_version_outside_the_supported_range_blocks_clearly(
-        tmp_path: Path, autojump_clock: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    db = str(tmp_path / "wf.db")
+        store_spec: str, autojump_clock: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    db = store_spec
     async with garrison.open_node(store=db) as node:
         await node.start_workflow(app.version_range, 1, 3, id="v")
         await wait_status(node.workflow("v"), "waiting")
@@ -202,14 +201,14 @@ async def test_cancelling_a_parent_cancels_its_children(node: garrison.Node,
     assert trio.current_time() < 3600
 
 
-async def test_cancel_from_a_tool_reaches_the_children_too(tmp_path: Path,
+async def test_cancel_from_a_tool_reaches_the_children_too(store_spec: str,
                                                            autojump_clock: Any) -> None:
-    db = str(tmp_path / "wf.db")
+    db = store_spec
     async with garrison.open_node(store=db) as node:
         await node.start_workflow(app.parent_of_waiters, id="pw")
         await wait_status(node.workflow("pw"), "waiting")
         await wait_status(node.workflow("pw.2"), "sleeping")
-    with garrison.persistence.SQLiteStore(db) as store:  # no node runs
+    with garrison.persistence.open_store(db) as store:  # no node runs
         store.request_cancel("pw")
     async with garrison.open_node(store=db) as node:
         for wid in ("pw", "pw.1", "pw.2"):
@@ -227,15 +226,15 @@ async def test_continue_as_new_keeps_state_inbox_and_promises(node: garrison.Nod
     assert length == 3  # receive, promise, await_promise: a fresh journal
 
 
-async def test_stopped_node_leaves_the_last_known_status(tmp_path: Path,
+async def test_stopped_node_leaves_the_last_known_status(store_spec: str,
                                                          autojump_clock: Any) -> None:
-    db = str(tmp_path / "wf.db")
+    db = store_spec
     async with garrison.open_node(store=db) as node:
         await node.start_workflow(app.receiver, id="waits")
         await node.start_workflow(app.sleeper, "1h", id="sleeps")
         await wait_status(node.workflow("waits"), "waiting")
         await wait_status(node.workflow("sleeps"), "sleeping")
-    with garrison.persistence.SQLiteStore(db, lock=False) as store:
+    with garrison.persistence.open_store(db, lock=False) as store:
         assert {r.workflow_id: str(r.status) for r in store.list_workflows()} == {
             "waits": "waiting", "sleeps": "sleeping"}
     async with garrison.open_node(store=db) as node:
@@ -245,9 +244,9 @@ async def test_stopped_node_leaves_the_last_known_status(tmp_path: Path,
 
 
 async def test_node_closes_while_a_parent_is_starting_its_children(
-        tmp_path: Path, autojump_clock: Any) -> None:
+        store_spec: str, autojump_clock: Any) -> None:
     """A child whose start commits while the node closes stops too (this used to hang)."""
-    db = str(tmp_path / "wf.db")
+    db = store_spec
     with trio.fail_after(60):
         async with garrison.open_node(store=db) as node:
             await node.start_workflow(app.parent_of_waiters, id="pw")

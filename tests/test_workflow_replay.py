@@ -77,8 +77,8 @@ async def test_golden_journal_that_diverges_blocks_the_workflow(
 
 
 async def test_divergence_blocks_then_corrected_code_resumes(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    db = str(tmp_path / "wf.db")
+        store_spec: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    db = store_spec
     original = app.evolving
     async with garrison.open_node(store=db) as node:
         await node.start_workflow(app.evolving, 1, id="e")
@@ -107,9 +107,9 @@ async def test_divergence_blocks_then_corrected_code_resumes(
     assert app.LOG == [("activity_a", 1), ("activity_a", 2)]
 
 
-async def test_swallowed_divergence_is_raised_again(tmp_path: Path,
+async def test_swallowed_divergence_is_raised_again(store_spec: str,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    db = str(tmp_path / "wf.db")
+    db = store_spec
     async with garrison.open_node(store=db) as node:
         await node.start_workflow(app.swallower, id="s")
         while node.workflow("s").status() != "waiting":

@@ -470,3 +470,16 @@ async def first_with_timeout() -> str:
     except ValueError as exc:
         return str(exc)
     return "accepted"
+
+
+@garrison.activity
+async def nap_then_add_one(x: int, seconds: float) -> int:
+    await garrison_sleep(seconds)
+    return x + 1
+
+
+async def slow_steps(x: int, n: int, seconds: float) -> int:
+    """``n`` activities of ``seconds`` each (keeps a workflow writing for a while)."""
+    for _ in range(n):
+        x = await nap_then_add_one(x, seconds)
+    return x

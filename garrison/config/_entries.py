@@ -174,8 +174,9 @@ class WorkflowHostEntry:
     """A ``workflow.host`` entry: a durable workflow host.
 
     ``store`` is the SQLite file path (made absolute against the config file's
-    folder when relative) or ``None`` for an in-memory store; ``synchronous`` is
-    ``"normal"`` (survives a killed process) or ``"full"`` (survives power loss).
+    folder when relative), a ``postgresql://`` URL, or ``None`` for an in-memory
+    store; ``synchronous`` is ``"normal"`` (survives a killed process) or ``"full"``
+    (survives power loss).
     """
 
     id: str = ""

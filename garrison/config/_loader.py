@@ -277,9 +277,13 @@ def _parse_entry(
 
 def store_path(store: str, base_dir: Path | None) -> str:
     """A ``workflow.host`` store as an absolute file path (relative: against the config
-    file's folder); ``ValueError`` says why it cannot be one. A store is a file in a
-    folder that exists; an in-memory store is written by leaving ``store`` out."""
+    file's folder), or a ``postgresql://`` URL as it is (checked for its form only: the
+    server is reached when the node starts); ``ValueError`` says why it cannot be one.
+    A store is a file in a folder that exists; an in-memory store is written by leaving
+    ``store`` out."""
     in_memory = "leave it out for an in-memory store"
+    if store.startswith(("postgresql://", "postgres://")):
+        return _check_url(store)
     if not store.strip():
         raise ValueError(f"expected a file path ({in_memory}), got {store!r}")
     if store == ":memory:" or store.startswith("file:"):
@@ -294,6 +298,34 @@ def store_path(store: str, base_dir: Path | None) -> str:
         raise ValueError(f"expected a file in an existing folder, got {str(path)!r}: "
                          f"{str(path.parent)!r} is not a folder")
     return str(path)
+
+
+def _check_url(url: str) -> str:
+    """A ``postgresql://`` store URL, if its form is right (``ValueError`` otherwise)."""
+    import urllib.parse
+
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError as exc:
+        raise ValueError(f"expected a postgresql://user@host:port/dbname URL: {exc}") from None
+    if not parts.path.strip("/"):
+        raise ValueError("expected a postgresql://user@host:port/dbname URL, but it names no "
+                         "database")
+    return url
+
+
+def store_key(store: str) -> Any:
+    """What two stores share when they are the same store: a resolved file, or a
+    server, database and schema."""
+    if store.startswith(("postgresql://", "postgres://")):
+        import urllib.parse
+
+        parts = urllib.parse.urlsplit(store)
+        schema = dict(urllib.parse.parse_qsl(parts.query)).get("schema", "garrison")
+        return ("postgresql", (parts.hostname or "localhost").lower(), parts.port or 5432,
+                parts.path.strip("/"), schema)
+    return Path(store).resolve()
 
 
 def _load_source(entry: SourceEntry, where: str, problems: _Problems) -> SourceEntry | None:
@@ -522,18 +554,19 @@ def _link(parsed: Sequence[_ParsedFile]) -> tuple[dict[str, Entry], list[str]]:
                 lifecycle=attrs.evolve(entry.lifecycle, requires=tuple(requires)),
             )
         entries[entry_id] = entry
-    stores: dict[Path, str] = {}
+    stores: dict[Any, str] = {}
     for entry_id, entry in entries.items():
         if isinstance(entry, WorkflowHostEntry) and entry.store is not None:
-            path = Path(entry.store).resolve()
-            if path in stores:
+            key = store_key(entry.store)
+            shown = str(key) if isinstance(key, Path) else entry.store
+            if key in stores:
                 loc = located[entry_id]
                 problems.append(
                     f"{loc.filename}: {loc.where}: field 'store': expected a store of its own, "
-                    f"but {str(path)!r} is also the store of entry {stores[path]!r}"
+                    f"but {shown!r} is also the store of entry {stores[key]!r}"
                 )
             else:
-                stores[path] = entry_id
+                stores[key] = entry_id
     services = {k: e for k, e in entries.items() if isinstance(e, ServiceEntry)}
     for cycle in _find_cycles(services):
         loc = located[cycle[0]]

@@ -1,6 +1,10 @@
-"""Durable storage for garrison: the store protocol, its SQLite implementation,
-the store-neutral transaction of named operations, group commit, and the one cattrs
-converter that turns values into durable JSON.
+"""Durable storage for garrison: the store protocol, its SQLite and PostgreSQL
+implementations, the store-neutral transaction of named operations, group commit, and
+the one cattrs converter that turns values into durable JSON.
+
+:func:`open_store` turns what a user passes as ``store=`` (``None``, a file path, a
+``postgresql://`` URL, or a store object) into a store. ``PostgresStore`` is imported
+on first use: ``import garrison`` works without psycopg installed.
 
 >>> from garrison.persistence import SQLiteStore, Transaction
 >>> with SQLiteStore() as store:     # in memory; SQLiteStore("app.db") is durable
@@ -8,6 +12,9 @@ converter that turns values into durable JSON.
 ...     store.get_workflow("w1").status
 <WorkflowStatus.PENDING: 'pending'>
 """
+
+import os
+from typing import TYPE_CHECKING, Any
 
 from .._errors import NoSuchWorkflow, StoreError, StoreLocked, StoreVersionError
 from ._converter import RawJson, from_json, structure, to_json, unstructure
@@ -30,6 +37,9 @@ from ._sqlite import SQLiteStore
 from ._store import Store
 from ._transaction import Op, Transaction
 
+if TYPE_CHECKING:
+    from ._postgres import PostgresStore
+
 __all__ = [
     "FINAL_STATUSES",
     "MAX_TIME",
@@ -38,6 +48,7 @@ __all__ = [
     "JournalRecord",
     "NoSuchWorkflow",
     "Op",
+    "PostgresStore",
     "PromiseRecord",
     "PromiseStatus",
     "RawJson",
@@ -53,8 +64,60 @@ __all__ = [
     "WorkflowRecord",
     "WorkflowStatus",
     "from_json",
+    "is_postgres_url",
+    "open_store",
     "parse_status",
     "structure",
     "to_json",
     "unstructure",
 ]
+
+
+_POSTGRES_MISSING = (
+    "the PostgreSQL store needs psycopg, which is not installed: "
+    "pip install 'garrison[postgres]'"
+)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "PostgresStore":
+        try:
+            from ._postgres import PostgresStore
+        except ImportError as exc:
+            if getattr(exc, "name", None) in ("psycopg", "psycopg_binary", "psycopg_c"):
+                raise ImportError(_POSTGRES_MISSING, name="psycopg") from exc
+            raise
+        return PostgresStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def is_postgres_url(spec: object) -> bool:
+    """True for a ``postgresql://`` (or ``postgres://``) URL."""
+    return isinstance(spec, str) and spec.startswith(("postgresql://", "postgres://"))
+
+
+def open_store(spec: Any, *, lock: bool = True, synchronous: str | None = None) -> Any:
+    """The store ``spec`` names: ``None`` an in-memory SQLite store, a file path a
+    durable :class:`SQLiteStore`, a ``postgresql://user@host:port/db`` URL a
+    :class:`PostgresStore` (``?schema=name`` picks the schema), a store object itself.
+
+    ``lock=False`` opens as a tool (reads, and writes the node picks up);
+    ``synchronous`` (``"normal"`` or ``"full"``; ``None``: the store's default) applies
+    to a store opened here, not to a store object. Errors are those of the stores
+    (``StoreError``, ``StoreLocked``, ``StoreVersionError``, ``FileNotFoundError`` for a
+    tool on a missing file, ``ImportError`` naming ``garrison[postgres]`` when psycopg
+    is missing).
+    """
+    if hasattr(spec, "commit") and hasattr(spec, "write"):
+        return spec
+    kw: dict[str, Any] = {"lock": lock}
+    if synchronous is not None:
+        kw["synchronous"] = synchronous
+    if is_postgres_url(spec):
+        return __getattr__("PostgresStore")(spec, **kw)
+    if spec is not None and not isinstance(spec, (str, os.PathLike)):
+        raise TypeError(
+            f"store= expects None, a file path, a postgresql:// URL or a store, "
+            f"got {type(spec).__name__}"
+        )
+    return SQLiteStore(spec, **kw)

@@ -30,6 +30,15 @@ records (``_store.py``) equal to SQLite's:
 Foreign keys are declared as in SQLite (which the SQLite store enforces with
 ``PRAGMA foreign_keys=ON``).
 
+What the store needs beyond SQLite's tables (``_postgres.py``): ``writers``, one
+row per writing store (node or tool) whose ``batch`` every transaction of that
+writer sets to its own number, so that after a lost connection the store can tell
+whether its last transaction committed (and, after a server restart, that none it
+was told committed is gone); ``expect(ok, what, detail)``, which raises
+``garrison:<what>`` (SQLSTATE P0001) so that a failed check aborts the transaction
+on the server, inside a pipeline; ``complete_promise(...)``, the promise rules
+(resolve once; ``garrison:promise_completed`` / ``garrison:no_such_workflow``).
+
 ``MIGRATIONS[i]`` brings a schema from version ``i`` to ``i + 1``. :func:`migrate`
 applies them in one transaction holding ``pg_advisory_xact_lock`` on a key
 derived from the schema name, so several nodes opening the same database at once
@@ -75,6 +84,7 @@ CREATE TABLE {s}.workflows (
 );
 CREATE INDEX workflows_by_status ON {s}.workflows (status, updated);
 CREATE INDEX workflows_by_parent ON {s}.workflows (parent);
+CREATE INDEX workflows_by_created ON {s}.workflows (created, workflow_id COLLATE "C");
 CREATE INDEX workflows_by_search ON {s}.workflows USING gin (search_jsonb jsonb_path_ops);
 
 CREATE TABLE {s}.journal (
@@ -144,6 +154,48 @@ CREATE TABLE {s}.wakeups (
     kind text NOT NULL,
     created double precision NOT NULL
 );
+
+CREATE TABLE {s}.writers (
+    writer text PRIMARY KEY,
+    batch bigint NOT NULL,
+    updated double precision NOT NULL
+);
+
+CREATE FUNCTION {s}.expect(ok boolean, what text, detail text) RETURNS boolean
+LANGUAGE plpgsql AS $garrison$
+BEGIN
+    IF ok IS NOT TRUE THEN
+        RAISE EXCEPTION USING ERRCODE = 'P0001', MESSAGE = 'garrison:' || what,
+            DETAIL = coalesce(detail, '');
+    END IF;
+    RETURN true;
+END
+$garrison$;
+
+CREATE FUNCTION {s}.complete_promise(wid text, pname text, new_status text, new_value text,
+                                     new_error text, at double precision) RETURNS boolean
+LANGUAGE plpgsql AS $garrison$
+DECLARE
+    old text;
+BEGIN
+    UPDATE {s}.promises SET status = new_status, value = new_value, error = new_error,
+        completed = at
+    WHERE workflow_id = wid AND name = pname AND status = 'pending';
+    IF FOUND THEN
+        RETURN true;
+    END IF;
+    SELECT status INTO old FROM {s}.promises WHERE workflow_id = wid AND name = pname;
+    IF FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = 'P0001', MESSAGE = 'garrison:promise_completed',
+            DETAIL = old;
+    END IF;
+    PERFORM {s}.expect(EXISTS (SELECT 1 FROM {s}.workflows WHERE workflow_id = wid),
+                       'no_such_workflow', wid);
+    INSERT INTO {s}.promises (workflow_id, name, status, value, error, created, completed)
+    VALUES (wid, pname, new_status, new_value, new_error, at, at);
+    RETURN true;
+END
+$garrison$;
 """
 
 

@@ -1,4 +1,5 @@
-"""Child process of the crash tests: run (or resume) one workflow on a store file.
+"""Child process of the crash tests: run (or resume) one workflow on a store (a SQLite
+file or a postgresql:// URL).
 
     python run_scenario.py DB start WORKFLOW_ID TARGET [JSON_ARGS]
     python run_scenario.py DB resume WORKFLOW_ID [--send TOPIC JSON]
@@ -24,7 +25,7 @@ import trio
 
 import garrison
 from garrison.hosts.workflow import _core, _journal
-from garrison.persistence import SQLiteStore
+from garrison.persistence import SQLiteStore, is_postgres_url
 
 
 def install_kill_point() -> None:
@@ -46,7 +47,12 @@ def install_kill_point() -> None:
         when, _, n = where.partition(":")
         limit = int(n)
         calls = [0]
-        original_commit = SQLiteStore.commit
+        store_class: type = SQLiteStore
+        if is_postgres_url(sys.argv[1]):
+            from garrison.persistence import PostgresStore
+
+            store_class = PostgresStore
+        original_commit = store_class.commit
 
         async def commit(self, tx):  # type: ignore[no-untyped-def]
             calls[0] += 1
@@ -60,7 +66,7 @@ def install_kill_point() -> None:
                 os.kill(os.getpid(), signal.SIGKILL)
             return result
 
-        SQLiteStore.commit = commit  # type: ignore[method-assign]
+        store_class.commit = commit
     elif where.startswith("replay:"):
         at = int(where.partition(":")[2])
         take = _journal.Cursor.take

@@ -1,0 +1,381 @@
+"""What only the PostgreSQL store has: errors at open, the advisory lock, values
+PostgreSQL cannot hold, lost connections (a backend terminated, the server stopped
+and started again under a running node), and wakeups by LISTEN/NOTIFY.
+
+The store behaviour it shares with SQLite is tested on both stores by the tests that
+take ``store_spec`` (test_persistence*.py, test_workflow*.py, test_cli_workflows.py).
+Real network I/O: these tests run on trio's real clock.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import _postgres
+import psycopg
+import pytest
+import trio
+import workflow_app as app
+from _stores import sql
+
+import garrison
+from garrison import StoreError, StoreLocked, StoreVersionError
+from garrison.persistence import PostgresStore, SQLiteStore, Transaction, open_store
+from garrison.persistence import _postgres as pgstore
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture
+def pg(postgres_server: Any, request: pytest.FixtureRequest) -> str:
+    """A fresh store URL (a new schema of the session's store database)."""
+    from conftest import _postgres_store_url
+
+    return _postgres_store_url(request)
+
+
+def terminate(spec: str, application: str = "garrison node%") -> int:
+    """``pg_terminate_backend`` of the store's connections (by application name)."""
+    rows = sql(spec, "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                     "WHERE application_name LIKE ? AND pid <> pg_backend_pid()", (application,))
+    return int(rows[0][0])
+
+
+# ------------------------------------------------------------------ open
+def test_errors_at_open_name_the_server_and_the_reason(postgres_server: Any) -> None:
+    server = postgres_server
+    base = f"postgresql://postgres@127.0.0.1:{server.port}"
+    with pytest.raises(StoreError) as info:
+        PostgresStore(f"{base}/no_such_db")
+    assert f"127.0.0.1:{server.port}/no_such_db" in str(info.value)
+    assert 'database "no_such_db" does not exist' in str(info.value)
+
+    with pytest.raises(StoreError, match='role "nobody" does not exist'):
+        PostgresStore(f"postgresql://nobody@127.0.0.1:{server.port}/postgres")
+
+    with socket_closed_port() as port, pytest.raises(StoreError) as info:
+        PostgresStore(f"postgresql://ann:s3cret-pw@127.0.0.1:{port}/db")  # refused
+    message = str(info.value)
+    assert f"postgresql://ann@127.0.0.1:{port}/db" in message and "refused" in message
+    assert "s3cret-pw" not in message
+
+    with pytest.raises(StoreError, match="invalid PostgreSQL URL") as info:
+        PostgresStore("postgresql://ann:pw@host:notaport/db")
+    assert "pw@" not in str(info.value)
+    with pytest.raises(StoreError, match="invalid schema name"):
+        PostgresStore(f"{base}/postgres?schema=a$b")
+    with pytest.raises(ValueError, match="'sometimes'"):
+        PostgresStore(f"{base}/postgres", synchronous="sometimes")
+
+
+class socket_closed_port:
+    """A local TCP port nothing listens on (bound, then closed)."""
+
+    def __enter__(self) -> int:
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return int(s.getsockname()[1])
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+
+def test_a_node_creates_the_schema_a_tool_never_does(pg: str) -> None:
+    with pytest.raises(StoreError, match="no garrison store here"):
+        PostgresStore(pg, lock=False)
+    with PostgresStore(pg) as node:
+        assert node.schema_version == sql(pg, "SELECT max(version) FROM schema_version")[0][0]
+        with PostgresStore(pg, lock=False) as tool:
+            assert tool.list_workflows() == []
+    sql(pg, "INSERT INTO schema_version VALUES (?, 0)", (node.schema_version + 1,))
+    for lock in (True, False):
+        with pytest.raises(StoreVersionError, match="newer garrison"):
+            PostgresStore(pg, lock=lock)
+
+
+def test_schema_in_the_url_or_as_argument(pg: str) -> None:
+    base, _, schema = pg.partition("?schema=")
+    with PostgresStore(base, schema=schema) as a:
+        a.write(Transaction().create_workflow("w", "app:f"))
+        assert a.path is not None and a.path.endswith(f"?schema={schema}")
+    with PostgresStore(pg) as b:
+        assert b.get_workflow("w") is not None
+    with pytest.raises(StoreError, match="names schema"):
+        PostgresStore(pg, schema="other")
+    with PostgresStore(base) as default:  # the "garrison" schema: another store
+        assert default.get_workflow("w") is None
+        assert default.path is not None and "schema" not in default.path
+
+
+def test_second_node_is_refused_naming_the_holder_until_the_first_dies(pg: str) -> None:
+    code = textwrap.dedent(f"""
+        import sys, time
+        sys.path.insert(0, {str(ROOT)!r})
+        from garrison.persistence import PostgresStore
+        store = PostgresStore({pg!r})
+        print("open", flush=True)
+        time.sleep(60)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "open"
+        with pytest.raises(StoreLocked) as info:
+            PostgresStore(pg)
+        message = str(info.value)
+        assert "another node has it open" in message and f"{proc.pid}" in message
+        with PostgresStore(pg, lock=False) as tool:  # a tool is welcome
+            assert not tool.locked
+    finally:
+        proc.kill()
+        proc.wait(10)
+    deadline = time.monotonic() + 10  # the server notices the dead client at once
+    while True:
+        try:
+            with PostgresStore(pg) as store:
+                assert store.locked
+            break
+        except StoreLocked:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+
+
+def test_open_store_picks_the_store_and_says_when_psycopg_is_missing(
+        pg: str, tmp_path: Path) -> None:
+    with open_store(pg, synchronous="full") as store:
+        assert isinstance(store, PostgresStore) and store.synchronous == "full"
+        assert open_store(store) is store
+    with open_store(str(tmp_path / "a.db")) as other:
+        assert isinstance(other, SQLiteStore)
+    with pytest.raises(TypeError, match="store= expects"):
+        open_store(42)
+    code = textwrap.dedent(f"""
+        import sys
+        sys.modules["psycopg"] = None  # as if it were not installed
+        sys.path.insert(0, {str(ROOT)!r})
+        import garrison
+        from garrison.persistence import open_store
+        try:
+            open_store({pg!r})
+        except ImportError as exc:
+            print(exc)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, check=True).stdout
+    assert "pip install 'garrison[postgres]'" in out
+
+
+# ------------------------------------------------------------------ values
+def test_nul_is_refused_before_anything_is_sent(pg: str) -> None:
+    with PostgresStore(pg) as store:
+        store.write(Transaction().create_workflow("w", "app:f"))
+        before = store.statistics().transactions
+        with pytest.raises(ValueError, match=r"NUL.*") as info:
+            store.write(Transaction().set_state("w", "k", 1).deliver("w", "to\x00pic", 1))
+        assert "deliver" in str(info.value)
+        with pytest.raises(ValueError, match="jsonb"):
+            store.write(Transaction().create_workflow("v", "app:f", search={"k": "a\x00b"}))
+        with pytest.raises(ValueError, match="jsonb"):
+            store.write(Transaction().set_attributes("w", search={"k": "\x00"}))
+        assert store.statistics().transactions == before
+        assert store.states("w") == {}
+        # a NUL inside a JSON value is an escape in text: stored and read back
+        store.set_state("w", "k", "a\x00b")
+        assert store.get_state("w", "k") == "a\x00b"
+        # reads of what cannot be stored find nothing
+        assert store.get_workflow("w\x00") is None
+        assert store.list_workflows(search={"k": "\x00"}) == []
+
+
+def test_set_attributes_merges_as_sqlite_does(pg: str, tmp_path: Path) -> None:
+    patches: list[dict[str, Any]] = [
+        {"b": 1, "a": {"x": 1, "y": None}, "c": [1, 2]},
+        {"a": {"y": 2, "x": None}, "d": None, "b": None},
+        {"c": {"n": {"m": None, "k": 1}}, "e": "z"},
+    ]
+    results = []
+    for store in (PostgresStore(pg), SQLiteStore(str(tmp_path / "s.db"))):
+        with store:
+            store.write(Transaction().create_workflow("w", "app:f", search={"z": 0, "a": 5},
+                                                      memo={"m": 1}))
+            for patch in patches:
+                store.write(Transaction().set_attributes("w", search=patch, memo=patch))
+            rec = store.get_workflow("w")
+            assert rec is not None
+            results.append((list(rec.search.items()), list(rec.memo.items())))
+    assert results[0] == results[1]
+
+
+# ------------------------------------------------------------------ lost connections
+def test_a_terminated_writer_reconnects_and_nothing_is_doubled(pg: str) -> None:
+    with PostgresStore(pg) as store:
+        store.write(Transaction().create_workflow("w", "app:f"))
+        assert terminate(pg) >= 1
+        assert store.write(Transaction().append_journal("w", 0, "activity", "a", 1)) == [None]
+        assert store.get_workflow("w") is not None  # the reader reconnects too
+        assert terminate(pg) >= 1
+        assert store.list_workflows()[0].workflow_id == "w"
+        assert [r.seq for r in store.journal("w")] == [0]
+        assert store.locked and store.write(Transaction().set_state("w", "k", 1)) == [None]
+
+
+def _lose_answer(store: PostgresStore, monkeypatch: pytest.MonkeyPatch, *, after: bool) -> None:
+    """The next transaction's connection drops: before it is sent, or after it committed
+    (its answer lost on the way back)."""
+    real = PostgresStore._send
+    fired = []
+
+    def send(self: PostgresStore, conn: Any, calls: Any, mark: Any) -> Any:
+        if fired:
+            return real(self, conn, calls, mark)
+        fired.append(1)
+        if after:
+            real(self, conn, calls, mark)
+        conn.close()
+        raise pgstore._ConnectionLost("the network blinked")
+
+    monkeypatch.setattr(PostgresStore, "_send", send)
+
+
+@pytest.mark.parametrize("after", [False, True], ids=["before-send", "after-commit"])
+def test_an_unknown_outcome_is_settled_by_the_writers_number(
+        pg: str, monkeypatch: pytest.MonkeyPatch, after: bool) -> None:
+    with PostgresStore(pg) as store:
+        store.write(Transaction().create_workflow("w", "app:f"))
+        _lose_answer(store, monkeypatch, after=after)
+        tx = (Transaction().create_workflow("v", "app:g").append_journal("w", 0, "send", "t")
+              .deliver("w", "t", 7, msg_id="m-1"))
+        created, _, row = store.write(tx)
+        # the same results as if nothing had happened, whether it was sent again or not
+        assert created is True and row == store.inbox_message("m-1").id  # type: ignore[union-attr]
+        assert [r.seq for r in store.journal("w")] == [0]
+        assert len(store.pending_messages("w")) == 1
+        assert store.statistics().transactions == 2
+
+
+def test_commits_the_server_lost_stop_every_write(pg: str) -> None:
+    """With synchronous='normal' a server crash can lose confirmed commits; the store
+    finds out when it reconnects (the writers row is behind) and writes nothing more."""
+    with PostgresStore(pg) as store:
+        store.write(Transaction().create_workflow("w", "app:f"))
+        store.write(Transaction().set_state("w", "k", 1))
+        sql(pg, "UPDATE writers SET batch = batch - 1")  # as a crash would leave it
+        terminate(pg)
+        with pytest.raises(StoreError, match="lost transactions it had confirmed"):
+            store.write(Transaction().set_state("w", "k", 2))
+        with pytest.raises(StoreError, match="writes nothing more"):
+            store.write(Transaction().set_state("w", "k", 3))
+        assert store.get_state("w", "k") == 1  # reads still work
+
+
+def test_a_server_gone_past_retry_for_is_a_store_error(
+        postgres_server: Any, tmp_path: Path) -> None:
+    server = _postgres.start()
+    try:
+        url = _postgres.create_db(server, "outage")
+        with PostgresStore(url, retry_for=0.5) as store:
+            store.write(Transaction().create_workflow("w", "app:f"))
+            _postgres.pause(server)
+            t0 = time.monotonic()
+            with pytest.raises(StoreError) as info:
+                store.write(Transaction().set_state("w", "k", 1))
+            assert time.monotonic() - t0 < 5
+            message = str(info.value)
+            assert f"127.0.0.1:{server.port}/outage" in message
+            assert "could not be made again within 0.5s" in message
+            with pytest.raises(StoreError):
+                store.get_workflow("w")
+    finally:
+        _postgres.stop(server)
+
+
+@pytest.fixture
+def own_server(postgres_server: Any) -> Iterator[Any]:
+    server = _postgres.start()
+    try:
+        yield server
+    finally:
+        _postgres.stop(server)
+
+
+def pause_then_resume(server: Any, seconds: float) -> None:
+    _postgres.pause(server)
+    time.sleep(seconds)
+    _postgres.resume(server)
+
+
+async def test_a_running_node_rides_out_a_server_restart(own_server: Any) -> None:
+    """The server is stopped and started again while 20 workflows run their steps:
+    every workflow finishes, nothing is recorded twice, none is marked failed."""
+    url = _postgres.create_db(own_server, "restart")
+    async with garrison.open_node(store=url) as node:
+        for i in range(20):
+            await node.start_workflow(app.slow_steps, 0, 30, 0.02, id=f"w{i}")
+        await trio.sleep(0.2)
+        # a thread of its own: the node's reads wait for the server in the node's thread
+        outage = threading.Thread(target=pause_then_resume, args=(own_server, 0.5))
+        outage.start()
+        with trio.fail_after(60):
+            results = [await node.workflow(f"w{i}").result() for i in range(20)]
+        outage.join()
+        assert results == [30] * 20
+        store = node.hosts["workflows"].store
+        assert store.locked
+    with PostgresStore(url, lock=False) as tool:
+        for i in range(20):
+            assert [r.seq for r in tool.journal(f"w{i}")] == list(range(1, 31))
+        assert {str(w.status) for w in tool.list_workflows()} == {"completed"}
+
+
+# ------------------------------------------------------------------ wakeups
+async def test_a_tool_write_wakes_the_node_without_polling(pg: str) -> None:
+    with PostgresStore(pg) as node_store:
+        node_store.write(Transaction().create_workflow("w", "app:f"))
+        got: list[Any] = []
+
+        async def waiter() -> None:
+            got.extend(await node_store.wakeups())
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(waiter)
+            while node_store._listener is None:
+                await trio.sleep(0.001)
+            await trio.sleep(0.05)
+            assert got == []  # nothing written: still waiting
+            t0 = time.monotonic()
+            with PostgresStore(pg, lock=False) as tool:
+                tool.deliver("w", "hello", 1)
+            with trio.fail_after(5):
+                while not got:
+                    await trio.sleep(0.001)
+            assert time.monotonic() - t0 < 1
+        assert [(w.workflow_id, w.kind) for w in got] == [("w", "tool")]
+        # the listener's connection dies: what is written meanwhile is not missed
+        terminate(pg, "garrison node%")
+        with PostgresStore(pg, lock=False) as tool:
+            tool.request_cancel("w")
+        with trio.fail_after(10):
+            again = await node_store.wakeups()
+        assert [w.workflow_id for w in again] == ["w"]
+
+
+def test_psycopg_errors_of_the_cli_are_one_line(pg: str) -> None:
+    with PostgresStore(pg):
+        pass
+    done = subprocess.run(
+        [sys.executable, "-m", "garrison", "workflows", "--store",
+         pg.replace("?schema=", "?schema=missing_"), "list"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "no garrison store here" in done.stderr
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    with psycopg.connect(pg.partition("?")[0]) as conn:  # the server is up
+        assert conn.execute("SELECT 1").fetchone() == (1,)
