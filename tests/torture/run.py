@@ -43,33 +43,35 @@ def run(kills: int, size: int, rounds: int, seed: int, max_delay: float = 0.08,
     start = time.monotonic()
     while results is None:
         runs += 1
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True, env=env)
+        errfile = os.path.join(tmp, f"node-{runs}.err")
+        with open(errfile, "w") as err_out:
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err_out, text=True,
+                                    env=env)
+        assert proc.stdout is not None
+        seen = ""
         if done_kills < kills:
             # kill it at a random moment: mostly while its workflows run (after it
             # started them), sometimes during start-up and recovery
-            assert proc.stdout is not None
             if rng.random() < 0.8:
-                line = proc.stdout.readline()
-                if line.strip() != "started":  # it finished (or failed) first
-                    out, err = proc.communicate(timeout=600)
-                    out = line + out
-                    if proc.returncode != 0:
-                        raise SystemExit(f"the node failed (exit {proc.returncode}):\n"
-                                         f"{err[-3000:]}")
-                    results = json.loads(out.strip().splitlines()[-1])
-                    break
-            time.sleep(rng.uniform(0.0, max_delay))
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGKILL)
-                proc.wait()
-                done_kills += 1
-                continue
-        out, err = proc.communicate(timeout=600)
-        if proc.returncode != 0 or not out.strip():
+                seen = proc.stdout.readline()  # (buffered: read the rest from proc.stdout)
+            if seen.strip() in ("", "started"):
+                time.sleep(rng.uniform(0.0, max_delay))
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGKILL)
+                    proc.wait()
+                    proc.stdout.close()
+                    done_kills += 1
+                    continue
+        out = seen + proc.stdout.read()
+        proc.wait()
+        proc.stdout.close()
+        lines = out.strip().splitlines()
+        if proc.returncode != 0 or not lines or lines[-1] == "started":
+            with open(errfile) as f:
+                err = f.read()
             raise SystemExit(f"the node failed (exit {proc.returncode}, output "
                              f"{out[-500:]!r}):\n{err[-3000:]}")
-        results = json.loads(out.strip().splitlines()[-1])
+        results = json.loads(lines[-1])
     seconds = time.monotonic() - start
     return {"kills": done_kills, "runs": runs, "seconds": round(seconds, 1),
             **check(store, log, results, size, rounds)}
