@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from ... import _observe
 from ...actors._mailbox import timeout_seconds
 from ...persistence import Transaction, WorkflowStatus
 from ._core import FOREVER, WaitCancelled, WorkflowCore
@@ -48,9 +49,12 @@ def item_from_record(rec: Any) -> InboxItem:
     """An :class:`InboxItem` from a stored :class:`~garrison.persistence.InboxRecord`."""
     if rec.kind == "event":
         return InboxItem(rec.id, True, rec.payload)
-    return InboxItem(rec.id, False, {"topic": rec.topic, "payload": rec.payload,
-                                     "sender": None if rec.sender is None else str(rec.sender),
-                                     "id": rec.msg_id, "call_ref": rec.call_ref})
+    plain = {"topic": rec.topic, "payload": rec.payload,
+             "sender": None if rec.sender is None else str(rec.sender),
+             "id": rec.msg_id, "call_ref": rec.call_ref}
+    if rec.trace is not None:
+        plain["trace"] = rec.trace
+    return InboxItem(rec.id, False, plain)
 
 
 class DurableInbox:
@@ -210,6 +214,8 @@ class Receives(WorkflowCore):
     async def _await_receive(self, r: PendingReceive) -> Any:
         if r.resolved:
             await self._yield()
+            if _observe.tracing:  # the message's trace context becomes current
+                _observe.received(r.value)
             return r.value
         box, seconds, seq = r.box, r.seconds, r.seq
         deadline = self.timers.get(seq)
@@ -225,6 +231,8 @@ class Receives(WorkflowCore):
                     await self._commit(tx)
                     await self._yield()
                     r.resolved, r.value = True, value
+                    if _observe.tracing:
+                        _observe.received(value)
                     return value
                 if seconds is not None and deadline is None:
                     deadline = min(self.host.clock.now() + seconds, FOREVER)
@@ -247,11 +255,15 @@ class Receives(WorkflowCore):
     def _try_receive(self, box: DurableInbox) -> Any:
         entry = self._take(_RECEIVE, box.channel)
         if entry is not None:
-            return self._replayed_receive(entry)
-        seq = self.cursor.seq - 1
-        tx = self.buffered()
-        item = self._find(box)
-        if item is None:
-            self.record(tx, seq, _RECEIVE, box.channel, '{"empty":true}')
-            return None
-        return self._consume(item, box, seq, tx)
+            value = self._replayed_receive(entry)
+        else:
+            seq = self.cursor.seq - 1
+            tx = self.buffered()
+            item = self._find(box)
+            if item is None:
+                self.record(tx, seq, _RECEIVE, box.channel, '{"empty":true}')
+                return None
+            value = self._consume(item, box, seq, tx)
+        if _observe.tracing:
+            _observe.received(value)
+        return value
