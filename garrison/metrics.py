@@ -153,9 +153,8 @@ class NodeCollector:
             resumes.add_metric([name], counts["resumed"])
             for status in ("completed", "failed", "cancelled", "blocked"):
                 finishes.add_metric([name, status], counts[status])
-            by_status = collections.Counter(
-                str(wf.status) for wf in list(host.active.values()) if not wf.done.is_set()
-                or str(wf.status) == "blocked")
+            # active: unfinished workflows, and blocked ones (kept until fixed code runs)
+            by_status = collections.Counter(str(wf.status) for wf in list(host.active.values()))
             for status in ("running", "sleeping", "waiting", "blocked"):
                 current.add_metric([name, status], by_status[status])
             statistics = getattr(host.store, "statistics", None)
@@ -194,6 +193,10 @@ class NodeCollector:
 def collect(node: Any, registry: Any = None) -> Any:
     """A ``prometheus_client`` registry (``registry``, or a new one) with a
     :class:`NodeCollector` of ``node``; switches the engine's latency histograms on.
+
+    Scrape it from the trio thread (as :func:`serve` does, or a handler of your trio
+    web app): the collector walks the node's live tables, which another thread (such
+    as ``prometheus_client.start_http_server``'s) would race.
 
     >>> text = prometheus_client.generate_latest(garrison.metrics.collect(node))
     """

@@ -405,11 +405,23 @@ def test_garrison_run_serves_metrics(tmp_path: Path) -> None:
 
 
 def test_garrison_run_refuses_a_bad_metrics_address(tmp_path: Path) -> None:
+    import socket
+
     write_app(tmp_path)
     done = subprocess.run([sys.executable, "-m", "garrison", "run", "app.yaml", "--metrics",
                            "9464"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert "--metrics '9464': expected HOST:PORT" in done.stderr
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run([sys.executable, "-m", "garrison", "run", "app.yaml",
+                               "--metrics", f"127.0.0.1:{port}"], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.endswith(f"garrison run: cannot serve metrics on 127.0.0.1:{port}: "
+                                "Address already in use\n"), done.stderr
 
 
 # ------------------------------------------------------------------ without the extras
