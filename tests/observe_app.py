@@ -69,3 +69,10 @@ async def receive_then_sleep() -> int:
     msg = await process.inbox().receive()
     await workflow.sleep("1h")
     return await add_one(msg.payload)
+
+
+async def try_then_act() -> int:
+    """A workflow that sleeps, then takes a waiting message without waiting."""
+    await workflow.sleep("1s")
+    msg = process.inbox().try_receive()
+    return await add_one(msg.payload)

@@ -138,6 +138,30 @@ async def test_a_process_takes_the_context_of_the_message_it_handles(
     assert seen == [one.get_span_context().trace_id, 0, two.get_span_context().trace_id]
 
 
+async def test_try_receive_takes_the_context_too(spans: InMemorySpanExporter,
+                                                autojump_clock: Any) -> None:
+    tracer = observe_app.TRACER
+
+    async def poller() -> None:
+        await trio.sleep(1)
+        assert garrison.process.inbox().try_receive() is not None
+        with tracer.start_as_current_span("poller.work"):
+            pass
+
+    async with garrison.open_node() as node:
+        pid = await node.spawn(poller)
+        wf = await node.start_workflow(observe_app.try_then_act, id="t")
+        with tracer.start_as_current_span("sender") as sender:
+            await node.send(pid, "go")
+            await node.send(wf, "go", 1)
+        assert await node.workflow("t").result() == 2
+        await node.wait(pid)
+    named = by_name(spans)
+    assert parent_id(named["poller.work"][0]) == sender.get_span_context().span_id
+    assert parent_id(named["activity observe_app:add_one"][0]) == \
+        sender.get_span_context().span_id
+
+
 async def test_a_resumed_workflow_joins_the_traces_it_belongs_to(
         spans: InMemorySpanExporter, tmp_path: Path, autojump_clock: Any) -> None:
     tracer = observe_app.TRACER

@@ -90,7 +90,10 @@ class DurableInbox:
 
     def try_receive(self) -> Any:
         """The next item if one is waiting, else ``None``; journaled, never waits."""
-        return self._wf._try_receive(self)
+        item = self._wf._try_receive(self)
+        if _observe.tracing:  # a message's trace context becomes current
+            _observe.received(item)
+        return item
 
     def __aiter__(self) -> DurableInbox:
         return self
@@ -255,15 +258,11 @@ class Receives(WorkflowCore):
     def _try_receive(self, box: DurableInbox) -> Any:
         entry = self._take(_RECEIVE, box.channel)
         if entry is not None:
-            value = self._replayed_receive(entry)
-        else:
-            seq = self.cursor.seq - 1
-            tx = self.buffered()
-            item = self._find(box)
-            if item is None:
-                self.record(tx, seq, _RECEIVE, box.channel, '{"empty":true}')
-                return None
-            value = self._consume(item, box, seq, tx)
-        if _observe.tracing:
-            _observe.received(value)
-        return value
+            return self._replayed_receive(entry)
+        seq = self.cursor.seq - 1
+        tx = self.buffered()
+        item = self._find(box)
+        if item is None:
+            self.record(tx, seq, _RECEIVE, box.channel, '{"empty":true}')
+            return None
+        return self._consume(item, box, seq, tx)
