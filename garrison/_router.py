@@ -152,8 +152,8 @@ class Router:
         if host is None:
             self.stats_dead_letters += 1
             return
-        msg = Message(topic, payload, sender, self._msg_prefix + str(next(self._msg_seq)),
-                      trace=_observe.carrier() if _observe.tracing else None)
+        msg = Message(topic, payload, sender, self._msg_prefix + str(next(self._msg_seq)), None,
+                      _observe.carrier() if _observe.tracing else None)  # positional: hot path
         if host.durable:
             delivered = await host.deliver_durable(pid, msg)
         else:

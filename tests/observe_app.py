@@ -76,3 +76,14 @@ async def try_then_act() -> int:
     await workflow.sleep("1s")
     msg = process.inbox().try_receive()
     return await add_one(msg.payload)
+
+
+@garrison.activity()
+def sync_step(x: int) -> int:
+    """A plain (thread) activity that opens a span of its own."""
+    with TRACER.start_as_current_span("sync_step.work"):
+        return x + 1
+
+
+async def uses_sync_step(x: int) -> int:
+    return await sync_step(x)

@@ -102,6 +102,17 @@ async def test_a_call_chain_process_workflow_process_is_one_trace(
                and c.attributes["garrison.commit.operations"] >= 1 for c in commits)
 
 
+async def test_spans_opened_in_a_thread_activity_are_children_of_its_attempt(
+        spans: InMemorySpanExporter) -> None:
+    async with garrison.open_node() as node:
+        await node.start_workflow(observe_app.uses_sync_step, 1, id="sync")
+        assert await node.workflow("sync").result() == 2
+    named = by_name(spans)
+    attempt, = named["activity observe_app:sync_step"]
+    work, = named["sync_step.work"]
+    assert parent_id(work) == attempt.context.span_id
+
+
 async def test_a_failed_call_is_an_error_span(spans: InMemorySpanExporter,
                                               autojump_clock: Any) -> None:
     async def silent() -> None:

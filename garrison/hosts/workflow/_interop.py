@@ -139,7 +139,7 @@ class Interop(WorkflowCore):
         if target is not None:
             plain = payload if type(payload) in PLAIN and type(payload) is not float \
                 else _loads(text)
-            msg = Message(topic, plain, self.pid, msg_id, trace=trace)
+            msg = Message(topic, plain, self.pid, msg_id, None, trace)
             item_plain = message_to_plain(msg)
             tx.deliver(target.wid, topic, RawJson(text), msg_id=msg_id, sender=self.pid,
                        trace=trace)
@@ -152,7 +152,7 @@ class Interop(WorkflowCore):
             # a finished workflow, or one on another durable host of this node
             await self._commit(tx)
             delivered = other is not self.host and await other.deliver_durable(
-                pid, Message(topic, _loads(text), self.pid, msg_id, trace=trace), text=text)
+                pid, Message(topic, _loads(text), self.pid, msg_id, None, trace), text=text)
             if delivered:
                 self.node.stats_messages += 1
             else:
@@ -161,7 +161,7 @@ class Interop(WorkflowCore):
             await self._commit(tx)
             if other is None:
                 self.node.stats_dead_letters += 1
-            elif other.deliver(pid, Message(topic, payload, self.pid, msg_id, trace=trace)):
+            elif other.deliver(pid, Message(topic, payload, self.pid, msg_id, None, trace)):
                 self.node.stats_messages += 1
             else:
                 self.node.stats_dead_letters += 1
