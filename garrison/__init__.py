@@ -7,7 +7,7 @@
 >>> garrison.run(main, "world")
 """
 
-from . import process, workflow
+from . import metrics, process, tracing, workflow
 from ._activity import RetryPolicy, activity
 from ._duration import parse_duration
 from ._errors import (
@@ -62,9 +62,11 @@ __all__ = [
     "WorkflowSummary",
     "activity",
     "current_node",
+    "metrics",
     "open_node",
     "parse_duration",
     "process",
     "run",
+    "tracing",
     "workflow",
 ]

@@ -30,6 +30,7 @@ from typing import Any
 
 import trio
 
+from . import _observe
 from ._errors import ConfigError, ProcessError, StoreError, StoreLocked, StoreVersionError
 from .actors._values import ErrorInfo
 
@@ -158,14 +159,17 @@ def _load_callable(target: str) -> Any:
 
 
 async def _serve(config: Any, root: Any, label: str | None, store: str | None,
-                 ui: str | None = None, token: str | None = None) -> int:
+                 ui: str | None = None, token: str | None = None,
+                 metrics: str | None = None) -> int:
     """Run a node until ``root`` (a callable or an entry id; ``None``: nothing) ends or
     SIGINT/SIGTERM arrives. The first signal stops the node gracefully (services in
     reverse dependency order, processes leaves first, workflows parked where they
     are); a second one exits at once. ``ui``: serve the web console, attached to the
-    node, on that address while it runs."""
+    node, on that address while it runs; ``metrics``: serve Prometheus metrics there."""
     from ._node import open_node
 
+    if metrics is not None:  # time what the node does from its start on
+        _observe.set_timing(True)
     code = 0
     running = trio.CancelScope()
     # listen before the node starts, so a signal during start-up is not fatal
@@ -194,6 +198,11 @@ async def _serve(config: Any, root: Any, label: str | None, store: str | None,
                     where = await console.start(partial(serve_console, node=node, bind=ui,
                                                         token=token))
                     announce_console(where, "garrison run")
+                if metrics is not None:
+                    from .metrics import serve as serve_metrics
+
+                    served = await console.start(serve_metrics, node, metrics)
+                    print(f"garrison run: metrics at {served.url}", flush=True)
                 with running:
                     if root is None:
                         await trio.sleep_forever()
@@ -232,6 +241,24 @@ def _console_problem(bind: str | None, token: str | None, option: str) -> str | 
         check_bind(bind, token)
     except ValueError as exc:
         return str(exc).replace("--bind", option, 1)
+    return None
+
+
+def _metrics_problem(bind: str | None) -> str | None:
+    """Why ``--metrics`` cannot be served on ``bind``, or ``None``; checked before
+    anything starts."""
+    if bind is None:
+        return None
+    from .metrics import parse_bind
+
+    try:
+        parse_bind(bind)
+        import prometheus_client  # noqa: F401
+    except ImportError as exc:
+        return (f"--metrics needs the metrics extra: pip install 'garrison[metrics]' "
+                f"({exc.name} is missing)")
+    except ValueError as exc:
+        return str(exc)
     return None
 
 
@@ -284,7 +311,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"garrison run: invalid config:\n{exc}", file=sys.stderr)
             return 2
     token = args.token or os.environ.get("GARRISON_UI_TOKEN") or None
-    problem = _store_problem(args.store, config) or _console_problem(args.ui, token, "--ui")
+    problem = (_store_problem(args.store, config) or _console_problem(args.ui, token, "--ui")
+               or _metrics_problem(args.metrics))
     if problem is not None:
         print(f"garrison run: {problem}", file=sys.stderr)
         return 2
@@ -293,7 +321,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             root, label = args.main, args.main
         else:
             root, label = _load_callable(target), target
-        return int(_unwrapped(_serve, config, root, label, args.store, args.ui, token))
+        return int(_unwrapped(_serve, config, root, label, args.store, args.ui, token,
+                              args.metrics))
     except (StoreError, StoreLocked, StoreVersionError) as exc:
         # a store another node holds, of another schema version, or unusable
         print(f"garrison run: {exc}", file=sys.stderr)
@@ -301,6 +330,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:  # Ctrl-C before the signal handler was in place
         return 130
     except Exception as exc:
+        if args.metrics is not None:
+            from .metrics import MetricsError
+
+            if isinstance(exc, MetricsError):  # its address is taken, ...
+                print(f"garrison run: {exc}", file=sys.stderr)
+                return 2
         if args.ui is None:
             raise
         from .console import ConsoleError
@@ -409,6 +444,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "(e.g. 127.0.0.1:8233)")
     run_p.add_argument("--token", help="the console's token, required off loopback "
                        "(default: $GARRISON_UI_TOKEN)")
+    run_p.add_argument("--metrics", metavar="HOST:PORT",
+                       help="serve Prometheus metrics of this node at http://HOST:PORT/metrics "
+                            "(e.g. 127.0.0.1:9464; needs garrison[metrics])")
     run_p.set_defaults(func=cmd_run)
 
     ui_p = sub.add_parser(

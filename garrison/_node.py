@@ -17,6 +17,7 @@ from .actors._values import Pid, ProcessInfo, check_topic
 from .hosts._process_host import ProcessHost
 from .persistence import parse_status
 from .supervision._services import ServiceInfo, start_services, stop_services
+from .tracing import enable_if_configured
 
 __all__ = ["EXIT_MEMORY", "INBOX_WARNING", "Node", "current_node", "open_node", "run"]
 
@@ -380,6 +381,7 @@ async def open_node(config: Any = None, store: Any = None, *,
     ...     pid = await node.spawn(worker)
     """
     node = Node(config=_as_config(config), store=store, inbox_warning=inbox_warning)
+    enable_if_configured()  # spans, if the application set an OpenTelemetry provider
     token = _current_node.set(node)
     try:
         async with trio.open_nursery() as nursery:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from . import _observe
 from ._errors import NoSuchProcess, ProcessError
 from ._targets import check_target
 from .actors._mailbox import timeout_seconds
@@ -151,7 +152,8 @@ class Router:
         if host is None:
             self.stats_dead_letters += 1
             return
-        msg = Message(topic, payload, sender, self._msg_prefix + str(next(self._msg_seq)))
+        msg = Message(topic, payload, sender, self._msg_prefix + str(next(self._msg_seq)), None,
+                      _observe.carrier() if _observe.tracing else None)  # positional: hot path
         if host.durable:
             delivered = await host.deliver_durable(pid, msg)
         else:

@@ -15,6 +15,7 @@ from typing import Any, Generic, Protocol, TypeVar
 import outcome
 import trio
 
+from .. import _observe
 from .._duration import parse_duration
 
 T = TypeVar("T")
@@ -127,7 +128,10 @@ class Inbox(Generic[T]):
         """The next item; waits for one. With ``timeout``, ``None`` when it expires."""
         if self._items:
             await self._budget.checkpoint()
-            return self._items.popleft()
+            item = self._items.popleft()
+            if _observe.tracing:
+                _observe.received(item)
+            return item
         if timeout is None:
             return await self._park()
         with trio.move_on_after(timeout_seconds(timeout)):
@@ -136,7 +140,12 @@ class Inbox(Generic[T]):
 
     def try_receive(self) -> T | None:
         """The next item if one is waiting, else ``None``; never waits."""
-        return self._items.popleft() if self._items else None
+        if not self._items:
+            return None
+        item = self._items.popleft()
+        if _observe.tracing:
+            _observe.received(item)
+        return item
 
     def __aiter__(self) -> Inbox[T]:
         return self
@@ -155,4 +164,6 @@ class Inbox(Generic[T]):
             return trio.lowlevel.Abort.SUCCEEDED
 
         item: T = await trio.lowlevel.wait_task_rescheduled(abort)
+        if _observe.tracing:
+            _observe.received(item)
         return item

@@ -116,6 +116,8 @@ class Message:
     ``topic`` names what it is about, ``payload`` is its data, ``sender`` the
     process that sent it (``None`` from outside any process), ``id`` a unique id.
     A message that came from ``process.call`` is answered with ``await msg.reply(v)``.
+    ``trace`` is the OpenTelemetry trace context it was sent in (W3C headers), or
+    ``None``; it takes no part in equality (see ``garrison.tracing``).
     """
 
     topic: str
@@ -123,6 +125,7 @@ class Message:
     sender: Pid | None = None
     id: str = ""
     call_ref: str | None = attrs.field(default=None, repr=False)
+    trace: dict[str, str] | None = attrs.field(default=None, repr=False, eq=False)
 
     async def reply(self, value: Any = None) -> None:
         """Answer a ``process.call``; a message that was not a call raises ``ValueError``.

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 import outcome
 import trio
 
+from .. import _observe
 from .._errors import ProcessError
 from ..actors._mailbox import timeout_seconds
 from ..actors._values import ErrorInfo, Event, Message, Pid
@@ -151,10 +152,14 @@ class Caller:
         raise NotImplementedError
 
     async def exchange(self, callee: Caller, pid: Pid, topic: str, seconds: float,
-                       deliver: Callable[[int], Awaitable[Any] | None]) -> Any:
+                       deliver: Callable[[int], Awaitable[Any] | None], *,
+                       traced: bool = False) -> Any:
         """One call: register it with both sides, ``deliver(ref)`` the request (sync, or
         an awaitable), wait for the reply or ``seconds``; ``TimeoutError`` after that,
-        ``ProcessError`` when the callee ends first."""
+        ``ProcessError`` when the callee ends first. (With tracing on, this runs inside
+        a ``call`` span: ``traced`` is set once it is open.)"""
+        if _observe.tracing and not traced:
+            return await _observe.traced_call(self, callee, pid, topic, seconds, deliver)
         ref = next_call_ref()
         calls = self.calls
         if calls is None:
@@ -236,7 +241,8 @@ async def plain_call(caller: Caller, to: Pid | str, topic: str, payload: Any,
 
     def deliver(ref: int) -> None:
         node.stats_messages += 1
-        callee.deliver(Message(topic, payload, sender, node.message_id(), str(ref)))
+        callee.deliver(Message(topic, payload, sender, node.message_id(), str(ref),
+                               _observe.carrier() if _observe.tracing else None))
 
     return await caller.exchange(callee, pid, topic, seconds, deliver)
 

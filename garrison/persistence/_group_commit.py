@@ -36,9 +36,12 @@ from __future__ import annotations
 import enum
 import time
 from collections.abc import Callable
+from time import perf_counter
 from typing import Any
 
 import trio
+
+from .. import _observe
 
 __all__ = ["Busy", "CommitRequest", "GroupCommit", "Strategy"]
 
@@ -138,11 +141,14 @@ class GroupCommit:
         if self.strategy is Strategy.IMMEDIATE or (
                 self._alone_inline and not pending and not self._flushing
                 and not self._released and not runnable_tasks()):
+            started = perf_counter() if _observe.timing else 0.0
             try:
                 results = self._write_one(tx)  # nobody could join a batch now
             except Busy:
                 busy = True  # the lock is taken: wait for it in a thread, not here
             else:
+                if started:
+                    _observe.committed(started, 1)
                 self._alone += 1
                 if self._alone >= ALONE_BUDGET:  # a caller committing in a loop lets others run
                     self._alone = 0
@@ -171,6 +177,7 @@ class GroupCommit:
                     if not runnable_tasks():
                         break
             batch, self._pending = self._pending, []
+            started = perf_counter() if _observe.timing else 0.0
             if not threaded:
                 try:
                     self._write_batch(batch)
@@ -179,6 +186,8 @@ class GroupCommit:
             if threaded:
                 with trio.CancelScope(shield=True):
                     await trio.to_thread.run_sync(self._write_until_done, batch)
+            if started:
+                _observe.committed(started, len(batch))
         except BaseException as exc:  # pragma: no cover - KeyboardInterrupt, a failed hop
             if batch is None:
                 batch, self._pending = self._pending, []

@@ -203,8 +203,19 @@ def _v1_initial(cur: psycopg.Cursor[Any], s: sql.Identifier) -> None:
     cur.execute(sql.SQL(_V1).format(s=s))
 
 
+def _v2_trace_context(cur: psycopg.Cursor[Any], s: sql.Identifier) -> None:
+    # As SQLite's version 3: the trace context (JSON text) of a message and of a
+    # workflow's start (garrison.tracing); NULL without tracing.
+    cur.execute(sql.SQL("ALTER TABLE {s}.inbox ADD COLUMN IF NOT EXISTS trace text").format(s=s))
+    cur.execute(
+        sql.SQL("ALTER TABLE {s}.workflows ADD COLUMN IF NOT EXISTS trace text").format(s=s)
+    )
+
+
 #: ``MIGRATIONS[i]`` migrates version ``i`` to ``i + 1``.
-MIGRATIONS: list[Callable[[psycopg.Cursor[Any], sql.Identifier], None]] = [_v1_initial]
+MIGRATIONS: list[Callable[[psycopg.Cursor[Any], sql.Identifier], None]] = [
+    _v1_initial, _v2_trace_context,
+]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

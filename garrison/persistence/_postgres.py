@@ -210,9 +210,9 @@ def _with_mark(text: str, n: int, s: str) -> str:
 _OP_SQL: dict[str, tuple[str, int]] = {
     "create_workflow": (
         "INSERT INTO {s}.workflows (workflow_id, name, status, input, parent, run_id, "
-        "attempt, host, created, updated, search, memo) VALUES "
-        "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) "
-        "ON CONFLICT (workflow_id) DO NOTHING", 12),
+        "attempt, host, created, updated, search, memo, trace) VALUES "
+        "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) "
+        "ON CONFLICT (workflow_id) DO NOTHING", 13),
     "attrs_read": (
         "SELECT search, memo FROM {s}.workflows WHERE workflow_id = $1 FOR UPDATE", 1),
     "attrs_write": (
@@ -230,8 +230,8 @@ _OP_SQL: dict[str, tuple[str, int]] = {
         "VALUES ($1, $2, $3, $4, $5, $6, $7)", 7),
     "deliver": (
         "INSERT INTO {s}.inbox (workflow_id, msg_id, topic, payload, sender, kind, call_ref, "
-        "created) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (msg_id) DO NOTHING "
-        "RETURNING id", 8),
+        "created, trace) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) "
+        "ON CONFLICT (msg_id) DO NOTHING RETURNING id", 9),
     "consume": (
         "WITH u AS (UPDATE {s}.inbox SET consumed_seq = $1 WHERE id = $2 AND workflow_id = $3 "
         "AND consumed_seq IS NULL RETURNING 1) "
@@ -444,11 +444,7 @@ class PostgresStore:
         conn = self._connect("writes")
         try:
             if self._owner:
-                got = conn.execute("SELECT pg_try_advisory_lock(%s)", (_lock_key(self.schema),)
-                                   ).fetchone()
-                if not got or not got[0]:
-                    held = self._lock_holder(conn)
-                    raise StoreLocked(self.path or "", held=held)
+                self._take_lock(conn)
                 self.locked = True
             if first:
                 if not self._owner and _pg_schema.read_version(conn, self.schema) == 0:
@@ -470,6 +466,21 @@ class PostgresStore:
             raise
         self._prepared = set()
         return conn
+
+    def _take_lock(self, conn: psycopg.Connection[Any]) -> None:
+        """The store's advisory lock, or :class:`~garrison.StoreLocked`. A holder that is
+        a process of this machine that no longer exists (a node killed a moment ago,
+        whose server session has not ended yet) is waited for, a few seconds at most."""
+        deadline = _time.monotonic() + 5.0
+        while True:
+            got = conn.execute("SELECT pg_try_advisory_lock(%s)", (_lock_key(self.schema),)
+                               ).fetchone()
+            if got and got[0]:
+                return
+            held = self._lock_holder(conn)
+            if not _dead_local_holder(held) or _time.monotonic() > deadline:
+                raise StoreLocked(self.path or "", held=held)
+            _time.sleep(0.05)
 
     def _lock_holder(self, conn: psycopg.Connection[Any]) -> str:
         key = _lock_key(self.schema) & 0xFFFFFFFFFFFFFFFF
@@ -1355,6 +1366,16 @@ class PostgresStore:
 
 
 # ------------------------------------------------------------------ helpers
+def _dead_local_holder(held: str) -> bool:
+    """True if ``held`` (see ``_lock_holder``) names a garrison process of this machine
+    that has ended (``application_name`` is ``garrison ... <host>:<pid>``)."""
+    name = held.removeprefix("held by ").split(" from ", 1)[0]
+    host, _, pid = name.rpartition(" ")[2].rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    return not os.path.exists(f"/proc/{pid}")
+
+
 def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"))
 

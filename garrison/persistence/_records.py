@@ -114,7 +114,7 @@ class WorkflowRecord:
 
     COLUMNS: ClassVar[str] = (
         "workflow_id, name, status, input, result, error, parent, run_id, attempt, host, "
-        "created, updated, search, memo, cancel_requested"
+        "created, updated, search, memo, cancel_requested, trace"
     )
 
     workflow_id: str
@@ -132,12 +132,14 @@ class WorkflowRecord:
     search: dict[str, Any] = attrs.field(factory=dict)
     memo: dict[str, Any] = attrs.field(factory=dict)
     cancel_requested: bool = False
+    #: the trace context the workflow was started in (``garrison.tracing``), or ``None``
+    trace: dict[str, str] | None = attrs.field(default=None, repr=False)
 
     @classmethod
     def from_row(cls, row: Sequence[Any]) -> WorkflowRecord:
         """Build from a row in :attr:`COLUMNS` order."""
         (wid, name, status, inp, result, error, parent, run_id, attempt, host,
-         created, updated, search, memo, cancel) = row  # fmt: skip
+         created, updated, search, memo, cancel, trace) = row  # fmt: skip
         return cls(
             wid,
             name,
@@ -154,6 +156,7 @@ class WorkflowRecord:
             _json(search) or {},
             _json(memo) or {},
             bool(cancel),
+            _json(trace),
         )
 
 
@@ -184,10 +187,12 @@ class InboxRecord:
     """A durable inbox row: a message or event (``kind``) delivered to a workflow.
 
     ``id`` gives arrival order; ``consumed_seq`` is the journal seq of the
-    receive that took it (``None`` while pending)."""
+    receive that took it (``None`` while pending); ``trace`` the trace context the
+    message was sent in (``garrison.tracing``), or ``None``."""
 
     COLUMNS: ClassVar[str] = (
-        "id, workflow_id, msg_id, topic, payload, sender, kind, call_ref, created, consumed_seq"
+        "id, workflow_id, msg_id, topic, payload, sender, kind, call_ref, created, consumed_seq, "
+        "trace"
     )
 
     id: int
@@ -200,14 +205,16 @@ class InboxRecord:
     call_ref: str | None
     created: _dt.datetime
     consumed_seq: int | None
+    trace: dict[str, str] | None = attrs.field(default=None, repr=False)
 
     @classmethod
     def from_row(cls, row: Sequence[Any]) -> InboxRecord:
         """Build from a row in :attr:`COLUMNS` order."""
-        ident, wid, msg_id, topic, payload, sender, kind, call_ref, created, consumed = row
+        (ident, wid, msg_id, topic, payload, sender, kind, call_ref, created, consumed,
+         trace) = row  # fmt: skip
         return cls(
             ident, wid, msg_id, topic, _loads(payload), _pid(sender), kind, call_ref,
-            _fromtimestamp(created, _UTC), consumed,
+            _fromtimestamp(created, _UTC), consumed, _json(trace),
         )  # fmt: skip
 
 

@@ -150,8 +150,19 @@ def _v2_list_order(db: sqlite_utils.Database) -> None:
                                        index_name="workflows_by_status_created")
 
 
+def _v3_trace_context(db: sqlite_utils.Database) -> None:
+    # The OpenTelemetry trace context (JSON text: W3C traceparent/tracestate headers) a
+    # message was sent in and a workflow was started in, so that the spans of a workflow
+    # resumed after a crash join the traces they belong to. NULL without tracing.
+    for table in ("inbox", "workflows"):
+        if "trace" not in db.table(table).columns_dict:
+            db.execute(f"ALTER TABLE {table} ADD COLUMN trace TEXT")
+
+
 #: ``MIGRATIONS[i]`` migrates version ``i`` to ``i + 1``.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1_initial, _v2_list_order]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
+    _v1_initial, _v2_list_order, _v3_trace_context,
+]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 #: The tables of schema :data:`SCHEMA_VERSION` (a store without one is damaged).

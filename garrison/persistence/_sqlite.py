@@ -95,8 +95,8 @@ def _raise_if_busy(conn: sqlite3.Connection, exc: sqlite3.OperationalError) -> N
 def _create_workflow(conn: sqlite3.Connection, params: tuple[Any, ...]) -> bool:
     cur = conn.execute(
         "INSERT OR IGNORE INTO workflows (workflow_id, name, status, input, parent, "
-        "run_id, attempt, host, created, updated, search, memo) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "run_id, attempt, host, created, updated, search, memo, trace) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         params,
     )
     return cur.rowcount == 1
@@ -135,7 +135,7 @@ def _delete_workflow(conn: sqlite3.Connection, params: tuple[Any, ...]) -> None:
 def _deliver(conn: sqlite3.Connection, params: tuple[Any, ...]) -> int | None:
     cur = conn.execute(
         "INSERT OR IGNORE INTO inbox (workflow_id, msg_id, topic, payload, sender, kind, "
-        "call_ref, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        "call_ref, created, trace) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         params,
     )
     return cur.lastrowid if cur.rowcount == 1 else None

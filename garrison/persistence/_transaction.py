@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import enum
+import json
 import time as _time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -44,6 +45,8 @@ from ._converter import RawJson, to_json
 from ._records import parse_status
 
 __all__ = ["Op", "Transaction", "unix_seconds"]
+
+_json_dumps = json.dumps
 
 
 class Op(enum.StrEnum):
@@ -92,6 +95,13 @@ def _status(value: str) -> str:
 
 def _pid_text(pid: Pid | str | None) -> str | None:
     return None if pid is None else str(pid)
+
+
+def _trace_text(trace: Mapping[str, str] | None) -> str | None:
+    """A trace context (W3C ``traceparent`` / ``tracestate`` headers) as JSON text."""
+    if not trace:
+        return None
+    return _json_dumps({str(k): str(v) for k, v in trace.items()}, separators=(",", ":"))
 
 
 class Transaction:
@@ -152,10 +162,12 @@ class Transaction:
         search: Mapping[str, Any] | None = None,
         memo: Mapping[str, Any] | None = None,
         time: _dt.datetime | float | None = None,
+        trace: Mapping[str, str] | None = None,
     ) -> Transaction:
         """Insert a workflow row unless ``workflow_id`` exists (result: created or not).
 
-        ``name`` is the workflow function's ``module:qualname``.
+        ``name`` is the workflow function's ``module:qualname``; ``trace`` the trace
+        context it was started in (``garrison.tracing``).
         """
         input_json = (
             input.text
@@ -168,7 +180,7 @@ class Transaction:
         params = (
             workflow_id, name, _status(status), input_json, _pid_text(parent),
             run_id if run_id is not None else uuid.uuid4().hex, attempt, host, now, now,
-            search_json, memo_json,
+            search_json, memo_json, _trace_text(trace),
         )  # fmt: skip
         return self._add(workflow_id, Op.CREATE_WORKFLOW, params)
 
@@ -287,10 +299,11 @@ class Transaction:
         kind: str = "message",
         call_ref: str | None = None,
         time: _dt.datetime | float | None = None,
+        trace: Mapping[str, str] | None = None,
     ) -> Transaction:
         """Put a message (``kind="message"``) or event (``kind="event"``) in the
         workflow's durable inbox (result: the row id, or ``None`` if a message with
-        this ``msg_id`` was already delivered)."""
+        this ``msg_id`` was already delivered). ``trace``: the message's trace context."""
         if kind not in ("message", "event"):
             raise ValueError(f"invalid inbox kind {kind!r}: expected 'message' or 'event'")
         params = (
@@ -302,6 +315,7 @@ class Transaction:
             kind,
             call_ref,
             unix_seconds(time),
+            _trace_text(trace),
         )
         return self._add(workflow_id, Op.DELIVER, params)
 

@@ -69,6 +69,7 @@ class _Service:
     status: ServiceStatus = ServiceStatus.STOPPED
     pid: Pid | None = None
     restarts: int = 0  # restarts since the last stable run
+    restarts_total: int = 0  # every restart since the node started (metrics)
     started_at: float = 0.0
     last_error: ErrorInfo | None = None
     wanted: bool = False  # should be running (auto_start, or started on demand)
@@ -229,6 +230,7 @@ class ServiceManager:
                       extra={"service": entry.id, "attempt": svc.restarts, "error": error})
             return
         svc.restarts = attempt
+        svc.restarts_total += 1
         delay = policy.delay(attempt, self._rng)
         svc.status = ServiceStatus.BACKOFF
         limit = f"/{policy.max_attempts}" if policy.max_attempts else ""

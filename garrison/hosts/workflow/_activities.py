@@ -17,6 +17,7 @@ from typing import Any, cast
 import outcome
 import trio
 
+from ... import _observe
 from ..._activity import DEFAULT_RETRY, RetryPolicy, activity_name
 from ..._context import activity_scope
 from ..._errors import ActivityError, NotInProcess
@@ -182,8 +183,13 @@ class Activities(WorkflowCore):
                 handle._set(outcome.Error(exc))
         self.wake()
 
-    async def _attempt(self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        """One call of the activity function: awaited, or in a worker thread if plain."""
+    async def _attempt(self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
+                       name: str = "", attempt: int = 0) -> Any:
+        """One call of the activity function: awaited, or in a worker thread if plain.
+        (Attempt ``attempt`` of ``name``: with observability on, inside its span.)"""
+        if _observe.active and attempt:
+            with _observe.activity_attempt(self, name, attempt):
+                return await self._attempt(fn, args, kwargs)
         if _is_async(fn):
             return await fn(*args, **kwargs)
         return await trio.to_thread.run_sync(functools.partial(fn, *args, **kwargs),
@@ -204,10 +210,10 @@ class Activities(WorkflowCore):
                 exc: BaseException | None = None
                 try:
                     if timeout is None:
-                        value = await self._attempt(fn, args, kwargs)
+                        value = await self._attempt(fn, args, kwargs, name, attempt)
                     else:
                         with trio.move_on_after(timeout) as cs:
-                            value = await self._attempt(fn, args, kwargs)
+                            value = await self._attempt(fn, args, kwargs, name, attempt)
                         if cs.cancelled_caught:
                             exc = TimeoutError(f"activity {name!r} attempt {attempt} took "
                                                f"longer than its timeout of {timeout:g}s")

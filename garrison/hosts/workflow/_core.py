@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import trio
 
+from ... import _observe
 from ..._context import activity_owner
 from ..._errors import NotInProcess, StoreError, WorkflowCancelled
 from ...actors._values import ErrorInfo, Pid
@@ -114,6 +115,8 @@ class WorkflowCore(Caller):
         self.fn: Any = None
         #: recovered from a journal: check watched processes once replay has caught up
         self.check_lost = bool(journal)
+        #: the trace context it was started in (``garrison.tracing``), or ``None``
+        self.trace: dict[str, str] | None = None
 
     def __repr__(self) -> str:
         return f"<workflow {self.wid} {self.name} {self.status}>"
@@ -154,6 +157,8 @@ class WorkflowCore(Caller):
         """``store.commit(tx)``; a failure of the store itself becomes (and stays) this
         workflow's :class:`~garrison.StoreError`."""
         try:
+            if _observe.active:  # step latency, the store.commit span
+                return await _observe.workflow_commit(self, tx)
             return await self.store.commit(tx)
         except Exception as exc:
             failed = self.store.translate_error(exc)
@@ -211,6 +216,7 @@ class WorkflowCore(Caller):
             return entry
         if self.check_lost:
             self._deliver_lost()
+            _observe.replayed(self)
         if self.cancel_requested and not self.cancel_delivered:
             self._deliver_cancel(self.cursor.seq - 1)
         return None

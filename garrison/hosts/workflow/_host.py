@@ -15,6 +15,7 @@ store.
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import uuid as _uuid
@@ -23,6 +24,7 @@ from typing import Any
 
 import trio
 
+from ... import _observe
 from ..._errors import (
     NonDeterminismError,
     NoSuchWorkflow,
@@ -103,6 +105,8 @@ class WorkflowHost:
         #: parked workflows whose status the store may not show yet
         self._parked: set[WorkflowInstance] = set()
         self._parked_ready = trio.Event()
+        #: workflows ``started`` and ``resumed`` here, and finished by final status
+        self.counts: collections.Counter[str] = collections.Counter()
 
     # ------------------------------------------------------------ running
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -265,9 +269,10 @@ class WorkflowHost:
         n = len(tx)
         now = self.clock.now()
         run_id = _uuid.uuid4().hex
+        trace = _observe.carrier() if _observe.tracing else None
         tx.create_workflow(wid, name, RawJson(input_text), status="running", parent=parent,
                            run_id=run_id,
-                           host=self.name, time=now)
+                           host=self.name, time=now, trace=trace)
         if watcher is not None:
             tx.add_monitor(wid, watcher)
         if journal is not None:
@@ -290,6 +295,8 @@ class WorkflowHost:
                               cancel_requested=False,
                               watchers=[watcher] if watcher is not None else [], state={})
         wf.fn = fn
+        wf.trace = trace
+        self.counts["started"] += 1
         if process_watcher is not None:
             wf.watchers.add(process_watcher)
         if process_link is not None:
@@ -349,6 +356,7 @@ class WorkflowHost:
         if status is WorkflowStatus.BLOCKED:
             tx.update_workflow(wf.wid, status=status, error=error, time=self.clock.now())
             await wf.commit_checked(tx)
+            self.counts[status] += 1
             wf.status = WorkflowStatus.BLOCKED
             wf.error = error
             wf.done.set()
@@ -378,6 +386,7 @@ class WorkflowHost:
             row_id = results[index]
             if row_id is not None:
                 other.push(InboxItem(row_id, True, _loads(event_text)))
+        self.counts[status] += 1
         wf.status = status
         wf.result_json = result_json
         wf.error = error
@@ -414,7 +423,8 @@ class WorkflowHost:
                 return False
             payload = RawJson(text) if text is not None else msg.payload
             self.store.write(Transaction().deliver(pid.id, msg.topic, payload, msg_id=msg.id,
-                                                   sender=msg.sender, call_ref=msg.call_ref))
+                                                   sender=msg.sender, call_ref=msg.call_ref,
+                                                   trace=msg.trace))
             await trio.lowlevel.checkpoint()
             return True
         wf = self.active.get(pid.id)
@@ -429,11 +439,11 @@ class WorkflowHost:
         else:
             plain_payload = msg.payload
         tx = Transaction().deliver(pid.id, msg.topic, RawJson(text), msg_id=msg.id,
-                                   sender=msg.sender, call_ref=msg.call_ref)
+                                   sender=msg.sender, call_ref=msg.call_ref, trace=msg.trace)
         row_id = (await self.store.commit(tx))[0]
         if row_id is not None and wf is self.active.get(pid.id):
             wf.push(InboxItem(row_id, False, message_to_plain(
-                Message(msg.topic, plain_payload, msg.sender, msg.id, msg.call_ref))))
+                Message(msg.topic, plain_payload, msg.sender, msg.id, msg.call_ref, msg.trace))))
         return True
 
     async def call(self, caller: Caller, pid: Pid, topic: str, payload: Any,
@@ -447,7 +457,9 @@ class WorkflowHost:
 
         async def deliver(ref: int) -> None:
             await self.deliver_durable(pid, Message(topic, payload, caller.pid,
-                                                    node.message_id(), str(ref)))
+                                                    node.message_id(), str(ref),
+                                                    _observe.carrier() if _observe.tracing
+                                                    else None))
             node.stats_messages += 1
 
         return await caller.exchange(wf, pid, topic, seconds, deliver)

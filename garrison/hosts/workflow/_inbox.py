@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from ... import _observe
 from ...actors._mailbox import timeout_seconds
 from ...persistence import Transaction, WorkflowStatus
 from ._core import FOREVER, WaitCancelled, WorkflowCore
@@ -48,9 +49,12 @@ def item_from_record(rec: Any) -> InboxItem:
     """An :class:`InboxItem` from a stored :class:`~garrison.persistence.InboxRecord`."""
     if rec.kind == "event":
         return InboxItem(rec.id, True, rec.payload)
-    return InboxItem(rec.id, False, {"topic": rec.topic, "payload": rec.payload,
-                                     "sender": None if rec.sender is None else str(rec.sender),
-                                     "id": rec.msg_id, "call_ref": rec.call_ref})
+    plain = {"topic": rec.topic, "payload": rec.payload,
+             "sender": None if rec.sender is None else str(rec.sender),
+             "id": rec.msg_id, "call_ref": rec.call_ref}
+    if rec.trace is not None:
+        plain["trace"] = rec.trace
+    return InboxItem(rec.id, False, plain)
 
 
 class DurableInbox:
@@ -86,7 +90,10 @@ class DurableInbox:
 
     def try_receive(self) -> Any:
         """The next item if one is waiting, else ``None``; journaled, never waits."""
-        return self._wf._try_receive(self)
+        item = self._wf._try_receive(self)
+        if _observe.tracing:  # a message's trace context becomes current
+            _observe.received(item)
+        return item
 
     def __aiter__(self) -> DurableInbox:
         return self
@@ -210,6 +217,8 @@ class Receives(WorkflowCore):
     async def _await_receive(self, r: PendingReceive) -> Any:
         if r.resolved:
             await self._yield()
+            if _observe.tracing:  # the message's trace context becomes current
+                _observe.received(r.value)
             return r.value
         box, seconds, seq = r.box, r.seconds, r.seq
         deadline = self.timers.get(seq)
@@ -225,6 +234,8 @@ class Receives(WorkflowCore):
                     await self._commit(tx)
                     await self._yield()
                     r.resolved, r.value = True, value
+                    if _observe.tracing:
+                        _observe.received(value)
                     return value
                 if seconds is not None and deadline is None:
                     deadline = min(self.host.clock.now() + seconds, FOREVER)

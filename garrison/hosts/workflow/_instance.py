@@ -17,6 +17,7 @@ from typing import Any, NoReturn, cast
 
 import trio
 
+from ... import _observe
 from ..._context import set_workflow
 from ..._errors import NonDeterminismError, StoreError, WorkflowCancelled
 from ..._targets import import_target
@@ -48,7 +49,8 @@ class WorkflowInstance(Waits, Activities, Interop):
     # ------------------------------------------------------------ lifecycle
     async def main(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         try:
-            await self._main(task_status)
+            with _observe.workflow_run(self):
+                await self._main(task_status)
         finally:
             self.exited.set()
 
@@ -162,6 +164,7 @@ class WorkflowInstance(Waits, Activities, Interop):
         self.timers.clear()
         self.history_bytes = 0
         self.created = self.host.clock.now()
+        _observe.workflow_continued(self)
 
     # ------------------------------------------------------------ recorded values
     def recorded_value(self, kind: JournalKind, name: str, make: Callable[[], Any]) -> Any:

@@ -14,6 +14,7 @@ import json
 from collections.abc import Awaitable
 from typing import Any
 
+from ... import _observe
 from ..._errors import ProcessError
 from ...actors._mailbox import timeout_seconds
 from ...actors._values import ErrorInfo, Event, EventKind, Message, Pid
@@ -134,12 +135,14 @@ class Interop(WorkflowCore):
         self.record(tx, seq, JournalKind.SEND, topic, _dumps({"to": str(pid), "id": msg_id}))
         target = self.host.active.get(pid.id) if pid.host == self.host.name else None
         other = self.node.hosts.get(pid.host)
+        trace = _observe.carrier() if _observe.tracing else None
         if target is not None:
             plain = payload if type(payload) in PLAIN and type(payload) is not float \
                 else _loads(text)
-            msg = Message(topic, plain, self.pid, msg_id)
+            msg = Message(topic, plain, self.pid, msg_id, None, trace)
             item_plain = message_to_plain(msg)
-            tx.deliver(target.wid, topic, RawJson(text), msg_id=msg_id, sender=self.pid)
+            tx.deliver(target.wid, topic, RawJson(text), msg_id=msg_id, sender=self.pid,
+                       trace=trace)
             results = await self._commit(tx)
             row_id = results[-1]
             self.node.stats_messages += 1
@@ -149,7 +152,7 @@ class Interop(WorkflowCore):
             # a finished workflow, or one on another durable host of this node
             await self._commit(tx)
             delivered = other is not self.host and await other.deliver_durable(
-                pid, Message(topic, _loads(text), self.pid, msg_id), text=text)
+                pid, Message(topic, _loads(text), self.pid, msg_id, None, trace), text=text)
             if delivered:
                 self.node.stats_messages += 1
             else:
@@ -158,7 +161,7 @@ class Interop(WorkflowCore):
             await self._commit(tx)
             if other is None:
                 self.node.stats_dead_letters += 1
-            elif other.deliver(pid, Message(topic, payload, self.pid, msg_id)):
+            elif other.deliver(pid, Message(topic, payload, self.pid, msg_id, None, trace)):
                 self.node.stats_messages += 1
             else:
                 self.node.stats_dead_letters += 1
@@ -315,7 +318,8 @@ class Interop(WorkflowCore):
 
                 def deliver(ref: int) -> Awaitable[bool] | None:
                     return self.host.deliver_durable(
-                        pid, Message(topic, plain, self.pid, f"{self.wid}#{seq}", str(ref)),
+                        pid, Message(topic, plain, self.pid, f"{self.wid}#{seq}", str(ref),
+                                     _observe.carrier() if _observe.tracing else None),
                         text=text)
             else:
                 process = callee
@@ -323,7 +327,8 @@ class Interop(WorkflowCore):
                 def deliver(ref: int) -> Awaitable[bool] | None:
                     node.stats_messages += 1
                     process.deliver(Message(topic, payload, self.pid, node.message_id(),
-                                            str(ref)))
+                                            str(ref),
+                                            _observe.carrier() if _observe.tracing else None))
                     return None
 
             value = await self.exchange(callee, pid, topic, seconds, deliver)

@@ -168,10 +168,14 @@ class Cursor:
 
 # ---------------------------------------------------------------- plain forms
 def message_to_plain(msg: Message) -> dict[str, Any]:
-    """The JSON shape of a message whose payload is already plain JSON."""
-    return {"topic": msg.topic, "payload": msg.payload,
-            "sender": None if msg.sender is None else str(msg.sender),
-            "id": msg.id, "call_ref": msg.call_ref}
+    """The JSON shape of a message whose payload is already plain JSON (with its trace
+    context under ``"trace"`` when it has one: a replayed receive restores it)."""
+    plain = {"topic": msg.topic, "payload": msg.payload,
+             "sender": None if msg.sender is None else str(msg.sender),
+             "id": msg.id, "call_ref": msg.call_ref}
+    if msg.trace is not None:
+        plain["trace"] = msg.trace
+    return plain
 
 
 def message_from_plain(plain: dict[str, Any]) -> Message:
@@ -179,7 +183,7 @@ def message_from_plain(plain: dict[str, Any]) -> Message:
     sender = plain.get("sender")
     return Message(plain["topic"], plain.get("payload"),
                    None if sender is None else Pid.parse(sender), plain.get("id", ""),
-                   plain.get("call_ref"))
+                   plain.get("call_ref"), plain.get("trace"))
 
 
 def event_to_plain(event: Event) -> dict[str, Any]:

@@ -54,6 +54,7 @@ def load(host: WorkflowHost, record: WorkflowRecord) -> WorkflowInstance:
         watchers=list(store.monitors(wid)), state=initial_state(journal),
     )
     load_promises(host, wf)
+    wf.trace = record.trace
     return wf
 
 
@@ -87,6 +88,7 @@ async def resume_all(host: WorkflowHost, nursery: trio.Nursery) -> None:
                                         time=host.clock.now())
             nursery.start_soon(wf.main)
             recovering.append(wf)
+            host.counts["resumed"] += 1
     finally:
         if paused:
             nursery.start_soon(_resume_gc, recovering)
@@ -146,6 +148,7 @@ def refresh(host: WorkflowHost, wid: str) -> None:
     if wf is None:
         if not WorkflowStatus(record.status).finished:
             host.run_instance(load(host, record))
+            host.counts["started"] += 1  # by a tool, while this node runs
         return
     known = {item.id for item in wf.pending}
     changed = False

@@ -1,0 +1,316 @@
+"""Prometheus metrics of a running node (the ``garrison[metrics]`` extra).
+
+:func:`collect` gives a ``prometheus_client`` registry whose collector reads the
+node's own counters when it is scraped (nothing is counted twice, nothing runs on the
+hot path for it); :func:`serve` answers ``GET /metrics`` with it over HTTP, from a trio
+task in the caller's nursery (``garrison run CONFIG --metrics 127.0.0.1:9464`` does
+this). Every metric name starts with ``garrison_``; README, "Metrics and traces",
+lists them.
+
+The latency and batch-size histograms are kept by the engine only once metrics are
+asked for (:func:`collect` switches them on) and are process-wide: with several nodes
+in one process they count them all. Every other figure is the node's own.
+
+Why a trio task and not ``prometheus_client.start_http_server`` (a thread)? A scrape
+reads the node's live tables (processes, inboxes, workflows); in the trio thread it
+sees them consistent and needs no lock, where a thread would race the node's own
+changes to those dicts. A scrape costs a few milliseconds of the trio thread.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from functools import partial
+from typing import Any
+
+import attrs
+import trio
+
+from . import _observe
+
+__all__ = ["DEFAULT_BIND", "MetricsAddress", "MetricsError", "NodeCollector", "collect",
+           "parse_bind", "serve", "serving"]
+
+#: where ``serve`` listens unless told otherwise (Prometheus exporters' usual port)
+DEFAULT_BIND = "127.0.0.1:9464"
+#: the most a request head may have, and how long a client may take to send it
+_MAX_HEAD = 16 * 1024
+_HEAD_TIMEOUT = 10.0
+
+_INSTALL = "metrics need prometheus-client: pip install 'garrison[metrics]'"
+
+
+def _prometheus() -> Any:
+    try:
+        import prometheus_client.core as core
+    except ImportError as exc:
+        raise ImportError(f"{_INSTALL} ({exc.name} is missing)") from exc
+    return core
+
+
+class MetricsError(OSError):
+    """The metrics server cannot listen on its address (taken, or refused)."""
+
+
+@attrs.frozen
+class MetricsAddress:
+    """Where a started metrics server answers: ``url`` of its ``/metrics`` page."""
+
+    url: str
+    host: str
+    port: int
+
+
+class NodeCollector:
+    """A ``prometheus_client`` collector of one node's figures, read at scrape time.
+
+    Register it in a registry of your own (``registry.register(NodeCollector(node))``),
+    or let :func:`collect` make a registry for it.
+    """
+
+    def __init__(self, node: Any) -> None:
+        self._core = _prometheus()
+        self.node = node
+        _observe.set_timing(True)
+
+    def describe(self) -> list[Any]:
+        """The metric families (their names), for the registry's duplicate check."""
+        return list(self.collect())
+
+    def collect(self) -> Iterator[Any]:
+        """Every metric family with its current samples."""
+        core = self._core
+        gauge, counter = core.GaugeMetricFamily, core.CounterMetricFamily
+        node = self.node
+        router = node._router
+        stats = node.stats()
+
+        processes = gauge("garrison_processes", "Live processes by host (on a workflow "
+                          "host: workflows running on this node).", labels=["host"])
+        for name, host in list(node.hosts.items()):
+            processes.add_metric([name], host.live_count())
+        yield processes
+        yield counter("garrison_messages", "Messages delivered.", value=stats["messages"])
+        yield counter("garrison_dead_letters", "Messages (and events) to processes that "
+                      "did not exist: dropped.", value=stats["dead_letters"])
+        yield counter("garrison_spawned", "Processes spawned.", value=stats["spawned"])
+        yield gauge("garrison_registered_names", "Registered process names.",
+                    value=stats["registered"])
+        yield gauge("garrison_inbox_queued", "Messages and events waiting in every process "
+                    "inbox.", value=stats["queued"])
+        yield gauge("garrison_inbox_largest", "Messages and events waiting in the fullest "
+                    "process inbox.", value=stats["largest_inbox"])
+
+        yield from self._services(router)
+        yield from self._workflows(node)
+        yield from self._histograms()
+
+    def _services(self, router: Any) -> Iterator[Any]:
+        core = self._core
+        manager = router.services
+        restarts = core.CounterMetricFamily(
+            "garrison_service_restarts", "Restarts of each process.service since the node "
+            "started.", labels=["service"])
+        status = core.GaugeMetricFamily(
+            "garrison_service_status", "1 for the current status of each process.service "
+            "(stopped, waiting, starting, running, backoff, completed, gave_up), 0 for the "
+            "others.", labels=["service", "status"])
+        if manager is not None:
+            from .supervision._services import ServiceStatus
+
+            for svc in list(manager.order):
+                restarts.add_metric([svc.entry.id], svc.restarts_total)
+                for each in ServiceStatus:
+                    status.add_metric([svc.entry.id, each.value],
+                                      1.0 if svc.status == each else 0.0)
+        yield restarts
+        yield status
+
+    def _workflows(self, node: Any) -> Iterator[Any]:
+        core = self._core
+        starts = core.CounterMetricFamily(
+            "garrison_workflow_starts", "Workflows started on this node (new ones, and ones "
+            "a tool started while it runs).", labels=["host"])
+        resumes = core.CounterMetricFamily(
+            "garrison_workflow_resumes", "Unfinished workflows this node resumed from its "
+            "store when it opened.", labels=["host"])
+        finishes = core.CounterMetricFamily(
+            "garrison_workflow_finishes", "Workflows that ended on this node, by final status "
+            "(completed, failed, cancelled, blocked).", labels=["host", "status"])
+        current = core.GaugeMetricFamily(
+            "garrison_workflows", "Workflows in this node's memory by status (running, "
+            "sleeping, waiting, blocked).", labels=["host", "status"])
+        transactions = core.CounterMetricFamily(
+            "garrison_store_transactions", "Database transactions the store of a workflow "
+            "host committed.", labels=["host"])
+        for name, host in list(node.hosts.items()):
+            if not host.durable:
+                continue
+            counts = host.counts
+            starts.add_metric([name], counts["started"])
+            resumes.add_metric([name], counts["resumed"])
+            for status in ("completed", "failed", "cancelled", "blocked"):
+                finishes.add_metric([name, status], counts[status])
+            # active: unfinished workflows, and blocked ones (kept until fixed code runs)
+            by_status = collections.Counter(str(wf.status) for wf in list(host.active.values()))
+            for status in ("running", "sleeping", "waiting", "blocked"):
+                current.add_metric([name, status], by_status[status])
+            statistics = getattr(host.store, "statistics", None)
+            if statistics is not None:
+                transactions.add_metric([name], statistics().transactions)
+        yield from (starts, resumes, finishes, current, transactions)
+
+    def _histograms(self) -> Iterator[Any]:
+        core = self._core
+        histogram = core.HistogramMetricFamily
+        for name, doc, hist in (
+            ("garrison_store_commit_seconds", "Time to write one database transaction of "
+             "group commit (a thread hop included when the store writes in a thread).",
+             _observe.commit_seconds),
+            ("garrison_store_commit_batch_size", "commit() calls sharing one database "
+             "transaction (group commit).", _observe.commit_batch_size),
+            ("garrison_workflow_step_seconds", "Time a workflow waited for one durable step "
+             "(its journal records) to be committed, group commit included.",
+             _observe.step_seconds),
+            ("garrison_workflow_replay_seconds", "Time a resumed workflow took to replay its "
+             "journal up to its first live step.", _observe.replay_seconds),
+        ):
+            family = histogram(name, doc)
+            buckets, total = hist.cumulative()
+            family.add_metric([], buckets, sum_value=total)
+            yield family
+        activities = histogram("garrison_activity_attempt_seconds", "Duration of each "
+                               "activity attempt by outcome (ok, error, cancelled: timed out "
+                               "or stopped).", labels=["activity", "outcome"])
+        for (activity, outcome), hist in sorted(_observe.activity_seconds.items()):
+            buckets, total = hist.cumulative()
+            activities.add_metric([activity, outcome], buckets, sum_value=total)
+        yield activities
+
+
+def collect(node: Any, registry: Any = None) -> Any:
+    """A ``prometheus_client`` registry (``registry``, or a new one) with a
+    :class:`NodeCollector` of ``node``; switches the engine's latency histograms on.
+
+    Scrape it from the trio thread (as :func:`serve` does, or a handler of your trio
+    web app): the collector walks the node's live tables, which another thread (such
+    as ``prometheus_client.start_http_server``'s) would race.
+
+    >>> text = prometheus_client.generate_latest(garrison.metrics.collect(node))
+    """
+    core = _prometheus()
+    if registry is None:
+        registry = core.CollectorRegistry()
+    registry.register(NodeCollector(node))
+    return registry
+
+
+def parse_bind(bind: str) -> tuple[str, int]:
+    """``(host, port)`` of ``HOST:PORT`` (``[::1]:9464`` for IPv6); ``ValueError``
+    naming the input otherwise. Port 0 picks a free one."""
+    host, sep, port_text = str(bind).rpartition(":")
+    if not sep or not host or not port_text.isdigit() or int(port_text) > 65535:
+        raise ValueError(f"--metrics {bind!r}: expected HOST:PORT, e.g. {DEFAULT_BIND} "
+                         "(port 0 picks a free one)")
+    return host.strip("[]"), int(port_text)
+
+
+async def serve(node: Any, bind: str = DEFAULT_BIND, *, registry: Any = None,
+                task_status: trio.TaskStatus[MetricsAddress] = trio.TASK_STATUS_IGNORED,
+                ) -> None:
+    """Serve ``GET /metrics`` (Prometheus text format) for ``node`` on ``bind`` until
+    cancelled; ``task_status.started`` gives the :class:`MetricsAddress` (use it with
+    ``nursery.start``). ``registry``: serve this one instead of ``collect(node)``.
+
+    An address that cannot be bound raises :class:`MetricsError` (an ``OSError``)
+    naming it.
+
+    >>> async with trio.open_nursery() as nursery:                  # doctest: +SKIP
+    ...     where = await nursery.start(garrison.metrics.serve, node, "127.0.0.1:9464")
+    ...     print(where.url)                    # http://127.0.0.1:9464/metrics
+    """
+    host, port = parse_bind(bind)
+    if registry is None:
+        registry = collect(node)
+    from prometheus_client.exposition import choose_encoder
+
+    handler = partial(_handle, registry=registry, choose_encoder=choose_encoder)
+    try:
+        listeners = await trio.open_tcp_listeners(port, host=host)
+    except OSError as exc:
+        error = MetricsError(f"cannot serve metrics on {bind}: {exc.strerror or exc}")
+        error.errno = exc.errno
+        raise error from None
+    sockname = listeners[0].socket.getsockname()
+    shown = f"[{host}]" if ":" in host else host
+    task_status.started(MetricsAddress(f"http://{shown}:{sockname[1]}/metrics", host,
+                                       int(sockname[1])))
+    await trio.serve_listeners(handler, listeners)
+
+
+@asynccontextmanager
+async def serving(node: Any, bind: str = DEFAULT_BIND) -> AsyncIterator[MetricsAddress]:
+    """:func:`serve` for the duration of an ``async with`` block::
+
+        async with garrison.metrics.serving(node, "127.0.0.1:9464") as where:
+            ...
+    """
+    try:
+        async with trio.open_nursery() as nursery:
+            where: MetricsAddress = await nursery.start(serve, node, bind)
+            try:
+                yield where
+            finally:
+                nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:  # the body's exception, or the server's: as is
+        if len(group.exceptions) == 1 and not isinstance(group.exceptions[0],
+                                                         BaseExceptionGroup):
+            raise group.exceptions[0] from None
+        raise
+
+
+_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed"}
+
+
+async def _handle(stream: trio.SocketStream, *, registry: Any, choose_encoder: Any) -> None:
+    """One HTTP/1.x request, answered and closed."""
+    try:
+        head = b""
+        with trio.move_on_after(_HEAD_TIMEOUT):
+            while b"\r\n\r\n" not in head and len(head) < _MAX_HEAD:
+                chunk = await stream.receive_some(4096)
+                if not chunk:
+                    break
+                head += chunk
+        lines = head.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
+        parts = lines[0].split(" ")
+        headers = {}
+        for line in lines[1:]:
+            key, _, value = line.partition(":")
+            headers[key.strip().lower()] = value.strip()
+        if len(parts) != 3 or not parts[2].startswith("HTTP/"):
+            status, body, ctype = 400, b"bad request\n", "text/plain; charset=utf-8"
+        elif parts[0] not in ("GET", "HEAD"):
+            status, body, ctype = 405, b"only GET\n", "text/plain; charset=utf-8"
+        else:
+            path = parts[1].split("?", 1)[0]
+            if path == "/metrics":
+                encoder, ctype = choose_encoder(headers.get("accept"))
+                status, body = 200, encoder(registry)
+            elif path == "/":
+                status, ctype = 200, "text/html; charset=utf-8"
+                body = b'<html><body><a href="/metrics">garrison metrics</a></body></html>\n'
+            else:
+                status, body, ctype = 404, b"not found: try /metrics\n", \
+                    "text/plain; charset=utf-8"
+        response = (f"HTTP/1.1 {status} {_REASONS[status]}\r\nContent-Type: {ctype}\r\n"
+                    f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
+        if parts[0] != "HEAD":
+            response += body
+        await stream.send_all(response)
+    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+        pass  # the client went away
+    finally:
+        await stream.aclose()

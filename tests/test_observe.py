@@ -1,0 +1,536 @@
+"""Metrics and traces: OpenTelemetry spans captured by the SDK's in-memory exporter,
+the Prometheus collector of a node, and the zero-cost guarantee without the extras."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import observe_app
+import pytest
+import trio
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+import garrison
+from garrison import _observe
+from garrison.actors import Message, Pid
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def spans() -> Iterator[InMemorySpanExporter]:
+    """Tracing on, into an in-memory exporter; off again after the test."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    observe_app.TRACER = provider.get_tracer("test")
+    observe_app.add_one_failures.clear()
+    garrison.tracing.enable(provider)
+    try:
+        yield exporter
+    finally:
+        garrison.tracing.disable()
+
+
+def by_name(exporter: InMemorySpanExporter) -> dict[str, list[ReadableSpan]]:
+    out: dict[str, list[ReadableSpan]] = {}
+    for span in exporter.get_finished_spans():
+        out.setdefault(span.name, []).append(span)
+    return out
+
+
+def parent_id(span: ReadableSpan) -> int | None:
+    return span.parent.span_id if span.parent is not None else None
+
+
+# ------------------------------------------------------------------ traces
+async def test_a_call_chain_process_workflow_process_is_one_trace(
+        spans: InMemorySpanExporter, autojump_clock: Any) -> None:
+    async with garrison.open_node() as node:
+        await node.spawn(observe_app.backend)
+        await trio.sleep(0.1)
+        pid = await node.spawn(observe_app.frontend)
+        assert await node.wait(pid) == 84
+    named = by_name(spans)
+    request, = named["frontend.request"]
+    run, = named["workflow observe_app:middle"]
+    call_mid, = named["call compute"]
+    attempts = named["activity observe_app:add_one"]
+    call_backend, = named["call double"]
+    work, = named["backend.work"]
+    commits = named["store.commit"]
+    chain = [request, run, call_mid, *attempts, call_backend, work, *commits]
+    assert {s.context.trace_id for s in chain} == {request.context.trace_id}
+    # who is whose parent: the workflow adopted the caller's span when it received the
+    # call, so its activity and its own call are children of that call's span, and the
+    # backend's span is a child of the workflow's call
+    assert parent_id(run) == request.context.span_id  # started inside the request
+    assert parent_id(call_mid) == request.context.span_id
+    assert [parent_id(a) for a in attempts] == [call_mid.context.span_id] * 2
+    assert parent_id(call_backend) == call_mid.context.span_id
+    assert parent_id(work) == call_backend.context.span_id
+    # the attributes: workflow id and pid everywhere a workflow acts
+    assert run.attributes is not None and dict(run.attributes) == {
+        "garrison.workflow.id": "mid", "garrison.workflow.name": "observe_app:middle",
+        "garrison.workflow.run_id": run.attributes["garrison.workflow.run_id"],
+        "garrison.pid": "workflows/mid", "garrison.workflow.replays": 0,
+        "garrison.workflow.status": "completed"}
+    first, second = sorted(attempts, key=lambda s: s.start_time or 0)
+    assert first.attributes is not None and second.attributes is not None
+    assert (first.attributes["garrison.activity.attempt"],
+            second.attributes["garrison.activity.attempt"]) == (1, 2)
+    assert first.attributes["garrison.workflow.id"] == "mid"
+    assert first.attributes["garrison.pid"] == "workflows/mid"
+    assert first.status.status_code.name == "ERROR" and first.events[0].name == "exception"
+    assert second.status.status_code.name == "UNSET"
+    assert call_backend.attributes is not None and call_mid.attributes is not None
+    assert call_backend.attributes["garrison.workflow.id"] == "mid"
+    assert str(call_backend.attributes["garrison.call.to"]).startswith("processes/")
+    assert call_mid.attributes["garrison.call.to"] == "workflows/mid"
+    assert call_mid.attributes["garrison.call.topic"] == "compute"
+    assert call_mid.kind.name == "CLIENT"
+    assert all(c.attributes is not None and c.attributes["garrison.workflow.id"] == "mid"
+               and c.attributes["garrison.commit.operations"] >= 1 for c in commits)
+
+
+async def test_spans_opened_in_a_thread_activity_are_children_of_its_attempt(
+        spans: InMemorySpanExporter) -> None:
+    async with garrison.open_node() as node:
+        await node.start_workflow(observe_app.uses_sync_step, 1, id="sync")
+        assert await node.workflow("sync").result() == 2
+    named = by_name(spans)
+    attempt, = named["activity observe_app:sync_step"]
+    work, = named["sync_step.work"]
+    assert parent_id(work) == attempt.context.span_id
+
+
+async def test_a_failed_call_is_an_error_span(spans: InMemorySpanExporter,
+                                              autojump_clock: Any) -> None:
+    async def silent() -> None:
+        await trio.sleep_forever()
+
+    async with garrison.open_node() as node:
+        pid = await node.spawn(silent)
+        with pytest.raises(TimeoutError):
+            await node.call(pid, "hello", timeout="1s")
+    span, = by_name(spans)["call hello"]
+    assert span.status.status_code.name == "ERROR"
+    assert "TimeoutError" in (span.status.description or "")
+
+
+async def test_a_process_takes_the_context_of_the_message_it_handles(
+        spans: InMemorySpanExporter, autojump_clock: Any) -> None:
+    tracer = observe_app.TRACER
+    seen: list[int] = []
+
+    async def handler() -> None:
+        from opentelemetry import trace
+
+        async for _msg in garrison.process.inbox():
+            seen.append(trace.get_current_span().get_span_context().trace_id)
+
+    async with garrison.open_node() as node:
+        pid = await node.spawn(handler)
+        with tracer.start_as_current_span("one") as one:
+            await node.send(pid, "a")
+        await node.send(pid, "b")  # sent outside any span: back to the start context
+        with tracer.start_as_current_span("two") as two:
+            await node.send(pid, "c")
+        await trio.sleep(1)
+    assert seen == [one.get_span_context().trace_id, 0, two.get_span_context().trace_id]
+
+
+async def test_try_receive_takes_the_context_too(spans: InMemorySpanExporter,
+                                                autojump_clock: Any) -> None:
+    tracer = observe_app.TRACER
+
+    async def poller() -> None:
+        await trio.sleep(1)
+        assert garrison.process.inbox().try_receive() is not None
+        with tracer.start_as_current_span("poller.work"):
+            pass
+
+    async with garrison.open_node() as node:
+        pid = await node.spawn(poller)
+        wf = await node.start_workflow(observe_app.try_then_act, id="t")
+        with tracer.start_as_current_span("sender") as sender:
+            await node.send(pid, "go")
+            await node.send(wf, "go", 1)
+        assert await node.workflow("t").result() == 2
+        await node.wait(pid)
+    named = by_name(spans)
+    assert parent_id(named["poller.work"][0]) == sender.get_span_context().span_id
+    assert parent_id(named["activity observe_app:add_one"][0]) == \
+        sender.get_span_context().span_id
+
+
+async def test_a_resumed_workflow_joins_the_traces_it_belongs_to(
+        spans: InMemorySpanExporter, tmp_path: Path, autojump_clock: Any) -> None:
+    tracer = observe_app.TRACER
+    path = tmp_path / "store.db"
+    async with garrison.open_node(store=path) as node:
+        with tracer.start_as_current_span("starter") as starter:
+            await node.start_workflow(observe_app.sleeper, id="s")
+        with tracer.start_as_current_span("sender") as sender:
+            await node.send("workflows/s", "work", 1)  # waits in the durable inbox
+        await trio.sleep(60)  # the workflow sleeps (1h): the node closes meanwhile
+    assert [s.name for s in spans.get_finished_spans()].count("workflow observe_app:sleeper") == 1
+    async with garrison.open_node(store=path) as node:
+        assert await node.workflow("s").result() == 2
+    runs = by_name(spans)["workflow observe_app:sleeper"]
+    assert len(runs) == 2
+    assert {s.context.trace_id for s in runs} == {starter.get_span_context().trace_id}
+    assert {parent_id(s) for s in runs} == {starter.get_span_context().span_id}
+    assert [s.attributes and s.attributes["garrison.workflow.status"] for s in runs] == \
+        ["suspended", "completed"]
+    assert runs[1].attributes is not None and runs[1].attributes["garrison.workflow.replays"] == 1
+    assert [e.name for e in runs[1].events] == ["replayed"]
+    attempt, = by_name(spans)["activity observe_app:add_one"]
+    # the message waited in the store across the restart with its trace context
+    assert attempt.context.trace_id == sender.get_span_context().trace_id
+    assert parent_id(attempt) == sender.get_span_context().span_id
+
+
+async def test_a_replayed_receive_restores_the_context_of_its_message(
+        spans: InMemorySpanExporter, tmp_path: Path, autojump_clock: Any) -> None:
+    tracer = observe_app.TRACER
+    path = tmp_path / "store.db"
+    async with garrison.open_node(store=path) as node:
+        await node.start_workflow(observe_app.receive_then_sleep, id="r")
+        with tracer.start_as_current_span("sender") as sender:
+            await node.send("workflows/r", "work", 1)
+        await trio.sleep(60)  # received (journaled with its trace context), now asleep
+    async with garrison.open_node(store=path) as node:
+        assert await node.workflow("r").result() == 2
+    attempt, = by_name(spans)["activity observe_app:add_one"]
+    assert parent_id(attempt) == sender.get_span_context().span_id
+
+
+def test_a_version_2_store_gets_the_trace_columns(tmp_path: Path) -> None:
+    from garrison.persistence import SQLiteStore, Transaction
+
+    path = tmp_path / "old.db"
+    with SQLiteStore(path) as store:  # made like a store of schema version 2
+        conn = store.db.conn
+        for table in ("inbox", "workflows"):
+            conn.execute(f"ALTER TABLE {table} DROP COLUMN trace")
+        conn.execute("DELETE FROM schema_version WHERE version = 3")
+        conn.execute("INSERT INTO workflows (workflow_id, name, status, input, created, "
+                     "updated) VALUES ('w', 'm:f', 'running', '[]', 1, 1)")
+        conn.execute("INSERT INTO inbox (workflow_id, msg_id, topic, payload, kind, created) "
+                     "VALUES ('w', 'm-1', 't', '1', 'message', 1)")
+    with SQLiteStore(path) as store:
+        assert store.get_workflow("w").trace is None  # type: ignore[union-attr]
+        assert [r.trace for r in store.pending_messages("w")] == [None]
+        store.write(Transaction().deliver("w", "t", 2, msg_id="m-2",
+                                          trace={"traceparent": "00-ab-cd-01"}))
+        assert [r.trace for r in store.pending_messages("w")] == \
+            [None, {"traceparent": "00-ab-cd-01"}]
+
+
+async def test_continue_as_new_gets_a_span_per_run(spans: InMemorySpanExporter,
+                                                   autojump_clock: Any) -> None:
+    async with garrison.open_node() as node:
+        await node.start_workflow(observe_app.counter, 2, id="c")
+        assert await node.workflow("c").result() == 1
+    runs = by_name(spans)["workflow observe_app:counter"]
+    assert [s.attributes and s.attributes["garrison.workflow.status"] for s in runs] == \
+        ["continued", "continued", "completed"]
+    assert len({s.attributes and s.attributes["garrison.workflow.run_id"] for s in runs}) == 3
+
+
+def test_the_trace_context_takes_no_part_in_equality() -> None:
+    plain = Message("t", 1, Pid("processes", "1"), "m-1")
+    traced = Message("t", 1, Pid("processes", "1"), "m-1", trace={"traceparent": "00-x"})
+    assert plain == traced and hash(plain) == hash(traced)
+    assert "traceparent" not in repr(traced)
+
+
+async def test_a_node_turns_tracing_on_when_a_provider_is_set(monkeypatch: Any) -> None:
+    from opentelemetry import trace
+
+    assert not garrison.tracing.enabled()
+    async with garrison.open_node():  # nothing set: the API's proxy provider
+        assert not garrison.tracing.enabled()
+    monkeypatch.setattr(trace, "get_tracer_provider", lambda: TracerProvider())
+    try:
+        async with garrison.open_node():
+            assert garrison.tracing.enabled()
+    finally:
+        garrison.tracing.disable()
+
+
+# ------------------------------------------------------------------ metrics
+async def test_the_collector_reads_the_node(autojump_clock: Any) -> None:
+    from prometheus_client import generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    observe_app.add_one_failures.clear()
+    async with garrison.open_node() as node:
+        registry = garrison.metrics.collect(node)
+        before = _observe.step_seconds.cumulative()[0][-1][1]
+        await node.start_workflow(observe_app.sleeper, id="s")
+        await node.send("workflows/s", "work", 41)
+        assert await node.workflow("s").result() == 42
+        await node.start_workflow(observe_app.counter, 0, id="c")
+        await node.workflow("c").result()
+
+        async def stuck() -> None:
+            await trio.sleep_forever()  # never reads its inbox
+
+        pid = await node.spawn(stuck)
+        await node.send(pid, "x")
+        await node.send(pid, "y")
+        await node.send(Pid("processes", "gone"), "z")
+        text = generate_latest(registry).decode()
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in text_string_to_metric_families(text) for s in family.samples}
+    assert samples[("garrison_workflow_starts_total", (("host", "workflows"),))] == 2
+    assert samples[("garrison_workflow_finishes_total",
+                    (("host", "workflows"), ("status", "completed")))] == 2
+    assert samples[("garrison_workflow_finishes_total",
+                    (("host", "workflows"), ("status", "failed")))] == 0
+    assert samples[("garrison_dead_letters_total", ())] == 1
+    assert samples[("garrison_messages_total", ())] >= 3
+    assert samples[("garrison_inbox_largest", ())] == 2
+    assert samples[("garrison_inbox_queued", ())] == 2
+    assert samples[("garrison_processes", (("host", "processes"),))] == 1
+    assert samples[("garrison_activity_attempt_seconds_count",
+                    (("activity", "observe_app:add_one"), ("outcome", "error")))] >= 1
+    assert samples[("garrison_activity_attempt_seconds_count",
+                    (("activity", "observe_app:add_one"), ("outcome", "ok")))] >= 2
+    assert samples[("garrison_workflow_step_seconds_count", ())] > before
+    assert samples[("garrison_store_commit_batch_size_count", ())] >= 1
+    assert samples[("garrison_store_transactions_total", (("host", "workflows"),))] >= 1
+
+
+async def test_serve_answers_http(autojump_clock: Any) -> None:
+    async with garrison.open_node() as node, \
+            garrison.metrics.serving(node, "127.0.0.1:0") as where:
+        assert where.url == f"http://127.0.0.1:{where.port}/metrics"
+
+        async def get(path: str, method: str = "GET") -> tuple[str, str]:
+            stream = await trio.open_tcp_stream("127.0.0.1", where.port)
+            await stream.send_all(f"{method} {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            data = b""
+            while chunk := await stream.receive_some(65536):
+                data += chunk
+            head, _, body = data.decode().partition("\r\n\r\n")
+            return head.split("\r\n")[0], body
+
+        status, body = await get("/metrics")
+        assert status == "HTTP/1.1 200 OK"
+        assert "# TYPE garrison_processes gauge" in body
+        assert (await get("/nope"))[0] == "HTTP/1.1 404 Not Found"
+        assert (await get("/metrics", "POST"))[0] == "HTTP/1.1 405 Method Not Allowed"
+        assert (await get("/metrics", "HEAD"))[1] == ""
+
+
+async def test_a_taken_address_is_a_clear_error(autojump_clock: Any) -> None:
+    async with garrison.open_node() as node, \
+            garrison.metrics.serving(node, "127.0.0.1:0") as where:
+        with pytest.raises(garrison.metrics.MetricsError,
+                           match=f"cannot serve metrics on 127.0.0.1:{where.port}"):
+            async with garrison.metrics.serving(node, f"127.0.0.1:{where.port}"):
+                pass
+
+
+def test_a_bad_bind_names_the_input() -> None:
+    with pytest.raises(ValueError, match="'nowhere': expected HOST:PORT"):
+        garrison.metrics.parse_bind("nowhere")
+
+
+# ------------------------------------------------------------------ garrison run --metrics
+APP = """\
+version: "1.0"
+namespace: app
+entries:
+  - {name: crash, kind: process.py, source: "obs_cli_app:crash"}
+  - {name: starter, kind: process.py, source: "obs_cli_app:start_workflows"}
+  - name: crasher
+    kind: process.service
+    process: app:crash
+    lifecycle:
+      auto_start: true
+      restart: {initial_delay: 50ms, max_delay: 50ms, jitter: 0}
+  - {name: starts, kind: process.service, process: app:starter, lifecycle: {auto_start: true}}
+"""
+
+CLI_APP = """\
+import garrison
+from garrison import process
+
+async def crash():
+    raise RuntimeError("boom")
+
+async def work(n):
+    return n * 2
+
+async def start_workflows():
+    node = garrison.current_node()
+    for i in range(3):
+        await node.start_workflow(work, i, id=f"w{i}")
+    async for _ in process.inbox():
+        pass
+"""
+
+
+def write_app(where: Path) -> None:
+    (where / "app.yaml").write_text(APP)
+    (where / "obs_cli_app.py").write_text(CLI_APP)
+
+
+def _scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(url, timeout=10) as response:
+        assert response.status == 200
+        assert response.headers["Content-Type"].startswith("text/plain")
+        text = response.read().decode()
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def test_garrison_run_serves_metrics(tmp_path: Path) -> None:
+    import time
+
+    write_app(tmp_path)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "garrison", "run", "app.yaml", "--metrics", "127.0.0.1:0",
+         "--store", "app.db", "--log-level", "ERROR"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith("garrison run: metrics at http://127.0.0.1:"), line
+        url = line.split(" at ", 1)[1].strip()
+        deadline = time.monotonic() + 30
+        while True:
+            samples = _scrape(url)
+            restarts = samples[("garrison_service_restarts_total", (("service", "app:crasher"),))]
+            done = samples[("garrison_workflow_finishes_total",
+                            (("host", "workflows"), ("status", "completed")))]
+            if (restarts >= 2 and done == 3) or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert restarts >= 2
+        assert done == 3
+        assert samples[("garrison_workflow_starts_total", (("host", "workflows"),))] == 3
+        assert samples[("garrison_service_status",
+                        (("service", "app:starts"), ("status", "running")))] == 1
+        assert samples[("garrison_processes", (("host", "processes"),))] >= 2
+        assert samples[("garrison_store_commit_seconds_count", ())] >= 1
+        assert samples[("garrison_workflow_step_seconds_count", ())] >= 3
+    finally:
+        proc.send_signal(2)
+        _out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+
+
+def test_garrison_run_refuses_a_bad_metrics_address(tmp_path: Path) -> None:
+    import socket
+
+    write_app(tmp_path)
+    done = subprocess.run([sys.executable, "-m", "garrison", "run", "app.yaml", "--metrics",
+                           "9464"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "--metrics '9464': expected HOST:PORT" in done.stderr
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run([sys.executable, "-m", "garrison", "run", "app.yaml",
+                               "--metrics", f"127.0.0.1:{port}"], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.endswith(f"garrison run: cannot serve metrics on 127.0.0.1:{port}: "
+                                "Address already in use\n"), done.stderr
+
+
+# ------------------------------------------------------------------ without the extras
+PROGRAM = """\
+import sys, json
+BLOCK = {block!r}
+class Blocker:
+    def find_spec(self, name, path=None, target=None):
+        if BLOCK and name.split(".")[0] in ("opentelemetry", "prometheus_client"):
+            raise ImportError(f"No module named {{name!r}}", name=name)
+        return None
+sys.meta_path.insert(0, Blocker())
+sys.path.insert(0, {tests!r})
+import garrison
+import observe_app
+from garrison import process
+
+async def main():
+    async with garrison.open_node() as node:
+        pid = await node.start_workflow(observe_app.sleeper, id="s")
+        await node.send(pid, "work", 1)
+        result = await node.workflow("s").result()
+        errors = []
+        if BLOCK:
+            try:
+                garrison.metrics.collect(node)
+            except ImportError as exc:
+                errors.append(str(exc))
+            try:
+                garrison.tracing.enable()
+            except ImportError as exc:
+                errors.append(str(exc))
+        return result, errors
+
+import trio
+from trio.testing import MockClock
+result, errors = trio.run(main, clock=MockClock(autojump_threshold=0))
+loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("opentelemetry", "prometheus_client"))
+print(json.dumps({{"result": result, "errors": errors, "loaded": loaded}}))
+"""
+
+
+@pytest.mark.parametrize("block", [True, False], ids=["extras-missing", "extras-unused"])
+def test_nothing_is_imported_without_the_extras(block: bool) -> None:
+    code = PROGRAM.format(block=block, tests=str(ROOT / "tests"))
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert out["result"] == 2
+    assert out["loaded"] == []  # not even imported when installed: nobody asked for them
+    if block:
+        assert out["errors"] == [
+            "metrics need prometheus-client: pip install 'garrison[metrics]' "
+            "(prometheus_client is missing)",
+            "tracing needs OpenTelemetry: pip install 'garrison[otel]' "
+            "(opentelemetry is missing)"]
+    else:
+        assert out["errors"] == []
+
+
+def test_garrison_run_without_prometheus_says_what_to_install(tmp_path: Path) -> None:
+    write_app(tmp_path)
+    (tmp_path / "sitecustomize.py").write_text(textwrap.dedent("""
+        import sys
+        class Blocker:
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] == "prometheus_client":
+                    raise ImportError(f"No module named {name!r}", name=name)
+        sys.meta_path.insert(0, Blocker())
+    """))
+    done = subprocess.run([sys.executable, "-m", "garrison", "run", "app.yaml", "--metrics",
+                           "127.0.0.1:0"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=60, env={**os.environ,
+                                           "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"})
+    assert done.returncode == 2
+    assert "--metrics needs the metrics extra: pip install 'garrison[metrics]'" in done.stderr
