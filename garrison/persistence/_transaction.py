@@ -27,6 +27,7 @@ of the contract every store implements:
 ``SET_STATE``             ``None``
 ``ADD_MONITOR``           ``None``; idempotent
 ``REMOVE_MONITOR``        ``None``
+``TRUNCATE_JOURNAL``      ``None``; removes the workflow's journal records from ``seq`` on
 ========================  ===============================================================
 """
 
@@ -64,6 +65,7 @@ class Op(enum.StrEnum):
     SET_STATE = "set_state"
     ADD_MONITOR = "add_monitor"
     REMOVE_MONITOR = "remove_monitor"
+    TRUNCATE_JOURNAL = "truncate_journal"
 
 
 _UNSET: Any = object()
@@ -273,6 +275,12 @@ class Transaction:
             unix_seconds(time),
         )
         return self._add(workflow_id, Op.APPEND_JOURNAL, params)
+
+    def truncate_journal(self, workflow_id: str, from_seq: int) -> Transaction:
+        """Remove the journal records at ``from_seq`` and after (``retry`` takes back the
+        failing step of a failed workflow so that it runs again). Params:
+        ``(workflow_id, from_seq)``."""
+        return self._add(workflow_id, Op.TRUNCATE_JOURNAL, (workflow_id, int(from_seq)))
 
     # -- inbox -------------------------------------------------------------
 
