@@ -298,9 +298,11 @@ class Transaction:
     ) -> Transaction:
         """Put a message (``kind="message"``) or event (``kind="event"``) in the
         workflow's durable inbox (result: the row id, or ``None`` if a message with
-        this ``msg_id`` was already delivered)."""
-        if kind not in ("message", "event"):
-            raise ValueError(f"invalid inbox kind {kind!r}: expected 'message' or 'event'")
+        this ``msg_id`` was already delivered). ``kind="control"`` is a request to the
+        host that runs the workflow (a tool's ``terminate``), never handed to its code."""
+        if kind not in ("message", "event", "control"):
+            raise ValueError(f"invalid inbox kind {kind!r}: expected 'message', 'event' "
+                             "or 'control'")
         params = (
             workflow_id,
             msg_id if msg_id is not None else uuid.uuid4().hex,
