@@ -92,15 +92,17 @@ class WorkflowHandle:
         await terminate_workflow(self.host, self.workflow_id,
                                  reason or "terminated by WorkflowHandle.terminate()")
 
-    async def retry(self) -> None:
+    async def retry(self) -> str:
         """Resume a ``failed`` or ``blocked`` workflow by replay from its journal: it runs
         from the top with ``workflow.info().attempt`` counted up, its recorded steps
         replay (none runs again) and it continues live after the journal's end; an
         activity whose final error failed the workflow (the journal's last record) runs
-        again. ``ValueError`` for a workflow in any other status."""
+        again. Returns what happens, in words (``"4 journal record(s) replay; activity
+        'app:charge' (seq 5) runs again"``). ``ValueError`` for a workflow in any other
+        status."""
         from .hosts.workflow import retry_workflow
 
-        await retry_workflow(self.host, self.workflow_id)
+        return await retry_workflow(self.host, self.workflow_id)
 
     def state(self, key: str, default: Any = None) -> Any:
         """A value the workflow stored with ``workflow.set_state`` (committed ones)."""
