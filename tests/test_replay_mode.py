@@ -321,3 +321,19 @@ def test_a_replay_stuck_on_a_non_durable_wait_stops_and_says_so() -> None:
     assert result.ok and result.checked == 1
     assert "waits on something no journal record answers" in result.ending
     assert "the 1 later record(s) could not be checked" in result.ending
+
+
+def test_a_read_only_store_refuses_writes_and_an_in_memory_one(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    with SQLiteStore(str(path)) as s:
+        s.write(Transaction().create_workflow("w", "ops_app:order", ["x"]))
+    with SQLiteStore(str(path), readonly=True) as ro:
+        assert ro.get_workflow("w") is not None and not ro.owner and not ro.locked
+        with pytest.raises(garrison.StoreError, match="opened read-only"):
+            ro.write(Transaction().create_workflow("v", "ops_app:order", []))
+        with pytest.raises(garrison.StoreError, match="opened read-only"):
+            trio.run(ro.commit, Transaction().set_state("w", "k", 1))
+    with pytest.raises(ValueError, match="readonly=True needs a store file"):
+        SQLiteStore(readonly=True)
+    with pytest.raises(FileNotFoundError):
+        SQLiteStore(str(tmp_path / "missing.db"), readonly=True)
