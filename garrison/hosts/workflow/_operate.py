@@ -119,6 +119,8 @@ async def terminate_workflow(host: WorkflowHost, wid: str, reason: str) -> bool:
         return True  # the node that holds the store ends it
     refresh(host, wid)
     while (wf := host.active.get(wid)) is not None:  # until it has ended
+        if wf.store_error is not None:
+            raise wf.store_error
         if wf.done.is_set():
             await trio.sleep(0)  # blocked: its end is being written
         else:

@@ -240,7 +240,10 @@ async def end_requested(host: WorkflowHost, wf: WorkflowInstance) -> None:
 
 async def _finish_ended(host: WorkflowHost, wf: WorkflowInstance, error: ErrorInfo) -> None:
     if host.active.get(wf.wid) is wf:
-        await host.finish(wf, WorkflowStatus.FAILED, None, error)
+        try:
+            await host.finish(wf, WorkflowStatus.FAILED, None, error)
+        except StoreError as exc:  # the store failed: it ends on the next node
+            wf._stop_on_store_error(exc)
 
 
 def _request_error(requests: list[Any]) -> ErrorInfo:
