@@ -7,10 +7,15 @@ once step 1 is recorded and the workflow is in its durable 2-second sleep, the p
 sends the child SIGKILL (``kill -9``). A second child opens the same store: the node
 resumes the workflow at once, step 1 is not repeated (its outcome is replayed from
 the journal), only the rest of the sleep is slept, and step 2 and 3 run.
+
+The workflow logs with ``workflow.logger``: the second child runs the workflow's code
+from the top again, but what it logged before the crash is not logged twice (a
+``print`` would be).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -31,8 +36,11 @@ async def step(n: int) -> str:
 
 
 async def three_steps() -> list[str]:
+    workflow.logger.info("workflow started")  # once, though the code runs twice
     done = [await step(1)]
+    workflow.logger.info("step 1 recorded, sleeping")
     await workflow.sleep("2s")  # durable: the deadline is in the journal
+    workflow.logger.info("awake: steps 2 and 3")
     done.append(await step(2))
     done.append(await step(3))
     return done
@@ -72,6 +80,10 @@ def parent() -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--child":
+        logging.basicConfig(level=logging.INFO, stream=sys.stdout,
+                            format=f"[child {os.getpid()}] log: %(message)s")
+        logging.getLogger("garrison").setLevel(logging.WARNING)  # the demo's lines only
+        logging.getLogger("garrison.workflow.user").setLevel(logging.INFO)
         trio.run(child, sys.argv[2])
     else:
         parent()

@@ -9,11 +9,13 @@ with a 48-hour durable timer. While it waits, anyone can read its progress with
 the timer's deadline and the state are in the store.
 
 The demo runs on trio's virtual clock (``MockClock``), so the 48 hours pass in no
-real time; a real application runs ``trio.run(main)``.
+real time; a real application runs ``trio.run(main)``. Its tests, with
+``garrison.testing``: ``examples/test_document_approval.py``.
 """
 
 from __future__ import annotations
 
+import logging
 import sys
 
 import attrs
@@ -56,9 +58,11 @@ async def document_approval(doc: Document, deadline: str = "48h") -> Decision:
     approval = workflow.promise("approval")
     timeout = workflow.timer(deadline)
     workflow.set_state("status", "waiting for review")
+    workflow.logger.info("[%s] waiting up to %s for a review", doc.id, deadline)
     done = await workflow.first(approval, timeout)
     if done is timeout:
         workflow.set_state("status", "timed out")
+        workflow.logger.info("[%s] no review in time", doc.id)
         return Decision("timeout")
     try:
         answer = await approval
@@ -109,5 +113,8 @@ async def main(store: str | None = None) -> list[Decision]:
 
 
 if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="  log: %(message)s")
+    logging.getLogger("garrison").setLevel(logging.ERROR)  # the workflow's own lines only
+    logging.getLogger("garrison.workflow.user").setLevel(logging.INFO)
     trio.run(main, sys.argv[1] if len(sys.argv) > 1 else None,
              clock=trio.testing.MockClock(autojump_threshold=0))

@@ -5,11 +5,13 @@ Run it:  python examples/order_saga.py [STORE.db or postgresql://URL]
 Every step is an activity: journaled, retried by its policy, never re-run after its
 outcome was recorded. A step that fails for good reaches the workflow as
 ``garrison.ActivityError`` (the same on a replay after a crash), so the ``except``
-branch that compensates is taken again, identically, after a restart.
+branch that compensates is taken again, identically, after a restart. The workflow
+logs with ``workflow.logger`` (not ``print``): a replay does not log again.
 """
 
 from __future__ import annotations
 
+import logging
 import sys
 
 import attrs
@@ -91,6 +93,7 @@ async def order_workflow(order: Order) -> Outcome:
         workflow.attrs(search={"status": "shipping"})
         tracking = await ship_order(order)
     except garrison.ActivityError as exc:
+        workflow.logger.warning("order %s: %s failed (%s), compensating", order.id, step, exc)
         done = []
         for undo, arg, name in compensations:  # most recent first
             await undo(arg)  # type: ignore[operator]
@@ -123,4 +126,7 @@ async def main(store: str | None = None) -> list[Outcome]:
 
 
 if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="  log: %(message)s")
+    logging.getLogger("garrison").setLevel(logging.ERROR)  # the workflow's own lines only
+    logging.getLogger("garrison.workflow.user").setLevel(logging.INFO)
     trio.run(main, sys.argv[1] if len(sys.argv) > 1 else None)

@@ -2,25 +2,31 @@
 
 ``DB`` is a SQLite file or a ``postgresql://`` URL. Works whether or not a node runs
 on the store: the store is opened without its lock, reads see committed state, and
-writes (signal, resolve, reject, cancel) commit at once; a running node picks them up
-immediately, a stopped one on its next start.
+writes (signal, resolve, reject, cancel, start, terminate, retry) commit at once; a
+running node picks them up immediately, a stopped one on its next start. ``replay``
+and ``export`` open the store read-only: its file is never changed (they may run on a
+copy of a production store).
 
 Exit codes: 0 done; 1 the workflow or promise is not there, or refuses the
-request (finished, already resolved); 2 bad arguments or a store that cannot be
-used (missing, damaged, not a garrison store, newer schema, refused by the
-system), always as one line on stderr; 141 (128 + SIGPIPE) when the reader of
-stdout went away (``... | head``), quietly, as other Unix tools do.
+request (finished, already resolved), or a replayed workflow differs from its
+journal; 2 bad arguments or a store that cannot be used (missing, damaged, not a
+garrison store, newer schema, refused by the system), always as one line on stderr;
+141 (128 + SIGPIPE) when the reader of stdout went away (``... | head``), quietly,
+as other Unix tools do.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import json
 import os
 import signal
 import sqlite3
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from . import _store_tools as tools
@@ -72,7 +78,46 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
 
     can = cmds.add_parser("cancel", help="ask a workflow to cancel")
     can.add_argument("id")
-    for p in (sig, res, rej, can):
+
+    st = cmds.add_parser(
+        "start", help="start a workflow (the node holding the store runs it at once, "
+                      "else the next node that opens the store)")
+    st.add_argument("target", help="the workflow function, module:function (importable "
+                                   "from the current directory)")
+    st.add_argument("args", nargs="?", default="[]",
+                    help="its arguments, a JSON array (default [])")
+    st.add_argument("--id", help="the workflow id (default: a fresh one); an id that "
+                                 "exists is left as it is")
+
+    term = cmds.add_parser(
+        "terminate", help="end a workflow at once as failed (Terminated), without its "
+                          "cancellation handlers")
+    term.add_argument("id")
+    term.add_argument("--reason", default="terminated by garrison workflows terminate",
+                      help="the message of its Terminated error")
+
+    ret = cmds.add_parser(
+        "retry", help="resume a failed or blocked workflow by replay from its journal")
+    ret.add_argument("id")
+
+    rp = cmds.add_parser(
+        "replay", help="replay workflows' journals against the code installed now, with "
+                       "no effects; exit 1 if any differs")
+    rp.add_argument("--id", action="append", default=[], dest="ids", metavar="ID",
+                    help="only these workflows (repeat)")
+    rp.add_argument("--status", action="append", default=[],
+                    help="only these statuses (repeat or comma-separate; default: every "
+                         "unfinished workflow)")
+    rp.add_argument("--all", action="store_true", help="every workflow, finished ones too")
+    rp.add_argument("--module", action="append", default=[], metavar="PATH",
+                    help="where the workflow code is: a folder to import from, or a module "
+                         "(dotted name or file.py) to import first (repeat; the current "
+                         "directory is always importable)")
+
+    exp = cmds.add_parser("export", help="print a workflow's history (row and journal) as "
+                                         "JSON, for garrison.testing.replay")
+    exp.add_argument("id")
+    for p in (sig, res, rej, can, st, term, ret, rp):
         p.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
     wf.set_defaults(func=cmd_workflows)
 
@@ -101,7 +146,7 @@ def cmd_workflows(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> None:
     from .persistence._file import store_error
 
-    store = tools.open_store(args.store)
+    store = tools.open_store(args.store, readonly=args.wf_command in _READ_ONLY)
     try:
         _COMMANDS[args.wf_command](store, args)
     except NoSuchWorkflow as exc:  # removed between our read and our write
@@ -214,8 +259,129 @@ def _cancel(store: Any, args: argparse.Namespace) -> None:
           f"cancel requested for {args.id!r}")
 
 
+def _start(store: Any, args: argparse.Namespace) -> None:
+    values = json_arg(args.args, "arguments")
+    if not isinstance(values, list):
+        raise _Fail(f"the arguments must be a JSON array (e.g. '[\"order-17\", 3]'), got "
+                    f"{args.args!r}", 2)
+    _importable([])
+    wid, created = tools.start(store, args.target, values, args.id)
+    _done(args, {"workflow_id": wid, "created": created},
+          f"workflow {wid!r} started ({args.target})" if created else
+          f"workflow {wid!r} exists already: left as it is")
+
+
+def _terminate(store: Any, args: argparse.Namespace) -> None:
+    ended = tools.terminate(store, args.id, args.reason)
+    error = {"type": "Terminated", "message": args.reason}
+    if ended:
+        _done(args, {"workflow_id": args.id, "status": "failed", "error": error},
+              f"workflow {args.id!r} terminated (failed: Terminated: {args.reason})")
+    else:
+        _done(args, {"workflow_id": args.id, "status": "terminate requested", "error": error},
+              f"workflow {args.id!r}: terminate requested; the node holding the store has "
+              "not ended it yet (it ends it before running anything more)")
+
+
+def _retry(store: Any, args: argparse.Namespace) -> None:
+    note = tools.retry(store, args.id)
+    _done(args, {"workflow_id": args.id, "status": "pending", "retry": note},
+          f"workflow {args.id!r} retried: {note}")
+
+
+def _export(store: Any, args: argparse.Namespace) -> None:
+    from .hosts.workflow import History
+
+    rec = tools.get(store, args.id)
+    print(json.dumps(History.from_store(store, rec.workflow_id).to_json(), indent=2,
+                     default=str))
+
+
+def _replay(store: Any, args: argparse.Namespace) -> None:
+    import trio
+
+    from .hosts.workflow import History, replay_history
+    from .persistence import FINAL_STATUSES, WorkflowStatus
+
+    _importable(args.module)
+    if args.ids:
+        ids = [tools.get(store, wid).workflow_id for wid in args.ids]
+    else:
+        statuses = [s.strip() for arg in args.status for s in arg.split(",") if s.strip()]
+        known = [s.value for s in WorkflowStatus]
+        for status in statuses:
+            if status not in known:
+                raise _Fail(f"--status {status!r} is not a workflow status: expected one of "
+                            f"{', '.join(known)}", 2)
+        if not statuses and not args.all:
+            statuses = [s.value for s in WorkflowStatus if s not in FINAL_STATUSES]
+        ids = [r.workflow_id for r in store.list_workflows(statuses or None)]
+
+    async def replay_all() -> list[Any]:
+        return [await replay_history(History.from_store(store, wid)) for wid in ids]
+
+    results = trio.run(replay_all)
+    differ = [r for r in results if not r.ok]
+    if args.json:
+        _print_json([_replayed(r) for r in results])
+    else:
+        width = max((len(r.workflow_id) for r in results), default=0)
+        for r in results:
+            print(f"{r.workflow_id.ljust(width)}  {r}")
+        print(f"{len(results)} workflow(s) replayed: {len(results) - len(differ)} ok, "
+              f"{len(differ)} differ")
+    if differ:
+        raise _Fail(f"{len(differ)} of {len(results)} workflow(s) differ from their "
+                    f"journal: {', '.join(r.workflow_id for r in differ)}")
+
+
+def _replayed(result: Any) -> dict[str, Any]:
+    err = result.error
+    return {"workflow_id": result.workflow_id, "name": result.name, "status": result.status,
+            "ok": result.ok, "records": result.records, "checked": result.checked,
+            "ending": result.ending,
+            "error": None if err is None else {"message": str(err), "seq": err.seq,
+                                               "recorded": err.recorded,
+                                               "current": err.current}}
+
+
+def _importable(modules: Sequence[str]) -> None:
+    """Make the application's code importable: the current directory, then each of
+    ``modules`` (a folder to import from, or a module to import: a dotted name or a
+    file.py, whose folder is added)."""
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+    for spec in modules:
+        path = Path(spec)
+        if path.is_dir():
+            sys.path.insert(0, str(path.resolve()))
+            continue
+        try:
+            if spec.endswith(".py"):
+                if not path.is_file():
+                    raise _Fail(f"--module {spec!r}: no such file", 2)
+                sys.path.insert(0, str(path.resolve().parent))
+                module_spec = importlib.util.spec_from_file_location(path.stem, path)
+                assert module_spec is not None and module_spec.loader is not None
+                module = importlib.util.module_from_spec(module_spec)
+                sys.modules[path.stem] = module
+                module_spec.loader.exec_module(module)
+            else:
+                importlib.import_module(spec)
+        except _Fail:
+            raise
+        except Exception as exc:
+            raise _Fail(f"--module {spec!r}: cannot import it: {type(exc).__name__}: {exc}",
+                        2) from None
+
+
+#: commands that only read: the store is opened read-only (its file never changes)
+_READ_ONLY = frozenset({"replay", "export"})
+
 _COMMANDS = {"list": _list, "show": _show, "history": _history, "signal": _signal,
-             "resolve": _resolve, "reject": _reject, "cancel": _cancel}
+             "resolve": _resolve, "reject": _reject, "cancel": _cancel, "start": _start,
+             "terminate": _terminate, "retry": _retry, "replay": _replay, "export": _export}
 
 
 # ------------------------------------------------------------------ helpers

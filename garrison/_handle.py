@@ -82,6 +82,28 @@ class WorkflowHandle:
             self.host.status(self.workflow_id)  # NoSuchWorkflow for an unknown id
         await trio.lowlevel.checkpoint()
 
+    async def terminate(self, reason: str | None = None) -> None:
+        """End the workflow at once, without running its cancellation handlers (unlike
+        :meth:`cancel`): it ends ``failed`` with the error ``Terminated: <reason>``, its
+        ``EXIT`` reaches its watchers, its unfinished child workflows are terminated
+        with it. Returns once it has ended; nothing happens to a finished workflow."""
+        from .hosts.workflow import terminate_workflow
+
+        await terminate_workflow(self.host, self.workflow_id,
+                                 reason or "terminated by WorkflowHandle.terminate()")
+
+    async def retry(self) -> str:
+        """Resume a ``failed`` or ``blocked`` workflow by replay from its journal: it runs
+        from the top with ``workflow.info().attempt`` counted up, its recorded steps
+        replay (none runs again) and it continues live after the journal's end; an
+        activity whose final error failed the workflow (the journal's last record) runs
+        again. Returns what happens, in words (``"4 journal record(s) replay; activity
+        'app:charge' (seq 5) runs again"``). ``ValueError`` for a workflow in any other
+        status."""
+        from .hosts.workflow import retry_workflow
+
+        return await retry_workflow(self.host, self.workflow_id)
+
     def state(self, key: str, default: Any = None) -> Any:
         """A value the workflow stored with ``workflow.set_state`` (committed ones)."""
         return self.host.store.get_state(self.workflow_id, key, default)

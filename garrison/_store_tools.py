@@ -1,16 +1,21 @@
 """Tools on a workflow store, shared by ``garrison workflows`` and the web console.
 
 A tool opens the store without its lock (``lock=False``): it reads committed state,
-and its writes (a signal, a promise resolved or rejected, a cancel request) commit at
-once and leave a wakeup that the node holding the store picks up immediately (a
-stopped node on its next start). Every refusal is a :class:`ToolError` carrying a
-one-line message and the exit status the command line uses for it.
+and its writes (a signal, a promise resolved or rejected, a cancel request, a start,
+a termination, a retry) commit at once and leave a wakeup that the node holding the
+store picks up immediately (a stopped node on its next start). Every refusal is a
+:class:`ToolError` carrying a one-line message and the exit status the command line
+uses for it. ``replay`` and ``export`` open the store read-only (``readonly=True``):
+they never change its file.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import fcntl
 import json
+import os
+import time
 import uuid
 from typing import Any
 
@@ -25,12 +30,16 @@ __all__ = [
     "get",
     "json_arg",
     "key_value",
+    "node_holds",
     "open_store",
     "record_json",
     "refuse_final",
     "reject",
     "resolve",
+    "retry",
     "signal",
+    "start",
+    "terminate",
     "when",
 ]
 
@@ -47,13 +56,17 @@ class ToolError(Exception):
         self.code = code
 
 
-def open_store(path: str) -> Any:
+def open_store(path: str, *, readonly: bool = False) -> Any:
     """The store at ``path`` (a SQLite file or a ``postgresql://`` URL), opened as a
-    tool (``lock=False``): a missing file, a damaged one, an unreachable server or one
-    of another schema version is a :class:`ToolError` (code 2)."""
+    tool (``lock=False``; ``readonly``: a SQLite file opened read-only): a missing file,
+    a damaged one, an unreachable server or one of another schema version is a
+    :class:`ToolError` (code 2)."""
+    from .persistence import SQLiteStore
     from .persistence import open_store as open_any
 
     try:
+        if readonly and not path.startswith(("postgresql://", "postgres://")):
+            return SQLiteStore(path, lock=False, readonly=True)
         return open_any(path, lock=False)
     except FileNotFoundError:
         raise ToolError(f"no workflow store at {path!r}", 2) from None
@@ -130,6 +143,102 @@ def cancel(store: Any, workflow_id: str) -> None:
     rec = get(store, workflow_id)
     refuse_final(rec, "cancel")
     store.request_cancel(rec.workflow_id)
+
+
+def start(store: Any, target: str, args: list[Any], workflow_id: str | None = None
+          ) -> tuple[str, bool]:
+    """Create the workflow ``target(*args)`` (``module:function``, imported here to check
+    it and its arguments), ``pending`` until a node runs it: the node holding the store
+    at once, else the next one. ``(workflow id, created)``; ``created`` is False when a
+    workflow with that id exists (it is left as it is, as ``start_workflow`` does)."""
+    from ._targets import import_target, target_name
+    from .hosts.workflow._codec import restore_args
+    from .hosts.workflow._host import check_workflow_id
+    from .persistence import Transaction
+
+    if ":" not in target:
+        raise ToolError(f"TARGET {target!r} must name the workflow function as "
+                        "module:function (e.g. app.orders:order_workflow)", 2)
+    try:
+        fn = import_target(target)
+    except Exception as exc:
+        raise ToolError(f"cannot import {target!r}: {type(exc).__name__}: {exc} (run the "
+                        "command where the application's code is importable)", 2) from None
+    if getattr(fn, "__garrison_activity__", None) is not None:
+        raise ToolError(f"{target!r} is an activity, not a workflow function", 2)
+    try:
+        name = target_name(fn)
+        wid = uuid.uuid4().hex if workflow_id is None else check_workflow_id(workflow_id)
+        restore_args(fn, args, f"workflow {name}")  # typed arguments: checked now
+        tx = Transaction().create_workflow(wid, name, args, status="pending")
+    except (TypeError, ValueError, GarrisonError) as exc:
+        raise ToolError(str(exc), 2) from None
+    created = bool(store.write(tx)[0])
+    return wid, created
+
+
+def terminate(store: Any, workflow_id: str, reason: str, *, wait: float = 5.0) -> bool:
+    """End the workflow as ``failed`` with ``Terminated: <reason>`` (its unfinished
+    children too), without its cancellation handlers. A node holding the store ends it
+    (asked through its inbox; this waits up to ``wait`` seconds to see it ended); with
+    no node, it is ended in the store at once. True once it has ended; False when a
+    node was asked but has not ended it within ``wait``."""
+    from .hosts.workflow import request_transaction, terminate_transaction, terminated
+
+    rec = get(store, workflow_id)
+    refuse_final(rec, "terminate")
+    error = terminated(reason)
+    if not node_holds(store):
+        store.write(terminate_transaction(store, rec, error))
+        return True
+    store.write(request_transaction(rec.workflow_id, error))
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        now = store.get_workflow(rec.workflow_id)
+        if now is None or str(now.status) in FINAL:
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def node_holds(store: Any) -> bool:
+    """Whether a node holds the store (its lock is taken). Unknown counts as held: the
+    caller then asks the node instead of acting in its place."""
+    path = getattr(store, "path", None)
+    if path is None:
+        return True
+    name = os.path.realpath(path) + ".lock"
+    try:
+        fd = os.open(name, os.O_RDWR)
+    except FileNotFoundError:
+        return False  # no node ever opened it here
+    except OSError:
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return True
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
+
+
+def retry(store: Any, workflow_id: str) -> str:
+    """Resume a failed or blocked workflow by replay from its journal (see
+    ``garrison.hosts.workflow._operate``); what happens, in words."""
+    from .hosts.workflow import retry_transaction
+
+    rec = get(store, workflow_id)
+    try:
+        tx, note = retry_transaction(store, rec)
+    except ValueError as exc:
+        raise ToolError(str(exc)) from None
+    store.write(tx)
+    return note
 
 
 # ------------------------------------------------------------------ JSON forms

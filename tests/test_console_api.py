@@ -11,6 +11,7 @@ from typing import Any
 
 import console_app
 import httpx
+import ops_app
 import pytest
 import trio
 
@@ -67,8 +68,8 @@ async def test_list_detail_and_capabilities_on_a_store(seeded: str) -> None:
     store = _store_tools.open_store(seeded)
     async with client(make_app(StoreBackend(store))) as c:
         caps = (await c.get("/api/capabilities")).json()
-        assert caps["live"] is False and caps["retry"] is False
-        assert "not available" in caps["retry_note"]
+        assert caps["live"] is False and caps["retry"] is True
+        assert caps["actions"] == ["signal", "resolve", "reject", "cancel", "retry"]
         assert "waiting" in caps["statuses"]
 
         page = (await c.get("/api/workflows")).json()
@@ -105,7 +106,7 @@ async def test_list_detail_and_capabilities_on_a_store(seeded: str) -> None:
         assert error["type"] == "RuntimeError" and error["message"] == "<script>alert(1)</script>"
         assert "Traceback (most recent call last)" in error["traceback"]
         assert failed["actions"] == {"signal": False, "cancel": False, "resolve": [],
-                                     "retry": False}
+                                     "retry": True}
 
         missing = await c.get("/api/workflows/nope")
         assert missing.status_code == 404 and "no workflow 'nope'" in missing.json()["error"]
@@ -159,7 +160,25 @@ async def test_actions_on_a_store_wake_the_node_that_holds_it(
                              headers={"X-Garrison-CSRF": c.cookies["garrison_csrf"]})
             assert r.status_code == 400 and "JSON object" in r.json()["error"]
             r = await post(c, "/api/workflows/g-2/retry")
-            assert r.status_code == 501 and "retry" in r.json()["error"]
+            assert r.status_code == 409 and "cannot retry workflow 'g-2': it is completed" \
+                in r.json()["error"]
+            assert (await post(c, "/api/workflows/missing/retry")).status_code == 404
+
+            # retry: the service is back; the node that holds the store runs it again
+            ops_app.FAILS["lamp"] = 2
+            await node.start_workflow(ops_app.order, "lamp", id="o-1")
+            with pytest.raises(garrison.WorkflowFailed):
+                await node.workflow("o-1").result()
+            detail = (await c.get("/api/workflows/o-1")).json()
+            assert detail["actions"]["retry"] is True
+            r = await post(c, "/api/workflows/o-1/retry")
+            assert r.status_code == 200, r.text
+            assert r.json() == {"ok": True, "workflow_id": "o-1", "retry": (
+                "1 journal record(s) replay; activity 'ops_app:charge' (seq 2) runs again")}
+            await until(lambda: node.workflow("o-1").status() == "waiting")
+            await node.workflow("o-1").signal("ship")
+            assert await node.workflow("o-1").result() == "res-lamp pay-lamp ship"
+            assert store.get_workflow("o-1").attempt == 2
         store.close()
 
 
@@ -201,6 +220,19 @@ async def test_attached_to_a_node_live_statuses_actions_and_processes(
                 await node.workflow("g-5").result()
             r = await post(c, "/api/workflows/g-5/promises/go/resolve", {"value": 1})
             assert r.status_code == 409 and "cancelled" in r.json()["error"]
+
+            r = await post(c, "/api/workflows/l-3/retry")  # completed
+            assert r.status_code == 409 and "only a failed or blocked" in r.json()["error"]
+            ops_app.FAILS["cup"] = 2
+            await node.start_workflow(ops_app.order, "cup", id="o-2")
+            with pytest.raises(garrison.WorkflowFailed):
+                await node.workflow("o-2").result()
+            r = await post(c, "/api/workflows/o-2/retry")
+            assert r.status_code == 200 and "runs again" in r.json()["retry"]
+            assert node.workflow("o-2").status() != "failed"
+            await until(lambda: node.workflow("o-2").status() == "waiting")
+            await node.workflow("o-2").signal("ship")
+            assert await node.workflow("o-2").result() == "res-cup pay-cup ship"
 
             view = (await c.get("/api/node")).json()
             assert view["stats"]["processes"] == 2  # the service manager and app:worker

@@ -104,12 +104,25 @@ def test_follow_and_act_on_a_workflow_in_the_browser(tmp_path: Path) -> None:
                ).to_have_count(1)
         expect(page.locator("#children a")).to_have_count(1)
         expect(page.locator("#signal-form")).to_be_hidden()
-        expect(page.locator("#retry-button")).to_be_hidden()  # not available yet
+        expect(page.locator("#retry-button")).to_be_hidden()  # completed: nothing to retry
 
         # the node: services with restart counts, the supervision tree
         page.click("header nav a:text('Node')")
         expect(page.locator("tr[data-service='app:pulse'] .restarts")).to_have_text("1")
         expect(page.locator("#tree")).to_contain_text("ledger")
+
+        # the failed report: retried by replay (its receipts are still missing, so the
+        # check runs again and fails again, now in attempt 2)
+        page.goto(ui.url.rstrip("/") + "/workflows/exp-1003")
+        expect(page.locator("#wf-status")).to_have_text("failed")
+        page.click("#retry-button")
+        expect(page.locator("#confirm-text")).to_contain_text("Retry workflow exp-1003")
+        page.click("#confirm-yes")
+        expect(page.locator("#toast")).to_contain_text(
+            "retry started: 0 journal record(s) replay; activity "
+            "'expenses:check_receipts' (seq 1) runs again")
+        expect(page.locator("#wf-facts dt:text-is('attempt') + dd")).to_have_text("2")
+        expect(page.locator("#wf-status")).to_have_text("failed")
         browser.close()
         assert errors == [] and dialogs == []
     assert ui.proc.returncode == 0, "".join(ui.stdout)

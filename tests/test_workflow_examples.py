@@ -24,6 +24,8 @@ def test_order_saga_compensates_in_reverse() -> None:
     assert "compensated=['refund_payment', 'release_inventory']" in out
     assert out.index("refund pay-o-3") < out.index("release res-o-3")
     assert "ship_failed: ['order-o-3']" in out
+    assert out.count("log: order o-3: ship failed (ValueError: cannot ship to ''), "
+                     "compensating") == 1
 
 
 def test_order_saga_on_a_durable_store(store_spec: str) -> None:
@@ -32,6 +34,7 @@ def test_order_saga_on_a_durable_store(store_spec: str) -> None:
     # a second run finds the finished workflows (idempotent start) and runs nothing again
     again = run_example("order_saga.py", store_spec)
     assert "compensate:" not in again and "TRACK-o-1" in again
+    assert "log:" not in again
 
 
 def test_approval_waits_for_its_message() -> None:
@@ -48,6 +51,12 @@ def test_crash_demo_survives_kill_9() -> None:
     assert out.count("step 1 runs") == 1
     assert "result: ['step 1 done', 'step 2 done', 'step 3 done']" in out
     assert "survived kill -9" in out
+    # the resumed child ran the workflow's code from the top: what it logged before the
+    # crash is not logged again
+    assert out.count("log: workflow started") == 1
+    resumed = out[out.index("[parent] killed"):]
+    assert "log: workflow started" not in resumed and "log: step 1 recorded" not in resumed
+    assert resumed.count("log: awake: steps 2 and 3") == 1
 
 
 def test_document_approval_promise_state_and_48h_timeout() -> None:
@@ -57,6 +66,19 @@ def test_document_approval_promise_state_and_48h_timeout() -> None:
     assert "Decision(status='rejected', approver='', comments='needs numbers')" in out
     assert ("Decision(status='timeout', approver='', comments='') after 48 hours "
             "(virtual time); state(status) = 'timed out'") in out
+    assert out.count("log: [doc-3] waiting up to 48h for a review") == 1
+    assert out.index("log: [doc-3] no review in time") < out.index("[doc-3] Decision")
+
+
+def test_the_example_tests_use_the_testing_kit() -> None:
+    """examples/test_document_approval.py: tests a user writes with garrison.testing
+    (the garrison_env fixture, mocked activities, a 48-hour deadline skipped, a golden
+    history replayed)."""
+    done = subprocess.run([sys.executable, "-m", "pytest", "-o", "addopts=", "-q",
+                           "-p", "no:cacheprovider", "examples/test_document_approval.py"],
+                          cwd=ROOT, text=True, capture_output=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "4 passed" in done.stdout
 
 
 def test_document_approval_on_a_durable_store(store_spec: str) -> None:

@@ -145,8 +145,10 @@ def make_app(backend: Backend, *, token: str | None = None, loopback: bool = Tru
         return JSONResponse({"ok": True, "workflow_id": wid, "cancel_requested": True})
 
     async def api_retry(request: Request) -> Response:
-        backend.record(request.path_params["wid"])  # 404 first for an unknown id
-        raise ApiError(501, backend.capabilities()["retry_note"])
+        wid = request.path_params["wid"]
+        await _body(request)
+        note = await backend.retry(wid)
+        return JSONResponse({"ok": True, "workflow_id": wid, "retry": note})
 
     async def api_node(request: Request) -> Response:
         return JSONResponse(backend.node_view())

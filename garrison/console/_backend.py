@@ -35,8 +35,8 @@ JOURNAL_SHOWN = 2000
 PROCESSES_SHOWN = 2000
 #: the children of one workflow listed at most
 CHILDREN_SHOWN = 500
-RETRY_NOTE = ("retry (resuming a failed or blocked workflow by replay from its journal) "
-              "is not available yet in this version of garrison")
+#: the statuses a workflow can be retried from (resumed by replay from its journal)
+RETRYABLE = ("failed", "blocked")
 
 
 class ApiError(Exception):
@@ -108,9 +108,8 @@ class Backend:
             "live": self.live,
             "store": self.store.path,
             "statuses": [s.value for s in WorkflowStatus],
-            "actions": ["signal", "resolve", "reject", "cancel"],
-            "retry": False,
-            "retry_note": RETRY_NOTE,
+            "actions": ["signal", "resolve", "reject", "cancel", "retry"],
+            "retry": True,
         }
 
     # -- the list ----------------------------------------------------------------------
@@ -207,7 +206,7 @@ class Backend:
                 "cancel": not final and not rec.cancel_requested,
                 "resolve": [] if final else
                 [p.name for p in promises if str(p.status) == "pending"],
-                "retry": False,
+                "retry": status in RETRYABLE,
             },
         }
 
@@ -251,6 +250,18 @@ class Backend:
         """Ask the workflow to cancel."""
         raise NotImplementedError
 
+    async def retry(self, workflow_id: str) -> str:
+        """Resume a failed or blocked workflow by replay from its journal; what happens,
+        in words."""
+        raise NotImplementedError
+
+    def _retryable(self, workflow_id: str) -> None:
+        rec = self.record(workflow_id)
+        status = self.status_of(rec)
+        if status not in RETRYABLE:
+            raise ApiError(409, f"cannot retry workflow {workflow_id!r}: it is {status} (only "
+                                "a failed or blocked workflow can be retried)")
+
     def node_view(self) -> dict[str, Any]:
         """Live processes, services and the supervision tree (``GET /api/node``)."""
         raise ApiError(404, "the console is not attached to a running node (start it with "
@@ -288,6 +299,12 @@ class StoreBackend(Backend):
         self._acting_on(workflow_id, "cancel")
         self._tool(tools.cancel, workflow_id)
         await trio.lowlevel.checkpoint()
+
+    async def retry(self, workflow_id: str) -> str:
+        self._retryable(workflow_id)
+        note: str = self._tool(tools.retry, workflow_id)
+        await trio.lowlevel.checkpoint()
+        return note
 
     def _tool(self, fn: Any, *args: Any) -> Any:
         try:
@@ -336,6 +353,14 @@ class NodeBackend(Backend):
     async def cancel(self, workflow_id: str) -> None:
         self._acting_on(workflow_id, "cancel")
         await self.node.workflow(workflow_id, host=self.host).cancel()
+
+    async def retry(self, workflow_id: str) -> str:
+        self._retryable(workflow_id)
+        try:
+            note: str = await self.node.workflow(workflow_id, host=self.host).retry()
+            return note
+        except ValueError as exc:  # its status changed meanwhile
+            raise ApiError(409, str(exc)) from None
 
     def node_view(self) -> dict[str, Any]:
         node = self.node

@@ -225,6 +225,7 @@ _OP_SQL: dict[str, tuple[str, int]] = {
     "delete_state": ("DELETE FROM {s}.state WHERE workflow_id = $1", 1),
     "delete_monitors": ("DELETE FROM {s}.monitors WHERE workflow_id = $1", 1),
     "delete_workflow": ("DELETE FROM {s}.workflows WHERE workflow_id = $1", 1),
+    "truncate_journal": ("DELETE FROM {s}.journal WHERE workflow_id = $1 AND seq >= $2", 2),
     "append_journal": (
         "INSERT INTO {s}.journal (workflow_id, seq, kind, name, outcome, attempts, time) "
         "VALUES ($1, $2, $3, $4, $5, $6, $7)", 7),

@@ -33,6 +33,7 @@ import contextlib
 import fcntl
 import json
 import os
+import pathlib
 import shutil
 import sqlite3
 import tempfile
@@ -215,6 +216,7 @@ _OPS: dict[Op, Callable[[sqlite3.Connection, tuple[Any, ...]], Any]] = {
         "INSERT OR IGNORE INTO monitors (workflow_id, watcher, created) VALUES (?, ?, ?)"
     ),
     Op.REMOVE_MONITOR: _statement("DELETE FROM monitors WHERE workflow_id = ? AND watcher = ?"),
+    Op.TRUNCATE_JOURNAL: _statement("DELETE FROM journal WHERE workflow_id = ? AND seq >= ?"),
 }
 assert set(_OPS) == set(Op), "every operation has its SQL"
 
@@ -256,6 +258,13 @@ class SQLiteStore:
     store is open, :meth:`check_file` tells whether the file is still the one
     opened.
 
+    ``readonly=True`` (implies ``lock=False``) opens the file read-only (SQLite's
+    ``mode=ro``): nothing can be written through the store (a write raises
+    :class:`~garrison.StoreError`) and the database file is never modified, also when
+    its ``-wal`` holds transactions not yet copied into it (a read-only connection
+    never checkpoints). ``garrison workflows replay`` and ``export`` open stores this
+    way, so they may run on a copy of a production store, or beside its node.
+
     Use as a context manager or call :meth:`close`.
     """
 
@@ -265,6 +274,7 @@ class SQLiteStore:
         *,
         synchronous: str = "normal",
         lock: bool = True,
+        readonly: bool = False,
         busy_timeout: float = 5.0,
         mode: int = _file.DEFAULT_MODE,
         busy_retry: float = 60.0,
@@ -274,6 +284,8 @@ class SQLiteStore:
                 f"invalid synchronous mode {synchronous!r}: expected 'normal' "
                 "(survives a killed process) or 'full' (also survives power loss)"
             )
+        if readonly and path is None:
+            raise ValueError("readonly=True needs a store file (an in-memory store starts empty)")
         self.synchronous = synchronous.lower()
         #: the mode new files of this store are created with
         self.mode = _file.check_mode(mode)
@@ -295,7 +307,11 @@ class SQLiteStore:
             self.path = os.fspath(path)
             file = self.path
             pragma_sync = _SYNCHRONOUS[self.synchronous]
-            self._notify_node = not lock
+            self._notify_node = not lock or readonly
+        #: opened read-only: every write raises StoreError, the file is never modified
+        self.readonly = bool(readonly)
+        if readonly:
+            lock = False
         self._file = file
         conns: list[sqlite3.Connection] = []
         try:
@@ -310,12 +326,12 @@ class SQLiteStore:
                         file, self.path, self.mode,
                         lambda new: self._build(new, pragma_sync, busy_timeout),
                     )  # fmt: skip
-                self._conn = self._connect(file, busy_timeout)
+                self._conn = self._connect(file, busy_timeout, self.readonly)
                 conns.append(self._conn)
                 #: the sqlite-utils view of the writer connection (schema work)
                 self.db = sqlite_utils.Database(self._conn)
                 self._prepare(self.db, pragma_sync)
-                self._reader = self._connect(file, busy_timeout)
+                self._reader = self._connect(file, busy_timeout, self.readonly)
                 conns.append(self._reader)
                 self._identity = _file.identity(file, self.path)
             except sqlite3.Error as exc:
@@ -354,6 +370,10 @@ class SQLiteStore:
         WAL mode, the synchronous level, migrations and the check of every table."""
         check_garrison(db, self.path)
         conn = db.conn
+        if self.readonly:  # a store is always in WAL mode; nothing may be set here
+            migrate(db, self.path or ":memory:", allow_migrate=False)
+            check_tables(db, self.path)
+            return
         mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
         if mode.lower() != "wal":  # pragma: no cover - only on odd filesystems
             raise StoreError(self.path, f"cannot enable WAL mode (got {mode!r})")
@@ -370,9 +390,11 @@ class SQLiteStore:
             conn.close()
 
     @staticmethod
-    def _connect(file: str, busy_timeout: float) -> sqlite3.Connection:
+    def _connect(file: str, busy_timeout: float, readonly: bool = False) -> sqlite3.Connection:
+        target = pathlib.Path(file).resolve().as_uri() + "?mode=ro" if readonly else file
         conn = sqlite3.connect(
-            file, isolation_level=None, check_same_thread=False, timeout=busy_timeout
+            target, isolation_level=None, check_same_thread=False, timeout=busy_timeout,
+            uri=readonly,
         )
         conn.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
         conn.execute("PRAGMA foreign_keys=ON")
@@ -464,6 +486,7 @@ class SQLiteStore:
         """
         if not tx.ops:
             return []
+        self._check_writable()
         deadline = _time.monotonic() + self._busy_timeout
         pause = 0.002
         while True:
@@ -522,6 +545,7 @@ class SQLiteStore:
         if not tx.ops:
             return []
         self._check_open()
+        self._check_writable()
         if self._failure is not None:
             raise self._failure
         return await self._group.commit(tx)
@@ -588,6 +612,11 @@ class SQLiteStore:
                 request.error = exc
             return False
         return True
+
+    def _check_writable(self) -> None:
+        if self.readonly:
+            raise StoreError(self.path, "it was opened read-only (readonly=True): nothing can "
+                                        "be written through it")
 
     def _check_open(self) -> None:
         if self._closed:

@@ -27,6 +27,7 @@ of the contract every store implements:
 ``SET_STATE``             ``None``
 ``ADD_MONITOR``           ``None``; idempotent
 ``REMOVE_MONITOR``        ``None``
+``TRUNCATE_JOURNAL``      ``None``; removes the workflow's journal records from ``seq`` on
 ========================  ===============================================================
 """
 
@@ -67,6 +68,7 @@ class Op(enum.StrEnum):
     SET_STATE = "set_state"
     ADD_MONITOR = "add_monitor"
     REMOVE_MONITOR = "remove_monitor"
+    TRUNCATE_JOURNAL = "truncate_journal"
 
 
 _UNSET: Any = object()
@@ -286,6 +288,12 @@ class Transaction:
         )
         return self._add(workflow_id, Op.APPEND_JOURNAL, params)
 
+    def truncate_journal(self, workflow_id: str, from_seq: int) -> Transaction:
+        """Remove the journal records at ``from_seq`` and after (``retry`` takes back the
+        failing step of a failed workflow so that it runs again). Params:
+        ``(workflow_id, from_seq)``."""
+        return self._add(workflow_id, Op.TRUNCATE_JOURNAL, (workflow_id, int(from_seq)))
+
     # -- inbox -------------------------------------------------------------
 
     def deliver(
@@ -303,9 +311,12 @@ class Transaction:
     ) -> Transaction:
         """Put a message (``kind="message"``) or event (``kind="event"``) in the
         workflow's durable inbox (result: the row id, or ``None`` if a message with
-        this ``msg_id`` was already delivered). ``trace``: the message's trace context."""
-        if kind not in ("message", "event"):
-            raise ValueError(f"invalid inbox kind {kind!r}: expected 'message' or 'event'")
+        this ``msg_id`` was already delivered). ``trace``: the message's trace context.
+        ``kind="control"`` is a request to the host that runs the workflow (a tool's
+        ``terminate``), never handed to its code."""
+        if kind not in ("message", "event", "control"):
+            raise ValueError(f"invalid inbox kind {kind!r}: expected 'message', 'event' "
+                             "or 'control'")
         params = (
             workflow_id,
             msg_id if msg_id is not None else uuid.uuid4().hex,

@@ -389,9 +389,10 @@ async function workflowPage() {
     });
   });
   $("retry-button").addEventListener("click", () => {
-    confirmAction(`Retry workflow ${wid} by replay from its journal?`, async () => {
-      await api(base + "/retry", { body: {} });
-      return "retry started";
+    confirmAction(`Retry workflow ${wid} by replay from its journal? Its recorded steps ` +
+                  "do not run again.", async () => {
+      const done = await api(base + "/retry", { body: {} });
+      return "retry started: " + done.retry;
     });
   });
   poll.start();

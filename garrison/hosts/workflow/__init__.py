@@ -10,10 +10,24 @@
 - ``_instance``: one workflow's lifecycle, recorded values, state
 - ``_recovery``: loading, resuming on open, wake-ups written by tools
 - ``_host``: the node-facing side: start, finish, results, routing
+- ``_operate``: terminate and retry (store writes the handle, CLI and console share)
+- ``_replay``: replay mode: a journal against today's code, no effects
 """
 
 from ._host import WorkflowHost
 from ._instance import WorkflowInstance
 from ._journal import Cursor, Entry, JournalKind
+from ._operate import (
+    request_transaction,
+    retry_transaction,
+    retry_workflow,
+    terminate_transaction,
+    terminate_workflow,
+    terminated,
+)
+from ._replay import History, ReplayResult, replay_history
 
-__all__ = ["Cursor", "Entry", "JournalKind", "WorkflowHost", "WorkflowInstance"]
+__all__ = ["Cursor", "Entry", "History", "JournalKind", "ReplayResult", "WorkflowHost",
+           "WorkflowInstance", "replay_history", "request_transaction", "retry_transaction",
+           "retry_workflow",
+           "terminate_transaction", "terminate_workflow", "terminated"]

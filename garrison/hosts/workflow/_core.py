@@ -78,6 +78,8 @@ class WorkflowCore(Caller):
             journal[0].kind == JournalKind.CONTINUED
         #: inbox items delivered and not consumed yet, in arrival order
         self.pending = pending
+        #: requests to the host pending in the inbox (kind ``control``: a terminate)
+        self.requests: list[Any] = []
         #: durable timers of this run: seq -> wall-clock deadline
         self.timers = timers
         self.cancel_requested = cancel_requested
@@ -97,6 +99,8 @@ class WorkflowCore(Caller):
         self.topics: set[str] = set()
         self._inboxes: dict[str, DurableInbox] = {}
         self._wake: trio.Event | None = None
+        #: while parked: the trio time it wakes at by itself (``None``: only when notified)
+        self.wait_deadline: float | None = None
         self._buffer: Transaction | None = None
         self._budget = 0
         self.done = trio.Event()
@@ -177,6 +181,16 @@ class WorkflowCore(Caller):
                         "restart gets slower as it grows; consider workflow.continue_as_new() "
                         "to start a fresh run", self.wid, self.name, HISTORY_WARNING,
                         extra={"workflow_id": self.wid, "pid": str(self.pid)})
+
+    def is_replaying(self) -> bool:
+        """True while the code runs through what it did before (``workflow.logger`` drops
+        its records then: they were logged the first time): up to the last journal
+        record, or to a durable timer still pending from before (a sleep or a receive
+        timeout under way when the node stopped, recorded only when it ends)."""
+        if self.cursor.in_history:
+            return True
+        timers = self.timers
+        return bool(timers) and self.cursor.seq <= max(timers)
 
     def history_length(self) -> int:
         """Records in the journal so far (the same at the same point of a replay)."""
@@ -277,6 +291,7 @@ class WorkflowCore(Caller):
             raise WaitCancelled
         self.status = status
         self.host.parked(self)  # type: ignore[arg-type]  # this core is an instance's
+        self.wait_deadline = trio_deadline
         try:
             if trio_deadline is None:
                 await ev.wait()
@@ -285,6 +300,7 @@ class WorkflowCore(Caller):
                     await ev.wait()
         finally:
             self.status = WorkflowStatus.RUNNING
+            self.wait_deadline = None
             if self._wake is ev:
                 self._wake = None
         if self.store_error is not None:

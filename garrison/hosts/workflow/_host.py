@@ -91,6 +91,8 @@ class WorkflowHost:
         self.finished: dict[str, tuple[WorkflowStatus, str | None, ErrorInfo | None, str]] = {}
         self.names: dict[str, set[str]] = {}
         self.clock = WallClock()  # hosts are made inside trio
+        #: stand-ins for activities by journal name (``garrison.testing``): name -> function
+        self.activity_mocks: dict[str, Callable[..., Any]] = {}
         #: a store opened by a tool (``lock=False``): another node runs the workflows;
         #: this host only writes to the store (the owner picks the writes up) and reads it
         self.client = not store.owner

@@ -25,11 +25,17 @@ from ._journal import (
     message_from_plain,
 )
 
-__all__ = ["DurableInbox", "InboxItem", "PendingReceive", "Receives", "item_from_record"]
+__all__ = ["CONTROL", "DurableInbox", "InboxItem", "PendingReceive", "Receives",
+           "item_from_record"]
 
 _RECEIVE = JournalKind.RECEIVE
 _dumps = json.dumps
 _loads = json.loads
+
+
+#: the inbox kind of a request to the host, never handed to the workflow's code: a tool
+#: asks the node running the workflow to end it (``garrison workflows terminate``)
+CONTROL = "control"
 
 
 class InboxItem:

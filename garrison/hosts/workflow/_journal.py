@@ -98,11 +98,13 @@ class Cursor:
     True
     """
 
-    __slots__ = ("entries", "error", "seq", "workflow_id")
+    __slots__ = ("entries", "error", "last", "seq", "workflow_id")
 
     def __init__(self, workflow_id: str, entries: Sequence[Entry] = ()) -> None:
         self.workflow_id = workflow_id
         self.entries: dict[int, Entry] = {e.seq: e for e in entries}
+        #: the last recorded seq (0: nothing recorded)
+        self.last = max(self.entries, default=0)
         self.seq = 1  # the next seq to hand out
         #: the first divergence; raised again at every later operation
         self.error: NonDeterminismError | None = None
@@ -111,6 +113,17 @@ class Cursor:
     def replaying(self) -> bool:
         """True while the next seq has a recorded entry."""
         return self.seq in self.entries
+
+    @property
+    def in_history(self) -> bool:
+        """True while the code runs through what the journal records: some record lies at
+        or after the next seq (unlike :attr:`replaying`, also at a seq taken but never
+        recorded, such as an abandoned ``workflow.start``, before later records)."""
+        return self.seq <= self.last
+
+    def remaining(self) -> list[Entry]:
+        """The records at or after the next seq (not replayed yet), in seq order."""
+        return [self.entries[s] for s in sorted(self.entries) if s >= self.seq]
 
     def check(self) -> None:
         """Raise the kept divergence, if any."""

@@ -15,15 +15,16 @@ from __future__ import annotations
 import gc
 import logging
 import time as _time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import trio
 
 from ..._errors import StoreError
+from ...actors._values import ErrorInfo
 from ...persistence import Transaction, WorkflowRecord, WorkflowStatus
-from ._inbox import item_from_record
+from ._inbox import CONTROL, item_from_record
 from ._instance import WorkflowInstance
-from ._journal import Entry, initial_state
+from ._journal import Entry, error_from_plain, initial_state
 
 if TYPE_CHECKING:
     from ._host import WorkflowHost
@@ -43,7 +44,8 @@ def load(host: WorkflowHost, record: WorkflowRecord) -> WorkflowInstance:
     wid = record.workflow_id
     rows, _size = store.journal_entries(wid)  # one json.loads for the whole journal
     journal = [Entry(*row) for row in rows]
-    pending = [item_from_record(r) for r in store.pending_messages(wid)]
+    inbox = store.pending_messages(wid)
+    pending = [item_from_record(r) for r in inbox if r.kind != CONTROL]
     timers = {t.seq: t.deadline.timestamp() for t in store.timers(wid)}
     wf = WorkflowInstance(
         host, wid, record.name, list(record.input), run_id=record.run_id or "",
@@ -53,6 +55,8 @@ def load(host: WorkflowHost, record: WorkflowRecord) -> WorkflowInstance:
         cancel_requested=record.cancel_requested,
         watchers=list(store.monitors(wid)), state=initial_state(journal),
     )
+    if len(pending) != len(inbox):
+        wf.requests = [r for r in inbox if r.kind == CONTROL]
     load_promises(host, wf)
     wf.trace = record.trace
     return wf
@@ -71,6 +75,7 @@ async def resume_all(host: WorkflowHost, nursery: trio.Nursery) -> None:
     ``running`` in the store before this returns."""
     resumed = Transaction()
     recovering: list[WorkflowInstance] = []
+    ending: list[WorkflowInstance] = []
     paused = _pause_gc()
     try:
         for record in host.store.unfinished_workflows():
@@ -83,6 +88,10 @@ async def resume_all(host: WorkflowHost, nursery: trio.Nursery) -> None:
                           extra={"workflow_id": record.workflow_id})
                 continue
             host.active[wf.wid] = wf
+            if wf.requests:  # a tool terminated it while no node ran: it ends unrun
+                wf.exited.set()
+                ending.append(wf)
+                continue
             if record.status != WorkflowStatus.RUNNING:  # pending, blocked, parked
                 resumed.update_workflow(wf.wid, status=WorkflowStatus.RUNNING,
                                         time=host.clock.now())
@@ -94,6 +103,8 @@ async def resume_all(host: WorkflowHost, nursery: trio.Nursery) -> None:
             nursery.start_soon(_resume_gc, recovering)
     if resumed:
         host.store.write(resumed)
+    for wf in ending:  # once every workflow is loaded: their EXITs reach their watchers
+        nursery.start_soon(end_requested, host, wf)
     for wf in list(host.active.values()):
         if wf.cancel_requested:  # by a tool while no node ran: children go too
             host.cancel_children(wf)
@@ -139,20 +150,36 @@ async def watch_wakeups(host: WorkflowHost) -> None:
 
 
 def refresh(host: WorkflowHost, wid: str) -> None:
-    """Bring the in-memory workflow ``wid`` up to date with its store rows (or start
-    it, if a tool created it)."""
+    """Bring the in-memory workflow ``wid`` up to date with its store rows: start it if
+    a tool created it or retried it (``pending``), end it if a tool asked to terminate
+    it, else pick up new messages, promises and a cancel request."""
     record = host.store.get_workflow(wid)
     if record is None:
         return
     wf = host.active.get(wid)
-    if wf is None:
-        if not WorkflowStatus(record.status).finished:
-            host.run_instance(load(host, record))
-            host.counts["started"] += 1  # by a tool, while this node runs
+    inbox = host.store.pending_messages(wid)
+    requests = [r for r in inbox if r.kind == CONTROL]
+    if requests:
+        _requested(host, record, wf, requests)
         return
+    if WorkflowStatus(record.status).finished:
+        return
+    if wf is not None and wf.done.is_set() and record.attempt != wf.attempt:
+        del host.active[wid]  # blocked, and retried since (a new attempt): run it again
+        wf = None
+    if wf is None:
+        host.finished.pop(wid, None)
+        host.run_instance(load(host, record))
+        host.counts["started"] += 1  # by a tool (or a retry), while this node runs
+        if record.status != WorkflowStatus.RUNNING:
+            host.write_soon(Transaction().update_workflow(wid, status=WorkflowStatus.RUNNING,
+                                                          time=host.clock.now()))
+        return
+    if wf.done.is_set():
+        return  # blocked: its code has ended (a retry starts a new attempt)
     known = {item.id for item in wf.pending}
     changed = False
-    for rec in host.store.pending_messages(wid):
+    for rec in inbox:
         if rec.id not in known:
             wf.pending.append(item_from_record(rec))
             changed = True
@@ -166,3 +193,65 @@ def refresh(host: WorkflowHost, wid: str) -> None:
     if changed:
         wf.pending.sort(key=lambda item: item.id)
         wf.wake()
+
+
+def _requested(host: WorkflowHost, record: WorkflowRecord, wf: WorkflowInstance | None,
+               requests: list[Any]) -> None:
+    """A tool asked to terminate ``record``'s workflow (``requests``: the ``control``
+    inbox records; see ``_operate``)."""
+    wid = record.workflow_id
+    if wf is None:
+        if WorkflowStatus(record.status).finished:  # it ended meanwhile: nothing to end
+            tx = Transaction()
+            for rec in requests:
+                tx.consume(wid, rec.id, 0)
+            host.write_soon(tx)
+            return
+        wf = load(host, record)  # not running here yet: it ends without running
+        host.active[wid] = wf
+        wf.exited.set()
+        assert host._nursery is not None
+        host._nursery.start_soon(end_requested, host, wf)
+        return
+    wf.requests = requests
+    end_instance(host, wf, _request_error(requests))
+
+
+def end_instance(host: WorkflowHost, wf: WorkflowInstance, error: ErrorInfo) -> None:
+    """End ``wf`` as terminated with ``error`` (and its unfinished children): a running
+    one is stopped as a killed workflow is (nothing more journaled; it writes its end);
+    one whose code has ended (blocked) or never ran is finished here."""
+    buf = wf.buffered()
+    for rec in wf.requests:  # consumed with its end
+        buf.consume(wf.wid, rec.id, 0)
+    wf.requests = []
+    if not wf.done.is_set() and not wf.exited.is_set():  # running (or about to)
+        host.kill(wf.pid, error)
+    elif host._nursery is not None:
+        host._nursery.start_soon(_finish_ended, host, wf, error)
+    reason = ErrorInfo("Terminated", f"its parent workflow {wf.wid!r} was terminated")
+    for child in list(host.active.values()):
+        if child.parent == wf.pid and not WorkflowStatus(child.status).finished:
+            end_instance(host, child, reason)
+
+
+async def end_requested(host: WorkflowHost, wf: WorkflowInstance) -> None:
+    """A workflow a tool asked to terminate, which never ran on this node: it ends."""
+    end_instance(host, wf, _request_error(wf.requests))
+    await trio.lowlevel.checkpoint()
+
+
+async def _finish_ended(host: WorkflowHost, wf: WorkflowInstance, error: ErrorInfo) -> None:
+    if host.active.get(wf.wid) is wf:
+        try:
+            await host.finish(wf, WorkflowStatus.FAILED, None, error)
+        except StoreError as exc:  # the store failed: it ends on the next node
+            wf._stop_on_store_error(exc)
+
+
+def _request_error(requests: list[Any]) -> ErrorInfo:
+    for rec in reversed(requests):
+        plain = rec.payload.get("terminate") if isinstance(rec.payload, dict) else None
+        if isinstance(plain, dict):
+            return error_from_plain(plain)
+    return ErrorInfo("Terminated", "terminated")

@@ -51,6 +51,10 @@ class WallClock:
         """The trio clock time at which wall time reaches ``wall_deadline``."""
         return self.trio0 + (wall_deadline - self.wall0)
 
+    async def sleep(self, seconds: float) -> None:
+        """Wait ``seconds`` of this clock's time (an activity's retry delay)."""
+        await trio.sleep(seconds)
+
 
 class DurablePromise:
     """A durable promise of a workflow: ``await p`` returns the value it is resolved with

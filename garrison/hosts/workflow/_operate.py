@@ -1,0 +1,183 @@
+"""Operating workflows from outside: terminate and retry, shared by the handle
+(``node.workflow(id)``), the command line and the web console.
+
+**Terminate** ends a workflow at once: status ``failed`` with the error
+``Terminated: <reason>``, without running its cancellation handlers (unlike
+``cancel``: nothing more is journaled), its ``EXIT`` delivered to the workflows that
+watch it (its parent among them), its unfinished child workflows terminated with it
+(``Terminated: its parent workflow 'p' was terminated``). Only the node running a
+workflow may end it, so a tool asks it (:func:`request_transaction`: a ``control``
+row in the workflow's inbox, which its code never sees): the node running it ends it
+at once (woken by the tool's write), or, if none runs it, the next node that opens the
+store ends it before running anything. A tool that finds no node holding the store
+ends it in the store itself (:func:`terminate_transaction`), so the status says
+``failed`` at once.
+
+**Retry** resumes a ``failed`` or ``blocked`` workflow by replay from its journal:
+its status becomes ``pending`` with the error cleared and ``attempt`` counted up (see
+``workflow.info().attempt``); a node then re-runs the function from the top, the
+recorded steps replay (none runs again) and the code continues live after the
+journal's end. One record is taken back first: when the workflow failed because an
+activity failed for good (its error is that ``ActivityError``) and that activity's
+final error is the journal's last record, the record is removed, so the activity runs
+again (the way out when a workflow failed because a service was missing). A failure
+of the workflow function's own code is no journal record: a retry replays up to it,
+and code that raises again fails again. A retried workflow's parent and monitors were
+told it failed; its new end is not delivered to them again.
+"""
+
+from __future__ import annotations
+
+import json
+import time as _time
+import uuid
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from ..._errors import NoSuchWorkflow
+from ...actors._values import ErrorInfo, Event, EventKind, Pid
+from ...persistence import RawJson, Transaction, WorkflowStatus
+from ._inbox import CONTROL
+from ._journal import JournalKind, error_from_plain, error_to_plain, event_to_plain
+from ._recovery import refresh
+
+if TYPE_CHECKING:
+    from ._host import WorkflowHost
+
+__all__ = ["RETRYABLE", "TERMINATED", "request_transaction",
+           "retry_transaction", "retry_workflow", "terminate_transaction",
+           "terminate_workflow", "terminated"]
+
+#: the error type of a terminated workflow
+TERMINATED = "Terminated"
+#: the statuses ``retry`` accepts
+RETRYABLE = (WorkflowStatus.FAILED, WorkflowStatus.BLOCKED)
+
+
+def terminated(reason: str) -> ErrorInfo:
+    """The error a terminated workflow ends with (``Terminated: <reason>``)."""
+    return ErrorInfo(TERMINATED, reason)
+
+
+def _pid(record: Any) -> Pid:
+    return Pid(record.host or "workflows", record.workflow_id)
+
+
+# ---------------------------------------------------------------- terminate
+def request_transaction(workflow_id: str, error: ErrorInfo) -> Transaction:
+    """A request to the node running ``workflow_id`` to end it with ``error``."""
+    return Transaction().deliver(workflow_id, "terminate", {"terminate": error_to_plain(error)},
+                                 kind=CONTROL, msg_id=f"terminate-{uuid.uuid4().hex}")
+
+
+def terminate_transaction(store: Any, record: Any, error: ErrorInfo) -> Transaction:
+    """The writes that end the stored workflow ``record`` (unfinished) with ``error``
+    while no node runs it: its status, its ``EXIT`` to the unfinished workflows that
+    watch it, and the same for its unfinished children, recursively. The request of
+    :func:`request_transaction` goes with them: a node that started meanwhile and runs
+    the workflow ends it all the same (a status alone, it could overwrite)."""
+    tx = request_transaction(record.workflow_id, error)
+    now = _time.time()
+    todo: list[tuple[Any, ErrorInfo]] = [(record, error)]
+    ended: set[str] = set()
+    while todo:
+        rec, err = todo.pop(0)
+        wid = rec.workflow_id
+        if wid in ended:
+            continue
+        ended.add(wid)
+        pid = _pid(rec)
+        tx.update_workflow(wid, status=WorkflowStatus.FAILED, error=err, time=now)
+        text = json.dumps(event_to_plain(Event(EventKind.EXIT, pid, None, err)))
+        for watcher in dict.fromkeys(store.monitors(wid)):
+            other = store.get_workflow(watcher.id)
+            if other is None or WorkflowStatus(other.status).finished or watcher.id in ended:
+                continue
+            tx.deliver(watcher.id, "EXIT", RawJson(text), msg_id=f"{wid}#exit", sender=pid,
+                       kind="event", time=now)
+        for child in store.list_workflows(parent=pid):
+            if not WorkflowStatus(child.status).finished:
+                todo.append((child, terminated(f"its parent workflow {wid!r} was terminated")))
+    return tx
+
+
+async def terminate_workflow(host: WorkflowHost, wid: str, reason: str) -> bool:
+    """``handle.terminate()``: end ``wid`` (and its unfinished children) now; True once
+    it has ended (on a host that only writes to the store: once asked), False if it
+    had ended already. ``NoSuchWorkflow`` for an unknown id."""
+    store = host.store
+    record = store.get_workflow(wid)
+    if record is None:
+        raise NoSuchWorkflow(wid)
+    wf = host.active.get(wid)
+    if wf is None and WorkflowStatus(record.status).finished:
+        await trio.lowlevel.checkpoint()
+        return False
+    await store.commit(request_transaction(wid, terminated(reason)))
+    if host.client:
+        return True  # the node that holds the store ends it
+    refresh(host, wid)
+    while (wf := host.active.get(wid)) is not None:  # until it has ended
+        if wf.store_error is not None:
+            raise wf.store_error
+        if wf.done.is_set():
+            await trio.sleep(0)  # blocked: its end is being written
+        else:
+            await wf.done.wait()
+    return True
+
+
+# ---------------------------------------------------------------- retry
+def _taken_back(record: Any, entries: list[Any]) -> tuple[int | None, str]:
+    """``(seq, what)`` of the journal record a retry takes back (the failing activity's
+    final error, see the module docs), or ``(None, "")``."""
+    if WorkflowStatus(record.status) is not WorkflowStatus.FAILED or record.error is None \
+            or record.error.type != "ActivityError" or not entries:
+        return None, ""
+    seq, kind, name, outcome, _attempts = entries[-1]
+    if kind != JournalKind.ACTIVITY or not isinstance(outcome, dict) \
+            or not isinstance(outcome.get("error"), dict):
+        return None, ""
+    if str(error_from_plain(outcome["error"])) != record.error.message:
+        return None, ""
+    return seq, f"activity {name!r} (seq {seq}) runs again"
+
+
+def retry_transaction(store: Any, record: Any) -> tuple[Transaction, str]:
+    """The writes that resume the stored workflow ``record`` by replay (see the module
+    docs), and what happens, in words; ``ValueError`` unless it is ``failed`` or
+    ``blocked``."""
+    status = WorkflowStatus(record.status)
+    if status not in RETRYABLE:
+        raise ValueError(f"cannot retry workflow {record.workflow_id!r}: it is {status} "
+                         "(only a failed or blocked workflow can be retried)")
+    entries, _size = store.journal_entries(record.workflow_id)
+    tx = Transaction()
+    seq, what = _taken_back(record, entries)
+    if seq is not None:
+        tx.truncate_journal(record.workflow_id, seq)
+    tx.update_workflow(record.workflow_id, status=WorkflowStatus.PENDING, error=None,
+                       attempt=record.attempt + 1)
+    kept = sum(1 for e in entries if e[0] > 0) - (1 if seq is not None else 0)
+    return tx, f"{kept} journal record(s) replay" + (f"; {what}" if what else "")
+
+
+async def retry_workflow(host: WorkflowHost, wid: str) -> str:
+    """``handle.retry()``: resume the failed or blocked ``wid`` by replay (see the module
+    docs); what happens, in words. ``ValueError`` for a workflow in another status,
+    ``NoSuchWorkflow`` for an unknown id."""
+    store = host.store
+    record = store.get_workflow(wid)
+    if record is None:
+        raise NoSuchWorkflow(wid)
+    wf = host.active.get(wid)
+    if wf is not None and not wf.done.is_set():
+        raise ValueError(f"cannot retry workflow {wid!r}: it is {wf.status} (only a failed "
+                         "or blocked workflow can be retried)")
+    tx, note = retry_transaction(store, record)
+    await store.commit(tx)
+    if not host.client:
+        refresh(host, wid)  # loads it and runs it from the top
+    await trio.lowlevel.checkpoint()
+    return note

@@ -1,0 +1,541 @@
+"""Replay mode: a workflow's journal replayed against the code installed now, with no
+effects, up to the end of its journal.
+
+``garrison workflows replay`` (a store's workflows) and ``garrison.testing.replay``
+(an exported history, e.g. a golden file kept in a repository) use it to tell,
+before a deploy, whether the code still takes the path that running, waiting,
+blocked and finished workflows recorded. It is the engine itself in another mode,
+not a copy of it: a :class:`ReplayInstance` is a
+:class:`~._instance.WorkflowInstance` whose
+
+- operations are answered from the journal only: the first one the journal cannot
+  answer (its end) raises :class:`ReplayEnd`, which stops the replay there ("ok so
+  far": what the code would do next is live work, which a replay never does);
+- host (:class:`ReplayHost`) holds a :class:`History` instead of a store and refuses
+  every write, and whose node (:class:`ReplayNode`) refuses every effect, so no
+  activity runs and no message, spawn, link or timer leaves the replay
+  (:class:`ReplayRefused` would say the engine tried: a bug, never swallowed);
+- logger records are all dropped (``workflow.logger``: it is all history).
+
+A divergence is the :class:`~garrison.NonDeterminismError` a node would raise for
+that workflow (and block it with). A few operations take their seq when they are
+created and are recorded later (``workflow.start``, a receive): at such a seq with no
+record while later records exist (an activity that was abandoned, a receive that
+lost a ``first``), the replay leaves the operation pending and goes on, as the first
+run did.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from collections.abc import Mapping
+from typing import Any, NoReturn, cast
+
+import attrs
+import trio
+import trio.testing
+
+from ..._errors import NonDeterminismError
+from ..._targets import import_target
+from ...actors._mailbox import timeout_seconds
+from ...actors._values import ErrorInfo, Pid
+from ...persistence import Transaction, WorkflowStatus
+from ._activities import ActivityHandle, _options
+from ._inbox import DurableInbox, PendingReceive
+from ._instance import WorkflowInstance
+from ._journal import CANCEL, Entry, error_from_plain, error_to_plain, initial_state, timestamp
+from ._waits import WallClock
+
+__all__ = ["FORMAT", "History", "ReplayEnd", "ReplayHost", "ReplayInstance", "ReplayNode",
+           "ReplayRefused", "ReplayResult", "replay_history"]
+
+#: the ``format`` of an exported history (``garrison workflows export``)
+FORMAT = "garrison-history/1"
+#: a replay whose code waits this long (real seconds) on something no journal record
+#: answers (``trio.sleep`` or an ``Event`` in workflow code) is stopped there
+STUCK_AFTER = 0.25
+
+
+class ReplayEnd(BaseException):
+    """The replay reached an operation its journal cannot answer and stopped there.
+
+    ``seq``: where; ``what``: the operation; ``unchecked``: records after it that the
+    replay could not reach (0 at the journal's end)."""
+
+    def __init__(self, seq: int, what: str, unchecked: int) -> None:
+        super().__init__(f"replay stopped at seq {seq} ({what})")
+        self.seq = seq
+        self.what = what
+        self.unchecked = unchecked
+
+
+class ReplayRefused(BaseException):
+    """The engine tried an effect (a write, a message, a spawn...) in replay mode: a bug
+    of garrison's replay mode. A ``BaseException``, so workflow code cannot swallow it."""
+
+
+def _refused(what: str) -> ReplayRefused:
+    return ReplayRefused(f"replay mode refused {what}: a replay has no effects (this is a "
+                         "bug in garrison; please report it with the workflow's history)")
+
+
+# ---------------------------------------------------------------- the history
+@attrs.frozen(eq=False)
+class History:
+    """One workflow's recorded run: what a replay needs, from a store
+    (:meth:`from_store`) or an exported history file (:meth:`from_json`)."""
+
+    workflow_id: str
+    name: str
+    input: list[Any] = attrs.field(factory=list)
+    status: str = "running"
+    #: the workflow host it ran on (what ``workflow.info().host`` and its pid say)
+    host: str = "workflows"
+    run_id: str = ""
+    attempt: int = 1
+    created: float | None = None
+    updated: float | None = None
+    result: Any = None
+    error: ErrorInfo | None = None
+    journal: tuple[Entry, ...] = ()
+    #: ``{seq: characters of its outcome JSON}`` (what ``workflow.history_size`` counts)
+    sizes: Mapping[int, int] = attrs.field(factory=dict)
+    #: completed promises: name -> (``resolved`` | ``rejected``, value or message)
+    promises: Mapping[str, tuple[str, Any]] = attrs.field(factory=dict)
+    #: when the records were made (unix seconds), for the export only
+    times: Mapping[int, float] = attrs.field(factory=dict)
+
+    @property
+    def records(self) -> int:
+        """Journal records (seq 0 of a continued run, its starting state, not counted)."""
+        return sum(1 for e in self.journal if e.seq > 0)
+
+    @classmethod
+    def from_store(cls, store: Any, workflow_id: str) -> History:
+        """The history of ``workflow_id`` in ``store`` (read only); ``LookupError`` if
+        the store has no such workflow."""
+        rec = store.get_workflow(workflow_id)
+        if rec is None:
+            raise LookupError(f"no workflow {workflow_id!r} in {store.path or 'the store'}")
+        rows = store.journal(workflow_id)
+        promises = {p.name: (str(p.status), p.value if str(p.status) == "resolved" else p.error)
+                    for p in store.promises(workflow_id) if str(p.status) != "pending"}
+        return cls(
+            workflow_id=rec.workflow_id, name=rec.name, input=list(rec.input),
+            status=str(rec.status), host=rec.host or "workflows", run_id=rec.run_id or "",
+            attempt=rec.attempt,
+            created=rec.created.timestamp() if rec.created else None,
+            updated=rec.updated.timestamp() if rec.updated else None,
+            result=rec.result, error=rec.error,
+            journal=tuple(Entry(r.seq, r.kind, r.name, r.outcome, r.attempts) for r in rows),
+            sizes=store.journal_sizes(workflow_id), promises=promises,
+            times={r.seq: r.time.timestamp() for r in rows if r.time is not None},
+        )
+
+    @classmethod
+    def from_json(cls, data: Any, where: str = "history") -> History:
+        """A history from its JSON form (:meth:`to_json`; the golden journals of
+        garrison's own tests, ``{"workflow", "input", "journal"}``, are accepted too).
+        ``ValueError`` naming ``where`` and the field when it is not one."""
+        if not isinstance(data, dict):
+            raise ValueError(f"{where}: expected a JSON object (a workflow's history, as "
+                             f"'garrison workflows export' prints), got {type(data).__name__}")
+        fmt = data.get("format")
+        if fmt is not None and fmt != FORMAT:
+            raise ValueError(f"{where}: format {fmt!r} is not one this garrison reads "
+                             f"(expected {FORMAT!r})")
+        name = data.get("name", data.get("workflow"))
+        if not isinstance(name, str) or ":" not in name:
+            raise ValueError(f"{where}: 'name' must be the workflow's module:qualname, "
+                             f"got {name!r}")
+        args = data.get("input", [])
+        if not isinstance(args, list):
+            raise ValueError(f"{where}: 'input' must be the list of the workflow's arguments")
+        records = data.get("journal")
+        if not isinstance(records, list):
+            raise ValueError(f"{where}: 'journal' must be a list of records")
+        journal: list[Entry] = []
+        sizes: dict[int, int] = {}
+        for i, rec in enumerate(records):
+            if not isinstance(rec, dict) or not isinstance(rec.get("seq"), int) \
+                    or not isinstance(rec.get("kind"), str):
+                raise ValueError(f"{where}: journal record {i} needs an integer 'seq' and a "
+                                 f"'kind' (got {rec!r:.80})")
+            outcome = rec.get("outcome")
+            journal.append(Entry(rec["seq"], rec["kind"], str(rec.get("name", "")), outcome,
+                                 int(rec.get("attempts", 1))))
+            size = rec.get("size")
+            sizes[rec["seq"]] = size if isinstance(size, int) else len(json.dumps(outcome))
+        promises: dict[str, tuple[str, Any]] = {}
+        for pname, p in (data.get("promises") or {}).items():
+            if isinstance(p, dict) and p.get("status") in ("resolved", "rejected"):
+                promises[pname] = (p["status"], p.get("value") if p["status"] == "resolved"
+                                   else p.get("error"))
+        error = data.get("error")
+        return cls(
+            workflow_id=str(data.get("workflow_id") or "replayed"), name=name, input=args,
+            status=str(data.get("status") or "running"),
+            host=str(data.get("host") or "workflows"), run_id=str(data.get("run_id") or ""),
+            attempt=int(data.get("attempt") or 1), created=_seconds(data.get("created")),
+            updated=_seconds(data.get("updated")), result=data.get("result"),
+            error=error_from_plain(error) if isinstance(error, dict) else None,
+            journal=tuple(journal), sizes=sizes, promises=promises,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON form ``garrison workflows export`` prints (and :meth:`from_json`
+        reads back)."""
+        return {
+            "format": FORMAT,
+            "workflow_id": self.workflow_id,
+            "name": self.name,
+            "status": self.status,
+            "host": self.host,
+            "input": self.input,
+            "run_id": self.run_id,
+            "attempt": self.attempt,
+            "created": _iso(self.created),
+            "updated": _iso(self.updated),
+            "result": self.result,
+            "error": None if self.error is None else error_to_plain(self.error),
+            "promises": {name: {"status": status,
+                                "value": value if status == "resolved" else None,
+                                "error": value if status == "rejected" else None}
+                         for name, (status, value) in sorted(self.promises.items())},
+            "journal": [{"seq": e.seq, "kind": e.kind, "name": e.name, "outcome": e.outcome,
+                         "attempts": e.attempts, "time": _iso(self.times.get(e.seq)),
+                         "size": self.sizes.get(e.seq, len(json.dumps(e.outcome)))}
+                        for e in self.journal],
+        }
+
+
+def _iso(value: float | None) -> str | None:
+    if value is None:
+        return None
+    return timestamp(value).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _seconds(value: Any) -> float | None:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str) and value:
+        try:
+            return _dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            return None
+    return None
+
+
+# ---------------------------------------------------------------- node, host, store
+class _Refusing:
+    """Anything not defined here is an effect: refused."""
+
+    _what = "an effect"
+
+    def __getattr__(self, name: str) -> NoReturn:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        raise _refused(f"{self._what} ({name})")
+
+
+class ReplayNode(_Refusing):
+    """The node a replayed workflow sees: no hosts, processes or names. Bookkeeping a
+    replayed operation does (dropping a link, a monitor, a name) is a no-op here."""
+
+    _what = "a node operation"
+
+    def __init__(self) -> None:
+        self.hosts: dict[str, Any] = {}
+        self.registry: dict[str, Pid] = {}
+        self.config = None
+        self.stopping = False
+        self.stats_messages = 0
+        self.stats_dead_letters = 0
+
+    def host(self, name: str) -> Any:
+        """``spawn`` looks its host up before the journal answers; it is never used."""
+        return _NO_HOST
+
+    def unlink(self, target: Pid, other: Pid) -> None:
+        pass
+
+    def demonitor(self, target: Pid, watcher: Pid) -> None:
+        pass
+
+    def register(self, name: str, pid: Pid) -> None:
+        pass
+
+    def unregister(self, name: str, pid: Pid) -> None:
+        pass
+
+
+class _NoHost(_Refusing):
+    _what = "a host operation"
+    durable = True
+
+
+_NO_HOST = _NoHost()
+
+
+class _HistoryStore(_Refusing):
+    """Reads a replayed workflow makes (``history_size``); every write is refused."""
+
+    _what = "a store operation"
+    owner = False
+
+    def __init__(self, history: History) -> None:
+        self.history = history
+        self.path = None
+
+    def journal_sizes(self, workflow_id: str) -> dict[int, int]:
+        return dict(self.history.sizes)
+
+    async def commit(self, tx: Transaction) -> list[Any]:
+        raise _refused(f"a write ({tx!r})")
+
+    def write(self, tx: Transaction) -> list[Any]:
+        raise _refused(f"a write ({tx!r})")
+
+
+class ReplayHost(_Refusing):
+    """The host of one replayed workflow: its outcome stays here, nothing is written."""
+
+    _what = "a host operation"
+    durable = True
+    closing = False
+    client = True
+
+    def __init__(self, history: History, name: str = "workflows") -> None:
+        self.node = ReplayNode()
+        self.name = name
+        self.store = _HistoryStore(history)
+        self.clock = WallClock()
+        self.active: dict[str, Any] = {}
+        self.names: dict[str, set[str]] = {}
+        self.activity_mocks: dict[str, Any] = {}
+        #: how the workflow function ended: (status, value, error), if it did
+        self.outcome: tuple[WorkflowStatus, Any, ErrorInfo | None] | None = None
+
+    async def finish(self, wf: WorkflowInstance, status: WorkflowStatus, value: Any,
+                     error: ErrorInfo | None) -> None:
+        wf.take_buffer()  # what the code buffered after the journal: dropped
+        self.outcome = (status, value, error)
+        wf.status = status
+        wf.error = error
+        wf.done.set()
+        await trio.lowlevel.checkpoint()
+
+
+# ---------------------------------------------------------------- the instance
+class _Unrecorded(ActivityHandle):
+    """An activity started at a seq the journal never recorded (abandoned in the first
+    run, later records exist): pending for good; awaiting it stops the replay."""
+
+    __slots__ = ("seq",)
+
+    def __init__(self, wf: ReplayInstance, name: str, seq: int) -> None:
+        super().__init__(wf, name, Any)
+        self.seq = seq
+
+    async def _result(self) -> Any:
+        wf = self._wf
+        assert isinstance(wf, ReplayInstance)
+        raise wf._stop_waiting(self.seq, f"waits for activity {self.name!r} started at seq "
+                                         f"{self.seq}, which the journal never recorded")
+
+
+class ReplayInstance(WorkflowInstance):
+    """A workflow instance in replay mode (see the module docs)."""
+
+    replay_end: ReplayEnd | None = None
+
+    def is_replaying(self) -> bool:
+        return True
+
+    def _take(self, kind: Any, name: str) -> Entry | None:
+        self._op(kind)
+        if self.replay_end is not None:
+            raise self.replay_end
+        entry = self.cursor.take(kind, name)
+        if entry is not None:
+            if entry.kind == CANCEL:
+                self.cancel_delivered = True
+                raise self._cancelled_error()
+            return entry
+        seq = self.cursor.seq - 1
+        raise self._stop(seq, f"{kind} {name!r}",
+                         sum(1 for s in self.cursor.entries if s > seq))
+
+    def _stop(self, seq: int, what: str, unchecked: int) -> ReplayEnd:
+        if self.replay_end is None:
+            self.replay_end = ReplayEnd(seq, what, unchecked)
+        return self.replay_end
+
+    def _stop_waiting(self, seq: int, what: str) -> ReplayEnd:
+        """The code awaits an operation taken at ``seq`` that was never recorded."""
+        self.cursor.check()
+        return self._stop(seq, what, len(self.cursor.remaining()))
+
+    def _at_gap(self) -> bool:
+        """The next seq has no record but later ones exist (taken, never recorded)."""
+        c = self.cursor
+        return (c.error is None and self.replay_end is None and c.seq not in c.entries
+                and c.seq < c.last)
+
+    # -- operations whose seq is taken at creation and recorded later
+    def start_activity(self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], *,
+                       retry: Any, timeout: float | None) -> ActivityHandle:
+        if self._at_gap():
+            self._op("workflow.start()")
+            name = _options(fn, retry, timeout, None)[3]
+            seq = self.cursor.seq
+            self.cursor.seq = seq + 1
+            return _Unrecorded(self, name, seq)
+        return super().start_activity(fn, args, kwargs, retry=retry, timeout=timeout)
+
+    def _start_receive(self, box: DurableInbox, timeout: Any) -> PendingReceive:
+        if self._at_gap():
+            self._op("receive")
+            seq = self.cursor.seq
+            self.cursor.seq = seq + 1
+            seconds = None if timeout is None else timeout_seconds(timeout)
+            return PendingReceive(self, box, seconds, seq, False, None)
+        return super()._start_receive(box, timeout)
+
+    async def _await_receive(self, r: PendingReceive) -> Any:
+        if not r.resolved:
+            raise self._stop_waiting(r.seq, f"waits for the receive from {r.box.channel} "
+                                            f"taken at seq {r.seq}, which the journal never "
+                                            "recorded")
+        return await super()._await_receive(r)
+
+    async def _continue_as_new(self, args: tuple[Any, ...]) -> None:
+        remaining = self.cursor.remaining()
+        if remaining:
+            first = remaining[0]
+            raise self.cursor.diverge(first.seq, first.kind, first.name,
+                                      "workflow.continue_as_new() (its run ends there)")
+        raise self._stop(self.cursor.seq, "workflow.continue_as_new()", 0)
+
+    # -- never reached in replay mode: refused if they are
+    async def _wait(self, trio_deadline: float | None, status: WorkflowStatus) -> None:
+        raise _refused("a wait")
+
+    async def commit_checked(self, tx: Transaction) -> list[Any]:
+        raise _refused(f"a write ({tx!r})")
+
+
+# ---------------------------------------------------------------- running a replay
+@attrs.frozen
+class ReplayResult:
+    """What replaying one workflow found: ``ok``, or the ``error`` (the
+    :class:`~garrison.NonDeterminismError`: workflow, position, recorded vs now)."""
+
+    workflow_id: str
+    name: str
+    #: the workflow's recorded status
+    status: str
+    error: NonDeterminismError | None
+    #: journal records, and how many of them the replay reached
+    records: int
+    checked: int
+    #: how the replay ended, in words
+    ending: str
+
+    @property
+    def ok(self) -> bool:
+        """True when the code took the recorded path (as far as the replay went)."""
+        return self.error is None
+
+    def __str__(self) -> str:
+        if self.error is not None:
+            return f"NonDeterminismError: {self.error}"
+        return f"ok ({self.checked} of {self.records} records replayed; {self.ending})"
+
+
+async def replay_history(history: History, target: Any = None) -> ReplayResult:
+    """Replay ``history`` against the code installed now (``target``: the workflow
+    function, or its ``module:qualname``, instead of the recorded name), with no
+    effects, up to the end of its journal."""
+    journal = list(history.journal)
+    host = ReplayHost(history, history.host)
+    wf = ReplayInstance(
+        cast(Any, host), history.workflow_id, history.name, list(history.input),
+        run_id=history.run_id, attempt=history.attempt, parent=None,
+        created=history.created if history.created is not None else 0.0,
+        journal=journal, pending=[], timers={}, cancel_requested=False, watchers=[],
+        state=initial_state(journal))
+    wf.check_lost = False
+    wf.promises.update(history.promises)
+    if target is not None:
+        wf.fn = import_target(target) if isinstance(target, str) else target
+    stuck = False
+
+    async def run(nursery: trio.Nursery) -> None:
+        try:
+            await wf.main()
+        except ReplayEnd:
+            pass
+        except BaseExceptionGroup as group:  # raised inside a nursery of the code
+            rest = group.subgroup(lambda exc: not isinstance(exc, ReplayEnd))
+            if rest is not None:
+                raise
+        finally:
+            nursery.cancel_scope.cancel()
+
+    async def watchdog() -> None:
+        nonlocal stuck
+        await trio.testing.wait_all_tasks_blocked(STUCK_AFTER)
+        stuck = True
+        if wf.scope is not None:
+            wf.scope.cancel()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run, nursery)
+        nursery.start_soon(watchdog)
+    return _result(history, wf, host, stuck)
+
+
+def _result(history: History, wf: ReplayInstance, host: ReplayHost, stuck: bool
+            ) -> ReplayResult:
+    records = history.records
+    remaining = [e for e in wf.cursor.remaining() if e.seq > 0]
+    checked = records - len(remaining)
+    error = wf.cursor.error
+    ending = ""
+    end = wf.replay_end
+    if error is None and end is not None:
+        checked = records - end.unchecked
+        if end.unchecked:
+            ending = (f"stopped at seq {end.seq}: the code {end.what}; the "
+                      f"{end.unchecked} later record(s) could not be checked")
+        else:
+            ending = f"the journal ends where the code goes on with {end.what} (live work)"
+    elif error is None and stuck:
+        ending = ("stopped: the code waits on something no journal record answers (trio or "
+                  "other non-durable waits in workflow code)")
+        if remaining:
+            ending += f"; the {len(remaining)} later record(s) could not be checked"
+    elif error is None and host.outcome is not None:
+        status, _value, failure = host.outcome
+        if remaining:  # the code ended before the journal did
+            first = remaining[0]
+            how = "returned" if status is WorkflowStatus.COMPLETED else f"raised {failure}"
+            error = wf.cursor.diverge(first.seq, first.kind, first.name,
+                                      f"nothing more (the workflow function {how})")
+        elif status is WorkflowStatus.COMPLETED:
+            ending = "the code returned"
+        elif status is WorkflowStatus.CANCELLED:
+            ending = "the code ended cancelled"
+        else:
+            ending = f"the code raised {failure}"
+        if error is None and status.value != history.status and history.status in (
+                "completed", "failed", "cancelled"):
+            ending += f" (the workflow is recorded {history.status})"
+    elif error is None:  # pragma: no cover - the run always ends one of the ways above
+        ending = "stopped"
+    if error is not None:
+        checked = max(0, min(checked, (error.seq or 1) - 1))
+    return ReplayResult(history.workflow_id, history.name, history.status, error, records,
+                        checked, ending)

@@ -1,0 +1,303 @@
+"""``workflow_env()``: a node on an in-memory store whose workflow timers skip.
+
+Two ways time skips, chosen by the trio clock the test runs on:
+
+- pytest-trio's ``autojump_clock`` (``MockClock(autojump_threshold=0)``): trio itself
+  jumps to the next deadline whenever every task waits; the workflow hosts read their
+  time through it (as always), so ``workflow.sleep("30d")`` and ``trio.sleep`` in the
+  test both skip.
+- any other clock (the test did not ask for one): the workflow hosts get a
+  :class:`SkippingClock`, virtual time of their own that only moves by jumps, and the
+  environment runs a task that, whenever every task waits, jumps it to the next
+  workflow deadline (or the end of an ``env.sleep``), the way the autojump clock
+  does. Workflow timers, durable sleeps, receive timeouts and activity retry delays
+  skip; ``trio.sleep`` in the test's own code, activity timeouts and plain processes'
+  timeouts take real time.
+
+Either way ``await env.sleep(d)`` advances time by ``d``, firing what falls due on the
+way, and returns once the workflows woken have reacted (every task waits again).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import inspect
+import math
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import trio
+import trio.testing
+
+from .._duration import parse_duration
+from .._handle import WorkflowHandle
+from .._node import Node, _as_config, open_node
+from ..hosts.workflow._activities import _options
+from ..hosts.workflow._waits import WallClock
+
+__all__ = ["ActivityMock", "SkippingClock", "WorkflowEnv", "workflow_env"]
+
+
+class SkippingClock(WallClock):
+    """Virtual workflow time that moves only by jumps (:meth:`jump_to`), as trio's
+    ``MockClock`` with rate 0: ``now()`` is the wall time at start plus every jump.
+
+    A workflow parks until a trio deadline; this clock hands out stand-ins no real
+    clock reaches, each mapped back to its wall deadline (:meth:`wall_of`), so the
+    environment knows whom to wake when it jumps."""
+
+    #: the first stand-in trio deadline (a million years from any trio clock's start)
+    FAR = 1e13
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.skipped = 0.0
+        #: set when something new waits on this clock (the skipper looks again)
+        self.changed = trio.Event()
+        self.sleepers: list[tuple[float, trio.Event]] = []
+        self._walls: dict[float, float] = {}
+
+    def now(self) -> float:
+        return self.wall0 + self.skipped
+
+    def trio_deadline(self, wall_deadline: float) -> float:
+        self.changed.set()
+        stand_in = self.FAR + len(self._walls)
+        self._walls[stand_in] = wall_deadline
+        return stand_in
+
+    def wall_of(self, trio_deadline: float) -> float | None:
+        """The wall deadline behind a trio deadline this clock handed out since its last
+        jump (``None`` for another one)."""
+        return self._walls.get(trio_deadline)
+
+    async def sleep(self, seconds: float) -> None:
+        entry = (self.now() + seconds, trio.Event())
+        self.sleepers.append(entry)
+        self.changed.set()
+        try:
+            await entry[1].wait()
+        finally:
+            self.sleepers.remove(entry)
+
+    def jump_to(self, wall: float) -> None:
+        """Move time forward to ``wall`` (never back); sleepers due by then wake. The
+        trio deadlines handed out before are forgotten: wake their waiters (they
+        ask again)."""
+        self.skipped += max(0.0, wall - self.now())
+        self._walls.clear()
+        now = self.now()
+        for target, event in self.sleepers:
+            if target <= now:
+                event.set()
+
+
+class ActivityMock:
+    """A stand-in for one activity (by its journal name) in a :class:`WorkflowEnv`:
+    ``calls`` lists ``(args, kwargs)`` of every call. Its outcome is final (no retries):
+    ``result``, or ``error`` (an exception instance or class) recorded as the
+    ``ActivityError`` a real failure gives, or what ``call(*args, **kwargs)`` returns
+    or raises (a plain or async function)."""
+
+    def __init__(self, name: str, *, result: Any = None, error: Any = None,
+                 call: Callable[..., Any] | None = None) -> None:
+        if error is not None and not (isinstance(error, BaseException) or (
+                isinstance(error, type) and issubclass(error, BaseException))):
+            raise TypeError(f"mock_activity({name!r}, error=...) takes an exception instance "
+                            f"or class, got {error!r}")
+        if call is not None and not callable(call):
+            raise TypeError(f"mock_activity({name!r}, call=...) takes a function, got {call!r}")
+        self.name = name
+        self.result = result
+        self.error = error
+        self.call = call
+        self.calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
+
+    def __repr__(self) -> str:
+        return f"<ActivityMock {self.name} calls={len(self.calls)}>"
+
+    async def run(self, *args: Any, **kwargs: Any) -> Any:
+        """One call of the stand-in (what the workflow's activity call runs)."""
+        self.calls.append((args, kwargs))
+        await trio.lowlevel.checkpoint()
+        if self.call is not None:
+            value = self.call(*args, **kwargs)
+            return await value if inspect.isawaitable(value) else value
+        if self.error is not None:
+            error = self.error() if isinstance(self.error, type) else self.error
+            raise error.with_traceback(None)
+        return self.result
+
+
+class WorkflowEnv:
+    """What ``workflow_env()`` (and the ``garrison_env`` fixture) gives a test.
+
+    ``node`` is a regular :class:`~garrison.Node` on an in-memory store; the rest are
+    shortcuts for what a test does most: start, signal, resolve, read state, wait,
+    and move time.
+    """
+
+    def __init__(self, node: Node, clock: WallClock, virtual: bool) -> None:
+        #: the node: ``env.node.start_workflow(...)``, ``env.node.workflow(id)``, ...
+        self.node = node
+        #: the workflow hosts' clock
+        self.clock = clock
+        #: True when the environment skips time itself (no autojump clock)
+        self.virtual = virtual
+        self.mocks: dict[str, ActivityMock] = {}
+        self._settling: list[trio.Event] = []
+
+    # -- time
+    def now(self) -> _dt.datetime:
+        """The workflows' current time (what ``workflow.now()`` would record)."""
+        return _dt.datetime.fromtimestamp(self.clock.now(), _dt.UTC)
+
+    async def sleep(self, duration: Any) -> None:
+        """Advance time by ``duration`` (seconds or ``"30d"``), firing the workflow timers
+        that fall due on the way, and return once the workflows have reacted."""
+        seconds = parse_duration(duration)
+        if self.virtual:
+            await self.clock.sleep(seconds)
+        else:
+            await trio.sleep(seconds)
+        await self.settle()
+
+    async def settle(self) -> None:
+        """Return once every task waits (the workflows have done all they can now),
+        without moving time."""
+        if not self.virtual:
+            await trio.testing.wait_all_tasks_blocked()
+            return
+        event = trio.Event()
+        self._settling.append(event)
+        assert isinstance(self.clock, SkippingClock)
+        self.clock.changed.set()
+        await event.wait()
+
+    async def _skipper(self) -> None:
+        """Virtual mode: whenever every task waits, jump to the next workflow deadline
+        (or the end of an ``env.sleep``)."""
+        clock = self.clock
+        assert isinstance(clock, SkippingClock)
+        while True:
+            await trio.testing.wait_all_tasks_blocked()
+            if self._settling:
+                for event in self._settling:
+                    event.set()
+                self._settling.clear()
+                continue
+            waiting = [wf for host in self._hosts() for wf in host.active.values()
+                       if wf.wait_deadline is not None and not wf.done.is_set()]
+            targets = [clock.wall_of(wf.wait_deadline) for wf in waiting]
+            targets += [target for target, _event in clock.sleepers]
+            due = [t for t in targets if t is not None and math.isfinite(t)]
+            if not due:
+                clock.changed = trio.Event()
+                await clock.changed.wait()
+                continue
+            clock.jump_to(min(due))
+            for wf in waiting:  # their trio deadlines are forgotten: they ask again
+                wf.wake()
+
+    def _hosts(self) -> list[Any]:
+        return [h for h in self.node.hosts.values() if getattr(h, "durable", False)]
+
+    # -- activities
+    def mock_activity(self, fn: Any, *, result: Any = None, error: Any = None,
+                      call: Callable[..., Any] | None = None) -> ActivityMock:
+        """Replace the activity ``fn`` (the function, or its journal name
+        ``module:qualname``) for the workflows of this environment: it returns
+        ``result``, or raises ``error`` (recorded as the ``ActivityError`` a real final
+        failure gives), or runs ``call`` instead; at once and once (no retries)."""
+        name = fn if isinstance(fn, str) else _options(fn, None, None, None)[3]
+        mock = ActivityMock(name, result=result, error=error, call=call)
+
+        async def stand_in(*args: Any, **kwargs: Any) -> Any:
+            return await mock.run(*args, **kwargs)
+
+        for host in self._hosts():
+            host.activity_mocks[name] = stand_in
+        self.mocks[name] = mock
+        return mock
+
+    # -- workflows
+    async def start(self, target: Any, *args: Any, id: str | None = None,
+                    host: str | None = None) -> WorkflowHandle:
+        """Start a workflow (``node.start_workflow``); its handle."""
+        pid = await self.node.start_workflow(target, *args, id=id, host=host)
+        return self.workflow(pid.id, host=host)
+
+    def workflow(self, id: str, host: str | None = None) -> WorkflowHandle:
+        """The handle of workflow ``id``."""
+        handle: WorkflowHandle = self.node.workflow(id, host=host)
+        return handle
+
+    async def signal(self, id: str, topic: str, payload: Any = None) -> None:
+        """Send workflow ``id`` a message, then let it react."""
+        await self.workflow(id).signal(topic, payload)
+        await self.settle()
+
+    async def resolve(self, id: str, promise: str, value: Any = None) -> None:
+        """Resolve a promise of workflow ``id``, then let it react."""
+        await self.workflow(id).promise(promise).resolve(value)
+        await self.settle()
+
+    async def reject(self, id: str, promise: str, message: str) -> None:
+        """Reject a promise of workflow ``id``, then let it react."""
+        await self.workflow(id).promise(promise).reject(message)
+        await self.settle()
+
+    def state(self, id: str, key: str, default: Any = None) -> Any:
+        """A value workflow ``id`` stored with ``workflow.set_state`` (committed ones)."""
+        return self.workflow(id).state(key, default)
+
+    def status(self, id: str) -> str:
+        """The status of workflow ``id`` (``waiting``, ``completed``, ...)."""
+        return str(self.workflow(id).status())
+
+    async def result(self, id: str) -> Any:
+        """Wait for workflow ``id`` to end (time skips meanwhile); its result, or its
+        error raised."""
+        return await self.workflow(id).result()
+
+
+def _skips_by_itself() -> bool:
+    """True when trio's clock jumps by itself whenever every task waits."""
+    clock = trio.lowlevel.current_clock()
+    return isinstance(clock, trio.testing.MockClock) and clock.autojump_threshold == 0
+
+
+@asynccontextmanager
+async def workflow_env(config: Any = None) -> AsyncIterator[WorkflowEnv]:
+    """A node on an in-memory store whose workflow timers skip (see the module docs),
+    for tests; ``config``: a YAML config (path or loaded) whose hosts and services the
+    node gets, its workflow hosts on in-memory stores.
+
+    >>> async with garrison.testing.workflow_env() as env:     # doctest: +SKIP
+    ...     await env.start(approval, "laptop", id="a")
+    ...     await env.sleep("30d")
+    ...     assert await env.result("a") == "expired"
+    """
+    loaded = _as_config(config)
+    stores: dict[str, Any] = {"workflows": None}
+    if loaded is not None:
+        stores.update({e.id: None for e in loaded.hosts() if e.kind == "workflow.host"})
+    virtual = not _skips_by_itself()
+    async with open_node(config=loaded, store=stores) as node:
+        clock: WallClock
+        hosts = [h for h in node.hosts.values() if getattr(h, "durable", False)]
+        if virtual:
+            clock = SkippingClock()
+            for host in hosts:
+                host.clock = clock
+        else:
+            clock = hosts[0].clock
+        env = WorkflowEnv(node, clock, virtual)
+        async with trio.open_nursery() as nursery:
+            if virtual:
+                nursery.start_soon(env._skipper)
+            try:
+                yield env
+            finally:
+                nursery.cancel_scope.cancel()

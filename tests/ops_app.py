@@ -1,0 +1,138 @@
+"""Workflows for the tests of operating workflows: terminate, retry, replay, the logger
+and the testing kit (importable by module:qualname)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import garrison
+from garrison import RetryPolicy, process, workflow
+
+#: what the activities did, in order (reset by the tests)
+LOG: list[Any] = []
+#: per-item failure budgets of ``charge``
+FAILS: dict[str, int] = {}
+#: which step name ``versioned`` calls (a deploy that renames an activity)
+USE_OLD_STEP = False
+
+
+@garrison.activity(retry=RetryPolicy(max_attempts=2, initial_delay="1s"))
+async def reserve(item: str) -> str:
+    LOG.append(("reserve", item))
+    return f"res-{item}"
+
+
+@garrison.activity(retry=RetryPolicy(max_attempts=2, initial_delay="1s"))
+async def charge(item: str) -> str:
+    LOG.append(("charge", item))
+    if FAILS.get(item, 0) > 0:
+        FAILS[item] -= 1
+        raise ConnectionError(f"payments are down for {item}")
+    return f"pay-{item}"
+
+
+@garrison.activity
+async def release(reservation: str) -> None:
+    LOG.append(("release", reservation))
+
+
+async def order(item: str) -> str:
+    """Reserve, charge, then wait for one message."""
+    workflow.logger.info("order %s: reserving", item)
+    reservation = await reserve(item)
+    workflow.logger.info("order %s: charging", item, extra={"item": item})
+    payment = await charge(item)
+    msg = await process.inbox().receive()
+    workflow.set_state("attempt", workflow.info().attempt)
+    workflow.logger.info("order %s: %s", item, msg.topic)
+    return f"{reservation} {payment} {msg.topic}"
+
+
+async def fails_after_reserving(item: str) -> str:
+    await reserve(item)
+    raise ValueError(f"no {item} left")
+
+
+async def guarded(item: str) -> str:
+    """Reserve, wait for a promise; on cancel, release the reservation (durably)."""
+    reservation = await reserve(item)
+    try:
+        return str(await workflow.promise("go"))
+    except garrison.WorkflowCancelled:
+        await release(reservation)  # a cancellation handler: terminate skips it
+        raise
+
+
+async def waiting_child(n: int) -> str:
+    await workflow.promise("never")
+    return f"child {n}"
+
+
+async def parent_of_one() -> str:
+    """Start a child workflow and return how it ended (from its EXIT)."""
+    await process.spawn(waiting_child, 1, host="workflows")
+    event = await process.events().receive()
+    return f"child ended: {event.error}"
+
+
+@garrison.activity
+async def old_step() -> str:
+    LOG.append(("old_step",))
+    return "old"
+
+
+@garrison.activity
+async def new_step() -> str:
+    LOG.append(("new_step",))
+    return "new"
+
+
+async def versioned() -> str:
+    first = await (old_step() if USE_OLD_STEP else new_step())
+    await workflow.promise("go")
+    return first
+
+
+async def reminders(days: int) -> str:
+    """Wait for an approval (a promise) up to ``days`` days, reminding once a day."""
+    approval = workflow.promise("approval")
+    for day in range(1, days + 1):
+        tick = workflow.timer("1d")
+        if await workflow.first(approval, tick) is approval:
+            return f"approved by {await approval} on day {day}"
+        workflow.set_state("reminded", day)
+        await remind(day)
+    return "expired"
+
+
+@garrison.activity
+async def remind(day: int) -> str:
+    LOG.append(("remind", day))
+    return f"reminded on day {day}"
+
+
+@garrison.activity
+async def slow(item: str) -> str:
+    import trio
+
+    await trio.sleep(7200)
+    LOG.append(("slow", item))
+    return item
+
+
+async def side_effects(to: str) -> str:
+    """Sends, spawns and starts activities: a replay must do none of it."""
+    await process.send(to, "hello", {"from": "side_effects"})
+    child = await process.spawn(waiting_child, 7, host="workflows")
+    abandoned = workflow.start(slow, "abandoned")
+    timer = workflow.timer("1h")
+    await workflow.first(abandoned, timer)  # the timer wins; the activity is abandoned
+    await reserve("after")
+    await workflow.sleep("1m")
+    return f"done {child}"
+
+
+async def loops_forever() -> None:
+    while True:
+        await reserve("again")
+        await workflow.sleep("1h")

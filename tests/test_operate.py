@@ -1,0 +1,364 @@
+"""Operating workflows: start, terminate and retry, from the handle and from the command
+line, with and without a node running on the store."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import ops_app
+import pytest
+import trio
+
+import garrison
+from garrison.persistence import RawJson, SQLiteStore, Transaction
+
+
+@pytest.fixture(autouse=True)
+def _reset() -> None:
+    ops_app.LOG.clear()
+    ops_app.FAILS.clear()
+    ops_app.USE_OLD_STEP = False
+
+
+def cli_here(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """``garrison workflows ARGS`` in this process (an escaping exception fails the test:
+    it would be a traceback on the command line)."""
+    from garrison._cli import build_parser
+
+    parsed = build_parser().parse_args(["workflows", *args])
+    code = parsed.func(parsed)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+async def cli_async(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """The same from a trio test, beside a node of this process (the CLI opens the store
+    as a tool would, in a thread)."""
+    return await trio.to_thread.run_sync(lambda: cli_here(capsys, *args))
+
+
+async def until(check: Any, what: str) -> None:
+    """Wait (10 s at most) until ``check()`` is true (a workflow not there yet: false)."""
+    with trio.fail_after(10):
+        while True:
+            try:
+                if check():
+                    return
+            except garrison.NoSuchWorkflow:
+                pass
+            await trio.sleep(0.01)
+
+
+# ------------------------------------------------------------------ retry
+async def test_retry_runs_the_failed_activity_again_and_no_recorded_step(
+        node: garrison.Node, autojump_clock: Any) -> None:
+    """The service was down: the workflow failed with the activity's final error. Once it
+    is back, retry replays the recorded steps (reserve does not run again) and runs the
+    failed activity again; the workflow carries on live."""
+    ops_app.FAILS["lamp"] = 2  # both attempts of charge fail
+    await node.start_workflow(ops_app.order, "lamp", id="o")
+    handle = node.workflow("o")
+    with pytest.raises(garrison.WorkflowFailed, match="ConnectionError: payments are down"):
+        await handle.result()
+    assert [r.kind for r in handle.history()] == ["activity", "activity"]
+    assert ops_app.LOG == [("reserve", "lamp"), ("charge", "lamp"), ("charge", "lamp")]
+
+    await handle.retry()
+    await until(lambda: handle.status() == "waiting", "the retried workflow to wait")
+    assert ops_app.LOG[3:] == [("charge", "lamp")]  # reserve replayed, charge ran again
+    await handle.signal("ship")
+    assert await handle.result() == "res-lamp pay-lamp ship"
+    assert handle.state("attempt") == 2  # workflow.info().attempt counts the retries
+    assert [(r.seq, r.outcome) for r in handle.history()][:2] == [
+        (1, {"ok": "res-lamp"}), (2, {"ok": "pay-lamp"})]
+
+
+async def test_retry_refuses_a_workflow_that_is_not_failed_or_blocked(
+        node: garrison.Node, autojump_clock: Any) -> None:
+    await node.start_workflow(ops_app.order, "cup", id="o")
+    await trio.sleep(1)
+    with pytest.raises(ValueError, match="cannot retry workflow 'o': it is waiting"):
+        await node.workflow("o").retry()
+    await node.workflow("o").signal("ship")
+    await node.workflow("o").result()
+    with pytest.raises(ValueError, match=r"it is completed \(only a failed or blocked"):
+        await node.workflow("o").retry()
+    with pytest.raises(garrison.NoSuchWorkflow):
+        await node.workflow("nope").retry()
+
+
+async def test_retry_of_a_failure_of_the_code_itself_replays_every_record(
+        node: garrison.Node, autojump_clock: Any) -> None:
+    """Only an activity's final error that failed the workflow is taken back: a workflow
+    that failed in its own code replays everything and fails the same way again."""
+    await node.start_workflow(ops_app.fails_after_reserving, "cup", id="f")
+    with pytest.raises(garrison.WorkflowFailed, match="ValueError: no cup left"):
+        await node.workflow("f").result()
+    await node.workflow("f").retry()
+    with pytest.raises(garrison.WorkflowFailed, match="ValueError: no cup left"):
+        await node.workflow("f").result()
+    assert ops_app.LOG == [("reserve", "cup")]  # replayed, not run again
+    assert node.hosts["workflows"].store.get_workflow("f").attempt == 2
+
+
+async def test_a_terminated_workflow_can_be_retried(node: garrison.Node,
+                                                    autojump_clock: Any) -> None:
+    await node.start_workflow(ops_app.parent_of_one, id="p")
+    await trio.sleep(1)
+    await node.workflow("p.1").terminate("stop the child")
+    assert await node.workflow("p").result() == "child ended: Terminated: stop the child"
+    child = node.workflow("p.1")
+    assert child.status() == "failed"
+    await child.retry()
+    await until(lambda: child.status() == "waiting", "the child to wait again")
+    await child.promise("never").resolve(None)
+    assert await child.result() == "child 1"
+
+
+def _blocked_store() -> SQLiteStore:
+    """A store holding workflow ``v``, recorded by code that called old_step (today's
+    calls new_step: a node that opens it blocks it)."""
+    store = SQLiteStore()
+    store.write(Transaction().create_workflow("v", "ops_app:versioned", [], status="running")
+                .append_journal("v", 1, "activity", "ops_app:old_step",
+                                RawJson('{"ok": "old"}')))
+    return store
+
+
+async def test_a_blocked_workflow_is_retried_on_a_running_node_once_the_code_is_fixed(
+        autojump_clock: Any) -> None:
+    """The fix is deployed (here: the switch), and retry resumes the blocked workflow
+    without a restart."""
+    store = _blocked_store()
+    async with garrison.open_node(store=store) as node:
+        handle = node.workflow("v")
+        with pytest.raises(garrison.NonDeterminismError, match="ops_app:old_step"):
+            await handle.result()
+        assert handle.status() == "blocked"
+
+        ops_app.USE_OLD_STEP = True
+        await handle.retry()
+        await until(lambda: handle.status() == "waiting", "the retried workflow to wait")
+        await handle.promise("go").resolve(1)
+        assert await handle.result() == "old"
+    assert ops_app.LOG == []  # old_step was replayed, not run
+    assert store.get_workflow("v").attempt == 2
+    store.close()
+
+
+# ------------------------------------------------------------------ terminate
+async def test_terminate_ends_at_once_without_the_cancellation_handler(
+        node: garrison.Node, autojump_clock: Any) -> None:
+    await node.start_workflow(ops_app.guarded, "desk", id="g")
+    await trio.sleep(1)
+    handle = node.workflow("g")
+    assert handle.status() == "waiting"
+    await handle.terminate("no longer needed")
+    assert handle.status() == "failed"
+    with pytest.raises(garrison.WorkflowFailed) as info:
+        await handle.result()
+    assert str(info.value.error) == "Terminated: no longer needed"
+    assert ("release", "res-desk") not in ops_app.LOG  # cancel would have released it
+    assert [r.kind for r in handle.history()] == ["activity", "promise"]
+    await handle.terminate()  # a finished workflow: nothing happens
+    assert str(node.hosts["workflows"].store.get_workflow("g").error) == \
+        "Terminated: no longer needed"
+
+    # cancel, by contrast, runs the handler
+    await node.start_workflow(ops_app.guarded, "lamp", id="c")
+    await trio.sleep(1)
+    await node.workflow("c").cancel()
+    with pytest.raises(garrison.WorkflowCancelled):
+        await node.workflow("c").result()
+    assert ("release", "res-lamp") in ops_app.LOG
+
+
+async def test_terminate_reaches_the_parent_and_takes_the_children(
+        node: garrison.Node, autojump_clock: Any) -> None:
+    await node.start_workflow(ops_app.parent_of_one, id="p1")
+    await trio.sleep(1)
+    await node.workflow("p1.1").terminate()
+    assert await node.workflow("p1").result() == (
+        "child ended: Terminated: terminated by WorkflowHandle.terminate()")
+
+    await node.start_workflow(ops_app.parent_of_one, id="p2")
+    await trio.sleep(1)
+    assert node.workflow("p2.1").status() == "waiting"
+    await node.workflow("p2").terminate("shutting the shop")
+    await until(lambda: node.workflow("p2.1").status() == "failed", "the child to end")
+    with pytest.raises(garrison.WorkflowFailed) as info:
+        await node.workflow("p2.1").result()
+    assert str(info.value.error) == "Terminated: its parent workflow 'p2' was terminated"
+
+
+async def test_terminate_a_blocked_workflow(autojump_clock: Any) -> None:
+    store = _blocked_store()
+    async with garrison.open_node(store=store) as node:
+        with pytest.raises(garrison.NonDeterminismError):
+            await node.workflow("v").result()
+        await node.workflow("v").terminate("given up")
+        assert node.workflow("v").status() == "failed"
+    assert str(store.get_workflow("v").error) == "Terminated: given up"
+    store.close()
+
+
+async def test_a_pending_terminate_request_ends_the_workflow_before_it_runs(
+        tmp_path: Path, autojump_clock: Any) -> None:
+    """A node was asked to terminate (a control row in the inbox) but stopped before it
+    acted: the next node ends the workflow without running any of its code, and its
+    parent gets the EXIT."""
+    from garrison.hosts.workflow import request_transaction, terminated
+
+    store = str(tmp_path / "s.db")
+    async with garrison.open_node(store=store) as node:
+        await node.start_workflow(ops_app.parent_of_one, id="p")
+        await until(lambda: node.workflow("p.1").status() == "waiting", "the child")
+    with SQLiteStore(store) as s:
+        s.write(request_transaction("p.1", terminated("asked while the node was down")))
+        assert [m.kind for m in s.pending_messages("p.1")] == ["control"]
+    ops_app.LOG.clear()
+    async with garrison.open_node(store=store) as node:
+        assert await node.workflow("p").result() == (
+            "child ended: Terminated: asked while the node was down")
+        assert node.workflow("p.1").status() == "failed"
+        assert node.hosts["workflows"].store.pending_messages("p.1") == []
+
+
+async def test_a_tool_that_ends_a_workflow_a_node_runs_stops_it(tmp_path: Path) -> None:
+    """A tool saw no node and ended the workflow in the store, but a node had just
+    started: the node stops its instance with the stored error."""
+    from garrison.hosts.workflow import terminate_transaction, terminated
+
+    store = str(tmp_path / "s.db")
+    async with garrison.open_node(store=store) as node:
+        await node.start_workflow(ops_app.guarded, "desk", id="g")
+        await until(lambda: node.workflow("g").status() == "waiting", "g to wait")
+        with SQLiteStore(store, lock=False) as tool:
+            tool.write(terminate_transaction(tool, tool.get_workflow("g"),
+                                             terminated("raced")))
+        with trio.fail_after(10), pytest.raises(garrison.WorkflowFailed, match="raced"):
+            await node.workflow("g").result()
+    assert ("release", "res-desk") not in ops_app.LOG
+
+
+# ------------------------------------------------------------------ the command line
+async def test_cli_start_terminate_retry_without_a_node(
+        tmp_path: Path, autojump_clock: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    """No node runs: start leaves the workflow pending, terminate ends it at once (the
+    next node delivers its EXIT to its parent), retry leaves it pending; the next node
+    that opens the store acts on each."""
+    store = str(tmp_path / "s.db")
+    SQLiteStore(store).close()
+
+    code, out, err = await cli_async(capsys, "--store", store, "start", "ops_app:order",
+                                     '["pen"]', "--id", "o-1", "--json")
+    assert code == 0, err
+    assert json.loads(out) == {"workflow_id": "o-1", "created": True}
+    code, out, _ = await cli_async(capsys, "--store", store, "start", "ops_app:order",
+                                   '["other"]', "--id", "o-1")
+    assert code == 0 and "exists already" in out
+    with SQLiteStore(store, lock=False) as s:
+        assert s.get_workflow("o-1").status == "pending"
+
+    async with garrison.open_node(store=store) as node:
+        await until(lambda: node.workflow("o-1").status() == "waiting", "o-1 to run")
+        await node.start_workflow(ops_app.parent_of_one, id="p")
+        ops_app.FAILS["bad"] = 2
+        await node.start_workflow(ops_app.order, "bad", id="f")
+        with pytest.raises(garrison.WorkflowFailed):
+            await node.workflow("f").result()
+        await until(lambda: node.workflow("p.1").status() == "waiting", "the child")
+    assert ops_app.LOG.count(("charge", "bad")) == 2
+
+    code, out, err = await cli_async(capsys, "--store", store, "terminate", "p.1",
+                                     "--reason", "by the test")
+    assert code == 0, err
+    assert out == "workflow 'p.1' terminated (failed: Terminated: by the test)\n"
+    code, out, err = await cli_async(capsys, "--store", store, "retry", "f")
+    assert code == 0, err
+    assert out == ("workflow 'f' retried: 1 journal record(s) replay; activity "
+                   "'ops_app:charge' (seq 2) runs again\n")
+    with SQLiteStore(store, lock=False) as s:
+        assert s.get_workflow("p.1").status == "failed"
+        assert str(s.get_workflow("p.1").error) == "Terminated: by the test"
+        assert (s.get_workflow("f").status, s.get_workflow("f").error) == ("pending", None)
+
+    async with garrison.open_node(store=store) as node:
+        assert await node.workflow("p").result() == "child ended: Terminated: by the test"
+        s = node.hosts["workflows"].store
+        await until(lambda: s.pending_messages("p.1") == [], "the request to be consumed")
+        await until(lambda: node.workflow("f").status() == "waiting", "f to run again")
+        assert ops_app.LOG.count(("charge", "bad")) == 3
+        assert ops_app.LOG.count(("reserve", "bad")) == 1
+        await node.workflow("f").signal("ship")
+        assert await node.workflow("f").result() == "res-bad pay-bad ship"
+        await node.workflow("o-1").signal("ship")
+        assert await node.workflow("o-1").result() == "res-pen pay-pen ship"
+
+
+async def test_cli_start_terminate_retry_with_a_node_running(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A node holds the store: the tool's writes wake it and it acts at once."""
+    store = str(tmp_path / "s.db")
+    async with garrison.open_node(store=store) as node:
+        code, out, err = await cli_async(capsys, "--store", store, "start", "ops_app:order",
+                                         '["pen"]', "--id", "o-1")
+        assert code == 0 and out == "workflow 'o-1' started (ops_app:order)\n", err
+        await until(lambda: node.workflow("o-1").status() == "waiting", "o-1 to run")
+        assert ops_app.LOG == [("reserve", "pen"), ("charge", "pen")]
+
+        await node.start_workflow(ops_app.guarded, "desk", id="g")
+        await until(lambda: node.workflow("g").status() == "waiting", "g to wait")
+        code, _out, err = await cli_async(capsys, "--store", store, "terminate", "g")
+        assert code == 0, err
+        with trio.fail_after(10), pytest.raises(garrison.WorkflowFailed) as info:
+            await node.workflow("g").result()
+        assert str(info.value.error) == \
+            "Terminated: terminated by garrison workflows terminate"
+        assert ("release", "res-desk") not in ops_app.LOG
+
+        await node.start_workflow(ops_app.parent_of_one, id="p")
+        await until(lambda: node.workflow("p.1").status() == "waiting", "the child")
+        code, _out, err = await cli_async(capsys, "--store", store, "terminate", "p.1")
+        assert code == 0, err
+        with trio.fail_after(10):
+            assert (await node.workflow("p").result()).startswith(
+                "child ended: Terminated: terminated by garrison")
+
+        await node.start_workflow(ops_app.fails_after_reserving, "cup", id="f")
+        with pytest.raises(garrison.WorkflowFailed):
+            await node.workflow("f").result()
+        code, out, err = await cli_async(capsys, "--store", store, "retry", "f", "--json")
+        assert code == 0, err
+        assert json.loads(out) == {"workflow_id": "f", "status": "pending",
+                                   "retry": "1 journal record(s) replay"}
+        s = node.hosts["workflows"].store
+        await until(lambda: s.get_workflow("f").attempt == 2
+                    and node.workflow("f").status() == "failed", "f to fail again")
+        assert ops_app.LOG.count(("reserve", "cup")) == 1
+
+
+def test_cli_refusals_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    store = str(tmp_path / "s.db")
+    with SQLiteStore(store) as s:
+        s.write(Transaction().create_workflow("done", "ops_app:order", ["x"],
+                                              status="completed"))
+    cases = [
+        (("start", "ops_app:nope"), 2, "cannot import 'ops_app:nope': AttributeError"),
+        (("start", "ops_app"), 2, "must name the workflow function as module:function"),
+        (("start", "ops_app:reserve"), 2, "is an activity, not a workflow function"),
+        (("start", "ops_app:order", '{"item": 1}'), 2, "must be a JSON array"),
+        (("start", "ops_app:order", "[1, 2"), 2, "the arguments must be JSON"),
+        (("terminate", "done"), 1, "cannot terminate workflow 'done': it is completed"),
+        (("terminate", "ghost"), 1, "no workflow 'ghost'"),
+        (("retry", "done"), 1, "cannot retry workflow 'done': it is completed"),
+        (("replay", "--status", "bogus"), 2, "--status 'bogus' is not a workflow status"),
+        (("replay", "--module", "no/such.py"), 2, "--module 'no/such.py': no such file"),
+        (("export", "ghost"), 1, "no workflow 'ghost'"),
+    ]
+    for args, want, said in cases:
+        code, out, err = cli_here(capsys, "--store", store, *args)
+        assert (code, out) == (want, ""), (args, code, out, err)
+        assert err.count("\n") == 1 and said in err, (args, err)

@@ -1,0 +1,339 @@
+"""Replay mode: ``garrison workflows replay`` / ``export`` and ``garrison.testing.replay``.
+
+A store's (or an exported history's) journals replayed against the code installed
+now, with no effects, up to the end of each journal."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import ops_app
+import pytest
+import trio
+
+import garrison
+import garrison.testing
+from garrison.hosts.workflow import History, replay_history
+from garrison.hosts.workflow._replay import ReplayNode, ReplayRefused
+from garrison.persistence import RawJson, SQLiteStore, Transaction
+
+ROOT = Path(__file__).resolve().parent.parent
+GOLDEN = Path(__file__).resolve().parent / "golden"
+
+
+@pytest.fixture(autouse=True)
+def _reset() -> None:
+    ops_app.LOG.clear()
+    ops_app.FAILS.clear()
+
+
+def cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "garrison", "workflows", *args], cwd=cwd,
+                          text=True, capture_output=True, timeout=60)
+
+
+def cli_here(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    from garrison._cli import build_parser
+
+    parsed = build_parser().parse_args(["workflows", *args])
+    code = parsed.func(parsed)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+SHOP_V1 = '''
+    import trio
+    import garrison
+    from garrison import process
+
+    @garrison.activity
+    async def reserve(item: str) -> str:
+        return f"res-{item}"
+
+    @garrison.activity
+    async def charge(item: str) -> str:
+        if item == "bad":
+            raise PermissionError("card declined")
+        return f"pay-{item}"
+
+    @garrison.activity
+    async def hang() -> None:
+        await trio.sleep_forever()
+
+    async def order(item: str) -> str:
+        reservation = await reserve(item)
+        payment = await charge(item)
+        msg = await process.inbox().receive()
+        return f"{reservation} {payment} {msg.topic}"
+
+    async def stuck() -> None:
+        await reserve("x")
+        await hang()
+'''
+
+
+async def test_replay_cli_passes_unchanged_code_and_catches_a_renamed_activity(
+        tmp_path: Path, autojump_clock: Any) -> None:
+    """Workflows of every kind (running, waiting, blocked, completed, failed) in a
+    store; the CLI replays them against the code on disk: unchanged code is ok (exit
+    0), a deploy that renames an activity is caught (exit 1) with the workflow, the
+    position and both names."""
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "shop.py").write_text(textwrap.dedent(SHOP_V1))
+    sys.path.insert(0, str(code))
+    store = str(tmp_path / "shop.db")
+    try:
+        import shop  # type: ignore[import-not-found]
+
+        async with garrison.open_node(store=store) as node:
+            await node.start_workflow(shop.order, "book", id="waiting-1")
+            await node.start_workflow(shop.order, "lamp", id="done-1")
+            await node.start_workflow(shop.order, "bad", id="failed-1")
+            await node.start_workflow(shop.stuck, id="running-1")
+            await trio.sleep(1)
+            await node.workflow("done-1").signal("ship")
+            assert await node.workflow("done-1").result() == "res-lamp pay-lamp ship"
+            with pytest.raises(garrison.WorkflowFailed):
+                await node.workflow("failed-1").result()
+            assert node.workflow("waiting-1").status() == "waiting"
+        with SQLiteStore(store) as s:  # one recorded by code that called another activity
+            s.write(Transaction().create_workflow("blocked-1", "shop:order", ["cup"],
+                                                  status="blocked")
+                    .append_journal("blocked-1", 1, "activity", "shop:reserve_v0",
+                                    RawJson('{"ok": "r"}')))
+            assert s.get_workflow("running-1").status == "running"
+    finally:
+        sys.path.remove(str(code))
+        sys.modules.pop("shop", None)
+
+    ok = cli("--store", store, "replay", "--module", str(code), "--status",
+             "running,waiting,completed,failed")
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    lines = dict(line.split(None, 1) for line in ok.stdout.splitlines()[:-1])
+    assert set(lines) == {"waiting-1", "done-1", "failed-1", "running-1"}
+    assert all(text.startswith("ok (") for text in lines.values()), ok.stdout
+    assert "the code returned" in lines["done-1"]
+    assert "raised ActivityError: PermissionError: card declined" in lines["failed-1"]
+    assert "goes on with receive 'inbox'" in lines["waiting-1"]
+    assert "goes on with activity 'shop:hang'" in lines["running-1"]
+    assert ok.stdout.splitlines()[-1] == "4 workflow(s) replayed: 4 ok, 0 differ"
+
+    blocked = cli("--store", store, "replay", "--module", str(code))  # unfinished ones
+    assert blocked.returncode == 1
+    assert "blocked-1  NonDeterminismError: workflow 'blocked-1' diverged from its journal " \
+           "at seq 1: the journal records activity 'shop:reserve_v0', but the code now did " \
+           "activity 'shop:reserve'" in blocked.stdout
+    assert "1 of 3 workflow(s) differ from their journal: blocked-1" in blocked.stderr
+
+    # the deploy: charge is renamed
+    (code / "shop.py").write_text(textwrap.dedent(SHOP_V1).replace("def charge", "def bill")
+                                  .replace("await charge(", "await bill("))
+    changed = cli("--store", store, "replay", "--module", str(code), "--all", "--json")
+    assert changed.returncode == 1
+    results = {r["workflow_id"]: r for r in json.loads(changed.stdout)}
+    assert results["running-1"]["ok"] and results["failed-1"]["ok"] is False
+    for wid in ("waiting-1", "done-1"):
+        err = results[wid]["error"]
+        assert results[wid]["ok"] is False and err["seq"] == 2
+        assert err["recorded"] == "activity 'shop:charge'"
+        assert err["current"] == "activity 'shop:bill'"
+        assert f"workflow {wid!r} diverged from its journal at seq 2" in err["message"]
+    assert results["failed-1"]["error"]["recorded"] == "activity 'shop:charge'"
+
+
+async def test_replay_never_writes_the_store_file(tmp_path: Path, autojump_clock: Any,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """A copy of a live store (its -wal holding transactions not yet in the file) is
+    replayed and exported: neither file changes by a byte, and the replay sees the
+    transactions in the -wal."""
+    live = tmp_path / "live.db"
+    copy = tmp_path / "copy.db"
+    async with garrison.open_node(store=str(live)) as node:
+        await node.start_workflow(ops_app.order, "book", id="o-1")
+        await trio.sleep(1)
+        for suffix in ("", "-wal"):
+            shutil.copyfile(f"{live}{suffix}", f"{copy}{suffix}")
+    assert Path(f"{copy}-wal").stat().st_size > 0
+    before = digest(copy), digest(Path(f"{copy}-wal"))
+
+    def replay_and_export() -> tuple[int, str, int, str]:
+        code, out, _err = cli_here(capsys, "--store", str(copy), "replay")
+        exp_code, exp_out, _ = cli_here(capsys, "--store", str(copy), "export", "o-1")
+        return code, out, exp_code, exp_out
+
+    code, out, exp_code, exported = await trio.to_thread.run_sync(replay_and_export)
+    assert code == 0 and out.startswith("o-1  ok (2 of 2 records replayed"), out
+    assert exp_code == 0 and json.loads(exported)["workflow_id"] == "o-1"
+    assert (digest(copy), digest(Path(f"{copy}-wal"))) == before
+    assert ops_app.LOG == [("reserve", "book"), ("charge", "book")]  # nothing ran again
+
+    # what a tool opening the copy for writing would have done: SQLite moves the -wal
+    # into the file when the last connection closes
+    SQLiteStore(str(copy), lock=False).close()
+    assert digest(copy) != before[0]
+
+
+async def test_a_replay_has_no_effects_and_goes_past_an_abandoned_activity(
+        autojump_clock: Any) -> None:
+    """A workflow that sent a message, spawned a child and abandoned an activity
+    replays to its end: nothing is sent, spawned, run or written (the replay's node
+    refuses every effect)."""
+    received: list[Any] = []
+
+    async def listener() -> None:
+        from garrison import process
+
+        process.register("listener")
+        async for msg in process.inbox():
+            received.append(msg.payload)
+
+    async with garrison.open_node() as node:
+        await node.spawn(listener)
+        await trio.sleep(0.1)
+        await node.start_workflow(ops_app.side_effects, "listener", id="fx")
+        assert (await node.workflow("fx").result()).startswith("done workflows/fx.")
+        store = node.hosts["workflows"].store
+        history = History.from_store(store, "fx")
+        journal_before = store.journal("fx")
+    assert received == [{"from": "side_effects"}]
+    assert [r.seq for r in journal_before] == [1, 2, 4, 5, 6, 7]  # seq 3: abandoned
+    log_before = list(ops_app.LOG)
+
+    result = await replay_history(history)
+    assert result.ok, result
+    assert (result.records, result.checked, result.ending) == (6, 6, "the code returned")
+    assert log_before == ops_app.LOG
+    assert received == [{"from": "side_effects"}]
+
+    with pytest.raises(ReplayRefused, match="replay mode refused a node operation"):
+        ReplayNode().send_message  # noqa: B018  (any effect is refused)
+
+
+async def test_replay_stops_at_the_end_of_the_journal_and_catches_code_that_ends_early(
+        autojump_clock: Any) -> None:
+    async with garrison.open_node() as node:
+        await node.start_workflow(ops_app.order, "pen", id="w")
+        await trio.sleep(1)
+        store = node.hosts["workflows"].store
+        waiting = History.from_store(store, "w")
+        await node.workflow("w").signal("ship")
+        await node.workflow("w").result()
+        done = History.from_store(store, "w")
+
+    result = await replay_history(waiting)
+    assert result.ok and result.status == "waiting"
+    assert str(result) == ("ok (2 of 2 records replayed; the journal ends where the code "
+                           "goes on with receive 'inbox' (live work))")
+
+    async def order_without_charge(item: str) -> str:
+        return await ops_app.reserve(item)
+
+    short = await replay_history(done, order_without_charge)
+    assert not short.ok and short.error is not None
+    assert short.error.seq == 2 and short.error.recorded == "activity 'ops_app:charge'"
+    assert short.error.current == "nothing (the workflow function returned)"
+    assert ops_app.LOG == [("reserve", "pen"), ("charge", "pen")]
+
+
+async def test_export_then_replay_the_file_in_a_test(
+        tmp_path: Path, autojump_clock: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    store = str(tmp_path / "s.db")
+    async with garrison.open_node(store=store) as node:
+        await node.start_workflow(ops_app.reminders, 5, id="r-1")
+        await trio.sleep(2.5 * 86400)
+        await node.workflow("r-1").promise("approval").resolve("ann")
+        assert await node.workflow("r-1").result() == "approved by ann on day 3"
+
+    code, out, _err = await trio.to_thread.run_sync(
+        lambda: cli_here(capsys, "--store", store, "export", "r-1"))
+    assert code == 0
+    data = json.loads(out)
+    assert data["format"] == "garrison-history/1" and data["name"] == "ops_app:reminders"
+    assert data["status"] == "completed" and data["input"] == [5]
+    assert [r["kind"] for r in data["journal"]][:3] == ["promise", "timer", "first"]
+    path = tmp_path / "r-1.json"
+    path.write_text(out)
+
+    result = garrison.testing.replay(path)  # from a trio test: a thread of its own
+    assert result.ok and result.checked == result.records == len(data["journal"])
+    assert garrison.testing.replay(data).ok  # parsed JSON too
+
+    async def reminders_v2(days: int) -> str:
+        approval = garrison.workflow.promise("approval")
+        await garrison.workflow.sleep("1d")  # a sleep where a timer was recorded
+        return str(await approval)
+
+    with pytest.raises(garrison.NonDeterminismError) as info:
+        garrison.testing.replay(path, target=reminders_v2)
+    assert info.value.seq == 2 and info.value.recorded == "timer ''"
+    assert info.value.current == "sleep ''"
+    assert ops_app.LOG.count(("remind", 1)) == 1  # the replays ran no activity
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in GOLDEN.glob("*.json")))
+def test_golden_histories_replay_with_garrison_testing(name: str) -> None:
+    """The golden journals of tests/golden, replayed the way a user keeps them."""
+    result = garrison.testing.replay(GOLDEN / f"{name}.json")
+    assert result.ok and result.checked == result.records > 0
+
+
+def test_a_history_that_is_not_one_is_a_clear_error(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(ValueError, match=r"bad\.json' is not JSON"):
+        garrison.testing.replay(bad)
+    with pytest.raises(ValueError, match="cannot read it"):
+        garrison.testing.replay(tmp_path / "missing.json")
+    with pytest.raises(ValueError, match="'name' must be the workflow's module:qualname"):
+        garrison.testing.replay({"journal": []})
+    with pytest.raises(ValueError, match="journal record 0 needs an integer 'seq'"):
+        garrison.testing.replay({"name": "ops_app:order", "journal": [{"seq": "1"}]})
+    missing = garrison.hosts.workflow.History.from_json(
+        {"name": "ops_app:no_such_function", "journal": []})
+    result = trio.run(replay_history, missing)
+    assert result.error is not None and result.error.seq == 0
+    assert "no such function" in str(result.error)
+
+
+async def _nondurable(item: str) -> str:
+    await ops_app.reserve(item)
+    await trio.sleep(10)  # not a durable wait: the replay cannot get past it
+    return await ops_app.charge(item)
+
+
+def test_a_replay_stuck_on_a_non_durable_wait_stops_and_says_so() -> None:
+    history = History.from_json({"name": "ops_app:order", "input": ["x"], "journal": [
+        {"seq": 1, "kind": "activity", "name": "ops_app:reserve", "outcome": {"ok": "r"}},
+        {"seq": 2, "kind": "activity", "name": "ops_app:charge", "outcome": {"ok": "p"}}]})
+    result = trio.run(replay_history, history, _nondurable)
+    assert result.ok and result.checked == 1
+    assert "waits on something no journal record answers" in result.ending
+    assert "the 1 later record(s) could not be checked" in result.ending
+
+
+def test_a_read_only_store_refuses_writes_and_an_in_memory_one(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    with SQLiteStore(str(path)) as s:
+        s.write(Transaction().create_workflow("w", "ops_app:order", ["x"]))
+    with SQLiteStore(str(path), readonly=True) as ro:
+        assert ro.get_workflow("w") is not None and not ro.owner and not ro.locked
+        with pytest.raises(garrison.StoreError, match="opened read-only"):
+            ro.write(Transaction().create_workflow("v", "ops_app:order", []))
+        with pytest.raises(garrison.StoreError, match="opened read-only"):
+            trio.run(ro.commit, Transaction().set_state("w", "k", 1))
+    with pytest.raises(ValueError, match="readonly=True needs a store file"):
+        SQLiteStore(readonly=True)
+    with pytest.raises(FileNotFoundError):
+        SQLiteStore(str(tmp_path / "missing.db"), readonly=True)

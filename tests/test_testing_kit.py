@@ -1,0 +1,127 @@
+"""``garrison.testing``: ``workflow_env()`` (timers skip), activity mocks, the
+``garrison_env`` pytest fixture."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from typing import Any
+
+import ops_app
+import pytest
+import trio
+
+import garrison
+import garrison.testing
+
+
+@pytest.fixture(autouse=True)
+def _reset() -> None:
+    ops_app.LOG.clear()
+    ops_app.FAILS.clear()
+
+
+async def test_a_30_day_approval_is_tested_in_milliseconds() -> None:
+    """No clock asked for (trio's real clock): the environment skips workflow time
+    itself, whenever every task waits."""
+    started = time.monotonic()
+    async with garrison.testing.workflow_env() as env:
+        assert env.virtual
+        t0 = env.now()
+        reminders = env.mock_activity(ops_app.remind, result="sent")
+        await env.start(ops_app.reminders, 30, id="a")
+        await env.start(ops_app.reminders, 30, id="b")
+        await env.sleep("2d")
+        assert env.now() - t0 == dt.timedelta(days=2)
+        assert env.state("a", "reminded") == 2 and env.status("a") == "waiting"
+        await env.resolve("a", "approval", "ann")
+        assert env.status("a") == "completed"
+        assert await env.result("a") == "approved by ann on day 3"
+        assert await env.result("b") == "expired"  # 28 more days pass while it waits
+        assert env.now() - t0 == dt.timedelta(days=30)
+    assert len(reminders.calls) == 2 + 30 and reminders.calls[0] == ((1,), {})
+    assert ops_app.LOG == []  # the real activity never ran
+    assert time.monotonic() - started < 5
+
+
+async def test_the_same_on_trio_autojump_clock(autojump_clock: Any) -> None:
+    async with garrison.testing.workflow_env() as env:
+        assert not env.virtual
+        env.mock_activity(ops_app.remind, result="sent")
+        await env.start(ops_app.reminders, 30, id="a")
+        await env.sleep("2d")
+        assert trio.current_time() == 2 * 86400
+        assert env.state("a", "reminded") == 2
+        await env.resolve("a", "approval", "ann")
+        assert await env.result("a") == "approved by ann on day 3"
+        await env.start(ops_app.reminders, 30, id="b")
+        assert await env.result("b") == "expired"
+        assert trio.current_time() == 32 * 86400
+
+
+async def test_a_mocked_error_is_the_activity_error_a_real_failure_gives() -> None:
+    async with garrison.testing.workflow_env() as env:
+        charge = env.mock_activity(ops_app.charge, error=ConnectionError("payments down"))
+        env.mock_activity("ops_app:reserve", error=PermissionError)
+        await env.start(ops_app.order, "pen", id="o")
+        with pytest.raises(garrison.WorkflowFailed) as info:
+            await env.result("o")
+        assert str(info.value.error) == "ActivityError: PermissionError"
+        assert charge.calls == []
+
+        env.mock_activity(ops_app.reserve, result="res-mocked")
+        await env.start(ops_app.order, "cup", id="o2")
+        with pytest.raises(garrison.WorkflowFailed) as info:
+            await env.result("o2")
+        assert str(info.value.error) == "ActivityError: ConnectionError: payments down"
+        last = env.workflow("o2").history()[-1]
+        assert last.outcome["error"]["type"] == "ConnectionError" and last.attempts == 1
+        assert "ConnectionError: payments down" in last.outcome["error"]["traceback"]
+    assert ops_app.LOG == []
+
+
+async def test_a_mock_is_for_its_environment_only_and_can_call_a_function() -> None:
+    seen: list[str] = []
+
+    async def fake_charge(item: str) -> str:
+        seen.append(item)
+        return f"fake-{item}"
+
+    async with garrison.testing.workflow_env() as env:
+        env.mock_activity(ops_app.charge, call=fake_charge)
+        await env.start(ops_app.order, "pen", id="o")
+        await env.signal("o", "ship")
+        assert await env.result("o") == "res-pen fake-pen ship"
+    assert seen == ["pen"] and ops_app.LOG == [("reserve", "pen")]
+
+    async with garrison.testing.workflow_env() as env:  # a new environment: the real one
+        await env.start(ops_app.order, "cup", id="o")
+        await env.signal("o", "ship")
+        assert await env.result("o") == "res-cup pay-cup ship"
+    assert ("charge", "cup") in ops_app.LOG
+
+    async with garrison.testing.workflow_env() as env:
+        with pytest.raises(TypeError, match="takes an exception instance or class"):
+            env.mock_activity(ops_app.charge, error="boom")
+
+
+async def test_retry_delays_of_real_activities_skip_too() -> None:
+    ops_app.FAILS["pen"] = 1  # the first attempt fails; the next one is 1s later
+    async with garrison.testing.workflow_env() as env:
+        t0 = env.now()
+        await env.start(ops_app.order, "pen", id="o")
+        await env.settle()  # what can happen without time passing
+        assert env.now() == t0 and env.status("o") == "running"
+        assert ops_app.LOG == [("reserve", "pen"), ("charge", "pen")]
+        await env.sleep("1s")
+        assert env.status("o") == "waiting"
+        assert ops_app.LOG == [("reserve", "pen"), ("charge", "pen"), ("charge", "pen")]
+
+
+async def test_the_garrison_env_fixture(garrison_env: garrison.testing.WorkflowEnv) -> None:
+    """The pytest plugin garrison registers (entry point pytest11) gives the fixture."""
+    env = garrison_env
+    env.mock_activity(ops_app.remind)
+    await env.start(ops_app.reminders, 3, id="a")
+    assert await env.result("a") == "expired"
+    assert env.mocks["ops_app:remind"].calls == [((1,), {}), ((2,), {}), ((3,), {})]
