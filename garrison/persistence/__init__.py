@@ -9,7 +9,14 @@ converter that turns values into durable JSON.
 <WorkflowStatus.PENDING: 'pending'>
 """
 
-from .._errors import NoSuchWorkflow, StoreError, StoreLocked, StoreVersionError
+from .._errors import (
+    DedupKeyTaken,
+    NoSuchSchedule,
+    NoSuchWorkflow,
+    StoreError,
+    StoreLocked,
+    StoreVersionError,
+)
 from ._converter import RawJson, from_json, structure, to_json, unstructure
 from ._records import (
     FINAL_STATUSES,
@@ -18,6 +25,8 @@ from ._records import (
     JournalRecord,
     PromiseRecord,
     PromiseStatus,
+    QueueRecord,
+    ScheduleRecord,
     StoreStatistics,
     TimerRecord,
     WakeupRecord,
@@ -34,14 +43,18 @@ __all__ = [
     "FINAL_STATUSES",
     "MAX_TIME",
     "SCHEMA_VERSION",
+    "DedupKeyTaken",
     "InboxRecord",
     "JournalRecord",
+    "NoSuchSchedule",
     "NoSuchWorkflow",
     "Op",
     "PromiseRecord",
     "PromiseStatus",
+    "QueueRecord",
     "RawJson",
     "SQLiteStore",
+    "ScheduleRecord",
     "Store",
     "StoreError",
     "StoreLocked",

@@ -24,6 +24,8 @@ from ._records import (
     JournalRecord,
     PromiseRecord,
     PromiseStatus,
+    QueueRecord,
+    ScheduleRecord,
     StoreStatistics,
     TimerRecord,
     WakeupRecord,
@@ -167,6 +169,21 @@ class Store(Protocol):
 
     def monitors(self, workflow_id: str) -> list[Pid]:
         """The pids watching the workflow, in the order they started watching."""
+        ...
+
+    # -- schedules and the queue ---------------------------------------------------
+    def schedules(self) -> list[ScheduleRecord]:
+        """Every schedule of the store, by id (the scheduler loads them once at start)."""
+        ...
+
+    def get_schedule(self, schedule_id: str) -> ScheduleRecord | None:
+        """The schedule's row, or ``None``."""
+        ...
+
+    def queue_entries(self) -> list[QueueRecord]:
+        """Every queue row, in queue order: ``priority`` highest first, then ``seq``
+        (start order). Read when the node opens the store (pending workflows wait in this
+        order; dedup keys are held by these rows)."""
         ...
 
     # -- lifetime ------------------------------------------------------------------

@@ -67,14 +67,19 @@ def load_promises(host: WorkflowHost, wf: WorkflowInstance) -> None:
 
 async def resume_all(host: WorkflowHost, nursery: trio.Nursery) -> None:
     """Start every unfinished workflow of the store (not already running), marked
-    ``running`` in the store before this returns."""
+    ``running`` in the store before this returns; ``pending`` ones wait in the host's
+    queue, which starts them once the resumed ones hold their slots."""
     resumed = Transaction()
     recovering: list[WorkflowInstance] = []
+    queued: list[WorkflowRecord] = []
     paused = _pause_gc()
     try:
         for record in host.store.unfinished_workflows():
             if record.workflow_id in host.active:
                 continue  # started (or refreshed) meanwhile
+            if record.status == WorkflowStatus.PENDING:
+                queued.append(record)
+                continue
             try:
                 wf = load(host, record)
             except Exception as exc:  # pragma: no cover - a broken row
@@ -85,6 +90,7 @@ async def resume_all(host: WorkflowHost, nursery: trio.Nursery) -> None:
             if record.status != WorkflowStatus.RUNNING:  # pending, blocked, parked
                 resumed.update_workflow(wf.wid, status=WorkflowStatus.RUNNING,
                                         time=host.clock.now())
+            host.queue.started(wf)
             nursery.start_soon(wf.main)
             recovering.append(wf)
     finally:
@@ -92,6 +98,7 @@ async def resume_all(host: WorkflowHost, nursery: trio.Nursery) -> None:
             nursery.start_soon(_resume_gc, recovering)
     if resumed:
         host.store.write(resumed)
+    host.queue.restore(queued, lambda record: load(host, record))
     for wf in list(host.active.values()):
         if wf.cancel_requested:  # by a tool while no node ran: children go too
             host.cancel_children(wf)
@@ -133,7 +140,10 @@ async def watch_wakeups(host: WorkflowHost) -> None:
         for wake in wakes:
             if host.closing:
                 return  # the node is closing (its store may be closed already)
-            refresh(host, wake.workflow_id)
+            if wake.kind == "schedule":
+                host.scheduler.reload(wake.workflow_id)  # the wakeup names a schedule
+            else:
+                refresh(host, wake.workflow_id)
 
 
 def refresh(host: WorkflowHost, wid: str) -> None:
@@ -145,7 +155,7 @@ def refresh(host: WorkflowHost, wid: str) -> None:
     wf = host.active.get(wid)
     if wf is None:
         if not WorkflowStatus(record.status).finished:
-            host.run_instance(load(host, record))
+            host.queue.offer(load(host, record), record)  # ``pending``: through the queue
         return
     known = {item.id for item in wf.pending}
     changed = False
@@ -156,6 +166,7 @@ def refresh(host: WorkflowHost, wid: str) -> None:
     if record.cancel_requested and not wf.cancel_requested:
         wf.cancel_requested = True
         host.cancel_children(wf)
+        host.queue.cancelled(wf)  # waiting in the queue: it ends at once
         changed = True
     before = len(wf.promises)
     load_promises(host, wf)
