@@ -749,6 +749,10 @@ class WorkflowHost:
             if record is None:
                 raise NoSuchWorkflow(wid)
             status = WorkflowStatus(record.status)
+            if status is WorkflowStatus.PENDING and not self.client and self.resumed:
+                refresh(self, wid)  # a tool created it; its wakeup is not here yet
+                if wid in self.active:
+                    return await self.result(wid, hint)
             while self.client and not status.finished:
                 await trio.sleep(0.02)  # another node runs it: watch the store
                 record = self.store.get_workflow(wid)

@@ -6,11 +6,13 @@ ordered by next tick, and the task sleeps until the earliest one (or until a sch
 changes), so 10,000 schedules cost nothing while none is due. Time is the host's
 :class:`~._waits.WallClock`, so ``MockClock`` skips ahead to a tick in tests.
 
-A tick at time ``t`` of schedule ``s`` starts workflow ``s@t`` (``tick_id``): the start
-is idempotent, so a tick is never run twice (a crash between the start and the write of
-the next tick starts nothing new on the next node; in a cluster, two nodes acting on
-one tick start one workflow, and the compare-and-set on ``next_tick`` lets one of them
-record it). The next tick is written after the workflow started. A node that was down
+A tick at time ``t`` of schedule ``s`` starts workflow ``s@t`` (``tick_id``), so a tick
+never runs twice. The tick is recorded first (the next tick, and the workflow it starts
+as ``last_workflow``), as a compare-and-set on ``next_tick``: of two nodes acting on one
+tick, one records it and starts its workflow, the other reads the schedule again. Then
+the workflow starts; a node that stopped in between starts it when it comes back
+(``last_workflow`` recorded, no such workflow, within ``catchup_window``), and the
+start is idempotent anyway. A node that was down
 over some ticks acts, when it comes back, on the latest of them only, and only if it is
 at most ``catchup_window`` old. ``overlap`` decides what a tick does while the workflow
 the schedule started last is unfinished (``pending``, running or parked): ``skip`` it,
@@ -79,7 +81,13 @@ class Scheduler:
         await self._sync_config()
         for record in self.host.store.schedules():
             self._take(record)
+        lost = self._claimed_not_started()
         task_status.started()
+        if lost:
+            async with trio.open_nursery() as nursery:
+                for record in lost:
+                    assert record.last_workflow is not None
+                    nursery.start_soon(self._start, record, record.last_workflow)
         clock = self.host.clock
         while True:
             now = clock.now()
@@ -114,6 +122,17 @@ class Scheduler:
             else:
                 self._buffer_due.add(sid)
         self._changed.set()
+
+    def _claimed_not_started(self) -> list[ScheduleRecord]:
+        """Schedules whose last tick was recorded but whose workflow was never created
+        (the node stopped in between), recently enough (``catchup_window``) that it is
+        not a workflow deleted since: they start now."""
+        now = self.host.clock.now()
+        store = self.host.store
+        return [record for record in self.rows.values()
+                if record.last_workflow is not None
+                and now - record.updated.timestamp() <= record.catchup_window
+                and store.get_workflow(record.last_workflow) is None]
 
     def reload(self, schedule_id: str) -> None:
         """Read the schedule again (a tool changed it)."""
@@ -152,47 +171,51 @@ class Scheduler:
         return list(due.values())
 
     async def _fire(self, due: list[ScheduleRecord], now: float) -> None:
-        """Act on the due schedules (and on buffered ticks whose wait is over): start
-        their workflows, then record the ticks and next ticks in one transaction."""
-        plans: list[tuple[str, str | None, dict[str, Any]]] = []
+        """Act on the due schedules (and on buffered ticks whose wait is over): record
+        the ticks, next ticks and the workflows they start in one transaction (each a
+        compare-and-set on the next tick: of two nodes acting on one tick, one wins),
+        then start those workflows."""
+        plans: list[tuple[ScheduleRecord, str | None, dict[str, Any]]] = []
         for record in due:
             plans.append(self._plan(record, now))
         for sid in sorted(self._buffer_due):
             waiting = self.rows.get(sid)
             buffered = None if waiting is None else _ts(waiting.buffered_tick)
-            if buffered is not None:
+            if waiting is not None and buffered is not None:
                 started = tick_id(sid, buffered)
-                plans.append((sid, started, {"buffered_tick": None,
-                                             "last_workflow": started}))
+                plans.append((waiting, started, {"buffered_tick": None,
+                                                 "last_workflow": started}))
         self._buffer_due.clear()
-        async with trio.open_nursery() as nursery:
-            for sid, wid, _ in plans:
-                if wid is not None:
-                    nursery.start_soon(self._start, self.rows[sid], wid)
         tx = Transaction()
-        for sid, _, updates in plans:
-            tx.update_schedule(sid, time=now, **updates)
+        for record, _, updates in plans:
+            tx.update_schedule(record.schedule_id, time=now, **updates)
         try:
             results = await self.host.store.commit(tx)
         except Exception as exc:  # the store failed: the ticks are acted on again later
             log.error("host %s could not record schedule ticks: %s", self.host.name, exc)
-            for sid, _, _ in plans:
+            for record, _, _ in plans:
                 try:
-                    self.reload(sid)
+                    self.reload(record.schedule_id)
                 except Exception:  # the store is gone: the next node acts on them
-                    self._forget(sid)
+                    self._forget(record.schedule_id)
             await trio.sleep(1.0)  # not a busy loop while the store fails
             return
-        for (sid, _, updates), ok in zip(plans, results, strict=True):
+        starts: list[tuple[ScheduleRecord, str]] = []
+        for (record, wid, updates), ok in zip(plans, results, strict=True):
             if ok:
-                self._applied(sid, updates)
+                self._applied(record.schedule_id, updates)
+                if wid is not None:
+                    starts.append((record, wid))
             else:  # changed meanwhile (a tool, another node): read it again
-                self.reload(sid)
+                self.reload(record.schedule_id)
+        async with trio.open_nursery() as nursery:
+            for record, wid in starts:
+                nursery.start_soon(self._start, record, wid)
 
-    def _plan(self, record: ScheduleRecord, now: float) -> tuple[str, str | None,
+    def _plan(self, record: ScheduleRecord, now: float) -> tuple[ScheduleRecord, str | None,
                                                                   dict[str, Any]]:
-        """What the due ``record`` does at ``now``: ``(id, workflow id to start or None,
-        columns to write)``."""
+        """What the due ``record`` does at ``now``: ``(record, workflow id to start or
+        None, columns to write)``."""
         sid = record.schedule_id
         expected = _ts(record.next_tick)
         assert expected is not None
@@ -203,7 +226,7 @@ class Scheduler:
             log.info("schedule %s missed its ticks up to %s: older than its catchup_window "
                      "(%gs)", sid, tick_id(sid, expected), record.catchup_window,
                      extra={"schedule_id": sid})
-            return sid, None, updates
+            return record, None, updates
         updates["last_tick"] = tick
         last = record.last_workflow
         if last is not None and record.overlap != "allow_all" and self._unfinished(last):
@@ -214,10 +237,10 @@ class Scheduler:
                 self.counts["skipped"] += 1
                 log.info("schedule %s skipped its tick %s: workflow %s is still running",
                          sid, tick_id(sid, tick), last, extra={"schedule_id": sid})
-            return sid, None, updates
+            return record, None, updates
         wid = tick_id(sid, tick)
         updates["last_workflow"] = wid
-        return sid, wid, updates
+        return record, wid, updates
 
     def _applied(self, sid: str, updates: dict[str, Any]) -> None:
         """A committed update of schedule ``sid``, in memory too."""
