@@ -24,3 +24,21 @@ async def waits_for_go() -> str:
     msg = await process.inbox().receive()
     assert msg is not None
     return str(msg.payload)
+
+
+async def child(tag: str) -> str:
+    await workflow.sleep(1.0)
+    return tag
+
+
+async def parent_of_two() -> list[str]:
+    """Two child workflows (on its own host), then their results."""
+    me = workflow.info().workflow_id
+    for i in range(2):
+        await process.spawn(child, f"{me}-c{i}", id=f"{me}-c{i}")
+    results = []
+    for _ in range(2):
+        event = await process.events().receive()
+        assert event is not None
+        results.append(event.result)
+    return sorted(results)

@@ -411,3 +411,30 @@ async def test_tools_control_schedules_with_and_without_a_node(tmp_path: Path,
         finally:
             store.close()
         assert node.schedules() == []
+
+
+def test_store_schedule_operations() -> None:
+    with SQLiteStore() as store:
+        def put(**kw: Any) -> None:
+            store.write(Transaction().put_schedule(
+                "s", host="workflows", workflow="m:f", catchup_window=60.0, **kw))
+
+        put(input=[1], every=3600.0, next_tick=at(1))
+        store.write(Transaction().update_schedule("s", paused=True, last_workflow="w1"))
+        put(input=[2], cron="0 3 * * *", timezone="Europe/Riga", next_tick=at(3),
+            source="config")
+        record = store.get_schedule("s")
+        assert record is not None
+        assert (record.input, record.cron, record.every, record.timezone, record.source) == (
+            [2], "0 3 * * *", None, "Europe/Riga", "config")
+        assert (record.paused, record.last_workflow) == (True, "w1")  # kept by a put
+        assert record.next_tick == dt.datetime.fromtimestamp(at(3), UTC)
+        cas = Transaction().update_schedule("s", next_tick=at(4), expect_next_tick=at(1))
+        assert store.write(cas) == [False]  # not the expected next tick: nothing changed
+        ok = Transaction().update_schedule("s", next_tick=None, expect_next_tick=at(3))
+        assert store.write(ok) == [True]
+        assert store.write(Transaction().update_schedule(
+            "s", next_tick=at(5), expect_next_tick=None)) == [True]  # NULL-safe
+        assert store.write(Transaction().update_schedule("nope", paused=True)) == [False]
+        store.write(Transaction().delete_schedule("s"))
+        assert store.schedules() == [] and store.get_schedule("s") is None

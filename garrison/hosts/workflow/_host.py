@@ -301,7 +301,8 @@ class WorkflowHost:
         now = self.clock.now()
         run_id = _uuid.uuid4().hex
         # a child workflow starts at once (its parent may wait for it); others may queue
-        admitted = journal is not None or self.client or self.queue.admit(wid)
+        child = journal is not None or (parent is not None and self.node.host(parent.host).durable)
+        admitted = child or self.client or self.queue.admit(wid)
         tx.create_workflow(wid, name, RawJson(input_text),
                            status="running" if admitted else "pending", parent=parent,
                            run_id=run_id,
