@@ -65,7 +65,7 @@ async def test_every_ticks_at_multiples_of_the_interval_and_starts_one_workflow_
         handle = await node.schedule("hourly", app.job, cron=None, every="1h")
         assert handle.info().next_tick == dt.datetime.fromtimestamp(at(1), UTC)
         await trio.sleep(3 * HOUR)  # ticks at 1h, 2h, 3h
-    assert app.STARTS == [(tick_id("hourly", at(h)), at(h)) for h in (1, 2, 3)]
+    assert [(tick_id("hourly", at(h)), at(h)) for h in (1, 2, 3)] == app.STARTS
     assert ids()[0] == "hourly@2026-01-01T01:00:00Z"
 
 
@@ -215,7 +215,7 @@ async def test_a_second_node_acting_on_the_same_tick_starts_nothing(
         assert ids() == [tick_id("s", at(1))]
         assert scheduler.rows["s"].buffered_tick == dt.datetime.fromtimestamp(at(2), UTC)
         await trio.sleep(0.5 * HOUR)
-    assert app.STARTS == [(tick_id("s", at(1)), at(1)), (tick_id("s", at(2)), at(2.5))]
+    assert [(tick_id("s", at(1)), at(1)), (tick_id("s", at(2)), at(2.5))] == app.STARTS
 
 
 # ------------------------------------------------------------------ DST
@@ -300,7 +300,7 @@ async def test_schedule_again_updates_it_and_keeps_the_next_tick(autojump_clock:
 
 
 async def test_bad_schedules_are_refused_with_what_is_wrong(node: garrison.Node) -> None:
-    with pytest.raises(ValueError, match="'s': give either cron .* not neither"):
+    with pytest.raises(ValueError, match=r"'s': give either cron .* not neither"):
         await node.schedule("s", app.job)
     with pytest.raises(ValueError, match="invalid cron expression '61 \\* \\* \\* \\*'"):
         await node.schedule("s", app.job, cron="61 * * * *")
@@ -341,7 +341,7 @@ async def test_config_schedules_are_synced_and_keep_their_state(tmp_path: Path,
         assert records["app:hourly"].source == "config"
         assert records["app:hourly"].input == [1.0]
         await node.schedule_handle("app:nightly").pause()
-        with pytest.raises(ValueError, match="comes from a workflow.schedule entry"):
+        with pytest.raises(ValueError, match=r"comes from a workflow\.schedule entry"):
             await node.schedule("app:nightly", app.job, every="1h")
         await trio.sleep(1.5 * HOUR)
     assert ids() == ["app:hourly@2026-01-01T01:00:00Z"]
@@ -373,8 +373,8 @@ def test_schedule_entries_are_checked() -> None:
 
 
 # ------------------------------------------------------------------ tools
-async def test_tools_control_schedules_with_and_without_a_node(tmp_path: Path,
-                                                               autojump_clock: Any) -> None:
+async def test_tools_control_schedules_without_a_node(tmp_path: Path,
+                                                     autojump_clock: Any) -> None:
     db = str(tmp_path / "wf.db")
     async with garrison.open_node(store=db) as node:
         await node.schedule("s", app.job, every="1h")
@@ -393,21 +393,40 @@ async def test_tools_control_schedules_with_and_without_a_node(tmp_path: Path,
         assert node.schedules()[0].paused
         await trio.sleep(2 * HOUR)
         assert ids() == [wid]  # paused
+    store = tools.open_store(db)
+    try:
+        tools.resume_schedule(store, "s", now=at(2))
+    finally:
+        store.close()
+    async with garrison.open_node(store=db) as node:
+        await trio.sleep(1.1 * HOUR)
+    assert ids() == [wid, tick_id("s", at(3))]
+
+
+async def test_tools_control_schedules_while_a_node_runs(tmp_path: Path) -> None:
+    """Real time: the running node picks every tool write up through its wakeups."""
+    db = str(tmp_path / "wf.db")
+
+    async def until(check: Any) -> None:
+        with trio.fail_after(10):
+            while not check():
+                await trio.sleep(0.005)
+
+    async with garrison.open_node(store=db) as node:
+        await node.schedule("s", app.job, cron="0 3 1 1 *")
+        rows = node.hosts["workflows"].scheduler.rows
         store = tools.open_store(db)
-        try:  # while the node runs: the node picks the write up (a wakeup)
-            tools.resume_schedule(store, "s", now=at(2))
-            with trio.fail_after(5):
-                while node.hosts["workflows"].scheduler.rows["s"].paused:
-                    await trio.sleep(0.01)
-            await trio.sleep(HOUR)
-            assert ids() == [wid, tick_id("s", at(3))]
-            wid2 = tools.trigger_schedule(store, "s", now=at(3.5))
-            with trio.fail_after(5):
-                assert await node.workflow(wid2).result() == wid2
+        try:
+            tools.pause_schedule(store, "s")
+            await until(lambda: rows["s"].paused)
+            tools.resume_schedule(store, "s")
+            await until(lambda: not rows["s"].paused)
+            wid = tools.trigger_schedule(store, "s")
+            await until(lambda: rows["s"].last_workflow == wid)
+            with trio.fail_after(10):
+                assert await node.workflow(wid).result() == wid
             tools.delete_schedule(store, "s")
-            with trio.fail_after(5):
-                while "s" in node.hosts["workflows"].scheduler.rows:
-                    await trio.sleep(0.01)
+            await until(lambda: "s" not in rows)
         finally:
             store.close()
         assert node.schedules() == []
@@ -438,3 +457,69 @@ def test_store_schedule_operations() -> None:
         assert store.write(Transaction().update_schedule("nope", paused=True)) == [False]
         store.write(Transaction().delete_schedule("s"))
         assert store.schedules() == [] and store.get_schedule("s") is None
+
+
+# ------------------------------------------------------------------ command line
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def cli(*args: str) -> Any:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "tests")}
+    return subprocess.run([sys.executable, "-m", "garrison", "schedules", *args], cwd=ROOT,
+                          text=True, capture_output=True, timeout=60, env=env)
+
+
+async def test_cli_without_a_node(tmp_path: Path, autojump_clock: Any) -> None:
+    import json
+
+    db = str(tmp_path / "wf.db")
+    async with garrison.open_node(store=db) as node:
+        await node.schedule("nightly", app.job, cron="0 3 * * *", timezone="Europe/Riga")
+        await node.schedule("hourly", app.job, 5.0, every="1h", overlap="allow_all")
+    listed = cli("--store", db, "list")
+    assert listed.returncode == 0, listed.stderr
+    lines = listed.stdout.splitlines()
+    assert lines[0].split()[:4] == ["ID", "WORKFLOW", "WHEN", "OVERLAP"]
+    assert lines[1].startswith("hourly") and "every 3600s" in lines[1]
+    assert "cron 0 3 * * * Europe/Riga" in lines[2] and "2026-01-01T01:00:00.000Z" in lines[2]
+    assert cli("--store", db, "pause", "hourly").stdout == "schedule 'hourly' paused\n"
+    rows = json.loads(cli("--store", db, "list", "--json").stdout)
+    assert [(r["schedule_id"], r["paused"], r["input"]) for r in rows] == [
+        ("hourly", True, [5.0]), ("nightly", False, [])]
+    triggered = json.loads(cli("--store", db, "trigger", "hourly", "--json").stdout)
+    assert triggered["workflow_id"].startswith("hourly@")
+    assert "next tick" in cli("--store", db, "resume", "hourly").stdout
+    assert cli("--store", db, "delete", "nightly").returncode == 0
+    missing = cli("--store", db, "pause", "nightly")
+    assert (missing.returncode, missing.stderr) == (
+        1, f"garrison schedules: no schedule 'nightly' in {db}\n")
+    gone = cli("--store", str(tmp_path / "none.db"), "list")
+    assert gone.returncode == 2 and "no workflow store" in gone.stderr
+    async with garrison.open_node(store=db) as node:  # the trigger runs on the next node
+        assert await node.workflow(triggered["workflow_id"]).result() == \
+            triggered["workflow_id"]
+        assert [r.schedule_id for r in node.schedules()] == ["hourly"]
+        assert not node.schedules()[0].paused
+
+
+async def test_cli_trigger_while_a_node_runs(tmp_path: Path) -> None:
+    """Real time: the running node picks the tool's write up through its wakeups."""
+    import json
+
+    db = str(tmp_path / "wf.db")
+    async with garrison.open_node(store=db) as node:
+        await node.schedule("s", app.job, cron="0 3 1 1 *")
+        done = await trio.to_thread.run_sync(cli, "--store", db, "trigger", "s", "--json")
+        wid = json.loads(done.stdout)["workflow_id"]
+        with trio.fail_after(10):
+            while node.hosts["workflows"].scheduler.rows["s"].last_workflow != wid:
+                await trio.sleep(0.01)
+            assert await node.workflow(wid).result() == wid
+        await trio.to_thread.run_sync(cli, "--store", db, "pause", "s")
+        with trio.fail_after(10):
+            while not node.hosts["workflows"].scheduler.rows["s"].paused:
+                await trio.sleep(0.01)

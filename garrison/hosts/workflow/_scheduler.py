@@ -52,6 +52,9 @@ __all__ = ["Scheduler"]
 
 log = logging.getLogger("garrison.schedules")
 
+#: due schedules acted on per transaction (a burst of ticks starts chunk by chunk)
+CHUNK = 500
+
 def _ts(value: Any) -> float | None:
     return None if value is None else float(value.timestamp())
 
@@ -171,10 +174,20 @@ class Scheduler:
         return list(due.values())
 
     async def _fire(self, due: list[ScheduleRecord], now: float) -> None:
-        """Act on the due schedules (and on buffered ticks whose wait is over): record
-        the ticks, next ticks and the workflows they start in one transaction (each a
-        compare-and-set on the next tick: of two nodes acting on one tick, one wins),
-        then start those workflows."""
+        """Act on the due schedules (and on buffered ticks whose wait is over), in
+        chunks of ``CHUNK`` (the first workflows of a large burst start early)."""
+        async with trio.open_nursery() as starting:
+            for i in range(0, len(due), CHUNK):
+                await self._fire_chunk(due[i:i + CHUNK], now if i == 0 else
+                                       self.host.clock.now(), starting)
+            if self._buffer_due or not due:
+                await self._fire_chunk([], self.host.clock.now(), starting)
+
+    async def _fire_chunk(self, due: list[ScheduleRecord], now: float,
+                          starting: trio.Nursery) -> None:
+        """Record the ticks, next ticks and the workflows they start in one transaction
+        (each a compare-and-set on the next tick: of two nodes acting on one tick, one
+        wins), then start those workflows (in ``starting``)."""
         plans: list[tuple[ScheduleRecord, str | None, dict[str, Any]]] = []
         for record in due:
             plans.append(self._plan(record, now))
@@ -208,9 +221,8 @@ class Scheduler:
                     starts.append((record, wid))
             else:  # changed meanwhile (a tool, another node): read it again
                 self.reload(record.schedule_id)
-        async with trio.open_nursery() as nursery:
-            for record, wid in starts:
-                nursery.start_soon(self._start, record, wid)
+        for record, wid in starts:
+            starting.start_soon(self._start, record, wid)
 
     def _plan(self, record: ScheduleRecord, now: float) -> tuple[ScheduleRecord, str | None,
                                                                   dict[str, Any]]:

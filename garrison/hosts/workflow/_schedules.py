@@ -17,6 +17,7 @@ the tick, so a start is idempotent across restarts and nodes.
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import math
 import zoneinfo
 from collections.abc import Sequence
@@ -47,6 +48,28 @@ DEFAULT_CATCHUP_WINDOW = 3600.0
 _UTC = _dt.UTC
 #: the most a DST change moves local time (Debian's cron handles changes below 3 hours)
 _DST_SPAN = 3 * 3600.0
+
+
+@functools.lru_cache(maxsize=16384)
+def _cron_next(cron: str, timezone: str, t: int) -> float | None:
+    """The first tick of ``cron`` (read in ``timezone``) strictly after ``t``; cached:
+    schedules sharing an expression and a tick (``0 * * * *``) compute it once."""
+    start = _dt.datetime.fromtimestamp(t, zoneinfo.ZoneInfo(timezone))
+    try:
+        return float(next(CronSim(cron, start)).timestamp())
+    except StopIteration:
+        return None
+
+
+@functools.lru_cache(maxsize=4096)
+def _cron_problem(cron: str) -> str | None:
+    """What is wrong with ``cron`` (``cronsim``'s words), or ``None``; cached (loading
+    10,000 schedules checks each expression once)."""
+    try:
+        CronSim(cron, _dt.datetime(2000, 1, 1, tzinfo=_UTC))
+    except CronSimError as exc:
+        return str(exc)
+    return None
 
 
 def _utc(seconds: float) -> _dt.datetime:
@@ -126,10 +149,9 @@ class ScheduleSpec:
                 raise TypeError(f"{what}: cron must be a string such as '0 3 * * *', got "
                                 f"{type(cron).__name__}: {cron!r}")
             text = " ".join(cron.split())
-            try:
-                CronSim(text, _dt.datetime(2000, 1, 1, tzinfo=zone))
-            except CronSimError as exc:
-                raise ValueError(f"{what}: invalid cron expression {cron!r}: {exc}") from None
+            problem = _cron_problem(text)
+            if problem is not None:
+                raise ValueError(f"{what}: invalid cron expression {cron!r}: {problem}")
             return cls(text, None, timezone, zone)
         seconds = parse_duration(every, what=f"every of {what}")
         if seconds < 1 or seconds != int(seconds):
@@ -150,11 +172,7 @@ class ScheduleSpec:
         if self.every is not None:
             return (math.floor(t / self.every) + 1) * self.every
         assert self.cron is not None
-        start = _dt.datetime.fromtimestamp(math.floor(t), self._zone)
-        try:
-            return float(next(CronSim(self.cron, start)).timestamp())
-        except StopIteration:
-            return None
+        return _cron_next(self.cron, self.timezone, math.floor(t))
 
     def latest_in(self, lo: float, hi: float) -> float | None:
         """The latest tick in ``[lo, hi]``, or ``None``: always one that
