@@ -1,7 +1,8 @@
 """The store protocol: what a durable store must do for the workflow host.
 
 A store keeps workflows, their journals, durable inboxes, timers, promises, state,
-search attributes and monitors. The workflow host talks to it only through the named
+search attributes, monitors, schedules and the queue rows of workflow hosts with
+limits. The workflow host talks to it only through the named
 operations below (and through :class:`~garrison.persistence.Transaction`, whose
 operations every store maps to its own SQL); it never sees SQL or a connection.
 :class:`~garrison.persistence.SQLiteStore` is the default implementation.
