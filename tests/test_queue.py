@@ -4,6 +4,7 @@ keys, restarts with a full queue, and what can be done to a workflow while it wa
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -13,6 +14,7 @@ from typing import Any
 import pytest
 import schedule_app as app
 import trio
+from trio.testing import MockClock
 
 import garrison
 from garrison.config import load_config_text
@@ -199,11 +201,11 @@ def test_cli_lists_pending_workflows(tmp_path: Path) -> None:
             await node.start_workflow(app.job, 1000.0, id="running")
             await node.start_workflow(app.job, id="waiting", priority=2)
 
-    trio.run(seed, clock=trio.testing.MockClock(autojump_threshold=0))
+    trio.run(seed, clock=MockClock(autojump_threshold=0))
     out = subprocess.run([sys.executable, "-m", "garrison", "workflows", "--store", db, "list",
                           "--status", "pending", "--json"], cwd=ROOT, text=True,
-                         capture_output=True, timeout=60, env={"PYTHONPATH": str(ROOT / "tests"),
-                                                               "PATH": "/usr/bin:/bin"})
+                         capture_output=True, timeout=60,
+                         env={**os.environ, "PYTHONPATH": str(ROOT / "tests")})
     assert out.returncode == 0, out.stderr
     assert [w["workflow_id"] for w in json.loads(out.stdout)] == ["waiting"]
 
@@ -242,3 +244,29 @@ def test_store_enqueue_and_dequeue() -> None:
         assert created and seq > 2  # the start order only grows
         store.write(Transaction().delete_workflow("d"))
         assert store.queue_entries() == []
+
+
+async def test_a_workflow_a_tool_created_waits_its_turn(tmp_path: Path) -> None:
+    """Real time: a tool's pending workflow reaches the node by a wakeup and goes
+    through the queue like any other start."""
+    from garrison import _store_tools as tools
+    from garrison.persistence import Transaction
+
+    db = str(tmp_path / "wf.db")
+    async with garrison.open_node(store=db, max_concurrent=1) as node:
+        await node.start_workflow(app.waits_for_go, id="busy")
+        store = tools.open_store(db)
+        try:
+            store.write(Transaction().create_workflow("from-tool", "schedule_app:job", [],
+                                                      status="pending"))
+        finally:
+            store.close()
+        host = node.hosts["workflows"]
+        with trio.fail_after(10):
+            while "from-tool" not in host.active:
+                await trio.sleep(0.005)
+        assert node.workflow("from-tool").status() == "pending"
+        await node.workflow("busy").signal("go", "done")
+        with trio.fail_after(10):
+            assert await node.workflow("from-tool").result() == "from-tool"
+    assert started() == ["from-tool"]
