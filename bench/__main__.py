@@ -11,6 +11,8 @@ figures and ratios side by side. ``--json`` prints the raw lines instead;
 - ``memory.py``: 100,000 idle processes (vs parked trio tasks), 10,000 waiting workflows;
 - ``recovery.py``: 10,000 unfinished workflows resumed after a restart; journal
   records replayed per second;
+- ``schedules.py``: the scheduler's idle CPU with 10,000 schedules, and the lateness of
+  10,000 ticks due at the same second;
 - ``scaling.py``: workflow steps/s at 1, 10, 100, 1,000 concurrent workflows
   (``synchronous`` NORMAL and FULL);
 - ``workflow_steps.py``: 10-step workflows sequential and 100 concurrent, and a
@@ -61,6 +63,15 @@ SHOW: dict[str, list[tuple[str, str]]] = {
         ("ratio_recovery_vs_dbos", "x DBOS recovery"),
         ("replay.journal_records", "journal records replayed"),
         ("replay.records_per_s", "replayed records/s (>= 100k)"),
+    ],
+    "schedules.py": [
+        ("idle.with_schedules.schedules", "schedules loaded"),
+        ("idle.with_schedules.open_node_s", "open_node with them s"),
+        ("idle.no_schedules.idle_cpu_percent", "idle CPU %, no schedule"),
+        ("idle.with_schedules.idle_cpu_percent", "idle CPU %, with them"),
+        ("burst.schedules", "ticks due at one second"),
+        ("burst.lateness_p50_ms", "start lateness p50 ms"),
+        ("burst.lateness_p99_ms", "start lateness p99 ms"),
     ],
     "scaling.py": [
         ("normal_steps_per_s_at_1", "NORMAL steps/s, 1 at once"),

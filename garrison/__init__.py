@@ -16,6 +16,7 @@ from ._errors import (
     GarrisonError,
     NonDeterminismError,
     NoSuchProcess,
+    NoSuchSchedule,
     NoSuchWorkflow,
     NotInProcess,
     PayloadError,
@@ -30,6 +31,7 @@ from ._errors import (
 )
 from ._handle import WorkflowHandle, WorkflowSummary
 from ._node import Node, current_node, open_node, run
+from ._schedule_handle import ScheduleHandle
 from .actors import ErrorInfo, Event, EventKind, Inbox, Message, Pid, ProcessInfo
 
 __all__ = [
@@ -42,6 +44,7 @@ __all__ = [
     "Inbox",
     "Message",
     "NoSuchProcess",
+    "NoSuchSchedule",
     "NoSuchWorkflow",
     "Node",
     "NonDeterminismError",
@@ -53,6 +56,7 @@ __all__ = [
     "PromiseAlreadyCompleted",
     "PromiseRejected",
     "RetryPolicy",
+    "ScheduleHandle",
     "StoreError",
     "StoreLocked",
     "StoreVersionError",

@@ -1,4 +1,4 @@
-"""The ``garrison`` command line: ``run``, ``check``, ``workflows``, ``ui``.
+"""The ``garrison`` command line: ``run``, ``check``, ``workflows``, ``schedules``, ``ui``.
 
 ``garrison run TARGET`` where TARGET is
   * a YAML config: start its hosts and ``auto_start`` services and run until
@@ -473,9 +473,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("bench", help="run the benchmarks against their peers, print a table "
                    "(python -m bench of a source checkout; --quick, --json, script names)")
 
+    from ._cli_schedules import add_parser as add_schedules
     from ._cli_workflows import add_parser
 
     add_parser(sub, common)
+    add_schedules(sub, common)
     return parser
 
 

@@ -47,3 +47,31 @@ def parse_duration(value: object, *, what: str = "duration") -> float:
         f"invalid {what} {value!r} of type {type(value).__name__}: "
         "expected seconds or a string like '30s'"
     )
+
+
+def parse_rate(value: object, *, what: str = "rate") -> tuple[int, float]:
+    """A rate ``"COUNT/DURATION"`` (``"100/1m"``: 100 per minute) as ``(count, seconds)``.
+
+    >>> parse_rate("100/1m")
+    (100, 60.0)
+    >>> parse_rate("5/s")
+    (5, 1.0)
+
+    ``COUNT`` is a whole number >= 1; ``DURATION`` a duration > 0 (a bare unit such as
+    ``s`` means one of it). Anything else raises ``ValueError`` naming the input.
+    """
+    expected = "expected 'COUNT/DURATION' such as '100/1m' or '5/1s'"
+    if not isinstance(value, str):
+        raise ValueError(f"invalid {what} {value!r}: {expected}")
+    count_text, sep, period_text = value.replace(" ", "").partition("/")
+    if not sep or not count_text.isdigit() or int(count_text) < 1:
+        raise ValueError(f"invalid {what} {value!r}: {expected}, with COUNT a whole number >= 1")
+    if period_text in _UNITS:
+        period_text = "1" + period_text
+    try:
+        period = parse_duration(period_text, what=what)
+    except ValueError:
+        raise ValueError(f"invalid {what} {value!r}: {expected}") from None
+    if period <= 0:
+        raise ValueError(f"invalid {what} {value!r}: the period must be longer than 0")
+    return int(count_text), period

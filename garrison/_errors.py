@@ -181,3 +181,22 @@ class NoSuchWorkflow(GarrisonError, LookupError):
     def __init__(self, workflow_id: str) -> None:
         super().__init__(f"no workflow with id {workflow_id!r} in the store")
         self.workflow_id = workflow_id
+
+
+class NoSuchSchedule(GarrisonError, LookupError):
+    """A schedule id that is not in the store."""
+
+    def __init__(self, schedule_id: str) -> None:
+        super().__init__(f"no schedule with id {schedule_id!r} in the store")
+        self.schedule_id = schedule_id
+
+
+class DedupKeyTaken(GarrisonError):
+    """A store's answer to a start whose ``dedup`` key an unfinished workflow of the
+    store already holds (``.workflow_id``): nothing of that start was written. The
+    workflow host turns it into the holder's pid; users never see it."""
+
+    def __init__(self, dedup: str, workflow_id: str) -> None:
+        super().__init__(f"dedup key {dedup!r} is held by workflow {workflow_id!r}")
+        self.dedup = dedup
+        self.workflow_id = workflow_id

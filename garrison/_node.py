@@ -63,9 +63,15 @@ class Node:
     """
 
     def __init__(self, *, config: Any = None, store: Any = None,
-                 inbox_warning: int | None = INBOX_WARNING) -> None:
+                 inbox_warning: int | None = INBOX_WARNING, max_concurrent: int | None = None,
+                 cluster_max_concurrent: int | None = None, rate: str | None = None) -> None:
+        from .hosts.workflow._queue import QueueLimits
+
         self.config = config
         self.store = store
+        #: the queue limits of the ``workflows`` host given to ``open_node`` (``None``: none)
+        self._limits = QueueLimits(max_concurrent, cluster_max_concurrent, rate) \
+            if (max_concurrent, cluster_max_concurrent, rate) != (None, None, None) else None
         if inbox_warning is None:
             inbox_warning = 0
         if type(inbox_warning) is not int or inbox_warning < 0:
@@ -160,7 +166,11 @@ class Node:
         """Counters: live ``processes``, ``messages`` delivered, ``dead_letters``,
         ``spawned``, ``registered`` names; ``queued``: messages and events waiting in
         every process's inboxes, ``largest_inbox``: the most waiting at one process,
-        ``largest_inbox_pid``: that process (``None`` when nothing waits).
+        ``largest_inbox_pid``: that process (``None`` when nothing waits);
+        ``workflow_queues``: per workflow host, its queue depth (``pending`` workflows
+        waiting for a slot), ``running`` (holding a slot), ``max_concurrent`` and
+        ``rate``; ``schedules``: per workflow host, its schedules and their ticks
+        ``started``, ``skipped`` (overlap) and ``missed`` (past the catch-up window).
 
         The queue figures walk every process (cost grows with their number).
         """
@@ -183,6 +193,11 @@ class Node:
             "queued": queued,
             "largest_inbox": largest,
             "largest_inbox_pid": at,
+            "workflow_queues": {name: host.queue.stats() for name, host in self.hosts.items()
+                                if host.durable},
+            "schedules": {name: {"schedules": len(host.scheduler.rows),
+                                 **host.scheduler.counts}
+                          for name, host in self.hosts.items() if host.durable},
         }
 
     def process_info(self, pid: Pid | str) -> ProcessInfo:
@@ -231,10 +246,27 @@ class Node:
                     await self._add_host(ProcessHost(self._router, entry.id,
                                                      workers=entry.workers))
             await start_services(self._router, self.config)
+        self._define_schedules()
         # services first: a resumed workflow finds the services it sends to
         for host in list(self.hosts.values()):
             if host.durable:
                 await host.resume()
+
+    def _define_schedules(self) -> None:
+        """The config's ``workflow.schedule`` entries, given to their hosts' schedulers
+        (which sync them into the store when they start)."""
+        if self.config is None:
+            return
+        from ._targets import target_name
+        from .hosts.workflow._schedules import ScheduleDefinition
+
+        for entry in self.config.schedules():
+            host = self._workflow_host(entry.host)
+            fn = self.config.resolve_target(entry.workflow)
+            host.scheduler.definitions.append(ScheduleDefinition.build(
+                entry.id, target_name(fn), entry.input, cron=entry.cron, every=entry.every,
+                timezone=entry.timezone, overlap=entry.overlap,
+                catchup_window=entry.catchup_window, source="config"))
 
     async def _add_host(self, host: Any) -> None:
         assert self._nursery is not None
@@ -252,7 +284,8 @@ class Node:
 
     # ================================================================== workflows
     async def start_workflow(self, target: Any, *args: Any, id: str | None = None,
-                             host: str | None = None) -> Pid:
+                             host: str | None = None, priority: int = 0,
+                             dedup: str | None = None) -> Pid:
         """Start ``target(*args)`` as a durable workflow; returns its pid.
 
         Idempotent by ``id``: the same id returns the existing workflow's pid,
@@ -260,11 +293,16 @@ class Node:
         id a fresh one is made. ``target`` must be importable by its
         ``module:qualname`` (a lambda or closure raises ``TypeError``).
 
+        On a host with limits (``max_concurrent``, ``rate``) a start over them waits
+        ``pending`` in the host's queue, by ``priority`` (higher first), then start
+        order. While a workflow started with ``dedup`` is queued or running (until it
+        ends), a start with the same key returns that workflow's pid.
+
         >>> pid = await node.start_workflow(order_workflow, order, id="order-17")
         >>> await node.workflow("order-17").result()
         """
         h = self._workflow_host(host)
-        return await h.start(target, args, wid=id)
+        return await h.start(target, args, wid=id, priority=priority, dedup=dedup)
 
     def workflow(self, id: str, host: str | None = None) -> Any:
         """A :class:`~garrison.WorkflowHandle` on the workflow ``id``."""
@@ -294,6 +332,52 @@ class Node:
                 out.append(WorkflowSummary(rec.workflow_id, rec.name, now, rec.search,
                                            rec.memo, rec.created, rec.updated))
         return out
+
+    # ================================================================== schedules
+    async def schedule(self, id: str, target: Any, *args: Any, cron: str | None = None,
+                       every: Any = None, overlap: str = "skip",
+                       catchup_window: Any = "1h", timezone: str = "UTC",
+                       host: str | None = None) -> Any:
+        """Create (or update) schedule ``id``: start ``target(*args)`` as a workflow on
+        every tick of ``cron`` (read in ``timezone``) or ``every`` (a duration of whole
+        seconds; ticks at its multiples since the unix epoch). Returns a
+        :class:`~garrison.ScheduleHandle`.
+
+        The schedule lives in the host's store: a tick starts workflow ``<id>@<tick>``
+        once (a restart never runs a tick twice); a tick missed while no node ran starts
+        when the node comes back if it is at most ``catchup_window`` old (only the
+        latest missed tick). ``overlap``: what a tick does while the workflow the
+        schedule started last is unfinished: ``"skip"``, ``"buffer_one"`` (start it
+        when that one ends) or ``"allow_all"``. Calling it again with the same id
+        updates the schedule (its next tick is kept unless the timing changed).
+
+        >>> nightly = await node.schedule("nightly", report, "eu", cron="0 3 * * *",
+        ...                               timezone="Europe/Riga")
+        """
+        from ._schedule_handle import ScheduleHandle
+        from ._targets import target_name
+        from .hosts.workflow._schedules import ScheduleDefinition
+
+        h = self._workflow_host(host)
+        fn = h.node.resolve_target(target)
+        definition = ScheduleDefinition.build(
+            id, target_name(fn), args, cron=cron, every=every, timezone=timezone,
+            overlap=overlap, catchup_window=catchup_window)
+        await h.scheduler.put(definition)
+        return ScheduleHandle(h, definition.schedule_id)
+
+    def schedules(self, host: str | None = None) -> list[Any]:
+        """Every schedule of the host's store (config and API ones), by id, as
+        :class:`~garrison.persistence.ScheduleRecord` (spec, ``paused``, ``next_tick``,
+        ``last_tick``, ``last_workflow``, ``source``)."""
+        return list(self._workflow_host(host).store.schedules())
+
+    def schedule_handle(self, id: str, host: str | None = None) -> Any:
+        """A :class:`~garrison.ScheduleHandle` on schedule ``id`` (``pause``, ``resume``,
+        ``trigger``, ``delete``, ``info``)."""
+        from ._schedule_handle import ScheduleHandle
+
+        return ScheduleHandle(self._workflow_host(host), id)
 
     def _workflow_host(self, name: str | None) -> Any:
         h = self._router.host(name or "workflows")
@@ -351,16 +435,24 @@ class Node:
             self._owned_stores.append(store)
             return store
 
+        from .hosts.workflow._queue import QueueLimits
+
         entries = [e for e in self.config.hosts() if e.kind == "workflow.host"] \
             if self.config is not None else []
+        alias = len(entries) == 1 and default is None
         for entry in entries:
+            limits = QueueLimits(entry.max_concurrent, entry.cluster_max_concurrent,
+                                 entry.rate)
+            if alias and self._limits is not None:
+                limits = self._limits  # open_node's limits are the ``workflows`` host's
             host = WorkflowHost(self._router, entry.id,
-                                opened(stores[entry.id], entry.synchronous))
+                                opened(stores[entry.id], entry.synchronous), limits)
             await self._add_host(host)
-        if len(entries) == 1 and default is None:
+        if alias:
             self._router.aliases["workflows"] = entries[0].id
         else:
-            await self._add_host(WorkflowHost(self._router, "workflows", opened(default)))
+            await self._add_host(WorkflowHost(self._router, "workflows", opened(default),
+                                              self._limits))
 
     def _close_workflow_stores(self) -> None:
         for store in getattr(self, "_owned_stores", ()):
@@ -369,7 +461,10 @@ class Node:
 
 @asynccontextmanager
 async def open_node(config: Any = None, store: Any = None, *,
-                    inbox_warning: int | None = INBOX_WARNING) -> AsyncIterator[Node]:
+                    inbox_warning: int | None = INBOX_WARNING,
+                    max_concurrent: int | None = None,
+                    cluster_max_concurrent: int | None = None,
+                    rate: str | None = None) -> AsyncIterator[Node]:
     """Run a node inside trio for the duration of the ``async with`` block.
 
     Leaving the block (normally, by an exception or by Ctrl-C) stops every
@@ -377,10 +472,16 @@ async def open_node(config: Any = None, store: Any = None, *,
     when one holds ``inbox_warning`` items a warning is logged (once, until it
     drains below half); ``0`` or ``None`` turns that off.
 
+    ``max_concurrent``, ``cluster_max_concurrent`` and ``rate`` (``"100/1m"``) are the
+    queue limits of the node's ``workflows`` host, as on a ``workflow.host`` entry
+    (when a config's only workflow host is ``workflows``, they replace its entry's).
+
     >>> async with garrison.open_node() as node:
     ...     pid = await node.spawn(worker)
     """
-    node = Node(config=_as_config(config), store=store, inbox_warning=inbox_warning)
+    node = Node(config=_as_config(config), store=store, inbox_warning=inbox_warning,
+                max_concurrent=max_concurrent, cluster_max_concurrent=cluster_max_concurrent,
+                rate=rate)
     enable_if_configured()  # spans, if the application set an OpenTelemetry provider
     token = _current_node.set(node)
     try:
@@ -432,17 +533,21 @@ def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
 
 
 def run(main: Callable[..., Any], *args: Any, config: Any = None, store: Any = None,
-        clock: trio.abc.Clock | None = None, inbox_warning: int | None = INBOX_WARNING) -> Any:
+        clock: trio.abc.Clock | None = None, inbox_warning: int | None = INBOX_WARNING,
+        max_concurrent: int | None = None, rate: str | None = None) -> Any:
     """Run ``main(*args)`` as the root process of a new node, like ``trio.run``.
 
     Returns what ``main`` returns; a failure raises :class:`ProcessError`.
     Ctrl-C stops every process, children first, and raises ``KeyboardInterrupt``.
+    ``max_concurrent`` and ``rate``: the ``workflows`` host's queue limits (see
+    :func:`open_node`).
 
     >>> garrison.run(main, "hello")
     """
 
     async def root() -> Any:
-        async with open_node(config=config, store=store, inbox_warning=inbox_warning) as node:
+        async with open_node(config=config, store=store, inbox_warning=inbox_warning,
+                             max_concurrent=max_concurrent, rate=rate) as node:
             pid = await node.spawn(main, *args)
             return await node.wait(pid)
 

@@ -25,6 +25,7 @@ __all__ = [
     "FINAL",
     "ToolError",
     "cancel",
+    "delete_schedule",
     "detail",
     "error_json",
     "get",
@@ -32,14 +33,18 @@ __all__ = [
     "key_value",
     "node_holds",
     "open_store",
+    "pause_schedule",
     "record_json",
     "refuse_final",
     "reject",
     "resolve",
+    "resume_schedule",
     "retry",
+    "schedule_json",
     "signal",
     "start",
     "terminate",
+    "trigger_schedule",
     "when",
 ]
 
@@ -239,6 +244,73 @@ def retry(store: Any, workflow_id: str) -> str:
         raise ToolError(str(exc)) from None
     store.write(tx)
     return note
+
+
+# ------------------------------------------------------------------ schedules
+def get_schedule(store: Any, schedule_id: str) -> Any:
+    """The schedule's record; :class:`ToolError` when the store has no such schedule."""
+    rec = store.get_schedule(schedule_id)
+    if rec is None:
+        raise ToolError(f"no schedule {schedule_id!r} in {store.path}")
+    return rec
+
+
+def pause_schedule(store: Any, schedule_id: str) -> None:
+    """Pause the schedule: its ticks start nothing until it is resumed."""
+    from .persistence import Transaction
+
+    get_schedule(store, schedule_id)
+    store.write(Transaction().update_schedule(schedule_id, paused=True))
+
+
+def resume_schedule(store: Any, schedule_id: str, now: float | None = None) -> None:
+    """Resume the schedule from its first tick after ``now`` (default: the time now)."""
+    from .hosts.workflow._schedules import ScheduleSpec
+    from .persistence import Transaction
+
+    rec = get_schedule(store, schedule_id)
+    if not rec.paused:
+        return
+    spec = ScheduleSpec.parse(cron=rec.cron, every=rec.every, timezone=rec.timezone,
+                              what=f"schedule {schedule_id!r}")
+    following = spec.next_after(time.time() if now is None else now)
+    store.write(Transaction().update_schedule(schedule_id, paused=False, next_tick=following))
+
+
+def trigger_schedule(store: Any, schedule_id: str, now: float | None = None) -> str:
+    """Start the schedule's workflow now (``<id>@<now>``), paused or not; returns its
+    workflow id. The workflow is created ``pending``: the node that owns the store
+    starts it (at once, or when its host's queue has room; a stopped node when it
+    starts)."""
+    from .hosts.workflow._schedules import trigger_id
+    from .persistence import Transaction
+
+    rec = get_schedule(store, schedule_id)
+    wid = trigger_id(schedule_id, time.time() if now is None else now)
+    tx = Transaction().create_workflow(wid, rec.workflow, rec.input, status="pending",
+                                       host=rec.host)
+    tx.update_schedule(schedule_id, last_workflow=wid)
+    store.write(tx)
+    return wid
+
+
+def delete_schedule(store: Any, schedule_id: str) -> None:
+    """Remove the schedule (the workflows it started are not touched)."""
+    from .persistence import Transaction
+
+    get_schedule(store, schedule_id)
+    store.write(Transaction().delete_schedule(schedule_id))
+
+
+def schedule_json(rec: Any) -> dict[str, Any]:
+    """Every column of a schedule's row, as JSON."""
+    return {"schedule_id": rec.schedule_id, "workflow": rec.workflow, "input": rec.input,
+            "cron": rec.cron, "every": rec.every, "timezone": rec.timezone,
+            "overlap": rec.overlap, "catchup_window": rec.catchup_window,
+            "paused": rec.paused, "next_tick": when(rec.next_tick),
+            "last_tick": when(rec.last_tick), "last_workflow": rec.last_workflow,
+            "buffered_tick": when(rec.buffered_tick), "source": rec.source,
+            "host": rec.host, "created": when(rec.created), "updated": when(rec.updated)}
 
 
 # ------------------------------------------------------------------ JSON forms

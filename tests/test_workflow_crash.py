@@ -160,6 +160,11 @@ def test_kill_during_replay(sc: Scenario) -> None:
 def test_no_message_lost_or_duplicated_across_a_kill(sc: Scenario) -> None:
     proc = sc.popen("start", "p", "pair", "[30]")
     sc.wait_marker("step:tick:10", proc)
+    # kill in the sender's 0.3 s pause, once the step's result is journaled (an
+    # activity whose result was not yet written runs again: at least once)
+    end = time.monotonic() + 10
+    while "activity" not in [k for k, _ in sc.journal("p.2")] and time.monotonic() < end:
+        time.sleep(0.01)
     sc.kill(proc)
     assert sc.resume("p") == list(range(30))
     ids = [r[0] for r in sql(sc.db, "SELECT msg_id FROM inbox WHERE workflow_id = 'p.1'")]

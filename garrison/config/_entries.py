@@ -14,7 +14,7 @@ from typing import Any, TypeAlias
 
 import attrs
 
-from .._duration import parse_duration
+from .._duration import parse_duration, parse_rate
 
 #: Host names every node has without any config: a process host and a workflow host.
 BUILTIN_HOSTS = ("processes", "workflows")
@@ -79,6 +79,50 @@ def _one_of(*choices: str) -> Callable[[object, attrs.Attribute[Any], object], N
             raise _FieldProblem(attribute.name, "one of " + ", ".join(map(repr, choices)), value)
 
     return check
+
+
+def _rate(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is None:
+        return
+    try:
+        parse_rate(value)
+    except ValueError:
+        raise _FieldProblem(attribute.name, "a rate 'COUNT/DURATION' such as '100/1m'",
+                            value) from None
+
+
+def _positive_duration(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if not _is_number(value) or math.isnan(value) or value <= 0:  # type: ignore[operator, arg-type]
+        raise _FieldProblem(attribute.name, "a duration longer than 0", value)
+
+
+def _schedule_timing(inst: Any, attribute: attrs.Attribute[Any], value: object) -> None:
+    """Checks ``cron`` / ``every`` / ``timezone`` of a schedule entry together (one
+    problem per field, in the words of the schedule module)."""
+    from ..hosts.workflow._schedules import ScheduleSpec
+
+    if attribute.name == "cron":
+        if (inst.cron is None) == (inst.every is None):
+            problem = _FieldProblem("cron", "", inst.cron)
+            problem.detail = ("give either cron (e.g. '0 3 * * *') or every (e.g. '1h'), not "
+                              + ("both" if inst.cron is not None else "neither"))
+            raise problem
+        if inst.cron is not None:
+            try:
+                ScheduleSpec.parse(cron=inst.cron)
+            except (TypeError, ValueError) as exc:
+                detail = str(exc).split(": ", 2)[-1]
+                raise _FieldProblem("cron", f"a cron expression such as '0 3 * * *' "
+                                    f"({detail})", inst.cron) from None
+    elif attribute.name == "every" and value is not None:
+        if not _is_number(value) or value < 1 or value != int(value):  # type: ignore[operator, call-overload]
+            raise _FieldProblem("every", "a duration of whole seconds, at least 1s", value)
+    elif attribute.name == "timezone":
+        try:
+            ScheduleSpec.parse(every=60, timezone=value)
+        except (TypeError, ValueError):
+            raise _FieldProblem("timezone", "an IANA time zone name such as 'UTC' or "
+                                "'Europe/Riga'", value) from None
 
 
 def _duration(value: object) -> float:
@@ -177,12 +221,20 @@ class WorkflowHostEntry:
     folder when relative), a ``postgresql://`` URL, or ``None`` for an in-memory
     store; ``synchronous`` is ``"normal"`` (survives a killed process) or ``"full"``
     (survives power loss).
+
+    The host is also a queue: ``max_concurrent`` workflows running at once on this
+    node, ``cluster_max_concurrent`` across a cluster (with one node it acts like
+    ``max_concurrent``), ``rate`` starts per period (``"100/1m"``); ``None``: no limit.
     """
 
     id: str = ""
     kind: str = "workflow.host"
     store: str | None = None
     synchronous: str = attrs.field(default="normal", validator=_one_of("normal", "full"))
+    max_concurrent: int | None = attrs.field(default=None, validator=_positive_int_or_none)
+    cluster_max_concurrent: int | None = attrs.field(default=None,
+                                                     validator=_positive_int_or_none)
+    rate: str | None = attrs.field(default=None, validator=_rate)
     meta: Mapping[str, Any] = attrs.field(factory=dict, hash=False)
 
 
@@ -233,7 +285,32 @@ class ServiceEntry:
         return self.lifecycle.requires
 
 
-Entry: TypeAlias = HostEntry | WorkflowHostEntry | SourceEntry | ServiceEntry
+@attrs.frozen
+class ScheduleEntry:
+    """A ``workflow.schedule`` entry: start ``workflow`` (the full id of a
+    ``workflow.py`` entry) with ``input`` on ``cron`` (read in ``timezone``) or
+    ``every`` (a duration of whole seconds, ticking at its multiples since the unix
+    epoch). ``overlap`` says what a tick does while the last run is unfinished
+    (``skip``, ``buffer_one``, ``allow_all``); ``catchup_window`` how late a tick
+    missed while no node ran may still start. ``host``: the workflow host (default
+    ``"workflows"``)."""
+
+    id: str = ""
+    kind: str = "workflow.schedule"
+    workflow: str = ""
+    cron: str | None = attrs.field(default=None, validator=_schedule_timing)
+    every: float | None = attrs.field(default=None, validator=_schedule_timing)
+    timezone: str = attrs.field(default="UTC", validator=_schedule_timing)
+    input: tuple[Any, ...] = ()
+    overlap: str = attrs.field(default="skip", validator=_one_of("skip", "buffer_one",
+                                                                 "allow_all"))
+    catchup_window: float = attrs.field(default=3600.0, converter=_duration,
+                                        validator=_positive_duration)
+    host: str = "workflows"
+    meta: Mapping[str, Any] = attrs.field(factory=dict, hash=False)
+
+
+Entry: TypeAlias = HostEntry | WorkflowHostEntry | SourceEntry | ServiceEntry | ScheduleEntry
 
 #: Every known entry kind and the class it becomes.
 KINDS: dict[str, type[Any]] = {
@@ -243,6 +320,7 @@ KINDS: dict[str, type[Any]] = {
     "workflow.py": SourceEntry,
     "function.py": SourceEntry,
     "process.service": ServiceEntry,
+    "workflow.schedule": ScheduleEntry,
 }
 _HOST_KINDS = ("process.host", "workflow.host")
 _RUNNABLE_KINDS = ("process.py", "workflow.py")
@@ -252,6 +330,7 @@ _REQUIRED: dict[str, tuple[str, ...]] = {
     "workflow.py": ("source",),
     "function.py": ("source",),
     "process.service": ("process",),
+    "workflow.schedule": ("workflow",),
 }
 
 

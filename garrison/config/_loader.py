@@ -44,6 +44,7 @@ from ._entries import (
     KINDS,
     Entry,
     HostEntry,
+    ScheduleEntry,
     ServiceEntry,
     SourceEntry,
     WorkflowHostEntry,
@@ -553,6 +554,11 @@ def _link(parsed: Sequence[_ParsedFile]) -> tuple[dict[str, Entry], list[str]]:
                 host=host,
                 lifecycle=attrs.evolve(entry.lifecycle, requires=tuple(requires)),
             )
+        elif isinstance(entry, ScheduleEntry):
+            linked = _link_schedule(entry, loc, located, attempted, problems)
+            if linked is None:
+                continue
+            entry = linked
         entries[entry_id] = entry
     stores: dict[Any, str] = {}
     for entry_id, entry in entries.items():
@@ -575,6 +581,44 @@ def _link(parsed: Sequence[_ParsedFile]) -> tuple[dict[str, Entry], list[str]]:
             + " -> ".join(cycle)
         )
     return entries, problems
+
+
+def _link_schedule(entry: ScheduleEntry, loc: _Located, located: Mapping[str, _Located],
+                   attempted: set[str], problems: list[str]) -> ScheduleEntry | None:
+    """A schedule's ``workflow`` (a workflow.py entry) and ``host`` (a workflow.host entry
+    or ``workflows``) as full ids; ``None`` (with the problems) if one is wrong."""
+
+    def report(field: str, message: str) -> None:
+        problems.append(f"{loc.filename}: {loc.where}: field {field!r}: {message}")
+
+    def resolve(ref: str) -> str:
+        return ref if ":" in ref else f"{loc.namespace}:{ref}"
+
+    ok = True
+    workflow = resolve(entry.workflow)
+    target = located.get(workflow)
+    if target is None:
+        if workflow not in attempted:
+            report("workflow", f"unknown entry {workflow!r} (expected a workflow.py entry)")
+        ok = False
+    elif target.entry.kind != "workflow.py":
+        report("workflow", f"expected a workflow.py entry, but {workflow!r} is a "
+               f"{target.entry.kind}")
+        ok = False
+    host = entry.host
+    if host != "workflows" or f"{loc.namespace}:workflows" in attempted:
+        host = resolve(host)
+        host_loc = located.get(host)
+        if host_loc is None:
+            if host not in attempted:
+                report("host", f"unknown host {host!r} (expected a workflow.host entry, or "
+                       "workflows)")
+            ok = False
+        elif host_loc.entry.kind != "workflow.host":
+            report("host", f"expected a workflow.host entry, but {host!r} is a "
+                   f"{host_loc.entry.kind}")
+            ok = False
+    return attrs.evolve(entry, workflow=workflow, host=host) if ok else None
 
 
 def _find_cycles(services: Mapping[str, ServiceEntry]) -> list[list[str]]:
@@ -647,6 +691,10 @@ class Config:
             for e in self.entries.values()
             if isinstance(e, SourceEntry) and (kind is None or e.kind == kind)
         ]
+
+    def schedules(self) -> list[ScheduleEntry]:
+        """The ``workflow.schedule`` entries, in file order."""
+        return [e for e in self.entries.values() if isinstance(e, ScheduleEntry)]
 
     def services(self) -> list[ServiceEntry]:
         """The ``process.service`` entries in dependency order.

@@ -27,6 +27,7 @@ from ._entries import (
     HostEntry,
     Lifecycle,
     RestartPolicy,
+    ScheduleEntry,
     ServiceEntry,
     SourceEntry,
     WorkflowHostEntry,
@@ -76,6 +77,10 @@ def _duration_hook(value: object, _: object) -> float:
         return parse_duration(value)
     except ValueError:
         raise _Expected("a duration such as 10, '250ms', '30s', '5m' or '1h30m'", value) from None
+
+
+def _optional_duration_hook(value: object, _: object) -> float | None:
+    return None if value is None else _duration_hook(value, _)
 
 
 def _ids_hook(value: object, _: object) -> tuple[str, ...]:
@@ -128,12 +133,15 @@ def _make_converter() -> cattrs.Converter:
             ),
         ),
     )
-    for cls in (HostEntry, WorkflowHostEntry, SourceEntry, ServiceEntry):
+    for cls in (HostEntry, WorkflowHostEntry, SourceEntry, ServiceEntry, ScheduleEntry):
         extra: dict[str, Any] = {
             f.name: internal for f in attrs.fields(cls) if f.name in _INTERNAL_FIELDS
         }
-        if cls is ServiceEntry:
+        if cls in (ServiceEntry, ScheduleEntry):
             extra["input"] = override(struct_hook=_input_hook)
+        if cls is ScheduleEntry:
+            extra["every"] = override(struct_hook=_optional_duration_hook)
+            extra["catchup_window"] = dur
         conv.register_structure_hook(
             cls, _validated(cls, make_dict_structure_fn(cls, conv, meta=meta, **extra))
         )

@@ -16,7 +16,14 @@ on first use: ``import garrison`` works without psycopg installed.
 import os
 from typing import TYPE_CHECKING, Any
 
-from .._errors import NoSuchWorkflow, StoreError, StoreLocked, StoreVersionError
+from .._errors import (
+    DedupKeyTaken,
+    NoSuchSchedule,
+    NoSuchWorkflow,
+    StoreError,
+    StoreLocked,
+    StoreVersionError,
+)
 from ._converter import RawJson, from_json, structure, to_json, unstructure
 from ._records import (
     FINAL_STATUSES,
@@ -25,6 +32,8 @@ from ._records import (
     JournalRecord,
     PromiseRecord,
     PromiseStatus,
+    QueueRecord,
+    ScheduleRecord,
     StoreStatistics,
     TimerRecord,
     WakeupRecord,
@@ -44,15 +53,19 @@ __all__ = [
     "FINAL_STATUSES",
     "MAX_TIME",
     "SCHEMA_VERSION",
+    "DedupKeyTaken",
     "InboxRecord",
     "JournalRecord",
+    "NoSuchSchedule",
     "NoSuchWorkflow",
     "Op",
     "PostgresStore",
     "PromiseRecord",
     "PromiseStatus",
+    "QueueRecord",
     "RawJson",
     "SQLiteStore",
+    "ScheduleRecord",
     "Store",
     "StoreError",
     "StoreLocked",

@@ -212,9 +212,73 @@ def _v2_trace_context(cur: psycopg.Cursor[Any], s: sql.Identifier) -> None:
     )
 
 
+_V3 = """
+CREATE TABLE {s}.schedules (
+    schedule_id text PRIMARY KEY,
+    host text NOT NULL,
+    workflow text NOT NULL,
+    input text NOT NULL DEFAULT '[]',
+    cron text,
+    every double precision,
+    timezone text NOT NULL DEFAULT 'UTC',
+    overlap text NOT NULL DEFAULT 'skip',
+    catchup_window double precision NOT NULL,
+    paused bigint NOT NULL DEFAULT 0,
+    next_tick double precision,
+    last_tick double precision,
+    last_workflow text,
+    buffered_tick double precision,
+    source text NOT NULL DEFAULT 'api',
+    created double precision NOT NULL,
+    updated double precision NOT NULL
+);
+
+CREATE TABLE {s}.queue (
+    seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    workflow_id text NOT NULL UNIQUE REFERENCES {s}.workflows (workflow_id),
+    priority bigint NOT NULL DEFAULT 0,
+    dedup text,
+    enqueued double precision NOT NULL
+);
+CREATE UNIQUE INDEX queue_dedup ON {s}.queue (dedup) WHERE dedup IS NOT NULL;
+
+CREATE FUNCTION {s}.enqueue(wid text, run text, prio bigint, key text,
+                            at double precision) RETURNS bigint
+LANGUAGE plpgsql AS $garrison$
+DECLARE
+    holder text;
+    got bigint;
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM {s}.workflows WHERE workflow_id = wid AND run_id = run) THEN
+        RETURN NULL;  -- not this start's workflow: its create was a no-op
+    END IF;
+    IF key IS NOT NULL THEN
+        SELECT workflow_id INTO holder FROM {s}.queue WHERE dedup = key;
+        IF FOUND AND holder <> wid THEN
+            RAISE EXCEPTION USING ERRCODE = 'P0001', MESSAGE = 'garrison:dedup_taken',
+                DETAIL = holder;
+        END IF;
+    END IF;
+    INSERT INTO {s}.queue (workflow_id, priority, dedup, enqueued)
+    VALUES (wid, prio, key, at) ON CONFLICT (workflow_id) DO NOTHING RETURNING seq INTO got;
+    IF got IS NULL THEN
+        SELECT seq INTO got FROM {s}.queue WHERE workflow_id = wid;
+    END IF;
+    RETURN got;
+END
+$garrison$;
+"""
+
+
+def _v3_schedules_and_queue(cur: psycopg.Cursor[Any], s: sql.Identifier) -> None:
+    # As SQLite's version 4: schedules (the spec and the next tick) and the queue of a
+    # workflow host with limits (start order, priorities, dedup keys).
+    cur.execute(sql.SQL(_V3).format(s=s))
+
+
 #: ``MIGRATIONS[i]`` migrates version ``i`` to ``i + 1``.
 MIGRATIONS: list[Callable[[psycopg.Cursor[Any], sql.Identifier], None]] = [
-    _v1_initial, _v2_trace_context,
+    _v1_initial, _v2_trace_context, _v3_schedules_and_queue,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -75,7 +75,13 @@ from psycopg import pq
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from trio.testing import MockClock
 
-from .._errors import NoSuchWorkflow, PromiseAlreadyCompleted, StoreError, StoreLocked
+from .._errors import (
+    DedupKeyTaken,
+    NoSuchWorkflow,
+    PromiseAlreadyCompleted,
+    StoreError,
+    StoreLocked,
+)
 from ..actors._values import Pid
 from . import _pg_schema, is_postgres_url
 from ._converter import to_json
@@ -86,6 +92,8 @@ from ._records import (
     JournalRecord,
     PromiseRecord,
     PromiseStatus,
+    QueueRecord,
+    ScheduleRecord,
     StoreStatistics,
     TimerRecord,
     WakeupRecord,
@@ -255,6 +263,21 @@ _OP_SQL: dict[str, tuple[str, int]] = {
     "remove_monitor": ("DELETE FROM {s}.monitors WHERE workflow_id = $1 AND watcher = $2", 2),
     "wakeup": (
         "INSERT INTO {s}.wakeups (workflow_id, kind, created) VALUES ($1, 'tool', $2)", 2),
+    "schedule_wakeup": (
+        "INSERT INTO {s}.wakeups (workflow_id, kind, created) VALUES ($1, 'schedule', $2)", 2),
+    "enqueue": ("SELECT {s}.enqueue($1, $2, $3, $4, $5)", 5),
+    "dequeue": ("DELETE FROM {s}.queue WHERE workflow_id = $1", 1),
+    "delete_queue": ("DELETE FROM {s}.queue WHERE workflow_id = $1", 1),
+    "put_schedule": (
+        "INSERT INTO {s}.schedules (schedule_id, host, workflow, input, cron, every, timezone, "
+        "overlap, catchup_window, next_tick, source, created, updated) VALUES "
+        "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) "
+        "ON CONFLICT (schedule_id) DO UPDATE SET host = EXCLUDED.host, "
+        "workflow = EXCLUDED.workflow, input = EXCLUDED.input, cron = EXCLUDED.cron, "
+        "every = EXCLUDED.every, timezone = EXCLUDED.timezone, overlap = EXCLUDED.overlap, "
+        "catchup_window = EXCLUDED.catchup_window, next_tick = EXCLUDED.next_tick, "
+        "source = EXCLUDED.source, updated = EXCLUDED.updated", 13),
+    "delete_schedule": ("DELETE FROM {s}.schedules WHERE schedule_id = $1", 1),
     "notify": ("SELECT pg_notify($1, '')", 1),
     "mark": (
         "INSERT INTO {s}.writers (writer, batch, updated) VALUES ($1, $2, $3) "
@@ -265,6 +288,9 @@ _OP_SQL: dict[str, tuple[str, int]] = {
 #: the columns ``update_workflow`` may set
 _UPDATABLE = frozenset({"status", "result", "error", "run_id", "attempt", "input",
                         "cancel_requested"})
+#: the columns ``update_schedule`` may set
+_SCHEDULE_COLUMNS = frozenset({"paused", "next_tick", "last_tick", "last_workflow",
+                               "buffered_tick"})
 
 
 def _merge_patch(target: Any, patch: Any) -> Any:
@@ -525,6 +551,26 @@ class PostgresStore:
             stmt = self._update_stmts[columns] = _Stmt(name, text, n, marked)
         return stmt
 
+    def _schedule_stmt(self, columns: tuple[str, ...], expect: bool) -> _Stmt:
+        """``UPDATE_SCHEDULE`` of these columns (with the compare-and-set on
+        ``next_tick`` when ``expect``); its result: one row updated."""
+        key = ("schedule", *columns, "expect" if expect else "")
+        stmt = self._update_stmts.get(key)
+        if stmt is None:
+            for column in columns:
+                if column not in _SCHEDULE_COLUMNS:
+                    raise ValueError(f"update_schedule cannot set column {column!r}")
+            sets = "".join(f", {c} = ${i + 3}" for i, c in enumerate(columns))
+            n = len(columns) + 2
+            text = f"UPDATE {self._s}.schedules SET updated = $2{sets} WHERE schedule_id = $1"
+            if expect:
+                n += 1
+                text += f" AND next_tick IS NOT DISTINCT FROM ${n}::double precision"
+            name = "g_sched_" + "_".join(key[1:]).strip("_")
+            marked = _Stmt("gm" + name[1:], _with_mark(text, n, self._s), n + 3)
+            stmt = self._update_stmts[key] = _Stmt(name, text, n, marked)
+        return stmt
+
     # -- planning ----------------------------------------------------------------
     def _plan(self, tx: Transaction) -> _Plan:
         """The statements of ``tx`` (and, for a tool, its wakeups and notification);
@@ -546,6 +592,13 @@ class PostgresStore:
                                    "created"))
             elif op is Op.DELIVER:
                 calls.append(_Call(stmt("deliver"), _encode(params, what), index, "id"))
+            elif op is Op.ENQUEUE:
+                calls.append(_Call(stmt("enqueue"), _encode(params, what), index, "id"))
+            elif op is Op.UPDATE_SCHEDULE:
+                sid, updated, sets, expect = params
+                calls.append(_Call(self._schedule_stmt(tuple(c for c, _ in sets), bool(expect)),
+                                   _encode((sid, updated, *(v for _, v in sets), *expect), what),
+                                   index, "created"))
             elif op is Op.SET_ATTRIBUTES:
                 _check_search(params[1], params[0])
                 plan.needs_read = True
@@ -557,7 +610,8 @@ class PostgresStore:
             elif op is Op.DELETE_WORKFLOW:
                 enc = _encode(params, what)
                 for key in ("reset_journal", "delete_inbox", "reset_timers", "delete_promises",
-                            "delete_state", "delete_monitors", "delete_workflow"):
+                            "delete_state", "delete_monitors", "delete_queue",
+                            "delete_workflow"):
                     calls.append(_Call(stmt(key), enc, index, None))
             else:
                 calls.append(_Call(stmt(what), _encode(params, what), index, None))
@@ -565,7 +619,11 @@ class PostgresStore:
             now = _time.time()
             n = len(tx.ops)
             for wid in dict.fromkeys(tx.workflow_ids):
-                calls.append(_Call(stmt("wakeup"), _encode((wid, now), "wakeup"), n, None))
+                if wid:  # "" marks an operation on a schedule
+                    calls.append(_Call(stmt("wakeup"), _encode((wid, now), "wakeup"), n, None))
+            for sid in dict.fromkeys(tx.schedule_ids):
+                calls.append(_Call(stmt("schedule_wakeup"), _encode((sid, now), "wakeup"), n,
+                                   None))
             calls.append(_Call(stmt("notify"), [self._channel.encode()], n, None))
         return plan
 
@@ -587,7 +645,9 @@ class PostgresStore:
         except psycopg.OperationalError as exc:
             raise _ConnectionLost(_reason(exc)) from exc
         if conn.pgconn.status == _BAD:
-            message = res.error_message.decode("utf-8", "replace") if res is not None else ""
+            last = res[-1] if isinstance(res, list) and res else res  # a pipeline's results
+            message = (last.error_message.decode("utf-8", "replace")
+                       if last is not None and hasattr(last, "error_message") else "")
             raise _ConnectionLost(_reason(Exception(message)) or "connection lost")
         return res
 
@@ -729,6 +789,8 @@ class PostgresStore:
             _seq, inbox_id, workflow_id = params
             return ValueError(
                 f"inbox row {inbox_id} is not a pending message of workflow {workflow_id!r}")
+        if message == "dedup_taken":
+            return DedupKeyTaken(str(params[3]), detail)
         if message == "promise_completed":
             workflow_id, name = params[0], params[1]
             return PromiseAlreadyCompleted(
@@ -1026,13 +1088,13 @@ class PostgresStore:
             await trio.sleep_forever()
         delay = 0.05
         while True:
-            if self._closed:
-                return []
+            if self._closed:  # nothing more can be written for this node
+                await trio.sleep_forever()
             try:
                 listener = await self._listen()
                 if self._closed:  # closed while the listener connected
                     self._drop_listener()
-                    return []
+                    await trio.sleep_forever()
                 found = self.take_wakeups()
                 if found:
                     return found
@@ -1043,7 +1105,7 @@ class PostgresStore:
                 # the listener's connection broke, or the server is away (take_wakeups
                 # gave up): listen again, then read the table (nothing is missed)
                 if self._closed:
-                    return []
+                    await trio.sleep_forever()
                 self._drop_listener()
                 await trio.sleep(delay)
                 delay = min(delay * 2, 2.0)
@@ -1315,6 +1377,24 @@ class PostgresStore:
             f"SELECT watcher FROM {self._s}.monitors WHERE workflow_id = %s "
             'ORDER BY created, watcher COLLATE "C"', (workflow_id,))
         return [Pid.parse(row[0]) for row in rows]
+
+    def schedules(self) -> list[ScheduleRecord]:
+        """Every schedule of the store, by id."""
+        rows = self._query(f"SELECT {ScheduleRecord.COLUMNS} FROM {self._s}.schedules "
+                           'ORDER BY schedule_id COLLATE "C"')
+        return [ScheduleRecord.from_row(row) for row in rows]
+
+    def get_schedule(self, schedule_id: str) -> ScheduleRecord | None:
+        """The schedule's row, or ``None``."""
+        rows = self._query(f"SELECT {ScheduleRecord.COLUMNS} FROM {self._s}.schedules "
+                           "WHERE schedule_id = %s", (schedule_id,))
+        return ScheduleRecord.from_row(rows[0]) if rows else None
+
+    def queue_entries(self) -> list[QueueRecord]:
+        """The queue rows, in queue order: priority, highest first, then start order."""
+        rows = self._query(f"SELECT {QueueRecord.COLUMNS} FROM {self._s}.queue "
+                           "ORDER BY priority DESC, seq")
+        return [QueueRecord.from_row(row) for row in rows]
 
     def watched_by(self, watcher: Pid | str) -> list[str]:
         """The workflow ids ``watcher`` monitors."""

@@ -28,6 +28,8 @@ __all__ = [
     "JournalRecord",
     "PromiseRecord",
     "PromiseStatus",
+    "QueueRecord",
+    "ScheduleRecord",
     "StoreStatistics",
     "TimerRecord",
     "WakeupRecord",
@@ -257,8 +259,75 @@ class PromiseRecord:
 
 
 @attrs.frozen
+class ScheduleRecord:
+    """A schedule: which workflow it starts (``workflow``, its ``module:qualname``,
+    with ``input``), when (``cron`` read in ``timezone``, or ``every`` seconds since
+    the unix epoch), what a tick does while the previous run is unfinished
+    (``overlap``: ``skip``, ``buffer_one``, ``allow_all``), how late a missed tick may
+    still start (``catchup_window`` seconds), and where it is: ``paused``, the
+    ``next_tick`` to act on, the ``last_tick`` acted on, the ``last_workflow`` started,
+    a ``buffered_tick`` waiting for that one to end. ``source`` is ``"config"`` (a
+    ``workflow.schedule`` entry, synced at start) or ``"api"`` (``node.schedule``)."""
+
+    COLUMNS: ClassVar[str] = (
+        "schedule_id, host, workflow, input, cron, every, timezone, overlap, catchup_window, "
+        "paused, next_tick, last_tick, last_workflow, buffered_tick, source, created, updated"
+    )
+
+    schedule_id: str
+    host: str
+    workflow: str
+    input: list[Any]
+    cron: str | None
+    every: float | None
+    timezone: str
+    overlap: str
+    catchup_window: float
+    paused: bool
+    next_tick: _dt.datetime | None
+    last_tick: _dt.datetime | None
+    last_workflow: str | None
+    buffered_tick: _dt.datetime | None
+    source: str
+    created: _dt.datetime
+    updated: _dt.datetime
+
+    @classmethod
+    def from_row(cls, row: Sequence[Any]) -> ScheduleRecord:
+        """Build from a row in :attr:`COLUMNS` order."""
+        (sid, host, workflow, inp, cron, every, tz, overlap, window, paused, next_tick,
+         last_tick, last_workflow, buffered, source, created, updated) = row  # fmt: skip
+        return cls(sid, host, workflow, _json(inp) or [], cron, every, tz, overlap, window,
+                   bool(paused), _time(next_tick), _time(last_tick), last_workflow,
+                   _time(buffered), source, _moment(created), _moment(updated))
+
+
+@attrs.frozen
+class QueueRecord:
+    """A workflow in its host's queue: started with a ``dedup`` key, or waiting
+    ``pending`` for a slot (its status tells which), from its start until it ends.
+    The queue's order is ``priority`` (higher first), then ``seq`` (start order)."""
+
+    COLUMNS: ClassVar[str] = "workflow_id, priority, seq, dedup, enqueued"
+
+    workflow_id: str
+    priority: int
+    seq: int
+    dedup: str | None
+    enqueued: _dt.datetime
+
+    @classmethod
+    def from_row(cls, row: Sequence[Any]) -> QueueRecord:
+        """Build from a row in :attr:`COLUMNS` order."""
+        wid, priority, seq, dedup, enqueued = row
+        return cls(wid, priority, seq, dedup, _moment(enqueued))
+
+
+@attrs.frozen
 class WakeupRecord:
-    """A tool (a store opened with ``lock=False``) wrote something about a workflow."""
+    """A tool (a store opened with ``lock=False``) wrote something about a workflow
+    (``kind="tool"``; ``workflow_id`` names it) or a schedule (``kind="schedule"``;
+    ``workflow_id`` holds the schedule id)."""
 
     workflow_id: str
     kind: str

@@ -159,15 +159,59 @@ def _v3_trace_context(db: sqlite_utils.Database) -> None:
             db.execute(f"ALTER TABLE {table} ADD COLUMN trace TEXT")
 
 
+def _v4_schedules_and_queue(db: sqlite_utils.Database) -> None:
+    # Schedules (``workflow.schedule`` entries and ``node.schedule``): the spec and the
+    # next tick, so that a restart loses no tick and a tick starts one workflow.
+    db.table("schedules").create(
+        {
+            "schedule_id": str,
+            "host": str,  # the workflow host whose workflows it starts
+            "workflow": str,  # module:qualname of the workflow function
+            "input": str,  # JSON: the argument list
+            "cron": str,  # a cron expression, or NULL (then ``every`` is set)
+            "every": float,  # whole seconds, or NULL (then ``cron`` is set)
+            "timezone": str,  # IANA name the cron expression is read in
+            "overlap": str,  # 'skip' | 'buffer_one' | 'allow_all'
+            "catchup_window": float,  # seconds: how late a tick may still start
+            "paused": int,
+            "next_tick": float,  # the next tick to act on; NULL: none (paused, or never)
+            "last_tick": float,  # the tick acted on last (started or skipped)
+            "last_workflow": str,  # id of the workflow the schedule started last
+            "buffered_tick": float,  # buffer_one: a tick waiting for last_workflow to end
+            "source": str,  # 'config' (synced from the config at start) | 'api'
+            "created": float,
+            "updated": float,
+        },
+        pk="schedule_id",
+        not_null=["host", "workflow", "input", "timezone", "overlap", "catchup_window",
+                  "paused", "source", "created", "updated"],
+        defaults={"input": "[]", "timezone": "UTC", "overlap": "skip", "paused": 0,
+                  "source": "api"},
+    )
+    # The queue of a workflow host with limits: a row per workflow started with a dedup
+    # key or waiting ``pending`` for a slot, from its start until it ends. ``seq`` is the
+    # start order (AUTOINCREMENT: it only grows, also after rows are deleted).
+    db.execute(
+        "CREATE TABLE queue ("
+        " seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+        " workflow_id TEXT NOT NULL UNIQUE REFERENCES workflows(workflow_id),"
+        " priority INTEGER NOT NULL DEFAULT 0,"
+        " dedup TEXT,"
+        " enqueued REAL NOT NULL)"
+    )
+    # one unfinished workflow per dedup key
+    db.execute("CREATE UNIQUE INDEX queue_dedup ON queue (dedup) WHERE dedup IS NOT NULL")
+
+
 #: ``MIGRATIONS[i]`` migrates version ``i`` to ``i + 1``.
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
-    _v1_initial, _v2_list_order, _v3_trace_context,
+    _v1_initial, _v2_list_order, _v3_trace_context, _v4_schedules_and_queue,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 #: The tables of schema :data:`SCHEMA_VERSION` (a store without one is damaged).
 TABLES = ("schema_version", "workflows", "journal", "inbox", "timers", "promises", "state",
-          "monitors", "wakeups")
+          "monitors", "wakeups", "schedules", "queue")
 
 
 def _user_tables(db: sqlite_utils.Database) -> list[str]:

@@ -47,7 +47,7 @@ from typing import Any
 import sqlite_utils
 import trio
 
-from .._errors import NoSuchWorkflow, PromiseAlreadyCompleted, StoreError
+from .._errors import DedupKeyTaken, NoSuchWorkflow, PromiseAlreadyCompleted, StoreError
 from ..actors._values import Pid
 from . import _file
 from ._converter import to_json
@@ -58,6 +58,8 @@ from ._records import (
     JournalRecord,
     PromiseRecord,
     PromiseStatus,
+    QueueRecord,
+    ScheduleRecord,
     StoreStatistics,
     TimerRecord,
     WakeupRecord,
@@ -128,7 +130,7 @@ def _reset_run(conn: sqlite3.Connection, params: tuple[Any, ...]) -> None:
 
 
 def _delete_workflow(conn: sqlite3.Connection, params: tuple[Any, ...]) -> None:
-    for table in ("journal", "inbox", "timers", "promises", "state", "monitors"):
+    for table in ("journal", "inbox", "timers", "promises", "state", "monitors", "queue"):
         conn.execute(f"DELETE FROM {table} WHERE workflow_id = ?", params)
     conn.execute("DELETE FROM workflows WHERE workflow_id = ?", params)
 
@@ -181,6 +183,52 @@ def _complete_promise(conn: sqlite3.Connection, params: tuple[Any, ...]) -> None
     )
 
 
+def _enqueue(conn: sqlite3.Connection, params: tuple[Any, ...]) -> int | None:
+    workflow_id, run_id, priority, dedup, enqueued = params
+    if conn.execute("SELECT 1 FROM workflows WHERE workflow_id = ? AND run_id = ?",
+                    (workflow_id, run_id)).fetchone() is None:
+        return None  # not this start's workflow: its create was a no-op
+    if dedup is not None:
+        row = conn.execute("SELECT workflow_id FROM queue WHERE dedup = ?", (dedup,)).fetchone()
+        if row is not None and row[0] != workflow_id:
+            raise DedupKeyTaken(dedup, row[0])
+    cur = conn.execute(
+        "INSERT INTO queue (workflow_id, priority, dedup, enqueued) VALUES (?, ?, ?, ?) "
+        "ON CONFLICT (workflow_id) DO NOTHING",
+        (workflow_id, priority, dedup, enqueued),
+    )
+    if cur.rowcount == 1:
+        return cur.lastrowid
+    seq: int = conn.execute("SELECT seq FROM queue WHERE workflow_id = ?",
+                            (workflow_id,)).fetchone()[0]
+    return seq
+
+
+_SCHEDULE_SPEC = ("host", "workflow", "input", "cron", "every", "timezone", "overlap",
+                  "catchup_window", "next_tick", "source", "updated")
+
+
+def _put_schedule(conn: sqlite3.Connection, params: tuple[Any, ...]) -> None:
+    conn.execute(
+        "INSERT INTO schedules (schedule_id, host, workflow, input, cron, every, timezone, "
+        "overlap, catchup_window, next_tick, source, created, updated) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (schedule_id) DO UPDATE SET "
+        + ", ".join(f"{column} = excluded.{column}" for column in _SCHEDULE_SPEC),
+        params,
+    )
+
+
+def _update_schedule(conn: sqlite3.Connection, params: tuple[Any, ...]) -> bool:
+    schedule_id, updated, sets, expect = params
+    sql = "UPDATE schedules SET updated = ?" + "".join(f", {c} = ?" for c, _ in sets) + \
+        " WHERE schedule_id = ?"
+    args = [updated, *(v for _, v in sets), schedule_id]
+    if expect:
+        sql += " AND next_tick IS ?"
+        args.append(expect[0])
+    return bool(conn.execute(sql, args).rowcount == 1)
+
+
 def _statement(sql: str) -> Callable[[sqlite3.Connection, tuple[Any, ...]], None]:
     def op(conn: sqlite3.Connection, params: tuple[Any, ...]) -> None:
         conn.execute(sql, params)
@@ -217,6 +265,11 @@ _OPS: dict[Op, Callable[[sqlite3.Connection, tuple[Any, ...]], Any]] = {
     ),
     Op.REMOVE_MONITOR: _statement("DELETE FROM monitors WHERE workflow_id = ? AND watcher = ?"),
     Op.TRUNCATE_JOURNAL: _statement("DELETE FROM journal WHERE workflow_id = ? AND seq >= ?"),
+    Op.ENQUEUE: _enqueue,
+    Op.DEQUEUE: _statement("DELETE FROM queue WHERE workflow_id = ?"),
+    Op.PUT_SCHEDULE: _put_schedule,
+    Op.UPDATE_SCHEDULE: _update_schedule,
+    Op.DELETE_SCHEDULE: _statement("DELETE FROM schedules WHERE schedule_id = ?"),
 }
 assert set(_OPS) == set(Op), "every operation has its SQL"
 
@@ -471,9 +524,11 @@ class SQLiteStore:
         ops = _OPS
         results = [ops[op](conn, params) for op, params in tx.ops]
         if self._notify_node:
+            now = _time.time()
             conn.executemany(
-                "INSERT INTO wakeups (workflow_id, kind, created) VALUES (?, 'tool', ?)",
-                [(wid, _time.time()) for wid in dict.fromkeys(tx.workflow_ids)],
+                "INSERT INTO wakeups (workflow_id, kind, created) VALUES (?, ?, ?)",
+                [(wid, "tool", now) for wid in dict.fromkeys(tx.workflow_ids) if wid]
+                + [(sid, "schedule", now) for sid in dict.fromkeys(tx.schedule_ids)],
             )
         return results
 
@@ -916,6 +971,25 @@ class SQLiteStore:
             (workflow_id,),
         )
         return [Pid.parse(row[0]) for row in rows]
+
+    def schedules(self) -> list[ScheduleRecord]:
+        """Every schedule of the store, by id."""
+        rows = self._query(f"SELECT {ScheduleRecord.COLUMNS} FROM schedules ORDER BY schedule_id")
+        return [ScheduleRecord.from_row(row) for row in rows]
+
+    def get_schedule(self, schedule_id: str) -> ScheduleRecord | None:
+        """The schedule's row, or ``None``."""
+        rows = self._query(
+            f"SELECT {ScheduleRecord.COLUMNS} FROM schedules WHERE schedule_id = ?",
+            (schedule_id,),
+        )
+        return ScheduleRecord.from_row(rows[0]) if rows else None
+
+    def queue_entries(self) -> list[QueueRecord]:
+        """The queue rows (workflows started with a dedup key or waiting for a slot), in
+        queue order: priority, highest first, then start order."""
+        rows = self._query(f"SELECT {QueueRecord.COLUMNS} FROM queue ORDER BY priority DESC, seq")
+        return [QueueRecord.from_row(row) for row in rows]
 
     def watched_by(self, watcher: Pid | str) -> list[str]:
         """The workflow ids ``watcher`` monitors."""

@@ -1,7 +1,8 @@
 """The store protocol: what a durable store must do for the workflow host.
 
 A store keeps workflows, their journals, durable inboxes, timers, promises, state,
-search attributes and monitors. The workflow host talks to it only through the named
+search attributes, monitors, schedules and the queue rows of workflow hosts with
+limits. The workflow host talks to it only through the named
 operations below (and through :class:`~garrison.persistence.Transaction`, whose
 operations every store maps to its own SQL); it never sees SQL or a connection.
 :class:`~garrison.persistence.SQLiteStore` is the default implementation.
@@ -24,6 +25,8 @@ from ._records import (
     JournalRecord,
     PromiseRecord,
     PromiseStatus,
+    QueueRecord,
+    ScheduleRecord,
     StoreStatistics,
     TimerRecord,
     WakeupRecord,
@@ -167,6 +170,21 @@ class Store(Protocol):
 
     def monitors(self, workflow_id: str) -> list[Pid]:
         """The pids watching the workflow, in the order they started watching."""
+        ...
+
+    # -- schedules and the queue ---------------------------------------------------
+    def schedules(self) -> list[ScheduleRecord]:
+        """Every schedule of the store, by id (the scheduler loads them once at start)."""
+        ...
+
+    def get_schedule(self, schedule_id: str) -> ScheduleRecord | None:
+        """The schedule's row, or ``None``."""
+        ...
+
+    def queue_entries(self) -> list[QueueRecord]:
+        """Every queue row, in queue order: ``priority`` highest first, then ``seq``
+        (start order). Read when the node opens the store (pending workflows wait in this
+        order; dedup keys are held by these rows)."""
         ...
 
     # -- lifetime ------------------------------------------------------------------

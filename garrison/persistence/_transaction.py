@@ -28,7 +28,25 @@ of the contract every store implements:
 ``ADD_MONITOR``           ``None``; idempotent
 ``REMOVE_MONITOR``        ``None``
 ``TRUNCATE_JOURNAL``      ``None``; removes the workflow's journal records from ``seq`` on
+``ENQUEUE``               the queue row's ``seq`` (start order), or ``None`` when the
+                          workflow's stored ``run_id`` is not the given one (its create in
+                          this transaction was a no-op: the id existed); an existing row of
+                          that workflow is kept (its ``seq`` returned);
+                          ``DedupKeyTaken`` if another workflow's row holds ``dedup``
+``DEQUEUE``               ``None``; drops the workflow's queue row, if any
+``PUT_SCHEDULE``          ``None``; creates the schedule or replaces its spec, ``source``
+                          and ``next_tick`` (keeps ``paused``, ``last_*``, ``buffered_tick``,
+                          ``created``)
+``UPDATE_SCHEDULE``       ``True`` if the row was updated: it exists and, when
+                          ``expect_next_tick`` is given, its ``next_tick`` is that value
+                          (NULL-safe compare); ``False`` otherwise (nothing changed)
+``DELETE_SCHEDULE``       ``None``
 ========================  ===============================================================
+
+Each operation is about one workflow (``workflow_ids``, parallel to ``ops``) or, for
+the schedule operations, one schedule (``schedule_ids``; its ``workflow_ids`` entry is
+``""``): a tool's write leaves a wakeup for each, so the node that owns the store
+picks it up.
 """
 
 from __future__ import annotations
@@ -69,6 +87,11 @@ class Op(enum.StrEnum):
     ADD_MONITOR = "add_monitor"
     REMOVE_MONITOR = "remove_monitor"
     TRUNCATE_JOURNAL = "truncate_journal"
+    ENQUEUE = "enqueue"
+    DEQUEUE = "dequeue"
+    PUT_SCHEDULE = "put_schedule"
+    UPDATE_SCHEDULE = "update_schedule"
+    DELETE_SCHEDULE = "delete_schedule"
 
 
 _UNSET: Any = object()
@@ -120,13 +143,16 @@ class Transaction:
     ``update_workflow`` on a missing row raises ``NoSuchWorkflow``.
     """
 
-    __slots__ = ("ops", "workflow_ids")
+    __slots__ = ("ops", "schedule_ids", "workflow_ids")
 
     def __init__(self) -> None:
         #: ``(Op, params)`` pairs, applied in order
         self.ops: list[tuple[Op, tuple[Any, ...]]] = []
-        #: the workflow each operation is about (parallel to ``ops``)
+        #: the workflow each operation is about (parallel to ``ops``; ``""`` for an
+        #: operation on a schedule)
         self.workflow_ids: list[str] = []
+        #: the schedules the schedule operations are about, in order
+        self.schedule_ids: list[str] = []
 
     def __len__(self) -> int:
         return len(self.ops)
@@ -142,10 +168,17 @@ class Transaction:
         self.workflow_ids.append(workflow_id)
         return self
 
+    def _add_schedule(self, schedule_id: str, op: Op, params: tuple[Any, ...]) -> Transaction:
+        self.ops.append((op, params))
+        self.workflow_ids.append("")
+        self.schedule_ids.append(schedule_id)
+        return self
+
     def extend(self, other: Transaction) -> Transaction:
         """Append every operation of ``other`` (after this one's)."""
         self.ops.extend(other.ops)
         self.workflow_ids.extend(other.workflow_ids)
+        self.schedule_ids.extend(other.schedule_ids)
         return self
 
     # -- workflows ---------------------------------------------------------
@@ -402,3 +435,96 @@ class Transaction:
     def remove_monitor(self, workflow_id: str, watcher: Pid | str) -> Transaction:
         """Stop ``watcher`` watching the workflow."""
         return self._add(workflow_id, Op.REMOVE_MONITOR, (workflow_id, str(watcher)))
+
+    # -- the queue of a workflow host --------------------------------------
+
+    def enqueue(
+        self,
+        workflow_id: str,
+        run_id: str,
+        *,
+        priority: int = 0,
+        dedup: str | None = None,
+        time: _dt.datetime | float | None = None,
+    ) -> Transaction:
+        """Put the workflow in its host's queue (result: the row's ``seq``, the start
+        order), if its stored ``run_id`` is ``run_id`` (so a ``create_workflow`` of an id
+        that existed, earlier in this transaction, enqueues nothing: result ``None``).
+
+        At commit: ``garrison.DedupKeyTaken`` (naming the holder) if the queue row of
+        another workflow holds ``dedup``; nothing of the transaction is then written."""
+        return self._add(workflow_id, Op.ENQUEUE,
+                         (workflow_id, run_id, int(priority), dedup, unix_seconds(time)))
+
+    def dequeue(self, workflow_id: str) -> Transaction:
+        """Drop the workflow's queue row (it ended): its dedup key is free again."""
+        return self._add(workflow_id, Op.DEQUEUE, (workflow_id,))
+
+    # -- schedules ---------------------------------------------------------
+
+    def put_schedule(
+        self,
+        schedule_id: str,
+        *,
+        host: str,
+        workflow: str,
+        input: Sequence[Any] | RawJson = (),
+        cron: str | None = None,
+        every: float | None = None,
+        timezone: str = "UTC",
+        overlap: str = "skip",
+        catchup_window: float,
+        next_tick: _dt.datetime | float | None,
+        source: str = "api",
+        time: _dt.datetime | float | None = None,
+    ) -> Transaction:
+        """Create the schedule, or replace its spec (workflow, input, timing, overlap,
+        catch-up window), ``source`` and ``next_tick``; an existing schedule keeps
+        ``paused``, ``last_tick``, ``last_workflow``, ``buffered_tick`` and ``created``."""
+        input_json = (
+            input.text
+            if isinstance(input, RawJson)
+            else to_json(list(input), what=f"the input of schedule {schedule_id!r}")
+        )
+        now = unix_seconds(time)
+        params = (
+            schedule_id, host, workflow, input_json, cron,
+            None if every is None else float(every), timezone, overlap, float(catchup_window),
+            None if next_tick is None else unix_seconds(next_tick), source, now, now,
+        )  # fmt: skip
+        return self._add_schedule(schedule_id, Op.PUT_SCHEDULE, params)
+
+    def update_schedule(
+        self,
+        schedule_id: str,
+        *,
+        paused: bool | None = None,
+        next_tick: _dt.datetime | float | None = _UNSET,
+        last_tick: _dt.datetime | float | None = _UNSET,
+        last_workflow: str | None = _UNSET,
+        buffered_tick: _dt.datetime | float | None = _UNSET,
+        expect_next_tick: _dt.datetime | float | None = _UNSET,
+        time: _dt.datetime | float | None = None,
+    ) -> Transaction:
+        """Set the given columns of a schedule (and ``updated``); result ``True`` if it was
+        updated. With ``expect_next_tick`` only if its ``next_tick`` is still that (a
+        compare-and-set: of two nodes acting on one tick, one wins). Params:
+        ``(schedule_id, updated, ((column, value), ...), (expected,) or ())``."""
+        sets: list[tuple[str, Any]] = []
+        if paused is not None:
+            sets.append(("paused", int(paused)))
+        for column, value in (("next_tick", next_tick), ("last_tick", last_tick),
+                              ("buffered_tick", buffered_tick)):
+            if value is not _UNSET:
+                sets.append((column, None if value is None else unix_seconds(value)))
+        if last_workflow is not _UNSET:
+            sets.append(("last_workflow", last_workflow))
+        expect: tuple[Any, ...] = ()
+        if expect_next_tick is not _UNSET:
+            expect = (None if expect_next_tick is None else unix_seconds(expect_next_tick),)
+        return self._add_schedule(schedule_id, Op.UPDATE_SCHEDULE,
+                                  (schedule_id, unix_seconds(time), tuple(sets), expect))
+
+    def delete_schedule(self, schedule_id: str) -> Transaction:
+        """Remove the schedule (the workflows it started are not touched)."""
+        return self._add_schedule(schedule_id, Op.DELETE_SCHEDULE, (schedule_id,))

@@ -9,6 +9,9 @@
 - ``_interop``: spawn, send, reply, call, links, monitors, cancel, names
 - ``_instance``: one workflow's lifecycle, recorded values, state
 - ``_recovery``: loading, resuming on open, wake-ups written by tools
+- ``_queue``: limits, priorities and dedup keys of a host; waiting ``pending`` workflows
+- ``_schedules``: when a schedule ticks (cron in a time zone, or an interval), tick ids
+- ``_scheduler``: the schedules of a host's store, one timer, ticks that start workflows
 - ``_host``: the node-facing side: start, finish, results, routing
 - ``_operate``: terminate and retry (store writes the handle, CLI and console share)
 - ``_replay``: replay mode: a journal against today's code, no effects

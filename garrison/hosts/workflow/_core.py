@@ -19,7 +19,7 @@ import trio
 
 from ... import _observe
 from ..._context import activity_owner
-from ..._errors import NotInProcess, StoreError, WorkflowCancelled
+from ..._errors import GarrisonError, NotInProcess, StoreError, WorkflowCancelled
 from ...actors._values import ErrorInfo, Pid
 from ...persistence import MAX_TIME, RawJson, Transaction, WorkflowStatus
 from .._kernel import Caller
@@ -167,7 +167,11 @@ class WorkflowCore(Caller):
         except Exception as exc:
             failed = self.store.translate_error(exc)
             if failed is None:
-                raise
+                if isinstance(exc, GarrisonError | ValueError | TypeError):
+                    raise  # the written operations' own error (a promise completed twice)
+                # anything else is the store failing: never the workflow's failure
+                failed = StoreError(self.store.path,
+                                    f"the store failed: {type(exc).__name__}: {exc}")
             self.store_error = failed
             raise failed from exc
 

@@ -26,6 +26,7 @@ import trio
 
 from ... import _observe
 from ..._errors import (
+    DedupKeyTaken,
     NonDeterminismError,
     NoSuchWorkflow,
     ProcessError,
@@ -41,7 +42,9 @@ from ._codec import PLAIN, plain_or_repr, return_hint, structure
 from ._inbox import InboxItem
 from ._instance import WorkflowInstance
 from ._journal import JournalKind, event_to_plain, message_to_plain
+from ._queue import QueueLimits, WorkflowQueue
 from ._recovery import refresh, resume_all, watch_wakeups
+from ._scheduler import Scheduler
 from ._waits import WallClock
 
 __all__ = ["WorkflowHost", "check_workflow_id"]
@@ -78,11 +81,13 @@ class WorkflowHost:
     """A durable host: workflows journaled to ``store``.
 
     ``run`` serves; ``resume`` starts every unfinished workflow of the store (the node
-    calls it once its services run, so resumed workflows find them)."""
+    calls it once its services run, so resumed workflows find them), then its
+    schedules. ``limits`` make the host a queue (``_queue.py``)."""
 
     durable = True
 
-    def __init__(self, node: NodeContext, name: str, store: Store) -> None:
+    def __init__(self, node: NodeContext, name: str, store: Store,
+                 limits: QueueLimits | None = None) -> None:
         self.node = node
         self.name = name
         self.store = store
@@ -109,6 +114,10 @@ class WorkflowHost:
         self._parked_ready = trio.Event()
         #: workflows ``started`` and ``resumed`` here, and finished by final status
         self.counts: collections.Counter[str] = collections.Counter()
+        #: limits, priorities, dedup keys: workflows waiting ``pending`` for a slot
+        self.queue = WorkflowQueue(self, limits)
+        #: the store's schedules (runs once the host resumed)
+        self.scheduler = Scheduler(self)
 
     # ------------------------------------------------------------ running
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -120,6 +129,7 @@ class WorkflowHost:
                 nursery.start_soon(watch_wakeups, self)
                 nursery.start_soon(self._write_soon_task)
                 nursery.start_soon(self._record_parked_task)
+                await nursery.start(self.queue.run)
             task_status.started()
             await trio.sleep_forever()
 
@@ -202,12 +212,25 @@ class WorkflowHost:
         self.resumed = True
         assert self._nursery is not None
         await resume_all(self, self._nursery)
+        await self._nursery.start(self.scheduler.run)
+
+    def starting(self, wid: str) -> bool:
+        """True while a start of ``wid`` is being committed on this host (it will run it:
+        recovery and wake-ups leave it alone)."""
+        return wid in self._starting
 
     def run_instance(self, wf: WorkflowInstance) -> None:
         """Make ``wf`` active and start its task."""
         assert self._nursery is not None
         self.active[wf.wid] = wf
+        self.queue.started(wf)
         self._nursery.start_soon(wf.main)
+
+    def exited(self, wf: WorkflowInstance) -> None:
+        """``wf``'s task ended (it finished, was blocked, or the node closes): its queue
+        slot frees, a schedule tick buffered behind it may start."""
+        self.queue.left(wf)
+        self.scheduler.ended(wf)
 
     async def complete_promise(self, wid: str, name: str, status: str, value: Any) -> None:
         """Resolve or reject a workflow's promise (``PromiseAlreadyCompleted`` the second
@@ -231,16 +254,31 @@ class WorkflowHost:
                     parent: Pid | None = None, prefix_tx: Transaction | None = None,
                     journal: tuple[WorkflowInstance, int, str] | None = None,
                     watcher: Pid | None = None, process_watcher: Pid | None = None,
-                    process_link: Pid | None = None) -> Pid:
+                    process_link: Pid | None = None, priority: int = 0,
+                    dedup: str | None = None) -> Pid:
         """Create (idempotently) and start a workflow; returns its pid.
 
         Idempotent under concurrency too: a start of an id whose start is being
-        committed waits for it and returns the same pid (one execution)."""
+        committed waits for it and returns the same pid (one execution). Over the
+        host's limits it waits ``pending`` in the queue, by ``priority`` (higher first)
+        then start order; while a workflow started with ``dedup`` is unfinished, a start
+        with that key returns its pid (``_queue.py``)."""
         fn = self.node.resolve_target(target)
         if getattr(fn, "__garrison_activity__", None) is not None:
             raise TypeError(f"cannot run the activity {fn!r} as a workflow")
         name = target_name(fn)
         wid = _uuid.uuid4().hex if wid is None else check_workflow_id(wid)
+        if type(priority) is not int:
+            raise TypeError(f"priority must be an int, got {type(priority).__name__}: "
+                            f"{priority!r}")
+        if dedup is not None:
+            if not isinstance(dedup, str) or not dedup:
+                raise TypeError(f"dedup must be a non-empty string or None, got {dedup!r}")
+            holder = self.queue.holder(dedup)
+            if holder is not None and holder != wid:
+                self._attach(Pid(self.name, holder), process_watcher, process_link)
+                await trio.lowlevel.checkpoint()
+                return Pid(self.name, holder)
         pid = Pid(self.name, wid)
         starting = self._starting.get(wid)
         if starting is not None:  # the same id is being started right now
@@ -256,7 +294,8 @@ class WorkflowHost:
             return await self._create(fn, name, wid, args, parent=parent, prefix_tx=prefix_tx,
                                       journal=journal, watcher=watcher,
                                       process_watcher=process_watcher,
-                                      process_link=process_link)
+                                      process_link=process_link, priority=priority,
+                                      dedup=dedup)
         finally:
             del self._starting[wid]
             done.set()
@@ -264,7 +303,8 @@ class WorkflowHost:
     async def _create(self, fn: Any, name: str, wid: str, args: tuple[Any, ...], *,
                       parent: Pid | None, prefix_tx: Transaction | None,
                       journal: tuple[WorkflowInstance, int, str] | None, watcher: Pid | None,
-                      process_watcher: Pid | None, process_link: Pid | None) -> Pid:
+                      process_watcher: Pid | None, process_link: Pid | None,
+                      priority: int = 0, dedup: str | None = None) -> Pid:
         pid = Pid(self.name, wid)
         input_text = to_json(list(args), what=f"the arguments of workflow {name}")
         tx = prefix_tx if prefix_tx is not None else Transaction()
@@ -272,24 +312,43 @@ class WorkflowHost:
         now = self.clock.now()
         run_id = _uuid.uuid4().hex
         trace = _observe.carrier() if _observe.tracing else None
-        tx.create_workflow(wid, name, RawJson(input_text), status="running", parent=parent,
-                           run_id=run_id,
-                           host=self.name, time=now, trace=trace)
+        # a child workflow starts at once (its parent may wait for it); others may queue
+        child = journal is not None or (parent is not None
+                                        and self.node.host(parent.host).durable)
+        admitted = child or self.client or self.queue.admit(wid)
+        tx.create_workflow(wid, name, RawJson(input_text),
+                           status="running" if admitted else "pending", parent=parent,
+                           run_id=run_id, host=self.name, time=now, trace=trace)
+        queued = -1
+        if dedup is not None or not admitted:
+            tx.enqueue(wid, run_id, priority=priority, dedup=dedup, time=now)
+            queued = len(tx) - 1
         if watcher is not None:
             tx.add_monitor(wid, watcher)
         if journal is not None:
             parent_wf, seq, label = journal
             parent_wf.record(tx, seq, JournalKind.SPAWN, label, _dumps({"pid": str(pid)}))
-        results = await self.store.commit(tx)
+        try:
+            results = await self.store.commit(tx)
+        except DedupKeyTaken as taken:  # another node's start holds the key
+            self.queue.unreserve(wid)
+            self._attach(Pid(self.name, taken.workflow_id), process_watcher, process_link)
+            return Pid(self.name, taken.workflow_id)
+        except BaseException:
+            self.queue.unreserve(wid)
+            raise
         created = results[n]
         if self.client:
             return pid  # the node that holds the store's lock runs it
+        if queued >= 0:
+            self.queue.created(wid, results[queued], dedup)
         if not created:
+            self.queue.unreserve(wid)
             if wid not in self.active:
                 record = self.store.get_workflow(wid)
                 if record is not None and not WorkflowStatus(record.status).finished:
                     # unfinished but not loaded (a tool created it): run it now
-                    refresh(self, wid)
+                    refresh(self, wid, starting=True)
             self._attach(pid, process_watcher, process_link)
             return pid
         wf = WorkflowInstance(self, wid, name, _loads(input_text), run_id=run_id, attempt=1,
@@ -303,7 +362,10 @@ class WorkflowHost:
             wf.watchers.add(process_watcher)
         if process_link is not None:
             wf.links.add(process_link)
-        self.run_instance(wf)
+        if admitted:
+            self.run_instance(wf)
+        else:
+            self.queue.hold(wf, priority, results[queued])
         await trio.lowlevel.checkpoint()
         return pid
 
@@ -371,6 +433,7 @@ class WorkflowHost:
         tx.update_workflow(wf.wid, status=status,
                            result=RawJson(result_json) if result_json is not None else None,
                            error=error, time=self.clock.now())
+        self.queue.finishing(tx, wf)
         targets: list[tuple[WorkflowInstance, int]] = []
         event_text = _dumps(event_to_plain(event))
         watchers = list(dict.fromkeys(wf.durable_watchers))
@@ -593,6 +656,7 @@ class WorkflowHost:
             self.write_soon(Transaction().request_cancel(wid))
             wf.cancel_requested = True
             self.cancel_children(wf)
+            self.queue.cancelled(wf)  # waiting in the queue: it ends at once
         wf.wake()
         return True
 
@@ -620,6 +684,8 @@ class WorkflowHost:
         wf = self.active.get(target.id)
         if wf is None or wf.done.is_set():
             return False
+        if self.queue.killed(wf, reason):  # waiting in the queue: it ends at once
+            return True
         if wf.kill_reason is None:
             wf.kill_reason = reason
             if wf.scope is not None:
@@ -636,7 +702,9 @@ class WorkflowHost:
         return wf is not None and not wf.done.is_set()
 
     def live_count(self) -> int:
-        return sum(1 for wf in self.active.values() if not wf.done.is_set())
+        """Workflows running or parked (not those waiting in the queue)."""
+        return sum(1 for wf in self.active.values() if not wf.done.is_set()) - \
+            len(self.queue.held)
 
     async def shutdown(self) -> None:
         """Stop running workflows without journaling anything: they resume on the next
@@ -646,6 +714,7 @@ class WorkflowHost:
         ``sleeping``, one transaction), so ``garrison workflows list`` shows it while no
         node runs (recovery marks them ``running`` again)."""
         self.closing = True
+        self.queue.close()  # waiting workflows stay pending in the store
         running = list(self.active.values())
         parked = Transaction()
         for wf in running:
@@ -700,6 +769,10 @@ class WorkflowHost:
             if record is None:
                 raise NoSuchWorkflow(wid)
             status = WorkflowStatus(record.status)
+            if status is WorkflowStatus.PENDING and not self.client and self.resumed:
+                refresh(self, wid)  # a tool created it; its wakeup is not here yet
+                if wid in self.active:
+                    return await self.result(wid, hint)
             while self.client and not status.finished:
                 await trio.sleep(0.02)  # another node runs it: watch the store
                 record = self.store.get_workflow(wid)

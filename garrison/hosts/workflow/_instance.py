@@ -53,6 +53,7 @@ class WorkflowInstance(Waits, Activities, Interop):
                 await self._main(task_status)
         finally:
             self.exited.set()
+            self.host.exited(self)
 
     async def _main(self, task_status: trio.TaskStatus[None]) -> None:
         set_runtime(cast(Runtime, self))  # its inboxes are DurableInboxes: same interface

@@ -72,14 +72,16 @@ def load_promises(host: WorkflowHost, wf: WorkflowInstance) -> None:
 
 async def resume_all(host: WorkflowHost, nursery: trio.Nursery) -> None:
     """Start every unfinished workflow of the store (not already running), marked
-    ``running`` in the store before this returns."""
+    ``running`` in the store before this returns; ``pending`` ones wait in the host's
+    queue, which starts them once the resumed ones hold their slots."""
     resumed = Transaction()
     recovering: list[WorkflowInstance] = []
     ending: list[WorkflowInstance] = []
+    queued: list[WorkflowRecord] = []
     paused = _pause_gc()
     try:
         for record in host.store.unfinished_workflows():
-            if record.workflow_id in host.active:
+            if record.workflow_id in host.active or host.starting(record.workflow_id):
                 continue  # started (or refreshed) meanwhile
             try:
                 wf = load(host, record)
@@ -87,14 +89,19 @@ async def resume_all(host: WorkflowHost, nursery: trio.Nursery) -> None:
                 log.error("cannot resume workflow %s: %s", record.workflow_id, exc,
                           extra={"workflow_id": record.workflow_id})
                 continue
-            host.active[wf.wid] = wf
             if wf.requests:  # a tool terminated it while no node ran: it ends unrun
+                host.active[wf.wid] = wf
                 wf.exited.set()
                 ending.append(wf)
                 continue
+            if record.status == WorkflowStatus.PENDING:  # waits its turn in the queue
+                queued.append(record)
+                continue
+            host.active[wf.wid] = wf
             if record.status != WorkflowStatus.RUNNING:  # pending, blocked, parked
                 resumed.update_workflow(wf.wid, status=WorkflowStatus.RUNNING,
                                         time=host.clock.now())
+            host.queue.started(wf)
             nursery.start_soon(wf.main)
             recovering.append(wf)
             host.counts["resumed"] += 1
@@ -105,6 +112,7 @@ async def resume_all(host: WorkflowHost, nursery: trio.Nursery) -> None:
         host.store.write(resumed)
     for wf in ending:  # once every workflow is loaded: their EXITs reach their watchers
         nursery.start_soon(end_requested, host, wf)
+    host.queue.restore(queued, lambda record: load(host, record))
     for wf in list(host.active.values()):
         if wf.cancel_requested:  # by a tool while no node ran: children go too
             host.cancel_children(wf)
@@ -146,10 +154,13 @@ async def watch_wakeups(host: WorkflowHost) -> None:
         for wake in wakes:
             if host.closing:
                 return  # the node is closing (its store may be closed already)
-            refresh(host, wake.workflow_id)
+            if wake.kind == "schedule":
+                host.scheduler.reload(wake.workflow_id)  # the wakeup names a schedule
+            else:
+                refresh(host, wake.workflow_id)
 
 
-def refresh(host: WorkflowHost, wid: str) -> None:
+def refresh(host: WorkflowHost, wid: str, *, starting: bool = False) -> None:
     """Bring the in-memory workflow ``wid`` up to date with its store rows: start it if
     a tool created it or retried it (``pending``), end it if a tool asked to terminate
     it, else pick up new messages, promises and a cancel request."""
@@ -168,9 +179,14 @@ def refresh(host: WorkflowHost, wid: str) -> None:
         del host.active[wid]  # blocked, and retried since (a new attempt): run it again
         wf = None
     if wf is None:
+        if host.starting(wid) and not starting:
+            return  # a start of this id is being committed here: it runs it
         host.finished.pop(wid, None)
+        if record.status == WorkflowStatus.PENDING:  # a tool's start, a retry: the queue
+            host.queue.offer(load(host, record), record)
+            return
         host.run_instance(load(host, record))
-        host.counts["started"] += 1  # by a tool (or a retry), while this node runs
+        host.counts["started"] += 1  # by a tool, while this node runs
         if record.status != WorkflowStatus.RUNNING:
             host.write_soon(Transaction().update_workflow(wid, status=WorkflowStatus.RUNNING,
                                                           time=host.clock.now()))
@@ -186,6 +202,7 @@ def refresh(host: WorkflowHost, wid: str) -> None:
     if record.cancel_requested and not wf.cancel_requested:
         wf.cancel_requested = True
         host.cancel_children(wf)
+        host.queue.cancelled(wf)  # waiting in the queue: it ends at once
         changed = True
     before = len(wf.promises)
     load_promises(host, wf)

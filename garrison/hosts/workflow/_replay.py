@@ -326,6 +326,9 @@ class ReplayHost(_Refusing):
         wf.done.set()
         await trio.lowlevel.checkpoint()
 
+    def exited(self, wf: WorkflowInstance) -> None:
+        """A replayed workflow holds no queue slot and no schedule tick."""
+
 
 # ---------------------------------------------------------------- the instance
 class _Unrecorded(ActivityHandle):

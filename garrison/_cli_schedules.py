@@ -1,0 +1,132 @@
+"""``garrison schedules --store DB ...``: list and control the schedules of a store.
+
+Works whether or not a node runs on the store (the store is opened without its lock):
+``pause``, ``resume``, ``trigger`` and ``delete`` commit at once and a running node
+picks them up immediately (a stopped one when it starts). ``trigger`` creates the
+workflow ``<id>@<now>`` ``pending``: the node starts it (through its host's queue).
+
+Exit codes as ``garrison workflows``: 0 done; 1 no such schedule; 2 bad arguments or an
+unusable store; 141 when the reader of stdout went away.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sqlite3
+import sys
+from typing import Any
+
+from . import _store_tools as tools
+from ._cli_workflows import BROKEN_PIPE, _print_json, _print_table
+from ._errors import GarrisonError
+from ._store_tools import ToolError, when
+
+
+def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    """Register the ``schedules`` sub-command on the main parser."""
+    sc = sub.add_parser("schedules", parents=[common],
+                        help="list and control the schedules of a workflow store")
+    sc.add_argument("--store", required=True, help="the SQLite store file")
+    sc.add_argument("--json", action="store_true", help="machine-readable output")
+    cmds = sc.add_subparsers(dest="sc_command", required=True)
+    ls = cmds.add_parser("list", help="list schedules")
+    ls.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                    help="one JSON array of full schedule records")
+    for name, helptext in (
+            ("pause", "stop starting workflows on its ticks"),
+            ("resume", "start workflows on its ticks again, from the next one"),
+            ("trigger", "start its workflow now"),
+            ("delete", "remove the schedule (its workflows go on)")):
+        p = cmds.add_parser(name, help=helptext)
+        p.add_argument("id")
+        p.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
+    sc.set_defaults(func=cmd_schedules)
+
+
+def cmd_schedules(args: argparse.Namespace) -> int:
+    """Run one ``garrison schedules`` command; returns the exit status."""
+    try:
+        _run(args)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return BROKEN_PIPE
+    except ToolError as exc:
+        print(f"garrison schedules: {exc}", file=sys.stderr)
+        return exc.code
+    return 0
+
+
+def _run(args: argparse.Namespace) -> None:
+    from .persistence._file import store_error
+
+    store = tools.open_store(args.store)
+    try:
+        _COMMANDS[args.sc_command](store, args)
+    except ToolError:
+        raise
+    except GarrisonError as exc:
+        raise ToolError(str(exc), 2) from None
+    except ValueError as exc:  # a stored spec this version cannot read
+        raise ToolError(str(exc), 2) from None
+    except sqlite3.Error as exc:
+        raise ToolError(str(store_error(args.store, args.store, exc, 5.0)), 2) from None
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        raise ToolError(f"store {args.store!r}: {exc.strerror or exc}", 2) from None
+    finally:
+        store.close()
+
+
+def _list(store: Any, args: argparse.Namespace) -> None:
+    rows = store.schedules()
+    if args.json:
+        _print_json([tools.schedule_json(r) for r in rows])
+        return
+    if not rows:
+        print("no schedules")
+        return
+    table = [(r.schedule_id, r.workflow,
+              f"cron {r.cron} {r.timezone}" if r.cron else f"every {r.every:g}s",
+              r.overlap, "paused" if r.paused else "active", when(r.next_tick),
+              r.last_workflow or "") for r in rows]
+    _print_table(("ID", "WORKFLOW", "WHEN", "OVERLAP", "STATE", "NEXT", "LAST WORKFLOW"),
+                 table)
+
+
+def _done(args: argparse.Namespace, data: dict[str, Any], text: str) -> None:
+    if args.json:
+        _print_json(data)
+    else:
+        print(text)
+
+
+def _pause(store: Any, args: argparse.Namespace) -> None:
+    tools.pause_schedule(store, args.id)
+    _done(args, {"schedule_id": args.id, "paused": True}, f"schedule {args.id!r} paused")
+
+
+def _resume(store: Any, args: argparse.Namespace) -> None:
+    tools.resume_schedule(store, args.id)
+    rec = tools.get_schedule(store, args.id)
+    _done(args, {"schedule_id": args.id, "paused": False, "next_tick": when(rec.next_tick)},
+          f"schedule {args.id!r} resumed; next tick {when(rec.next_tick)}")
+
+
+def _trigger(store: Any, args: argparse.Namespace) -> None:
+    wid = tools.trigger_schedule(store, args.id)
+    _done(args, {"schedule_id": args.id, "workflow_id": wid},
+          f"schedule {args.id!r} triggered: workflow {wid!r}")
+
+
+def _delete(store: Any, args: argparse.Namespace) -> None:
+    tools.delete_schedule(store, args.id)
+    _done(args, {"schedule_id": args.id, "deleted": True}, f"schedule {args.id!r} deleted")
+
+
+_COMMANDS = {"list": _list, "pause": _pause, "resume": _resume, "trigger": _trigger,
+             "delete": _delete}

@@ -1,0 +1,55 @@
+"""Handles on schedules from outside: ``await node.schedule(...)`` and
+``node.schedule_handle(id)``."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import attrs
+
+from .actors._values import Pid
+from .persistence import ScheduleRecord
+
+if TYPE_CHECKING:
+    from .hosts.workflow import WorkflowHost
+
+__all__ = ["ScheduleHandle"]
+
+
+@attrs.frozen
+class ScheduleHandle:
+    """A schedule by id, on its workflow host.
+
+    >>> nightly = await node.schedule("nightly", report, cron="0 3 * * *")  # doctest: +SKIP
+    >>> nightly.info().next_tick                                            # doctest: +SKIP
+    datetime.datetime(2026, 1, 2, 3, 0, tzinfo=datetime.timezone.utc)
+    >>> await nightly.pause()                                               # doctest: +SKIP
+    """
+
+    host: WorkflowHost = attrs.field(repr=False)
+    schedule_id: str
+
+    def info(self) -> ScheduleRecord:
+        """The schedule as stored (spec, ``paused``, ``next_tick``, ``last_workflow``...);
+        :class:`~garrison.NoSuchSchedule` if it was deleted."""
+        return self.host.scheduler.get(self.schedule_id)
+
+    async def pause(self) -> None:
+        """Stop starting workflows on its ticks (it stays paused across restarts)."""
+        await self.host.scheduler.pause(self.schedule_id)
+
+    async def resume(self) -> None:
+        """Start workflows on its ticks again, from the first tick after now (ticks that
+        passed while it was paused are not caught up). No-op if it is not paused."""
+        await self.host.scheduler.resume(self.schedule_id)
+
+    async def trigger(self) -> Pid:
+        """Start its workflow now, paused or not, whatever its overlap policy; the
+        workflow's id is ``<schedule id>@<now, ISO 8601 UTC with milliseconds>``, and
+        the schedule's later ticks treat it as its last run. Returns its pid."""
+        return await self.host.scheduler.trigger(self.schedule_id)
+
+    async def delete(self) -> None:
+        """Remove the schedule (workflows it started go on). A schedule of the config
+        comes back at the next start unless its entry is removed."""
+        await self.host.scheduler.delete(self.schedule_id)

@@ -1,0 +1,381 @@
+"""The scheduler of a workflow host: schedules kept in the store, ticks that start
+workflows.
+
+One task per workflow host, with one timer: the schedules are loaded once into a heap
+ordered by next tick, and the task sleeps until the earliest one (or until a schedule
+changes), so 10,000 schedules cost nothing while none is due. Time is the host's
+:class:`~._waits.WallClock`, so ``MockClock`` skips ahead to a tick in tests.
+
+A tick at time ``t`` of schedule ``s`` starts workflow ``s@t`` (``tick_id``), so a tick
+never runs twice. The tick is recorded first (the next tick, and the workflow it starts
+as ``last_workflow``), as a compare-and-set on ``next_tick``: of two nodes acting on one
+tick, one records it and starts its workflow, the other reads the schedule again. Then
+the workflow starts; a node that stopped in between starts it when it comes back
+(``last_workflow`` recorded, no such workflow, within ``catchup_window``), and the
+start is idempotent anyway. A node that was down
+over some ticks acts, when it comes back, on the latest of them only, and only if it is
+at most ``catchup_window`` old. ``overlap`` decides what a tick does while the workflow
+the schedule started last is unfinished (``pending``, running or parked): ``skip`` it,
+``buffer_one`` (start it when that one ends; one tick at most waits, later ones are
+skipped), or ``allow_all``. A blocked workflow counts as ended. A tick's workflow waits
+in the host's queue like any other start when the host has limits.
+
+Schedules come from ``workflow.schedule`` config entries (synced at start: created,
+updated, and removed when their entry is gone; their pause state is kept), from
+``node.schedule`` and from tools (``garrison schedules``): a tool's write leaves a
+wakeup, and :meth:`Scheduler.reload` picks the schedule up again.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import heapq
+import json
+import logging
+import math
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import trio
+
+from ..._errors import NoSuchSchedule
+from ..._targets import import_target
+from ...actors._values import Pid
+from ...persistence import RawJson, ScheduleRecord, Transaction, to_json
+from ._schedules import ScheduleDefinition, ScheduleSpec, tick_id, trigger_id
+
+if TYPE_CHECKING:
+    from ._host import WorkflowHost
+    from ._instance import WorkflowInstance
+
+__all__ = ["Scheduler"]
+
+log = logging.getLogger("garrison.schedules")
+
+#: due schedules acted on per transaction (a burst of ticks starts chunk by chunk)
+CHUNK = 500
+
+def _ts(value: Any) -> float | None:
+    return None if value is None else float(value.timestamp())
+
+
+class Scheduler:
+    """The schedules of one workflow host's store (see the module docs)."""
+
+    def __init__(self, host: WorkflowHost) -> None:
+        self.host = host
+        #: the config's ``workflow.schedule`` entries for this host (set before ``run``)
+        self.definitions: list[ScheduleDefinition] = []
+        self.rows: dict[str, ScheduleRecord] = {}
+        self._specs: dict[str, ScheduleSpec] = {}
+        self._heap: list[tuple[float, str]] = []  # (next tick, id), lazily pruned
+        self._changed = trio.Event()
+        #: workflow id -> the schedule whose buffered tick waits for it to end
+        self._waiting: dict[str, str] = {}
+        self._buffer_due: set[str] = set()
+        #: ticks that started a workflow, skipped (overlap), missed (outside the window)
+        self.counts = {"started": 0, "skipped": 0, "missed": 0}
+
+    # ------------------------------------------------------------ running
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+                  ) -> None:
+        """Sync the config's schedules, load every schedule, then act on ticks as they
+        come, until cancelled."""
+        await self._sync_config()
+        for record in self.host.store.schedules():
+            self._take(record)
+        lost = self._claimed_not_started()
+        task_status.started()
+        if lost:
+            async with trio.open_nursery() as nursery:
+                for record in lost:
+                    assert record.last_workflow is not None
+                    nursery.start_soon(self._start, record, record.last_workflow)
+        clock = self.host.clock
+        while True:
+            now = clock.now()
+            due = self._pop_due(now)
+            if due or self._buffer_due:
+                await self._fire(due, now)
+                continue
+            deadline = clock.trio_deadline(self._heap[0][0]) if self._heap else math.inf
+            self._changed = trio.Event()
+            with trio.move_on_at(deadline):
+                await self._changed.wait()
+
+    def _take(self, record: ScheduleRecord) -> None:
+        """Hold ``record`` in memory (its next tick in the heap)."""
+        sid = record.schedule_id
+        try:
+            spec = ScheduleSpec.parse(cron=record.cron, every=record.every,
+                                      timezone=record.timezone, what=f"schedule {sid!r}")
+        except (TypeError, ValueError) as exc:  # written by another version, or by hand
+            log.error("schedule %s cannot run: %s", sid, exc, extra={"schedule_id": sid})
+            self.rows.pop(sid, None)
+            return
+        self.rows[sid] = record
+        self._specs[sid] = spec
+        tick = _ts(record.next_tick)
+        if not record.paused and tick is not None:
+            heapq.heappush(self._heap, (tick, sid))
+        if record.buffered_tick is not None:
+            last = record.last_workflow
+            if last is not None and self._unfinished(last):
+                self._waiting[last] = sid
+            else:
+                self._buffer_due.add(sid)
+        self._changed.set()
+
+    def _claimed_not_started(self) -> list[ScheduleRecord]:
+        """Schedules whose last tick was recorded but whose workflow was never created
+        (the node stopped in between), recently enough (``catchup_window``) that it is
+        not a workflow deleted since: they start now."""
+        now = self.host.clock.now()
+        store = self.host.store
+        return [record for record in self.rows.values()
+                if record.last_workflow is not None
+                and now - record.updated.timestamp() <= record.catchup_window
+                and store.get_workflow(record.last_workflow) is None]
+
+    def reload(self, schedule_id: str) -> None:
+        """Read the schedule again (a tool changed it)."""
+        record = self.host.store.get_schedule(schedule_id)
+        if record is None:
+            self._forget(schedule_id)
+        else:
+            self._take(record)
+
+    def _forget(self, schedule_id: str) -> None:
+        self.rows.pop(schedule_id, None)
+        self._specs.pop(schedule_id, None)
+
+    def _unfinished(self, wid: str) -> bool:
+        wf = self.host.active.get(wid)
+        return wf is not None and not wf.done.is_set()
+
+    def ended(self, wf: WorkflowInstance) -> None:
+        """Host hook: ``wf``'s task ended; a tick buffered behind it may start."""
+        if not wf.done.is_set():
+            return  # the node closes: it did not end
+        sid = self._waiting.pop(wf.wid, None)
+        if sid is not None:
+            self._buffer_due.add(sid)
+            self._changed.set()
+
+    # ------------------------------------------------------------ ticks
+    def _pop_due(self, now: float) -> list[ScheduleRecord]:
+        due: dict[str, ScheduleRecord] = {}
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            tick, sid = heapq.heappop(heap)
+            record = self.rows.get(sid)
+            if record is not None and not record.paused and _ts(record.next_tick) == tick:
+                due[sid] = record
+        return list(due.values())
+
+    async def _fire(self, due: list[ScheduleRecord], now: float) -> None:
+        """Act on the due schedules (and on buffered ticks whose wait is over), in
+        chunks of ``CHUNK`` (the first workflows of a large burst start early)."""
+        async with trio.open_nursery() as starting:
+            for i in range(0, len(due), CHUNK):
+                await self._fire_chunk(due[i:i + CHUNK], now if i == 0 else
+                                       self.host.clock.now(), starting)
+            if self._buffer_due or not due:
+                await self._fire_chunk([], self.host.clock.now(), starting)
+
+    async def _fire_chunk(self, due: list[ScheduleRecord], now: float,
+                          starting: trio.Nursery) -> None:
+        """Record the ticks, next ticks and the workflows they start in one transaction
+        (each a compare-and-set on the next tick: of two nodes acting on one tick, one
+        wins), then start those workflows (in ``starting``)."""
+        plans: list[tuple[ScheduleRecord, str | None, dict[str, Any]]] = []
+        for record in due:
+            plans.append(self._plan(record, now))
+        for sid in sorted(self._buffer_due):
+            waiting = self.rows.get(sid)
+            buffered = None if waiting is None else _ts(waiting.buffered_tick)
+            if waiting is not None and buffered is not None:
+                started = tick_id(sid, buffered)
+                plans.append((waiting, started, {"buffered_tick": None,
+                                                 "last_workflow": started}))
+        self._buffer_due.clear()
+        tx = Transaction()
+        for record, _, updates in plans:
+            tx.update_schedule(record.schedule_id, time=now, **updates)
+        try:
+            results = await self.host.store.commit(tx)
+        except Exception as exc:  # the store failed: the ticks are acted on again later
+            log.error("host %s could not record schedule ticks: %s", self.host.name, exc)
+            for record, _, _ in plans:
+                try:
+                    self.reload(record.schedule_id)
+                except Exception:  # the store is gone: the next node acts on them
+                    self._forget(record.schedule_id)
+            await trio.sleep(1.0)  # not a busy loop while the store fails
+            return
+        starts: list[tuple[ScheduleRecord, str]] = []
+        for (record, wid, updates), ok in zip(plans, results, strict=True):
+            if ok:
+                self._applied(record.schedule_id, updates)
+                if wid is not None:
+                    starts.append((record, wid))
+            else:  # changed meanwhile (a tool, another node): read it again
+                self.reload(record.schedule_id)
+        for record, wid in starts:
+            starting.start_soon(self._start, record, wid)
+
+    def _plan(self, record: ScheduleRecord, now: float) -> tuple[ScheduleRecord, str | None,
+                                                                  dict[str, Any]]:
+        """What the due ``record`` does at ``now``: ``(record, workflow id to start or
+        None, columns to write)``."""
+        sid = record.schedule_id
+        expected = _ts(record.next_tick)
+        assert expected is not None
+        tick, following = self._specs[sid].due(expected, now, record.catchup_window)
+        updates: dict[str, Any] = {"next_tick": following, "expect_next_tick": expected}
+        if tick is None:
+            self.counts["missed"] += 1
+            log.info("schedule %s missed its ticks up to %s: older than its catchup_window "
+                     "(%gs)", sid, tick_id(sid, expected), record.catchup_window,
+                     extra={"schedule_id": sid})
+            return record, None, updates
+        updates["last_tick"] = tick
+        last = record.last_workflow
+        if last is not None and record.overlap != "allow_all" and self._unfinished(last):
+            if record.overlap == "buffer_one" and record.buffered_tick is None:
+                updates["buffered_tick"] = tick
+                self._waiting[last] = sid
+            else:
+                self.counts["skipped"] += 1
+                log.info("schedule %s skipped its tick %s: workflow %s is still running",
+                         sid, tick_id(sid, tick), last, extra={"schedule_id": sid})
+            return record, None, updates
+        wid = tick_id(sid, tick)
+        updates["last_workflow"] = wid
+        return record, wid, updates
+
+    def _applied(self, sid: str, updates: dict[str, Any]) -> None:
+        """A committed update of schedule ``sid``, in memory too."""
+        record = self.rows.get(sid)
+        if record is None:
+            return
+        fields: dict[str, Any] = {}
+        for column, value in updates.items():
+            if column == "expect_next_tick":
+                continue
+            if column in ("next_tick", "last_tick", "buffered_tick") and value is not None:
+                value = _dt.datetime.fromtimestamp(value, _dt.UTC)
+            fields[column] = value
+        record = self.rows[sid] = attrs.evolve(record, **fields)
+        tick = _ts(record.next_tick)
+        if "next_tick" in fields and tick is not None and not record.paused:
+            heapq.heappush(self._heap, (tick, sid))
+
+    async def _start(self, record: ScheduleRecord, wid: str) -> Pid | None:
+        try:
+            fn = import_target(record.workflow)
+            pid = await self.host.start(fn, tuple(record.input), wid=wid)
+        except Exception as exc:
+            log.error("schedule %s could not start workflow %s (%s): %s", record.schedule_id,
+                      wid, record.workflow, exc,
+                      extra={"schedule_id": record.schedule_id, "workflow_id": wid,
+                             "error": str(exc)})
+            return None
+        self.counts["started"] += 1
+        return pid
+
+    # ------------------------------------------------------------ defining
+    def _put(self, tx: Transaction, d: ScheduleDefinition, old: ScheduleRecord | None,
+             now: float) -> None:
+        """Write ``d`` unless the store has it already; its next tick is kept when its
+        timing did not change (so a restart loses no tick)."""
+        spec = d.spec
+        input_text = to_json(list(d.input), what=f"the input of schedule {d.schedule_id!r}")
+        same_timing = old is not None and (old.cron, old.every, old.timezone) == (
+            spec.cron, spec.every, spec.timezone)
+        next_tick = _ts(old.next_tick) if same_timing and old is not None else \
+            spec.next_after(now)
+        if same_timing and old is not None and (
+                old.workflow, old.input, old.overlap, old.catchup_window, old.source,
+                old.host) == (d.workflow, json.loads(input_text), d.overlap,
+                              d.catchup_window, d.source, self.host.name):
+            return  # unchanged
+        tx.put_schedule(d.schedule_id, host=self.host.name, workflow=d.workflow,
+                        input=RawJson(input_text), cron=spec.cron, every=spec.every,
+                        timezone=spec.timezone, overlap=d.overlap,
+                        catchup_window=d.catchup_window, next_tick=next_tick,
+                        source=d.source, time=now)
+
+    async def _sync_config(self) -> None:
+        """Create or update the config's schedules; remove the config schedules whose
+        entry is gone."""
+        defined = {d.schedule_id: d for d in self.definitions}
+        stored = {r.schedule_id: r for r in self.host.store.schedules()}
+        tx = Transaction()
+        now = self.host.clock.now()
+        for sid, d in defined.items():
+            self._put(tx, d, stored.get(sid), now)
+        for sid, record in stored.items():
+            if record.source == "config" and sid not in defined:
+                tx.delete_schedule(sid)
+                log.info("schedule %s removed: its config entry is gone", sid,
+                         extra={"schedule_id": sid})
+        if tx:
+            await self.host.store.commit(tx)
+
+    async def put(self, d: ScheduleDefinition) -> None:
+        """Create or update a schedule (``node.schedule``)."""
+        old = self.host.store.get_schedule(d.schedule_id)
+        if old is not None and old.source == "config" and d.source != "config":
+            raise ValueError(f"schedule {d.schedule_id!r} comes from a workflow.schedule "
+                             "entry of the config: change it there")
+        tx = Transaction()
+        self._put(tx, d, old, self.host.clock.now())
+        if tx:
+            await self.host.store.commit(tx)
+            self.reload(d.schedule_id)
+
+    def get(self, schedule_id: str) -> ScheduleRecord:
+        """The stored schedule; :class:`~garrison.NoSuchSchedule` if there is none."""
+        record = self.host.store.get_schedule(schedule_id)
+        if record is None:
+            raise NoSuchSchedule(schedule_id)
+        return record
+
+    async def pause(self, schedule_id: str) -> None:
+        """Stop acting on ticks (kept paused across restarts) until :meth:`resume`."""
+        self.get(schedule_id)
+        await self.host.store.commit(Transaction().update_schedule(schedule_id, paused=True))
+        self.reload(schedule_id)
+
+    async def resume(self, schedule_id: str) -> None:
+        """Act on ticks again, from the first one after now (the ticks that passed
+        while it was paused are not caught up)."""
+        record = self.get(schedule_id)
+        if not record.paused:
+            return
+        spec = ScheduleSpec.parse(cron=record.cron, every=record.every,
+                                  timezone=record.timezone, what=f"schedule {schedule_id!r}")
+        following = spec.next_after(self.host.clock.now())
+        await self.host.store.commit(Transaction().update_schedule(
+            schedule_id, paused=False, next_tick=following))
+        self.reload(schedule_id)
+
+    async def delete(self, schedule_id: str) -> None:
+        """Remove the schedule (the workflows it started are not touched)."""
+        self.get(schedule_id)
+        await self.host.store.commit(Transaction().delete_schedule(schedule_id))
+        self._forget(schedule_id)
+
+    async def trigger(self, schedule_id: str) -> Pid:
+        """Start the schedule's workflow now (``<id>@<now>``), paused or not, whatever
+        its overlap policy; later ticks see it as the last run."""
+        record = self.get(schedule_id)
+        wid = trigger_id(schedule_id, self.host.clock.now())
+        pid = await self.host.start(import_target(record.workflow), tuple(record.input),
+                                    wid=wid)
+        await self.host.store.commit(Transaction().update_schedule(schedule_id,
+                                                                   last_workflow=wid))
+        self.reload(schedule_id)
+        return pid
+

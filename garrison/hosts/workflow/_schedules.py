@@ -1,0 +1,247 @@
+"""When a schedule ticks: cron expressions (read by ``cronsim``, in an IANA time zone
+through ``zoneinfo``) and fixed intervals; and the values a schedule is defined by.
+
+Ticks are whole unix seconds. ``every: 1h`` ticks at every whole multiple of the
+interval since the unix epoch (so at the top of each hour UTC, on every node alike);
+a cron expression is read in the schedule's ``timezone``, with daylight saving time
+handled as Debian's cron does (``cronsim`` follows it): a job at a fixed time inside
+the hour that a spring change skips runs right after the change, and a job at a fixed
+time inside the hour that an autumn change repeats runs once; jobs that run more often
+than hourly keep running on the wall clock's minutes.
+
+A tick starts the workflow ``<schedule id>@<tick, ISO 8601 UTC>`` (a trigger:
+``<schedule id>@<time, with milliseconds>``): the id is derived from the schedule and
+the tick, so a start is idempotent across restarts and nodes.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import functools
+import math
+import zoneinfo
+from collections.abc import Sequence
+from typing import Any
+
+import attrs
+from cronsim import CronSim, CronSimError
+
+from ..._duration import parse_duration
+
+__all__ = [
+    "DEFAULT_CATCHUP_WINDOW",
+    "OVERLAP_POLICIES",
+    "ScheduleDefinition",
+    "ScheduleSpec",
+    "check_overlap",
+    "check_schedule_id",
+    "parse_catchup_window",
+    "tick_id",
+    "trigger_id",
+]
+
+#: what a tick does while the workflow the schedule started before is unfinished
+OVERLAP_POLICIES = ("skip", "buffer_one", "allow_all")
+#: how late a tick may still start (a node down over it, a slow start), by default
+DEFAULT_CATCHUP_WINDOW = 3600.0
+
+_UTC = _dt.UTC
+#: the most a DST change moves local time (Debian's cron handles changes below 3 hours)
+_DST_SPAN = 3 * 3600.0
+
+
+@functools.lru_cache(maxsize=16384)
+def _cron_next(cron: str, timezone: str, t: int) -> float | None:
+    """The first tick of ``cron`` (read in ``timezone``) strictly after ``t``; cached:
+    schedules sharing an expression and a tick (``0 * * * *``) compute it once."""
+    start = _dt.datetime.fromtimestamp(t, zoneinfo.ZoneInfo(timezone))
+    try:
+        return float(next(CronSim(cron, start)).timestamp())
+    except StopIteration:
+        return None
+
+
+@functools.lru_cache(maxsize=4096)
+def _cron_problem(cron: str) -> str | None:
+    """What is wrong with ``cron`` (``cronsim``'s words), or ``None``; cached (loading
+    10,000 schedules checks each expression once)."""
+    try:
+        CronSim(cron, _dt.datetime(2000, 1, 1, tzinfo=_UTC))
+    except CronSimError as exc:
+        return str(exc)
+    return None
+
+
+def _utc(seconds: float) -> _dt.datetime:
+    return _dt.datetime.fromtimestamp(seconds, _UTC)
+
+
+def tick_id(schedule_id: str, tick: float) -> str:
+    """The id of the workflow a schedule's tick starts: ``nightly@2026-01-02T03:00:00Z``."""
+    return f"{schedule_id}@{_utc(tick).isoformat(timespec='seconds').replace('+00:00', 'Z')}"
+
+
+def trigger_id(schedule_id: str, now: float) -> str:
+    """The id of the workflow a trigger starts: ``nightly@2026-01-02T10:11:12.345Z``."""
+    stamp = _utc(math.floor(now * 1000) / 1000).isoformat(timespec="milliseconds")
+    return f"{schedule_id}@{stamp.replace('+00:00', 'Z')}"
+
+
+def check_schedule_id(value: object) -> str:
+    """``value`` if it can be a schedule id; ``TypeError`` / ``ValueError`` naming it."""
+    if not isinstance(value, str):
+        raise TypeError(f"a schedule id must be a string, got {type(value).__name__}: "
+                        f"{value!r}")
+    if not value or value != value.strip() or "\x00" in value or "@" in value:
+        raise ValueError(f"invalid schedule id {value!r}: expected a non-empty name without "
+                         "'@', NUL or surrounding spaces (its workflows are named "
+                         "'<id>@<tick time>')")
+    return value
+
+
+def check_overlap(value: object, what: str) -> str:
+    """``value`` if it is an overlap policy; ``ValueError`` naming ``what`` otherwise."""
+    if value not in OVERLAP_POLICIES:
+        raise ValueError(f"{what}: invalid overlap {value!r}: expected one of "
+                         f"{', '.join(OVERLAP_POLICIES)}")
+    return str(value)
+
+
+def parse_catchup_window(value: object, what: str) -> float:
+    """A catch-up window (a duration > 0) as seconds; ``ValueError`` naming ``what``."""
+    seconds = parse_duration(value, what=f"catchup_window of {what}")
+    if seconds <= 0:
+        raise ValueError(f"{what}: catchup_window must be longer than 0, got {value!r}")
+    return seconds
+
+
+@attrs.frozen
+class ScheduleSpec:
+    """When a schedule ticks: ``cron`` read in ``timezone``, or ``every`` seconds.
+
+    Build with :meth:`parse`, which checks everything and names what is wrong."""
+
+    cron: str | None
+    every: float | None
+    timezone: str = "UTC"
+    _zone: zoneinfo.ZoneInfo = attrs.field(eq=False, repr=False, alias="zone",
+                                           factory=lambda: zoneinfo.ZoneInfo("UTC"))
+
+    @classmethod
+    def parse(cls, *, cron: object = None, every: object = None, timezone: object = "UTC",
+              what: str = "schedule") -> ScheduleSpec:
+        """The spec of ``cron`` xor ``every`` (a duration of whole seconds >= 1) in
+        ``timezone`` (an IANA name); ``ValueError`` / ``TypeError`` naming ``what`` and
+        the field otherwise."""
+        if (cron is None) == (every is None):
+            raise ValueError(f"{what}: give either cron (e.g. '0 3 * * *') or every "
+                             "(e.g. '1h'), not " + ("both" if cron is not None else "neither"))
+        if not isinstance(timezone, str) or not timezone:
+            raise TypeError(f"{what}: timezone must be an IANA time zone name such as "
+                            f"'Europe/Riga', got {timezone!r}")
+        try:
+            zone = zoneinfo.ZoneInfo(timezone)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{what}: unknown timezone {timezone!r}: expected an IANA time "
+                             "zone name such as 'UTC' or 'Europe/Riga'") from None
+        if cron is not None:
+            if not isinstance(cron, str):
+                raise TypeError(f"{what}: cron must be a string such as '0 3 * * *', got "
+                                f"{type(cron).__name__}: {cron!r}")
+            text = " ".join(cron.split())
+            problem = _cron_problem(text)
+            if problem is not None:
+                raise ValueError(f"{what}: invalid cron expression {cron!r}: {problem}")
+            return cls(text, None, timezone, zone)
+        seconds = parse_duration(every, what=f"every of {what}")
+        if seconds < 1 or seconds != int(seconds):
+            raise ValueError(f"{what}: every must be a whole number of seconds >= 1, got "
+                             f"{every!r}")
+        return cls(None, float(seconds), timezone, zone)
+
+    def describe(self) -> str:
+        """``cron 0 3 * * * (Europe/Riga)`` or ``every 3600s``."""
+        if self.cron is not None:
+            return f"cron {self.cron} ({self.timezone})"
+        return f"every {self.every:g}s"
+
+    # ------------------------------------------------------------ ticks
+    def next_after(self, t: float) -> float | None:
+        """The first tick strictly after ``t`` (unix seconds); ``None`` if the cron
+        expression matches nothing in the next 50 years."""
+        if self.every is not None:
+            return (math.floor(t / self.every) + 1) * self.every
+        assert self.cron is not None
+        return _cron_next(self.cron, self.timezone, math.floor(t))
+
+    def latest_in(self, lo: float, hi: float) -> float | None:
+        """The latest tick in ``[lo, hi]``, or ``None``: always one that
+        :meth:`next_after` yields (so its workflow id is the one a running scheduler
+        would have used)."""
+        if hi < lo:
+            return None
+        if self.every is not None:
+            tick = math.floor(hi / self.every) * self.every
+            return tick if tick >= lo else None
+        assert self.cron is not None
+        # Reverse iteration finds the neighbourhood at once (it yields ticks strictly
+        # before its start); forward iteration from a little before it gives the tick
+        # itself, as next_after does, also when a DST change makes the two disagree.
+        start = _dt.datetime.fromtimestamp(math.floor(hi) + 1, self._zone)
+        try:
+            near = float(next(CronSim(self.cron, start, reverse=True)).timestamp())
+        except StopIteration:
+            return None
+        if near < lo - _DST_SPAN:
+            return None
+        latest = None
+        forward = CronSim(self.cron, _dt.datetime.fromtimestamp(
+            math.floor(max(lo, near - _DST_SPAN)) - 1, self._zone))
+        for moment in forward:
+            tick = float(moment.timestamp())
+            if tick > hi:
+                break
+            if tick >= lo:
+                latest = tick
+        return latest
+
+    def due(self, next_tick: float, now: float, window: float) -> tuple[float | None,
+                                                                       float | None]:
+        """What a schedule whose next tick is ``next_tick`` does at ``now``:
+        ``(tick to act on, the next tick after now)``. Of the ticks passed since
+        ``next_tick`` only the latest is acted on, and only if it is at most ``window``
+        seconds old (``None``: every one was missed)."""
+        following = self.next_after(next_tick)
+        if following is None or following > now:  # the usual case: only next_tick passed
+            tick: float | None = next_tick if now - next_tick <= window else None
+            return tick, following
+        tick = self.latest_in(max(next_tick, now - window), now)
+        return tick, self.next_after(now)
+
+
+@attrs.frozen
+class ScheduleDefinition:
+    """A schedule as defined (a ``workflow.schedule`` entry or ``node.schedule``): what
+    it starts (``workflow``: ``module:qualname``; ``input``), when (``spec``), what a
+    tick does while the last run is unfinished (``overlap``) and how late a tick may
+    still start (``catchup_window``)."""
+
+    schedule_id: str
+    workflow: str
+    input: tuple[Any, ...]
+    spec: ScheduleSpec
+    overlap: str = "skip"
+    catchup_window: float = DEFAULT_CATCHUP_WINDOW
+    source: str = "api"
+
+    @classmethod
+    def build(cls, schedule_id: object, workflow: str, input: Sequence[Any], *,
+              cron: object = None, every: object = None, timezone: object = "UTC",
+              overlap: object = "skip", catchup_window: object = DEFAULT_CATCHUP_WINDOW,
+              source: str = "api") -> ScheduleDefinition:
+        """Check every field (errors name the schedule and the field)."""
+        sid = check_schedule_id(schedule_id)
+        what = f"schedule {sid!r}"
+        spec = ScheduleSpec.parse(cron=cron, every=every, timezone=timezone, what=what)
+        return cls(sid, workflow, tuple(input), spec, check_overlap(overlap, what),
+                   parse_catchup_window(catchup_window, what), source)

@@ -1,0 +1,44 @@
+"""Workflows used by the schedule and queue tests (importable by module:qualname)."""
+
+from __future__ import annotations
+
+from garrison import process, workflow
+
+#: (workflow id, wall-clock start in unix seconds) of every run, in start order
+STARTS: list[tuple[str, float]] = []
+
+
+async def job(seconds: float = 0.0) -> str:
+    """Record the start, run ``seconds`` (a durable sleep), return its id."""
+    info = workflow.info()
+    started = workflow.now().timestamp()  # recorded: a replay sees the first run's time
+    if not any(wid == info.workflow_id for wid, _ in STARTS):
+        STARTS.append((info.workflow_id, started))
+    if seconds:
+        await workflow.sleep(seconds)
+    return info.workflow_id
+
+
+async def waits_for_go() -> str:
+    """Wait for a ``go`` message; return its payload."""
+    msg = await process.inbox().receive()
+    assert msg is not None
+    return str(msg.payload)
+
+
+async def child(tag: str) -> str:
+    await workflow.sleep(1.0)
+    return tag
+
+
+async def parent_of_two() -> list[str]:
+    """Two child workflows (on its own host), then their results."""
+    me = workflow.info().workflow_id
+    for i in range(2):
+        await process.spawn(child, f"{me}-c{i}", id=f"{me}-c{i}")
+    results = []
+    for _ in range(2):
+        event = await process.events().receive()
+        assert event is not None
+        results.append(event.result)
+    return sorted(results)

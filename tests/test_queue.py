@@ -1,0 +1,272 @@
+"""A workflow host as a queue, on virtual time: max_concurrent, rate, priorities, dedup
+keys, restarts with a full queue, and what can be done to a workflow while it waits."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import schedule_app as app
+import trio
+from trio.testing import MockClock
+
+import garrison
+from garrison.config import load_config_text
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def clean() -> Iterator[None]:
+    app.STARTS.clear()
+    yield
+    app.STARTS.clear()
+
+
+def started() -> list[str]:
+    return [wid for wid, _ in app.STARTS]
+
+
+def start_times() -> dict[str, float]:
+    t0 = app.STARTS[0][1]
+    return {wid: round(t - t0, 3) for wid, t in app.STARTS}
+
+
+async def test_max_concurrent_runs_at_most_n_and_drains_in_priority_then_start_order(
+        autojump_clock: Any) -> None:
+    async with garrison.open_node(max_concurrent=2) as node:
+        for name in ("a", "b", "c", "d"):
+            await node.start_workflow(app.job, 10.0, id=name)
+        await node.start_workflow(app.job, 10.0, id="urgent", priority=5)
+        await node.start_workflow(app.job, 10.0, id="low", priority=-1)
+        await trio.sleep(0.001)
+        assert [node.workflow(w).status() for w in ("a", "b", "c", "urgent", "low")] == [
+            "sleeping", "sleeping", "pending", "pending", "pending"]
+        assert node.stats()["workflow_queues"]["workflows"] == {
+            "pending": 4, "running": 2, "max_concurrent": 2, "rate": None}
+        assert node.stats()["processes"] == 2  # the two running ones, not the waiting
+        assert sorted(w.workflow_id for w in node.workflows(status="pending")) == [
+            "c", "d", "low", "urgent"]
+        for name in ("a", "b", "c", "d", "urgent", "low"):
+            await node.workflow(name).result()
+    assert start_times() == {"a": 0, "b": 0, "urgent": 10, "c": 10, "d": 20, "low": 20}
+
+
+async def test_one_slot_runs_them_one_by_one_in_queue_order(autojump_clock: Any) -> None:
+    async with garrison.open_node(max_concurrent=1) as node:
+        for name, priority in (("a", 0), ("b", 0), ("c", 0), ("urgent", 5), ("low", -1),
+                               ("d", 0), ("urgent2", 5)):
+            await node.start_workflow(app.job, 1.0, id=name, priority=priority)
+        await node.workflow("low").result()
+    assert started() == ["a", "urgent", "urgent2", "b", "c", "d", "low"]
+    assert list(start_times().values()) == [0, 1, 2, 3, 4, 5, 6]
+
+
+async def test_rate_limits_starts_per_period(autojump_clock: Any) -> None:
+    async with garrison.open_node(rate="2/10s") as node:
+        for i in range(6):
+            await node.start_workflow(app.job, id=f"w{i}")
+        for i in range(6):
+            await node.workflow(f"w{i}").result()
+    # a bucket of 2, refilled at one start every 5 s
+    assert start_times() == {"w0": 0, "w1": 0, "w2": 5, "w3": 10, "w4": 15, "w5": 20}
+
+
+async def test_dedup_returns_the_queued_or_running_workflow(autojump_clock: Any) -> None:
+    async with garrison.open_node(max_concurrent=1) as node:
+        first = await node.start_workflow(app.job, 10.0, id="first", dedup="report-42")
+        again = await node.start_workflow(app.job, 10.0, id="second", dedup="report-42")
+        assert again == first  # running
+        await node.start_workflow(app.job, 10.0, id="blocker")
+        queued = await node.start_workflow(app.job, 1.0, dedup="nightly")
+        assert node.workflow(queued.id).status() == "pending"
+        assert await node.start_workflow(app.job, dedup="nightly") == queued  # queued
+        assert await node.workflow("first").result() == "first"
+        assert await node.workflow(queued.id).result() == queued.id
+        # both ended: their keys are free again
+        later = await node.start_workflow(app.job, id="later", dedup="report-42")
+        assert later.id == "later"
+        with pytest.raises(TypeError, match="dedup must be a non-empty string"):
+            await node.start_workflow(app.job, dedup="")
+        with pytest.raises(TypeError, match="priority must be an int"):
+            await node.start_workflow(app.job, priority="high")
+        assert [w.workflow_id for w in node.workflows()].count("second") == 0
+
+
+async def test_a_full_queue_survives_a_restart(store_spec: str, autojump_clock: Any) -> None:
+    db = store_spec
+    async with garrison.open_node(store=db, max_concurrent=2) as node:
+        await node.start_workflow(app.job, 100.0, id="long", dedup="only-one")
+        await node.start_workflow(app.job, 10.0, id="short")
+        await node.start_workflow(app.job, 1.0, id="q1")
+        await node.start_workflow(app.job, 1.0, id="q2", priority=1)
+        await node.start_workflow(app.job, 1.0, id="q3")
+        await trio.sleep(1)
+    await trio.sleep(1000)  # no node
+    async with garrison.open_node(store=db, max_concurrent=2) as node:
+        # the running ones resume (their sleeps are over), then the queue drains in order
+        assert node.workflow("q1").status() == "pending"
+        assert await node.start_workflow(app.job, id="dup", dedup="only-one") == \
+            garrison.Pid("workflows", "long")
+        for name in ("long", "short", "q1", "q2", "q3"):
+            await node.workflow(name).result()
+    assert started() == ["long", "short", "q2", "q1", "q3"]
+
+
+async def test_a_queue_drains_after_a_restart_with_lower_limits(store_spec: str,
+                                                                autojump_clock: Any) -> None:
+    db = store_spec
+    async with garrison.open_node(store=db) as node:
+        for name in ("a", "b", "c"):
+            await node.start_workflow(app.job, 50.0, id=name)
+        await trio.sleep(1)
+    async with garrison.open_node(store=db, max_concurrent=1) as node:
+        await node.start_workflow(app.job, 1.0, id="new")
+        await trio.sleep(1)
+        # three resumed workflows hold more than the one slot: the new one waits
+        assert node.workflow("new").status() == "pending"
+        await node.workflow("new").result()
+    assert started()[-1] == "new"
+    assert app.STARTS[-1][1] - app.STARTS[0][1] == 50.0  # when all three ended
+
+
+async def test_a_waiting_workflow_takes_messages_cancel_and_kill(autojump_clock: Any) -> None:
+    async with garrison.open_node(max_concurrent=1) as node:
+        await node.start_workflow(app.job, 10.0, id="busy")
+        await node.start_workflow(app.waits_for_go, id="listener")
+        await node.start_workflow(app.job, id="doomed")
+        await node.start_workflow(app.job, id="killed")
+        await node.workflow("listener").signal("go", "now")  # kept in its inbox
+        await node.workflow("doomed").cancel()
+        with pytest.raises(garrison.WorkflowCancelled):
+            await node.workflow("doomed").result()  # at once, never ran
+        assert node.workflow("doomed").status() == "cancelled"
+        pid = node.resolve("workflows/killed")
+        node.hosts["workflows"].kill(pid, garrison.ErrorInfo("Killed", "by test"))
+        with pytest.raises(garrison.WorkflowFailed, match="by test"):
+            await node.workflow("killed").result()
+        assert trio.current_time() < 1  # ended without waiting for a slot
+        assert await node.workflow("listener").result() == "now"
+        assert trio.current_time() == pytest.approx(10, abs=0.1)
+    assert started() == ["busy"]
+
+
+async def test_child_workflows_start_at_once_whatever_the_limits(autojump_clock: Any) -> None:
+    async with garrison.open_node(max_concurrent=1) as node:
+        await node.start_workflow(app.parent_of_two, id="parent")
+        assert await node.workflow("parent").result() == ["parent-c0", "parent-c1"]
+
+
+async def test_workflow_host_entry_limits(tmp_path: Path, autojump_clock: Any) -> None:
+    config = load_config_text(f"""
+version: "1.0"
+namespace: app
+entries:
+  - {{name: jobs, kind: workflow.host, store: {tmp_path / 'wf.db'}, max_concurrent: 1,
+     cluster_max_concurrent: 3, rate: "10/1m"}}
+""")
+    async with garrison.open_node(config=config) as node:
+        assert node.stats()["workflow_queues"]["app:jobs"] == {
+            "pending": 0, "running": 0, "max_concurrent": 1, "rate": "10/1m"}
+        await node.start_workflow(app.job, 5.0, id="one")
+        await node.start_workflow(app.job, id="two")
+        assert node.workflow("two").status() == "pending"
+        await node.workflow("two").result()
+    assert start_times() == {"one": 0, "two": 5}
+
+
+async def test_bad_limits_are_refused() -> None:
+    with pytest.raises(ValueError, match="max_concurrent must be a whole number >= 1"):
+        async with garrison.open_node(max_concurrent=0):
+            pass
+    with pytest.raises(ValueError, match="invalid rate '100 per minute'"):
+        async with garrison.open_node(rate="100 per minute"):
+            pass
+    with pytest.raises(garrison.ConfigError, match="field 'rate': expected a rate"):
+        load_config_text("version: '1.0'\nnamespace: app\nentries:\n"
+                         "  - {name: w, kind: workflow.host, rate: fast, max_concurrent: -1}")
+
+
+def test_cli_lists_pending_workflows(tmp_path: Path) -> None:
+    db = str(tmp_path / "wf.db")
+
+    async def seed() -> None:
+        async with garrison.open_node(store=db, max_concurrent=1) as node:
+            await node.start_workflow(app.job, 1000.0, id="running")
+            await node.start_workflow(app.job, id="waiting", priority=2)
+
+    trio.run(seed, clock=MockClock(autojump_threshold=0))
+    out = subprocess.run([sys.executable, "-m", "garrison", "workflows", "--store", db, "list",
+                          "--status", "pending", "--json"], cwd=ROOT, text=True,
+                         capture_output=True, timeout=60,
+                         env={**os.environ, "PYTHONPATH": str(ROOT / "tests")})
+    assert out.returncode == 0, out.stderr
+    assert [w["workflow_id"] for w in json.loads(out.stdout)] == ["waiting"]
+
+
+async def test_a_dedup_key_the_node_does_not_know_is_refused_by_the_store(
+        autojump_clock: Any) -> None:
+    """As when another node of a cluster started the holder: the store's unique key
+    refuses the second start, which returns the holder's pid and writes nothing."""
+    async with garrison.open_node() as node:
+        first = await node.start_workflow(app.job, 10.0, id="first", dedup="k")
+        node.hosts["workflows"].queue.dedup.clear()
+        assert await node.start_workflow(app.job, id="second", dedup="k") == first
+        assert node.hosts["workflows"].store.get_workflow("second") is None
+
+
+def test_store_enqueue_and_dequeue() -> None:
+    from garrison.persistence import DedupKeyTaken, SQLiteStore, Transaction
+
+    with SQLiteStore() as store:
+        def start(wid: str, run_id: str, **kw: Any) -> list[Any]:
+            tx = Transaction().create_workflow(wid, "m:f", status="pending", run_id=run_id)
+            return store.write(tx.enqueue(wid, run_id, **kw))
+
+        assert start("a", "r1", priority=1, dedup="k") == [True, 1]
+        assert start("b", "r2") == [True, 2]
+        assert start("a", "r3", dedup="x") == [False, None]  # the id existed: no row
+        with pytest.raises(DedupKeyTaken, match="'k' is held by workflow 'a'") as info:
+            start("c", "r4", dedup="k")
+        assert info.value.workflow_id == "a"
+        assert store.get_workflow("c") is None  # nothing of that start was written
+        assert store.write(Transaction().enqueue("a", "r1")) == [1]  # kept, same seq
+        assert [(e.workflow_id, e.priority, e.seq, e.dedup) for e in store.queue_entries()] \
+            == [("a", 1, 1, "k"), ("b", 0, 2, None)]
+        store.write(Transaction().dequeue("a").dequeue("b"))
+        created, seq = start("d", "r5", dedup="k")  # the key is free again
+        assert created and seq > 2  # the start order only grows
+        store.write(Transaction().delete_workflow("d"))
+        assert store.queue_entries() == []
+
+
+async def test_a_workflow_a_tool_created_waits_its_turn(tmp_path: Path) -> None:
+    """Real time: a tool's pending workflow reaches the node by a wakeup and goes
+    through the queue like any other start."""
+    from garrison import _store_tools as tools
+    from garrison.persistence import Transaction
+
+    db = str(tmp_path / "wf.db")
+    async with garrison.open_node(store=db, max_concurrent=1) as node:
+        await node.start_workflow(app.waits_for_go, id="busy")
+        store = tools.open_store(db)
+        try:
+            store.write(Transaction().create_workflow("from-tool", "schedule_app:job", [],
+                                                      status="pending"))
+        finally:
+            store.close()
+        host = node.hosts["workflows"]
+        with trio.fail_after(10):
+            while "from-tool" not in host.active:
+                await trio.sleep(0.005)
+        assert node.workflow("from-tool").status() == "pending"
+        await node.workflow("busy").signal("go", "done")
+        with trio.fail_after(10):
+            assert await node.workflow("from-tool").result() == "from-tool"
+    assert started() == ["from-tool"]

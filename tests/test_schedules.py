@@ -1,0 +1,525 @@
+"""Schedules on virtual time: ticks, overlap policies, catch-up after a restart, DST,
+pause / resume / trigger / delete, config entries, and tools writing while a node runs."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+import schedule_app as app
+import trio
+
+import garrison
+from garrison import _store_tools as tools
+from garrison.config import load_config_text
+from garrison.hosts.workflow._schedules import ScheduleSpec, tick_id
+from garrison.hosts.workflow._waits import WallClock
+from garrison.persistence import SQLiteStore, Transaction, open_store
+
+UTC = dt.UTC
+#: the wall clock of every test node at virtual time 0: 2026-01-01T00:00:00Z
+T0 = dt.datetime(2026, 1, 1, tzinfo=UTC).timestamp()
+HOUR = 3600.0
+
+
+def wall_at(monkeypatch: pytest.MonkeyPatch, t0: float) -> None:
+    """Every host's wall clock reads ``t0 + trio.current_time()`` (the same on every node
+    of a test, so virtual time passes for the store across restarts)."""
+
+    def init(self: WallClock) -> None:
+        self.trio0 = trio.current_time()
+        self.wall0 = t0 + self.trio0
+
+    monkeypatch.setattr(WallClock, "__init__", init)
+
+
+@pytest.fixture(autouse=True)
+def clean(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    wall_at(monkeypatch, T0)
+    app.STARTS.clear()
+    yield
+    app.STARTS.clear()
+
+
+def at(hours: float, t0: float = T0) -> float:
+    return t0 + hours * HOUR
+
+
+def ids() -> list[str]:
+    return [wid for wid, _ in app.STARTS]
+
+
+def iso(t: float) -> str:
+    return dt.datetime.fromtimestamp(t, UTC).isoformat().replace("+00:00", "Z")
+
+
+# ------------------------------------------------------------------ ticks
+async def test_every_ticks_at_multiples_of_the_interval_and_starts_one_workflow_each(
+        autojump_clock: Any) -> None:
+    async with garrison.open_node() as node:
+        await trio.sleep(0.5 * HOUR)
+        handle = await node.schedule("hourly", app.job, cron=None, every="1h")
+        assert handle.info().next_tick == dt.datetime.fromtimestamp(at(1), UTC)
+        await trio.sleep(3 * HOUR)  # ticks at 1h, 2h, 3h
+    assert [(tick_id("hourly", at(h)), at(h)) for h in (1, 2, 3)] == app.STARTS
+    assert ids()[0] == "hourly@2026-01-01T01:00:00Z"
+
+
+async def test_cron_is_read_in_the_schedules_timezone(autojump_clock: Any) -> None:
+    riga = ZoneInfo("Europe/Riga")  # UTC+2 in winter
+    async with garrison.open_node() as node:
+        await node.schedule("nightly", app.job, cron="0 3 * * *", timezone="Europe/Riga")
+        await trio.sleep(48 * HOUR)
+        record = node.schedules()[0]
+        assert (record.schedule_id, record.cron, record.timezone, record.source) == (
+            "nightly", "0 3 * * *", "Europe/Riga", "api")
+    starts = [dt.datetime.fromtimestamp(t, riga) for _, t in app.STARTS]
+    assert [(s.day, s.hour, s.minute) for s in starts] == [(1, 3, 0), (2, 3, 0)]
+    assert ids() == ["nightly@2026-01-01T01:00:00Z", "nightly@2026-01-02T01:00:00Z"]
+
+
+async def test_a_tick_starts_its_workflow_with_the_input(autojump_clock: Any) -> None:
+    async with garrison.open_node() as node:
+        await node.schedule("s", app.job, 30.0, every="1h")
+        await trio.sleep(HOUR + 31)
+        results = [await node.workflow(wid).result() for wid in ids()]
+    assert results == ["s@2026-01-01T01:00:00Z"]
+
+
+# ------------------------------------------------------------------ overlap
+async def _overlap(policy: str) -> list[tuple[str, float]]:
+    """Hourly ticks of a job that runs 90 minutes, for 5 hours."""
+    async with garrison.open_node() as node:
+        await node.schedule("s", app.job, 1.5 * HOUR, every="1h", overlap=policy)
+        await trio.sleep(5 * HOUR + 1)
+        assert node.stats()["schedules"]["workflows"]["schedules"] == 1
+    return app.STARTS
+
+
+async def test_overlap_skip_drops_a_tick_while_the_last_run_is_unfinished(
+        autojump_clock: Any) -> None:
+    starts = await _overlap("skip")
+    # 1h runs until 2h30: 2h skipped; 3h runs until 4h30: 4h skipped; 5h runs
+    assert starts == [(tick_id("s", at(h)), at(h)) for h in (1, 3, 5)]
+
+
+async def test_overlap_buffer_one_starts_the_tick_when_the_last_run_ends(
+        autojump_clock: Any) -> None:
+    starts = await _overlap("buffer_one")
+    # 1h..2h30; tick 2h waits and starts at 2h30 (until 4h); tick 3h waits and starts
+    # at 4h (until 5h30); tick 4h is dropped (one waits at most); tick 5h waits
+    assert starts == [(tick_id("s", at(1)), at(1)), (tick_id("s", at(2)), at(2.5)),
+                      (tick_id("s", at(3)), at(4))]
+
+
+async def test_overlap_allow_all_starts_every_tick(autojump_clock: Any) -> None:
+    starts = await _overlap("allow_all")
+    assert starts == [(tick_id("s", at(h)), at(h)) for h in (1, 2, 3, 4, 5)]
+
+
+async def test_buffered_tick_survives_a_restart(store_spec: str, autojump_clock: Any) -> None:
+    db = store_spec
+    async with garrison.open_node(store=db) as node:
+        await node.schedule("s", app.job, 1.5 * HOUR, every="1h", overlap="buffer_one")
+        await trio.sleep(2.2 * HOUR)  # 1h running, 2h buffered
+        assert node.schedules()[0].buffered_tick == dt.datetime.fromtimestamp(at(2), UTC)
+    async with garrison.open_node(store=db) as node:
+        await trio.sleep(0.5 * HOUR)  # the 1h run resumes and ends at 2h30
+        assert node.schedules()[0].buffered_tick is None
+    assert ids() == [tick_id("s", at(1)), tick_id("s", at(2))]
+    assert app.STARTS[1][1] == at(2.5)
+
+
+# ------------------------------------------------------------------ restarts
+async def test_a_missed_tick_inside_the_catchup_window_runs_once_after_a_restart(
+        store_spec: str, autojump_clock: Any) -> None:
+    db = store_spec
+    async with garrison.open_node(store=db) as node:
+        await node.schedule("s", app.job, every="1h", catchup_window="1h")
+        await trio.sleep(1.5 * HOUR)
+    assert ids() == [tick_id("s", at(1))]
+    await trio.sleep(4 * HOUR)  # no node over the ticks at 2h, 3h, 4h, 5h
+    async with garrison.open_node(store=db) as node:
+        await trio.sleep(1)
+        # only the latest missed tick, once, at once
+        assert app.STARTS[1:] == [(tick_id("s", at(5)), at(5.5))]
+        await trio.sleep(HOUR)
+        record = node.schedules()[0]
+        assert record.last_tick == dt.datetime.fromtimestamp(at(6), UTC)
+    assert ids() == [tick_id("s", at(h)) for h in (1, 5, 6)]
+
+
+async def test_a_missed_tick_outside_the_catchup_window_is_skipped(
+        tmp_path: Path, autojump_clock: Any) -> None:
+    db = str(tmp_path / "wf.db")
+    async with garrison.open_node(store=db) as node:
+        await node.schedule("s", app.job, every="1h", catchup_window="10m")
+    await trio.sleep(1.5 * HOUR)
+    async with garrison.open_node(store=db) as node:
+        await trio.sleep(0.6 * HOUR)
+        assert node.stats()["schedules"]["workflows"]["missed"] == 1
+    assert ids() == [tick_id("s", at(2))]
+
+
+async def test_a_tick_is_never_run_twice_across_restarts(store_spec: str,
+                                                         autojump_clock: Any) -> None:
+    db = store_spec
+    async with garrison.open_node(store=db) as node:
+        await node.schedule("s", app.job, every="1h")
+        await trio.sleep(1.1 * HOUR)
+    # as if the node died after starting the 1h workflow but before recording the tick
+    with open_store(db) as store:
+        store.write(Transaction().update_schedule("s", next_tick=at(1), last_tick=None,
+                                                  last_workflow=None))
+    async with garrison.open_node(store=db) as node:
+        await trio.sleep(0.1)
+        assert [w.workflow_id for w in node.workflows()] == [tick_id("s", at(1))]
+        assert node.schedules()[0].next_tick == dt.datetime.fromtimestamp(at(2), UTC)
+    assert ids() == [tick_id("s", at(1))]
+
+
+async def test_a_recorded_tick_whose_workflow_never_started_starts_after_a_restart(
+        store_spec: str, autojump_clock: Any) -> None:
+    db = store_spec
+    async with garrison.open_node(store=db) as node:
+        await node.schedule("s", app.job, every="1h")
+        await trio.sleep(0.9 * HOUR)
+    # as if the node died after recording the 1h tick, before starting its workflow
+    with open_store(db) as store:
+        store.write(Transaction().update_schedule(
+            "s", next_tick=at(2), last_tick=at(1), last_workflow=tick_id("s", at(1)),
+            time=at(1)))
+    await trio.sleep(0.2 * HOUR)
+    async with garrison.open_node(store=db) as node:
+        await trio.sleep(0.1)
+        assert [w.workflow_id for w in node.workflows()] == [tick_id("s", at(1))]
+    assert ids() == [tick_id("s", at(1))]
+
+
+async def test_a_second_node_acting_on_the_same_tick_starts_nothing(
+        autojump_clock: Any) -> None:
+    """Two schedulers acting on one tick, as two nodes of a cluster would: the one whose
+    view is stale loses the compare-and-set on the next tick and starts nothing (here:
+    it would have started the 2h tick that the other buffered behind the 1h run)."""
+    async with garrison.open_node() as node:
+        await node.schedule("s", app.job, 1.5 * HOUR, every="1h", overlap="buffer_one")
+        scheduler = node.hosts["workflows"].scheduler
+        stale = scheduler.rows["s"]  # next tick 1h, no run yet
+        await trio.sleep(2 * HOUR + 1)  # 1h runs until 2h30; 2h is buffered
+        scheduler.rows["s"] = stale
+        await scheduler._fire([stale], at(2) + 1)
+        assert ids() == [tick_id("s", at(1))]
+        assert scheduler.rows["s"].buffered_tick == dt.datetime.fromtimestamp(at(2), UTC)
+        await trio.sleep(0.5 * HOUR)
+    assert [(tick_id("s", at(1)), at(1)), (tick_id("s", at(2)), at(2.5))] == app.STARTS
+
+
+# ------------------------------------------------------------------ DST
+def test_dst_changes_follow_debian_cron() -> None:
+    """Spring forward: a job at a time the change skips runs right after it; autumn:
+    a job at a time the change repeats runs once; frequent jobs keep the minutes."""
+    ny = ZoneInfo("America/New_York")
+
+    def ticks(cron: str, start: dt.datetime, n: int) -> list[str]:
+        spec = ScheduleSpec.parse(cron=cron, timezone="America/New_York")
+        out, t = [], start.timestamp()
+        for _ in range(n):
+            t = spec.next_after(t)
+            out.append(dt.datetime.fromtimestamp(t, ny).isoformat())
+        return out
+
+    assert ticks("30 2 * * *", dt.datetime(2025, 3, 8, 12, tzinfo=ny), 3) == [
+        "2025-03-09T03:00:00-04:00", "2025-03-10T02:30:00-04:00", "2025-03-11T02:30:00-04:00"]
+    assert ticks("30 1 * * *", dt.datetime(2025, 11, 1, 12, tzinfo=ny), 2) == [
+        "2025-11-02T01:30:00-04:00", "2025-11-03T01:30:00-05:00"]
+    assert ticks("0,30 * * * *", dt.datetime(2025, 11, 2, 0, 45, tzinfo=ny), 4) == [
+        "2025-11-02T01:00:00-04:00", "2025-11-02T01:30:00-04:00",
+        "2025-11-02T01:00:00-05:00", "2025-11-02T01:30:00-05:00"]
+    # catching up picks ticks the running scheduler would have used (same workflow ids)
+    spec = ScheduleSpec.parse(cron="30 1 * * *", timezone="America/New_York")
+    late = dt.datetime(2025, 11, 2, 3, tzinfo=ny).timestamp()
+    assert spec.latest_in(late - 86400, late) == dt.datetime(
+        2025, 11, 2, 1, 30, tzinfo=ny).timestamp()
+    assert dt.datetime(2025, 11, 2, 1, 30, tzinfo=ny).utcoffset() == dt.timedelta(hours=-4)
+
+
+async def test_a_schedule_across_a_spring_dst_change_on_virtual_time(
+        monkeypatch: pytest.MonkeyPatch, autojump_clock: Any) -> None:
+    ny = ZoneInfo("America/New_York")
+    start = dt.datetime(2025, 3, 8, 12, tzinfo=ny).timestamp()
+    wall_at(monkeypatch, start)
+    async with garrison.open_node() as node:
+        await node.schedule("s", app.job, cron="30 2 * * *", timezone="America/New_York")
+        await trio.sleep(3 * 24 * HOUR)
+    local = [dt.datetime.fromtimestamp(t, ny).isoformat() for _, t in app.STARTS]
+    assert local == ["2025-03-09T03:00:00-04:00", "2025-03-10T02:30:00-04:00",
+                     "2025-03-11T02:30:00-04:00"]
+    assert ids()[0] == "s@2025-03-09T07:00:00Z"
+
+
+# ------------------------------------------------------------------ control
+async def test_pause_resume_trigger_delete(autojump_clock: Any) -> None:
+    async with garrison.open_node() as node:
+        handle = await node.schedule("s", app.job, every="1h")
+        await trio.sleep(1.5 * HOUR)
+        await handle.pause()
+        assert handle.info().paused
+        await trio.sleep(2 * HOUR)  # 2h and 3h pass while paused
+        assert ids() == [tick_id("s", at(1))]
+        pid = await handle.trigger()  # paused or not
+        assert pid.id == f"s@{iso(at(3.5))[:-1]}.000Z"
+        await node.workflow(pid.id).result()
+        assert handle.info().last_workflow == pid.id
+        await handle.resume()  # from the next tick on; 2h and 3h are not caught up
+        assert handle.info().next_tick == dt.datetime.fromtimestamp(at(4), UTC)
+        await trio.sleep(HOUR)
+        await node.schedule_handle("s").delete()
+        assert node.schedules() == []
+        with pytest.raises(garrison.NoSuchSchedule, match="'s'"):
+            handle.info()
+        with pytest.raises(garrison.NoSuchSchedule):
+            await node.schedule_handle("nope").pause()
+        await trio.sleep(3 * HOUR)
+    assert ids() == [tick_id("s", at(1)), pid.id, tick_id("s", at(4))]
+
+
+async def test_schedule_again_updates_it_and_keeps_the_next_tick(autojump_clock: Any) -> None:
+    async with garrison.open_node() as node:
+        await node.schedule("s", app.job, every="1h")
+        await trio.sleep(0.5 * HOUR)
+        await node.schedule("s", app.job, 5.0, every="1h", overlap="allow_all")
+        record = node.schedules()[0]
+        assert (record.input, record.overlap) == ([5.0], "allow_all")
+        assert record.next_tick == dt.datetime.fromtimestamp(at(1), UTC)
+        await node.schedule("s", app.job, every="2h")  # new timing: a new next tick
+        assert node.schedules()[0].next_tick == dt.datetime.fromtimestamp(at(2), UTC)
+
+
+async def test_bad_schedules_are_refused_with_what_is_wrong(node: garrison.Node) -> None:
+    with pytest.raises(ValueError, match=r"'s': give either cron .* not neither"):
+        await node.schedule("s", app.job)
+    with pytest.raises(ValueError, match="invalid cron expression '61 \\* \\* \\* \\*'"):
+        await node.schedule("s", app.job, cron="61 * * * *")
+    with pytest.raises(ValueError, match="unknown timezone 'Mars/Base'"):
+        await node.schedule("s", app.job, cron="0 3 * * *", timezone="Mars/Base")
+    with pytest.raises(ValueError, match="whole number of seconds"):
+        await node.schedule("s", app.job, every="250ms")
+    with pytest.raises(ValueError, match="invalid overlap 'never'"):
+        await node.schedule("s", app.job, every="1h", overlap="never")
+    with pytest.raises(ValueError, match="catchup_window must be longer than 0"):
+        await node.schedule("s", app.job, every="1h", catchup_window=0)
+    with pytest.raises(ValueError, match="invalid schedule id 'a@b'"):
+        await node.schedule("a@b", app.job, every="1h")
+    with pytest.raises(TypeError, match="lambda"):
+        await node.schedule("s", lambda: None, every="1h")
+    assert node.schedules() == []
+
+
+# ------------------------------------------------------------------ config
+CONFIG = """
+version: "1.0"
+namespace: app
+entries:
+  - {name: job, kind: workflow.py, source: "schedule_app:job"}
+  - {name: nightly, kind: workflow.schedule, workflow: app:job, cron: "0 3 * * *"}
+"""
+
+
+async def test_config_schedules_are_synced_and_keep_their_state(tmp_path: Path,
+                                                              autojump_clock: Any) -> None:
+    db = str(tmp_path / "wf.db")
+    extra = "  - {name: hourly, kind: workflow.schedule, workflow: job, every: 1h, " \
+            "input: [1.0]}\n"
+    async with garrison.open_node(config=load_config_text(CONFIG + extra), store=db) as node:
+        records = {r.schedule_id: r for r in node.schedules()}
+        assert sorted(records) == ["app:hourly", "app:nightly"]
+        assert records["app:nightly"].workflow == "schedule_app:job"
+        assert records["app:hourly"].source == "config"
+        assert records["app:hourly"].input == [1.0]
+        await node.schedule_handle("app:nightly").pause()
+        with pytest.raises(ValueError, match=r"comes from a workflow\.schedule entry"):
+            await node.schedule("app:nightly", app.job, every="1h")
+        await trio.sleep(1.5 * HOUR)
+    assert ids() == ["app:hourly@2026-01-01T01:00:00Z"]
+    # the entry is gone: so is its schedule; the paused one stays paused
+    async with garrison.open_node(config=load_config_text(CONFIG), store=db) as node:
+        records = {r.schedule_id: r for r in node.schedules()}
+        assert sorted(records) == ["app:nightly"]
+        assert records["app:nightly"].paused
+
+
+def test_schedule_entries_are_checked() -> None:
+    bad = CONFIG + """
+  - {name: a, kind: workflow.schedule, workflow: app:job}
+  - {name: b, kind: workflow.schedule, workflow: app:job, cron: "0 3 * *", timezone: Mars}
+  - {name: c, kind: workflow.schedule, workflow: app:nightly, every: 250ms, overlap: x}
+  - {name: d, kind: workflow.schedule, workflow: app:nope, every: 1h, host: app:job}
+"""
+    with pytest.raises(garrison.ConfigError) as info:
+        load_config_text(bad, "app.yaml")
+    text = str(info.value)
+    assert "entry 'app:a' (index 2): field 'cron': give either cron" in text
+    assert "entry 'app:b' (index 3): field 'cron': expected a cron expression" in text
+    assert "entry 'app:b' (index 3): field 'timezone': expected an IANA time zone" in text
+    assert "entry 'app:c' (index 4): field 'every': expected a duration of whole " in text
+    assert "field 'overlap': expected one of 'skip', 'buffer_one', 'allow_all'" in text
+    assert "entry 'app:d' (index 5): field 'workflow': unknown entry 'app:nope'" in text
+    assert "field 'host': expected a workflow.host entry, but 'app:job' is a workflow.py" \
+        in text
+
+
+# ------------------------------------------------------------------ tools
+async def test_tools_control_schedules_without_a_node(tmp_path: Path,
+                                                     autojump_clock: Any) -> None:
+    db = str(tmp_path / "wf.db")
+    async with garrison.open_node(store=db) as node:
+        await node.schedule("s", app.job, every="1h")
+    # no node: the tool writes the store; the next node acts on it
+    store = tools.open_store(db)
+    try:
+        tools.pause_schedule(store, "s")
+        wid = tools.trigger_schedule(store, "s", now=at(0.25))
+        assert wid == "s@2026-01-01T00:15:00.000Z"
+        with pytest.raises(tools.ToolError, match="no schedule 'x'"):
+            tools.pause_schedule(store, "x")
+    finally:
+        store.close()
+    async with garrison.open_node(store=db) as node:
+        assert await node.workflow(wid).result() == wid  # the trigger ran
+        assert node.schedules()[0].paused
+        await trio.sleep(2 * HOUR)
+        assert ids() == [wid]  # paused
+    store = tools.open_store(db)
+    try:
+        tools.resume_schedule(store, "s", now=at(2))
+    finally:
+        store.close()
+    async with garrison.open_node(store=db) as node:
+        await trio.sleep(1.1 * HOUR)
+    assert ids() == [wid, tick_id("s", at(3))]
+
+
+async def test_tools_control_schedules_while_a_node_runs(tmp_path: Path) -> None:
+    """Real time: the running node picks every tool write up through its wakeups."""
+    db = str(tmp_path / "wf.db")
+
+    async def until(check: Any) -> None:
+        with trio.fail_after(10):
+            while not check():
+                await trio.sleep(0.005)
+
+    async with garrison.open_node(store=db) as node:
+        await node.schedule("s", app.job, cron="0 3 1 1 *")
+        rows = node.hosts["workflows"].scheduler.rows
+        store = tools.open_store(db)
+        try:
+            tools.pause_schedule(store, "s")
+            await until(lambda: rows["s"].paused)
+            tools.resume_schedule(store, "s")
+            await until(lambda: not rows["s"].paused)
+            wid = tools.trigger_schedule(store, "s")
+            await until(lambda: rows["s"].last_workflow == wid)
+            with trio.fail_after(10):
+                assert await node.workflow(wid).result() == wid
+            tools.delete_schedule(store, "s")
+            await until(lambda: "s" not in rows)
+        finally:
+            store.close()
+        assert node.schedules() == []
+
+
+def test_store_schedule_operations() -> None:
+    with SQLiteStore() as store:
+        def put(**kw: Any) -> None:
+            store.write(Transaction().put_schedule(
+                "s", host="workflows", workflow="m:f", catchup_window=60.0, **kw))
+
+        put(input=[1], every=3600.0, next_tick=at(1))
+        store.write(Transaction().update_schedule("s", paused=True, last_workflow="w1"))
+        put(input=[2], cron="0 3 * * *", timezone="Europe/Riga", next_tick=at(3),
+            source="config")
+        record = store.get_schedule("s")
+        assert record is not None
+        assert (record.input, record.cron, record.every, record.timezone, record.source) == (
+            [2], "0 3 * * *", None, "Europe/Riga", "config")
+        assert (record.paused, record.last_workflow) == (True, "w1")  # kept by a put
+        assert record.next_tick == dt.datetime.fromtimestamp(at(3), UTC)
+        cas = Transaction().update_schedule("s", next_tick=at(4), expect_next_tick=at(1))
+        assert store.write(cas) == [False]  # not the expected next tick: nothing changed
+        ok = Transaction().update_schedule("s", next_tick=None, expect_next_tick=at(3))
+        assert store.write(ok) == [True]
+        assert store.write(Transaction().update_schedule(
+            "s", next_tick=at(5), expect_next_tick=None)) == [True]  # NULL-safe
+        assert store.write(Transaction().update_schedule("nope", paused=True)) == [False]
+        store.write(Transaction().delete_schedule("s"))
+        assert store.schedules() == [] and store.get_schedule("s") is None
+
+
+# ------------------------------------------------------------------ command line
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def cli(*args: str) -> Any:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "tests")}
+    return subprocess.run([sys.executable, "-m", "garrison", "schedules", *args], cwd=ROOT,
+                          text=True, capture_output=True, timeout=60, env=env)
+
+
+async def test_cli_without_a_node(tmp_path: Path, autojump_clock: Any) -> None:
+    import json
+
+    db = str(tmp_path / "wf.db")
+    async with garrison.open_node(store=db) as node:
+        await node.schedule("nightly", app.job, cron="0 3 * * *", timezone="Europe/Riga")
+        await node.schedule("hourly", app.job, 5.0, every="1h", overlap="allow_all")
+    listed = cli("--store", db, "list")
+    assert listed.returncode == 0, listed.stderr
+    lines = listed.stdout.splitlines()
+    assert lines[0].split()[:4] == ["ID", "WORKFLOW", "WHEN", "OVERLAP"]
+    assert lines[1].startswith("hourly") and "every 3600s" in lines[1]
+    assert "cron 0 3 * * * Europe/Riga" in lines[2] and "2026-01-01T01:00:00.000Z" in lines[2]
+    assert cli("--store", db, "pause", "hourly").stdout == "schedule 'hourly' paused\n"
+    rows = json.loads(cli("--store", db, "list", "--json").stdout)
+    assert [(r["schedule_id"], r["paused"], r["input"]) for r in rows] == [
+        ("hourly", True, [5.0]), ("nightly", False, [])]
+    triggered = json.loads(cli("--store", db, "trigger", "hourly", "--json").stdout)
+    assert triggered["workflow_id"].startswith("hourly@")
+    assert "next tick" in cli("--store", db, "resume", "hourly").stdout
+    assert cli("--store", db, "delete", "nightly").returncode == 0
+    missing = cli("--store", db, "pause", "nightly")
+    assert (missing.returncode, missing.stderr) == (
+        1, f"garrison schedules: no schedule 'nightly' in {db}\n")
+    gone = cli("--store", str(tmp_path / "none.db"), "list")
+    assert gone.returncode == 2 and "no workflow store" in gone.stderr
+    async with garrison.open_node(store=db) as node:  # the trigger runs on the next node
+        assert await node.workflow(triggered["workflow_id"]).result() == \
+            triggered["workflow_id"]
+        assert [r.schedule_id for r in node.schedules()] == ["hourly"]
+        assert not node.schedules()[0].paused
+
+
+async def test_cli_trigger_while_a_node_runs(tmp_path: Path) -> None:
+    """Real time: the running node picks the tool's write up through its wakeups."""
+    import json
+
+    db = str(tmp_path / "wf.db")
+    async with garrison.open_node(store=db) as node:
+        await node.schedule("s", app.job, cron="0 3 1 1 *")
+        done = await trio.to_thread.run_sync(cli, "--store", db, "trigger", "s", "--json")
+        wid = json.loads(done.stdout)["workflow_id"]
+        with trio.fail_after(10):
+            while node.hosts["workflows"].scheduler.rows["s"].last_workflow != wid:
+                await trio.sleep(0.01)
+            assert await node.workflow(wid).result() == wid
+        await trio.to_thread.run_sync(cli, "--store", db, "pause", "s")
+        with trio.fail_after(10):
+            while not node.hosts["workflows"].scheduler.rows["s"].paused:
+                await trio.sleep(0.01)
