@@ -28,7 +28,7 @@ from _stores import sql
 import garrison
 from garrison import StoreError, StoreLocked, StoreVersionError
 from garrison.persistence import PostgresStore, SQLiteStore, Transaction, open_store
-from garrison.persistence import _postgres as pgstore
+from garrison.persistence import _pg_write as pgstore
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.postgres

@@ -199,12 +199,77 @@ $garrison$;
 """
 
 
+#: Version 2: clusters (several nodes on one store, ``_pg_cluster.py``).
+#:
+#: - ``nodes``: one row per node incarnation (``epoch``, from a sequence, is never
+#:   reused); ``status`` is ``active``, ``draining`` (takes no new work, hands its
+#:   workflows over), ``lost`` (its lease lapsed) or ``left`` (closed). Times are the
+#:   SERVER's clock (``now_s()``), never a node's. A live name is unique.
+#: - ``workflows.owner_epoch`` / ``owner``: the incarnation running the workflow
+#:   (``NULL``: nobody; any node may claim it).
+#: - ``fence(epoch, wid)``: raises ``garrison:fenced`` unless node ``epoch`` is live
+#:   with an unexpired lease and owns ``wid``; it holds ``FOR KEY SHARE`` on the node
+#:   row until the transaction ends, so marking the node lost (``FOR UPDATE`` on that
+#:   row) waits for every write that passed the check: a takeover sees all of them,
+#:   and no write of the old owner commits after it.
+_V2 = """
+CREATE SEQUENCE {s}.node_epochs;
+CREATE TABLE {s}.nodes (
+    epoch bigint PRIMARY KEY,
+    name text NOT NULL,
+    status text NOT NULL,
+    started double precision NOT NULL,
+    heartbeat double precision NOT NULL,
+    lease double precision NOT NULL,
+    lease_until double precision NOT NULL,
+    info text NOT NULL DEFAULT '{{}}'
+);
+CREATE UNIQUE INDEX nodes_live_name ON {s}.nodes (name) WHERE status IN ('active', 'draining');
+ALTER TABLE {s}.workflows ADD COLUMN owner text, ADD COLUMN owner_epoch bigint;
+CREATE INDEX workflows_by_owner ON {s}.workflows (owner_epoch)
+    WHERE status NOT IN ('completed', 'failed', 'cancelled');
+CREATE INDEX wakeups_by_workflow ON {s}.wakeups (workflow_id);
+
+CREATE FUNCTION {s}.now_s() RETURNS double precision
+LANGUAGE sql VOLATILE AS
+$garrison$ SELECT extract(epoch FROM clock_timestamp())::double precision $garrison$;
+
+CREATE FUNCTION {s}.fence(ep bigint, wid text) RETURNS boolean
+LANGUAGE plpgsql AS $garrison$
+DECLARE
+    until double precision;
+    st text;
+    owner_ep bigint;
+BEGIN
+    SELECT lease_until, status INTO until, st FROM {s}.nodes WHERE epoch = ep FOR KEY SHARE;
+    IF NOT FOUND OR st NOT IN ('active', 'draining') OR until <= {s}.now_s() THEN
+        RAISE EXCEPTION USING ERRCODE = 'P0001', MESSAGE = 'garrison:fenced',
+            DETAIL = coalesce(wid, '');
+    END IF;
+    IF wid IS NOT NULL THEN
+        SELECT owner_epoch INTO owner_ep FROM {s}.workflows WHERE workflow_id = wid;
+        IF FOUND AND owner_ep IS DISTINCT FROM ep THEN
+            RAISE EXCEPTION USING ERRCODE = 'P0001', MESSAGE = 'garrison:fenced',
+                DETAIL = wid;
+        END IF;
+    END IF;
+    RETURN true;
+END
+$garrison$;
+"""
+
+
 def _v1_initial(cur: psycopg.Cursor[Any], s: sql.Identifier) -> None:
     cur.execute(sql.SQL(_V1).format(s=s))
 
 
+def _v2_cluster(cur: psycopg.Cursor[Any], s: sql.Identifier) -> None:
+    cur.execute(sql.SQL(_V2).format(s=s))
+
+
 #: ``MIGRATIONS[i]`` migrates version ``i`` to ``i + 1``.
-MIGRATIONS: list[Callable[[psycopg.Cursor[Any], sql.Identifier], None]] = [_v1_initial]
+MIGRATIONS: list[Callable[[psycopg.Cursor[Any], sql.Identifier], None]] = [
+    _v1_initial, _v2_cluster]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
