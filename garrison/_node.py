@@ -4,12 +4,16 @@
 from __future__ import annotations
 
 import contextvars
+import os
+import socket
+import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
 import trio
 
+from ._duration import parse_duration
 from ._errors import NotInProcess, ProcessError
 from ._router import EXIT_MEMORY, Router
 from .actors._runtime import runtime_or_none
@@ -62,9 +66,22 @@ class Node:
     """
 
     def __init__(self, *, config: Any = None, store: Any = None,
-                 inbox_warning: int | None = INBOX_WARNING) -> None:
+                 inbox_warning: int | None = INBOX_WARNING, name: str | None = None,
+                 lease: Any = "10s") -> None:
         self.config = config
         self.store = store
+        if name is not None and (not isinstance(name, str) or not name.strip()
+                                 or "/" in name or "@" in name):
+            raise ValueError(f"a node name must be a non-empty string without '/' or '@', "
+                             f"got {name!r}")
+        #: this node's name in its cluster (``name=``, or ``<hostname>-<pid>``)
+        self.name: str = name if name is not None else f"{socket.gethostname()}-{os.getpid()}"
+        self.lease = parse_duration(lease)
+        if self.lease <= 0:
+            raise ValueError(f"lease= must be a positive duration, got {lease!r}")
+        self._started = time.time()
+        #: cluster memberships, one per workflow host on a PostgreSQL store
+        self._members: list[Any] = []
         if inbox_warning is None:
             inbox_warning = 0
         if type(inbox_warning) is not int or inbox_warning < 0:
@@ -247,6 +264,8 @@ class Node:
             await stop_services(self._router, self._router.services)
         for host in reversed(list(self.hosts.values())):
             await host.shutdown()
+        for member in self._members:  # others take its workflows at once
+            member.leave()
         self._close_workflow_stores()
 
     # ================================================================== workflows
@@ -355,11 +374,61 @@ class Node:
         for entry in entries:
             host = WorkflowHost(self._router, entry.id,
                                 opened(stores[entry.id], entry.synchronous))
-            await self._add_host(host)
+            await self._add_workflow_host(host)
         if len(entries) == 1 and default is None:
             self._router.aliases["workflows"] = entries[0].id
         else:
-            await self._add_host(WorkflowHost(self._router, "workflows", opened(default)))
+            await self._add_workflow_host(WorkflowHost(self._router, "workflows",
+                                                       opened(default)))
+
+    async def _add_workflow_host(self, host: Any) -> None:
+        """Add a workflow host; on a PostgreSQL store the node joins that store's
+        cluster first (so the host only ever sees its own workflows)."""
+        store = host.store
+        if hasattr(store, "set_fence") and store.owner:
+            from .cluster import ClusterMember
+
+            member = ClusterMember(host, self.name, self.lease)
+            member.join()  # in this thread, as the store opened (virtual time stands still)
+            host.ownership = member
+            self._members.append(member)
+            assert self._nursery is not None
+            await self._nursery.start(member.run)
+        await self._add_host(host)
+
+    # ================================================================== cluster
+    @property
+    def clustered(self) -> bool:
+        """True if this node is a member of a cluster (a PostgreSQL store)."""
+        return bool(self._members)
+
+    def cluster(self) -> list[Any]:
+        """The live nodes of this node's cluster (:class:`~garrison.cluster.ClusterNode`:
+        ``.name``, ``.started``, ``.heartbeat``, ``.workflows``, ``.status``), by name.
+        On a SQLite store (one node per store) just this node."""
+        from .cluster import ClusterNode
+
+        host = self._workflow_host(None)
+        member = host.ownership
+        if member is not None:
+            nodes: list[Any] = member.nodes()
+            return nodes
+        now = time.time()
+        return [ClusterNode(self.name, self._started, now, host.live_count())]
+
+    def drain(self) -> None:
+        """Hand this node's workflows to the other nodes of its cluster at their next
+        durable point and take no new work (what SIGTERM does to a clustered
+        ``garrison run``); :meth:`drained` waits until none is left."""
+        for member in self._members:
+            member.request_drain()
+
+    async def drained(self) -> None:
+        """Wait until a draining node has handed over all its workflows (at once off a
+        cluster)."""
+        for member in self._members:
+            await member.drained.wait()
+        await trio.lowlevel.checkpoint()
 
     def _close_workflow_stores(self) -> None:
         for store in getattr(self, "_owned_stores", ()):
@@ -368,7 +437,8 @@ class Node:
 
 @asynccontextmanager
 async def open_node(config: Any = None, store: Any = None, *,
-                    inbox_warning: int | None = INBOX_WARNING) -> AsyncIterator[Node]:
+                    inbox_warning: int | None = INBOX_WARNING, name: str | None = None,
+                    lease: Any = "10s") -> AsyncIterator[Node]:
     """Run a node inside trio for the duration of the ``async with`` block.
 
     Leaving the block (normally, by an exception or by Ctrl-C) stops every
@@ -376,10 +446,17 @@ async def open_node(config: Any = None, store: Any = None, *,
     when one holds ``inbox_warning`` items a warning is logged (once, until it
     drains below half); ``0`` or ``None`` turns that off.
 
+    On a PostgreSQL store the node joins the store's cluster (other nodes may run on
+    the same store): ``name`` names it (default ``<hostname>-<pid>``; a live node of
+    the same name refuses it with ``StoreLocked``), ``lease`` is how long it stays a
+    member without renewing (renewed every lease/3; its workflows move to the other
+    nodes within two leases after it stops renewing).
+
     >>> async with garrison.open_node() as node:
     ...     pid = await node.spawn(worker)
     """
-    node = Node(config=_as_config(config), store=store, inbox_warning=inbox_warning)
+    node = Node(config=_as_config(config), store=store, inbox_warning=inbox_warning,
+                name=name, lease=lease)
     token = _current_node.set(node)
     try:
         async with trio.open_nursery() as nursery:

@@ -32,6 +32,7 @@ from .._errors import (
     PromiseAlreadyCompleted,
     StoreError,
     StoreLocked,
+    WorkflowMoved,
 )
 from ._transaction import Op, Transaction
 
@@ -128,6 +129,20 @@ _OP_SQL: dict[str, tuple[str, int]] = {
     "wakeup": (
         "INSERT INTO {s}.wakeups (workflow_id, kind, created) VALUES ($1, 'tool', $2)", 2),
     "notify": ("SELECT pg_notify($1, '')", 1),
+    # -- clusters (``_pg_cluster.py``) --
+    "fence": ("SELECT {s}.fence($1, $2)", 2),
+    "create_workflow_owned": (
+        "INSERT INTO {s}.workflows (workflow_id, name, status, input, parent, run_id, "
+        "attempt, host, created, updated, search, memo, owner_epoch, owner) VALUES "
+        "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) "
+        "ON CONFLICT (workflow_id) DO NOTHING", 14),
+    # a write for a workflow another node runs (or nobody yet) wakes that node
+    "remote_wake": (
+        "WITH w AS (INSERT INTO {s}.wakeups (workflow_id, kind, created) "
+        "SELECT $1, 'remote', $2 FROM {s}.workflows WHERE workflow_id = $1 "
+        "AND owner_epoch IS DISTINCT FROM $3 "
+        "AND status NOT IN ('completed', 'failed', 'cancelled') RETURNING 1) "
+        "SELECT pg_notify($4, '') FROM w", 4),
     "mark": (
         "INSERT INTO {s}.writers (writer, batch, updated) VALUES ($1, $2, $3) "
         "ON CONFLICT (writer) DO UPDATE SET batch = EXCLUDED.batch, updated = EXCLUDED.updated",
@@ -151,6 +166,11 @@ def _merge_patch(target: Any, patch: Any) -> Any:
         else:
             out[key] = _merge_patch(out.get(key), value)
     return out
+
+
+#: operations only the node running the workflow makes (fenced in a cluster)
+_FENCED = frozenset({Op.APPEND_JOURNAL, Op.CONSUME, Op.ADD_TIMER, Op.REMOVE_TIMER,
+                     Op.CREATE_PROMISE, Op.SET_STATE, Op.RESET_RUN, Op.SET_ATTRIBUTES})
 
 
 class _Call:
@@ -222,6 +242,8 @@ class PgWritePath:
     _stats: dict[str, int]
     #: the cluster epoch of the node using this store (its writes are fenced), or None
     fence_epoch: int | None
+    #: the name of the node using this store (in a cluster)
+    node_name: str | None
 
     def _connect_writer(self, *, first: bool) -> psycopg.Connection[Any]:
         raise NotImplementedError
@@ -268,6 +290,9 @@ class PgWritePath:
         plan = _Plan(tx)
         calls = plan.calls
         stmt = self._stmt
+        epoch = self.fence_epoch if self._owner else None
+        fenced: dict[str | None, None] = {}
+        wakes: dict[str, None] = {}
         for index, (op, params) in enumerate(tx.ops):
             what = op.value
             if op is Op.UPDATE_WORKFLOW:
@@ -276,12 +301,25 @@ class PgWritePath:
                 calls.append(_Call(self._update_stmt(columns),
                                    _encode((wid, updated, *(v for _, v in sets)), what),
                                    index, None))
+                if epoch is not None:
+                    if columns == ("cancel_requested",):  # anyone may ask for a cancel
+                        wakes[wid] = None
+                    else:
+                        fenced[wid] = None
             elif op is Op.CREATE_WORKFLOW:
                 _check_search(params[10], params[0])
-                calls.append(_Call(stmt("create_workflow"), _encode(params, what), index,
-                                   "created"))
+                if epoch is None:
+                    calls.append(_Call(stmt("create_workflow"), _encode(params, what), index,
+                                       "created"))
+                else:  # the node that creates a workflow runs it
+                    fenced[None] = None
+                    calls.append(_Call(stmt("create_workflow_owned"),
+                                       _encode((*params, epoch, self.node_name), what), index,
+                                       "created"))
             elif op is Op.DELIVER:
                 calls.append(_Call(stmt("deliver"), _encode(params, what), index, "id"))
+                if epoch is not None:
+                    wakes[params[0]] = None
             elif op is Op.SET_ATTRIBUTES:
                 _check_search(params[1], params[0])
                 plan.needs_read = True
@@ -297,12 +335,31 @@ class PgWritePath:
                     calls.append(_Call(stmt(key), enc, index, None))
             else:
                 calls.append(_Call(stmt(what), _encode(params, what), index, None))
+            if epoch is not None:
+                if op in _FENCED:
+                    fenced[tx.workflow_ids[index]] = None
+                elif op is Op.COMPLETE_PROMISE:
+                    wakes[tx.workflow_ids[index]] = None
+        n = len(tx.ops)
         if not self._owner:
             now = _time.time()
-            n = len(tx.ops)
             for wid in dict.fromkeys(tx.workflow_ids):
                 calls.append(_Call(stmt("wakeup"), _encode((wid, now), "wakeup"), n, None))
             calls.append(_Call(stmt("notify"), [self._channel.encode()], n, None))
+            if any(op is Op.CREATE_WORKFLOW for op, _ in tx.ops):  # a node claims it
+                calls.append(_Call(stmt("notify"), [(self._channel + ":cluster").encode()],
+                                   n, None))
+        elif epoch is not None:
+            if fenced:  # checked first: nothing of the transaction is written otherwise
+                fence = stmt("fence")
+                plan.calls = calls = [
+                    *(_Call(fence, _encode((epoch, wid), "fence"), n, None) for wid in fenced),
+                    *calls]
+            now = _time.time()
+            for wid in wakes:
+                if wid not in fenced:
+                    calls.append(_Call(stmt("remote_wake"), _encode(
+                        (wid, now, epoch, self._channel), "wakeup"), n, None))
         return plan
 
     # -- writing: the connection level -----------------------------------------------
@@ -323,7 +380,9 @@ class PgWritePath:
         except psycopg.OperationalError as exc:
             raise _ConnectionLost(_reason(exc)) from exc
         if conn.pgconn.status == _BAD:
-            message = res.error_message.decode("utf-8", "replace") if res is not None else ""
+            # (a pipeline returns the list of results it got before the connection broke)
+            message = (res.error_message.decode("utf-8", "replace")
+                       if res is not None and hasattr(res, "error_message") else "")
             raise _ConnectionLost(_reason(Exception(message)) or "connection lost")
         return res
 
@@ -461,6 +520,13 @@ class PgWritePath:
         params = plan.tx.ops[index][1] if 0 <= index < len(plan.tx.ops) else ()
         if message == "no_such_workflow":
             return NoSuchWorkflow(detail)
+        if message == "fenced":
+            if detail:
+                return WorkflowMoved(self.path, detail, f"workflow {detail!r} runs on another "
+                                     "node of the cluster now: this node's write is refused")
+            return WorkflowMoved(self.path, None, "this node's lease lapsed (it was cut off "
+                                 "from the store): its writes are refused and its workflows "
+                                 "run on other nodes")
         if message == "not_pending":
             _seq, inbox_id, workflow_id = params
             return ValueError(

@@ -54,7 +54,6 @@ Reads retry the same way (they are idempotent).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import socket
@@ -76,7 +75,7 @@ from trio.testing import MockClock
 
 from .._errors import StoreError, StoreLocked
 from ..actors._values import Pid
-from . import _pg_schema, is_postgres_url
+from . import _pg_cluster, _pg_schema, is_postgres_url
 from ._converter import to_json
 from ._group_commit import CommitRequest, GroupCommit, Strategy
 from ._pg_write import PgWritePath, _dumps, _Handover, _Plan, _quote, _reason, _Stmt, _unwrap
@@ -161,14 +160,6 @@ def _display_raw(url: str) -> str:
     return url
 
 
-def _lock_key(schema: str) -> int:
-    """The advisory lock a node holds on its store (``schema`` in this database)."""
-    digest = hashlib.blake2b(f"garrison-node:{schema}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big", signed=True)
-
-
-
-
 # ------------------------------------------------------------------ the store
 class PostgresStore(PgWritePath):
     """The durable store on PostgreSQL (see the module docs for the write path).
@@ -227,6 +218,9 @@ class PostgresStore(PgWritePath):
         self._closed = False
         self._failed: StoreError | None = None
         self._writer_id = uuid.uuid4().hex
+        self.fence_epoch: int | None = None
+        self.fence_idle_ms = 0
+        self.node_name: str | None = None
         #: the number of the last transaction the server confirmed
         self._acked = 0
         self._s = _quote(self.schema)
@@ -287,11 +281,8 @@ class PostgresStore(PgWritePath):
         conn = self._connect("writes")
         try:
             if self._owner:
-                got = conn.execute("SELECT pg_try_advisory_lock(%s)", (_lock_key(self.schema),)
-                                   ).fetchone()
-                if not got or not got[0]:
-                    held = self._lock_holder(conn)
-                    raise StoreLocked(self.path or "", held=held)
+                if self.fence_epoch is not None:  # a cluster node's incarnation
+                    self._hold_epoch(conn, self.fence_epoch)
                 self.locked = True
             if first:
                 if not self._owner and _pg_schema.read_version(conn, self.schema) == 0:
@@ -314,21 +305,35 @@ class PostgresStore(PgWritePath):
         self._prepared = set()
         return conn
 
-    def _lock_holder(self, conn: psycopg.Connection[Any]) -> str:
-        key = _lock_key(self.schema) & 0xFFFFFFFFFFFFFFFF
-        try:
-            row = conn.execute(
-                "SELECT a.application_name, host(a.client_addr), a.pid FROM pg_locks l "
-                "JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' "
-                "AND l.granted AND l.database = (SELECT oid FROM pg_database "
-                "WHERE datname = current_database()) AND l.classid = %s AND l.objid = %s "
-                "AND l.objsubid = 1", (key >> 32, key & 0xFFFFFFFF)).fetchone()
-        except psycopg.Error:
-            row = None
-        if row is None:
-            return "advisory lock of schema " + repr(self.schema)
-        app, addr, pid = row
-        return f"held by {app or 'a client'} from {addr or 'a local socket'}, server pid {pid}"
+    def _hold_epoch(self, conn: psycopg.Connection[Any], epoch: int) -> None:
+        """Hold the advisory lock of cluster incarnation ``epoch`` on the writer's
+        connection: while it is held the node is alive (``_pg_cluster.py``)."""
+        got = conn.execute("SELECT pg_try_advisory_lock(%s, %s)",
+                           (_pg_cluster.epoch_lock_class(self.schema), epoch)).fetchone()
+        if not got or not got[0]:
+            raise StoreLocked(self.path or "", held=f"cluster incarnation {epoch}")
+        if self.fence_idle_ms:  # a transaction left open (a paused node) ends soon
+            conn.execute(f"SET idle_in_transaction_session_timeout = {int(self.fence_idle_ms)}")
+
+    def set_fence(self, epoch: int | None, name: str | None, idle_ms: int = 0) -> None:
+        """Join the writer to cluster incarnation ``epoch`` (``None``: leave): from now
+        on every write for a workflow is fenced by it (see ``_pg_write.py``)."""
+        with self._write_lock:
+            conn = self._writer
+            old = self.fence_epoch
+            self.fence_idle_ms = idle_ms
+            if conn is not None and not conn.closed:
+                try:
+                    if old is not None:
+                        conn.execute("SELECT pg_advisory_unlock(%s, %s)",
+                                     (_pg_cluster.epoch_lock_class(self.schema), old))
+                    if epoch is not None:
+                        self._hold_epoch(conn, epoch)
+                except psycopg.Error as exc:
+                    raise StoreError(self.path, f"cannot join the cluster: {_reason(exc)}"
+                                     ) from None
+            self.fence_epoch = epoch
+            self.node_name = name
 
     # -- writing: the store API ------------------------------------------------------
     def transaction(self) -> Transaction:
@@ -451,7 +456,13 @@ class PostgresStore(PgWritePath):
 
     def take_wakeups(self) -> list[WakeupRecord]:
         """Remove and return the wakeups left by tools, oldest first."""
-        rows = self._query(f"DELETE FROM {self._s}.wakeups RETURNING id, workflow_id, kind")
+        if self.fence_epoch is not None:  # a cluster node: the wakeups of its workflows
+            rows = self._query(
+                f"DELETE FROM {self._s}.wakeups w USING {self._s}.workflows f "
+                "WHERE f.workflow_id = w.workflow_id AND f.owner_epoch = %s "
+                "RETURNING w.id, w.workflow_id, w.kind", (self.fence_epoch,))
+        else:
+            rows = self._query(f"DELETE FROM {self._s}.wakeups RETURNING id, workflow_id, kind")
         rows.sort()
         return [WakeupRecord(wid, kind) for _id, wid, kind in rows]
 

@@ -30,6 +30,7 @@ from ..._errors import (
     StoreError,
     WorkflowCancelled,
     WorkflowFailed,
+    WorkflowMoved,
 )
 from ..._targets import import_target, target_name
 from ...actors._values import ErrorInfo, Event, EventKind, Message, Pid
@@ -92,6 +93,9 @@ class WorkflowHost:
         #: a store opened by a tool (``lock=False``): another node runs the workflows;
         #: this host only writes to the store (the owner picks the writes up) and reads it
         self.client = not store.owner
+        #: the cluster this host's store belongs to (``garrison/cluster/``), or ``None``:
+        #: which workflows run here (see ``_ownership.py``)
+        self.ownership: Any = None
         self.closing = False
         self.resumed = False
         self._nursery: trio.Nursery | None = None
@@ -277,6 +281,9 @@ class WorkflowHost:
         created = results[n]
         if self.client:
             return pid  # the node that holds the store's lock runs it
+        if created and self.ownership is not None and self.ownership.draining:
+            self.ownership.stopped(wid)  # a draining node takes no new work: hand it on
+            return pid
         if not created:
             if wid not in self.active:
                 record = self.store.get_workflow(wid)
@@ -407,7 +414,9 @@ class WorkflowHost:
         Before this host resumed the store's workflows (a service sending while the node
         starts), an unfinished workflow of the store gets the message in its inbox: it
         reads it when it resumes."""
-        if self.client or (not self.resumed and pid.id not in self.active):
+        if self.client or (pid.id not in self.active and (
+                not self.resumed or self.ownership is not None)):
+            # not running here: into the inbox (in a cluster, its node is woken)
             record = self.store.get_workflow(pid.id)
             if record is None or WorkflowStatus(record.status).finished:
                 await trio.lowlevel.checkpoint()
@@ -566,7 +575,7 @@ class WorkflowHost:
     def request_cancel(self, wid: str) -> bool:
         """Flag the workflow cancelled; it sees ``WorkflowCancelled`` at its next durable
         operation (the flag is committed shortly, by the write-soon task)."""
-        if self.client:
+        if self.client or (self.ownership is not None and wid not in self.active):
             record = self.store.get_workflow(wid)
             if record is None or WorkflowStatus(record.status).finished:
                 return False
@@ -670,6 +679,9 @@ class WorkflowHost:
         status: WorkflowStatus
         if wf is not None:
             await wf.done.wait()
+            if isinstance(wf.store_error, WorkflowMoved):
+                wf = None  # it runs on another node now: its end shows in the store
+        if wf is not None:
             if wf.status is WorkflowStatus.BLOCKED:
                 if wf.store_error is not None:
                     raise wf.store_error
@@ -686,7 +698,9 @@ class WorkflowHost:
             if record is None:
                 raise NoSuchWorkflow(wid)
             status = WorkflowStatus(record.status)
-            while self.client and not status.finished:
+            while (self.client or (self.ownership is not None
+                                   and status is not WorkflowStatus.BLOCKED)
+                   ) and not status.finished:
                 await trio.sleep(0.02)  # another node runs it: watch the store
                 record = self.store.get_workflow(wid)
                 assert record is not None

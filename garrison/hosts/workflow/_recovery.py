@@ -72,7 +72,10 @@ async def resume_all(host: WorkflowHost, nursery: trio.Nursery) -> None:
     recovering: list[WorkflowInstance] = []
     paused = _pause_gc()
     try:
-        for record in host.store.unfinished_workflows():
+        ownership = host.ownership
+        records = (ownership.first_claim() if ownership is not None
+                   else host.store.unfinished_workflows())
+        for record in records:
             if record.workflow_id in host.active:
                 continue  # started (or refreshed) meanwhile
             try:
@@ -144,6 +147,9 @@ def refresh(host: WorkflowHost, wid: str) -> None:
         return
     wf = host.active.get(wid)
     if wf is None:
+        if host.ownership is not None:  # in a cluster, a workflow runs where it is claimed
+            host.ownership.poke()
+            return
         if not WorkflowStatus(record.status).finished:
             host.run_instance(load(host, record))
         return

@@ -1,0 +1,313 @@
+"""A cluster on the PostgreSQL store: membership, leases, ownership of workflows.
+
+The database is the coordinator (no consensus of our own). Tables (schema v2,
+``_pg_schema.py``): ``nodes`` (one row per node incarnation, ``epoch`` from a
+sequence) and ``workflows.owner_epoch``/``owner``. Every time is the SERVER's clock
+(``now_s()``), never a node's.
+
+- **Join**: a fresh epoch; the node's writer connection holds the advisory lock
+  ``(epoch_lock_class(schema), epoch)`` for as long as the node lives (a killed node's
+  connection drops, and the lock with it). Then, under a join lock, a live row with the
+  same name is refused (:class:`~garrison.StoreLocked`) unless its lock is free (the
+  node is dead: a restart under the same name), and every live row whose lock is free
+  is marked ``lost`` at once (a restarted single node resumes without waiting out a
+  lease).
+- **Lease**: ``renew`` every ``lease / 3``: ``lease_until = now_s() + lease``, only while
+  the lease has not lapsed. A lapsed lease is never renewed: the node drops its
+  workflows and joins again with a new epoch.
+- **Lost**: a live row whose ``lease_until`` passed is marked ``lost`` by any node,
+  with ``FOR UPDATE`` on the row: that waits for every write of that node which passed
+  its fence (``fence()`` holds ``FOR KEY SHARE`` on the row), so the takeover sees all
+  of them and none commits after it.
+- **Claim**: unfinished workflows owned by nobody, by a lost or left node, or by an
+  epoch with no row, ``FOR UPDATE SKIP LOCKED``, at most ``limit`` (the node's fair
+  share), in start order; the claim is itself fenced (a node whose lease lapsed claims
+  nothing).
+- **Release**: a draining or closing node sets its workflows' owner to ``NULL`` and
+  notifies ``<channel>:cluster``, so the others claim them at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import socket
+from collections.abc import Iterable
+from typing import Any
+
+import attrs
+import psycopg
+
+from .._errors import StoreError, StoreLocked
+from ._records import WorkflowRecord
+
+__all__ = ["LIVE", "ClusterNode", "PgCluster", "epoch_lock_class"]
+
+#: statuses of a live node
+LIVE = ("active", "draining")
+_UNFINISHED = "status NOT IN ('completed', 'failed', 'cancelled')"
+
+
+def epoch_lock_class(schema: str) -> int:
+    """The first key of the advisory locks ``(class, epoch)`` held by live nodes."""
+    digest = hashlib.blake2b(f"garrison-epoch:{schema}".encode(), digest_size=4).digest()
+    return int.from_bytes(digest, "big") & 0x7FFFFFFF
+
+
+def _join_lock(schema: str) -> int:
+    digest = hashlib.blake2b(f"garrison-join:{schema}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+@attrs.frozen
+class ClusterNode:
+    """A live node of a cluster (``node.cluster()``, ``garrison nodes``).
+
+    ``started`` and ``heartbeat`` are the store server's clock (unix seconds);
+    ``workflows`` counts the unfinished workflows it runs; ``status`` is ``active`` or
+    ``draining``; ``lease_until`` is when it is lost unless it renews."""
+
+    name: str
+    started: float
+    heartbeat: float
+    workflows: int
+    status: str = "active"
+    epoch: int = 0
+    lease_until: float = 0.0
+    info: dict[str, Any] = attrs.field(factory=dict)
+
+
+class PgCluster:
+    """The cluster statements of one node (or a tool) on ``store``, on a connection of
+    their own (used by one thread at a time: the node's membership thread)."""
+
+    def __init__(self, store: Any, name: str | None = None, lease: float = 10.0) -> None:
+        self.store = store
+        self.name = name
+        self.lease = float(lease)
+        self.epoch: int | None = None
+        self.started = 0.0
+        self._s = store._s
+        self.channel = store._channel + ":cluster"
+        self.wake_channel = store._channel
+        self._lock_class = epoch_lock_class(store.schema)
+        self.conn: psycopg.Connection[Any] | None = None
+
+    # -- the connection ----------------------------------------------------------
+    def connect(self) -> psycopg.Connection[Any]:
+        """(Re)connect; listens on the cluster and wakeup channels."""
+        if self.conn is not None and not self.conn.closed and not self.conn.broken:
+            return self.conn
+        self.close()
+        conn = self.store._connect("cluster")
+        try:
+            conn.execute(f'LISTEN "{self.channel}"')
+        except psycopg.Error:
+            conn.close()
+            raise
+        self.conn = conn
+        return conn
+
+    def close(self) -> None:
+        if self.conn is not None:
+            with contextlib.suppress(Exception):
+                self.conn.close()
+        self.conn = None
+
+    def _rows(self, query: str, params: Iterable[Any] = ()) -> list[Any]:
+        conn = self.connect()
+        cur = conn.execute(query.replace("{s}", self._s), tuple(params))
+        return cur.fetchall() if cur.description is not None else []
+
+    # -- membership ----------------------------------------------------------------
+    def new_epoch(self) -> int:
+        """A fresh incarnation number (never reused)."""
+        return int(self._rows("SELECT nextval('{s}.node_epochs')")[0][0])
+
+    def join(self, epoch: int) -> None:
+        """Insert this node's row for ``epoch`` (its writer holds the epoch lock
+        already); a live node of the same name refuses it with ``StoreLocked``."""
+        assert self.name is not None
+        conn = self.connect()
+        info = json.dumps({"host": socket.gethostname(), "pid": os.getpid()})
+        s = self._s
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_join_lock(self.store.schema),))
+            dead = self._dead_live_epochs(conn)
+            if dead:  # their connections are gone: no write of theirs can be in flight
+                conn.execute(f"UPDATE {s}.nodes SET status = 'lost' WHERE epoch = ANY(%s)",
+                             (dead,))
+            row = conn.execute(
+                f"SELECT epoch, info FROM {s}.nodes WHERE name = %s AND status IN "
+                "('active', 'draining')", (self.name,)).fetchone()
+            if row is not None:
+                held = json.loads(row[1]) if row[1] else {}
+                raise StoreLocked(self.store.path or "", held=(
+                    f"node name {self.name!r} is taken by a live node of the cluster "
+                    f"(host {held.get('host')}, pid {held.get('pid')}); pick another name="))
+            got = conn.execute(
+                f"INSERT INTO {s}.nodes (epoch, name, status, started, heartbeat, lease, "
+                f"lease_until, info) VALUES (%s, %s, 'active', {s}.now_s(), {s}.now_s(), %s, "
+                f"{s}.now_s() + %s, %s) RETURNING started",
+                (epoch, self.name, self.lease, self.lease, info)).fetchone()
+            assert got is not None
+            self.started = float(got[0])
+            # rows of incarnations long gone (a day) are forgotten
+            conn.execute(f"DELETE FROM {s}.nodes WHERE status IN ('lost', 'left') "
+                         f"AND heartbeat < {s}.now_s() - 86400")
+        self.epoch = epoch
+
+    def _dead_live_epochs(self, conn: psycopg.Connection[Any]) -> list[int]:
+        rows = conn.execute(
+            f"SELECT n.epoch FROM {self._s}.nodes n WHERE n.status IN ('active', 'draining') "
+            "AND NOT EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' "
+            "AND l.granted AND l.database = (SELECT oid FROM pg_database "
+            "WHERE datname = current_database()) AND l.classid = %s::bigint::oid "
+            "AND l.objid = n.epoch::oid AND l.objsubid = 2)", (self._lock_class,)).fetchall()
+        return [int(r[0]) for r in rows]
+
+    def renew(self) -> str | None:
+        """Renew the lease; the node's status (``active`` / ``draining``), or ``None``
+        when the lease had lapsed (the node must drop its workflows and join again)."""
+        rows = self._rows(
+            "UPDATE {s}.nodes SET heartbeat = {s}.now_s(), lease_until = {s}.now_s() + lease "
+            "WHERE epoch = %s AND status IN ('active', 'draining') "
+            "AND lease_until > {s}.now_s() RETURNING status", (self.epoch,))
+        return str(rows[0][0]) if rows else None
+
+    def mark_lost(self) -> list[tuple[int, str]]:
+        """Mark the nodes whose lease lapsed ``lost`` (waiting for their writes in
+        flight); ``[(epoch, name), ...]`` of those this call marked."""
+        conn = self.connect()
+        s = self._s
+        try:
+            with conn.transaction():
+                conn.execute("SET LOCAL lock_timeout = '500ms'")
+                rows = conn.execute(
+                    f"UPDATE {s}.nodes SET status = 'lost' WHERE epoch IN (SELECT epoch FROM "
+                    f"{s}.nodes WHERE status IN ('active', 'draining') AND lease_until < "
+                    f"{s}.now_s() FOR UPDATE) AND status IN ('active', 'draining') "
+                    f"AND lease_until < {s}.now_s() RETURNING epoch, name").fetchall()
+        except psycopg.errors.LockNotAvailable:
+            return []  # a write of that node is still in flight: next round
+        return [(int(e), str(n)) for e, n in rows]
+
+    def set_status(self, status: str, name: str | None = None) -> int:
+        """Set a live node's status (``draining``; ``left`` when it closes); by name
+        (a tool) or this node's own row. Notifies the cluster; returns rows changed."""
+        if name is None:
+            rows = self._rows("UPDATE {s}.nodes SET status = %s WHERE epoch = %s AND status "
+                              "IN ('active', 'draining') RETURNING epoch", (status, self.epoch))
+        else:
+            rows = self._rows("UPDATE {s}.nodes SET status = %s WHERE name = %s AND status "
+                              "IN ('active', 'draining') RETURNING epoch", (status, name))
+        self.notify()
+        return len(rows)
+
+    def notify(self) -> None:
+        self._rows("SELECT pg_notify(%s, '')", (self.channel,))
+
+    # -- ownership -------------------------------------------------------------------
+    def fair_share(self) -> int:
+        """How many more workflows this node may claim now: its share of every
+        unfinished workflow over the active nodes, less what it runs."""
+        rows = self._rows(
+            f"SELECT (SELECT count(*) FROM {{s}}.workflows WHERE {_UNFINISHED}), "
+            "(SELECT count(*) FROM {s}.nodes WHERE status = 'active' "
+            "AND lease_until > {s}.now_s()), "
+            f"(SELECT count(*) FROM {{s}}.workflows WHERE owner_epoch = %s AND {_UNFINISHED})",
+            (self.epoch,))
+        total, nodes, mine = (int(v) for v in rows[0])
+        share = -(-total // max(nodes, 1))
+        return max(0, share - mine)
+
+    def claim(self, limit: int) -> list[WorkflowRecord]:
+        """Take up to ``limit`` orphaned or unowned unfinished workflows (oldest first);
+        their records, now owned by this node."""
+        if limit <= 0:
+            return []
+        s = self._s
+        cols = ", ".join("w." + c.strip() for c in WorkflowRecord.COLUMNS.split(","))
+        conn = self.connect()
+        with conn.transaction():
+            rows = conn.execute(
+                f"WITH c AS (SELECT workflow_id FROM {s}.workflows w WHERE {_UNFINISHED} "
+                f"AND (owner_epoch IS NULL OR NOT EXISTS (SELECT 1 FROM {s}.nodes n WHERE "
+                "n.epoch = w.owner_epoch AND n.status IN ('active', 'draining'))) "
+                'ORDER BY created, workflow_id COLLATE "C" LIMIT %s FOR UPDATE SKIP LOCKED) '
+                f"UPDATE {s}.workflows w SET owner_epoch = %s, owner = %s FROM c "
+                f"WHERE w.workflow_id = c.workflow_id AND {s}.fence(%s, NULL) "
+                f"RETURNING {cols}", (limit, self.epoch, self.name, self.epoch)).fetchall()
+            if rows:  # the new owner loads everything: their wakeups are spent
+                conn.execute(f"DELETE FROM {s}.wakeups WHERE workflow_id = ANY(%s)",
+                             ([r[0] for r in rows],))
+        records = [WorkflowRecord.from_row(r) for r in rows]
+        records.sort(key=lambda r: (r.created, r.workflow_id))
+        return records
+
+    def release(self, workflow_ids: list[str] | None) -> int:
+        """Give up workflows this node runs (``None``: all of them) so that other nodes
+        claim them at once; returns how many."""
+        if workflow_ids is None:
+            rows = self._rows("UPDATE {s}.workflows SET owner_epoch = NULL, owner = NULL "
+                              "WHERE owner_epoch = %s RETURNING 1", (self.epoch,))
+        elif not workflow_ids:
+            return 0
+        else:
+            rows = self._rows("UPDATE {s}.workflows SET owner_epoch = NULL, owner = NULL "
+                              "WHERE owner_epoch = %s AND workflow_id = ANY(%s) RETURNING 1",
+                              (self.epoch, workflow_ids))
+        if rows:
+            self.notify()
+        return len(rows)
+
+    def cleanup_wakeups(self) -> None:
+        """Wakeups of workflows that ended (or never existed) go."""
+        self._rows(f"DELETE FROM {{s}}.wakeups w WHERE NOT EXISTS (SELECT 1 FROM "
+                   f"{{s}}.workflows f WHERE f.workflow_id = w.workflow_id AND {_UNFINISHED})")
+
+    # -- reading -------------------------------------------------------------------
+    def nodes(self, *, all_rows: bool = False) -> list[ClusterNode]:
+        """The live nodes (every row with ``all_rows``), by name."""
+        s = self._s
+        where = "" if all_rows else "WHERE n.status IN ('active', 'draining')"
+        rows = self.store._query(
+            f"SELECT n.name, n.started, n.heartbeat, (SELECT count(*) FROM {s}.workflows w "
+            f"WHERE w.owner_epoch = n.epoch AND w.{_UNFINISHED}), n.status, n.epoch, "
+            f"n.lease_until, n.info FROM {s}.nodes n {where} ORDER BY n.name, n.epoch")
+        return [ClusterNode(name, float(started), float(beat), int(count), status, int(epoch),
+                            float(until), json.loads(info or "{}"))
+                for name, started, beat, count, status, epoch, until, info in rows]
+
+    def wait(self, timeout: float, wake_fd: int | None = None) -> bool:
+        """Wait up to ``timeout`` seconds for a notification on the cluster channels
+        (or for ``wake_fd`` to be readable); True if one came."""
+        import select
+
+        conn = self.connect()
+        fds = [conn.pgconn.socket] + ([wake_fd] if wake_fd is not None else [])
+        try:
+            ready, _, _ = select.select(fds, [], [], max(timeout, 0.0))
+        except (OSError, ValueError):
+            return False
+        got = False
+        if wake_fd is not None and wake_fd in ready:
+            with contextlib.suppress(OSError):
+                os.read(wake_fd, 4096)
+            got = True
+        if conn.pgconn.socket in ready:
+            try:
+                for _note in conn.notifies(timeout=0.001):
+                    got = True
+            except psycopg.OperationalError:
+                self.close()
+        return got
+
+
+def require_cluster_store(store: Any) -> None:
+    """``StoreError`` unless ``store`` is a PostgreSQL store at schema v2."""
+    if not hasattr(store, "set_fence"):
+        raise StoreError(getattr(store, "path", None),
+                         "a cluster needs a PostgreSQL store (postgresql://...)")
