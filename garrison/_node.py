@@ -82,6 +82,8 @@ class Node:
         self._started = time.time()
         #: cluster memberships, one per workflow host on a PostgreSQL store
         self._members: list[Any] = []
+        #: the singleton services this node runs (in a cluster)
+        self._held_singletons: set[str] = set()
         if inbox_warning is None:
             inbox_warning = 0
         if type(inbox_warning) is not int or inbox_warning < 0:
@@ -246,7 +248,14 @@ class Node:
                 if entry.kind == "process.host":
                     await self._add_host(ProcessHost(self._router, entry.id,
                                                      workers=entry.workers))
-            await start_services(self._router, self.config)
+            member = self._members[0] if self._members else None
+            singletons = [s.id for s in self.config.services() if s.lifecycle.singleton]
+            if member is not None and singletons:
+                member.singletons = singletons
+                member.on_singletons = self._on_singletons
+                member.poke()  # claim them now
+            await start_services(self._router, self.config,
+                                 self._held_singletons if member is not None else None)
         # services first: a resumed workflow finds the services it sends to
         for host in list(self.hosts.values()):
             if host.durable:
@@ -415,6 +424,12 @@ class Node:
             return nodes
         now = time.time()
         return [ClusterNode(self.name, self._started, now, host.live_count())]
+
+    def _on_singletons(self, held: set[str]) -> None:
+        self._held_singletons = set(held)
+        services = self._router.services
+        if services is not None:
+            services.set_singletons(held)
 
     def drain(self) -> None:
         """Hand this node's workflows to the other nodes of its cluster at their next

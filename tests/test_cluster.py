@@ -244,3 +244,32 @@ def test_random_kills_of_random_nodes_lose_and_repeat_nothing(postgres_url: str)
     assert out["kills"] >= 1
     for check in CHECKS:
         assert out[check] is True, out
+
+
+def test_a_singleton_service_runs_on_one_node_and_moves_when_it_is_lost(
+        postgres_url: str, nodes: list[Node], tmp_path: Path) -> None:
+    beats = tmp_path / "beats"
+    beats.touch()
+    config = str(Path(__file__).resolve().parent / "cluster" / "singleton.yaml")
+    env = {"GARRISON_BEAT_FILE": str(beats)}
+    a = Node.start(postgres_url, "a", LEASE, config=config, env=env)
+    nodes.append(a)
+    b = Node.start(postgres_url, "b", LEASE, config=config, env=env)
+    nodes.append(b)
+
+    def lines() -> list[tuple[str, float]]:
+        out = []
+        for line in beats.read_text().splitlines():
+            name, at = line.split()
+            out.append((name, float(at)))
+        return out
+
+    wait_for(lambda: len(lines()) >= 10, 10, "the singleton to run")
+    time.sleep(1.5)
+    assert {name for name, _ in lines()} == {"a"}  # the first node holds it; b does not
+    killed = time.time()
+    a.kill()
+    wait_for(lambda: any(name == "b" for name, _ in lines()), 2 * LEASE + 2, "b to start it")
+    first_b = min(at for name, at in lines() if name == "b")
+    assert first_b - killed <= 2 * LEASE + 0.5, first_b - killed
+    assert all(at < killed + 0.1 for name, at in lines() if name == "a")  # one at a time

@@ -65,6 +65,10 @@ class ClusterMember:
         self._token: trio.lowlevel.TrioToken | None = None
         self._last_renew = 0.0
         self._first: list[Any] = []
+        #: the config's singleton services (ids), and who to tell which this node holds
+        self.singletons: list[str] = []
+        self.on_singletons: Callable[[set[str]], None] | None = None
+        self._held: set[str] = set()
 
     @property
     def epoch(self) -> int | None:
@@ -147,6 +151,8 @@ class ClusterMember:
                         self.drain()
                     elif kind == "lost" and self.on_lost is not None:
                         self.on_lost(data)
+                    elif kind == "singletons" and self.on_singletons is not None:
+                        self.on_singletons(data)
                 if self.draining and not self.host.active and not self.drained.is_set():
                     with self._lock:
                         self._releases.append("*")
@@ -177,6 +183,8 @@ class ClusterMember:
         host = self.host
         exc = WorkflowMoved(self.store.path, None, f"node {self.name}'s lease lapsed (it was "
                             "cut off from the store): its workflows run on other nodes")
+        if self.on_singletons is not None:
+            self.on_singletons(set())  # another node runs them now
         running = [wf for wf in host.active.values() if not wf.done.is_set()]
         log.warning("node %s lost its lease: stopping its %d workflows", self.name,
                     len(running))
@@ -219,6 +227,7 @@ class ClusterMember:
             self._thread.join(timeout=10)
         try:
             if self.pg.epoch is not None:
+                self.pg.release_singletons()
                 self.pg.release(None)
                 self.pg.set_status("left")
         except (psycopg.Error, StoreError) as exc:
@@ -264,6 +273,7 @@ class ClusterMember:
                 self._rejoin.clear()
                 with self._lock:
                     self._releases.clear()
+                self._held = set()
                 self.join()
                 return
             self._last_renew = now
@@ -274,6 +284,10 @@ class ClusterMember:
         if "!drain" in releases:
             pg.set_status("draining")
             self._post("drain")
+        if self.draining and self._held:
+            pg.release_singletons()
+            self._held = set()
+            self._post("singletons", set())
         ids = [w for w in releases if w not in ("*", "!drain")]
         if ids:
             pg.release(ids)
@@ -288,5 +302,10 @@ class ClusterMember:
             claimed = pg.claim(pg.fair_share())
             if claimed:
                 self._post("claimed", claimed)
+        if self.singletons and not self.draining and not self._stop.is_set():
+            held = pg.claim_singletons(self.singletons)
+            if held != self._held:
+                self._held = held
+                self._post("singletons", held)
         if rounds % 20 == 19:
             pg.cleanup_wakeups()

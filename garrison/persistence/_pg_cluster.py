@@ -263,6 +263,33 @@ class PgCluster:
             self.notify()
         return len(rows)
 
+    # -- singleton services ----------------------------------------------------------
+    def claim_singletons(self, services: list[str]) -> set[str]:
+        """Take the singleton services nobody live holds; those this node holds now."""
+        if not services:
+            return set()
+        s = self._s
+        conn = self.connect()
+        with conn.transaction():
+            conn.execute(
+                f"INSERT INTO {s}.singletons (service, epoch, acquired) "
+                f"SELECT unnest(%s::text[]), %s, {s}.now_s() WHERE {s}.fence(%s, NULL) "
+                "ON CONFLICT (service) DO UPDATE SET epoch = EXCLUDED.epoch, "
+                "acquired = EXCLUDED.acquired WHERE singletons.epoch <> EXCLUDED.epoch "
+                f"AND NOT EXISTS (SELECT 1 FROM {s}.nodes n WHERE n.epoch = singletons.epoch "
+                "AND n.status = 'active' AND n.lease_until > " + s + ".now_s())",
+                (services, self.epoch, self.epoch))
+            rows = conn.execute(f"SELECT service FROM {s}.singletons WHERE epoch = %s "
+                                "AND service = ANY(%s)", (self.epoch, services)).fetchall()
+        return {r[0] for r in rows}
+
+    def release_singletons(self) -> None:
+        """Give up this node's singleton services (it drains or closes)."""
+        rows = self._rows("DELETE FROM {s}.singletons WHERE epoch = %s RETURNING 1",
+                          (self.epoch,))
+        if rows:
+            self.notify()
+
     def cleanup_wakeups(self) -> None:
         """Wakeups of workflows that ended (or never existed) go."""
         self._rows(f"DELETE FROM {{s}}.wakeups w WHERE NOT EXISTS (SELECT 1 FROM "

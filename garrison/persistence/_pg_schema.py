@@ -207,6 +207,7 @@ $garrison$;
 #:   SERVER's clock (``now_s()``), never a node's. A live name is unique.
 #: - ``workflows.owner_epoch`` / ``owner``: the incarnation running the workflow
 #:   (``NULL``: nobody; any node may claim it).
+#: - ``singletons``: which incarnation runs each singleton service.
 #: - ``fence(epoch, wid)``: raises ``garrison:fenced`` unless node ``epoch`` is live
 #:   with an unexpired lease and owns ``wid``; it holds ``FOR KEY SHARE`` on the node
 #:   row until the transaction ends, so marking the node lost (``FOR UPDATE`` on that
@@ -229,6 +230,11 @@ ALTER TABLE {s}.workflows ADD COLUMN owner text, ADD COLUMN owner_epoch bigint;
 CREATE INDEX workflows_by_owner ON {s}.workflows (owner_epoch)
     WHERE status NOT IN ('completed', 'failed', 'cancelled');
 CREATE INDEX wakeups_by_workflow ON {s}.wakeups (workflow_id);
+CREATE TABLE {s}.singletons (
+    service text PRIMARY KEY,
+    epoch bigint NOT NULL,
+    acquired double precision NOT NULL
+);
 
 CREATE FUNCTION {s}.now_s() RETURNS double precision
 LANGUAGE sql VOLATILE AS

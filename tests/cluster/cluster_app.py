@@ -74,3 +74,16 @@ async def ping_timed(to: str, count: int) -> list[float]:
         assert msg is not None and msg.payload == i
         out.append((workflow.now() - before).total_seconds() * 1000)
     return out
+
+
+async def beat() -> None:
+    """A singleton service: appends ``<node> <unix time>`` to $GARRISON_BEAT_FILE every
+    50 ms, so a test sees which node runs it, and when."""
+    import time
+
+    path = os.environ["GARRISON_BEAT_FILE"]
+    node = os.environ.get("GARRISON_NODE", "?")
+    while True:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(f"{node} {time.time():.3f}\n")
+        await trio.sleep(0.05)

@@ -34,9 +34,11 @@ async def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--delay", type=float, default=0.05)
     parser.add_argument("--pong", type=int, default=0, help="start pong(N) as 'pong'")
+    parser.add_argument("--config", default=None, help="a config (services) to run")
     args = parser.parse_args()
     os.environ["GARRISON_NODE"] = args.name
-    async with garrison.open_node(store=args.url, name=args.name, lease=args.lease) as node:
+    async with garrison.open_node(config=args.config, store=args.url, name=args.name,
+                                  lease=args.lease) as node:
         for i in range(args.start):
             await node.start_workflow(cluster_app.steps, args.steps, args.delay,
                                       id=f"{args.prefix}{i}")
