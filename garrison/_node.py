@@ -246,8 +246,11 @@ class Node:
         if self.config is not None:
             for entry in self.config.hosts():
                 if entry.kind == "process.host":
-                    await self._add_host(ProcessHost(self._router, entry.id,
-                                                     workers=entry.workers))
+                    extra = ProcessHost(self._router, entry.id, workers=entry.workers)
+                    if self._members:  # its pids name this node too
+                        extra.suffix = self.hosts["processes"].suffix
+                        extra._prefix = self.hosts["processes"]._prefix
+                    await self._add_host(extra)
             member = self._members[0] if self._members else None
             singletons = [s.id for s in self.config.services() if s.lifecycle.singleton]
             if member is not None and singletons:
@@ -275,6 +278,8 @@ class Node:
             await host.shutdown()
         for member in self._members:  # others take its workflows at once
             member.leave()
+        if self._router.remote is not None:
+            self._router.remote.close()
         self._close_workflow_stores()
 
     # ================================================================== workflows
@@ -398,9 +403,22 @@ class Node:
             from .cluster import ClusterMember
 
             member = ClusterMember(host, self.name, self.lease)
+            first = not self._members
+            if first:  # plain pids name this node; other nodes reach them through it
+                processes = self.hosts["processes"]
+                processes.suffix = "@" + self.name
+                member.info = {"prefix": processes._prefix}
             member.join()  # in this thread, as the store opened (virtual time stands still)
             host.ownership = member
             self._members.append(member)
+            if first:
+                from .cluster import Remote
+
+                remote = Remote(self._router, member)
+                self._router.remote = remote
+                self._router.cluster_names = member.pg
+                member.on_remote = remote.receive
+                member.on_gone = remote.node_gone
             assert self._nursery is not None
             await self._nursery.start(member.run)
         await self._add_host(host)

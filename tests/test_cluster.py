@@ -273,3 +273,72 @@ def test_a_singleton_service_runs_on_one_node_and_moves_when_it_is_lost(
     first_b = min(at for name, at in lines() if name == "b")
     assert first_b - killed <= 2 * LEASE + 0.5, first_b - killed
     assert all(at < killed + 0.1 for name, at in lines() if name == "a")  # one at a time
+
+
+async def test_plain_processes_of_two_nodes_talk_and_see_a_lost_node_as_noconnection(
+        postgres_url: str, nodes: list[Node]) -> None:
+    import trio
+
+    from garrison import EventKind, ProcessError, process
+
+    a = Node.start(postgres_url, "a", LEASE, echo=True)
+    nodes.append(a)
+    async with garrison.open_node(store=postgres_url, name="t", lease=LEASE) as node:
+        echo = node.lookup("echo")  # a cluster name: found on any node
+        assert echo is not None and echo.id.endswith("@a"), echo
+        assert str(echo).startswith("processes/")
+        async def taker() -> None:
+            process.register("echo", scope="cluster")
+
+        with pytest.raises(ProcessError, match=r"'echo' is already registered in the cluster "
+                           r"by processes/.*@a"):
+            await node.wait(await node.spawn(taker))
+        # a call and sends to a plain process of another node (order kept per sender)
+        assert await node.call("echo", "call", {"x": 1}) == {"x": 1}
+
+        async def chatter() -> list[object]:
+            for i in range(50):
+                await process.send("echo", "send", i)
+            got = []
+            for _ in range(50):
+                msg = await process.inbox().receive(timeout=10)
+                assert msg is not None
+                got.append(msg.payload)
+            return got
+
+        assert await node.wait(await node.spawn(chatter)) == list(range(50))
+
+        # a monitor, a trapped link and a call in flight when a is killed
+        events: list[object] = []
+
+        async def watcher() -> None:
+            process.set_options(trap_links=True)
+            process.monitor(echo)
+            process.link(echo)
+            started.set()
+            for _ in range(2):
+                ev = await process.events().receive()
+                events.append((ev.kind, ev.pid, ev.error.type if ev.error else None))
+
+        async def caller() -> str:
+            try:
+                await process.call(echo, "slow", None, timeout=30)
+            except ProcessError as exc:
+                return str(exc.error.type if exc.error else exc)
+            return "answered"
+
+        started = trio.Event()
+        w = await node.spawn(watcher)
+        c = await node.spawn(caller)
+        await started.wait()
+        await trio.sleep(0.2)
+        killed = time.monotonic()
+        a.kill()
+        with trio.fail_after(2 * LEASE + 5):
+            assert await node.wait(c) == "noconnection"
+            await node.wait(w)
+        assert time.monotonic() - killed <= 2 * LEASE + 1
+        assert sorted(events, key=str) == sorted([
+            (EventKind.EXIT, echo, "noconnection"),
+            (EventKind.LINK_DOWN, echo, "noconnection")], key=str)
+        assert node.lookup("echo") is None  # released with its node

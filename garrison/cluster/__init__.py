@@ -5,5 +5,6 @@ owners, fencing); :class:`ClusterMember` is a node's side of it."""
 
 from ..persistence._pg_cluster import ClusterNode
 from ._member import ClusterMember
+from ._remote import Remote
 
-__all__ = ["ClusterMember", "ClusterNode"]
+__all__ = ["ClusterMember", "ClusterNode", "Remote"]

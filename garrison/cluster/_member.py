@@ -19,6 +19,7 @@ the thread through a pipe.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -69,6 +70,13 @@ class ClusterMember:
         self.singletons: list[str] = []
         self.on_singletons: Callable[[set[str]], None] | None = None
         self._held: set[str] = set()
+        #: other nodes' messages for this node's processes, and who acts on them
+        self.on_remote: Callable[[list[str]], None] | None = None
+        #: a node that was live is gone (lost or left): ``(name, pid prefix)``
+        self.on_gone: Callable[[str, str | None], None] | None = None
+        #: what other nodes need to know of this one (its process pids' prefix)
+        self.info: dict[str, Any] = {}
+        self._live: dict[int, dict[str, Any]] = {}
 
     @property
     def epoch(self) -> int | None:
@@ -81,7 +89,7 @@ class ClusterMember:
         epoch = self.pg.new_epoch()
         self.store.set_fence(epoch, self.name, idle_ms=int(max(self.lease / 2, 0.5) * 1000))
         try:
-            self.pg.join(epoch)
+            self.pg.join(epoch, self.info)
         except BaseException:
             self.store.set_fence(None, None)
             self.pg.close()
@@ -153,6 +161,11 @@ class ClusterMember:
                         self.on_lost(data)
                     elif kind == "singletons" and self.on_singletons is not None:
                         self.on_singletons(data)
+                    elif kind == "remote" and self.on_remote is not None:
+                        self.on_remote(data)
+                    elif kind == "gone" and self.on_gone is not None:
+                        for name, prefix in data:
+                            self.on_gone(name, prefix)
                 if self.draining and not self.host.active and not self.drained.is_set():
                     with self._lock:
                         self._releases.append("*")
@@ -244,21 +257,48 @@ class ClusterMember:
     # ------------------------------------------------------------ the thread
     def _thread_main(self) -> None:
         rounds = 0
+        due = True
+        inbox: list[str] = []
+        try:
+            self.pg.listen(self.pg.node_channel(self.name))
+        except (psycopg.Error, StoreError) as exc:
+            log.warning("node %s: cannot listen for other nodes' messages: %s", self.name, exc)
         while not self._stop.is_set():
-            try:
-                self._round(rounds)
-                rounds += 1
-            except (psycopg.Error, StoreError, OSError) as exc:
-                log.warning("node %s: cluster round failed: %s", self.name, exc)
-                self.pg.close()
-                if self._stop.wait(min(self.interval, 1.0)):
-                    return
-                continue
+            if due or time.monotonic() - self._last_renew >= self.interval:
+                try:
+                    self._round(rounds)
+                    rounds += 1
+                    due = False
+                except (psycopg.Error, StoreError, OSError) as exc:
+                    log.warning("node %s: cluster round failed: %s", self.name, exc)
+                    self.pg.close()
+                    if self._stop.wait(min(self.interval, 1.0)):
+                        return
+                    continue
             wait = self.interval - (time.monotonic() - self._last_renew)
             try:
-                self.pg.wait(wait, self._wake_r)
+                due = self.pg.wait(wait, self._wake_r, inbox)
             except (psycopg.Error, OSError):
                 self.pg.close()
+                due = True
+            if inbox:  # messages of other nodes: handed on at once, in order
+                self._post("remote", self._bodies(inbox))
+                inbox = []
+
+    def _bodies(self, notes: list[str]) -> list[str]:
+        out = []
+        for text in notes:
+            if text.startswith('{"k": "ref"'):  # a long one waits in the messages table
+                try:
+                    body = self.pg.take_message(int(json.loads(text)["id"]))
+                except (psycopg.Error, StoreError, ValueError, KeyError) as exc:
+                    log.warning("node %s: a long message was lost: %s", self.name, exc)
+                    continue
+                if body is not None:
+                    out.append(body)
+            else:
+                out.append(text)
+        return out
 
     def _round(self, rounds: int) -> None:
         pg = self.pg
@@ -298,6 +338,12 @@ class ClusterMember:
             log.warning("node %s: nodes lost (lease lapsed): %s", self.name,
                         ", ".join(n for _e, n in lost))
             self._post("lost", lost)
+        live = pg.live_epochs()
+        gone = [(info.get("name"), info.get("prefix")) for epoch, info in self._live.items()
+                if epoch not in live and epoch != pg.epoch]
+        self._live = live
+        if gone:
+            self._post("gone", gone)
         if not self.draining and not self._stop.is_set():
             claimed = pg.claim(pg.fair_share())
             if claimed:

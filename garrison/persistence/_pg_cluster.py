@@ -94,6 +94,7 @@ class PgCluster:
         self.wake_channel = store._channel
         self._lock_class = epoch_lock_class(store.schema)
         self.conn: psycopg.Connection[Any] | None = None
+        self.extra_channel: str | None = None
 
     # -- the connection ----------------------------------------------------------
     def connect(self) -> psycopg.Connection[Any]:
@@ -104,6 +105,8 @@ class PgCluster:
         conn = self.store._connect("cluster")
         try:
             conn.execute(f'LISTEN "{self.channel}"')
+            if self.extra_channel is not None:
+                conn.execute(f'LISTEN "{self.extra_channel}"')
         except psycopg.Error:
             conn.close()
             raise
@@ -126,12 +129,12 @@ class PgCluster:
         """A fresh incarnation number (never reused)."""
         return int(self._rows("SELECT nextval('{s}.node_epochs')")[0][0])
 
-    def join(self, epoch: int) -> None:
+    def join(self, epoch: int, extra: dict[str, Any] | None = None) -> None:
         """Insert this node's row for ``epoch`` (its writer holds the epoch lock
         already); a live node of the same name refuses it with ``StoreLocked``."""
         assert self.name is not None
         conn = self.connect()
-        info = json.dumps({"host": socket.gethostname(), "pid": os.getpid()})
+        info = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), **(extra or {})})
         s = self._s
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_join_lock(self.store.schema),))
@@ -290,6 +293,50 @@ class PgCluster:
         if rows:
             self.notify()
 
+    # -- cluster names ----------------------------------------------------------------
+    def register_name(self, name: str, pid: str) -> str | None:
+        """Take ``name`` for ``pid`` unless a live node's process holds it; ``None`` on
+        success, else the holder's pid."""
+        s = self._s
+        rows = self.store._query(
+            f"WITH t AS (INSERT INTO {s}.names (name, pid, epoch) VALUES (%s, %s, %s) "
+            "ON CONFLICT (name) DO UPDATE SET pid = EXCLUDED.pid, epoch = EXCLUDED.epoch "
+            "WHERE names.pid = EXCLUDED.pid OR NOT EXISTS (SELECT 1 FROM "
+            f"{s}.nodes n WHERE n.epoch = names.epoch AND n.status IN ('active', 'draining')) "
+            f"RETURNING 1) SELECT (SELECT count(*) FROM t), "
+            f"(SELECT pid FROM {s}.names WHERE name = %s)", (name, pid, self.epoch, name))
+        taken, holder = rows[0]
+        return None if taken else str(holder)
+
+    def unregister_name(self, name: str, pid: str) -> None:
+        self.store._query(f"DELETE FROM {self._s}.names WHERE name = %s AND pid = %s",
+                          (name, pid))
+
+    def lookup_name(self, name: str) -> str | None:
+        """The pid holding ``name`` on a live node, or ``None``."""
+        rows = self.store._query(
+            f"SELECT m.pid FROM {self._s}.names m JOIN {self._s}.nodes n ON n.epoch = m.epoch "
+            "WHERE m.name = %s AND n.status IN ('active', 'draining')", (name,))
+        return str(rows[0][0]) if rows else None
+
+    # -- node-to-node messages ----------------------------------------------------------
+    def node_channel(self, name: str) -> str:
+        """The ``NOTIFY`` channel of the node ``name`` (at most 63 bytes)."""
+        digest = hashlib.blake2b(name.encode(), digest_size=8).hexdigest()
+        return f"{self.channel[:40]}:n:{digest}"
+
+    def live_epochs(self) -> dict[int, dict[str, Any]]:
+        """``{epoch: info}`` of the live nodes (``info`` holds ``name`` too)."""
+        rows = self.store._query(
+            f"SELECT epoch, name, info FROM {self._s}.nodes WHERE status IN "
+            "('active', 'draining')")
+        return {int(e): {**json.loads(info or "{}"), "name": n} for e, n, info in rows}
+
+    def take_message(self, ref: int) -> str | None:
+        """The body of a long message (and it is gone)."""
+        rows = self._rows("DELETE FROM {s}.messages WHERE id = %s RETURNING body", (ref,))
+        return str(rows[0][0]) if rows else None
+
     def cleanup_wakeups(self) -> None:
         """Wakeups of workflows that ended (or never existed) go."""
         self._rows(f"DELETE FROM {{s}}.wakeups w WHERE NOT EXISTS (SELECT 1 FROM "
@@ -308,12 +355,24 @@ class PgCluster:
                             float(until), json.loads(info or "{}"))
                 for name, started, beat, count, status, epoch, until, info in rows]
 
-    def wait(self, timeout: float, wake_fd: int | None = None) -> bool:
+    def listen(self, channel: str) -> None:
+        """Also listen on ``channel`` (this node's own: messages from other nodes)."""
+        self.extra_channel = channel
+        self._rows(f'LISTEN "{channel}"')
+
+    def wait(self, timeout: float, wake_fd: int | None = None,
+             inbox: list[str] | None = None) -> bool:
         """Wait up to ``timeout`` seconds for a notification on the cluster channels
-        (or for ``wake_fd`` to be readable); True if one came."""
+        (or for ``wake_fd`` to be readable); True if one came. Payloads of the node's
+        own channel go to ``inbox``."""
         import select
 
         conn = self.connect()
+        before = len(inbox) if inbox is not None else 0
+        # notifications that arrived during other statements wait in psycopg's backlog,
+        # where select() cannot see them: take those first
+        if self._drain(conn, inbox) or (inbox is not None and len(inbox) > before):
+            return True
         fds = [conn.pgconn.socket] + ([wake_fd] if wake_fd is not None else [])
         try:
             ready, _, _ = select.select(fds, [], [], max(timeout, 0.0))
@@ -325,11 +384,20 @@ class PgCluster:
                 os.read(wake_fd, 4096)
             got = True
         if conn.pgconn.socket in ready:
-            try:
-                for _note in conn.notifies(timeout=0.001):
-                    got = True
-            except psycopg.OperationalError:
-                self.close()
+            got = self._drain(conn, inbox) or got
+        return got
+
+    def _drain(self, conn: psycopg.Connection[Any], inbox: list[str] | None) -> bool:
+        got = False
+        try:
+            for note in conn.notifies(timeout=0.0):
+                if note.channel == self.extra_channel:
+                    if inbox is not None:
+                        inbox.append(note.payload)
+                    continue
+                got = True
+        except psycopg.OperationalError:
+            self.close()
         return got
 
 

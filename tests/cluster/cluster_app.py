@@ -87,3 +87,14 @@ async def beat() -> None:
         with open(path, "a", encoding="utf-8") as f:
             f.write(f"{node} {time.time():.3f}\n")
         await trio.sleep(0.05)
+
+
+async def echo() -> None:
+    """A plain process known to the whole cluster as ``echo``: a ``call`` is answered
+    with its payload, a ``send`` goes back to its sender, ``slow`` is never answered."""
+    process.register("echo", scope="cluster")
+    async for msg in process.inbox():
+        if msg.topic == "call":
+            await msg.reply(msg.payload)
+        elif msg.topic == "send" and msg.sender is not None:
+            await process.send(msg.sender, "echo", msg.payload)

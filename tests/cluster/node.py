@@ -35,6 +35,7 @@ async def main() -> None:
     parser.add_argument("--delay", type=float, default=0.05)
     parser.add_argument("--pong", type=int, default=0, help="start pong(N) as 'pong'")
     parser.add_argument("--config", default=None, help="a config (services) to run")
+    parser.add_argument("--echo", action="store_true", help="run cluster_app.echo")
     args = parser.parse_args()
     os.environ["GARRISON_NODE"] = args.name
     async with garrison.open_node(config=args.config, store=args.url, name=args.name,
@@ -42,6 +43,10 @@ async def main() -> None:
         for i in range(args.start):
             await node.start_workflow(cluster_app.steps, args.steps, args.delay,
                                       id=f"{args.prefix}{i}")
+        if args.echo:
+            await node.spawn(cluster_app.echo)
+            while node.lookup("echo") is None:
+                await trio.sleep(0.01)
         if args.pong:
             await node.start_workflow(cluster_app.pong, args.pong, id="pong")
         epoch = node.hosts["workflows"].ownership.epoch

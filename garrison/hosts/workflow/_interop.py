@@ -279,8 +279,8 @@ class Interop(WorkflowCore):
         else:
             await self._yield()
 
-    def register(self, name: str) -> None:
-        self.node.register(name, self.pid)
+    def register(self, name: str, scope: str = "node") -> None:
+        self.node.register(name, self.pid, scope)
         self.host.names.setdefault(self.wid, set()).add(name)
 
     def unregister(self, name: str) -> None:
