@@ -1,6 +1,7 @@
 """Cluster figures on this machine: workflow throughput with 1, 2 and 3 nodes, the
 takeover time after kill -9 as a function of the lease, and the cross-node message
-round trip (workflow to workflow, durable) p50/p99.
+round trip p50/p99: workflow to workflow (durable) and plain process to plain process
+(``node.call``, through NOTIFY).
 
     python bench/cluster_bench.py [--quick]
 
@@ -16,6 +17,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
@@ -95,21 +97,50 @@ async def round_trip(url: str, count: int) -> dict[str, float]:
             "p99_ms": round(ms[min(len(ms) - 1, int(len(ms) * 0.99))], 2)}
 
 
+async def plain_round_trip(url: str, count: int) -> dict[str, float]:
+    """``node.call`` from this node to a plain process of another node."""
+    a = Node.start(url, "a", 10.0, echo=True)
+    try:
+        async with garrison.open_node(store=url, name="t", lease=10.0) as node:
+            echo = node.lookup("echo")
+            for _ in range(20):  # warm up
+                await node.call(echo, "call", 0)
+            ms = []
+            for i in range(count):
+                start = time.perf_counter()
+                assert await node.call(echo, "call", i) == i
+                ms.append((time.perf_counter() - start) * 1000)
+    finally:
+        a.stop()
+    ms.sort()
+    return {"round_trips": count, "p50_ms": round(statistics.median(ms), 2),
+            "p99_ms": round(ms[min(len(ms) - 1, int(len(ms) * 0.99))], 2)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
-    workflows, steps = (60, 20) if args.quick else (300, 20)
+    workflows, steps = (60, 20) if args.quick else (1000, 20)
     server = _postgres.start()
-    out: dict[str, object] = {"cores": 2}
+    out: dict[str, Any] = {"cores": 2}
     try:
-        out["throughput"] = [throughput(_postgres.create_db(server, f"tp{n}"), n, workflows,
-                                        steps) for n in (1, 2, 3)]
+        runs = 1 if args.quick else 3
+        out["throughput"] = []
+        for n in (1, 2, 3):  # the median of `runs` runs (this machine is shared: noisy)
+            tries = [throughput(_postgres.create_db(server, f"tp{n}_{r}"), n, workflows, steps)
+                     for r in range(runs)]
+            tries.sort(key=lambda t: t["steps_per_s"])
+            best = dict(tries[len(tries) // 2])
+            best["runs_steps_per_s"] = [t["steps_per_s"] for t in tries]
+            out["throughput"].append(best)
         url = _postgres.create_db(server, "takeover")
         out["takeover"] = [takeover(url, lease) for lease in ((1.0, 2.0) if args.quick
                                                               else (1.0, 2.0, 5.0))]
         url = _postgres.create_db(server, "rtt")
         out["round_trip"] = trio.run(round_trip, url, 50 if args.quick else 300)
+        url = _postgres.create_db(server, "plain_rtt")
+        out["plain_round_trip"] = trio.run(plain_round_trip, url, 100 if args.quick else 1000)
     finally:
         _postgres.stop(server)
     print(json.dumps(out), flush=True)

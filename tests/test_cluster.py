@@ -295,6 +295,8 @@ async def test_plain_processes_of_two_nodes_talk_and_see_a_lost_node_as_noconnec
             await node.wait(await node.spawn(taker))
         # a call and sends to a plain process of another node (order kept per sender)
         assert await node.call("echo", "call", {"x": 1}) == {"x": 1}
+        big = "x" * 20_000  # over NOTIFY's 8000 bytes: through the messages table
+        assert await node.call("echo", "call", big) == big
 
         async def chatter() -> list[object]:
             for i in range(50):

@@ -121,6 +121,10 @@ class ClusterMember:
         if self.draining:
             self._ready.set()
 
+    def owns(self, wid: str) -> bool:
+        """True if this node's incarnation owns the workflow ``wid`` (in the store)."""
+        return self.pg.owner_of(wid) == self.pg.epoch
+
     def moved(self, wf: Any, exc: WorkflowMoved) -> None:
         """The instance ``wf`` stopped because of ``exc`` (see ``_ownership.moved``)."""
         moved(self.host, wf, exc)

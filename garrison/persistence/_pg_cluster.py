@@ -250,6 +250,12 @@ class PgCluster:
         records.sort(key=lambda r: (r.created, r.workflow_id))
         return records
 
+    def owner_of(self, workflow_id: str) -> int | None:
+        """The epoch owning ``workflow_id`` (read on the store's reader)."""
+        rows = self.store._query(f"SELECT owner_epoch FROM {self._s}.workflows "
+                                 "WHERE workflow_id = %s", (workflow_id,))
+        return None if not rows or rows[0][0] is None else int(rows[0][0])
+
     def release(self, workflow_ids: list[str] | None) -> int:
         """Give up workflows this node runs (``None``: all of them) so that other nodes
         claim them at once; returns how many."""

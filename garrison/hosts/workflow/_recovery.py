@@ -147,8 +147,8 @@ def refresh(host: WorkflowHost, wid: str) -> None:
         return
     wf = host.active.get(wid)
     if wf is None:
-        if host.ownership is not None:  # in a cluster, a workflow runs where it is claimed
-            host.ownership.poke()
+        if host.ownership is not None and not host.ownership.owns(wid):
+            host.ownership.poke()  # in a cluster a workflow runs where it was claimed
             return
         if not WorkflowStatus(record.status).finished:
             host.run_instance(load(host, record))
