@@ -190,7 +190,7 @@ def test_garrison_nodes_lists_the_cluster_and_drains_a_node_by_name(
 
     url = postgres_url
     lease = 30.0
-    a = Node.start(url, "a", lease, start=4, steps=60, delay=0.1)
+    a = Node.start(url, "a", lease, start=4, steps=60, delay=0.05)
     nodes.append(a)
     nodes.append(Node.start(url, "b", lease))
 
@@ -344,3 +344,42 @@ async def test_plain_processes_of_two_nodes_talk_and_see_a_lost_node_as_noconnec
             (EventKind.EXIT, echo, "noconnection"),
             (EventKind.LINK_DOWN, echo, "noconnection")], key=str)
         assert node.lookup("echo") is None  # released with its node
+
+
+def test_sigterm_to_a_clustered_garrison_run_drains_it_then_exits_0(
+        postgres_url: str, nodes: list[Node], tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+
+    (tmp_path / "app.py").write_text(
+        "import sys, trio, garrison\n"
+        f"sys.path.insert(0, {str(Path(__file__).resolve().parent / 'cluster')!r})\n"
+        "import cluster_app\n\n"
+        "async def main():\n"
+        "    node = garrison.current_node()\n"
+        "    for i in range(4):\n"
+        "        await node.start_workflow(cluster_app.steps, 40, 0.05, id=f'r{i}')\n"
+        "    print('started', flush=True)\n"
+        "    await trio.sleep_forever()\n")
+    env = {**os.environ, "GARRISON_NODE": "a"}
+    run = subprocess.Popen([sys.executable, "-m", "garrison", "run", "app.py", "--store",
+                            postgres_url, "--name", "a", "--lease", "30s"], cwd=tmp_path,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert run.stdout is not None and run.stdout.readline().strip() == "started"
+        nodes.append(Node.start(postgres_url, "b", 30.0))
+        look = Look(postgres_url)
+        ids = [f"r{i}" for i in range(4)]
+        wait_for(lambda: all(len(look.steps(w)) >= 2 for w in ids), 20, "progress on a")
+        run.send_signal(signal.SIGTERM)
+        assert run.wait(20) == 0  # drained (not after its 30 s lease), then stopped
+        _, err = run.communicate()
+        assert "draining" in err
+        wait_for(lambda: _finished(look, ids), 30, "the workflows to finish on b")
+        writers = _check_journals(look, ids, 40)
+        assert all(w[-1] == "b" for w in writers.values())
+        look.close()
+    finally:
+        if run.poll() is None:
+            run.kill()
