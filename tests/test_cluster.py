@@ -383,3 +383,29 @@ def test_sigterm_to_a_clustered_garrison_run_drains_it_then_exits_0(
     finally:
         if run.poll() is None:
             run.kill()
+
+
+def test_a_start_beyond_max_concurrent_runs_on_a_node_with_room(
+        postgres_url: str, nodes: list[Node]) -> None:
+    url = postgres_url
+    nodes.append(Node.start(url, "b", LEASE, max_concurrent=3))
+    a = Node.start(url, "a", LEASE, start=8, steps=20, delay=0.05, max_concurrent=2)
+    nodes.append(a)
+    look = Look(url)
+    ids = [f"w{i}" for i in range(8)]
+    try:
+        wait_for(lambda: _finished(look, ids), 30, "every workflow to finish")
+        writers = _check_journals(look, ids, 20)
+        assert all(len(set(w)) == 1 for w in writers.values()), writers  # none moved
+        ran = [w[0] for w in writers.values()]
+        assert ran.count("a") >= 2 and ran.count("b") >= 3, ran  # both full at first
+        for node, limit in (("a", 2), ("b", 3)):  # never more at once than its limit
+            spans = []
+            for wid, who in writers.items():
+                if who[0] == node:
+                    times = [r.time.timestamp() for r in look.store.journal(wid)]
+                    spans.append((min(times), max(times)))
+            most = max(sum(1 for lo, hi in spans if lo <= t <= hi) for t, _ in spans)
+            assert most <= limit, (node, spans)
+    finally:
+        look.close()

@@ -66,6 +66,8 @@ class ClusterMember:
         self._token: trio.lowlevel.TrioToken | None = None
         self._last_renew = 0.0
         self._first: list[Any] = []
+        #: claimed by the thread, not yet running (the trio side adopts them)
+        self._in_flight = 0
         #: the config's singleton services (ids), and who to tell which this node holds
         self.singletons: list[str] = []
         self.on_singletons: Callable[[set[str]], None] | None = None
@@ -97,9 +99,20 @@ class ClusterMember:
         self._last_renew = time.monotonic()
         if self._thread is None:  # at start: what the node resumes (claimed now, before
             self.pg.mark_lost()   # the thread shares nothing of this connection)
-            self._first = self.pg.claim(self.pg.fair_share())
+            self._first = self.pg.claim(self._limit())
         log.info("node %s joined the cluster (epoch %d, lease %gs)", self.name, epoch,
                  self.lease)
+
+    def _limit(self) -> int:
+        """How many workflows to claim now: this node's fair share, within the room its
+        host has (``max_concurrent``)."""
+        share = self.pg.fair_share()
+        room = self.host.room()
+        if room is None:
+            return share
+        with self._lock:  # claimed already, not running yet
+            room -= self._in_flight
+        return max(0, min(share, room))
 
     def first_claim(self) -> list[Any]:
         """The workflows this node resumes at start: orphans, up to its fair share
@@ -157,6 +170,8 @@ class ClusterMember:
                                 self.stopped(record.workflow_id)
                         else:
                             adopt(self.host, data)
+                        with self._lock:  # (after they count in the host's active)
+                            self._in_flight -= len(data)
                     elif kind == "lapsed":
                         await self._lapsed()
                     elif kind == "drain":
@@ -308,7 +323,7 @@ class ClusterMember:
         pg = self.pg
         now = time.monotonic()
         if now - self._last_renew >= self.interval / 2 or rounds == 0:
-            status = pg.renew()
+            status = pg.renew(self.host.room())
             if status is None:
                 self._post("lapsed")
                 while not self._rejoin.wait(0.1):
@@ -349,8 +364,10 @@ class ClusterMember:
         if gone:
             self._post("gone", gone)
         if not self.draining and not self._stop.is_set():
-            claimed = pg.claim(pg.fair_share())
+            claimed = pg.claim(self._limit())
             if claimed:
+                with self._lock:
+                    self._in_flight += len(claimed)
                 self._post("claimed", claimed)
         if self.singletons and not self.draining and not self._stop.is_set():
             held = pg.claim_singletons(self.singletons)

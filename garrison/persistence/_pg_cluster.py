@@ -171,13 +171,14 @@ class PgCluster:
             "AND l.objid = n.epoch::oid AND l.objsubid = 2)", (self._lock_class,)).fetchall()
         return [int(r[0]) for r in rows]
 
-    def renew(self) -> str | None:
-        """Renew the lease; the node's status (``active`` / ``draining``), or ``None``
+    def renew(self, room: int | None = None) -> str | None:
+        """Renew the lease (and say how many more workflows this node has room for,
+        ``None``: no limit); the node's status (``active`` / ``draining``), or ``None``
         when the lease had lapsed (the node must drop its workflows and join again)."""
         rows = self._rows(
-            "UPDATE {s}.nodes SET heartbeat = {s}.now_s(), lease_until = {s}.now_s() + lease "
-            "WHERE epoch = %s AND status IN ('active', 'draining') "
-            "AND lease_until > {s}.now_s() RETURNING status", (self.epoch,))
+            "UPDATE {s}.nodes SET heartbeat = {s}.now_s(), lease_until = {s}.now_s() + lease, "
+            "room = %s WHERE epoch = %s AND status IN ('active', 'draining') "
+            "AND lease_until > {s}.now_s() RETURNING status", (room, self.epoch))
         return str(rows[0][0]) if rows else None
 
     def mark_lost(self) -> list[tuple[int, str]]:
@@ -214,17 +215,18 @@ class PgCluster:
 
     # -- ownership -------------------------------------------------------------------
     def fair_share(self) -> int:
-        """How many more workflows this node may claim now: its share of every
-        unfinished workflow over the active nodes, less what it runs."""
+        """How many workflows this node may claim now: the claimable ones (owned by
+        nobody, or by a node that is not live) shared over the active nodes that have
+        room (``renew(room)``), rounded up, so that every round spreads them and what
+        one node cannot take another takes on its next round."""
         rows = self._rows(
-            f"SELECT (SELECT count(*) FROM {{s}}.workflows WHERE {_UNFINISHED}), "
+            f"SELECT (SELECT count(*) FROM {{s}}.workflows w WHERE {_UNFINISHED} AND "
+            "(owner_epoch IS NULL OR NOT EXISTS (SELECT 1 FROM {s}.nodes n WHERE "
+            "n.epoch = w.owner_epoch AND n.status IN ('active', 'draining')))), "
             "(SELECT count(*) FROM {s}.nodes WHERE status = 'active' "
-            "AND lease_until > {s}.now_s()), "
-            f"(SELECT count(*) FROM {{s}}.workflows WHERE owner_epoch = %s AND {_UNFINISHED})",
-            (self.epoch,))
-        total, nodes, mine = (int(v) for v in rows[0])
-        share = -(-total // max(nodes, 1))
-        return max(0, share - mine)
+            "AND lease_until > {s}.now_s() AND (room IS NULL OR room > 0))")
+        claimable, nodes = (int(v) for v in rows[0])
+        return -(-claimable // max(nodes, 1))
 
     def claim(self, limit: int) -> list[WorkflowRecord]:
         """Take up to ``limit`` orphaned or unowned unfinished workflows (oldest first);

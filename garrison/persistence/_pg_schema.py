@@ -225,7 +225,8 @@ CREATE TABLE {s}.nodes (
     heartbeat double precision NOT NULL,
     lease double precision NOT NULL,
     lease_until double precision NOT NULL,
-    info text NOT NULL DEFAULT '{{}}'
+    info text NOT NULL DEFAULT '{{}}',
+    room bigint
 );
 CREATE UNIQUE INDEX nodes_live_name ON {s}.nodes (name) WHERE status IN ('active', 'draining');
 ALTER TABLE {s}.workflows ADD COLUMN owner text, ADD COLUMN owner_epoch bigint;

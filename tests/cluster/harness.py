@@ -36,14 +36,15 @@ class Node:
     def start(cls, url: str, name: str, lease: float, *, start: int = 0, prefix: str = "w",
               steps: int = 10, delay: float = 0.05, wait: bool = True, pong: int = 0,
               config: str | None = None, env: dict[str, str] | None = None,
-              echo: bool = False) -> Node:
+              echo: bool = False, max_concurrent: int | None = None) -> Node:
         log = Path(tempfile.mkstemp(prefix=f"node-{name}-", suffix=".log")[1])
         env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
         proc = subprocess.Popen(
             [sys.executable, str(HERE / "node.py"), url, name, str(lease), "--start", str(start),
              "--prefix", prefix, "--steps", str(steps), "--delay", str(delay),
              "--pong", str(pong), *(["--config", config] if config else []),
-             *(["--echo"] if echo else [])],
+             *(["--echo"] if echo else []),
+             *(["--max", str(max_concurrent)] if max_concurrent is not None else [])],
             stdout=subprocess.PIPE, stderr=open(log, "w"), text=True, env=env)  # noqa: SIM115
         node = cls(proc, name, log)
         if wait:

@@ -36,10 +36,12 @@ async def main() -> None:
     parser.add_argument("--pong", type=int, default=0, help="start pong(N) as 'pong'")
     parser.add_argument("--config", default=None, help="a config (services) to run")
     parser.add_argument("--echo", action="store_true", help="run cluster_app.echo")
+    parser.add_argument("--max", type=int, default=None, help="the host's max_concurrent")
     args = parser.parse_args()
     os.environ["GARRISON_NODE"] = args.name
     async with garrison.open_node(config=args.config, store=args.url, name=args.name,
                                   lease=args.lease) as node:
+        node.hosts["workflows"].max_concurrent = args.max
         for i in range(args.start):
             await node.start_workflow(cluster_app.steps, args.steps, args.delay,
                                       id=f"{args.prefix}{i}")

@@ -96,6 +96,9 @@ class WorkflowHost:
         #: the cluster this host's store belongs to (``garrison/cluster/``), or ``None``:
         #: which workflows run here (see ``_ownership.py``)
         self.ownership: Any = None
+        #: at most this many workflows run here at once (``None``: no limit); in a
+        #: cluster a start beyond it is left to a node with room (see ``room``)
+        self.max_concurrent: int | None = None
         self.closing = False
         self.resumed = False
         self._nursery: trio.Nursery | None = None
@@ -281,8 +284,9 @@ class WorkflowHost:
         created = results[n]
         if self.client:
             return pid  # the node that holds the store's lock runs it
-        if created and self.ownership is not None and self.ownership.draining:
-            self.ownership.stopped(wid)  # a draining node takes no new work: hand it on
+        if created and self.ownership is not None and (
+                self.ownership.draining or self.room() == 0):
+            self.ownership.stopped(wid)  # draining, or full: a node with room takes it
             return pid
         if not created:
             if wid not in self.active:
@@ -389,6 +393,8 @@ class WorkflowHost:
         wf.result_json = result_json
         wf.error = error
         self.active.pop(wf.wid, None)
+        if self.max_concurrent is not None and self.ownership is not None:
+            self.ownership.poke()  # a slot is free: claim what waits
         self.finished[wf.wid] = (status, result_json, error, wf.name)
         if len(self.finished) > FINISHED_MEMORY:
             self.finished.pop(next(iter(self.finished)))
@@ -632,6 +638,12 @@ class WorkflowHost:
 
     def live_count(self) -> int:
         return sum(1 for wf in self.active.values() if not wf.done.is_set())
+
+    def room(self) -> int | None:
+        """How many more workflows may run here now (``None``: no limit)."""
+        if self.max_concurrent is None:
+            return None
+        return max(0, self.max_concurrent - len(self.active))
 
     async def shutdown(self) -> None:
         """Stop running workflows without journaling anything: they resume on the next
