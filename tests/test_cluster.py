@@ -409,3 +409,31 @@ def test_a_start_beyond_max_concurrent_runs_on_a_node_with_room(
             assert most <= limit, (node, spans)
     finally:
         look.close()
+
+
+async def test_a_drain_moves_waiting_workflows_at_once_with_their_timers(
+        postgres_url: str, nodes: list[Node]) -> None:
+    import cluster_app
+    import trio
+
+    nodes.append(Node.start(postgres_url, "b", LEASE))
+    look = Look(postgres_url)
+    try:
+        async with garrison.open_node(store=postgres_url, name="t", lease="30s") as node:
+            for i in range(3):
+                await node.start_workflow(cluster_app.sleeper, 3, 0.4, id=f"s{i}")
+            await trio.sleep(0.5)  # each is in its second durable sleep
+            started = time.monotonic()
+            node.drain()
+            with trio.fail_after(5):
+                await node.drained()
+            assert time.monotonic() - started < 2  # parked: moved at once, not at a lease
+            assert [n.workflows for n in node.cluster() if n.name == "t"] == [0]
+            with trio.fail_after(10):  # the handle follows it to b through the store
+                assert [await node.workflow(f"s{i}").result() for i in range(3)] == [3] * 3
+        # the timers were kept: 3 sleeps of 0.4 s in all, not restarted on b
+        for i in range(3):
+            sleeps = [r for r in look.store.journal(f"s{i}") if r.kind == "sleep"]
+            assert len(sleeps) == 3, look.store.journal(f"s{i}")
+    finally:
+        look.close()

@@ -68,6 +68,7 @@ class ClusterMember:
         self._first: list[Any] = []
         #: claimed by the thread, not yet running (the trio side adopts them)
         self._in_flight = 0
+        self._releasing = False
         #: the config's singleton services (ids), and who to tell which this node holds
         self.singletons: list[str] = []
         self.on_singletons: Callable[[set[str]], None] | None = None
@@ -182,14 +183,17 @@ class ClusterMember:
                         self.on_singletons(data)
                     elif kind == "remote" and self.on_remote is not None:
                         self.on_remote(data)
+                    elif kind == "released":
+                        self.drained.set()
                     elif kind == "gone" and self.on_gone is not None:
                         for name, prefix in data:
                             self.on_gone(name, prefix)
-                if self.draining and not self.host.active and not self.drained.is_set():
+                if (self.draining and not self.host.active and not self._releasing
+                        and not self.drained.is_set()):
+                    self._releasing = True  # drained once the store says so
                     with self._lock:
                         self._releases.append("*")
                     self.poke()
-                    self.drained.set()
         finally:
             self._stop.set()
             self.poke()
@@ -352,6 +356,7 @@ class ClusterMember:
             pg.release(ids)
         if "*" in releases:
             pg.release(None)
+            self._post("released")
         lost = pg.mark_lost()
         if lost:
             log.warning("node %s: nodes lost (lease lapsed): %s", self.name,
