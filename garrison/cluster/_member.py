@@ -69,6 +69,8 @@ class ClusterMember:
         #: claimed by the thread, not yet running (the trio side adopts them)
         self._in_flight = 0
         self._releasing = False
+        #: when (this clock) the next other node's lease lapses unless it renews
+        self._expiry = float("inf")
         #: the config's singleton services (ids), and who to tell which this node holds
         self.singletons: list[str] = []
         self.on_singletons: Callable[[set[str]], None] | None = None
@@ -298,12 +300,18 @@ class ClusterMember:
                     if self._stop.wait(min(self.interval, 1.0)):
                         return
                     continue
-            wait = self.interval - (time.monotonic() - self._last_renew)
+            now = time.monotonic()
+            # awake when the next renewal is due, or just after another node's lease
+            # would lapse (so a lost node is taken over at once, not up to lease/3 later)
+            wait = min(self.interval - (now - self._last_renew), self._expiry - now + 0.02)
             try:
                 due = self.pg.wait(wait, self._wake_r, inbox)
             except (psycopg.Error, OSError):
                 self.pg.close()
                 due = True
+            if time.monotonic() >= self._expiry:
+                due = True
+                self._expiry = float("inf")
             if inbox:  # messages of other nodes: handed on at once, in order
                 self._post("remote", self._bodies(inbox))
                 inbox = []
@@ -363,6 +371,11 @@ class ClusterMember:
                         ", ".join(n for _e, n in lost))
             self._post("lost", lost)
         live = pg.live_epochs()
+        lefts = [info["left"] for epoch, info in live.items() if epoch != pg.epoch]
+        soonest = min(lefts) if lefts else float("inf")
+        if soonest <= 0:  # lapsed, not marked yet (a write of it in flight): soon again
+            soonest = self.interval / 4
+        self._expiry = time.monotonic() + soonest
         gone = [(info.get("name"), info.get("prefix")) for epoch, info in self._live.items()
                 if epoch not in live and epoch != pg.epoch]
         self._live = live

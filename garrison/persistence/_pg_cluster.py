@@ -334,11 +334,13 @@ class PgCluster:
         return f"{self.channel[:40]}:n:{digest}"
 
     def live_epochs(self) -> dict[int, dict[str, Any]]:
-        """``{epoch: info}`` of the live nodes (``info`` holds ``name`` too)."""
+        """``{epoch: info}`` of the live nodes (``info`` holds ``name`` too, and ``left``:
+        the seconds until its lease lapses unless renewed, by the server's clock)."""
         rows = self.store._query(
-            f"SELECT epoch, name, info FROM {self._s}.nodes WHERE status IN "
-            "('active', 'draining')")
-        return {int(e): {**json.loads(info or "{}"), "name": n} for e, n, info in rows}
+            f"SELECT epoch, name, info, lease_until - {self._s}.now_s() FROM {self._s}.nodes "
+            "WHERE status IN ('active', 'draining')")
+        return {int(e): {**json.loads(info or "{}"), "name": n, "left": float(left)}
+                for e, n, info, left in rows}
 
     def take_message(self, ref: int) -> str | None:
         """The body of a long message (and it is gone)."""
