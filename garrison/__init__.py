@@ -28,6 +28,7 @@ from ._errors import (
     StoreVersionError,
     WorkflowCancelled,
     WorkflowFailed,
+    WorkflowMoved,
 )
 from ._handle import WorkflowHandle, WorkflowSummary
 from ._node import Node, current_node, open_node, run
@@ -63,6 +64,7 @@ __all__ = [
     "WorkflowCancelled",
     "WorkflowFailed",
     "WorkflowHandle",
+    "WorkflowMoved",
     "WorkflowSummary",
     "activity",
     "current_node",

@@ -31,6 +31,7 @@ from typing import Any
 import trio
 
 from . import _observe
+from ._duration import parse_duration
 from ._errors import ConfigError, ProcessError, StoreError, StoreLocked, StoreVersionError
 from .actors._values import ErrorInfo
 
@@ -160,18 +161,22 @@ def _load_callable(target: str) -> Any:
 
 async def _serve(config: Any, root: Any, label: str | None, store: str | None,
                  ui: str | None = None, token: str | None = None,
-                 metrics: str | None = None) -> int:
+                 metrics: str | None = None, name: str | None = None,
+                 lease: str = "10s") -> int:
     """Run a node until ``root`` (a callable or an entry id; ``None``: nothing) ends or
     SIGINT/SIGTERM arrives. The first signal stops the node gracefully (services in
     reverse dependency order, processes leaves first, workflows parked where they
     are); a second one exits at once. ``ui``: serve the web console, attached to the
-    node, on that address while it runs; ``metrics``: serve Prometheus metrics there."""
+    node, on that address while it runs; ``metrics``: serve Prometheus metrics there. A
+    node of a cluster drains on SIGTERM first (its workflows move to the other nodes at
+    their next durable point), then stops."""
     from ._node import open_node
 
     if metrics is not None:  # time what the node does from its start on
         _observe.set_timing(True)
     code = 0
     running = trio.CancelScope()
+    opened: list[Any] = []
     # listen before the node starts, so a signal during start-up is not fatal
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as watchers:
@@ -179,19 +184,31 @@ async def _serve(config: Any, root: Any, label: str | None, store: str | None,
             async def watch_signals() -> None:
                 first = True
                 async for signum in signals:
-                    name = signal.Signals(signum).name
-                    if first:
-                        log.info("received %s: shutting down (again to force)", name)
+                    signame = signal.Signals(signum).name
+                    if first and signum == signal.SIGTERM and opened and opened[0].clustered:
+                        log.info("received %s: draining (its workflows move to the other "
+                                 "nodes), then shutting down (again to force)", signame)
+                        first = False
+
+                        async def drain_then_stop(node: Any) -> None:
+                            node.drain()
+                            await node.drained()
+                            running.cancel()
+
+                        watchers.start_soon(drain_then_stop, opened[0])
+                    elif first:
+                        log.info("received %s: shutting down (again to force)", signame)
                         running.cancel()  # the node then stops gracefully
                         first = False
                     else:
-                        log.warning("received %s again: forcing an immediate stop", name)
+                        log.warning("received %s again: forcing an immediate stop", signame)
                         logging.shutdown()
                         os._exit(128 + signum)
 
             watchers.start_soon(watch_signals)
-            async with open_node(config=config, store=store) as node, \
-                    trio.open_nursery() as console:
+            async with open_node(config=config, store=store, name=name, lease=lease
+                                 ) as node, trio.open_nursery() as console:
+                opened.append(node)
                 if ui is not None:
                     from .console import serve_console
 
@@ -313,6 +330,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     token = args.token or os.environ.get("GARRISON_UI_TOKEN") or None
     problem = (_store_problem(args.store, config) or _console_problem(args.ui, token, "--ui")
                or _metrics_problem(args.metrics))
+    try:
+        parse_duration(args.lease, what="--lease")
+    except ValueError as exc:
+        problem = problem or str(exc)
     if problem is not None:
         print(f"garrison run: {problem}", file=sys.stderr)
         return 2
@@ -322,7 +343,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         else:
             root, label = _load_callable(target), target
         return int(_unwrapped(_serve, config, root, label, args.store, args.ui, token,
-                              args.metrics))
+                              args.metrics, args.name, args.lease))
     except (StoreError, StoreLocked, StoreVersionError) as exc:
         # a store another node holds, of another schema version, or unusable
         print(f"garrison run: {exc}", file=sys.stderr)
@@ -439,6 +460,11 @@ def build_parser() -> argparse.ArgumentParser:
     run_p.add_argument("--store", help="the store of the node's workflows host: a SQLite file "
                        "(relative to the current directory) or a postgresql://user@host:port/db "
                        "URL (default: in memory)")
+    run_p.add_argument("--name", help="this node's name in its cluster (a postgresql:// store; "
+                       "default <hostname>-<pid>)")
+    run_p.add_argument("--lease", default="10s", help="how long the node stays a cluster "
+                       "member without renewing (default 10s): its workflows move to the "
+                       "other nodes within two leases of it stopping")
     run_p.add_argument("--ui", metavar="HOST:PORT",
                        help="serve the web console, attached to this node, on this address "
                             "(e.g. 127.0.0.1:8233)")
@@ -473,11 +499,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("bench", help="run the benchmarks against their peers, print a table "
                    "(python -m bench of a source checkout; --quick, --json, script names)")
 
+    from ._cli_nodes import add_parser as add_nodes
     from ._cli_schedules import add_parser as add_schedules
     from ._cli_workflows import add_parser
 
     add_parser(sub, common)
     add_schedules(sub, common)
+    add_nodes(sub, common)
     return parser
 
 

@@ -175,6 +175,18 @@ class StoreError(GarrisonError, RuntimeError):
         self.path = path
 
 
+class WorkflowMoved(StoreError):
+    """A workflow's writes were refused because another node of the cluster runs it
+    now (its owner's lease lapsed and it was taken over, or the node handed it over
+    while draining). The workflow stops on this node at once, nothing recorded as its
+    outcome; ``.workflow_id`` names it (``None``: every workflow of a node whose lease
+    lapsed)."""
+
+    def __init__(self, path: str | None, workflow_id: str | None, message: str) -> None:
+        super().__init__(path, message)
+        self.workflow_id = workflow_id
+
+
 class NoSuchWorkflow(GarrisonError, LookupError):
     """A workflow id that is not in the store."""
 

@@ -4,12 +4,16 @@
 from __future__ import annotations
 
 import contextvars
+import os
+import socket
+import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
 import trio
 
+from ._duration import parse_duration
 from ._errors import NotInProcess, ProcessError
 from ._router import EXIT_MEMORY, Router
 from .actors._runtime import runtime_or_none
@@ -64,7 +68,8 @@ class Node:
 
     def __init__(self, *, config: Any = None, store: Any = None,
                  inbox_warning: int | None = INBOX_WARNING, max_concurrent: int | None = None,
-                 cluster_max_concurrent: int | None = None, rate: str | None = None) -> None:
+                 cluster_max_concurrent: int | None = None, rate: str | None = None,
+                 name: str | None = None, lease: Any = "10s") -> None:
         from .hosts.workflow._queue import QueueLimits
 
         self.config = config
@@ -72,6 +77,20 @@ class Node:
         #: the queue limits of the ``workflows`` host given to ``open_node`` (``None``: none)
         self._limits = QueueLimits(max_concurrent, cluster_max_concurrent, rate) \
             if (max_concurrent, cluster_max_concurrent, rate) != (None, None, None) else None
+        if name is not None and (not isinstance(name, str) or not name.strip()
+                                 or "/" in name or "@" in name):
+            raise ValueError(f"a node name must be a non-empty string without '/' or '@', "
+                             f"got {name!r}")
+        #: this node's name in its cluster (``name=``, or ``<hostname>-<pid>``)
+        self.name: str = name if name is not None else f"{socket.gethostname()}-{os.getpid()}"
+        self.lease = parse_duration(lease)
+        if self.lease <= 0:
+            raise ValueError(f"lease= must be a positive duration, got {lease!r}")
+        self._started = time.time()
+        #: cluster memberships, one per workflow host on a PostgreSQL store
+        self._members: list[Any] = []
+        #: the singleton services this node runs (in a cluster)
+        self._held_singletons: set[str] = set()
         if inbox_warning is None:
             inbox_warning = 0
         if type(inbox_warning) is not int or inbox_warning < 0:
@@ -243,9 +262,19 @@ class Node:
         if self.config is not None:
             for entry in self.config.hosts():
                 if entry.kind == "process.host":
-                    await self._add_host(ProcessHost(self._router, entry.id,
-                                                     workers=entry.workers))
-            await start_services(self._router, self.config)
+                    extra = ProcessHost(self._router, entry.id, workers=entry.workers)
+                    if self._members:  # its pids name this node too
+                        extra.suffix = self.hosts["processes"].suffix
+                        extra._prefix = self.hosts["processes"]._prefix
+                    await self._add_host(extra)
+            member = self._members[0] if self._members else None
+            singletons = [s.id for s in self.config.services() if s.lifecycle.singleton]
+            if member is not None and singletons:
+                member.singletons = singletons
+                member.on_singletons = self._on_singletons
+                member.poke()  # claim them now
+            await start_services(self._router, self.config,
+                                 self._held_singletons if member is not None else None)
         self._define_schedules()
         # services first: a resumed workflow finds the services it sends to
         for host in list(self.hosts.values()):
@@ -280,6 +309,10 @@ class Node:
             await stop_services(self._router, self._router.services)
         for host in reversed(list(self.hosts.values())):
             await host.shutdown()
+        for member in self._members:  # others take its workflows at once
+            member.leave()
+        if self._router.remote is not None:
+            self._router.remote.close()
         self._close_workflow_stores()
 
     # ================================================================== workflows
@@ -447,12 +480,80 @@ class Node:
                 limits = self._limits  # open_node's limits are the ``workflows`` host's
             host = WorkflowHost(self._router, entry.id,
                                 opened(stores[entry.id], entry.synchronous), limits)
-            await self._add_host(host)
+            await self._add_workflow_host(host)
         if alias:
             self._router.aliases["workflows"] = entries[0].id
         else:
-            await self._add_host(WorkflowHost(self._router, "workflows", opened(default),
-                                              self._limits))
+            await self._add_workflow_host(WorkflowHost(self._router, "workflows",
+                                                       opened(default), self._limits))
+
+    async def _add_workflow_host(self, host: Any) -> None:
+        """Add a workflow host; on a PostgreSQL store the node joins that store's
+        cluster first (so the host only ever sees its own workflows)."""
+        store = host.store
+        if hasattr(store, "set_fence") and store.owner:
+            from .cluster import ClusterMember
+
+            member = ClusterMember(host, self.name, self.lease)
+            first = not self._members
+            if first:  # plain pids name this node; other nodes reach them through it
+                processes = self.hosts["processes"]
+                processes.suffix = "@" + self.name
+                member.info = {"prefix": processes._prefix}
+            member.join()  # in this thread, as the store opened (virtual time stands still)
+            host.ownership = member
+            self._members.append(member)
+            if first:
+                from .cluster import Remote
+
+                remote = Remote(self._router, member)
+                self._router.remote = remote
+                self._router.cluster_names = member.pg
+                member.on_remote = remote.receive
+                member.on_gone = remote.node_gone
+            assert self._nursery is not None
+            await self._nursery.start(member.run)
+        await self._add_host(host)
+
+    # ================================================================== cluster
+    @property
+    def clustered(self) -> bool:
+        """True if this node is a member of a cluster (a PostgreSQL store)."""
+        return bool(self._members)
+
+    def cluster(self) -> list[Any]:
+        """The live nodes of this node's cluster (:class:`~garrison.cluster.ClusterNode`:
+        ``.name``, ``.started``, ``.heartbeat``, ``.workflows``, ``.status``), by name.
+        On a SQLite store (one node per store) just this node."""
+        from .cluster import ClusterNode
+
+        host = self._workflow_host(None)
+        member = host.ownership
+        if member is not None:
+            nodes: list[Any] = member.nodes()
+            return nodes
+        now = time.time()
+        return [ClusterNode(self.name, self._started, now, host.live_count())]
+
+    def _on_singletons(self, held: set[str]) -> None:
+        self._held_singletons = set(held)
+        services = self._router.services
+        if services is not None:
+            services.set_singletons(held)
+
+    def drain(self) -> None:
+        """Hand this node's workflows to the other nodes of its cluster at their next
+        durable point and take no new work (what SIGTERM does to a clustered
+        ``garrison run``); :meth:`drained` waits until none is left."""
+        for member in self._members:
+            member.request_drain()
+
+    async def drained(self) -> None:
+        """Wait until a draining node has handed over all its workflows (at once off a
+        cluster)."""
+        for member in self._members:
+            await member.drained.wait()
+        await trio.lowlevel.checkpoint()
 
     def _close_workflow_stores(self) -> None:
         for store in getattr(self, "_owned_stores", ()):
@@ -464,7 +565,8 @@ async def open_node(config: Any = None, store: Any = None, *,
                     inbox_warning: int | None = INBOX_WARNING,
                     max_concurrent: int | None = None,
                     cluster_max_concurrent: int | None = None,
-                    rate: str | None = None) -> AsyncIterator[Node]:
+                    rate: str | None = None, name: str | None = None,
+                    lease: Any = "10s") -> AsyncIterator[Node]:
     """Run a node inside trio for the duration of the ``async with`` block.
 
     Leaving the block (normally, by an exception or by Ctrl-C) stops every
@@ -476,12 +578,18 @@ async def open_node(config: Any = None, store: Any = None, *,
     queue limits of the node's ``workflows`` host, as on a ``workflow.host`` entry
     (when a config's only workflow host is ``workflows``, they replace its entry's).
 
+    On a PostgreSQL store the node joins the store's cluster (other nodes may run on
+    the same store): ``name`` names it (default ``<hostname>-<pid>``; a live node of
+    the same name refuses it with ``StoreLocked``), ``lease`` is how long it stays a
+    member without renewing (renewed every lease/3; its workflows move to the other
+    nodes within two leases after it stops renewing).
+
     >>> async with garrison.open_node() as node:
     ...     pid = await node.spawn(worker)
     """
     node = Node(config=_as_config(config), store=store, inbox_warning=inbox_warning,
                 max_concurrent=max_concurrent, cluster_max_concurrent=cluster_max_concurrent,
-                rate=rate)
+                rate=rate, name=name, lease=lease)
     enable_if_configured()  # spans, if the application set an OpenTelemetry provider
     token = _current_node.set(node)
     try:

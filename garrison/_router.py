@@ -52,7 +52,12 @@ class Router:
         self.shutdown_reason = ErrorInfo("Shutdown", "the node is shutting down")
         #: the service manager of the config's services, once started
         self.services: ServiceManager | None = None
+        #: plain processes of the other nodes of a cluster (``cluster/_remote.py``)
+        self.remote: Any = None
+        #: the cluster's names (``process.register(name, scope="cluster")``)
+        self.cluster_names: Any = None
         self._exits: OrderedDict[Pid, tuple[Any, ErrorInfo | None]] = OrderedDict()
+        self._cluster_held: dict[str, Pid] = {}
         self._msg_prefix = format(int.from_bytes(os.urandom(4), "big"), "x") + "-"
         self._msg_seq = itertools.count(1)
 
@@ -89,10 +94,15 @@ class Router:
         return pid if real is None else Pid(real, pid.id)
 
     def lookup(self, name: str) -> Pid | None:
-        """The pid registered under ``name`` (or running a service of that entry id)."""
+        """The pid registered under ``name`` (or running a service of that entry id);
+        in a cluster, then the cluster's names."""
         pid = self.registry.get(name)
         if pid is None and self.services is not None:
             pid = self.services.running_pid(name)
+        if pid is None and self.cluster_names is not None:
+            found = self.cluster_names.lookup_name(name)
+            if found is not None:
+                pid = self._canonical(Pid.parse(found))
         return pid
 
     def resolve_target(self, target: Any) -> Any:
@@ -104,7 +114,7 @@ class Router:
             return self.config.resolve_target(target)
         return target
 
-    def register(self, name: str, pid: Pid) -> None:
+    def register(self, name: str, pid: Pid, scope: str = "node") -> None:
         if not isinstance(name, str) or not name:
             raise ValueError(f"a registered name must be a non-empty string, got {name!r}")
         if "/" in name:
@@ -113,12 +123,21 @@ class Router:
         holder = self.registry.get(name)
         if holder is not None and holder != pid and self.hosts[holder.host].is_alive(holder):
             raise ValueError(f"name {name!r} is already registered by {holder}")
+        if scope == "cluster" and self.cluster_names is not None:
+            other = self.cluster_names.register_name(name, str(pid))
+            if other is not None:
+                raise ValueError(f"name {name!r} is already registered in the cluster by "
+                                 f"{other}")
+            self._cluster_held[name] = pid
         self.registry[name] = pid
 
     def unregister(self, name: str, pid: Pid) -> None:
         """Release ``name`` if ``pid`` holds it."""
         if self.registry.get(name) == pid:
             del self.registry[name]
+        if self._cluster_held.get(name) == pid:
+            del self._cluster_held[name]
+            self.cluster_names.unregister_name(name, str(pid))
 
     # ------------------------------------------------------------ processes
     async def spawn_process(self, target: Any, args: tuple[Any, ...], *, host: str,
@@ -148,6 +167,14 @@ class Router:
     async def send_message(self, sender: Pid | None, to: Pid | str, topic: str,
                            payload: Any) -> None:
         pid = to if type(to) is Pid and not self.aliases else self.resolve(to)
+        remote = self.remote
+        if remote is not None and remote.node_of(pid) is not None:
+            msg = Message(topic, payload, sender, self.message_id())
+            if remote.send(sender, pid, msg):
+                self.stats_messages += 1
+            else:
+                self.stats_dead_letters += 1
+            return
         host = self.hosts.get(pid.host)
         if host is None:
             self.stats_dead_letters += 1
@@ -164,6 +191,10 @@ class Router:
             self.stats_dead_letters += 1
 
     def caller_of(self, pid: Pid) -> Caller | None:
+        remote = self.remote
+        if remote is not None and remote.node_of(pid) is not None:
+            peer: Caller = remote.peer(pid)
+            return peer
         host = self.hosts.get(pid.host)
         if host is None:
             return None
@@ -187,35 +218,55 @@ class Router:
 
     # ------------------------------------------------------------ links and monitors
     def deliver_event(self, pid: Pid, event: Event) -> None:
+        if self.remote is not None and self.remote.node_of(pid) is not None:
+            self.remote.deliver_event(pid, event)
+            return
         host = self.hosts.get(pid.host)
         if host is None or not host.deliver_event(pid, event):
             self.stats_dead_letters += 1
 
     def linked_exit(self, target: Pid, dead: Pid, error: ErrorInfo | None) -> None:
+        if self.remote is not None and self.remote.node_of(target) is not None:
+            self.remote.linked_exit(target, dead, error)
+            return
         host = self.hosts.get(target.host)
         if host is not None:
             host.linked_exit(target, dead, error)
 
     def link(self, target: Pid, other: Pid) -> bool:
+        if self.remote is not None and self.remote.node_of(target) is not None:
+            return bool(self.remote.link(target, other))
         host = self.hosts.get(target.host)
         return host is not None and bool(host.add_link(target, other))
 
     def unlink(self, target: Pid, other: Pid) -> None:
+        if self.remote is not None and self.remote.node_of(target) is not None:
+            self.remote.unlink(target, other)
+            return
         host = self.hosts.get(target.host)
         if host is not None:
             host.remove_link(target, other)
 
     def monitor(self, target: Pid, watcher: Pid) -> bool:
+        if self.remote is not None and self.remote.node_of(target) is not None:
+            return bool(self.remote.monitor(target, watcher))
         host = self.hosts.get(target.host)
         return host is not None and bool(host.add_monitor(target, watcher))
 
     def demonitor(self, target: Pid, watcher: Pid) -> None:
+        if self.remote is not None and self.remote.node_of(target) is not None:
+            self.remote.demonitor(target, watcher)
+            return
         host = self.hosts.get(target.host)
         if host is not None:
             host.remove_monitor(target, watcher)
 
     # ------------------------------------------------------------ stopping others
     async def cancel(self, target: Pid, by: Pid | None, timeout: Any) -> None:
+        if self.remote is not None and self.remote.node_of(target) is not None:
+            self.remote.stop(target, by, kill=False)  # its node escalates nothing: asked
+            await trio.lowlevel.checkpoint()
+            return
         host = self.host(target.host)
         seconds = timeout_seconds(timeout)
         if not host.cancel_event(target, by):
@@ -227,6 +278,10 @@ class Router:
         await host.wait_exited(target)
 
     async def terminate(self, target: Pid, by: Pid | None) -> None:
+        if self.remote is not None and self.remote.node_of(target) is not None:
+            self.remote.stop(target, by, kill=True)
+            await trio.lowlevel.checkpoint()
+            return
         host = self.host(target.host)
         who = f"by {by}" if by is not None else "from outside any process"
         if host.kill(target, ErrorInfo("Terminated", f"terminated {who}")):

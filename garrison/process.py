@@ -166,11 +166,17 @@ async def terminate(to: Pid | str) -> None:
     await current_runtime("process.terminate()").terminate(to)
 
 
-def register(name: str) -> None:
+def register(name: str, scope: str = "node") -> None:
     """Register the calling process under ``name``; a name another live process
     holds raises ``ValueError`` naming the holder. Released when the process ends,
-    before its ``EXIT`` is delivered."""
-    current_runtime("process.register()").register(name)
+    before its ``EXIT`` is delivered.
+
+    ``scope="cluster"`` (on a node of a cluster): unique across the cluster's nodes,
+    and found by ``lookup`` and ``send`` on any of them (local names first); also
+    released when the holder's node is lost."""
+    if scope not in ("node", "cluster"):
+        raise ValueError(f"process.register(scope={scope!r}): expected 'node' or 'cluster'")
+    current_runtime("process.register()").register(name, scope)
 
 
 def unregister(name: str) -> None:

@@ -471,14 +471,12 @@ def test_run_on_a_postgresql_store(tmp_path, postgres_stores_url):
     done = cli("run", "prog.py", "--store", url, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == f"PostgresStore {url}"
-    held = PostgresStore(url)  # this process is the node that holds it
+    held = PostgresStore(url)  # another writer: a PostgreSQL store is shared (a cluster)
     try:
         done = cli("run", "prog.py", "--store", url, cwd=tmp_path)
     finally:
         held.close()
-    assert done.returncode == 2
-    [line] = done.stderr.splitlines()
-    assert line.startswith(f"garrison run: store '{url}' is locked: another node has it open")
+    assert done.returncode == 0, done.stderr
     done = cli("run", "prog.py", "--store", url.replace("/stores?", "/nowhere?"), cwd=tmp_path)
     assert done.returncode == 2
     assert done.stderr.splitlines() == [

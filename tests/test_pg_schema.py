@@ -24,7 +24,7 @@ from garrison.persistence._store import (
 
 TABLES = {
     "workflows", "journal", "inbox", "timers", "promises", "state", "monitors", "wakeups",
-    "writers", "schedules", "queue",
+    "writers", "schedules", "queue", "nodes", "singletons", "names", "messages",
     "schema_version",
 }  # fmt: skip
 

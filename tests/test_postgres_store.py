@@ -26,9 +26,9 @@ import workflow_app as app
 from _stores import sql
 
 import garrison
-from garrison import StoreError, StoreLocked, StoreVersionError
+from garrison import StoreError, StoreVersionError
 from garrison.persistence import PostgresStore, SQLiteStore, Transaction, open_store
-from garrison.persistence import _postgres as pgstore
+from garrison.persistence import _pg_write as pgstore
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.postgres
@@ -115,38 +115,6 @@ def test_schema_in_the_url_or_as_argument(pg: str) -> None:
     with PostgresStore(base) as default:  # the "garrison" schema: another store
         assert default.get_workflow("w") is None
         assert default.path is not None and "schema" not in default.path
-
-
-def test_second_node_is_refused_naming_the_holder_until_the_first_dies(pg: str) -> None:
-    code = textwrap.dedent(f"""
-        import sys, time
-        sys.path.insert(0, {str(ROOT)!r})
-        from garrison.persistence import PostgresStore
-        store = PostgresStore({pg!r})
-        print("open", flush=True)
-        time.sleep(60)
-    """)
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout is not None and proc.stdout.readline().strip() == "open"
-        with pytest.raises(StoreLocked) as info:
-            PostgresStore(pg)
-        message = str(info.value)
-        assert "another node has it open" in message and f"{proc.pid}" in message
-        with PostgresStore(pg, lock=False) as tool:  # a tool is welcome
-            assert not tool.locked
-    finally:
-        proc.kill()
-        proc.wait(10)
-    deadline = time.monotonic() + 10  # the server notices the dead client at once
-    while True:
-        try:
-            with PostgresStore(pg) as store:
-                assert store.locked
-            break
-        except StoreLocked:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
 
 
 def test_open_store_picks_the_store_and_says_when_psycopg_is_missing(

@@ -189,9 +189,13 @@ class Lifecycle:
     ``requires`` holds the full entry ids of services that must be running before
     this one starts (``depends_on`` is accepted as an alias in YAML).
     ``stable_threshold``: a run at least this long resets the restart count.
+    ``singleton``: in a cluster, the service runs on exactly one node (another node
+    starts it within two leases when that node is lost); off a cluster it is a plain
+    service.
     """
 
     auto_start: bool = attrs.field(default=False, validator=_is_bool)
+    singleton: bool = attrs.field(default=False, validator=_is_bool)
     requires: tuple[str, ...] = ()
     start_timeout: float = attrs.field(default=10.0, converter=_duration, validator=_non_negative)
     stop_timeout: float = attrs.field(default=10.0, converter=_duration, validator=_non_negative)

@@ -302,8 +302,8 @@ class _Process(Caller):
     async def terminate(self, to: Pid | str) -> None:
         await self.node.terminate(self.node.resolve(to), self.pid)
 
-    def register(self, name: str) -> None:
-        self.node.register(name, self.pid)
+    def register(self, name: str, scope: str = "node") -> None:
+        self.node.register(name, self.pid, scope)
         if self.names is None:
             self.names = []
         if name not in self.names:
@@ -425,6 +425,8 @@ class ProcessHost:
         #: the callers of ``node.call`` waiting for a reply, by their pids
         self.callers: dict[Pid, _OutsideCaller] = {}
         self._prefix = _incarnation() + "."
+        #: ``"@<node>"`` on a node of a cluster: a plain pid names its node
+        self.suffix = ""
         self._seq = 0
         self._nursery: trio.Nursery | None = None
 
@@ -442,7 +444,7 @@ class ProcessHost:
         if self._nursery is None:
             raise RuntimeError(f"host {self.name!r} is not running")
         self._seq += 1
-        pid = Pid(self.name, self._prefix + str(self._seq))
+        pid = Pid(self.name, self._prefix + str(self._seq) + self.suffix)
         proc = _Process(self, pid, parent, label)
         if link is not None:
             proc.links = {link}
@@ -488,7 +490,8 @@ class ProcessHost:
         """``node.call``: a call made by a stand-in caller with a pid of this host (so
         the callee can reply, and its death fails the call), not a process."""
         self._seq += 1
-        caller = _OutsideCaller(self.node, Pid(self.name, self._prefix + str(self._seq)))
+        caller = _OutsideCaller(self.node, Pid(self.name, self._prefix + str(self._seq)
+                                               + self.suffix))
         self.callers[caller.pid] = caller
         try:
             return await plain_call(caller, to, topic, payload, timeout)

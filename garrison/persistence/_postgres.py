@@ -54,7 +54,6 @@ Reads retry the same way (they are idempotent).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import socket
@@ -62,11 +61,10 @@ import threading
 import time as _time
 import urllib.parse
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
-from functools import partial
 from types import TracebackType
-from typing import Any, NoReturn
+from typing import Any
 
 import psycopg
 import trio
@@ -75,17 +73,12 @@ from psycopg import pq
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from trio.testing import MockClock
 
-from .._errors import (
-    DedupKeyTaken,
-    NoSuchWorkflow,
-    PromiseAlreadyCompleted,
-    StoreError,
-    StoreLocked,
-)
+from .._errors import StoreError, StoreLocked
 from ..actors._values import Pid
-from . import _pg_schema, is_postgres_url
+from . import _pg_cluster, _pg_schema, is_postgres_url
 from ._converter import to_json
 from ._group_commit import CommitRequest, GroupCommit, Strategy
+from ._pg_write import PgWritePath, _dumps, _Handover, _Plan, _quote, _reason, _Stmt, _unwrap
 from ._records import (
     FINAL_STATUSES,
     InboxRecord,
@@ -101,8 +94,7 @@ from ._records import (
     WorkflowStatus,
     parse_status,
 )
-from ._store import Store
-from ._transaction import Op, Transaction, unix_seconds
+from ._transaction import Transaction, unix_seconds
 
 __all__ = ["PostgresStore"]
 
@@ -170,191 +162,8 @@ def _display_raw(url: str) -> str:
     return url
 
 
-def _reason(exc: BaseException) -> str:
-    """The useful line of a psycopg error (libpq repeats the server address)."""
-    text = str(exc).strip() or type(exc).__name__
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    for line in lines:
-        for marker in ("FATAL:", "ERROR:"):
-            if marker in line:
-                return line.split(marker, 1)[1].strip()
-    return "; ".join(lines)
-
-
-def _lock_key(schema: str) -> int:
-    """The advisory lock a node holds on its store (``schema`` in this database)."""
-    digest = hashlib.blake2b(f"garrison-node:{schema}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big", signed=True)
-
-
-def _quote(ident: str) -> str:
-    return '"' + ident.replace('"', '""') + '"'
-
-
-# ------------------------------------------------------------------ statements
-class _Stmt:
-    """One prepared statement: its name on the connection, its text, its arity."""
-
-    __slots__ = ("marked", "name", "nparams", "text")
-
-    def __init__(self, name: str, text: str, nparams: int, marked: _Stmt | None = None) -> None:
-        self.name = name.encode()
-        self.text = text
-        self.nparams = nparams
-        #: the same statement, also setting this writer's transaction number
-        self.marked = marked
-
-
-def _with_mark(text: str, n: int, s: str) -> str:
-    mark = (f"_mark AS (INSERT INTO {s}.writers (writer, batch, updated) "
-            f"VALUES (${n + 1}, ${n + 2}, ${n + 3}) ON CONFLICT (writer) DO UPDATE "
-            "SET batch = EXCLUDED.batch, updated = EXCLUDED.updated)")
-    if text.startswith("WITH "):
-        return f"WITH {mark}, {text[5:]}"
-    return f"WITH {mark} {text}"
-
-
-#: Op -> its statements, as (key, text with ``{s}`` for the schema, number of params)
-_OP_SQL: dict[str, tuple[str, int]] = {
-    "create_workflow": (
-        "INSERT INTO {s}.workflows (workflow_id, name, status, input, parent, run_id, "
-        "attempt, host, created, updated, search, memo, trace) VALUES "
-        "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) "
-        "ON CONFLICT (workflow_id) DO NOTHING", 13),
-    "attrs_read": (
-        "SELECT search, memo FROM {s}.workflows WHERE workflow_id = $1 FOR UPDATE", 1),
-    "attrs_write": (
-        "UPDATE {s}.workflows SET search = $2, memo = $3, updated = $4 "
-        "WHERE workflow_id = $1", 4),
-    "reset_journal": ("DELETE FROM {s}.journal WHERE workflow_id = $1", 1),
-    "reset_timers": ("DELETE FROM {s}.timers WHERE workflow_id = $1", 1),
-    "delete_inbox": ("DELETE FROM {s}.inbox WHERE workflow_id = $1", 1),
-    "delete_promises": ("DELETE FROM {s}.promises WHERE workflow_id = $1", 1),
-    "delete_state": ("DELETE FROM {s}.state WHERE workflow_id = $1", 1),
-    "delete_monitors": ("DELETE FROM {s}.monitors WHERE workflow_id = $1", 1),
-    "delete_workflow": ("DELETE FROM {s}.workflows WHERE workflow_id = $1", 1),
-    "truncate_journal": ("DELETE FROM {s}.journal WHERE workflow_id = $1 AND seq >= $2", 2),
-    "append_journal": (
-        "INSERT INTO {s}.journal (workflow_id, seq, kind, name, outcome, attempts, time) "
-        "VALUES ($1, $2, $3, $4, $5, $6, $7)", 7),
-    "deliver": (
-        "INSERT INTO {s}.inbox (workflow_id, msg_id, topic, payload, sender, kind, call_ref, "
-        "created, trace) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) "
-        "ON CONFLICT (msg_id) DO NOTHING RETURNING id", 9),
-    "consume": (
-        "WITH u AS (UPDATE {s}.inbox SET consumed_seq = $1 WHERE id = $2 AND workflow_id = $3 "
-        "AND consumed_seq IS NULL RETURNING 1) "
-        "SELECT {s}.expect(count(*) = 1, 'not_pending', $3) FROM u", 3),
-    "add_timer": (
-        "INSERT INTO {s}.timers (workflow_id, seq, deadline) VALUES ($1, $2, $3) "
-        "ON CONFLICT (workflow_id, seq) DO UPDATE SET deadline = EXCLUDED.deadline", 3),
-    "remove_timer": ("DELETE FROM {s}.timers WHERE workflow_id = $1 AND seq = $2", 2),
-    "create_promise": (
-        "INSERT INTO {s}.promises (workflow_id, name, status, created) "
-        "VALUES ($1, $2, 'pending', $3) ON CONFLICT (workflow_id, name) DO NOTHING", 3),
-    "complete_promise": ("SELECT {s}.complete_promise($1, $2, $3, $4, $5, $6)", 6),
-    "set_state": (
-        "INSERT INTO {s}.state (workflow_id, key, value, updated) VALUES ($1, $2, $3, $4) "
-        "ON CONFLICT (workflow_id, key) DO UPDATE SET value = EXCLUDED.value, "
-        "updated = EXCLUDED.updated", 4),
-    "add_monitor": (
-        "INSERT INTO {s}.monitors (workflow_id, watcher, created) VALUES ($1, $2, $3) "
-        "ON CONFLICT (workflow_id, watcher) DO NOTHING", 3),
-    "remove_monitor": ("DELETE FROM {s}.monitors WHERE workflow_id = $1 AND watcher = $2", 2),
-    "wakeup": (
-        "INSERT INTO {s}.wakeups (workflow_id, kind, created) VALUES ($1, 'tool', $2)", 2),
-    "schedule_wakeup": (
-        "INSERT INTO {s}.wakeups (workflow_id, kind, created) VALUES ($1, 'schedule', $2)", 2),
-    "enqueue": ("SELECT {s}.enqueue($1, $2, $3, $4, $5)", 5),
-    "dequeue": ("DELETE FROM {s}.queue WHERE workflow_id = $1", 1),
-    "delete_queue": ("DELETE FROM {s}.queue WHERE workflow_id = $1", 1),
-    "put_schedule": (
-        "INSERT INTO {s}.schedules (schedule_id, host, workflow, input, cron, every, timezone, "
-        "overlap, catchup_window, next_tick, source, created, updated) VALUES "
-        "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) "
-        "ON CONFLICT (schedule_id) DO UPDATE SET host = EXCLUDED.host, "
-        "workflow = EXCLUDED.workflow, input = EXCLUDED.input, cron = EXCLUDED.cron, "
-        "every = EXCLUDED.every, timezone = EXCLUDED.timezone, overlap = EXCLUDED.overlap, "
-        "catchup_window = EXCLUDED.catchup_window, next_tick = EXCLUDED.next_tick, "
-        "source = EXCLUDED.source, updated = EXCLUDED.updated", 13),
-    "delete_schedule": ("DELETE FROM {s}.schedules WHERE schedule_id = $1", 1),
-    "notify": ("SELECT pg_notify($1, '')", 1),
-    "mark": (
-        "INSERT INTO {s}.writers (writer, batch, updated) VALUES ($1, $2, $3) "
-        "ON CONFLICT (writer) DO UPDATE SET batch = EXCLUDED.batch, updated = EXCLUDED.updated",
-        3),
-}
-
-#: the columns ``update_workflow`` may set
-_UPDATABLE = frozenset({"status", "result", "error", "run_id", "attempt", "input",
-                        "cancel_requested"})
-#: the columns ``update_schedule`` may set
-_SCHEDULE_COLUMNS = frozenset({"paused", "next_tick", "last_tick", "last_workflow",
-                               "buffered_tick"})
-
-
-def _merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7396 (what SQLite's ``json_patch`` does): kept keys stay in place, new keys
-    are appended, ``null`` removes a key, objects merge recursively."""
-    if not isinstance(patch, dict):
-        return patch
-    out = dict(target) if isinstance(target, dict) else {}
-    for key, value in patch.items():
-        if value is None:
-            out.pop(key, None)
-        else:
-            out[key] = _merge_patch(out.get(key), value)
-    return out
-
-
-class _Call:
-    """One statement to send: the statement, its encoded params, and what its result
-    means (``None``, ``"created"``: a row was inserted, ``"id"``: the returned id)."""
-
-    __slots__ = ("op", "params", "result", "stmt")
-
-    def __init__(self, stmt: _Stmt, params: list[Any], op: int, result: str | None
-                 ) -> None:
-        self.stmt = stmt
-        self.params = params
-        self.op = op
-        self.result = result
-
-
-class _Plan:
-    """A transaction turned into statements (see ``PostgresStore._plan``)."""
-
-    __slots__ = ("calls", "error", "needs_read", "results", "tx")
-
-    def __init__(self, tx: Transaction) -> None:
-        self.tx = tx
-        self.calls: list[_Call] = []
-        #: ``set_attributes``: an explicit transaction with a read
-        self.needs_read = False
-        self.results: list[Any] | None = None
-        self.error: BaseException | None = None
-
-
-class _ConnectionLost(Exception):
-    """The writer's connection broke during a transaction (its outcome is unknown)."""
-
-
-class _Handover(Exception):
-    """A commit in the trio thread lost its connection: write it from a worker thread."""
-
-
-class _StatementFailed(Exception):
-    """A statement of a pipeline failed; ``.index`` says which (the server's error is
-    ``.error``, already mapped to garrison's exception where it is one of ours)."""
-
-    def __init__(self, index: int, error: BaseException) -> None:
-        super().__init__(str(error))
-        self.index = index
-        self.error = error
-
-
 # ------------------------------------------------------------------ the store
-class PostgresStore:
+class PostgresStore(PgWritePath):
     """The durable store on PostgreSQL (see the module docs for the write path).
 
     ``url`` is a libpq URL, ``"postgresql://user[:password]@host[:port]/dbname"``
@@ -411,6 +220,9 @@ class PostgresStore:
         self._closed = False
         self._failed: StoreError | None = None
         self._writer_id = uuid.uuid4().hex
+        self.fence_epoch: int | None = None
+        self.fence_idle_ms = 0
+        self.node_name: str | None = None
         #: the number of the last transaction the server confirmed
         self._acked = 0
         self._s = _quote(self.schema)
@@ -471,7 +283,8 @@ class PostgresStore:
         conn = self._connect("writes")
         try:
             if self._owner:
-                self._take_lock(conn)
+                if self.fence_epoch is not None:  # a cluster node's incarnation
+                    self._hold_epoch(conn, self.fence_epoch)
                 self.locked = True
             if first:
                 if not self._owner and _pg_schema.read_version(conn, self.schema) == 0:
@@ -494,464 +307,35 @@ class PostgresStore:
         self._prepared = set()
         return conn
 
-    def _take_lock(self, conn: psycopg.Connection[Any]) -> None:
-        """The store's advisory lock, or :class:`~garrison.StoreLocked`. A holder that is
-        a process of this machine that no longer exists (a node killed a moment ago,
-        whose server session has not ended yet) is waited for, a few seconds at most."""
-        deadline = _time.monotonic() + 5.0
-        while True:
-            got = conn.execute("SELECT pg_try_advisory_lock(%s)", (_lock_key(self.schema),)
-                               ).fetchone()
-            if got and got[0]:
-                return
-            held = self._lock_holder(conn)
-            if not _dead_local_holder(held) or _time.monotonic() > deadline:
-                raise StoreLocked(self.path or "", held=held)
-            _time.sleep(0.05)
+    def _hold_epoch(self, conn: psycopg.Connection[Any], epoch: int) -> None:
+        """Hold the advisory lock of cluster incarnation ``epoch`` on the writer's
+        connection: while it is held the node is alive (``_pg_cluster.py``)."""
+        got = conn.execute("SELECT pg_try_advisory_lock(%s, %s)",
+                           (_pg_cluster.epoch_lock_class(self.schema), epoch)).fetchone()
+        if not got or not got[0]:
+            raise StoreLocked(self.path or "", held=f"cluster incarnation {epoch}")
+        if self.fence_idle_ms:  # a transaction left open (a paused node) ends soon
+            conn.execute(f"SET idle_in_transaction_session_timeout = {int(self.fence_idle_ms)}")
 
-    def _lock_holder(self, conn: psycopg.Connection[Any]) -> str:
-        key = _lock_key(self.schema) & 0xFFFFFFFFFFFFFFFF
-        try:
-            row = conn.execute(
-                "SELECT a.application_name, host(a.client_addr), a.pid FROM pg_locks l "
-                "JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' "
-                "AND l.granted AND l.database = (SELECT oid FROM pg_database "
-                "WHERE datname = current_database()) AND l.classid = %s AND l.objid = %s "
-                "AND l.objsubid = 1", (key >> 32, key & 0xFFFFFFFF)).fetchone()
-        except psycopg.Error:
-            row = None
-        if row is None:
-            return "advisory lock of schema " + repr(self.schema)
-        app, addr, pid = row
-        return f"held by {app or 'a client'} from {addr or 'a local socket'}, server pid {pid}"
-
-    # -- statements ------------------------------------------------------------
-    def _stmt(self, key: str) -> _Stmt:
-        stmt = self._stmts.get(key)
-        if stmt is None:
-            text, n = _OP_SQL[key]
-            text = text.replace("{s}", self._s)
-            marked = _Stmt(f"gm_{key}", _with_mark(text, n, self._s), n + 3)
-            stmt = self._stmts[key] = _Stmt(f"g_{key}", text, n, marked)
-        return stmt
-
-    def _update_stmt(self, columns: tuple[str, ...]) -> _Stmt:
-        stmt = self._update_stmts.get(columns)
-        if stmt is None:
-            for column in columns:
-                if column not in _UPDATABLE:
-                    raise ValueError(f"update_workflow cannot set column {column!r}")
-            sets = "".join(f", {c} = ${i + 3}" for i, c in enumerate(columns))
-            text = (f"WITH u AS (UPDATE {self._s}.workflows SET updated = $2{sets} "
-                    "WHERE workflow_id = $1 RETURNING 1) "
-                    f"SELECT {self._s}.expect(count(*) = 1, 'no_such_workflow', $1) FROM u")
-            n = len(columns) + 2
-            name = "g_update_" + "_".join(columns)
-            marked = _Stmt("gm" + name[1:], _with_mark(text, n, self._s), n + 3)
-            stmt = self._update_stmts[columns] = _Stmt(name, text, n, marked)
-        return stmt
-
-    def _schedule_stmt(self, columns: tuple[str, ...], expect: bool) -> _Stmt:
-        """``UPDATE_SCHEDULE`` of these columns (with the compare-and-set on
-        ``next_tick`` when ``expect``); its result: one row updated."""
-        key = ("schedule", *columns, "expect" if expect else "")
-        stmt = self._update_stmts.get(key)
-        if stmt is None:
-            for column in columns:
-                if column not in _SCHEDULE_COLUMNS:
-                    raise ValueError(f"update_schedule cannot set column {column!r}")
-            sets = "".join(f", {c} = ${i + 3}" for i, c in enumerate(columns))
-            n = len(columns) + 2
-            text = f"UPDATE {self._s}.schedules SET updated = $2{sets} WHERE schedule_id = $1"
-            if expect:
-                n += 1
-                text += f" AND next_tick IS NOT DISTINCT FROM ${n}::double precision"
-            name = "g_sched_" + "_".join(key[1:]).strip("_")
-            marked = _Stmt("gm" + name[1:], _with_mark(text, n, self._s), n + 3)
-            stmt = self._update_stmts[key] = _Stmt(name, text, n, marked)
-        return stmt
-
-    # -- planning ----------------------------------------------------------------
-    def _plan(self, tx: Transaction) -> _Plan:
-        """The statements of ``tx`` (and, for a tool, its wakeups and notification);
-        ``ValueError`` for a value PostgreSQL cannot store (nothing is sent)."""
-        plan = _Plan(tx)
-        calls = plan.calls
-        stmt = self._stmt
-        for index, (op, params) in enumerate(tx.ops):
-            what = op.value
-            if op is Op.UPDATE_WORKFLOW:
-                wid, updated, sets = params
-                columns = tuple(c for c, _ in sets)
-                calls.append(_Call(self._update_stmt(columns),
-                                   _encode((wid, updated, *(v for _, v in sets)), what),
-                                   index, None))
-            elif op is Op.CREATE_WORKFLOW:
-                _check_search(params[10], params[0])
-                calls.append(_Call(stmt("create_workflow"), _encode(params, what), index,
-                                   "created"))
-            elif op is Op.DELIVER:
-                calls.append(_Call(stmt("deliver"), _encode(params, what), index, "id"))
-            elif op is Op.ENQUEUE:
-                calls.append(_Call(stmt("enqueue"), _encode(params, what), index, "id"))
-            elif op is Op.UPDATE_SCHEDULE:
-                sid, updated, sets, expect = params
-                calls.append(_Call(self._schedule_stmt(tuple(c for c, _ in sets), bool(expect)),
-                                   _encode((sid, updated, *(v for _, v in sets), *expect), what),
-                                   index, "created"))
-            elif op is Op.SET_ATTRIBUTES:
-                _check_search(params[1], params[0])
-                plan.needs_read = True
-                calls.append(_Call(stmt("attrs_read"), _encode(params[:1], what), index, None))
-            elif op is Op.RESET_RUN:
-                enc = _encode(params, what)
-                calls.append(_Call(stmt("reset_journal"), enc, index, None))
-                calls.append(_Call(stmt("reset_timers"), enc, index, None))
-            elif op is Op.DELETE_WORKFLOW:
-                enc = _encode(params, what)
-                for key in ("reset_journal", "delete_inbox", "reset_timers", "delete_promises",
-                            "delete_state", "delete_monitors", "delete_queue",
-                            "delete_workflow"):
-                    calls.append(_Call(stmt(key), enc, index, None))
-            else:
-                calls.append(_Call(stmt(what), _encode(params, what), index, None))
-        if not self._owner:
-            now = _time.time()
-            n = len(tx.ops)
-            for wid in dict.fromkeys(tx.workflow_ids):
-                if wid:  # "" marks an operation on a schedule
-                    calls.append(_Call(stmt("wakeup"), _encode((wid, now), "wakeup"), n, None))
-            for sid in dict.fromkeys(tx.schedule_ids):
-                calls.append(_Call(stmt("schedule_wakeup"), _encode((sid, now), "wakeup"), n,
-                                   None))
-            calls.append(_Call(stmt("notify"), [self._channel.encode()], n, None))
-        return plan
-
-    # -- writing: the connection level -----------------------------------------------
-    def _ensure_prepared(self, conn: psycopg.Connection[Any], stmts: Iterable[_Stmt]) -> None:
-        pg = conn.pgconn
-        for s in stmts:
-            if s.name not in self._prepared:
-                res = self._pq(conn, partial(pg.prepare, s.name, s.text.encode()))
-                if res.status not in _OK:
-                    raise _result_error(res)
-                self._prepared.add(s.name)
-
-    @staticmethod
-    def _pq(conn: psycopg.Connection[Any], fn: Callable[[], Any]) -> Any:
-        """A libpq call; a broken connection is :class:`_ConnectionLost`."""
-        try:
-            res = fn()
-        except psycopg.OperationalError as exc:
-            raise _ConnectionLost(_reason(exc)) from exc
-        if conn.pgconn.status == _BAD:
-            last = res[-1] if isinstance(res, list) and res else res  # a pipeline's results
-            message = (last.error_message.decode("utf-8", "replace")
-                       if last is not None and hasattr(last, "error_message") else "")
-            raise _ConnectionLost(_reason(Exception(message)) or "connection lost")
-        return res
-
-    def _send(self, conn: psycopg.Connection[Any], calls: list[_Call], mark: list[Any]
-              ) -> list[Any]:
-        """Run ``calls`` as ONE transaction (the first one also sets the writer's
-        number); returns their results. A failing statement raises
-        :class:`_StatementFailed` (nothing committed)."""
-        pg = conn.pgconn
-        first = calls[0].stmt.marked
-        assert first is not None
-        self._ensure_prepared(conn, [first, *(c.stmt for c in calls[1:])])
-        if len(calls) == 1:
-            res = self._pq(conn, partial(pg.exec_prepared, first.name,
-                                         calls[0].params + mark))
-            if res.status not in _OK:
-                raise _StatementFailed(0, _result_error(res))
-            return [res]
-
-        def pipeline() -> list[Any]:
-            pg.enter_pipeline_mode()
-            try:
-                pg.send_query_prepared(first.name, calls[0].params + mark)
-                for call in calls[1:]:
-                    pg.send_query_prepared(call.stmt.name, call.params)
-                pg.pipeline_sync()
-                while pg.flush():  # pragma: no cover - a blocking connection sends all
-                    pass
-                out: list[Any] = []
-                while True:
-                    res = pg.get_result()
-                    if res is None:
-                        if pg.status == _BAD:
-                            return out
-                        continue
-                    if res.status == pq.ExecStatus.PIPELINE_SYNC:
-                        return out
-                    out.append(res)
-            finally:
-                if pg.status != _BAD:
-                    pg.exit_pipeline_mode()
-
-        results = self._pq(conn, pipeline)
-        if len(results) != len(calls):  # pragma: no cover - the server broke the protocol
-            raise _ConnectionLost("incomplete pipeline results")
-        for index, res in enumerate(results):
-            if res.status not in _OK:
-                if res.status == pq.ExecStatus.PIPELINE_ABORTED:  # pragma: no cover
-                    continue
-                raise _StatementFailed(index, _result_error(res))
-        return results
-
-    def _exec(self, conn: psycopg.Connection[Any], query: bytes) -> None:
-        res = self._pq(conn, partial(conn.pgconn.exec_, query))
-        if res.status not in _OK:
-            raise _StatementFailed(-1, _result_error(res))
-
-    def _run_explicit(self, conn: psycopg.Connection[Any], plans: list[_Plan], n: int,
-                      isolate: bool) -> None:
-        """``BEGIN``, the writer's number, each plan (with a SAVEPOINT when
-        ``isolate``; a read round trip for ``set_attributes``), ``COMMIT``."""
-        mark = self._stmt("mark")
-        self._ensure_prepared(conn, [mark])
-        pg = conn.pgconn
-        try:
-            self._exec(conn, b"BEGIN")
-            res = self._pq(conn, partial(pg.exec_prepared, mark.name,
-                                         _encode((self._writer_id, n, _time.time()), "mark")))
-            if res.status not in _OK:
-                raise _StatementFailed(-1, _result_error(res))
-            for plan in plans:
-                plan.results = None
-                plan.error = None
-                if isolate:
-                    self._exec(conn, b"SAVEPOINT request")
-                try:
-                    plan.results = self._apply_explicit(conn, plan)
-                except _StatementFailed as failed:
-                    if not isolate:
-                        raise
-                    self._exec(conn, b"ROLLBACK TO SAVEPOINT request")
-                    plan.error = failed.error
-                if isolate:
-                    self._exec(conn, b"RELEASE SAVEPOINT request")
-            self._exec(conn, b"COMMIT")
-        except _StatementFailed:
-            self._exec(conn, b"ROLLBACK")
-            raise
-
-    def _apply_explicit(self, conn: psycopg.Connection[Any], plan: _Plan) -> list[Any]:
-        """One plan inside an open transaction, statement by statement."""
-        pg = conn.pgconn
-        results: list[Any] = [None] * len(plan.tx.ops)
-        self._ensure_prepared(conn, [c.stmt for c in plan.calls])
-        for call in plan.calls:
-            op, params = (plan.tx.ops[call.op] if call.op < len(plan.tx.ops)
-                          else (None, None))
-            res = self._pq(conn, partial(pg.exec_prepared, call.stmt.name, call.params))
-            if res.status not in _OK:
-                raise _StatementFailed(call.op, self._map_error(_result_error(res), plan,
-                                                                call.op))
-            if op is Op.SET_ATTRIBUTES:
-                assert params is not None
-                wid, search_json, memo_json, now = params
-                if res.ntuples != 1:
-                    raise _StatementFailed(call.op, NoSuchWorkflow(wid))
-                search = _merge_patch(json.loads(res.get_value(0, 0)), json.loads(search_json))
-                memo = _merge_patch(json.loads(res.get_value(0, 1)), json.loads(memo_json))
-                write = self._stmt("attrs_write")
-                self._ensure_prepared(conn, [write])
-                args = _encode((wid, _dumps(search), _dumps(memo), now), op.value)
-                res = self._pq(conn, partial(pg.exec_prepared, write.name, args))
-                if res.status not in _OK:
-                    raise _StatementFailed(call.op, _result_error(res))
-            elif call.result is not None:
-                results[call.op] = _result_of(call, res)
-        return results
-
-    def _results(self, plan: _Plan, calls_results: list[Any], offset: int = 0) -> list[Any]:
-        results: list[Any] = [None] * len(plan.tx.ops)
-        for i, call in enumerate(plan.calls):
-            if call.result is not None:
-                results[call.op] = _result_of(call, calls_results[offset + i])
-        return results
-
-    def _map_error(self, error: BaseException, plan: _Plan, index: int) -> BaseException:
-        """A server error as the exception SQLite's store raises for the same operation."""
-        if not isinstance(error, pg_errors.RaiseException):
-            if isinstance(error, pg_errors.UntranslatableCharacter):
-                return ValueError(f"cannot store: {_reason(error)} (PostgreSQL text and jsonb "
-                                  "cannot hold the NUL character)")
-            return error
-        message = (error.diag.message_primary or "").removeprefix("garrison:")
-        detail = error.diag.message_detail or ""
-        params = plan.tx.ops[index][1] if 0 <= index < len(plan.tx.ops) else ()
-        if message == "no_such_workflow":
-            return NoSuchWorkflow(detail)
-        if message == "not_pending":
-            _seq, inbox_id, workflow_id = params
-            return ValueError(
-                f"inbox row {inbox_id} is not a pending message of workflow {workflow_id!r}")
-        if message == "dedup_taken":
-            return DedupKeyTaken(str(params[3]), detail)
-        if message == "promise_completed":
-            workflow_id, name = params[0], params[1]
-            return PromiseAlreadyCompleted(
-                f"promise {name!r} of workflow {workflow_id!r} is already {detail}")
-        return error  # pragma: no cover - a check of a newer schema
-
-    def _run(self, conn: psycopg.Connection[Any], plans: list[_Plan], n: int) -> bool:
-        """Write ``plans`` as one transaction numbered ``n``: each gets its results or
-        its own error; True if the transaction committed (with the number ``n``).
-        :class:`_ConnectionLost` leaves the outcome to the caller."""
-        for plan in plans:  # (an earlier attempt's outcome does not count)
-            plan.results = plan.error = None
-        if len(plans) == 1 and not plans[0].needs_read:
-            plan = plans[0]
-            try:
-                out = self._send(conn, plan.calls, self._mark_params(n))
-            except _StatementFailed as failed:
-                index = plan.calls[failed.index].op
-                plan.error = self._map_error(failed.error, plan, index)
-                return False
-            plan.results = self._results(plan, out)
-            return True
-        if not any(p.needs_read for p in plans):
-            calls = [c for p in plans for c in p.calls]
-            try:
-                out = self._send(conn, calls, self._mark_params(n))
-            except _StatementFailed:
-                self._stats["failed_batches"] += 1
-            else:
-                offset = 0
-                for plan in plans:
-                    plan.error = None
-                    plan.results = self._results(plan, out, offset)
-                    offset += len(plan.calls)
-                return True
-        try:
-            self._run_explicit(conn, plans, n, isolate=True)
-        except _StatementFailed as failed:  # BEGIN/COMMIT themselves failed
-            for plan in plans:
-                plan.results = None
-                plan.error = failed.error
-            return False
-        return True
-
-    def _mark_params(self, n: int) -> list[Any]:
-        return [self._writer_id.encode(), str(n).encode(), repr(_time.time()).encode()]
-
-    # -- writing: retries -------------------------------------------------------------
-    def _commit_plans(self, plans: list[_Plan], *, handover: bool = False) -> None:
-        """Write ``plans`` as one transaction, reconnecting and retrying as the module
-        docs say; raises :class:`~garrison.StoreError` when the store gave up.
-
-        ``handover`` (a commit written in the trio thread): a lost connection raises
-        :class:`_Handover` instead of reconnecting here, so the node's thread does not
-        wait for the server; the caller writes the same plans again from a worker
-        thread (which settles whether they committed)."""
+    def set_fence(self, epoch: int | None, name: str | None, idle_ms: int = 0) -> None:
+        """Join the writer to cluster incarnation ``epoch`` (``None``: leave): from now
+        on every write for a workflow is fenced by it (see ``_pg_write.py``)."""
         with self._write_lock:
-            self._check_usable()
-            n = self._acked + 1
-            deadline: float | None = None
-            attempt = 0
-            while True:
-                conn = self._writer
+            conn = self._writer
+            old = self.fence_epoch
+            self.fence_idle_ms = idle_ms
+            if conn is not None and not conn.closed:
                 try:
-                    if conn is None or conn.closed:
-                        raise _ConnectionLost("not connected")
-                    committed = self._run(conn, plans, n)
-                except _ConnectionLost as lost:
-                    if handover:
-                        self._drop_writer()
-                        raise _Handover(str(lost)) from None
-                    if deadline is None:
-                        deadline = _time.monotonic() + self.retry_for
-                    found = self._reconnect_writer(deadline, str(lost))
-                    if found == n:  # it committed before the connection dropped
-                        for plan in plans:
-                            self._recover_results(plan)
-                        committed = True
-                    elif found == n - 1:
-                        attempt += 1
-                        continue  # it did not commit: send it again
-                    else:
-                        self._give_up(
-                            f"the server lost transactions it had confirmed (this store's "
-                            f"last confirmed transaction is {n - 1}, the server has "
-                            f"{found}): with synchronous='normal' a server crash loses its "
-                            "last few hundred milliseconds; restart the node to resume "
-                            "from what the store kept")
-                if committed:
-                    self._acked = n
-                    self._stats["transactions"] += 1
-                return
-
-    def _reconnect_writer(self, deadline: float, reason: str) -> int:
-        """Reconnect (with backoff until ``deadline``), take the lock again; the
-        writer's number as the server has it."""
-        self._drop_writer()
-        delay = 0.05
-        last = reason
-        while True:
-            if self._closed:
-                raise StoreError(self.path, "the store was closed")
-            try:
-                conn = self._connect_writer(first=False)
-            except StoreLocked as exc:
-                self._give_up(f"another node took the store while the connection was "
-                              f"down ({exc})")
-            except StoreError as exc:
-                last = str(exc)
-            else:
-                try:
-                    row = conn.execute(
-                        f"SELECT batch FROM {self._s}.writers WHERE writer = %s",
-                        (self._writer_id,)).fetchone()
+                    if old is not None:
+                        conn.execute("SELECT pg_advisory_unlock(%s, %s)",
+                                     (_pg_cluster.epoch_lock_class(self.schema), old))
+                    if epoch is not None:
+                        self._hold_epoch(conn, epoch)
                 except psycopg.Error as exc:
-                    conn.close()
-                    last = _reason(exc)
-                else:
-                    self._writer = conn
-                    return int(row[0]) if row is not None else 0
-            if _time.monotonic() + delay > deadline:
-                self._give_up(f"the connection was lost ({reason}) and could not be made "
-                              f"again within {self.retry_for:g}s: {last}")
-            _time.sleep(delay)
-            delay = min(delay * 2, 2.0)
-
-    def _drop_writer(self) -> None:
-        if self._writer is not None:
-            with contextlib.suppress(Exception):
-                self._writer.close()
-            self._writer = None
-        self.locked = False
-
-    def _recover_results(self, plan: _Plan) -> None:
-        """Results of a transaction that committed while its answer was lost: read back
-        (only ``create_workflow`` and ``deliver`` return something). A caller whose own
-        operations had failed before the COMMIT (a SAVEPOINT rolled them back) keeps
-        its error."""
-        if plan.error is not None:
-            return
-        results: list[Any] = [None] * len(plan.tx.ops)
-        for index, (op, params) in enumerate(plan.tx.ops):
-            if op is Op.CREATE_WORKFLOW:
-                rec = self.get_workflow(params[0])
-                results[index] = rec is not None and rec.run_id == params[5]
-            elif op is Op.DELIVER:
-                rows = self._query(
-                    f"SELECT id FROM {self._s}.inbox WHERE msg_id = %s AND workflow_id = %s "
-                    "AND created = %s", (params[1], params[0], params[7]))
-                results[index] = int(rows[0][0]) if rows else None
-        plan.results = results
-        plan.error = None
-
-    def _give_up(self, message: str) -> NoReturn:
-        self._failed = StoreError(self.path, message + "; this store writes nothing more")
-        raise self._failed
-
-    def _check_usable(self) -> None:
-        self._check_open()
-        if self._failed is not None:
-            raise self._failed
+                    raise StoreError(self.path, f"cannot join the cluster: {_reason(exc)}"
+                                     ) from None
+            self.fence_epoch = epoch
+            self.node_name = name
 
     # -- writing: the store API ------------------------------------------------------
     def transaction(self) -> Transaction:
@@ -1074,7 +458,13 @@ class PostgresStore:
 
     def take_wakeups(self) -> list[WakeupRecord]:
         """Remove and return the wakeups left by tools, oldest first."""
-        rows = self._query(f"DELETE FROM {self._s}.wakeups RETURNING id, workflow_id, kind")
+        if self.fence_epoch is not None:  # a cluster node: the wakeups of its workflows
+            rows = self._query(
+                f"DELETE FROM {self._s}.wakeups w USING {self._s}.workflows f "
+                "WHERE f.workflow_id = w.workflow_id AND f.owner_epoch = %s "
+                "RETURNING w.id, w.workflow_id, w.kind", (self.fence_epoch,))
+        else:
+            rows = self._query(f"DELETE FROM {self._s}.wakeups RETURNING id, workflow_id, kind")
         rows.sort()
         return [WakeupRecord(wid, kind) for _id, wid, kind in rows]
 
@@ -1446,68 +836,3 @@ class PostgresStore:
                 f"locked={self.locked}>")
 
 
-# ------------------------------------------------------------------ helpers
-def _dead_local_holder(held: str) -> bool:
-    """True if ``held`` (see ``_lock_holder``) names a garrison process of this machine
-    that has ended (``application_name`` is ``garrison ... <host>:<pid>``)."""
-    name = held.removeprefix("held by ").split(" from ", 1)[0]
-    host, _, pid = name.rpartition(" ")[2].rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit():
-        return False
-    return not os.path.exists(f"/proc/{pid}")
-
-
-def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"))
-
-
-def _check_search(search_json: str, workflow_id: str) -> None:
-    if "\\u0000" in search_json:
-        raise ValueError(f"the search attributes of {workflow_id!r} contain a NUL character "
-                         "(\\u0000), which PostgreSQL's jsonb cannot hold")
-
-
-def _encode(values: Sequence[Any], what: str) -> list[Any]:
-    """Parameters in PostgreSQL's text format (``None`` is NULL)."""
-    out: list[Any] = []
-    for value in values:
-        kind = type(value)
-        if value is None:
-            out.append(None)
-        elif kind is str:
-            if "\x00" in value:
-                raise ValueError(
-                    f"cannot store {value!r} ({what}): PostgreSQL text cannot hold the NUL "
-                    "character (\\x00)")
-            out.append(value.encode())
-        elif kind is float:
-            out.append(repr(value).encode())
-        elif kind is bool:
-            out.append(b"1" if value else b"0")
-        else:
-            out.append(str(int(value)).encode())
-    return out
-
-
-def _result_of(call: _Call, res: Any) -> Any:
-    if call.result == "created":
-        return res.command_tuples == 1
-    if call.result == "id":
-        return int(res.get_value(0, 0)) if res.ntuples else None
-    return None  # pragma: no cover
-
-
-def _result_error(res: Any) -> BaseException:
-    return pg_errors.error_from_result(res, encoding="utf-8")
-
-
-def _unwrap(plan: _Plan) -> list[Any]:
-    if plan.error is not None:
-        raise plan.error
-    assert plan.results is not None
-    return plan.results
-
-
-def _conforms(store: PostgresStore) -> Store:
-    """Static check (mypy): PostgresStore implements the Store protocol."""
-    return store

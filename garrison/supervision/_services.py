@@ -34,6 +34,8 @@ log = logging.getLogger("garrison.services")
 
 #: the registered name of the manager process
 MANAGER_NAME = "garrison.services"
+#: the request that applies the cluster's singleton assignment (not a service id)
+_SINGLETONS = "\x00singletons"
 
 
 class ServiceStatus(enum.StrEnum):
@@ -94,6 +96,9 @@ class ServiceManager:
         self._timers: trio.Nursery | None = None
         self._requests, self._request_box = trio.open_memory_channel[tuple[str, trio.Event]](
             float("inf"))
+        #: in a cluster, the singleton services this node holds (``None``: no cluster,
+        #: singletons are plain services)
+        self.held: set[str] | None = None
 
     # ------------------------------------------------------------------ queries
     def info(self) -> list[ServiceInfo]:
@@ -114,7 +119,7 @@ class ServiceManager:
         process.register(MANAGER_NAME)
         events = process.events()
         for svc in self.order:
-            if svc.entry.lifecycle.auto_start:
+            if svc.entry.lifecycle.auto_start and self._may_run(svc):
                 svc.wanted = True
         try:
             # the restart timers' nursery exists before the first start: a service
@@ -139,6 +144,35 @@ class ServiceManager:
                                 await self._on_exit(exited, ev)
         finally:
             self.started.set()  # start_services never waits for a manager that died
+
+    # ------------------------------------------------------------------ singletons
+    def _may_run(self, svc: _Service) -> bool:
+        """False for a singleton service another node of the cluster runs."""
+        return (not svc.entry.lifecycle.singleton or self.held is None
+                or svc.entry.id in self.held)
+
+    def set_singletons(self, held: set[str]) -> None:
+        """The cluster says which singleton services this node runs now: start those,
+        stop the others (from the node's side; applied by the manager)."""
+        self.held = set(held)
+        self._requests.send_nowait((_SINGLETONS, trio.Event()))
+
+    async def _apply_singletons(self) -> None:
+        for svc in self.order:
+            if not svc.entry.lifecycle.singleton:
+                continue
+            if self._may_run(svc):
+                if svc.entry.lifecycle.auto_start and not svc.wanted:
+                    log.info("%s: a singleton, runs on this node", svc.entry.id,
+                             extra={"service": svc.entry.id})
+                    svc.wanted = True
+            elif svc.wanted:
+                svc.wanted = False
+                svc.generation += 1  # a restart timer running out does nothing
+                log.info("%s: a singleton, runs on another node now", svc.entry.id,
+                         extra={"service": svc.entry.id})
+                await self._stop(svc, ServiceStatus.STOPPED)
+        await self._start_ready()
 
     # ------------------------------------------------------------------ starting
     def _deps_running(self, svc: _Service) -> bool:
@@ -296,12 +330,19 @@ class ServiceManager:
     async def _serve_requests(self) -> None:
         async for service_id, done in self._request_box:
             async with self._lock:
-                await self._start_requested(service_id)
+                if service_id == _SINGLETONS:
+                    await self._apply_singletons()
+                else:
+                    await self._start_requested(service_id)
             done.set()
 
     async def _start_requested(self, service_id: str) -> None:
         for sid in [*self._requirements(service_id), service_id]:
             svc = self.by_id[sid]
+            if not self._may_run(svc):
+                log.info("%s: a singleton another node runs; not started here", sid,
+                         extra={"service": sid})
+                continue
             svc.wanted = True
             if svc.status in (ServiceStatus.GAVE_UP, ServiceStatus.COMPLETED):
                 svc.status = ServiceStatus.STOPPED
@@ -319,11 +360,14 @@ class ServiceManager:
         return out
 
 
-async def start_services(node: NodeContext, config: Config) -> ServiceManager | None:
-    """Spawn the manager (when the config has services) and wait for the first start pass."""
+async def start_services(node: NodeContext, config: Config,
+                         singletons: set[str] | None = None) -> ServiceManager | None:
+    """Spawn the manager (when the config has services) and wait for the first start pass.
+    ``singletons``: in a cluster, the singleton services this node holds now."""
     if not config.services():
         return None
     manager = ServiceManager(node, config)
+    manager.held = None if singletons is None else set(singletons)
     node.services = manager  # entry ids resolve while the first services start
     await node.spawn_process(manager, (), host="processes", parent=None, link=None, monitor=None,
                       label=MANAGER_NAME)

@@ -33,6 +33,7 @@ from ..._errors import (
     StoreError,
     WorkflowCancelled,
     WorkflowFailed,
+    WorkflowMoved,
 )
 from ..._targets import import_target, target_name
 from ...actors._values import ErrorInfo, Event, EventKind, Message, Pid
@@ -101,6 +102,9 @@ class WorkflowHost:
         #: a store opened by a tool (``lock=False``): another node runs the workflows;
         #: this host only writes to the store (the owner picks the writes up) and reads it
         self.client = not store.owner
+        #: the cluster this host's store belongs to (``garrison/cluster/``), or ``None``:
+        #: which workflows run here (see ``_ownership.py``)
+        self.ownership: Any = None
         self.closing = False
         self.resumed = False
         self._nursery: trio.Nursery | None = None
@@ -340,6 +344,12 @@ class WorkflowHost:
         created = results[n]
         if self.client:
             return pid  # the node that holds the store's lock runs it
+        if created and self.ownership is not None and (
+                self.ownership.draining or not admitted):
+            # draining, or full here: it waits unowned and a node with room takes it
+            self.queue.unreserve(wid)
+            self.ownership.stopped(wid)
+            return pid
         if queued >= 0:
             self.queue.created(wid, results[queued], dedup)
         if not created:
@@ -456,6 +466,8 @@ class WorkflowHost:
         wf.result_json = result_json
         wf.error = error
         self.active.pop(wf.wid, None)
+        if self.ownership is not None and self.queue.limits.concurrency is not None:
+            self.ownership.poke()  # a slot is free: claim what waits
         self.finished[wf.wid] = (status, result_json, error, wf.name)
         if len(self.finished) > FINISHED_MEMORY:
             self.finished.pop(next(iter(self.finished)))
@@ -481,7 +493,9 @@ class WorkflowHost:
         Before this host resumed the store's workflows (a service sending while the node
         starts), an unfinished workflow of the store gets the message in its inbox: it
         reads it when it resumes."""
-        if self.client or (not self.resumed and pid.id not in self.active):
+        if self.client or (pid.id not in self.active and (
+                not self.resumed or self.ownership is not None)):
+            # not running here: into the inbox (in a cluster, its node is woken)
             record = self.store.get_workflow(pid.id)
             if record is None or WorkflowStatus(record.status).finished:
                 await trio.lowlevel.checkpoint()
@@ -643,7 +657,7 @@ class WorkflowHost:
     def request_cancel(self, wid: str) -> bool:
         """Flag the workflow cancelled; it sees ``WorkflowCancelled`` at its next durable
         operation (the flag is committed shortly, by the write-soon task)."""
-        if self.client:
+        if self.client or (self.ownership is not None and wid not in self.active):
             record = self.store.get_workflow(wid)
             if record is None or WorkflowStatus(record.status).finished:
                 return False
@@ -706,6 +720,11 @@ class WorkflowHost:
         return sum(1 for wf in self.active.values() if not wf.done.is_set()) - \
             len(self.queue.held)
 
+    def room(self) -> int | None:
+        """How many more workflows may run here now (``None``: no limit): what the
+        queue's concurrency limit leaves."""
+        return self.queue.room()
+
     async def shutdown(self) -> None:
         """Stop running workflows without journaling anything: they resume on the next
         node that opens the store.
@@ -753,6 +772,9 @@ class WorkflowHost:
         status: WorkflowStatus
         if wf is not None:
             await wf.done.wait()
+            if isinstance(wf.store_error, WorkflowMoved):
+                wf = None  # it runs on another node now: its end shows in the store
+        if wf is not None:
             if wf.status is WorkflowStatus.BLOCKED:
                 if wf.store_error is not None:
                     raise wf.store_error
@@ -773,7 +795,9 @@ class WorkflowHost:
                 refresh(self, wid)  # a tool created it; its wakeup is not here yet
                 if wid in self.active:
                     return await self.result(wid, hint)
-            while self.client and not status.finished:
+            while (self.client or (self.ownership is not None
+                                   and status is not WorkflowStatus.BLOCKED)
+                   ) and not status.finished:
                 await trio.sleep(0.02)  # another node runs it: watch the store
                 record = self.store.get_workflow(wid)
                 assert record is not None

@@ -19,7 +19,7 @@ import trio
 
 from ... import _observe
 from ..._context import set_workflow
-from ..._errors import NonDeterminismError, StoreError, WorkflowCancelled
+from ..._errors import NonDeterminismError, StoreError, WorkflowCancelled, WorkflowMoved
 from ..._targets import import_target
 from ...actors._runtime import Runtime, set_runtime
 from ...actors._values import ErrorInfo
@@ -120,8 +120,14 @@ class WorkflowInstance(Waits, Activities, Interop):
     def _stop_on_store_error(self, exc: StoreError) -> None:
         """The store refused this workflow's writes for good: it stops here (in memory
         ``blocked``, nothing recorded as its outcome) and resumes from its journal on the
-        next node that opens a working store."""
+        next node that opens a working store. A workflow that moved to another node of
+        a cluster (:class:`~garrison.WorkflowMoved`) just leaves this one."""
         self.store_error = exc
+        if isinstance(exc, WorkflowMoved):
+            self.done.set()
+            if self.host.ownership is not None:
+                self.host.ownership.moved(self, exc)
+            return
         log.error("workflow %s stopped: its store failed: %s; it resumes from its journal "
                   "on the next node", self.wid, exc,
                   extra={"workflow_id": self.wid, "run_id": self.run_id, "pid": self.pid})

@@ -18,7 +18,7 @@ from ... import _observe
 from ..._errors import ProcessError
 from ...actors._mailbox import timeout_seconds
 from ...actors._values import ErrorInfo, Event, EventKind, Message, Pid
-from ...persistence import RawJson, Transaction, to_json
+from ...persistence import RawJson, Transaction, WorkflowStatus, to_json
 from .._kernel import noproc
 from ._codec import PLAIN, json_round_trip
 from ._core import WorkflowCore
@@ -136,6 +136,17 @@ class Interop(WorkflowCore):
         target = self.host.active.get(pid.id) if pid.host == self.host.name else None
         other = self.node.hosts.get(pid.host)
         trace = _observe.carrier() if _observe.tracing else None
+        if target is None and other is self.host and self.host.ownership is not None:
+            # in a cluster: a workflow another node runs gets it in the same transaction
+            # (its node is woken by the store)
+            record = self.host.store.get_workflow(pid.id)
+            if record is not None and not WorkflowStatus(record.status).finished:
+                tx.deliver(pid.id, topic, RawJson(text), msg_id=msg_id, sender=self.pid,
+                           trace=trace)
+                await self._commit(tx)
+                self.node.stats_messages += 1
+                await self._yield()
+                return
         if target is not None:
             plain = payload if type(payload) in PLAIN and type(payload) is not float \
                 else _loads(text)
@@ -272,8 +283,8 @@ class Interop(WorkflowCore):
         else:
             await self._yield()
 
-    def register(self, name: str) -> None:
-        self.node.register(name, self.pid)
+    def register(self, name: str, scope: str = "node") -> None:
+        self.node.register(name, self.pid, scope)
         self.host.names.setdefault(self.wid, set()).add(name)
 
     def unregister(self, name: str) -> None:

@@ -134,6 +134,12 @@ class WorkflowQueue:
         self._refill()
         return self._slot_free() and self._tokens >= 1
 
+    def room(self) -> int | None:
+        """How many more of the host's workflows may run here now (``None``: no
+        concurrency limit); in a cluster a node claims no more than this."""
+        limit = self.limits.concurrency
+        return None if limit is None else max(0, limit - len(self.running))
+
     def admit(self, wid: str) -> bool:
         """A new workflow: True if it may run now (its slot is reserved and a start
         taken from the rate); False if it must wait (nobody waits before it and the
@@ -266,9 +272,12 @@ class WorkflowQueue:
             self.host.exited(wf)
 
     def finishing(self, tx: Transaction, wf: WorkflowInstance) -> None:
-        """``wf`` ends: its queue row goes with the transaction that records the end."""
+        """``wf`` ends: its queue row, if it has one, goes with the transaction that
+        records the end. Always asked of the store: a row this node does not know of
+        (another node of a cluster, or a tool, queued the workflow) must not outlive
+        it and hold its dedup key."""
+        tx.dequeue(wf.wid)
         if wf.wid in self.rows:
-            tx.dequeue(wf.wid)
             self.rows.discard(wf.wid)
             for key in [k for k, v in self.dedup.items() if v == wf.wid]:
                 del self.dedup[key]

@@ -80,7 +80,10 @@ async def resume_all(host: WorkflowHost, nursery: trio.Nursery) -> None:
     queued: list[WorkflowRecord] = []
     paused = _pause_gc()
     try:
-        for record in host.store.unfinished_workflows():
+        ownership = host.ownership
+        records = (ownership.first_claim() if ownership is not None
+                   else host.store.unfinished_workflows())
+        for record in records:
             if record.workflow_id in host.active or host.starting(record.workflow_id):
                 continue  # started (or refreshed) meanwhile
             try:
@@ -168,6 +171,9 @@ def refresh(host: WorkflowHost, wid: str, *, starting: bool = False) -> None:
     if record is None:
         return
     wf = host.active.get(wid)
+    if wf is None and host.ownership is not None and not host.ownership.owns(wid):
+        host.ownership.poke()  # in a cluster a workflow runs where it was claimed
+        return
     inbox = host.store.pending_messages(wid)
     requests = [r for r in inbox if r.kind == CONTROL]
     if requests:

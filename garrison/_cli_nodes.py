@@ -1,0 +1,86 @@
+"""``garrison nodes --store URL [list | drain NAME]``: the nodes of a cluster.
+
+``list`` (the default) prints the live nodes of the PostgreSQL store's cluster: name,
+status (``active`` / ``draining``), started, last heartbeat (the server's clock) and
+how many unfinished workflows each runs. ``drain NAME`` marks that node draining: it
+takes no new work, hands its workflows to the others at their next durable point (at
+once for those that wait) without waiting out its lease, and a ``garrison run`` node
+exits once it has none.
+
+Exit codes: 0 done; 1 no live node of that name; 2 a store that cannot be used (or
+one that is not PostgreSQL: a SQLite store has one node and no cluster).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import sys
+import time
+from typing import Any
+
+from . import _store_tools as tools
+from ._store_tools import ToolError, when
+
+
+def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    """Register the ``nodes`` sub-command on the main parser."""
+    p = sub.add_parser("nodes", parents=[common], help="list or drain the nodes of a cluster",
+                       description="The live nodes of a PostgreSQL store's cluster; "
+                                   "'drain NAME' hands that node's workflows to the others.")
+    p.add_argument("--store", required=True, help="the store: a postgresql://user@host:port/db "
+                   "URL")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    cmds = p.add_subparsers(dest="nodes_command")
+    cmds.add_parser("list", help="the live nodes (the default)")
+    drain = cmds.add_parser("drain", help="hand a node's workflows to the other nodes; it "
+                            "takes no new work and a garrison run node exits when empty")
+    drain.add_argument("name")
+    p.set_defaults(func=cmd_nodes)
+
+
+def cmd_nodes(args: argparse.Namespace) -> int:
+    try:
+        store = tools.open_store(args.store)
+    except ToolError as exc:
+        print(f"garrison nodes: {exc}", file=sys.stderr)
+        return exc.code
+    try:
+        if not hasattr(store, "set_fence"):
+            print(f"garrison nodes: {args.store!r} is a SQLite store: it has one node and no "
+                  "cluster (clusters need a postgresql:// store)", file=sys.stderr)
+            return 2
+        from .persistence._pg_cluster import PgCluster
+
+        cluster = PgCluster(store)
+        if args.nodes_command == "drain":
+            try:
+                changed = cluster.set_status("draining", name=args.name)
+            finally:
+                cluster.close()
+            if not changed:
+                print(f"garrison nodes: no live node named {args.name!r}", file=sys.stderr)
+                return 1
+            print(f"draining {args.name}")
+            return 0
+        nodes = cluster.nodes()
+        now = time.time()
+        if args.json:
+            print(json.dumps([{"name": n.name, "status": n.status, "started": _iso(n.started),
+                               "heartbeat": _iso(n.heartbeat), "workflows": n.workflows,
+                               "epoch": n.epoch, **n.info} for n in nodes]))
+            return 0
+        rows = [("NAME", "STATUS", "STARTED", "HEARTBEAT", "WORKFLOWS")]
+        rows += [(n.name, n.status, _iso(n.started), f"{max(now - n.heartbeat, 0):.1f}s ago",
+                  str(n.workflows)) for n in nodes]
+        widths = [max(len(r[i]) for r in rows) for i in range(5)]
+        for r in rows:
+            print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+        return 0
+    finally:
+        store.close()
+
+
+def _iso(seconds: float) -> str:
+    return when(_dt.datetime.fromtimestamp(seconds, _dt.UTC))

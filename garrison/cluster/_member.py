@@ -1,0 +1,396 @@
+"""A node's membership in a cluster: its lease, the workflows it claims and hands on.
+
+One :class:`ClusterMember` per workflow host whose store is a PostgreSQL store. Its
+work is split in two:
+
+- the **membership thread** (real time, its own connection, ``_pg_cluster.py``): every
+  ``lease / 3``, and at once when the cluster channel is notified (a node left or
+  drains, a tool created a workflow, a workflow was released), it renews the lease,
+  marks the nodes whose lease lapsed ``lost``, releases what this node handed over,
+  and claims its fair share of orphaned workflows. A thread, not a trio task, so that a
+  busy or virtual-time (``MockClock``) trio loop neither loses the lease nor spins;
+- the **trio side** (:meth:`run`): runs the claimed workflows, stops every workflow at
+  once when the lease lapsed (then lets the thread join again under a new epoch), hands
+  workflows over when the node drains, and tells the node who was lost.
+
+The thread posts to trio with ``TrioToken.run_sync_soon`` (never blocks); trio pokes
+the thread through a pipe.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+import trio
+
+from .._errors import StoreError, WorkflowMoved
+from ..hosts.workflow._ownership import adopt, hand_over, moved
+from ..persistence._pg_cluster import ClusterNode, PgCluster
+
+__all__ = ["ClusterMember"]
+
+log = logging.getLogger("garrison.cluster")
+
+
+class ClusterMember:
+    """The cluster side of one workflow host (see the module docs)."""
+
+    def __init__(self, host: Any, name: str, lease: float,
+                 on_lost: Callable[[list[tuple[int, str]]], None] | None = None) -> None:
+        self.host = host
+        self.store = host.store
+        self.name = name
+        self.lease = lease
+        self.interval = lease / 3
+        self.pg = PgCluster(self.store, name, lease)
+        self.draining = False
+        #: set once a draining node has handed over every workflow
+        self.drained = trio.Event()
+        self.on_lost = on_lost
+        self._events: deque[tuple[str, Any]] = deque()
+        self._ready = trio.Event()
+        self._stop = threading.Event()
+        self._rejoin = threading.Event()
+        self._releases: list[str] = []
+        self._lock = threading.Lock()
+        self._wake_r, self._wake_w = os.pipe()
+        self._thread: threading.Thread | None = None
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._last_renew = 0.0
+        self._first: list[Any] = []
+        #: claimed by the thread, not yet running (the trio side adopts them)
+        self._in_flight = 0
+        self._releasing = False
+        #: when (this clock) the next other node's lease lapses unless it renews
+        self._expiry = float("inf")
+        #: the config's singleton services (ids), and who to tell which this node holds
+        self.singletons: list[str] = []
+        self.on_singletons: Callable[[set[str]], None] | None = None
+        self._held: set[str] = set()
+        #: other nodes' messages for this node's processes, and who acts on them
+        self.on_remote: Callable[[list[str]], None] | None = None
+        #: a node that was live is gone (lost or left): ``(name, pid prefix)``
+        self.on_gone: Callable[[str, str | None], None] | None = None
+        #: what other nodes need to know of this one (its process pids' prefix)
+        self.info: dict[str, Any] = {}
+        self._live: dict[int, dict[str, Any]] = {}
+
+    @property
+    def epoch(self) -> int | None:
+        return self.pg.epoch
+
+    # ------------------------------------------------------------ joining
+    def join(self) -> None:
+        """Join the cluster (at node start): a fresh epoch held by the store's writer,
+        this node's row. ``StoreLocked`` if a live node has this name."""
+        epoch = self.pg.new_epoch()
+        self.store.set_fence(epoch, self.name, idle_ms=int(max(self.lease / 2, 0.5) * 1000))
+        try:
+            self.pg.join(epoch, self.info)
+        except BaseException:
+            self.store.set_fence(None, None)
+            self.pg.close()
+            raise
+        self._last_renew = time.monotonic()
+        if self._thread is None:  # at start: what the node resumes (claimed now, before
+            self.pg.mark_lost()   # the thread shares nothing of this connection)
+            self._first = self.pg.claim(self._limit())
+        log.info("node %s joined the cluster (epoch %d, lease %gs)", self.name, epoch,
+                 self.lease)
+
+    def _limit(self) -> int:
+        """How many workflows to claim now: this node's fair share, within the room its
+        host has (``max_concurrent``)."""
+        share = self.pg.fair_share()
+        room = self.host.room()
+        if room is None:
+            return share
+        with self._lock:  # claimed already, not running yet
+            room -= self._in_flight
+        return max(0, min(share, room))
+
+    def first_claim(self) -> list[Any]:
+        """The workflows this node resumes at start: orphans, up to its fair share
+        (claimed when it joined)."""
+        first, self._first = self._first, []
+        return first
+
+    def nodes(self) -> list[ClusterNode]:
+        """The live nodes of the cluster."""
+        return self.pg.nodes()
+
+    # ------------------------------------------------------------ host hooks
+    def stopped(self, wid: str) -> None:
+        """A workflow stopped here without ending (handed over, or moved): if this node
+        still owns it, release it so that another claims it at once."""
+        with self._lock:
+            self._releases.append(wid)
+        self.poke()
+        if self.draining:
+            self._ready.set()
+
+    def owns(self, wid: str) -> bool:
+        """True if this node's incarnation owns the workflow ``wid`` (in the store)."""
+        return self.pg.owner_of(wid) == self.pg.epoch
+
+    def moved(self, wf: Any, exc: WorkflowMoved) -> None:
+        """The instance ``wf`` stopped because of ``exc`` (see ``_ownership.moved``)."""
+        moved(self.host, wf, exc)
+
+    def poke(self) -> None:
+        """Make the membership thread run a round now."""
+        try:
+            os.write(self._wake_w, b"x")
+        except OSError:  # pragma: no cover - closed, or the pipe is full (a round is due)
+            pass
+
+    # ------------------------------------------------------------ trio side
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+                  ) -> None:
+        """Serve until cancelled: start the membership thread, act on what it finds."""
+        self._token = trio.lowlevel.current_trio_token()
+        self._thread = threading.Thread(target=self._thread_main, name=f"garrison-cluster-"
+                                        f"{self.name}", daemon=True)
+        self._thread.start()
+        task_status.started()
+        try:
+            while True:
+                await self._ready.wait()
+                self._ready = trio.Event()
+                while self._events:
+                    kind, data = self._events.popleft()
+                    if kind == "claimed":
+                        if self.draining:  # claimed as the drain began: hand them on
+                            for record in data:
+                                self.stopped(record.workflow_id)
+                        else:
+                            adopt(self.host, data)
+                        with self._lock:  # (after they count in the host's active)
+                            self._in_flight -= len(data)
+                    elif kind == "lapsed":
+                        await self._lapsed()
+                    elif kind == "drain":
+                        self.drain()
+                    elif kind == "lost" and self.on_lost is not None:
+                        self.on_lost(data)
+                    elif kind == "singletons" and self.on_singletons is not None:
+                        self.on_singletons(data)
+                    elif kind == "remote" and self.on_remote is not None:
+                        self.on_remote(data)
+                    elif kind == "released":
+                        self.drained.set()
+                    elif kind == "gone" and self.on_gone is not None:
+                        for name, prefix in data:
+                            self.on_gone(name, prefix)
+                if (self.draining and not self.host.active and not self._releasing
+                        and not self.drained.is_set()):
+                    self._releasing = True  # drained once the store says so
+                    with self._lock:
+                        self._releases.append("*")
+                    self.poke()
+        finally:
+            self._stop.set()
+            self.poke()
+
+    def _post(self, kind: str, data: Any = None) -> None:
+        """From the thread: hand an event to the trio side (never blocks)."""
+        token = self._token
+        if token is None:
+            return
+
+        def deliver() -> None:
+            self._events.append((kind, data))
+            self._ready.set()
+
+        try:
+            token.run_sync_soon(deliver)
+        except trio.RunFinishedError:
+            self._stop.set()
+
+    async def _lapsed(self) -> None:
+        """The lease lapsed: every workflow here stops at once (their writes are refused
+        anyway); once they are gone, the thread joins again under a new epoch."""
+        host = self.host
+        exc = WorkflowMoved(self.store.path, None, f"node {self.name}'s lease lapsed (it was "
+                            "cut off from the store): its workflows run on other nodes")
+        if self.on_singletons is not None:
+            self.on_singletons(set())  # another node runs them now
+        running = [wf for wf in host.active.values() if not wf.done.is_set()]
+        log.warning("node %s lost its lease: stopping its %d workflows", self.name,
+                    len(running))
+        for wf in running:
+            hand_over(host, wf, exc, now=True)
+        with trio.move_on_after(max(self.lease, 1.0)):
+            for wf in running:
+                await wf.exited.wait()
+        for wf in running:  # whatever did not stop in time is no longer ours anyway
+            if host.active.get(wf.wid) is wf:
+                del host.active[wf.wid]
+        self._rejoin.set()
+
+    def drain(self) -> None:
+        """Take no new work; hand every workflow over at its next durable point (at once
+        for one that waits). ``drained`` is set once none is left."""
+        if self.draining:
+            return
+        self.draining = True
+        host = self.host
+        log.info("node %s drains: handing over its %d workflows", self.name, len(host.active))
+        exc = WorkflowMoved(self.store.path, None, f"node {self.name} drains: the workflow "
+                            "moves to another node")
+        for wf in list(host.active.values()):
+            hand_over(host, wf, exc, now=False)
+        self._ready.set()
+
+    def request_drain(self) -> None:
+        """Mark this node draining in the store (the thread notices at once)."""
+        with self._lock:
+            self._releases.append("!drain")
+        self.poke()
+
+    def leave(self) -> None:
+        """The node closes (its workflows stopped): release them, mark the row
+        ``left``, stop the thread. Synchronous; never raises."""
+        self._stop.set()
+        self.poke()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        try:
+            if self.pg.epoch is not None:
+                self.pg.release_singletons()
+                self.pg.release(None)
+                self.pg.set_status("left")
+        except (psycopg.Error, StoreError) as exc:
+            log.warning("node %s could not leave the cluster cleanly: %s (its workflows "
+                        "move when its lease lapses)", self.name, exc)
+        finally:
+            self.pg.close()
+            for fd in (self._wake_r, self._wake_w):
+                try:
+                    os.close(fd)
+                except OSError:  # pragma: no cover
+                    pass
+
+    # ------------------------------------------------------------ the thread
+    def _thread_main(self) -> None:
+        rounds = 0
+        due = True
+        inbox: list[str] = []
+        try:
+            self.pg.listen(self.pg.node_channel(self.name))
+        except (psycopg.Error, StoreError) as exc:
+            log.warning("node %s: cannot listen for other nodes' messages: %s", self.name, exc)
+        while not self._stop.is_set():
+            if due or time.monotonic() - self._last_renew >= self.interval:
+                try:
+                    self._round(rounds)
+                    rounds += 1
+                    due = False
+                except (psycopg.Error, StoreError, OSError) as exc:
+                    log.warning("node %s: cluster round failed: %s", self.name, exc)
+                    self.pg.close()
+                    if self._stop.wait(min(self.interval, 1.0)):
+                        return
+                    continue
+            now = time.monotonic()
+            # awake when the next renewal is due, or just after another node's lease
+            # would lapse (so a lost node is taken over at once, not up to lease/3 later)
+            wait = min(self.interval - (now - self._last_renew), self._expiry - now + 0.02)
+            try:
+                due = self.pg.wait(wait, self._wake_r, inbox)
+            except (psycopg.Error, OSError):
+                self.pg.close()
+                due = True
+            if time.monotonic() >= self._expiry:
+                due = True
+                self._expiry = float("inf")
+            if inbox:  # messages of other nodes: handed on at once, in order
+                self._post("remote", self._bodies(inbox))
+                inbox = []
+
+    def _bodies(self, notes: list[str]) -> list[str]:
+        out = []
+        for text in notes:
+            if text.startswith('{"k": "ref"'):  # a long one waits in the messages table
+                try:
+                    body = self.pg.take_message(int(json.loads(text)["id"]))
+                except (psycopg.Error, StoreError, ValueError, KeyError) as exc:
+                    log.warning("node %s: a long message was lost: %s", self.name, exc)
+                    continue
+                if body is not None:
+                    out.append(body)
+            else:
+                out.append(text)
+        return out
+
+    def _round(self, rounds: int) -> None:
+        pg = self.pg
+        now = time.monotonic()
+        if now - self._last_renew >= self.interval / 2 or rounds == 0:
+            status = pg.renew(self.host.room())
+            if status is None:
+                self._post("lapsed")
+                while not self._rejoin.wait(0.1):
+                    if self._stop.is_set():
+                        return
+                self._rejoin.clear()
+                with self._lock:
+                    self._releases.clear()
+                self._held = set()
+                self.join()
+                return
+            self._last_renew = now
+            if status == "draining" and not self.draining:
+                self._post("drain")
+        with self._lock:
+            releases, self._releases = self._releases, []
+        if "!drain" in releases:
+            pg.set_status("draining")
+            self._post("drain")
+        if self.draining and self._held:
+            pg.release_singletons()
+            self._held = set()
+            self._post("singletons", set())
+        ids = [w for w in releases if w not in ("*", "!drain")]
+        if ids:
+            pg.release(ids)
+        if "*" in releases:
+            pg.release(None)
+            self._post("released")
+        lost = pg.mark_lost()
+        if lost:
+            log.warning("node %s: nodes lost (lease lapsed): %s", self.name,
+                        ", ".join(n for _e, n in lost))
+            self._post("lost", lost)
+        live = pg.live_epochs()
+        lefts = [info["left"] for epoch, info in live.items() if epoch != pg.epoch]
+        soonest = min(lefts) if lefts else float("inf")
+        if soonest <= 0:  # lapsed, not marked yet (a write of it in flight): soon again
+            soonest = self.interval / 4
+        self._expiry = time.monotonic() + soonest
+        gone = [(info.get("name"), info.get("prefix")) for epoch, info in self._live.items()
+                if epoch not in live and epoch != pg.epoch]
+        self._live = live
+        if gone:
+            self._post("gone", gone)
+        if not self.draining and not self._stop.is_set():
+            claimed = pg.claim(self._limit())
+            if claimed:
+                with self._lock:
+                    self._in_flight += len(claimed)
+                self._post("claimed", claimed)
+        if self.singletons and not self.draining and not self._stop.is_set():
+            held = pg.claim_singletons(self.singletons)
+            if held != self._held:
+                self._held = held
+                self._post("singletons", held)
+        if rounds % 20 == 19:
+            pg.cleanup_wakeups()

@@ -1,0 +1,101 @@
+"""What a cluster does to a workflow host: running workflows it claimed, stopping
+workflows that moved to another node (or are handed over), without journaling.
+
+The host knows its cluster only as ``host.ownership`` (``None`` off a cluster), an
+object with ``first_claim()``, ``draining``, ``stopped(wid)`` and ``poke()`` (see
+``garrison/cluster/``). The store fences every write (``_pg_write.py``); this module
+keeps memory in line with it:
+
+- :func:`adopt`: load claimed workflows and run them by replay (marked ``running``);
+- :func:`hand_over`: stop a workflow here without recording anything: at once (its
+  lease lapsed, or it waits for something) or at its next durable operation (a drain:
+  what it was doing is recorded first);
+- :func:`moved`: the instance stopped because of :class:`~garrison.WorkflowMoved`: it
+  leaves ``active``, waiters read its outcome from the store, and the cluster releases
+  it if this node still owns it.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from ..._errors import WorkflowMoved
+from ...persistence import Transaction, WorkflowRecord, WorkflowStatus
+from ._recovery import load
+
+if TYPE_CHECKING:
+    from ._host import WorkflowHost
+    from ._instance import WorkflowInstance
+
+__all__ = ["adopt", "hand_over", "moved", "parked"]
+
+log = logging.getLogger("garrison.cluster")
+
+
+def adopt(host: WorkflowHost, records: list[WorkflowRecord]) -> list[str]:
+    """Run the claimed workflows ``records`` on ``host``; the ids started."""
+    started: list[str] = []
+    resumed = Transaction()
+    waiting: dict[str, tuple[WorkflowRecord, WorkflowInstance]] = {}
+    for record in records:
+        wid = record.workflow_id
+        if wid in host.active or host.closing:
+            continue
+        try:
+            wf = load(host, record)
+        except Exception as exc:  # pragma: no cover - a broken row
+            log.error("cannot resume workflow %s: %s", wid, exc, extra={"workflow_id": wid})
+            continue
+        if record.status == WorkflowStatus.PENDING:  # it waits in this node's queue
+            waiting[wid] = (record, wf)
+            started.append(wid)
+            continue
+        if record.status != WorkflowStatus.RUNNING:
+            resumed.update_workflow(wid, status=WorkflowStatus.RUNNING, time=host.clock.now())
+        host.run_instance(wf)
+        if wf.cancel_requested:
+            host.cancel_children(wf)
+        started.append(wid)
+    if waiting:  # in queue order (priority, start order), as after a restart
+        host.queue.restore([r for r, _ in waiting.values()],
+                           lambda record: waiting[record.workflow_id][1])
+    if resumed:
+        try:
+            host.write_soon(resumed)
+        except Exception as exc:  # only a status: each workflow's next commit fixes it
+            log.warning("could not mark claimed workflows running: %s", exc)
+    return started
+
+
+def parked(wf: WorkflowInstance) -> bool:
+    """True if ``wf`` waits for something (a message, timer, promise): everything it
+    did is recorded, it can move at once."""
+    return wf.status in (WorkflowStatus.WAITING, WorkflowStatus.SLEEPING)
+
+
+def hand_over(host: WorkflowHost, wf: WorkflowInstance, exc: WorkflowMoved, *,
+              now: bool) -> None:
+    """Stop ``wf`` on this node without recording anything: ``now`` cancels it where it
+    is; otherwise it stops at its next durable operation (after recording the one in
+    flight)."""
+    if wf.done.is_set():
+        return
+    if wf.store_error is None:
+        wf.store_error = exc
+    if (now or parked(wf)) and wf.scope is not None:
+        wf.scope.cancel()
+    wf.wake()
+
+
+def moved(host: WorkflowHost, wf: WorkflowInstance, exc: WorkflowMoved) -> None:
+    """``wf`` stopped here because it runs elsewhere now (or was handed over)."""
+    if host.active.get(wf.wid) is wf:
+        del host.active[wf.wid]
+    for name in host.names.pop(wf.wid, ()):
+        host.node.unregister(name, wf.pid)
+    ownership: Any = host.ownership
+    if ownership is not None:
+        ownership.stopped(wf.wid)
+    log.info("workflow %s left this node: %s", wf.wid, exc,
+             extra={"workflow_id": wf.wid, "run_id": wf.run_id, "pid": wf.pid})

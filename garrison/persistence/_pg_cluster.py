@@ -1,0 +1,421 @@
+"""A cluster on the PostgreSQL store: membership, leases, ownership of workflows.
+
+The database is the coordinator (no consensus of our own). Tables (schema v2,
+``_pg_schema.py``): ``nodes`` (one row per node incarnation, ``epoch`` from a
+sequence) and ``workflows.owner_epoch``/``owner``. Every time is the SERVER's clock
+(``now_s()``), never a node's.
+
+- **Join**: a fresh epoch; the node's writer connection holds the advisory lock
+  ``(epoch_lock_class(schema), epoch)`` for as long as the node lives (a killed node's
+  connection drops, and the lock with it). Then, under a join lock, a live row with the
+  same name is refused (:class:`~garrison.StoreLocked`) unless its lock is free (the
+  node is dead: a restart under the same name), and every live row whose lock is free
+  is marked ``lost`` at once (a restarted single node resumes without waiting out a
+  lease).
+- **Lease**: ``renew`` every ``lease / 3``: ``lease_until = now_s() + lease``, only while
+  the lease has not lapsed. A lapsed lease is never renewed: the node drops its
+  workflows and joins again with a new epoch.
+- **Lost**: a live row whose ``lease_until`` passed is marked ``lost`` by any node,
+  with ``FOR UPDATE`` on the row: that waits for every write of that node which passed
+  its fence (``fence()`` holds ``FOR KEY SHARE`` on the row), so the takeover sees all
+  of them and none commits after it.
+- **Claim**: unfinished workflows owned by nobody, by a lost or left node, or by an
+  epoch with no row, ``FOR UPDATE SKIP LOCKED``, at most ``limit`` (the node's fair
+  share), in start order; the claim is itself fenced (a node whose lease lapsed claims
+  nothing).
+- **Release**: a draining or closing node sets its workflows' owner to ``NULL`` and
+  notifies ``<channel>:cluster``, so the others claim them at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import socket
+from collections.abc import Iterable
+from typing import Any
+
+import attrs
+import psycopg
+
+from .._errors import StoreError, StoreLocked
+from ._records import WorkflowRecord
+
+__all__ = ["LIVE", "ClusterNode", "PgCluster", "epoch_lock_class"]
+
+#: statuses of a live node
+LIVE = ("active", "draining")
+_UNFINISHED = "status NOT IN ('completed', 'failed', 'cancelled')"
+
+
+def epoch_lock_class(schema: str) -> int:
+    """The first key of the advisory locks ``(class, epoch)`` held by live nodes."""
+    digest = hashlib.blake2b(f"garrison-epoch:{schema}".encode(), digest_size=4).digest()
+    return int.from_bytes(digest, "big") & 0x7FFFFFFF
+
+
+def _join_lock(schema: str) -> int:
+    digest = hashlib.blake2b(f"garrison-join:{schema}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+@attrs.frozen
+class ClusterNode:
+    """A live node of a cluster (``node.cluster()``, ``garrison nodes``).
+
+    ``started`` and ``heartbeat`` are the store server's clock (unix seconds);
+    ``workflows`` counts the unfinished workflows it runs; ``status`` is ``active`` or
+    ``draining``; ``lease_until`` is when it is lost unless it renews."""
+
+    name: str
+    started: float
+    heartbeat: float
+    workflows: int
+    status: str = "active"
+    epoch: int = 0
+    lease_until: float = 0.0
+    info: dict[str, Any] = attrs.field(factory=dict)
+
+
+class PgCluster:
+    """The cluster statements of one node (or a tool) on ``store``, on a connection of
+    their own (used by one thread at a time: the node's membership thread)."""
+
+    def __init__(self, store: Any, name: str | None = None, lease: float = 10.0) -> None:
+        self.store = store
+        self.name = name
+        self.lease = float(lease)
+        self.epoch: int | None = None
+        self.started = 0.0
+        self._s = store._s
+        self.channel = store._channel + ":cluster"
+        self.wake_channel = store._channel
+        self._lock_class = epoch_lock_class(store.schema)
+        self.conn: psycopg.Connection[Any] | None = None
+        self.extra_channel: str | None = None
+
+    # -- the connection ----------------------------------------------------------
+    def connect(self) -> psycopg.Connection[Any]:
+        """(Re)connect; listens on the cluster and wakeup channels."""
+        if self.conn is not None and not self.conn.closed and not self.conn.broken:
+            return self.conn
+        self.close()
+        conn = self.store._connect("cluster")
+        try:
+            conn.execute(f'LISTEN "{self.channel}"')
+            if self.extra_channel is not None:
+                conn.execute(f'LISTEN "{self.extra_channel}"')
+        except psycopg.Error:
+            conn.close()
+            raise
+        self.conn = conn
+        return conn
+
+    def close(self) -> None:
+        if self.conn is not None:
+            with contextlib.suppress(Exception):
+                self.conn.close()
+        self.conn = None
+
+    def _rows(self, query: str, params: Iterable[Any] = ()) -> list[Any]:
+        conn = self.connect()
+        cur = conn.execute(query.replace("{s}", self._s), tuple(params))
+        return cur.fetchall() if cur.description is not None else []
+
+    # -- membership ----------------------------------------------------------------
+    def new_epoch(self) -> int:
+        """A fresh incarnation number (never reused)."""
+        return int(self._rows("SELECT nextval('{s}.node_epochs')")[0][0])
+
+    def join(self, epoch: int, extra: dict[str, Any] | None = None) -> None:
+        """Insert this node's row for ``epoch`` (its writer holds the epoch lock
+        already); a live node of the same name refuses it with ``StoreLocked``."""
+        assert self.name is not None
+        conn = self.connect()
+        info = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), **(extra or {})})
+        s = self._s
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_join_lock(self.store.schema),))
+            dead = self._dead_live_epochs(conn)
+            if dead:  # their connections are gone: no write of theirs can be in flight
+                conn.execute(f"UPDATE {s}.nodes SET status = 'lost' WHERE epoch = ANY(%s)",
+                             (dead,))
+            row = conn.execute(
+                f"SELECT epoch, info FROM {s}.nodes WHERE name = %s AND status IN "
+                "('active', 'draining')", (self.name,)).fetchone()
+            if row is not None:
+                held = json.loads(row[1]) if row[1] else {}
+                raise StoreLocked(self.store.path or "", held=(
+                    f"node name {self.name!r} is taken by a live node of the cluster "
+                    f"(host {held.get('host')}, pid {held.get('pid')}); pick another name="))
+            got = conn.execute(
+                f"INSERT INTO {s}.nodes (epoch, name, status, started, heartbeat, lease, "
+                f"lease_until, info) VALUES (%s, %s, 'active', {s}.now_s(), {s}.now_s(), %s, "
+                f"{s}.now_s() + %s, %s) RETURNING started",
+                (epoch, self.name, self.lease, self.lease, info)).fetchone()
+            assert got is not None
+            self.started = float(got[0])
+            # rows of incarnations long gone (a day) are forgotten
+            conn.execute(f"DELETE FROM {s}.nodes WHERE status IN ('lost', 'left') "
+                         f"AND heartbeat < {s}.now_s() - 86400")
+        self.epoch = epoch
+
+    def _dead_live_epochs(self, conn: psycopg.Connection[Any]) -> list[int]:
+        rows = conn.execute(
+            f"SELECT n.epoch FROM {self._s}.nodes n WHERE n.status IN ('active', 'draining') "
+            "AND NOT EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' "
+            "AND l.granted AND l.database = (SELECT oid FROM pg_database "
+            "WHERE datname = current_database()) AND l.classid = %s::bigint::oid "
+            "AND l.objid = n.epoch::oid AND l.objsubid = 2)", (self._lock_class,)).fetchall()
+        return [int(r[0]) for r in rows]
+
+    def renew(self, room: int | None = None) -> str | None:
+        """Renew the lease (and say how many more workflows this node has room for,
+        ``None``: no limit); the node's status (``active`` / ``draining``), or ``None``
+        when the lease had lapsed (the node must drop its workflows and join again)."""
+        rows = self._rows(
+            "UPDATE {s}.nodes SET heartbeat = {s}.now_s(), lease_until = {s}.now_s() + lease, "
+            "room = %s WHERE epoch = %s AND status IN ('active', 'draining') "
+            "AND lease_until > {s}.now_s() RETURNING status", (room, self.epoch))
+        return str(rows[0][0]) if rows else None
+
+    def mark_lost(self) -> list[tuple[int, str]]:
+        """Mark the nodes whose lease lapsed ``lost`` (waiting for their writes in
+        flight); ``[(epoch, name), ...]`` of those this call marked."""
+        conn = self.connect()
+        s = self._s
+        try:
+            with conn.transaction():
+                conn.execute("SET LOCAL lock_timeout = '500ms'")
+                rows = conn.execute(
+                    f"UPDATE {s}.nodes SET status = 'lost' WHERE epoch IN (SELECT epoch FROM "
+                    f"{s}.nodes WHERE status IN ('active', 'draining') AND lease_until < "
+                    f"{s}.now_s() FOR UPDATE) AND status IN ('active', 'draining') "
+                    f"AND lease_until < {s}.now_s() RETURNING epoch, name").fetchall()
+        except psycopg.errors.LockNotAvailable:
+            return []  # a write of that node is still in flight: next round
+        return [(int(e), str(n)) for e, n in rows]
+
+    def set_status(self, status: str, name: str | None = None) -> int:
+        """Set a live node's status (``draining``; ``left`` when it closes); by name
+        (a tool) or this node's own row. Notifies the cluster; returns rows changed."""
+        if name is None:
+            rows = self._rows("UPDATE {s}.nodes SET status = %s WHERE epoch = %s AND status "
+                              "IN ('active', 'draining') RETURNING epoch", (status, self.epoch))
+        else:
+            rows = self._rows("UPDATE {s}.nodes SET status = %s WHERE name = %s AND status "
+                              "IN ('active', 'draining') RETURNING epoch", (status, name))
+        self.notify()
+        return len(rows)
+
+    def notify(self) -> None:
+        self._rows("SELECT pg_notify(%s, '')", (self.channel,))
+
+    # -- ownership -------------------------------------------------------------------
+    def fair_share(self) -> int:
+        """How many workflows this node may claim now: the claimable ones (owned by
+        nobody, or by a node that is not live) shared over the active nodes that have
+        room (``renew(room)``), rounded up, so that every round spreads them and what
+        one node cannot take another takes on its next round."""
+        rows = self._rows(
+            f"SELECT (SELECT count(*) FROM {{s}}.workflows w WHERE {_UNFINISHED} AND "
+            "(owner_epoch IS NULL OR NOT EXISTS (SELECT 1 FROM {s}.nodes n WHERE "
+            "n.epoch = w.owner_epoch AND n.status IN ('active', 'draining')))), "
+            "(SELECT count(*) FROM {s}.nodes WHERE status = 'active' "
+            "AND lease_until > {s}.now_s() AND (room IS NULL OR room > 0))")
+        claimable, nodes = (int(v) for v in rows[0])
+        return -(-claimable // max(nodes, 1))
+
+    def claim(self, limit: int) -> list[WorkflowRecord]:
+        """Take up to ``limit`` orphaned or unowned unfinished workflows: those that ran
+        first (oldest first), then those waiting in a queue (``pending``: by priority,
+        then start order); their records, now owned by this node."""
+        if limit <= 0:
+            return []
+        s = self._s
+        cols = ", ".join("w." + c.strip() for c in WorkflowRecord.COLUMNS.split(","))
+        conn = self.connect()
+        with conn.transaction():
+            rows = conn.execute(
+                f"WITH c AS (SELECT w.workflow_id FROM {s}.workflows w "
+                f"LEFT JOIN {s}.queue q ON q.workflow_id = w.workflow_id WHERE {_UNFINISHED} "
+                f"AND (owner_epoch IS NULL OR NOT EXISTS (SELECT 1 FROM {s}.nodes n WHERE "
+                "n.epoch = w.owner_epoch AND n.status IN ('active', 'draining'))) "
+                "ORDER BY w.status = 'pending', q.priority DESC NULLS LAST, q.seq, w.created, "
+                'w.workflow_id COLLATE "C" LIMIT %s FOR UPDATE OF w SKIP LOCKED) '
+                f"UPDATE {s}.workflows w SET owner_epoch = %s, owner = %s FROM c "
+                f"WHERE w.workflow_id = c.workflow_id AND {s}.fence(%s, NULL) "
+                f"RETURNING {cols}", (limit, self.epoch, self.name, self.epoch)).fetchall()
+            if rows:  # the new owner loads everything: their wakeups are spent
+                conn.execute(f"DELETE FROM {s}.wakeups WHERE workflow_id = ANY(%s)",
+                             ([r[0] for r in rows],))
+        records = [WorkflowRecord.from_row(r) for r in rows]
+        records.sort(key=lambda r: (r.created, r.workflow_id))
+        return records
+
+    def owner_of(self, workflow_id: str) -> int | None:
+        """The epoch owning ``workflow_id`` (read on the store's reader)."""
+        rows = self.store._query(f"SELECT owner_epoch FROM {self._s}.workflows "
+                                 "WHERE workflow_id = %s", (workflow_id,))
+        return None if not rows or rows[0][0] is None else int(rows[0][0])
+
+    def release(self, workflow_ids: list[str] | None) -> int:
+        """Give up workflows this node runs (``None``: all of them) so that other nodes
+        claim them at once; returns how many."""
+        if workflow_ids is None:
+            rows = self._rows("UPDATE {s}.workflows SET owner_epoch = NULL, owner = NULL "
+                              "WHERE owner_epoch = %s RETURNING 1", (self.epoch,))
+        elif not workflow_ids:
+            return 0
+        else:
+            rows = self._rows("UPDATE {s}.workflows SET owner_epoch = NULL, owner = NULL "
+                              "WHERE owner_epoch = %s AND workflow_id = ANY(%s) RETURNING 1",
+                              (self.epoch, workflow_ids))
+        if rows:
+            self.notify()
+        return len(rows)
+
+    # -- singleton services ----------------------------------------------------------
+    def claim_singletons(self, services: list[str]) -> set[str]:
+        """Take the singleton services nobody live holds; those this node holds now."""
+        if not services:
+            return set()
+        s = self._s
+        conn = self.connect()
+        with conn.transaction():
+            conn.execute(
+                f"INSERT INTO {s}.singletons (service, epoch, acquired) "
+                f"SELECT unnest(%s::text[]), %s, {s}.now_s() WHERE {s}.fence(%s, NULL) "
+                "ON CONFLICT (service) DO UPDATE SET epoch = EXCLUDED.epoch, "
+                "acquired = EXCLUDED.acquired WHERE singletons.epoch <> EXCLUDED.epoch "
+                f"AND NOT EXISTS (SELECT 1 FROM {s}.nodes n WHERE n.epoch = singletons.epoch "
+                "AND n.status = 'active' AND n.lease_until > " + s + ".now_s())",
+                (services, self.epoch, self.epoch))
+            rows = conn.execute(f"SELECT service FROM {s}.singletons WHERE epoch = %s "
+                                "AND service = ANY(%s)", (self.epoch, services)).fetchall()
+        return {r[0] for r in rows}
+
+    def release_singletons(self) -> None:
+        """Give up this node's singleton services (it drains or closes)."""
+        rows = self._rows("DELETE FROM {s}.singletons WHERE epoch = %s RETURNING 1",
+                          (self.epoch,))
+        if rows:
+            self.notify()
+
+    # -- cluster names ----------------------------------------------------------------
+    def register_name(self, name: str, pid: str) -> str | None:
+        """Take ``name`` for ``pid`` unless a live node's process holds it; ``None`` on
+        success, else the holder's pid."""
+        s = self._s
+        rows = self.store._query(
+            f"WITH t AS (INSERT INTO {s}.names (name, pid, epoch) VALUES (%s, %s, %s) "
+            "ON CONFLICT (name) DO UPDATE SET pid = EXCLUDED.pid, epoch = EXCLUDED.epoch "
+            "WHERE names.pid = EXCLUDED.pid OR NOT EXISTS (SELECT 1 FROM "
+            f"{s}.nodes n WHERE n.epoch = names.epoch AND n.status IN ('active', 'draining')) "
+            f"RETURNING 1) SELECT (SELECT count(*) FROM t), "
+            f"(SELECT pid FROM {s}.names WHERE name = %s)", (name, pid, self.epoch, name))
+        taken, holder = rows[0]
+        return None if taken else str(holder)
+
+    def unregister_name(self, name: str, pid: str) -> None:
+        self.store._query(f"DELETE FROM {self._s}.names WHERE name = %s AND pid = %s",
+                          (name, pid))
+
+    def lookup_name(self, name: str) -> str | None:
+        """The pid holding ``name`` on a live node, or ``None``."""
+        rows = self.store._query(
+            f"SELECT m.pid FROM {self._s}.names m JOIN {self._s}.nodes n ON n.epoch = m.epoch "
+            "WHERE m.name = %s AND n.status IN ('active', 'draining')", (name,))
+        return str(rows[0][0]) if rows else None
+
+    # -- node-to-node messages ----------------------------------------------------------
+    def node_channel(self, name: str) -> str:
+        """The ``NOTIFY`` channel of the node ``name`` (at most 63 bytes)."""
+        digest = hashlib.blake2b(name.encode(), digest_size=8).hexdigest()
+        return f"{self.channel[:40]}:n:{digest}"
+
+    def live_epochs(self) -> dict[int, dict[str, Any]]:
+        """``{epoch: info}`` of the live nodes (``info`` holds ``name`` too, and ``left``:
+        the seconds until its lease lapses unless renewed, by the server's clock)."""
+        rows = self.store._query(
+            f"SELECT epoch, name, info, lease_until - {self._s}.now_s() FROM {self._s}.nodes "
+            "WHERE status IN ('active', 'draining')")
+        return {int(e): {**json.loads(info or "{}"), "name": n, "left": float(left)}
+                for e, n, info, left in rows}
+
+    def take_message(self, ref: int) -> str | None:
+        """The body of a long message (and it is gone)."""
+        rows = self._rows("DELETE FROM {s}.messages WHERE id = %s RETURNING body", (ref,))
+        return str(rows[0][0]) if rows else None
+
+    def cleanup_wakeups(self) -> None:
+        """Wakeups of workflows that ended (or never existed) go."""
+        self._rows(f"DELETE FROM {{s}}.wakeups w WHERE NOT EXISTS (SELECT 1 FROM "
+                   f"{{s}}.workflows f WHERE f.workflow_id = w.workflow_id AND {_UNFINISHED})")
+
+    # -- reading -------------------------------------------------------------------
+    def nodes(self, *, all_rows: bool = False) -> list[ClusterNode]:
+        """The live nodes (every row with ``all_rows``), by name."""
+        s = self._s
+        where = "" if all_rows else "WHERE n.status IN ('active', 'draining')"
+        rows = self.store._query(
+            f"SELECT n.name, n.started, n.heartbeat, (SELECT count(*) FROM {s}.workflows w "
+            f"WHERE w.owner_epoch = n.epoch AND w.{_UNFINISHED}), n.status, n.epoch, "
+            f"n.lease_until, n.info FROM {s}.nodes n {where} ORDER BY n.name, n.epoch")
+        return [ClusterNode(name, float(started), float(beat), int(count), status, int(epoch),
+                            float(until), json.loads(info or "{}"))
+                for name, started, beat, count, status, epoch, until, info in rows]
+
+    def listen(self, channel: str) -> None:
+        """Also listen on ``channel`` (this node's own: messages from other nodes)."""
+        self.extra_channel = channel
+        self._rows(f'LISTEN "{channel}"')
+
+    def wait(self, timeout: float, wake_fd: int | None = None,
+             inbox: list[str] | None = None) -> bool:
+        """Wait up to ``timeout`` seconds for a notification on the cluster channels
+        (or for ``wake_fd`` to be readable); True if one came. Payloads of the node's
+        own channel go to ``inbox``."""
+        import select
+
+        conn = self.connect()
+        before = len(inbox) if inbox is not None else 0
+        # notifications that arrived during other statements wait in psycopg's backlog,
+        # where select() cannot see them: take those first
+        if self._drain(conn, inbox) or (inbox is not None and len(inbox) > before):
+            return True
+        fds = [conn.pgconn.socket] + ([wake_fd] if wake_fd is not None else [])
+        try:
+            ready, _, _ = select.select(fds, [], [], max(timeout, 0.0))
+        except (OSError, ValueError):
+            return False
+        got = False
+        if wake_fd is not None and wake_fd in ready:
+            with contextlib.suppress(OSError):
+                os.read(wake_fd, 4096)
+            got = True
+        if conn.pgconn.socket in ready:
+            got = self._drain(conn, inbox) or got
+        return got
+
+    def _drain(self, conn: psycopg.Connection[Any], inbox: list[str] | None) -> bool:
+        got = False
+        try:
+            for note in conn.notifies(timeout=0.0):
+                if note.channel == self.extra_channel:
+                    if inbox is not None:
+                        inbox.append(note.payload)
+                    continue
+                got = True
+        except psycopg.OperationalError:
+            self.close()
+        return got
+
+
+def require_cluster_store(store: Any) -> None:
+    """``StoreError`` unless ``store`` is a PostgreSQL store at schema v2."""
+    if not hasattr(store, "set_fence"):
+        raise StoreError(getattr(store, "path", None),
+                         "a cluster needs a PostgreSQL store (postgresql://...)")

@@ -1,0 +1,802 @@
+"""The write path of the PostgreSQL store: statements, plans, the pipeline, and
+recovery after a lost connection (see ``_postgres.py`` for the guarantees).
+
+A :class:`~garrison.persistence.Transaction` is planned into prepared statements
+(``_OP_SQL``) on the caller's side. One statement is sent as is; several are sent in
+one pipeline ending with a Sync (ONE implicit transaction, one round trip). The first
+statement of every transaction also sets this writer's row of ``writers`` (what makes
+a lost connection safe). In a cluster (``_pg_cluster.py``) every operation a node
+makes for a workflow it runs is preceded by ``fence(epoch, workflow_id)`` in the same
+transaction: a workflow that moved to another node, or a node whose lease lapsed, gets
+:class:`~garrison.WorkflowMoved` and nothing of the transaction commits.
+
+:class:`PgWritePath` is a mixin of :class:`~garrison.persistence.PostgresStore`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+import time as _time
+from collections.abc import Callable, Iterable, Sequence
+from functools import partial
+from typing import Any, NoReturn
+
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg import pq
+
+from .._errors import (
+    DedupKeyTaken,
+    NoSuchWorkflow,
+    PromiseAlreadyCompleted,
+    StoreError,
+    StoreLocked,
+    WorkflowMoved,
+)
+from ._transaction import Op, Transaction
+
+_OK = (pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK)
+_BAD = pq.ConnStatus.BAD
+
+
+def _reason(exc: BaseException) -> str:
+    """The useful line of a psycopg error (libpq repeats the server address)."""
+    text = str(exc).strip() or type(exc).__name__
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    for line in lines:
+        for marker in ("FATAL:", "ERROR:"):
+            if marker in line:
+                return line.split(marker, 1)[1].strip()
+    return "; ".join(lines)
+
+
+
+def _quote(ident: str) -> str:
+    return '"' + ident.replace('"', '""') + '"'
+
+
+
+# ------------------------------------------------------------------ statements
+class _Stmt:
+    """One prepared statement: its name on the connection, its text, its arity."""
+
+    __slots__ = ("marked", "name", "nparams", "text")
+
+    def __init__(self, name: str, text: str, nparams: int, marked: _Stmt | None = None) -> None:
+        self.name = name.encode()
+        self.text = text
+        self.nparams = nparams
+        #: the same statement, also setting this writer's transaction number
+        self.marked = marked
+
+
+def _with_mark(text: str, n: int, s: str) -> str:
+    mark = (f"_mark AS (INSERT INTO {s}.writers (writer, batch, updated) "
+            f"VALUES (${n + 1}, ${n + 2}, ${n + 3}) ON CONFLICT (writer) DO UPDATE "
+            "SET batch = EXCLUDED.batch, updated = EXCLUDED.updated)")
+    if text.startswith("WITH "):
+        return f"WITH {mark}, {text[5:]}"
+    return f"WITH {mark} {text}"
+
+
+#: Op -> its statements, as (key, text with ``{s}`` for the schema, number of params)
+_OP_SQL: dict[str, tuple[str, int]] = {
+    "create_workflow": (
+        "INSERT INTO {s}.workflows (workflow_id, name, status, input, parent, run_id, "
+        "attempt, host, created, updated, search, memo, trace) VALUES "
+        "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) "
+        "ON CONFLICT (workflow_id) DO NOTHING", 13),
+    "attrs_read": (
+        "SELECT search, memo FROM {s}.workflows WHERE workflow_id = $1 FOR UPDATE", 1),
+    "attrs_write": (
+        "UPDATE {s}.workflows SET search = $2, memo = $3, updated = $4 "
+        "WHERE workflow_id = $1", 4),
+    "reset_journal": ("DELETE FROM {s}.journal WHERE workflow_id = $1", 1),
+    "reset_timers": ("DELETE FROM {s}.timers WHERE workflow_id = $1", 1),
+    "delete_inbox": ("DELETE FROM {s}.inbox WHERE workflow_id = $1", 1),
+    "delete_promises": ("DELETE FROM {s}.promises WHERE workflow_id = $1", 1),
+    "delete_state": ("DELETE FROM {s}.state WHERE workflow_id = $1", 1),
+    "delete_monitors": ("DELETE FROM {s}.monitors WHERE workflow_id = $1", 1),
+    "delete_workflow": ("DELETE FROM {s}.workflows WHERE workflow_id = $1", 1),
+    "truncate_journal": ("DELETE FROM {s}.journal WHERE workflow_id = $1 AND seq >= $2", 2),
+    "append_journal": (
+        "INSERT INTO {s}.journal (workflow_id, seq, kind, name, outcome, attempts, time) "
+        "VALUES ($1, $2, $3, $4, $5, $6, $7)", 7),
+    "deliver": (
+        "INSERT INTO {s}.inbox (workflow_id, msg_id, topic, payload, sender, kind, call_ref, "
+        "created, trace) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) "
+        "ON CONFLICT (msg_id) DO NOTHING RETURNING id", 9),
+    "consume": (
+        "WITH u AS (UPDATE {s}.inbox SET consumed_seq = $1 WHERE id = $2 AND workflow_id = $3 "
+        "AND consumed_seq IS NULL RETURNING 1) "
+        "SELECT {s}.expect(count(*) = 1, 'not_pending', $3) FROM u", 3),
+    "add_timer": (
+        "INSERT INTO {s}.timers (workflow_id, seq, deadline) VALUES ($1, $2, $3) "
+        "ON CONFLICT (workflow_id, seq) DO UPDATE SET deadline = EXCLUDED.deadline", 3),
+    "remove_timer": ("DELETE FROM {s}.timers WHERE workflow_id = $1 AND seq = $2", 2),
+    "create_promise": (
+        "INSERT INTO {s}.promises (workflow_id, name, status, created) "
+        "VALUES ($1, $2, 'pending', $3) ON CONFLICT (workflow_id, name) DO NOTHING", 3),
+    "complete_promise": ("SELECT {s}.complete_promise($1, $2, $3, $4, $5, $6)", 6),
+    "set_state": (
+        "INSERT INTO {s}.state (workflow_id, key, value, updated) VALUES ($1, $2, $3, $4) "
+        "ON CONFLICT (workflow_id, key) DO UPDATE SET value = EXCLUDED.value, "
+        "updated = EXCLUDED.updated", 4),
+    "add_monitor": (
+        "INSERT INTO {s}.monitors (workflow_id, watcher, created) VALUES ($1, $2, $3) "
+        "ON CONFLICT (workflow_id, watcher) DO NOTHING", 3),
+    "remove_monitor": ("DELETE FROM {s}.monitors WHERE workflow_id = $1 AND watcher = $2", 2),
+    "wakeup": (
+        "INSERT INTO {s}.wakeups (workflow_id, kind, created) VALUES ($1, 'tool', $2)", 2),
+    "schedule_wakeup": (
+        "INSERT INTO {s}.wakeups (workflow_id, kind, created) VALUES ($1, 'schedule', $2)", 2),
+    "enqueue": ("SELECT {s}.enqueue($1, $2, $3, $4, $5)", 5),
+    "dequeue": ("DELETE FROM {s}.queue WHERE workflow_id = $1", 1),
+    "delete_queue": ("DELETE FROM {s}.queue WHERE workflow_id = $1", 1),
+    "put_schedule": (
+        "INSERT INTO {s}.schedules (schedule_id, host, workflow, input, cron, every, timezone, "
+        "overlap, catchup_window, next_tick, source, created, updated) VALUES "
+        "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) "
+        "ON CONFLICT (schedule_id) DO UPDATE SET host = EXCLUDED.host, "
+        "workflow = EXCLUDED.workflow, input = EXCLUDED.input, cron = EXCLUDED.cron, "
+        "every = EXCLUDED.every, timezone = EXCLUDED.timezone, overlap = EXCLUDED.overlap, "
+        "catchup_window = EXCLUDED.catchup_window, next_tick = EXCLUDED.next_tick, "
+        "source = EXCLUDED.source, updated = EXCLUDED.updated", 13),
+    "delete_schedule": ("DELETE FROM {s}.schedules WHERE schedule_id = $1", 1),
+    "notify": ("SELECT pg_notify($1, '')", 1),
+    # -- clusters (``_pg_cluster.py``) --
+    "fence": ("SELECT {s}.fence($1, $2)", 2),
+    "create_workflow_owned": (
+        "INSERT INTO {s}.workflows (workflow_id, name, status, input, parent, run_id, "
+        "attempt, host, created, updated, search, memo, trace, owner_epoch, owner) VALUES "
+        "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) "
+        "ON CONFLICT (workflow_id) DO NOTHING", 15),
+    # a write for a workflow another node runs (or nobody yet) wakes that node
+    "remote_wake": (
+        "WITH w AS (INSERT INTO {s}.wakeups (workflow_id, kind, created) "
+        "SELECT $1, 'remote', $2 FROM {s}.workflows WHERE workflow_id = $1 "
+        "AND owner_epoch IS DISTINCT FROM $3 "
+        "AND status NOT IN ('completed', 'failed', 'cancelled') RETURNING 1) "
+        "SELECT pg_notify($4, '') FROM w", 4),
+    "mark": (
+        "INSERT INTO {s}.writers (writer, batch, updated) VALUES ($1, $2, $3) "
+        "ON CONFLICT (writer) DO UPDATE SET batch = EXCLUDED.batch, updated = EXCLUDED.updated",
+        3),
+}
+
+#: the columns ``update_workflow`` may set
+_UPDATABLE = frozenset({"status", "result", "error", "run_id", "attempt", "input",
+                        "cancel_requested"})
+#: the columns ``update_schedule`` may set
+_SCHEDULE_COLUMNS = frozenset({"paused", "next_tick", "last_tick", "last_workflow",
+                               "buffered_tick"})
+
+
+def _merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7396 (what SQLite's ``json_patch`` does): kept keys stay in place, new keys
+    are appended, ``null`` removes a key, objects merge recursively."""
+    if not isinstance(patch, dict):
+        return patch
+    out = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = _merge_patch(out.get(key), value)
+    return out
+
+
+#: operations only the node running the workflow makes (fenced in a cluster)
+_FENCED = frozenset({Op.APPEND_JOURNAL, Op.CONSUME, Op.ADD_TIMER, Op.REMOVE_TIMER,
+                     Op.CREATE_PROMISE, Op.SET_STATE, Op.RESET_RUN, Op.SET_ATTRIBUTES,
+                     Op.TRUNCATE_JOURNAL})
+
+
+class _Call:
+    """One statement to send: the statement, its encoded params, and what its result
+    means (``None``, ``"created"``: a row was inserted, ``"id"``: the returned id)."""
+
+    __slots__ = ("op", "params", "result", "stmt")
+
+    def __init__(self, stmt: _Stmt, params: list[Any], op: int, result: str | None
+                 ) -> None:
+        self.stmt = stmt
+        self.params = params
+        self.op = op
+        self.result = result
+
+
+class _Plan:
+    """A transaction turned into statements (see ``PostgresStore._plan``)."""
+
+    __slots__ = ("calls", "error", "needs_read", "results", "tx")
+
+    def __init__(self, tx: Transaction) -> None:
+        self.tx = tx
+        self.calls: list[_Call] = []
+        #: ``set_attributes``: an explicit transaction with a read
+        self.needs_read = False
+        self.results: list[Any] | None = None
+        self.error: BaseException | None = None
+
+
+class _ConnectionLost(Exception):
+    """The writer's connection broke during a transaction (its outcome is unknown)."""
+
+
+class _Handover(Exception):
+    """A commit in the trio thread lost its connection: write it from a worker thread."""
+
+
+class _StatementFailed(Exception):
+    """A statement of a pipeline failed; ``.index`` says which (the server's error is
+    ``.error``, already mapped to garrison's exception where it is one of ours)."""
+
+    def __init__(self, index: int, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.index = index
+        self.error = error
+
+
+
+
+class PgWritePath:
+    """The write path (a mixin of ``PostgresStore``, which sets these attributes)."""
+
+    path: str | None
+    retry_for: float
+    locked: bool
+    _s: str
+    _owner: bool
+    _closed: bool
+    _failed: StoreError | None
+    _writer_id: str
+    _acked: int
+    _channel: str
+    _stmts: dict[str, _Stmt]
+    _update_stmts: dict[tuple[str, ...], _Stmt]
+    _prepared: set[bytes]
+    _write_lock: threading.Lock
+    _writer: psycopg.Connection[Any] | None
+    _stats: dict[str, int]
+    #: the cluster epoch of the node using this store (its writes are fenced), or None
+    fence_epoch: int | None
+    #: the name of the node using this store (in a cluster)
+    node_name: str | None
+
+    def _connect_writer(self, *, first: bool) -> psycopg.Connection[Any]:
+        raise NotImplementedError
+
+    def _query(self, query: Any, params: Sequence[Any] = ()) -> list[Any]:
+        raise NotImplementedError
+
+    def get_workflow(self, workflow_id: str) -> Any:
+        raise NotImplementedError
+
+    def _check_open(self) -> None:
+        raise NotImplementedError
+
+    # -- statements ------------------------------------------------------------
+    def _stmt(self, key: str) -> _Stmt:
+        stmt = self._stmts.get(key)
+        if stmt is None:
+            text, n = _OP_SQL[key]
+            text = text.replace("{s}", self._s)
+            marked = _Stmt(f"gm_{key}", _with_mark(text, n, self._s), n + 3)
+            stmt = self._stmts[key] = _Stmt(f"g_{key}", text, n, marked)
+        return stmt
+
+    def _update_stmt(self, columns: tuple[str, ...]) -> _Stmt:
+        stmt = self._update_stmts.get(columns)
+        if stmt is None:
+            for column in columns:
+                if column not in _UPDATABLE:
+                    raise ValueError(f"update_workflow cannot set column {column!r}")
+            sets = "".join(f", {c} = ${i + 3}" for i, c in enumerate(columns))
+            text = (f"WITH u AS (UPDATE {self._s}.workflows SET updated = $2{sets} "
+                    "WHERE workflow_id = $1 RETURNING 1) "
+                    f"SELECT {self._s}.expect(count(*) = 1, 'no_such_workflow', $1) FROM u")
+            n = len(columns) + 2
+            name = "g_update_" + "_".join(columns)
+            marked = _Stmt("gm" + name[1:], _with_mark(text, n, self._s), n + 3)
+            stmt = self._update_stmts[columns] = _Stmt(name, text, n, marked)
+        return stmt
+
+    def _schedule_stmt(self, columns: tuple[str, ...], expect: bool) -> _Stmt:
+        """``UPDATE_SCHEDULE`` of these columns (with the compare-and-set on
+        ``next_tick`` when ``expect``); its result: one row updated."""
+        key = ("schedule", *columns, "expect" if expect else "")
+        stmt = self._update_stmts.get(key)
+        if stmt is None:
+            for column in columns:
+                if column not in _SCHEDULE_COLUMNS:
+                    raise ValueError(f"update_schedule cannot set column {column!r}")
+            sets = "".join(f", {c} = ${i + 3}" for i, c in enumerate(columns))
+            n = len(columns) + 2
+            text = f"UPDATE {self._s}.schedules SET updated = $2{sets} WHERE schedule_id = $1"
+            if expect:
+                n += 1
+                text += f" AND next_tick IS NOT DISTINCT FROM ${n}::double precision"
+            name = "g_sched_" + "_".join(key[1:]).strip("_")
+            marked = _Stmt("gm" + name[1:], _with_mark(text, n, self._s), n + 3)
+            stmt = self._update_stmts[key] = _Stmt(name, text, n, marked)
+        return stmt
+
+    # -- planning ----------------------------------------------------------------
+    def _plan(self, tx: Transaction) -> _Plan:
+        """The statements of ``tx`` (and, for a tool, its wakeups and notification);
+        ``ValueError`` for a value PostgreSQL cannot store (nothing is sent)."""
+        plan = _Plan(tx)
+        calls = plan.calls
+        stmt = self._stmt
+        epoch = self.fence_epoch if self._owner else None
+        fenced: dict[str | None, None] = {}
+        wakes: dict[str, None] = {}
+        for index, (op, params) in enumerate(tx.ops):
+            what = op.value
+            if op is Op.UPDATE_WORKFLOW:
+                wid, updated, sets = params
+                columns = tuple(c for c, _ in sets)
+                calls.append(_Call(self._update_stmt(columns),
+                                   _encode((wid, updated, *(v for _, v in sets)), what),
+                                   index, None))
+                if epoch is not None:
+                    if columns == ("cancel_requested",):  # anyone may ask for a cancel
+                        wakes[wid] = None
+                    else:
+                        fenced[wid] = None
+            elif op is Op.CREATE_WORKFLOW:
+                _check_search(params[10], params[0])
+                if epoch is None:
+                    calls.append(_Call(stmt("create_workflow"), _encode(params, what), index,
+                                       "created"))
+                else:  # the node that creates a workflow runs it
+                    fenced[None] = None
+                    calls.append(_Call(stmt("create_workflow_owned"),
+                                       _encode((*params, epoch, self.node_name), what), index,
+                                       "created"))
+            elif op is Op.DELIVER:
+                calls.append(_Call(stmt("deliver"), _encode(params, what), index, "id"))
+                if epoch is not None:
+                    wakes[params[0]] = None
+            elif op is Op.ENQUEUE:
+                calls.append(_Call(stmt("enqueue"), _encode(params, what), index, "id"))
+            elif op is Op.UPDATE_SCHEDULE:
+                sid, updated, sets, expect = params
+                calls.append(_Call(self._schedule_stmt(tuple(c for c, _ in sets), bool(expect)),
+                                   _encode((sid, updated, *(v for _, v in sets), *expect), what),
+                                   index, "created"))
+            elif op is Op.SET_ATTRIBUTES:
+                _check_search(params[1], params[0])
+                plan.needs_read = True
+                calls.append(_Call(stmt("attrs_read"), _encode(params[:1], what), index, None))
+            elif op is Op.RESET_RUN:
+                enc = _encode(params, what)
+                calls.append(_Call(stmt("reset_journal"), enc, index, None))
+                calls.append(_Call(stmt("reset_timers"), enc, index, None))
+            elif op is Op.DELETE_WORKFLOW:
+                enc = _encode(params, what)
+                for key in ("reset_journal", "delete_inbox", "reset_timers", "delete_promises",
+                            "delete_state", "delete_monitors", "delete_queue",
+                            "delete_workflow"):
+                    calls.append(_Call(stmt(key), enc, index, None))
+            else:
+                calls.append(_Call(stmt(what), _encode(params, what), index, None))
+            if epoch is not None:
+                if op in _FENCED:
+                    fenced[tx.workflow_ids[index]] = None
+                elif op is Op.COMPLETE_PROMISE:
+                    wakes[tx.workflow_ids[index]] = None
+        n = len(tx.ops)
+        if not self._owner:
+            now = _time.time()
+            for wid in dict.fromkeys(tx.workflow_ids):
+                if wid:  # "" marks an operation on a schedule
+                    calls.append(_Call(stmt("wakeup"), _encode((wid, now), "wakeup"), n, None))
+            for sid in dict.fromkeys(tx.schedule_ids):
+                calls.append(_Call(stmt("schedule_wakeup"), _encode((sid, now), "wakeup"), n,
+                                   None))
+            calls.append(_Call(stmt("notify"), [self._channel.encode()], n, None))
+            if any(op is Op.CREATE_WORKFLOW for op, _ in tx.ops):  # a node claims it
+                calls.append(_Call(stmt("notify"), [(self._channel + ":cluster").encode()],
+                                   n, None))
+        elif epoch is not None:
+            if fenced:  # checked first: nothing of the transaction is written otherwise
+                fence = stmt("fence")
+                plan.calls = calls = [
+                    *(_Call(fence, _encode((epoch, wid), "fence"), n, None) for wid in fenced),
+                    *calls]
+            now = _time.time()
+            for wid in wakes:
+                if wid not in fenced:
+                    calls.append(_Call(stmt("remote_wake"), _encode(
+                        (wid, now, epoch, self._channel), "wakeup"), n, None))
+        return plan
+
+    # -- writing: the connection level -----------------------------------------------
+    def _ensure_prepared(self, conn: psycopg.Connection[Any], stmts: Iterable[_Stmt]) -> None:
+        pg = conn.pgconn
+        for s in stmts:
+            if s.name not in self._prepared:
+                res = self._pq(conn, partial(pg.prepare, s.name, s.text.encode()))
+                if res.status not in _OK:
+                    raise _result_error(res)
+                self._prepared.add(s.name)
+
+    @staticmethod
+    def _pq(conn: psycopg.Connection[Any], fn: Callable[[], Any]) -> Any:
+        """A libpq call; a broken connection is :class:`_ConnectionLost`."""
+        try:
+            res = fn()
+        except psycopg.OperationalError as exc:
+            raise _ConnectionLost(_reason(exc)) from exc
+        if conn.pgconn.status == _BAD:
+            # (a pipeline returns the list of results it got before the connection broke)
+            message = (res.error_message.decode("utf-8", "replace")
+                       if res is not None and hasattr(res, "error_message") else "")
+            raise _ConnectionLost(_reason(Exception(message)) or "connection lost")
+        return res
+
+    def _send(self, conn: psycopg.Connection[Any], calls: list[_Call], mark: list[Any]
+              ) -> list[Any]:
+        """Run ``calls`` as ONE transaction (the first one also sets the writer's
+        number); returns their results. A failing statement raises
+        :class:`_StatementFailed` (nothing committed)."""
+        pg = conn.pgconn
+        first = calls[0].stmt.marked
+        assert first is not None
+        self._ensure_prepared(conn, [first, *(c.stmt for c in calls[1:])])
+        if len(calls) == 1:
+            res = self._pq(conn, partial(pg.exec_prepared, first.name,
+                                         calls[0].params + mark))
+            if res.status not in _OK:
+                raise _StatementFailed(0, _result_error(res))
+            return [res]
+
+        def pipeline() -> list[Any]:
+            pg.enter_pipeline_mode()
+            try:
+                pg.send_query_prepared(first.name, calls[0].params + mark)
+                for call in calls[1:]:
+                    pg.send_query_prepared(call.stmt.name, call.params)
+                pg.pipeline_sync()
+                while pg.flush():  # pragma: no cover - a blocking connection sends all
+                    pass
+                out: list[Any] = []
+                while True:
+                    res = pg.get_result()
+                    if res is None:
+                        if pg.status == _BAD:
+                            return out
+                        continue
+                    if res.status == pq.ExecStatus.PIPELINE_SYNC:
+                        return out
+                    out.append(res)
+            finally:
+                if pg.status != _BAD:
+                    pg.exit_pipeline_mode()
+
+        results = self._pq(conn, pipeline)
+        if len(results) != len(calls):  # pragma: no cover - the server broke the protocol
+            raise _ConnectionLost("incomplete pipeline results")
+        for index, res in enumerate(results):
+            if res.status not in _OK:
+                if res.status == pq.ExecStatus.PIPELINE_ABORTED:  # pragma: no cover
+                    continue
+                raise _StatementFailed(index, _result_error(res))
+        return results
+
+    def _exec(self, conn: psycopg.Connection[Any], query: bytes) -> None:
+        res = self._pq(conn, partial(conn.pgconn.exec_, query))
+        if res.status not in _OK:
+            raise _StatementFailed(-1, _result_error(res))
+
+    def _run_explicit(self, conn: psycopg.Connection[Any], plans: list[_Plan], n: int,
+                      isolate: bool) -> None:
+        """``BEGIN``, the writer's number, each plan (with a SAVEPOINT when
+        ``isolate``; a read round trip for ``set_attributes``), ``COMMIT``."""
+        mark = self._stmt("mark")
+        self._ensure_prepared(conn, [mark])
+        pg = conn.pgconn
+        try:
+            self._exec(conn, b"BEGIN")
+            res = self._pq(conn, partial(pg.exec_prepared, mark.name,
+                                         _encode((self._writer_id, n, _time.time()), "mark")))
+            if res.status not in _OK:
+                raise _StatementFailed(-1, _result_error(res))
+            for plan in plans:
+                plan.results = None
+                plan.error = None
+                if isolate:
+                    self._exec(conn, b"SAVEPOINT request")
+                try:
+                    plan.results = self._apply_explicit(conn, plan)
+                except _StatementFailed as failed:
+                    if not isolate:
+                        raise
+                    self._exec(conn, b"ROLLBACK TO SAVEPOINT request")
+                    plan.error = failed.error
+                if isolate:
+                    self._exec(conn, b"RELEASE SAVEPOINT request")
+            self._exec(conn, b"COMMIT")
+        except _StatementFailed:
+            self._exec(conn, b"ROLLBACK")
+            raise
+
+    def _apply_explicit(self, conn: psycopg.Connection[Any], plan: _Plan) -> list[Any]:
+        """One plan inside an open transaction, statement by statement."""
+        pg = conn.pgconn
+        results: list[Any] = [None] * len(plan.tx.ops)
+        self._ensure_prepared(conn, [c.stmt for c in plan.calls])
+        for call in plan.calls:
+            op, params = (plan.tx.ops[call.op] if call.op < len(plan.tx.ops)
+                          else (None, None))
+            res = self._pq(conn, partial(pg.exec_prepared, call.stmt.name, call.params))
+            if res.status not in _OK:
+                raise _StatementFailed(call.op, self._map_error(_result_error(res), plan,
+                                                                call.op))
+            if op is Op.SET_ATTRIBUTES:
+                assert params is not None
+                wid, search_json, memo_json, now = params
+                if res.ntuples != 1:
+                    raise _StatementFailed(call.op, NoSuchWorkflow(wid))
+                search = _merge_patch(json.loads(res.get_value(0, 0)), json.loads(search_json))
+                memo = _merge_patch(json.loads(res.get_value(0, 1)), json.loads(memo_json))
+                write = self._stmt("attrs_write")
+                self._ensure_prepared(conn, [write])
+                args = _encode((wid, _dumps(search), _dumps(memo), now), op.value)
+                res = self._pq(conn, partial(pg.exec_prepared, write.name, args))
+                if res.status not in _OK:
+                    raise _StatementFailed(call.op, _result_error(res))
+            elif call.result is not None:
+                results[call.op] = _result_of(call, res)
+        return results
+
+    def _results(self, plan: _Plan, calls_results: list[Any], offset: int = 0) -> list[Any]:
+        results: list[Any] = [None] * len(plan.tx.ops)
+        for i, call in enumerate(plan.calls):
+            if call.result is not None:
+                results[call.op] = _result_of(call, calls_results[offset + i])
+        return results
+
+    def _map_error(self, error: BaseException, plan: _Plan, index: int) -> BaseException:
+        """A server error as the exception SQLite's store raises for the same operation."""
+        if not isinstance(error, pg_errors.RaiseException):
+            if isinstance(error, pg_errors.UntranslatableCharacter):
+                return ValueError(f"cannot store: {_reason(error)} (PostgreSQL text and jsonb "
+                                  "cannot hold the NUL character)")
+            return error
+        message = (error.diag.message_primary or "").removeprefix("garrison:")
+        detail = error.diag.message_detail or ""
+        params = plan.tx.ops[index][1] if 0 <= index < len(plan.tx.ops) else ()
+        if message == "no_such_workflow":
+            return NoSuchWorkflow(detail)
+        if message == "fenced":
+            if detail:
+                return WorkflowMoved(self.path, detail, f"workflow {detail!r} runs on another "
+                                     "node of the cluster now: this node's write is refused")
+            return WorkflowMoved(self.path, None, "this node's lease lapsed (it was cut off "
+                                 "from the store): its writes are refused and its workflows "
+                                 "run on other nodes")
+        if message == "not_pending":
+            _seq, inbox_id, workflow_id = params
+            return ValueError(
+                f"inbox row {inbox_id} is not a pending message of workflow {workflow_id!r}")
+        if message == "dedup_taken":
+            return DedupKeyTaken(str(params[3]), detail)
+        if message == "promise_completed":
+            workflow_id, name = params[0], params[1]
+            return PromiseAlreadyCompleted(
+                f"promise {name!r} of workflow {workflow_id!r} is already {detail}")
+        return error  # pragma: no cover - a check of a newer schema
+
+    def _run(self, conn: psycopg.Connection[Any], plans: list[_Plan], n: int) -> bool:
+        """Write ``plans`` as one transaction numbered ``n``: each gets its results or
+        its own error; True if the transaction committed (with the number ``n``).
+        :class:`_ConnectionLost` leaves the outcome to the caller."""
+        for plan in plans:  # (an earlier attempt's outcome does not count)
+            plan.results = plan.error = None
+        if len(plans) == 1 and not plans[0].needs_read:
+            plan = plans[0]
+            try:
+                out = self._send(conn, plan.calls, self._mark_params(n))
+            except _StatementFailed as failed:
+                index = plan.calls[failed.index].op
+                plan.error = self._map_error(failed.error, plan, index)
+                return False
+            plan.results = self._results(plan, out)
+            return True
+        if not any(p.needs_read for p in plans):
+            calls = [c for p in plans for c in p.calls]
+            try:
+                out = self._send(conn, calls, self._mark_params(n))
+            except _StatementFailed:
+                self._stats["failed_batches"] += 1
+            else:
+                offset = 0
+                for plan in plans:
+                    plan.error = None
+                    plan.results = self._results(plan, out, offset)
+                    offset += len(plan.calls)
+                return True
+        try:
+            self._run_explicit(conn, plans, n, isolate=True)
+        except _StatementFailed as failed:  # BEGIN/COMMIT themselves failed
+            for plan in plans:
+                plan.results = None
+                plan.error = failed.error
+            return False
+        return True
+
+    def _mark_params(self, n: int) -> list[Any]:
+        return [self._writer_id.encode(), str(n).encode(), repr(_time.time()).encode()]
+
+    # -- writing: retries -------------------------------------------------------------
+    def _commit_plans(self, plans: list[_Plan], *, handover: bool = False) -> None:
+        """Write ``plans`` as one transaction, reconnecting and retrying as the module
+        docs say; raises :class:`~garrison.StoreError` when the store gave up.
+
+        ``handover`` (a commit written in the trio thread): a lost connection raises
+        :class:`_Handover` instead of reconnecting here, so the node's thread does not
+        wait for the server; the caller writes the same plans again from a worker
+        thread (which settles whether they committed)."""
+        with self._write_lock:
+            self._check_usable()
+            n = self._acked + 1
+            deadline: float | None = None
+            attempt = 0
+            while True:
+                conn = self._writer
+                try:
+                    if conn is None or conn.closed:
+                        raise _ConnectionLost("not connected")
+                    committed = self._run(conn, plans, n)
+                except _ConnectionLost as lost:
+                    if handover:
+                        self._drop_writer()
+                        raise _Handover(str(lost)) from None
+                    if deadline is None:
+                        deadline = _time.monotonic() + self.retry_for
+                    found = self._reconnect_writer(deadline, str(lost))
+                    if found == n:  # it committed before the connection dropped
+                        for plan in plans:
+                            self._recover_results(plan)
+                        committed = True
+                    elif found == n - 1:
+                        attempt += 1
+                        continue  # it did not commit: send it again
+                    else:
+                        self._give_up(
+                            f"the server lost transactions it had confirmed (this store's "
+                            f"last confirmed transaction is {n - 1}, the server has "
+                            f"{found}): with synchronous='normal' a server crash loses its "
+                            "last few hundred milliseconds; restart the node to resume "
+                            "from what the store kept")
+                if committed:
+                    self._acked = n
+                    self._stats["transactions"] += 1
+                return
+
+    def _reconnect_writer(self, deadline: float, reason: str) -> int:
+        """Reconnect (with backoff until ``deadline``), take the lock again; the
+        writer's number as the server has it."""
+        self._drop_writer()
+        delay = 0.05
+        last = reason
+        while True:
+            if self._closed:
+                raise StoreError(self.path, "the store was closed")
+            try:
+                conn = self._connect_writer(first=False)
+            except StoreLocked as exc:
+                self._give_up(f"another node took the store while the connection was "
+                              f"down ({exc})")
+            except StoreError as exc:
+                last = str(exc)
+            else:
+                try:
+                    row = conn.execute(
+                        f"SELECT batch FROM {self._s}.writers WHERE writer = %s",
+                        (self._writer_id,)).fetchone()
+                except psycopg.Error as exc:
+                    conn.close()
+                    last = _reason(exc)
+                else:
+                    self._writer = conn
+                    return int(row[0]) if row is not None else 0
+            if _time.monotonic() + delay > deadline:
+                self._give_up(f"the connection was lost ({reason}) and could not be made "
+                              f"again within {self.retry_for:g}s: {last}")
+            _time.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+    def _drop_writer(self) -> None:
+        if self._writer is not None:
+            with contextlib.suppress(Exception):
+                self._writer.close()
+            self._writer = None
+        self.locked = False
+
+    def _recover_results(self, plan: _Plan) -> None:
+        """Results of a transaction that committed while its answer was lost: read back
+        (only ``create_workflow`` and ``deliver`` return something). A caller whose own
+        operations had failed before the COMMIT (a SAVEPOINT rolled them back) keeps
+        its error."""
+        if plan.error is not None:
+            return
+        results: list[Any] = [None] * len(plan.tx.ops)
+        for index, (op, params) in enumerate(plan.tx.ops):
+            if op is Op.CREATE_WORKFLOW:
+                rec = self.get_workflow(params[0])
+                results[index] = rec is not None and rec.run_id == params[5]
+            elif op is Op.DELIVER:
+                rows = self._query(
+                    f"SELECT id FROM {self._s}.inbox WHERE msg_id = %s AND workflow_id = %s "
+                    "AND created = %s", (params[1], params[0], params[7]))
+                results[index] = int(rows[0][0]) if rows else None
+        plan.results = results
+        plan.error = None
+
+    def _give_up(self, message: str) -> NoReturn:
+        self._failed = StoreError(self.path, message + "; this store writes nothing more")
+        raise self._failed
+
+    def _check_usable(self) -> None:
+        self._check_open()
+        if self._failed is not None:
+            raise self._failed
+
+
+# ------------------------------------------------------------------ helpers
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+def _check_search(search_json: str, workflow_id: str) -> None:
+    if "\\u0000" in search_json:
+        raise ValueError(f"the search attributes of {workflow_id!r} contain a NUL character "
+                         "(\\u0000), which PostgreSQL's jsonb cannot hold")
+
+
+def _encode(values: Sequence[Any], what: str) -> list[Any]:
+    """Parameters in PostgreSQL's text format (``None`` is NULL)."""
+    out: list[Any] = []
+    for value in values:
+        kind = type(value)
+        if value is None:
+            out.append(None)
+        elif kind is str:
+            if "\x00" in value:
+                raise ValueError(
+                    f"cannot store {value!r} ({what}): PostgreSQL text cannot hold the NUL "
+                    "character (\\x00)")
+            out.append(value.encode())
+        elif kind is float:
+            out.append(repr(value).encode())
+        elif kind is bool:
+            out.append(b"1" if value else b"0")
+        else:
+            out.append(str(int(value)).encode())
+    return out
+
+
+def _result_of(call: _Call, res: Any) -> Any:
+    if call.result == "created":
+        return res.command_tuples == 1
+    if call.result == "id":
+        return int(res.get_value(0, 0)) if res.ntuples else None
+    return None  # pragma: no cover
+
+
+def _result_error(res: Any) -> BaseException:
+    return pg_errors.error_from_result(res, encoding="utf-8")
+
+
+def _unwrap(plan: _Plan) -> list[Any]:
+    if plan.error is not None:
+        raise plan.error
+    assert plan.results is not None
+    return plan.results
+

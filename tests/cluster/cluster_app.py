@@ -1,0 +1,100 @@
+"""Workflows of the cluster tests: each step is an activity that says which node
+recorded it, so the journal shows who wrote what."""
+
+from __future__ import annotations
+
+import os
+
+import trio
+
+import garrison
+from garrison import process, workflow
+
+
+@garrison.activity()
+async def step(i: int, delay: float) -> dict[str, object]:
+    """One step: sleeps ``delay`` and names the node (and OS process) that ran it."""
+    await trio.sleep(delay)
+    return {"i": i, "node": os.environ.get("GARRISON_NODE", "?"), "pid": os.getpid()}
+
+
+async def steps(n: int, delay: float) -> list[int]:
+    """``n`` steps in a row; the result is exact (0..n-1) wherever the steps ran."""
+    out = []
+    for i in range(n):
+        got = await step(i, delay)
+        out.append(int(got["i"]))  # type: ignore[call-overload]
+    return out
+
+
+async def sleeper(n: int, seconds: float) -> int:
+    """``n`` durable sleeps: a workflow that mostly waits (it moves at once on a drain)."""
+    for _ in range(n):
+        await workflow.sleep(seconds)
+    return n
+
+
+async def mailbox(count: int) -> list[object]:
+    """Receives ``count`` messages and returns their payloads in order."""
+    got = []
+    for _ in range(count):
+        msg = await process.inbox().receive()
+        assert msg is not None
+        got.append(msg.payload)
+    return got
+
+
+async def pong(count: int) -> int:
+    """Answers ``count`` pings: each message goes back to its sender."""
+    for _ in range(count):
+        msg = await process.inbox().receive()
+        assert msg is not None and msg.sender is not None
+        await process.send(msg.sender, "pong", msg.payload)
+    return count
+
+
+async def ping(to: str, count: int) -> list[object]:
+    """``count`` round trips with the workflow ``to``; the answers in order."""
+    out = []
+    for i in range(count):
+        await process.send(to, "ping", i)
+        msg = await process.inbox().receive()
+        assert msg is not None
+        out.append(msg.payload)
+    return out
+
+
+async def ping_timed(to: str, count: int) -> list[float]:
+    """``count`` round trips with ``to``; each one's milliseconds (workflow.now())."""
+    out = []
+    for i in range(count):
+        before = workflow.now()
+        await process.send(to, "ping", i)
+        msg = await process.inbox().receive()
+        assert msg is not None and msg.payload == i
+        out.append((workflow.now() - before).total_seconds() * 1000)
+    return out
+
+
+async def beat() -> None:
+    """A singleton service: appends ``<node> <unix time>`` to $GARRISON_BEAT_FILE every
+    50 ms, so a test sees which node runs it, and when."""
+    import time
+
+    path = os.environ["GARRISON_BEAT_FILE"]
+    node = os.environ.get("GARRISON_NODE", "?")
+    while True:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(f"{node} {time.time():.3f}\n")
+        await trio.sleep(0.05)
+
+
+async def echo() -> None:
+    """A plain process known to the whole cluster as ``echo``: a ``call`` is answered
+    with its payload, a ``send`` goes back to its sender, ``slow`` is never answered."""
+    process.register("echo", scope="cluster")
+    async for msg in process.inbox():
+        if msg.topic == "call":
+            await msg.reply(msg.payload)
+        elif msg.topic == "send" and msg.sender is not None:
+            await process.send(msg.sender, "echo", msg.payload)

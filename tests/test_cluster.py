@@ -1,0 +1,439 @@
+"""Clusters: several node processes on one PostgreSQL store (tests/cluster/node.py).
+
+Each test makes a fresh database and runs real node processes on loopback with short
+leases (1 s): kill -9, SIGSTOP past the lease, drain, restarts under the same name,
+and messages from another node. The journal of every workflow is checked: each step
+recorded once, in order, and never by a node after its workflows were taken over.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "cluster"))
+
+from harness import Look, Node, wait_for
+
+import garrison
+from garrison import StoreLocked
+
+LEASE = 1.0
+
+
+@pytest.fixture
+def nodes():
+    started: list[Node] = []
+    yield started
+    for node in started:
+        node.stop()
+
+
+def _finished(look: Look, ids: list[str]) -> bool:
+    statuses = look.statuses()
+    return all(statuses.get(w) == "completed" for w in ids)
+
+
+def _check_journals(look: Look, ids: list[str], steps: int) -> dict[str, list[str]]:
+    """Every step recorded once, in order, with the exact result; who recorded them."""
+    writers = {}
+    for wid in ids:
+        recorded = look.steps(wid)
+        assert [i for i, _ in recorded] == list(range(steps)), (wid, recorded)
+        assert look.result(wid) == list(range(steps)), wid
+        writers[wid] = [node for _, node in recorded]
+    return writers
+
+
+def test_a_killed_nodes_workflows_finish_on_the_others_within_two_leases(
+        postgres_url: str, nodes: list[Node]) -> None:
+    url = postgres_url
+    nodes.append(Node.start(url, "b", LEASE))
+    nodes.append(Node.start(url, "c", LEASE))
+    look = Look(url)
+    ids = [f"w{i}" for i in range(12)]
+    a = Node.start(url, "a", LEASE, start=12, steps=30, delay=0.05)
+    nodes.append(a)
+    try:
+        assert set(look.owners().values()) == {"a"}  # started on a: they run there
+        wait_for(lambda: all(len(look.steps(w)) >= 3 for w in ids), 20, "progress on a")
+        a.kill()
+        took = wait_for(lambda: set(look.owners().values()) <= {"b", "c"}, 2 * LEASE + 2,
+                        "the takeover")
+        assert took <= 2 * LEASE + 0.5, took
+        wait_for(lambda: _finished(look, ids), 30, "every workflow to finish")
+        writers = _check_journals(look, ids, 30)
+        moved_to = {w[-1] for w in writers.values()}
+        assert moved_to == {"b", "c"}, writers  # spread over the live nodes
+        names = {n.name: n for n in look.nodes()}
+        assert set(names) == {"b", "c"}
+    finally:
+        look.close()
+
+
+def test_a_node_cut_off_past_its_lease_records_nothing_more_and_stops_at_once(
+        postgres_url: str, nodes: list[Node]) -> None:
+    url = postgres_url
+    ids = [f"w{i}" for i in range(6)]
+    a = Node.start(url, "a", LEASE, start=6, steps=40, delay=0.1)
+    nodes.append(a)
+    b = Node.start(url, "b", LEASE)
+    nodes.append(b)
+    look = Look(url)
+    try:
+        wait_for(lambda: all(len(look.steps(w)) >= 2 for w in ids), 20, "progress on a")
+        a.pause()  # cut off: no renewal, activities in flight
+        took = wait_for(lambda: set(look.owners().values()) == {"b"}, 2 * LEASE + 2,
+                        "the takeover")
+        assert took <= 2 * LEASE + 0.5
+        wait_for(lambda: all("b" in [n for _, n in look.steps(w)] for w in ids), 20,
+                 "b to record steps")
+        a.resume()  # a wakes: its writes are refused, its workflows stop at once
+        wait_for(lambda: _finished(look, ids), 30, "every workflow to finish")
+        writers = _check_journals(look, ids, 40)
+        for wid, who in writers.items():
+            first_b = who.index("b")
+            assert set(who[first_b:]) == {"b"}, (wid, who)  # nothing from a after it
+        # on waking, a's writes are refused or its lease renewal fails: either way
+        # every workflow leaves it at once (not recorded failed), and it joins again
+        wait_for(lambda: all(f"workflow {w} left this node" in a.stderr() for w in ids), 10,
+                 "a to stop its workflows")
+        assert "lost its lease: stopping its" in a.stderr()
+        assert "failed" not in a.stderr()
+    finally:
+        look.close()
+
+
+def test_sigterm_drains_a_node_without_waiting_out_the_lease(
+        postgres_url: str, nodes: list[Node]) -> None:
+    url = postgres_url
+    lease = 30.0  # a takeover by lease would take 30 s: a drain does not wait for it
+    ids = [f"w{i}" for i in range(8)]
+    a = Node.start(url, "a", lease, start=8, steps=20, delay=0.1)
+    nodes.append(a)
+    nodes.append(Node.start(url, "b", lease))
+    look = Look(url)
+    try:
+        wait_for(lambda: all(len(look.steps(w)) >= 2 for w in ids), 20, "progress on a")
+        start = time.monotonic()
+        a.drain()
+        assert a.readline() == "drained"
+        assert a.proc.wait(10) == 0
+        wait_for(lambda: _finished(look, ids), 30, "every workflow to finish")
+        assert time.monotonic() - start < 10
+        writers = _check_journals(look, ids, 20)
+        assert all(w[-1] == "b" for w in writers.values())
+        assert [n.name for n in look.nodes()] == ["b"]
+    finally:
+        look.close()
+
+
+def test_a_name_is_unique_and_a_restart_under_it_resumes_at_once(
+        postgres_url: str, nodes: list[Node]) -> None:
+    url = postgres_url
+    lease = 30.0
+    a = Node.start(url, "a", lease, start=4, steps=30, delay=0.1)
+    nodes.append(a)
+    look = Look(url)
+    try:
+        taken = Node.start(url, "a", lease, wait=False)
+        assert taken.proc.wait(30) != 0
+        assert "node name 'a' is taken by a live node" in taken.stderr()
+        wait_for(lambda: all(len(look.steps(f"w{i}")) >= 2 for i in range(4)), 20, "progress")
+        a.kill()
+        again = Node.start(url, "a", lease)  # its old incarnation's connection is gone
+        nodes.append(again)
+        wait_for(lambda: _finished(look, [f"w{i}" for i in range(4)]), 20,
+                 "the workflows to finish (without waiting out the 30 s lease)")
+        _check_journals(look, [f"w{i}" for i in range(4)], 30)
+    finally:
+        look.close()
+
+
+async def test_a_send_from_another_node_is_durable_and_wakes_the_owner(
+        postgres_url: str, nodes: list[Node]) -> None:
+    import cluster_app  # noqa: F401  (the in-process node resolves the same target)
+    import trio
+
+    from garrison.persistence import Transaction
+
+    url = postgres_url
+    a = Node.start(url, "a", LEASE)
+    nodes.append(a)
+    look = Look(url)
+    try:
+        look.store.write(Transaction().create_workflow("mb", "cluster_app:mailbox", [3]))
+        wait_for(lambda: look.owners().get("mb") == "a", 5, "a to claim the tool's workflow")
+        async with garrison.open_node(store=url, name="t", lease=LEASE) as node:
+            assert {n.name for n in node.cluster()} == {"a", "t"}
+            with pytest.raises(StoreLocked, match="node name 't' is taken"):
+                async with garrison.open_node(store=url, name="t"):
+                    pass
+            started = time.monotonic()
+            for i in range(3):
+                await node.send("workflows/mb", "m", {"n": i})
+            with trio.fail_after(10):
+                result = await node.workflow("mb").result()
+            assert result == [{"n": 0}, {"n": 1}, {"n": 2}]
+            assert time.monotonic() - started < 2
+            assert look.owners() == {}
+    finally:
+        look.close()
+
+
+def test_garrison_nodes_lists_the_cluster_and_drains_a_node_by_name(
+        postgres_url: str, nodes: list[Node]) -> None:
+    import subprocess
+
+    url = postgres_url
+    lease = 30.0
+    a = Node.start(url, "a", lease, start=4, steps=60, delay=0.05)
+    nodes.append(a)
+    nodes.append(Node.start(url, "b", lease))
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "garrison", "nodes", "--store", url, *args],
+                              capture_output=True, text=True, timeout=60)
+
+    listed = cli()
+    assert listed.returncode == 0, listed.stderr
+    lines = listed.stdout.splitlines()
+    assert lines[0].split() == ["NAME", "STATUS", "STARTED", "HEARTBEAT", "WORKFLOWS"]
+    assert [line.split()[:2] for line in lines[1:]] == [["a", "active"], ["b", "active"]]
+    assert lines[1].split()[-1] == "4" and lines[2].split()[-1] == "0"
+    assert cli("drain", "nobody").returncode == 1
+    done = cli("drain", "a")
+    assert done.returncode == 0 and done.stdout.strip() == "draining a"
+    assert a.readline() == "drained"  # without waiting out its 30 s lease
+    look = Look(url)
+    try:
+        wait_for(lambda: _finished(look, [f"w{i}" for i in range(4)]), 30, "the workflows")
+        _check_journals(look, [f"w{i}" for i in range(4)], 60)
+        import json
+
+        shown = json.loads(cli("--json").stdout)
+        assert [(n["name"], n["status"]) for n in shown] == [("b", "active")]
+    finally:
+        look.close()
+
+
+async def test_workflows_on_two_nodes_message_each_other_durably(
+        postgres_url: str, nodes: list[Node]) -> None:
+    import cluster_app
+    import trio
+
+    url = postgres_url
+    nodes.append(Node.start(url, "a", LEASE, pong=20))
+    async with garrison.open_node(store=url, name="t", lease=LEASE) as node:
+        started = time.monotonic()
+        await node.start_workflow(cluster_app.ping, "workflows/pong", 20, id="ping")
+        with trio.fail_after(20):
+            assert await node.workflow("ping").result() == list(range(20))
+        elapsed = time.monotonic() - started
+        assert await node.workflow("pong").result() == 20
+    assert elapsed < 10, elapsed  # woken by NOTIFY: milliseconds per round trip, no polling
+
+
+def test_random_kills_of_random_nodes_lose_and_repeat_nothing(postgres_url: str) -> None:
+    from torture import CHECKS, torture
+
+    out = torture(postgres_url, kills=6, workflows=12, steps=25, seed=3)
+    assert out["kills"] >= 1
+    for check in CHECKS:
+        assert out[check] is True, out
+
+
+def test_a_singleton_service_runs_on_one_node_and_moves_when_it_is_lost(
+        postgres_url: str, nodes: list[Node], tmp_path: Path) -> None:
+    beats = tmp_path / "beats"
+    beats.touch()
+    config = str(Path(__file__).resolve().parent / "cluster" / "singleton.yaml")
+    env = {"GARRISON_BEAT_FILE": str(beats)}
+    a = Node.start(postgres_url, "a", LEASE, config=config, env=env)
+    nodes.append(a)
+    b = Node.start(postgres_url, "b", LEASE, config=config, env=env)
+    nodes.append(b)
+
+    def lines() -> list[tuple[str, float]]:
+        out = []
+        for line in beats.read_text().splitlines():
+            name, at = line.split()
+            out.append((name, float(at)))
+        return out
+
+    wait_for(lambda: len(lines()) >= 10, 10, "the singleton to run")
+    time.sleep(1.5)
+    assert {name for name, _ in lines()} == {"a"}  # the first node holds it; b does not
+    killed = time.time()
+    a.kill()
+    wait_for(lambda: any(name == "b" for name, _ in lines()), 2 * LEASE + 2, "b to start it")
+    first_b = min(at for name, at in lines() if name == "b")
+    assert first_b - killed <= 2 * LEASE + 0.5, first_b - killed
+    assert all(at < killed + 0.1 for name, at in lines() if name == "a")  # one at a time
+
+
+async def test_plain_processes_of_two_nodes_talk_and_see_a_lost_node_as_noconnection(
+        postgres_url: str, nodes: list[Node]) -> None:
+    import trio
+
+    from garrison import EventKind, ProcessError, process
+
+    a = Node.start(postgres_url, "a", LEASE, echo=True)
+    nodes.append(a)
+    async with garrison.open_node(store=postgres_url, name="t", lease=LEASE) as node:
+        echo = node.lookup("echo")  # a cluster name: found on any node
+        assert echo is not None and echo.id.endswith("@a"), echo
+        assert str(echo).startswith("processes/")
+        async def taker() -> None:
+            process.register("echo", scope="cluster")
+
+        with pytest.raises(ProcessError, match=r"'echo' is already registered in the cluster "
+                           r"by processes/.*@a"):
+            await node.wait(await node.spawn(taker))
+        # a call and sends to a plain process of another node (order kept per sender)
+        assert await node.call("echo", "call", {"x": 1}) == {"x": 1}
+        big = "x" * 20_000  # over NOTIFY's 8000 bytes: through the messages table
+        assert await node.call("echo", "call", big) == big
+
+        async def chatter() -> list[object]:
+            for i in range(50):
+                await process.send("echo", "send", i)
+            got = []
+            for _ in range(50):
+                msg = await process.inbox().receive(timeout=10)
+                assert msg is not None
+                got.append(msg.payload)
+            return got
+
+        assert await node.wait(await node.spawn(chatter)) == list(range(50))
+
+        # a monitor, a trapped link and a call in flight when a is killed
+        events: list[object] = []
+
+        async def watcher() -> None:
+            process.set_options(trap_links=True)
+            process.monitor(echo)
+            process.link(echo)
+            started.set()
+            for _ in range(2):
+                ev = await process.events().receive()
+                events.append((ev.kind, ev.pid, ev.error.type if ev.error else None))
+
+        async def caller() -> str:
+            try:
+                await process.call(echo, "slow", None, timeout=30)
+            except ProcessError as exc:
+                return str(exc.error.type if exc.error else exc)
+            return "answered"
+
+        started = trio.Event()
+        w = await node.spawn(watcher)
+        c = await node.spawn(caller)
+        await started.wait()
+        await trio.sleep(0.2)
+        killed = time.monotonic()
+        a.kill()
+        with trio.fail_after(2 * LEASE + 5):
+            assert await node.wait(c) == "noconnection"
+            await node.wait(w)
+        assert time.monotonic() - killed <= 2 * LEASE + 1
+        assert sorted(events, key=str) == sorted([
+            (EventKind.EXIT, echo, "noconnection"),
+            (EventKind.LINK_DOWN, echo, "noconnection")], key=str)
+        assert node.lookup("echo") is None  # released with its node
+
+
+def test_sigterm_to_a_clustered_garrison_run_drains_it_then_exits_0(
+        postgres_url: str, nodes: list[Node], tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+
+    (tmp_path / "app.py").write_text(
+        "import sys, trio, garrison\n"
+        f"sys.path.insert(0, {str(Path(__file__).resolve().parent / 'cluster')!r})\n"
+        "import cluster_app\n\n"
+        "async def main():\n"
+        "    node = garrison.current_node()\n"
+        "    for i in range(4):\n"
+        "        await node.start_workflow(cluster_app.steps, 40, 0.05, id=f'r{i}')\n"
+        "    print('started', flush=True)\n"
+        "    await trio.sleep_forever()\n")
+    env = {**os.environ, "GARRISON_NODE": "a"}
+    run = subprocess.Popen([sys.executable, "-m", "garrison", "run", "app.py", "--store",
+                            postgres_url, "--name", "a", "--lease", "30s"], cwd=tmp_path,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert run.stdout is not None and run.stdout.readline().strip() == "started"
+        nodes.append(Node.start(postgres_url, "b", 30.0))
+        look = Look(postgres_url)
+        ids = [f"r{i}" for i in range(4)]
+        wait_for(lambda: all(len(look.steps(w)) >= 2 for w in ids), 20, "progress on a")
+        run.send_signal(signal.SIGTERM)
+        assert run.wait(20) == 0  # drained (not after its 30 s lease), then stopped
+        _, err = run.communicate()
+        assert "draining" in err
+        wait_for(lambda: _finished(look, ids), 30, "the workflows to finish on b")
+        writers = _check_journals(look, ids, 40)
+        assert all(w[-1] == "b" for w in writers.values())
+        look.close()
+    finally:
+        if run.poll() is None:
+            run.kill()
+
+
+def test_a_start_beyond_max_concurrent_runs_on_a_node_with_room(
+        postgres_url: str, nodes: list[Node]) -> None:
+    url = postgres_url
+    nodes.append(Node.start(url, "b", LEASE, max_concurrent=3))
+    a = Node.start(url, "a", LEASE, start=8, steps=20, delay=0.05, max_concurrent=2)
+    nodes.append(a)
+    look = Look(url)
+    ids = [f"w{i}" for i in range(8)]
+    try:
+        wait_for(lambda: _finished(look, ids), 30, "every workflow to finish")
+        writers = _check_journals(look, ids, 20)
+        assert all(len(set(w)) == 1 for w in writers.values()), writers  # none moved
+        ran = [w[0] for w in writers.values()]
+        assert ran.count("a") >= 2 and ran.count("b") >= 3, ran  # both full at first
+        for node, limit in (("a", 2), ("b", 3)):  # never more at once than its limit
+            spans = []
+            for wid, who in writers.items():
+                if who[0] == node:
+                    times = [r.time.timestamp() for r in look.store.journal(wid)]
+                    spans.append((min(times), max(times)))
+            most = max(sum(1 for lo, hi in spans if lo <= t <= hi) for t, _ in spans)
+            assert most <= limit, (node, spans)
+    finally:
+        look.close()
+
+
+async def test_a_drain_moves_waiting_workflows_at_once_with_their_timers(
+        postgres_url: str, nodes: list[Node]) -> None:
+    import cluster_app
+    import trio
+
+    nodes.append(Node.start(postgres_url, "b", LEASE))
+    look = Look(postgres_url)
+    try:
+        async with garrison.open_node(store=postgres_url, name="t", lease="30s") as node:
+            for i in range(3):
+                await node.start_workflow(cluster_app.sleeper, 3, 0.4, id=f"s{i}")
+            await trio.sleep(0.5)  # each is in its second durable sleep
+            started = time.monotonic()
+            node.drain()
+            with trio.fail_after(5):
+                await node.drained()
+            assert time.monotonic() - started < 2  # parked: moved at once, not at a lease
+            assert [n.workflows for n in node.cluster() if n.name == "t"] == [0]
+            with trio.fail_after(10):  # the handle follows it to b through the store
+                assert [await node.workflow(f"s{i}").result() for i in range(3)] == [3] * 3
+        # the timers were kept: 3 sleeps of 0.4 s in all, not restarted on b
+        for i in range(3):
+            sleeps = [r for r in look.store.journal(f"s{i}") if r.kind == "sleep"]
+            assert len(sleeps) == 3, look.store.journal(f"s{i}")
+    finally:
+        look.close()
