@@ -162,7 +162,7 @@ def _load_callable(target: str) -> Any:
 async def _serve(config: Any, root: Any, label: str | None, store: str | None,
                  ui: str | None = None, token: str | None = None,
                  metrics: str | None = None, name: str | None = None,
-                 lease: str = "10s") -> int:
+                 lease: str = "10s", forwarded_allow_ips: str | None = None) -> int:
     """Run a node until ``root`` (a callable or an entry id; ``None``: nothing) ends or
     SIGINT/SIGTERM arrives. The first signal stops the node gracefully (services in
     reverse dependency order, processes leaves first, workflows parked where they
@@ -212,8 +212,9 @@ async def _serve(config: Any, root: Any, label: str | None, store: str | None,
                 if ui is not None:
                     from .console import serve_console
 
-                    where = await console.start(partial(serve_console, node=node, bind=ui,
-                                                        token=token))
+                    where = await console.start(partial(
+                        serve_console, node=node, bind=ui, token=token,
+                        forwarded_allow_ips=forwarded_allow_ips))
                     announce_console(where, "garrison run")
                 if metrics is not None:
                     from .metrics import serve as serve_metrics
@@ -244,18 +245,20 @@ def announce_console(where: Any, who: str) -> None:
               f"{where.url}login with the token", flush=True)
 
 
-def _console_problem(bind: str | None, token: str | None, option: str) -> str | None:
+def _console_problem(bind: str | None, token: str | None, option: str,
+                     forwarded_allow_ips: str | None = None) -> str | None:
     """Why the console cannot be served on ``bind`` (given as ``option``), or ``None``;
     checked before anything starts."""
     if bind is None:
-        return None
+        return "--forwarded-allow-ips is an option of the console (--ui)" \
+            if forwarded_allow_ips is not None else None
     try:
         from .console import check_bind
     except ImportError as exc:
-        return (f"the web console needs the ui extra: pip install 'garrison[ui]' "
-                f"({exc.name} is missing)")
+        return (f"the web console needs the ui extra: pip install 'garrison[ui]' (in a "
+                f"source checkout: pip install -e '.[ui]') ({exc.name} is missing)")
     try:
-        check_bind(bind, token)
+        check_bind(bind, token, forwarded_allow_ips)
     except ValueError as exc:
         return str(exc).replace("--bind", option, 1)
     return None
@@ -328,7 +331,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"garrison run: invalid config:\n{exc}", file=sys.stderr)
             return 2
     token = args.token or os.environ.get("GARRISON_UI_TOKEN") or None
-    problem = (_store_problem(args.store, config) or _console_problem(args.ui, token, "--ui")
+    problem = (_store_problem(args.store, config)
+               or _console_problem(args.ui, token, "--ui", args.forwarded_allow_ips)
                or _metrics_problem(args.metrics))
     try:
         parse_duration(args.lease, what="--lease")
@@ -343,7 +347,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         else:
             root, label = _load_callable(target), target
         return int(_unwrapped(_serve, config, root, label, args.store, args.ui, token,
-                              args.metrics, args.name, args.lease))
+                              args.metrics, args.name, args.lease,
+                              args.forwarded_allow_ips))
     except (StoreError, StoreLocked, StoreVersionError) as exc:
         # a store another node holds, of another schema version, or unusable
         print(f"garrison run: {exc}", file=sys.stderr)
@@ -372,7 +377,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
     from ._store_tools import ToolError, open_store
 
     token = args.token or os.environ.get("GARRISON_UI_TOKEN") or None
-    problem = _console_problem(args.bind, token, "--bind")
+    problem = _console_problem(args.bind, token, "--bind", args.forwarded_allow_ips)
     if problem is not None:
         print(f"garrison ui: {problem}", file=sys.stderr)
         return 2
@@ -387,8 +392,9 @@ def cmd_ui(args: argparse.Namespace) -> int:
     async def serve() -> None:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async with trio.open_nursery() as nursery:
-                where = await nursery.start(partial(serve_console, store=store, bind=args.bind,
-                                                    token=token))
+                where = await nursery.start(partial(
+                    serve_console, store=store, bind=args.bind, token=token,
+                    forwarded_allow_ips=args.forwarded_allow_ips))
                 announce_console(where, "garrison ui")
                 async for signum in signals:
                     log.info("received %s: stopping the console", signal.Signals(signum).name)
@@ -433,6 +439,11 @@ def cmd_bench(bench_args: list[str]) -> int:
     return 2
 
 
+_FORWARDED_HELP = ("the console behind a proxy: the proxies' addresses (comma-separated, "
+                   "networks allowed, * for any) whose X-Forwarded-Host and "
+                   "X-Forwarded-Proto headers are believed; needs --token")
+
+
 def build_parser() -> argparse.ArgumentParser:
     levels = ["DEBUG", "INFO", "WARNING", "ERROR", "debug", "info", "warning", "error"]
     parser = argparse.ArgumentParser(
@@ -470,6 +481,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "(e.g. 127.0.0.1:8233)")
     run_p.add_argument("--token", help="the console's token, required off loopback "
                        "(default: $GARRISON_UI_TOKEN)")
+    run_p.add_argument("--forwarded-allow-ips", metavar="IPS", help=_FORWARDED_HELP)
     run_p.add_argument("--metrics", metavar="HOST:PORT",
                        help="serve Prometheus metrics of this node at http://HOST:PORT/metrics "
                             "(e.g. 127.0.0.1:9464; needs garrison[metrics])")
@@ -480,11 +492,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Serve the web console on a workflow store, whether or not a node runs "
                     "on it (its actions wake that node at once), until SIGINT/SIGTERM. It "
                     "binds to loopback by default; any other address needs --token.")
-    ui_p.add_argument("--store", required=True, help="the SQLite store file")
+    ui_p.add_argument("--store", required=True,
+                      help="the store: a SQLite file or a postgresql://user@host:port/db URL")
     ui_p.add_argument("--bind", default="127.0.0.1:8233", metavar="HOST:PORT",
                       help="the address to serve on (default 127.0.0.1:8233; port 0: a free one)")
     ui_p.add_argument("--token", help="required on every request; required off loopback "
                       "(default: $GARRISON_UI_TOKEN)")
+    ui_p.add_argument("--forwarded-allow-ips", metavar="IPS", help=_FORWARDED_HELP)
     ui_p.set_defaults(func=cmd_ui)
 
     check_p = sub.add_parser(

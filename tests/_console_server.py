@@ -4,6 +4,7 @@ browser test."""
 
 from __future__ import annotations
 
+import os
 import queue
 import re
 import signal
@@ -55,11 +56,14 @@ class Console:
 
 
 @contextmanager
-def console(*args: str, cwd: Path = ROOT) -> Iterator[Console]:
+def console(*args: str, cwd: Path = ROOT, env: dict[str, str] | None = None
+            ) -> Iterator[Console]:
     """``python -m garrison ARGS`` until it prints its console's address; on exit SIGINT
-    and wait (the caller checks ``proc.returncode``)."""
+    and wait (the caller checks ``proc.returncode``). ``env``: added to the
+    environment."""
     proc = subprocess.Popen([sys.executable, "-m", "garrison", *args], cwd=cwd, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            env={**os.environ, **(env or {})})
     lines: queue.Queue[str] = queue.Queue()
     seen: list[str] = []
 

@@ -48,3 +48,30 @@ async def parent_of_gated() -> Any:
 async def idle() -> None:
     """A service that runs until stopped."""
     await trio.sleep_forever()
+
+
+async def ratio(a: float, b: float) -> float:
+    """Keeps and returns ``a / b``, NaN when ``b`` is 0 (JSON in Python allows it)."""
+    value = a / b if b else float("nan")
+    workflow.set_state("ratio", value)
+    workflow.set_state("limits", [float("inf"), float("-inf")])
+    return value
+
+
+async def hands_off() -> str:
+    """Starts a ``gated`` child workflow, monitored, and finishes without waiting for
+    it: the child's EXIT arrives after the end and is never received."""
+    await process.spawn_monitored(gated, "late", None, host="workflows")
+    return "left a child running"
+
+
+async def seed(count: int = 55) -> None:
+    """A service that starts ``count`` gated workflows and one ``hands_off`` (idempotent
+    ids), then idles."""
+    import garrison
+
+    node = garrison.current_node()
+    for i in range(count):
+        await node.start_workflow(gated, f"n{i}", None, id=f"g-{i:03d}")
+    await node.start_workflow(hands_off, id="parent")
+    await trio.sleep_forever()

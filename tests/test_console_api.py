@@ -4,7 +4,11 @@ attached to a running node; paging, filters, actions, and the security rules."""
 
 from __future__ import annotations
 
+import base64
+import json
+import math
 import re
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -192,6 +196,10 @@ async def test_attached_to_a_node_live_statuses_actions_and_processes(
         await until(lambda: all(node.workflow(w).status() == "waiting"
                                 for w in ("g-5", "p-1", "l-3")))
         await until(lambda: node.workflow("p-1.1").status() == "waiting")
+        # the host tells the store within PARKED_DELAY; the list's filters query the store
+        store = node.hosts["workflows"].store
+        await until(lambda: {w.workflow_id for w in store.list_workflows("waiting")}
+                    == {"g-5", "p-1", "p-1.1", "l-3"})
         async with client(make_app(NodeBackend(node))) as c:
             assert (await c.get("/api/capabilities")).json()["live"] is True
             # the store says running; the node knows they wait
@@ -207,7 +215,8 @@ async def test_attached_to_a_node_live_statuses_actions_and_processes(
             assert [(k["workflow_id"], k["status"]) for k in parent["children"]] == [
                 ("p-1.1", "waiting")]
             child = (await c.get("/api/workflows/p-1.1")).json()
-            assert child["parent"] == {"pid": "workflows/p-1", "workflow_id": "p-1"}
+            assert child["parent"] == {"pid": "workflows/p-1", "workflow_id": "p-1",
+                                       "host": "workflows"}
 
             assert (await post(c, "/api/workflows/p-1.1/promises/go/resolve",
                                {"value": "yes"})).status_code == 200
@@ -436,3 +445,384 @@ async def test_payloads_and_tracebacks_are_escaped(store_path: str, autojump_clo
     # the script renders data with textContent only
     js = (Path(garrison.__file__).parent / "console" / "static" / "console.js").read_text()
     assert not re.search(r"innerHTML|outerHTML|insertAdjacentHTML|document\.write", js)
+
+
+# ------------------------------------------------------------------ workflow hosts
+def _hosts_config(tmp_path: Path, *names: str) -> Path:
+    path = tmp_path / "hosts.yaml"
+    path.write_text('version: "1.0"\nnamespace: app\nentries:\n' + "".join(
+        f"  - {{name: {name}, kind: workflow.host, store: {tmp_path / (name + '.db')}}}\n"
+        for name in names))
+    return path
+
+
+async def test_a_config_whose_only_workflow_host_has_another_name(
+        tmp_path: Path, autojump_clock: Any) -> None:
+    """One workflow.host (``orders``) is *the* ``workflows`` host: the console serves it
+    (it crashed with KeyError 'workflows')."""
+    async with garrison.open_node(config=_hosts_config(tmp_path, "orders")) as node:
+        await node.start_workflow(console_app.gated, "alpha", None, id="g-1")
+        await until(lambda: node.workflow("g-1").status() == "waiting")
+        async with client(make_app(NodeBackend(node))) as c:
+            caps = (await c.get("/api/capabilities")).json()
+            assert caps["host"] == "app:orders"
+            assert caps["store"] == str(tmp_path / "orders.db")
+            assert caps["hosts"] == [{"name": "app:orders", "store": caps["store"]}]
+            rows = (await c.get("/api/workflows")).json()["workflows"]
+            assert [(w["workflow_id"], w["host"], w["status"]) for w in rows] == [
+                ("g-1", "app:orders", "waiting")]
+            d = (await c.get("/api/workflows/g-1")).json()
+            assert d["workflow"]["pid"] == "app:orders/g-1"
+            # "workflows" is the alias of that host
+            aliased = (await c.get("/api/workflows?host=workflows")).json()["workflows"]
+            assert [(w["workflow_id"], w["host"]) for w in aliased] == [("g-1", "app:orders")]
+            r = await post(c, "/api/workflows/g-1/promises/go/resolve", {"value": 1})
+            assert r.status_code == 200, r.text
+            assert await node.workflow("g-1").result() == {"label": "alpha", "go": 1}
+
+
+async def test_every_durable_workflow_host_of_the_node(tmp_path: Path,
+                                                       autojump_clock: Any) -> None:
+    """Two workflow.host entries (and the in-memory ``workflows`` host beside them): the
+    console lists each, starting with the first whose store persists (it showed the
+    empty in-memory host only); a workflow is found on whichever host holds it."""
+    async with garrison.open_node(config=_hosts_config(tmp_path, "main", "orders")) as node:
+        await node.start_workflow(console_app.gated, "m", None, id="m-1", host="app:main")
+        await node.start_workflow(console_app.gated, "o", None, id="o-1", host="app:orders")
+        await node.start_workflow(console_app.gated, "x", None, id="x-1")  # in memory
+        await until(lambda: all(  # as the stores say (within PARKED_DELAY)
+            node.hosts[h].store.get_workflow(w).status == "waiting"
+            for w, h in (("m-1", "app:main"), ("o-1", "app:orders"), ("x-1", "workflows"))))
+        async with client(make_app(NodeBackend(node))) as c:
+            caps = (await c.get("/api/capabilities")).json()
+            assert caps["host"] == "app:main"
+            assert {h["name"]: h["store"] for h in caps["hosts"]} == {
+                "workflows": None, "app:main": str(tmp_path / "main.db"),
+                "app:orders": str(tmp_path / "orders.db")}
+
+            async def ids(query: str) -> list[tuple[str, str]]:
+                r = await c.get("/api/workflows" + query)
+                assert r.status_code == 200, r.text
+                return [(w["workflow_id"], w["host"]) for w in r.json()["workflows"]]
+
+            assert await ids("") == [("m-1", "app:main")]
+            assert await ids("?host=app:orders") == [("o-1", "app:orders")]
+            assert await ids("?host=workflows&status=waiting") == [("x-1", "workflows")]
+            bad = await c.get("/api/workflows?host=nope")
+            assert bad.status_code == 400
+            assert "'nope' is not a workflow host" in bad.json()["error"]
+            assert "app:orders" in bad.json()["error"]
+
+            # one workflow: on the host named, or the first that holds it
+            d = (await c.get("/api/workflows/o-1")).json()
+            assert d["workflow"]["host"] == "app:orders" and d["actions"]["resolve"] == ["go"]
+            assert (await c.get("/api/workflows/o-1?host=app:main")).status_code == 404
+            r = await post(c, "/api/workflows/o-1/promises/go/resolve?host=app:orders",
+                           {"value": "ok"})
+            assert r.status_code == 200, r.text
+            assert await node.workflow("o-1", host="app:orders").result() == {
+                "label": "o", "go": "ok"}
+            assert (await post(c, "/api/workflows/x-1/cancel")).status_code == 200
+            with pytest.raises(garrison.WorkflowCancelled):
+                await node.workflow("x-1").result()
+
+
+# ------------------------------------------------------------------ bad and odd values
+def _strict(text: str) -> Any:
+    """``text`` as standard JSON (a browser's JSON.parse refuses NaN and Infinity)."""
+    def refuse(name: str) -> Any:
+        raise AssertionError(f"{name} is not JSON")
+    return json.loads(text, parse_constant=refuse)
+
+
+async def test_non_finite_numbers_are_refused_in_and_rendered_safely_out(
+        store_path: str, autojump_clock: Any) -> None:
+    """A NaN (or 1e400, Infinity) in a request is 400 and reaches nothing; what a store
+    holds anyway (Python's JSON writes NaN: a workflow's result and state, a search
+    attribute written by a tool) is shown as "NaN" / "Infinity", never a 500."""
+    async with garrison.open_node(store=store_path) as node:
+        await node.start_workflow(console_app.listening, id="l-1")
+        await node.start_workflow(console_app.gated, "g", None, id="g-1")
+        await node.start_workflow(console_app.ratio, 1.0, 0.0, id="r-1")
+        assert math.isnan(await node.workflow("r-1").result())
+        await until(lambda: node.workflow("l-1").status() == "waiting"
+                    and node.workflow("g-1").status() == "waiting")
+        node.hosts["workflows"].store.write(Transaction().create_workflow(
+            "odd-1", "console_app:gated", [float("nan")], status="completed",
+            search={"size": float("inf")}))
+        async with client(make_app(NodeBackend(node))) as c:
+            headers = {"X-Garrison-CSRF": (await c.get("/")).cookies["garrison_csrf"],
+                       "Content-Type": "application/json"}
+            for body in (b'{"topic": "t", "payload": NaN}',
+                         b'{"topic": "t", "payload": [Infinity]}',
+                         b'{"topic": "t", "payload": {"x": -Infinity}}',
+                         b'{"topic": "t", "payload": 1e400}',
+                         b'{"topic": "t", "payload": "\\ud800"}',
+                         b'{"topic": "t", "payload": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"):
+                r = await c.post("/api/workflows/l-1/signal", content=body, headers=headers)
+                assert r.status_code == 400, (body[:60], r.text)
+                assert "must be a JSON object" in r.json()["error"]
+            r = await c.post("/api/workflows/g-1/promises/go/resolve",
+                             content=b'{"value": NaN}', headers=headers)
+            assert r.status_code == 400 and "NaN is not a JSON number" in r.json()["error"]
+            assert node.hosts["workflows"].store.pending_messages("l-1") == []
+            assert node.workflow("g-1").status() == "waiting"
+            bad = await c.get("/api/workflows", params={"search": "size=Infinity"})
+            assert bad.status_code == 400 and "size=Infinity" in bad.json()["error"]
+
+            r = await c.get("/api/workflows/r-1")
+            assert r.status_code == 200, r.text
+            d = _strict(r.text)
+            assert d["workflow"]["result"] == "NaN"
+            assert d["state"] == {"ratio": "NaN", "limits": ["Infinity", "-Infinity"]}
+            r = await c.get("/api/workflows")
+            assert r.status_code == 200, r.text
+            odd = next(w for w in _strict(r.text)["workflows"] if w["workflow_id"] == "odd-1")
+            assert odd["search"] == {"size": "Infinity"}
+            assert _strict((await c.get("/api/workflows/odd-1")).text)["workflow"]["input"] == [
+                "NaN"]
+            page = await c.get("/workflows/r-1")
+            assert page.status_code == 200
+
+
+async def test_a_cursor_is_checked_whole(seeded: str) -> None:
+    """Every malformed ``after`` is 400 naming it, never a 500 (an int too large for a
+    float was an OverflowError)."""
+    store = _store_tools.open_store(seeded)
+
+    def cursor(raw: str) -> str:
+        return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+    async with client(make_app(StoreBackend(store))) as c:
+        for raw in (json.dumps([10**400, "x"]), json.dumps([1e300, "x"]), "[NaN, \"x\"]",
+                    "[1e400, \"x\"]", '[1, "\\ud800"]', "[1]", '[1, "x", 2]', "[1, 2]",
+                    '["1", "x"]', '[true, "x"]', '{"a": 1, "b": "x"}', "5", "[" * 5000,
+                    "not json"):
+            r = await c.get("/api/workflows", params={"after": cursor(raw)})
+            assert r.status_code == 400, (raw[:30], r.text)
+            assert "is not a cursor of this console" in r.json()["error"]
+        for text in ("%%%", "a", "!!"):
+            r = await c.get("/api/workflows", params={"after": text})
+            assert r.status_code == 400, (text, r.text)
+        good = cursor(json.dumps([1.9e9, "zzz"]))
+        assert (await c.get("/api/workflows", params={"after": good})).status_code == 200
+    store.close()
+
+
+# ------------------------------------------------------------------ big workflows
+async def test_big_inbox_promises_and_state_are_cut_and_counted(store_path: str) -> None:
+    """A workflow page answers the first INBOX_SHOWN messages, PROMISES_SHOWN promises
+    (the pending first) and STATE_SHOWN state keys, with their totals (it answered
+    50,000 messages: megabytes every second); a poll that sends the ETag back gets 304."""
+    from garrison.console import _backend
+
+    with SQLiteStore(store_path) as owner:
+        tx = Transaction().create_workflow("big", "console_app:listening", [],
+                                           status="waiting")
+        for i in range(1200):
+            tx.deliver("big", "note", {"n": i}, msg_id=f"m-{i}")
+        for i in range(700):
+            tx.create_promise("big", f"p-{i:03d}")
+        for i in range(0, 700, 2):
+            tx.resolve_promise("big", f"p-{i:03d}", i)
+        for i in range(600):
+            tx.set_state("big", f"k-{i:03d}", i)
+        owner.write(tx)
+    store = _store_tools.open_store(store_path)
+    async with client(make_app(StoreBackend(store))) as c:
+        r = await c.get("/api/workflows/big")
+        d = r.json()
+        assert len(d["inbox"]) == _backend.INBOX_SHOWN == 500 and d["inbox_total"] == 1200
+        assert [m["payload"]["n"] for m in d["inbox"][:3]] == [0, 1, 2]  # the first to arrive
+        assert len(d["promises"]) == 500 and d["promises_total"] == 700
+        assert [p["status"] for p in d["promises"][:350]] == ["pending"] * 350
+        assert d["promises"][0]["name"] == "p-001"
+        assert d["promises"][0]["completed"] is None  # not ""
+        assert d["promises"][350]["status"] == "resolved"
+        assert len(d["actions"]["resolve"]) == 350
+        assert len(d["state"]) == 500 and d["state_total"] == 600
+        assert len(r.content) < 200_000
+
+        tag = r.headers["etag"]
+        again = await c.get("/api/workflows/big", headers={"If-None-Match": tag})
+        assert again.status_code == 304 and again.content == b""
+        with SQLiteStore(store_path, lock=False) as tool:
+            tool.write(Transaction().set_state("big", "k-000", "changed"))
+        changed = await c.get("/api/workflows/big", headers={"If-None-Match": tag})
+        assert changed.status_code == 200 and changed.json()["state"]["k-000"] == "changed"
+    store.close()
+
+
+async def test_a_live_status_filter_is_an_indexed_query_not_a_scan(
+        store_path: str, autojump_clock: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Attached to a node, ``?status=running`` reads the store's rows of that status
+    (an index), not every unfinished workflow to ask the node about each (130-290 ms
+    a request, every 2 s, at 10,000 parked workflows)."""
+    async with garrison.open_node(store=store_path) as node:
+        for i in range(120):
+            await node.start_workflow(console_app.gated, f"w{i}", None, id=f"w-{i:03d}")
+        store = node.hosts["workflows"].store
+        await until(lambda: len(store.list_workflows("waiting")) == 120)
+        read = []
+        real = store.list_workflows
+
+        def counting(*args: Any, **kw: Any) -> Any:
+            rows = real(*args, **kw)
+            read.extend(rows)
+            return rows
+
+        monkeypatch.setattr(store, "list_workflows", counting)
+        async with client(make_app(NodeBackend(node))) as c:
+            r = await c.get("/api/workflows?status=running,sleeping")
+            assert r.json() == {"workflows": [], "next": None}
+            assert read == []
+            r = await c.get("/api/workflows?status=waiting&limit=10")
+            assert len(r.json()["workflows"]) == 10 and len(read) <= 11
+
+
+# ------------------------------------------------------------------ browsers and proxies
+async def test_referrers_stay_on_the_console_and_login_returns_to_the_page(
+        seeded: str) -> None:
+    """``Referrer-Policy: same-origin`` (with no-referrer Chromium posts the login form
+    with ``Origin: null``, which the guard refused); a login goes back to the page
+    asked for, never to another site."""
+    store = _store_tools.open_store(seeded)
+    app = make_app(StoreBackend(store), token=TOKEN)
+    async with client(app) as c:
+        r = await c.get("/workflows/g-1?x=1")
+        assert r.status_code == 303
+        assert r.headers["location"] == "/login?next=%2Fworkflows%2Fg-1%3Fx%3D1"
+        assert r.headers["referrer-policy"] == "same-origin"
+        form = await c.get(r.headers["location"])
+        assert 'name="next" value="/workflows/g-1?x=1"' in form.text
+        r = await c.post("/login", data={"token": TOKEN, "next": "/workflows/g-1?x=1"},
+                         headers={"Origin": BASE})
+        assert r.status_code == 303 and r.headers["location"] == "/workflows/g-1?x=1"
+        for elsewhere in ("//evil.example/", "https://evil.example/", "/\\evil.example"):
+            r = await c.post("/login", data={"token": TOKEN, "next": elsewhere})
+            assert r.status_code == 303 and r.headers["location"] == "/", elsewhere
+    store.close()
+
+
+async def test_behind_a_tls_proxy(seeded: str) -> None:
+    """The browser says ``Origin: https://console.example``, the console sees http: a
+    proxy that keeps the Host header needs nothing (every action was refused); one
+    that rewrites it is believed only from ``forwarded_allow_ips``, and then also
+    about the scheme (and the cookies are Secure)."""
+    store = _store_tools.open_store(seeded)
+    public = "https://console.example"
+
+    async def act(c: httpx.AsyncClient, **headers: str) -> httpx.Response:
+        csrf = c.cookies.get("garrison_csrf") or "fixed-csrf-value"
+        c.cookies.set("garrison_csrf", csrf)
+        return await c.post("/api/workflows/l-1/signal", json={"topic": "t"},
+                            headers={"X-Garrison-CSRF": csrf, **headers})
+
+    # a proxy that keeps the Host header, before a console bound to 0.0.0.0
+    app = make_app(StoreBackend(store), token=TOKEN, loopback=False)
+    async with client(app, "http://console.example") as c:
+        c.cookies.set("garrison_session", app.new_session())
+        assert (await act(c, Origin=public)).status_code == 200
+        r = await act(c, Origin="https://evil.example")
+        assert r.status_code == 403 and "evil.example" in r.json()["error"]
+        r = await act(c, Origin="null")
+        assert r.status_code == 403
+
+    # a proxy on 127.0.0.1 that rewrites Host to the console's address
+    forwarded = {"X-Forwarded-Host": "console.example", "X-Forwarded-Proto": "https"}
+    untrusted = make_app(StoreBackend(store), token=TOKEN)
+    async with client(untrusted) as c:
+        c.cookies.set("garrison_session", untrusted.new_session())
+        r = await act(c, Origin=public, **forwarded)
+        assert r.status_code == 403
+        assert "--forwarded-allow-ips" in r.json()["error"]
+    trusted = make_app(StoreBackend(store), token=TOKEN, forwarded_allow_ips="127.0.0.1")
+    async with client(trusted) as c:
+        c.cookies.set("garrison_session", trusted.new_session())
+        assert (await act(c, Origin=public, **forwarded)).status_code == 200
+        # the scheme is known now: an http page of that name is another origin
+        r = await act(c, Origin="http://console.example", **forwarded)
+        assert r.status_code == 403
+        c.cookies.delete("garrison_csrf")
+        page = await c.get("/", headers=forwarded)
+        assert "secure" in page.headers["set-cookie"].lower()
+        # the loopback-name check is the proxy's business (a token is required)
+        assert (await c.get("/api/workflows", headers=forwarded)).status_code == 200
+    # from any other client the X-Forwarded headers mean nothing
+    other = httpx.ASGITransport(app=trusted, client=("10.9.9.9", 4000))
+    async with httpx.AsyncClient(transport=other, base_url=BASE) as c:
+        c.cookies.set("garrison_session", trusted.new_session())
+        assert (await act(c, Origin=public, **forwarded)).status_code == 403
+        c.cookies.delete("garrison_csrf")
+        page = await c.get("/", headers=forwarded)
+        assert "secure" not in page.headers["set-cookie"].lower()
+
+    with pytest.raises(ValueError, match="needs --token"):
+        check_bind("127.0.0.1:8233", None, "127.0.0.1")
+    with pytest.raises(ValueError, match="'nonsense' is not an IP address"):
+        check_bind("127.0.0.1:8233", TOKEN, "10.0.0.1,nonsense")
+    assert check_bind("127.0.0.1:8233", TOKEN, "10.0.0.0/8, *")[2] is True
+    store.close()
+
+
+async def test_get_on_an_action_is_405(seeded: str) -> None:
+    store = _store_tools.open_store(seeded)
+    async with client(make_app(StoreBackend(store))) as c:
+        for action in ("signal", "cancel", "retry", "promises/go/resolve",
+                       "promises/go/reject"):
+            r = await c.get(f"/api/workflows/g-1/{action}")
+            assert r.status_code == 405, (action, r.text)
+            assert r.headers["allow"] == "POST" and "POST only" in r.json()["error"]
+        assert (await c.get("/api/workflows/nope/signal")).status_code == 405
+    # ... unless a workflow has that very id
+    with SQLiteStore(seeded) as owner:
+        owner.write(Transaction().create_workflow("g-1/signal", "console_app:gated", []))
+    async with client(make_app(StoreBackend(store))) as c:
+        r = await c.get("/api/workflows/g-1/signal")
+        assert r.status_code == 200 and r.json()["workflow"]["workflow_id"] == "g-1/signal"
+    store.close()
+
+
+def test_a_wildcard_address_prints_a_name_a_browser_can_open() -> None:
+    from garrison.console._serve import _browsable
+
+    assert _browsable("http://0.0.0.0:8233/") == f"http://{socket.gethostname()}:8233/"
+    assert _browsable("http://[::]:8233/") == f"http://{socket.gethostname()}:8233/"
+    assert _browsable("http://127.0.0.1:8233/") == "http://127.0.0.1:8233/"
+
+
+# ------------------------------------------------------------------ PostgreSQL
+async def test_the_console_on_each_store(store_spec: str, autojump_clock: Any) -> None:
+    """``garrison ui --store postgresql://...`` and ``--ui`` on a node whose store is
+    PostgreSQL work as on SQLite: list, filters, paging, detail, actions."""
+    async with garrison.open_node(store=store_spec) as node:
+        for i in range(5):
+            await node.start_workflow(console_app.gated, f"b{i}", None, id=f"g-{i}")
+        await node.start_workflow(console_app.listening, id="l-1")
+        store = node.hosts["workflows"].store
+        await until(lambda: len(store.list_workflows("waiting")) == 6)
+        async with client(make_app(NodeBackend(node))) as c:
+            first = (await c.get("/api/workflows?status=waiting&limit=4")).json()
+            rest = (await c.get("/api/workflows", params={
+                "status": "waiting", "limit": 4, "after": first["next"]})).json()
+            assert [w["workflow_id"] for w in first["workflows"] + rest["workflows"]] == [
+                "l-1", "g-4", "g-3", "g-2", "g-1", "g-0"]
+            found = (await c.get("/api/workflows", params={"search": "label=b3"})).json()
+            assert [w["workflow_id"] for w in found["workflows"]] == ["g-3"]
+            r = await post(c, "/api/workflows/g-0/promises/go/resolve", {"value": "pg"})
+            assert r.status_code == 200, r.text
+            assert await node.workflow("g-0").result() == {"label": "b0", "go": "pg"}
+            # a NUL in an id or a search value: nothing matches (no server error)
+            assert (await c.get("/api/workflows/a%00b")).status_code == 404
+            r = await c.get("/api/workflows", params={"id": "g\x00", "search": "label=\x00"})
+            assert r.status_code == 200 and r.json()["workflows"] == []
+        tool = _store_tools.open_store(store_spec)  # as garrison ui opens it
+        try:
+            async with client(make_app(StoreBackend(tool))) as c:
+                d = (await c.get("/api/workflows/g-1")).json()
+                assert d["workflow"]["status"] == "waiting" and d["promises"][0]["name"] == "go"
+                r = await post(c, "/api/workflows/l-1/signal", {"topic": "hi", "payload": 1})
+                assert r.status_code == 200, r.text
+                assert await node.workflow("l-1").result() == {"topic": "hi", "payload": 1}
+        finally:
+            tool.close()

@@ -23,6 +23,9 @@ from pathlib import Path
 import pytest
 from _console_server import ROOT, console
 
+from garrison._store_tools import open_store
+from garrison.persistence import Transaction
+
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--no-first-run"]
 EVIL = '<img src=x onerror="alert(1)">'
@@ -125,4 +128,92 @@ def test_follow_and_act_on_a_workflow_in_the_browser(tmp_path: Path) -> None:
         expect(page.locator("#wf-status")).to_have_text("failed")
         browser.close()
         assert errors == [] and dialogs == []
+    assert ui.proc.returncode == 0, "".join(ui.stdout)
+
+
+TOKEN = "a-token-for-the-browser-test"
+HANDS_OFF = """\
+version: "1.0"
+namespace: t
+entries:
+  - {name: orders, kind: workflow.host, store: orders.db}   # the only one: "workflows"
+  - {name: seed_fn, kind: process.py, source: "console_app:seed"}
+  - name: seeder
+    kind: process.service
+    process: t:seed_fn
+    lifecycle: {auto_start: true}
+"""
+
+
+def test_login_form_node_figures_children_and_paging_in_the_browser(tmp_path: Path) -> None:
+    """What only a browser shows: the /login form logs in (Chromium posted it with
+    ``Origin: null`` under ``Referrer-Policy: no-referrer``) and goes back to the page
+    asked for; a finished workflow keeps polling its running child, and calls the EXIT
+    that came after its end never received; the node's queue and schedule figures are
+    text (they were ``[object Object]``); a reload keeps the list's page. The only
+    workflow host of the config is named ``orders`` (the console crashed on it)."""
+    chromium = _chromium()
+    from playwright.sync_api import expect, sync_playwright
+
+    (tmp_path / "app.yaml").write_text(HANDS_OFF)
+    with console("run", "app.yaml", "--ui", "127.0.0.1:0", "--token", TOKEN, cwd=tmp_path,
+                 env={"PYTHONPATH": str(ROOT / "tests")}) as ui, sync_playwright() as pw:
+        ui.http.headers["Authorization"] = f"Bearer {TOKEN}"
+        ui.until(lambda: len(ui.http.get("/api/workflows?limit=100").json()["workflows"])
+                 == 57, "55 gated workflows, the parent and its child")
+        assert sum("web console at" in line for line in ui.stdout) == 1, ui.stdout
+        browser = pw.chromium.launch_persistent_context(
+            tempfile.mkdtemp(dir=tmp_path), executable_path=chromium, headless=True,
+            args=ARGS, viewport={"width": 1280, "height": 860})
+        page = browser.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        expect.set_options(timeout=15_000)
+
+        # the login form, then back to the workflow asked for
+        page.goto(ui.url + "workflows/parent")
+        assert "/login?next=" in page.url
+        page.fill("input[name=token]", TOKEN)
+        page.click("button[type=submit]")
+        expect(page.locator("#wf-status")).to_have_text("completed")
+        assert page.url == ui.url + "workflows/parent"
+
+        # finished, with a child still waiting: the page still polls (slowly), so an
+        # event that arrives after the end shows, and so does the child's new status
+        child = page.locator("#children li .status")
+        expect(child).to_have_text("waiting")
+        expect(page.locator("#inbox-title")).to_have_text(
+            "Inbox (never received: the workflow had finished)")
+        late = open_store(str(tmp_path / "orders.db"))  # a tool, as garrison workflows is
+        try:
+            late.write(Transaction().deliver("parent", "EXIT", {"late": True}, kind="event"))
+        finally:
+            late.close()
+        expect(page.locator("#inbox tr td").nth(1)).to_have_text("event")
+        child_id = page.locator("#children a").inner_text()
+        r = ui.http.post(f"/api/workflows/{child_id}/promises/go/resolve", json={"value": 1})
+        assert r.status_code == 200, r.text
+        expect(child).to_have_text("completed")
+
+        # the node's figures per workflow host
+        page.click("header nav a:text('Node')")
+        expect(page.locator("dd[data-stat=workflow_queues]")).to_contain_text("t:orders")
+        expect(page.locator("dd[data-stat=schedules]")).to_contain_text("schedules 0")
+        expect(page.locator("#stats")).not_to_contain_text("[object")
+
+        # the list: page 2 survives a reload
+        page.click("header nav a:text('Workflows')")
+        rows = page.locator("#rows tr")
+        expect(rows).to_have_count(50)
+        page.click("#next-page")
+        expect(page.locator("#page-label")).to_have_text("page 2")
+        expect(rows).to_have_count(7)
+        page.reload()
+        expect(page.locator("#page-label")).to_have_text("page 2")
+        expect(rows).to_have_count(7)
+        page.click("#prev-page")
+        expect(page.locator("#page-label")).to_have_text("page 1")
+        expect(rows).to_have_count(50)
+        browser.close()
+        assert errors == []
     assert ui.proc.returncode == 0, "".join(ui.stdout)

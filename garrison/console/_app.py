@@ -8,11 +8,14 @@ with data), polling while something can change. The API is documented in README.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
+import re
 import secrets
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, quote
 
 import jinja2
 from starlette.applications import Starlette
@@ -23,12 +26,12 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from .. import _store_tools as tools
-from ._backend import ApiError, Backend, parse_statuses
+from ._backend import ApiError, Backend, parse_search, parse_statuses, strict_json
 from ._security import (
     CSRF_COOKIE,
     Guard,
     csrf_cookie_args,
+    is_https,
     session_cookie_args,
 )
 
@@ -38,11 +41,15 @@ _HERE = Path(__file__).parent
 #: workflows on one page of the list, by default and at most
 PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
+#: a workflow's action URLs (a GET there is 405, unless a workflow has that very id)
+_ACTION = re.compile(r"^(?P<wid>.+)/(?:signal|cancel|retry|promises/[^/]+/(?:resolve|reject))$")
 
 
-def make_app(backend: Backend, *, token: str | None = None, loopback: bool = True) -> Guard:
+def make_app(backend: Backend, *, token: str | None = None, loopback: bool = True,
+             forwarded_allow_ips: str | list[str] | None = None) -> Guard:
     """The console's ASGI application over ``backend``, behind its :class:`Guard`
-    (``token``: required on every request; ``loopback``: answer loopback names only)."""
+    (``token``: required on every request; ``loopback``: answer loopback names only;
+    ``forwarded_allow_ips``: the proxies whose ``X-Forwarded-*`` headers are believed)."""
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(_HERE / "templates"),
                              autoescape=True)
     templates = Jinja2Templates(env=env)
@@ -51,7 +58,8 @@ def make_app(backend: Backend, *, token: str | None = None, loopback: bool = Tru
         response = templates.TemplateResponse(
             request, name, {"live": backend.live, "store": backend.store.path, **context})
         if not request.cookies.get(CSRF_COOKIE):
-            response.set_cookie(**csrf_cookie_args(secrets.token_urlsafe(24)))
+            response.set_cookie(**csrf_cookie_args(secrets.token_urlsafe(24),
+                                                   secure=is_https(request.scope)))
         return response
 
     # -- pages ---------------------------------------------------------------------------
@@ -67,19 +75,21 @@ def make_app(backend: Backend, *, token: str | None = None, loopback: bool = Tru
 
     async def login_page(request: Request) -> Response:
         guard: Guard = request.scope["state"]["guard"]
+        then = _local_path(request.query_params.get("next"))
         if request.method == "POST":
-            # a urlencoded form of one field (no multipart parser needed)
+            # a urlencoded form (no multipart parser needed)
             form = parse_qs((await request.body()).decode("utf-8", "replace"))
             given = form.get("token", [""])[0]
+            then = _local_path(form.get("next", [then])[0])
             if given and guard.token_matches(given):
-                return _logged_in(guard.new_session())
+                return _logged_in(guard.new_session(), then, is_https(request.scope))
             return templates.TemplateResponse(request, "login.html",
                                               {"title": "Log in", "failed": True,
-                                               "anonymous": True},
+                                               "anonymous": True, "next": then},
                                               status_code=401)
         return templates.TemplateResponse(request, "login.html",
                                           {"title": "Log in", "failed": False,
-                                           "anonymous": True})
+                                           "anonymous": True, "next": then})
 
     async def auth(request: Request) -> Response:
         guard: Guard = request.scope["state"]["guard"]
@@ -88,29 +98,35 @@ def make_app(backend: Backend, *, token: str | None = None, loopback: bool = Tru
             return Response("This login link is not valid (it works once). Log in with the "
                             "console's token at /login.\n", status_code=403,
                             media_type="text/plain")
-        return _logged_in(session)
+        return _logged_in(session, "/", is_https(request.scope))
 
     # -- the JSON API --------------------------------------------------------------------
     async def api_capabilities(request: Request) -> Response:
-        return JSONResponse(backend.capabilities())
+        return _json(request, backend.capabilities())
 
     async def api_workflows(request: Request) -> Response:
         q = request.query_params
         statuses = parse_statuses(q.getlist("status"))
-        try:
-            search = dict(tools.key_value(item, "search") for item in q.getlist("search"))
-        except tools.ToolError as exc:
-            raise ApiError(400, str(exc)) from None
+        search = parse_search(q.getlist("search"))
         limit = _int(q.get("limit"), "limit", PAGE_SIZE, 1, MAX_PAGE_SIZE)
         order = q.get("order", "newest")
         if order not in ("newest", "oldest"):
             raise ApiError(400, f"order={order!r}: expected 'newest' or 'oldest'")
-        return JSONResponse(backend.list_page(statuses, search, q.get("id") or None,
-                                              q.get("after") or None, limit,
-                                              newest_first=order == "newest"))
+        return _json(request, backend.list_page(statuses, search, q.get("id") or None,
+                                                q.get("after") or None, limit,
+                                                newest_first=order == "newest",
+                                                host=_host(request)))
 
     async def api_workflow(request: Request) -> Response:
-        return JSONResponse(await backend.detail(request.path_params["wid"]))
+        wid = request.path_params["wid"]
+        try:
+            return _json(request, await backend.detail(wid, _host(request)))
+        except ApiError as exc:
+            # GET on an action's URL (that is not itself the id of a workflow)
+            if exc.status == 404 and _ACTION.match(wid):
+                return JSONResponse({"error": f"{request.url.path} takes POST only"},
+                                    status_code=405, headers={"Allow": "POST"})
+            raise
 
     async def api_signal(request: Request) -> Response:
         wid = request.path_params["wid"]
@@ -118,15 +134,15 @@ def make_app(backend: Backend, *, token: str | None = None, loopback: bool = Tru
         topic = body.get("topic")
         if not isinstance(topic, str) or not topic:
             raise ApiError(400, "a signal needs a 'topic': a non-empty string")
-        out = await backend.signal(wid, topic, body.get("payload"))
-        return JSONResponse({"ok": True, "workflow_id": wid, "signal": topic, **out})
+        out = await backend.signal(wid, topic, body.get("payload"), _host(request))
+        return _json(request, {"ok": True, "workflow_id": wid, "signal": topic, **out})
 
     async def api_resolve(request: Request) -> Response:
         wid, name = request.path_params["wid"], request.path_params["name"]
         body = await _body(request)
-        await backend.resolve(wid, name, body.get("value"))
-        return JSONResponse({"ok": True, "workflow_id": wid, "promise": name,
-                             "resolved": body.get("value")})
+        await backend.resolve(wid, name, body.get("value"), _host(request))
+        return _json(request, {"ok": True, "workflow_id": wid, "promise": name,
+                               "resolved": body.get("value")})
 
     async def api_reject(request: Request) -> Response:
         wid, name = request.path_params["wid"], request.path_params["name"]
@@ -134,24 +150,24 @@ def make_app(backend: Backend, *, token: str | None = None, loopback: bool = Tru
         message = body.get("message")
         if not isinstance(message, str) or not message:
             raise ApiError(400, "a rejection needs a 'message': a non-empty string")
-        await backend.reject(wid, name, message)
-        return JSONResponse({"ok": True, "workflow_id": wid, "promise": name,
-                             "rejected": message})
+        await backend.reject(wid, name, message, _host(request))
+        return _json(request, {"ok": True, "workflow_id": wid, "promise": name,
+                               "rejected": message})
 
     async def api_cancel(request: Request) -> Response:
         wid = request.path_params["wid"]
         await _body(request)
-        await backend.cancel(wid)
-        return JSONResponse({"ok": True, "workflow_id": wid, "cancel_requested": True})
+        await backend.cancel(wid, _host(request))
+        return _json(request, {"ok": True, "workflow_id": wid, "cancel_requested": True})
 
     async def api_retry(request: Request) -> Response:
         wid = request.path_params["wid"]
         await _body(request)
-        note = await backend.retry(wid)
-        return JSONResponse({"ok": True, "workflow_id": wid, "retry": note})
+        note = await backend.retry(wid, _host(request))
+        return _json(request, {"ok": True, "workflow_id": wid, "retry": note})
 
     async def api_node(request: Request) -> Response:
-        return JSONResponse(backend.node_view())
+        return _json(request, backend.node_view())
 
     async def api_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ApiError)
@@ -184,23 +200,73 @@ def make_app(backend: Backend, *, token: str | None = None, loopback: bool = Tru
     ]
     app = Starlette(routes=routes, exception_handlers={ApiError: api_error,
                                                        HTTPException: http_error})
-    return Guard(app, token=token, loopback=loopback)
+    return Guard(app, token=token, loopback=loopback,
+                 forwarded_allow_ips=forwarded_allow_ips)
 
 
-def _logged_in(session: str) -> Response:
-    response = RedirectResponse("/", status_code=303)
-    response.set_cookie(**session_cookie_args(session))
+def _logged_in(session: str, then: str, secure: bool) -> Response:
+    response = RedirectResponse(then, status_code=303)
+    response.set_cookie(**session_cookie_args(session, secure=secure))
     return response
 
 
+def _local_path(then: str | None) -> str:
+    """``then`` if it is a path of this console (``/workflows/x?host=y``), else ``/``:
+    a login never sends the browser to another site."""
+    if not then or not then.startswith("/") or then.startswith("//") or "\\" in then:
+        return "/"
+    return quote(then, safe="/?&=%:@!$'()*+,;~-._")
+
+
+def _host(request: Request) -> str | None:
+    """The ``host`` query parameter (a workflow host of the node), or ``None``."""
+    return request.query_params.get("host") or None
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with NaN and the infinities (which Python's JSON, and so a store, may
+    hold) as the strings ``"NaN"``, ``"Infinity"``, ``"-Infinity"``: valid JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    return value
+
+
+def _json(request: Request, content: Any, status_code: int = 200) -> Response:
+    """A JSON answer that is valid JSON whatever the store holds (see :func:`_finite`),
+    with an ``ETag``: a poll that sends it back as ``If-None-Match`` gets ``304`` and
+    no body while nothing changed."""
+    try:
+        text = json.dumps(content, ensure_ascii=False, allow_nan=False,
+                          separators=(",", ":"))
+    except ValueError:
+        text = json.dumps(_finite(content), ensure_ascii=False, allow_nan=False,
+                          separators=(",", ":"))
+    try:
+        body = text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: escaped, it is valid JSON
+        body = json.dumps(_finite(content), allow_nan=False,
+                          separators=(",", ":")).encode("ascii")
+    tag = '"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"'
+    if status_code == 200 and request.method == "GET" \
+            and request.headers.get("if-none-match") == tag:
+        return Response(status_code=304, headers={"ETag": tag})
+    return Response(body, status_code=status_code, media_type="application/json",
+                    headers={"ETag": tag})
+
+
 async def _body(request: Request) -> dict[str, Any]:
-    """The JSON object of a POST (an empty body is ``{}``)."""
+    """The JSON object of a POST (an empty body is ``{}``): numbers must be finite
+    (no ``NaN``, ``Infinity``, ``1e400``) and text valid, as a store needs them."""
     raw = await request.body()
     if not raw.strip():
         return {}
     try:
-        body = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        body = strict_json(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(400, f"the request body must be a JSON object: {exc}") from None
     if not isinstance(body, dict):
         raise ApiError(400, f"the request body must be a JSON object, got {type(body).__name__}")

@@ -1,10 +1,15 @@
 """What the console shows and does, as JSON-ready dicts: one backend on a store (a
 tool, ``lock=False``) and one attached to a running node.
 
-Both read the workflows from the store. The node backend adds what only a running
-node knows: live statuses (``sleeping``, ``waiting``), its processes, services and
-their supervision tree, and it acts through the node API (``node.workflow(id)``);
-the store backend acts through ``garrison._store_tools``, exactly as ``garrison
+Both read the workflows from the store, whose status column is current: a node
+writes ``waiting`` and ``sleeping`` there within about 50 ms of a workflow parking
+(and ``running`` with its next step), so the list's status filters are the store's
+indexed queries. The node backend adds what only a running node knows: the exact
+status of the workflows it runs, its processes, services and their supervision
+tree, and it acts through the node API (``node.workflow(id)``). It serves every
+durable workflow host of the node (``?host=``; by default the host ``workflows``
+names, or the first host whose store persists when that one is in memory). The
+store backend acts through ``garrison._store_tools``, exactly as ``garrison
 workflows`` does, so a node that holds the store is woken at once.
 """
 
@@ -14,6 +19,7 @@ import base64
 import binascii
 import datetime as _dt
 import json
+import math
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -25,16 +31,22 @@ from .._errors import NoSuchWorkflow, PromiseAlreadyCompleted
 from ..actors._values import Pid
 from ..persistence import WorkflowStatus
 
-__all__ = ["ApiError", "Backend", "NodeBackend", "StoreBackend"]
+__all__ = ["ApiError", "Backend", "NodeBackend", "StoreBackend", "strict_json"]
 
-#: statuses the store keeps only as ``running`` while a node runs the workflow
-_UNFINISHED = ("pending", "running", "sleeping", "waiting", "blocked")
 #: the journal records one workflow page shows at most (the latest ones)
 JOURNAL_SHOWN = 2000
+#: the inbox messages (the first to arrive), promises (the pending ones first) and
+#: state keys one workflow page shows at most; the answer counts them all
+INBOX_SHOWN = 500
+PROMISES_SHOWN = 500
+STATE_SHOWN = 500
 #: the processes the node page lists at most
 PROCESSES_SHOWN = 2000
 #: the children of one workflow listed at most
 CHILDREN_SHOWN = 500
+#: the store rows one page of a live status filter reads at most (a page whose rows
+#: changed status meanwhile ends early, with a cursor to go on from)
+SCAN_SHOWN = 2000
 #: the statuses a workflow can be retried from (resumed by replay from its journal)
 RETRYABLE = ("failed", "blocked")
 
@@ -48,6 +60,49 @@ class ApiError(Exception):
         self.message = message
 
 
+# ------------------------------------------------------------------ JSON in
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number (NaN and infinity cannot be stored)")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is too large for a JSON number (it would be infinity)")
+    return value
+
+
+def _check_text(value: Any) -> None:
+    """``ValueError`` for a string (or key) that is not valid Unicode text: a lone
+    surrogate, which JSON can escape but no store can hold."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError(f"{item[:40]!r} is not valid text (a lone surrogate "
+                                 "character)") from None
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, dict):
+            stack.extend(item)
+            stack.extend(item.values())
+
+
+def strict_json(text: str | bytes) -> Any:
+    """``text`` parsed as JSON that a store can hold: finite numbers (no ``NaN``,
+    ``Infinity`` or ``1e400``), valid text; ``ValueError`` naming what is wrong."""
+    try:
+        value = json.loads(text, parse_constant=_no_constant, parse_float=_finite_float)
+    except RecursionError:
+        raise ValueError("it is nested too deeply") from None
+    _check_text(value)
+    return value
+
+
+# ------------------------------------------------------------------ paging cursors
 def encode_cursor(created: Any, workflow_id: str) -> str:
     """The opaque ``next`` cursor of a page: the last record's ``(created, id)``."""
     stamp = created.timestamp() if created is not None else 0.0
@@ -56,17 +111,24 @@ def encode_cursor(created: Any, workflow_id: str) -> str:
 
 
 def decode_cursor(cursor: str) -> tuple[float, str]:
-    """``(created, workflow_id)`` of a cursor; :class:`ApiError` 400 if it is not one."""
+    """``(created, workflow_id)`` of a cursor; :class:`ApiError` 400 if it is not one
+    (not base64 JSON, not ``[time, id]``, a time no date has, an id no store holds)."""
     try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        stamp, workflow_id = json.loads(raw)
+        raw = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_",
+                               validate=True)
+        value = strict_json(raw)
+        if not isinstance(value, list) or len(value) != 2:
+            raise ValueError(cursor)
+        stamp, workflow_id = value
         if isinstance(stamp, bool) or not isinstance(stamp, int | float) \
                 or not isinstance(workflow_id, str):
             raise ValueError(cursor)
-    except (ValueError, binascii.Error, TypeError):
-        raise ApiError(400, f"after={cursor!r} is not a cursor of this console (use the "
-                            "'next' value of the previous page)") from None
-    return float(stamp), workflow_id
+        stamp = float(stamp)
+        _dt.datetime.fromtimestamp(stamp, _dt.UTC)  # a time a store can compare with
+    except (ValueError, binascii.Error, OverflowError, OSError):
+        raise ApiError(400, f"after={cursor[:80]!r} is not a cursor of this console (use "
+                            "the 'next' value of the previous page)") from None
+    return stamp, workflow_id
 
 
 def parse_statuses(values: Sequence[str]) -> list[str]:
@@ -80,6 +142,27 @@ def parse_statuses(values: Sequence[str]) -> list[str]:
     return statuses
 
 
+def parse_search(values: Sequence[str]) -> dict[str, Any]:
+    """``search=KEY=VALUE`` (repeated): the value is JSON, or else a plain string."""
+    out: dict[str, Any] = {}
+    for item in values:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ApiError(400, f"search takes KEY=VALUE, got {item!r}")
+        try:
+            out[key] = strict_json(raw)
+        except json.JSONDecodeError:
+            out[key] = raw
+        except ValueError as exc:
+            raise ApiError(400, f"search {item!r}: {exc}") from None
+    return out
+
+
+def _when(value: Any) -> str | None:
+    """A time as ISO 8601 UTC, ``None`` for no time."""
+    return None if value is None else tools.when(value)
+
+
 def _outcome_ok(outcome: Any) -> bool:
     """False for a journal record that holds a failure (an activity's or call's error,
     a rejected promise, a failed child)."""
@@ -87,19 +170,66 @@ def _outcome_ok(outcome: Any) -> bool:
 
 
 class Backend:
-    """The reads both backends share (they differ in live status and in actions)."""
+    """The reads both backends share (they differ in hosts, live status and actions).
+
+    Every method that names a workflow takes ``host``: a host name of a console
+    attached to a node (``None``: the default host, or for one workflow the first
+    host whose store holds it); a store console has no hosts and takes ``None`` only.
+    """
 
     #: attached to a running node (live statuses, processes, services)
     live = False
+    #: the default host's store
     store: Any
+    #: the default host (``None``: a store console)
+    default: str | None = None
 
     # -- to override -----------------------------------------------------------------
-    def status_of(self, rec: Any) -> str:
+    def stores(self) -> dict[str | None, Any]:
+        """Each host's store, by host name (a store console: ``{None: store}``)."""
+        return {None: self.store}
+
+    def status_of(self, rec: Any, host: str | None) -> str:
         """The workflow's status as the console shows it."""
         return str(rec.status)
 
     def close(self) -> None:
         """Release what the backend opened."""
+
+    def pid_of(self, rec: Any, host: str | None) -> Pid:
+        """The workflow's pid."""
+        return Pid(host or rec.host or "workflows", rec.workflow_id)
+
+    # -- hosts -------------------------------------------------------------------------
+    def store_of(self, host: str | None) -> tuple[str | None, Any]:
+        """``(host, store)`` of ``host`` (``None``: the default); 400 for another name."""
+        stores = self.stores()
+        if host is None:
+            return self.default, stores[self.default]
+        if host not in stores:
+            if self.default is None:
+                raise ApiError(400, f"host={host!r}: this console serves one store "
+                                    f"({self.store.path}), not the hosts of a node")
+            raise ApiError(400, f"host={host!r} is not a workflow host of this node "
+                                f"(workflow hosts: {', '.join(map(str, stores))})")
+        return host, stores[host]
+
+    def locate(self, workflow_id: str, host: str | None) -> tuple[str | None, Any, Any]:
+        """``(host, store, record)`` of the workflow; 404 if no store holds it."""
+        if host is not None:
+            name, store = self.store_of(host)
+            rec = store.get_workflow(workflow_id)
+            if rec is None:
+                raise ApiError(404, f"no workflow {workflow_id!r} on host {name!r} "
+                                    f"({store.path or 'in memory'})")
+            return name, store, rec
+        stores = self.stores()
+        for name in (self.default, *(n for n in stores if n != self.default)):
+            rec = stores[name].get_workflow(workflow_id)
+            if rec is not None:
+                return name, stores[name], rec
+        where = ", ".join(str(s.path or "in memory") for s in stores.values())
+        raise ApiError(404, f"no workflow {workflow_id!r} in {where}")
 
     # -- capabilities ------------------------------------------------------------------
     def capabilities(self) -> dict[str, Any]:
@@ -107,6 +237,9 @@ class Backend:
         return {
             "live": self.live,
             "store": self.store.path,
+            "host": self.default,
+            "hosts": [{"name": name, "store": store.path}
+                      for name, store in self.stores().items() if name is not None],
             "statuses": [s.value for s in WorkflowStatus],
             "actions": ["signal", "resolve", "reject", "cancel", "retry"],
             "retry": True,
@@ -114,153 +247,201 @@ class Backend:
 
     # -- the list ----------------------------------------------------------------------
     def list_page(self, statuses: list[str], search: dict[str, Any], id_prefix: str | None,
-                  after: str | None, limit: int, newest_first: bool = True) -> dict[str, Any]:
-        """One page of the workflow list, and the cursor of the next (``None``: last)."""
+                  after: str | None, limit: int, newest_first: bool = True,
+                  host: str | None = None) -> dict[str, Any]:
+        """One page of the workflow list, and the cursor of the next (``None``: last).
+
+        A status filter is the store's indexed query; a row whose status changed since
+        the store was told (a node records a parked workflow within ~50 ms) is left
+        out, and at most :data:`SCAN_SHOWN` rows are read for one page."""
         cursor: tuple[float, str] | None = decode_cursor(after) if after else None
+        name, store = self.store_of(host)
         wanted = set(statuses)
-        # While a node runs them, the store says ``running`` for sleeping and waiting
-        # workflows: ask it for every unfinished status and keep the live ones wanted.
-        filter_live = self.live and bool(wanted & set(_UNFINISHED))
-        store_statuses = sorted(wanted | set(_UNFINISHED)) if filter_live else sorted(wanted)
         rows: list[tuple[Any, str]] = []
         batch = limit + 1
-        while len(rows) <= limit:
-            found = self.store.list_workflows(
-                store_statuses or None, search or None, limit=batch, after=cursor,
+        scanned = 0
+        last_read: Any = None
+        more = False
+        while True:
+            found = store.list_workflows(
+                statuses or None, search or None, limit=batch, after=cursor,
                 newest_first=newest_first, id_prefix=id_prefix or None)
             for rec in found:
-                status = self.status_of(rec)
-                if not filter_live or status in wanted:
-                    rows.append((rec, status))
-                    if len(rows) > limit:
+                status = self.status_of(rec, name)
+                if not wanted or status in wanted:
+                    if len(rows) == limit:
+                        more = True
                         break
-            if len(found) < batch:
+                    rows.append((rec, status))
+                scanned += 1
+                last_read = rec
+            if more or len(found) < batch:
+                break
+            if scanned >= SCAN_SHOWN:
+                more = True  # go on from the last row read, next page
                 break
             cursor = (found[-1].created.timestamp(), found[-1].workflow_id)
-        more = len(rows) > limit
-        rows = rows[:limit]
-        last = rows[-1][0] if rows else None
         return {
-            "workflows": [self._summary(rec, status) for rec, status in rows],
-            "next": encode_cursor(last.created, last.workflow_id) if more and last else None,
+            "workflows": [self._summary(rec, status, name) for rec, status in rows],
+            "next": encode_cursor(last_read.created, last_read.workflow_id)
+            if more and last_read is not None else None,
         }
 
     @staticmethod
-    def _summary(rec: Any, status: str) -> dict[str, Any]:
+    def _summary(rec: Any, status: str, host: str | None) -> dict[str, Any]:
         return {"workflow_id": rec.workflow_id, "name": rec.name, "status": status,
+                "host": host or rec.host,
                 "created": tools.when(rec.created), "updated": tools.when(rec.updated),
                 "search": rec.search}
 
     # -- one workflow ------------------------------------------------------------------
-    def record(self, workflow_id: str) -> Any:
-        """The workflow's record; :class:`ApiError` 404 if there is none."""
-        rec = self.store.get_workflow(workflow_id)
-        if rec is None:
-            raise ApiError(404, f"no workflow {workflow_id!r} in {self.store.path}")
-        return rec
+    def _parent_store(self, rec: Any) -> tuple[str | None, Any] | None:
+        """The host and store that would hold the workflow's parent, if it is one."""
+        if rec.parent is None:
+            return None
+        if self.default is None:
+            return None, self.store
+        try:
+            return self.store_of(rec.parent.host)
+        except ApiError:  # a process of a process host
+            return None
 
-    async def detail(self, workflow_id: str) -> dict[str, Any]:
-        """Everything about one workflow (``GET /api/workflows/{id}``).
-
-        The journal, which may be long, is read in a worker thread (the store's reads
-        are thread-safe), so a page that polls it never holds up the node's workflows."""
-        store = self.store
-        rec = self.record(workflow_id)
+    def _read(self, store: Any, rec: Any, pid: Pid,
+              parent_at: tuple[str | None, Any] | None) -> dict[str, Any]:
+        """Everything of one workflow the stores hold, read in a worker thread (the
+        store's reads are thread-safe) so that a page polling a long journal or a
+        full inbox never holds up the node's workflows."""
         wid = rec.workflow_id
-        journal = await trio.to_thread.run_sync(store.journal, wid)
-        status = self.status_of(rec)
+        parent = None
+        if parent_at is not None:
+            found = parent_at[1].get_workflow(rec.parent.id)
+            parent = (parent_at[0], found) if found is not None else None
+        children = [(name, child) for name, other in self.stores().items()
+                    for child in other.list_workflows(parent=pid, limit=CHILDREN_SHOWN)]
+        return {"journal": store.journal(wid), "promises": store.promises(wid),
+                "state": store.states(wid), "inbox": store.pending_messages(wid),
+                "timers": store.timers(wid), "children": children[:CHILDREN_SHOWN],
+                "parent": parent}
+
+    async def detail(self, workflow_id: str, host: str | None = None) -> dict[str, Any]:
+        """Everything about one workflow (``GET /api/workflows/{id}``); the inbox,
+        promises and state are cut at their ``*_SHOWN`` limits (their totals say how
+        many there are)."""
+        name, store, rec = self.locate(workflow_id, host)
+        pid = self.pid_of(rec, name)
+        got = await trio.to_thread.run_sync(self._read, store, rec, pid,
+                                            self._parent_store(rec))
+        journal = got["journal"]
+        status = self.status_of(rec, name)
+        final = status in tools.FINAL
         shown = journal[-JOURNAL_SHOWN:]
-        pid = Pid(rec.host or "workflows", wid)
         parent = None
         if rec.parent is not None:
-            is_workflow = store.get_workflow(rec.parent.id) is not None
+            parent_host, parent_rec = got["parent"] or (None, None)
             parent = {"pid": str(rec.parent),
-                      "workflow_id": rec.parent.id if is_workflow else None}
-        children = store.list_workflows(parent=pid, limit=CHILDREN_SHOWN)
-        promises = store.promises(wid)
-        final = status in tools.FINAL
+                      "workflow_id": rec.parent.id if parent_rec is not None else None,
+                      "host": (parent_host or parent_rec.host) if parent_rec is not None
+                      else None}
+        promises = sorted(got["promises"], key=lambda p: (str(p.status) != "pending", p.name))
+        pending = [p.name for p in promises[:PROMISES_SHOWN] if str(p.status) == "pending"]
+        state = got["state"]
+        inbox = got["inbox"]
         workflow = tools.record_json(rec)
-        workflow.update(status=status, pid=str(pid),
+        workflow.update(status=status, pid=str(pid), host=name or rec.host,
                         error=tools.error_json(rec.error, traceback=True))
         return {
             "workflow": workflow,
-            "journal": [{"seq": r.seq, "time": tools.when(r.time), "kind": r.kind,
+            "journal": [{"seq": r.seq, "time": _when(r.time), "kind": r.kind,
                          "name": r.name, "outcome": r.outcome, "attempts": r.attempts,
                          "ok": _outcome_ok(r.outcome)} for r in shown],
             "journal_records": len(journal),
             "journal_truncated": len(shown) < len(journal),
-            "state": store.states(wid),
+            "state": {key: state[key] for key in list(state)[:STATE_SHOWN]},
+            "state_total": len(state),
             "promises": [{"name": p.name, "status": str(p.status), "value": p.value,
-                          "error": p.error, "created": tools.when(p.created),
-                          "completed": tools.when(p.completed)} for p in promises],
-            "timers": self._timers(wid, journal, final),
+                          "error": p.error, "created": _when(p.created),
+                          "completed": _when(p.completed)}
+                         for p in promises[:PROMISES_SHOWN]],
+            "promises_total": len(promises),
+            "timers": [] if final else self._timers(got["timers"], journal),
             "inbox": [{"id": m.id, "message_id": m.msg_id, "topic": m.topic,
                        "payload": m.payload, "sender": str(m.sender) if m.sender else None,
-                       "kind": m.kind, "created": tools.when(m.created)}
-                      for m in store.pending_messages(wid)],
+                       "kind": m.kind, "created": _when(m.created)}
+                      for m in inbox[:INBOX_SHOWN]],
+            "inbox_total": len(inbox),
             "parent": parent,
             "children": [{"workflow_id": c.workflow_id, "name": c.name,
-                          "status": self.status_of(c)} for c in children],
+                          "status": self.status_of(c, cname), "host": cname or c.host}
+                         for cname, c in got["children"]],
             "actions": {
                 "signal": not final,
                 "cancel": not final and not rec.cancel_requested,
-                "resolve": [] if final else
-                [p.name for p in promises if str(p.status) == "pending"],
+                "resolve": [] if final else pending,
                 "retry": status in RETRYABLE,
             },
         }
 
-    def _timers(self, wid: str, journal: list[Any], final: bool) -> list[dict[str, Any]]:
+    @staticmethod
+    def _timers(stored: list[Any], journal: list[Any]) -> list[dict[str, Any]]:
         """Pending timers: durable sleeps and receive timeouts (the store's timers), and
         ``workflow.timer`` deadlines (journaled where the timer was made) still ahead."""
-        if final:
-            return []
-        found = {t.seq: ("sleep", t.deadline.timestamp()) for t in self.store.timers(wid)}
+        found = {t.seq: ("sleep", t.deadline.timestamp()) for t in stored}
         now = time.time()
         for r in journal:
             if r.kind == "timer" and r.seq not in found and isinstance(r.outcome, dict):
                 deadline = r.outcome.get("deadline")
-                if isinstance(deadline, int | float) and deadline > now:
+                if isinstance(deadline, int | float) and math.isfinite(deadline) \
+                        and deadline > now:
                     found[r.seq] = ("timer", float(deadline))
-        return [{"seq": seq, "kind": kind,
-                 "deadline": tools.when(_dt.datetime.fromtimestamp(deadline, _dt.UTC))}
-                for seq, (kind, deadline) in sorted(found.items(), key=lambda i: i[1][1])]
+        out = []
+        for seq, (kind, deadline) in sorted(found.items(), key=lambda i: i[1][1]):
+            try:
+                at = tools.when(_dt.datetime.fromtimestamp(deadline, _dt.UTC))
+            except (OverflowError, OSError, ValueError):  # a deadline no date has
+                at = str(deadline)
+            out.append({"seq": seq, "kind": kind, "deadline": at})
+        return out
 
     # -- actions -------------------------------------------------------------------------
-    def _acting_on(self, workflow_id: str, what: str) -> Any:
-        rec = self.record(workflow_id)
-        status = self.status_of(rec)
+    def _acting_on(self, workflow_id: str, what: str, host: str | None) -> str | None:
+        """The host of a workflow an action may act on: 404 unknown, 409 finished."""
+        name, _, rec = self.locate(workflow_id, host)
+        status = self.status_of(rec, name)
         if status in tools.FINAL:
             raise ApiError(409, f"cannot {what} workflow {workflow_id!r}: it is {status}")
-        return rec
+        return name
 
-    async def signal(self, workflow_id: str, topic: str, payload: Any) -> dict[str, Any]:
-        """Send the workflow a message."""
-        raise NotImplementedError
-
-    async def resolve(self, workflow_id: str, promise: str, value: Any) -> None:
-        """Resolve the workflow's promise."""
-        raise NotImplementedError
-
-    async def reject(self, workflow_id: str, promise: str, message: str) -> None:
-        """Reject the workflow's promise."""
-        raise NotImplementedError
-
-    async def cancel(self, workflow_id: str) -> None:
-        """Ask the workflow to cancel."""
-        raise NotImplementedError
-
-    async def retry(self, workflow_id: str) -> str:
-        """Resume a failed or blocked workflow by replay from its journal; what happens,
-        in words."""
-        raise NotImplementedError
-
-    def _retryable(self, workflow_id: str) -> None:
-        rec = self.record(workflow_id)
-        status = self.status_of(rec)
+    def _retryable(self, workflow_id: str, host: str | None) -> str | None:
+        name, _, rec = self.locate(workflow_id, host)
+        status = self.status_of(rec, name)
         if status not in RETRYABLE:
             raise ApiError(409, f"cannot retry workflow {workflow_id!r}: it is {status} (only "
                                 "a failed or blocked workflow can be retried)")
+        return name
+
+    async def signal(self, workflow_id: str, topic: str, payload: Any,
+                     host: str | None = None) -> dict[str, Any]:
+        """Send the workflow a message."""
+        raise NotImplementedError
+
+    async def resolve(self, workflow_id: str, promise: str, value: Any,
+                      host: str | None = None) -> None:
+        """Resolve the workflow's promise."""
+        raise NotImplementedError
+
+    async def reject(self, workflow_id: str, promise: str, message: str,
+                     host: str | None = None) -> None:
+        """Reject the workflow's promise."""
+        raise NotImplementedError
+
+    async def cancel(self, workflow_id: str, host: str | None = None) -> None:
+        """Ask the workflow to cancel."""
+        raise NotImplementedError
+
+    async def retry(self, workflow_id: str, host: str | None = None) -> str:
+        """Resume a failed or blocked workflow by replay from its journal; what happens,
+        in words."""
+        raise NotImplementedError
 
     def node_view(self) -> dict[str, Any]:
         """Live processes, services and the supervision tree (``GET /api/node``)."""
@@ -279,29 +460,32 @@ class StoreBackend(Backend):
         if self._owned:
             self.store.close()
 
-    async def signal(self, workflow_id: str, topic: str, payload: Any) -> dict[str, Any]:
-        self._acting_on(workflow_id, "signal")
+    async def signal(self, workflow_id: str, topic: str, payload: Any,
+                     host: str | None = None) -> dict[str, Any]:
+        self._acting_on(workflow_id, "signal", host)
         msg_id = self._tool(tools.signal, workflow_id, topic, payload)
         await trio.lowlevel.checkpoint()
         return {"message_id": msg_id}
 
-    async def resolve(self, workflow_id: str, promise: str, value: Any) -> None:
-        self._acting_on(workflow_id, "resolve a promise of")
+    async def resolve(self, workflow_id: str, promise: str, value: Any,
+                      host: str | None = None) -> None:
+        self._acting_on(workflow_id, "resolve a promise of", host)
         self._tool(tools.resolve, workflow_id, promise, value)
         await trio.lowlevel.checkpoint()
 
-    async def reject(self, workflow_id: str, promise: str, message: str) -> None:
-        self._acting_on(workflow_id, "reject a promise of")
+    async def reject(self, workflow_id: str, promise: str, message: str,
+                     host: str | None = None) -> None:
+        self._acting_on(workflow_id, "reject a promise of", host)
         self._tool(tools.reject, workflow_id, promise, message)
         await trio.lowlevel.checkpoint()
 
-    async def cancel(self, workflow_id: str) -> None:
-        self._acting_on(workflow_id, "cancel")
+    async def cancel(self, workflow_id: str, host: str | None = None) -> None:
+        self._acting_on(workflow_id, "cancel", host)
         self._tool(tools.cancel, workflow_id)
         await trio.lowlevel.checkpoint()
 
-    async def retry(self, workflow_id: str) -> str:
-        self._retryable(workflow_id)
+    async def retry(self, workflow_id: str, host: str | None = None) -> str:
+        self._retryable(workflow_id, host)
         note: str = self._tool(tools.retry, workflow_id)
         await trio.lowlevel.checkpoint()
         return note
@@ -316,48 +500,83 @@ class StoreBackend(Backend):
 
 
 class NodeBackend(Backend):
-    """Attached to a running node: live statuses and data; actions through its API."""
+    """Attached to a running node: every durable workflow host, live statuses and
+    data; actions through its API. ``host``: the default host (see the module)."""
 
     live = True
 
-    def __init__(self, node: Any, host: str = "workflows") -> None:
+    def __init__(self, node: Any, host: str | None = None) -> None:
         self.node = node
-        self.host = host
-        self.store = node.hosts[host].store
+        self._hosts = {name: h for name, h in node.hosts.items()
+                       if getattr(h, "durable", False)}
+        if host is None:
+            first = node._workflow_host(None)  # the host ``workflows`` names
+            host = first.name
+            if first.store.path is None:  # in memory: show a host whose store persists
+                host = next((name for name, h in self._hosts.items()
+                             if h.store.path is not None), host)
+        else:
+            host = node._workflow_host(host).name
+        self.default = host
+        self.store = self._hosts[host].store
 
-    def status_of(self, rec: Any) -> str:
-        try:
-            return str(self.node.workflow(rec.workflow_id, host=self.host).status())
-        except NoSuchWorkflow:  # pragma: no cover - deleted meanwhile
-            return str(rec.status)
+    def stores(self) -> dict[str | None, Any]:
+        return {name: h.store for name, h in self._hosts.items()}
 
-    async def signal(self, workflow_id: str, topic: str, payload: Any) -> dict[str, Any]:
-        self._acting_on(workflow_id, "signal")
-        await self.node.workflow(workflow_id, host=self.host).signal(topic, payload)
+    def store_of(self, host: str | None) -> tuple[str | None, Any]:
+        if host is not None and host not in self._hosts:
+            try:  # an alias: ``workflows`` for a config's only workflow host
+                host = self.node._workflow_host(host).name
+            except ValueError:
+                pass
+        return super().store_of(host)
+
+    def status_of(self, rec: Any, host: str | None) -> str:
+        """The node's own status of a workflow it runs (or has just finished), else
+        the store's (a workflow queued, or another node's)."""
+        h = self._hosts[host] if host is not None else None
+        if h is not None:
+            wf = h.active.get(rec.workflow_id)
+            if wf is not None:
+                return str(wf.status)
+            done = h.finished.get(rec.workflow_id)
+            if done is not None:
+                return str(done[0])
+        return str(rec.status)
+
+    def _handle(self, workflow_id: str, host: str | None) -> Any:
+        return self.node.workflow(workflow_id, host=host)
+
+    async def signal(self, workflow_id: str, topic: str, payload: Any,
+                     host: str | None = None) -> dict[str, Any]:
+        name = self._acting_on(workflow_id, "signal", host)
+        await self._handle(workflow_id, name).signal(topic, payload)
         return {}
 
-    async def resolve(self, workflow_id: str, promise: str, value: Any) -> None:
-        self._acting_on(workflow_id, "resolve a promise of")
+    async def resolve(self, workflow_id: str, promise: str, value: Any,
+                      host: str | None = None) -> None:
+        name = self._acting_on(workflow_id, "resolve a promise of", host)
         try:
-            await self.node.workflow(workflow_id, host=self.host).promise(promise).resolve(value)
+            await self._handle(workflow_id, name).promise(promise).resolve(value)
         except PromiseAlreadyCompleted as exc:
             raise ApiError(409, str(exc)) from None
 
-    async def reject(self, workflow_id: str, promise: str, message: str) -> None:
-        self._acting_on(workflow_id, "reject a promise of")
+    async def reject(self, workflow_id: str, promise: str, message: str,
+                     host: str | None = None) -> None:
+        name = self._acting_on(workflow_id, "reject a promise of", host)
         try:
-            await self.node.workflow(workflow_id, host=self.host).promise(promise).reject(message)
+            await self._handle(workflow_id, name).promise(promise).reject(message)
         except PromiseAlreadyCompleted as exc:
             raise ApiError(409, str(exc)) from None
 
-    async def cancel(self, workflow_id: str) -> None:
-        self._acting_on(workflow_id, "cancel")
-        await self.node.workflow(workflow_id, host=self.host).cancel()
+    async def cancel(self, workflow_id: str, host: str | None = None) -> None:
+        name = self._acting_on(workflow_id, "cancel", host)
+        await self._handle(workflow_id, name).cancel()
 
-    async def retry(self, workflow_id: str) -> str:
-        self._retryable(workflow_id)
+    async def retry(self, workflow_id: str, host: str | None = None) -> str:
+        name = self._retryable(workflow_id, host)
         try:
-            note: str = await self.node.workflow(workflow_id, host=self.host).retry()
+            note: str = await self._handle(workflow_id, name).retry()
             return note
         except ValueError as exc:  # its status changed meanwhile
             raise ApiError(409, str(exc)) from None
@@ -396,7 +615,8 @@ class NodeBackend(Backend):
                 stack.append((row["pid"], node_row["children"]))
 
         return {
-            "node": {"store": self.store.path, "hosts": sorted(node.hosts)},
+            "node": {"store": self.store.path, "hosts": sorted(node.hosts),
+                     "workflow_hosts": {name: h.store.path for name, h in self._hosts.items()}},
             "stats": stats,
             "services": [{"id": s.id, "status": str(s.status),
                           "pid": str(s.pid) if s.pid else None, "restarts": s.restarts,

@@ -11,10 +11,18 @@
 - **CSRF.** A request that changes something (any method but GET and HEAD) must
   carry the header ``X-Garrison-CSRF`` equal to the ``garrison_csrf`` cookie (which
   the pages set and their script echoes; another site can neither read the cookie
-  nor send the header), and an ``Origin``, when the browser sends one, equal to the
-  console's own. A request authenticated by the bearer header (a script, not a
-  browser) needs neither.
-- Every response forbids inline scripts, framing and referrers (CSP and friends).
+  nor send the header), and an ``Origin``, when the browser sends one, naming the
+  console's own ``host[:port]`` (the ``Host`` the browser sent). A request
+  authenticated by the bearer header (a script, not a browser) needs neither.
+- **Proxies.** Behind a TLS-terminating proxy that keeps the ``Host`` header nothing
+  needs configuring. With ``forwarded_allow_ips`` (the addresses of your proxies,
+  or ``*``), a request from one of them is taken as the proxy describes it:
+  ``X-Forwarded-Host`` is the name the browser used (checked against ``Origin``;
+  the loopback-name check is the proxy's business then, and a token is required),
+  ``X-Forwarded-Proto: https`` makes the ``Origin``'s scheme checked too and the
+  cookies ``Secure``. From any other client these headers are ignored.
+- Every response forbids inline scripts and framing, and sends referrers only to
+  the console itself (CSP and friends; a browser then sends a form's ``Origin``).
 """
 
 from __future__ import annotations
@@ -22,14 +30,16 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import secrets
+from collections.abc import Sequence
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["CSRF_COOKIE", "CSRF_HEADER", "SESSION_COOKIE", "Guard", "is_loopback"]
+__all__ = ["CSRF_COOKIE", "CSRF_HEADER", "SESSION_COOKIE", "Guard", "is_https", "is_loopback",
+           "parse_proxies"]
 
 SESSION_COOKIE = "garrison_session"
 CSRF_COOKIE = "garrison_csrf"
@@ -43,9 +53,38 @@ _HEADERS = [
      b"object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"),
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
-    (b"referrer-policy", b"no-referrer"),
+    # not no-referrer: with it Chromium sends a same-origin form's Origin as "null"
+    (b"referrer-policy", b"same-origin"),
     (b"cache-control", b"no-store"),
 ]
+
+
+Proxies = tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] | None
+
+
+def parse_proxies(spec: str | Sequence[str] | None) -> Proxies:
+    """``"10.0.0.5,10.1.0.0/16"`` (or a list of them; ``*``: any client) as networks,
+    ``None`` for none; ``ValueError`` naming an entry that is not an address."""
+    if spec is None:
+        return None
+    items = spec.split(",") if isinstance(spec, str) else list(spec)
+    out = []
+    for item in (i.strip() for i in items):
+        if not item:
+            continue
+        if item == "*":
+            return (ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0"))
+        try:
+            out.append(ipaddress.ip_network(item.strip("[]"), strict=False))
+        except ValueError:
+            raise ValueError(f"--forwarded-allow-ips: {item!r} is not an IP address or "
+                             "network (e.g. 127.0.0.1, 10.0.0.0/8, or * for any)") from None
+    return tuple(out) or None
+
+
+def is_https(scope: Scope) -> bool:
+    """True when the browser reached the console over HTTPS (as a trusted proxy says)."""
+    return bool(scope.get("state", {}).get("https"))
 
 
 def is_loopback(host: str) -> bool:
@@ -62,10 +101,13 @@ def is_loopback(host: str) -> bool:
 class Guard:
     """Host check, token and CSRF in front of ``app`` (see the module)."""
 
-    def __init__(self, app: ASGIApp, *, token: str | None, loopback: bool) -> None:
+    def __init__(self, app: ASGIApp, *, token: str | None, loopback: bool,
+                 forwarded_allow_ips: str | Sequence[str] | None = None) -> None:
         self.app = app
         self.token = token
         self.loopback = loopback
+        #: the proxies whose X-Forwarded-Host and X-Forwarded-Proto are believed
+        self.proxies = parse_proxies(forwarded_allow_ips)
         #: session cookie values handed out by /auth and /login
         self.sessions: set[str] = set()
         #: the one-time login code (``None`` once used, or without a token)
@@ -95,7 +137,9 @@ class Guard:
             await self.app(scope, receive, send)
             return
         request = Request(scope)
-        refusal = self._check(request)
+        view = self._view(request)
+        scope.setdefault("state", {})["https"] = view[0] == "https"
+        refusal = self._check(request, view)
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -109,10 +153,32 @@ class Guard:
         scope.setdefault("state", {})["guard"] = self
         await self.app(scope, receive, send_with_headers)
 
-    def _check(self, request: Request) -> Response | None:
+    def _trusted(self, request: Request) -> bool:
+        """The request comes from one of the proxies the console was told to trust."""
+        if self.proxies is None or request.client is None:
+            return False
+        try:
+            address = ipaddress.ip_address(request.client.host.strip("[]"))
+        except ValueError:
+            return False
+        return any(address in network for network in self.proxies)
+
+    def _view(self, request: Request) -> tuple[str | None, str, bool]:
+        """How the browser addressed the console: ``(scheme or None if unknown,
+        host[:port], from a trusted proxy)``."""
+        host = request.headers.get("host", "")
+        if self._trusted(request):
+            forwarded = request.headers.get("x-forwarded-host", "").split(",")[0].strip()
+            proto = request.headers.get("x-forwarded-proto", "").split(",")[0].strip().lower()
+            return proto or None, forwarded or host, True
+        return None, host, False
+
+    def _check(self, request: Request, view: tuple[str | None, str, bool]) -> Response | None:
         path = request.url.path
         api = path.startswith("/api/")
-        if self.loopback:
+        scheme, own_host, proxied = view
+        # behind a trusted proxy (with a token) the proxy decides which names reach us
+        if self.loopback and not (proxied and self.token is not None):
             host = urlsplit("//" + request.headers.get("host", "")).hostname or ""
             if not is_loopback(host):
                 return _refuse(api, 403, f"host {host!r} is not this console's address "
@@ -120,25 +186,39 @@ class Guard:
         bearer = False
         if self.token is not None and not path.startswith(_OPEN_PATHS):
             auth = request.headers.get("authorization", "")
-            scheme, _, given = auth.partition(" ")
-            if scheme.lower() == "bearer" and self.token_matches(given.strip()):
+            kind, _, given = auth.partition(" ")
+            if kind.lower() == "bearer" and self.token_matches(given.strip()):
                 bearer = True
             elif request.cookies.get(SESSION_COOKIE) not in self.sessions:
                 if api or request.method not in _SAFE_METHODS:
                     return _refuse(True, 401, "this console needs its token: send "
                                               "'Authorization: Bearer TOKEN', or log in at /login")
-                return RedirectResponse("/login", status_code=303)
+                then = path + ("?" + request.url.query if request.url.query else "")
+                return RedirectResponse("/login" if then == "/" else
+                                        "/login?next=" + quote(then, safe=""), status_code=303)
         if request.method not in _SAFE_METHODS and not bearer:
-            return self._check_csrf(request, api)
+            return self._check_csrf(request, api, scheme, own_host, proxied)
         return None
 
-    @staticmethod
-    def _check_csrf(request: Request, api: bool) -> Response | None:
+    def _check_csrf(self, request: Request, api: bool, scheme: str | None, own_host: str,
+                    proxied: bool) -> Response | None:
         origin = request.headers.get("origin")
         if origin is not None:
-            own = f"{request.url.scheme}://{request.headers.get('host', '')}"
-            if origin != own:
-                return _refuse(api, 403, f"cross-site request refused (Origin {origin!r})")
+            parts = urlsplit(origin)
+            # Origin and Host are written by the browser from one URL: the same
+            # host[:port]. Its scheme is known only from a trusted proxy (behind a TLS
+            # proxy the browser says https, the console sees http).
+            same = parts.scheme in ("http", "https") and \
+                parts.netloc.lower() == own_host.lower() and \
+                (scheme is None or parts.scheme == scheme)
+            if not same:
+                hint = ""
+                if not proxied and ("x-forwarded-host" in request.headers
+                                    or "x-forwarded-proto" in request.headers):
+                    hint = ("; behind a proxy that changes the Host header, start the "
+                            "console with --forwarded-allow-ips PROXY_ADDRESS")
+                return _refuse(api, 403, f"cross-site request refused (Origin {origin!r} "
+                                         f"is not this console's {own_host!r}{hint})")
         if request.url.path == "/login":
             return None  # the login form: nothing to forge before a session exists
         cookie = request.cookies.get(CSRF_COOKIE, "")
@@ -155,13 +235,14 @@ def _refuse(api: bool, status: int, message: str) -> Response:
     return Response(message + "\n", status_code=status, media_type="text/plain")
 
 
-def csrf_cookie_args(value: str) -> dict[str, Any]:
-    """The CSRF cookie: readable by the page's script, sent only to this site."""
+def csrf_cookie_args(value: str, *, secure: bool = False) -> dict[str, Any]:
+    """The CSRF cookie: readable by the page's script, sent only to this site (and
+    only over HTTPS when the browser came by HTTPS)."""
     return {"key": CSRF_COOKIE, "value": value, "httponly": False, "samesite": "strict",
-            "path": "/"}
+            "path": "/", "secure": secure}
 
 
-def session_cookie_args(value: str) -> dict[str, Any]:
+def session_cookie_args(value: str, *, secure: bool = False) -> dict[str, Any]:
     """The session cookie: not readable by scripts, sent only to this site."""
     return {"key": SESSION_COOKIE, "value": value, "httponly": True, "samesite": "strict",
-            "path": "/"}
+            "path": "/", "secure": secure}

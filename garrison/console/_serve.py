@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import logging
+import socket
 from typing import Any
+from urllib.parse import urlsplit
 
 import attrs
 import trio
 
 from ._app import make_app
 from ._backend import Backend, NodeBackend, StoreBackend
-from ._security import is_loopback
+from ._security import is_loopback, parse_proxies
 
 __all__ = ["DEFAULT_BIND", "ConsoleAddress", "ConsoleError", "check_bind", "serve_console"]
 
@@ -38,9 +40,12 @@ class ConsoleAddress:
     login_url: str | None = None
 
 
-def check_bind(bind: str, token: str | None) -> tuple[str, int, bool]:
+def check_bind(bind: str, token: str | None,
+               forwarded_allow_ips: str | list[str] | None = None) -> tuple[str, int, bool]:
     """``(host, port, loopback)`` of ``HOST:PORT``; ``ValueError`` naming the problem,
-    and for an address other than loopback without a token (or with a short one)."""
+    and for an address other than loopback without a token (or with a short one), or
+    trusted proxies (``forwarded_allow_ips``: they serve it to the network) without a
+    token."""
     host, sep, port_text = bind.rpartition(":")
     if not sep or not host or not port_text.isdigit() or int(port_text) > 65535:
         raise ValueError(f"--bind {bind!r}: expected HOST:PORT, e.g. {DEFAULT_BIND} "
@@ -54,11 +59,15 @@ def check_bind(bind: str, token: str | None) -> tuple[str, int, bool]:
         raise ValueError(f"--bind {bind!r} is not a loopback address: serving the console "
                          "to the network needs --token (or GARRISON_UI_TOKEN); bind "
                          f"{DEFAULT_BIND} to serve this machine only")
+    if parse_proxies(forwarded_allow_ips) is not None and token is None:
+        raise ValueError("--forwarded-allow-ips: a console behind a proxy is served to the "
+                         "network and needs --token (or GARRISON_UI_TOKEN)")
     return host.strip("[]"), int(port_text), loopback
 
 
 async def serve_console(*, store: Any = None, node: Any = None, bind: str = DEFAULT_BIND,
                         token: str | None = None,
+                        forwarded_allow_ips: str | list[str] | None = None,
                         task_status: trio.TaskStatus[ConsoleAddress] = trio.TASK_STATUS_IGNORED,
                         ) -> None:
     """Serve the web console until cancelled; ``task_status.started`` gives its
@@ -72,7 +81,13 @@ async def serve_console(*, store: Any = None, node: Any = None, bind: str = DEFA
 
     ``bind`` is ``HOST:PORT`` (port 0: a free one). Any address but loopback needs a
     ``token`` (``ValueError`` otherwise); with one, every request must carry it (see
-    README, "Web console").
+    README, "Web console"). ``forwarded_allow_ips`` (``"10.0.0.5"``, a list, ``"*"``)
+    are the proxies whose ``X-Forwarded-Host`` / ``X-Forwarded-Proto`` are believed
+    (they need a ``token`` too).
+
+    Attached to a node it serves every durable workflow host (a ``host`` selector),
+    starting with the one ``workflows`` names (or, if that is in memory, the first
+    whose store persists).
 
     >>> async with trio.open_nursery() as nursery:            # doctest: +SKIP
     ...     where = await nursery.start(partial(serve_console, node=node))
@@ -81,7 +96,7 @@ async def serve_console(*, store: Any = None, node: Any = None, bind: str = DEFA
     from hypercorn.config import Config
     from hypercorn.trio import serve
 
-    host, port, loopback = check_bind(bind, token)
+    host, port, loopback = check_bind(bind, token, forwarded_allow_ips)
     backend: Backend
     if node is not None:
         backend = NodeBackend(node)
@@ -94,7 +109,8 @@ async def serve_console(*, store: Any = None, node: Any = None, bind: str = DEFA
     else:
         raise ValueError("serve_console needs a node or a store")
     try:
-        app = make_app(backend, token=token, loopback=loopback)
+        app = make_app(backend, token=token, loopback=loopback,
+                       forwarded_allow_ips=forwarded_allow_ips)
         config = Config()
         config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
         config.accesslog = None
@@ -109,12 +125,22 @@ async def serve_console(*, store: Any = None, node: Any = None, bind: str = DEFA
                     raise
                 reason = error.strerror or str(error)
                 raise ConsoleError(f"cannot serve the console on {bind}: {reason}") from None
-            url = binds[0].rstrip("/") + "/"
+            url = _browsable(binds[0].rstrip("/") + "/")
             login = f"{url}auth?code={app.code}" if app.code else None
-            log.info("web console at %s", url)
+            log.debug("web console at %s", url)
             task_status.started(ConsoleAddress(url, login))
     finally:
         backend.close()
+
+
+def _browsable(url: str) -> str:
+    """``url`` with a wildcard address (``0.0.0.0``, ``[::]``: every interface, which
+    no browser can open) replaced by this machine's name."""
+    parts = urlsplit(url)
+    if parts.hostname in ("0.0.0.0", "::"):
+        name = socket.gethostname() or "localhost"
+        return parts._replace(netloc=f"{name}:{parts.port}").geturl()
+    return url
 
 
 def _os_error(exc: BaseException) -> OSError | None:

@@ -42,8 +42,17 @@ function statusBadge(status) {
   return el("span", { class: "status status-" + status }, status);
 }
 
-function workflowLink(id) {
-  return el("a", { href: "/workflows/" + encodeURIComponent(id), class: "wf-link" }, id);
+// The workflow hosts of a node the console is attached to (from /api/capabilities);
+// with more than one, links and API calls name the host.
+let HOSTS = [];
+function withHost(path, host) {
+  return host && HOSTS.length > 1 ? path + (path.includes("?") ? "&" : "?") +
+    "host=" + encodeURIComponent(host) : path;
+}
+
+function workflowLink(id, host) {
+  return el("a", { href: withHost("/workflows/" + encodeURIComponent(id), host),
+                   class: "wf-link" }, id);
 }
 
 function cookie(name) {
@@ -54,20 +63,35 @@ function cookie(name) {
   return "";
 }
 
+// The last answer of each polled GET, by path: sent back as If-None-Match, a 304
+// means nothing changed (no body sent, nothing to render).
+const lastAnswer = new Map();
+
 async function api(path, options) {
   const init = { credentials: "same-origin", headers: { Accept: "application/json" } };
+  const polled = options && options.poll;
   if (options && options.body !== undefined) {
     init.method = "POST";
     init.headers["Content-Type"] = "application/json";
     init.headers["X-Garrison-CSRF"] = cookie("garrison_csrf");
     init.body = JSON.stringify(options.body);
+  } else if (polled && lastAnswer.has(path)) {
+    init.headers["If-None-Match"] = lastAnswer.get(path).etag;
   }
   const response = await fetch(path, init);
+  if (polled && response.status === 304 && lastAnswer.has(path)) {
+    return { data: lastAnswer.get(path).data, changed: false };
+  }
   let data = null;
   try { data = await response.json(); } catch (e) { data = null; }
   if (!response.ok) {
     const message = data && data.error ? data.error : response.status + " " + response.statusText;
     throw new Error(message);
+  }
+  if (polled) {
+    const etag = response.headers.get("ETag");
+    if (etag) lastAnswer.set(path, { etag, data });
+    return { data, changed: true };
   }
   return data;
 }
@@ -95,31 +119,58 @@ function renderIfChanged(key, data, render) {
 function poller(load, everyMs) {
   let timer = null;
   let stopped = false;
+  let every = everyMs;
+  let cost = 0;
   async function tick() {
     timer = null;
     if (!document.hidden) {
+      const started = performance.now();
       try { await load(); } catch (e) { /* shown by load */ }
+      cost = performance.now() - started;
     }
-    if (!stopped) timer = setTimeout(tick, everyMs);
+    // A slow answer (a workflow with a huge inbox: the server reads it all) is asked
+    // for less often: the console keeps the server busy a tenth of the time at most.
+    if (!stopped && timer === null) timer = setTimeout(tick, Math.min(Math.max(every, 10 * cost), 30000));
   }
   return {
     start() { stopped = false; if (timer === null) tick(); },
     stop() { stopped = true; if (timer !== null) { clearTimeout(timer); timer = null; } },
     now() { this.stop(); this.start(); },
+    // poll every ms from now on (a finished workflow whose children still run)
+    slow(ms) { every = ms; },
   };
+}
+
+function hostSelector(caps, selected, onChange) {
+  if (caps.hosts.length < 2) return;
+  const select = $("host");
+  for (const h of caps.hosts) {
+    select.append(el("option", { value: h.name, selected: h.name === selected },
+      h.name + " (" + (h.store || "in memory") + ")"));
+  }
+  $("host-filter").hidden = false;
+  if (onChange) select.addEventListener("change", onChange);
 }
 
 // ------------------------------------------------------------------ the list
 async function listPage() {
   const caps = await api("/api/capabilities");
+  HOSTS = caps.hosts;
   const params = new URLSearchParams(location.search);
   const filters = {
     status: params.getAll("status").flatMap((s) => s.split(",")).filter(Boolean),
     search: params.getAll("search"),
     id: params.get("id") || "",
     order: params.get("order") || "newest",
+    host: params.get("host") || caps.host || "",
   };
-  const cursors = [null];   // the "after" of each page seen; the last is the current one
+  // the "after" of each page seen; the last is the current one. The URL keeps the
+  // current page's (a reload stays there), history.state the pages before it.
+  const after = params.get("after");
+  const kept = history.state && Array.isArray(history.state.cursors) ? history.state.cursors : null;
+  const cursors = !after ? [null] :
+    kept && kept[kept.length - 1] === after ? kept : [null, after];
+  hostSelector(caps, filters.host, () => $("apply").click());
 
   const box = $("status-filter");
   for (const status of caps.statuses) {
@@ -137,26 +188,27 @@ async function listPage() {
     for (const s of filters.search) q.append("search", s);
     if (filters.id) q.set("id", filters.id);
     if (filters.order !== "newest") q.set("order", filters.order);
-    const shown = q.toString();
+    if (filters.host && filters.host !== caps.host) q.set("host", filters.host);
     if (after) q.set("after", after);
-    return [q, shown];
+    return q;
   }
 
   async function load() {
-    const [q, shown] = query(cursors[cursors.length - 1]);
-    history.replaceState(null, "", shown ? "/?" + shown : "/");
-    let data;
+    const q = query(cursors[cursors.length - 1]).toString();
+    history.replaceState({ cursors: [...cursors] }, "", q ? "/?" + q : "/");
+    let answer;
     try {
-      data = await api("/api/workflows?" + q.toString());
+      answer = await api("/api/workflows?" + q, { poll: true });
       $("list-error").hidden = true;
     } catch (e) {
       $("list-error").textContent = e.message;
       $("list-error").hidden = false;
       throw e;
     }
-    renderIfChanged("rows", data, () => {
+    const data = answer.data;
+    if (answer.changed) renderIfChanged("rows", data, () => {
       fill($("rows"), data.workflows.map((w) => el("tr", { "data-id": w.workflow_id },
-        el("td", {}, workflowLink(w.workflow_id)),
+        el("td", {}, workflowLink(w.workflow_id, w.host)),
         el("td", { class: "name" }, w.name),
         el("td", {}, statusBadge(w.status)),
         el("td", {}, when(w.created)),
@@ -179,6 +231,7 @@ async function listPage() {
     filters.search = text ? text.split(/\s*,\s*(?=[^=,\s]+=)/).map((s) => s.trim()) : [];
     filters.id = $("id-prefix").value.trim();
     filters.order = $("order").value;
+    if (caps.hosts.length > 1) filters.host = $("host").value;
     cursors.length = 1;
     poll.now();
   });
@@ -239,9 +292,18 @@ function parseJson(text, what) {
 // ------------------------------------------------------------------ one workflow
 async function workflowPage() {
   const wid = document.body.dataset.workflowId;
-  const base = "/api/workflows/" + encodeURIComponent(wid);
+  const host = new URLSearchParams(location.search).get("host") || "";
   const caps = await api("/api/capabilities");
+  HOSTS = caps.hosts;
+  const path = "/api/workflows/" + encodeURIComponent(wid);
+  const url = (suffix) => host ? path + suffix + "?host=" + encodeURIComponent(host) : path + suffix;
+  const base = url("");
   let poll = null;
+
+  function counted(id, shown, total, what) {
+    $(id).textContent = total > shown ? `(the first ${shown} of ${total} ${what})` :
+      total ? `(${total})` : "";
+  }
 
   function fact(name, value) {
     return [el("dt", {}, name), el("dd", {}, value)];
@@ -254,6 +316,7 @@ async function workflowPage() {
     renderIfChanged("facts", w, () => {
       fill($("wf-facts"),
         fact("name", w.name), fact("status", statusBadge(w.status)), fact("pid", w.pid),
+        caps.hosts.length > 1 ? fact("host", w.host) : [],
         fact("created", when(w.created)), fact("updated", when(w.updated)),
         fact("run", w.run_id || ""), fact("attempt", String(w.attempt)),
         fact("cancel requested", w.cancel_requested ? "yes" : "no"),
@@ -303,7 +366,7 @@ async function workflowPage() {
             try { value = parseJson(input.value, "the value"); } catch (e) { toast(e.message, true); return; }
             confirmAction(`Resolve promise ${JSON.stringify(p.name)} of ${wid} with ${json(value)}?`,
               async () => {
-                await api(`${base}/promises/${encodeURIComponent(p.name)}/resolve`, { body: { value } });
+                await api(url(`/promises/${encodeURIComponent(p.name)}/resolve`), { body: { value } });
                 return `promise ${p.name} resolved`;
               });
           });
@@ -312,7 +375,7 @@ async function workflowPage() {
             if (!message) { toast("write the rejection message first", true); return; }
             confirmAction(`Reject promise ${JSON.stringify(p.name)} of ${wid} with the message ${JSON.stringify(message)}?`,
               async () => {
-                await api(`${base}/promises/${encodeURIComponent(p.name)}/reject`, { body: { message } });
+                await api(url(`/promises/${encodeURIComponent(p.name)}/reject`), { body: { message } });
                 return `promise ${p.name} rejected`;
               });
           });
@@ -321,9 +384,11 @@ async function workflowPage() {
         return el("tr", { "data-promise": p.name }, cells, actions);
       }));
       if (!d.promises.length) fill($("promises"), el("tr", {}, el("td", { colspan: 6, class: "none" }, "none")));
+      counted("promise-count", d.promises.length, d.promises_total, "promises, the pending ones first");
     });
-    renderIfChanged("state", d.state, () => {
+    renderIfChanged("state", [d.state, d.state_total], () => {
       const keys = Object.keys(d.state);
+      counted("state-count", keys.length, d.state_total, "keys");
       fill($("state"), keys.length ? keys.map((k) => fact(k, el("code", {}, json(d.state[k])))) :
         el("dd", { class: "none" }, "none"));
     });
@@ -331,7 +396,11 @@ async function workflowPage() {
       fill($("timers"), d.timers.length ? d.timers.map((t) =>
         el("li", {}, `${t.kind} (operation ${t.seq}): fires at ${when(t.deadline)}`)) : el("li", { class: "none" }, "none"));
     });
-    renderIfChanged("inbox", d.inbox, () => {
+    renderIfChanged("inbox", [d.inbox, d.inbox_total, FINAL.has(w.status)], () => {
+      // after the end, what is left was never received (e.g. a late child's EXIT)
+      $("inbox-title").textContent = FINAL.has(w.status) ?
+        "Inbox (never received: the workflow had finished)" : "Inbox (not yet received)";
+      counted("inbox-count", d.inbox.length, d.inbox_total, "messages");
       fill($("inbox"), d.inbox.length ? d.inbox.map((m) => el("tr", {},
         el("td", { class: "mono" }, m.topic), el("td", {}, m.kind),
         el("td", { class: "mono" }, short(m.payload, 200)), el("td", {}, m.sender || "outside"),
@@ -339,9 +408,11 @@ async function workflowPage() {
     });
     renderIfChanged("family", [d.parent, d.children], () => {
       fill($("parent"), !d.parent ? el("span", { class: "none" }, "none (started from outside)") :
-        d.parent.workflow_id ? workflowLink(d.parent.workflow_id) : el("span", { class: "mono" }, d.parent.pid));
+        d.parent.workflow_id ? workflowLink(d.parent.workflow_id, d.parent.host) :
+        el("span", { class: "mono" }, d.parent.pid));
       fill($("children"), d.children.length ? d.children.map((c) =>
-        el("li", {}, workflowLink(c.workflow_id), " ", statusBadge(c.status), " ", el("span", { class: "name" }, c.name))) :
+        el("li", { "data-child": c.workflow_id }, workflowLink(c.workflow_id, c.host), " ",
+           statusBadge(c.status), " ", el("span", { class: "name" }, c.name))) :
         el("li", { class: "none" }, "none"));
     });
     renderIfChanged("journal", [d.journal, d.journal_records], () => {
@@ -356,12 +427,18 @@ async function workflowPage() {
         el("code", { class: "outcome", title: short(r.outcome, 4000) }, short(r.outcome, 300)))) :
         el("li", { class: "none" }, "no records yet"));
     });
-    if (FINAL.has(w.status) && poll) poll.stop();
+    // Finished: nothing here changes any more, but a child that still runs does (its
+    // status is shown): poll slowly until every child has finished too.
+    if (FINAL.has(w.status) && poll) {
+      if (d.children.every((c) => FINAL.has(c.status))) poll.stop();
+      else poll.slow(5000);
+    }
   }
 
   async function load() {
     try {
-      render(await api(base));
+      const answer = await api(base, { poll: true });
+      if (answer.changed) render(answer.data);
       $("wf-error-load").hidden = true;
     } catch (e) {
       $("wf-error-load").textContent = e.message;
@@ -378,20 +455,20 @@ async function workflowPage() {
     let payload;
     try { payload = parseJson($("signal-payload").value, "the payload"); } catch (e) { toast(e.message, true); return; }
     confirmAction(`Send signal ${JSON.stringify(topic)} with ${json(payload)} to ${wid}?`, async () => {
-      await api(base + "/signal", { body: { topic, payload } });
+      await api(url("/signal"), { body: { topic, payload } });
       return `signal ${topic} sent`;
     });
   });
   $("cancel-button").addEventListener("click", () => {
     confirmAction(`Cancel workflow ${wid}? It sees WorkflowCancelled at its next durable step.`, async () => {
-      await api(base + "/cancel", { body: {} });
+      await api(url("/cancel"), { body: {} });
       return "cancel requested";
     });
   });
   $("retry-button").addEventListener("click", () => {
     confirmAction(`Retry workflow ${wid} by replay from its journal? Its recorded steps ` +
                   "do not run again.", async () => {
-      const done = await api(base + "/retry", { body: {} });
+      const done = await api(url("/retry"), { body: {} });
       return "retry started: " + done.retry;
     });
   });
@@ -409,19 +486,35 @@ async function nodePage() {
       p.children.length ? el("ul", {}, branch(p.children)) : null));
   }
 
+  // a statistic: a number or text, or (workflow queues, schedules) per host a few
+  // figures: "app:orders: 2 pending, 3 running, max concurrent 5"
+  function statValue(v) {
+    if (v === null || v === undefined) return "—";
+    if (typeof v !== "object") return String(v);
+    const entries = Object.entries(v);
+    if (!entries.length) return "—";
+    return el("ul", { class: "stat-list" }, entries.map(([k, x]) =>
+      el("li", {}, el("span", { class: "mono" }, k), ": ",
+         x !== null && typeof x === "object" ?
+           Object.entries(x).map(([n, y]) => `${n.replaceAll("_", " ")} ${y === null ? "—" : typeof y === "object" ? json(y) : y}`).join(", ") :
+           String(x))));
+  }
+
   async function load() {
-    let d;
+    let answer;
     try {
-      d = await api("/api/node");
+      answer = await api("/api/node", { poll: true });
       $("node-error").hidden = true;
     } catch (e) {
       $("node-error").textContent = e.message;
       $("node-error").hidden = false;
       throw e;
     }
+    if (!answer.changed) return;
+    const d = answer.data;
     renderIfChanged("stats", d.stats, () => {
       fill($("stats"), Object.entries(d.stats).flatMap(([k, v]) =>
-        [el("dt", {}, k.replaceAll("_", " ")), el("dd", {}, v === null ? "—" : String(v))]));
+        [el("dt", {}, k.replaceAll("_", " ")), el("dd", { "data-stat": k }, statValue(v))]));
     });
     renderIfChanged("services", d.services, () => {
       fill($("services"), d.services.length ? d.services.map((s) => el("tr", { "data-service": s.id },
