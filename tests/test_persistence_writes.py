@@ -252,3 +252,26 @@ def test_sigkill_mid_writes_leaves_a_consistent_store(store_spec: str) -> None:
             total += len(seqs)
         assert total >= 50
         assert len(store.pending_messages("sink")) == total
+
+
+async def test_a_loop_of_awaited_starts_shares_commits_with_the_running_workflows(
+        tmp_path: Path) -> None:
+    """``await start_workflow`` one after another (a web handler's shape): each start's
+    commit joins the batch of the workflows started just before it, rather than the
+    leader of a batch writing alone because trio had not yet run the tasks released
+    with it (a pass runs its tasks in random order)."""
+    import garrison
+    import workflow_app as app
+
+    store = SQLiteStore(str(tmp_path / "wf.db"))
+    async with garrison.open_node(store=store) as node:
+        tx0 = store.statistics().transactions
+        for i in range(100):
+            await node.start_workflow(app.steps, i, id=f"l{i}")
+        for i in range(100):
+            assert await node.workflow(f"l{i}").result() == i + 10
+        transactions = store.statistics().transactions - tx0
+    store.close()
+    # 100 starts + 1,000 steps + 100 ends: one batch per start, and a few at the end
+    assert transactions < 140, transactions
+
