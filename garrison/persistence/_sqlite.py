@@ -51,6 +51,7 @@ from .._errors import DedupKeyTaken, NoSuchWorkflow, PromiseAlreadyCompleted, St
 from ..actors._values import Pid
 from . import _file
 from ._converter import to_json
+from ._checkpoint import BACKSTOP_PAGES, Checkpointer
 from ._group_commit import Busy, CommitRequest, GroupCommit, Strategy
 from ._records import (
     FINAL_STATUSES,
@@ -401,6 +402,13 @@ class SQLiteStore:
             # the node's commits run in the trio thread: never wait there for a lock
             # another connection holds; the group commit waits for it in a worker thread
             self._conn.execute(f"PRAGMA busy_timeout={_OWNER_BUSY_MS}")
+        #: WAL checkpoints in a thread of their own (``_checkpoint.py``): the node's store
+        self._checkpointer: Checkpointer | None = None
+        if self.locked and not self.readonly:
+            self._conn.execute(f"PRAGMA wal_autocheckpoint={BACKSTOP_PAGES}")
+            self._checkpointer = Checkpointer(
+                lambda: sqlite3.connect(file, timeout=busy_timeout, check_same_thread=False),
+                self._write_lock)
         if self.path is None or self._notify_node:
             strategy = Strategy.IMMEDIATE  # in memory, or a tool writing for a node
         elif self.synchronous == "full":
@@ -476,6 +484,8 @@ class SQLiteStore:
             return
         self._closed = True
         self._closing.set()
+        if self._checkpointer is not None:
+            self._checkpointer.close()
         with self._write_lock:
             self._conn.close()
         with self._read_lock:
@@ -554,19 +564,25 @@ class SQLiteStore:
                 pause = min(pause * 2, 0.25)
 
     def _write_now(self, tx: Transaction) -> list[Any]:
-        """One attempt at committing ``tx``; :class:`Busy` if the write lock is taken."""
-        conn = self._conn
+        """One attempt at committing ``tx``; :class:`Busy` if the database is locked
+        by another connection."""
         with self._write_lock:
-            self._check_open()
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                with conn:
-                    results = self._apply(tx)
-            except sqlite3.OperationalError as exc:
-                _raise_if_busy(conn, exc)
-                raise
-            self._stats["transactions"] += 1
-            self._stats["sync_writes"] += 1
+            return self._write_locked(tx)
+
+    def _write_locked(self, tx: Transaction) -> list[Any]:
+        conn = self._conn
+        self._check_open()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            with conn:
+                results = self._apply(tx)
+        except sqlite3.OperationalError as exc:
+            _raise_if_busy(conn, exc)
+            raise
+        self._stats["transactions"] += 1
+        self._stats["sync_writes"] += 1
+        if self._checkpointer is not None:
+            self._checkpointer.committed()
         return results
 
     def _stayed_busy(self, exc: Busy) -> StoreError:
@@ -618,30 +634,35 @@ class SQLiteStore:
 
     def _write_batch(self, batch: list[CommitRequest]) -> None:
         """One transaction for the whole batch (SAVEPOINTs on failure)."""
+        with self._write_lock:
+            self._write_batch_locked(batch)
+
+    def _write_batch_locked(self, batch: list[CommitRequest]) -> None:
         conn = self._conn
         stats = self._stats
-        with self._write_lock:
-            try:
-                self._check_open()
-                conn.execute("BEGIN IMMEDIATE")
-                with conn:
-                    for request in batch:
-                        request.results = self._apply(request.tx)
-            except BaseException as exc:
-                if isinstance(exc, sqlite3.OperationalError):
-                    _raise_if_busy(conn, exc)
-                if len(batch) == 1 or not isinstance(exc, Exception):
-                    for request in batch:
-                        request.results = None
-                        request.error = exc
-                    return
-                stats["failed_batches"] += 1
-                if not self._write_isolated(batch):
-                    return
-            stats["transactions"] += 1
-            stats["batches"] += 1
-            stats["batched_writes"] += len(batch)
-            stats["largest_batch"] = max(stats["largest_batch"], len(batch))
+        try:
+            self._check_open()
+            conn.execute("BEGIN IMMEDIATE")
+            with conn:
+                for request in batch:
+                    request.results = self._apply(request.tx)
+        except BaseException as exc:
+            if isinstance(exc, sqlite3.OperationalError):
+                _raise_if_busy(conn, exc)
+            if len(batch) == 1 or not isinstance(exc, Exception):
+                for request in batch:
+                    request.results = None
+                    request.error = exc
+                return
+            stats["failed_batches"] += 1
+            if not self._write_isolated(batch):
+                return
+        if self._checkpointer is not None:
+            self._checkpointer.committed()
+        stats["transactions"] += 1
+        stats["batches"] += 1
+        stats["batched_writes"] += len(batch)
+        stats["largest_batch"] = max(stats["largest_batch"], len(batch))
 
     def _write_isolated(self, batch: list[CommitRequest]) -> bool:
         """The batch failed: rewrite it with one SAVEPOINT per caller so only the
