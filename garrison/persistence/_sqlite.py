@@ -39,7 +39,7 @@ import sqlite3
 import tempfile
 import threading
 import time as _time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Any
@@ -50,8 +50,8 @@ import trio
 from .._errors import DedupKeyTaken, NoSuchWorkflow, PromiseAlreadyCompleted, StoreError
 from ..actors._values import Pid
 from . import _file
-from ._converter import to_json
 from ._checkpoint import BACKSTOP_PAGES, Checkpointer
+from ._converter import to_json
 from ._group_commit import Busy, CommitRequest, GroupCommit, Strategy
 from ._records import (
     FINAL_STATUSES,
@@ -79,6 +79,10 @@ _SYNCHRONOUS = {"normal": "NORMAL", "full": "FULL"}
 #: before the group commit takes the write to a worker thread (and retries there)
 _OWNER_BUSY_MS = 10
 _BUSY_CODES = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
+
+
+async def _no_results() -> list[Any]:
+    return []
 
 
 def _raise_if_busy(conn: sqlite3.Connection, exc: sqlite3.OperationalError) -> None:
@@ -605,21 +609,24 @@ class SQLiteStore:
             return gone
         return error
 
-    async def commit(self, tx: Transaction) -> list[Any]:
+    def commit(self, tx: Transaction) -> Coroutine[Any, Any, list[Any]]:
         """Commit ``tx`` by group commit (see ``_group_commit.py``); returns each
         operation's result once it is committed. Runs from trio; waiting is
         shielded from cancellation, so a commit asked for is never lost half-way.
 
         An in-memory store, and a store opened with ``lock=False``, write at once in
         the calling thread; ``synchronous="normal"`` batches in the trio thread;
-        ``synchronous="full"`` writes a batch (and its fsync) in a worker thread."""
+        ``synchronous="full"`` writes a batch (and its fsync) in a worker thread.
+
+        (A plain function returning the group commit's coroutine, as ``await
+        store.commit(tx)`` needs: one frame less held by every waiting commit.)"""
         if not tx.ops:
-            return []
+            return _no_results()
         self._check_open()
         self._check_writable()
         if self._failure is not None:
             raise self._failure
-        return await self._group.commit(tx)
+        return self._group.commit(tx)
 
     @property
     def owner(self) -> bool:
