@@ -118,7 +118,7 @@ def ratios_chart(results: dict[str, dict[str, Any]], out: Path) -> Path | None:
         ax.errorbar(med, y, xerr=[[med - lo], [hi - med]], color="black", capsize=3, lw=1)
         if target:
             ax.plot([target, target], [y - 0.4, y + 0.4], color="black", lw=2)
-        ax.text(hi * 1.08, y, f"{med:g}x", va="center", fontsize=8)
+        ax.text(max(hi, target) * 1.12, y, f"{med:g}x", va="center", fontsize=8)
     ax.set_yticks(ys, [r[0] for r in rows], fontsize=8)
     ax.set_xscale("log")
     ax.set_xlabel("garrison / peer (higher is better; black tick: target)")
