@@ -260,8 +260,9 @@ async def test_a_loop_of_awaited_starts_shares_commits_with_the_running_workflow
     commit joins the batch of the workflows started just before it, rather than the
     leader of a batch writing alone because trio had not yet run the tasks released
     with it (a pass runs its tasks in random order)."""
-    import garrison
     import workflow_app as app
+
+    import garrison
 
     store = SQLiteStore(str(tmp_path / "wf.db"))
     async with garrison.open_node(store=store) as node:
