@@ -20,6 +20,10 @@ figures and ratios side by side. ``--json`` prints the raw lines instead;
 - ``workflow_steps_pg.py``: the same on PostgreSQL, vs DBOS on the same throwaway
   server and raw psycopg commits (``pg_driver.py`` and ``dbos_postgres.py`` measure
   the driver choices and DBOS alone).
+
+``--runs N`` passes ``--runs N`` to the scripts that take it (each repeats itself N
+times and reports ``[median, min, max]``). ``charts.py`` is not a benchmark: it draws
+the PNG charts of the README from the ``--json`` lines.
 """
 
 from __future__ import annotations
@@ -44,6 +48,9 @@ SHOW: dict[str, list[tuple[str, str]]] = {
         ("garrison.spawn_exit_us", "spawn+exit us"),
         ("trio_raw.start_soon_us", "trio start_soon us"),
         ("ratio_spawn_vs_start_soon", "x trio start_soon (>= 0.5)"),
+        ("garrison.spawn_outside_us", "node.spawn from outside us"),
+        ("trio_raw.start_soon_10k_us", "trio start_soon (10k) us"),
+        ("ratio_spawn_outside_vs_start_soon", "x trio start_soon, outside (>= 0.5)"),
     ],
     "memory.py": [
         ("n_processes", "idle processes"),
@@ -78,15 +85,28 @@ SHOW: dict[str, list[tuple[str, str]]] = {
         ("normal_steps_per_s_at_10", "NORMAL steps/s, 10"),
         ("normal_steps_per_s_at_100", "NORMAL steps/s, 100"),
         ("normal_steps_per_s_at_1000", "NORMAL steps/s, 1000"),
+        ("normal.1000.gc_share", "NORMAL GC share of time, 1000"),
         ("full_steps_per_s_at_1", "FULL steps/s, 1 at once"),
         ("full_steps_per_s_at_10", "FULL steps/s, 10"),
         ("full_steps_per_s_at_100", "FULL steps/s, 100"),
         ("full_steps_per_s_at_1000", "FULL steps/s, 1000"),
+        ("dbos_steps_per_s_at_1", "DBOS steps/s, 1 at once"),
+        ("dbos_steps_per_s_at_100", "DBOS steps/s, 100"),
+        ("dbos_steps_per_s_at_1000", "DBOS steps/s, 1000"),
     ],
     "workflow_steps.py": [
         ("garrison.seq_step_us_marginal", "NORMAL seq step us"),
         ("dbos.seq_step_us_marginal", "DBOS seq step us"),
         ("ratio_seq_step_vs_dbos", "x DBOS seq (>= 25)"),
+        ("garrison.wf10_ms", "NORMAL 10-step workflow ms"),
+        ("dbos.wf10_ms", "DBOS 10-step workflow ms"),
+        ("ratio_wf10_vs_dbos", "x DBOS workflows in sequence (>= 30)"),
+        ("garrison_full_sync.wf10_ms", "FULL 10-step workflow ms"),
+        ("ratio_wf10_full_vs_dbos", "x DBOS sequence, FULL (>= 6)"),
+        ("garrison.loop100_step_us", "NORMAL loop of 100 starts step us"),
+        ("ratio_loop100_vs_dbos", "x DBOS loop of 100 (>= 60)"),
+        ("garrison_full_sync.loop100_step_us", "FULL loop of 100 starts step us"),
+        ("ratio_loop100_full_vs_dbos", "x DBOS loop of 100, FULL (>= 25)"),
         ("garrison.conc100_step_us", "NORMAL 100-conc step us"),
         ("dbos.conc100_step_us", "DBOS 100-conc step us"),
         ("ratio_conc100_step_vs_dbos", "x DBOS 100-conc (>= 50)"),
@@ -126,10 +146,13 @@ def flatten(data: dict[str, object], prefix: str = "") -> dict[str, object]:
     return out
 
 
-def run_script(path: Path, quick: bool) -> dict[str, object]:
+def run_script(path: Path, quick: bool, runs: int = 1) -> dict[str, object]:
     args = [sys.executable, str(path)]
-    if quick and "--quick" in path.read_text():
+    text = path.read_text()
+    if quick and "--quick" in text:
         args.append("--quick")
+    if runs > 1 and "--runs" in text:
+        args += ["--runs", str(runs)]
     done = subprocess.run(args, capture_output=True, text=True, cwd=HERE.parent)
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode != 0 or not lines:
@@ -142,13 +165,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("only", nargs="*", help="script names to run (default: all)")
     args = parser.parse_args()
-    scripts = sorted(p for p in HERE.glob("*.py") if not p.name.startswith("_"))
+    scripts = sorted(p for p in HERE.glob("*.py")
+                     if not p.name.startswith("_") and p.name != "charts.py")
     if args.only:
         scripts = [p for p in scripts if p.stem in args.only or p.name in args.only]
     for path in scripts:
-        result = run_script(path, args.quick)
+        result = run_script(path, args.quick, args.runs)
         if args.json:
             print(json.dumps(result))
             continue

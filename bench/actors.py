@@ -6,6 +6,12 @@
   buffer 0, 1 producer -> 1 consumer, and pykka ``tell`` drained by an ``ask``)
 - call: request/reply round trips (vs trio ping-pong over two channels, and pykka ``ask``)
 - spawn: spawn + exit of a trivial process (vs trio ``nursery.start_soon``, pykka start/stop)
+- spawn from outside: ``await node.spawn`` of 10,000 trivial processes from code that is
+  not a process (a test, a web handler), then ``await node.wait`` on each (vs trio
+  ``start_soon`` of 10,000 trivial tasks in a nursery, until they have all ended)
+
+``--runs N`` repeats everything N times in this invocation and reports each figure as
+``[median, min, max]`` (a ratio is taken within a run).
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import json
 import logging
 import sys
 import time
+from pathlib import Path
 
 import trio
 
@@ -42,6 +49,10 @@ async def _echo() -> None:
 
 async def _noop() -> None:
     return None
+
+
+#: processes spawned from outside (and trio tasks beside them)
+N_OUTSIDE = 10_000
 
 
 async def garrison_figures(n_msgs: int, n_calls: int, n_spawn: int) -> dict[str, float]:
@@ -82,6 +93,14 @@ async def garrison_figures(n_msgs: int, n_calls: int, n_spawn: int) -> dict[str,
             return await messages(), await calls(), await spawns()
 
         dt_msgs, dt_calls, dt_spawn = await node.wait(await node.spawn(main))
+
+        # from outside any process: spawn them all, then wait for each
+        t0 = time.perf_counter()
+        pids = [await node.spawn(_noop) for _ in range(N_OUTSIDE)]
+        for pid in pids:
+            await node.wait(pid)
+        dt_outside = time.perf_counter() - t0
+    out["spawn_outside_us"] = dt_outside / N_OUTSIDE * 1e6
     out["msgs_per_s"] = n_msgs / dt_msgs
     out["call_rt_per_s"] = n_calls / dt_calls
     out["call_us"] = dt_calls / n_calls * 1e6
@@ -135,7 +154,13 @@ async def trio_figures(n_msgs: int, n_calls: int, n_spawn: int) -> dict[str, flo
         for _ in range(n_spawn):
             nursery.start_soon(trivial)
     dt_spawn = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    async with trio.open_nursery() as nursery:
+        for _ in range(N_OUTSIDE):
+            nursery.start_soon(trivial)
+    dt_outside = time.perf_counter() - t0
     return {
+        "start_soon_10k_us": dt_outside / N_OUTSIDE * 1e6,
         "msgs_per_s": n_msgs / dt_msgs,
         "pingpong_rt_per_s": n_calls / dt_calls,
         "pingpong_us": dt_calls / n_calls * 1e6,
@@ -193,18 +218,12 @@ def pykka_figures(n_msgs: int, n_calls: int, n_spawn: int) -> dict[str, float] |
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="small counts (a smoke run)")
-    args = parser.parse_args()
-    logging.getLogger("garrison").setLevel(logging.ERROR)  # the echo server is terminated
-    n_msgs, n_calls, n_spawn = (20_000, 5_000, 10_000) if args.quick else (200_000, 50_000, 100_000)
-
+def one_run(quick: bool) -> dict[str, object]:
+    n_msgs, n_calls, n_spawn = (20_000, 5_000, 10_000) if quick else (200_000, 50_000, 100_000)
     g = trio.run(garrison_figures, n_msgs, n_calls, n_spawn)
     t = trio.run(trio_figures, n_msgs, n_calls, n_spawn)
     p = pykka_figures(n_msgs, min(n_calls, 20_000), n_spawn)
     out: dict[str, object] = {
-        "bench": "actors",
         "python": sys.version.split()[0],
         "trio": trio.__version__,
         "garrison": {k: round(v, 2) for k, v in g.items()},
@@ -212,13 +231,28 @@ def main() -> None:
         "ratio_msgs_vs_trio_channel": round(g["msgs_per_s"] / t["msgs_per_s"], 2),
         "ratio_call_vs_trio_pingpong": round(g["call_rt_per_s"] / t["pingpong_rt_per_s"], 2),
         "ratio_spawn_vs_start_soon": round(g["spawn_exit_per_s"] / t["start_soon_per_s"], 2),
+        "ratio_spawn_outside_vs_start_soon": round(
+            t["start_soon_10k_us"] / g["spawn_outside_us"], 2),
     }
     if p is not None:
         out["pykka"] = {k: round(v, 2) for k, v in p.items()}
         out["ratio_msgs_vs_pykka_tell"] = round(g["msgs_per_s"] / p["tell_msgs_per_s"], 2)
         out["ratio_call_vs_pykka_ask"] = round(g["call_rt_per_s"] / p["ask_rt_per_s"], 2)
         out["ratio_spawn_vs_pykka"] = round(g["spawn_exit_per_s"] / p["spawn_stop_per_s"], 2)
-    print(json.dumps(out))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small counts (a smoke run)")
+    parser.add_argument("--runs", type=int, default=1, help="repeat, report median [min, max]")
+    args = parser.parse_args()
+    logging.getLogger("garrison").setLevel(logging.ERROR)  # the echo server is terminated
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from bench._runs import summary
+
+    runs = [one_run(args.quick) for _ in range(max(1, args.runs))]
+    print(json.dumps({"bench": "actors", "runs": len(runs), **summary(runs)}))
 
 
 if __name__ == "__main__":

@@ -91,3 +91,48 @@ async def test_replies_do_not_reach_the_inbox(node, autojump_clock):
 
     server = await node.spawn(_echo)
     assert await node.wait(await node.spawn(client, server)) is None
+
+
+async def test_many_calls_with_mixed_timeouts_each_end_at_their_own_deadline(
+        node, autojump_clock):
+    """Call deadlines are watched by one task of the run (not a cancel scope per call):
+    calls with different timeouts, started at different times, each time out at their
+    own deadline; answered ones return; a call abandoned by its caller's own cancel
+    scope leaves nothing behind that could fail a later call."""
+
+    async def picky():
+        async for msg in process.inbox():
+            if msg.payload % 3 == 0:  # answered after a while; others never
+                await trio.sleep(msg.payload / 10)
+                await msg.reply(msg.payload)
+
+    ended: dict[int, tuple[str, float]] = {}
+
+    async def one(server, i: int, timeout: float) -> None:
+        t0 = trio.current_time()
+        try:
+            await process.call(server, "q", i, timeout=timeout)
+            ended[i] = ("ok", trio.current_time() - t0)
+        except TimeoutError:
+            ended[i] = ("timeout", trio.current_time() - t0)
+
+    async def client(server):
+        async with trio.open_nursery() as nursery:
+            for i in range(12):
+                nursery.start_soon(one, server, i, (5.0, 1.0, 3.0)[i % 3])
+                await trio.sleep(0.25)
+        with trio.move_on_after(0.5):  # abandoned by its caller: no timeout later
+            await process.call(server, "q", 1, timeout=1.0)
+        t0 = trio.current_time()
+        assert await process.call(server, "q", 0, timeout=2.0) == 0
+        await trio.sleep(10)  # nothing fires for the abandoned call meanwhile
+        return trio.current_time() - t0
+
+    server = await node.spawn(picky)
+    assert await node.wait(await node.spawn(client, server)) == 10
+    for i in range(12):
+        timeout = (5.0, 1.0, 3.0)[i % 3]
+        if i % 3 == 0 and i / 10 < timeout:
+            assert ended[i][0] == "ok", (i, ended[i])
+        else:
+            assert ended[i] == ("timeout", timeout), (i, ended[i])

@@ -252,3 +252,60 @@ def test_sigkill_mid_writes_leaves_a_consistent_store(store_spec: str) -> None:
             total += len(seqs)
         assert total >= 50
         assert len(store.pending_messages("sink")) == total
+
+
+async def test_a_loop_of_awaited_starts_shares_commits_with_the_running_workflows(
+        tmp_path: Path) -> None:
+    """``await start_workflow`` one after another (a web handler's shape): each start's
+    commit joins the batch of the workflows started just before it, rather than the
+    leader of a batch writing alone because trio had not yet run the tasks released
+    with it (a pass runs its tasks in random order)."""
+    import workflow_app as app
+
+    import garrison
+
+    store = SQLiteStore(str(tmp_path / "wf.db"))
+    async with garrison.open_node(store=store) as node:
+        tx0 = store.statistics().transactions
+        for i in range(100):
+            await node.start_workflow(app.steps, i, id=f"l{i}")
+        for i in range(100):
+            assert await node.workflow(f"l{i}").result() == i + 10
+        transactions = store.statistics().transactions - tx0
+    store.close()
+    # 100 starts + 1,000 steps + 100 ends: one batch per start, and a few at the end
+    assert transactions < 140, transactions
+
+
+def test_the_node_store_checkpoints_its_wal_in_a_thread_of_its_own(tmp_path: Path) -> None:
+    """The writer connection no longer checkpoints (a commit in the trio thread never
+    copies the WAL back nor fsyncs for it); a thread does, and the WAL starts over."""
+    from garrison.persistence._checkpoint import BACKSTOP_PAGES
+
+    path = str(tmp_path / "wf.db")
+    with SQLiteStore(path) as store:
+        assert store._conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == BACKSTOP_PAGES
+        checkpointer = store._checkpointer
+        assert checkpointer is not None
+        payload = "x" * 3000
+        seq = 0
+
+        def transactions(n: int) -> None:
+            nonlocal seq
+            for _ in range(n):
+                seq += 1
+                store.write(Transaction().set_state("w", f"k{seq % 50}", payload))
+
+        store.write(Transaction().create_workflow("w", "m:f", "[]", time=0.0))
+        transactions(checkpointer.interval)
+        assert checkpointer.wait(1, timeout=30)
+        # under constant writes the WAL still starts over: it stays far below what the
+        # writer would let it reach by itself
+        wal = path + "-wal"
+        for round_ in range(2, 12):
+            transactions(checkpointer.interval)
+            assert checkpointer.wait(round_, timeout=30)
+        assert os.path.getsize(wal) < 16 * 1024 * 1024
+    with SQLiteStore(path, lock=False) as tool:  # a tool's store has no such thread
+        assert tool._checkpointer is None
+        assert tool.get_state("w", "k1") == payload

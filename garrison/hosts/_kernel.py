@@ -35,8 +35,93 @@ def noproc(pid: Pid) -> ErrorInfo:
     return ErrorInfo("noproc", f"process {pid} is not alive")
 
 
+_INF = float("inf")
+
 #: call references: unique across every host of the process (replies find their call)
 next_call_ref = itertools.count(1).__next__
+
+
+class _CallTimedOut(Exception):
+    """A call's timeout passed (the caller turns it into its ``TimeoutError``)."""
+
+
+class CallTimeouts:
+    """The deadlines of the calls waiting for a reply, watched by one task of the run.
+
+    A ``trio.move_on_after`` around each wait would open a cancel scope and register
+    and drop its deadline in trio's deadline table for every call: about a third of a
+    call's round trip. Here a waiting call costs an insertion in a dict, and its reply
+    a deletion. Calls with the same timeout are queued in one dict (insertion order is
+    then deadline order); the watcher sleeps until the first deadline it saw, then
+    fails the calls whose deadline passed (rescheduling each with a timeout, claimed
+    as a reply is: whoever pops the caller's entry first wins) and sleeps until the
+    next one. It may wake for calls that ended meanwhile, and then sleeps again. The
+    watcher is a system task of the trio run (one per run, started by the first call
+    with a timeout); it only sleeps and reschedules, and never raises.
+    """
+
+    def __init__(self) -> None:
+        #: timeout (s) -> {call ref: (deadline, caller)}, oldest first
+        self._queues: dict[float, dict[int, tuple[float, Caller]]] = {}
+        self._scope: trio.CancelScope | None = None
+        self._armed = float("inf")
+
+    def add(self, caller: Caller, ref: int, seconds: float) -> None:
+        deadline = trio.current_time() + seconds
+        queue = self._queues.get(seconds)
+        if queue is None:
+            queue = self._queues[seconds] = {}
+        queue[ref] = (deadline, caller)
+        if deadline < self._armed:
+            self._armed = deadline
+            if self._scope is not None:
+                self._scope.deadline = deadline
+
+    def remove(self, ref: int, seconds: float) -> None:
+        queue = self._queues.get(seconds)
+        if queue is not None:
+            queue.pop(ref, None)
+
+    def _expire(self, now: float) -> float:
+        """Fail every call whose deadline passed; the next deadline (inf: none)."""
+        earliest = float("inf")
+        for seconds, queue in list(self._queues.items()):
+            while queue:
+                ref = next(iter(queue))
+                deadline, caller = queue[ref]
+                if deadline > now:
+                    earliest = min(earliest, deadline)
+                    break
+                del queue[ref]
+                calls = caller.calls
+                task = calls.pop(ref, None) if calls is not None else None
+                if task is not None:
+                    trio.lowlevel.reschedule(task, outcome.Error(_CallTimedOut()))
+            if not queue:
+                del self._queues[seconds]
+        return earliest
+
+    async def watch(self) -> None:
+        while True:
+            with trio.CancelScope(deadline=self._armed) as scope:
+                self._scope = scope
+                await trio.sleep_forever()
+            self._scope = None
+            self._armed = self._expire(trio.current_time())
+
+
+_TIMEOUTS: trio.lowlevel.RunVar[CallTimeouts] = trio.lowlevel.RunVar("garrison_call_timeouts")
+
+
+def call_timeouts() -> CallTimeouts:
+    """The call deadlines of this trio run (its watcher starts with the first call)."""
+    try:
+        return _TIMEOUTS.get()
+    except LookupError:
+        timeouts = CallTimeouts()
+        _TIMEOUTS.set(timeouts)
+        trio.lowlevel.spawn_system_task(timeouts.watch, name="garrison.call_timeouts")
+        return timeouts
 
 
 class Host(Protocol):
@@ -169,19 +254,27 @@ class Caller:
         if waiting is None:
             waiting = callee.callers = {}
         waiting[ref] = self
+        timeouts: CallTimeouts | None = None
         try:
             sent = deliver(ref)
             if sent is not None:
                 await sent
-            with trio.move_on_after(seconds):
-                return await self.park_call(ref)
-            raise TimeoutError(f"call to {pid} (topic {topic!r}) got no reply within {seconds:g}s")
+            if seconds != _INF:
+                timeouts = call_timeouts()
+                timeouts.add(self, ref, seconds)
+            return await self.park_call(ref)
+        except _CallTimedOut:
+            raise TimeoutError(f"call to {pid} (topic {topic!r}) got no reply within "
+                               f"{seconds:g}s") from None
         finally:
             calls.pop(ref, None)
             waiting.pop(ref, None)
+            if timeouts is not None:
+                timeouts.remove(ref, seconds)
 
     async def park_call(self, ref: int) -> Any:
-        """Wait for the outcome of my call ``ref``."""
+        """Wait for the outcome of my call ``ref`` (``_CallTimedOut`` when its deadline
+        passes, see :class:`CallTimeouts`)."""
         calls = self.calls
         assert calls is not None
         task = trio.lowlevel.current_task()

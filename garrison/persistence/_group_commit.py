@@ -69,6 +69,9 @@ def runnable_tasks() -> int:
     return trio.lowlevel.current_statistics().tasks_runnable
 
 
+#: scheduler passes a batch's leader waits at most for other commits to join
+GATHER_PASSES = 6
+
 #: commits written alone in a row before one of them yields to the scheduler
 ALONE_BUDGET = 16
 
@@ -170,11 +173,15 @@ class GroupCommit:
         batch: list[CommitRequest] | None = None
         try:
             threaded = busy or self.strategy is not Strategy.INLINE
-            if not busy and (self.strategy is Strategy.INLINE or not request.leader):
-                # let every runnable task reach its own commit and join this batch
-                for _ in range(3):
+            if not busy:
+                # let every runnable task reach its own commit and join this batch.
+                # Three passes at least: trio runs a pass's tasks in random order and
+                # ``runnable_tasks()`` cannot see the rest of the pass under way, so
+                # after one pass the tasks released with this one may not have run
+                # yet, and a task returning from its commit may need a pass more
+                for passes in range(1, GATHER_PASSES + 1):
                     await trio.lowlevel.cancel_shielded_checkpoint()
-                    if not runnable_tasks():
+                    if passes >= 3 and not runnable_tasks() and not self._released:
                         break
             batch, self._pending = self._pending, []
             started = perf_counter() if _observe.timing else 0.0

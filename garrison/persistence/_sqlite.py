@@ -39,7 +39,7 @@ import sqlite3
 import tempfile
 import threading
 import time as _time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Any
@@ -50,6 +50,7 @@ import trio
 from .._errors import DedupKeyTaken, NoSuchWorkflow, PromiseAlreadyCompleted, StoreError
 from ..actors._values import Pid
 from . import _file
+from ._checkpoint import BACKSTOP_PAGES, Checkpointer
 from ._converter import to_json
 from ._group_commit import Busy, CommitRequest, GroupCommit, Strategy
 from ._records import (
@@ -78,6 +79,10 @@ _SYNCHRONOUS = {"normal": "NORMAL", "full": "FULL"}
 #: before the group commit takes the write to a worker thread (and retries there)
 _OWNER_BUSY_MS = 10
 _BUSY_CODES = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
+
+
+async def _no_results() -> list[Any]:
+    return []
 
 
 def _raise_if_busy(conn: sqlite3.Connection, exc: sqlite3.OperationalError) -> None:
@@ -401,6 +406,13 @@ class SQLiteStore:
             # the node's commits run in the trio thread: never wait there for a lock
             # another connection holds; the group commit waits for it in a worker thread
             self._conn.execute(f"PRAGMA busy_timeout={_OWNER_BUSY_MS}")
+        #: WAL checkpoints in a thread of their own (``_checkpoint.py``): the node's store
+        self._checkpointer: Checkpointer | None = None
+        if self.locked and not self.readonly:
+            self._conn.execute(f"PRAGMA wal_autocheckpoint={BACKSTOP_PAGES}")
+            self._checkpointer = Checkpointer(
+                lambda: sqlite3.connect(file, timeout=busy_timeout, check_same_thread=False),
+                self._write_lock)
         if self.path is None or self._notify_node:
             strategy = Strategy.IMMEDIATE  # in memory, or a tool writing for a node
         elif self.synchronous == "full":
@@ -476,6 +488,8 @@ class SQLiteStore:
             return
         self._closed = True
         self._closing.set()
+        if self._checkpointer is not None:
+            self._checkpointer.close()
         with self._write_lock:
             self._conn.close()
         with self._read_lock:
@@ -554,19 +568,25 @@ class SQLiteStore:
                 pause = min(pause * 2, 0.25)
 
     def _write_now(self, tx: Transaction) -> list[Any]:
-        """One attempt at committing ``tx``; :class:`Busy` if the write lock is taken."""
-        conn = self._conn
+        """One attempt at committing ``tx``; :class:`Busy` if the database is locked
+        by another connection."""
         with self._write_lock:
-            self._check_open()
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                with conn:
-                    results = self._apply(tx)
-            except sqlite3.OperationalError as exc:
-                _raise_if_busy(conn, exc)
-                raise
-            self._stats["transactions"] += 1
-            self._stats["sync_writes"] += 1
+            return self._write_locked(tx)
+
+    def _write_locked(self, tx: Transaction) -> list[Any]:
+        conn = self._conn
+        self._check_open()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            with conn:
+                results = self._apply(tx)
+        except sqlite3.OperationalError as exc:
+            _raise_if_busy(conn, exc)
+            raise
+        self._stats["transactions"] += 1
+        self._stats["sync_writes"] += 1
+        if self._checkpointer is not None:
+            self._checkpointer.committed()
         return results
 
     def _stayed_busy(self, exc: Busy) -> StoreError:
@@ -589,21 +609,24 @@ class SQLiteStore:
             return gone
         return error
 
-    async def commit(self, tx: Transaction) -> list[Any]:
+    def commit(self, tx: Transaction) -> Coroutine[Any, Any, list[Any]]:
         """Commit ``tx`` by group commit (see ``_group_commit.py``); returns each
         operation's result once it is committed. Runs from trio; waiting is
         shielded from cancellation, so a commit asked for is never lost half-way.
 
         An in-memory store, and a store opened with ``lock=False``, write at once in
         the calling thread; ``synchronous="normal"`` batches in the trio thread;
-        ``synchronous="full"`` writes a batch (and its fsync) in a worker thread."""
+        ``synchronous="full"`` writes a batch (and its fsync) in a worker thread.
+
+        (A plain function returning the group commit's coroutine, as ``await
+        store.commit(tx)`` needs: one frame less held by every waiting commit.)"""
         if not tx.ops:
-            return []
+            return _no_results()
         self._check_open()
         self._check_writable()
         if self._failure is not None:
             raise self._failure
-        return await self._group.commit(tx)
+        return self._group.commit(tx)
 
     @property
     def owner(self) -> bool:
@@ -618,30 +641,35 @@ class SQLiteStore:
 
     def _write_batch(self, batch: list[CommitRequest]) -> None:
         """One transaction for the whole batch (SAVEPOINTs on failure)."""
+        with self._write_lock:
+            self._write_batch_locked(batch)
+
+    def _write_batch_locked(self, batch: list[CommitRequest]) -> None:
         conn = self._conn
         stats = self._stats
-        with self._write_lock:
-            try:
-                self._check_open()
-                conn.execute("BEGIN IMMEDIATE")
-                with conn:
-                    for request in batch:
-                        request.results = self._apply(request.tx)
-            except BaseException as exc:
-                if isinstance(exc, sqlite3.OperationalError):
-                    _raise_if_busy(conn, exc)
-                if len(batch) == 1 or not isinstance(exc, Exception):
-                    for request in batch:
-                        request.results = None
-                        request.error = exc
-                    return
-                stats["failed_batches"] += 1
-                if not self._write_isolated(batch):
-                    return
-            stats["transactions"] += 1
-            stats["batches"] += 1
-            stats["batched_writes"] += len(batch)
-            stats["largest_batch"] = max(stats["largest_batch"], len(batch))
+        try:
+            self._check_open()
+            conn.execute("BEGIN IMMEDIATE")
+            with conn:
+                for request in batch:
+                    request.results = self._apply(request.tx)
+        except BaseException as exc:
+            if isinstance(exc, sqlite3.OperationalError):
+                _raise_if_busy(conn, exc)
+            if len(batch) == 1 or not isinstance(exc, Exception):
+                for request in batch:
+                    request.results = None
+                    request.error = exc
+                return
+            stats["failed_batches"] += 1
+            if not self._write_isolated(batch):
+                return
+        if self._checkpointer is not None:
+            self._checkpointer.committed()
+        stats["transactions"] += 1
+        stats["batches"] += 1
+        stats["batched_writes"] += len(batch)
+        stats["largest_batch"] = max(stats["largest_batch"], len(batch))
 
     def _write_isolated(self, batch: list[CommitRequest]) -> bool:
         """The batch failed: rewrite it with one SAVEPOINT per caller so only the

@@ -1,0 +1,123 @@
+"""WAL checkpoints in a thread of their own, off the commit path.
+
+In WAL mode every commit appends to the ``-wal`` file; a *checkpoint* copies those
+pages back into the database file and lets the next write start the WAL over. By
+default SQLite runs it inside the commit that crosses 1,000 pages, in the committing
+thread, with two fsyncs (the WAL, then the database file) even at
+``synchronous=NORMAL``: a node committing from the trio thread would stall every
+task for as long as that takes (long on a busy disk).
+
+The store's writer connection turns that off (``wal_autocheckpoint`` is raised to a
+backstop only reached if this thread falls far behind), and :class:`Checkpointer`
+does the work on a connection of its own:
+
+1. the writer calls :meth:`Checkpointer.committed` after each transaction (a counter);
+   every ``interval`` transactions it wakes the thread;
+2. the thread runs a ``PASSIVE`` checkpoint while writers go on: the bulk of the
+   copying and both fsyncs happen here, blocking nobody;
+3. then, holding the writer's lock, a second ``PASSIVE`` checkpoint copies the few
+   pages committed meanwhile (if there are none, it returns at once): the WAL is then
+   wholly copied, so the next write starts it over from the beginning (without this
+   step a store under constant load would never reach that point, and its WAL would
+   grow without end). A commit arriving during this short step waits for it, in
+   whichever thread it is written (a commit never moves to a worker thread because of
+   it: under a test's ``MockClock`` that would let time jump).
+
+A checkpoint moves committed data from one durable file to another: what a commit
+made durable stays so (a crash in the middle is recovered from the WAL), so this
+changes no durability guarantee. ``interval`` adapts so that a checkpoint copies about
+``TARGET_FRAMES`` pages, as SQLite's default would.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sqlite3
+import threading
+from collections.abc import Callable
+
+__all__ = ["BACKSTOP_PAGES", "Checkpointer"]
+
+log = logging.getLogger("garrison.store")
+
+#: pages a checkpoint aims to copy (SQLite's own ``wal_autocheckpoint`` default)
+TARGET_FRAMES = 1000
+#: the writer's own ``wal_autocheckpoint``: reached only if this thread falls behind
+BACKSTOP_PAGES = 20_000
+#: bounds of the interval, in transactions
+MIN_INTERVAL, MAX_INTERVAL = 16, 20_000
+
+
+class Checkpointer:
+    """The checkpoint thread of one store (see the module docs)."""
+
+    def __init__(self, connect: Callable[[], sqlite3.Connection], write_lock: threading.Lock
+                 ) -> None:
+        self._connect = connect
+        self._write_lock = write_lock
+        #: transactions between two checkpoints
+        self.interval = 64
+        self._count = 0
+        #: checkpoints done (a counter for tests and statistics)
+        self.checkpoints = 0
+        self._wake = threading.Event()
+        self._done = threading.Condition()
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, name="garrison-checkpoint",
+                                        daemon=True)
+        self._thread.start()
+
+    def committed(self) -> None:
+        """One transaction was committed (called with the writer's lock held)."""
+        self._count += 1
+        if self._count >= self.interval:
+            self._count = 0
+            self._wake.set()
+
+    def wait(self, checkpoints: int, timeout: float) -> bool:
+        """Wait until ``checkpoints`` checkpoints are done; False after ``timeout``
+        seconds (for tests)."""
+        with self._done:
+            return self._done.wait_for(lambda: self.checkpoints >= checkpoints, timeout)
+
+    def close(self) -> None:
+        """Stop the thread (a checkpoint under way finishes first)."""
+        self._stop = True
+        self._wake.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        conn: sqlite3.Connection | None = None
+        try:
+            conn = self._connect()
+            while True:
+                self._wake.wait()
+                self._wake.clear()
+                if self._stop:
+                    return
+                try:
+                    self._checkpoint(conn)
+                except sqlite3.Error as exc:  # the writer sees a real problem itself
+                    log.debug("background checkpoint failed: %s", exc)
+        except sqlite3.Error as exc:  # pragma: no cover - the file vanished as it opened
+            log.debug("checkpoint thread could not open the store: %s", exc)
+        finally:
+            if conn is not None:
+                conn.close()
+
+    def _checkpoint(self, conn: sqlite3.Connection) -> None:
+        # (busy, pages in the WAL, pages copied); -1s when not in WAL mode
+        _busy, frames, _copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        interval = self.interval
+        with self._write_lock:  # nobody commits: the WAL ends where this copy ends
+            if self._stop:
+                return
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        with self._done:
+            self.checkpoints += 1
+            self._done.notify_all()
+        if frames > 0:  # aim at TARGET_FRAMES pages per checkpoint
+            per_tx = frames / interval
+            self.interval = max(MIN_INTERVAL, min(MAX_INTERVAL, int(TARGET_FRAMES / per_tx)))

@@ -1,0 +1,48 @@
+"""The benchmark tooling: repeated runs summarized, and the README's charts drawn."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench import _runs  # noqa: E402
+
+
+def test_runs_are_summarized_as_median_min_max_key_by_key() -> None:
+    runs = [{"a": 1.0, "n": {"x": 10, "s": "w"}, "only_here": 1},
+            {"a": 3.0, "n": {"x": 30, "s": "w"}},
+            {"a": 2.0, "n": {"x": 20, "s": "w"}}]
+    out = _runs.summary(runs)
+    assert out == {"a": [2.0, 1.0, 3.0], "n": {"x": [20, 10.0, 30.0], "s": "w"}}
+    assert _runs.summary(runs[:1])["a"] == 1.0
+    assert _runs.median([2.0, 1.0, 3.0]) == 2.0 and _runs.median(5) == 5
+
+
+def test_charts_are_drawn_from_the_bench_lines(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    from bench import charts
+
+    levels = {str(n): {"steps_per_s": [n * 100.0, n * 90.0, n * 110.0]} for n in (1, 10, 100)}
+    lines = [
+        {"bench": "scaling", "runs": 3, "levels": [1, 10, 100],
+         "normal": levels, "full": levels, "dbos": {"1": {"steps_per_s": 700.0}}},
+        {"bench": "workflow_steps", "ratio_wf10_vs_dbos": [31.0, 28.0, 35.0]},
+        {"bench": "actors", "ratio_call_vs_pykka_ask": 4.2},
+    ]
+    results = tmp_path / "results.jsonl"
+    results.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    import matplotlib
+
+    matplotlib.use("Agg")
+    loaded = charts.load(results)
+    scaling = charts.scaling_chart(loaded, tmp_path)
+    ratios = charts.ratios_chart(loaded, tmp_path)
+    for path in (scaling, ratios):
+        assert path is not None and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert charts.ratios_chart({}, tmp_path) is None  # nothing measured: no chart
