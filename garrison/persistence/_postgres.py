@@ -63,7 +63,6 @@ import urllib.parse
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
-from types import TracebackType
 from typing import Any
 
 import psycopg
@@ -80,20 +79,18 @@ from ._converter import to_json
 from ._group_commit import CommitRequest, GroupCommit, Strategy
 from ._pg_write import PgWritePath, _dumps, _Handover, _Plan, _quote, _reason, _Stmt, _unwrap
 from ._records import (
-    FINAL_STATUSES,
     InboxRecord,
     JournalRecord,
     PromiseRecord,
     PromiseStatus,
     QueueRecord,
     ScheduleRecord,
-    StoreStatistics,
     TimerRecord,
     WakeupRecord,
     WorkflowRecord,
-    WorkflowStatus,
     parse_status,
 )
+from ._shortcuts import StoreShortcuts
 from ._transaction import Transaction, unix_seconds
 
 __all__ = ["PostgresStore"]
@@ -163,7 +160,7 @@ def _display_raw(url: str) -> str:
 
 
 # ------------------------------------------------------------------ the store
-class PostgresStore(PgWritePath):
+class PostgresStore(PgWritePath, StoreShortcuts):
     """The durable store on PostgreSQL (see the module docs for the write path).
 
     ``url`` is a libpq URL, ``"postgresql://user[:password]@host[:port]/dbname"``
@@ -338,10 +335,6 @@ class PostgresStore(PgWritePath):
             self.node_name = name
 
     # -- writing: the store API ------------------------------------------------------
-    def transaction(self) -> Transaction:
-        """A new, empty :class:`Transaction`."""
-        return Transaction()
-
     def write(self, tx: Transaction) -> list[Any]:
         """Commit ``tx`` now, in the calling thread, as one transaction; returns each
         operation's result, or raises the first error (nothing of ``tx`` committed).
@@ -412,36 +405,10 @@ class PostgresStore(PgWritePath):
         """True while a group commit is forming or being written."""
         return self._group.busy or self._inline_group.busy
 
-    def statistics(self) -> StoreStatistics:
-        """Counters of the write path (transactions, group-commit batches, ...)."""
-        return StoreStatistics(**self._stats)
-
     @property
     def schema_version(self) -> int:
         """The schema version this store is at."""
         return _pg_schema.SCHEMA_VERSION
-
-    # -- shortcuts: one operation, committed now ----------------------------------
-    def deliver(self, workflow_id: str, topic: str, payload: Any = None, **kw: Any) -> int | None:
-        """``write(Transaction().deliver(...))``; returns the inbox row id."""
-        result: int | None = self.write(Transaction().deliver(workflow_id, topic, payload, **kw))[0]
-        return result
-
-    def resolve_promise(self, workflow_id: str, name: str, value: Any = None) -> None:
-        """Resolve now; ``PromiseAlreadyCompleted`` if it was completed before."""
-        self.write(Transaction().resolve_promise(workflow_id, name, value))
-
-    def reject_promise(self, workflow_id: str, name: str, message: str) -> None:
-        """Reject now; ``PromiseAlreadyCompleted`` if it was completed before."""
-        self.write(Transaction().reject_promise(workflow_id, name, message))
-
-    def set_state(self, workflow_id: str, key: str, value: Any) -> None:
-        """Set state ``key`` now."""
-        self.write(Transaction().set_state(workflow_id, key, value))
-
-    def request_cancel(self, workflow_id: str) -> None:
-        """Flag the workflow for cancellation now (``NoSuchWorkflow`` if unknown)."""
-        self.write(Transaction().request_cancel(workflow_id))
 
     # -- wakeups -----------------------------------------------------------------------
     def translate_error(self, exc: BaseException) -> StoreError | None:
@@ -648,10 +615,6 @@ class PostgresStore(PgWritePath):
             params.append(int(limit))
         return [WorkflowRecord.from_row(row) for row in self._query(query, params)]
 
-    def unfinished_workflows(self) -> list[WorkflowRecord]:
-        """Every workflow not completed, failed or cancelled, oldest first (recovery)."""
-        return self.list_workflows([s for s in WorkflowStatus if s not in FINAL_STATUSES])
-
     def journal(self, workflow_id: str) -> list[JournalRecord]:
         """The workflow's journal ordered by seq."""
         rows = self._query(
@@ -819,17 +782,6 @@ class PostgresStore(PgWritePath):
                 with contextlib.suppress(Exception):
                     conn.close()
         self._writer = self._reader = None
-
-    def __enter__(self) -> PostgresStore:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return (f"<PostgresStore {self.path!r} synchronous={self.synchronous} "

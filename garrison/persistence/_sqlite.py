@@ -41,7 +41,6 @@ import threading
 import time as _time
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from datetime import datetime
-from types import TracebackType
 from typing import Any
 
 import sqlite_utils
@@ -54,21 +53,19 @@ from ._checkpoint import BACKSTOP_PAGES, Checkpointer
 from ._converter import to_json
 from ._group_commit import Busy, CommitRequest, GroupCommit, Strategy
 from ._records import (
-    FINAL_STATUSES,
     InboxRecord,
     JournalRecord,
     PromiseRecord,
     PromiseStatus,
     QueueRecord,
     ScheduleRecord,
-    StoreStatistics,
     TimerRecord,
     WakeupRecord,
     WorkflowRecord,
-    WorkflowStatus,
     parse_status,
 )
 from ._schema import SCHEMA_VERSION, check_garrison, check_tables, migrate
+from ._shortcuts import StoreShortcuts
 from ._store import Store
 from ._transaction import Op, Transaction, unix_seconds
 
@@ -279,7 +276,7 @@ _OPS: dict[Op, Callable[[sqlite3.Connection, tuple[Any, ...]], Any]] = {
 assert set(_OPS) == set(Op), "every operation has its SQL"
 
 
-class SQLiteStore:
+class SQLiteStore(StoreShortcuts):
     """The durable store on SQLite (WAL mode); see the module docs for the write path.
 
     ``path=None`` is an in-memory store: nothing survives the process. It is
@@ -507,17 +504,6 @@ class SQLiteStore:
             shutil.rmtree(self._tempdir, ignore_errors=True)
             self._tempdir = None
 
-    def __enter__(self) -> SQLiteStore:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
     def __repr__(self) -> str:
         where = self.path if self.path is not None else "<memory>"
         return f"<SQLiteStore {where!r} synchronous={self.synchronous} locked={self.locked}>"
@@ -528,10 +514,6 @@ class SQLiteStore:
         return SCHEMA_VERSION
 
     # -- writing -----------------------------------------------------------
-
-    def transaction(self) -> Transaction:
-        """A new, empty :class:`Transaction`."""
-        return Transaction()
 
     def _apply(self, tx: Transaction) -> list[Any]:
         conn = self._conn
@@ -706,33 +688,6 @@ class SQLiteStore:
             where = self.path if self.path is not None else "<memory>"
             raise RuntimeError(f"store {where!r} is closed")
 
-    def statistics(self) -> StoreStatistics:
-        """Counters of the write path (transactions, group-commit batches, ...)."""
-        return StoreStatistics(**self._stats)
-
-    # -- shortcuts: one operation, committed now -----------------------------
-
-    def deliver(self, workflow_id: str, topic: str, payload: Any = None, **kw: Any) -> int | None:
-        """``write(Transaction().deliver(...))``; returns the inbox row id."""
-        result: int | None = self.write(Transaction().deliver(workflow_id, topic, payload, **kw))[0]
-        return result
-
-    def resolve_promise(self, workflow_id: str, name: str, value: Any = None) -> None:
-        """Resolve now; ``PromiseAlreadyCompleted`` if it was completed before."""
-        self.write(Transaction().resolve_promise(workflow_id, name, value))
-
-    def reject_promise(self, workflow_id: str, name: str, message: str) -> None:
-        """Reject now; ``PromiseAlreadyCompleted`` if it was completed before."""
-        self.write(Transaction().reject_promise(workflow_id, name, message))
-
-    def set_state(self, workflow_id: str, key: str, value: Any) -> None:
-        """Set state ``key`` now."""
-        self.write(Transaction().set_state(workflow_id, key, value))
-
-    def request_cancel(self, workflow_id: str) -> None:
-        """Flag the workflow for cancellation now (``NoSuchWorkflow`` if unknown)."""
-        self.write(Transaction().request_cancel(workflow_id))
-
     def take_wakeups(self) -> list[WakeupRecord]:
         """Remove and return the wakeups left by tools, oldest first.
 
@@ -865,10 +820,6 @@ class SQLiteStore:
             sql += " LIMIT ?"
             params.append(int(limit))
         return [WorkflowRecord.from_row(row) for row in self._query(sql, params)]
-
-    def unfinished_workflows(self) -> list[WorkflowRecord]:
-        """Every workflow not completed, failed or cancelled, oldest first (recovery)."""
-        return self.list_workflows([s for s in WorkflowStatus if s not in FINAL_STATUSES])
 
     def journal(self, workflow_id: str) -> list[JournalRecord]:
         """The workflow's journal ordered by seq."""

@@ -1,0 +1,88 @@
+"""What every concrete store does the same way, written once.
+
+:class:`StoreShortcuts` gives a store the one-operation writes tools and tests use
+(``store.deliver(...)`` is ``store.write(Transaction().deliver(...))``), its
+statistics, recovery's list of unfinished workflows and the context-manager
+protocol, all in terms of the store's own :meth:`write`, :meth:`list_workflows`
+and :meth:`close`. A store class inherits it and implements those three; the host
+never relies on this class (it talks to :class:`~garrison.persistence.Store`).
+"""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Any, Self
+
+from ._records import FINAL_STATUSES, StoreStatistics, WorkflowRecord, WorkflowStatus
+from ._transaction import Transaction
+
+__all__ = ["StoreShortcuts"]
+
+
+class StoreShortcuts:
+    """Shortcuts shared by :class:`~garrison.persistence.SQLiteStore` and
+    :class:`~garrison.persistence.PostgresStore`: each commits one operation now.
+
+    Example::
+
+        with SQLiteStore("app.db", lock=False) as store:
+            store.deliver("order-1", "approve", {"by": "ana"})
+            store.resolve_promise("order-1", "payment", {"ok": True})
+    """
+
+    _stats: dict[str, int]
+
+    # what a store class provides
+    def write(self, tx: Transaction) -> list[Any]:
+        raise NotImplementedError
+
+    def list_workflows(self, *args: Any, **kw: Any) -> list[WorkflowRecord]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    # what it gets
+    def transaction(self) -> Transaction:
+        """A new, empty :class:`~garrison.persistence.Transaction`."""
+        return Transaction()
+
+    def statistics(self) -> StoreStatistics:
+        """Counters of the write path (transactions, group-commit batches, ...)."""
+        return StoreStatistics(**self._stats)
+
+    def unfinished_workflows(self) -> list[WorkflowRecord]:
+        """Every workflow not completed, failed or cancelled, oldest first (recovery)."""
+        return self.list_workflows([s for s in WorkflowStatus if s not in FINAL_STATUSES])
+
+    def deliver(self, workflow_id: str, topic: str, payload: Any = None, **kw: Any) -> int | None:
+        """``write(Transaction().deliver(...))``; returns the inbox row id."""
+        result: int | None = self.write(Transaction().deliver(workflow_id, topic, payload, **kw))[0]
+        return result
+
+    def resolve_promise(self, workflow_id: str, name: str, value: Any = None) -> None:
+        """Resolve now; ``PromiseAlreadyCompleted`` if it was completed before."""
+        self.write(Transaction().resolve_promise(workflow_id, name, value))
+
+    def reject_promise(self, workflow_id: str, name: str, message: str) -> None:
+        """Reject now; ``PromiseAlreadyCompleted`` if it was completed before."""
+        self.write(Transaction().reject_promise(workflow_id, name, message))
+
+    def set_state(self, workflow_id: str, key: str, value: Any) -> None:
+        """Set state ``key`` now."""
+        self.write(Transaction().set_state(workflow_id, key, value))
+
+    def request_cancel(self, workflow_id: str) -> None:
+        """Flag the workflow for cancellation now (``NoSuchWorkflow`` if unknown)."""
+        self.write(Transaction().request_cancel(workflow_id))
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
