@@ -296,6 +296,8 @@ async def test_a_running_node_rides_out_a_server_restart(own_server: Any) -> Non
             results = [await node.workflow(f"w{i}").result() for i in range(20)]
         outage.join()
         assert results == [30] * 20
+        # the thread that renews the node's lease rode out the restart too
+        assert [t for t in threading.enumerate() if t.name.startswith("garrison-cluster-")]
         store = node.hosts["workflows"].store
         assert store.locked
     with PostgresStore(url, lock=False) as tool:

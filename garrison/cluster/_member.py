@@ -306,9 +306,14 @@ class ClusterMember:
             wait = min(self.interval - (now - self._last_renew), self._expiry - now + 0.02)
             try:
                 due = self.pg.wait(wait, self._wake_r, inbox)
-            except (psycopg.Error, OSError):
+            except (psycopg.Error, StoreError, OSError) as exc:
+                # the server restarting or out of reach: this thread must outlive it
+                # (it renews the lease and carries other nodes' messages)
+                log.warning("node %s: waiting for the cluster failed: %s", self.name, exc)
                 self.pg.close()
                 due = True
+                if self._stop.wait(min(self.interval, 1.0)):
+                    return
             if time.monotonic() >= self._expiry:
                 due = True
                 self._expiry = float("inf")
