@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import attrs
 import pytest
 import schedule_app as app
 import trio
@@ -279,6 +280,32 @@ async def test_a_second_node_acting_on_the_same_tick_starts_nothing(
         assert scheduler.rows["s"].buffered_tick == dt.datetime.fromtimestamp(at(2), UTC)
         await trio.sleep(0.5 * HOUR)
     assert [(tick_id("s", at(1)), at(1)), (tick_id("s", at(2)), at(2.5))] == app.STARTS
+
+
+@pytest.mark.postgres
+async def test_in_a_cluster_the_last_run_counts_wherever_it_runs(
+        postgres_stores_url: str, autojump_clock: Any) -> None:
+    """Two nodes of a cluster both act on the schedule's ticks: the node that does not
+    run the 1h workflow reads from the store that it is unfinished, so its 2h tick is
+    skipped too (``skip``: one run at a time across the cluster)."""
+    import uuid
+
+    url = f"{postgres_stores_url}?schema=sched_{uuid.uuid4().hex[:8]}"
+    async with garrison.open_node(store=url, name="a") as a:
+        await a.schedule("s", app.job, 1.5 * HOUR, every="1h")
+        async with garrison.open_node(store=url, name="b") as b:
+            await trio.sleep(HOUR + 1)
+            assert ids() == [tick_id("s", at(1))]
+            runner, other = (a, b) if ids()[0] in a.hosts["workflows"].active else (b, a)
+            assert ids()[0] not in other.hosts["workflows"].active
+            scheduler = other.hosts["workflows"].scheduler
+            record = scheduler.rows["s"]
+            due = attrs.evolve(record, next_tick=dt.datetime.fromtimestamp(at(2), UTC))
+            _, wid, updates = scheduler._plan(due, at(2) + 1)
+            assert (wid, updates.get("last_workflow")) == (None, None)
+            await trio.sleep(1.6 * HOUR)  # both act on 2h: skipped; the 1h run ends at 2h30
+            assert ids() == [tick_id("s", at(1))]
+            assert runner.schedules()[0].last_tick == dt.datetime.fromtimestamp(at(2), UTC)
 
 
 # ------------------------------------------------------------------ DST
