@@ -437,3 +437,106 @@ async def test_a_drain_moves_waiting_workflows_at_once_with_their_timers(
             assert len(sleeps) == 3, look.store.journal(f"s{i}")
     finally:
         look.close()
+
+
+def _most_at_once(spans: dict[str, tuple[float, float]]) -> int:
+    """The most of these (first step, last step) spans that overlap at one moment."""
+    return max(sum(1 for lo, hi in spans.values() if lo <= t <= hi)
+               for t, _ in spans.values())
+
+
+def test_cluster_max_concurrent_holds_across_nodes_starting_at_once(
+        postgres_url: str, nodes: list[Node]) -> None:
+    """Two nodes start 10 workflows each at the same moment, cluster_max_concurrent=3:
+    never more than 3 of the host's workflows hold a slot at once across the cluster
+    (sampled in the store, and by the steps' journal times), and all 20 finish."""
+    url = postgres_url
+    a = Node.start(url, "a", LEASE, start=10, prefix="a", steps=6, delay=0.04,
+                   wait=False, cluster_max_concurrent=3)
+    b = Node.start(url, "b", LEASE, start=10, prefix="b", steps=6, delay=0.04,
+                   wait=False, cluster_max_concurrent=3)
+    nodes.extend([a, b])
+    a.wait_ready()
+    b.wait_ready()
+    look = Look(url)
+    ids = [f"{p}{i}" for p in "ab" for i in range(10)]
+    try:
+        seen: list[int] = []
+
+        def done() -> bool:
+            seen.append(look.holding())
+            return _finished(look, ids)
+
+        wait_for(done, 60, "every workflow to finish", every=0.01)
+        assert max(seen) <= 3, seen
+        writers = _check_journals(look, ids, 6)
+        assert _most_at_once(look.spans(ids)) <= 3
+        ran = [w[0] for w in writers.values()]
+        assert set(ran) == {"a", "b"}, ran  # both nodes ran some
+    finally:
+        look.close()
+
+
+def test_a_dead_nodes_admitted_workflows_count_until_they_end(
+        postgres_url: str, nodes: list[Node]) -> None:
+    """cluster_max_concurrent=3: node a runs three long workflows and is killed; node b,
+    with three of its own waiting, starts none of them while a's three are unfinished
+    (not during the lease, not while it resumes them): one of b's starts only once one
+    of a's ended; and all six finish."""
+    url = postgres_url
+    a = Node.start(url, "a", LEASE, start=3, prefix="a", steps=80, delay=0.05,
+                   cluster_max_concurrent=3)
+    nodes.append(a)
+    look = Look(url)
+    old = [f"a{i}" for i in range(3)]
+    try:
+        wait_for(lambda: all(len(look.steps(w)) >= 3 for w in old), 20, "progress on a")
+        b = Node.start(url, "b", LEASE, start=3, prefix="b", steps=4, delay=0.05,
+                       cluster_max_concurrent=3)
+        nodes.append(b)
+        mine = [f"b{i}" for i in range(3)]
+        statuses = look.statuses()
+        assert {statuses[w] for w in old} <= {"running", "waiting", "sleeping"}, statuses
+        assert {statuses[w] for w in mine} == {"pending"}, statuses
+        a.kill()
+        seen: list[int] = []
+
+        def done() -> bool:
+            seen.append(look.holding())
+            return _finished(look, old + mine)
+
+        wait_for(done, 60, "every workflow to finish", every=0.01)
+        assert max(seen) <= 3, seen
+        writers = _check_journals(look, old, 80)
+        assert {w[-1] for w in writers.values()} == {"b"}  # a's moved to b
+        _check_journals(look, mine, 4)
+        spans = look.spans(old + mine)
+        assert _most_at_once(spans) <= 3
+        # nothing of b's started before one of a's three ended
+        assert min(spans[w][0] for w in mine) >= min(spans[w][1] for w in old)
+    finally:
+        look.close()
+
+
+def test_the_rate_is_the_hosts_across_the_cluster(
+        postgres_url: str, nodes: list[Node]) -> None:
+    """rate "4/1s" on two nodes that start 6 workflows each at once: at most 4 are
+    admitted in any second, across both nodes (their stored admission times)."""
+    url = postgres_url
+    a = Node.start(url, "a", LEASE, start=6, prefix="a", steps=1, delay=0.01, wait=False,
+                   rate="4/1s")
+    b = Node.start(url, "b", LEASE, start=6, prefix="b", steps=1, delay=0.01, wait=False,
+                   rate="4/1s")
+    nodes.extend([a, b])
+    a.wait_ready()
+    b.wait_ready()
+    look = Look(url)
+    ids = [f"{p}{i}" for p in "ab" for i in range(6)]
+    try:
+        wait_for(lambda: _finished(look, ids), 60, "every workflow to finish")
+        times = look.store.admitted_since("workflows", 0.0)
+        assert len(times) == 12
+        assert all(later - first >= 1.0 for first, later in zip(times, times[4:],
+                                                                  strict=False)), times
+    finally:
+        look.close()

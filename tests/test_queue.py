@@ -49,7 +49,8 @@ async def test_max_concurrent_runs_at_most_n_and_drains_in_priority_then_start_o
         assert [node.workflow(w).status() for w in ("a", "b", "c", "urgent", "low")] == [
             "sleeping", "sleeping", "pending", "pending", "pending"]
         assert node.stats()["workflow_queues"]["workflows"] == {
-            "pending": 4, "running": 2, "max_concurrent": 2, "rate": None}
+            "pending": 4, "running": 2, "max_concurrent": 2, "cluster_max_concurrent": None,
+            "rate": None}
         assert node.stats()["processes"] == 2  # the two running ones, not the waiting
         assert sorted(w.workflow_id for w in node.workflows(status="pending")) == [
             "c", "d", "low", "urgent"]
@@ -74,8 +75,8 @@ async def test_rate_limits_starts_per_period(autojump_clock: Any) -> None:
             await node.start_workflow(app.job, id=f"w{i}")
         for i in range(6):
             await node.workflow(f"w{i}").result()
-    # a bucket of 2, refilled at one start every 5 s
-    assert start_times() == {"w0": 0, "w1": 0, "w2": 5, "w3": 10, "w4": 15, "w5": 20}
+    # at most 2 in any 10 s: the next two once the first two leave the period
+    assert start_times() == {"w0": 0, "w1": 0, "w2": 10, "w3": 10, "w4": 20, "w5": 20}
 
 
 async def test_dedup_returns_the_queued_or_running_workflow(autojump_clock: Any) -> None:
@@ -176,7 +177,8 @@ entries:
 """)
     async with garrison.open_node(config=config) as node:
         assert node.stats()["workflow_queues"]["app:jobs"] == {
-            "pending": 0, "running": 0, "max_concurrent": 1, "rate": "10/1m"}
+            "pending": 0, "running": 0, "max_concurrent": 1, "cluster_max_concurrent": 3,
+            "rate": "10/1m"}
         await node.start_workflow(app.job, 5.0, id="one")
         await node.start_workflow(app.job, id="two")
         assert node.workflow("two").status() == "pending"
@@ -273,3 +275,142 @@ async def test_a_workflow_a_tool_created_waits_its_turn(tmp_path: Path) -> None:
         with trio.fail_after(10):
             assert await node.workflow("from-tool").result() == "from-tool"
     assert started() == ["from-tool"]
+
+
+# ------------------------------------------------------------------ limits in the store
+def test_the_store_admits_as_far_as_the_hosts_limits_allow(store_spec: str) -> None:
+    """``Transaction.admit``: the host's running and parked workflows count against
+    ``max_running`` (other hosts' do not), the admitted times of the rate's period
+    against ``rate``; admitted in the order given; one not pending with that run id is
+    passed over."""
+    from garrison.persistence import Transaction, open_store
+
+    with open_store(store_spec) as store:
+        tx = Transaction()
+        for i, status in enumerate(("running", "waiting", "sleeping", "blocked", "completed")):
+            tx.create_workflow(f"old{i}", "m:f", status=status, host="h", time=1.0)
+        tx.create_workflow("other", "m:f", status="running", host="g", time=1.0)
+        for i in range(5):
+            tx.create_workflow(f"p{i}", "m:f", status="pending", run_id=f"r{i}", host="h",
+                               time=1.0)
+        store.write(tx)
+
+        def admit(entries: list[tuple[str, str]], at: float, **limits: Any) -> list[str]:
+            got: list[str] = store.write(Transaction().admit("h", entries, time=at, **limits))[0]
+            return got
+
+        # three hold a slot (running, waiting, sleeping): one more of four
+        assert admit([("p1", "r1"), ("p0", "r0")], 100.0, max_running=4) == ["p1"]
+        assert store.get_workflow("p1").status == "running"  # type: ignore[union-attr]
+        assert admit([("p0", "r0")], 100.0, max_running=4) == []
+        # a wrong run id, or one that is not pending, is passed over
+        assert admit([("p0", "wrong"), ("p1", "r1"), ("p2", "r2")], 110.0) == ["p2"]
+        # the rate counts admissions of the last period: p1 (100), p2 (110)
+        assert admit([("p0", "r0"), ("p3", "r3")], 130.0, rate=(3, 60.0)) == ["p0"]
+        assert admit([("p3", "r3")], 159.0, rate=(3, 60.0)) == []
+        assert admit([("p3", "r3"), ("p4", "r4")], 160.5, rate=(3, 60.0)) == ["p3"]
+        assert store.admitted_since("h", 100.0) == [110.0, 130.0, 160.5]
+        assert store.admitted_since("g", 0.0) == []
+
+
+@pytest.mark.postgres
+def test_two_nodes_admitting_at_once_never_exceed_the_cluster_limit(
+        postgres_stores_url: str) -> None:
+    """PostgreSQL: two stores (as two nodes) admit at the same moment from threads; the
+    lock of the host makes one wait for the other's count and admission, so together
+    they admit exactly the limit, every round."""
+    import threading
+    import uuid
+
+    from garrison.persistence import PostgresStore, Transaction
+
+    url = f"{postgres_stores_url}?schema=admit_{uuid.uuid4().hex[:8]}"
+    stores = [PostgresStore(url), PostgresStore(url)]
+    try:
+        for round_ in range(5):
+            host = f"h{round_}"
+            tx = Transaction()
+            for side in range(2):
+                for i in range(10):
+                    tx.create_workflow(f"{host}-{side}-{i}", "m:f", status="pending",
+                                       run_id="r", host=host)
+            stores[0].write(tx)
+            barrier = threading.Barrier(2)
+            got: list[list[str]] = [[], []]
+
+            def admit(side: int, host: str = host, barrier: threading.Barrier = barrier,
+                      got: list[list[str]] = got) -> None:
+                entries = [(f"{host}-{side}-{i}", "r") for i in range(10)]
+                tx = Transaction()
+                for _ in range(3):  # three admissions in one transaction, as a group commit
+                    tx.admit(host, entries, max_running=3, rate=(5, 60.0))
+                barrier.wait()
+                got[side] = [wid for ids in stores[side].write(tx) for wid in ids]
+
+            threads = [threading.Thread(target=admit, args=(side,)) for side in range(2)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            assert len(got[0]) + len(got[1]) == 3, (round_, got)
+            running = stores[0].list_workflows(status="running")
+            assert len([r for r in running if r.host == host]) == 3
+    finally:
+        for store in stores:
+            store.close()
+
+
+@pytest.mark.postgres
+def test_an_admission_waits_for_the_hosts_lock_and_counts_what_its_holder_committed(
+        postgres_stores_url: str) -> None:
+    """While another transaction holds the host's lock (here: one that makes three
+    workflows of the host running), an admission waits; then it counts them (a count
+    taken before the lock would not) and admits nothing."""
+    import threading
+    import time
+    import uuid
+
+    import psycopg
+
+    from garrison.persistence import PostgresStore, Transaction
+    from garrison.persistence._pg_schema import admit_lock_class
+
+    schema = f"admit_{uuid.uuid4().hex[:8]}"
+    url = f"{postgres_stores_url}?schema={schema}"
+    with PostgresStore(url) as store:
+        tx = Transaction()
+        for i in range(6):
+            tx.create_workflow(f"w{i}", "m:f", status="pending", run_id="r", host="h")
+        store.write(tx)
+        got: list[list[str]] = []
+        with psycopg.connect(postgres_stores_url) as other:
+            with other.transaction():
+                other.execute("SELECT pg_advisory_xact_lock(%s, hashtext('h'))",
+                              (admit_lock_class(schema),))
+                other.execute(f"UPDATE {schema}.workflows SET status = 'running' "
+                              "WHERE workflow_id IN ('w3', 'w4', 'w5')")
+                admitting = threading.Thread(target=lambda: got.append(store.write(
+                    Transaction().admit("h", [("w0", "r"), ("w1", "r")], max_running=3))[0]))
+                admitting.start()
+                time.sleep(0.3)
+                assert got == []  # it waits for the lock
+            admitting.join(10)
+        assert got == [[]]
+
+
+async def test_the_rate_holds_across_restarts(store_spec: str, autojump_clock: Any) -> None:
+    """A node restarted in a loop (four times in four seconds) starts no more than the
+    rate allows: it counts the starts the store recorded, not a fresh bucket."""
+    db = store_spec
+    for attempt in range(4):
+        async with garrison.open_node(store=db, rate="2/1m") as node:
+            for i in range(3):
+                await node.start_workflow(app.job, id=f"w{attempt}{i}")
+            await trio.sleep(1)
+    assert started() == ["w00", "w01"]
+    async with garrison.open_node(store=db, rate="2/1m") as node:
+        await trio.sleep(200)
+        assert node.stats()["workflow_queues"]["workflows"]["pending"] == 4
+    times = sorted(start_times().values())
+    assert len(times) == 8
+    assert all(b - a >= 60 for a, b in zip(times, times[2:], strict=False))  # 2 a minute

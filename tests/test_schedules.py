@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import attrs
 import pytest
 import schedule_app as app
 import trio
@@ -165,6 +166,69 @@ async def test_a_missed_tick_outside_the_catchup_window_is_skipped(
     assert ids() == [tick_id("s", at(2))]
 
 
+async def _down(db: str, policy: str, seconds: float, *, up: float, down_until: float,
+                then: float, window: str = "1h") -> list[tuple[str, float]]:
+    """An hourly schedule of a job running ``seconds``: a node runs until ``up`` hours,
+    none until ``down_until``, then a node again for ``then`` hours."""
+    async with garrison.open_node(store=db) as node:
+        await node.schedule("s", app.job, seconds, every="1h", overlap=policy,
+                            catchup_window=window)
+        await trio.sleep(up * HOUR)
+    await trio.sleep((down_until - up) * HOUR)
+    async with garrison.open_node(store=db) as node:
+        await trio.sleep(then * HOUR)
+        record = node.schedules()[0]
+        if record.buffered_tick is not None:  # never one outside the window
+            assert at(down_until + then) - record.buffered_tick.timestamp() <= HOUR
+    assert len(set(ids())) == len(ids())  # never a tick twice
+    return app.STARTS
+
+
+@pytest.mark.parametrize("policy", ["skip", "buffer_one", "allow_all"])
+async def test_after_downtime_each_policy_runs_the_latest_tick_inside_the_window_once(
+        store_spec: str, policy: str, autojump_clock: Any) -> None:
+    # the 1h run ended at 1h30; no node from 1h42 to 5h30: ticks 2h..5h pass
+    starts = await _down(store_spec, policy, 0.5 * HOUR, up=1.7, down_until=5.5, then=0.2)
+    assert starts == [(tick_id("s", at(1)), at(1)), (tick_id("s", at(5)), at(5.5))]
+
+
+async def test_buffer_one_after_downtime_never_starts_a_stale_buffered_tick(
+        store_spec: str, autojump_clock: Any) -> None:
+    """The 2h tick waited behind the 1h run (until 2h30) when the node stopped at 2h12;
+    at 5h30 it is 3h30 old: it is dropped, and the latest tick inside the window (5h)
+    waits for the resumed 1h run instead, which ends at once."""
+    starts = await _down(store_spec, "buffer_one", 1.5 * HOUR, up=2.2, down_until=5.5,
+                         then=0.1)
+    assert starts == [(tick_id("s", at(1)), at(1)), (tick_id("s", at(5)), at(5.5))]
+
+
+async def test_buffer_one_keeps_a_buffered_tick_that_is_still_inside_the_window(
+        store_spec: str, autojump_clock: Any) -> None:
+    """With a 3h window the 2h tick is 2h12 old at 4h12: it starts when the 1h run ends
+    (at once), and the ticks that passed while it waited (3h, 4h) are skipped."""
+    starts = await _down(store_spec, "buffer_one", 1.5 * HOUR, up=2.2, down_until=4.2,
+                         then=0.1, window="3h")
+    assert starts == [(tick_id("s", at(1)), at(1)), (tick_id("s", at(2)), at(4.2))]
+
+
+@pytest.mark.parametrize(("policy", "expected"), [
+    # the 1h run is still running (until 10h30): every tick is skipped until 11h
+    ("skip", [1, 11]),
+    # the waiting tick rolls forward: 2h is stale at 5h30, then 5h waits (dropped at
+    # 7h), 7h (dropped at 9h), 9h; at 10h30 9h is stale: 10h starts
+    ("buffer_one", [1, 10]),
+    # every tick runs; after the downtime the latest inside the window (5h) once
+    ("allow_all", [1, 2, 5, 6, 7, 8, 9, 10, 11]),
+])
+async def test_after_downtime_with_the_last_run_still_running(
+        store_spec: str, policy: str, expected: list[int], autojump_clock: Any) -> None:
+    starts = await _down(store_spec, policy, 9.5 * HOUR, up=2.2, down_until=5.5, then=5.6)
+    # each starts at its tick, but the one caught up after the downtime (5h, at 5h30)
+    # and buffer_one's (10h, when the 1h run ends at 10h30)
+    late = {"skip": {}, "buffer_one": {10: 10.5}, "allow_all": {5: 5.5}}[policy]
+    assert starts == [(tick_id("s", at(h)), at(late.get(h, h))) for h in expected]
+
+
 async def test_a_tick_is_never_run_twice_across_restarts(store_spec: str,
                                                          autojump_clock: Any) -> None:
     db = store_spec
@@ -216,6 +280,32 @@ async def test_a_second_node_acting_on_the_same_tick_starts_nothing(
         assert scheduler.rows["s"].buffered_tick == dt.datetime.fromtimestamp(at(2), UTC)
         await trio.sleep(0.5 * HOUR)
     assert [(tick_id("s", at(1)), at(1)), (tick_id("s", at(2)), at(2.5))] == app.STARTS
+
+
+@pytest.mark.postgres
+async def test_in_a_cluster_the_last_run_counts_wherever_it_runs(
+        postgres_stores_url: str, autojump_clock: Any) -> None:
+    """Two nodes of a cluster both act on the schedule's ticks: the node that does not
+    run the 1h workflow reads from the store that it is unfinished, so its 2h tick is
+    skipped too (``skip``: one run at a time across the cluster)."""
+    import uuid
+
+    url = f"{postgres_stores_url}?schema=sched_{uuid.uuid4().hex[:8]}"
+    async with garrison.open_node(store=url, name="a") as a:
+        await a.schedule("s", app.job, 1.5 * HOUR, every="1h")
+        async with garrison.open_node(store=url, name="b") as b:
+            await trio.sleep(HOUR + 1)
+            assert ids() == [tick_id("s", at(1))]
+            runner, other = (a, b) if ids()[0] in a.hosts["workflows"].active else (b, a)
+            assert ids()[0] not in other.hosts["workflows"].active
+            scheduler = other.hosts["workflows"].scheduler
+            record = scheduler.rows["s"]
+            due = attrs.evolve(record, next_tick=dt.datetime.fromtimestamp(at(2), UTC))
+            _, wid, updates = scheduler._plan(due, at(2) + 1)
+            assert (wid, updates.get("last_workflow")) == (None, None)
+            await trio.sleep(1.6 * HOUR)  # both act on 2h: skipped; the 1h run ends at 2h30
+            assert ids() == [tick_id("s", at(1))]
+            assert runner.schedules()[0].last_tick == dt.datetime.fromtimestamp(at(2), UTC)
 
 
 # ------------------------------------------------------------------ DST

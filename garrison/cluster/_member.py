@@ -7,8 +7,11 @@ work is split in two:
   ``lease / 3``, and at once when the cluster channel is notified (a node left or
   drains, a tool created a workflow, a workflow was released), it renews the lease,
   marks the nodes whose lease lapsed ``lost``, releases what this node handed over,
-  and claims its fair share of orphaned workflows. A thread, not a trio task, so that a
-  busy or virtual-time (``MockClock``) trio loop neither loses the lease nor spins;
+  and claims its fair share of orphaned workflows. It also hears when a workflow of
+  the host ended on any node (``slot_freed``), and tells the host's queue, which
+  offers what waits for ``cluster_max_concurrent`` to the store again. A thread, not
+  a trio task, so that a busy or virtual-time (``MockClock``) trio loop neither loses
+  the lease nor spins;
 - the **trio side** (:meth:`run`): runs the claimed workflows, stops every workflow at
   once when the lease lapsed (then lets the thread join again under a new epoch), hands
   workflows over when the node drains, and tells the node who was lost.
@@ -185,6 +188,8 @@ class ClusterMember:
                         self.on_singletons(data)
                     elif kind == "remote" and self.on_remote is not None:
                         self.on_remote(data)
+                    elif kind == "slots":
+                        self.host.queue.poke()
                     elif kind == "released":
                         self.drained.set()
                     elif kind == "gone" and self.on_gone is not None:
@@ -320,6 +325,10 @@ class ClusterMember:
             if inbox:  # messages of other nodes: handed on at once, in order
                 self._post("remote", self._bodies(inbox))
                 inbox = []
+            if self.pg.freed:  # a slot of a host with cluster_max_concurrent freed
+                freed, self.pg.freed = self.pg.freed, set()
+                if self.host.name in freed:
+                    self._post("slots")
 
     def _bodies(self, notes: list[str]) -> list[str]:
         out = []

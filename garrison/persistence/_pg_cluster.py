@@ -95,6 +95,11 @@ class PgCluster:
         self._lock_class = epoch_lock_class(store.schema)
         self.conn: psycopg.Connection[Any] | None = None
         self.extra_channel: str | None = None
+        #: ``slot_freed`` notifications (``Transaction.slot_freed``): a workflow of a
+        #: host with ``cluster_max_concurrent`` ended on some node
+        self.queue_channel = store._channel + ":queue"
+        #: the hosts named by those notifications since the caller last took them
+        self.freed: set[str] = set()
 
     # -- the connection ----------------------------------------------------------
     def connect(self) -> psycopg.Connection[Any]:
@@ -105,6 +110,7 @@ class PgCluster:
         conn = self.store._connect("cluster")
         try:
             conn.execute(f'LISTEN "{self.channel}"')
+            conn.execute(f'LISTEN "{self.queue_channel}"')
             if self.extra_channel is not None:
                 conn.execute(f'LISTEN "{self.extra_channel}"')
         except psycopg.Error:
@@ -377,7 +383,8 @@ class PgCluster:
              inbox: list[str] | None = None) -> bool:
         """Wait up to ``timeout`` seconds for a notification on the cluster channels
         (or for ``wake_fd`` to be readable); True if one came. Payloads of the node's
-        own channel go to ``inbox``."""
+        own channel go to ``inbox``; the hosts of ``slot_freed`` notifications to
+        :attr:`freed` (they end the wait, but do not count)."""
         import select
 
         conn = self.connect()
@@ -386,6 +393,8 @@ class PgCluster:
         # where select() cannot see them: take those first
         if self._drain(conn, inbox) or (inbox is not None and len(inbox) > before):
             return True
+        if self.freed:
+            return False
         fds = [conn.pgconn.socket] + ([wake_fd] if wake_fd is not None else [])
         try:
             ready, _, _ = select.select(fds, [], [], max(timeout, 0.0))
@@ -404,6 +413,9 @@ class PgCluster:
         got = False
         try:
             for note in conn.notifies(timeout=0.0):
+                if note.channel == self.queue_channel:
+                    self.freed.add(note.payload)
+                    continue
                 if note.channel == self.extra_channel:
                     if inbox is not None:
                         inbox.append(note.payload)

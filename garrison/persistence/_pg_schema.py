@@ -48,6 +48,7 @@ previous version.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import time
 from collections.abc import Callable
@@ -58,7 +59,8 @@ from psycopg import sql
 
 from .._errors import StoreVersionError
 
-__all__ = ["DEFAULT_SCHEMA", "MIGRATIONS", "SCHEMA_VERSION", "migrate", "read_version"]
+__all__ = ["DEFAULT_SCHEMA", "MIGRATIONS", "SCHEMA_VERSION", "admit_lock_class", "migrate",
+           "read_version"]
 
 #: The PostgreSQL schema (namespace) holding garrison's tables unless told otherwise.
 DEFAULT_SCHEMA = "garrison"
@@ -359,9 +361,79 @@ def _v4_cluster(cur: psycopg.Cursor[Any], s: sql.Identifier) -> None:
     cur.execute(sql.SQL(_V4).format(s=s))
 
 
+#: Version 5: the limits of a workflow host across its nodes and restarts.
+#:
+#: - ``workflows.admitted``: when the host's queue admitted the workflow (``pending`` to
+#:   ``running``); a ``rate`` counts these over its period (index by host).
+#: - ``admit(...)``: the one place workflows of a host with ``rate`` or
+#:   ``cluster_max_concurrent`` are admitted. It takes a transaction-level advisory
+#:   lock of the host first (``(admit_lock_class(schema), hashtext(host))``), then
+#:   counts, then admits, so two nodes admitting at once are serialized and each sees
+#:   what the other committed (READ COMMITTED: every statement of the function reads a
+#:   fresh snapshot, taken after the lock). In a cluster (``ep``) only workflows the
+#:   node's epoch owns are admitted, after the lease check (``fence``).
+_V5 = """
+ALTER TABLE {s}.workflows ADD COLUMN admitted double precision;
+CREATE INDEX workflows_by_admitted ON {s}.workflows (host, admitted)
+    WHERE admitted IS NOT NULL;
+CREATE INDEX workflows_holding_by_host ON {s}.workflows (host)
+    WHERE status IN ('running', 'waiting', 'sleeping');
+
+CREATE FUNCTION {s}.admit(h text, entries text, max_running bigint, rate_count bigint,
+                          rate_period double precision, at double precision, ep bigint,
+                          lock_class integer) RETURNS text
+LANGUAGE plpgsql AS $garrison$
+DECLARE
+    room bigint;
+    n bigint;
+    got text[] := '{{}}';
+    e record;
+BEGIN
+    PERFORM pg_advisory_xact_lock(lock_class, hashtext(coalesce(h, '')));
+    IF ep IS NOT NULL THEN
+        PERFORM {s}.fence(ep, NULL);
+    END IF;
+    room := jsonb_array_length(entries::jsonb);
+    IF max_running IS NOT NULL THEN
+        SELECT count(*) INTO n FROM {s}.workflows
+        WHERE host = h AND status IN ('running', 'waiting', 'sleeping');
+        room := least(room, max_running - n);
+    END IF;
+    IF rate_count IS NOT NULL THEN
+        SELECT count(*) INTO n FROM {s}.workflows WHERE host = h AND admitted > at - rate_period;
+        room := least(room, rate_count - n);
+    END IF;
+    FOR e IN SELECT value ->> 0 AS wid, value ->> 1 AS run
+             FROM jsonb_array_elements(entries::jsonb) WITH ORDINALITY ORDER BY ordinality LOOP
+        EXIT WHEN cardinality(got) >= room;
+        UPDATE {s}.workflows SET status = 'running', admitted = at, updated = at
+        WHERE workflow_id = e.wid AND run_id = e.run AND status = 'pending'
+          AND (ep IS NULL OR owner_epoch = ep);
+        IF FOUND THEN
+            got := got || e.wid;
+        END IF;
+    END LOOP;
+    RETURN to_json(got)::text;
+END
+$garrison$;
+"""
+
+
+def _v5_admitted(cur: psycopg.Cursor[Any], s: sql.Identifier) -> None:
+    cur.execute(sql.SQL(_V5).format(s=s))
+
+
+@functools.lru_cache(maxsize=64)
+def admit_lock_class(schema: str) -> int:
+    """The first key of the advisory locks ``(class, hashtext(host))`` that ``admit``
+    holds while it counts and admits a host's workflows."""
+    digest = hashlib.blake2b(f"garrison-admit:{schema}".encode(), digest_size=4).digest()
+    return int.from_bytes(digest, "big") & 0x7FFFFFFF
+
+
 #: ``MIGRATIONS[i]`` migrates version ``i`` to ``i + 1``.
 MIGRATIONS: list[Callable[[psycopg.Cursor[Any], sql.Identifier], None]] = [
-    _v1_initial, _v2_trace_context, _v3_schedules_and_queue, _v4_cluster,
+    _v1_initial, _v2_trace_context, _v3_schedules_and_queue, _v4_cluster, _v5_admitted,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -35,6 +35,7 @@ from .._errors import (
     StoreLocked,
     WorkflowMoved,
 )
+from ._pg_schema import admit_lock_class
 from ._transaction import Op, Transaction
 
 _OK = (pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK)
@@ -134,6 +135,8 @@ _OP_SQL: dict[str, tuple[str, int]] = {
         "INSERT INTO {s}.wakeups (workflow_id, kind, created) VALUES ($1, 'schedule', $2)", 2),
     "enqueue": ("SELECT {s}.enqueue($1, $2, $3, $4, $5)", 5),
     "dequeue": ("DELETE FROM {s}.queue WHERE workflow_id = $1", 1),
+    "admit": ("SELECT {s}.admit($1, $2, $3, $4, $5, $6, $7, $8)", 8),
+    "slot_freed": ("SELECT pg_notify($1, $2)", 2),
     "delete_queue": ("DELETE FROM {s}.queue WHERE workflow_id = $1", 1),
     "put_schedule": (
         "INSERT INTO {s}.schedules (schedule_id, host, workflow, input, cron, every, timezone, "
@@ -246,6 +249,7 @@ class PgWritePath:
     """The write path (a mixin of ``PostgresStore``, which sets these attributes)."""
 
     path: str | None
+    schema: str
     retry_for: float
     locked: bool
     _s: str
@@ -363,6 +367,12 @@ class PgWritePath:
                     wakes[params[0]] = None
             elif op is Op.ENQUEUE:
                 calls.append(_Call(stmt("enqueue"), _encode(params, what), index, "id"))
+            elif op is Op.ADMIT:  # (the function checks the lease itself)
+                calls.append(_Call(stmt("admit"), _encode(
+                    (*params, epoch, admit_lock_class(self.schema)), what), index, "json"))
+            elif op is Op.SLOT_FREED:
+                calls.append(_Call(stmt("slot_freed"), _encode(
+                    (self._channel + ":queue", params[0]), what), index, None))
             elif op is Op.UPDATE_SCHEDULE:
                 sid, updated, sets, expect = params
                 calls.append(_Call(self._schedule_stmt(tuple(c for c, _ in sets), bool(expect)),
@@ -721,7 +731,7 @@ class PgWritePath:
 
     def _recover_results(self, plan: _Plan) -> None:
         """Results of a transaction that committed while its answer was lost: read back
-        (only ``create_workflow`` and ``deliver`` return something). A caller whose own
+        (``create_workflow``, ``deliver`` and ``admit``). A caller whose own
         operations had failed before the COMMIT (a SAVEPOINT rolled them back) keeps
         its error."""
         if plan.error is not None:
@@ -736,6 +746,13 @@ class PgWritePath:
                     f"SELECT id FROM {self._s}.inbox WHERE msg_id = %s AND workflow_id = %s "
                     "AND created = %s", (params[1], params[0], params[7]))
                 results[index] = int(rows[0][0]) if rows else None
+            elif op is Op.ADMIT:  # admitted by this transaction: at its time, running
+                entries = [wid for wid, _run in json.loads(params[1])]
+                rows = self._query(
+                    f"SELECT workflow_id FROM {self._s}.workflows WHERE workflow_id = ANY(%s) "
+                    "AND admitted = %s", (entries, params[5]))
+                got = {row[0] for row in rows}
+                results[index] = [wid for wid in entries if wid in got]
         plan.results = results
         plan.error = None
 
@@ -787,6 +804,8 @@ def _result_of(call: _Call, res: Any) -> Any:
         return res.command_tuples == 1
     if call.result == "id":
         return int(res.get_value(0, 0)) if res.ntuples else None
+    if call.result == "json":
+        return json.loads(res.get_value(0, 0))
     return None  # pragma: no cover
 
 

@@ -749,6 +749,13 @@ class PostgresStore(PgWritePath, StoreShortcuts):
                            "ORDER BY priority DESC, seq")
         return [QueueRecord.from_row(row) for row in rows]
 
+    def admitted_since(self, host: str, since: float) -> list[float]:
+        """When the workflows of ``host`` admitted after ``since`` (unix seconds) were
+        admitted, oldest first (what its ``rate`` counts, on every node)."""
+        rows = self._query(f"SELECT admitted FROM {self._s}.workflows WHERE host = %s "
+                           "AND admitted > %s ORDER BY admitted", (host, float(since)))
+        return [float(row[0]) for row in rows]
+
     def watched_by(self, watcher: Pid | str) -> list[str]:
         """The workflow ids ``watcher`` monitors."""
         rows = self._query(

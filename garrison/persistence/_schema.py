@@ -203,9 +203,18 @@ def _v4_schedules_and_queue(db: sqlite_utils.Database) -> None:
     db.execute("CREATE UNIQUE INDEX queue_dedup ON queue (dedup) WHERE dedup IS NOT NULL")
 
 
+def _v5_admitted(db: sqlite_utils.Database) -> None:
+    # When a workflow host with a ``rate`` admitted a workflow (it went from waiting to
+    # running): the rate counts these over the last period, so it holds across restarts.
+    if "admitted" not in db.table("workflows").columns_dict:
+        db.execute("ALTER TABLE workflows ADD COLUMN admitted REAL")
+    db.execute("CREATE INDEX IF NOT EXISTS workflows_by_admitted ON workflows (host, admitted) "
+               "WHERE admitted IS NOT NULL")
+
+
 #: ``MIGRATIONS[i]`` migrates version ``i`` to ``i + 1``.
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
-    _v1_initial, _v2_list_order, _v3_trace_context, _v4_schedules_and_queue,
+    _v1_initial, _v2_list_order, _v3_trace_context, _v4_schedules_and_queue, _v5_admitted,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -206,6 +206,39 @@ def _enqueue(conn: sqlite3.Connection, params: tuple[Any, ...]) -> int | None:
     return seq
 
 
+#: the statuses of a workflow that holds a slot of its host (running or parked)
+_HOLDING = "('running', 'waiting', 'sleeping')"
+
+
+def _admit(conn: sqlite3.Connection, params: tuple[Any, ...]) -> list[str]:
+    host, entries_json, max_running, rate_count, rate_period, now = params
+    entries = json.loads(entries_json)
+    room = len(entries)
+    if max_running is not None:
+        running = conn.execute(f"SELECT count(*) FROM workflows WHERE host = ? AND status IN "
+                               f"{_HOLDING}", (host,)).fetchone()[0]
+        room = min(room, max_running - running)
+    if rate_count is not None:
+        recent = conn.execute("SELECT count(*) FROM workflows WHERE host = ? AND admitted > ?",
+                              (host, now - rate_period)).fetchone()[0]
+        room = min(room, rate_count - recent)
+    admitted: list[str] = []
+    for workflow_id, run_id in entries:
+        if len(admitted) >= room:
+            break
+        cur = conn.execute(
+            "UPDATE workflows SET status = 'running', admitted = ?, updated = ? "
+            "WHERE workflow_id = ? AND run_id = ? AND status = 'pending'",
+            (now, now, workflow_id, run_id))
+        if cur.rowcount == 1:
+            admitted.append(workflow_id)
+    return admitted
+
+
+def _slot_freed(conn: sqlite3.Connection, params: tuple[Any, ...]) -> None:
+    """One node per SQLite store: nobody else to tell."""
+
+
 _SCHEDULE_SPEC = ("host", "workflow", "input", "cron", "every", "timezone", "overlap",
                   "catchup_window", "next_tick", "source", "updated")
 
@@ -269,6 +302,8 @@ _OPS: dict[Op, Callable[[sqlite3.Connection, tuple[Any, ...]], Any]] = {
     Op.TRUNCATE_JOURNAL: _statement("DELETE FROM journal WHERE workflow_id = ? AND seq >= ?"),
     Op.ENQUEUE: _enqueue,
     Op.DEQUEUE: _statement("DELETE FROM queue WHERE workflow_id = ?"),
+    Op.ADMIT: _admit,
+    Op.SLOT_FREED: _slot_freed,
     Op.PUT_SCHEDULE: _put_schedule,
     Op.UPDATE_SCHEDULE: _update_schedule,
     Op.DELETE_SCHEDULE: _statement("DELETE FROM schedules WHERE schedule_id = ?"),
@@ -969,6 +1004,13 @@ class SQLiteStore(StoreShortcuts):
         queue order: priority, highest first, then start order."""
         rows = self._query(f"SELECT {QueueRecord.COLUMNS} FROM queue ORDER BY priority DESC, seq")
         return [QueueRecord.from_row(row) for row in rows]
+
+    def admitted_since(self, host: str, since: float) -> list[float]:
+        """When the workflows of ``host`` admitted after ``since`` (unix seconds) were
+        admitted, oldest first (what its ``rate`` counts)."""
+        rows = self._query("SELECT admitted FROM workflows WHERE host = ? AND admitted > ? "
+                           "ORDER BY admitted", (host, float(since)))
+        return [float(row[0]) for row in rows]
 
     def watched_by(self, watcher: Pid | str) -> list[str]:
         """The workflow ids ``watcher`` monitors."""

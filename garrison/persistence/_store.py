@@ -187,6 +187,11 @@ class Store(Protocol):
         order; dedup keys are held by these rows)."""
         ...
 
+    def admitted_since(self, host: str, since: float) -> list[float]:
+        """When the workflows of ``host`` admitted after ``since`` (unix seconds) were
+        admitted (``Transaction.admit``), oldest first: what its ``rate`` counts."""
+        ...
+
     # -- lifetime ------------------------------------------------------------------
     def statistics(self) -> StoreStatistics:
         """Counters of the write path."""

@@ -34,6 +34,11 @@ of the contract every store implements:
                           that workflow is kept (its ``seq`` returned);
                           ``DedupKeyTaken`` if another workflow's row holds ``dedup``
 ``DEQUEUE``               ``None``; drops the workflow's queue row, if any
+``ADMIT``                 the ids (in the given order) of the ``pending`` workflows now
+                          ``running``: as many as the host's limits across the store
+                          allow (see :meth:`Transaction.admit`)
+``SLOT_FREED``            ``None``; tells the other nodes of a cluster at commit (a
+                          PostgreSQL notification); nothing in SQLite (one node)
 ``PUT_SCHEDULE``          ``None``; creates the schedule or replaces its spec, ``source``
                           and ``next_tick`` (keeps ``paused``, ``last_*``, ``buffered_tick``,
                           ``created``)
@@ -45,8 +50,8 @@ of the contract every store implements:
 
 Each operation is about one workflow (``workflow_ids``, parallel to ``ops``) or, for
 the schedule operations, one schedule (``schedule_ids``; its ``workflow_ids`` entry is
-``""``): a tool's write leaves a wakeup for each, so the node that owns the store
-picks it up.
+``""``, as for ``ADMIT`` and ``SLOT_FREED``, which are about a workflow host): a
+tool's write leaves a wakeup for each, so the node that owns the store picks it up.
 """
 
 from __future__ import annotations
@@ -89,6 +94,8 @@ class Op(enum.StrEnum):
     TRUNCATE_JOURNAL = "truncate_journal"
     ENQUEUE = "enqueue"
     DEQUEUE = "dequeue"
+    ADMIT = "admit"
+    SLOT_FREED = "slot_freed"
     PUT_SCHEDULE = "put_schedule"
     UPDATE_SCHEDULE = "update_schedule"
     DELETE_SCHEDULE = "delete_schedule"
@@ -149,7 +156,7 @@ class Transaction:
         #: ``(Op, params)`` pairs, applied in order
         self.ops: list[tuple[Op, tuple[Any, ...]]] = []
         #: the workflow each operation is about (parallel to ``ops``; ``""`` for an
-        #: operation on a schedule)
+        #: operation on a schedule or on a workflow host's queue)
         self.workflow_ids: list[str] = []
         #: the schedules the schedule operations are about, in order
         self.schedule_ids: list[str] = []
@@ -459,6 +466,41 @@ class Transaction:
     def dequeue(self, workflow_id: str) -> Transaction:
         """Drop the workflow's queue row (it ended): its dedup key is free again."""
         return self._add(workflow_id, Op.DEQUEUE, (workflow_id,))
+
+    def admit(
+        self,
+        host: str,
+        workflows: Sequence[tuple[str, str]],
+        *,
+        max_running: int | None = None,
+        rate: tuple[int, float] | None = None,
+        time: _dt.datetime | float | None = None,
+    ) -> Transaction:
+        """Start the ``pending`` workflows ``workflows`` (``(workflow id, run id)`` pairs,
+        in queue order) of ``host`` as far as its limits across the whole store allow;
+        result: the ids admitted (now ``running``, their ``admitted`` time ``time``).
+
+        ``max_running``: at most this many of the host's workflows running or parked
+        (``running``, ``waiting``, ``sleeping``) at once, these included; ``rate``:
+        ``(count, period)``, at most ``count`` admitted in any ``period`` seconds (by
+        their ``admitted`` times, which the store keeps). The count and the admission
+        are one step: PostgreSQL holds a lock of the host for the rest of the
+        transaction, so two nodes admitting at once never exceed the limits; in a
+        cluster only workflows this node owns are admitted (the lease is checked
+        too). A pair whose workflow is not ``pending`` with that run id is passed over.
+        """
+        entries = _json_dumps([[str(wid), str(run)] for wid, run in workflows])
+        count, period = rate if rate is not None else (None, None)
+        return self._add("", Op.ADMIT, (
+            host, entries, None if max_running is None else int(max_running),
+            None if count is None else int(count), None if period is None else float(period),
+            unix_seconds(time)))
+
+    def slot_freed(self, host: str) -> Transaction:
+        """A workflow of ``host`` stopped holding a slot (it ended or is blocked): at
+        commit the other nodes of a cluster hear of it, so one of them admits what
+        waits for ``cluster_max_concurrent`` at once (PostgreSQL; SQLite: nothing)."""
+        return self._add("", Op.SLOT_FREED, (host,))
 
     # -- schedules ---------------------------------------------------------
 

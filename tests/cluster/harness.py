@@ -36,7 +36,8 @@ class Node:
     def start(cls, url: str, name: str, lease: float, *, start: int = 0, prefix: str = "w",
               steps: int = 10, delay: float = 0.05, wait: bool = True, pong: int = 0,
               config: str | None = None, env: dict[str, str] | None = None,
-              echo: bool = False, max_concurrent: int | None = None) -> Node:
+              echo: bool = False, max_concurrent: int | None = None,
+              cluster_max_concurrent: int | None = None, rate: str | None = None) -> Node:
         log = Path(tempfile.mkstemp(prefix=f"node-{name}-", suffix=".log")[1])
         env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
         proc = subprocess.Popen(
@@ -44,7 +45,10 @@ class Node:
              "--prefix", prefix, "--steps", str(steps), "--delay", str(delay),
              "--pong", str(pong), *(["--config", config] if config else []),
              *(["--echo"] if echo else []),
-             *(["--max", str(max_concurrent)] if max_concurrent is not None else [])],
+             *(["--max", str(max_concurrent)] if max_concurrent is not None else []),
+             *(["--cluster-max", str(cluster_max_concurrent)]
+               if cluster_max_concurrent is not None else []),
+             *(["--rate", rate] if rate is not None else [])],
             stdout=subprocess.PIPE, stderr=open(log, "w"), text=True, env=env)  # noqa: SIM115
         node = cls(proc, name, log)
         if wait:
@@ -121,6 +125,22 @@ class Look:
         rows = self.store._query("SELECT workflow_id, owner FROM garrison.workflows "
                                  "WHERE status NOT IN ('completed', 'failed', 'cancelled')")
         return {wid: owner for wid, owner in rows}
+
+    def holding(self, host: str = "workflows") -> int:
+        """How many workflows of ``host`` hold a slot now (running or parked), by the
+        store: what ``cluster_max_concurrent`` bounds."""
+        rows = self.store._query("SELECT count(*) FROM garrison.workflows WHERE host = %s "
+                                 "AND status IN ('running', 'waiting', 'sleeping')", (host,))
+        return int(rows[0][0])
+
+    def spans(self, ids: list[str]) -> dict[str, tuple[float, float]]:
+        """``(first, last)`` time of each workflow's recorded steps: inside the time it
+        held a slot, wherever it ran."""
+        out = {}
+        for wid in ids:
+            times = [r.time.timestamp() for r in self.store.journal(wid)]
+            out[wid] = (min(times), max(times))
+        return out
 
     def statuses(self) -> dict[str, str]:
         return {r.workflow_id: str(r.status) for r in self.store.list_workflows()}

@@ -37,10 +37,15 @@ async def main() -> None:
     parser.add_argument("--config", default=None, help="a config (services) to run")
     parser.add_argument("--echo", action="store_true", help="run cluster_app.echo")
     parser.add_argument("--max", type=int, default=None, help="the host's max_concurrent")
+    parser.add_argument("--cluster-max", type=int, default=None,
+                        help="the host's cluster_max_concurrent")
+    parser.add_argument("--rate", default=None, help="the host's rate")
     args = parser.parse_args()
     os.environ["GARRISON_NODE"] = args.name
     async with garrison.open_node(config=args.config, store=args.url, name=args.name,
-                                  lease=args.lease, max_concurrent=args.max) as node:
+                                  lease=args.lease, max_concurrent=args.max,
+                                  cluster_max_concurrent=args.cluster_max,
+                                  rate=args.rate) as node:
         for i in range(args.start):
             await node.start_workflow(cluster_app.steps, args.steps, args.delay,
                                       id=f"{args.prefix}{i}")

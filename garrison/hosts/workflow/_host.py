@@ -320,13 +320,17 @@ class WorkflowHost:
         child = journal is not None or (parent is not None
                                         and self.node.host(parent.host).durable)
         admitted = child or self.client or self.queue.admit(wid)
+        # the host's rate or cluster limit: the store admits it in this transaction
+        asked = admitted and not child and not self.client and self.queue.checks_store
         tx.create_workflow(wid, name, RawJson(input_text),
-                           status="running" if admitted else "pending", parent=parent,
-                           run_id=run_id, host=self.name, time=now, trace=trace)
+                           status="running" if admitted and not asked else "pending",
+                           parent=parent, run_id=run_id, host=self.name, time=now,
+                           trace=trace)
         queued = -1
-        if dedup is not None or not admitted:
+        if dedup is not None or not admitted or asked:
             tx.enqueue(wid, run_id, priority=priority, dedup=dedup, time=now)
             queued = len(tx) - 1
+        admission = self.queue.admission(tx, [(wid, run_id)]) if asked else -1
         if watcher is not None:
             tx.add_monitor(wid, watcher)
         if journal is not None:
@@ -344,8 +348,14 @@ class WorkflowHost:
         created = results[n]
         if self.client:
             return pid  # the node that holds the store's lock runs it
+        if asked and created and wid not in results[admission]:
+            # this node has room, the host (its rate, or the cluster) has not: it waits
+            # here for the store to admit it
+            self.queue.unreserve(wid)
+            self.queue.refused()
+            admitted = False
         if created and self.ownership is not None and (
-                self.ownership.draining or not admitted):
+                self.ownership.draining or (not admitted and not asked)):
             # draining, or full here: it waits unowned and a node with room takes it
             self.queue.unreserve(wid)
             self.ownership.stopped(wid)
@@ -429,6 +439,7 @@ class WorkflowHost:
         tx = wf.take_buffer()
         if status is WorkflowStatus.BLOCKED:
             tx.update_workflow(wf.wid, status=status, error=error, time=self.clock.now())
+            self.queue.freeing(tx)
             await wf.commit_checked(tx)
             self.counts[status] += 1
             wf.status = WorkflowStatus.BLOCKED
@@ -466,7 +477,7 @@ class WorkflowHost:
         wf.result_json = result_json
         wf.error = error
         self.active.pop(wf.wid, None)
-        if self.ownership is not None and self.queue.limits.concurrency is not None:
+        if self.ownership is not None and self.queue.room() is not None:
             self.ownership.poke()  # a slot is free: claim what waits
         self.finished[wf.wid] = (status, result_json, error, wf.name)
         if len(self.finished) > FINISHED_MEMORY:

@@ -13,7 +13,22 @@ In the store a waiting workflow has status ``pending`` and a queue row (priority
 start order); a workflow started with a ``dedup`` key has a queue row holding the key
 until it ends, so a second start with that key returns the first one's pid. After a
 restart the running workflows resume first (they take their slots), then the queue
-drains in its order. The rate's token bucket lives in memory (full after a restart).
+drains in its order.
+
+Where each limit is kept:
+
+- ``max_concurrent`` is this node's: the workflows holding a slot here (``running``,
+  in memory). Off a cluster (one node per store) ``cluster_max_concurrent`` is the
+  same (the smaller applies).
+- ``rate`` and, in a cluster, ``cluster_max_concurrent`` are the host's across the
+  store: the store admits (``Transaction.admit``: it counts the host's workflows
+  running or parked, and those admitted in the rate's last period, by their stored
+  ``admitted`` time, then admits, in one step under a lock of the host), so they hold
+  across restarts and across the nodes of a cluster. A workflow this node would start
+  is created ``pending`` and admitted in the same transaction, or waits. After the
+  store refused, the queue tries again when a slot frees here, when another node says
+  one freed there (``slot_freed``: a notification), when the rate allows (the oldest
+  start it counts leaves the period), and at most ``RETRY`` seconds later.
 
 Workflows a workflow starts (child workflows) start at once whatever the limits (a
 parent waiting for a child it queued behind itself would never end) and count as
@@ -34,6 +49,7 @@ from ..._duration import parse_rate
 from ..._errors import WorkflowCancelled
 from ...actors._values import ErrorInfo
 from ...persistence import Transaction, WorkflowRecord, WorkflowStatus
+from ._waits import WallClock
 
 if TYPE_CHECKING:
     from ._host import WorkflowHost
@@ -42,6 +58,12 @@ if TYPE_CHECKING:
 __all__ = ["QueueLimits", "WorkflowQueue"]
 
 log = logging.getLogger("garrison.workflow")
+
+#: after the store refused an admission, the longest wait before trying again (a
+#: notification of another node may be lost; a workflow there may have been blocked)
+RETRY = 1.0
+#: the most waiting workflows offered to the store in one admission
+ADMIT_BATCH = 500
 
 
 def _limit(value: object, name: str) -> None:
@@ -54,8 +76,9 @@ def _limit(value: object, name: str) -> None:
 class QueueLimits:
     """The limits of a workflow host: ``max_concurrent`` workflows running at once on
     this node, ``cluster_max_concurrent`` across the nodes of a cluster (with one node it
-    acts like ``max_concurrent``), ``rate`` starts per period (``"100/1m"``: a token
-    bucket holding up to 100 starts, refilled at 100 a minute). ``None``: no limit."""
+    acts like ``max_concurrent``), ``rate`` starts per period (``"100/1m"``: at most 100
+    admitted in any minute, counted in the store: across restarts and nodes). ``None``:
+    no limit."""
 
     max_concurrent: int | None = None
     cluster_max_concurrent: int | None = None
@@ -70,7 +93,8 @@ class QueueLimits:
 
     @property
     def concurrency(self) -> int | None:
-        """The most workflows of the host running at once here (``None``: no limit)."""
+        """The most workflows of the host running at once on one node that is alone on
+        its store (``None``: no limit)."""
         limits = [n for n in (self.max_concurrent, self.cluster_max_concurrent) if n]
         return min(limits) if limits else None
 
@@ -97,6 +121,8 @@ class WorkflowQueue:
         self.held: dict[str, WorkflowInstance] = {}
         #: (-priority, seq, arrival, id), lazily pruned: queue order
         self._order: list[tuple[int, int, int, str]] = []
+        #: the place of each waiting workflow in ``_order`` (kept when the store refuses)
+        self._keys: dict[str, tuple[int, int, int, str]] = {}
         self._arrivals = 0
         #: the highest start order seen (a store's seq only grows)
         self._last_seq = 0
@@ -104,51 +130,111 @@ class WorkflowQueue:
         self.rows: set[str] = set()
         #: dedup key -> the unfinished workflow holding it
         self.dedup: dict[str, str] = {}
-        rate = self.limits.starts
-        self._tokens = float(rate[0]) if rate else math.inf
-        self._refilled = trio.current_time()
+        #: the store refused the last admission: no new try before ``_retry_at`` (trio
+        #: time) unless a slot frees (here, or on another node of a cluster)
+        self._refused = False
+        self._retry_at = math.inf
         self._changed = trio.Event()
         self._nursery: trio.Nursery | None = None
 
     # ------------------------------------------------------------ statistics
     def stats(self) -> dict[str, Any]:
-        """``pending`` (waiting), ``running`` (holding a slot), and the limits."""
+        """``pending`` (waiting), ``running`` (holding a slot here), and the limits."""
         return {"pending": len(self.held), "running": len(self.running),
-                "max_concurrent": self.limits.concurrency, "rate": self.limits.rate}
+                "max_concurrent": self._local_limit(),
+                "cluster_max_concurrent": self.limits.cluster_max_concurrent,
+                "rate": self.limits.rate}
+
+    # ------------------------------------------------------------ the limits
+    def _clustered(self) -> bool:
+        return self.host.ownership is not None
+
+    def _local_limit(self) -> int | None:
+        """The most of the host's workflows holding a slot on this node."""
+        if self._clustered():
+            return self.limits.max_concurrent
+        return self.limits.concurrency
+
+    def _store_limits(self) -> tuple[int | None, tuple[int, float] | None]:
+        """``(most running across the store, rate)``: the limits the store admits by."""
+        cluster = self.limits.cluster_max_concurrent if self._clustered() else None
+        return cluster, self.limits.starts
+
+    @property
+    def checks_store(self) -> bool:
+        """True if a start must be admitted by the store (a ``rate``, or
+        ``cluster_max_concurrent`` in a cluster)."""
+        cluster, rate = self._store_limits()
+        return cluster is not None or rate is not None
 
     # ------------------------------------------------------------ admission
-    def _refill(self) -> None:
-        rate = self.limits.starts
-        if rate is None:
-            return
-        count, period = rate
-        now = trio.current_time()
-        self._tokens = min(float(count), self._tokens + (now - self._refilled) * count / period)
-        self._refilled = now
-
     def _slot_free(self) -> bool:
-        limit = self.limits.concurrency
+        limit = self._local_limit()
         return limit is None or len(self.running) < limit
 
     def _room(self) -> bool:
-        self._refill()
-        return self._slot_free() and self._tokens >= 1
+        return self._slot_free() and not self._refused
 
     def room(self) -> int | None:
         """How many more of the host's workflows may run here now (``None``: no
-        concurrency limit); in a cluster a node claims no more than this."""
-        limit = self.limits.concurrency
+        concurrency limit on this node); in a cluster a node claims no more than this."""
+        limit = self._local_limit()
         return None if limit is None else max(0, limit - len(self.running))
 
     def admit(self, wid: str) -> bool:
-        """A new workflow: True if it may run now (its slot is reserved and a start
-        taken from the rate); False if it must wait (nobody waits before it and the
-        limits allow it, or else)."""
+        """A new workflow: True if this node's limits let it run now (its slot is
+        reserved; when :attr:`checks_store` the store has the last word, see
+        :meth:`admission`); False if it must wait (somebody waits before it, or else)."""
         if self.held or not self._room():
             return False
-        self._tokens -= 1
         self.running.add(wid)
         return True
+
+    def admission(self, tx: Transaction, entries: list[tuple[str, str]]) -> int:
+        """Ask the store, in ``tx``, to admit ``entries`` (``(id, run id)``, in order) as
+        the host's rate and cluster limit allow; the index of that operation (its result:
+        the ids admitted)."""
+        cluster, rate = self._store_limits()
+        tx.admit(self.host.name, entries, max_running=cluster, rate=rate,
+                 time=self.host.clock.now())
+        return len(tx) - 1
+
+    def refused(self) -> None:
+        """The store admitted less than offered: try again when a slot frees, the rate
+        allows, or ``RETRY`` seconds have passed."""
+        self._refused = True
+        self._retry_at = self._next_try()
+        self._changed.set()
+
+    def _next_try(self) -> float:
+        """When (trio time) to offer waiting workflows to the store again if nothing
+        frees a slot before: once the oldest start the rate counts leaves its period,
+        if the rate is what refused; at most ``RETRY`` seconds from now."""
+        now = trio.current_time()
+        at = now + RETRY
+        _cluster, rate = self._store_limits()
+        if rate is None:
+            return at
+        count, period = rate
+        clock: WallClock = self.host.clock
+        wall = clock.now()
+        try:
+            times = self.host.store.admitted_since(self.host.name, wall - period)
+        except Exception as exc:  # the store failed: the next try tells
+            log.warning("host %s: cannot read its recent starts: %s", self.host.name, exc)
+            return at
+        if len(times) < count:
+            return at
+        free = clock.trio_deadline(times[len(times) - count] + period)
+        # (not in the past: a rounding of the clocks must not make a busy loop)
+        return max(free, now + 0.001)
+
+    def poke(self) -> None:
+        """A slot of the host may have freed elsewhere (another node of the cluster said
+        so): offer the waiting workflows to the store again."""
+        if self._refused:
+            self._refused = False
+            self._changed.set()
 
     def unreserve(self, wid: str) -> None:
         """An admitted start did not happen (its id existed, or the write failed)."""
@@ -183,6 +269,7 @@ class WorkflowQueue:
         """``wf``'s task ended (finished, blocked, or the node closes): its slot frees."""
         if wf.wid in self.running:
             self.running.discard(wf.wid)
+            self._refused = False
             if self.held:
                 self._changed.set()
 
@@ -198,7 +285,8 @@ class WorkflowQueue:
         wf.status = wf.stored_status = WorkflowStatus.PENDING
         self.host.active[wf.wid] = wf
         self.held[wf.wid] = wf
-        heapq.heappush(self._order, (-priority, seq, self._arrivals, wf.wid))
+        key = self._keys[wf.wid] = (-priority, seq, self._arrivals, wf.wid)
+        heapq.heappush(self._order, key)
         if wf.cancel_requested:  # by a tool while it waited
             self.cancelled(wf)
         self._changed.set()
@@ -256,6 +344,7 @@ class WorkflowQueue:
     def _end_soon(self, wf: WorkflowInstance, status: WorkflowStatus,
                   error: ErrorInfo) -> None:
         del self.held[wf.wid]
+        self._keys.pop(wf.wid, None)
         if self._nursery is None or self.host.closing:
             return  # the node closes: it stays pending in the store, and so is ended later
         self._nursery.start_soon(self._end, wf, status, error)
@@ -277,10 +366,18 @@ class WorkflowQueue:
         (another node of a cluster, or a tool, queued the workflow) must not outlive
         it and hold its dedup key."""
         tx.dequeue(wf.wid)
+        self.freeing(tx)
         if wf.wid in self.rows:
             self.rows.discard(wf.wid)
             for key in [k for k, v in self.dedup.items() if v == wf.wid]:
                 del self.dedup[key]
+
+    def freeing(self, tx: Transaction) -> None:
+        """A workflow of the host stops holding a slot with ``tx`` (it ends, or is
+        blocked): in a cluster with ``cluster_max_concurrent`` the other nodes hear of
+        it at commit."""
+        if self._clustered() and self.limits.cluster_max_concurrent is not None:
+            tx.slot_freed(self.host.name)
 
     def close(self) -> None:
         """The node closes: waiting workflows stay ``pending`` in the store."""
@@ -289,6 +386,7 @@ class WorkflowQueue:
                 del self.host.active[wid]
         self.held.clear()
         self._order.clear()
+        self._keys.clear()
 
     # ------------------------------------------------------------ draining
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -298,41 +396,58 @@ class WorkflowQueue:
             self._nursery = nursery
             task_status.started()
             while True:
+                if self._refused and trio.current_time() >= self._retry_at:
+                    self._refused = False
                 batch = self._ready()
                 if batch:
                     await self._start(batch)
                     continue
-                deadline = math.inf
-                rate = self.limits.starts
-                if self.held and rate is not None and self._slot_free() and not \
-                        self.host.closing:  # waiting for the next start the rate allows
-                    count, period = rate
-                    deadline = trio.current_time() + (1 - self._tokens) * period / count
+                deadline = self._retry_at if self._refused and self.held else math.inf
                 self._changed = trio.Event()
                 with trio.move_on_at(deadline):
                     await self._changed.wait()
 
     def _ready(self) -> list[WorkflowInstance]:
-        """Take the waiting workflows that may start now, in queue order."""
+        """Take the waiting workflows that may start now as far as this node's limits
+        go, in queue order (at most ``ADMIT_BATCH`` when the store admits them)."""
         batch: list[WorkflowInstance] = []
         if self.host.closing:
             return batch
-        while self._order and self._room():
-            wid = heapq.heappop(self._order)[-1]
-            wf = self.held.pop(wid, None)
-            if wf is None:
-                continue  # ended while it waited
-            self._tokens -= 1
+        most = ADMIT_BATCH if self.checks_store else math.inf
+        while self._order and self._room() and len(batch) < most:
+            key = heapq.heappop(self._order)
+            wid = key[-1]
+            wf = self.held.get(wid)
+            if wf is None or self._keys.get(wid) != key:
+                continue  # ended while it waited (or a stale entry)
+            del self.held[wid]
             self.running.add(wid)
             batch.append(wf)
         return batch
 
-    def _marked(self, batch: list[WorkflowInstance]) -> Transaction:
+    def _back(self, refused: list[WorkflowInstance]) -> None:
+        """The store did not admit ``refused``: they wait again, in their places."""
+        for wf in refused:
+            self.running.discard(wf.wid)
+            key = self._keys.get(wf.wid)
+            if key is None or self.host.active.get(wf.wid) is not wf:
+                continue
+            self.held[wf.wid] = wf
+            heapq.heappush(self._order, key)
+            if wf.cancel_requested:  # asked while the store was asked: it ends now
+                self.cancelled(wf)
+        self.refused()
+
+    def _marked(self, batch: list[WorkflowInstance]) -> tuple[Transaction, int]:
+        """The transaction starting ``batch``, and the index of its admission (-1: none,
+        every one of them starts)."""
         tx = Transaction()
+        if self.checks_store:
+            return tx, self.admission(tx, [(wf.wid, wf.run_id) for wf in batch])
         now = self.host.clock.now()
         for wf in batch:
             tx.update_workflow(wf.wid, status=WorkflowStatus.RUNNING, time=now)
-        return tx
+        return tx, -1
 
     def _failed(self, batch: list[WorkflowInstance], exc: Exception) -> None:
         """The store refused to mark ``batch`` running: they stay pending there."""
@@ -340,12 +455,20 @@ class WorkflowQueue:
                   len(batch), exc)
         for wf in batch:
             self.running.discard(wf.wid)
+            self._keys.pop(wf.wid, None)
             if self.host.active.get(wf.wid) is wf:
                 del self.host.active[wf.wid]
 
-    def _run(self, batch: list[WorkflowInstance]) -> None:
+    def _run(self, batch: list[WorkflowInstance], results: list[Any], index: int) -> None:
         host = self.host
+        if index >= 0:
+            admitted = set(results[index])
+            refused = [wf for wf in batch if wf.wid not in admitted]
+            if refused:
+                self._back(refused)
+                batch = [wf for wf in batch if wf.wid in admitted]
         for wf in batch:
+            self._keys.pop(wf.wid, None)
             wf.status = wf.stored_status = WorkflowStatus.RUNNING
             if host.active.get(wf.wid) is wf and not host.closing:
                 host.run_instance(wf)
@@ -353,12 +476,13 @@ class WorkflowQueue:
                 self.running.discard(wf.wid)
 
     async def _start(self, batch: list[WorkflowInstance]) -> None:
+        tx, index = self._marked(batch)
         try:
-            await self.host.store.commit(self._marked(batch))
+            results = await self.host.store.commit(tx)
         except Exception as exc:
             self._failed(batch, exc)
             return
-        self._run(batch)
+        self._run(batch, results, index)
 
     def start_now(self) -> None:
         """Start what may start now, synchronously (recovery: so that ``open_node``
@@ -366,9 +490,10 @@ class WorkflowQueue:
         batch = self._ready()
         if not batch:
             return
+        tx, index = self._marked(batch)
         try:
-            self.host.store.write(self._marked(batch))
+            results = self.host.store.write(tx)
         except Exception as exc:
             self._failed(batch, exc)
             return
-        self._run(batch)
+        self._run(batch, results, index)

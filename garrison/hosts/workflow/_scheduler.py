@@ -20,6 +20,18 @@ the schedule started last is unfinished (``pending``, running or parked): ``skip
 skipped), or ``allow_all``. A blocked workflow counts as ended. A tick's workflow waits
 in the host's queue like any other start when the host has limits.
 
+``catchup_window`` bounds a buffered tick too: one older than the window never starts
+(a node was down, or the run before it ran long). It is dropped (counted ``missed``)
+and the latest tick inside the window that came after it, which was skipped because it
+waited, takes its place (:meth:`Scheduler._plan`). So after downtime every policy runs
+at most one tick, and never one outside the window: ``skip`` the latest tick inside
+the window unless the last run is still unfinished, ``allow_all`` that tick,
+``buffer_one`` the tick that waited if it is still inside the window, else the latest
+tick inside it (at once, or when the last run ends).
+
+In a cluster the last run may be on another node: whether it is unfinished is read
+from the store, and a tick waiting for it looks again every ``REMOTE_POLL`` seconds.
+
 Schedules come from ``workflow.schedule`` config entries (synced at start: created,
 updated, and removed when their entry is gone; their pause state is kept), from
 ``node.schedule`` and from tools (``garrison schedules``): a tool's write leaves a
@@ -41,7 +53,7 @@ import trio
 from ..._errors import NoSuchSchedule
 from ..._targets import import_target
 from ...actors._values import Pid
-from ...persistence import RawJson, ScheduleRecord, Transaction, to_json
+from ...persistence import RawJson, ScheduleRecord, Transaction, WorkflowStatus, to_json
 from ._schedules import ScheduleDefinition, ScheduleSpec, tick_id, trigger_id
 
 if TYPE_CHECKING:
@@ -54,6 +66,8 @@ log = logging.getLogger("garrison.schedules")
 
 #: due schedules acted on per transaction (a burst of ticks starts chunk by chunk)
 CHUNK = 500
+#: how often a buffered tick waiting for a run on another node of a cluster looks again
+REMOTE_POLL = 1.0
 
 def _ts(value: Any) -> float | None:
     return None if value is None else float(value.timestamp())
@@ -72,6 +86,9 @@ class Scheduler:
         self._changed = trio.Event()
         #: workflow id -> the schedule whose buffered tick waits for it to end
         self._waiting: dict[str, str] = {}
+        #: schedule -> the workflow on another node of the cluster its buffered tick waits for
+        self._remote: dict[str, str] = {}
+        self._remote_check = math.inf
         self._buffer_due: set[str] = set()
         #: ticks that started a workflow, skipped (overlap), missed (outside the window)
         self.counts = {"started": 0, "skipped": 0, "missed": 0}
@@ -94,11 +111,15 @@ class Scheduler:
         clock = self.host.clock
         while True:
             now = clock.now()
+            if self._remote and trio.current_time() >= self._remote_check:
+                self._check_remote()
             due = self._pop_due(now)
             if due or self._buffer_due:
                 await self._fire(due, now)
                 continue
             deadline = clock.trio_deadline(self._heap[0][0]) if self._heap else math.inf
+            if self._remote:
+                deadline = min(deadline, self._remote_check)
             self._changed = trio.Event()
             with trio.move_on_at(deadline):
                 await self._changed.wait()
@@ -118,10 +139,11 @@ class Scheduler:
         tick = _ts(record.next_tick)
         if not record.paused and tick is not None:
             heapq.heappush(self._heap, (tick, sid))
+        self._remote.pop(sid, None)
         if record.buffered_tick is not None:
             last = record.last_workflow
             if last is not None and self._unfinished(last):
-                self._waiting[last] = sid
+                self._wait_for(last, sid)
             else:
                 self._buffer_due.add(sid)
         self._changed.set()
@@ -148,10 +170,49 @@ class Scheduler:
     def _forget(self, schedule_id: str) -> None:
         self.rows.pop(schedule_id, None)
         self._specs.pop(schedule_id, None)
+        self._remote.pop(schedule_id, None)
 
     def _unfinished(self, wid: str) -> bool:
+        """True while the workflow ``wid`` is pending, running or parked (not ended, not
+        blocked). On one node every unfinished workflow of the store is in memory; in a
+        cluster one that is not here may run on another node: the store says."""
         wf = self.host.active.get(wid)
-        return wf is not None and not wf.done.is_set()
+        if wf is not None:
+            return not wf.done.is_set()
+        if self.host.ownership is None:
+            return False
+        record = self.host.store.get_workflow(wid)
+        if record is None:
+            return False
+        status = WorkflowStatus(record.status)
+        return not status.finished and status is not WorkflowStatus.BLOCKED
+
+    def _wait_for(self, wid: str, sid: str) -> None:
+        """Schedule ``sid``'s buffered tick starts when the unfinished ``wid`` ends: this
+        host tells (:meth:`ended`) when it runs here, else the store is read again every
+        ``REMOTE_POLL`` seconds."""
+        if wid in self.host.active:
+            self._waiting[wid] = sid
+            return
+        self._remote[sid] = wid
+        self._remote_check = min(self._remote_check, trio.current_time() + REMOTE_POLL)
+        self._changed.set()
+
+    def _check_remote(self) -> None:
+        """Buffered ticks waiting for runs on other nodes: those whose run ended may
+        start."""
+        self._remote_check = trio.current_time() + REMOTE_POLL
+        for sid, wid in list(self._remote.items()):
+            try:
+                unfinished = self._unfinished(wid)
+            except Exception as exc:  # the store failed: look again next time
+                log.warning("schedule %s: cannot read workflow %s: %s", sid, wid, exc)
+                continue
+            if not unfinished:
+                del self._remote[sid]
+                self._buffer_due.add(sid)
+        if not self._remote:
+            self._remote_check = math.inf
 
     def ended(self, wf: WorkflowInstance) -> None:
         """Host hook: ``wf``'s task ended; a tick buffered behind it may start."""
@@ -174,31 +235,31 @@ class Scheduler:
         return list(due.values())
 
     async def _fire(self, due: list[ScheduleRecord], now: float) -> None:
-        """Act on the due schedules (and on buffered ticks whose wait is over), in
-        chunks of ``CHUNK`` (the first workflows of a large burst start early)."""
+        """Act on the due schedules and on buffered ticks whose wait is over (one plan
+        per schedule: a due tick and a released buffer are decided together), in chunks
+        of ``CHUNK`` (the first workflows of a large burst start early)."""
+        released, self._buffer_due = self._buffer_due, set()
+        due_ids = {record.schedule_id for record in due}
+        work = [(record, True) for record in due]
+        for sid in sorted(released - due_ids):
+            record = self.rows.get(sid)
+            if record is not None and record.buffered_tick is not None:
+                work.append((record, False))
         async with trio.open_nursery() as starting:
-            for i in range(0, len(due), CHUNK):
-                await self._fire_chunk(due[i:i + CHUNK], now if i == 0 else
+            for i in range(0, len(work), CHUNK):
+                await self._fire_chunk(work[i:i + CHUNK], now if i == 0 else
                                        self.host.clock.now(), starting)
-            if self._buffer_due or not due:
-                await self._fire_chunk([], self.host.clock.now(), starting)
 
-    async def _fire_chunk(self, due: list[ScheduleRecord], now: float,
+    async def _fire_chunk(self, work: list[tuple[ScheduleRecord, bool]], now: float,
                           starting: trio.Nursery) -> None:
         """Record the ticks, next ticks and the workflows they start in one transaction
         (each a compare-and-set on the next tick: of two nodes acting on one tick, one
-        wins), then start those workflows (in ``starting``)."""
-        plans: list[tuple[ScheduleRecord, str | None, dict[str, Any]]] = []
-        for record in due:
-            plans.append(self._plan(record, now))
-        for sid in sorted(self._buffer_due):
-            waiting = self.rows.get(sid)
-            buffered = None if waiting is None else _ts(waiting.buffered_tick)
-            if waiting is not None and buffered is not None:
-                started = tick_id(sid, buffered)
-                plans.append((waiting, started, {"buffered_tick": None,
-                                                 "last_workflow": started}))
-        self._buffer_due.clear()
+        wins), then start those workflows (in ``starting``). ``work``: ``(record, its
+        next tick is due)``."""
+        plans = [plan for plan in (self._plan(record, now, due) for record, due in work)
+                 if plan[1] is not None or len(plan[2]) > 1]  # (else nothing changes)
+        if not plans:
+            return
         tx = Transaction()
         for record, _, updates in plans:
             tx.update_schedule(record.schedule_id, time=now, **updates)
@@ -224,35 +285,82 @@ class Scheduler:
         for record, wid in starts:
             starting.start_soon(self._start, record, wid)
 
-    def _plan(self, record: ScheduleRecord, now: float) -> tuple[ScheduleRecord, str | None,
-                                                                  dict[str, Any]]:
-        """What the due ``record`` does at ``now``: ``(record, workflow id to start or
-        None, columns to write)``."""
+    def _plan(self, record: ScheduleRecord, now: float, due: bool = True
+              ) -> tuple[ScheduleRecord, str | None, dict[str, Any]]:
+        """What ``record`` does at ``now`` (``due``: its next tick has come; else its
+        buffered tick's wait may be over): ``(record, workflow id to start or None,
+        columns to write)``.
+
+        1. A buffered tick older than ``catchup_window`` is dropped (``missed``): it
+           never starts. The ticks after it were skipped because it waited; the latest
+           of them inside the window takes its place.
+        2. A due tick: the latest of the ticks passed since the next tick, inside the
+           window (``ScheduleSpec.due``), or none (``missed``).
+        3. A tick still buffered keeps its place (``buffer_one``: one waits at most, a
+           due tick is skipped) and starts once the last run is not unfinished.
+        4. Otherwise the tick starts unless the last run is unfinished: then
+           ``allow_all`` starts it anyway, ``buffer_one`` buffers it, ``skip`` skips it.
+        """
         sid = record.schedule_id
+        spec = self._specs[sid]
+        window = record.catchup_window
         expected = _ts(record.next_tick)
-        assert expected is not None
-        tick, following = self._specs[sid].due(expected, now, record.catchup_window)
-        updates: dict[str, Any] = {"next_tick": following, "expect_next_tick": expected}
-        if tick is None:
+        # every write is a compare-and-set on the next tick as this node read it
+        updates: dict[str, Any] = {"expect_next_tick": expected}
+        buffered = _ts(record.buffered_tick)
+        stale = None
+        if buffered is not None and now - buffered > window:
+            stale, buffered = buffered, None
+            updates["buffered_tick"] = None
             self.counts["missed"] += 1
-            log.info("schedule %s missed its ticks up to %s: older than its catchup_window "
-                     "(%gs)", sid, tick_id(sid, expected), record.catchup_window,
+            log.info("schedule %s dropped its buffered tick %s: older than its "
+                     "catchup_window (%gs)", sid, tick_id(sid, stale), window,
                      extra={"schedule_id": sid})
-            return record, None, updates
-        updates["last_tick"] = tick
-        last = record.last_workflow
-        if last is not None and record.overlap != "allow_all" and self._unfinished(last):
-            if record.overlap == "buffer_one" and record.buffered_tick is None:
-                updates["buffered_tick"] = tick
-                self._waiting[last] = sid
+        tick = None
+        if due and expected is not None:
+            tick, following = spec.due(expected, now, window)
+            updates["next_tick"] = following
+            if tick is None:
+                self.counts["missed"] += 1
+                log.info("schedule %s missed its ticks up to %s: older than its "
+                         "catchup_window (%gs)", sid, tick_id(sid, expected), window,
+                         extra={"schedule_id": sid})
             else:
-                self.counts["skipped"] += 1
-                log.info("schedule %s skipped its tick %s: workflow %s is still running",
-                         sid, tick_id(sid, tick), last, extra={"schedule_id": sid})
+                updates["last_tick"] = tick
+        if stale is not None:  # the latest tick skipped while the stale one waited
+            instead = spec.latest_in(max(stale, now - window), now)
+            if instead is not None and instead > stale and (tick is None or instead > tick):
+                tick = instead
+        last = record.last_workflow
+        busy = last is not None and self._unfinished(last)
+        if buffered is not None:  # (buffer_one) the waiting tick keeps its place
+            if tick is not None:
+                self._skipped(sid, tick, last)
+            if busy:
+                assert last is not None
+                self._wait_for(last, sid)
+                return record, None, updates
+            wid = tick_id(sid, buffered)
+            updates.update(buffered_tick=None, last_workflow=wid)
+            return record, wid, updates
+        if tick is None:
+            return record, None, updates
+        if busy and record.overlap != "allow_all":
+            assert last is not None
+            if record.overlap == "buffer_one":
+                updates["buffered_tick"] = tick
+                self._wait_for(last, sid)
+            else:
+                self._skipped(sid, tick, last)
             return record, None, updates
         wid = tick_id(sid, tick)
         updates["last_workflow"] = wid
         return record, wid, updates
+
+    def _skipped(self, sid: str, tick: float, last: str | None) -> None:
+        self.counts["skipped"] += 1
+        log.info("schedule %s skipped its tick %s: workflow %s is still running", sid,
+                 tick_id(sid, tick), last, extra={"schedule_id": sid})
 
     def _applied(self, sid: str, updates: dict[str, Any]) -> None:
         """A committed update of schedule ``sid``, in memory too."""
