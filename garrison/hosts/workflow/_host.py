@@ -445,14 +445,14 @@ class WorkflowHost:
                            error=error, time=self.clock.now())
         self.queue.finishing(tx, wf)
         targets: list[tuple[WorkflowInstance, int]] = []
-        event_text = _dumps(event_to_plain(event))
-        watchers = list(dict.fromkeys(wf.durable_watchers))
-        for watcher in watchers:
+        event_text = ""
+        for watcher in dict.fromkeys(wf.durable_watchers) if wf.durable_watchers else ():
             if watcher.host != self.name:
                 continue
             other = self.active.get(watcher.id)
             if other is None:
                 continue
+            event_text = event_text or _dumps(event_to_plain(event))
             tx.deliver(watcher.id, "EXIT", RawJson(event_text), msg_id=f"{wf.wid}#exit",
                        sender=wf.pid, kind="event")
             targets.append((other, len(tx) - 1))
@@ -771,6 +771,8 @@ class WorkflowHost:
         wf = self.active.get(wid)
         status: WorkflowStatus
         if wf is not None:
+            if hint is None and wf.fn is not None:
+                hint = return_hint(wf.fn)  # not imported again by name
             await wf.done.wait()
             if isinstance(wf.store_error, WorkflowMoved):
                 wf = None  # it runs on another node now: its end shows in the store
