@@ -332,6 +332,8 @@ class WorkflowHost:
         if journal is not None:
             parent_wf, seq, label = journal
             parent_wf.record(tx, seq, JournalKind.SPAWN, label, _dumps({"pid": str(pid)}))
+        task = trio.lowlevel.current_task()
+        passes = getattr(task, "_schedule_points", None)
         try:
             results = await self.store.commit(tx)
         except DedupKeyTaken as taken:  # another node's start holds the key
@@ -376,7 +378,13 @@ class WorkflowHost:
             self.run_instance(wf)
         else:
             self.queue.hold(wf, priority, results[queued])
-        await trio.lowlevel.checkpoint()
+        if passes is not None and getattr(task, "_schedule_points", None) != passes:
+            # the commit waited for a batch (the scheduler ran meanwhile): a loop of
+            # starts goes straight on to its next commit, which the workflows released
+            # with this batch join, rather than spend a scheduler pass first
+            await trio.lowlevel.checkpoint_if_cancelled()
+        else:
+            await trio.lowlevel.checkpoint()
         return pid
 
     async def spawn_process(self, target: Any, args: tuple[Any, ...], *, parent: Pid | None,
