@@ -16,6 +16,7 @@ import trio
 from ._duration import parse_duration
 from ._errors import NotInProcess, ProcessError
 from ._router import EXIT_MEMORY, Router
+from .actors._mailbox import Budget
 from .actors._runtime import runtime_or_none
 from .actors._values import Pid, ProcessInfo, check_topic
 from .hosts._process_host import ProcessHost
@@ -74,6 +75,8 @@ class Node:
 
         self.config = config
         self.store = store
+        #: ``spawn`` from outside any process: a scheduler pass every ``BUDGET`` spawns
+        self._spawn_budget = Budget()
         #: the queue limits of the ``workflows`` host given to ``open_node`` (``None``: none)
         self._limits = QueueLimits(max_concurrent, cluster_max_concurrent, rate) \
             if (max_concurrent, cluster_max_concurrent, rate) != (None, None, None) else None
@@ -112,15 +115,18 @@ class Node:
 
     # ================================================================== public API
     async def spawn(self, target: Any, *args: Any, host: str | None = None) -> Pid:
-        """Start ``target(*args)`` as a new process and return its pid.
+        """Start ``target(*args)`` as a new process and return its pid at once.
 
         ``target`` is an async function, an object with an async ``__call__``
         (such as a ``Supervisor``) or a config entry id. ``host`` defaults to
-        ``"processes"``.
+        ``"processes"``. The process starts running when the caller next waits (as
+        with trio's ``start_soon``): it may not have run yet when ``spawn`` returns.
         """
         pid = await self._router.spawn_process(target, args, host=host or "processes",
                                                parent=None, link=None, monitor=None)
-        await trio.lowlevel.checkpoint()
+        # as process.spawn: a cancellation point, and a scheduler pass only every
+        # BUDGET spawns (a loop of spawns is not one pass per process)
+        await self._spawn_budget.checkpoint()
         return pid
 
     async def send(self, to: Pid | str, topic: str, payload: Any = None) -> None:

@@ -199,4 +199,7 @@ async def call(to: Pid | str, topic: str, payload: Any = None, timeout: Any = "5
     """
     if type(topic) is not str:
         topic = check_topic(topic, "process.call()")
-    return await current_runtime("process.call()").call(to, topic, payload, timeout)
+    runtime = _current.get(None)  # the hot path: current_runtime() without a call
+    if runtime is None:
+        runtime = current_runtime("process.call()")
+    return await runtime.call(to, topic, payload, timeout)

@@ -1,5 +1,6 @@
 import pytest
 import trio
+import trio.testing
 
 from garrison import EventKind, ProcessError, process
 
@@ -21,6 +22,7 @@ async def test_cancel_lets_process_clean_up(node, autojump_clock):
         return trio.current_time() - t0, process.pid()
 
     w = await node.spawn(worker)
+    await trio.testing.wait_all_tasks_blocked()  # it asked for its events: CANCEL reaches it
     took, boss_pid = await node.wait(await node.spawn(boss, w))
     assert took == 1
     assert log == [("cancel from", boss_pid), "cleaned"]
@@ -38,6 +40,7 @@ async def test_cancel_escalates_to_terminate(node, autojump_clock):
         return trio.current_time() - t0
 
     w = await node.spawn(stubborn)
+    await trio.testing.wait_all_tasks_blocked()  # it asked for its events
     assert await node.wait(await node.spawn(boss, w)) == 3
     with pytest.raises(ProcessError) as info:
         await node.wait(w)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import trio
+import trio.testing
 import workflow_app as app
 
 import garrison
@@ -71,6 +72,34 @@ async def _echo() -> None:
         await msg.reply(msg.payload)
 
 
+async def test_node_spawn_in_a_loop_is_not_a_scheduler_pass_per_process(node, autojump_clock):
+    """node.spawn returns the pid at once, as process.spawn does: the processes start
+    when the caller waits; a loop of spawns yields every BUDGET (64) spawns only."""
+    passes = 0
+
+    class Passes(trio.abc.Instrument):
+        def after_io_wait(self, timeout: float) -> None:
+            nonlocal passes
+            passes += 1
+
+    ran: list[int] = []
+
+    async def worker(i: int) -> int:
+        ran.append(i)
+        return i
+
+    instrument = Passes()
+    trio.lowlevel.add_instrument(instrument)
+    try:
+        pids = [await node.spawn(worker, i) for i in range(256)]
+    finally:
+        trio.lowlevel.remove_instrument(instrument)
+    assert passes <= 256 // 64 + 1
+    assert len(ran) < 256  # the last ones have not run yet
+    assert [await node.wait(pid) for pid in pids] == list(range(256))
+    assert sorted(ran) == list(range(256))
+
+
 async def test_node_call_plain_process_and_registered_name(node, autojump_clock):
     pid = await node.spawn(_echo)
     assert await node.call(pid, "q", 7) == 7
@@ -80,7 +109,7 @@ async def test_node_call_plain_process_and_registered_name(node, autojump_clock)
         await _echo()
 
     await node.spawn(named)
-    await trio.sleep(0)
+    await trio.testing.wait_all_tasks_blocked()  # it registered its name
     assert await node.call("echo", "q", {"a": 1}) == {"a": 1}
     assert await node.call(str(pid), "q") is None
     with pytest.raises(garrison.NoSuchProcess):

@@ -1,5 +1,6 @@
 import pytest
 import trio
+import trio.testing
 
 from garrison import NoSuchProcess, process
 
@@ -75,11 +76,11 @@ async def test_register_lookup_and_release_before_exit(node, autojump_clock):
         return process.lookup("svc")
 
     pid = await node.spawn(named)
-    await trio.sleep(0)
+    await trio.testing.wait_all_tasks_blocked()  # it has run up to its receive
     assert node.lookup("svc") == pid
     assert await node.wait(await node.spawn(rival)) == "refused"
     w = await node.spawn(watcher, pid)
-    await trio.sleep(0)
+    await trio.testing.wait_all_tasks_blocked()  # it monitors the holder
     await node.send("svc", "go")
     assert await node.wait(w) is None
     assert node.lookup("svc") is None

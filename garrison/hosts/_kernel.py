@@ -237,13 +237,17 @@ class Caller:
         raise NotImplementedError
 
     async def exchange(self, callee: Caller, pid: Pid, topic: str, seconds: float,
-                       deliver: Callable[[int], Awaitable[Any] | None], *,
-                       traced: bool = False) -> Any:
+                       deliver: Callable[[int], Awaitable[Any] | None] | None, *,
+                       payload: Any = None, traced: bool = False) -> Any:
         """One call: register it with both sides, ``deliver(ref)`` the request (sync, or
         an awaitable), wait for the reply or ``seconds``; ``TimeoutError`` after that,
         ``ProcessError`` when the callee ends first. (With tracing on, this runs inside
-        a ``call`` span: ``traced`` is set once it is open.)"""
+        a ``call`` span: ``traced`` is set once it is open.) ``deliver=None``: the
+        request is ``payload``, put in the in-memory ``callee``'s inbox (the hot path:
+        no function made per call)."""
         if _observe.tracing and not traced:
+            if deliver is None:
+                deliver = _in_memory(self, callee, topic, payload)
             return await _observe.traced_call(self, callee, pid, topic, seconds, deliver)
         ref = next_call_ref()
         calls = self.calls
@@ -256,9 +260,15 @@ class Caller:
         waiting[ref] = self
         timeouts: CallTimeouts | None = None
         try:
-            sent = deliver(ref)
-            if sent is not None:
-                await sent
+            if deliver is None:
+                node = self.node
+                node.stats_messages += 1
+                callee.deliver(Message(topic, payload, self.pid, node.message_id(), str(ref),
+                                       _observe.carrier() if _observe.tracing else None))
+            else:
+                sent = deliver(ref)
+                if sent is not None:
+                    await sent
             if seconds != _INF:
                 timeouts = call_timeouts()
                 timeouts.add(self, ref, seconds)
@@ -330,14 +340,20 @@ async def plain_call(caller: Caller, to: Pid | str, topic: str, payload: Any,
     host = node.hosts[pid.host]
     if host.durable:
         return await host.call(caller, pid, topic, payload, seconds)
-    sender = caller.pid
+    return await caller.exchange(callee, pid, topic, seconds, None, payload=payload)
+
+
+def _in_memory(caller: Caller, callee: Caller, topic: str, payload: Any
+               ) -> Callable[[int], None]:
+    """``deliver`` of a call to an in-memory callee (``exchange(deliver=None)``)."""
+    node = caller.node
 
     def deliver(ref: int) -> None:
         node.stats_messages += 1
-        callee.deliver(Message(topic, payload, sender, node.message_id(), str(ref),
+        callee.deliver(Message(topic, payload, caller.pid, node.message_id(), str(ref),
                                _observe.carrier() if _observe.tracing else None))
 
-    return await caller.exchange(callee, pid, topic, seconds, deliver)
+    return deliver
 
 
 def exit_fan_out(node: NodeContext, pid: Pid, event: Event, watchers: Iterable[Pid] | None,

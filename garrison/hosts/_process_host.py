@@ -177,7 +177,6 @@ class _Process(Caller):
         if self.names:
             for name in self.names:
                 node.unregister(name, pid)
-        event = Event(_EXIT, pid, result, error)
         node.record_exit(pid, result, error)
         quiet = error is not None and error is node.shutdown_reason
         if error is not None and not quiet:
@@ -185,7 +184,9 @@ class _Process(Caller):
         if self.callers:  # calls waiting on this process fail at once
             self.fail_callers(f"process {pid} exited before replying: {error or 'normal exit'}",
                               error or noproc(pid))
-        exit_fan_out(node, pid, event, self.monitored_by, self.links, self.monitoring)
+        if self.monitored_by or self.links or self.monitoring:  # (no EXIT made for nobody)
+            exit_fan_out(node, pid, Event(_EXIT, pid, result, error), self.monitored_by,
+                         self.links, self.monitoring)
         if self._exited is not None:
             self._exited.set()
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -137,6 +138,13 @@ def _make_converter() -> cattrs.Converter:
 
 _converter = _make_converter()
 _LEAVES = (str, int, float, bool, type(None))
+#: leaves whose JSON text ``json.dumps`` would give, without its encoder (hot path)
+_LEAF_TEXT: dict[type, Callable[[Any], str]] = {
+    int: int.__repr__,
+    str: json.encoder.encode_basestring_ascii,
+    bool: lambda value: "true" if value else "false",
+    type(None): lambda _value: "null",
+}
 
 
 def _check_json_leaf(value: object) -> Any:
@@ -185,6 +193,9 @@ def to_json(value: Any, *, what: str) -> str:
     datetime, a dict with non-``str`` keys) raises ``garrison.PayloadError``
     naming its type and ``what``.
     """
+    leaf = _LEAF_TEXT.get(type(value))
+    if leaf is not None:
+        return leaf(value)
     if type(value) in _LEAVES:
         try:
             return json.dumps(value)

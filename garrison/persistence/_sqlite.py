@@ -310,6 +310,13 @@ _OPS: dict[Op, Callable[[sqlite3.Connection, tuple[Any, ...]], Any]] = {
 }
 assert set(_OPS) == set(Op), "every operation has its SQL"
 
+#: operations that are ONE SQL statement: a transaction of one of them alone is that
+#: statement in SQLite's own implicit transaction (autocommit), without a BEGIN and a
+#: COMMIT of its own to run (a commit is as durable either way; on an error, or when
+#: it changes nothing, the statement changes nothing)
+_ONE_STATEMENT = frozenset({Op.APPEND_JOURNAL, Op.CREATE_WORKFLOW, Op.UPDATE_WORKFLOW,
+                            Op.DELIVER})
+
 
 class SQLiteStore(StoreShortcuts):
     """The durable store on SQLite (WAL mode); see the module docs for the write path.
@@ -593,10 +600,15 @@ class SQLiteStore(StoreShortcuts):
     def _write_locked(self, tx: Transaction) -> list[Any]:
         conn = self._conn
         self._check_open()
+        ops = tx.ops
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            with conn:
-                results = self._apply(tx)
+            if len(ops) == 1 and ops[0][0] in _ONE_STATEMENT and not self._notify_node:
+                op, params = ops[0]  # its own transaction: see _ONE_STATEMENT
+                results = [_OPS[op](conn, params)]
+            else:
+                conn.execute("BEGIN IMMEDIATE")
+                with conn:
+                    results = self._apply(tx)
         except sqlite3.OperationalError as exc:
             _raise_if_busy(conn, exc)
             raise

@@ -61,12 +61,12 @@ import enum
 import json
 import time as _time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ..actors._values import ErrorInfo, Pid
 from ._converter import RawJson, to_json
-from ._records import parse_status
+from ._records import WorkflowStatus, parse_status
 
 __all__ = ["Op", "Transaction", "unix_seconds"]
 
@@ -106,6 +106,8 @@ _UNSET: Any = object()
 
 def unix_seconds(value: _dt.datetime | float | None) -> float:
     """A time as unix seconds: ``None`` is now, an aware datetime its timestamp."""
+    if type(value) is float:  # the hot path: the workflow clock's reading
+        return value
     if value is None:
         return _time.time()
     if isinstance(value, _dt.datetime):
@@ -121,7 +123,16 @@ def _encode(value: Any, what: str) -> str:
     return to_json(value, what=what)
 
 
+def _encode_lazily(value: Any, what: Callable[[], str]) -> str:
+    """:func:`_encode` on a hot path: ``what`` is only formatted for an error message."""
+    if type(value) is RawJson:
+        return value.text
+    return _encode(value, what())
+
+
 def _status(value: str) -> str:
+    if type(value) is WorkflowStatus:
+        return str.__str__(value)  # its value, without the enum machinery (hot path)
     return parse_status(value).value
 
 
@@ -216,8 +227,9 @@ class Transaction:
             if isinstance(input, RawJson)
             else to_json(list(input), what=f"the arguments of workflow {name!r}")
         )
-        search_json = to_json(dict(search or {}), what=f"the search attributes of {workflow_id!r}")
-        memo_json = to_json(dict(memo or {}), what=f"the memo of {workflow_id!r}")
+        search_json = to_json(dict(search), what=f"the search attributes of {workflow_id!r}") \
+            if search else "{}"
+        memo_json = to_json(dict(memo), what=f"the memo of {workflow_id!r}") if memo else "{}"
         now = unix_seconds(time)
         params = (
             workflow_id, name, _status(status), input_json, _pid_text(parent),
@@ -245,7 +257,8 @@ class Transaction:
         if status is not None:
             sets.append(("status", _status(status)))
         if result is not _UNSET:
-            sets.append(("result", _encode(result, f"the result of workflow {workflow_id!r}")))
+            sets.append(("result", _encode_lazily(
+                result, lambda: f"the result of workflow {workflow_id!r}")))
         if error is not _UNSET:
             sets.append(("error", None if error is None else _encode(error, "a workflow error")))
         if run_id is not None:
@@ -322,7 +335,8 @@ class Transaction:
             seq,
             str(kind),
             name,
-            _encode(outcome, f"the outcome of {kind} {name!r} (seq {seq} of {workflow_id!r})"),
+            _encode_lazily(outcome, lambda: f"the outcome of {kind} {name!r} (seq {seq} of "
+                                            f"{workflow_id!r})"),
             attempts,
             unix_seconds(time),
         )
@@ -361,7 +375,8 @@ class Transaction:
             workflow_id,
             msg_id if msg_id is not None else uuid.uuid4().hex,
             topic,
-            _encode(payload, f"the payload of {kind} {topic!r} to workflow {workflow_id!r}"),
+            _encode_lazily(payload, lambda: f"the payload of {kind} {topic!r} to workflow "
+                                            f"{workflow_id!r}"),
             _pid_text(sender),
             kind,
             call_ref,
@@ -430,7 +445,7 @@ class Transaction:
         params = (
             workflow_id,
             key,
-            _encode(value, f"state {key!r} of workflow {workflow_id!r}"),
+            _encode_lazily(value, lambda: f"state {key!r} of workflow {workflow_id!r}"),
             unix_seconds(time),
         )
         return self._add(workflow_id, Op.SET_STATE, params)

@@ -336,6 +336,8 @@ class WorkflowHost:
         if journal is not None:
             parent_wf, seq, label = journal
             parent_wf.record(tx, seq, JournalKind.SPAWN, label, _dumps({"pid": str(pid)}))
+        task = trio.lowlevel.current_task()
+        passes = getattr(task, "_schedule_points", None)
         try:
             results = await self.store.commit(tx)
         except DedupKeyTaken as taken:  # another node's start holds the key
@@ -386,7 +388,13 @@ class WorkflowHost:
             self.run_instance(wf)
         else:
             self.queue.hold(wf, priority, results[queued])
-        await trio.lowlevel.checkpoint()
+        if passes is not None and getattr(task, "_schedule_points", None) != passes:
+            # the commit waited for a batch (the scheduler ran meanwhile): a loop of
+            # starts goes straight on to its next commit, which the workflows released
+            # with this batch join, rather than spend a scheduler pass first
+            await trio.lowlevel.checkpoint_if_cancelled()
+        else:
+            await trio.lowlevel.checkpoint()
         return pid
 
     async def spawn_process(self, target: Any, args: tuple[Any, ...], *, parent: Pid | None,
@@ -456,14 +464,14 @@ class WorkflowHost:
                            error=error, time=self.clock.now())
         self.queue.finishing(tx, wf)
         targets: list[tuple[WorkflowInstance, int]] = []
-        event_text = _dumps(event_to_plain(event))
-        watchers = list(dict.fromkeys(wf.durable_watchers))
-        for watcher in watchers:
+        event_text = ""
+        for watcher in dict.fromkeys(wf.durable_watchers) if wf.durable_watchers else ():
             if watcher.host != self.name:
                 continue
             other = self.active.get(watcher.id)
             if other is None:
                 continue
+            event_text = event_text or _dumps(event_to_plain(event))
             tx.deliver(watcher.id, "EXIT", RawJson(event_text), msg_id=f"{wf.wid}#exit",
                        sender=wf.pid, kind="event")
             targets.append((other, len(tx) - 1))
@@ -782,6 +790,8 @@ class WorkflowHost:
         wf = self.active.get(wid)
         status: WorkflowStatus
         if wf is not None:
+            if hint is None and wf.fn is not None:
+                hint = return_hint(wf.fn)  # not imported again by name
             await wf.done.wait()
             if isinstance(wf.store_error, WorkflowMoved):
                 wf = None  # it runs on another node now: its end shows in the store
