@@ -318,6 +318,36 @@ def _store_problem(store: str | None, config: Any) -> str | None:
     return None
 
 
+def _main_problem(main: str | None, config: Any, target: str) -> str | None:
+    """Why ``--main`` cannot be run (checked before anything starts), or ``None``: it
+    names a runnable entry of the config (a ``process.py`` / ``workflow.py`` entry or a
+    ``process.service``)."""
+    if main is None:
+        return None
+    if config is None:
+        return (f"--main {main!r}: --main picks the entry of a config to run; "
+                f"{target!r} is not a config (a script runs its main, or script.py:func)")
+    try:
+        config.resolve_target(main)
+    except KeyError as exc:
+        from .config._entries import ServiceEntry, SourceEntry
+
+        runnable = [e.id for e in config.entries.values()
+                    if isinstance(e, ServiceEntry)
+                    or (isinstance(e, SourceEntry) and e.kind != "function.py")]
+        why = str(exc.args[0]) if exc.args else str(exc)
+        hint = ""
+        if ":" not in main:
+            near = [i for i in runnable if i.split(":", 1)[1] == main]
+            if near:
+                hint = f" (did you mean {near[0]!r}?)"
+        shown = ", ".join(runnable[:12]) + (", ..." if len(runnable) > 12 else "") \
+            if runnable else "none"
+        return (f"--main {main!r}: {why}{hint}; expected the id (namespace:name) of a "
+                f"process.py, workflow.py or process.service entry of {target}: {shown}")
+    return None
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     target: str = args.target
     config = None
@@ -331,7 +361,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"garrison run: invalid config:\n{exc}", file=sys.stderr)
             return 2
     token = args.token or os.environ.get("GARRISON_UI_TOKEN") or None
-    problem = (_store_problem(args.store, config)
+    problem = (_main_problem(args.main, config, target)
+               or _store_problem(args.store, config)
                or _console_problem(args.ui, token, "--ui", args.forwarded_allow_ips)
                or _metrics_problem(args.metrics))
     try:

@@ -482,3 +482,45 @@ def test_run_on_a_postgresql_store(tmp_path, postgres_stores_url):
     assert done.stderr.splitlines() == [
         f"garrison run: store '{url.replace('/stores?', '/nowhere?')}': cannot connect "
         '(writes): database "nowhere" does not exist']
+
+
+def test_run_checks_main_before_anything_starts(tmp_path):
+    """A mistyped --main is one line and exit 2, before a service starts or a stored
+    workflow resumes (not a traceback once the node runs)."""
+    (tmp_path / "svc.py").write_text(textwrap.dedent("""
+        from pathlib import Path
+
+        async def marker():
+            Path("started").write_text("yes")
+
+        async def main():
+            return "ran"
+    """))
+    (tmp_path / "app.yaml").write_text(textwrap.dedent("""
+        version: "1.0"
+        namespace: shop
+        entries:
+          - {name: main, kind: process.py, source: "svc:main"}
+          - {name: mark, kind: process.py, source: "svc:marker"}
+          - {name: marker, kind: process.service, process: shop:mark,
+             lifecycle: {auto_start: true}}
+          - {name: workflows, kind: workflow.host}
+    """))
+    for main, why in [
+        ("shop:nope", "no config entry 'shop:nope'"),
+        ("main", "no config entry 'main' (did you mean 'shop:main'?)"),
+        ("shop:workflows", "config entry 'shop:workflows' is a workflow.host, not a runnable "
+                           "target"),
+    ]:
+        done = cli("run", "app.yaml", "--main", main, cwd=tmp_path)
+        assert done.returncode == 2, done.stderr
+        assert done.stderr == (
+            f"garrison run: --main {main!r}: {why}; expected the id (namespace:name) of a "
+            "process.py, workflow.py or process.service entry of app.yaml: shop:main, "
+            "shop:mark, shop:marker\n")
+        assert not (tmp_path / "started").exists()
+    (tmp_path / "prog.py").write_text("async def main():\n    return 'ran'\n")
+    done = cli("run", "prog.py", "--main", "shop:main", cwd=tmp_path)
+    assert done.returncode == 2 and "is not a config" in done.stderr, done.stderr
+    done = cli("run", "app.yaml", "--main", "shop:main", cwd=tmp_path)
+    assert done.returncode == 0 and done.stdout == "ran\n", done.stderr
