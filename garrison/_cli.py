@@ -380,7 +380,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         return int(_unwrapped(_serve, config, root, label, args.store, args.ui, token,
                               args.metrics, args.name, args.lease,
                               args.forwarded_allow_ips))
-    except (StoreError, StoreLocked, StoreVersionError) as exc:
+    except StoreLocked as exc:  # another node runs on it: say what to do from the shell
+        print(f"garrison run: {exc.cli_message}", file=sys.stderr)
+        return 2
+    except (StoreError, StoreVersionError) as exc:
         # a store another node holds, of another schema version, or unusable
         print(f"garrison run: {exc}", file=sys.stderr)
         return 2

@@ -342,10 +342,25 @@ def test_run_reports_store_errors_at_start_up_in_one_line(tmp_path):
             done = cli("run", target, "--store", "held.db", cwd=tmp_path)
             assert done.returncode == 2, done.stderr
             lock = os.path.realpath(tmp_path / "held.db") + ".lock"  # locked by the real file
+            # what a CLI user can do (not the Python hint lock=False)
             assert done.stderr.splitlines() == [
                 "garrison run: store 'held.db' is locked: another node has it open (lock file "
-                f"'{lock}'); open it with lock=False to read it or queue writes for that "
-                "node"]
+                f"'{lock}'); stop that node first, or leave it running and inspect and drive "
+                "its workflows beside it with `garrison workflows --store held.db list` (and "
+                "show, signal, cancel, ...)"]
+        beside = cli("workflows", "--store", "held.db", "list", cwd=tmp_path)
+        assert beside.returncode == 0, beside.stderr  # the advice works
+        # a Python caller keeps the Python hint
+        from garrison import StoreLocked
+
+        try:
+            SQLiteStore(tmp_path / "held.db")
+        except StoreLocked as exc:
+            assert str(exc) == (f"store '{tmp_path / 'held.db'}' is locked: another node has "
+                                f"it open (lock file '{lock}'); open it with lock=False to read "
+                                "it or queue writes for that node")
+        else:
+            raise AssertionError("a second node opened a held store")
     finally:
         held.close()
     future = sqlite3.connect(tmp_path / "future.db")  # written by a newer garrison
