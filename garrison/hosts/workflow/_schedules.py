@@ -92,10 +92,12 @@ def check_schedule_id(value: object) -> str:
     if not isinstance(value, str):
         raise TypeError(f"a schedule id must be a string, got {type(value).__name__}: "
                         f"{value!r}")
-    if not value or value != value.strip() or "\x00" in value or "@" in value:
-        raise ValueError(f"invalid schedule id {value!r}: expected a non-empty name without "
-                         "'@', NUL or surrounding spaces (its workflows are named "
-                         "'<id>@<tick time>')")
+    from ._host import ID_RULE, id_problem
+
+    why = id_problem(value) or ("it holds '@'" if "@" in value else None)
+    if why is not None:
+        raise ValueError(f"invalid schedule id {value!r}: {why}; a schedule id is {ID_RULE}, "
+                         "and without '@' (its workflows are named '<id>@<tick time>')")
     return value
 
 
