@@ -254,8 +254,11 @@ def test_run_starts_although_an_auto_start_service_cannot_spawn(tmp_path):
         namespace: app
         entries:
           - {name: idle_fn, kind: process.py, source: "svc:idle"}
-          - {name: slow, kind: process.service, process: idle_fn,
-             lifecycle: {auto_start: true, start_timeout: 0,
+          - {name: pool, kind: process.host, workers: 1}
+          - {name: hog, kind: process.service, process: idle_fn, host: pool,
+             lifecycle: {auto_start: true}}
+          - {name: slow, kind: process.service, process: idle_fn, host: pool,
+             lifecycle: {auto_start: true, start_timeout: 200ms,
                          restart: {max_attempts: 1, initial_delay: 50ms}}}
           - {name: bad, kind: process.service, process: idle_fn, host: workflows,
              input: [!!binary aGk=],
