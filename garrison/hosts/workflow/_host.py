@@ -290,6 +290,9 @@ class WorkflowHost:
         if getattr(fn, "__garrison_activity__", None) is not None:
             raise TypeError(f"cannot run the activity {fn!r} as a workflow")
         name = target_name(fn)
+        if name in self.activity_mocks:  # (a test's workflow_env only)
+            raise TypeError(f"cannot start {name} as a workflow: it is mocked as an activity "
+                            "(mock_activity): mock the activities it calls instead")
         wid = _uuid.uuid4().hex if wid is None else check_workflow_id(wid)
         if type(priority) is not int:
             raise TypeError(f"priority must be an int, got {type(priority).__name__}: "
