@@ -189,13 +189,7 @@ async def _serve(config: Any, root: Any, label: str | None, store: str | None,
                         log.info("received %s: draining (its workflows move to the other "
                                  "nodes), then shutting down (again to force)", signame)
                         first = False
-
-                        async def drain_then_stop(node: Any) -> None:
-                            node.drain()
-                            await node.drained()
-                            running.cancel()
-
-                        watchers.start_soon(drain_then_stop, opened[0])
+                        opened[0].drain()  # exit_when_drained ends the run
                     elif first:
                         log.info("received %s: shutting down (again to force)", signame)
                         running.cancel()  # the node then stops gracefully
@@ -209,6 +203,8 @@ async def _serve(config: Any, root: Any, label: str | None, store: str | None,
             async with open_node(config=config, store=store, name=name, lease=lease
                                  ) as node, trio.open_nursery() as console:
                 opened.append(node)
+                if node.clustered:
+                    console.start_soon(exit_when_drained, node, running)
                 if ui is not None:
                     from .console import serve_console
 
@@ -235,6 +231,15 @@ async def _serve(config: Any, root: Any, label: str | None, store: str | None,
                 console.cancel_scope.cancel()
             watchers.cancel_scope.cancel()
     return code
+
+
+async def exit_when_drained(node: Any, running: trio.CancelScope) -> None:
+    """End ``garrison run`` (exit 0) once its clustered node has drained, whoever asked
+    for the drain: SIGTERM, ``garrison nodes drain NAME``, or ``node.drain()``."""
+    await node.drained()
+    log.info("node %s drained: its workflows run on the other nodes; shutting down",
+             node.name)
+    running.cancel()
 
 
 def announce_console(where: Any, who: str) -> None:
