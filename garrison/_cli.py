@@ -177,6 +177,7 @@ async def _serve(config: Any, root: Any, label: str | None, store: str | None,
     code = 0
     running = trio.CancelScope()
     opened: list[Any] = []
+    printed: list[str] = []  # the root's result: the last line, once the node stopped
     # listen before the node starts, so a signal during start-up is not fatal
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as watchers:
@@ -224,12 +225,14 @@ async def _serve(config: Any, root: Any, label: str | None, store: str | None,
                     try:
                         result = await node.wait(pid)
                         if result is not None:
-                            print(result)
+                            printed.append(str(result))
                     except ProcessError as exc:
                         print(f"garrison run: {label} failed: {exc.error}", file=sys.stderr)
                         code = 1
                 console.cancel_scope.cancel()
             watchers.cancel_scope.cancel()
+    for line in printed:  # after the node's shutdown logs: the run's last word
+        print(line, flush=True)
     return code
 
 
