@@ -138,7 +138,7 @@ async def test_mocking_what_is_not_an_activity_is_refused() -> None:
             env.mock_activity("ops_app:nothing", result=1)
         with pytest.raises(ValueError, match="unknown activity"):
             env.mock_activity("no_such_module_here:thing", result=1)
-        with pytest.raises(TypeError, match="expected an activity .* got int"):
+        with pytest.raises(TypeError, match=r"expected an activity .* got int"):
             env.mock_activity(42, result=1)
         await env.start(ops_app.reminders, 1, id="r")  # known as a workflow from now on
         with pytest.raises(TypeError, match="ops_app:reminders is a workflow \\(it was started "
@@ -163,5 +163,5 @@ async def test_a_workflow_entry_of_the_config_cannot_be_mocked(tmp_path) -> None
         'version: "1.0"\nnamespace: app\nentries:\n'
         '  - {name: order, kind: workflow.py, source: "ops_app:order"}\n')
     async with garrison.testing.workflow_env(config=tmp_path / "app.yaml") as env:
-        with pytest.raises(TypeError, match="config entry 'app:order' is a workflow.py"):
+        with pytest.raises(TypeError, match=r"config entry 'app:order' is a workflow\.py"):
             env.mock_activity(ops_app.order, result=1)

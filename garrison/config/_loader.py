@@ -690,7 +690,7 @@ def _input_problem(func: Callable[..., Any], args: tuple[Any, ...], target: str)
         return None
     try:  # shown with its annotations as written (not as strings)
         signature = inspect.signature(func, eval_str=True)
-    except Exception:  # noqa: S110 - an annotation that does not evaluate: shown as text
+    except Exception:  # an annotation that does not evaluate: shown as text
         pass
     shown = f"{list(args)!r}"
     try:

@@ -27,6 +27,7 @@ import attrs
 from cronsim import CronSim, CronSimError
 
 from ..._duration import parse_duration
+from ._ids import ID_RULE, id_problem
 
 __all__ = [
     "DEFAULT_CATCHUP_WINDOW",
@@ -92,8 +93,6 @@ def check_schedule_id(value: object) -> str:
     if not isinstance(value, str):
         raise TypeError(f"a schedule id must be a string, got {type(value).__name__}: "
                         f"{value!r}")
-    from ._host import ID_RULE, id_problem
-
     why = id_problem(value) or ("it holds '@'" if "@" in value else None)
     if why is not None:
         raise ValueError(f"invalid schedule id {value!r}: {why}; a schedule id is {ID_RULE}, "
