@@ -93,6 +93,15 @@ class RetryPolicy:
 
 DEFAULT_RETRY = RetryPolicy()
 
+#: the journal names of every ``@activity`` defined so far (a mock by name is checked
+#: against them: ``garrison.testing``'s ``mock_activity``)
+_ACTIVITY_NAMES: set[str] = set()
+
+
+def is_activity_name(name: str) -> bool:
+    """True if an ``@activity`` with this journal name has been defined (imported)."""
+    return name in _ACTIVITY_NAMES
+
 
 @attrs.frozen
 class ActivityOptions:
@@ -146,6 +155,7 @@ def activity(
         return functools.partial(activity, retry=retry, timeout=timeout, name=name)
     seconds = None if timeout is None else parse_duration(timeout, what="activity timeout")
     opts = ActivityOptions(name or activity_name(fn), retry, seconds)
+    _ACTIVITY_NAMES.add(opts.name)
     wrapper: Any
     if inspect.iscoroutinefunction(fn):
 

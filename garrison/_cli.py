@@ -177,6 +177,7 @@ async def _serve(config: Any, root: Any, label: str | None, store: str | None,
     code = 0
     running = trio.CancelScope()
     opened: list[Any] = []
+    printed: list[str] = []  # the root's result: the last line, once the node stopped
     # listen before the node starts, so a signal during start-up is not fatal
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as watchers:
@@ -189,13 +190,7 @@ async def _serve(config: Any, root: Any, label: str | None, store: str | None,
                         log.info("received %s: draining (its workflows move to the other "
                                  "nodes), then shutting down (again to force)", signame)
                         first = False
-
-                        async def drain_then_stop(node: Any) -> None:
-                            node.drain()
-                            await node.drained()
-                            running.cancel()
-
-                        watchers.start_soon(drain_then_stop, opened[0])
+                        opened[0].drain()  # exit_when_drained ends the run
                     elif first:
                         log.info("received %s: shutting down (again to force)", signame)
                         running.cancel()  # the node then stops gracefully
@@ -209,6 +204,8 @@ async def _serve(config: Any, root: Any, label: str | None, store: str | None,
             async with open_node(config=config, store=store, name=name, lease=lease
                                  ) as node, trio.open_nursery() as console:
                 opened.append(node)
+                if node.clustered:
+                    console.start_soon(exit_when_drained, node, running)
                 if ui is not None:
                     from .console import serve_console
 
@@ -228,13 +225,24 @@ async def _serve(config: Any, root: Any, label: str | None, store: str | None,
                     try:
                         result = await node.wait(pid)
                         if result is not None:
-                            print(result)
+                            printed.append(str(result))
                     except ProcessError as exc:
                         print(f"garrison run: {label} failed: {exc.error}", file=sys.stderr)
                         code = 1
                 console.cancel_scope.cancel()
             watchers.cancel_scope.cancel()
+    for line in printed:  # after the node's shutdown logs: the run's last word
+        print(line, flush=True)
     return code
+
+
+async def exit_when_drained(node: Any, running: trio.CancelScope) -> None:
+    """End ``garrison run`` (exit 0) once its clustered node has drained, whoever asked
+    for the drain: SIGTERM, ``garrison nodes drain NAME``, or ``node.drain()``."""
+    await node.drained()
+    log.info("node %s drained: its workflows run on the other nodes; shutting down",
+             node.name)
+    running.cancel()
 
 
 def announce_console(where: Any, who: str) -> None:
@@ -318,6 +326,36 @@ def _store_problem(store: str | None, config: Any) -> str | None:
     return None
 
 
+def _main_problem(main: str | None, config: Any, target: str) -> str | None:
+    """Why ``--main`` cannot be run (checked before anything starts), or ``None``: it
+    names a runnable entry of the config (a ``process.py`` / ``workflow.py`` entry or a
+    ``process.service``)."""
+    if main is None:
+        return None
+    if config is None:
+        return (f"--main {main!r}: --main picks the entry of a config to run; "
+                f"{target!r} is not a config (a script runs its main, or script.py:func)")
+    try:
+        config.resolve_target(main)
+    except KeyError as exc:
+        from .config._entries import ServiceEntry, SourceEntry
+
+        runnable = [e.id for e in config.entries.values()
+                    if isinstance(e, ServiceEntry)
+                    or (isinstance(e, SourceEntry) and e.kind != "function.py")]
+        why = str(exc.args[0]) if exc.args else str(exc)
+        hint = ""
+        if ":" not in main:
+            near = [i for i in runnable if i.split(":", 1)[1] == main]
+            if near:
+                hint = f" (did you mean {near[0]!r}?)"
+        shown = ", ".join(runnable[:12]) + (", ..." if len(runnable) > 12 else "") \
+            if runnable else "none"
+        return (f"--main {main!r}: {why}{hint}; expected the id (namespace:name) of a "
+                f"process.py, workflow.py or process.service entry of {target}: {shown}")
+    return None
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     target: str = args.target
     config = None
@@ -331,7 +369,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"garrison run: invalid config:\n{exc}", file=sys.stderr)
             return 2
     token = args.token or os.environ.get("GARRISON_UI_TOKEN") or None
-    problem = (_store_problem(args.store, config)
+    problem = (_main_problem(args.main, config, target)
+               or _store_problem(args.store, config)
                or _console_problem(args.ui, token, "--ui", args.forwarded_allow_ips)
                or _metrics_problem(args.metrics))
     try:
@@ -349,7 +388,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         return int(_unwrapped(_serve, config, root, label, args.store, args.ui, token,
                               args.metrics, args.name, args.lease,
                               args.forwarded_allow_ips))
-    except (StoreError, StoreLocked, StoreVersionError) as exc:
+    except StoreLocked as exc:  # another node runs on it: say what to do from the shell
+        print(f"garrison run: {exc.cli_message}", file=sys.stderr)
+        return 2
+    except (StoreError, StoreVersionError) as exc:
         # a store another node holds, of another schema version, or unusable
         print(f"garrison run: {exc}", file=sys.stderr)
         return 2

@@ -8,6 +8,7 @@ import re
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _WHOLE = re.compile(r"(?:\d+(?:\.\d+)?(?:ms|s|m|h|d))+")
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
 
 Duration = float | int | str
 
@@ -15,18 +16,23 @@ Duration = float | int | str
 def parse_duration(value: object, *, what: str = "duration") -> float:
     """Return ``value`` as seconds.
 
-    A number is seconds; a string is one or more ``<number><unit>`` parts with
-    units ``ms``, ``s``, ``m``, ``h``, ``d``:
+    A number (``int`` or ``float``, not ``bool``) is seconds, ``>= 0``. A string is one
+    or more ``<number><unit>`` parts written together, with units ``ms``, ``s``, ``m``,
+    ``h``, ``d`` and numbers such as ``30`` or ``1.5``; nothing else, no spaces, and a
+    string without a unit (``"5"``, ``"0"``) is refused: seconds as text need their
+    unit (``"5s"``, ``"0s"``):
 
     >>> parse_duration("1h30m")
     5400.0
     >>> parse_duration("250ms")
     0.25
+    >>> parse_duration("1.5h")
+    5400.0
     >>> parse_duration(2)
     2.0
 
-    Anything else (negative, NaN, unknown unit, empty) raises ``ValueError``
-    naming the input.
+    Anything else (negative, NaN, unknown unit, spaces, no unit, empty) raises
+    ``ValueError`` naming the input.
     """
     if isinstance(value, bool):
         raise ValueError(f"invalid {what} {value!r}: expected seconds or a string like '30s'")
@@ -36,12 +42,16 @@ def parse_duration(value: object, *, what: str = "duration") -> float:
             raise ValueError(f"invalid {what} {value!r}: must be a non-negative number of seconds")
         return seconds
     if isinstance(value, str):
-        text = value.strip().replace(" ", "")
-        if text and _WHOLE.fullmatch(text):
-            return sum(float(n) * _UNITS[u] for n, u in _PART.findall(text))
+        if value and _WHOLE.fullmatch(value):
+            return sum(float(n) * _UNITS[u] for n, u in _PART.findall(value))
+        if _NUMBER.fullmatch(value.strip()):
+            raise ValueError(
+                f"invalid {what} {value!r}: a duration string needs a unit, e.g. "
+                f"'{value.strip()}s' (seconds) or '{value.strip()}ms'; only a number (not a "
+                "string) means seconds")
         raise ValueError(
             f"invalid {what} {value!r}: expected seconds or a string like "
-            "'250ms', '30s', '5m', '1h', '2d' or '1h30m'"
+            "'250ms', '30s', '5m', '1.5h', '2d' or '1h30m' (no spaces)"
         )
     raise ValueError(
         f"invalid {what} {value!r} of type {type(value).__name__}: "

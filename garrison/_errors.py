@@ -129,19 +129,32 @@ class StoreLocked(GarrisonError, RuntimeError):
     ``SQLiteStore(path, lock=False)``.
     """
 
-    def __init__(self, path: str, lock_file: str | None = None, *, held: str | None = None
-                 ) -> None:
+    def __init__(self, path: str, lock_file: str | None = None, *, held: str | None = None,
+                 hint: str | None = None, cli_hint: str | None = None) -> None:
         if held is None:
             lock_file = lock_file if lock_file is not None else path + ".lock"
             held = f"lock file {lock_file!r}"
-        super().__init__(
-            f"store {path!r} is locked: another node has it open "
-            f"({held}); open it with lock=False to read "
-            "it or queue writes for that node"
-        )
+        #: what is wrong, without advice: ``store 'x.db' is locked: ... (lock file ...)``
+        self.reason = f"store {path!r} is locked: another node has it open ({held})"
+        #: the advice for a Python caller (part of ``str(exc)``)
+        self.hint = hint or "open it with lock=False to read it or queue writes for that node"
+        self._cli_hint = cli_hint
+        super().__init__(f"{self.reason}; {self.hint}")
         self.path = path
         #: the lock file (SQLite), or ``None`` (a PostgreSQL store: ``held`` says who)
         self.lock_file = lock_file
+
+    @property
+    def cli_message(self) -> str:
+        """The message for a command-line user (``garrison run``): the reason, and what
+        to do from the shell instead of the Python ``lock=False`` hint."""
+        import shlex
+
+        hint = self._cli_hint or (
+            f"stop that node first, or leave it running and inspect and drive its "
+            f"workflows beside it with `garrison workflows --store {shlex.quote(self.path)} "
+            "list` (and show, signal, cancel, ...)")
+        return f"{self.reason}; {hint}"
 
 
 class StoreVersionError(GarrisonError, RuntimeError):

@@ -92,6 +92,7 @@ class Node:
         self._started = time.time()
         #: cluster memberships, one per workflow host on a PostgreSQL store
         self._members: list[Any] = []
+        self._draining = False
         #: the singleton services this node runs (in a cluster)
         self._held_singletons: set[str] = set()
         if inbox_warning is None:
@@ -508,6 +509,7 @@ class Node:
                 member.info = {"prefix": processes._prefix}
             member.join()  # in this thread, as the store opened (virtual time stands still)
             host.ownership = member
+            member.on_drain = self.drain  # a drain asked from outside drains every member
             self._members.append(member)
             if first:
                 from .cluster import Remote
@@ -550,9 +552,14 @@ class Node:
     def drain(self) -> None:
         """Hand this node's workflows to the other nodes of its cluster at their next
         durable point and take no new work (what SIGTERM does to a clustered
-        ``garrison run``); :meth:`drained` waits until none is left."""
+        ``garrison run``); :meth:`drained` waits until none is left. A drain asked from
+        outside (``garrison nodes drain NAME``, another node) calls this too."""
+        if self._draining:
+            return
+        self._draining = True
         for member in self._members:
-            member.request_drain()
+            if not member.draining:
+                member.request_drain()
 
     async def drained(self) -> None:
         """Wait until a draining node has handed over all its workflows (at once off a

@@ -254,8 +254,11 @@ def test_run_starts_although_an_auto_start_service_cannot_spawn(tmp_path):
         namespace: app
         entries:
           - {name: idle_fn, kind: process.py, source: "svc:idle"}
-          - {name: slow, kind: process.service, process: idle_fn,
-             lifecycle: {auto_start: true, start_timeout: 0,
+          - {name: pool, kind: process.host, workers: 1}
+          - {name: hog, kind: process.service, process: idle_fn, host: pool,
+             lifecycle: {auto_start: true}}
+          - {name: slow, kind: process.service, process: idle_fn, host: pool,
+             lifecycle: {auto_start: true, start_timeout: 200ms,
                          restart: {max_attempts: 1, initial_delay: 50ms}}}
           - {name: bad, kind: process.service, process: idle_fn, host: workflows,
              input: [!!binary aGk=],
@@ -342,10 +345,25 @@ def test_run_reports_store_errors_at_start_up_in_one_line(tmp_path):
             done = cli("run", target, "--store", "held.db", cwd=tmp_path)
             assert done.returncode == 2, done.stderr
             lock = os.path.realpath(tmp_path / "held.db") + ".lock"  # locked by the real file
+            # what a CLI user can do (not the Python hint lock=False)
             assert done.stderr.splitlines() == [
                 "garrison run: store 'held.db' is locked: another node has it open (lock file "
-                f"'{lock}'); open it with lock=False to read it or queue writes for that "
-                "node"]
+                f"'{lock}'); stop that node first, or leave it running and inspect and drive "
+                "its workflows beside it with `garrison workflows --store held.db list` (and "
+                "show, signal, cancel, ...)"]
+        beside = cli("workflows", "--store", "held.db", "list", cwd=tmp_path)
+        assert beside.returncode == 0, beside.stderr  # the advice works
+        # a Python caller keeps the Python hint
+        from garrison import StoreLocked
+
+        try:
+            SQLiteStore(tmp_path / "held.db")
+        except StoreLocked as exc:
+            assert str(exc) == (f"store '{tmp_path / 'held.db'}' is locked: another node has "
+                                f"it open (lock file '{lock}'); open it with lock=False to read "
+                                "it or queue writes for that node")
+        else:
+            raise AssertionError("a second node opened a held store")
     finally:
         held.close()
     future = sqlite3.connect(tmp_path / "future.db")  # written by a newer garrison
@@ -482,3 +500,45 @@ def test_run_on_a_postgresql_store(tmp_path, postgres_stores_url):
     assert done.stderr.splitlines() == [
         f"garrison run: store '{url.replace('/stores?', '/nowhere?')}': cannot connect "
         '(writes): database "nowhere" does not exist']
+
+
+def test_run_checks_main_before_anything_starts(tmp_path):
+    """A mistyped --main is one line and exit 2, before a service starts or a stored
+    workflow resumes (not a traceback once the node runs)."""
+    (tmp_path / "svc.py").write_text(textwrap.dedent("""
+        from pathlib import Path
+
+        async def marker():
+            Path("started").write_text("yes")
+
+        async def main():
+            return "ran"
+    """))
+    (tmp_path / "app.yaml").write_text(textwrap.dedent("""
+        version: "1.0"
+        namespace: shop
+        entries:
+          - {name: main, kind: process.py, source: "svc:main"}
+          - {name: mark, kind: process.py, source: "svc:marker"}
+          - {name: marker, kind: process.service, process: shop:mark,
+             lifecycle: {auto_start: true}}
+          - {name: workflows, kind: workflow.host}
+    """))
+    for main, why in [
+        ("shop:nope", "no config entry 'shop:nope'"),
+        ("main", "no config entry 'main' (did you mean 'shop:main'?)"),
+        ("shop:workflows", "config entry 'shop:workflows' is a workflow.host, not a runnable "
+                           "target"),
+    ]:
+        done = cli("run", "app.yaml", "--main", main, cwd=tmp_path)
+        assert done.returncode == 2, done.stderr
+        assert done.stderr == (
+            f"garrison run: --main {main!r}: {why}; expected the id (namespace:name) of a "
+            "process.py, workflow.py or process.service entry of app.yaml: shop:main, "
+            "shop:mark, shop:marker\n")
+        assert not (tmp_path / "started").exists()
+    (tmp_path / "prog.py").write_text("async def main():\n    return 'ran'\n")
+    done = cli("run", "prog.py", "--main", "shop:main", cwd=tmp_path)
+    assert done.returncode == 2 and "is not a config" in done.stderr, done.stderr
+    done = cli("run", "app.yaml", "--main", "shop:main", cwd=tmp_path)
+    assert done.returncode == 0 and done.stdout == "ran\n", done.stderr

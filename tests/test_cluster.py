@@ -385,6 +385,46 @@ def test_sigterm_to_a_clustered_garrison_run_drains_it_then_exits_0(
             run.kill()
 
 
+def test_garrison_nodes_drain_ends_a_garrison_run_node_once_drained(
+        postgres_url: str, nodes: list[Node], tmp_path: Path) -> None:
+    """A drain asked from outside (the CLI) ends `garrison run` like SIGTERM does: the
+    node hands its workflows over, then exits 0 (it used to stay `draining` with no
+    workflows forever)."""
+    import subprocess
+
+    (tmp_path / "app.py").write_text(
+        "import sys, trio, garrison\n"
+        f"sys.path.insert(0, {str(Path(__file__).resolve().parent / 'cluster')!r})\n"
+        "import cluster_app\n\n"
+        "async def main():\n"
+        "    node = garrison.current_node()\n"
+        "    for i in range(3):  # each waits for a message: it moves at once on a drain\n"
+        "        await node.start_workflow(cluster_app.mailbox, 1, id=f'd{i}')\n"
+        "    print('started', flush=True)\n"
+        "    await trio.sleep_forever()\n")
+    run = subprocess.Popen([sys.executable, "-m", "garrison", "run", "app.py", "--store",
+                            postgres_url, "--name", "a", "--lease", "30s"], cwd=tmp_path,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    look = Look(postgres_url)
+    try:
+        assert run.stdout is not None and run.stdout.readline().strip() == "started"
+        b = Node.start(postgres_url, "b", 30.0)
+        nodes.append(b)
+        drain = subprocess.run([sys.executable, "-m", "garrison", "nodes", "--store",
+                                postgres_url, "drain", "a"], capture_output=True, text=True,
+                               timeout=60)
+        assert drain.returncode == 0, drain.stderr
+        assert run.wait(20) == 0  # drained (not after its 30 s lease), then stopped
+        _, err = run.communicate()
+        assert "node a drained: its workflows run on the other nodes; shutting down" in err
+        wait_for(lambda: look.owners() == {f"d{i}": "b" for i in range(3)}, 20,
+                 "b to own the workflows")
+    finally:
+        look.close()
+        if run.poll() is None:
+            run.kill()
+
+
 def test_a_start_beyond_max_concurrent_runs_on_a_node_with_room(
         postgres_url: str, nodes: list[Node]) -> None:
     url = postgres_url

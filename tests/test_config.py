@@ -542,12 +542,17 @@ def test_three_mistakes_are_all_reported(tmp_path: Path) -> None:
             lifecycle: {{restart: {{backoff_factor: 0.5}}}}
         """,
     )
-    assert len(problems) == 3, problems
+    assert len(problems) == 4, problems
     assert problems[0].startswith(f"{path}: entry 'app:p' (index 0): field 'source': ")
     assert problems[1].startswith(f"{path}: entry 'app:h' (index 1): field 'colour': ")
     assert problems[2] == (
         f"{path}: entry 'app:s' (index 2): field 'lifecycle.restart.backoff_factor': "
         "expected a number >= 1, got 0.5"
+    )
+    # a bad field does not hide the entry's bad reference (one pass, every problem)
+    assert problems[3] == (
+        f"{path}: entry 'app:s' (index 2): field 'process': unknown entry "
+        f"'app:{MOD}' (expected a process.py or workflow.py entry)"
     )
 
 
@@ -697,3 +702,75 @@ def test_postgresql_stores_are_checked_for_their_form_only(tmp_path: Path) -> No
                "synchronous: full}\n")
     assert config["app:w"] == WorkflowHostEntry(id="app:w", store="postgresql://u@h/d",
                                                 synchronous="full")
+
+
+def test_check_lists_every_problem_in_one_pass(tmp_path: Path) -> None:
+    """What a new user hit: mistakes that check ok'd (then failed at every tick or start,
+    or made an entry unreachable) and problems one bad field hid. Every one is listed,
+    in one run."""
+    path, problems = problems_of(
+        tmp_path,
+        f"""
+        version: "1.0"
+        namespace: app
+        entries:
+          - {{name: report, kind: workflow.py, source: "{MOD}:report"}}
+          - {{name: refund, kind: workflow.py, source: "{MOD}:refund"}}
+          - {{name: p, kind: process.py, source: "{MOD}:main"}}
+          - {{name: "a/b", kind: process.py, source: "{MOD}:main"}}
+          - {{name: "x@y", kind: process.py, source: "{MOD}:main"}}
+          - {{name: "tab\\tbed", kind: process.py, source: "{MOD}:main"}}
+          - {{name: arity, kind: workflow.schedule, workflow: report, every: 1h,
+             input: [1, 2, 3]}}
+          - {{name: typed, kind: workflow.schedule, workflow: report, every: 1h,
+             input: ["abc"]}}
+          - {{name: fine, kind: workflow.schedule, workflow: report, every: 1h, input: [7]}}
+          - {{name: s4, kind: workflow.schedule, workflow: report, every: 1h,
+             catchup_window: -5s, timezone: Mars/Base, overlap: maybe}}
+          - {{name: svc, kind: process.service, process: p, lifecycle: {{start_timeout: 0}}}}
+          - {{name: svc2, kind: process.service, process: app:missing,
+             lifecycle: {{restart: {{max_attempts: -1}}}}}}
+        """,
+    )
+    at = {i: f"{path}: entry 'app:{n}' (index {i}): " for i, n in enumerate(
+        ["report", "refund", "p", "a/b", "x@y", "", "arity", "typed", "fine", "s4", "svc",
+         "svc2"])}
+    name_rule = "expected a non-empty name without ':', '/', '@', spaces or control characters"
+    assert sorted(problems) == sorted([
+        at[1] + f"field 'source': expected a workflow function, but '{MOD}:refund' is an "
+        "@activity (a workflow calls it; an activity entry is kind function.py)",
+        f"{path}: entry at index 3: field 'name': {name_rule}, got 'a/b'",
+        f"{path}: entry at index 4: field 'name': {name_rule}, got 'x@y'",
+        f"{path}: entry at index 5: field 'name': {name_rule}, got 'tab\\tbed'",
+        at[6] + "field 'input': the input [1, 2, 3] does not fit app:report (n: int = 0) -> "
+        "int: too many positional arguments; expected a list of its positional arguments",
+        at[7] + "field 'input': the input ['abc'] does not fit app:report (n: int = 0) -> "
+        f"int: cannot restore argument 1 of workflow {MOD}:report as int: ValueError: "
+        "invalid literal for int() with base 10: 'abc'",
+        at[9] + "field 'catchup_window': expected a duration such as 10, '250ms', '30s', "
+        "'5m' or '1h30m', got '-5s'",
+        at[9] + "field 'timezone': expected an IANA time zone name such as 'UTC' or "
+        "'Europe/Riga', got 'Mars/Base'",
+        at[9] + "field 'overlap': expected one of 'skip', 'buffer_one', 'allow_all', got "
+        "'maybe'",
+        at[10] + "field 'lifecycle.start_timeout': expected a duration longer than 0, got 0.0",
+        at[11] + "field 'lifecycle.restart.max_attempts': expected an integer >= 0, got -1",
+        at[11] + "field 'process': unknown entry 'app:missing' (expected a process.py or "
+        "workflow.py entry)",
+    ]), "\n".join(problems)
+
+
+def test_a_field_that_cannot_be_read_hides_no_other_and_invents_none(tmp_path: Path) -> None:
+    """A field that fails to structure stands in at its default only to check the others:
+    no made-up problem comes from the stand-in (max_delay against a default
+    initial_delay; a schedule whose every failed is not 'neither cron nor every')."""
+    _, problems = problems_of(
+        tmp_path,
+        HEAD + PROC + "  - {name: s, kind: process.service, process: p, lifecycle: {restart: "
+        "{initial_delay: soon, max_delay: 500ms, jitter: 2}}}\n"
+        f'  - {{name: w, kind: workflow.py, source: "{MOD}:report"}}\n'
+        "  - {name: t, kind: workflow.schedule, workflow: w, every: often, overlap: never}\n",
+    )
+    fields = sorted(line.split("field ")[1].split(":")[0] for line in problems)
+    assert fields == ["'every'", "'lifecycle.restart.initial_delay'",
+                      "'lifecycle.restart.jitter'", "'overlap'"], problems

@@ -6,10 +6,12 @@ timeout) / is terminated.
 Columns: A monitors B / A is linked to B / A is linked and traps links.
 """
 
+import logging
+
 import pytest
 import trio
 
-from garrison import EventKind, process
+from garrison import EventKind, ProcessError, process
 
 
 async def _b_normal():
@@ -208,3 +210,29 @@ async def test_spawn_linked_monitored_gets_both(node, autojump_clock):
         return kinds
 
     assert await node.wait(await node.spawn(a)) == {EventKind.EXIT, EventKind.LINK_DOWN}
+
+
+async def _crash(where: str) -> None:
+    if where == "here":
+        raise RuntimeError("crash at the first place")
+    raise RuntimeError("crash at the other place")
+
+
+async def test_every_abnormal_exit_is_logged_a_repeated_traceback_as_one_line(
+        node, autojump_clock, caplog):
+    """No silent death, and no wall of identical tracebacks: the first crash through
+    some lines is logged with its traceback, a later one through the same lines (a
+    service crashing again) in one line saying when the traceback was logged."""
+    caplog.set_level(logging.ERROR, logger="garrison.process")
+    for where in ("here", "here", "there", "here"):
+        pid = await node.spawn(_crash, where)
+        with pytest.raises(ProcessError):
+            await node.wait(pid)
+    lines = [r.getMessage() for r in caplog.records if "exited abnormally" in r.getMessage()]
+    assert len(lines) == 4
+    assert [("Traceback" in m, "(traceback as logged at " in m) for m in lines] == [
+        (True, False), (False, True), (True, False), (False, True)]
+    assert all(len(m.splitlines()) == 1 for m in lines[1::2])
+    assert lines[1].startswith("_crash ") and lines[1].split(" exited abnormally: ")[1] \
+        .startswith("RuntimeError: crash at the first place (traceback as logged at ")
+    assert all(r.error.type == "RuntimeError" for r in caplog.records)  # JSON fields kept

@@ -125,3 +125,43 @@ async def test_the_garrison_env_fixture(garrison_env: garrison.testing.WorkflowE
     await env.start(ops_app.reminders, 3, id="a")
     assert await env.result("a") == "expired"
     assert env.mocks["ops_app:remind"].calls == [((1,), {}), ((2,), {}), ((3,), {})]
+
+
+async def test_mocking_what_is_not_an_activity_is_refused() -> None:
+    """A typo or a workflow passed to mock_activity used to be accepted silently, and the
+    real activity ran: now a clear error, at the mock (or, for a workflow not known as
+    one yet, at its start)."""
+    async with garrison.testing.workflow_env() as env:
+        with pytest.raises(ValueError, match=r"mock_activity\('ops_app:nothing'\): unknown "
+                           r"activity: no @garrison.activity has this name, and it does not "
+                           r"import as module:qualname \(AttributeError: "):
+            env.mock_activity("ops_app:nothing", result=1)
+        with pytest.raises(ValueError, match="unknown activity"):
+            env.mock_activity("no_such_module_here:thing", result=1)
+        with pytest.raises(TypeError, match=r"expected an activity .* got int"):
+            env.mock_activity(42, result=1)
+        await env.start(ops_app.reminders, 1, id="r")  # known as a workflow from now on
+        with pytest.raises(TypeError, match="ops_app:reminders is a workflow \\(it was started "
+                           "as one here\\), not an activity: mock the activities it calls"):
+            env.mock_activity(ops_app.reminders, result=1)
+        with pytest.raises(TypeError, match="is a workflow"):
+            env.mock_activity("ops_app:reminders", result=1)
+        assert env.mocks == {}
+        # a workflow not known as one yet: refused when it starts
+        env.mock_activity(ops_app.order, result="x")
+        with pytest.raises(TypeError, match="cannot start ops_app:order as a workflow: it is "
+                           "mocked as an activity"):
+            await env.start(ops_app.order, "pen", id="o")
+        assert ops_app.LOG == []
+        # activities by function and by journal name still work
+        remind = env.mock_activity("ops_app:remind", result="sent")
+        assert await env.result("r") == "expired" and remind.calls == [((1,), {})]
+
+
+async def test_a_workflow_entry_of_the_config_cannot_be_mocked(tmp_path) -> None:
+    (tmp_path / "app.yaml").write_text(
+        'version: "1.0"\nnamespace: app\nentries:\n'
+        '  - {name: order, kind: workflow.py, source: "ops_app:order"}\n')
+    async with garrison.testing.workflow_env(config=tmp_path / "app.yaml") as env:
+        with pytest.raises(TypeError, match=r"config entry 'app:order' is a workflow\.py"):
+            env.mock_activity(ops_app.order, result=1)

@@ -48,17 +48,27 @@ async def test_reply_to_non_call_is_clear():
 @pytest.mark.parametrize(
     ("text", "seconds"),
     [(2, 2.0), (0.5, 0.5), ("250ms", 0.25), ("30s", 30.0), ("5m", 300.0), ("1h", 3600.0),
-     ("2d", 172800.0), ("1h30m", 5400.0), ("1m30s500ms", 90.5)],
+     ("2d", 172800.0), ("1h30m", 5400.0), ("1m30s500ms", 90.5), ("1.5h", 5400.0),
+     ("0s", 0.0), (0, 0.0), ("0.25s", 0.25)],
 )
 def test_durations(text, seconds):
     assert parse_duration(text) == seconds
 
 
-@pytest.mark.parametrize("bad", ["", "5", "5x", "m5", "-1s", -1, float("nan"), None, True, "1h 30"])
+@pytest.mark.parametrize("bad", ["", "5", "5x", "m5", "-1s", -1, float("nan"), None, True, "1h 30",
+                                 "0", "  5s ", "1h 30m", "5 s", "1.5", ".5s", "\n5s"])
 def test_bad_durations_name_the_input(bad):
     with pytest.raises(ValueError) as info:
         parse_duration(bad)
     assert repr(bad) in str(info.value)
+
+
+@pytest.mark.parametrize("bare", ["0", "5", "1.5"])
+def test_a_duration_string_without_a_unit_is_refused_saying_so(bare):
+    """One grammar: a number is seconds; a string always carries its unit (so "0" is
+    not 0 s but a mistake, and the error says which string would do)."""
+    with pytest.raises(ValueError, match=f"needs a unit, e.g. '{bare}s'"):
+        parse_duration(bare, what="sleep duration")
 
 
 def test_not_in_process_is_one_clear_line():

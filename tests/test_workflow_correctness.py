@@ -175,6 +175,40 @@ async def test_bad_ids_and_statuses_are_refused(node: garrison.Node) -> None:
     assert node.workflows() == []
 
 
+@pytest.mark.parametrize(("bad", "why"), [
+    ("", "it is empty"), (" ", "leading or trailing spaces"), (" a", "leading or trailing"),
+    ("a\nb", "unprintable character '\\n'"), ("a\tb", "unprintable character '\\t'"),
+    ("a\x00b", "unprintable character '\\x00'"), ("a\x1b[2Jb", "unprintable"),
+    ("a\u2028b", "unprintable"), ("a\udc80b", "lone surrogate")])
+async def test_one_rule_for_workflow_ids_wherever_one_is_given(node: garrison.Node, bad: str,
+                                                               why: str) -> None:
+    """An id that would break the list table or a log line (blank, a newline, a control
+    character) is refused with the same ValueError by start_workflow, process.spawn and
+    schedules (whose workflow ids derive from theirs); nothing is stored."""
+    rule = "printable characters"
+    with pytest.raises(ValueError) as info:
+        await node.start_workflow(app.child_value, 1, id=bad)
+    assert str(info.value).startswith(f"invalid workflow id {bad!r}: ")
+    assert why in str(info.value) and rule in str(info.value), info.value
+
+    async def spawner() -> str:
+        try:
+            await process.spawn(app.child_value, 1, host="workflows", id=bad)
+        except ValueError as exc:
+            return str(exc)
+        return "spawned"
+
+    spawned = await node.wait(await node.spawn(spawner))
+    assert why in spawned and rule in spawned, spawned
+    with pytest.raises(ValueError) as info:
+        await node.schedule(bad, app.child_value, 1, every="1h")
+    assert str(info.value).startswith(f"invalid schedule id {bad!r}: ")
+    assert why in str(info.value) and rule in str(info.value), info.value
+    assert node.workflows() == [] and node.schedules() == []
+    for good in ("order-17", "a b", "naïve/ünïcode", "x@y"):
+        await node.start_workflow(app.child_value, 1, id=good)
+
+
 async def test_a_rejected_promise_carries_its_reason(node: garrison.Node) -> None:
     await node.start_workflow(app.awaits_rejected_promise, id="w")
     await wait_status(node.workflow("w"), "waiting")

@@ -49,6 +49,8 @@ async def bystander() -> None:
 
 
 async def main() -> str:
+    say("[demo]    the errors logged below are deliberate: crashes, a linked failure and "
+        "service restarts")
     say(f"[spawn]   root process is {process.pid()}")
     g = await process.spawn(greeter)
     say(f"[call]    {await process.call(g, 'hello', 'world')}")
@@ -83,7 +85,7 @@ async def main() -> str:
     await survive_kill_9()
 
     await process.send("greeter", "stop")
-    return "demo finished"
+    return "demo finished: every part ran as shown above"
 
 
 CRASH_DEMO = Path(__file__).resolve().parent.parent / "crash_demo.py"

@@ -82,6 +82,9 @@ class ClusterMember:
         self.on_remote: Callable[[list[str]], None] | None = None
         #: a node that was live is gone (lost or left): ``(name, pid prefix)``
         self.on_gone: Callable[[str, str | None], None] | None = None
+        #: told when this member starts draining, whoever asked (the node drains its
+        #: other members too, so that ``Node.drained`` returns)
+        self.on_drain: Callable[[], None] | None = None
         #: what other nodes need to know of this one (its process pids' prefix)
         self.info: dict[str, Any] = {}
         self._live: dict[int, dict[str, Any]] = {}
@@ -254,6 +257,8 @@ class ClusterMember:
         for wf in list(host.active.values()):
             hand_over(host, wf, exc, now=False)
         self._ready.set()
+        if self.on_drain is not None:
+            self.on_drain()
 
     def request_drain(self) -> None:
         """Mark this node draining in the store (the thread notices at once)."""

@@ -149,7 +149,8 @@ class RestartPolicy:
     max_attempts: int = attrs.field(default=0, validator=_non_negative_int)
     initial_delay: float = attrs.field(default=1.0, converter=_duration, validator=_non_negative)
     max_delay: float = attrs.field(
-        default=90.0, converter=_duration, validator=_at_least_initial_delay
+        default=90.0, converter=_duration, validator=_at_least_initial_delay,
+        metadata={"after": ("initial_delay",)},  # (compared with it: see _structure.py)
     )
     backoff_factor: float = attrs.field(default=2.0, validator=_factor)
     jitter: float = attrs.field(default=0.1, validator=_fraction)
@@ -197,7 +198,8 @@ class Lifecycle:
     auto_start: bool = attrs.field(default=False, validator=_is_bool)
     singleton: bool = attrs.field(default=False, validator=_is_bool)
     requires: tuple[str, ...] = ()
-    start_timeout: float = attrs.field(default=10.0, converter=_duration, validator=_non_negative)
+    start_timeout: float = attrs.field(default=10.0, converter=_duration,
+                                       validator=_positive_duration)
     stop_timeout: float = attrs.field(default=10.0, converter=_duration, validator=_non_negative)
     stable_threshold: float = attrs.field(default=5.0, converter=_duration, validator=_non_negative)
     restart: RestartPolicy = attrs.field(factory=RestartPolicy)
@@ -302,7 +304,8 @@ class ScheduleEntry:
     id: str = ""
     kind: str = "workflow.schedule"
     workflow: str = ""
-    cron: str | None = attrs.field(default=None, validator=_schedule_timing)
+    cron: str | None = attrs.field(default=None, validator=_schedule_timing,
+                                   metadata={"after": ("every",)})
     every: float | None = attrs.field(default=None, validator=_schedule_timing)
     timezone: str = attrs.field(default="UTC", validator=_schedule_timing)
     input: tuple[Any, ...] = ()

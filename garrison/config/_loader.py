@@ -81,6 +81,11 @@ class _Located:
     filename: str
     index: int
     namespace: str
+    #: the entry has problems already reported: ``entry`` is a stand-in built from its
+    #: good fields (its references are still checked), never part of the config
+    broken: bool = False
+    #: fields the stand-in does not hold as given (their references are not checked)
+    failed: frozenset[str] = frozenset()
 
     @property
     def where(self) -> str:
@@ -120,12 +125,18 @@ def _version_ok(value: object) -> bool:
     return _is_number(value) and value == 1
 
 
+#: what a name or namespace must not hold: ':' separates the namespace from the name,
+#: '/' makes a string a pid (``workflows/order-17``), '@' ends a schedule's id in its
+#: workflows' ids (``app:nightly@2026-01-02T03:00:00Z``) and a node name in plain pids
+_NAME_RULE = "a non-empty name without ':', '/', '@', spaces or control characters"
+
+
 def _valid_name(value: object) -> bool:
     return (
         isinstance(value, str)
         and bool(value)
-        and ":" not in value
-        and not any(c.isspace() for c in value)
+        and value.isprintable()
+        and not any(c in ":/@" or c.isspace() for c in value)
     )
 
 
@@ -207,7 +218,10 @@ def _preprocess(kind: str, data: dict[str, Any], problems: _Problems, where: str
 
 def _parse_entry(
     raw: object, index: int, namespace: str, base_dir: Path | None, problems: _Problems
-) -> Entry | None:
+) -> tuple[Entry, frozenset[str] | None] | None:
+    """The entry and ``None``; or, for an entry with problems (reported), a stand-in
+    built from its good fields and the fields it lacks (so that its references are still
+    checked); or ``None`` when not even that can be built."""
     if not isinstance(raw, Mapping):
         problems.file(
             f"entry at index {index}: expected a mapping with 'name' and 'kind', got {raw!r}"
@@ -222,7 +236,7 @@ def _parse_entry(
     elif not _valid_name(name):
         problems.entry(
             f"entry at index {index}",
-            f"expected a non-empty name without ':' or spaces, got {name!r}",
+            f"expected {_NAME_RULE}, got {name!r}",
             "name",
         )
         ok = False
@@ -241,16 +255,18 @@ def _parse_entry(
     failures: list[tuple[tuple[str, ...], str]] = []
     data = {k: v for k, v in raw.items() if k not in ("name", "kind")}
     _preprocess(kind, data, problems, where)
-    for required in _REQUIRED.get(kind, ()):
-        if required not in data:
-            failures.append(((required,), "required field is missing"))
+    missing = frozenset(r for r in _REQUIRED.get(kind, ()) if r not in data)
+    for required in sorted(missing):
+        failures.append(((required,), "required field is missing"))
+    failed: frozenset[str] | None = None  # None: the entry as given
     with attrs.validators.disabled():
         try:
             entry = _converter.structure(data, cls)
         except Exception as exc:
             failures.extend(_flatten(exc, (), cls))
-            entry = None
-        else:
+            entry = getattr(exc, "partial", None)  # a stand-in (see _structure._validated)
+            failed = frozenset(getattr(exc, "failed", ()))
+        if entry is not None:
             entry = attrs.evolve(entry, id=entry_id, kind=kind)
     for path, message in failures:
         if path and path[-1] in ("id", "func") and len(path) == 1:
@@ -263,17 +279,24 @@ def _parse_entry(
         ):
             path = ("lifecycle", "depends_on")
         problems.entry(where, message, ".".join(path) if path else None)
-    if failures or entry is None:
+    if entry is None:
         return None
-    if isinstance(entry, WorkflowHostEntry) and entry.store is not None:
+    if failures:
+        failed = (failed or frozenset()) | missing
+    if isinstance(entry, WorkflowHostEntry) and entry.store is not None \
+            and "store" not in (failed or ()):
         try:
-            entry = attrs.evolve(entry, store=store_path(entry.store, base_dir))
+            with attrs.validators.disabled():  # (validated already; a stand-in is not valid)
+                entry = attrs.evolve(entry, store=store_path(entry.store, base_dir))
         except ValueError as exc:
             problems.entry(where, str(exc), "store")
             return None
-    if isinstance(entry, SourceEntry):
-        return _load_source(entry, where, problems)
-    return entry
+    if isinstance(entry, SourceEntry) and "source" not in (failed or ()):
+        loaded = _load_source(entry, where, problems)
+        if loaded is None:
+            return None
+        entry = loaded
+    return entry, failed
 
 
 def store_path(store: str, base_dir: Path | None) -> str:
@@ -363,6 +386,14 @@ def _load_source(entry: SourceEntry, where: str, problems: _Problems) -> SourceE
             "source",
         )
         return None
+    if entry.kind == "workflow.py" and getattr(func, "__garrison_activity__", None) is not None:
+        problems.entry(
+            where,
+            f"expected a workflow function, but {entry.source!r} is an @activity (a "
+            "workflow calls it; an activity entry is kind function.py)",
+            "source",
+        )
+        return None
     if entry.kind == "workflow.py":
         why = _check_workflow_importable(func)
         if why is not None:
@@ -430,7 +461,7 @@ def _parse_text(text: str, filename: str, base_dir: Path | None) -> _ParsedFile:
         namespace = None
     elif not _valid_name(namespace):
         problems.file(
-            f"field 'namespace': expected a non-empty name without ':' or spaces, got {namespace!r}"
+            f"field 'namespace': expected {_NAME_RULE}, got {namespace!r}"
         )
         namespace = None
     raw_entries = doc.get("entries", [])
@@ -446,9 +477,11 @@ def _parse_text(text: str, filename: str, base_dir: Path | None) -> _ParsedFile:
     for index, raw in enumerate(raw_entries):
         if isinstance(raw, Mapping) and _valid_name(raw.get("name")):
             named_ids.append((f"{namespace}:{raw['name']}", index))
-        entry = _parse_entry(raw, index, namespace, base_dir, problems)
-        if entry is not None:
-            located.append(_Located(entry, filename, index, namespace))
+        parsed = _parse_entry(raw, index, namespace, base_dir, problems)
+        if parsed is not None:
+            entry, failed = parsed
+            located.append(_Located(entry, filename, index, namespace,
+                                    broken=failed is not None, failed=failed or frozenset()))
     return _ParsedFile(filename, namespace, located, problems.lines, named_ids)
 
 
@@ -493,7 +526,9 @@ def _link(parsed: Sequence[_ParsedFile]) -> tuple[dict[str, Entry], list[str]]:
 
             process = resolve(entry.process, loc)
             target = located.get(process)
-            if target is None:
+            if "process" in loc.failed:
+                bad = True
+            elif target is None:
                 if process not in attempted:
                     report(
                         "process",
@@ -511,7 +546,9 @@ def _link(parsed: Sequence[_ParsedFile]) -> tuple[dict[str, Entry], list[str]]:
             # entry's namespace first, then among the built-in host names.
             host = entry.host or "processes"
             local_first = ":" in host or host not in BUILTIN_HOSTS
-            if entry.host and (local_first or f"{loc.namespace}:{host}" in attempted):
+            if "host" in loc.failed:
+                bad = True
+            elif entry.host and (local_first or f"{loc.namespace}:{host}" in attempted):
                 host = resolve(host, loc)
                 host_loc = located.get(host)
                 if host_loc is None:
@@ -531,7 +568,7 @@ def _link(parsed: Sequence[_ParsedFile]) -> tuple[dict[str, Entry], list[str]]:
                     bad = True
             req_field = "lifecycle.requires"
             requires: list[str] = []
-            for ref in entry.lifecycle.requires:
+            for ref in () if "lifecycle" in loc.failed else entry.lifecycle.requires:
                 dep = resolve(ref, loc)
                 dep_loc = located.get(dep)
                 if dep_loc is None:
@@ -546,7 +583,7 @@ def _link(parsed: Sequence[_ParsedFile]) -> tuple[dict[str, Entry], list[str]]:
                     bad = True
                 elif dep not in requires:
                     requires.append(dep)
-            if bad:
+            if bad or loc.broken:
                 continue
             entry = attrs.evolve(
                 entry,
@@ -559,6 +596,8 @@ def _link(parsed: Sequence[_ParsedFile]) -> tuple[dict[str, Entry], list[str]]:
             if linked is None:
                 continue
             entry = linked
+        if loc.broken:
+            continue
         entries[entry_id] = entry
     stores: dict[Any, str] = {}
     for entry_id, entry in entries.items():
@@ -597,7 +636,9 @@ def _link_schedule(entry: ScheduleEntry, loc: _Located, located: Mapping[str, _L
     ok = True
     workflow = resolve(entry.workflow)
     target = located.get(workflow)
-    if target is None:
+    if "workflow" in loc.failed:
+        ok = False
+    elif target is None:
         if workflow not in attempted:
             report("workflow", f"unknown entry {workflow!r} (expected a workflow.py entry)")
         ok = False
@@ -605,8 +646,23 @@ def _link_schedule(entry: ScheduleEntry, loc: _Located, located: Mapping[str, _L
         report("workflow", f"expected a workflow.py entry, but {workflow!r} is a "
                f"{target.entry.kind}")
         ok = False
+    elif "input" not in loc.failed and isinstance(target.entry, SourceEntry) \
+            and target.entry.func is not None:
+        why = _input_problem(target.entry.func, entry.input, workflow)
+        if why is not None:
+            report("input", why)
+            ok = False
+    from ..hosts.workflow._schedules import check_schedule_id
+
+    try:
+        check_schedule_id(entry.id)
+    except ValueError as exc:  # (names are checked already: a rule of its own, if ever)
+        problems.append(f"{loc.filename}: {loc.where}: field 'name': {exc}")
+        ok = False
     host = entry.host
-    if host != "workflows" or f"{loc.namespace}:workflows" in attempted:
+    if "host" in loc.failed:
+        ok = False
+    elif host != "workflows" or f"{loc.namespace}:workflows" in attempted:
         host = resolve(host)
         host_loc = located.get(host)
         if host_loc is None:
@@ -618,7 +674,39 @@ def _link_schedule(entry: ScheduleEntry, loc: _Located, located: Mapping[str, _L
             report("host", f"expected a workflow.host entry, but {host!r} is a "
                    f"{host_loc.entry.kind}")
             ok = False
-    return attrs.evolve(entry, workflow=workflow, host=host) if ok else None
+    if not ok or loc.broken:
+        return None
+    return attrs.evolve(entry, workflow=workflow, host=host)
+
+
+def _input_problem(func: Callable[..., Any], args: tuple[Any, ...], target: str) -> str | None:
+    """Why workflow ``func(*args)`` cannot start (``args``: a schedule's ``input``), or
+    ``None``: too many or too few arguments for its signature, or a value that cannot
+    become its parameter's annotated type (as the workflow's arguments are restored from
+    the store when it runs, and as ``garrison workflows start`` checks them)."""
+    try:
+        signature = inspect.signature(func)
+    except (TypeError, ValueError):  # no signature to check against
+        return None
+    try:  # shown with its annotations as written (not as strings)
+        signature = inspect.signature(func, eval_str=True)
+    except Exception:  # an annotation that does not evaluate: shown as text
+        pass
+    shown = f"{list(args)!r}"
+    try:
+        signature.bind(*args)
+    except TypeError as exc:
+        return (f"the input {shown} does not fit {target} {signature}: {exc}; expected a "
+                "list of its positional arguments")
+    from .._errors import GarrisonError
+    from .._targets import target_name
+    from ..hosts.workflow._codec import restore_args
+
+    try:
+        restore_args(func, list(args), f"workflow {target_name(func)}")
+    except (GarrisonError, TypeError, ValueError) as exc:
+        return f"the input {shown} does not fit {target} {signature}: {exc}"
+    return None
 
 
 def _find_cycles(services: Mapping[str, ServiceEntry]) -> list[list[str]]:

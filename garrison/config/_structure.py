@@ -188,12 +188,19 @@ def _validated(cls: type[T], hook: Callable[[Any, Any], T]) -> Callable[[Any, An
     raise all failures together as a cattrs ``ClassValidationError`` with field notes.
 
     Structuring runs with attrs validators disabled (see ``_parse_entry``), so
-    *every* out-of-range field is reported, not only the first one.
+    *every* out-of-range field is reported, not only the first one. A field that cannot
+    be structured at all (``catchup_window: -5s``) does not hide the others: the value
+    is structured again with that field at its default (or, for a nested block, at what
+    could be read of it), and the validators of the other fields run on that. The
+    error then carries that stand-in as ``.partial`` and the names of the fields it does
+    not hold as given as ``.failed``, so the loader still checks the entry's references.
     """
 
     allowed = {f.name for f in attrs.fields(cast(Any, cls)) if f.name not in _INTERNAL_FIELDS}
 
     def structure(value: Any, type_: Any) -> T:
+        if isinstance(value, cls):  # a nested stand-in (see above): already checked
+            return value
         if not isinstance(value, Mapping):
             raise _Expected("a mapping", value)
         # Unknown keys are set aside (and reported) so that the known fields are
@@ -203,13 +210,34 @@ def _validated(cls: type[T], hook: Callable[[Any, Any], T]) -> Callable[[Any, An
         if extra:
             errors.append(ForbiddenExtraKeysError(None, cls, extra))
             value = {k: v for k, v in value.items() if k in allowed}
+        failed: set[str] = set()   # fields that could not be structured
+        lost: set[str] = set()     # ... of which the stand-in holds nothing of the input
         try:
             obj = hook(value, type_)
         except ClassValidationError as exc:
-            raise ClassValidationError(exc.message, [*errors, *exc.exceptions], cls) from None
+            errors.extend(exc.exceptions)
+            retry = dict(value)
+            for sub in exc.exceptions:
+                name = next((getattr(n, "name", None) for n in getattr(sub, "__notes__", ())
+                             if isinstance(getattr(n, "name", None), str)), None)
+                if name is None or name not in retry:
+                    continue
+                failed.add(name)
+                partial = getattr(sub, "partial", None)
+                if partial is not None:
+                    retry[name] = partial
+                else:
+                    lost.add(name)
+                    del retry[name]
+            try:
+                obj = hook(retry, type_)
+            except Exception:  # a required field is missing: nothing to stand in
+                raise ClassValidationError(exc.message, errors, cls) from None
         for field in attrs.fields(cast(Any, cls)):
-            if field.validator is None:
+            if field.validator is None or field.name in failed:
                 continue
+            if any(dep in failed for dep in field.metadata.get("after", ())):
+                continue  # it compares with a field that is not as given
             try:
                 field.validator(obj, field, getattr(obj, field.name))
             except _FieldProblem as exc:
@@ -222,7 +250,10 @@ def _validated(cls: type[T], hook: Callable[[Any, Any], T]) -> Callable[[Any, An
                 ]
                 errors.append(exc)
         if errors:
-            raise ClassValidationError(f"While structuring {cls.__qualname__}", errors, cls)
+            error = ClassValidationError(f"While structuring {cls.__qualname__}", errors, cls)
+            error.partial = obj  # type: ignore[attr-defined]
+            error.failed = frozenset(lost)  # type: ignore[attr-defined]
+            raise error
         return obj
 
     return structure

@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import logging
 import os
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -399,13 +400,25 @@ def _who(proc: _Process) -> str:
 
 
 def _log_exit(proc: _Process, error: ErrorInfo) -> None:
+    """Log an abnormal exit once: the pid, the error and its traceback; a traceback
+    through the same lines as one this host logged already (a service crashing again,
+    the same bug in many processes) is not repeated: the one line says when it was."""
     who = _who(proc)
     fields = {"pid": proc.pid, "error": error}  # typed fields for JSON logs
     if error.traceback:
-        log.error("%s exited abnormally: %s\n%s", who, error, error.traceback.rstrip(),
-                  extra=fields)
+        first = proc.host.traceback_logged(error)
+        if first is None:
+            log.error("%s exited abnormally: %s\n%s", who, error, error.traceback.rstrip(),
+                      extra=fields)
+        else:
+            log.error("%s exited abnormally: %s (traceback as logged at %s)", who, error,
+                      first, extra=fields)
     else:
         log.warning("%s exited abnormally: %s", who, error, extra=fields)
+
+
+#: how many distinct tracebacks a host remembers having logged (beyond: all in full)
+_TRACEBACKS_KEPT = 1000
 
 
 class ProcessHost:
@@ -430,6 +443,21 @@ class ProcessHost:
         self.suffix = ""
         self._seq = 0
         self._nursery: trio.Nursery | None = None
+        #: tracebacks logged already (by error type and the lines they pass through),
+        #: with when: a repeat is logged as one line (``_log_exit``)
+        self._tracebacks: dict[tuple[str, tuple[str, ...]], str] = {}
+
+    def traceback_logged(self, error: ErrorInfo) -> str | None:
+        """When (``HH:MM:SS``) a traceback through the same lines as ``error``'s, of the
+        same error type, was logged by this host; ``None`` the first time (it is
+        remembered now)."""
+        frames = tuple(line.strip() for line in error.traceback.splitlines()
+                       if line.lstrip().startswith('File "'))
+        key = (error.type, frames)
+        first = self._tracebacks.get(key)
+        if first is None and len(self._tracebacks) < _TRACEBACKS_KEPT:
+            self._tracebacks[key] = time.strftime("%H:%M:%S")
+        return first
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve until cancelled; processes run in this nursery."""

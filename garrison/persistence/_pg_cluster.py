@@ -155,7 +155,9 @@ class PgCluster:
                 held = json.loads(row[1]) if row[1] else {}
                 raise StoreLocked(self.store.path or "", held=(
                     f"node name {self.name!r} is taken by a live node of the cluster "
-                    f"(host {held.get('host')}, pid {held.get('pid')}); pick another name="))
+                    f"(host {held.get('host')}, pid {held.get('pid')})"),
+                    hint="pick another name= for this node",
+                    cli_hint="pick another --name for this node")
             got = conn.execute(
                 f"INSERT INTO {s}.nodes (epoch, name, status, started, heartbeat, lease, "
                 f"lease_until, info) VALUES (%s, %s, 'active', {s}.now_s(), {s}.now_s(), %s, "

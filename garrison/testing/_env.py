@@ -210,7 +210,7 @@ class WorkflowEnv:
         ``module:qualname``) for the workflows of this environment: it returns
         ``result``, or raises ``error`` (recorded as the ``ActivityError`` a real final
         failure gives), or runs ``call`` instead; at once and once (no retries)."""
-        name = fn if isinstance(fn, str) else _options(fn, None, None, None)[3]
+        name = self._activity_to_mock(fn)
         mock = ActivityMock(name, result=result, error=error, call=call)
 
         async def stand_in(*args: Any, **kwargs: Any) -> Any:
@@ -220,6 +220,52 @@ class WorkflowEnv:
             host.activity_mocks[name] = stand_in
         self.mocks[name] = mock
         return mock
+
+    def _activity_to_mock(self, fn: Any) -> str:
+        """The journal name of the activity ``fn`` names; ``ValueError`` for a name no
+        activity has, ``TypeError`` for something that is not an activity (a workflow)."""
+        from .._activity import is_activity_name
+        from .._targets import import_target
+
+        shown = f"mock_activity({fn!r})"
+        if isinstance(fn, str):
+            if is_activity_name(fn):  # an @activity, also one named by @activity(name=)
+                return fn
+            try:
+                if ":" not in fn:
+                    raise ValueError("not a 'module:qualname'")
+                obj = import_target(fn)
+            except Exception as exc:
+                raise ValueError(
+                    f"{shown}: unknown activity: no @garrison.activity has this name, and "
+                    f"it does not import as module:qualname ({type(exc).__name__}: {exc}); "
+                    "give the activity function itself, or its journal name") from None
+        else:
+            obj = fn
+        if not callable(obj):
+            raise TypeError(f"{shown}: expected an activity (a function a workflow calls), "
+                            f"got {type(obj).__name__}")
+        name = _options(obj, None, None, None)[3]
+        if getattr(obj, "__garrison_activity__", None) is None:
+            why = self._workflow_use(obj, name)
+            if why is not None:
+                raise TypeError(f"{shown}: {name} is a workflow ({why}), not an activity: "
+                                "mock the activities it calls, and run it with env.start")
+        if isinstance(fn, str) and name != fn:
+            raise ValueError(f"{shown}: the activity {fn!r} imports is journaled as {name!r}: "
+                             f"mock {name!r} or the function itself")
+        return name
+
+    def _workflow_use(self, fn: Any, name: str) -> str | None:
+        """How ``fn`` is known as a workflow in this environment, or ``None``."""
+        config = self.node.config
+        if config is not None:
+            for entry in config.sources("workflow.py"):
+                if entry.func is fn:
+                    return f"config entry {entry.id!r} is a workflow.py"
+        if any(w.name == name for w in self.node.workflows()):
+            return "it was started as one here"
+        return None
 
     # -- workflows
     async def start(self, target: Any, *args: Any, id: str | None = None,

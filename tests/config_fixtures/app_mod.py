@@ -52,3 +52,22 @@ def _make_closure() -> Any:
 
 
 closure_workflow = _make_closure()
+
+
+async def report(n: int = 0) -> int:
+    """A workflow with one annotated, optional argument (schedule input checks)."""
+    return n
+
+
+async def _decorated_activity(n: int) -> int:
+    return n
+
+
+def _as_activity() -> Any:
+    import garrison
+
+    return garrison.activity(_decorated_activity)
+
+
+#: an @activity: not a workflow (a workflow.py entry naming it is refused)
+refund = _as_activity()

@@ -2,6 +2,7 @@
 
 - ``_journal``: record kinds (the stored format), the replay cursor, plain forms
 - ``_codec``: typed arguments and results, the JSON round trip
+- ``_ids``: the rule for workflow ids (and the schedule ids built on it)
 - ``_core``: the state and primitives every part of an instance shares
 - ``_inbox``: the durable inbox and journaled receives
 - ``_waits``: wall clock, sleeps, timers, promises, ``first``/``gather``

@@ -40,6 +40,7 @@ from ...actors._values import ErrorInfo, Event, EventKind, Message, Pid
 from ...persistence import RawJson, Store, Transaction, WorkflowStatus, to_json
 from .._kernel import Caller, NodeContext, exit_fan_out, noproc
 from ._codec import PLAIN, plain_or_repr, return_hint, structure
+from ._ids import check_workflow_id
 from ._inbox import InboxItem
 from ._instance import WorkflowInstance
 from ._journal import JournalKind, event_to_plain, message_to_plain
@@ -59,23 +60,6 @@ _loads = json.loads
 FINISHED_MEMORY = 10_000
 #: how soon the store shows that a workflow is parked (``waiting`` / ``sleeping``)
 PARKED_DELAY = 0.05
-
-
-def check_workflow_id(wid: object) -> str:
-    """``wid`` if it can be a workflow id; ``TypeError`` / ``ValueError`` naming it."""
-    if not isinstance(wid, str):
-        raise TypeError(f"a workflow id must be a string, got {type(wid).__name__}: {wid!r}")
-    if not wid:
-        raise ValueError("a workflow id must be a non-empty string (leave id=None for a "
-                         "fresh one)")
-    try:
-        wid.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError(f"workflow id {wid!r} is not valid text (it holds a lone surrogate "
-                         "character, which cannot be stored)") from None
-    if "\x00" in wid:
-        raise ValueError(f"workflow id {wid!r} contains a NUL character")
-    return wid
 
 
 class WorkflowHost:
@@ -271,6 +255,9 @@ class WorkflowHost:
         if getattr(fn, "__garrison_activity__", None) is not None:
             raise TypeError(f"cannot run the activity {fn!r} as a workflow")
         name = target_name(fn)
+        if name in self.activity_mocks:  # (a test's workflow_env only)
+            raise TypeError(f"cannot start {name} as a workflow: it is mocked as an activity "
+                            "(mock_activity): mock the activities it calls instead")
         wid = _uuid.uuid4().hex if wid is None else check_workflow_id(wid)
         if type(priority) is not int:
             raise TypeError(f"priority must be an int, got {type(priority).__name__}: "

@@ -27,6 +27,7 @@ import attrs
 from cronsim import CronSim, CronSimError
 
 from ..._duration import parse_duration
+from ._ids import ID_RULE, id_problem
 
 __all__ = [
     "DEFAULT_CATCHUP_WINDOW",
@@ -92,10 +93,10 @@ def check_schedule_id(value: object) -> str:
     if not isinstance(value, str):
         raise TypeError(f"a schedule id must be a string, got {type(value).__name__}: "
                         f"{value!r}")
-    if not value or value != value.strip() or "\x00" in value or "@" in value:
-        raise ValueError(f"invalid schedule id {value!r}: expected a non-empty name without "
-                         "'@', NUL or surrounding spaces (its workflows are named "
-                         "'<id>@<tick time>')")
+    why = id_problem(value) or ("it holds '@'" if "@" in value else None)
+    if why is not None:
+        raise ValueError(f"invalid schedule id {value!r}: {why}; a schedule id is {ID_RULE}, "
+                         "and without '@' (its workflows are named '<id>@<tick time>')")
     return value
 
 
