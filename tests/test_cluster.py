@@ -359,9 +359,11 @@ def test_sigterm_to_a_clustered_garrison_run_drains_it_then_exits_0(
         "async def main():\n"
         "    node = garrison.current_node()\n"
         "    for i in range(4):\n"
-        "        await node.start_workflow(cluster_app.steps, 40, 0.05, id=f'r{i}')\n"
+        "        await node.start_workflow(cluster_app.steps, 150, 0.05, id=f'r{i}')\n"
         "    print('started', flush=True)\n"
         "    await trio.sleep_forever()\n")
+    # 7.5 s of steps: still running when node b is up and the signal comes, even on a
+    # loaded machine (40 steps could all finish on a before b had started)
     env = {**os.environ, "GARRISON_NODE": "a"}
     run = subprocess.Popen([sys.executable, "-m", "garrison", "run", "app.py", "--store",
                             postgres_url, "--name", "a", "--lease", "30s"], cwd=tmp_path,
@@ -376,8 +378,8 @@ def test_sigterm_to_a_clustered_garrison_run_drains_it_then_exits_0(
         assert run.wait(20) == 0  # drained (not after its 30 s lease), then stopped
         _, err = run.communicate()
         assert "draining" in err
-        wait_for(lambda: _finished(look, ids), 30, "the workflows to finish on b")
-        writers = _check_journals(look, ids, 40)
+        wait_for(lambda: _finished(look, ids), 60, "the workflows to finish on b")
+        writers = _check_journals(look, ids, 150)
         assert all(w[-1] == "b" for w in writers.values())
         look.close()
     finally:
