@@ -20,10 +20,12 @@ Write path
 ----------
 A :class:`~garrison.persistence.Transaction` is planned into prepared statements
 (``_OP_SQL``) on the caller's side (a NUL character, which PostgreSQL text cannot
-hold, is refused there with a ``ValueError``). One statement is sent as is (its own
-implicit transaction: one round trip); several are sent in one pipeline ending with a
-Sync, which the server runs as ONE implicit transaction (one round trip; an error
-rolls the whole of it back). Checks that must abort the transaction (a missing
+hold, is refused there with a ``ValueError``). Consecutive journal appends are sent
+as one multi-row insert, and the first statement also sets the writer's number (and,
+in a cluster, checks the fences: ``_pg_write.py``). One statement is sent as is (its
+own implicit transaction: one round trip); several are sent in one pipeline ending
+with a Sync, which the server runs as ONE implicit transaction (one round trip; an
+error rolls the whole of it back). Checks that must abort the transaction (a missing
 workflow, an inbox row already taken, a promise completed twice) are made on the
 server (``expect()`` and ``complete_promise()`` of ``_pg_schema.py``) and come back
 as the same exceptions as SQLite's. ``set_attributes`` reads the row ``FOR UPDATE``
