@@ -500,6 +500,20 @@ class PgWritePath:
         plan checked by the first statement (``_with_mark``)."""
         out = _Composed()
         sent = out.calls
+        if len(plans) == 1 and len(plans[0].calls) == 1:  # one step: nothing to merge
+            plan = plans[0]
+            call = plan.calls[0]
+            sent.append(call)
+            out.spots.append([(0, call)] if call.result is not None else [])
+            if len(plan.fenced) == 1:
+                wid = plan.fenced[0]
+                out.kind = _FENCE_ONE
+                out.fence = [str(plan.epoch).encode(), None if wid is None else wid.encode()]
+                return out
+            if not plan.fenced:
+                return out
+            sent.clear()
+            out.spots.clear()
         append = self._stmt("append_journal")
         run: list[_Call] = []
 
