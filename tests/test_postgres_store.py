@@ -429,6 +429,60 @@ async def test_a_moved_workflow_is_refused_even_when_its_write_fails_too(pg: str
         assert [r.outcome for r in store.journal("a")] == [1]
 
 
+@pytest.mark.parametrize("lost", [None, "before-send", "after-commit"])
+async def test_a_batch_is_written_in_the_node_thread_only_when_nothing_else_can_run(
+        pg: str, monkeypatch: pytest.MonkeyPatch, lost: str | None) -> None:
+    """A batch goes from the trio thread when no other task could run meanwhile (the
+    hop to a worker thread and back would cost more); if its connection drops there,
+    it is written again from a worker thread, which settles by the writer's number
+    whether it had committed: nothing is lost or doubled."""
+    from garrison.persistence import _postgres
+
+    with PostgresStore(pg) as store:
+        for i in range(3):
+            await store.commit(Transaction().create_workflow(f"w{i}", "app:f"))
+        real = PostgresStore._send
+        where: list[str] = []
+
+        def send(self: PostgresStore, conn: Any, composed: Any, mark: Any) -> Any:
+            where.append("node thread" if trio.lowlevel.in_trio_run() else "worker thread")
+            if lost is None or len(where) > 1:
+                return real(self, conn, composed, mark)
+            if lost == "after-commit":
+                real(self, conn, composed, mark)
+            conn.close()
+            raise pgstore._ConnectionLost("the network blinked")
+
+        monkeypatch.setattr(PostgresStore, "_send", send)
+
+        async def step(wid: str) -> None:
+            assert await store.commit(
+                Transaction().append_journal(wid, 0, "activity", "s", 1)) == [None]
+
+        with monkeypatch.context() as patch:
+            patch.setattr(_postgres, "runnable_tasks", lambda: 0)  # nothing else to run
+            await _at_once(monkeypatch, step, ["w0", "w1", "w2"])
+        # (after a commit whose answer was lost, the writer's number says it committed:
+        # nothing is sent again)
+        assert where == (["node thread", "worker thread"] if lost == "before-send"
+                         else ["node thread"])
+        assert [len(store.journal(f"w{i}")) for i in range(3)] == [1, 1, 1]
+        assert store.statistics().transactions == 4
+
+        # other tasks could run meanwhile: from a worker thread
+        where.clear()
+        lost = None
+        with monkeypatch.context() as patch:
+            patch.setattr(_postgres, "runnable_tasks", lambda: 1)
+            await _at_once(monkeypatch, _create, [(store, "v0"), (store, "v1")])
+        assert where == ["worker thread"]
+
+
+async def _create(args: tuple[PostgresStore, str]) -> None:
+    store, wid = args
+    await store.commit(Transaction().create_workflow(wid, "app:f"))
+
+
 # ------------------------------------------------------------------ wakeups
 async def test_a_tool_write_wakes_the_node_without_polling(pg: str) -> None:
     with PostgresStore(pg) as node_store:
