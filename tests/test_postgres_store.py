@@ -26,7 +26,7 @@ import workflow_app as app
 from _stores import sql
 
 import garrison
-from garrison import StoreError, StoreVersionError
+from garrison import StoreError, StoreVersionError, WorkflowMoved
 from garrison.persistence import PostgresStore, SQLiteStore, Transaction, open_store
 from garrison.persistence import _pg_write as pgstore
 
@@ -304,6 +304,185 @@ async def test_a_running_node_rides_out_a_server_restart(own_server: Any) -> Non
         for i in range(20):
             assert [r.seq for r in tool.journal(f"w{i}")] == list(range(1, 31))
         assert {str(w.status) for w in tool.list_workflows()} == {"completed"}
+
+
+# ------------------------------------------------------------------ the write path
+#: values an array literal must quote (journal appends of a transaction are sent as
+#: one multi-row insert of arrays)
+AWKWARD = ["", "NULL", 'a "quoted" name', "back\\slash", "{braces}, commas", "→ ünï",
+           "line\nbreak", "\\\"", "trailing\\"]
+
+
+def _join(spec: str, store: PostgresStore, epoch: int = 1) -> None:
+    """Make ``store`` the writer of live cluster node ``epoch`` (lease for an hour)."""
+    sql(spec, "INSERT INTO nodes (epoch, name, status, started, heartbeat, lease, "
+              "lease_until) VALUES (?, ?, 'active', 0, 0, 3600, ?)",
+        (epoch, f"n{epoch}", time.time() + 3600))
+    store.set_fence(epoch, f"n{epoch}")
+
+
+async def _at_once(monkeypatch: pytest.MonkeyPatch, fn: Any, args: Any) -> None:
+    """``fn(arg)`` for each arg, in tasks of their own whose commits form ONE group-commit
+    batch (the engine is told other tasks are runnable: nobody commits alone, and the
+    batch's leader waits its most scheduler passes for the others to join)."""
+    from garrison.persistence import _group_commit
+
+    with monkeypatch.context() as patch:
+        patch.setattr(_group_commit, "runnable_tasks", lambda: 1)
+        async with trio.open_nursery() as nursery:
+            for arg in args:
+                nursery.start_soon(fn, arg)
+
+
+def _sent(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """The statements of each transaction the store sends from now on."""
+    real = PostgresStore._send
+    sent: list[list[str]] = []
+
+    def send(self: PostgresStore, conn: Any, composed: Any, mark: Any) -> Any:
+        sent.append([call.stmt.name.decode() for call in composed.calls])
+        return real(self, conn, composed, mark)
+
+    monkeypatch.setattr(PostgresStore, "_send", send)
+    return sent
+
+
+async def test_journal_appends_go_in_one_statement_and_read_back_exactly(
+        pg: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    with PostgresStore(pg) as store:
+        _join(pg, store)
+        for i in range(4):
+            await store.commit(Transaction().create_workflow(f"w{i}", "app:f"))
+        sent = _sent(monkeypatch)
+        tx = Transaction()
+        for seq, name in enumerate(AWKWARD):
+            tx.append_journal("w0", seq, "activity", name, {"name": name, "n": None},
+                              attempts=seq + 1, time=1000.5 + seq)
+        await store.commit(tx)
+        assert sent == [["g_append_journal_many"]]
+        got = store.journal("w0")
+        assert [(r.seq, r.name, r.outcome, r.attempts) for r in got] == [
+            (seq, name, {"name": name, "n": None}, seq + 1) for seq, name in enumerate(AWKWARD)]
+        assert store.journal_entries("w0")[0][3][3] == {"name": AWKWARD[3], "n": None}
+
+        # the steps of several workflows waiting at once: one transaction, one statement
+        sent.clear()
+
+        async def step(wid: str) -> None:
+            await store.commit(Transaction().append_journal(wid, 0, "activity", wid + '"\\', 1))
+
+        await _at_once(monkeypatch, step, [f"w{i}" for i in range(1, 4)])
+        assert store.statistics().largest_batch == 3
+        assert sent == [["g_append_journal_many"]]
+        for i in range(1, 4):
+            assert [(r.name, r.outcome) for r in store.journal(f"w{i}")] == [(f"w{i}" + '"\\', 1)]
+
+
+async def test_a_batch_is_fenced_per_workflow(pg: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One workflow of a group-commit batch moved to another node: its step is refused
+    with ``WorkflowMoved``, the others commit (the batch is written again with a
+    SAVEPOINT per caller, each fenced first)."""
+    with PostgresStore(pg) as store:
+        _join(pg, store)
+        for wid in "abcd":
+            await store.commit(Transaction().create_workflow(wid, "app:f"))
+        sql(pg, "UPDATE workflows SET owner_epoch = 2 WHERE workflow_id = 'c'")
+        got: dict[str, Any] = {}
+
+        async def step(wid: str) -> None:
+            try:
+                got[wid] = await store.commit(
+                    Transaction().append_journal(wid, 0, "activity", "s", wid))
+            except WorkflowMoved as exc:
+                got[wid] = exc
+
+        await _at_once(monkeypatch, step, "abcd")
+        assert store.statistics().largest_batch == 4
+        assert store.statistics().failed_batches == 1
+        assert isinstance(got["c"], WorkflowMoved) and got["c"].workflow_id == "c"
+        assert {w: got[w] for w in "abd"} == {w: [None] for w in "abd"}
+        assert [len(store.journal(w)) for w in "abcd"] == [1, 1, 0, 1]
+
+
+async def test_a_lapsed_lease_refuses_every_write_of_the_node(pg: str) -> None:
+    with PostgresStore(pg) as store:
+        _join(pg, store)
+        await store.commit(Transaction().create_workflow("a", "app:f"))
+        sql(pg, "UPDATE nodes SET lease_until = 0")
+        with pytest.raises(WorkflowMoved, match="lease lapsed"):
+            await store.commit(Transaction().create_workflow("b", "app:f"))
+        with pytest.raises(WorkflowMoved, match="'a' runs on another node"):
+            await store.commit(Transaction().append_journal("a", 0, "activity", "s"))
+        assert store.get_workflow("b") is None and store.journal("a") == []
+
+
+async def test_a_moved_workflow_is_refused_even_when_its_write_fails_too(pg: str) -> None:
+    """The fence and the write are one statement, evaluated in no set order: a journal
+    row the new owner wrote meanwhile must not turn the refusal into a store failure."""
+    with PostgresStore(pg) as store:
+        _join(pg, store)
+        await store.commit(Transaction().create_workflow("a", "app:f"))
+        sql(pg, "UPDATE workflows SET owner_epoch = 2 WHERE workflow_id = 'a'")
+        sql(pg, "INSERT INTO journal (workflow_id, seq, kind, name, outcome, attempts, time) "
+                "VALUES ('a', 0, 'activity', 's', '1', 1, 0)")
+        with pytest.raises(WorkflowMoved) as info:
+            await store.commit(Transaction().append_journal("a", 0, "activity", "s", 2))
+        assert info.value.workflow_id == "a"
+        assert [r.outcome for r in store.journal("a")] == [1]
+
+
+@pytest.mark.parametrize("lost", [None, "before-send", "after-commit"])
+async def test_a_batch_is_written_in_the_node_thread_only_when_nothing_else_can_run(
+        pg: str, monkeypatch: pytest.MonkeyPatch, lost: str | None) -> None:
+    """A batch goes from the trio thread when no other task could run meanwhile (the
+    hop to a worker thread and back would cost more); if its connection drops there,
+    it is written again from a worker thread, which settles by the writer's number
+    whether it had committed: nothing is lost or doubled."""
+    from garrison.persistence import _postgres
+
+    with PostgresStore(pg) as store:
+        for i in range(3):
+            await store.commit(Transaction().create_workflow(f"w{i}", "app:f"))
+        real = PostgresStore._send
+        where: list[str] = []
+
+        def send(self: PostgresStore, conn: Any, composed: Any, mark: Any) -> Any:
+            where.append("node thread" if trio.lowlevel.in_trio_run() else "worker thread")
+            if lost is None or len(where) > 1:
+                return real(self, conn, composed, mark)
+            if lost == "after-commit":
+                real(self, conn, composed, mark)
+            conn.close()
+            raise pgstore._ConnectionLost("the network blinked")
+
+        monkeypatch.setattr(PostgresStore, "_send", send)
+
+        async def step(wid: str) -> None:
+            assert await store.commit(
+                Transaction().append_journal(wid, 0, "activity", "s", 1)) == [None]
+
+        with monkeypatch.context() as patch:
+            patch.setattr(_postgres, "runnable_tasks", lambda: 0)  # nothing else to run
+            await _at_once(monkeypatch, step, ["w0", "w1", "w2"])
+        # (after a commit whose answer was lost, the writer's number says it committed:
+        # nothing is sent again)
+        assert where == (["node thread", "worker thread"] if lost == "before-send"
+                         else ["node thread"])
+        assert [len(store.journal(f"w{i}")) for i in range(3)] == [1, 1, 1]
+        assert store.statistics().transactions == 4
+
+        # other tasks could run meanwhile: from a worker thread
+        where.clear()
+        lost = None
+        with monkeypatch.context() as patch:
+            patch.setattr(_postgres, "runnable_tasks", lambda: 1)
+            await _at_once(monkeypatch, _create, [(store, "v0"), (store, "v1")])
+        assert where == ["worker thread"]
+
+
+async def _create(args: tuple[PostgresStore, str]) -> None:
+    store, wid = args
+    await store.commit(Transaction().create_workflow(wid, "app:f"))
 
 
 # ------------------------------------------------------------------ wakeups

@@ -419,8 +419,42 @@ $garrison$;
 """
 
 
+#: Version 6: ``fence_many(epoch, wids)``, ``fence()`` of several workflows at once
+#: (a NULL element checks the lease only): the node's row is read and locked
+#: ``FOR KEY SHARE`` once, and the owners of all of them are checked by one query.
+#: A group-commit batch of steps of many workflows checks them all in the first
+#: statement of its transaction (``_pg_write.py``). ``garrison:fenced`` names the
+#: first workflow that moved (or, for a lapsed lease, the first one given).
+_V6 = """
+CREATE FUNCTION {s}.fence_many(ep bigint, wids text[]) RETURNS boolean
+LANGUAGE plpgsql AS $garrison$
+DECLARE
+    until double precision;
+    st text;
+    moved text;
+BEGIN
+    SELECT lease_until, status INTO until, st FROM {s}.nodes WHERE epoch = ep FOR KEY SHARE;
+    IF NOT FOUND OR st NOT IN ('active', 'draining') OR until <= {s}.now_s() THEN
+        RAISE EXCEPTION USING ERRCODE = 'P0001', MESSAGE = 'garrison:fenced',
+            DETAIL = coalesce((SELECT w FROM unnest(wids) AS w WHERE w IS NOT NULL LIMIT 1), '');
+    END IF;
+    SELECT workflow_id INTO moved FROM {s}.workflows
+    WHERE workflow_id = ANY(wids) AND owner_epoch IS DISTINCT FROM ep LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = 'P0001', MESSAGE = 'garrison:fenced', DETAIL = moved;
+    END IF;
+    RETURN true;
+END
+$garrison$;
+"""
+
+
 def _v5_admitted(cur: psycopg.Cursor[Any], s: sql.Identifier) -> None:
     cur.execute(sql.SQL(_V5).format(s=s))
+
+
+def _v6_fence_many(cur: psycopg.Cursor[Any], s: sql.Identifier) -> None:
+    cur.execute(sql.SQL(_V6).format(s=s))
 
 
 @functools.lru_cache(maxsize=64)
@@ -434,6 +468,7 @@ def admit_lock_class(schema: str) -> int:
 #: ``MIGRATIONS[i]`` migrates version ``i`` to ``i + 1``.
 MIGRATIONS: list[Callable[[psycopg.Cursor[Any], sql.Identifier], None]] = [
     _v1_initial, _v2_trace_context, _v3_schedules_and_queue, _v4_cluster, _v5_admitted,
+    _v6_fence_many,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -2,13 +2,21 @@
 recovery after a lost connection (see ``_postgres.py`` for the guarantees).
 
 A :class:`~garrison.persistence.Transaction` is planned into prepared statements
-(``_OP_SQL``) on the caller's side. One statement is sent as is; several are sent in
-one pipeline ending with a Sync (ONE implicit transaction, one round trip). The first
-statement of every transaction also sets this writer's row of ``writers`` (what makes
-a lost connection safe). In a cluster (``_pg_cluster.py``) every operation a node
-makes for a workflow it runs is preceded by ``fence(epoch, workflow_id)`` in the same
-transaction: a workflow that moved to another node, or a node whose lease lapsed, gets
-:class:`~garrison.WorkflowMoved` and nothing of the transaction commits.
+(``_OP_SQL``) on the caller's side. The statements of a transaction (one caller's,
+or a group-commit batch's) are composed (``_compose``): consecutive journal appends
+become ONE multi-row insert (``unnest`` of arrays: the steps of a batch), and the
+first statement also sets this writer's row of ``writers`` (what makes a lost
+connection safe) in a CTE. One statement is sent as is; several are sent in one
+pipeline ending with a Sync (ONE implicit transaction, one round trip).
+
+In a cluster (``_pg_cluster.py``) every transaction of a node that writes for the
+workflows it runs is fenced: the writers CTE of its first statement runs only once
+``fence(epoch, workflow_id)`` (``fence_many`` for several workflows) passed, so the
+check is in the same statement as the first write and a workflow that moved to
+another node, or a node whose lease lapsed, gets :class:`~garrison.WorkflowMoved`
+and nothing of the transaction commits. (A statement's CTE and its main part run in
+no set order: when the write fails too, the fence is checked again on its own, so
+that a write another node's rows refuse still reads as ``WorkflowMoved``.)
 
 :class:`PgWritePath` is a mixin of :class:`~garrison.persistence.PostgresStore`.
 """
@@ -63,19 +71,35 @@ def _quote(ident: str) -> str:
 class _Stmt:
     """One prepared statement: its name on the connection, its text, its arity."""
 
-    __slots__ = ("marked", "name", "nparams", "text")
+    __slots__ = ("heads", "name", "nparams", "text")
 
-    def __init__(self, name: str, text: str, nparams: int, marked: _Stmt | None = None) -> None:
+    def __init__(self, name: str, text: str, nparams: int) -> None:
         self.name = name.encode()
         self.text = text
         self.nparams = nparams
-        #: the same statement, also setting this writer's transaction number
-        self.marked = marked
+        #: the same statement as the first of a transaction (``PgWritePath._head``):
+        #: also setting this writer's number, and fencing, by kind (``_MARK``, ...)
+        self.heads: dict[int, _Stmt] = {}
 
 
-def _with_mark(text: str, n: int, s: str) -> str:
-    mark = (f"_mark AS (INSERT INTO {s}.writers (writer, batch, updated) "
-            f"VALUES (${n + 1}, ${n + 2}, ${n + 3}) ON CONFLICT (writer) DO UPDATE "
+#: the first statement of a transaction sets the writer's number (``_MARK``), and in a
+#: cluster also checks the fence of one workflow (``_FENCE_ONE``) or of several
+#: (``_FENCE_MANY``)
+_MARK, _FENCE_ONE, _FENCE_MANY = 0, 1, 2
+
+
+def _with_mark(text: str, n: int, s: str, kind: int = _MARK) -> str:
+    """``text`` with a CTE that sets the writer's number (params ``n+1..n+3``) and,
+    for a fenced kind, only once ``fence($n+4, $n+5)`` (``fence_many`` with an array)
+    passed. A data-modifying CTE always runs to its end and the statement is atomic:
+    a fence that raises fails the statement, and with it the transaction."""
+    if kind == _MARK:
+        rows = f"VALUES (${n + 1}, ${n + 2}, ${n + 3})"
+    else:
+        check = "fence" if kind == _FENCE_ONE else "fence_many"
+        rows = f"SELECT ${n + 1}, ${n + 2}, ${n + 3} WHERE {s}.{check}(${n + 4}, ${n + 5})"
+    mark = (f"_mark AS (INSERT INTO {s}.writers (writer, batch, updated) {rows} "
+            "ON CONFLICT (writer) DO UPDATE "
             "SET batch = EXCLUDED.batch, updated = EXCLUDED.updated)")
     if text.startswith("WITH "):
         return f"WITH {mark}, {text[5:]}"
@@ -105,6 +129,11 @@ _OP_SQL: dict[str, tuple[str, int]] = {
     "append_journal": (
         "INSERT INTO {s}.journal (workflow_id, seq, kind, name, outcome, attempts, time) "
         "VALUES ($1, $2, $3, $4, $5, $6, $7)", 7),
+    # consecutive ``append_journal`` of a transaction: one statement, one array a column
+    "append_journal_many": (
+        "INSERT INTO {s}.journal (workflow_id, seq, kind, name, outcome, attempts, time) "
+        "SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], "
+        "$6::bigint[], $7::double precision[])", 7),
     "deliver": (
         "INSERT INTO {s}.inbox (workflow_id, msg_id, topic, payload, sender, kind, call_ref, "
         "created, trace) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) "
@@ -150,7 +179,7 @@ _OP_SQL: dict[str, tuple[str, int]] = {
     "delete_schedule": ("DELETE FROM {s}.schedules WHERE schedule_id = $1", 1),
     "notify": ("SELECT pg_notify($1, '')", 1),
     # -- clusters (``_pg_cluster.py``) --
-    "fence": ("SELECT {s}.fence($1, $2)", 2),
+    "fence_many": ("SELECT {s}.fence_many($1, $2)", 2),
     "create_workflow_owned": (
         "INSERT INTO {s}.workflows (workflow_id, name, status, input, parent, run_id, "
         "attempt, host, created, updated, search, memo, trace, owner_epoch, owner) VALUES "
@@ -214,15 +243,34 @@ class _Call:
 class _Plan:
     """A transaction turned into statements (see ``PostgresStore._plan``)."""
 
-    __slots__ = ("calls", "error", "needs_read", "results", "tx")
+    __slots__ = ("calls", "epoch", "error", "fenced", "needs_read", "results", "tx")
 
     def __init__(self, tx: Transaction) -> None:
         self.tx = tx
         self.calls: list[_Call] = []
+        #: in a cluster: the workflows whose fence the transaction checks first (None:
+        #: the node's lease only, for a workflow it creates), with the node's epoch
+        self.fenced: list[str | None] = []
+        self.epoch: int | None = None
         #: ``set_attributes``: an explicit transaction with a read
         self.needs_read = False
         self.results: list[Any] | None = None
         self.error: BaseException | None = None
+
+
+class _Composed:
+    """The statements sent for one transaction (``PgWritePath._compose``)."""
+
+    __slots__ = ("calls", "fence", "kind", "spots")
+
+    def __init__(self) -> None:
+        self.calls: list[_Call] = []
+        #: per plan: ``(index in calls, call)`` of each of its calls with a result
+        self.spots: list[list[tuple[int, _Call]]] = []
+        #: the first statement's kind (``_MARK``, ``_FENCE_ONE``, ``_FENCE_MANY``) and
+        #: its fence params (epoch, workflow id or array of them)
+        self.kind = _MARK
+        self.fence: list[Any] = []
 
 
 class _ConnectionLost(Exception):
@@ -288,9 +336,19 @@ class PgWritePath:
         if stmt is None:
             text, n = _OP_SQL[key]
             text = text.replace("{s}", self._s)
-            marked = _Stmt(f"gm_{key}", _with_mark(text, n, self._s), n + 3)
-            stmt = self._stmts[key] = _Stmt(f"g_{key}", text, n, marked)
+            stmt = self._stmts[key] = _Stmt(f"g_{key}", text, n)
         return stmt
+
+    def _head(self, stmt: _Stmt, kind: int) -> _Stmt:
+        """``stmt`` as the first statement of a transaction (see ``_with_mark``)."""
+        head = stmt.heads.get(kind)
+        if head is None:
+            name = stmt.name.decode()
+            n = stmt.nparams
+            head = stmt.heads[kind] = _Stmt(
+                f"g{'mfF'[kind]}{name[1:]}", _with_mark(stmt.text, n, self._s, kind),
+                n + (3 if kind == _MARK else 5))
+        return head
 
     def _update_stmt(self, columns: tuple[str, ...]) -> _Stmt:
         stmt = self._update_stmts.get(columns)
@@ -304,8 +362,7 @@ class PgWritePath:
                     f"SELECT {self._s}.expect(count(*) = 1, 'no_such_workflow', $1) FROM u")
             n = len(columns) + 2
             name = "g_update_" + "_".join(columns)
-            marked = _Stmt("gm" + name[1:], _with_mark(text, n, self._s), n + 3)
-            stmt = self._update_stmts[columns] = _Stmt(name, text, n, marked)
+            stmt = self._update_stmts[columns] = _Stmt(name, text, n)
         return stmt
 
     def _schedule_stmt(self, columns: tuple[str, ...], expect: bool) -> _Stmt:
@@ -324,8 +381,7 @@ class PgWritePath:
                 n += 1
                 text += f" AND next_tick IS NOT DISTINCT FROM ${n}::double precision"
             name = "g_sched_" + "_".join(key[1:]).strip("_")
-            marked = _Stmt("gm" + name[1:], _with_mark(text, n, self._s), n + 3)
-            stmt = self._update_stmts[key] = _Stmt(name, text, n, marked)
+            stmt = self._update_stmts[key] = _Stmt(name, text, n)
         return stmt
 
     # -- planning ----------------------------------------------------------------
@@ -413,11 +469,10 @@ class PgWritePath:
                 calls.append(_Call(stmt("notify"), [(self._channel + ":cluster").encode()],
                                    n, None))
         elif epoch is not None:
-            if fenced:  # checked first: nothing of the transaction is written otherwise
-                fence = stmt("fence")
-                plan.calls = calls = [
-                    *(_Call(fence, _encode((epoch, wid), "fence"), n, None) for wid in fenced),
-                    *calls]
+            # checked by the first statement of the transaction (``_send``): nothing of
+            # it is written otherwise
+            plan.fenced = list(fenced)
+            plan.epoch = epoch
             now = _time.time()
             for wid in wakes:
                 if wid not in fenced:
@@ -449,14 +504,73 @@ class PgWritePath:
             raise _ConnectionLost(_reason(Exception(message)) or "connection lost")
         return res
 
-    def _send(self, conn: psycopg.Connection[Any], calls: list[_Call], mark: list[Any]
+    def _compose(self, plans: list[_Plan]) -> _Composed:
+        """The statements that write ``plans`` as one transaction: consecutive journal
+        appends (the steps of a batch) as ONE multi-row insert, and the fences of every
+        plan checked by the first statement (``_with_mark``)."""
+        out = _Composed()
+        sent = out.calls
+        if len(plans) == 1 and len(plans[0].calls) == 1:  # one step: nothing to merge
+            plan = plans[0]
+            call = plan.calls[0]
+            sent.append(call)
+            out.spots.append([(0, call)] if call.result is not None else [])
+            if len(plan.fenced) == 1:
+                wid = plan.fenced[0]
+                out.kind = _FENCE_ONE
+                out.fence = [str(plan.epoch).encode(), None if wid is None else wid.encode()]
+                return out
+            if not plan.fenced:
+                return out
+            sent.clear()
+            out.spots.clear()
+        append = self._stmt("append_journal")
+        run: list[_Call] = []
+
+        def flush() -> None:
+            if len(run) == 1:
+                sent.append(run[0])
+            elif run:
+                columns = zip(*(call.params for call in run), strict=True)
+                sent.append(_Call(self._stmt("append_journal_many"),
+                                  [_array(column) for column in columns], run[0].op, None))
+            run.clear()
+
+        groups: dict[int | None, dict[str | None, None]] = {}
+        for plan in plans:
+            mine: list[tuple[int, _Call]] = []
+            for call in plan.calls:
+                if call.stmt is append:
+                    run.append(call)
+                    continue
+                flush()
+                if call.result is not None:
+                    mine.append((len(sent), call))
+                sent.append(call)
+            out.spots.append(mine)
+            if plan.fenced:
+                groups.setdefault(plan.epoch, {}).update(dict.fromkeys(plan.fenced))
+        flush()
+        for number, (epoch, fenced) in enumerate(groups.items()):
+            wids = [None if wid is None else wid.encode() for wid in fenced]
+            params = [str(epoch).encode(), wids[0] if len(wids) == 1 else _array(wids)]
+            if number == 0:
+                out.kind = _FENCE_ONE if len(wids) == 1 else _FENCE_MANY
+                out.fence = params
+            else:  # (plans of two incarnations of the node: a rejoin between them)
+                params[1] = _array(wids)
+                sent.append(_Call(self._stmt("fence_many"), params, -1, None))
+        return out
+
+    def _send(self, conn: psycopg.Connection[Any], composed: _Composed, mark: list[Any]
               ) -> list[Any]:
-        """Run ``calls`` as ONE transaction (the first one also sets the writer's
-        number); returns their results. A failing statement raises
-        :class:`_StatementFailed` (nothing committed)."""
+        """Run the composed statements as ONE transaction (the first one also sets the
+        writer's number, and checks the fences); returns their results. A failing
+        statement raises :class:`_StatementFailed` (nothing committed)."""
         pg = conn.pgconn
-        first = calls[0].stmt.marked
-        assert first is not None
+        calls = composed.calls
+        first = self._head(calls[0].stmt, composed.kind)
+        mark = mark + composed.fence
         self._ensure_prepared(conn, [first, *(c.stmt for c in calls[1:])])
         if len(calls) == 1:
             res = self._pq(conn, partial(pg.exec_prepared, first.name,
@@ -506,7 +620,8 @@ class PgWritePath:
     def _run_explicit(self, conn: psycopg.Connection[Any], plans: list[_Plan], n: int,
                       isolate: bool) -> None:
         """``BEGIN``, the writer's number, each plan (with a SAVEPOINT when
-        ``isolate``; a read round trip for ``set_attributes``), ``COMMIT``."""
+        ``isolate``; its fence first; a read round trip for ``set_attributes``),
+        ``COMMIT``."""
         mark = self._stmt("mark")
         self._ensure_prepared(conn, [mark])
         pg = conn.pgconn
@@ -535,11 +650,25 @@ class PgWritePath:
             self._exec(conn, b"ROLLBACK")
             raise
 
+    def _check_fence(self, conn: psycopg.Connection[Any], plan: _Plan) -> BaseException | None:
+        """The server's error if ``plan``'s fence fails now (in a transaction of its
+        own, writing nothing), else None."""
+        fence = self._stmt("fence_many")
+        self._ensure_prepared(conn, [fence])
+        wids = _array([None if wid is None else wid.encode() for wid in plan.fenced])
+        res = self._pq(conn, partial(conn.pgconn.exec_prepared, fence.name,
+                                     [str(plan.epoch).encode(), wids]))
+        return None if res.status in _OK else _result_error(res)
+
     def _apply_explicit(self, conn: psycopg.Connection[Any], plan: _Plan) -> list[Any]:
         """One plan inside an open transaction, statement by statement."""
         pg = conn.pgconn
         results: list[Any] = [None] * len(plan.tx.ops)
         self._ensure_prepared(conn, [c.stmt for c in plan.calls])
+        if plan.fenced:  # first: a write of a workflow that moved may fail otherwise
+            error = self._check_fence(conn, plan)
+            if error is not None:
+                raise _StatementFailed(0, self._map_error(error, plan, -1))
         for call in plan.calls:
             op, params = (plan.tx.ops[call.op] if call.op < len(plan.tx.ops)
                           else (None, None))
@@ -564,11 +693,13 @@ class PgWritePath:
                 results[call.op] = _result_of(call, res)
         return results
 
-    def _results(self, plan: _Plan, calls_results: list[Any], offset: int = 0) -> list[Any]:
+    @staticmethod
+    def _results(plan: _Plan, calls_results: list[Any], spots: list[tuple[int, _Call]]
+                 ) -> list[Any]:
+        """The plan's results: ``spots`` says where its calls with a result were sent."""
         results: list[Any] = [None] * len(plan.tx.ops)
-        for i, call in enumerate(plan.calls):
-            if call.result is not None:
-                results[call.op] = _result_of(call, calls_results[offset + i])
+        for index, call in spots:
+            results[call.op] = _result_of(call, calls_results[index])
         return results
 
     def _map_error(self, error: BaseException, plan: _Plan, index: int) -> BaseException:
@@ -610,26 +741,30 @@ class PgWritePath:
             plan.results = plan.error = None
         if len(plans) == 1 and not plans[0].needs_read:
             plan = plans[0]
+            composed = self._compose(plans)
             try:
-                out = self._send(conn, plan.calls, self._mark_params(n))
+                out = self._send(conn, composed, self._mark_params(n))
             except _StatementFailed as failed:
-                index = plan.calls[failed.index].op
-                plan.error = self._map_error(failed.error, plan, index)
+                error = failed.error
+                if plan.fenced and not _is_fenced(error):
+                    # the fence and the writes are one statement, in no set order: a
+                    # write another node's made (a journal row it wrote) may fail first
+                    error = self._check_fence(conn, plan) or error
+                index = composed.calls[failed.index].op
+                plan.error = self._map_error(error, plan, index)
                 return False
-            plan.results = self._results(plan, out)
+            plan.results = self._results(plan, out, composed.spots[0])
             return True
         if not any(p.needs_read for p in plans):
-            calls = [c for p in plans for c in p.calls]
+            composed = self._compose(plans)
             try:
-                out = self._send(conn, calls, self._mark_params(n))
+                out = self._send(conn, composed, self._mark_params(n))
             except _StatementFailed:
                 self._stats["failed_batches"] += 1
             else:
-                offset = 0
-                for plan in plans:
+                for plan, spots in zip(plans, composed.spots, strict=True):
                     plan.error = None
-                    plan.results = self._results(plan, out, offset)
-                    offset += len(plan.calls)
+                    plan.results = self._results(plan, out, spots)
                 return True
         try:
             self._run_explicit(conn, plans, n, isolate=True)
@@ -797,6 +932,19 @@ def _encode(values: Sequence[Any], what: str) -> list[Any]:
         else:
             out.append(str(int(value)).encode())
     return out
+
+
+def _array(values: Iterable[bytes | None]) -> bytes:
+    """A PostgreSQL array literal (text format) of text-format values."""
+    return b"{" + b",".join(
+        b"NULL" if value is None
+        else b'"' + value.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
+        for value in values) + b"}"
+
+
+def _is_fenced(error: BaseException) -> bool:
+    return (isinstance(error, pg_errors.RaiseException)
+            and error.diag.message_primary == "garrison:fenced")
 
 
 def _result_of(call: _Call, res: Any) -> Any:

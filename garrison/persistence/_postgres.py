@@ -4,9 +4,11 @@ on a server shared by processes and machines.
 Connections
 -----------
 - the **writer** (synchronous psycopg, autocommit): every write. The node's group
-  commit writes its batches from a worker thread (``Strategy.THREAD``: the node keeps
-  running while a batch waits for the server; a commit nobody could share is written
-  at once in the trio thread, as with SQLite). A node holds the store's session-level
+  commit writes a batch from a worker thread when other tasks could run meanwhile (the
+  node keeps running while the batch waits for the server), and in the trio thread
+  when none could (a commit nobody could share, or a batch that every runnable task
+  joined: the thread hop there and back would cost more than it frees);
+  ``_write_batch_here``. A node holds the store's session-level
   advisory lock on this connection: a second node gets :class:`~garrison.StoreLocked`,
   and the lock goes when the node's connection does (a killed node frees it).
 - the **reader** (synchronous psycopg, autocommit, prepared statements): every read,
@@ -20,10 +22,12 @@ Write path
 ----------
 A :class:`~garrison.persistence.Transaction` is planned into prepared statements
 (``_OP_SQL``) on the caller's side (a NUL character, which PostgreSQL text cannot
-hold, is refused there with a ``ValueError``). One statement is sent as is (its own
-implicit transaction: one round trip); several are sent in one pipeline ending with a
-Sync, which the server runs as ONE implicit transaction (one round trip; an error
-rolls the whole of it back). Checks that must abort the transaction (a missing
+hold, is refused there with a ``ValueError``). Consecutive journal appends are sent
+as one multi-row insert, and the first statement also sets the writer's number (and,
+in a cluster, checks the fences: ``_pg_write.py``). One statement is sent as is (its
+own implicit transaction: one round trip); several are sent in one pipeline ending
+with a Sync, which the server runs as ONE implicit transaction (one round trip; an
+error rolls the whole of it back). Checks that must abort the transaction (a missing
 workflow, an inbox row already taken, a promise completed twice) are made on the
 server (``expect()`` and ``complete_promise()`` of ``_pg_schema.py``) and come back
 as the same exceptions as SQLite's. ``set_attributes`` reads the row ``FOR UPDATE``
@@ -76,7 +80,7 @@ from .._errors import StoreError, StoreLocked
 from ..actors._values import Pid
 from . import _pg_cluster, _pg_schema, is_postgres_url
 from ._converter import to_json
-from ._group_commit import CommitRequest, GroupCommit, Strategy
+from ._group_commit import Busy, CommitRequest, GroupCommit, Strategy, runnable_tasks
 from ._pg_write import PgWritePath, _dumps, _Handover, _Plan, _quote, _reason, _Stmt, _unwrap
 from ._records import (
     InboxRecord,
@@ -245,7 +249,10 @@ class PostgresStore(PgWritePath, StoreShortcuts):
             self._close_connections()
             raise
         if lock:
-            self._group = GroupCommit(self._write_alone, self._write_batch, Strategy.THREAD)
+            # a batch is written in the trio thread when nothing else could run meanwhile,
+            # else from a worker thread (``_write_batch_here``)
+            self._group = GroupCommit(self._write_alone, self._write_batch_here,
+                                      Strategy.INLINE)
             self._inline_group = GroupCommit(self._write_one, self._write_batch,
                                              Strategy.INLINE)
         else:  # a tool writes at once
@@ -357,6 +364,30 @@ class PostgresStore(PgWritePath, StoreShortcuts):
         self._stats["sync_writes"] += 1
         return results
 
+    def _write_batch_here(self, batch: list[CommitRequest]) -> None:
+        """The node's batches. In the trio thread (the group commit's first try): the
+        batch is written there only if no other task could run while the server answers
+        (the thread hop there and back would cost more than it frees); otherwise, or if
+        the connection drops under it, :class:`Busy` (nothing written yet, or its outcome
+        unknown) makes the group commit write it again from a worker thread, which
+        reconnects and settles by the writer's number whether it committed."""
+        if not trio.lowlevel.in_trio_run():  # the worker thread
+            self._write_batch(batch)
+            return
+        if runnable_tasks():
+            raise Busy("other tasks can run: write from a worker thread")
+        plans: list[_Plan] = [request.tx for request in batch]
+        try:
+            self._commit_plans(plans, handover=True)
+        except _Handover:
+            raise Busy("the connection dropped: settle it from a worker thread") from None
+        except BaseException as exc:
+            for request in batch:
+                request.results = None
+                request.error = exc
+            return
+        self._batched(batch, plans)
+
     def _write_batch(self, batch: list[CommitRequest]) -> None:
         """One transaction for the whole batch (a SAVEPOINT per caller on failure)."""
         plans: list[_Plan] = [request.tx for request in batch]
@@ -367,6 +398,9 @@ class PostgresStore(PgWritePath, StoreShortcuts):
                 request.results = None
                 request.error = exc
             return
+        self._batched(batch, plans)
+
+    def _batched(self, batch: list[CommitRequest], plans: list[_Plan]) -> None:
         for request, plan in zip(batch, plans, strict=True):
             request.results, request.error = plan.results, plan.error
         stats = self._stats
@@ -376,9 +410,9 @@ class PostgresStore(PgWritePath, StoreShortcuts):
 
     async def commit(self, tx: Transaction) -> list[Any]:
         """Commit ``tx`` by group commit; returns each operation's result once it is
-        committed. A batch is written from a worker thread while the node keeps running
-        (under a trio ``MockClock``, in the trio thread, so virtual time cannot jump
-        while a commit is in flight)."""
+        committed. A batch is written from a worker thread while other tasks run, in
+        the trio thread when none could (under a trio ``MockClock``, always in the trio
+        thread, so virtual time cannot jump while a commit is in flight)."""
         if not tx.ops:
             return []
         self._check_usable()
