@@ -196,7 +196,7 @@ def terminate(store: Any, workflow_id: str, reason: str, *, wait: float = 5.0) -
     if not node_holds(store):
         store.write(terminate_transaction(store, rec, error))
         return True
-    store.write(request_transaction(rec.workflow_id, error))
+    store.write(request_transaction(rec.workflow_id, error, rec.attempt))
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
         now = store.get_workflow(rec.workflow_id)

@@ -113,6 +113,8 @@ class WorkflowHost:
         #: writes asked for by synchronous callers, committed in order by one task
         self._soon: list[tuple[Transaction, Callable[[list[Any]], None] | None]] = []
         self._soon_ready = trio.Event()
+        #: ``control`` inbox rows asking nothing more, whose consume is being written
+        self.discarding: set[int] = set()
         #: parked workflows whose status the store may not show yet
         self._parked: set[WorkflowInstance] = set()
         self._parked_ready = trio.Event()
