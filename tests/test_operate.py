@@ -461,3 +461,55 @@ async def test_a_stale_request_left_by_an_older_garrison_is_ignored_after_a_retr
         await node.workflow("o").retry()
         await until(lambda: node.workflow("o").status() == "waiting", "o to run again")
     assert [r.getMessage() for r in garrison_errors] == []
+
+
+async def test_an_offline_terminate_of_a_queued_workflow_frees_its_dedup_key(
+        store_spec: str, autojump_clock: Any) -> None:
+    """A workflow waiting in its host's queue with a dedup key, terminated by a tool
+    while no node runs: its queue row goes with it, so the key starts a new workflow."""
+    import schedule_app
+
+    from garrison import _store_tools as tools
+
+    async with garrison.open_node(store=store_spec, max_concurrent=1) as node:
+        await node.start_workflow(schedule_app.job, 100.0, id="blocker")
+        queued = await node.start_workflow(schedule_app.job, id="q", dedup="report-7")
+        assert node.workflow("q").status() == "pending"
+    tool = tools.open_store(store_spec)
+    try:
+        assert tools.terminate(tool, "q", "not needed") is True
+        assert [e.workflow_id for e in tool.queue_entries()] == []
+    finally:
+        tool.close()
+    async with garrison.open_node(store=store_spec, max_concurrent=1) as node:
+        again = await node.start_workflow(schedule_app.job, id="q2", dedup="report-7")
+        assert again != queued and again.id == "q2"
+        assert node.workflow("q").status() == "failed"
+        await node.workflow("q2").result()
+
+
+async def test_an_offline_cancel_of_a_queued_workflow_frees_its_dedup_key(
+        store_spec: str, autojump_clock: Any) -> None:
+    """The same for a cancel: the next node ends the waiting workflow ``cancelled`` and
+    drops its queue row (also when the tool's wake-up reaches the node before its queue
+    runs)."""
+    import schedule_app
+
+    from garrison import _store_tools as tools
+
+    async with garrison.open_node(store=store_spec, max_concurrent=1) as node:
+        await node.start_workflow(schedule_app.job, 100.0, id="blocker")
+        await node.start_workflow(schedule_app.job, id="q", dedup="report-7")
+    tool = tools.open_store(store_spec)
+    try:
+        tools.cancel(tool, "q")
+    finally:
+        tool.close()
+    async with garrison.open_node(store=store_spec, max_concurrent=1) as node:
+        # it ends at once, whether the node finds it by the cancel's wake-up or on resume
+        with trio.fail_after(500), pytest.raises(garrison.WorkflowCancelled):
+            await node.workflow("q").result()
+        again = await node.start_workflow(schedule_app.job, id="q2", dedup="report-7")
+        assert again.id == "q2"
+        assert [e.workflow_id for e in node.hosts["workflows"].store.queue_entries()] == [
+            "q2"]

@@ -132,10 +132,12 @@ class WorkflowHost:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             if not self.client:
+                # the queue first: a wake-up may hand it a workflow to end at once (one a
+                # tool cancelled while it waited), which needs its nursery
+                await nursery.start(self.queue.run)
                 nursery.start_soon(watch_wakeups, self)
                 nursery.start_soon(self._write_soon_task)
                 nursery.start_soon(self._record_parked_task)
-                await nursery.start(self.queue.run)
             task_status.started()
             await trio.sleep_forever()
 

@@ -11,7 +11,7 @@ row in the workflow's inbox, which its code never sees): the node running it end
 at once (woken by the tool's write), or, if none runs it, the next node that opens the
 store ends it before running anything. A tool that finds no node holding the store
 ends it in the store itself (:func:`terminate_transaction`), so the status says
-``failed`` at once. A request names the
+``failed`` at once (and drops its queue row, as a node does). A request names the
 attempt it ends: one per attempt (its message id says which), and a node consumes
 without acting a request for an attempt a retry has ended since, so an offline
 terminate applies once and a retried workflow is not terminated again.
@@ -94,7 +94,8 @@ def terminate_transaction(store: Any, record: Any, error: ErrorInfo) -> Transact
     :func:`request_transaction` goes with them: a node that started meanwhile and runs
     the workflow ends it all the same (a status alone, it could overwrite); once the
     status says it ended, a node only consumes that request (see ``stale_request`` in
-    ``_inbox``, for one that outlives a retry)."""
+    ``_inbox``, for one that outlives a retry). A queued workflow leaves its host's queue (its
+    ``dedup`` key is free again), as when a node ends it."""
     tx = request_transaction(record.workflow_id, error, record.attempt)
     now = _time.time()
     todo: list[tuple[Any, ErrorInfo]] = [(record, error)]
@@ -107,6 +108,7 @@ def terminate_transaction(store: Any, record: Any, error: ErrorInfo) -> Transact
         ended.add(wid)
         pid = _pid(rec)
         tx.update_workflow(wid, status=WorkflowStatus.FAILED, error=err, time=now)
+        tx.dequeue(wid)
         text = json.dumps(event_to_plain(Event(EventKind.EXIT, pid, None, err)))
         for watcher in dict.fromkeys(store.monitors(wid)):
             other = store.get_workflow(watcher.id)
