@@ -351,6 +351,7 @@ class WorkflowHost:
         if created and self.ownership is not None and (
                 self.ownership.draining or not admitted):
             # draining, or full here: it waits unowned and a node with room takes it
+            self.counts["started"] += 1  # started here (its queue row says so elsewhere)
             self.queue.unreserve(wid)
             self.ownership.stopped(wid)
             return pid

@@ -140,10 +140,22 @@ async def resume_all(host: WorkflowHost, nursery: trio.Nursery) -> None:
         host.store.write(resumed)
     for wf in ending:  # once every workflow is loaded: their EXITs reach their watchers
         nursery.start_soon(end_requested, host, wf)
+    _count_tool_starts(host, queued)
     host.queue.restore(queued, lambda record: load(host, record))
     for wf in list(host.active.values()):
         if wf.cancel_requested:  # by a tool while no node ran: children go too
             host.cancel_children(wf)
+
+
+def _count_tool_starts(host: WorkflowHost, queued: list[WorkflowRecord]) -> None:
+    """Count as started here the ``pending`` workflows a tool created while no node ran
+    (``garrison workflows start``, ``schedules trigger``): never run, and without a
+    queue row (a node's start that waits has one, and was counted where it started; a
+    retry, attempt 2 on, is no start)."""
+    fresh = [r.workflow_id for r in queued if r.attempt == 1]
+    if fresh:
+        rows = {e.workflow_id for e in host.store.queue_entries()}
+        host.counts["started"] += sum(1 for wid in fresh if wid not in rows)
 
 
 def _pause_gc() -> bool:
@@ -214,6 +226,8 @@ def refresh(host: WorkflowHost, wid: str, *, starting: bool = False) -> None:
             return  # a start of this id is being committed here: it runs it
         host.finished.pop(wid, None)
         if record.status == WorkflowStatus.PENDING:  # a tool's start, a retry: the queue
+            if record.attempt == 1:
+                host.counts["started"] += 1  # a tool's start, picked up here
             host.queue.offer(load(host, record), record)
             return
         host.run_instance(load(host, record))
