@@ -113,7 +113,8 @@ def _pause(store: Any, args: argparse.Namespace) -> None:
 def _resume(store: Any, args: argparse.Namespace) -> None:
     tools.resume_schedule(store, args.id)
     rec = tools.get_schedule(store, args.id)
-    _done(args, {"schedule_id": args.id, "paused": False, "next_tick": when(rec.next_tick)},
+    _done(args, {"schedule_id": args.id, "paused": False,
+                 "next_tick": tools.when_json(rec.next_tick)},
           f"schedule {args.id!r} resumed; next tick {when(rec.next_tick)}")
 
 

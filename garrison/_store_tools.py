@@ -46,6 +46,7 @@ __all__ = [
     "terminate",
     "trigger_schedule",
     "when",
+    "when_json",
 ]
 
 #: the statuses a workflow never leaves
@@ -169,10 +170,8 @@ def start(store: Any, target: str, args: list[Any], workflow_id: str | None = No
     except Exception as exc:
         raise ToolError(f"cannot import {target!r}: {type(exc).__name__}: {exc} (run the "
                         "command where the application's code is importable)", 2) from None
-    if getattr(fn, "__garrison_activity__", None) is not None:
-        raise ToolError(f"{target!r} is an activity, not a workflow function", 2)
     try:
-        name = target_name(fn)
+        name = target_name(fn)  # an activity is refused
         wid = uuid.uuid4().hex if workflow_id is None else check_workflow_id(workflow_id)
         restore_args(fn, args, f"workflow {name}")  # typed arguments: checked now
         tx = Transaction().create_workflow(wid, name, args, status="pending")
@@ -248,7 +247,14 @@ def retry(store: Any, workflow_id: str) -> str:
 
 # ------------------------------------------------------------------ schedules
 def get_schedule(store: Any, schedule_id: str) -> Any:
-    """The schedule's record; :class:`ToolError` when the store has no such schedule."""
+    """The schedule's record; :class:`ToolError` when the store has no such schedule
+    (code 2 when ``schedule_id`` cannot be a schedule id, as ``node.schedule`` says)."""
+    from .hosts.workflow._schedules import check_schedule_id
+
+    try:
+        check_schedule_id(schedule_id)
+    except ValueError as exc:
+        raise ToolError(str(exc), 2) from None
     rec = store.get_schedule(schedule_id)
     if rec is None:
         raise ToolError(f"no schedule {schedule_id!r} in {store.path}")
@@ -307,9 +313,9 @@ def schedule_json(rec: Any) -> dict[str, Any]:
     return {"schedule_id": rec.schedule_id, "workflow": rec.workflow, "input": rec.input,
             "cron": rec.cron, "every": rec.every, "timezone": rec.timezone,
             "overlap": rec.overlap, "catchup_window": rec.catchup_window,
-            "paused": rec.paused, "next_tick": when(rec.next_tick),
-            "last_tick": when(rec.last_tick), "last_workflow": rec.last_workflow,
-            "buffered_tick": when(rec.buffered_tick), "source": rec.source,
+            "paused": rec.paused, "next_tick": when_json(rec.next_tick),
+            "last_tick": when_json(rec.last_tick), "last_workflow": rec.last_workflow,
+            "buffered_tick": when_json(rec.buffered_tick), "source": rec.source,
             "host": rec.host, "created": when(rec.created), "updated": when(rec.updated)}
 
 
@@ -344,6 +350,11 @@ def when(value: Any) -> str:
     if isinstance(value, _dt.datetime):
         return value.astimezone(_dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     return "" if value is None else str(value)
+
+
+def when_json(value: Any) -> str | None:
+    """A time for JSON output: :func:`when`'s text, or ``null`` for no time."""
+    return None if value is None else when(value)
 
 
 def key_value(item: str, option: str = "--search") -> tuple[str, Any]:

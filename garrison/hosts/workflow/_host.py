@@ -57,6 +57,8 @@ _dumps = json.dumps
 _loads = json.loads
 #: finished workflows whose outcome stays in memory (older ones are read from the store)
 FINISHED_MEMORY = 10_000
+#: the range of a start's ``priority``: a 64-bit signed integer, as the stores keep it
+PRIORITY_MIN, PRIORITY_MAX = -(2**63), 2**63 - 1
 #: how soon the store shows that a workflow is parked (``waiting`` / ``sleeping``)
 PARKED_DELAY = 0.05
 
@@ -272,13 +274,14 @@ class WorkflowHost:
         then start order; while a workflow started with ``dedup`` is unfinished, a start
         with that key returns its pid (``_queue.py``)."""
         fn = self.node.resolve_target(target)
-        if getattr(fn, "__garrison_activity__", None) is not None:
-            raise TypeError(f"cannot run the activity {fn!r} as a workflow")
-        name = target_name(fn)
+        name = target_name(fn)  # an activity is refused
         wid = _uuid.uuid4().hex if wid is None else check_workflow_id(wid)
         if type(priority) is not int:
             raise TypeError(f"priority must be an int, got {type(priority).__name__}: "
                             f"{priority!r}")
+        if not PRIORITY_MIN <= priority <= PRIORITY_MAX:
+            raise ValueError(f"priority must be a 64-bit integer, from -2**63 to 2**63 - 1 "
+                             f"(a store keeps it as one), got {priority}")
         if dedup is not None:
             if not isinstance(dedup, str) or not dedup:
                 raise TypeError(f"dedup must be a non-empty string or None, got {dedup!r}")
