@@ -133,13 +133,10 @@ class WorkflowHost:
         """Serve until cancelled (workflows run in this host's nursery)."""
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
-            if not self.client:
-                # the queue first: a wake-up may hand it a workflow to end at once (one a
-                # tool cancelled while it waited), which needs its nursery
-                await nursery.start(self.queue.run)
-                nursery.start_soon(watch_wakeups, self)
+            if not self.client:  # (what tools write is watched once it resumed)
                 nursery.start_soon(self._write_soon_task)
                 nursery.start_soon(self._record_parked_task)
+                await nursery.start(self.queue.run)
             task_status.started()
             await trio.sleep_forever()
 
@@ -222,6 +219,11 @@ class WorkflowHost:
         self.resumed = True
         assert self._nursery is not None
         await resume_all(self, self._nursery)
+        # What tools wrote is taken from here on: a write from before is in the store
+        # that resume_all read, and it took each workflow in its turn (a pending one in
+        # queue order, after the resumed ones; a wake-up taken earlier could start one
+        # out of its turn, or end a cancelled one before the queue ran).
+        self._nursery.start_soon(watch_wakeups, self)
         await self._nursery.start(self.scheduler.run)
 
     def starting(self, wid: str) -> bool:
