@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import fcntl
+import inspect
 import json
 import os
 import time
@@ -25,6 +26,7 @@ __all__ = [
     "FINAL",
     "ToolError",
     "cancel",
+    "check_arity",
     "delete_schedule",
     "detail",
     "error_json",
@@ -173,12 +175,42 @@ def start(store: Any, target: str, args: list[Any], workflow_id: str | None = No
     try:
         name = target_name(fn)  # an activity is refused
         wid = uuid.uuid4().hex if workflow_id is None else check_workflow_id(workflow_id)
+        check_arity(fn, name, args)
         restore_args(fn, args, f"workflow {name}")  # typed arguments: checked now
         tx = Transaction().create_workflow(wid, name, args, status="pending")
     except (TypeError, ValueError, GarrisonError) as exc:
         raise ToolError(str(exc), 2) from None
     created = bool(store.write(tx)[0])
     return wid, created
+
+
+def check_arity(fn: Any, name: str, args: list[Any]) -> None:
+    """``ValueError`` unless ``fn`` (workflow ``name``) takes ``args`` as its positional
+    arguments, naming the workflow, what it takes and what was given."""
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):  # no signature to read: the call will say
+        return
+    try:
+        signature.bind(*args)
+    except TypeError as exc:
+        params = signature.parameters.values()
+        kinds = inspect.Parameter
+        shown = signature.replace(  # its parameters as written, without annotations
+            parameters=[p.replace(annotation=kinds.empty) for p in params],
+            return_annotation=inspect.Signature.empty)
+        positional = [p for p in params
+                      if p.kind in (kinds.POSITIONAL_ONLY, kinds.POSITIONAL_OR_KEYWORD)]
+        least = sum(1 for p in positional if p.default is kinds.empty)
+        if any(p.kind is kinds.VAR_POSITIONAL for p in params):
+            takes = f"at least {least}"
+        elif least == len(positional):
+            takes = str(least)
+        else:
+            takes = f"{least} to {len(positional)}"
+        raise ValueError(
+            f"workflow {name} takes {takes} argument(s) {shown}, but JSON_ARGS gives "
+            f"{len(args)}: {json.dumps(args, default=str)} ({exc})") from None
 
 
 def terminate(store: Any, workflow_id: str, reason: str, *, wait: float = 5.0) -> bool:

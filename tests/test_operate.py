@@ -354,6 +354,13 @@ def test_cli_refusals_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture
         (("start", "ops_app:reserve"), 2, "is an activity, not a workflow function"),
         (("start", "ops_app:order", '{"item": 1}'), 2, "must be a JSON array"),
         (("start", "ops_app:order", "[1, 2"), 2, "the arguments must be JSON"),
+        (("start", "ops_app:order"), 2, "workflow ops_app:order takes 1 argument(s) (item), "
+         "but JSON_ARGS gives 0: [] (missing a required argument: 'item')"),
+        (("start", "ops_app:order", '["a", "b"]', "--id", "two"), 2,
+         'takes 1 argument(s) (item), but JSON_ARGS gives 2: ["a", "b"] (too many '
+         'positional arguments)'),
+        (("start", "ops_app:parent_of_one", "[1]"), 2,
+         "workflow ops_app:parent_of_one takes 0 argument(s) (), but JSON_ARGS gives 1"),
         (("terminate", "done"), 1, "cannot terminate workflow 'done': it is completed"),
         (("terminate", "ghost"), 1, "no workflow 'ghost'"),
         (("retry", "done"), 1, "cannot retry workflow 'done': it is completed"),
@@ -365,6 +372,8 @@ def test_cli_refusals_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture
         code, out, err = cli_here(capsys, "--store", store, *args)
         assert (code, out) == (want, ""), (args, code, out, err)
         assert err.count("\n") == 1 and said in err, (args, err)
+    with SQLiteStore(store, lock=False) as s:  # nothing refused was written
+        assert [r.workflow_id for r in s.list_workflows()] == ["done"]
 
 
 # ------------------------------------------------------------------ offline terminate
