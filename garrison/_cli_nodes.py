@@ -21,26 +21,28 @@ import time
 from typing import Any
 
 from . import _store_tools as tools
+from ._cli_options import CommandGroup, require_store
 from ._store_tools import ToolError, when
 
 
 def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     """Register the ``nodes`` sub-command on the main parser."""
-    p = sub.add_parser("nodes", parents=[common], help="list or drain the nodes of a cluster",
-                       description="The live nodes of a PostgreSQL store's cluster; "
-                                   "'drain NAME' hands that node's workflows to the others.")
-    p.add_argument("--store", required=True, help="the store: a postgresql://user@host:port/db "
-                   "URL")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    cmds = p.add_subparsers(dest="nodes_command")
-    cmds.add_parser("list", help="the live nodes (the default)")
-    drain = cmds.add_parser("drain", help="hand a node's workflows to the other nodes; it "
-                            "takes no new work and a garrison run node exits when empty")
+    group = CommandGroup(sub, "nodes", common, dest="nodes_command", required=False,
+                         store_help="the store: a postgresql://user@host:port/db URL",
+                         help="list or drain the nodes of a cluster",
+                         description="The live nodes of a PostgreSQL store's cluster; "
+                                     "'drain NAME' hands that node's workflows to the others. "
+                                     "Every option is accepted before or after the command.")
+    group.verb("list", help="the live nodes (the default)")
+    drain = group.verb("drain", help="hand a node's workflows to the other nodes; it takes "
+                       "no new work and a garrison run node exits when empty")
     drain.add_argument("name")
-    p.set_defaults(func=cmd_nodes)
+    group.parser.set_defaults(func=cmd_nodes)
 
 
 def cmd_nodes(args: argparse.Namespace) -> int:
+    """Run ``garrison nodes``; returns the exit status (see the module)."""
+    require_store(args)
     try:
         store = tools.open_store(args.store)
     except ToolError as exc:

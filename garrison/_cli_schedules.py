@@ -18,6 +18,7 @@ import sys
 from typing import Any
 
 from . import _store_tools as tools
+from ._cli_options import CommandGroup, require_store
 from ._cli_workflows import BROKEN_PIPE, _print_json, _print_table
 from ._errors import GarrisonError
 from ._store_tools import ToolError, when
@@ -25,27 +26,26 @@ from ._store_tools import ToolError, when
 
 def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     """Register the ``schedules`` sub-command on the main parser."""
-    sc = sub.add_parser("schedules", parents=[common],
-                        help="list and control the schedules of a workflow store")
-    sc.add_argument("--store", required=True, help="the SQLite store file")
-    sc.add_argument("--json", action="store_true", help="machine-readable output")
-    cmds = sc.add_subparsers(dest="sc_command", required=True)
-    ls = cmds.add_parser("list", help="list schedules")
-    ls.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
-                    help="one JSON array of full schedule records")
+    group = CommandGroup(sub, "schedules", common, dest="sc_command",
+                         help="list and control the schedules of a workflow store",
+                         description="List and control the schedules of a workflow store, "
+                                     "with or without a node running on it. Every option is "
+                                     "accepted before or after the command.")
+    group.verb("list", help="list schedules (--json: one JSON array of full schedule records)")
     for name, helptext in (
             ("pause", "stop starting workflows on its ticks"),
             ("resume", "start workflows on its ticks again, from the next one"),
             ("trigger", "start its workflow now"),
             ("delete", "remove the schedule (its workflows go on)")):
-        p = cmds.add_parser(name, help=helptext)
-        p.add_argument("id")
-        p.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
-    sc.set_defaults(func=cmd_schedules)
+        p = group.verb(name, help=helptext)
+        p.add_argument("id", help="the schedule id (a config schedule's id carries its "
+                                  "namespace: app:nightly_report)")
+    group.parser.set_defaults(func=cmd_schedules)
 
 
 def cmd_schedules(args: argparse.Namespace) -> int:
     """Run one ``garrison schedules`` command; returns the exit status."""
+    require_store(args)
     try:
         _run(args)
         sys.stdout.flush()
@@ -113,7 +113,8 @@ def _pause(store: Any, args: argparse.Namespace) -> None:
 def _resume(store: Any, args: argparse.Namespace) -> None:
     tools.resume_schedule(store, args.id)
     rec = tools.get_schedule(store, args.id)
-    _done(args, {"schedule_id": args.id, "paused": False, "next_tick": when(rec.next_tick)},
+    _done(args, {"schedule_id": args.id, "paused": False,
+                 "next_tick": tools.when_json(rec.next_tick)},
           f"schedule {args.id!r} resumed; next tick {when(rec.next_tick)}")
 
 

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from . import _store_tools as tools
+from ._cli_options import CommandGroup, require_store
 from ._errors import GarrisonError, NoSuchWorkflow
 from ._store_tools import ToolError, json_arg, key_value, when
 
@@ -39,47 +40,44 @@ BROKEN_PIPE = 128 + signal.SIGPIPE
 
 def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     """Register the ``workflows`` sub-command on the main parser."""
-    wf = sub.add_parser("workflows", parents=[common], help="inspect and drive a workflow store")
-    wf.add_argument("--store", required=True,
-                    help="the store: a SQLite file or a postgresql://user@host:port/db URL")
-    wf.add_argument("--json", action="store_true", help="machine-readable output")
-    cmds = wf.add_subparsers(dest="wf_command", required=True)
-
-    ls = cmds.add_parser("list", help="list workflows")
+    group = CommandGroup(sub, "workflows", common, dest="wf_command",
+                         help="inspect and drive a workflow store",
+                         description="Inspect and drive a workflow store, with or without a "
+                                     "node running on it. Every option is accepted before or "
+                                     "after the command.")
+    verb = group.verb
+    ls = verb("list", help="list workflows (--json: one JSON array of full workflow records)")
     ls.add_argument("--status", action="append", default=[],
                     help="only these statuses (repeat or comma-separate)")
     ls.add_argument("--search", action="append", default=[], metavar="KEY=VALUE",
                     help="filter on search attributes (VALUE is JSON or a plain string)")
     ls.add_argument("--wide", action="store_true",
                     help="show search attributes whole (the table cuts them at 40 characters)")
-    ls.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
-                    help="one JSON array of full workflow records")
 
     for name, helptext in (("show", "one workflow in detail"),
                            ("history", "its journal, one record per line")):
-        p = cmds.add_parser(name, help=helptext)
+        p = verb(name, help=helptext)
         p.add_argument("id")
-        p.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
 
-    sig = cmds.add_parser("signal", help="send a message to a workflow's durable inbox")
+    sig = verb("signal", help="send a message to a workflow's durable inbox")
     sig.add_argument("id")
     sig.add_argument("topic")
     sig.add_argument("payload", nargs="?", default="null", help="JSON (default null)")
 
-    res = cmds.add_parser("resolve", help="resolve a durable promise")
+    res = verb("resolve", help="resolve a durable promise")
     res.add_argument("id")
     res.add_argument("promise")
     res.add_argument("value", nargs="?", default="null", help="JSON (default null)")
 
-    rej = cmds.add_parser("reject", help="reject a durable promise")
+    rej = verb("reject", help="reject a durable promise")
     rej.add_argument("id")
     rej.add_argument("promise")
     rej.add_argument("message")
 
-    can = cmds.add_parser("cancel", help="ask a workflow to cancel")
+    can = verb("cancel", help="ask a workflow to cancel")
     can.add_argument("id")
 
-    st = cmds.add_parser(
+    st = verb(
         "start", help="start a workflow (the node holding the store runs it at once, "
                       "else the next node that opens the store)")
     st.add_argument("target", help="the workflow function, module:function (importable "
@@ -89,18 +87,18 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     st.add_argument("--id", help="the workflow id (default: a fresh one); an id that "
                                  "exists is left as it is")
 
-    term = cmds.add_parser(
+    term = verb(
         "terminate", help="end a workflow at once as failed (Terminated), without its "
                           "cancellation handlers")
     term.add_argument("id")
     term.add_argument("--reason", default="terminated by garrison workflows terminate",
                       help="the message of its Terminated error")
 
-    ret = cmds.add_parser(
+    ret = verb(
         "retry", help="resume a failed or blocked workflow by replay from its journal")
     ret.add_argument("id")
 
-    rp = cmds.add_parser(
+    rp = verb(
         "replay", help="replay workflows' journals against the code installed now, with "
                        "no effects; exit 1 if any differs")
     rp.add_argument("--id", action="append", default=[], dest="ids", metavar="ID",
@@ -114,12 +112,10 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
                          "(dotted name or file.py) to import first (repeat; the current "
                          "directory is always importable)")
 
-    exp = cmds.add_parser("export", help="print a workflow's history (row and journal) as "
+    exp = verb("export", help="print a workflow's history (row and journal) as "
                                          "JSON, for garrison.testing.replay")
     exp.add_argument("id")
-    for p in (sig, res, rej, can, st, term, ret, rp):
-        p.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
-    wf.set_defaults(func=cmd_workflows)
+    group.parser.set_defaults(func=cmd_workflows)
 
 
 _Fail = ToolError
@@ -127,6 +123,7 @@ _Fail = ToolError
 
 def cmd_workflows(args: argparse.Namespace) -> int:
     """Run one ``garrison workflows`` command; returns the exit status (see the module)."""
+    require_store(args)
     try:
         _run(args)
         sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit

@@ -334,9 +334,10 @@ class Node:
         ``module:qualname`` (a lambda or closure raises ``TypeError``).
 
         On a host with limits (``max_concurrent``, ``rate``) a start over them waits
-        ``pending`` in the host's queue, by ``priority`` (higher first), then start
-        order. While a workflow started with ``dedup`` is queued or running (until it
-        ends), a start with the same key returns that workflow's pid.
+        ``pending`` in the host's queue, by ``priority`` (an int from -2**63 to
+        2**63 - 1, higher first), then start order. While a workflow started with
+        ``dedup`` is queued or running (until it ends), a start with the same key
+        returns that workflow's pid.
 
         >>> pid = await node.start_workflow(order_workflow, order, id="order-17")
         >>> await node.workflow("order-17").result()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import fcntl
+import inspect
 import json
 import os
 import time
@@ -25,6 +26,7 @@ __all__ = [
     "FINAL",
     "ToolError",
     "cancel",
+    "check_arity",
     "delete_schedule",
     "detail",
     "error_json",
@@ -46,6 +48,7 @@ __all__ = [
     "terminate",
     "trigger_schedule",
     "when",
+    "when_json",
 ]
 
 #: the statuses a workflow never leaves
@@ -169,17 +172,45 @@ def start(store: Any, target: str, args: list[Any], workflow_id: str | None = No
     except Exception as exc:
         raise ToolError(f"cannot import {target!r}: {type(exc).__name__}: {exc} (run the "
                         "command where the application's code is importable)", 2) from None
-    if getattr(fn, "__garrison_activity__", None) is not None:
-        raise ToolError(f"{target!r} is an activity, not a workflow function", 2)
     try:
-        name = target_name(fn)
+        name = target_name(fn)  # an activity is refused
         wid = uuid.uuid4().hex if workflow_id is None else check_workflow_id(workflow_id)
+        check_arity(fn, name, args)
         restore_args(fn, args, f"workflow {name}")  # typed arguments: checked now
         tx = Transaction().create_workflow(wid, name, args, status="pending")
     except (TypeError, ValueError, GarrisonError) as exc:
         raise ToolError(str(exc), 2) from None
     created = bool(store.write(tx)[0])
     return wid, created
+
+
+def check_arity(fn: Any, name: str, args: list[Any]) -> None:
+    """``ValueError`` unless ``fn`` (workflow ``name``) takes ``args`` as its positional
+    arguments, naming the workflow, what it takes and what was given."""
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):  # no signature to read: the call will say
+        return
+    try:
+        signature.bind(*args)
+    except TypeError as exc:
+        params = signature.parameters.values()
+        kinds = inspect.Parameter
+        shown = signature.replace(  # its parameters as written, without annotations
+            parameters=[p.replace(annotation=kinds.empty) for p in params],
+            return_annotation=inspect.Signature.empty)
+        positional = [p for p in params
+                      if p.kind in (kinds.POSITIONAL_ONLY, kinds.POSITIONAL_OR_KEYWORD)]
+        least = sum(1 for p in positional if p.default is kinds.empty)
+        if any(p.kind is kinds.VAR_POSITIONAL for p in params):
+            takes = f"at least {least}"
+        elif least == len(positional):
+            takes = str(least)
+        else:
+            takes = f"{least} to {len(positional)}"
+        raise ValueError(
+            f"workflow {name} takes {takes} argument(s) {shown}, but JSON_ARGS gives "
+            f"{len(args)}: {json.dumps(args, default=str)} ({exc})") from None
 
 
 def terminate(store: Any, workflow_id: str, reason: str, *, wait: float = 5.0) -> bool:
@@ -196,7 +227,7 @@ def terminate(store: Any, workflow_id: str, reason: str, *, wait: float = 5.0) -
     if not node_holds(store):
         store.write(terminate_transaction(store, rec, error))
         return True
-    store.write(request_transaction(rec.workflow_id, error))
+    store.write(request_transaction(rec.workflow_id, error, rec.attempt))
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
         now = store.get_workflow(rec.workflow_id)
@@ -248,7 +279,14 @@ def retry(store: Any, workflow_id: str) -> str:
 
 # ------------------------------------------------------------------ schedules
 def get_schedule(store: Any, schedule_id: str) -> Any:
-    """The schedule's record; :class:`ToolError` when the store has no such schedule."""
+    """The schedule's record; :class:`ToolError` when the store has no such schedule
+    (code 2 when ``schedule_id`` cannot be a schedule id, as ``node.schedule`` says)."""
+    from .hosts.workflow._schedules import check_schedule_id
+
+    try:
+        check_schedule_id(schedule_id)
+    except ValueError as exc:
+        raise ToolError(str(exc), 2) from None
     rec = store.get_schedule(schedule_id)
     if rec is None:
         raise ToolError(f"no schedule {schedule_id!r} in {store.path}")
@@ -307,9 +345,9 @@ def schedule_json(rec: Any) -> dict[str, Any]:
     return {"schedule_id": rec.schedule_id, "workflow": rec.workflow, "input": rec.input,
             "cron": rec.cron, "every": rec.every, "timezone": rec.timezone,
             "overlap": rec.overlap, "catchup_window": rec.catchup_window,
-            "paused": rec.paused, "next_tick": when(rec.next_tick),
-            "last_tick": when(rec.last_tick), "last_workflow": rec.last_workflow,
-            "buffered_tick": when(rec.buffered_tick), "source": rec.source,
+            "paused": rec.paused, "next_tick": when_json(rec.next_tick),
+            "last_tick": when_json(rec.last_tick), "last_workflow": rec.last_workflow,
+            "buffered_tick": when_json(rec.buffered_tick), "source": rec.source,
             "host": rec.host, "created": when(rec.created), "updated": when(rec.updated)}
 
 
@@ -344,6 +382,11 @@ def when(value: Any) -> str:
     if isinstance(value, _dt.datetime):
         return value.astimezone(_dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     return "" if value is None else str(value)
+
+
+def when_json(value: Any) -> str | None:
+    """A time for JSON output: :func:`when`'s text, or ``null`` for no time."""
+    return None if value is None else when(value)
 
 
 def key_value(item: str, option: str = "--search") -> tuple[str, Any]:

@@ -12,7 +12,7 @@ import importlib
 import inspect
 from typing import Any
 
-__all__ = ["check_target", "import_target", "target_name"]
+__all__ = ["activity_refusal", "check_target", "import_target", "target_name"]
 
 #: how many targets each cache below remembers (targets are few; this bounds odd uses)
 _CACHE_SIZE = 4096
@@ -21,7 +21,8 @@ _names: dict[Any, str] = {}
 
 
 def target_name(fn: Any) -> str:
-    """``module:qualname`` of a workflow function, or ``TypeError`` saying why it has none."""
+    """``module:qualname`` of a workflow function, or ``TypeError`` saying why it has none
+    (an ``@activity`` is refused: it runs inside a workflow, never as one)."""
     try:
         return _names[fn]
     except (KeyError, TypeError):
@@ -69,7 +70,20 @@ def _check_target(fn: Any) -> str:
     return getattr(inner, "__qualname__", None) or type(inner).__name__
 
 
+def activity_refusal(fn: Any) -> str | None:
+    """Why ``fn`` cannot run as a workflow because it is an ``@activity`` (the message
+    every workflow start and schedule gives), or ``None``."""
+    if getattr(fn, "__garrison_activity__", None) is None:
+        return None
+    name = f"{getattr(fn, '__module__', '?')}:{getattr(fn, '__qualname__', repr(fn))}"
+    return (f"cannot run the activity {name} as a workflow: it is an activity, not a "
+            "workflow function (call it from a workflow)")
+
+
 def _target_name(fn: Any) -> str:
+    refused = activity_refusal(fn)
+    if refused is not None:
+        raise TypeError(refused)
     inner = fn
     while isinstance(inner, functools.partial):
         raise TypeError(f"cannot run {fn!r} as a workflow: a functools.partial is not "

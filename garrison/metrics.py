@@ -131,8 +131,9 @@ class NodeCollector:
     def _workflows(self, node: Any) -> Iterator[Any]:
         core = self._core
         starts = core.CounterMetricFamily(
-            "garrison_workflow_starts", "Workflows started on this node (new ones, and ones "
-            "a tool started while it runs).", labels=["host"])
+            "garrison_workflow_starts", "Workflows this node started: its own starts "
+            "(schedule ticks included) and those a tool created in its store, picked up "
+            "while it runs or when it opened the store.", labels=["host"])
         resumes = core.CounterMetricFamily(
             "garrison_workflow_resumes", "Unfinished workflows this node resumed from its "
             "store when it opened.", labels=["host"])

@@ -542,3 +542,89 @@ def test_run_checks_main_before_anything_starts(tmp_path):
     assert done.returncode == 2 and "is not a config" in done.stderr, done.stderr
     done = cli("run", "app.yaml", "--main", "shop:main", cwd=tmp_path)
     assert done.returncode == 0 and done.stdout == "ran\n", done.stderr
+
+
+def _verbs(group: str) -> dict[str, list[str]]:
+    """Each verb of ``garrison GROUP`` and a value for each of its positionals."""
+    import argparse
+
+    from garrison._cli import build_parser
+
+    def subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+        action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        return dict(action.choices)
+
+    out = {}
+    for name, verb in subparsers(subparsers(build_parser())[group]).items():
+        out[name] = [f"{a.dest}-value" if a.nargs is None else "[]" for a in verb._actions
+                     if not a.option_strings]
+    return out
+
+
+def test_every_option_of_a_command_group_is_accepted_before_or_after_its_verb(
+        tmp_path: Path) -> None:
+    """--store, --json, --log-level and --log-format, on every verb of workflows,
+    schedules and nodes: the same command either way; --store given on neither side
+    is an error naming it."""
+    import pytest
+
+    from garrison._cli import build_parser
+
+    verbs = {group: _verbs(group) for group in ("workflows", "schedules", "nodes")}
+    assert sorted(verbs["workflows"]) == sorted([
+        "list", "show", "history", "signal", "resolve", "reject", "cancel", "start",
+        "terminate", "retry", "replay", "export"])
+    assert sorted(verbs["schedules"]) == ["delete", "list", "pause", "resume", "trigger"]
+    assert sorted(verbs["nodes"]) == ["drain", "list"]
+    options = ["--store", "s.db", "--json", "--log-level", "debug", "--log-format", "json"]
+    checked = 0
+    for group, group_verbs in verbs.items():
+        for verb, positionals in group_verbs.items():
+            runs = [[group, *options, verb, *positionals],
+                    [group, verb, *positionals, *options],
+                    [group, "--store", "s.db", "--log-level", "debug", verb, *positionals,
+                     "--json", "--log-format", "json"]]
+            parsed = [vars(build_parser().parse_args(argv)) for argv in runs]
+            for args in parsed:
+                del args["group_parser"]
+                del args["func"]
+                assert (args["store"], args["json"], args["log_level"], args["log_format"]) \
+                    == ("s.db", True, "debug", "json"), (group, verb, args)
+            assert parsed[0] == parsed[1] == parsed[2], (group, verb)
+            checked += 1
+    assert checked == 19
+    parsed = build_parser().parse_args(["workflows", "--store", "a.db", "list", "--store",
+                                        "b.db"])
+    assert parsed.store == "b.db"  # given after the verb, it wins
+    for group, verb in (("workflows", "list"), ("schedules", "list"), ("nodes", "list")):
+        args = build_parser().parse_args([group, verb])
+        with pytest.raises(SystemExit) as info:
+            args.func(args)
+        assert info.value.code == 2
+
+
+def test_store_after_the_verb_on_the_command_line(tmp_path: Path) -> None:
+    """The forms the README shows, end to end: replay, start, schedules list and a
+    missing --store."""
+    db = str(tmp_path / "s.db")
+    env_cwd = tmp_path
+    (tmp_path / "jobs.py").write_text("async def job(n: int) -> int:\n    return n\n")
+    made = subprocess.run([sys.executable, "-c", "from garrison.persistence import "
+                           f"SQLiteStore; SQLiteStore({db!r}).close()"], cwd=ROOT)
+    assert made.returncode == 0
+    started = cli("workflows", "start", "jobs:job", "[3]", "--id", "j", "--store", db,
+                  "--json", cwd=env_cwd)
+    assert (started.returncode, json.loads(started.stdout)) == (
+        0, {"workflow_id": "j", "created": True}), started.stderr
+    listed = cli("workflows", "list", "--store", db, cwd=env_cwd)
+    assert listed.returncode == 0 and listed.stdout.splitlines()[1].startswith("j "), listed
+    replayed = cli("workflows", "replay", "--store", db, "--json", cwd=env_cwd)
+    assert replayed.returncode == 0, replayed.stderr
+    assert [r["workflow_id"] for r in json.loads(replayed.stdout)] == ["j"]
+    schedules = cli("schedules", "list", "--store", db, cwd=env_cwd)
+    assert (schedules.returncode, schedules.stdout) == (0, "no schedules\n"), schedules.stderr
+    missing = cli("schedules", "list", cwd=env_cwd)
+    assert missing.returncode == 2
+    assert missing.stderr.splitlines()[-1] == (
+        "garrison schedules: error: the following arguments are required: --store (before "
+        "or after the command)")

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import observe_app
+import ops_app
 import pytest
 import trio
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -402,6 +403,70 @@ def _scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
         text = response.read().decode()
     return {(s.name, tuple(sorted(s.labels.items()))): s.value
             for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def _starts(node: garrison.Node) -> float:
+    from prometheus_client import generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = generate_latest(garrison.metrics.collect(node)).decode()
+    return next(s.value for family in text_string_to_metric_families(text)
+                for s in family.samples if s.name == "garrison_workflow_starts_total")
+
+
+async def test_workflow_starts_count_every_start_the_node_performs(
+        tmp_path: Path, autojump_clock: Any) -> None:
+    """garrison_workflow_starts_total counts the workflows a node starts: its own
+    (start_workflow, a schedule's tick) and those a tool created in its store while no
+    node ran (CLI start, schedules trigger), picked up when it opens the store; a
+    resume or a retry is no start."""
+    import schedule_app
+
+    from garrison import _store_tools as tools
+
+    db = str(tmp_path / "s.db")
+    async with garrison.open_node(store=db) as node:
+        await node.schedule("yearly", schedule_app.job, cron="0 3 1 1 *")
+        await node.start_workflow(schedule_app.job, 10.0, id="resumed")
+    store = tools.open_store(db)
+    try:  # no node: a tool's start and a trigger
+        tools.start(store, "schedule_app:job", [], "cli-1")
+        tools.pause_schedule(store, "yearly")  # (virtual time must not reach its ticks)
+        triggered = tools.trigger_schedule(store, "yearly")
+    finally:
+        store.close()
+    async with garrison.open_node(store=db) as node:
+        assert _starts(node) == 2  # not the resumed one
+        for wid in ("cli-1", triggered, "resumed"):
+            await node.workflow(wid).result()
+        await node.start_workflow(schedule_app.job, id="api")
+        ops_app.FAILS["x"] = 2
+        await node.start_workflow(ops_app.order, "x", id="f")
+        with pytest.raises(garrison.WorkflowFailed):
+            await node.workflow("f").result()
+        await node.workflow("f").retry()
+        await trio.sleep(1)
+        assert _starts(node) == 4  # api, f (its retry is no start)
+        await node.schedule("hourly", schedule_app.job, every="1h")
+        await trio.sleep(3600)  # one tick
+        assert node.schedule_handle("hourly").info().last_workflow.startswith("hourly@")
+        assert _starts(node) == 5
+
+
+async def test_workflow_starts_count_a_tools_start_while_the_node_runs(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Real time: ``garrison workflows start`` while a node runs; the node starts it."""
+    from garrison._cli import build_parser
+
+    db = str(tmp_path / "s.db")
+    args = build_parser().parse_args(
+        ["workflows", "--store", db, "start", "schedule_app:job", "[]", "--id", "cli"])
+    async with garrison.open_node(store=db) as node:
+        code = await trio.to_thread.run_sync(args.func, args)
+        assert code == 0, capsys.readouterr()
+        with trio.fail_after(10):
+            assert await node.workflow("cli").result() == "cli"
+        assert _starts(node) == 1
 
 
 def test_garrison_run_serves_metrics(tmp_path: Path) -> None:

@@ -4,12 +4,15 @@ line, with and without a node running on the store."""
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import ops_app
 import pytest
 import trio
+from _stores import sql
 
 import garrison
 from garrison.persistence import RawJson, SQLiteStore, Transaction
@@ -351,6 +354,13 @@ def test_cli_refusals_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture
         (("start", "ops_app:reserve"), 2, "is an activity, not a workflow function"),
         (("start", "ops_app:order", '{"item": 1}'), 2, "must be a JSON array"),
         (("start", "ops_app:order", "[1, 2"), 2, "the arguments must be JSON"),
+        (("start", "ops_app:order"), 2, "workflow ops_app:order takes 1 argument(s) (item), "
+         "but JSON_ARGS gives 0: [] (missing a required argument: 'item')"),
+        (("start", "ops_app:order", '["a", "b"]', "--id", "two"), 2,
+         'takes 1 argument(s) (item), but JSON_ARGS gives 2: ["a", "b"] (too many '
+         'positional arguments)'),
+        (("start", "ops_app:parent_of_one", "[1]"), 2,
+         "workflow ops_app:parent_of_one takes 0 argument(s) (), but JSON_ARGS gives 1"),
         (("terminate", "done"), 1, "cannot terminate workflow 'done': it is completed"),
         (("terminate", "ghost"), 1, "no workflow 'ghost'"),
         (("retry", "done"), 1, "cannot retry workflow 'done': it is completed"),
@@ -362,3 +372,153 @@ def test_cli_refusals_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture
         code, out, err = cli_here(capsys, "--store", store, *args)
         assert (code, out) == (want, ""), (args, code, out, err)
         assert err.count("\n") == 1 and said in err, (args, err)
+    with SQLiteStore(store, lock=False) as s:  # nothing refused was written
+        assert [r.workflow_id for r in s.list_workflows()] == ["done"]
+
+
+# ------------------------------------------------------------------ offline terminate
+class _Errors(logging.Handler):
+    """The error records of garrison's loggers while it is installed."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture
+def garrison_errors() -> Iterator[list[logging.LogRecord]]:
+    handler = _Errors()
+    logger = logging.getLogger("garrison")
+    logger.addHandler(handler)
+    try:
+        yield handler.records
+    finally:
+        logger.removeHandler(handler)
+
+
+def _controls(store: str) -> list[tuple[Any, ...]]:
+    """The ``control`` rows of workflow ``o``: (payload, consumed)."""
+    return [(json.loads(payload), consumed is not None) for payload, consumed in sql(
+        store, "SELECT payload, consumed_seq FROM inbox WHERE workflow_id = ? AND "
+        "kind = 'control' ORDER BY id", ("o",))]
+
+
+@pytest.mark.parametrize("node_between", [False, True], ids=["retry-offline", "node-between"])
+async def test_an_offline_terminate_applies_once_and_a_retry_is_not_terminated_again(
+        store_spec: str, node_between: bool, autojump_clock: Any,
+        garrison_errors: list[logging.LogRecord]) -> None:
+    """Two tools terminate one workflow at once while no node runs: one request is
+    left for a node (the two ask the same of the same attempt); the workflow is retried
+    (with no node, or after a node consumed the request): the next node runs it again
+    from its journal, the stale request never ends it again, and nothing fails to
+    write."""
+    from garrison import _store_tools as tools
+    from garrison.hosts.workflow import terminate_transaction, terminated
+
+    async with garrison.open_node(store=store_spec) as node:
+        await node.start_workflow(ops_app.order, "pen", id="o")
+        await until(lambda: node.workflow("o").status() == "waiting", "o to wait")
+    tool = tools.open_store(store_spec)
+    try:
+        seen = tool.get_workflow("o")  # both tools read it unfinished
+        assert tools.terminate(tool, "o", "first tool") is True
+        tool.write(terminate_transaction(tool, seen, terminated("second tool")))
+        assert tool.get_workflow("o").status == "failed"
+        assert [consumed for _payload, consumed in _controls(store_spec)] == [False]
+        if node_between:
+            async with garrison.open_node(store=store_spec) as node:
+                await trio.sleep(1)  # it reads the request (SQLite: its wakeup), or not
+                assert node.workflow("o").status() == "failed"
+        assert tools.retry(tool, "o") == "2 journal record(s) replay"
+    finally:
+        tool.close()
+
+    async with garrison.open_node(store=store_spec) as node:
+        await until(lambda: node.workflow("o").status() == "waiting", "o to run again")
+        await trio.sleep(1)
+        assert node.workflow("o").status() == "waiting"  # not terminated again
+        await node.workflow("o").signal("ship")
+        assert await node.workflow("o").result() == "res-pen pay-pen ship"
+        assert node.hosts["workflows"].store.get_workflow("o").attempt == 2
+    payloads = _controls(store_spec)
+    assert [(p["attempt"], consumed) for p, consumed in payloads] == [(1, True)]
+    assert ops_app.LOG == [("reserve", "pen"), ("charge", "pen")]  # replayed, not rerun
+    assert [r.getMessage() for r in garrison_errors] == []
+
+
+async def test_a_stale_request_left_by_an_older_garrison_is_ignored_after_a_retry(
+        tmp_path: Path, autojump_clock: Any, garrison_errors: list[logging.LogRecord]) -> None:
+    """Requests without an attempt (and two of them, as an older version wrote for two
+    terminates) end the workflow they find; after a retry the workflow runs."""
+    from garrison.hosts.workflow import request_transaction, terminated
+
+    store = str(tmp_path / "s.db")
+    async with garrison.open_node(store=store) as node:
+        await node.start_workflow(ops_app.order, "pen", id="o")
+        await until(lambda: node.workflow("o").status() == "waiting", "o to wait")
+    with SQLiteStore(store) as s:
+        s.write(request_transaction("o", terminated("one")))
+        s.write(request_transaction("o", terminated("two")))
+    async with garrison.open_node(store=store) as node:
+        with pytest.raises(garrison.WorkflowFailed, match="Terminated: two"):
+            await node.workflow("o").result()
+        s = node.hosts["workflows"].store
+        await until(lambda: s.pending_messages("o") == [], "both requests consumed")
+        await node.workflow("o").retry()
+        await until(lambda: node.workflow("o").status() == "waiting", "o to run again")
+    assert [r.getMessage() for r in garrison_errors] == []
+
+
+async def test_an_offline_terminate_of_a_queued_workflow_frees_its_dedup_key(
+        store_spec: str, autojump_clock: Any) -> None:
+    """A workflow waiting in its host's queue with a dedup key, terminated by a tool
+    while no node runs: its queue row goes with it, so the key starts a new workflow."""
+    import schedule_app
+
+    from garrison import _store_tools as tools
+
+    async with garrison.open_node(store=store_spec, max_concurrent=1) as node:
+        await node.start_workflow(schedule_app.job, 100.0, id="blocker")
+        queued = await node.start_workflow(schedule_app.job, id="q", dedup="report-7")
+        assert node.workflow("q").status() == "pending"
+    tool = tools.open_store(store_spec)
+    try:
+        assert tools.terminate(tool, "q", "not needed") is True
+        assert [e.workflow_id for e in tool.queue_entries()] == []
+    finally:
+        tool.close()
+    async with garrison.open_node(store=store_spec, max_concurrent=1) as node:
+        again = await node.start_workflow(schedule_app.job, id="q2", dedup="report-7")
+        assert again != queued and again.id == "q2"
+        assert node.workflow("q").status() == "failed"
+        await node.workflow("q2").result()
+
+
+async def test_an_offline_cancel_of_a_queued_workflow_frees_its_dedup_key(
+        store_spec: str, autojump_clock: Any) -> None:
+    """The same for a cancel: the next node ends the waiting workflow ``cancelled`` and
+    drops its queue row (also when the tool's wake-up reaches the node before its queue
+    runs)."""
+    import schedule_app
+
+    from garrison import _store_tools as tools
+
+    async with garrison.open_node(store=store_spec, max_concurrent=1) as node:
+        await node.start_workflow(schedule_app.job, 100.0, id="blocker")
+        await node.start_workflow(schedule_app.job, id="q", dedup="report-7")
+    tool = tools.open_store(store_spec)
+    try:
+        tools.cancel(tool, "q")
+    finally:
+        tool.close()
+    async with garrison.open_node(store=store_spec, max_concurrent=1) as node:
+        # it ends at once, whether the node finds it by the cancel's wake-up or on resume
+        with trio.fail_after(500), pytest.raises(garrison.WorkflowCancelled):
+            await node.workflow("q").result()
+        again = await node.start_workflow(schedule_app.job, id="q2", dedup="report-7")
+        assert again.id == "q2"
+        assert [e.workflow_id for e in node.hosts["workflows"].store.queue_entries()] == [
+            "q2"]

@@ -100,6 +100,23 @@ async def test_dedup_returns_the_queued_or_running_workflow(autojump_clock: Any)
         assert [w.workflow_id for w in node.workflows()].count("second") == 0
 
 
+async def test_priority_is_a_64_bit_integer(store_spec: str, autojump_clock: Any) -> None:
+    """The range the stores keep: the ends are accepted and ordered; one past either
+    is a ValueError naming the range, before anything is written."""
+    async with garrison.open_node(store=store_spec, max_concurrent=1) as node:
+        await node.start_workflow(app.job, 1.0, id="first")
+        for priority in (2**63, -(2**63) - 1):
+            with pytest.raises(ValueError, match=r"priority must be a 64-bit integer, from "
+                               rf"-2\*\*63 to 2\*\*63 - 1 \(a store keeps it as one\), "
+                               rf"got {priority}"):
+                await node.start_workflow(app.job, id="over", priority=priority)
+        assert [w.workflow_id for w in node.workflows()] == ["first"]
+        await node.start_workflow(app.job, id="low", priority=-(2**63))
+        await node.start_workflow(app.job, id="high", priority=2**63 - 1)
+        await node.workflow("low").result()
+    assert started() == ["first", "high", "low"]
+
+
 async def test_a_full_queue_survives_a_restart(store_spec: str, autojump_clock: Any) -> None:
     db = store_spec
     async with garrison.open_node(store=db, max_concurrent=2) as node:

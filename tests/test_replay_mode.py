@@ -134,7 +134,11 @@ async def test_replay_cli_passes_unchanged_code_and_catches_a_renamed_activity(
     assert blocked.returncode == 1
     assert "blocked-1  NonDeterminismError: workflow 'blocked-1' diverged from its journal " \
            "at seq 1: the journal records activity 'shop:reserve_v0', but the code now did " \
-           "activity 'shop:reserve'" in blocked.stdout
+           "activity 'shop:reserve'. Nothing was changed (a dry run); a node running this " \
+           "code would block the workflow when it replays it: keep the recorded path for " \
+           "workflows started before the change (branch with workflow.version), or deploy " \
+           "the change once they have finished" in blocked.stdout
+    assert "restart a node" not in blocked.stdout  # a replay blocks nothing
     assert "1 of 3 workflow(s) differ from their journal: blocked-1" in blocked.stderr
 
     # the deploy: charge is renamed

@@ -10,6 +10,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import attrs
+import ops_app
 import pytest
 import schedule_app as app
 import trio
@@ -406,7 +407,46 @@ async def test_bad_schedules_are_refused_with_what_is_wrong(node: garrison.Node)
         await node.schedule("a@b", app.job, every="1h")
     with pytest.raises(TypeError, match="lambda"):
         await node.schedule("s", lambda: None, every="1h")
+    for every in (float("inf"), 1e300, "36501d"):  # finite, and ticks a store can hold
+        with pytest.raises(ValueError, match=r"'s': every must be a whole number of seconds "
+                           r"from 1s to 3153600000s \(100 years\), got"):
+            await node.schedule("s", app.job, every=every)
+    # an activity is refused as start_workflow refuses it (the same message)
+    with pytest.raises(TypeError) as started:
+        await node.start_workflow(ops_app.reserve, "x")
+    with pytest.raises(TypeError) as scheduled:
+        await node.schedule("s", ops_app.reserve, "x", every="1h")
+    assert str(scheduled.value) == str(started.value) == (
+        "cannot run the activity ops_app:reserve as a workflow: it is an activity, not a "
+        "workflow function (call it from a workflow)")
     assert node.schedules() == []
+
+
+async def test_a_schedule_id_is_checked_alike_by_check_run_the_api_and_the_cli(
+        tmp_path: Path, autojump_clock: Any) -> None:
+    """An id with '@' (which separates a schedule's id from the tick in its workflows'
+    ids) is refused by garrison check and the config loader (naming the file, the entry
+    and the field), by node.schedule and by garrison schedules, in the same words."""
+    from garrison.config import check_config
+
+    said = ("invalid schedule id 'app:nightly@eu': expected a non-empty name without '@', "
+            "NUL or surrounding spaces (its workflows are named '<id>@<tick time>')")
+    config = tmp_path / "app.yaml"
+    config.write_text(CONFIG + "  - {name: nightly@eu, kind: workflow.schedule, workflow: "
+                      "job, every: 1h}\n")
+    where = f"{config}: entry 'app:nightly@eu' (index 2): field 'name': "
+    assert check_config(str(config)) == [where + said]
+    with pytest.raises(garrison.ConfigError) as info:
+        garrison.config.load_config(str(config))
+    assert where + said in str(info.value)
+    db = str(tmp_path / "wf.db")
+    async with garrison.open_node(store=db) as node:
+        with pytest.raises(ValueError) as refused:
+            await node.schedule("app:nightly@eu", app.job, every="1h")
+        assert str(refused.value) == said
+    for verb in ("pause", "resume", "trigger", "delete"):
+        done = cli("--store", db, verb, "app:nightly@eu")
+        assert (done.returncode, done.stderr) == (2, f"garrison schedules: {said}\n"), verb
 
 
 # ------------------------------------------------------------------ config
@@ -448,6 +488,7 @@ def test_schedule_entries_are_checked() -> None:
   - {name: b, kind: workflow.schedule, workflow: app:job, cron: "0 3 * *", timezone: Mars}
   - {name: c, kind: workflow.schedule, workflow: app:nightly, every: 250ms, overlap: x}
   - {name: d, kind: workflow.schedule, workflow: app:nope, every: 1h, host: app:job}
+  - {name: e, kind: workflow.schedule, workflow: app:job, every: .inf}
 """
     with pytest.raises(garrison.ConfigError) as info:
         load_config_text(bad, "app.yaml")
@@ -456,6 +497,8 @@ def test_schedule_entries_are_checked() -> None:
     assert "entry 'app:b' (index 3): field 'cron': expected a cron expression" in text
     assert "entry 'app:b' (index 3): field 'timezone': expected an IANA time zone" in text
     assert "entry 'app:c' (index 4): field 'every': expected a duration of whole " in text
+    assert "entry 'app:e' (index 6): field 'every': expected a duration of whole seconds, " \
+        "from 1s to 100 years, got inf" in text
     assert "field 'overlap': expected one of 'skip', 'buffer_one', 'allow_all'" in text
     assert "entry 'app:d' (index 5): field 'workflow': unknown entry 'app:nope'" in text
     assert "field 'host': expected a workflow.host entry, but 'app:job' is a workflow.py" \
@@ -580,6 +623,9 @@ async def test_cli_without_a_node(tmp_path: Path, autojump_clock: Any) -> None:
     rows = json.loads(cli("--store", db, "list", "--json").stdout)
     assert [(r["schedule_id"], r["paused"], r["input"]) for r in rows] == [
         ("hourly", True, [5.0]), ("nightly", False, [])]
+    # no time yet is null, not ""
+    assert [(r["last_tick"], r["buffered_tick"]) for r in rows] == [(None, None)] * 2
+    assert rows[0]["next_tick"] == "2026-01-01T01:00:00.000Z"
     triggered = json.loads(cli("--store", db, "trigger", "hourly", "--json").stdout)
     assert triggered["workflow_id"].startswith("hourly@")
     assert "next tick" in cli("--store", db, "resume", "hourly").stdout

@@ -115,8 +115,11 @@ def _schedule_timing(inst: Any, attribute: attrs.Attribute[Any], value: object) 
                 raise _FieldProblem("cron", f"a cron expression such as '0 3 * * *' "
                                     f"({detail})", inst.cron) from None
     elif attribute.name == "every" and value is not None:
-        if not _is_number(value) or value < 1 or value != int(value):  # type: ignore[operator, call-overload]
-            raise _FieldProblem("every", "a duration of whole seconds, at least 1s", value)
+        try:
+            ScheduleSpec.parse(every=value)
+        except (TypeError, ValueError):
+            raise _FieldProblem("every", "a duration of whole seconds, from 1s to 100 years",
+                                value) from None
     elif attribute.name == "timezone":
         try:
             ScheduleSpec.parse(every=60, timezone=value)

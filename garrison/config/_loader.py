@@ -36,6 +36,7 @@ import attrs
 import yaml
 
 from .._errors import ConfigError
+from .._targets import activity_refusal
 from ._entries import (
     _HOST_KINDS,
     _REQUIRED,
@@ -168,7 +169,11 @@ def _is_async_callable(obj: object) -> bool:
 
 
 def _check_workflow_importable(func: Callable[..., Any]) -> str | None:
-    """Why ``func`` cannot be found again by ``module:qualname``, or ``None`` if it can."""
+    """Why ``func`` cannot be found again by ``module:qualname`` (or is an activity),
+    or ``None`` if it can."""
+    refused = activity_refusal(func)
+    if refused is not None:
+        return refused
     qualname = getattr(func, "__qualname__", None)
     module = getattr(func, "__module__", None)
     if not isinstance(qualname, str) or not isinstance(module, str):
@@ -633,7 +638,14 @@ def _link_schedule(entry: ScheduleEntry, loc: _Located, located: Mapping[str, _L
     def resolve(ref: str) -> str:
         return ref if ":" in ref else f"{loc.namespace}:{ref}"
 
+    from ..hosts.workflow._schedules import check_schedule_id
+
     ok = True
+    try:
+        check_schedule_id(entry.id)  # as node.schedule checks it
+    except ValueError as exc:
+        report("name", str(exc))
+        ok = False
     workflow = resolve(entry.workflow)
     target = located.get(workflow)
     if "workflow" in loc.failed:

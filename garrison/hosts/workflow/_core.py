@@ -80,6 +80,8 @@ class WorkflowCore(Caller):
         self.pending = pending
         #: requests to the host pending in the inbox (kind ``control``: a terminate)
         self.requests: list[Any] = []
+        #: ids of the requests it ends by (consumed with its end): seen again, ignored
+        self.requests_taken: set[int] = set()
         #: durable timers of this run: seq -> wall-clock deadline
         self.timers = timers
         self.cancel_requested = cancel_requested

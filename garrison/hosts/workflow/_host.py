@@ -58,6 +58,8 @@ _dumps = json.dumps
 _loads = json.loads
 #: finished workflows whose outcome stays in memory (older ones are read from the store)
 FINISHED_MEMORY = 10_000
+#: the range of a start's ``priority``: a 64-bit signed integer, as the stores keep it
+PRIORITY_MIN, PRIORITY_MAX = -(2**63), 2**63 - 1
 #: how soon the store shows that a workflow is parked (``waiting`` / ``sleeping``)
 PARKED_DELAY = 0.05
 
@@ -97,6 +99,8 @@ class WorkflowHost:
         #: writes asked for by synchronous callers, committed in order by one task
         self._soon: list[tuple[Transaction, Callable[[list[Any]], None] | None]] = []
         self._soon_ready = trio.Event()
+        #: ``control`` inbox rows asking nothing more, whose consume is being written
+        self.discarding: set[int] = set()
         #: parked workflows whose status the store may not show yet
         self._parked: set[WorkflowInstance] = set()
         self._parked_ready = trio.Event()
@@ -113,8 +117,7 @@ class WorkflowHost:
         """Serve until cancelled (workflows run in this host's nursery)."""
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
-            if not self.client:
-                nursery.start_soon(watch_wakeups, self)
+            if not self.client:  # (what tools write is watched once it resumed)
                 nursery.start_soon(self._write_soon_task)
                 nursery.start_soon(self._record_parked_task)
                 await nursery.start(self.queue.run)
@@ -200,6 +203,11 @@ class WorkflowHost:
         self.resumed = True
         assert self._nursery is not None
         await resume_all(self, self._nursery)
+        # What tools wrote is taken from here on: a write from before is in the store
+        # that resume_all read, and it took each workflow in its turn (a pending one in
+        # queue order, after the resumed ones; a wake-up taken earlier could start one
+        # out of its turn, or end a cancelled one before the queue ran).
+        self._nursery.start_soon(watch_wakeups, self)
         await self._nursery.start(self.scheduler.run)
 
     def starting(self, wid: str) -> bool:
@@ -252,9 +260,7 @@ class WorkflowHost:
         then start order; while a workflow started with ``dedup`` is unfinished, a start
         with that key returns its pid (``_queue.py``)."""
         fn = self.node.resolve_target(target)
-        if getattr(fn, "__garrison_activity__", None) is not None:
-            raise TypeError(f"cannot run the activity {fn!r} as a workflow")
-        name = target_name(fn)
+        name = target_name(fn)  # an activity is refused
         if name in self.activity_mocks:  # (a test's workflow_env only)
             raise TypeError(f"cannot start {name} as a workflow: it is mocked as an activity "
                             "(mock_activity): mock the activities it calls instead")
@@ -262,6 +268,9 @@ class WorkflowHost:
         if type(priority) is not int:
             raise TypeError(f"priority must be an int, got {type(priority).__name__}: "
                             f"{priority!r}")
+        if not PRIORITY_MIN <= priority <= PRIORITY_MAX:
+            raise ValueError(f"priority must be a 64-bit integer, from -2**63 to 2**63 - 1 "
+                             f"(a store keeps it as one), got {priority}")
         if dedup is not None:
             if not isinstance(dedup, str) or not dedup:
                 raise TypeError(f"dedup must be a non-empty string or None, got {dedup!r}")
@@ -346,6 +355,7 @@ class WorkflowHost:
         if created and self.ownership is not None and (
                 self.ownership.draining or (not admitted and not asked)):
             # draining, or full here: it waits unowned and a node with room takes it
+            self.counts["started"] += 1  # started here (its queue row says so elsewhere)
             self.queue.unreserve(wid)
             self.ownership.stopped(wid)
             return pid

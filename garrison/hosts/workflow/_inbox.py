@@ -26,7 +26,7 @@ from ._journal import (
 )
 
 __all__ = ["CONTROL", "DurableInbox", "InboxItem", "PendingReceive", "Receives",
-           "item_from_record"]
+           "item_from_record", "request_attempt", "stale_request"]
 
 _RECEIVE = JournalKind.RECEIVE
 _dumps = json.dumps
@@ -36,6 +36,20 @@ _loads = json.loads
 #: the inbox kind of a request to the host, never handed to the workflow's code: a tool
 #: asks the node running the workflow to end it (``garrison workflows terminate``)
 CONTROL = "control"
+
+
+def request_attempt(row: Any) -> int | None:
+    """The attempt a ``control`` inbox row asks to end (``None``: any)."""
+    payload = row.payload
+    attempt = payload.get("attempt") if isinstance(payload, dict) else None
+    return attempt if type(attempt) is int else None
+
+
+def stale_request(row: Any, record: Any) -> bool:
+    """True if the ``control`` row asks to end an attempt of ``record``'s workflow that
+    has ended already (the workflow was retried since)."""
+    attempt = request_attempt(row)
+    return attempt is not None and attempt < record.attempt
 
 
 class InboxItem:

@@ -88,6 +88,11 @@ class Entry:
     attempts: int = 1
 
 
+#: a divergence in a live run: what happened and the way out
+BLOCKED_ADVICE = ("The workflow is blocked with its journal kept; restart a node with code "
+                  "that takes the recorded path to resume it")
+
+
 class Cursor:
     """Hands out sequence numbers and the recorded entry at each, if any.
 
@@ -98,7 +103,7 @@ class Cursor:
     True
     """
 
-    __slots__ = ("entries", "error", "last", "seq", "workflow_id")
+    __slots__ = ("advice", "entries", "error", "last", "seq", "workflow_id")
 
     def __init__(self, workflow_id: str, entries: Sequence[Entry] = ()) -> None:
         self.workflow_id = workflow_id
@@ -108,6 +113,9 @@ class Cursor:
         self.seq = 1  # the next seq to hand out
         #: the first divergence; raised again at every later operation
         self.error: NonDeterminismError | None = None
+        #: what a divergence means and what to do, after what differs (a live run:
+        #: the workflow is blocked; a replay's dry run sets its own)
+        self.advice = BLOCKED_ADVICE
 
     @property
     def replaying(self) -> bool:
@@ -156,9 +164,7 @@ class Cursor:
         recorded = f"{kind} {name!r}"
         err = NonDeterminismError(
             f"workflow {self.workflow_id!r} diverged from its journal at seq {seq}: "
-            f"the journal records {recorded}, but the code now did {now}. The workflow is "
-            "blocked with its journal kept; restart a node with code that takes the "
-            "recorded path to resume it",
+            f"the journal records {recorded}, but the code now did {now}. {self.advice}",
             workflow_id=self.workflow_id,
             seq=seq,
             recorded=recorded,

@@ -11,7 +11,10 @@ row in the workflow's inbox, which its code never sees): the node running it end
 at once (woken by the tool's write), or, if none runs it, the next node that opens the
 store ends it before running anything. A tool that finds no node holding the store
 ends it in the store itself (:func:`terminate_transaction`), so the status says
-``failed`` at once.
+``failed`` at once (and drops its queue row, as a node does). A request names the
+attempt it ends: one per attempt (its message id says which), and a node consumes
+without acting a request for an attempt a retry has ended since, so an offline
+terminate applies once and a retried workflow is not terminated again.
 
 **Retry** resumes a ``failed`` or ``blocked`` workflow by replay from its journal:
 its status becomes ``pending`` with the error cleared and ``attempt`` counted up (see
@@ -65,10 +68,23 @@ def _pid(record: Any) -> Pid:
 
 
 # ---------------------------------------------------------------- terminate
-def request_transaction(workflow_id: str, error: ErrorInfo) -> Transaction:
-    """A request to the node running ``workflow_id`` to end it with ``error``."""
-    return Transaction().deliver(workflow_id, "terminate", {"terminate": error_to_plain(error)},
-                                 kind=CONTROL, msg_id=f"terminate-{uuid.uuid4().hex}")
+def request_transaction(workflow_id: str, error: ErrorInfo,
+                        attempt: int | None = None) -> Transaction:
+    """A request to the node running ``workflow_id`` to end its attempt ``attempt`` (its
+    record's ``attempt``) with ``error``. There is one request per attempt: its message
+    id is made of the workflow id and the attempt, so a second terminate of the same
+    attempt (two tools at once) adds nothing; and a node ignores (and consumes) a
+    request for an attempt older than the workflow's, so a retried workflow is never
+    ended by a terminate of its previous attempt. ``attempt=None``: a request for
+    whatever attempt runs when a node reads it."""
+    payload: dict[str, Any] = {"terminate": error_to_plain(error)}
+    if attempt is None:
+        msg_id = f"terminate-{uuid.uuid4().hex}"
+    else:
+        payload["attempt"] = attempt
+        msg_id = f"terminate#{attempt}#{workflow_id}"
+    return Transaction().deliver(workflow_id, "terminate", payload, kind=CONTROL,
+                                 msg_id=msg_id)
 
 
 def terminate_transaction(store: Any, record: Any, error: ErrorInfo) -> Transaction:
@@ -76,8 +92,11 @@ def terminate_transaction(store: Any, record: Any, error: ErrorInfo) -> Transact
     while no node runs it: its status, its ``EXIT`` to the unfinished workflows that
     watch it, and the same for its unfinished children, recursively. The request of
     :func:`request_transaction` goes with them: a node that started meanwhile and runs
-    the workflow ends it all the same (a status alone, it could overwrite)."""
-    tx = request_transaction(record.workflow_id, error)
+    the workflow ends it all the same (a status alone, it could overwrite); once the
+    status says it ended, a node only consumes that request (see ``stale_request`` in
+    ``_inbox``, for one that outlives a retry). A queued workflow leaves its host's queue (its
+    ``dedup`` key is free again), as when a node ends it."""
+    tx = request_transaction(record.workflow_id, error, record.attempt)
     now = _time.time()
     todo: list[tuple[Any, ErrorInfo]] = [(record, error)]
     ended: set[str] = set()
@@ -89,6 +108,7 @@ def terminate_transaction(store: Any, record: Any, error: ErrorInfo) -> Transact
         ended.add(wid)
         pid = _pid(rec)
         tx.update_workflow(wid, status=WorkflowStatus.FAILED, error=err, time=now)
+        tx.dequeue(wid)
         text = json.dumps(event_to_plain(Event(EventKind.EXIT, pid, None, err)))
         for watcher in dict.fromkeys(store.monitors(wid)):
             other = store.get_workflow(watcher.id)
@@ -114,7 +134,7 @@ async def terminate_workflow(host: WorkflowHost, wid: str, reason: str) -> bool:
     if wf is None and WorkflowStatus(record.status).finished:
         await trio.lowlevel.checkpoint()
         return False
-    await store.commit(request_transaction(wid, terminated(reason)))
+    await store.commit(request_transaction(wid, terminated(reason), record.attempt))
     if host.client:
         return True  # the node that holds the store ends it
     refresh(host, wid)

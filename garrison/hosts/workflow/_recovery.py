@@ -22,7 +22,7 @@ import trio
 from ..._errors import StoreError
 from ...actors._values import ErrorInfo
 from ...persistence import Transaction, WorkflowRecord, WorkflowStatus
-from ._inbox import CONTROL, item_from_record
+from ._inbox import CONTROL, item_from_record, stale_request
 from ._instance import WorkflowInstance
 from ._journal import Entry, error_from_plain, initial_state
 
@@ -46,6 +46,7 @@ def load(host: WorkflowHost, record: WorkflowRecord) -> WorkflowInstance:
     journal = [Entry(*row) for row in rows]
     inbox = store.pending_messages(wid)
     pending = [item_from_record(r) for r in inbox if r.kind != CONTROL]
+    requests = live_requests(host, record, inbox) if len(pending) != len(inbox) else []
     timers = {t.seq: t.deadline.timestamp() for t in store.timers(wid)}
     wf = WorkflowInstance(
         host, wid, record.name, list(record.input), run_id=record.run_id or "",
@@ -55,11 +56,35 @@ def load(host: WorkflowHost, record: WorkflowRecord) -> WorkflowInstance:
         cancel_requested=record.cancel_requested,
         watchers=list(store.monitors(wid)), state=initial_state(journal),
     )
-    if len(pending) != len(inbox):
-        wf.requests = [r for r in inbox if r.kind == CONTROL]
+    wf.requests = requests
     load_promises(host, wf)
     wf.trace = record.trace
     return wf
+
+
+def live_requests(host: WorkflowHost, record: WorkflowRecord, inbox: list[Any]) -> list[Any]:
+    """The ``control`` rows of ``inbox`` (``record``'s pending inbox) that still ask
+    something of the workflow; stale ones (a terminate of an attempt that a retry
+    ended) are consumed, once, and left out."""
+    requests = [r for r in inbox if r.kind == CONTROL]
+    stale = [r for r in requests if stale_request(r, record)]
+    if stale:
+        discard_requests(host, record.workflow_id, stale)
+        requests = [r for r in requests if r not in stale]
+    return requests
+
+
+def discard_requests(host: WorkflowHost, wid: str, requests: list[Any]) -> None:
+    """Consume ``control`` rows that ask nothing more (their workflow ended, or was
+    retried since): one write each, however often they are seen before it commits."""
+    fresh = [r.id for r in requests if r.id not in host.discarding]
+    if not fresh:
+        return
+    tx = Transaction()
+    for row_id in fresh:
+        tx.consume(wid, row_id, 0)
+    host.discarding.update(fresh)
+    host.write_soon(tx, lambda _results: host.discarding.difference_update(fresh))
 
 
 def load_promises(host: WorkflowHost, wf: WorkflowInstance) -> None:
@@ -115,10 +140,22 @@ async def resume_all(host: WorkflowHost, nursery: trio.Nursery) -> None:
         host.store.write(resumed)
     for wf in ending:  # once every workflow is loaded: their EXITs reach their watchers
         nursery.start_soon(end_requested, host, wf)
+    _count_tool_starts(host, queued)
     host.queue.restore(queued, lambda record: load(host, record))
     for wf in list(host.active.values()):
         if wf.cancel_requested:  # by a tool while no node ran: children go too
             host.cancel_children(wf)
+
+
+def _count_tool_starts(host: WorkflowHost, queued: list[WorkflowRecord]) -> None:
+    """Count as started here the ``pending`` workflows a tool created while no node ran
+    (``garrison workflows start``, ``schedules trigger``): never run, and without a
+    queue row (a node's start that waits has one, and was counted where it started; a
+    retry, attempt 2 on, is no start)."""
+    fresh = [r.workflow_id for r in queued if r.attempt == 1]
+    if fresh:
+        rows = {e.workflow_id for e in host.store.queue_entries()}
+        host.counts["started"] += sum(1 for wid in fresh if wid not in rows)
 
 
 def _pause_gc() -> bool:
@@ -175,7 +212,7 @@ def refresh(host: WorkflowHost, wid: str, *, starting: bool = False) -> None:
         host.ownership.poke()  # in a cluster a workflow runs where it was claimed
         return
     inbox = host.store.pending_messages(wid)
-    requests = [r for r in inbox if r.kind == CONTROL]
+    requests = live_requests(host, record, inbox)
     if requests:
         _requested(host, record, wf, requests)
         return
@@ -189,6 +226,8 @@ def refresh(host: WorkflowHost, wid: str, *, starting: bool = False) -> None:
             return  # a start of this id is being committed here: it runs it
         host.finished.pop(wid, None)
         if record.status == WorkflowStatus.PENDING:  # a tool's start, a retry: the queue
+            if record.attempt == 1:
+                host.counts["started"] += 1  # a tool's start, picked up here
             host.queue.offer(load(host, record), record)
             return
         host.run_instance(load(host, record))
@@ -202,7 +241,7 @@ def refresh(host: WorkflowHost, wid: str, *, starting: bool = False) -> None:
     known = {item.id for item in wf.pending}
     changed = False
     for rec in inbox:
-        if rec.id not in known:
+        if rec.id not in known and rec.kind != CONTROL:
             wf.pending.append(item_from_record(rec))
             changed = True
     if record.cancel_requested and not wf.cancel_requested:
@@ -225,10 +264,7 @@ def _requested(host: WorkflowHost, record: WorkflowRecord, wf: WorkflowInstance 
     wid = record.workflow_id
     if wf is None:
         if WorkflowStatus(record.status).finished:  # it ended meanwhile: nothing to end
-            tx = Transaction()
-            for rec in requests:
-                tx.consume(wid, rec.id, 0)
-            host.write_soon(tx)
+            discard_requests(host, wid, requests)
             return
         wf = load(host, record)  # not running here yet: it ends without running
         host.active[wid] = wf
@@ -236,8 +272,14 @@ def _requested(host: WorkflowHost, record: WorkflowRecord, wf: WorkflowInstance 
         assert host._nursery is not None
         host._nursery.start_soon(end_requested, host, wf)
         return
-    wf.requests = requests
-    end_instance(host, wf, _request_error(requests))
+    new = [r for r in requests if r.id not in wf.requests_taken]
+    if not new:
+        return  # seen before: it is ending by them
+    if wf.requests_taken:  # ending by an earlier request already: these ask nothing more
+        discard_requests(host, wid, new)
+        return
+    wf.requests = new
+    end_instance(host, wf, _request_error(new))
 
 
 def end_instance(host: WorkflowHost, wf: WorkflowInstance, error: ErrorInfo) -> None:
@@ -247,6 +289,7 @@ def end_instance(host: WorkflowHost, wf: WorkflowInstance, error: ErrorInfo) -> 
     buf = wf.buffered()
     for rec in wf.requests:  # consumed with its end
         buf.consume(wf.wid, rec.id, 0)
+        wf.requests_taken.add(rec.id)
     wf.requests = []
     if not wf.done.is_set() and not wf.exited.is_set():  # running (or about to)
         host.kill(wf.pid, error)

@@ -457,6 +457,13 @@ class ReplayResult:
         return f"ok ({self.checked} of {self.records} records replayed; {self.ending})"
 
 
+#: a divergence found by a replay (a dry run: nothing was changed): what it means
+REPLAY_ADVICE = ("Nothing was changed (a dry run); a node running this code would block the "
+                 "workflow when it replays it: keep the recorded path for workflows started "
+                 "before the change (branch with workflow.version), or deploy the change "
+                 "once they have finished")
+
+
 async def replay_history(history: History, target: Any = None) -> ReplayResult:
     """Replay ``history`` against the code installed now (``target``: the workflow
     function, or its ``module:qualname``, instead of the recorded name), with no
@@ -470,6 +477,7 @@ async def replay_history(history: History, target: Any = None) -> ReplayResult:
         journal=journal, pending=[], timers={}, cancel_requested=False, watchers=[],
         state=initial_state(journal))
     wf.check_lost = False
+    wf.cursor.advice = REPLAY_ADVICE
     wf.promises.update(history.promises)
     if target is not None:
         wf.fn = import_target(target) if isinstance(target, str) else target

@@ -31,6 +31,7 @@ from ._ids import ID_RULE, id_problem
 
 __all__ = [
     "DEFAULT_CATCHUP_WINDOW",
+    "MAX_EVERY",
     "OVERLAP_POLICIES",
     "ScheduleDefinition",
     "ScheduleSpec",
@@ -45,6 +46,8 @@ __all__ = [
 OVERLAP_POLICIES = ("skip", "buffer_one", "allow_all")
 #: how late a tick may still start (a node down over it, a slow start), by default
 DEFAULT_CATCHUP_WINDOW = 3600.0
+#: the longest ``every`` (100 years): its ticks stay dates a store can hold
+MAX_EVERY = 100 * 365 * 86400.0
 
 _UTC = _dt.UTC
 #: the most a DST change moves local time (Debian's cron handles changes below 3 hours)
@@ -131,7 +134,8 @@ class ScheduleSpec:
     @classmethod
     def parse(cls, *, cron: object = None, every: object = None, timezone: object = "UTC",
               what: str = "schedule") -> ScheduleSpec:
-        """The spec of ``cron`` xor ``every`` (a duration of whole seconds >= 1) in
+        """The spec of ``cron`` xor ``every`` (a duration of whole seconds, from 1s to
+        :data:`MAX_EVERY`) in
         ``timezone`` (an IANA name); ``ValueError`` / ``TypeError`` naming ``what`` and
         the field otherwise."""
         if (cron is None) == (every is None):
@@ -155,9 +159,9 @@ class ScheduleSpec:
                 raise ValueError(f"{what}: invalid cron expression {cron!r}: {problem}")
             return cls(text, None, timezone, zone)
         seconds = parse_duration(every, what=f"every of {what}")
-        if seconds < 1 or seconds != int(seconds):
-            raise ValueError(f"{what}: every must be a whole number of seconds >= 1, got "
-                             f"{every!r}")
+        if not 1 <= seconds <= MAX_EVERY or seconds != int(seconds):
+            raise ValueError(f"{what}: every must be a whole number of seconds from 1s to "
+                             f"{MAX_EVERY:.0f}s (100 years), got {every!r}")
         return cls(None, float(seconds), timezone, zone)
 
     def describe(self) -> str:
