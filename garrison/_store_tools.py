@@ -15,6 +15,7 @@ import datetime as _dt
 import fcntl
 import inspect
 import json
+import math
 import os
 import time
 import uuid
@@ -112,8 +113,32 @@ def detail(store: Any, rec: Any) -> dict[str, Any]:
         "promises": {p.name: {"status": str(p.status), "value": p.value, "error": p.error}
                      for p in store.promises(rec.workflow_id)},
         "state": store.states(rec.workflow_id),
-        "timers": [when(t.deadline) for t in store.timers(rec.workflow_id)],
+        "timers": ([] if str(rec.status) in FINAL else
+                   pending_timers(store.timers(rec.workflow_id), store.journal(rec.workflow_id))),
     }
+
+
+def pending_timers(stored: list[Any], journal: list[Any]) -> list[dict[str, Any]]:
+    """A workflow's pending timers, soonest first, as ``{"seq", "kind", "deadline"}``:
+    durable sleeps and receive timeouts (the store's ``timers``, kind ``"sleep"``) and
+    ``workflow.timer`` deadlines (journaled where the timer was made, kind ``"timer"``)
+    still ahead. ``garrison workflows show`` and the console print these."""
+    found = {t.seq: ("sleep", t.deadline.timestamp()) for t in stored}
+    now = time.time()
+    for r in journal:
+        if r.kind == "timer" and r.seq not in found and isinstance(r.outcome, dict):
+            deadline = r.outcome.get("deadline")
+            if isinstance(deadline, int | float) and math.isfinite(deadline) \
+                    and deadline > now:
+                found[r.seq] = ("timer", float(deadline))
+    out = []
+    for seq, (kind, deadline) in sorted(found.items(), key=lambda i: i[1][1]):
+        try:
+            at = when(_dt.datetime.fromtimestamp(deadline, _dt.UTC))
+        except (OverflowError, OSError, ValueError):  # a deadline no date has
+            at = str(deadline)
+        out.append({"seq": seq, "kind": kind, "deadline": at})
+    return out
 
 
 # ------------------------------------------------------------------ writes

@@ -81,6 +81,23 @@ async def test_list_show_history(store_path: str) -> None:
     assert all(r["time"].endswith("Z") for r in records)
 
 
+async def test_show_lists_sleeps_and_workflow_timer_deadlines(store_path: str) -> None:
+    """A ``workflow.timer`` raced against a promise is a pending timer too (it lives in
+    the journal, not the store's timers table); ``show`` lists it as the console does."""
+    async with garrison.open_node(store=store_path) as node:
+        await node.start_workflow(workflow_app.approval_or_deadline, id="t-1")
+        await node.start_workflow(workflow_app.approval, "expense 7", id="w-1")
+        await trio.sleep(0.01)
+    show = json.loads(cli("--store", store_path, "show", "t-1", "--json").stdout)
+    assert [(t["seq"], t["kind"]) for t in show["timers"]] == [(2, "timer")], show
+    assert show["timers"][0]["deadline"].endswith("Z")
+    done = cli("--store", store_path, "show", "t-1")
+    assert done.returncode == 0 and "timer" in done.stdout, done.stderr
+    # a workflow waiting for a message only has none
+    show = json.loads(cli("--store", store_path, "show", "w-1", "--json").stdout)
+    assert show["timers"] == []
+
+
 async def test_signal_while_no_node_runs_is_picked_up_on_next_start(store_path: str) -> None:
     await _seed(store_path)
     sent = cli("--store", store_path, "signal", "wait-1", "approve", '"ana"')

@@ -483,3 +483,12 @@ async def slow_steps(x: int, n: int, seconds: float) -> int:
     for _ in range(n):
         x = await nap_then_add_one(x, seconds)
     return x
+
+
+async def approval_or_deadline() -> str:
+    """Waits for the "approval" promise, raced against a 20 s ``workflow.timer``."""
+    approval = workflow.promise("approval")
+    deadline = workflow.timer("20s")
+    if await workflow.first(approval, deadline) is deadline:
+        return "timed out"
+    return "approved"

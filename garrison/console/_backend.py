@@ -20,7 +20,6 @@ import binascii
 import datetime as _dt
 import json
 import math
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -363,7 +362,7 @@ class Backend:
                           "completed": _when(p.completed)}
                          for p in promises[:PROMISES_SHOWN]],
             "promises_total": len(promises),
-            "timers": [] if final else self._timers(got["timers"], journal),
+            "timers": [] if final else tools.pending_timers(got["timers"], journal),
             "inbox": [{"id": m.id, "message_id": m.msg_id, "topic": m.topic,
                        "payload": m.payload, "sender": str(m.sender) if m.sender else None,
                        "kind": m.kind, "created": _when(m.created)}
@@ -380,27 +379,6 @@ class Backend:
                 "retry": status in RETRYABLE,
             },
         }
-
-    @staticmethod
-    def _timers(stored: list[Any], journal: list[Any]) -> list[dict[str, Any]]:
-        """Pending timers: durable sleeps and receive timeouts (the store's timers), and
-        ``workflow.timer`` deadlines (journaled where the timer was made) still ahead."""
-        found = {t.seq: ("sleep", t.deadline.timestamp()) for t in stored}
-        now = time.time()
-        for r in journal:
-            if r.kind == "timer" and r.seq not in found and isinstance(r.outcome, dict):
-                deadline = r.outcome.get("deadline")
-                if isinstance(deadline, int | float) and math.isfinite(deadline) \
-                        and deadline > now:
-                    found[r.seq] = ("timer", float(deadline))
-        out = []
-        for seq, (kind, deadline) in sorted(found.items(), key=lambda i: i[1][1]):
-            try:
-                at = tools.when(_dt.datetime.fromtimestamp(deadline, _dt.UTC))
-            except (OverflowError, OSError, ValueError):  # a deadline no date has
-                at = str(deadline)
-            out.append({"seq": seq, "kind": kind, "deadline": at})
-        return out
 
     # -- actions -------------------------------------------------------------------------
     def _acting_on(self, workflow_id: str, what: str, host: str | None) -> str | None:
