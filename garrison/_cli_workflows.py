@@ -301,6 +301,9 @@ def _replay(store: Any, args: argparse.Namespace) -> None:
     from .persistence import FINAL_STATUSES, WorkflowStatus
 
     _importable(args.module)
+    if args.ids and (args.status or args.all):
+        raise _Fail("--id selects the workflows itself: it cannot be combined with "
+                    f"{'--status' if args.status else '--all'}", 2)
     if args.ids:
         ids = [tools.get(store, wid).workflow_id for wid in args.ids]
     else:
@@ -313,6 +316,8 @@ def _replay(store: Any, args: argparse.Namespace) -> None:
         if not statuses and not args.all:
             statuses = [s.value for s in WorkflowStatus if s not in FINAL_STATUSES]
         ids = [r.workflow_id for r in store.list_workflows(statuses or None)]
+
+    _check_imports(store, ids, args.module)
 
     async def replay_all() -> list[Any]:
         return [await replay_history(History.from_store(store, wid)) for wid in ids]
@@ -330,6 +335,26 @@ def _replay(store: Any, args: argparse.Namespace) -> None:
     if differ:
         raise _Fail(f"{len(differ)} of {len(results)} workflow(s) differ from their "
                     f"journal: {', '.join(r.workflow_id for r in differ)}")
+
+
+def _check_imports(store: Any, ids: list[str], modules: Sequence[str]) -> None:
+    """Each selected workflow's code must import here: code that cannot be found is a
+    wrong folder or a missing ``--module``, not a difference from the journal."""
+    from ._targets import import_target
+
+    seen: set[str] = set()
+    for wid in ids:
+        rec = store.get_workflow(wid)
+        if rec is None or rec.name in seen:
+            continue
+        seen.add(rec.name)
+        try:
+            import_target(rec.name)
+        except Exception as exc:  # any import failure is reported alike
+            where = f" (imported from {', '.join(modules)})" if modules else ""
+            raise _Fail(f"cannot import {rec.name!r}, the code of workflow {wid!r}{where}: "
+                        f"{type(exc).__name__}: {exc}; run from the application's folder "
+                        "or pass --module PATH", 2) from None
 
 
 def _replayed(result: Any) -> dict[str, Any]:

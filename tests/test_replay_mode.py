@@ -156,6 +156,15 @@ async def test_replay_cli_passes_unchanged_code_and_catches_a_renamed_activity(
         assert f"workflow {wid!r} diverged from its journal at seq 2" in err["message"]
     assert results["failed-1"]["error"]["recorded"] == "activity 'shop:charge'"
 
+    # code that cannot be found (the wrong folder, no --module) is not a difference
+    lost = cli("--store", store, "replay", "--id", "done-1")
+    assert lost.returncode == 2 and lost.stdout == "", lost.stdout
+    assert "cannot import 'shop:order', the code of workflow 'done-1': " \
+           "ModuleNotFoundError: No module named 'shop'; run from the application's folder " \
+           "or pass --module PATH" in lost.stderr, lost.stderr
+    both = cli("--store", store, "replay", "--module", str(code), "--id", "done-1", "--all")
+    assert both.returncode == 2 and "cannot be combined with --all" in both.stderr
+
 
 async def test_replay_never_writes_the_store_file(tmp_path: Path, autojump_clock: Any,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
