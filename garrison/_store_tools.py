@@ -78,7 +78,10 @@ def open_store(path: str, *, readonly: bool = False) -> Any:
             return SQLiteStore(path, lock=False, readonly=True)
         return open_any(path, lock=False)
     except FileNotFoundError:
-        raise ToolError(f"no workflow store at {path!r}", 2) from None
+        raise ToolError(f"no workflow store at {path!r} (a node creates it the first "
+                        "time it opens it: `garrison run CONFIG --store PATH`, or "
+                        "garrison.open_node(store=PATH); the tools only open a store that "
+                        "exists)", 2) from None
     except GarrisonError as exc:  # StoreError, StoreVersionError: names the store
         raise ToolError(str(exc), 2) from None
     except ImportError as exc:  # a postgresql:// store without psycopg installed

@@ -136,6 +136,7 @@ async def test_clear_errors(store_path: str, tmp_path: Path) -> None:
     await _seed(store_path)
     missing = cli("--store", str(tmp_path / "nope.db"), "list")
     assert missing.returncode == 2 and "no workflow store" in missing.stderr
+    assert "a node creates it the first time it opens it" in missing.stderr
     unknown = cli("--store", store_path, "show", "ghost")
     assert unknown.returncode == 1 and "no workflow 'ghost'" in unknown.stderr
     bad_json = cli("--store", store_path, "signal", "wait-1", "approve", "{oops")
