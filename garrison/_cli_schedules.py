@@ -126,7 +126,9 @@ def _trigger(store: Any, args: argparse.Namespace) -> None:
 
 def _delete(store: Any, args: argparse.Namespace) -> None:
     tools.delete_schedule(store, args.id)
-    _done(args, {"schedule_id": args.id, "deleted": True}, f"schedule {args.id!r} deleted")
+    _done(args, {"schedule_id": args.id, "deleted": True},
+          f"schedule {args.id!r} deleted (one declared in a config file is created again "
+          "when a node starts with that config: remove its entry, or pause it instead)")
 
 
 _COMMANDS = {"list": _list, "pause": _pause, "resume": _resume, "trigger": _trigger,

@@ -629,7 +629,9 @@ async def test_cli_without_a_node(tmp_path: Path, autojump_clock: Any) -> None:
     triggered = json.loads(cli("--store", db, "trigger", "hourly", "--json").stdout)
     assert triggered["workflow_id"].startswith("hourly@")
     assert "next tick" in cli("--store", db, "resume", "hourly").stdout
-    assert cli("--store", db, "delete", "nightly").returncode == 0
+    deleted = cli("--store", db, "delete", "nightly")
+    assert deleted.returncode == 0 and "created again when a node starts with that " \
+        "config" in deleted.stdout, deleted.stdout
     missing = cli("--store", db, "pause", "nightly")
     assert (missing.returncode, missing.stderr) == (
         1, f"garrison schedules: no schedule 'nightly' in {db}\n")
