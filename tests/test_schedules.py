@@ -426,7 +426,8 @@ async def test_a_schedule_id_is_checked_alike_by_check_run_the_api_and_the_cli(
         tmp_path: Path, autojump_clock: Any) -> None:
     """An id with '@' (which separates a schedule's id from the tick in its workflows'
     ids) is refused by garrison check and the config loader (naming the file, the entry
-    and the field), by node.schedule and by garrison schedules, in the same words."""
+    and the field: an entry name holds no '@' at all), and by node.schedule and garrison
+    schedules in the same words."""
     from garrison.config import check_config
 
     said = ("invalid schedule id 'app:nightly@eu': expected a non-empty name without '@', "
@@ -434,11 +435,12 @@ async def test_a_schedule_id_is_checked_alike_by_check_run_the_api_and_the_cli(
     config = tmp_path / "app.yaml"
     config.write_text(CONFIG + "  - {name: nightly@eu, kind: workflow.schedule, workflow: "
                       "job, every: 1h}\n")
-    where = f"{config}: entry 'app:nightly@eu' (index 2): field 'name': "
-    assert check_config(str(config)) == [where + said]
+    in_config = (f"{config}: entry at index 2: field 'name': expected a non-empty name "
+                 "without ':', '/', '@', spaces or control characters, got 'nightly@eu'")
+    assert check_config(str(config)) == [in_config]
     with pytest.raises(garrison.ConfigError) as info:
         garrison.config.load_config(str(config))
-    assert where + said in str(info.value)
+    assert in_config in str(info.value)
     db = str(tmp_path / "wf.db")
     async with garrison.open_node(store=db) as node:
         with pytest.raises(ValueError) as refused:
