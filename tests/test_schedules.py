@@ -430,8 +430,10 @@ async def test_a_schedule_id_is_checked_alike_by_check_run_the_api_and_the_cli(
     schedules in the same words."""
     from garrison.config import check_config
 
-    said = ("invalid schedule id 'app:nightly@eu': expected a non-empty name without '@', "
-            "NUL or surrounding spaces (its workflows are named '<id>@<tick time>')")
+    said = ("invalid schedule id 'app:nightly@eu': it holds '@'; a schedule id is a "
+            "non-empty string of printable characters (no newline, tab or other control "
+            "character) without leading or trailing spaces, and without '@' (its workflows "
+            "are named '<id>@<tick time>')")
     config = tmp_path / "app.yaml"
     config.write_text(CONFIG + "  - {name: nightly@eu, kind: workflow.schedule, workflow: "
                       "job, every: 1h}\n")
