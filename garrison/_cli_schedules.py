@@ -125,10 +125,11 @@ def _trigger(store: Any, args: argparse.Namespace) -> None:
 
 
 def _delete(store: Any, args: argparse.Namespace) -> None:
-    tools.delete_schedule(store, args.id)
-    _done(args, {"schedule_id": args.id, "deleted": True},
-          f"schedule {args.id!r} deleted (one declared in a config file is created again "
-          "when a node starts with that config: remove its entry, or pause it instead)")
+    from_config = tools.delete_schedule(store, args.id)
+    note = (" (it is declared in a config: a node started with that config creates it "
+            "again; remove its entry, or pause it instead)" if from_config else "")
+    _done(args, {"schedule_id": args.id, "deleted": True, "from_config": from_config},
+          f"schedule {args.id!r} deleted{note}")
 
 
 _COMMANDS = {"list": _list, "pause": _pause, "resume": _resume, "trigger": _trigger,

@@ -317,7 +317,11 @@ def get_schedule(store: Any, schedule_id: str) -> Any:
         raise ToolError(str(exc), 2) from None
     rec = store.get_schedule(schedule_id)
     if rec is None:
-        raise ToolError(f"no schedule {schedule_id!r} in {store.path}")
+        # a config schedule's id carries its namespace: suggest it for the bare name
+        near = [r.schedule_id for r in store.schedules()
+                if r.schedule_id.rpartition(":")[2] == schedule_id]
+        hint = f" (did you mean {near[0]!r}?)" if len(near) == 1 else ""
+        raise ToolError(f"no schedule {schedule_id!r} in {store.path}{hint}")
     return rec
 
 
@@ -360,12 +364,14 @@ def trigger_schedule(store: Any, schedule_id: str, now: float | None = None) -> 
     return wid
 
 
-def delete_schedule(store: Any, schedule_id: str) -> None:
-    """Remove the schedule (the workflows it started are not touched)."""
+def delete_schedule(store: Any, schedule_id: str) -> bool:
+    """Remove the schedule (the workflows it started are not touched); True if it was
+    declared in a config (a node started with that config creates it again)."""
     from .persistence import Transaction
 
-    get_schedule(store, schedule_id)
+    rec = get_schedule(store, schedule_id)
     store.write(Transaction().delete_schedule(schedule_id))
+    return bool(rec.source == "config")
 
 
 def schedule_json(rec: Any) -> dict[str, Any]:

@@ -484,6 +484,16 @@ async def test_config_schedules_are_synced_and_keep_their_state(tmp_path: Path,
         records = {r.schedule_id: r for r in node.schedules()}
         assert sorted(records) == ["app:nightly"]
         assert records["app:nightly"].paused
+    # the CLI: a bare name points at the namespaced id; deleting a config schedule
+    # says that the config brings it back
+    bare = cli("--store", db, "trigger", "nightly")
+    assert (bare.returncode, bare.stderr) == (
+        1, f"garrison schedules: no schedule 'nightly' in {db} (did you mean "
+           "'app:nightly'?)\n")
+    deleted = cli("--store", db, "delete", "app:nightly")
+    assert deleted.stdout == (
+        "schedule 'app:nightly' deleted (it is declared in a config: a node started with "
+        "that config creates it again; remove its entry, or pause it instead)\n")
 
 
 def test_schedule_entries_are_checked() -> None:
@@ -634,8 +644,7 @@ async def test_cli_without_a_node(tmp_path: Path, autojump_clock: Any) -> None:
     assert triggered["workflow_id"].startswith("hourly@")
     assert "next tick" in cli("--store", db, "resume", "hourly").stdout
     deleted = cli("--store", db, "delete", "nightly")
-    assert deleted.returncode == 0 and "created again when a node starts with that " \
-        "config" in deleted.stdout, deleted.stdout
+    assert deleted.stdout == "schedule 'nightly' deleted\n", deleted.stderr
     missing = cli("--store", db, "pause", "nightly")
     assert (missing.returncode, missing.stderr) == (
         1, f"garrison schedules: no schedule 'nightly' in {db}\n")
