@@ -5,9 +5,18 @@
 from __future__ import annotations
 
 import argparse
+import os
+import signal
+import sys
+from collections.abc import Callable
 from typing import Any
 
-__all__ = ["STORE_HELP", "CommandGroup", "require_store"]
+from ._store_tools import ToolError
+
+__all__ = ["BROKEN_PIPE", "STORE_HELP", "CommandGroup", "require_store", "run_verb"]
+
+#: the exit status when the reader of the output went away (128 + SIGPIPE, as a shell's)
+BROKEN_PIPE = 128 + signal.SIGPIPE
 
 #: the help of ``--store`` on every command that takes it
 STORE_HELP = "the store: a SQLite file or a postgresql://user@host:port/db URL"
@@ -58,3 +67,23 @@ def require_store(args: argparse.Namespace) -> str:
         args.group_parser.error("the following arguments are required: --store (before "
                                 "or after the command)")
     return store  # type: ignore[return-value]
+
+
+def run_verb(group: str, run: Callable[[], None]) -> int:
+    """Run one verb of ``garrison GROUP``; returns the exit status: 0, a
+    :class:`~garrison._store_tools.ToolError`'s code (its message one line on stderr),
+    or :data:`BROKEN_PIPE`, silently, when the reader (``| head``) went away."""
+    try:
+        run()
+        sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
+    except BrokenPipeError:
+        # Point stdout at /dev/null so the interpreter's last flush of what is still
+        # buffered cannot fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return BROKEN_PIPE
+    except ToolError as exc:
+        print(f"garrison {group}: {exc}", file=sys.stderr)
+        return exc.code
+    return 0

@@ -12,14 +12,12 @@ unusable store; 141 when the reader of stdout went away.
 from __future__ import annotations
 
 import argparse
-import os
 import sqlite3
-import sys
 from typing import Any
 
 from . import _store_tools as tools
-from ._cli_options import CommandGroup, require_store
-from ._cli_workflows import BROKEN_PIPE, _print_json, _print_table
+from ._cli_options import CommandGroup, require_store, run_verb
+from ._cli_workflows import _print_json, _print_table
 from ._errors import GarrisonError
 from ._store_tools import ToolError, when
 
@@ -46,18 +44,7 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
 def cmd_schedules(args: argparse.Namespace) -> int:
     """Run one ``garrison schedules`` command; returns the exit status."""
     require_store(args)
-    try:
-        _run(args)
-        sys.stdout.flush()
-    except BrokenPipeError:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
-        return BROKEN_PIPE
-    except ToolError as exc:
-        print(f"garrison schedules: {exc}", file=sys.stderr)
-        return exc.code
-    return 0
+    return run_verb("schedules", lambda: _run(args))
 
 
 def _run(args: argparse.Namespace) -> None:

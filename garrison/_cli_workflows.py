@@ -22,7 +22,6 @@ import importlib
 import importlib.util
 import json
 import os
-import signal
 import sqlite3
 import sys
 from collections.abc import Sequence
@@ -30,12 +29,9 @@ from pathlib import Path
 from typing import Any
 
 from . import _store_tools as tools
-from ._cli_options import CommandGroup, require_store
+from ._cli_options import CommandGroup, require_store, run_verb
 from ._errors import GarrisonError, NoSuchWorkflow
 from ._store_tools import ToolError, json_arg, key_value, when
-
-#: the exit status of a command whose stdout reader went away (killed by SIGPIPE)
-BROKEN_PIPE = 128 + signal.SIGPIPE
 
 
 def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -124,20 +120,7 @@ _Fail = ToolError
 def cmd_workflows(args: argparse.Namespace) -> int:
     """Run one ``garrison workflows`` command; returns the exit status (see the module)."""
     require_store(args)
-    try:
-        _run(args)
-        sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
-    except BrokenPipeError:
-        # The reader (``| head``) went away: stop quietly. Point stdout at /dev/null so
-        # the interpreter's last flush of what is still buffered cannot fail again.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
-        return BROKEN_PIPE
-    except _Fail as exc:
-        print(f"garrison workflows: {exc}", file=sys.stderr)
-        return exc.code
-    return 0
+    return run_verb("workflows", lambda: _run(args))
 
 
 def _run(args: argparse.Namespace) -> None:
