@@ -111,6 +111,42 @@ def test_newer_schema_is_refused_naming_store_and_versions(store_spec: str) -> N
         open_store(store_spec)
 
 
+def test_v6_keeps_the_journal_in_its_key_and_drops_an_unused_index(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch
+                                                                   ) -> None:
+    """A store of schema 5 keeps every journal record through the migration to 6, whose
+    journal is a WITHOUT ROWID table (a step's commit writes one B-tree, not two)."""
+    from garrison.persistence import _schema
+
+    path = str(tmp_path / "v5.db")
+    monkeypatch.setattr(_schema, "MIGRATIONS", _schema.MIGRATIONS[:5])
+    monkeypatch.setattr(_schema, "SCHEMA_VERSION", 5)
+    with SQLiteStore(path) as old:
+        old.write(Transaction().create_workflow("w1", "m:f", "[]", time=1.0))
+        for seq in (1, 2, 3):
+            old.write(Transaction().append_journal("w1", seq, "activity", "m:step",
+                                                   {"ok": seq}, attempts=seq, time=2.0))
+        assert old.db.conn.execute("SELECT max(version) FROM schema_version").fetchone()[0] == 5
+    monkeypatch.undo()
+    with SQLiteStore(path) as new:
+        conn = new.db.conn
+        assert conn.execute("SELECT max(version) FROM schema_version").fetchone()[0] == 6
+        table_sql = conn.execute(
+            "SELECT sql FROM sqlite_master WHERE name = 'journal'").fetchone()[0]
+        assert "WITHOUT ROWID" in table_sql
+        assert conn.execute("SELECT count(*) FROM sqlite_master "
+                            "WHERE name = 'workflows_by_status'").fetchone()[0] == 0
+        assert [(r.seq, r.outcome, r.attempts) for r in new.journal("w1")] == [
+            (1, {"ok": 1}, 1), (2, {"ok": 2}, 2), (3, {"ok": 3}, 3)]
+        new.write(Transaction().append_journal("w1", 4, "activity", "m:step", {"ok": 4},
+                                               time=3.0))
+        with pytest.raises(sqlite3.IntegrityError):  # still one record per seq
+            new.write(Transaction().append_journal("w1", 4, "activity", "m:step", 0, time=3.0))
+        with pytest.raises(sqlite3.IntegrityError):  # and only for a known workflow
+            new.write(Transaction().append_journal("nobody", 1, "activity", "m:step", 0,
+                                                   time=3.0))
+
+
 def test_unlocked_opener_does_not_create_or_migrate(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         SQLiteStore(str(tmp_path / "missing.db"), lock=False)
