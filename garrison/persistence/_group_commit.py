@@ -16,7 +16,14 @@ fail, so only that caller gets the error), filling each request's ``results`` or
   SQLite with ``synchronous=NORMAL``), or in a worker thread (``Strategy.THREAD``: an
   fsync or a network round trip; the node keeps running, and every commit arriving
   meanwhile queues and forms the next batch, led by the oldest waiter: the classic
-  leader/follower scheme of databases' WAL writers).
+  leader/follower scheme of databases' WAL writers). A ``THREAD`` batch that every
+  runnable task has joined is written in the trio thread all the same, unless the
+  store turned ``alone_inline`` off: nothing could run during the write, and the hop
+  to the thread and back would cost more than it frees (a loop of awaited starts
+  waits for such batches one after another). "Every runnable task" is judged at the
+  last two scheduler passes of the gathering (a task that runs later in the leader's
+  own pass cannot be seen: two passes in a row without one make it unlikely that
+  another task is running, as for a commit written alone).
 - ``Strategy.IMMEDIATE`` writes every transaction at once in the trio thread (an
   in-memory store: nothing to share, and no worker thread lets a ``MockClock`` jump
   time under a commit in flight).
@@ -173,6 +180,8 @@ class GroupCommit:
         batch: list[CommitRequest] | None = None
         try:
             threaded = busy or self.strategy is not Strategy.INLINE
+            # no other task was seen runnable at the last two passes of the gathering
+            quiet = was_idle = False
             if not busy:
                 # let every runnable task reach its own commit and join this batch.
                 # Three passes at least: trio runs a pass's tasks in random order and
@@ -181,10 +190,15 @@ class GroupCommit:
                 # yet, and a task returning from its commit may need a pass more
                 for passes in range(1, GATHER_PASSES + 1):
                     await trio.lowlevel.cancel_shielded_checkpoint()
-                    if passes >= 3 and not runnable_tasks() and not self._released:
+                    idle = not runnable_tasks() and not self._released
+                    quiet = idle and was_idle
+                    was_idle = idle
+                    if passes >= 3 and idle:
                         break
             batch, self._pending = self._pending, []
             started = perf_counter() if _observe.timing else 0.0
+            if threaded and quiet and self._alone_inline:
+                threaded = False  # nothing could run while it is written: no hop
             if not threaded:
                 try:
                     self._write_batch(batch)
