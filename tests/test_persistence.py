@@ -238,6 +238,31 @@ def test_tool_opens_unlocked_reads_and_queues_writes(store: SQLiteStore, store_s
     assert store.take_wakeups() == []
 
 
+async def test_a_store_closed_as_its_wakeup_watcher_answers_stops_quietly(
+        db_path: str) -> None:
+    """A node closes its store before it cancels its tasks: the watcher thread then
+    returns, and the waiting ``wakeups()`` must not read the closed store (it used to
+    raise ``RuntimeError: store is closed`` out of the node)."""
+    import threading
+
+    import trio
+    import trio.testing
+
+    store = SQLiteStore(db_path)
+    closed = threading.Event()
+
+    def watcher_thread() -> None:  # the store closes while the thread is answering
+        store.close()
+        closed.set()
+
+    store._wait_for_wakeup = watcher_thread  # type: ignore[method-assign]
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(store.wakeups)
+        await trio.to_thread.run_sync(closed.wait)
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.cancel_scope.cancel()
+
+
 # -- workflows -----------------------------------------------------------------
 
 

@@ -767,6 +767,10 @@ class SQLiteStore(StoreShortcuts):
         while True:
             if self._failure is not None:
                 raise self._failure
+            if self._closing.is_set():
+                # closed while the watcher thread's answer was on its way back: no more
+                # notices (the node that closed it cancels this wait)
+                await trio.sleep_forever()
             found = self.take_wakeups()
             if found:
                 return found
