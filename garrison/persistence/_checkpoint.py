@@ -15,18 +15,13 @@ does the work on a connection of its own:
    every ``interval`` transactions it wakes the thread;
 2. the thread runs a ``PASSIVE`` checkpoint while writers go on: the bulk of the
    copying and both fsyncs happen here, blocking nobody;
-3. once the WAL holds ``RESTART_FRAMES`` pages or more, then, holding the writer's
-   lock, a second ``PASSIVE`` checkpoint copies the few pages committed meanwhile (if
-   there are none, it returns at once): the WAL is then wholly copied, so the next
-   write starts it over from the beginning (without this step a store under constant
-   load would never reach that point, and its WAL would grow without end). A commit
-   arriving during this step waits for it, in whichever thread it is written (a
-   commit never moves to a worker thread because of it: under a test's ``MockClock``
-   that would let time jump). The step is short but not free: copying even one page
-   back costs two fsyncs (the WAL's, then the database file's), so it runs only once
-   the WAL has grown to a few checkpoints' worth. A store whose writes pause now and
-   then never needs it: a checkpoint that finds nothing committed after it has copied
-   the whole WAL, and the next write starts it over.
+3. then, holding the writer's lock, a second ``PASSIVE`` checkpoint copies the few
+   pages committed meanwhile (if there are none, it returns at once): the WAL is then
+   wholly copied, so the next write starts it over from the beginning (without this
+   step a store under constant load would never reach that point, and its WAL would
+   grow without end). A commit arriving during this short step waits for it, in
+   whichever thread it is written (a commit never moves to a worker thread because of
+   it: under a test's ``MockClock`` that would let time jump).
 
 A checkpoint moves committed data from one durable file to another: what a commit
 made durable stays so (a crash in the middle is recovered from the WAL), so this
@@ -42,15 +37,12 @@ import sqlite3
 import threading
 from collections.abc import Callable
 
-__all__ = ["BACKSTOP_PAGES", "RESTART_FRAMES", "Checkpointer"]
+__all__ = ["BACKSTOP_PAGES", "Checkpointer"]
 
 log = logging.getLogger("garrison.store")
 
 #: pages a checkpoint aims to copy (SQLite's own ``wal_autocheckpoint`` default)
 TARGET_FRAMES = 1000
-#: pages in the WAL from which a checkpoint also copies, holding the writer's lock, what
-#: was committed while it ran (so that the WAL starts over under constant load)
-RESTART_FRAMES = 3 * TARGET_FRAMES
 #: the writer's own ``wal_autocheckpoint``: reached only if this thread falls behind
 BACKSTOP_PAGES = 20_000
 #: bounds of the interval, in transactions
@@ -67,8 +59,6 @@ class Checkpointer:
         #: transactions between two checkpoints
         self.interval = 64
         self._count = 0
-        #: pages the WAL held at the last checkpoint
-        self._frames = 0
         #: checkpoints done (a counter for tests and statistics)
         self.checkpoints = 0
         self._wake = threading.Event()
@@ -120,20 +110,14 @@ class Checkpointer:
         # (busy, pages in the WAL, pages copied); -1s when not in WAL mode
         _busy, frames, _copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         interval = self.interval
-        # pages committed since the last checkpoint (fewer pages than then: the WAL
-        # started over meanwhile, and all of them are new)
-        added = frames - self._frames if frames >= self._frames else frames
-        self._frames = frames
-        if frames >= RESTART_FRAMES:
-            with self._write_lock:  # nobody commits: the WAL ends where this copy ends
-                if self._stop:
-                    return
-                with contextlib.suppress(sqlite3.Error):
-                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-            self._frames = 0  # wholly copied: the next write starts the WAL over
+        with self._write_lock:  # nobody commits: the WAL ends where this copy ends
+            if self._stop:
+                return
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         with self._done:
             self.checkpoints += 1
             self._done.notify_all()
-        if added > 0:  # aim at TARGET_FRAMES pages per checkpoint
-            per_tx = added / interval
+        if frames > 0:  # aim at TARGET_FRAMES pages per checkpoint
+            per_tx = frames / interval
             self.interval = max(MIN_INTERVAL, min(MAX_INTERVAL, int(TARGET_FRAMES / per_tx)))
