@@ -150,6 +150,9 @@ def test_nul_is_refused_before_anything_is_sent(pg: str) -> None:
         with pytest.raises(ValueError, match=r"NUL.*") as info:
             store.write(Transaction().set_state("w", "k", 1).deliver("w", "to\x00pic", 1))
         assert "deliver" in str(info.value)
+        with pytest.raises(ValueError, match=r"NUL.*") as info:  # a step: its own encoder
+            store.write(Transaction().append_journal("w", 0, "activity", "na\x00me"))
+        assert "append_journal" in str(info.value)
         with pytest.raises(ValueError, match="jsonb"):
             store.write(Transaction().create_workflow("v", "app:f", search={"k": "a\x00b"}))
         with pytest.raises(ValueError, match="jsonb"):
