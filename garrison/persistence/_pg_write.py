@@ -508,8 +508,11 @@ class PgWritePath:
 
     def _compose(self, plans: list[_Plan]) -> _Composed:
         """The statements that write ``plans`` as one transaction: consecutive journal
-        appends (the steps of a batch) as ONE multi-row insert, and the fences of every
-        plan checked by the first statement (``_with_mark``)."""
+        appends as ONE multi-row insert, and the fences of every plan checked by the
+        first statement (``_with_mark``). The plans that only append to a journal (the
+        steps of a batch) go first, in one insert, wherever they are in the batch
+        (between a start and a finish of other workflows), unless another plan of the
+        batch writes for the same workflow: their order then stays as it was."""
         out = _Composed()
         sent = out.calls
         if len(plans) == 1 and len(plans[0].calls) == 1:  # one step: nothing to merge
@@ -539,8 +542,25 @@ class PgWritePath:
             run.clear()
 
         groups: dict[int | None, dict[str | None, None]] = {}
+        hoisted: set[int] = set()
+        if len(plans) > 1:
+            steps = [plan for plan in plans if all(c.stmt is append for c in plan.calls)]
+            if steps and len(steps) < len(plans):
+                ids = {id(plan) for plan in steps}
+                touched = {wid for plan in plans if id(plan) not in ids
+                           for wid in plan.tx.workflow_ids}
+                for plan in steps:
+                    if touched.isdisjoint(plan.tx.workflow_ids):
+                        hoisted.add(id(plan))
+                        run.extend(plan.calls)
+                flush()
         for plan in plans:
             mine: list[tuple[int, _Call]] = []
+            if id(plan) in hoisted:
+                out.spots.append(mine)
+                if plan.fenced:
+                    groups.setdefault(plan.epoch, {}).update(dict.fromkeys(plan.fenced))
+                continue
             for call in plan.calls:
                 if call.stmt is append:
                     run.append(call)
