@@ -150,6 +150,9 @@ def test_nul_is_refused_before_anything_is_sent(pg: str) -> None:
         with pytest.raises(ValueError, match=r"NUL.*") as info:
             store.write(Transaction().set_state("w", "k", 1).deliver("w", "to\x00pic", 1))
         assert "deliver" in str(info.value)
+        with pytest.raises(ValueError, match=r"NUL.*") as info:  # a step: its own encoder
+            store.write(Transaction().append_journal("w", 0, "activity", "na\x00me"))
+        assert "append_journal" in str(info.value)
         with pytest.raises(ValueError, match="jsonb"):
             store.write(Transaction().create_workflow("v", "app:f", search={"k": "a\x00b"}))
         with pytest.raises(ValueError, match="jsonb"):
@@ -376,6 +379,36 @@ async def test_journal_appends_go_in_one_statement_and_read_back_exactly(
         assert sent == [["g_append_journal_many"]]
         for i in range(1, 4):
             assert [(r.name, r.outcome) for r in store.journal(f"w{i}")] == [(f"w{i}" + '"\\', 1)]
+
+
+def test_a_batch_sends_its_steps_in_one_insert_around_starts_and_finishes(pg: str) -> None:
+    """The plans that only append to a journal go first, in one multi-row insert, even
+    between the start and the finish of other workflows; a step of a workflow another
+    plan of the batch writes for keeps its place (the journal of ``w3`` is truncated
+    before its new row, as the batch's order says)."""
+    with PostgresStore(pg) as store:
+        for wid in ("w1", "w2", "w3", "w4"):
+            store.write(Transaction().create_workflow(wid, "app:f"))
+        store.write(Transaction().append_journal("w3", 0, "activity", "old"))
+        txs = [Transaction().append_journal("w1", 0, "activity", "s"),
+               Transaction().create_workflow("x", "app:f"),
+               Transaction().append_journal("w2", 0, "activity", "s"),
+               Transaction().truncate_journal("w3", 0),
+               Transaction().append_journal("w3", 0, "activity", "new"),
+               Transaction().update_workflow("w4", status="completed")]
+        plans = [store._plan(tx) for tx in txs]
+        composed = store._compose(plans)
+        assert [c.stmt.name.decode() for c in composed.calls] == [
+            "g_append_journal_many", "g_create_workflow", "g_truncate_journal",
+            "g_append_journal", "g_update_status"]
+        assert [len(spots) for spots in composed.spots] == [0, 1, 0, 0, 0, 0]
+        store._commit_plans(plans)
+        assert [p.error for p in plans] == [None] * 6
+        assert plans[1].results == [True]
+        assert [(r.seq, r.name) for r in store.journal("w3")] == [(0, "new")]
+        assert [len(store.journal(w)) for w in ("w1", "w2", "x")] == [1, 1, 0]
+        rec = store.get_workflow("w4")
+        assert rec is not None and str(rec.status) == "completed"
 
 
 async def test_a_batch_is_fenced_per_workflow(pg: str, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -396,7 +396,9 @@ class PgWritePath:
         wakes: dict[str, None] = {}
         for index, (op, params) in enumerate(tx.ops):
             what = op.value
-            if op is Op.UPDATE_WORKFLOW:
+            if op is Op.APPEND_JOURNAL:  # (a step: the commit that matters most)
+                calls.append(_Call(stmt(what), _encode_journal(params), index, None))
+            elif op is Op.UPDATE_WORKFLOW:
                 wid, updated, sets = params
                 columns = tuple(c for c, _ in sets)
                 calls.append(_Call(self._update_stmt(columns),
@@ -506,8 +508,11 @@ class PgWritePath:
 
     def _compose(self, plans: list[_Plan]) -> _Composed:
         """The statements that write ``plans`` as one transaction: consecutive journal
-        appends (the steps of a batch) as ONE multi-row insert, and the fences of every
-        plan checked by the first statement (``_with_mark``)."""
+        appends as ONE multi-row insert, and the fences of every plan checked by the
+        first statement (``_with_mark``). The plans that only append to a journal (the
+        steps of a batch) go first, in one insert, wherever they are in the batch
+        (between a start and a finish of other workflows), unless another plan of the
+        batch writes for the same workflow: their order then stays as it was."""
         out = _Composed()
         sent = out.calls
         if len(plans) == 1 and len(plans[0].calls) == 1:  # one step: nothing to merge
@@ -531,14 +536,31 @@ class PgWritePath:
             if len(run) == 1:
                 sent.append(run[0])
             elif run:
-                columns = zip(*(call.params for call in run), strict=True)
+                columns = zip(*[call.params for call in run], strict=True)
                 sent.append(_Call(self._stmt("append_journal_many"),
                                   [_array(column) for column in columns], run[0].op, None))
             run.clear()
 
         groups: dict[int | None, dict[str | None, None]] = {}
+        hoisted: set[int] = set()
+        if len(plans) > 1:
+            steps = [plan for plan in plans if all(c.stmt is append for c in plan.calls)]
+            if steps and len(steps) < len(plans):
+                ids = {id(plan) for plan in steps}
+                touched = {wid for plan in plans if id(plan) not in ids
+                           for wid in plan.tx.workflow_ids}
+                for plan in steps:
+                    if touched.isdisjoint(plan.tx.workflow_ids):
+                        hoisted.add(id(plan))
+                        run.extend(plan.calls)
+                flush()
         for plan in plans:
             mine: list[tuple[int, _Call]] = []
+            if id(plan) in hoisted:
+                out.spots.append(mine)
+                if plan.fenced:
+                    groups.setdefault(plan.epoch, {}).update(dict.fromkeys(plan.fenced))
+                continue
             for call in plan.calls:
                 if call.stmt is append:
                     run.append(call)
@@ -741,6 +763,8 @@ class PgWritePath:
             plan.results = plan.error = None
         if len(plans) == 1 and not plans[0].needs_read:
             plan = plans[0]
+            if len(plan.calls) == 1 and len(plan.fenced) <= 1:
+                return self._run_one(conn, plan, n)
             composed = self._compose(plans)
             try:
                 out = self._send(conn, composed, self._mark_params(n))
@@ -777,6 +801,47 @@ class PgWritePath:
 
     def _mark_params(self, n: int) -> list[Any]:
         return [self._writer_id.encode(), str(n).encode(), repr(_time.time()).encode()]
+
+    def _run_one(self, conn: psycopg.Connection[Any], plan: _Plan, n: int) -> bool:
+        """:meth:`_run` of one plan of one statement (a step's journal row, a start, a
+        finish: most commits), fenced by one workflow at most: the same statement as
+        ``_compose`` and ``_send`` make of it (the writer's number, the fence, in its
+        CTE), sent without building their intermediate lists."""
+        call = plan.calls[0]
+        stmt = call.stmt
+        if plan.fenced:
+            wid = plan.fenced[0]
+            kind = _FENCE_ONE
+            params = [*call.params, self._writer_id.encode(), str(n).encode(),
+                      repr(_time.time()).encode(), str(plan.epoch).encode(),
+                      None if wid is None else wid.encode()]
+        else:
+            kind = _MARK
+            params = [*call.params, self._writer_id.encode(), str(n).encode(),
+                      repr(_time.time()).encode()]
+        head = stmt.heads.get(kind) or self._head(stmt, kind)
+        if head.name not in self._prepared:
+            self._ensure_prepared(conn, [head])
+        pg = conn.pgconn
+        try:
+            res = pg.exec_prepared(head.name, params)
+        except psycopg.OperationalError as exc:
+            raise _ConnectionLost(_reason(exc)) from exc
+        if pg.status == _BAD:
+            self._pq(conn, lambda: res)  # raises _ConnectionLost, with the server's words
+        if res.status not in _OK:
+            error: BaseException = _result_error(res)
+            if plan.fenced and not _is_fenced(error):
+                # the fence and the write are one statement, in no set order: a write
+                # another node's rows refuse may fail first
+                error = self._check_fence(conn, plan) or error
+            plan.error = self._map_error(error, plan, call.op)
+            return False
+        results: list[Any] = [None] * len(plan.tx.ops)
+        if call.result is not None:
+            results[call.op] = _result_of(call, res)
+        plan.results = results
+        return True
 
     # -- writing: retries -------------------------------------------------------------
     def _commit_plans(self, plans: list[_Plan], *, handover: bool = False) -> None:
@@ -934,12 +999,27 @@ def _encode(values: Sequence[Any], what: str) -> list[Any]:
     return out
 
 
+def _encode_journal(params: Sequence[Any]) -> list[Any]:
+    """:func:`_encode` of an ``append_journal``'s ``(workflow_id, seq, kind, name,
+    outcome, attempts, time)`` as the transaction makes them (else :func:`_encode`)."""
+    wid, seq, kind, name, outcome, attempts, when = params
+    if (type(wid) is str and type(seq) is int and type(kind) is str and type(name) is str
+            and (outcome is None or type(outcome) is str) and type(attempts) is int
+            and type(when) is float
+            and "\x00" not in wid and "\x00" not in kind and "\x00" not in name
+            and (outcome is None or "\x00" not in outcome)):
+        return [wid.encode(), str(seq).encode(), kind.encode(), name.encode(),
+                None if outcome is None else outcome.encode(), str(attempts).encode(),
+                repr(when).encode()]
+    return _encode(params, "append_journal")
+
+
 def _array(values: Iterable[bytes | None]) -> bytes:
     """A PostgreSQL array literal (text format) of text-format values."""
-    return b"{" + b",".join(
+    return b"{" + b",".join([
         b"NULL" if value is None
         else b'"' + value.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
-        for value in values) + b"}"
+        for value in values]) + b"}"
 
 
 def _is_fenced(error: BaseException) -> bool:
