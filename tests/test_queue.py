@@ -100,6 +100,35 @@ async def test_dedup_returns_the_queued_or_running_workflow(autojump_clock: Any)
         assert [w.workflow_id for w in node.workflows()].count("second") == 0
 
 
+async def test_a_finish_drops_a_queue_row_only_where_there_can_be_one(
+        autojump_clock: Any) -> None:
+    """A workflow this node created and ran at once has no queue row: its end does not
+    ask the store to drop one. One started with a dedup key (or queued) drops its row
+    with its end."""
+    from garrison.persistence import Op
+
+    async with garrison.open_node() as node:
+        store = node.hosts["workflows"].store
+        finishes: dict[str, list[str]] = {}
+        commit = store.commit
+
+        async def spy(tx: Any) -> list[Any]:
+            for op, params in tx.ops:
+                if op is Op.UPDATE_WORKFLOW and dict(params[2]).get("status") == "completed":
+                    finishes[params[0]] = [o.name for o, _ in tx.ops]
+            return await commit(tx)
+
+        store.commit = spy
+        await node.start_workflow(app.job, id="plain")
+        await node.start_workflow(app.job, id="keyed", dedup="k")
+        assert await node.workflow("plain").result() == "plain"
+        assert await node.workflow("keyed").result() == "keyed"
+        assert "DEQUEUE" not in finishes["plain"]
+        assert "DEQUEUE" in finishes["keyed"]
+        # the key is free again: the row went with the end
+        assert (await node.start_workflow(app.job, id="again", dedup="k")).id == "again"
+
+
 async def test_priority_is_a_64_bit_integer(store_spec: str, autojump_clock: Any) -> None:
     """The range the stores keep: the ends are accepted and ordered; one past either
     is a ValueError naming the range, before anything is written."""

@@ -57,6 +57,11 @@ class WaitCancelled(Exception):
 class WorkflowCore(Caller):
     """State and primitives shared by every part of a workflow instance."""
 
+    #: the store may hold a queue row for it (written by this node, another node or a
+    #: tool), which its end drops; ``False`` only for a workflow this node created
+    #: and ran at once (no row was written with it, and none is written later)
+    may_be_queued = True
+
     def __init__(self, host: WorkflowHost, wid: str, name: str, input_plain: list[Any], *,
                  run_id: str, attempt: int, parent: Pid | None, created: float,
                  journal: list[Entry], pending: list[InboxItem], timers: dict[int, float],

@@ -376,6 +376,8 @@ class WorkflowHost:
                               watchers=[watcher] if watcher is not None else [], state={})
         wf.fn = fn
         wf.trace = trace
+        if queued < 0:
+            wf.may_be_queued = False  # its end has no queue row to drop
         self.counts["started"] += 1
         if process_watcher is not None:
             wf.watchers.add(process_watcher)

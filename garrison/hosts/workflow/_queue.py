@@ -362,10 +362,13 @@ class WorkflowQueue:
 
     def finishing(self, tx: Transaction, wf: WorkflowInstance) -> None:
         """``wf`` ends: its queue row, if it has one, goes with the transaction that
-        records the end. Always asked of the store: a row this node does not know of
-        (another node of a cluster, or a tool, queued the workflow) must not outlive
-        it and hold its dedup key."""
-        tx.dequeue(wf.wid)
+        records the end. Asked of the store for every workflow that may have one, not
+        only those this node queued: a row this node does not know of (another node of
+        a cluster, or a tool, queued the workflow) must not outlive it and hold its
+        dedup key. A workflow this node created and ran at once has none (its end is
+        then one statement)."""
+        if wf.may_be_queued:
+            tx.dequeue(wf.wid)
         self.freeing(tx)
         if wf.wid in self.rows:
             self.rows.discard(wf.wid)
