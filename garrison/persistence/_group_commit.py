@@ -35,10 +35,12 @@ from __future__ import annotations
 
 import enum
 import time
-from collections.abc import Callable
+import types
+from collections.abc import Callable, Generator
 from time import perf_counter
 from typing import Any
 
+import outcome
 import trio
 
 from .. import _observe
@@ -102,6 +104,37 @@ def _refuse_abort(_: Any) -> trio.lowlevel.Abort:
     return trio.lowlevel.Abort.FAILED  # the commit happens either way: wait for it
 
 
+# Parking a waiting commit as few objects as possible: with many workflows waiting for
+# one batch, everything a waiter holds is walked by every young garbage collection.
+# ``trio.lowlevel.wait_task_rescheduled`` makes a coroutine, a generator and a
+# ``WaitTaskRescheduled`` (with its ``__dict__``) per call: here it is one generator
+# yielding a shared trap (its abort function is always the same), and the engine
+# reschedules its waiters with one shared outcome (nothing else reschedules them, and
+# a refused abort means trio never does).
+_PARK: Any
+try:
+    from trio._core._traps import WaitTaskRescheduled as _WaitTaskRescheduled
+
+    _PARK = _WaitTaskRescheduled(_refuse_abort)
+except (ImportError, TypeError):  # pragma: no cover - another trio version
+    _PARK = None
+_RESUMED = outcome.Value(None)
+
+
+if _PARK is not None:
+
+    @types.coroutine
+    def _park() -> Generator[Any, Any, None]:
+        """Wait until the engine reschedules this task (never cancelled half-way)."""
+        resumed = yield _PARK
+        if resumed is not _RESUMED:  # pragma: no cover - only the engine reschedules
+            resumed.unwrap()
+else:  # pragma: no cover - another trio version
+
+    async def _park() -> None:  # type: ignore[misc]
+        await trio.lowlevel.wait_task_rescheduled(_refuse_abort)
+
+
 class GroupCommit:
     """The group-commit engine of one store (see the module docs)."""
 
@@ -161,7 +194,7 @@ class GroupCommit:
         pending.append(request)
         if self._flushing:
             # follow: park until our batch is written, or until we are made leader
-            await trio.lowlevel.wait_task_rescheduled(_refuse_abort)
+            await _park()
             if request.done:
                 self._released -= 1
                 return _unwrap(request)
@@ -211,12 +244,12 @@ class GroupCommit:
                 waiting.done = True
                 if waiting is not request:
                     self._released += 1
-                    reschedule(waiting.task)
+                    reschedule(waiting.task, _RESUMED)
             if self._pending:
                 # commits that arrived while this batch was written: the oldest leads
                 leader = self._pending[0]
                 leader.leader = True
-                reschedule(leader.task)
+                reschedule(leader.task, _RESUMED)
             else:
                 self._flushing = False
 
