@@ -156,7 +156,18 @@ class WorkflowCore(Caller):
             tx = buf
         else:
             n = 0
-        results = await self.commit_checked(tx)
+        # commit_checked's body, not a call: one coroutine less held by every step
+        # waiting for its batch (what a young garbage collection walks)
+        try:
+            if _observe.active:  # step latency, the store.commit span
+                results = await _observe.workflow_commit(self, tx)
+            else:
+                results = await self.store.commit(tx)
+        except Exception as exc:
+            failed = self._store_failed(exc)
+            if failed is None:
+                raise
+            raise failed from exc
         return results[n:] if n else results
 
     async def commit_checked(self, tx: Transaction) -> list[Any]:
@@ -167,15 +178,23 @@ class WorkflowCore(Caller):
                 return await _observe.workflow_commit(self, tx)
             return await self.store.commit(tx)
         except Exception as exc:
-            failed = self.store.translate_error(exc)
+            failed = self._store_failed(exc)
             if failed is None:
-                if isinstance(exc, GarrisonError | ValueError | TypeError):
-                    raise  # the written operations' own error (a promise completed twice)
-                # anything else is the store failing: never the workflow's failure
-                failed = StoreError(self.store.path,
-                                    f"the store failed: {type(exc).__name__}: {exc}")
-            self.store_error = failed
+                raise
             raise failed from exc
+
+    def _store_failed(self, exc: Exception) -> StoreError | None:
+        """The :class:`~garrison.StoreError` a failed commit raises (kept as this
+        workflow's), or ``None`` when ``exc`` is the written operations' own error."""
+        failed = self.store.translate_error(exc)
+        if failed is None:
+            if isinstance(exc, GarrisonError | ValueError | TypeError):
+                return None  # the written operations' own error (a promise completed twice)
+            # anything else is the store failing: never the workflow's failure
+            failed = StoreError(self.store.path,
+                                f"the store failed: {type(exc).__name__}: {exc}")
+        self.store_error = failed
+        return failed
 
     def record(self, tx: Transaction, seq: int, kind: JournalKind, name: str,
                 outcome_json: str, attempts: int = 1) -> None:
