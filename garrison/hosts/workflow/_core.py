@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import trio
 
@@ -40,6 +40,20 @@ HISTORY_WARNING = 10_000
 FOREVER = MAX_TIME
 #: durable operations a workflow may do without yielding to the scheduler
 _BUDGET = 64
+
+T = TypeVar("T")
+
+
+def added(items: set[T] | None, item: T) -> set[T]:
+    """``items`` with ``item`` added, made by the first add (``None`` before).
+
+    A workflow makes its sets of pids, topics and request ids on first use: most
+    workflows never use them, and every container a thousand live workflows hold is
+    walked again and again by the garbage collector."""
+    if items is None:
+        return {item}
+    items.add(item)
+    return items
 
 
 class ContinueAsNew(BaseException):
@@ -79,17 +93,18 @@ class WorkflowCore(Caller):
         #: inbox items delivered and not consumed yet, in arrival order
         self.pending = pending
         #: requests to the host pending in the inbox (kind ``control``: a terminate)
-        self.requests: list[Any] = []
+        self.requests: list[Any] | tuple[()] = ()
         #: ids of the requests it ends by (consumed with its end): seen again, ignored
-        self.requests_taken: set[int] = set()
+        #: (``None`` until the first; also the sets below: see ``added``)
+        self.requests_taken: set[int] | None = None
         #: durable timers of this run: seq -> wall-clock deadline
         self.timers = timers
         self.cancel_requested = cancel_requested
         self.cancel_delivered = False
         self.durable_watchers = watchers  # workflow pids that get my EXIT durably
-        self.watchers: set[Pid] = set()  # process pids that get my EXIT in memory
-        self.links: set[Pid] = set()
-        self.monitoring: set[Pid] = set()
+        self.watchers: set[Pid] | None = None  # process pids that get my EXIT in memory
+        self.links: set[Pid] | None = None
+        self.monitoring: set[Pid] | None = None
         self.trap_links = False
         self.state = state
         self.status: WorkflowStatus = WorkflowStatus.RUNNING
@@ -98,7 +113,7 @@ class WorkflowCore(Caller):
         self.stored_status: WorkflowStatus = WorkflowStatus.RUNNING
         self.tasks: trio.Nursery | None = None  # started activities run here
         self.promises: dict[str, tuple[str, Any]] = {}  # completed: name -> (status, value)
-        self.topics: set[str] = set()
+        self.topics: set[str] | None = None
         self._inboxes: dict[str, DurableInbox] = {}
         self._wake: trio.Event | None = None
         #: while parked: the trio time it wakes at by itself (``None``: only when notified)

@@ -40,6 +40,7 @@ from ...actors._values import ErrorInfo, Event, EventKind, Message, Pid
 from ...persistence import RawJson, Store, Transaction, WorkflowStatus, to_json
 from .._kernel import Caller, NodeContext, exit_fan_out, noproc
 from ._codec import PLAIN, plain_or_repr, return_hint, structure
+from ._core import added
 from ._ids import check_workflow_id
 from ._inbox import InboxItem
 from ._instance import WorkflowInstance
@@ -378,9 +379,9 @@ class WorkflowHost:
         wf.trace = trace
         self.counts["started"] += 1
         if process_watcher is not None:
-            wf.watchers.add(process_watcher)
+            wf.watchers = added(wf.watchers, process_watcher)
         if process_link is not None:
-            wf.links.add(process_link)
+            wf.links = added(wf.links, process_link)
         if admitted:
             self.run_instance(wf)
         else:
@@ -410,9 +411,9 @@ class WorkflowHost:
         wf = self.active.get(pid.id)
         if wf is not None and not wf.done.is_set():
             if watcher is not None:
-                wf.watchers.add(watcher)
+                wf.watchers = added(wf.watchers, watcher)
             if link is not None:
-                wf.links.add(link)
+                wf.links = added(wf.links, link)
             return
         result, error = self._outcome(pid.id)
         if watcher is not None:
@@ -568,7 +569,7 @@ class WorkflowHost:
         wf = self.active.get(pid.id)
         if wf is None:
             return False
-        if event.kind is EventKind.EXIT:
+        if event.kind is EventKind.EXIT and wf.monitoring:
             wf.monitoring.discard(event.pid)  # that monitor is spent
         plain_event = event_to_plain(Event(event.kind, event.pid,
                                            plain_or_repr(event.result), event.error))
@@ -629,31 +630,32 @@ class WorkflowHost:
             return wf is not None
         if watcher.host == self.name:
             return True  # workflows monitor through add_durable_monitor
-        wf.watchers.add(watcher)
+        wf.watchers = added(wf.watchers, watcher)
         return True
 
     def remove_monitor(self, target: Pid, watcher: Pid) -> None:
         wf = self.active.get(target.id)
-        if wf is not None:
+        if wf is not None and wf.watchers:
             wf.watchers.discard(watcher)
 
     def add_link(self, target: Pid, other: Pid) -> bool:
         wf = self.active.get(target.id)
         if wf is None:
             return False
-        wf.links.add(other)
+        wf.links = added(wf.links, other)
         return True
 
     def remove_link(self, target: Pid, other: Pid) -> None:
         wf = self.active.get(target.id)
-        if wf is not None:
+        if wf is not None and wf.links:
             wf.links.discard(other)
 
     def linked_exit(self, target: Pid, dead: Pid, error: ErrorInfo | None) -> None:
         wf = self.active.get(target.id)
         if wf is None:
             return
-        wf.links.discard(dead)
+        if wf.links:
+            wf.links.discard(dead)
         if error is None:
             return
         if wf.trap_links:
