@@ -74,7 +74,8 @@ class WorkflowCore(Caller):
     def __init__(self, host: WorkflowHost, wid: str, name: str, input_plain: list[Any], *,
                  run_id: str, attempt: int, parent: Pid | None, created: float,
                  journal: list[Entry], pending: list[InboxItem], timers: dict[int, float],
-                 cancel_requested: bool, watchers: list[Pid], state: dict[str, Any]) -> None:
+                 cancel_requested: bool, watchers: list[Pid] | None,
+                 state: dict[str, Any]) -> None:
         self.host = host
         self.node = host.node
         self.store = host.store
@@ -101,7 +102,8 @@ class WorkflowCore(Caller):
         self.timers = timers
         self.cancel_requested = cancel_requested
         self.cancel_delivered = False
-        self.durable_watchers = watchers  # workflow pids that get my EXIT durably
+        #: workflow pids that get my EXIT durably (``None``: none yet)
+        self.durable_watchers = watchers or None
         self.watchers: set[Pid] | None = None  # process pids that get my EXIT in memory
         self.links: set[Pid] | None = None
         self.monitoring: set[Pid] | None = None

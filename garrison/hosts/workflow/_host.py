@@ -96,7 +96,9 @@ class WorkflowHost:
         self.resumed = False
         self._nursery: trio.Nursery | None = None
         #: ids whose start is being committed (a concurrent start of one waits for it)
-        self._starting: dict[str, trio.Event] = {}
+        #: ids whose start is being committed: the event a second start of the same id
+        #: waits for (made by the first such start; ``None`` until then)
+        self._starting: dict[str, trio.Event | None] = {}
         #: writes asked for by synchronous callers, committed in order by one task
         self._soon: list[tuple[Transaction, Callable[[list[Any]], None] | None]] = []
         self._soon_ready = trio.Event()
@@ -281,8 +283,10 @@ class WorkflowHost:
                 await trio.lowlevel.checkpoint()
                 return Pid(self.name, holder)
         pid = Pid(self.name, wid)
-        starting = self._starting.get(wid)
-        if starting is not None:  # the same id is being started right now
+        if wid in self._starting:  # the same id is being started right now
+            starting = self._starting[wid]
+            if starting is None:
+                starting = self._starting[wid] = trio.Event()
             await starting.wait()
         if wid in self.active or wid in self.finished:
             if journal is not None:
@@ -290,23 +294,24 @@ class WorkflowHost:
             self._attach(pid, process_watcher, process_link)
             await trio.lowlevel.checkpoint()
             return pid
-        done = self._starting[wid] = trio.Event()
+        self._starting[wid] = None
         try:
-            return await self._create(fn, name, wid, args, parent=parent, prefix_tx=prefix_tx,
+            return await self._create(pid, fn, name, args, parent=parent, prefix_tx=prefix_tx,
                                       journal=journal, watcher=watcher,
                                       process_watcher=process_watcher,
                                       process_link=process_link, priority=priority,
                                       dedup=dedup)
         finally:
-            del self._starting[wid]
-            done.set()
+            done = self._starting.pop(wid, None)
+            if done is not None:
+                done.set()
 
-    async def _create(self, fn: Any, name: str, wid: str, args: tuple[Any, ...], *,
+    async def _create(self, pid: Pid, fn: Any, name: str, args: tuple[Any, ...], *,
                       parent: Pid | None, prefix_tx: Transaction | None,
                       journal: tuple[WorkflowInstance, int, str] | None, watcher: Pid | None,
                       process_watcher: Pid | None, process_link: Pid | None,
                       priority: int = 0, dedup: str | None = None) -> Pid:
-        pid = Pid(self.name, wid)
+        wid = pid.id
         input_text = to_json(list(args), what=f"the arguments of workflow {name}")
         tx = prefix_tx if prefix_tx is not None else Transaction()
         n = len(tx)
@@ -374,7 +379,7 @@ class WorkflowHost:
         wf = WorkflowInstance(self, wid, name, _loads(input_text), run_id=run_id, attempt=1,
                               parent=parent, created=now, journal=[], pending=[], timers={},
                               cancel_requested=False,
-                              watchers=[watcher] if watcher is not None else [], state={})
+                              watchers=[watcher] if watcher is not None else None, state={})
         wf.fn = fn
         wf.trace = trace
         self.counts["started"] += 1
@@ -591,7 +596,9 @@ class WorkflowHost:
         other = self.active.get(target.id)
         buf = watcher.buffered()
         if other is not None:
-            if watcher.pid not in other.durable_watchers:
+            if other.durable_watchers is None:
+                other.durable_watchers = [watcher.pid]
+            elif watcher.pid not in other.durable_watchers:
                 other.durable_watchers.append(watcher.pid)
             buf.add_monitor(target.id, watcher.pid)
             return
@@ -619,7 +626,8 @@ class WorkflowHost:
 
     def remove_durable_monitor(self, target: Pid, watcher: WorkflowInstance) -> None:
         other = self.active.get(target.id)
-        if other is not None and watcher.pid in other.durable_watchers:
+        if other is not None and other.durable_watchers and \
+                watcher.pid in other.durable_watchers:
             other.durable_watchers.remove(watcher.pid)
         if self.store.get_workflow(target.id) is not None:
             watcher.buffered().remove_monitor(target.id, watcher.pid)
