@@ -5,8 +5,10 @@
 For 1, 10, 100 and 1,000 workflows running at once (10 trivial steps each, several
 rounds), at ``synchronous="normal"`` (the default) and ``"full"`` (an fsync per
 commit): steps per second, microseconds per step (wall time / steps), store commits
-per step (below 1: group commit shared them) and the share of the time the cyclic
-garbage collector took (``gc_share``, from ``gc.callbacks``). ``dbos``: the same
+per step (below 1: group commit shared them), the share of the time the cyclic
+garbage collector took (``gc_share``, from ``gc.callbacks``) and how many young,
+middle and full collections ran (``gc_young``, ``gc_middle``, ``gc_full``: counts
+move far less than times on a shared machine). ``dbos``: the same
 levels for DBOS on SQLite (WAL, its default ``synchronous=FULL``) in a child process
 of the same run: ``DBOS.start_workflow`` N times (its thread pool runs them), then
 every result. ``--runs N`` repeats everything and reports ``[median, min, max]``.
@@ -60,12 +62,14 @@ async def level(synchronous: str, conc: int, total_steps: int) -> dict[str, floa
             await node.workflow(f"warm-{i}").result()
         tx0 = store.statistics().transactions
         gc_time = [0.0, 0.0]
+        collections = [0, 0, 0]
 
-        def gc_clock(phase: str, _info: dict[str, int]) -> None:
+        def gc_clock(phase: str, info: dict[str, int]) -> None:
             if phase == "start":
                 gc_time[1] = time.perf_counter()
             else:
                 gc_time[0] += time.perf_counter() - gc_time[1]
+                collections[info["generation"]] += 1
 
         gc.callbacks.append(gc_clock)
         t0 = time.perf_counter()
@@ -81,7 +85,8 @@ async def level(synchronous: str, conc: int, total_steps: int) -> dict[str, floa
         commits = store.statistics().transactions - tx0
     store.close()
     return {"steps_per_s": steps / dt, "us_per_step": dt / steps * 1e6,
-            "commits_per_step": commits / steps, "steps": steps, "gc_share": gc_time[0] / dt}
+            "commits_per_step": commits / steps, "steps": steps, "gc_share": gc_time[0] / dt,
+            "gc_young": collections[0], "gc_middle": collections[1], "gc_full": collections[2]}
 
 
 DBOS_CODE = r'''

@@ -42,10 +42,12 @@ from __future__ import annotations
 
 import enum
 import time
-from collections.abc import Callable
+import types
+from collections.abc import Callable, Generator
 from time import perf_counter
 from typing import Any
 
+import outcome
 import trio
 
 from .. import _observe
@@ -109,6 +111,37 @@ def _refuse_abort(_: Any) -> trio.lowlevel.Abort:
     return trio.lowlevel.Abort.FAILED  # the commit happens either way: wait for it
 
 
+# Parking a waiting commit as few objects as possible: with many workflows waiting for
+# one batch, everything a waiter holds is walked by every young garbage collection.
+# ``trio.lowlevel.wait_task_rescheduled`` makes a coroutine, a generator and a
+# ``WaitTaskRescheduled`` (with its ``__dict__``) per call: here it is one generator
+# yielding a shared trap (its abort function is always the same), and the engine
+# reschedules its waiters with one shared outcome (nothing else reschedules them, and
+# a refused abort means trio never does).
+_PARK: Any
+try:
+    from trio._core._traps import WaitTaskRescheduled as _WaitTaskRescheduled
+
+    _PARK = _WaitTaskRescheduled(_refuse_abort)
+except (ImportError, TypeError):  # pragma: no cover - another trio version
+    _PARK = None
+_RESUMED = outcome.Value(None)
+
+
+if _PARK is not None:
+
+    @types.coroutine
+    def _park() -> Generator[Any, Any, None]:
+        """Wait until the engine reschedules this task (never cancelled half-way)."""
+        resumed = yield _PARK
+        if resumed is not _RESUMED:  # pragma: no cover - only the engine reschedules
+            resumed.unwrap()
+else:  # pragma: no cover - another trio version
+
+    async def _park() -> None:  # type: ignore[misc]
+        await trio.lowlevel.wait_task_rescheduled(_refuse_abort)
+
+
 class GroupCommit:
     """The group-commit engine of one store (see the module docs)."""
 
@@ -145,11 +178,16 @@ class GroupCommit:
 
     async def commit(self, tx: Any) -> list[Any]:
         """Commit ``tx`` (sharing the transaction with every commit waiting now);
-        returns one result per operation once it is committed."""
-        pending = self._pending
+        returns one result per operation once it is committed.
+
+        (No local name for the pending list: a waiter's frame holding it would keep
+        the whole batch, every caller's request, transaction and results, alive until
+        the last of them resumes, and then free it all at once; the garbage collector
+        counts allocations minus deallocations, and deallocations in bulk right after
+        a collection are not counted, so the next collections come sooner.)"""
         busy = False
         if self.strategy is Strategy.IMMEDIATE or (
-                self._alone_inline and not pending and not self._flushing
+                self._alone_inline and not self._pending and not self._flushing
                 and not self._released and not runnable_tasks()):
             started = perf_counter() if _observe.timing else 0.0
             try:
@@ -165,10 +203,10 @@ class GroupCommit:
                     await trio.lowlevel.cancel_shielded_checkpoint()  # committed: no Cancelled
                 return results
         request = CommitRequest(tx, trio.lowlevel.current_task())
-        pending.append(request)
+        self._pending.append(request)
         if self._flushing:
             # follow: park until our batch is written, or until we are made leader
-            await trio.lowlevel.wait_task_rescheduled(_refuse_abort)
+            await _park()
             if request.done:
                 self._released -= 1
                 return _unwrap(request)
@@ -225,12 +263,12 @@ class GroupCommit:
                 waiting.done = True
                 if waiting is not request:
                     self._released += 1
-                    reschedule(waiting.task)
+                    reschedule(waiting.task, _RESUMED)
             if self._pending:
                 # commits that arrived while this batch was written: the oldest leads
                 leader = self._pending[0]
                 leader.leader = True
-                reschedule(leader.task)
+                reschedule(leader.task, _RESUMED)
             else:
                 self._flushing = False
 

@@ -169,8 +169,10 @@ class Transaction:
         #: the workflow each operation is about (parallel to ``ops``; ``""`` for an
         #: operation on a schedule or on a workflow host's queue)
         self.workflow_ids: list[str] = []
-        #: the schedules the schedule operations are about, in order
-        self.schedule_ids: list[str] = []
+        #: the schedules the schedule operations are about, in order (an empty tuple
+        #: until the first: most transactions have none, and a list per transaction
+        #: is one more object for the garbage collector while the commit waits)
+        self.schedule_ids: list[str] | tuple[()] = ()
 
     def __len__(self) -> int:
         return len(self.ops)
@@ -189,14 +191,18 @@ class Transaction:
     def _add_schedule(self, schedule_id: str, op: Op, params: tuple[Any, ...]) -> Transaction:
         self.ops.append((op, params))
         self.workflow_ids.append("")
-        self.schedule_ids.append(schedule_id)
+        if self.schedule_ids:
+            self.schedule_ids.append(schedule_id)
+        else:
+            self.schedule_ids = [schedule_id]
         return self
 
     def extend(self, other: Transaction) -> Transaction:
         """Append every operation of ``other`` (after this one's)."""
         self.ops.extend(other.ops)
         self.workflow_ids.extend(other.workflow_ids)
-        self.schedule_ids.extend(other.schedule_ids)
+        if other.schedule_ids:
+            self.schedule_ids = [*self.schedule_ids, *other.schedule_ids]
         return self
 
     # -- workflows ---------------------------------------------------------

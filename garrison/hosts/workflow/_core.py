@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import trio
 
@@ -41,6 +41,20 @@ FOREVER = MAX_TIME
 #: durable operations a workflow may do without yielding to the scheduler
 _BUDGET = 64
 
+T = TypeVar("T")
+
+
+def added(items: set[T] | None, item: T) -> set[T]:
+    """``items`` with ``item`` added, made by the first add (``None`` before).
+
+    A workflow makes its sets of pids, topics and request ids on first use: most
+    workflows never use them, and every container a thousand live workflows hold is
+    walked again and again by the garbage collector."""
+    if items is None:
+        return {item}
+    items.add(item)
+    return items
+
 
 class ContinueAsNew(BaseException):
     """Raised by ``workflow.continue_as_new``: ends this run, starts a fresh one."""
@@ -65,7 +79,8 @@ class WorkflowCore(Caller):
     def __init__(self, host: WorkflowHost, wid: str, name: str, input_plain: list[Any], *,
                  run_id: str, attempt: int, parent: Pid | None, created: float,
                  journal: list[Entry], pending: list[InboxItem], timers: dict[int, float],
-                 cancel_requested: bool, watchers: list[Pid], state: dict[str, Any]) -> None:
+                 cancel_requested: bool, watchers: list[Pid] | None,
+                 state: dict[str, Any]) -> None:
         self.host = host
         self.node = host.node
         self.store = host.store
@@ -84,17 +99,19 @@ class WorkflowCore(Caller):
         #: inbox items delivered and not consumed yet, in arrival order
         self.pending = pending
         #: requests to the host pending in the inbox (kind ``control``: a terminate)
-        self.requests: list[Any] = []
+        self.requests: list[Any] | tuple[()] = ()
         #: ids of the requests it ends by (consumed with its end): seen again, ignored
-        self.requests_taken: set[int] = set()
+        #: (``None`` until the first; also the sets below: see ``added``)
+        self.requests_taken: set[int] | None = None
         #: durable timers of this run: seq -> wall-clock deadline
         self.timers = timers
         self.cancel_requested = cancel_requested
         self.cancel_delivered = False
-        self.durable_watchers = watchers  # workflow pids that get my EXIT durably
-        self.watchers: set[Pid] = set()  # process pids that get my EXIT in memory
-        self.links: set[Pid] = set()
-        self.monitoring: set[Pid] = set()
+        #: workflow pids that get my EXIT durably (``None``: none yet)
+        self.durable_watchers = watchers or None
+        self.watchers: set[Pid] | None = None  # process pids that get my EXIT in memory
+        self.links: set[Pid] | None = None
+        self.monitoring: set[Pid] | None = None
         self.trap_links = False
         self.state = state
         self.status: WorkflowStatus = WorkflowStatus.RUNNING
@@ -103,7 +120,7 @@ class WorkflowCore(Caller):
         self.stored_status: WorkflowStatus = WorkflowStatus.RUNNING
         self.tasks: trio.Nursery | None = None  # started activities run here
         self.promises: dict[str, tuple[str, Any]] = {}  # completed: name -> (status, value)
-        self.topics: set[str] = set()
+        self.topics: set[str] | None = None
         self._inboxes: dict[str, DurableInbox] = {}
         self._wake: trio.Event | None = None
         #: while parked: the trio time it wakes at by itself (``None``: only when notified)
@@ -161,7 +178,18 @@ class WorkflowCore(Caller):
             tx = buf
         else:
             n = 0
-        results = await self.commit_checked(tx)
+        # commit_checked's body, not a call: one coroutine less held by every step
+        # waiting for its batch (what a young garbage collection walks)
+        try:
+            if _observe.active:  # step latency, the store.commit span
+                results = await _observe.workflow_commit(self, tx)
+            else:
+                results = await self.store.commit(tx)
+        except Exception as exc:
+            failed = self._store_failed(exc)
+            if failed is None:
+                raise
+            raise failed from exc
         return results[n:] if n else results
 
     async def commit_checked(self, tx: Transaction) -> list[Any]:
@@ -172,15 +200,23 @@ class WorkflowCore(Caller):
                 return await _observe.workflow_commit(self, tx)
             return await self.store.commit(tx)
         except Exception as exc:
-            failed = self.store.translate_error(exc)
+            failed = self._store_failed(exc)
             if failed is None:
-                if isinstance(exc, GarrisonError | ValueError | TypeError):
-                    raise  # the written operations' own error (a promise completed twice)
-                # anything else is the store failing: never the workflow's failure
-                failed = StoreError(self.store.path,
-                                    f"the store failed: {type(exc).__name__}: {exc}")
-            self.store_error = failed
+                raise
             raise failed from exc
+
+    def _store_failed(self, exc: Exception) -> StoreError | None:
+        """The :class:`~garrison.StoreError` a failed commit raises (kept as this
+        workflow's), or ``None`` when ``exc`` is the written operations' own error."""
+        failed = self.store.translate_error(exc)
+        if failed is None:
+            if isinstance(exc, GarrisonError | ValueError | TypeError):
+                return None  # the written operations' own error (a promise completed twice)
+            # anything else is the store failing: never the workflow's failure
+            failed = StoreError(self.store.path,
+                                f"the store failed: {type(exc).__name__}: {exc}")
+        self.store_error = failed
+        return failed
 
     def record(self, tx: Transaction, seq: int, kind: JournalKind, name: str,
                 outcome_json: str, attempts: int = 1) -> None:

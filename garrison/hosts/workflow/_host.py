@@ -40,6 +40,7 @@ from ...actors._values import ErrorInfo, Event, EventKind, Message, Pid
 from ...persistence import RawJson, Store, Transaction, WorkflowStatus, to_json
 from .._kernel import Caller, NodeContext, exit_fan_out, noproc
 from ._codec import PLAIN, plain_or_repr, return_hint, structure
+from ._core import added
 from ._ids import check_workflow_id
 from ._inbox import InboxItem
 from ._instance import WorkflowInstance
@@ -95,7 +96,9 @@ class WorkflowHost:
         self.resumed = False
         self._nursery: trio.Nursery | None = None
         #: ids whose start is being committed (a concurrent start of one waits for it)
-        self._starting: dict[str, trio.Event] = {}
+        #: ids whose start is being committed: the event a second start of the same id
+        #: waits for (made by the first such start; ``None`` until then)
+        self._starting: dict[str, trio.Event | None] = {}
         #: writes asked for by synchronous callers, committed in order by one task
         self._soon: list[tuple[Transaction, Callable[[list[Any]], None] | None]] = []
         self._soon_ready = trio.Event()
@@ -280,8 +283,10 @@ class WorkflowHost:
                 await trio.lowlevel.checkpoint()
                 return Pid(self.name, holder)
         pid = Pid(self.name, wid)
-        starting = self._starting.get(wid)
-        if starting is not None:  # the same id is being started right now
+        if wid in self._starting:  # the same id is being started right now
+            starting = self._starting[wid]
+            if starting is None:
+                starting = self._starting[wid] = trio.Event()
             await starting.wait()
         if wid in self.active or wid in self.finished:
             if journal is not None:
@@ -289,23 +294,24 @@ class WorkflowHost:
             self._attach(pid, process_watcher, process_link)
             await trio.lowlevel.checkpoint()
             return pid
-        done = self._starting[wid] = trio.Event()
+        self._starting[wid] = None
         try:
-            return await self._create(fn, name, wid, args, parent=parent, prefix_tx=prefix_tx,
+            return await self._create(pid, fn, name, args, parent=parent, prefix_tx=prefix_tx,
                                       journal=journal, watcher=watcher,
                                       process_watcher=process_watcher,
                                       process_link=process_link, priority=priority,
                                       dedup=dedup)
         finally:
-            del self._starting[wid]
-            done.set()
+            done = self._starting.pop(wid, None)
+            if done is not None:
+                done.set()
 
-    async def _create(self, fn: Any, name: str, wid: str, args: tuple[Any, ...], *,
+    async def _create(self, pid: Pid, fn: Any, name: str, args: tuple[Any, ...], *,
                       parent: Pid | None, prefix_tx: Transaction | None,
                       journal: tuple[WorkflowInstance, int, str] | None, watcher: Pid | None,
                       process_watcher: Pid | None, process_link: Pid | None,
                       priority: int = 0, dedup: str | None = None) -> Pid:
-        pid = Pid(self.name, wid)
+        wid = pid.id
         input_text = to_json(list(args), what=f"the arguments of workflow {name}")
         tx = prefix_tx if prefix_tx is not None else Transaction()
         n = len(tx)
@@ -373,16 +379,16 @@ class WorkflowHost:
         wf = WorkflowInstance(self, wid, name, _loads(input_text), run_id=run_id, attempt=1,
                               parent=parent, created=now, journal=[], pending=[], timers={},
                               cancel_requested=False,
-                              watchers=[watcher] if watcher is not None else [], state={})
+                              watchers=[watcher] if watcher is not None else None, state={})
         wf.fn = fn
         wf.trace = trace
         if queued < 0:
             wf.may_be_queued = False  # its end has no queue row to drop
         self.counts["started"] += 1
         if process_watcher is not None:
-            wf.watchers.add(process_watcher)
+            wf.watchers = added(wf.watchers, process_watcher)
         if process_link is not None:
-            wf.links.add(process_link)
+            wf.links = added(wf.links, process_link)
         if admitted:
             self.run_instance(wf)
         else:
@@ -412,9 +418,9 @@ class WorkflowHost:
         wf = self.active.get(pid.id)
         if wf is not None and not wf.done.is_set():
             if watcher is not None:
-                wf.watchers.add(watcher)
+                wf.watchers = added(wf.watchers, watcher)
             if link is not None:
-                wf.links.add(link)
+                wf.links = added(wf.links, link)
             return
         result, error = self._outcome(pid.id)
         if watcher is not None:
@@ -570,7 +576,7 @@ class WorkflowHost:
         wf = self.active.get(pid.id)
         if wf is None:
             return False
-        if event.kind is EventKind.EXIT:
+        if event.kind is EventKind.EXIT and wf.monitoring:
             wf.monitoring.discard(event.pid)  # that monitor is spent
         plain_event = event_to_plain(Event(event.kind, event.pid,
                                            plain_or_repr(event.result), event.error))
@@ -592,7 +598,9 @@ class WorkflowHost:
         other = self.active.get(target.id)
         buf = watcher.buffered()
         if other is not None:
-            if watcher.pid not in other.durable_watchers:
+            if other.durable_watchers is None:
+                other.durable_watchers = [watcher.pid]
+            elif watcher.pid not in other.durable_watchers:
                 other.durable_watchers.append(watcher.pid)
             buf.add_monitor(target.id, watcher.pid)
             return
@@ -620,7 +628,8 @@ class WorkflowHost:
 
     def remove_durable_monitor(self, target: Pid, watcher: WorkflowInstance) -> None:
         other = self.active.get(target.id)
-        if other is not None and watcher.pid in other.durable_watchers:
+        if other is not None and other.durable_watchers and \
+                watcher.pid in other.durable_watchers:
             other.durable_watchers.remove(watcher.pid)
         if self.store.get_workflow(target.id) is not None:
             watcher.buffered().remove_monitor(target.id, watcher.pid)
@@ -631,31 +640,32 @@ class WorkflowHost:
             return wf is not None
         if watcher.host == self.name:
             return True  # workflows monitor through add_durable_monitor
-        wf.watchers.add(watcher)
+        wf.watchers = added(wf.watchers, watcher)
         return True
 
     def remove_monitor(self, target: Pid, watcher: Pid) -> None:
         wf = self.active.get(target.id)
-        if wf is not None:
+        if wf is not None and wf.watchers:
             wf.watchers.discard(watcher)
 
     def add_link(self, target: Pid, other: Pid) -> bool:
         wf = self.active.get(target.id)
         if wf is None:
             return False
-        wf.links.add(other)
+        wf.links = added(wf.links, other)
         return True
 
     def remove_link(self, target: Pid, other: Pid) -> None:
         wf = self.active.get(target.id)
-        if wf is not None:
+        if wf is not None and wf.links:
             wf.links.discard(other)
 
     def linked_exit(self, target: Pid, dead: Pid, error: ErrorInfo | None) -> None:
         wf = self.active.get(target.id)
         if wf is None:
             return
-        wf.links.discard(dead)
+        if wf.links:
+            wf.links.discard(dead)
         if error is None:
             return
         if wf.trap_links:

@@ -17,7 +17,7 @@ from typing import Any
 from ... import _observe
 from ...actors._mailbox import timeout_seconds
 from ...persistence import Transaction, WorkflowStatus
-from ._core import FOREVER, WaitCancelled, WorkflowCore
+from ._core import FOREVER, WaitCancelled, WorkflowCore, added
 from ._journal import (
     Entry,
     JournalKind,
@@ -164,7 +164,7 @@ class Receives(WorkflowCore):
     def listen(self, topic: str) -> DurableInbox:
         if not isinstance(topic, str):
             raise TypeError(f"listen() takes a topic string, got {type(topic).__name__}")
-        self.topics.add(topic)
+        self.topics = added(self.topics, topic)
         return self._box("topic:" + topic, topic)
 
     def events(self) -> DurableInbox:
@@ -184,7 +184,7 @@ class Receives(WorkflowCore):
         topic = item.value.topic
         if box.topic is not None:
             return bool(topic == box.topic)
-        return topic not in self.topics
+        return not self.topics or topic not in self.topics
 
     def _find(self, box: DurableInbox) -> InboxItem | None:
         for item in self.pending:

@@ -49,7 +49,10 @@ class WorkflowInstance(Waits, Activities, Interop):
     # ------------------------------------------------------------ lifecycle
     async def main(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         try:
-            with _observe.workflow_run(self):
+            if _observe.active:
+                with _observe.workflow_run(self):
+                    await self._main(task_status)
+            else:  # (a ``with`` holds a bound ``__exit__`` for the whole run)
                 await self._main(task_status)
         finally:
             self.exited.set()

@@ -21,7 +21,7 @@ from ...actors._values import ErrorInfo, Event, EventKind, Message, Pid
 from ...persistence import RawJson, Transaction, WorkflowStatus, to_json
 from .._kernel import noproc
 from ._codec import PLAIN, json_round_trip
-from ._core import WorkflowCore
+from ._core import WorkflowCore, added
 from ._inbox import InboxItem
 from ._journal import JournalKind, error_from_plain, error_to_plain, message_to_plain
 
@@ -44,12 +44,12 @@ class Interop(WorkflowCore):
         lost: list[tuple[EventKind, Pid]] = []
         for kind, pids in ((EventKind.EXIT, self.monitoring),
                            (EventKind.LINK_DOWN, self.links if self.trap_links else ())):
-            for pid in sorted(pids):
+            for pid in sorted(pids or ()):
                 h = hosts.get(pid.host)
                 if h is None or (not h.durable and not h.is_alive(pid)):
                     lost.append((kind, pid))
         for kind, pid in lost:
-            if kind is EventKind.LINK_DOWN:
+            if kind is EventKind.LINK_DOWN and self.links:
                 self.links.discard(pid)
             self.host.deliver_event(self.pid, Event(kind, pid, None, noproc(pid)))
 
@@ -86,9 +86,9 @@ class Interop(WorkflowCore):
             await self._yield()
             pid = Pid.parse(entry.outcome["pid"])
             if link:
-                self.links.add(pid)
+                self.links = added(self.links, pid)
             if monitor:
-                self.monitoring.add(pid)
+                self.monitoring = added(self.monitoring, pid)
             return pid
         seq = self.cursor.seq - 1
         if h.durable and id is not None:
@@ -116,9 +116,9 @@ class Interop(WorkflowCore):
             self.record(tx, seq, JournalKind.SPAWN, str(label), _dumps({"pid": str(pid)}))
             await self._commit(tx)
         if link:
-            self.links.add(pid)
+            self.links = added(self.links, pid)
         if monitor:
-            self.monitoring.add(pid)
+            self.monitoring = added(self.monitoring, pid)
         return pid
 
     async def send(self, to: Pid | str, topic: str, payload: Any) -> None:
@@ -223,7 +223,7 @@ class Interop(WorkflowCore):
             self._record_target(JournalKind.LINK, to, pid)
         if pid == self.pid:
             return
-        self.links.add(pid)
+        self.links = added(self.links, pid)
         if live and not self.node.link(pid, self.pid):
             self.host.linked_exit(self.pid, pid, noproc(pid))
 
@@ -231,12 +231,13 @@ class Interop(WorkflowCore):
         live, pid = self._take_target(JournalKind.UNLINK, to)
         if live:
             self._record_target(JournalKind.UNLINK, to, pid)
-        self.links.discard(pid)
+        if self.links:
+            self.links.discard(pid)
         self.node.unlink(pid, self.pid)
 
     def monitor(self, to: Pid | str) -> None:
         live, pid = self._take_target(JournalKind.MONITOR, to)
-        self.monitoring.add(pid)
+        self.monitoring = added(self.monitoring, pid)
         if not live:
             return
         self._record_target(JournalKind.MONITOR, to, pid)
@@ -250,7 +251,8 @@ class Interop(WorkflowCore):
         live, pid = self._take_target(JournalKind.DEMONITOR, to)
         if live:
             self._record_target(JournalKind.DEMONITOR, to, pid)
-        self.monitoring.discard(pid)
+        if self.monitoring:
+            self.monitoring.discard(pid)
         h = self.node.hosts.get(pid.host)
         if h is not None and h.durable:
             h.remove_durable_monitor(pid, self)

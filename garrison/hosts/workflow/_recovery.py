@@ -15,6 +15,7 @@ from __future__ import annotations
 import gc
 import logging
 import time as _time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -22,6 +23,7 @@ import trio
 from ..._errors import StoreError
 from ...actors._values import ErrorInfo
 from ...persistence import Transaction, WorkflowRecord, WorkflowStatus
+from ._core import added
 from ._inbox import CONTROL, item_from_record, stale_request
 from ._instance import WorkflowInstance
 from ._journal import Entry, error_from_plain, initial_state
@@ -272,7 +274,8 @@ def _requested(host: WorkflowHost, record: WorkflowRecord, wf: WorkflowInstance 
         assert host._nursery is not None
         host._nursery.start_soon(end_requested, host, wf)
         return
-    new = [r for r in requests if r.id not in wf.requests_taken]
+    taken = wf.requests_taken or ()
+    new = [r for r in requests if r.id not in taken]
     if not new:
         return  # seen before: it is ending by them
     if wf.requests_taken:  # ending by an earlier request already: these ask nothing more
@@ -289,8 +292,8 @@ def end_instance(host: WorkflowHost, wf: WorkflowInstance, error: ErrorInfo) -> 
     buf = wf.buffered()
     for rec in wf.requests:  # consumed with its end
         buf.consume(wf.wid, rec.id, 0)
-        wf.requests_taken.add(rec.id)
-    wf.requests = []
+        wf.requests_taken = added(wf.requests_taken, rec.id)
+    wf.requests = ()
     if not wf.done.is_set() and not wf.exited.is_set():  # running (or about to)
         host.kill(wf.pid, error)
     elif host._nursery is not None:
@@ -315,7 +318,7 @@ async def _finish_ended(host: WorkflowHost, wf: WorkflowInstance, error: ErrorIn
             wf._stop_on_store_error(exc)
 
 
-def _request_error(requests: list[Any]) -> ErrorInfo:
+def _request_error(requests: Sequence[Any]) -> ErrorInfo:
     for rec in reversed(requests):
         plain = rec.payload.get("terminate") if isinstance(rec.payload, dict) else None
         if isinstance(plain, dict):
