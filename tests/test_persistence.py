@@ -111,11 +111,12 @@ def test_newer_schema_is_refused_naming_store_and_versions(store_spec: str) -> N
         open_store(store_spec)
 
 
-def test_v6_keeps_the_journal_in_its_key_and_drops_an_unused_index(tmp_path: Path,
+def test_v6_keeps_the_journal_in_its_key_and_indexes_less(tmp_path: Path,
                                                                    monkeypatch: pytest.MonkeyPatch
                                                                    ) -> None:
     """A store of schema 5 keeps every journal record through the migration to 6, whose
-    journal is a WITHOUT ROWID table (a step's commit writes one B-tree, not two)."""
+    journal is a WITHOUT ROWID table (a step's commit writes one B-tree, not two), and
+    whose index of parents holds only children (a top-level start writes none)."""
     from garrison.persistence import _schema
 
     path = str(tmp_path / "v5.db")
@@ -136,6 +137,9 @@ def test_v6_keeps_the_journal_in_its_key_and_drops_an_unused_index(tmp_path: Pat
         assert "WITHOUT ROWID" in table_sql
         assert conn.execute("SELECT count(*) FROM sqlite_master "
                             "WHERE name = 'workflows_by_status'").fetchone()[0] == 0
+        parent_sql = conn.execute(
+            "SELECT sql FROM sqlite_master WHERE name = 'workflows_by_parent'").fetchone()[0]
+        assert "WHERE parent IS NOT NULL" in parent_sql  # children only
         assert [(r.seq, r.outcome, r.attempts) for r in new.journal("w1")] == [
             (1, {"ok": 1}, 1), (2, {"ok": 2}, 2), (3, {"ok": 3}, 3)]
         new.write(Transaction().append_journal("w1", 4, "activity", "m:step", {"ok": 4},

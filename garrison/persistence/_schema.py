@@ -218,7 +218,8 @@ def _v6_lean_writes(db: sqlite_utils.Database) -> None:
     # table wrote two (the table and the index of its key); reads by workflow id come
     # back in seq order from that same B-tree. ``workflows_by_status (status, updated)``
     # served no query that ``workflows_by_status_created`` does not, and cost a B-tree
-    # update at every status change.
+    # update at every status change. ``workflows_by_parent`` holds only children (a
+    # top-level start no longer writes a NULL into it; ``parent = ?`` still uses it).
     db.execute(
         "CREATE TABLE journal_v6 ("
         " workflow_id TEXT NOT NULL REFERENCES workflows(workflow_id),"
@@ -236,6 +237,8 @@ def _v6_lean_writes(db: sqlite_utils.Database) -> None:
     db.execute("DROP TABLE journal")
     db.execute("ALTER TABLE journal_v6 RENAME TO journal")
     db.execute("DROP INDEX IF EXISTS workflows_by_status")
+    db.execute("DROP INDEX IF EXISTS workflows_by_parent")
+    db.execute("CREATE INDEX workflows_by_parent ON workflows (parent) WHERE parent IS NOT NULL")
 
 
 #: ``MIGRATIONS[i]`` migrates version ``i`` to ``i + 1``.
