@@ -153,8 +153,11 @@ class Router:
             raise TypeError(f"spawn(..., id={id!r}): host {host!r} is a process host, whose "
                             "processes get fresh pids; id= names a workflow on a workflow "
                             "host (host='workflows' or a workflow.host entry)")
-        else:
-            return self.spawn_plain(h, target, args, parent, link, monitor, label)
+        else:  # spawn_plain's body, written out: a process's spawns come this way
+            fn = self.resolve_target(target)
+            checked = check_target(fn)
+            pid = h.spawn(fn, args, parent=parent, link=link, monitor=monitor,
+                          label=label or checked)
         self.stats_spawned += 1
         return pid
 
