@@ -123,8 +123,14 @@ class Node:
         ``"processes"``. The process starts running when the caller next waits (as
         with trio's ``start_soon``): it may not have run yet when ``spawn`` returns.
         """
-        pid = await self._router.spawn_process(target, args, host=host or "processes",
-                                               parent=None, link=None, monitor=None)
+        router = self._router
+        h = router.hosts.get(host or "processes")
+        if h is not None and not h.durable and not router.stopping:
+            # the common case, a process host by its own name: no coroutine on the way
+            pid = router.spawn_plain(h, target, args, None)
+        else:
+            pid = await router.spawn_process(target, args, host=host or "processes",
+                                             parent=None, link=None, monitor=None)
         # as process.spawn: a cancellation point, and a scheduler pass only every
         # BUDGET spawns (a loop of spawns is not one pass per process)
         await self._spawn_budget.checkpoint()
@@ -160,11 +166,13 @@ class Node:
         at once; an unknown pid raises ``ProcessError`` with reason ``noproc``.
         """
         router = self._router
-        pid = router.resolve(pid)
-        host = router.host(pid.host)
+        if type(pid) is not Pid or router.aliases:
+            pid = router.resolve(pid)
+        host = router.hosts.get(pid.host) or router.host(pid.host)
         if host.durable:
             return await host.wait(pid)
-        await host.wait_exited(pid)
+        if host.is_alive(pid):  # (one that ended already is answered without a coroutine)
+            await host.wait_exited(pid)
         result, error = router.exit_of(pid)
         if error is not None:
             raise ProcessError(f"process {pid} failed: {error}", pid=pid, error=error)

@@ -153,11 +153,23 @@ class Router:
             raise TypeError(f"spawn(..., id={id!r}): host {host!r} is a process host, whose "
                             "processes get fresh pids; id= names a workflow on a workflow "
                             "host (host='workflows' or a workflow.host entry)")
-        else:
+        else:  # spawn_plain's body, written out: a process's spawns come this way
             fn = self.resolve_target(target)
             checked = check_target(fn)
             pid = h.spawn(fn, args, parent=parent, link=link, monitor=monitor,
                           label=label or checked)
+        self.stats_spawned += 1
+        return pid
+
+    def spawn_plain(self, h: Any, target: Any, args: tuple[Any, ...], parent: Pid | None,
+                    link: Pid | None = None, monitor: Pid | None = None,
+                    label: str | None = None) -> Pid:
+        """``spawn_process`` on the process host ``h`` (the caller checked that the node
+        is not stopping): synchronous, as a process host starts a task at once."""
+        fn = self.resolve_target(target) if isinstance(target, str) else target
+        checked = check_target(fn)
+        pid: Pid = h.spawn(fn, args, parent=parent, link=link, monitor=monitor,
+                           label=label or checked)
         self.stats_spawned += 1
         return pid
 

@@ -76,3 +76,11 @@ def test_not_in_process_is_one_clear_line():
         garrison.process.pid()
     with pytest.raises(garrison.NotInProcess):
         garrison.process.inbox()
+
+
+async def test_a_reply_outside_any_process_names_msg_reply():
+    """``msg.reply`` looks its runtime up on the hot path's way; outside a process it
+    still says which call needs one."""
+    msg = garrison.Message("q", 1, garrison.Pid("processes", "a"), "m-1", "7")
+    with pytest.raises(garrison.NotInProcess, match=r"msg\.reply\(\) must run inside"):
+        await msg.reply(2)
