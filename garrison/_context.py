@@ -19,26 +19,40 @@ if TYPE_CHECKING:
 
 __all__ = ["activity_owner", "activity_scope", "current_workflow", "set_workflow"]
 
-_workflow: contextvars.ContextVar[Any] = contextvars.ContextVar("garrison_workflow",
-                                                                 default=None)
-_activity_of: contextvars.ContextVar[str | None] = contextvars.ContextVar(
-    "garrison_activity_of", default=None)
+
+class _InActivity:
+    """What the context variable holds while an activity of ``workflow_id`` runs."""
+
+    __slots__ = ("workflow_id",)
+
+    def __init__(self, workflow_id: str) -> None:
+        self.workflow_id = workflow_id
+
+
+#: the workflow runtime of the calling task, an :class:`_InActivity` inside one of its
+#: activities, or ``None`` (one variable: an activity sets and resets it once)
+_scope: contextvars.ContextVar[Any] = contextvars.ContextVar("garrison_workflow",
+                                                              default=None)
 
 
 def current_workflow() -> WorkflowRuntime | None:
     """The runtime of the calling workflow, or ``None`` (also inside an activity)."""
-    rt: WorkflowRuntime | None = _workflow.get()
-    return rt
+    rt = _scope.get()
+    if rt is None or type(rt) is _InActivity:
+        return None
+    runtime: WorkflowRuntime = rt
+    return runtime
 
 
 def set_workflow(runtime: WorkflowRuntime) -> None:
     """Make ``runtime`` the workflow of the calling task (and the tasks it starts)."""
-    _workflow.set(runtime)
+    _scope.set(runtime)
 
 
 def activity_owner() -> str | None:
     """The id of the workflow whose activity is running here, or ``None``."""
-    return _activity_of.get()
+    rt = _scope.get()
+    return rt.workflow_id if type(rt) is _InActivity else None
 
 
 class activity_scope:
@@ -47,18 +61,16 @@ class activity_scope:
 
     A class rather than ``@contextmanager``: it is entered once per activity call."""
 
-    __slots__ = ("_outer", "_owner", "_process", "process_runtime", "workflow_id")
+    __slots__ = ("_outer", "_process", "process_runtime", "workflow_id")
 
     def __init__(self, workflow_id: str, process_runtime: Runtime) -> None:
         self.workflow_id = workflow_id
         self.process_runtime = process_runtime
 
     def __enter__(self) -> None:
-        self._outer = _workflow.set(None)
-        self._owner = _activity_of.set(self.workflow_id)
+        self._outer = _scope.set(_InActivity(self.workflow_id))
         self._process = set_runtime(self.process_runtime)
 
     def __exit__(self, *exc: object) -> None:
         reset_runtime(self._process)
-        _activity_of.reset(self._owner)
-        _workflow.reset(self._outer)
+        _scope.reset(self._outer)
