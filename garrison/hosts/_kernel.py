@@ -272,7 +272,16 @@ class Caller:
             if seconds != _INF:
                 timeouts = call_timeouts()
                 timeouts.add(self, ref, seconds)
-            return await self.park_call(ref)
+            # park until the outcome arrives (``_CallTimedOut`` when the deadline passes,
+            # see :class:`CallTimeouts`); inline rather than a method: a frame fewer
+            calls[ref] = trio.lowlevel.current_task()
+
+            def abort(_: Any) -> trio.lowlevel.Abort:
+                if ref in calls:
+                    calls[ref] = None
+                return trio.lowlevel.Abort.SUCCEEDED
+
+            return await trio.lowlevel.wait_task_rescheduled(abort)
         except _CallTimedOut:
             raise TimeoutError(f"call to {pid} (topic {topic!r}) got no reply within "
                                f"{seconds:g}s") from None
@@ -281,21 +290,6 @@ class Caller:
             waiting.pop(ref, None)
             if timeouts is not None:
                 timeouts.remove(ref, seconds)
-
-    async def park_call(self, ref: int) -> Any:
-        """Wait for the outcome of my call ``ref`` (``_CallTimedOut`` when its deadline
-        passes, see :class:`CallTimeouts`)."""
-        calls = self.calls
-        assert calls is not None
-        task = trio.lowlevel.current_task()
-        calls[ref] = task
-
-        def abort(_: Any) -> trio.lowlevel.Abort:
-            if ref in calls:
-                calls[ref] = None
-            return trio.lowlevel.Abort.SUCCEEDED
-
-        return await trio.lowlevel.wait_task_rescheduled(abort)
 
     def finish_call(self, ref: int, result: outcome.Outcome[Any]) -> None:
         """The reply (or failure) of my call ``ref`` arrived; a late one is dropped."""
@@ -310,9 +304,12 @@ class Caller:
         """Hand ``value`` to the caller of ``msg`` (a call this callee received)."""
         assert msg.sender is not None and msg.call_ref is not None
         ref = int(msg.call_ref)
-        if self.callers is not None:
-            self.callers.pop(ref, None)
-        caller = self.node.caller_of(msg.sender)
+        # the caller registered itself here with its call (``exchange``); a call this
+        # side did not see registered (gone already) is looked up by its sender
+        callers = self.callers
+        caller = callers.pop(ref, None) if callers is not None else None
+        if caller is None:
+            caller = self.node.caller_of(msg.sender)
         if caller is not None:
             caller.finish_call(ref, outcome.Value(value))
 
