@@ -128,10 +128,7 @@ class Inbox(Generic[T]):
         """The next item; waits for one. With ``timeout``, ``None`` when it expires."""
         if self._items:
             await self._budget.checkpoint()
-            item = self._items.popleft()
-            if _observe.tracing:
-                _observe.received(item)
-            return item
+            return self._pop()
         if timeout is None:
             return await self._park()
         with trio.move_on_after(timeout_seconds(timeout)):
@@ -142,6 +139,9 @@ class Inbox(Generic[T]):
         """The next item if one is waiting, else ``None``; never waits."""
         if not self._items:
             return None
+        return self._pop()
+
+    def _pop(self) -> T:
         item = self._items.popleft()
         if _observe.tracing:
             _observe.received(item)
@@ -156,10 +156,7 @@ class Inbox(Generic[T]):
         # passed through again each time the process resumes)
         if self._items:
             await self._budget.checkpoint()
-            item = self._items.popleft()
-            if _observe.tracing:
-                _observe.received(item)
-            return item
+            return self._pop()
         return await self._park()
 
     async def _park(self) -> T:
