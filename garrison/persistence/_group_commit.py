@@ -52,7 +52,7 @@ import trio
 
 from .. import _observe
 
-__all__ = ["Busy", "CommitRequest", "GroupCommit", "Strategy"]
+__all__ = ["Busy", "CommitRequest", "GroupCommit", "Strategy", "fail_all"]
 
 
 class Busy(Exception):
@@ -105,6 +105,14 @@ class CommitRequest:
         self.leader = False
         self.results: list[Any] | None = None
         self.error: BaseException | None = None
+
+
+def fail_all(batch: list[CommitRequest], error: BaseException) -> None:
+    """Give every request of ``batch`` ``error`` as its outcome (nothing of it was
+    committed): what a store's ``write_batch`` does when the whole batch fails."""
+    for request in batch:
+        request.results = None
+        request.error = error
 
 
 def _refuse_abort(_: Any) -> trio.lowlevel.Abort:
@@ -283,10 +291,7 @@ class GroupCommit:
                 return
             except Busy as exc:
                 if time.monotonic() + pause > deadline:
-                    error = self._unusable(exc)
-                    for request in batch:
-                        request.results = None
-                        request.error = error
+                    fail_all(batch, self._unusable(exc))
                     return
                 time.sleep(pause)
                 pause = min(pause * 2, 1.0)

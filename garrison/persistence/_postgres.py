@@ -80,7 +80,7 @@ from .._errors import StoreError, StoreLocked
 from ..actors._values import Pid
 from . import _pg_cluster, _pg_schema, is_postgres_url
 from ._converter import to_json
-from ._group_commit import Busy, CommitRequest, GroupCommit, Strategy, runnable_tasks
+from ._group_commit import Busy, CommitRequest, GroupCommit, Strategy, fail_all, runnable_tasks
 from ._pg_write import PgWritePath, _dumps, _Handover, _Plan, _quote, _reason, _Stmt, _unwrap
 from ._records import (
     InboxRecord,
@@ -376,27 +376,21 @@ class PostgresStore(PgWritePath, StoreShortcuts):
             return
         if runnable_tasks():
             raise Busy("other tasks can run: write from a worker thread")
-        plans: list[_Plan] = [request.tx for request in batch]
         try:
-            self._commit_plans(plans, handover=True)
+            self._write_batch(batch, handover=True)
         except _Handover:
             raise Busy("the connection dropped: settle it from a worker thread") from None
-        except BaseException as exc:
-            for request in batch:
-                request.results = None
-                request.error = exc
-            return
-        self._batched(batch, plans)
 
-    def _write_batch(self, batch: list[CommitRequest]) -> None:
-        """One transaction for the whole batch (a SAVEPOINT per caller on failure)."""
+    def _write_batch(self, batch: list[CommitRequest], *, handover: bool = False) -> None:
+        """One transaction for the whole batch (a SAVEPOINT per caller on failure);
+        ``handover``: a dropped connection raises ``_Handover`` (nothing settled yet)."""
         plans: list[_Plan] = [request.tx for request in batch]
         try:
-            self._commit_plans(plans)
+            self._commit_plans(plans, handover=handover)
+        except _Handover:
+            raise
         except BaseException as exc:
-            for request in batch:
-                request.results = None
-                request.error = exc
+            fail_all(batch, exc)
             return
         self._batched(batch, plans)
 

@@ -51,7 +51,7 @@ from ..actors._values import Pid
 from . import _file
 from ._checkpoint import BACKSTOP_PAGES, Checkpointer
 from ._converter import to_json
-from ._group_commit import Busy, CommitRequest, GroupCommit, Strategy
+from ._group_commit import Busy, CommitRequest, GroupCommit, Strategy, fail_all
 from ._records import (
     InboxRecord,
     JournalRecord,
@@ -686,9 +686,7 @@ class SQLiteStore(StoreShortcuts):
             if isinstance(exc, sqlite3.OperationalError):
                 _raise_if_busy(conn, exc)
             if len(batch) == 1 or not isinstance(exc, Exception):
-                for request in batch:
-                    request.results = None
-                    request.error = exc
+                fail_all(batch, exc)
                 return
             stats["failed_batches"] += 1
             if not self._write_isolated(batch):
@@ -719,9 +717,7 @@ class SQLiteStore(StoreShortcuts):
         except BaseException as exc:
             if isinstance(exc, sqlite3.OperationalError):
                 _raise_if_busy(conn, exc)
-            for request in batch:
-                request.results = None
-                request.error = exc
+            fail_all(batch, exc)
             return False
         return True
 
