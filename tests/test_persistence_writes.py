@@ -396,3 +396,56 @@ def test_the_node_store_checkpoints_its_wal_in_a_thread_of_its_own(tmp_path: Pat
     with SQLiteStore(path, lock=False) as tool:  # a tool's store has no such thread
         assert tool._checkpointer is None
         assert tool.get_state("w", "k1") == payload
+
+
+def test_a_full_store_writes_its_wal_over_zeros_and_recovers_from_it(tmp_path: Path) -> None:
+    """At ``synchronous="full"`` the node's store gives its WAL its working size in
+    zeros when it opens (an fsync of a file written over in place is cheaper than one
+    of a file that grew). What a commit made durable is still recovered from that WAL
+    after a crash: before the first checkpoint, and once the WAL started over on top of
+    older frames."""
+    import shutil
+
+    from garrison.persistence._checkpoint import PREALLOCATED_FRAMES
+
+    path = str(tmp_path / "wf.db")
+    wal = path + "-wal"
+    with SQLiteStore(str(tmp_path / "normal.db")):  # no fsync per commit: left as it is
+        assert os.path.getsize(str(tmp_path / "normal.db") + "-wal") < 4096 * 8
+    store = SQLiteStore(path, synchronous="full")
+    try:
+        page = store._conn.execute("PRAGMA page_size").fetchone()[0]
+        size = os.path.getsize(wal)
+        assert size >= PREALLOCATED_FRAMES * (page + 24)
+        store.write(Transaction().create_workflow("w", "m:f", "[]", time=0.0))
+        written = 0
+
+        def write(n: int) -> None:
+            nonlocal written
+            for _ in range(n):
+                written += 1
+                store.write(Transaction().set_state("w", f"k{written}", written))
+
+        def crash_copy(name: str) -> SQLiteStore:
+            """The files as a power cut would leave them (no -shm: recovery reads the WAL)."""
+            copy = tmp_path / name
+            copy.mkdir()
+            shutil.copy(path, copy / "wf.db")
+            shutil.copy(wal, copy / "wf.db-wal")
+            return SQLiteStore(str(copy / "wf.db"), lock=False)
+
+        write(40)
+        assert os.path.getsize(wal) == size  # written over the zeros, not grown
+        with crash_copy("first") as copy:
+            assert [copy.get_state("w", f"k{i}") for i in range(1, 41)] == list(range(1, 41))
+        checkpointer = store._checkpointer
+        assert checkpointer is not None
+        write(checkpointer.interval)  # wakes the checkpoint thread
+        assert checkpointer.wait(1, timeout=30)
+        write(5)  # the WAL starts over: these frames lie on top of older ones
+        with crash_copy("second") as copy:
+            assert copy.db.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+            assert all(copy.get_state("w", f"k{i}") == i for i in range(1, written + 1))
+            assert copy.get_state("w", f"k{written + 1}") is None
+    finally:
+        store.close()

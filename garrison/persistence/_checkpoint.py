@@ -27,17 +27,27 @@ A checkpoint moves committed data from one durable file to another: what a commi
 made durable stays so (a crash in the middle is recovered from the WAL), so this
 changes no durability guarantee. ``interval`` adapts so that a checkpoint copies about
 ``TARGET_FRAMES`` pages, as SQLite's default would.
+
+At ``synchronous="full"`` each commit fsyncs the WAL, and an fsync of a file that grew
+costs about twice one of a file written over in place (the filesystem must also make
+the new size and blocks durable). After a checkpoint the WAL is written over from the
+start, but a node opens its store with no WAL at all, so its first thousands of
+commits would each pay the dearer fsync. :func:`preallocate_wal` gives the WAL its
+working size at once, in zeros, as PostgreSQL does for its WAL segments
+(``wal_init_zero``). Zeros are never taken for a frame: SQLite's recovery stops at the
+first frame whose checksum does not match, and a frame of page 0 is invalid anyway.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sqlite3
 import threading
 from collections.abc import Callable
 
-__all__ = ["BACKSTOP_PAGES", "Checkpointer"]
+__all__ = ["BACKSTOP_PAGES", "Checkpointer", "preallocate_wal"]
 
 log = logging.getLogger("garrison.store")
 
@@ -47,6 +57,44 @@ TARGET_FRAMES = 1000
 BACKSTOP_PAGES = 20_000
 #: bounds of the interval, in transactions
 MIN_INTERVAL, MAX_INTERVAL = 16, 20_000
+#: frames :func:`preallocate_wal` makes room for (a checkpoint's worth, twice over)
+PREALLOCATED_FRAMES = 2 * TARGET_FRAMES
+#: SQLite's WAL layout: a header, then frames of a header and a page
+_WAL_HEADER, _FRAME_HEADER = 32, 24
+
+
+def preallocate_wal(conn: sqlite3.Connection, file: str) -> None:
+    """Extend the ``-wal`` file of ``file`` with zeros to the size a checkpoint cycle
+    fills, and sync it (see the module docs). ``conn`` is a connection to ``file``.
+
+    Best effort: when another connection holds the write lock, or the WAL cannot be
+    written, the WAL grows as it would have (logged at debug level).
+    """
+    page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+    want = _WAL_HEADER + PREALLOCATED_FRAMES * (page_size + _FRAME_HEADER)
+    try:
+        # SQLite's write lock: nobody appends a frame while the zeros go in after the end
+        conn.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as exc:
+        log.debug("WAL not preallocated: %s", exc)
+        return
+    try:
+        fd = os.open(file + "-wal", os.O_WRONLY)
+        try:
+            size = os.fstat(fd).st_size
+            if size >= want:
+                return
+            zeros = bytes(1 << 20)
+            os.lseek(fd, size, os.SEEK_SET)
+            while size < want:
+                size += os.write(fd, zeros[: want - size])
+            getattr(os, "fdatasync", os.fsync)(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        log.debug("WAL not preallocated: %s", exc)
+    finally:
+        conn.execute("ROLLBACK")
 
 
 class Checkpointer:
