@@ -159,7 +159,7 @@ async def test_supervisor_restarting_a_crashing_child_stays_bounded(node, autoju
     assert after[0] - before[0] < 1000, f"live objects {before[0]} -> {after[0]}"
 
 
-async def test_workflows_waiting_for_a_group_commit_hold_few_objects(tmp_path):
+async def test_workflows_waiting_for_a_group_commit_hold_few_objects(tmp_path, monkeypatch):
     """Every object a waiting workflow holds is walked by each collection of the
     cyclic garbage collector, and with a thousand workflows waiting for one group
     commit that is where the time goes: a workflow waiting for a step's commit holds
@@ -167,8 +167,13 @@ async def test_workflows_waiting_for_a_group_commit_hold_few_objects(tmp_path):
     never used, nor (through its frame) the other callers' requests."""
     import workflow_app as app
 
+    from garrison import _observe
     from garrison.persistence import SQLiteStore
 
+    # latency histograms (on for the rest of the process once a test collected metrics)
+    # hold a start time per waiting commit: what is counted here is the runtime's own
+    monkeypatch.setattr(_observe, "timing", False)
+    monkeypatch.setattr(_observe, "active", _observe.tracing)
     n = 200
     store = SQLiteStore(str(tmp_path / "wf.db"))
     held: list[int] = []
@@ -195,5 +200,5 @@ async def test_workflows_waiting_for_a_group_commit_hold_few_objects(tmp_path):
     store.close()
     assert len(held) == 11, held  # one batch of starts and one per step: all waited
     per_workflow = max(held) / n
-    assert per_workflow < 48, f"{per_workflow:.1f} tracked objects per waiting workflow"
+    assert per_workflow < 47, f"{per_workflow:.1f} tracked objects per waiting workflow"
 
