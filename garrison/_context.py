@@ -1,76 +1,75 @@
-"""Which workflow the calling code runs in: the context variables behind
-``garrison.workflow`` and ``@garrison.activity``.
+"""Which workflow the calling code runs in, read from the one context variable behind
+``garrison.process`` (``actors/_runtime.py``): the runtime of the calling task.
 
-A workflow host sets the runtime of each workflow task with :func:`set_workflow`
-(it implements :class:`garrison.workflow.WorkflowRuntime`); while one of the
-workflow's activities runs, :func:`activity_scope` hides it, so workflow calls are
-refused there and an ``@activity`` called from an activity is a plain call.
+A workflow's runtime is a :class:`WorkflowScope` (it implements
+:class:`garrison.workflow.WorkflowRuntime`); while one of its activities runs,
+:func:`activity_scope` puts an :class:`ActivityScope` there instead, so workflow
+calls are refused and an ``@activity`` called from an activity is a plain call.
+
+One variable, not one for the process runtime and one for the workflow: a task
+inherits its spawner's context, and every process sets its own runtime as it starts,
+so a process that a workflow spawns is never taken for that workflow (with a variable
+of its own the workflow would leak into it, and the process's ``@activity`` calls
+would be journaled into the workflow's history, from another task).
 """
 
 from __future__ import annotations
 
-import contextvars
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
-from .actors._runtime import Runtime, reset_runtime, set_runtime
+from .actors._runtime import reset_runtime, runtime_or_none, set_runtime
 
 if TYPE_CHECKING:
     from .workflow import WorkflowRuntime
 
-__all__ = ["activity_owner", "activity_scope", "current_workflow", "set_workflow"]
+__all__ = ["ActivityScope", "WorkflowScope", "activity_owner", "activity_scope",
+           "current_workflow"]
 
 
-class _InActivity:
-    """What the context variable holds while an activity of ``workflow_id`` runs."""
+class WorkflowScope:
+    """Base of a workflow's runtime: marks the task it runs in as that workflow."""
 
-    __slots__ = ("workflow_id",)
-
-    def __init__(self, workflow_id: str) -> None:
-        self.workflow_id = workflow_id
+    __slots__ = ()
 
 
-#: the workflow runtime of the calling task, an :class:`_InActivity` inside one of its
-#: activities, or ``None`` (one variable: an activity sets and resets it once)
-_scope: contextvars.ContextVar[Any] = contextvars.ContextVar("garrison_workflow",
-                                                              default=None)
+class ActivityScope:
+    """Base of the process runtime inside an activity of a workflow."""
+
+    __slots__ = ()
+
+    @property
+    def activity_of(self) -> str:  # pragma: no cover - every subclass has its own
+        """The id of the workflow whose activity runs here."""
+        raise NotImplementedError
 
 
 def current_workflow() -> WorkflowRuntime | None:
     """The runtime of the calling workflow, or ``None`` (also inside an activity)."""
-    rt = _scope.get()
-    if rt is None or type(rt) is _InActivity:
-        return None
-    runtime: WorkflowRuntime = rt
-    return runtime
-
-
-def set_workflow(runtime: WorkflowRuntime) -> None:
-    """Make ``runtime`` the workflow of the calling task (and the tasks it starts)."""
-    _scope.set(runtime)
+    rt = runtime_or_none()
+    if isinstance(rt, WorkflowScope):
+        return cast("WorkflowRuntime", rt)
+    return None
 
 
 def activity_owner() -> str | None:
     """The id of the workflow whose activity is running here, or ``None``."""
-    rt = _scope.get()
-    return rt.workflow_id if type(rt) is _InActivity else None
+    rt = runtime_or_none()
+    return rt.activity_of if isinstance(rt, ActivityScope) else None
 
 
 class activity_scope:
-    """Run an activity of ``workflow_id`` inside: no workflow runtime there, and
-    ``process_runtime`` (plain messaging on behalf of the workflow) as the process one.
+    """Run an activity inside, with ``runtime`` (plain messaging on behalf of its
+    workflow) as the process runtime: no workflow runtime there.
 
     A class rather than ``@contextmanager``: it is entered once per activity call."""
 
-    __slots__ = ("_outer", "_process", "process_runtime", "workflow_id")
+    __slots__ = ("_outer", "runtime")
 
-    def __init__(self, workflow_id: str, process_runtime: Runtime) -> None:
-        self.workflow_id = workflow_id
-        self.process_runtime = process_runtime
+    def __init__(self, runtime: ActivityScope) -> None:
+        self.runtime: Any = runtime  # (a Runtime too: see ActivityRuntime)
 
     def __enter__(self) -> None:
-        self._outer = _scope.set(_InActivity(self.workflow_id))
-        self._process = set_runtime(self.process_runtime)
+        self._outer = set_runtime(self.runtime)
 
     def __exit__(self, *exc: object) -> None:
-        reset_runtime(self._process)
-        _scope.reset(self._outer)
+        reset_runtime(self._outer)

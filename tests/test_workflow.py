@@ -330,6 +330,20 @@ async def test_workflow_api_outside_a_workflow_raises() -> None:
         await workflow.sleep(1)
 
 
+async def test_a_process_a_workflow_spawns_is_not_that_workflow(node: garrison.Node) -> None:
+    """The spawned process inherits nothing of the workflow: its ``@activity`` calls
+    are plain calls and the workflow API refuses it (before, both went into the
+    workflow's journal, from another task, and its replay diverged)."""
+    await node.start_workflow(app.spawns_a_helper, 1, id="spawner")
+    out = await node.workflow("spawner").result()
+    assert out["add_one"] == 101 and out["own"] == 2
+    assert "must run inside a workflow" in out["now"]
+    assert kinds(node.workflow("spawner")) == [
+        ("spawn", "helper_of_a_workflow"), ("receive", "inbox"),
+        ("activity", "workflow_app:add_one")]
+    assert sorted(app.LOG) == [("add_one", 1), ("add_one", 100)]
+
+
 async def test_promise_resolved_from_outside_wins_the_race(node: garrison.Node,
                                                            autojump_clock: Any) -> None:
     await node.start_workflow(app.promise_or_deadline, "1d", id="p")

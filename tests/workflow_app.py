@@ -492,3 +492,20 @@ async def approval_or_deadline() -> str:
     if await workflow.first(approval, deadline) is deadline:
         return "timed out"
     return "approved"
+
+
+async def helper_of_a_workflow(parent: garrison.Pid) -> None:
+    """A plain process a workflow spawns: it is not that workflow."""
+    report = {"add_one": await add_one(100)}  # a plain call here, not journaled
+    try:
+        workflow.now()
+        report["now"] = "allowed"
+    except garrison.NotInProcess as exc:
+        report["now"] = str(exc)
+    await process.send(parent, "report", report)
+
+
+async def spawns_a_helper(x: int) -> dict[str, Any]:
+    await process.spawn(helper_of_a_workflow, process.pid(), host="processes")
+    msg = await process.inbox().receive()
+    return {**msg.payload, "own": await add_one(x)}

@@ -12,16 +12,15 @@ import functools
 import inspect
 import json
 import logging
-from typing import Any, cast
+from typing import Any
 
 import outcome
 import trio
 
 from ... import _observe
 from ..._activity import DEFAULT_RETRY, RetryPolicy, activity_name
-from ..._context import activity_scope
+from ..._context import ActivityScope, activity_scope
 from ..._errors import ActivityError, NotInProcess
-from ...actors._runtime import Runtime
 from ...actors._values import ErrorInfo, Message, Pid
 from ...persistence import Transaction
 from .._kernel import plain_call
@@ -57,7 +56,7 @@ def _options(fn: Any, retry: RetryPolicy | None, timeout: float | None, name: st
     return fn, retry, timeout, name or activity_name(fn)
 
 
-class ActivityRuntime:
+class ActivityRuntime(ActivityScope):
     """``garrison.process`` inside an activity of a workflow: plain messaging from the
     workflow's pid, not journaled (at-least-once, like every activity effect):
     ``send``, ``call`` and ``msg.reply`` work; anything else raises ``NotInProcess``."""
@@ -66,6 +65,10 @@ class ActivityRuntime:
 
     def __init__(self, wf: Activities) -> None:
         self._wf = wf
+
+    @property
+    def activity_of(self) -> str:
+        return self._wf.wid
 
     def current_pid(self) -> Pid:
         return self._wf.pid
@@ -218,7 +221,7 @@ class Activities(WorkflowCore):
         text = ""
         plain: Any = None
         failure: ErrorInfo | None = None
-        with activity_scope(self.wid, cast(Runtime, ActivityRuntime(self))):
+        with activity_scope(ActivityRuntime(self)):
             while True:
                 attempt += 1
                 exc: BaseException | None = None

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 import trio
 
 from ... import _observe
-from ..._context import activity_owner
+from ..._context import WorkflowScope, activity_owner
 from ..._errors import GarrisonError, NotInProcess, StoreError, WorkflowCancelled
 from ...actors._values import ErrorInfo, Pid
 from ...persistence import MAX_TIME, RawJson, Transaction, WorkflowStatus
@@ -68,7 +68,7 @@ class WaitCancelled(Exception):
     """A wait was interrupted by a cancel request (the caller journals it at its seq)."""
 
 
-class WorkflowCore(Caller):
+class WorkflowCore(Caller, WorkflowScope):
     """State and primitives shared by every part of a workflow instance."""
 
     #: the store may hold a queue row for it (written by this node, another node or a

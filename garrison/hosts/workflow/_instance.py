@@ -18,7 +18,6 @@ from typing import Any, NoReturn, cast
 import trio
 
 from ... import _observe
-from ..._context import set_workflow
 from ..._errors import NonDeterminismError, StoreError, WorkflowCancelled, WorkflowMoved
 from ..._targets import import_target
 from ...actors._runtime import Runtime, set_runtime
@@ -59,8 +58,9 @@ class WorkflowInstance(Waits, Activities, Interop):
             self.host.exited(self)
 
     async def _main(self, task_status: trio.TaskStatus[None]) -> None:
-        set_runtime(cast(Runtime, self))  # its inboxes are DurableInboxes: same interface
-        set_workflow(self)
+        # its inboxes are DurableInboxes: the same interface; also what makes
+        # ``current_workflow()`` this workflow (``_context.py``)
+        set_runtime(cast(Runtime, self))
         host = self.host
         value: Any = None
         final: WorkflowStatus | None = None
