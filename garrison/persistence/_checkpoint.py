@@ -84,7 +84,7 @@ def preallocate_wal(conn: sqlite3.Connection, file: str) -> None:
             size = os.fstat(fd).st_size
             if size >= want:
                 return
-            zeros = bytes(1 << 20)
+            zeros = memoryview(bytes(1 << 20))  # (a slice of it copies nothing)
             os.lseek(fd, size, os.SEEK_SET)
             while size < want:
                 size += os.write(fd, zeros[: want - size])

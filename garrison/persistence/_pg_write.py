@@ -809,16 +809,13 @@ class PgWritePath:
         CTE), sent without building their intermediate lists."""
         call = plan.calls[0]
         stmt = call.stmt
+        params = [*call.params, *self._mark_params(n)]
         if plan.fenced:
             wid = plan.fenced[0]
             kind = _FENCE_ONE
-            params = [*call.params, self._writer_id.encode(), str(n).encode(),
-                      repr(_time.time()).encode(), str(plan.epoch).encode(),
-                      None if wid is None else wid.encode()]
+            params += [str(plan.epoch).encode(), None if wid is None else wid.encode()]
         else:
             kind = _MARK
-            params = [*call.params, self._writer_id.encode(), str(n).encode(),
-                      repr(_time.time()).encode()]
         head = stmt.heads.get(kind) or self._head(stmt, kind)
         if head.name not in self._prepared:
             self._ensure_prepared(conn, [head])

@@ -95,7 +95,6 @@ class WorkflowHost:
         self.closing = False
         self.resumed = False
         self._nursery: trio.Nursery | None = None
-        #: ids whose start is being committed (a concurrent start of one waits for it)
         #: ids whose start is being committed: the event a second start of the same id
         #: waits for (made by the first such start; ``None`` until then)
         self._starting: dict[str, trio.Event | None] = {}
