@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from .actors._mailbox import Inbox
-from .actors._runtime import _current, current_runtime
+from .actors._runtime import current_runtime, runtime_var
 from .actors._values import Event, Message, Pid, check_topic
 
 __all__ = [
@@ -92,7 +92,7 @@ async def send(to: Pid | str, topic: str, payload: Any = None) -> None:
     """
     if type(topic) is not str:
         topic = check_topic(topic, "process.send()")
-    runtime = _current.get(None)  # the hot path: current_runtime() without a call
+    runtime = runtime_var.get(None)  # the hot path: current_runtime() without a call
     if runtime is None:
         runtime = current_runtime("process.send()")
     await runtime.send(to, topic, payload)
@@ -199,7 +199,7 @@ async def call(to: Pid | str, topic: str, payload: Any = None, timeout: Any = "5
     """
     if type(topic) is not str:
         topic = check_topic(topic, "process.call()")
-    runtime = _current.get(None)  # the hot path: current_runtime() without a call
+    runtime = runtime_var.get(None)  # the hot path: current_runtime() without a call
     if runtime is None:
         runtime = current_runtime("process.call()")
     return await runtime.call(to, topic, payload, timeout)

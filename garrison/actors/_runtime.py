@@ -43,13 +43,15 @@ class Runtime(Protocol):
     async def call(self, to: Pid | str, topic: str, payload: Any, timeout: float) -> Any: ...
 
 
-_current: contextvars.ContextVar[Runtime] = contextvars.ContextVar("garrison_process")
+#: the runtime of the calling task; ``runtime_var.get(None)`` is :func:`runtime_or_none`
+#: without a call, for the hot paths of ``garrison.process`` and ``msg.reply``
+runtime_var: contextvars.ContextVar[Runtime] = contextvars.ContextVar("garrison_process")
 
 
 def current_runtime(what: str = "this call") -> Runtime:
     """The runtime of the calling process, or :class:`NotInProcess`."""
     try:
-        return _current.get()
+        return runtime_var.get()
     except LookupError:
         raise NotInProcess(
             f"{what} must run inside a garrison process (spawn it with node.spawn or "
@@ -59,13 +61,13 @@ def current_runtime(what: str = "this call") -> Runtime:
 
 def runtime_or_none() -> Runtime | None:
     """The runtime of the calling process, or ``None`` outside any process."""
-    return _current.get(None)
+    return runtime_var.get(None)
 
 
 def set_runtime(runtime: Runtime) -> contextvars.Token[Runtime]:
-    return _current.set(runtime)
+    return runtime_var.set(runtime)
 
 
 def reset_runtime(token: contextvars.Token[Runtime]) -> None:
     """Undo the :func:`set_runtime` that returned ``token``."""
-    _current.reset(token)
+    runtime_var.reset(token)

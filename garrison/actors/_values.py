@@ -8,7 +8,7 @@ from typing import Any
 
 import attrs
 
-from ._runtime import _current, current_runtime
+from ._runtime import current_runtime, runtime_var
 
 
 def _check_host(_inst: object, _attr: object, value: str) -> None:
@@ -136,7 +136,7 @@ class Message:
             raise ValueError(
                 f"message {self.id} (topic {self.topic!r}) is not a call: nothing to reply to"
             )
-        runtime = _current.get(None)  # the hot path: current_runtime() without a call
+        runtime = runtime_var.get(None)  # the hot path: current_runtime() without a call
         if runtime is None:
             runtime = current_runtime("msg.reply()")
         await runtime.reply(self, value)
