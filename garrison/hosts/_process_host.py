@@ -17,6 +17,7 @@ from typing import Any
 
 import trio
 
+from ..actors._cancel_switch import CancelSwitch
 from ..actors._mailbox import Budget, Inbox
 from ..actors._runtime import set_runtime
 from ..actors._values import ErrorInfo, Event, EventKind, Message, Pid, ProcessInfo
@@ -70,7 +71,7 @@ class _Process(Caller):
         self.parent = parent
         self.label = label
         self.alive = True
-        self.scope: trio.CancelScope | None = None
+        self.scope: CancelSwitch | None = None
         self.started: trio.Event | None = None  # made on demand by wait_started
         self.kill_reason: ErrorInfo | None = None
         self.trap_links = False
@@ -120,7 +121,8 @@ class _Process(Caller):
         error: ErrorInfo | None = None
         finished = False
         try:
-            with trio.CancelScope() as scope:
+            # what kill() cancels: a scope around the body, made only if it is used
+            with CancelSwitch() as scope:
                 self.scope = scope
                 if self.kill_reason is not None:  # killed before it ever ran
                     scope.cancel()

@@ -20,6 +20,7 @@ import trio
 from ... import _observe
 from ..._context import WorkflowScope, activity_owner
 from ..._errors import GarrisonError, NotInProcess, StoreError, WorkflowCancelled
+from ...actors._cancel_switch import CancelSwitch
 from ...actors._values import ErrorInfo, Pid
 from ...persistence import MAX_TIME, RawJson, Transaction, WorkflowStatus
 from .._kernel import Caller
@@ -134,7 +135,7 @@ class WorkflowCore(Caller, WorkflowScope):
         self.kill_reason: ErrorInfo | None = None
         #: the store failed for good under this workflow (see ``_commit``)
         self.store_error: StoreError | None = None
-        self.scope: trio.CancelScope | None = None
+        self.scope: CancelSwitch | None = None
         self.calls = None  # the call table (see Caller)
         self.callers = None
         #: characters of journal JSON recorded live in this run (see history_size)

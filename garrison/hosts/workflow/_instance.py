@@ -20,6 +20,7 @@ import trio
 from ... import _observe
 from ..._errors import NonDeterminismError, StoreError, WorkflowCancelled, WorkflowMoved
 from ..._targets import import_target
+from ...actors._cancel_switch import CancelSwitch
 from ...actors._runtime import Runtime, set_runtime
 from ...actors._values import ErrorInfo
 from ...persistence import RawJson, WorkflowStatus, to_json
@@ -65,9 +66,11 @@ class WorkflowInstance(Waits, Activities, Interop):
         value: Any = None
         final: WorkflowStatus | None = None
         error: ErrorInfo | None = None
-        with trio.CancelScope() as scope:
-            self.scope = scope
-            task_status.started()
+        # what a kill or the node's closing cancels: a scope around the body, made only
+        # if it is used (and entered once the task is in the nursery it stays in)
+        self.scope = scope = CancelSwitch()
+        task_status.started()
+        with scope:
             if self.kill_reason is not None or host.closing:  # started as the node closes
                 scope.cancel()
             try:

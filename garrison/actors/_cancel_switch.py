@@ -1,0 +1,178 @@
+"""A cancel scope around a task's whole body, made only when it is used.
+
+Every process and every workflow is a trio task that another task may have to stop
+(``process.kill``, a linked exit, a supervisor's shutdown, a workflow's kill). A
+``trio.CancelScope`` entered for the task's whole body does that, but entering and
+leaving one costs about as much as the rest of a trivial task (the scope, its
+``CancelStatus``, two context managers), and almost no task is ever stopped that way.
+
+:class:`CancelSwitch` makes the scope only when :meth:`~CancelSwitch.cancel` is
+called. It puts a new, cancelled ``CancelStatus`` between the task's nursery and the
+statuses the task entered itself: the same re-parenting trio's own
+``TaskStatus.started`` does to move a task between nurseries. From then on the body,
+and every task it started, sees ``Cancelled`` at each checkpoint, exactly as inside a
+cancelled scope around it (shields inside the body still hold). At the end of the
+body :meth:`~CancelSwitch.close` takes that status out again and swallows the
+``Cancelled`` it caused, unless a cancellation from outside (the nursery's) also
+applies: what a scope's exit does.
+
+The fast path uses trio internals (``CancelStatus``, ``Task._cancel_status``), as
+``persistence/_group_commit.py`` does; with a trio whose internals differ, the switch
+is a plain ``CancelScope`` entered by :meth:`~CancelSwitch.attach` and left by
+:meth:`~CancelSwitch.close`, with the same behaviour.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import trio
+
+__all__ = ["CancelSwitch"]
+
+_CancelStatus: Any
+try:
+    from trio._core._run import CancelStatus as _CancelStatus
+    from trio._core._run import Task as _Task
+
+    # everything the fast path touches, checked once
+    _FAST = all(hasattr(_CancelStatus, name) for name in (
+        "parent", "close", "parent_cancellation_is_visible_to_us", "_tasks", "_children")
+    ) and all(hasattr(_Task, name) for name in ("_cancel_status", "_activate_cancel_status")) \
+        and hasattr(trio.CancelScope, "_cancel_status")
+except ImportError:  # pragma: no cover - another trio version
+    _FAST = False
+
+
+class CancelSwitch:
+    """Stops one task's body from outside, as a cancelled scope around it would.
+
+    A context manager used as a ``CancelScope`` is, around a task's whole body
+    (:meth:`attach` and :meth:`close` are its two halves); :meth:`cancel` works from any
+    task of the run, before or after the body began.
+
+    >>> switch = CancelSwitch()   # another task may call switch.cancel()
+    >>> with switch:
+    ...     await serve()
+    """
+
+    __slots__ = ("_cancelled", "_fast", "_root", "_scope", "_status", "_task")
+
+    def __init__(self) -> None:
+        self._fast = _FAST
+        self._task: Any = None
+        self._root: Any = None  # the status the task's own statuses hang from
+        self._status: Any = None  # the one cancel() inserted
+        self._scope: trio.CancelScope | None = None
+        self._cancelled = False
+
+    @property
+    def cancel_called(self) -> bool:
+        """Whether :meth:`cancel` was called."""
+        return self._cancelled
+
+    def attach(self) -> None:
+        """Begin the body in the calling task (after any ``task_status.started()``:
+        the task's nursery then is the one it stays in)."""
+        task = trio.lowlevel.current_task()
+        self._task = task
+        if self._fast:
+            self._root = task._cancel_status
+            if self._cancelled:
+                self._insert()
+        else:
+            scope = self._scope = trio.CancelScope()
+            scope.__enter__()
+            if self._cancelled:
+                scope.cancel()
+
+    def cancel(self) -> None:
+        """Stop the body: ``Cancelled`` at its next checkpoint and at every one after
+        (idempotent; called before :meth:`attach`, it applies from there)."""
+        if self._cancelled:
+            return
+        self._cancelled = True
+        if self._task is None:
+            return
+        if self._fast:
+            self._insert()
+        else:
+            assert self._scope is not None
+            self._scope.cancel()
+
+    def close(self, exc: BaseException | None) -> BaseException | None:
+        """End the body, which is leaving with ``exc`` (``None``: it returned). Returns
+        what should go on leaving the task: ``exc`` itself, or ``None`` when ``exc``
+        was only this switch's ``Cancelled`` (as a scope's exit swallows it)."""
+        if self._fast:
+            if self._status is None:  # never cancelled: nothing was made
+                self._task = self._root = None  # (the task's context may hold our owner)
+                return exc
+            return self._remove(exc)
+        self._task = None
+        scope = self._scope
+        assert scope is not None
+        if scope.__exit__(type(exc) if exc is not None else None, exc,
+                          exc.__traceback__ if exc is not None else None):
+            return None
+        return exc
+
+    def __enter__(self) -> CancelSwitch:
+        self.attach()
+        return self
+
+    def __exit__(self, typ: type[BaseException] | None, exc: BaseException | None,
+                 tb: Any) -> bool:
+        if self._status is None and self._fast:  # never cancelled (the common case)
+            self._task = self._root = None
+            return False
+        remaining = self.close(exc)
+        if remaining is exc:
+            return False
+        if remaining is None:
+            return True
+        context = remaining.__context__  # what is left of a group: raised as it was
+        try:
+            raise remaining
+        finally:
+            remaining.__context__ = context
+
+    @trio.lowlevel.enable_ki_protection
+    def _insert(self) -> None:
+        task, root = self._task, self._root
+        scope = trio.CancelScope()
+        status = _CancelStatus(scope=scope, parent=root)
+        scope._has_been_entered = True  # (nobody may enter it by hand)
+        scope._cancel_status = status
+        self._scope, self._status = scope, status
+        # the outermost status the task entered itself now hangs from the new one
+        own = task._cancel_status
+        if own is root:
+            task._activate_cancel_status(status)
+        else:
+            while own is not None and own.parent is not root:
+                own = own.parent
+            if own is not None:
+                own.parent = status
+            else:  # pragma: no cover - a misnested scope broke the chain: trio reports it
+                task._activate_cancel_status(status)
+        scope.cancel()
+
+    @trio.lowlevel.enable_ki_protection
+    def _remove(self, exc: BaseException | None) -> BaseException | None:
+        task, status = self._task, self._status
+        if task._cancel_status is status:
+            task._activate_cancel_status(self._root)
+        swallow = (exc is not None and status.effectively_cancelled
+                   and not status.parent_cancellation_is_visible_to_us)
+        status.close()
+        self._scope._cancel_status = None  # type: ignore[union-attr]
+        self._task = self._root = self._status = None
+        if not swallow:
+            return exc
+        if isinstance(exc, trio.Cancelled):
+            return None
+        if isinstance(exc, BaseExceptionGroup):
+            _, rest = exc.split(trio.Cancelled)
+            return rest
+        return exc
