@@ -377,6 +377,47 @@ async def test_started_activities_and_gather(node: garrison.Node) -> None:
     assert [k for k, _ in kinds(node.workflow("g"))] == ["activity"] * 3
 
 
+async def test_a_killed_workflow_stops_its_started_activities_before_it_ends(
+        node: garrison.Node) -> None:
+    pid = await node.start_workflow(app.starts_and_waits, "k", id="k")
+    with trio.fail_after(5):
+        while app.LOG != [("held", "k")]:
+            await trio.sleep(0.001)
+
+    async def terminator() -> None:
+        await process.terminate(pid)
+
+    await node.wait(await node.spawn(terminator))
+    with pytest.raises(garrison.WorkflowFailed, match="Terminated"):
+        await node.workflow("k").result()
+    # stopped before the workflow ended, and never recorded
+    assert app.LOG == [("held", "k"), ("held cancelled", "k")]
+    assert kinds(node.workflow("k")) == []
+
+
+async def test_activities_a_run_did_not_await_are_cancelled_when_it_ends(
+        node: garrison.Node) -> None:
+    await node.start_workflow(app.starts_and_returns, "r", id="r")
+    assert await node.workflow("r").result() == "returned"
+    assert app.LOG == [("held", "r"), ("held cancelled", "r")]
+    assert [k for k, _ in kinds(node.workflow("r"))] == ["sleep"]  # the activity: never
+    # each run of a workflow that continues as new stops what it started first
+    await node.start_workflow(app.starts_and_continues, 2, id="c")
+    assert await node.workflow("c").result() == 0
+    assert app.LOG[2:] == [("held", "run 2"), ("held cancelled", "run 2"),
+                           ("held", "run 1"), ("held cancelled", "run 1"),
+                           ("held", "run 0"), ("held cancelled", "run 0")]
+
+
+async def test_an_error_escaping_a_started_activity_fails_its_workflow(
+        node: garrison.Node) -> None:
+    pid = await node.start_workflow(app.starts_a_bad_result, id="bad")
+    with pytest.raises(garrison.ProcessError) as raised:
+        await node.wait(pid)
+    assert node.workflow("bad").status() == "failed"
+    assert "not a number" in str(raised.value)
+
+
 async def test_continue_as_new_starts_a_fresh_journal(node: garrison.Node) -> None:
     await node.start_workflow(app.countdown, 3, 0, id="cd")
     total, length, has_run_id = await node.workflow("cd").result()

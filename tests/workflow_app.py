@@ -509,3 +509,51 @@ async def spawns_a_helper(x: int) -> dict[str, Any]:
     await process.spawn(helper_of_a_workflow, process.pid(), host="processes")
     msg = await process.inbox().receive()
     return {**msg.payload, "own": await add_one(x)}
+
+
+@garrison.activity
+async def held(tag: str) -> str:
+    """Waits for ever; logs when it is cancelled (its ``finally`` runs)."""
+    import trio
+
+    LOG.append(("held", tag))
+    try:
+        await trio.sleep_forever()
+    finally:
+        LOG.append(("held cancelled", tag))
+    return tag  # pragma: no cover - never reached
+
+
+async def starts_and_waits(tag: str) -> None:
+    """Starts an activity that never ends, then waits for a message (to be killed)."""
+    workflow.start(held, tag)
+    await process.inbox().receive()
+
+
+async def starts_and_returns(tag: str) -> str:
+    """Starts an activity that never ends and returns without awaiting it."""
+    workflow.start(held, tag)
+    await workflow.sleep("1s")  # (it has begun by then)
+    return "returned"
+
+
+async def starts_and_continues(n: int) -> int:
+    """Each run starts an activity that never ends, then continues as new."""
+    workflow.start(held, f"run {n}")
+    await workflow.sleep("1s")
+    if n > 0:
+        workflow.continue_as_new(n - 1)
+    return n
+
+
+@garrison.activity
+async def says_a_number() -> int:
+    return "not a number"  # type: ignore[return-value]
+
+
+async def starts_a_bad_result() -> str:
+    """A started activity whose result does not match its return annotation."""
+    handle = workflow.start(says_a_number)
+    await workflow.sleep("1h")
+    await handle
+    return "unreachable"

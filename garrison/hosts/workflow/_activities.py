@@ -28,7 +28,7 @@ from ._codec import json_round_trip, return_hint, structure
 from ._core import WorkflowCore
 from ._journal import JournalKind, error_from_plain, error_to_plain
 
-__all__ = ["Activities", "ActivityHandle"]
+__all__ = ["Activities", "ActivityHandle", "StartedActivities"]
 
 log = logging.getLogger("garrison.workflow")
 
@@ -139,6 +139,66 @@ class ActivityHandle:
         return result.value
 
 
+class StartedActivities:
+    """The activities one run of a workflow function started with ``workflow.start``.
+
+    They run in a nursery of their own, which a task of the host opens at the run's
+    first start (a nursery around every run costs about as much as a step, and most
+    workflows start nothing). It is the nursery the run would have had:
+    :meth:`close`, at the run's end, cancels what is still running and waits for it;
+    an error escaping one of them (an activity's own failure is its handle's, this is
+    anything else) stops the workflow with that error, as a kill does.
+    """
+
+    __slots__ = ("_done", "_nursery", "_pending", "_stop", "_wf")
+
+    def __init__(self, wf: Activities) -> None:
+        self._wf = wf
+        self._pending: list[tuple[Any, tuple[Any, ...]]] = []
+        self._nursery: trio.Nursery | None = None
+        self._stop = trio.Event()
+        self._done = trio.Event()
+
+    def start_soon(self, fn: Any, *args: Any) -> None:
+        """Run ``fn(*args)`` in the nursery (once it is open)."""
+        if self._nursery is not None:
+            self._nursery.start_soon(fn, *args)
+        else:
+            self._pending.append((fn, args))
+
+    async def run(self) -> None:
+        """The task that holds the nursery open until :meth:`close`."""
+        try:
+            async with trio.open_nursery() as nursery:
+                if not self._stop.is_set():  # (a run that ended at once starts nothing)
+                    self._nursery = nursery
+                    for fn, args in self._pending:
+                        nursery.start_soon(fn, *args)
+                    self._pending.clear()
+                    await self._stop.wait()
+                nursery.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            _, rest = group.split(trio.Cancelled)
+            if rest is None or not isinstance(rest, Exception):
+                raise
+            error: BaseException = rest
+            while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+                error = error.exceptions[0]  # the error itself, not trio's group around it
+            self._wf.stop_with(ErrorInfo.from_exception(error))
+        finally:
+            self._nursery = None
+            self._done.set()
+
+    async def close(self) -> None:
+        """Cancel what still runs and wait until it has stopped (even when the workflow
+        itself is being cancelled: nothing it started outlives it)."""
+        self._stop.set()
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
+        with trio.CancelScope(shield=True):
+            await self._done.wait()
+
+
 class Activities(WorkflowCore):
     """The activity part of a workflow instance."""
 
@@ -176,10 +236,20 @@ class Activities(WorkflowCore):
             handle._entry(entry.outcome)
             return handle
         seq = self.cursor.seq - 1
-        if self.tasks is None:  # pragma: no cover - always set while the function runs
-            raise RuntimeError("workflow.start() outside the workflow function")
-        self.tasks.start_soon(self._background, handle, seq, fn, args, kwargs, retry, timeout)
+        started = self.started
+        if started is None:
+            started = self.started = StartedActivities(self)
+            self.host.start_soon(started.run)
+        started.start_soon(self._background, handle, seq, fn, args, kwargs, retry, timeout)
         return handle
+
+    async def end_started(self) -> None:
+        """The run of the workflow function ended: what it started and did not await is
+        cancelled (not recorded); returns once all of it has stopped."""
+        started = self.started
+        if started is not None:
+            self.started = None
+            await started.close()
 
     async def _background(self, handle: ActivityHandle, seq: int, fn: Any,
                           args: tuple[Any, ...], kwargs: dict[str, Any],

@@ -27,6 +27,7 @@ from .._kernel import Caller
 from ._journal import CANCEL, Cursor, Entry, JournalKind
 
 if TYPE_CHECKING:
+    from ._activities import StartedActivities
     from ._host import WorkflowHost
     from ._inbox import DurableInbox, InboxItem
 
@@ -119,7 +120,8 @@ class WorkflowCore(Caller, WorkflowScope):
         #: the status the store shows (parked statuses are written by the host shortly
         #: after a workflow parks; ``running`` again with its next commit)
         self.stored_status: WorkflowStatus = WorkflowStatus.RUNNING
-        self.tasks: trio.Nursery | None = None  # started activities run here
+        #: what this run started with ``workflow.start`` (``None``: nothing yet)
+        self.started: StartedActivities | None = None
         self.promises: dict[str, tuple[str, Any]] = {}  # completed: name -> (status, value)
         self.topics: set[str] | None = None
         self._inboxes: dict[str, DurableInbox] = {}
@@ -313,6 +315,14 @@ class WorkflowCore(Caller, WorkflowScope):
         if self._budget >= _BUDGET:
             self._budget = 0
             await trio.lowlevel.checkpoint()
+
+    def stop_with(self, reason: ErrorInfo) -> None:
+        """End this workflow as failed with ``reason`` at its next checkpoint (a kill;
+        the first reason stays)."""
+        if self.kill_reason is None:
+            self.kill_reason = reason
+            if self.scope is not None:
+                self.scope.cancel()
 
     def wake(self) -> None:
         ev = self._wake

@@ -19,7 +19,7 @@ import collections
 import json
 import logging
 import uuid as _uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
@@ -216,6 +216,18 @@ class WorkflowHost:
         """True while a start of ``wid`` is being committed on this host (it will run it:
         recovery and wake-ups leave it alone)."""
         return wid in self._starting
+
+    @property
+    def serving(self) -> bool:
+        """Whether the host runs (its tasks' nursery is open)."""
+        return self._nursery is not None
+
+    def start_soon(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
+        """Run ``fn(*args)`` as a task of this host (it is cancelled when the host
+        closes)."""
+        if self._nursery is None:
+            raise RuntimeError(f"workflow host {self.name!r} is not running")
+        self._nursery.start_soon(fn, *args)
 
     def run_instance(self, wf: WorkflowInstance) -> None:
         """Make ``wf`` active and start its task."""
@@ -727,10 +739,7 @@ class WorkflowHost:
             return False
         if self.queue.killed(wf, reason):  # waiting in the queue: it ends at once
             return True
-        if wf.kill_reason is None:
-            wf.kill_reason = reason
-            if wf.scope is not None:
-                wf.scope.cancel()
+        wf.stop_with(reason)
         return True
 
     async def wait_exited(self, target: Pid) -> None:

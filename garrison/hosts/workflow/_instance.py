@@ -85,7 +85,11 @@ class WorkflowInstance(Waits, Activities, Interop):
                 while True:
                     args = restore_args(fn, self.input_plain, f"workflow {self.name}")
                     try:
-                        value = await self._run_function(fn, args)
+                        try:  # (not a coroutine of its own: every resume passes each one)
+                            value = await fn(*args)
+                        finally:  # what it started and did not await: cancelled, unrecorded
+                            if self.started is not None:
+                                await self.end_started()
                         break
                     except ContinueAsNew as again:
                         await self._continue_as_new(again.args_)
@@ -140,23 +144,6 @@ class WorkflowInstance(Waits, Activities, Interop):
         self.status = WorkflowStatus.BLOCKED
         self.error = ErrorInfo.from_exception(exc)
         self.done.set()
-
-    async def _run_function(self, fn: Any, args: list[Any]) -> Any:
-        """Run the workflow function with a nursery for ``workflow.start``-ed activities;
-        its exception comes out unwrapped (not in an exception group)."""
-        failure: BaseException | None = None
-        value: Any = None
-        async with trio.open_nursery() as tasks:
-            self.tasks = tasks
-            try:
-                value = await fn(*args)
-            except BaseException as exc:
-                failure = exc
-            tasks.cancel_scope.cancel()  # activities nobody awaited: not recorded
-        self.tasks = None
-        if failure is not None:
-            raise failure
-        return value
 
     async def _continue_as_new(self, args: tuple[Any, ...]) -> None:
         """End this run: a fresh journal, the new arguments, a new run id."""

@@ -271,8 +271,7 @@ def _requested(host: WorkflowHost, record: WorkflowRecord, wf: WorkflowInstance 
         wf = load(host, record)  # not running here yet: it ends without running
         host.active[wid] = wf
         wf.exited.set()
-        assert host._nursery is not None
-        host._nursery.start_soon(end_requested, host, wf)
+        host.start_soon(end_requested, host, wf)
         return
     taken = wf.requests_taken or ()
     new = [r for r in requests if r.id not in taken]
@@ -296,8 +295,8 @@ def end_instance(host: WorkflowHost, wf: WorkflowInstance, error: ErrorInfo) -> 
     wf.requests = ()
     if not wf.done.is_set() and not wf.exited.is_set():  # running (or about to)
         host.kill(wf.pid, error)
-    elif host._nursery is not None:
-        host._nursery.start_soon(_finish_ended, host, wf, error)
+    elif host.serving:
+        host.start_soon(_finish_ended, host, wf, error)
     reason = ErrorInfo("Terminated", f"its parent workflow {wf.wid!r} was terminated")
     for child in list(host.active.values()):
         if child.parent == wf.pid and not WorkflowStatus(child.status).finished:
