@@ -577,6 +577,13 @@ class Node:
             await member.drained.wait()
         await trio.lowlevel.checkpoint()
 
+    def _abandon_start(self) -> None:
+        """``_start`` failed: leave the cluster first (a membership's thread uses its
+        store, and would fail on a closed one), then close what opened."""
+        for member in self._members:
+            member.leave()
+        self._close_workflow_stores()
+
     def _close_workflow_stores(self) -> None:
         for store in getattr(self, "_owned_stores", ()):
             store.close()
@@ -619,7 +626,7 @@ async def open_node(config: Any = None, store: Any = None, *,
             try:
                 await node._start(nursery)
             except BaseException:
-                node._close_workflow_stores()  # what opened before the failure
+                node._abandon_start()
                 raise
             try:
                 yield node

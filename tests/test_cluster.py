@@ -453,6 +453,33 @@ def test_a_start_beyond_max_concurrent_runs_on_a_node_with_room(
         look.close()
 
 
+async def test_a_node_whose_start_fails_leaves_the_cluster_before_closing_its_store(
+        postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A node that joined the cluster and then failed to start (here: its schedule
+    scheduler) stops its membership thread before it closes the store: the thread
+    never runs a round on a closed store, and the node's row says it left."""
+    import threading
+
+    from garrison.hosts.workflow._scheduler import Scheduler
+
+    async def broken(self: Scheduler, **_: object) -> None:
+        raise RuntimeError("the scheduler could not start")
+
+    monkeypatch.setattr(Scheduler, "run", broken)
+    failures: list[threading.ExceptHookArgs] = []
+    monkeypatch.setattr(threading, "excepthook", failures.append)
+    with pytest.raises(RuntimeError, match="could not start"):
+        async with garrison.open_node(store=postgres_url, name="broken", lease=LEASE):
+            pass  # pragma: no cover - never reached
+    assert not [t for t in threading.enumerate() if t.name == "garrison-cluster-broken"]
+    assert failures == []
+    look = Look(postgres_url)
+    try:
+        assert "broken" not in {n.name for n in look.nodes()}  # the live ones: it left
+    finally:
+        look.close()
+
+
 async def test_a_drain_moves_waiting_workflows_at_once_with_their_timers(
         postgres_url: str, nodes: list[Node]) -> None:
     import cluster_app
