@@ -15,9 +15,9 @@ would be journaled into the workflow's history, from another task).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
-from .actors._runtime import reset_runtime, runtime_or_none, set_runtime
+from .actors._runtime import runtime_var
 
 if TYPE_CHECKING:
     from .workflow import WorkflowRuntime
@@ -45,15 +45,13 @@ class ActivityScope:
 
 def current_workflow() -> WorkflowRuntime | None:
     """The runtime of the calling workflow, or ``None`` (also inside an activity)."""
-    rt = runtime_or_none()
-    if isinstance(rt, WorkflowScope):
-        return cast("WorkflowRuntime", rt)
-    return None
+    rt = runtime_var.get(None)  # (every activity call asks: no call more than needed)
+    return rt if isinstance(rt, WorkflowScope) else None
 
 
 def activity_owner() -> str | None:
     """The id of the workflow whose activity is running here, or ``None``."""
-    rt = runtime_or_none()
+    rt = runtime_var.get(None)
     return rt.activity_of if isinstance(rt, ActivityScope) else None
 
 
@@ -69,7 +67,7 @@ class activity_scope:
         self.runtime: Any = runtime  # (a Runtime too: see ActivityRuntime)
 
     def __enter__(self) -> None:
-        self._outer = set_runtime(self.runtime)
+        self._outer = runtime_var.set(self.runtime)
 
     def __exit__(self, *exc: object) -> None:
-        reset_runtime(self._outer)
+        runtime_var.reset(self._outer)

@@ -163,7 +163,8 @@ async def test_workflows_waiting_for_a_group_commit_hold_few_objects(tmp_path, m
     """Every object a waiting workflow holds is walked by each collection of the
     cyclic garbage collector, and with a thousand workflows waiting for one group
     commit that is where the time goes: a workflow waiting for a step's commit holds
-    its task, frames, cancel scopes and the commit's request, not sets and lists it
+    its task, frames and the commit's request, not a cancel scope or a nursery it never
+    used (made only for a kill, or at a ``workflow.start``), nor sets and lists it
     never used, nor (through its frame) the other callers' requests."""
     import workflow_app as app
 
@@ -200,5 +201,5 @@ async def test_workflows_waiting_for_a_group_commit_hold_few_objects(tmp_path, m
     store.close()
     assert len(held) == 11, held  # one batch of starts and one per step: all waited
     per_workflow = max(held) / n
-    assert per_workflow < 47, f"{per_workflow:.1f} tracked objects per waiting workflow"
+    assert per_workflow < 34, f"{per_workflow:.1f} tracked objects per waiting workflow"
 

@@ -18,7 +18,7 @@ import trio
 import trio.testing
 
 from garrison._errors import PromiseAlreadyCompleted
-from garrison.persistence import SQLiteStore, Transaction, open_store
+from garrison.persistence import RawJson, SQLiteStore, Transaction, open_store
 from garrison.persistence._group_commit import CommitRequest, Strategy
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -112,6 +112,70 @@ async def test_one_failing_caller_does_not_fail_the_others(store: SQLiteStore) -
     assert store.states("w") == {f"k{i}": i for i in range(10)}  # "x" was rolled back
     stats = store.statistics()
     assert stats.failed_batches == 1 and stats.largest_batch == 10
+
+
+async def test_a_run_of_journal_appends_shares_a_statement_and_isolates_a_duplicate(
+        sqlite_store: SQLiteStore) -> None:
+    """SQLite: a batch's single-append requests are written by one executemany per run of them;
+    a duplicate seq among them fails only its own caller, in order with the others."""
+    store = sqlite_store
+    for w in ("a", "b", "c", "d", "e"):
+        store.write(Transaction().create_workflow(w, "app:flow"))
+    store.write(Transaction().append_journal("c", 1, "activity", "x", RawJson("0"), time=1.0))
+    store._group.strategy = Strategy.THREAD  # (as in the test above)
+    store._group._alone_inline = False
+    outcomes: dict[str, Any] = {}
+
+    async def append(w: str) -> None:
+        tx = Transaction().append_journal(w, 1, "activity", "x", RawJson(f'"{w}"'), time=2.0)
+        try:
+            outcomes[w] = await store.commit(tx)
+        except sqlite3.IntegrityError as exc:
+            outcomes[w] = exc
+
+    async def other() -> None:  # not a single append: it splits the run
+        outcomes["state"] = await store.commit(Transaction().set_state("b", "k", 1))
+
+    store._write_lock.acquire()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(append, "a")
+        await trio.testing.wait_all_tasks_blocked()
+        for w in ("b", "c"):
+            nursery.start_soon(append, w)
+        nursery.start_soon(other)
+        for w in ("d", "e"):
+            nursery.start_soon(append, w)
+        await trio.testing.wait_all_tasks_blocked()
+        store._write_lock.release()
+
+    assert isinstance(outcomes.pop("c"), sqlite3.IntegrityError)
+    assert outcomes == {"a": [None], "b": [None], "d": [None], "e": [None], "state": [None]}
+    assert [r.outcome for r in store.journal("c")] == [0]  # the record it had
+    for w in ("a", "b", "d", "e"):
+        assert [(r.seq, r.outcome) for r in store.journal(w)] == [(1, w)]
+    assert store.states("b") == {"k": 1}
+    stats = store.statistics()
+    assert stats.failed_batches == 1 and stats.largest_batch == 5
+
+    # and without a failure: every request of the batch committed, in one transaction
+    before = store.statistics()
+    store._write_lock.acquire()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(append_at, store, "a", 2)
+        await trio.testing.wait_all_tasks_blocked()
+        for w in ("b", "c", "d", "e"):
+            nursery.start_soon(append_at, store, w, 2)
+        await trio.testing.wait_all_tasks_blocked()
+        store._write_lock.release()
+    after = store.statistics()
+    assert after.transactions - before.transactions == 2  # "a" alone, then the other four
+    assert after.failed_batches == before.failed_batches
+    assert all(len(store.journal(w)) == 2 for w in ("a", "b", "c", "d", "e"))
+
+
+async def append_at(store: SQLiteStore, w: str, seq: int) -> None:
+    await store.commit(Transaction().append_journal(w, seq, "activity", "x", RawJson("1"),
+                                                    time=3.0))
 
 
 class _FailingCommit:

@@ -264,6 +264,10 @@ def _update_schedule(conn: sqlite3.Connection, params: tuple[Any, ...]) -> bool:
     return bool(conn.execute(sql, args).rowcount == 1)
 
 
+_APPEND_JOURNAL = ("INSERT INTO journal (workflow_id, seq, kind, name, outcome, attempts, time) "
+                   "VALUES (?, ?, ?, ?, ?, ?, ?)")
+
+
 def _statement(sql: str) -> Callable[[sqlite3.Connection, tuple[Any, ...]], None]:
     def op(conn: sqlite3.Connection, params: tuple[Any, ...]) -> None:
         conn.execute(sql, params)
@@ -277,10 +281,7 @@ _OPS: dict[Op, Callable[[sqlite3.Connection, tuple[Any, ...]], Any]] = {
     Op.SET_ATTRIBUTES: _set_attributes,
     Op.RESET_RUN: _reset_run,
     Op.DELETE_WORKFLOW: _delete_workflow,
-    Op.APPEND_JOURNAL: _statement(
-        "INSERT INTO journal (workflow_id, seq, kind, name, outcome, attempts, time) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?)"
-    ),
+    Op.APPEND_JOURNAL: _statement(_APPEND_JOURNAL),
     Op.DELIVER: _deliver,
     Op.CONSUME: _consume,
     Op.ADD_TIMER: _statement(
@@ -309,6 +310,8 @@ _OPS: dict[Op, Callable[[sqlite3.Connection, tuple[Any, ...]], Any]] = {
     Op.DELETE_SCHEDULE: _statement("DELETE FROM schedules WHERE schedule_id = ?"),
 }
 assert set(_OPS) == set(Op), "every operation has its SQL"
+
+_APPEND = Op.APPEND_JOURNAL
 
 #: operations that are ONE SQL statement: a transaction of one of them alone is that
 #: statement in SQLite's own implicit transaction (autocommit), without a BEGIN and a
@@ -595,30 +598,40 @@ class SQLiteStore(StoreShortcuts):
 
     def _write_now(self, tx: Transaction) -> list[Any]:
         """One attempt at committing ``tx``; :class:`Busy` if the database is locked
-        by another connection."""
-        with self._write_lock:
-            return self._write_locked(tx)
-
-    def _write_locked(self, tx: Transaction) -> list[Any]:
+        by another connection. (One function: a workflow step written alone, the
+        common case, comes through here.)"""
         conn = self._conn
-        self._check_open()
         ops = tx.ops
-        try:
-            if len(ops) == 1 and ops[0][0] in _ONE_STATEMENT and not self._notify_node:
-                op, params = ops[0]  # its own transaction: see _ONE_STATEMENT
-                results = [_OPS[op](conn, params)]
-            else:
-                conn.execute("BEGIN IMMEDIATE")
-                with conn:
-                    results = self._apply(tx)
-        except sqlite3.OperationalError as exc:
-            _raise_if_busy(conn, exc)
-            raise
-        self._stats["transactions"] += 1
-        self._stats["sync_writes"] += 1
-        if self._checkpointer is not None:
-            self._checkpointer.committed()
+        with self._write_lock:
+            if self._closed:
+                self._check_open()
+            try:
+                if len(ops) == 1 and not self._notify_node:
+                    op, params = ops[0]
+                    if op is _APPEND:  # one statement, its own transaction (see below)
+                        conn.execute(_APPEND_JOURNAL, params)
+                        results: list[Any] = [None]
+                    elif op in _ONE_STATEMENT:
+                        results = [_OPS[op](conn, params)]
+                    else:
+                        results = self._apply_in_transaction(tx)
+                else:
+                    results = self._apply_in_transaction(tx)
+            except sqlite3.OperationalError as exc:
+                _raise_if_busy(conn, exc)
+                raise
+            stats = self._stats
+            stats["transactions"] += 1
+            stats["sync_writes"] += 1
+            if self._checkpointer is not None:
+                self._checkpointer.committed()
         return results
+
+    def _apply_in_transaction(self, tx: Transaction) -> list[Any]:
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        with conn:
+            return self._apply(tx)
 
     def _stayed_busy(self, exc: Busy) -> StoreError:
         cause = exc.__cause__
@@ -682,8 +695,23 @@ class SQLiteStore(StoreShortcuts):
             self._check_open()
             conn.execute("BEGIN IMMEDIATE")
             with conn:
+                # a run of requests that each append one journal record (a step each) is
+                # one executemany, in the same order: one statement lookup and cursor for
+                # the run, not one per step
+                rows: list[tuple[Any, ...]] = []
+                grouped = not self._notify_node
                 for request in batch:
+                    ops = request.tx.ops
+                    if grouped and len(ops) == 1 and ops[0][0] is _APPEND:
+                        rows.append(ops[0][1])
+                        request.results = [None]
+                        continue
+                    if rows:
+                        conn.executemany(_APPEND_JOURNAL, rows)
+                        rows = []
                     request.results = self._apply(request.tx)
+                if rows:
+                    conn.executemany(_APPEND_JOURNAL, rows)
         except BaseException as exc:
             if isinstance(exc, sqlite3.OperationalError):
                 _raise_if_busy(conn, exc)

@@ -336,16 +336,14 @@ class Transaction:
     ) -> Transaction:
         """Record what durable operation ``seq`` did; a second row for the same
         ``(workflow_id, seq)`` fails the transaction."""
-        params = (
-            workflow_id,
-            seq,
-            str(kind),
-            name,
-            _encode_lazily(outcome, lambda: f"the outcome of {kind} {name!r} (seq {seq} of "
-                                            f"{workflow_id!r})"),
-            attempts,
-            unix_seconds(time),
-        )
+        # (no closure for the error message: one would make a cell of every local it
+        # names at each call, and every step appends a record)
+        if type(outcome) is RawJson:
+            text = outcome.text
+        else:
+            text = _encode(outcome, f"the outcome of {kind} {name!r} (seq {seq} of "
+                                    f"{workflow_id!r})")
+        params = (workflow_id, seq, str(kind), name, text, attempts, unix_seconds(time))
         return self._add(workflow_id, Op.APPEND_JOURNAL, params)
 
     def truncate_journal(self, workflow_id: str, from_seq: int) -> Transaction:

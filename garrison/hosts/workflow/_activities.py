@@ -297,7 +297,10 @@ class Activities(WorkflowCore):
                 exc: BaseException | None = None
                 try:
                     if timeout is None:
-                        value = await self._attempt(fn, args, kwargs, name, attempt)
+                        if _is_async(fn) and not _observe.active:  # _attempt's common case
+                            value = await fn(*args, **kwargs)  # (without a coroutine more)
+                        else:
+                            value = await self._attempt(fn, args, kwargs, name, attempt)
                     else:
                         with trio.move_on_after(timeout) as cs:
                             value = await self._attempt(fn, args, kwargs, name, attempt)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time as _time
+from collections.abc import Callable
 from typing import Any
 
 import trio
@@ -39,13 +40,19 @@ class WallClock:
     ``MockClock`` skips durable timers in tests exactly as it skips ``trio.sleep``.
     """
 
+    #: reads the trio clock (the default, for a subclass that sets its own anchors)
+    _read: Callable[[], float] = staticmethod(trio.current_time)
+
     def __init__(self) -> None:
+        # the run's clock itself: ``trio.current_time()`` reaches it through two calls
+        # more, and every step reads the time
+        self._read = trio.lowlevel.current_clock().current_time
         self.wall0 = _time.time()
-        self.trio0 = trio.current_time()
+        self.trio0 = self._read()
 
     def now(self) -> float:
         """Unix seconds."""
-        return self.wall0 + (trio.current_time() - self.trio0)
+        return self.wall0 + (self._read() - self.trio0)
 
     def trio_deadline(self, wall_deadline: float) -> float:
         """The trio clock time at which wall time reaches ``wall_deadline``."""
