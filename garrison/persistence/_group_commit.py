@@ -228,18 +228,22 @@ class GroupCommit:
             threaded = busy or self.strategy is not Strategy.INLINE
             # no other task was seen runnable at the last two passes of the gathering
             quiet = was_idle = False
+            # Two passes at least (three for a batch that may go to a thread): trio runs
+            # a pass's tasks in random order and ``runnable_tasks()`` cannot see the
+            # rest of the pass under way, so after one pass the tasks released with
+            # this one may not have run yet, and a task returning from its commit may
+            # need a pass more. A cheap inline commit that misses one costs one more
+            # cheap commit; a threaded one tells from its last two passes whether it
+            # may be written inline after all (``quiet``), and a miss there is an fsync
+            min_passes = 2 if self.strategy is Strategy.INLINE else 3
             if not busy:
-                # let every runnable task reach its own commit and join this batch.
-                # Three passes at least: trio runs a pass's tasks in random order and
-                # ``runnable_tasks()`` cannot see the rest of the pass under way, so
-                # after one pass the tasks released with this one may not have run
-                # yet, and a task returning from its commit may need a pass more
+                # let every runnable task reach its own commit and join this batch
                 for passes in range(1, GATHER_PASSES + 1):
                     await trio.lowlevel.cancel_shielded_checkpoint()
                     idle = not runnable_tasks() and not self._released
                     quiet = idle and was_idle
                     was_idle = idle
-                    if passes >= 3 and idle:
+                    if passes >= min_passes and idle:
                         break
             batch, self._pending = self._pending, []
             started = perf_counter() if _observe.timing else 0.0
