@@ -1,4 +1,5 @@
-"""Process values and mailboxes: Pid, Message, Event, ErrorInfo, Inbox."""
+"""Process values and mailboxes: Pid, Message, Event, ErrorInfo, Inbox (and, private,
+the runtime context variable and the cancel switch every process body runs under)."""
 
 from ._mailbox import Inbox
 from ._values import ErrorInfo, Event, EventKind, Message, Pid, ProcessInfo
