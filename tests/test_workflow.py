@@ -418,6 +418,21 @@ async def test_an_error_escaping_a_started_activity_fails_its_workflow(
     assert "not a number" in str(raised.value)
 
 
+@pytest.mark.filterwarnings("ignore::trio.TrioDeprecationWarning")
+def test_an_escaping_error_fails_its_workflow_without_strict_exception_groups() -> None:
+    """The same in a trio run whose nurseries raise an error bare, not in a group
+    (deprecated in trio, still there)."""
+
+    async def main() -> None:
+        async with garrison.open_node() as node:
+            pid = await node.start_workflow(app.starts_a_bad_result, id="bad")
+            with pytest.raises(garrison.ProcessError, match="not a number"):
+                await node.wait(pid)
+            assert node.workflow("bad").status() == "failed"
+
+    trio.run(main, strict_exception_groups=False)
+
+
 async def test_continue_as_new_starts_a_fresh_journal(node: garrison.Node) -> None:
     await node.start_workflow(app.countdown, 3, 0, id="cd")
     total, length, has_run_id = await node.workflow("cd").result()

@@ -608,7 +608,7 @@ class SQLiteStore(StoreShortcuts):
             try:
                 if len(ops) == 1 and not self._notify_node:
                     op, params = ops[0]
-                    if op is _APPEND:  # one statement, its own transaction (see below)
+                    if op is _APPEND:  # one statement, its own transaction: _ONE_STATEMENT
                         conn.execute(_APPEND_JOURNAL, params)
                         results: list[Any] = [None]
                     elif op in _ONE_STATEMENT:

@@ -185,6 +185,8 @@ class StartedActivities:
             while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
                 error = error.exceptions[0]  # the error itself, not trio's group around it
             self._wf.stop_with(ErrorInfo.from_exception(error))
+        except Exception as exc:  # the same, in a trio run without strict exception groups
+            self._wf.stop_with(ErrorInfo.from_exception(exc))
         finally:
             self._nursery = None
             self._done.set()
