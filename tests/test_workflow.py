@@ -418,6 +418,17 @@ async def test_an_error_escaping_a_started_activity_fails_its_workflow(
     assert "not a number" in str(raised.value)
 
 
+async def test_an_error_escaping_a_started_activity_after_the_function_returned_fails_it(
+        node: garrison.Node) -> None:
+    """The function returned while the activity's result was being recorded: the error
+    escapes when nothing of the function is left to cancel, and is not lost."""
+    pid = await node.start_workflow(app.returns_while_a_bad_result_is_recorded, id="late")
+    with pytest.raises(garrison.ProcessError, match="not a number"):
+        await node.wait(pid)
+    assert node.workflow("late").status() == "failed"
+    assert [k for k, _ in kinds(node.workflow("late"))] == ["activity"]
+
+
 @pytest.mark.filterwarnings("ignore::trio.TrioDeprecationWarning")
 def test_an_escaping_error_fails_its_workflow_without_strict_exception_groups() -> None:
     """The same in a trio run whose nurseries raise an error bare, not in a group

@@ -557,3 +557,24 @@ async def starts_a_bad_result() -> str:
     await workflow.sleep("1h")
     await handle
     return "unreachable"
+
+
+#: set by ``bad_result_then_signal`` as it returns (the workflow then returns too)
+RETURNED: dict[str, Any] = {}
+
+
+@garrison.activity
+async def bad_result_then_signal() -> int:
+    """Lets the workflow return while its (bad) result is being recorded."""
+    RETURNED["event"].set()
+    return "not a number"  # type: ignore[return-value]
+
+
+async def returns_while_a_bad_result_is_recorded() -> str:
+    """Starts an activity whose result cannot be restored, and returns as it ends."""
+    import trio
+
+    RETURNED["event"] = trio.Event()
+    workflow.start(bad_result_then_signal)
+    await RETURNED["event"].wait()  # (not durable: enough for a test on one node)
+    return "returned"

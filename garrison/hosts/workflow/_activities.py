@@ -147,10 +147,13 @@ class StartedActivities:
     workflows start nothing). It is the nursery the run would have had:
     :meth:`close`, at the run's end, cancels what is still running and waits for it;
     an error escaping one of them (an activity's own failure is its handle's, this is
-    anything else) stops the workflow with that error, as a kill does.
+    anything else) stops the workflow's function, as a kill does, and :meth:`close`
+    raises it: the workflow fails with it even when it escaped after the function had
+    returned (while the activity's result was being recorded), when a kill would find
+    nothing left to cancel.
     """
 
-    __slots__ = ("_done", "_nursery", "_pending", "_stop", "_wf")
+    __slots__ = ("_done", "_error", "_nursery", "_pending", "_stop", "_wf")
 
     def __init__(self, wf: Activities) -> None:
         self._wf = wf
@@ -158,6 +161,8 @@ class StartedActivities:
         self._nursery: trio.Nursery | None = None
         self._stop = trio.Event()
         self._done = trio.Event()
+        #: what escaped one of them (raised again by close)
+        self._error: BaseException | None = None
 
     def start_soon(self, fn: Any, *args: Any) -> None:
         """Run ``fn(*args)`` in the nursery (once it is open)."""
@@ -184,21 +189,31 @@ class StartedActivities:
             error: BaseException = rest
             while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
                 error = error.exceptions[0]  # the error itself, not trio's group around it
-            self._wf.stop_with(ErrorInfo.from_exception(error))
+            self._failed(error)
         except Exception as exc:  # the same, in a trio run without strict exception groups
-            self._wf.stop_with(ErrorInfo.from_exception(exc))
+            self._failed(exc)
         finally:
             self._nursery = None
             self._done.set()
 
+    def _failed(self, error: BaseException) -> None:
+        """``error`` escaped a started activity: the function stops (if it still runs)
+        and :meth:`close` raises it."""
+        self._error = error
+        self._wf.stop_with(ErrorInfo.from_exception(error))
+
     async def close(self) -> None:
         """Cancel what still runs and wait until it has stopped (even when the workflow
-        itself is being cancelled: nothing it started outlives it)."""
+        itself is being cancelled: nothing it started outlives it); raises the error
+        that escaped one of them, if one did."""
         self._stop.set()
         if self._nursery is not None:
             self._nursery.cancel_scope.cancel()
         with trio.CancelScope(shield=True):
             await self._done.wait()
+        error, self._error = self._error, None
+        if error is not None:
+            raise error
 
 
 class Activities(WorkflowCore):
@@ -247,7 +262,8 @@ class Activities(WorkflowCore):
 
     async def end_started(self) -> None:
         """The run of the workflow function ended: what it started and did not await is
-        cancelled (not recorded); returns once all of it has stopped."""
+        cancelled (not recorded); returns once all of it has stopped (raises the error
+        that escaped one of them, if one did: the run fails with it)."""
         started = self.started
         if started is not None:
             self.started = None
