@@ -444,6 +444,14 @@ def test_an_escaping_error_fails_its_workflow_without_strict_exception_groups() 
     trio.run(main, strict_exception_groups=False)
 
 
+async def test_each_started_activity_sees_the_context_it_was_started_in(
+        node: garrison.Node) -> None:
+    """As a nursery's start_soon gives: a copy of the context at the start, also for
+    starts made before the run's activity nursery has opened."""
+    await node.start_workflow(app.starts_under_two_tags, id="tags")
+    assert await node.workflow("tags").result() == ["1:first", "2:second"]
+
+
 async def test_continue_as_new_starts_a_fresh_journal(node: garrison.Node) -> None:
     await node.start_workflow(app.countdown, 3, 0, id="cd")
     total, length, has_run_id = await node.workflow("cd").result()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import datetime as dt
 import enum
 from typing import Any
@@ -578,3 +579,21 @@ async def returns_while_a_bad_result_is_recorded() -> str:
     workflow.start(bad_result_then_signal)
     await RETURNED["event"].wait()  # (not durable: enough for a test on one node)
     return "returned"
+
+
+#: a context variable of the application's own (a request id, a log context)
+TAG: contextvars.ContextVar[str] = contextvars.ContextVar("workflow_app_tag", default="none")
+
+
+@garrison.activity
+async def tag_seen(i: int) -> str:
+    return f"{i}:{TAG.get()}"
+
+
+async def starts_under_two_tags() -> list[str]:
+    """Two activities started in one step, each under its own value of TAG."""
+    TAG.set("first")
+    a = workflow.start(tag_seen, 1)
+    TAG.set("second")
+    b = workflow.start(tag_seen, 2)
+    return [await a, await b]

@@ -16,6 +16,11 @@ body :meth:`~CancelSwitch.close` takes that status out again and swallows the
 ``Cancelled`` it caused, unless a cancellation from outside (the nursery's) also
 applies: what a scope's exit does.
 
+One switch per task: a second one entered inside the first (in the same task) would,
+if cancelled after the outer one, re-parent the outer one's status under its own, and
+leaving it would cut the task off from its nursery. Every process and workflow task
+has exactly one (its body's).
+
 The fast path uses trio internals (``CancelStatus``, ``Task._cancel_status``), as
 ``persistence/_group_commit.py`` does; with a trio whose internals differ, the switch
 is a plain ``CancelScope`` entered by :meth:`~CancelSwitch.attach` and left by

@@ -8,6 +8,7 @@ code: workflow calls are refused inside it.
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import inspect
 import json
@@ -157,7 +158,8 @@ class StartedActivities:
 
     def __init__(self, wf: Activities) -> None:
         self._wf = wf
-        self._pending: list[tuple[Any, tuple[Any, ...]]] = []
+        #: starts made before the nursery opened, each with the context it was made in
+        self._pending: list[tuple[contextvars.Context, Any, tuple[Any, ...]]] = []
         self._nursery: trio.Nursery | None = None
         self._stop = trio.Event()
         self._done = trio.Event()
@@ -165,11 +167,12 @@ class StartedActivities:
         self._error: BaseException | None = None
 
     def start_soon(self, fn: Any, *args: Any) -> None:
-        """Run ``fn(*args)`` in the nursery (once it is open)."""
+        """Run ``fn(*args)`` in the nursery (once it is open), in a copy of the caller's
+        context variables as they are now (what ``start_soon`` of a nursery gives)."""
         if self._nursery is not None:
             self._nursery.start_soon(fn, *args)
         else:
-            self._pending.append((fn, args))
+            self._pending.append((contextvars.copy_context(), fn, args))
 
     async def run(self) -> None:
         """The task that holds the nursery open until :meth:`close`."""
@@ -177,8 +180,8 @@ class StartedActivities:
             async with trio.open_nursery() as nursery:
                 if not self._stop.is_set():  # (a run that ended at once starts nothing)
                     self._nursery = nursery
-                    for fn, args in self._pending:
-                        nursery.start_soon(fn, *args)
+                    for context, fn, args in self._pending:
+                        context.run(nursery.start_soon, fn, *args)  # (trio copies it)
                     self._pending.clear()
                     await self._stop.wait()
                 nursery.cancel_scope.cancel()
