@@ -205,3 +205,44 @@ async def test_a_body_that_is_never_cancelled_leaves_nothing(
         nursery.start_soon(body, switch, trio.lowlevel.checkpoint, log)
     assert log == [("returned",)]
     assert switch._task is None  # it let go of the task (whose context may hold its owner)
+
+
+async def test_a_process_killed_inside_its_own_nursery_ends_killed(
+        mode: str, autojump_clock: object) -> None:
+    """The switch under a real process: a terminate reaches the process's own nursery
+    and its children, and the process ends with the kill's reason."""
+    import garrison
+    from garrison import process
+
+    stopped: list[str] = []
+
+    async def child() -> None:
+        try:
+            await trio.sleep_forever()
+        finally:
+            stopped.append("child")
+
+    async def worker() -> None:
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(child)
+                with trio.move_on_after(3600):  # a scope of its own around the wait
+                    await trio.sleep_forever()
+        finally:
+            stopped.append("worker")
+
+    with trio.fail_after(7200):  # (a kill that does not land fails, not hangs)
+        async with garrison.open_node() as node:
+            pid = await node.spawn(worker)
+            await trio.testing.wait_all_tasks_blocked()
+
+            async def terminator() -> None:
+                await process.terminate(pid)
+
+            await node.wait(await node.spawn(terminator))
+            with pytest.raises(garrison.ProcessError) as raised:
+                await node.wait(pid)
+            assert raised.value.error is not None
+            assert raised.value.error.type == "Terminated"
+            assert trio.current_time() < 3600  # the kill, not the deadline
+    assert stopped == ["child", "worker"]
