@@ -520,5 +520,8 @@ async def test_an_offline_cancel_of_a_queued_workflow_frees_its_dedup_key(
             await node.workflow("q").result()
         again = await node.start_workflow(schedule_app.job, id="q2", dedup="report-7")
         assert again.id == "q2"
-        assert [e.workflow_id for e in node.hosts["workflows"].store.queue_entries()] == [
-            "q2"]
+        # q's queue row is gone (q2's is there while the blocker holds the slot; on
+        # PostgreSQL the blocker may have ended already: this node claims q in real
+        # time, only once it has room, while the virtual clock runs ahead)
+        entries = [e.workflow_id for e in node.hosts["workflows"].store.queue_entries()]
+        assert "q" not in entries and entries in ([], ["q2"])
