@@ -67,7 +67,3 @@ def runtime_or_none() -> Runtime | None:
 def set_runtime(runtime: Runtime) -> contextvars.Token[Runtime]:
     return runtime_var.set(runtime)
 
-
-def reset_runtime(token: contextvars.Token[Runtime]) -> None:
-    """Undo the :func:`set_runtime` that returned ``token``."""
-    runtime_var.reset(token)

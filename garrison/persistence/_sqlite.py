@@ -606,15 +606,13 @@ class SQLiteStore(StoreShortcuts):
             if self._closed:
                 self._check_open()
             try:
-                if len(ops) == 1 and not self._notify_node:
-                    op, params = ops[0]
-                    if op is _APPEND:  # one statement, its own transaction: _ONE_STATEMENT
-                        conn.execute(_APPEND_JOURNAL, params)
-                        results: list[Any] = [None]
-                    elif op in _ONE_STATEMENT:
-                        results = [_OPS[op](conn, params)]
-                    else:
-                        results = self._apply_in_transaction(tx)
+                # one operation alone of _ONE_STATEMENT is its own transaction
+                op = ops[0][0] if len(ops) == 1 and not self._notify_node else None
+                if op is _APPEND:  # (a step's record: the SQL without _OPS' closure)
+                    conn.execute(_APPEND_JOURNAL, ops[0][1])
+                    results: list[Any] = [None]
+                elif op in _ONE_STATEMENT:
+                    results = [_OPS[op](conn, ops[0][1])]
                 else:
                     results = self._apply_in_transaction(tx)
             except sqlite3.OperationalError as exc:

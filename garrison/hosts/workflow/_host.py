@@ -231,10 +231,9 @@ class WorkflowHost:
 
     def run_instance(self, wf: WorkflowInstance) -> None:
         """Make ``wf`` active and start its task."""
-        assert self._nursery is not None
         self.active[wf.wid] = wf
         self.queue.started(wf)
-        self._nursery.start_soon(wf.main)
+        self.start_soon(wf.main)
 
     def exited(self, wf: WorkflowInstance) -> None:
         """``wf``'s task ended (it finished, was blocked, or the node closes): its queue
