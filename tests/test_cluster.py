@@ -609,3 +609,46 @@ def test_the_rate_is_the_hosts_across_the_cluster(
                                                                   strict=False)), times
     finally:
         look.close()
+
+
+async def test_a_claimed_workflow_that_ends_at_once_is_not_marked_running_after_its_end(
+        postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A node marks the parked workflows it claims ``running`` before they run: a slow
+    status write landing after a workflow's own end made it ``running`` for good (its
+    ``result()`` never returned; one run in ten of a test_queue test)."""
+    import cluster_app
+    import trio
+
+    from garrison.persistence import Op
+    from garrison.persistence._postgres import PostgresStore
+
+    async with garrison.open_node(store=postgres_url, name="t", lease=LEASE,
+                                  max_concurrent=2) as node:
+        for wid in ("a", "b"):
+            await node.start_workflow(cluster_app.sleeper, 1, 0.3, id=wid)
+        await trio.sleep(0.2)  # both sleep, and the store says so
+    look = Look(postgres_url)
+    try:
+        assert look.statuses() == {"a": "sleeping", "b": "sleeping"}
+    finally:
+        look.close()
+    commit = PostgresStore.commit
+
+    async def slow_status_writes(self: PostgresStore, tx: garrison.persistence.Transaction
+                                 ) -> list[object]:
+        if all(op is Op.UPDATE_WORKFLOW for op, _ in tx.ops):
+            await trio.sleep(0.3)  # any commit of statuses alone comes late
+        return await commit(self, tx)
+
+    monkeypatch.setattr(PostgresStore, "commit", slow_status_writes)
+    # one slot: the first is resumed at start, the second claimed once the first ended
+    async with garrison.open_node(store=postgres_url, name="t", lease=LEASE,
+                                  max_concurrent=1) as node:
+        with trio.fail_after(10):
+            assert [await node.workflow(wid).result() for wid in ("a", "b")] == [1, 1]
+            await trio.sleep(0.5)  # any late write has landed
+    look = Look(postgres_url)
+    try:
+        assert look.statuses() == {"a": "completed", "b": "completed"}
+    finally:
+        look.close()

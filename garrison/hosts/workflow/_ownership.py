@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..._errors import WorkflowMoved
 from ...persistence import Transaction, WorkflowRecord, WorkflowStatus
-from ._recovery import load
+from ._recovery import load, mark_running
 
 if TYPE_CHECKING:
     from ._host import WorkflowHost
@@ -60,11 +60,8 @@ def adopt(host: WorkflowHost, records: list[WorkflowRecord]) -> list[str]:
     if waiting:  # in queue order (priority, start order), as after a restart
         host.queue.restore([r for r, _ in waiting.values()],
                            lambda record: waiting[record.workflow_id][1])
-    if resumed:
-        try:
-            host.write_soon(resumed)
-        except Exception as exc:  # only a status: each workflow's next commit fixes it
-            log.warning("could not mark claimed workflows running: %s", exc)
+    if resumed:  # (before the tasks just started run: see mark_running)
+        mark_running(host, resumed)
     return started
 
 

@@ -149,6 +149,17 @@ async def resume_all(host: WorkflowHost, nursery: trio.Nursery) -> None:
             host.cancel_children(wf)
 
 
+def mark_running(host: WorkflowHost, tx: Transaction) -> None:
+    """Write ``tx``, which marks workflows about to run ``running``, now: before their
+    tasks run. Written later (by ``write_soon``'s task) it could land after one of them
+    recorded its end, and mark a finished workflow running for good. A failure is only
+    logged: it is only a status, and each workflow records its own end."""
+    try:
+        host.store.write(tx)
+    except Exception as exc:
+        log.warning("could not mark resumed workflows running: %s", exc)
+
+
 def _count_tool_starts(host: WorkflowHost, queued: list[WorkflowRecord]) -> None:
     """Count as started here the ``pending`` workflows a tool created while no node ran
     (``garrison workflows start``, ``schedules trigger``): never run, and without a
@@ -232,11 +243,12 @@ def refresh(host: WorkflowHost, wid: str, *, starting: bool = False) -> None:
                 host.counts["started"] += 1  # a tool's start, picked up here
             host.queue.offer(load(host, record), record)
             return
-        host.run_instance(load(host, record))
-        host.counts["started"] += 1  # by a tool, while this node runs
+        wf = load(host, record)
         if record.status != WorkflowStatus.RUNNING:
-            host.write_soon(Transaction().update_workflow(wid, status=WorkflowStatus.RUNNING,
-                                                          time=host.clock.now()))
+            mark_running(host, Transaction().update_workflow(
+                wid, status=WorkflowStatus.RUNNING, time=host.clock.now()))
+        host.run_instance(wf)
+        host.counts["started"] += 1  # by a tool, while this node runs
         return
     if wf.done.is_set():
         return  # blocked: its code has ended (a retry starts a new attempt)
