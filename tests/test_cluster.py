@@ -652,3 +652,61 @@ async def test_a_claimed_workflow_that_ends_at_once_is_not_marked_running_after_
         assert look.statuses() == {"a": "completed", "b": "completed"}
     finally:
         look.close()
+
+
+async def _blocked(node: garrison.Node, url: str, wid: str) -> None:
+    """A workflow whose code is gone (created by a tool), blocked on ``node``."""
+    import trio
+
+    from garrison.persistence import Transaction, open_store
+
+    with open_store(url, lock=False) as tool:
+        tool.write(Transaction().create_workflow(wid, "nomodule:gone", []))
+    with trio.fail_after(10):
+        while wid not in node.hosts["workflows"].active or \
+                node.workflow(wid).status() != "blocked":
+            await trio.sleep(0.02)
+
+
+async def test_a_drain_hands_over_a_blocked_workflow_too(postgres_url: str) -> None:
+    """A blocked workflow stays in its host's ``active`` (its code has ended): the drain
+    skipped it, and waited for ``active`` to empty for ever. It is released now (a node
+    with code that takes its recorded path may resume it)."""
+    import trio
+
+    async with garrison.open_node(store=postgres_url, name="t", lease="30s") as node:
+        await _blocked(node, postgres_url, "x")
+        node.drain()
+        with trio.fail_after(5):
+            await node.drained()
+        assert "x" not in node.hosts["workflows"].active
+        look = Look(postgres_url)
+        try:
+            assert look.owners() == {"x": None}
+        finally:
+            look.close()
+
+
+async def test_a_lapsed_lease_drops_a_blocked_workflow_too(postgres_url: str) -> None:
+    """When its lease lapsed a node dropped its running workflows but kept a blocked one
+    in memory, which another node may own from then on (this node then answered for it
+    from that stale copy). It leaves with the others; claimed again, it is loaded
+    afresh."""
+    import trio
+
+    async with garrison.open_node(store=postgres_url, name="t", lease="1s") as node:
+        await _blocked(node, postgres_url, "x")
+        host = node.hosts["workflows"]
+        old = host.active["x"]
+        member = node._members[0]
+        epoch = member.epoch
+        look = Look(postgres_url)
+        try:  # cut off: its lease ends now
+            look.store._query("UPDATE garrison.nodes SET lease_until = lease_until - 100 "
+                              "WHERE epoch = %s RETURNING 1", (epoch,))
+        finally:
+            look.close()
+        with trio.fail_after(10):
+            while member.epoch == epoch:  # it joined again, under a new epoch
+                await trio.sleep(0.02)
+        assert host.active.get("x") is not old

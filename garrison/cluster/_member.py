@@ -234,7 +234,7 @@ class ClusterMember:
         running = [wf for wf in host.active.values() if not wf.done.is_set()]
         log.warning("node %s lost its lease: stopping its %d workflows", self.name,
                     len(running))
-        for wf in running:
+        for wf in list(host.active.values()):  # blocked ones too: they leave at once
             hand_over(host, wf, exc, now=True)
         with trio.move_on_after(max(self.lease, 1.0)):
             for wf in running:

@@ -8,8 +8,8 @@ keeps memory in line with it:
 
 - :func:`adopt`: load claimed workflows and run them by replay (marked ``running``);
 - :func:`hand_over`: stop a workflow here without recording anything: at once (its
-  lease lapsed, or it waits for something) or at its next durable operation (a drain:
-  what it was doing is recorded first);
+  lease lapsed, or it waits for something, or it is blocked) or at its next durable
+  operation (a drain: what it was doing is recorded first);
 - :func:`moved`: the instance stopped because of :class:`~garrison.WorkflowMoved`: it
   leaves ``active``, waiters read its outcome from the store, and the cluster releases
   it if this node still owns it.
@@ -75,8 +75,12 @@ def hand_over(host: WorkflowHost, wf: WorkflowInstance, exc: WorkflowMoved, *,
               now: bool) -> None:
     """Stop ``wf`` on this node without recording anything: ``now`` cancels it where it
     is; otherwise it stops at its next durable operation (after recording the one in
-    flight)."""
+    flight). A blocked workflow (its code has ended, it stays in ``active`` until a
+    retry) leaves at once: a drain waits for ``active`` to empty, and after a lapse
+    another node may own it."""
     if wf.done.is_set():
+        if host.active.get(wf.wid) is wf:  # blocked: nothing runs, nothing to record
+            moved(host, wf, exc)
         return
     if wf.store_error is None:
         wf.store_error = exc
