@@ -710,3 +710,30 @@ async def test_a_lapsed_lease_drops_a_blocked_workflow_too(postgres_url: str) ->
             while member.epoch == epoch:  # it joined again, under a new epoch
                 await trio.sleep(0.02)
         assert host.active.get("x") is not old
+
+
+async def test_a_drain_hands_over_a_workflow_waiting_in_the_queue_at_once(
+        postgres_url: str) -> None:
+    """A workflow waiting in the node's queue (here for the cluster's admission) stayed
+    in the queue through a drain: it would start only to stop at its first step, and
+    while the cluster admitted nothing more (its one slot held by the other workflow,
+    moved away) the drain never ended. It leaves at once, never run."""
+    import cluster_app
+    import trio
+
+    async with garrison.open_node(store=postgres_url, name="t", lease="30s",
+                                  cluster_max_concurrent=1) as node:
+        await node.start_workflow(cluster_app.sleeper, 100, 0.5, id="w1")
+        await node.start_workflow(cluster_app.sleeper, 1, 0.5, id="w2")
+        assert node.workflow("w2").status() == "pending"  # the cluster's slot is w1's
+        node.drain()
+        with trio.fail_after(5):
+            await node.drained()
+        assert node.hosts["workflows"].active == {}
+        look = Look(postgres_url)
+        try:
+            assert look.owners() == {"w1": None, "w2": None}
+            assert look.statuses()["w2"] == "pending"
+            assert look.store.journal("w2") == []  # it never ran
+        finally:
+            look.close()

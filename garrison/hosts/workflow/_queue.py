@@ -334,6 +334,15 @@ class WorkflowQueue:
                            ErrorInfo.from_exception(WorkflowCancelled(
                                f"workflow {wf.wid!r} was cancelled")))
 
+    def leave(self, wf: WorkflowInstance) -> bool:
+        """``wf`` leaves the node (handed over in a cluster): if it waits here, it is
+        taken out of the queue (True); it never ran, nothing of it is recorded."""
+        if not self.holds(wf):
+            return False
+        del self.held[wf.wid]
+        self._keys.pop(wf.wid, None)
+        return True
+
     def killed(self, wf: WorkflowInstance, reason: ErrorInfo) -> bool:
         """``wf`` is killed: if it waits, it ends ``failed`` at once (True)."""
         if not self.holds(wf):
