@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -737,3 +738,29 @@ async def test_a_drain_hands_over_a_workflow_waiting_in_the_queue_at_once(
             assert look.store.journal("w2") == []  # it never ran
         finally:
             look.close()
+
+
+async def test_a_cancel_made_between_a_claim_and_its_adoption_is_kept(
+        postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The membership thread claims a workflow; the node runs it when the trio side
+    takes the claim. A cancel asked on this node in between went to the store only (the
+    workflow was not running here, and this node, its owner, gets no wakeup), and the
+    node ran the claim's older copy of the row: the cancel was lost."""
+    import trio
+
+    from garrison.cluster import _member
+    from garrison.persistence import Transaction, open_store
+
+    adopt = _member.adopt
+
+    def cancelled_first(host: Any, records: list[Any]) -> list[str]:
+        for record in records:  # a cancel comes between the claim and its adoption
+            assert host.request_cancel(record.workflow_id)
+        return adopt(host, records)
+
+    monkeypatch.setattr(_member, "adopt", cancelled_first)
+    async with garrison.open_node(store=postgres_url, name="t", lease="30s") as node:
+        with open_store(postgres_url, lock=False) as tool:  # the cluster claims it
+            tool.write(Transaction().create_workflow("w", "cluster_app:sleeper", [100, 0.5]))
+        with trio.fail_after(5), pytest.raises(garrison.WorkflowCancelled):
+            await node.workflow("w").result()

@@ -43,6 +43,12 @@ def adopt(host: WorkflowHost, records: list[WorkflowRecord]) -> list[str]:
         if wid in host.active or host.closing:
             continue
         try:
+            # read again: the claim's copy may be older than a cancel request this node
+            # wrote since (not running here, the workflow got it in the store only, and
+            # no wakeup: this node owns it); load reads the rest (inbox...) afresh
+            record = host.store.get_workflow(wid) or record
+            if WorkflowStatus(record.status).finished:
+                continue
             wf = load(host, record)
         except Exception as exc:  # pragma: no cover - a broken row
             log.error("cannot resume workflow %s: %s", wid, exc, extra={"workflow_id": wid})
