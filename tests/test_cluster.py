@@ -764,3 +764,31 @@ async def test_a_cancel_made_between_a_claim_and_its_adoption_is_kept(
             tool.write(Transaction().create_workflow("w", "cluster_app:sleeper", [100, 0.5]))
         with trio.fail_after(5), pytest.raises(garrison.WorkflowCancelled):
             await node.workflow("w").result()
+
+
+async def test_a_workflow_left_to_the_cluster_is_not_taken_back_before_its_release(
+        postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full node leaves a new workflow to the cluster: its membership thread releases
+    it shortly. ``result()`` asked before that release landed saw this node as the
+    owner still and queued it here; released, the workflow ran elsewhere (here, claimed
+    afresh once a slot freed) while the queued copy was refused by the store, and
+    ``result()`` waited for that copy for ever."""
+    import cluster_app
+    import trio
+
+    from garrison.persistence._pg_cluster import PgCluster
+
+    release = PgCluster.release
+
+    def slow_release(self: PgCluster, ids: list[str] | None) -> int:
+        if ids:
+            time.sleep(0.3)  # the thread releases it a little later
+        return release(self, ids)
+
+    monkeypatch.setattr(PgCluster, "release", slow_release)
+    async with garrison.open_node(store=postgres_url, name="t", lease="30s",
+                                  max_concurrent=1) as node:
+        await node.start_workflow(cluster_app.sleeper, 1, 0.5, id="w1")
+        await node.start_workflow(cluster_app.sleeper, 1, 0.1, id="w2")  # left to others
+        with trio.fail_after(10):
+            assert await node.workflow("w2").result() == 1

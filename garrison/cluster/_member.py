@@ -63,6 +63,9 @@ class ClusterMember:
         self._stop = threading.Event()
         self._rejoin = threading.Event()
         self._releases: list[str] = []
+        #: workflows this node stopped and gives up, until the thread released them:
+        #: the store still names this node their owner meanwhile
+        self._giving_up: set[str] = set()
         self._lock = threading.Lock()
         self._wake_r, self._wake_w = os.pipe()
         self._thread: threading.Thread | None = None
@@ -139,12 +142,19 @@ class ClusterMember:
         still owns it, release it so that another claims it at once."""
         with self._lock:
             self._releases.append(wid)
+            self._giving_up.add(wid)
         self.poke()
         if self.draining:
             self._ready.set()
 
     def owns(self, wid: str) -> bool:
-        """True if this node's incarnation owns the workflow ``wid`` (in the store)."""
+        """True if this node's incarnation owns the workflow ``wid`` (in the store), and
+        has not given it up: until its release lands, the store names this node still,
+        and a node that took it back then (a wakeup, ``result()``) would hold a workflow
+        that others claim once released."""
+        with self._lock:
+            if wid in self._giving_up:
+                return False
         return self.pg.owner_of(wid) == self.pg.epoch
 
     def moved(self, wf: Any, exc: WorkflowMoved) -> None:
@@ -363,6 +373,7 @@ class ClusterMember:
                 self._rejoin.clear()
                 with self._lock:
                     self._releases.clear()
+                    self._giving_up.clear()
                 self._held = set()
                 self.join()
                 return
@@ -381,6 +392,8 @@ class ClusterMember:
         ids = [w for w in releases if w not in ("*", "!drain")]
         if ids:
             pg.release(ids)
+            with self._lock:
+                self._giving_up.difference_update(ids)
         if "*" in releases:
             pg.release(None)
             self._post("released")
