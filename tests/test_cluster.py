@@ -792,3 +792,33 @@ async def test_a_workflow_left_to_the_cluster_is_not_taken_back_before_its_relea
         await node.start_workflow(cluster_app.sleeper, 1, 0.1, id="w2")  # left to others
         with trio.fail_after(10):
             assert await node.workflow("w2").result() == 1
+
+
+async def test_a_release_that_fails_is_tried_again(
+        postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cluster round whose release failed (the server away for a moment) dropped what
+    it was releasing: the workflow stayed owned by this live node, which had let it go,
+    so no node ever claimed it. The next round releases it."""
+    import cluster_app
+    import psycopg
+    import trio
+
+    from garrison.persistence._pg_cluster import PgCluster
+
+    release = PgCluster.release
+    failed: list[list[str]] = []
+
+    def flaky_release(self: PgCluster, ids: list[str] | None) -> int:
+        if ids and not failed:
+            failed.append(ids)
+            raise psycopg.OperationalError("the server is away for a moment")
+        return release(self, ids)
+
+    monkeypatch.setattr(PgCluster, "release", flaky_release)
+    async with garrison.open_node(store=postgres_url, name="t", lease="3s",
+                                  max_concurrent=1) as node:
+        await node.start_workflow(cluster_app.sleeper, 1, 0.5, id="w1")
+        await node.start_workflow(cluster_app.sleeper, 1, 0.1, id="w2")  # left to others
+        with trio.fail_after(10):
+            assert await node.workflow("w2").result() == 1
+        assert failed == [["w2"]]

@@ -360,6 +360,26 @@ class ClusterMember:
                 out.append(text)
         return out
 
+    def _release(self, releases: list[str]) -> None:
+        """The thread: what the trio side gave up (``stopped``: workflow ids; ``"*"``:
+        all; ``"!drain"``: mark this node draining)."""
+        pg = self.pg
+        if "!drain" in releases:
+            pg.set_status("draining")
+            self._post("drain")
+        if self.draining and self._held:
+            pg.release_singletons()
+            self._held = set()
+            self._post("singletons", set())
+        ids = [w for w in releases if w not in ("*", "!drain")]
+        if ids:
+            pg.release(ids)
+            with self._lock:
+                self._giving_up.difference_update(ids)
+        if "*" in releases:
+            pg.release(None)
+            self._post("released")
+
     def _round(self, rounds: int) -> None:
         pg = self.pg
         now = time.monotonic()
@@ -382,21 +402,12 @@ class ClusterMember:
                 self._post("drain")
         with self._lock:
             releases, self._releases = self._releases, []
-        if "!drain" in releases:
-            pg.set_status("draining")
-            self._post("drain")
-        if self.draining and self._held:
-            pg.release_singletons()
-            self._held = set()
-            self._post("singletons", set())
-        ids = [w for w in releases if w not in ("*", "!drain")]
-        if ids:
-            pg.release(ids)
-            with self._lock:
-                self._giving_up.difference_update(ids)
-        if "*" in releases:
-            pg.release(None)
-            self._post("released")
+        try:
+            self._release(releases)
+        except BaseException:
+            with self._lock:  # the next round tries them again (each is idempotent)
+                self._releases[:0] = releases
+            raise
         lost = pg.mark_lost()
         if lost:
             log.warning("node %s: nodes lost (lease lapsed): %s", self.name,
