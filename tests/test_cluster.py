@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -636,8 +637,13 @@ async def test_a_claimed_workflow_that_ends_at_once_is_not_marked_running_after_
 
     async def slow_status_writes(self: PostgresStore, tx: garrison.persistence.Transaction
                                  ) -> list[object]:
-        if all(op is Op.UPDATE_WORKFLOW for op, _ in tx.ops):
-            await trio.sleep(0.3)  # any commit of statuses alone comes late
+        if all(op is Op.UPDATE_WORKFLOW and dict(params[2]).get("status") == "running"
+               for op, params in tx.ops):
+            # any commit marking workflows running, alone, comes late (not the parked
+            # statuses the host writes shortly after a workflow parks: delayed here,
+            # they would overtake the commits queued after them, which the store's
+            # group commit never lets happen, and mark an ended workflow parked)
+            await trio.sleep(0.3)
         return await commit(self, tx)
 
     monkeypatch.setattr(PostgresStore, "commit", slow_status_writes)
@@ -652,3 +658,172 @@ async def test_a_claimed_workflow_that_ends_at_once_is_not_marked_running_after_
         assert look.statuses() == {"a": "completed", "b": "completed"}
     finally:
         look.close()
+
+
+async def _blocked(node: garrison.Node, url: str, wid: str) -> None:
+    """A workflow whose code is gone (created by a tool), blocked on ``node``."""
+    import trio
+
+    from garrison.persistence import Transaction, open_store
+
+    with open_store(url, lock=False) as tool:
+        tool.write(Transaction().create_workflow(wid, "nomodule:gone", []))
+    with trio.fail_after(10):
+        while wid not in node.hosts["workflows"].active or \
+                node.workflow(wid).status() != "blocked":
+            await trio.sleep(0.02)
+
+
+async def test_a_drain_hands_over_a_blocked_workflow_too(postgres_url: str) -> None:
+    """A blocked workflow stays in its host's ``active`` (its code has ended): the drain
+    skipped it, and waited for ``active`` to empty for ever. It is released now (a node
+    with code that takes its recorded path may resume it)."""
+    import trio
+
+    async with garrison.open_node(store=postgres_url, name="t", lease="30s") as node:
+        await _blocked(node, postgres_url, "x")
+        node.drain()
+        with trio.fail_after(5):
+            await node.drained()
+        assert "x" not in node.hosts["workflows"].active
+        look = Look(postgres_url)
+        try:
+            assert look.owners() == {"x": None}
+        finally:
+            look.close()
+
+
+async def test_a_lapsed_lease_drops_a_blocked_workflow_too(postgres_url: str) -> None:
+    """When its lease lapsed a node dropped its running workflows but kept a blocked one
+    in memory, which another node may own from then on (this node then answered for it
+    from that stale copy). It leaves with the others; claimed again, it is loaded
+    afresh."""
+    import trio
+
+    async with garrison.open_node(store=postgres_url, name="t", lease="1s") as node:
+        await _blocked(node, postgres_url, "x")
+        host = node.hosts["workflows"]
+        old = host.active["x"]
+        member = node._members[0]
+        epoch = member.epoch
+        look = Look(postgres_url)
+        try:  # cut off: its lease ends now
+            look.store._query("UPDATE garrison.nodes SET lease_until = lease_until - 100 "
+                              "WHERE epoch = %s RETURNING 1", (epoch,))
+        finally:
+            look.close()
+        with trio.fail_after(10):
+            while member.epoch == epoch:  # it joined again, under a new epoch
+                await trio.sleep(0.02)
+        assert host.active.get("x") is not old
+
+
+async def test_a_drain_hands_over_a_workflow_waiting_in_the_queue_at_once(
+        postgres_url: str) -> None:
+    """A workflow waiting in the node's queue (here for the cluster's admission) stayed
+    in the queue through a drain: it would start only to stop at its first step, and
+    while the cluster admitted nothing more (its one slot held by the other workflow,
+    moved away) the drain never ended. It leaves at once, never run."""
+    import cluster_app
+    import trio
+
+    async with garrison.open_node(store=postgres_url, name="t", lease="30s",
+                                  cluster_max_concurrent=1) as node:
+        await node.start_workflow(cluster_app.sleeper, 100, 0.5, id="w1")
+        await node.start_workflow(cluster_app.sleeper, 1, 0.5, id="w2")
+        assert node.workflow("w2").status() == "pending"  # the cluster's slot is w1's
+        node.drain()
+        with trio.fail_after(5):
+            await node.drained()
+        assert node.hosts["workflows"].active == {}
+        look = Look(postgres_url)
+        try:
+            assert look.owners() == {"w1": None, "w2": None}
+            assert look.statuses()["w2"] == "pending"
+            assert look.store.journal("w2") == []  # it never ran
+        finally:
+            look.close()
+
+
+async def test_a_cancel_made_between_a_claim_and_its_adoption_is_kept(
+        postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The membership thread claims a workflow; the node runs it when the trio side
+    takes the claim. A cancel asked on this node in between went to the store only (the
+    workflow was not running here, and this node, its owner, gets no wakeup), and the
+    node ran the claim's older copy of the row: the cancel was lost."""
+    import trio
+
+    from garrison.cluster import _member
+    from garrison.persistence import Transaction, open_store
+
+    adopt = _member.adopt
+
+    def cancelled_first(host: Any, records: list[Any]) -> list[str]:
+        for record in records:  # a cancel comes between the claim and its adoption
+            assert host.request_cancel(record.workflow_id)
+        return adopt(host, records)
+
+    monkeypatch.setattr(_member, "adopt", cancelled_first)
+    async with garrison.open_node(store=postgres_url, name="t", lease="30s") as node:
+        with open_store(postgres_url, lock=False) as tool:  # the cluster claims it
+            tool.write(Transaction().create_workflow("w", "cluster_app:sleeper", [100, 0.5]))
+        with trio.fail_after(5), pytest.raises(garrison.WorkflowCancelled):
+            await node.workflow("w").result()
+
+
+async def test_a_workflow_left_to_the_cluster_is_not_taken_back_before_its_release(
+        postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full node leaves a new workflow to the cluster: its membership thread releases
+    it shortly. ``result()`` asked before that release landed saw this node as the
+    owner still and queued it here; released, the workflow ran elsewhere (here, claimed
+    afresh once a slot freed) while the queued copy was refused by the store, and
+    ``result()`` waited for that copy for ever."""
+    import cluster_app
+    import trio
+
+    from garrison.persistence._pg_cluster import PgCluster
+
+    release = PgCluster.release
+
+    def slow_release(self: PgCluster, ids: list[str] | None) -> int:
+        if ids:
+            time.sleep(0.3)  # the thread releases it a little later
+        return release(self, ids)
+
+    monkeypatch.setattr(PgCluster, "release", slow_release)
+    async with garrison.open_node(store=postgres_url, name="t", lease="30s",
+                                  max_concurrent=1) as node:
+        await node.start_workflow(cluster_app.sleeper, 1, 0.5, id="w1")
+        await node.start_workflow(cluster_app.sleeper, 1, 0.1, id="w2")  # left to others
+        with trio.fail_after(10):
+            assert await node.workflow("w2").result() == 1
+
+
+async def test_a_release_that_fails_is_tried_again(
+        postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cluster round whose release failed (the server away for a moment) dropped what
+    it was releasing: the workflow stayed owned by this live node, which had let it go,
+    so no node ever claimed it. The next round releases it."""
+    import cluster_app
+    import psycopg
+    import trio
+
+    from garrison.persistence._pg_cluster import PgCluster
+
+    release = PgCluster.release
+    failed: list[list[str]] = []
+
+    def flaky_release(self: PgCluster, ids: list[str] | None) -> int:
+        if ids and not failed:
+            failed.append(ids)
+            raise psycopg.OperationalError("the server is away for a moment")
+        return release(self, ids)
+
+    monkeypatch.setattr(PgCluster, "release", flaky_release)
+    async with garrison.open_node(store=postgres_url, name="t", lease="3s",
+                                  max_concurrent=1) as node:
+        await node.start_workflow(cluster_app.sleeper, 1, 0.5, id="w1")
+        await node.start_workflow(cluster_app.sleeper, 1, 0.1, id="w2")  # left to others
+        with trio.fail_after(10):
+            assert await node.workflow("w2").result() == 1
+        assert failed == [["w2"]]

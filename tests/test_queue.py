@@ -463,3 +463,53 @@ async def test_the_rate_holds_across_restarts(store_spec: str, autojump_clock: A
     times = sorted(start_times().values())
     assert len(times) == 8
     assert all(b - a >= 60 for a, b in zip(times, times[2:], strict=False))  # 2 a minute
+
+
+async def test_a_node_closes_while_a_queued_workflow_is_being_started(
+        tmp_path: Path, autojump_clock: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A queued workflow whose start (``running``) is being committed when the node
+    closes is neither waiting (the close sets those aside) nor running: the close waited
+    for its task, which never starts, for ever. It resumes on the next node. (SQLite: on
+    PostgreSQL a node that is full leaves a new workflow to the cluster, and the one
+    that claims it starts it at once.)"""
+    store_spec = str(tmp_path / "store.db")
+    from garrison.persistence import Op, Transaction
+
+    def marks_running(tx: Transaction) -> bool:
+        return bool(tx.ops) and all(op is Op.UPDATE_WORKFLOW
+                                    and dict(params[2]).get("status") == "running"
+                                    for op, params in tx.ops)
+
+    stuck: list[str] = []
+
+    async def watchdog(host: Any) -> None:
+        """Ten seconds into the close, fail the test rather than hang it: the
+        workflows the close still waits for are set free (and named)."""
+        await trio.sleep(10)
+        for wf in list(host.active.values()):
+            if not wf.exited.is_set():
+                stuck.append(wf.wid)
+                wf.exited.set()
+
+    async with trio.open_nursery() as nursery:
+        async with garrison.open_node(store=store_spec, max_concurrent=1) as node:
+            store_type = type(node.hosts["workflows"].store)
+            commit = store_type.commit
+
+            async def slow_starts(self: Any, tx: Transaction) -> list[Any]:
+                if marks_running(tx):  # the queue starting a waiting workflow
+                    await trio.sleep(1)
+                return await commit(self, tx)
+
+            monkeypatch.setattr(store_type, "commit", slow_starts)
+            await node.start_workflow(app.job, 1.0, id="a")
+            await node.start_workflow(app.job, 1.0, id="b")  # waits for a's slot
+            await trio.sleep(1.5)  # a ended at 1 s: b's start is being committed
+            nursery.start_soon(watchdog, node.hosts["workflows"])
+        nursery.cancel_scope.cancel()
+    assert stuck == []  # the close returned
+    monkeypatch.undo()
+    async with garrison.open_node(store=store_spec, max_concurrent=1) as node:
+        with trio.fail_after(10):
+            assert await node.workflow("b").result() == "b"
+    assert started() == ["a", "b"]

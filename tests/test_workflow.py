@@ -500,6 +500,23 @@ async def test_closing_the_node_journals_nothing(store_spec: str) -> None:
         assert store.journal("r") == []
 
 
+async def test_a_workflow_that_ends_as_the_node_closes_keeps_its_end(store_spec: str) -> None:
+    """The close writes the status of each parked workflow (``waiting``, ``sleeping``)
+    after committing what the write-soon task held: a workflow that ended meanwhile (a
+    cancel among those writes woke it) got its parked status back over its end, and
+    looked unfinished to tools and to the next node."""
+    db = store_spec
+    async with garrison.open_node(store=db) as node:
+        await node.start_workflow(app.receiver, id="r")
+        await wait_status(node.workflow("r"), "waiting")
+        # what ``process.cancel(pid)`` does first: the request is committed soon
+        assert node.hosts["workflows"].request_cancel("r")
+    with open_store(db) as store:
+        rec = store.get_workflow("r")
+        assert rec is not None and [e.kind for e in store.journal("r")] == ["cancel"]
+        assert rec.status == "cancelled"
+
+
 async def test_second_node_on_the_same_store_is_refused(store_spec: str) -> None:
     db = store_spec
     async with garrison.open_node(store=db):

@@ -63,6 +63,9 @@ class ClusterMember:
         self._stop = threading.Event()
         self._rejoin = threading.Event()
         self._releases: list[str] = []
+        #: workflows this node stopped and gives up, until the thread released them:
+        #: the store still names this node their owner meanwhile
+        self._giving_up: set[str] = set()
         self._lock = threading.Lock()
         self._wake_r, self._wake_w = os.pipe()
         self._thread: threading.Thread | None = None
@@ -139,12 +142,19 @@ class ClusterMember:
         still owns it, release it so that another claims it at once."""
         with self._lock:
             self._releases.append(wid)
+            self._giving_up.add(wid)
         self.poke()
         if self.draining:
             self._ready.set()
 
     def owns(self, wid: str) -> bool:
-        """True if this node's incarnation owns the workflow ``wid`` (in the store)."""
+        """True if this node's incarnation owns the workflow ``wid`` (in the store), and
+        has not given it up: until its release lands, the store names this node still,
+        and a node that took it back then (a wakeup, ``result()``) would hold a workflow
+        that others claim once released."""
+        with self._lock:
+            if wid in self._giving_up:
+                return False
         return self.pg.owner_of(wid) == self.pg.epoch
 
     def moved(self, wf: Any, exc: WorkflowMoved) -> None:
@@ -234,7 +244,7 @@ class ClusterMember:
         running = [wf for wf in host.active.values() if not wf.done.is_set()]
         log.warning("node %s lost its lease: stopping its %d workflows", self.name,
                     len(running))
-        for wf in running:
+        for wf in list(host.active.values()):  # blocked ones too: they leave at once
             hand_over(host, wf, exc, now=True)
         with trio.move_on_after(max(self.lease, 1.0)):
             for wf in running:
@@ -350,6 +360,26 @@ class ClusterMember:
                 out.append(text)
         return out
 
+    def _release(self, releases: list[str]) -> None:
+        """The thread: what the trio side gave up (``stopped``: workflow ids; ``"*"``:
+        all; ``"!drain"``: mark this node draining)."""
+        pg = self.pg
+        if "!drain" in releases:
+            pg.set_status("draining")
+            self._post("drain")
+        if self.draining and self._held:
+            pg.release_singletons()
+            self._held = set()
+            self._post("singletons", set())
+        ids = [w for w in releases if w not in ("*", "!drain")]
+        if ids:
+            pg.release(ids)
+            with self._lock:
+                self._giving_up.difference_update(ids)
+        if "*" in releases:
+            pg.release(None)
+            self._post("released")
+
     def _round(self, rounds: int) -> None:
         pg = self.pg
         now = time.monotonic()
@@ -363,6 +393,7 @@ class ClusterMember:
                 self._rejoin.clear()
                 with self._lock:
                     self._releases.clear()
+                    self._giving_up.clear()
                 self._held = set()
                 self.join()
                 return
@@ -371,19 +402,12 @@ class ClusterMember:
                 self._post("drain")
         with self._lock:
             releases, self._releases = self._releases, []
-        if "!drain" in releases:
-            pg.set_status("draining")
-            self._post("drain")
-        if self.draining and self._held:
-            pg.release_singletons()
-            self._held = set()
-            self._post("singletons", set())
-        ids = [w for w in releases if w not in ("*", "!drain")]
-        if ids:
-            pg.release(ids)
-        if "*" in releases:
-            pg.release(None)
-            self._post("released")
+        try:
+            self._release(releases)
+        except BaseException:
+            with self._lock:  # the next round tries them again (each is idempotent)
+                self._releases[:0] = releases
+            raise
         lost = pg.mark_lost()
         if lost:
             log.warning("node %s: nodes lost (lease lapsed): %s", self.name,

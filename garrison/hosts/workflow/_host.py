@@ -769,14 +769,18 @@ class WorkflowHost:
         node runs (recovery marks them ``running`` again)."""
         self.closing = True
         self.queue.close()  # waiting workflows stay pending in the store
+        if not self.client:
+            await self._write_held()  # what the write-soon task had not reached yet
+        # Who is parked is read now, right before its commit is queued: a workflow
+        # parked before the writes above may have ended during them (a cancel among
+        # them, its timer), and its end must not be overwritten with a parked status.
+        # One that ends from now on commits after this (commits land in call order).
         running = list(self.active.values())
         parked = Transaction()
         for wf in running:
             parked_now = wf.status in (WorkflowStatus.WAITING, WorkflowStatus.SLEEPING)
             if parked_now and not wf.done.is_set():
                 parked.update_workflow(wf.wid, status=wf.status)
-        if not self.client:
-            await self._write_held()  # what the write-soon task had not reached yet
         if parked and not self.client:
             try:
                 await self.store.commit(parked)

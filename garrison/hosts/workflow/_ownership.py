@@ -8,8 +8,8 @@ keeps memory in line with it:
 
 - :func:`adopt`: load claimed workflows and run them by replay (marked ``running``);
 - :func:`hand_over`: stop a workflow here without recording anything: at once (its
-  lease lapsed, or it waits for something) or at its next durable operation (a drain:
-  what it was doing is recorded first);
+  lease lapsed, or it waits for something, is blocked or queued) or at its next durable
+  operation (a drain: what it was doing is recorded first);
 - :func:`moved`: the instance stopped because of :class:`~garrison.WorkflowMoved`: it
   leaves ``active``, waiters read its outcome from the store, and the cluster releases
   it if this node still owns it.
@@ -43,6 +43,12 @@ def adopt(host: WorkflowHost, records: list[WorkflowRecord]) -> list[str]:
         if wid in host.active or host.closing:
             continue
         try:
+            # read again: the claim's copy may be older than a cancel request this node
+            # wrote since (not running here, the workflow got it in the store only, and
+            # no wakeup: this node owns it); load reads the rest (inbox...) afresh
+            record = host.store.get_workflow(wid) or record
+            if WorkflowStatus(record.status).finished:
+                continue
             wf = load(host, record)
         except Exception as exc:  # pragma: no cover - a broken row
             log.error("cannot resume workflow %s: %s", wid, exc, extra={"workflow_id": wid})
@@ -75,11 +81,23 @@ def hand_over(host: WorkflowHost, wf: WorkflowInstance, exc: WorkflowMoved, *,
               now: bool) -> None:
     """Stop ``wf`` on this node without recording anything: ``now`` cancels it where it
     is; otherwise it stops at its next durable operation (after recording the one in
-    flight)."""
+    flight). A blocked workflow (its code has ended, it stays in ``active`` until a
+    retry) and one waiting in the host's queue (it never ran) leave at once: a drain
+    waits for ``active`` to empty, and after a lapse another node may own them."""
     if wf.done.is_set():
+        if host.active.get(wf.wid) is wf:  # blocked: nothing runs, nothing to record
+            moved(host, wf, exc)
         return
     if wf.store_error is None:
         wf.store_error = exc
+    if host.queue.leave(wf):
+        # waiting in the queue: it never ran, and left there it would start (if ever:
+        # the cluster may admit nothing more) only to stop at its first step
+        wf.done.set()
+        moved(host, wf, exc)
+        wf.exited.set()
+        host.exited(wf)
+        return
     if (now or parked(wf)) and wf.scope is not None:
         wf.scope.cancel()
     wf.wake()

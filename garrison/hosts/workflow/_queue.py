@@ -334,6 +334,15 @@ class WorkflowQueue:
                            ErrorInfo.from_exception(WorkflowCancelled(
                                f"workflow {wf.wid!r} was cancelled")))
 
+    def leave(self, wf: WorkflowInstance) -> bool:
+        """``wf`` leaves the node (handed over in a cluster): if it waits here, it is
+        taken out of the queue (True); it never ran, nothing of it is recorded."""
+        if not self.holds(wf):
+            return False
+        del self.held[wf.wid]
+        self._keys.pop(wf.wid, None)
+        return True
+
     def killed(self, wf: WorkflowInstance, reason: ErrorInfo) -> bool:
         """``wf`` is killed: if it waits, it ends ``failed`` at once (True)."""
         if not self.holds(wf):
@@ -457,10 +466,18 @@ class WorkflowQueue:
         log.error("host %s could not start %d queued workflows: %s", self.host.name,
                   len(batch), exc)
         for wf in batch:
-            self.running.discard(wf.wid)
             self._keys.pop(wf.wid, None)
-            if self.host.active.get(wf.wid) is wf:
-                del self.host.active[wf.wid]
+            self._dropped(wf)
+
+    def _dropped(self, wf: WorkflowInstance) -> None:
+        """``wf``, taken from the queue to start, does not run here (the node closes, or
+        the store refused): it leaves ``active`` as one that never ran. Out of ``held``
+        while its start was committed, the node's close did not see it: it must count as
+        exited, or ``shutdown`` waits for its task for ever."""
+        self.running.discard(wf.wid)
+        if self.host.active.get(wf.wid) is wf:
+            del self.host.active[wf.wid]
+        wf.exited.set()
 
     def _run(self, batch: list[WorkflowInstance], results: list[Any], index: int) -> None:
         host = self.host
@@ -475,8 +492,8 @@ class WorkflowQueue:
             wf.status = wf.stored_status = WorkflowStatus.RUNNING
             if host.active.get(wf.wid) is wf and not host.closing:
                 host.run_instance(wf)
-            else:
-                self.running.discard(wf.wid)
+            else:  # ended meanwhile, or the node closes: it resumes on the next one
+                self._dropped(wf)
 
     async def _start(self, batch: list[WorkflowInstance]) -> None:
         tx, index = self._marked(batch)
