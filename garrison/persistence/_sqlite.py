@@ -49,7 +49,13 @@ import trio
 from .._errors import DedupKeyTaken, NoSuchWorkflow, PromiseAlreadyCompleted, StoreError
 from ..actors._values import Pid
 from . import _file
-from ._checkpoint import BACKSTOP_PAGES, Checkpointer, preallocate_wal
+from ._checkpoint import (
+    BACKSTOP_PAGES,
+    NORMAL_TARGET_FRAMES,
+    TARGET_FRAMES,
+    Checkpointer,
+    preallocate_wal,
+)
 from ._converter import to_json
 from ._group_commit import Busy, CommitRequest, GroupCommit, Strategy, fail_all
 from ._records import (
@@ -454,7 +460,8 @@ class SQLiteStore(StoreShortcuts):
             self._conn.execute(f"PRAGMA wal_autocheckpoint={BACKSTOP_PAGES}")
             self._checkpointer = Checkpointer(
                 lambda: sqlite3.connect(file, timeout=busy_timeout, check_same_thread=False),
-                self._write_lock)
+                self._write_lock, TARGET_FRAMES if self.synchronous == "full"
+                else NORMAL_TARGET_FRAMES)
             if self.synchronous == "full":  # every commit fsyncs the WAL: see preallocate_wal
                 preallocate_wal(self._conn, file)
         if self.path is None or self._notify_node:
