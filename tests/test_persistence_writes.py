@@ -515,3 +515,35 @@ def test_a_full_store_writes_its_wal_over_zeros_and_recovers_from_it(tmp_path: P
             assert copy.get_state("w", f"k{written + 1}") is None
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("synchronous", ["normal", "full"])
+async def test_a_commit_is_not_interrupted_by_a_cancellation_of_its_caller(
+        store_spec: str, synchronous: str) -> None:
+    """The store protocol's promise, on every store: a commit called in a cancelled scope
+    (alone, or while a batch forms) commits and returns its results; the cancellation
+    reaches the caller at its next checkpoint. A workflow's end relies on it (it is
+    recorded without a shielded scope of its own)."""
+    from garrison.persistence import open_store
+
+    store = open_store(store_spec, synchronous=synchronous)
+    try:
+        store.write(Transaction().create_workflow("w", "app:flow"))
+        reached: list[str] = []
+
+        async def commit_cancelled(key: str) -> None:
+            with trio.CancelScope() as scope:
+                scope.cancel()
+                assert await store.commit(Transaction().set_state("w", key, 1)) == [None]
+                reached.append(key)
+                await trio.lowlevel.checkpoint()
+                reached.append("never")
+
+        await commit_cancelled("alone")
+        async with trio.open_nursery() as nursery:
+            for i in range(5):
+                nursery.start_soon(commit_cancelled, f"batched{i}")
+        assert sorted(reached) == ["alone"] + [f"batched{i}" for i in range(5)]
+        assert sorted(store.states("w")) == sorted(reached)
+    finally:
+        store.close()

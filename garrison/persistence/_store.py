@@ -69,7 +69,10 @@ class Store(Protocol):
 
     async def commit(self, tx: Transaction) -> list[Any]:
         """Commit ``tx`` with every other write waiting at that moment (group commit);
-        returns each operation's result once it is committed."""
+        returns each operation's result once it is committed. A cancellation does not
+        interrupt it: once called it commits (or fails) and returns, and a cancellation
+        that came meanwhile reaches the caller at its next checkpoint (a workflow's end
+        is recorded this way as the node closes)."""
         ...
 
     def translate_error(self, exc: BaseException) -> StoreError | None:

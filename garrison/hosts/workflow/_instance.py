@@ -121,11 +121,12 @@ class WorkflowInstance(Waits, Activities, Interop):
         elif final is WorkflowStatus.COMPLETED and self.cancel_delivered:
             final = WorkflowStatus.CANCELLED
             error = ErrorInfo.from_exception(self._cancelled_error())
-        with trio.CancelScope(shield=True):
-            try:
-                await host.finish(self, final, value, error)
-            except StoreError as exc:  # the store failed (disk full, gone): keep the node
-                self._stop_on_store_error(exc)
+        # (no shielded scope: the store's commit, finish's one wait, is not interrupted
+        # by a cancellation, such as the node closing as a killed workflow ends)
+        try:
+            await host.finish(self, final, value, error)
+        except StoreError as exc:  # the store failed (disk full, gone): keep the node
+            self._stop_on_store_error(exc)
 
     def _stop_on_store_error(self, exc: StoreError) -> None:
         """The store refused this workflow's writes for good: it stops here (in memory
