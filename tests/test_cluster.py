@@ -778,8 +778,6 @@ async def test_a_workflow_left_to_the_cluster_is_not_taken_back_before_its_relea
     owner still and queued it here; released, the workflow ran elsewhere (here, claimed
     afresh once a slot freed) while the queued copy was refused by the store, and
     ``result()`` waited for that copy for ever."""
-    import cluster_app
-    import trio
 
     from garrison.persistence._pg_cluster import PgCluster
 
@@ -791,12 +789,7 @@ async def test_a_workflow_left_to_the_cluster_is_not_taken_back_before_its_relea
         return release(self, ids)
 
     monkeypatch.setattr(PgCluster, "release", slow_release)
-    async with garrison.open_node(store=postgres_url, name="t", lease="30s",
-                                  max_concurrent=1) as node:
-        await node.start_workflow(cluster_app.sleeper, 1, 0.5, id="w1")
-        await node.start_workflow(cluster_app.sleeper, 1, 0.1, id="w2")  # left to others
-        with trio.fail_after(10):
-            assert await node.workflow("w2").result() == 1
+    await _second_start_left_to_the_cluster_finishes(postgres_url, "30s")
 
 
 async def test_a_release_that_fails_is_tried_again(
@@ -804,9 +797,7 @@ async def test_a_release_that_fails_is_tried_again(
     """A cluster round whose release failed (the server away for a moment) dropped what
     it was releasing: the workflow stayed owned by this live node, which had let it go,
     so no node ever claimed it. The next round releases it."""
-    import cluster_app
     import psycopg
-    import trio
 
     from garrison.persistence._pg_cluster import PgCluster
 
@@ -820,10 +811,18 @@ async def test_a_release_that_fails_is_tried_again(
         return release(self, ids)
 
     monkeypatch.setattr(PgCluster, "release", flaky_release)
-    async with garrison.open_node(store=postgres_url, name="t", lease="3s",
-                                  max_concurrent=1) as node:
+    await _second_start_left_to_the_cluster_finishes(postgres_url, "3s")
+    assert failed == [["w2"]]
+
+
+async def _second_start_left_to_the_cluster_finishes(url: str, lease: str) -> None:
+    """On a node with one slot, ``w1`` runs and ``w2`` is left unowned to the cluster
+    (this node claims it back once its slot frees): ``w2``'s result arrives."""
+    import cluster_app
+    import trio
+
+    async with garrison.open_node(store=url, name="t", lease=lease, max_concurrent=1) as node:
         await node.start_workflow(cluster_app.sleeper, 1, 0.5, id="w1")
         await node.start_workflow(cluster_app.sleeper, 1, 0.1, id="w2")  # left to others
         with trio.fail_after(10):
             assert await node.workflow("w2").result() == 1
-        assert failed == [["w2"]]
