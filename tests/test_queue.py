@@ -513,3 +513,38 @@ async def test_a_node_closes_while_a_queued_workflow_is_being_started(
         with trio.fail_after(10):
             assert await node.workflow("b").result() == "b"
     assert started() == ["a", "b"]
+
+
+async def test_a_queued_workflow_whose_start_the_store_refuses_ends_its_waiters_wait(
+        tmp_path: Path, autojump_clock: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """When the store fails as the queue starts a waiting workflow (marks it
+    ``running``), the workflow stops here as one whose store fails under it does: a
+    ``result()`` waiting for it raises the store's error (it waited for ever), and
+    nothing is lost: it is still ``pending`` in the store and runs on the next node.
+    (SQLite: on PostgreSQL a full node leaves a new workflow to the cluster.)"""
+    store_spec = str(tmp_path / "store.db")
+    from garrison.persistence import Op, Transaction
+
+    refused: list[str] = []
+    async with garrison.open_node(store=store_spec, max_concurrent=1) as node:
+        store_type = type(node.hosts["workflows"].store)
+        commit = store_type.commit
+
+        async def failing_starts(self: Any, tx: Transaction) -> list[Any]:
+            if tx.ops and all(op is Op.UPDATE_WORKFLOW
+                              and dict(params[2]).get("status") == "running"
+                              for op, params in tx.ops):  # the queue starting "b"
+                refused.append(tx.workflow_ids[0])
+                raise garrison.StoreError(self.path, "disk I/O error")
+            return await commit(self, tx)
+
+        monkeypatch.setattr(store_type, "commit", failing_starts)
+        await node.start_workflow(app.job, 1.0, id="a")
+        await node.start_workflow(app.job, 1.0, id="b")  # waits for a's slot
+        with trio.fail_after(100), pytest.raises(garrison.StoreError, match="disk I/O"):
+            await node.workflow("b").result()
+        assert refused == ["b"]
+        assert await node.workflow("a").result() == "a"
+        monkeypatch.undo()
+    async with garrison.open_node(store=store_spec) as node:
+        assert await node.workflow("b").result() == "b"

@@ -46,7 +46,7 @@ import attrs
 import trio
 
 from ..._duration import parse_rate
-from ..._errors import WorkflowCancelled
+from ..._errors import StoreError, WorkflowCancelled
 from ...actors._values import ErrorInfo
 from ...persistence import Transaction, WorkflowRecord, WorkflowStatus
 from ._waits import WallClock
@@ -462,12 +462,28 @@ class WorkflowQueue:
         return tx, -1
 
     def _failed(self, batch: list[WorkflowInstance], exc: Exception) -> None:
-        """The store refused to mark ``batch`` running: they stay pending there."""
-        log.error("host %s could not start %d queued workflows: %s", self.host.name,
+        """The store refused to mark ``batch`` running: they stay pending there and stop
+        here as workflows whose store failed under them do (``_instance.py``): a
+        waiting ``result()`` raises the store's error instead of waiting for ever, and
+        in a cluster they are released, for a node whose store works to claim them."""
+        host = self.host
+        log.error("host %s could not start %d queued workflows: %s", host.name,
                   len(batch), exc)
+        error = exc if isinstance(exc, StoreError) else StoreError(
+            host.store.path, f"it refused to start queued workflows: "
+                             f"{type(exc).__name__}: {exc}")
         for wf in batch:
             self._keys.pop(wf.wid, None)
             self._dropped(wf)
+            if wf.done.is_set():
+                continue
+            if wf.store_error is None:
+                wf.store_error = error
+            wf.status = WorkflowStatus.BLOCKED
+            wf.error = ErrorInfo.from_exception(wf.store_error)
+            wf.done.set()
+            if host.ownership is not None:
+                host.ownership.stopped(wf.wid)
 
     def _dropped(self, wf: WorkflowInstance) -> None:
         """``wf``, taken from the queue to start, does not run here (the node closes, or
