@@ -110,7 +110,7 @@ class WorkflowInstance(Waits, Activities, Interop):
                     raise
                 error, final = ErrorInfo.from_exception(rest), WorkflowStatus.FAILED
         if self.store_error is not None:
-            self._stop_on_store_error(self.store_error)  # nothing more can be recorded
+            self.stop_on_store_error(self.store_error)  # nothing more can be recorded
             return
         if final is None:
             if self.kill_reason is None:
@@ -126,9 +126,9 @@ class WorkflowInstance(Waits, Activities, Interop):
         try:
             await host.finish(self, final, value, error)
         except StoreError as exc:  # the store failed (disk full, gone): keep the node
-            self._stop_on_store_error(exc)
+            self.stop_on_store_error(exc)
 
-    def _stop_on_store_error(self, exc: StoreError) -> None:
+    def stop_on_store_error(self, exc: StoreError) -> None:
         """The store refused this workflow's writes for good: it stops here (in memory
         ``blocked``, nothing recorded as its outcome) and resumes from its journal on the
         next node that opens a working store. A workflow that moved to another node of

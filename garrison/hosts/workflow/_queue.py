@@ -46,7 +46,7 @@ import attrs
 import trio
 
 from ..._duration import parse_rate
-from ..._errors import StoreError, WorkflowCancelled
+from ..._errors import StoreError, WorkflowCancelled, WorkflowMoved
 from ...actors._values import ErrorInfo
 from ...persistence import Transaction, WorkflowRecord, WorkflowStatus
 from ._waits import WallClock
@@ -463,9 +463,10 @@ class WorkflowQueue:
 
     def _failed(self, batch: list[WorkflowInstance], exc: Exception) -> None:
         """The store refused to mark ``batch`` running: they stay pending there and stop
-        here as workflows whose store failed under them do (``_instance.py``): a
-        waiting ``result()`` raises the store's error instead of waiting for ever, and
-        in a cluster they are released, for a node whose store works to claim them."""
+        here as workflows whose store failed under them do
+        (:meth:`~WorkflowInstance.stop_on_store_error`): a waiting ``result()`` raises
+        the store's error instead of waiting for ever, and in a cluster they are
+        released, for a node whose store works to claim them."""
         host = self.host
         log.error("host %s could not start %d queued workflows: %s", host.name,
                   len(batch), exc)
@@ -477,13 +478,10 @@ class WorkflowQueue:
             self._dropped(wf)
             if wf.done.is_set():
                 continue
-            if wf.store_error is None:
-                wf.store_error = error
-            wf.status = WorkflowStatus.BLOCKED
-            wf.error = ErrorInfo.from_exception(wf.store_error)
-            wf.done.set()
-            if host.ownership is not None:
-                host.ownership.stopped(wf.wid)
+            failure = wf.store_error or error
+            wf.stop_on_store_error(failure)
+            if host.ownership is not None and not isinstance(failure, WorkflowMoved):
+                host.ownership.stopped(wf.wid)  # (a moved one is released by that call)
 
     def _dropped(self, wf: WorkflowInstance) -> None:
         """``wf``, taken from the queue to start, does not run here (the node closes, or

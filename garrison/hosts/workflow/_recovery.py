@@ -326,7 +326,7 @@ async def _finish_ended(host: WorkflowHost, wf: WorkflowInstance, error: ErrorIn
         try:
             await host.finish(wf, WorkflowStatus.FAILED, None, error)
         except StoreError as exc:  # the store failed: it ends on the next node
-            wf._stop_on_store_error(exc)
+            wf.stop_on_store_error(exc)
 
 
 def _request_error(requests: Sequence[Any]) -> ErrorInfo:
