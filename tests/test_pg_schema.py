@@ -10,7 +10,6 @@ from typing import Any
 
 import psycopg
 import pytest
-import sqlite_utils
 
 from garrison import StoreVersionError
 from garrison.persistence import _pg_schema, _schema
@@ -231,13 +230,13 @@ RECORDS = {
 
 
 def test_rows_read_back_build_the_same_records_as_sqlite(postgres_url: str) -> None:
-    lite = sqlite_utils.Database(sqlite3.connect(":memory:", isolation_level=None))
+    lite = sqlite3.connect(":memory:", isolation_level=None)
     _schema.migrate(lite, ":memory:")
     with psycopg.connect(postgres_url) as conn:
         _pg_schema.migrate(conn)
         for table, (columns, rows) in ROWS.items():
             marks = ", ".join("?" * len(rows[0]))
-            lite.conn.executemany(f"INSERT INTO {table} ({columns}) VALUES ({marks})", rows)
+            lite.executemany(f"INSERT INTO {table} ({columns}) VALUES ({marks})", rows)
             pg_marks = ", ".join(["%s"] * len(rows[0]))
             conn.cursor().executemany(
                 f"INSERT INTO garrison.{table} ({columns}) VALUES ({pg_marks})", rows

@@ -4,8 +4,14 @@
 is the initial schema. Each migration runs in its own ``BEGIN IMMEDIATE``
 transaction together with the row that records its version in
 ``schema_version``, so a crash mid-migration leaves the previous version.
-Tables are created with sqlite-utils; the few statements it has no words for
-(partial indexes) are plain SQL.
+
+The migrations are plain SQL on the store's ``sqlite3`` connection. The tables of
+versions 1, 2 and 4 were first created with sqlite-utils: their statements here are
+the ones it generated, word for word, so that a store created now and one migrated
+from then hold the same schema (the test of the schema compares them). Importing
+sqlite-utils imports numpy and pandas when they are installed: a tenth of a second
+at start and a heap a quarter larger, walked by every full garbage collection, for
+what a few ``CREATE TABLE`` statements do.
 
 Times are REAL unix seconds (UTC); JSON columns hold text produced by the
 converter.
@@ -13,10 +19,9 @@ converter.
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Callable
-
-import sqlite_utils
 
 from .._errors import StoreError, StoreVersionError
 
@@ -30,168 +35,162 @@ __all__ = [
     "read_version",
 ]
 
+_SCHEMA_VERSION_TABLE = """CREATE TABLE "schema_version" (
+   "version" INTEGER PRIMARY KEY,
+   "applied" REAL
+)"""
 
-def _v1_initial(db: sqlite_utils.Database) -> None:
-    db.table("workflows").create(
-        {
-            "workflow_id": str,
-            "name": str,  # module:qualname of the workflow function
-            "status": str,
-            "input": str,  # JSON: the argument list
-            "result": str,  # JSON
-            "error": str,  # JSON: ErrorInfo
-            "parent": str,  # str(Pid) of the spawning process, if any
-            "run_id": str,
-            "attempt": int,
-            "host": str,
-            "created": float,
-            "updated": float,
-            "search": str,  # JSON object: search attributes
-            "memo": str,  # JSON object
-            "cancel_requested": int,
-        },
-        pk="workflow_id",
-        not_null=["name", "status", "input", "attempt", "created", "updated", "search", "memo"],
-        defaults={"input": "[]", "attempt": 1, "search": "{}", "memo": "{}", "cancel_requested": 0},
-    )
-    db.table("workflows").create_index(["status", "updated"], index_name="workflows_by_status")
-    db.table("workflows").create_index(["parent"], index_name="workflows_by_parent")
 
-    db.table("journal").create(
-        {
-            "workflow_id": str,
-            "seq": int,
-            "kind": str,  # activity, send, receive, sleep, now, uuid4, ...
-            "name": str,  # the activity's or operation's name
-            "outcome": str,  # JSON, shape decided by the workflow host
-            "attempts": int,
-            "time": float,
-        },
-        pk=("workflow_id", "seq"),
-        foreign_keys=[("workflow_id", "workflows", "workflow_id")],
-        not_null=["kind", "name", "outcome", "attempts", "time"],
-        defaults={"name": "", "outcome": "null", "attempts": 1},
-    )
-
-    db.table("inbox").create(
-        {
-            "id": int,  # INTEGER PRIMARY KEY: arrival order
-            "workflow_id": str,
-            "msg_id": str,
-            "topic": str,
-            "payload": str,  # JSON
-            "sender": str,  # str(Pid) or NULL
-            "kind": str,  # 'message' | 'event'
-            "call_ref": str,
-            "created": float,
-            "consumed_seq": int,  # journal seq of the receive that took it; NULL = pending
-        },
-        pk="id",
-        foreign_keys=[("workflow_id", "workflows", "workflow_id")],
-        not_null=["workflow_id", "msg_id", "topic", "payload", "kind", "created"],
-        defaults={"payload": "null", "kind": "message"},
-    )
-    db.table("inbox").create_index(["msg_id"], index_name="inbox_msg_id", unique=True)
+def _v1_initial(conn: sqlite3.Connection) -> None:
+    # workflows.name: module:qualname of the workflow function; input: JSON argument
+    # list; error: JSON ErrorInfo; parent: str(Pid) of the spawning process;
+    # search / memo: JSON objects
+    conn.execute("""CREATE TABLE "workflows" (
+   "workflow_id" TEXT PRIMARY KEY,
+   "name" TEXT NOT NULL,
+   "status" TEXT NOT NULL,
+   "input" TEXT NOT NULL DEFAULT '[]',
+   "result" TEXT,
+   "error" TEXT,
+   "parent" TEXT,
+   "run_id" TEXT,
+   "attempt" INTEGER NOT NULL DEFAULT 1,
+   "host" TEXT,
+   "created" REAL NOT NULL,
+   "updated" REAL NOT NULL,
+   "search" TEXT NOT NULL DEFAULT '{}',
+   "memo" TEXT NOT NULL DEFAULT '{}',
+   "cancel_requested" INTEGER DEFAULT 0
+)""")
+    conn.execute('CREATE INDEX "workflows_by_status"\n    ON "workflows" ("status", "updated")')
+    conn.execute('CREATE INDEX "workflows_by_parent"\n    ON "workflows" ("parent")')
+    # journal.kind: activity, send, receive, sleep, now, uuid4, ...; name: the
+    # activity's or operation's name; outcome: JSON, shaped by the workflow host
+    # (rebuilt WITHOUT ROWID by version 6)
+    conn.execute("""CREATE TABLE "journal" (
+   "workflow_id" TEXT REFERENCES "workflows"("workflow_id"),
+   "seq" INTEGER,
+   "kind" TEXT NOT NULL,
+   "name" TEXT NOT NULL DEFAULT '',
+   "outcome" TEXT NOT NULL DEFAULT null,
+   "attempts" INTEGER NOT NULL DEFAULT 1,
+   "time" REAL NOT NULL,
+   PRIMARY KEY ("workflow_id", "seq")
+)""")
+    # inbox.id: arrival order; kind: 'message' | 'event'; sender: str(Pid) or NULL;
+    # consumed_seq: journal seq of the receive that took it (NULL: pending)
+    conn.execute("""CREATE TABLE "inbox" (
+   "id" INTEGER PRIMARY KEY,
+   "workflow_id" TEXT NOT NULL REFERENCES "workflows"("workflow_id"),
+   "msg_id" TEXT NOT NULL,
+   "topic" TEXT NOT NULL,
+   "payload" TEXT NOT NULL DEFAULT null,
+   "sender" TEXT,
+   "kind" TEXT NOT NULL DEFAULT 'message',
+   "call_ref" TEXT,
+   "created" REAL NOT NULL,
+   "consumed_seq" INTEGER
+)""")
+    conn.execute('CREATE UNIQUE INDEX "inbox_msg_id"\n    ON "inbox" ("msg_id")')
     # Pending messages of one workflow, in arrival order.
-    db.execute("CREATE INDEX inbox_pending ON inbox (workflow_id, id) WHERE consumed_seq IS NULL")
-
-    db.table("timers").create(
-        {"workflow_id": str, "seq": int, "deadline": float},
-        pk=("workflow_id", "seq"),
-        foreign_keys=[("workflow_id", "workflows", "workflow_id")],
-        not_null=["deadline"],
-    )
-    db.table("timers").create_index(["deadline"], index_name="timers_by_deadline")
-
-    db.table("promises").create(
-        {
-            "workflow_id": str,
-            "name": str,
-            "status": str,  # 'pending' | 'resolved' | 'rejected'
-            "value": str,  # JSON
-            "error": str,  # the rejection message
-            "created": float,
-            "completed": float,
-        },
-        pk=("workflow_id", "name"),
-        foreign_keys=[("workflow_id", "workflows", "workflow_id")],
-        not_null=["status", "created"],
-    )
-
-    db.table("state").create(
-        {"workflow_id": str, "key": str, "value": str, "updated": float},
-        pk=("workflow_id", "key"),
-        foreign_keys=[("workflow_id", "workflows", "workflow_id")],
-        not_null=["value", "updated"],
-    )
-
-    db.table("monitors").create(
-        {"workflow_id": str, "watcher": str, "created": float},
-        pk=("workflow_id", "watcher"),
-        foreign_keys=[("workflow_id", "workflows", "workflow_id")],
-        not_null=["created"],
-    )
-    db.table("monitors").create_index(["watcher"], index_name="monitors_by_watcher")
-
+    conn.execute("CREATE INDEX inbox_pending ON inbox (workflow_id, id) WHERE consumed_seq IS NULL")
+    conn.execute("""CREATE TABLE "timers" (
+   "workflow_id" TEXT REFERENCES "workflows"("workflow_id"),
+   "seq" INTEGER,
+   "deadline" REAL NOT NULL,
+   PRIMARY KEY ("workflow_id", "seq")
+)""")
+    conn.execute('CREATE INDEX "timers_by_deadline"\n    ON "timers" ("deadline")')
+    # promises.status: 'pending' | 'resolved' | 'rejected'; error: the rejection message
+    conn.execute("""CREATE TABLE "promises" (
+   "workflow_id" TEXT REFERENCES "workflows"("workflow_id"),
+   "name" TEXT,
+   "status" TEXT NOT NULL,
+   "value" TEXT,
+   "error" TEXT,
+   "created" REAL NOT NULL,
+   "completed" REAL,
+   PRIMARY KEY ("workflow_id", "name")
+)""")
+    conn.execute("""CREATE TABLE "state" (
+   "workflow_id" TEXT REFERENCES "workflows"("workflow_id"),
+   "key" TEXT,
+   "value" TEXT NOT NULL,
+   "updated" REAL NOT NULL,
+   PRIMARY KEY ("workflow_id", "key")
+)""")
+    conn.execute("""CREATE TABLE "monitors" (
+   "workflow_id" TEXT REFERENCES "workflows"("workflow_id"),
+   "watcher" TEXT,
+   "created" REAL NOT NULL,
+   PRIMARY KEY ("workflow_id", "watcher")
+)""")
+    conn.execute('CREATE INDEX "monitors_by_watcher"\n    ON "monitors" ("watcher")')
     # Writes made by tools (lock=False) that the node holding the lock must notice.
-    db.table("wakeups").create(
-        {"id": int, "workflow_id": str, "kind": str, "created": float},
-        pk="id",
-        not_null=["workflow_id", "kind", "created"],
-    )
+    conn.execute("""CREATE TABLE "wakeups" (
+   "id" INTEGER PRIMARY KEY,
+   "workflow_id" TEXT NOT NULL,
+   "kind" TEXT NOT NULL,
+   "created" REAL NOT NULL
+)""")
 
 
-def _v2_list_order(db: sqlite_utils.Database) -> None:
+def _v2_list_order(conn: sqlite3.Connection) -> None:
     # Keyset paging of ``list_workflows(after=..., limit=...)`` (the web console pages
     # through 100,000 workflows): the listing order, whole and per status.
-    db.table("workflows").create_index(["created", "workflow_id"],
-                                       index_name="workflows_by_created")
-    db.table("workflows").create_index(["status", "created", "workflow_id"],
-                                       index_name="workflows_by_status_created")
+    conn.execute('CREATE INDEX "workflows_by_created"\n'
+                 '    ON "workflows" ("created", "workflow_id")')
+    conn.execute('CREATE INDEX "workflows_by_status_created"\n'
+                 '    ON "workflows" ("status", "created", "workflow_id")')
 
 
-def _v3_trace_context(db: sqlite_utils.Database) -> None:
+def _columns(conn: sqlite3.Connection, table: str) -> set[str]:
+    return {row[1] for row in conn.execute(f'PRAGMA table_info("{table}")')}
+
+
+def _v3_trace_context(conn: sqlite3.Connection) -> None:
     # The OpenTelemetry trace context (JSON text: W3C traceparent/tracestate headers) a
     # message was sent in and a workflow was started in, so that the spans of a workflow
     # resumed after a crash join the traces they belong to. NULL without tracing.
     for table in ("inbox", "workflows"):
-        if "trace" not in db.table(table).columns_dict:
-            db.execute(f"ALTER TABLE {table} ADD COLUMN trace TEXT")
+        if "trace" not in _columns(conn, table):
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN trace TEXT")
 
 
-def _v4_schedules_and_queue(db: sqlite_utils.Database) -> None:
+def _v4_schedules_and_queue(conn: sqlite3.Connection) -> None:
     # Schedules (``workflow.schedule`` entries and ``node.schedule``): the spec and the
     # next tick, so that a restart loses no tick and a tick starts one workflow.
-    db.table("schedules").create(
-        {
-            "schedule_id": str,
-            "host": str,  # the workflow host whose workflows it starts
-            "workflow": str,  # module:qualname of the workflow function
-            "input": str,  # JSON: the argument list
-            "cron": str,  # a cron expression, or NULL (then ``every`` is set)
-            "every": float,  # whole seconds, or NULL (then ``cron`` is set)
-            "timezone": str,  # IANA name the cron expression is read in
-            "overlap": str,  # 'skip' | 'buffer_one' | 'allow_all'
-            "catchup_window": float,  # seconds: how late a tick may still start
-            "paused": int,
-            "next_tick": float,  # the next tick to act on; NULL: none (paused, or never)
-            "last_tick": float,  # the tick acted on last (started or skipped)
-            "last_workflow": str,  # id of the workflow the schedule started last
-            "buffered_tick": float,  # buffer_one: a tick waiting for last_workflow to end
-            "source": str,  # 'config' (synced from the config at start) | 'api'
-            "created": float,
-            "updated": float,
-        },
-        pk="schedule_id",
-        not_null=["host", "workflow", "input", "timezone", "overlap", "catchup_window",
-                  "paused", "source", "created", "updated"],
-        defaults={"input": "[]", "timezone": "UTC", "overlap": "skip", "paused": 0,
-                  "source": "api"},
-    )
+    # workflow: module:qualname of the workflow function; input: JSON argument list;
+    # cron: a cron expression, or NULL (then ``every``, whole seconds, is set);
+    # timezone: the IANA name the cron expression is read in; overlap: 'skip' |
+    # 'buffer_one' | 'allow_all'; catchup_window: seconds a tick may still start late;
+    # next_tick: the next tick to act on (NULL: none, paused or never); last_tick: the
+    # tick acted on last (started or skipped); last_workflow: the id of the workflow it
+    # started last; buffered_tick: buffer_one's tick waiting for last_workflow to end;
+    # source: 'config' (synced from the config at start) | 'api'
+    conn.execute("""CREATE TABLE "schedules" (
+   "schedule_id" TEXT PRIMARY KEY,
+   "host" TEXT NOT NULL,
+   "workflow" TEXT NOT NULL,
+   "input" TEXT NOT NULL DEFAULT '[]',
+   "cron" TEXT,
+   "every" REAL,
+   "timezone" TEXT NOT NULL DEFAULT 'UTC',
+   "overlap" TEXT NOT NULL DEFAULT 'skip',
+   "catchup_window" REAL NOT NULL,
+   "paused" INTEGER NOT NULL DEFAULT 0,
+   "next_tick" REAL,
+   "last_tick" REAL,
+   "last_workflow" TEXT,
+   "buffered_tick" REAL,
+   "source" TEXT NOT NULL DEFAULT 'api',
+   "created" REAL NOT NULL,
+   "updated" REAL NOT NULL
+)""")
     # The queue of a workflow host with limits: a row per workflow started with a dedup
     # key or waiting ``pending`` for a slot, from its start until it ends. ``seq`` is the
     # start order (AUTOINCREMENT: it only grows, also after rows are deleted).
-    db.execute(
+    conn.execute(
         "CREATE TABLE queue ("
         " seq INTEGER PRIMARY KEY AUTOINCREMENT,"
         " workflow_id TEXT NOT NULL UNIQUE REFERENCES workflows(workflow_id),"
@@ -200,19 +199,19 @@ def _v4_schedules_and_queue(db: sqlite_utils.Database) -> None:
         " enqueued REAL NOT NULL)"
     )
     # one unfinished workflow per dedup key
-    db.execute("CREATE UNIQUE INDEX queue_dedup ON queue (dedup) WHERE dedup IS NOT NULL")
+    conn.execute("CREATE UNIQUE INDEX queue_dedup ON queue (dedup) WHERE dedup IS NOT NULL")
 
 
-def _v5_admitted(db: sqlite_utils.Database) -> None:
+def _v5_admitted(conn: sqlite3.Connection) -> None:
     # When a workflow host with a ``rate`` admitted a workflow (it went from waiting to
     # running): the rate counts these over the last period, so it holds across restarts.
-    if "admitted" not in db.table("workflows").columns_dict:
-        db.execute("ALTER TABLE workflows ADD COLUMN admitted REAL")
-    db.execute("CREATE INDEX IF NOT EXISTS workflows_by_admitted ON workflows (host, admitted) "
+    if "admitted" not in _columns(conn, "workflows"):
+        conn.execute("ALTER TABLE workflows ADD COLUMN admitted REAL")
+    conn.execute("CREATE INDEX IF NOT EXISTS workflows_by_admitted ON workflows (host, admitted) "
                "WHERE admitted IS NOT NULL")
 
 
-def _v6_lean_writes(db: sqlite_utils.Database) -> None:
+def _v6_lean_writes(conn: sqlite3.Connection) -> None:
     # Every step commits one journal row. Kept WITHOUT ROWID the row lives in the
     # B-tree of its primary key alone, so the commit writes one page where a rowid
     # table wrote two (the table and the index of its key); reads by workflow id come
@@ -220,7 +219,7 @@ def _v6_lean_writes(db: sqlite_utils.Database) -> None:
     # served no query that ``workflows_by_status_created`` does not, and cost a B-tree
     # update at every status change. ``workflows_by_parent`` holds only children (a
     # top-level start no longer writes a NULL into it; ``parent = ?`` still uses it).
-    db.execute(
+    conn.execute(
         "CREATE TABLE journal_v6 ("
         " workflow_id TEXT NOT NULL REFERENCES workflows(workflow_id),"
         " seq INTEGER NOT NULL,"
@@ -232,17 +231,17 @@ def _v6_lean_writes(db: sqlite_utils.Database) -> None:
         " PRIMARY KEY (workflow_id, seq)"
         ") WITHOUT ROWID"
     )
-    db.execute("INSERT INTO journal_v6 (workflow_id, seq, kind, name, outcome, attempts, time) "
+    conn.execute("INSERT INTO journal_v6 (workflow_id, seq, kind, name, outcome, attempts, time) "
                "SELECT workflow_id, seq, kind, name, outcome, attempts, time FROM journal")
-    db.execute("DROP TABLE journal")
-    db.execute("ALTER TABLE journal_v6 RENAME TO journal")
-    db.execute("DROP INDEX IF EXISTS workflows_by_status")
-    db.execute("DROP INDEX IF EXISTS workflows_by_parent")
-    db.execute("CREATE INDEX workflows_by_parent ON workflows (parent) WHERE parent IS NOT NULL")
+    conn.execute("DROP TABLE journal")
+    conn.execute("ALTER TABLE journal_v6 RENAME TO journal")
+    conn.execute("DROP INDEX IF EXISTS workflows_by_status")
+    conn.execute("DROP INDEX IF EXISTS workflows_by_parent")
+    conn.execute("CREATE INDEX workflows_by_parent ON workflows (parent) WHERE parent IS NOT NULL")
 
 
 #: ``MIGRATIONS[i]`` migrates version ``i`` to ``i + 1``.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     _v1_initial, _v2_list_order, _v3_trace_context, _v4_schedules_and_queue, _v5_admitted,
     _v6_lean_writes,
 ]
@@ -253,15 +252,16 @@ TABLES = ("schema_version", "workflows", "journal", "inbox", "timers", "promises
           "monitors", "wakeups", "schedules", "queue")
 
 
-def _user_tables(db: sqlite_utils.Database) -> list[str]:
-    return [name for name in db.table_names() if not name.startswith("sqlite_")]
+def _user_tables(conn: sqlite3.Connection) -> list[str]:
+    return [name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            if not name.startswith("sqlite_")]
 
 
-def check_garrison(db: sqlite_utils.Database, path: str | None) -> None:
+def check_garrison(conn: sqlite3.Connection, path: str | None) -> None:
     """Refuse a database of another application (tables, but no ``schema_version``)
     with :class:`~garrison.StoreError`, before anything writes to it. An empty
     database is accepted: it has nothing to lose."""
-    tables = _user_tables(db)
+    tables = _user_tables(conn)
     if tables and "schema_version" not in tables:
         shown = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
         raise StoreError(
@@ -271,36 +271,36 @@ def check_garrison(db: sqlite_utils.Database, path: str | None) -> None:
         )
 
 
-def check_tables(db: sqlite_utils.Database, path: str | None) -> None:
+def check_tables(conn: sqlite3.Connection, path: str | None) -> None:
     """After :func:`migrate`: every table of the schema is there, else
     :class:`~garrison.StoreError` naming the missing ones."""
-    present = set(_user_tables(db))
+    present = set(_user_tables(conn))
     missing = [name for name in TABLES if name not in present]
     if missing:
         raise StoreError(
             path,
-            f"the store is damaged: schema version {read_version(db)} has no table "
+            f"the store is damaged: schema version {read_version(conn)} has no table "
             f"{', '.join(missing)}; restore the store from a backup",
         )
 
 
-def read_version(db: sqlite_utils.Database) -> int:
-    """The schema version recorded in ``db`` (0 for an empty database)."""
-    if not db.table("schema_version").exists():
+def read_version(conn: sqlite3.Connection) -> int:
+    """The schema version recorded in ``conn``'s database (0 for an empty one)."""
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND "
+                    "name = 'schema_version'").fetchone() is None:
         return 0
-    row = db.execute("SELECT max(version) FROM schema_version").fetchone()
+    row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
     return int(row[0] or 0)
 
 
-def migrate(db: sqlite_utils.Database, path: str, *, allow_migrate: bool = True) -> int:
-    """Bring ``db`` to :data:`SCHEMA_VERSION`; returns the version it had before.
+def migrate(conn: sqlite3.Connection, path: str, *, allow_migrate: bool = True) -> int:
+    """Bring ``conn``'s database to :data:`SCHEMA_VERSION`; returns the version it had before.
 
     A database newer than this code raises :class:`~garrison.StoreVersionError`
     naming ``path`` and both versions; so does an older one when
     ``allow_migrate`` is false (tools do not migrate behind a node's back).
     """
-    conn = db.conn
-    found = read_version(db)
+    found = read_version(conn)
     if found > SCHEMA_VERSION:
         raise StoreVersionError(
             path, found, SCHEMA_VERSION, "it was written by a newer garrison; upgrade garrison"
@@ -313,14 +313,12 @@ def migrate(db: sqlite_utils.Database, path: str, *, allow_migrate: bool = True)
         conn.execute("BEGIN IMMEDIATE")
         with conn:  # COMMIT, or ROLLBACK on error
             if version == 0:
-                db.table("schema_version").create(
-                    {"version": int, "applied": float}, pk="version", if_not_exists=True
-                )
+                conn.execute(_SCHEMA_VERSION_TABLE.replace("TABLE", "TABLE IF NOT EXISTS", 1))
             # Another opener (a tool) may have migrated meanwhile: re-check.
-            current = read_version(db)
+            current = read_version(conn)
             if current > version:
                 continue
-            MIGRATIONS[version](db)
+            MIGRATIONS[version](conn)
             conn.execute(
                 "INSERT INTO schema_version (version, applied) VALUES (?, ?)",
                 (version + 1, time.time()),

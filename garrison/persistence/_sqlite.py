@@ -21,7 +21,8 @@ module maps each operation to its SQL (``_OPS``) and commits the whole list insi
 The hot paths are plain ``conn.execute`` with fixed SQL: sqlite-utils'
 ``insert``/``upsert`` commit their own transaction, which would stop a journal
 append, an inbox insert and a status update from committing together. The
-schema is created with sqlite-utils (see ``_schema.py``).
+schema is plain SQL too (see ``_schema.py``); sqlite-utils is imported only when
+``SQLiteStore.db`` is asked for (a view for inspecting a store).
 
 Reads use a second connection; in WAL mode they never wait for the writer and
 see every committed transaction.
@@ -41,9 +42,8 @@ import threading
 import time as _time
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import sqlite_utils
 import trio
 
 from .._errors import DedupKeyTaken, NoSuchWorkflow, PromiseAlreadyCompleted, StoreError
@@ -74,6 +74,9 @@ from ._schema import SCHEMA_VERSION, check_garrison, check_tables, migrate
 from ._shortcuts import StoreShortcuts
 from ._store import Store
 from ._transaction import Op, Transaction, unix_seconds
+
+if TYPE_CHECKING:
+    import sqlite_utils
 
 __all__ = ["SQLiteStore"]
 
@@ -434,9 +437,7 @@ class SQLiteStore(StoreShortcuts):
                     )  # fmt: skip
                 self._conn = self._connect(file, busy_timeout, self.readonly)
                 conns.append(self._conn)
-                #: the sqlite-utils view of the writer connection (schema work)
-                self.db = sqlite_utils.Database(self._conn)
-                self._prepare(self.db, pragma_sync)
+                self._prepare(self._conn, pragma_sync)
                 self._reader = self._connect(file, busy_timeout, self.readonly)
                 conns.append(self._reader)
                 self._identity = _file.identity(file, self.path)
@@ -481,27 +482,26 @@ class SQLiteStore(StoreShortcuts):
             "failed_batches": 0,
         }
 
-    def _prepare(self, db: sqlite_utils.Database, pragma_sync: str) -> None:
+    def _prepare(self, conn: sqlite3.Connection, pragma_sync: str) -> None:
         """Refuse another application's database (before anything writes to it), then
         WAL mode, the synchronous level, migrations and the check of every table."""
-        check_garrison(db, self.path)
-        conn = db.conn
+        check_garrison(conn, self.path)
         if self.readonly:  # a store is always in WAL mode; nothing may be set here
-            migrate(db, self.path or ":memory:", allow_migrate=False)
-            check_tables(db, self.path)
+            migrate(conn, self.path or ":memory:", allow_migrate=False)
+            check_tables(conn, self.path)
             return
         mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
         if mode.lower() != "wal":  # pragma: no cover - only on odd filesystems
             raise StoreError(self.path, f"cannot enable WAL mode (got {mode!r})")
         conn.execute(f"PRAGMA synchronous={pragma_sync}")
-        migrate(db, self.path or ":memory:", allow_migrate=not self._notify_node)
-        check_tables(db, self.path)
+        migrate(conn, self.path or ":memory:", allow_migrate=not self._notify_node)
+        check_tables(conn, self.path)
 
     def _build(self, file: str, pragma_sync: str, busy_timeout: float) -> None:
         """A new store's file: the schema in WAL mode; closing it leaves no -wal."""
         conn = self._connect(file, busy_timeout)
         try:
-            self._prepare(sqlite_utils.Database(conn), pragma_sync)
+            self._prepare(conn, pragma_sync)
         finally:
             conn.close()
 
@@ -566,6 +566,16 @@ class SQLiteStore(StoreShortcuts):
     def schema_version(self) -> int:
         """The schema version this store is at."""
         return SCHEMA_VERSION
+
+    @property
+    def db(self) -> sqlite_utils.Database:
+        """A sqlite-utils view of the store's writer connection, for inspecting it
+        (``store.db.table_names()``, ``store.db["journal"].count``). Write through
+        :class:`Transaction` only: a write here bypasses the group commit. (sqlite-utils
+        is imported on the first use: it imports numpy and pandas when installed.)"""
+        import sqlite_utils
+
+        return sqlite_utils.Database(self._conn)
 
     # -- writing -----------------------------------------------------------
 
