@@ -52,7 +52,13 @@ import trio
 
 from .. import _observe
 
-__all__ = ["Busy", "CommitRequest", "GroupCommit", "Strategy", "fail_all"]
+__all__ = ["NONE_RESULT", "Busy", "CommitRequest", "GroupCommit", "Strategy", "fail_all"]
+
+#: The results a store's ``write_batch`` gives a request whose one operation returns
+#: ``None`` (a step's journal append). Its caller gets a list of its own, made when it
+#: resumes: a thousand lists made in a row by the writer, with nothing freed between
+#: them, would set off a young garbage collection that walks every waiting commit.
+NONE_RESULT: list[Any] = [None]
 
 
 class Busy(Exception):
@@ -304,5 +310,6 @@ class GroupCommit:
 def _unwrap(request: CommitRequest) -> list[Any]:
     if request.error is not None:
         raise request.error
-    assert request.results is not None
-    return request.results
+    results = request.results
+    assert results is not None
+    return [None] if results is NONE_RESULT else results

@@ -57,7 +57,7 @@ from ._checkpoint import (
     preallocate_wal,
 )
 from ._converter import to_json
-from ._group_commit import Busy, CommitRequest, GroupCommit, Strategy, fail_all
+from ._group_commit import NONE_RESULT, Busy, CommitRequest, GroupCommit, Strategy, fail_all
 from ._records import (
     InboxRecord,
     JournalRecord,
@@ -719,7 +719,7 @@ class SQLiteStore(StoreShortcuts):
                     ops = request.tx.ops
                     if grouped and len(ops) == 1 and ops[0][0] is _APPEND:
                         rows.append(ops[0][1])
-                        request.results = [None]
+                        request.results = NONE_RESULT
                         continue
                     if rows:
                         conn.executemany(_APPEND_JOURNAL, rows)
