@@ -238,10 +238,21 @@ class Activities(WorkflowCore):
         seq = self.cursor.seq - 1
         attempt, text, plain, failure = await self._run_activity(fn, args, kwargs, retry,
                                                                  timeout, name)
-        if failure is None:  # _activity_done's success path, without a frame of its own
-            tx = Transaction()
+        if failure is None:
+            # _activity_done's success path and _commit's body, without a coroutine of
+            # their own: one object less held by each step waiting for its batch
+            tx = self.take_buffer()  # the buffered records first, as _commit does
             self.record(tx, seq, _ACTIVITY, name, '{"ok":' + text + "}", attempt)
-            await self._commit(tx)
+            try:
+                if _observe.active:
+                    await _observe.workflow_commit(self, tx)
+                else:
+                    await self.store.commit(tx)
+            except Exception as exc:
+                failed = self._store_failed(exc)
+                if failed is None:
+                    raise
+                raise failed from exc
             await self._yield()
             return structure(plain, hint, what=f"the result of activity {name!r}")
         return await self._activity_done(seq, name, hint, attempt, text, plain, failure)

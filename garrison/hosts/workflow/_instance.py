@@ -12,7 +12,7 @@ import datetime as _dt
 import json
 import random as _random
 import uuid as _uuid
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, NoReturn, cast
 
 import trio
@@ -47,86 +47,101 @@ class WorkflowInstance(Waits, Activities, Interop):
                             timestamp(self.created))
 
     # ------------------------------------------------------------ lifecycle
-    async def main(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        try:
-            if _observe.active:
-                with _observe.workflow_run(self):
-                    await self._main(task_status)
-            else:  # (a ``with`` holds a bound ``__exit__`` for the whole run)
-                await self._main(task_status)
-        finally:
-            self.exited.set()
-            self.host.exited(self)
+    def main(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+             ) -> Coroutine[Any, Any, None]:
+        """The workflow's task: runs it to its end (or until the node closes).
 
-    async def _main(self, task_status: trio.TaskStatus[None]) -> None:
-        # its inboxes are DurableInboxes: the same interface; also what makes
-        # ``current_workflow()`` this workflow (``_context.py``)
-        set_runtime(cast(Runtime, self))
-        host = self.host
-        value: Any = None
-        final: WorkflowStatus | None = None
-        error: ErrorInfo | None = None
-        # what a kill or the node's closing cancels: a scope around the body, made only
-        # if it is used (and entered once the task is in the nursery it stays in)
-        self.scope = scope = CancelSwitch()
-        task_status.started()
-        with scope:
-            if self.kill_reason is not None or host.closing:  # started as the node closes
-                scope.cancel()
-            try:
-                fn = self.fn
-                if fn is None:
-                    try:
-                        fn = self.fn = import_target(self.name)
-                    except Exception as exc:  # the code is gone: keep it for code that has it
-                        raise self.cursor.diverge(
-                            0, "workflow", self.name,
-                            f"no such function ({type(exc).__name__}: {exc})") from exc
-                while True:
-                    args = restore_args(fn, self.input_plain, f"workflow {self.name}")
-                    try:
-                        try:  # (not a coroutine of its own: every resume passes each one)
-                            value = await fn(*args)
-                        finally:  # what it started and did not await: cancelled, unrecorded
-                            if self.started is not None:
-                                await self.end_started()
-                        break
-                    except ContinueAsNew as again:
-                        await self._continue_as_new(again.args_)
-                self.cursor.finished()
-                final = WorkflowStatus.COMPLETED
-            except NonDeterminismError as exc:
-                error, final = ErrorInfo.from_exception(exc), WorkflowStatus.BLOCKED
-            except WorkflowCancelled as exc:
-                final = WorkflowStatus.CANCELLED if self.cancel_delivered else WorkflowStatus.FAILED
-                error = ErrorInfo.from_exception(exc)
-            except trio.Cancelled:
-                raise
-            except Exception as exc:
-                error, final = ErrorInfo.from_exception(exc), WorkflowStatus.FAILED
-            except BaseExceptionGroup as group:
-                _, rest = group.split(trio.Cancelled)
-                if rest is None or not isinstance(rest, Exception):
-                    raise
-                error, final = ErrorInfo.from_exception(rest), WorkflowStatus.FAILED
-        if self.store_error is not None:
-            self.stop_on_store_error(self.store_error)  # nothing more can be recorded
-            return
-        if final is None:
-            if self.kill_reason is None:
-                return  # the node is closing: nothing is journaled, the workflow resumes later
-            final, error = WorkflowStatus.FAILED, self.kill_reason
-        if self.cursor.error is not None:
-            final, error = WorkflowStatus.BLOCKED, ErrorInfo.from_exception(self.cursor.error)
-        elif final is WorkflowStatus.COMPLETED and self.cancel_delivered:
-            final = WorkflowStatus.CANCELLED
-            error = ErrorInfo.from_exception(self._cancelled_error())
-        # (no shielded scope: the store's commit, finish's one wait, is not interrupted
-        # by a cancellation, such as the node closing as a killed workflow ends)
+        (A plain function returning the run's coroutine: one coroutine less held by
+        every waiting workflow, and passed at every resume.)"""
+        if _observe.active:
+            return self._observed_main(task_status)
+        return self._main(task_status, True)
+
+    async def _observed_main(self, task_status: trio.TaskStatus[None]) -> None:
         try:
-            await host.finish(self, final, value, error)
-        except StoreError as exc:  # the store failed (disk full, gone): keep the node
-            self.stop_on_store_error(exc)
+            with _observe.workflow_run(self):
+                await self._main(task_status, False)
+        finally:  # outside the span: a workflow the queue starts now is not inside it
+            self._exited()
+
+    def _exited(self) -> None:
+        self.exited.set()
+        self.host.exited(self)
+
+    async def _main(self, task_status: trio.TaskStatus[None], exit_here: bool) -> None:
+        try:
+            # its inboxes are DurableInboxes: the same interface; also what makes
+            # ``current_workflow()`` this workflow (``_context.py``)
+            set_runtime(cast(Runtime, self))
+            host = self.host
+            value: Any = None
+            final: WorkflowStatus | None = None
+            error: ErrorInfo | None = None
+            # what a kill or the node's closing cancels: a scope around the body, made only
+            # if it is used (and entered once the task is in the nursery it stays in)
+            self.scope = scope = CancelSwitch()
+            task_status.started()
+            with scope:
+                if self.kill_reason is not None or host.closing:  # started as the node closes
+                    scope.cancel()
+                try:
+                    fn = self.fn
+                    if fn is None:
+                        try:
+                            fn = self.fn = import_target(self.name)
+                        except Exception as exc:  # the code is gone: keep it for code that has it
+                            raise self.cursor.diverge(
+                                0, "workflow", self.name,
+                                f"no such function ({type(exc).__name__}: {exc})") from exc
+                    while True:
+                        args = restore_args(fn, self.input_plain, f"workflow {self.name}")
+                        try:
+                            try:  # (not a coroutine of its own: every resume passes each one)
+                                value = await fn(*args)
+                            finally:  # what it started and did not await: cancelled, unrecorded
+                                if self.started is not None:
+                                    await self.end_started()
+                            break
+                        except ContinueAsNew as again:
+                            await self._continue_as_new(again.args_)
+                    self.cursor.finished()
+                    final = WorkflowStatus.COMPLETED
+                except NonDeterminismError as exc:
+                    error, final = ErrorInfo.from_exception(exc), WorkflowStatus.BLOCKED
+                except WorkflowCancelled as exc:
+                    final = (WorkflowStatus.CANCELLED if self.cancel_delivered
+                             else WorkflowStatus.FAILED)
+                    error = ErrorInfo.from_exception(exc)
+                except trio.Cancelled:
+                    raise
+                except Exception as exc:
+                    error, final = ErrorInfo.from_exception(exc), WorkflowStatus.FAILED
+                except BaseExceptionGroup as group:
+                    _, rest = group.split(trio.Cancelled)
+                    if rest is None or not isinstance(rest, Exception):
+                        raise
+                    error, final = ErrorInfo.from_exception(rest), WorkflowStatus.FAILED
+            if self.store_error is not None:
+                self.stop_on_store_error(self.store_error)  # nothing more can be recorded
+                return
+            if final is None:
+                if self.kill_reason is None:
+                    return  # the node is closing: nothing is journaled, the workflow resumes later
+                final, error = WorkflowStatus.FAILED, self.kill_reason
+            if self.cursor.error is not None:
+                final, error = WorkflowStatus.BLOCKED, ErrorInfo.from_exception(self.cursor.error)
+            elif final is WorkflowStatus.COMPLETED and self.cancel_delivered:
+                final = WorkflowStatus.CANCELLED
+                error = ErrorInfo.from_exception(self._cancelled_error())
+            # (no shielded scope: the store's commit, finish's one wait, is not interrupted
+            # by a cancellation, such as the node closing as a killed workflow ends)
+            try:
+                await host.finish(self, final, value, error)
+            except StoreError as exc:  # the store failed (disk full, gone): keep the node
+                self.stop_on_store_error(exc)
+        finally:
+            if exit_here:
+                self._exited()
 
     def stop_on_store_error(self, exc: StoreError) -> None:
         """The store refused this workflow's writes for good: it stops here (in memory
