@@ -102,7 +102,7 @@ class Strategy(enum.Enum):
 class CommitRequest:
     """One ``commit()`` call waiting for its batch."""
 
-    __slots__ = ("done", "error", "leader", "results", "task", "tx")
+    __slots__ = ("balance", "done", "error", "leader", "results", "task", "tx")
 
     def __init__(self, tx: Any, task: trio.lowlevel.Task) -> None:
         self.tx = tx
@@ -111,6 +111,9 @@ class CommitRequest:
         self.leader = False
         self.results: list[Any] | None = None
         self.error: BaseException | None = None
+        #: made with the request, dropped by the writer as it wakes the request's task
+        #: (see ``GroupCommit._lead``)
+        self.balance: list[Any] | None = []
 
 
 def fail_all(batch: list[CommitRequest], error: BaseException) -> None:
@@ -279,6 +282,13 @@ class GroupCommit:
                 if waiting.results is None and waiting.error is None:
                     waiting.error = RuntimeError("the group commit was interrupted")
                 waiting.done = True
+                # Trio makes an object to wake a task (its coroutine's bound ``send``),
+                # freed when the task runs. The collector starts a young collection when
+                # allocations minus deallocations pass its threshold: a thousand wake-ups
+                # in a row would set one off at every batch, walking every waiting
+                # step's objects. Each wake-up frees the request's balance list as it
+                # makes that object, so the count stays level.
+                waiting.balance = None
                 if waiting is not request:
                     self._released += 1
                     reschedule(waiting.task, _RESUMED)
