@@ -16,7 +16,7 @@ Hook points (one each, in the engine):
 =========================  ==========================================================
 ``committed``              group commit (``persistence/_group_commit.py``): one
                            database transaction written, its time and its batch size
-``workflow_commit``        a workflow's commit (``WorkflowCore.commit_checked``): step
+``workflow_commit``        a workflow's commit (``WorkflowCore._committing``): step
                            latency, the ``store.commit`` span
 ``workflow_run``           a workflow instance's task (``WorkflowInstance.main``): the
                            ``workflow`` span, replay time

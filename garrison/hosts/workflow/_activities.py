@@ -244,15 +244,10 @@ class Activities(WorkflowCore):
             tx = self.take_buffer()  # the buffered records first, as _commit does
             self.record(tx, seq, _ACTIVITY, name, '{"ok":' + text + "}", attempt)
             try:
-                if _observe.active:
-                    await _observe.workflow_commit(self, tx)
-                else:
-                    await self.store.commit(tx)
+                await self._committing(tx)
             except Exception as exc:
-                failed = self._store_failed(exc)
-                if failed is None:
-                    raise
-                raise failed from exc
+                self._raise_store_failure(exc)
+                raise
             await self._yield()
             return structure(plain, hint, what=f"the result of activity {name!r}")
         return await self._activity_done(seq, name, hint, attempt, text, plain, failure)

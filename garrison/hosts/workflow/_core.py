@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import trio
@@ -181,45 +182,46 @@ class WorkflowCore(Caller, WorkflowScope):
             tx = buf
         else:
             n = 0
-        # commit_checked's body, not a call: one coroutine less held by every step
-        # waiting for its batch (what a young garbage collection walks)
+        # (the store's awaitable itself, not commit_checked: one coroutine less held by
+        # every step waiting for its batch, what a young garbage collection walks)
         try:
-            if _observe.active:  # step latency, the store.commit span
-                results = await _observe.workflow_commit(self, tx)
-            else:
-                results = await self.store.commit(tx)
+            results = await self._committing(tx)
         except Exception as exc:
-            failed = self._store_failed(exc)
-            if failed is None:
-                raise
-            raise failed from exc
+            self._raise_store_failure(exc)
+            raise
         return results[n:] if n else results
 
     async def commit_checked(self, tx: Transaction) -> list[Any]:
         """``store.commit(tx)``; a failure of the store itself becomes (and stays) this
         workflow's :class:`~garrison.StoreError`."""
         try:
-            if _observe.active:  # step latency, the store.commit span
-                return await _observe.workflow_commit(self, tx)
-            return await self.store.commit(tx)
+            return await self._committing(tx)
         except Exception as exc:
-            failed = self._store_failed(exc)
-            if failed is None:
-                raise
-            raise failed from exc
+            self._raise_store_failure(exc)
+            raise
 
-    def _store_failed(self, exc: Exception) -> StoreError | None:
-        """The :class:`~garrison.StoreError` a failed commit raises (kept as this
-        workflow's), or ``None`` when ``exc`` is the written operations' own error."""
+    def _committing(self, tx: Transaction) -> Awaitable[list[Any]]:
+        """The awaitable committing ``tx``: timed and inside a ``store.commit`` span when
+        observability is on. (A plain method: awaiting what it returns makes no frame
+        of its own.)"""
+        if _observe.active:
+            return _observe.workflow_commit(self, tx)
+        return self.store.commit(tx)
+
+    def _raise_store_failure(self, exc: Exception) -> None:
+        """Called with the error of a failed commit: raises the
+        :class:`~garrison.StoreError` it means (kept as this workflow's) from it, or
+        returns when ``exc`` is the written operations' own error (a promise completed
+        twice), for the caller to raise as it is."""
         failed = self.store.translate_error(exc)
         if failed is None:
             if isinstance(exc, GarrisonError | ValueError | TypeError):
-                return None  # the written operations' own error (a promise completed twice)
+                return
             # anything else is the store failing: never the workflow's failure
             failed = StoreError(self.store.path,
                                 f"the store failed: {type(exc).__name__}: {exc}")
         self.store_error = failed
-        return failed
+        raise failed from exc
 
     def record(self, tx: Transaction, seq: int, kind: JournalKind, name: str,
                 outcome_json: str, attempts: int = 1) -> None:
