@@ -62,9 +62,11 @@ class WorkflowInstance(Waits, Activities, Interop):
             with _observe.workflow_run(self):
                 await self._main(task_status, False)
         finally:  # outside the span: a workflow the queue starts now is not inside it
-            self._exited()
+            self.mark_exited()
 
-    def _exited(self) -> None:
+    def mark_exited(self) -> None:
+        """This workflow's task ended here, or it leaves without one (queued, handed
+        over): ``exited`` is set and the host frees its queue slot."""
         self.exited.set()
         self.host.exited(self)
 
@@ -141,7 +143,7 @@ class WorkflowInstance(Waits, Activities, Interop):
                 self.stop_on_store_error(exc)
         finally:
             if exit_here:
-                self._exited()
+                self.mark_exited()
 
     def stop_on_store_error(self, exc: StoreError) -> None:
         """The store refused this workflow's writes for good: it stops here (in memory

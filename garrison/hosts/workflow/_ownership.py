@@ -95,8 +95,7 @@ def hand_over(host: WorkflowHost, wf: WorkflowInstance, exc: WorkflowMoved, *,
         # the cluster may admit nothing more) only to stop at its first step
         wf.done.set()
         moved(host, wf, exc)
-        wf.exited.set()
-        host.exited(wf)
+        wf.mark_exited()
         return
     if (now or parked(wf)) and wf.scope is not None:
         wf.scope.cancel()

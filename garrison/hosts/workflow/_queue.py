@@ -366,8 +366,7 @@ class WorkflowQueue:
             log.error("could not end queued workflow %s: %s", wf.wid, exc,
                       extra={"workflow_id": wf.wid})
         finally:
-            wf.exited.set()
-            self.host.exited(wf)
+            wf.mark_exited()
 
     def finishing(self, tx: Transaction, wf: WorkflowInstance) -> None:
         """``wf`` ends: its queue row, if it has one, goes with the transaction that
