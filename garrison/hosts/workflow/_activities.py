@@ -222,6 +222,8 @@ class StartedActivities:
 class Activities(WorkflowCore):
     """The activity part of a workflow instance."""
 
+    __slots__ = ()
+
     async def activity(self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], *,
                        retry: RetryPolicy | None = None, timeout: float | None = None,
                        name: str | None = None) -> Any:

@@ -74,10 +74,18 @@ class WaitCancelled(Exception):
 class WorkflowCore(Caller, WorkflowScope):
     """State and primitives shared by every part of a workflow instance."""
 
-    #: the store may hold a queue row for it (written by this node, another node or a
-    #: tool), which its end drops; ``False`` only for a workflow this node created
-    #: and ran at once (no row was written with it, and none is written later)
-    may_be_queued = True
+    # Slots, not a __dict__: every waiting workflow's attributes are read on each of its
+    # steps, and with a thousand workflows running those reads miss the CPU's caches;
+    # a slot is one pointer in the object itself (the parts of a workflow below are
+    # mixins with empty slots; an attribute not named here cannot be set)
+    __slots__ = ("_budget", "_buffer", "_inboxes", "_journal_sizes", "_wake", "attempt",
+                 "cancel_delivered", "cancel_requested", "check_lost", "continued",
+                 "created", "cursor", "done", "durable_watchers", "error", "exited", "fn",
+                 "history_bytes", "host", "input_plain", "kill_reason", "links",
+                 "may_be_queued", "monitoring", "name", "parent", "pending", "promises",
+                 "requests", "requests_taken", "result_json", "run_id", "scope", "started",
+                 "state", "status", "store", "store_error", "stored_status", "timers",
+                 "topics", "trace", "trap_links", "wait_deadline", "watchers", "wid")
 
     def __init__(self, host: WorkflowHost, wid: str, name: str, input_plain: list[Any], *,
                  run_id: str, attempt: int, parent: Pid | None, created: float,
@@ -85,6 +93,10 @@ class WorkflowCore(Caller, WorkflowScope):
                  cancel_requested: bool, watchers: list[Pid] | None,
                  state: dict[str, Any]) -> None:
         self.host = host
+        #: the store may hold a queue row for it (written by this node, another node or
+        #: a tool), which its end drops; ``False`` only for a workflow this node created
+        #: and ran at once (no row was written with it, and none is written later)
+        self.may_be_queued = True
         self.node = host.node
         self.store = host.store
         self.wid = wid

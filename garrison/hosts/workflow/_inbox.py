@@ -151,6 +151,8 @@ class PendingReceive:
 class Receives(WorkflowCore):
     """The inbox part of a workflow instance."""
 
+    __slots__ = ()
+
     # ------------------------------------------------------------ delivery (host side)
     def push(self, item: InboxItem) -> None:
         """A committed inbox row arrives: queue it and wake the workflow."""

@@ -42,6 +42,8 @@ class WorkflowInstance(Waits, Activities, Interop):
     """One workflow: the runtime its code talks to through ``garrison.process`` and
     ``garrison.workflow`` (see :class:`garrison.workflow.WorkflowRuntime`)."""
 
+    __slots__ = ()
+
     def info(self) -> WorkflowInfo:
         return WorkflowInfo(self.wid, self.run_id, self.name, self.host.name, self.attempt,
                             timestamp(self.created))

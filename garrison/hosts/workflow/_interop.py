@@ -34,6 +34,8 @@ _loads = json.loads
 class Interop(WorkflowCore):
     """The part of a workflow instance that talks to processes and other workflows."""
 
+    __slots__ = ()
+
     def _deliver_lost(self) -> None:
         """After a recovery, at the first live operation: the processes (of in-memory
         hosts) this workflow monitored or linked (trapping) before the crash are gone;

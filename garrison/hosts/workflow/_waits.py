@@ -111,6 +111,8 @@ Awaitable = ActivityHandle | DurablePromise | DurableTimer | PendingReceive
 class Waits(Receives):
     """The waiting part of a workflow instance (it races inbox receives too)."""
 
+    __slots__ = ()
+
     # ------------------------------------------------------------ sleep
     async def sleep(self, seconds: float) -> None:
         """Durable sleep of ``seconds`` from when it first started."""
