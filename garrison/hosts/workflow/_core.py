@@ -22,6 +22,7 @@ from ... import _observe
 from ..._context import WorkflowScope, activity_owner
 from ..._errors import GarrisonError, NotInProcess, StoreError, WorkflowCancelled
 from ...actors._cancel_switch import CancelSwitch
+from ...actors._flag import Flag
 from ...actors._values import ErrorInfo, Pid
 from ...persistence import MAX_TIME, RawJson, Transaction, WorkflowStatus
 from .._kernel import Caller
@@ -143,8 +144,10 @@ class WorkflowCore(Caller, WorkflowScope):
         self.wait_deadline: float | None = None
         self._buffer: Transaction | None = None
         self._budget = 0
-        self.done = trio.Event()
-        self.exited = trio.Event()
+        #: set at its end (recorded, or stopped here); ``exited``: once its task has ended
+        #: (flags: a trio event is made only when a task waits for one)
+        self.done = Flag()
+        self.exited = Flag()
         self.result_json: str | None = None
         self.error: ErrorInfo | None = None
         self.kill_reason: ErrorInfo | None = None
