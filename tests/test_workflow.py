@@ -488,6 +488,27 @@ async def test_restart_resumes_waiting_workflow_and_replays_values(store_spec: s
                               first[1], first[2]]
 
 
+@pytest.mark.parametrize("flow", ["keyed_effect", "keyed_background_effect"])
+async def test_a_recorded_value_is_committed_before_an_activity_runs(store_spec: str,
+                                                                     flow: str) -> None:
+    """``key = workflow.uuid4()`` then an activity with that key: the activity may be
+    run again (the node went while it ran), and must get the same key then, or the
+    idempotency key the user relied on is a new one and the effect happens twice. The
+    recorded values were buffered until the activity's own commit, after it ran."""
+    db = store_spec
+    app.KEYS_SEEN.clear()
+    async with garrison.open_node(store=db) as node:
+        await node.start_workflow(getattr(app, flow), id="k")
+        with trio.fail_after(5):
+            while not app.KEYS_SEEN:  # the first call runs (and never returns)...
+                await trio.sleep(0.001)
+    # ...and the node goes: nothing more of this run is journaled
+    async with garrison.open_node(store=db) as node:
+        with trio.fail_after(5):
+            key = await node.workflow("k").result()
+    assert app.KEYS_SEEN == [key, key]
+
+
 async def test_closing_the_node_journals_nothing(store_spec: str) -> None:
     db = store_spec
     async with garrison.open_node(store=db) as node:

@@ -8,6 +8,7 @@ import enum
 from typing import Any
 
 import attrs
+import trio
 
 import garrison
 from garrison import RetryPolicy, process, workflow
@@ -173,6 +174,30 @@ async def approval(request: str) -> str:
 
 async def randomness() -> list[Any]:
     return [workflow.now().isoformat(), str(workflow.uuid4()), workflow.random()]
+
+
+#: the keys ``remember_key`` was called with in this process (a test clears it)
+KEYS_SEEN: list[str] = []
+
+
+@garrison.activity
+async def remember_key(key: str) -> str:
+    """An effect made with an idempotency key: its first call never returns (the node
+    goes while it runs)."""
+    KEYS_SEEN.append(key)
+    if len(KEYS_SEEN) == 1:
+        await trio.sleep_forever()
+    return key
+
+
+async def keyed_effect() -> str:
+    """The idempotency-key pattern: a recorded uuid, then the activity that uses it."""
+    return await remember_key(str(workflow.uuid4()))
+
+
+async def keyed_background_effect() -> str:
+    """The same, with the activity started in the background (``workflow.start``)."""
+    return await workflow.start(remember_key, str(workflow.uuid4()))
 
 
 async def random_then_wait() -> list[Any]:

@@ -238,12 +238,14 @@ class Activities(WorkflowCore):
                 raise ActivityError(error_from_plain(out["error"]), name=name)
             return structure(out["ok"], hint, what=f"the result of activity {name!r}")
         seq = self.cursor.seq - 1
+        if self._buffer is not None or self.flushing is not None:
+            await self.records_committed()  # (a recorded value the activity may use)
         attempt, text, plain, failure = await self._run_activity(fn, args, kwargs, retry,
                                                                  timeout, name)
-        if failure is None:
+        if failure is None and self._buffer is None:
             # _activity_done's success path and _commit's body, without a coroutine of
             # their own: one object less held by each step waiting for its batch
-            tx = self.take_buffer()  # the buffered records first, as _commit does
+            tx = Transaction()
             self.record(tx, seq, _ACTIVITY, name, '{"ok":' + text + "}", attempt)
             try:
                 await self._committing(tx)
@@ -264,6 +266,8 @@ class Activities(WorkflowCore):
             handle._entry(entry.outcome)
             return handle
         seq = self.cursor.seq - 1
+        if self._buffer is not None:
+            self.flush_soon()  # committed before it runs (see records_committed)
         started = self.started
         if started is None:
             started = self.started = StartedActivities(self)
@@ -283,6 +287,8 @@ class Activities(WorkflowCore):
     async def _background(self, handle: ActivityHandle, seq: int, fn: Any,
                           args: tuple[Any, ...], kwargs: dict[str, Any],
                           retry: RetryPolicy | None, timeout: float | None) -> None:
+        if self.flushing is not None:
+            await self.records_committed()
         attempt, text, plain, failure = await self._run_activity(fn, args, kwargs, retry,
                                                                  timeout, handle.name)
         with trio.CancelScope(shield=True):

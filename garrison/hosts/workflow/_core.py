@@ -81,12 +81,13 @@ class WorkflowCore(Caller, WorkflowScope):
     # mixins with empty slots; an attribute not named here cannot be set)
     __slots__ = ("_budget", "_buffer", "_inboxes", "_journal_sizes", "_wake", "attempt",
                  "cancel_delivered", "cancel_requested", "check_lost", "continued",
-                 "created", "cursor", "done", "durable_watchers", "error", "exited", "fn",
-                 "history_bytes", "host", "input_plain", "kill_reason", "links",
-                 "may_be_queued", "monitoring", "name", "parent", "pending", "promises",
-                 "requests", "requests_taken", "result_json", "run_id", "scope", "started",
-                 "state", "status", "store", "store_error", "stored_status", "timers",
-                 "topics", "trace", "trap_links", "wait_deadline", "watchers", "wid")
+                 "created", "cursor", "done", "durable_watchers", "error", "exited",
+                 "flushing", "fn", "history_bytes", "host", "input_plain", "kill_reason",
+                 "links", "may_be_queued", "monitoring", "name", "parent", "pending",
+                 "promises", "requests", "requests_taken", "result_json", "run_id",
+                 "scope", "started", "state", "status", "store", "store_error",
+                 "stored_status", "timers", "topics", "trace", "trap_links",
+                 "wait_deadline", "watchers", "wid")
 
     def __init__(self, host: WorkflowHost, wid: str, name: str, input_plain: list[Any], *,
                  run_id: str, attempt: int, parent: Pid | None, created: float,
@@ -143,6 +144,9 @@ class WorkflowCore(Caller, WorkflowScope):
         #: while parked: the trio time it wakes at by itself (``None``: only when notified)
         self.wait_deadline: float | None = None
         self._buffer: Transaction | None = None
+        #: set once buffered records taken into a commit are committed (``None``: no
+        #: such commit in flight); an activity waits for it (see ``records_committed``)
+        self.flushing: Flag | None = None
         self._budget = 0
         #: set at its end (recorded, or stopped here); ``exited``: once its task has ended
         #: (flags: a trio event is made only when a task waits for one)
@@ -190,21 +194,61 @@ class WorkflowCore(Caller, WorkflowScope):
         at every later durable operation, and stops the workflow without recording it
         as its outcome."""
         buf = self._buffer
-        if buf is not None:
-            self._buffer = None
-            n = len(buf)
-            buf.extend(tx)
-            tx = buf
-        else:
-            n = 0
-        # (the store's awaitable itself, not commit_checked: one coroutine less held by
-        # every step waiting for its batch, what a young garbage collection walks)
+        if buf is None:
+            # (the store's awaitable itself, not commit_checked: one coroutine less held
+            # by every step waiting for its batch, what a young garbage collection walks)
+            try:
+                return await self._committing(tx)
+            except Exception as exc:
+                self._raise_store_failure(exc)
+                raise
+        self._buffer = None
+        n = len(buf)
+        buf.extend(tx)
+        return (await self._flush(buf))[n:]
+
+    async def _flush(self, tx: Transaction, done: Flag | None = None) -> list[Any]:
+        """Commit ``tx``, which holds buffered records: :attr:`flushing` is ``done``
+        meanwhile (an activity about to run waits for it)."""
+        if done is None:
+            done = self.flushing = Flag()
         try:
-            results = await self._committing(tx)
+            return await self._committing(tx)
         except Exception as exc:
             self._raise_store_failure(exc)
             raise
-        return results[n:] if n else results
+        finally:
+            done.set()
+            if self.flushing is done:
+                self.flushing = None
+
+    def flush_soon(self) -> None:
+        """Start committing the buffered records now, from a task of the host
+        (``workflow.start``: the run goes on; the activity it started, and any other
+        about to run, waits for them in :meth:`records_committed`)."""
+        done = self.flushing = Flag()  # at once: the task runs later
+        self.host.start_soon(self._flush_shielded, self.take_buffer(), done)
+
+    async def _flush_shielded(self, tx: Transaction, done: Flag) -> None:
+        with trio.CancelScope(shield=True):  # asked for: written even as the node closes
+            try:
+                await self._flush(tx, done)
+            except Exception as exc:  # a store failure is kept as store_error: the
+                if self.store_error is None:  # waiters raise it; anything else ends the run
+                    self.stop_with(ErrorInfo.from_exception(exc))
+
+    async def records_committed(self) -> None:
+        """Return once every record this workflow has made is committed: before an
+        activity runs. Its code may pass on a recorded value (a ``workflow.uuid4()`` as
+        an idempotency key): run again after a crash, it must get the same one, so the
+        value is durable before the effect that uses it. (Only the final outcome of an
+        activity is recorded; its run is never undone.)"""
+        if self._buffer is not None:
+            await self._commit(Transaction())
+        while self.flushing is not None:
+            await self.flushing.wait()
+        if self.store_error is not None:
+            raise self.store_error
 
     async def commit_checked(self, tx: Transaction) -> list[Any]:
         """``store.commit(tx)``; a failure of the store itself becomes (and stays) this
