@@ -506,7 +506,7 @@ async def test_a_recorded_value_is_committed_before_an_activity_runs(store_spec:
     async with garrison.open_node(store=db) as node:
         with trio.fail_after(5):
             key = await node.workflow("k").result()
-    assert app.KEYS_SEEN == [key, key]
+    assert [key, key] == app.KEYS_SEEN
 
 
 async def test_closing_the_node_journals_nothing(store_spec: str) -> None:

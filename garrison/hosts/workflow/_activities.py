@@ -287,7 +287,7 @@ class Activities(WorkflowCore):
     async def _background(self, handle: ActivityHandle, seq: int, fn: Any,
                           args: tuple[Any, ...], kwargs: dict[str, Any],
                           retry: RetryPolicy | None, timeout: float | None) -> None:
-        if self.flushing is not None:
+        if self.flushing is not None or self.store_error is not None:
             await self.records_committed()
         attempt, text, plain, failure = await self._run_activity(fn, args, kwargs, retry,
                                                                  timeout, handle.name)

@@ -82,10 +82,10 @@ class WorkflowCore(Caller, WorkflowScope):
     __slots__ = ("_budget", "_buffer", "_inboxes", "_journal_sizes", "_wake", "attempt",
                  "cancel_delivered", "cancel_requested", "check_lost", "continued",
                  "created", "cursor", "done", "durable_watchers", "error", "exited",
-                 "flushing", "fn", "history_bytes", "host", "input_plain", "kill_reason",
-                 "links", "may_be_queued", "monitoring", "name", "parent", "pending",
-                 "promises", "requests", "requests_taken", "result_json", "run_id",
-                 "scope", "started", "state", "status", "store", "store_error",
+                 "flushes", "flushing", "fn", "history_bytes", "host", "input_plain",
+                 "kill_reason", "links", "may_be_queued", "monitoring", "name", "parent",
+                 "pending", "promises", "requests", "requests_taken", "result_json",
+                 "run_id", "scope", "started", "state", "status", "store", "store_error",
                  "stored_status", "timers", "topics", "trace", "trap_links",
                  "wait_deadline", "watchers", "wid")
 
@@ -147,6 +147,8 @@ class WorkflowCore(Caller, WorkflowScope):
         #: set once buffered records taken into a commit are committed (``None``: no
         #: such commit in flight); an activity waits for it (see ``records_committed``)
         self.flushing: Flag | None = None
+        #: commits of buffered records in flight (``flushing`` is cleared at the last)
+        self.flushes = 0
         self._budget = 0
         #: set at its end (recorded, or stopped here); ``exited``: once its task has ended
         #: (flags: a trio event is made only when a task waits for one)
@@ -207,26 +209,36 @@ class WorkflowCore(Caller, WorkflowScope):
         buf.extend(tx)
         return (await self._flush(buf))[n:]
 
-    async def _flush(self, tx: Transaction, done: Flag | None = None) -> list[Any]:
-        """Commit ``tx``, which holds buffered records: :attr:`flushing` is ``done``
-        meanwhile (an activity about to run waits for it)."""
+    def _flush_begins(self) -> Flag:
+        """A commit of buffered records starts: the flag of those in flight (one for
+        all of them, set when the last ends: a later one may end first)."""
+        done = self.flushing
         if done is None:
             done = self.flushing = Flag()
+        self.flushes += 1
+        return done
+
+    async def _flush(self, tx: Transaction, done: Flag | None = None) -> list[Any]:
+        """Commit ``tx``, which holds buffered records: :attr:`flushing` is set
+        meanwhile (until every such commit in flight has ended)."""
+        if done is None:
+            done = self._flush_begins()
         try:
             return await self._committing(tx)
         except Exception as exc:
             self._raise_store_failure(exc)
             raise
         finally:
-            done.set()
-            if self.flushing is done:
+            self.flushes -= 1
+            if not self.flushes:
                 self.flushing = None
+                done.set()
 
     def flush_soon(self) -> None:
         """Start committing the buffered records now, from a task of the host
         (``workflow.start``: the run goes on; the activity it started, and any other
         about to run, waits for them in :meth:`records_committed`)."""
-        done = self.flushing = Flag()  # at once: the task runs later
+        done = self._flush_begins()  # at once: the task runs later
         self.host.start_soon(self._flush_shielded, self.take_buffer(), done)
 
     async def _flush_shielded(self, tx: Transaction, done: Flag) -> None:

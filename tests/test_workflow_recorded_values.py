@@ -1,0 +1,368 @@
+"""A value a workflow recorded before an activity runs is committed by then: an
+idempotency key made with ``workflow.uuid4()`` survives a crash while the activity runs
+(awaited or started with ``workflow.start``), flushes in flight overlap, a store that
+fails under the flush stops the workflow before the activity runs, and nothing is
+committed more when nothing is buffered."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+import garrison
+import garrison.testing
+from garrison import process, workflow
+from garrison.persistence import Op, Transaction
+
+#: the store the activities read the journal of (set by each test)
+STORE: list[Any] = []
+
+
+@garrison.activity
+async def durable_seqs(tag: str) -> list[int]:
+    """The seqs of this workflow's journal that are committed as this activity starts."""
+    return [r.seq for r in STORE[0].journal(process.pid().id)]
+
+
+def _uuid_at(tx: Transaction, seq: int) -> bool:
+    return any(op is Op.APPEND_JOURNAL and params[1] == seq and params[2] == "uuid4"
+               for op, params in tx.ops)
+
+
+def slow_commit_of_seq(monkeypatch: pytest.MonkeyPatch, store: Any, seq: int) -> None:
+    """The commit holding the uuid4 record at ``seq`` takes a (virtual) second."""
+    store_type = type(store)
+    commit = store_type.commit
+
+    async def slow(self: Any, tx: Transaction) -> list[Any]:
+        if _uuid_at(tx, seq):
+            await trio.sleep(1)
+        return await commit(self, tx)
+
+    monkeypatch.setattr(store_type, "commit", slow)
+
+
+async def two_flushes() -> list[list[int]]:
+    k1 = str(workflow.uuid4())                      # seq 1
+    h = workflow.start(durable_seqs, k1)            # seq 2: flush_soon (seq 1)
+    k2 = str(workflow.uuid4())                      # seq 3
+    r2 = await durable_seqs(k2)                     # seq 4: commits seq 3 first
+    return [await h, r2]
+
+
+async def two_starts() -> list[list[int]]:
+    a = workflow.start(durable_seqs, str(workflow.uuid4()))    # seq 1, 2: flush_soon
+    b = workflow.start(durable_seqs, str(workflow.uuid4()))    # seq 3, 4: flush_soon
+    return list(await workflow.gather(a, b))
+
+
+@pytest.mark.parametrize("flow", [two_flushes, two_starts])
+async def test_an_activity_waits_for_every_flush_in_flight(
+        store_spec: str, autojump_clock: Any, monkeypatch: pytest.MonkeyPatch,
+        flow: Any) -> None:
+    """Two commits of buffered records in flight at once (workflow.start's, then an
+    awaited activity's or another start's), the first one slower: ``flushing`` names
+    the last one only, so each activity waits for that one and runs while the first
+    (its key at seq 1) is not committed yet."""
+    async with garrison.open_node(store=store_spec) as node:
+        store = node.hosts["workflows"].store
+        STORE[:] = [store]
+        slow_commit_of_seq(monkeypatch, store, 1)
+        await node.start_workflow(flow, id="w")
+        with trio.fail_after(10):
+            first, second = await node.workflow("w").result()
+    assert 1 in first, first  # its own key
+    assert {1, 3} <= set(second), second
+
+RAN: list[str] = []
+
+
+@garrison.activity
+async def effect(key: str) -> str:
+    RAN.append(key)
+    return key
+
+
+async def keyed_start() -> str:
+    return await workflow.start(effect, str(workflow.uuid4()))
+
+
+async def keyed_call() -> str:
+    return await effect(str(workflow.uuid4()))
+
+
+async def keyed_start_then_wait() -> str:
+    h = workflow.start(effect, str(workflow.uuid4()))
+    await workflow.sleep(5)
+    return await h
+
+
+def failing_commit_of_seq(monkeypatch: pytest.MonkeyPatch, store: Any, seq: int,
+                          exc: Exception) -> None:
+    """The commit holding the uuid4 record at ``seq`` fails with ``exc``, and so does
+    every commit after it."""
+    store_type = type(store)
+    commit = store_type.commit
+
+    full: list[bool] = []
+
+    async def failing(self: Any, tx: Transaction) -> list[Any]:
+        if full or _uuid_at(tx, seq):  # the disk stays full from then on
+            full.append(True)
+            raise exc
+        return await commit(self, tx)
+
+    monkeypatch.setattr(store_type, "commit", failing)
+
+
+@pytest.mark.parametrize("flow", [keyed_start, keyed_call, keyed_start_then_wait])
+async def test_a_store_failing_under_the_flush_stops_the_workflow(
+        tmp_path: Path, autojump_clock: Any, monkeypatch: pytest.MonkeyPatch,
+        flow: Any) -> None:
+    """The commit of the recorded key fails for good: the activity never runs, the
+    workflow stops as on any store failure (result() raises the StoreError), and the
+    next node runs it from its journal, once. (workflow.start: the failure came back
+    before ``_background`` first ran, ``flushing`` was ``None`` again, so it ran the
+    activity without looking at ``store_error``; a real store fails that fast when it
+    already failed, e.g. its file was deleted or replaced: ``SQLiteStore._failure``.)"""
+    RAN.clear()
+    db = str(tmp_path / "s.db")
+    async with garrison.open_node(store=db) as node:
+        store = node.hosts["workflows"].store
+        failing_commit_of_seq(monkeypatch, store, 1,
+                              garrison.StoreError(db, "database or disk is full"))
+        await node.start_workflow(flow, id="w")
+        with trio.fail_after(10), pytest.raises(garrison.StoreError, match="disk is full"):
+            await node.workflow("w").result()
+        ran_before = list(RAN)
+        monkeypatch.undo()
+    async with garrison.open_node(store=db) as node:
+        with trio.fail_after(10):
+            key = await node.workflow("w").result()
+    assert ran_before == [], f"ran with {ran_before} on the node whose store failed, then {RAN}"
+    assert [key] == RAN
+
+
+SEEN: list[str] = []
+#: while true, ``remember`` never returns (the node closes while it runs)
+BLOCK: list[bool] = []
+
+
+@garrison.activity
+async def remember(key: str) -> str:
+    SEEN.append(key)
+    if BLOCK:
+        await trio.sleep_forever()
+    return key
+
+
+async def keyed_remember_started() -> str:
+    return await workflow.start(remember, str(workflow.uuid4()))
+
+
+async def keyed_remember_gathered() -> list[str]:
+    a = workflow.start(remember, str(workflow.uuid4()))
+    workflow.set_state("s", 1)
+    b = workflow.start(remember, str(workflow.uuid4()))
+    return await workflow.gather(a, b)
+
+
+@pytest.mark.parametrize("passes", range(8))
+@pytest.mark.parametrize("flow", [keyed_remember_started, keyed_remember_gathered])
+async def test_closing_the_node_at_any_point_keeps_the_key(
+        tmp_path: Path, autojump_clock: Any, passes: int, flow: Any) -> None:
+    SEEN.clear()
+    BLOCK[:] = [True]
+    db = str(tmp_path / "s.db")
+    async with garrison.open_node(store=db) as node:
+        await node.start_workflow(flow, id="w")
+        for _ in range(passes):
+            await trio.lowlevel.checkpoint()
+    first = list(SEEN)
+    BLOCK.clear()
+    async with garrison.open_node(store=db) as node:
+        with trio.fail_after(10):
+            result = await node.workflow("w").result()
+    keys = result if isinstance(result, list) else [result]
+    assert set(first) <= set(keys), (first, SEEN, keys)
+
+
+@pytest.mark.parametrize("flow", [keyed_start, keyed_call])
+async def test_with_tracing_on_the_key_is_committed_before_the_activity(
+        tmp_path: Path, autojump_clock: Any, flow: Any) -> None:
+    """The flush goes through the observed commit (a ``store.commit`` span) too."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    garrison.tracing.enable(provider)
+    try:
+        async with garrison.open_node(store=str(tmp_path / "s.db")) as node:
+            store = node.hosts["workflows"].store
+            STORE[:] = [store]
+            await node.start_workflow(flow_durable[flow], id="w")
+            with trio.fail_after(10):
+                seqs = await node.workflow("w").result()
+    finally:
+        garrison.tracing.disable()
+    assert seqs == [1]
+    commits = [s for s in exporter.get_finished_spans() if s.name == "store.commit"]
+    assert commits
+
+
+async def key_then_started_check() -> list[int]:
+    return await workflow.start(durable_seqs, str(workflow.uuid4()))
+
+
+async def key_then_awaited_check() -> list[int]:
+    return await durable_seqs(str(workflow.uuid4()))
+
+
+flow_durable = {keyed_start: key_then_started_check, keyed_call: key_then_awaited_check}
+
+
+async def keyed_start_sleep_call() -> list[str]:
+    k = str(workflow.uuid4())
+    h = workflow.start(effect, k)
+    await workflow.sleep("1d")
+    workflow.set_state("k", k)
+    return [await h, await effect(str(workflow.uuid4()))]
+
+
+async def test_workflow_env_and_mock_activity() -> None:
+    """Not on trio's autojump clock: the env's skipper moves time."""
+    async with garrison.testing.workflow_env() as env:
+        mock = env.mock_activity(f"{__name__}:effect", call=lambda key: key)
+        await env.start(keyed_start_sleep_call, id="w")
+        first, second = await env.result("w")
+        assert [c[0][0] for c in mock.calls] == [first, second]
+        assert env.state("w", "k") == first
+
+
+async def keyed_start_then_continue(n: int) -> str:
+    k = str(workflow.uuid4())
+    workflow.start(effect, k)  # abandoned: cancelled as the run ends
+    if n:
+        workflow.continue_as_new(n - 1)
+    return k
+
+
+async def test_continue_as_new_with_a_flush_in_flight(tmp_path: Path,
+                                                      autojump_clock: Any) -> None:
+    """The old run's flush is written before the new run's journal starts: the last
+    run's journal holds only its own records."""
+    async with garrison.open_node(store=str(tmp_path / "s.db")) as node:
+        store = node.hosts["workflows"].store
+        await node.start_workflow(keyed_start_then_continue, 3, id="w")
+        with trio.fail_after(10):
+            key = await node.workflow("w").result()
+        journal = store.journal("w")
+    assert [(r.seq, r.kind) for r in journal] == [(0, "continued"), (1, "uuid4")]
+    assert journal[1].outcome == key
+
+
+
+async def child_of_keyed() -> str:
+    return "child"
+
+
+async def key_start_spawn_key_call() -> list[list[int]]:
+    h = workflow.start(durable_seqs, str(workflow.uuid4()))    # seq 1, 2: flush_soon
+    workflow.set_state("s", 1)
+    await process.spawn(child_of_keyed)                        # seq 3 (prefix_tx)
+    k = str(workflow.uuid4())                                  # seq 4
+    return [await h, await durable_seqs(k)]                    # seq 5
+
+
+async def test_a_child_spawned_between_a_start_and_a_call(
+        store_spec: str, autojump_clock: Any) -> None:
+    async with garrison.open_node(store=store_spec) as node:
+        STORE[:] = [node.hosts["workflows"].store]
+        await node.start_workflow(key_start_spawn_key_call, id="w")
+        with trio.fail_after(10):
+            started, awaited = await node.workflow("w").result()
+    assert 1 in started
+    assert {1, 3, 4} <= set(awaited)
+
+
+async def test_replay_mode_never_writes_a_flush(tmp_path: Path, autojump_clock: Any) -> None:
+    """A journal replayed up to an activity started (or called) after recorded values:
+    the replay ends there, nothing is written (a write would raise ReplayRefused)."""
+    from garrison.hosts.workflow._replay import History, replay_history
+
+    SEEN.clear()
+    BLOCK[:] = [True]
+    db = str(tmp_path / "s.db")
+    async with garrison.open_node(store=db) as node:
+        await node.start_workflow(keyed_remember_gathered, id="g")
+        await node.start_workflow(keyed_remember_started, id="s")
+        with trio.fail_after(10):
+            while len(SEEN) < 2:
+                await trio.sleep(0.01)
+        store = node.hosts["workflows"].store
+        for wid in ("g", "s"):
+            result = await replay_history(History.from_store(store, wid))
+            assert result.ok, result
+    BLOCK.clear()
+
+
+@garrison.activity
+async def inc(x: int) -> int:
+    return x + 1
+
+
+async def ten_steps() -> int:
+    x = 0
+    for _ in range(10):
+        x = await inc(x)
+    return x
+
+
+async def ten_started_steps() -> int:
+    x = 0
+    for _ in range(10):
+        x = await workflow.start(inc, x)
+    return x
+
+
+async def ten_sleeps_and_steps() -> int:
+    x = 0
+    for _ in range(10):
+        await workflow.sleep(1)
+        x = await inc(x)
+    return x
+
+
+async def ten_timestamped_steps() -> int:
+    x = 0
+    for _ in range(10):
+        workflow.now()
+        x = await inc(x)
+    return x
+
+
+@pytest.mark.parametrize(("flow", "expected"), [
+    (ten_steps, 12), (ten_started_steps, 12),  # start, 10 steps, finish
+    (ten_sleeps_and_steps, 42),                 # as before c04c5bb
+    (ten_timestamped_steps, 22),                # now() committed before each step
+])
+async def test_transactions_of_a_lone_workflow(tmp_path: Path, autojump_clock: Any,
+                                               flow: Any, expected: int) -> None:
+    from garrison.persistence import SQLiteStore
+
+    store = SQLiteStore(str(tmp_path / "s.db"))
+    async with garrison.open_node(store=store) as node:
+        before = store.statistics().transactions
+        await node.start_workflow(flow, id="w")
+        with trio.fail_after(100):
+            assert await node.workflow("w").result() == 10
+        transactions = store.statistics().transactions - before
+    store.close()
+    assert transactions == expected
+
