@@ -45,6 +45,19 @@ def slow_commit_of_seq(monkeypatch: pytest.MonkeyPatch, store: Any, seq: int) ->
     monkeypatch.setattr(store_type, "commit", slow)
 
 
+def slow_commit_of(monkeypatch: pytest.MonkeyPatch, store: Any, kind: str) -> None:
+    """A commit holding a journal record of ``kind`` takes a (virtual) second."""
+    store_type = type(store)
+    commit = store_type.commit
+
+    async def slow(self: Any, tx: Transaction) -> list[Any]:
+        if any(op is Op.APPEND_JOURNAL and params[2] == kind for op, params in tx.ops):
+            await trio.sleep(1)
+        return await commit(self, tx)
+
+    monkeypatch.setattr(store_type, "commit", slow)
+
+
 async def two_flushes() -> list[list[int]]:
     k1 = str(workflow.uuid4())                      # seq 1
     h = workflow.start(durable_seqs, k1)            # seq 2: flush_soon (seq 1)
@@ -366,3 +379,100 @@ async def test_transactions_of_a_lone_workflow(tmp_path: Path, autojump_clock: A
     store.close()
     assert transactions == expected
 
+
+
+# ------------------------------------------------ other effects that leave the workflow
+#: what a plain process got: (the key, the seqs of workflow w's journal committed then)
+GOT: list[tuple[str, list[int]]] = []
+
+
+def _got(key: str) -> None:
+    GOT.append((key, [r.seq for r in STORE[0].journal("w")]))
+
+
+async def keeps_key(key: str) -> None:
+    """A plain process that does its effect with ``key`` at once."""
+    _got(key)
+
+
+async def key_server() -> None:
+    """A plain process answering calls with their key."""
+    process.register("keys")
+    while True:
+        msg = await process.inbox().receive()
+        _got(msg.payload)
+        await msg.reply(msg.payload)
+
+
+async def keyed_spawn() -> str:
+    key = str(workflow.uuid4())
+    await process.spawn(keeps_key, key, host="processes")  # a plain process
+    return key
+
+
+async def keyed_process_call() -> str:
+    key = str(workflow.uuid4())
+    return str(await process.call("keys", "key", key))
+
+
+async def keyed_child(key: str) -> str:
+    return key
+
+
+async def keyed_child_by_id() -> list[str]:
+    key = str(workflow.uuid4())
+    child = await process.spawn(keyed_child, key, host="workflows", id="child")
+    event = await process.events().receive()
+    assert event.pid == child
+    return [key, event.result]
+
+
+@pytest.mark.parametrize("flow", [keyed_spawn, keyed_process_call])
+async def test_a_recorded_value_is_committed_before_a_process_gets_it(
+        store_spec: str, autojump_clock: Any, monkeypatch: pytest.MonkeyPatch,
+        flow: Any) -> None:
+    """A plain process spawned with a recorded key, or called with one, may act on it
+    at once: the key is committed by then (a crash before the spawn or the call is
+    recorded makes them again, with the same key, as for an activity)."""
+    GOT.clear()
+    async with garrison.open_node(store=store_spec) as node:
+        store = node.hosts["workflows"].store
+        STORE[:] = [store]
+        slow_commit_of(monkeypatch, store, "spawn")  # (the spawned process runs meanwhile)
+        await node.spawn(key_server)
+        await trio.sleep(0.1)  # (it registers its name)
+        await node.start_workflow(flow, id="w")
+        with trio.fail_after(10):
+            key = await node.workflow("w").result()
+    assert [k for k, _ in GOT] == [key]
+    assert 1 in GOT[0][1], GOT  # the key's record (seq 1) was committed by then
+
+
+async def test_a_recorded_value_is_committed_before_a_child_workflow_by_id_starts(
+        tmp_path: Path, autojump_clock: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``process.spawn(child, key, host="workflows", id=...)`` starts the child (with
+    its input) before the spawn is recorded: the store failing just then stops the
+    parent, and its next run starts the child by the same id again, which returns the
+    child that exists. That child has the first run's key, so the parent's must be it
+    too: the key was committed before the child started."""
+    db = str(tmp_path / "s.db")
+    async with garrison.open_node(store=db) as node:
+        store = node.hosts["workflows"].store
+        store_type = type(store)
+        commit = store_type.commit
+
+        async def failing(self: Any, tx: Transaction) -> list[Any]:
+            if any(op is Op.APPEND_JOURNAL and params[0] == "w" and params[2] == "spawn"
+                   for op, params in tx.ops):
+                raise garrison.StoreError(db, "database or disk is full")
+            return await commit(self, tx)
+
+        monkeypatch.setattr(store_type, "commit", failing)
+        await node.start_workflow(keyed_child_by_id, id="w")
+        with trio.fail_after(10), pytest.raises(garrison.StoreError):
+            await node.workflow("w").result()
+        monkeypatch.undo()
+    async with garrison.open_node(store=db) as node:
+        with trio.fail_after(10):
+            key, childs = await node.workflow("w").result()
+    assert key == childs

@@ -238,7 +238,7 @@ class Activities(WorkflowCore):
                 raise ActivityError(error_from_plain(out["error"]), name=name)
             return structure(out["ok"], hint, what=f"the result of activity {name!r}")
         seq = self.cursor.seq - 1
-        if self._buffer is not None or self.flushing is not None:
+        if self.records_pending:
             await self.records_committed()  # (a recorded value the activity may use)
         attempt, text, plain, failure = await self._run_activity(fn, args, kwargs, retry,
                                                                  timeout, name)

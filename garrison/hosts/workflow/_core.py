@@ -249,12 +249,18 @@ class WorkflowCore(Caller, WorkflowScope):
                 if self.store_error is None:  # waiters raise it; anything else ends the run
                     self.stop_with(ErrorInfo.from_exception(exc))
 
+    @property
+    def records_pending(self) -> bool:
+        """Records made and not committed yet: buffered, or in a commit in flight."""
+        return self._buffer is not None or self.flushing is not None
+
     async def records_committed(self) -> None:
         """Return once every record this workflow has made is committed: before an
-        activity runs. Its code may pass on a recorded value (a ``workflow.uuid4()`` as
-        an idempotency key): run again after a crash, it must get the same one, so the
-        value is durable before the effect that uses it. (Only the final outcome of an
-        activity is recorded; its run is never undone.)"""
+        effect leaves the workflow ahead of its own record (an activity runs, a call's
+        request or a spawned plain process goes out, a child workflow by id starts, a
+        process is cancelled or terminated). The effect may carry a recorded value (a
+        ``workflow.uuid4()`` as an idempotency key): made again after a crash, it must
+        carry the same one, so the value is durable before the effect."""
         if self._buffer is not None:
             await self._commit(Transaction())
         while self.flushing is not None:

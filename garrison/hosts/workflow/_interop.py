@@ -93,6 +93,11 @@ class Interop(WorkflowCore):
                 self.monitoring = added(self.monitoring, pid)
             return pid
         seq = self.cursor.seq - 1
+        if self.records_pending and (id is not None or not h.durable or self.flushing):
+            # the child or process may act on a recorded value (a child workflow started
+            # by this spawn alone commits the buffered records with its start, but not
+            # those of a commit in flight)
+            await self.records_committed()
         if h.durable and id is not None:
             # a workflow by id: started idempotently (it may exist), then journaled; a
             # crash between the two starts it again on replay, which returns the same pid
@@ -269,6 +274,8 @@ class Interop(WorkflowCore):
         live, pid = self._take_target(JournalKind.CANCEL_PROCESS, to)
         if live:
             seq = self.cursor.seq - 1
+            if self.records_pending:
+                await self.records_committed()  # (a looked-up pid, say)
             await self.node.cancel(pid, self.pid, timeout)
             tx = Transaction()
             self.record(tx, seq, JournalKind.CANCEL_PROCESS, str(to), _dumps({"pid": str(pid)}))
@@ -280,6 +287,8 @@ class Interop(WorkflowCore):
         live, pid = self._take_target(JournalKind.TERMINATE, to)
         if live:
             seq = self.cursor.seq - 1
+            if self.records_pending:
+                await self.records_committed()  # (a looked-up pid, say)
             await self.node.terminate(pid, self.pid)
             tx = Transaction()
             self.record(tx, seq, JournalKind.TERMINATE, str(to), _dumps({"pid": str(pid)}))
@@ -318,6 +327,8 @@ class Interop(WorkflowCore):
                 raise TimeoutError(err.message)
             raise ProcessError(err.message, pid=Pid.parse(out["pid"]), error=err)
         seq = self.cursor.seq - 1
+        if self.records_pending:
+            await self.records_committed()  # the request may carry a recorded value
         node = self.node
         pid = node.resolve(to)
         seconds = timeout_seconds(timeout)
