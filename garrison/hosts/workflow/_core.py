@@ -194,7 +194,14 @@ class WorkflowCore(Caller, WorkflowScope):
         A store that fails for good (the disk is full, the file is gone, it stayed
         locked too long) raises :class:`~garrison.StoreError`; it is kept, raised again
         at every later durable operation, and stops the workflow without recording it
-        as its outcome."""
+        as its outcome.
+
+        A commit of buffered records still in flight (``flush_soon``) is waited for
+        first: a later commit never lands without the records made before it (the
+        effect it stands for, a send, a reply, would go out carrying values the
+        journal lost)."""
+        if self.flushing is not None:
+            await self._flushed()
         buf = self._buffer
         if buf is None:
             # (the store's awaitable itself, not commit_checked: one coroutine less held
@@ -254,6 +261,14 @@ class WorkflowCore(Caller, WorkflowScope):
         """Records made and not committed yet: buffered, or in a commit in flight."""
         return self._buffer is not None or self.flushing is not None
 
+    async def _flushed(self) -> None:
+        """Return once no commit of buffered records is in flight; raise the
+        store's failure if one failed."""
+        while self.flushing is not None:
+            await self.flushing.wait()
+        if self.store_error is not None:
+            raise self.store_error
+
     async def records_committed(self) -> None:
         """Return once every record this workflow has made is committed: before an
         effect leaves the workflow ahead of its own record (an activity runs, a call's
@@ -263,10 +278,7 @@ class WorkflowCore(Caller, WorkflowScope):
         carry the same one, so the value is durable before the effect."""
         if self._buffer is not None:
             await self._commit(Transaction())
-        while self.flushing is not None:
-            await self.flushing.wait()
-        if self.store_error is not None:
-            raise self.store_error
+        await self._flushed()
 
     async def commit_checked(self, tx: Transaction) -> list[Any]:
         """``store.commit(tx)``; a failure of the store itself becomes (and stays) this
