@@ -5,6 +5,7 @@ continue-as-new. On virtual time (MockClock): a 48-hour deadline takes no real t
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,6 +13,7 @@ import trio
 import workflow_app as app
 
 import garrison
+from garrison import process
 
 
 @pytest.fixture(autouse=True)
@@ -256,3 +258,37 @@ async def test_node_closes_while_a_parent_is_starting_its_children(
             await node.workflow("pw").cancel()
             with pytest.raises(garrison.WorkflowCancelled):
                 await node.workflow("pw.1").result()
+
+
+# ------------------------------------------------------------ a child on another store
+_TWO_HOSTS = """
+version: "1.0"
+namespace: p
+entries:
+  - {name: a, kind: workflow.host, store: a.db}
+  - {name: b, kind: workflow.host, store: b.db}
+"""
+
+
+async def spawns_on_b(with_id: bool) -> str:
+    try:
+        await process.spawn(app.child, 1, host="p:b", id="c" if with_id else None)
+    except ValueError as exc:
+        return str(exc)
+    return "spawned"
+
+
+@pytest.mark.parametrize("with_id", [False, True])
+async def test_a_child_workflow_on_a_host_with_another_store_is_refused_clearly(
+        tmp_path: Path, autojump_clock: Any, with_id: bool) -> None:
+    """A child workflow is journaled with its parent (its start, the parent's spawn
+    record and its monitor in one transaction): on a host with a store of its own that
+    failed deep in the store (a foreign key) and looked like the store failing, for
+    good. It is refused at the spawn, naming the hosts and the store."""
+    (tmp_path / "app.yaml").write_text(_TWO_HOSTS)
+    async with garrison.open_node(config=str(tmp_path / "app.yaml")) as node:
+        await node.start_workflow(spawns_on_b, with_id, id="w", host="p:a")
+        with trio.fail_after(10):
+            said = await node.workflow("w", host="p:a").result()
+    assert "workflow 'w' cannot spawn a workflow on host 'p:b'" in said
+    assert "b.db" in said and "spawn it on 'p:a'" in said

@@ -93,6 +93,14 @@ class Interop(WorkflowCore):
                 self.monitoring = added(self.monitoring, pid)
             return pid
         seq = self.cursor.seq - 1
+        if h.durable and h.store is not self.store:
+            where = h.store.path or "in memory"
+            raise ValueError(
+                f"workflow {self.wid!r} cannot spawn a workflow on host {host_name!r}: "
+                f"that host has a store of its own ({where}), and a child workflow is "
+                f"journaled with its parent in one store (this workflow's host is "
+                f"{self.host.name!r}); spawn it on {self.host.name!r}, or have a process "
+                f"start it on {host_name!r} (node.start_workflow)")
         if self.records_pending and (id is not None or not h.durable or self.flushing):
             # the child or process may act on a recorded value (a child workflow started
             # by this spawn alone commits the buffered records with its start, but not
