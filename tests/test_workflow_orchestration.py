@@ -292,3 +292,47 @@ async def test_a_child_workflow_on_a_host_with_another_store_is_refused_clearly(
             said = await node.workflow("w", host="p:a").result()
     assert "workflow 'w' cannot spawn a workflow on host 'p:b'" in said
     assert "b.db" in said and "spawn it on 'p:a'" in said
+
+
+async def waits_for_one() -> str:
+    msg = await process.inbox().receive()
+    return str(msg.payload)
+
+
+async def sends_to_b() -> str:
+    await process.send("p:b/r", "note", "hello")
+    return "sent"
+
+
+async def test_a_message_to_a_workflow_of_another_store_survives_a_crash_between(
+        tmp_path: Path, autojump_clock: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A send to a workflow of another store is two commits: the sender's record, then
+    the receiver's inbox row. The node going between them lost the message (the send
+    replays as done); a replayed send to another store is delivered again under its
+    recorded id, which the receiver's inbox holds once."""
+    from garrison.hosts.workflow import _host
+
+    (tmp_path / "app.yaml").write_text(_TWO_HOSTS)
+    config = str(tmp_path / "app.yaml")
+    deliver = _host.WorkflowHost.deliver_durable
+
+    async def never_on_b(self: Any, pid: Any, msg: Any, text: Any = None) -> bool:
+        if self.name == "p:b":
+            await trio.sleep_forever()  # the node goes before the receiver's commit
+        return await deliver(self, pid, msg, text)
+
+    async with garrison.open_node(config=config) as node:
+        await node.start_workflow(waits_for_one, id="r", host="p:b")
+        monkeypatch.setattr(_host.WorkflowHost, "deliver_durable", never_on_b)
+        await node.start_workflow(sends_to_b, id="s", host="p:a")
+        await trio.sleep(1)
+    monkeypatch.undo()
+    for _ in range(2):  # and once more: the delivery is not repeated
+        async with garrison.open_node(config=config) as node:
+            with trio.fail_after(10):
+                assert await node.workflow("s", host="p:a").result() == "sent"
+                assert await node.workflow("r", host="p:b").result() == "hello"
+    from garrison.persistence import SQLiteStore
+
+    with SQLiteStore(str(tmp_path / "b.db")) as b:
+        assert len(b.db.execute("SELECT 1 FROM inbox WHERE workflow_id = 'r'").fetchall()) == 1

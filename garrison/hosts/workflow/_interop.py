@@ -139,6 +139,7 @@ class Interop(WorkflowCore):
     async def send(self, to: Pid | str, topic: str, payload: Any) -> None:
         entry = self._take(JournalKind.SEND, topic)
         if entry is not None:
+            await self._send_again(entry.outcome, topic, payload)
             await self._yield()
             return
         seq = self.cursor.seq - 1
@@ -192,6 +193,24 @@ class Interop(WorkflowCore):
             else:
                 self.node.stats_dead_letters += 1
         await self._yield()
+
+    async def _send_again(self, out: Any, topic: str, payload: Any) -> None:
+        """A replayed send to a workflow of another store is delivered again, under the
+        id it was recorded with (an inbox ignores an id it holds): the sender's commit
+        and the receiver's are two, and a crash between them lost the message. (Within
+        one store they are one transaction: nothing to do.)"""
+        target = out.get("to") if isinstance(out, dict) else None
+        if not target or not out.get("id"):
+            return
+        pid = Pid.parse(target)
+        other = self.node.hosts.get(pid.host)
+        if other is None or not other.durable or getattr(other, "store", self.store) \
+                is self.store:
+            return
+        text = to_json(payload, what=f"the payload of message {topic!r} sent by workflow "
+                                     f"{self.wid!r}")
+        await other.deliver_durable(pid, Message(topic, _loads(text), self.pid, out["id"],
+                                                 None, None), text=text)
 
     async def reply(self, msg: Message, value: Any) -> None:
         entry = self._take(JournalKind.REPLY, msg.topic)

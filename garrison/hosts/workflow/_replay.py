@@ -356,6 +356,9 @@ class ReplayInstance(WorkflowInstance):
     def is_replaying(self) -> bool:
         return True
 
+    async def _send_again(self, out: Any, topic: str, payload: Any) -> None:
+        return None  # a replay writes nothing
+
     def _take(self, kind: Any, name: str) -> Entry | None:
         self._op(kind)
         if self.replay_end is not None:
