@@ -312,6 +312,33 @@ async def test_continue_as_new_after_a_failed_flush(tmp_path: Path, autojump_clo
     assert journal[1:] == [(1, "uuid4", again)], journal
 
 
+# ------------------------------------------------ the end after a failed flush
+async def start_then_return() -> str:
+    k = str(workflow.uuid4())
+    workflow.start(noop, k)  # not awaited: cancelled at the end, unrecorded
+    return k
+
+
+async def test_the_end_waits_for_a_flush_in_flight(tmp_path: Path, autojump_clock: Any,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The run ends while workflow.start's flush of its uuid4 is in flight and fails:
+    its end is not recorded over the lost record (the workflow stops on the store's
+    failure, as at any commit); the next node runs it from its journal, whole."""
+    db = str(tmp_path / "s.db")
+    async with garrison.open_node(store=db) as node:
+        store = node.hosts["workflows"].store
+        flush_fails_once(monkeypatch, store, 1, db)
+        await node.start_workflow(start_then_return, id="w")
+        with trio.fail_after(10), pytest.raises(garrison.StoreError):
+            await node.workflow("w").result()
+        monkeypatch.undo()
+    async with garrison.open_node(store=db) as node:
+        with trio.fail_after(10):
+            key = await node.workflow("w").result()
+        journal = [(r.seq, r.kind, r.outcome) for r in node.hosts["workflows"].store.journal("w")]
+    assert (1, "uuid4", key) in journal, journal
+
+
 # ------------------------------------------------ the node closing during a wait
 BLOCK: list[bool] = []
 SEEN: list[str] = []
