@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 import trio
+from _commit_faults import failing_commits, slow_commits
 
 import garrison
 from garrison import process, workflow
-from garrison.persistence import Op, Transaction
 
 STORE: list[Any] = []
 #: (the key a process got, the seqs of w's journal committed at that moment)
@@ -42,40 +42,13 @@ entries:
     return garrison.open_node(config=cfg, store=db)
 
 
-def _uuid_at(tx: Transaction, seq: int, wid: str = "w") -> bool:
-    return any(op is Op.APPEND_JOURNAL and params[0] == wid and params[1] == seq
-               and params[2] == "uuid4" for op, params in tx.ops)
-
-
-def slow_flush_of_seq(monkeypatch: pytest.MonkeyPatch, store: Any, seq: int) -> None:
-    """The commit holding w's uuid4 at ``seq`` takes a (virtual) second."""
-    store_type = type(store)
-    commit = store_type.commit
-
-    async def slow(self: Any, tx: Transaction) -> list[Any]:
-        if _uuid_at(tx, seq):
-            await trio.sleep(1)
-        return await commit(self, tx)
-
-    monkeypatch.setattr(store_type, "commit", slow)
-
-
 def flush_fails_once(monkeypatch: pytest.MonkeyPatch, store: Any, seq: int,
                      path: str) -> None:
-    """The commit holding w's uuid4 at ``seq`` fails (a transient failure: the batch
-    hit a full disk, a busy timeout, a dropped connection); later commits succeed."""
-    store_type = type(store)
-    commit = store_type.commit
-    failed: list[bool] = []
-
-    async def failing(self: Any, tx: Transaction) -> list[Any]:
-        if not failed and _uuid_at(tx, seq):
-            failed.append(True)
-            await trio.sleep(0.5)  # (the batch is in flight a while before it fails)
-            raise garrison.StoreError(path, "database or disk is full")
-        return await commit(self, tx)
-
-    monkeypatch.setattr(store_type, "commit", failing)
+    """The commit holding w's uuid4 at ``seq`` fails after half a second in flight (a
+    transient failure: a full disk, a busy timeout, a dropped connection); later
+    commits succeed."""
+    failing_commits(monkeypatch, store, "uuid4", seq=seq, wid="w", then="once", after=0.5,
+                    error=garrison.StoreError(path, "database or disk is full"))
 
 
 @garrison.activity
@@ -366,7 +339,7 @@ async def test_closing_the_node_while_waiting_in_records_committed(
     db = str(tmp_path / "s.db")
     async with garrison.open_node(store=db) as node:
         store = node.hosts["workflows"].store
-        slow_flush_of_seq(monkeypatch, store, 1)
+        slow_commits(monkeypatch, store, "uuid4", seq=1, wid="w")
         await node.start_workflow(start_then_call_remember, id="w")
         await trio.sleep(0.1)  # the flush of seq 1 is in flight, the workflow waits
         assert SEEN == []

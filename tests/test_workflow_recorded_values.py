@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 import trio
+from _commit_faults import failing_commits, slow_commits
 
 import garrison
 import garrison.testing
 from garrison import process, workflow
-from garrison.persistence import Op, Transaction
 
 #: the store the activities read the journal of (set by each test)
 STORE: list[Any] = []
@@ -25,37 +25,6 @@ STORE: list[Any] = []
 async def durable_seqs(tag: str) -> list[int]:
     """The seqs of this workflow's journal that are committed as this activity starts."""
     return [r.seq for r in STORE[0].journal(process.pid().id)]
-
-
-def _uuid_at(tx: Transaction, seq: int) -> bool:
-    return any(op is Op.APPEND_JOURNAL and params[1] == seq and params[2] == "uuid4"
-               for op, params in tx.ops)
-
-
-def slow_commit_of_seq(monkeypatch: pytest.MonkeyPatch, store: Any, seq: int) -> None:
-    """The commit holding the uuid4 record at ``seq`` takes a (virtual) second."""
-    store_type = type(store)
-    commit = store_type.commit
-
-    async def slow(self: Any, tx: Transaction) -> list[Any]:
-        if _uuid_at(tx, seq):
-            await trio.sleep(1)
-        return await commit(self, tx)
-
-    monkeypatch.setattr(store_type, "commit", slow)
-
-
-def slow_commit_of(monkeypatch: pytest.MonkeyPatch, store: Any, kind: str) -> None:
-    """A commit holding a journal record of ``kind`` takes a (virtual) second."""
-    store_type = type(store)
-    commit = store_type.commit
-
-    async def slow(self: Any, tx: Transaction) -> list[Any]:
-        if any(op is Op.APPEND_JOURNAL and params[2] == kind for op, params in tx.ops):
-            await trio.sleep(1)
-        return await commit(self, tx)
-
-    monkeypatch.setattr(store_type, "commit", slow)
 
 
 async def two_flushes() -> list[list[int]]:
@@ -83,7 +52,7 @@ async def test_an_activity_waits_for_every_flush_in_flight(
     async with garrison.open_node(store=store_spec) as node:
         store = node.hosts["workflows"].store
         STORE[:] = [store]
-        slow_commit_of_seq(monkeypatch, store, 1)
+        slow_commits(monkeypatch, store, "uuid4", seq=1)
         await node.start_workflow(flow, id="w")
         with trio.fail_after(10):
             first, second = await node.workflow("w").result()
@@ -113,24 +82,6 @@ async def keyed_start_then_wait() -> str:
     return await h
 
 
-def failing_commit_of_seq(monkeypatch: pytest.MonkeyPatch, store: Any, seq: int,
-                          exc: Exception) -> None:
-    """The commit holding the uuid4 record at ``seq`` fails with ``exc``, and so does
-    every commit after it."""
-    store_type = type(store)
-    commit = store_type.commit
-
-    full: list[bool] = []
-
-    async def failing(self: Any, tx: Transaction) -> list[Any]:
-        if full or _uuid_at(tx, seq):  # the disk stays full from then on
-            full.append(True)
-            raise exc
-        return await commit(self, tx)
-
-    monkeypatch.setattr(store_type, "commit", failing)
-
-
 @pytest.mark.parametrize("flow", [keyed_start, keyed_call, keyed_start_then_wait])
 async def test_a_store_failing_under_the_flush_stops_the_workflow(
         tmp_path: Path, autojump_clock: Any, monkeypatch: pytest.MonkeyPatch,
@@ -145,8 +96,8 @@ async def test_a_store_failing_under_the_flush_stops_the_workflow(
     db = str(tmp_path / "s.db")
     async with garrison.open_node(store=db) as node:
         store = node.hosts["workflows"].store
-        failing_commit_of_seq(monkeypatch, store, 1,
-                              garrison.StoreError(db, "database or disk is full"))
+        failing_commits(monkeypatch, store, "uuid4", seq=1, then="all",
+                        error=garrison.StoreError(db, "database or disk is full"))
         await node.start_workflow(flow, id="w")
         with trio.fail_after(10), pytest.raises(garrison.StoreError, match="disk is full"):
             await node.workflow("w").result()
@@ -438,7 +389,7 @@ async def test_a_recorded_value_is_committed_before_a_process_gets_it(
     async with garrison.open_node(store=store_spec) as node:
         store = node.hosts["workflows"].store
         STORE[:] = [store]
-        slow_commit_of(monkeypatch, store, "spawn")  # (the spawned process runs meanwhile)
+        slow_commits(monkeypatch, store, "spawn")  # (the spawned process runs meanwhile)
         await node.spawn(key_server)
         await trio.sleep(0.1)  # (it registers its name)
         await node.start_workflow(flow, id="w")
@@ -458,16 +409,8 @@ async def test_a_recorded_value_is_committed_before_a_child_workflow_by_id_start
     db = str(tmp_path / "s.db")
     async with garrison.open_node(store=db) as node:
         store = node.hosts["workflows"].store
-        store_type = type(store)
-        commit = store_type.commit
-
-        async def failing(self: Any, tx: Transaction) -> list[Any]:
-            if any(op is Op.APPEND_JOURNAL and params[0] == "w" and params[2] == "spawn"
-                   for op, params in tx.ops):
-                raise garrison.StoreError(db, "database or disk is full")
-            return await commit(self, tx)
-
-        monkeypatch.setattr(store_type, "commit", failing)
+        failing_commits(monkeypatch, store, "spawn", wid="w",
+                        error=garrison.StoreError(db, "database or disk is full"))
         await node.start_workflow(keyed_child_by_id, id="w")
         with trio.fail_after(10), pytest.raises(garrison.StoreError):
             await node.workflow("w").result()
