@@ -202,7 +202,10 @@ class Interop(WorkflowCore):
         target = out.get("to") if isinstance(out, dict) else None
         if not target or not out.get("id"):
             return
-        pid = Pid.parse(target)
+        try:
+            pid = Pid.parse(target)
+        except ValueError:  # (not a pid: nothing this could deliver to)
+            return
         other = self.node.hosts.get(pid.host)
         if other is None or not other.durable or getattr(other, "store", self.store) \
                 is self.store:
