@@ -281,8 +281,11 @@ class WorkflowCore(Caller, WorkflowScope):
         await self._flushed()
 
     async def commit_checked(self, tx: Transaction) -> list[Any]:
-        """``store.commit(tx)``; a failure of the store itself becomes (and stays) this
+        """``store.commit(tx)``, after a commit of buffered records still in flight (as
+        :meth:`_commit`); a failure of the store itself becomes (and stays) this
         workflow's :class:`~garrison.StoreError`."""
+        if self.flushing is not None:
+            await self._flushed()
         try:
             return await self._committing(tx)
         except Exception as exc:

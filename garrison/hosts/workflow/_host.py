@@ -459,8 +459,6 @@ class WorkflowHost:
                 result_json = to_json(value, what=f"the result of workflow {wf.wid!r}")
             except Exception as exc:
                 status, error = WorkflowStatus.FAILED, ErrorInfo.from_exception(exc)
-        if wf.flushing is not None:  # its records of a workflow.start still in flight:
-            await wf.records_committed()  # its end lands after them (or not, if they fail)
         tx = wf.take_buffer()
         if status is WorkflowStatus.BLOCKED:
             tx.update_workflow(wf.wid, status=status, error=error, time=self.clock.now())
