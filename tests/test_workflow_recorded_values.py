@@ -419,3 +419,24 @@ async def test_a_recorded_value_is_committed_before_a_child_workflow_by_id_start
         with trio.fail_after(10):
             key, childs = await node.workflow("w").result()
     assert key == childs
+
+
+@pytest.mark.parametrize("flow", [keyed_start, keyed_call, keyed_start_then_wait])
+async def test_a_flush_failing_with_an_error_of_its_own_stops_the_activity_too(
+        tmp_path: Path, autojump_clock: Any, monkeypatch: pytest.MonkeyPatch,
+        flow: Any) -> None:
+    """The commit of the recorded key fails with an error that is not the store failing
+    (a ValueError: an operation's own error, as a garrison bug would raise): the
+    workflow fails with it and the activity never runs, awaited or started (a started
+    one was woken by the failed flush and ran, its key lost)."""
+    RAN.clear()
+    db = str(tmp_path / "s.db")
+    async with garrison.open_node(store=db) as node:
+        store = node.hosts["workflows"].store
+        failing_commits(monkeypatch, store, "uuid4", seq=1, then="once",
+                        error=ValueError("an operation's own error"))
+        await node.start_workflow(flow, id="w")
+        with trio.fail_after(10), pytest.raises(garrison.WorkflowFailed,
+                                                match="operation's own error"):
+            await node.workflow("w").result()
+    assert RAN == []

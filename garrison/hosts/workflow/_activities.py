@@ -289,6 +289,10 @@ class Activities(WorkflowCore):
                           retry: RetryPolicy | None, timeout: float | None) -> None:
         if self.flushing is not None or self.store_error is not None:
             await self.records_committed()
+        if self.kill_reason is not None:
+            # the workflow is being stopped (by a flush of its records failing with an
+            # error of its own, say: its key is lost): what it started does not begin
+            return
         attempt, text, plain, failure = await self._run_activity(fn, args, kwargs, retry,
                                                                  timeout, handle.name)
         with trio.CancelScope(shield=True):
