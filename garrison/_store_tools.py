@@ -326,11 +326,12 @@ def get_schedule(store: Any, schedule_id: str) -> Any:
 
 
 def pause_schedule(store: Any, schedule_id: str) -> None:
-    """Pause the schedule: its ticks start nothing until it is resumed."""
+    """Pause the schedule: its ticks start nothing until it is resumed (a tick waiting
+    for the last run to end is dropped)."""
     from .persistence import Transaction
 
     get_schedule(store, schedule_id)
-    store.write(Transaction().update_schedule(schedule_id, paused=True))
+    store.write(Transaction().update_schedule(schedule_id, paused=True, buffered_tick=None))
 
 
 def resume_schedule(store: Any, schedule_id: str, now: float | None = None) -> None:

@@ -378,6 +378,45 @@ async def test_pause_resume_trigger_delete(autojump_clock: Any) -> None:
     assert ids() == [tick_id("s", at(1)), pid.id, tick_id("s", at(4))]
 
 
+async def test_a_paused_schedule_starts_no_buffered_tick(store_spec: str,
+                                                         autojump_clock: Any) -> None:
+    """The 2h tick waits behind the 1h run (until 2h30) when the schedule is paused at
+    2h12: it never starts, neither when the run ends nor after a restart, and resume
+    goes on from the next tick (the buffered one is not caught up)."""
+    async with garrison.open_node(store=store_spec) as node:
+        handle = await node.schedule("s", app.job, 1.5 * HOUR, every="1h",
+                                     overlap="buffer_one")
+        await trio.sleep(2.2 * HOUR)
+        assert handle.info().buffered_tick == dt.datetime.fromtimestamp(at(2), UTC)
+        await handle.pause()
+        assert handle.info().buffered_tick is None
+        await trio.sleep(HOUR)  # the 1h run ends at 2h30
+    async with garrison.open_node(store=store_spec) as node:
+        await trio.sleep(0.5 * HOUR)
+        await node.schedule_handle("s").resume()
+        await trio.sleep(0.5 * HOUR)  # to 4h12: the 4h tick
+    assert ids() == [tick_id("s", at(1)), tick_id("s", at(4))]
+
+
+async def test_a_tick_acted_on_from_before_a_pause_starts_nothing(store_spec: str,
+                                                                  autojump_clock: Any) -> None:
+    """A scheduler that read the schedule before it was paused (its tick was being
+    started as the pause committed, or another node of a cluster paused it) acts on the
+    tick after the pause: the compare-and-set refuses it, nothing starts."""
+    async with garrison.open_node(store=store_spec) as node:
+        handle = await node.schedule("s", app.job, every="1h")
+        scheduler = node.hosts["workflows"].scheduler
+        stale = scheduler.rows["s"]  # next tick 1h, not paused
+        await trio.sleep(HOUR - 1)
+        await handle.pause()
+        await scheduler._fire([stale], at(1))
+        await trio.sleep(1)
+        record = handle.info()
+        assert (record.paused, record.last_workflow) == (True, None)
+        assert scheduler.rows["s"].paused
+    assert ids() == []
+
+
 async def test_schedule_again_updates_it_and_keeps_the_next_tick(autojump_clock: Any) -> None:
     async with garrison.open_node() as node:
         await node.schedule("s", app.job, every="1h")
@@ -595,6 +634,9 @@ def test_store_schedule_operations() -> None:
             [2], "0 3 * * *", None, "Europe/Riga", "config")
         assert (record.paused, record.last_workflow) == (True, "w1")  # kept by a put
         assert record.next_tick == dt.datetime.fromtimestamp(at(3), UTC)
+        paused = Transaction().update_schedule("s", next_tick=at(4), expect_next_tick=at(3))
+        assert store.write(paused) == [False]  # a tick of a paused schedule: nothing changed
+        store.write(Transaction().update_schedule("s", paused=False))
         cas = Transaction().update_schedule("s", next_tick=at(4), expect_next_tick=at(1))
         assert store.write(cas) == [False]  # not the expected next tick: nothing changed
         ok = Transaction().update_schedule("s", next_tick=None, expect_next_tick=at(3))

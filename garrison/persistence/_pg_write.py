@@ -367,7 +367,7 @@ class PgWritePath:
 
     def _schedule_stmt(self, columns: tuple[str, ...], expect: bool) -> _Stmt:
         """``UPDATE_SCHEDULE`` of these columns (with the compare-and-set on
-        ``next_tick`` when ``expect``); its result: one row updated."""
+        ``next_tick``, and not paused, when ``expect``); its result: one row updated."""
         key = ("schedule", *columns, "expect" if expect else "")
         stmt = self._update_stmts.get(key)
         if stmt is None:
@@ -379,7 +379,8 @@ class PgWritePath:
             text = f"UPDATE {self._s}.schedules SET updated = $2{sets} WHERE schedule_id = $1"
             if expect:
                 n += 1
-                text += f" AND next_tick IS NOT DISTINCT FROM ${n}::double precision"
+                text += (f" AND paused = 0 AND next_tick IS NOT DISTINCT FROM "
+                         f"${n}::double precision")
             name = "g_sched_" + "_".join(key[1:]).strip("_")
             stmt = self._update_stmts[key] = _Stmt(name, text, n)
         return stmt

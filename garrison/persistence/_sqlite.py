@@ -268,7 +268,7 @@ def _update_schedule(conn: sqlite3.Connection, params: tuple[Any, ...]) -> bool:
         " WHERE schedule_id = ?"
     args = [updated, *(v for _, v in sets), schedule_id]
     if expect:
-        sql += " AND next_tick IS ?"
+        sql += " AND paused = 0 AND next_tick IS ?"
         args.append(expect[0])
     return bool(conn.execute(sql, args).rowcount == 1)
 

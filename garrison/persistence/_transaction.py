@@ -43,8 +43,9 @@ of the contract every store implements:
                           and ``next_tick`` (keeps ``paused``, ``last_*``, ``buffered_tick``,
                           ``created``)
 ``UPDATE_SCHEDULE``       ``True`` if the row was updated: it exists and, when
-                          ``expect_next_tick`` is given, its ``next_tick`` is that value
-                          (NULL-safe compare); ``False`` otherwise (nothing changed)
+                          ``expect_next_tick`` is given, it is not paused and its
+                          ``next_tick`` is that value (NULL-safe compare); ``False``
+                          otherwise (nothing changed)
 ``DELETE_SCHEDULE``       ``None``
 ========================  ===============================================================
 
@@ -568,8 +569,9 @@ class Transaction:
         time: _dt.datetime | float | None = None,
     ) -> Transaction:
         """Set the given columns of a schedule (and ``updated``); result ``True`` if it was
-        updated. With ``expect_next_tick`` only if its ``next_tick`` is still that (a
-        compare-and-set: of two nodes acting on one tick, one wins). Params:
+        updated. With ``expect_next_tick`` only if it is not paused and its
+        ``next_tick`` is still that (a compare-and-set: of two nodes acting on one tick,
+        one wins; a tick read before a pause committed starts nothing). Params:
         ``(schedule_id, updated, ((column, value), ...), (expected,) or ())``."""
         sets: list[tuple[str, Any]] = []
         if paused is not None:

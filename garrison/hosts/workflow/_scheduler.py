@@ -140,7 +140,7 @@ class Scheduler:
         if not record.paused and tick is not None:
             heapq.heappush(self._heap, (tick, sid))
         self._remote.pop(sid, None)
-        if record.buffered_tick is not None:
+        if record.buffered_tick is not None and not record.paused:
             last = record.last_workflow
             if last is not None and self._unfinished(last):
                 self._wait_for(last, sid)
@@ -243,7 +243,7 @@ class Scheduler:
         work = [(record, True) for record in due]
         for sid in sorted(released - due_ids):
             record = self.rows.get(sid)
-            if record is not None and record.buffered_tick is not None:
+            if record is not None and record.buffered_tick is not None and not record.paused:
                 work.append((record, False))
         async with trio.open_nursery() as starting:
             for i in range(0, len(work), CHUNK):
@@ -451,9 +451,13 @@ class Scheduler:
         return record
 
     async def pause(self, schedule_id: str) -> None:
-        """Stop acting on ticks (kept paused across restarts) until :meth:`resume`."""
+        """Stop acting on ticks (kept paused across restarts) until :meth:`resume`; a
+        tick waiting for the last run to end (``buffer_one``) is dropped. A tick being
+        acted on as the pause commits starts nothing (the compare-and-set of a tick
+        requires the schedule not paused)."""
         self.get(schedule_id)
-        await self.host.store.commit(Transaction().update_schedule(schedule_id, paused=True))
+        await self.host.store.commit(Transaction().update_schedule(
+            schedule_id, paused=True, buffered_tick=None, time=self.host.clock.now()))
         self.reload(schedule_id)
 
     async def resume(self, schedule_id: str) -> None:
