@@ -378,6 +378,28 @@ async def test_pause_resume_trigger_delete(autojump_clock: Any) -> None:
     assert ids() == [tick_id("s", at(1)), pid.id, tick_id("s", at(4))]
 
 
+async def test_a_schedule_whose_workflow_code_is_gone_says_so(
+        autojump_clock: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """A schedule stored with a workflow the code no longer has (renamed since): its
+    tick logs, and its trigger raises, an error naming the schedule and the workflow."""
+    async with garrison.open_node() as node:
+        handle = await node.schedule("s", app.job, every="1h")
+        host = node.hosts["workflows"]
+        for name in ("schedule_app:gone", "no_such_module_here:job"):
+            await host.store.commit(Transaction().put_schedule(
+                "s", host="workflows", workflow=name, every=3600.0, catchup_window=3600.0,
+                next_tick=at(1)))
+            host.scheduler.reload("s")
+            with pytest.raises(ImportError, match=(
+                    f"schedule 's' cannot start its workflow {name}: it is not importable "
+                    r"by that name \((AttributeError|ModuleNotFoundError): ")):
+                await handle.trigger()
+        await trio.sleep(HOUR + 1)
+    assert ids() == []
+    assert "schedule s could not start workflow s@2026-01-01T01:00:00Z " \
+        "(no_such_module_here:job)" in caplog.text
+
+
 async def test_a_paused_schedule_starts_no_buffered_tick(store_spec: str,
                                                          autojump_clock: Any) -> None:
     """The 2h tick waits behind the 1h run (until 2h30) when the schedule is paused at

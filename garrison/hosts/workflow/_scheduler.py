@@ -73,6 +73,17 @@ def _ts(value: Any) -> float | None:
     return None if value is None else float(value.timestamp())
 
 
+def _workflow_of(record: ScheduleRecord) -> Any:
+    """The workflow function schedule ``record`` starts; ``ImportError`` naming the
+    schedule and the workflow if the code no longer has it (renamed, or not deployed)."""
+    try:
+        return import_target(record.workflow)
+    except Exception as exc:
+        raise ImportError(f"schedule {record.schedule_id!r} cannot start its workflow "
+                          f"{record.workflow}: it is not importable by that name "
+                          f"({type(exc).__name__}: {exc})") from exc
+
+
 class Scheduler:
     """The schedules of one workflow host's store (see the module docs)."""
 
@@ -381,7 +392,7 @@ class Scheduler:
 
     async def _start(self, record: ScheduleRecord, wid: str) -> Pid | None:
         try:
-            fn = import_target(record.workflow)
+            fn = _workflow_of(record)
             pid = await self.host.start(fn, tuple(record.input), wid=wid)
         except Exception as exc:
             log.error("schedule %s could not start workflow %s (%s): %s", record.schedule_id,
@@ -484,8 +495,7 @@ class Scheduler:
         its overlap policy; later ticks see it as the last run."""
         record = self.get(schedule_id)
         wid = trigger_id(schedule_id, self.host.clock.now())
-        pid = await self.host.start(import_target(record.workflow), tuple(record.input),
-                                    wid=wid)
+        pid = await self.host.start(_workflow_of(record), tuple(record.input), wid=wid)
         await self.host.store.commit(Transaction().update_schedule(schedule_id,
                                                                    last_workflow=wid))
         self.reload(schedule_id)
