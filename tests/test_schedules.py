@@ -338,6 +338,40 @@ def test_dst_changes_follow_debian_cron() -> None:
     assert dt.datetime(2025, 11, 2, 1, 30, tzinfo=ny).utcoffset() == dt.timedelta(hours=-4)
 
 
+def test_dst_changes_follow_debian_cron_with_a_seconds_field_too() -> None:
+    """A six-field expression (seconds first) gets the same daylight saving handling as
+    its five fields: the tick in the skipped hour is not lost, the tick in the repeated
+    hour does not run twice; and catching up picks the ticks next_after gives."""
+    ny = ZoneInfo("America/New_York")
+
+    def ticks(cron: str, start: dt.datetime, n: int) -> list[str]:
+        spec = ScheduleSpec.parse(cron=cron, timezone="America/New_York")
+        out, t = [], start.timestamp()
+        for _ in range(n):
+            t = spec.next_after(t)
+            out.append(dt.datetime.fromtimestamp(t, ny).isoformat())
+        return out
+
+    assert ticks("0 30 2 * * *", dt.datetime(2025, 3, 8, 12, tzinfo=ny), 2) == [
+        "2025-03-09T03:00:00-04:00", "2025-03-10T02:30:00-04:00"]
+    assert ticks("15,45 30 2 * * *", dt.datetime(2025, 3, 8, 12, tzinfo=ny), 3) == [
+        "2025-03-09T03:00:15-04:00", "2025-03-09T03:00:45-04:00",
+        "2025-03-10T02:30:15-04:00"]
+    assert ticks("0 30 1 * * *", dt.datetime(2025, 11, 1, 12, tzinfo=ny), 2) == [
+        "2025-11-02T01:30:00-04:00", "2025-11-03T01:30:00-05:00"]
+    assert ticks("*/20 0,30 * * * *", dt.datetime(2025, 11, 2, 1, 59, tzinfo=ny), 4) == [
+        "2025-11-02T01:00:00-05:00", "2025-11-02T01:00:20-05:00",
+        "2025-11-02T01:00:40-05:00", "2025-11-02T01:30:00-05:00"]
+    spec = ScheduleSpec.parse(cron="10,20 30 1 * * *", timezone="America/New_York")
+    late = dt.datetime(2025, 11, 2, 3, tzinfo=ny).timestamp()
+    assert spec.latest_in(late - 86400, late) == dt.datetime(
+        2025, 11, 2, 1, 30, 20, tzinfo=ny).timestamp()
+    assert spec.latest_in(late - 86400, dt.datetime(
+        2025, 11, 2, 1, 30, 15, tzinfo=ny).timestamp()) == dt.datetime(
+        2025, 11, 2, 1, 30, 10, tzinfo=ny).timestamp()
+    assert spec.latest_in(late - 3600, late) is None
+
+
 async def test_a_schedule_across_a_spring_dst_change_on_virtual_time(
         monkeypatch: pytest.MonkeyPatch, autojump_clock: Any) -> None:
     ny = ZoneInfo("America/New_York")

@@ -66,6 +66,29 @@ def _cron_next(cron: str, timezone: str, t: int) -> float | None:
 
 
 @functools.lru_cache(maxsize=4096)
+def _seconds_split(cron: str) -> tuple[str, tuple[int, ...] | None]:
+    """``cron`` as its five fields from the minute on, and the seconds of each minute
+    its first field (of six) selects (``None``: five fields, or only second 0).
+
+    ``cronsim`` gives six-field expressions no daylight saving handling (a tick in a
+    skipped hour is lost, one in a repeated hour runs twice); ticks are therefore
+    computed on the five fields, as Debian's cron does, and the seconds added to each
+    minute they yield."""
+    parts = cron.split()
+    if len(parts) != 6:
+        return cron, None
+    # the seconds of one minute the field matches (cronsim reads the field)
+    first = _dt.datetime(2000, 1, 1, tzinfo=_UTC) - _dt.timedelta(seconds=1)
+    seconds = []
+    for moment in CronSim(f"{parts[0]} * * * * *", first):
+        if moment.minute != 0:
+            break
+        seconds.append(moment.second)
+    five = " ".join(parts[1:])
+    return five, (None if seconds == [0] else tuple(seconds))
+
+
+@functools.lru_cache(maxsize=4096)
 def _cron_problem(cron: str) -> str | None:
     """What is wrong with ``cron`` (``cronsim``'s words), or ``None``; cached (loading
     10,000 schedules checks each expression once)."""
@@ -177,7 +200,19 @@ class ScheduleSpec:
         if self.every is not None:
             return (math.floor(t / self.every) + 1) * self.every
         assert self.cron is not None
-        return _cron_next(self.cron, self.timezone, math.floor(t))
+        five, seconds = _seconds_split(self.cron)
+        if seconds is None:
+            return _cron_next(five, self.timezone, math.floor(t))
+        # the first minute that may hold a tick after t starts after t - 60
+        t = math.floor(t)
+        minute = _cron_next(five, self.timezone, t - 60)
+        if minute is None:
+            return None
+        for second in seconds:
+            if minute + second > t:
+                return minute + second
+        minute = _cron_next(five, self.timezone, math.floor(minute))
+        return None if minute is None else minute + seconds[0]
 
     def latest_in(self, lo: float, hi: float) -> float | None:
         """The latest tick in ``[lo, hi]``, or ``None``: always one that
@@ -189,18 +224,38 @@ class ScheduleSpec:
             tick = math.floor(hi / self.every) * self.every
             return tick if tick >= lo else None
         assert self.cron is not None
+        five, seconds = _seconds_split(self.cron)
+        if seconds is None:
+            return self._latest_minute_in(five, lo, hi)
+        # the minutes whose ticks may fall in [lo, hi] start in [lo - 59, hi]
+        top = hi
+        while True:
+            minute = self._latest_minute_in(five, lo - 59, top)
+            if minute is None:
+                return None
+            inside = [minute + s for s in seconds if lo <= minute + s <= hi]
+            if inside:
+                return inside[-1]
+            if minute + seconds[-1] < lo:
+                return None
+            top = minute - 1  # its ticks all come after hi: the minute before
+
+    def _latest_minute_in(self, cron: str, lo: float, hi: float) -> float | None:
+        """The latest tick of the five-field ``cron`` in ``[lo, hi]``, or ``None``."""
+        if hi < lo:
+            return None
         # Reverse iteration finds the neighbourhood at once (it yields ticks strictly
         # before its start); forward iteration from a little before it gives the tick
         # itself, as next_after does, also when a DST change makes the two disagree.
         start = _dt.datetime.fromtimestamp(math.floor(hi) + 1, self._zone)
         try:
-            near = float(next(CronSim(self.cron, start, reverse=True)).timestamp())
+            near = float(next(CronSim(cron, start, reverse=True)).timestamp())
         except StopIteration:
             return None
         if near < lo - _DST_SPAN:
             return None
         latest = None
-        forward = CronSim(self.cron, _dt.datetime.fromtimestamp(
+        forward = CronSim(cron, _dt.datetime.fromtimestamp(
             math.floor(max(lo, near - _DST_SPAN)) - 1, self._zone))
         for moment in forward:
             tick = float(moment.timestamp())
