@@ -489,6 +489,8 @@ class Node:
         entries = [e for e in self.config.hosts() if e.kind == "workflow.host"] \
             if self.config is not None else []
         alias = len(entries) == 1 and default is None
+        _check_stores_apart([(e.id, stores[e.id]) for e in entries]
+                            + ([] if alias else [("workflows", default)]))
         for entry in entries:
             limits = QueueLimits(entry.max_concurrent, entry.cluster_max_concurrent,
                                  entry.rate)
@@ -689,3 +691,21 @@ def run(main: Callable[..., Any], *args: Any, config: Any = None, store: Any = N
             return await node.wait(pid)
 
     return trio.run(root, clock=clock, restrict_keyboard_interrupt_to_checkpoints=True)
+
+
+def _check_stores_apart(specs: list[tuple[str, Any]]) -> None:
+    """``ValueError`` naming both hosts if two workflow hosts are given the same store
+    (a file path, or a URL): each needs one of its own (its workflows, queue and
+    schedules are the store's), and a second open of a file would be refused as if
+    another node held it."""
+    seen: dict[str, str] = {}
+    for name, spec in specs:
+        if isinstance(spec, (str, os.PathLike)):
+            text = os.fspath(spec)
+            key = text if "://" in text else os.path.realpath(text)
+        else:
+            continue  # in memory (None: one each), or a store object
+        if key in seen:
+            raise ValueError(f"workflow hosts {seen[key]!r} and {name!r} both use the store "
+                             f"{text}: each workflow host needs a store of its own")
+        seen[key] = name

@@ -235,6 +235,26 @@ entries:
     assert start_times() == {"one": 0, "two": 5}
 
 
+async def test_two_workflow_hosts_on_one_store_are_refused_naming_both(
+        tmp_path: Path) -> None:
+    """Each workflow host needs a store of its own (its queue, its schedules): a second
+    host on the same file was refused as if another node held it."""
+    db = tmp_path / "wf.db"
+    config = load_config_text(f"""
+version: "1.0"
+namespace: app
+entries:
+  - {{name: mailer, kind: workflow.host, store: {db}}}
+  - {{name: billing, kind: workflow.host, store: {tmp_path / 'other.db'}}}
+""")
+    with pytest.raises(ValueError, match=(
+            r"workflow hosts 'app:mailer' and 'workflows' both use the store .*wf\.db: "
+            r"each workflow host needs a store of its own")):
+        async with garrison.open_node(config=config, store=str(tmp_path / "." / "wf.db")):
+            pass
+    assert not (tmp_path / "wf.db.lock").exists()
+
+
 async def test_bad_limits_are_refused() -> None:
     with pytest.raises(ValueError, match="max_concurrent must be a whole number >= 1"):
         async with garrison.open_node(max_concurrent=0):
