@@ -434,24 +434,31 @@ async def test_a_schedule_whose_workflow_code_is_gone_says_so(
         "(no_such_module_here:job)" in caplog.text
 
 
-async def test_a_paused_schedule_starts_no_buffered_tick(store_spec: str,
+@pytest.mark.parametrize("by", ["handle", "tool"])
+async def test_a_paused_schedule_starts_no_buffered_tick(store_spec: str, by: str,
                                                          autojump_clock: Any) -> None:
     """The 2h tick waits behind the 1h run (until 2h30) when the schedule is paused at
-    2h12: it never starts, neither when the run ends nor after a restart, and resume
-    goes on from the next tick (the buffered one is not caught up)."""
+    2h12 (by its handle, or by a tool while no node runs): it never starts, neither
+    when the run ends nor after a restart, and resume goes on from the next tick (the
+    buffered one is not caught up)."""
     async with garrison.open_node(store=store_spec) as node:
         handle = await node.schedule("s", app.job, 1.5 * HOUR, every="1h",
                                      overlap="buffer_one")
         await trio.sleep(2.2 * HOUR)
         assert handle.info().buffered_tick == dt.datetime.fromtimestamp(at(2), UTC)
-        await handle.pause()
-        assert handle.info().buffered_tick is None
-        await trio.sleep(HOUR)  # the 1h run ends at 2h30
-    async with garrison.open_node(store=store_spec) as node:
-        await trio.sleep(0.5 * HOUR)
+        if by == "handle":
+            await handle.pause()
+            assert handle.info().buffered_tick is None
+            await trio.sleep(HOUR)  # the 1h run ends at 2h30
+    if by == "tool":
+        with tools.open_store(store_spec) as store:
+            tools.pause_schedule(store, "s")
+            assert store.get_schedule("s").buffered_tick is None
+    async with garrison.open_node(store=store_spec) as node:  # (the 1h run resumes)
+        await trio.sleep(HOUR)
         await node.schedule_handle("s").resume()
-        await trio.sleep(0.5 * HOUR)  # to 4h12: the 4h tick
-    assert ids() == [tick_id("s", at(1)), tick_id("s", at(4))]
+        await trio.sleep(HOUR)  # the next tick: 5h (4h after the tool)
+    assert ids()[:2] == [tick_id("s", at(1)), tick_id("s", at(5 if by == "handle" else 4))]
 
 
 async def test_a_tick_acted_on_from_before_a_pause_starts_nothing(store_spec: str,
