@@ -779,3 +779,28 @@ async def test_cli_trigger_while_a_node_runs(tmp_path: Path) -> None:
         with trio.fail_after(10):
             while not node.hosts["workflows"].scheduler.rows["s"].paused:
                 await trio.sleep(0.01)
+
+
+async def test_trigger_and_resume_stamp_the_schedule_with_the_hosts_clock(
+        tmp_path: Path, autojump_clock: Any) -> None:
+    """trigger() and resume() stamp the schedule's ``updated`` with the host's clock, as
+    every other write of the scheduler does. They stamped real time: under a test's
+    clock a triggered workflow deleted since looked, after a restart, like one whose
+    tick was recorded just before a crash, and was started again."""
+    db = str(tmp_path / "s.db")
+    async with garrison.open_node(store=db) as node:
+        handle = await node.schedule("s", app.job, cron="0 3 1 6 *")  # no tick here
+        await handle.pause()
+        await trio.sleep(HOUR)
+        await handle.resume()
+        assert abs(handle.info().updated.timestamp() - at(1)) < 1
+        await trio.sleep(HOUR)
+        pid = await handle.trigger()
+        assert abs(handle.info().updated.timestamp() - at(2)) < 1
+        await node.workflow(pid.id).result()
+        node.hosts["workflows"].store.write(Transaction().delete_workflow(pid.id))
+    await trio.sleep(2 * HOUR)  # past the catch-up window of its tick
+    app.STARTS.clear()
+    async with garrison.open_node(store=db) as node:
+        await trio.sleep(1)
+    assert ids() == []

@@ -479,9 +479,9 @@ class Scheduler:
             return
         spec = ScheduleSpec.parse(cron=record.cron, every=record.every,
                                   timezone=record.timezone, what=f"schedule {schedule_id!r}")
-        following = spec.next_after(self.host.clock.now())
+        now = self.host.clock.now()
         await self.host.store.commit(Transaction().update_schedule(
-            schedule_id, paused=False, next_tick=following))
+            schedule_id, paused=False, next_tick=spec.next_after(now), time=now))
         self.reload(schedule_id)
 
     async def delete(self, schedule_id: str) -> None:
@@ -494,10 +494,12 @@ class Scheduler:
         """Start the schedule's workflow now (``<id>@<now>``), paused or not, whatever
         its overlap policy; later ticks see it as the last run."""
         record = self.get(schedule_id)
-        wid = trigger_id(schedule_id, self.host.clock.now())
+        now = self.host.clock.now()
+        wid = trigger_id(schedule_id, now)
         pid = await self.host.start(_workflow_of(record), tuple(record.input), wid=wid)
-        await self.host.store.commit(Transaction().update_schedule(schedule_id,
-                                                                   last_workflow=wid))
+        # (stamped with the host's clock: a restart compares it with that clock)
+        await self.host.store.commit(Transaction().update_schedule(
+            schedule_id, last_workflow=wid, time=self.host.clock.now()))
         self.reload(schedule_id)
         return pid
 
