@@ -70,7 +70,12 @@ class WorkflowHandle:
         return self.host.store.journal(self.workflow_id)
 
     async def signal(self, topic: str, payload: Any = None) -> None:
-        """Send the workflow a message (committed to its inbox before this returns)."""
+        """Send the workflow a message (committed to its inbox before this returns).
+
+        ``NoSuchWorkflow`` for an id the store does not hold (a mistyped id is not a
+        silent dead letter); a finished workflow's message is a dead letter, as a
+        ``node.send`` to its pid is."""
+        self.host.status(self.workflow_id)  # NoSuchWorkflow for an unknown id
         await self.node.send(self.pid, topic, payload)
 
     async def cancel(self) -> None:
@@ -105,7 +110,9 @@ class WorkflowHandle:
         return await retry_workflow(self.host, self.workflow_id)
 
     def state(self, key: str, default: Any = None) -> Any:
-        """A value the workflow stored with ``workflow.set_state`` (committed ones)."""
+        """A value the workflow stored with ``workflow.set_state`` (committed ones);
+        ``default`` for a key it has not set, ``NoSuchWorkflow`` for an unknown id."""
+        self.host.status(self.workflow_id)  # NoSuchWorkflow for an unknown id
         return self.host.store.get_state(self.workflow_id, key, default)
 
     def promise(self, name: str) -> PromiseHandle:
@@ -135,6 +142,8 @@ class PromiseHandle:
                                                 "rejected", message)
 
     def status(self) -> str:
-        """``pending``, ``resolved`` or ``rejected`` (``pending`` if not declared yet)."""
+        """``pending``, ``resolved`` or ``rejected`` (``pending`` if not declared yet);
+        ``NoSuchWorkflow`` for an unknown workflow id."""
+        self.handle.host.status(self.handle.workflow_id)  # NoSuchWorkflow if unknown
         rec = self.handle.host.store.get_promise(self.handle.workflow_id, self.name)
         return "pending" if rec is None else str(rec.status)

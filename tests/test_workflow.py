@@ -114,6 +114,29 @@ async def test_unknown_workflow(node: garrison.Node) -> None:
         await node.workflow("nope").result()
 
 
+async def test_the_handle_of_an_unknown_workflow_says_so_for_every_call(
+        node: garrison.Node) -> None:
+    # a mistyped id: a signal is not dropped as a dead letter, nor a state or a promise
+    # read as "not set yet", while cancel, history, result ... raise NoSuchWorkflow
+    handle = node.workflow("nope")
+    with pytest.raises(garrison.NoSuchWorkflow, match="'nope'"):
+        await handle.signal("approve", {"by": "ann"})
+    with pytest.raises(garrison.NoSuchWorkflow, match="'nope'"):
+        handle.state("status")
+    with pytest.raises(garrison.NoSuchWorkflow, match="'nope'"):
+        handle.promise("approval").status()
+    with pytest.raises(garrison.NoSuchWorkflow, match="'nope'"):
+        await handle.promise("approval").resolve(1)
+    with pytest.raises(garrison.NoSuchWorkflow, match="'nope'"):
+        await handle.cancel()
+    assert node.stats()["dead_letters"] == 0
+    # a finished workflow still answers: its state, its promises
+    await node.start_workflow(app.steps, 0, 1, id="done")
+    await node.workflow("done").result()
+    assert node.workflow("done").state("status", "none") == "none"
+    assert node.workflow("done").promise("approval").status() == "pending"
+
+
 # ------------------------------------------------------------------ retries
 async def test_retry_until_success_records_attempts_once(
         node: garrison.Node, autojump_clock: Any) -> None:
