@@ -246,7 +246,7 @@ def test_second_signal_forces_an_immediate_stop(tmp_path):
 def test_run_starts_although_an_auto_start_service_cannot_spawn(tmp_path):
     (tmp_path / "svc.py").write_text(textwrap.dedent("""
         from garrison import process
-        async def idle():
+        async def idle(*args):
             await process.events().receive()   # returns on CANCEL
     """))
     (tmp_path / "app.yaml").write_text(textwrap.dedent("""
