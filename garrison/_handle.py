@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from .actors._values import Pid
+from .hosts.workflow._ids import check_promise_name, check_state_key
 from .persistence import JournalRecord, WorkflowStatus
 
 if TYPE_CHECKING:
@@ -112,12 +113,14 @@ class WorkflowHandle:
     def state(self, key: str, default: Any = None) -> Any:
         """A value the workflow stored with ``workflow.set_state`` (committed ones);
         ``default`` for a key it has not set, ``NoSuchWorkflow`` for an unknown id."""
+        check_state_key(key, "WorkflowHandle.state()")
         self.host.status(self.workflow_id)  # NoSuchWorkflow for an unknown id
         return self.host.store.get_state(self.workflow_id, key, default)
 
     def promise(self, name: str) -> PromiseHandle:
-        """The workflow's durable promise ``name``, to resolve or reject from outside."""
-        return PromiseHandle(self, name)
+        """The workflow's durable promise ``name``, to resolve or reject from outside
+        (``ValueError`` unless ``name`` is a non-empty string, as for ``workflow.promise``)."""
+        return PromiseHandle(self, check_promise_name(name))
 
 
 @attrs.frozen

@@ -137,6 +137,34 @@ async def test_the_handle_of_an_unknown_workflow_says_so_for_every_call(
     assert node.workflow("done").promise("approval").status() == "pending"
 
 
+async def state_by_a_tuple_key() -> str:
+    workflow.set_state(("stage", 1), "shipping")
+    return "set"
+
+
+async def test_a_state_key_or_promise_name_of_the_wrong_type_is_refused_at_the_call(
+        node: garrison.Node) -> None:
+    # a tuple key reached SQLite: the workflow stopped blocked on a "store failure"
+    # (StoreError: Error binding parameter), and a handle raised sqlite3's
+    # ProgrammingError; a promise named 5, None or "" was stored where no workflow
+    # can declare it
+    await node.start_workflow(state_by_a_tuple_key, id="tuple")
+    with pytest.raises(garrison.WorkflowFailed,
+                       match=r"TypeError: workflow.set_state\(\): a state key must be a "
+                             r"string, got tuple: \('stage', 1\)"):
+        await node.workflow("tuple").result()
+    await node.start_workflow(app.steps, 0, 1, id="done")
+    await node.workflow("done").result()
+    handle = node.workflow("done")
+    with pytest.raises(TypeError, match=r"state key must be a string, got tuple"):
+        handle.state(("stage", 1))
+    for name in ("", 5, None, ("a",)):
+        with pytest.raises(ValueError, match="a promise name must be a non-empty string"):
+            await handle.promise(name).resolve(1)  # type: ignore[arg-type]
+    host = node.hosts["workflows"]
+    assert host.store.get_promise("done", "") is None
+
+
 # ------------------------------------------------------------------ retries
 async def test_retry_until_success_records_attempts_once(
         node: garrison.Node, autojump_clock: Any) -> None:
