@@ -137,6 +137,13 @@ async def test_the_handle_of_an_unknown_workflow_says_so_for_every_call(
     assert node.workflow("done").promise("approval").status() == "pending"
 
 
+async def test_a_workflow_id_that_is_not_a_str_is_a_type_error(node: garrison.Node) -> None:
+    # not NoSuchWorkflow on SQLite and a StoreError on PostgreSQL (text = smallint)
+    for wid in (5, None, ("a",)):
+        with pytest.raises(TypeError, match="a workflow id must be a string, got"):
+            node.workflow(wid)  # type: ignore[arg-type]
+
+
 async def state_by_a_tuple_key() -> str:
     workflow.set_state(("stage", 1), "shipping")
     return "set"
