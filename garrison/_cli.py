@@ -33,6 +33,7 @@ import trio
 from . import _observe
 from ._duration import parse_duration
 from ._errors import ConfigError, ProcessError, StoreError, StoreLocked, StoreVersionError
+from ._targets import check_target
 from .actors._values import ErrorInfo
 
 log = logging.getLogger("garrison.cli")
@@ -132,31 +133,45 @@ def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
     root.propagate = False
 
 
+class _NoRoot(Exception):
+    """``garrison run TARGET``: the target cannot be the root process (one line, exit 2)."""
+
+
 def _load_callable(target: str) -> Any:
-    """``path/to/file.py`` (its ``main``), ``file.py:func`` or ``module:func``."""
+    """``path/to/file.py`` (its ``main``), ``file.py:func`` or ``module:func``; an async
+    callable, else :class:`_NoRoot` saying why."""
     spec_path, _, func = target.partition(":") if not target.endswith(".py") else (target, "", "")
-    if spec_path.endswith(".py"):
-        path = Path(spec_path)
-        if not path.is_file():
-            raise SystemExit(f"garrison run: no such file {spec_path!r}")
-        sys.path.insert(0, str(path.resolve().parent))
-        module_name = path.stem
-        spec = importlib.util.spec_from_file_location(module_name, path)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[module_name] = module
-        spec.loader.exec_module(module)
-    else:
-        sys.path.insert(0, os.getcwd())
-        try:
+    if not spec_path:
+        raise _NoRoot("no TARGET: expected a config (app.yaml), a script (script.py) or "
+                      "module:function")
+    try:
+        if spec_path.endswith(".py"):
+            path = Path(spec_path)
+            if not path.is_file():
+                raise _NoRoot(f"no such file {spec_path!r}")
+            sys.path.insert(0, str(path.resolve().parent))
+            module_name = path.stem
+            spec = importlib.util.spec_from_file_location(module_name, path)
+            assert spec is not None and spec.loader is not None
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[module_name] = module
+            spec.loader.exec_module(module)
+        else:
+            sys.path.insert(0, os.getcwd())
             module = importlib.import_module(spec_path)
-        except ImportError as exc:
-            raise SystemExit(f"garrison run: cannot import {spec_path!r}: {exc}") from None
+    except (ImportError, SyntaxError) as exc:
+        raise _NoRoot(f"cannot import {spec_path!r}: {type(exc).__name__}: {exc}") from None
     name = func or "main"
     try:
-        return getattr(module, name)
+        root = getattr(module, name)
     except AttributeError:
-        raise SystemExit(f"garrison run: {target!r} has no function {name!r}") from None
+        raise _NoRoot(f"{target!r} has no function {name!r}") from None
+    try:
+        check_target(root)
+    except TypeError:
+        raise _NoRoot(f"{target!r}: {name} is not an async function (async def); the root "
+                      "process must be one") from None
+    return root
 
 
 async def _serve(config: Any, root: Any, label: str | None, store: str | None,
@@ -384,7 +399,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         if config is not None:
             root, label = args.main, args.main
         else:
-            root, label = _load_callable(target), target
+            try:
+                root, label = _load_callable(target), target
+            except _NoRoot as exc:
+                print(f"garrison run: {exc}", file=sys.stderr)
+                return 2
         return int(_unwrapped(_serve, config, root, label, args.store, args.ui, token,
                               args.metrics, args.name, args.lease,
                               args.forwarded_allow_ips))

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from .actors._values import Pid
+from .hosts.workflow._ids import check_promise_name, check_state_key
 from .persistence import JournalRecord, WorkflowStatus
 
 if TYPE_CHECKING:
@@ -70,7 +71,12 @@ class WorkflowHandle:
         return self.host.store.journal(self.workflow_id)
 
     async def signal(self, topic: str, payload: Any = None) -> None:
-        """Send the workflow a message (committed to its inbox before this returns)."""
+        """Send the workflow a message (committed to its inbox before this returns).
+
+        ``NoSuchWorkflow`` for an id the store does not hold (a mistyped id is not a
+        silent dead letter); a finished workflow's message is a dead letter, as a
+        ``node.send`` to its pid is."""
+        self.host.status(self.workflow_id)  # NoSuchWorkflow for an unknown id
         await self.node.send(self.pid, topic, payload)
 
     async def cancel(self) -> None:
@@ -105,12 +111,16 @@ class WorkflowHandle:
         return await retry_workflow(self.host, self.workflow_id)
 
     def state(self, key: str, default: Any = None) -> Any:
-        """A value the workflow stored with ``workflow.set_state`` (committed ones)."""
+        """A value the workflow stored with ``workflow.set_state`` (committed ones);
+        ``default`` for a key it has not set, ``NoSuchWorkflow`` for an unknown id."""
+        check_state_key(key, "WorkflowHandle.state()")
+        self.host.status(self.workflow_id)  # NoSuchWorkflow for an unknown id
         return self.host.store.get_state(self.workflow_id, key, default)
 
     def promise(self, name: str) -> PromiseHandle:
-        """The workflow's durable promise ``name``, to resolve or reject from outside."""
-        return PromiseHandle(self, name)
+        """The workflow's durable promise ``name``, to resolve or reject from outside
+        (``ValueError`` unless ``name`` is a non-empty string, as for ``workflow.promise``)."""
+        return PromiseHandle(self, check_promise_name(name))
 
 
 @attrs.frozen
@@ -135,6 +145,8 @@ class PromiseHandle:
                                                 "rejected", message)
 
     def status(self) -> str:
-        """``pending``, ``resolved`` or ``rejected`` (``pending`` if not declared yet)."""
+        """``pending``, ``resolved`` or ``rejected`` (``pending`` if not declared yet);
+        ``NoSuchWorkflow`` for an unknown workflow id."""
+        self.handle.host.status(self.handle.workflow_id)  # NoSuchWorkflow if unknown
         rec = self.handle.host.store.get_promise(self.handle.workflow_id, self.name)
         return "pending" if rec is None else str(rec.status)

@@ -354,8 +354,13 @@ class Node:
         return await h.start(target, args, wid=id, priority=priority, dedup=dedup)
 
     def workflow(self, id: str, host: str | None = None) -> Any:
-        """A :class:`~garrison.WorkflowHandle` on the workflow ``id``."""
+        """A :class:`~garrison.WorkflowHandle` on the workflow ``id`` (a ``str``, else
+        ``TypeError``)."""
         from ._handle import WorkflowHandle
+
+        if not isinstance(id, str):
+            raise TypeError(f"a workflow id must be a string, got {type(id).__name__}: "
+                            f"{id!r}")
 
         return WorkflowHandle(self, self._workflow_host(host), id)
 

@@ -145,6 +145,16 @@ def pending_timers(stored: list[Any], journal: list[Any]) -> list[dict[str, Any]
 
 
 # ------------------------------------------------------------------ writes
+def check_name(promise: str) -> None:
+    """``ToolError`` (exit 2, bad arguments) unless ``promise`` can name a promise."""
+    from .hosts.workflow._ids import check_promise_name
+
+    try:
+        check_promise_name(promise)
+    except ValueError as exc:
+        raise ToolError(str(exc), 2) from None
+
+
 def signal(store: Any, workflow_id: str, topic: str, payload: Any) -> str:
     """Queue a message on the workflow's durable inbox; returns its message id."""
     rec = get(store, workflow_id)
@@ -158,6 +168,7 @@ def resolve(store: Any, workflow_id: str, promise: str, value: Any) -> None:
     """Resolve the workflow's promise (refused if it was completed before)."""
     rec = get(store, workflow_id)
     refuse_final(rec, "resolve a promise of")
+    check_name(promise)
     try:
         store.resolve_promise(rec.workflow_id, promise, value)
     except PromiseAlreadyCompleted as exc:
@@ -168,6 +179,7 @@ def reject(store: Any, workflow_id: str, promise: str, message: str) -> None:
     """Reject the workflow's promise (refused if it was completed before)."""
     rec = get(store, workflow_id)
     refuse_final(rec, "reject a promise of")
+    check_name(promise)
     try:
         store.reject_promise(rec.workflow_id, promise, message)
     except PromiseAlreadyCompleted as exc:

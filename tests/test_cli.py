@@ -81,6 +81,37 @@ def test_run_python_file(tmp_path):
     assert "ValueError: nope" in failed.stderr
 
 
+def test_run_reports_a_root_it_cannot_load_in_one_line(tmp_path):
+    """A script or module:function that cannot be the root process is one line naming
+    the target and exit 2 (the node did not start), never a traceback: a sync main
+    raised the TypeError of spawn from deep inside, an empty target importlib's
+    'Empty module name', a script with a failing import its ImportError."""
+    (tmp_path / "sync.py").write_text("def main():\n    return 1\n")
+    (tmp_path / "badimport.py").write_text("import no_such_module_here\n")
+    (tmp_path / "syntax.py").write_text("async def main(:\n")
+    (tmp_path / "nomain.py").write_text("x = 1\n")
+    for target, why in [
+        ("sync.py", "'sync.py': main is not an async function (async def); the root "
+                    "process must be one"),
+        ("sync:main", "'sync:main': main is not an async function (async def); the root "
+                      "process must be one"),
+        ("", "no TARGET: expected a config (app.yaml), a script (script.py) or "
+             "module:function"),
+        ("badimport.py", "cannot import 'badimport.py': ModuleNotFoundError: No module "
+                         "named 'no_such_module_here'"),
+        ("badimport:main", "cannot import 'badimport': ModuleNotFoundError: No module "
+                           "named 'no_such_module_here'"),
+        ("syntax.py", "cannot import 'syntax.py': SyntaxError: "),
+        ("nomain.py", "'nomain.py' has no function 'main'"),
+        ("missing.py", "no such file 'missing.py'"),
+    ]:
+        done = cli("run", target, cwd=tmp_path)
+        assert done.returncode == 2, (target, done.stderr)
+        assert done.stderr.startswith(f"garrison run: {why}"), (target, done.stderr)
+        assert len(done.stderr.splitlines()) == 1, done.stderr
+        assert "Traceback" not in done.stderr
+
+
 def test_check_reports_problems_without_traceback(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("version: '1.0'\nnamespace: app\nentries:\n  - {name: x, kind: nope}\n")
@@ -246,7 +277,7 @@ def test_second_signal_forces_an_immediate_stop(tmp_path):
 def test_run_starts_although_an_auto_start_service_cannot_spawn(tmp_path):
     (tmp_path / "svc.py").write_text(textwrap.dedent("""
         from garrison import process
-        async def idle():
+        async def idle(*args):
             await process.events().receive()   # returns on CANCEL
     """))
     (tmp_path / "app.yaml").write_text(textwrap.dedent("""

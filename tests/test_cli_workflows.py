@@ -168,6 +168,19 @@ async def test_resolve_while_no_node_runs_and_reject_twice(store_path: str) -> N
             assert await node.workflow("prom-1").result() == {"by": "cli"}
 
 
+async def test_an_empty_promise_name_is_refused(store_path: str) -> None:
+    # a value stored under a name no workflow can declare (workflow.promise("") raises)
+    # would be lost: refused as bad arguments, nothing written
+    await _seed_promise(store_path)
+    for verb, value in (("resolve", "1"), ("reject", "no")):
+        out = cli("--store", store_path, verb, "prom-1", "", value)
+        assert out.returncode == 2, out.stderr
+        assert "a promise name must be a non-empty string, got ''" in out.stderr
+        assert "Traceback" not in out.stderr
+    shown = json.loads(cli("--store", store_path, "show", "prom-1", "--json").stdout)
+    assert "" not in shown["promises"]
+
+
 async def test_resolve_reaches_a_running_node(store_path: str) -> None:
     await _seed_promise(store_path)
     async with garrison.open_node(store=store_path) as node:

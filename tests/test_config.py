@@ -146,7 +146,7 @@ def test_aliases_numbers_single_input_and_builtin_hosts() -> None:
 version: 1
 namespace: app
 entries:
-  - {{name: h, kind: process.py, source: "{MOD}:service_instance"}}
+  - {{name: h, kind: process.py, source: "{MOD}:main"}}
   - name: a
     kind: process.service
     process: h
@@ -774,3 +774,42 @@ def test_a_field_that_cannot_be_read_hides_no_other_and_invents_none(tmp_path: P
     fields = sorted(line.split("field ")[1].split(":")[0] for line in problems)
     assert fields == ["'every'", "'lifecycle.restart.initial_delay'",
                       "'lifecycle.restart.jitter'", "'overlap'"], problems
+
+
+def test_a_service_input_that_cannot_start_its_process_is_a_config_error(
+        tmp_path: Path) -> None:
+    """A service's ``input`` is checked against its process's signature, as a schedule's
+    is (a new user's ``input: [1, 2, 3]`` passed check, then the service crashed with a
+    TypeError at every start, restarting forever): the number of arguments always, the
+    values against their annotations when it runs on a workflow host."""
+    path, problems = problems_of(
+        tmp_path,
+        f"""
+        version: "1.0"
+        namespace: app
+        entries:
+          - {{name: session, kind: process.py, source: "{MOD}:session"}}
+          - {{name: report, kind: workflow.py, source: "{MOD}:report"}}
+          - {{name: many, kind: process.service, process: session, input: [1, 2, 3]}}
+          - {{name: none, kind: process.service, process: session}}
+          - {{name: one, kind: process.service, process: session, input: ["ann"]}}
+          - {{name: scalar, kind: process.service, process: session, input: ann}}
+          - {{name: untyped, kind: process.service, process: session, input: [5]}}
+          - {{name: typed, kind: process.service, process: report, host: workflows,
+             input: ["abc"]}}
+          - {{name: fine, kind: process.service, process: report, host: workflows,
+             input: [7]}}
+        """,
+    )
+    at = {i: f"{path}: entry 'app:{n}' (index {i}): field 'input': " for i, n in
+          enumerate(["session", "report", "many", "none", "one", "scalar", "untyped",
+                     "typed", "fine"])}
+    assert problems == [
+        at[2] + "the input [1, 2, 3] does not fit app:session (user: str) -> None: too "
+        "many positional arguments; expected a list of its positional arguments",
+        at[3] + "the input [] does not fit app:session (user: str) -> None: missing a "
+        "required argument: 'user'; expected a list of its positional arguments",
+        at[7] + "the input ['abc'] does not fit app:report (n: int = 0) -> int: cannot "
+        f"restore argument 1 of workflow {MOD}:report as int: ValueError: invalid literal "
+        "for int() with base 10: 'abc'",
+    ], "\n".join(problems)

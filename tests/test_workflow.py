@@ -114,6 +114,64 @@ async def test_unknown_workflow(node: garrison.Node) -> None:
         await node.workflow("nope").result()
 
 
+async def test_the_handle_of_an_unknown_workflow_says_so_for_every_call(
+        node: garrison.Node) -> None:
+    # a mistyped id: a signal is not dropped as a dead letter, nor a state or a promise
+    # read as "not set yet", while cancel, history, result ... raise NoSuchWorkflow
+    handle = node.workflow("nope")
+    with pytest.raises(garrison.NoSuchWorkflow, match="'nope'"):
+        await handle.signal("approve", {"by": "ann"})
+    with pytest.raises(garrison.NoSuchWorkflow, match="'nope'"):
+        handle.state("status")
+    with pytest.raises(garrison.NoSuchWorkflow, match="'nope'"):
+        handle.promise("approval").status()
+    with pytest.raises(garrison.NoSuchWorkflow, match="'nope'"):
+        await handle.promise("approval").resolve(1)
+    with pytest.raises(garrison.NoSuchWorkflow, match="'nope'"):
+        await handle.cancel()
+    assert node.stats()["dead_letters"] == 0
+    # a finished workflow still answers: its state, its promises
+    await node.start_workflow(app.steps, 0, 1, id="done")
+    await node.workflow("done").result()
+    assert node.workflow("done").state("status", "none") == "none"
+    assert node.workflow("done").promise("approval").status() == "pending"
+
+
+async def test_a_workflow_id_that_is_not_a_str_is_a_type_error(node: garrison.Node) -> None:
+    # not NoSuchWorkflow on SQLite and a StoreError on PostgreSQL (text = smallint)
+    for wid in (5, None, ("a",)):
+        with pytest.raises(TypeError, match="a workflow id must be a string, got"):
+            node.workflow(wid)  # type: ignore[arg-type]
+
+
+async def state_by_a_tuple_key() -> str:
+    workflow.set_state(("stage", 1), "shipping")
+    return "set"
+
+
+async def test_a_state_key_or_promise_name_of_the_wrong_type_is_refused_at_the_call(
+        node: garrison.Node) -> None:
+    # a tuple key reached SQLite: the workflow stopped blocked on a "store failure"
+    # (StoreError: Error binding parameter), and a handle raised sqlite3's
+    # ProgrammingError; a promise named 5, None or "" was stored where no workflow
+    # can declare it
+    await node.start_workflow(state_by_a_tuple_key, id="tuple")
+    with pytest.raises(garrison.WorkflowFailed,
+                       match=r"TypeError: workflow.set_state\(\): a state key must be a "
+                             r"string, got tuple: \('stage', 1\)"):
+        await node.workflow("tuple").result()
+    await node.start_workflow(app.steps, 0, 1, id="done")
+    await node.workflow("done").result()
+    handle = node.workflow("done")
+    with pytest.raises(TypeError, match=r"state key must be a string, got tuple"):
+        handle.state(("stage", 1))
+    for name in ("", 5, None, ("a",)):
+        with pytest.raises(ValueError, match="a promise name must be a non-empty string"):
+            await handle.promise(name).resolve(1)  # type: ignore[arg-type]
+    host = node.hosts["workflows"]
+    assert host.store.get_promise("done", "") is None
+
+
 # ------------------------------------------------------------------ retries
 async def test_retry_until_success_records_attempts_once(
         node: garrison.Node, autojump_clock: Any) -> None:

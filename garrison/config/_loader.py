@@ -588,6 +588,18 @@ def _link(parsed: Sequence[_ParsedFile]) -> tuple[dict[str, Entry], list[str]]:
                     bad = True
                 elif dep not in requires:
                     requires.append(dep)
+            if not bad and "input" not in loc.failed and target is not None \
+                    and isinstance(target.entry, SourceEntry) \
+                    and target.entry.func is not None:
+                # as a schedule's: an input that cannot start the process is a config
+                # error, not a service that crashes and restarts at every start
+                durable = host == "workflows" or (
+                    host in located and located[host].entry.kind == "workflow.host")
+                why = _input_problem(target.entry.func, entry.input, process,
+                                     restore=durable)
+                if why is not None:
+                    report("input", why)
+                    bad = True
             if bad or loc.broken:
                 continue
             entry = attrs.evolve(
@@ -691,11 +703,13 @@ def _link_schedule(entry: ScheduleEntry, loc: _Located, located: Mapping[str, _L
     return attrs.evolve(entry, workflow=workflow, host=host)
 
 
-def _input_problem(func: Callable[..., Any], args: tuple[Any, ...], target: str) -> str | None:
-    """Why workflow ``func(*args)`` cannot start (``args``: a schedule's ``input``), or
-    ``None``: too many or too few arguments for its signature, or a value that cannot
-    become its parameter's annotated type (as the workflow's arguments are restored from
-    the store when it runs, and as ``garrison workflows start`` checks them)."""
+def _input_problem(func: Callable[..., Any], args: tuple[Any, ...], target: str, *,
+                   restore: bool = True) -> str | None:
+    """Why ``func(*args)`` cannot start (``args``: a schedule's or a service's ``input``),
+    or ``None``: too many or too few arguments for its signature, or (``restore``: it
+    runs on a workflow host) a value that cannot become its parameter's annotated type
+    (as the workflow's arguments are restored from the store when it runs, and as
+    ``garrison workflows start`` checks them)."""
     try:
         signature = inspect.signature(func)
     except (TypeError, ValueError):  # no signature to check against
@@ -710,6 +724,8 @@ def _input_problem(func: Callable[..., Any], args: tuple[Any, ...], target: str)
     except TypeError as exc:
         return (f"the input {shown} does not fit {target} {signature}: {exc}; expected a "
                 "list of its positional arguments")
+    if not restore:  # a plain process gets the values as they are
+        return None
     from .._errors import GarrisonError
     from .._targets import target_name
     from ..hosts.workflow._codec import restore_args

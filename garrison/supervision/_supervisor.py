@@ -301,6 +301,7 @@ class Supervisor:
     >>> sup = Supervisor([ChildSpec("a", worker_a), ChildSpec("b", worker_b)],
     ...                  strategy="one_for_all", max_restarts=3, within="5s")
     >>> pid = await node.spawn(sup)
+    >>> await trio.testing.wait_all_tasks_blocked()  # spawn returns before it runs
     >>> sup.which_children()
     [('a', Pid(host='processes', id='...'), 'permanent'), ('b', Pid(...), 'permanent')]
 

@@ -71,3 +71,7 @@ def _as_activity() -> Any:
 
 #: an @activity: not a workflow (a workflow.py entry naming it is refused)
 refund = _as_activity()
+
+
+async def session(user: str) -> None:
+    """A process body with exactly one argument (service input checks)."""

@@ -3,7 +3,7 @@ also the base of schedule ids (``_schedules.check_schedule_id``)."""
 
 from __future__ import annotations
 
-__all__ = ["ID_RULE", "check_workflow_id", "id_problem"]
+__all__ = ["ID_RULE", "check_promise_name", "check_state_key", "check_workflow_id", "id_problem"]
 
 #: the rule every workflow id (and schedule id) follows, as error messages state it
 ID_RULE = ("a non-empty string of printable characters (no newline, tab or other control "
@@ -39,3 +39,22 @@ def check_workflow_id(wid: object) -> str:
         raise ValueError(f"invalid workflow id {wid!r}: {why}; a workflow id is {ID_RULE}"
                          f"{hint}")
     return wid
+
+
+def check_promise_name(name: object) -> str:
+    """``name`` if it can name a durable promise (a non-empty string), else ``ValueError``
+    naming it: the one rule for ``workflow.promise(name)`` and for resolving or rejecting
+    one from outside (a handle, ``garrison workflows resolve``), so a value is never
+    stored under a name no workflow can declare."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"a promise name must be a non-empty string, got {name!r}")
+    return name
+
+
+def check_state_key(key: object, what: str) -> str:
+    """``key`` if it can be a workflow state key (a string), else ``TypeError`` naming
+    ``what`` (the call) and the key's type: a state is stored by its key as text."""
+    if not isinstance(key, str):
+        raise TypeError(f"{what}: a state key must be a string, got {type(key).__name__}: "
+                        f"{key!r}")
+    return key

@@ -28,6 +28,7 @@ from ...workflow import WorkflowInfo
 from ._activities import Activities
 from ._codec import json_round_trip, restore_args
 from ._core import ContinueAsNew, log
+from ._ids import check_state_key
 from ._interop import Interop
 from ._journal import CANCEL, Cursor, JournalKind, timestamp
 from ._waits import Waits
@@ -228,12 +229,14 @@ class WorkflowInstance(Waits, Activities, Interop):
 
     def set_state(self, key: str, value: Any) -> None:
         self._op("workflow.set_state()")
+        check_state_key(key, "workflow.set_state()")
         text, plain = json_round_trip(value, f"state {key!r} of workflow {self.wid!r}")
         self.state[key] = plain
         if not self.cursor.replaying:
             self.buffered().set_state(self.wid, key, RawJson(text))
 
     def get_state(self, key: str, default: Any = None) -> Any:
+        check_state_key(key, "workflow.get_state()")
         return self.state.get(key, default)
 
     def continue_as_new(self, args: tuple[Any, ...]) -> NoReturn:

@@ -20,6 +20,7 @@ from ..._errors import PromiseRejected
 from ...persistence import Transaction, WorkflowStatus
 from ._activities import ActivityHandle
 from ._core import FOREVER, WaitCancelled
+from ._ids import check_promise_name
 from ._inbox import PendingReceive, Receives
 from ._journal import JournalKind, timestamp
 
@@ -148,8 +149,7 @@ class Waits(Receives):
     # ------------------------------------------------------------ promises
     def promise(self, name: str) -> DurablePromise:
         """``workflow.promise``: declared (and journaled) where it is created."""
-        if not isinstance(name, str) or not name:
-            raise ValueError(f"a promise name must be a non-empty string, got {name!r}")
+        check_promise_name(name)
         if self._take(JournalKind.PROMISE, name) is None:
             tx = self.buffered()
             self.record(tx, self.cursor.seq - 1, JournalKind.PROMISE, name, "null")
