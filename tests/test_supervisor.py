@@ -595,6 +595,35 @@ async def test_calls_before_and_after_the_run_fail_clearly(
         sup.which_children()
 
 
+async def test_a_dynamic_call_right_after_spawn_waits_for_the_supervisor_to_run(
+    autojump_clock: Any, node: garrison.Node
+) -> None:
+    """README's snippet as written: ``pid = await node.spawn(sup)`` returns before the
+    process runs, and ``start_child`` at once raised 'not running; spawn it first'. It
+    waits for the supervisor's first run now (in either order trio runs the pass's
+    tasks: many rounds), from outside and from a process; a supervisor never spawned
+    still gets the error."""
+    for _ in range(20):
+        sup = Supervisor([ChildSpec("a", worker, args=("a", []))])
+        pid = await node.spawn(sup)
+        child = await sup.start_child(ChildSpec("b", worker, args=("b", [])))
+        assert [(cid, p) for cid, p, _ in sup.which_children()][1] == ("b", child)
+        await sup.terminate_child("b")
+        await node.spawn(canceller, pid)
+        await node.wait(pid)
+
+    async def spawner() -> Any:
+        sup = Supervisor([])
+        await process.spawn(sup)
+        await sup.start_child(ChildSpec("c", worker, args=("c", [])))
+        return [cid for cid, _, _ in sup.which_children()]
+
+    assert await node.wait(await node.spawn(spawner)) == ["c"]
+    never = Supervisor([], name="never")
+    with pytest.raises(RuntimeError, match=r"'never'.*not running; spawn it first"):
+        await never.start_child(ChildSpec("w", worker))
+
+
 async def test_one_instance_runs_in_one_process(autojump_clock: Any, node: garrison.Node) -> None:
     sup = Supervisor([])
     first = await start(node, sup)

@@ -66,6 +66,8 @@ INFINITY = "infinity"
 #: in a supervisor's final cleanup, how much longer than its ``shutdown`` a child
 #: may take to end after it was terminated before the supervisor moves on
 CLEANUP_GRACE = 5.0
+#: scheduler passes a dynamic operation waits for a supervisor spawned just before it
+_FIRST_RUN_PASSES = 2
 
 
 # ----------------------------------------------------------------------------- errors
@@ -301,9 +303,10 @@ class Supervisor:
     >>> sup = Supervisor([ChildSpec("a", worker_a), ChildSpec("b", worker_b)],
     ...                  strategy="one_for_all", max_restarts=3, within="5s")
     >>> pid = await node.spawn(sup)
-    >>> await trio.testing.wait_all_tasks_blocked()  # spawn returns before it runs
+    >>> await sup.start_child(ChildSpec("c", worker_c))  # waits for it to run
+    Pid(host='processes', id='...')
     >>> sup.which_children()
-    [('a', Pid(host='processes', id='...'), 'permanent'), ('b', Pid(...), 'permanent')]
+    [('a', Pid(...), 'permanent'), ('b', Pid(...), 'permanent'), ('c', Pid(...), 'permanent')]
 
     Semantics (OTP's):
 
@@ -721,6 +724,19 @@ class Supervisor:
             return f"{self.name!r} ({self._pid})" if self._pid is not None else repr(self.name)
         return str(self._pid) if self._pid is not None else "(not running)"
 
+    async def _first_run(self) -> trio.MemorySendChannel[_Item] | None:
+        """``node.spawn`` (and ``process.spawn``) return before the process runs: a
+        supervisor spawned just before this call starts within the next two scheduler
+        passes (trio runs a pass's tasks in either order), so ``pid = await
+        node.spawn(sup)`` then ``await sup.start_child(spec)`` works. Its request
+        channel then, or ``None`` if it did not start (never spawned, or waiting for a
+        slot of a host with ``workers``)."""
+        for _ in range(_FIRST_RUN_PASSES):
+            await trio.lowlevel.checkpoint()
+            if self._pid is not None:
+                break
+        return self._send
+
     def _check_running(self, what: str) -> None:
         if self._pid is None:
             raise RuntimeError(
@@ -730,6 +746,8 @@ class Supervisor:
 
     async def _call(self, op: str, arg: Any) -> Any:
         send = self._send
+        if send is None and self._pid is None:
+            send = await self._first_run()
         if send is None:
             self._check_running(f"{op}()")
             raise RuntimeError(f"{op}(): supervisor {self._who()} is stopping")
