@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import fcntl
-import inspect
 import json
 import math
 import os
@@ -227,30 +226,11 @@ def start(store: Any, target: str, args: list[Any], workflow_id: str | None = No
 def check_arity(fn: Any, name: str, args: list[Any]) -> None:
     """``ValueError`` unless ``fn`` (workflow ``name``) takes ``args`` as its positional
     arguments, naming the workflow, what it takes and what was given."""
-    try:
-        signature = inspect.signature(fn)
-    except (TypeError, ValueError):  # no signature to read: the call will say
-        return
-    try:
-        signature.bind(*args)
-    except TypeError as exc:
-        params = signature.parameters.values()
-        kinds = inspect.Parameter
-        shown = signature.replace(  # its parameters as written, without annotations
-            parameters=[p.replace(annotation=kinds.empty) for p in params],
-            return_annotation=inspect.Signature.empty)
-        positional = [p for p in params
-                      if p.kind in (kinds.POSITIONAL_ONLY, kinds.POSITIONAL_OR_KEYWORD)]
-        least = sum(1 for p in positional if p.default is kinds.empty)
-        if any(p.kind is kinds.VAR_POSITIONAL for p in params):
-            takes = f"at least {least}"
-        elif least == len(positional):
-            takes = str(least)
-        else:
-            takes = f"{least} to {len(positional)}"
-        raise ValueError(
-            f"workflow {name} takes {takes} argument(s) {shown}, but JSON_ARGS gives "
-            f"{len(args)}: {json.dumps(args, default=str)} ({exc})") from None
+    from .hosts.workflow._codec import arity_problem
+
+    why = arity_problem(fn, name, args, "JSON_ARGS gives")
+    if why is not None:
+        raise ValueError(why)
 
 
 def terminate(store: Any, workflow_id: str, reason: str, *, wait: float = 5.0) -> bool:

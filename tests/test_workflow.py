@@ -749,3 +749,40 @@ async def test_config_workflow_host_has_its_own_store(store_spec: str) -> None:
         assert node.hosts["app:orders"].store.synchronous == "full"
     with open_store(db) as store:
         assert store.get_workflow("o1").status == "completed"
+
+
+async def start_child_with(args: list[Any]) -> str:
+    """A workflow spawning a child workflow with ``args``; the error it got, by type."""
+    try:
+        await process.spawn(app.steps, *args, host="workflows")
+    except TypeError as exc:
+        return f"TypeError: {exc}"
+    return "started"
+
+
+async def test_bad_arguments_fail_at_start_workflow_with_nothing_stored(
+        store_spec: str) -> None:
+    """start_workflow with arguments the workflow cannot take (too few, too many, a value
+    that cannot be its parameter's type) raises at the call and stores nothing, as
+    ``garrison workflows start`` and a schedule's input do: the workflow was created and
+    failed at once. From a workflow, the child's spawn raises in the parent."""
+    async with garrison.open_node(store=store_spec) as node:
+        with pytest.raises(TypeError, match=r"workflow workflow_app:steps takes 1 to 2 "
+                           r"argument\(s\) \(x, n=10\), but it was given 0: \[\]"):
+            await node.start_workflow(app.steps, id="none")
+        with pytest.raises(TypeError, match=r"takes 1 to 2 argument\(s\) \(x, n=10\), but "
+                           r"it was given 3: \[1, 2, 3\] \(too many positional"):
+            await node.start_workflow(app.steps, 1, 2, 3, id="three")
+        with pytest.raises(garrison.PayloadError, match="argument 1 of workflow "
+                           "workflow_app:typed"):
+            await node.start_workflow(app.typed, {"id": 1}, id="untyped")
+        with pytest.raises(TypeError, match=r"takes 1 argument\(s\) \(order\), but it was "
+                           r"given 2"):
+            await node.start_workflow(app.typed, 1, 2, id="two")
+        assert node.workflows() == []
+        assert await node.start_workflow(app.steps, 1, 2, id="fine") is not None
+        assert await node.workflow("fine").result() == 3
+        await node.start_workflow(start_child_with, [], id="parent")
+        said = await node.workflow("parent").result()
+        assert said.startswith("TypeError: workflow workflow_app:steps takes 1 to 2"), said
+        assert sorted(s.workflow_id for s in node.workflows()) == ["fine", "parent"]

@@ -13,8 +13,8 @@ from typing import Any
 from ...persistence import structure as _structure
 from ...persistence import to_json
 
-__all__ = ["PLAIN", "json_round_trip", "plain_or_repr", "restore_args", "return_hint",
-           "structure"]
+__all__ = ["PLAIN", "arity_problem", "json_round_trip", "plain_or_repr", "restore_args",
+           "return_hint", "structure"]
 
 #: types whose JSON form is themselves (floats excepted: JSON may change their repr)
 PLAIN = (str, int, float, bool, type(None))
@@ -34,6 +34,60 @@ def _hints(fn: Any) -> tuple[list[tuple[str, Any, Any]], Any]:
         params = []
     out = [(p.name, hints.get(p.name, Any), p.kind) for p in params]
     return out, hints.get("return", Any)
+
+
+@functools.lru_cache(maxsize=1024)
+def _positional_range(fn: Any) -> tuple[int, int | None] | None:
+    """``(least, most)`` positional arguments ``fn`` takes (``most`` ``None`` with
+    ``*args``); ``(-1, -1)``: it can never be called with positional arguments alone (a
+    keyword-only parameter without a default); ``None``: no signature to read."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    kinds = inspect.Parameter
+    if any(p.kind is kinds.KEYWORD_ONLY and p.default is kinds.empty for p in params):
+        return -1, -1
+    positional = [p for p in params
+                  if p.kind in (kinds.POSITIONAL_ONLY, kinds.POSITIONAL_OR_KEYWORD)]
+    least = sum(1 for p in positional if p.default is kinds.empty)
+    most = None if any(p.kind is kinds.VAR_POSITIONAL for p in params) else len(positional)
+    return least, most
+
+
+def arity_problem(fn: Any, name: str, args: typing.Sequence[Any], given: str) -> str | None:
+    """Why workflow ``name`` (``fn``) cannot be called with ``args`` as its positional
+    arguments -- what it takes, and what ``given`` gave -- or ``None`` (also when ``fn``
+    has no signature to read: the call will say)."""
+    shape = _positional_range(fn)
+    if shape is None:
+        return None
+    least, most = shape
+    if least >= 0 and least <= len(args) and (most is None or len(args) <= most):
+        return None
+    signature = inspect.signature(fn)
+    try:
+        signature.bind(*args)
+    except TypeError as exc:
+        why = str(exc)
+    else:  # pragma: no cover - the range above says it cannot bind
+        return None
+    params = signature.parameters.values()
+    kinds = inspect.Parameter
+    shown = signature.replace(  # its parameters as written, without annotations
+        parameters=[p.replace(annotation=kinds.empty) for p in params],
+        return_annotation=inspect.Signature.empty)
+    positional = [p for p in params
+                  if p.kind in (kinds.POSITIONAL_ONLY, kinds.POSITIONAL_OR_KEYWORD)]
+    required = sum(1 for p in positional if p.default is kinds.empty)
+    if any(p.kind is kinds.VAR_POSITIONAL for p in params):
+        takes = f"at least {required}"
+    elif required == len(positional):
+        takes = str(required)
+    else:
+        takes = f"{required} to {len(positional)}"
+    return (f"workflow {name} takes {takes} argument(s) {shown}, but {given} "
+            f"{len(args)}: {json.dumps(list(args), default=str)} ({why})")
 
 
 def restore_args(fn: Any, plain_args: list[Any], what: str) -> list[Any]:

@@ -39,7 +39,7 @@ from ..._targets import import_target, target_name
 from ...actors._values import ErrorInfo, Event, EventKind, Message, Pid
 from ...persistence import RawJson, Store, Transaction, WorkflowStatus, to_json
 from .._kernel import Caller, NodeContext, exit_fan_out, noproc
-from ._codec import PLAIN, plain_or_repr, return_hint, structure
+from ._codec import PLAIN, arity_problem, plain_or_repr, restore_args, return_hint, structure
 from ._core import added
 from ._ids import check_workflow_id
 from ._inbox import InboxItem
@@ -277,6 +277,14 @@ class WorkflowHost:
         if name in self.activity_mocks:  # (a test's workflow_env only)
             raise TypeError(f"cannot start {name} as a workflow: it is mocked as an activity "
                             "(mock_activity): mock the activities it calls instead")
+        # bad arguments fail here, before anything is stored (as the CLI's start and a
+        # schedule's input do), not as a workflow that is created and fails at once
+        problem = arity_problem(fn, name, args, "it was given")
+        if problem is not None:
+            raise TypeError(problem)
+        input_text = to_json(list(args), what=f"the arguments of workflow {name}")
+        plain_input = _loads(input_text)
+        restore_args(fn, plain_input, f"workflow {name}")  # typed ones: checked now
         wid = _uuid.uuid4().hex if wid is None else check_workflow_id(wid)
         if type(priority) is not int:
             raise TypeError(f"priority must be an int, got {type(priority).__name__}: "
@@ -306,7 +314,8 @@ class WorkflowHost:
             return pid
         self._starting[wid] = None
         try:
-            return await self._create(pid, fn, name, args, parent=parent, prefix_tx=prefix_tx,
+            return await self._create(pid, fn, name, input_text, plain_input, parent=parent,
+                                      prefix_tx=prefix_tx,
                                       journal=journal, watcher=watcher,
                                       process_watcher=process_watcher,
                                       process_link=process_link, priority=priority,
@@ -316,13 +325,13 @@ class WorkflowHost:
             if done is not None:
                 done.set()
 
-    async def _create(self, pid: Pid, fn: Any, name: str, args: tuple[Any, ...], *,
+    async def _create(self, pid: Pid, fn: Any, name: str, input_text: str, plain_input: Any,
+                      *,
                       parent: Pid | None, prefix_tx: Transaction | None,
                       journal: tuple[WorkflowInstance, int, str] | None, watcher: Pid | None,
                       process_watcher: Pid | None, process_link: Pid | None,
                       priority: int = 0, dedup: str | None = None) -> Pid:
         wid = pid.id
-        input_text = to_json(list(args), what=f"the arguments of workflow {name}")
         tx = prefix_tx if prefix_tx is not None else Transaction()
         n = len(tx)
         now = self.clock.now()
@@ -386,7 +395,7 @@ class WorkflowHost:
                     refresh(self, wid, starting=True)
             self._attach(pid, process_watcher, process_link)
             return pid
-        wf = WorkflowInstance(self, wid, name, _loads(input_text), run_id=run_id, attempt=1,
+        wf = WorkflowInstance(self, wid, name, plain_input, run_id=run_id, attempt=1,
                               parent=parent, created=now, journal=[], pending=[], timers={},
                               cancel_requested=False,
                               watchers=[watcher] if watcher is not None else None, state={})
