@@ -90,23 +90,33 @@ def arity_problem(fn: Any, name: str, args: typing.Sequence[Any], given: str) ->
             f"{len(args)}: {json.dumps(list(args), default=str)} ({why})")
 
 
-def restore_args(fn: Any, plain_args: list[Any], what: str) -> list[Any]:
-    """Restore typed arguments from ``fn``'s annotations (``*args: T`` types each extra)."""
+@functools.lru_cache(maxsize=1024)
+def _argument_hints(fn: Any) -> tuple[tuple[Any, ...], Any] | None:
+    """The hints of ``fn``'s positional parameters and of its ``*args`` (``Any`` without
+    one), or ``None`` when every hint is ``Any`` (nothing to restore)."""
     params, _ = _hints(fn)
     if all(h is Any for _, h, _k in params):
+        return None
+    kinds = inspect.Parameter
+    positional = tuple(hint for _n, hint, kind in params
+                       if kind in (kinds.POSITIONAL_ONLY, kinds.POSITIONAL_OR_KEYWORD))
+    rest = next((hint for _n, hint, kind in params if kind is kinds.VAR_POSITIONAL), Any)
+    return positional, rest
+
+
+def restore_args(fn: Any, plain_args: list[Any], what: str) -> list[Any]:
+    """Restore typed arguments from ``fn``'s annotations (``*args: T`` types each extra)."""
+    shape = _argument_hints(fn)
+    if shape is None:
         return plain_args
-    positional = [(hint, kind) for _n, hint, kind in params
-                  if kind in (inspect.Parameter.POSITIONAL_ONLY,
-                              inspect.Parameter.POSITIONAL_OR_KEYWORD,
-                              inspect.Parameter.VAR_POSITIONAL)]
+    positional, rest = shape
     out = []
     for i, value in enumerate(plain_args):
-        hint: Any = Any
-        if i < len(positional):
-            hint = positional[i][0]
-        elif positional and positional[-1][1] is inspect.Parameter.VAR_POSITIONAL:
-            hint = positional[-1][0]
-        out.append(structure(value, hint, what=f"argument {i + 1} of {what}"))
+        hint = positional[i] if i < len(positional) else rest
+        if hint is Any or (type(value) is hint and hint in PLAIN):
+            out.append(value)  # (without the error message's text, made per argument)
+        else:
+            out.append(structure(value, hint, what=f"argument {i + 1} of {what}"))
     return out
 
 
