@@ -609,6 +609,37 @@ async def test_a_cursor_is_checked_whole(seeded: str) -> None:
     store.close()
 
 
+async def test_a_value_no_store_can_hold_is_400_naming_it(seeded: str) -> None:
+    """JSON that parses but that the store's converter cannot hold (nested deeper than
+    it recurses) was a 500 with a stack trace, from an action's body and from a search
+    filter alike; it is 400 naming what could not be stored, on a store and on a node."""
+    deep = "[" * 900 + "]" * 900
+
+    async def check(c: httpx.AsyncClient) -> None:
+        await c.get("/")
+        headers = {"X-Garrison-CSRF": c.cookies["garrison_csrf"]}
+        for path, body, said in [
+                ("/api/workflows/g-1/signal", f'{{"topic": "x", "payload": {deep}}}',
+                 "cannot store the payload of message 'x' to workflow 'g-1'"),
+                ("/api/workflows/g-1/promises/go/resolve", f'{{"value": {deep}}}',
+                 "cannot store the value of promise 'go'")]:
+            r = await c.post(path, content=body, headers=headers)
+            assert r.status_code == 400 and said in r.json()["error"], (path, r.text)
+        r = await c.get("/api/workflows", params={"search": "k=" + deep})
+        assert r.status_code == 400, r.text
+        assert "cannot store search attribute 'k'" in r.json()["error"]
+        detail = (await c.get("/api/workflows/g-1")).json()
+        assert detail["inbox"] == [] and detail["actions"]["resolve"] == ["go"]
+
+    store = _store_tools.open_store(seeded)
+    async with client(make_app(StoreBackend(store))) as c:
+        await check(c)
+    store.close()
+    async with garrison.open_node(store=seeded) as node, \
+            client(make_app(NodeBackend(node))) as c:
+        await check(c)
+
+
 # ------------------------------------------------------------------ big workflows
 async def test_big_inbox_promises_and_state_are_cut_and_counted(store_path: str) -> None:
     """A workflow page answers the first INBOX_SHOWN messages, PROMISES_SHOWN promises

@@ -26,6 +26,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
+from .._errors import PayloadError
 from ._backend import ApiError, Backend, parse_search, parse_statuses, strict_json
 from ._security import (
     CSRF_COOKIE,
@@ -173,6 +174,11 @@ def make_app(backend: Backend, *, token: str | None = None, loopback: bool = Tru
         assert isinstance(exc, ApiError)
         return JSONResponse({"error": exc.message}, status_code=exc.status)
 
+    async def payload_error(request: Request, exc: Exception) -> Response:
+        # JSON that parsed but that the store cannot hold (nested deeper than its
+        # converter goes): the request's fault, named, not a 500 with a stack trace
+        return JSONResponse({"error": str(exc)}, status_code=400)
+
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
         if request.url.path.startswith("/api/"):
@@ -199,6 +205,7 @@ def make_app(backend: Backend, *, token: str | None = None, loopback: bool = Tru
         Mount("/static", StaticFiles(directory=_HERE / "static"), name="static"),
     ]
     app = Starlette(routes=routes, exception_handlers={ApiError: api_error,
+                                                       PayloadError: payload_error,
                                                        HTTPException: http_error})
     return Guard(app, token=token, loopback=loopback,
                  forwarded_allow_ips=forwarded_allow_ips)
