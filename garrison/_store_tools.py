@@ -45,6 +45,7 @@ __all__ = [
     "schedule_json",
     "signal",
     "start",
+    "strict_json",
     "terminate",
     "trigger_schedule",
     "when",
@@ -378,6 +379,48 @@ def schedule_json(rec: Any) -> dict[str, Any]:
             "host": rec.host, "created": when(rec.created), "updated": when(rec.updated)}
 
 
+# ------------------------------------------------------------------ JSON in
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number (NaN and infinity cannot be stored)")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is too large for a JSON number (it would be infinity)")
+    return value
+
+
+def _check_text(value: Any) -> None:
+    """``ValueError`` for a string (or key) that is not valid Unicode text: a lone
+    surrogate, which JSON can escape but no store can hold."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError(f"{item[:40]!r} is not valid text (a lone surrogate "
+                                 "character)") from None
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, dict):
+            stack.extend(item)
+            stack.extend(item.values())
+
+
+def strict_json(text: str | bytes) -> Any:
+    """``text`` parsed as JSON that a store can hold: finite numbers (no ``NaN``,
+    ``Infinity`` or ``1e400``), valid text; ``ValueError`` naming what is wrong."""
+    try:
+        value = json.loads(text, parse_constant=_no_constant, parse_float=_finite_float)
+    except RecursionError:
+        raise ValueError("it is nested too deeply") from None
+    _check_text(value)
+    return value
+
+
 # ------------------------------------------------------------------ JSON forms
 def record_json(rec: Any) -> dict[str, Any]:
     """Every column of a workflow's row, as JSON."""
@@ -428,9 +471,11 @@ def key_value(item: str, option: str = "--search") -> tuple[str, Any]:
 
 
 def json_arg(text: str, what: str) -> Any:
-    """``text`` parsed as JSON; :class:`ToolError` (code 2) with an example otherwise."""
+    """``text`` parsed as strict JSON (:func:`strict_json`, as the console takes it);
+    :class:`ToolError` (code 2) with an example otherwise."""
     try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
+        return strict_json(text)
+    except ValueError as exc:
+        why = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
         raise ToolError(f"the {what} must be JSON (e.g. '{{\"ok\": true}}' or '\"text\"'): "
-                        f"{exc.msg} in {text!r}", 2) from None
+                        f"{why} in {text!r}", 2) from None

@@ -376,6 +376,39 @@ def test_cli_refusals_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture
         assert [r.workflow_id for r in s.list_workflows()] == ["done"]
 
 
+def test_cli_json_is_strict_as_the_console_s(tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """NaN, Infinity and a number too large for a float are not JSON: a payload, a
+    promise value or start arguments holding one are refused (exit 2, naming it) as the
+    console refuses them, not stored as text no JSON reader (a browser, PostgreSQL's
+    jsonb) accepts."""
+    store = str(tmp_path / "s.db")
+    with SQLiteStore(store) as s:
+        s.write(Transaction().create_workflow("w", "ops_app:order", ["x"], status="waiting"))
+    cases = [
+        (("signal", "w", "ship", "NaN"), "the payload must be JSON", "NaN is not a JSON number"),
+        (("signal", "w", "ship", '{"n": -Infinity}'), "the payload must be JSON",
+         "-Infinity is not a JSON number"),
+        (("resolve", "w", "go", "1e400"), "the value must be JSON",
+         "1e400 is too large for a JSON number"),
+        (("start", "ops_app:order", "[NaN]", "--id", "n"), "the arguments must be JSON",
+         "NaN is not a JSON number"),
+        (("signal", "w", "ship", '"\\ud800"'), "the payload must be JSON",
+         "is not valid text"),
+        (("signal", "w", "ship", "1" * 5000), "the payload must be JSON",
+         "Exceeds the limit (4300 digits)"),
+    ]
+    for args, what, why in cases:
+        code, out, err = cli_here(capsys, "--store", store, *args)
+        assert (code, out) == (2, ""), (args, code, out, err)
+        assert err.count("\n") == 1 and what in err and why in err, (args, err)
+    with SQLiteStore(store, lock=False) as s:  # nothing was written
+        assert s.pending_messages("w") == [] and s.promises("w") == []
+        assert [r.workflow_id for r in s.list_workflows()] == ["w"]
+    code, _out, err = cli_here(capsys, "--store", store, "signal", "w", "ship", '{"n": 1.5}')
+    assert code == 0, err
+
+
 # ------------------------------------------------------------------ offline terminate
 class _Errors(logging.Handler):
     """The error records of garrison's loggers while it is installed."""

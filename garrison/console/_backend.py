@@ -19,7 +19,6 @@ import base64
 import binascii
 import datetime as _dt
 import json
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,6 +26,7 @@ import trio
 
 from .. import _store_tools as tools
 from .._errors import NoSuchWorkflow, PromiseAlreadyCompleted
+from .._store_tools import strict_json
 from ..actors._values import Pid
 from ..persistence import WorkflowStatus
 
@@ -57,48 +57,6 @@ class ApiError(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
-
-
-# ------------------------------------------------------------------ JSON in
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number (NaN and infinity cannot be stored)")
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError(f"{text} is too large for a JSON number (it would be infinity)")
-    return value
-
-
-def _check_text(value: Any) -> None:
-    """``ValueError`` for a string (or key) that is not valid Unicode text: a lone
-    surrogate, which JSON can escape but no store can hold."""
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, str):
-            try:
-                item.encode("utf-8")
-            except UnicodeEncodeError:
-                raise ValueError(f"{item[:40]!r} is not valid text (a lone surrogate "
-                                 "character)") from None
-        elif isinstance(item, list):
-            stack.extend(item)
-        elif isinstance(item, dict):
-            stack.extend(item)
-            stack.extend(item.values())
-
-
-def strict_json(text: str | bytes) -> Any:
-    """``text`` parsed as JSON that a store can hold: finite numbers (no ``NaN``,
-    ``Infinity`` or ``1e400``), valid text; ``ValueError`` naming what is wrong."""
-    try:
-        value = json.loads(text, parse_constant=_no_constant, parse_float=_finite_float)
-    except RecursionError:
-        raise ValueError("it is nested too deeply") from None
-    _check_text(value)
-    return value
 
 
 # ------------------------------------------------------------------ paging cursors
