@@ -12,10 +12,8 @@ they never change its file.
 from __future__ import annotations
 
 import datetime as _dt
-import fcntl
 import json
 import math
-import os
 import time
 import uuid
 from typing import Any
@@ -261,27 +259,7 @@ def terminate(store: Any, workflow_id: str, reason: str, *, wait: float = 5.0) -
 def node_holds(store: Any) -> bool:
     """Whether a node holds the store (its lock is taken). Unknown counts as held: the
     caller then asks the node instead of acting in its place."""
-    path = getattr(store, "path", None)
-    if path is None:
-        return True
-    name = os.path.realpath(path) + ".lock"
-    try:
-        fd = os.open(name, os.O_RDWR)
-    except FileNotFoundError:
-        return False  # no node ever opened it here
-    except OSError:
-        return True
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    except OSError:
-        return True
-    else:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return False
-    finally:
-        os.close(fd)
+    return bool(store.node_running())
 
 
 def retry(store: Any, workflow_id: str) -> str:

@@ -558,3 +558,31 @@ async def test_an_offline_cancel_of_a_queued_workflow_frees_its_dedup_key(
         # time, only once it has room, while the virtual clock runs ahead)
         entries = [e.workflow_id for e in node.hosts["workflows"].store.queue_entries()]
         assert "q" not in entries and entries in ([], ["q2"])
+
+
+async def test_cli_terminate_asks_the_running_node_on_either_store(
+        store_spec: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """A tool asks the node that runs the store (``terminate``: through the workflow's
+    inbox) and acts itself only when none does. On PostgreSQL it looked for a lock file
+    beside the URL, found none, and ended the workflow in the store behind the running
+    node (which ended its own run only from the request written with it; children on
+    other nodes of a cluster got a status write). Every PostgreSQL node now holds its
+    schema's node lock (shared), which a tool tries to take."""
+    from garrison import _store_tools as tools
+
+    async with garrison.open_node(store=store_spec) as node:
+        tool = garrison.persistence.open_store(store_spec, lock=False)
+        assert tools.node_holds(tool)
+        await node.start_workflow(ops_app.guarded, "desk", id="g")
+        await until(lambda: node.workflow("g").status() == "waiting", "g to wait")
+        code, _out, err = await cli_async(capsys, "--store", store_spec, "terminate", "g")
+        assert code == 0, err
+        with trio.fail_after(10), pytest.raises(garrison.WorkflowFailed) as info:
+            await node.workflow("g").result()
+        assert str(info.value.error) == \
+            "Terminated: terminated by garrison workflows terminate"
+    try:
+        assert not tools.node_holds(tool)  # the node closed: its lock went with it
+        assert tool.get_workflow("g").status == "failed"
+    finally:
+        tool.close()

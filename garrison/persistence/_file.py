@@ -112,6 +112,27 @@ def take_lock(path: str, mode: int) -> tuple[int, str]:
     return fd, name
 
 
+def lock_held(path: str) -> bool:
+    """Whether a node holds the lock of the store at ``path`` now (a tool deciding
+    whether to ask the node or act itself). Unknown counts as held."""
+    name = os.path.realpath(path) + ".lock"
+    try:
+        fd = os.open(name, os.O_RDWR)
+    except FileNotFoundError:
+        return False  # no node ever opened it here
+    except OSError:
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:  # (BlockingIOError: held)
+        return True
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
+
+
 def existing(file: str, path: str | None) -> bool:
     """Whether a store file is at ``file``; refuses what cannot be one.
 

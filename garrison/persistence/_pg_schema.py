@@ -479,6 +479,12 @@ def _lock_key(schema: str) -> int:
     return int.from_bytes(digest, "big", signed=True)
 
 
+def node_lock_key(schema: str) -> int:
+    """The advisory lock key every node of ``schema`` holds shared while it runs."""
+    digest = hashlib.blake2b(f"garrison-node:{schema}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
 def read_version(conn: psycopg.Connection[Any], schema: str = DEFAULT_SCHEMA) -> int:
     """The schema version recorded in ``schema`` (0 when it has no garrison tables)."""
     row = conn.execute(

@@ -8,9 +8,11 @@ Connections
   node keeps running while the batch waits for the server), and in the trio thread
   when none could (a commit nobody could share, or a batch that every runnable task
   joined: the thread hop there and back would cost more than it frees);
-  ``_write_batch_here``. A node holds the store's session-level
-  advisory lock on this connection: a second node gets :class:`~garrison.StoreLocked`,
-  and the lock goes when the node's connection does (a killed node frees it).
+  ``_write_batch_here``. A node holds two session-level advisory locks on this
+  connection: its cluster incarnation's (``_pg_cluster.py``: a second node of the same
+  name gets :class:`~garrison.StoreLocked`) and its schema's node lock, shared by every
+  node (a tool that can take it exclusively knows no node runs: ``node_running``). Both
+  go when the node's connection does (a killed node frees them).
 - the **reader** (synchronous psycopg, autocommit, prepared statements): every read,
   from the trio thread or a tool, plus taking the wakeup rows.
 - the **listener** (:class:`~garrison.persistence._pg_trio.TrioConnection`, made by
@@ -287,6 +289,10 @@ class PostgresStore(PgWritePath, StoreShortcuts):
         conn = self._connect("writes")
         try:
             if self._owner:
+                # every node of the schema holds this lock shared while it runs: a tool
+                # tells from it whether to ask a node or act itself (node_running)
+                conn.execute("SELECT pg_advisory_lock_shared(%s)",
+                             (_pg_schema.node_lock_key(self.schema),))
                 if self.fence_epoch is not None:  # a cluster node's incarnation
                     self._hold_epoch(conn, self.fence_epoch)
                 self.locked = True
@@ -427,6 +433,19 @@ class PostgresStore(PgWritePath, StoreShortcuts):
     def owner(self) -> bool:
         """True unless opened with ``lock=False`` (a tool writing for the node)."""
         return self._owner
+
+    def node_running(self) -> bool:
+        """Whether a node (of a cluster or not) runs this schema's workflows now: every
+        node holds the schema's node lock shared on its writer connection, so taking
+        it exclusively fails while one does (then it is let go at once)."""
+        if self._owner:
+            return True
+        key = _pg_schema.node_lock_key(self.schema)
+        rows = self._query("SELECT pg_try_advisory_lock(%s)", (key,))
+        if not rows or not rows[0][0]:
+            return True
+        self._query("SELECT pg_advisory_unlock(%s)", (key,))
+        return False
 
     @property
     def committing(self) -> bool:

@@ -693,6 +693,10 @@ class SQLiteStore(StoreShortcuts):
         the lock)."""
         return not self._notify_node
 
+    def node_running(self) -> bool:
+        """Whether a node holds this store's lock now (always, in memory)."""
+        return self.path is None or _file.lock_held(self.path)
+
     @property
     def committing(self) -> bool:
         """True while a group commit is forming or being written."""

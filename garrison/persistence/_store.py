@@ -62,6 +62,11 @@ class Store(Protocol):
         """True while a group commit is forming or being written."""
         ...
 
+    def node_running(self) -> bool:
+        """Whether a node runs this store's workflows now (its lock is held): a tool
+        then asks it rather than act in its place. Unknown counts as running."""
+        ...
+
     # -- writing -------------------------------------------------------------------
     def write(self, tx: Transaction) -> list[Any]:
         """Commit ``tx`` now, in the calling thread; returns each operation's result."""
