@@ -588,3 +588,38 @@ async def test_cli_terminate_asks_the_running_node_on_either_store(
         assert tool.get_workflow("g").status == "failed"
     finally:
         tool.close()
+
+
+async def test_a_retry_read_before_another_one_landed_writes_nothing(
+        store_spec: str) -> None:
+    """Two operators retry one failed workflow: B reads it (and its journal) for its
+    retry, A's retry lands, the workflow runs again, records its step and waits; then
+    B's write lands. It took back the step A's run had recorded and set the workflow
+    back to pending (after a restart the payment ran again). A retry is written only if
+    the workflow is still as its operator read it."""
+    from garrison import _store_tools as tools
+    from garrison.hosts.workflow import retry_transaction
+
+    ops_app.FAILS["lamp"] = 2  # (the activity's two attempts)
+    async with garrison.open_node(store=store_spec) as node:
+        await node.start_workflow(ops_app.order, "lamp", id="o")
+        with trio.fail_after(10), pytest.raises(garrison.WorkflowFailed):
+            await node.workflow("o").result()
+        operator_b = garrison.persistence.open_store(store_spec, lock=False)
+        try:
+            late_tx, _note = retry_transaction(operator_b, operator_b.get_workflow("o"))
+            await node.workflow("o").retry()  # operator A
+            await until(lambda: node.workflow("o").status() == "waiting", "o to run again")
+            recorded = [(r.seq, r.outcome) for r in node.workflow("o").history()]
+            with pytest.raises(ValueError, match=r"workflow 'o' changed since it was read "
+                               r"\(it is no longer failed, attempt 1"):
+                operator_b.write(late_tx)
+            with pytest.raises(tools.ToolError, match="cannot retry workflow .o.: it is"):
+                tools.retry(operator_b, "o")  # read now: refused as a retry of a live one
+        finally:
+            operator_b.close()
+        assert [(r.seq, r.outcome) for r in node.workflow("o").history()] == recorded
+        assert node.workflow("o").status() == "waiting"
+        await node.workflow("o").signal("ship")
+        assert await node.workflow("o").result() == "res-lamp pay-lamp ship"
+    assert ops_app.LOG.count(("charge", "lamp")) == 3

@@ -44,7 +44,7 @@ from .._errors import (
     WorkflowMoved,
 )
 from ._pg_schema import admit_lock_class
-from ._transaction import Op, Transaction
+from ._transaction import Op, Transaction, workflow_changed
 
 _OK = (pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK)
 _BAD = pq.ConnStatus.BAD
@@ -125,6 +125,11 @@ _OP_SQL: dict[str, tuple[str, int]] = {
     "delete_state": ("DELETE FROM {s}.state WHERE workflow_id = $1", 1),
     "delete_monitors": ("DELETE FROM {s}.monitors WHERE workflow_id = $1", 1),
     "delete_workflow": ("DELETE FROM {s}.workflows WHERE workflow_id = $1", 1),
+    # the row is locked until the transaction ends: a concurrent writer of it waits
+    "expect_workflow": (
+        "WITH r AS (SELECT 1 FROM {s}.workflows WHERE workflow_id = $1 AND status = $2 "
+        "AND attempt = $3 FOR UPDATE) "
+        "SELECT {s}.expect(count(*) = 1, 'workflow_changed', $1) FROM r", 3),
     "truncate_journal": ("DELETE FROM {s}.journal WHERE workflow_id = $1 AND seq >= $2", 2),
     "append_journal": (
         "INSERT INTO {s}.journal (workflow_id, seq, kind, name, outcome, attempts, time) "
@@ -744,6 +749,8 @@ class PgWritePath:
             return WorkflowMoved(self.path, None, "this node's lease lapsed (it was cut off "
                                  "from the store): its writes are refused and its workflows "
                                  "run on other nodes")
+        if message == "workflow_changed":
+            return workflow_changed(*params)
         if message == "not_pending":
             _seq, inbox_id, workflow_id = params
             return ValueError(

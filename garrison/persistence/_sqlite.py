@@ -73,7 +73,7 @@ from ._records import (
 from ._schema import SCHEMA_VERSION, check_garrison, check_tables, migrate
 from ._shortcuts import StoreShortcuts
 from ._store import Store
-from ._transaction import Op, Transaction, unix_seconds
+from ._transaction import Op, Transaction, unix_seconds, workflow_changed
 
 if TYPE_CHECKING:
     import sqlite_utils
@@ -122,6 +122,14 @@ def _update_workflow(conn: sqlite3.Connection, params: tuple[Any, ...]) -> None:
     sql = f"UPDATE workflows SET updated = ?{', ' if sets else ''}{columns} WHERE workflow_id = ?"
     if conn.execute(sql, (updated, *(v for _, v in sets), workflow_id)).rowcount != 1:
         raise NoSuchWorkflow(workflow_id)
+
+
+def _expect_workflow(conn: sqlite3.Connection, params: tuple[Any, ...]) -> None:
+    workflow_id, status, attempt = params
+    row = conn.execute("SELECT status, attempt FROM workflows WHERE workflow_id = ?",
+                       (workflow_id,)).fetchone()
+    if row is None or (row[0], row[1]) != (status, attempt):
+        raise workflow_changed(workflow_id, status, attempt)
 
 
 def _set_attributes(conn: sqlite3.Connection, params: tuple[Any, ...]) -> None:
@@ -287,6 +295,7 @@ def _statement(sql: str) -> Callable[[sqlite3.Connection, tuple[Any, ...]], None
 _OPS: dict[Op, Callable[[sqlite3.Connection, tuple[Any, ...]], Any]] = {
     Op.CREATE_WORKFLOW: _create_workflow,
     Op.UPDATE_WORKFLOW: _update_workflow,
+    Op.EXPECT_WORKFLOW: _expect_workflow,
     Op.SET_ATTRIBUTES: _set_attributes,
     Op.RESET_RUN: _reset_run,
     Op.DELETE_WORKFLOW: _delete_workflow,

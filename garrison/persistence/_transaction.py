@@ -14,6 +14,9 @@ of the contract every store implements:
 ========================  ===============================================================
 ``CREATE_WORKFLOW``       ``True`` if the row was created, ``False`` if the id existed
 ``UPDATE_WORKFLOW``       ``None``; ``NoSuchWorkflow`` if the row does not exist
+``EXPECT_WORKFLOW``       ``None``; ``ValueError`` (:func:`workflow_changed`) unless the row
+                          still has that status and attempt (a compare-and-set: nothing of
+                          the transaction is written otherwise)
 ``SET_ATTRIBUTES``        ``None``; merges (RFC 7396: a key set to ``null`` is removed)
 ``RESET_RUN``             ``None``; drops the journal and the timers of the workflow
 ``DELETE_WORKFLOW``       ``None``; removes the workflow and every row it owns
@@ -69,7 +72,7 @@ from ..actors._values import ErrorInfo, Pid
 from ._converter import RawJson, to_json
 from ._records import WorkflowStatus, parse_status
 
-__all__ = ["Op", "Transaction", "unix_seconds"]
+__all__ = ["Op", "Transaction", "unix_seconds", "workflow_changed"]
 
 _json_dumps = json.dumps
 
@@ -79,6 +82,7 @@ class Op(enum.StrEnum):
 
     CREATE_WORKFLOW = "create_workflow"
     UPDATE_WORKFLOW = "update_workflow"
+    EXPECT_WORKFLOW = "expect_workflow"
     SET_ATTRIBUTES = "set_attributes"
     RESET_RUN = "reset_run"
     DELETE_WORKFLOW = "delete_workflow"
@@ -146,6 +150,13 @@ def _trace_text(trace: Mapping[str, str] | None) -> str | None:
     if not trace:
         return None
     return _json_dumps({str(k): str(v) for k, v in trace.items()}, separators=(",", ":"))
+
+
+def workflow_changed(workflow_id: str, status: str, attempt: int) -> ValueError:
+    """The error of an ``EXPECT_WORKFLOW`` that failed (the same from every store)."""
+    return ValueError(f"workflow {workflow_id!r} changed since it was read (it is no longer "
+                      f"{status}, attempt {attempt}; another operator acted on it?): nothing "
+                      "was written")
 
 
 class Transaction:
@@ -346,6 +357,14 @@ class Transaction:
                                     f"{workflow_id!r})")
         params = (workflow_id, seq, str(kind), name, text, attempts, unix_seconds(time))
         return self._add(workflow_id, Op.APPEND_JOURNAL, params)
+
+    def expect_workflow(self, workflow_id: str, *, status: str, attempt: int) -> Transaction:
+        """Write this transaction only if the workflow still has ``status`` and
+        ``attempt`` (what a tool read before it decided: ``retry``); else nothing of it
+        is written and the commit raises :func:`workflow_changed`'s ``ValueError``.
+        Params: ``(workflow_id, status, attempt)``."""
+        return self._add(workflow_id, Op.EXPECT_WORKFLOW,
+                         (workflow_id, _status(status), int(attempt)))
 
     def truncate_journal(self, workflow_id: str, from_seq: int) -> Transaction:
         """Remove the journal records at ``from_seq`` and after (``retry`` takes back the

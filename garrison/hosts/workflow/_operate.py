@@ -173,7 +173,10 @@ def retry_transaction(store: Any, record: Any) -> tuple[Transaction, str]:
         raise ValueError(f"cannot retry workflow {record.workflow_id!r}: it is {status} "
                          "(only a failed or blocked workflow can be retried)")
     entries, _size = store.journal_entries(record.workflow_id)
-    tx = Transaction()
+    # written only if the workflow is still as read: a second retry read before the
+    # first one landed would take back a step the first run has recorded since
+    tx = Transaction().expect_workflow(record.workflow_id, status=record.status,
+                                       attempt=record.attempt)
     seq, what = _taken_back(record, entries)
     if seq is not None:
         tx.truncate_journal(record.workflow_id, seq)
