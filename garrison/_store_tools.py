@@ -270,9 +270,9 @@ def retry(store: Any, workflow_id: str) -> str:
     rec = get(store, workflow_id)
     try:
         tx, note = retry_transaction(store, rec)
+        store.write(tx)  # (ValueError: the workflow changed since it was read)
     except ValueError as exc:
         raise ToolError(str(exc)) from None
-    store.write(tx)
     return note
 
 

@@ -614,7 +614,7 @@ async def test_a_retry_read_before_another_one_landed_writes_nothing(
             with pytest.raises(ValueError, match=r"workflow 'o' changed since it was read "
                                r"\(it is no longer failed, attempt 1"):
                 operator_b.write(late_tx)
-            with pytest.raises(tools.ToolError, match="cannot retry workflow .o.: it is"):
+            with pytest.raises(tools.ToolError, match=r"cannot retry workflow 'o': it is"):
                 tools.retry(operator_b, "o")  # read now: refused as a retry of a live one
         finally:
             operator_b.close()
