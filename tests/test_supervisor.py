@@ -788,3 +788,44 @@ async def test_child_killed_before_it_runs_does_not_hang_the_supervisor(
             await trio.sleep(1)
     assert killed and starts == [1]  # the first never ran; the restart did
     assert host.is_alive(sup_pid)
+
+
+# ----------------------------------------------------------------------------- killed mid-operation
+def alive_labelled(node: garrison.Node, label: str) -> list[garrison.Pid]:
+    return [info.pid for info in node.processes() if info.label == label]
+
+
+async def test_a_supervisor_killed_while_a_group_restart_stops_a_slow_sibling_stops_it_too(
+        autojump_clock: Any, node: garrison.Node) -> None:
+    # one_for_all: "a" crashes, so the supervisor cancels "b", which ignores CANCEL
+    # (shutdown 1m); killing the supervisor meanwhile must still stop "b" (it forgot
+    # b's pid before b had stopped, and b ran on, an orphan)
+    log: list[Any] = []
+    sup = Supervisor([ChildSpec("b", stubborn, args=("b", log), shutdown="1m"),
+                      ChildSpec("a", worker, args=("a", log))], strategy="one_for_all")
+    spid = await start(node, sup)
+    b = pids(sup)["b"]
+    await tell(node, sup, "a")
+    await trio.sleep(1)  # the supervisor waits for b's shutdown
+    assert node.process_info(b).alive
+    await node._router.terminate(spid, None)
+    await settle()
+    assert not node.process_info(b).alive
+    assert ("killed", "b") in log
+
+
+async def test_a_supervisor_killed_as_it_spawns_a_child_stops_that_child(
+        autojump_clock: Any, node: garrison.Node) -> None:
+    # a kill that lands between the supervisor receiving a start_child and its spawn's
+    # checkpoint: the child is spawned, then the spawn raises Cancelled before its pid
+    # was recorded, so nothing stopped the child
+    log: list[Any] = []
+    sup = Supervisor([])
+    spid = await start(node, sup)
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await sup.start_child(ChildSpec("c", worker, args=("c", log)))  # sent, then Cancelled
+    node.hosts["processes"].kill(spid, garrison.ErrorInfo("Terminated", "by the test"))
+    await settle()
+    assert not node.process_info(spid).alive
+    assert alive_labelled(node, "c") == []
