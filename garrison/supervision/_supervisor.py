@@ -777,8 +777,9 @@ class Supervisor:
             request.finish(outcome.Error(exc))
         else:
             request.finish(outcome.Value(value))
-        finally:
-            self._inflight = None
+        # a cancellation (the supervisor killed) leaves it in flight: the run's end
+        # answers it (``_fail_requests``), else its caller would wait forever
+        self._inflight = None
 
     async def _do(self, op: str, arg: Any) -> Any:
         if op == "start_child":
