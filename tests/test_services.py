@@ -9,6 +9,7 @@ import textwrap
 import pytest
 import svc_app
 import trio
+import trio.testing
 
 import garrison
 from garrison.config import (
@@ -319,3 +320,36 @@ async def test_start_service_on_demand_with_requirements(autojump_clock):
         assert await node.wait(await node.spawn(client)) == "b got 1"
         with pytest.raises(ValueError, match="no service"):
             await node.start_service("t:nope")
+
+
+async def test_start_service_while_the_node_stops_fails_instead_of_waiting_forever(
+        autojump_clock):
+    # the service manager stops first when a node closes; a start asked after that
+    # (here from a process's shielded cleanup) waited forever for a manager that was
+    # gone, and held up the node's close with it
+    cfg = config("""
+        - name: a
+          kind: process.service
+          process: steady
+          input: [a]
+    """)
+    outcome = []
+
+    async def cleanup_starts_a_service():
+        try:
+            await trio.sleep_forever()
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(30):
+                try:
+                    await garrison.current_node().start_service("t:a")
+                    outcome.append("started")
+                except RuntimeError as exc:
+                    outcome.append(str(exc))
+            if not outcome:
+                outcome.append("still waiting after 30s")
+
+    async with garrison.open_node(config=cfg) as node:
+        await node.spawn(cleanup_starts_a_service)
+        await trio.testing.wait_all_tasks_blocked()
+    assert outcome == ["cannot start service 't:a': the node's services are stopping"]
+    assert svc_app.LOG == []
