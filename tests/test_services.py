@@ -12,6 +12,7 @@ import trio
 import trio.testing
 
 import garrison
+from garrison import process
 from garrison.config import (
     Config,
     Lifecycle,
@@ -353,3 +354,31 @@ async def test_start_service_while_the_node_stops_fails_instead_of_waiting_forev
         await trio.testing.wait_all_tasks_blocked()
     assert outcome == ["cannot start service 't:a': the node's services are stopping"]
     assert svc_app.LOG == []
+
+
+async def test_a_service_id_names_no_process_once_its_process_ended(autojump_clock):
+    # as a registered name is released before its holder's EXIT is delivered, a
+    # service's id stops naming its process when that ends: a watcher that got the
+    # EXIT found the id still naming the dead pid (until the manager handled the
+    # exit), so a send was a dead letter and a monitor a noproc EXIT, not NoSuchProcess
+    cfg = config("""
+        - name: db
+          kind: process.service
+          process: crasher
+          input: [db, 1]
+          lifecycle: {auto_start: true, restart: {initial_delay: 5s}}
+    """)
+    svc_app.FAILS["db"] = 1
+
+    async def watcher():
+        first = process.lookup("t:db")
+        process.monitor("t:db")
+        ev = await process.events().receive()
+        return first, ev.pid, ev.ok, process.lookup("t:db")
+
+    async with garrison.open_node(config=cfg) as node:
+        first, exited, ok, after = await node.wait(await node.spawn(watcher))
+        assert first == exited and not ok
+        assert after is None
+        await trio.sleep(10)  # restarted after its backoff: the id names the new process
+        assert node.lookup("t:db") not in (None, exited)

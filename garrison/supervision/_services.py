@@ -107,8 +107,15 @@ class ServiceManager:
                 for s in self.order]
 
     def running_pid(self, service_id: str) -> Pid | None:
+        """The pid of the service's live process, or ``None``. As a registered name is
+        released before its holder's ``EXIT`` is delivered, an ended process is not
+        named by its service's id, even before the manager has handled its exit."""
         svc = self.by_id.get(service_id)
-        return svc.pid if svc is not None else None
+        pid = svc.pid if svc is not None else None
+        if pid is None:
+            return None
+        host = self.node.hosts.get(pid.host)
+        return pid if host is not None and host.is_alive(pid) else None
 
     def stop_budget(self) -> float:
         """Time the whole orderly stop may take: every service's stop timeout, plus slack."""
