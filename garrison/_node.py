@@ -19,6 +19,7 @@ from ._router import EXIT_MEMORY, Router
 from .actors._mailbox import Budget
 from .actors._runtime import runtime_or_none
 from .actors._values import Pid, ProcessInfo, check_topic
+from .hosts._kernel import noproc
 from .hosts._process_host import ProcessHost
 from .persistence import parse_status
 from .supervision._services import ServiceInfo, start_services, stop_services
@@ -124,7 +125,7 @@ class Node:
         with trio's ``start_soon``): it may not have run yet when ``spawn`` returns.
         """
         router = self._router
-        h = router.hosts.get(host or "processes")
+        h = router.hosts.get(host or "processes") if host is None or type(host) is str else None
         if h is not None and not h.durable and not router.stopping:
             # the common case, a process host by its own name: no coroutine on the way
             pid = router.spawn_plain(h, target, args, None)
@@ -168,7 +169,10 @@ class Node:
         router = self._router
         if type(pid) is not Pid or router.aliases:
             pid = router.resolve(pid)
-        host = router.hosts.get(pid.host) or router.host(pid.host)
+        host = router.hosts.get(pid.host) or router.hosts.get(router.aliases.get(pid.host, ""))
+        if host is None:  # a pid of no host here names no process here
+            raise ProcessError(f"process {pid} is unknown: {noproc(pid)}", pid=pid,
+                               error=noproc(pid))
         if host.durable:
             return await host.wait(pid)
         if host.is_alive(pid):  # (one that ended already is answered without a coroutine)

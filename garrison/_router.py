@@ -63,6 +63,8 @@ class Router:
 
     # ------------------------------------------------------------ names and hosts
     def host(self, name: str) -> Any:
+        if type(name) is not str:
+            raise TypeError(f"a host is named by a str, got {type(name).__name__}: {name!r}")
         try:
             return self.hosts[self.aliases.get(name, name)]
         except KeyError:
@@ -96,6 +98,11 @@ class Router:
     def lookup(self, name: str) -> Pid | None:
         """The pid registered under ``name`` (or running a service of that entry id);
         in a cluster, then the cluster's names."""
+        if type(name) is not str:
+            if not isinstance(name, str):
+                raise TypeError(f"lookup() takes a registered name (a str), got "
+                                f"{type(name).__name__}: {name!r}")
+            name = str.__str__(name)
         pid = self.registry.get(name)
         if pid is None and self.services is not None:
             pid = self.services.running_pid(name)
@@ -279,9 +286,10 @@ class Router:
             self.remote.stop(target, by, kill=False)  # its node escalates nothing: asked
             await trio.lowlevel.checkpoint()
             return
-        host = self.host(target.host)
         seconds = timeout_seconds(timeout)
-        if not host.cancel_event(target, by):
+        host = self.hosts.get(self.aliases.get(target.host, target.host))
+        if host is None or not host.cancel_event(target, by):  # (no such host: no process)
+            await trio.lowlevel.checkpoint()
             return
         with trio.move_on_after(seconds):
             await host.wait_exited(target)
@@ -294,9 +302,9 @@ class Router:
             self.remote.stop(target, by, kill=True)
             await trio.lowlevel.checkpoint()
             return
-        host = self.host(target.host)
+        host = self.hosts.get(self.aliases.get(target.host, target.host))
         who = f"by {by}" if by is not None else "from outside any process"
-        if host.kill(target, ErrorInfo("Terminated", f"terminated {who}")):
+        if host is not None and host.kill(target, ErrorInfo("Terminated", f"terminated {who}")):
             await host.wait_exited(target)
         else:
             await trio.lowlevel.checkpoint()

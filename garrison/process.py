@@ -147,6 +147,9 @@ def demonitor(to: Pid | str) -> None:
 def set_options(*, trap_links: bool | None = None) -> None:
     """``trap_links=True``: a linked process's failure arrives as a ``LINK_DOWN``
     event instead of ending this process."""
+    if trap_links is not None and type(trap_links) is not bool:
+        raise TypeError(f"process.set_options(trap_links=...) takes True or False, got "
+                        f"{type(trap_links).__name__}: {trap_links!r}")
     current_runtime("process.set_options()").set_options(trap_links=trap_links)
 
 

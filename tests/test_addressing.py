@@ -93,6 +93,50 @@ async def test_bad_pid_text_and_names_with_a_slash(node, autojump_clock):
         await node.wait(await node.spawn(registers, "a/b"))
 
 
+async def test_a_pid_of_a_host_this_node_lacks_names_no_process(node, autojump_clock):
+    # as a dead pid of a known host (a dead letter, noproc): wait, cancel and
+    # terminate raised ValueError('no host named ...') for it instead
+    with pytest.raises(ProcessError, match="noproc") as exc:
+        await node.wait("nowhere/1")
+    assert exc.value.error.type == "noproc"
+
+    async def stops(to: str) -> str:
+        await process.cancel(to)
+        await process.terminate(to)
+        return "done"
+
+    assert await node.wait(await node.spawn(stops, "nowhere/1")) == "done"
+
+
+async def test_wrong_types_for_hosts_names_and_options_are_named(node, autojump_clock):
+    # these gave "TypeError: unhashable type: 'list'" from deep inside, and
+    # set_options(trap_links="no") silently trapped links
+    with pytest.raises(TypeError, match=r"a host is named by a str, got list: \['x'\]"):
+        await node.spawn(_sleeper, host=["x"])
+    with pytest.raises(TypeError, match="a host is named by a str, got int: 5"):
+        await node.spawn(_sleeper, host=5)
+    with pytest.raises(TypeError, match=r"lookup\(\) takes a registered name \(a str\), got list"):
+        node.lookup([1])
+
+    async def misuses() -> list[str]:
+        out = []
+        for call in (lambda: process.spawn(_sleeper, host=["x"]), lambda: process.lookup(5),
+                     lambda: process.set_options(trap_links="no")):
+            try:
+                result = call()
+                if hasattr(result, "__await__"):
+                    await result
+            except TypeError as exc:
+                out.append(str(exc))
+        return out
+
+    assert await node.wait(await node.spawn(misuses)) == [
+        "a host is named by a str, got list: ['x']",
+        "lookup() takes a registered name (a str), got int: 5",
+        "process.set_options(trap_links=...) takes True or False, got str: 'no'",
+    ]
+
+
 # ------------------------------------------------------------------ topics
 class Topic(enum.StrEnum):
     PING = "ping"

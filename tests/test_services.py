@@ -9,8 +9,10 @@ import textwrap
 import pytest
 import svc_app
 import trio
+import trio.testing
 
 import garrison
+from garrison import process
 from garrison.config import (
     Config,
     Lifecycle,
@@ -319,3 +321,64 @@ async def test_start_service_on_demand_with_requirements(autojump_clock):
         assert await node.wait(await node.spawn(client)) == "b got 1"
         with pytest.raises(ValueError, match="no service"):
             await node.start_service("t:nope")
+
+
+async def test_start_service_while_the_node_stops_fails_instead_of_waiting_forever(
+        autojump_clock):
+    # the service manager stops first when a node closes; a start asked after that
+    # (here from a process's shielded cleanup) waited forever for a manager that was
+    # gone, and held up the node's close with it
+    cfg = config("""
+        - name: a
+          kind: process.service
+          process: steady
+          input: [a]
+    """)
+    outcome = []
+
+    async def cleanup_starts_a_service():
+        try:
+            await trio.sleep_forever()
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(30):
+                try:
+                    await garrison.current_node().start_service("t:a")
+                    outcome.append("started")
+                except RuntimeError as exc:
+                    outcome.append(str(exc))
+            if not outcome:
+                outcome.append("still waiting after 30s")
+
+    async with garrison.open_node(config=cfg) as node:
+        await node.spawn(cleanup_starts_a_service)
+        await trio.testing.wait_all_tasks_blocked()
+    assert outcome == ["cannot start service 't:a': the node's services are stopping"]
+    assert svc_app.LOG == []
+
+
+async def test_a_service_id_names_no_process_once_its_process_ended(autojump_clock):
+    # as a registered name is released before its holder's EXIT is delivered, a
+    # service's id stops naming its process when that ends: a watcher that got the
+    # EXIT found the id still naming the dead pid (until the manager handled the
+    # exit), so a send was a dead letter and a monitor a noproc EXIT, not NoSuchProcess
+    cfg = config("""
+        - name: db
+          kind: process.service
+          process: crasher
+          input: [db, 1]
+          lifecycle: {auto_start: true, restart: {initial_delay: 5s}}
+    """)
+    svc_app.FAILS["db"] = 1
+
+    async def watcher():
+        first = process.lookup("t:db")
+        process.monitor("t:db")
+        ev = await process.events().receive()
+        return first, ev.pid, ev.ok, process.lookup("t:db")
+
+    async with garrison.open_node(config=cfg) as node:
+        first, exited, ok, after = await node.wait(await node.spawn(watcher))
+        assert first == exited and not ok
+        assert after is None
+        await trio.sleep(10)  # restarted after its backoff: the id names the new process
+        assert node.lookup("t:db") not in (None, exited)

@@ -788,3 +788,92 @@ async def test_child_killed_before_it_runs_does_not_hang_the_supervisor(
             await trio.sleep(1)
     assert killed and starts == [1]  # the first never ran; the restart did
     assert host.is_alive(sup_pid)
+
+
+# ----------------------------------------------------------------------------- killed mid-operation
+def alive_labelled(node: garrison.Node, label: str) -> list[garrison.Pid]:
+    return [info.pid for info in node.processes() if info.label == label]
+
+
+async def test_a_supervisor_killed_while_a_group_restart_stops_a_slow_sibling_stops_it_too(
+        autojump_clock: Any, node: garrison.Node) -> None:
+    # one_for_all: "a" crashes, so the supervisor cancels "b", which ignores CANCEL
+    # (shutdown 1m); killing the supervisor meanwhile must still stop "b" (it forgot
+    # b's pid before b had stopped, and b ran on, an orphan)
+    log: list[Any] = []
+    sup = Supervisor([ChildSpec("b", stubborn, args=("b", log), shutdown="1m"),
+                      ChildSpec("a", worker, args=("a", log))], strategy="one_for_all")
+    spid = await start(node, sup)
+    b = pids(sup)["b"]
+    await tell(node, sup, "a")
+    await trio.sleep(1)  # the supervisor waits for b's shutdown
+    assert node.process_info(b).alive
+    await node._router.terminate(spid, None)
+    await settle()
+    assert not node.process_info(b).alive
+    assert ("killed", "b") in log
+
+
+async def test_a_supervisor_killed_during_terminate_child_fails_the_call_and_stops_the_child(
+        autojump_clock: Any, node: garrison.Node) -> None:
+    # terminate_child of a child that ignores CANCEL waits its shutdown; the supervisor
+    # killed meanwhile must answer the call (it hung forever) and stop the child
+    log: list[Any] = []
+    sup = Supervisor([ChildSpec("b", stubborn, args=("b", log), shutdown="1m")])
+    spid = await start(node, sup)
+    b = pids(sup)["b"]
+    outcome: list[Any] = []
+
+    async def terminate_child() -> None:
+        try:
+            await sup.terminate_child("b")
+            outcome.append("returned")
+        except RuntimeError as exc:
+            outcome.append(str(exc))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(terminate_child)
+        await trio.sleep(1)
+        await node._router.terminate(spid, None)
+        with trio.fail_after(60):
+            while not outcome:
+                await trio.sleep(1)
+    assert "stopped before it handled the call" in outcome[0]
+    assert not node.process_info(b).alive
+
+
+async def kills_its_supervisor(box: list[garrison.Pid]) -> None:
+    await process.terminate(box[0])
+    await trio.sleep_forever()
+
+
+async def test_a_supervisor_killed_while_start_child_waits_for_the_child_stops_it(
+        autojump_clock: Any, node: garrison.Node) -> None:
+    # the supervisor dies while start_child waits for the new child to run: the call
+    # fails (it hung) and the child it spawned is stopped with it (it was dropped from
+    # the children as a failed start, and ran on)
+    box: list[garrison.Pid] = []
+    sup = Supervisor([])
+    box.append(await start(node, sup))
+    with trio.fail_after(60), pytest.raises(RuntimeError, match="stopped before it handled"):
+        await sup.start_child(ChildSpec("k", kills_its_supervisor, args=(box,)))
+    await settle()
+    assert not node.process_info(box[0]).alive
+    assert alive_labelled(node, "k") == []
+
+
+async def test_a_supervisor_killed_as_it_spawns_a_child_stops_that_child(
+        autojump_clock: Any, node: garrison.Node) -> None:
+    # a kill that lands between the supervisor receiving a start_child and its spawn's
+    # checkpoint: the child is spawned, then the spawn raises Cancelled before its pid
+    # was recorded, so nothing stopped the child
+    log: list[Any] = []
+    sup = Supervisor([])
+    spid = await start(node, sup)
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await sup.start_child(ChildSpec("c", worker, args=("c", log)))  # sent, then Cancelled
+    node.hosts["processes"].kill(spid, garrison.ErrorInfo("Terminated", "by the test"))
+    await settle()
+    assert not node.process_info(spid).alive
+    assert alive_labelled(node, "c") == []

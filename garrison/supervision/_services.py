@@ -94,8 +94,9 @@ class ServiceManager:
         # requests): one change at a time, and an EXIT waits until its pid is known
         self._lock = trio.Lock()
         self._timers: trio.Nursery | None = None
-        self._requests, self._request_box = trio.open_memory_channel[tuple[str, trio.Event]](
-            float("inf"))
+        #: start requests: (service id, set once served, [True] once served)
+        self._requests, self._request_box = trio.open_memory_channel[
+            tuple[str, trio.Event, list[bool]]](float("inf"))
         #: in a cluster, the singleton services this node holds (``None``: no cluster,
         #: singletons are plain services)
         self.held: set[str] | None = None
@@ -106,8 +107,15 @@ class ServiceManager:
                 for s in self.order]
 
     def running_pid(self, service_id: str) -> Pid | None:
+        """The pid of the service's live process, or ``None``. As a registered name is
+        released before its holder's ``EXIT`` is delivered, an ended process is not
+        named by its service's id, even before the manager has handled its exit."""
         svc = self.by_id.get(service_id)
-        return svc.pid if svc is not None else None
+        pid = svc.pid if svc is not None else None
+        if pid is None:
+            return None
+        host = self.node.hosts.get(pid.host)
+        return pid if host is not None and host.is_alive(pid) else None
 
     def stop_budget(self) -> float:
         """Time the whole orderly stop may take: every service's stop timeout, plus slack."""
@@ -144,6 +152,15 @@ class ServiceManager:
                                 await self._on_exit(exited, ev)
         finally:
             self.started.set()  # start_services never waits for a manager that died
+            # no start is served any more: the ones waiting fail (call_start) at once
+            self.stopping = True
+            self._requests.close()
+            while True:
+                try:
+                    _, done, _ = self._request_box.receive_nowait()
+                except (trio.WouldBlock, trio.EndOfChannel):
+                    break
+                done.set()
 
     # ------------------------------------------------------------------ singletons
     def _may_run(self, svc: _Service) -> bool:
@@ -155,7 +172,8 @@ class ServiceManager:
         """The cluster says which singleton services this node runs now: start those,
         stop the others (from the node's side; applied by the manager)."""
         self.held = set(held)
-        self._requests.send_nowait((_SINGLETONS, trio.Event()))
+        if not self.stopping:
+            self._requests.send_nowait((_SINGLETONS, trio.Event(), []))
 
     async def _apply_singletons(self) -> None:
         for svc in self.order:
@@ -322,19 +340,33 @@ class ServiceManager:
 
     # ------------------------------------------------------------------ on demand
     async def call_start(self, service_id: str) -> None:
-        """Start ``service_id`` (and what it requires) from outside the manager."""
+        """Start ``service_id`` (and what it requires) from outside the manager;
+        ``RuntimeError`` once the services stop (the node closes) or their manager ended."""
         done = trio.Event()
-        self._requests.send_nowait((service_id, done))
-        await done.wait()
+        served: list[bool] = []
+        try:
+            if self.stopping:
+                raise trio.ClosedResourceError
+            self._requests.send_nowait((service_id, done, served))
+        except trio.ClosedResourceError:
+            served = []
+        else:
+            await done.wait()
+        if not served:
+            raise RuntimeError(f"cannot start service {service_id!r}: the node's services "
+                               "are stopping")
 
     async def _serve_requests(self) -> None:
-        async for service_id, done in self._request_box:
-            async with self._lock:
-                if service_id == _SINGLETONS:
-                    await self._apply_singletons()
-                else:
-                    await self._start_requested(service_id)
-            done.set()
+        async for service_id, done, served in self._request_box:
+            try:
+                async with self._lock:
+                    if service_id == _SINGLETONS:
+                        await self._apply_singletons()
+                    else:
+                        await self._start_requested(service_id)
+                served.append(True)
+            finally:  # also when the manager stops meanwhile: the caller fails, not waits
+                done.set()
 
     async def _start_requested(self, service_id: str) -> None:
         for sid in [*self._requirements(service_id), service_id]:

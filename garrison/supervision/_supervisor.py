@@ -671,7 +671,8 @@ class Supervisor:
             if spec.kwargs:
                 raise ValueError(f"child {spec.id!r}: kwargs are not supported for a child on "
                                  f"the durable host {host_name!r}; pass args")
-            pid = await process.spawn_monitored(target, *spec.args, host=spec.host)
+            with trio.CancelScope(shield=True):  # as below: the pid is recorded
+                pid = await process.spawn_monitored(target, *spec.args, host=spec.host)
             child.pid = pid
             log.debug("%s: started as %s", spec.name, pid)
             return pid
@@ -680,17 +681,23 @@ class Supervisor:
         if spec.kwargs:
             target = functools.partial(target, **spec.kwargs)
         started = trio.Event()
-        pid = await process.spawn_monitored(_ChildMain(target, started, spec.name), *spec.args,
-                                            host=spec.host)
+        # shielded: a kill of the supervisor landing at the spawn's checkpoint would
+        # raise there, after the child was spawned but before its pid was recorded, and
+        # the final cleanup could not stop it (an orphan)
+        with trio.CancelScope(shield=True):
+            pid = await process.spawn_monitored(_ChildMain(target, started, spec.name),
+                                                *spec.args, host=spec.host)
         child.pid = pid
         await _started_or_exited(started, node, pid)
         log.debug("%s: started as %s", spec.name, pid)
         return pid
 
     async def _stop(self, child: _Child) -> None:
-        """Stop ``child``: ``CANCEL``, terminated after its ``shutdown``."""
+        """Stop ``child``: ``CANCEL``, terminated after its ``shutdown``.
+
+        The child keeps its pid until it has ended: if the supervisor is killed while
+        it waits (a child slow to stop), its final cleanup still stops the child."""
         pid = child.pid
-        child.pid = None
         if pid is None:
             return
         shutdown = child.spec.shutdown
@@ -698,6 +705,8 @@ class Supervisor:
             await process.terminate(pid)
         else:
             await process.cancel(pid, timeout=shutdown)
+        if child.pid == pid:
+            child.pid = None
         log.debug("%s: stopped (%s)", child.spec.name, pid)
 
     async def _stop_children(self, *, final: bool = False) -> None:
@@ -768,8 +777,9 @@ class Supervisor:
             request.finish(outcome.Error(exc))
         else:
             request.finish(outcome.Value(value))
-        finally:
-            self._inflight = None
+        # a cancellation (the supervisor killed) leaves it in flight: the run's end
+        # answers it (``_fail_requests``), else its caller would wait forever
+        self._inflight = None
 
     async def _do(self, op: str, arg: Any) -> Any:
         if op == "start_child":
@@ -782,7 +792,10 @@ class Supervisor:
             try:
                 return await self._start(child)
             except BaseException:
-                self._children.remove(child)
+                if child.pid is None:  # not spawned: not kept
+                    self._children.remove(child)
+                # else the supervisor was killed while the child started: it stays a
+                # child, so the supervisor's final cleanup stops it
                 raise
         child = self._by_id(arg)
         if op == "terminate_child":
