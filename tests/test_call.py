@@ -136,3 +136,18 @@ async def test_many_calls_with_mixed_timeouts_each_end_at_their_own_deadline(
             assert ended[i][0] == "ok", (i, ended[i])
         else:
             assert ended[i] == ("timeout", timeout), (i, ended[i])
+
+
+async def test_a_bad_timeout_is_named_without_a_leftover_lookup_error(node):
+    """``timeout=None`` (or any value that is no duration) is a ValueError naming it; its
+    traceback carried 'During handling of the above exception' with the cache's
+    KeyError, as if the lookup had failed."""
+    async def caller():
+        try:
+            await process.call(process.pid(), "x", None, timeout=None)
+        except ValueError as exc:
+            assert "invalid timeout None" in str(exc)
+            return exc.__context__
+        return None
+
+    assert await node.wait(await node.spawn(caller)) is None

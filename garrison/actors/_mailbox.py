@@ -50,10 +50,11 @@ def timeout_seconds(value: Any) -> float:
     try:
         return _parsed[value]
     except (KeyError, TypeError):
-        seconds = parse_duration(value, what="timeout")
-        if isinstance(value, str) and len(_parsed) < 1024:
-            _parsed[value] = seconds
-        return seconds
+        pass  # (parsed outside the handler: an error names the value, not the lookup)
+    seconds = parse_duration(value, what="timeout")
+    if isinstance(value, str) and len(_parsed) < 1024:
+        _parsed[value] = seconds
+    return seconds
 
 
 class InboxOwner(Protocol):
