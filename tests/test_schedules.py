@@ -310,18 +310,21 @@ async def test_in_a_cluster_the_last_run_counts_wherever_it_runs(
 
 
 # ------------------------------------------------------------------ DST
+def ticks(cron: str, start: dt.datetime, n: int) -> list[str]:
+    """The next ``n`` ticks of ``cron`` in New York after ``start``, as ISO times."""
+    ny = ZoneInfo("America/New_York")
+    spec = ScheduleSpec.parse(cron=cron, timezone="America/New_York")
+    out, t = [], start.timestamp()
+    for _ in range(n):
+        t = spec.next_after(t)
+        out.append(dt.datetime.fromtimestamp(t, ny).isoformat())
+    return out
+
+
 def test_dst_changes_follow_debian_cron() -> None:
     """Spring forward: a job at a time the change skips runs right after it; autumn:
     a job at a time the change repeats runs once; frequent jobs keep the minutes."""
     ny = ZoneInfo("America/New_York")
-
-    def ticks(cron: str, start: dt.datetime, n: int) -> list[str]:
-        spec = ScheduleSpec.parse(cron=cron, timezone="America/New_York")
-        out, t = [], start.timestamp()
-        for _ in range(n):
-            t = spec.next_after(t)
-            out.append(dt.datetime.fromtimestamp(t, ny).isoformat())
-        return out
 
     assert ticks("30 2 * * *", dt.datetime(2025, 3, 8, 12, tzinfo=ny), 3) == [
         "2025-03-09T03:00:00-04:00", "2025-03-10T02:30:00-04:00", "2025-03-11T02:30:00-04:00"]
@@ -343,14 +346,6 @@ def test_dst_changes_follow_debian_cron_with_a_seconds_field_too() -> None:
     its five fields: the tick in the skipped hour is not lost, the tick in the repeated
     hour does not run twice; and catching up picks the ticks next_after gives."""
     ny = ZoneInfo("America/New_York")
-
-    def ticks(cron: str, start: dt.datetime, n: int) -> list[str]:
-        spec = ScheduleSpec.parse(cron=cron, timezone="America/New_York")
-        out, t = [], start.timestamp()
-        for _ in range(n):
-            t = spec.next_after(t)
-            out.append(dt.datetime.fromtimestamp(t, ny).isoformat())
-        return out
 
     assert ticks("0 30 2 * * *", dt.datetime(2025, 3, 8, 12, tzinfo=ny), 2) == [
         "2025-03-09T03:00:00-04:00", "2025-03-10T02:30:00-04:00"]
