@@ -561,3 +561,35 @@ def test_psycopg_errors_of_the_cli_are_one_line(pg: str) -> None:
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
     with psycopg.connect(pg.partition("?")[0]) as conn:  # the server is up
         assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_a_schema_that_is_not_garrisons_or_out_of_reach_is_named(
+        postgres_server: Any, postgres_url: str) -> None:
+    """A schema holding another application's tables failed with a bare
+    ``psycopg.errors.DuplicateTable`` (``relation "workflows" already exists``), and a
+    role without access to an existing store's schema with a bare
+    ``InsufficientPrivilege`` (a tool) or a ``cannot create the schema`` it never tried
+    (a node): each is a ``StoreError`` naming the store, the schema and the reason."""
+    import psycopg
+
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute("CREATE SCHEMA theirs")
+        conn.execute("CREATE TABLE theirs.workflows (x int)")
+        conn.execute("DROP ROLE IF EXISTS garrison_outsider")
+        conn.execute("CREATE ROLE garrison_outsider LOGIN")
+    with pytest.raises(StoreError) as info:
+        PostgresStore(postgres_url + "?schema=theirs")
+    message = str(info.value)
+    assert "?schema=theirs" in message and "schema 'theirs' already holds" in message
+    assert 'relation "workflows" already exists' in message
+
+    with PostgresStore(postgres_url):  # a node made the store in schema garrison
+        pass
+    outsider = postgres_url.replace("postgres@", "garrison_outsider@")
+    for lock in (False, True):
+        with pytest.raises(StoreError) as info:
+            PostgresStore(outsider, lock=lock)
+        message = str(info.value)
+        assert "garrison_outsider@" in message, message
+        assert "cannot read schema 'garrison': permission denied for schema garrison" in (
+            message), message

@@ -291,16 +291,7 @@ class PostgresStore(PgWritePath, StoreShortcuts):
                     self._hold_epoch(conn, self.fence_epoch)
                 self.locked = True
             if first:
-                if not self._owner and _pg_schema.read_version(conn, self.schema) == 0:
-                    raise StoreError(self.path, "no garrison store here (no schema "
-                                     f"{self.schema!r} with garrison's tables): start a node "
-                                     "on it first")
-                try:
-                    _pg_schema.migrate(conn, self.schema, allow_migrate=self._owner,
-                                       where=self.path)
-                except pg_errors.InsufficientPrivilege as exc:
-                    raise StoreError(self.path, f"cannot create the schema: {_reason(exc)}"
-                                     ) from None
+                self._open_schema(conn)
                 if self._owner:  # rows of writers gone for a day (killed tools)
                     conn.execute(f"DELETE FROM {self._s}.writers WHERE updated < %s",
                                  (_time.time() - 86400,))
@@ -310,6 +301,37 @@ class PostgresStore(PgWritePath, StoreShortcuts):
             raise
         self._prepared = set()
         return conn
+
+    def _open_schema(self, conn: psycopg.Connection[Any]) -> None:
+        """Check the schema (a node also creates and migrates it); every refusal of the
+        server is a :class:`~garrison.StoreError` naming the schema and what to do."""
+        schema = self.schema
+        try:
+            version = _pg_schema.read_version(conn, schema)
+        except pg_errors.InsufficientPrivilege as exc:
+            raise StoreError(self.path, f"cannot read schema {schema!r}: {_reason(exc)} "
+                             f"(the role needs USAGE on the schema and access to its "
+                             "tables)") from None
+        except psycopg.Error as exc:
+            raise StoreError(self.path, f"cannot read schema {schema!r}: {_reason(exc)}"
+                             ) from None
+        if not self._owner and version == 0:
+            raise StoreError(self.path, "no garrison store here (no schema "
+                             f"{schema!r} with garrison's tables): start a node on it first")
+        try:
+            _pg_schema.migrate(conn, schema, allow_migrate=self._owner, where=self.path)
+        except pg_errors.InsufficientPrivilege as exc:
+            what = "create" if version == 0 else "migrate"
+            raise StoreError(self.path, f"cannot {what} schema {schema!r}: {_reason(exc)}"
+                             ) from None
+        except (pg_errors.DuplicateTable, pg_errors.DuplicateFunction,
+                pg_errors.DuplicateObject) as exc:
+            raise StoreError(self.path, f"schema {schema!r} already holds objects that are "
+                             f"not garrison's ({_reason(exc)}): give the store a schema of "
+                             "its own (schema= or ?schema=NAME)") from None
+        except psycopg.Error as exc:
+            raise StoreError(self.path, f"cannot set up schema {schema!r}: {_reason(exc)}"
+                             ) from None
 
     def _hold_epoch(self, conn: psycopg.Connection[Any], epoch: int) -> None:
         """Hold the advisory lock of cluster incarnation ``epoch`` on the writer's
