@@ -826,3 +826,46 @@ async def _second_start_left_to_the_cluster_finishes(url: str, lease: str) -> No
         await node.start_workflow(cluster_app.sleeper, 1, 0.1, id="w2")  # left to others
         with trio.fail_after(10):
             assert await node.workflow("w2").result() == 1
+
+
+async def test_a_node_whose_store_gave_up_leaves_its_workflows_to_the_others(
+        postgres_url: str) -> None:
+    """A node whose store gave up for good (its writer could not reconnect within
+    ``retry_for``) kept renewing its lease from its cluster connection, which still
+    worked: its workflows stayed owned by a node that could record nothing, and no
+    other node ever took them (nor the orphans it went on claiming). It leaves the
+    cluster at once; the others take its workflows and finish them."""
+    import cluster_app
+    import psycopg
+    import trio
+
+    from garrison.persistence import PostgresStore
+    from garrison.persistence._pg_cluster import epoch_lock_class
+
+    role = "garrison_gives_up"
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(f"DROP ROLE IF EXISTS {role}")
+        conn.execute(f"CREATE ROLE {role} LOGIN SUPERUSER")
+    store_a = PostgresStore(postgres_url.replace("postgres@", f"{role}@"), retry_for=0.3)
+    async with garrison.open_node(store=store_a, name="a", lease="1s") as a, \
+            garrison.open_node(store=postgres_url, name="b", lease="1s") as b:
+        await a.start_workflow(cluster_app.sleeper, 30, 0.1, id="w")
+        epoch = a._members[0].epoch
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            conn.execute(f"ALTER ROLE {role} NOLOGIN")  # a's writer cannot come back
+            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = "
+                         "'advisory' AND classid = %s::bigint::oid AND objid = %s::oid "
+                         "AND objsubid = 2", (epoch_lock_class("garrison"), epoch))
+            with trio.fail_after(10):
+                while store_a._failed is None:  # its next step gives up
+                    await trio.sleep(0.05)
+            conn.execute(f"ALTER ROLE {role} LOGIN")  # the outage is over, a's store not
+        with trio.fail_after(15):
+            assert await b.workflow("w").result() == 30
+        look = Look(postgres_url)
+        try:
+            assert [n.name for n in look.nodes()] == ["b"]
+            steps = look.store.journal("w")
+            assert [(r.seq, r.kind) for r in steps] == [(i, "sleep") for i in range(1, 31)]
+        finally:
+            look.close()

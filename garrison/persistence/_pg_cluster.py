@@ -206,6 +206,26 @@ class PgCluster:
             return []  # a write of that node is still in flight: next round
         return [(int(e), str(n)) for e, n in rows]
 
+    def give_up(self) -> bool:
+        """This node leaves because its store gave up writing for good: its row is marked
+        ``lost`` (after any write of it still in flight, by the row lock, as
+        :meth:`mark_lost`) and its singletons are freed, so the others claim its
+        workflows at once. False if a write of it is still in flight (try again)."""
+        conn = self.connect()
+        s = self._s
+        try:
+            with conn.transaction():
+                conn.execute("SET LOCAL lock_timeout = '500ms'")
+                conn.execute(f"SELECT 1 FROM {s}.nodes WHERE epoch = %s FOR UPDATE",
+                             (self.epoch,))
+                conn.execute(f"UPDATE {s}.nodes SET status = 'lost' WHERE epoch = %s "
+                             "AND status IN ('active', 'draining')", (self.epoch,))
+                conn.execute(f"DELETE FROM {s}.singletons WHERE epoch = %s", (self.epoch,))
+        except psycopg.errors.LockNotAvailable:
+            return False
+        self.notify()
+        return True
+
     def set_status(self, status: str, name: str | None = None) -> int:
         """Set a live node's status (``draining``; ``left`` when it closes); by name
         (a tool) or this node's own row. Notifies the cluster; returns rows changed."""

@@ -451,6 +451,12 @@ class PostgresStore(PgWritePath, StoreShortcuts):
         return self._owner
 
     @property
+    def failed(self) -> StoreError | None:
+        """The :class:`~garrison.StoreError` with which the store gave up writing for
+        good (see the module docs), or ``None`` while it writes."""
+        return self._failed
+
+    @property
     def committing(self) -> bool:
         """True while a group commit is forming or being written."""
         return self._group.busy or self._inline_group.busy
