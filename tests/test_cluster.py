@@ -869,3 +869,39 @@ async def test_a_node_whose_store_gave_up_leaves_its_workflows_to_the_others(
             assert [(r.seq, r.kind) for r in steps] == [(i, "sleep") for i in range(1, 31)]
         finally:
             look.close()
+
+
+async def test_a_writer_whose_old_session_lingers_takes_it_over_on_reconnect(
+        postgres_url: str) -> None:
+    """A cluster node's writer reconnecting while the server still ran its old session
+    (a half-open connection after a network cut: the server notices only by its TCP
+    keepalive, two hours by default) found its own incarnation's lock held and gave up
+    for good at once, blaming 'another node' that cannot exist (no other node holds
+    this node's epoch). The old session is this writer's own: it is terminated (which
+    settles its transaction in flight), the lock taken again, and the write goes on."""
+    import cluster_app
+    import psycopg
+    import trio
+
+    from garrison.persistence._pg_cluster import epoch_lock_class
+
+    async with garrison.open_node(store=postgres_url, name="a", lease="30s") as node:
+        await node.start_workflow(cluster_app.sleeper, 1, 0.01, id="w1")
+        store = node.hosts["workflows"].store
+        key = (epoch_lock_class("garrison"), node._members[0].epoch)
+        lingering = psycopg.connect(postgres_url, autocommit=True)
+        try:
+            with psycopg.connect(postgres_url, autocommit=True) as conn:
+                conn.execute("SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype "
+                             "= 'advisory' AND classid = %s::bigint::oid AND objid = %s::oid "
+                             "AND objsubid = 2", key)
+            # the old session, still alive on the server: it holds the epoch's lock
+            lingering.execute("SELECT pg_advisory_lock(%s, %s)", key)
+            with trio.fail_after(10):
+                await node.start_workflow(cluster_app.sleeper, 1, 0.01, id="w2")
+                assert await node.workflow("w2").result() == 1
+            assert store.failed is None
+            with pytest.raises(psycopg.OperationalError):
+                lingering.execute("SELECT 1")  # it was terminated
+        finally:
+            lingering.close()

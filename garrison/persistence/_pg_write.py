@@ -899,8 +899,9 @@ class PgWritePath:
             try:
                 conn = self._connect_writer(first=False)
             except StoreLocked as exc:
-                self._give_up(f"another node took the store while the connection was "
-                              f"down ({exc})")
+                self._give_up(f"could not take this node's lock again after the "
+                              f"connection was lost: a session that could not be ended "
+                              f"still holds it ({exc})")
             except StoreError as exc:
                 last = str(exc)
             else:

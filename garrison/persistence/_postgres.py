@@ -288,7 +288,7 @@ class PostgresStore(PgWritePath, StoreShortcuts):
         try:
             if self._owner:
                 if self.fence_epoch is not None:  # a cluster node's incarnation
-                    self._hold_epoch(conn, self.fence_epoch)
+                    self._hold_epoch(conn, self.fence_epoch, take_over=not first)
                 self.locked = True
             if first:
                 self._open_schema(conn)
@@ -333,11 +333,32 @@ class PostgresStore(PgWritePath, StoreShortcuts):
             raise StoreError(self.path, f"cannot set up schema {schema!r}: {_reason(exc)}"
                              ) from None
 
-    def _hold_epoch(self, conn: psycopg.Connection[Any], epoch: int) -> None:
+    def _hold_epoch(self, conn: psycopg.Connection[Any], epoch: int, *,
+                    take_over: bool = False) -> None:
         """Hold the advisory lock of cluster incarnation ``epoch`` on the writer's
-        connection: while it is held the node is alive (``_pg_cluster.py``)."""
-        got = conn.execute("SELECT pg_try_advisory_lock(%s, %s)",
-                           (_pg_cluster.epoch_lock_class(self.schema), epoch)).fetchone()
+        connection: while it is held the node is alive (``_pg_cluster.py``).
+
+        ``take_over`` (the writer reconnecting): a session holding it can only be this
+        writer's own previous one, which the server has not seen go yet (a half-open
+        connection lingers until the server's TCP keepalive, two hours by default). It
+        is terminated, which also settles its transaction in flight, and the lock taken
+        once it is gone; only then is the writer's number read (``_reconnect_writer``)."""
+        key = (_pg_cluster.epoch_lock_class(self.schema), epoch)
+        take = "SELECT pg_try_advisory_lock(%s, %s)"
+        got = conn.execute(take, key).fetchone()
+        if (not got or not got[0]) and take_over:
+            try:
+                conn.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = "
+                    "'advisory' AND granted AND database = (SELECT oid FROM pg_database "
+                    "WHERE datname = current_database()) AND classid = %s::bigint::oid "
+                    "AND objid = %s::oid AND objsubid = 2 AND pid <> pg_backend_pid()", key)
+                deadline = _time.monotonic() + 5.0
+                while (not got or not got[0]) and _time.monotonic() < deadline:
+                    _time.sleep(0.02)
+                    got = conn.execute(take, key).fetchone()
+            except psycopg.Error:
+                got = None  # (not allowed to end it: the lock stays held)
         if not got or not got[0]:
             raise StoreLocked(self.path or "", held=f"cluster incarnation {epoch}")
         if self.fence_idle_ms:  # a transaction left open (a paused node) ends soon
