@@ -593,3 +593,47 @@ def test_a_schema_that_is_not_garrisons_or_out_of_reach_is_named(
         assert "garrison_outsider@" in message, message
         assert "cannot read schema 'garrison': permission denied for schema garrison" in (
             message), message
+
+
+def test_a_write_waiting_on_the_server_lets_the_other_threads_run(pg: str) -> None:
+    """A transaction of several statements is sent as one pipeline, whose results were
+    read with libpq's blocking ``PQgetResult``: psycopg holds the GIL in it, so while
+    the server had not answered (a row lock, a slow fsync, the network) every thread of
+    the process stood still: the node's event loop, and its membership thread, whose
+    lease then lapsed. The wait for the answer releases the GIL now."""
+    base, _, schema = pg.partition("?schema=")
+    with PostgresStore(pg) as store:
+        store.write(Transaction().create_workflow("w", "app:f"))
+        holder = psycopg.connect(base)
+        # (a safety net: with the GIL held this thread could never end the wait itself)
+        holder.execute("SET idle_in_transaction_session_timeout = '5s'")
+        holder.execute(f'SELECT 1 FROM "{schema}".workflows WHERE workflow_id = %s FOR UPDATE',
+                       ("w",))
+        errors: list[BaseException] = []
+
+        def write() -> None:
+            try:  # two statements: a pipeline; the update waits for the row lock
+                store.write(Transaction().update_workflow("w", status="waiting", time=1.0)
+                            .set_state("w", "k", 1, time=1.0))
+            except BaseException as exc:  # pragma: no cover - reported below
+                errors.append(exc)
+
+        writer = threading.Thread(target=write)
+        writer.start()
+        blocked = False
+        with psycopg.connect(base, autocommit=True) as watch:
+            deadline = time.monotonic() + 3
+            while time.monotonic() < deadline and not blocked:
+                blocked = bool(watch.execute(
+                    "SELECT 1 FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid))",
+                    (holder.info.backend_pid,)).fetchall())
+                time.sleep(0.01)
+        try:
+            assert blocked, "this thread stood still while the write waited for the server"
+            holder.commit()  # this thread ends the wait
+        finally:
+            writer.join(10)
+            holder.close()
+        assert errors == []
+        assert store.get_state("w", "k") == 1
+        assert store.get_workflow("w").status == "waiting"

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import select
 import threading
 import time as _time
 from collections.abc import Callable, Iterable, Sequence
@@ -613,7 +614,7 @@ class PgWritePath:
                     pass
                 out: list[Any] = []
                 while True:
-                    res = pg.get_result()
+                    res = _get_result(pg)
                     if res is None:
                         if pg.status == _BAD:
                             return out
@@ -1019,6 +1020,21 @@ def _array(values: Iterable[bytes | None]) -> bytes:
         b"NULL" if value is None
         else b'"' + value.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
         for value in values]) + b"}"
+
+
+def _get_result(pg: Any) -> Any:
+    """``pg.get_result()``, waiting for the server's answer with the GIL released:
+    psycopg's C ``get_result`` holds the GIL in libpq's blocking wait, which would stop
+    every thread of the process (the node's event loop, its membership thread renewing
+    the lease) for as long as the server takes. A lost connection raises
+    ``psycopg.OperationalError`` (``consume_input``)."""
+    while pg.is_busy():
+        try:
+            select.select([pg.socket], [], [])
+        except (OSError, ValueError) as exc:  # (the socket went away)
+            raise psycopg.OperationalError(f"connection lost: {exc}") from exc
+        pg.consume_input()
+    return pg.get_result()
 
 
 def _is_fenced(error: BaseException) -> bool:
