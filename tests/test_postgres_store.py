@@ -637,3 +637,45 @@ def test_a_write_waiting_on_the_server_lets_the_other_threads_run(pg: str) -> No
         assert errors == []
         assert store.get_state("w", "k") == 1
         assert store.get_workflow("w").status == "waiting"
+
+
+def test_a_dedup_key_taken_by_a_concurrent_start_is_dedup_key_taken(pg: str) -> None:
+    """Two starts with one dedup key committing at once (two nodes): the second one's
+    check saw no holder yet, and its insert hit the unique index when the first
+    committed: a bare ``psycopg.errors.UniqueViolation`` reached ``start_workflow``,
+    which only turns ``DedupKeyTaken`` into the holder's pid. It is ``DedupKeyTaken``
+    naming the holder, as when the holder had committed before."""
+    from garrison.persistence import DedupKeyTaken
+
+    base, _, schema = pg.partition("?schema=")
+    with PostgresStore(pg) as store:
+        holder = psycopg.connect(base)  # the other node's start, not committed yet
+        holder.execute(f'INSERT INTO "{schema}".workflows (workflow_id, name, status, run_id, '
+                       "created, updated) VALUES ('w1', 'app:f', 'pending', 'r1', 0, 0)")
+        holder.execute(f"SELECT \"{schema}\".enqueue('w1', 'r1', 0, 'k', 0)")
+        errors: list[BaseException] = []
+
+        def start() -> None:
+            try:
+                store.write(Transaction().create_workflow("w2", "app:f", status="pending",
+                                                          run_id="r2")
+                            .enqueue("w2", "r2", dedup="k", time=1.0))
+            except BaseException as exc:
+                errors.append(exc)
+
+        starter = threading.Thread(target=start)
+        starter.start()
+        try:
+            with psycopg.connect(base, autocommit=True) as watch:
+                deadline = time.monotonic() + 5
+                while time.monotonic() < deadline and not watch.execute(
+                        "SELECT 1 FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid))",
+                        (holder.info.backend_pid,)).fetchall():
+                    time.sleep(0.01)
+            holder.commit()
+        finally:
+            starter.join(10)
+            holder.close()
+        assert len(errors) == 1 and isinstance(errors[0], DedupKeyTaken), errors
+        assert errors[0].workflow_id == "w1" and errors[0].dedup == "k"
+        assert store.get_workflow("w2") is None  # nothing of that start was written

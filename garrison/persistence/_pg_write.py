@@ -729,6 +729,17 @@ class PgWritePath:
     def _map_error(self, error: BaseException, plan: _Plan, index: int) -> BaseException:
         """A server error as the exception SQLite's store raises for the same operation."""
         if not isinstance(error, pg_errors.RaiseException):
+            if (isinstance(error, pg_errors.UniqueViolation)
+                    and error.diag.constraint_name == "queue_dedup"
+                    and 0 <= index < len(plan.tx.ops) and plan.tx.ops[index][0] is Op.ENQUEUE):
+                # a start with the same key committed while this one's enqueue() ran
+                # (two nodes at once): its check saw no holder yet, the unique index did
+                key = plan.tx.ops[index][1][3]
+                rows = self._query(f"SELECT workflow_id FROM {self._s}.queue WHERE dedup = %s",
+                                   (key,))
+                if rows:
+                    return DedupKeyTaken(str(key), str(rows[0][0]))
+                return error  # (the holder ended meanwhile: the caller may start again)
             if isinstance(error, pg_errors.UntranslatableCharacter):
                 return ValueError(f"cannot store: {_reason(error)} (PostgreSQL text and jsonb "
                                   "cannot hold the NUL character)")
