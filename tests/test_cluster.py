@@ -905,3 +905,39 @@ async def test_a_writer_whose_old_session_lingers_takes_it_over_on_reconnect(
                 lingering.execute("SELECT 1")  # it was terminated
         finally:
             lingering.close()
+
+
+async def test_a_node_joining_does_not_take_a_live_node_whose_writer_dropped(
+        postgres_url: str) -> None:
+    """A node joining marks at once every live node whose writer's lock is free (a
+    killed node: no waiting out its lease). A live node whose writer's connection had
+    dropped (a blink; idle, it reconnects at its next write) counted as dead too: its
+    workflows were taken, its cluster names freed, its processes reported
+    ``noconnection``, while it renewed its lease all along. Its cluster connection
+    holds a lock of its own: a node is dead when both are free."""
+    import cluster_app
+    import psycopg
+    import trio
+
+    from garrison.persistence._pg_cluster import epoch_lock_class
+
+    async with garrison.open_node(store=postgres_url, name="a", lease="30s") as a:
+        await a.start_workflow(cluster_app.sleeper, 1, 1000.0, id="w")
+        key = (epoch_lock_class("garrison"), a._members[0].epoch)
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = "
+                         "'advisory' AND classid = %s::bigint::oid AND objid = %s::oid "
+                         "AND objsubid = 2", key)
+            with trio.fail_after(5):
+                while conn.execute("SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND "
+                                   "classid = %s::bigint::oid AND objid = %s::oid", key
+                                   ).fetchall():
+                    await trio.sleep(0.01)  # the writer's session is gone
+        async with garrison.open_node(store=postgres_url, name="b", lease="30s"):
+            look = Look(postgres_url)
+            try:
+                assert look.owners() == {"w": "a"}
+                assert [(n.name, n.status) for n in look.nodes()] == [
+                    ("a", "active"), ("b", "active")]
+            finally:
+                look.close()
