@@ -941,3 +941,35 @@ async def test_a_node_joining_does_not_take_a_live_node_whose_writer_dropped(
                     ("a", "active"), ("b", "active")]
             finally:
                 look.close()
+
+
+async def test_long_messages_nobody_takes_are_cleaned_up(postgres_url: str) -> None:
+    """A message over NOTIFY's 8000 bytes to a plain pid of a node that is down (or
+    gone) left its body in the ``messages`` table for ever: its notification reached no
+    one and nothing else deletes it, so the table only grew. The cluster's periodic
+    cleanup deletes bodies nobody took within an hour."""
+    import trio
+
+    from garrison.persistence._pg_cluster import MESSAGE_TTL, PgCluster
+
+    async with garrison.open_node(store=postgres_url, name="a", lease="30s") as a:
+        # a long one, to a node that is not there
+        await a.send("processes/3f2a9c1e.12@gone-node", "t", "x" * 9000)
+        look = Look(postgres_url)
+        try:
+            def bodies() -> list[Any]:
+                return look.store._query("SELECT id FROM garrison.messages")
+
+            with trio.fail_after(5):
+                while not bodies():
+                    await trio.sleep(0.02)
+            look.store._query("UPDATE garrison.messages SET created = created - %s "
+                              "RETURNING 1", (MESSAGE_TTL + 1,))
+            cluster = PgCluster(a.hosts["workflows"].store)
+            try:
+                cluster.cleanup_wakeups()
+            finally:
+                cluster.close()
+            assert bodies() == []
+        finally:
+            look.close()

@@ -46,6 +46,8 @@ from ._records import WorkflowRecord
 
 __all__ = ["LIVE", "ClusterNode", "PgCluster", "epoch_lock_class"]
 
+#: seconds after which the body of a long node-to-node message nobody took is deleted
+MESSAGE_TTL = 3600.0
 #: statuses of a live node
 LIVE = ("active", "draining")
 _UNFINISHED = "status NOT IN ('completed', 'failed', 'cancelled')"
@@ -418,9 +420,13 @@ class PgCluster:
         return str(rows[0][0]) if rows else None
 
     def cleanup_wakeups(self) -> None:
-        """Wakeups of workflows that ended (or never existed) go."""
+        """Wakeups of workflows that ended (or never existed) go; so do the bodies of
+        long node-to-node messages nobody took within an hour (sent to a node that was
+        down or gone: its notification reached no one, and nothing else deletes them)."""
         self._rows(f"DELETE FROM {{s}}.wakeups w WHERE NOT EXISTS (SELECT 1 FROM "
                    f"{{s}}.workflows f WHERE f.workflow_id = w.workflow_id AND {_UNFINISHED})")
+        self._rows("DELETE FROM {s}.messages WHERE created < {s}.now_s() - %s",
+                   (MESSAGE_TTL,))
 
     # -- reading -------------------------------------------------------------------
     def nodes(self, *, all_rows: bool = False) -> list[ClusterNode]:
