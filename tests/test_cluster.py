@@ -826,3 +826,150 @@ async def _second_start_left_to_the_cluster_finishes(url: str, lease: str) -> No
         await node.start_workflow(cluster_app.sleeper, 1, 0.1, id="w2")  # left to others
         with trio.fail_after(10):
             assert await node.workflow("w2").result() == 1
+
+
+async def test_a_node_whose_store_gave_up_leaves_its_workflows_to_the_others(
+        postgres_url: str) -> None:
+    """A node whose store gave up for good (its writer could not reconnect within
+    ``retry_for``) kept renewing its lease from its cluster connection, which still
+    worked: its workflows stayed owned by a node that could record nothing, and no
+    other node ever took them (nor the orphans it went on claiming). It leaves the
+    cluster at once; the others take its workflows and finish them."""
+    import cluster_app
+    import psycopg
+    import trio
+
+    from garrison.persistence import PostgresStore
+    from garrison.persistence._pg_cluster import epoch_lock_class
+
+    role = "garrison_gives_up"
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(f"DROP ROLE IF EXISTS {role}")
+        conn.execute(f"CREATE ROLE {role} LOGIN SUPERUSER")
+    store_a = PostgresStore(postgres_url.replace("postgres@", f"{role}@"), retry_for=0.3)
+    async with garrison.open_node(store=store_a, name="a", lease="1s") as a, \
+            garrison.open_node(store=postgres_url, name="b", lease="1s") as b:
+        await a.start_workflow(cluster_app.sleeper, 30, 0.1, id="w")
+        epoch = a._members[0].epoch
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            conn.execute(f"ALTER ROLE {role} NOLOGIN")  # a's writer cannot come back
+            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = "
+                         "'advisory' AND classid = %s::bigint::oid AND objid = %s::oid "
+                         "AND objsubid = 2", (epoch_lock_class("garrison"), epoch))
+            with trio.fail_after(10):
+                while store_a._failed is None:  # its next step gives up
+                    await trio.sleep(0.05)
+            conn.execute(f"ALTER ROLE {role} LOGIN")  # the outage is over, a's store not
+        with trio.fail_after(15):
+            assert await b.workflow("w").result() == 30
+        look = Look(postgres_url)
+        try:
+            assert [n.name for n in look.nodes()] == ["b"]
+            steps = look.store.journal("w")
+            assert [(r.seq, r.kind) for r in steps] == [(i, "sleep") for i in range(1, 31)]
+        finally:
+            look.close()
+
+
+async def test_a_writer_whose_old_session_lingers_takes_it_over_on_reconnect(
+        postgres_url: str) -> None:
+    """A cluster node's writer reconnecting while the server still ran its old session
+    (a half-open connection after a network cut: the server notices only by its TCP
+    keepalive, two hours by default) found its own incarnation's lock held and gave up
+    for good at once, blaming 'another node' that cannot exist (no other node holds
+    this node's epoch). The old session is this writer's own: it is terminated (which
+    settles its transaction in flight), the lock taken again, and the write goes on."""
+    import cluster_app
+    import psycopg
+    import trio
+
+    from garrison.persistence._pg_cluster import epoch_lock_class
+
+    async with garrison.open_node(store=postgres_url, name="a", lease="30s") as node:
+        await node.start_workflow(cluster_app.sleeper, 1, 0.01, id="w1")
+        store = node.hosts["workflows"].store
+        key = (epoch_lock_class("garrison"), node._members[0].epoch)
+        lingering = psycopg.connect(postgres_url, autocommit=True)
+        try:
+            with psycopg.connect(postgres_url, autocommit=True) as conn:
+                conn.execute("SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype "
+                             "= 'advisory' AND classid = %s::bigint::oid AND objid = %s::oid "
+                             "AND objsubid = 2", key)
+            # the old session, still alive on the server: it holds the epoch's lock
+            lingering.execute("SELECT pg_advisory_lock(%s, %s)", key)
+            with trio.fail_after(10):
+                await node.start_workflow(cluster_app.sleeper, 1, 0.01, id="w2")
+                assert await node.workflow("w2").result() == 1
+            assert store.failed is None
+            with pytest.raises(psycopg.OperationalError):
+                lingering.execute("SELECT 1")  # it was terminated
+        finally:
+            lingering.close()
+
+
+async def test_a_node_joining_does_not_take_a_live_node_whose_writer_dropped(
+        postgres_url: str) -> None:
+    """A node joining marks at once every live node whose writer's lock is free (a
+    killed node: no waiting out its lease). A live node whose writer's connection had
+    dropped (a blink; idle, it reconnects at its next write) counted as dead too: its
+    workflows were taken, its cluster names freed, its processes reported
+    ``noconnection``, while it renewed its lease all along. Its cluster connection
+    holds a lock of its own: a node is dead when both are free."""
+    import cluster_app
+    import psycopg
+    import trio
+
+    from garrison.persistence._pg_cluster import epoch_lock_class
+
+    async with garrison.open_node(store=postgres_url, name="a", lease="30s") as a:
+        await a.start_workflow(cluster_app.sleeper, 1, 1000.0, id="w")
+        key = (epoch_lock_class("garrison"), a._members[0].epoch)
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = "
+                         "'advisory' AND classid = %s::bigint::oid AND objid = %s::oid "
+                         "AND objsubid = 2", key)
+            with trio.fail_after(5):
+                while conn.execute("SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND "
+                                   "classid = %s::bigint::oid AND objid = %s::oid", key
+                                   ).fetchall():
+                    await trio.sleep(0.01)  # the writer's session is gone
+        async with garrison.open_node(store=postgres_url, name="b", lease="30s"):
+            look = Look(postgres_url)
+            try:
+                assert look.owners() == {"w": "a"}
+                assert [(n.name, n.status) for n in look.nodes()] == [
+                    ("a", "active"), ("b", "active")]
+            finally:
+                look.close()
+
+
+async def test_long_messages_nobody_takes_are_cleaned_up(postgres_url: str) -> None:
+    """A message over NOTIFY's 8000 bytes to a plain pid of a node that is down (or
+    gone) left its body in the ``messages`` table for ever: its notification reached no
+    one and nothing else deletes it, so the table only grew. The cluster's periodic
+    cleanup deletes bodies nobody took within an hour."""
+    import trio
+
+    from garrison.persistence._pg_cluster import MESSAGE_TTL, PgCluster
+
+    async with garrison.open_node(store=postgres_url, name="a", lease="30s") as a:
+        # a long one, to a node that is not there
+        await a.send("processes/3f2a9c1e.12@gone-node", "t", "x" * 9000)
+        look = Look(postgres_url)
+        try:
+            def bodies() -> list[Any]:
+                return look.store._query("SELECT id FROM garrison.messages")
+
+            with trio.fail_after(5):
+                while not bodies():
+                    await trio.sleep(0.02)
+            look.store._query("UPDATE garrison.messages SET created = created - %s "
+                              "RETURNING 1", (MESSAGE_TTL + 1,))
+            cluster = PgCluster(a.hosts["workflows"].store)
+            try:
+                cluster.cleanup_wakeups()
+            finally:
+                cluster.close()
+            assert bodies() == []
+        finally:
+            look.close()

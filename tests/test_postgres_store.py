@@ -561,3 +561,121 @@ def test_psycopg_errors_of_the_cli_are_one_line(pg: str) -> None:
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
     with psycopg.connect(pg.partition("?")[0]) as conn:  # the server is up
         assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_a_schema_that_is_not_garrisons_or_out_of_reach_is_named(
+        postgres_server: Any, postgres_url: str) -> None:
+    """A schema holding another application's tables failed with a bare
+    ``psycopg.errors.DuplicateTable`` (``relation "workflows" already exists``), and a
+    role without access to an existing store's schema with a bare
+    ``InsufficientPrivilege`` (a tool) or a ``cannot create the schema`` it never tried
+    (a node): each is a ``StoreError`` naming the store, the schema and the reason."""
+    import psycopg
+
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute("CREATE SCHEMA theirs")
+        conn.execute("CREATE TABLE theirs.workflows (x int)")
+        conn.execute("DROP ROLE IF EXISTS garrison_outsider")
+        conn.execute("CREATE ROLE garrison_outsider LOGIN")
+    with pytest.raises(StoreError) as info:
+        PostgresStore(postgres_url + "?schema=theirs")
+    message = str(info.value)
+    assert "?schema=theirs" in message and "schema 'theirs' already holds" in message
+    assert 'relation "workflows" already exists' in message
+
+    with PostgresStore(postgres_url):  # a node made the store in schema garrison
+        pass
+    outsider = postgres_url.replace("postgres@", "garrison_outsider@")
+    for lock in (False, True):
+        with pytest.raises(StoreError) as info:
+            PostgresStore(outsider, lock=lock)
+        message = str(info.value)
+        assert "garrison_outsider@" in message, message
+        assert "cannot read schema 'garrison': permission denied for schema garrison" in (
+            message), message
+
+
+def test_a_write_waiting_on_the_server_lets_the_other_threads_run(pg: str) -> None:
+    """A transaction of several statements is sent as one pipeline, whose results were
+    read with libpq's blocking ``PQgetResult``: psycopg holds the GIL in it, so while
+    the server had not answered (a row lock, a slow fsync, the network) every thread of
+    the process stood still: the node's event loop, and its membership thread, whose
+    lease then lapsed. The wait for the answer releases the GIL now."""
+    base, _, schema = pg.partition("?schema=")
+    with PostgresStore(pg) as store:
+        store.write(Transaction().create_workflow("w", "app:f"))
+        holder = psycopg.connect(base)
+        # (a safety net: with the GIL held this thread could never end the wait itself)
+        holder.execute("SET idle_in_transaction_session_timeout = '5s'")
+        holder.execute(f'SELECT 1 FROM "{schema}".workflows WHERE workflow_id = %s FOR UPDATE',
+                       ("w",))
+        errors: list[BaseException] = []
+
+        def write() -> None:
+            try:  # two statements: a pipeline; the update waits for the row lock
+                store.write(Transaction().update_workflow("w", status="waiting", time=1.0)
+                            .set_state("w", "k", 1, time=1.0))
+            except BaseException as exc:  # pragma: no cover - reported below
+                errors.append(exc)
+
+        writer = threading.Thread(target=write)
+        writer.start()
+        blocked = False
+        with psycopg.connect(base, autocommit=True) as watch:
+            deadline = time.monotonic() + 3
+            while time.monotonic() < deadline and not blocked:
+                blocked = bool(watch.execute(
+                    "SELECT 1 FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid))",
+                    (holder.info.backend_pid,)).fetchall())
+                time.sleep(0.01)
+        try:
+            assert blocked, "this thread stood still while the write waited for the server"
+            holder.commit()  # this thread ends the wait
+        finally:
+            writer.join(10)
+            holder.close()
+        assert errors == []
+        assert store.get_state("w", "k") == 1
+        assert store.get_workflow("w").status == "waiting"
+
+
+def test_a_dedup_key_taken_by_a_concurrent_start_is_dedup_key_taken(pg: str) -> None:
+    """Two starts with one dedup key committing at once (two nodes): the second one's
+    check saw no holder yet, and its insert hit the unique index when the first
+    committed: a bare ``psycopg.errors.UniqueViolation`` reached ``start_workflow``,
+    which only turns ``DedupKeyTaken`` into the holder's pid. It is ``DedupKeyTaken``
+    naming the holder, as when the holder had committed before."""
+    from garrison.persistence import DedupKeyTaken
+
+    base, _, schema = pg.partition("?schema=")
+    with PostgresStore(pg) as store:
+        holder = psycopg.connect(base)  # the other node's start, not committed yet
+        holder.execute(f'INSERT INTO "{schema}".workflows (workflow_id, name, status, run_id, '
+                       "created, updated) VALUES ('w1', 'app:f', 'pending', 'r1', 0, 0)")
+        holder.execute(f"SELECT \"{schema}\".enqueue('w1', 'r1', 0, 'k', 0)")
+        errors: list[BaseException] = []
+
+        def start() -> None:
+            try:
+                store.write(Transaction().create_workflow("w2", "app:f", status="pending",
+                                                          run_id="r2")
+                            .enqueue("w2", "r2", dedup="k", time=1.0))
+            except BaseException as exc:
+                errors.append(exc)
+
+        starter = threading.Thread(target=start)
+        starter.start()
+        try:
+            with psycopg.connect(base, autocommit=True) as watch:
+                deadline = time.monotonic() + 5
+                while time.monotonic() < deadline and not watch.execute(
+                        "SELECT 1 FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid))",
+                        (holder.info.backend_pid,)).fetchall():
+                    time.sleep(0.01)
+            holder.commit()
+        finally:
+            starter.join(10)
+            holder.close()
+        assert len(errors) == 1 and isinstance(errors[0], DedupKeyTaken), errors
+        assert errors[0].workflow_id == "w1" and errors[0].dedup == "k"
+        assert store.get_workflow("w2") is None  # nothing of that start was written

@@ -91,6 +91,8 @@ class ClusterMember:
         #: what other nodes need to know of this one (its process pids' prefix)
         self.info: dict[str, Any] = {}
         self._live: dict[int, dict[str, Any]] = {}
+        #: the store gave up writing for good: this node left the cluster for good
+        self.gave_up = False
 
     @property
     def epoch(self) -> int | None:
@@ -193,6 +195,8 @@ class ClusterMember:
                             self._in_flight -= len(data)
                     elif kind == "lapsed":
                         await self._lapsed()
+                    elif kind == "failed":
+                        self._store_failed(data)
                     elif kind == "drain":
                         self.drain()
                     elif kind == "lost" and self.on_lost is not None:
@@ -253,6 +257,20 @@ class ClusterMember:
             if host.active.get(wf.wid) is wf:
                 del host.active[wf.wid]
         self._rejoin.set()
+
+    def _store_failed(self, error: Any) -> None:
+        """The store gave up writing for good and this node left the cluster: its
+        workflows (stopped by the store's error, or stopping now) and its singleton
+        services leave it; other nodes run them."""
+        host = self.host
+        if self.on_singletons is not None:
+            self.on_singletons(set())
+        exc = WorkflowMoved(self.store.path, None, f"node {self.name}'s store failed "
+                            f"({error}): its workflows run on other nodes")
+        for wf in list(host.active.values()):
+            hand_over(host, wf, exc, now=True)
+        if self.draining:  # nothing is left to hand over
+            self.drained.set()
 
     def drain(self) -> None:
         """Take no new work; hand every workflow over at its next durable point (at once
@@ -382,6 +400,18 @@ class ClusterMember:
 
     def _round(self, rounds: int) -> None:
         pg = self.pg
+        if self.gave_up:
+            return
+        failed = getattr(self.store, "failed", None)
+        if failed is not None:
+            # the store writes nothing more: renewing the lease would keep this node's
+            # workflows (and the orphans it claims) where nothing of them is recorded
+            if pg.give_up():
+                self.gave_up = True
+                log.error("node %s leaves the cluster: its store failed: %s; its "
+                          "workflows move to the other nodes", self.name, failed)
+                self._post("failed", failed)
+            return
         now = time.monotonic()
         if now - self._last_renew >= self.interval / 2 or rounds == 0:
             status = pg.renew(self.host.room())

@@ -7,11 +7,12 @@ sequence) and ``workflows.owner_epoch``/``owner``. Every time is the SERVER's cl
 
 - **Join**: a fresh epoch; the node's writer connection holds the advisory lock
   ``(epoch_lock_class(schema), epoch)`` for as long as the node lives (a killed node's
-  connection drops, and the lock with it). Then, under a join lock, a live row with the
-  same name is refused (:class:`~garrison.StoreLocked`) unless its lock is free (the
-  node is dead: a restart under the same name), and every live row whose lock is free
-  is marked ``lost`` at once (a restarted single node resumes without waiting out a
-  lease).
+  connection drops, and the lock with it); its cluster connection holds
+  ``(_alive_lock_class(schema), epoch)`` too. Then, under a join lock, a live row with
+  the same name is refused (:class:`~garrison.StoreLocked`) unless both locks are free
+  (the node is dead: a restart under the same name), and every live row whose locks
+  are both free is marked ``lost`` at once (a restarted single node resumes without
+  waiting out a lease; a live node whose one connection dropped keeps its work).
 - **Lease**: ``renew`` every ``lease / 3``: ``lease_until = now_s() + lease``, only while
   the lease has not lapsed. A lapsed lease is never renewed: the node drops its
   workflows and joins again with a new epoch.
@@ -45,6 +46,8 @@ from ._records import WorkflowRecord
 
 __all__ = ["LIVE", "ClusterNode", "PgCluster", "epoch_lock_class"]
 
+#: seconds after which the body of a long node-to-node message nobody took is deleted
+MESSAGE_TTL = 3600.0
 #: statuses of a live node
 LIVE = ("active", "draining")
 _UNFINISHED = "status NOT IN ('completed', 'failed', 'cancelled')"
@@ -53,6 +56,14 @@ _UNFINISHED = "status NOT IN ('completed', 'failed', 'cancelled')"
 def epoch_lock_class(schema: str) -> int:
     """The first key of the advisory locks ``(class, epoch)`` held by live nodes."""
     digest = hashlib.blake2b(f"garrison-epoch:{schema}".encode(), digest_size=4).digest()
+    return int.from_bytes(digest, "big") & 0x7FFFFFFF
+
+
+def _alive_lock_class(schema: str) -> int:
+    """The first key of the advisory locks ``(class, epoch)`` a live node's cluster
+    connection holds: with the writer's (:func:`epoch_lock_class`), the node is dead
+    only when both are free (one connection of a live node may drop and come back)."""
+    digest = hashlib.blake2b(f"garrison-alive:{schema}".encode(), digest_size=4).digest()
     return int.from_bytes(digest, "big") & 0x7FFFFFFF
 
 
@@ -93,6 +104,9 @@ class PgCluster:
         self.channel = store._channel + ":cluster"
         self.wake_channel = store._channel
         self._lock_class = epoch_lock_class(store.schema)
+        self._alive_class = _alive_lock_class(store.schema)
+        #: the epoch whose ``_alive_class`` lock this connection holds
+        self._alive_epoch: int | None = None
         self.conn: psycopg.Connection[Any] | None = None
         self.extra_channel: str | None = None
         #: ``slot_freed`` notifications (``Transaction.slot_freed``): a workflow of a
@@ -117,13 +131,31 @@ class PgCluster:
             conn.close()
             raise
         self.conn = conn
+        self._alive_epoch = None
+        if self.epoch is not None and self.name is not None:
+            self._hold_alive(conn, self.epoch)
         return conn
+
+    def _hold_alive(self, conn: psycopg.Connection[Any], epoch: int) -> None:
+        """Hold this node's ``alive`` lock of ``epoch`` on the cluster connection (the
+        one of a previous epoch is let go)."""
+        if self._alive_epoch == epoch:
+            return
+        if self._alive_epoch is not None:
+            conn.execute("SELECT pg_advisory_unlock(%s, %s)",
+                         (self._alive_class, self._alive_epoch))
+            self._alive_epoch = None
+        got = conn.execute("SELECT pg_try_advisory_lock(%s, %s)",
+                           (self._alive_class, epoch)).fetchone()
+        if got and got[0]:  # (else an old session of this connection still holds it)
+            self._alive_epoch = epoch
 
     def close(self) -> None:
         if self.conn is not None:
             with contextlib.suppress(Exception):
                 self.conn.close()
         self.conn = None
+        self._alive_epoch = None
 
     def _rows(self, query: str, params: Iterable[Any] = ()) -> list[Any]:
         conn = self.connect()
@@ -142,6 +174,10 @@ class PgCluster:
         conn = self.connect()
         info = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), **(extra or {})})
         s = self._s
+        if self._alive_epoch not in (None, epoch):  # a rejoin: the old incarnation is gone
+            conn.execute("SELECT pg_advisory_unlock(%s, %s)",
+                         (self._alive_class, self._alive_epoch))
+            self._alive_epoch = None
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_join_lock(self.store.schema),))
             dead = self._dead_live_epochs(conn)
@@ -169,14 +205,19 @@ class PgCluster:
             conn.execute(f"DELETE FROM {s}.nodes WHERE status IN ('lost', 'left') "
                          f"AND heartbeat < {s}.now_s() - 86400")
         self.epoch = epoch
+        self._hold_alive(conn, epoch)
 
     def _dead_live_epochs(self, conn: psycopg.Connection[Any]) -> list[int]:
+        """Live rows whose node is gone: neither its writer's lock nor its cluster
+        connection's is held (a live node whose writer's connection dropped, idle since,
+        holds the other: it is not dead)."""
         rows = conn.execute(
             f"SELECT n.epoch FROM {self._s}.nodes n WHERE n.status IN ('active', 'draining') "
             "AND NOT EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' "
             "AND l.granted AND l.database = (SELECT oid FROM pg_database "
-            "WHERE datname = current_database()) AND l.classid = %s::bigint::oid "
-            "AND l.objid = n.epoch::oid AND l.objsubid = 2)", (self._lock_class,)).fetchall()
+            "WHERE datname = current_database()) AND l.classid IN (%s::bigint::oid, "
+            "%s::bigint::oid) AND l.objid = n.epoch::oid AND l.objsubid = 2)",
+            (self._lock_class, self._alive_class)).fetchall()
         return [int(r[0]) for r in rows]
 
     def renew(self, room: int | None = None) -> str | None:
@@ -205,6 +246,26 @@ class PgCluster:
         except psycopg.errors.LockNotAvailable:
             return []  # a write of that node is still in flight: next round
         return [(int(e), str(n)) for e, n in rows]
+
+    def give_up(self) -> bool:
+        """This node leaves because its store gave up writing for good: its row is marked
+        ``lost`` (after any write of it still in flight, by the row lock, as
+        :meth:`mark_lost`) and its singletons are freed, so the others claim its
+        workflows at once. False if a write of it is still in flight (try again)."""
+        conn = self.connect()
+        s = self._s
+        try:
+            with conn.transaction():
+                conn.execute("SET LOCAL lock_timeout = '500ms'")
+                conn.execute(f"SELECT 1 FROM {s}.nodes WHERE epoch = %s FOR UPDATE",
+                             (self.epoch,))
+                conn.execute(f"UPDATE {s}.nodes SET status = 'lost' WHERE epoch = %s "
+                             "AND status IN ('active', 'draining')", (self.epoch,))
+                conn.execute(f"DELETE FROM {s}.singletons WHERE epoch = %s", (self.epoch,))
+        except psycopg.errors.LockNotAvailable:
+            return False
+        self.notify()
+        return True
 
     def set_status(self, status: str, name: str | None = None) -> int:
         """Set a live node's status (``draining``; ``left`` when it closes); by name
@@ -359,9 +420,13 @@ class PgCluster:
         return str(rows[0][0]) if rows else None
 
     def cleanup_wakeups(self) -> None:
-        """Wakeups of workflows that ended (or never existed) go."""
+        """Wakeups of workflows that ended (or never existed) go; so do the bodies of
+        long node-to-node messages nobody took within an hour (sent to a node that was
+        down or gone: its notification reached no one, and nothing else deletes them)."""
         self._rows(f"DELETE FROM {{s}}.wakeups w WHERE NOT EXISTS (SELECT 1 FROM "
                    f"{{s}}.workflows f WHERE f.workflow_id = w.workflow_id AND {_UNFINISHED})")
+        self._rows("DELETE FROM {s}.messages WHERE created < {s}.now_s() - %s",
+                   (MESSAGE_TTL,))
 
     # -- reading -------------------------------------------------------------------
     def nodes(self, *, all_rows: bool = False) -> list[ClusterNode]:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import select
 import threading
 import time as _time
 from collections.abc import Callable, Iterable, Sequence
@@ -618,7 +619,7 @@ class PgWritePath:
                     pass
                 out: list[Any] = []
                 while True:
-                    res = pg.get_result()
+                    res = _get_result(pg)
                     if res is None:
                         if pg.status == _BAD:
                             return out
@@ -733,6 +734,17 @@ class PgWritePath:
     def _map_error(self, error: BaseException, plan: _Plan, index: int) -> BaseException:
         """A server error as the exception SQLite's store raises for the same operation."""
         if not isinstance(error, pg_errors.RaiseException):
+            if (isinstance(error, pg_errors.UniqueViolation)
+                    and error.diag.constraint_name == "queue_dedup"
+                    and 0 <= index < len(plan.tx.ops) and plan.tx.ops[index][0] is Op.ENQUEUE):
+                # a start with the same key committed while this one's enqueue() ran
+                # (two nodes at once): its check saw no holder yet, the unique index did
+                key = plan.tx.ops[index][1][3]
+                rows = self._query(f"SELECT workflow_id FROM {self._s}.queue WHERE dedup = %s",
+                                   (key,))
+                if rows:
+                    return DedupKeyTaken(str(key), str(rows[0][0]))
+                return error  # (the holder ended meanwhile: the caller may start again)
             if isinstance(error, pg_errors.UntranslatableCharacter):
                 return ValueError(f"cannot store: {_reason(error)} (PostgreSQL text and jsonb "
                                   "cannot hold the NUL character)")
@@ -906,8 +918,9 @@ class PgWritePath:
             try:
                 conn = self._connect_writer(first=False)
             except StoreLocked as exc:
-                self._give_up(f"another node took the store while the connection was "
-                              f"down ({exc})")
+                self._give_up(f"could not take this node's lock again after the "
+                              f"connection was lost: a session that could not be ended "
+                              f"still holds it ({exc})")
             except StoreError as exc:
                 last = str(exc)
             else:
@@ -1025,6 +1038,21 @@ def _array(values: Iterable[bytes | None]) -> bytes:
         b"NULL" if value is None
         else b'"' + value.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
         for value in values]) + b"}"
+
+
+def _get_result(pg: Any) -> Any:
+    """``pg.get_result()``, waiting for the server's answer with the GIL released:
+    psycopg's C ``get_result`` holds the GIL in libpq's blocking wait, which would stop
+    every thread of the process (the node's event loop, its membership thread renewing
+    the lease) for as long as the server takes. A lost connection raises
+    ``psycopg.OperationalError`` (``consume_input``)."""
+    while pg.is_busy():
+        try:
+            select.select([pg.socket], [], [])
+        except (OSError, ValueError) as exc:  # (the socket went away)
+            raise psycopg.OperationalError(f"connection lost: {exc}") from exc
+        pg.consume_input()
+    return pg.get_result()
 
 
 def _is_fenced(error: BaseException) -> bool:

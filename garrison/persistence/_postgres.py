@@ -294,19 +294,10 @@ class PostgresStore(PgWritePath, StoreShortcuts):
                 conn.execute("SELECT pg_advisory_lock_shared(%s)",
                              (_pg_schema.node_lock_key(self.schema),))
                 if self.fence_epoch is not None:  # a cluster node's incarnation
-                    self._hold_epoch(conn, self.fence_epoch)
+                    self._hold_epoch(conn, self.fence_epoch, take_over=not first)
                 self.locked = True
             if first:
-                if not self._owner and _pg_schema.read_version(conn, self.schema) == 0:
-                    raise StoreError(self.path, "no garrison store here (no schema "
-                                     f"{self.schema!r} with garrison's tables): start a node "
-                                     "on it first")
-                try:
-                    _pg_schema.migrate(conn, self.schema, allow_migrate=self._owner,
-                                       where=self.path)
-                except pg_errors.InsufficientPrivilege as exc:
-                    raise StoreError(self.path, f"cannot create the schema: {_reason(exc)}"
-                                     ) from None
+                self._open_schema(conn)
                 if self._owner:  # rows of writers gone for a day (killed tools)
                     conn.execute(f"DELETE FROM {self._s}.writers WHERE updated < %s",
                                  (_time.time() - 86400,))
@@ -317,11 +308,63 @@ class PostgresStore(PgWritePath, StoreShortcuts):
         self._prepared = set()
         return conn
 
-    def _hold_epoch(self, conn: psycopg.Connection[Any], epoch: int) -> None:
+    def _open_schema(self, conn: psycopg.Connection[Any]) -> None:
+        """Check the schema (a node also creates and migrates it); every refusal of the
+        server is a :class:`~garrison.StoreError` naming the schema and what to do."""
+        schema = self.schema
+        try:
+            version = _pg_schema.read_version(conn, schema)
+        except pg_errors.InsufficientPrivilege as exc:
+            raise StoreError(self.path, f"cannot read schema {schema!r}: {_reason(exc)} "
+                             f"(the role needs USAGE on the schema and access to its "
+                             "tables)") from None
+        except psycopg.Error as exc:
+            raise StoreError(self.path, f"cannot read schema {schema!r}: {_reason(exc)}"
+                             ) from None
+        if not self._owner and version == 0:
+            raise StoreError(self.path, "no garrison store here (no schema "
+                             f"{schema!r} with garrison's tables): start a node on it first")
+        try:
+            _pg_schema.migrate(conn, schema, allow_migrate=self._owner, where=self.path)
+        except pg_errors.InsufficientPrivilege as exc:
+            what = "create" if version == 0 else "migrate"
+            raise StoreError(self.path, f"cannot {what} schema {schema!r}: {_reason(exc)}"
+                             ) from None
+        except (pg_errors.DuplicateTable, pg_errors.DuplicateFunction,
+                pg_errors.DuplicateObject) as exc:
+            raise StoreError(self.path, f"schema {schema!r} already holds objects that are "
+                             f"not garrison's ({_reason(exc)}): give the store a schema of "
+                             "its own (schema= or ?schema=NAME)") from None
+        except psycopg.Error as exc:
+            raise StoreError(self.path, f"cannot set up schema {schema!r}: {_reason(exc)}"
+                             ) from None
+
+    def _hold_epoch(self, conn: psycopg.Connection[Any], epoch: int, *,
+                    take_over: bool = False) -> None:
         """Hold the advisory lock of cluster incarnation ``epoch`` on the writer's
-        connection: while it is held the node is alive (``_pg_cluster.py``)."""
-        got = conn.execute("SELECT pg_try_advisory_lock(%s, %s)",
-                           (_pg_cluster.epoch_lock_class(self.schema), epoch)).fetchone()
+        connection: while it is held the node is alive (``_pg_cluster.py``).
+
+        ``take_over`` (the writer reconnecting): a session holding it can only be this
+        writer's own previous one, which the server has not seen go yet (a half-open
+        connection lingers until the server's TCP keepalive, two hours by default). It
+        is terminated, which also settles its transaction in flight, and the lock taken
+        once it is gone; only then is the writer's number read (``_reconnect_writer``)."""
+        key = (_pg_cluster.epoch_lock_class(self.schema), epoch)
+        take = "SELECT pg_try_advisory_lock(%s, %s)"
+        got = conn.execute(take, key).fetchone()
+        if (not got or not got[0]) and take_over:
+            try:
+                conn.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = "
+                    "'advisory' AND granted AND database = (SELECT oid FROM pg_database "
+                    "WHERE datname = current_database()) AND classid = %s::bigint::oid "
+                    "AND objid = %s::oid AND objsubid = 2 AND pid <> pg_backend_pid()", key)
+                deadline = _time.monotonic() + 5.0
+                while (not got or not got[0]) and _time.monotonic() < deadline:
+                    _time.sleep(0.02)
+                    got = conn.execute(take, key).fetchone()
+            except psycopg.Error:
+                got = None  # (not allowed to end it: the lock stays held)
         if not got or not got[0]:
             raise StoreLocked(self.path or "", held=f"cluster incarnation {epoch}")
         if self.fence_idle_ms:  # a transaction left open (a paused node) ends soon
@@ -446,6 +489,12 @@ class PostgresStore(PgWritePath, StoreShortcuts):
             return True
         self._query("SELECT pg_advisory_unlock(%s)", (key,))
         return False
+
+    @property
+    def failed(self) -> StoreError | None:
+        """The :class:`~garrison.StoreError` with which the store gave up writing for
+        good (see the module docs), or ``None`` while it writes."""
+        return self._failed
 
     @property
     def committing(self) -> bool:
