@@ -1048,7 +1048,10 @@ def _get_result(pg: Any) -> Any:
     ``psycopg.OperationalError`` (``consume_input``)."""
     while pg.is_busy():
         try:
-            select.select([pg.socket], [], [])
+            # (poll, not select: a node may hold more than select's 1,024 descriptors)
+            waiting = select.poll()
+            waiting.register(pg.socket, select.POLLIN)
+            waiting.poll()
         except (OSError, ValueError) as exc:  # (the socket went away)
             raise psycopg.OperationalError(f"connection lost: {exc}") from exc
         pg.consume_input()

@@ -182,8 +182,10 @@ class PostgresStore(PgWritePath, StoreShortcuts):
     flush on every commit (group commit shares it): survives a server crash and power
     loss.
 
-    ``lock=True`` (a node) takes the store's advisory lock: a second node on the same
-    database and schema gets :class:`~garrison.StoreLocked`. Tools open with
+    ``lock=True`` (a node) holds the schema's node lock (shared: every node of a cluster
+    on the same database and schema does) and, once it joins the cluster, its
+    incarnation's lock (a second node of the same name gets
+    :class:`~garrison.StoreLocked`). Tools open with
     ``lock=False``: they read freely, never create or migrate the schema, and their
     writes wake the node at once (a wakeup row and a notification in the same
     transaction).
