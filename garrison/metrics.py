@@ -20,6 +20,7 @@ changes to those dicts. A scrape costs a few milliseconds of the trio thread.
 from __future__ import annotations
 
 import collections
+import logging
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from functools import partial
@@ -38,6 +39,8 @@ DEFAULT_BIND = "127.0.0.1:9464"
 #: the most a request head may have, and how long a client may take to send it
 _MAX_HEAD = 16 * 1024
 _HEAD_TIMEOUT = 10.0
+
+log = logging.getLogger("garrison.metrics")
 
 _INSTALL = "metrics need prometheus-client: pip install 'garrison[metrics]'"
 
@@ -272,7 +275,8 @@ async def serving(node: Any, bind: str = DEFAULT_BIND) -> AsyncIterator[MetricsA
         raise
 
 
-_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed"}
+_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
+            500: "Internal Server Error"}
 
 
 async def _handle(stream: trio.SocketStream, *, registry: Any, choose_encoder: Any) -> None:
@@ -299,7 +303,16 @@ async def _handle(stream: trio.SocketStream, *, registry: Any, choose_encoder: A
             path = parts[1].split("?", 1)[0]
             if path == "/metrics":
                 encoder, ctype = choose_encoder(headers.get("accept"))
-                status, body = 200, encoder(registry)
+                try:
+                    status, body = 200, encoder(registry)
+                except Exception as exc:
+                    # a collector that raises (the application's own, registered in
+                    # ``registry``) fails this scrape, named; it must not end the server
+                    # (nor, under garrison run, the node that shares its nursery)
+                    log.exception("metrics: a collector failed")
+                    status, ctype = 500, "text/plain; charset=utf-8"
+                    body = (f"metrics collection failed: {type(exc).__name__}: "
+                            f"{exc}\n").encode("utf-8", "replace")
             elif path == "/":
                 status, ctype = 200, "text/html; charset=utf-8"
                 body = b'<html><body><a href="/metrics">garrison metrics</a></body></html>\n'

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -345,6 +346,35 @@ async def test_a_taken_address_is_a_clear_error(autojump_clock: Any) -> None:
                            match=f"cannot serve metrics on 127.0.0.1:{where.port}"):
             async with garrison.metrics.serving(node, f"127.0.0.1:{where.port}"):
                 pass
+
+
+async def test_a_failing_collector_is_a_500_not_a_dead_server(autojump_clock: Any) -> None:
+    # a collector of the application's registry that raises must not take the metrics
+    # server (and, under garrison run, the node in the same nursery) down with it
+    class Broken:
+        def collect(self) -> Any:
+            raise RuntimeError("the queue length is unknown")
+
+        def describe(self) -> list[Any]:
+            return []
+
+    async with garrison.open_node() as node:
+        registry = garrison.metrics.collect(node)
+        registry.register(Broken())
+        async with trio.open_nursery() as nursery:
+            where = await nursery.start(partial(garrison.metrics.serve, node, "127.0.0.1:0",
+                                                registry=registry))
+            for _ in range(2):  # the server still answers after the failure
+                stream = await trio.open_tcp_stream("127.0.0.1", where.port)
+                await stream.send_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+                data = b""
+                while chunk := await stream.receive_some(65536):
+                    data += chunk
+                head, _, body = data.decode().partition("\r\n\r\n")
+                assert head.startswith("HTTP/1.1 500 Internal Server Error")
+                assert "RuntimeError: the queue length is unknown" in body
+                assert "Traceback" not in body
+            nursery.cancel_scope.cancel()
 
 
 def test_a_bad_bind_names_the_input() -> None:
