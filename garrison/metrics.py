@@ -144,8 +144,8 @@ class NodeCollector:
             "garrison_workflow_finishes", "Workflows that ended on this node, by final status "
             "(completed, failed, cancelled, blocked).", labels=["host", "status"])
         current = core.GaugeMetricFamily(
-            "garrison_workflows", "Workflows in this node's memory by status (running, "
-            "sleeping, waiting, blocked).", labels=["host", "status"])
+            "garrison_workflows", "Workflows in this node's memory by status (pending: "
+            "waiting in its queue for a slot; running, sleeping, waiting, blocked).", labels=["host", "status"])
         transactions = core.CounterMetricFamily(
             "garrison_store_transactions", "Database transactions the store of a workflow "
             "host committed.", labels=["host"])
@@ -157,9 +157,10 @@ class NodeCollector:
             resumes.add_metric([name], counts["resumed"])
             for status in ("completed", "failed", "cancelled", "blocked"):
                 finishes.add_metric([name, status], counts[status])
-            # active: unfinished workflows, and blocked ones (kept until fixed code runs)
+            # active: unfinished workflows (the queue's pending ones too), and blocked
+            # ones (kept until fixed code runs)
             by_status = collections.Counter(str(wf.status) for wf in list(host.active.values()))
-            for status in ("running", "sleeping", "waiting", "blocked"):
+            for status in ("pending", "running", "sleeping", "waiting", "blocked"):
                 current.add_metric([name, status], by_status[status])
             statistics = getattr(host.store, "statistics", None)
             if statistics is not None:

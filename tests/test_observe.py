@@ -317,6 +317,27 @@ async def test_the_collector_reads_the_node(autojump_clock: Any) -> None:
     assert samples[("garrison_store_transactions_total", (("host", "workflows"),))] >= 1
 
 
+async def test_queued_workflows_are_in_the_workflows_gauge(autojump_clock: Any) -> None:
+    # a host with max_concurrent holds the starts beyond it ``pending``: the queue's
+    # depth is what an operator watches, and it was left out of garrison_workflows
+    from prometheus_client import generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    async with garrison.open_node(max_concurrent=1) as node:
+        registry = garrison.metrics.collect(node)
+        for n in range(3):
+            await node.start_workflow(observe_app.sleeper, id=f"q{n}")
+        await trio.sleep(0.01)
+        text = generate_latest(registry).decode()
+        samples = {s.labels["status"]: s.value
+                   for family in text_string_to_metric_families(text)
+                   if family.name == "garrison_workflows" for s in family.samples}
+        assert samples["pending"] == 2
+        assert sum(samples.values()) == 3
+        for n in range(3):
+            await node.send(f"workflows/q{n}", "work", n)
+
+
 async def test_serve_answers_http(autojump_clock: Any) -> None:
     async with garrison.open_node() as node, \
             garrison.metrics.serving(node, "127.0.0.1:0") as where:
