@@ -814,6 +814,25 @@ async def test_get_on_an_action_is_405(seeded: str) -> None:
     store.close()
 
 
+async def test_a_console_left_open_on_a_node_that_stopped_says_so(
+        store_path: str, autojump_clock: Any) -> None:
+    # a console served from a nursery that outlives the node: every API answer names
+    # the stopped node (503), where it was a bare 500 from the closed store
+    async with garrison.open_node(store=store_path) as node:
+        await node.start_workflow(console_app.listening, id="w-1")
+        app = make_app(NodeBackend(node))
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url=BASE) as c:
+        answers = [await c.get(path) for path in (
+            "/api/capabilities", "/api/workflows", "/api/workflows/w-1", "/api/node")]
+        answers += [await post(c, f"/api/workflows/w-1/{action}", body)
+                    for action, body in (("signal", {"topic": "t"}), ("cancel", {}),
+                                         ("retry", {}), ("promises/go/resolve", {}))]
+        for r in answers:
+            assert r.status_code == 503, (r.url, r.text)
+            assert "the node this console is attached to has stopped" in r.json()["error"]
+
+
 def test_a_wildcard_address_prints_a_name_a_browser_can_open() -> None:
     from garrison.console._serve import _browsable
 

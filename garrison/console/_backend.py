@@ -456,7 +456,16 @@ class NodeBackend(Backend):
         self.default = host
         self.store = self._hosts[host].store
 
+    def _running(self) -> None:
+        """503 once the node stops: its stores close with it, and a read or an action
+        on them would fail deep inside (a 500 with nothing said)."""
+        if self.node._router.stopping:
+            raise ApiError(503, "the node this console is attached to has stopped (its "
+                                "stores are closed); start it again, or open its store "
+                                "with: garrison ui --store PATH")
+
     def stores(self) -> dict[str | None, Any]:
+        self._running()
         return {name: h.store for name, h in self._hosts.items()}
 
     def store_of(self, host: str | None) -> tuple[str | None, Any]:
@@ -518,6 +527,7 @@ class NodeBackend(Backend):
             raise ApiError(409, str(exc)) from None
 
     def node_view(self) -> dict[str, Any]:
+        self._running()
         node = self.node
         stats = {key: str(value) if isinstance(value, Pid) else value
                  for key, value in node.stats().items()}
