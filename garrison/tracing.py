@@ -22,6 +22,8 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
+import trio
+
 from . import _observe
 
 __all__ = ["disable", "enable", "enable_if_configured", "enabled"]
@@ -98,9 +100,12 @@ class _OtelTracer(_observe.Tracer):
         self._tracer = provider.get_tracer("garrison", _version())
         #: running workflows -> (their run span, the token that made it current)
         self._runs: dict[Any, tuple[Any, Any]] = {}
-        #: per task: the context to go back to when a message carries none (a process:
-        #: the one it had before its first traced message; a workflow: its run span)
-        self._base: contextvars.ContextVar[Any] = contextvars.ContextVar("garrison_trace_base")
+        #: per task: ``(the task, the context to go back to when a message carries
+        #: none)`` (a process: the one it had before its first traced message; a
+        #: workflow: its run span). The task is kept because a task spawned by this one
+        #: inherits the variable: its own start context is what it goes back to.
+        self._base: contextvars.ContextVar[tuple[Any, Any]] = \
+            contextvars.ContextVar("garrison_trace_base")
 
     # ------------------------------------------------------------ messages
     def carrier(self) -> dict[str, str] | None:
@@ -109,12 +114,15 @@ class _OtelTracer(_observe.Tracer):
         return out or None
 
     def adopt(self, trace: dict[str, str] | None) -> None:
-        base = self._base.get(None)
-        if base is None:
+        task = trio.lowlevel.current_task()
+        mine = self._base.get(None)
+        if mine is not None and mine[0] is task:
+            base = mine[1]
+        else:  # nothing adopted in this task yet (a spawner's entry is not its own)
             if trace is None:
-                return  # nothing adopted in this task yet: nothing to go back from
+                return  # nothing to go back from
             base = self._context.get_current()
-            self._base.set(base)
+            self._base.set((task, base))
         self._context.attach(base if trace is None else self._propagate.extract(trace))
 
     # ------------------------------------------------------------ workflow runs
@@ -129,7 +137,7 @@ class _OtelTracer(_observe.Tracer):
         })
         ctx = self._trace.set_span_in_context(span, parent)
         token = self._context.attach(ctx)
-        self._base.set(ctx)
+        self._base.set((trio.lowlevel.current_task(), ctx))
         self._runs[wf] = (span, token)
 
     def run_ended(self, wf: Any, how: str) -> None:

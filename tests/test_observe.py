@@ -151,6 +151,38 @@ async def test_a_process_takes_the_context_of_the_message_it_handles(
     assert seen == [one.get_span_context().trace_id, 0, two.get_span_context().trace_id]
 
 
+async def test_an_untraced_message_brings_a_spawned_process_back_to_its_own_start(
+        spans: InMemorySpanExporter, autojump_clock: Any) -> None:
+    # a process spawned while its spawner handled a traced message starts in that
+    # message's context; a message sent outside any span brings it back there, not to
+    # the context its spawner had before *its* first traced message (the spawner's
+    # own fallback, which the child inherited with the rest of the spawner's context)
+    from opentelemetry import trace
+
+    tracer = observe_app.TRACER
+    seen: list[int] = []
+
+    async def child() -> None:
+        seen.append(trace.get_current_span().get_span_context().trace_id)
+        await garrison.process.inbox().receive()
+        seen.append(trace.get_current_span().get_span_context().trace_id)
+
+    async def parent() -> None:
+        await garrison.process.inbox().receive()
+        await garrison.process.spawn(child)
+        await trio.sleep_forever()
+
+    async with garrison.open_node() as node:
+        pid = await node.spawn(parent)
+        with tracer.start_as_current_span("one") as one:
+            await node.send(pid, "spawn")
+        await trio.sleep(1)
+        children = [info.pid for info in node.processes() if info.parent == pid]
+        await node.send(children[0], "plain")  # outside any span
+        await trio.sleep(1)
+    assert seen == [one.get_span_context().trace_id] * 2
+
+
 async def test_try_receive_takes_the_context_too(spans: InMemorySpanExporter,
                                                 autojump_clock: Any) -> None:
     tracer = observe_app.TRACER
