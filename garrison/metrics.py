@@ -145,7 +145,8 @@ class NodeCollector:
             "(completed, failed, cancelled, blocked).", labels=["host", "status"])
         current = core.GaugeMetricFamily(
             "garrison_workflows", "Workflows in this node's memory by status (pending: "
-            "waiting in its queue for a slot; running, sleeping, waiting, blocked).", labels=["host", "status"])
+            "waiting in its queue for a slot; running, sleeping, waiting, blocked).",
+            labels=["host", "status"])
         transactions = core.CounterMetricFamily(
             "garrison_store_transactions", "Database transactions the store of a workflow "
             "host committed.", labels=["host"])
