@@ -144,6 +144,9 @@ class Tracer:
 
 #: the tracer in use (this no-op one until ``garrison.tracing`` installs its own)
 tracer: Tracer = Tracer()
+#: workflows whose current run has a span -> the tracer that opened it (which ends
+#: it, even if tracing was turned off or another tracer installed meanwhile)
+_traced_runs: dict[Any, Tracer] = {}
 
 
 def set_tracer(new: Tracer | None) -> None:
@@ -191,24 +194,33 @@ def workflow_run(wf: Any) -> contextlib.AbstractContextManager[Any]:
 def _run(wf: Any) -> Iterator[None]:
     if wf.cursor.entries:  # recovered: it replays its journal first
         _replaying[wf] = perf_counter()
-    if tracing:
-        tracer.run_started(wf)
+    _run_started(wf)
     try:
         yield
     finally:
         if wf in _replaying:  # replayed to its end (or stopped while replaying)
             replayed(wf)
-        if tracing:
-            done = wf.done.is_set()
-            tracer.run_ended(wf, str(wf.status) if done else "suspended")
+        _run_ended(wf, str(wf.status) if wf.done.is_set() else "suspended")
+
+
+def _run_started(wf: Any) -> None:
+    if tracing:
+        _traced_runs[wf] = tracer
+        tracer.run_started(wf)
+
+
+def _run_ended(wf: Any, how: str) -> None:
+    opened_by = _traced_runs.pop(wf, None)
+    if opened_by is not None:
+        opened_by.run_ended(wf, how)
 
 
 def workflow_continued(wf: Any) -> None:
     """``wf`` continued as new: the run that ends gets its span closed, the new run
-    a span of its own."""
-    if tracing:
-        tracer.run_ended(wf, "continued")
-        tracer.run_started(wf)
+    a span of its own (if the run that ends had one: then ``_run`` ends it)."""
+    if wf in _traced_runs:
+        _run_ended(wf, "continued")
+        _run_started(wf)
 
 
 def replayed(wf: Any) -> None:
@@ -219,8 +231,9 @@ def replayed(wf: Any) -> None:
     seconds = perf_counter() - started
     if timing:
         replay_seconds.observe(seconds)
-    if tracing:
-        tracer.replayed(wf, seconds)
+    opened_by = _traced_runs.get(wf)
+    if opened_by is not None:
+        opened_by.replayed(wf, seconds)
 
 
 @contextlib.contextmanager

@@ -284,6 +284,27 @@ async def test_continue_as_new_gets_a_span_per_run(spans: InMemorySpanExporter,
     assert len({s.attributes and s.attributes["garrison.workflow.run_id"] for s in runs}) == 3
 
 
+async def test_turning_tracing_off_ends_the_spans_of_running_workflows(
+        spans: InMemorySpanExporter, autojump_clock: Any) -> None:
+    # a run span opened while tracing was on is ended (so exported) when its run ends,
+    # whether tracing is still on, was turned off, or another provider was enabled
+    async with garrison.open_node() as node:
+        await node.start_workflow(observe_app.receive_then_sleep, id="off")
+        await node.start_workflow(observe_app.receive_then_sleep, id="other")
+        await trio.sleep(1)
+        garrison.tracing.disable()
+        await node.send("workflows/off", "work", 1)
+        assert await node.workflow("off").result() == 2
+        garrison.tracing.enable(TracerProvider())  # spans go elsewhere from now on
+        await node.send("workflows/other", "work", 2)
+        assert await node.workflow("other").result() == 3
+    runs = {span.attributes["garrison.workflow.id"]: span
+            for span in by_name(spans)["workflow observe_app:receive_then_sleep"]}
+    assert set(runs) == {"off", "other"}
+    assert {span.attributes["garrison.workflow.status"] for span in runs.values()} == \
+        {"completed"}
+
+
 def test_the_trace_context_takes_no_part_in_equality() -> None:
     plain = Message("t", 1, Pid("processes", "1"), "m-1")
     traced = Message("t", 1, Pid("processes", "1"), "m-1", trace={"traceparent": "00-x"})
