@@ -425,6 +425,25 @@ def test_binding_off_loopback_needs_a_token() -> None:
         check_bind("8233", None)
 
 
+async def test_a_token_no_bearer_header_can_carry_is_refused_at_start(
+        seeded: str) -> None:
+    # an HTTP header is Latin-1 text and its value is trimmed: a token with a non-ASCII
+    # letter, a space, or the newline a secret file ends with would start the console
+    # and then never match an 'Authorization: Bearer' (only the login form took it)
+    store = _store_tools.open_store(seeded)
+    token = "pässwörd-of-the-console"
+    async with client(make_app(StoreBackend(store), token=token, loopback=False)) as c:
+        sent = await c.get("/api/capabilities", headers={
+            "Authorization": b"Bearer " + token.encode()})
+        assert sent.status_code == 401  # what it was: started, and unusable by a script
+    store.close()
+    for bad, named in ((token, "'ä'"), (TOKEN + "\n", "'\\n'"),
+                       ("two words of the token", "' '")):
+        with pytest.raises(ValueError, match=f"--token: .*{re.escape(named)}"):
+            check_bind("0.0.0.0:8233", bad)
+    assert check_bind("0.0.0.0:8233", "A-z_0.9~+/=" * 2)[2] is False
+
+
 async def test_payloads_and_tracebacks_are_escaped(store_path: str, autojump_clock: Any) -> None:
     evil = "<script>alert(1)</script>"
     async with garrison.open_node(store=store_path) as node:

@@ -43,14 +43,23 @@ class ConsoleAddress:
 def check_bind(bind: str, token: str | None,
                forwarded_allow_ips: str | list[str] | None = None) -> tuple[str, int, bool]:
     """``(host, port, loopback)`` of ``HOST:PORT``; ``ValueError`` naming the problem,
-    and for an address other than loopback without a token (or with a short one), or
-    trusted proxies (``forwarded_allow_ips``: they serve it to the network) without a
-    token."""
+    and for an address other than loopback without a token (or with a short one), a
+    token that is not printable ASCII (no header could carry it), or trusted proxies
+    (``forwarded_allow_ips``: they serve it to the network) without a token."""
     host, sep, port_text = bind.rpartition(":")
     if not sep or not host or not port_text.isdigit() or int(port_text) > 65535:
         raise ValueError(f"--bind {bind!r}: expected HOST:PORT, e.g. {DEFAULT_BIND} "
                          "(port 0 picks a free one)")
     loopback = is_loopback(host)
+    odd = next((c for c in token if not "!" <= c <= "~"), None) if token else None
+    if odd is not None:
+        # a header is Latin-1 and its value trimmed: 'Authorization: Bearer' could
+        # never carry it, though the console would start
+        raise ValueError(f"--token: {odd!r} at position {token.index(odd)} (of "
+                         f"{len(token)}) is not printable ASCII; a token is sent in an "
+                         "HTTP header: letters, digits and punctuation only (no space, "
+                         "newline or accented letter); make one with: python -c "
+                         "'import secrets; print(secrets.token_urlsafe(24))'")
     if token is not None and len(token) < MIN_TOKEN:
         raise ValueError(f"--token: expected at least {MIN_TOKEN} characters, got "
                          f"{len(token)}; make one with: python -c "
