@@ -52,7 +52,7 @@ def check_bind(bind: str, token: str | None,
                          "(port 0 picks a free one)")
     loopback = is_loopback(host)
     odd = next((c for c in token if not "!" <= c <= "~"), None) if token else None
-    if odd is not None:
+    if token is not None and odd is not None:
         # a header is Latin-1 and its value trimmed: 'Authorization: Bearer' could
         # never carry it, though the console would start
         raise ValueError(f"--token: {odd!r} at position {token.index(odd)} (of "
