@@ -34,6 +34,20 @@ async def listening() -> Any:
     return {"topic": msg.topic, "payload": msg.payload}
 
 
+async def two_promises() -> list[Any]:
+    """Waits for two promises whose names hold a ``/``; what they gave (an error's
+    message for a rejected one)."""
+    promises = [workflow.promise(name) for name in ("approval/manager",
+                                                    "approval/promises/x")]
+    out: list[Any] = []
+    for promise in promises:
+        try:
+            out.append(await promise)
+        except Exception as exc:
+            out.append(str(exc))
+    return out
+
+
 async def boom(text: str) -> None:
     raise RuntimeError(text)
 

@@ -852,6 +852,32 @@ async def test_a_console_left_open_on_a_node_that_stopped_says_so(
             assert "the node this console is attached to has stopped" in r.json()["error"]
 
 
+async def test_a_promise_whose_name_has_a_slash_is_resolved_and_rejected(
+        store_path: str, autojump_clock: Any) -> None:
+    # a promise name is any non-empty string: the page's Resolve button for
+    # "approval/manager" posted to a URL no route matched (405 'Method Not Allowed')
+    async with garrison.open_node(store=store_path) as node:
+        await node.start_workflow(console_app.two_promises, id="p/1")
+        await until(lambda: node.workflow("p/1").status() == "waiting")
+        async with client(make_app(NodeBackend(node))) as c:
+            detail = (await c.get("/api/workflows/p%2F1")).json()
+            assert detail["actions"]["resolve"] == ["approval/manager", "approval/promises/x"]
+            r = await post(c, "/api/workflows/p%2F1/promises/approval%2Fmanager/resolve",
+                           {"value": "yes"})
+            assert r.status_code == 200, r.text
+            assert r.json()["promise"] == "approval/manager"
+            r = await post(c, "/api/workflows/p%2F1/promises/approval%2Fpromises%2Fx/reject",
+                           {"message": "no"})
+            assert r.status_code == 200, r.text
+            assert r.json()["promise"] == "approval/promises/x"
+            r = await post(c, "/api/workflows/p%2F1/promises//resolve", {"value": 1})
+            assert r.status_code == 400 and "promise name" in r.json()["error"]
+            assert (await c.get("/api/workflows/p%2F1/promises/a%2Fb/resolve")).status_code \
+                == 405
+        assert await node.workflow("p/1").result() == [
+            "yes", "promise 'approval/promises/x' of workflow 'p/1' was rejected: no"]
+
+
 def test_a_wildcard_address_prints_a_name_a_browser_can_open() -> None:
     from garrison.console._serve import _browsable
 

@@ -43,7 +43,7 @@ _HERE = Path(__file__).parent
 PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
 #: a workflow's action URLs (a GET there is 405, unless a workflow has that very id)
-_ACTION = re.compile(r"^(?P<wid>.+)/(?:signal|cancel|retry|promises/[^/]+/(?:resolve|reject))$")
+_ACTION = re.compile(r"^(?P<wid>.+)/(?:signal|cancel|retry|promises/.+/(?:resolve|reject))$")
 
 
 def make_app(backend: Backend, *, token: str | None = None, loopback: bool = True,
@@ -138,15 +138,41 @@ def make_app(backend: Backend, *, token: str | None = None, loopback: bool = Tru
         out = await backend.signal(wid, topic, body.get("payload"), _host(request))
         return _json(request, {"ok": True, "workflow_id": wid, "signal": topic, **out})
 
-    async def api_resolve(request: Request) -> Response:
+    def promise_target(request: Request) -> tuple[str, str]:
+        """``(workflow id, promise name)`` of a promise action's URL. Either may hold
+        "/promises/": of the ways to cut the path there, the one with the longest id
+        that names a workflow."""
+        joined = f"{request.path_params['wid']}/promises/{request.path_params['name']}"
+        cuts: list[int] = []
+        at = joined.find("/promises/")
+        while at >= 0:
+            cuts.append(at)
+            at = joined.find("/promises/", at + 1)
+        for at in reversed(cuts):
+            wid, name = joined[:at], joined[at + len("/promises/"):]
+            if not wid or not name:
+                continue
+            try:
+                backend.locate(wid, _host(request))
+            except ApiError as exc:
+                if exc.status == 404:
+                    continue
+                raise
+            return wid, name
         wid, name = request.path_params["wid"], request.path_params["name"]
+        if not name:
+            raise ApiError(400, "a promise name must be a non-empty string")
+        return wid, name  # no such workflow: the action says so
+
+    async def api_resolve(request: Request) -> Response:
+        wid, name = promise_target(request)
         body = await _body(request)
         await backend.resolve(wid, name, body.get("value"), _host(request))
         return _json(request, {"ok": True, "workflow_id": wid, "promise": name,
                                "resolved": body.get("value")})
 
     async def api_reject(request: Request) -> Response:
-        wid, name = request.path_params["wid"], request.path_params["name"]
+        wid, name = promise_target(request)
         body = await _body(request)
         message = body.get("message")
         if not isinstance(message, str) or not message:
@@ -195,10 +221,11 @@ def make_app(backend: Backend, *, token: str | None = None, loopback: bool = Tru
         Route("/api/capabilities", api_capabilities),
         Route("/api/workflows", api_workflows),
         Route("/api/node", api_node),
-        # actions first: a workflow id may itself contain "/"
+        # actions first: a workflow id may itself contain "/", and so may a promise
+        # name (see promise_target)
         Route(wid + "/signal", api_signal, methods=["POST"]),
-        Route(wid + "/promises/{name}/resolve", api_resolve, methods=["POST"]),
-        Route(wid + "/promises/{name}/reject", api_reject, methods=["POST"]),
+        Route(wid + "/promises/{name:path}/resolve", api_resolve, methods=["POST"]),
+        Route(wid + "/promises/{name:path}/reject", api_reject, methods=["POST"]),
         Route(wid + "/cancel", api_cancel, methods=["POST"]),
         Route(wid + "/retry", api_retry, methods=["POST"]),
         Route(wid, api_workflow),
