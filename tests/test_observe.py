@@ -391,6 +391,37 @@ async def test_queued_workflows_are_in_the_workflows_gauge(autojump_clock: Any) 
             await node.send(f"workflows/q{n}", "work", n)
 
 
+async def test_a_cluster_counts_what_it_claims_as_starts_and_resumes(
+        postgres_url: str) -> None:
+    # on PostgreSQL a node runs what the cluster claims for it: a tool's start, and the
+    # unfinished workflows of a node that died; neither was counted (starts_total says
+    # a tool's start is counted once picked up; resumes: an unfinished one resumed)
+    from garrison.persistence import Transaction, open_store
+
+    def figures(registry: Any) -> tuple[float, float]:
+        from prometheus_client.parser import text_string_to_metric_families
+
+        text = prometheus_client.generate_latest(registry).decode()
+        samples = {s.name: s.value for family in text_string_to_metric_families(text)
+                   for s in family.samples if s.labels.get("host") == "workflows"}
+        return (samples["garrison_workflow_starts_total"],
+                samples["garrison_workflow_resumes_total"])
+
+    import prometheus_client
+
+    async with garrison.open_node(store=postgres_url, name="t", lease="30s") as node:
+        registry = garrison.metrics.collect(node)
+        with open_store(postgres_url, lock=False) as tool:
+            tool.write(Transaction().create_workflow("fresh", "observe_app:sleeper", []))
+            # a row a node that died left running (no owner any more)
+            tool.write(Transaction().create_workflow("left", "observe_app:sleeper", [],
+                                                     status="running"))
+        with trio.fail_after(10):
+            while {node.workflow(w).status() for w in ("fresh", "left")} != {"sleeping"}:
+                await trio.sleep(0.05)
+        assert figures(registry) == (1, 1)
+
+
 async def test_serve_answers_http(autojump_clock: Any) -> None:
     async with garrison.open_node() as node, \
             garrison.metrics.serving(node, "127.0.0.1:0") as where:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..._errors import WorkflowMoved
 from ...persistence import Transaction, WorkflowRecord, WorkflowStatus
-from ._recovery import load, mark_running
+from ._recovery import count_tool_starts, load, mark_running
 
 if TYPE_CHECKING:
     from ._host import WorkflowHost
@@ -60,9 +60,13 @@ def adopt(host: WorkflowHost, records: list[WorkflowRecord]) -> list[str]:
         if record.status != WorkflowStatus.RUNNING:
             resumed.update_workflow(wid, status=WorkflowStatus.RUNNING, time=host.clock.now())
         host.run_instance(wf)
+        host.counts["resumed"] += 1  # unfinished: a node that died or drained left it
         if wf.cancel_requested:
             host.cancel_children(wf)
         started.append(wid)
+    # a tool's start is counted once, where it runs (a node's own start left to the
+    # cluster was counted on that node: it has a queue row)
+    count_tool_starts(host, [record for record, _ in waiting.values()])
     if waiting:  # in queue order (priority, start order), as after a restart
         host.queue.restore([r for r, _ in waiting.values()],
                            lambda record: waiting[record.workflow_id][1])

@@ -31,7 +31,7 @@ from ._journal import Entry, error_from_plain, initial_state
 if TYPE_CHECKING:
     from ._host import WorkflowHost
 
-__all__ = ["load", "refresh", "resume_all", "watch_wakeups"]
+__all__ = ["count_tool_starts", "load", "refresh", "resume_all", "watch_wakeups"]
 
 log = logging.getLogger("garrison.workflow")
 
@@ -142,7 +142,7 @@ async def resume_all(host: WorkflowHost, nursery: trio.Nursery) -> None:
         host.store.write(resumed)
     for wf in ending:  # once every workflow is loaded: their EXITs reach their watchers
         nursery.start_soon(end_requested, host, wf)
-    _count_tool_starts(host, queued)
+    count_tool_starts(host, queued)
     host.queue.restore(queued, lambda record: load(host, record))
     for wf in list(host.active.values()):
         if wf.cancel_requested:  # by a tool while no node ran: children go too
@@ -160,7 +160,7 @@ def mark_running(host: WorkflowHost, tx: Transaction) -> None:
         log.warning("could not mark resumed workflows running: %s", exc)
 
 
-def _count_tool_starts(host: WorkflowHost, queued: list[WorkflowRecord]) -> None:
+def count_tool_starts(host: WorkflowHost, queued: list[WorkflowRecord]) -> None:
     """Count as started here the ``pending`` workflows a tool created while no node ran
     (``garrison workflows start``, ``schedules trigger``): never run, and without a
     queue row (a node's start that waits has one, and was counted where it started; a
