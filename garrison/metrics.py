@@ -281,6 +281,26 @@ _REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Al
             500: "Internal Server Error"}
 
 
+_TEXT = "text/plain; charset=utf-8"
+
+
+def _scrape(registry: Any, choose_encoder: Any, accept: str | None) -> tuple[int, str, bytes]:
+    """``(status, content type, body)`` of ``GET /metrics``. What one request gets wrong
+    is its own answer, named: it must not end the server (nor, under ``garrison run``,
+    the node that shares its nursery)."""
+    try:
+        encoder, ctype = choose_encoder(accept)
+    except Exception as exc:  # prometheus-client raises on some Accept headers
+        return 400, _TEXT, (f"the Accept header {accept!r} cannot be served: "
+                            f"{type(exc).__name__}: {exc}\n").encode("utf-8", "replace")
+    try:
+        return 200, ctype, encoder(registry)
+    except Exception as exc:  # a collector that raises (the application's own)
+        log.exception("metrics: a collector failed")
+        return 500, _TEXT, (f"metrics collection failed: {type(exc).__name__}: "
+                            f"{exc}\n").encode("utf-8", "replace")
+
+
 async def _handle(stream: trio.SocketStream, *, registry: Any, choose_encoder: Any) -> None:
     """One HTTP/1.x request, answered and closed."""
     try:
@@ -304,17 +324,7 @@ async def _handle(stream: trio.SocketStream, *, registry: Any, choose_encoder: A
         else:
             path = parts[1].split("?", 1)[0]
             if path == "/metrics":
-                encoder, ctype = choose_encoder(headers.get("accept"))
-                try:
-                    status, body = 200, encoder(registry)
-                except Exception as exc:
-                    # a collector that raises (the application's own, registered in
-                    # ``registry``) fails this scrape, named; it must not end the server
-                    # (nor, under garrison run, the node that shares its nursery)
-                    log.exception("metrics: a collector failed")
-                    status, ctype = 500, "text/plain; charset=utf-8"
-                    body = (f"metrics collection failed: {type(exc).__name__}: "
-                            f"{exc}\n").encode("utf-8", "replace")
+                status, ctype, body = _scrape(registry, choose_encoder, headers.get("accept"))
             elif path == "/":
                 status, ctype = 200, "text/html; charset=utf-8"
                 body = b'<html><body><a href="/metrics">garrison metrics</a></body></html>\n'

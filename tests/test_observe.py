@@ -482,6 +482,28 @@ async def test_a_failing_collector_is_a_500_not_a_dead_server(autojump_clock: An
             nursery.cancel_scope.cancel()
 
 
+async def test_a_malformed_accept_header_is_a_400_not_a_dead_node(
+        autojump_clock: Any) -> None:
+    # prometheus-client's choose_encoder raises on some Accept headers: one request
+    # from anyone who reaches the port ended the server, and under garrison run the node
+    async with garrison.open_node() as node, \
+            garrison.metrics.serving(node, "127.0.0.1:0") as where:
+        async def get(accept: str) -> tuple[str, str]:
+            stream = await trio.open_tcp_stream("127.0.0.1", where.port)
+            await stream.send_all(f"GET /metrics HTTP/1.1\r\nHost: x\r\nAccept: {accept}"
+                                  "\r\n\r\n".encode())
+            data = b""
+            while chunk := await stream.receive_some(65536):
+                data += chunk
+            head, _, body = data.decode().partition("\r\n\r\n")
+            return head.split("\r\n")[0], body
+
+        status, body = await get("application/openmetrics-text; version=abc")
+        assert status == "HTTP/1.1 400 Bad Request"
+        assert "Accept" in body and "version=abc" in body
+        assert (await get("text/plain"))[0] == "HTTP/1.1 200 OK"
+
+
 def test_a_bad_bind_names_the_input() -> None:
     with pytest.raises(ValueError, match="'nowhere': expected HOST:PORT"):
         garrison.metrics.parse_bind("nowhere")
