@@ -90,14 +90,15 @@ async def test_node_spawn_in_a_loop_is_not_a_scheduler_pass_per_process(node, au
 
     instrument = Passes()
     trio.lowlevel.add_instrument(instrument)
-    try:
-        pids = [await node.spawn(worker, i) for i in range(256)]
+    try:  # (250: not a multiple of 64, so the loop's last pass comes before its end
+        # whatever spawns the node made as it opened)
+        pids = [await node.spawn(worker, i) for i in range(250)]
     finally:
         trio.lowlevel.remove_instrument(instrument)
-    assert passes <= 256 // 64 + 1
-    assert len(ran) < 256  # the last ones have not run yet
-    assert [await node.wait(pid) for pid in pids] == list(range(256))
-    assert sorted(ran) == list(range(256))
+    assert passes <= 250 // 64 + 1
+    assert len(ran) < 250  # the last ones have not run yet
+    assert [await node.wait(pid) for pid in pids] == list(range(250))
+    assert sorted(ran) == list(range(250))
 
 
 async def test_node_call_plain_process_and_registered_name(node, autojump_clock):
