@@ -159,3 +159,44 @@ async def test_version_gives_old_runs_the_min_and_new_runs_the_max() -> None:
             await node.workflow("gone").result()
     assert app.LOG == []
     store.close()
+
+
+# ---------------------------------------------------------------- a pending timer's seq
+#: what the deployed ``napper`` does at the seq of its first sleep (changed by a deploy)
+NAPPER_STEP = "sleep"
+
+
+async def napper() -> str:
+    if NAPPER_STEP == "sleep":
+        await garrison.workflow.sleep("1h")
+    elif NAPPER_STEP == "now":
+        garrison.workflow.now()  # a reordered step now takes the sleep's seq
+        await garrison.workflow.sleep("1h")
+    elif NAPPER_STEP == "receive":
+        await garrison.process.inbox().receive()  # the sleep became a receive, no timeout
+    return NAPPER_STEP
+
+
+@pytest.mark.parametrize("step", ["now", "receive"])
+async def test_a_pending_timer_taken_by_another_operation_diverges(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, autojump_clock: trio.abc.Clock,
+        step: str) -> None:
+    # The node stopped while the workflow slept: its sleep is a timer row at seq 1, not
+    # a journal record. Code deployed meanwhile that does something else at seq 1 took
+    # it for a fresh run (a reordered step ran live; a receive without timeout timed out
+    # at the sleep's deadline): it must block as any other divergence does.
+    db = str(tmp_path / "store.db")
+    async with garrison.open_node(store=db) as node:
+        await node.start_workflow(napper, id="n")
+        while node.workflow("n").status() != "sleeping":
+            await trio.sleep(0.001)
+    monkeypatch.setitem(globals(), "NAPPER_STEP", step)
+    async with garrison.open_node(store=db) as node:
+        handle = node.workflow("n")
+        with trio.fail_after(7200):
+            with pytest.raises(garrison.NonDeterminismError) as info:
+                await handle.result()
+        assert handle.status() == "blocked"
+    msg = str(info.value)
+    assert "'n'" in msg and "seq 1" in msg and "timer" in msg, msg
+    assert info.value.seq == 1

@@ -362,9 +362,14 @@ class WorkflowCore(Caller, WorkflowScope):
             raise self.store_error
         self.cursor.check()
 
-    def _take(self, kind: JournalKind, name: str) -> Entry | None:
+    def _take(self, kind: JournalKind, name: str, timed: bool = False) -> Entry | None:
         """Take the next seq: the recorded entry, or ``None`` (live). Delivers a pending
-        cancel request (journaled at this seq) as ``WorkflowCancelled``."""
+        cancel request (journaled at this seq) as ``WorkflowCancelled``.
+
+        ``timed``: the operation keeps a durable timer at its seq (a sleep, a receive
+        with a timeout). A timer pending at the seq (a wait under way when the node
+        stopped, recorded only when it ends) taken by any other operation is a
+        divergence: code changed while the workflow waited."""
         self._op(kind)
         entry = self.cursor.take(kind, name)
         if entry is not None:
@@ -372,6 +377,12 @@ class WorkflowCore(Caller, WorkflowScope):
                 self.cancel_delivered = True
                 raise self._cancelled_error()
             return entry
+        seq = self.cursor.seq - 1
+        if not timed and seq in self.timers:
+            raise self.cursor.diverge(
+                seq, "durable timer", "",
+                f"{kind} {name!r} (the timer is a sleep or a receive timeout under way "
+                "when the node stopped)")
         if self.check_lost:
             self._deliver_lost()
             _observe.replayed(self)

@@ -124,7 +124,7 @@ class Waits(Receives):
         await self._sleep(deadline, None)
 
     async def _sleep(self, deadline: float | None, seconds: float | None) -> None:
-        entry = self._take(JournalKind.SLEEP, "")
+        entry = self._take(JournalKind.SLEEP, "", timed=True)
         if entry is not None:
             await self._yield()
             return
