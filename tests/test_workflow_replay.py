@@ -200,3 +200,50 @@ async def test_a_pending_timer_taken_by_another_operation_diverges(
     msg = str(info.value)
     assert "'n'" in msg and "seq 1" in msg and "timer" in msg, msg
     assert info.value.seq == 1
+
+
+# ---------------------------------------------------------------- first()'s arguments
+#: the order ``racer`` passes its awaitables to ``first`` in (changed by a deploy)
+RACER_SWAPPED = False
+
+
+async def racer() -> str:
+    approval = garrison.workflow.promise("approval")
+    deadline = garrison.workflow.timer("1h")
+    race = (deadline, approval) if RACER_SWAPPED else (approval, deadline)
+    won = await garrison.workflow.first(*race)
+    await garrison.process.inbox().receive()
+    return "timed out" if won is deadline else str(await approval)
+
+
+@pytest.mark.parametrize("change", ["swapped", "fewer"])
+async def test_first_with_other_awaitables_on_replay_diverges(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, autojump_clock: trio.abc.Clock,
+        change: str) -> None:
+    # first() records the index of the winner: code that now passes other awaitables
+    # (reordered, or fewer) got another one as the winner (the promise that never
+    # came, awaited for ever), or an IndexError from deep inside
+    db = str(tmp_path / "store.db")
+    async with garrison.open_node(store=db) as node:
+        await node.start_workflow(racer, id="r")
+        while [r.kind for r in node.workflow("r").history()][-1:] != ["first"]:
+            await trio.sleep(60)
+    if change == "swapped":
+        monkeypatch.setitem(globals(), "RACER_SWAPPED", True)
+    else:
+        async def fewer() -> str:
+            approval = garrison.workflow.promise("approval")
+            garrison.workflow.timer("1h")
+            await garrison.workflow.first(approval)
+            return "approved"
+        monkeypatch.setitem(globals(), "racer", fewer)
+        fewer.__qualname__ = fewer.__name__ = "racer"
+    async with garrison.open_node(store=db) as node:
+        handle = node.workflow("r")
+        await handle.signal("go")
+        with trio.fail_after(60):
+            with pytest.raises(garrison.NonDeterminismError) as info:
+                await handle.result()
+        assert handle.status() == "blocked"
+    assert info.value.seq == 3
+    assert "first" in str(info.value)

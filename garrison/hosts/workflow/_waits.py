@@ -109,6 +109,17 @@ class DurableTimer:
 Awaitable = ActivityHandle | DurablePromise | DurableTimer | PendingReceive
 
 
+def _describe(a: Awaitable) -> str:
+    """What ``a`` is, as ``first`` records its arguments (a replay checks them)."""
+    if isinstance(a, DurablePromise):
+        return f"promise {a.name}"
+    if isinstance(a, DurableTimer):
+        return "timer"
+    if isinstance(a, ActivityHandle):
+        return f"activity {a.name}"
+    return f"receive {a.box.channel}"
+
+
 class Waits(Receives):
     """The waiting part of a workflow instance (it races inbox receives too)."""
 
@@ -219,9 +230,17 @@ class Waits(Receives):
                 raise ValueError("a receive raced in workflow.first() takes no timeout: "
                                  "race it with a workflow.timer() instead")
         entry = self._take(JournalKind.FIRST, "")
+        of = [_describe(a) for a in awaitables]
         if entry is not None:
+            index = int(entry.outcome["index"])
+            recorded = entry.outcome.get("of")  # (journals of earlier versions lack it)
+            if recorded is None:
+                recorded = [f"{index + 1}+ awaitables"] if index >= len(awaitables) else of
+            if recorded != of:  # another race: the recorded index would pick another one
+                raise self.cursor.diverge(entry.seq, JournalKind.FIRST, ", ".join(recorded),
+                                          f"first {', '.join(of)!r}")
             await self._yield()
-            return awaitables[int(entry.outcome["index"])]
+            return awaitables[index]
         seq = self.cursor.seq - 1
         try:
             while True:
@@ -230,7 +249,8 @@ class Waits(Receives):
                         tx = Transaction()
                         if isinstance(a, PendingReceive) and not a.resolved:
                             self._claim(a, tx)  # consumed with the decision, atomically
-                        self.record(tx, seq, JournalKind.FIRST, "", _dumps({"index": i}))
+                        self.record(tx, seq, JournalKind.FIRST, "",
+                                    _dumps({"index": i, "of": of}))
                         await self._commit(tx)
                         return a
                 deadlines = [a.deadline for a in awaitables if isinstance(a, DurableTimer)]
