@@ -174,6 +174,11 @@ async def napper() -> str:
         await garrison.workflow.sleep("1h")
     elif NAPPER_STEP == "receive":
         await garrison.process.inbox().receive()  # the sleep became a receive, no timeout
+    elif NAPPER_STEP == "versioned":  # the change made right, behind a version gate
+        if garrison.workflow.version("no-nap", 1, 2) == 1:
+            await garrison.workflow.sleep("1h")
+            return "old path"
+        return "new path"
     return NAPPER_STEP
 
 
@@ -247,3 +252,23 @@ async def test_first_with_other_awaitables_on_replay_diverges(
         assert handle.status() == "blocked"
     assert info.value.seq == 3
     assert "first" in str(info.value)
+
+
+async def test_a_version_gate_before_a_pending_sleep_gives_the_old_path(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, autojump_clock: trio.abc.Clock) -> None:
+    # the run was recorded before the version() call existed (its sleep is under way at
+    # that seq): it gets min_version, and its sleep keeps the deadline it had
+    db = str(tmp_path / "store.db")
+    async with garrison.open_node(store=db) as node:
+        await node.start_workflow(napper, id="n")
+        while node.workflow("n").status() != "sleeping":
+            await trio.sleep(0.001)
+        started = trio.current_time()
+    monkeypatch.setitem(globals(), "NAPPER_STEP", "versioned")
+    async with garrison.open_node(store=db) as node:
+        assert await node.workflow("n").result() == "old path"
+        assert 3599 < trio.current_time() - started < 3601  # the deadline it had
+        assert [r.kind for r in node.workflow("n").history()] == ["sleep"]
+        # a new run takes the new path
+        assert await node.start_workflow(napper, id="m") is not None
+        assert await node.workflow("m").result() == "new path"

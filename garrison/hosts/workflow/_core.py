@@ -379,10 +379,8 @@ class WorkflowCore(Caller, WorkflowScope):
             return entry
         seq = self.cursor.seq - 1
         if not timed and seq in self.timers:
-            raise self.cursor.diverge(
-                seq, "durable timer", "",
-                f"{kind} {name!r} (the timer is a sleep or a receive timeout under way "
-                "when the node stopped)")
+            raise self.cursor.diverge(seq, "timer", "a sleep or receive timeout under way",
+                                      f"{kind} {name!r}")
         if self.check_lost:
             self._deliver_lost()
             _observe.replayed(self)

@@ -209,9 +209,11 @@ class WorkflowInstance(Waits, Activities, Interop):
     def version(self, change_id: str, min_version: int, max_version: int) -> int:
         self._op("workflow.version()")
         entry = self.cursor.peek()
-        if entry is not None and entry.kind != CANCEL and not (
-                entry.kind == JournalKind.VERSION and entry.name == change_id):
-            # a run recorded before this version() call existed: the oldest behaviour
+        if (entry is not None and entry.kind != CANCEL and not (
+                entry.kind == JournalKind.VERSION and entry.name == change_id)) or (
+                entry is None and self.cursor.seq in self.timers):
+            # a run recorded before this version() call existed (a record, or a sleep or
+            # receive timeout under way, holds its seq): the oldest behaviour
             return min_version
         got = self.recorded_value(JournalKind.VERSION, change_id, lambda: max_version)
         if not isinstance(got, int) or not min_version <= got <= max_version:
