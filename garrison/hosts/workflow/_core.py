@@ -86,7 +86,7 @@ class WorkflowCore(Caller, WorkflowScope):
                  "kill_reason", "links", "may_be_queued", "monitoring", "name", "parent",
                  "pending", "promises", "requests", "requests_taken", "result_json",
                  "run_id", "scope", "started", "state", "status", "store", "store_error",
-                 "stored_status", "timers", "topics", "trace", "trap_links",
+                 "stored_status", "task", "timers", "topics", "trace", "trap_links",
                  "wait_deadline", "watchers", "wid")
 
     def __init__(self, host: WorkflowHost, wid: str, name: str, input_plain: list[Any], *,
@@ -170,6 +170,9 @@ class WorkflowCore(Caller, WorkflowScope):
         self.check_lost = bool(journal)
         #: the trace context it was started in (``garrison.tracing``), or ``None``
         self.trace: dict[str, str] | None = None
+        #: the trio task its code runs in (``None`` until it runs): the only task whose
+        #: durable calls it takes (see ``_op``)
+        self.task: trio.lowlevel.Task | None = None
 
     def __repr__(self) -> str:
         return f"<workflow {self.wid} {self.name} {self.status}>"
@@ -358,6 +361,15 @@ class WorkflowCore(Caller, WorkflowScope):
         if activity_owner() is not None:
             raise NotInProcess(f"{what} cannot be used inside an activity of workflow "
                                f"{self.wid!r}: activities are plain code")
+        task = self.task
+        if task is not None and trio.lowlevel.current_task() is not task:
+            # a task of the code's own nursery: the order its calls take journal seqs in
+            # is trio's scheduling, which a replay does not repeat
+            raise NotInProcess(
+                f"{what} of workflow {self.wid!r} was called from another trio task than "
+                "the workflow's own (a nursery in workflow code?): durable calls must come "
+                "from the workflow function itself; run things at once with "
+                "workflow.start() and workflow.gather() / first()")
         if self.store_error is not None:
             raise self.store_error
         self.cursor.check()

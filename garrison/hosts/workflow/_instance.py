@@ -78,6 +78,7 @@ class WorkflowInstance(Waits, Activities, Interop):
             # its inboxes are DurableInboxes: the same interface; also what makes
             # ``current_workflow()`` this workflow (``_context.py``)
             set_runtime(cast(Runtime, self))
+            self.task = trio.lowlevel.current_task()
             host = self.host
             value: Any = None
             final: WorkflowStatus | None = None
