@@ -182,7 +182,7 @@ async def napper() -> str:
     return NAPPER_STEP
 
 
-@pytest.mark.parametrize("step", ["now", "receive"])
+@pytest.mark.parametrize("step", ["now", "receive", "removed"])
 async def test_a_pending_timer_taken_by_another_operation_diverges(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, autojump_clock: trio.abc.Clock,
         step: str) -> None:

@@ -111,6 +111,10 @@ class WorkflowInstance(Waits, Activities, Interop):
                         except ContinueAsNew as again:
                             await self._continue_as_new(again.args_)
                     self.cursor.finished()
+                    if self.timers:  # a wait under way at a stop that the code no longer makes
+                        raise self.cursor.diverge(
+                            min(self.timers), "timer", "a sleep or receive timeout under way",
+                            "nothing (the workflow function returned)")
                     final = WorkflowStatus.COMPLETED
                 except NonDeterminismError as exc:
                     error, final = ErrorInfo.from_exception(exc), WorkflowStatus.BLOCKED
