@@ -9,6 +9,7 @@ test as it skips ``trio.sleep``.
 
 from __future__ import annotations
 
+import inspect
 import json
 import time as _time
 from collections.abc import Callable
@@ -219,13 +220,20 @@ class Waits(Receives):
         await self._commit(tx)
 
     # ------------------------------------------------------------ first / gather
-    async def first(self, awaitables: tuple[Any, ...]) -> Any:
+    def _check_awaitables(self, what: str, awaitables: tuple[Any, ...]) -> None:
+        """Refuse what ``first``/``gather`` cannot wait on durably, naming it."""
         for a in awaitables:
             if not isinstance(a, Awaitable):
-                raise TypeError(f"workflow.first() takes promises, timers, inbox receives "
+                if inspect.iscoroutine(a):
+                    a.close()  # a coroutine (workflow.call(...)): never run, no warning
+                raise TypeError(f"{what} takes promises, timers, inbox receives "
                                 f"and activities started with workflow.start(), got {a!r}")
             if a._wf is not self:
                 raise ValueError(f"{a!r} belongs to another workflow")
+
+    async def first(self, awaitables: tuple[Any, ...]) -> Any:
+        self._check_awaitables("workflow.first()", awaitables)
+        for a in awaitables:
             if isinstance(a, PendingReceive) and a.seconds is not None and not a.resolved:
                 raise ValueError("a receive raced in workflow.first() takes no timeout: "
                                  "race it with a workflow.timer() instead")
@@ -263,4 +271,5 @@ class Waits(Receives):
 
     async def gather(self, awaitables: tuple[Any, ...]) -> list[Any]:
         """Every result, in argument order (awaited one after another)."""
+        self._check_awaitables("workflow.gather()", awaitables)
         return [await a for a in awaitables]
