@@ -272,3 +272,16 @@ async def test_a_version_gate_before_a_pending_sleep_gives_the_old_path(
         # a new run takes the new path
         assert await node.start_workflow(napper, id="m") is not None
         assert await node.workflow("m").result() == "new path"
+
+
+async def leaves_a_sleep_by_its_own_scope() -> str:
+    with trio.move_on_after(5):  # (not durable: but the run must still end as it did)
+        await garrison.workflow.sleep("1h")
+    return "left"
+
+
+async def test_a_sleep_left_by_a_cancel_scope_of_the_code_is_no_divergence(
+        autojump_clock: trio.abc.Clock) -> None:
+    async with garrison.open_node() as node:
+        await node.start_workflow(leaves_a_sleep_by_its_own_scope, id="l")
+        assert await node.workflow("l").result() == "left"

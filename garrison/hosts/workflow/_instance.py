@@ -111,9 +111,13 @@ class WorkflowInstance(Waits, Activities, Interop):
                         except ContinueAsNew as again:
                             await self._continue_as_new(again.args_)
                     self.cursor.finished()
-                    if self.timers:  # a wait under way at a stop that the code no longer makes
+                    # a wait under way at a stop that the code returned before reaching (a
+                    # timer the code reached and left, by a cancel scope of its own, is
+                    # not a divergence)
+                    unreached = [s for s in self.timers if s >= self.cursor.seq]
+                    if unreached:
                         raise self.cursor.diverge(
-                            min(self.timers), "timer", "a sleep or receive timeout under way",
+                            min(unreached), "timer", "a sleep or receive timeout under way",
                             "nothing (the workflow function returned)")
                     final = WorkflowStatus.COMPLETED
                 except NonDeterminismError as exc:
