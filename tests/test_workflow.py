@@ -388,6 +388,33 @@ async def test_workflow_api_outside_a_workflow_raises() -> None:
         await workflow.sleep(1)
 
 
+async def sleeps_in_its_own_nursery() -> list[str]:
+    errors: list[str] = []
+
+    async def nap(seconds: int) -> None:
+        try:
+            await workflow.sleep(seconds)
+        except garrison.NotInProcess as exc:
+            errors.append(str(exc))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(nap, 2)
+        nursery.start_soon(nap, 1)
+    return errors
+
+
+async def test_durable_calls_from_a_task_of_the_workflows_own_nursery_are_refused(
+        node: garrison.Node) -> None:
+    # the tasks took journal seqs in trio's scheduling order, which a replay need not
+    # repeat (a sleep replayed where the other was recorded): refused, naming the way out
+    await node.start_workflow(sleeps_in_its_own_nursery, id="nursery")
+    errors = await node.workflow("nursery").result()
+    assert len(errors) == 2
+    assert "'nursery'" in errors[0] and "another trio task" in errors[0]
+    assert "workflow.start()" in errors[0]
+    assert node.workflow("nursery").history() == []
+
+
 async def test_a_process_a_workflow_spawns_is_not_that_workflow(node: garrison.Node) -> None:
     """The spawned process inherits nothing of the workflow: its ``@activity`` calls
     are plain calls and the workflow API refuses it (before, both went into the

@@ -106,6 +106,31 @@ async def test_gather_over_promise_timer_activity_and_receive(node: garrison.Nod
     assert trio.current_time() >= 3600
 
 
+async def gathers_what_it_cannot(what: str) -> str:
+    from garrison import workflow
+
+    async def one() -> int:
+        return 1
+
+    try:
+        await workflow.gather(workflow.timer("1s"), 42 if what == "int" else one())
+    except TypeError as exc:
+        return str(exc)
+    return "gathered"
+
+
+@pytest.mark.parametrize("what", ["int", "coroutine"])
+async def test_gather_names_what_it_cannot_wait_on(node: garrison.Node, autojump_clock: Any,
+                                                   what: str) -> None:
+    # gather awaited each argument as it was: 42 gave "object int can't be used in 'await'
+    # expression", naming neither gather nor its argument; a coroutine ran undurably
+    await node.start_workflow(gathers_what_it_cannot, what, id="g")
+    out = await node.workflow("g").result()
+    assert out.startswith("workflow.gather() takes promises, timers"), out
+    assert ("42" if what == "int" else "coroutine") in out
+    assert [r.kind for r in node.workflow("g").history()] == ["timer"]  # nothing awaited
+
+
 # ------------------------------------------------------------------ state and history
 async def test_get_state_replays_the_values_it_saw(store_spec: str, autojump_clock: Any) -> None:
     db = store_spec

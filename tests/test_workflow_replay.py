@@ -159,3 +159,129 @@ async def test_version_gives_old_runs_the_min_and_new_runs_the_max() -> None:
             await node.workflow("gone").result()
     assert app.LOG == []
     store.close()
+
+
+# ---------------------------------------------------------------- a pending timer's seq
+#: what the deployed ``napper`` does at the seq of its first sleep (changed by a deploy)
+NAPPER_STEP = "sleep"
+
+
+async def napper() -> str:
+    if NAPPER_STEP == "sleep":
+        await garrison.workflow.sleep("1h")
+    elif NAPPER_STEP == "now":
+        garrison.workflow.now()  # a reordered step now takes the sleep's seq
+        await garrison.workflow.sleep("1h")
+    elif NAPPER_STEP == "receive":
+        await garrison.process.inbox().receive()  # the sleep became a receive, no timeout
+    elif NAPPER_STEP == "versioned":  # the change made right, behind a version gate
+        if garrison.workflow.version("no-nap", 1, 2) == 1:
+            await garrison.workflow.sleep("1h")
+            return "old path"
+        return "new path"
+    return NAPPER_STEP
+
+
+@pytest.mark.parametrize("step", ["now", "receive", "removed"])
+async def test_a_pending_timer_taken_by_another_operation_diverges(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, autojump_clock: trio.abc.Clock,
+        step: str) -> None:
+    # The node stopped while the workflow slept: its sleep is a timer row at seq 1, not
+    # a journal record. Code deployed meanwhile that does something else at seq 1 took
+    # it for a fresh run (a reordered step ran live; a receive without timeout timed out
+    # at the sleep's deadline): it must block as any other divergence does.
+    db = str(tmp_path / "store.db")
+    async with garrison.open_node(store=db) as node:
+        await node.start_workflow(napper, id="n")
+        while node.workflow("n").status() != "sleeping":
+            await trio.sleep(0.001)
+    monkeypatch.setitem(globals(), "NAPPER_STEP", step)
+    async with garrison.open_node(store=db) as node:
+        handle = node.workflow("n")
+        with trio.fail_after(7200):
+            with pytest.raises(garrison.NonDeterminismError) as info:
+                await handle.result()
+        assert handle.status() == "blocked"
+    msg = str(info.value)
+    assert "'n'" in msg and "seq 1" in msg and "timer" in msg, msg
+    assert info.value.seq == 1
+
+
+# ---------------------------------------------------------------- first()'s arguments
+#: the order ``racer`` passes its awaitables to ``first`` in (changed by a deploy)
+RACER_SWAPPED = False
+
+
+async def racer() -> str:
+    approval = garrison.workflow.promise("approval")
+    deadline = garrison.workflow.timer("1h")
+    race = (deadline, approval) if RACER_SWAPPED else (approval, deadline)
+    won = await garrison.workflow.first(*race)
+    await garrison.process.inbox().receive()
+    return "timed out" if won is deadline else str(await approval)
+
+
+@pytest.mark.parametrize("change", ["swapped", "fewer"])
+async def test_first_with_other_awaitables_on_replay_diverges(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, autojump_clock: trio.abc.Clock,
+        change: str) -> None:
+    # first() records the index of the winner: code that now passes other awaitables
+    # (reordered, or fewer) got another one as the winner (the promise that never
+    # came, awaited for ever), or an IndexError from deep inside
+    db = str(tmp_path / "store.db")
+    async with garrison.open_node(store=db) as node:
+        await node.start_workflow(racer, id="r")
+        while [r.kind for r in node.workflow("r").history()][-1:] != ["first"]:
+            await trio.sleep(60)
+    if change == "swapped":
+        monkeypatch.setitem(globals(), "RACER_SWAPPED", True)
+    else:
+        async def fewer() -> str:
+            approval = garrison.workflow.promise("approval")
+            garrison.workflow.timer("1h")
+            await garrison.workflow.first(approval)
+            return "approved"
+        monkeypatch.setitem(globals(), "racer", fewer)
+        fewer.__qualname__ = fewer.__name__ = "racer"
+    async with garrison.open_node(store=db) as node:
+        handle = node.workflow("r")
+        await handle.signal("go")
+        with trio.fail_after(60):
+            with pytest.raises(garrison.NonDeterminismError) as info:
+                await handle.result()
+        assert handle.status() == "blocked"
+    assert info.value.seq == 3
+    assert "first" in str(info.value)
+
+
+async def test_a_version_gate_before_a_pending_sleep_gives_the_old_path(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, autojump_clock: trio.abc.Clock) -> None:
+    # the run was recorded before the version() call existed (its sleep is under way at
+    # that seq): it gets min_version, and its sleep keeps the deadline it had
+    db = str(tmp_path / "store.db")
+    async with garrison.open_node(store=db) as node:
+        await node.start_workflow(napper, id="n")
+        while node.workflow("n").status() != "sleeping":
+            await trio.sleep(0.001)
+        started = trio.current_time()
+    monkeypatch.setitem(globals(), "NAPPER_STEP", "versioned")
+    async with garrison.open_node(store=db) as node:
+        assert await node.workflow("n").result() == "old path"
+        assert 3599 < trio.current_time() - started < 3601  # the deadline it had
+        assert [r.kind for r in node.workflow("n").history()] == ["sleep"]
+        # a new run takes the new path
+        assert await node.start_workflow(napper, id="m") is not None
+        assert await node.workflow("m").result() == "new path"
+
+
+async def leaves_a_sleep_by_its_own_scope() -> str:
+    with trio.move_on_after(5):  # (not durable: but the run must still end as it did)
+        await garrison.workflow.sleep("1h")
+    return "left"
+
+
+async def test_a_sleep_left_by_a_cancel_scope_of_the_code_is_no_divergence(
+        autojump_clock: trio.abc.Clock) -> None:
+    async with garrison.open_node() as node:
+        await node.start_workflow(leaves_a_sleep_by_its_own_scope, id="l")
+        assert await node.workflow("l").result() == "left"

@@ -86,7 +86,7 @@ class WorkflowCore(Caller, WorkflowScope):
                  "kill_reason", "links", "may_be_queued", "monitoring", "name", "parent",
                  "pending", "promises", "requests", "requests_taken", "result_json",
                  "run_id", "scope", "started", "state", "status", "store", "store_error",
-                 "stored_status", "timers", "topics", "trace", "trap_links",
+                 "stored_status", "task", "timers", "topics", "trace", "trap_links",
                  "wait_deadline", "watchers", "wid")
 
     def __init__(self, host: WorkflowHost, wid: str, name: str, input_plain: list[Any], *,
@@ -170,6 +170,9 @@ class WorkflowCore(Caller, WorkflowScope):
         self.check_lost = bool(journal)
         #: the trace context it was started in (``garrison.tracing``), or ``None``
         self.trace: dict[str, str] | None = None
+        #: the trio task its code runs in (``None`` until it runs): the only task whose
+        #: durable calls it takes (see ``_op``)
+        self.task: trio.lowlevel.Task | None = None
 
     def __repr__(self) -> str:
         return f"<workflow {self.wid} {self.name} {self.status}>"
@@ -358,13 +361,27 @@ class WorkflowCore(Caller, WorkflowScope):
         if activity_owner() is not None:
             raise NotInProcess(f"{what} cannot be used inside an activity of workflow "
                                f"{self.wid!r}: activities are plain code")
+        task = self.task
+        if task is not None and trio.lowlevel.current_task() is not task:
+            # a task of the code's own nursery: the order its calls take journal seqs in
+            # is trio's scheduling, which a replay does not repeat
+            raise NotInProcess(
+                f"{what} of workflow {self.wid!r} was called from another trio task than "
+                "the workflow's own (a nursery in workflow code?): durable calls must come "
+                "from the workflow function itself; run things at once with "
+                "workflow.start() and workflow.gather() / first()")
         if self.store_error is not None:
             raise self.store_error
         self.cursor.check()
 
-    def _take(self, kind: JournalKind, name: str) -> Entry | None:
+    def _take(self, kind: JournalKind, name: str, timed: bool = False) -> Entry | None:
         """Take the next seq: the recorded entry, or ``None`` (live). Delivers a pending
-        cancel request (journaled at this seq) as ``WorkflowCancelled``."""
+        cancel request (journaled at this seq) as ``WorkflowCancelled``.
+
+        ``timed``: the operation keeps a durable timer at its seq (a sleep, a receive
+        with a timeout). A timer pending at the seq (a wait under way when the node
+        stopped, recorded only when it ends) taken by any other operation is a
+        divergence: code changed while the workflow waited."""
         self._op(kind)
         entry = self.cursor.take(kind, name)
         if entry is not None:
@@ -372,6 +389,10 @@ class WorkflowCore(Caller, WorkflowScope):
                 self.cancel_delivered = True
                 raise self._cancelled_error()
             return entry
+        seq = self.cursor.seq - 1
+        if not timed and seq in self.timers:
+            raise self.cursor.diverge(seq, "timer", "a sleep or receive timeout under way",
+                                      f"{kind} {name!r}")
         if self.check_lost:
             self._deliver_lost()
             _observe.replayed(self)

@@ -224,7 +224,7 @@ class Receives(WorkflowCore):
     def _start_receive(self, box: DurableInbox, timeout: Any) -> PendingReceive:
         """``inbox.receive()``: the seq is taken where the receive is created."""
         seconds = None if timeout is None else timeout_seconds(timeout)
-        entry = self._take(_RECEIVE, box.channel)
+        entry = self._take(_RECEIVE, box.channel, timed=seconds is not None)
         if entry is not None:
             return PendingReceive(self, box, seconds, entry.seq, True,
                                   self._replayed_receive(entry))

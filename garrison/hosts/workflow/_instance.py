@@ -78,6 +78,7 @@ class WorkflowInstance(Waits, Activities, Interop):
             # its inboxes are DurableInboxes: the same interface; also what makes
             # ``current_workflow()`` this workflow (``_context.py``)
             set_runtime(cast(Runtime, self))
+            self.task = trio.lowlevel.current_task()
             host = self.host
             value: Any = None
             final: WorkflowStatus | None = None
@@ -110,6 +111,14 @@ class WorkflowInstance(Waits, Activities, Interop):
                         except ContinueAsNew as again:
                             await self._continue_as_new(again.args_)
                     self.cursor.finished()
+                    # a wait under way at a stop that the code returned before reaching (a
+                    # timer the code reached and left, by a cancel scope of its own, is
+                    # not a divergence)
+                    unreached = [s for s in self.timers if s >= self.cursor.seq]
+                    if unreached:
+                        raise self.cursor.diverge(
+                            min(unreached), "timer", "a sleep or receive timeout under way",
+                            "nothing (the workflow function returned)")
                     final = WorkflowStatus.COMPLETED
                 except NonDeterminismError as exc:
                     error, final = ErrorInfo.from_exception(exc), WorkflowStatus.BLOCKED
@@ -209,9 +218,11 @@ class WorkflowInstance(Waits, Activities, Interop):
     def version(self, change_id: str, min_version: int, max_version: int) -> int:
         self._op("workflow.version()")
         entry = self.cursor.peek()
-        if entry is not None and entry.kind != CANCEL and not (
-                entry.kind == JournalKind.VERSION and entry.name == change_id):
-            # a run recorded before this version() call existed: the oldest behaviour
+        if (entry is not None and entry.kind != CANCEL and not (
+                entry.kind == JournalKind.VERSION and entry.name == change_id)) or (
+                entry is None and self.cursor.seq in self.timers):
+            # a run recorded before this version() call existed (a record, or a sleep or
+            # receive timeout under way, holds its seq): the oldest behaviour
             return min_version
         got = self.recorded_value(JournalKind.VERSION, change_id, lambda: max_version)
         if not isinstance(got, int) or not min_version <= got <= max_version:

@@ -46,7 +46,8 @@ class JournalKind(enum.StrEnum):
     #: a durable promise declared, and awaited (``{"value": v}`` or ``{"rejected": msg}``)
     PROMISE = "promise"
     AWAIT_PROMISE = "await_promise"
-    #: which awaitable of ``workflow.first`` won (``{"index": i}``)
+    #: which awaitable of ``workflow.first`` won, and what it raced (``{"index": i,
+    #: "of": ["promise approval", "timer", ...]}``; "of" is absent in older journals)
     FIRST = "first"
     #: a process or child workflow spawned (``{"pid": pid}``)
     SPAWN = "spawn"

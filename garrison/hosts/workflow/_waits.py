@@ -9,6 +9,7 @@ test as it skips ``trio.sleep``.
 
 from __future__ import annotations
 
+import inspect
 import json
 import time as _time
 from collections.abc import Callable
@@ -109,6 +110,17 @@ class DurableTimer:
 Awaitable = ActivityHandle | DurablePromise | DurableTimer | PendingReceive
 
 
+def _describe(a: Awaitable) -> str:
+    """What ``a`` is, as ``first`` records its arguments (a replay checks them)."""
+    if isinstance(a, DurablePromise):
+        return f"promise {a.name}"
+    if isinstance(a, DurableTimer):
+        return "timer"
+    if isinstance(a, ActivityHandle):
+        return f"activity {a.name}"
+    return f"receive {a.box.channel}"
+
+
 class Waits(Receives):
     """The waiting part of a workflow instance (it races inbox receives too)."""
 
@@ -124,7 +136,7 @@ class Waits(Receives):
         await self._sleep(deadline, None)
 
     async def _sleep(self, deadline: float | None, seconds: float | None) -> None:
-        entry = self._take(JournalKind.SLEEP, "")
+        entry = self._take(JournalKind.SLEEP, "", timed=True)
         if entry is not None:
             await self._yield()
             return
@@ -208,20 +220,35 @@ class Waits(Receives):
         await self._commit(tx)
 
     # ------------------------------------------------------------ first / gather
-    async def first(self, awaitables: tuple[Any, ...]) -> Any:
+    def _check_awaitables(self, what: str, awaitables: tuple[Any, ...]) -> None:
+        """Refuse what ``first``/``gather`` cannot wait on durably, naming it."""
         for a in awaitables:
             if not isinstance(a, Awaitable):
-                raise TypeError(f"workflow.first() takes promises, timers, inbox receives "
+                if inspect.iscoroutine(a):
+                    a.close()  # a coroutine (workflow.call(...)): never run, no warning
+                raise TypeError(f"{what} takes promises, timers, inbox receives "
                                 f"and activities started with workflow.start(), got {a!r}")
             if a._wf is not self:
                 raise ValueError(f"{a!r} belongs to another workflow")
+
+    async def first(self, awaitables: tuple[Any, ...]) -> Any:
+        self._check_awaitables("workflow.first()", awaitables)
+        for a in awaitables:
             if isinstance(a, PendingReceive) and a.seconds is not None and not a.resolved:
                 raise ValueError("a receive raced in workflow.first() takes no timeout: "
                                  "race it with a workflow.timer() instead")
         entry = self._take(JournalKind.FIRST, "")
+        of = [_describe(a) for a in awaitables]
         if entry is not None:
+            index = int(entry.outcome["index"])
+            recorded = entry.outcome.get("of")  # (journals of earlier versions lack it)
+            if recorded is None:
+                recorded = [f"{index + 1}+ awaitables"] if index >= len(awaitables) else of
+            if recorded != of:  # another race: the recorded index would pick another one
+                raise self.cursor.diverge(entry.seq, JournalKind.FIRST, ", ".join(recorded),
+                                          f"first {', '.join(of)!r}")
             await self._yield()
-            return awaitables[int(entry.outcome["index"])]
+            return awaitables[index]
         seq = self.cursor.seq - 1
         try:
             while True:
@@ -230,7 +257,8 @@ class Waits(Receives):
                         tx = Transaction()
                         if isinstance(a, PendingReceive) and not a.resolved:
                             self._claim(a, tx)  # consumed with the decision, atomically
-                        self.record(tx, seq, JournalKind.FIRST, "", _dumps({"index": i}))
+                        self.record(tx, seq, JournalKind.FIRST, "",
+                                    _dumps({"index": i, "of": of}))
                         await self._commit(tx)
                         return a
                 deadlines = [a.deadline for a in awaitables if isinstance(a, DurableTimer)]
@@ -243,4 +271,5 @@ class Waits(Receives):
 
     async def gather(self, awaitables: tuple[Any, ...]) -> list[Any]:
         """Every result, in argument order (awaited one after another)."""
+        self._check_awaitables("workflow.gather()", awaitables)
         return [await a for a in awaitables]
