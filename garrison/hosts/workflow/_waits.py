@@ -270,6 +270,18 @@ class Waits(Receives):
             self._deliver_cancel(seq)
 
     async def gather(self, awaitables: tuple[Any, ...]) -> list[Any]:
-        """Every result, in argument order (awaited one after another)."""
-        self._check_awaitables("workflow.gather()", awaitables)
+        """Every result, in argument order (awaited one after another, so a coroutine
+        such as ``workflow.call(...)`` takes its journal position as it is awaited, as
+        ``await`` would); what cannot be awaited is a ``TypeError`` naming it."""
+        for a in awaitables:
+            if isinstance(a, Awaitable):
+                if a._wf is not self:
+                    raise ValueError(f"{a!r} belongs to another workflow")
+            elif not inspect.isawaitable(a):
+                for other in awaitables:
+                    if inspect.iscoroutine(other):
+                        other.close()  # never run: no 'never awaited' warning
+                raise TypeError(f"workflow.gather() takes promises, timers, inbox receives, "
+                                f"activities started with workflow.start() and other "
+                                f"awaitables, got {a!r}")
         return [await a for a in awaitables]
