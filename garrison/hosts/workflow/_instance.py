@@ -70,6 +70,9 @@ class WorkflowInstance(Waits, Activities, Interop):
     def mark_exited(self) -> None:
         """This workflow's task ended here, or it leaves without one (queued, handed
         over): ``exited`` is set and the host frees its queue slot."""
+        # (the task's context holds this workflow as its runtime: kept, the pair would
+        # be a reference cycle that only the cyclic collector frees)
+        self.task = None
         self.exited.set()
         self.host.exited(self)
 
