@@ -220,16 +220,22 @@ class Waits(Receives):
         await self._commit(tx)
 
     # ------------------------------------------------------------ first / gather
-    def _check_awaitables(self, what: str, awaitables: tuple[Any, ...]) -> None:
-        """Refuse what ``first``/``gather`` cannot wait on durably, naming it."""
+    def _check_awaitables(self, what: str, awaitables: tuple[Any, ...],
+                          others: bool = False) -> None:
+        """Refuse what ``first`` / ``gather`` cannot wait on, naming it: the durable
+        kinds of this workflow, and (``others``: ``gather``) any other awaitable."""
         for a in awaitables:
-            if not isinstance(a, Awaitable):
-                if inspect.iscoroutine(a):
-                    a.close()  # a coroutine (workflow.call(...)): never run, no warning
-                raise TypeError(f"{what} takes promises, timers, inbox receives "
-                                f"and activities started with workflow.start(), got {a!r}")
-            if a._wf is not self:
-                raise ValueError(f"{a!r} belongs to another workflow")
+            if isinstance(a, Awaitable):
+                if a._wf is not self:
+                    raise ValueError(f"{a!r} belongs to another workflow")
+            elif not (others and inspect.isawaitable(a)):
+                for other in awaitables:
+                    if inspect.iscoroutine(other):
+                        other.close()  # (workflow.call(...)): never run, no warning
+                also = ", activities started with workflow.start() and other awaitables" \
+                    if others else " and activities started with workflow.start()"
+                raise TypeError(f"{what} takes promises, timers, inbox receives{also}, "
+                                f"got {a!r}")
 
     async def first(self, awaitables: tuple[Any, ...]) -> Any:
         self._check_awaitables("workflow.first()", awaitables)
@@ -273,15 +279,5 @@ class Waits(Receives):
         """Every result, in argument order (awaited one after another, so a coroutine
         such as ``workflow.call(...)`` takes its journal position as it is awaited, as
         ``await`` would); what cannot be awaited is a ``TypeError`` naming it."""
-        for a in awaitables:
-            if isinstance(a, Awaitable):
-                if a._wf is not self:
-                    raise ValueError(f"{a!r} belongs to another workflow")
-            elif not inspect.isawaitable(a):
-                for other in awaitables:
-                    if inspect.iscoroutine(other):
-                        other.close()  # never run: no 'never awaited' warning
-                raise TypeError(f"workflow.gather() takes promises, timers, inbox receives, "
-                                f"activities started with workflow.start() and other "
-                                f"awaitables, got {a!r}")
+        self._check_awaitables("workflow.gather()", awaitables, others=True)
         return [await a for a in awaitables]
