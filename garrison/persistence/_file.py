@@ -88,13 +88,18 @@ def _open_new_or_existing(name: str, mode: int) -> int:
     return fd
 
 
+def lock_file(path: str) -> str:
+    """The lock file of the store at ``path``: beside its resolved path."""
+    return os.path.realpath(path) + ".lock"
+
+
 def take_lock(path: str, mode: int) -> tuple[int, str]:
     """Take the node's lock of the store at ``path``: ``(fd, lock file)``.
 
     :class:`~garrison.StoreLocked` if another opener holds it (in this process or
     another); :class:`~garrison.StoreError` if the lock file cannot be created.
     """
-    name = os.path.realpath(path) + ".lock"
+    name = lock_file(path)
     try:
         fd = _open_new_or_existing(name, mode)
     except OSError as exc:
@@ -115,7 +120,7 @@ def take_lock(path: str, mode: int) -> tuple[int, str]:
 def lock_held(path: str) -> bool:
     """Whether a node holds the lock of the store at ``path`` now (a tool deciding
     whether to ask the node or act itself). Unknown counts as held."""
-    name = os.path.realpath(path) + ".lock"
+    name = lock_file(path)
     try:
         fd = os.open(name, os.O_RDWR)
     except FileNotFoundError:
