@@ -177,7 +177,15 @@ class Node:
             return await host.wait(pid)
         if host.is_alive(pid):  # (one that ended already is answered without a coroutine)
             await host.wait_exited(pid)
-        result, error = router.exit_of(pid)
+        try:
+            result, error = router.exit_of(pid)
+        except ProcessError:
+            if isinstance(host, ProcessHost) and host.issued(pid):
+                raise ProcessError(
+                    f"process {pid} ended, and its outcome is no longer kept: the node "
+                    f"keeps the last {EXIT_MEMORY:,} exits (monitor a process to get its "
+                    f"EXIT whenever it ends)", pid=pid, error=noproc(pid)) from None
+            raise
         if error is not None:
             raise ProcessError(f"process {pid} failed: {error}", pid=pid, error=error)
         return result

@@ -61,6 +61,28 @@ async def test_wait_on_unknown_pid(node, autojump_clock):
         await node.wait(garrison.Pid("processes", "nope"))
 
 
+async def test_wait_on_a_pid_whose_exit_was_forgotten_says_so(node, autojump_clock,
+                                                              monkeypatch):
+    from garrison import _router
+
+    monkeypatch.setattr(_router, "EXIT_MEMORY", 3)
+
+    async def quick():
+        return None
+
+    pids = []
+    for _ in range(5):  # one after another: the first exit is the oldest
+        pids.append(await node.spawn(quick))
+        assert await node.wait(pids[-1]) is None
+    with pytest.raises(ProcessError, match="no longer kept") as info:
+        await node.wait(pids[0])
+    assert info.value.error.type == "noproc"
+    # a pid this node never gave out is still plainly unknown
+    never = garrison.Pid("processes", pids[0].id.rsplit(".", 1)[0] + ".999")
+    with pytest.raises(ProcessError, match="is unknown"):
+        await node.wait(never)
+
+
 async def test_shutdown_stops_children_before_parents(autojump_clock):
     order = []
 

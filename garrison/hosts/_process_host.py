@@ -614,6 +614,14 @@ class ProcessHost:
     def is_alive(self, pid: Pid) -> bool:
         return pid in self.procs
 
+    def issued(self, pid: Pid) -> bool:
+        """Whether this host, in this run, gave out ``pid`` (alive or not)."""
+        serial = pid.id[len(self._prefix):]
+        if self.suffix:
+            serial = serial.removesuffix(self.suffix)
+        return (pid.host == self.name and pid.id.startswith(self._prefix)
+                and serial.isdigit() and int(serial) <= self._seq)
+
     def process_info(self, pid: Pid) -> ProcessInfo:
         """A snapshot of the process ``pid`` (``alive=False`` and empty once it ended)."""
         proc = self.procs.get(pid)
