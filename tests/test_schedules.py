@@ -20,7 +20,7 @@ from garrison import _store_tools as tools
 from garrison.config import load_config_text
 from garrison.hosts.workflow._schedules import ScheduleSpec, tick_id
 from garrison.hosts.workflow._waits import WallClock
-from garrison.persistence import SQLiteStore, Transaction, open_store
+from garrison.persistence import Transaction, open_store
 
 UTC = dt.UTC
 #: the wall clock of every test node at virtual time 0: 2026-01-01T00:00:00Z
@@ -244,6 +244,8 @@ async def test_a_tick_is_never_run_twice_across_restarts(store_spec: str,
         await trio.sleep(0.1)
         assert [w.workflow_id for w in node.workflows()] == [tick_id("s", at(1))]
         assert node.schedules()[0].next_tick == dt.datetime.fromtimestamp(at(2), UTC)
+        # the start found the workflow: it is not counted as started
+        assert node.stats()["schedules"]["workflows"]["started"] == 0
     assert ids() == [tick_id("s", at(1))]
 
 
@@ -263,6 +265,33 @@ async def test_a_recorded_tick_whose_workflow_never_started_starts_after_a_resta
         await trio.sleep(0.1)
         assert [w.workflow_id for w in node.workflows()] == [tick_id("s", at(1))]
     assert ids() == [tick_id("s", at(1))]
+
+
+async def test_an_update_racing_a_tick_does_not_act_on_the_tick_again(
+        store_spec: str, monkeypatch: pytest.MonkeyPatch, autojump_clock: Any) -> None:
+    """node.schedule(...) read the schedule before the 1h tick was recorded and wrote
+    after it (an update under way while the tick fires): writing back the next tick it
+    read (1h) made the scheduler act on the 1h tick again (its workflow exists, so
+    nothing ran twice, but the counters moved: here a second, skipped, 1h tick)."""
+    async with garrison.open_node(store=store_spec) as node:
+        await node.schedule("s", app.job, 0.5 * HOUR, every="1h")
+        store = node.hosts["workflows"].store
+        before = [store.get_schedule("s")]  # next tick 1h
+        await trio.sleep(HOUR + 1)
+        assert ids() == [tick_id("s", at(1))]
+        real = store.get_schedule
+        monkeypatch.setattr(store, "get_schedule",
+                            lambda sid: before.pop() if before else real(sid))
+        await node.schedule("s", app.job, 60.0, every="1h")  # the same timing
+        await trio.sleep(1)
+        record = node.schedules()[0]
+        assert (record.input, record.next_tick) == (
+            [60.0], dt.datetime.fromtimestamp(at(2), UTC))
+        stats = node.stats()["schedules"]["workflows"]
+        assert (stats["started"], stats["skipped"], stats["missed"]) == (1, 0, 0)
+        await trio.sleep(HOUR)
+        assert node.stats()["schedules"]["workflows"]["started"] == 2
+    assert ids() == [tick_id("s", at(1)), tick_id("s", at(2))]
 
 
 async def test_a_second_node_acting_on_the_same_tick_starts_nothing(
@@ -676,13 +705,19 @@ async def test_tools_control_schedules_while_a_node_runs(tmp_path: Path) -> None
         assert node.schedules() == []
 
 
-def test_store_schedule_operations() -> None:
-    with SQLiteStore() as store:
+def test_store_schedule_operations(store_spec: str) -> None:
+    with open_store(store_spec) as store:
         def put(**kw: Any) -> None:
             store.write(Transaction().put_schedule(
                 "s", host="workflows", workflow="m:f", catchup_window=60.0, **kw))
 
         put(input=[1], every=3600.0, next_tick=at(1))
+        # the same timing: the stored next tick is kept (a tick recorded since the
+        # writer read the schedule is not undone), the rest is written
+        put(input=[0], every=3600.0, next_tick=at(0))
+        record = store.get_schedule("s")
+        assert record is not None
+        assert (record.input, record.next_tick) == ([0], dt.datetime.fromtimestamp(at(1), UTC))
         store.write(Transaction().update_schedule("s", paused=True, last_workflow="w1"))
         put(input=[2], cron="0 3 * * *", timezone="Europe/Riga", next_tick=at(3),
             source="config")

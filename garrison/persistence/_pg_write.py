@@ -180,8 +180,14 @@ _OP_SQL: dict[str, tuple[str, int]] = {
         "ON CONFLICT (schedule_id) DO UPDATE SET host = EXCLUDED.host, "
         "workflow = EXCLUDED.workflow, input = EXCLUDED.input, cron = EXCLUDED.cron, "
         "every = EXCLUDED.every, timezone = EXCLUDED.timezone, overlap = EXCLUDED.overlap, "
-        "catchup_window = EXCLUDED.catchup_window, next_tick = EXCLUDED.next_tick, "
-        "source = EXCLUDED.source, updated = EXCLUDED.updated", 13),
+        "catchup_window = EXCLUDED.catchup_window, source = EXCLUDED.source, "
+        "updated = EXCLUDED.updated, "
+        # the next tick is kept when the timing is unchanged (decided on the row the
+        # write finds: an update read before a tick was recorded writes back nothing)
+        "next_tick = CASE WHEN schedules.cron IS NOT DISTINCT FROM EXCLUDED.cron "
+        "AND schedules.every IS NOT DISTINCT FROM EXCLUDED.every "
+        "AND schedules.timezone IS NOT DISTINCT FROM EXCLUDED.timezone "
+        "THEN schedules.next_tick ELSE EXCLUDED.next_tick END", 13),
     "delete_schedule": ("DELETE FROM {s}.schedules WHERE schedule_id = $1", 1),
     "notify": ("SELECT pg_notify($1, '')", 1),
     # -- clusters (``_pg_cluster.py``) --

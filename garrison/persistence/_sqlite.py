@@ -257,17 +257,22 @@ def _slot_freed(conn: sqlite3.Connection, params: tuple[Any, ...]) -> None:
 
 
 _SCHEDULE_SPEC = ("host", "workflow", "input", "cron", "every", "timezone", "overlap",
-                  "catchup_window", "next_tick", "source", "updated")
+                  "catchup_window", "source", "updated")
+
+#: an existing schedule keeps its next tick when its timing is unchanged (decided on the
+#: row the write finds: an update read before a tick was recorded writes back nothing)
+_PUT_SCHEDULE = (
+    "INSERT INTO schedules (schedule_id, host, workflow, input, cron, every, timezone, "
+    "overlap, catchup_window, next_tick, source, created, updated) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (schedule_id) DO UPDATE SET "
+    + ", ".join(f"{column} = excluded.{column}" for column in _SCHEDULE_SPEC)
+    + ", next_tick = CASE WHEN schedules.cron IS excluded.cron AND schedules.every IS "
+    "excluded.every AND schedules.timezone IS excluded.timezone THEN schedules.next_tick "
+    "ELSE excluded.next_tick END")
 
 
 def _put_schedule(conn: sqlite3.Connection, params: tuple[Any, ...]) -> None:
-    conn.execute(
-        "INSERT INTO schedules (schedule_id, host, workflow, input, cron, every, timezone, "
-        "overlap, catchup_window, next_tick, source, created, updated) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (schedule_id) DO UPDATE SET "
-        + ", ".join(f"{column} = excluded.{column}" for column in _SCHEDULE_SPEC),
-        params,
-    )
+    conn.execute(_PUT_SCHEDULE, params)
 
 
 def _update_schedule(conn: sqlite3.Connection, params: tuple[Any, ...]) -> bool:

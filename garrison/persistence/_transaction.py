@@ -44,7 +44,8 @@ of the contract every store implements:
                           PostgreSQL notification); nothing in SQLite (one node)
 ``PUT_SCHEDULE``          ``None``; creates the schedule or replaces its spec, ``source``
                           and ``next_tick`` (keeps ``paused``, ``last_*``, ``buffered_tick``,
-                          ``created``)
+                          ``created``, and ``next_tick`` too when the stored schedule has
+                          the same ``cron``, ``every`` and ``timezone``: read in the write)
 ``UPDATE_SCHEDULE``       ``True`` if the row was updated: it exists and, when
                           ``expect_next_tick`` is given, it is not paused and its
                           ``next_tick`` is that value (NULL-safe compare); ``False``
@@ -561,7 +562,11 @@ class Transaction:
     ) -> Transaction:
         """Create the schedule, or replace its spec (workflow, input, timing, overlap,
         catch-up window), ``source`` and ``next_tick``; an existing schedule keeps
-        ``paused``, ``last_tick``, ``last_workflow``, ``buffered_tick`` and ``created``."""
+        ``paused``, ``last_tick``, ``last_workflow``, ``buffered_tick`` and ``created``,
+        and its ``next_tick`` when its timing (``cron``, ``every``, ``timezone``) is the
+        same. That is decided on the row as the write finds it, so an update read
+        before a tick was recorded never writes back the next tick it read (the tick
+        would be acted on again)."""
         input_json = (
             input.text
             if isinstance(input, RawJson)

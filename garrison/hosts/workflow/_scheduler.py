@@ -391,29 +391,33 @@ class Scheduler:
             heapq.heappush(self._heap, (tick, sid))
 
     async def _start(self, record: ScheduleRecord, wid: str) -> Pid | None:
+        """Start a tick's workflow; counted ``started`` only if this start created it
+        (not one that found it: a tick acted on again, or started by another node)."""
         try:
             fn = _workflow_of(record)
-            pid = await self.host.start(fn, tuple(record.input), wid=wid)
+            return await self.host.start(fn, tuple(record.input), wid=wid,
+                                         on_created=self._started)
         except Exception as exc:
             log.error("schedule %s could not start workflow %s (%s): %s", record.schedule_id,
                       wid, record.workflow, exc,
                       extra={"schedule_id": record.schedule_id, "workflow_id": wid,
                              "error": str(exc)})
             return None
+
+    def _started(self) -> None:
         self.counts["started"] += 1
-        return pid
 
     # ------------------------------------------------------------ defining
     def _put(self, tx: Transaction, d: ScheduleDefinition, old: ScheduleRecord | None,
              now: float) -> None:
-        """Write ``d`` unless the store has it already; its next tick is kept when its
-        timing did not change (so a restart loses no tick)."""
+        """Write ``d`` unless the store has it already (``old``, as read before). Its
+        next tick is kept when its timing did not change (so a restart loses no tick):
+        the store decides that on the row as the write finds it (``put_schedule``), as
+        ``old`` may predate a tick recorded since, whose next tick is not to go back."""
         spec = d.spec
         input_text = to_json(list(d.input), what=f"the input of schedule {d.schedule_id!r}")
         same_timing = old is not None and (old.cron, old.every, old.timezone) == (
             spec.cron, spec.every, spec.timezone)
-        next_tick = _ts(old.next_tick) if same_timing and old is not None else \
-            spec.next_after(now)
         if same_timing and old is not None and (
                 old.workflow, old.input, old.overlap, old.catchup_window, old.source,
                 old.host) == (d.workflow, json.loads(input_text), d.overlap,
@@ -422,7 +426,7 @@ class Scheduler:
         tx.put_schedule(d.schedule_id, host=self.host.name, workflow=d.workflow,
                         input=RawJson(input_text), cron=spec.cron, every=spec.every,
                         timezone=spec.timezone, overlap=d.overlap,
-                        catchup_window=d.catchup_window, next_tick=next_tick,
+                        catchup_window=d.catchup_window, next_tick=spec.next_after(now),
                         source=d.source, time=now)
 
     async def _sync_config(self) -> None:
