@@ -267,6 +267,98 @@ async def test_a_recorded_tick_whose_workflow_never_started_starts_after_a_resta
     assert ids() == [tick_id("s", at(1))]
 
 
+def interrupted(db: str, tick: float, next_tick: float) -> None:
+    """As if the node died after recording ``tick`` of schedule ``s`` (its workflow as
+    ``last_workflow``), before starting its workflow."""
+    with open_store(db) as store:
+        store.write(Transaction().update_schedule(
+            "s", next_tick=next_tick, last_tick=tick, last_workflow=tick_id("s", tick),
+            time=tick))
+
+
+@pytest.mark.parametrize("policy", ["skip", "buffer_one", "allow_all"])
+async def test_an_interrupted_tick_is_the_one_catch_up_run_after_downtime(
+        store_spec: str, policy: str, autojump_clock: Any) -> None:
+    """The node recorded the 1h tick and stopped before starting its workflow; no node
+    runs until 3h30 (the 2h and 3h ticks pass). The recorded tick is inside the 3h
+    window: it is the one catch-up run, and the ticks missed since start nothing
+    (README: after downtime at most one tick runs, whatever the policy)."""
+    db = store_spec
+    async with garrison.open_node(store=db) as node:
+        await node.schedule("s", app.job, every="1h", overlap=policy, catchup_window="3h")
+        await trio.sleep(0.9 * HOUR)
+    interrupted(db, at(1), at(2))
+    await trio.sleep(2.6 * HOUR)
+    async with garrison.open_node(store=db) as node:
+        await trio.sleep(0.2 * HOUR)
+        record = node.schedules()[0]
+        assert record.next_tick == dt.datetime.fromtimestamp(at(4), UTC)
+        assert node.stats()["schedules"]["workflows"]["missed"] == 1  # 2h..3h
+        await trio.sleep(0.5 * HOUR)  # the 4h tick runs as usual
+        stats = node.stats()["schedules"]["workflows"]
+        assert (stats["started"], stats["skipped"], stats["missed"]) == (2, 0, 1)
+    assert [(tick_id("s", at(1)), at(3.5)), (tick_id("s", at(4)), at(4))] == app.STARTS
+
+
+async def test_an_interrupted_tick_outside_the_window_is_skipped_with_one_warning(
+        store_spec: str, autojump_clock: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """The node recorded the 1h tick and stopped before starting its workflow; it comes
+    back at 3h36 with a 30m window: the tick is 2h36 old. Its missing workflow cannot be
+    told from one deleted since, so it does not start, but one warning names the
+    schedule, the tick and why; the store forgets it, so the next restart (which the
+    missed ticks' write stamped recent) neither starts it nor warns again."""
+    import logging
+
+    caplog.set_level(logging.INFO, logger="garrison.schedules")
+    db = store_spec
+    async with garrison.open_node(store=db) as node:
+        await node.schedule("s", app.job, every="1h", catchup_window="30m")
+        await trio.sleep(0.9 * HOUR)
+    interrupted(db, at(1), at(2))
+    await trio.sleep(2.7 * HOUR)
+
+    def warnings() -> list[str]:
+        return [r.getMessage() for r in caplog.records
+                if r.name == "garrison.schedules" and r.levelno == logging.WARNING]
+
+    async with garrison.open_node(store=db) as node:
+        await trio.sleep(0.1 * HOUR)
+        assert node.schedules()[0].last_workflow is None
+        # the interrupted tick, and the 2h..3h ticks (3h is 36m old)
+        assert node.stats()["schedules"]["workflows"]["missed"] == 2
+    assert len(warnings()) == 1, warnings()
+    assert warnings()[0] == (
+        "schedule s skipped its tick s@2026-01-01T01:00:00Z: it was recorded but its "
+        "workflow does not exist (the node stopped before starting it, or it was deleted "
+        "since) and the tick is 9360s old, older than its catchup_window (1800s)")
+    async with garrison.open_node(store=db) as node:
+        await trio.sleep(0.4 * HOUR)  # to 4h12: the 4h tick runs as usual
+    assert len(warnings()) == 1, warnings()
+    assert ids() == [tick_id("s", at(4))]
+
+
+async def test_a_deleted_triggered_workflow_is_not_taken_for_an_interrupted_tick(
+        store_spec: str, autojump_clock: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """A trigger's workflow is created before the schedule records it: one missing after
+    a restart was deleted, never interrupted. It is neither started again nor warned
+    about, even inside the catch-up window (only a tick's workflow is taken for one
+    whose start a stop interrupted)."""
+    import logging
+
+    async with garrison.open_node(store=store_spec) as node:
+        handle = await node.schedule("s", app.job, cron="0 3 1 6 *")  # no tick here
+        pid = await handle.trigger()
+        await node.workflow(pid.id).result()
+        node.hosts["workflows"].store.write(Transaction().delete_workflow(pid.id))
+    app.STARTS.clear()
+    async with garrison.open_node(store=store_spec) as node:
+        await trio.sleep(1)
+        assert node.schedules()[0].last_workflow == pid.id
+        assert node.stats()["schedules"]["workflows"]["missed"] == 0
+    assert ids() == []
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
 async def test_an_update_racing_a_tick_does_not_act_on_the_tick_again(
         store_spec: str, monkeypatch: pytest.MonkeyPatch, autojump_clock: Any) -> None:
     """node.schedule(...) read the schedule before the 1h tick was recorded and wrote
@@ -737,6 +829,22 @@ def test_store_schedule_operations(store_spec: str) -> None:
         assert store.write(Transaction().update_schedule(
             "s", next_tick=at(5), expect_next_tick=None)) == [True]  # NULL-safe
         assert store.write(Transaction().update_schedule("nope", paused=True)) == [False]
+        # a compare-and-set on last_workflow (NULL-safe; paused or not)
+        store.write(Transaction().update_schedule("s", paused=True))
+        assert store.write(Transaction().update_schedule(
+            "s", last_workflow=None, expect_last_workflow="w2")) == [False]
+        assert store.write(Transaction().update_schedule(
+            "s", last_workflow=None, expect_last_workflow="w1")) == [True]
+        assert store.write(Transaction().update_schedule(
+            "s", last_workflow="w3", expect_last_workflow=None)) == [True]
+        assert store.write(Transaction().update_schedule(  # both compares
+            "s", last_workflow="w4", expect_last_workflow="w3", expect_next_tick=at(5)
+        )) == [False]  # (paused)
+        store.write(Transaction().update_schedule("s", paused=False))
+        assert store.write(Transaction().update_schedule(
+            "s", last_workflow="w4", expect_last_workflow="w3", expect_next_tick=at(5)
+        )) == [True]
+        assert store.get_schedule("s").last_workflow == "w4"
         store.write(Transaction().delete_schedule("s"))
         assert store.schedules() == [] and store.get_schedule("s") is None
 

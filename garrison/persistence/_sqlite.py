@@ -280,9 +280,9 @@ def _update_schedule(conn: sqlite3.Connection, params: tuple[Any, ...]) -> bool:
     sql = "UPDATE schedules SET updated = ?" + "".join(f", {c} = ?" for c, _ in sets) + \
         " WHERE schedule_id = ?"
     args = [updated, *(v for _, v in sets), schedule_id]
-    if expect:
-        sql += " AND paused = 0 AND next_tick IS ?"
-        args.append(expect[0])
+    for column, value in expect:  # next_tick: a tick, only of a schedule not paused
+        sql += f"{' AND paused = 0' if column == 'next_tick' else ''} AND {column} IS ?"
+        args.append(value)
     return bool(conn.execute(sql, args).rowcount == 1)
 
 

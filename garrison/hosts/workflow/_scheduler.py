@@ -11,8 +11,11 @@ never runs twice. The tick is recorded first (the next tick, and the workflow it
 as ``last_workflow``), as a compare-and-set on ``next_tick``: of two nodes acting on one
 tick, one records it and starts its workflow, the other reads the schedule again. Then
 the workflow starts; a node that stopped in between starts it when it comes back
-(``last_workflow`` recorded, no such workflow, within ``catchup_window``), and the
-start is idempotent anyway. A node that was down
+(``last_workflow`` a tick's, no such workflow, the tick within ``catchup_window``),
+and the start is idempotent anyway: that tick is then the one catch-up run, and the
+ticks missed since start nothing. Older, it does not start (it cannot be told from a
+workflow deleted since): one warning, and ``last_workflow`` is cleared
+(:meth:`Scheduler._interrupted`). A node that was down
 over some ticks acts, when it comes back, on the latest of them only, and only if it is
 at most ``catchup_window`` old. ``overlap`` decides what a tick does while the workflow
 the schedule started last is unfinished (``pending``, running or parked): ``skip`` it,
@@ -54,7 +57,7 @@ from ..._errors import NoSuchSchedule
 from ..._targets import import_target
 from ...actors._values import Pid
 from ...persistence import RawJson, ScheduleRecord, Transaction, WorkflowStatus, to_json
-from ._schedules import ScheduleDefinition, ScheduleSpec, tick_id, trigger_id
+from ._schedules import ScheduleDefinition, ScheduleSpec, tick_id, tick_of, trigger_id
 
 if TYPE_CHECKING:
     from ._host import WorkflowHost
@@ -112,13 +115,12 @@ class Scheduler:
         await self._sync_config()
         for record in self.host.store.schedules():
             self._take(record)
-        lost = self._claimed_not_started()
+        interrupted = await self._interrupted()
         task_status.started()
-        if lost:
+        if interrupted:
             async with trio.open_nursery() as nursery:
-                for record in lost:
-                    assert record.last_workflow is not None
-                    nursery.start_soon(self._start, record, record.last_workflow)
+                for record, wid in interrupted:
+                    nursery.start_soon(self._start, record, wid)
         clock = self.host.clock
         while True:
             now = clock.now()
@@ -159,16 +161,59 @@ class Scheduler:
                 self._buffer_due.add(sid)
         self._changed.set()
 
-    def _claimed_not_started(self) -> list[ScheduleRecord]:
-        """Schedules whose last tick was recorded but whose workflow was never created
-        (the node stopped in between), recently enough (``catchup_window``) that it is
-        not a workflow deleted since: they start now."""
+    async def _interrupted(self) -> list[tuple[ScheduleRecord, str]]:
+        """As the node starts: the schedules whose last tick was recorded but whose
+        workflow does not exist (the node stopped in between; or it was deleted since,
+        which looks the same), with that workflow's id.
+
+        A tick at most ``catchup_window`` old is the schedule's one catch-up run: it is
+        returned (to start now), and the ticks that passed since it was recorded start
+        nothing (counted ``missed``; the next tick moves past now, a compare-and-set as
+        a tick's), so after downtime at most one tick runs, whatever the overlap policy.
+        An older one does not start: a warning says so, and ``last_workflow`` is cleared
+        (a compare-and-set on it), so the next start neither starts it nor warns again.
+        A trigger's workflow is never one: it is created before it is recorded."""
         now = self.host.clock.now()
         store = self.host.store
-        return [record for record in self.rows.values()
-                if record.last_workflow is not None
-                and now - record.updated.timestamp() <= record.catchup_window
-                and store.get_workflow(record.last_workflow) is None]
+        starts: list[tuple[ScheduleRecord, str]] = []
+        # (schedule, columns to write, what to log once they are written)
+        plans: list[tuple[str, dict[str, Any], tuple[int, str, tuple[Any, ...]]]] = []
+        for record in list(self.rows.values()):
+            sid, wid = record.schedule_id, record.last_workflow
+            tick = None if wid is None else tick_of(sid, wid)
+            if wid is None or tick is None or store.get_workflow(wid) is not None:
+                continue
+            window = record.catchup_window
+            if now - tick > window:
+                plans.append((sid, {"last_workflow": None, "expect_last_workflow": wid}, (
+                    logging.WARNING, "schedule %s skipped its tick %s: it was recorded but "
+                    "its workflow does not exist (the node stopped before starting it, or "
+                    "it was deleted since) and the tick is %gs old, older than its "
+                    "catchup_window (%gs)", (sid, wid, now - tick, window))))
+                continue
+            starts.append((record, wid))
+            expected = _ts(record.next_tick)
+            if record.paused or expected is None or expected > now:
+                continue
+            following = self._specs[sid].due(expected, now, window)[1]
+            plans.append((sid, {"next_tick": following, "expect_next_tick": expected}, (
+                logging.INFO, "schedule %s missed its ticks from %s on: its tick %s, "
+                "recorded before the node stopped, is its one catch-up run",
+                (sid, tick_id(sid, expected), wid))))
+        if plans:
+            tx = Transaction()
+            for sid, updates, _ in plans:
+                tx.update_schedule(sid, time=now, **updates)
+            results = await store.commit(tx)
+            for (sid, updates, (level, message, args)), ok in zip(plans, results,
+                                                                  strict=True):
+                if ok:
+                    self._applied(sid, updates)
+                    self.counts["missed"] += 1
+                    log.log(level, message, *args, extra={"schedule_id": sid})
+                else:  # changed meanwhile (another node of a cluster): read it again
+                    self.reload(sid)
+        return starts
 
     def reload(self, schedule_id: str) -> None:
         """Read the schedule again (a tool changed it)."""
@@ -380,7 +425,7 @@ class Scheduler:
             return
         fields: dict[str, Any] = {}
         for column, value in updates.items():
-            if column == "expect_next_tick":
+            if column.startswith("expect_"):
                 continue
             if column in ("next_tick", "last_tick", "buffered_tick") and value is not None:
                 value = _dt.datetime.fromtimestamp(value, _dt.UTC)
