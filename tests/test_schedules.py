@@ -423,7 +423,7 @@ async def test_in_a_cluster_the_last_run_counts_wherever_it_runs(
             scheduler = other.hosts["workflows"].scheduler
             record = scheduler.rows["s"]
             due = attrs.evolve(record, next_tick=dt.datetime.fromtimestamp(at(2), UTC))
-            _, wid, updates = scheduler._plan(due, at(2) + 1)
+            _, wid, updates, _ = scheduler._plan(due, at(2) + 1)
             assert (wid, updates.get("last_workflow")) == (None, None)
             await trio.sleep(1.6 * HOUR)  # both act on 2h: skipped; the 1h run ends at 2h30
             assert ids() == [tick_id("s", at(1))]
@@ -594,6 +594,24 @@ async def test_a_tick_acted_on_from_before_a_pause_starts_nothing(store_spec: st
         assert (record.paused, record.last_workflow) == (True, None)
         assert scheduler.rows["s"].paused
     assert ids() == []
+
+
+async def test_a_tick_lost_to_a_compare_and_set_is_not_counted(store_spec: str,
+                                                                autojump_clock: Any) -> None:
+    """A scheduler acting on a tick from a view read before a pause (or before another
+    node acted on it) loses the compare-and-set: it did nothing, so it counts nothing
+    (here the 2h tick, which its stale view would have skipped behind the 1h run)."""
+    async with garrison.open_node(store=store_spec) as node:
+        handle = await node.schedule("s", app.job, 1.5 * HOUR, every="1h")
+        scheduler = node.hosts["workflows"].scheduler
+        await trio.sleep(HOUR + 1)  # the 1h run, until 2h30
+        stale = scheduler.rows["s"]  # next tick 2h, not paused
+        await trio.sleep(HOUR - 2)
+        await handle.pause()
+        await scheduler._fire([stale], at(2))
+        stats = node.stats()["schedules"]["workflows"]
+        assert (stats["started"], stats["skipped"], stats["missed"]) == (1, 0, 0)
+        assert handle.info().last_tick == dt.datetime.fromtimestamp(at(1), UTC)
 
 
 async def test_schedule_again_updates_it_and_keeps_the_next_tick(autojump_clock: Any) -> None:

@@ -72,6 +72,16 @@ CHUNK = 500
 #: how often a buffered tick waiting for a run on another node of a cluster looks again
 REMOTE_POLL = 1.0
 
+#: a tick to count (``missed``, ``skipped``) and log once its write committed: the
+#: counter, and the log message with its arguments
+_Note = tuple[str, str, tuple[Any, ...]]
+
+
+def _skipped(sid: str, tick: float, last: str | None) -> _Note:
+    return ("skipped", "schedule %s skipped its tick %s: workflow %s is still running",
+            (sid, tick_id(sid, tick), last))
+
+
 def _ts(value: Any) -> float | None:
     return None if value is None else float(value.timestamp())
 
@@ -317,13 +327,13 @@ class Scheduler:
         if not plans:
             return
         tx = Transaction()
-        for record, _, updates in plans:
+        for record, _, updates, _ in plans:
             tx.update_schedule(record.schedule_id, time=now, **updates)
         try:
             results = await self.host.store.commit(tx)
         except Exception as exc:  # the store failed: the ticks are acted on again later
             log.error("host %s could not record schedule ticks: %s", self.host.name, exc)
-            for record, _, _ in plans:
+            for record, _, _, _ in plans:
                 try:
                     self.reload(record.schedule_id)
                 except Exception:  # the store is gone: the next node acts on them
@@ -331,9 +341,12 @@ class Scheduler:
             await trio.sleep(1.0)  # not a busy loop while the store fails
             return
         starts: list[tuple[ScheduleRecord, str]] = []
-        for (record, wid, updates), ok in zip(plans, results, strict=True):
+        for (record, wid, updates, notes), ok in zip(plans, results, strict=True):
             if ok:
                 self._applied(record.schedule_id, updates)
+                for counter, message, args in notes:  # (a lost compare-and-set did nothing)
+                    self.counts[counter] += 1
+                    log.info(message, *args, extra={"schedule_id": record.schedule_id})
                 if wid is not None:
                     starts.append((record, wid))
             else:  # changed meanwhile (a tool, another node): read it again
@@ -342,10 +355,10 @@ class Scheduler:
             starting.start_soon(self._start, record, wid)
 
     def _plan(self, record: ScheduleRecord, now: float, due: bool = True
-              ) -> tuple[ScheduleRecord, str | None, dict[str, Any]]:
+              ) -> tuple[ScheduleRecord, str | None, dict[str, Any], list[_Note]]:
         """What ``record`` does at ``now`` (``due``: its next tick has come; else its
         buffered tick's wait may be over): ``(record, workflow id to start or None,
-        columns to write)``.
+        columns to write, ticks to count and log once those are written)``.
 
         1. A buffered tick older than ``catchup_window`` is dropped (``missed``): it
            never starts. The ticks after it were skipped because it waited; the latest
@@ -363,24 +376,22 @@ class Scheduler:
         expected = _ts(record.next_tick)
         # every write is a compare-and-set on the next tick as this node read it
         updates: dict[str, Any] = {"expect_next_tick": expected}
+        notes: list[_Note] = []
         buffered = _ts(record.buffered_tick)
         stale = None
         if buffered is not None and now - buffered > window:
             stale, buffered = buffered, None
             updates["buffered_tick"] = None
-            self.counts["missed"] += 1
-            log.info("schedule %s dropped its buffered tick %s: older than its "
-                     "catchup_window (%gs)", sid, tick_id(sid, stale), window,
-                     extra={"schedule_id": sid})
+            notes.append(("missed", "schedule %s dropped its buffered tick %s: older than "
+                          "its catchup_window (%gs)", (sid, tick_id(sid, stale), window)))
         tick = None
         if due and expected is not None:
             tick, following = spec.due(expected, now, window)
             updates["next_tick"] = following
             if tick is None:
-                self.counts["missed"] += 1
-                log.info("schedule %s missed its ticks up to %s: older than its "
-                         "catchup_window (%gs)", sid, tick_id(sid, expected), window,
-                         extra={"schedule_id": sid})
+                notes.append(("missed", "schedule %s missed its ticks up to %s: older than "
+                              "its catchup_window (%gs)", (sid, tick_id(sid, expected),
+                                                           window)))
             else:
                 updates["last_tick"] = tick
         if stale is not None:  # the latest tick skipped while the stale one waited
@@ -391,32 +402,27 @@ class Scheduler:
         busy = last is not None and self._unfinished(last)
         if buffered is not None:  # (buffer_one) the waiting tick keeps its place
             if tick is not None:
-                self._skipped(sid, tick, last)
+                notes.append(_skipped(sid, tick, last))
             if busy:
                 assert last is not None
                 self._wait_for(last, sid)
-                return record, None, updates
+                return record, None, updates, notes
             wid = tick_id(sid, buffered)
             updates.update(buffered_tick=None, last_workflow=wid)
-            return record, wid, updates
+            return record, wid, updates, notes
         if tick is None:
-            return record, None, updates
+            return record, None, updates, notes
         if busy and record.overlap != "allow_all":
             assert last is not None
             if record.overlap == "buffer_one":
                 updates["buffered_tick"] = tick
                 self._wait_for(last, sid)
             else:
-                self._skipped(sid, tick, last)
-            return record, None, updates
+                notes.append(_skipped(sid, tick, last))
+            return record, None, updates, notes
         wid = tick_id(sid, tick)
         updates["last_workflow"] = wid
-        return record, wid, updates
-
-    def _skipped(self, sid: str, tick: float, last: str | None) -> None:
-        self.counts["skipped"] += 1
-        log.info("schedule %s skipped its tick %s: workflow %s is still running", sid,
-                 tick_id(sid, tick), last, extra={"schedule_id": sid})
+        return record, wid, updates, notes
 
     def _applied(self, sid: str, updates: dict[str, Any]) -> None:
         """A committed update of schedule ``sid``, in memory too."""
