@@ -20,7 +20,7 @@ from garrison import _store_tools as tools
 from garrison.config import load_config_text
 from garrison.hosts.workflow._schedules import ScheduleSpec, tick_id
 from garrison.hosts.workflow._waits import WallClock
-from garrison.persistence import SQLiteStore, Transaction, open_store
+from garrison.persistence import Transaction, open_store
 
 UTC = dt.UTC
 #: the wall clock of every test node at virtual time 0: 2026-01-01T00:00:00Z
@@ -244,6 +244,8 @@ async def test_a_tick_is_never_run_twice_across_restarts(store_spec: str,
         await trio.sleep(0.1)
         assert [w.workflow_id for w in node.workflows()] == [tick_id("s", at(1))]
         assert node.schedules()[0].next_tick == dt.datetime.fromtimestamp(at(2), UTC)
+        # the start found the workflow: it is not counted as started
+        assert node.stats()["schedules"]["workflows"]["started"] == 0
     assert ids() == [tick_id("s", at(1))]
 
 
@@ -263,6 +265,125 @@ async def test_a_recorded_tick_whose_workflow_never_started_starts_after_a_resta
         await trio.sleep(0.1)
         assert [w.workflow_id for w in node.workflows()] == [tick_id("s", at(1))]
     assert ids() == [tick_id("s", at(1))]
+
+
+def interrupted(db: str, tick: float, next_tick: float) -> None:
+    """As if the node died after recording ``tick`` of schedule ``s`` (its workflow as
+    ``last_workflow``), before starting its workflow."""
+    with open_store(db) as store:
+        store.write(Transaction().update_schedule(
+            "s", next_tick=next_tick, last_tick=tick, last_workflow=tick_id("s", tick),
+            time=tick))
+
+
+@pytest.mark.parametrize("policy", ["skip", "buffer_one", "allow_all"])
+async def test_an_interrupted_tick_is_the_one_catch_up_run_after_downtime(
+        store_spec: str, policy: str, autojump_clock: Any) -> None:
+    """The node recorded the 1h tick and stopped before starting its workflow; no node
+    runs until 3h30 (the 2h and 3h ticks pass). The recorded tick is inside the 3h
+    window: it is the one catch-up run, and the ticks missed since start nothing
+    (README: after downtime at most one tick runs, whatever the policy)."""
+    db = store_spec
+    async with garrison.open_node(store=db) as node:
+        await node.schedule("s", app.job, every="1h", overlap=policy, catchup_window="3h")
+        await trio.sleep(0.9 * HOUR)
+    interrupted(db, at(1), at(2))
+    await trio.sleep(2.6 * HOUR)
+    async with garrison.open_node(store=db) as node:
+        await trio.sleep(0.2 * HOUR)
+        record = node.schedules()[0]
+        assert record.next_tick == dt.datetime.fromtimestamp(at(4), UTC)
+        assert node.stats()["schedules"]["workflows"]["missed"] == 1  # 2h..3h
+        await trio.sleep(0.5 * HOUR)  # the 4h tick runs as usual
+        stats = node.stats()["schedules"]["workflows"]
+        assert (stats["started"], stats["skipped"], stats["missed"]) == (2, 0, 1)
+    assert [(tick_id("s", at(1)), at(3.5)), (tick_id("s", at(4)), at(4))] == app.STARTS
+
+
+async def test_an_interrupted_tick_outside_the_window_is_skipped_with_one_warning(
+        store_spec: str, autojump_clock: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """The node recorded the 1h tick and stopped before starting its workflow; it comes
+    back at 3h36 with a 30m window: the tick is 2h36 old. Its missing workflow cannot be
+    told from one deleted since, so it does not start, but one warning names the
+    schedule, the tick and why; the store forgets it, so the next restart (which the
+    missed ticks' write stamped recent) neither starts it nor warns again."""
+    import logging
+
+    caplog.set_level(logging.INFO, logger="garrison.schedules")
+    db = store_spec
+    async with garrison.open_node(store=db) as node:
+        await node.schedule("s", app.job, every="1h", catchup_window="30m")
+        await trio.sleep(0.9 * HOUR)
+    interrupted(db, at(1), at(2))
+    await trio.sleep(2.7 * HOUR)
+
+    def warnings() -> list[str]:
+        return [r.getMessage() for r in caplog.records
+                if r.name == "garrison.schedules" and r.levelno == logging.WARNING]
+
+    async with garrison.open_node(store=db) as node:
+        await trio.sleep(0.1 * HOUR)
+        assert node.schedules()[0].last_workflow is None
+        # the interrupted tick, and the 2h..3h ticks (3h is 36m old)
+        assert node.stats()["schedules"]["workflows"]["missed"] == 2
+    assert len(warnings()) == 1, warnings()
+    assert warnings()[0] == (
+        "schedule s skipped its tick s@2026-01-01T01:00:00Z: it was recorded but its "
+        "workflow does not exist (the node stopped before starting it, or it was deleted "
+        "since) and the tick is 9360s old, older than its catchup_window (1800s)")
+    async with garrison.open_node(store=db) as node:
+        await trio.sleep(0.4 * HOUR)  # to 4h12: the 4h tick runs as usual
+    assert len(warnings()) == 1, warnings()
+    assert ids() == [tick_id("s", at(4))]
+
+
+async def test_a_deleted_triggered_workflow_is_not_taken_for_an_interrupted_tick(
+        store_spec: str, autojump_clock: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """A trigger's workflow is created before the schedule records it: one missing after
+    a restart was deleted, never interrupted. It is neither started again nor warned
+    about, even inside the catch-up window (only a tick's workflow is taken for one
+    whose start a stop interrupted)."""
+    import logging
+
+    async with garrison.open_node(store=store_spec) as node:
+        handle = await node.schedule("s", app.job, cron="0 3 1 6 *")  # no tick here
+        pid = await handle.trigger()
+        await node.workflow(pid.id).result()
+        node.hosts["workflows"].store.write(Transaction().delete_workflow(pid.id))
+    app.STARTS.clear()
+    async with garrison.open_node(store=store_spec) as node:
+        await trio.sleep(1)
+        assert node.schedules()[0].last_workflow == pid.id
+        assert node.stats()["schedules"]["workflows"]["missed"] == 0
+    assert ids() == []
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+async def test_an_update_racing_a_tick_does_not_act_on_the_tick_again(
+        store_spec: str, monkeypatch: pytest.MonkeyPatch, autojump_clock: Any) -> None:
+    """node.schedule(...) read the schedule before the 1h tick was recorded and wrote
+    after it (an update under way while the tick fires): writing back the next tick it
+    read (1h) made the scheduler act on the 1h tick again (its workflow exists, so
+    nothing ran twice, but the counters moved: here a second, skipped, 1h tick)."""
+    async with garrison.open_node(store=store_spec) as node:
+        await node.schedule("s", app.job, 0.5 * HOUR, every="1h")
+        store = node.hosts["workflows"].store
+        before = [store.get_schedule("s")]  # next tick 1h
+        await trio.sleep(HOUR + 1)
+        assert ids() == [tick_id("s", at(1))]
+        real = store.get_schedule
+        monkeypatch.setattr(store, "get_schedule",
+                            lambda sid: before.pop() if before else real(sid))
+        await node.schedule("s", app.job, 60.0, every="1h")  # the same timing
+        await trio.sleep(1)
+        record = node.schedules()[0]
+        assert (record.input, record.next_tick) == (
+            [60.0], dt.datetime.fromtimestamp(at(2), UTC))
+        stats = node.stats()["schedules"]["workflows"]
+        assert (stats["started"], stats["skipped"], stats["missed"]) == (1, 0, 0)
+        await trio.sleep(HOUR)
+        assert node.stats()["schedules"]["workflows"]["started"] == 2
+    assert ids() == [tick_id("s", at(1)), tick_id("s", at(2))]
 
 
 async def test_a_second_node_acting_on_the_same_tick_starts_nothing(
@@ -302,7 +423,7 @@ async def test_in_a_cluster_the_last_run_counts_wherever_it_runs(
             scheduler = other.hosts["workflows"].scheduler
             record = scheduler.rows["s"]
             due = attrs.evolve(record, next_tick=dt.datetime.fromtimestamp(at(2), UTC))
-            _, wid, updates = scheduler._plan(due, at(2) + 1)
+            _, wid, updates, _ = scheduler._plan(due, at(2) + 1)
             assert (wid, updates.get("last_workflow")) == (None, None)
             await trio.sleep(1.6 * HOUR)  # both act on 2h: skipped; the 1h run ends at 2h30
             assert ids() == [tick_id("s", at(1))]
@@ -473,6 +594,24 @@ async def test_a_tick_acted_on_from_before_a_pause_starts_nothing(store_spec: st
         assert (record.paused, record.last_workflow) == (True, None)
         assert scheduler.rows["s"].paused
     assert ids() == []
+
+
+async def test_a_tick_lost_to_a_compare_and_set_is_not_counted(store_spec: str,
+                                                                autojump_clock: Any) -> None:
+    """A scheduler acting on a tick from a view read before a pause (or before another
+    node acted on it) loses the compare-and-set: it did nothing, so it counts nothing
+    (here the 2h tick, which its stale view would have skipped behind the 1h run)."""
+    async with garrison.open_node(store=store_spec) as node:
+        handle = await node.schedule("s", app.job, 1.5 * HOUR, every="1h")
+        scheduler = node.hosts["workflows"].scheduler
+        await trio.sleep(HOUR + 1)  # the 1h run, until 2h30
+        stale = scheduler.rows["s"]  # next tick 2h, not paused
+        await trio.sleep(HOUR - 2)
+        await handle.pause()
+        await scheduler._fire([stale], at(2))
+        stats = node.stats()["schedules"]["workflows"]
+        assert (stats["started"], stats["skipped"], stats["missed"]) == (1, 0, 0)
+        assert handle.info().last_tick == dt.datetime.fromtimestamp(at(1), UTC)
 
 
 async def test_schedule_again_updates_it_and_keeps_the_next_tick(autojump_clock: Any) -> None:
@@ -676,13 +815,19 @@ async def test_tools_control_schedules_while_a_node_runs(tmp_path: Path) -> None
         assert node.schedules() == []
 
 
-def test_store_schedule_operations() -> None:
-    with SQLiteStore() as store:
+def test_store_schedule_operations(store_spec: str) -> None:
+    with open_store(store_spec) as store:
         def put(**kw: Any) -> None:
             store.write(Transaction().put_schedule(
                 "s", host="workflows", workflow="m:f", catchup_window=60.0, **kw))
 
         put(input=[1], every=3600.0, next_tick=at(1))
+        # the same timing: the stored next tick is kept (a tick recorded since the
+        # writer read the schedule is not undone), the rest is written
+        put(input=[0], every=3600.0, next_tick=at(0))
+        record = store.get_schedule("s")
+        assert record is not None
+        assert (record.input, record.next_tick) == ([0], dt.datetime.fromtimestamp(at(1), UTC))
         store.write(Transaction().update_schedule("s", paused=True, last_workflow="w1"))
         put(input=[2], cron="0 3 * * *", timezone="Europe/Riga", next_tick=at(3),
             source="config")
@@ -702,6 +847,22 @@ def test_store_schedule_operations() -> None:
         assert store.write(Transaction().update_schedule(
             "s", next_tick=at(5), expect_next_tick=None)) == [True]  # NULL-safe
         assert store.write(Transaction().update_schedule("nope", paused=True)) == [False]
+        # a compare-and-set on last_workflow (NULL-safe; paused or not)
+        store.write(Transaction().update_schedule("s", paused=True))
+        assert store.write(Transaction().update_schedule(
+            "s", last_workflow=None, expect_last_workflow="w2")) == [False]
+        assert store.write(Transaction().update_schedule(
+            "s", last_workflow=None, expect_last_workflow="w1")) == [True]
+        assert store.write(Transaction().update_schedule(
+            "s", last_workflow="w3", expect_last_workflow=None)) == [True]
+        assert store.write(Transaction().update_schedule(  # both compares
+            "s", last_workflow="w4", expect_last_workflow="w3", expect_next_tick=at(5)
+        )) == [False]  # (paused)
+        store.write(Transaction().update_schedule("s", paused=False))
+        assert store.write(Transaction().update_schedule(
+            "s", last_workflow="w4", expect_last_workflow="w3", expect_next_tick=at(5)
+        )) == [True]
+        assert store.get_schedule("s").last_workflow == "w4"
         store.write(Transaction().delete_schedule("s"))
         assert store.schedules() == [] and store.get_schedule("s") is None
 

@@ -180,8 +180,14 @@ _OP_SQL: dict[str, tuple[str, int]] = {
         "ON CONFLICT (schedule_id) DO UPDATE SET host = EXCLUDED.host, "
         "workflow = EXCLUDED.workflow, input = EXCLUDED.input, cron = EXCLUDED.cron, "
         "every = EXCLUDED.every, timezone = EXCLUDED.timezone, overlap = EXCLUDED.overlap, "
-        "catchup_window = EXCLUDED.catchup_window, next_tick = EXCLUDED.next_tick, "
-        "source = EXCLUDED.source, updated = EXCLUDED.updated", 13),
+        "catchup_window = EXCLUDED.catchup_window, source = EXCLUDED.source, "
+        "updated = EXCLUDED.updated, "
+        # the next tick is kept when the timing is unchanged (decided on the row the
+        # write finds: an update read before a tick was recorded writes back nothing)
+        "next_tick = CASE WHEN schedules.cron IS NOT DISTINCT FROM EXCLUDED.cron "
+        "AND schedules.every IS NOT DISTINCT FROM EXCLUDED.every "
+        "AND schedules.timezone IS NOT DISTINCT FROM EXCLUDED.timezone "
+        "THEN schedules.next_tick ELSE EXCLUDED.next_tick END", 13),
     "delete_schedule": ("DELETE FROM {s}.schedules WHERE schedule_id = $1", 1),
     "notify": ("SELECT pg_notify($1, '')", 1),
     # -- clusters (``_pg_cluster.py``) --
@@ -207,9 +213,10 @@ _OP_SQL: dict[str, tuple[str, int]] = {
 #: the columns ``update_workflow`` may set
 _UPDATABLE = frozenset({"status", "result", "error", "run_id", "attempt", "input",
                         "cancel_requested"})
-#: the columns ``update_schedule`` may set
-_SCHEDULE_COLUMNS = frozenset({"paused", "next_tick", "last_tick", "last_workflow",
-                               "buffered_tick"})
+#: the columns ``update_schedule`` may set, each with its letter in the name of a
+#: prepared statement (PostgreSQL keeps 63 bytes of a name: every combination fits)
+_SCHEDULE_COLUMNS = {"paused": "p", "next_tick": "n", "last_tick": "t",
+                     "last_workflow": "w", "buffered_tick": "b"}
 
 
 def _merge_patch(target: Any, patch: Any) -> Any:
@@ -371,10 +378,11 @@ class PgWritePath:
             stmt = self._update_stmts[columns] = _Stmt(name, text, n)
         return stmt
 
-    def _schedule_stmt(self, columns: tuple[str, ...], expect: bool) -> _Stmt:
-        """``UPDATE_SCHEDULE`` of these columns (with the compare-and-set on
-        ``next_tick``, and not paused, when ``expect``); its result: one row updated."""
-        key = ("schedule", *columns, "expect" if expect else "")
+    def _schedule_stmt(self, columns: tuple[str, ...], expect: tuple[str, ...]) -> _Stmt:
+        """``UPDATE_SCHEDULE`` of these columns, with the compare-and-set on the
+        ``expect`` columns (``next_tick``: and not paused; ``last_workflow``); its
+        result: one row updated."""
+        key = ("schedule", *columns, *(f"expect_{c}" for c in expect))
         stmt = self._update_stmts.get(key)
         if stmt is None:
             for column in columns:
@@ -383,11 +391,17 @@ class PgWritePath:
             sets = "".join(f", {c} = ${i + 3}" for i, c in enumerate(columns))
             n = len(columns) + 2
             text = f"UPDATE {self._s}.schedules SET updated = $2{sets} WHERE schedule_id = $1"
-            if expect:
+            for column in expect:
                 n += 1
-                text += (f" AND paused = 0 AND next_tick IS NOT DISTINCT FROM "
-                         f"${n}::double precision")
-            name = "g_sched_" + "_".join(key[1:]).strip("_")
+                if column == "next_tick":
+                    text += (f" AND paused = 0 AND next_tick IS NOT DISTINCT FROM "
+                             f"${n}::double precision")
+                elif column == "last_workflow":
+                    text += f" AND last_workflow IS NOT DISTINCT FROM ${n}::text"
+                else:
+                    raise ValueError(f"update_schedule cannot compare column {column!r}")
+            name = ("g_sched_" + "".join(_SCHEDULE_COLUMNS[c] for c in columns) + "_if_"
+                    + "".join(_SCHEDULE_COLUMNS[c] for c in expect))
             stmt = self._update_stmts[key] = _Stmt(name, text, n)
         return stmt
 
@@ -440,9 +454,10 @@ class PgWritePath:
                     (self._channel + ":queue", params[0]), what), index, None))
             elif op is Op.UPDATE_SCHEDULE:
                 sid, updated, sets, expect = params
-                calls.append(_Call(self._schedule_stmt(tuple(c for c, _ in sets), bool(expect)),
-                                   _encode((sid, updated, *(v for _, v in sets), *expect), what),
-                                   index, "created"))
+                calls.append(_Call(
+                    self._schedule_stmt(tuple(c for c, _ in sets), tuple(c for c, _ in expect)),
+                    _encode((sid, updated, *(v for _, v in sets), *(v for _, v in expect)),
+                            what), index, "created"))
             elif op is Op.SET_ATTRIBUTES:
                 _check_search(params[1], params[0])
                 plan.needs_read = True

@@ -257,17 +257,22 @@ def _slot_freed(conn: sqlite3.Connection, params: tuple[Any, ...]) -> None:
 
 
 _SCHEDULE_SPEC = ("host", "workflow", "input", "cron", "every", "timezone", "overlap",
-                  "catchup_window", "next_tick", "source", "updated")
+                  "catchup_window", "source", "updated")
+
+#: an existing schedule keeps its next tick when its timing is unchanged (decided on the
+#: row the write finds: an update read before a tick was recorded writes back nothing)
+_PUT_SCHEDULE = (
+    "INSERT INTO schedules (schedule_id, host, workflow, input, cron, every, timezone, "
+    "overlap, catchup_window, next_tick, source, created, updated) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (schedule_id) DO UPDATE SET "
+    + ", ".join(f"{column} = excluded.{column}" for column in _SCHEDULE_SPEC)
+    + ", next_tick = CASE WHEN schedules.cron IS excluded.cron AND schedules.every IS "
+    "excluded.every AND schedules.timezone IS excluded.timezone THEN schedules.next_tick "
+    "ELSE excluded.next_tick END")
 
 
 def _put_schedule(conn: sqlite3.Connection, params: tuple[Any, ...]) -> None:
-    conn.execute(
-        "INSERT INTO schedules (schedule_id, host, workflow, input, cron, every, timezone, "
-        "overlap, catchup_window, next_tick, source, created, updated) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (schedule_id) DO UPDATE SET "
-        + ", ".join(f"{column} = excluded.{column}" for column in _SCHEDULE_SPEC),
-        params,
-    )
+    conn.execute(_PUT_SCHEDULE, params)
 
 
 def _update_schedule(conn: sqlite3.Connection, params: tuple[Any, ...]) -> bool:
@@ -275,9 +280,9 @@ def _update_schedule(conn: sqlite3.Connection, params: tuple[Any, ...]) -> bool:
     sql = "UPDATE schedules SET updated = ?" + "".join(f", {c} = ?" for c, _ in sets) + \
         " WHERE schedule_id = ?"
     args = [updated, *(v for _, v in sets), schedule_id]
-    if expect:
-        sql += " AND paused = 0 AND next_tick IS ?"
-        args.append(expect[0])
+    for column, value in expect:  # next_tick: a tick, only of a schedule not paused
+        sql += f"{' AND paused = 0' if column == 'next_tick' else ''} AND {column} IS ?"
+        args.append(value)
     return bool(conn.execute(sql, args).rowcount == 1)
 
 

@@ -44,11 +44,13 @@ of the contract every store implements:
                           PostgreSQL notification); nothing in SQLite (one node)
 ``PUT_SCHEDULE``          ``None``; creates the schedule or replaces its spec, ``source``
                           and ``next_tick`` (keeps ``paused``, ``last_*``, ``buffered_tick``,
-                          ``created``)
+                          ``created``, and ``next_tick`` too when the stored schedule has
+                          the same ``cron``, ``every`` and ``timezone``: read in the write)
 ``UPDATE_SCHEDULE``       ``True`` if the row was updated: it exists and, when
                           ``expect_next_tick`` is given, it is not paused and its
-                          ``next_tick`` is that value (NULL-safe compare); ``False``
-                          otherwise (nothing changed)
+                          ``next_tick`` is that value, and when ``expect_last_workflow``
+                          is given, its ``last_workflow`` is that value (NULL-safe
+                          compares); ``False`` otherwise (nothing changed)
 ``DELETE_SCHEDULE``       ``None``
 ========================  ===============================================================
 
@@ -561,7 +563,11 @@ class Transaction:
     ) -> Transaction:
         """Create the schedule, or replace its spec (workflow, input, timing, overlap,
         catch-up window), ``source`` and ``next_tick``; an existing schedule keeps
-        ``paused``, ``last_tick``, ``last_workflow``, ``buffered_tick`` and ``created``."""
+        ``paused``, ``last_tick``, ``last_workflow``, ``buffered_tick`` and ``created``,
+        and its ``next_tick`` when its timing (``cron``, ``every``, ``timezone``) is the
+        same. That is decided on the row as the write finds it, so an update read
+        before a tick was recorded never writes back the next tick it read (the tick
+        would be acted on again)."""
         input_json = (
             input.text
             if isinstance(input, RawJson)
@@ -585,13 +591,16 @@ class Transaction:
         last_workflow: str | None = _UNSET,
         buffered_tick: _dt.datetime | float | None = _UNSET,
         expect_next_tick: _dt.datetime | float | None = _UNSET,
+        expect_last_workflow: str | None = _UNSET,
         time: _dt.datetime | float | None = None,
     ) -> Transaction:
         """Set the given columns of a schedule (and ``updated``); result ``True`` if it was
         updated. With ``expect_next_tick`` only if it is not paused and its
         ``next_tick`` is still that (a compare-and-set: of two nodes acting on one tick,
-        one wins; a tick read before a pause committed starts nothing). Params:
-        ``(schedule_id, updated, ((column, value), ...), (expected,) or ())``."""
+        one wins; a tick read before a pause committed starts nothing); with
+        ``expect_last_workflow`` only if its ``last_workflow`` is still that. Params:
+        ``(schedule_id, updated, ((column, value), ...), ((column, expected), ...))``,
+        the expected columns ``next_tick`` and ``last_workflow``."""
         sets: list[tuple[str, Any]] = []
         if paused is not None:
             sets.append(("paused", int(paused)))
@@ -601,11 +610,15 @@ class Transaction:
                 sets.append((column, None if value is None else unix_seconds(value)))
         if last_workflow is not _UNSET:
             sets.append(("last_workflow", last_workflow))
-        expect: tuple[Any, ...] = ()
+        expect: list[tuple[str, Any]] = []
         if expect_next_tick is not _UNSET:
-            expect = (None if expect_next_tick is None else unix_seconds(expect_next_tick),)
+            expect.append(("next_tick", None if expect_next_tick is None
+                           else unix_seconds(expect_next_tick)))
+        if expect_last_workflow is not _UNSET:
+            expect.append(("last_workflow", expect_last_workflow))
         return self._add_schedule(schedule_id, Op.UPDATE_SCHEDULE,
-                                  (schedule_id, unix_seconds(time), tuple(sets), expect))
+                                  (schedule_id, unix_seconds(time), tuple(sets),
+                                   tuple(expect)))
 
     def delete_schedule(self, schedule_id: str) -> Transaction:
         """Remove the schedule (the workflows it started are not touched)."""

@@ -264,14 +264,17 @@ class WorkflowHost:
                     journal: tuple[WorkflowInstance, int, str] | None = None,
                     watcher: Pid | None = None, process_watcher: Pid | None = None,
                     process_link: Pid | None = None, priority: int = 0,
-                    dedup: str | None = None) -> Pid:
+                    dedup: str | None = None,
+                    on_created: Callable[[], None] | None = None) -> Pid:
         """Create (idempotently) and start a workflow; returns its pid.
 
         Idempotent under concurrency too: a start of an id whose start is being
         committed waits for it and returns the same pid (one execution). Over the
         host's limits it waits ``pending`` in the queue, by ``priority`` (higher first)
         then start order; while a workflow started with ``dedup`` is unfinished, a start
-        with that key returns its pid (``_queue.py``)."""
+        with that key returns its pid (``_queue.py``). ``on_created`` is called when
+        this start created the workflow (not when it found it, here or in the store),
+        as the host counts it in ``started``."""
         fn = self.node.resolve_target(target)
         name = target_name(fn)  # an activity is refused
         if name in self.activity_mocks:  # (a test's workflow_env only)
@@ -319,7 +322,7 @@ class WorkflowHost:
                                       journal=journal, watcher=watcher,
                                       process_watcher=process_watcher,
                                       process_link=process_link, priority=priority,
-                                      dedup=dedup)
+                                      dedup=dedup, on_created=on_created)
         finally:
             done = self._starting.pop(wid, None)
             if done is not None:
@@ -330,7 +333,8 @@ class WorkflowHost:
                       parent: Pid | None, prefix_tx: Transaction | None,
                       journal: tuple[WorkflowInstance, int, str] | None, watcher: Pid | None,
                       process_watcher: Pid | None, process_link: Pid | None,
-                      priority: int = 0, dedup: str | None = None) -> Pid:
+                      priority: int = 0, dedup: str | None = None,
+                      on_created: Callable[[], None] | None = None) -> Pid:
         wid = pid.id
         tx = prefix_tx if prefix_tx is not None else Transaction()
         n = len(tx)
@@ -381,6 +385,8 @@ class WorkflowHost:
                 self.ownership.draining or (not admitted and not asked)):
             # draining, or full here: it waits unowned and a node with room takes it
             self.counts["started"] += 1  # started here (its queue row says so elsewhere)
+            if on_created is not None:
+                on_created()
             self.queue.unreserve(wid)
             self.ownership.stopped(wid)
             return pid
@@ -404,6 +410,8 @@ class WorkflowHost:
         if queued < 0:
             wf.may_be_queued = False  # its end has no queue row to drop
         self.counts["started"] += 1
+        if on_created is not None:
+            on_created()
         if process_watcher is not None:
             wf.watchers = added(wf.watchers, process_watcher)
         if process_link is not None:

@@ -11,8 +11,11 @@ never runs twice. The tick is recorded first (the next tick, and the workflow it
 as ``last_workflow``), as a compare-and-set on ``next_tick``: of two nodes acting on one
 tick, one records it and starts its workflow, the other reads the schedule again. Then
 the workflow starts; a node that stopped in between starts it when it comes back
-(``last_workflow`` recorded, no such workflow, within ``catchup_window``), and the
-start is idempotent anyway. A node that was down
+(``last_workflow`` a tick's, no such workflow, the tick within ``catchup_window``),
+and the start is idempotent anyway: that tick is then the one catch-up run, and the
+ticks missed since start nothing. Older, it does not start (it cannot be told from a
+workflow deleted since): one warning, and ``last_workflow`` is cleared
+(:meth:`Scheduler._interrupted`). A node that was down
 over some ticks acts, when it comes back, on the latest of them only, and only if it is
 at most ``catchup_window`` old. ``overlap`` decides what a tick does while the workflow
 the schedule started last is unfinished (``pending``, running or parked): ``skip`` it,
@@ -54,7 +57,7 @@ from ..._errors import NoSuchSchedule
 from ..._targets import import_target
 from ...actors._values import Pid
 from ...persistence import RawJson, ScheduleRecord, Transaction, WorkflowStatus, to_json
-from ._schedules import ScheduleDefinition, ScheduleSpec, tick_id, trigger_id
+from ._schedules import ScheduleDefinition, ScheduleSpec, tick_id, tick_of, trigger_id
 
 if TYPE_CHECKING:
     from ._host import WorkflowHost
@@ -68,6 +71,16 @@ log = logging.getLogger("garrison.schedules")
 CHUNK = 500
 #: how often a buffered tick waiting for a run on another node of a cluster looks again
 REMOTE_POLL = 1.0
+
+#: a tick to count (``missed``, ``skipped``) and log once its write committed: the
+#: counter, and the log message with its arguments
+_Note = tuple[str, str, tuple[Any, ...]]
+
+
+def _skipped(sid: str, tick: float, last: str | None) -> _Note:
+    return ("skipped", "schedule %s skipped its tick %s: workflow %s is still running",
+            (sid, tick_id(sid, tick), last))
+
 
 def _ts(value: Any) -> float | None:
     return None if value is None else float(value.timestamp())
@@ -112,13 +125,12 @@ class Scheduler:
         await self._sync_config()
         for record in self.host.store.schedules():
             self._take(record)
-        lost = self._claimed_not_started()
+        interrupted = await self._interrupted()
         task_status.started()
-        if lost:
+        if interrupted:
             async with trio.open_nursery() as nursery:
-                for record in lost:
-                    assert record.last_workflow is not None
-                    nursery.start_soon(self._start, record, record.last_workflow)
+                for record, wid in interrupted:
+                    nursery.start_soon(self._start, record, wid)
         clock = self.host.clock
         while True:
             now = clock.now()
@@ -159,16 +171,59 @@ class Scheduler:
                 self._buffer_due.add(sid)
         self._changed.set()
 
-    def _claimed_not_started(self) -> list[ScheduleRecord]:
-        """Schedules whose last tick was recorded but whose workflow was never created
-        (the node stopped in between), recently enough (``catchup_window``) that it is
-        not a workflow deleted since: they start now."""
+    async def _interrupted(self) -> list[tuple[ScheduleRecord, str]]:
+        """As the node starts: the schedules whose last tick was recorded but whose
+        workflow does not exist (the node stopped in between; or it was deleted since,
+        which looks the same), with that workflow's id.
+
+        A tick at most ``catchup_window`` old is the schedule's one catch-up run: it is
+        returned (to start now), and the ticks that passed since it was recorded start
+        nothing (counted ``missed``; the next tick moves past now, a compare-and-set as
+        a tick's), so after downtime at most one tick runs, whatever the overlap policy.
+        An older one does not start: a warning says so, and ``last_workflow`` is cleared
+        (a compare-and-set on it), so the next start neither starts it nor warns again.
+        A trigger's workflow is never one: it is created before it is recorded."""
         now = self.host.clock.now()
         store = self.host.store
-        return [record for record in self.rows.values()
-                if record.last_workflow is not None
-                and now - record.updated.timestamp() <= record.catchup_window
-                and store.get_workflow(record.last_workflow) is None]
+        starts: list[tuple[ScheduleRecord, str]] = []
+        # (schedule, columns to write, what to log once they are written)
+        plans: list[tuple[str, dict[str, Any], tuple[int, str, tuple[Any, ...]]]] = []
+        for record in list(self.rows.values()):
+            sid, wid = record.schedule_id, record.last_workflow
+            tick = None if wid is None else tick_of(sid, wid)
+            if wid is None or tick is None or store.get_workflow(wid) is not None:
+                continue
+            window = record.catchup_window
+            if now - tick > window:
+                plans.append((sid, {"last_workflow": None, "expect_last_workflow": wid}, (
+                    logging.WARNING, "schedule %s skipped its tick %s: it was recorded but "
+                    "its workflow does not exist (the node stopped before starting it, or "
+                    "it was deleted since) and the tick is %gs old, older than its "
+                    "catchup_window (%gs)", (sid, wid, now - tick, window))))
+                continue
+            starts.append((record, wid))
+            expected = _ts(record.next_tick)
+            if record.paused or expected is None or expected > now:
+                continue
+            following = self._specs[sid].due(expected, now, window)[1]
+            plans.append((sid, {"next_tick": following, "expect_next_tick": expected}, (
+                logging.INFO, "schedule %s missed its ticks from %s on: its tick %s, "
+                "recorded before the node stopped, is its one catch-up run",
+                (sid, tick_id(sid, expected), wid))))
+        if plans:
+            tx = Transaction()
+            for sid, updates, _ in plans:
+                tx.update_schedule(sid, time=now, **updates)
+            results = await store.commit(tx)
+            for (sid, updates, (level, message, args)), ok in zip(plans, results,
+                                                                  strict=True):
+                if ok:
+                    self._applied(sid, updates)
+                    self.counts["missed"] += 1
+                    log.log(level, message, *args, extra={"schedule_id": sid})
+                else:  # changed meanwhile (another node of a cluster): read it again
+                    self.reload(sid)
+        return starts
 
     def reload(self, schedule_id: str) -> None:
         """Read the schedule again (a tool changed it)."""
@@ -272,13 +327,13 @@ class Scheduler:
         if not plans:
             return
         tx = Transaction()
-        for record, _, updates in plans:
+        for record, _, updates, _ in plans:
             tx.update_schedule(record.schedule_id, time=now, **updates)
         try:
             results = await self.host.store.commit(tx)
         except Exception as exc:  # the store failed: the ticks are acted on again later
             log.error("host %s could not record schedule ticks: %s", self.host.name, exc)
-            for record, _, _ in plans:
+            for record, _, _, _ in plans:
                 try:
                     self.reload(record.schedule_id)
                 except Exception:  # the store is gone: the next node acts on them
@@ -286,9 +341,12 @@ class Scheduler:
             await trio.sleep(1.0)  # not a busy loop while the store fails
             return
         starts: list[tuple[ScheduleRecord, str]] = []
-        for (record, wid, updates), ok in zip(plans, results, strict=True):
+        for (record, wid, updates, notes), ok in zip(plans, results, strict=True):
             if ok:
                 self._applied(record.schedule_id, updates)
+                for counter, message, args in notes:  # (a lost compare-and-set did nothing)
+                    self.counts[counter] += 1
+                    log.info(message, *args, extra={"schedule_id": record.schedule_id})
                 if wid is not None:
                     starts.append((record, wid))
             else:  # changed meanwhile (a tool, another node): read it again
@@ -297,10 +355,10 @@ class Scheduler:
             starting.start_soon(self._start, record, wid)
 
     def _plan(self, record: ScheduleRecord, now: float, due: bool = True
-              ) -> tuple[ScheduleRecord, str | None, dict[str, Any]]:
+              ) -> tuple[ScheduleRecord, str | None, dict[str, Any], list[_Note]]:
         """What ``record`` does at ``now`` (``due``: its next tick has come; else its
         buffered tick's wait may be over): ``(record, workflow id to start or None,
-        columns to write)``.
+        columns to write, ticks to count and log once those are written)``.
 
         1. A buffered tick older than ``catchup_window`` is dropped (``missed``): it
            never starts. The ticks after it were skipped because it waited; the latest
@@ -318,24 +376,22 @@ class Scheduler:
         expected = _ts(record.next_tick)
         # every write is a compare-and-set on the next tick as this node read it
         updates: dict[str, Any] = {"expect_next_tick": expected}
+        notes: list[_Note] = []
         buffered = _ts(record.buffered_tick)
         stale = None
         if buffered is not None and now - buffered > window:
             stale, buffered = buffered, None
             updates["buffered_tick"] = None
-            self.counts["missed"] += 1
-            log.info("schedule %s dropped its buffered tick %s: older than its "
-                     "catchup_window (%gs)", sid, tick_id(sid, stale), window,
-                     extra={"schedule_id": sid})
+            notes.append(("missed", "schedule %s dropped its buffered tick %s: older than "
+                          "its catchup_window (%gs)", (sid, tick_id(sid, stale), window)))
         tick = None
         if due and expected is not None:
             tick, following = spec.due(expected, now, window)
             updates["next_tick"] = following
             if tick is None:
-                self.counts["missed"] += 1
-                log.info("schedule %s missed its ticks up to %s: older than its "
-                         "catchup_window (%gs)", sid, tick_id(sid, expected), window,
-                         extra={"schedule_id": sid})
+                notes.append(("missed", "schedule %s missed its ticks up to %s: older than "
+                              "its catchup_window (%gs)", (sid, tick_id(sid, expected),
+                                                           window)))
             else:
                 updates["last_tick"] = tick
         if stale is not None:  # the latest tick skipped while the stale one waited
@@ -346,32 +402,27 @@ class Scheduler:
         busy = last is not None and self._unfinished(last)
         if buffered is not None:  # (buffer_one) the waiting tick keeps its place
             if tick is not None:
-                self._skipped(sid, tick, last)
+                notes.append(_skipped(sid, tick, last))
             if busy:
                 assert last is not None
                 self._wait_for(last, sid)
-                return record, None, updates
+                return record, None, updates, notes
             wid = tick_id(sid, buffered)
             updates.update(buffered_tick=None, last_workflow=wid)
-            return record, wid, updates
+            return record, wid, updates, notes
         if tick is None:
-            return record, None, updates
+            return record, None, updates, notes
         if busy and record.overlap != "allow_all":
             assert last is not None
             if record.overlap == "buffer_one":
                 updates["buffered_tick"] = tick
                 self._wait_for(last, sid)
             else:
-                self._skipped(sid, tick, last)
-            return record, None, updates
+                notes.append(_skipped(sid, tick, last))
+            return record, None, updates, notes
         wid = tick_id(sid, tick)
         updates["last_workflow"] = wid
-        return record, wid, updates
-
-    def _skipped(self, sid: str, tick: float, last: str | None) -> None:
-        self.counts["skipped"] += 1
-        log.info("schedule %s skipped its tick %s: workflow %s is still running", sid,
-                 tick_id(sid, tick), last, extra={"schedule_id": sid})
+        return record, wid, updates, notes
 
     def _applied(self, sid: str, updates: dict[str, Any]) -> None:
         """A committed update of schedule ``sid``, in memory too."""
@@ -380,7 +431,7 @@ class Scheduler:
             return
         fields: dict[str, Any] = {}
         for column, value in updates.items():
-            if column == "expect_next_tick":
+            if column.startswith("expect_"):
                 continue
             if column in ("next_tick", "last_tick", "buffered_tick") and value is not None:
                 value = _dt.datetime.fromtimestamp(value, _dt.UTC)
@@ -391,29 +442,33 @@ class Scheduler:
             heapq.heappush(self._heap, (tick, sid))
 
     async def _start(self, record: ScheduleRecord, wid: str) -> Pid | None:
+        """Start a tick's workflow; counted ``started`` only if this start created it
+        (not one that found it: a tick acted on again, or started by another node)."""
         try:
             fn = _workflow_of(record)
-            pid = await self.host.start(fn, tuple(record.input), wid=wid)
+            return await self.host.start(fn, tuple(record.input), wid=wid,
+                                         on_created=self._started)
         except Exception as exc:
             log.error("schedule %s could not start workflow %s (%s): %s", record.schedule_id,
                       wid, record.workflow, exc,
                       extra={"schedule_id": record.schedule_id, "workflow_id": wid,
                              "error": str(exc)})
             return None
+
+    def _started(self) -> None:
         self.counts["started"] += 1
-        return pid
 
     # ------------------------------------------------------------ defining
     def _put(self, tx: Transaction, d: ScheduleDefinition, old: ScheduleRecord | None,
              now: float) -> None:
-        """Write ``d`` unless the store has it already; its next tick is kept when its
-        timing did not change (so a restart loses no tick)."""
+        """Write ``d`` unless the store has it already (``old``, as read before). Its
+        next tick is kept when its timing did not change (so a restart loses no tick):
+        the store decides that on the row as the write finds it (``put_schedule``), as
+        ``old`` may predate a tick recorded since, whose next tick is not to go back."""
         spec = d.spec
         input_text = to_json(list(d.input), what=f"the input of schedule {d.schedule_id!r}")
         same_timing = old is not None and (old.cron, old.every, old.timezone) == (
             spec.cron, spec.every, spec.timezone)
-        next_tick = _ts(old.next_tick) if same_timing and old is not None else \
-            spec.next_after(now)
         if same_timing and old is not None and (
                 old.workflow, old.input, old.overlap, old.catchup_window, old.source,
                 old.host) == (d.workflow, json.loads(input_text), d.overlap,
@@ -422,7 +477,7 @@ class Scheduler:
         tx.put_schedule(d.schedule_id, host=self.host.name, workflow=d.workflow,
                         input=RawJson(input_text), cron=spec.cron, every=spec.every,
                         timezone=spec.timezone, overlap=d.overlap,
-                        catchup_window=d.catchup_window, next_tick=next_tick,
+                        catchup_window=d.catchup_window, next_tick=spec.next_after(now),
                         source=d.source, time=now)
 
     async def _sync_config(self) -> None:

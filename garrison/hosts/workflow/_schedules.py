@@ -39,6 +39,7 @@ __all__ = [
     "check_schedule_id",
     "parse_catchup_window",
     "tick_id",
+    "tick_of",
     "trigger_id",
 ]
 
@@ -106,6 +107,19 @@ def _utc(seconds: float) -> _dt.datetime:
 def tick_id(schedule_id: str, tick: float) -> str:
     """The id of the workflow a schedule's tick starts: ``nightly@2026-01-02T03:00:00Z``."""
     return f"{schedule_id}@{_utc(tick).isoformat(timespec='seconds').replace('+00:00', 'Z')}"
+
+
+def tick_of(schedule_id: str, workflow_id: str) -> float | None:
+    """The tick whose workflow is ``workflow_id`` (``tick_id(schedule_id, tick)``), or
+    ``None``: a trigger's workflow (its time has milliseconds) or another id."""
+    head, _, stamp = workflow_id.partition("@")
+    if head != schedule_id or not stamp.endswith("Z"):
+        return None
+    try:
+        tick = _dt.datetime.fromisoformat(stamp[:-1] + "+00:00").timestamp()
+    except ValueError:
+        return None
+    return tick if tick_id(schedule_id, tick) == workflow_id else None
 
 
 def trigger_id(schedule_id: str, now: float) -> str:
