@@ -237,9 +237,15 @@ def terminate(store: Any, workflow_id: str, reason: str, *, wait: float = 5.0) -
     children too), without its cancellation handlers. A node holding the store ends it
     (asked through its inbox; this waits up to ``wait`` seconds to see it ended); with
     no node, it is ended in the store at once. True once it has ended; False when a
-    node was asked but has not ended it within ``wait``."""
+    node was asked but has not ended it within ``wait``. A blank ``reason`` is a
+    :class:`ToolError` (code 2), as the handle's ``ValueError``."""
     from .hosts.workflow import request_transaction, terminate_transaction, terminated
+    from .hosts.workflow._operate import check_reason
 
+    try:
+        check_reason(reason)  # bad arguments: refused before the store is read
+    except (TypeError, ValueError) as exc:
+        raise ToolError(f"--reason: {exc}", 2) from None
     rec = get(store, workflow_id)
     refuse_final(rec, "terminate")
     error = terminated(reason)
