@@ -13,6 +13,7 @@ import json
 import math
 import re
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote
@@ -27,6 +28,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from .._errors import PayloadError
+from .._store_tools import ToolError, check_rejection, check_topic
 from ._backend import ApiError, Backend, parse_search, parse_statuses, strict_json
 from ._security import (
     CSRF_COOKIE,
@@ -132,9 +134,7 @@ def make_app(backend: Backend, *, token: str | None = None, loopback: bool = Tru
     async def api_signal(request: Request) -> Response:
         wid = request.path_params["wid"]
         body = await _body(request)
-        topic = body.get("topic")
-        if not isinstance(topic, str) or not topic:
-            raise ApiError(400, "a signal needs a 'topic': a non-empty string")
+        topic = _checked(check_topic, body.get("topic"))
         out = await backend.signal(wid, topic, body.get("payload"), _host(request))
         return _json(request, {"ok": True, "workflow_id": wid, "signal": topic, **out})
 
@@ -174,9 +174,7 @@ def make_app(backend: Backend, *, token: str | None = None, loopback: bool = Tru
     async def api_reject(request: Request) -> Response:
         wid, name = promise_target(request)
         body = await _body(request)
-        message = body.get("message")
-        if not isinstance(message, str) or not message:
-            raise ApiError(400, "a rejection needs a 'message': a non-empty string")
+        message = _checked(check_rejection, body.get("message"))
         await backend.reject(wid, name, message, _host(request))
         return _json(request, {"ok": True, "workflow_id": wid, "promise": name,
                                "rejected": message})
@@ -250,6 +248,15 @@ def _local_path(then: str | None) -> str:
     if not then or not then.startswith("/") or then.startswith("//") or "\\" in then:
         return "/"
     return quote(then, safe="/?&=%:@!$'()*+,;~-._")
+
+
+def _checked(check: Callable[[object], str], value: object) -> str:
+    """``check(value)`` (a rule of ``garrison._store_tools``, shared with the command
+    line), its refusal a 400."""
+    try:
+        return check(value)
+    except ToolError as exc:
+        raise ApiError(400, str(exc)) from None
 
 
 def _host(request: Request) -> str | None:
