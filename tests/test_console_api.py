@@ -921,3 +921,48 @@ async def test_the_console_on_each_store(store_spec: str, autojump_clock: Any) -
                 assert await node.workflow("l-1").result() == {"topic": "hi", "payload": 1}
         finally:
             tool.close()
+
+
+async def test_workflow_ids_dot_and_dot_dot_survive_the_url(store_path: str) -> None:
+    """A browser drops a path segment ``.`` or ``..`` (``%2E%2E`` too): the pages write
+    an id or a promise name percent-encoded twice (``%252E%252E``) and the console
+    decodes it once more, so the workflows ``.`` and ``..`` open and take actions; a
+    login returns to such a page as it was asked for."""
+    with SQLiteStore(store_path) as s:
+        for wid in (".", "..", "50%41"):
+            s.write(Transaction().create_workflow(wid, "app:flow", [], status="waiting"))
+    store = _store_tools.open_store(store_path)
+    async with client(make_app(StoreBackend(store))) as c:
+        for path, wid in (("%252E", "."), ("%252E%252E", ".."), ("50%252541", "50%41"),
+                          ("%2E%2E", "..")):  # (httpx, unlike a browser, keeps %2E%2E)
+            r = await c.get(f"/api/workflows/{path}")
+            assert r.status_code == 200 and r.json()["workflow"]["workflow_id"] == wid, path
+        assert (await c.get("/api/workflows/..%252F.")).status_code == 404
+        page = await c.get("/workflows/%252E%252E")
+        assert page.status_code == 200 and 'data-workflow-id=".."' in page.text
+        r = await post(c, "/api/workflows/%252E%252E/signal", {"topic": "t"})
+        assert r.status_code == 200 and r.json()["workflow_id"] == ".."
+        r = await post(c, "/api/workflows/%252E/promises/%252E%252E/resolve", {"value": 1})
+        assert (r.status_code, r.json()["workflow_id"], r.json()["promise"]) == \
+            (200, ".", "..")
+        assert (await post(c, "/api/workflows/%252E/cancel")).status_code == 200
+    assert [m.topic for m in store.pending_messages("..")] == ["t"]
+    assert store.pending_messages(".") == []
+    assert [(p.name, p.value) for p in store.promises(".")] == [("..", 1)]
+    assert store.get_workflow(".").cancel_requested and \
+        not store.get_workflow("..").cancel_requested
+
+    # the page script encodes ids so (the function the links and API calls use)
+    script = (Path(garrison.__file__).parent / "console/static/console.js").read_text()
+    assert 'once.replace(/\\./g, "%2E");\n  return encodeURIComponent(once);' in script
+    assert "encodeURIComponent(id)" not in script and "encodeURIComponent(wid)" not in script
+
+    app = make_app(StoreBackend(store), token=TOKEN)
+    async with client(app) as c:
+        r = await c.get("/workflows/%252E%252E?host=x")
+        assert r.status_code == 303
+        assert r.headers["location"] == "/login?next=%2Fworkflows%2F%25252E%25252E%3Fhost%3Dx"
+        r = await c.post("/login", data={"token": TOKEN, "next": "/workflows/%252E%252E"},
+                         headers={"Origin": BASE})
+        assert r.status_code == 303 and r.headers["location"] == "/workflows/%252E%252E"
+    store.close()

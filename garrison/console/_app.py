@@ -16,7 +16,7 @@ import secrets
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, quote
+from urllib.parse import parse_qs, quote, unquote
 
 import jinja2
 from starlette.applications import Starlette
@@ -70,8 +70,8 @@ def make_app(backend: Backend, *, token: str | None = None, loopback: bool = Tru
         return page(request, "list.html", title="Workflows")
 
     async def workflow_page(request: Request) -> Response:
-        return page(request, "workflow.html", title=request.path_params["wid"],
-                    workflow_id=request.path_params["wid"])
+        wid = _segment(request.path_params["wid"])
+        return page(request, "workflow.html", title=wid, workflow_id=wid)
 
     async def node_page(request: Request) -> Response:
         return page(request, "node.html", title="Node")
@@ -121,18 +121,18 @@ def make_app(backend: Backend, *, token: str | None = None, loopback: bool = Tru
                                                 host=_host(request)))
 
     async def api_workflow(request: Request) -> Response:
-        wid = request.path_params["wid"]
+        wid = _segment(request.path_params["wid"])
         try:
             return _json(request, await backend.detail(wid, _host(request)))
         except ApiError as exc:
             # GET on an action's URL (that is not itself the id of a workflow)
-            if exc.status == 404 and _ACTION.match(wid):
+            if exc.status == 404 and _ACTION.match(request.path_params["wid"]):
                 return JSONResponse({"error": f"{request.url.path} takes POST only"},
                                     status_code=405, headers={"Allow": "POST"})
             raise
 
     async def api_signal(request: Request) -> Response:
-        wid = request.path_params["wid"]
+        wid = _segment(request.path_params["wid"])
         body = await _body(request)
         topic = _checked(check_topic, body.get("topic"))
         out = await backend.signal(wid, topic, body.get("payload"), _host(request))
@@ -149,7 +149,7 @@ def make_app(backend: Backend, *, token: str | None = None, loopback: bool = Tru
             cuts.append(at)
             at = joined.find("/promises/", at + 1)
         for at in reversed(cuts):
-            wid, name = joined[:at], joined[at + len("/promises/"):]
+            wid, name = _segment(joined[:at]), _segment(joined[at + len("/promises/"):])
             if not wid or not name:
                 continue
             try:
@@ -159,7 +159,7 @@ def make_app(backend: Backend, *, token: str | None = None, loopback: bool = Tru
                     continue
                 raise
             return wid, name
-        wid, name = request.path_params["wid"], request.path_params["name"]
+        wid, name = _segment(request.path_params["wid"]), _segment(request.path_params["name"])
         if not name:
             raise ApiError(400, "a promise name must be a non-empty string")
         return wid, name  # no such workflow: the action says so
@@ -180,13 +180,13 @@ def make_app(backend: Backend, *, token: str | None = None, loopback: bool = Tru
                                "rejected": message})
 
     async def api_cancel(request: Request) -> Response:
-        wid = request.path_params["wid"]
+        wid = _segment(request.path_params["wid"])
         await _body(request)
         await backend.cancel(wid, _host(request))
         return _json(request, {"ok": True, "workflow_id": wid, "cancel_requested": True})
 
     async def api_retry(request: Request) -> Response:
-        wid = request.path_params["wid"]
+        wid = _segment(request.path_params["wid"])
         await _body(request)
         note = await backend.retry(wid, _host(request))
         return _json(request, {"ok": True, "workflow_id": wid, "retry": note})
@@ -248,6 +248,14 @@ def _local_path(then: str | None) -> str:
     if not then or not then.startswith("/") or then.startswith("//") or "\\" in then:
         return "/"
     return quote(then, safe="/?&=%:@!$'()*+,;~-._")
+
+
+def _segment(text: str) -> str:
+    """A workflow id or promise name from a URL's path (which the server has decoded
+    once), decoded once more: the pages encode it twice, so that an id ``.`` or ``..``
+    reaches the console (a browser drops such a segment from a path, written ``%2E%2E``
+    too, but not ``%252E%252E``). Text without ``%`` is itself."""
+    return unquote(text) if "%" in text else text
 
 
 def _checked(check: Callable[[object], str], value: object) -> str:

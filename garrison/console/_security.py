@@ -193,7 +193,8 @@ class Guard:
                 if api or request.method not in _SAFE_METHODS:
                     return _refuse(True, 401, "this console needs its token: send "
                                               "'Authorization: Bearer TOKEN', or log in at /login")
-                then = path + ("?" + request.url.query if request.url.query else "")
+                then = _raw_path(request.scope) + ("?" + request.url.query
+                                                   if request.url.query else "")
                 return RedirectResponse("/login" if then == "/" else
                                         "/login?next=" + quote(then, safe=""), status_code=303)
         if request.method not in _SAFE_METHODS and not bearer:
@@ -227,6 +228,16 @@ class Guard:
             return _refuse(api, 403, f"missing or wrong CSRF token: send the header "
                                      f"'X-Garrison-CSRF' equal to the {CSRF_COOKIE!r} cookie")
         return None
+
+
+def _raw_path(scope: Scope) -> str:
+    """The path as the browser sent it (still percent-encoded: a workflow id with
+    ``%2F`` or ``%252E`` in it goes back after a login as it came), else the decoded
+    path encoded again."""
+    raw = scope.get("raw_path")
+    if raw:
+        return bytes(raw).decode("latin-1")
+    return quote(scope["path"], safe="/")
 
 
 def _refuse(api: bool, status: int, message: str) -> Response:
