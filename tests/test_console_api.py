@@ -966,3 +966,76 @@ async def test_workflow_ids_dot_and_dot_dot_survive_the_url(store_path: str) -> 
                          headers={"Origin": BASE})
         assert r.status_code == 303 and r.headers["location"] == "/workflows/%252E%252E"
     store.close()
+
+
+async def test_sessions_expire_when_idle_and_at_their_maximum_age(
+        store_path: str, autojump_clock: Any) -> None:
+    """A login session unused for ``session_idle``, or older than ``session_max_age``
+    however busy, is refused as no session is (401 for the API, the login page for a
+    page); the browser keeps its cookie no longer than the maximum age."""
+    SQLiteStore(store_path).close()
+    store = _store_tools.open_store(store_path)
+    assert (make_app(StoreBackend(store), token=TOKEN).session_idle,
+            make_app(StoreBackend(store), token=TOKEN).session_max_age) == (3600, 43200)
+    app = make_app(StoreBackend(store), token=TOKEN, session_idle=60, session_max_age=300)
+
+    async def log_in(c: httpx.AsyncClient) -> None:
+        r = await c.post("/login", data={"token": TOKEN, "next": "/"},
+                         headers={"Origin": BASE})
+        assert r.status_code == 303 and "max-age=300" in r.headers["set-cookie"].lower()
+
+    async with client(app) as c:
+        await log_in(c)
+        for _ in range(5):  # used every 50 s: alive until 300 s after the login
+            assert (await c.get("/api/workflows")).status_code == 200
+            await trio.sleep(50)
+        assert (await c.get("/api/workflows")).status_code == 200  # 250 s
+        await trio.sleep(50)
+        r = await c.get("/api/workflows")  # 300 s: too old, however busy
+        assert r.status_code == 401 and "session has expired" in r.json()["error"]
+        assert app.sessions == {}
+        r = await c.get("/workflows/x")
+        assert r.status_code == 303 and r.headers["location"] == "/login?next=%2Fworkflows%2Fx"
+
+        await log_in(c)
+        await trio.sleep(59)
+        assert (await c.get("/api/workflows")).status_code == 200
+        await trio.sleep(60)  # idle for 60 s
+        c.cookies.set("garrison_csrf", "csrf")
+        r = await c.post("/api/workflows/x/cancel", headers={"X-Garrison-CSRF": "csrf"})
+        assert r.status_code == 401 and "session has expired" in r.json()["error"]
+        assert (await c.get("/")).status_code == 303
+        # a login forgets the expired sessions of others too
+        stale = app.new_session()
+        await trio.sleep(60)
+        await log_in(c)
+        assert stale not in app.sessions and len(app.sessions) == 1
+        # the bearer token has no session to expire
+        c.cookies.delete("garrison_session")
+        await trio.sleep(301)
+        assert (await c.get("/api/workflows", headers={
+            "Authorization": f"Bearer {TOKEN}"})).status_code == 200
+    store.close()
+
+    for idle, age, said in (("0s", "1h", "--session-idle '0s': expected a positive"),
+                            ("1h", "soon", "invalid --session-max-age 'soon'")):
+        with pytest.raises(ValueError, match=re.escape(said)):
+            await garrison.console.serve_console(store=store_path, session_idle=idle,
+                                                 session_max_age=age)
+
+
+def test_the_command_line_checks_the_session_options(
+        store_path: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from garrison._cli import build_parser
+
+    SQLiteStore(store_path).close()
+    for argv, said in (
+            (["ui", "--store", store_path, "--session-idle", "0"],
+             "garrison ui: invalid --session-idle '0'"),
+            (["ui", "--store", store_path, "--session-max-age", "0s"],
+             "garrison ui: --session-max-age '0s': expected a positive duration"),
+            (["run", "nowhere:main", "--session-idle", "5m"],
+             "garrison run: --session-idle is an option of the console (--ui)")):
+        parsed = build_parser().parse_args(argv)
+        assert parsed.func(parsed) == 2, argv
+        assert capsys.readouterr().err.startswith(said), argv

@@ -32,6 +32,8 @@ from .._store_tools import ToolError, check_rejection, check_topic
 from ._backend import ApiError, Backend, parse_search, parse_statuses, strict_json
 from ._security import (
     CSRF_COOKIE,
+    SESSION_IDLE,
+    SESSION_MAX_AGE,
     Guard,
     csrf_cookie_args,
     is_https,
@@ -49,10 +51,14 @@ _ACTION = re.compile(r"^(?P<wid>.+)/(?:signal|cancel|retry|promises/.+/(?:resolv
 
 
 def make_app(backend: Backend, *, token: str | None = None, loopback: bool = True,
-             forwarded_allow_ips: str | list[str] | None = None) -> Guard:
+             forwarded_allow_ips: str | list[str] | None = None,
+             session_idle: float = SESSION_IDLE,
+             session_max_age: float = SESSION_MAX_AGE) -> Guard:
     """The console's ASGI application over ``backend``, behind its :class:`Guard`
     (``token``: required on every request; ``loopback``: answer loopback names only;
-    ``forwarded_allow_ips``: the proxies whose ``X-Forwarded-*`` headers are believed)."""
+    ``forwarded_allow_ips``: the proxies whose ``X-Forwarded-*`` headers are believed;
+    ``session_idle`` / ``session_max_age``: seconds after which a login session
+    expires, unused / in any case)."""
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(_HERE / "templates"),
                              autoescape=True)
     templates = Jinja2Templates(env=env)
@@ -85,7 +91,7 @@ def make_app(backend: Backend, *, token: str | None = None, loopback: bool = Tru
             given = form.get("token", [""])[0]
             then = _local_path(form.get("next", [then])[0])
             if given and guard.token_matches(given):
-                return _logged_in(guard.new_session(), then, is_https(request.scope))
+                return _logged_in(guard, guard.new_session(), then, is_https(request.scope))
             return templates.TemplateResponse(request, "login.html",
                                               {"title": "Log in", "failed": True,
                                                "anonymous": True, "next": then},
@@ -101,7 +107,7 @@ def make_app(backend: Backend, *, token: str | None = None, loopback: bool = Tru
             return Response("This login link is not valid (it works once). Log in with the "
                             "console's token at /login.\n", status_code=403,
                             media_type="text/plain")
-        return _logged_in(session, "/", is_https(request.scope))
+        return _logged_in(guard, session, "/", is_https(request.scope))
 
     # -- the JSON API --------------------------------------------------------------------
     async def api_capabilities(request: Request) -> Response:
@@ -233,12 +239,14 @@ def make_app(backend: Backend, *, token: str | None = None, loopback: bool = Tru
                                                        PayloadError: payload_error,
                                                        HTTPException: http_error})
     return Guard(app, token=token, loopback=loopback,
-                 forwarded_allow_ips=forwarded_allow_ips)
+                 forwarded_allow_ips=forwarded_allow_ips, session_idle=session_idle,
+                 session_max_age=session_max_age)
 
 
-def _logged_in(session: str, then: str, secure: bool) -> Response:
+def _logged_in(guard: Guard, session: str, then: str, secure: bool) -> Response:
     response = RedirectResponse(then, status_code=303)
-    response.set_cookie(**session_cookie_args(session, secure=secure))
+    response.set_cookie(**session_cookie_args(session, secure=secure,
+                                              max_age=guard.session_max_age))
     return response
 
 

@@ -88,6 +88,12 @@ async function api(path, options) {
     init.headers["If-None-Match"] = lastAnswer.get(path).etag;
   }
   const response = await fetch(path, init);
+  if (response.status === 401) {
+    // no session (it expired, or the console was restarted): log in again, then
+    // come back to this page
+    location.assign("/login?next=" + encodeURIComponent(location.pathname + location.search));
+    throw new Error("the console session has expired: log in again");
+  }
   if (polled && response.status === 304 && lastAnswer.has(path)) {
     return { data: lastAnswer.get(path).data, changed: false };
   }
