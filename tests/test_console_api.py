@@ -9,6 +9,7 @@ import json
 import math
 import re
 import socket
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -728,6 +729,41 @@ async def test_a_live_status_filter_is_an_indexed_query_not_a_scan(
             assert read == []
             r = await c.get("/api/workflows?status=waiting&limit=10")
             assert len(r.json()["workflows"]) == 10 and len(read) <= 11
+
+
+async def test_the_list_reads_the_store_off_the_node_s_event_loop(
+        store_path: str, autojump_clock: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Attached to a node, the list reads the store in a worker thread: a stalled
+    database (a PostgreSQL server that does not answer) holds up that request, not the
+    node's event loop, whose workflows go on meanwhile."""
+    async with garrison.open_node(store=store_path) as node:
+        for i in range(2):
+            await node.start_workflow(console_app.gated, f"w{i}", None, id=f"w-{i}")
+        store = node.hosts["workflows"].store
+        await until(lambda: len(store.list_workflows("waiting")) == 2)
+        gate = threading.Event()
+        threads: list[threading.Thread] = []
+        real = store.list_workflows
+
+        def stalled(*args: Any, **kw: Any) -> Any:
+            threads.append(threading.current_thread())
+            gate.wait(5)
+            return real(*args, **kw)
+
+        monkeypatch.setattr(store, "list_workflows", stalled)
+        got: list[httpx.Response] = []
+        async with client(make_app(NodeBackend(node))) as c, trio.open_nursery() as nursery:
+            async def fetch() -> None:
+                got.append(await c.get("/api/workflows?status=waiting"))
+
+            nursery.start_soon(fetch)
+            await until(lambda: threads)
+            assert got == [] and len(threads) == 1  # the read is under way, stalled
+            await node.workflow("w-0").promise("go").resolve("now")  # the node goes on
+            assert (await node.workflow("w-0").result())["go"] == "now"
+            gate.set()
+        assert [w["workflow_id"] for w in got[0].json()["workflows"]] == ["w-1"]
+        assert threading.main_thread() not in threads
 
 
 # ------------------------------------------------------------------ browsers and proxies

@@ -121,10 +121,10 @@ def make_app(backend: Backend, *, token: str | None = None, loopback: bool = Tru
         order = q.get("order", "newest")
         if order not in ("newest", "oldest"):
             raise ApiError(400, f"order={order!r}: expected 'newest' or 'oldest'")
-        return _json(request, backend.list_page(statuses, search, q.get("id") or None,
-                                                q.get("after") or None, limit,
-                                                newest_first=order == "newest",
-                                                host=_host(request)))
+        page = await backend.list_page(statuses, search, q.get("id") or None,
+                                       q.get("after") or None, limit,
+                                       newest_first=order == "newest", host=_host(request))
+        return _json(request, page)
 
     async def api_workflow(request: Request) -> Response:
         wid = _segment(request.path_params["wid"])

@@ -20,6 +20,7 @@ import binascii
 import datetime as _dt
 import json
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 import trio
@@ -203,14 +204,18 @@ class Backend:
         }
 
     # -- the list ----------------------------------------------------------------------
-    def list_page(self, statuses: list[str], search: dict[str, Any], id_prefix: str | None,
-                  after: str | None, limit: int, newest_first: bool = True,
-                  host: str | None = None) -> dict[str, Any]:
+    async def list_page(self, statuses: list[str], search: dict[str, Any],
+                        id_prefix: str | None, after: str | None, limit: int,
+                        newest_first: bool = True, host: str | None = None) -> dict[str, Any]:
         """One page of the workflow list, and the cursor of the next (``None``: last).
 
         A status filter is the store's indexed query; a row whose status changed since
         the store was told (a node records a parked workflow within ~50 ms) is left
-        out, and at most :data:`SCAN_SHOWN` rows are read for one page."""
+        out, and at most :data:`SCAN_SHOWN` rows are read for one page. The store is
+        read in a worker thread (its reads are thread-safe: a read connection of their
+        own, as :meth:`detail`'s), so a slow database (a stalled PostgreSQL server)
+        never holds up the node's event loop; the node's own statuses are read here,
+        in the trio thread, where its tables may be walked."""
         cursor: tuple[float, str] | None = decode_cursor(after) if after else None
         name, store = self.store_of(host)
         wanted = set(statuses)
@@ -220,9 +225,9 @@ class Backend:
         last_read: Any = None
         more = False
         while True:
-            found = store.list_workflows(
-                statuses or None, search or None, limit=batch, after=cursor,
-                newest_first=newest_first, id_prefix=id_prefix or None)
+            found = await trio.to_thread.run_sync(partial(
+                store.list_workflows, statuses or None, search or None, limit=batch,
+                after=cursor, newest_first=newest_first, id_prefix=id_prefix or None))
             for rec in found:
                 status = self.status_of(rec, name)
                 if not wanted or status in wanted:
