@@ -765,6 +765,37 @@ async def test_the_list_reads_the_store_off_the_node_s_event_loop(
         assert [w["workflow_id"] for w in got[0].json()["workflows"]] == ["w-1"]
         assert threading.main_thread() not in threads
 
+        # one workflow's page, and an action, find the workflow in a thread too
+        monkeypatch.undo()
+        gate.clear()
+        threads.clear()
+        real_get = store.get_workflow
+        armed = [True]
+
+        def stalled_get(*args: Any, **kw: Any) -> Any:
+            if armed:  # the first read after arming: the page's
+                armed.clear()
+                threads.append(threading.current_thread())
+                gate.wait(5)
+            return real_get(*args, **kw)
+
+        monkeypatch.setattr(store, "get_workflow", stalled_get)
+        got.clear()
+        async with client(make_app(NodeBackend(node))) as c, trio.open_nursery() as nursery:
+            async def fetch_one() -> None:
+                got.append(await c.get("/api/workflows/w-1"))
+
+            nursery.start_soon(fetch_one)
+            await until(lambda: threads)
+            assert got == []
+            gate.set()
+        assert got[0].json()["workflow"]["workflow_id"] == "w-1"
+        assert threads[0] is not threading.main_thread()
+        async with client(make_app(NodeBackend(node))) as c:
+            r = await post(c, "/api/workflows/w-1/promises/go/resolve", {"value": "later"})
+            assert r.status_code == 200
+            assert (await node.workflow("w-1").result())["go"] == "later"
+
 
 # ------------------------------------------------------------------ browsers and proxies
 async def test_referrers_stay_on_the_console_and_login_returns_to_the_page(

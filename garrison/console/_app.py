@@ -144,7 +144,7 @@ def make_app(backend: Backend, *, token: str | None = None, loopback: bool = Tru
         out = await backend.signal(wid, topic, body.get("payload"), _host(request))
         return _json(request, {"ok": True, "workflow_id": wid, "signal": topic, **out})
 
-    def promise_target(request: Request) -> tuple[str, str]:
+    async def promise_target(request: Request) -> tuple[str, str]:
         """``(workflow id, promise name)`` of a promise action's URL. Either may hold
         "/promises/": of the ways to cut the path there, the one with the longest id
         that names a workflow."""
@@ -159,7 +159,7 @@ def make_app(backend: Backend, *, token: str | None = None, loopback: bool = Tru
             if not wid or not name:
                 continue
             try:
-                backend.locate(wid, _host(request))
+                await backend.locate(wid, _host(request))
             except ApiError as exc:
                 if exc.status == 404:
                     continue
@@ -171,14 +171,14 @@ def make_app(backend: Backend, *, token: str | None = None, loopback: bool = Tru
         return wid, name  # no such workflow: the action says so
 
     async def api_resolve(request: Request) -> Response:
-        wid, name = promise_target(request)
+        wid, name = await promise_target(request)
         body = await _body(request)
         await backend.resolve(wid, name, body.get("value"), _host(request))
         return _json(request, {"ok": True, "workflow_id": wid, "promise": name,
                                "resolved": body.get("value")})
 
     async def api_reject(request: Request) -> Response:
-        wid, name = promise_target(request)
+        wid, name = await promise_target(request)
         body = await _body(request)
         message = _checked(check_rejection, body.get("message"))
         await backend.reject(wid, name, message, _host(request))
