@@ -653,3 +653,34 @@ async def test_a_retry_read_before_another_one_landed_writes_nothing(
         await node.workflow("o").signal("ship")
         assert await node.workflow("o").result() == "res-lamp pay-lamp ship"
     assert ops_app.LOG.count(("charge", "lamp")) == 3
+
+
+async def test_the_handle_is_silent_on_a_finished_workflow_where_the_cli_refuses(
+        tmp_path: Path, autojump_clock: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    """What README ("A finished workflow") says: the handle's signal is a counted dead
+    letter and a promise resolved or rejected is stored, without an error (only a
+    promise completed before raises); the command line refuses both (exit 1)."""
+    store = str(tmp_path / "s.db")
+    async with garrison.open_node(store=store) as node:
+        await node.start_workflow(ops_app.guarded, "desk", id="g")
+        await trio.sleep(1)
+        handle = node.workflow("g")
+        await handle.promise("go").resolve("yes")
+        assert await handle.result() == "yes"
+        dead = node.stats()["dead_letters"]
+        await handle.signal("late", 1)
+        assert node.stats()["dead_letters"] == dead + 1
+        await handle.promise("other").resolve(5)
+        await handle.promise("third").reject("no")
+        assert (handle.promise("other").status(), handle.promise("third").status()) == \
+            ("resolved", "rejected")
+        with pytest.raises(garrison.PromiseAlreadyCompleted):
+            await handle.promise("go").resolve("again")
+        await handle.cancel()
+        await handle.terminate()
+        assert handle.status() == "completed"
+    for args in (("signal", "g", "late"), ("resolve", "g", "fourth", "1"),
+                 ("reject", "g", "fourth", "no"), ("cancel", "g"), ("terminate", "g")):
+        code, out, err = await cli_async(capsys, "--store", store, *args)
+        assert (code, out) == (1, ""), args
+        assert "workflow 'g': it is completed" in err, args
