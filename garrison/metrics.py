@@ -23,6 +23,7 @@ import collections
 import logging
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 import attrs
@@ -284,7 +285,9 @@ async def serve(node: Any, bind: str = DEFAULT_BIND, *, registry: Any = None,
 
 
 @asynccontextmanager
-async def serving(node: Any, bind: str = DEFAULT_BIND) -> AsyncIterator[MetricsAddress]:
+async def serving(node: Any, bind: str = DEFAULT_BIND, *,
+                  max_connections: int = MAX_CONNECTIONS,
+                  timeout: float = TIMEOUT) -> AsyncIterator[MetricsAddress]:
     """:func:`serve` for the duration of an ``async with`` block::
 
         async with garrison.metrics.serving(node, "127.0.0.1:9464") as where:
@@ -292,7 +295,8 @@ async def serving(node: Any, bind: str = DEFAULT_BIND) -> AsyncIterator[MetricsA
     """
     try:
         async with trio.open_nursery() as nursery:
-            where: MetricsAddress = await nursery.start(serve, node, bind)
+            where: MetricsAddress = await nursery.start(partial(
+                serve, node, bind, max_connections=max_connections, timeout=timeout))
             try:
                 yield where
             finally:

@@ -509,9 +509,9 @@ async def test_connections_are_limited_and_a_silent_client_is_let_go(
     """A client opening many connections cannot take the node's file descriptors: past
     ``max_connections`` one is answered 503 and closed at once; a connection that
     sends no request is closed after ``timeout``, freeing its place."""
-    async with garrison.open_node() as node, trio.open_nursery() as nursery:
-        where = await nursery.start(partial(garrison.metrics.serve, node, "127.0.0.1:0",
-                                            max_connections=2, timeout=30))
+    async with garrison.open_node() as node, \
+            garrison.metrics.serving(node, "127.0.0.1:0", max_connections=2,
+                                     timeout=30) as where:
 
         async def answer(stream: trio.SocketStream) -> str:
             data = b""
@@ -536,7 +536,6 @@ async def test_connections_are_limited_and_a_silent_client_is_let_go(
         for bad in ({"max_connections": 0}, {"timeout": 0}):
             with pytest.raises(ValueError, match=next(iter(bad))):
                 await garrison.metrics.serve(node, "127.0.0.1:0", **bad)  # type: ignore[arg-type]
-        nursery.cancel_scope.cancel()
 
 
 def test_a_bad_bind_names_the_input() -> None:
