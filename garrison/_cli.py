@@ -177,12 +177,14 @@ def _load_callable(target: str) -> Any:
 async def _serve(config: Any, root: Any, label: str | None, store: str | None,
                  ui: str | None = None, token: str | None = None,
                  metrics: str | None = None, name: str | None = None,
-                 lease: str = "10s", forwarded_allow_ips: str | None = None) -> int:
+                 lease: str = "10s", forwarded_allow_ips: str | None = None,
+                 sessions: dict[str, Any] | None = None) -> int:
     """Run a node until ``root`` (a callable or an entry id; ``None``: nothing) ends or
     SIGINT/SIGTERM arrives. The first signal stops the node gracefully (services in
     reverse dependency order, processes leaves first, workflows parked where they
     are); a second one exits at once. ``ui``: serve the web console, attached to the
-    node, on that address while it runs; ``metrics``: serve Prometheus metrics there. A
+    node, on that address while it runs (``sessions``: its ``session_idle`` and
+    ``session_max_age``, when given); ``metrics``: serve Prometheus metrics there. A
     node of a cluster drains on SIGTERM first (its workflows move to the other nodes at
     their next durable point), then stops."""
     from ._node import open_node
@@ -226,7 +228,7 @@ async def _serve(config: Any, root: Any, label: str | None, store: str | None,
 
                     where = await console.start(partial(
                         serve_console, node=node, bind=ui, token=token,
-                        forwarded_allow_ips=forwarded_allow_ips))
+                        forwarded_allow_ips=forwarded_allow_ips, **(sessions or {})))
                     announce_console(where, "garrison run")
                 if metrics is not None:
                     from .metrics import serve as serve_metrics
@@ -268,13 +270,25 @@ def announce_console(where: Any, who: str) -> None:
               f"{where.url}login with the token", flush=True)
 
 
+def _sessions(args: argparse.Namespace) -> dict[str, Any]:
+    """The console's session expiry options given (``--session-idle``,
+    ``--session-max-age``) as ``serve_console`` arguments."""
+    return {name: value for name in ("session_idle", "session_max_age")
+            if (value := getattr(args, name, None)) is not None}
+
+
 def _console_problem(bind: str | None, token: str | None, option: str,
-                     forwarded_allow_ips: str | None = None) -> str | None:
+                     forwarded_allow_ips: str | None = None,
+                     sessions: dict[str, Any] | None = None) -> str | None:
     """Why the console cannot be served on ``bind`` (given as ``option``), or ``None``;
     checked before anything starts."""
     if bind is None:
-        return "--forwarded-allow-ips is an option of the console (--ui)" \
-            if forwarded_allow_ips is not None else None
+        if forwarded_allow_ips is not None:
+            return "--forwarded-allow-ips is an option of the console (--ui)"
+        if sessions:
+            return (f"--{next(iter(sessions)).replace('_', '-')} is an option of the "
+                    "console (--ui)")
+        return None
     try:
         from .console import check_bind
     except ImportError as exc:
@@ -284,6 +298,14 @@ def _console_problem(bind: str | None, token: str | None, option: str,
         check_bind(bind, token, forwarded_allow_ips)
     except ValueError as exc:
         return str(exc).replace("--bind", option, 1)
+    if sessions:
+        from .console import check_sessions
+
+        try:
+            check_sessions(sessions.get("session_idle", "1h"),
+                           sessions.get("session_max_age", "12h"))
+        except ValueError as exc:
+            return str(exc)
     return None
 
 
@@ -386,7 +408,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     token = args.token or os.environ.get("GARRISON_UI_TOKEN") or None
     problem = (_main_problem(args.main, config, target)
                or _store_problem(args.store, config)
-               or _console_problem(args.ui, token, "--ui", args.forwarded_allow_ips)
+               or _console_problem(args.ui, token, "--ui", args.forwarded_allow_ips,
+                                   _sessions(args))
                or _metrics_problem(args.metrics))
     try:
         parse_duration(args.lease, what="--lease")
@@ -406,7 +429,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 return 2
         return int(_unwrapped(_serve, config, root, label, args.store, args.ui, token,
                               args.metrics, args.name, args.lease,
-                              args.forwarded_allow_ips))
+                              args.forwarded_allow_ips, _sessions(args)))
     except StoreLocked as exc:  # another node runs on it: say what to do from the shell
         print(f"garrison run: {exc.cli_message}", file=sys.stderr)
         return 2
@@ -438,7 +461,8 @@ def cmd_ui(args: argparse.Namespace) -> int:
     from ._store_tools import ToolError, open_store
 
     token = args.token or os.environ.get("GARRISON_UI_TOKEN") or None
-    problem = _console_problem(args.bind, token, "--bind", args.forwarded_allow_ips)
+    problem = _console_problem(args.bind, token, "--bind", args.forwarded_allow_ips,
+                               _sessions(args))
     if problem is not None:
         print(f"garrison ui: {problem}", file=sys.stderr)
         return 2
@@ -455,7 +479,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
             async with trio.open_nursery() as nursery:
                 where = await nursery.start(partial(
                     serve_console, store=store, bind=args.bind, token=token,
-                    forwarded_allow_ips=args.forwarded_allow_ips))
+                    forwarded_allow_ips=args.forwarded_allow_ips, **_sessions(args)))
                 announce_console(where, "garrison ui")
                 async for signum in signals:
                     log.info("received %s: stopping the console", signal.Signals(signum).name)
@@ -505,6 +529,16 @@ _FORWARDED_HELP = ("the console behind a proxy: the proxies' addresses (comma-se
                    "X-Forwarded-Proto headers are believed; needs --token")
 
 
+def _session_options(parser: argparse.ArgumentParser) -> None:
+    """The console's session expiry options (of ``run --ui`` and ``ui``)."""
+    parser.add_argument("--session-idle", metavar="DURATION",
+                        help="the console: a login session unused this long expires "
+                             "(default 1h)")
+    parser.add_argument("--session-max-age", metavar="DURATION",
+                        help="the console: a login session this old expires, however "
+                             "busy (default 12h)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     levels = ["DEBUG", "INFO", "WARNING", "ERROR", "debug", "info", "warning", "error"]
     parser = argparse.ArgumentParser(
@@ -543,6 +577,7 @@ def build_parser() -> argparse.ArgumentParser:
     run_p.add_argument("--token", help="the console's token, required off loopback "
                        "(default: $GARRISON_UI_TOKEN)")
     run_p.add_argument("--forwarded-allow-ips", metavar="IPS", help=_FORWARDED_HELP)
+    _session_options(run_p)
     run_p.add_argument("--metrics", metavar="HOST:PORT",
                        help="serve Prometheus metrics of this node at http://HOST:PORT/metrics "
                             "(e.g. 127.0.0.1:9464; needs garrison[metrics])")
@@ -560,6 +595,7 @@ def build_parser() -> argparse.ArgumentParser:
     ui_p.add_argument("--token", help="required on every request; required off loopback "
                       "(default: $GARRISON_UI_TOKEN)")
     ui_p.add_argument("--forwarded-allow-ips", metavar="IPS", help=_FORWARDED_HELP)
+    _session_options(ui_p)
     ui_p.set_defaults(func=cmd_ui)
 
     check_p = sub.add_parser(

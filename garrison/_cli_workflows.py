@@ -88,7 +88,7 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
                           "cancellation handlers")
     term.add_argument("id")
     term.add_argument("--reason", default="terminated by garrison workflows terminate",
-                      help="the message of its Terminated error")
+                      help="the message of its Terminated error (not empty or blank)")
 
     ret = verb(
         "retry", help="resume a failed or blocked workflow by replay from its journal")

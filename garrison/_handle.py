@@ -92,11 +92,15 @@ class WorkflowHandle:
         """End the workflow at once, without running its cancellation handlers (unlike
         :meth:`cancel`): it ends ``failed`` with the error ``Terminated: <reason>``, its
         ``EXIT`` reaches its watchers, its unfinished child workflows are terminated
-        with it. Returns once it has ended; nothing happens to a finished workflow."""
+        with it. Returns once it has ended; nothing happens to a finished workflow.
+        ``reason=None``: ``terminated by WorkflowHandle.terminate()``; an empty or blank
+        reason is a ``ValueError`` (as ``garrison workflows terminate --reason ''`` is
+        refused), nothing ended."""
         from .hosts.workflow import terminate_workflow
 
         await terminate_workflow(self.host, self.workflow_id,
-                                 reason or "terminated by WorkflowHandle.terminate()")
+                                 "terminated by WorkflowHandle.terminate()" if reason is None
+                                 else reason)
 
     async def retry(self) -> str:
         """Resume a ``failed`` or ``blocked`` workflow by replay from its journal: it runs

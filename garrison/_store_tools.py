@@ -25,6 +25,8 @@ __all__ = [
     "ToolError",
     "cancel",
     "check_arity",
+    "check_rejection",
+    "check_topic",
     "delete_schedule",
     "detail",
     "error_json",
@@ -153,8 +155,28 @@ def check_name(promise: str) -> None:
         raise ToolError(str(exc), 2) from None
 
 
+def check_topic(topic: object) -> str:
+    """``topic`` if a signal may carry it (a non-empty string), else :class:`ToolError`
+    (code 2, bad arguments; the console's 400): the one rule of ``garrison workflows
+    signal`` and the console's ``POST .../signal``."""
+    if not isinstance(topic, str) or not topic:
+        raise ToolError(f"a signal needs a 'topic': a non-empty string, got {topic!r}", 2)
+    return topic
+
+
+def check_rejection(message: object) -> str:
+    """``message`` if a promise may be rejected with it (a non-empty string), else
+    :class:`ToolError` (code 2; the console's 400): the one rule of ``garrison
+    workflows reject`` and the console's ``POST .../reject``."""
+    if not isinstance(message, str) or not message:
+        raise ToolError("a rejection needs a 'message': a non-empty string, got "
+                        f"{message!r}", 2)
+    return message
+
+
 def signal(store: Any, workflow_id: str, topic: str, payload: Any) -> str:
     """Queue a message on the workflow's durable inbox; returns its message id."""
+    check_topic(topic)
     rec = get(store, workflow_id)
     refuse_final(rec, "signal")
     msg_id = f"cli-{uuid.uuid4().hex}"
@@ -175,6 +197,7 @@ def resolve(store: Any, workflow_id: str, promise: str, value: Any) -> None:
 
 def reject(store: Any, workflow_id: str, promise: str, message: str) -> None:
     """Reject the workflow's promise (refused if it was completed before)."""
+    check_rejection(message)
     rec = get(store, workflow_id)
     refuse_final(rec, "reject a promise of")
     check_name(promise)
@@ -237,9 +260,15 @@ def terminate(store: Any, workflow_id: str, reason: str, *, wait: float = 5.0) -
     children too), without its cancellation handlers. A node holding the store ends it
     (asked through its inbox; this waits up to ``wait`` seconds to see it ended); with
     no node, it is ended in the store at once. True once it has ended; False when a
-    node was asked but has not ended it within ``wait``."""
+    node was asked but has not ended it within ``wait``. A blank ``reason`` is a
+    :class:`ToolError` (code 2), as the handle's ``ValueError``."""
     from .hosts.workflow import request_transaction, terminate_transaction, terminated
+    from .hosts.workflow._operate import check_reason
 
+    try:
+        check_reason(reason)  # bad arguments: refused before the store is read
+    except (TypeError, ValueError) as exc:
+        raise ToolError(f"--reason: {exc}", 2) from None
     rec = get(store, workflow_id)
     refuse_final(rec, "terminate")
     error = terminated(reason)

@@ -31,14 +31,19 @@ import trio
 
 from . import _observe
 
-__all__ = ["DEFAULT_BIND", "MetricsAddress", "MetricsError", "NodeCollector", "collect",
-           "parse_bind", "serve", "serving"]
+__all__ = ["DEFAULT_BIND", "MAX_CONNECTIONS", "TIMEOUT", "MetricsAddress", "MetricsError",
+           "NodeCollector", "collect", "parse_bind", "serve", "serving"]
 
 #: where ``serve`` listens unless told otherwise (Prometheus exporters' usual port)
 DEFAULT_BIND = "127.0.0.1:9464"
-#: the most a request head may have, and how long a client may take to send it
+#: the connections ``serve`` answers at once; one more is answered ``503`` and closed
+#: at once, so a client opening many cannot take the node's file descriptors
+MAX_CONNECTIONS = 16
+#: how long (seconds) a client may take to send its request, and to take the answer:
+#: a connection that sends nothing (or reads nothing) is closed then, not kept
+TIMEOUT = 10.0
+#: the most a request head may have
 _MAX_HEAD = 16 * 1024
-_HEAD_TIMEOUT = 10.0
 
 log = logging.getLogger("garrison.metrics")
 
@@ -224,11 +229,16 @@ def parse_bind(bind: str) -> tuple[str, int]:
 
 
 async def serve(node: Any, bind: str = DEFAULT_BIND, *, registry: Any = None,
+                max_connections: int = MAX_CONNECTIONS, timeout: float = TIMEOUT,
                 task_status: trio.TaskStatus[MetricsAddress] = trio.TASK_STATUS_IGNORED,
                 ) -> None:
     """Serve ``GET /metrics`` (Prometheus text format) for ``node`` on ``bind`` until
     cancelled; ``task_status.started`` gives the :class:`MetricsAddress` (use it with
     ``nursery.start``). ``registry``: serve this one instead of ``collect(node)``.
+
+    At most ``max_connections`` are answered at once: one more is answered ``503`` and
+    closed at once. A client gets ``timeout`` seconds to send its request, and as
+    many to take the answer; then its connection is closed.
 
     An address that cannot be bound raises :class:`MetricsError` (an ``OSError``)
     naming it.
@@ -238,11 +248,29 @@ async def serve(node: Any, bind: str = DEFAULT_BIND, *, registry: Any = None,
     ...     print(where.url)                    # http://127.0.0.1:9464/metrics
     """
     host, port = parse_bind(bind)
+    if isinstance(max_connections, bool) or not isinstance(max_connections, int) \
+            or max_connections < 1:
+        raise ValueError(f"max_connections={max_connections!r}: expected a whole number >= 1")
+    if not timeout > 0:
+        raise ValueError(f"timeout={timeout!r}: expected seconds > 0")
     if registry is None:
         registry = collect(node)
     from prometheus_client.exposition import choose_encoder
 
-    handler = partial(_handle, registry=registry, choose_encoder=choose_encoder)
+    limiter = trio.CapacityLimiter(max_connections)
+
+    async def handler(stream: trio.SocketStream) -> None:
+        try:
+            limiter.acquire_nowait()
+        except trio.WouldBlock:
+            await _refuse(stream, max_connections, timeout)
+            return
+        try:
+            await _handle(stream, registry=registry, choose_encoder=choose_encoder,
+                          timeout=timeout)
+        finally:
+            limiter.release()
+
     try:
         listeners = await trio.open_tcp_listeners(port, host=host)
     except OSError as exc:
@@ -257,7 +285,9 @@ async def serve(node: Any, bind: str = DEFAULT_BIND, *, registry: Any = None,
 
 
 @asynccontextmanager
-async def serving(node: Any, bind: str = DEFAULT_BIND) -> AsyncIterator[MetricsAddress]:
+async def serving(node: Any, bind: str = DEFAULT_BIND, *,
+                  max_connections: int = MAX_CONNECTIONS,
+                  timeout: float = TIMEOUT) -> AsyncIterator[MetricsAddress]:
     """:func:`serve` for the duration of an ``async with`` block::
 
         async with garrison.metrics.serving(node, "127.0.0.1:9464") as where:
@@ -265,7 +295,8 @@ async def serving(node: Any, bind: str = DEFAULT_BIND) -> AsyncIterator[MetricsA
     """
     try:
         async with trio.open_nursery() as nursery:
-            where: MetricsAddress = await nursery.start(serve, node, bind)
+            where: MetricsAddress = await nursery.start(partial(
+                serve, node, bind, max_connections=max_connections, timeout=timeout))
             try:
                 yield where
             finally:
@@ -278,7 +309,7 @@ async def serving(node: Any, bind: str = DEFAULT_BIND) -> AsyncIterator[MetricsA
 
 
 _REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
-            500: "Internal Server Error"}
+            500: "Internal Server Error", 503: "Service Unavailable"}
 
 
 _TEXT = "text/plain; charset=utf-8"
@@ -301,11 +332,32 @@ def _scrape(registry: Any, choose_encoder: Any, accept: str | None) -> tuple[int
                             f"{exc}\n").encode("utf-8", "replace")
 
 
-async def _handle(stream: trio.SocketStream, *, registry: Any, choose_encoder: Any) -> None:
-    """One HTTP/1.x request, answered and closed."""
+def _response(status: int, ctype: str, body: bytes, *, head_only: bool = False) -> bytes:
+    return (f"HTTP/1.1 {status} {_REASONS[status]}\r\nContent-Type: {ctype}\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode() + \
+        (b"" if head_only else body)
+
+
+async def _refuse(stream: trio.SocketStream, limit: int, timeout: float) -> None:
+    """A connection over the limit: ``503`` (without reading its request) and closed."""
+    log.debug("metrics: %d connections already: one more refused", limit)
+    body = f"busy: {limit} connections already, try again\n".encode()
+    try:
+        with trio.move_on_after(timeout):
+            await stream.send_all(_response(503, _TEXT, body))
+    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+        pass
+    finally:
+        await trio.aclose_forcefully(stream)
+
+
+async def _handle(stream: trio.SocketStream, *, registry: Any, choose_encoder: Any,
+                  timeout: float = TIMEOUT) -> None:
+    """One HTTP/1.x request, answered and closed (``timeout`` seconds to send the
+    request, as many to take the answer)."""
     try:
         head = b""
-        with trio.move_on_after(_HEAD_TIMEOUT):
+        with trio.move_on_after(timeout):
             while b"\r\n\r\n" not in head and len(head) < _MAX_HEAD:
                 chunk = await stream.receive_some(4096)
                 if not chunk:
@@ -331,12 +383,10 @@ async def _handle(stream: trio.SocketStream, *, registry: Any, choose_encoder: A
             else:
                 status, body, ctype = 404, b"not found: try /metrics\n", \
                     "text/plain; charset=utf-8"
-        response = (f"HTTP/1.1 {status} {_REASONS[status]}\r\nContent-Type: {ctype}\r\n"
-                    f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
-        if parts[0] != "HEAD":
-            response += body
-        await stream.send_all(response)
+        with trio.move_on_after(timeout):  # a client that reads nothing is let go
+            await stream.send_all(_response(status, ctype, body,
+                                            head_only=parts[0] == "HEAD"))
     except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
         pass  # the client went away
     finally:
-        await stream.aclose()
+        await trio.aclose_forcefully(stream)

@@ -17,6 +17,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import trio
 import workflow_app
@@ -213,6 +214,36 @@ def _plain_store(path: str) -> None:
         for i in range(5):
             s.write(Transaction().create_workflow(f"w{i}", "app:flow", [i],
                                                   search={"n": i}))
+
+
+async def test_an_empty_topic_or_rejection_message_is_refused_as_the_console_does(
+        sqlite_path: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """The console refuses a signal without a topic and a rejection without a message
+    (400); the command line refuses them alike (exit 2), in the same words, nothing
+    written."""
+    from garrison.console._app import make_app
+    from garrison.console._backend import StoreBackend
+
+    _plain_store(sqlite_path)
+    said = {"signal": "a signal needs a 'topic': a non-empty string, got ''",
+            "reject": "a rejection needs a 'message': a non-empty string, got ''"}
+    code, out, err = cli_here(capsys, "--store", sqlite_path, "signal", "w1", "")
+    assert (code, out, err) == (2, "", f"garrison workflows: {said['signal']}\n")
+    code, out, err = cli_here(capsys, "--store", sqlite_path, "reject", "w1", "p", "")
+    assert (code, out, err) == (2, "", f"garrison workflows: {said['reject']}\n")
+    with open_store(sqlite_path, lock=False) as s:
+        assert s.pending_messages("w1") == [] and s.promises("w1") == []
+
+        app = make_app(StoreBackend(s))
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                     base_url="http://127.0.0.1:8233") as c:
+            await c.get("/")  # the CSRF cookie
+            headers = {"X-Garrison-CSRF": c.cookies["garrison_csrf"]}
+            r = await c.post("/api/workflows/w1/signal", json={"topic": ""}, headers=headers)
+            assert (r.status_code, r.json()) == (400, {"error": said["signal"]})
+            r = await c.post("/api/workflows/w1/promises/p/reject", json={"message": ""},
+                             headers=headers)
+            assert (r.status_code, r.json()) == (400, {"error": said["reject"]})
 
 
 def _truncate_half(path: str) -> None:

@@ -9,6 +9,7 @@ import json
 import math
 import re
 import socket
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -730,6 +731,72 @@ async def test_a_live_status_filter_is_an_indexed_query_not_a_scan(
             assert len(r.json()["workflows"]) == 10 and len(read) <= 11
 
 
+async def test_the_list_reads_the_store_off_the_node_s_event_loop(
+        store_path: str, autojump_clock: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Attached to a node, the list reads the store in a worker thread: a stalled
+    database (a PostgreSQL server that does not answer) holds up that request, not the
+    node's event loop, whose workflows go on meanwhile."""
+    async with garrison.open_node(store=store_path) as node:
+        for i in range(2):
+            await node.start_workflow(console_app.gated, f"w{i}", None, id=f"w-{i}")
+        store = node.hosts["workflows"].store
+        await until(lambda: len(store.list_workflows("waiting")) == 2)
+        gate = threading.Event()
+        threads: list[threading.Thread] = []
+        real = store.list_workflows
+
+        def stalled(*args: Any, **kw: Any) -> Any:
+            threads.append(threading.current_thread())
+            gate.wait(5)
+            return real(*args, **kw)
+
+        monkeypatch.setattr(store, "list_workflows", stalled)
+        got: list[httpx.Response] = []
+        async with client(make_app(NodeBackend(node))) as c, trio.open_nursery() as nursery:
+            async def fetch() -> None:
+                got.append(await c.get("/api/workflows?status=waiting"))
+
+            nursery.start_soon(fetch)
+            await until(lambda: threads)
+            assert got == [] and len(threads) == 1  # the read is under way, stalled
+            await node.workflow("w-0").promise("go").resolve("now")  # the node goes on
+            assert (await node.workflow("w-0").result())["go"] == "now"
+            gate.set()
+        assert [w["workflow_id"] for w in got[0].json()["workflows"]] == ["w-1"]
+        assert threading.main_thread() not in threads
+
+        # one workflow's page, and an action, find the workflow in a thread too
+        monkeypatch.undo()
+        gate.clear()
+        threads.clear()
+        real_get = store.get_workflow
+        armed = [True]
+
+        def stalled_get(*args: Any, **kw: Any) -> Any:
+            if armed:  # the first read after arming: the page's
+                armed.clear()
+                threads.append(threading.current_thread())
+                gate.wait(5)
+            return real_get(*args, **kw)
+
+        monkeypatch.setattr(store, "get_workflow", stalled_get)
+        got.clear()
+        async with client(make_app(NodeBackend(node))) as c, trio.open_nursery() as nursery:
+            async def fetch_one() -> None:
+                got.append(await c.get("/api/workflows/w-1"))
+
+            nursery.start_soon(fetch_one)
+            await until(lambda: threads)
+            assert got == []
+            gate.set()
+        assert got[0].json()["workflow"]["workflow_id"] == "w-1"
+        assert threads[0] is not threading.main_thread()
+        async with client(make_app(NodeBackend(node))) as c:
+            r = await post(c, "/api/workflows/w-1/promises/go/resolve", {"value": "later"})
+            assert r.status_code == 200
+            assert (await node.workflow("w-1").result())["go"] == "later"
+
+
 # ------------------------------------------------------------------ browsers and proxies
 async def test_referrers_stay_on_the_console_and_login_returns_to_the_page(
         seeded: str) -> None:
@@ -921,3 +988,121 @@ async def test_the_console_on_each_store(store_spec: str, autojump_clock: Any) -
                 assert await node.workflow("l-1").result() == {"topic": "hi", "payload": 1}
         finally:
             tool.close()
+
+
+async def test_workflow_ids_dot_and_dot_dot_survive_the_url(store_path: str) -> None:
+    """A browser drops a path segment ``.`` or ``..`` (``%2E%2E`` too): the pages write
+    an id or a promise name percent-encoded twice (``%252E%252E``) and the console
+    decodes it once more, so the workflows ``.`` and ``..`` open and take actions; a
+    login returns to such a page as it was asked for."""
+    with SQLiteStore(store_path) as s:
+        for wid in (".", "..", "50%41"):
+            s.write(Transaction().create_workflow(wid, "app:flow", [], status="waiting"))
+    store = _store_tools.open_store(store_path)
+    async with client(make_app(StoreBackend(store))) as c:
+        for path, wid in (("%252E", "."), ("%252E%252E", ".."), ("50%252541", "50%41"),
+                          ("%2E%2E", "..")):  # (httpx, unlike a browser, keeps %2E%2E)
+            r = await c.get(f"/api/workflows/{path}")
+            assert r.status_code == 200 and r.json()["workflow"]["workflow_id"] == wid, path
+        assert (await c.get("/api/workflows/..%252F.")).status_code == 404
+        page = await c.get("/workflows/%252E%252E")
+        assert page.status_code == 200 and 'data-workflow-id=".."' in page.text
+        r = await post(c, "/api/workflows/%252E%252E/signal", {"topic": "t"})
+        assert r.status_code == 200 and r.json()["workflow_id"] == ".."
+        r = await post(c, "/api/workflows/%252E/promises/%252E%252E/resolve", {"value": 1})
+        assert (r.status_code, r.json()["workflow_id"], r.json()["promise"]) == \
+            (200, ".", "..")
+        assert (await post(c, "/api/workflows/%252E/cancel")).status_code == 200
+    assert [m.topic for m in store.pending_messages("..")] == ["t"]
+    assert store.pending_messages(".") == []
+    assert [(p.name, p.value) for p in store.promises(".")] == [("..", 1)]
+    assert store.get_workflow(".").cancel_requested and \
+        not store.get_workflow("..").cancel_requested
+
+    # the page script encodes ids so (the function the links and API calls use)
+    script = (Path(garrison.__file__).parent / "console/static/console.js").read_text()
+    assert 'once.replace(/\\./g, "%2E");\n  return encodeURIComponent(once);' in script
+    assert "encodeURIComponent(id)" not in script and "encodeURIComponent(wid)" not in script
+
+    app = make_app(StoreBackend(store), token=TOKEN)
+    async with client(app) as c:
+        r = await c.get("/workflows/%252E%252E?host=x")
+        assert r.status_code == 303
+        assert r.headers["location"] == "/login?next=%2Fworkflows%2F%25252E%25252E%3Fhost%3Dx"
+        r = await c.post("/login", data={"token": TOKEN, "next": "/workflows/%252E%252E"},
+                         headers={"Origin": BASE})
+        assert r.status_code == 303 and r.headers["location"] == "/workflows/%252E%252E"
+    store.close()
+
+
+async def test_sessions_expire_when_idle_and_at_their_maximum_age(
+        store_path: str, autojump_clock: Any) -> None:
+    """A login session unused for ``session_idle``, or older than ``session_max_age``
+    however busy, is refused as no session is (401 for the API, the login page for a
+    page); the browser keeps its cookie no longer than the maximum age."""
+    SQLiteStore(store_path).close()
+    store = _store_tools.open_store(store_path)
+    assert (make_app(StoreBackend(store), token=TOKEN).session_idle,
+            make_app(StoreBackend(store), token=TOKEN).session_max_age) == (3600, 43200)
+    app = make_app(StoreBackend(store), token=TOKEN, session_idle=60, session_max_age=300)
+
+    async def log_in(c: httpx.AsyncClient) -> None:
+        r = await c.post("/login", data={"token": TOKEN, "next": "/"},
+                         headers={"Origin": BASE})
+        assert r.status_code == 303 and "max-age=300" in r.headers["set-cookie"].lower()
+
+    async with client(app) as c:
+        await log_in(c)
+        for _ in range(5):  # used every 50 s: alive until 300 s after the login
+            assert (await c.get("/api/workflows")).status_code == 200
+            await trio.sleep(50)
+        assert (await c.get("/api/workflows")).status_code == 200  # 250 s
+        await trio.sleep(50)
+        r = await c.get("/api/workflows")  # 300 s: too old, however busy
+        assert r.status_code == 401 and "session has expired" in r.json()["error"]
+        assert app.sessions == {}
+        r = await c.get("/workflows/x")
+        assert r.status_code == 303 and r.headers["location"] == "/login?next=%2Fworkflows%2Fx"
+
+        await log_in(c)
+        await trio.sleep(59)
+        assert (await c.get("/api/workflows")).status_code == 200
+        await trio.sleep(60)  # idle for 60 s
+        c.cookies.set("garrison_csrf", "csrf")
+        r = await c.post("/api/workflows/x/cancel", headers={"X-Garrison-CSRF": "csrf"})
+        assert r.status_code == 401 and "session has expired" in r.json()["error"]
+        assert (await c.get("/")).status_code == 303
+        # a login forgets the expired sessions of others too
+        stale = app.new_session()
+        await trio.sleep(60)
+        await log_in(c)
+        assert stale not in app.sessions and len(app.sessions) == 1
+        # the bearer token has no session to expire
+        c.cookies.delete("garrison_session")
+        await trio.sleep(301)
+        assert (await c.get("/api/workflows", headers={
+            "Authorization": f"Bearer {TOKEN}"})).status_code == 200
+    store.close()
+
+    for idle, age, said in (("0s", "1h", "--session-idle '0s': expected a positive"),
+                            ("1h", "soon", "invalid --session-max-age 'soon'")):
+        with pytest.raises(ValueError, match=re.escape(said)):
+            await garrison.console.serve_console(store=store_path, session_idle=idle,
+                                                 session_max_age=age)
+
+
+def test_the_command_line_checks_the_session_options(
+        store_path: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from garrison._cli import build_parser
+
+    SQLiteStore(store_path).close()
+    for argv, said in (
+            (["ui", "--store", store_path, "--session-idle", "0"],
+             "garrison ui: invalid --session-idle '0'"),
+            (["ui", "--store", store_path, "--session-max-age", "0s"],
+             "garrison ui: --session-max-age '0s': expected a positive duration"),
+            (["run", "nowhere:main", "--session-idle", "5m"],
+             "garrison run: --session-idle is an option of the console (--ui)")):
+        parsed = build_parser().parse_args(argv)
+        assert parsed.func(parsed) == 2, argv
+        assert capsys.readouterr().err.startswith(said), argv

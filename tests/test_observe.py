@@ -504,6 +504,40 @@ async def test_a_malformed_accept_header_is_a_400_not_a_dead_node(
         assert (await get("text/plain"))[0] == "HTTP/1.1 200 OK"
 
 
+async def test_connections_are_limited_and_a_silent_client_is_let_go(
+        autojump_clock: Any) -> None:
+    """A client opening many connections cannot take the node's file descriptors: past
+    ``max_connections`` one is answered 503 and closed at once; a connection that
+    sends no request is closed after ``timeout``, freeing its place."""
+    async with garrison.open_node() as node, \
+            garrison.metrics.serving(node, "127.0.0.1:0", max_connections=2,
+                                     timeout=30) as where:
+
+        async def answer(stream: trio.SocketStream) -> str:
+            data = b""
+            while chunk := await stream.receive_some(65536):
+                data += chunk
+            return data.decode().split("\r\n")[0]
+
+        silent = [await trio.open_tcp_stream("127.0.0.1", where.port) for _ in range(2)]
+        start = trio.current_time()
+        extra = await trio.open_tcp_stream("127.0.0.1", where.port)
+        assert await answer(extra) == "HTTP/1.1 503 Service Unavailable"
+        assert trio.current_time() - start < 30  # at once, not once one is let go
+        # the silent ones are answered (400: no request) and closed after 30 s
+        assert [await answer(s) for s in silent] == ["HTTP/1.1 400 Bad Request"] * 2
+        assert trio.current_time() - start >= 30
+        for s in (*silent, extra):
+            await s.aclose()
+        stream = await trio.open_tcp_stream("127.0.0.1", where.port)
+        await stream.send_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert await answer(stream) == "HTTP/1.1 200 OK"
+        await stream.aclose()
+        for bad in ({"max_connections": 0}, {"timeout": 0}):
+            with pytest.raises(ValueError, match=next(iter(bad))):
+                await garrison.metrics.serve(node, "127.0.0.1:0", **bad)  # type: ignore[arg-type]
+
+
 def test_a_bad_bind_names_the_input() -> None:
     with pytest.raises(ValueError, match="'nowhere': expected HOST:PORT"):
         garrison.metrics.parse_bind("nowhere")

@@ -178,6 +178,26 @@ async def test_terminate_ends_at_once_without_the_cancellation_handler(
     assert ("release", "res-lamp") in ops_app.LOG
 
 
+async def test_a_blank_terminate_reason_is_refused_and_none_is_the_default(
+        node: garrison.Node, autojump_clock: Any) -> None:
+    """``terminate(reason="")`` would end the workflow with the error ``Terminated: ``,
+    saying nothing: refused, as ``garrison workflows terminate --reason ''`` is."""
+    await node.start_workflow(ops_app.guarded, "desk", id="g")
+    await trio.sleep(1)
+    handle = node.workflow("g")
+    for blank in ("", "   ", "\n"):
+        with pytest.raises(ValueError, match="a terminate reason must say why"):
+            await handle.terminate(blank)
+        assert handle.status() == "waiting"
+    with pytest.raises(TypeError, match="a terminate reason must be a string, got int"):
+        await handle.terminate(3)  # type: ignore[arg-type]
+    assert handle.status() == "waiting"
+    await handle.terminate(None)
+    with pytest.raises(garrison.WorkflowFailed) as info:
+        await handle.result()
+    assert str(info.value.error) == "Terminated: terminated by WorkflowHandle.terminate()"
+
+
 async def test_terminate_reaches_the_parent_and_takes_the_children(
         node: garrison.Node, autojump_clock: Any) -> None:
     await node.start_workflow(ops_app.parent_of_one, id="p1")
@@ -348,6 +368,8 @@ def test_cli_refusals_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture
     with SQLiteStore(store) as s:
         s.write(Transaction().create_workflow("done", "ops_app:order", ["x"],
                                               status="completed"))
+        s.write(Transaction().create_workflow("open", "ops_app:order", ["y"],
+                                              status="pending"))
     cases = [
         (("start", "ops_app:nope"), 2, "cannot import 'ops_app:nope': AttributeError"),
         (("start", "ops_app"), 2, "must name the workflow function as module:function"),
@@ -363,6 +385,12 @@ def test_cli_refusals_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture
          "workflow ops_app:parent_of_one takes 0 argument(s) (), but JSON_ARGS gives 1"),
         (("terminate", "done"), 1, "cannot terminate workflow 'done': it is completed"),
         (("terminate", "ghost"), 1, "no workflow 'ghost'"),
+        (("terminate", "done", "--reason", ""), 2,
+         "--reason: a terminate reason must say why: got ''"),
+        (("terminate", "open", "--reason", ""), 2,
+         "--reason: a terminate reason must say why: got ''"),
+        (("terminate", "ghost", "--reason", "  "), 2,
+         "--reason: a terminate reason must say why: got '  '"),
         (("retry", "done"), 1, "cannot retry workflow 'done': it is completed"),
         (("replay", "--status", "bogus"), 2, "--status 'bogus' is not a workflow status"),
         (("replay", "--module", "no/such.py"), 2, "--module 'no/such.py': no such file"),
@@ -373,7 +401,9 @@ def test_cli_refusals_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture
         assert (code, out) == (want, ""), (args, code, out, err)
         assert err.count("\n") == 1 and said in err, (args, err)
     with SQLiteStore(store, lock=False) as s:  # nothing refused was written
-        assert [r.workflow_id for r in s.list_workflows()] == ["done"]
+        assert sorted(r.workflow_id for r in s.list_workflows()) == ["done", "open"]
+        assert s.get_workflow("open").status == "pending"
+        assert s.pending_messages("open") == []  # no terminate request either
 
 
 def test_cli_json_is_strict_as_the_console_s(tmp_path: Path,
@@ -623,3 +653,34 @@ async def test_a_retry_read_before_another_one_landed_writes_nothing(
         await node.workflow("o").signal("ship")
         assert await node.workflow("o").result() == "res-lamp pay-lamp ship"
     assert ops_app.LOG.count(("charge", "lamp")) == 3
+
+
+async def test_the_handle_is_silent_on_a_finished_workflow_where_the_cli_refuses(
+        tmp_path: Path, autojump_clock: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    """What README ("A finished workflow") says: the handle's signal is a counted dead
+    letter and a promise resolved or rejected is stored, without an error (only a
+    promise completed before raises); the command line refuses both (exit 1)."""
+    store = str(tmp_path / "s.db")
+    async with garrison.open_node(store=store) as node:
+        await node.start_workflow(ops_app.guarded, "desk", id="g")
+        await trio.sleep(1)
+        handle = node.workflow("g")
+        await handle.promise("go").resolve("yes")
+        assert await handle.result() == "yes"
+        dead = node.stats()["dead_letters"]
+        await handle.signal("late", 1)
+        assert node.stats()["dead_letters"] == dead + 1
+        await handle.promise("other").resolve(5)
+        await handle.promise("third").reject("no")
+        assert (handle.promise("other").status(), handle.promise("third").status()) == \
+            ("resolved", "rejected")
+        with pytest.raises(garrison.PromiseAlreadyCompleted):
+            await handle.promise("go").resolve("again")
+        await handle.cancel()
+        await handle.terminate()
+        assert handle.status() == "completed"
+    for args in (("signal", "g", "late"), ("resolve", "g", "fourth", "1"),
+                 ("reject", "g", "fourth", "no"), ("cancel", "g"), ("terminate", "g")):
+        code, out, err = await cli_async(capsys, "--store", store, *args)
+        assert (code, out) == (1, ""), args
+        assert "workflow 'g': it is completed" in err, args

@@ -4,6 +4,14 @@ Needs the ``garrison[ui]`` extra (Starlette, Hypercorn, Jinja2). See README.md, 
 console", for the pages, the JSON API under ``/api/`` and the security rules.
 """
 
-from ._serve import DEFAULT_BIND, ConsoleAddress, ConsoleError, check_bind, serve_console
+from ._serve import (
+    DEFAULT_BIND,
+    ConsoleAddress,
+    ConsoleError,
+    check_bind,
+    check_sessions,
+    serve_console,
+)
 
-__all__ = ["DEFAULT_BIND", "ConsoleAddress", "ConsoleError", "check_bind", "serve_console"]
+__all__ = ["DEFAULT_BIND", "ConsoleAddress", "ConsoleError", "check_bind", "check_sessions",
+           "serve_console"]

@@ -13,9 +13,10 @@ import json
 import math
 import re
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, quote
+from urllib.parse import parse_qs, quote, unquote
 
 import jinja2
 from starlette.applications import Starlette
@@ -27,9 +28,12 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from .._errors import PayloadError
+from .._store_tools import ToolError, check_rejection, check_topic
 from ._backend import ApiError, Backend, parse_search, parse_statuses, strict_json
 from ._security import (
     CSRF_COOKIE,
+    SESSION_IDLE,
+    SESSION_MAX_AGE,
     Guard,
     csrf_cookie_args,
     is_https,
@@ -47,10 +51,14 @@ _ACTION = re.compile(r"^(?P<wid>.+)/(?:signal|cancel|retry|promises/.+/(?:resolv
 
 
 def make_app(backend: Backend, *, token: str | None = None, loopback: bool = True,
-             forwarded_allow_ips: str | list[str] | None = None) -> Guard:
+             forwarded_allow_ips: str | list[str] | None = None,
+             session_idle: float = SESSION_IDLE,
+             session_max_age: float = SESSION_MAX_AGE) -> Guard:
     """The console's ASGI application over ``backend``, behind its :class:`Guard`
     (``token``: required on every request; ``loopback``: answer loopback names only;
-    ``forwarded_allow_ips``: the proxies whose ``X-Forwarded-*`` headers are believed)."""
+    ``forwarded_allow_ips``: the proxies whose ``X-Forwarded-*`` headers are believed;
+    ``session_idle`` / ``session_max_age``: seconds after which a login session
+    expires, unused / in any case)."""
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(_HERE / "templates"),
                              autoescape=True)
     templates = Jinja2Templates(env=env)
@@ -68,8 +76,8 @@ def make_app(backend: Backend, *, token: str | None = None, loopback: bool = Tru
         return page(request, "list.html", title="Workflows")
 
     async def workflow_page(request: Request) -> Response:
-        return page(request, "workflow.html", title=request.path_params["wid"],
-                    workflow_id=request.path_params["wid"])
+        wid = _segment(request.path_params["wid"])
+        return page(request, "workflow.html", title=wid, workflow_id=wid)
 
     async def node_page(request: Request) -> Response:
         return page(request, "node.html", title="Node")
@@ -83,7 +91,7 @@ def make_app(backend: Backend, *, token: str | None = None, loopback: bool = Tru
             given = form.get("token", [""])[0]
             then = _local_path(form.get("next", [then])[0])
             if given and guard.token_matches(given):
-                return _logged_in(guard.new_session(), then, is_https(request.scope))
+                return _logged_in(guard, guard.new_session(), then, is_https(request.scope))
             return templates.TemplateResponse(request, "login.html",
                                               {"title": "Log in", "failed": True,
                                                "anonymous": True, "next": then},
@@ -99,7 +107,7 @@ def make_app(backend: Backend, *, token: str | None = None, loopback: bool = Tru
             return Response("This login link is not valid (it works once). Log in with the "
                             "console's token at /login.\n", status_code=403,
                             media_type="text/plain")
-        return _logged_in(session, "/", is_https(request.scope))
+        return _logged_in(guard, session, "/", is_https(request.scope))
 
     # -- the JSON API --------------------------------------------------------------------
     async def api_capabilities(request: Request) -> Response:
@@ -113,32 +121,30 @@ def make_app(backend: Backend, *, token: str | None = None, loopback: bool = Tru
         order = q.get("order", "newest")
         if order not in ("newest", "oldest"):
             raise ApiError(400, f"order={order!r}: expected 'newest' or 'oldest'")
-        return _json(request, backend.list_page(statuses, search, q.get("id") or None,
-                                                q.get("after") or None, limit,
-                                                newest_first=order == "newest",
-                                                host=_host(request)))
+        page = await backend.list_page(statuses, search, q.get("id") or None,
+                                       q.get("after") or None, limit,
+                                       newest_first=order == "newest", host=_host(request))
+        return _json(request, page)
 
     async def api_workflow(request: Request) -> Response:
-        wid = request.path_params["wid"]
+        wid = _segment(request.path_params["wid"])
         try:
             return _json(request, await backend.detail(wid, _host(request)))
         except ApiError as exc:
             # GET on an action's URL (that is not itself the id of a workflow)
-            if exc.status == 404 and _ACTION.match(wid):
+            if exc.status == 404 and _ACTION.match(request.path_params["wid"]):
                 return JSONResponse({"error": f"{request.url.path} takes POST only"},
                                     status_code=405, headers={"Allow": "POST"})
             raise
 
     async def api_signal(request: Request) -> Response:
-        wid = request.path_params["wid"]
+        wid = _segment(request.path_params["wid"])
         body = await _body(request)
-        topic = body.get("topic")
-        if not isinstance(topic, str) or not topic:
-            raise ApiError(400, "a signal needs a 'topic': a non-empty string")
+        topic = _checked(check_topic, body.get("topic"))
         out = await backend.signal(wid, topic, body.get("payload"), _host(request))
         return _json(request, {"ok": True, "workflow_id": wid, "signal": topic, **out})
 
-    def promise_target(request: Request) -> tuple[str, str]:
+    async def promise_target(request: Request) -> tuple[str, str]:
         """``(workflow id, promise name)`` of a promise action's URL. Either may hold
         "/promises/": of the ways to cut the path there, the one with the longest id
         that names a workflow."""
@@ -149,46 +155,44 @@ def make_app(backend: Backend, *, token: str | None = None, loopback: bool = Tru
             cuts.append(at)
             at = joined.find("/promises/", at + 1)
         for at in reversed(cuts):
-            wid, name = joined[:at], joined[at + len("/promises/"):]
+            wid, name = _segment(joined[:at]), _segment(joined[at + len("/promises/"):])
             if not wid or not name:
                 continue
             try:
-                backend.locate(wid, _host(request))
+                await backend.locate(wid, _host(request))
             except ApiError as exc:
                 if exc.status == 404:
                     continue
                 raise
             return wid, name
-        wid, name = request.path_params["wid"], request.path_params["name"]
+        wid, name = _segment(request.path_params["wid"]), _segment(request.path_params["name"])
         if not name:
             raise ApiError(400, "a promise name must be a non-empty string")
         return wid, name  # no such workflow: the action says so
 
     async def api_resolve(request: Request) -> Response:
-        wid, name = promise_target(request)
+        wid, name = await promise_target(request)
         body = await _body(request)
         await backend.resolve(wid, name, body.get("value"), _host(request))
         return _json(request, {"ok": True, "workflow_id": wid, "promise": name,
                                "resolved": body.get("value")})
 
     async def api_reject(request: Request) -> Response:
-        wid, name = promise_target(request)
+        wid, name = await promise_target(request)
         body = await _body(request)
-        message = body.get("message")
-        if not isinstance(message, str) or not message:
-            raise ApiError(400, "a rejection needs a 'message': a non-empty string")
+        message = _checked(check_rejection, body.get("message"))
         await backend.reject(wid, name, message, _host(request))
         return _json(request, {"ok": True, "workflow_id": wid, "promise": name,
                                "rejected": message})
 
     async def api_cancel(request: Request) -> Response:
-        wid = request.path_params["wid"]
+        wid = _segment(request.path_params["wid"])
         await _body(request)
         await backend.cancel(wid, _host(request))
         return _json(request, {"ok": True, "workflow_id": wid, "cancel_requested": True})
 
     async def api_retry(request: Request) -> Response:
-        wid = request.path_params["wid"]
+        wid = _segment(request.path_params["wid"])
         await _body(request)
         note = await backend.retry(wid, _host(request))
         return _json(request, {"ok": True, "workflow_id": wid, "retry": note})
@@ -235,12 +239,14 @@ def make_app(backend: Backend, *, token: str | None = None, loopback: bool = Tru
                                                        PayloadError: payload_error,
                                                        HTTPException: http_error})
     return Guard(app, token=token, loopback=loopback,
-                 forwarded_allow_ips=forwarded_allow_ips)
+                 forwarded_allow_ips=forwarded_allow_ips, session_idle=session_idle,
+                 session_max_age=session_max_age)
 
 
-def _logged_in(session: str, then: str, secure: bool) -> Response:
+def _logged_in(guard: Guard, session: str, then: str, secure: bool) -> Response:
     response = RedirectResponse(then, status_code=303)
-    response.set_cookie(**session_cookie_args(session, secure=secure))
+    response.set_cookie(**session_cookie_args(session, secure=secure,
+                                              max_age=guard.session_max_age))
     return response
 
 
@@ -250,6 +256,23 @@ def _local_path(then: str | None) -> str:
     if not then or not then.startswith("/") or then.startswith("//") or "\\" in then:
         return "/"
     return quote(then, safe="/?&=%:@!$'()*+,;~-._")
+
+
+def _segment(text: str) -> str:
+    """A workflow id or promise name from a URL's path (which the server has decoded
+    once), decoded once more: the pages encode it twice, so that an id ``.`` or ``..``
+    reaches the console (a browser drops such a segment from a path, written ``%2E%2E``
+    too, but not ``%252E%252E``). Text without ``%`` is itself."""
+    return unquote(text) if "%" in text else text
+
+
+def _checked(check: Callable[[object], str], value: object) -> str:
+    """``check(value)`` (a rule of ``garrison._store_tools``, shared with the command
+    line), its refusal a 400."""
+    try:
+        return check(value)
+    except ToolError as exc:
+        raise ApiError(400, str(exc)) from None
 
 
 def _host(request: Request) -> str | None:

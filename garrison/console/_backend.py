@@ -20,6 +20,7 @@ import binascii
 import datetime as _dt
 import json
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 import trio
@@ -171,21 +172,32 @@ class Backend:
                                 f"(workflow hosts: {', '.join(map(str, stores))})")
         return host, stores[host]
 
-    def locate(self, workflow_id: str, host: str | None) -> tuple[str | None, Any, Any]:
-        """``(host, store, record)`` of the workflow; 404 if no store holds it."""
-        if host is not None:
-            name, store = self.store_of(host)
-            rec = store.get_workflow(workflow_id)
-            if rec is None:
-                raise ApiError(404, f"no workflow {workflow_id!r} on host {name!r} "
-                                    f"({store.path or 'in memory'})")
-            return name, store, rec
+    async def locate(self, workflow_id: str,
+                     host: str | None) -> tuple[str | None, Any, Any]:
+        """``(host, store, record)`` of the workflow; 404 if no store holds it. The
+        stores are read in a worker thread (see :meth:`list_page`)."""
         stores = self.stores()
-        for name in (self.default, *(n for n in stores if n != self.default)):
-            rec = stores[name].get_workflow(workflow_id)
-            if rec is not None:
-                return name, stores[name], rec
-        where = ", ".join(str(s.path or "in memory") for s in stores.values())
+        if host is not None:
+            candidates = [self.store_of(host)]
+        else:
+            candidates = [(name, stores[name]) for name in
+                          (self.default, *(n for n in stores if n != self.default))]
+
+        def read() -> tuple[str | None, Any, Any] | None:
+            for name, store in candidates:
+                rec = store.get_workflow(workflow_id)
+                if rec is not None:
+                    return name, store, rec
+            return None
+
+        found = await trio.to_thread.run_sync(read)
+        if found is not None:
+            return found
+        if host is not None:
+            name, store = candidates[0]
+            raise ApiError(404, f"no workflow {workflow_id!r} on host {name!r} "
+                                f"({store.path or 'in memory'})")
+        where = ", ".join(str(store.path or "in memory") for store in stores.values())
         raise ApiError(404, f"no workflow {workflow_id!r} in {where}")
 
     # -- capabilities ------------------------------------------------------------------
@@ -203,14 +215,18 @@ class Backend:
         }
 
     # -- the list ----------------------------------------------------------------------
-    def list_page(self, statuses: list[str], search: dict[str, Any], id_prefix: str | None,
-                  after: str | None, limit: int, newest_first: bool = True,
-                  host: str | None = None) -> dict[str, Any]:
+    async def list_page(self, statuses: list[str], search: dict[str, Any],
+                        id_prefix: str | None, after: str | None, limit: int,
+                        newest_first: bool = True, host: str | None = None) -> dict[str, Any]:
         """One page of the workflow list, and the cursor of the next (``None``: last).
 
         A status filter is the store's indexed query; a row whose status changed since
         the store was told (a node records a parked workflow within ~50 ms) is left
-        out, and at most :data:`SCAN_SHOWN` rows are read for one page."""
+        out, and at most :data:`SCAN_SHOWN` rows are read for one page. The store is
+        read in a worker thread (its reads are thread-safe: a read connection of their
+        own, as :meth:`detail`'s), so a slow database (a stalled PostgreSQL server)
+        never holds up the node's event loop; the node's own statuses are read here,
+        in the trio thread, where its tables may be walked."""
         cursor: tuple[float, str] | None = decode_cursor(after) if after else None
         name, store = self.store_of(host)
         wanted = set(statuses)
@@ -220,9 +236,9 @@ class Backend:
         last_read: Any = None
         more = False
         while True:
-            found = store.list_workflows(
-                statuses or None, search or None, limit=batch, after=cursor,
-                newest_first=newest_first, id_prefix=id_prefix or None)
+            found = await trio.to_thread.run_sync(partial(
+                store.list_workflows, statuses or None, search or None, limit=batch,
+                after=cursor, newest_first=newest_first, id_prefix=id_prefix or None))
             for rec in found:
                 status = self.status_of(rec, name)
                 if not wanted or status in wanted:
@@ -284,7 +300,7 @@ class Backend:
         """Everything about one workflow (``GET /api/workflows/{id}``); the inbox,
         promises and state are cut at their ``*_SHOWN`` limits (their totals say how
         many there are)."""
-        name, store, rec = self.locate(workflow_id, host)
+        name, store, rec = await self.locate(workflow_id, host)
         pid = self.pid_of(rec, name)
         got = await trio.to_thread.run_sync(self._read, store, rec, pid,
                                             self._parent_store(rec))
@@ -339,16 +355,16 @@ class Backend:
         }
 
     # -- actions -------------------------------------------------------------------------
-    def _acting_on(self, workflow_id: str, what: str, host: str | None) -> str | None:
+    async def _acting_on(self, workflow_id: str, what: str, host: str | None) -> str | None:
         """The host of a workflow an action may act on: 404 unknown, 409 finished."""
-        name, _, rec = self.locate(workflow_id, host)
+        name, _, rec = await self.locate(workflow_id, host)
         status = self.status_of(rec, name)
         if status in tools.FINAL:
             raise ApiError(409, f"cannot {what} workflow {workflow_id!r}: it is {status}")
         return name
 
-    def _retryable(self, workflow_id: str, host: str | None) -> str | None:
-        name, _, rec = self.locate(workflow_id, host)
+    async def _retryable(self, workflow_id: str, host: str | None) -> str | None:
+        name, _, rec = await self.locate(workflow_id, host)
         status = self.status_of(rec, name)
         if status not in RETRYABLE:
             raise ApiError(409, f"cannot retry workflow {workflow_id!r}: it is {status} (only "
@@ -398,30 +414,30 @@ class StoreBackend(Backend):
 
     async def signal(self, workflow_id: str, topic: str, payload: Any,
                      host: str | None = None) -> dict[str, Any]:
-        self._acting_on(workflow_id, "signal", host)
+        await self._acting_on(workflow_id, "signal", host)
         msg_id = self._tool(tools.signal, workflow_id, topic, payload)
         await trio.lowlevel.checkpoint()
         return {"message_id": msg_id}
 
     async def resolve(self, workflow_id: str, promise: str, value: Any,
                       host: str | None = None) -> None:
-        self._acting_on(workflow_id, "resolve a promise of", host)
+        await self._acting_on(workflow_id, "resolve a promise of", host)
         self._tool(tools.resolve, workflow_id, promise, value)
         await trio.lowlevel.checkpoint()
 
     async def reject(self, workflow_id: str, promise: str, message: str,
                      host: str | None = None) -> None:
-        self._acting_on(workflow_id, "reject a promise of", host)
+        await self._acting_on(workflow_id, "reject a promise of", host)
         self._tool(tools.reject, workflow_id, promise, message)
         await trio.lowlevel.checkpoint()
 
     async def cancel(self, workflow_id: str, host: str | None = None) -> None:
-        self._acting_on(workflow_id, "cancel", host)
+        await self._acting_on(workflow_id, "cancel", host)
         self._tool(tools.cancel, workflow_id)
         await trio.lowlevel.checkpoint()
 
     async def retry(self, workflow_id: str, host: str | None = None) -> str:
-        self._retryable(workflow_id, host)
+        await self._retryable(workflow_id, host)
         note: str = self._tool(tools.retry, workflow_id)
         await trio.lowlevel.checkpoint()
         return note
@@ -494,13 +510,13 @@ class NodeBackend(Backend):
 
     async def signal(self, workflow_id: str, topic: str, payload: Any,
                      host: str | None = None) -> dict[str, Any]:
-        name = self._acting_on(workflow_id, "signal", host)
+        name = await self._acting_on(workflow_id, "signal", host)
         await self._handle(workflow_id, name).signal(topic, payload)
         return {}
 
     async def resolve(self, workflow_id: str, promise: str, value: Any,
                       host: str | None = None) -> None:
-        name = self._acting_on(workflow_id, "resolve a promise of", host)
+        name = await self._acting_on(workflow_id, "resolve a promise of", host)
         try:
             await self._handle(workflow_id, name).promise(promise).resolve(value)
         except PromiseAlreadyCompleted as exc:
@@ -508,18 +524,18 @@ class NodeBackend(Backend):
 
     async def reject(self, workflow_id: str, promise: str, message: str,
                      host: str | None = None) -> None:
-        name = self._acting_on(workflow_id, "reject a promise of", host)
+        name = await self._acting_on(workflow_id, "reject a promise of", host)
         try:
             await self._handle(workflow_id, name).promise(promise).reject(message)
         except PromiseAlreadyCompleted as exc:
             raise ApiError(409, str(exc)) from None
 
     async def cancel(self, workflow_id: str, host: str | None = None) -> None:
-        name = self._acting_on(workflow_id, "cancel", host)
+        name = await self._acting_on(workflow_id, "cancel", host)
         await self._handle(workflow_id, name).cancel()
 
     async def retry(self, workflow_id: str, host: str | None = None) -> str:
-        name = self._retryable(workflow_id, host)
+        name = await self._retryable(workflow_id, host)
         try:
             note: str = await self._handle(workflow_id, name).retry()
             return note

@@ -8,6 +8,11 @@
   session cookie that ``/auth?code=...`` (the one-time link printed at start) or
   the ``/login`` form sets. Without it: 401 for the API, a redirect to ``/login``
   for a page.
+- **Sessions expire**: a session unused for ``session_idle`` (default 1 hour; the
+  pages' polling uses it) or older than ``session_max_age`` (default 12 hours, used
+  or not) is forgotten, and its cookie is then refused as no session is (401, or the
+  login page), so a cookie left in a browser does not open the console for ever.
+  The time is trio's (``trio.current_time``; the console runs in trio).
 - **CSRF.** A request that changes something (any method but GET and HEAD) must
   carry the header ``X-Garrison-CSRF`` equal to the ``garrison_csrf`` cookie (which
   the pages set and their script echoes; another site can neither read the cookie
@@ -30,18 +35,23 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+import trio
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["CSRF_COOKIE", "CSRF_HEADER", "SESSION_COOKIE", "Guard", "is_https", "is_loopback",
-           "parse_proxies"]
+__all__ = ["CSRF_COOKIE", "CSRF_HEADER", "SESSION_COOKIE", "SESSION_IDLE", "SESSION_MAX_AGE",
+           "Guard", "is_https", "is_loopback", "parse_proxies"]
 
 SESSION_COOKIE = "garrison_session"
+#: a session unused this long (seconds) is forgotten: one must log in again
+SESSION_IDLE = 3600.0
+#: a session this old (seconds) is forgotten, however busy
+SESSION_MAX_AGE = 12 * 3600.0
 CSRF_COOKIE = "garrison_csrf"
 CSRF_HEADER = "x-garrison-csrf"
 #: paths served without the token (they are how one gets a session)
@@ -102,14 +112,23 @@ class Guard:
     """Host check, token and CSRF in front of ``app`` (see the module)."""
 
     def __init__(self, app: ASGIApp, *, token: str | None, loopback: bool,
-                 forwarded_allow_ips: str | Sequence[str] | None = None) -> None:
+                 forwarded_allow_ips: str | Sequence[str] | None = None,
+                 session_idle: float = SESSION_IDLE, session_max_age: float = SESSION_MAX_AGE,
+                 clock: Callable[[], float] = trio.current_time) -> None:
+        if not session_idle > 0 or not session_max_age > 0:
+            raise ValueError(f"session_idle and session_max_age must be positive, got "
+                             f"{session_idle!r} and {session_max_age!r}")
         self.app = app
         self.token = token
         self.loopback = loopback
         #: the proxies whose X-Forwarded-Host and X-Forwarded-Proto are believed
         self.proxies = parse_proxies(forwarded_allow_ips)
-        #: session cookie values handed out by /auth and /login
-        self.sessions: set[str] = set()
+        #: a session unused this long, or this old, is forgotten (seconds)
+        self.session_idle = float(session_idle)
+        self.session_max_age = float(session_max_age)
+        self._clock = clock
+        #: session cookie values handed out by /auth and /login: (created, last used)
+        self.sessions: dict[str, tuple[float, float]] = {}
         #: the one-time login code (``None`` once used, or without a token)
         self.code: str | None = secrets.token_urlsafe(24) if token else None
 
@@ -126,10 +145,29 @@ class Guard:
         return self.new_session()
 
     def new_session(self) -> str:
-        """A fresh session cookie value."""
+        """A fresh session cookie value (and the expired ones forgotten)."""
+        now = self._clock()
+        for old in [s for s, times in self.sessions.items() if self._expired(times, now)]:
+            del self.sessions[old]
         session = secrets.token_urlsafe(32)
-        self.sessions.add(session)
+        self.sessions[session] = (now, now)
         return session
+
+    def _expired(self, times: tuple[float, float], now: float) -> bool:
+        created, used = times
+        return now - used >= self.session_idle or now - created >= self.session_max_age
+
+    def use_session(self, session: str | None) -> str | None:
+        """``None`` if ``session`` is a live session (now counted as used), else why
+        not (an expired one is forgotten)."""
+        if not session or session not in self.sessions:
+            return "unknown"
+        times, now = self.sessions[session], self._clock()
+        if self._expired(times, now):
+            del self.sessions[session]
+            return "expired"
+        self.sessions[session] = (times[0], now)
+        return None
 
     # -- the middleware ----------------------------------------------------------------
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -189,11 +227,17 @@ class Guard:
             kind, _, given = auth.partition(" ")
             if kind.lower() == "bearer" and self.token_matches(given.strip()):
                 bearer = True
-            elif request.cookies.get(SESSION_COOKIE) not in self.sessions:
+            elif (why := self.use_session(request.cookies.get(SESSION_COOKIE))) is not None:
                 if api or request.method not in _SAFE_METHODS:
+                    if why == "expired":
+                        return _refuse(True, 401, "this console session has expired (unused "
+                                                  f"for {self.session_idle:g}s, or older than "
+                                                  f"{self.session_max_age:g}s): log in again "
+                                                  "at /login")
                     return _refuse(True, 401, "this console needs its token: send "
                                               "'Authorization: Bearer TOKEN', or log in at /login")
-                then = path + ("?" + request.url.query if request.url.query else "")
+                then = _raw_path(request.scope) + ("?" + request.url.query
+                                                   if request.url.query else "")
                 return RedirectResponse("/login" if then == "/" else
                                         "/login?next=" + quote(then, safe=""), status_code=303)
         if request.method not in _SAFE_METHODS and not bearer:
@@ -229,6 +273,16 @@ class Guard:
         return None
 
 
+def _raw_path(scope: Scope) -> str:
+    """The path as the browser sent it (still percent-encoded: a workflow id with
+    ``%2F`` or ``%252E`` in it goes back after a login as it came), else the decoded
+    path encoded again."""
+    raw = scope.get("raw_path")
+    if raw:
+        return bytes(raw).decode("latin-1")
+    return quote(scope["path"], safe="/")
+
+
 def _refuse(api: bool, status: int, message: str) -> Response:
     if api:
         return JSONResponse({"error": message}, status_code=status)
@@ -242,7 +296,12 @@ def csrf_cookie_args(value: str, *, secure: bool = False) -> dict[str, Any]:
             "path": "/", "secure": secure}
 
 
-def session_cookie_args(value: str, *, secure: bool = False) -> dict[str, Any]:
-    """The session cookie: not readable by scripts, sent only to this site."""
-    return {"key": SESSION_COOKIE, "value": value, "httponly": True, "samesite": "strict",
-            "path": "/", "secure": secure}
+def session_cookie_args(value: str, *, secure: bool = False,
+                        max_age: float | None = None) -> dict[str, Any]:
+    """The session cookie: not readable by scripts, sent only to this site (and kept by
+    the browser ``max_age`` seconds at most: the session's own maximum age)."""
+    args: dict[str, Any] = {"key": SESSION_COOKIE, "value": value, "httponly": True,
+                            "samesite": "strict", "path": "/", "secure": secure}
+    if max_age is not None:
+        args["max_age"] = max(1, int(max_age))
+    return args

@@ -12,9 +12,10 @@ import trio
 
 from ._app import make_app
 from ._backend import Backend, NodeBackend, StoreBackend
-from ._security import is_loopback, parse_proxies
+from ._security import SESSION_IDLE, SESSION_MAX_AGE, is_loopback, parse_proxies
 
-__all__ = ["DEFAULT_BIND", "ConsoleAddress", "ConsoleError", "check_bind", "serve_console"]
+__all__ = ["DEFAULT_BIND", "ConsoleAddress", "ConsoleError", "check_bind", "check_sessions",
+           "serve_console"]
 
 log = logging.getLogger("garrison.console")
 
@@ -77,6 +78,8 @@ def check_bind(bind: str, token: str | None,
 async def serve_console(*, store: Any = None, node: Any = None, bind: str = DEFAULT_BIND,
                         token: str | None = None,
                         forwarded_allow_ips: str | list[str] | None = None,
+                        session_idle: float | str = SESSION_IDLE,
+                        session_max_age: float | str = SESSION_MAX_AGE,
                         task_status: trio.TaskStatus[ConsoleAddress] = trio.TASK_STATUS_IGNORED,
                         ) -> None:
     """Serve the web console until cancelled; ``task_status.started`` gives its
@@ -92,7 +95,10 @@ async def serve_console(*, store: Any = None, node: Any = None, bind: str = DEFA
     ``token`` (``ValueError`` otherwise); with one, every request must carry it (see
     README, "Web console"). ``forwarded_allow_ips`` (``"10.0.0.5"``, a list, ``"*"``)
     are the proxies whose ``X-Forwarded-Host`` / ``X-Forwarded-Proto`` are believed
-    (they need a ``token`` too).
+    (they need a ``token`` too). A login session (a browser's, with a token) expires
+    once unused for ``session_idle`` (default 1 hour) and once ``session_max_age``
+    old (default 12 hours): durations, ``"30m"`` or seconds (``ValueError`` unless
+    positive).
 
     Attached to a node it serves every durable workflow host (a ``host`` selector),
     starting with the one ``workflows`` names (or, if that is in memory, the first
@@ -106,6 +112,7 @@ async def serve_console(*, store: Any = None, node: Any = None, bind: str = DEFA
     from hypercorn.trio import serve
 
     host, port, loopback = check_bind(bind, token, forwarded_allow_ips)
+    idle, max_age = check_sessions(session_idle, session_max_age)
     backend: Backend
     if node is not None:
         backend = NodeBackend(node)
@@ -119,7 +126,8 @@ async def serve_console(*, store: Any = None, node: Any = None, bind: str = DEFA
         raise ValueError("serve_console needs a node or a store")
     try:
         app = make_app(backend, token=token, loopback=loopback,
-                       forwarded_allow_ips=forwarded_allow_ips)
+                       forwarded_allow_ips=forwarded_allow_ips, session_idle=idle,
+                       session_max_age=max_age)
         config = Config()
         config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
         config.accesslog = None
@@ -140,6 +148,20 @@ async def serve_console(*, store: Any = None, node: Any = None, bind: str = DEFA
             task_status.started(ConsoleAddress(url, login))
     finally:
         backend.close()
+
+
+def check_sessions(idle: float | str, max_age: float | str) -> tuple[float, float]:
+    """``(idle, max_age)`` in seconds of the console's session expiry (durations:
+    ``"30m"``, ``"12h"``, seconds); ``ValueError`` naming the option otherwise."""
+    from .._duration import parse_duration
+
+    out = []
+    for value, option in ((idle, "--session-idle"), (max_age, "--session-max-age")):
+        seconds = parse_duration(value, what=option)
+        if not seconds > 0:
+            raise ValueError(f"{option} {value!r}: expected a positive duration, e.g. 30m")
+        out.append(seconds)
+    return out[0], out[1]
 
 
 def _browsable(url: str) -> str:

@@ -50,8 +50,17 @@ function withHost(path, host) {
     "host=" + encodeURIComponent(host) : path;
 }
 
+// A workflow id or a promise name as one segment of a URL's path, percent-encoded
+// twice (the console decodes it once more than the URL): a browser removes a segment
+// "." or ".." from a path, written "%2E%2E" too, but not "%252E%252E".
+function segment(text) {
+  let once = encodeURIComponent(text);
+  if (once === "." || once === "..") once = once.replace(/\./g, "%2E");
+  return encodeURIComponent(once);
+}
+
 function workflowLink(id, host) {
-  return el("a", { href: withHost("/workflows/" + encodeURIComponent(id), host),
+  return el("a", { href: withHost("/workflows/" + segment(id), host),
                    class: "wf-link" }, id);
 }
 
@@ -79,6 +88,12 @@ async function api(path, options) {
     init.headers["If-None-Match"] = lastAnswer.get(path).etag;
   }
   const response = await fetch(path, init);
+  if (response.status === 401) {
+    // no session (it expired, or the console was restarted): log in again, then
+    // come back to this page
+    location.assign("/login?next=" + encodeURIComponent(location.pathname + location.search));
+    throw new Error("the console session has expired: log in again");
+  }
   if (polled && response.status === 304 && lastAnswer.has(path)) {
     return { data: lastAnswer.get(path).data, changed: false };
   }
@@ -295,7 +310,7 @@ async function workflowPage() {
   const host = new URLSearchParams(location.search).get("host") || "";
   const caps = await api("/api/capabilities");
   HOSTS = caps.hosts;
-  const path = "/api/workflows/" + encodeURIComponent(wid);
+  const path = "/api/workflows/" + segment(wid);
   const url = (suffix) => host ? path + suffix + "?host=" + encodeURIComponent(host) : path + suffix;
   const base = url("");
   let poll = null;
@@ -366,7 +381,7 @@ async function workflowPage() {
             try { value = parseJson(input.value, "the value"); } catch (e) { toast(e.message, true); return; }
             confirmAction(`Resolve promise ${JSON.stringify(p.name)} of ${wid} with ${json(value)}?`,
               async () => {
-                await api(url(`/promises/${encodeURIComponent(p.name)}/resolve`), { body: { value } });
+                await api(url(`/promises/${segment(p.name)}/resolve`), { body: { value } });
                 return `promise ${p.name} resolved`;
               });
           });
@@ -375,7 +390,7 @@ async function workflowPage() {
             if (!message) { toast("write the rejection message first", true); return; }
             confirmAction(`Reject promise ${JSON.stringify(p.name)} of ${wid} with the message ${JSON.stringify(message)}?`,
               async () => {
-                await api(url(`/promises/${encodeURIComponent(p.name)}/reject`), { body: { message } });
+                await api(url(`/promises/${segment(p.name)}/reject`), { body: { message } });
                 return `promise ${p.name} rejected`;
               });
           });

@@ -48,7 +48,7 @@ from ._recovery import refresh
 if TYPE_CHECKING:
     from ._host import WorkflowHost
 
-__all__ = ["RETRYABLE", "TERMINATED", "request_transaction",
+__all__ = ["RETRYABLE", "TERMINATED", "check_reason", "request_transaction",
            "retry_transaction", "retry_workflow", "terminate_transaction",
            "terminate_workflow", "terminated"]
 
@@ -61,6 +61,21 @@ RETRYABLE = (WorkflowStatus.FAILED, WorkflowStatus.BLOCKED)
 def terminated(reason: str) -> ErrorInfo:
     """The error a terminated workflow ends with (``Terminated: <reason>``)."""
     return ErrorInfo(TERMINATED, reason)
+
+
+def check_reason(reason: object) -> str:
+    """``reason`` if it can be a terminate's reason (the message of its ``Terminated``
+    error): a string with something besides spaces; else ``TypeError`` / ``ValueError``
+    naming it. The one rule for ``handle.terminate(reason)`` and ``garrison workflows
+    terminate --reason``: an empty reason would end the workflow with the error
+    ``Terminated: `` and say nothing about why (leave it out for the default)."""
+    if not isinstance(reason, str):
+        raise TypeError(f"a terminate reason must be a string, got {type(reason).__name__}: "
+                        f"{reason!r}")
+    if not reason.strip():
+        raise ValueError(f"a terminate reason must say why: got {reason!r} (leave the "
+                         "reason out for the default one)")
+    return reason
 
 
 def _pid(record: Any) -> Pid:
@@ -125,7 +140,9 @@ def terminate_transaction(store: Any, record: Any, error: ErrorInfo) -> Transact
 async def terminate_workflow(host: WorkflowHost, wid: str, reason: str) -> bool:
     """``handle.terminate()``: end ``wid`` (and its unfinished children) now; True once
     it has ended (on a host that only writes to the store: once asked), False if it
-    had ended already. ``NoSuchWorkflow`` for an unknown id."""
+    had ended already. ``NoSuchWorkflow`` for an unknown id; ``ValueError`` for a
+    blank ``reason`` (see :func:`check_reason`)."""
+    check_reason(reason)
     store = host.store
     record = store.get_workflow(wid)
     if record is None:
