@@ -259,11 +259,15 @@ def _local_path(then: str | None) -> str:
 
 
 def _segment(text: str) -> str:
-    """A workflow id or promise name from a URL's path (which the server has decoded
-    once), decoded once more: the pages encode it twice, so that an id ``.`` or ``..``
-    reaches the console (a browser drops such a segment from a path, written ``%2E%2E``
-    too, but not ``%252E%252E``). Text without ``%`` is itself."""
-    return unquote(text) if "%" in text else text
+    """A workflow id or promise name from a URL's path (decoded once by the server).
+    A browser drops a path segment ``.`` or ``..``, written ``%2E`` / ``%2E%2E`` too, so
+    the pages write those two ids encoded twice (``%252E%252E``): the segment ``%2E``
+    or ``%2E%2E`` (any case) is the id ``.`` or ``..``. Every other text is itself (an
+    id with ``%`` in it means what a script encoding it once sends)."""
+    return unquote(text) if text.upper() in _DOTS else text
+
+
+_DOTS = frozenset({"%2E", "%2E%2E"})
 
 
 def _checked(check: Callable[[object], str], value: object) -> str:

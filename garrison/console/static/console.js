@@ -50,13 +50,12 @@ function withHost(path, host) {
     "host=" + encodeURIComponent(host) : path;
 }
 
-// A workflow id or a promise name as one segment of a URL's path, percent-encoded
-// twice (the console decodes it once more than the URL): a browser removes a segment
-// "." or ".." from a path, written "%2E%2E" too, but not "%252E%252E".
+// A workflow id or a promise name as one segment of a URL's path. A browser removes a
+// segment "." or ".." from a path, written "%2E%2E" too: those two are written encoded
+// twice ("%252E%252E"), which the console takes for them.
 function segment(text) {
-  let once = encodeURIComponent(text);
-  if (once === "." || once === "..") once = once.replace(/\./g, "%2E");
-  return encodeURIComponent(once);
+  if (text === "." || text === "..") return text.replace(/\./g, "%252E");
+  return encodeURIComponent(text);
 }
 
 function workflowLink(id, host) {
