@@ -262,7 +262,8 @@ class Receives(WorkflowCore):
                 if seconds is not None and deadline is None:
                     deadline = min(self.host.clock.now() + seconds, FOREVER)
                     self.timers[seq] = deadline
-                    await self._commit(Transaction().add_timer(self.wid, seq, deadline))
+                    await self._commit(Transaction().add_timer(self.wid, seq, deadline,
+                                                               "receive"))
                 if deadline is not None and self.host.clock.now() >= deadline:
                     tx = Transaction()
                     self.record(tx, seq, _RECEIVE, box.channel, '{"timeout":true}')
