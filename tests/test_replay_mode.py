@@ -375,6 +375,8 @@ def test_a_history_that_is_not_one_is_a_clear_error(tmp_path: Path) -> None:
         garrison.testing.replay(bad)
     with pytest.raises(ValueError, match="cannot read it"):
         garrison.testing.replay(tmp_path / "missing.json")
+    with pytest.raises(ValueError, match=r"^history path is empty: give the path of the file"):
+        garrison.testing.replay("")  # was "history '.': cannot read it: Is a directory"
     with pytest.raises(ValueError, match="timer 0 needs an integer 'seq', a 'deadline'"):
         garrison.testing.replay({"name": "ops_app:order", "journal": [],
                                  "timers": [{"seq": 1, "kind": "nap", "deadline": 5}]})
