@@ -31,6 +31,7 @@ from garrison.persistence import (
     JournalRecord,
     PromiseStatus,
     SQLiteStore,
+    TimerRecord,
     Transaction,
     WorkflowStatus,
     open_store,
@@ -167,7 +168,8 @@ def test_v6_keeps_the_journal_in_its_key_and_indexes_less(tmp_path: Path,
     monkeypatch.undo()
     with SQLiteStore(path) as new:
         conn = new.db.conn
-        assert conn.execute("SELECT max(version) FROM schema_version").fetchone()[0] == 6
+        assert conn.execute("SELECT max(version) FROM schema_version").fetchone()[0] \
+            == SCHEMA_VERSION
         table_sql = conn.execute(
             "SELECT sql FROM sqlite_master WHERE name = 'journal'").fetchone()[0]
         assert "WITHOUT ROWID" in table_sql
@@ -185,6 +187,30 @@ def test_v6_keeps_the_journal_in_its_key_and_indexes_less(tmp_path: Path,
         with pytest.raises(sqlite3.IntegrityError):  # and only for a known workflow
             new.write(Transaction().append_journal("nobody", 1, "activity", "m:step", 0,
                                                    time=3.0))
+
+
+def test_v7_keeps_the_timers_of_a_store_before_it_with_no_kind(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Timers of a store of schema 6 had no kind (which wait is under way): through the
+    migration to 7 they keep their rows with ``kind`` None, which a replay lets either
+    wait take; timers written since record theirs."""
+    from garrison.persistence import _schema
+
+    path = str(tmp_path / "v6.db")
+    monkeypatch.setattr(_schema, "MIGRATIONS", _schema.MIGRATIONS[:6])
+    monkeypatch.setattr(_schema, "SCHEMA_VERSION", 6)
+    with SQLiteStore(path) as old:
+        old.write(Transaction().create_workflow("w1", "m:f", "[]", time=1.0))
+        old.db.conn.execute("INSERT INTO timers (workflow_id, seq, deadline) VALUES (?, ?, ?)",
+                            ("w1", 1, T0.timestamp()))
+    monkeypatch.undo()
+    with SQLiteStore(path) as new:
+        conn = new.db.conn
+        assert conn.execute("SELECT max(version) FROM schema_version").fetchone()[0] \
+            == SCHEMA_VERSION == 7
+        assert new.timers("w1") == [TimerRecord("w1", 1, T0, None)]
+        new.write(Transaction().add_timer("w1", 2, T0, "receive"))
+        assert [(t.seq, t.kind) for t in new.timers("w1")] == [(1, None), (2, "receive")]
 
 
 def test_unlocked_opener_does_not_create_or_migrate(tmp_path: Path) -> None:
@@ -468,6 +494,16 @@ def test_timers(store: SQLiteStore) -> None:
     assert store.due_timers(T0) == []
     with pytest.raises(ValueError, match="naive"):
         Transaction().add_timer("a", 9, dt.datetime(2026, 1, 1))
+
+
+def test_a_timer_keeps_the_kind_of_its_wait(store: SQLiteStore) -> None:
+    _workflow(store, "a")
+    store.write(Transaction().add_timer("a", 1, T0, "sleep").add_timer("a", 2, T0, "receive")
+                .add_timer("a", 3, T0))
+    assert [(t.seq, t.kind) for t in store.timers("a")] == [
+        (1, "sleep"), (2, "receive"), (3, None)]
+    store.write(Transaction().add_timer("a", 1, T0 + dt.timedelta(hours=1), "receive"))
+    assert store.timers("a")[-1] == TimerRecord("a", 1, T0 + dt.timedelta(hours=1), "receive")
 
 
 def test_promises(store: SQLiteStore) -> None:

@@ -153,6 +153,27 @@ def test_migrate_refuses_a_connection_inside_a_transaction(postgres_url: str) ->
             _pg_schema.migrate(conn)
 
 
+def test_v7_keeps_the_timers_of_a_schema_before_it_with_no_kind(
+        postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # as SQLite's version 7: a timer of a schema 6 store has no kind (None: a replay lets
+    # either wait take it); timers written since record theirs
+    monkeypatch.setattr(_pg_schema, "MIGRATIONS", _pg_schema.MIGRATIONS[:6])
+    monkeypatch.setattr(_pg_schema, "SCHEMA_VERSION", 6)
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        _pg_schema.migrate(conn, "v6")
+        conn.execute("INSERT INTO v6.workflows (workflow_id, name, status, created, updated) "
+                     "VALUES ('w1', 'm:f', 'sleeping', 0, 0)")
+        conn.execute("INSERT INTO v6.timers (workflow_id, seq, deadline) VALUES ('w1', 1, 5)")
+        monkeypatch.undo()
+        assert _pg_schema.migrate(conn, "v6") == 6
+        assert versions(conn, "v6") == list(range(1, _pg_schema.SCHEMA_VERSION + 1))
+        conn.execute("INSERT INTO v6.timers (workflow_id, seq, deadline, kind) "
+                     "VALUES ('w1', 2, 6, 'receive')")
+        rows = conn.execute(f"SELECT {TimerRecord.COLUMNS} FROM v6.timers ORDER BY seq")
+        assert [(t.seq, t.kind) for t in map(TimerRecord.from_row, rows)] == [
+            (1, None), (2, "receive")]
+
+
 # ----------------------------------------------------- same records as SQLite
 NOW = 1_700_000_000.123456
 
@@ -211,7 +232,8 @@ ROWS: dict[str, tuple[str, list[tuple[Any, ...]]]] = {
             (2, "w1", "m2", "evt", "null", None, "event", None, NOW, None),
         ],
     ),
-    "timers": ("workflow_id, seq, deadline", [("w1", 5, NOW + 60)]),
+    "timers": ("workflow_id, seq, deadline, kind",
+               [("w1", 5, NOW + 60, "sleep"), ("w2", 6, NOW + 61, None)]),
     "promises": (
         "workflow_id, name, status, value, error, created, completed",
         [

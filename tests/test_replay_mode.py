@@ -295,6 +295,72 @@ async def test_export_then_replay_the_file_in_a_test(
     assert ops_app.LOG.count(("remind", 1)) == 1  # the replays ran no activity
 
 
+async def napper() -> str:
+    await garrison.workflow.sleep("1h")
+    return "slept"
+
+
+async def napper_now_first() -> str:  # a step moved before the sleep
+    garrison.workflow.now()
+    await garrison.workflow.sleep("1h")
+    return "slept"
+
+
+async def napper_receives() -> str:  # the sleep became a receive with a timeout
+    return str(await garrison.process.inbox().receive(timeout="1h"))
+
+
+async def napper_gone() -> str:  # the sleep was removed
+    return "no nap"
+
+
+async def napper_versioned() -> str:  # the change made right, behind a version gate
+    if garrison.workflow.version("no-nap", 1, 2) == 1:
+        await garrison.workflow.sleep("1h")
+        return "slept"
+    return "no nap"
+
+
+async def test_a_replay_checks_a_sleep_under_way_as_a_node_does(
+        tmp_path: Path, autojump_clock: Any, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sleep under way when the store was read is a timer row, not a journal record:
+    the replay loads the timers as a node resuming the workflow does, so code that does
+    something else at its seq, or returns before it, differs (it said ok, and the node
+    then blocked the workflow)."""
+    store = str(tmp_path / "s.db")
+    async with garrison.open_node(store=store) as node:
+        await node.start_workflow(napper, id="z")
+        while node.workflow("z").status() != "sleeping":
+            await trio.sleep(0.001)
+    with SQLiteStore(store, readonly=True) as s:
+        history = History.from_store(s, "z")
+    assert history.records == 0 and list(history.timers) == [1]
+    assert history.timers[1][1] == "sleep"
+    same = await replay_history(history)
+    assert same.ok and same.ending == ("the journal ends where the code goes on with "
+                                       "sleep '' (live work)")
+    assert (await replay_history(history, napper_versioned)).ok  # the old path: the sleep
+    for changed, current in ((napper_now_first, "now ''"),
+                             (napper_receives, "receive 'inbox'"),
+                             (napper_gone, "nothing (the workflow function returned)")):
+        result = await replay_history(history, changed)
+        assert result.error is not None, changed
+        assert result.error.seq == 1 and result.error.recorded == "timer 'a sleep under way'"
+        assert result.error.current == current
+    # an exported history keeps its timers
+    exported = History.from_json(json.loads(json.dumps(history.to_json())))
+    assert exported.timers.keys() == {1} and exported.timers[1][1] == "sleep"
+    assert (await replay_history(exported, napper_gone)).error is not None
+
+    monkeypatch.setitem(globals(), "napper", napper_receives)  # the deploy
+    code, out, _err = await trio.to_thread.run_sync(
+        lambda: cli_here(capsys, "--store", store, "replay", "--id", "z"))
+    assert code == 1, out
+    assert "diverged from its journal at seq 1: the journal records timer 'a sleep under " \
+           "way', but the code now did receive 'inbox'" in out
+
+
 @pytest.mark.parametrize("name", sorted(p.stem for p in GOLDEN.glob("*.json")))
 def test_golden_histories_replay_with_garrison_testing(name: str) -> None:
     """The golden journals of tests/golden, replayed the way a user keeps them."""
@@ -309,6 +375,11 @@ def test_a_history_that_is_not_one_is_a_clear_error(tmp_path: Path) -> None:
         garrison.testing.replay(bad)
     with pytest.raises(ValueError, match="cannot read it"):
         garrison.testing.replay(tmp_path / "missing.json")
+    with pytest.raises(ValueError, match=r"^history path is empty: give the path of the file"):
+        garrison.testing.replay("")  # was "history '.': cannot read it: Is a directory"
+    with pytest.raises(ValueError, match="timer 0 needs an integer 'seq', a 'deadline'"):
+        garrison.testing.replay({"name": "ops_app:order", "journal": [],
+                                 "timers": [{"seq": 1, "kind": "nap", "deadline": 5}]})
     with pytest.raises(ValueError, match="'name' must be the workflow's module:qualname"):
         garrison.testing.replay({"journal": []})
     with pytest.raises(ValueError, match="journal record 0 needs an integer 'seq'"):

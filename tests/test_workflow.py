@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -247,6 +248,38 @@ async def test_receive_timeout_is_a_durable_timer(node: garrison.Node,
     assert trio.current_time() - t0 == pytest.approx(2 * 86400)
     (rec,) = node.workflow("rt").history()
     assert (rec.kind, rec.outcome) == ("receive", {"timeout": True})
+
+
+@pytest.mark.parametrize("sent", ["before", "after"])
+async def test_a_receive_timeout_that_passed_while_down_takes_only_what_came_before_it(
+        store_spec: str, monkeypatch: pytest.MonkeyPatch, autojump_clock: Any,
+        sent: str) -> None:
+    # The node stops while a workflow waits in receive(timeout="1h") and comes back two
+    # hours later. A message committed meanwhile after the deadline (by a tool, or a
+    # service as the node starts) was taken as if it had come in time: the receive
+    # timed out at its deadline, as a node that ran on would have decided.
+    async with garrison.open_node(store=store_spec) as node:
+        await node.start_workflow(app.receiver, "1h", id="r")
+        await wait_status(node.workflow("r"), "waiting")
+    with open_store(store_spec, lock=False) as tool:
+        (timer,) = tool.timers("r")
+        deadline = timer.deadline.timestamp()
+        tool.deliver("r", "hello", sent, time=deadline + (-60 if sent == "before" else 60))
+    from garrison.hosts.workflow import _waits
+
+    real_time = _waits._time.time
+    monkeypatch.setattr(_waits, "_time", SimpleNamespace(time=lambda: real_time() + 7200))
+    async with garrison.open_node(store=store_spec) as node:
+        handle = node.workflow("r")
+        if sent == "before":
+            assert await handle.result() == ["hello", "before"]
+        else:
+            assert await handle.result() is None
+            (rec,) = handle.history()
+            assert rec.outcome == {"timeout": True}
+    if sent == "after":  # still in the inbox, for a later receive
+        with open_store(store_spec, lock=False) as tool:
+            assert [m.payload for m in tool.pending_messages("r")] == ["after"]
 
 
 # ------------------------------------------------------------------ messages

@@ -268,7 +268,8 @@ def test_store_rows_with_huge_deadlines_read_as_forever(tmp_path: Path) -> None:
 
     with SQLiteStore(str(tmp_path / "s.db")) as store:
         store.write(Transaction().create_workflow("w", "a:b"))
-        store.db.conn.execute("INSERT INTO timers VALUES ('w', 1, 1e12)")  # an old row
+        store.db.conn.execute(  # an old row
+            "INSERT INTO timers (workflow_id, seq, deadline) VALUES ('w', 1, 1e12)")
         assert store.timers("w")[0].deadline.year == 9999
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -174,6 +175,8 @@ async def napper() -> str:
         await garrison.workflow.sleep("1h")
     elif NAPPER_STEP == "receive":
         await garrison.process.inbox().receive()  # the sleep became a receive, no timeout
+    elif NAPPER_STEP == "receive_timeout":  # ... or a receive with a timeout
+        return str(await garrison.process.inbox().receive(timeout="1h"))
     elif NAPPER_STEP == "versioned":  # the change made right, behind a version gate
         if garrison.workflow.version("no-nap", 1, 2) == 1:
             await garrison.workflow.sleep("1h")
@@ -182,7 +185,7 @@ async def napper() -> str:
     return NAPPER_STEP
 
 
-@pytest.mark.parametrize("step", ["now", "receive", "removed"])
+@pytest.mark.parametrize("step", ["now", "receive", "receive_timeout", "removed"])
 async def test_a_pending_timer_taken_by_another_operation_diverges(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, autojump_clock: trio.abc.Clock,
         step: str) -> None:
@@ -203,8 +206,66 @@ async def test_a_pending_timer_taken_by_another_operation_diverges(
                 await handle.result()
         assert handle.status() == "blocked"
     msg = str(info.value)
-    assert "'n'" in msg and "seq 1" in msg and "timer" in msg, msg
+    assert "'n'" in msg and "seq 1" in msg and "timer 'a sleep under way'" in msg, msg
     assert info.value.seq == 1
+
+
+#: what the deployed ``listener`` does at the seq of its receive (changed by a deploy)
+LISTENER_STEP = "receive_timeout"
+
+
+async def listener() -> str:
+    if LISTENER_STEP == "receive_timeout":
+        return str(await garrison.process.inbox().receive(timeout="1h"))
+    await garrison.workflow.sleep("1h")  # the receive became a sleep
+    return "slept"
+
+
+async def test_a_pending_receive_timeout_taken_by_a_sleep_diverges(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, autojump_clock: trio.abc.Clock) -> None:
+    # The timer row says which wait it is: a sleep at the seq of a receive timeout under
+    # way (or the reverse, above) slept to the receive's deadline and ran on
+    db = str(tmp_path / "store.db")
+    async with garrison.open_node(store=db) as node:
+        await node.start_workflow(listener, id="l")
+        while node.workflow("l").status() != "waiting":
+            await trio.sleep(0.001)
+    monkeypatch.setitem(globals(), "LISTENER_STEP", "sleep")
+    async with garrison.open_node(store=db) as node:
+        handle = node.workflow("l")
+        with trio.fail_after(7200):
+            with pytest.raises(garrison.NonDeterminismError) as info:
+                await handle.result()
+        assert handle.status() == "blocked"
+    msg = str(info.value)
+    assert "seq 1" in msg and "timer 'a receive timeout under way'" in msg, msg
+    assert "sleep ''" in msg, msg
+
+
+@pytest.mark.parametrize("step", ["sleep", "receive_timeout"])
+async def test_a_timer_stored_without_its_kind_is_taken_by_either_wait(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, autojump_clock: trio.abc.Clock,
+        step: str) -> None:
+    # a store of schema 6 (before timers had a kind): its pending timer is migrated with
+    # none, and the code waits at its seq as before, whichever wait it is
+    from garrison.persistence import _schema
+
+    db = str(tmp_path / "v6.db")
+    monkeypatch.setattr(_schema, "MIGRATIONS", _schema.MIGRATIONS[:6])
+    monkeypatch.setattr(_schema, "SCHEMA_VERSION", 6)
+    with SQLiteStore(db) as old:
+        old.write(Transaction().create_workflow("n", "test_workflow_replay:napper", [],
+                                                status="sleeping"))
+        old.db.conn.execute("INSERT INTO timers (workflow_id, seq, deadline) VALUES (?, ?, ?)",
+                            ("n", 1, time.time() + 60))
+    monkeypatch.undo()
+    monkeypatch.setitem(globals(), "NAPPER_STEP", step)
+    async with garrison.open_node(store=db) as node:
+        with trio.fail_after(7200):
+            result = await node.workflow("n").result()
+        assert result == ("sleep" if step == "sleep" else "None")
+        assert [r.kind for r in node.workflow("n").history()] == [
+            "sleep" if step == "sleep" else "receive"]
 
 
 # ---------------------------------------------------------------- first()'s arguments

@@ -457,6 +457,12 @@ def _v6_fence_many(cur: psycopg.Cursor[Any], s: sql.Identifier) -> None:
     cur.execute(sql.SQL(_V6).format(s=s))
 
 
+def _v7_timer_kind(cur: psycopg.Cursor[Any], s: sql.Identifier) -> None:
+    # As SQLite's version 7: the operation waiting on a timer, 'sleep' or 'receive' (a
+    # receive with a timeout); NULL in rows written before (either may take them).
+    cur.execute(sql.SQL("ALTER TABLE {s}.timers ADD COLUMN IF NOT EXISTS kind text").format(s=s))
+
+
 @functools.lru_cache(maxsize=64)
 def admit_lock_class(schema: str) -> int:
     """The first key of the advisory locks ``(class, hashtext(host))`` that ``admit``
@@ -468,7 +474,7 @@ def admit_lock_class(schema: str) -> int:
 #: ``MIGRATIONS[i]`` migrates version ``i`` to ``i + 1``.
 MIGRATIONS: list[Callable[[psycopg.Cursor[Any], sql.Identifier], None]] = [
     _v1_initial, _v2_trace_context, _v3_schedules_and_queue, _v4_cluster, _v5_admitted,
-    _v6_fence_many,
+    _v6_fence_many, _v7_timer_kind,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

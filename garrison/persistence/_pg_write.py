@@ -149,8 +149,9 @@ _OP_SQL: dict[str, tuple[str, int]] = {
         "AND consumed_seq IS NULL RETURNING 1) "
         "SELECT {s}.expect(count(*) = 1, 'not_pending', $3) FROM u", 3),
     "add_timer": (
-        "INSERT INTO {s}.timers (workflow_id, seq, deadline) VALUES ($1, $2, $3) "
-        "ON CONFLICT (workflow_id, seq) DO UPDATE SET deadline = EXCLUDED.deadline", 3),
+        "INSERT INTO {s}.timers (workflow_id, seq, deadline, kind) VALUES ($1, $2, $3, $4) "
+        "ON CONFLICT (workflow_id, seq) DO UPDATE SET deadline = EXCLUDED.deadline, "
+        "kind = EXCLUDED.kind", 4),
     "remove_timer": ("DELETE FROM {s}.timers WHERE workflow_id = $1 AND seq = $2", 2),
     "create_promise": (
         "INSERT INTO {s}.promises (workflow_id, name, status, created) "

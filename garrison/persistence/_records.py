@@ -222,19 +222,24 @@ class InboxRecord:
 
 @attrs.frozen
 class TimerRecord:
-    """A durable timer: operation ``seq`` of a workflow wakes at ``deadline`` (wall clock)."""
+    """A durable timer: operation ``seq`` of a workflow wakes at ``deadline`` (wall clock).
 
-    COLUMNS: ClassVar[str] = "workflow_id, seq, deadline"
+    ``kind`` is the operation waiting on it: ``"sleep"`` (``workflow.sleep``,
+    ``sleep_until``) or ``"receive"`` (a receive with a timeout); ``None`` for a timer
+    written by a garrison before schema version 7, which did not record it."""
+
+    COLUMNS: ClassVar[str] = "workflow_id, seq, deadline, kind"
 
     workflow_id: str
     seq: int
     deadline: _dt.datetime
+    kind: str | None = None
 
     @classmethod
     def from_row(cls, row: Sequence[Any]) -> TimerRecord:
         """Build from a row in :attr:`COLUMNS` order."""
-        wid, seq, deadline = row
-        return cls(wid, seq, _moment(deadline))
+        wid, seq, deadline, kind = row
+        return cls(wid, seq, _moment(deadline), kind)
 
 
 @attrs.frozen

@@ -240,10 +240,19 @@ def _v6_lean_writes(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX workflows_by_parent ON workflows (parent) WHERE parent IS NOT NULL")
 
 
+def _v7_timer_kind(conn: sqlite3.Connection) -> None:
+    # timers.kind: the operation waiting on the timer, 'sleep' (workflow.sleep,
+    # sleep_until) or 'receive' (a receive with a timeout), so that a replay whose code
+    # does the other one at that seq is a divergence. NULL in rows written before
+    # version 7: either operation may take them.
+    if "kind" not in _columns(conn, "timers"):
+        conn.execute("ALTER TABLE timers ADD COLUMN kind TEXT")
+
+
 #: ``MIGRATIONS[i]`` migrates version ``i`` to ``i + 1``.
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     _v1_initial, _v2_list_order, _v3_trace_context, _v4_schedules_and_queue, _v5_admitted,
-    _v6_lean_writes,
+    _v6_lean_writes, _v7_timer_kind,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -308,7 +308,8 @@ _OPS: dict[Op, Callable[[sqlite3.Connection, tuple[Any, ...]], Any]] = {
     Op.DELIVER: _deliver,
     Op.CONSUME: _consume,
     Op.ADD_TIMER: _statement(
-        "INSERT OR REPLACE INTO timers (workflow_id, seq, deadline) VALUES (?, ?, ?)"
+        "INSERT OR REPLACE INTO timers (workflow_id, seq, deadline, kind) "
+        "VALUES (?, ?, ?, ?)"
     ),
     Op.REMOVE_TIMER: _statement("DELETE FROM timers WHERE workflow_id = ? AND seq = ?"),
     Op.CREATE_PROMISE: _statement(

@@ -23,7 +23,7 @@ of the contract every store implements:
 ``APPEND_JOURNAL``        ``None``; a second row for one ``(workflow_id, seq)`` fails
 ``DELIVER``               the inbox row id (arrival order), ``None`` if ``msg_id`` existed
 ``CONSUME``               ``None``; ``ValueError`` unless the row is pending for that workflow
-``ADD_TIMER``             ``None``; replaces the deadline of the same ``seq``
+``ADD_TIMER``             ``None``; replaces the deadline (and kind) of the same ``seq``
 ``REMOVE_TIMER``          ``None``
 ``CREATE_PROMISE``        ``None``; no-op if the promise exists
 ``COMPLETE_PROMISE``      ``None``; ``PromiseAlreadyCompleted`` / ``NoSuchWorkflow``
@@ -417,10 +417,15 @@ class Transaction:
 
     # -- timers ------------------------------------------------------------
 
-    def add_timer(self, workflow_id: str, seq: int, deadline: _dt.datetime | float) -> Transaction:
+    def add_timer(self, workflow_id: str, seq: int, deadline: _dt.datetime | float,
+                  kind: str | None = None) -> Transaction:
         """A durable timer for operation ``seq``; ``deadline`` is wall clock (aware or
-        unix seconds). Re-adding the same ``seq`` replaces the deadline."""
-        return self._add(workflow_id, Op.ADD_TIMER, (workflow_id, seq, unix_seconds(deadline)))
+        unix seconds); ``kind`` the operation that waits on it (``"sleep"`` or
+        ``"receive"``; ``None``: not said, either may take it on replay). Re-adding the
+        same ``seq`` replaces the deadline and the kind."""
+        return self._add(workflow_id, Op.ADD_TIMER,
+                         (workflow_id, seq, unix_seconds(deadline),
+                          None if kind is None else str(kind)))
 
     def remove_timer(self, workflow_id: str, seq: int) -> Transaction:
         """Drop the timer of operation ``seq`` (it fired or was cancelled)."""

@@ -36,6 +36,9 @@ def replay(history: Any, target: Any = None) -> ReplayResult:
     if isinstance(history, History):
         loaded = history
     elif isinstance(history, str | os.PathLike):
+        if not os.fspath(history):  # (Path("") is ".", the folder: "cannot read it")
+            raise ValueError("history path is empty: give the path of the file "
+                             "'garrison workflows export' wrote, or its parsed JSON")
         path = Path(history)
         try:
             data = json.loads(path.read_text(encoding="utf-8"))

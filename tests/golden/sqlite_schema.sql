@@ -1,4 +1,4 @@
--- The SQLite store's schema (version 6) as sqlite_master holds it, written by the
+-- The SQLite store's schema (version 7) as sqlite_master holds it, written by the
 -- store of version 0.1 (tables of versions 1, 2 and 4 made by sqlite-utils). A store
 -- created now must hold the same text: see test_persistence.py.
 
@@ -99,7 +99,7 @@ CREATE TABLE "state" (
 CREATE TABLE "timers" (
    "workflow_id" TEXT REFERENCES "workflows"("workflow_id"),
    "seq" INTEGER,
-   "deadline" REAL NOT NULL,
+   "deadline" REAL NOT NULL, kind TEXT,
    PRIMARY KEY ("workflow_id", "seq")
 );
 -- table wakeups

@@ -44,6 +44,12 @@ HISTORY_WARNING = 10_000
 FOREVER = MAX_TIME
 #: durable operations a workflow may do without yielding to the scheduler
 _BUDGET = 64
+#: a pending timer's wait, by its stored kind (``None``: stored before kinds were)
+_UNDER_WAY: dict[str | None, str] = {
+    "sleep": "a sleep under way",
+    "receive": "a receive timeout under way",
+    None: "a sleep or receive timeout under way",
+}
 
 T = TypeVar("T")
 
@@ -86,14 +92,14 @@ class WorkflowCore(Caller, WorkflowScope):
                  "kill_reason", "links", "may_be_queued", "monitoring", "name", "parent",
                  "pending", "promises", "requests", "requests_taken", "result_json",
                  "run_id", "scope", "started", "state", "status", "store", "store_error",
-                 "stored_status", "task", "timers", "topics", "trace", "trap_links",
+                 "stored_status", "task", "timer_kinds", "timers", "topics", "trace", "trap_links",
                  "wait_deadline", "watchers", "wid")
 
     def __init__(self, host: WorkflowHost, wid: str, name: str, input_plain: list[Any], *,
                  run_id: str, attempt: int, parent: Pid | None, created: float,
                  journal: list[Entry], pending: list[InboxItem], timers: dict[int, float],
                  cancel_requested: bool, watchers: list[Pid] | None,
-                 state: dict[str, Any]) -> None:
+                 state: dict[str, Any], timer_kinds: dict[int, str] | None = None) -> None:
         self.host = host
         #: the store may hold a queue row for it (written by this node, another node or
         #: a tool), which its end drops; ``False`` only for a workflow this node created
@@ -122,6 +128,10 @@ class WorkflowCore(Caller, WorkflowScope):
         self.requests_taken: set[int] | None = None
         #: durable timers of this run: seq -> wall-clock deadline
         self.timers = timers
+        #: the operation waiting on each stored timer of ``timers`` loaded at recovery
+        #: (``"sleep"`` or ``"receive"``): a replay that takes its seq with the other one
+        #: diverges. A timer of a store older than schema 7 has none (either may take it)
+        self.timer_kinds = timer_kinds or None
         self.cancel_requested = cancel_requested
         self.cancel_delivered = False
         #: workflow pids that get my EXIT durably (``None``: none yet)
@@ -390,15 +400,31 @@ class WorkflowCore(Caller, WorkflowScope):
                 raise self._cancelled_error()
             return entry
         seq = self.cursor.seq - 1
-        if not timed and seq in self.timers:
-            raise self.cursor.diverge(seq, "timer", "a sleep or receive timeout under way",
-                                      f"{kind} {name!r}")
+        if seq in self.timers:
+            self._check_timer(seq, kind, name, timed)
         if self.check_lost:
             self._deliver_lost()
             _observe.replayed(self)
         if self.cancel_requested and not self.cancel_delivered:
             self._deliver_cancel(self.cursor.seq - 1)
         return None
+
+    def _check_timer(self, seq: int, kind: JournalKind, name: str, timed: bool) -> None:
+        """The operation ``kind`` takes ``seq``, where a durable timer is pending from
+        before (a wait under way when the node stopped, recorded only when it ends):
+        a divergence unless it is the same kind of wait (a sleep, or a receive with a
+        timeout; a timer stored without its kind is taken by either)."""
+        kinds = self.timer_kinds
+        known = kinds.get(seq) if kinds else None
+        if timed and (known is None or known == kind):
+            return
+        raise self.cursor.diverge(seq, "timer", self.under_way(seq), f"{kind} {name!r}")
+
+    def under_way(self, seq: int) -> str:
+        """What the pending timer at ``seq`` says is under way, for a divergence."""
+        kinds = self.timer_kinds
+        known = kinds.get(seq) if kinds else None
+        return _UNDER_WAY.get(known, _UNDER_WAY[None])
 
     def _sync_op(self, kind: JournalKind, name: str, data: Any) -> bool:
         """Journal a synchronous operation; True when it is live (not replayed)."""

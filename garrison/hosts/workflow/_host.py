@@ -491,9 +491,10 @@ class WorkflowHost:
             return
         plain = None if result_json is None else _loads(result_json)
         event = Event(EventKind.EXIT, wf.pid, plain, error)
+        now = self.clock.now()
         tx.update_workflow(wf.wid, status=status,
                            result=RawJson(result_json) if result_json is not None else None,
-                           error=error, time=self.clock.now())
+                           error=error, time=now)
         self.queue.finishing(tx, wf)
         targets: list[tuple[WorkflowInstance, int]] = []
         event_text = ""
@@ -505,13 +506,13 @@ class WorkflowHost:
                 continue
             event_text = event_text or _dumps(event_to_plain(event))
             tx.deliver(watcher.id, "EXIT", RawJson(event_text), msg_id=f"{wf.wid}#exit",
-                       sender=wf.pid, kind="event")
+                       sender=wf.pid, kind="event", time=now)
             targets.append((other, len(tx) - 1))
         results = await wf.commit_checked(tx)
         for other, index in targets:
             row_id = results[index]
             if row_id is not None:
-                other.push(InboxItem(row_id, True, _loads(event_text)))
+                other.push(InboxItem(row_id, True, _loads(event_text), now))
         self.counts[status] += 1
         wf.status = status
         wf.result_json = result_json
@@ -554,7 +555,7 @@ class WorkflowHost:
             payload = RawJson(text) if text is not None else msg.payload
             self.store.write(Transaction().deliver(pid.id, msg.topic, payload, msg_id=msg.id,
                                                    sender=msg.sender, call_ref=msg.call_ref,
-                                                   trace=msg.trace))
+                                                   time=self.clock.now(), trace=msg.trace))
             await trio.lowlevel.checkpoint()
             return True
         wf = self.active.get(pid.id)
@@ -568,12 +569,15 @@ class WorkflowHost:
                 msg.payload) is not float else _loads(text)
         else:
             plain_payload = msg.payload
+        now = self.clock.now()
         tx = Transaction().deliver(pid.id, msg.topic, RawJson(text), msg_id=msg.id,
-                                   sender=msg.sender, call_ref=msg.call_ref, trace=msg.trace)
+                                   sender=msg.sender, call_ref=msg.call_ref, time=now,
+                                   trace=msg.trace)
         row_id = (await self.store.commit(tx))[0]
         if row_id is not None and wf is self.active.get(pid.id):
             wf.push(InboxItem(row_id, False, message_to_plain(
-                Message(msg.topic, plain_payload, msg.sender, msg.id, msg.call_ref, msg.trace))))
+                Message(msg.topic, plain_payload, msg.sender, msg.id, msg.call_ref, msg.trace)),
+                now))
         return True
 
     async def call(self, caller: Caller, pid: Pid, topic: str, payload: Any,
@@ -610,12 +614,14 @@ class WorkflowHost:
         text = _dumps(plain_event)
         # one id per (process, kind, workflow): a ``noproc`` event made at recovery for a
         # process lost in a crash is dropped if the real one was delivered before
+        now = self.clock.now()
         tx = Transaction().deliver(pid.id, str(event.kind), RawJson(text), sender=event.pid,
-                                   kind="event", msg_id=f"{event.pid}#{event.kind}@{pid.id}")
+                                   kind="event", msg_id=f"{event.pid}#{event.kind}@{pid.id}",
+                                   time=now)
 
         def delivered(results: list[Any]) -> None:
             if results[0] is not None and self.active.get(pid.id) is wf:
-                wf.push(InboxItem(results[0], True, plain_event))
+                wf.push(InboxItem(results[0], True, plain_event, now))
 
         self.write_soon(tx, delivered)
         return True
@@ -643,13 +649,14 @@ class WorkflowHost:
         watcher's inbox (once: its id is derived from both; a replayed monitor asks
         again, so a crash before this write loses nothing)."""
         text = _dumps(event_to_plain(event))
+        now = self.clock.now()
         tx = Transaction().deliver(watcher.wid, "EXIT", RawJson(text),
                                    msg_id=f"{target.id}#exit@{watcher.wid}", sender=target,
-                                   kind="event")
+                                   kind="event", time=now)
 
         def delivered(results: list[Any]) -> None:
             if results[0] is not None and self.active.get(watcher.wid) is watcher:
-                watcher.push(InboxItem(results[0], True, _loads(text)))
+                watcher.push(InboxItem(results[0], True, _loads(text), now))
 
         self.write_soon(tx, delivered)
 

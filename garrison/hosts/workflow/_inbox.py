@@ -54,27 +54,31 @@ def stale_request(row: Any, record: Any) -> bool:
 
 class InboxItem:
     """A pending inbox row held in memory: its row id (arrival order), whether it is an
-    event, its plain JSON form (what the journal records) and the value handed out."""
+    event, its plain JSON form (what the journal records), the value handed out, and
+    when it was committed (the row's ``created``, wall clock: a receive whose timeout
+    passed takes only what arrived before its deadline)."""
 
-    __slots__ = ("event", "id", "plain", "value")
+    __slots__ = ("created", "event", "id", "plain", "value")
 
-    def __init__(self, row_id: int, event: bool, plain: dict[str, Any]) -> None:
+    def __init__(self, row_id: int, event: bool, plain: dict[str, Any], created: float) -> None:
         self.id = row_id
         self.event = event
         self.plain = plain
+        self.created = created
         self.value: Any = event_from_plain(plain) if event else message_from_plain(plain)
 
 
 def item_from_record(rec: Any) -> InboxItem:
     """An :class:`InboxItem` from a stored :class:`~garrison.persistence.InboxRecord`."""
+    created = rec.created.timestamp()
     if rec.kind == "event":
-        return InboxItem(rec.id, True, rec.payload)
+        return InboxItem(rec.id, True, rec.payload, created)
     plain = {"topic": rec.topic, "payload": rec.payload,
              "sender": None if rec.sender is None else str(rec.sender),
              "id": rec.msg_id, "call_ref": rec.call_ref}
     if rec.trace is not None:
         plain["trace"] = rec.trace
-    return InboxItem(rec.id, False, plain)
+    return InboxItem(rec.id, False, plain, created)
 
 
 class DurableInbox:
@@ -141,8 +145,11 @@ class PendingReceive:
         return f"<receive from {self.box.channel} {'done' if self.done() else 'pending'}>"
 
     def done(self) -> bool:
-        """True once recorded, or while a matching item waits in the inbox."""
-        return self.resolved or self._wf._find(self.box) is not None
+        """True once recorded, or while a matching item waits in the inbox (past the
+        deadline of its timeout: one that arrived before the deadline)."""
+        return self.resolved or self._wf._find(
+            self.box, None if self.seconds is None else self._wf.timers.get(self.seq)
+        ) is not None
 
     def __await__(self) -> Any:
         return self._wf._await_receive(self).__await__()
@@ -188,9 +195,18 @@ class Receives(WorkflowCore):
             return bool(topic == box.topic)
         return not self.topics or topic not in self.topics
 
-    def _find(self, box: DurableInbox) -> InboxItem | None:
+    def _find(self, box: DurableInbox, deadline: float | None = None) -> InboxItem | None:
+        """The first pending item for ``box``. Past ``deadline`` (a receive's timeout),
+        only one committed before it: the receive timed out at its deadline, whatever
+        arrived later (a message sent while the node was down, or after it restarted),
+        so a replay after a restart decides as the first run did."""
+        if deadline is None or self.host.clock.now() < deadline:
+            for item in self.pending:
+                if self._matches(box, item):
+                    return item
+            return None
         for item in self.pending:
-            if self._matches(box, item):
+            if item.created < deadline and self._matches(box, item):
                 return item
         return None
 
@@ -246,7 +262,7 @@ class Receives(WorkflowCore):
         deadline = self.timers.get(seq)
         try:
             while True:
-                item = self._find(box)
+                item = self._find(box, deadline)
                 if item is not None:
                     tx = Transaction()
                     value = self._consume(item, box, seq, tx)
@@ -262,7 +278,8 @@ class Receives(WorkflowCore):
                 if seconds is not None and deadline is None:
                     deadline = min(self.host.clock.now() + seconds, FOREVER)
                     self.timers[seq] = deadline
-                    await self._commit(Transaction().add_timer(self.wid, seq, deadline))
+                    await self._commit(Transaction().add_timer(self.wid, seq, deadline,
+                                                               "receive"))
                 if deadline is not None and self.host.clock.now() >= deadline:
                     tx = Transaction()
                     self.record(tx, seq, _RECEIVE, box.channel, '{"timeout":true}')

@@ -120,7 +120,7 @@ class WorkflowInstance(Waits, Activities, Interop):
                     unreached = [s for s in self.timers if s >= self.cursor.seq]
                     if unreached:
                         raise self.cursor.diverge(
-                            min(unreached), "timer", "a sleep or receive timeout under way",
+                            min(unreached), "timer", self.under_way(min(unreached)),
                             "nothing (the workflow function returned)")
                     final = WorkflowStatus.COMPLETED
                 except NonDeterminismError as exc:
@@ -195,6 +195,7 @@ class WorkflowInstance(Waits, Activities, Interop):
         self.cursor = Cursor(self.wid, [])
         self._journal_sizes = None
         self.timers.clear()
+        self.timer_kinds = None
         self.history_bytes = 0
         self.created = self.host.clock.now()
         _observe.workflow_continued(self)

@@ -158,7 +158,7 @@ class Interop(WorkflowCore):
             record = self.host.store.get_workflow(pid.id)
             if record is not None and not WorkflowStatus(record.status).finished:
                 tx.deliver(pid.id, topic, RawJson(text), msg_id=msg_id, sender=self.pid,
-                           trace=trace)
+                           time=self.host.clock.now(), trace=trace)
                 await self._commit(tx)
                 self.node.stats_messages += 1
                 await self._yield()
@@ -168,13 +168,14 @@ class Interop(WorkflowCore):
                 else _loads(text)
             msg = Message(topic, plain, self.pid, msg_id, None, trace)
             item_plain = message_to_plain(msg)
+            now = self.host.clock.now()
             tx.deliver(target.wid, topic, RawJson(text), msg_id=msg_id, sender=self.pid,
-                       trace=trace)
+                       time=now, trace=trace)
             results = await self._commit(tx)
             row_id = results[-1]
             self.node.stats_messages += 1
             if row_id is not None:
-                target.push(InboxItem(row_id, False, item_plain))
+                target.push(InboxItem(row_id, False, item_plain, now))
         elif other is not None and other.durable:
             # a finished workflow, or one on another durable host of this node
             await self._commit(tx)

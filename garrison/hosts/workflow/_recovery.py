@@ -49,7 +49,8 @@ def load(host: WorkflowHost, record: WorkflowRecord) -> WorkflowInstance:
     inbox = store.pending_messages(wid)
     pending = [item_from_record(r) for r in inbox if r.kind != CONTROL]
     requests = live_requests(host, record, inbox) if len(pending) != len(inbox) else []
-    timers = {t.seq: t.deadline.timestamp() for t in store.timers(wid)}
+    stored = store.timers(wid)
+    timers = {t.seq: t.deadline.timestamp() for t in stored}
     wf = WorkflowInstance(
         host, wid, record.name, list(record.input), run_id=record.run_id or "",
         attempt=record.attempt, parent=record.parent,
@@ -57,6 +58,7 @@ def load(host: WorkflowHost, record: WorkflowRecord) -> WorkflowInstance:
         journal=journal, pending=pending, timers=timers,
         cancel_requested=record.cancel_requested,
         watchers=list(store.monitors(wid)), state=initial_state(journal),
+        timer_kinds={t.seq: t.kind for t in stored if t.kind is not None},
     )
     wf.requests = requests
     load_promises(host, wf)

@@ -22,7 +22,9 @@ that workflow (and block it with). A few operations take their seq when they are
 created and are recorded later (``workflow.start``, a receive): at such a seq with no
 record while later records exist (an activity that was abandoned, a receive that
 lost a ``first``), the replay leaves the operation pending and goes on, as the first
-run did.
+run did. A sleep or receive timeout under way (a timer row, recorded only when it ends)
+is loaded with the history, as recovery loads it (``_recovery.load``): code that takes
+its seq with another operation, or returns before it, diverges as on a node.
 """
 
 from __future__ import annotations
@@ -105,6 +107,10 @@ class History:
     promises: Mapping[str, tuple[str, Any]] = attrs.field(factory=dict)
     #: when the records were made (unix seconds), for the export only
     times: Mapping[int, float] = attrs.field(factory=dict)
+    #: durable timers pending (a sleep or receive timeout under way, recorded only when
+    #: it ends): seq -> (deadline in unix seconds, ``"sleep"`` | ``"receive"`` | ``None``
+    #: when the store did not say), as a node loads them when it resumes the workflow
+    timers: Mapping[int, tuple[float, str | None]] = attrs.field(factory=dict)
 
     @property
     def records(self) -> int:
@@ -131,6 +137,7 @@ class History:
             journal=tuple(Entry(r.seq, r.kind, r.name, r.outcome, r.attempts) for r in rows),
             sizes=store.journal_sizes(workflow_id), promises=promises,
             times={r.seq: r.time.timestamp() for r in rows if r.time is not None},
+            timers={t.seq: (t.deadline.timestamp(), t.kind) for t in store.timers(workflow_id)},
         )
 
     @classmethod
@@ -172,6 +179,14 @@ class History:
             if isinstance(p, dict) and p.get("status") in ("resolved", "rejected"):
                 promises[pname] = (p["status"], p.get("value") if p["status"] == "resolved"
                                    else p.get("error"))
+        timers: dict[int, tuple[float, str | None]] = {}
+        for i, t in enumerate(data.get("timers") or ()):
+            deadline = _seconds(t.get("deadline")) if isinstance(t, dict) else None
+            if deadline is None or not isinstance(t.get("seq"), int) \
+                    or t.get("kind") not in ("sleep", "receive", None):
+                raise ValueError(f"{where}: timer {i} needs an integer 'seq', a 'deadline' "
+                                 f"and a 'kind' of 'sleep' or 'receive' (got {t!r:.80})")
+            timers[t["seq"]] = (deadline, t.get("kind"))
         error = data.get("error")
         return cls(
             workflow_id=str(data.get("workflow_id") or "replayed"), name=name, input=args,
@@ -180,7 +195,7 @@ class History:
             attempt=int(data.get("attempt") or 1), created=_seconds(data.get("created")),
             updated=_seconds(data.get("updated")), result=data.get("result"),
             error=error_from_plain(error) if isinstance(error, dict) else None,
-            journal=tuple(journal), sizes=sizes, promises=promises,
+            journal=tuple(journal), sizes=sizes, promises=promises, timers=timers,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -207,6 +222,8 @@ class History:
                          "attempts": e.attempts, "time": _iso(self.times.get(e.seq)),
                          "size": self.sizes.get(e.seq, len(json.dumps(e.outcome)))}
                         for e in self.journal],
+            "timers": [{"seq": seq, "kind": kind, "deadline": _iso(deadline)}
+                       for seq, (deadline, kind) in sorted(self.timers.items())],
         }
 
 
@@ -370,6 +387,8 @@ class ReplayInstance(WorkflowInstance):
                 raise self._cancelled_error()
             return entry
         seq = self.cursor.seq - 1
+        if seq in self.timers:  # a wait under way: the node checks it is the same one
+            self._check_timer(seq, kind, name, timed)
         raise self._stop(seq, f"{kind} {name!r}",
                          sum(1 for s in self.cursor.entries if s > seq))
 
@@ -477,8 +496,13 @@ async def replay_history(history: History, target: Any = None) -> ReplayResult:
         cast(Any, host), history.workflow_id, history.name, list(history.input),
         run_id=history.run_id, attempt=history.attempt, parent=None,
         created=history.created if history.created is not None else 0.0,
-        journal=journal, pending=[], timers={}, cancel_requested=False, watchers=[],
-        state=initial_state(journal))
+        journal=journal, pending=[], cancel_requested=False, watchers=[],
+        state=initial_state(journal),
+        # the timers under way, as recovery loads them (``_recovery.load``): code that
+        # does something else at their seq, or returns before it, diverges
+        timers={seq: deadline for seq, (deadline, _kind) in history.timers.items()},
+        timer_kinds={seq: kind for seq, (_deadline, kind) in history.timers.items()
+                     if kind is not None})
     wf.check_lost = False
     wf.cursor.advice = REPLAY_ADVICE
     wf.promises.update(history.promises)

@@ -146,7 +146,7 @@ class Waits(Receives):
             recorded = min(deadline, FOREVER) if deadline is not None else deadline_after(
                 self.host.clock.now(), seconds or 0.0)
             self.timers[seq] = recorded
-            await self._commit(Transaction().add_timer(self.wid, seq, recorded))
+            await self._commit(Transaction().add_timer(self.wid, seq, recorded, "sleep"))
         try:
             while self.host.clock.now() < recorded:
                 await self._wait(self.host.clock.trio_deadline(recorded), WorkflowStatus.SLEEPING)
