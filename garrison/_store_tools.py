@@ -123,10 +123,12 @@ def detail(store: Any, rec: Any) -> dict[str, Any]:
 
 def pending_timers(stored: list[Any], journal: list[Any]) -> list[dict[str, Any]]:
     """A workflow's pending timers, soonest first, as ``{"seq", "kind", "deadline"}``:
-    durable sleeps and receive timeouts (the store's ``timers``, kind ``"sleep"``) and
-    ``workflow.timer`` deadlines (journaled where the timer was made, kind ``"timer"``)
-    still ahead. ``garrison workflows show`` and the console print these."""
-    found = {t.seq: ("sleep", t.deadline.timestamp()) for t in stored}
+    durable sleeps and receive timeouts (the store's ``timers``, kind ``"sleep"`` or
+    ``"receive"``; ``"sleep"`` too for a timer stored before schema version 7, which
+    did not say) and ``workflow.timer`` deadlines (journaled where the timer was made,
+    kind ``"timer"``) still ahead. ``garrison workflows show`` and the console print
+    these."""
+    found = {t.seq: (t.kind or "sleep", t.deadline.timestamp()) for t in stored}
     now = time.time()
     for r in journal:
         if r.kind == "timer" and r.seq not in found and isinstance(r.outcome, dict):

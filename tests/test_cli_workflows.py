@@ -99,6 +99,16 @@ async def test_show_lists_sleeps_and_workflow_timer_deadlines(store_path: str) -
     assert show["timers"] == []
 
 
+async def test_show_tells_a_sleep_from_a_receive_timeout(store_path: str) -> None:
+    async with garrison.open_node(store=store_path) as node:
+        await node.start_workflow(workflow_app.sleeper, "1h", id="s-1")
+        await node.start_workflow(workflow_app.receiver, "1h", id="r-1")
+        await trio.sleep(0.01)
+    for wid, kind in (("s-1", "sleep"), ("r-1", "receive")):
+        show = json.loads(cli("--store", store_path, "show", wid, "--json").stdout)
+        assert [t["kind"] for t in show["timers"]] == [kind], show
+
+
 async def test_signal_while_no_node_runs_is_picked_up_on_next_start(store_path: str) -> None:
     await _seed(store_path)
     sent = cli("--store", store_path, "signal", "wait-1", "approve", '"ana"')
