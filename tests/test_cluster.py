@@ -661,13 +661,16 @@ async def test_a_claimed_workflow_that_ends_at_once_is_not_marked_running_after_
 
 
 async def _blocked(node: garrison.Node, url: str, wid: str) -> None:
-    """A workflow whose code is gone (created by a tool), blocked on ``node``."""
+    """A workflow whose journal its code does not follow (created by a tool), blocked
+    on ``node``. (A workflow whose code does not import is not claimed by a node of a
+    cluster: it waits for a node that has the code.)"""
     import trio
 
-    from garrison.persistence import Transaction, open_store
+    from garrison.persistence import RawJson, Transaction, open_store
 
     with open_store(url, lock=False) as tool:
-        tool.write(Transaction().create_workflow(wid, "nomodule:gone", []))
+        tool.write(Transaction().create_workflow(wid, "cluster_app:sleeper", [1, 0.1])
+                   .append_journal(wid, 1, "activity", "elsewhere", RawJson('{"ok": 1}')))
     with trio.fail_after(10):
         while wid not in node.hosts["workflows"].active or \
                 node.workflow(wid).status() != "blocked":
@@ -973,3 +976,146 @@ async def test_long_messages_nobody_takes_are_cleaned_up(postgres_url: str) -> N
             assert bodies() == []
         finally:
             look.close()
+
+
+# -- rolling deploys: a node without a workflow's code leaves it to one that has it --------
+ROLLOUT_APP = '''
+import cluster_app
+
+
+async def work(n: int, delay: float = 0.02) -> list[int]:
+    """A workflow type only some nodes have (deployed to them first)."""
+    return await cluster_app.steps(n, delay)
+'''
+
+
+def _rollout_code(tmp_path: Path) -> dict[str, str]:
+    """The environment of a node process that has ``rollout_app`` (this test process,
+    and a node started without it, cannot import it)."""
+    code = tmp_path / "new_release"
+    code.mkdir()
+    (code / "rollout_app.py").write_text(ROLLOUT_APP)
+    return {"PYTHONPATH": f"{Path(__file__).resolve().parent.parent}:{code}"}
+
+
+async def test_a_node_without_a_workflows_code_leaves_it_to_a_node_that_has_it(
+        postgres_url: str, nodes: list[Node], tmp_path: Path,
+        caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A rolling deploy: a new workflow type reaches node b first, while node t still
+    runs the old release. t claimed the tool's workflow of that type, could not import
+    it, and recorded it ``blocked`` (a non-determinism error), owned by t for good: b,
+    which has the code, never got it. t releases it unrun (nothing journaled, still
+    ``pending``), warns once naming the workflow, its name and the import error, and
+    claims no workflow of that name again (no re-claim loop); b claims and runs it."""
+    import logging
+
+    import trio
+
+    from garrison.persistence import Transaction
+    from garrison.persistence._pg_cluster import PgCluster
+
+    claims: list[tuple[str | None, str]] = []
+    claim = PgCluster.claim
+
+    def counted(self: PgCluster, limit: int, *args: Any, **kwargs: Any) -> list[Any]:
+        got = claim(self, limit, *args, **kwargs)
+        claims.extend((self.name, r.workflow_id) for r in got)
+        return got
+
+    monkeypatch.setattr(PgCluster, "claim", counted)
+    caplog.set_level(logging.INFO, logger="garrison")
+    url = postgres_url
+    env = _rollout_code(tmp_path)
+    async with garrison.open_node(store=url, name="t", lease=LEASE):
+        look = Look(url)
+        try:
+            look.store.write(Transaction().create_workflow("new1", "rollout_app:work", [3]))
+            with trio.fail_after(10):
+                while ("t", "new1") not in claims or look.owners().get("new1") is not None:
+                    await trio.sleep(0.02)
+            look.store.write(Transaction().create_workflow("new2", "rollout_app:work", [2]))
+            await trio.sleep(4 * LEASE)  # rounds and notifications: t claims neither again
+            assert claims == [("t", "new1")]
+            assert look.owners() == {"new1": None, "new2": None}
+            assert look.statuses() == {"new1": "pending", "new2": "pending"}
+            assert look.store.journal("new1") == []
+            nodes.append(Node.start(url, "b", LEASE, env=env))  # the new release
+            await trio.to_thread.run_sync(
+                lambda: wait_for(lambda: _finished(look, ["new1", "new2"]), 20,
+                                 "b to run both"))
+            assert [look.result(w) for w in ("new1", "new2")] == [[0, 1, 2], [0, 1]]
+            assert {n for _, n in look.steps("new1") + look.steps("new2")} == {"b"}
+            assert ("t", "new2") not in claims
+        finally:
+            look.close()
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING
+                and "rollout_app:work" in r.getMessage()]
+    assert len(warnings) == 1, [r.getMessage() for r in warnings]
+    message = warnings[0].getMessage()
+    assert "new1" in message and "No module named 'rollout_app'" in message, message
+
+
+async def test_a_takeover_by_a_node_without_the_code_leaves_the_workflow_to_one_with_it(
+        postgres_url: str, nodes: list[Node], tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The node running a workflow of the new release dies; the node that takes its
+    workflows over (here at its start, which takes a dead node's at once) still runs
+    the old release. It releases the workflow unrun (its journal as the dead node left
+    it, its status too) instead of blocking it; a node of the new release finishes it,
+    each step recorded once, in order."""
+    import logging
+
+    import trio
+
+    from garrison.persistence import Transaction
+
+    caplog.set_level(logging.INFO, logger="garrison")
+    url = postgres_url
+    env = _rollout_code(tmp_path)
+    a = Node.start(url, "a", LEASE, env=env)
+    nodes.append(a)
+    look = Look(url)
+    try:
+        look.store.write(Transaction().create_workflow("mv", "rollout_app:work", [30, 0.1]))
+        wait_for(lambda: len(look.steps("mv")) >= 3, 20, "progress on a")
+        a.kill()
+        async with garrison.open_node(store=url, name="t", lease=LEASE) as t:
+            with trio.fail_after(10):
+                while "mv" in t.hosts["workflows"].active or look.owners()["mv"] is not None:
+                    await trio.sleep(0.02)
+            assert look.statuses()["mv"] == "running"  # as a left it
+            done = len(look.steps("mv"))
+            await trio.sleep(2 * LEASE)
+            assert look.owners() == {"mv": None} and len(look.steps("mv")) == done
+            nodes.append(Node.start(url, "c", LEASE, env=env))
+            await trio.to_thread.run_sync(
+                lambda: wait_for(lambda: _finished(look, ["mv"]), 20, "c to finish it"))
+        writers = _check_journals(look, ["mv"], 30)["mv"]
+        assert set(writers[:done]) == {"a"} and set(writers[done:]) == {"c"}, writers
+    finally:
+        look.close()
+    assert any("cannot run workflow mv" in r.getMessage()
+               for r in caplog.records if r.levelno == logging.WARNING)
+    assert not [r for r in caplog.records if "blocked" in r.getMessage()]
+
+
+async def test_off_a_cluster_a_workflow_whose_code_is_gone_is_blocked(
+        tmp_path: Path, autojump_clock: object) -> None:
+    """The only node of a store has nobody to leave a workflow to: one whose code does
+    not import there is ``blocked`` at once, naming the import error (as before)."""
+    import trio
+
+    from garrison.persistence import Transaction, open_store
+
+    path = str(tmp_path / "store.db")
+    with open_store(path) as tool:
+        tool.write(Transaction().create_workflow("gone", "rollout_app:work", [1]))
+    async with garrison.open_node(store=path) as node:
+        with trio.fail_after(5):
+            while node.workflow("gone").status() != "blocked":
+                await trio.sleep(0.01)
+        with open_store(path, lock=False) as look:
+            record = look.get_workflow("gone")
+        assert record is not None and record.error is not None
+        assert record.error.type == "NonDeterminismError"
+        assert "No module named 'rollout_app'" in record.error.message

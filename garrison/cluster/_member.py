@@ -93,6 +93,10 @@ class ClusterMember:
         self._live: dict[int, dict[str, Any]] = {}
         #: the store gave up writing for good: this node left the cluster for good
         self.gave_up = False
+        #: names of workflows whose code this node cannot import (``module:qualname``:
+        #: the import error), never claimed again while it runs: a node of the cluster
+        #: that has the code runs them (a rolling deploy)
+        self._refused: dict[str, str] = {}
 
     @property
     def epoch(self) -> int | None:
@@ -113,7 +117,7 @@ class ClusterMember:
         self._last_renew = time.monotonic()
         if self._thread is None:  # at start: what the node resumes (claimed now, before
             self.pg.mark_lost()   # the thread shares nothing of this connection)
-            self._first = self.pg.claim(self._limit())
+            self._first = self.pg.claim(self._limit(), list(self._refused))
         log.info("node %s joined the cluster (epoch %d, lease %gs)", self.name, epoch,
                  self.lease)
 
@@ -148,6 +152,31 @@ class ClusterMember:
         self.poke()
         if self.draining:
             self._ready.set()
+
+    def refuses(self, name: str) -> bool:
+        """True if this node cannot run workflows named ``name`` (see :meth:`refuse`)."""
+        with self._lock:
+            return name in self._refused
+
+    def refuse(self, wid: str, name: str, error: BaseException | None) -> None:
+        """This node claimed the workflow ``wid`` but cannot import its code ``name``
+        (``error``; ``None``: refused already): it gives the workflow up unrun and
+        claims no workflow of that name again while it runs; a node that has the code
+        claims it. One warning per name."""
+        with self._lock:
+            first = name not in self._refused
+            if first:
+                self._refused[name] = f"{type(error).__name__}: {error}"
+        if first:
+            log.warning("node %s cannot run workflow %s: its code %s does not import here "
+                        "(%s); the workflow is left, unrun, to a node of the cluster that "
+                        "has the code, and this node claims no %s workflow until it "
+                        "restarts", self.name, wid, name, self._refused[name], name,
+                        extra={"workflow_id": wid})
+        else:
+            log.debug("node %s leaves workflow %s to another node (no code for %s here)",
+                      self.name, wid, name, extra={"workflow_id": wid})
+        self.stopped(wid)
 
     def owns(self, wid: str) -> bool:
         """True if this node's incarnation owns the workflow ``wid`` (in the store), and
@@ -455,7 +484,9 @@ class ClusterMember:
         if gone:
             self._post("gone", gone)
         if not self.draining and not self._stop.is_set():
-            claimed = pg.claim(self._limit())
+            with self._lock:
+                refused = list(self._refused)
+            claimed = pg.claim(self._limit(), refused)
             if claimed:
                 with self._lock:
                     self._in_flight += len(claimed)

@@ -297,10 +297,11 @@ class PgCluster:
         claimable, nodes = (int(v) for v in rows[0])
         return -(-claimable // max(nodes, 1))
 
-    def claim(self, limit: int) -> list[WorkflowRecord]:
+    def claim(self, limit: int, refused: list[str] | None = None) -> list[WorkflowRecord]:
         """Take up to ``limit`` orphaned or unowned unfinished workflows: those that ran
         first (oldest first), then those waiting in a queue (``pending``: by priority,
-        then start order); their records, now owned by this node."""
+        then start order); their records, now owned by this node. Workflows named in
+        ``refused`` (code this node cannot import) are left to the others."""
         if limit <= 0:
             return []
         s = self._s
@@ -312,11 +313,13 @@ class PgCluster:
                 f"LEFT JOIN {s}.queue q ON q.workflow_id = w.workflow_id WHERE {_UNFINISHED} "
                 f"AND (owner_epoch IS NULL OR NOT EXISTS (SELECT 1 FROM {s}.nodes n WHERE "
                 "n.epoch = w.owner_epoch AND n.status IN ('active', 'draining'))) "
+                "AND NOT w.name = ANY(%s) "
                 "ORDER BY w.status = 'pending', q.priority DESC NULLS LAST, q.seq, w.created, "
                 'w.workflow_id COLLATE "C" LIMIT %s FOR UPDATE OF w SKIP LOCKED) '
                 f"UPDATE {s}.workflows w SET owner_epoch = %s, owner = %s FROM c "
                 f"WHERE w.workflow_id = c.workflow_id AND {s}.fence(%s, NULL) "
-                f"RETURNING {cols}", (limit, self.epoch, self.name, self.epoch)).fetchall()
+                f"RETURNING {cols}",
+                (list(refused or ()), limit, self.epoch, self.name, self.epoch)).fetchall()
             if rows:  # the new owner loads everything: their wakeups are spent
                 conn.execute(f"DELETE FROM {s}.wakeups WHERE workflow_id = ANY(%s)",
                              ([r[0] for r in rows],))

@@ -105,6 +105,8 @@ async def resume_all(host: WorkflowHost, nursery: trio.Nursery) -> None:
     recovering: list[WorkflowInstance] = []
     ending: list[WorkflowInstance] = []
     queued: list[WorkflowRecord] = []
+    from ._ownership import runnable  # (it imports this module)
+
     paused = _pause_gc()
     try:
         ownership = host.ownership
@@ -113,6 +115,8 @@ async def resume_all(host: WorkflowHost, nursery: trio.Nursery) -> None:
         for record in records:
             if record.workflow_id in host.active or host.starting(record.workflow_id):
                 continue  # started (or refreshed) meanwhile
+            if ownership is not None and not runnable(host, record):
+                continue  # its code is not here: left to a node of the cluster that has it
             try:
                 wf = load(host, record)
             except Exception as exc:  # pragma: no cover - a broken row
