@@ -1119,3 +1119,51 @@ async def test_off_a_cluster_a_workflow_whose_code_is_gone_is_blocked(
         assert record is not None and record.error is not None
         assert record.error.type == "NonDeterminismError"
         assert "No module named 'rollout_app'" in record.error.message
+
+
+# -- a newer node migrated the schema ------------------------------------------------------
+async def test_a_node_that_finds_the_schema_migrated_past_its_code_leaves_the_cluster(
+        postgres_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """A rolling upgrade: a node of a newer release migrates the schema while a node of
+    the old one runs. The old node checked the version only when it opened the store,
+    and went on claiming and writing rows in the format it knows. At its next lease
+    renewal it sees the newer version: its store writes nothing more, it leaves the
+    cluster (its row ``lost``, so nodes that know the schema take its workflows at
+    once) and says why in the log."""
+    import logging
+
+    import cluster_app
+    import trio
+
+    from garrison.persistence._pg_schema import SCHEMA_VERSION
+
+    caplog.set_level(logging.INFO, logger="garrison")
+    async with garrison.open_node(store=postgres_url, name="old", lease=LEASE) as node:
+        await node.start_workflow(cluster_app.sleeper, 1000, 0.05, id="w")
+        store = node.hosts["workflows"].store
+        look = Look(postgres_url)
+        try:
+            with trio.fail_after(5):
+                while len(look.store.journal("w")) < 3:
+                    await trio.sleep(0.02)
+            look.store._query("INSERT INTO garrison.schema_version (version, applied) "
+                              "VALUES (%s, 0) RETURNING 1", (SCHEMA_VERSION + 1,))
+            with trio.fail_after(2 * LEASE):  # at its next renewal
+                while [(n.name, n.status) for n in look.nodes(all_rows=True)] != [
+                        ("old", "lost")]:
+                    await trio.sleep(0.02)
+            assert store.failed is not None
+            assert f"schema version {SCHEMA_VERSION + 1}" in str(store.failed)
+            await trio.sleep(0.3)
+            recorded = len(look.store.journal("w"))
+            await trio.sleep(0.5)  # it records nothing more
+            assert len(look.store.journal("w")) == recorded
+            assert "w" not in node.hosts["workflows"].active
+            with pytest.raises(garrison.StoreError, match="schema version"):
+                await node.start_workflow(cluster_app.sleeper, 1, 0.05, id="w2")
+            assert look.store.get_workflow("w2") is None
+        finally:
+            look.close()
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert any("leaves the cluster" in m and f"knows schema version {SCHEMA_VERSION}" in m
+               for m in errors), errors

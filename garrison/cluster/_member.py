@@ -427,23 +427,33 @@ class ClusterMember:
             pg.release(None)
             self._post("released")
 
+    def _give_up(self, failed: StoreError) -> None:
+        """The thread: the store writes nothing more (``failed``): renewing the lease
+        would keep this node's workflows (and the orphans it claims) where nothing of
+        them is recorded, so the node leaves the cluster (tried again next round while a
+        write of it is in flight)."""
+        if self.pg.give_up():
+            self.gave_up = True
+            log.error("node %s leaves the cluster: its store failed: %s; its workflows "
+                      "move to the other nodes", self.name, failed)
+            self._post("failed", failed)
+
     def _round(self, rounds: int) -> None:
         pg = self.pg
         if self.gave_up:
             return
         failed = getattr(self.store, "failed", None)
         if failed is not None:
-            # the store writes nothing more: renewing the lease would keep this node's
-            # workflows (and the orphans it claims) where nothing of them is recorded
-            if pg.give_up():
-                self.gave_up = True
-                log.error("node %s leaves the cluster: its store failed: %s; its "
-                          "workflows move to the other nodes", self.name, failed)
-                self._post("failed", failed)
+            self._give_up(failed)
             return
         now = time.monotonic()
         if now - self._last_renew >= self.interval / 2 or rounds == 0:
             status = pg.renew(self.host.room())
+            if pg.schema_found > self.store.schema_version:
+                # a newer node migrated the schema: rows in the format this code knows
+                # could break it, so this node writes nothing more, and leaves
+                self._give_up(self.store.schema_migrated(pg.schema_found))
+                return
             if status is None:
                 self._post("lapsed")
                 while not self._rejoin.wait(0.1):

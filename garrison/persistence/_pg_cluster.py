@@ -114,6 +114,8 @@ class PgCluster:
         self.queue_channel = store._channel + ":queue"
         #: the hosts named by those notifications since the caller last took them
         self.freed: set[str] = set()
+        #: the schema version the last :meth:`renew` read (0: none read yet)
+        self.schema_found = 0
 
     # -- the connection ----------------------------------------------------------
     def connect(self) -> psycopg.Connection[Any]:
@@ -223,12 +225,18 @@ class PgCluster:
     def renew(self, room: int | None = None) -> str | None:
         """Renew the lease (and say how many more workflows this node has room for,
         ``None``: no limit); the node's status (``active`` / ``draining``), or ``None``
-        when the lease had lapsed (the node must drop its workflows and join again)."""
+        when the lease had lapsed (the node must drop its workflows and join again).
+        Reads the schema's version in the same statement (:attr:`schema_found`): a
+        newer node may have migrated it since this one opened the store."""
         rows = self._rows(
-            "UPDATE {s}.nodes SET heartbeat = {s}.now_s(), lease_until = {s}.now_s() + lease, "
-            "room = %s WHERE epoch = %s AND status IN ('active', 'draining') "
-            "AND lease_until > {s}.now_s() RETURNING status", (room, self.epoch))
-        return str(rows[0][0]) if rows else None
+            "WITH r AS (UPDATE {s}.nodes SET heartbeat = {s}.now_s(), "
+            "lease_until = {s}.now_s() + lease, room = %s WHERE epoch = %s AND status IN "
+            "('active', 'draining') AND lease_until > {s}.now_s() RETURNING status) "
+            "SELECT (SELECT status FROM r), (SELECT max(version) FROM {s}.schema_version)",
+            (room, self.epoch))
+        status, version = rows[0]
+        self.schema_found = int(version or 0)
+        return None if status is None else str(status)
 
     def mark_lost(self) -> list[tuple[int, str]]:
         """Mark the nodes whose lease lapsed ``lost`` (waiting for their writes in
