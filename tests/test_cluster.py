@@ -1167,3 +1167,83 @@ async def test_a_node_that_finds_the_schema_migrated_past_its_code_leaves_the_cl
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert any("leaves the cluster" in m and f"knows schema version {SCHEMA_VERSION}" in m
                for m in errors), errors
+
+
+# -- cancel, terminate and signals while a workflow moves ---------------------------------
+async def test_a_cancel_a_terminate_and_signals_made_during_a_takeover_are_kept(
+        postgres_url: str, nodes: list[Node]) -> None:
+    """The node running three workflows dies; before its lease lapses a live node asks
+    one to terminate, one to cancel, and signals the third. The takeover claims them
+    (their wakeups spent by the claim) and each request takes effect on the new owner:
+    nothing is lost, nothing runs twice."""
+    import trio
+
+    from garrison.persistence import Transaction
+
+    url = postgres_url
+    a = Node.start(url, "a", LEASE)
+    nodes.append(a)
+    look = Look(url)
+    try:
+        look.store.write(
+            Transaction().create_workflow("term", "cluster_app:sleeper", [1000, 0.05])
+            .create_workflow("canc", "cluster_app:sleeper", [1000, 0.05])
+            .create_workflow("mb", "cluster_app:mailbox", [3]))
+        wait_for(lambda: look.owners() == {"term": "a", "canc": "a", "mb": "a"}
+                 and look.statuses()["mb"] == "waiting"
+                 and all(len(look.store.journal(w)) >= 2 for w in ("term", "canc")),
+                 10, "a to run the three")
+        async with garrison.open_node(store=url, name="t", lease=LEASE) as t:
+            await t.workflow("mb").signal("m", 0)
+            a.kill()  # its lease runs on for up to a second: the requests come meanwhile
+            await t.workflow("term").terminate("stop it")
+            await t.workflow("canc").cancel()
+            await t.workflow("mb").signal("m", 1)
+            await t.workflow("mb").signal("m", 2)
+            assert look.owners() == {"term": "a", "canc": "a", "mb": "a"}  # not taken yet
+            with trio.fail_after(10):
+                with pytest.raises(garrison.WorkflowFailed, match="stop it"):
+                    await t.workflow("term").result()
+                with pytest.raises(garrison.WorkflowCancelled):
+                    await t.workflow("canc").result()
+                assert await t.workflow("mb").result() == [0, 1, 2]
+            assert look.statuses() == {"term": "failed", "canc": "cancelled",
+                                       "mb": "completed"}
+            consumed = [r.outcome for r in look.store.journal("mb") if r.kind == "receive"]
+            assert len(consumed) == 3, look.store.journal("mb")
+    finally:
+        look.close()
+
+
+async def test_signals_sent_while_a_drain_moves_a_workflow_all_arrive_once(
+        postgres_url: str) -> None:
+    """Signals sent from both nodes while a drain hands a waiting workflow from one node
+    to the other (before, during and after its release): each is received once, in the
+    order each node sent them, on whichever node runs it then."""
+    import cluster_app
+    import trio
+
+    async with garrison.open_node(store=postgres_url, name="a", lease="30s") as a, \
+            garrison.open_node(store=postgres_url, name="b", lease="30s") as b:
+        await a.start_workflow(cluster_app.mailbox, 35, id="mb")
+        for i in range(5):
+            await a.workflow("mb").signal("m", ["a", i])
+        a.drain()
+        for i in range(5, 20):  # from both nodes while it moves
+            await a.workflow("mb").signal("m", ["a", i])
+            await b.workflow("mb").signal("m", ["b", i])
+            await trio.sleep(0.005)
+        with trio.fail_after(5):
+            await a.drained()
+        with trio.fail_after(10):
+            got = await b.workflow("mb").result()
+        assert "mb" in b.hosts["workflows"].finished  # it ended on b
+        assert "mb" not in a.hosts["workflows"].finished
+    assert [p for p in got if p[0] == "a"] == [["a", i] for i in range(20)]
+    assert [p for p in got if p[0] == "b"] == [["b", i] for i in range(5, 20)]
+    look = Look(postgres_url)
+    try:
+        receives = [r for r in look.store.journal("mb") if r.kind == "receive"]
+        assert len(receives) == 35
+    finally:
+        look.close()

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from ..._errors import WorkflowMoved
 from ..._targets import import_target
 from ...persistence import Transaction, WorkflowRecord, WorkflowStatus
-from ._recovery import count_tool_starts, load, mark_running
+from ._recovery import count_tool_starts, end_requested, load, mark_running
 
 if TYPE_CHECKING:
     from ._host import WorkflowHost
@@ -44,7 +44,7 @@ def adopt(host: WorkflowHost, records: list[WorkflowRecord]) -> list[str]:
     waiting: dict[str, tuple[WorkflowRecord, WorkflowInstance]] = {}
     for record in records:
         wid = record.workflow_id
-        if wid in host.active or host.closing or not runnable(host, record):
+        if wid in host.active or host.closing:
             continue
         try:
             # read again: the claim's copy may be older than a cancel request this node
@@ -56,6 +56,16 @@ def adopt(host: WorkflowHost, records: list[WorkflowRecord]) -> list[str]:
             wf = load(host, record)
         except Exception as exc:  # pragma: no cover - a broken row
             log.error("cannot resume workflow %s: %s", wid, exc, extra={"workflow_id": wid})
+            continue
+        if wf.requests:
+            # asked to terminate while its owner was gone (the claim spent the request's
+            # wakeup): it ends unrun, as at a node's start (no code needed for that)
+            host.active[wid] = wf
+            wf.exited.set()
+            host.start_soon(end_requested, host, wf)
+            started.append(wid)
+            continue
+        if not runnable(host, record):
             continue
         if record.status == WorkflowStatus.PENDING:  # it waits in this node's queue
             waiting[wid] = (record, wf)
@@ -82,7 +92,7 @@ def adopt(host: WorkflowHost, records: list[WorkflowRecord]) -> list[str]:
 def runnable(host: WorkflowHost, record: WorkflowRecord) -> bool:
     """True if this node has the code of the claimed workflow ``record`` (its
     ``module:qualname`` imports here). Else the workflow is given up unrun, before
-    anything of it is loaded or written (its status stays what it was: a workflow that
+    anything of it is written (its status stays what it was: a workflow that
     never ran stays ``pending``): the cluster releases it for a node that has the code,
     and claims no workflow of that name again while this node runs (one warning per
     name). Off a cluster a workflow whose code is gone is ``blocked`` (its instance

@@ -115,8 +115,6 @@ async def resume_all(host: WorkflowHost, nursery: trio.Nursery) -> None:
         for record in records:
             if record.workflow_id in host.active or host.starting(record.workflow_id):
                 continue  # started (or refreshed) meanwhile
-            if ownership is not None and not runnable(host, record):
-                continue  # its code is not here: left to a node of the cluster that has it
             try:
                 wf = load(host, record)
             except Exception as exc:  # pragma: no cover - a broken row
@@ -128,6 +126,8 @@ async def resume_all(host: WorkflowHost, nursery: trio.Nursery) -> None:
                 wf.exited.set()
                 ending.append(wf)
                 continue
+            if ownership is not None and not runnable(host, record):
+                continue  # its code is not here: left to a node of the cluster that has it
             if record.status == WorkflowStatus.PENDING:  # waits its turn in the queue
                 queued.append(record)
                 continue
