@@ -117,14 +117,14 @@ class ClusterMember:
         self._last_renew = time.monotonic()
         if self._thread is None:  # at start: what the node resumes (claimed now, before
             self.pg.mark_lost()   # the thread shares nothing of this connection)
-            self._first = self.pg.claim(self._limit(), list(self._refused))
+            self._first = self.pg.claim(self._limit(), self._refused_names())
         log.info("node %s joined the cluster (epoch %d, lease %gs)", self.name, epoch,
                  self.lease)
 
     def _limit(self) -> int:
         """How many workflows to claim now: this node's fair share, within the room its
         host has (``max_concurrent``)."""
-        share = self.pg.fair_share()
+        share = self.pg.fair_share(self._refused_names())
         room = self.host.room()
         if room is None:
             return share
@@ -152,6 +152,10 @@ class ClusterMember:
         self.poke()
         if self.draining:
             self._ready.set()
+
+    def _refused_names(self) -> list[str]:
+        with self._lock:
+            return list(self._refused)
 
     def refuses(self, name: str) -> bool:
         """True if this node cannot run workflows named ``name`` (see :meth:`refuse`)."""
@@ -494,9 +498,7 @@ class ClusterMember:
         if gone:
             self._post("gone", gone)
         if not self.draining and not self._stop.is_set():
-            with self._lock:
-                refused = list(self._refused)
-            claimed = pg.claim(self._limit(), refused)
+            claimed = pg.claim(self._limit(), self._refused_names())
             if claimed:
                 with self._lock:
                     self._in_flight += len(claimed)

@@ -291,17 +291,20 @@ class PgCluster:
         self._rows("SELECT pg_notify(%s, '')", (self.channel,))
 
     # -- ownership -------------------------------------------------------------------
-    def fair_share(self) -> int:
+    def fair_share(self, refused: list[str] | None = None) -> int:
         """How many workflows this node may claim now: the claimable ones (owned by
-        nobody, or by a node that is not live) shared over the active nodes that have
-        room (``renew(room)``), rounded up, so that every round spreads them and what
-        one node cannot take another takes on its next round."""
+        nobody, or by a node that is not live; not named in ``refused``, see
+        :meth:`claim`) shared over the active nodes that have room (``renew(room)``),
+        rounded up, so that every round spreads them and what one node cannot take
+        another takes on its next round."""
         rows = self._rows(
             f"SELECT (SELECT count(*) FROM {{s}}.workflows w WHERE {_UNFINISHED} AND "
             "(owner_epoch IS NULL OR NOT EXISTS (SELECT 1 FROM {s}.nodes n WHERE "
-            "n.epoch = w.owner_epoch AND n.status IN ('active', 'draining')))), "
+            "n.epoch = w.owner_epoch AND n.status IN ('active', 'draining'))) "
+            "AND NOT w.name = ANY(%s)), "
             "(SELECT count(*) FROM {s}.nodes WHERE status = 'active' "
-            "AND lease_until > {s}.now_s() AND (room IS NULL OR room > 0))")
+            "AND lease_until > {s}.now_s() AND (room IS NULL OR room > 0))",
+            (list(refused or ()),))
         claimable, nodes = (int(v) for v in rows[0])
         return -(-claimable // max(nodes, 1))
 
