@@ -1247,3 +1247,44 @@ async def test_signals_sent_while_a_drain_moves_a_workflow_all_arrive_once(
         assert len(receives) == 35
     finally:
         look.close()
+
+
+async def test_a_schedule_tick_on_a_node_without_the_code_starts_on_a_node_with_it(
+        postgres_url: str, nodes: list[Node], tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A rolling deploy with a schedule of the new workflow type: the tick came due on
+    a node of the old release, which recorded the tick, could not import the workflow,
+    logged an error and created nothing: the tick's run was lost (a node's restart
+    within the catch-up window would have started it). The node creates the workflow
+    unrun and leaves it to the cluster, as for a claim; a node with the code runs it."""
+    import logging
+
+    import trio
+
+    from garrison.hosts.workflow._schedules import ScheduleDefinition
+
+    caplog.set_level(logging.INFO, logger="garrison")
+    url = postgres_url
+    env = _rollout_code(tmp_path)
+    async with garrison.open_node(store=url, name="t", lease=LEASE) as t:
+        scheduler = t.hosts["workflows"].scheduler
+        await scheduler.put(ScheduleDefinition.build("roll", "rollout_app:work", [2],
+                                                     every="1s"))
+        look = Look(url)
+        try:
+            with trio.fail_after(5):  # the first tick, on t
+                while not look.statuses():
+                    await trio.sleep(0.02)
+            await scheduler.delete("roll")  # one tick is enough
+            [wid] = look.statuses()
+            assert wid.startswith("roll@")
+            assert look.owners() == {wid: None} and look.statuses() == {wid: "pending"}
+            nodes.append(Node.start(url, "b", LEASE, env=env))
+            await trio.to_thread.run_sync(
+                lambda: wait_for(lambda: look.statuses().get(wid) == "completed", 20,
+                                 "b to run the tick's workflow"))
+            assert look.result(wid) == [0, 1]
+        finally:
+            look.close()
+    assert any(f"cannot run workflow {wid}" in r.getMessage() for r in caplog.records
+               if r.levelno == logging.WARNING)

@@ -392,8 +392,14 @@ class Scheduler:
 
     async def _start(self, record: ScheduleRecord, wid: str) -> Pid | None:
         try:
-            fn = _workflow_of(record)
-            pid = await self.host.start(fn, tuple(record.input), wid=wid)
+            try:
+                fn = _workflow_of(record)
+            except ImportError as exc:
+                if self.host.ownership is None:
+                    raise
+                pid = await self._leave_to_cluster(record, wid, exc)
+            else:
+                pid = await self.host.start(fn, tuple(record.input), wid=wid)
         except Exception as exc:
             log.error("schedule %s could not start workflow %s (%s): %s", record.schedule_id,
                       wid, record.workflow, exc,
@@ -402,6 +408,20 @@ class Scheduler:
             return None
         self.counts["started"] += 1
         return pid
+
+    async def _leave_to_cluster(self, record: ScheduleRecord, wid: str,
+                                error: ImportError) -> Pid:
+        """The workflow of ``record``'s tick does not import on this node of a cluster
+        (a rolling deploy: a schedule of a new workflow type): it is created unrun
+        (``pending``, as a tool's start) and left to a node of the cluster that has its
+        code, as a claimed one is (``_ownership.runnable``)."""
+        host = self.host
+        tx = Transaction().create_workflow(wid, record.workflow, list(record.input),
+                                           status="pending", host=host.name)
+        [created] = await host.store.commit(tx)
+        if created:
+            host.ownership.refuse(wid, record.workflow, error.__cause__ or error)
+        return Pid(host.name, wid)
 
     # ------------------------------------------------------------ defining
     def _put(self, tx: Transaction, d: ScheduleDefinition, old: ScheduleRecord | None,
