@@ -1288,3 +1288,35 @@ async def test_a_schedule_tick_on_a_node_without_the_code_starts_on_a_node_with_
             look.close()
     assert any(f"cannot run workflow {wid}" in r.getMessage() for r in caplog.records
                if r.levelno == logging.WARNING)
+
+
+async def test_a_workflow_no_node_has_the_code_for_can_still_be_terminated(
+        postgres_url: str) -> None:
+    """A workflow whose code no live node has waits unowned (nodes without its code
+    claim it no more): a terminate of it (a tool's, or a handle's) must still end it;
+    ending it runs none of its code, so a node without the code ends it."""
+    import trio
+
+    from garrison import _store_tools
+    from garrison.persistence import Transaction
+
+    # a long lease: the tool's terminate wakes the cluster (no waiting for a round)
+    async with garrison.open_node(store=postgres_url, name="t", lease="30s") as t:
+        look = Look(postgres_url)
+        try:
+            look.store.write(Transaction().create_workflow("x1", "rollout_app:work", [1])
+                             .create_workflow("x2", "rollout_app:work", [1]))
+            with trio.fail_after(10):
+                while not t._members[0].refuses("rollout_app:work") or \
+                        look.owners() != {"x1": None, "x2": None}:
+                    await trio.sleep(0.02)
+            await t.workflow("x1").terminate("the wrong app's workflow")
+            assert await trio.to_thread.run_sync(
+                lambda: _store_tools.terminate(look.store, "x2", "also wrong", wait=3))
+            with trio.fail_after(10):
+                for wid, reason in (("x1", "the wrong app's workflow"), ("x2", "also wrong")):
+                    with pytest.raises(garrison.WorkflowFailed, match=reason):
+                        await t.workflow(wid).result()
+            assert look.store.journal("x1") == [] and look.store.journal("x2") == []
+        finally:
+            look.close()

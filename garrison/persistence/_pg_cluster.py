@@ -51,6 +51,13 @@ MESSAGE_TTL = 3600.0
 #: statuses of a live node
 LIVE = ("active", "draining")
 _UNFINISHED = "status NOT IN ('completed', 'failed', 'cancelled')"
+#: a claimable workflow ``w`` this node may take: not named in the refused names (the
+#: parameter: code it cannot import), unless a terminate asks to end it (a request for
+#: its attempt, ``_operate.request_transaction``), which takes no code
+_NOT_REFUSED = (
+    "(NOT w.name = ANY(%s) OR EXISTS (SELECT 1 FROM {s}.inbox i WHERE i.workflow_id = "
+    "w.workflow_id AND i.consumed_seq IS NULL AND i.kind = 'control' AND COALESCE(("
+    "i.payload::jsonb ->> 'attempt')::bigint, w.attempt) >= w.attempt))")
 
 
 def epoch_lock_class(schema: str) -> int:
@@ -301,7 +308,7 @@ class PgCluster:
             f"SELECT (SELECT count(*) FROM {{s}}.workflows w WHERE {_UNFINISHED} AND "
             "(owner_epoch IS NULL OR NOT EXISTS (SELECT 1 FROM {s}.nodes n WHERE "
             "n.epoch = w.owner_epoch AND n.status IN ('active', 'draining'))) "
-            "AND NOT w.name = ANY(%s)), "
+            f"AND {_NOT_REFUSED}), "
             "(SELECT count(*) FROM {s}.nodes WHERE status = 'active' "
             "AND lease_until > {s}.now_s() AND (room IS NULL OR room > 0))",
             (list(refused or ()),))
@@ -312,7 +319,8 @@ class PgCluster:
         """Take up to ``limit`` orphaned or unowned unfinished workflows: those that ran
         first (oldest first), then those waiting in a queue (``pending``: by priority,
         then start order); their records, now owned by this node. Workflows named in
-        ``refused`` (code this node cannot import) are left to the others."""
+        ``refused`` (code this node cannot import) are left to the others, unless a
+        terminate asks to end them (that takes no code)."""
         if limit <= 0:
             return []
         s = self._s
@@ -324,7 +332,7 @@ class PgCluster:
                 f"LEFT JOIN {s}.queue q ON q.workflow_id = w.workflow_id WHERE {_UNFINISHED} "
                 f"AND (owner_epoch IS NULL OR NOT EXISTS (SELECT 1 FROM {s}.nodes n WHERE "
                 "n.epoch = w.owner_epoch AND n.status IN ('active', 'draining'))) "
-                "AND NOT w.name = ANY(%s) "
+                f"AND {_NOT_REFUSED.replace('{s}', s)} "
                 "ORDER BY w.status = 'pending', q.priority DESC NULLS LAST, q.seq, w.created, "
                 'w.workflow_id COLLATE "C" LIMIT %s FOR UPDATE OF w SKIP LOCKED) '
                 f"UPDATE {s}.workflows w SET owner_epoch = %s, owner = %s FROM c "
