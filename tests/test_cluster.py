@@ -1196,12 +1196,14 @@ async def test_a_cancel_a_terminate_and_signals_made_during_a_takeover_are_kept(
         async with garrison.open_node(store=url, name="t", lease=LEASE) as t:
             await t.workflow("mb").signal("m", 0)
             a.kill()  # its lease runs on for up to a second: the requests come meanwhile
-            await t.workflow("term").terminate("stop it")
-            await t.workflow("canc").cancel()
-            await t.workflow("mb").signal("m", 1)
-            await t.workflow("mb").signal("m", 2)
-            assert look.owners() == {"term": "a", "canc": "a", "mb": "a"}  # not taken yet
             with trio.fail_after(10):
+                async with trio.open_nursery() as nursery:
+                    # (returns once it has ended: after the takeover)
+                    nursery.start_soon(t.workflow("term").terminate, "stop it")
+                    await t.workflow("canc").cancel()
+                    await t.workflow("mb").signal("m", 1)
+                    await t.workflow("mb").signal("m", 2)
+                    assert look.owners() == {"term": "a", "canc": "a", "mb": "a"}  # not yet
                 with pytest.raises(garrison.WorkflowFailed, match="stop it"):
                     await t.workflow("term").result()
                 with pytest.raises(garrison.WorkflowCancelled):
@@ -1320,3 +1322,25 @@ async def test_a_workflow_no_node_has_the_code_for_can_still_be_terminated(
             assert look.store.journal("x1") == [] and look.store.journal("x2") == []
         finally:
             look.close()
+
+
+async def test_a_terminate_from_another_node_returns_once_the_workflow_has_ended(
+        postgres_url: str) -> None:
+    """``handle.terminate()`` returns once the workflow has ended (its contract), also
+    when another node runs it: it returned as soon as it had asked, the workflow still
+    running on the other node."""
+    import cluster_app
+    import trio
+
+    async with garrison.open_node(store=postgres_url, name="a", lease="30s") as a, \
+            garrison.open_node(store=postgres_url, name="b", lease="30s") as b:
+        await a.start_workflow(cluster_app.sleeper, 1000, 0.05, id="w")
+        with trio.fail_after(5):
+            await b.workflow("w").terminate("from b")
+        look = Look(postgres_url)
+        try:
+            assert look.statuses() == {"w": "failed"}
+        finally:
+            look.close()
+        with pytest.raises(garrison.WorkflowFailed, match="from b"):
+            await a.workflow("w").result()
