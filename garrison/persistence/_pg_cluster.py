@@ -15,7 +15,9 @@ sequence) and ``workflows.owner_epoch``/``owner``. Every time is the SERVER's cl
   waiting out a lease; a live node whose one connection dropped keeps its work).
 - **Lease**: ``renew`` every ``lease / 3``: ``lease_until = now_s() + lease``, only while
   the lease has not lapsed. A lapsed lease is never renewed: the node drops its
-  workflows and joins again with a new epoch.
+  workflows and joins again with a new epoch. The same statement reads the schema
+  version: a node that finds it migrated past what it knows (by a newer node) leaves
+  (``ClusterMember``) and its store writes nothing more.
 - **Lost**: a live row whose ``lease_until`` passed is marked ``lost`` by any node,
   with ``FOR UPDATE`` on the row: that waits for every write of that node which passed
   its fence (``fence()`` holds ``FOR KEY SHARE`` on the row), so the takeover sees all
@@ -23,7 +25,8 @@ sequence) and ``workflows.owner_epoch``/``owner``. Every time is the SERVER's cl
 - **Claim**: unfinished workflows owned by nobody, by a lost or left node, or by an
   epoch with no row, ``FOR UPDATE SKIP LOCKED``, at most ``limit`` (the node's fair
   share), in start order; the claim is itself fenced (a node whose lease lapsed claims
-  nothing).
+  nothing). Workflows whose code the node found it cannot import (their ``name``) are
+  left to the others, unless a terminate asks to end them.
 - **Release**: a draining or closing node sets its workflows' owner to ``NULL`` and
   notifies ``<channel>:cluster``, so the others claim them at once.
 """
