@@ -1344,3 +1344,40 @@ async def test_a_terminate_from_another_node_returns_once_the_workflow_has_ended
             look.close()
         with pytest.raises(garrison.WorkflowFailed, match="from b"):
             await a.workflow("w").result()
+
+
+async def test_a_wakeup_during_a_receives_commit_does_not_deliver_its_message_twice(
+        postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A workflow took a message and was committing its receive when a wakeup (another
+    node's send, a tool's write) refreshed it from the store: the row, not yet marked
+    consumed there, was queued again, the next receive took it a second time, and its
+    consume failed the workflow (``inbox row N is not a pending message``). Seen with
+    signals from two nodes while a drain moved the workflow."""
+    import cluster_app
+    import trio
+
+    from garrison.hosts.workflow._recovery import refresh
+    from garrison.persistence import Op
+    from garrison.persistence._postgres import PostgresStore
+
+    commit = PostgresStore.commit
+    gate, entered = trio.Event(), trio.Event()
+
+    async def held_consume(self: PostgresStore, tx: garrison.persistence.Transaction
+                           ) -> list[object]:
+        if any(op is Op.CONSUME for op, _ in tx.ops) and not gate.is_set():
+            entered.set()
+            await gate.wait()
+        return await commit(self, tx)
+
+    monkeypatch.setattr(PostgresStore, "commit", held_consume)
+    async with garrison.open_node(store=postgres_url, name="t", lease="30s") as node:
+        host = node.hosts["workflows"]
+        await node.start_workflow(cluster_app.mailbox, 2, id="mb")
+        await node.workflow("mb").signal("m", 1)
+        with trio.fail_after(5):
+            await entered.wait()  # its receive of 1 is being committed
+            refresh(host, "mb")  # as a wakeup does
+            gate.set()
+            await node.workflow("mb").signal("m", 2)
+            assert await node.workflow("mb").result() == [1, 2]

@@ -257,6 +257,9 @@ def refresh(host: WorkflowHost, wid: str, *, starting: bool = False) -> None:
     if wf.done.is_set():
         return  # blocked: its code has ended (a retry starts a new attempt)
     known = {item.id for item in wf.pending}
+    if wf.taken:  # taken by a receive whose consume is not committed yet: not again
+        known |= wf.taken
+        wf.taken.intersection_update(rec.id for rec in inbox)  # (the others committed)
     changed = False
     for rec in inbox:
         if rec.id not in known and rec.kind != CONTROL:
