@@ -661,13 +661,16 @@ async def test_a_claimed_workflow_that_ends_at_once_is_not_marked_running_after_
 
 
 async def _blocked(node: garrison.Node, url: str, wid: str) -> None:
-    """A workflow whose code is gone (created by a tool), blocked on ``node``."""
+    """A workflow whose journal its code does not follow (created by a tool), blocked
+    on ``node``. (A workflow whose code does not import is not claimed by a node of a
+    cluster: it waits for a node that has the code.)"""
     import trio
 
-    from garrison.persistence import Transaction, open_store
+    from garrison.persistence import RawJson, Transaction, open_store
 
     with open_store(url, lock=False) as tool:
-        tool.write(Transaction().create_workflow(wid, "nomodule:gone", []))
+        tool.write(Transaction().create_workflow(wid, "cluster_app:sleeper", [1, 0.1])
+                   .append_journal(wid, 1, "activity", "elsewhere", RawJson('{"ok": 1}')))
     with trio.fail_after(10):
         while wid not in node.hosts["workflows"].active or \
                 node.workflow(wid).status() != "blocked":
@@ -973,3 +976,408 @@ async def test_long_messages_nobody_takes_are_cleaned_up(postgres_url: str) -> N
             assert bodies() == []
         finally:
             look.close()
+
+
+# -- rolling deploys: a node without a workflow's code leaves it to one that has it --------
+ROLLOUT_APP = '''
+import cluster_app
+
+
+async def work(n: int, delay: float = 0.02) -> list[int]:
+    """A workflow type only some nodes have (deployed to them first)."""
+    return await cluster_app.steps(n, delay)
+'''
+
+
+def _rollout_code(tmp_path: Path) -> dict[str, str]:
+    """The environment of a node process that has ``rollout_app`` (this test process,
+    and a node started without it, cannot import it)."""
+    code = tmp_path / "new_release"
+    code.mkdir()
+    (code / "rollout_app.py").write_text(ROLLOUT_APP)
+    return {"PYTHONPATH": f"{Path(__file__).resolve().parent.parent}:{code}"}
+
+
+async def test_a_node_without_a_workflows_code_leaves_it_to_a_node_that_has_it(
+        postgres_url: str, nodes: list[Node], tmp_path: Path,
+        caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A rolling deploy: a new workflow type reaches node b first, while node t still
+    runs the old release. t claimed the tool's workflow of that type, could not import
+    it, and recorded it ``blocked`` (a non-determinism error), owned by t for good: b,
+    which has the code, never got it. t releases it unrun (nothing journaled, still
+    ``pending``), warns once naming the workflow, its name and the import error, and
+    claims no workflow of that name again (no re-claim loop); b claims and runs it."""
+    import logging
+
+    import trio
+
+    from garrison.persistence import Transaction
+    from garrison.persistence._pg_cluster import PgCluster
+
+    claims: list[tuple[str | None, str]] = []
+    claim = PgCluster.claim
+
+    def counted(self: PgCluster, limit: int, *args: Any, **kwargs: Any) -> list[Any]:
+        got = claim(self, limit, *args, **kwargs)
+        claims.extend((self.name, r.workflow_id) for r in got)
+        return got
+
+    monkeypatch.setattr(PgCluster, "claim", counted)
+    caplog.set_level(logging.INFO, logger="garrison")
+    url = postgres_url
+    env = _rollout_code(tmp_path)
+    async with garrison.open_node(store=url, name="t", lease=LEASE):
+        look = Look(url)
+        try:
+            look.store.write(Transaction().create_workflow("new1", "rollout_app:work", [3]))
+            with trio.fail_after(10):
+                while ("t", "new1") not in claims or look.owners().get("new1") is not None:
+                    await trio.sleep(0.02)
+            look.store.write(Transaction().create_workflow("new2", "rollout_app:work", [2]))
+            await trio.sleep(4 * LEASE)  # rounds and notifications: t claims neither again
+            assert claims == [("t", "new1")]
+            assert look.owners() == {"new1": None, "new2": None}
+            assert look.statuses() == {"new1": "pending", "new2": "pending"}
+            assert look.store.journal("new1") == []
+            nodes.append(Node.start(url, "b", LEASE, env=env))  # the new release
+            await trio.to_thread.run_sync(
+                lambda: wait_for(lambda: _finished(look, ["new1", "new2"]), 20,
+                                 "b to run both"))
+            assert [look.result(w) for w in ("new1", "new2")] == [[0, 1, 2], [0, 1]]
+            assert {n for _, n in look.steps("new1") + look.steps("new2")} == {"b"}
+            assert ("t", "new2") not in claims
+        finally:
+            look.close()
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING
+                and "rollout_app:work" in r.getMessage()]
+    assert len(warnings) == 1, [r.getMessage() for r in warnings]
+    message = warnings[0].getMessage()
+    assert "new1" in message and "No module named 'rollout_app'" in message, message
+
+
+async def test_a_takeover_by_a_node_without_the_code_leaves_the_workflow_to_one_with_it(
+        postgres_url: str, nodes: list[Node], tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The node running a workflow of the new release dies; the node that takes its
+    workflows over (here at its start, which takes a dead node's at once) still runs
+    the old release. It releases the workflow unrun (its journal as the dead node left
+    it, its status too) instead of blocking it; a node of the new release finishes it,
+    each step recorded once, in order."""
+    import logging
+
+    import trio
+
+    from garrison.persistence import Transaction
+
+    caplog.set_level(logging.INFO, logger="garrison")
+    url = postgres_url
+    env = _rollout_code(tmp_path)
+    a = Node.start(url, "a", LEASE, env=env)
+    nodes.append(a)
+    look = Look(url)
+    try:
+        look.store.write(Transaction().create_workflow("mv", "rollout_app:work", [30, 0.1]))
+        wait_for(lambda: len(look.steps("mv")) >= 3, 20, "progress on a")
+        a.kill()
+        async with garrison.open_node(store=url, name="t", lease=LEASE) as t:
+            with trio.fail_after(10):
+                while "mv" in t.hosts["workflows"].active or look.owners()["mv"] is not None:
+                    await trio.sleep(0.02)
+            assert look.statuses()["mv"] == "running"  # as a left it
+            done = len(look.steps("mv"))
+            await trio.sleep(2 * LEASE)
+            assert look.owners() == {"mv": None} and len(look.steps("mv")) == done
+            nodes.append(Node.start(url, "c", LEASE, env=env))
+            await trio.to_thread.run_sync(
+                lambda: wait_for(lambda: _finished(look, ["mv"]), 20, "c to finish it"))
+        writers = _check_journals(look, ["mv"], 30)["mv"]
+        assert set(writers[:done]) == {"a"} and set(writers[done:]) == {"c"}, writers
+    finally:
+        look.close()
+    assert any("cannot run workflow mv" in r.getMessage()
+               for r in caplog.records if r.levelno == logging.WARNING)
+    assert not [r for r in caplog.records if "blocked" in r.getMessage()]
+
+
+async def test_off_a_cluster_a_workflow_whose_code_is_gone_is_blocked(
+        tmp_path: Path, autojump_clock: object) -> None:
+    """The only node of a store has nobody to leave a workflow to: one whose code does
+    not import there is ``blocked`` at once, naming the import error (as before)."""
+    import trio
+
+    from garrison.persistence import Transaction, open_store
+
+    path = str(tmp_path / "store.db")
+    with open_store(path) as tool:
+        tool.write(Transaction().create_workflow("gone", "rollout_app:work", [1]))
+    async with garrison.open_node(store=path) as node:
+        with trio.fail_after(5):
+            while node.workflow("gone").status() != "blocked":
+                await trio.sleep(0.01)
+        with open_store(path, lock=False) as look:
+            record = look.get_workflow("gone")
+        assert record is not None and record.error is not None
+        assert record.error.type == "NonDeterminismError"
+        assert "No module named 'rollout_app'" in record.error.message
+
+
+# -- a newer node migrated the schema ------------------------------------------------------
+async def test_a_node_that_finds_the_schema_migrated_past_its_code_leaves_the_cluster(
+        postgres_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """A rolling upgrade: a node of a newer release migrates the schema while a node of
+    the old one runs. The old node checked the version only when it opened the store,
+    and went on claiming and writing rows in the format it knows. At its next lease
+    renewal it sees the newer version: its store writes nothing more, it leaves the
+    cluster (its row ``lost``, so nodes that know the schema take its workflows at
+    once) and says why in the log."""
+    import logging
+
+    import cluster_app
+    import trio
+
+    from garrison.persistence._pg_schema import SCHEMA_VERSION
+
+    caplog.set_level(logging.INFO, logger="garrison")
+    async with garrison.open_node(store=postgres_url, name="old", lease=LEASE) as node:
+        await node.start_workflow(cluster_app.sleeper, 1000, 0.05, id="w")
+        store = node.hosts["workflows"].store
+        look = Look(postgres_url)
+        try:
+            with trio.fail_after(5):
+                while len(look.store.journal("w")) < 3:
+                    await trio.sleep(0.02)
+            look.store._query("INSERT INTO garrison.schema_version (version, applied) "
+                              "VALUES (%s, 0) RETURNING 1", (SCHEMA_VERSION + 1,))
+            with trio.fail_after(2 * LEASE):  # at its next renewal
+                while [(n.name, n.status) for n in look.nodes(all_rows=True)] != [
+                        ("old", "lost")]:
+                    await trio.sleep(0.02)
+            assert store.failed is not None
+            assert f"schema version {SCHEMA_VERSION + 1}" in str(store.failed)
+            await trio.sleep(0.3)
+            recorded = len(look.store.journal("w"))
+            await trio.sleep(0.5)  # it records nothing more
+            assert len(look.store.journal("w")) == recorded
+            assert "w" not in node.hosts["workflows"].active
+            with pytest.raises(garrison.StoreError, match="schema version"):
+                await node.start_workflow(cluster_app.sleeper, 1, 0.05, id="w2")
+            assert look.store.get_workflow("w2") is None
+        finally:
+            look.close()
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert any("leaves the cluster" in m and f"knows schema version {SCHEMA_VERSION}" in m
+               for m in errors), errors
+
+
+# -- cancel, terminate and signals while a workflow moves ---------------------------------
+async def test_a_cancel_a_terminate_and_signals_made_during_a_takeover_are_kept(
+        postgres_url: str, nodes: list[Node]) -> None:
+    """The node running three workflows dies; before its lease lapses a live node asks
+    one to terminate, one to cancel, and signals the third. The takeover claims them
+    (their wakeups spent by the claim) and each request takes effect on the new owner:
+    nothing is lost, nothing runs twice."""
+    import trio
+
+    from garrison.persistence import Transaction
+
+    url = postgres_url
+    a = Node.start(url, "a", LEASE)
+    nodes.append(a)
+    look = Look(url)
+    try:
+        look.store.write(
+            Transaction().create_workflow("term", "cluster_app:sleeper", [1000, 0.05])
+            .create_workflow("canc", "cluster_app:sleeper", [1000, 0.05])
+            .create_workflow("mb", "cluster_app:mailbox", [3]))
+        wait_for(lambda: look.owners() == {"term": "a", "canc": "a", "mb": "a"}
+                 and look.statuses()["mb"] == "waiting"
+                 and all(len(look.store.journal(w)) >= 2 for w in ("term", "canc")),
+                 10, "a to run the three")
+        async with garrison.open_node(store=url, name="t", lease=LEASE) as t:
+            await t.workflow("mb").signal("m", 0)
+            a.kill()  # its lease runs on for up to a second: the requests come meanwhile
+            with trio.fail_after(10):
+                async with trio.open_nursery() as nursery:
+                    # (returns once it has ended: after the takeover)
+                    nursery.start_soon(t.workflow("term").terminate, "stop it")
+                    await t.workflow("canc").cancel()
+                    await t.workflow("mb").signal("m", 1)
+                    await t.workflow("mb").signal("m", 2)
+                    assert look.owners() == {"term": "a", "canc": "a", "mb": "a"}  # not yet
+                with pytest.raises(garrison.WorkflowFailed, match="stop it"):
+                    await t.workflow("term").result()
+                with pytest.raises(garrison.WorkflowCancelled):
+                    await t.workflow("canc").result()
+                assert await t.workflow("mb").result() == [0, 1, 2]
+            assert look.statuses() == {"term": "failed", "canc": "cancelled",
+                                       "mb": "completed"}
+            consumed = [r.outcome for r in look.store.journal("mb") if r.kind == "receive"]
+            assert len(consumed) == 3, look.store.journal("mb")
+    finally:
+        look.close()
+
+
+async def test_signals_sent_while_a_drain_moves_a_workflow_all_arrive_once(
+        postgres_url: str) -> None:
+    """Signals sent from both nodes while a drain hands a waiting workflow from one node
+    to the other (before, during and after its release): each is received once, in the
+    order each node sent them, on whichever node runs it then."""
+    import cluster_app
+    import trio
+
+    async with garrison.open_node(store=postgres_url, name="a", lease="30s") as a, \
+            garrison.open_node(store=postgres_url, name="b", lease="30s") as b:
+        await a.start_workflow(cluster_app.mailbox, 35, id="mb")
+        for i in range(5):
+            await a.workflow("mb").signal("m", ["a", i])
+        a.drain()
+        for i in range(5, 20):  # from both nodes while it moves
+            await a.workflow("mb").signal("m", ["a", i])
+            await b.workflow("mb").signal("m", ["b", i])
+            await trio.sleep(0.005)
+        with trio.fail_after(5):
+            await a.drained()
+        with trio.fail_after(10):
+            got = await b.workflow("mb").result()
+        assert "mb" in b.hosts["workflows"].finished  # it ended on b
+        assert "mb" not in a.hosts["workflows"].finished
+    assert [p for p in got if p[0] == "a"] == [["a", i] for i in range(20)]
+    assert [p for p in got if p[0] == "b"] == [["b", i] for i in range(5, 20)]
+    look = Look(postgres_url)
+    try:
+        receives = [r for r in look.store.journal("mb") if r.kind == "receive"]
+        assert len(receives) == 35
+    finally:
+        look.close()
+
+
+async def test_a_schedule_tick_on_a_node_without_the_code_starts_on_a_node_with_it(
+        postgres_url: str, nodes: list[Node], tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A rolling deploy with a schedule of the new workflow type: the tick came due on
+    a node of the old release, which recorded the tick, could not import the workflow,
+    logged an error and created nothing: the tick's run was lost (a node's restart
+    within the catch-up window would have started it). The node creates the workflow
+    unrun and leaves it to the cluster, as for a claim; a node with the code runs it."""
+    import logging
+
+    import trio
+
+    from garrison.hosts.workflow._schedules import ScheduleDefinition
+
+    caplog.set_level(logging.INFO, logger="garrison")
+    url = postgres_url
+    env = _rollout_code(tmp_path)
+    async with garrison.open_node(store=url, name="t", lease=LEASE) as t:
+        scheduler = t.hosts["workflows"].scheduler
+        await scheduler.put(ScheduleDefinition.build("roll", "rollout_app:work", [2],
+                                                     every="1s"))
+        look = Look(url)
+        try:
+            with trio.fail_after(5):  # the first tick, on t
+                while not look.statuses():
+                    await trio.sleep(0.02)
+            await scheduler.delete("roll")  # one tick is enough
+            [wid] = look.statuses()
+            assert wid.startswith("roll@")
+            assert look.owners() == {wid: None} and look.statuses() == {wid: "pending"}
+            nodes.append(Node.start(url, "b", LEASE, env=env))
+            await trio.to_thread.run_sync(
+                lambda: wait_for(lambda: look.statuses().get(wid) == "completed", 20,
+                                 "b to run the tick's workflow"))
+            assert look.result(wid) == [0, 1]
+        finally:
+            look.close()
+    assert any(f"cannot run workflow {wid}" in r.getMessage() for r in caplog.records
+               if r.levelno == logging.WARNING)
+
+
+async def test_a_workflow_no_node_has_the_code_for_can_still_be_terminated(
+        postgres_url: str) -> None:
+    """A workflow whose code no live node has waits unowned (nodes without its code
+    claim it no more): a terminate of it (a tool's, or a handle's) must still end it;
+    ending it runs none of its code, so a node without the code ends it."""
+    import trio
+
+    from garrison import _store_tools
+    from garrison.persistence import Transaction
+
+    # a long lease: the tool's terminate wakes the cluster (no waiting for a round)
+    async with garrison.open_node(store=postgres_url, name="t", lease="30s") as t:
+        look = Look(postgres_url)
+        try:
+            look.store.write(Transaction().create_workflow("x1", "rollout_app:work", [1])
+                             .create_workflow("x2", "rollout_app:work", [1]))
+            with trio.fail_after(10):
+                while not t._members[0].refuses("rollout_app:work") or \
+                        look.owners() != {"x1": None, "x2": None}:
+                    await trio.sleep(0.02)
+            await t.workflow("x1").terminate("the wrong app's workflow")
+            assert await trio.to_thread.run_sync(
+                lambda: _store_tools.terminate(look.store, "x2", "also wrong", wait=3))
+            with trio.fail_after(10):
+                for wid, reason in (("x1", "the wrong app's workflow"), ("x2", "also wrong")):
+                    with pytest.raises(garrison.WorkflowFailed, match=reason):
+                        await t.workflow(wid).result()
+            assert look.store.journal("x1") == [] and look.store.journal("x2") == []
+        finally:
+            look.close()
+
+
+async def test_a_terminate_from_another_node_returns_once_the_workflow_has_ended(
+        postgres_url: str) -> None:
+    """``handle.terminate()`` returns once the workflow has ended (its contract), also
+    when another node runs it: it returned as soon as it had asked, the workflow still
+    running on the other node."""
+    import cluster_app
+    import trio
+
+    async with garrison.open_node(store=postgres_url, name="a", lease="30s") as a, \
+            garrison.open_node(store=postgres_url, name="b", lease="30s") as b:
+        await a.start_workflow(cluster_app.sleeper, 1000, 0.05, id="w")
+        with trio.fail_after(5):
+            await b.workflow("w").terminate("from b")
+        look = Look(postgres_url)
+        try:
+            assert look.statuses() == {"w": "failed"}
+        finally:
+            look.close()
+        with pytest.raises(garrison.WorkflowFailed, match="from b"):
+            await a.workflow("w").result()
+
+
+async def test_a_wakeup_during_a_receives_commit_does_not_deliver_its_message_twice(
+        postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A workflow took a message and was committing its receive when a wakeup (another
+    node's send, a tool's write) refreshed it from the store: the row, not yet marked
+    consumed there, was queued again, the next receive took it a second time, and its
+    consume failed the workflow (``inbox row N is not a pending message``). Seen with
+    signals from two nodes while a drain moved the workflow."""
+    import cluster_app
+    import trio
+
+    from garrison.hosts.workflow._recovery import refresh
+    from garrison.persistence import Op
+    from garrison.persistence._postgres import PostgresStore
+
+    commit = PostgresStore.commit
+    gate, entered = trio.Event(), trio.Event()
+
+    async def held_consume(self: PostgresStore, tx: garrison.persistence.Transaction
+                           ) -> list[object]:
+        if any(op is Op.CONSUME for op, _ in tx.ops) and not gate.is_set():
+            entered.set()
+            await gate.wait()
+        return await commit(self, tx)
+
+    monkeypatch.setattr(PostgresStore, "commit", held_consume)
+    async with garrison.open_node(store=postgres_url, name="t", lease="30s") as node:
+        host = node.hosts["workflows"]
+        await node.start_workflow(cluster_app.mailbox, 2, id="mb")
+        await node.workflow("mb").signal("m", 1)
+        with trio.fail_after(5):
+            await entered.wait()  # its receive of 1 is being committed
+            refresh(host, "mb")  # as a wakeup does
+            gate.set()
+            await node.workflow("mb").signal("m", 2)
+            assert await node.workflow("mb").result() == [1, 2]

@@ -93,6 +93,10 @@ class ClusterMember:
         self._live: dict[int, dict[str, Any]] = {}
         #: the store gave up writing for good: this node left the cluster for good
         self.gave_up = False
+        #: names of workflows whose code this node cannot import (``module:qualname``:
+        #: the import error), never claimed again while it runs: a node of the cluster
+        #: that has the code runs them (a rolling deploy)
+        self._refused: dict[str, str] = {}
 
     @property
     def epoch(self) -> int | None:
@@ -113,14 +117,14 @@ class ClusterMember:
         self._last_renew = time.monotonic()
         if self._thread is None:  # at start: what the node resumes (claimed now, before
             self.pg.mark_lost()   # the thread shares nothing of this connection)
-            self._first = self.pg.claim(self._limit())
+            self._first = self.pg.claim(self._limit(), self._refused_names())
         log.info("node %s joined the cluster (epoch %d, lease %gs)", self.name, epoch,
                  self.lease)
 
     def _limit(self) -> int:
         """How many workflows to claim now: this node's fair share, within the room its
         host has (``max_concurrent``)."""
-        share = self.pg.fair_share()
+        share = self.pg.fair_share(self._refused_names())
         room = self.host.room()
         if room is None:
             return share
@@ -148,6 +152,35 @@ class ClusterMember:
         self.poke()
         if self.draining:
             self._ready.set()
+
+    def _refused_names(self) -> list[str]:
+        with self._lock:
+            return list(self._refused)
+
+    def refuses(self, name: str) -> bool:
+        """True if this node cannot run workflows named ``name`` (see :meth:`refuse`)."""
+        with self._lock:
+            return name in self._refused
+
+    def refuse(self, wid: str, name: str, error: BaseException | None) -> None:
+        """This node claimed the workflow ``wid`` but cannot import its code ``name``
+        (``error``; ``None``: refused already): it gives the workflow up unrun and
+        claims no workflow of that name again while it runs; a node that has the code
+        claims it. One warning per name."""
+        with self._lock:
+            first = name not in self._refused
+            if first:
+                self._refused[name] = f"{type(error).__name__}: {error}"
+        if first:
+            log.warning("node %s cannot run workflow %s: its code %s does not import here "
+                        "(%s); the workflow is left, unrun, to a node of the cluster that "
+                        "has the code, and this node claims no %s workflow until it "
+                        "restarts", self.name, wid, name, self._refused[name], name,
+                        extra={"workflow_id": wid})
+        else:
+            log.debug("node %s leaves workflow %s to another node (no code for %s here)",
+                      self.name, wid, name, extra={"workflow_id": wid})
+        self.stopped(wid)
 
     def owns(self, wid: str) -> bool:
         """True if this node's incarnation owns the workflow ``wid`` (in the store), and
@@ -398,23 +431,33 @@ class ClusterMember:
             pg.release(None)
             self._post("released")
 
+    def _give_up(self, failed: StoreError) -> None:
+        """The thread: the store writes nothing more (``failed``): renewing the lease
+        would keep this node's workflows (and the orphans it claims) where nothing of
+        them is recorded, so the node leaves the cluster (tried again next round while a
+        write of it is in flight)."""
+        if self.pg.give_up():
+            self.gave_up = True
+            log.error("node %s leaves the cluster: its store failed: %s; its workflows "
+                      "move to the other nodes", self.name, failed)
+            self._post("failed", failed)
+
     def _round(self, rounds: int) -> None:
         pg = self.pg
         if self.gave_up:
             return
         failed = getattr(self.store, "failed", None)
         if failed is not None:
-            # the store writes nothing more: renewing the lease would keep this node's
-            # workflows (and the orphans it claims) where nothing of them is recorded
-            if pg.give_up():
-                self.gave_up = True
-                log.error("node %s leaves the cluster: its store failed: %s; its "
-                          "workflows move to the other nodes", self.name, failed)
-                self._post("failed", failed)
+            self._give_up(failed)
             return
         now = time.monotonic()
         if now - self._last_renew >= self.interval / 2 or rounds == 0:
             status = pg.renew(self.host.room())
+            if pg.schema_found > self.store.schema_version:
+                # a newer node migrated the schema: rows in the format this code knows
+                # could break it, so this node writes nothing more, and leaves
+                self._give_up(self.store.schema_migrated(pg.schema_found))
+                return
             if status is None:
                 self._post("lapsed")
                 while not self._rejoin.wait(0.1):
@@ -455,7 +498,7 @@ class ClusterMember:
         if gone:
             self._post("gone", gone)
         if not self.draining and not self._stop.is_set():
-            claimed = pg.claim(self._limit())
+            claimed = pg.claim(self._limit(), self._refused_names())
             if claimed:
                 with self._lock:
                     self._in_flight += len(claimed)

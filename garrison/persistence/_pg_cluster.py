@@ -15,7 +15,9 @@ sequence) and ``workflows.owner_epoch``/``owner``. Every time is the SERVER's cl
   waiting out a lease; a live node whose one connection dropped keeps its work).
 - **Lease**: ``renew`` every ``lease / 3``: ``lease_until = now_s() + lease``, only while
   the lease has not lapsed. A lapsed lease is never renewed: the node drops its
-  workflows and joins again with a new epoch.
+  workflows and joins again with a new epoch. The same statement reads the schema
+  version: a node that finds it migrated past what it knows (by a newer node) leaves
+  (``ClusterMember``) and its store writes nothing more.
 - **Lost**: a live row whose ``lease_until`` passed is marked ``lost`` by any node,
   with ``FOR UPDATE`` on the row: that waits for every write of that node which passed
   its fence (``fence()`` holds ``FOR KEY SHARE`` on the row), so the takeover sees all
@@ -23,7 +25,8 @@ sequence) and ``workflows.owner_epoch``/``owner``. Every time is the SERVER's cl
 - **Claim**: unfinished workflows owned by nobody, by a lost or left node, or by an
   epoch with no row, ``FOR UPDATE SKIP LOCKED``, at most ``limit`` (the node's fair
   share), in start order; the claim is itself fenced (a node whose lease lapsed claims
-  nothing).
+  nothing). Workflows whose code the node found it cannot import (their ``name``) are
+  left to the others, unless a terminate asks to end them.
 - **Release**: a draining or closing node sets its workflows' owner to ``NULL`` and
   notifies ``<channel>:cluster``, so the others claim them at once.
 """
@@ -51,6 +54,13 @@ MESSAGE_TTL = 3600.0
 #: statuses of a live node
 LIVE = ("active", "draining")
 _UNFINISHED = "status NOT IN ('completed', 'failed', 'cancelled')"
+#: a claimable workflow ``w`` this node may take: not named in the refused names (the
+#: parameter: code it cannot import), unless a terminate asks to end it (a request for
+#: its attempt, ``_operate.request_transaction``), which takes no code
+_NOT_REFUSED = (
+    "(NOT w.name = ANY(%s) OR EXISTS (SELECT 1 FROM {s}.inbox i WHERE i.workflow_id = "
+    "w.workflow_id AND i.consumed_seq IS NULL AND i.kind = 'control' AND COALESCE(("
+    "i.payload::jsonb ->> 'attempt')::bigint, w.attempt) >= w.attempt))")
 
 
 def epoch_lock_class(schema: str) -> int:
@@ -114,6 +124,8 @@ class PgCluster:
         self.queue_channel = store._channel + ":queue"
         #: the hosts named by those notifications since the caller last took them
         self.freed: set[str] = set()
+        #: the schema version the last :meth:`renew` read (0: none read yet)
+        self.schema_found = 0
 
     # -- the connection ----------------------------------------------------------
     def connect(self) -> psycopg.Connection[Any]:
@@ -223,12 +235,18 @@ class PgCluster:
     def renew(self, room: int | None = None) -> str | None:
         """Renew the lease (and say how many more workflows this node has room for,
         ``None``: no limit); the node's status (``active`` / ``draining``), or ``None``
-        when the lease had lapsed (the node must drop its workflows and join again)."""
+        when the lease had lapsed (the node must drop its workflows and join again).
+        Reads the schema's version in the same statement (:attr:`schema_found`): a
+        newer node may have migrated it since this one opened the store."""
         rows = self._rows(
-            "UPDATE {s}.nodes SET heartbeat = {s}.now_s(), lease_until = {s}.now_s() + lease, "
-            "room = %s WHERE epoch = %s AND status IN ('active', 'draining') "
-            "AND lease_until > {s}.now_s() RETURNING status", (room, self.epoch))
-        return str(rows[0][0]) if rows else None
+            "WITH r AS (UPDATE {s}.nodes SET heartbeat = {s}.now_s(), "
+            "lease_until = {s}.now_s() + lease, room = %s WHERE epoch = %s AND status IN "
+            "('active', 'draining') AND lease_until > {s}.now_s() RETURNING status) "
+            "SELECT (SELECT status FROM r), (SELECT max(version) FROM {s}.schema_version)",
+            (room, self.epoch))
+        status, version = rows[0]
+        self.schema_found = int(version or 0)
+        return None if status is None else str(status)
 
     def mark_lost(self) -> list[tuple[int, str]]:
         """Mark the nodes whose lease lapsed ``lost`` (waiting for their writes in
@@ -283,24 +301,29 @@ class PgCluster:
         self._rows("SELECT pg_notify(%s, '')", (self.channel,))
 
     # -- ownership -------------------------------------------------------------------
-    def fair_share(self) -> int:
+    def fair_share(self, refused: list[str] | None = None) -> int:
         """How many workflows this node may claim now: the claimable ones (owned by
-        nobody, or by a node that is not live) shared over the active nodes that have
-        room (``renew(room)``), rounded up, so that every round spreads them and what
-        one node cannot take another takes on its next round."""
+        nobody, or by a node that is not live; not named in ``refused``, see
+        :meth:`claim`) shared over the active nodes that have room (``renew(room)``),
+        rounded up, so that every round spreads them and what one node cannot take
+        another takes on its next round."""
         rows = self._rows(
             f"SELECT (SELECT count(*) FROM {{s}}.workflows w WHERE {_UNFINISHED} AND "
             "(owner_epoch IS NULL OR NOT EXISTS (SELECT 1 FROM {s}.nodes n WHERE "
-            "n.epoch = w.owner_epoch AND n.status IN ('active', 'draining')))), "
+            "n.epoch = w.owner_epoch AND n.status IN ('active', 'draining'))) "
+            f"AND {_NOT_REFUSED}), "
             "(SELECT count(*) FROM {s}.nodes WHERE status = 'active' "
-            "AND lease_until > {s}.now_s() AND (room IS NULL OR room > 0))")
+            "AND lease_until > {s}.now_s() AND (room IS NULL OR room > 0))",
+            (list(refused or ()),))
         claimable, nodes = (int(v) for v in rows[0])
         return -(-claimable // max(nodes, 1))
 
-    def claim(self, limit: int) -> list[WorkflowRecord]:
+    def claim(self, limit: int, refused: list[str] | None = None) -> list[WorkflowRecord]:
         """Take up to ``limit`` orphaned or unowned unfinished workflows: those that ran
         first (oldest first), then those waiting in a queue (``pending``: by priority,
-        then start order); their records, now owned by this node."""
+        then start order); their records, now owned by this node. Workflows named in
+        ``refused`` (code this node cannot import) are left to the others, unless a
+        terminate asks to end them (that takes no code)."""
         if limit <= 0:
             return []
         s = self._s
@@ -312,11 +335,13 @@ class PgCluster:
                 f"LEFT JOIN {s}.queue q ON q.workflow_id = w.workflow_id WHERE {_UNFINISHED} "
                 f"AND (owner_epoch IS NULL OR NOT EXISTS (SELECT 1 FROM {s}.nodes n WHERE "
                 "n.epoch = w.owner_epoch AND n.status IN ('active', 'draining'))) "
+                f"AND {_NOT_REFUSED.replace('{s}', s)} "
                 "ORDER BY w.status = 'pending', q.priority DESC NULLS LAST, q.seq, w.created, "
                 'w.workflow_id COLLATE "C" LIMIT %s FOR UPDATE OF w SKIP LOCKED) '
                 f"UPDATE {s}.workflows w SET owner_epoch = %s, owner = %s FROM c "
                 f"WHERE w.workflow_id = c.workflow_id AND {s}.fence(%s, NULL) "
-                f"RETURNING {cols}", (limit, self.epoch, self.name, self.epoch)).fetchall()
+                f"RETURNING {cols}",
+                (list(refused or ()), limit, self.epoch, self.name, self.epoch)).fetchall()
             if rows:  # the new owner loads everything: their wakeups are spent
                 conn.execute(f"DELETE FROM {s}.wakeups WHERE workflow_id = ANY(%s)",
                              ([r[0] for r in rows],))

@@ -490,7 +490,10 @@ class PgWritePath:
                 calls.append(_Call(stmt("schedule_wakeup"), _encode((sid, now), "wakeup"), n,
                                    None))
             calls.append(_Call(stmt("notify"), [self._channel.encode()], n, None))
-            if any(op is Op.CREATE_WORKFLOW for op, _ in tx.ops):  # a node claims it
+            # a node claims it (a terminate: the workflow may wait unowned, for a node
+            # with its code, and any node ends it)
+            if any(op is Op.CREATE_WORKFLOW or (op is Op.DELIVER and params[5] == "control")
+                   for op, params in tx.ops):
                 calls.append(_Call(stmt("notify"), [(self._channel + ":cluster").encode()],
                                    n, None))
         elif epoch is not None:

@@ -508,6 +508,19 @@ class PostgresStore(PgWritePath, StoreShortcuts):
         """The schema version this store is at."""
         return _pg_schema.SCHEMA_VERSION
 
+    def schema_migrated(self, found: int) -> StoreError:
+        """A node of a newer garrison migrated the schema to version ``found`` while this
+        store was open: it writes nothing more from now on (rows in the format of the
+        version it knows could break the newer nodes), as when it gives up for good
+        (:attr:`failed`); the error it raises from now on."""
+        if self._failed is None:
+            self._failed = StoreError(
+                self.path, f"schema {self.schema!r} was migrated to schema version {found} by "
+                f"a newer garrison while this node ran; this node knows schema version "
+                f"{_pg_schema.SCHEMA_VERSION}, so its store writes nothing more (upgrade "
+                "garrison on this node)")
+        return self._failed
+
     # -- wakeups -----------------------------------------------------------------------
     def translate_error(self, exc: BaseException) -> StoreError | None:
         """The :class:`~garrison.StoreError` a failed write means, naming the server;

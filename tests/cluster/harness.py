@@ -159,10 +159,10 @@ class Look:
         rec = self.store.get_workflow(wid)
         return None if rec is None else rec.result
 
-    def nodes(self) -> list[Any]:
+    def nodes(self, *, all_rows: bool = False) -> list[Any]:
         from garrison.persistence._pg_cluster import PgCluster
 
-        return PgCluster(self.store).nodes()
+        return PgCluster(self.store).nodes(all_rows=all_rows)
 
 
 def wait_for(check: Callable[[], Any], timeout: float, what: str, every: float = 0.02) -> float:

@@ -92,8 +92,8 @@ class WorkflowCore(Caller, WorkflowScope):
                  "kill_reason", "links", "may_be_queued", "monitoring", "name", "parent",
                  "pending", "promises", "requests", "requests_taken", "result_json",
                  "run_id", "scope", "started", "state", "status", "store", "store_error",
-                 "stored_status", "task", "timer_kinds", "timers", "topics", "trace", "trap_links",
-                 "wait_deadline", "watchers", "wid")
+                 "stored_status", "taken", "task", "timer_kinds", "timers", "topics",
+                 "trace", "trap_links", "wait_deadline", "watchers", "wid")
 
     def __init__(self, host: WorkflowHost, wid: str, name: str, input_plain: list[Any], *,
                  run_id: str, attempt: int, parent: Pid | None, created: float,
@@ -121,6 +121,10 @@ class WorkflowCore(Caller, WorkflowScope):
             journal[0].kind == JournalKind.CONTINUED
         #: inbox items delivered and not consumed yet, in arrival order
         self.pending = pending
+        #: ids of inbox rows a receive took whose consume may not be committed yet (the
+        #: store still lists them pending: a refresh must not queue them again); left
+        #: when the receive's commit returns, or when a refresh finds them consumed
+        self.taken: set[int] | None = None
         #: requests to the host pending in the inbox (kind ``control``: a terminate)
         self.requests: list[Any] | tuple[()] = ()
         #: ids of the requests it ends by (consumed with its end): seen again, ignored

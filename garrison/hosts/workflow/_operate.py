@@ -155,6 +155,13 @@ async def terminate_workflow(host: WorkflowHost, wid: str, reason: str) -> bool:
     if host.client:
         return True  # the node that holds the store ends it
     refresh(host, wid)
+    if host.ownership is not None and wid not in host.active:
+        # another node of the cluster runs it (or claims it: a terminate is claimed even
+        # by a node without its code): watch the store, as ``result()`` does
+        while not WorkflowStatus(record.status).finished:
+            await trio.sleep(0.02)
+            record = store.get_workflow(wid) or record
+        return True
     while (wf := host.active.get(wid)) is not None:  # until it has ended
         if wf.store_error is not None:
             raise wf.store_error

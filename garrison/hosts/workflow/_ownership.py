@@ -2,11 +2,14 @@
 workflows that moved to another node (or are handed over), without journaling.
 
 The host knows its cluster only as ``host.ownership`` (``None`` off a cluster), an
-object with ``first_claim()``, ``draining``, ``stopped(wid)`` and ``poke()`` (see
-``garrison/cluster/``). The store fences every write (``_pg_write.py``); this module
-keeps memory in line with it:
+object with ``first_claim()``, ``draining``, ``stopped(wid)``, ``poke()``,
+``refuses(name)`` and ``refuse(wid, name, error)`` (see ``garrison/cluster/``). The
+store fences every write (``_pg_write.py``); this module keeps memory in line with it:
 
 - :func:`adopt`: load claimed workflows and run them by replay (marked ``running``);
+- :func:`runnable`: a claimed workflow whose code this node cannot import (a rolling
+  deploy: the code of a new workflow type reached other nodes first) is given up unrun,
+  for a node that has the code;
 - :func:`hand_over`: stop a workflow here without recording anything: at once (its
   lease lapsed, or it waits for something, is blocked or queued) or at its next durable
   operation (a drain: what it was doing is recorded first);
@@ -21,14 +24,15 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from ..._errors import WorkflowMoved
+from ..._targets import import_target
 from ...persistence import Transaction, WorkflowRecord, WorkflowStatus
-from ._recovery import count_tool_starts, load, mark_running
+from ._recovery import count_tool_starts, end_requested, load, mark_running
 
 if TYPE_CHECKING:
     from ._host import WorkflowHost
     from ._instance import WorkflowInstance
 
-__all__ = ["adopt", "hand_over", "moved", "parked"]
+__all__ = ["adopt", "hand_over", "moved", "parked", "runnable"]
 
 log = logging.getLogger("garrison.cluster")
 
@@ -53,6 +57,16 @@ def adopt(host: WorkflowHost, records: list[WorkflowRecord]) -> list[str]:
         except Exception as exc:  # pragma: no cover - a broken row
             log.error("cannot resume workflow %s: %s", wid, exc, extra={"workflow_id": wid})
             continue
+        if wf.requests:
+            # asked to terminate while its owner was gone (the claim spent the request's
+            # wakeup): it ends unrun, as at a node's start (no code needed for that)
+            host.active[wid] = wf
+            wf.exited.set()
+            host.start_soon(end_requested, host, wf)
+            started.append(wid)
+            continue
+        if not runnable(host, record):
+            continue
         if record.status == WorkflowStatus.PENDING:  # it waits in this node's queue
             waiting[wid] = (record, wf)
             started.append(wid)
@@ -73,6 +87,27 @@ def adopt(host: WorkflowHost, records: list[WorkflowRecord]) -> list[str]:
     if resumed:  # (before the tasks just started run: see mark_running)
         mark_running(host, resumed)
     return started
+
+
+def runnable(host: WorkflowHost, record: WorkflowRecord) -> bool:
+    """True if this node has the code of the claimed workflow ``record`` (its
+    ``module:qualname`` imports here). Else the workflow is given up unrun, before
+    anything of it is written (its status stays what it was: a workflow that
+    never ran stays ``pending``): the cluster releases it for a node that has the code,
+    and claims no workflow of that name again while this node runs (one warning per
+    name). Off a cluster a workflow whose code is gone is ``blocked`` (its instance
+    finds out), as the only node there is has nobody to leave it to."""
+    ownership: Any = host.ownership
+    name = record.name
+    if ownership.refuses(name):  # claimed with others of its name before the refusal
+        ownership.refuse(record.workflow_id, name, None)
+        return False
+    try:
+        import_target(name)
+    except Exception as exc:
+        ownership.refuse(record.workflow_id, name, exc)
+        return False
+    return True
 
 
 def parked(wf: WorkflowInstance) -> bool:

@@ -107,6 +107,8 @@ async def resume_all(host: WorkflowHost, nursery: trio.Nursery) -> None:
     recovering: list[WorkflowInstance] = []
     ending: list[WorkflowInstance] = []
     queued: list[WorkflowRecord] = []
+    from ._ownership import runnable  # (it imports this module)
+
     paused = _pause_gc()
     try:
         ownership = host.ownership
@@ -126,6 +128,8 @@ async def resume_all(host: WorkflowHost, nursery: trio.Nursery) -> None:
                 wf.exited.set()
                 ending.append(wf)
                 continue
+            if ownership is not None and not runnable(host, record):
+                continue  # its code is not here: left to a node of the cluster that has it
             if record.status == WorkflowStatus.PENDING:  # waits its turn in the queue
                 queued.append(record)
                 continue
@@ -255,6 +259,9 @@ def refresh(host: WorkflowHost, wid: str, *, starting: bool = False) -> None:
     if wf.done.is_set():
         return  # blocked: its code has ended (a retry starts a new attempt)
     known = {item.id for item in wf.pending}
+    if wf.taken:  # taken by a receive whose consume is not committed yet: not again
+        known |= wf.taken
+        wf.taken.intersection_update(rec.id for rec in inbox)  # (the others committed)
     changed = False
     for rec in inbox:
         if rec.id not in known and rec.kind != CONTROL:

@@ -445,7 +445,12 @@ class Scheduler:
         """Start a tick's workflow; counted ``started`` only if this start created it
         (not one that found it: a tick acted on again, or started by another node)."""
         try:
-            fn = _workflow_of(record)
+            try:
+                fn = _workflow_of(record)
+            except ImportError as exc:
+                if self.host.ownership is None:
+                    raise
+                return await self._leave_to_cluster(record, wid, exc)
             return await self.host.start(fn, tuple(record.input), wid=wid,
                                          on_created=self._started)
         except Exception as exc:
@@ -457,6 +462,21 @@ class Scheduler:
 
     def _started(self) -> None:
         self.counts["started"] += 1
+
+    async def _leave_to_cluster(self, record: ScheduleRecord, wid: str,
+                                error: ImportError) -> Pid:
+        """The workflow of ``record``'s tick does not import on this node of a cluster
+        (a rolling deploy: a schedule of a new workflow type): it is created unrun
+        (``pending``, as a tool's start) and left to a node of the cluster that has its
+        code, as a claimed one is (``_ownership.runnable``)."""
+        host = self.host
+        tx = Transaction().create_workflow(wid, record.workflow, list(record.input),
+                                           status="pending", host=host.name)
+        [created] = await host.store.commit(tx)
+        if created:
+            self._started()
+            host.ownership.refuse(wid, record.workflow, error.__cause__ or error)
+        return Pid(host.name, wid)
 
     # ------------------------------------------------------------ defining
     def _put(self, tx: Transaction, d: ScheduleDefinition, old: ScheduleRecord | None,
