@@ -1143,6 +1143,27 @@ async def test_sessions_expire_when_idle_and_at_their_maximum_age(
                                                  session_max_age=age)
 
 
+@pytest.mark.parametrize("max_age", [math.inf, 1e300])
+async def test_a_session_with_no_maximum_age_logs_in(store_path: str, autojump_clock: Any,
+                                                     max_age: float) -> None:
+    """``session_max_age=math.inf`` (sessions too old never) was accepted, and then every
+    login failed with a 500 (the cookie's Max-Age, int(inf), overflowed); a huge one
+    wrote a Max-Age of 301 digits. The cookie is kept 400 days at most (the most a
+    browser keeps one), the session as long as it is used."""
+    SQLiteStore(store_path).close()
+    store = _store_tools.open_store(store_path)
+    app = make_app(StoreBackend(store), token=TOKEN, session_idle=math.inf,
+                   session_max_age=max_age)
+    async with client(app) as c:
+        r = await c.post("/login", data={"token": TOKEN, "next": "/"},
+                         headers={"Origin": BASE})
+        assert r.status_code == 303, r.text
+        assert "max-age=34560000;" in r.headers["set-cookie"].lower()
+        await trio.sleep(30 * 86400.0)
+        assert (await c.get("/api/workflows")).status_code == 200
+    store.close()
+
+
 def test_the_command_line_checks_the_session_options(
         store_path: str, capsys: pytest.CaptureFixture[str]) -> None:
     from garrison._cli import build_parser
