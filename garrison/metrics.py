@@ -44,6 +44,8 @@ MAX_CONNECTIONS = 16
 TIMEOUT = 10.0
 #: the most a request head may have
 _MAX_HEAD = 16 * 1024
+#: how long (seconds) a refused connection is read out after its 503, at most
+_LINGER = 2.0
 
 log = logging.getLogger("garrison.metrics")
 
@@ -258,12 +260,13 @@ async def serve(node: Any, bind: str = DEFAULT_BIND, *, registry: Any = None,
     from prometheus_client.exposition import choose_encoder
 
     limiter = trio.CapacityLimiter(max_connections)
+    lingering = trio.CapacityLimiter(max_connections)  # refusals reading a request out
 
     async def handler(stream: trio.SocketStream) -> None:
         try:
             limiter.acquire_nowait()
         except trio.WouldBlock:
-            await _refuse(stream, max_connections, timeout)
+            await _refuse(stream, max_connections, timeout, lingering)
             return
         try:
             await _handle(stream, registry=registry, choose_encoder=choose_encoder,
@@ -338,16 +341,38 @@ def _response(status: int, ctype: str, body: bytes, *, head_only: bool = False) 
         (b"" if head_only else body)
 
 
-async def _refuse(stream: trio.SocketStream, limit: int, timeout: float) -> None:
-    """A connection over the limit: ``503`` (without reading its request) and closed."""
+async def _refuse(stream: trio.SocketStream, limit: int, timeout: float,
+                  lingering: trio.CapacityLimiter) -> None:
+    """A connection over the limit: ``503`` (without parsing its request) and closed.
+
+    A socket closed with bytes unread (the request, which a client sends before it
+    reads) is reset, and the client reads the reset, not the 503: so the refusal
+    half-closes after the answer and reads the request head out (at most
+    :data:`_LINGER` seconds), as long as ``lingering`` has room (as many as the
+    connections answered); past that it closes at once."""
     log.debug("metrics: %d connections already: one more refused", limit)
     body = f"busy: {limit} connections already, try again\n".encode()
     try:
         with trio.move_on_after(timeout):
             await stream.send_all(_response(503, _TEXT, body))
+        lingering.acquire_nowait()
+    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError, trio.WouldBlock):
+        await trio.aclose_forcefully(stream)
+        return
+    try:
+        await stream.send_eof()
+        tail, read = b"", 0
+        with trio.move_on_after(min(timeout, _LINGER)):
+            while b"\r\n\r\n" not in tail and read < _MAX_HEAD:
+                chunk = await stream.receive_some(4096)
+                if not chunk:
+                    break
+                read += len(chunk)
+                tail = tail[-3:] + chunk
     except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
         pass
     finally:
+        lingering.release()
         await trio.aclose_forcefully(stream)
 
 

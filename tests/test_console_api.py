@@ -8,7 +8,9 @@ import base64
 import json
 import math
 import re
+import shutil
 import socket
+import subprocess
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -1020,10 +1022,10 @@ async def test_workflow_ids_dot_and_dot_dot_survive_the_url(store_path: str) -> 
     assert store.get_workflow(".").cancel_requested and \
         not store.get_workflow("..").cancel_requested
 
-    # the page script encodes ids so (the function the links and API calls use)
+    # the page script encodes ids so (the function the links and API calls use; it is
+    # run in test_an_id_that_reads_like_an_encoded_dot_is_not_taken_for_a_dot)
     script = (Path(garrison.__file__).parent / "console/static/console.js").read_text()
-    assert 'if (text === "." || text === "..") return text.replace(/\\./g, "%252E");' \
-        in script
+    assert "function segment(text)" in script
     assert "encodeURIComponent(id)" not in script and "encodeURIComponent(wid)" not in script
 
     app = make_app(StoreBackend(store), token=TOKEN)
@@ -1035,6 +1037,54 @@ async def test_workflow_ids_dot_and_dot_dot_survive_the_url(store_path: str) -> 
                          headers={"Origin": BASE})
         assert r.status_code == 303 and r.headers["location"] == "/workflows/%252E%252E"
     store.close()
+
+
+def _page_segments(texts: list[str]) -> dict[str, str]:
+    """Each workflow id or promise name as the console's pages write it in a URL's path:
+    the function ``segment`` of console.js, run by node.js."""
+    node_js = shutil.which("node") or shutil.which("nodejs")
+    if node_js is None:
+        pytest.skip("node.js is not installed (it runs the console's script)")
+    script = (Path(garrison.__file__).parent / "console" / "static" / "console.js").read_text()
+    found = re.search(r"^const DOTS = .*?^function segment\(text\) \{$.*?^\}$", script,
+                      re.M | re.S)
+    assert found is not None, "console.js has no DOTS and function segment(text)"
+    out = subprocess.run([node_js, "-e", found.group(0) + "\nprocess.stdout.write("
+                          "JSON.stringify(JSON.parse(process.argv[1]).map(segment)))",
+                          json.dumps(texts)], capture_output=True, text=True, check=True)
+    return dict(zip(texts, json.loads(out.stdout), strict=True))
+
+
+async def test_an_id_that_reads_like_an_encoded_dot_is_not_taken_for_a_dot(
+        store_path: str) -> None:
+    """The console takes the segment ``%2E`` / ``%2E%2E`` for the ids ``.`` / ``..``
+    (which a browser drops from a path). The ids ``%2E`` and ``%2E%2E`` themselves,
+    written as any other id, then named ``.`` and ``..``: their pages and actions went
+    to those workflows (a cancel of ``%2E`` cancelled ``.``), or to none. The pages now
+    write such an id with one level of encoding more, which the console takes off."""
+    ids = [".", "..", "%2E", "%2e", "%2E%2E", "%2e%2E", "%252E", "%2E%252E", "50%41"]
+    with SQLiteStore(store_path) as s:
+        for wid in ids:
+            s.write(Transaction().create_workflow(wid, "app:flow", [], status="waiting"))
+    segments = _page_segments(ids)
+    assert segments["."] == "%252E" and segments["50%41"] == "50%2541"  # as before
+    store = _store_tools.open_store(store_path)
+    async with client(make_app(StoreBackend(store))) as c:
+        for wid in ids:
+            path = segments[wid]
+            r = await c.get(f"/api/workflows/{path}")
+            assert r.status_code == 200 and r.json()["workflow"]["workflow_id"] == wid, path
+            page = await c.get(f"/workflows/{path}")
+            assert f'data-workflow-id="{wid}"' in page.text, path
+        r = await post(c, f"/api/workflows/{segments['%2E']}/cancel")
+        assert r.status_code == 200 and r.json()["workflow_id"] == "%2E"
+        r = await post(c, f"/api/workflows/{segments['.']}/promises/"
+                          f"{segments['%2E%2E']}/resolve", {"value": 1})
+        assert (r.status_code, r.json()["workflow_id"], r.json()["promise"]) == \
+            (200, ".", "%2E%2E")
+    assert store.get_workflow("%2E").cancel_requested
+    assert not store.get_workflow(".").cancel_requested
+    assert [(p.name, p.value) for p in store.promises(".")] == [("%2E%2E", 1)]
 
 
 async def test_sessions_expire_when_idle_and_at_their_maximum_age(
@@ -1091,6 +1141,27 @@ async def test_sessions_expire_when_idle_and_at_their_maximum_age(
         with pytest.raises(ValueError, match=re.escape(said)):
             await garrison.console.serve_console(store=store_path, session_idle=idle,
                                                  session_max_age=age)
+
+
+@pytest.mark.parametrize("max_age", [math.inf, 1e300])
+async def test_a_session_with_no_maximum_age_logs_in(store_path: str, autojump_clock: Any,
+                                                     max_age: float) -> None:
+    """``session_max_age=math.inf`` (sessions too old never) was accepted, and then every
+    login failed with a 500 (the cookie's Max-Age, int(inf), overflowed); a huge one
+    wrote a Max-Age of 301 digits. The cookie is kept 400 days at most (the most a
+    browser keeps one), the session as long as it is used."""
+    SQLiteStore(store_path).close()
+    store = _store_tools.open_store(store_path)
+    app = make_app(StoreBackend(store), token=TOKEN, session_idle=math.inf,
+                   session_max_age=max_age)
+    async with client(app) as c:
+        r = await c.post("/login", data={"token": TOKEN, "next": "/"},
+                         headers={"Origin": BASE})
+        assert r.status_code == 303, r.text
+        assert "max-age=34560000;" in r.headers["set-cookie"].lower()
+        await trio.sleep(30 * 86400.0)
+        assert (await c.get("/api/workflows")).status_code == 200
+    store.close()
 
 
 def test_the_command_line_checks_the_session_options(

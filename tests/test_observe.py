@@ -538,6 +538,31 @@ async def test_connections_are_limited_and_a_silent_client_is_let_go(
                 await garrison.metrics.serve(node, "127.0.0.1:0", **bad)  # type: ignore[arg-type]
 
 
+async def test_a_refused_client_that_sent_its_request_reads_the_503(
+        autojump_clock: Any) -> None:
+    """A client over ``max_connections`` sends its request first, as every HTTP client
+    (Prometheus) does: it read a connection reset, not the 503 saying why, as the
+    refusal closed the socket with that request unread. The refusal now half-closes
+    after its answer and reads what the client sent (briefly), then closes."""
+    async with garrison.open_node() as node, \
+            garrison.metrics.serving(node, "127.0.0.1:0", max_connections=1,
+                                     timeout=30) as where:
+        silent = await trio.open_tcp_stream("127.0.0.1", where.port)
+        answers = []
+        for _ in range(3):
+            extra = await trio.open_tcp_stream("127.0.0.1", where.port)
+            await extra.send_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            data = b""
+            while chunk := await extra.receive_some(65536):
+                data += chunk
+            answers.append(data.decode())
+            await extra.aclose()
+        assert [a.split("\r\n")[0] for a in answers] == \
+            ["HTTP/1.1 503 Service Unavailable"] * 3
+        assert answers[0].endswith("busy: 1 connections already, try again\n")
+        await silent.aclose()
+
+
 def test_a_bad_bind_names_the_input() -> None:
     with pytest.raises(ValueError, match="'nowhere': expected HOST:PORT"):
         garrison.metrics.parse_bind("nowhere")

@@ -386,6 +386,41 @@ async def test_an_update_racing_a_tick_does_not_act_on_the_tick_again(
     assert ids() == [tick_id("s", at(1)), tick_id("s", at(2))]
 
 
+async def test_a_node_joining_a_cluster_leaves_a_live_node_s_ticks_alone(
+        postgres_stores_url: str, autojump_clock: Any) -> None:
+    """Node b recorded the 1h tick and is still starting its workflow (a slow start)
+    when node a joins the cluster at 2h05. The missing workflow is not a tick a stop
+    interrupted: a took it for one, as its one catch-up run, and moved the due 2h tick
+    past now (counted missed), so the 2h run never happened although no node was down.
+    With another node alive, a still starts the recorded tick's workflow (idempotent)
+    but leaves the due ticks to the nodes' compare-and-set."""
+    import uuid
+
+    url = f"{postgres_stores_url}?schema=sched_{uuid.uuid4().hex[:8]}"
+    async with garrison.open_node(store=url, name="b") as b:
+        scheduler = b.hosts["workflows"].scheduler
+        real = scheduler._start
+        gate = trio.Event()
+
+        async def slow(record: Any, wid: str) -> Any:
+            if wid == tick_id("s", at(1)):
+                await gate.wait()
+            return await real(record, wid)
+
+        scheduler._start = slow  # type: ignore[method-assign]
+        await b.schedule("s", app.job, every="1h", overlap="allow_all", catchup_window="3h")
+        await trio.sleep(2 * HOUR + 300)  # b's loop waits for that start
+        assert ids() == []
+        async with garrison.open_node(store=url, name="a") as a:
+            await trio.sleep(60)
+            gate.set()
+            await trio.sleep(HOUR)  # to 3h06
+            missed = (a.stats()["schedules"]["workflows"]["missed"],
+                      b.stats()["schedules"]["workflows"]["missed"])
+    assert ids() == [tick_id("s", at(h)) for h in (1, 2, 3)]
+    assert missed == (0, 0)
+
+
 async def test_a_second_node_acting_on_the_same_tick_starts_nothing(
         autojump_clock: Any) -> None:
     """Two schedulers acting on one tick, as two nodes of a cluster would: the one whose

@@ -262,12 +262,18 @@ def _segment(text: str) -> str:
     """A workflow id or promise name from a URL's path (decoded once by the server).
     A browser drops a path segment ``.`` or ``..``, written ``%2E`` / ``%2E%2E`` too, so
     the pages write those two ids encoded twice (``%252E%252E``): the segment ``%2E``
-    or ``%2E%2E`` (any case) is the id ``.`` or ``..``. Every other text is itself (an
-    id with ``%`` in it means what a script encoding it once sends)."""
-    return unquote(text) if text.upper() in _DOTS else text
+    or ``%2E%2E`` (any case) is the id ``.`` or ``..``. So that the ids ``%2E`` and
+    ``%2E%2E`` are not taken for those, an id of that form (:data:`_DOTS`: ``%2E``,
+    ``%252E``, ... once or twice) is written with one level more and decoded once more
+    too (the id ``%2E`` is the segment ``%252E``). Every other text is itself (an id with
+    ``%`` in it means what a script encoding it once sends)."""
+    return unquote(text) if _DOTS.fullmatch(text) else text
 
 
-_DOTS = frozenset({"%2E", "%2E%2E"})
+#: a segment decoded once more: ``%2E``, ``%252E``, ``%25252E``, ... (any case), once or
+#: twice at one level (``console.js``'s ``segment`` writes an id of this form, and the
+#: ids ``.`` and ``..``, with one level of encoding more)
+_DOTS = re.compile(r"%(?P<level>(?:25)*)2[Ee](?:%(?P=level)2[Ee])?")
 
 
 def _checked(check: Callable[[object], str], value: object) -> str:

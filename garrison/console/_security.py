@@ -52,6 +52,9 @@ SESSION_COOKIE = "garrison_session"
 SESSION_IDLE = 3600.0
 #: a session this old (seconds) is forgotten, however busy
 SESSION_MAX_AGE = 12 * 3600.0
+#: the longest a session cookie is kept (seconds): 400 days, the most browsers keep one
+#: (RFC 6265bis), whatever a longer ``session_max_age`` (or ``math.inf``) says
+COOKIE_MAX_AGE = 400 * 86400
 CSRF_COOKIE = "garrison_csrf"
 CSRF_HEADER = "x-garrison-csrf"
 #: paths served without the token (they are how one gets a session)
@@ -302,6 +305,6 @@ def session_cookie_args(value: str, *, secure: bool = False,
     the browser ``max_age`` seconds at most: the session's own maximum age)."""
     args: dict[str, Any] = {"key": SESSION_COOKIE, "value": value, "httponly": True,
                             "samesite": "strict", "path": "/", "secure": secure}
-    if max_age is not None:
-        args["max_age"] = max(1, int(max_age))
+    if max_age is not None:  # (``inf``: no maximum age of the session's own)
+        args["max_age"] = max(1, int(min(max_age, COOKIE_MAX_AGE)))
     return args

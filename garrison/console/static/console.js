@@ -52,9 +52,15 @@ function withHost(path, host) {
 
 // A workflow id or a promise name as one segment of a URL's path. A browser removes a
 // segment "." or ".." from a path, written "%2E%2E" too: those two are written encoded
-// twice ("%252E%252E"), which the console takes for them.
+// twice ("%252E%252E"), which the console takes for them. An id that reads like one
+// of those ("%2E", "%252E%252E", ...) is written with one level more ("%25252E"), so
+// that it is not taken for "." or ".." (the console decodes that form once more).
+const DOTS = /^%(?<level>(?:25)*)2[Ee](?:%\k<level>2[Ee])?$/;
+
 function segment(text) {
-  if (text === "." || text === "..") return text.replace(/\./g, "%252E");
+  if (text === "." || text === ".." || DOTS.test(text)) {
+    return encodeURIComponent(text.replace(/%/g, "%25").replace(/\./g, "%2E"));
+  }
   return encodeURIComponent(text);
 }
 

@@ -13,7 +13,8 @@ tick, one records it and starts its workflow, the other reads the schedule again
 the workflow starts; a node that stopped in between starts it when it comes back
 (``last_workflow`` a tick's, no such workflow, the tick within ``catchup_window``),
 and the start is idempotent anyway: that tick is then the one catch-up run, and the
-ticks missed since start nothing. Older, it does not start (it cannot be told from a
+ticks missed since start nothing (unless another node of a cluster is alive: its start
+may be under way, and it acts on the due ticks). Older, it does not start (it cannot be told from a
 workflow deleted since): one warning, and ``last_workflow`` is cleared
 (:meth:`Scheduler._interrupted`). A node that was down
 over some ticks acts, when it comes back, on the latest of them only, and only if it is
@@ -182,9 +183,16 @@ class Scheduler:
         a tick's), so after downtime at most one tick runs, whatever the overlap policy.
         An older one does not start: a warning says so, and ``last_workflow`` is cleared
         (a compare-and-set on it), so the next start neither starts it nor warns again.
-        A trigger's workflow is never one: it is created before it is recorded."""
+        A trigger's workflow is never one: it is created before it is recorded.
+
+        In a cluster where another node is alive, the tick may be that node's start
+        under way (a slow one), not one a stop interrupted, and the schedule was not
+        down: its workflow is started (idempotent) but the due ticks are left to the
+        nodes' compare-and-set, which a live node is acting on."""
         now = self.host.clock.now()
         store = self.host.store
+        member = self.host.ownership
+        alone = member is None or all(n.name == member.name for n in member.nodes())
         starts: list[tuple[ScheduleRecord, str]] = []
         # (schedule, columns to write, what to log once they are written)
         plans: list[tuple[str, dict[str, Any], tuple[int, str, tuple[Any, ...]]]] = []
@@ -203,7 +211,7 @@ class Scheduler:
                 continue
             starts.append((record, wid))
             expected = _ts(record.next_tick)
-            if record.paused or expected is None or expected > now:
+            if not alone or record.paused or expected is None or expected > now:
                 continue
             following = self._specs[sid].due(expected, now, window)[1]
             plans.append((sid, {"next_tick": following, "expect_next_tick": expected}, (
