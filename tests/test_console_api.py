@@ -7,10 +7,10 @@ from __future__ import annotations
 import base64
 import json
 import math
+import os
 import re
 import shutil
 import socket
-import subprocess
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -1041,18 +1041,29 @@ async def test_workflow_ids_dot_and_dot_dot_survive_the_url(store_path: str) -> 
 
 def _page_segments(texts: list[str]) -> dict[str, str]:
     """Each workflow id or promise name as the console's pages write it in a URL's path:
-    the function ``segment`` of console.js, run by node.js."""
-    node_js = shutil.which("node") or shutil.which("nodejs")
-    if node_js is None:
-        pytest.skip("node.js is not installed (it runs the console's script)")
+    the function ``segment`` of console.js, run by Debian's chromium (as the browser
+    tests run the pages)."""
+    if os.environ.get("GARRISON_TEST_BROWSER") == "0":
+        pytest.skip("browser tests disabled (GARRISON_TEST_BROWSER=0)")
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.fail("chromium is not installed: apt-get install -y chromium (or set "
+                    "GARRISON_TEST_BROWSER=0 to skip the browser tests)")
+    from playwright.sync_api import sync_playwright
+
     script = (Path(garrison.__file__).parent / "console" / "static" / "console.js").read_text()
     found = re.search(r"^const DOTS = .*?^function segment\(text\) \{$.*?^\}$", script,
                       re.M | re.S)
     assert found is not None, "console.js has no DOTS and function segment(text)"
-    out = subprocess.run([node_js, "-e", found.group(0) + "\nprocess.stdout.write("
-                          "JSON.stringify(JSON.parse(process.argv[1]).map(segment)))",
-                          json.dumps(texts)], capture_output=True, text=True, check=True)
-    return dict(zip(texts, json.loads(out.stdout), strict=True))
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium, headless=True,
+                                     args=["--no-sandbox", "--disable-gpu"])
+        try:
+            out = browser.new_page().evaluate(
+                "(texts) => {\n" + found.group(0) + "\nreturn texts.map(segment);\n}", texts)
+        finally:
+            browser.close()
+    return dict(zip(texts, out, strict=True))
 
 
 async def test_an_id_that_reads_like_an_encoded_dot_is_not_taken_for_a_dot(
