@@ -328,6 +328,22 @@ async def test_try_receive_and_listen(node: garrison.Node) -> None:
     assert await node.workflow("ls").result() == ["first-b", "first-a"]
 
 
+async def test_messages_taken_leave_nothing_behind_once_committed(
+        node: garrison.Node, autojump_clock: object) -> None:
+    """A workflow remembers the inbox rows it took until their consume is committed (so
+    a refresh from the store does not queue them again); once a commit of the workflow
+    returns it forgets them, with ``try_receive`` too (its consume is buffered): a
+    workflow draining messages held every row id it ever took."""
+    pid = await node.start_workflow(app.try_drainer, 30, id="drain")
+    for i in range(30):
+        await node.send(pid, "m", i)
+    await wait_status(node.workflow("drain"), "waiting")
+    wf = node.hosts["workflows"].active["drain"]
+    assert not wf.pending and not wf.taken
+    await node.send(pid, "last", None)
+    assert await node.workflow("drain").result() == 30
+
+
 async def test_message_to_finished_workflow_is_a_dead_letter(node: garrison.Node) -> None:
     pid = await node.start_workflow(app.steps, 0, 1, id="done")
     await node.workflow("done").result()

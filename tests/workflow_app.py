@@ -313,6 +313,20 @@ async def try_receiver() -> Any:
     return [None if first is None else first.payload, msg.payload]
 
 
+async def try_drainer(n: int) -> int:
+    """Takes ``n`` messages with ``try_receive`` (a durable sleep while none waits),
+    then waits for one more."""
+    box = process.inbox()
+    got = 0
+    while got < n:
+        if box.try_receive() is not None:
+            got += 1
+        else:
+            await workflow.sleep(1)
+    await box.receive()
+    return got
+
+
 async def lister() -> list[Any]:
     box = process.listen("b")
     got_b = await box.receive()

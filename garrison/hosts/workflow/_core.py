@@ -122,8 +122,10 @@ class WorkflowCore(Caller, WorkflowScope):
         #: inbox items delivered and not consumed yet, in arrival order
         self.pending = pending
         #: ids of inbox rows a receive took whose consume may not be committed yet (the
-        #: store still lists them pending: a refresh must not queue them again); left
-        #: when the receive's commit returns, or when a refresh finds them consumed
+        #: store still lists them pending: a refresh must not queue them again); emptied
+        #: when a commit of this workflow returns (:meth:`_commit` carries the buffered
+        #: records: every consume made before it is committed then), or pruned when a
+        #: refresh finds them consumed
         self.taken: set[int] | None = None
         #: requests to the host pending in the inbox (kind ``control``: a terminate)
         self.requests: list[Any] | tuple[()] = ()
@@ -224,14 +226,18 @@ class WorkflowCore(Caller, WorkflowScope):
             # (the store's awaitable itself, not commit_checked: one coroutine less held
             # by every step waiting for its batch, what a young garbage collection walks)
             try:
-                return await self._committing(tx)
+                results = await self._committing(tx)
             except Exception as exc:
                 self._raise_store_failure(exc)
                 raise
-        self._buffer = None
-        n = len(buf)
-        buf.extend(tx)
-        return (await self._flush(buf))[n:]
+        else:
+            self._buffer = None
+            n = len(buf)
+            buf.extend(tx)
+            results = (await self._flush(buf))[n:]
+        if self.taken is not None:  # every consume made so far is committed now
+            self.taken = None
+        return results
 
     def _flush_begins(self) -> Flag:
         """A commit of buffered records starts: the flag of those in flight (one for

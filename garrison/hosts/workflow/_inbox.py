@@ -231,7 +231,7 @@ class Receives(WorkflowCore):
         """Take ``item`` for the receive at ``seq``: journaled and marked consumed in
         ``tx``; returns the value handed to the workflow."""
         self.pending.remove(item)
-        self.taken = added(self.taken, item.id)  # until its consume is committed
+        self.taken = added(self.taken, item.id)  # until a commit of it returns
         key = "event" if item.event else "message"
         self.record(tx, seq, _RECEIVE, box.channel,
                      _dumps({"inbox": item.id, key: item.plain}, separators=(",", ":")))
@@ -247,18 +247,11 @@ class Receives(WorkflowCore):
                                   self._replayed_receive(entry))
         return PendingReceive(self, box, seconds, self.cursor.seq - 1, False, None)
 
-    def _claim(self, r: PendingReceive, tx: Transaction) -> int:
-        """Take the waiting item for ``r`` (``r.done()`` was true): recorded in ``tx``;
-        its inbox row id."""
+    def _claim(self, r: PendingReceive, tx: Transaction) -> None:
+        """Take the waiting item for ``r`` (``r.done()`` was true): recorded in ``tx``."""
         item = self._find(r.box)
         assert item is not None
         r.resolved, r.value = True, self._consume(item, r.box, r.seq, tx)
-        return item.id
-
-    def _consume_committed(self, row_id: int) -> None:
-        """The consume of inbox row ``row_id`` is committed (see ``taken``)."""
-        if self.taken is not None:
-            self.taken.discard(row_id)
 
     async def _await_receive(self, r: PendingReceive) -> Any:
         if r.resolved:
@@ -278,7 +271,6 @@ class Receives(WorkflowCore):
                         tx.remove_timer(self.wid, seq)
                         self.timers.pop(seq, None)
                     await self._commit(tx)
-                    self._consume_committed(item.id)
                     await self._yield()
                     r.resolved, r.value = True, value
                     if _observe.tracing:

@@ -261,14 +261,11 @@ class Waits(Receives):
                 for i, a in enumerate(awaitables):  # argument order: deterministic ties
                     if a.done():
                         tx = Transaction()
-                        row = None
                         if isinstance(a, PendingReceive) and not a.resolved:
-                            row = self._claim(a, tx)  # consumed with the decision, atomically
+                            self._claim(a, tx)  # consumed with the decision, atomically
                         self.record(tx, seq, JournalKind.FIRST, "",
                                     _dumps({"index": i, "of": of}))
                         await self._commit(tx)
-                        if row is not None:
-                            self._consume_committed(row)
                         return a
                 deadlines = [a.deadline for a in awaitables if isinstance(a, DurableTimer)]
                 wake = self.host.clock.trio_deadline(min(deadlines)) if deadlines else None
