@@ -18,7 +18,7 @@ import time
 import uuid
 from typing import Any
 
-from ._errors import GarrisonError, PromiseAlreadyCompleted
+from ._errors import GarrisonError, PromiseAlreadyCompleted, schedule_hint
 
 __all__ = [
     "FINAL",
@@ -319,10 +319,7 @@ def get_schedule(store: Any, schedule_id: str) -> Any:
         raise ToolError(str(exc), 2) from None
     rec = store.get_schedule(schedule_id)
     if rec is None:
-        # a config schedule's id carries its namespace: suggest it for the bare name
-        near = [r.schedule_id for r in store.schedules()
-                if r.schedule_id.rpartition(":")[2] == schedule_id]
-        hint = f" (did you mean {near[0]!r}?)" if len(near) == 1 else ""
+        hint = schedule_hint(schedule_id, (r.schedule_id for r in store.schedules()))
         raise ToolError(f"no schedule {schedule_id!r} in {store.path}{hint}")
     return rec
 

@@ -503,6 +503,18 @@ async def test_a_schedule_across_a_spring_dst_change_on_virtual_time(
 
 
 # ------------------------------------------------------------------ control
+async def test_a_bare_name_gets_the_namespaced_id_suggested(autojump_clock: Any) -> None:
+    """README: a bare name where a config schedule's namespaced id is meant gets a
+    suggestion, from the node's handle as from garrison schedules."""
+    async with garrison.open_node() as node:
+        await node.schedule("app:nightly", app.job, every="1h")
+        with pytest.raises(garrison.NoSuchSchedule, match=r"^no schedule with id 'nightly' "
+                           r"in the store \(did you mean 'app:nightly'\?\)$"):
+            await node.schedule_handle("nightly").pause()
+        with pytest.raises(garrison.NoSuchSchedule, match=r"'other' in the store$"):
+            node.schedule_handle("other").info()
+
+
 async def test_pause_resume_trigger_delete(autojump_clock: Any) -> None:
     async with garrison.open_node() as node:
         handle = await node.schedule("s", app.job, every="1h")

@@ -513,7 +513,7 @@ class Scheduler:
         """The stored schedule; :class:`~garrison.NoSuchSchedule` if there is none."""
         record = self.host.store.get_schedule(schedule_id)
         if record is None:
-            raise NoSuchSchedule(schedule_id)
+            raise NoSuchSchedule(schedule_id, (r.schedule_id for r in self.host.store.schedules()))
         return record
 
     async def pause(self, schedule_id: str) -> None:
