@@ -8,11 +8,14 @@ import base64
 import json
 import math
 import re
+import shutil
 import socket
+import subprocess
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import console_app
 import httpx
@@ -22,7 +25,7 @@ import trio
 
 import garrison
 from garrison import _store_tools
-from garrison.console import check_bind
+from garrison.console import _app, check_bind
 from garrison.console._app import make_app
 from garrison.console._backend import NodeBackend, StoreBackend
 from garrison.persistence import SQLiteStore, Transaction
@@ -997,12 +1000,16 @@ async def test_workflow_ids_dot_and_dot_dot_survive_the_url(store_path: str) -> 
     and take actions; every other id means what it says encoded once (``50%41`` is not
     ``50A``); a login returns to such a page as it was asked for."""
     with SQLiteStore(store_path) as s:
-        for wid in (".", "..", "50%41"):
+        for wid in (".", "..", "50%41", "%2E", "%2e%2E", ".%2E"):
             s.write(Transaction().create_workflow(wid, "app:flow", [], status="waiting"))
     store = _store_tools.open_store(store_path)
     async with client(make_app(StoreBackend(store))) as c:
         for path, wid in (("%252E", "."), ("%252E%252E", ".."), ("50%2541", "50%41"),
-                          ("%2E%2E", "..")):  # (httpx, unlike a browser, keeps %2E%2E)
+                          ("%2E%2E", ".."),  # (httpx, unlike a browser, keeps %2E%2E)
+                          # ids that decode to . or .. are encoded twice too: the id
+                          # %2E never names the workflow . (nor %2e%2E ..)
+                          ("%25252E", "%2E"), ("%25252e%25252E", "%2e%2E"),
+                          ("%252E%25252E", ".%2E")):
             r = await c.get(f"/api/workflows/{path}")
             assert r.status_code == 200 and r.json()["workflow"]["workflow_id"] == wid, path
         assert (await c.get("/api/workflows/..%252F.")).status_code == 404
@@ -1022,8 +1029,8 @@ async def test_workflow_ids_dot_and_dot_dot_survive_the_url(store_path: str) -> 
 
     # the page script encodes ids so (the function the links and API calls use)
     script = (Path(garrison.__file__).parent / "console/static/console.js").read_text()
-    assert 'if (text === "." || text === "..") return text.replace(/\\./g, "%252E");' \
-        in script
+    assert 'if (text !== "." && text !== ".." && !dotted(text)) return once;\n' \
+        '  return encodeURIComponent(once.replace(/\\./g, "%2E"));' in script
     assert "encodeURIComponent(id)" not in script and "encodeURIComponent(wid)" not in script
 
     app = make_app(StoreBackend(store), token=TOKEN)
@@ -1035,6 +1042,25 @@ async def test_workflow_ids_dot_and_dot_dot_survive_the_url(store_path: str) -> 
                          headers={"Origin": BASE})
         assert r.status_code == 303 and r.headers["location"] == "/workflows/%252E%252E"
     store.close()
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="runs console.js under node")
+def test_the_page_script_and_the_server_agree_on_every_id_segment() -> None:
+    """Whatever id the page script's ``segment`` writes, the server (after the URL's own
+    decoding) reads that id back, and no segment it writes is one a browser drops."""
+    ids = [".", "..", "...", "%2E", "%2e%2E", "%2E.", ".%2E", "%252E", "%252E%252E", "%",
+           "%%2E", "%zz", "%E9", "50%41", "a/b", "naïve", "a b", "%2F", "%25"]
+    script = (Path(garrison.__file__).parent / "console/static/console.js").read_text()
+    functions = re.search(r"^function segment\(.*?^}\n\n// .*?^function dotted\(.*?^}\n",
+                          script, re.S | re.M)
+    assert functions is not None, "segment() and dotted() not found in console.js"
+    program = functions.group(0) + \
+        f"console.log(JSON.stringify({json.dumps(ids)}.map(segment)));"
+    done = subprocess.run(["node", "-e", program], capture_output=True, text=True,
+                          timeout=60, check=True)
+    for wid, written in zip(ids, json.loads(done.stdout), strict=True):
+        assert written.upper() not in {".", "..", "%2E", "%2E%2E", ".%2E", "%2E."}, wid
+        assert _app._segment(unquote(written)) == wid, (wid, written)
 
 
 async def test_sessions_expire_when_idle_and_at_their_maximum_age(

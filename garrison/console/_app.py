@@ -261,13 +261,24 @@ def _local_path(then: str | None) -> str:
 def _segment(text: str) -> str:
     """A workflow id or promise name from a URL's path (decoded once by the server).
     A browser drops a path segment ``.`` or ``..``, written ``%2E`` / ``%2E%2E`` too, so
-    the pages write those two ids encoded twice (``%252E%252E``): the segment ``%2E``
-    or ``%2E%2E`` (any case) is the id ``.`` or ``..``. Every other text is itself (an
-    id with ``%`` in it means what a script encoding it once sends)."""
-    return unquote(text) if text.upper() in _DOTS else text
+    the pages write those two ids encoded twice (``%252E%252E``), and so too every id
+    that decoding turns into them (``%2E``, ``%252E``, ...): else the id ``%2E``, encoded
+    once, would name the workflow ``.``. A segment that decoded once or more gives ``.``
+    or ``..`` is decoded once more; every other text is itself (an id with ``%`` in it
+    means what a script encoding it once sends)."""
+    return unquote(text) if _dotted(text) else text
 
 
-_DOTS = frozenset({"%2E", "%2E%2E"})
+def _dotted(text: str) -> bool:
+    """Whether decoding ``text`` (once, or again and again) gives ``.`` or ``..``
+    (``segment`` in ``console.js`` asks the same)."""
+    while "%" in text:
+        text, before = unquote(text), text
+        if text in (".", ".."):
+            return True
+        if text == before:
+            return False
+    return False
 
 
 def _checked(check: Callable[[object], str], value: object) -> str:

@@ -52,10 +52,25 @@ function withHost(path, host) {
 
 // A workflow id or a promise name as one segment of a URL's path. A browser removes a
 // segment "." or ".." from a path, written "%2E%2E" too: those two are written encoded
-// twice ("%252E%252E"), which the console takes for them.
+// twice ("%252E%252E"), which the console takes for them, and so is every id that
+// decoding turns into them ("%2E", "%252E", ...; _dotted in _app.py asks the same), so
+// that the id "%2E" never names the workflow ".".
 function segment(text) {
-  if (text === "." || text === "..") return text.replace(/\./g, "%252E");
-  return encodeURIComponent(text);
+  const once = encodeURIComponent(text);
+  if (text !== "." && text !== ".." && !dotted(text)) return once;
+  return encodeURIComponent(once.replace(/\./g, "%2E"));
+}
+
+// Whether decoding text (once, or again and again) gives "." or "..".
+function dotted(text) {
+  while (text.includes("%")) {
+    let next;
+    try { next = decodeURIComponent(text); } catch (e) { return false; }
+    if (next === "." || next === "..") return true;
+    if (next === text) return false;
+    text = next;
+  }
+  return false;
 }
 
 function workflowLink(id, host) {
