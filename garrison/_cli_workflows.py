@@ -9,8 +9,9 @@ copy of a production store).
 
 Exit codes: 0 done; 1 the workflow or promise is not there, or refuses the
 request (finished, already resolved), or a replayed workflow differs from its
-journal; 2 bad arguments or a store that cannot be used (missing, damaged, not a
-garrison store, newer schema, refused by the system), always as one line on stderr;
+journal (for ``replay`` only that: its unknown ``--id`` is 2); 2 bad arguments or a
+store that cannot be used (missing, damaged, not a garrison store, newer schema,
+refused by the system), always as one line on stderr;
 141 (128 + SIGPIPE) when the reader of stdout went away (``... | head``), quietly,
 as other Unix tools do.
 """
@@ -288,7 +289,10 @@ def _replay(store: Any, args: argparse.Namespace) -> None:
         raise _Fail("--id selects the workflows itself: it cannot be combined with "
                     f"{'--status' if args.status else '--all'}", 2)
     if args.ids:
-        ids = [tools.get(store, wid).workflow_id for wid in args.ids]
+        try:
+            ids = [tools.get(store, wid).workflow_id for wid in args.ids]
+        except ToolError as exc:  # bad input: exit 1 must mean only that a workflow differs
+            raise _Fail(str(exc), 2) from None
     else:
         statuses = [s.strip() for arg in args.status for s in arg.split(",") if s.strip()]
         known = [s.value for s in WorkflowStatus]

@@ -5,6 +5,7 @@ Every error a user can catch is importable from ``garrison`` itself.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -209,11 +210,20 @@ class NoSuchWorkflow(GarrisonError, LookupError):
 
 
 class NoSuchSchedule(GarrisonError, LookupError):
-    """A schedule id that is not in the store."""
+    """A schedule id that is not in the store; ``known`` (the store's schedule ids)
+    lets the message suggest a config schedule's namespaced id for its bare name."""
 
-    def __init__(self, schedule_id: str) -> None:
-        super().__init__(f"no schedule with id {schedule_id!r} in the store")
+    def __init__(self, schedule_id: str, known: Iterable[str] = ()) -> None:
+        super().__init__(f"no schedule with id {schedule_id!r} in the store"
+                         f"{schedule_hint(schedule_id, known)}")
         self.schedule_id = schedule_id
+
+
+def schedule_hint(schedule_id: str, known: Iterable[str]) -> str:
+    """`` (did you mean 'app:nightly'?)`` when ``schedule_id`` is the bare name of
+    exactly one of the ``known`` ids (a config schedule's id carries its namespace)."""
+    near = [k for k in known if k != schedule_id and k.rpartition(":")[2] == schedule_id]
+    return f" (did you mean {near[0]!r}?)" if len(near) == 1 else ""
 
 
 class DedupKeyTaken(GarrisonError):

@@ -18,7 +18,7 @@ import time
 import uuid
 from typing import Any
 
-from ._errors import GarrisonError, PromiseAlreadyCompleted
+from ._errors import GarrisonError, PromiseAlreadyCompleted, schedule_hint
 
 __all__ = [
     "FINAL",
@@ -319,10 +319,7 @@ def get_schedule(store: Any, schedule_id: str) -> Any:
         raise ToolError(str(exc), 2) from None
     rec = store.get_schedule(schedule_id)
     if rec is None:
-        # a config schedule's id carries its namespace: suggest it for the bare name
-        near = [r.schedule_id for r in store.schedules()
-                if r.schedule_id.rpartition(":")[2] == schedule_id]
-        hint = f" (did you mean {near[0]!r}?)" if len(near) == 1 else ""
+        hint = schedule_hint(schedule_id, (r.schedule_id for r in store.schedules()))
         raise ToolError(f"no schedule {schedule_id!r} in {store.path}{hint}")
     return rec
 
@@ -359,12 +356,20 @@ def trigger_schedule(store: Any, schedule_id: str, now: float | None = None) -> 
     from .persistence import Transaction
 
     rec = get_schedule(store, schedule_id)
-    wid = trigger_id(schedule_id, time.time() if now is None else now)
-    tx = Transaction().create_workflow(wid, rec.workflow, rec.input, status="pending",
-                                       host=rec.host)
-    tx.update_schedule(schedule_id, last_workflow=wid)
-    store.write(tx)
-    return wid
+    at = time.time() if now is None else now
+    while True:  # a new workflow each time, also for two triggers in one millisecond
+        wid = trigger_id(schedule_id, at)
+        if store.get_workflow(wid) is None:
+            run_id = uuid.uuid4().hex  # (to tell this create from a racing one's)
+            tx = Transaction().create_workflow(wid, rec.workflow, rec.input,
+                                               status="pending", host=rec.host,
+                                               run_id=run_id)
+            tx.update_schedule(schedule_id, last_workflow=wid)
+            store.write(tx)
+            created = store.get_workflow(wid)
+            if created is not None and created.run_id == run_id:
+                return wid
+        at = math.floor(at * 1000 + 1) / 1000  # that id is taken: the next millisecond
 
 
 def delete_schedule(store: Any, schedule_id: str) -> bool:

@@ -999,12 +999,16 @@ async def test_workflow_ids_dot_and_dot_dot_survive_the_url(store_path: str) -> 
     and take actions; every other id means what it says encoded once (``50%41`` is not
     ``50A``); a login returns to such a page as it was asked for."""
     with SQLiteStore(store_path) as s:
-        for wid in (".", "..", "50%41"):
+        for wid in (".", "..", "50%41", "%2E", "%2e%2E", ".%2E"):
             s.write(Transaction().create_workflow(wid, "app:flow", [], status="waiting"))
     store = _store_tools.open_store(store_path)
     async with client(make_app(StoreBackend(store))) as c:
         for path, wid in (("%252E", "."), ("%252E%252E", ".."), ("50%2541", "50%41"),
-                          ("%2E%2E", "..")):  # (httpx, unlike a browser, keeps %2E%2E)
+                          ("%2E%2E", ".."),  # (httpx, unlike a browser, keeps %2E%2E)
+                          # ids that decode to . or .. are encoded twice too: the id
+                          # %2E never names the workflow . (nor %2e%2E ..)
+                          ("%25252E", "%2E"), ("%25252e%25252E", "%2e%2E"),
+                          (".%252E", ".%2E")):
             r = await c.get(f"/api/workflows/{path}")
             assert r.status_code == 200 and r.json()["workflow"]["workflow_id"] == wid, path
         assert (await c.get("/api/workflows/..%252F.")).status_code == 404
@@ -1073,11 +1077,15 @@ async def test_an_id_that_reads_like_an_encoded_dot_is_not_taken_for_a_dot(
     written as any other id, then named ``.`` and ``..``: their pages and actions went
     to those workflows (a cancel of ``%2E`` cancelled ``.``), or to none. The pages now
     write such an id with one level of encoding more, which the console takes off."""
-    ids = [".", "..", "%2E", "%2e", "%2E%2E", "%2e%2E", "%252E", "%2E%252E", "50%41"]
+    ids = [".", "..", "%2E", "%2e", "%2E%2E", "%2e%2E", "%252E", "%2E%252E", "50%41",
+           "...", "%2E.", ".%2E", "%", "%%2E", "%zz", "%E9", "a/b", "naïve", "a b", "%2F",
+           "%25"]
     with SQLiteStore(store_path) as s:
         for wid in ids:
             s.write(Transaction().create_workflow(wid, "app:flow", [], status="waiting"))
     segments = _page_segments(ids)
+    for wid, written in segments.items():  # none is a segment a browser drops
+        assert written.upper() not in {".", "..", ".%2E", "%2E.", "%2E%2E"}, wid
     assert segments["."] == "%252E" and segments["50%41"] == "50%2541"  # as before
     store = _store_tools.open_store(store_path)
     async with client(make_app(StoreBackend(store))) as c:

@@ -164,6 +164,11 @@ async def test_replay_cli_passes_unchanged_code_and_catches_a_renamed_activity(
            "or pass --module PATH" in lost.stderr, lost.stderr
     both = cli("--store", store, "replay", "--module", str(code), "--id", "done-1", "--all")
     assert both.returncode == 2 and "cannot be combined with --all" in both.stderr
+    # a mistyped --id is bad input (2), never taken for a workflow that differs (1)
+    typo = cli("--store", store, "replay", "--module", str(code), "--id", "done-1",
+               "--id", "done-2")
+    assert typo.returncode == 2 and typo.stdout == "", typo.stdout
+    assert f"no workflow 'done-2' in {store}" in typo.stderr, typo.stderr
 
 
 async def test_replay_never_writes_the_store_file(tmp_path: Path, autojump_clock: Any,

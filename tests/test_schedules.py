@@ -538,6 +538,42 @@ async def test_a_schedule_across_a_spring_dst_change_on_virtual_time(
 
 
 # ------------------------------------------------------------------ control
+async def test_every_trigger_starts_a_workflow_also_two_in_one_millisecond(
+        tmp_path: Path, autojump_clock: Any) -> None:
+    """README: trigger() starts the workflow now, whatever the overlap policy. Two
+    triggers in one millisecond (virtual time stands still between them) named the same
+    workflow <id>@<now>: the second started nothing and returned the first's pid; the
+    command line's said 'triggered' and created nothing. The next free millisecond is
+    taken instead."""
+    db = str(tmp_path / "wf.db")
+    async with garrison.open_node(store=db) as node:
+        handle = await node.schedule("s", app.job, every="1h", overlap="allow_all")
+        first, second = await handle.trigger(), await handle.trigger()
+        assert (first.id, second.id) == (f"s@{iso(at(0))[:-1]}.000Z",
+                                          f"s@{iso(at(0))[:-1]}.001Z")
+        assert [await node.workflow(p.id).result() for p in (first, second)] == \
+            [first.id, second.id]
+        assert handle.info().last_workflow == second.id
+    store = tools.open_store(db)
+    try:
+        one, two = (tools.trigger_schedule(store, "s", now=at(0)) for _ in range(2))
+    finally:
+        store.close()
+    assert (one, two) == (f"s@{iso(at(0))[:-1]}.002Z", f"s@{iso(at(0))[:-1]}.003Z")
+
+
+async def test_a_bare_name_gets_the_namespaced_id_suggested(autojump_clock: Any) -> None:
+    """README: a bare name where a config schedule's namespaced id is meant gets a
+    suggestion, from the node's handle as from garrison schedules."""
+    async with garrison.open_node() as node:
+        await node.schedule("app:nightly", app.job, every="1h")
+        with pytest.raises(garrison.NoSuchSchedule, match=r"^no schedule with id 'nightly' "
+                           r"in the store \(did you mean 'app:nightly'\?\)$"):
+            await node.schedule_handle("nightly").pause()
+        with pytest.raises(garrison.NoSuchSchedule, match=r"'other' in the store$"):
+            node.schedule_handle("other").info()
+
+
 async def test_pause_resume_trigger_delete(autojump_clock: Any) -> None:
     async with garrison.open_node() as node:
         handle = await node.schedule("s", app.job, every="1h")

@@ -1,16 +1,19 @@
 """Tests of the shop app, as its developers would write them: the app's config on a
 temporary store, virtual time (a day passes at once), the testing kit's style.
 
-Run with ``python -m pytest examples/shop`` (pytest-trio, ``trio_mode = true``)."""
+Run with ``python -m pytest examples/shop`` (pytest-trio; ``pytestmark`` marks every
+test, so they run in a project without ``trio_mode = true`` too)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import shop
 
 import garrison
 
+pytestmark = pytest.mark.trio
 CONFIG = str(Path(__file__).with_name("app.yaml"))
 
 

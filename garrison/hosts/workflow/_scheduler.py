@@ -49,6 +49,7 @@ import heapq
 import json
 import logging
 import math
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -541,7 +542,7 @@ class Scheduler:
         """The stored schedule; :class:`~garrison.NoSuchSchedule` if there is none."""
         record = self.host.store.get_schedule(schedule_id)
         if record is None:
-            raise NoSuchSchedule(schedule_id)
+            raise NoSuchSchedule(schedule_id, (r.schedule_id for r in self.host.store.schedules()))
         return record
 
     async def pause(self, schedule_id: str) -> None:
@@ -577,9 +578,14 @@ class Scheduler:
         """Start the schedule's workflow now (``<id>@<now>``), paused or not, whatever
         its overlap policy; later ticks see it as the last run."""
         record = self.get(schedule_id)
-        now = self.host.clock.now()
-        wid = trigger_id(schedule_id, now)
-        pid = await self.host.start(_workflow_of(record), tuple(record.input), wid=wid)
+        target = _workflow_of(record)
+        at = self.host.clock.now()
+        created: list[bool] = []
+        while not created:  # a new workflow each time, also for two triggers in one ms
+            wid = trigger_id(schedule_id, at)
+            pid = await self.host.start(target, tuple(record.input), wid=wid,
+                                        on_created=partial(created.append, True))
+            at = math.floor(at * 1000 + 1) / 1000  # if that id is taken: the next ms
         # (stamped with the host's clock: a restart compares it with that clock)
         await self.host.store.commit(Transaction().update_schedule(
             schedule_id, last_workflow=wid, time=self.host.clock.now()))
