@@ -7,9 +7,9 @@ object with ``first_claim()``, ``draining``, ``stopped(wid)``, ``poke()``,
 store fences every write (``_pg_write.py``); this module keeps memory in line with it:
 
 - :func:`adopt`: load claimed workflows and run them by replay (marked ``running``);
-- :func:`runnable`: a claimed workflow whose code this node cannot import (a rolling
-  deploy: the code of a new workflow type reached other nodes first) is given up unrun,
-  for a node that has the code;
+- a claimed workflow whose code this node cannot import (a rolling deploy: the code of
+  a new workflow type reached other nodes first) is given up unrun, for a node that has
+  the code (``_recovery.runnable``, as a node's start does);
 - :func:`hand_over`: stop a workflow here without recording anything: at once (its
   lease lapsed, or it waits for something, is blocked or queued) or at its next durable
   operation (a drain: what it was doing is recorded first);
@@ -24,15 +24,14 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from ..._errors import WorkflowMoved
-from ..._targets import import_target
 from ...persistence import Transaction, WorkflowRecord, WorkflowStatus
-from ._recovery import count_tool_starts, end_requested, load, mark_running
+from ._recovery import count_tool_starts, end_requested, load, mark_running, runnable
 
 if TYPE_CHECKING:
     from ._host import WorkflowHost
     from ._instance import WorkflowInstance
 
-__all__ = ["adopt", "hand_over", "moved", "parked", "runnable"]
+__all__ = ["adopt", "hand_over", "moved", "parked"]
 
 log = logging.getLogger("garrison.cluster")
 
@@ -87,27 +86,6 @@ def adopt(host: WorkflowHost, records: list[WorkflowRecord]) -> list[str]:
     if resumed:  # (before the tasks just started run: see mark_running)
         mark_running(host, resumed)
     return started
-
-
-def runnable(host: WorkflowHost, record: WorkflowRecord) -> bool:
-    """True if this node has the code of the claimed workflow ``record`` (its
-    ``module:qualname`` imports here). Else the workflow is given up unrun, before
-    anything of it is written (its status stays what it was: a workflow that
-    never ran stays ``pending``): the cluster releases it for a node that has the code,
-    and claims no workflow of that name again while this node runs (one warning per
-    name). Off a cluster a workflow whose code is gone is ``blocked`` (its instance
-    finds out), as the only node there is has nobody to leave it to."""
-    ownership: Any = host.ownership
-    name = record.name
-    if ownership.refuses(name):  # claimed with others of its name before the refusal
-        ownership.refuse(record.workflow_id, name, None)
-        return False
-    try:
-        import_target(name)
-    except Exception as exc:
-        ownership.refuse(record.workflow_id, name, exc)
-        return False
-    return True
 
 
 def parked(wf: WorkflowInstance) -> bool:

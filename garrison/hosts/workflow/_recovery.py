@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from ..._errors import StoreError
+from ..._targets import import_target
 from ...actors._values import ErrorInfo
 from ...persistence import Transaction, WorkflowRecord, WorkflowStatus
 from ._core import added
@@ -31,7 +32,7 @@ from ._journal import Entry, error_from_plain, initial_state
 if TYPE_CHECKING:
     from ._host import WorkflowHost
 
-__all__ = ["count_tool_starts", "load", "refresh", "resume_all", "watch_wakeups"]
+__all__ = ["count_tool_starts", "load", "refresh", "resume_all", "runnable", "watch_wakeups"]
 
 log = logging.getLogger("garrison.workflow")
 
@@ -107,8 +108,6 @@ async def resume_all(host: WorkflowHost, nursery: trio.Nursery) -> None:
     recovering: list[WorkflowInstance] = []
     ending: list[WorkflowInstance] = []
     queued: list[WorkflowRecord] = []
-    from ._ownership import runnable  # (it imports this module)
-
     paused = _pause_gc()
     try:
         ownership = host.ownership
@@ -153,6 +152,27 @@ async def resume_all(host: WorkflowHost, nursery: trio.Nursery) -> None:
     for wf in list(host.active.values()):
         if wf.cancel_requested:  # by a tool while no node ran: children go too
             host.cancel_children(wf)
+
+
+def runnable(host: WorkflowHost, record: WorkflowRecord) -> bool:
+    """True if this node has the code of the claimed workflow ``record`` (its
+    ``module:qualname`` imports here). Else the workflow is given up unrun, before
+    anything of it is written (its status stays what it was: a workflow that
+    never ran stays ``pending``): the cluster releases it for a node that has the code,
+    and claims no workflow of that name again while this node runs (one warning per
+    name). Off a cluster a workflow whose code is gone is ``blocked`` (its instance
+    finds out), as the only node there is has nobody to leave it to."""
+    ownership: Any = host.ownership
+    name = record.name
+    if ownership.refuses(name):  # claimed with others of its name before the refusal
+        ownership.refuse(record.workflow_id, name, None)
+        return False
+    try:
+        import_target(name)
+    except Exception as exc:
+        ownership.refuse(record.workflow_id, name, exc)
+        return False
+    return True
 
 
 def mark_running(host: WorkflowHost, tx: Transaction) -> None:

@@ -477,7 +477,7 @@ class Scheduler:
         """The workflow of ``record``'s tick does not import on this node of a cluster
         (a rolling deploy: a schedule of a new workflow type): it is created unrun
         (``pending``, as a tool's start) and left to a node of the cluster that has its
-        code, as a claimed one is (``_ownership.runnable``)."""
+        code, as a claimed one is (``_recovery.runnable``)."""
         host = self.host
         tx = Transaction().create_workflow(wid, record.workflow, list(record.input),
                                            status="pending", host=host.name)
