@@ -1,12 +1,13 @@
 """Start ``garrison run ... --ui 127.0.0.1:0`` (or ``garrison ui``) as a real process and
 find the console's address in what it prints; shared by the example's test and the
-browser test."""
+browser test. :func:`chromium` finds the browser those tests drive."""
 
 from __future__ import annotations
 
 import os
 import queue
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,9 +19,22 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 _URL = re.compile(r"web console at (http://\S+)")
+
+
+def chromium() -> str:
+    """Debian's chromium, which the browser tests drive (CI installs it): its path. A
+    test fails without it, unless ``GARRISON_TEST_BROWSER=0`` skips the browser tests."""
+    if os.environ.get("GARRISON_TEST_BROWSER") == "0":
+        pytest.skip("browser tests disabled (GARRISON_TEST_BROWSER=0)")
+    path = shutil.which("chromium")
+    if path is None:
+        pytest.fail("chromium is not installed: apt-get install -y chromium (or set "
+                    "GARRISON_TEST_BROWSER=0 to skip the browser tests)")
+    return path
 
 
 class Console:

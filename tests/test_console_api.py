@@ -7,9 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import math
-import os
 import re
-import shutil
 import socket
 import threading
 from collections.abc import AsyncIterator
@@ -1047,13 +1045,10 @@ def _page_segments(texts: list[str]) -> dict[str, str]:
     """Each workflow id or promise name as the console's pages write it in a URL's path:
     the function ``segment`` of console.js, run by Debian's chromium (as the browser
     tests run the pages)."""
-    if os.environ.get("GARRISON_TEST_BROWSER") == "0":
-        pytest.skip("browser tests disabled (GARRISON_TEST_BROWSER=0)")
-    chromium = shutil.which("chromium")
-    if chromium is None:
-        pytest.fail("chromium is not installed: apt-get install -y chromium (or set "
-                    "GARRISON_TEST_BROWSER=0 to skip the browser tests)")
+    from _console_server import chromium as find_chromium
     from playwright.sync_api import sync_playwright
+
+    chromium = find_chromium()
 
     script = (Path(garrison.__file__).parent / "console" / "static" / "console.js").read_text()
     found = re.search(r"^const DOTS = .*?^function segment\(text\) \{$.*?^\}$", script,

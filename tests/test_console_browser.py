@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import tempfile
 from pathlib import Path
 
-import pytest
 from _console_server import ROOT, console
+from _console_server import chromium as _chromium
 
 from garrison._store_tools import open_store
 from garrison.persistence import Transaction
@@ -29,16 +28,6 @@ from garrison.persistence import Transaction
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--no-first-run"]
 EVIL = '<img src=x onerror="alert(1)">'
-
-
-def _chromium() -> str:
-    if os.environ.get("GARRISON_TEST_BROWSER") == "0":
-        pytest.skip("browser tests disabled (GARRISON_TEST_BROWSER=0)")
-    path = shutil.which("chromium")
-    if path is None:
-        pytest.fail("chromium is not installed: apt-get install -y chromium (or set "
-                    "GARRISON_TEST_BROWSER=0 to skip the browser tests)")
-    return path
 
 
 def _shots(tmp_path: Path) -> list[Path]:
