@@ -344,6 +344,35 @@ async def test_messages_taken_leave_nothing_behind_once_committed(
     assert await node.workflow("drain").result() == 30
 
 
+async def test_a_failure_from_a_nursery_names_the_error_inside(node: garrison.Node) -> None:
+    """A workflow (or process) failing from a trio nursery of its own fails with the
+    nursery's exception group, whose message said only how many errors it held."""
+    await node.start_workflow(app.nursery_failure, id="nf")
+    with pytest.raises(garrison.WorkflowFailed) as failed:
+        await node.workflow("nf").result()
+    error = failed.value.error
+    assert error.type == "ExceptionGroup"
+    assert error.message == ("Exceptions from Trio nursery (1 sub-exception): "
+                             "ValueError: bad total 3")
+    assert "ValueError: bad total 3" in str(failed.value)
+
+    async def many() -> None:
+        async def bad(i: int) -> None:
+            raise KeyError(i)
+
+        async with trio.open_nursery() as outer:
+            outer.start_soon(app.nursery_failure)
+            for i in range(6):
+                outer.start_soon(bad, i)
+
+    with pytest.raises(garrison.ProcessError) as raised:
+        await node.wait(await node.spawn(many))
+    message = raised.value.error.message
+    assert message.startswith("Exceptions from Trio nursery (7 sub-exceptions): ")
+    assert message.endswith("; and 2 more") and message.count("KeyError") + \
+        message.count("ValueError: bad total 3") == 5, message
+
+
 async def test_message_to_finished_workflow_is_a_dead_letter(node: garrison.Node) -> None:
     pid = await node.start_workflow(app.steps, 0, 1, id="done")
     await node.workflow("done").result()

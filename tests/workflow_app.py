@@ -327,6 +327,16 @@ async def try_drainer(n: int) -> int:
     return got
 
 
+async def nursery_failure() -> None:
+    """Its own trio nursery fails: the workflow fails with the nursery's group."""
+
+    async def bad(total: int) -> None:
+        raise ValueError(f"bad total {total}")
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(bad, 3)
+
+
 async def lister() -> list[Any]:
     box = process.listen("b")
     got_b = await box.receive()

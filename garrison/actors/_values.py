@@ -71,9 +71,28 @@ class ErrorInfo:
 
     @classmethod
     def from_exception(cls, exc: BaseException) -> ErrorInfo:
-        """Capture ``exc`` with its traceback."""
+        """Capture ``exc`` with its traceback. An exception group (a trio nursery's, in
+        code that opens one) says in its message what it holds, as ``type: message``
+        of each error inside it (the first five), not only how many there are::
+
+            Exceptions from Trio nursery (1 sub-exception): ValueError: bad total
+        """
         tb = "".join(_traceback.format_exception(type(exc), exc, exc.__traceback__))
-        return cls(type(exc).__name__, str(exc), tb)
+        message = str(exc)
+        if isinstance(exc, BaseExceptionGroup):
+            leaves = _leaves(exc)
+            message += ": " + "; ".join(f"{type(e).__name__}: {e}" for e in leaves[:5])
+            if len(leaves) > 5:
+                message += f"; and {len(leaves) - 5} more"
+        return cls(type(exc).__name__, message, tb)
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    """The errors inside ``group`` and the groups in it, in order."""
+    out: list[BaseException] = []
+    for exc in group.exceptions:
+        out.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return out
 
 
 @attrs.frozen
