@@ -1324,6 +1324,84 @@ async def test_a_workflow_no_node_has_the_code_for_can_still_be_terminated(
             look.close()
 
 
+@pytest.mark.parametrize("payload", [{"attempt": "1"}, {"attempt": 1.5}, "raw:not json",
+                                     "raw:[1, 2]"])
+async def test_an_odd_control_row_of_a_refused_workflow_does_not_stop_the_claims(
+        postgres_url: str, payload: Any) -> None:
+    """A ``control`` row not written by a terminate (``Transaction.deliver(kind=
+    "control")``, a row written by hand): its payload not JSON, or its ``attempt`` not
+    an integer. The claim query read it (cast to ``jsonb``, then ``bigint``) for the
+    workflows of names a node refuses: the cast failed the query, every round of that
+    node failed, and it claimed nothing more, a lone node nothing at all (here: a
+    tool's start never ran). Such a row asks for any attempt, as the node reads it."""
+    import trio
+
+    from garrison.persistence import RawJson, Transaction
+
+    async with garrison.open_node(store=postgres_url, name="t", lease="30s") as t:
+        look = Look(postgres_url)
+        try:
+            look.store.write(Transaction().create_workflow("x1", "rollout_app:work", [1]))
+            with trio.fail_after(10):
+                while not t._members[0].refuses("rollout_app:work") or \
+                        look.owners() != {"x1": None}:
+                    await trio.sleep(0.02)
+            if isinstance(payload, str):
+                payload = RawJson(payload.removeprefix("raw:"))
+            look.store.write(Transaction().deliver("x1", "terminate", payload,
+                                                   kind="control", msg_id="odd"))
+            look.store.write(Transaction().create_workflow("ok", "cluster_app:steps",
+                                                           [2, 0.01]))
+            t._members[0].poke()  # (a tool's start notifies; this write did not)
+            with trio.fail_after(10):
+                assert await t.workflow("ok").result() == [0, 1]
+        finally:
+            look.close()
+
+
+async def test_a_stale_terminate_of_a_refused_workflow_is_consumed_by_one_claim(
+        postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A terminate of an earlier attempt asks nothing of a workflow (it was retried
+    since): a node refusing the workflow's name consumes that row and leaves the
+    workflow unrun and unowned. It claimed it for the row, and the consume (written
+    after the refusal's release, fenced) was refused: claimed again every round."""
+    import trio
+
+    from garrison.persistence import Transaction
+    from garrison.persistence._pg_cluster import PgCluster
+
+    claims: list[str] = []
+    claim = PgCluster.claim
+
+    def counted(self: PgCluster, limit: int, *args: Any, **kwargs: Any) -> list[Any]:
+        got = claim(self, limit, *args, **kwargs)
+        claims.extend(r.workflow_id for r in got)
+        return got
+
+    monkeypatch.setattr(PgCluster, "claim", counted)
+    async with garrison.open_node(store=postgres_url, name="t", lease=LEASE) as t:
+        look = Look(postgres_url)
+        try:
+            look.store.write(Transaction().create_workflow("x1", "rollout_app:work", [1]))
+            with trio.fail_after(10):
+                while not t._members[0].refuses("rollout_app:work") or \
+                        look.owners() != {"x1": None}:
+                    await trio.sleep(0.02)
+            look.store.write(Transaction().deliver(
+                "x1", "terminate", {"terminate": {"type": "Terminated", "message": "old"},
+                                    "attempt": 0}, kind="control", msg_id="stale"))
+            t._members[0].poke()
+            with trio.fail_after(10):
+                while look.store.pending_messages("x1") or look.owners() != {"x1": None}:
+                    await trio.sleep(0.02)
+            await trio.sleep(4 * LEASE)
+            assert claims == ["x1"]  # before the refusal only
+            assert look.statuses() == {"x1": "pending"}
+            assert look.store.journal("x1") == []
+        finally:
+            look.close()
+
+
 async def test_a_terminate_from_another_node_returns_once_the_workflow_has_ended(
         postgres_url: str) -> None:
     """``handle.terminate()`` returns once the workflow has ended (its contract), also
