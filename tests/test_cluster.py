@@ -1169,6 +1169,64 @@ async def test_a_node_that_finds_the_schema_migrated_past_its_code_leaves_the_cl
                for m in errors), errors
 
 
+async def _leave_by_a_schema_migration(postgres_url: str, node: Any) -> None:
+    """Bump the schema version past the node's code; wait until the node has left."""
+    import trio
+
+    from garrison.persistence._pg_schema import SCHEMA_VERSION
+
+    look = Look(postgres_url)
+    try:
+        look.store._query("INSERT INTO garrison.schema_version (version, applied) "
+                          "VALUES (%s, 0) RETURNING 1", (SCHEMA_VERSION + 1,))
+        with trio.fail_after(3 * LEASE):
+            while not node._members[0].gave_up:
+                await trio.sleep(0.02)
+    finally:
+        look.close()
+
+
+async def test_a_node_that_left_the_cluster_idles_its_membership_thread(
+        postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A node that left for good (its store failed, or the schema was migrated past its
+    code) renews nothing more: its membership thread's round returned at once, and with
+    no renewal the thread's wait (until the next renewal is due) was negative: it spun,
+    a core busy and the GIL taken from the node's event loop, for as long as the node
+    ran."""
+    import trio
+
+    from garrison.cluster._member import ClusterMember
+
+    rounds = [0]
+    round_ = ClusterMember._round
+
+    def counted(self: ClusterMember, n: int) -> None:
+        rounds[0] += 1
+        round_(self, n)
+
+    monkeypatch.setattr(ClusterMember, "_round", counted)
+    async with garrison.open_node(store=postgres_url, name="old", lease=LEASE) as node:
+        await _leave_by_a_schema_migration(postgres_url, node)
+        before = rounds[0]
+        await trio.sleep(LEASE)
+        assert rounds[0] - before <= 6, rounds[0] - before  # a round per lease/3, or so
+
+
+async def test_a_node_that_left_the_cluster_drains_at_once(postgres_url: str) -> None:
+    """SIGTERM to a clustered ``garrison run`` drains it, and it exits once drained. A
+    node that left the cluster for good (store failed, schema migrated past its code)
+    has nothing left to hand over, but its membership thread, returning from every
+    round at once, never acted on the drain: ``drained()`` never returned and the
+    process ran on until a second signal forced it (exit 143)."""
+    import trio
+
+    async with garrison.open_node(store=postgres_url, name="old", lease=LEASE) as node:
+        await _leave_by_a_schema_migration(postgres_url, node)
+        node.drain()
+        with trio.fail_after(2 * LEASE):
+            await node.drained()
+
+
 # -- cancel, terminate and signals while a workflow moves ---------------------------------
 async def test_a_cancel_a_terminate_and_signals_made_during_a_takeover_are_kept(
         postgres_url: str, nodes: list[Node]) -> None:
