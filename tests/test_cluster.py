@@ -1382,6 +1382,37 @@ async def test_a_workflow_no_node_has_the_code_for_can_still_be_terminated(
             look.close()
 
 
+async def test_a_cancel_of_a_workflow_no_node_has_the_code_for_waits_for_the_code(
+        postgres_url: str) -> None:
+    """A cancel runs the workflow's own cancellation handlers, so unlike a terminate it
+    needs the code: on a lone node without it, ``cancel()`` returns once asked, and the
+    workflow waits, still ``pending`` and unowned, with the cancel recorded (a node
+    with the code would run it cancelled); a terminate still ends it."""
+    import trio
+
+    from garrison.persistence import Transaction
+
+    async with garrison.open_node(store=postgres_url, name="t", lease=LEASE) as t:
+        look = Look(postgres_url)
+        try:
+            look.store.write(Transaction().create_workflow("x1", "rollout_app:work", [1]))
+            with trio.fail_after(10):
+                while not t._members[0].refuses("rollout_app:work") or \
+                        look.owners() != {"x1": None}:
+                    await trio.sleep(0.02)
+            handle = t.workflow("x1")
+            with trio.fail_after(5):
+                await handle.cancel()
+            await trio.sleep(3 * LEASE)
+            assert handle.status() == "pending" and look.owners() == {"x1": None}
+            assert look.store.get_workflow("x1").cancel_requested
+            with trio.fail_after(10):
+                await handle.terminate("no code anywhere")
+            assert handle.status() == "failed"
+        finally:
+            look.close()
+
+
 @pytest.mark.parametrize("payload", [{"attempt": "1"}, {"attempt": 1.5}, "raw:not json",
                                      "raw:[1, 2]"])
 async def test_an_odd_control_row_of_a_refused_workflow_does_not_stop_the_claims(
