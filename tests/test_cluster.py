@@ -1169,6 +1169,64 @@ async def test_a_node_that_finds_the_schema_migrated_past_its_code_leaves_the_cl
                for m in errors), errors
 
 
+async def _leave_by_a_schema_migration(postgres_url: str, node: Any) -> None:
+    """Bump the schema version past the node's code; wait until the node has left."""
+    import trio
+
+    from garrison.persistence._pg_schema import SCHEMA_VERSION
+
+    look = Look(postgres_url)
+    try:
+        look.store._query("INSERT INTO garrison.schema_version (version, applied) "
+                          "VALUES (%s, 0) RETURNING 1", (SCHEMA_VERSION + 1,))
+        with trio.fail_after(3 * LEASE):
+            while not node._members[0].gave_up:
+                await trio.sleep(0.02)
+    finally:
+        look.close()
+
+
+async def test_a_node_that_left_the_cluster_idles_its_membership_thread(
+        postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A node that left for good (its store failed, or the schema was migrated past its
+    code) renews nothing more: its membership thread's round returned at once, and with
+    no renewal the thread's wait (until the next renewal is due) was negative: it spun,
+    a core busy and the GIL taken from the node's event loop, for as long as the node
+    ran."""
+    import trio
+
+    from garrison.cluster._member import ClusterMember
+
+    rounds = [0]
+    round_ = ClusterMember._round
+
+    def counted(self: ClusterMember, n: int) -> None:
+        rounds[0] += 1
+        round_(self, n)
+
+    monkeypatch.setattr(ClusterMember, "_round", counted)
+    async with garrison.open_node(store=postgres_url, name="old", lease=LEASE) as node:
+        await _leave_by_a_schema_migration(postgres_url, node)
+        before = rounds[0]
+        await trio.sleep(LEASE)
+        assert rounds[0] - before <= 6, rounds[0] - before  # a round per lease/3, or so
+
+
+async def test_a_node_that_left_the_cluster_drains_at_once(postgres_url: str) -> None:
+    """SIGTERM to a clustered ``garrison run`` drains it, and it exits once drained. A
+    node that left the cluster for good (store failed, schema migrated past its code)
+    has nothing left to hand over, but its membership thread, returning from every
+    round at once, never acted on the drain: ``drained()`` never returned and the
+    process ran on until a second signal forced it (exit 143)."""
+    import trio
+
+    async with garrison.open_node(store=postgres_url, name="old", lease=LEASE) as node:
+        await _leave_by_a_schema_migration(postgres_url, node)
+        node.drain()
+        with trio.fail_after(2 * LEASE):
+            await node.drained()
+
+
 # -- cancel, terminate and signals while a workflow moves ---------------------------------
 async def test_a_cancel_a_terminate_and_signals_made_during_a_takeover_are_kept(
         postgres_url: str, nodes: list[Node]) -> None:
@@ -1320,6 +1378,115 @@ async def test_a_workflow_no_node_has_the_code_for_can_still_be_terminated(
                     with pytest.raises(garrison.WorkflowFailed, match=reason):
                         await t.workflow(wid).result()
             assert look.store.journal("x1") == [] and look.store.journal("x2") == []
+        finally:
+            look.close()
+
+
+async def test_a_cancel_of_a_workflow_no_node_has_the_code_for_waits_for_the_code(
+        postgres_url: str) -> None:
+    """A cancel runs the workflow's own cancellation handlers, so unlike a terminate it
+    needs the code: on a lone node without it, ``cancel()`` returns once asked, and the
+    workflow waits, still ``pending`` and unowned, with the cancel recorded (a node
+    with the code would run it cancelled); a terminate still ends it."""
+    import trio
+
+    from garrison.persistence import Transaction
+
+    async with garrison.open_node(store=postgres_url, name="t", lease=LEASE) as t:
+        look = Look(postgres_url)
+        try:
+            look.store.write(Transaction().create_workflow("x1", "rollout_app:work", [1]))
+            with trio.fail_after(10):
+                while not t._members[0].refuses("rollout_app:work") or \
+                        look.owners() != {"x1": None}:
+                    await trio.sleep(0.02)
+            handle = t.workflow("x1")
+            with trio.fail_after(5):
+                await handle.cancel()
+            await trio.sleep(3 * LEASE)
+            assert handle.status() == "pending" and look.owners() == {"x1": None}
+            assert look.store.get_workflow("x1").cancel_requested
+            with trio.fail_after(10):
+                await handle.terminate("no code anywhere")
+            assert handle.status() == "failed"
+        finally:
+            look.close()
+
+
+@pytest.mark.parametrize("payload", [{"attempt": "1"}, {"attempt": 1.5}, "raw:not json",
+                                     "raw:[1, 2]"])
+async def test_an_odd_control_row_of_a_refused_workflow_does_not_stop_the_claims(
+        postgres_url: str, payload: Any) -> None:
+    """A ``control`` row not written by a terminate (``Transaction.deliver(kind=
+    "control")``, a row written by hand): its payload not JSON, or its ``attempt`` not
+    an integer. The claim query read it (cast to ``jsonb``, then ``bigint``) for the
+    workflows of names a node refuses: the cast failed the query, every round of that
+    node failed, and it claimed nothing more, a lone node nothing at all (here: a
+    tool's start never ran). Such a row asks for any attempt, as the node reads it."""
+    import trio
+
+    from garrison.persistence import RawJson, Transaction
+
+    async with garrison.open_node(store=postgres_url, name="t", lease="30s") as t:
+        look = Look(postgres_url)
+        try:
+            look.store.write(Transaction().create_workflow("x1", "rollout_app:work", [1]))
+            with trio.fail_after(10):
+                while not t._members[0].refuses("rollout_app:work") or \
+                        look.owners() != {"x1": None}:
+                    await trio.sleep(0.02)
+            if isinstance(payload, str):
+                payload = RawJson(payload.removeprefix("raw:"))
+            look.store.write(Transaction().deliver("x1", "terminate", payload,
+                                                   kind="control", msg_id="odd"))
+            look.store.write(Transaction().create_workflow("ok", "cluster_app:steps",
+                                                           [2, 0.01]))
+            t._members[0].poke()  # (a tool's start notifies; this write did not)
+            with trio.fail_after(10):
+                assert await t.workflow("ok").result() == [0, 1]
+        finally:
+            look.close()
+
+
+async def test_a_stale_terminate_of_a_refused_workflow_is_consumed_by_one_claim(
+        postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A terminate of an earlier attempt asks nothing of a workflow (it was retried
+    since): a node refusing the workflow's name consumes that row and leaves the
+    workflow unrun and unowned. It claimed it for the row, and the consume (written
+    after the refusal's release, fenced) was refused: claimed again every round."""
+    import trio
+
+    from garrison.persistence import Transaction
+    from garrison.persistence._pg_cluster import PgCluster
+
+    claims: list[str] = []
+    claim = PgCluster.claim
+
+    def counted(self: PgCluster, limit: int, *args: Any, **kwargs: Any) -> list[Any]:
+        got = claim(self, limit, *args, **kwargs)
+        claims.extend(r.workflow_id for r in got)
+        return got
+
+    monkeypatch.setattr(PgCluster, "claim", counted)
+    async with garrison.open_node(store=postgres_url, name="t", lease=LEASE) as t:
+        look = Look(postgres_url)
+        try:
+            look.store.write(Transaction().create_workflow("x1", "rollout_app:work", [1]))
+            with trio.fail_after(10):
+                while not t._members[0].refuses("rollout_app:work") or \
+                        look.owners() != {"x1": None}:
+                    await trio.sleep(0.02)
+            look.store.write(Transaction().deliver(
+                "x1", "terminate", {"terminate": {"type": "Terminated", "message": "old"},
+                                    "attempt": 0}, kind="control", msg_id="stale"))
+            t._members[0].poke()
+            with trio.fail_after(10):
+                while look.store.pending_messages("x1") or look.owners() != {"x1": None}:
+                    await trio.sleep(0.02)
+            await trio.sleep(4 * LEASE)
+            assert claims == ["x1"]  # before the refusal only
+            assert look.statuses() == {"x1": "pending"}
+            assert look.store.journal("x1") == []
         finally:
             look.close()
 

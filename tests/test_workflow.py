@@ -373,6 +373,46 @@ async def test_a_failure_from_a_nursery_names_the_error_inside(node: garrison.No
         message.count("ValueError: bad total 3") == 5, message
 
 
+async def test_a_commit_in_flight_does_not_forget_a_row_taken_meanwhile(
+        node: garrison.Node, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A workflow forgot every row it took once any of its commits returned; a started
+    activity's record, committed from its own task, can return while a ``try_receive``
+    made meanwhile is still in the buffer: a refresh then (a wakeup) queued the row
+    again, and the next ``try_receive`` took the message a second time."""
+    from garrison.hosts.workflow._activities import ActivityHandle
+    from garrison.hosts.workflow._recovery import refresh
+    from garrison.persistence import Op
+
+    host = node.hosts["workflows"]
+    store = host.store
+    commit = store.commit
+    gate, held = trio.Event(), trio.Event()
+
+    async def hold_the_step(tx: garrison.persistence.Transaction) -> list[Any]:
+        if any(op is Op.APPEND_JOURNAL and "held_step" in str(params)
+               for op, params in tx.ops) and not gate.is_set():
+            held.set()
+            await gate.wait()
+        return await commit(tx)
+
+    monkeypatch.setattr(store, "commit", hold_the_step)
+    set_ = ActivityHandle._set
+
+    def refreshed_then_set(self: ActivityHandle, result: Any) -> None:
+        refresh(host, "tk")  # a wakeup, as the step's commit has returned
+        set_(self, result)
+
+    monkeypatch.setattr(ActivityHandle, "_set", refreshed_then_set)
+    pid = await node.start_workflow(app.take_during_a_started_step, id="tk")
+    await held.wait()
+    await node.send(pid, "m", "hello")
+    wf = host.active["tk"]
+    while not wf.taken:  # taken, its consume buffered; the step's commit still held
+        await trio.sleep(0.1)
+    gate.set()
+    assert await node.workflow("tk").result() == ["hello", 7, None]
+
+
 async def test_message_to_finished_workflow_is_a_dead_letter(node: garrison.Node) -> None:
     pid = await node.start_workflow(app.steps, 0, 1, id="done")
     await node.workflow("done").result()

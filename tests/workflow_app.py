@@ -646,3 +646,23 @@ async def starts_under_two_tags() -> list[str]:
     TAG.set("second")
     b = workflow.start(tag_seen, 2)
     return [await a, await b]
+
+
+async def held_step() -> int:
+    """An activity the taken-rows test holds the commit of."""
+    return 7
+
+
+async def take_during_a_started_step() -> list[Any]:
+    """Starts ``held_step`` in the background, takes one message with ``try_receive``
+    (its consume buffered) while the step's record is being committed, awaits the
+    step, then tries the inbox once more (empty: the message was taken once)."""
+    handle = workflow.start(held_step)
+    box = process.inbox()
+    first = box.try_receive()
+    while first is None:
+        await workflow.sleep(1)
+        first = box.try_receive()
+    step = await handle
+    again = box.try_receive()
+    return [first.payload, step, None if again is None else again.payload]

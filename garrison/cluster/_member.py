@@ -442,9 +442,25 @@ class ClusterMember:
                       "move to the other nodes", self.name, failed)
             self._post("failed", failed)
 
+    def _left(self) -> None:
+        """The thread's round once this node left the cluster for good (``gave_up``):
+        nothing to renew, claim or release (its row is ``lost``, the others took its
+        workflows), but a drain asked now is answered at once (``garrison run`` exits on
+        SIGTERM: nothing is left to hand over). The next round is an interval away, as
+        after a renewal: with none, the thread's wait was negative and it spun."""
+        self._last_renew = time.monotonic()
+        with self._lock:
+            releases, self._releases = self._releases, []
+            self._giving_up.clear()
+        if "!drain" in releases:
+            self._post("drain")
+        if "*" in releases:
+            self._post("released")
+
     def _round(self, rounds: int) -> None:
         pg = self.pg
         if self.gave_up:
+            self._left()
             return
         failed = getattr(self.store, "failed", None)
         if failed is not None:

@@ -55,12 +55,24 @@ MESSAGE_TTL = 3600.0
 LIVE = ("active", "draining")
 _UNFINISHED = "status NOT IN ('completed', 'failed', 'cancelled')"
 #: a claimable workflow ``w`` this node may take: not named in the refused names (the
-#: parameter: code it cannot import), unless a terminate asks to end it (a request for
-#: its attempt, ``_operate.request_transaction``), which takes no code
+#: parameter: code it cannot import), unless a request waits in its inbox (a terminate,
+#: ``_operate.request_transaction``: ending it takes no code). The payload is not read
+#: here: a ``control`` row need not be JSON (``RawJson``, a row written by hand), and a
+#: cast failing would fail every claim of this node; :meth:`PgCluster.claim` reads it.
 _NOT_REFUSED = (
     "(NOT w.name = ANY(%s) OR EXISTS (SELECT 1 FROM {s}.inbox i WHERE i.workflow_id = "
-    "w.workflow_id AND i.consumed_seq IS NULL AND i.kind = 'control' AND COALESCE(("
-    "i.payload::jsonb ->> 'attempt')::bigint, w.attempt) >= w.attempt))")
+    "w.workflow_id AND i.consumed_seq IS NULL AND i.kind = 'control'))")
+
+
+def _request_attempt(payload: str) -> int | None:
+    """The attempt a ``control`` row's payload (JSON text, or anything written by
+    hand) asks to end; ``None``: any (as ``_inbox.request_attempt`` reads it)."""
+    try:
+        plain = json.loads(payload)
+    except ValueError:
+        return None
+    attempt = plain.get("attempt") if isinstance(plain, dict) else None
+    return attempt if type(attempt) is int else None
 
 
 def epoch_lock_class(schema: str) -> int:
@@ -342,12 +354,46 @@ class PgCluster:
                 f"WHERE w.workflow_id = c.workflow_id AND {s}.fence(%s, NULL) "
                 f"RETURNING {cols}",
                 (list(refused or ()), limit, self.epoch, self.name, self.epoch)).fetchall()
-            if rows:  # the new owner loads everything: their wakeups are spent
+            records = [WorkflowRecord.from_row(r) for r in rows]
+            if refused:
+                records = self._drop_stale(conn, records, set(refused))
+            if records:  # the new owner loads everything: their wakeups are spent
                 conn.execute(f"DELETE FROM {s}.wakeups WHERE workflow_id = ANY(%s)",
-                             ([r[0] for r in rows],))
-        records = [WorkflowRecord.from_row(r) for r in rows]
+                             ([r.workflow_id for r in records],))
         records.sort(key=lambda r: (r.created, r.workflow_id))
         return records
+
+    def _drop_stale(self, conn: psycopg.Connection[Any], records: list[WorkflowRecord],
+                    refused: set[str]) -> list[WorkflowRecord]:
+        """Of ``records`` (just claimed, in the claim's transaction), those of a
+        ``refused`` name were claimed for a request in their inbox: one that asks
+        nothing more (a terminate of an earlier attempt: ``_inbox.stale_request``'s
+        rule) is consumed here and its workflow left unowned, in the same transaction.
+        Consumed later by the node that loads the workflow, it raced that node's
+        release of it: the release landing first, the consume was refused (fenced) and
+        the workflow claimed and released again every round."""
+        mine = {r.workflow_id: r for r in records if r.name in refused}
+        if not mine:
+            return records
+        rows = conn.execute(
+            f"SELECT id, workflow_id, payload FROM {self._s}.inbox WHERE workflow_id = "
+            "ANY(%s) AND consumed_seq IS NULL AND kind = 'control'", (list(mine),)).fetchall()
+        stale: dict[str, list[int]] = {wid: [] for wid in mine}
+        for row_id, wid, payload in rows:
+            if wid not in stale:
+                continue
+            attempt = _request_attempt(payload)
+            if attempt is not None and attempt < mine[wid].attempt:
+                stale[wid].append(int(row_id))
+            else:
+                del stale[wid]  # a live request: the node ends the workflow
+        if not stale:
+            return records
+        conn.execute(f"UPDATE {self._s}.inbox SET consumed_seq = 0 WHERE id = ANY(%s) "
+                     "AND consumed_seq IS NULL", ([i for ids in stale.values() for i in ids],))
+        conn.execute(f"UPDATE {self._s}.workflows SET owner_epoch = NULL, owner = NULL "
+                     "WHERE workflow_id = ANY(%s)", (list(stale),))
+        return [r for r in records if r.workflow_id not in stale]
 
     def owner_of(self, workflow_id: str) -> int | None:
         """The epoch owning ``workflow_id`` (read on the store's reader)."""

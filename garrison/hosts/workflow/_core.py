@@ -24,7 +24,7 @@ from ..._errors import GarrisonError, NotInProcess, StoreError, WorkflowCancelle
 from ...actors._cancel_switch import CancelSwitch
 from ...actors._flag import Flag
 from ...actors._values import ErrorInfo, Pid
-from ...persistence import MAX_TIME, RawJson, Transaction, WorkflowStatus
+from ...persistence import MAX_TIME, Op, RawJson, Transaction, WorkflowStatus
 from .._kernel import Caller
 from ._journal import CANCEL, Cursor, Entry, JournalKind
 
@@ -122,10 +122,9 @@ class WorkflowCore(Caller, WorkflowScope):
         #: inbox items delivered and not consumed yet, in arrival order
         self.pending = pending
         #: ids of inbox rows a receive took whose consume may not be committed yet (the
-        #: store still lists them pending: a refresh must not queue them again); emptied
-        #: when a commit of this workflow returns (:meth:`_commit` carries the buffered
-        #: records: every consume made before it is committed then), or pruned when a
-        #: refresh finds them consumed
+        #: store still lists them pending: a refresh must not queue them again); each
+        #: leaves when the commit carrying its consume returns (:meth:`_consumes_committed`),
+        #: or when a refresh finds it consumed
         self.taken: set[int] | None = None
         #: requests to the host pending in the inbox (kind ``control``: a terminate)
         self.requests: list[Any] | tuple[()] = ()
@@ -234,10 +233,21 @@ class WorkflowCore(Caller, WorkflowScope):
             self._buffer = None
             n = len(buf)
             buf.extend(tx)
-            results = (await self._flush(buf))[n:]
-        if self.taken is not None:  # every consume made so far is committed now
-            self.taken = None
+            return (await self._flush(buf))[n:]  # (it forgets the rows it consumed)
+        if self.taken is not None:
+            self._consumes_committed(tx)
         return results
+
+    def _consumes_committed(self, tx: Transaction) -> None:
+        """``tx`` is committed: the rows it consumed leave :attr:`taken`. Only those: a
+        commit in flight (a started activity's record, from its own task) may return
+        after the workflow took another row, its consume still buffered; forgotten
+        then, a refresh queued that row again and it was taken twice."""
+        taken = self.taken
+        if taken is not None:
+            taken.difference_update(params[1] for op, params in tx.ops if op is Op.CONSUME)
+            if not taken:
+                self.taken = None
 
     def _flush_begins(self) -> Flag:
         """A commit of buffered records starts: the flag of those in flight (one for
@@ -254,7 +264,7 @@ class WorkflowCore(Caller, WorkflowScope):
         if done is None:
             done = self._flush_begins()
         try:
-            return await self._committing(tx)
+            results = await self._committing(tx)
         except Exception as exc:
             self._raise_store_failure(exc)
             raise
@@ -263,6 +273,9 @@ class WorkflowCore(Caller, WorkflowScope):
             if not self.flushes:
                 self.flushing = None
                 done.set()
+        if self.taken is not None:
+            self._consumes_committed(tx)
+        return results
 
     def flush_soon(self) -> None:
         """Start committing the buffered records now, from a task of the host
