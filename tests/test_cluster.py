@@ -1382,6 +1382,20 @@ async def test_a_workflow_no_node_has_the_code_for_can_still_be_terminated(
             look.close()
 
 
+async def _refused_workflow(node: garrison.Node, look: Look) -> None:
+    """A tool creates the workflow ``x1`` of ``rollout_app:work``, whose code the lone
+    ``node`` lacks: return once the node refuses it and it is owned by nobody."""
+    import trio
+
+    from garrison.persistence import Transaction
+
+    look.store.write(Transaction().create_workflow("x1", "rollout_app:work", [1]))
+    with trio.fail_after(10):
+        while not node._members[0].refuses("rollout_app:work") or \
+                look.owners() != {"x1": None}:
+            await trio.sleep(0.02)
+
+
 async def test_a_cancel_of_a_workflow_no_node_has_the_code_for_waits_for_the_code(
         postgres_url: str) -> None:
     """A cancel runs the workflow's own cancellation handlers, so unlike a terminate it
@@ -1390,16 +1404,11 @@ async def test_a_cancel_of_a_workflow_no_node_has_the_code_for_waits_for_the_cod
     with the code would run it cancelled); a terminate still ends it."""
     import trio
 
-    from garrison.persistence import Transaction
 
     async with garrison.open_node(store=postgres_url, name="t", lease=LEASE) as t:
         look = Look(postgres_url)
         try:
-            look.store.write(Transaction().create_workflow("x1", "rollout_app:work", [1]))
-            with trio.fail_after(10):
-                while not t._members[0].refuses("rollout_app:work") or \
-                        look.owners() != {"x1": None}:
-                    await trio.sleep(0.02)
+            await _refused_workflow(t, look)
             handle = t.workflow("x1")
             with trio.fail_after(5):
                 await handle.cancel()
@@ -1430,11 +1439,7 @@ async def test_an_odd_control_row_of_a_refused_workflow_does_not_stop_the_claims
     async with garrison.open_node(store=postgres_url, name="t", lease="30s") as t:
         look = Look(postgres_url)
         try:
-            look.store.write(Transaction().create_workflow("x1", "rollout_app:work", [1]))
-            with trio.fail_after(10):
-                while not t._members[0].refuses("rollout_app:work") or \
-                        look.owners() != {"x1": None}:
-                    await trio.sleep(0.02)
+            await _refused_workflow(t, look)
             if isinstance(payload, str):
                 payload = RawJson(payload.removeprefix("raw:"))
             look.store.write(Transaction().deliver("x1", "terminate", payload,
@@ -1471,11 +1476,7 @@ async def test_a_stale_terminate_of_a_refused_workflow_is_consumed_by_one_claim(
     async with garrison.open_node(store=postgres_url, name="t", lease=LEASE) as t:
         look = Look(postgres_url)
         try:
-            look.store.write(Transaction().create_workflow("x1", "rollout_app:work", [1]))
-            with trio.fail_after(10):
-                while not t._members[0].refuses("rollout_app:work") or \
-                        look.owners() != {"x1": None}:
-                    await trio.sleep(0.02)
+            await _refused_workflow(t, look)
             look.store.write(Transaction().deliver(
                 "x1", "terminate", {"terminate": {"type": "Terminated", "message": "old"},
                                     "attempt": 0}, kind="control", msg_id="stale"))
