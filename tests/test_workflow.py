@@ -373,6 +373,37 @@ async def test_a_failure_from_a_nursery_names_the_error_inside(node: garrison.No
         message.count("ValueError: bad total 3") == 5, message
 
 
+async def test_an_end_the_store_refuses_stops_that_workflow_not_the_node(
+        node: garrison.Node, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A workflow's end commit refused by the store for a reason of its own (not the
+    store failing: an operation it finds invalid, such as a consume of a row no longer
+    pending, or an update of a row deleted meanwhile) went up out of the host's nursery
+    and stopped the whole node. That workflow stops, nothing recorded as its outcome
+    (it resumes from its journal on the next start), as for a store failure; the node
+    and its other workflows run on."""
+    from garrison.persistence import Op
+
+    store = node.hosts["workflows"].store
+    commit = store.commit
+
+    async def refuse_the_end(tx: garrison.persistence.Transaction) -> list[Any]:
+        if any(op is Op.UPDATE_WORKFLOW for op, _ in tx.ops) and \
+                "doomed" in tx.workflow_ids:
+            raise ValueError("inbox row 7 is not a pending message of workflow 'doomed'")
+        return await commit(tx)
+
+    monkeypatch.setattr(store, "commit", refuse_the_end)
+    await node.start_workflow(app.steps, 0, 2, id="doomed")
+    with pytest.raises(garrison.StoreError, match="not a pending message") as raised:
+        await node.workflow("doomed").result()
+    assert "the end of workflow 'doomed' could not be recorded" in str(raised.value)
+    assert "resumes from its journal" in caplog.text
+    # the node runs on
+    await node.start_workflow(app.steps, 0, 2, id="fine")
+    assert await node.workflow("fine").result() == 2
+
+
 async def test_a_commit_in_flight_does_not_forget_a_row_taken_meanwhile(
         node: garrison.Node, monkeypatch: pytest.MonkeyPatch) -> None:
     """A workflow forgot every row it took once any of its commits returned; a started

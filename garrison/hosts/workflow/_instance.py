@@ -156,6 +156,13 @@ class WorkflowInstance(Waits, Activities, Interop):
                 await host.finish(self, final, value, error)
             except StoreError as exc:  # the store failed (disk full, gone): keep the node
                 self.stop_on_store_error(exc)
+            except Exception as exc:  # refused by the store for a reason of its own
+                # (an operation it finds invalid: a consume of a row no longer pending, an
+                # update of a row deleted meanwhile): this workflow stops as for a failed
+                # store, nothing recorded as its outcome; the node and the others run on
+                self.stop_on_store_error(StoreError(self.store.path, (
+                    f"the end of workflow {self.wid!r} could not be recorded: "
+                    f"{type(exc).__name__}: {exc}")))
         finally:
             if exit_here:
                 self.mark_exited()
