@@ -216,7 +216,12 @@ class Node:
         ``workflow_queues``: per workflow host, its queue depth (``pending`` workflows
         waiting for a slot), ``running`` (holding a slot), ``max_concurrent`` and
         ``rate``; ``schedules``: per workflow host, its schedules and their ticks
-        ``started``, ``skipped`` (overlap) and ``missed`` (past the catch-up window).
+        ``started``, ``skipped`` (overlap) and ``missed`` (past the catch-up window);
+        ``cluster``: per workflow host of a cluster (a PostgreSQL store), ``left``
+        (``True`` once this node left the cluster for good: its store failed, or a
+        newer node migrated the schema) and ``refused``: the workflow names whose code
+        does not import here, each with its import error (their workflows wait for a
+        node that has the code); ``{}`` off a cluster.
 
         The queue figures walk every process (cost grows with their number).
         """
@@ -244,6 +249,9 @@ class Node:
             "schedules": {name: {"schedules": len(host.scheduler.rows),
                                  **host.scheduler.counts}
                           for name, host in self.hosts.items() if host.durable},
+            "cluster": {member.host.name: {"left": member.gave_up,
+                                           "refused": member.refused()}
+                        for member in self._members},
         }
 
     def process_info(self, pid: Pid | str) -> ProcessInfo:

@@ -1154,6 +1154,7 @@ async def test_a_node_that_finds_the_schema_migrated_past_its_code_leaves_the_cl
                     await trio.sleep(0.02)
             assert store.failed is not None
             assert f"schema version {SCHEMA_VERSION + 1}" in str(store.failed)
+            assert node.stats()["cluster"] == {"workflows": {"left": True, "refused": {}}}
             await trio.sleep(0.3)
             recorded = len(look.store.journal("w"))
             await trio.sleep(0.5)  # it records nothing more
@@ -1409,6 +1410,11 @@ async def test_a_cancel_of_a_workflow_no_node_has_the_code_for_waits_for_the_cod
         look = Look(postgres_url)
         try:
             await _refused_workflow(t, look)
+            # what the node says of it (besides its log's warning)
+            [(host, seen)] = t.stats()["cluster"].items()
+            assert host == "workflows" and seen["left"] is False
+            assert list(seen["refused"]) == ["rollout_app:work"]
+            assert "rollout_app" in seen["refused"]["rollout_app:work"]  # the import error
             handle = t.workflow("x1")
             with trio.fail_after(5):
                 await handle.cancel()

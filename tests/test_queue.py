@@ -52,6 +52,7 @@ async def test_max_concurrent_runs_at_most_n_and_drains_in_priority_then_start_o
             "pending": 4, "running": 2, "max_concurrent": 2, "cluster_max_concurrent": None,
             "rate": None}
         assert node.stats()["processes"] == 2  # the two running ones, not the waiting
+        assert node.stats()["cluster"] == {}  # (a SQLite store: no cluster)
         assert sorted(w.workflow_id for w in node.workflows(status="pending")) == [
             "c", "d", "low", "urgent"]
         for name in ("a", "b", "c", "d", "urgent", "low"):

@@ -157,6 +157,12 @@ class ClusterMember:
         with self._lock:
             return list(self._refused)
 
+    def refused(self) -> dict[str, str]:
+        """The workflow names this node refuses, each with its import error (see
+        :meth:`refuse`): what ``node.stats()["cluster"]`` shows."""
+        with self._lock:
+            return dict(self._refused)
+
     def refuses(self, name: str) -> bool:
         """True if this node cannot run workflows named ``name`` (see :meth:`refuse`)."""
         with self._lock:
