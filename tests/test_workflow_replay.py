@@ -77,14 +77,23 @@ async def test_golden_journal_that_diverges_blocks_the_workflow(
     store.close()
 
 
+async def _stopped_while(db: str, fn: Any, args: tuple[Any, ...], wid: str,
+                         status: str) -> float:
+    """Start ``fn(*args)`` as workflow ``wid`` on a node of ``db`` and close the node
+    once the workflow reads ``status`` (a wait under way: what the next node resumes
+    with other code); the trio time it stopped at."""
+    async with garrison.open_node(store=db) as node:
+        await node.start_workflow(fn, *args, id=wid)
+        while node.workflow(wid).status() != status:
+            await trio.sleep(0.001)
+        return trio.current_time()
+
+
 async def test_divergence_blocks_then_corrected_code_resumes(
         store_spec: str, monkeypatch: pytest.MonkeyPatch) -> None:
     db = store_spec
     original = app.evolving
-    async with garrison.open_node(store=db) as node:
-        await node.start_workflow(app.evolving, 1, id="e")
-        while node.workflow("e").status() != "waiting":
-            await trio.sleep(0.001)
+    await _stopped_while(db, app.evolving, (1,), "e", "waiting")
     assert app.LOG == [("activity_a", 1)]
 
     monkeypatch.setattr(app, "evolving", app.evolving_diverged)  # a broken deploy
@@ -111,10 +120,7 @@ async def test_divergence_blocks_then_corrected_code_resumes(
 async def test_swallowed_divergence_is_raised_again(store_spec: str,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     db = store_spec
-    async with garrison.open_node(store=db) as node:
-        await node.start_workflow(app.swallower, id="s")
-        while node.workflow("s").status() != "waiting":
-            await trio.sleep(0.001)
+    await _stopped_while(db, app.swallower, (), "s", "waiting")
     monkeypatch.setattr(app, "SWALLOW_FIRST", "activity_b")
     async with garrison.open_node(store=db) as node:
         with pytest.raises(garrison.NonDeterminismError):
@@ -194,10 +200,7 @@ async def test_a_pending_timer_taken_by_another_operation_diverges(
     # it for a fresh run (a reordered step ran live; a receive without timeout timed out
     # at the sleep's deadline): it must block as any other divergence does.
     db = str(tmp_path / "store.db")
-    async with garrison.open_node(store=db) as node:
-        await node.start_workflow(napper, id="n")
-        while node.workflow("n").status() != "sleeping":
-            await trio.sleep(0.001)
+    await _stopped_while(db, napper, (), "n", "sleeping")
     monkeypatch.setitem(globals(), "NAPPER_STEP", step)
     async with garrison.open_node(store=db) as node:
         handle = node.workflow("n")
@@ -226,10 +229,7 @@ async def test_a_pending_receive_timeout_taken_by_a_sleep_diverges(
     # The timer row says which wait it is: a sleep at the seq of a receive timeout under
     # way (or the reverse, above) slept to the receive's deadline and ran on
     db = str(tmp_path / "store.db")
-    async with garrison.open_node(store=db) as node:
-        await node.start_workflow(listener, id="l")
-        while node.workflow("l").status() != "waiting":
-            await trio.sleep(0.001)
+    await _stopped_while(db, listener, (), "l", "waiting")
     monkeypatch.setitem(globals(), "LISTENER_STEP", "sleep")
     async with garrison.open_node(store=db) as node:
         handle = node.workflow("l")
@@ -320,11 +320,7 @@ async def test_a_version_gate_before_a_pending_sleep_gives_the_old_path(
     # the run was recorded before the version() call existed (its sleep is under way at
     # that seq): it gets min_version, and its sleep keeps the deadline it had
     db = str(tmp_path / "store.db")
-    async with garrison.open_node(store=db) as node:
-        await node.start_workflow(napper, id="n")
-        while node.workflow("n").status() != "sleeping":
-            await trio.sleep(0.001)
-        started = trio.current_time()
+    started = await _stopped_while(db, napper, (), "n", "sleeping")
     monkeypatch.setitem(globals(), "NAPPER_STEP", "versioned")
     async with garrison.open_node(store=db) as node:
         assert await node.workflow("n").result() == "old path"
