@@ -422,26 +422,38 @@ async def test_a_cluster_counts_what_it_claims_as_starts_and_resumes(
         assert figures(registry) == (1, 1)
 
 
+async def _answer(stream: trio.SocketStream) -> tuple[str, str]:
+    """What the metrics server sends on ``stream`` until it closes it: the answer's
+    status line and body."""
+    data = b""
+    while chunk := await stream.receive_some(65536):
+        data += chunk
+    head, _, body = data.decode().partition("\r\n\r\n")
+    return head.split("\r\n")[0], body
+
+
+async def _get(port: int, path: str = "/metrics", method: str = "GET",
+               headers: str = "") -> tuple[str, str]:
+    """One request (``headers``: extra lines, each ending in CRLF) on a connection of
+    its own to the metrics server on ``port``: the answer's status line and body."""
+    async with await trio.open_tcp_stream("127.0.0.1", port) as stream:
+        await stream.send_all(
+            f"{method} {path} HTTP/1.1\r\nHost: x\r\n{headers}\r\n".encode())
+        return await _answer(stream)
+
+
 async def test_serve_answers_http(autojump_clock: Any) -> None:
     async with garrison.open_node() as node, \
             garrison.metrics.serving(node, "127.0.0.1:0") as where:
         assert where.url == f"http://127.0.0.1:{where.port}/metrics"
 
-        async def get(path: str, method: str = "GET") -> tuple[str, str]:
-            stream = await trio.open_tcp_stream("127.0.0.1", where.port)
-            await stream.send_all(f"{method} {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-            data = b""
-            while chunk := await stream.receive_some(65536):
-                data += chunk
-            head, _, body = data.decode().partition("\r\n\r\n")
-            return head.split("\r\n")[0], body
-
-        status, body = await get("/metrics")
+        status, body = await _get(where.port)
         assert status == "HTTP/1.1 200 OK"
         assert "# TYPE garrison_processes gauge" in body
-        assert (await get("/nope"))[0] == "HTTP/1.1 404 Not Found"
-        assert (await get("/metrics", "POST"))[0] == "HTTP/1.1 405 Method Not Allowed"
-        assert (await get("/metrics", "HEAD"))[1] == ""
+        assert (await _get(where.port, "/nope"))[0] == "HTTP/1.1 404 Not Found"
+        assert (await _get(where.port, method="POST"))[0] == \
+            "HTTP/1.1 405 Method Not Allowed"
+        assert (await _get(where.port, method="HEAD"))[1] == ""
 
 
 async def test_a_taken_address_is_a_clear_error(autojump_clock: Any) -> None:
@@ -470,13 +482,8 @@ async def test_a_failing_collector_is_a_500_not_a_dead_server(autojump_clock: An
             where = await nursery.start(partial(garrison.metrics.serve, node, "127.0.0.1:0",
                                                 registry=registry))
             for _ in range(2):  # the server still answers after the failure
-                stream = await trio.open_tcp_stream("127.0.0.1", where.port)
-                await stream.send_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-                data = b""
-                while chunk := await stream.receive_some(65536):
-                    data += chunk
-                head, _, body = data.decode().partition("\r\n\r\n")
-                assert head.startswith("HTTP/1.1 500 Internal Server Error")
+                status, body = await _get(where.port)
+                assert status == "HTTP/1.1 500 Internal Server Error"
                 assert "RuntimeError: the queue length is unknown" in body
                 assert "Traceback" not in body
             nursery.cancel_scope.cancel()
@@ -488,15 +495,8 @@ async def test_a_malformed_accept_header_is_a_400_not_a_dead_node(
     # from anyone who reaches the port ended the server, and under garrison run the node
     async with garrison.open_node() as node, \
             garrison.metrics.serving(node, "127.0.0.1:0") as where:
-        async def get(accept: str) -> tuple[str, str]:
-            stream = await trio.open_tcp_stream("127.0.0.1", where.port)
-            await stream.send_all(f"GET /metrics HTTP/1.1\r\nHost: x\r\nAccept: {accept}"
-                                  "\r\n\r\n".encode())
-            data = b""
-            while chunk := await stream.receive_some(65536):
-                data += chunk
-            head, _, body = data.decode().partition("\r\n\r\n")
-            return head.split("\r\n")[0], body
+        def get(accept: str) -> Any:
+            return _get(where.port, headers=f"Accept: {accept}\r\n")
 
         status, body = await get("application/openmetrics-text; version=abc")
         assert status == "HTTP/1.1 400 Bad Request"
@@ -514,10 +514,7 @@ async def test_connections_are_limited_and_a_silent_client_is_let_go(
                                      timeout=30) as where:
 
         async def answer(stream: trio.SocketStream) -> str:
-            data = b""
-            while chunk := await stream.receive_some(65536):
-                data += chunk
-            return data.decode().split("\r\n")[0]
+            return (await _answer(stream))[0]
 
         silent = [await trio.open_tcp_stream("127.0.0.1", where.port) for _ in range(2)]
         start = trio.current_time()
@@ -548,18 +545,9 @@ async def test_a_refused_client_that_sent_its_request_reads_the_503(
             garrison.metrics.serving(node, "127.0.0.1:0", max_connections=1,
                                      timeout=30) as where:
         silent = await trio.open_tcp_stream("127.0.0.1", where.port)
-        answers = []
-        for _ in range(3):
-            extra = await trio.open_tcp_stream("127.0.0.1", where.port)
-            await extra.send_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-            data = b""
-            while chunk := await extra.receive_some(65536):
-                data += chunk
-            answers.append(data.decode())
-            await extra.aclose()
-        assert [a.split("\r\n")[0] for a in answers] == \
-            ["HTTP/1.1 503 Service Unavailable"] * 3
-        assert answers[0].endswith("busy: 1 connections already, try again\n")
+        answers = [await _get(where.port) for _ in range(3)]
+        assert [status for status, _ in answers] == ["HTTP/1.1 503 Service Unavailable"] * 3
+        assert answers[0][1].endswith("busy: 1 connections already, try again\n")
         await silent.aclose()
 
 
