@@ -40,6 +40,7 @@ from ._records import (
     WorkflowRecord,
     WorkflowStatus,
     parse_status,
+    requested_attempt,
 )
 from ._schema import SCHEMA_VERSION
 from ._sqlite import SQLiteStore
@@ -80,6 +81,7 @@ __all__ = [
     "is_postgres_url",
     "open_store",
     "parse_status",
+    "requested_attempt",
     "structure",
     "to_json",
     "unstructure",

@@ -45,7 +45,7 @@ import attrs
 import psycopg
 
 from .._errors import StoreError, StoreLocked
-from ._records import WorkflowRecord
+from ._records import WorkflowRecord, requested_attempt
 
 __all__ = ["LIVE", "ClusterNode", "PgCluster", "epoch_lock_class"]
 
@@ -65,14 +65,13 @@ _NOT_REFUSED = (
 
 
 def _request_attempt(payload: str) -> int | None:
-    """The attempt a ``control`` row's payload (JSON text, or anything written by
-    hand) asks to end; ``None``: any (as ``_inbox.request_attempt`` reads it)."""
+    """:func:`requested_attempt` of a ``control`` row's payload text (JSON, or anything
+    written by hand: ``None``, any attempt, if it does not decode)."""
     try:
         plain = json.loads(payload)
     except ValueError:
         return None
-    attempt = plain.get("attempt") if isinstance(plain, dict) else None
-    return attempt if type(attempt) is int else None
+    return requested_attempt(plain)
 
 
 def epoch_lock_class(schema: str) -> int:
@@ -367,9 +366,9 @@ class PgCluster:
                     refused: set[str]) -> list[WorkflowRecord]:
         """Of ``records`` (just claimed, in the claim's transaction), those of a
         ``refused`` name were claimed for a request in their inbox: one that asks
-        nothing more (a terminate of an earlier attempt: ``_inbox.stale_request``'s
-        rule) is consumed here and its workflow left unowned, in the same transaction.
-        Consumed later by the node that loads the workflow, it raced that node's
+        nothing more (a terminate of an earlier attempt, by :func:`requested_attempt`,
+        the node's rule too) is consumed here and its workflow left unowned, in the
+        same transaction. Consumed later by the node that loads the workflow, it raced that node's
         release of it: the release landing first, the consume was refused (fenced) and
         the workflow claimed and released again every round."""
         mine = {r.workflow_id: r for r in records if r.name in refused}

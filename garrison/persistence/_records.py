@@ -36,6 +36,7 @@ __all__ = [
     "WorkflowRecord",
     "WorkflowStatus",
     "parse_status",
+    "requested_attempt",
 ]
 
 _UTC = _dt.UTC
@@ -182,6 +183,15 @@ class JournalRecord:
         """Build from a row in :attr:`COLUMNS` order."""
         wid, seq, kind, name, outcome, attempts, time = row
         return cls(wid, seq, kind, name, _loads(outcome), attempts, _fromtimestamp(time, _UTC))
+
+
+def requested_attempt(payload: Any) -> int | None:
+    """The attempt of its workflow a ``control`` inbox row (a terminate request) asks to
+    end, from its decoded ``payload``; ``None``: any attempt (no whole-number
+    ``attempt`` in it). The one rule for the node that loads the request and for the
+    cluster's claim, which must agree on a stale request."""
+    attempt = payload.get("attempt") if isinstance(payload, dict) else None
+    return attempt if type(attempt) is int else None
 
 
 @attrs.frozen

@@ -16,7 +16,7 @@ from typing import Any
 
 from ... import _observe
 from ...actors._mailbox import timeout_seconds
-from ...persistence import Transaction, WorkflowStatus
+from ...persistence import Transaction, WorkflowStatus, requested_attempt
 from ._core import FOREVER, WaitCancelled, WorkflowCore, added
 from ._journal import (
     Entry,
@@ -26,7 +26,7 @@ from ._journal import (
 )
 
 __all__ = ["CONTROL", "DurableInbox", "InboxItem", "PendingReceive", "Receives",
-           "item_from_record", "request_attempt", "stale_request"]
+           "item_from_record", "stale_request"]
 
 _RECEIVE = JournalKind.RECEIVE
 _dumps = json.dumps
@@ -38,17 +38,10 @@ _loads = json.loads
 CONTROL = "control"
 
 
-def request_attempt(row: Any) -> int | None:
-    """The attempt a ``control`` inbox row asks to end (``None``: any)."""
-    payload = row.payload
-    attempt = payload.get("attempt") if isinstance(payload, dict) else None
-    return attempt if type(attempt) is int else None
-
-
 def stale_request(row: Any, record: Any) -> bool:
     """True if the ``control`` row asks to end an attempt of ``record``'s workflow that
     has ended already (the workflow was retried since)."""
-    attempt = request_attempt(row)
+    attempt = requested_attempt(row.payload)
     return attempt is not None and attempt < record.attempt
 
 
