@@ -264,8 +264,12 @@ def terminate(store: Any, workflow_id: str, reason: str, *, wait: float = 5.0) -
     no node, it is ended in the store at once. True once it has ended; False when a
     node was asked but has not ended it within ``wait``. A blank ``reason`` is a
     :class:`ToolError` (code 2), as the handle's ``ValueError``."""
-    from .hosts.workflow import request_transaction, terminate_transaction, terminated
-    from .hosts.workflow._operate import check_reason
+    from .hosts.workflow import (
+        check_reason,
+        request_transaction,
+        terminate_transaction,
+        terminated,
+    )
 
     try:
         check_reason(reason)  # bad arguments: refused before the store is read

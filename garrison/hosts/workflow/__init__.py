@@ -22,6 +22,7 @@ from ._host import WorkflowHost
 from ._instance import WorkflowInstance
 from ._journal import Cursor, Entry, JournalKind
 from ._operate import (
+    check_reason,
     request_transaction,
     retry_transaction,
     retry_workflow,
@@ -32,6 +33,6 @@ from ._operate import (
 from ._replay import History, ReplayResult, replay_history
 
 __all__ = ["Cursor", "Entry", "History", "JournalKind", "ReplayResult", "WorkflowHost",
-           "WorkflowInstance", "replay_history", "request_transaction", "retry_transaction",
-           "retry_workflow",
-           "terminate_transaction", "terminate_workflow", "terminated"]
+           "WorkflowInstance", "check_reason", "replay_history", "request_transaction",
+           "retry_transaction", "retry_workflow", "terminate_transaction",
+           "terminate_workflow", "terminated"]
