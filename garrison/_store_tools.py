@@ -356,7 +356,7 @@ def trigger_schedule(store: Any, schedule_id: str, now: float | None = None) -> 
     workflow id. The workflow is created ``pending``: the node that owns the store
     starts it (at once, or when its host's queue has room; a stopped node when it
     starts)."""
-    from .hosts.workflow._schedules import trigger_id
+    from .hosts.workflow._schedules import next_trigger, trigger_id
     from .persistence import Transaction
 
     rec = get_schedule(store, schedule_id)
@@ -373,7 +373,7 @@ def trigger_schedule(store: Any, schedule_id: str, now: float | None = None) -> 
             created = store.get_workflow(wid)
             if created is not None and created.run_id == run_id:
                 return wid
-        at = math.floor(at * 1000 + 1) / 1000  # that id is taken: the next millisecond
+        at = next_trigger(at)  # that id is taken: the next millisecond
 
 
 def delete_schedule(store: Any, schedule_id: str) -> bool:

@@ -59,7 +59,14 @@ from ..._errors import NoSuchSchedule
 from ..._targets import import_target
 from ...actors._values import Pid
 from ...persistence import RawJson, ScheduleRecord, Transaction, WorkflowStatus, to_json
-from ._schedules import ScheduleDefinition, ScheduleSpec, tick_id, tick_of, trigger_id
+from ._schedules import (
+    ScheduleDefinition,
+    ScheduleSpec,
+    next_trigger,
+    tick_id,
+    tick_of,
+    trigger_id,
+)
 
 if TYPE_CHECKING:
     from ._host import WorkflowHost
@@ -585,7 +592,7 @@ class Scheduler:
             wid = trigger_id(schedule_id, at)
             pid = await self.host.start(target, tuple(record.input), wid=wid,
                                         on_created=partial(created.append, True))
-            at = math.floor(at * 1000 + 1) / 1000  # if that id is taken: the next ms
+            at = next_trigger(at)  # if that id is taken: the next millisecond
         # (stamped with the host's clock: a restart compares it with that clock)
         await self.host.store.commit(Transaction().update_schedule(
             schedule_id, last_workflow=wid, time=self.host.clock.now()))

@@ -37,6 +37,7 @@ __all__ = [
     "ScheduleSpec",
     "check_overlap",
     "check_schedule_id",
+    "next_trigger",
     "parse_catchup_window",
     "tick_id",
     "tick_of",
@@ -126,6 +127,12 @@ def trigger_id(schedule_id: str, now: float) -> str:
     """The id of the workflow a trigger starts: ``nightly@2026-01-02T10:11:12.345Z``."""
     stamp = _utc(math.floor(now * 1000) / 1000).isoformat(timespec="milliseconds")
     return f"{schedule_id}@{stamp.replace('+00:00', 'Z')}"
+
+
+def next_trigger(now: float) -> float:
+    """The time of the millisecond after the one :func:`trigger_id` names for ``now``:
+    where a trigger goes when that id is taken (two triggers in one millisecond)."""
+    return math.floor(now * 1000 + 1) / 1000
 
 
 def check_schedule_id(value: object) -> str:
