@@ -89,6 +89,18 @@ async def _stopped_while(db: str, fn: Any, args: tuple[Any, ...], wid: str,
         return trio.current_time()
 
 
+async def _blocked_on_resume(db: str, wid: str) -> garrison.NonDeterminismError:
+    """Open a node on ``db``: the workflow ``wid`` blocks (its ``result()`` raises, within
+    two hours of the test clock, and its status reads ``blocked``); the error."""
+    async with garrison.open_node(store=db) as node:
+        handle = node.workflow(wid)
+        with trio.fail_after(7200):
+            with pytest.raises(garrison.NonDeterminismError) as info:
+                await handle.result()
+        assert handle.status() == "blocked"
+    return info.value
+
+
 async def test_divergence_blocks_then_corrected_code_resumes(
         store_spec: str, monkeypatch: pytest.MonkeyPatch) -> None:
     db = store_spec
@@ -202,15 +214,10 @@ async def test_a_pending_timer_taken_by_another_operation_diverges(
     db = str(tmp_path / "store.db")
     await _stopped_while(db, napper, (), "n", "sleeping")
     monkeypatch.setitem(globals(), "NAPPER_STEP", step)
-    async with garrison.open_node(store=db) as node:
-        handle = node.workflow("n")
-        with trio.fail_after(7200):
-            with pytest.raises(garrison.NonDeterminismError) as info:
-                await handle.result()
-        assert handle.status() == "blocked"
-    msg = str(info.value)
+    error = await _blocked_on_resume(db, "n")
+    msg = str(error)
     assert "'n'" in msg and "seq 1" in msg and "timer 'a sleep under way'" in msg, msg
-    assert info.value.seq == 1
+    assert error.seq == 1
 
 
 #: what the deployed ``listener`` does at the seq of its receive (changed by a deploy)
@@ -231,13 +238,8 @@ async def test_a_pending_receive_timeout_taken_by_a_sleep_diverges(
     db = str(tmp_path / "store.db")
     await _stopped_while(db, listener, (), "l", "waiting")
     monkeypatch.setitem(globals(), "LISTENER_STEP", "sleep")
-    async with garrison.open_node(store=db) as node:
-        handle = node.workflow("l")
-        with trio.fail_after(7200):
-            with pytest.raises(garrison.NonDeterminismError) as info:
-                await handle.result()
-        assert handle.status() == "blocked"
-    msg = str(info.value)
+    error = await _blocked_on_resume(db, "l")
+    msg = str(error)
     assert "seq 1" in msg and "timer 'a receive timeout under way'" in msg, msg
     assert "sleep ''" in msg, msg
 
