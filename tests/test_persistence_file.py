@@ -11,13 +11,15 @@ import stat
 import subprocess
 import sys
 import textwrap
+import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from garrison import StoreError, StoreLocked
-from garrison.persistence import SQLiteStore, Transaction, _schema
+from garrison.persistence import SQLiteStore, Transaction, _schema, _sqlite
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -99,7 +101,7 @@ def test_store_wal_shm_and_lock_files_are_private(db_path: str, mode: int | None
     kw = {} if mode is None else {"mode": mode}
     with SQLiteStore(db_path, **kw) as s:  # type: ignore[arg-type]
         s.write(Transaction().create_workflow("w1", "app:flow"))
-        for suffix in ("", "-wal", "-shm", ".lock"):
+        for suffix in ("", "-wal", "-shm", ".lock", ".wake"):
             assert os.path.exists(db_path + suffix), suffix
             assert _mode(db_path + suffix) == expected, (suffix, oct(_mode(db_path + suffix)))
 
@@ -349,3 +351,95 @@ def test_read_only_file_system_is_a_store_error_with_the_os_reason(tmp_path: Pat
     for line in lines:
         assert line.startswith("StoreError"), line
         assert path in line and "Read-only file system" in line
+
+
+# -- the doorbell: a tool's write reaches the node at once --------------------------
+
+
+class _Watcher:
+    """The node store's wakeup watcher in a thread of its own (as ``wakeups()`` runs
+    it), with a flag set once it waits on its doorbell or polls."""
+
+    def __init__(self, store: SQLiteStore, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.waiting = threading.Event()
+        real_select = _sqlite.select.select
+        closing_wait = store._closing.wait
+
+        def select(*args: Any) -> Any:
+            self.waiting.set()
+            return real_select(*args)
+
+        def poll(timeout: float) -> bool:
+            self.waiting.set()
+            return closing_wait(timeout)
+
+        monkeypatch.setattr(_sqlite.select, "select", select)
+        monkeypatch.setattr(store._closing, "wait", poll)
+        self.thread = threading.Thread(target=store._wait_for_wakeup, daemon=True)
+        self.thread.start()
+        assert self.waiting.wait(10), "the watcher never waited"
+
+    def returned(self) -> bool:
+        self.thread.join(10)
+        return not self.thread.is_alive()
+
+
+def _tool_send(db_path: str) -> None:
+    with SQLiteStore(db_path, lock=False) as tool:
+        tool.deliver("w0", "signal", {"go": True}, sender="cli/1")
+
+
+def test_a_tools_write_rings_the_nodes_doorbell(
+        db_path: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The node's watcher sleeps on its doorbell (a FIFO beside the store) and wakes
+    when a tool writes, not after a poll interval (an hour here)."""
+    _seeded(db_path, 1)
+    monkeypatch.setattr(_sqlite, "POLL_RUNG", 3600.0)
+    with SQLiteStore(db_path) as node:
+        assert stat.S_ISFIFO(os.stat(db_path + ".wake").st_mode)
+        watcher = _Watcher(node, monkeypatch)
+        _tool_send(db_path)
+        assert watcher.returned()
+        assert [w.workflow_id for w in node.take_wakeups()] == ["w0"]
+    assert not os.path.exists(db_path + ".wake")  # removed as the node closes
+    assert os.path.exists(db_path + ".lock")
+
+
+def test_a_write_that_rings_no_bell_is_found_within_a_second(
+        db_path: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A writer that rings no bell (a tool of an older garrison, a doorbell deleted
+    under the node) is found by the watcher's look at the table once a second
+    (``POLL_RUNG``, shortened here)."""
+    _seeded(db_path, 1)
+    monkeypatch.setattr(_sqlite, "POLL_RUNG", 0.05)
+    with SQLiteStore(db_path) as node:
+        watcher = _Watcher(node, monkeypatch)
+        os.unlink(db_path + ".wake")  # the tool finds no doorbell to ring
+        _tool_send(db_path)
+        assert watcher.returned()
+        assert [w.workflow_id for w in node.take_wakeups()] == ["w0"]
+
+
+def test_closing_the_store_wakes_its_watcher(
+        db_path: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_sqlite, "POLL_RUNG", 3600.0)
+    node = SQLiteStore(db_path)
+    watcher = _Watcher(node, monkeypatch)
+    node.close()
+    assert watcher.returned()
+    assert sorted(os.listdir(os.path.dirname(db_path))) == ["app.db", "app.db.lock"]
+
+
+def test_another_file_at_the_doorbells_name_is_left_alone(
+        db_path: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Something else at ``<store>.wake`` (not a FIFO): the node polls its table as
+    before, a tool rings nothing into that file, and the node's close leaves it."""
+    _seeded(db_path, 1)
+    Path(db_path + ".wake").write_text("not ours")
+    monkeypatch.setattr(_sqlite, "POLL_RUNG", 3600.0)  # (unused: there is no doorbell)
+    with SQLiteStore(db_path) as node:
+        watcher = _Watcher(node, monkeypatch)
+        _tool_send(db_path)
+        assert watcher.returned()
+        assert [w.workflow_id for w in node.take_wakeups()] == ["w0"]
+    assert Path(db_path + ".wake").read_text() == "not ours"

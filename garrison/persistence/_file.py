@@ -31,6 +31,19 @@ file at a store's path is always damage (a truncation, or not a garrison store) 
 refused rather than silently started over. The files are created with ``mode``
 (default ``0o600``: the journal holds payloads) whatever the umask; SQLite gives the
 ``-wal`` and ``-shm`` files the mode of the database file.
+
+The doorbell
+------------
+Tools (stores opened with ``lock=False``) write for the node in the store and leave
+a wakeup row; SQLite has no notification between processes. The node makes a FIFO at
+``<resolved path>.wake`` and waits on it in a worker thread (blocked in ``select``,
+holding no GIL); a tool writes a byte into it after each commit. So a tool's write
+reaches the node at once, and the node's watcher wakes only when rung, instead of
+polling the table every few milliseconds from a thread that takes the GIL from the
+event loop at each poll. Ringing never blocks and never fails the tool: no node
+running (no reader), no doorbell (another system, or something else at its name),
+a full pipe (a ring is waiting already) all leave the node to find the row by itself
+(it looks once a second anyway, for a writer that rings no bell).
 """
 
 from __future__ import annotations
@@ -50,8 +63,13 @@ __all__ = [
     "check_identity",
     "check_mode",
     "create",
+    "doorbell_file",
     "existing",
     "identity",
+    "make_doorbell",
+    "open_doorbell",
+    "remove_doorbell",
+    "ring_doorbell",
     "store_error",
     "take_lock",
 ]
@@ -91,6 +109,82 @@ def _open_new_or_existing(name: str, mode: int) -> int:
 def lock_file(path: str) -> str:
     """The lock file of the store at ``path``: beside its resolved path."""
     return os.path.realpath(path) + ".lock"
+
+
+def doorbell_file(path: str) -> str:
+    """The doorbell of the store at ``path``: a FIFO beside its resolved path."""
+    return os.path.realpath(path) + ".wake"
+
+
+def make_doorbell(path: str, mode: int) -> str | None:
+    """The node's doorbell (see the module docs), made with ``mode`` if missing (one
+    left by a node that died is used again): its file name, or ``None`` where there
+    can be none (no FIFOs here, no permission, something else at its name), and the
+    node polls."""
+    name = doorbell_file(path)
+    mkfifo = getattr(os, "mkfifo", None)
+    if mkfifo is None:  # pragma: no cover - no FIFOs on this system
+        return None
+    try:
+        mkfifo(name, mode)
+    except FileExistsError:
+        pass
+    except OSError:
+        return None
+    else:
+        with contextlib.suppress(OSError):
+            os.chmod(name, mode)  # the umask took bits away from ``mode``
+    fd = open_doorbell(name)
+    if fd is None:
+        return None
+    os.close(fd)
+    return name
+
+
+def open_doorbell(name: str) -> int | None:
+    """A descriptor waiting on the doorbell ``name`` (non-blocking; open for writing
+    too, so that it never reads as closed when a tool's end closes), or ``None`` if
+    ``name`` is not a FIFO (any more)."""
+    try:
+        fd = os.open(name, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    if not _is_fifo(fd):
+        os.close(fd)
+        return None
+    return fd
+
+
+def ring_doorbell(name: str) -> None:
+    """Tell the node waiting on the doorbell ``name`` (:func:`doorbell_file`) that a
+    tool wrote for it: a byte into it. Never blocks, never raises: without a node, a
+    doorbell or room in it, the node finds the write by itself."""
+    try:
+        fd = os.open(name,
+                     os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError:  # ENXIO: no node has it open; ENOENT: none made
+        return
+    try:
+        if _is_fifo(fd):
+            os.write(fd, b"\0")
+    except OSError:  # EAGAIN: full, a ring is waiting already
+        pass
+    finally:
+        os.close(fd)
+
+
+def remove_doorbell(name: str) -> None:
+    """Remove the node's doorbell as it closes (a FIFO only: never another file)."""
+    with contextlib.suppress(OSError):
+        if stat.S_ISFIFO(os.lstat(name).st_mode):
+            os.unlink(name)
+
+
+def _is_fifo(fd: int) -> bool:
+    try:
+        return stat.S_ISFIFO(os.fstat(fd).st_mode)
+    except OSError:  # pragma: no cover - a descriptor just opened
+        return False
 
 
 def take_lock(path: str, mode: int) -> tuple[int, str]:

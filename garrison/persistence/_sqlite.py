@@ -35,6 +35,7 @@ import fcntl
 import json
 import os
 import pathlib
+import select
 import shutil
 import sqlite3
 import tempfile
@@ -345,6 +346,23 @@ _ONE_STATEMENT = frozenset({Op.APPEND_JOURNAL, Op.CREATE_WORKFLOW, Op.UPDATE_WOR
                             Op.DELIVER})
 
 
+#: how often the wakeup watcher looks at the table when no tool rang the doorbell, and
+#: where no doorbell could be made (seconds)
+POLL_RUNG = 1.0
+POLL_UNRUNG = 0.01
+#: how often the wakeup watcher checks that the store's file is still the one opened
+FILE_CHECK_INTERVAL = 1.0
+
+
+def _drain(fd: int) -> None:
+    """Read every ring waiting in the doorbell ``fd`` (non-blocking)."""
+    try:
+        while os.read(fd, 512):
+            pass
+    except OSError:  # BlockingIOError: empty
+        pass
+
+
 class SQLiteStore(StoreShortcuts):
     """The durable store on SQLite (WAL mode); see the module docs for the write path.
 
@@ -369,8 +387,9 @@ class SQLiteStore(StoreShortcuts):
     same file, gets :class:`~garrison.StoreLocked`. Tools (the ``garrison
     workflows`` CLI) open with ``lock=False``: they read freely, and their
     writes (inbox messages, promise resolutions, cancel requests) commit at
-    once and also leave a wakeup row; the node holding the lock picks them up
-    with :meth:`take_wakeups` (polling it, which costs one indexed query). An
+    once and also leave a wakeup row, and ring the node's doorbell (a FIFO at
+    ``<resolved path>.wake``, made by the node and removed as it closes): the
+    node holding the lock picks them up at once with :meth:`take_wakeups`. An
     unlocked opener never creates or migrates a database (a missing file is
     ``FileNotFoundError``).
 
@@ -419,9 +438,16 @@ class SQLiteStore(StoreShortcuts):
         self._tempdir: str | None = None
         self._closed = False
         self._closing = threading.Event()  # stops the wakeup watcher thread
+        #: when the wakeup watcher last ran :meth:`check_file` (``time.monotonic()``)
+        self._file_checked = _time.monotonic()
         #: the store became unusable for good (its file deleted or replaced)
         self._failure: StoreError | None = None
         self._notify_node = False
+        #: the node's doorbell, which tools ring after writing for it (``_file.py``),
+        #: made by the node's store (``None``: its watcher polls the wakeups table)
+        self._doorbell: str | None = None
+        #: a tool's store: the doorbell of the node it writes for
+        self._ring: str | None = None
         if path is None:
             self.path: str | None = None
             self._tempdir = tempfile.mkdtemp(prefix="garrison-store-")
@@ -432,6 +458,8 @@ class SQLiteStore(StoreShortcuts):
             file = self.path
             pragma_sync = _SYNCHRONOUS[self.synchronous]
             self._notify_node = not lock or readonly
+            if not lock and not readonly:
+                self._ring = _file.doorbell_file(self.path)
         #: opened read-only: every write raises StoreError, the file is never modified
         self.readonly = bool(readonly)
         if readonly:
@@ -488,6 +516,8 @@ class SQLiteStore(StoreShortcuts):
             strategy = Strategy.INLINE
         self._group = GroupCommit(self._write_now, self._write_batch, strategy,
                                   retry_for=busy_retry, unusable=self._stayed_busy)
+        if self.locked and not self.readonly and self.path is not None:
+            self._doorbell = _file.make_doorbell(self.path, self.mode)
         self._stats = {
             "transactions": 0,
             "sync_writes": 0,
@@ -554,6 +584,8 @@ class SQLiteStore(StoreShortcuts):
             return
         self._closed = True
         self._closing.set()
+        if self._doorbell is not None:
+            _file.ring_doorbell(self._doorbell)  # the watcher thread stops
         if self._checkpointer is not None:
             self._checkpointer.close()
         with self._write_lock:
@@ -563,6 +595,9 @@ class SQLiteStore(StoreShortcuts):
         self._release()
 
     def _release(self) -> None:
+        if self._doorbell is not None:
+            _file.remove_doorbell(self._doorbell)  # with the lock still held: ours to remove
+            self._doorbell = None
         if self._lock_fd is not None:
             with contextlib.suppress(OSError):
                 fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
@@ -647,6 +682,8 @@ class SQLiteStore(StoreShortcuts):
                     results = [_OPS[op](conn, ops[0][1])]
                 else:
                     results = self._apply_in_transaction(tx)
+                    if self._ring is not None:  # a tool: the node learns of it at once
+                        _file.ring_doorbell(self._ring)
             except sqlite3.OperationalError as exc:
                 _raise_if_busy(conn, exc)
                 raise
@@ -816,12 +853,15 @@ class SQLiteStore(StoreShortcuts):
         """Wait until a tool (a store opened with ``lock=False``) wrote for this store's
         workflows, then take and return those notices, oldest first.
 
-        SQLite has no notifications between processes: a worker thread polls the
-        ``wakeups`` table (one indexed query every 10 ms) on a connection of its own,
-        and checks every second that the store's file is still the one opened
-        (:meth:`check_file`): a store deleted or replaced under the node raises
-        :class:`~garrison.StoreError` here, and every later write raises it too.
-        A store nobody else can write to (in memory, or a tool's own) waits forever."""
+        SQLite has no notifications between processes: a worker thread waits on the
+        store's doorbell, which tools ring after they write (see ``_file.py``), and
+        looks at the ``wakeups`` table (one indexed query, on a connection of its own)
+        when rung and once a second anyway (a writer that rang no bell); where no
+        doorbell could be made it polls every 10 ms. Once a second it also checks
+        that the store's file is still the one opened (:meth:`check_file`): a store
+        deleted or replaced under the node raises :class:`~garrison.StoreError` here,
+        and every later write raises it too. A store nobody else can write to (in
+        memory, or a tool's own) waits forever."""
         if self.path is None or self._notify_node:
             await trio.sleep_forever()
         while True:
@@ -839,23 +879,33 @@ class SQLiteStore(StoreShortcuts):
     def _wait_for_wakeup(self) -> None:
         """Worker thread: return once the wakeups table has a row (or the store closes)."""
         assert self.path is not None
+        bell = None if self._doorbell is None else _file.open_doorbell(self._doorbell)
+        pause = POLL_RUNG if bell is not None else POLL_UNRUNG
         conn = sqlite3.connect(self.path, timeout=5.0)
         try:
-            polls = 0
             while not self._closing.is_set():
+                if bell is not None:
+                    _drain(bell)  # (before the query: a ring after it wakes the wait)
                 if conn.execute("SELECT 1 FROM wakeups LIMIT 1").fetchone():
                     return
-                polls += 1
-                if polls % 100 == 0:
+                now = _time.monotonic()
+                if now - self._file_checked >= FILE_CHECK_INTERVAL:
+                    # (across calls: tools writing more than once a second skip no check)
+                    self._file_checked = now
                     try:
                         self.check_file()
                     except StoreError as exc:
                         if not self._closing.is_set():
                             self._failure = exc
                         return
-                self._closing.wait(0.01)
+                if bell is None:
+                    self._closing.wait(pause)
+                else:
+                    select.select([bell], [], [], pause)
         finally:
             conn.close()
+            if bell is not None:
+                os.close(bell)
 
     # -- reading -----------------------------------------------------------
 
