@@ -14,7 +14,6 @@ import textwrap
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -362,18 +361,18 @@ class _Watcher:
 
     def __init__(self, store: SQLiteStore, monkeypatch: pytest.MonkeyPatch) -> None:
         self.waiting = threading.Event()
-        real_select = _sqlite.select.select
+        wait_rung = _sqlite._wait_rung
         closing_wait = store._closing.wait
 
-        def select(*args: Any) -> Any:
+        def rung(fd: int, timeout: float) -> None:
             self.waiting.set()
-            return real_select(*args)
+            wait_rung(fd, timeout)
 
         def poll(timeout: float) -> bool:
             self.waiting.set()
             return closing_wait(timeout)
 
-        monkeypatch.setattr(_sqlite.select, "select", select)
+        monkeypatch.setattr(_sqlite, "_wait_rung", rung)
         monkeypatch.setattr(store._closing, "wait", poll)
         self.thread = threading.Thread(target=store._wait_for_wakeup, daemon=True)
         self.thread.start()
@@ -443,3 +442,30 @@ def test_another_file_at_the_doorbells_name_is_left_alone(
         assert watcher.returned()
         assert [w.workflow_id for w in node.take_wakeups()] == ["w0"]
     assert Path(db_path + ".wake").read_text() == "not ours"
+
+
+def test_the_doorbell_works_past_selects_descriptor_limit(
+        db_path: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A node with many sockets open: its doorbell's descriptor is past 1,024, where
+    ``select`` raises; the watcher still waits on it (and a tool's write wakes it)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 1200:
+        if hard != resource.RLIM_INFINITY and hard < 1200:
+            pytest.skip(f"this process may open only {hard} files")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (1200, hard))
+    _seeded(db_path, 1)
+    monkeypatch.setattr(_sqlite, "POLL_RUNG", 3600.0)
+    filler = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        with SQLiteStore(db_path) as node:
+            watcher = _Watcher(node, monkeypatch)
+            _tool_send(db_path)
+            assert watcher.returned()
+            assert [w.workflow_id for w in node.take_wakeups()] == ["w0"]
+    finally:
+        for fd in filler:
+            os.close(fd)
+        if soft < 1200:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

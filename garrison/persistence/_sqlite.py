@@ -354,6 +354,15 @@ POLL_UNRUNG = 0.01
 FILE_CHECK_INTERVAL = 1.0
 
 
+def _wait_rung(fd: int, timeout: float) -> None:
+    """Wait until the doorbell ``fd`` is rung, for ``timeout`` seconds at most. (``poll``,
+    not ``select``: a node with a thousand sockets open has descriptors past
+    ``select``'s limit.)"""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    poller.poll(timeout * 1000)
+
+
 def _drain(fd: int) -> None:
     """Read every ring waiting in the doorbell ``fd`` (non-blocking)."""
     try:
@@ -901,7 +910,7 @@ class SQLiteStore(StoreShortcuts):
                 if bell is None:
                     self._closing.wait(pause)
                 else:
-                    select.select([bell], [], [], pause)
+                    _wait_rung(bell, pause)
         finally:
             conn.close()
             if bell is not None:
