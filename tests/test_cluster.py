@@ -1555,3 +1555,26 @@ async def test_a_wakeup_during_a_receives_commit_does_not_deliver_its_message_tw
             gate.set()
             await node.workflow("mb").signal("m", 2)
             assert await node.workflow("mb").result() == [1, 2]
+
+
+def test_the_membership_wait_works_past_selects_descriptor_limit(postgres_url: str) -> None:
+    """A node with over 1,024 descriptors open (sockets): the membership thread waits on
+    its connection and its wake pipe, whose descriptors may lie past ``select``'s limit,
+    where ``select`` raised at once (the wait returned at once: the thread spun). It
+    waits with ``poll``, and the wake pipe wakes it."""
+    import os
+
+    from garrison.persistence import PostgresStore
+    from garrison.persistence._pg_cluster import PgCluster
+
+    read, write = os.pipe()
+    high = os.dup2(read, 1500)
+    with PostgresStore(postgres_url) as store:
+        pg = PgCluster(store, "t")
+        try:
+            os.write(write, b"x")
+            assert pg.wait(5.0, high) is True
+        finally:
+            pg.close()
+            for fd in (read, write, high):
+                os.close(fd)

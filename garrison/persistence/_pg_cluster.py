@@ -533,9 +533,14 @@ class PgCluster:
         if self.freed:
             return False
         fds = [conn.pgconn.socket] + ([wake_fd] if wake_fd is not None else [])
+        # (poll, not select: a node with over 1,024 descriptors open has some past
+        # select's limit, where it raises at once and this thread would spin)
+        poller = select.poll()
+        for fd in fds:
+            poller.register(fd, select.POLLIN)
         try:
-            ready, _, _ = select.select(fds, [], [], max(timeout, 0.0))
-        except (OSError, ValueError):
+            ready = [fd for fd, _events in poller.poll(max(timeout, 0.0) * 1000)]
+        except OSError:
             return False
         got = False
         if wake_fd is not None and wake_fd in ready:
