@@ -112,8 +112,9 @@ def test_an_existing_files_mode_is_left_alone(db_path: str) -> None:
     with SQLiteStore(db_path) as s:
         s.write(Transaction().create_workflow("w9", "app:flow"))
         assert _mode(db_path) == 0o644
-        # SQLite gives -wal and -shm the database file's mode
+        # SQLite gives -wal and -shm the database file's mode, and the node its doorbell
         assert _mode(db_path + "-wal") == 0o644
+        assert _mode(db_path + ".wake") == 0o644  # (so a tool that may write may ring)
 
 
 def test_invalid_mode_is_refused(db_path: str) -> None:

@@ -116,16 +116,18 @@ def doorbell_file(path: str) -> str:
     return os.path.realpath(path) + ".wake"
 
 
-def make_doorbell(path: str, mode: int) -> str | None:
-    """The node's doorbell (see the module docs), made with ``mode`` if missing (one
-    left by a node that died is used again): its file name, or ``None`` where there
-    can be none (no FIFOs here, no permission, something else at its name), and the
-    node polls."""
+def make_doorbell(path: str, file: str) -> str | None:
+    """The node's doorbell (see the module docs), made if missing with the mode of the
+    database ``file`` (as SQLite gives its ``-wal`` and ``-shm``: whoever may write the
+    store may ring), or the one a node that died left: its file name, or ``None`` where
+    there can be none (no FIFOs here, no permission, something else at its name), and
+    the node polls."""
     name = doorbell_file(path)
     mkfifo = getattr(os, "mkfifo", None)
     if mkfifo is None:  # pragma: no cover - no FIFOs on this system
         return None
     try:
+        mode = stat.S_IMODE(os.stat(file).st_mode)
         mkfifo(name, mode)
     except FileExistsError:
         pass

@@ -526,7 +526,7 @@ class SQLiteStore(StoreShortcuts):
         self._group = GroupCommit(self._write_now, self._write_batch, strategy,
                                   retry_for=busy_retry, unusable=self._stayed_busy)
         if self.locked and not self.readonly and self.path is not None:
-            self._doorbell = _file.make_doorbell(self.path, self.mode)
+            self._doorbell = _file.make_doorbell(self.path, file)
         self._stats = {
             "transactions": 0,
             "sync_writes": 0,
