@@ -470,3 +470,32 @@ def test_the_doorbell_works_past_selects_descriptor_limit(
             os.close(fd)
         if soft < 1200:
             resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+async def test_a_tools_write_that_waited_for_the_lock_rings_too(
+        db_path: str, autojump_clock: object) -> None:
+    """A tool's commit that found the store locked (the node writing) is retried in a
+    worker thread, as a batch: it rings the doorbell as a commit written at once does
+    (it was found only by the once-a-second look)."""
+    import trio
+    import trio.testing
+
+    from garrison.persistence import _file
+
+    _seeded(db_path, 1)
+    with SQLiteStore(db_path) as node:
+        bell = _file.open_doorbell(db_path + ".wake")  # (the watcher's end)
+        assert bell is not None
+        try:
+            with SQLiteStore(db_path, lock=False, busy_timeout=0.01) as tool:
+                holder = sqlite3.connect(db_path, isolation_level=None)
+                holder.execute("BEGIN IMMEDIATE")  # the node in a write
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(tool.commit, Transaction().deliver("w0", "signal"))
+                    await trio.testing.wait_all_tasks_blocked()  # retrying in a thread
+                    holder.execute("COMMIT")
+                holder.close()
+            assert os.read(bell, 16) == b"\0"
+        finally:
+            os.close(bell)
+        assert [w.workflow_id for w in node.take_wakeups()] == ["w0"]

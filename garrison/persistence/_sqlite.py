@@ -767,6 +767,8 @@ class SQLiteStore(StoreShortcuts):
         """One transaction for the whole batch (SAVEPOINTs on failure)."""
         with self._write_lock:
             self._write_batch_locked(batch)
+            if self._ring is not None:  # a tool's commit retried after the store was busy
+                _file.ring_doorbell(self._ring)
 
     def _write_batch_locked(self, batch: list[CommitRequest]) -> None:
         conn = self._conn
