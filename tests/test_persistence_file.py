@@ -499,3 +499,36 @@ async def test_a_tools_write_that_waited_for_the_lock_rings_too(
         finally:
             os.close(bell)
         assert [w.workflow_id for w in node.take_wakeups()] == ["w0"]
+
+
+def test_closing_the_store_wakes_its_watcher_with_the_doorbell_deleted(
+        db_path: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The close wakes the watcher through the node's own end of its doorbell, not by
+    its name: a doorbell deleted (or another file put at its name) under the node
+    left the watcher (and its connection to the store) running on for a second."""
+    monkeypatch.setattr(_sqlite, "POLL_RUNG", 3600.0)
+    node = SQLiteStore(db_path)
+    watcher = _Watcher(node, monkeypatch)
+    os.unlink(db_path + ".wake")
+    node.close()
+    assert watcher.returned()
+
+
+def test_a_close_as_the_watcher_drains_its_doorbell_still_stops_it(
+        db_path: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The store closes (and rings) after the watcher checked it was open and before
+    it read its doorbell: the read takes the close's ring, and the watcher must not
+    then wait for another."""
+    monkeypatch.setattr(_sqlite, "POLL_RUNG", 3600.0)
+    node = SQLiteStore(db_path)
+    drain = _sqlite._drain
+
+    def closed_first(fd: int) -> None:
+        node.close()
+        drain(fd)
+
+    monkeypatch.setattr(_sqlite, "_drain", closed_first)
+    thread = threading.Thread(target=node._wait_for_wakeup, daemon=True)
+    thread.start()
+    thread.join(10)
+    assert not thread.is_alive()

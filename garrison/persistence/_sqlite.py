@@ -455,6 +455,10 @@ class SQLiteStore(StoreShortcuts):
         #: the node's doorbell, which tools ring after writing for it (``_file.py``),
         #: made by the node's store (``None``: its watcher polls the wakeups table)
         self._doorbell: str | None = None
+        #: the node's own end of it, open while the store is: the watcher waits on a
+        #: copy, and the close rings through it (its name may lead elsewhere by then)
+        self._bell_fd: int | None = None
+        self._bell_lock = threading.Lock()
         #: a tool's store: the doorbell of the node it writes for
         self._ring: str | None = None
         if path is None:
@@ -526,7 +530,9 @@ class SQLiteStore(StoreShortcuts):
         self._group = GroupCommit(self._write_now, self._write_batch, strategy,
                                   retry_for=busy_retry, unusable=self._stayed_busy)
         if self.locked and not self.readonly and self.path is not None:
-            self._doorbell = _file.make_doorbell(self.path, file)
+            made = _file.make_doorbell(self.path, file)
+            if made is not None:
+                self._doorbell, self._bell_fd = made
         self._stats = {
             "transactions": 0,
             "sync_writes": 0,
@@ -593,8 +599,10 @@ class SQLiteStore(StoreShortcuts):
             return
         self._closed = True
         self._closing.set()
-        if self._doorbell is not None:
-            _file.ring_doorbell(self._doorbell)  # the watcher thread stops
+        with self._bell_lock:
+            if self._bell_fd is not None:  # the watcher thread stops
+                with contextlib.suppress(OSError):  # (full: it is rung already)
+                    os.write(self._bell_fd, b"\0")
         if self._checkpointer is not None:
             self._checkpointer.close()
         with self._write_lock:
@@ -607,6 +615,10 @@ class SQLiteStore(StoreShortcuts):
         if self._doorbell is not None:
             _file.remove_doorbell(self._doorbell)  # with the lock still held: ours to remove
             self._doorbell = None
+        with self._bell_lock:  # (a watcher thread starting now must not copy it)
+            if self._bell_fd is not None:
+                os.close(self._bell_fd)
+                self._bell_fd = None
         if self._lock_fd is not None:
             with contextlib.suppress(OSError):
                 fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
@@ -890,13 +902,20 @@ class SQLiteStore(StoreShortcuts):
     def _wait_for_wakeup(self) -> None:
         """Worker thread: return once the wakeups table has a row (or the store closes)."""
         assert self.path is not None
-        bell = None if self._doorbell is None else _file.open_doorbell(self._doorbell)
+        with self._bell_lock:
+            if self._closing.is_set():
+                return
+            bell = None if self._bell_fd is None else os.dup(self._bell_fd)
         pause = POLL_RUNG if bell is not None else POLL_UNRUNG
         conn = sqlite3.connect(self.path, timeout=5.0)
         try:
-            while not self._closing.is_set():
+            while True:
                 if bell is not None:
-                    _drain(bell)  # (before the query: a ring after it wakes the wait)
+                    # before the query (a ring after it wakes the wait), and before the
+                    # look at closing (the close's ring may be one of those read here)
+                    _drain(bell)
+                if self._closing.is_set():
+                    return
                 if conn.execute("SELECT 1 FROM wakeups LIMIT 1").fetchone():
                     return
                 now = _time.monotonic()
