@@ -532,3 +532,21 @@ def test_a_close_as_the_watcher_drains_its_doorbell_still_stops_it(
     thread.start()
     thread.join(10)
     assert not thread.is_alive()
+
+
+def test_a_doorbell_a_killed_node_left_is_rung_and_takes_the_stores_mode(
+        db_path: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A node killed (SIGKILL) leaves its doorbell; the next node rings it, with the
+    store file's mode of now (made group-writable since, here: the group's tools must
+    be able to ring)."""
+    _seeded(db_path, 1)
+    os.mkfifo(db_path + ".wake", 0o600)
+    os.chmod(db_path, 0o660)
+    monkeypatch.setattr(_sqlite, "POLL_RUNG", 3600.0)
+    with SQLiteStore(db_path) as node:
+        assert _mode(db_path + ".wake") == 0o660
+        watcher = _Watcher(node, monkeypatch)
+        _tool_send(db_path)
+        assert watcher.returned()
+        assert [w.workflow_id for w in node.take_wakeups()] == ["w0"]
+    assert not os.path.exists(db_path + ".wake")

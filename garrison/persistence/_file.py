@@ -131,15 +131,16 @@ def make_doorbell(path: str, file: str) -> tuple[str, int] | None:
         mode = stat.S_IMODE(os.stat(file).st_mode)
         mkfifo(name, mode)
     except FileExistsError:
-        pass
+        pass  # a node killed left it
     except OSError:
         return None
-    else:
-        with contextlib.suppress(OSError):
-            os.chmod(name, mode)  # the umask took bits away from ``mode``
     fd = open_doorbell(name)
     if fd is None:
         return None
+    with contextlib.suppress(OSError):
+        # the umask took bits away from ``mode``, or the store's mode changed since a
+        # node that died made it (not ours to change: it still rings for the owner)
+        os.fchmod(fd, mode)
     return name, fd
 
 
