@@ -550,3 +550,46 @@ def test_a_doorbell_a_killed_node_left_is_rung_and_takes_the_stores_mode(
         assert watcher.returned()
         assert [w.workflow_id for w in node.take_wakeups()] == ["w0"]
     assert not os.path.exists(db_path + ".wake")
+
+
+def test_taking_wakeups_while_a_tool_writes_takes_none_yet(db_path: str) -> None:
+    """A tool holds the store's write lock (writing, as it does right after it rang):
+    the node's take finds none yet (its rows wait for the next take), not a raw
+    ``sqlite3.OperationalError: database is locked``, which ended the node."""
+    _seeded(db_path, 1)
+    with SQLiteStore(db_path) as node:
+        _tool_send(db_path)
+        holder = sqlite3.connect(db_path, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")  # a tool's next write
+        try:
+            assert node.take_wakeups() == []
+        finally:
+            holder.execute("COMMIT")
+            holder.close()
+        assert [w.workflow_id for w in node.take_wakeups()] == ["w0"]
+
+
+async def test_the_wakeup_watch_waits_out_a_tools_write(
+        db_path: str, autojump_clock: object) -> None:
+    """``wakeups()`` meeting a tool's write in progress tries again after a pause, and
+    returns the tool's rows once the write is done."""
+    import trio
+    import trio.testing
+
+    _seeded(db_path, 1)
+    with SQLiteStore(db_path) as node:
+        _tool_send(db_path)
+        holder = sqlite3.connect(db_path, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+        got: list[str] = []
+
+        async def watch() -> None:
+            got.extend(w.workflow_id for w in await node.wakeups())
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(watch)
+            await trio.testing.wait_all_tasks_blocked()
+            assert got == []
+            holder.execute("COMMIT")
+            holder.close()
+        assert got == ["w0"]

@@ -352,6 +352,9 @@ POLL_RUNG = 1.0
 POLL_UNRUNG = 0.01
 #: how often the wakeup watcher checks that the store's file is still the one opened
 FILE_CHECK_INTERVAL = 1.0
+#: the first pause before the node takes the wakeups again when a tool was writing (it
+#: doubles, up to a second, while the tool holds the store's write lock)
+BUSY_PAUSE = 0.005
 
 
 def _wait_rung(fd: int, timeout: float) -> None:
@@ -859,15 +862,30 @@ class SQLiteStore(StoreShortcuts):
         """Remove and return the wakeups left by tools, oldest first.
 
         The node holding the lock polls this to learn which workflows a tool
-        wrote to (signals, promise resolutions, cancel requests)."""
+        wrote to (signals, promise resolutions, cancel requests). None yet while a
+        tool is writing (it holds the store's write lock): its rows wait for the
+        next take."""
+        try:
+            return self._take_wakeups()
+        except Busy:
+            return []
+
+    def _take_wakeups(self) -> list[WakeupRecord]:
+        """:meth:`take_wakeups`; :class:`Busy` while another connection writes (the
+        node's connection waits ``_OWNER_BUSY_MS`` for it, not longer: this runs in
+        the trio thread)."""
         conn = self._conn
         with self._write_lock:
             self._check_open()
-            conn.execute("BEGIN IMMEDIATE")
-            with conn:
-                rows = conn.execute(
-                    "DELETE FROM wakeups RETURNING id, workflow_id, kind"
-                ).fetchall()
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                with conn:
+                    rows = conn.execute(
+                        "DELETE FROM wakeups RETURNING id, workflow_id, kind"
+                    ).fetchall()
+            except sqlite3.OperationalError as exc:
+                _raise_if_busy(conn, exc)
+                raise
             self._stats["transactions"] += 1
         rows.sort()
         return [WakeupRecord(wid, kind) for _id, wid, kind in rows]
@@ -887,6 +905,7 @@ class SQLiteStore(StoreShortcuts):
         memory, or a tool's own) waits forever."""
         if self.path is None or self._notify_node:
             await trio.sleep_forever()
+        pause = BUSY_PAUSE
         while True:
             if self._failure is not None:
                 raise self._failure
@@ -894,9 +913,18 @@ class SQLiteStore(StoreShortcuts):
                 # closed while the watcher thread's answer was on its way back: no more
                 # notices (the node that closed it cancels this wait)
                 await trio.sleep_forever()
-            found = self.take_wakeups()
+            try:
+                found = self._take_wakeups()
+            except Busy:
+                # a tool is writing (as it may be again right after it rang): take its
+                # rows once it is done, not at once (its rows are there: the watcher
+                # would return at once and this would block the trio thread each time)
+                await trio.sleep(pause)
+                pause = min(pause * 2, 1.0)
+                continue
             if found:
                 return found
+            pause = BUSY_PAUSE
             await trio.to_thread.run_sync(self._wait_for_wakeup, abandon_on_cancel=True)
 
     def _wait_for_wakeup(self) -> None:
