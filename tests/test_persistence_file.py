@@ -470,3 +470,126 @@ def test_the_doorbell_works_past_selects_descriptor_limit(
             os.close(fd)
         if soft < 1200:
             resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+async def test_a_tools_write_that_waited_for_the_lock_rings_too(
+        db_path: str, autojump_clock: object) -> None:
+    """A tool's commit that found the store locked (the node writing) is retried in a
+    worker thread, as a batch: it rings the doorbell as a commit written at once does
+    (it was found only by the once-a-second look)."""
+    import trio
+    import trio.testing
+
+    from garrison.persistence import _file
+
+    _seeded(db_path, 1)
+    with SQLiteStore(db_path) as node:
+        bell = _file.open_doorbell(db_path + ".wake")  # (the watcher's end)
+        assert bell is not None
+        try:
+            with SQLiteStore(db_path, lock=False, busy_timeout=0.01) as tool:
+                holder = sqlite3.connect(db_path, isolation_level=None)
+                holder.execute("BEGIN IMMEDIATE")  # the node in a write
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(tool.commit, Transaction().deliver("w0", "signal"))
+                    await trio.testing.wait_all_tasks_blocked()  # retrying in a thread
+                    holder.execute("COMMIT")
+                holder.close()
+            assert os.read(bell, 16) == b"\0"
+        finally:
+            os.close(bell)
+        assert [w.workflow_id for w in node.take_wakeups()] == ["w0"]
+
+
+def test_closing_the_store_wakes_its_watcher_with_the_doorbell_deleted(
+        db_path: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The close wakes the watcher through the node's own end of its doorbell, not by
+    its name: a doorbell deleted (or another file put at its name) under the node
+    left the watcher (and its connection to the store) running on for a second."""
+    monkeypatch.setattr(_sqlite, "POLL_RUNG", 3600.0)
+    node = SQLiteStore(db_path)
+    watcher = _Watcher(node, monkeypatch)
+    os.unlink(db_path + ".wake")
+    node.close()
+    assert watcher.returned()
+
+
+def test_a_close_as_the_watcher_drains_its_doorbell_still_stops_it(
+        db_path: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The store closes (and rings) after the watcher checked it was open and before
+    it read its doorbell: the read takes the close's ring, and the watcher must not
+    then wait for another."""
+    monkeypatch.setattr(_sqlite, "POLL_RUNG", 3600.0)
+    node = SQLiteStore(db_path)
+    drain = _sqlite._drain
+
+    def closed_first(fd: int) -> None:
+        node.close()
+        drain(fd)
+
+    monkeypatch.setattr(_sqlite, "_drain", closed_first)
+    thread = threading.Thread(target=node._wait_for_wakeup, daemon=True)
+    thread.start()
+    thread.join(10)
+    assert not thread.is_alive()
+
+
+def test_a_doorbell_a_killed_node_left_is_rung_and_takes_the_stores_mode(
+        db_path: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A node killed (SIGKILL) leaves its doorbell; the next node rings it, with the
+    store file's mode of now (made group-writable since, here: the group's tools must
+    be able to ring)."""
+    _seeded(db_path, 1)
+    os.mkfifo(db_path + ".wake", 0o600)
+    os.chmod(db_path, 0o660)
+    monkeypatch.setattr(_sqlite, "POLL_RUNG", 3600.0)
+    with SQLiteStore(db_path) as node:
+        assert _mode(db_path + ".wake") == 0o660
+        watcher = _Watcher(node, monkeypatch)
+        _tool_send(db_path)
+        assert watcher.returned()
+        assert [w.workflow_id for w in node.take_wakeups()] == ["w0"]
+    assert not os.path.exists(db_path + ".wake")
+
+
+def test_taking_wakeups_while_a_tool_writes_takes_none_yet(db_path: str) -> None:
+    """A tool holds the store's write lock (writing, as it does right after it rang):
+    the node's take finds none yet (its rows wait for the next take), not a raw
+    ``sqlite3.OperationalError: database is locked``, which ended the node."""
+    _seeded(db_path, 1)
+    with SQLiteStore(db_path) as node:
+        _tool_send(db_path)
+        holder = sqlite3.connect(db_path, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")  # a tool's next write
+        try:
+            assert node.take_wakeups() == []
+        finally:
+            holder.execute("COMMIT")
+            holder.close()
+        assert [w.workflow_id for w in node.take_wakeups()] == ["w0"]
+
+
+async def test_the_wakeup_watch_waits_out_a_tools_write(
+        db_path: str, autojump_clock: object) -> None:
+    """``wakeups()`` meeting a tool's write in progress tries again after a pause, and
+    returns the tool's rows once the write is done."""
+    import trio
+    import trio.testing
+
+    _seeded(db_path, 1)
+    with SQLiteStore(db_path) as node:
+        _tool_send(db_path)
+        holder = sqlite3.connect(db_path, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+        got: list[str] = []
+
+        async def watch() -> None:
+            got.extend(w.workflow_id for w in await node.wakeups())
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(watch)
+            await trio.testing.wait_all_tasks_blocked()
+            assert got == []
+            holder.execute("COMMIT")
+            holder.close()
+        assert got == ["w0"]

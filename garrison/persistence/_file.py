@@ -36,8 +36,9 @@ The doorbell
 ------------
 Tools (stores opened with ``lock=False``) write for the node in the store and leave
 a wakeup row; SQLite has no notification between processes. The node makes a FIFO at
-``<resolved path>.wake`` and waits on it in a worker thread (blocked in ``select``,
-holding no GIL); a tool writes a byte into it after each commit. So a tool's write
+``<resolved path>.wake``, keeps it open while it runs, and waits on it in a worker
+thread (blocked in ``poll``, holding no GIL); a tool writes a byte into it after each
+commit. So a tool's write
 reaches the node at once, and the node's watcher wakes only when rung, instead of
 polling the table every few milliseconds from a thread that takes the GIL from the
 event loop at each poll. Ringing never blocks and never fails the tool: no node
@@ -116,12 +117,12 @@ def doorbell_file(path: str) -> str:
     return os.path.realpath(path) + ".wake"
 
 
-def make_doorbell(path: str, file: str) -> str | None:
+def make_doorbell(path: str, file: str) -> tuple[str, int] | None:
     """The node's doorbell (see the module docs), made if missing with the mode of the
     database ``file`` (as SQLite gives its ``-wal`` and ``-shm``: whoever may write the
-    store may ring), or the one a node that died left: its file name, or ``None`` where
-    there can be none (no FIFOs here, no permission, something else at its name), and
-    the node polls."""
+    store may ring), or the one a node that died left: its file name and the node's
+    end of it (:func:`open_doorbell`), or ``None`` where there can be none (no FIFOs
+    here, no permission, something else at its name), and the node polls."""
     name = doorbell_file(path)
     mkfifo = getattr(os, "mkfifo", None)
     if mkfifo is None:  # pragma: no cover - no FIFOs on this system
@@ -130,17 +131,17 @@ def make_doorbell(path: str, file: str) -> str | None:
         mode = stat.S_IMODE(os.stat(file).st_mode)
         mkfifo(name, mode)
     except FileExistsError:
-        pass
+        pass  # a node killed left it
     except OSError:
         return None
-    else:
-        with contextlib.suppress(OSError):
-            os.chmod(name, mode)  # the umask took bits away from ``mode``
     fd = open_doorbell(name)
     if fd is None:
         return None
-    os.close(fd)
-    return name
+    with contextlib.suppress(OSError):
+        # the umask took bits away from ``mode``, or the store's mode changed since a
+        # node that died made it (not ours to change: it still rings for the owner)
+        os.fchmod(fd, mode)
+    return name, fd
 
 
 def open_doorbell(name: str) -> int | None:

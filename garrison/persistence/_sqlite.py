@@ -352,6 +352,9 @@ POLL_RUNG = 1.0
 POLL_UNRUNG = 0.01
 #: how often the wakeup watcher checks that the store's file is still the one opened
 FILE_CHECK_INTERVAL = 1.0
+#: the first pause before the node takes the wakeups again when a tool was writing (it
+#: doubles, up to a second, while the tool holds the store's write lock)
+BUSY_PAUSE = 0.005
 
 
 def _wait_rung(fd: int, timeout: float) -> None:
@@ -455,6 +458,10 @@ class SQLiteStore(StoreShortcuts):
         #: the node's doorbell, which tools ring after writing for it (``_file.py``),
         #: made by the node's store (``None``: its watcher polls the wakeups table)
         self._doorbell: str | None = None
+        #: the node's own end of it, open while the store is: the watcher waits on a
+        #: copy, and the close rings through it (its name may lead elsewhere by then)
+        self._bell_fd: int | None = None
+        self._bell_lock = threading.Lock()
         #: a tool's store: the doorbell of the node it writes for
         self._ring: str | None = None
         if path is None:
@@ -526,7 +533,9 @@ class SQLiteStore(StoreShortcuts):
         self._group = GroupCommit(self._write_now, self._write_batch, strategy,
                                   retry_for=busy_retry, unusable=self._stayed_busy)
         if self.locked and not self.readonly and self.path is not None:
-            self._doorbell = _file.make_doorbell(self.path, file)
+            made = _file.make_doorbell(self.path, file)
+            if made is not None:
+                self._doorbell, self._bell_fd = made
         self._stats = {
             "transactions": 0,
             "sync_writes": 0,
@@ -593,8 +602,10 @@ class SQLiteStore(StoreShortcuts):
             return
         self._closed = True
         self._closing.set()
-        if self._doorbell is not None:
-            _file.ring_doorbell(self._doorbell)  # the watcher thread stops
+        with self._bell_lock:
+            if self._bell_fd is not None:  # the watcher thread stops
+                with contextlib.suppress(OSError):  # (full: it is rung already)
+                    os.write(self._bell_fd, b"\0")
         if self._checkpointer is not None:
             self._checkpointer.close()
         with self._write_lock:
@@ -607,6 +618,10 @@ class SQLiteStore(StoreShortcuts):
         if self._doorbell is not None:
             _file.remove_doorbell(self._doorbell)  # with the lock still held: ours to remove
             self._doorbell = None
+        with self._bell_lock:  # (a watcher thread starting now must not copy it)
+            if self._bell_fd is not None:
+                os.close(self._bell_fd)
+                self._bell_fd = None
         if self._lock_fd is not None:
             with contextlib.suppress(OSError):
                 fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
@@ -767,6 +782,8 @@ class SQLiteStore(StoreShortcuts):
         """One transaction for the whole batch (SAVEPOINTs on failure)."""
         with self._write_lock:
             self._write_batch_locked(batch)
+            if self._ring is not None:  # a tool's commit retried after the store was busy
+                _file.ring_doorbell(self._ring)
 
     def _write_batch_locked(self, batch: list[CommitRequest]) -> None:
         conn = self._conn
@@ -845,15 +862,30 @@ class SQLiteStore(StoreShortcuts):
         """Remove and return the wakeups left by tools, oldest first.
 
         The node holding the lock polls this to learn which workflows a tool
-        wrote to (signals, promise resolutions, cancel requests)."""
+        wrote to (signals, promise resolutions, cancel requests). None yet while a
+        tool is writing (it holds the store's write lock): its rows wait for the
+        next take."""
+        try:
+            return self._take_wakeups()
+        except Busy:
+            return []
+
+    def _take_wakeups(self) -> list[WakeupRecord]:
+        """:meth:`take_wakeups`; :class:`Busy` while another connection writes (the
+        node's connection waits ``_OWNER_BUSY_MS`` for it, not longer: this runs in
+        the trio thread)."""
         conn = self._conn
         with self._write_lock:
             self._check_open()
-            conn.execute("BEGIN IMMEDIATE")
-            with conn:
-                rows = conn.execute(
-                    "DELETE FROM wakeups RETURNING id, workflow_id, kind"
-                ).fetchall()
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                with conn:
+                    rows = conn.execute(
+                        "DELETE FROM wakeups RETURNING id, workflow_id, kind"
+                    ).fetchall()
+            except sqlite3.OperationalError as exc:
+                _raise_if_busy(conn, exc)
+                raise
             self._stats["transactions"] += 1
         rows.sort()
         return [WakeupRecord(wid, kind) for _id, wid, kind in rows]
@@ -873,6 +905,7 @@ class SQLiteStore(StoreShortcuts):
         memory, or a tool's own) waits forever."""
         if self.path is None or self._notify_node:
             await trio.sleep_forever()
+        pause = BUSY_PAUSE
         while True:
             if self._failure is not None:
                 raise self._failure
@@ -880,21 +913,37 @@ class SQLiteStore(StoreShortcuts):
                 # closed while the watcher thread's answer was on its way back: no more
                 # notices (the node that closed it cancels this wait)
                 await trio.sleep_forever()
-            found = self.take_wakeups()
+            try:
+                found = self._take_wakeups()
+            except Busy:
+                # a tool is writing (as it may be again right after it rang): take its
+                # rows once it is done, not at once (its rows are there: the watcher
+                # would return at once and this would block the trio thread each time)
+                await trio.sleep(pause)
+                pause = min(pause * 2, 1.0)
+                continue
             if found:
                 return found
+            pause = BUSY_PAUSE
             await trio.to_thread.run_sync(self._wait_for_wakeup, abandon_on_cancel=True)
 
     def _wait_for_wakeup(self) -> None:
         """Worker thread: return once the wakeups table has a row (or the store closes)."""
         assert self.path is not None
-        bell = None if self._doorbell is None else _file.open_doorbell(self._doorbell)
+        with self._bell_lock:
+            if self._closing.is_set():
+                return
+            bell = None if self._bell_fd is None else os.dup(self._bell_fd)
         pause = POLL_RUNG if bell is not None else POLL_UNRUNG
         conn = sqlite3.connect(self.path, timeout=5.0)
         try:
-            while not self._closing.is_set():
+            while True:
                 if bell is not None:
-                    _drain(bell)  # (before the query: a ring after it wakes the wait)
+                    # before the query (a ring after it wakes the wait), and before the
+                    # look at closing (the close's ring may be one of those read here)
+                    _drain(bell)
+                if self._closing.is_set():
+                    return
                 if conn.execute("SELECT 1 FROM wakeups LIMIT 1").fetchone():
                     return
                 now = _time.monotonic()

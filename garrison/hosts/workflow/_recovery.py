@@ -230,13 +230,16 @@ async def watch_wakeups(host: WorkflowHost) -> None:
             if not host.closing:
                 host.store_failed(exc)
             return
-        for wake in wakes:
+        # one look per workflow or schedule, however many writes woke it (each look
+        # reads all its rows: once per wakeup, a tool's N signals cost N reads of N)
+        for schedule, wid in dict.fromkeys((w.kind == "schedule", w.workflow_id)
+                                           for w in wakes):
             if host.closing:
                 return  # the node is closing (its store may be closed already)
-            if wake.kind == "schedule":
-                host.scheduler.reload(wake.workflow_id)  # the wakeup names a schedule
+            if schedule:
+                host.scheduler.reload(wid)  # the wakeup names a schedule
             else:
-                refresh(host, wake.workflow_id)
+                refresh(host, wid)
 
 
 def refresh(host: WorkflowHost, wid: str, *, starting: bool = False) -> None:
