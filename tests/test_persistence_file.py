@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from garrison import StoreError, StoreLocked
-from garrison.persistence import SQLiteStore, Transaction, _schema, _sqlite
+from garrison.persistence import SQLiteStore, Transaction, _file, _schema, _sqlite
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -362,7 +362,7 @@ class _Watcher:
 
     def __init__(self, store: SQLiteStore, monkeypatch: pytest.MonkeyPatch) -> None:
         self.waiting = threading.Event()
-        wait_rung = _sqlite._wait_rung
+        wait_rung = _file.wait_rung
         closing_wait = store._closing.wait
 
         def rung(fd: int, timeout: float) -> None:
@@ -373,7 +373,7 @@ class _Watcher:
             self.waiting.set()
             return closing_wait(timeout)
 
-        monkeypatch.setattr(_sqlite, "_wait_rung", rung)
+        monkeypatch.setattr(_file, "wait_rung", rung)
         monkeypatch.setattr(store._closing, "wait", poll)
         self.thread = threading.Thread(target=store._wait_for_wakeup, daemon=True)
         self.thread.start()
@@ -521,13 +521,13 @@ def test_a_close_as_the_watcher_drains_its_doorbell_still_stops_it(
     then wait for another."""
     monkeypatch.setattr(_sqlite, "POLL_RUNG", 3600.0)
     node = SQLiteStore(db_path)
-    drain = _sqlite._drain
+    drain = _file.drain_doorbell
 
     def closed_first(fd: int) -> None:
         node.close()
         drain(fd)
 
-    monkeypatch.setattr(_sqlite, "_drain", closed_first)
+    monkeypatch.setattr(_file, "drain_doorbell", closed_first)
     thread = threading.Thread(target=node._wait_for_wakeup, daemon=True)
     thread.start()
     thread.join(10)

@@ -52,6 +52,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import select
 import sqlite3
 import stat
 from collections.abc import Callable
@@ -65,6 +66,7 @@ __all__ = [
     "check_mode",
     "create",
     "doorbell_file",
+    "drain_doorbell",
     "existing",
     "identity",
     "make_doorbell",
@@ -73,6 +75,7 @@ __all__ = [
     "ring_doorbell",
     "store_error",
     "take_lock",
+    "wait_rung",
 ]
 
 #: the mode of a new store's files: owner only, the journal holds payloads
@@ -174,6 +177,24 @@ def ring_doorbell(name: str) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def wait_rung(fd: int, timeout: float) -> None:
+    """Wait until the doorbell ``fd`` is rung, for ``timeout`` seconds at most. (``poll``,
+    not ``select``: a node with a thousand sockets open has descriptors past
+    ``select``'s limit.)"""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    poller.poll(timeout * 1000)
+
+
+def drain_doorbell(fd: int) -> None:
+    """Read every ring waiting in the doorbell ``fd`` (non-blocking)."""
+    try:
+        while os.read(fd, 512):
+            pass
+    except OSError:  # BlockingIOError: empty
+        pass
 
 
 def remove_doorbell(name: str) -> None:

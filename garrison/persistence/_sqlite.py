@@ -35,7 +35,6 @@ import fcntl
 import json
 import os
 import pathlib
-import select
 import shutil
 import sqlite3
 import tempfile
@@ -355,24 +354,6 @@ FILE_CHECK_INTERVAL = 1.0
 #: the first pause before the node takes the wakeups again when a tool was writing (it
 #: doubles, up to a second, while the tool holds the store's write lock)
 BUSY_PAUSE = 0.005
-
-
-def _wait_rung(fd: int, timeout: float) -> None:
-    """Wait until the doorbell ``fd`` is rung, for ``timeout`` seconds at most. (``poll``,
-    not ``select``: a node with a thousand sockets open has descriptors past
-    ``select``'s limit.)"""
-    poller = select.poll()
-    poller.register(fd, select.POLLIN)
-    poller.poll(timeout * 1000)
-
-
-def _drain(fd: int) -> None:
-    """Read every ring waiting in the doorbell ``fd`` (non-blocking)."""
-    try:
-        while os.read(fd, 512):
-            pass
-    except OSError:  # BlockingIOError: empty
-        pass
 
 
 class SQLiteStore(StoreShortcuts):
@@ -941,7 +922,7 @@ class SQLiteStore(StoreShortcuts):
                 if bell is not None:
                     # before the query (a ring after it wakes the wait), and before the
                     # look at closing (the close's ring may be one of those read here)
-                    _drain(bell)
+                    _file.drain_doorbell(bell)
                 if self._closing.is_set():
                     return
                 if conn.execute("SELECT 1 FROM wakeups LIMIT 1").fetchone():
@@ -956,10 +937,14 @@ class SQLiteStore(StoreShortcuts):
                         if not self._closing.is_set():
                             self._failure = exc
                         return
+                    except RuntimeError:  # closed since the look above
+                        if self._closing.is_set():
+                            return
+                        raise
                 if bell is None:
                     self._closing.wait(pause)
                 else:
-                    _wait_rung(bell, pause)
+                    _file.wait_rung(bell, pause)
         finally:
             conn.close()
             if bell is not None:
