@@ -480,8 +480,6 @@ async def test_a_tools_write_that_waited_for_the_lock_rings_too(
     import trio
     import trio.testing
 
-    from garrison.persistence import _file
-
     _seeded(db_path, 1)
     with SQLiteStore(db_path) as node:
         bell = _file.open_doorbell(db_path + ".wake")  # (the watcher's end)
