@@ -155,7 +155,9 @@ def one_run(quick: bool) -> dict[str, object]:
             if quick:
                 total = 2000 if sync == "normal" or conc >= 100 else 500
             else:
-                total = 20_000 if sync == "normal" or conc >= 100 else 3000
+                # (60,000 steps: a level spans a second or more, as DBOS's do)
+                total = (60_000 if sync == "normal" or conc >= 100
+                         else 3000 if conc == 1 else 15_000)
             total = max(total, conc * 10)
             r = trio.run(level, sync, conc, total)
             per[str(conc)] = {k: round(v, 3) for k, v in r.items()}
