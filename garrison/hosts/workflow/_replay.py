@@ -36,7 +36,6 @@ from typing import Any, NoReturn, cast
 
 import attrs
 import trio
-import trio.testing
 
 from ..._errors import NonDeterminismError
 from ..._targets import import_target
@@ -523,6 +522,10 @@ async def replay_history(history: History, target: Any = None) -> ReplayResult:
             nursery.cancel_scope.cancel()
 
     async def watchdog() -> None:
+        # (imported here: ``trio.testing`` imports pytest where it is installed, which a
+        # node that never replays from the command line should not carry)
+        import trio.testing
+
         nonlocal stuck
         await trio.testing.wait_all_tasks_blocked(STUCK_AFTER)
         stuck = True
