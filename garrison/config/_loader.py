@@ -521,6 +521,9 @@ def _link(parsed: Sequence[_ParsedFile]) -> tuple[dict[str, Entry], list[str]]:
         return ref if ":" in ref else f"{loc.namespace}:{ref}"
 
     entries: dict[str, Entry] = {}
+    # every service's resolved requirements, its other fields right or not: a cycle is
+    # reported in the same pass as an entry's other problems
+    requirements: dict[str, list[str]] = {}
     for entry_id, loc in located.items():
         entry = loc.entry
         if isinstance(entry, ServiceEntry):
@@ -588,6 +591,7 @@ def _link(parsed: Sequence[_ParsedFile]) -> tuple[dict[str, Entry], list[str]]:
                     bad = True
                 elif dep not in requires:
                     requires.append(dep)
+            requirements[entry_id] = requires
             if not bad and "input" not in loc.failed and target is not None \
                     and isinstance(target.entry, SourceEntry) \
                     and target.entry.func is not None:
@@ -629,8 +633,7 @@ def _link(parsed: Sequence[_ParsedFile]) -> tuple[dict[str, Entry], list[str]]:
                 )
             else:
                 stores[key] = entry_id
-    services = {k: e for k, e in entries.items() if isinstance(e, ServiceEntry)}
-    for cycle in _find_cycles(services):
+    for cycle in _find_cycles(requirements):
         loc = located[cycle[0]]
         problems.append(
             f"{loc.filename}: {loc.where}: field 'lifecycle.requires': dependency cycle "
@@ -737,8 +740,9 @@ def _input_problem(func: Callable[..., Any], args: tuple[Any, ...], target: str,
     return None
 
 
-def _find_cycles(services: Mapping[str, ServiceEntry]) -> list[list[str]]:
-    """Every distinct dependency cycle (as a closed path ``a, b, a``), in file order."""
+def _find_cycles(requirements: Mapping[str, Sequence[str]]) -> list[list[str]]:
+    """Every distinct dependency cycle (as a closed path ``a, b, a``) among services (id ->
+    the ids it requires), in file order."""
     cycles: list[list[str]] = []
     seen_sets: set[frozenset[str]] = set()
     state: dict[str, int] = {}  # 1 = on stack, 2 = done
@@ -747,8 +751,8 @@ def _find_cycles(services: Mapping[str, ServiceEntry]) -> list[list[str]]:
     def visit(node: str) -> None:
         state[node] = 1
         stack.append(node)
-        for dep in services[node].lifecycle.requires:
-            if dep not in services:
+        for dep in requirements[node]:
+            if dep not in requirements:
                 continue
             if state.get(dep) == 1:
                 cycle = [*stack[stack.index(dep) :], dep]
@@ -761,7 +765,7 @@ def _find_cycles(services: Mapping[str, ServiceEntry]) -> list[list[str]]:
         stack.pop()
         state[node] = 2
 
-    for node in services:
+    for node in requirements:
         if node not in state:
             visit(node)
     return cycles
