@@ -769,7 +769,7 @@ def test_check_lists_every_problem_in_one_pass(tmp_path: Path) -> None:
         at[6] + "field 'input': the input [1, 2, 3] does not fit app:report (n: int = 0) -> "
         "int: too many positional arguments; expected a list of its positional arguments",
         at[7] + "field 'input': the input ['abc'] does not fit app:report (n: int = 0) -> "
-        f"int: cannot restore argument 1 of workflow {MOD}:report as int: ValueError: "
+        f"int: cannot restore argument 1 (n) of workflow {MOD}:report as int: ValueError: "
         "invalid literal for int() with base 10: 'abc'",
         at[9] + "field 'catchup_window': expected a duration such as 10, '250ms', '30s', "
         "'5m' or '1h30m', got '-5s'",
@@ -834,6 +834,6 @@ def test_a_service_input_that_cannot_start_its_process_is_a_config_error(
         at[3] + "the input [] does not fit app:session (user: str) -> None: missing a "
         "required argument: 'user'; expected a list of its positional arguments",
         at[7] + "the input ['abc'] does not fit app:report (n: int = 0) -> int: cannot "
-        f"restore argument 1 of workflow {MOD}:report as int: ValueError: invalid literal "
+        f"restore argument 1 (n) of workflow {MOD}:report as int: ValueError: invalid literal "
         "for int() with base 10: 'abc'",
     ], "\n".join(problems)

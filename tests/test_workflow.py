@@ -963,9 +963,13 @@ async def test_bad_arguments_fail_at_start_workflow_with_nothing_stored(
         with pytest.raises(TypeError, match=r"takes 1 to 2 argument\(s\) \(x, n=10\), but "
                            r"it was given 3: \[1, 2, 3\] \(too many positional"):
             await node.start_workflow(app.steps, 1, 2, 3, id="three")
-        with pytest.raises(garrison.PayloadError, match="argument 1 of workflow "
+        with pytest.raises(garrison.PayloadError, match=r"argument 1 \(order\) of workflow "
                            "workflow_app:typed"):
             await node.start_workflow(app.typed, {"id": 1}, id="untyped")
+        with pytest.raises(garrison.PayloadError, match=r"argument 1 \(order\) of workflow "
+                           r"workflow_app:typed as Order: expected a JSON object with its "
+                           r"fields \(id, [a-z, ]+\), got str \"o-18\""):
+            await node.start_workflow(app.typed, "o-18", id="a-string")
         with pytest.raises(TypeError, match=r"takes 1 argument\(s\) \(order\), but it was "
                            r"given 2"):
             await node.start_workflow(app.typed, 1, 2, id="two")

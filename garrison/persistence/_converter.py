@@ -15,6 +15,7 @@ tuples come back as lists unless the hint says ``tuple``.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import json
 import uuid
@@ -228,9 +229,26 @@ def structure(obj: Any, type_hint: Any = Any, *, what: str = "value") -> Any:
         problems = "; ".join(cattrs.transform_error(exc, path=what))
         raise PayloadError(f"cannot restore {what} as {_hint_name(type_hint)}: {problems}") from exc
     except Exception as exc:
+        fields = _record_fields(type_hint)
+        if fields is not None and not isinstance(obj, dict):
+            shown = json.dumps(obj, default=repr)
+            raise PayloadError(
+                f"cannot restore {what} as {_hint_name(type_hint)}: expected a JSON object "
+                f"with its fields ({', '.join(fields)}), got {type(obj).__name__} "
+                f"{shown[:80]}{'...' if len(shown) > 80 else ''}"
+            ) from exc
         raise PayloadError(
             f"cannot restore {what} as {_hint_name(type_hint)}: {type(exc).__name__}: {exc}"
         ) from exc
+
+
+def _record_fields(hint: Any) -> list[str] | None:
+    """The field names of an attrs class or a dataclass (restored from a JSON object)."""
+    if isinstance(hint, type) and attrs.has(hint):
+        return [f.name for f in attrs.fields(hint)]
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        return [f.name for f in dataclasses.fields(hint)]
+    return None
 
 
 def from_json(text: str | bytes, type_hint: Any = Any, *, what: str = "value") -> Any:

@@ -91,17 +91,18 @@ def arity_problem(fn: Any, name: str, args: typing.Sequence[Any], given: str) ->
 
 
 @functools.lru_cache(maxsize=1024)
-def _argument_hints(fn: Any) -> tuple[tuple[Any, ...], Any] | None:
+def _argument_hints(fn: Any) -> tuple[tuple[Any, ...], Any, tuple[str, ...]] | None:
     """The hints of ``fn``'s positional parameters and of its ``*args`` (``Any`` without
-    one), or ``None`` when every hint is ``Any`` (nothing to restore)."""
+    one), and the positional parameters' names; ``None`` when every hint is ``Any``
+    (nothing to restore)."""
     params, _ = _hints(fn)
     if all(h is Any for _, h, _k in params):
         return None
     kinds = inspect.Parameter
-    positional = tuple(hint for _n, hint, kind in params
-                       if kind in (kinds.POSITIONAL_ONLY, kinds.POSITIONAL_OR_KEYWORD))
+    named = [(name, hint) for name, hint, kind in params
+             if kind in (kinds.POSITIONAL_ONLY, kinds.POSITIONAL_OR_KEYWORD)]
     rest = next((hint for _n, hint, kind in params if kind is kinds.VAR_POSITIONAL), Any)
-    return positional, rest
+    return tuple(h for _n, h in named), rest, tuple(n for n, _h in named)
 
 
 def restore_args(fn: Any, plain_args: list[Any], what: str) -> list[Any]:
@@ -109,14 +110,15 @@ def restore_args(fn: Any, plain_args: list[Any], what: str) -> list[Any]:
     shape = _argument_hints(fn)
     if shape is None:
         return plain_args
-    positional, rest = shape
+    positional, rest, names = shape
     out = []
     for i, value in enumerate(plain_args):
         hint = positional[i] if i < len(positional) else rest
         if hint is Any or (type(value) is hint and hint in PLAIN):
             out.append(value)  # (without the error message's text, made per argument)
         else:
-            out.append(structure(value, hint, what=f"argument {i + 1} of {what}"))
+            name = f" ({names[i]})" if i < len(names) else ""
+            out.append(structure(value, hint, what=f"argument {i + 1}{name} of {what}"))
     return out
 
 
