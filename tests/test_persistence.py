@@ -567,3 +567,12 @@ def test_state_and_monitors(store: SQLiteStore) -> None:
     assert store.watched_by(other) == ["w1"]
     store.write(Transaction().remove_monitor("w1", other))
     assert store.monitors("w1") == [parent]
+
+
+@pytest.mark.parametrize("name", [":memory:", "", " ", "file:app.db?mode=memory"])
+def test_an_sqlite_name_is_not_a_store_path(name: str) -> None:
+    """SQLite's own names for a database are refused with what to write instead (they
+    failed deep inside, "cannot enable WAL mode (got 'memory')", or made a file)."""
+    with pytest.raises(ValueError, match=r"expected a file path, not an SQLite name; an "
+                                         r"in-memory store is SQLiteStore\(\)"):
+        SQLiteStore(name)

@@ -420,6 +420,10 @@ class SQLiteStore(StoreShortcuts):
                 f"invalid synchronous mode {synchronous!r}: expected 'normal' "
                 "(survives a killed process) or 'full' (also survives power loss)"
             )
+        if isinstance(path, str) and (not path.strip() or path == ":memory:"
+                                      or path.startswith("file:")):
+            raise ValueError(f"SQLiteStore({path!r}): expected a file path, not an SQLite "
+                             "name; an in-memory store is SQLiteStore() (store=None)")
         if readonly and path is None:
             raise ValueError("readonly=True needs a store file (an in-memory store starts empty)")
         self.synchronous = synchronous.lower()
