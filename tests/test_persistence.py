@@ -79,6 +79,12 @@ def test_a_new_store_holds_the_schema_that_stores_created_before_hold(db_path: s
         assert _schema_text(store._conn) == expected
 
 
+def _in_a_fresh_interpreter(code: str) -> None:
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+
+
 def test_opening_a_store_imports_no_sqlite_utils(tmp_path: Path) -> None:
     """sqlite-utils imports numpy and pandas when installed (a tenth of a second at
     start, a heap a quarter larger for every full garbage collection): a node never
@@ -92,9 +98,7 @@ def test_opening_a_store_imports_no_sqlite_utils(tmp_path: Path) -> None:
         "assert 'sqlite_utils' in sys.modules\n"
         "store.close()\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=60)
-    assert done.returncode == 0, done.stderr
+    _in_a_fresh_interpreter(code)
 
 
 def test_a_node_imports_no_test_tooling(tmp_path: Path) -> None:
@@ -116,9 +120,7 @@ def test_a_node_imports_no_test_tooling(tmp_path: Path) -> None:
         "                or m == 'trio.testing')\n"
         "assert not loaded, loaded\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=60)
-    assert done.returncode == 0, done.stderr
+    _in_a_fresh_interpreter(code)
 
 
 def test_new_store_has_schema_and_pragmas(db_path: str) -> None:
