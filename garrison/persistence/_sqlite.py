@@ -354,6 +354,8 @@ FILE_CHECK_INTERVAL = 1.0
 #: the first pause before the node takes the wakeups again when a tool was writing (it
 #: doubles, up to a second, while the tool holds the store's write lock)
 BUSY_PAUSE = 0.005
+#: how long a store's close waits for its wakeup watcher to close its connection
+WATCHER_GONE = 1.0
 
 
 class SQLiteStore(StoreShortcuts):
@@ -447,6 +449,9 @@ class SQLiteStore(StoreShortcuts):
         #: copy, and the close rings through it (its name may lead elsewhere by then)
         self._bell_fd: int | None = None
         self._bell_lock = threading.Lock()
+        #: wakeup watchers running (each with a connection of its own), and their end
+        self._watchers = 0
+        self._watchers_gone = threading.Condition(self._bell_lock)
         #: a tool's store: the doorbell of the node it writes for
         self._ring: str | None = None
         if path is None:
@@ -591,6 +596,9 @@ class SQLiteStore(StoreShortcuts):
             if self._bell_fd is not None:  # the watcher thread stops
                 with contextlib.suppress(OSError):  # (full: it is rung already)
                     os.write(self._bell_fd, b"\0")
+            # its connection closes before ours: two connections closing at once each see
+            # the other still open, and neither removes the WAL and its index
+            self._watchers_gone.wait_for(lambda: not self._watchers, timeout=WATCHER_GONE)
         if self._checkpointer is not None:
             self._checkpointer.close()
         with self._write_lock:
@@ -919,8 +927,13 @@ class SQLiteStore(StoreShortcuts):
             if self._closing.is_set():
                 return
             bell = None if self._bell_fd is None else os.dup(self._bell_fd)
+            self._watchers += 1
         pause = POLL_RUNG if bell is not None else POLL_UNRUNG
-        conn = sqlite3.connect(self.path, timeout=5.0)
+        try:
+            conn = sqlite3.connect(self.path, timeout=5.0)
+        except BaseException:
+            self._watcher_gone(bell)
+            raise
         try:
             while True:
                 if bell is not None:
@@ -951,8 +964,14 @@ class SQLiteStore(StoreShortcuts):
                     _file.wait_rung(bell, pause)
         finally:
             conn.close()
-            if bell is not None:
-                os.close(bell)
+            self._watcher_gone(bell)
+
+    def _watcher_gone(self, bell: int | None) -> None:
+        if bell is not None:
+            os.close(bell)
+        with self._bell_lock:
+            self._watchers -= 1
+            self._watchers_gone.notify_all()
 
     # -- reading -----------------------------------------------------------
 
