@@ -1557,6 +1557,41 @@ async def test_a_wakeup_during_a_receives_commit_does_not_deliver_its_message_tw
             assert await node.workflow("mb").result() == [1, 2]
 
 
+async def test_a_wakeup_while_a_nodes_own_send_commits_does_not_deliver_it_twice(
+        postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A node sent to a workflow it runs: once the send's commit returned, the node queued
+    the row in the workflow's inbox. A wakeup (another node's send) that refreshed the
+    workflow from the store between the commit and that had queued the row already: the
+    workflow took it twice, and the second consume failed it (``inbox row N is not a
+    pending message``). Seen with signals from two nodes while a drain moved it."""
+    import cluster_app
+    import trio
+
+    from garrison.hosts.workflow._recovery import refresh
+    from garrison.persistence import Op
+    from garrison.persistence._postgres import PostgresStore
+
+    commit = PostgresStore.commit
+    hosts: list[Any] = []
+
+    async def refreshed_on_return(self: PostgresStore, tx: garrison.persistence.Transaction
+                                  ) -> list[object]:
+        results = await commit(self, tx)
+        if hosts and any(op is Op.DELIVER for op, _ in tx.ops):
+            refresh(hosts[0], "mb")  # a wakeup, as the send's commit has returned
+        return results
+
+    monkeypatch.setattr(PostgresStore, "commit", refreshed_on_return)
+    async with garrison.open_node(store=postgres_url, name="t", lease="30s") as node:
+        await node.start_workflow(cluster_app.mailbox, 3, id="mb")
+        hosts.append(node.hosts["workflows"])
+        for i in range(3):
+            await node.workflow("mb").signal("m", i)
+        with trio.fail_after(5):
+            assert await node.workflow("mb").result() == [0, 1, 2]
+        assert node.hosts["workflows"].active.get("mb") is None
+
+
 def test_the_membership_wait_works_past_selects_descriptor_limit(postgres_url: str) -> None:
     """A node with over 1,024 descriptors open (sockets): the membership thread waits on
     its connection and its wake pipe, whose descriptors may lie past ``select``'s limit,

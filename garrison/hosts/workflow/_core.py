@@ -90,7 +90,8 @@ class WorkflowCore(Caller, WorkflowScope):
                  "created", "cursor", "done", "durable_watchers", "error", "exited",
                  "flushes", "flushing", "fn", "history_bytes", "host", "input_plain",
                  "kill_reason", "links", "may_be_queued", "monitoring", "name", "parent",
-                 "pending", "promises", "requests", "requests_taken", "result_json",
+                 "pending", "promises", "refreshed", "requests", "requests_taken",
+                 "result_json",
                  "run_id", "scope", "started", "state", "status", "store", "store_error",
                  "stored_status", "taken", "task", "timer_kinds", "timers", "topics",
                  "trace", "trap_links", "wait_deadline", "watchers", "wid")
@@ -126,6 +127,10 @@ class WorkflowCore(Caller, WorkflowScope):
         #: leaves when the commit carrying its consume returns (:meth:`_consumes_committed`),
         #: or when a refresh finds it consumed
         self.taken: set[int] | None = None
+        #: ids of inbox rows a refresh from the store queued that are not consumed yet:
+        #: a row this node delivered itself is pushed once its commit returns, and a
+        #: refresh in between (a wakeup) may have queued it already (:meth:`push`)
+        self.refreshed: set[int] | None = None
         #: requests to the host pending in the inbox (kind ``control``: a terminate)
         self.requests: list[Any] | tuple[()] = ()
         #: ids of the requests it ends by (consumed with its end): seen again, ignored

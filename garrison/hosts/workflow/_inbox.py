@@ -155,7 +155,14 @@ class Receives(WorkflowCore):
 
     # ------------------------------------------------------------ delivery (host side)
     def push(self, item: InboxItem) -> None:
-        """A committed inbox row arrives: queue it and wake the workflow."""
+        """A committed inbox row arrives: queue it and wake the workflow (unless a
+        refresh from the store queued it first, between its commit and this call)."""
+        refreshed = self.refreshed
+        if refreshed is not None and item.id in refreshed:
+            refreshed.discard(item.id)
+            if not refreshed:
+                self.refreshed = None
+            return
         self.pending.append(item)
         self.wake()
 

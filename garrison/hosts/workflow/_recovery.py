@@ -285,10 +285,14 @@ def refresh(host: WorkflowHost, wid: str, *, starting: bool = False) -> None:
     if wf.taken:  # taken by a receive whose consume is not committed yet: not again
         known |= wf.taken
         wf.taken.intersection_update(rec.id for rec in inbox)  # (the others committed)
+    if wf.refreshed:  # (those consumed since: no push of them can come any more)
+        wf.refreshed.intersection_update(known)
     changed = False
     for rec in inbox:
         if rec.id not in known and rec.kind != CONTROL:
             wf.pending.append(item_from_record(rec))
+            # a row this node delivered itself, its push still to come: not twice
+            wf.refreshed = added(wf.refreshed, rec.id)
             changed = True
     if record.cancel_requested and not wf.cancel_requested:
         wf.cancel_requested = True
