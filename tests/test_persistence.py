@@ -103,8 +103,8 @@ def test_opening_a_store_imports_no_sqlite_utils(tmp_path: Path) -> None:
 
 def test_a_node_imports_no_test_tooling(tmp_path: Path) -> None:
     """``trio.testing`` imports pytest where it is installed (146 modules, a tenth of a
-    second at start, a heap 40% larger for every full garbage collection): a node that
-    runs workflows on either store never imports it."""
+    second at start, a heap 40% larger for every full garbage collection): neither a
+    node running a workflow nor the PostgreSQL store's module imports it."""
     code = (
         "import sys, trio, garrison\n"
         "from garrison.persistence import SQLiteStore, _postgres\n"

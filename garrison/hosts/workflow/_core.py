@@ -91,10 +91,9 @@ class WorkflowCore(Caller, WorkflowScope):
                  "flushes", "flushing", "fn", "history_bytes", "host", "input_plain",
                  "kill_reason", "links", "may_be_queued", "monitoring", "name", "parent",
                  "pending", "promises", "refreshed", "requests", "requests_taken",
-                 "result_json",
-                 "run_id", "scope", "started", "state", "status", "store", "store_error",
-                 "stored_status", "taken", "task", "timer_kinds", "timers", "topics",
-                 "trace", "trap_links", "wait_deadline", "watchers", "wid")
+                 "result_json", "run_id", "scope", "started", "state", "status", "store",
+                 "store_error", "stored_status", "taken", "task", "timer_kinds", "timers",
+                 "topics", "trace", "trap_links", "wait_deadline", "watchers", "wid")
 
     def __init__(self, host: WorkflowHost, wid: str, name: str, input_plain: list[Any], *,
                  run_id: str, attempt: int, parent: Pid | None, created: float,
