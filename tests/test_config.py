@@ -252,23 +252,18 @@ def test_a_cycle_is_reported_with_the_other_problems_of_its_entries(tmp_path: Pa
     """One pass: services in a cycle that are wrong in other fields too get both."""
     path, problems = problems_of(
         tmp_path,
-        f"""
-        version: "1.0"
-        namespace: ns
-        entries:
-          - {{name: p, kind: process.py, source: "{MOD}:main"}}
-          - {{name: a, kind: process.service, process: nope, lifecycle: {{requires: [b]}}}}
-          - {{name: b, kind: process.service, process: p, host: nohost,
-              lifecycle: {{requires: [a]}}}}
-        """,
+        HEAD + PROC
+        + "  - {name: a, kind: process.service, process: nope, lifecycle: {requires: [b]}}\n"
+        + "  - {name: b, kind: process.service, process: p, host: nohost,"
+          " lifecycle: {requires: [a]}}\n",
     )
     assert problems == [
-        f"{path}: entry 'ns:a' (index 1): field 'process': unknown entry 'ns:nope' "
+        f"{path}: entry 'app:a' (index 1): field 'process': unknown entry 'app:nope' "
         "(expected a process.py or workflow.py entry)",
-        f"{path}: entry 'ns:b' (index 2): field 'host': unknown host 'ns:nohost' "
+        f"{path}: entry 'app:b' (index 2): field 'host': unknown host 'app:nohost' "
         "(expected a process.host or workflow.host entry, or one of processes, workflows)",
-        f"{path}: entry 'ns:a' (index 1): field 'lifecycle.requires': "
-        "dependency cycle ns:a -> ns:b -> ns:a",
+        f"{path}: entry 'app:a' (index 1): field 'lifecycle.requires': "
+        "dependency cycle app:a -> app:b -> app:a",
     ]
 
 
