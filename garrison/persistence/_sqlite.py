@@ -963,8 +963,10 @@ class SQLiteStore(StoreShortcuts):
                 else:
                     _file.wait_rung(bell, pause)
         finally:
-            conn.close()
-            self._watcher_gone(bell)
+            try:
+                conn.close()
+            finally:
+                self._watcher_gone(bell)
 
     def _watcher_gone(self, bell: int | None) -> None:
         if bell is not None:

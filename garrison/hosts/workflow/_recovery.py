@@ -285,8 +285,13 @@ def refresh(host: WorkflowHost, wid: str, *, starting: bool = False) -> None:
     if wf.taken:  # taken by a receive whose consume is not committed yet: not again
         known |= wf.taken
         wf.taken.intersection_update(rec.id for rec in inbox)  # (the others committed)
-    if wf.refreshed:  # (those consumed since: no push of them can come any more)
+    if wf.refreshed:
+        # those consumed since leave: no push of them can come any more (a batch's
+        # callers, the sender among them, run before a later commit, which would carry
+        # the consume, can be written: ``_group_commit.py``)
         wf.refreshed.intersection_update(known)
+        if not wf.refreshed:
+            wf.refreshed = None
     changed = False
     for rec in inbox:
         if rec.id not in known and rec.kind != CONTROL:
