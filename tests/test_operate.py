@@ -15,7 +15,7 @@ import trio
 from _stores import sql
 
 import garrison
-from garrison.persistence import RawJson, SQLiteStore, Transaction
+from garrison.persistence import Op, RawJson, SQLiteStore, Transaction
 
 
 @pytest.fixture(autouse=True)
@@ -224,6 +224,38 @@ async def test_terminate_a_blocked_workflow(autojump_clock: Any) -> None:
         await node.workflow("v").terminate("given up")
         assert node.workflow("v").status() == "failed"
     assert str(store.get_workflow("v").error) == "Terminated: given up"
+    store.close()
+
+
+async def test_a_terminate_that_a_retry_overtakes_returns_once_its_attempt_is_gone(
+        autojump_clock: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``terminate()`` read the blocked workflow's attempt 1, and a retry started attempt 2
+    before its request was written: a request for attempt 1 does not end attempt 2 (a
+    retried workflow is never ended by a terminate of its previous attempt), and
+    terminate waited for attempt 2 to end, here for ever (it waits for a promise)."""
+    store = _blocked_store()
+    async with garrison.open_node(store=store) as node:
+        handle = node.workflow("v")
+        with pytest.raises(garrison.NonDeterminismError):
+            await handle.result()
+        ops_app.USE_OLD_STEP = True
+        commit, overtaken = store.commit, []
+
+        def retried_first(tx: Transaction) -> Any:
+            async def go() -> list[Any]:
+                if not overtaken and any(op is Op.DELIVER and params[2] == "terminate"
+                                         for op, params in tx.ops):
+                    overtaken.append(await handle.retry())
+                return await commit(tx)
+            return go()
+
+        monkeypatch.setattr(store, "commit", retried_first)
+        with trio.fail_after(60):
+            await handle.terminate("given up")
+        assert overtaken and store.get_workflow("v").attempt == 2
+        await until(lambda: handle.status() == "waiting", "attempt 2 to wait")
+        await handle.promise("go").resolve(1)
+        assert await handle.result() == "old"  # attempt 2 was not terminated
     store.close()
 
 

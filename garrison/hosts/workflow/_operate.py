@@ -151,18 +151,21 @@ async def terminate_workflow(host: WorkflowHost, wid: str, reason: str) -> bool:
     if wf is None and WorkflowStatus(record.status).finished:
         await trio.lowlevel.checkpoint()
         return False
-    await store.commit(request_transaction(wid, terminated(reason), record.attempt))
+    asked = record.attempt
+    await store.commit(request_transaction(wid, terminated(reason), asked))
     if host.client:
         return True  # the node that holds the store ends it
     refresh(host, wid)
+    # until the attempt asked about has ended: a retry that overtook the request started
+    # another, which a request for an earlier attempt does not end (nor waits for)
     if host.ownership is not None and wid not in host.active:
         # another node of the cluster runs it (or claims it: a terminate is claimed even
         # by a node without its code): watch the store, as ``result()`` does
-        while not WorkflowStatus(record.status).finished:
+        while not WorkflowStatus(record.status).finished and record.attempt == asked:
             await trio.sleep(0.02)
             record = store.get_workflow(wid) or record
         return True
-    while (wf := host.active.get(wid)) is not None:  # until it has ended
+    while (wf := host.active.get(wid)) is not None and wf.attempt == asked:
         if wf.store_error is not None:
             raise wf.store_error
         if wf.done.is_set():
