@@ -928,45 +928,46 @@ class SQLiteStore(StoreShortcuts):
                 return
             bell = None if self._bell_fd is None else os.dup(self._bell_fd)
             self._watchers += 1
-        pause = POLL_RUNG if bell is not None else POLL_UNRUNG
         try:
             conn = sqlite3.connect(self.path, timeout=5.0)
-        except BaseException:
-            self._watcher_gone(bell)
-            raise
-        try:
-            while True:
-                if bell is not None:
-                    # before the query (a ring after it wakes the wait), and before the
-                    # look at closing (the close's ring may be one of those read here)
-                    _file.drain_doorbell(bell)
-                if self._closing.is_set():
-                    return
-                if conn.execute("SELECT 1 FROM wakeups LIMIT 1").fetchone():
-                    return
-                now = _time.monotonic()
-                if now - self._file_checked >= FILE_CHECK_INTERVAL:
-                    # (across calls: tools writing more than once a second skip no check)
-                    self._file_checked = now
-                    try:
-                        self.check_file()
-                    except StoreError as exc:
-                        if not self._closing.is_set():
-                            self._failure = exc
-                        return
-                    except RuntimeError:  # closed since the look above
-                        if self._closing.is_set():
-                            return
-                        raise
-                if bell is None:
-                    self._closing.wait(pause)
-                else:
-                    _file.wait_rung(bell, pause)
-        finally:
             try:
-                conn.close()
+                self._watch(conn, bell)
             finally:
-                self._watcher_gone(bell)
+                conn.close()
+        finally:
+            self._watcher_gone(bell)
+
+    def _watch(self, conn: sqlite3.Connection, bell: int | None) -> None:
+        """The watcher's loop (see :meth:`_wait_for_wakeup`), on its own connection
+        and its copy of the doorbell (``None``: it polls)."""
+        pause = POLL_RUNG if bell is not None else POLL_UNRUNG
+        while True:
+            if bell is not None:
+                # before the query (a ring after it wakes the wait), and before the
+                # look at closing (the close's ring may be one of those read here)
+                _file.drain_doorbell(bell)
+            if self._closing.is_set():
+                return
+            if conn.execute("SELECT 1 FROM wakeups LIMIT 1").fetchone():
+                return
+            now = _time.monotonic()
+            if now - self._file_checked >= FILE_CHECK_INTERVAL:
+                # (across calls: tools writing more than once a second skip no check)
+                self._file_checked = now
+                try:
+                    self.check_file()
+                except StoreError as exc:
+                    if not self._closing.is_set():
+                        self._failure = exc
+                    return
+                except RuntimeError:  # closed since the look above
+                    if self._closing.is_set():
+                        return
+                    raise
+            if bell is None:
+                self._closing.wait(pause)
+            else:
+                _file.wait_rung(bell, pause)
 
     def _watcher_gone(self, bell: int | None) -> None:
         if bell is not None:
