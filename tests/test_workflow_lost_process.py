@@ -1,5 +1,6 @@
 """A plain process a workflow watched is lost when its node crashes: after recovery the
-workflow gets a durable ``EXIT`` (or ``LINK_DOWN``) with reason ``noproc``.
+workflow gets a durable ``EXIT`` (or ``LINK_DOWN``) with reason ``noproc``; a link that
+does not trap fails it. Links between workflows outlive a restart.
 
 A node that closes normally stops its processes first, so their real ``EXIT``
 (``Shutdown``) reaches the workflow; a crash leaves the store as :func:`crash_close`
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import trio
 import workflow_app as app
 from _stores import sql
@@ -65,6 +67,67 @@ async def test_trapped_link_to_a_lost_process_gives_noproc_link_down(
     async with garrison.open_node(store=db) as node:
         with trio.fail_after(5):
             assert await node.workflow("l").result() == [True, "LINK_DOWN", "noproc"]
+
+
+async def test_link_to_a_process_lost_in_a_restart_fails_the_workflow(
+        store_spec: str, autojump_clock: Any) -> None:
+    """Not trapping: the lost link acts as a linked failure ``noproc``, as linking to a
+    process that is gone does (it waited for ever)."""
+    db = store_spec
+    async with garrison.open_node(store=db) as node:
+        await node.start_workflow(app.links_a_process, id="l")
+        await wait_status(node.workflow("l"), "waiting")
+    await crash_close(db)
+    async with garrison.open_node(store=db) as node:
+        with trio.fail_after(5), pytest.raises(garrison.WorkflowFailed,
+                                               match=r"LinkedProcessFailed.*noproc"):
+            await node.workflow("l").result()
+
+
+@pytest.mark.parametrize("restart_at", ["before", "after"])
+async def test_a_link_between_workflows_outlives_a_restart(
+        store_spec: str, autojump_clock: Any, restart_at: str) -> None:
+    """Links are not stored: the linking workflow makes its link again as it resumes,
+    so the other one's failure still ends it, whether it comes after the restart or
+    while the node was down (here: between its failure's commit and the linked exit)."""
+    db = store_spec
+    async with garrison.open_node(store=db) as node:
+        await node.start_workflow(app.fails_on_a_message, id="F")
+        await node.start_workflow(app.links_a_workflow, "workflows/F", id="W")
+        await wait_status(node.workflow("W"), "sleeping")
+    if restart_at == "after":
+        async with garrison.open_node(store=db) as node:
+            await wait_status(node.workflow("W"), "sleeping")
+            await node.send("workflows/F", "fail", None)
+            with pytest.raises(garrison.WorkflowFailed, match="told to fail"):
+                await node.workflow("F").result()
+            with trio.fail_after(5), pytest.raises(garrison.WorkflowFailed,
+                                                   match=r"LinkedProcessFailed.*told to fail"):
+                await node.workflow("W").result()
+        return
+    sql(db, "UPDATE workflows SET status = 'failed', error = ? WHERE workflow_id = 'F'",
+        ('{"type": "RuntimeError", "message": "told to fail", "traceback": ""}',))
+    async with garrison.open_node(store=db) as node:
+        with trio.fail_after(5), pytest.raises(garrison.WorkflowFailed,
+                                               match=r"LinkedProcessFailed.*told to fail"):
+            await node.workflow("W").result()
+
+
+@pytest.mark.parametrize("by_id", [False, True])
+async def test_a_linked_child_workflows_failure_ends_its_parent(
+        node: garrison.Node, autojump_clock: Any, by_id: bool) -> None:
+    await node.start_workflow(app.spawns_a_linked_child, by_id, id="p")
+    with trio.fail_after(5), pytest.raises(garrison.WorkflowFailed,
+                                           match=r"LinkedProcessFailed.*the child failed"):
+        await node.workflow("p").result()
+
+
+async def test_a_trapping_parent_gets_its_linked_childs_link_down(
+        node: garrison.Node, autojump_clock: Any) -> None:
+    await node.start_workflow(app.traps_a_linked_child, id="p")
+    with trio.fail_after(5):
+        kinds = await node.workflow("p").result()
+    assert sorted(kinds) == [["EXIT", "RuntimeError"], ["LINK_DOWN", "RuntimeError"]]
 
 
 async def test_exit_delivered_before_the_restart_is_not_doubled(

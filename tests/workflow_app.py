@@ -436,6 +436,49 @@ async def traps_a_linked_process() -> list[Any]:
     return [ev.pid == pid, ev.kind.value, None if ev.error is None else ev.error.type]
 
 
+async def links_a_process() -> None:
+    """Linked (not trapping) to a plain process; waits for a message that never comes."""
+    await process.spawn_linked(idle_process, host="processes")
+    await process.inbox().receive()
+
+
+async def fails_on_a_message() -> None:
+    await process.inbox().receive()
+    raise RuntimeError("told to fail")
+
+
+async def links_a_workflow(to: str) -> str:
+    """Linked (not trapping) to the workflow ``to``; survives only if it never fails."""
+    process.link(to)
+    await workflow.sleep("1h")
+    return "survived"
+
+
+async def child_fails_later() -> None:
+    await workflow.sleep("1s")
+    raise RuntimeError("the child failed")
+
+
+async def spawns_a_linked_child(by_id: bool) -> str:
+    if by_id:
+        await process.spawn_linked(child_fails_later, host="workflows", id="linked-kid")
+    else:
+        await process.spawn_linked(child_fails_later)
+    await workflow.sleep("1h")
+    return "survived"
+
+
+async def traps_a_linked_child() -> list[Any]:
+    process.set_options(trap_links=True)
+    pid = await process.spawn_linked(child_fails_later)
+    kinds = []
+    for _ in range(2):  # its EXIT (a child's always arrives) and the LINK_DOWN
+        ev = await process.events().receive()
+        assert ev.pid == pid
+        kinds.append([ev.kind.value, None if ev.error is None else ev.error.type])
+    return kinds
+
+
 async def signal_or_deadline(deadline: str) -> Any:
     """An inbox receive raced with a durable timer."""
     reply = process.inbox().receive()

@@ -455,6 +455,20 @@ class WorkflowHost:
         if link is not None and error is not None:
             self.node.linked_exit(link, pid, error)
 
+    def ended_with(self, pid: Pid) -> tuple[bool, ErrorInfo | None]:
+        """``(ended, error)`` of the workflow ``pid``, which does not run here: an
+        unknown id ended with ``noproc``; ``(False, None)`` for one that runs on
+        another node of the cluster."""
+        known = self.finished.get(pid.id)
+        if known is not None:
+            return True, known[2]
+        record = self.store.get_workflow(pid.id)
+        if record is None:
+            return True, noproc(pid)
+        if not WorkflowStatus(record.status).finished:
+            return False, None
+        return True, record.error
+
     def _outcome(self, wid: str) -> tuple[Any, ErrorInfo | None]:
         """(plain result, error) of an ended workflow."""
         known = self.finished.get(wid)

@@ -37,23 +37,39 @@ class Interop(WorkflowCore):
     __slots__ = ()
 
     def _deliver_lost(self) -> None:
-        """After a recovery, at the first live operation: the processes (of in-memory
-        hosts) this workflow monitored or linked (trapping) before the crash are gone;
-        each yields a durable ``EXIT`` (or ``LINK_DOWN``) with reason ``noproc``, unless
-        its real one was delivered before the crash (same inbox message id)."""
+        """After a recovery, at the first live operation (the journal replayed: its
+        links and monitors are known again):
+
+        - the processes (of in-memory hosts) this workflow monitored or linked before
+          the crash are gone: a monitor yields a durable ``EXIT`` with reason
+          ``noproc``, unless its real one was delivered before the crash (same inbox
+          message id), and a link acts as a linked failure ``noproc`` (a ``LINK_DOWN``
+          when trapping, with the same rule);
+        - a link to a workflow is made again on the other side (links are not stored:
+          the linked workflow resumed without it); one that failed meanwhile acts as
+          a linked failure with its error, as it would have live."""
         self.check_lost = False
         hosts = self.node.hosts
         lost: list[tuple[EventKind, Pid]] = []
-        for kind, pids in ((EventKind.EXIT, self.monitoring),
-                           (EventKind.LINK_DOWN, self.links if self.trap_links else ())):
-            for pid in sorted(pids or ()):
-                h = hosts.get(pid.host)
-                if h is None or (not h.durable and not h.is_alive(pid)):
-                    lost.append((kind, pid))
+        for pid in sorted(self.monitoring or ()):
+            h = hosts.get(pid.host)
+            if h is None or (not h.durable and not h.is_alive(pid)):
+                lost.append((EventKind.EXIT, pid))
+        failed: list[tuple[Pid, ErrorInfo]] = []
+        for pid in sorted(self.links or ()):
+            h = hosts.get(pid.host)
+            if h is None or (not h.durable and not h.is_alive(pid)):
+                failed.append((pid, noproc(pid)))
+            elif h.durable and not h.add_link(pid, self.pid):
+                ended, error = h.ended_with(pid)
+                if error is not None:
+                    failed.append((pid, error))
+                elif ended and self.links:  # it ended normally: the link is spent
+                    self.links.discard(pid)
         for kind, pid in lost:
-            if kind is EventKind.LINK_DOWN and self.links:
-                self.links.discard(pid)
             self.host.deliver_event(self.pid, Event(kind, pid, None, noproc(pid)))
+        for pid, error in failed:
+            self.host.linked_exit(self.pid, pid, error)
 
 
     def _child_id(self, host: Any, seq: int) -> str:
@@ -109,7 +125,8 @@ class Interop(WorkflowCore):
         if h.durable and id is not None:
             # a workflow by id: started idempotently (it may exist), then journaled; a
             # crash between the two starts it again on replay, which returns the same pid
-            pid = await h.start(target, args, wid=id, parent=self.pid)
+            pid = await h.start(target, args, wid=id, parent=self.pid,
+                                process_link=self.pid if link else None)
             h.add_durable_monitor(pid, self)  # its EXIT reaches this workflow, durably
             tx = Transaction()
             self.record(tx, seq, JournalKind.SPAWN, str(label), _dumps({"pid": str(pid)}))
@@ -118,7 +135,7 @@ class Interop(WorkflowCore):
             child_id = self._child_id(h, seq)
             pid = await h.start(target, args, wid=child_id, parent=self.pid,
                                 prefix_tx=self.take_buffer(), journal=(self, seq, str(label)),
-                                watcher=self.pid)
+                                watcher=self.pid, process_link=self.pid if link else None)
         elif id is not None:
             raise TypeError(f"spawn(..., id={id!r}): host {host_name!r} is a process host, "
                             "whose processes get fresh pids; id= names a workflow on a "
