@@ -1520,6 +1520,76 @@ async def test_a_terminate_from_another_node_returns_once_the_workflow_has_ended
             await a.workflow("w").result()
 
 
+@pytest.mark.parametrize("how", ["monitor", "spawn_monitored"])
+async def test_a_workflow_monitoring_one_another_node_runs_gets_its_exit_when_it_ends(
+        postgres_url: str, how: str) -> None:
+    """The EXIT comes when the target ends, on whichever node: a monitor of a workflow
+    another node ran got an EXIT (ok, no result) at once, and the end of a workflow
+    delivered EXITs only to watchers running on its own node (a child ending on another
+    node than its parent's left the parent waiting for ever)."""
+    import cluster_app
+    import trio
+
+    async with garrison.open_node(store=postgres_url, name="a", lease="30s") as a, \
+            garrison.open_node(store=postgres_url, name="b", lease="30s") as b:
+        await a.start_workflow(cluster_app.ends_on_a_message, id="t")
+        target = "workflows/t" if how == "monitor" else "spawn:t"
+        await b.start_workflow(cluster_app.monitors, target, id="w")
+        with trio.fail_after(10):
+            while b.workflow("w").state("monitoring") is None:
+                await trio.sleep(0.02)
+        await trio.sleep(0.3)
+        assert str(b.workflow("w").status()) == "waiting"  # t runs on a: no EXIT yet
+        await b.send("workflows/t", "end", "bye")
+        with trio.fail_after(10):
+            assert await b.workflow("w").result() == ["EXIT", "workflows/t", True, "bye"]
+
+
+@pytest.mark.parametrize("end", ["children end", "cancel", "terminate"])
+async def test_a_parent_and_its_children_spread_over_nodes(postgres_url: str,
+                                                          end: str) -> None:
+    """Node a runs a parent and its six children, then closes: b and c take them over
+    (some of each on either). The children's EXITs all reach the parent, and a cancel
+    or terminate of the parent ends every child, on whichever node it runs (both
+    reached only the parent's own node's children)."""
+    import cluster_app
+    import trio
+
+    n = 6
+    async with garrison.open_node(store=postgres_url, name="b", lease=LEASE) as b, \
+            garrison.open_node(store=postgres_url, name="c", lease=LEASE):
+        async with garrison.open_node(store=postgres_url, name="a", lease=LEASE) as a:
+            await a.start_workflow(cluster_app.parent_of, n, id="p")
+            with trio.fail_after(10):
+                while a.workflow("p").state("spawned") != n:
+                    await trio.sleep(0.02)
+        with trio.fail_after(10):  # a handed them over as it closed
+            while sum(m.workflows for m in b.cluster()) < n + 1:
+                await trio.sleep(0.05)
+        owners = {m.name: m.workflows for m in b.cluster()}
+        assert set(owners) == {"b", "c"}
+        children = [f"workflows/p.{i}" for i in range(1, n + 1)]
+        handle = b.workflow("p")
+        if end == "children end":
+            for i, child in enumerate(children):
+                await b.send(child, "end", i)
+            with trio.fail_after(10):
+                assert await handle.result() == [[c, True, i] for i, c in enumerate(children)]
+            return
+        if end == "cancel":
+            await handle.cancel()
+            ended, expected = garrison.WorkflowCancelled, "cancelled"
+        else:
+            await handle.terminate("enough")
+            ended, expected = garrison.WorkflowFailed, "failed"
+        with trio.fail_after(10), pytest.raises(ended):
+            await handle.result()
+        with trio.fail_after(10):
+            while {str(b.workflow(c.removeprefix("workflows/")).status())
+                   for c in children} != {expected}:
+                await trio.sleep(0.05)
+
+
 async def test_a_wakeup_during_a_receives_commit_does_not_deliver_its_message_twice(
         postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """A workflow took a message and was committing its receive when a wakeup (another

@@ -140,3 +140,17 @@ async def test_exit_delivered_before_the_restart_is_not_doubled(
         assert await node.workflow("pc").result() == [True, "EXIT", "OSError: disk on fire"]
     async with garrison.open_node(store=db) as node:
         assert await node.workflow("pc").result() == [True, "EXIT", "OSError: disk on fire"]
+
+
+async def test_every_workflow_monitoring_a_workflow_gets_its_exit(
+        node: garrison.Node, autojump_clock: Any) -> None:
+    """Inbox message ids are unique across the store: the EXIT's id names its watcher
+    (the second monitor of a workflow got none)."""
+    await node.start_workflow(app.fails_on_a_message, id="F")
+    for wid in ("W1", "W2", "W3"):
+        await node.start_workflow(app.monitors_a_workflow, "workflows/F", id=wid)
+    await wait_status(node.workflow("W3"), "waiting")
+    await node.send("workflows/F", "fail", None)
+    with trio.fail_after(5):
+        for wid in ("W1", "W2", "W3"):
+            assert await node.workflow(wid).result() == ["EXIT", "RuntimeError"]

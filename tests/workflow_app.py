@@ -454,6 +454,12 @@ async def links_a_workflow(to: str) -> str:
     return "survived"
 
 
+async def monitors_a_workflow(to: str) -> list[Any]:
+    process.monitor(to)
+    ev = await process.events().receive()
+    return [ev.kind.value, None if ev.error is None else ev.error.type]
+
+
 async def child_fails_later() -> None:
     await workflow.sleep("1s")
     raise RuntimeError("the child failed")

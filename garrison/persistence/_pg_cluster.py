@@ -56,7 +56,7 @@ LIVE = ("active", "draining")
 _UNFINISHED = "status NOT IN ('completed', 'failed', 'cancelled')"
 #: a claimable workflow ``w`` this node may take: not named in the refused names (the
 #: parameter: code it cannot import), unless a request waits in its inbox (a terminate,
-#: ``_operate.request_transaction``: ending it takes no code). The payload is not read
+#: ``_recovery.request_transaction``: ending it takes no code). The payload is not read
 #: here: a ``control`` row need not be JSON (``RawJson``, a row written by hand), and a
 #: cast failing would fail every claim of this node; :meth:`PgCluster.claim` reads it.
 _NOT_REFUSED = (

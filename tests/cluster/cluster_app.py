@@ -98,3 +98,35 @@ async def echo() -> None:
             await msg.reply(msg.payload)
         elif msg.topic == "send" and msg.sender is not None:
             await process.send(msg.sender, "echo", msg.payload)
+
+
+async def ends_on_a_message() -> object:
+    """Waits for one message; returns its payload."""
+    msg = await process.inbox().receive()
+    return msg.payload
+
+
+async def monitors(target: str) -> list[object]:
+    """Monitors the workflow ``target`` (by pid, or started by id if ``spawn:`` leads)
+    and returns what its ``EXIT`` says."""
+    if target.startswith("spawn:"):
+        await process.spawn_monitored(ends_on_a_message, host="workflows",
+                                      id=target.removeprefix("spawn:"))
+    else:
+        process.monitor(target)
+    workflow.set_state("monitoring", True)
+    ev = await process.events().receive()
+    return [ev.kind.value, str(ev.pid), ev.ok, ev.result]
+
+
+async def parent_of(n: int) -> list[object]:
+    """Starts ``n`` children (each ends on a message) and returns their EXITs."""
+    events = process.events()
+    for i in range(n):
+        await process.spawn(ends_on_a_message)
+    workflow.set_state("spawned", n)
+    got = []
+    for _ in range(n):
+        ev = await events.receive()
+        got.append([str(ev.pid), ev.ok, ev.result])
+    return sorted(got)

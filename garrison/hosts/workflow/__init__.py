@@ -23,13 +23,13 @@ from ._instance import WorkflowInstance
 from ._journal import Cursor, Entry, JournalKind
 from ._operate import (
     check_reason,
-    request_transaction,
     retry_transaction,
     retry_workflow,
     terminate_transaction,
     terminate_workflow,
     terminated,
 )
+from ._recovery import request_transaction
 from ._replay import History, ReplayResult, replay_history
 
 __all__ = ["Cursor", "Entry", "History", "JournalKind", "ReplayResult", "WorkflowHost",

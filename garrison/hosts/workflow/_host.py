@@ -42,7 +42,7 @@ from .._kernel import Caller, NodeContext, exit_fan_out, noproc
 from ._codec import PLAIN, arity_problem, plain_or_repr, restore_args, return_hint, structure
 from ._core import added
 from ._ids import check_workflow_id
-from ._inbox import InboxItem
+from ._inbox import InboxItem, exit_id
 from ._instance import WorkflowInstance
 from ._journal import JournalKind, event_to_plain, message_to_plain
 from ._queue import QueueLimits, WorkflowQueue
@@ -512,21 +512,35 @@ class WorkflowHost:
         self.queue.finishing(tx, wf)
         targets: list[tuple[WorkflowInstance, int]] = []
         event_text = ""
-        for watcher in dict.fromkeys(wf.durable_watchers) if wf.durable_watchers else ():
+        watchers = dict.fromkeys(wf.durable_watchers) if wf.durable_watchers else {}
+        if self.ownership is not None:
+            # in a cluster, workflows on other nodes may have begun to monitor it since
+            # it was loaded here: the store knows them all
+            watchers.update(dict.fromkeys(self.store.monitors(wf.wid)))
+        for watcher in watchers:
             if watcher.host != self.name:
                 continue
             other = self.active.get(watcher.id)
-            if other is None:
-                continue
+            if other is None and not self._unfinished(watcher.id):
+                continue  # (one that runs elsewhere, or has not resumed, gets it too)
             event_text = event_text or _dumps(event_to_plain(event))
-            tx.deliver(watcher.id, "EXIT", RawJson(event_text), msg_id=f"{wf.wid}#exit",
-                       sender=wf.pid, kind="event", time=now)
-            targets.append((other, len(tx) - 1))
+            tx.deliver(watcher.id, "EXIT", RawJson(event_text),
+                       msg_id=exit_id(wf.wid, watcher.id), sender=wf.pid, kind="event",
+                       time=now)
+            if other is not None:
+                targets.append((other, len(tx) - 1))
         results = await wf.commit_checked(tx)
         for other, index in targets:
             row_id = results[index]
             if row_id is not None:
                 other.push(InboxItem(row_id, True, _loads(event_text), now))
+        if self.ownership is not None:
+            # a monitor another node committed after the read above: its node saw this
+            # workflow unfinished, so the EXIT is this node's to deliver
+            for watcher in self.store.monitors(wf.wid):
+                if watcher not in watchers and watcher.host == self.name and (
+                        watcher.id in self.active or self._unfinished(watcher.id)):
+                    self.exit_of_ended(wf.pid, watcher, event)
         self.counts[status] += 1
         wf.status = status
         wf.result_json = result_json
@@ -640,6 +654,11 @@ class WorkflowHost:
         self.write_soon(tx, delivered)
         return True
 
+    def _unfinished(self, wid: str) -> bool:
+        """True if the store holds ``wid`` and it has not ended."""
+        record = self.store.get_workflow(wid)
+        return record is not None and not WorkflowStatus(record.status).finished
+
     def add_durable_monitor(self, target: Pid, watcher: WorkflowInstance) -> None:
         """A workflow monitors a workflow: its ``EXIT`` arrives durably."""
         other = self.active.get(target.id)
@@ -651,26 +670,50 @@ class WorkflowHost:
                 other.durable_watchers.append(watcher.pid)
             buf.add_monitor(target.id, watcher.pid)
             return
-        record = self.store.get_workflow(target.id)
-        if record is None:
-            event = Event(EventKind.EXIT, target, None, noproc(target))
-        else:
-            event = Event(EventKind.EXIT, target, record.result, record.error)
-        self.exit_of_ended(target, watcher, event)
+        if self._unfinished(target.id):
+            # it runs on another node of the cluster (or has not resumed here yet): its
+            # end delivers the EXIT to the monitors the store holds. The monitor goes with
+            # the watcher's journal record; once it is committed, a look at the target
+            # catches an end that read the store's monitors before it
+            buf.add_monitor(target.id, watcher.pid)
+            self.write_soon(Transaction().add_monitor(target.id, watcher.pid),
+                            lambda _results: self.exit_if_ended(target, watcher.pid))
+            return
+        self.exit_if_ended(target, watcher.pid)
 
-    def exit_of_ended(self, target: Pid, watcher: WorkflowInstance, event: Event) -> None:
+    def exit_if_ended(self, target: Pid, watcher: Pid) -> None:
+        """If the workflow ``target`` has ended (or was never started), its ``EXIT`` for
+        the workflow ``watcher`` that monitors it (see :meth:`exit_of_ended`)."""
+        known = self.finished.get(target.id)
+        if known is not None:
+            _status, result_json, error, _name = known
+            result = None if result_json is None else _loads(result_json)
+        else:
+            record = self.store.get_workflow(target.id)
+            if record is None:
+                result, error = None, noproc(target)
+            elif WorkflowStatus(record.status).finished:
+                result, error = record.result, record.error
+            else:
+                return
+        self.exit_of_ended(target, watcher, Event(EventKind.EXIT, target, result, error))
+
+    def exit_of_ended(self, target: Pid, watcher: Pid, event: Event) -> None:
         """The ``EXIT`` of an ended workflow for a workflow that monitors it: into the
-        watcher's inbox (once: its id is derived from both; a replayed monitor asks
-        again, so a crash before this write loses nothing)."""
+        watcher's inbox (once: its id is derived from both, whoever delivers it; a
+        replayed monitor asks again, so a crash before this write loses nothing)."""
         text = _dumps(event_to_plain(event))
         now = self.clock.now()
-        tx = Transaction().deliver(watcher.wid, "EXIT", RawJson(text),
-                                   msg_id=f"{target.id}#exit@{watcher.wid}", sender=target,
+        tx = Transaction().deliver(watcher.id, "EXIT", RawJson(text),
+                                   msg_id=exit_id(target.id, watcher.id), sender=target,
                                    kind="event", time=now)
 
+        instance = self.active.get(watcher.id)  # (one loaded later reads the row itself)
+
         def delivered(results: list[Any]) -> None:
-            if results[0] is not None and self.active.get(watcher.wid) is watcher:
-                watcher.push(InboxItem(results[0], True, _loads(text), now))
+            if results[0] is not None and instance is not None and \
+                    self.active.get(watcher.id) is instance:
+                instance.push(InboxItem(results[0], True, _loads(text), now))
 
         self.write_soon(tx, delivered)
 
@@ -765,10 +808,16 @@ class WorkflowHost:
         await done.wait()
 
     def cancel_children(self, wf: WorkflowInstance) -> None:
-        """Unfinished children of a cancelled workflow are cancelled too."""
+        """Unfinished children of a cancelled workflow are cancelled too (in a cluster,
+        those another node runs as well: their request goes through the store)."""
         for child in list(self.active.values()):
             if child.parent == wf.pid and not child.done.is_set():
                 self.request_cancel(child.wid)
+        if self.ownership is not None:
+            for record in self.store.list_workflows(parent=wf.pid):
+                if record.workflow_id not in self.active and \
+                        not WorkflowStatus(record.status).finished:
+                    self.request_cancel(record.workflow_id)
 
     def kill(self, target: Pid, reason: ErrorInfo) -> bool:
         wf = self.active.get(target.id)

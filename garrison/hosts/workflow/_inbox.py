@@ -25,7 +25,7 @@ from ._journal import (
     message_from_plain,
 )
 
-__all__ = ["CONTROL", "DurableInbox", "InboxItem", "PendingReceive", "Receives",
+__all__ = ["CONTROL", "DurableInbox", "InboxItem", "PendingReceive", "Receives", "exit_id",
            "item_from_record", "stale_request"]
 
 _RECEIVE = JournalKind.RECEIVE
@@ -36,6 +36,13 @@ _loads = json.loads
 #: the inbox kind of a request to the host, never handed to the workflow's code: a tool
 #: asks the node running the workflow to end it (``garrison workflows terminate``)
 CONTROL = "control"
+
+
+def exit_id(ended: str, watcher: str) -> str:
+    """The inbox message id of the ``EXIT`` of workflow ``ended`` for the workflow
+    ``watcher`` (ids are unique across the store: one per watcher, and one however
+    many times it is delivered: at the end, by a monitor made after it, at a recovery)."""
+    return f"{ended}#exit@{watcher}"
 
 
 def stale_request(row: Any, record: Any) -> bool:

@@ -45,6 +45,8 @@ class Interop(WorkflowCore):
           ``noproc``, unless its real one was delivered before the crash (same inbox
           message id), and a link acts as a linked failure ``noproc`` (a ``LINK_DOWN``
           when trapping, with the same rule);
+        - a workflow it monitors that has ended gets its ``EXIT`` delivered (the same
+          id as the one its end delivered: once);
         - a link to a workflow is made again on the other side (links are not stored:
           the linked workflow resumed without it); one that failed meanwhile acts as
           a linked failure with its error, as it would have live."""
@@ -55,6 +57,13 @@ class Interop(WorkflowCore):
             h = hosts.get(pid.host)
             if h is None or (not h.durable and not h.is_alive(pid)):
                 lost.append((EventKind.EXIT, pid))
+            elif h.durable and not h.is_alive(pid):
+                # a workflow that ended (or runs on another node) while this one was
+                # down or replaying: its EXIT, if it ended (delivered once: same id; a
+                # store written before EXIT ids named their watcher has the other form)
+                old = h.store.inbox_message(f"{pid.id}#exit")
+                if old is None or old.workflow_id != self.wid:
+                    h.exit_if_ended(pid, self.pid)
         failed: list[tuple[Pid, ErrorInfo]] = []
         for pid in sorted(self.links or ()):
             h = hosts.get(pid.host)

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import json
 import time as _time
-import uuid
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -41,14 +40,14 @@ import trio
 from ..._errors import NoSuchWorkflow
 from ...actors._values import ErrorInfo, Event, EventKind, Pid
 from ...persistence import RawJson, Transaction, WorkflowStatus
-from ._inbox import CONTROL
-from ._journal import JournalKind, error_from_plain, error_to_plain, event_to_plain
-from ._recovery import refresh
+from ._inbox import exit_id
+from ._journal import JournalKind, error_from_plain, event_to_plain
+from ._recovery import refresh, request_transaction
 
 if TYPE_CHECKING:
     from ._host import WorkflowHost
 
-__all__ = ["RETRYABLE", "TERMINATED", "check_reason", "request_transaction",
+__all__ = ["RETRYABLE", "TERMINATED", "check_reason",
            "retry_transaction", "retry_workflow", "terminate_transaction",
            "terminate_workflow", "terminated"]
 
@@ -83,25 +82,6 @@ def _pid(record: Any) -> Pid:
 
 
 # ---------------------------------------------------------------- terminate
-def request_transaction(workflow_id: str, error: ErrorInfo,
-                        attempt: int | None = None) -> Transaction:
-    """A request to the node running ``workflow_id`` to end its attempt ``attempt`` (its
-    record's ``attempt``) with ``error``. There is one request per attempt: its message
-    id is made of the workflow id and the attempt, so a second terminate of the same
-    attempt (two tools at once) adds nothing; and a node ignores (and consumes) a
-    request for an attempt older than the workflow's, so a retried workflow is never
-    ended by a terminate of its previous attempt. ``attempt=None``: a request for
-    whatever attempt runs when a node reads it."""
-    payload: dict[str, Any] = {"terminate": error_to_plain(error)}
-    if attempt is None:
-        msg_id = f"terminate-{uuid.uuid4().hex}"
-    else:
-        payload["attempt"] = attempt
-        msg_id = f"terminate#{attempt}#{workflow_id}"
-    return Transaction().deliver(workflow_id, "terminate", payload, kind=CONTROL,
-                                 msg_id=msg_id)
-
-
 def terminate_transaction(store: Any, record: Any, error: ErrorInfo) -> Transaction:
     """The writes that end the stored workflow ``record`` (unfinished) with ``error``
     while no node runs it: its status, its ``EXIT`` to the unfinished workflows that
@@ -129,8 +109,8 @@ def terminate_transaction(store: Any, record: Any, error: ErrorInfo) -> Transact
             other = store.get_workflow(watcher.id)
             if other is None or WorkflowStatus(other.status).finished or watcher.id in ended:
                 continue
-            tx.deliver(watcher.id, "EXIT", RawJson(text), msg_id=f"{wid}#exit", sender=pid,
-                       kind="event", time=now)
+            tx.deliver(watcher.id, "EXIT", RawJson(text), msg_id=exit_id(wid, watcher.id),
+                       sender=pid, kind="event", time=now)
         for child in store.list_workflows(parent=pid):
             if not WorkflowStatus(child.status).finished:
                 todo.append((child, terminated(f"its parent workflow {wid!r} was terminated")))

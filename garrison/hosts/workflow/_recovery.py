@@ -15,6 +15,7 @@ from __future__ import annotations
 import gc
 import logging
 import time as _time
+import uuid
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -27,7 +28,7 @@ from ...persistence import Transaction, WorkflowRecord, WorkflowStatus
 from ._core import added
 from ._inbox import CONTROL, item_from_record, stale_request
 from ._instance import WorkflowInstance
-from ._journal import Entry, error_from_plain, initial_state
+from ._journal import Entry, error_from_plain, error_to_plain, initial_state
 
 if TYPE_CHECKING:
     from ._host import WorkflowHost
@@ -337,6 +338,25 @@ def _requested(host: WorkflowHost, record: WorkflowRecord, wf: WorkflowInstance 
     end_instance(host, wf, _request_error(new))
 
 
+def request_transaction(workflow_id: str, error: ErrorInfo,
+                        attempt: int | None = None) -> Transaction:
+    """A request to the node running ``workflow_id`` to end its attempt ``attempt`` (its
+    record's ``attempt``) with ``error``. There is one request per attempt: its message
+    id is made of the workflow id and the attempt, so a second terminate of the same
+    attempt (two tools at once) adds nothing; and a node ignores (and consumes) a
+    request for an attempt older than the workflow's, so a retried workflow is never
+    ended by a terminate of its previous attempt. ``attempt=None``: a request for
+    whatever attempt runs when a node reads it."""
+    payload: dict[str, Any] = {"terminate": error_to_plain(error)}
+    if attempt is None:
+        msg_id = f"terminate-{uuid.uuid4().hex}"
+    else:
+        payload["attempt"] = attempt
+        msg_id = f"terminate#{attempt}#{workflow_id}"
+    return Transaction().deliver(workflow_id, "terminate", payload, kind=CONTROL,
+                                 msg_id=msg_id)
+
+
 def end_instance(host: WorkflowHost, wf: WorkflowInstance, error: ErrorInfo) -> None:
     """End ``wf`` as terminated with ``error`` (and its unfinished children): a running
     one is stopped as a killed workflow is (nothing more journaled; it writes its end);
@@ -354,6 +374,14 @@ def end_instance(host: WorkflowHost, wf: WorkflowInstance, error: ErrorInfo) -> 
     for child in list(host.active.values()):
         if child.parent == wf.pid and not WorkflowStatus(child.status).finished:
             end_instance(host, child, reason)
+    if host.ownership is not None:
+        # children another node of the cluster runs (or nobody yet): asked in the store,
+        # as a tool asks; the node that runs one ends it
+        for record in host.store.list_workflows(parent=wf.pid):
+            if record.workflow_id not in host.active and \
+                    not WorkflowStatus(record.status).finished:
+                host.store.write(request_transaction(record.workflow_id, reason,
+                                                     record.attempt))
 
 
 async def end_requested(host: WorkflowHost, wf: WorkflowInstance) -> None:
