@@ -129,6 +129,29 @@ async def test_divergence_blocks_then_corrected_code_resumes(
     assert app.LOG == [("activity_a", 1), ("activity_a", 2)]
 
 
+@pytest.mark.parametrize(("change", "raised"), [
+    ("evolving_more_args", "TypeError: evolving_more_args() missing 1 required"),
+    ("evolving_retyped", "PayloadError: cannot restore argument 1 (x)"),
+    ("evolving_raises", "KeyError: 'no such setting for 1'"),
+])
+async def test_code_that_raises_inside_its_recorded_history_blocks(
+        store_spec: str, monkeypatch: pytest.MonkeyPatch, change: str, raised: str) -> None:
+    """A deploy whose code raises where the first run went on (a new signature, an
+    argument its annotation no longer takes, a new path) blocks the workflow, as the
+    replay tool says it would; it failed it, its journal of no more use."""
+    db = store_spec
+    original = app.evolving
+    await _stopped_while(db, app.evolving, (1,), "e", "waiting")
+    monkeypatch.setattr(app, "evolving", getattr(app, change))
+    error = await _blocked_on_resume(db, "e")
+    assert "seq 1" in str(error) and "activity 'workflow_app:activity_a'" in str(error)
+    assert raised in str(error)
+    monkeypatch.setattr(app, "evolving", original)  # the fix
+    async with garrison.open_node(store=db) as node:
+        await node.workflow("e").signal("go")
+        assert await node.workflow("e").result() == 10 + 20
+
+
 async def test_swallowed_divergence_is_raised_again(store_spec: str,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     db = store_spec

@@ -307,6 +307,21 @@ async def evolving_diverged(x: int) -> int:
     return y + await activity_a(x + 1)
 
 
+async def evolving_more_args(x: int, y: int) -> int:
+    """A broken change: a parameter added (the recorded input has one argument)."""
+    return await evolving(x + y)
+
+
+async def evolving_retyped(x: Order) -> int:
+    """A broken change: the parameter's type changed (the recorded input is an int)."""
+    return await evolving(len(x.id))
+
+
+async def evolving_raises(x: int) -> int:
+    """A broken change: it raises before the recorded activity."""
+    raise KeyError(f"no such setting for {x}")
+
+
 async def try_receiver() -> Any:
     first = process.inbox().try_receive()
     msg = await process.inbox().receive()

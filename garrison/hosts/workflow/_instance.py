@@ -132,12 +132,12 @@ class WorkflowInstance(Waits, Activities, Interop):
                 except trio.Cancelled:
                     raise
                 except Exception as exc:
-                    error, final = ErrorInfo.from_exception(exc), WorkflowStatus.FAILED
+                    error, final = self._failure(exc)
                 except BaseExceptionGroup as group:
                     _, rest = group.split(trio.Cancelled)
                     if rest is None or not isinstance(rest, Exception):
                         raise
-                    error, final = ErrorInfo.from_exception(rest), WorkflowStatus.FAILED
+                    error, final = self._failure(rest)
             if self.store_error is not None:
                 self.stop_on_store_error(self.store_error)  # nothing more can be recorded
                 return
@@ -166,6 +166,16 @@ class WorkflowInstance(Waits, Activities, Interop):
         finally:
             if exit_here:
                 self.mark_exited()
+
+    def _failure(self, exc: Exception) -> tuple[ErrorInfo, WorkflowStatus]:
+        """How the code raising ``exc`` ends the workflow: ``failed``; or ``blocked``
+        while its journal records more (code changed since: a new signature, arguments
+        its annotations no longer take, a path that raises where the first run went
+        on), which code that replays the journal resumes."""
+        diverged = self.cursor.raised(exc)
+        if diverged is not None:
+            return ErrorInfo.from_exception(diverged), WorkflowStatus.BLOCKED
+        return ErrorInfo.from_exception(exc), WorkflowStatus.FAILED
 
     def stop_on_store_error(self, exc: StoreError) -> None:
         """The store refused this workflow's writes for good: it stops here (in memory

@@ -185,6 +185,18 @@ class Cursor:
             raise self.diverge(entry.seq, entry.kind, entry.name,
                                "nothing (the workflow function returned)")
 
+    def raised(self, exc: BaseException) -> NonDeterminismError | None:
+        """The code raised ``exc``: before a record of the journal (the run that recorded
+        it went on), a divergence, returned (and kept); ``None`` past the journal."""
+        if self.error is not None:
+            return self.error
+        later = [s for s in self.entries if s >= self.seq]
+        if not later:
+            return None
+        entry = self.entries[min(later)]
+        return self.diverge(entry.seq, entry.kind, entry.name,
+                            f"raise {type(exc).__name__}: {exc}")
+
 
 # ---------------------------------------------------------------- plain forms
 def message_to_plain(msg: Message) -> dict[str, Any]:
