@@ -320,10 +320,13 @@ class Node:
         """The config's ``workflow.schedule`` entries, given to their hosts' schedulers
         (which sync them into the store when they start)."""
         if self.config is None:
-            return
+            return  # no config: no config schedule is created, updated or removed
         from ._targets import target_name
         from .hosts.workflow._schedules import ScheduleDefinition
 
+        for host in self.hosts.values():  # the config schedules each one reconciles
+            if host.durable:
+                host.scheduler.namespaces = self.config.namespaces
         for entry in self.config.schedules():
             host = self._workflow_host(entry.host)
             fn = self.config.resolve_target(entry.workflow)

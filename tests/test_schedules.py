@@ -4,6 +4,7 @@ pause / resume / trigger / delete, config entries, and tools writing while a nod
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -307,7 +308,6 @@ async def test_an_interrupted_tick_outside_the_window_is_skipped_with_one_warnin
     told from one deleted since, so it does not start, but one warning names the
     schedule, the tick and why; the store forgets it, so the next restart (which the
     missed ticks' write stamped recent) neither starts it nor warns again."""
-    import logging
 
     caplog.set_level(logging.INFO, logger="garrison.schedules")
     db = store_spec
@@ -343,7 +343,6 @@ async def test_a_deleted_triggered_workflow_is_not_taken_for_an_interrupted_tick
     a restart was deleted, never interrupted. It is neither started again nor warned
     about, even inside the catch-up window (only a tick's workflow is taken for one
     whose start a stop interrupted)."""
-    import logging
 
     async with garrison.open_node(store=store_spec) as node:
         handle = await node.schedule("s", app.job, cron="0 3 1 6 *")  # no tick here
@@ -801,6 +800,51 @@ async def test_config_schedules_are_synced_and_keep_their_state(tmp_path: Path,
     assert deleted.stdout == (
         "schedule 'app:nightly' deleted (it is declared in a config: a node started with "
         "that config creates it again; remove its entry, or pause it instead)\n")
+
+
+JOBS = """
+version: "1.0"
+namespace: jobs
+entries:
+  - {name: job, kind: workflow.py, source: "schedule_app:job"}
+"""
+
+
+async def test_a_node_reconciles_only_the_config_schedules_of_its_config_s_namespaces(
+        tmp_path: Path, autojump_clock: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """README: a config schedule belongs to the config file of its namespace. A node
+    with no config (a one-off script on the store) or with another config leaves it,
+    and its pause state, alone; only its own config, without the entry, removes it."""
+    caplog.set_level(logging.INFO, logger="garrison.schedules")
+    db = str(tmp_path / "wf.db")
+
+    def state() -> dict[str, bool]:
+        with tools.open_store(db) as store:
+            return {r.schedule_id: r.paused for r in store.schedules()}
+
+    async with garrison.open_node(config=load_config_text(CONFIG), store=db) as node:
+        await node.schedule_handle("app:nightly").pause()
+    async with garrison.open_node(store=db):  # no config
+        pass
+    assert state() == {"app:nightly": True}
+    hourly = "  - {name: hourly, kind: workflow.schedule, workflow: job, every: 1h}\n"
+    async with garrison.open_node(config=load_config_text(JOBS + hourly), store=db):
+        pass
+    assert state() == {"app:nightly": True, "jobs:hourly": False}
+    async with garrison.open_node(config=load_config_text(CONFIG), store=db):
+        pass
+    assert state() == {"app:nightly": True, "jobs:hourly": False}
+    assert "removed" not in caplog.text
+    # the entry gone from its own config: removed (and only that one)
+    async with garrison.open_node(config=load_config_text(JOBS), store=db):
+        pass
+    assert state() == {"app:nightly": True}
+    assert "schedule jobs:hourly removed: its config entry is gone" in caplog.text
+    # a file of the namespace without entries still owns it
+    empty = 'version: "1.0"\nnamespace: app\nentries: []\n'
+    async with garrison.open_node(config=load_config_text(empty), store=db):
+        pass
+    assert state() == {}
 
 
 def test_schedule_entries_are_checked() -> None:

@@ -37,7 +37,8 @@ In a cluster the last run may be on another node: whether it is unfinished is re
 from the store, and a tick waiting for it looks again every ``REMOTE_POLL`` seconds.
 
 Schedules come from ``workflow.schedule`` config entries (synced at start: created,
-updated, and removed when their entry is gone; their pause state is kept), from
+updated, and removed when their entry is gone from the config of their namespace,
+which only a node started with that config can tell; their pause state is kept), from
 ``node.schedule`` and from tools (``garrison schedules``): a tool's write leaves a
 wakeup, and :meth:`Scheduler.reload` picks the schedule up again.
 """
@@ -113,6 +114,10 @@ class Scheduler:
         self.host = host
         #: the config's ``workflow.schedule`` entries for this host (set before ``run``)
         self.definitions: list[ScheduleDefinition] = []
+        #: the namespaces of the node's config (set before ``run``): the config
+        #: schedules (``<namespace>:<name>``) it owns, which ``_sync_config`` removes when
+        #: their entry is gone; empty without a config (it removes none)
+        self.namespaces: frozenset[str] = frozenset()
         self.rows: dict[str, ScheduleRecord] = {}
         self._specs: dict[str, ScheduleSpec] = {}
         self._heap: list[tuple[float, str]] = []  # (next tick, id), lazily pruned
@@ -518,7 +523,13 @@ class Scheduler:
 
     async def _sync_config(self) -> None:
         """Create or update the config's schedules; remove the config schedules whose
-        entry is gone."""
+        entry is gone from the config that owns them.
+
+        A config schedule's id is its entry's, ``<namespace>:<name>``: it belongs to the
+        config file of that namespace. Only a node started with that namespace's file
+        can tell that the entry is gone; a node with no config (a one-off script on the
+        store), or with the files of other namespaces, leaves it as it is (its pause
+        state too)."""
         defined = {d.schedule_id: d for d in self.definitions}
         stored = {r.schedule_id: r for r in self.host.store.schedules()}
         tx = Transaction()
@@ -526,7 +537,8 @@ class Scheduler:
         for sid, d in defined.items():
             self._put(tx, d, stored.get(sid), now)
         for sid, record in stored.items():
-            if record.source == "config" and sid not in defined:
+            if (record.source == "config" and sid not in defined
+                    and sid.partition(":")[0] in self.namespaces):
                 tx.delete_schedule(sid)
                 log.info("schedule %s removed: its config entry is gone", sid,
                          extra={"schedule_id": sid})
