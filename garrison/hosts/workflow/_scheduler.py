@@ -130,6 +130,10 @@ class Scheduler:
         self._buffer_due: set[str] = set()
         #: ticks that started a workflow, skipped (overlap), missed (outside the window)
         self.counts = {"started": 0, "skipped": 0, "missed": 0}
+        #: the trio deadline the timer waits until (``None`` while it does not wait): a
+        #: virtual clock's stand-in for the next tick (``garrison.testing``), whose
+        #: skipper jumps to that tick and then calls :meth:`wake`
+        self.wait_deadline: float | None = None
 
     # ------------------------------------------------------------ running
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -145,8 +149,8 @@ class Scheduler:
             async with trio.open_nursery() as nursery:
                 for record, wid in interrupted:
                     nursery.start_soon(self._start, record, wid)
-        clock = self.host.clock
         while True:
+            clock = self.host.clock  # (read each time: a test environment swaps it)
             now = clock.now()
             if self._remote and trio.current_time() >= self._remote_check:
                 self._check_remote()
@@ -158,8 +162,17 @@ class Scheduler:
             if self._remote:
                 deadline = min(deadline, self._remote_check)
             self._changed = trio.Event()
-            with trio.move_on_at(deadline):
-                await self._changed.wait()
+            self.wait_deadline = deadline
+            try:
+                with trio.move_on_at(deadline):
+                    await self._changed.wait()
+            finally:
+                self.wait_deadline = None
+
+    def wake(self) -> None:
+        """Look at the clock again (it jumped: a trio deadline it handed out before may
+        never come)."""
+        self._changed.set()
 
     def _take(self, record: ScheduleRecord) -> None:
         """Hold ``record`` in memory (its next tick in the heap)."""
