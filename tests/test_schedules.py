@@ -728,6 +728,31 @@ async def test_bad_schedules_are_refused_with_what_is_wrong(node: garrison.Node)
     assert node.schedules() == []
 
 
+async def test_a_schedule_s_input_is_checked_as_start_workflow_checks_it(
+        node: garrison.Node) -> None:
+    """node.schedule took arguments its workflow cannot take (start_workflow and the
+    config loader refuse them): every tick then failed to start. Now the same check,
+    at once, naming the schedule."""
+    with pytest.raises(TypeError) as started:
+        await node.start_workflow(app.job, 1, 2, 3)
+    with pytest.raises(TypeError) as scheduled:
+        await node.schedule("bad", app.job, 1, 2, 3, every="1s")
+    assert str(scheduled.value) == (
+        "schedule 'bad': workflow schedule_app:job takes 0 to 1 argument(s) "
+        "(seconds=0.0), but the schedule gives it 3: [1, 2, 3] (too many positional "
+        "arguments)")
+    assert str(started.value).split(", but ")[0] in str(scheduled.value)
+    with pytest.raises(garrison.PayloadError, match=r"^schedule 'bad': cannot restore "
+                       r"argument 1 \(seconds\) of workflow schedule_app:job as float"):
+        await node.schedule("bad", app.job, "soon", every="1s")
+    with pytest.raises(garrison.PayloadError, match=r"^cannot store the input of schedule "
+                       r"'bad': a value of type object"):
+        await node.schedule("bad", app.job, object(), every="1s")
+    assert node.schedules() == []
+    await node.schedule("good", app.job, 5, every="1s")  # an int is a float's JSON
+    assert node.schedules()[0].input == [5]
+
+
 async def test_a_schedule_id_is_checked_alike_by_check_run_the_api_and_the_cli(
         tmp_path: Path, autojump_clock: Any) -> None:
     """An id with '@' (which separates a schedule's id from the tick in its workflows'
