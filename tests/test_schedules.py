@@ -168,6 +168,34 @@ async def test_a_missed_tick_outside_the_catchup_window_is_skipped(
     assert ids() == [tick_id("s", at(2))]
 
 
+async def test_ticks_missed_outside_the_window_are_logged_by_the_first_and_latest(
+        tmp_path: Path, autojump_clock: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """The log said "missed its ticks up to <the first missed tick>": it names the
+    first and the latest now (one tick: that tick). ``missed`` counts the record that
+    skipped them, once (as the ticks missed after an interrupted tick count once)."""
+    caplog.set_level(logging.INFO, logger="garrison.schedules")
+    db = str(tmp_path / "wf.db")
+
+    def missed() -> list[str]:
+        return [r.getMessage() for r in caplog.records if " missed its " in r.getMessage()]
+
+    async with garrison.open_node(store=db) as node:
+        await node.schedule("s", app.job, every="1h", catchup_window="10m")
+    await trio.sleep(3.5 * HOUR)  # no node over the 1h, 2h and 3h ticks
+    async with garrison.open_node(store=db) as node:
+        await trio.sleep(1)
+        assert node.stats()["schedules"]["workflows"]["missed"] == 1
+        assert node.schedules()[0].next_tick == dt.datetime.fromtimestamp(at(4), UTC)
+    assert missed() == ["schedule s missed its ticks s@2026-01-01T01:00:00Z to "
+                        "s@2026-01-01T03:00:00Z: older than its catchup_window (600s)"]
+    await trio.sleep(HOUR)  # down over the 4h tick only (at 4h30)
+    async with garrison.open_node(store=db) as node:
+        await trio.sleep(1)
+    assert missed()[1:] == ["schedule s missed its tick s@2026-01-01T04:00:00Z: older "
+                            "than its catchup_window (600s)"]
+    assert app.STARTS == []
+
+
 async def _down(db: str, policy: str, seconds: float, *, up: float, down_until: float,
                 then: float, window: str = "1h") -> list[tuple[str, float]]:
     """An hourly schedule of a job running ``seconds``: a node runs until ``up`` hours,

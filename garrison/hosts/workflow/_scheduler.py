@@ -92,6 +92,16 @@ def _skipped(sid: str, tick: float, last: str | None) -> _Note:
             (sid, tick_id(sid, tick), last))
 
 
+def _missed(sid: str, first: float, last: float | None, window: float) -> _Note:
+    """Ticks ``first`` to ``last`` (the latest that passed) start nothing: all are older
+    than the window. Counted once: one record skips them."""
+    if last is None or last <= first:
+        return ("missed", "schedule %s missed its tick %s: older than its catchup_window "
+                "(%gs)", (sid, tick_id(sid, first), window))
+    return ("missed", "schedule %s missed its ticks %s to %s: older than its "
+            "catchup_window (%gs)", (sid, tick_id(sid, first), tick_id(sid, last), window))
+
+
 def _ts(value: Any) -> float | None:
     return None if value is None else float(value.timestamp())
 
@@ -422,10 +432,8 @@ class Scheduler:
         if due and expected is not None:
             tick, following = spec.due(expected, now, window)
             updates["next_tick"] = following
-            if tick is None:
-                notes.append(("missed", "schedule %s missed its ticks up to %s: older than "
-                              "its catchup_window (%gs)", (sid, tick_id(sid, expected),
-                                                           window)))
+            if tick is None:  # every tick from the next tick to now is too old
+                notes.append(_missed(sid, expected, spec.latest_in(expected, now), window))
             else:
                 updates["last_tick"] = tick
         if stale is not None:  # the latest tick skipped while the stale one waited
