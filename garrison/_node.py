@@ -320,10 +320,13 @@ class Node:
         """The config's ``workflow.schedule`` entries, given to their hosts' schedulers
         (which sync them into the store when they start)."""
         if self.config is None:
-            return
+            return  # no config: no config schedule is created, updated or removed
         from ._targets import target_name
         from .hosts.workflow._schedules import ScheduleDefinition
 
+        for host in self.hosts.values():  # the config schedules each one reconciles
+            if host.durable:
+                host.scheduler.namespaces = self.config.namespaces
         for entry in self.config.schedules():
             host = self._workflow_host(entry.host)
             fn = self.config.resolve_target(entry.workflow)
@@ -424,19 +427,23 @@ class Node:
         schedule started last is unfinished: ``"skip"``, ``"buffer_one"`` (start it
         when that one ends) or ``"allow_all"``. Calling it again with the same id
         updates the schedule (its next tick is kept unless the timing changed).
+        ``args`` are checked as ``start_workflow`` checks them (``TypeError`` naming the
+        schedule).
 
         >>> nightly = await node.schedule("nightly", report, "eu", cron="0 3 * * *",
         ...                               timezone="Europe/Riga")
         """
         from ._schedule_handle import ScheduleHandle
         from ._targets import target_name
-        from .hosts.workflow._schedules import ScheduleDefinition
+        from .hosts.workflow._schedules import ScheduleDefinition, check_input
 
         h = self._workflow_host(host)
         fn = h.node.resolve_target(target)
+        name = target_name(fn)
         definition = ScheduleDefinition.build(
-            id, target_name(fn), args, cron=cron, every=every, timezone=timezone,
+            id, name, args, cron=cron, every=every, timezone=timezone,
             overlap=overlap, catchup_window=catchup_window)
+        check_input(definition.schedule_id, fn, name, args)  # as start_workflow does
         await h.scheduler.put(definition)
         return ScheduleHandle(h, definition.schedule_id)
 

@@ -4,6 +4,7 @@ pause / resume / trigger / delete, config entries, and tools writing while a nod
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -167,6 +168,34 @@ async def test_a_missed_tick_outside_the_catchup_window_is_skipped(
     assert ids() == [tick_id("s", at(2))]
 
 
+async def test_ticks_missed_outside_the_window_are_logged_by_the_first_and_latest(
+        tmp_path: Path, autojump_clock: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """The log said "missed its ticks up to <the first missed tick>": it names the
+    first and the latest now (one tick: that tick). ``missed`` counts the record that
+    skipped them, once (as the ticks missed after an interrupted tick count once)."""
+    caplog.set_level(logging.INFO, logger="garrison.schedules")
+    db = str(tmp_path / "wf.db")
+
+    def missed() -> list[str]:
+        return [r.getMessage() for r in caplog.records if " missed its " in r.getMessage()]
+
+    async with garrison.open_node(store=db) as node:
+        await node.schedule("s", app.job, every="1h", catchup_window="10m")
+    await trio.sleep(3.5 * HOUR)  # no node over the 1h, 2h and 3h ticks
+    async with garrison.open_node(store=db) as node:
+        await trio.sleep(1)
+        assert node.stats()["schedules"]["workflows"]["missed"] == 1
+        assert node.schedules()[0].next_tick == dt.datetime.fromtimestamp(at(4), UTC)
+    assert missed() == ["schedule s missed its ticks s@2026-01-01T01:00:00Z to "
+                        "s@2026-01-01T03:00:00Z: older than its catchup_window (600s)"]
+    await trio.sleep(HOUR)  # down over the 4h tick only (at 4h30)
+    async with garrison.open_node(store=db) as node:
+        await trio.sleep(1)
+    assert missed()[1:] == ["schedule s missed its tick s@2026-01-01T04:00:00Z: older "
+                            "than its catchup_window (600s)"]
+    assert app.STARTS == []
+
+
 async def _down(db: str, policy: str, seconds: float, *, up: float, down_until: float,
                 then: float, window: str = "1h") -> list[tuple[str, float]]:
     """An hourly schedule of a job running ``seconds``: a node runs until ``up`` hours,
@@ -307,7 +336,6 @@ async def test_an_interrupted_tick_outside_the_window_is_skipped_with_one_warnin
     told from one deleted since, so it does not start, but one warning names the
     schedule, the tick and why; the store forgets it, so the next restart (which the
     missed ticks' write stamped recent) neither starts it nor warns again."""
-    import logging
 
     caplog.set_level(logging.INFO, logger="garrison.schedules")
     db = store_spec
@@ -343,7 +371,6 @@ async def test_a_deleted_triggered_workflow_is_not_taken_for_an_interrupted_tick
     a restart was deleted, never interrupted. It is neither started again nor warned
     about, even inside the catch-up window (only a tick's workflow is taken for one
     whose start a stop interrupted)."""
-    import logging
 
     async with garrison.open_node(store=store_spec) as node:
         handle = await node.schedule("s", app.job, cron="0 3 1 6 *")  # no tick here
@@ -729,6 +756,31 @@ async def test_bad_schedules_are_refused_with_what_is_wrong(node: garrison.Node)
     assert node.schedules() == []
 
 
+async def test_a_schedule_s_input_is_checked_as_start_workflow_checks_it(
+        node: garrison.Node) -> None:
+    """node.schedule took arguments its workflow cannot take (start_workflow and the
+    config loader refuse them): every tick then failed to start. Now the same check,
+    at once, naming the schedule."""
+    with pytest.raises(TypeError) as started:
+        await node.start_workflow(app.job, 1, 2, 3)
+    with pytest.raises(TypeError) as scheduled:
+        await node.schedule("bad", app.job, 1, 2, 3, every="1s")
+    assert str(scheduled.value) == (
+        "schedule 'bad': workflow schedule_app:job takes 0 to 1 argument(s) "
+        "(seconds=0.0), but the schedule gives it 3: [1, 2, 3] (too many positional "
+        "arguments)")
+    assert str(started.value).split(", but ")[0] in str(scheduled.value)
+    with pytest.raises(garrison.PayloadError, match=r"^schedule 'bad': cannot restore "
+                       r"argument 1 \(seconds\) of workflow schedule_app:job as float"):
+        await node.schedule("bad", app.job, "soon", every="1s")
+    with pytest.raises(garrison.PayloadError, match=r"^cannot store the input of schedule "
+                       r"'bad': a value of type object"):
+        await node.schedule("bad", app.job, object(), every="1s")
+    assert node.schedules() == []
+    await node.schedule("good", app.job, 5, every="1s")  # an int is a float's JSON
+    assert node.schedules()[0].input == [5]
+
+
 async def test_a_schedule_id_is_checked_alike_by_check_run_the_api_and_the_cli(
         tmp_path: Path, autojump_clock: Any) -> None:
     """An id with '@' (which separates a schedule's id from the tick in its workflows'
@@ -801,6 +853,51 @@ async def test_config_schedules_are_synced_and_keep_their_state(tmp_path: Path,
     assert deleted.stdout == (
         "schedule 'app:nightly' deleted (it is declared in a config: a node started with "
         "that config creates it again; remove its entry, or pause it instead)\n")
+
+
+JOBS = """
+version: "1.0"
+namespace: jobs
+entries:
+  - {name: job, kind: workflow.py, source: "schedule_app:job"}
+"""
+
+
+async def test_a_node_reconciles_only_the_config_schedules_of_its_config_s_namespaces(
+        tmp_path: Path, autojump_clock: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """README: a config schedule belongs to the config file of its namespace. A node
+    with no config (a one-off script on the store) or with another config leaves it,
+    and its pause state, alone; only its own config, without the entry, removes it."""
+    caplog.set_level(logging.INFO, logger="garrison.schedules")
+    db = str(tmp_path / "wf.db")
+
+    def state() -> dict[str, bool]:
+        with tools.open_store(db) as store:
+            return {r.schedule_id: r.paused for r in store.schedules()}
+
+    async with garrison.open_node(config=load_config_text(CONFIG), store=db) as node:
+        await node.schedule_handle("app:nightly").pause()
+    async with garrison.open_node(store=db):  # no config
+        pass
+    assert state() == {"app:nightly": True}
+    hourly = "  - {name: hourly, kind: workflow.schedule, workflow: job, every: 1h}\n"
+    async with garrison.open_node(config=load_config_text(JOBS + hourly), store=db):
+        pass
+    assert state() == {"app:nightly": True, "jobs:hourly": False}
+    async with garrison.open_node(config=load_config_text(CONFIG), store=db):
+        pass
+    assert state() == {"app:nightly": True, "jobs:hourly": False}
+    assert "removed" not in caplog.text
+    # the entry gone from its own config: removed (and only that one)
+    async with garrison.open_node(config=load_config_text(JOBS), store=db):
+        pass
+    assert state() == {"app:nightly": True}
+    assert "schedule jobs:hourly removed: its config entry is gone" in caplog.text
+    # a file of the namespace without entries still owns it
+    empty = 'version: "1.0"\nnamespace: app\nentries: []\n'
+    async with garrison.open_node(config=load_config_text(empty), store=db):
+        pass
+    assert state() == {}
 
 
 def test_schedule_entries_are_checked() -> None:

@@ -165,3 +165,54 @@ async def test_a_workflow_entry_of_the_config_cannot_be_mocked(tmp_path) -> None
     async with garrison.testing.workflow_env(config=tmp_path / "app.yaml") as env:
         with pytest.raises(TypeError, match=r"config entry 'app:order' is a workflow\.py"):
             env.mock_activity(ops_app.order, result=1)
+
+
+async def _schedules_tick(tmp_path: Any, monkeypatch: pytest.MonkeyPatch,
+                          virtual: bool) -> None:
+    """A config schedule and a ``node.schedule`` one, hourly, for 3 hours of
+    ``env.sleep``: each tick starts its workflow at its time (wall time starts on the
+    hour, so the ticks are known)."""
+    import schedule_app
+
+    from garrison.hosts.workflow._schedules import tick_id
+    from garrison.hosts.workflow._waits import WallClock
+
+    t0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC).timestamp()
+
+    def init(self: WallClock) -> None:
+        self.trio0 = trio.current_time()
+        self.wall0 = t0
+
+    monkeypatch.setattr(WallClock, "__init__", init)
+    schedule_app.STARTS.clear()
+    (tmp_path / "app.yaml").write_text(
+        'version: "1.0"\nnamespace: app\nentries:\n'
+        '  - {name: job, kind: workflow.py, source: "schedule_app:job"}\n'
+        '  - {name: hourly, kind: workflow.schedule, workflow: job, every: 1h, '
+        'input: [60]}\n')
+    async with garrison.testing.workflow_env(config=tmp_path / "app.yaml") as env:
+        assert env.virtual is virtual
+        await env.node.schedule("api", schedule_app.job, 60.0, every="1h")
+        await env.sleep("3h")
+        assert env.now().timestamp() == t0 + 3 * 3600
+        expected = sorted((tick_id(sid, t0 + h * 3600), t0 + h * 3600)
+                          for sid in ("api", "app:hourly") for h in (1, 2, 3))
+        assert sorted(schedule_app.STARTS) == expected
+        stats = env.node.stats()["schedules"]["workflows"]
+        assert (stats["started"], stats["missed"], stats["skipped"]) == (6, 0, 0)
+        assert env.status("api@2026-01-01T02:00:00Z") == "completed"
+    schedule_app.STARTS.clear()
+
+
+async def test_schedules_tick_on_the_environment_s_virtual_time(
+        tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """README (Schedules): the scheduler runs on the host's clock, "so virtual time skips
+    to the next tick in tests"; (Testing) env.sleep(d) fires what falls due on the way.
+    With no clock asked for, the environment's own virtual clock used to skip past the
+    ticks: schedules never ticked."""
+    await _schedules_tick(tmp_path, monkeypatch, virtual=True)
+
+
+async def test_schedules_tick_on_trio_autojump_clock(
+        tmp_path: Any, monkeypatch: pytest.MonkeyPatch, autojump_clock: Any) -> None:
+    await _schedules_tick(tmp_path, monkeypatch, virtual=False)

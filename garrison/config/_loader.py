@@ -784,6 +784,12 @@ class Config:
 
     entries: Mapping[str, Entry]
     source_paths: tuple[Path, ...] = ()
+    #: the namespaces of the files loaded (also one whose file has no entries); by
+    #: default those of the entries. A node reconciles the config schedules of these
+    #: namespaces only (see ``Scheduler._sync_config``).
+    namespaces: frozenset[str] = attrs.field(
+        default=attrs.Factory(lambda self: frozenset(
+            entry_id.partition(":")[0] for entry_id in self.entries), takes_self=True))
 
     @property
     def source_path(self) -> Path | None:
@@ -875,8 +881,11 @@ def _read(path: str | os.PathLike[str]) -> tuple[str | None, str]:
 
 def _parse_all(
     sources: Iterable[tuple[str, str, Path | None]],
-) -> tuple[dict[str, Entry], list[str]]:
-    return _link([_parse_text(text, filename, base_dir) for text, filename, base_dir in sources])
+) -> tuple[dict[str, Entry], list[str], frozenset[str]]:
+    """The linked entries, the problems, and the namespaces of the files."""
+    parsed = [_parse_text(text, filename, base_dir) for text, filename, base_dir in sources]
+    entries, problems = _link(parsed)
+    return entries, problems, frozenset(p.namespace for p in parsed if p.namespace)
 
 
 def load_configs(paths: Iterable[str | os.PathLike[str]]) -> Config:
@@ -898,11 +907,11 @@ def load_configs(paths: Iterable[str | os.PathLike[str]]) -> Config:
         if str(base) not in sys.path:
             sys.path.insert(0, str(base))
         sources.append((text, filename, base))
-    entries, more = _parse_all(sources)
+    entries, more, namespaces = _parse_all(sources)
     problems.extend(more)
     if problems:
         raise ConfigError(problems)
-    return Config(entries, tuple(Path(os.fspath(p)) for p in paths))
+    return Config(entries, tuple(Path(os.fspath(p)) for p in paths), namespaces)
 
 
 def load_config(path: str | os.PathLike[str]) -> Config:
@@ -920,10 +929,10 @@ def load_config_text(text: str, filename: str = "<string>") -> Config:
     Relative ``workflow.host`` store paths are made absolute against the current
     directory.
     """
-    entries, problems = _parse_all([(text, filename, Path.cwd())])
+    entries, problems, namespaces = _parse_all([(text, filename, Path.cwd())])
     if problems:
         raise ConfigError(problems)
-    return Config(entries, ())
+    return Config(entries, (), namespaces)
 
 
 def check_config(*paths: str | os.PathLike[str]) -> list[str]:

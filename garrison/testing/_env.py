@@ -9,10 +9,10 @@ Two ways time skips, chosen by the trio clock the test runs on:
 - any other clock (the test did not ask for one): the workflow hosts get a
   :class:`SkippingClock`, virtual time of their own that only moves by jumps, and the
   environment runs a task that, whenever every task waits, jumps it to the next
-  workflow deadline (or the end of an ``env.sleep``), the way the autojump clock
-  does. Workflow timers, durable sleeps, receive timeouts and activity retry delays
-  skip; ``trio.sleep`` in the test's own code, activity timeouts and plain processes'
-  timeouts take real time.
+  workflow deadline or schedule tick (or the end of an ``env.sleep``), the way the
+  autojump clock does. Workflow timers, durable sleeps, receive timeouts, activity
+  retry delays and schedules' ticks skip; ``trio.sleep`` in the test's own code,
+  activity timeouts and plain processes' timeouts take real time.
 
 Either way ``await env.sleep(d)`` advances time by ``d``, firing what falls due on the
 way, and returns once the workflows woken have reacted (every task waits again).
@@ -176,8 +176,8 @@ class WorkflowEnv:
         await event.wait()
 
     async def _skipper(self) -> None:
-        """Virtual mode: whenever every task waits, jump to the next workflow deadline
-        (or the end of an ``env.sleep``)."""
+        """Virtual mode: whenever every task waits, jump to the next workflow deadline,
+        schedule tick (or the end of an ``env.sleep``)."""
         clock = self.clock
         assert isinstance(clock, SkippingClock)
         while True:
@@ -190,6 +190,9 @@ class WorkflowEnv:
             waiting = [wf for host in self._hosts() for wf in host.active.values()
                        if wf.wait_deadline is not None and not wf.done.is_set()]
             targets = [clock.wall_of(wf.wait_deadline) for wf in waiting]
+            schedulers = [host.scheduler for host in self._hosts()]
+            targets += [clock.wall_of(s.wait_deadline) for s in schedulers
+                        if s.wait_deadline is not None]
             targets += [target for target, _event in clock.sleepers]
             due = [t for t in targets if t is not None and math.isfinite(t)]
             if not due:
@@ -199,6 +202,8 @@ class WorkflowEnv:
             clock.jump_to(min(due))
             for wf in waiting:  # their trio deadlines are forgotten: they ask again
                 wf.wake()
+            for scheduler in schedulers:
+                scheduler.wake()
 
     def _hosts(self) -> list[Any]:
         return [h for h in self.node.hosts.values() if getattr(h, "durable", False)]
@@ -337,6 +342,7 @@ async def workflow_env(config: Any = None) -> AsyncIterator[WorkflowEnv]:
             clock = SkippingClock()
             for host in hosts:
                 host.clock = clock
+                host.scheduler.wake()  # (its timer was set on the clock it started on)
         else:
             clock = hosts[0].clock
         env = WorkflowEnv(node, clock, virtual)

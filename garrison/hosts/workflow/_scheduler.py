@@ -37,7 +37,8 @@ In a cluster the last run may be on another node: whether it is unfinished is re
 from the store, and a tick waiting for it looks again every ``REMOTE_POLL`` seconds.
 
 Schedules come from ``workflow.schedule`` config entries (synced at start: created,
-updated, and removed when their entry is gone; their pause state is kept), from
+updated, and removed when their entry is gone from the config of their namespace,
+which only a node started with that config can tell; their pause state is kept), from
 ``node.schedule`` and from tools (``garrison schedules``): a tool's write leaves a
 wakeup, and :meth:`Scheduler.reload` picks the schedule up again.
 """
@@ -91,6 +92,16 @@ def _skipped(sid: str, tick: float, last: str | None) -> _Note:
             (sid, tick_id(sid, tick), last))
 
 
+def _missed(sid: str, first: float, last: float | None, window: float) -> _Note:
+    """Ticks ``first`` to ``last`` (the latest that passed) start nothing: all are older
+    than the window. Counted once: one record skips them."""
+    if last is None or last <= first:
+        return ("missed", "schedule %s missed its tick %s: older than its catchup_window "
+                "(%gs)", (sid, tick_id(sid, first), window))
+    return ("missed", "schedule %s missed its ticks %s to %s: older than its "
+            "catchup_window (%gs)", (sid, tick_id(sid, first), tick_id(sid, last), window))
+
+
 def _ts(value: Any) -> float | None:
     return None if value is None else float(value.timestamp())
 
@@ -113,6 +124,10 @@ class Scheduler:
         self.host = host
         #: the config's ``workflow.schedule`` entries for this host (set before ``run``)
         self.definitions: list[ScheduleDefinition] = []
+        #: the namespaces of the node's config (set before ``run``): the config
+        #: schedules (``<namespace>:<name>``) it owns, which ``_sync_config`` removes when
+        #: their entry is gone; empty without a config (it removes none)
+        self.namespaces: frozenset[str] = frozenset()
         self.rows: dict[str, ScheduleRecord] = {}
         self._specs: dict[str, ScheduleSpec] = {}
         self._heap: list[tuple[float, str]] = []  # (next tick, id), lazily pruned
@@ -125,6 +140,10 @@ class Scheduler:
         self._buffer_due: set[str] = set()
         #: ticks that started a workflow, skipped (overlap), missed (outside the window)
         self.counts = {"started": 0, "skipped": 0, "missed": 0}
+        #: the trio deadline the timer waits until (``None`` while it does not wait): a
+        #: virtual clock's stand-in for the next tick (``garrison.testing``), whose
+        #: skipper jumps to that tick and then calls :meth:`wake`
+        self.wait_deadline: float | None = None
 
     # ------------------------------------------------------------ running
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -140,8 +159,8 @@ class Scheduler:
             async with trio.open_nursery() as nursery:
                 for record, wid in interrupted:
                     nursery.start_soon(self._start, record, wid)
-        clock = self.host.clock
         while True:
+            clock = self.host.clock  # (read each time: a test environment swaps it)
             now = clock.now()
             if self._remote and trio.current_time() >= self._remote_check:
                 self._check_remote()
@@ -153,8 +172,17 @@ class Scheduler:
             if self._remote:
                 deadline = min(deadline, self._remote_check)
             self._changed = trio.Event()
-            with trio.move_on_at(deadline):
-                await self._changed.wait()
+            self.wait_deadline = deadline
+            try:
+                with trio.move_on_at(deadline):
+                    await self._changed.wait()
+            finally:
+                self.wait_deadline = None
+
+    def wake(self) -> None:
+        """Look at the clock again (it jumped: a trio deadline it handed out before may
+        never come)."""
+        self._changed.set()
 
     def _take(self, record: ScheduleRecord) -> None:
         """Hold ``record`` in memory (its next tick in the heap)."""
@@ -404,10 +432,8 @@ class Scheduler:
         if due and expected is not None:
             tick, following = spec.due(expected, now, window)
             updates["next_tick"] = following
-            if tick is None:
-                notes.append(("missed", "schedule %s missed its ticks up to %s: older than "
-                              "its catchup_window (%gs)", (sid, tick_id(sid, expected),
-                                                           window)))
+            if tick is None:  # every tick from the next tick to now is too old
+                notes.append(_missed(sid, expected, spec.latest_in(expected, now), window))
             else:
                 updates["last_tick"] = tick
         if stale is not None:  # the latest tick skipped while the stale one waited
@@ -518,7 +544,13 @@ class Scheduler:
 
     async def _sync_config(self) -> None:
         """Create or update the config's schedules; remove the config schedules whose
-        entry is gone."""
+        entry is gone from the config that owns them.
+
+        A config schedule's id is its entry's, ``<namespace>:<name>``: it belongs to the
+        config file of that namespace. Only a node started with that namespace's file
+        can tell that the entry is gone; a node with no config (a one-off script on the
+        store), or with the files of other namespaces, leaves it as it is (its pause
+        state too)."""
         defined = {d.schedule_id: d for d in self.definitions}
         stored = {r.schedule_id: r for r in self.host.store.schedules()}
         tx = Transaction()
@@ -526,7 +558,8 @@ class Scheduler:
         for sid, d in defined.items():
             self._put(tx, d, stored.get(sid), now)
         for sid, record in stored.items():
-            if record.source == "config" and sid not in defined:
+            if (record.source == "config" and sid not in defined
+                    and sid.partition(":")[0] in self.namespaces):
                 tx.delete_schedule(sid)
                 log.info("schedule %s removed: its config entry is gone", sid,
                          extra={"schedule_id": sid})

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import functools
+import json
 import math
 import zoneinfo
 from collections.abc import Sequence
@@ -27,6 +28,9 @@ import attrs
 from cronsim import CronSim, CronSimError
 
 from ..._duration import parse_duration
+from ..._errors import PayloadError
+from ...persistence import to_json
+from ._codec import arity_problem, restore_args
 from ._ids import ID_RULE, id_problem
 
 __all__ = [
@@ -35,6 +39,7 @@ __all__ = [
     "OVERLAP_POLICIES",
     "ScheduleDefinition",
     "ScheduleSpec",
+    "check_input",
     "check_overlap",
     "check_schedule_id",
     "next_trigger",
@@ -145,6 +150,24 @@ def check_schedule_id(value: object) -> str:
         raise ValueError(f"invalid schedule id {value!r}: {why}; a schedule id is {ID_RULE}, "
                          "and without '@' (its workflows are named '<id>@<tick time>')")
     return value
+
+
+def check_input(schedule_id: str, fn: Any, name: str, args: Sequence[Any]) -> None:
+    """``TypeError`` naming the schedule unless its workflow ``fn`` (``name``) takes
+    ``args``, checked as ``start_workflow`` checks them (how many; typed ones restored
+    from their JSON form, else ``PayloadError``, a ``TypeError``): a tick would start
+    it with them, and fail each time."""
+    what = f"schedule {schedule_id!r}"
+    problem = arity_problem(fn, name, args, "the schedule gives it")
+    if problem is not None:
+        raise TypeError(f"{what}: {problem}")
+    plain = json.loads(to_json(list(args), what=f"the input of {what}"))
+    try:
+        restore_args(fn, plain, f"workflow {name}")
+    except PayloadError as exc:  # (as start_workflow raises it, naming the argument)
+        raise PayloadError(f"{what}: {exc}") from None
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{what}: {exc}") from None
 
 
 def check_overlap(value: object, what: str) -> str:
