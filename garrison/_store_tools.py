@@ -67,12 +67,17 @@ class ToolError(Exception):
 
 def open_store(path: str, *, readonly: bool = False) -> Any:
     """The store at ``path`` (a SQLite file or a ``postgresql://`` URL), opened as a
-    tool (``lock=False``; ``readonly``: a SQLite file opened read-only): a missing file,
-    a damaged one, an unreachable server or one of another schema version is a
-    :class:`ToolError` (code 2)."""
+    tool (``lock=False``; ``readonly``: a SQLite file opened read-only): no path (``''``,
+    ``:memory:``, ``file:...``), a missing file, a damaged one, an unreachable server or
+    one of another schema version is a :class:`ToolError` (code 2)."""
     from .persistence import SQLiteStore
     from .persistence import open_store as open_any
 
+    if not path.strip() or path == ":memory:" or path.startswith("file:"):
+        # SQLiteStore refuses these with a ValueError: a tool has no in-memory store
+        raise ToolError(f"store {path!r}: expected a SQLite file or a "
+                        "postgresql://user@host:port/db URL (an in-memory store is the "
+                        "node's own: a tool cannot open one)", 2)
     try:
         if readonly and not path.startswith(("postgresql://", "postgres://")):
             return SQLiteStore(path, lock=False, readonly=True)

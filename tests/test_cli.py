@@ -659,3 +659,24 @@ def test_store_after_the_verb_on_the_command_line(tmp_path: Path) -> None:
     assert missing.stderr.splitlines()[-1] == (
         "garrison schedules: error: the following arguments are required: --store (before "
         "or after the command)")
+
+
+def test_a_store_that_names_no_file_is_one_line_and_exit_2(capsys) -> None:
+    """``--store ''``, ``:memory:`` or ``file:...`` on every command that opens a store
+    as a tool (``workflows``, ``schedules``, ``nodes``, ``ui``): one line naming the
+    store, exit 2, as ``garrison run`` does; never the SQLiteStore ValueError's
+    traceback."""
+    from garrison._cli import build_parser
+
+    commands = [["workflows", "list"], ["workflows", "replay", "--all"],
+                ["workflows", "show", "w1"], ["schedules", "list"], ["nodes", "list"],
+                ["ui", "--bind", "127.0.0.1:0"]]
+    for store in ("", " ", ":memory:", "file::memory:", "file:s.db?mode=memory"):
+        for command in commands:
+            args = build_parser().parse_args([*command, "--store", store])
+            code = args.func(args)
+            out, err = capsys.readouterr()
+            assert code == 2 and out == "", (store, command, out, err)
+            assert err.count("\n") == 1, (store, command, err)
+            assert err.startswith(f"garrison {command[0]}: store {store!r}: expected a "
+                                  "SQLite file"), (store, command, err)
