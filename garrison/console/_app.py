@@ -139,7 +139,7 @@ def make_app(backend: Backend, *, token: str | None = None, loopback: bool = Tru
 
     async def api_signal(request: Request) -> Response:
         wid = _segment(request.path_params["wid"])
-        body = await _body(request)
+        body = await _body(request, "signal", ("topic", "payload"))
         topic = _checked(check_topic, body.get("topic"))
         out = await backend.signal(wid, topic, body.get("payload"), _host(request))
         return _json(request, {"ok": True, "workflow_id": wid, "signal": topic, **out})
@@ -172,14 +172,14 @@ def make_app(backend: Backend, *, token: str | None = None, loopback: bool = Tru
 
     async def api_resolve(request: Request) -> Response:
         wid, name = await promise_target(request)
-        body = await _body(request)
-        await backend.resolve(wid, name, body.get("value"), _host(request))
+        body = await _body(request, "resolve", ("value",), required=("value",))
+        await backend.resolve(wid, name, body["value"], _host(request))
         return _json(request, {"ok": True, "workflow_id": wid, "promise": name,
-                               "resolved": body.get("value")})
+                               "resolved": body["value"]})
 
     async def api_reject(request: Request) -> Response:
         wid, name = await promise_target(request)
-        body = await _body(request)
+        body = await _body(request, "reject", ("message",))
         message = _checked(check_rejection, body.get("message"))
         await backend.reject(wid, name, message, _host(request))
         return _json(request, {"ok": True, "workflow_id": wid, "promise": name,
@@ -187,13 +187,13 @@ def make_app(backend: Backend, *, token: str | None = None, loopback: bool = Tru
 
     async def api_cancel(request: Request) -> Response:
         wid = _segment(request.path_params["wid"])
-        await _body(request)
+        await _body(request, "cancel", ())
         await backend.cancel(wid, _host(request))
         return _json(request, {"ok": True, "workflow_id": wid, "cancel_requested": True})
 
     async def api_retry(request: Request) -> Response:
         wid = _segment(request.path_params["wid"])
-        await _body(request)
+        await _body(request, "retry", ())
         note = await backend.retry(wid, _host(request))
         return _json(request, {"ok": True, "workflow_id": wid, "retry": note})
 
@@ -325,9 +325,17 @@ def _json(request: Request, content: Any, status_code: int = 200) -> Response:
                     headers={"ETag": tag})
 
 
-async def _body(request: Request) -> dict[str, Any]:
+#: the fields of each action's body, as the README's API table writes them
+_FIELDS = {"topic": "str", "payload": "any", "value": "any", "message": "str"}
+
+
+async def _body(request: Request, action: str, fields: tuple[str, ...],
+                required: tuple[str, ...] = ()) -> dict[str, Any]:
     """The JSON object of a POST (an empty body is ``{}``): numbers must be finite
-    (no ``NaN``, ``Infinity``, ``1e400``) and text valid, as a store needs them."""
+    (no ``NaN``, ``Infinity``, ``1e400``) and text valid, as a store needs them. Its
+    keys are the action's ``fields``, ``required`` among them: a key it does not take
+    (a typo: ``valeu``) or a missing required one is 400 naming it, before anything is
+    done (``{"valeu": 1}`` would otherwise resolve a promise with null, for good)."""
     raw = await request.body()
     if not raw.strip():
         return {}
@@ -337,6 +345,15 @@ async def _body(request: Request) -> dict[str, Any]:
         raise ApiError(400, f"the request body must be a JSON object: {exc}") from None
     if not isinstance(body, dict):
         raise ApiError(400, f"the request body must be a JSON object, got {type(body).__name__}")
+    unknown = [key for key in body if key not in fields]
+    missing = [key for key in required if key not in body]
+    if unknown or missing:
+        expected = ("{" + ", ".join(f'"{f}": {_FIELDS[f]}' for f in fields) + "}"
+                    if fields else "{} or empty: it takes no fields")
+        why = [f"unknown field {key!r}" for key in unknown[:5]]
+        why += [f"missing field {key!r}" for key in missing]
+        raise ApiError(400, f"the request body of a {action} is {expected}; got "
+                            + ", ".join(why))
     return body
 
 
