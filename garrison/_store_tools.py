@@ -483,14 +483,25 @@ def when_json(value: Any) -> str | None:
 
 
 def key_value(item: str, option: str = "--search") -> tuple[str, Any]:
-    """``KEY=VALUE`` of a search filter: the value is JSON, or else a plain string."""
+    """``KEY=VALUE`` of a search filter: the value is JSON, or else a plain string; JSON
+    no search attribute can hold (``NaN``, ``Infinity``, ``1e400``: see
+    :func:`strict_json`) is :class:`ToolError` (code 2) naming the filter. The one rule
+    of ``garrison workflows list --search`` and the console's ``search=``."""
     key, sep, raw = item.partition("=")
     if not sep or not key:
         raise ToolError(f"{option} takes KEY=VALUE, got {item!r}", 2)
     try:
-        return key, json.loads(raw)
+        return key, strict_json(raw)
     except json.JSONDecodeError:
         return key, raw
+    except ValueError as exc:
+        try:
+            json.loads(raw)
+        except json.JSONDecodeError:  # not JSON at all ("NaNa"): a plain string
+            return key, raw
+        except (ValueError, RecursionError):
+            pass
+        raise ToolError(f"{option.lstrip('-')} {item!r}: {exc}", 2) from None
 
 
 def json_arg(text: str, what: str) -> Any:

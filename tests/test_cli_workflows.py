@@ -332,6 +332,29 @@ def test_unknown_status_is_a_usage_error(capsys: pytest.CaptureFixture[str],
     assert "'bogus'" in err and "waiting" in err and err.count("\n") == 1
 
 
+def test_a_search_value_no_attribute_can_hold_is_a_usage_error(
+        capsys: pytest.CaptureFixture[str], store_path: str) -> None:
+    """``--search a=NaN`` blamed the store ("SQLite error (malformed JSON)"): it is the
+    argument's fault, exit 2 in the console's words; text that is no JSON at all is a
+    plain string, as before."""
+    _plain_store(store_path)
+    for value, said in [("NaN", "NaN is not a JSON number"),
+                        ("Infinity", "Infinity is not a JSON number"),
+                        ("-Infinity", "-Infinity is not a JSON number"),
+                        ("[1, NaN]", "NaN is not a JSON number"),
+                        ("1e400", "1e400 is too large for a JSON number")]:
+        code, out, err = cli_here(capsys, "--store", store_path, "list", "--search",
+                                  f"a={value}")
+        assert (code, out) == (2, ""), (value, out, err)
+        assert err == f"garrison workflows: search 'a={value}': {said}" + (
+            " (NaN and infinity cannot be stored)\n" if "NaN is" in said
+            or "Infinity is" in said else " (it would be infinity)\n"), err
+    for plain in ("NaNa", "Infinity and beyond"):
+        code, out, err = cli_here(capsys, "--store", store_path, "list", "--search",
+                                  f"a={plain}")
+        assert (code, out, err) == (0, "no workflows\n", ""), (plain, out, err)
+
+
 def test_wide_and_json_show_search_attributes_whole(capsys: pytest.CaptureFixture[str],
                                                      store_path: str) -> None:
     long = "x" * 120

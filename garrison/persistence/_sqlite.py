@@ -56,7 +56,7 @@ from ._checkpoint import (
     Checkpointer,
     preallocate_wal,
 )
-from ._converter import to_json
+from ._converter import search_json
 from ._group_commit import NONE_RESULT, Busy, CommitRequest, GroupCommit, Strategy, fail_all
 from ._records import (
     InboxRecord,
@@ -1020,7 +1020,7 @@ class SQLiteStore(StoreShortcuts):
         for key, value in (search or {}).items():
             where.append("json_extract(search, ?) IS json_extract(?, '$')")
             params.append("$." + json.dumps(str(key)))
-            params.append(to_json(value, what=f"search attribute {key!r}"))
+            params.append(search_json(key, value))
         if parent is not None:
             where.append("parent = ?")
             params.append(str(parent))
