@@ -44,6 +44,7 @@ __all__ = [
     "retry",
     "schedule_json",
     "signal",
+    "standard_json",
     "start",
     "strict_json",
     "terminate",
@@ -442,6 +443,30 @@ def strict_json(text: str | bytes) -> Any:
         raise ValueError("it is nested too deeply") from None
     _check_text(value)
     return value
+
+
+# ------------------------------------------------------------------ JSON out
+def finite(value: Any) -> Any:
+    """``value`` with NaN and the infinities (which Python's JSON, and so a store, may
+    hold) as the strings ``"NaN"``, ``"Infinity"``, ``"-Infinity"``: valid JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {key: finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite(item) for item in value]
+    return value
+
+
+def standard_json(value: Any, **dumps: Any) -> str:
+    """``json.dumps(value, **dumps)`` as standard JSON whatever the store holds: a NaN
+    or an infinity in it written as :func:`finite` does (``"NaN"``), never as the bare
+    ``NaN`` no other JSON reader takes. The console's answers and the command line's
+    ``--json`` both."""
+    try:
+        return json.dumps(value, allow_nan=False, **dumps)
+    except ValueError:  # rare: walk it only then
+        return json.dumps(finite(value), allow_nan=False, **dumps)
 
 
 # ------------------------------------------------------------------ JSON forms

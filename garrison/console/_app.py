@@ -9,8 +9,6 @@ with data), polling while something can change. The API is documented in README.
 from __future__ import annotations
 
 import hashlib
-import json
-import math
 import re
 import secrets
 from collections.abc import Callable
@@ -28,7 +26,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from .._errors import PayloadError
-from .._store_tools import ToolError, check_rejection, check_topic
+from .._store_tools import ToolError, check_rejection, check_topic, standard_json
 from ._backend import ApiError, Backend, parse_search, parse_statuses, strict_json
 from ._security import (
     CSRF_COOKIE,
@@ -290,33 +288,16 @@ def _host(request: Request) -> str | None:
     return request.query_params.get("host") or None
 
 
-def _finite(value: Any) -> Any:
-    """``value`` with NaN and the infinities (which Python's JSON, and so a store, may
-    hold) as the strings ``"NaN"``, ``"Infinity"``, ``"-Infinity"``: valid JSON."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
-    if isinstance(value, dict):
-        return {key: _finite(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(item) for item in value]
-    return value
-
-
 def _json(request: Request, content: Any, status_code: int = 200) -> Response:
-    """A JSON answer that is valid JSON whatever the store holds (see :func:`_finite`),
+    """A JSON answer that is valid JSON whatever the store holds (see
+    :func:`~garrison._store_tools.standard_json`, as the command line's ``--json``),
     with an ``ETag``: a poll that sends it back as ``If-None-Match`` gets ``304`` and
     no body while nothing changed."""
-    try:
-        text = json.dumps(content, ensure_ascii=False, allow_nan=False,
-                          separators=(",", ":"))
-    except ValueError:
-        text = json.dumps(_finite(content), ensure_ascii=False, allow_nan=False,
-                          separators=(",", ":"))
+    text = standard_json(content, ensure_ascii=False, separators=(",", ":"))
     try:
         body = text.encode("utf-8")
     except UnicodeEncodeError:  # a lone surrogate: escaped, it is valid JSON
-        body = json.dumps(_finite(content), allow_nan=False,
-                          separators=(",", ":")).encode("ascii")
+        body = standard_json(content, separators=(",", ":")).encode("ascii")
     tag = '"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"'
     if status_code == 200 and request.method == "GET" \
             and request.headers.get("if-none-match") == tag:
