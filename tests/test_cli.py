@@ -352,6 +352,24 @@ def test_run_and_check_report_unusable_workflow_host_stores(tmp_path):
     assert sorted(p.name for p in app.iterdir()) == ["app.yaml"]
 
 
+def test_run_and_check_name_the_entry_and_file_of_a_store_no_node_can_open(tmp_path):
+    """A text file as a workflow.host store: check said "ok", and run failed naming
+    neither the entry nor the config. Both report it as a config problem; neither
+    creates a file (the text file got a lock file beside it from run)."""
+    (tmp_path / "notdb.db").write_text("hello\n")
+    (tmp_path / "app.yaml").write_text("version: '1.0'\nnamespace: app\nentries:\n"
+                                       "  - {name: a, kind: workflow.host, store: notdb.db}\n")
+    line = (f"app.yaml: entry 'app:a' (index 0): field 'store': cannot be opened: store "
+            f"'{tmp_path.resolve()}/notdb.db': not a SQLite database, so not a garrison "
+            "store (its first bytes are not SQLite's)")
+    checked = cli("check", "app.yaml", cwd=tmp_path)
+    assert (checked.returncode, checked.stdout) == (1, line + "\n"), checked
+    ran = cli("run", "app.yaml", cwd=tmp_path, timeout=30)
+    assert ran.returncode == 2, ran
+    assert ran.stderr.splitlines() == ["garrison run: invalid config:", line], ran.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["app.yaml", "notdb.db"]
+
+
 def test_check_reports_a_module_that_exits_at_import(tmp_path):
     (tmp_path / "quits.py").write_text("import sys\nsys.exit(3)\n")
     (tmp_path / "app.yaml").write_text(
