@@ -414,7 +414,8 @@ def _print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
 
 
 def _print_json(value: Any) -> None:
-    print(json.dumps(value, default=str, indent=None))
+    """``--json``: standard JSON (a stored NaN is ``"NaN"``, as the console shows it)."""
+    print(tools.standard_json(value, default=str))
 
 
 def _done(args: argparse.Namespace, data: dict[str, Any], text: str) -> None:

@@ -44,6 +44,7 @@ __all__ = [
     "retry",
     "schedule_json",
     "signal",
+    "standard_json",
     "start",
     "strict_json",
     "terminate",
@@ -67,12 +68,17 @@ class ToolError(Exception):
 
 def open_store(path: str, *, readonly: bool = False) -> Any:
     """The store at ``path`` (a SQLite file or a ``postgresql://`` URL), opened as a
-    tool (``lock=False``; ``readonly``: a SQLite file opened read-only): a missing file,
-    a damaged one, an unreachable server or one of another schema version is a
-    :class:`ToolError` (code 2)."""
+    tool (``lock=False``; ``readonly``: a SQLite file opened read-only): no path (``''``,
+    ``:memory:``, ``file:...``), a missing file, a damaged one, an unreachable server or
+    one of another schema version is a :class:`ToolError` (code 2)."""
     from .persistence import SQLiteStore
     from .persistence import open_store as open_any
 
+    if not path.strip() or path == ":memory:" or path.startswith("file:"):
+        # SQLiteStore refuses these with a ValueError: a tool has no in-memory store
+        raise ToolError(f"store {path!r}: expected a SQLite file or a "
+                        "postgresql://user@host:port/db URL (an in-memory store is the "
+                        "node's own: a tool cannot open one)", 2)
     try:
         if readonly and not path.startswith(("postgresql://", "postgres://")):
             return SQLiteStore(path, lock=False, readonly=True)
@@ -439,6 +445,30 @@ def strict_json(text: str | bytes) -> Any:
     return value
 
 
+# ------------------------------------------------------------------ JSON out
+def finite(value: Any) -> Any:
+    """``value`` with NaN and the infinities (which Python's JSON, and so a store, may
+    hold) as the strings ``"NaN"``, ``"Infinity"``, ``"-Infinity"``: valid JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {key: finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite(item) for item in value]
+    return value
+
+
+def standard_json(value: Any, **dumps: Any) -> str:
+    """``json.dumps(value, **dumps)`` as standard JSON whatever the store holds: a NaN
+    or an infinity in it written as :func:`finite` does (``"NaN"``), never as the bare
+    ``NaN`` no other JSON reader takes. The console's answers and the command line's
+    ``--json`` both."""
+    try:
+        return json.dumps(value, allow_nan=False, **dumps)
+    except ValueError:  # rare: walk it only then
+        return json.dumps(finite(value), allow_nan=False, **dumps)
+
+
 # ------------------------------------------------------------------ JSON forms
 def record_json(rec: Any) -> dict[str, Any]:
     """Every column of a workflow's row, as JSON."""
@@ -478,14 +508,25 @@ def when_json(value: Any) -> str | None:
 
 
 def key_value(item: str, option: str = "--search") -> tuple[str, Any]:
-    """``KEY=VALUE`` of a search filter: the value is JSON, or else a plain string."""
+    """``KEY=VALUE`` of a search filter: the value is JSON, or else a plain string; JSON
+    no search attribute can hold (``NaN``, ``Infinity``, ``1e400``: see
+    :func:`strict_json`) is :class:`ToolError` (code 2) naming the filter. The one rule
+    of ``garrison workflows list --search`` and the console's ``search=``."""
     key, sep, raw = item.partition("=")
     if not sep or not key:
         raise ToolError(f"{option} takes KEY=VALUE, got {item!r}", 2)
     try:
-        return key, json.loads(raw)
+        return key, strict_json(raw)
     except json.JSONDecodeError:
         return key, raw
+    except ValueError as exc:
+        try:
+            json.loads(raw)
+        except json.JSONDecodeError:  # not JSON at all ("NaNa"): a plain string
+            return key, raw
+        except (ValueError, RecursionError):
+            pass
+        raise ToolError(f"{option.lstrip('-')} {item!r}: {exc}", 2) from None
 
 
 def json_arg(text: str, what: str) -> Any:

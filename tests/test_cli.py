@@ -352,6 +352,24 @@ def test_run_and_check_report_unusable_workflow_host_stores(tmp_path):
     assert sorted(p.name for p in app.iterdir()) == ["app.yaml"]
 
 
+def test_run_and_check_name_the_entry_and_file_of_a_store_no_node_can_open(tmp_path):
+    """A text file as a workflow.host store: check said "ok", and run failed naming
+    neither the entry nor the config. Both report it as a config problem; neither
+    creates a file (the text file got a lock file beside it from run)."""
+    (tmp_path / "notdb.db").write_text("hello\n")
+    (tmp_path / "app.yaml").write_text("version: '1.0'\nnamespace: app\nentries:\n"
+                                       "  - {name: a, kind: workflow.host, store: notdb.db}\n")
+    line = (f"app.yaml: entry 'app:a' (index 0): field 'store': cannot be opened: store "
+            f"'{tmp_path.resolve()}/notdb.db': not a SQLite database, so not a garrison "
+            "store (its first bytes are not SQLite's)")
+    checked = cli("check", "app.yaml", cwd=tmp_path)
+    assert (checked.returncode, checked.stdout) == (1, line + "\n"), checked
+    ran = cli("run", "app.yaml", cwd=tmp_path, timeout=30)
+    assert ran.returncode == 2, ran
+    assert ran.stderr.splitlines() == ["garrison run: invalid config:", line], ran.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["app.yaml", "notdb.db"]
+
+
 def test_check_reports_a_module_that_exits_at_import(tmp_path):
     (tmp_path / "quits.py").write_text("import sys\nsys.exit(3)\n")
     (tmp_path / "app.yaml").write_text(
@@ -659,3 +677,24 @@ def test_store_after_the_verb_on_the_command_line(tmp_path: Path) -> None:
     assert missing.stderr.splitlines()[-1] == (
         "garrison schedules: error: the following arguments are required: --store (before "
         "or after the command)")
+
+
+def test_a_store_that_names_no_file_is_one_line_and_exit_2(capsys) -> None:
+    """``--store ''``, ``:memory:`` or ``file:...`` on every command that opens a store
+    as a tool (``workflows``, ``schedules``, ``nodes``, ``ui``): one line naming the
+    store, exit 2, as ``garrison run`` does; never the SQLiteStore ValueError's
+    traceback."""
+    from garrison._cli import build_parser
+
+    commands = [["workflows", "list"], ["workflows", "replay", "--all"],
+                ["workflows", "show", "w1"], ["schedules", "list"], ["nodes", "list"],
+                ["ui", "--bind", "127.0.0.1:0"]]
+    for store in ("", " ", ":memory:", "file::memory:", "file:s.db?mode=memory"):
+        for command in commands:
+            args = build_parser().parse_args([*command, "--store", store])
+            code = args.func(args)
+            out, err = capsys.readouterr()
+            assert code == 2 and out == "", (store, command, out, err)
+            assert err.count("\n") == 1, (store, command, err)
+            assert err.startswith(f"garrison {command[0]}: store {store!r}: expected a "
+                                  "SQLite file"), (store, command, err)

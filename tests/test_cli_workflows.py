@@ -332,6 +332,63 @@ def test_unknown_status_is_a_usage_error(capsys: pytest.CaptureFixture[str],
     assert "'bogus'" in err and "waiting" in err and err.count("\n") == 1
 
 
+def test_a_search_value_no_attribute_can_hold_is_a_usage_error(
+        capsys: pytest.CaptureFixture[str], store_path: str) -> None:
+    """``--search a=NaN`` blamed the store ("SQLite error (malformed JSON)"): it is the
+    argument's fault, exit 2 in the console's words; text that is no JSON at all is a
+    plain string, as before."""
+    _plain_store(store_path)
+    for value, said in [("NaN", "NaN is not a JSON number"),
+                        ("Infinity", "Infinity is not a JSON number"),
+                        ("-Infinity", "-Infinity is not a JSON number"),
+                        ("[1, NaN]", "NaN is not a JSON number"),
+                        ("1e400", "1e400 is too large for a JSON number")]:
+        code, out, err = cli_here(capsys, "--store", store_path, "list", "--search",
+                                  f"a={value}")
+        assert (code, out) == (2, ""), (value, out, err)
+        assert err == f"garrison workflows: search 'a={value}': {said}" + (
+            " (NaN and infinity cannot be stored)\n" if "NaN is" in said
+            or "Infinity is" in said else " (it would be infinity)\n"), err
+    for plain in ("NaNa", "Infinity and beyond"):
+        code, out, err = cli_here(capsys, "--store", store_path, "list", "--search",
+                                  f"a={plain}")
+        assert (code, out, err) == (0, "no workflows\n", ""), (plain, out, err)
+
+
+def test_json_output_is_standard_json_whatever_the_store_holds(
+        capsys: pytest.CaptureFixture[str], sqlite_path: str) -> None:
+    """Python's JSON lets a store hold NaN and the infinities (a workflow's input,
+    result, state, journal, inbox); --json printed them bare (NaN), which no other JSON
+    reader takes. They are the strings "NaN", "Infinity", "-Infinity", as the
+    console shows them. (A SQLite store: PostgreSQL's json columns refuse them.)"""
+    store_path = sqlite_path
+    nan, inf = float("nan"), float("inf")
+
+    def refuse(name: str) -> Any:
+        raise AssertionError(f"{name} is not JSON")
+
+    with open_store(store_path) as s:
+        s.write(Transaction().create_workflow("w1", "app:flow", [nan, {"x": inf}],
+                                              search={"size": -inf})
+                .append_journal("w1", 1, "activity", "app:ratio", [nan])
+                .set_state("w1", "limits", [inf, -inf])
+                .deliver("w1", "t", {"p": nan}, msg_id="m1")
+                .create_promise("w1", "go"))
+    code, out, err = cli_here(capsys, "--store", store_path, "show", "w1", "--json")
+    assert code == 0, err
+    shown = json.loads(out, parse_constant=refuse)
+    assert shown["input"] == ["NaN", {"x": "Infinity"}]
+    assert shown["search"] == {"size": "-Infinity"}
+    assert shown["state"] == {"limits": ["Infinity", "-Infinity"]}
+    assert [m["payload"] for m in shown["pending_messages"]] == [{"p": "NaN"}]
+    code, out, err = cli_here(capsys, "--store", store_path, "list", "--json")
+    assert code == 0, err
+    assert json.loads(out, parse_constant=refuse)[0]["input"] == ["NaN", {"x": "Infinity"}]
+    code, out, err = cli_here(capsys, "--store", store_path, "history", "w1", "--json")
+    assert code == 0, err
+    assert [r["outcome"] for r in json.loads(out, parse_constant=refuse)] == [["NaN"]]
+
+
 def test_wide_and_json_show_search_attributes_whole(capsys: pytest.CaptureFixture[str],
                                                      store_path: str) -> None:
     long = "x" * 120

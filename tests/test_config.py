@@ -625,6 +625,73 @@ def test_workflow_host_stores_that_cannot_be_opened_are_reported(tmp_path: Path)
     ]
 
 
+def test_workflow_host_store_files_a_node_cannot_open_are_reported_creating_nothing(
+        tmp_path: Path) -> None:
+    """A text file, an empty file, another application's database, a store of a newer
+    schema, a folder where no file can be made: "ok" from garrison check, then the
+    node failed on the first naming neither entry nor file. Every one is reported in
+    one pass (a store a node would create, and a good one, are not), and the check
+    leaves no file behind: no lock file, no new store, no -wal or -shm."""
+    import sqlite3
+
+    from garrison.persistence import SCHEMA_VERSION, SQLiteStore
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "text.db").write_text("not a database\n")
+    (data / "empty.db").write_bytes(b"")
+    other = sqlite3.connect(data / "other.db")
+    other.execute("CREATE TABLE orders (id INTEGER PRIMARY KEY)")
+    other.commit()
+    other.close()
+    SQLiteStore(data / "newer.db").close()
+    newer = sqlite3.connect(data / "newer.db")
+    newer.execute("INSERT INTO schema_version VALUES (?, 0)", (SCHEMA_VERSION + 1,))
+    newer.commit()
+    newer.close()
+    SQLiteStore(data / "good.db").close()
+    proc = Path("/proc/self").is_dir()  # a folder that holds no files of ours
+    before = sorted(p.name for p in data.iterdir())
+    path, problems = problems_of(tmp_path, f"""
+        version: "1.0"
+        namespace: app
+        entries:
+          - {{name: text, kind: workflow.host, store: data/text.db}}
+          - {{name: empty, kind: workflow.host, store: data/empty.db}}
+          - {{name: other, kind: workflow.host, store: data/other.db}}
+          - {{name: newer, kind: workflow.host, store: data/newer.db}}
+          - {{name: good, kind: workflow.host, store: data/good.db}}
+          - {{name: new, kind: workflow.host, store: data/new.db}}
+          - {{name: proc, kind: workflow.host, store: {"/proc/nope.db" if proc else "x.db"}}}
+          - {{name: wf, kind: workflow.py, source: "{MOD}:order_workflow"}}
+          - {{name: tick, kind: workflow.schedule, workflow: app:wf, every: 1h,
+              host: app:text, input: [1, 2, 3, 4, 5]}}
+        """)
+    d = data.resolve()
+    prefix = f"{path}: entry 'app:"
+    expected = [
+        f"{prefix}text' (index 0): field 'store': cannot be opened: store '{d}/text.db': "
+        "not a SQLite database, so not a garrison store (its first bytes are not SQLite's)",
+        f"{prefix}empty' (index 1): field 'store': cannot be opened: store '{d}/empty.db': "
+        "the file is empty (0 bytes)",
+        f"{prefix}other' (index 2): field 'store': cannot be opened: store '{d}/other.db': "
+        "not a garrison store: a SQLite database with other tables (orders)",
+        f"{prefix}newer' (index 3): field 'store': cannot be opened: store '{d}/newer.db' "
+        f"has schema version {SCHEMA_VERSION + 1}, this version of garrison knows schema "
+        f"version {SCHEMA_VERSION}: it was written by a newer garrison",
+    ]
+    if proc:
+        expected.append(f"{prefix}proc' (index 6): field 'store': cannot be opened: store "
+                        "'/proc/nope.db': cannot create files in '/proc'")
+    # the schedule on a host with a bad store is still checked
+    expected.append(f"{prefix}tick' (index 8): field 'input'")
+    assert len(problems) == len(expected), problems
+    for line, start in zip(problems, expected, strict=True):
+        assert line.startswith(start), (line, start)
+    assert sorted(p.name for p in data.iterdir()) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["app.yaml", "data"]
+
+
 def test_relative_store_is_resolved_against_the_config_folder(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

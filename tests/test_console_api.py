@@ -661,6 +661,51 @@ async def test_a_value_no_store_can_hold_is_400_naming_it(seeded: str) -> None:
 
 
 # ------------------------------------------------------------------ big workflows
+async def test_an_action_body_with_a_missing_or_unknown_field_is_400_naming_it(
+        seeded: str) -> None:
+    """JSON in is strict about fields too: a resolve without "value" (a typo: "valeu")
+    resolved the promise with null, for good, and a signal dropped a misspelt
+    "paylod". Every action's body takes its own fields only, a required one must be
+    there; else 400 naming the field, and nothing is done."""
+
+    async def check(c: httpx.AsyncClient) -> None:
+        for path, body, said in [
+                ("promises/go/resolve", {"valeu": {"by": "ann"}},
+                 "unknown field 'valeu', missing field 'value'"),
+                ("promises/go/resolve", {}, "missing field 'value'"),
+                ("promises/go/resolve", {"value": 1, "vaule": 2}, "unknown field 'vaule'"),
+                ("promises/go/reject", {"message": "no", "mesage": "no"},
+                 "unknown field 'mesage'"),
+                ("signal", {"topic": "x", "paylod": 1}, "unknown field 'paylod'"),
+                ("signal", {"topci": "x"}, "unknown field 'topci'"),
+                ("cancel", {"reason": "x"}, "unknown field 'reason'"),
+                ("retry", {"force": True}, "unknown field 'force'")]:
+            r = await post(c, "/api/workflows/g-1/" + path, body)
+            assert r.status_code == 400, (path, body, r.text)
+            error = r.json()["error"]
+            assert said in error and "\n" not in error, (path, body, error)
+        r = await post(c, "/api/workflows/g-1/promises/go/resolve", {"valeu": 1})
+        assert r.json()["error"] == ('the request body of a resolve is {"value": any}; got '
+                                     "unknown field 'valeu', missing field 'value'")
+        r = await post(c, "/api/workflows/g-1/cancel", {"x": 1})
+        assert r.json()["error"] == ("the request body of a cancel is {} or empty: it takes "
+                                     "no fields; got unknown field 'x'")
+        detail = (await c.get("/api/workflows/g-1")).json()
+        assert detail["workflow"]["status"] == "waiting", detail["workflow"]
+        assert detail["inbox"] == [] and detail["actions"]["resolve"] == ["go"]
+        assert detail["workflow"]["cancel_requested"] is False
+        # the bodies the README's table writes still do what they say
+        r = await post(c, "/api/workflows/l-1/signal", {"topic": "t"})  # payload optional
+        assert r.status_code == 200, r.text
+        r = await post(c, "/api/workflows/l-1/cancel", None)
+        assert r.status_code == 200, r.text
+
+    store = _store_tools.open_store(seeded)
+    async with client(make_app(StoreBackend(store))) as c:
+        await check(c)
+    store.close()
+
+
 async def test_big_inbox_promises_and_state_are_cut_and_counted(store_path: str) -> None:
     """A workflow page answers the first INBOX_SHOWN messages, PROMISES_SHOWN promises
     (the pending first) and STATE_SHOWN state keys, with their totals (it answered

@@ -7,6 +7,7 @@ the others are about SQLite's file.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import os
 import sqlite3
 import subprocess
@@ -402,6 +403,19 @@ def test_create_get_update_list(store: SQLiteStore) -> None:
         Transaction().update_workflow("w1", status="sleepy")
     with pytest.raises(NoSuchWorkflow, match="'ghost'"):
         store.write(Transaction().update_workflow("ghost", status="running"))
+
+
+def test_a_search_filter_with_nan_or_infinity_is_a_value_error(store: SQLiteStore) -> None:
+    """No search attribute holds NaN or infinity (workflow.attrs refuses them), and
+    neither store can compare with one: SQLite raised its OperationalError (malformed
+    JSON), which the command line took for a damaged store. A ValueError naming it."""
+    _workflow(store, "w1", search={"team": "x", "n": 1})
+    for value in (math.nan, math.inf, -math.inf, [1, math.nan], {"a": math.inf}):
+        with pytest.raises(ValueError, match=r"search attribute 'n' is .*NaN and infinity"):
+            store.list_workflows(search={"team": "x", "n": value})
+    # a string that merely reads so is a string
+    assert store.list_workflows(search={"team": "NaN"}) == []
+    assert [r.workflow_id for r in store.list_workflows(search={"n": 1})] == ["w1"]
 
 
 def test_payload_error_is_raised_where_the_value_is_passed(store: SQLiteStore) -> None:

@@ -530,6 +530,16 @@ async def test_attrs_search_and_state(node: garrison.Node) -> None:
     assert [s.workflow_id for s in node.workflows(status="completed")] == ["a1"]
 
 
+async def test_a_search_for_nan_is_a_value_error(node: garrison.Node) -> None:
+    await node.start_workflow(app.attrs_flow, id="a1")
+    await wait_status(node.workflow("a1"), "waiting")
+    for value in (float("nan"), float("inf")):
+        with pytest.raises(ValueError, match=r"search attribute 'status' is .*NaN and "
+                                             "infinity are not JSON values"):
+            node.workflows(search={"status": value})
+    assert [s.workflow_id for s in node.workflows(search={"status": "shipping"})] == ["a1"]
+
+
 async def test_workflow_api_outside_a_workflow_raises() -> None:
     with pytest.raises(garrison.NotInProcess):
         workflow.now()

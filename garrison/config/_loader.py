@@ -291,11 +291,16 @@ def _parse_entry(
     if isinstance(entry, WorkflowHostEntry) and entry.store is not None \
             and "store" not in (failed or ()):
         try:
+            store = store_path(entry.store, base_dir)
             with attrs.validators.disabled():  # (validated already; a stand-in is not valid)
-                entry = attrs.evolve(entry, store=store_path(entry.store, base_dir))
+                entry = attrs.evolve(entry, store=store)
         except ValueError as exc:
             problems.entry(where, str(exc), "store")
             return None
+        problem = store_problem(store)
+        if problem is not None:  # the entry's references are still checked
+            problems.entry(where, problem, "store")
+            failed = (failed or frozenset()) | {"store"}
     if isinstance(entry, SourceEntry) and "source" not in (failed or ()):
         loaded = _load_source(entry, where, problems)
         if loaded is None:
@@ -327,6 +332,23 @@ def store_path(store: str, base_dir: Path | None) -> str:
         raise ValueError(f"expected a file in an existing folder, got {str(path)!r}: "
                          f"{str(path.parent)!r} is not a folder")
     return str(path)
+
+
+def store_problem(store: str) -> str | None:
+    """Why a node could not open the ``workflow.host`` store at ``store`` (an absolute
+    file path, from :func:`store_path`), or ``None``; found without creating or
+    locking anything (see :func:`~garrison.persistence._sqlite.check_store_file`). A
+    ``postgresql://`` store is reached when the node starts, not here."""
+    if store.startswith(("postgresql://", "postgres://")):
+        return None
+    from .._errors import StoreError, StoreVersionError
+    from ..persistence._sqlite import check_store_file
+
+    try:
+        check_store_file(store)
+    except (StoreError, StoreVersionError) as exc:
+        return f"cannot be opened: {exc}"
+    return None
 
 
 def _check_url(url: str) -> str:

@@ -9,8 +9,6 @@ with data), polling while something can change. The API is documented in README.
 from __future__ import annotations
 
 import hashlib
-import json
-import math
 import re
 import secrets
 from collections.abc import Callable
@@ -28,7 +26,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from .._errors import PayloadError
-from .._store_tools import ToolError, check_rejection, check_topic
+from .._store_tools import ToolError, check_rejection, check_topic, standard_json
 from ._backend import ApiError, Backend, parse_search, parse_statuses, strict_json
 from ._security import (
     CSRF_COOKIE,
@@ -139,7 +137,7 @@ def make_app(backend: Backend, *, token: str | None = None, loopback: bool = Tru
 
     async def api_signal(request: Request) -> Response:
         wid = _segment(request.path_params["wid"])
-        body = await _body(request)
+        body = await _body(request, "signal", ("topic", "payload"))
         topic = _checked(check_topic, body.get("topic"))
         out = await backend.signal(wid, topic, body.get("payload"), _host(request))
         return _json(request, {"ok": True, "workflow_id": wid, "signal": topic, **out})
@@ -172,14 +170,14 @@ def make_app(backend: Backend, *, token: str | None = None, loopback: bool = Tru
 
     async def api_resolve(request: Request) -> Response:
         wid, name = await promise_target(request)
-        body = await _body(request)
-        await backend.resolve(wid, name, body.get("value"), _host(request))
+        body = await _body(request, "resolve", ("value",), required=("value",))
+        await backend.resolve(wid, name, body["value"], _host(request))
         return _json(request, {"ok": True, "workflow_id": wid, "promise": name,
-                               "resolved": body.get("value")})
+                               "resolved": body["value"]})
 
     async def api_reject(request: Request) -> Response:
         wid, name = await promise_target(request)
-        body = await _body(request)
+        body = await _body(request, "reject", ("message",))
         message = _checked(check_rejection, body.get("message"))
         await backend.reject(wid, name, message, _host(request))
         return _json(request, {"ok": True, "workflow_id": wid, "promise": name,
@@ -187,13 +185,13 @@ def make_app(backend: Backend, *, token: str | None = None, loopback: bool = Tru
 
     async def api_cancel(request: Request) -> Response:
         wid = _segment(request.path_params["wid"])
-        await _body(request)
+        await _body(request, "cancel", ())
         await backend.cancel(wid, _host(request))
         return _json(request, {"ok": True, "workflow_id": wid, "cancel_requested": True})
 
     async def api_retry(request: Request) -> Response:
         wid = _segment(request.path_params["wid"])
-        await _body(request)
+        await _body(request, "retry", ())
         note = await backend.retry(wid, _host(request))
         return _json(request, {"ok": True, "workflow_id": wid, "retry": note})
 
@@ -290,33 +288,16 @@ def _host(request: Request) -> str | None:
     return request.query_params.get("host") or None
 
 
-def _finite(value: Any) -> Any:
-    """``value`` with NaN and the infinities (which Python's JSON, and so a store, may
-    hold) as the strings ``"NaN"``, ``"Infinity"``, ``"-Infinity"``: valid JSON."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
-    if isinstance(value, dict):
-        return {key: _finite(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(item) for item in value]
-    return value
-
-
 def _json(request: Request, content: Any, status_code: int = 200) -> Response:
-    """A JSON answer that is valid JSON whatever the store holds (see :func:`_finite`),
+    """A JSON answer that is valid JSON whatever the store holds (see
+    :func:`~garrison._store_tools.standard_json`, as the command line's ``--json``),
     with an ``ETag``: a poll that sends it back as ``If-None-Match`` gets ``304`` and
     no body while nothing changed."""
-    try:
-        text = json.dumps(content, ensure_ascii=False, allow_nan=False,
-                          separators=(",", ":"))
-    except ValueError:
-        text = json.dumps(_finite(content), ensure_ascii=False, allow_nan=False,
-                          separators=(",", ":"))
+    text = standard_json(content, ensure_ascii=False, separators=(",", ":"))
     try:
         body = text.encode("utf-8")
     except UnicodeEncodeError:  # a lone surrogate: escaped, it is valid JSON
-        body = json.dumps(_finite(content), allow_nan=False,
-                          separators=(",", ":")).encode("ascii")
+        body = standard_json(content, separators=(",", ":")).encode("ascii")
     tag = '"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"'
     if status_code == 200 and request.method == "GET" \
             and request.headers.get("if-none-match") == tag:
@@ -325,9 +306,17 @@ def _json(request: Request, content: Any, status_code: int = 200) -> Response:
                     headers={"ETag": tag})
 
 
-async def _body(request: Request) -> dict[str, Any]:
+#: the fields of each action's body, as the README's API table writes them
+_FIELDS = {"topic": "str", "payload": "any", "value": "any", "message": "str"}
+
+
+async def _body(request: Request, action: str, fields: tuple[str, ...],
+                required: tuple[str, ...] = ()) -> dict[str, Any]:
     """The JSON object of a POST (an empty body is ``{}``): numbers must be finite
-    (no ``NaN``, ``Infinity``, ``1e400``) and text valid, as a store needs them."""
+    (no ``NaN``, ``Infinity``, ``1e400``) and text valid, as a store needs them. Its
+    keys are the action's ``fields``, ``required`` among them: a key it does not take
+    (a typo: ``valeu``) or a missing required one is 400 naming it, before anything is
+    done (``{"valeu": 1}`` would otherwise resolve a promise with null, for good)."""
     raw = await request.body()
     if not raw.strip():
         return {}
@@ -337,6 +326,15 @@ async def _body(request: Request) -> dict[str, Any]:
         raise ApiError(400, f"the request body must be a JSON object: {exc}") from None
     if not isinstance(body, dict):
         raise ApiError(400, f"the request body must be a JSON object, got {type(body).__name__}")
+    unknown = [key for key in body if key not in fields]
+    missing = [key for key in required if key not in body]
+    if unknown or missing:
+        expected = ("{" + ", ".join(f'"{f}": {_FIELDS[f]}' for f in fields) + "}"
+                    if fields else "{} or empty: it takes no fields")
+        why = [f"unknown field {key!r}" for key in unknown[:5]]
+        why += [f"missing field {key!r}" for key in missing]
+        raise ApiError(400, f"the request body of a {action} is {expected}; got "
+                            + ", ".join(why))
     return body
 
 

@@ -104,15 +104,11 @@ def parse_search(values: Sequence[str]) -> dict[str, Any]:
     """``search=KEY=VALUE`` (repeated): the value is JSON, or else a plain string."""
     out: dict[str, Any] = {}
     for item in values:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise ApiError(400, f"search takes KEY=VALUE, got {item!r}")
         try:
-            out[key] = strict_json(raw)
-        except json.JSONDecodeError:
-            out[key] = raw
-        except ValueError as exc:
-            raise ApiError(400, f"search {item!r}: {exc}") from None
+            key, value = tools.key_value(item, "search")  # as the command line's --search
+        except tools.ToolError as exc:
+            raise ApiError(400, str(exc)) from None
+        out[key] = value
     return out
 
 

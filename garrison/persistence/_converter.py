@@ -216,6 +216,25 @@ def to_json(value: Any, *, what: str) -> str:
         ) from exc
 
 
+def _not_a_number(name: str) -> Any:
+    raise ValueError(name)
+
+
+def search_json(key: str, value: Any) -> str:
+    """The JSON text of a search filter's ``value`` (:func:`to_json`), compared with the
+    stored attribute ``key``. NaN and infinity (anywhere in it) are ``ValueError``: no
+    search attribute holds one (``workflow.attrs`` refuses them), and neither store can
+    compare with one (SQLite calls it malformed JSON, PostgreSQL an invalid token)."""
+    text = to_json(value, what=f"search attribute {key!r}")
+    if "NaN" in text or "Infinity" in text:  # else no constant: the common case is cheap
+        try:
+            json.loads(text, parse_constant=_not_a_number)
+        except ValueError:
+            raise ValueError(f"search attribute {key!r} is {value!r}: NaN and infinity are "
+                             "not JSON values (no search attribute holds one)") from None
+    return text
+
+
 def structure(obj: Any, type_hint: Any = Any, *, what: str = "value") -> Any:
     """Restore a typed value from its plain JSON shape (``obj``) and ``type_hint``.
 

@@ -50,11 +50,13 @@ a full pipe (a ring is waiting already) all leave the node to find the row by it
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import select
 import sqlite3
 import stat
+import tempfile
 from collections.abc import Callable
 
 from .._errors import StoreError, StoreLocked
@@ -71,6 +73,7 @@ __all__ = [
     "identity",
     "make_doorbell",
     "open_doorbell",
+    "probe",
     "remove_doorbell",
     "ring_doorbell",
     "store_error",
@@ -280,6 +283,65 @@ def existing(file: str, path: str | None) -> bool:
             "store from a backup, or move the file away to start a new one",
         )
     return True
+
+
+#: the first 16 bytes of every SQLite database file
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def probe(file: str, path: str | None) -> bool:
+    """What a node needs of the file system to open the store at ``file``, checked
+    without creating anything (``garrison check``): whether a store is there
+    (:func:`existing`); if so, that it is a SQLite database the node can open for
+    writing; and that files can be created in its folder (a new store, its lock file,
+    SQLite's ``-wal`` and ``-shm``). :class:`~garrison.StoreError` saying what is
+    wrong; ``True`` if a store file is there, ``False`` if a node would create one."""
+    there = existing(file, path)
+    if there:
+        try:
+            fd = os.open(file, os.O_RDWR | os.O_CLOEXEC)
+        except OSError as exc:
+            raise StoreError(path, "cannot use the file: it cannot be opened for writing: "
+                                   f"{_reason(exc)}") from exc
+        try:
+            header = os.pread(fd, len(SQLITE_HEADER), 0)
+        except OSError as exc:
+            raise StoreError(path, f"cannot read the file: {_reason(exc)}") from exc
+        finally:
+            os.close(fd)
+        if header != SQLITE_HEADER:
+            raise StoreError(path, "not a SQLite database, so not a garrison store (its "
+                                   "first bytes are not SQLite's)")
+    directory = os.path.dirname(os.path.realpath(file))
+    why = _cannot_create_in(directory)
+    if why is not None:
+        raise StoreError(path, f"cannot create files in {directory!r} (a node creates "
+                               f"{'' if there else 'the store, '}its lock file and SQLite's "
+                               f"-wal and -shm files there): {why}")
+    return there
+
+
+def _cannot_create_in(directory: str) -> str | None:
+    """Why no file can be created in ``directory`` (``None``: one can), found by making
+    an unnamed file there (``O_TMPFILE``, gone when closed: nothing appears), or, on a
+    file system without those, a named one removed at once. Permission bits alone do
+    not tell (root passes them, and ``/proc`` holds no files)."""
+    unnamed = getattr(os, "O_TMPFILE", 0)
+    if unnamed:
+        try:
+            os.close(os.open(directory, unnamed | os.O_WRONLY | os.O_CLOEXEC, 0o600))
+            return None
+        except OSError as exc:
+            if exc.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+                return _reason(exc)
+    try:
+        fd, name = tempfile.mkstemp(prefix=".garrison-check-", dir=directory)
+    except OSError as exc:
+        return _reason(exc)
+    os.close(fd)
+    with contextlib.suppress(OSError):
+        os.unlink(name)
+    return None
 
 
 def create(file: str, path: str | None, mode: int, build: Callable[[str], None]) -> None:

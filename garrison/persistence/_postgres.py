@@ -81,7 +81,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from .._errors import StoreError, StoreLocked
 from ..actors._values import Pid
 from . import _pg_cluster, _pg_schema, is_postgres_url
-from ._converter import to_json
+from ._converter import search_json
 from ._group_commit import Busy, CommitRequest, GroupCommit, Strategy, fail_all, runnable_tasks
 from ._pg_write import PgWritePath, _dumps, _Handover, _Plan, _quote, _reason, _Stmt, _unwrap
 from ._records import (
@@ -700,7 +700,7 @@ class PostgresStore(PgWritePath, StoreShortcuts):
             where.append("status = ANY(%s)")
             params.append([parse_status(s).value for s in statuses])
         for key, value in (search or {}).items():
-            text = to_json(value, what=f"search attribute {key!r}")
+            text = search_json(key, value)
             if "\\u0000" in text or "\x00" in str(key):
                 return []  # cannot be stored: nothing matches
             if value is None:  # as SQLite: a missing key matches null too

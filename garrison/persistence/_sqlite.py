@@ -46,7 +46,13 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from .._errors import DedupKeyTaken, NoSuchWorkflow, PromiseAlreadyCompleted, StoreError
+from .._errors import (
+    DedupKeyTaken,
+    NoSuchWorkflow,
+    PromiseAlreadyCompleted,
+    StoreError,
+    StoreVersionError,
+)
 from ..actors._values import Pid
 from . import _file
 from ._checkpoint import (
@@ -56,7 +62,7 @@ from ._checkpoint import (
     Checkpointer,
     preallocate_wal,
 )
-from ._converter import to_json
+from ._converter import search_json
 from ._group_commit import NONE_RESULT, Busy, CommitRequest, GroupCommit, Strategy, fail_all
 from ._records import (
     InboxRecord,
@@ -70,7 +76,7 @@ from ._records import (
     WorkflowRecord,
     parse_status,
 )
-from ._schema import SCHEMA_VERSION, check_garrison, check_tables, migrate
+from ._schema import SCHEMA_VERSION, check_garrison, check_tables, migrate, read_version
 from ._shortcuts import StoreShortcuts
 from ._store import Store
 from ._transaction import Op, Transaction, unix_seconds, workflow_changed
@@ -78,7 +84,7 @@ from ._transaction import Op, Transaction, unix_seconds, workflow_changed
 if TYPE_CHECKING:
     import sqlite_utils
 
-__all__ = ["SQLiteStore"]
+__all__ = ["SQLiteStore", "check_store_file"]
 
 _SYNCHRONOUS = {"normal": "NORMAL", "full": "FULL"}
 #: how long the node's writer connection waits for a lock another connection holds
@@ -89,6 +95,39 @@ _BUSY_CODES = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
 
 async def _no_results() -> list[Any]:
     return []
+
+
+def check_store_file(path: str) -> None:
+    """Whether a node could open the SQLite store at ``path`` (``garrison check``, the
+    config's ``workflow.host`` stores), found without creating, locking or writing
+    anything: :class:`~garrison.StoreError` (or :class:`~garrison.StoreVersionError`)
+    as the node's open would raise it, for what can be told beforehand: a file that
+    is not a store (empty, not SQLite, another application's database, a newer
+    schema) or cannot be written, a folder where no file can be created. A missing
+    file is fine: the node creates it. (A store another node holds is not a problem
+    of the config: the node's open says so.)"""
+    if not _file.probe(path, path):
+        return
+    # immutable: no lock, no -wal or -shm made, no journal read (the schema is in
+    # the file from its creation on: a store is built complete, then linked there)
+    uri = pathlib.Path(path).resolve().as_uri() + "?immutable=1"
+    for attempt in (1, 2):
+        try:
+            conn = sqlite3.connect(uri, uri=True)
+            try:
+                check_garrison(conn, path)
+                found = read_version(conn)
+            finally:
+                conn.close()
+            break
+        except sqlite3.Error as exc:
+            if attempt == 1:  # a running node's checkpoint wrote the page it read
+                _time.sleep(0.05)
+                continue
+            raise _file.store_error(path, path, exc, 0.0) from exc
+    if found > SCHEMA_VERSION:
+        raise StoreVersionError(path, found, SCHEMA_VERSION,
+                                "it was written by a newer garrison; upgrade garrison")
 
 
 def _raise_if_busy(conn: sqlite3.Connection, exc: sqlite3.OperationalError) -> None:
@@ -1020,7 +1059,7 @@ class SQLiteStore(StoreShortcuts):
         for key, value in (search or {}).items():
             where.append("json_extract(search, ?) IS json_extract(?, '$')")
             params.append("$." + json.dumps(str(key)))
-            params.append(to_json(value, what=f"search attribute {key!r}"))
+            params.append(search_json(key, value))
         if parent is not None:
             where.append("parent = ?")
             params.append(str(parent))
