@@ -18,7 +18,7 @@ import time
 import uuid
 from typing import Any
 
-from ._errors import GarrisonError, PromiseAlreadyCompleted, schedule_hint
+from ._errors import DedupKeyTaken, GarrisonError, PromiseAlreadyCompleted, schedule_hint
 
 __all__ = [
     "FINAL",
@@ -306,7 +306,7 @@ def node_holds(store: Any) -> bool:
 def retry(store: Any, workflow_id: str) -> str:
     """Resume a failed or blocked workflow by replay from its journal (see
     ``garrison.hosts.workflow._operate``); what happens, in words."""
-    from .hosts.workflow import retry_transaction
+    from .hosts.workflow._operate import key_taken, retry_transaction
 
     rec = get(store, workflow_id)
     try:
@@ -314,6 +314,8 @@ def retry(store: Any, workflow_id: str) -> str:
         store.write(tx)  # (ValueError: the workflow changed since it was read)
     except ValueError as exc:
         raise ToolError(str(exc)) from None
+    except DedupKeyTaken as taken:
+        raise ToolError(str(key_taken(workflow_id, taken))) from None
     return note
 
 

@@ -396,6 +396,10 @@ def continue_as_new(*args: Any) -> NoReturn:
             for _ in range(1000):
                 cursor = await fetch_page(cursor)
             workflow.continue_as_new(cursor)
+
+    Arguments the workflow cannot take raise here, as at ``start_workflow``, and no
+    new run starts: ``TypeError`` for too few or too many, :class:`~garrison.PayloadError`
+    for a value that cannot become its parameter's annotated type.
     """
     wf = _require("workflow.continue_as_new()")
     wf.continue_as_new(args)

@@ -622,6 +622,81 @@ async def test_an_offline_cancel_of_a_queued_workflow_frees_its_dedup_key(
         assert "q" not in entries and entries in ([], ["q2"])
 
 
+async def test_a_retried_workflow_takes_its_dedup_key_back(
+        store_spec: str, autojump_clock: Any) -> None:
+    """A workflow started with a dedup key frees it when it fails; retried (from the
+    handle, or by a tool while no node runs) it runs again holding the key: a start with
+    the key returns it, also after a restart, until it ends."""
+    from garrison import _store_tools as tools
+
+    ops_app.FAILS["lamp"] = 2  # both attempts of charge fail
+    async with garrison.open_node(store=store_spec) as node:
+        await node.start_workflow(ops_app.order, "lamp", id="o", dedup="order-lamp")
+        with trio.fail_after(10), pytest.raises(garrison.WorkflowFailed):
+            await node.workflow("o").result()
+        note = await node.workflow("o").retry()
+        await until(lambda: node.workflow("o").status() == "waiting", "o to run again")
+        assert (await node.start_workflow(ops_app.order, "lamp", id="o2",
+                                          dedup="order-lamp")).id == "o"
+        assert note.endswith("; it holds its dedup key 'order-lamp' again"), note
+    async with garrison.open_node(store=store_spec) as node:
+        assert (await node.start_workflow(ops_app.order, "lamp", id="o2",
+                                          dedup="order-lamp")).id == "o"
+        await node.workflow("o").terminate("again")  # ends it: the key is free
+    tool = tools.open_store(store_spec)
+    try:  # a tool's retry takes it back the same
+        assert tools.retry(tool, "o").endswith("it holds its dedup key 'order-lamp' again")
+        assert [(e.workflow_id, e.dedup) for e in tool.queue_entries()] == [
+            ("o", "order-lamp")]
+    finally:
+        tool.close()
+    async with garrison.open_node(store=store_spec) as node:
+        assert (await node.start_workflow(ops_app.order, "lamp", id="o2",
+                                          dedup="order-lamp")).id == "o"
+        await until(lambda: node.workflow("o").status() == "waiting", "o to run again")
+        await node.workflow("o").signal("ship")
+        assert await node.workflow("o").result() == "res-lamp pay-lamp ship"
+        assert (await node.start_workflow(ops_app.order, "cup", id="o2",
+                                          dedup="order-lamp")).id == "o2"
+        assert node.workflows(status="failed") == []
+        assert sorted(w.workflow_id for w in node.workflows()) == ["o", "o2"]
+
+
+async def test_a_retry_is_refused_while_another_workflow_holds_its_dedup_key(
+        store_spec: str, autojump_clock: Any) -> None:
+    """Started with the key after the failed workflow ended, another workflow holds it:
+    a retry (handle or tool) is refused naming the key and its holder, and writes
+    nothing; once the holder has ended, the retry takes the key back."""
+    from garrison import _store_tools as tools
+
+    ops_app.FAILS["lamp"] = 2
+    async with garrison.open_node(store=store_spec) as node:
+        await node.start_workflow(ops_app.order, "lamp", id="o", dedup="order-lamp")
+        with trio.fail_after(10), pytest.raises(garrison.WorkflowFailed):
+            await node.workflow("o").result()
+        assert (await node.start_workflow(ops_app.order, "cup", id="new",
+                                          dedup="order-lamp")).id == "new"
+        refused = (r"cannot retry workflow 'o': its dedup key 'order-lamp' is held by "
+                   r"workflow 'new', started with it since")
+        with pytest.raises(ValueError, match=refused):
+            await node.workflow("o").retry()
+        tool = garrison.persistence.open_store(store_spec, lock=False)
+        try:
+            with pytest.raises(tools.ToolError, match=refused):
+                tools.retry(tool, "o")
+        finally:
+            tool.close()
+        record = node.hosts["workflows"].store.get_workflow("o")
+        assert (record.status, record.attempt) == ("failed", 1)
+        await until(lambda: node.workflow("new").status() == "waiting", "new to wait")
+        await node.workflow("new").signal("ship")
+        await node.workflow("new").result()
+        await node.workflow("o").retry()
+        await until(lambda: node.workflow("o").status() == "waiting", "o to run again")
+        assert (await node.start_workflow(ops_app.order, "pen", id="o3",
+                                          dedup="order-lamp")).id == "o"
+
+
 async def test_cli_terminate_asks_the_running_node_on_either_store(
         store_spec: str, capsys: pytest.CaptureFixture[str]) -> None:
     """A tool asks the node that runs the store (``terminate``: through the workflow's

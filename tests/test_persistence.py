@@ -234,10 +234,37 @@ def test_v7_keeps_the_timers_of_a_store_before_it_with_no_kind(
     with SQLiteStore(path) as new:
         conn = new.db.conn
         assert conn.execute("SELECT max(version) FROM schema_version").fetchone()[0] \
-            == SCHEMA_VERSION == 7
+            == SCHEMA_VERSION
         assert new.timers("w1") == [TimerRecord("w1", 1, T0, None)]
         new.write(Transaction().add_timer("w1", 2, T0, "receive"))
         assert [(t.seq, t.kind) for t in new.timers("w1")] == [(1, None), (2, "receive")]
+
+
+def test_v8_keeps_the_dedup_key_a_dropped_queue_row_held(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Dropping a workflow's queue row (its end) keeps the dedup key the row held on the
+    workflow's row, for a retry to take back (``kept_dedup``); a workflow that ended in
+    a store of schema 7 has none."""
+    from garrison.persistence import _schema
+
+    path = str(tmp_path / "v7.db")
+    monkeypatch.setattr(_schema, "MIGRATIONS", _schema.MIGRATIONS[:7])
+    monkeypatch.setattr(_schema, "SCHEMA_VERSION", 7)
+    with SQLiteStore(path) as old:
+        old.write(Transaction().create_workflow("old", "m:f", "[]", run_id="r0", time=1.0)
+                  .enqueue("old", "r0", dedup="k", time=1.0))
+        old.db.conn.execute("DELETE FROM queue WHERE workflow_id = 'old'")  # as 7 did
+    monkeypatch.undo()
+    with SQLiteStore(path) as new:
+        assert new.kept_dedup("old") is None
+        new.write(Transaction().create_workflow("w1", "m:f", "[]", run_id="r1", time=1.0)
+                  .enqueue("w1", "r1", dedup="k", time=1.0)
+                  .create_workflow("w2", "m:f", "[]", run_id="r2", time=1.0)
+                  .enqueue("w2", "r2", time=1.0))
+        new.write(Transaction().dequeue("w1").dequeue("w2").dequeue("nobody"))
+        assert (new.kept_dedup("w1"), new.kept_dedup("w2"), new.kept_dedup("nobody")) == (
+            "k", None, None)
+        assert new.queue_entries() == []
 
 
 def test_unlocked_opener_does_not_create_or_migrate(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 from garrison import StoreVersionError
-from garrison.persistence import _pg_schema, _schema
+from garrison.persistence import PostgresStore, Transaction, _pg_schema, _schema
 from garrison.persistence._store import (
     InboxRecord,
     JournalRecord,
@@ -172,6 +172,31 @@ def test_v7_keeps_the_timers_of_a_schema_before_it_with_no_kind(
         rows = conn.execute(f"SELECT {TimerRecord.COLUMNS} FROM v6.timers ORDER BY seq")
         assert [(t.seq, t.kind) for t in map(TimerRecord.from_row, rows)] == [
             (1, None), (2, "receive")]
+
+
+def test_v8_keeps_the_dedup_key_a_dropped_queue_row_held(
+        postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # as SQLite's version 8: a queue row's dedup key stays on the workflow's row when the
+    # row is dropped (a retry takes it back); none for a workflow that ended before
+    monkeypatch.setattr(_pg_schema, "MIGRATIONS", _pg_schema.MIGRATIONS[:7])
+    monkeypatch.setattr(_pg_schema, "SCHEMA_VERSION", 7)
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        _pg_schema.migrate(conn)
+        conn.execute("INSERT INTO garrison.workflows (workflow_id, name, status, created, "
+                     "updated) VALUES ('old', 'm:f', 'failed', 0, 0)")
+        monkeypatch.undo()
+        _pg_schema.migrate(conn)
+        assert versions(conn) == list(range(1, _pg_schema.SCHEMA_VERSION + 1))
+    with PostgresStore(postgres_url) as store:
+        assert store.kept_dedup("old") is None
+        store.write(Transaction().create_workflow("w1", "m:f", "[]", run_id="r1", time=1.0)
+                    .enqueue("w1", "r1", dedup="k", time=1.0)
+                    .create_workflow("w2", "m:f", "[]", run_id="r2", time=1.0)
+                    .enqueue("w2", "r2", time=1.0))
+        store.write(Transaction().dequeue("w1").dequeue("w2").dequeue("nobody"))
+        assert (store.kept_dedup("w1"), store.kept_dedup("w2"),
+                store.kept_dedup("nobody")) == ("k", None, None)
+        assert store.queue_entries() == []
 
 
 # ----------------------------------------------------- same records as SQLite

@@ -990,3 +990,44 @@ async def test_bad_arguments_fail_at_start_workflow_with_nothing_stored(
         said = await node.workflow("parent").result()
         assert said.startswith("TypeError: workflow workflow_app:steps takes 1 to 2"), said
         assert sorted(s.workflow_id for s in node.workflows()) == ["fine", "parent"]
+
+
+async def continues_with(n: int, bad: list[Any], catch: bool = True) -> str:
+    """Continues as new with ``bad`` as its arguments; what the call raised, by type
+    (raised on when not ``catch``)."""
+    try:
+        workflow.continue_as_new(*bad)
+    except (TypeError, garrison.PayloadError) as exc:
+        if not catch:
+            raise
+        return f"{type(exc).__name__}: {exc}"
+    return "not reached"
+
+
+async def test_bad_arguments_fail_at_continue_as_new_with_nothing_stored(
+        node: garrison.Node) -> None:
+    """continue_as_new with arguments the workflow cannot take raises at the call, as
+    start_workflow does (TypeError for too few or too many, PayloadError for a value
+    that cannot be its parameter's type), and stores nothing: no new run committed
+    with them to fail at once, and at every retry."""
+    name = "test_workflow:continues_with"
+    await node.start_workflow(continues_with, 0, [1, 2, 3, 4], id="many")
+    said = await node.workflow("many").result()
+    assert said.startswith(f"TypeError: workflow {name} takes 2 to 3 argument(s) (n, bad, "
+                           "catch=True), but workflow.continue_as_new() gave it 4: "
+                           "[1, 2, 3, 4] (too many positional"), said
+    await node.start_workflow(continues_with, 0, [], id="none")
+    said = await node.workflow("none").result()
+    assert said.startswith(f"TypeError: workflow {name} takes 2 to 3"), said
+    await node.start_workflow(continues_with, 0, ["notint", []], id="untyped")
+    said = await node.workflow("untyped").result()
+    assert said.startswith(f"PayloadError: cannot restore argument 1 (n) of workflow {name} "
+                           "as int"), said
+    for wid in ("many", "none", "untyped"):
+        assert [r.kind for r in node.workflow(wid).history()] == [], wid
+    # not caught: the run fails there, its journal kept (a retry does the same, not a
+    # run that fails for ever on arguments it was never given)
+    await node.start_workflow(continues_with, 0, [1, 2, 3, 4], False, id="uncaught")
+    with pytest.raises(garrison.WorkflowFailed, match="continue_as_new"):
+        await node.workflow("uncaught").result()
+    assert [r.kind for r in node.workflow("uncaught").history()] == []

@@ -463,6 +463,14 @@ def _v7_timer_kind(cur: psycopg.Cursor[Any], s: sql.Identifier) -> None:
     cur.execute(sql.SQL("ALTER TABLE {s}.timers ADD COLUMN IF NOT EXISTS kind text").format(s=s))
 
 
+def _v8_dedup_kept(cur: psycopg.Cursor[Any], s: sql.Identifier) -> None:
+    # As SQLite's version 8: the dedup key a workflow's queue row held when the row was
+    # dropped (at its end), which a retry takes back; NULL without one, and for
+    # workflows that ended before.
+    cur.execute(sql.SQL("ALTER TABLE {s}.workflows ADD COLUMN IF NOT EXISTS dedup text"
+                        ).format(s=s))
+
+
 @functools.lru_cache(maxsize=64)
 def admit_lock_class(schema: str) -> int:
     """The first key of the advisory locks ``(class, hashtext(host))`` that ``admit``
@@ -474,7 +482,7 @@ def admit_lock_class(schema: str) -> int:
 #: ``MIGRATIONS[i]`` migrates version ``i`` to ``i + 1``.
 MIGRATIONS: list[Callable[[psycopg.Cursor[Any], sql.Identifier], None]] = [
     _v1_initial, _v2_trace_context, _v3_schedules_and_queue, _v4_cluster, _v5_admitted,
-    _v6_fence_many, _v7_timer_kind,
+    _v6_fence_many, _v7_timer_kind, _v8_dedup_kept,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

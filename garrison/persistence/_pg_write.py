@@ -170,7 +170,11 @@ _OP_SQL: dict[str, tuple[str, int]] = {
     "schedule_wakeup": (
         "INSERT INTO {s}.wakeups (workflow_id, kind, created) VALUES ($1, 'schedule', $2)", 2),
     "enqueue": ("SELECT {s}.enqueue($1, $2, $3, $4, $5)", 5),
-    "dequeue": ("DELETE FROM {s}.queue WHERE workflow_id = $1", 1),
+    # (the key its row held stays on the workflow's row: a retry takes it back)
+    "dequeue": (
+        "WITH gone AS (DELETE FROM {s}.queue WHERE workflow_id = $1 RETURNING dedup) "
+        "UPDATE {s}.workflows SET dedup = gone.dedup FROM gone "
+        "WHERE workflow_id = $1 AND gone.dedup IS NOT NULL", 1),
     "admit": ("SELECT {s}.admit($1, $2, $3, $4, $5, $6, $7, $8)", 8),
     "slot_freed": ("SELECT pg_notify($1, $2)", 2),
     "delete_queue": ("DELETE FROM {s}.queue WHERE workflow_id = $1", 1),

@@ -867,6 +867,13 @@ class PostgresStore(PgWritePath, StoreShortcuts):
                            "ORDER BY priority DESC, seq")
         return [QueueRecord.from_row(row) for row in rows]
 
+    def kept_dedup(self, workflow_id: str) -> str | None:
+        """The dedup key the workflow's queue row held when it was dropped (at its end):
+        what a retry takes back. ``None`` without one."""
+        rows = self._query(f"SELECT dedup FROM {self._s}.workflows WHERE workflow_id = %s",
+                           (workflow_id,))
+        return rows[0][0] if rows else None
+
     def admitted_since(self, host: str, since: float) -> list[float]:
         """When the workflows of ``host`` admitted after ``since`` (unix seconds) were
         admitted, oldest first (what its ``rate`` counts, on every node)."""

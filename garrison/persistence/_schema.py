@@ -249,10 +249,19 @@ def _v7_timer_kind(conn: sqlite3.Connection) -> None:
         conn.execute("ALTER TABLE timers ADD COLUMN kind TEXT")
 
 
+
+def _v8_dedup_kept(conn: sqlite3.Connection) -> None:
+    # workflows.dedup: the dedup key a workflow's queue row held when the row was
+    # dropped (at its end), so that a retry takes the key back. NULL for a workflow
+    # started without one, and for those that ended before version 8.
+    if "dedup" not in _columns(conn, "workflows"):
+        conn.execute("ALTER TABLE workflows ADD COLUMN dedup TEXT")
+
+
 #: ``MIGRATIONS[i]`` migrates version ``i`` to ``i + 1``.
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     _v1_initial, _v2_list_order, _v3_trace_context, _v4_schedules_and_queue, _v5_admitted,
-    _v6_lean_writes, _v7_timer_kind,
+    _v6_lean_writes, _v7_timer_kind, _v8_dedup_kept,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

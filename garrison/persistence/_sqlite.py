@@ -336,6 +336,16 @@ def _statement(sql: str) -> Callable[[sqlite3.Connection, tuple[Any, ...]], None
     return op
 
 
+def _dequeue(conn: sqlite3.Connection, params: tuple[Any, ...]) -> None:
+    # the key its row held stays on the workflow's row: a retry takes it back
+    row = conn.execute("SELECT dedup FROM queue WHERE workflow_id = ?", params).fetchone()
+    if row is None:
+        return
+    if row[0] is not None:
+        conn.execute("UPDATE workflows SET dedup = ? WHERE workflow_id = ?", (row[0], *params))
+    conn.execute("DELETE FROM queue WHERE workflow_id = ?", params)
+
+
 _OPS: dict[Op, Callable[[sqlite3.Connection, tuple[Any, ...]], Any]] = {
     Op.CREATE_WORKFLOW: _create_workflow,
     Op.UPDATE_WORKFLOW: _update_workflow,
@@ -365,7 +375,7 @@ _OPS: dict[Op, Callable[[sqlite3.Connection, tuple[Any, ...]], Any]] = {
     Op.REMOVE_MONITOR: _statement("DELETE FROM monitors WHERE workflow_id = ? AND watcher = ?"),
     Op.TRUNCATE_JOURNAL: _statement("DELETE FROM journal WHERE workflow_id = ? AND seq >= ?"),
     Op.ENQUEUE: _enqueue,
-    Op.DEQUEUE: _statement("DELETE FROM queue WHERE workflow_id = ?"),
+    Op.DEQUEUE: _dequeue,
     Op.ADMIT: _admit,
     Op.SLOT_FREED: _slot_freed,
     Op.PUT_SCHEDULE: _put_schedule,
@@ -1238,6 +1248,12 @@ class SQLiteStore(StoreShortcuts):
         queue order: priority, highest first, then start order."""
         rows = self._query(f"SELECT {QueueRecord.COLUMNS} FROM queue ORDER BY priority DESC, seq")
         return [QueueRecord.from_row(row) for row in rows]
+
+    def kept_dedup(self, workflow_id: str) -> str | None:
+        """The dedup key the workflow's queue row held when it was dropped (at its end):
+        what a retry takes back. ``None`` without one."""
+        rows = self._query("SELECT dedup FROM workflows WHERE workflow_id = ?", (workflow_id,))
+        return rows[0][0] if rows else None
 
     def admitted_since(self, host: str, since: float) -> list[float]:
         """When the workflows of ``host`` admitted after ``since`` (unix seconds) were

@@ -195,6 +195,11 @@ class Store(Protocol):
         order; dedup keys are held by these rows)."""
         ...
 
+    def kept_dedup(self, workflow_id: str) -> str | None:
+        """The dedup key the workflow's queue row held when the row was dropped (at its
+        end, ``Transaction.dequeue``): what a retry takes back. ``None`` without one."""
+        ...
+
     def admitted_since(self, host: str, since: float) -> list[float]:
         """When the workflows of ``host`` admitted after ``since`` (unix seconds) were
         admitted (``Transaction.admit``), oldest first: what its ``rate`` counts."""

@@ -36,7 +36,8 @@ of the contract every store implements:
                           this transaction was a no-op: the id existed); an existing row of
                           that workflow is kept (its ``seq`` returned);
                           ``DedupKeyTaken`` if another workflow's row holds ``dedup``
-``DEQUEUE``               ``None``; drops the workflow's queue row, if any
+``DEQUEUE``               ``None``; drops the workflow's queue row, if any (the dedup key
+                          it held is kept on the workflow's row: ``kept_dedup``)
 ``ADMIT``                 the ids (in the given order) of the ``pending`` workflows now
                           ``running``: as many as the host's limits across the store
                           allow (see :meth:`Transaction.admit`)
@@ -510,7 +511,9 @@ class Transaction:
                          (workflow_id, run_id, int(priority), dedup, unix_seconds(time)))
 
     def dequeue(self, workflow_id: str) -> Transaction:
-        """Drop the workflow's queue row (it ended): its dedup key is free again."""
+        """Drop the workflow's queue row (it ended): its dedup key is free again. The
+        store keeps the key on the workflow's row (``kept_dedup``): a retry takes it
+        back."""
         return self._add(workflow_id, Op.DEQUEUE, (workflow_id,))
 
     def admit(

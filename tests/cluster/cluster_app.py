@@ -122,7 +122,7 @@ async def monitors(target: str) -> list[object]:
 async def parent_of(n: int) -> list[object]:
     """Starts ``n`` children (each ends on a message) and returns their EXITs."""
     events = process.events()
-    for i in range(n):
+    for _ in range(n):
         await process.spawn(ends_on_a_message)
     workflow.set_state("spawned", n)
     got = []

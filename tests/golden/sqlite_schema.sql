@@ -1,4 +1,4 @@
--- The SQLite store's schema (version 7) as sqlite_master holds it, written by the
+-- The SQLite store's schema (version 8) as sqlite_master holds it, written by the
 -- store of version 0.1 (tables of versions 1, 2 and 4 made by sqlite-utils). A store
 -- created now must hold the same text: see test_persistence.py.
 
@@ -126,4 +126,4 @@ CREATE TABLE "workflows" (
    "search" TEXT NOT NULL DEFAULT '{}',
    "memo" TEXT NOT NULL DEFAULT '{}',
    "cancel_requested" INTEGER DEFAULT 0
-, trace TEXT, admitted REAL);
+, trace TEXT, admitted REAL, dedup TEXT);

@@ -26,7 +26,7 @@ from ...actors._values import ErrorInfo
 from ...persistence import RawJson, WorkflowStatus, to_json
 from ...workflow import WorkflowInfo
 from ._activities import Activities
-from ._codec import json_round_trip, restore_args
+from ._codec import arity_problem, json_round_trip, restore_args
 from ._core import ContinueAsNew, log
 from ._ids import check_state_key
 from ._interop import Interop
@@ -273,5 +273,12 @@ class WorkflowInstance(Waits, Activities, Interop):
 
     def continue_as_new(self, args: tuple[Any, ...]) -> NoReturn:
         self._op("workflow.continue_as_new()")
-        to_json(list(args), what=f"the arguments of workflow {self.name}")  # PayloadError now
+        # arguments the workflow cannot take fail here, at the call, as at a start: not
+        # as a new run committed with them that fails at once (and at every retry)
+        fn = self.fn
+        problem = arity_problem(fn, self.name, args, "workflow.continue_as_new() gave it")
+        if problem is not None:
+            raise TypeError(problem)
+        text = to_json(list(args), what=f"the arguments of workflow {self.name}")
+        restore_args(fn, _loads(text), f"workflow {self.name}")  # typed ones: PayloadError
         raise ContinueAsNew(args)

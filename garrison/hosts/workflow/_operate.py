@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from ..._errors import NoSuchWorkflow
+from ..._errors import DedupKeyTaken, NoSuchWorkflow
 from ...actors._values import ErrorInfo, Event, EventKind, Pid
 from ...persistence import RawJson, Transaction, WorkflowStatus
 from ._inbox import exit_id
@@ -47,7 +47,7 @@ from ._recovery import refresh, request_transaction
 if TYPE_CHECKING:
     from ._host import WorkflowHost
 
-__all__ = ["RETRYABLE", "TERMINATED", "check_reason",
+__all__ = ["RETRYABLE", "TERMINATED", "check_reason", "key_taken",
            "retry_transaction", "retry_workflow", "terminate_transaction",
            "terminate_workflow", "terminated"]
 
@@ -189,8 +189,25 @@ def retry_transaction(store: Any, record: Any) -> tuple[Transaction, str]:
         tx.truncate_journal(record.workflow_id, seq)
     tx.update_workflow(record.workflow_id, status=WorkflowStatus.PENDING, error=None,
                        attempt=record.attempt + 1)
+    # the dedup key its end freed (a blocked one still holds its own): taken back, or,
+    # held by another workflow since, the commit refuses it (DedupKeyTaken, see
+    # ``key_taken``)
+    key = store.kept_dedup(record.workflow_id)
+    if key is not None and record.run_id is not None:
+        tx.enqueue(record.workflow_id, record.run_id, dedup=key)
     kept = sum(1 for e in entries if e[0] > 0) - (1 if seq is not None else 0)
-    return tx, f"{kept} journal record(s) replay" + (f"; {what}" if what else "")
+    note = f"{kept} journal record(s) replay" + (f"; {what}" if what else "")
+    if key is not None:
+        note += f"; it holds its dedup key {key!r} again"
+    return tx, note
+
+
+def key_taken(workflow_id: str, taken: DedupKeyTaken) -> ValueError:
+    """The error of a retry refused because another workflow holds the dedup key the
+    retried one was started with (started with the key after this one ended)."""
+    return ValueError(f"cannot retry workflow {workflow_id!r}: its dedup key {taken.dedup!r} "
+                      f"is held by workflow {taken.workflow_id!r}, started with it since; "
+                      "retry it once that one has ended")
 
 
 async def retry_workflow(host: WorkflowHost, wid: str) -> str:
@@ -206,7 +223,10 @@ async def retry_workflow(host: WorkflowHost, wid: str) -> str:
         raise ValueError(f"cannot retry workflow {wid!r}: it is {wf.status} (only a failed "
                          "or blocked workflow can be retried)")
     tx, note = retry_transaction(store, record)
-    await store.commit(tx)
+    try:
+        await store.commit(tx)
+    except DedupKeyTaken as taken:
+        raise key_taken(wid, taken) from None
     if not host.client:
         refresh(host, wid)  # loads it and runs it from the top
     await trio.lowlevel.checkpoint()

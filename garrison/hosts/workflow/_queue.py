@@ -11,9 +11,10 @@ kill ends it at once, ``cancelled`` or ``failed``, without running its code).
 
 In the store a waiting workflow has status ``pending`` and a queue row (priority,
 start order); a workflow started with a ``dedup`` key has a queue row holding the key
-until it ends, so a second start with that key returns the first one's pid. After a
-restart the running workflows resume first (they take their slots), then the queue
-drains in its order.
+until it ends, so a second start with that key returns the first one's pid (the
+store keeps the key of a dropped row on the workflow's row: a retry takes it back).
+After a restart the running workflows resume first (they take their slots), then the
+queue drains in its order.
 
 Where each limit is kept:
 
