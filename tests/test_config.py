@@ -497,6 +497,43 @@ def test_malformed_config_reports_file_entry_and_field(
         assert fragment in line, (fragment, line)
 
 
+def test_a_key_written_beside_a_yaml_merge_key_overrides_the_merged_one(tmp_path: Path) -> None:
+    """``<<: *anchor`` then ``name: b``: YAML's override, not a duplicate key (the
+    duplicate check ran after the merge)."""
+    text = (HEAD + PROC + "  - &svc {name: a, kind: process.service, process: p}\n"
+            "  - <<: *svc\n    name: b\n")
+    path = tmp_path / "app.yaml"
+    path.write_text(text)
+    assert check_config(path) == []
+    assert {"app:a", "app:b"} <= set(load_config(path).entries)
+    _, problems = problems_of(tmp_path, HEAD + "  - {name: h, kind: process.host, name: g}\n")
+    assert any("duplicate key 'name'" in p for p in problems)  # a written one still is
+
+
+@pytest.mark.parametrize("namespace", ["", "namespace: 'a b'\n"])
+def test_a_missing_or_bad_namespace_hides_no_other_problem(tmp_path: Path,
+                                                          namespace: str) -> None:
+    text = ('version: "1.0"\n' + namespace + "entries:\n"
+            "  - {name: p, kind: process.py, source: 7}\n"
+            "  - {name: q, kind: nosuch.kind}\n")
+    _, problems = problems_of(tmp_path, text)
+    assert len(problems) == 3, problems
+    assert "field 'namespace'" in problems[0]
+    assert "(index 0): field 'source': expected a string, got 7" in problems[1]
+    assert "(index 1): field 'kind': unknown kind 'nosuch.kind'" in problems[2]
+
+
+def test_two_hosts_sharing_a_store_are_reported_beside_their_other_problems(
+        tmp_path: Path) -> None:
+    text = (HEAD + "  - {name: h2, kind: workflow.host, store: app.db, rate: abc}\n"
+            "  - {name: h3, kind: workflow.host, store: app.db}\n")
+    _, problems = problems_of(tmp_path, text)
+    assert len(problems) == 2, problems
+    assert "entry 'app:h2' (index 0): field 'rate'" in problems[0]
+    assert "entry 'app:h3' (index 1): field 'store'" in problems[1]
+    assert "is also the store of entry 'app:h2'" in problems[1]
+
+
 def test_no_value_in_any_field_escapes_as_anything_but_a_config_error() -> None:
     # every field of every kind (nested ones too), set to values of every YAML type
     weird: list[object] = [[], {}, None, 1.5, True, -1, "x", "", [[1]], {"a": []}, ["a", {}]]

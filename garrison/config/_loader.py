@@ -98,9 +98,12 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 
 def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
-    loader.flatten_mapping(node)
+    # the keys written in this mapping, not those a merge key (``<<: *anchor``) brings:
+    # a key written beside a merge overrides the merged one, as YAML says
     seen: set[Any] = set()
     for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue
         key = loader.construct_object(key_node, deep=deep)
         try:
             duplicate = key in seen
@@ -111,6 +114,7 @@ def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: b
                 None, None, f"duplicate key {key!r}", key_node.start_mark
             )
         seen.add(key)
+    loader.flatten_mapping(node)
     return loader.construct_mapping(node, deep=deep)
 
 
@@ -444,6 +448,10 @@ class _ParsedFile:
     named_ids: list[tuple[str, int]] = attrs.Factory(list)
 
 
+#: the namespace entry ids are shown with in a file whose namespace is missing or bad
+_NO_NAMESPACE = "(namespace?)"
+
+
 def _parse_text(text: str, filename: str, base_dir: Path | None) -> _ParsedFile:
     problems = _Problems(filename)
 
@@ -498,6 +506,10 @@ def _parse_text(text: str, filename: str, base_dir: Path | None) -> _ParsedFile:
         problems.file(f"field 'entries': expected a list of entries, got {raw_entries!r}")
         return done(namespace)
     if namespace is None:
+        # the entries' own problems are reported all the same (under a stand-in
+        # namespace: their ids say it is missing); nothing of the file is loaded
+        for index, raw in enumerate(raw_entries):
+            _parse_entry(raw, index, _NO_NAMESPACE, base_dir, problems)
         return done(namespace)
     located: list[_Located] = []
     named_ids: list[tuple[str, int]] = []
@@ -643,12 +655,13 @@ def _link(parsed: Sequence[_ParsedFile]) -> tuple[dict[str, Entry], list[str]]:
             continue
         entries[entry_id] = entry
     stores: dict[Any, str] = {}
-    for entry_id, entry in entries.items():
-        if isinstance(entry, WorkflowHostEntry) and entry.store is not None:
+    for entry_id, loc in located.items():  # (broken ones too: their other problems aside)
+        entry = loc.entry
+        if isinstance(entry, WorkflowHostEntry) and entry.store is not None \
+                and "store" not in loc.failed:
             key = store_key(entry.store)
             shown = str(key) if isinstance(key, Path) else entry.store
             if key in stores:
-                loc = located[entry_id]
                 problems.append(
                     f"{loc.filename}: {loc.where}: field 'store': expected a store of its own, "
                     f"but {shown!r} is also the store of entry {stores[key]!r}"
