@@ -127,6 +127,17 @@ async def test_the_garrison_env_fixture(garrison_env: garrison.testing.WorkflowE
     assert env.mocks["ops_app:remind"].calls == [((1,), {}), ((2,), {}), ((3,), {})]
 
 
+async def test_a_mock_given_two_outcomes_is_refused() -> None:
+    """result= and error= (or call=) together: one of them was silently ignored."""
+    async with garrison.testing.workflow_env() as env:
+        with pytest.raises(TypeError, match=r"takes one of result=, error= or call=, got "
+                                            r"result= and error="):
+            env.mock_activity("ops_app:remind", result="sent", error=OSError("down"))
+        with pytest.raises(TypeError, match="got result= and call="):
+            env.mock_activity("ops_app:remind", result="sent", call=lambda *a: "x")
+        assert env.mocks == {}
+
+
 async def test_mocking_what_is_not_an_activity_is_refused() -> None:
     """A typo or a workflow passed to mock_activity used to be accepted silently, and the
     real activity ran: now a clear error, at the mock (or, for a workflow not known as

@@ -108,6 +108,11 @@ class ActivityMock:
                             f"or class, got {error!r}")
         if call is not None and not callable(call):
             raise TypeError(f"mock_activity({name!r}, call=...) takes a function, got {call!r}")
+        given = [k for k, v in (("result", result), ("error", error), ("call", call))
+                 if v is not None]
+        if len(given) > 1:
+            raise TypeError(f"mock_activity({name!r}) takes one of result=, error= or call=, "
+                            f"got {' and '.join(k + '=' for k in given)}")
         self.name = name
         self.result = result
         self.error = error
