@@ -375,6 +375,8 @@ def _main_problem(main: str | None, config: Any, target: str) -> str | None:
     try:
         config.resolve_target(main)
     except KeyError as exc:
+        if _main_function(main) is not None:
+            return None  # a module:function (see _main_function)
         from .config._entries import ServiceEntry, SourceEntry
 
         runnable = [e.id for e in config.entries.values()
@@ -389,8 +391,22 @@ def _main_problem(main: str | None, config: Any, target: str) -> str | None:
         shown = ", ".join(runnable[:12]) + (", ..." if len(runnable) > 12 else "") \
             if runnable else "none"
         return (f"--main {main!r}: {why}{hint}; expected the id (namespace:name) of a "
-                f"process.py, workflow.py or process.service entry of {target}: {shown}")
+                f"process.py, workflow.py or process.service entry of {target}: {shown}, "
+                "or a module:function (an async def) that imports")
     return None
+
+
+def _main_function(main: str) -> Any:
+    """``--main mod:fn`` of a config that has no entry ``mod:fn``: the async function
+    ``fn`` of the module ``mod`` (importable from the current directory or the config's
+    folder), run as the root process; ``None`` if it is not one."""
+    module, _, func = main.partition(":")
+    if not module or not func or module.endswith(".py"):
+        return None
+    try:
+        return _load_callable(main)
+    except _NoRoot:
+        return None
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -421,6 +437,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         if config is not None:
             root, label = args.main, args.main
+            if args.main is not None and args.main not in config.entries:
+                root = _main_function(args.main)  # (_main_problem found one)
         else:
             try:
                 root, label = _load_callable(target), target

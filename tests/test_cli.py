@@ -584,13 +584,42 @@ def test_run_checks_main_before_anything_starts(tmp_path):
         assert done.stderr == (
             f"garrison run: --main {main!r}: {why}; expected the id (namespace:name) of a "
             "process.py, workflow.py or process.service entry of app.yaml: shop:main, "
-            "shop:mark, shop:marker\n")
+            "shop:mark, shop:marker, or a module:function (an async def) that imports\n")
         assert not (tmp_path / "started").exists()
     (tmp_path / "prog.py").write_text("async def main():\n    return 'ran'\n")
     done = cli("run", "prog.py", "--main", "shop:main", cwd=tmp_path)
     assert done.returncode == 2 and "is not a config" in done.stderr, done.stderr
     done = cli("run", "app.yaml", "--main", "shop:main", cwd=tmp_path)
     assert done.returncode == 0 and done.stdout == "ran\n", done.stderr
+
+
+def test_run_config_main_takes_a_module_function(tmp_path):
+    """``garrison run CONFIG --main mod:fn`` (API.md): a module's async function as the
+    root process, beside the config's services (it took config entry ids only)."""
+    (tmp_path / "svc.py").write_text(textwrap.dedent("""
+        import garrison
+
+        async def echo():
+            from garrison import process
+            while True:
+                msg = await process.inbox().receive()
+                await msg.reply(msg.payload * 2)
+
+        async def root():
+            return await garrison.current_node().call("shop:echo", "double", 21)
+    """))
+    (tmp_path / "app.yaml").write_text(textwrap.dedent("""
+        version: "1.0"
+        namespace: shop
+        entries:
+          - {name: echo_fn, kind: process.py, source: "svc:echo"}
+          - {name: echo, kind: process.service, process: shop:echo_fn,
+             lifecycle: {auto_start: true}}
+    """))
+    done = cli("run", "app.yaml", "--main", "svc:root", cwd=tmp_path)
+    assert done.returncode == 0 and done.stdout == "42\n", done.stderr
+    done = cli("run", "app.yaml", "--main", "svc:nope", cwd=tmp_path)
+    assert done.returncode == 2 and "--main 'svc:nope': no config entry" in done.stderr
 
 
 def _verbs(group: str) -> dict[str, list[str]]:
