@@ -1590,6 +1590,44 @@ async def test_a_parent_and_its_children_spread_over_nodes(postgres_url: str,
                 await trio.sleep(0.05)
 
 
+async def test_processes_call_and_monitor_a_workflow_another_node_runs(
+        postgres_url: str) -> None:
+    """A call from node b to a workflow node a runs is answered (it failed at once with
+    a false noproc), one the workflow ends without answering fails then; a plain
+    process's monitor gets the EXIT when the workflow ends (it got a noproc at once)."""
+    import cluster_app
+    import trio
+
+    from garrison import process
+
+    async def watcher(target: str) -> list[object]:
+        process.monitor(target)
+        ev = await process.events().receive()
+        return [ev.kind.value, ev.ok, ev.result]
+
+    async with garrison.open_node(store=postgres_url, name="a", lease="30s") as a, \
+            garrison.open_node(store=postgres_url, name="b", lease="30s") as b:
+        await a.start_workflow(cluster_app.doubler, id="d")
+        with trio.fail_after(10):
+            assert await b.call("workflows/d", "double", 21) == 42
+        pid = await b.spawn(watcher, "workflows/d")
+        async with trio.open_nursery() as nursery:
+            failed: list[BaseException] = []
+
+            async def unanswered() -> None:
+                try:
+                    await b.call("workflows/d", "hold", None, timeout="30s")
+                except garrison.ProcessError as exc:
+                    failed.append(exc)
+
+            nursery.start_soon(unanswered)
+            await trio.sleep(0.5)
+            await b.send("workflows/d", "stop", None)
+            with trio.fail_after(10):
+                assert await b.wait(pid) == ["EXIT", True, None]
+        assert len(failed) == 1 and "ended before replying" in str(failed[0])
+
+
 async def test_a_wakeup_during_a_receives_commit_does_not_deliver_its_message_twice(
         postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """A workflow took a message and was committing its receive when a wakeup (another

@@ -331,12 +331,12 @@ async def plain_call(caller: Caller, to: Pid | str, topic: str, payload: Any,
     node = caller.node
     pid = node.resolve(to)
     seconds = timeout_seconds(timeout)
+    host = node.hosts.get(pid.host)
+    if host is not None and host.durable:  # (it may run on another node of a cluster)
+        return await host.call(caller, pid, topic, payload, seconds)
     callee = node.caller_of(pid)
     if callee is None or not callee.accepts_calls:
         raise ProcessError(f"call to {pid} failed: {noproc(pid)}", pid=pid, error=noproc(pid))
-    host = node.hosts[pid.host]
-    if host.durable:
-        return await host.call(caller, pid, topic, payload, seconds)
     return await caller.exchange(callee, pid, topic, seconds, None, payload=payload)
 
 

@@ -130,3 +130,14 @@ async def parent_of(n: int) -> list[object]:
         ev = await events.receive()
         got.append([str(ev.pid), ev.ok, ev.result])
     return sorted(got)
+
+
+async def doubler() -> None:
+    """Replies to every call with twice its payload; ends on the topic ``stop``."""
+    while True:
+        msg = await process.inbox().receive()
+        if msg.topic == "stop":
+            return
+        if msg.topic == "hold":
+            continue  # a call it never replies to
+        await msg.reply(msg.payload * 2)

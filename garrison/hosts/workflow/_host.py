@@ -41,6 +41,7 @@ from ...persistence import RawJson, Store, Transaction, WorkflowStatus, to_json
 from .._kernel import Caller, NodeContext, exit_fan_out, noproc
 from ._codec import PLAIN, arity_problem, plain_or_repr, restore_args, return_hint, structure
 from ._core import added
+from ._elsewhere import Elsewhere
 from ._ids import check_workflow_id
 from ._inbox import InboxItem, exit_id
 from ._instance import WorkflowInstance
@@ -82,6 +83,9 @@ class WorkflowHost:
         self.active: dict[str, WorkflowInstance] = {}
         #: recently finished: id -> (status, result JSON, error, name)
         self.finished: dict[str, tuple[WorkflowStatus, str | None, ErrorInfo | None, str]] = {}
+        #: workflows another node of the cluster runs that this node's processes monitor
+        #: or call (see ``_elsewhere``)
+        self.elsewhere = Elsewhere(self)
         self.names: dict[str, set[str]] = {}
         self.clock = WallClock()  # hosts are made inside trio
         #: stand-ins for activities by journal name (``garrison.testing``): name -> function
@@ -449,6 +453,9 @@ class WorkflowHost:
             if link is not None:
                 wf.links = added(wf.links, link)
             return
+        if watcher is not None and wf is None and self.runs_elsewhere(pid.id):
+            self.elsewhere.watch(pid).monitors.add(watcher)
+            watcher = None
         result, error = self._outcome(pid.id)
         if watcher is not None:
             self.node.deliver_event(watcher, Event(EventKind.EXIT, pid, result, error))
@@ -611,9 +618,13 @@ class WorkflowHost:
     async def call(self, caller: Caller, pid: Pid, topic: str, payload: Any,
                    seconds: float) -> Any:
         """``process.call`` from a process (or ``node.call``) to a workflow: the request
-        is committed to the workflow's inbox."""
+        is committed to the workflow's inbox. (One that another node of the cluster runs
+        replies to the caller's pid, which names this node; its end fails the call, as
+        :class:`~._elsewhere.Elsewhere` sees it in the store.)"""
         node = self.node
-        wf = self.active.get(pid.id)
+        wf: Caller | None = self.active.get(pid.id)
+        if wf is None and self.runs_elsewhere(pid.id):
+            wf = self.elsewhere.watch(pid)
         if wf is None:
             raise ProcessError(f"call to {pid} failed: {noproc(pid)}", pid=pid, error=noproc(pid))
 
@@ -725,8 +736,17 @@ class WorkflowHost:
         if self.store.get_workflow(target.id) is not None:
             watcher.buffered().remove_monitor(target.id, watcher.pid)
 
+    def runs_elsewhere(self, wid: str) -> bool:
+        """True if ``wid`` is unfinished and not here: another node of the cluster runs
+        it (or takes it over)."""
+        return self.ownership is not None and wid not in self.active and \
+            self._unfinished(wid)
+
     def add_monitor(self, target: Pid, watcher: Pid) -> bool:
         wf = self.active.get(target.id)
+        if wf is None and watcher.host != self.name and self.runs_elsewhere(target.id):
+            self.elsewhere.watch(target).monitors.add(watcher)  # a process's monitor
+            return True
         if wf is None or (wf.status is WorkflowStatus.BLOCKED and wf.done.is_set()):
             return wf is not None
         if watcher.host == self.name:
@@ -738,6 +758,10 @@ class WorkflowHost:
         wf = self.active.get(target.id)
         if wf is not None and wf.watchers:
             wf.watchers.discard(watcher)
+        remote = self.elsewhere.get(target.id)
+        if remote is not None:
+            remote.monitors.discard(watcher)
+            self.elsewhere.forget_idle(target.id)
 
     def add_link(self, target: Pid, other: Pid) -> bool:
         wf = self.active.get(target.id)

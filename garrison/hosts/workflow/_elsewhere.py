@@ -1,0 +1,122 @@
+"""Workflows another node of the cluster runs, as this node's processes see them.
+
+A workflow pid names no node: a plain process (or ``node.call``) of this node may
+monitor or call a workflow that runs on another node. The workflow's own node does not
+know these watchers (plain processes are not stored), so this node watches the store
+for the workflow's end: :class:`Elsewhere` keeps, per workflow, the processes that
+monitor it and the calls waiting for its reply, and one task of the host looks at the
+store every :data:`POLL` seconds while any is kept (as a handle's ``result()`` does for
+a workflow another node runs). When the workflow ends, each monitor gets its ``EXIT``
+(the result or error the store holds) and each call still waiting fails with
+``ProcessError``, as when a local callee ends first. A reply comes the other way: the
+workflow's node sends it to the caller's pid, which names this node.
+
+(Workflows monitoring workflows are not kept here: their monitors are stored, and the
+ending node delivers their ``EXIT`` durably, see ``WorkflowHost.finish``.)
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from ...actors._values import ErrorInfo, Event, EventKind, Pid
+from ...persistence import WorkflowStatus
+from .._kernel import Caller
+
+if TYPE_CHECKING:
+    from ._host import WorkflowHost
+
+__all__ = ["POLL", "Elsewhere", "RemoteWorkflow"]
+
+#: how often the store is read for the end of a watched workflow (seconds)
+POLL = 0.05
+
+
+class RemoteWorkflow(Caller):
+    """A workflow another node runs, as the callee of this node's calls (its
+    ``callers``: the calls waiting for its reply) and the target of its processes'
+    monitors."""
+
+    __slots__ = ("monitors",)
+
+    def __init__(self, node: Any, pid: Pid) -> None:
+        self.node = node
+        self.pid = pid
+        self.calls = None
+        self.callers = None
+        #: processes of this node that monitor it
+        self.monitors: set[Pid] = set()
+
+    def deliver(self, msg: Any) -> None:  # pragma: no cover - calls deliver durably
+        raise RuntimeError(f"{self.pid} runs on another node: its messages go to the store")
+
+    @property
+    def idle(self) -> bool:
+        return not self.monitors and not self.callers
+
+
+class Elsewhere:
+    """This node's watch on workflows other nodes run (see the module docs)."""
+
+    def __init__(self, host: WorkflowHost) -> None:
+        self.host = host
+        self.watched: dict[str, RemoteWorkflow] = {}
+        self._running = False
+        self._added = trio.Event()
+
+    def get(self, wid: str) -> RemoteWorkflow | None:
+        return self.watched.get(wid)
+
+    def watch(self, pid: Pid) -> RemoteWorkflow:
+        """The entry of the workflow ``pid`` (made, and the watching task started, on
+        first use)."""
+        entry = self.watched.get(pid.id)
+        if entry is None:
+            entry = self.watched[pid.id] = RemoteWorkflow(self.host.node, pid)
+            if not self._running:
+                self._running = True
+                self.host.start_soon(self._run)
+            self._added.set()
+        return entry
+
+    def forget_idle(self, wid: str) -> None:
+        """Drop the entry of ``wid`` if nothing of this node watches it any more."""
+        entry = self.watched.get(wid)
+        if entry is not None and entry.idle:
+            del self.watched[wid]
+
+    async def _run(self) -> None:
+        while True:
+            if not self.watched:
+                self._added = trio.Event()
+                await self._added.wait()
+            await trio.sleep(POLL)
+            for wid in list(self.watched):
+                entry = self.watched.get(wid)
+                if entry is None:
+                    continue
+                if entry.idle:
+                    del self.watched[wid]
+                    continue
+                record = self.host.store.get_workflow(wid)
+                if record is not None and not WorkflowStatus(record.status).finished:
+                    continue
+                del self.watched[wid]
+                self._ended(entry, record)
+
+    def _ended(self, entry: RemoteWorkflow, record: Any) -> None:
+        pid = entry.pid
+        if record is None:  # (deleted: as a process that is gone)
+            result, error = None, ErrorInfo("noproc", f"process {pid} is not alive")
+        else:
+            result, error = record.result, record.error
+            if WorkflowStatus(record.status) is WorkflowStatus.CANCELLED and error is None:
+                error = ErrorInfo("WorkflowCancelled", f"workflow {pid.id!r} was cancelled")
+        event = Event(EventKind.EXIT, pid, result, error)
+        for watcher in entry.monitors:
+            self.host.node.deliver_event(watcher, event)
+        entry.fail_callers(f"workflow {pid} ended before replying: "
+                           f"{error or 'normal exit'}",
+                           error or ErrorInfo("noproc", f"process {pid} is not alive"))
