@@ -541,13 +541,16 @@ class WorkflowHost:
             row_id = results[index]
             if row_id is not None:
                 other.push(InboxItem(row_id, True, _loads(event_text), now))
+        # monitors made while the end was committed (whose maker saw this workflow
+        # unfinished): the EXIT is this node's to deliver. In a cluster the store has
+        # them (another node's too); here, those that learned of it after its load
+        late = list(wf.durable_watchers or ())
         if self.ownership is not None:
-            # a monitor another node committed after the read above: its node saw this
-            # workflow unfinished, so the EXIT is this node's to deliver
-            for watcher in self.store.monitors(wf.wid):
-                if watcher not in watchers and watcher.host == self.name and (
-                        watcher.id in self.active or self._unfinished(watcher.id)):
-                    self.exit_of_ended(wf.pid, watcher, event)
+            late.extend(self.store.monitors(wf.wid))
+        for watcher in dict.fromkeys(late):
+            if watcher not in watchers and watcher.host == self.name and (
+                    watcher.id in self.active or self._unfinished(watcher.id)):
+                self.exit_of_ended(wf.pid, watcher, event)
         self.counts[status] += 1
         wf.status = status
         wf.result_json = result_json
@@ -688,9 +691,22 @@ class WorkflowHost:
             # catches an end that read the store's monitors before it
             buf.add_monitor(target.id, watcher.pid)
             self.write_soon(Transaction().add_monitor(target.id, watcher.pid),
-                            lambda _results: self.exit_if_ended(target, watcher.pid))
+                            lambda _results: self._monitor_stored(target, watcher.pid))
             return
         self.exit_if_ended(target, watcher.pid)
+
+    def _monitor_stored(self, target: Pid, watcher: Pid) -> None:
+        """The monitor of ``target`` by the workflow ``watcher`` is committed: if
+        ``target`` was loaded here meanwhile (having read the store's monitors before
+        this one), it learns of it now; if it ended meanwhile, its EXIT."""
+        other = self.active.get(target.id)
+        if other is not None and not other.done.is_set():
+            if other.durable_watchers is None:
+                other.durable_watchers = [watcher]
+            elif watcher not in other.durable_watchers:
+                other.durable_watchers.append(watcher)
+            return
+        self.exit_if_ended(target, watcher)
 
     def exit_if_ended(self, target: Pid, watcher: Pid) -> None:
         """If the workflow ``target`` has ended (or was never started), its ``EXIT`` for
