@@ -581,7 +581,15 @@ def test_a_schema_that_is_not_garrisons_or_out_of_reach_is_named(
         PostgresStore(postgres_url + "?schema=theirs")
     message = str(info.value)
     assert "?schema=theirs" in message and "schema 'theirs' already holds" in message
-    assert 'relation "workflows" already exists' in message
+    assert "(tables workflows)" in message
+    with psycopg.connect(postgres_url, autocommit=True) as conn:  # tables of other names
+        conn.execute("CREATE TABLE public.orders (x int)")
+    with pytest.raises(StoreError, match=r"schema 'public' already holds objects that are "
+                                         r"not garrison's \(tables orders\)"):
+        PostgresStore(postgres_url + "?schema=public")
+    with psycopg.connect(postgres_url, autocommit=True) as conn:  # nothing was made there
+        assert conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
+                            ).fetchall() == [("orders",)]
 
     with PostgresStore(postgres_url):  # a node made the store in schema garrison
         pass

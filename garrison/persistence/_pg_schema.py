@@ -57,7 +57,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from .._errors import StoreVersionError
+from .._errors import StoreError, StoreVersionError
 
 __all__ = ["DEFAULT_SCHEMA", "MIGRATIONS", "SCHEMA_VERSION", "admit_lock_class", "migrate",
            "read_version"]
@@ -564,6 +564,16 @@ def migrate(
                 "it was written by a newer garrison; upgrade garrison",
             )
         if current == 0:
+            # a new store: in a schema of its own (one holding another application's
+            # tables, such as public, is refused rather than shared)
+            theirs = [row[0] for row in cur.execute(
+                "SELECT tablename FROM pg_catalog.pg_tables WHERE schemaname = %s "
+                "ORDER BY tablename LIMIT 6", (schema,))]
+            if theirs:
+                shown = ", ".join(theirs[:5]) + (", ..." if len(theirs) > 5 else "")
+                raise StoreError(name, f"schema {schema!r} already holds objects that are "
+                                       f"not garrison's (tables {shown}): give the store a "
+                                       "schema of its own (schema= or ?schema=NAME)")
             cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(s))
             cur.execute(
                 sql.SQL(
