@@ -980,3 +980,40 @@ async def test_bad_arguments_fail_at_start_workflow_with_nothing_stored(
         said = await node.workflow("parent").result()
         assert said.startswith("TypeError: workflow workflow_app:steps takes 1 to 2"), said
         assert sorted(s.workflow_id for s in node.workflows()) == ["fine", "parent"]
+
+
+async def test_after_the_node_closed_result_raises_and_status_is_the_stored_one(
+        autojump_clock: Any, tmp_path: Any) -> None:
+    """A waiting ``result()`` wakes when the node closes, and one called afterwards
+    raises at once, like the handle's other calls (it waited for ever); ``status()``
+    says what the store holds (``waiting``), not ``running``."""
+    db = str(tmp_path / "s.db")
+    outcome: list[str] = []
+
+    async def waiter(handle: garrison.WorkflowHandle) -> None:
+        with pytest.raises(RuntimeError) as info:
+            await handle.result()
+        outcome.append(str(info.value))
+
+    async with trio.open_nursery() as outer:
+        async with garrison.open_node(store=db) as node:
+            await node.start_workflow(app.receiver, id="w1")
+            handle = node.workflow("w1")
+            outer.start_soon(waiter, handle)
+            await trio.sleep(1)
+            assert handle.status() == "waiting"
+        with trio.fail_after(1):
+            while not outcome:
+                await trio.sleep(0.1)
+    assert outcome == ["the node has stopped: workflow 'w1' did not end here (it is "
+                       "waiting; it resumes when a node opens its store again)"]
+    assert handle.status() == "waiting"
+    with trio.fail_after(1), pytest.raises(RuntimeError, match="the node has stopped"):
+        await handle.result()
+    with pytest.raises(RuntimeError, match="the node has stopped"):
+        await node.wait(handle.pid)
+    with pytest.raises(RuntimeError, match="is closed"):  # as the other calls do
+        handle.history()
+    async with garrison.open_node(store=db) as node:  # it resumes on the next node
+        await node.workflow("w1").signal("go", 7)
+        assert await node.workflow("w1").result() == ["go", 7]
