@@ -608,6 +608,10 @@ class ProcessHost:
             return
         if proc.trap_links:
             proc.deliver_event(Event(_LINK_DOWN, dead, None, error))
+        elif error is self.node.shutdown_reason:
+            # ``dead`` was stopped by the node's shutdown, not a failure: ``target`` ends
+            # with it for the same reason (an orderly stop, not logged)
+            proc.kill(error)
         else:
             proc.kill(ErrorInfo("LinkedProcessFailed", f"linked process {dead} failed: {error}"))
 
