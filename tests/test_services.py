@@ -435,3 +435,34 @@ async def test_a_service_id_cannot_be_registered_by_another_process(autojump_clo
         db = node.lookup("t:db")
         assert db is not None and node.process_info(db).label == "t:db"
         assert await node.wait(await node.spawn(squatter, "t:dbx")) == "registered"
+
+
+async def test_node_closing_during_a_dependent_restart_is_no_service_failure(
+        autojump_clock, caplog):
+    """The node closes while a restart stops a slow dependent first: the service is then
+    not started (the node refuses spawns), quietly; that used to be logged as its next
+    failure ('restart 2/5 ... after ProcessError: cannot spawn: the node is shutting
+    down'), using up a restart attempt."""
+    svc_app.FAILS["db"] = 2
+    cfg = config("""
+        - name: db
+          kind: process.service
+          process: crasher
+          input: [db, 3]
+          lifecycle: {auto_start: true, restart: {max_attempts: 5, initial_delay: 1s, jitter: 0}}
+        - name: web
+          kind: process.service
+          process: stubborn
+          input: [web]
+          lifecycle: {auto_start: true, requires: [db], stop_timeout: 4s}
+    """)
+    caplog.set_level(logging.INFO, logger="garrison")
+    async with garrison.open_node(config=cfg) as node:
+        await trio.sleep(5)  # db crashed at 3; its restart at 4 stops web (4s: till 8)
+        info = {s.id: s for s in node.services()}
+        assert info["t:db"].restarts == 1 and info["t:web"].status == "waiting"
+    assert starts("db") == [0]  # not started again: the node was closing
+    info = {s.id: s for s in node.services()}
+    assert info["t:db"].restarts == 1 and info["t:db"].status == "stopped"
+    assert not [r.getMessage() for r in caplog.records
+                if r.levelno >= logging.WARNING and "shutting down" in r.getMessage()]
