@@ -1017,3 +1017,15 @@ async def test_after_the_node_closed_result_raises_and_status_is_the_stored_one(
     async with garrison.open_node(store=db) as node:  # it resumes on the next node
         await node.workflow("w1").signal("go", 7)
         assert await node.workflow("w1").result() == ["go", 7]
+
+
+async def test_sys_exit_in_a_workflow_fails_that_workflow_only(node: garrison.Node) -> None:
+    """``sys.exit()`` in workflow code fails the workflow with ``SystemExit`` (journaled,
+    as any exception); it used to escape the host and stop the node."""
+    await node.start_workflow(app.receiver, id="other")
+    await node.start_workflow(app.calls_sys_exit, id="quits")
+    with pytest.raises(garrison.WorkflowFailed, match="SystemExit: 3"):
+        await node.workflow("quits").result()
+    assert node.workflow("quits").status() == "failed"
+    await node.workflow("other").signal("still", "here")
+    assert await node.workflow("other").result() == ["still", "here"]
