@@ -130,6 +130,17 @@ class Router:
         holder = self.registry.get(name)
         if holder is not None and holder != pid and self.hosts[holder.host].is_alive(holder):
             raise ValueError(f"name {name!r} is already registered by {holder}")
+        services = self.services
+        if services is not None and name in services.by_id:
+            # a service's entry id names its running process (lookup, send, call): a
+            # name registered by another process would take its traffic
+            running = services.running_pid(name)
+            if running != pid:
+                raise ValueError(
+                    f"name {name!r} is the entry id of a service, held by its running "
+                    f"process {running}" if running is not None else
+                    f"name {name!r} is the entry id of a service (not running now): only "
+                    f"its process names it")
         if scope == "cluster" and self.cluster_names is not None:
             other = self.cluster_names.register_name(name, str(pid))
             if other is not None:

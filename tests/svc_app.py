@@ -63,3 +63,9 @@ async def instant_crasher(name: str) -> None:
 async def finisher(name: str) -> str:
     note(name, "start")
     return "done"
+
+
+async def registers_itself(name: str) -> None:
+    """Registers its own service's entry id (allowed: it is the service's process)."""
+    process.register(name)
+    await steady(name)

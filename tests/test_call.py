@@ -151,3 +151,48 @@ async def test_a_bad_timeout_is_named_without_a_leftover_lookup_error(node):
         return None
 
     assert await node.wait(await node.spawn(caller)) is None
+
+
+async def test_a_zero_timeout_never_waits_the_request_is_sent_and_it_times_out(
+        node, autojump_clock):
+    """``timeout=0`` (or ``"0s"``) gives no time for a reply: the request is sent, the
+    call raises ``TimeoutError`` at once and the reply is dropped, every time (the first
+    call of a run used to get the reply, later ones not, as the run's deadline watcher
+    had woken or not)."""
+    seen = []
+
+    async def echo():
+        async for msg in process.inbox():
+            seen.append(msg.payload)
+            await msg.reply("r")
+
+    async def client(server):
+        out = []
+        for timeout in (0, "0s", 0, 0.0, "0ms"):
+            try:
+                out.append(await process.call(server, "q", timeout, timeout=timeout))
+            except TimeoutError as exc:
+                out.append(str(exc))
+        await trio.sleep(1)
+        assert process.inbox().try_receive() is None  # the replies went nowhere
+        return out
+
+    server = await node.spawn(echo)
+    out = [*await node.wait(await node.spawn(client, server))]
+    for timeout in (0, "0s"):
+        try:
+            out.append(await node.call(server, "q", timeout, timeout=timeout))
+        except TimeoutError as exc:
+            out.append(str(exc))
+    assert out == [f"call to {server} (topic 'q') got no reply within 0s"] * 7
+    await trio.sleep(1)
+    assert seen == [0, "0s", 0, 0.0, "0ms", 0, "0s"]  # each request was delivered
+    assert await node.call(server, "q", timeout="1s") == "r"
+    gone = await node.spawn(_returns)
+    await node.wait(gone)
+    with pytest.raises(ProcessError, match="noproc"):  # a dead callee: as with any timeout
+        await node.call(gone, "q", timeout=0)
+
+
+async def _returns():
+    return None

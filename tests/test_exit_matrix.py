@@ -7,10 +7,12 @@ Columns: A monitors B / A is linked to B / A is linked and traps links.
 """
 
 import logging
+import sys
 
 import pytest
 import trio
 
+import garrison
 from garrison import EventKind, ProcessError, process
 
 
@@ -236,3 +238,81 @@ async def test_every_abnormal_exit_is_logged_a_repeated_traceback_as_one_line(
     assert lines[1].startswith("_crash ") and lines[1].split(" exited abnormally: ")[1] \
         .startswith("RuntimeError: crash at the first place (traceback as logged at ")
     assert all(r.error.type == "RuntimeError" for r in caplog.records)  # JSON fields kept
+
+
+async def _b_sys_exit():
+    await trio.sleep(1)
+    sys.exit(3)  # argparse or click called inside a process, say
+
+
+async def _bystander():
+    await trio.sleep(10)
+    return "still here"
+
+
+async def test_sys_exit_ends_that_process_only_as_an_abnormal_exit(autojump_clock, caplog):
+    """``sys.exit()`` in a process is that process's failure: its monitor gets an EXIT
+    with the SystemExit, it is logged, a linked process fails through the link, and
+    the node and every other process go on (it used to stop the whole node, silently,
+    the monitor seeing 'Shutdown')."""
+    caplog.set_level(logging.INFO, logger="garrison.process")
+
+    async def a():
+        b = await process.spawn_monitored(_b_sys_exit)
+        ev = await process.events().receive()
+        assert ev.kind == EventKind.EXIT and ev.pid == b
+        return ev.ok, str(ev.error)
+
+    async def linked():
+        await process.spawn_linked(_b_sys_exit)
+        await trio.sleep(10)
+
+    async with garrison.open_node() as node:
+        other = await node.spawn(_bystander)
+        assert await node.wait(await node.spawn(a)) == (False, "SystemExit: 3")
+        with pytest.raises(ProcessError) as info:
+            await node.wait(await node.spawn(linked))
+        assert "SystemExit: 3" in str(info.value.error)
+        assert await node.wait(other) == "still here"
+    lines = [r.getMessage() for r in caplog.records if "exited abnormally" in r.getMessage()]
+    assert lines[0].startswith("_b_sys_exit ") and "SystemExit: 3" in lines[0]
+    assert "Traceback" in lines[0] and "sys.exit(3)" in lines[0]
+
+
+async def test_sys_exit_inside_a_nursery_of_the_process_ends_that_process_only(
+        node, autojump_clock):
+    async def b():
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_b_sys_exit)
+            await trio.sleep_forever()
+
+    with pytest.raises(ProcessError) as info:
+        await node.wait(await node.spawn(b))
+    assert "SystemExit: 3" in info.value.error.message
+    assert node.stats()["processes"] == 0
+
+
+async def test_keyboard_interrupt_in_a_process_stops_the_node_and_says_where(
+        autojump_clock, caplog):
+    """KeyboardInterrupt stays trio's (Ctrl-C): trio may raise it in whichever task runs,
+    so from a process it stops the node as Ctrl-C does; the process it came out of is
+    logged, and its outcome is the KeyboardInterrupt, not 'Shutdown'."""
+    caplog.set_level(logging.INFO, logger="garrison.process")
+
+    async def interrupted():
+        await trio.sleep(1)
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        async with garrison.open_node() as node:
+            pid = await node.spawn(interrupted)
+            other = await node.spawn(_bystander)
+            await trio.sleep(5)
+    with pytest.raises(ProcessError) as info:
+        await node.wait(pid)
+    assert info.value.error.type == "KeyboardInterrupt"
+    with pytest.raises(ProcessError, match="shutting down"):
+        await node.wait(other)
+    lines = [r.getMessage() for r in caplog.records if r.name == "garrison.process"]
+    assert len(lines) == 1 and ".interrupted processes/" in lines[0] \
+        and "KeyboardInterrupt" in lines[0] and "the node stops" in lines[0]

@@ -153,6 +153,29 @@ async def test_shutdown_is_quiet(autojump_clock, caplog):
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
+async def test_shutdown_of_linked_processes_is_quiet(autojump_clock, caplog):
+    """Children stop first: a parent linked to them then ends with the shutdown, not
+    with a logged ``LinkedProcessFailed: ... Shutdown`` (a warning for each such parent);
+    a real failure through a link is still one."""
+    async def worker():
+        async for _ in process.inbox():
+            pass
+
+    async def parent():
+        for _ in range(3):
+            await process.spawn_linked(worker)
+        await trio.sleep_forever()
+
+    caplog.set_level(logging.INFO, logger="garrison")
+    async with garrison.open_node() as node:
+        top = await node.spawn(parent)
+        await trio.sleep(1)
+        assert node.stats()["processes"] == 4
+    assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    with pytest.raises(ProcessError, match="Shutdown: the node is shutting down"):
+        await node.wait(top)
+
+
 async def test_spawn_during_shutdown_refused(autojump_clock):
     refused = []
 

@@ -382,3 +382,87 @@ async def test_a_service_id_names_no_process_once_its_process_ended(autojump_clo
         assert after is None
         await trio.sleep(10)  # restarted after its backoff: the id names the new process
         assert node.lookup("t:db") not in (None, exited)
+
+
+async def test_a_service_id_cannot_be_registered_by_another_process(autojump_clock):
+    """A service's entry id names its running process: another process registering it
+    took its traffic (lookup, send, call went to the squatter); now that is refused,
+    naming the service's process, and so it is while the service is down (it would take
+    the name back from nobody once restarted). The service's own process may."""
+    cfg = config("""
+        - name: db
+          kind: process.service
+          process: crasher
+          input: [db, 1]
+          lifecycle: {auto_start: true, restart: {initial_delay: 5s}}
+        - name: other
+          kind: process.service
+          process: steady
+          input: [other]
+          lifecycle: {auto_start: true}
+        - name: named
+          kind: process.service
+          process: itself
+          input: [t:named]
+          lifecycle: {auto_start: true}
+    """ + """
+        - {name: itself, kind: process.py, source: "svc_app:registers_itself"}
+    """)
+    svc_app.FAILS["db"] = 1
+
+    async def squatter(name):
+        try:
+            process.register(name)
+        except ValueError as exc:
+            return str(exc)
+        return "registered"
+
+    async with garrison.open_node(config=cfg) as node:
+        other = node.lookup("t:other")
+        assert await node.wait(await node.spawn(squatter, "t:other")) == (
+            f"name 't:other' is the entry id of a service, held by its running process "
+            f"{other}")
+        assert node.lookup("t:other") == other
+        assert await node.call("t:other", "q", 1) == "other got 1"
+        await trio.sleep(1)
+        assert node.process_info("t:named").names == ("t:named",)  # its own process may
+        await trio.sleep(2)  # t:db crashed at once: restarts in 5s
+        assert node.lookup("t:db") is None
+        assert await node.wait(await node.spawn(squatter, "t:db")) == (
+            "name 't:db' is the entry id of a service (not running now): only its "
+            "process names it")
+        await trio.sleep(10)
+        db = node.lookup("t:db")
+        assert db is not None and node.process_info(db).label == "t:db"
+        assert await node.wait(await node.spawn(squatter, "t:dbx")) == "registered"
+
+
+async def test_node_closing_during_a_dependent_restart_is_no_service_failure(
+        autojump_clock, caplog):
+    """The node closes while a restart stops a slow dependent first: the service is then
+    not started (the node refuses spawns), quietly; that used to be logged as its next
+    failure ('restart 2/5 ... after ProcessError: cannot spawn: the node is shutting
+    down'), using up a restart attempt."""
+    svc_app.FAILS["db"] = 2
+    cfg = config("""
+        - name: db
+          kind: process.service
+          process: crasher
+          input: [db, 3]
+          lifecycle: {auto_start: true, restart: {max_attempts: 5, initial_delay: 1s, jitter: 0}}
+        - name: web
+          kind: process.service
+          process: stubborn
+          input: [web]
+          lifecycle: {auto_start: true, requires: [db], stop_timeout: 4s}
+    """)
+    caplog.set_level(logging.INFO, logger="garrison")
+    async with garrison.open_node(config=cfg) as node:
+        await trio.sleep(5)  # db crashed at 3; its restart at 4 stops web (4s: till 8)
+        info = {s.id: s for s in node.services()}
+        assert info["t:db"].restarts == 1 and info["t:web"].status == "waiting"
+    assert starts("db") == [0]  # not started again: the node was closing
+    info = {s.id: s for s in node.services()}
+    assert info["t:db"].restarts == 1 and info["t:db"].status == "stopped"
+    assert not [r.getMessage() for r in caplog.records
+                if r.levelno >= logging.WARNING and "shutting down" in r.getMessage()]

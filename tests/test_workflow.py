@@ -1031,3 +1031,52 @@ async def test_bad_arguments_fail_at_continue_as_new_with_nothing_stored(
     with pytest.raises(garrison.WorkflowFailed, match="continue_as_new"):
         await node.workflow("uncaught").result()
     assert [r.kind for r in node.workflow("uncaught").history()] == []
+
+
+async def test_after_the_node_closed_result_raises_and_status_is_the_stored_one(
+        autojump_clock: Any, tmp_path: Any) -> None:
+    """A waiting ``result()`` wakes when the node closes, and one called afterwards
+    raises at once, like the handle's other calls (it waited for ever); ``status()``
+    says what the store holds (``waiting``), not ``running``."""
+    db = str(tmp_path / "s.db")
+    outcome: list[str] = []
+
+    async def waiter(handle: garrison.WorkflowHandle) -> None:
+        with pytest.raises(RuntimeError) as info:
+            await handle.result()
+        outcome.append(str(info.value))
+
+    async with trio.open_nursery() as outer:
+        async with garrison.open_node(store=db) as node:
+            await node.start_workflow(app.receiver, id="w1")
+            handle = node.workflow("w1")
+            outer.start_soon(waiter, handle)
+            await trio.sleep(1)
+            assert handle.status() == "waiting"
+        with trio.fail_after(1):
+            while not outcome:
+                await trio.sleep(0.1)
+    assert outcome == ["the node has stopped: workflow 'w1' did not end here (it is "
+                       "waiting; it resumes when a node opens its store again)"]
+    assert handle.status() == "waiting"
+    with trio.fail_after(1), pytest.raises(RuntimeError, match="the node has stopped"):
+        await handle.result()
+    with pytest.raises(RuntimeError, match="the node has stopped"):
+        await node.wait(handle.pid)
+    with pytest.raises(RuntimeError, match="is closed"):  # as the other calls do
+        handle.history()
+    async with garrison.open_node(store=db) as node:  # it resumes on the next node
+        await node.workflow("w1").signal("go", 7)
+        assert await node.workflow("w1").result() == ["go", 7]
+
+
+async def test_sys_exit_in_a_workflow_fails_that_workflow_only(node: garrison.Node) -> None:
+    """``sys.exit()`` in workflow code fails the workflow with ``SystemExit`` (journaled,
+    as any exception); it used to escape the host and stop the node."""
+    await node.start_workflow(app.receiver, id="other")
+    await node.start_workflow(app.calls_sys_exit, id="quits")
+    with pytest.raises(garrison.WorkflowFailed, match="SystemExit: 3"):
+        await node.workflow("quits").result()
+    assert node.workflow("quits").status() == "failed"
+    await node.workflow("other").signal("still", "here")
+    assert await node.workflow("other").result() == ["still", "here"]

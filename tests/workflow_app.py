@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextvars
 import datetime as dt
 import enum
+import sys
 from typing import Any
 
 import attrs
@@ -730,3 +731,9 @@ async def take_during_a_started_step() -> list[Any]:
     step = await handle
     again = box.try_receive()
     return [first.payload, step, None if again is None else again.payload]
+
+
+async def calls_sys_exit() -> int:
+    """Code that calls ``sys.exit()`` (argparse, click): its workflow fails, the node runs on."""
+    await workflow.sleep(1)
+    sys.exit(3)

@@ -269,6 +269,8 @@ class Caller:
                 sent = deliver(ref)
                 if sent is not None:
                     await sent
+            if seconds <= 0:  # no wait at all: never the reply (the callee has not run)
+                raise _CallTimedOut
             if seconds != _INF:
                 timeouts = call_timeouts()
                 timeouts.add(self, ref, seconds)

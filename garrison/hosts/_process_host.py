@@ -120,6 +120,7 @@ class _Process(Caller):
         result: Any = None
         error: ErrorInfo | None = None
         finished = False
+        logged = False  # the exit was logged already (a KeyboardInterrupt)
         try:
             # what kill() cancels: a scope around the body, made only if it is used
             with CancelSwitch() as scope:
@@ -130,25 +131,27 @@ class _Process(Caller):
                 try:
                     result = await fn(*args)
                     finished = True
-                except trio.Cancelled:
+                except (trio.Cancelled, KeyboardInterrupt):
                     raise
-                except Exception as exc:
+                except (Exception, SystemExit) as exc:  # sys.exit() ends this process only
                     error = ErrorInfo.from_exception(exc)
                     finished = True
                 except BaseExceptionGroup as group:
                     _, rest = group.split(trio.Cancelled)
-                    if rest is None or not isinstance(rest, Exception):
+                    if rest is None or rest.subgroup(_is_interrupt) is not None:
                         raise
                     error = ErrorInfo.from_exception(rest)
                     finished = True
             if not finished:
                 error = self.kill_reason or ErrorInfo("Terminated", f"{self.pid} was cancelled")
-        except BaseException:
+        except BaseException as exc:
             if not finished:
                 error = self.kill_reason or self.node.shutdown_reason
+                if _interrupt_in(exc):  # Ctrl-C (or code that raised it): the node stops;
+                    error, logged = _interrupted(self, exc), True  # say where it came out
             raise
         finally:
-            self._exit(result, None if error is _STOPPED else error)
+            self._exit(result, None if error is _STOPPED else error, logged=logged)
 
     def kill(self, reason: ErrorInfo) -> None:
         """End this process at its next checkpoint with ``reason`` (the first reason
@@ -170,7 +173,7 @@ class _Process(Caller):
         else:
             self.kill(_STOPPED)
 
-    def _exit(self, result: Any, error: ErrorInfo | None) -> None:
+    def _exit(self, result: Any, error: ErrorInfo | None, *, logged: bool = False) -> None:
         """Everything that happens when a process ends; synchronous, never raises."""
         self.alive = False
         pid = self.pid
@@ -181,7 +184,7 @@ class _Process(Caller):
             for name in self.names:
                 node.unregister(name, pid)
         node.record_exit(pid, result, error)
-        quiet = error is not None and error is node.shutdown_reason
+        quiet = logged or (error is not None and error is node.shutdown_reason)
         if error is not None and not quiet:
             _log_exit(self, error)
         if self.callers:  # calls waiting on this process fail at once
@@ -397,6 +400,27 @@ class _Started:
 _STARTED: Any = _Started()
 
 
+def _is_interrupt(exc: BaseException) -> bool:
+    return isinstance(exc, KeyboardInterrupt)
+
+
+def _interrupt_in(exc: BaseException) -> bool:
+    if isinstance(exc, BaseExceptionGroup):
+        return exc.subgroup(_is_interrupt) is not None
+    return isinstance(exc, KeyboardInterrupt)
+
+
+def _interrupted(proc: _Process, exc: BaseException) -> ErrorInfo:
+    """A ``KeyboardInterrupt`` came out of ``proc``'s code. It is not the process's
+    error to keep: trio raises Ctrl-C in whichever task runs at that moment (in a trio
+    program not started with ``restrict_keyboard_interrupt_to_checkpoints``), so it
+    stops the whole node as Ctrl-C does. Logged once (where it came out), and the
+    process's ``EXIT`` carries it."""
+    log.warning("%s: KeyboardInterrupt raised in its code: the node stops", _who(proc),
+                extra={"pid": proc.pid})
+    return ErrorInfo.from_exception(exc)
+
+
 def _who(proc: _Process) -> str:
     return f"{proc.label} {proc.pid}" if proc.label else str(proc.pid)
 
@@ -584,6 +608,10 @@ class ProcessHost:
             return
         if proc.trap_links:
             proc.deliver_event(Event(_LINK_DOWN, dead, None, error))
+        elif error is self.node.shutdown_reason:
+            # ``dead`` was stopped by the node's shutdown, not a failure: ``target`` ends
+            # with it for the same reason (an orderly stop, not logged)
+            proc.kill(error)
         else:
             proc.kill(ErrorInfo("LinkedProcessFailed", f"linked process {dead} failed: {error}"))
 

@@ -204,6 +204,8 @@ class ServiceManager:
             for svc in self.order:
                 if not svc.wanted or svc.status in _SETTLED:
                     continue
+                if self.node.stopping:  # it would refuse the spawn: that is no failure
+                    return  # (the manager's CANCEL comes next and stops the rest)
                 if self._deps_running(svc):
                     await self._start(svc)
                     progress = True
@@ -298,7 +300,8 @@ class ServiceManager:
             await self._restart(svc, generation)
 
     async def _restart(self, svc: _Service, generation: int) -> None:
-        if self.stopping or svc.generation != generation or svc.status != ServiceStatus.BACKOFF:
+        if (self.stopping or self.node.stopping or svc.generation != generation
+                or svc.status != ServiceStatus.BACKOFF):
             return
         svc.status = ServiceStatus.STOPPED
         # what depends on it (directly or not) restarts too, after it runs again

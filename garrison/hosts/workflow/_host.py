@@ -97,6 +97,9 @@ class WorkflowHost:
         #: which workflows run here (see ``_ownership.py``)
         self.ownership: Any = None
         self.closing = False
+        #: set once ``shutdown`` has stopped every workflow here: a ``result()`` waiting
+        #: for one that did not end then raises (nothing here will end it)
+        self.stopped = trio.Event()
         self.resumed = False
         self._nursery: trio.Nursery | None = None
         #: ids whose start is being committed: the event a second start of the same id
@@ -895,6 +898,12 @@ class WorkflowHost:
         ``sleeping``, one transaction), so ``garrison workflows list`` shows it while no
         node runs (recovery marks them ``running`` again)."""
         self.closing = True
+        try:
+            await self._stop_workflows()
+        finally:
+            self.stopped.set()  # wakes every result() still waiting
+
+    async def _stop_workflows(self) -> None:
         self.queue.close()  # waiting workflows stay pending in the store
         if not self.client:
             await self._write_held()  # what the write-soon task had not reached yet
@@ -904,10 +913,12 @@ class WorkflowHost:
         # One that ends from now on commits after this (commits land in call order).
         running = list(self.active.values())
         parked = Transaction()
+        stopped_as: dict[WorkflowInstance, WorkflowStatus] = {}
         for wf in running:
             parked_now = wf.status in (WorkflowStatus.WAITING, WorkflowStatus.SLEEPING)
             if parked_now and not wf.done.is_set():
                 parked.update_workflow(wf.wid, status=wf.status)
+                stopped_as[wf] = wf.status
         if parked and not self.client:
             try:
                 await self.store.commit(parked)
@@ -921,6 +932,9 @@ class WorkflowHost:
                 await wf.exited.wait()
             # children whose start was committed meanwhile stop too
             running = [wf for wf in self.active.values() if not wf.exited.is_set()]
+        for wf, status in stopped_as.items():  # stopping woke it: "running" no longer
+            if not wf.done.is_set():
+                wf.status = status  # what the store says (handle.status() after close)
         await trio.lowlevel.checkpoint()
 
     # ------------------------------------------------------------ results
@@ -939,7 +953,11 @@ class WorkflowHost:
         if wf is not None:
             if hint is None and wf.fn is not None:
                 hint = return_hint(wf.fn)  # not imported again by name
-            await wf.done.wait()
+            await self._done_or_stopped(wf)
+            if not wf.done.is_set():
+                raise RuntimeError(
+                    f"the node has stopped: workflow {wid!r} did not end here (it is "
+                    f"{wf.status}; it resumes when a node opens its store again)")
             if isinstance(wf.store_error, WorkflowMoved):
                 wf = None  # it runs on another node now: its end shows in the store
         if wf is not None:
@@ -991,6 +1009,21 @@ class WorkflowHost:
             raise WorkflowCancelled(f"workflow {wid!r} was cancelled")
         assert error is not None
         raise WorkflowFailed(wid, error)
+
+    async def _done_or_stopped(self, wf: WorkflowInstance) -> None:
+        """Wait until ``wf`` ends or this host has stopped (the node closed)."""
+        if wf.done.is_set() or self.stopped.is_set():
+            await trio.lowlevel.checkpoint()
+            return
+
+        async def until_stopped(scope: trio.CancelScope) -> None:
+            await self.stopped.wait()
+            scope.cancel()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(until_stopped, nursery.cancel_scope)
+            await wf.done.wait()
+            nursery.cancel_scope.cancel()
 
     def status(self, wid: str) -> WorkflowStatus:
         wf = self.active.get(wid)

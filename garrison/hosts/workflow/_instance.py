@@ -129,13 +129,14 @@ class WorkflowInstance(Waits, Activities, Interop):
                     final = (WorkflowStatus.CANCELLED if self.cancel_delivered
                              else WorkflowStatus.FAILED)
                     error = ErrorInfo.from_exception(exc)
-                except trio.Cancelled:
+                except (trio.Cancelled, KeyboardInterrupt):
                     raise
-                except Exception as exc:
+                except (Exception, SystemExit) as exc:  # sys.exit(): this workflow's failure
                     error, final = self._failure(exc)
                 except BaseExceptionGroup as group:
                     _, rest = group.split(trio.Cancelled)
-                    if rest is None or not isinstance(rest, Exception):
+                    if rest is None or rest.subgroup(
+                            lambda e: isinstance(e, KeyboardInterrupt)) is not None:
                         raise
                     error, final = self._failure(rest)
             if self.store_error is not None:
@@ -167,7 +168,7 @@ class WorkflowInstance(Waits, Activities, Interop):
             if exit_here:
                 self.mark_exited()
 
-    def _failure(self, exc: Exception) -> tuple[ErrorInfo, WorkflowStatus]:
+    def _failure(self, exc: BaseException) -> tuple[ErrorInfo, WorkflowStatus]:
         """How the code raising ``exc`` ends the workflow: ``failed``; or ``blocked``
         while its journal records more (code changed since: a new signature, arguments
         its annotations no longer take, a path that raises where the first run went
