@@ -1,3 +1,5 @@
+from typing import Any
+
 import pytest
 import trio
 
@@ -196,3 +198,33 @@ async def test_a_zero_timeout_never_waits_the_request_is_sent_and_it_times_out(
 
 async def _returns():
     return None
+
+
+async def test_a_reply_that_comes_while_the_request_is_delivered_is_kept(
+        autojump_clock: Any) -> None:
+    """A request that takes an await to deliver (committed to a workflow's inbox, say)
+    can be answered before its caller parks: the reply was dropped as a late one, and
+    the call waited out its timeout."""
+    import outcome
+
+    from garrison import Pid
+    from garrison.hosts._kernel import Caller
+
+    class Table(Caller):
+        __slots__ = ()
+
+        def __init__(self, name: str) -> None:
+            self.node = None  # type: ignore[assignment]
+            self.pid = Pid("test", name)
+            self.calls = None
+            self.callers = None
+
+    caller, callee = Table("caller"), Table("callee")
+
+    async def deliver(ref: int) -> None:
+        await trio.sleep(0)
+        callee.callers.pop(ref).finish_call(ref, outcome.Value("early"))
+
+    with trio.fail_after(1):
+        assert await caller.exchange(callee, callee.pid, "ask", 5.0, deliver) == "early"
+    assert caller.calls == {} and callee.callers == {}

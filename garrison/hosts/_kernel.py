@@ -95,7 +95,7 @@ class CallTimeouts:
                 del queue[ref]
                 calls = caller.calls
                 task = calls.pop(ref, None) if calls is not None else None
-                if task is not None:
+                if task is not None and not isinstance(task, outcome.Outcome):
                     trio.lowlevel.reschedule(task, outcome.Error(_CallTimedOut()))
             if not queue:
                 del self._queues[seconds]
@@ -218,7 +218,9 @@ class Caller:
     """The call table of whatever makes calls and is replied to.
 
     ``calls``: my calls waiting for a reply (ref -> my parked task, or ``None``
-    before it parks); ``callers``: calls waiting for my reply (ref -> the caller).
+    before it parks, or the outcome that came before it parked: a reply to a request
+    that took an await to deliver); ``callers``: calls waiting for my reply (ref -> the
+    caller).
     Both are made on first use.
     """
 
@@ -229,7 +231,7 @@ class Caller:
 
     node: NodeContext
     pid: Pid
-    calls: dict[int, trio.lowlevel.Task | None] | None
+    calls: dict[int, Any] | None
     callers: dict[int, Caller] | None
 
     def deliver(self, msg: Message) -> Any:
@@ -271,6 +273,9 @@ class Caller:
                     await sent
             if seconds <= 0:  # no wait at all: never the reply (the callee has not run)
                 raise _CallTimedOut
+            early = calls[ref]
+            if early is not None:  # it came while the request was delivered (an await)
+                return early.unwrap()
             if seconds != _INF:
                 timeouts = call_timeouts()
                 timeouts.add(self, ref, seconds)
@@ -298,9 +303,12 @@ class Caller:
         calls = self.calls
         if calls is None or ref not in calls:
             return  # a late reply: the caller gave up already
-        task = calls.pop(ref)
-        if task is not None:
-            trio.lowlevel.reschedule(task, result)
+        task = calls[ref]
+        if task is None:  # the caller has not parked yet: it takes the outcome then
+            calls[ref] = result
+            return
+        del calls[ref]
+        trio.lowlevel.reschedule(task, result)
 
     def reply_to(self, msg: Message, value: Any) -> None:
         """Hand ``value`` to the caller of ``msg`` (a call this callee received)."""
