@@ -51,7 +51,6 @@ def _cli(url: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 # ------------------------------------------------------------------ lost answers
-@_known("a claim's lost COMMIT answer strands it")
 async def test_a_claim_whose_commit_answer_is_lost_is_taken_up(postgres_url: str) -> None:
     """Node b drains; node a claims its workflow, the claim COMMITs on the server but
     its answer is lost. The store names a the owner (and a renews its lease), so no

@@ -137,6 +137,10 @@ class PgCluster:
         self.freed: set[str] = set()
         #: the schema version the last :meth:`renew` read (0: none read yet)
         self.schema_found = 0
+        #: a claim of this epoch lost its connection before its answer came: it may
+        #: have committed (the store names this node the owner of workflows it never
+        #: heard of) until :meth:`owned` is read
+        self.claim_unknown = False
 
     # -- the connection ----------------------------------------------------------
     def connect(self) -> psycopg.Connection[Any]:
@@ -228,6 +232,7 @@ class PgCluster:
             conn.execute(f"DELETE FROM {s}.nodes WHERE status IN ('lost', 'left') "
                          f"AND heartbeat < {s}.now_s() - 86400")
         self.epoch = epoch
+        self.claim_unknown = False  # a new incarnation owns nothing yet
         self._hold_alive(conn, epoch)
 
     def _dead_live_epochs(self, conn: psycopg.Connection[Any]) -> list[int]:
@@ -334,12 +339,28 @@ class PgCluster:
         first (oldest first), then those waiting in a queue (``pending``: by priority,
         then start order); their records, now owned by this node. Workflows named in
         ``refused`` (code this node cannot import) are left to the others, unless a
-        terminate asks to end them (that takes no code)."""
+        terminate asks to end them (that takes no code).
+
+        A claim whose connection is lost before its answer came (its COMMIT may have
+        reached the server) sets :attr:`claim_unknown`: the caller reads :meth:`owned`
+        once connected again, else what it claimed would stay this node's in the store,
+        run by no one, while this node renews its lease."""
         if limit <= 0:
             return []
+        conn = self.connect()
+        try:
+            records = self._claim(conn, limit, refused)
+        except psycopg.OperationalError:
+            if conn.closed or conn.broken:  # the outcome is unknown
+                self.claim_unknown = True
+            raise
+        records.sort(key=lambda r: (r.created, r.workflow_id))
+        return records
+
+    def _claim(self, conn: psycopg.Connection[Any], limit: int,
+               refused: list[str] | None) -> list[WorkflowRecord]:
         s = self._s
         cols = ", ".join("w." + c.strip() for c in WorkflowRecord.COLUMNS.split(","))
-        conn = self.connect()
         with conn.transaction():
             rows = conn.execute(
                 f"WITH c AS (SELECT w.workflow_id FROM {s}.workflows w "
@@ -359,8 +380,16 @@ class PgCluster:
             if records:  # the new owner loads everything: their wakeups are spent
                 conn.execute(f"DELETE FROM {s}.wakeups WHERE workflow_id = ANY(%s)",
                              ([r.workflow_id for r in records],))
-        records.sort(key=lambda r: (r.created, r.workflow_id))
         return records
+
+    def owned(self) -> list[WorkflowRecord]:
+        """The unfinished workflows the store says this node's incarnation owns (after a
+        claim of unknown outcome: those it does not run are the ones that claim took),
+        in start order."""
+        rows = self._rows(
+            f"SELECT {WorkflowRecord.COLUMNS} FROM {{s}}.workflows WHERE owner_epoch = %s "
+            f'AND {_UNFINISHED} ORDER BY created, workflow_id COLLATE "C"', (self.epoch,))
+        return [WorkflowRecord.from_row(r) for r in rows]
 
     def _drop_stale(self, conn: psycopg.Connection[Any], records: list[WorkflowRecord],
                     refused: set[str]) -> list[WorkflowRecord]:
