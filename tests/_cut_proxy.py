@@ -3,9 +3,9 @@ one statement after the server ran (and committed) it: the client sees its conne
 drop with the statement's outcome unknown, as after a network cut or a server crash
 right after a commit (tests/test_pg_faults.py).
 
-- :class:`CutProxy`: once ``armed``, the first client message containing ``pattern``
-  is passed to the server, and the connection is cut without passing its answer back
-  (an autocommit statement: it committed).
+- :class:`CutProxy`: once ``armed``, the first client message containing one of its
+  ``patterns`` is passed to the server, and the connection is cut without passing its
+  answer back (an autocommit statement: it committed).
 - :class:`CommitCutProxy`: once ``armed``, on a connection that sends ``pattern`` and
   whose answer contains ``marker`` (e.g. a workflow id in a claim's ``RETURNING``
   rows), the next message containing ``cut_at`` (``b"COMMIT"``) is passed to the
@@ -93,12 +93,12 @@ class _Proxy:
 
 
 class CutProxy(_Proxy):
-    def __init__(self, upstream_port: int, pattern: bytes) -> None:
+    def __init__(self, upstream_port: int, *patterns: bytes) -> None:
         super().__init__(upstream_port)
-        self.pattern = pattern
+        self.patterns = patterns
 
     def _cut_here(self, data: bytes, state: dict[str, Any]) -> bool:
-        if self.armed.is_set() and self.pattern in data:
+        if self.armed.is_set() and any(p in data for p in self.patterns):
             self.armed.clear()
             state["cut"] = True
             return True

@@ -251,6 +251,9 @@ class PostgresStore(PgWritePath, StoreShortcuts):
         self._write_lock = threading.Lock()
         self._read_lock = threading.Lock()
         self._listener: Any = None
+        #: wakeup rows read whose delete failed: ``{id: (workflow_id, kind)}``, returned
+        #: by the next ``take_wakeups`` (the delete may have committed)
+        self._untaken: dict[int, tuple[str, str]] = {}
         self._writer: psycopg.Connection[Any] | None = None
         self._reader: psycopg.Connection[Any] | None = None
         try:
@@ -542,16 +545,27 @@ class PostgresStore(PgWritePath, StoreShortcuts):
         return None
 
     def take_wakeups(self) -> list[WakeupRecord]:
-        """Remove and return the wakeups left by tools, oldest first."""
+        """Remove and return the wakeups left by tools, oldest first.
+
+        Read, then deleted by id: not one ``DELETE ... RETURNING``, whose answer, lost
+        after it committed, would leave the rows gone and their workflows never woken
+        (``_query`` runs a statement again on a new connection, and the second run
+        finds nothing). Each of the two may run twice; rows whose delete failed (its
+        outcome unknown) are returned by the next call, with what it reads."""
         if self.fence_epoch is not None:  # a cluster node: the wakeups of its workflows
             rows = self._query(
-                f"DELETE FROM {self._s}.wakeups w USING {self._s}.workflows f "
-                "WHERE f.workflow_id = w.workflow_id AND f.owner_epoch = %s "
-                "RETURNING w.id, w.workflow_id, w.kind", (self.fence_epoch,))
+                f"SELECT w.id, w.workflow_id, w.kind FROM {self._s}.wakeups w "
+                f"JOIN {self._s}.workflows f ON f.workflow_id = w.workflow_id "
+                "WHERE f.owner_epoch = %s", (self.fence_epoch,))
         else:
-            rows = self._query(f"DELETE FROM {self._s}.wakeups RETURNING id, workflow_id, kind")
-        rows.sort()
-        return [WakeupRecord(wid, kind) for _id, wid, kind in rows]
+            rows = self._query(f"SELECT id, workflow_id, kind FROM {self._s}.wakeups")
+        taken = self._untaken
+        taken.update((int(row_id), (wid, kind)) for row_id, wid, kind in rows)
+        if not taken:
+            return []
+        self._query(f"DELETE FROM {self._s}.wakeups WHERE id = ANY(%s)", (list(taken),))
+        self._untaken = {}
+        return [WakeupRecord(wid, kind) for _id, (wid, kind) in sorted(taken.items())]
 
     async def wakeups(self) -> list[WakeupRecord]:
         """Wait until a tool (a store opened with ``lock=False``) or another process
