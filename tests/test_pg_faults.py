@@ -117,7 +117,6 @@ async def test_a_wakeup_whose_delete_answer_is_lost_is_still_delivered(
 
 
 # ------------------------------------------------------------------ transient errors
-@_known("a statement timeout is taken for a store failure")
 async def test_a_statement_timeout_under_lock_contention_is_retried(
         postgres_url: str) -> None:
     """A database with ``statement_timeout`` (a common guard) and a few seconds of lock

@@ -83,7 +83,17 @@ from ..actors._values import Pid
 from . import _pg_cluster, _pg_schema, is_postgres_url
 from ._converter import to_json
 from ._group_commit import Busy, CommitRequest, GroupCommit, Strategy, fail_all, runnable_tasks
-from ._pg_write import PgWritePath, _dumps, _Handover, _Plan, _quote, _reason, _Stmt, _unwrap
+from ._pg_write import (
+    _TRANSIENT,
+    PgWritePath,
+    _dumps,
+    _Handover,
+    _Plan,
+    _quote,
+    _reason,
+    _Stmt,
+    _unwrap,
+)
 from ._records import (
     InboxRecord,
     JournalRecord,
@@ -648,7 +658,8 @@ class PostgresStore(PgWritePath, StoreShortcuts):
     # -- reading ---------------------------------------------------------------------
     def _query(self, query: Any, params: Sequence[Any] = ()) -> list[Any]:
         """Rows of ``query`` on the reader connection (reconnecting on a lost
-        connection, for ``retry_for`` seconds)."""
+        connection, and trying again after a transient refusal, a statement timeout
+        under lock contention say, for ``retry_for`` seconds)."""
         for value in params:
             if type(value) is str and "\x00" in value:
                 return []  # PostgreSQL text cannot hold it: no row can match
@@ -656,6 +667,8 @@ class PostgresStore(PgWritePath, StoreShortcuts):
             self._check_open()
             deadline: float | None = None
             delay = 0.05
+            busy_until: float | None = None
+            pause = 0.05
             while True:
                 conn = self._reader
                 try:
@@ -663,6 +676,13 @@ class PostgresStore(PgWritePath, StoreShortcuts):
                         raise psycopg.OperationalError("not connected")
                     cur = conn.execute(query, params)
                     return cur.fetchall() if cur.description is not None else []
+                except _TRANSIENT as exc:
+                    if busy_until is None:
+                        busy_until = _time.monotonic() + self.retry_for
+                    if _time.monotonic() + pause > busy_until:
+                        raise StoreError(self.path, _reason(exc)) from None
+                    _time.sleep(pause)
+                    pause = min(pause * 2, 1.0)
                 except psycopg.OperationalError as exc:
                     if conn is not None and not conn.closed and not conn.broken:
                         raise StoreError(self.path, _reason(exc)) from None
