@@ -168,7 +168,6 @@ async def test_a_schema_name_of_up_to_63_bytes_works(postgres_url: str, length: 
             assert await b.workflow("t").result() == 1
 
 
-@_known("the URL's query is re-encoded with '+' for spaces")
 def test_libpq_options_in_the_url_reach_the_server(postgres_url: str) -> None:
     """Any libpq parameter may follow as a query parameter: percent-encoded values (a
     space is ``%20``) reach libpq as they are."""
@@ -177,6 +176,8 @@ def test_libpq_options_in_the_url_reach_the_server(postgres_url: str) -> None:
         assert c.execute("SHOW statement_timeout").fetchone() == ("5s",)
     with PostgresStore(url) as store:
         assert store._query("SHOW statement_timeout") == [("5s",)]
+    with PostgresStore(postgres_url + "?application_name=orders%20api+x") as store:
+        assert store._query("SHOW application_name") == [("orders api+x",)]
 
 
 @_known("a keyword DSN's refusal echoes its password")

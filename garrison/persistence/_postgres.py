@@ -144,9 +144,13 @@ def _parse(url: str, schema: str | None) -> tuple[dict[str, str], str, str]:
         parts.port  # noqa: B018 - raises ValueError for a port that is not a number
     except ValueError as exc:
         raise ValueError(f"invalid PostgreSQL URL {_display_raw(url)!r}: {exc}") from None
-    query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
-    in_url = [v for k, v in query if k == "schema"]
-    rest = [(k, v) for k, v in query if k != "schema"]
+    # the query's items are passed on to libpq as written (libpq decodes %XX, and
+    # takes '+' for itself, not for a space as form encoding does), schema= taken out
+    items = [item for item in parts.query.split("&") if item]
+    keyed = [(urllib.parse.unquote(item.partition("=")[0]), item) for item in items]
+    in_url = [urllib.parse.unquote(item.partition("=")[2]) for k, item in keyed
+              if k == "schema"]
+    rest = "&".join(item for k, item in keyed if k != "schema")
     if in_url and schema is not None and in_url[-1] != schema:
         raise ValueError(f"the URL names schema {in_url[-1]!r} and schema= says {schema!r}")
     chosen = schema if schema is not None else (in_url[-1] if in_url else None)
@@ -154,7 +158,7 @@ def _parse(url: str, schema: str | None) -> tuple[dict[str, str], str, str]:
     if (not isinstance(chosen, str) or not chosen or len(chosen.encode()) > 63
             or "\x00" in chosen or "$" in chosen):
         raise ValueError(f"invalid schema name {chosen!r}: 1 to 63 bytes, no NUL and no '$'")
-    bare = urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(rest)))
+    bare = urllib.parse.urlunsplit(parts._replace(query=rest))
     try:
         parsed = conninfo_to_dict(bare)
     except psycopg.Error as exc:
