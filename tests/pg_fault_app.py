@@ -54,3 +54,10 @@ async def holder(name: str, out: list[Any]) -> None:
     except Exception as exc:  # (the test looks at which one)
         out.append(exc)
     await trio.sleep_forever()
+
+
+async def echo() -> None:
+    """Answers every call with its payload."""
+    while True:
+        msg = await process.inbox().receive()
+        await msg.reply(msg.payload)

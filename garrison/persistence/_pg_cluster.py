@@ -45,6 +45,8 @@ import attrs
 import psycopg
 
 from .._errors import StoreError, StoreLocked
+from ._pg_schema import CHANNEL_MAX
+from ._pg_write import _quote
 from ._records import WorkflowRecord, requested_attempt
 
 __all__ = ["LIVE", "ClusterNode", "PgCluster", "epoch_lock_class"]
@@ -150,10 +152,10 @@ class PgCluster:
         self.close()
         conn = self.store._connect("cluster")
         try:
-            conn.execute(f'LISTEN "{self.channel}"')
-            conn.execute(f'LISTEN "{self.queue_channel}"')
+            conn.execute("LISTEN " + _quote(self.channel))
+            conn.execute("LISTEN " + _quote(self.queue_channel))
             if self.extra_channel is not None:
-                conn.execute(f'LISTEN "{self.extra_channel}"')
+                conn.execute("LISTEN " + _quote(self.extra_channel))
         except psycopg.Error:
             conn.close()
             raise
@@ -502,7 +504,11 @@ class PgCluster:
     def node_channel(self, name: str) -> str:
         """The ``NOTIFY`` channel of the node ``name`` (at most 63 bytes)."""
         digest = hashlib.blake2b(name.encode(), digest_size=8).hexdigest()
-        return f"{self.channel[:40]}:n:{digest}"
+        channel = f"{self.channel[:40]}:n:{digest}"
+        if len(channel.encode()) > CHANNEL_MAX:  # a schema name of multibyte characters
+            prefix = hashlib.blake2b(self.channel.encode(), digest_size=8).hexdigest()
+            channel = f"garrison:#{prefix}:n:{digest}"
+        return channel
 
     def live_epochs(self) -> dict[int, dict[str, Any]]:
         """``{epoch: info}`` of the live nodes (``info`` holds ``name`` too, and ``left``:
@@ -543,7 +549,7 @@ class PgCluster:
     def listen(self, channel: str) -> None:
         """Also listen on ``channel`` (this node's own: messages from other nodes)."""
         self.extra_channel = channel
-        self._rows(f'LISTEN "{channel}"')
+        self._rows("LISTEN " + _quote(channel))
 
     def wait(self, timeout: float, wake_fd: int | None = None,
              inbox: list[str] | None = None) -> bool:

@@ -252,7 +252,7 @@ class PostgresStore(PgWritePath, StoreShortcuts):
         #: the number of the last transaction the server confirmed
         self._acked = 0
         self._s = _quote(self.schema)
-        self._channel = f"garrison:{self.schema}"
+        self._channel = _pg_schema.notify_channel(self.schema)
         params = {**_CONN_DEFAULTS, **params}
         params.setdefault("application_name", (
             f"garrison {'node' if lock else 'tool'} {socket.gethostname()}:{os.getpid()}"
