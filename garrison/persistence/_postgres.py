@@ -62,6 +62,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import socket
 import sys
 import threading
@@ -138,7 +139,10 @@ def _virtual_clock() -> bool:
 def _parse(url: str, schema: str | None) -> tuple[dict[str, str], str, str]:
     """``(libpq parameters, schema, display name)``; ``ValueError`` says what is wrong."""
     if not is_postgres_url(url):
-        raise ValueError(f"expected a postgresql:// URL, got {url!r}")
+        raise ValueError(f"expected a postgresql:// URL, got {_display_raw(url)!r}"
+                         + (" (a libpq keyword string is not taken: write it as "
+                            "postgresql://user:password@host:port/dbname)"
+                            if isinstance(url, str) and "=" in url else ""))
     try:
         parts = urllib.parse.urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError for a port that is not a number
@@ -174,8 +178,21 @@ def _parse(url: str, schema: str | None) -> tuple[dict[str, str], str, str]:
     return params, chosen, shown
 
 
+#: ``password=VALUE`` of a libpq keyword string (VALUE quoted or not)
+_KEYWORD_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'?|\S*)", re.IGNORECASE)
+
+#: ``password=VALUE`` in a URL's query
+_QUERY_PASSWORD = re.compile(r"([?&]password=)([^&#]*)", re.IGNORECASE)
+
+
 def _display_raw(url: str) -> str:
-    """``url`` without its password (for a message about a URL that does not parse)."""
+    """``url`` without its password (for a message about a URL that does not parse, or
+    about a libpq keyword string given instead of a URL)."""
+    if not isinstance(url, str):
+        return repr(url)
+    if not is_postgres_url(url):
+        return _KEYWORD_PASSWORD.sub(r"\1***", url)
+    url = _QUERY_PASSWORD.sub(r"\1***", url)  # (?password=... is libpq's too)
     try:
         parts = urllib.parse.urlsplit(url)
         if parts.password is not None:
