@@ -212,7 +212,6 @@ async def test_a_search_attribute_with_a_lone_surrogate_is_a_value_error_at_the_
                 assert await n.workflow("f").result() == "ValueError"
 
 
-@_known("NUL in names is no ValueError")
 async def test_nul_in_a_cluster_name_or_node_name_is_a_clear_value_error(
         postgres_url: str) -> None:
     """A NUL character (which PostgreSQL text cannot hold) in a cluster-wide process
