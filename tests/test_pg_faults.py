@@ -198,7 +198,6 @@ def test_a_keyword_dsn_is_refused_without_echoing_its_password() -> None:
 
 
 # ------------------------------------------------------------------ values
-@_known("a lone surrogate blocks the workflow")
 async def test_a_search_attribute_with_a_lone_surrogate_is_a_value_error_at_the_call(
         postgres_url: str, tmp_path: Path) -> None:
     """A search attribute with a lone surrogate (a latin-1 file name decoded with
