@@ -31,10 +31,6 @@ ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.postgres
 
 
-def _known(reason: str) -> pytest.MarkDecorator:
-    return pytest.mark.xfail(strict=True, reason="known defect: " + reason)
-
-
 def _rows(url: str, schema: str = "garrison") -> list[Any]:
     with psycopg.connect(url) as c:
         return c.execute(f"SELECT workflow_id, status, owner FROM {schema}.workflows "
