@@ -25,7 +25,7 @@ from _cut_proxy import CommitCutProxy, CutProxy
 
 import garrison
 from garrison import StoreError
-from garrison.persistence import PostgresStore
+from garrison.persistence import PostgresStore, Transaction
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.postgres
@@ -141,6 +141,71 @@ async def test_a_statement_timeout_under_lock_contention_is_retried(
                 except StoreError as exc:
                     errors.append((f"w{i}", str(exc)[:200]))
         assert errors == []
+
+
+def _refuse_once(store: PostgresStore, monkeypatch: pytest.MonkeyPatch, refused: Any
+                 ) -> list[int]:
+    """The batch is written statement by statement (its pipeline fails), and the write
+    of plan ``refused`` is cancelled once, as by a statement timeout."""
+    from garrison.persistence import _pg_write
+
+    send = store._send
+
+    def failing(conn: Any, composed: Any, mark: Any) -> Any:
+        if len(composed.spots) == 1:  # one caller's transaction: sent as it is
+            return send(conn, composed, mark)
+        raise _pg_write._StatementFailed(0, RuntimeError("one of the batch failed"))
+
+    apply = store._apply_explicit
+    fired: list[int] = []
+
+    def cancelled(conn: Any, plan: Any) -> Any:
+        if plan is refused and not fired:
+            fired.append(1)
+            apply(conn, plan)  # (written, then rolled back to its savepoint)
+            raise _pg_write._StatementFailed(0, psycopg.errors.QueryCanceled(
+                "canceling statement due to statement timeout"))
+        return apply(conn, plan)
+
+    monkeypatch.setattr(store, "_send", failing)
+    monkeypatch.setattr(store, "_apply_explicit", cancelled)
+    return fired
+
+
+def test_a_batch_writes_again_only_the_callers_the_server_refused_for_now(
+        postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """In a batch written statement by statement (a SAVEPOINT per caller), one caller's
+    write is cancelled: the others commit, and only that one is written again, in a
+    transaction of its own (nothing twice, nothing lost)."""
+    with PostgresStore(postgres_url) as store:
+        plans = [store._plan(Transaction().create_workflow(f"w{i}", "app:f").append_journal(
+            f"w{i}", 0, "activity", "s")) for i in range(3)]
+        fired = _refuse_once(store, monkeypatch, plans[1])
+        store._commit_plans(plans)
+        assert fired and [p.error for p in plans] == [None] * 3
+        assert [p.results for p in plans] == [[True, None]] * 3
+        assert [len(store.journal(f"w{i}")) for i in range(3)] == [1, 1, 1]
+        assert store.statistics().transactions == 2
+
+
+async def test_a_batch_in_the_node_thread_hands_the_refused_callers_to_a_worker(
+        postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same in the trio thread (which must not wait for the server): the callers
+    the server refused for now are written again from a worker thread."""
+    with PostgresStore(postgres_url) as store:
+        txs = [Transaction().create_workflow(f"w{i}", "app:f") for i in range(3)]
+        plans = [store._plan(tx) for tx in txs]
+        _refuse_once(store, monkeypatch, plans[1])
+        from garrison.persistence._group_commit import CommitRequest
+
+        batch = [CommitRequest(plan, trio.lowlevel.current_task()) for plan in plans]
+        store._write_batch(batch, handover=True)
+        # (PostgresStore.commit writes a caller whose commit raises _Handover again
+        # from a worker thread)
+        assert [type(r.error).__name__ for r in batch] == ["NoneType", "_Handover",
+                                                           "NoneType"]
+        assert await trio.to_thread.run_sync(store._write_one, plans[1]) == [True]
+        assert sorted(w.workflow_id for w in store.list_workflows()) == ["w0", "w1", "w2"]
 
 
 # ------------------------------------------------------------------ the URL
