@@ -936,7 +936,7 @@ class PgWritePath:
                     busy_until = _time.monotonic() + self.retry_for
                 if _time.monotonic() + pause > busy_until:
                     return
-                if handover:  # not in the trio thread: a worker thread waits for it
+                if handover:  # the trio thread, which must not wait: a worker thread does
                     if not committed:
                         raise _Handover("the server refused the write for now")
                     for plan in again:  # (the others committed: not written again)
