@@ -82,9 +82,9 @@ class Node:
         self._limits = QueueLimits(max_concurrent, cluster_max_concurrent, rate) \
             if (max_concurrent, cluster_max_concurrent, rate) != (None, None, None) else None
         if name is not None and (not isinstance(name, str) or not name.strip()
-                                 or "/" in name or "@" in name):
-            raise ValueError(f"a node name must be a non-empty string without '/' or '@', "
-                             f"got {name!r}")
+                                 or "/" in name or "@" in name or "\x00" in name):
+            raise ValueError(f"a node name must be a non-empty string without '/', '@' or "
+                             f"a NUL character, got {name!r}")
         #: this node's name in its cluster (``name=``, or ``<hostname>-<pid>``)
         self.name: str = name if name is not None else f"{socket.gethostname()}-{os.getpid()}"
         self.lease = parse_duration(lease)

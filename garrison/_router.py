@@ -142,6 +142,9 @@ class Router:
                     f"name {name!r} is the entry id of a service (not running now): only "
                     f"its process names it")
         if scope == "cluster" and self.cluster_names is not None:
+            if "\x00" in name:
+                raise ValueError(f"cannot register {name!r} in the cluster: PostgreSQL text "
+                                 "cannot hold the NUL character (\\x00)")
             other = self.cluster_names.register_name(name, str(pid))
             if other is not None:
                 raise ValueError(f"name {name!r} is already registered in the cluster by "

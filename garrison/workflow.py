@@ -22,6 +22,7 @@ from __future__ import annotations
 import datetime as _dt
 import logging as _logging
 import math as _math
+import re as _re
 import uuid as _uuid
 from collections.abc import MutableMapping
 from typing import Any, NoReturn, Protocol
@@ -268,7 +269,8 @@ def attrs(search: dict[str, Any] | None = None, memo: dict[str, Any] | None = No
 
 def check_attributes(values: Any, what: str) -> dict[str, Any] | None:
     """``values`` if it can be stored as search attributes or memo: a dict with string
-    keys (no ``"``) and JSON values without NaN or infinity; else an error naming it."""
+    keys (no ``"``) and JSON values without NaN or infinity (search attributes: and no
+    surrogate character, see :func:`_check_surrogates`); else an error naming it."""
     if values is None:
         return None
     if not isinstance(values, dict):
@@ -282,7 +284,33 @@ def check_attributes(values: Any, what: str) -> dict[str, Any] | None:
             raise ValueError(f"workflow.attrs({what}=...): key {key!r} contains a '\"', "
                              "which search attribute keys cannot hold")
         _check_finite(value, f"{what} attribute {key!r}")
+        if what == "search":
+            _check_surrogates(key, f"workflow.attrs(search=...): key {key!r}")
+            _check_surrogates(value, f"workflow.attrs(search=...): attribute {key!r}")
     return values
+
+
+_SURROGATE = _re.compile("[\ud800-\udfff]")
+
+
+def _check_surrogates(value: Any, what: str) -> None:
+    """``ValueError`` if a string of ``value`` (a search attribute, at any depth, keys
+    too) holds a surrogate character: a lone one (a name decoded with
+    ``surrogateescape``, as ``os.listdir`` gives a file name that is not UTF-8) has no
+    place in PostgreSQL's ``jsonb``, which a search attribute is, and both stores
+    refuse it alike, at the call."""
+    if isinstance(value, str):
+        if _SURROGATE.search(value):
+            raise ValueError(f"{what} holds a surrogate character ({value!r}), which a "
+                             "search attribute cannot hold (not UTF-8 text: decode it with "
+                             "errors='replace', or keep it in memo)")
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _check_surrogates(k, what)
+            _check_surrogates(v, what)
+    elif isinstance(value, list | tuple):
+        for v in value:
+            _check_surrogates(v, what)
 
 
 def _check_finite(value: Any, what: str) -> None:

@@ -232,6 +232,8 @@ class ClusterMember:
                             adopt(self.host, data)
                         with self._lock:  # (after they count in the host's active)
                             self._in_flight -= len(data)
+                    elif kind == "owned":
+                        self._owned(data)
                     elif kind == "lapsed":
                         await self._lapsed()
                     elif kind == "failed":
@@ -275,6 +277,25 @@ class ClusterMember:
             token.run_sync_soon(deliver)
         except trio.RunFinishedError:
             self._stop.set()
+
+    def _owned(self, records: list[Any]) -> None:
+        """After a claim whose answer was lost: ``records`` are the unfinished workflows
+        the store says this node owns. Those it neither runs, nor starts, nor gives up
+        are what that claim took (it committed): they are run here (handed on by a
+        draining node), else no node would run them while this one renews its lease."""
+        host = self.host
+        lost = [r for r in records if r.workflow_id not in host.active
+                and not host.starting(r.workflow_id) and self.owns(r.workflow_id)]
+        if not lost or host.closing:
+            return
+        log.warning("node %s: a claim whose answer was lost had committed: taking up the "
+                    "%d workflows it claimed (%s)", self.name, len(lost),
+                    ", ".join(r.workflow_id for r in lost[:10]))
+        if self.draining:
+            for record in lost:
+                self.stopped(record.workflow_id)
+        else:
+            adopt(self.host, lost)
 
     async def _lapsed(self) -> None:
         """The lease lapsed: every workflow here stops at once (their writes are refused
@@ -519,6 +540,12 @@ class ClusterMember:
         self._live = live
         if gone:
             self._post("gone", gone)
+        if pg.claim_unknown and not self._stop.is_set():
+            # an earlier claim lost its answer: what it took (if it committed) is this
+            # node's in the store, and only the trio side knows which of them it runs
+            owned = pg.owned()
+            pg.claim_unknown = False
+            self._post("owned", owned)
         if not self.draining and not self._stop.is_set():
             claimed = pg.claim(self._limit(), self._refused_names())
             if claimed:

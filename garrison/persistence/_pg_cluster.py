@@ -45,6 +45,8 @@ import attrs
 import psycopg
 
 from .._errors import StoreError, StoreLocked
+from ._pg_schema import CHANNEL_MAX
+from ._pg_write import _quote
 from ._records import WorkflowRecord, requested_attempt
 
 __all__ = ["LIVE", "ClusterNode", "PgCluster", "epoch_lock_class"]
@@ -137,6 +139,10 @@ class PgCluster:
         self.freed: set[str] = set()
         #: the schema version the last :meth:`renew` read (0: none read yet)
         self.schema_found = 0
+        #: a claim of this epoch lost its connection before its answer came: it may
+        #: have committed (the store names this node the owner of workflows it never
+        #: heard of) until :meth:`owned` is read
+        self.claim_unknown = False
 
     # -- the connection ----------------------------------------------------------
     def connect(self) -> psycopg.Connection[Any]:
@@ -146,10 +152,10 @@ class PgCluster:
         self.close()
         conn = self.store._connect("cluster")
         try:
-            conn.execute(f'LISTEN "{self.channel}"')
-            conn.execute(f'LISTEN "{self.queue_channel}"')
+            conn.execute("LISTEN " + _quote(self.channel))
+            conn.execute("LISTEN " + _quote(self.queue_channel))
             if self.extra_channel is not None:
-                conn.execute(f'LISTEN "{self.extra_channel}"')
+                conn.execute("LISTEN " + _quote(self.extra_channel))
         except psycopg.Error:
             conn.close()
             raise
@@ -228,6 +234,7 @@ class PgCluster:
             conn.execute(f"DELETE FROM {s}.nodes WHERE status IN ('lost', 'left') "
                          f"AND heartbeat < {s}.now_s() - 86400")
         self.epoch = epoch
+        self.claim_unknown = False  # a new incarnation owns nothing yet
         self._hold_alive(conn, epoch)
 
     def _dead_live_epochs(self, conn: psycopg.Connection[Any]) -> list[int]:
@@ -334,12 +341,28 @@ class PgCluster:
         first (oldest first), then those waiting in a queue (``pending``: by priority,
         then start order); their records, now owned by this node. Workflows named in
         ``refused`` (code this node cannot import) are left to the others, unless a
-        terminate asks to end them (that takes no code)."""
+        terminate asks to end them (that takes no code).
+
+        A claim whose connection is lost before its answer came (its COMMIT may have
+        reached the server) sets :attr:`claim_unknown`: the caller reads :meth:`owned`
+        once connected again, else what it claimed would stay this node's in the store,
+        run by no one, while this node renews its lease."""
         if limit <= 0:
             return []
+        conn = self.connect()
+        try:
+            records = self._claim(conn, limit, refused)
+        except psycopg.OperationalError:
+            if conn.closed or conn.broken:  # the outcome is unknown
+                self.claim_unknown = True
+            raise
+        records.sort(key=lambda r: (r.created, r.workflow_id))
+        return records
+
+    def _claim(self, conn: psycopg.Connection[Any], limit: int,
+               refused: list[str] | None) -> list[WorkflowRecord]:
         s = self._s
         cols = ", ".join("w." + c.strip() for c in WorkflowRecord.COLUMNS.split(","))
-        conn = self.connect()
         with conn.transaction():
             rows = conn.execute(
                 f"WITH c AS (SELECT w.workflow_id FROM {s}.workflows w "
@@ -359,8 +382,16 @@ class PgCluster:
             if records:  # the new owner loads everything: their wakeups are spent
                 conn.execute(f"DELETE FROM {s}.wakeups WHERE workflow_id = ANY(%s)",
                              ([r.workflow_id for r in records],))
-        records.sort(key=lambda r: (r.created, r.workflow_id))
         return records
+
+    def owned(self) -> list[WorkflowRecord]:
+        """The unfinished workflows the store says this node's incarnation owns (after a
+        claim of unknown outcome: those it does not run are the ones that claim took),
+        in start order."""
+        rows = self._rows(
+            f"SELECT {WorkflowRecord.COLUMNS} FROM {{s}}.workflows WHERE owner_epoch = %s "
+            f'AND {_UNFINISHED} ORDER BY created, workflow_id COLLATE "C"', (self.epoch,))
+        return [WorkflowRecord.from_row(r) for r in rows]
 
     def _drop_stale(self, conn: psycopg.Connection[Any], records: list[WorkflowRecord],
                     refused: set[str]) -> list[WorkflowRecord]:
@@ -473,7 +504,11 @@ class PgCluster:
     def node_channel(self, name: str) -> str:
         """The ``NOTIFY`` channel of the node ``name`` (at most 63 bytes)."""
         digest = hashlib.blake2b(name.encode(), digest_size=8).hexdigest()
-        return f"{self.channel[:40]}:n:{digest}"
+        channel = f"{self.channel[:40]}:n:{digest}"
+        if len(channel.encode()) > CHANNEL_MAX:  # a schema name of multibyte characters
+            prefix = hashlib.blake2b(self.channel.encode(), digest_size=8).hexdigest()
+            channel = f"garrison:#{prefix}:n:{digest}"
+        return channel
 
     def live_epochs(self) -> dict[int, dict[str, Any]]:
         """``{epoch: info}`` of the live nodes (``info`` holds ``name`` too, and ``left``:
@@ -514,7 +549,7 @@ class PgCluster:
     def listen(self, channel: str) -> None:
         """Also listen on ``channel`` (this node's own: messages from other nodes)."""
         self.extra_channel = channel
-        self._rows(f'LISTEN "{channel}"')
+        self._rows("LISTEN " + _quote(channel))
 
     def wait(self, timeout: float, wake_fd: int | None = None,
              inbox: list[str] | None = None) -> bool:

@@ -493,6 +493,23 @@ def _lock_key(schema: str) -> int:
     return int.from_bytes(digest, "big", signed=True)
 
 
+#: the longest suffix a store adds to its channel (``_pg_cluster.py``: ``:cluster``)
+_CHANNEL_SUFFIX = len(":cluster")
+#: PostgreSQL's longest channel name (an identifier: NAMEDATALEN - 1 bytes)
+CHANNEL_MAX = 63
+
+
+def notify_channel(schema: str) -> str:
+    """The ``NOTIFY`` channel of the store in ``schema`` (every node and tool of it
+    agrees): ``garrison:<schema>``, unless that would leave a channel it derives
+    (``<channel>:cluster``, ``:queue``) past PostgreSQL's 63 bytes (a schema over 46
+    bytes): then ``garrison:#<hash of the schema>``."""
+    channel = f"garrison:{schema}"
+    if len(channel.encode()) + _CHANNEL_SUFFIX <= CHANNEL_MAX:
+        return channel
+    return "garrison:#" + hashlib.blake2b(schema.encode(), digest_size=12).hexdigest()
+
+
 def node_lock_key(schema: str) -> int:
     """The advisory lock key every node of ``schema`` holds shared while it runs."""
     digest = hashlib.blake2b(f"garrison-node:{schema}".encode(), digest_size=8).digest()

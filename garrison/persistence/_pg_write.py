@@ -897,6 +897,9 @@ class PgWritePath:
             n = self._acked + 1
             deadline: float | None = None
             attempt = 0
+            #: transient refusals (``_transient``): until when they are tried again
+            busy_until: float | None = None
+            pause = 0.05
             while True:
                 conn = self._writer
                 try:
@@ -927,7 +930,27 @@ class PgWritePath:
                 if committed:
                     self._acked = n
                     self._stats["transactions"] += 1
-                return
+                again = [plan for plan in plans if _transient(plan.error)]
+                if not again:
+                    return
+                # refused by the server's load, not by what it writes (a statement
+                # timeout under lock contention, a deadlock): written again after a
+                # pause, for up to ``retry_for`` seconds, then the error is the callers'
+                if busy_until is None:
+                    busy_until = _time.monotonic() + self.retry_for
+                if _time.monotonic() + pause > busy_until:
+                    return
+                if handover:  # the trio thread, which must not wait: a worker thread does
+                    if not committed:
+                        raise _Handover("the server refused the write for now")
+                    for plan in again:  # (the others committed: not written again)
+                        plan.error = _Handover("the server refused the write for now")
+                    return
+                if committed:  # the others committed: the rest is a new transaction
+                    plans = again
+                    n = self._acked + 1
+                _time.sleep(pause)
+                pause = min(pause * 2, 1.0)
 
     def _reconnect_writer(self, deadline: float, reason: str) -> int:
         """Reconnect (with backoff until ``deadline``), take the lock again; the
@@ -1079,6 +1102,18 @@ def _get_result(pg: Any) -> Any:
             raise psycopg.OperationalError(f"connection lost: {exc}") from exc
         pg.consume_input()
     return pg.get_result()
+
+
+#: server errors that refuse a write for now, not for what it writes: a statement
+#: cancelled (``statement_timeout``, ``lock_timeout``, an administrator's cancel), a
+#: deadlock, a serialization failure. Nothing of the transaction committed.
+_TRANSIENT = (pg_errors.QueryCanceled, pg_errors.LockNotAvailable,
+              pg_errors.DeadlockDetected, pg_errors.SerializationFailure)
+
+
+def _transient(error: BaseException | None) -> bool:
+    """True if ``error`` (a plan's) refuses its write for now: try it again later."""
+    return error is not None and isinstance(error, _TRANSIENT)
 
 
 def _is_fenced(error: BaseException) -> bool:

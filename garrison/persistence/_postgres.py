@@ -62,6 +62,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import socket
 import sys
 import threading
@@ -83,7 +84,17 @@ from ..actors._values import Pid
 from . import _pg_cluster, _pg_schema, is_postgres_url
 from ._converter import search_json
 from ._group_commit import Busy, CommitRequest, GroupCommit, Strategy, fail_all, runnable_tasks
-from ._pg_write import PgWritePath, _dumps, _Handover, _Plan, _quote, _reason, _Stmt, _unwrap
+from ._pg_write import (
+    _TRANSIENT,
+    PgWritePath,
+    _dumps,
+    _Handover,
+    _Plan,
+    _quote,
+    _reason,
+    _Stmt,
+    _unwrap,
+)
 from ._records import (
     InboxRecord,
     JournalRecord,
@@ -128,15 +139,22 @@ def _virtual_clock() -> bool:
 def _parse(url: str, schema: str | None) -> tuple[dict[str, str], str, str]:
     """``(libpq parameters, schema, display name)``; ``ValueError`` says what is wrong."""
     if not is_postgres_url(url):
-        raise ValueError(f"expected a postgresql:// URL, got {url!r}")
+        raise ValueError(f"expected a postgresql:// URL, got {_display_raw(url)!r}"
+                         + (" (a libpq keyword string is not taken: write it as "
+                            "postgresql://user:password@host:port/dbname)"
+                            if isinstance(url, str) and "=" in url else ""))
     try:
         parts = urllib.parse.urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError for a port that is not a number
     except ValueError as exc:
         raise ValueError(f"invalid PostgreSQL URL {_display_raw(url)!r}: {exc}") from None
-    query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
-    in_url = [v for k, v in query if k == "schema"]
-    rest = [(k, v) for k, v in query if k != "schema"]
+    # the query's items are passed on to libpq as written (libpq decodes %XX, and
+    # takes '+' for itself, not for a space as form encoding does), schema= taken out
+    items = [item for item in parts.query.split("&") if item]
+    keyed = [(urllib.parse.unquote(item.partition("=")[0]), item) for item in items]
+    in_url = [urllib.parse.unquote(item.partition("=")[2]) for k, item in keyed
+              if k == "schema"]
+    rest = "&".join(item for k, item in keyed if k != "schema")
     if in_url and schema is not None and in_url[-1] != schema:
         raise ValueError(f"the URL names schema {in_url[-1]!r} and schema= says {schema!r}")
     chosen = schema if schema is not None else (in_url[-1] if in_url else None)
@@ -144,7 +162,7 @@ def _parse(url: str, schema: str | None) -> tuple[dict[str, str], str, str]:
     if (not isinstance(chosen, str) or not chosen or len(chosen.encode()) > 63
             or "\x00" in chosen or "$" in chosen):
         raise ValueError(f"invalid schema name {chosen!r}: 1 to 63 bytes, no NUL and no '$'")
-    bare = urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(rest)))
+    bare = urllib.parse.urlunsplit(parts._replace(query=rest))
     try:
         parsed = conninfo_to_dict(bare)
     except psycopg.Error as exc:
@@ -160,8 +178,21 @@ def _parse(url: str, schema: str | None) -> tuple[dict[str, str], str, str]:
     return params, chosen, shown
 
 
+#: ``password=VALUE`` of a libpq keyword string (VALUE quoted or not)
+_KEYWORD_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'?|\S*)", re.IGNORECASE)
+
+#: ``password=VALUE`` in a URL's query
+_QUERY_PASSWORD = re.compile(r"([?&]password=)([^&#]*)", re.IGNORECASE)
+
+
 def _display_raw(url: str) -> str:
-    """``url`` without its password (for a message about a URL that does not parse)."""
+    """``url`` without its password (for a message about a URL that does not parse, or
+    about a libpq keyword string given instead of a URL)."""
+    if not isinstance(url, str):
+        return repr(url)
+    if not is_postgres_url(url):
+        return _KEYWORD_PASSWORD.sub(r"\1***", url)
+    url = _QUERY_PASSWORD.sub(r"\1***", url)  # (?password=... is libpq's too)
     try:
         parts = urllib.parse.urlsplit(url)
         if parts.password is not None:
@@ -238,7 +269,7 @@ class PostgresStore(PgWritePath, StoreShortcuts):
         #: the number of the last transaction the server confirmed
         self._acked = 0
         self._s = _quote(self.schema)
-        self._channel = f"garrison:{self.schema}"
+        self._channel = _pg_schema.notify_channel(self.schema)
         params = {**_CONN_DEFAULTS, **params}
         params.setdefault("application_name", (
             f"garrison {'node' if lock else 'tool'} {socket.gethostname()}:{os.getpid()}"
@@ -251,6 +282,9 @@ class PostgresStore(PgWritePath, StoreShortcuts):
         self._write_lock = threading.Lock()
         self._read_lock = threading.Lock()
         self._listener: Any = None
+        #: wakeup rows read whose delete failed: ``{id: (workflow_id, kind)}``, returned
+        #: by the next ``take_wakeups`` (the delete may have committed)
+        self._untaken: dict[int, tuple[str, str]] = {}
         self._writer: psycopg.Connection[Any] | None = None
         self._reader: psycopg.Connection[Any] | None = None
         try:
@@ -542,16 +576,27 @@ class PostgresStore(PgWritePath, StoreShortcuts):
         return None
 
     def take_wakeups(self) -> list[WakeupRecord]:
-        """Remove and return the wakeups left by tools, oldest first."""
+        """Remove and return the wakeups left by tools, oldest first.
+
+        Read, then deleted by id: not one ``DELETE ... RETURNING``, whose answer, lost
+        after it committed, would leave the rows gone and their workflows never woken
+        (``_query`` runs a statement again on a new connection, and the second run
+        finds nothing). Each of the two may run twice; rows whose delete failed (its
+        outcome unknown) are returned by the next call, with what it reads."""
         if self.fence_epoch is not None:  # a cluster node: the wakeups of its workflows
             rows = self._query(
-                f"DELETE FROM {self._s}.wakeups w USING {self._s}.workflows f "
-                "WHERE f.workflow_id = w.workflow_id AND f.owner_epoch = %s "
-                "RETURNING w.id, w.workflow_id, w.kind", (self.fence_epoch,))
+                f"SELECT w.id, w.workflow_id, w.kind FROM {self._s}.wakeups w "
+                f"JOIN {self._s}.workflows f ON f.workflow_id = w.workflow_id "
+                "WHERE f.owner_epoch = %s", (self.fence_epoch,))
         else:
-            rows = self._query(f"DELETE FROM {self._s}.wakeups RETURNING id, workflow_id, kind")
-        rows.sort()
-        return [WakeupRecord(wid, kind) for _id, wid, kind in rows]
+            rows = self._query(f"SELECT id, workflow_id, kind FROM {self._s}.wakeups")
+        taken = self._untaken
+        taken.update((int(row_id), (wid, kind)) for row_id, wid, kind in rows)
+        if not taken:
+            return []
+        self._query(f"DELETE FROM {self._s}.wakeups WHERE id = ANY(%s)", (list(taken),))
+        self._untaken = {}
+        return [WakeupRecord(wid, kind) for _id, (wid, kind) in sorted(taken.items())]
 
     async def wakeups(self) -> list[WakeupRecord]:
         """Wait until a tool (a store opened with ``lock=False``) or another process
@@ -634,7 +679,8 @@ class PostgresStore(PgWritePath, StoreShortcuts):
     # -- reading ---------------------------------------------------------------------
     def _query(self, query: Any, params: Sequence[Any] = ()) -> list[Any]:
         """Rows of ``query`` on the reader connection (reconnecting on a lost
-        connection, for ``retry_for`` seconds)."""
+        connection, and trying again after a transient refusal, a statement timeout
+        under lock contention say, for ``retry_for`` seconds)."""
         for value in params:
             if type(value) is str and "\x00" in value:
                 return []  # PostgreSQL text cannot hold it: no row can match
@@ -642,6 +688,8 @@ class PostgresStore(PgWritePath, StoreShortcuts):
             self._check_open()
             deadline: float | None = None
             delay = 0.05
+            busy_until: float | None = None
+            pause = 0.05
             while True:
                 conn = self._reader
                 try:
@@ -649,6 +697,13 @@ class PostgresStore(PgWritePath, StoreShortcuts):
                         raise psycopg.OperationalError("not connected")
                     cur = conn.execute(query, params)
                     return cur.fetchall() if cur.description is not None else []
+                except _TRANSIENT as exc:
+                    if busy_until is None:
+                        busy_until = _time.monotonic() + self.retry_for
+                    if _time.monotonic() + pause > busy_until:
+                        raise StoreError(self.path, _reason(exc)) from None
+                    _time.sleep(pause)
+                    pause = min(pause * 2, 1.0)
                 except psycopg.OperationalError as exc:
                     if conn is not None and not conn.closed and not conn.broken:
                         raise StoreError(self.path, _reason(exc)) from None

@@ -1,0 +1,63 @@
+"""Workflows and processes of tests/test_pg_faults.py (importable by module:qualname)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import trio
+
+import garrison
+from garrison import process, workflow
+
+
+@garrison.activity
+async def step(i: int) -> int:
+    return i
+
+
+async def steps(n: int, delay: float = 0.0) -> int:
+    total = 0
+    for i in range(n):
+        total += await step(i)
+        if delay:
+            await workflow.sleep(delay)
+    return total
+
+
+async def receiver(n: int) -> list[Any]:
+    got = []
+    for _ in range(n):
+        m = await process.inbox().receive()
+        got.append(m.payload)
+    return got
+
+
+async def tag_file(latin1_name: str) -> str:
+    """Tags the workflow with a file name as os.listdir gives a latin-1 one on a UTF-8
+    system (a lone surrogate); the type of the error the call raises, if any."""
+    name = latin1_name.encode("latin-1").decode("utf-8", "surrogateescape")
+    await step(0)
+    try:
+        workflow.attrs(search={"file": name})
+    except ValueError as exc:
+        await step(1)
+        return type(exc).__name__
+    await step(1)
+    return "done"
+
+
+async def holder(name: str, out: list[Any]) -> None:
+    """Registers ``name`` cluster-wide; appends "ok" or the error to ``out``."""
+    try:
+        process.register(name, scope="cluster")
+        out.append("ok")
+    except Exception as exc:  # (the test looks at which one)
+        out.append(exc)
+    await trio.sleep_forever()
+
+
+async def echo() -> None:
+    """Answers every call with its payload."""
+    while True:
+        msg = await process.inbox().receive()
+        await msg.reply(msg.payload)

@@ -1,0 +1,288 @@
+"""The PostgreSQL store and cluster under faults found by an adversarial review: an
+answer lost after the server committed (a claim's COMMIT, the DELETE that takes the
+wakeups), a statement cancelled by ``statement_timeout`` under lock contention, long
+schema names, libpq options in the URL, values PostgreSQL cannot hold (a lone
+surrogate in a search attribute, a NUL in a name) and a keyword DSN's password.
+
+Answers are lost by a TCP proxy in front of the server (tests/_cut_proxy.py), after
+the statement reached the server and committed. Real network I/O: real clock.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import urllib.parse
+from pathlib import Path
+from typing import Any
+
+import pg_fault_app as app
+import psycopg
+import pytest
+import trio
+from _cut_proxy import CommitCutProxy, CutProxy
+
+import garrison
+from garrison import StoreError
+from garrison.persistence import PostgresStore, Transaction
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.postgres
+
+
+def _rows(url: str, schema: str = "garrison") -> list[Any]:
+    with psycopg.connect(url) as c:
+        return c.execute(f"SELECT workflow_id, status, owner FROM {schema}.workflows "
+                         "ORDER BY 1").fetchall()
+
+
+def _port(url: str) -> int:
+    return int(url.split("@", 1)[1].split("/", 1)[0].split(":")[1])
+
+
+def _cli(url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "garrison", "workflows", "--store", url, *args],
+        capture_output=True, text=True, env={"PYTHONPATH": f"{ROOT}:{ROOT / 'tests'}"})
+
+
+# ------------------------------------------------------------------ lost answers
+async def test_a_claim_whose_commit_answer_is_lost_is_taken_up(postgres_url: str) -> None:
+    """Node b drains; node a claims its workflow, the claim COMMITs on the server but
+    its answer is lost. The store names a the owner (and a renews its lease), so no
+    other node claims it: a must find out that it owns it, and run it."""
+    proxy = CommitCutProxy(_port(postgres_url), b"SKIP LOCKED", marker=b"t1")
+    try:
+        async with garrison.open_node(store=proxy.url(postgres_url), name="a",
+                                      lease="2s") as a:
+            async with garrison.open_node(store=postgres_url, name="b", lease="2s") as b:
+                await b.start_workflow(app.steps, 10, 0.3, id="t1")
+                await trio.sleep(1)
+                proxy.armed.set()
+                b.drain()
+                with trio.fail_after(10):
+                    await b.drained()
+            with trio.fail_after(10):
+                while not proxy.fired.is_set():
+                    await trio.sleep(0.05)
+            with trio.move_on_after(30):
+                assert await a.workflow("t1").result() == 45
+                return
+            pytest.fail(f"t1 never ran again within 30 s (lease 2 s); store: "
+                        f"{_rows(postgres_url)}")
+    finally:
+        proxy.close()
+
+
+async def test_a_wakeup_whose_delete_answer_is_lost_is_still_delivered(
+        postgres_url: str) -> None:
+    """The node takes the wakeup rows with DELETE ... RETURNING; its answer is lost
+    after the server committed it. The tool's signal waits in the workflow's inbox and
+    must still reach the workflow, without another message to wake it."""
+    # the statement that deletes the wakeup rows (one DELETE ... RETURNING before)
+    proxy = CutProxy(_port(postgres_url), b"RETURNING w.id, w.workflow_id, w.kind",
+                     b'"garrison".wakeups WHERE id = ANY(')
+    try:
+        async with garrison.open_node(store=proxy.url(postgres_url), name="a",
+                                      lease="3s") as a:
+            await a.start_workflow(app.receiver, 2, id="r")
+            await trio.sleep(1)
+
+            def signal(k: int) -> None:
+                done = _cli(postgres_url, "signal", "r", "hi", str(k))
+                assert done.returncode == 0, done.stderr
+
+            def received() -> int:
+                return sum(1 for r in a.workflow("r").history() if "receive" in str(r.kind))
+
+            await trio.to_thread.run_sync(signal, 0)
+            with trio.fail_after(10):
+                while received() < 1:
+                    await trio.sleep(0.01)
+            proxy.armed.set()
+            await trio.to_thread.run_sync(signal, 1)
+            with trio.move_on_after(20):
+                while received() < 2:
+                    await trio.sleep(0.05)
+            assert proxy.fired.is_set()
+            assert received() == 2, "the second signal waits in the inbox, never delivered"
+            with trio.fail_after(10):
+                assert await a.workflow("r").result() == [0, 1]
+    finally:
+        proxy.close()
+
+
+# ------------------------------------------------------------------ transient errors
+async def test_a_statement_timeout_under_lock_contention_is_retried(
+        postgres_url: str) -> None:
+    """A database with ``statement_timeout`` (a common guard) and a few seconds of lock
+    contention (another session's LOCK TABLE): the cancelled writes are transient, so
+    they are retried, and no workflow is blocked with a StoreError."""
+    dbname = postgres_url.rsplit("/", 1)[1]
+    with psycopg.connect(postgres_url, autocommit=True) as c:
+        c.execute(f"ALTER DATABASE {dbname} SET statement_timeout = '500ms'")
+    async with garrison.open_node(store=postgres_url, name="a", lease="3s") as a:
+        for i in range(10):
+            await a.start_workflow(app.steps, 20000, id=f"w{i}")
+        await trio.sleep(0.5)
+
+        def hold() -> None:
+            with psycopg.connect(postgres_url, options="-c statement_timeout=0") as c:
+                c.execute("LOCK TABLE garrison.workflows IN ACCESS EXCLUSIVE MODE")
+                time.sleep(3)
+
+        await trio.to_thread.run_sync(hold)
+        errors = []
+        with trio.fail_after(120):
+            for i in range(10):
+                try:
+                    await a.workflow(f"w{i}").result()
+                except StoreError as exc:
+                    errors.append((f"w{i}", str(exc)[:200]))
+        assert errors == []
+
+
+def _refuse_once(store: PostgresStore, monkeypatch: pytest.MonkeyPatch, refused: Any
+                 ) -> list[int]:
+    """The batch is written statement by statement (its pipeline fails), and the write
+    of plan ``refused`` is cancelled once, as by a statement timeout."""
+    from garrison.persistence import _pg_write
+
+    send = store._send
+
+    def failing(conn: Any, composed: Any, mark: Any) -> Any:
+        if len(composed.spots) == 1:  # one caller's transaction: sent as it is
+            return send(conn, composed, mark)
+        raise _pg_write._StatementFailed(0, RuntimeError("one of the batch failed"))
+
+    apply = store._apply_explicit
+    fired: list[int] = []
+
+    def cancelled(conn: Any, plan: Any) -> Any:
+        if plan is refused and not fired:
+            fired.append(1)
+            apply(conn, plan)  # (written, then rolled back to its savepoint)
+            raise _pg_write._StatementFailed(0, psycopg.errors.QueryCanceled(
+                "canceling statement due to statement timeout"))
+        return apply(conn, plan)
+
+    monkeypatch.setattr(store, "_send", failing)
+    monkeypatch.setattr(store, "_apply_explicit", cancelled)
+    return fired
+
+
+def test_a_batch_writes_again_only_the_callers_the_server_refused_for_now(
+        postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """In a batch written statement by statement (a SAVEPOINT per caller), one caller's
+    write is cancelled: the others commit, and only that one is written again, in a
+    transaction of its own (nothing twice, nothing lost)."""
+    with PostgresStore(postgres_url) as store:
+        plans = [store._plan(Transaction().create_workflow(f"w{i}", "app:f").append_journal(
+            f"w{i}", 0, "activity", "s")) for i in range(3)]
+        fired = _refuse_once(store, monkeypatch, plans[1])
+        store._commit_plans(plans)
+        assert fired and [p.error for p in plans] == [None] * 3
+        assert [p.results for p in plans] == [[True, None]] * 3
+        assert [len(store.journal(f"w{i}")) for i in range(3)] == [1, 1, 1]
+        assert store.statistics().transactions == 2
+
+
+async def test_a_batch_in_the_node_thread_hands_the_refused_callers_to_a_worker(
+        postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same in the trio thread (which must not wait for the server): the callers
+    the server refused for now are written again from a worker thread."""
+    with PostgresStore(postgres_url) as store:
+        txs = [Transaction().create_workflow(f"w{i}", "app:f") for i in range(3)]
+        plans = [store._plan(tx) for tx in txs]
+        _refuse_once(store, monkeypatch, plans[1])
+        from garrison.persistence._group_commit import CommitRequest
+
+        batch = [CommitRequest(plan, trio.lowlevel.current_task()) for plan in plans]
+        store._write_batch(batch, handover=True)
+        # (PostgresStore.commit writes a caller whose commit raises _Handover again
+        # from a worker thread)
+        assert [type(r.error).__name__ for r in batch] == ["NoneType", "_Handover",
+                                                           "NoneType"]
+        assert await trio.to_thread.run_sync(store._write_one, plans[1]) == [True]
+        assert sorted(w.workflow_id for w in store.list_workflows()) == ["w0", "w1", "w2"]
+
+
+# ------------------------------------------------------------------ the URL
+@pytest.mark.parametrize("schema", ["s" * 50, "s" * 63, "é" * 23, 'a"b'],
+                         ids=["50-bytes", "63-bytes", "multibyte", "quote"])
+async def test_a_schema_name_of_up_to_63_bytes_works(postgres_url: str, schema: str) -> None:
+    """The schema may be 1 to 63 bytes; the store's NOTIFY channels (named after it)
+    must fit PostgreSQL's 63 bytes all the same (and be quoted): a drain hands over,
+    messages between nodes arrive, a tool's start is taken."""
+    url = postgres_url + "?schema=" + urllib.parse.quote(schema)
+    async with garrison.open_node(store=url, name="a", lease="2s") as a, \
+            garrison.open_node(store=url, name="b", lease="2s") as b:
+        await a.start_workflow(app.steps, 20, 0.2, id="d")
+        await trio.sleep(0.5)
+        a.drain()
+        with trio.fail_after(20):
+            await a.drained()
+            assert await b.workflow("d").result() == 190
+        done = await trio.to_thread.run_sync(
+            lambda: _cli(url, "start", "pg_fault_app:steps", "[2]", "--id", "t"))
+        assert done.returncode == 0, done.stderr
+        with trio.fail_after(20):
+            assert await b.workflow("t").result() == 1
+        pid = await b.spawn(app.echo)
+        with trio.fail_after(10):
+            assert await a.call(pid, "echo", "hi") == "hi"
+
+
+def test_libpq_options_in_the_url_reach_the_server(postgres_url: str) -> None:
+    """Any libpq parameter may follow as a query parameter: percent-encoded values (a
+    space is ``%20``) reach libpq as they are."""
+    url = postgres_url + "?options=-c%20statement_timeout%3D5000"
+    with psycopg.connect(url) as c:
+        assert c.execute("SHOW statement_timeout").fetchone() == ("5s",)
+    with PostgresStore(url) as store:
+        assert store._query("SHOW statement_timeout") == [("5s",)]
+    with PostgresStore(postgres_url + "?application_name=orders%20api+x") as store:
+        assert store._query("SHOW application_name") == [("orders api+x",)]
+
+
+def test_a_keyword_dsn_is_refused_without_echoing_its_password() -> None:
+    """Messages name the store never with its password: a libpq keyword DSN (not a
+    URL) is refused without it."""
+    with pytest.raises(StoreError) as info:
+        PostgresStore("host=127.0.0.1 port=1 user=app password=s3cret dbname=orders")
+    assert "s3cret" not in str(info.value)
+    assert "postgresql://user:password@host:port/dbname" in str(info.value)
+    with pytest.raises(StoreError) as info:  # (a URL that does not parse)
+        PostgresStore("postgresql://app@127.0.0.1:x/orders?password=s3cret")
+    assert "s3cret" not in str(info.value)
+
+
+# ------------------------------------------------------------------ values
+async def test_a_search_attribute_with_a_lone_surrogate_is_a_value_error_at_the_call(
+        postgres_url: str, tmp_path: Path) -> None:
+    """A search attribute with a lone surrogate (a latin-1 file name decoded with
+    surrogateescape) cannot be stored as JSON text by PostgreSQL: it is a ValueError at
+    the call on both stores alike, never a store failure that blocks the workflow."""
+    raw = "caf\xe9.txt"
+    for store in (str(tmp_path / "s.db"), postgres_url):
+        async with garrison.open_node(store=store, name="a") as n:
+            await n.start_workflow(app.tag_file, raw, id="f")
+            with trio.fail_after(10):
+                assert await n.workflow("f").result() == "ValueError"
+
+
+async def test_nul_in_a_cluster_name_or_node_name_is_a_clear_value_error(
+        postgres_url: str) -> None:
+    """A NUL character (which PostgreSQL text cannot hold) in a cluster-wide process
+    name or a node's name is a ValueError at the call."""
+    async with garrison.open_node(store=postgres_url, name="a") as a:
+        out: list[Any] = []
+        await a.spawn(app.holder, "x\x00y", out)
+        with trio.fail_after(5):
+            while not out:
+                await trio.sleep(0.01)
+        assert type(out[0]) is ValueError, out
+    with pytest.raises(ValueError, match="NUL"):
+        async with garrison.open_node(store=postgres_url, name="n\x00de"):
+            pass
