@@ -97,7 +97,8 @@ class Router:
 
     def lookup(self, name: str) -> Pid | None:
         """The pid registered under ``name`` (or running a service of that entry id);
-        in a cluster, then the cluster's names."""
+        in a cluster, then the cluster's names (``StoreError`` if the store does not
+        answer: ``cluster/_names.py``)."""
         if type(name) is not str:
             if not isinstance(name, str):
                 raise TypeError(f"lookup() takes a registered name (a str), got "
@@ -139,7 +140,8 @@ class Router:
         self.registry[name] = pid
 
     def unregister(self, name: str, pid: Pid) -> None:
-        """Release ``name`` if ``pid`` holds it."""
+        """Release ``name`` if ``pid`` holds it (a process's exit calls this: it never
+        raises, and a cluster name's release never waits on a store out of reach)."""
         if self.registry.get(name) == pid:
             del self.registry[name]
         if self._cluster_held.get(name) == pid:
