@@ -564,6 +564,7 @@ class Node:
                 self._router.cluster_names = ClusterNames(member)
                 member.on_remote = remote.receive
                 member.on_gone = remote.node_gone
+                member.on_live = remote.set_live
             assert self._nursery is not None
             await self._nursery.start(member.run)
         await self._add_host(host)

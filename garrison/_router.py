@@ -214,7 +214,7 @@ class Router:
     def caller_of(self, pid: Pid) -> Caller | None:
         remote = self.remote
         if remote is not None and remote.node_of(pid) is not None:
-            peer: Caller = remote.peer(pid)
+            peer: Caller | None = remote.callee(pid)  # (None: its node is gone)
             return peer
         host = self.hosts.get(pid.host)
         if host is None:

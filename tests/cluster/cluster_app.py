@@ -91,13 +91,24 @@ async def beat() -> None:
 
 async def echo() -> None:
     """A plain process known to the whole cluster as ``echo``: a ``call`` is answered
-    with its payload, a ``send`` goes back to its sender, ``slow`` is never answered."""
+    with its payload, a ``send`` goes back to its sender, ``slow`` is never answered;
+    a call ``linker`` starts a :func:`linker` and answers its pid."""
     process.register("echo", scope="cluster")
     async for msg in process.inbox():
         if msg.topic == "call":
             await msg.reply(msg.payload)
         elif msg.topic == "send" and msg.sender is not None:
             await process.send(msg.sender, "echo", msg.payload)
+        elif msg.topic == "linker":
+            await msg.reply(str(await process.spawn(linker)))
+
+
+async def linker() -> None:
+    """Links to and monitors the pid each call ``link`` names, then answers."""
+    async for msg in process.inbox():
+        process.link(msg.payload)
+        process.monitor(msg.payload)
+        await msg.reply("linked")
 
 
 async def ends_on_a_message() -> object:
@@ -122,7 +133,7 @@ async def monitors(target: str) -> list[object]:
 async def parent_of(n: int) -> list[object]:
     """Starts ``n`` children (each ends on a message) and returns their EXITs."""
     events = process.events()
-    for i in range(n):
+    for _ in range(n):
         await process.spawn(ends_on_a_message)
     workflow.set_state("spawned", n)
     got = []
