@@ -208,6 +208,16 @@ class Remote:
             if prefix is not None:  # (a node whose lease lapsed joined again)
                 self.gone.pop((name, prefix), None)
 
+    def _kept(self, remote: Pid, local: Pid) -> bool:
+        """True if a link or monitor between ``remote`` and ``local`` that the other
+        node made is kept here: both are plain processes (a workflow's links and
+        monitors go through the store, and it moves)."""
+        if self.node_of(remote) is None:
+            return False
+        router = self.router
+        host = router.hosts.get(router.aliases.get(local.host, local.host))
+        return host is not None and not host.durable
+
     @staticmethod
     def _forget(table: dict[Pid, set[Pid]], remote: Pid, local: Pid) -> None:
         locals_ = table.get(remote)
@@ -361,7 +371,7 @@ class Remote:
             router.linked_exit(target, dead, _error(body["error"]))
         elif kind == "monitor":
             target, watcher = Pid.parse(body["target"]), Pid.parse(body["watcher"])
-            plain = self.node_of(watcher) is not None  # (else a workflow's: it moves)
+            plain = self._kept(watcher, target)
             if plain and self._key(watcher) in self.gone:
                 return  # its node went since it asked: nobody to tell
             if router.monitor(target, watcher):
@@ -375,7 +385,7 @@ class Remote:
             router.demonitor(target, watcher)
         elif kind == "link":
             target, other = Pid.parse(body["target"]), Pid.parse(body["other"])
-            plain = self.node_of(other) is not None  # (else a workflow's: it moves)
+            plain = self._kept(other, target)
             if plain and self._key(other) in self.gone:
                 return  # its node went since it asked: as if it had ended before
             if router.link(target, other):
