@@ -224,3 +224,35 @@ async def test_nothing_of_remote_processes_that_ended_stays_behind(postgres_url:
             while left(a) or left(b):
                 await trio.sleep(0.02)
         assert (left(a), left(b)) == ({}, {})
+
+
+async def test_a_cluster_name_is_free_when_its_holders_exit_reaches_another_node(
+        postgres_url: str) -> None:
+    """The release of a cluster name runs off the event loop now; while the store
+    answers, it still lands before the holder's EXIT leaves its node, so a process of
+    another node that takes the name on that EXIT gets it."""
+
+    async def holder(name: str) -> None:
+        process.register(name, scope="cluster")
+        await process.inbox().receive()
+
+    async def taker(pid: Pid, name: str) -> str:
+        process.monitor(pid)
+        ev = await process.events().receive()
+        assert ev.kind is EventKind.EXIT
+        process.register(name, scope="cluster")
+        return "took"
+
+    async with garrison.open_node(store=postgres_url, name="a", lease="5s") as a, \
+            garrison.open_node(store=postgres_url, name="b", lease="5s") as b:
+        for i in range(10):
+            name = f"solo-{i}"
+            h = await a.spawn(holder, name)
+            with trio.fail_after(10):
+                while b.lookup(name) != h:
+                    await trio.sleep(0.01)
+            t = await b.spawn(taker, h, name)
+            await trio.sleep(0.05)  # (its monitor reached a)
+            await a.send(h, "end", None)
+            with trio.fail_after(10):
+                assert await b.wait(t) == "took"
