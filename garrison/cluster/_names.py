@@ -61,7 +61,12 @@ class _Job:
 
 
 def _why(exc: BaseException) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    """What went wrong, on one line (a StoreError's without the store's name)."""
+    text = str(exc).strip()
+    path = getattr(exc, "path", None)
+    if isinstance(exc, StoreError) and text.startswith(f"store {path!r}: "):
+        text = text[len(f"store {path!r}: "):]
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 class ClusterNames:
@@ -131,15 +136,16 @@ class ClusterNames:
             raise ValueError(f"cannot register {name!r} in the cluster: a cluster name "
                              "cannot hold NUL characters")
         job = _Job(kind, name, pid)
+        what = f"cannot {'look up' if kind == 'lookup' else kind} the cluster name {name!r}"
         with self._cond:
             if self._closed:
-                raise StoreError(self.store.path, f"cannot {kind} the cluster name {name!r}: "
+                raise StoreError(self.store.path, f"{what}: "
                                  "the node is leaving the cluster")
             down = self._down
             if down is not None and (self._busy or self._jobs
                                      or time.monotonic() < self._retry_at):
-                raise StoreError(self.store.path, f"cannot {kind} the cluster name {name!r}: "
-                                 f"the store is out of reach ({down})")
+                raise StoreError(self.store.path, f"{what}: the store is out of reach "
+                                 f"({_why(down)})")
             self._submit(job)
         if not job.done.wait(WAIT):
             with self._cond:
@@ -149,11 +155,10 @@ class ClusterNames:
                         self._down = StoreError(self.store.path,
                                                 f"no answer within {WAIT:g}s")
                         self._retry_at = time.monotonic() + _RETRY_MAX
-                    raise StoreError(self.store.path, f"cannot {kind} the cluster name "
-                                     f"{name!r}: the store gave no answer within {WAIT:g}s")
+                    raise StoreError(self.store.path, f"{what}: the store gave no answer "
+                                     f"within {WAIT:g}s")
         if job.error is not None:
-            raise StoreError(self.store.path, f"cannot {kind} the cluster name {name!r}: "
-                             f"{job.error}")
+            raise StoreError(self.store.path, f"{what}: {_why(job.error)}")
         return job.result
 
     def _submit(self, job: _Job) -> None:
@@ -182,7 +187,7 @@ class ClusterNames:
                     self._busy = True
                 try:
                     result = self._attempt(job)
-                except (psycopg.Error, StoreError) as exc:
+                except Exception as exc:  # (the thread must outlive any failure)
                     delay = self._failed(job, exc, delay)
                     continue
                 with self._cond:
