@@ -349,6 +349,8 @@ class Node:
             await host.shutdown()
         for member in self._members:  # others take its workflows at once
             member.leave()
+        if self._router.cluster_names is not None:
+            self._router.cluster_names.close()
         if self._router.remote is not None:
             self._router.remote.close()
         self._close_workflow_stores()
@@ -555,13 +557,14 @@ class Node:
             member.on_drain = self.drain  # a drain asked from outside drains every member
             self._members.append(member)
             if first:
-                from .cluster import Remote
+                from .cluster import ClusterNames, Remote
 
                 remote = Remote(self._router, member)
                 self._router.remote = remote
-                self._router.cluster_names = member.pg
+                self._router.cluster_names = ClusterNames(member)
                 member.on_remote = remote.receive
                 member.on_gone = remote.node_gone
+                member.on_live = remote.set_live
             assert self._nursery is not None
             await self._nursery.start(member.run)
         await self._add_host(host)
@@ -616,6 +619,8 @@ class Node:
         store, and would fail on a closed one), then close what opened."""
         for member in self._members:
             member.leave()
+        if self._router.cluster_names is not None:
+            self._router.cluster_names.close()
         self._close_workflow_stores()
 
     def _close_workflow_stores(self) -> None:

@@ -97,7 +97,8 @@ class Router:
 
     def lookup(self, name: str) -> Pid | None:
         """The pid registered under ``name`` (or running a service of that entry id);
-        in a cluster, then the cluster's names."""
+        in a cluster, then the cluster's names (``StoreError`` if the store does not
+        answer: ``cluster/_names.py``)."""
         if type(name) is not str:
             if not isinstance(name, str):
                 raise TypeError(f"lookup() takes a registered name (a str), got "
@@ -153,7 +154,8 @@ class Router:
         self.registry[name] = pid
 
     def unregister(self, name: str, pid: Pid) -> None:
-        """Release ``name`` if ``pid`` holds it."""
+        """Release ``name`` if ``pid`` holds it (a process's exit calls this: it never
+        raises, and a cluster name's release never waits on a store out of reach)."""
         if self.registry.get(name) == pid:
             del self.registry[name]
         if self._cluster_held.get(name) == pid:
@@ -226,7 +228,7 @@ class Router:
     def caller_of(self, pid: Pid) -> Caller | None:
         remote = self.remote
         if remote is not None and remote.node_of(pid) is not None:
-            peer: Caller = remote.peer(pid)
+            peer: Caller | None = remote.callee(pid)  # (None: its node is gone)
             return peer
         host = self.hosts.get(pid.host)
         if host is None:

@@ -176,7 +176,9 @@ def register(name: str, scope: str = "node") -> None:
 
     ``scope="cluster"`` (on a node of a cluster): unique across the cluster's nodes,
     and found by ``lookup`` and ``send`` on any of them (local names first); also
-    released when the holder's node is lost."""
+    released when the holder's node is lost. While the store is out of reach it raises
+    ``StoreError`` (as does a ``lookup`` that must ask the store), and a holder's exit
+    does not wait: its name is released once the store answers again."""
     if scope not in ("node", "cluster"):
         raise ValueError(f"process.register(scope={scope!r}): expected 'node' or 'cluster'")
     current_runtime("process.register()").register(name, scope)

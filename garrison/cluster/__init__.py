@@ -5,6 +5,7 @@ owners, fencing); :class:`ClusterMember` is a node's side of it."""
 
 from ..persistence._pg_cluster import ClusterNode
 from ._member import ClusterMember
+from ._names import ClusterNames
 from ._remote import Remote
 
-__all__ = ["ClusterMember", "ClusterNode", "Remote"]
+__all__ = ["ClusterMember", "ClusterNames", "ClusterNode", "Remote"]

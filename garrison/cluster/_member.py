@@ -83,8 +83,14 @@ class ClusterMember:
         self._held: set[str] = set()
         #: other nodes' messages for this node's processes, and who acts on them
         self.on_remote: Callable[[list[str]], None] | None = None
-        #: a node that was live is gone (lost or left): ``(name, pid prefix)``
+        #: a node that was live is gone (lost or left): ``(name, pid prefix)``; also
+        #: told of a node asked about (:meth:`check`) that is not live
         self.on_gone: Callable[[str, str | None], None] | None = None
+        #: the live nodes changed: their ``(name, pid prefix)``s now
+        self.on_live: Callable[[set[tuple[str, str | None]]], None] | None = None
+        #: nodes (``(name, pid prefix)``) the trio side asks about (:meth:`check`)
+        self._asked: set[tuple[str, str]] = set()
+        self._live_keys: set[tuple[str, str | None]] | None = None
         #: told when this member starts draining, whoever asked (the node drains its
         #: other members too, so that ``Node.drained`` returns)
         self.on_drain: Callable[[], None] | None = None
@@ -202,6 +208,15 @@ class ClusterMember:
         """The instance ``wf`` stopped because of ``exc`` (see ``_ownership.moved``)."""
         moved(self.host, wf, exc)
 
+    def check(self, key: tuple[str, str]) -> None:
+        """Ask whether the node ``key`` (``(name, pid prefix)``: a plain pid's node
+        incarnation) is live: the next round (at once) tells ``on_gone`` if it is not."""
+        with self._lock:
+            if key in self._asked:
+                return
+            self._asked.add(key)
+        self.poke()
+
     def poke(self) -> None:
         """Make the membership thread run a round now."""
         try:
@@ -250,6 +265,8 @@ class ClusterMember:
                         self.host.queue.poke()
                     elif kind == "released":
                         self.drained.set()
+                    elif kind == "live" and self.on_live is not None:
+                        self.on_live(data)
                     elif kind == "gone" and self.on_gone is not None:
                         for name, prefix in data:
                             self.on_gone(name, prefix)
@@ -529,7 +546,18 @@ class ClusterMember:
             log.warning("node %s: nodes lost (lease lapsed): %s", self.name,
                         ", ".join(n for _e, n in lost))
             self._post("lost", lost)
-        live = pg.live_epochs()
+        with self._lock:  # asked before the live nodes are read: a node that joined
+            asked, self._asked = self._asked, set()  # since is found live
+        try:
+            live = pg.live_epochs()
+        except BaseException:
+            with self._lock:
+                self._asked |= asked
+            raise
+        keys = {(str(info.get("name")), info.get("prefix")) for info in live.values()}
+        if keys != self._live_keys:
+            self._live_keys = keys
+            self._post("live", keys)
         lefts = [info["left"] for epoch, info in live.items() if epoch != pg.epoch]
         soonest = min(lefts) if lefts else float("inf")
         if soonest <= 0:  # lapsed, not marked yet (a write of it in flight): soon again
@@ -537,6 +565,7 @@ class ClusterMember:
         self._expiry = time.monotonic() + soonest
         gone = [(info.get("name"), info.get("prefix")) for epoch, info in self._live.items()
                 if epoch not in live and epoch != pg.epoch]
+        gone += [key for key in asked if key not in keys and key not in gone]
         self._live = live
         if gone:
             self._post("gone", gone)

@@ -11,16 +11,30 @@ node that is down. Payloads cross as JSON (as for workflows): the receiver sees 
 JSON values.
 
 A remote process is represented locally by a :class:`_Peer`: the callee of a call to it
-(its ``callers`` hold the local callers waiting) and the caller a reply to it goes
-to. When a node is lost (its lease lapsed, or it left), every local process that
+(its ``callers`` hold the local callers waiting; it is kept in ``peers`` only while
+one waits) and the caller a reply to it goes to. Links and monitors across nodes are
+kept on both sides: ``watching`` (remote pid -> the local pids monitoring it),
+``watched_by`` (remote pid -> the local pids it monitors) and ``linked`` (remote pid
+-> the local pids linked to it, whichever side made the link); an entry goes when the
+link or monitor ends, so nothing of a dead process stays behind.
+
+When a node is lost (its lease lapsed, or it left), every local process that
 monitors one of its processes gets ``EXIT`` with reason ``noconnection``, every link
-to one acts as a linked failure ``noconnection``, and calls waiting on one fail.
+to one acts as a linked failure ``noconnection`` (made from either side), calls
+waiting on one fail, and its processes' monitors of local processes are dropped. A
+node incarnation (``(name, pid prefix)``) is ``live`` (the membership thread's last
+view), ``gone`` (lost or left while this node ran, or found not live when asked), or
+not known yet: then the membership thread is asked (``ClusterMember.check``), and an
+operation made meanwhile is settled as above if the node is not live. A pid of a
+gone node is a dead pid: a send to it is a dead letter, a monitor gets ``EXIT``
+``noproc`` at once, a link acts as a linked failure ``noproc``, a call fails at once.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections import OrderedDict
 from typing import Any
 
 import outcome
@@ -37,6 +51,8 @@ log = logging.getLogger("garrison.cluster")
 
 #: NOTIFY payloads must stay under 8000 bytes
 _NOTIFY_MAX = 7900
+#: how many gone node incarnations are remembered
+_GONE_MEMORY = 10_000
 
 
 def noconnection(pid: Pid, node: str) -> ErrorInfo:
@@ -65,6 +81,32 @@ def _error_plain(error: ErrorInfo | None) -> Any:
     return {"type": error.type, "message": error.message, "traceback": error.traceback}
 
 
+class _Waiting(dict[int, Caller]):
+    """A :class:`_Peer`'s ``callers``: the local callers waiting on it. The peer is in
+    ``Remote.peers`` (where a lost node's calls are failed) while one waits, and no
+    longer (a call ends with ``pop``, ``Caller.exchange``)."""
+
+    __slots__ = ("peer",)
+
+    def __init__(self, peer: _Peer) -> None:
+        super().__init__()
+        self.peer = peer
+
+    def __setitem__(self, ref: int, caller: Caller) -> None:
+        super().__setitem__(ref, caller)
+        peer = self.peer
+        peer.remote.peers[peer.pid] = peer
+
+    def pop(self, ref: int, default: Any = None) -> Any:
+        value = super().pop(ref, default)
+        if not self:
+            peer = self.peer
+            peers = peer.remote.peers
+            if peers.get(peer.pid) is peer:
+                del peers[peer.pid]
+        return value
+
+
 class _Peer(Caller):
     """A process of another node, seen from here (see the module docs)."""
 
@@ -75,7 +117,7 @@ class _Peer(Caller):
         self.node = remote.router
         self.pid = pid
         self.calls = None
-        self.callers = None
+        self.callers = _Waiting(self)
 
     def deliver(self, msg: Message) -> None:
         """A request of a call (or a message) for the remote process."""
@@ -103,10 +145,16 @@ class Remote:
         self.member = member
         self.name: str = member.name
         self._conn: psycopg.Connection[Any] | None = None
+        #: remote callees some local caller waits on
         self.peers: dict[Pid, _Peer] = {}
-        #: remote pid -> local pids monitoring it / linked to it
+        #: remote pid -> local pids monitoring it / it monitors / linked to it
         self.watching: dict[Pid, set[Pid]] = {}
+        self.watched_by: dict[Pid, set[Pid]] = {}
         self.linked: dict[Pid, set[Pid]] = {}
+        #: the live node incarnations ``(name, pid prefix)`` (the membership thread's
+        #: last view), and those that went (lost or left), latest last
+        self.live: set[tuple[str, str | None]] = set()
+        self.gone: OrderedDict[tuple[str, str], None] = OrderedDict()
 
     # ------------------------------------------------------------ routing
     def node_of(self, pid: Pid) -> str | None:
@@ -124,10 +172,59 @@ class Remote:
         return node
 
     def peer(self, pid: Pid) -> _Peer:
+        """The callee (or the caller to reply to) ``pid``."""
         peer = self.peers.get(pid)
         if peer is None:
-            peer = self.peers[pid] = _Peer(self, pid)
+            peer = _Peer(self, pid)  # (kept in ``peers`` while a caller waits on it)
         return peer
+
+    def callee(self, pid: Pid) -> _Peer | None:
+        """``pid`` as a callee; ``None`` if its node is gone (a dead pid)."""
+        return None if self._gone(pid) else self.peer(pid)
+
+    @staticmethod
+    def _key(pid: Pid) -> tuple[str, str]:
+        """The node incarnation of a plain pid: ``(node name, pid prefix)``."""
+        ident, _, node = pid.id.rpartition("@")
+        return node, ident.partition(".")[0] + "."
+
+    def _gone(self, pid: Pid) -> bool:
+        """True if ``pid``'s node is gone (lost or left). A node not known to be live
+        is asked about (the answer comes as :meth:`node_gone` if it is not)."""
+        key = self._key(pid)
+        if key in self.live:
+            return False
+        if key in self.gone:
+            return True
+        check = getattr(self.member, "check", None)
+        if check is not None:
+            check(key)
+        return False
+
+    def set_live(self, live: set[tuple[str, str | None]]) -> None:
+        """The membership thread's view of the live nodes changed."""
+        self.live = live
+        for name, prefix in live:
+            if prefix is not None:  # (a node whose lease lapsed joined again)
+                self.gone.pop((name, prefix), None)
+
+    def _kept(self, remote: Pid, local: Pid) -> bool:
+        """True if a link or monitor between ``remote`` and ``local`` that the other
+        node made is kept here: both are plain processes (a workflow's links and
+        monitors go through the store, and it moves)."""
+        if self.node_of(remote) is None:
+            return False
+        router = self.router
+        host = router.hosts.get(router.aliases.get(local.host, local.host))
+        return host is not None and not host.durable
+
+    @staticmethod
+    def _forget(table: dict[Pid, set[Pid]], remote: Pid, local: Pid) -> None:
+        locals_ = table.get(remote)
+        if locals_ is not None:
+            locals_.discard(local)
+            if not locals_:
+                del table[remote]
 
     # ------------------------------------------------------------ sending
     def post(self, to: Pid, body: dict[str, Any]) -> bool:
@@ -167,6 +264,8 @@ class Remote:
         self._conn = None
 
     def send(self, sender: Pid | None, to: Pid, msg: Message) -> bool:
+        if self._gone(to):
+            return False  # a dead pid: a dead letter
         text = to_json(msg.payload, what=f"the payload of message {msg.topic!r} to {to} "
                                          "(on another node)")
         return self.post(to, {"k": "msg", "to": str(to), "from": None if sender is None
@@ -174,33 +273,40 @@ class Remote:
                               "ref": msg.call_ref})
 
     def deliver_event(self, to: Pid, event: Event) -> None:
-        if event.kind is EventKind.EXIT:
-            watchers = self.watching.get(event.pid)
-            if watchers is not None:
-                watchers.discard(to)
+        if event.kind is EventKind.EXIT:  # that monitor is spent
+            self._forget(self.watched_by, to, event.pid)
         self.post(to, {"k": "event", "to": str(to), "kind": str(event.kind),
                        "pid": str(event.pid), "r": _plain(event.result),
                        "error": _error_plain(event.error)})
 
     def linked_exit(self, target: Pid, dead: Pid, error: ErrorInfo | None) -> None:
+        self._forget(self.linked, target, dead)
         self.post(target, {"k": "linked_exit", "target": str(target), "dead": str(dead),
                            "error": _error_plain(error)})
 
     def link(self, target: Pid, other: Pid) -> bool:
+        if self._gone(target):
+            return False  # a dead pid: a linked failure noproc
+        if not self.post(target, {"k": "link", "target": str(target), "other": str(other)}):
+            return False
         self.linked.setdefault(target, set()).add(other)
-        return self.post(target, {"k": "link", "target": str(target), "other": str(other)})
+        return True
 
     def unlink(self, target: Pid, other: Pid) -> None:
-        self.linked.get(target, set()).discard(other)
+        self._forget(self.linked, target, other)
         self.post(target, {"k": "unlink", "target": str(target), "other": str(other)})
 
     def monitor(self, target: Pid, watcher: Pid) -> bool:
+        if self._gone(target):
+            return False  # a dead pid: EXIT noproc at once
+        if not self.post(target, {"k": "monitor", "target": str(target),
+                                  "watcher": str(watcher)}):
+            return False
         self.watching.setdefault(target, set()).add(watcher)
-        return self.post(target, {"k": "monitor", "target": str(target),
-                                  "watcher": str(watcher)})
+        return True
 
     def demonitor(self, target: Pid, watcher: Pid) -> None:
-        self.watching.get(target, set()).discard(watcher)
+        self._forget(self.watching, target, watcher)
         self.post(target, {"k": "demonitor", "target": str(target), "watcher": str(watcher)})
 
     def stop(self, target: Pid, by: Pid | None, kill: bool) -> None:
@@ -256,27 +362,41 @@ class Remote:
                           _error(body["error"]))
             to = Pid.parse(body["to"])
             if event.kind is EventKind.EXIT:
-                watchers = self.watching.get(event.pid)
-                if watchers is not None:
-                    watchers.discard(to)
+                self._forget(self.watching, event.pid, to)
             router.deliver_event(to, event)
         elif kind == "linked_exit":
             dead = Pid.parse(body["dead"])
             target = Pid.parse(body["target"])
-            self.linked.get(dead, set()).discard(target)
+            self._forget(self.linked, dead, target)
             router.linked_exit(target, dead, _error(body["error"]))
         elif kind == "monitor":
             target, watcher = Pid.parse(body["target"]), Pid.parse(body["watcher"])
-            if not router.monitor(target, watcher):
+            plain = self._kept(watcher, target)
+            if plain and self._key(watcher) in self.gone:
+                return  # its node went since it asked: nobody to tell
+            if router.monitor(target, watcher):
+                if plain:
+                    self.watched_by.setdefault(watcher, set()).add(target)
+            else:
                 self.deliver_event(watcher, Event(EventKind.EXIT, target, None, noproc(target)))
         elif kind == "demonitor":
-            router.demonitor(Pid.parse(body["target"]), Pid.parse(body["watcher"]))
+            target, watcher = Pid.parse(body["target"]), Pid.parse(body["watcher"])
+            self._forget(self.watched_by, watcher, target)
+            router.demonitor(target, watcher)
         elif kind == "link":
             target, other = Pid.parse(body["target"]), Pid.parse(body["other"])
-            if not router.link(target, other):
+            plain = self._kept(other, target)
+            if plain and self._key(other) in self.gone:
+                return  # its node went since it asked: as if it had ended before
+            if router.link(target, other):
+                if plain:  # two-way: kept here too, so that a lost node's links act here
+                    self.linked.setdefault(other, set()).add(target)
+            else:
                 self.linked_exit(other, target, noproc(target))
         elif kind == "unlink":
-            router.unlink(Pid.parse(body["target"]), Pid.parse(body["other"]))
+            target, other = Pid.parse(body["target"]), Pid.parse(body["other"])
+            self._forget(self.linked, other, target)
+            router.unlink(target, other)
         elif kind in ("kill", "cancel"):
             target = Pid.parse(body["target"])
             by = None if body["by"] is None else Pid.parse(body["by"])
@@ -291,7 +411,14 @@ class Remote:
     # ------------------------------------------------------------ losing a node
     def node_gone(self, name: str, prefix: str | None) -> None:
         """Node ``name`` (its pids start with ``prefix``) was lost or left: monitors of
-        its processes get ``EXIT`` ``noconnection``, links act, calls fail."""
+        its processes get ``EXIT`` ``noconnection``, links (made from either side) act,
+        calls fail, its processes' monitors of local ones go; its pids are dead pids
+        from now on (until it is seen live again: a lapsed lease, joined again)."""
+        if prefix is not None and (name, prefix) not in self.live:
+            self.gone[(name, prefix)] = None
+            self.gone.move_to_end((name, prefix))
+            while len(self.gone) > _GONE_MEMORY:
+                self.gone.popitem(last=False)
 
         def gone(pid: Pid) -> bool:
             if pid.id.rpartition("@")[2] != name:
@@ -302,6 +429,9 @@ class Remote:
             for watcher in self.watching.pop(pid):
                 self.router.deliver_event(watcher, Event(EventKind.EXIT, pid, None,
                                                          noconnection(pid, name)))
+        for pid in [p for p in self.watched_by if gone(p)]:
+            for target in self.watched_by.pop(pid):
+                self.router.demonitor(target, pid)
         for pid in [p for p in self.linked if gone(p)]:
             for local in self.linked.pop(pid):
                 self.router.linked_exit(local, pid, noconnection(pid, name))

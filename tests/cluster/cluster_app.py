@@ -91,13 +91,24 @@ async def beat() -> None:
 
 async def echo() -> None:
     """A plain process known to the whole cluster as ``echo``: a ``call`` is answered
-    with its payload, a ``send`` goes back to its sender, ``slow`` is never answered."""
+    with its payload, a ``send`` goes back to its sender, ``slow`` is never answered;
+    a call ``linker`` starts a :func:`linker` and answers its pid."""
     process.register("echo", scope="cluster")
     async for msg in process.inbox():
         if msg.topic == "call":
             await msg.reply(msg.payload)
         elif msg.topic == "send" and msg.sender is not None:
             await process.send(msg.sender, "echo", msg.payload)
+        elif msg.topic == "linker":
+            await msg.reply(str(await process.spawn(linker)))
+
+
+async def linker() -> None:
+    """Links to and monitors the pid each call ``link`` names, then answers."""
+    async for msg in process.inbox():
+        process.link(msg.payload)
+        process.monitor(msg.payload)
+        await msg.reply("linked")
 
 
 async def ends_on_a_message() -> object:

@@ -1,0 +1,258 @@
+"""Plain processes of a cluster's nodes: cluster names during a store outage, links and
+monitors across nodes when a node is lost, pids of nodes no longer in the cluster, and
+the bookkeeping of remote processes (garrison/cluster/_remote.py, _names.py)."""
+
+from __future__ import annotations
+
+import itertools
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "cluster"))
+
+import _postgres
+from harness import Node
+
+import garrison
+from garrison import EventKind, Pid, ProcessError, StoreError, process
+from garrison.persistence import PostgresStore
+
+LEASE = 1.0
+
+
+@pytest.fixture
+def nodes() -> Iterator[list[Node]]:
+    started: list[Node] = []
+    yield started
+    for node in started:
+        node.stop()
+
+
+@pytest.fixture
+def own_server(postgres_server: Any) -> Iterator[Any]:
+    """A PostgreSQL server of the test's own (it is stopped and started again)."""
+    server = _postgres.start()
+    try:
+        yield server
+    finally:
+        _postgres.stop(server)
+
+
+async def test_a_cluster_name_holder_ending_during_an_outage_stalls_and_stops_nothing(
+        own_server: Any) -> None:
+    """A process holding a cluster name ended while the server was down: its exit
+    released the name with the store's reads, retried for ``retry_for`` on the event
+    loop's thread (the whole node stood still), then the StoreError escaped the exit,
+    its monitor got no EXIT and the node died. Now the exit neither waits nor fails
+    (the release lands once the store is back); a lookup or register of a cluster
+    name during the outage fails at once with StoreError."""
+    url = _postgres.create_db(own_server, "names_outage")
+    store = PostgresStore(url, retry_for=10)
+    ticks: list[float] = []
+
+    async def ticker() -> None:
+        while True:
+            ticks.append(time.monotonic())
+            await trio.sleep(0.05)
+
+    async def holder() -> str:
+        process.register("held", scope="cluster")
+        await process.inbox().receive()
+        return "ended"
+
+    async def watcher(pid: garrison.Pid) -> tuple[object, object]:
+        process.monitor(pid)
+        ev = await process.events().receive()
+        return ev.kind, ev.result
+
+    async def ask(what: str) -> str:
+        try:
+            if what == "lookup":
+                process.lookup("held-elsewhere")
+            else:
+                process.register(what, scope="cluster")
+        except StoreError as exc:
+            return "StoreError: " + str(exc)
+        return "ok"
+
+    async with garrison.open_node(store=store, name="a", lease="20s") as node, \
+            trio.open_nursery() as nursery:
+        h = await node.spawn(holder)
+        w = await node.spawn(watcher, h)
+        await trio.sleep(0.2)
+        await trio.to_thread.run_sync(_postgres.pause, own_server)
+        try:
+            nursery.start_soon(ticker)
+            await node.send(h, "end", None)
+            with trio.fail_after(30):
+                assert await node.wait(w) == (EventKind.EXIT, "ended")
+                assert await node.wait(h) == "ended"
+                looked = await node.wait(await node.spawn(ask, "lookup"))
+                took = await node.wait(await node.spawn(ask, "fresh"))
+            assert looked.startswith("StoreError: ") and "held-elsewhere" in looked, looked
+            assert took.startswith("StoreError: ") and "'fresh'" in took, took
+            await trio.sleep(0.3)
+            gaps = [b - a for a, b in itertools.pairwise(ticks)]
+            assert max(gaps) < 5, gaps  # (the store's retry_for is 10 s)
+        finally:
+            await trio.to_thread.run_sync(_postgres.resume, own_server)
+        # the release landed once the store was back: the name is free again
+        with trio.fail_after(30):
+            while await node.wait(await node.spawn(ask, "held")) != "ok":
+                await trio.sleep(0.2)
+        nursery.cancel_scope.cancel()
+
+
+async def test_links_and_monitors_made_from_a_lost_node_act_on_this_side(
+        postgres_url: str, nodes: list[Node]) -> None:
+    """A process of node a linked to (and monitored) a process of this node, then a was
+    killed: links are two-way, so this side's process gets LINK_DOWN noconnection (it
+    traps links), and forgets the dead pid as a link and as a monitor. Only links this
+    side had made acted: it got nothing and kept the dead pid for ever."""
+    a = Node.start(postgres_url, "a", LEASE, echo=True)
+    nodes.append(a)
+    async with garrison.open_node(store=postgres_url, name="t", lease=LEASE) as node:
+        got: list[tuple[object, object, object]] = []
+
+        async def trapper() -> None:
+            process.set_options(trap_links=True)
+            async for ev in process.events():
+                got.append((ev.kind, ev.pid, ev.error.type if ev.error else None))
+
+        async def watched() -> None:
+            await trio.sleep_forever()
+
+        t = await node.spawn(trapper)
+        m = await node.spawn(watched)
+        linker = Pid.parse(await node.call("echo", "linker", None))
+        assert linker.id.endswith("@a"), linker
+        assert await node.call(linker, "link", str(t)) == "linked"
+        with trio.fail_after(10):  # (the link went before the reply, on one channel)
+            while linker not in node.process_info(t).links:
+                await trio.sleep(0.01)
+        info = node.process_info(t)
+        assert linker in info.monitored_by
+        a.kill()
+        with trio.fail_after(2 * LEASE + 10):
+            while not got:
+                await trio.sleep(0.02)
+        assert got == [(EventKind.LINK_DOWN, linker, "noconnection")]
+        info = node.process_info(t)
+        assert info.alive and info.links == frozenset() and info.monitored_by == frozenset()
+        assert node.process_info(m).monitored_by == frozenset()
+        remote = node._router.remote
+        assert (remote.linked, remote.watched_by) == ({}, {})
+
+
+async def test_a_pid_of_a_node_no_longer_in_the_cluster_is_a_dead_pid(
+        postgres_url: str) -> None:
+    """A monitor, link, call or send to a plain pid of a node that left (or was lost)
+    never completed: no EXIT, no linked failure, a call waited out its timeout, a send
+    was not a dead letter. Now: on a node that saw it leave, and on one that started
+    after it had left (it asks the store), the monitor gets EXIT, the link acts (noproc,
+    or noconnection if asked while the node still looked live), the call fails with
+    ProcessError, and a send is a dead letter."""
+
+    async def idle() -> None:
+        await trio.sleep_forever()
+
+    async def watch(target: Pid, how: str) -> tuple[object, object]:
+        process.set_options(trap_links=True)
+        (process.monitor if how == "monitor" else process.link)(target)
+        ev = await process.events().receive()
+        return ev.kind, ev.error.type if ev.error else None
+
+    async def check(node: Any, gone: Pid) -> None:
+        with trio.fail_after(30):
+            kind, why = await node.wait(await node.spawn(watch, gone, "monitor"))
+            assert kind is EventKind.EXIT and why in ("noproc", "noconnection"), (kind, why)
+            kind, why = await node.wait(await node.spawn(watch, gone, "link"))
+            assert kind is EventKind.LINK_DOWN and why in ("noproc", "noconnection")
+            with pytest.raises(ProcessError, match=r"noproc|noconnection"):
+                await node.call(gone, "x", 1, timeout="60s")
+        before = node.stats()["dead_letters"]
+        await node.send(gone, "x", 1)
+        assert node.stats()["dead_letters"] == before + 1
+
+    async with garrison.open_node(store=postgres_url, name="b", lease=LEASE) as b:
+        async with garrison.open_node(store=postgres_url, name="c", lease=LEASE) as c:
+            gone = await c.spawn(idle)
+        await check(b, gone)
+        async with garrison.open_node(store=postgres_url, name="d", lease=LEASE) as d:
+            await check(d, gone)
+
+
+async def test_nothing_of_remote_processes_that_ended_stays_behind(postgres_url: str) -> None:
+    """Monitoring, linking to and calling many short-lived processes of another node
+    left one entry per remote pid behind (a monitor's empty set, a callee's peer) on
+    both nodes."""
+
+    async def short() -> None:
+        msg = await process.inbox().receive()
+        await msg.reply("hi")
+
+    async with garrison.open_node(store=postgres_url, name="a", lease="5s") as a, \
+            garrison.open_node(store=postgres_url, name="b", lease="5s") as b:
+
+        async def user() -> int:
+            process.set_options(trap_links=True)
+            for _ in range(30):
+                p = await a.spawn(short)
+                process.monitor(p)
+                process.link(p)
+                assert await process.call(p, "q", timeout="10s") == "hi"
+                ev = await process.events().receive(timeout=10)
+                assert ev is not None and ev.kind is EventKind.EXIT and ev.ok, ev
+            return 30
+
+        def left(node: Any) -> dict[str, int]:
+            remote = node._router.remote
+            tables = {"watching": remote.watching,
+                      "watched_by": getattr(remote, "watched_by", {}),  # (new: incoming)
+                      "linked": remote.linked, "peers": remote.peers}
+            return {name: len(table) for name, table in tables.items() if table}
+
+        with trio.fail_after(60):
+            assert await b.wait(await b.spawn(user)) == 30
+        with trio.move_on_after(10):  # (the last linked exit may still be on its way)
+            while left(a) or left(b):
+                await trio.sleep(0.02)
+        assert (left(a), left(b)) == ({}, {})
+
+
+async def test_a_cluster_name_is_free_when_its_holders_exit_reaches_another_node(
+        postgres_url: str) -> None:
+    """The release of a cluster name runs off the event loop now; while the store
+    answers, it still lands before the holder's EXIT leaves its node, so a process of
+    another node that takes the name on that EXIT gets it."""
+
+    async def holder(name: str) -> None:
+        process.register(name, scope="cluster")
+        await process.inbox().receive()
+
+    async def taker(pid: Pid, name: str) -> str:
+        process.monitor(pid)
+        ev = await process.events().receive()
+        assert ev.kind is EventKind.EXIT
+        process.register(name, scope="cluster")
+        return "took"
+
+    async with garrison.open_node(store=postgres_url, name="a", lease="5s") as a, \
+            garrison.open_node(store=postgres_url, name="b", lease="5s") as b:
+        for i in range(10):
+            name = f"solo-{i}"
+            h = await a.spawn(holder, name)
+            with trio.fail_after(10):
+                while b.lookup(name) != h:
+                    await trio.sleep(0.01)
+            t = await b.spawn(taker, h, name)
+            await trio.sleep(0.05)  # (its monitor reached a)
+            await a.send(h, "end", None)
+            with trio.fail_after(10):
+                assert await b.wait(t) == "took"
