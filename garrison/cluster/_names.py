@@ -250,29 +250,13 @@ class ClusterNames:
     def _run(self, job: _Job) -> str | None:
         conn = self._conn
         if conn is None or conn.closed or conn.broken:
-            conn = self._conn = self.store._connect("names")
-        s = self.pg._s
+            conn = self._conn = self.pg.names_connection()
         if job.kind == "lookup":
-            row = conn.execute(
-                f"SELECT m.pid FROM {s}.names m JOIN {s}.nodes n ON n.epoch = m.epoch "
-                "WHERE m.name = %s AND n.status IN ('active', 'draining')",
-                (job.name,)).fetchone()
-            return None if row is None else str(row[0])
+            return self.pg.lookup_name(conn, job.name)
         if job.kind == "release":
-            conn.execute(f"DELETE FROM {s}.names WHERE name = %s AND pid = %s",
-                         (job.name, job.pid))
+            self.pg.unregister_name(conn, job.name, job.pid)
             return None
-        row = conn.execute(
-            f"WITH t AS (INSERT INTO {s}.names (name, pid, epoch) VALUES (%s, %s, %s) "
-            "ON CONFLICT (name) DO UPDATE SET pid = EXCLUDED.pid, epoch = EXCLUDED.epoch "
-            "WHERE names.pid = EXCLUDED.pid OR NOT EXISTS (SELECT 1 FROM "
-            f"{s}.nodes n WHERE n.epoch = names.epoch AND n.status IN ('active', 'draining')) "
-            f"RETURNING 1) SELECT (SELECT count(*) FROM t), "
-            f"(SELECT pid FROM {s}.names WHERE name = %s)",
-            (job.name, job.pid, self.pg.epoch, job.name)).fetchone()
-        assert row is not None
-        taken, holder = row
-        return None if taken else str(holder)
+        return self.pg.register_name(conn, job.name, job.pid)
 
     def _drop_connection(self) -> None:
         conn, self._conn = self._conn, None

@@ -475,30 +475,36 @@ class PgCluster:
             self.notify()
 
     # -- cluster names ----------------------------------------------------------------
-    def register_name(self, name: str, pid: str) -> str | None:
+    # (run by ``garrison.cluster._names`` on a connection of its own, off the trio
+    # thread and without the reader's retries: a statement that fails raises)
+    def names_connection(self) -> Any:
+        """A new connection for the cluster's names."""
+        return self.store._connect("names")
+
+    def register_name(self, conn: Any, name: str, pid: str) -> str | None:
         """Take ``name`` for ``pid`` unless a live node's process holds it; ``None`` on
         success, else the holder's pid."""
         s = self._s
-        rows = self.store._query(
+        row = conn.execute(
             f"WITH t AS (INSERT INTO {s}.names (name, pid, epoch) VALUES (%s, %s, %s) "
             "ON CONFLICT (name) DO UPDATE SET pid = EXCLUDED.pid, epoch = EXCLUDED.epoch "
             "WHERE names.pid = EXCLUDED.pid OR NOT EXISTS (SELECT 1 FROM "
             f"{s}.nodes n WHERE n.epoch = names.epoch AND n.status IN ('active', 'draining')) "
             f"RETURNING 1) SELECT (SELECT count(*) FROM t), "
-            f"(SELECT pid FROM {s}.names WHERE name = %s)", (name, pid, self.epoch, name))
-        taken, holder = rows[0]
+            f"(SELECT pid FROM {s}.names WHERE name = %s)",
+            (name, pid, self.epoch, name)).fetchone()
+        taken, holder = row
         return None if taken else str(holder)
 
-    def unregister_name(self, name: str, pid: str) -> None:
-        self.store._query(f"DELETE FROM {self._s}.names WHERE name = %s AND pid = %s",
-                          (name, pid))
+    def unregister_name(self, conn: Any, name: str, pid: str) -> None:
+        conn.execute(f"DELETE FROM {self._s}.names WHERE name = %s AND pid = %s", (name, pid))
 
-    def lookup_name(self, name: str) -> str | None:
+    def lookup_name(self, conn: Any, name: str) -> str | None:
         """The pid holding ``name`` on a live node, or ``None``."""
-        rows = self.store._query(
+        row = conn.execute(
             f"SELECT m.pid FROM {self._s}.names m JOIN {self._s}.nodes n ON n.epoch = m.epoch "
-            "WHERE m.name = %s AND n.status IN ('active', 'draining')", (name,))
-        return str(rows[0][0]) if rows else None
+            "WHERE m.name = %s AND n.status IN ('active', 'draining')", (name,)).fetchone()
+        return None if row is None else str(row[0])
 
     # -- node-to-node messages ----------------------------------------------------------
     def node_channel(self, name: str) -> str:
