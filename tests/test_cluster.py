@@ -1556,8 +1556,10 @@ async def test_a_parent_and_its_children_spread_over_nodes(postgres_url: str,
     import trio
 
     n = 6
-    async with garrison.open_node(store=postgres_url, name="b", lease=LEASE) as b, \
-            garrison.open_node(store=postgres_url, name="c", lease=LEASE):
+    # (room for four each: neither takes all seven)
+    async with garrison.open_node(store=postgres_url, name="b", lease=LEASE,
+                                  max_concurrent=4) as b, \
+            garrison.open_node(store=postgres_url, name="c", lease=LEASE, max_concurrent=4):
         async with garrison.open_node(store=postgres_url, name="a", lease=LEASE) as a:
             await a.start_workflow(cluster_app.parent_of, n, id="p")
             with trio.fail_after(10):
