@@ -73,7 +73,11 @@ def open_store(path: str, *, readonly: bool = False) -> Any:
     one of another schema version is a :class:`ToolError` (code 2)."""
     from .persistence import SQLiteStore
     from .persistence import open_store as open_any
+    from .persistence._file import keyword_dsn
 
+    dsn = keyword_dsn(path)
+    if dsn is not None:
+        raise ToolError(dsn, 2)
     if not path.strip() or path == ":memory:" or path.startswith("file:"):
         # SQLiteStore refuses these with a ValueError: a tool has no in-memory store
         raise ToolError(f"store {path!r}: expected a SQLite file or a "

@@ -11,6 +11,11 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
+import garrison
+import garrison.persistence
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -706,6 +711,34 @@ def test_store_after_the_verb_on_the_command_line(tmp_path: Path) -> None:
     assert missing.stderr.splitlines()[-1] == (
         "garrison schedules: error: the following arguments are required: --store (before "
         "or after the command)")
+
+
+def test_a_libpq_keyword_string_as_a_store_is_refused_without_its_password(
+        capsys, tmp_path, monkeypatch) -> None:
+    """``host=db password=...`` is no file path: taken as one, it made a SQLite file
+    named after it, password and all. Refused, the password masked, on the command
+    line, in the API and in a config."""
+    from garrison._cli import build_parser
+    from garrison.config import check_config
+
+    monkeypatch.chdir(tmp_path)
+    dsn = "host=db user=app password=s3cret dbname=orders"
+    for command in (["workflows", "list"], ["schedules", "list"]):
+        args = build_parser().parse_args([*command, "--store", dsn])
+        assert args.func(args) == 2
+        _, err = capsys.readouterr()
+        assert "libpq keyword string" in err and "postgresql://" in err, err
+        assert "s3cret" not in err and err.count("\n") == 1, err
+    with pytest.raises(ValueError, match="libpq keyword string") as info:
+        garrison.persistence.open_store(dsn)
+    assert "s3cret" not in str(info.value)
+    (tmp_path / "app.yaml").write_text(
+        'version: "1.0"\nnamespace: app\nentries:\n'
+        f"  - {{name: w, kind: workflow.host, store: '{dsn}'}}\n")
+    problems = check_config(tmp_path / "app.yaml")
+    assert len(problems) == 1 and "libpq keyword string" in problems[0], problems
+    assert "s3cret" not in problems[0]
+    assert list(tmp_path.iterdir()) == [tmp_path / "app.yaml"]  # no file made
 
 
 def test_a_store_that_names_no_file_is_one_line_and_exit_2(capsys) -> None:

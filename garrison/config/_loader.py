@@ -327,6 +327,11 @@ def store_path(store: str, base_dir: Path | None) -> str:
     if store == ":memory:" or store.startswith("file:"):
         raise ValueError(f"expected a file path, not an SQLite name ({in_memory}), "
                          f"got {store!r}")
+    from ..persistence._file import keyword_dsn
+
+    dsn = keyword_dsn(store)
+    if dsn is not None:
+        raise ValueError(dsn)
     path = Path(store).expanduser()
     if not path.is_absolute():
         path = (base_dir or Path.cwd()) / path

@@ -53,6 +53,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import re
 import select
 import sqlite3
 import stat
@@ -71,6 +72,7 @@ __all__ = [
     "drain_doorbell",
     "existing",
     "identity",
+    "keyword_dsn",
     "make_doorbell",
     "open_doorbell",
     "probe",
@@ -287,6 +289,26 @@ def existing(file: str, path: str | None) -> bool:
 
 #: the first 16 bytes of every SQLite database file
 SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+#: a libpq keyword string (``host=db user=app password=...``), given where a store's
+#: file path or postgresql:// URL goes
+_KEYWORD_DSN = re.compile(r"\s*(?:\w+\s*=\s*(?:'(?:[^'\\]|\\.)*'|\S*)\s*)+")
+_LIBPQ_KEYS = re.compile(r"(?:^|\s)(?:host|hostaddr|dbname|user|password|port|sslmode|"
+                         r"service)\s*=", re.IGNORECASE)
+_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'?|\S*)", re.IGNORECASE)
+
+
+def keyword_dsn(spec: object) -> str | None:
+    """If ``spec`` (a store given as text) is a libpq keyword string rather than a file
+    path, the error that says so, its password masked (taken as a file path, it would
+    make a SQLite file named after it, password and all); else ``None``."""
+    if not isinstance(spec, str) or not _LIBPQ_KEYS.search(spec) \
+            or not _KEYWORD_DSN.fullmatch(spec):
+        return None
+    shown = _PASSWORD.sub(r"\1***", spec)
+    return (f"store {shown!r} is a libpq keyword string, not a file path: write a "
+            "PostgreSQL store as a URL, postgresql://user:password@host:port/dbname")
 
 
 def probe(file: str, path: str | None) -> bool:

@@ -475,6 +475,9 @@ class SQLiteStore(StoreShortcuts):
                                       or path.startswith("file:")):
             raise ValueError(f"SQLiteStore({path!r}): expected a file path, not an SQLite "
                              "name; an in-memory store is SQLiteStore() (store=None)")
+        dsn = _file.keyword_dsn(path)
+        if dsn is not None:
+            raise ValueError(dsn)
         if readonly and path is None:
             raise ValueError("readonly=True needs a store file (an in-memory store starts empty)")
         self.synchronous = synchronous.lower()
