@@ -540,6 +540,18 @@ async def test_a_search_for_nan_is_a_value_error(node: garrison.Node) -> None:
     assert [s.workflow_id for s in node.workflows(search={"status": "shipping"})] == ["a1"]
 
 
+async def test_a_search_for_a_lone_surrogate_finds_nothing(node: garrison.Node) -> None:
+    """No attribute holds one (``workflow.attrs`` refuses them): nothing matches, on
+    PostgreSQL too (whose jsonb refused the filter: a StoreError); a pair's escapes (an
+    emoji) are no lone surrogate."""
+    await node.start_workflow(app.attrs_flow, id="a1")
+    await wait_status(node.workflow("a1"), "waiting")
+    assert node.workflows(search={"status": "ship\udce9"}) == []
+    assert node.workflows(search={"st\udce9": "shipping"}) == []
+    assert node.workflows(search={"status": "\U0001f69a"}) == []
+    assert [s.workflow_id for s in node.workflows(search={"status": "shipping"})] == ["a1"]
+
+
 async def test_workflow_api_outside_a_workflow_raises() -> None:
     with pytest.raises(garrison.NotInProcess):
         workflow.now()

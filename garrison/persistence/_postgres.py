@@ -178,6 +178,18 @@ def _parse(url: str, schema: str | None) -> tuple[dict[str, str], str, str]:
     return params, chosen, shown
 
 
+#: a lone surrogate character (a name decoded with ``surrogateescape``): jsonb cannot
+#: hold one, and ``workflow.attrs`` refuses them, so no stored attribute has one
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _lone_surrogate(text: str) -> bool:
+    """True if the JSON ``text`` holds a lone surrogate (a ``\\udXXX`` escape that is no
+    half of a pair)."""
+    if "\\ud" not in text.lower():
+        return False
+    return bool(_LONE_SURROGATE.search(json.dumps(json.loads(text), ensure_ascii=False)))
+
 #: ``password=VALUE`` of a libpq keyword string (VALUE quoted or not)
 _KEYWORD_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'?|\S*)", re.IGNORECASE)
 
@@ -756,8 +768,9 @@ class PostgresStore(PgWritePath, StoreShortcuts):
             params.append([parse_status(s).value for s in statuses])
         for key, value in (search or {}).items():
             text = search_json(key, value)
-            if "\\u0000" in text or "\x00" in str(key):
-                return []  # cannot be stored: nothing matches
+            if "\\u0000" in text or "\x00" in str(key) or _lone_surrogate(text) \
+                    or _LONE_SURROGATE.search(str(key)):
+                return []  # cannot be stored (jsonb): nothing matches
             if value is None:  # as SQLite: a missing key matches null too
                 where.append("coalesce(search_jsonb -> %s, 'null'::jsonb) = 'null'::jsonb")
                 params.append(str(key))
