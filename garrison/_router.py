@@ -225,6 +225,14 @@ class Router:
         else:
             self.stats_dead_letters += 1
 
+    def replier(self, pid: Pid) -> Caller | None:
+        """Where the reply to a call made by ``pid`` goes: :meth:`caller_of`, or, for a
+        workflow another node of the cluster runs, that node."""
+        caller = self.caller_of(pid)
+        if caller is None and self.remote is not None:
+            caller = self.remote.replier(pid)
+        return caller
+
     def caller_of(self, pid: Pid) -> Caller | None:
         remote = self.remote
         if remote is not None and remote.node_of(pid) is not None:

@@ -1630,6 +1630,22 @@ async def test_processes_call_and_monitor_a_workflow_another_node_runs(
         assert len(failed) == 1 and "ended before replying" in str(failed[0])
 
 
+async def test_a_workflow_calls_a_workflow_another_node_runs(postgres_url: str) -> None:
+    """The request goes to the callee's inbox, the reply to the node that runs the
+    caller (it failed at once with a false noproc); the calls are journaled as any."""
+    import cluster_app
+    import trio
+
+    async with garrison.open_node(store=postgres_url, name="a", lease="30s") as a, \
+            garrison.open_node(store=postgres_url, name="b", lease="30s") as b:
+        await a.start_workflow(cluster_app.doubler, id="d")
+        await b.start_workflow(cluster_app.asks, "workflows/d", 3, id="asker")
+        with trio.fail_after(20):
+            assert await b.workflow("asker").result() == [0, 2, 4]
+        assert [r.kind for r in b.workflow("asker").history()] == ["call"] * 3
+        await b.send("workflows/d", "stop", None)
+
+
 async def test_a_wakeup_during_a_receives_commit_does_not_deliver_its_message_twice(
         postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """A workflow took a message and was committing its receive when a wakeup (another

@@ -110,14 +110,16 @@ class _Waiting(dict[int, Caller]):
 class _Peer(Caller):
     """A process of another node, seen from here (see the module docs)."""
 
-    __slots__ = ("remote",)
+    __slots__ = ("at", "remote")
 
-    def __init__(self, remote: Remote, pid: Pid) -> None:
+    def __init__(self, remote: Remote, pid: Pid, at: str | None = None) -> None:
         self.remote = remote
         self.node = remote.router
         self.pid = pid
         self.calls = None
         self.callers = _Waiting(self)
+        #: the node it is on: a plain pid names it; a workflow's is its owner's
+        self.at = at
 
     def deliver(self, msg: Message) -> None:
         """A request of a call (or a message) for the remote process."""
@@ -127,14 +129,15 @@ class _Peer(Caller):
         """The remote process's call ``ref`` to a local process ended: send the reply."""
         if isinstance(result, outcome.Value):
             self.remote.post(self.pid, {"k": "reply", "to": str(self.pid), "ref": ref,
-                                        "v": _plain(result.value)})
+                                        "v": _plain(result.value)}, self.at)
         else:
             assert isinstance(result, outcome.Error)
             exc = result.error
             error = getattr(exc, "error", None) or ErrorInfo.from_exception(exc)
             self.remote.post(self.pid, {"k": "fail", "to": str(self.pid), "ref": ref,
                                         "why": str(exc), "error": _error_plain(error),
-                                        "callee": str(getattr(exc, "pid", "") or "")})
+                                        "callee": str(getattr(exc, "pid", "") or "")},
+                             self.at)
 
 
 class Remote:
@@ -177,6 +180,18 @@ class Remote:
         if peer is None:
             peer = _Peer(self, pid)  # (kept in ``peers`` while a caller waits on it)
         return peer
+
+    def replier(self, pid: Pid) -> _Peer | None:
+        """The workflow ``pid`` as the caller a reply goes to, if another node of the
+        cluster runs it (the reply goes to that node: it is waiting there); ``None``
+        otherwise."""
+        router = self.router
+        host = router.hosts.get(router.aliases.get(pid.host, pid.host))
+        if host is None or not host.durable or host.ownership is None \
+                or pid.id in host.active:
+            return None
+        node = host.ownership.pg.owner_name(pid.id)
+        return None if node is None or node == self.name else _Peer(self, pid, node)
 
     def callee(self, pid: Pid) -> _Peer | None:
         """``pid`` as a callee; ``None`` if its node is gone (a dead pid)."""
@@ -227,9 +242,10 @@ class Remote:
                 del table[remote]
 
     # ------------------------------------------------------------ sending
-    def post(self, to: Pid, body: dict[str, Any]) -> bool:
-        """Send ``body`` to the node of ``to`` (at most once); False if it could not."""
-        node = to.id.rpartition("@")[2]
+    def post(self, to: Pid, body: dict[str, Any], node: str | None = None) -> bool:
+        """Send ``body`` to the node of ``to`` (``node``: that one; at most once); False
+        if it could not."""
+        node = node or to.id.rpartition("@")[2]
         text = json.dumps(body, separators=(",", ":"))
         channel = self.member.pg.node_channel(node)
         try:

@@ -201,6 +201,11 @@ class NodeContext(Protocol):
         """Whoever ``pid`` is, if it can make calls and be replied to here."""
         ...
 
+    def replier(self, pid: Pid) -> Caller | None:
+        """Where the reply to a call ``pid`` made goes (a workflow another node runs:
+        that node)."""
+        ...
+
     def deliver_event(self, pid: Pid, event: Event) -> None: ...
     def linked_exit(self, target: Pid, dead: Pid, error: ErrorInfo | None) -> None: ...
     def link(self, target: Pid, other: Pid) -> bool: ...
@@ -319,7 +324,7 @@ class Caller:
         callers = self.callers
         caller = callers.pop(ref, None) if callers is not None else None
         if caller is None:
-            caller = self.node.caller_of(msg.sender)
+            caller = self.node.replier(msg.sender)
         if caller is not None:
             caller.finish_call(ref, outcome.Value(value))
 

@@ -431,6 +431,13 @@ class PgCluster:
                                  "WHERE workflow_id = %s", (workflow_id,))
         return None if not rows or rows[0][0] is None else int(rows[0][0])
 
+    def owner_name(self, workflow_id: str) -> str | None:
+        """The name of the node that owns ``workflow_id`` (read on the store's reader),
+        or ``None`` while none does."""
+        rows = self.store._query(f"SELECT owner FROM {self._s}.workflows "
+                                 "WHERE workflow_id = %s", (workflow_id,))
+        return None if not rows or rows[0][0] is None else str(rows[0][0])
+
     def release(self, workflow_ids: list[str] | None) -> int:
         """Give up workflows this node runs (``None``: all of them) so that other nodes
         claim them at once; returns how many."""

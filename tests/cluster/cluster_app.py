@@ -152,3 +152,8 @@ async def doubler() -> None:
         if msg.topic == "hold":
             continue  # a call it never replies to
         await msg.reply(msg.payload * 2)
+
+
+async def asks(to: str, n: int) -> list[object]:
+    """Calls the workflow ``to`` with ``double`` ``n`` times (journaled calls)."""
+    return [await process.call(to, "double", i, timeout="10s") for i in range(n)]

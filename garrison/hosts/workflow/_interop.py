@@ -22,6 +22,7 @@ from ...persistence import RawJson, Transaction, WorkflowStatus, to_json
 from .._kernel import noproc
 from ._codec import PLAIN, json_round_trip
 from ._core import WorkflowCore, added
+from ._elsewhere import RemoteWorkflow
 from ._inbox import InboxItem
 from ._journal import JournalKind, error_from_plain, error_to_plain, message_to_plain
 
@@ -390,17 +391,21 @@ class Interop(WorkflowCore):
         pid = node.resolve(to)
         seconds = timeout_seconds(timeout)
         callee = node.caller_of(pid)
+        h = node.hosts.get(pid.host)
+        if callee is None and h is not None and h.durable and h.runs_elsewhere(pid.id):
+            callee = h.elsewhere.watch(pid)  # another node runs it: it replies here
         result: dict[str, Any]
         try:
             if callee is None or not callee.accepts_calls:
                 raise ProcessError(f"call to {pid} failed: {noproc(pid)}", pid=pid,
                                    error=noproc(pid))
-            if isinstance(callee, WorkflowCore):
+            if isinstance(callee, (WorkflowCore, RemoteWorkflow)):
                 text = to_json(payload, what=f"the payload of call {topic!r}")
                 plain = _loads(text)
+                durable = h if h is not None else self.host  # (the host of its pid)
 
                 def deliver(ref: int) -> Awaitable[bool] | None:
-                    return self.host.deliver_durable(
+                    return durable.deliver_durable(
                         pid, Message(topic, plain, self.pid, f"{self.wid}#{seq}", str(ref),
                                      _observe.carrier() if _observe.tracing else None),
                         text=text)
