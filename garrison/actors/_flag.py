@@ -44,6 +44,13 @@ class Flag:
             if self._event is not None:
                 self._event.set()
 
+    def wake_waiters(self) -> None:
+        """Wake every task waiting for it without setting it (they find ``is_set()``
+        false): the thing it stands for will not happen here (the node stopped)."""
+        event, self._event = self._event, None
+        if event is not None:
+            event.set()
+
     async def wait(self) -> None:
         """Return once it is set (a checkpoint, as ``trio.Event.wait``, if it already is)."""
         if self._set:

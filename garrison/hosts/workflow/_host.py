@@ -901,7 +901,10 @@ class WorkflowHost:
         try:
             await self._stop_workflows()
         finally:
-            self.stopped.set()  # wakes every result() still waiting
+            self.stopped.set()
+            for wf in self.active.values():  # every result() still waiting raises
+                if not wf.done.is_set():
+                    wf.done.wake_waiters()
 
     async def _stop_workflows(self) -> None:
         self.queue.close()  # waiting workflows stay pending in the store
@@ -953,7 +956,8 @@ class WorkflowHost:
         if wf is not None:
             if hint is None and wf.fn is not None:
                 hint = return_hint(wf.fn)  # not imported again by name
-            await self._done_or_stopped(wf)
+            if not self.stopped.is_set():
+                await wf.done.wait()  # (shutdown wakes it unset: see shutdown)
             if not wf.done.is_set():
                 raise RuntimeError(
                     f"the node has stopped: workflow {wid!r} did not end here (it is "
@@ -1009,21 +1013,6 @@ class WorkflowHost:
             raise WorkflowCancelled(f"workflow {wid!r} was cancelled")
         assert error is not None
         raise WorkflowFailed(wid, error)
-
-    async def _done_or_stopped(self, wf: WorkflowInstance) -> None:
-        """Wait until ``wf`` ends or this host has stopped (the node closed)."""
-        if wf.done.is_set() or self.stopped.is_set():
-            await trio.lowlevel.checkpoint()
-            return
-
-        async def until_stopped(scope: trio.CancelScope) -> None:
-            await self.stopped.wait()
-            scope.cancel()
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(until_stopped, nursery.cancel_scope)
-            await wf.done.wait()
-            nursery.cancel_scope.cancel()
 
     def status(self, wid: str) -> WorkflowStatus:
         wf = self.active.get(wid)
