@@ -306,11 +306,10 @@ class Router:
 
     # ------------------------------------------------------------ stopping others
     async def cancel(self, target: Pid, by: Pid | None, timeout: Any) -> None:
-        if self.remote is not None and self.remote.node_of(target) is not None:
-            self.remote.stop(target, by, kill=False)  # its node escalates nothing: asked
-            await trio.lowlevel.checkpoint()
-            return
         seconds = timeout_seconds(timeout)
+        if self.remote is not None and self.remote.node_of(target) is not None:
+            await self.remote.stop(target, by, False, seconds)  # its node escalates
+            return
         host = self.hosts.get(self.aliases.get(target.host, target.host))
         if host is None or not host.cancel_event(target, by):  # (no such host: no process)
             await trio.lowlevel.checkpoint()
@@ -323,8 +322,7 @@ class Router:
 
     async def terminate(self, target: Pid, by: Pid | None) -> None:
         if self.remote is not None and self.remote.node_of(target) is not None:
-            self.remote.stop(target, by, kill=True)
-            await trio.lowlevel.checkpoint()
+            await self.remote.stop(target, by, True, 0.0)
             return
         host = self.hosts.get(self.aliases.get(target.host, target.host))
         who = f"by {by}" if by is not None else "from outside any process"

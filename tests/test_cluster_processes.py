@@ -256,3 +256,49 @@ async def test_a_cluster_name_is_free_when_its_holders_exit_reaches_another_node
             await a.send(h, "end", None)
             with trio.fail_after(10):
                 assert await b.wait(t) == "took"
+
+
+async def _cleans_up_slowly() -> str:
+    """Obeys CANCEL, after a cleanup of half a second."""
+    await process.events().receive()
+    await trio.sleep(0.5)
+    return "cleaned"
+
+
+async def _ignores_cancel() -> None:
+    """Reads its events and ignores CANCEL."""
+    process.events()
+    await trio.sleep_forever()
+
+
+async def test_a_remote_cancel_or_terminate_returns_once_the_target_ended(
+        postgres_url: str) -> None:
+    """``process.cancel`` / ``terminate`` of a process on another node returned at once
+    (the target still alive), and a cancel never became a terminate after its timeout;
+    now the target's node does them as locally and says when the target has ended."""
+    async with garrison.open_node(store=postgres_url, name="na", lease="30s") as a, \
+            garrison.open_node(store=postgres_url, name="nb", lease="30s") as b:
+
+        async def stops(target: Pid, how: str) -> list[Any]:
+            started = time.monotonic()
+            if how == "terminate":
+                await process.terminate(target)
+            else:
+                await process.cancel(target, timeout="1s")
+            return [round(time.monotonic() - started, 1), a.process_info(target).alive]
+
+        slow = await a.spawn(_cleans_up_slowly)
+        with trio.fail_after(10):
+            took, alive = await b.wait(await b.spawn(stops, slow, "cancel"))
+        assert not alive and took >= 0.5, took  # it waited for the cleanup
+        assert await a.wait(slow) == "cleaned"
+        stubborn = await a.spawn(_ignores_cancel)
+        with trio.fail_after(10):
+            took, alive = await b.wait(await b.spawn(stops, stubborn, "cancel"))
+        assert not alive and took >= 1.0, took  # terminated after the cancel's timeout
+        with pytest.raises(ProcessError, match="did not stop within 1s of CANCEL"):
+            await a.wait(stubborn)
+        other = await a.spawn(_ignores_cancel)
+        with trio.fail_after(10):
+            took, alive = await b.wait(await b.spawn(stops, other, "terminate"))
+        assert not alive

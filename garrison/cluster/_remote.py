@@ -39,6 +39,7 @@ from typing import Any
 
 import outcome
 import psycopg
+import trio
 
 from .._errors import ProcessError, StoreError
 from ..actors._values import ErrorInfo, Event, EventKind, Message, Pid
@@ -53,6 +54,10 @@ log = logging.getLogger("garrison.cluster")
 _NOTIFY_MAX = 7900
 #: how many gone node incarnations are remembered
 _GONE_MEMORY = 10_000
+#: the longest a cancel (past its timeout) or terminate of a remote process waits for
+#: its node to say the target ended (a node that cannot answer: an older garrison)
+STOP_WAIT = 10.0
+_INF = float("inf")
 
 
 def noconnection(pid: Pid, node: str) -> ErrorInfo:
@@ -158,6 +163,10 @@ class Remote:
         #: last view), and those that went (lost or left), latest last
         self.live: set[tuple[str, str | None]] = set()
         self.gone: OrderedDict[tuple[str, str], None] = OrderedDict()
+        #: cancels and terminates of remote processes waiting for their target's end:
+        #: ref -> (the target, set when its node says it has ended or the node is gone)
+        self.stopping: dict[int, tuple[Pid, trio.Event]] = {}
+        self._stop_refs = 0
 
     # ------------------------------------------------------------ routing
     def node_of(self, pid: Pid) -> str | None:
@@ -325,9 +334,41 @@ class Remote:
         self._forget(self.watching, target, watcher)
         self.post(target, {"k": "demonitor", "target": str(target), "watcher": str(watcher)})
 
-    def stop(self, target: Pid, by: Pid | None, kill: bool) -> None:
-        self.post(target, {"k": "kill" if kill else "cancel", "target": str(target),
-                           "by": None if by is None else str(by)})
+    async def stop(self, target: Pid, by: Pid | None, kill: bool, seconds: float) -> None:
+        """``process.cancel`` (``seconds``: its timeout) or ``terminate`` of a process of
+        another node: its node does it (the cancel escalating to a terminate after
+        ``seconds``, as here) and says when the target has ended; returns then (or when
+        that node is gone; at most :data:`STOP_WAIT` seconds past the cancel's timeout,
+        for a node too old to answer)."""
+        self._stop_refs += 1
+        ref = self._stop_refs
+        ended = trio.Event()
+        self.stopping[ref] = (target, ended)
+        try:
+            body = {"k": "kill" if kill else "cancel", "target": str(target),
+                    "by": None if by is None else str(by), "ref": ref, "from": self.name,
+                    "timeout": None if kill or seconds == float("inf") else seconds}
+            if self._gone(target) or not self.post(target, body):
+                await trio.lowlevel.checkpoint()
+                return
+            with trio.move_on_after((0 if kill else seconds) + STOP_WAIT):
+                await ended.wait()
+        finally:
+            self.stopping.pop(ref, None)
+
+    async def _stop_here(self, target: Pid, by: Pid | None, kill: bool,
+                         seconds: float | None, ref: int | None, origin: str | None) -> None:
+        """Another node's cancel or terminate of ``target`` (a process here): done, and
+        its end told back (``ref`` to the node ``origin``)."""
+        router = self.router
+        try:
+            if kill:
+                await router.terminate(target, by)
+            else:
+                await router.cancel(target, by, seconds if seconds is not None else _INF)
+        finally:
+            if ref is not None and origin:
+                self.post(target, {"k": "stopped", "ref": ref}, origin)
 
     # ------------------------------------------------------------ receiving
     def receive(self, bodies: list[str]) -> None:
@@ -419,10 +460,20 @@ class Remote:
             host = router.hosts.get(router.aliases.get(target.host, target.host))
             if host is None:
                 return
-            if kind == "kill":
-                host.kill(target, ErrorInfo("Terminated", f"terminated by {by} (another node)"))
-            else:
-                host.cancel_event(target, by)
+            ref, origin = body.get("ref"), body.get("from")
+            if ref is None:  # (a node that does not wait: asked, no more)
+                if kind == "kill":
+                    host.kill(target, ErrorInfo("Terminated",
+                                                f"terminated by {by} (another node)"))
+                else:
+                    host.cancel_event(target, by)
+                return
+            self.member.host.start_soon(self._stop_here, target, by, kind == "kill",
+                                        body.get("timeout"), int(ref), origin)
+        elif kind == "stopped":
+            waiting = self.stopping.get(int(body["ref"]))
+            if waiting is not None:
+                waiting[1].set()
 
     # ------------------------------------------------------------ losing a node
     def node_gone(self, name: str, prefix: str | None) -> None:
@@ -451,6 +502,9 @@ class Remote:
         for pid in [p for p in self.linked if gone(p)]:
             for local in self.linked.pop(pid):
                 self.router.linked_exit(local, pid, noconnection(pid, name))
+        for _ref, (pid, ended) in list(self.stopping.items()):
+            if gone(pid):
+                ended.set()  # (its node is gone: so is the target)
         for pid in [p for p in self.peers if gone(p)]:
             peer = self.peers.pop(pid)
             peer.fail_callers(f"call to {pid} failed: {noconnection(pid, name)}",
