@@ -122,6 +122,19 @@ def postgres_url(postgres_server: object) -> str:
     return _postgres.create_db(postgres_server, f"test_{next(_db_numbers)}")
 
 
+@pytest.fixture
+def own_server(postgres_server: object) -> Iterator[object]:
+    """A PostgreSQL server of the test's own, to stop, pause or restart (the session's
+    server is what the others use: it gates the PostgreSQL tests, see below)."""
+    import _postgres
+
+    server = _postgres.start()
+    try:
+        yield server
+    finally:
+        _postgres.stop(server)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "postgres_server" in getattr(item, "fixturenames", ()):

@@ -34,16 +34,6 @@ def nodes() -> Iterator[list[Node]]:
         node.stop()
 
 
-@pytest.fixture
-def own_server(postgres_server: Any) -> Iterator[Any]:
-    """A PostgreSQL server of the test's own (it is stopped and started again)."""
-    server = _postgres.start()
-    try:
-        yield server
-    finally:
-        _postgres.stop(server)
-
-
 async def test_a_cluster_name_holder_ending_during_an_outage_stalls_and_stops_nothing(
         own_server: Any) -> None:
     """A process holding a cluster name ended while the server was down: its exit

@@ -14,7 +14,6 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -265,15 +264,6 @@ def test_a_server_gone_past_retry_for_is_a_store_error(
             assert "could not be made again within 0.5s" in message
             with pytest.raises(StoreError):
                 store.get_workflow("w")
-    finally:
-        _postgres.stop(server)
-
-
-@pytest.fixture
-def own_server(postgres_server: Any) -> Iterator[Any]:
-    server = _postgres.start()
-    try:
-        yield server
     finally:
         _postgres.stop(server)
 
