@@ -1045,6 +1045,31 @@ async def test_bad_arguments_fail_at_continue_as_new_with_nothing_stored(
     assert [r.kind for r in node.workflow("uncaught").history()] == []
 
 
+async def test_a_result_waiting_for_a_queued_workflow_raises_when_the_node_closes(
+        autojump_clock: Any, tmp_path: Any) -> None:
+    """A workflow held in the queue leaves the host unended as the node closes: the
+    result() waiting for it raises too (it waited for ever)."""
+    db = str(tmp_path / "s.db")
+    outcome: list[str] = []
+
+    async def waiter(handle: garrison.WorkflowHandle) -> None:
+        with pytest.raises(RuntimeError) as info:
+            await handle.result()
+        outcome.append(str(info.value))
+
+    async with trio.open_nursery() as outer:
+        async with garrison.open_node(store=db, max_concurrent=1) as node:
+            await node.start_workflow(app.receiver, id="w1")
+            await node.start_workflow(app.receiver, id="w2")
+            assert node.workflow("w2").status() == "pending"
+            outer.start_soon(waiter, node.workflow("w2"))
+            await trio.sleep(1)
+        with trio.fail_after(5):
+            while not outcome:
+                await trio.sleep(0.1)
+    assert "the node has stopped" in outcome[0]
+
+
 async def test_after_the_node_closed_result_raises_and_status_is_the_stored_one(
         autojump_clock: Any, tmp_path: Any) -> None:
     """A waiting ``result()`` wakes when the node closes, and one called afterwards

@@ -452,10 +452,14 @@ async def traps_a_linked_process() -> list[Any]:
     return [ev.pid == pid, ev.kind.value, None if ev.error is None else ev.error.type]
 
 
-async def links_a_process() -> None:
-    """Linked (not trapping) to a plain process; waits for a message that never comes."""
-    await process.spawn_linked(idle_process, host="processes")
+async def quick_process() -> None:
+    return None
+
+
+async def links_a_quick_process() -> str:
+    await process.spawn_linked(quick_process, host="processes")
     await process.inbox().receive()
+    return "ok"
 
 
 async def fails_on_a_message() -> None:

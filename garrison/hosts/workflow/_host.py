@@ -100,6 +100,9 @@ class WorkflowHost:
         #: set once ``shutdown`` has stopped every workflow here: a ``result()`` waiting
         #: for one that did not end then raises (nothing here will end it)
         self.stopped = trio.Event()
+        #: the instances a ``result()`` waits for (woken, unset, by ``shutdown``: held
+        #: in the queue or dropped from it, one may have left ``active`` unended)
+        self._awaited: dict[WorkflowInstance, int] = {}
         self.resumed = False
         self._nursery: trio.Nursery | None = None
         #: ids whose start is being committed: the event a second start of the same id
@@ -902,7 +905,7 @@ class WorkflowHost:
             await self._stop_workflows()
         finally:
             self.stopped.set()
-            for wf in self.active.values():  # every result() still waiting raises
+            for wf in list(self._awaited):  # every result() still waiting raises
                 if not wf.done.is_set():
                     wf.done.wake_waiters()
 
@@ -957,7 +960,15 @@ class WorkflowHost:
             if hint is None and wf.fn is not None:
                 hint = return_hint(wf.fn)  # not imported again by name
             if not self.stopped.is_set():
-                await wf.done.wait()  # (shutdown wakes it unset: see shutdown)
+                awaited = self._awaited
+                awaited[wf] = awaited.get(wf, 0) + 1
+                try:
+                    await wf.done.wait()  # (shutdown wakes it unset: see shutdown)
+                finally:
+                    if awaited[wf] == 1:
+                        del awaited[wf]
+                    else:
+                        awaited[wf] -= 1
             if not wf.done.is_set():
                 raise RuntimeError(
                     f"the node has stopped: workflow {wid!r} did not end here (it is "

@@ -44,8 +44,9 @@ class Interop(WorkflowCore):
         - the processes (of in-memory hosts) this workflow monitored or linked before
           the crash are gone: a monitor yields a durable ``EXIT`` with reason
           ``noproc``, unless its real one was delivered before the crash (same inbox
-          message id), and a link acts as a linked failure ``noproc`` (a ``LINK_DOWN``
-          when trapping, with the same rule);
+          message id), and a link a ``LINK_DOWN`` ``noproc`` when trapping (same
+          rule); a link that does not trap is dropped (the process may have returned:
+          a link ends quietly then, and that is not journaled);
         - a workflow it monitors that has ended gets its ``EXIT`` delivered (the same
           id as the one its end delivered: once);
         - a link to a workflow is made again on the other side (links are not stored:
@@ -69,7 +70,14 @@ class Interop(WorkflowCore):
         for pid in sorted(self.links or ()):
             h = hosts.get(pid.host)
             if h is None or (not h.durable and not h.is_alive(pid)):
-                failed.append((pid, noproc(pid)))
+                # a plain process gone since: whether it failed or returned (which ends
+                # a link quietly, unjournaled) cannot be told, so only a trapping
+                # workflow hears of it (LINK_DOWN noproc); one that does not trap is
+                # not ended for a process that may have returned
+                if self.trap_links:
+                    failed.append((pid, noproc(pid)))
+                elif self.links:
+                    self.links.discard(pid)
             elif h.durable and not h.add_link(pid, self.pid):
                 ended, error = h.ended_with(pid)
                 if error is not None:
