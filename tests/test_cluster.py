@@ -1646,6 +1646,74 @@ async def test_a_workflow_calls_a_workflow_another_node_runs(postgres_url: str) 
         await b.send("workflows/d", "stop", None)
 
 
+async def test_a_reply_sent_just_before_the_end_is_not_taken_for_no_reply(
+        postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The reply comes through the nodes' channel, the end through a read of the store:
+    nothing orders them, so the caller's node seeing the end first failed the call
+    ('ended before replying'); the calls still waiting fail only a grace period later.
+    (Node b hands the channel's messages on 0.2 s late here, as under a busy round.)"""
+    import cluster_app
+    import trio
+
+    from garrison.cluster import _remote
+
+    original = _remote.Remote.receive
+    nodes: dict[str, Any] = {}
+
+    def late_receive(self: Any, bodies: list[str]) -> None:
+        if self.name != "b":
+            return original(self, bodies)
+
+        async def later() -> None:
+            await trio.sleep(0.2)
+            original(self, bodies)
+
+        nodes["b"].hosts["workflows"].start_soon(later)
+        return None
+
+    monkeypatch.setattr(_remote.Remote, "receive", late_receive)
+    async with garrison.open_node(store=postgres_url, name="a", lease="30s") as a, \
+            garrison.open_node(store=postgres_url, name="b", lease="30s") as b:
+        nodes["b"] = b
+        await a.start_workflow(cluster_app.replies_once_and_ends, id="r")
+        with trio.fail_after(10):
+            assert await b.call("workflows/r", "q", None, timeout="5s") == "answer"
+
+
+async def test_a_store_error_after_an_end_is_committed_still_ends_it_here(
+        postgres_url: str) -> None:
+    """The end's commit done, a read of the store that failed (looking for monitors
+    made meanwhile) left the workflow half-ended here: still active, its EXIT never
+    given to the processes monitoring it."""
+    import cluster_app
+    import trio
+
+    from garrison import StoreError
+
+    async with garrison.open_node(store=postgres_url, name="a", lease="30s") as a:
+        await a.start_workflow(cluster_app.ends_on_a_message, id="e")
+        watcher = await a.spawn(cluster_app.waits_for_exit_of, "workflows/e")
+        await trio.sleep(0.5)
+        store = a.hosts["workflows"].store
+        original = store.monitors
+        calls: list[str] = []
+
+        def monitors(wid: str) -> Any:
+            calls.append(wid)
+            if wid == "e" and len(calls) == 2:  # the read after the end's commit
+                raise StoreError(store.path, "server closed the connection (a blip)")
+            return original(wid)
+
+        store.monitors = monitors
+        try:
+            await a.send("workflows/e", "go", "bye")
+            with trio.fail_after(5):
+                assert await a.wait(watcher) == ["EXIT", "bye"]
+            assert await a.workflow("e").result() == "bye"
+        finally:
+            store.monitors = original
+
+
 async def test_a_wakeup_during_a_receives_commit_does_not_deliver_its_message_twice(
         postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """A workflow took a message and was committing its receive when a wakeup (another

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 from collections import OrderedDict
 from typing import Any
 
@@ -166,7 +167,9 @@ class Remote:
         #: cancels and terminates of remote processes waiting for their target's end:
         #: ref -> (the target, set when its node says it has ended or the node is gone)
         self.stopping: dict[int, tuple[Pid, trio.Event]] = {}
-        self._stop_refs = 0
+        #: (from a random start: a late answer to this node's previous run under the
+        #: same name matches none of this run's)
+        self._stop_refs = secrets.randbits(48)
 
     # ------------------------------------------------------------ routing
     def node_of(self, pid: Pid) -> str | None:
@@ -458,9 +461,11 @@ class Remote:
             target = Pid.parse(body["target"])
             by = None if body["by"] is None else Pid.parse(body["by"])
             host = router.hosts.get(router.aliases.get(target.host, target.host))
-            if host is None:
-                return
             ref, origin = body.get("ref"), body.get("from")
+            if host is None:  # no such process here: it has ended, as far as anyone can
+                if ref is not None and origin:
+                    self.post(target, {"k": "stopped", "ref": int(ref)}, origin)
+                return
             if ref is None:  # (a node that does not wait: asked, no more)
                 if kind == "kill":
                     host.kill(target, ErrorInfo("Terminated",

@@ -157,3 +157,17 @@ async def doubler() -> None:
 async def asks(to: str, n: int) -> list[object]:
     """Calls the workflow ``to`` with ``double`` ``n`` times (journaled calls)."""
     return [await process.call(to, "double", i, timeout="10s") for i in range(n)]
+
+
+async def replies_once_and_ends() -> str:
+    """Replies to one call, then ends at once."""
+    msg = await process.inbox().receive()
+    await msg.reply("answer")
+    return "done"
+
+
+async def waits_for_exit_of(target: str) -> list[object]:
+    """A plain process's monitor of ``target``: its EXIT's kind and result."""
+    process.monitor(target)
+    ev = await process.events().receive()
+    return [ev.kind.value, ev.result]

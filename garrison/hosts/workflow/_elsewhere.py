@@ -7,9 +7,11 @@ for the workflow's end: :class:`Elsewhere` keeps, per workflow, the processes th
 monitor it and the calls waiting for its reply, and one task of the host looks at the
 store every :data:`POLL` seconds while any is kept (as a handle's ``result()`` does for
 a workflow another node runs). When the workflow ends, each monitor gets its ``EXIT``
-(the result or error the store holds) and each call still waiting fails with
-``ProcessError``, as when a local callee ends first. A reply comes the other way: the
-workflow's node sends it to the caller's pid, which names this node.
+(the result or error the store holds), and each call still waiting
+:data:`REPLY_GRACE` seconds later fails with ``ProcessError``, as when a local callee
+ends first. A reply comes the other way: the workflow's node sends it to the caller's
+pid, which names this node (hence the grace: a reply sent just before the end may come
+after this node read the end).
 
 (Workflows monitoring workflows are not kept here: their monitors are stored, and the
 ending node delivers their ``EXIT`` durably, see ``WorkflowHost.finish``.)
@@ -17,10 +19,12 @@ ending node delivers their ``EXIT`` durably, see ``WorkflowHost.finish``.)
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 import trio
 
+from ..._errors import StoreError
 from ...actors._values import ErrorInfo, Event, EventKind, Pid
 from ...persistence import WorkflowStatus
 from .._kernel import Caller
@@ -28,10 +32,16 @@ from .._kernel import Caller
 if TYPE_CHECKING:
     from ._host import WorkflowHost
 
-__all__ = ["POLL", "Elsewhere", "RemoteWorkflow"]
+__all__ = ["POLL", "REPLY_GRACE", "Elsewhere", "RemoteWorkflow"]
+
+log = logging.getLogger("garrison.workflow")
 
 #: how often the store is read for the end of a watched workflow (seconds)
 POLL = 0.05
+#: how long after a watched workflow's end the calls still waiting for its reply fail:
+#: a reply it sent before ending comes through the nodes' channel, which nothing orders
+#: with this node's read of its end
+REPLY_GRACE = 2.0
 
 
 class RemoteWorkflow(Caller):
@@ -100,7 +110,11 @@ class Elsewhere:
                 if entry.idle:
                     del self.watched[wid]
                     continue
-                record = self.host.store.get_workflow(wid)
+                try:
+                    record = self.host.store.get_workflow(wid)
+                except StoreError as exc:  # (out of reach: look again next time)
+                    log.warning("could not read whether workflow %s has ended: %s", wid, exc)
+                    break
                 if record is not None and not WorkflowStatus(record.status).finished:
                     continue
                 del self.watched[wid]
@@ -117,6 +131,14 @@ class Elsewhere:
         event = Event(EventKind.EXIT, pid, result, error)
         for watcher in entry.monitors:
             self.host.node.deliver_event(watcher, event)
+        if entry.callers:
+            self.host.start_soon(self._fail_callers, entry, error)
+
+    @staticmethod
+    async def _fail_callers(entry: RemoteWorkflow, error: ErrorInfo | None) -> None:
+        """The calls still waiting :data:`REPLY_GRACE` after the end fail."""
+        await trio.sleep(REPLY_GRACE)
+        pid = entry.pid
         entry.fail_callers(f"workflow {pid} ended before replying: "
                            f"{error or 'normal exit'}",
                            error or ErrorInfo("noproc", f"process {pid} is not alive"))

@@ -19,7 +19,7 @@ import collections
 import json
 import logging
 import uuid as _uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import trio
@@ -547,16 +547,7 @@ class WorkflowHost:
             row_id = results[index]
             if row_id is not None:
                 other.push(InboxItem(row_id, True, _loads(event_text), now))
-        # monitors made while the end was committed (whose maker saw this workflow
-        # unfinished): the EXIT is this node's to deliver. In a cluster the store has
-        # them (another node's too); here, those that learned of it after its load
-        late = list(wf.durable_watchers or ())
-        if self.ownership is not None:
-            late.extend(self.store.monitors(wf.wid))
-        for watcher in dict.fromkeys(late):
-            if watcher not in watchers and watcher.host == self.name and (
-                    watcher.id in self.active or self._unfinished(watcher.id)):
-                self.exit_of_ended(wf.pid, watcher, event)
+        self._late_monitors(wf, watchers, event)
         self.counts[status] += 1
         wf.status = status
         wf.result_json = result_json
@@ -581,6 +572,25 @@ class WorkflowHost:
             if wf.monitoring else None
         exit_fan_out(self.node, wf.pid, event, wf.watchers, wf.links, processes)
         wf.done.set()
+
+    def _late_monitors(self, wf: WorkflowInstance, delivered: Mapping[Pid, Any],
+                       event: Event) -> None:
+        """After ``wf``'s end is committed: monitors made while it was (whose maker saw
+        it unfinished) get its ``EXIT`` from this node. In a cluster the store has them
+        (another node's too); here, those that learned of it after its load. A store
+        that fails to answer here loses the end nothing (it is committed): those makers
+        look again when they resume (``_interop._deliver_lost``)."""
+        try:
+            late = list(wf.durable_watchers or ())
+            if self.ownership is not None:
+                late.extend(self.store.monitors(wf.wid))
+            for watcher in dict.fromkeys(late):
+                if watcher not in delivered and watcher.host == self.name and (
+                        watcher.id in self.active or self._unfinished(watcher.id)):
+                    self.exit_of_ended(wf.pid, watcher, event)
+        except Exception as exc:
+            log.warning("workflow %s: could not look for monitors made while its end was "
+                        "committed: %s", wf.wid, exc, extra={"workflow_id": wf.wid})
 
     # ------------------------------------------------------------ node hooks
     async def deliver_durable(self, pid: Pid, msg: Message, text: str | None = None) -> bool:
@@ -716,13 +726,19 @@ class WorkflowHost:
 
     def exit_if_ended(self, target: Pid, watcher: Pid) -> None:
         """If the workflow ``target`` has ended (or was never started), its ``EXIT`` for
-        the workflow ``watcher`` that monitors it (see :meth:`exit_of_ended`)."""
+        the workflow ``watcher`` that monitors it (see :meth:`exit_of_ended`). (A store
+        that fails to answer: nothing now; the watcher looks again as it resumes.)"""
         known = self.finished.get(target.id)
         if known is not None:
             _status, result_json, error, _name = known
             result = None if result_json is None else _loads(result_json)
         else:
-            record = self.store.get_workflow(target.id)
+            try:
+                record = self.store.get_workflow(target.id)
+            except StoreError as exc:
+                log.warning("workflow %s: could not read whether workflow %s it monitors "
+                            "has ended: %s", watcher.id, target.id, exc)
+                return
             if record is None:
                 result, error = None, noproc(target)
             elif WorkflowStatus(record.status).finished:
