@@ -37,7 +37,7 @@ from ..._errors import (
 )
 from ..._targets import import_target, target_name
 from ...actors._values import ErrorInfo, Event, EventKind, Message, Pid
-from ...persistence import RawJson, Store, Transaction, WorkflowStatus, to_json
+from ...persistence import RawJson, Store, Transaction, WorkflowRecord, WorkflowStatus, to_json
 from .._kernel import Caller, NodeContext, exit_fan_out, noproc
 from ._codec import PLAIN, arity_problem, plain_or_repr, restore_args, return_hint, structure
 from ._core import added
@@ -462,36 +462,25 @@ class WorkflowHost:
         if watcher is not None and wf is None and self.runs_elsewhere(pid.id):
             self.elsewhere.watch(pid).monitors.add(watcher)
             watcher = None
-        result, error = self._outcome(pid.id)
+        _ended, result, error = self.end_of(pid)
         if watcher is not None:
             self.node.deliver_event(watcher, Event(EventKind.EXIT, pid, result, error))
         if link is not None and error is not None:
             self.node.linked_exit(link, pid, error)
 
-    def ended_with(self, pid: Pid) -> tuple[bool, ErrorInfo | None]:
-        """``(ended, error)`` of the workflow ``pid``, which does not run here: an
-        unknown id ended with ``noproc``; ``(False, None)`` for one that runs on
-        another node of the cluster."""
+    def end_of(self, pid: Pid) -> tuple[bool, Any, ErrorInfo | None]:
+        """``(ended, plain result, error)`` of the workflow ``pid`` as this host last
+        knew it ended, else as the store holds it (``ended`` false: it has not, it runs
+        on another node of the cluster or is blocked); an unknown id ended with
+        ``noproc``."""
         known = self.finished.get(pid.id)
         if known is not None:
-            return True, known[2]
+            _status, result_json, error, _name = known
+            return True, (None if result_json is None else _loads(result_json)), error
         record = self.store.get_workflow(pid.id)
         if record is None:
-            return True, noproc(pid)
-        if not WorkflowStatus(record.status).finished:
-            return False, None
-        return True, record.error
-
-    def _outcome(self, wid: str) -> tuple[Any, ErrorInfo | None]:
-        """(plain result, error) of an ended workflow."""
-        known = self.finished.get(wid)
-        if known is not None:
-            _status, result_json, error, _name = known
-            return (None if result_json is None else _loads(result_json)), error
-        record = self.store.get_workflow(wid)
-        if record is None:
-            return None, noproc(Pid(self.name, wid))
-        return record.result, record.error
+            return True, None, noproc(pid)
+        return WorkflowStatus(record.status).finished, record.result, record.error
 
     # ------------------------------------------------------------ finishing
     async def finish(self, wf: WorkflowInstance, status: WorkflowStatus, value: Any,
@@ -728,24 +717,14 @@ class WorkflowHost:
         """If the workflow ``target`` has ended (or was never started), its ``EXIT`` for
         the workflow ``watcher`` that monitors it (see :meth:`exit_of_ended`). (A store
         that fails to answer: nothing now; the watcher looks again as it resumes.)"""
-        known = self.finished.get(target.id)
-        if known is not None:
-            _status, result_json, error, _name = known
-            result = None if result_json is None else _loads(result_json)
-        else:
-            try:
-                record = self.store.get_workflow(target.id)
-            except StoreError as exc:
-                log.warning("workflow %s: could not read whether workflow %s it monitors "
-                            "has ended: %s", watcher.id, target.id, exc)
-                return
-            if record is None:
-                result, error = None, noproc(target)
-            elif WorkflowStatus(record.status).finished:
-                result, error = record.result, record.error
-            else:
-                return
-        self.exit_of_ended(target, watcher, Event(EventKind.EXIT, target, result, error))
+        try:
+            ended, result, error = self.end_of(target)
+        except StoreError as exc:
+            log.warning("workflow %s: could not read whether workflow %s it monitors "
+                        "has ended: %s", watcher.id, target.id, exc)
+            return
+        if ended:
+            self.exit_of_ended(target, watcher, Event(EventKind.EXIT, target, result, error))
 
     def exit_of_ended(self, target: Pid, watcher: Pid, event: Event) -> None:
         """The ``EXIT`` of an ended workflow for a workflow that monitors it: into the
@@ -875,11 +854,18 @@ class WorkflowHost:
         for child in list(self.active.values()):
             if child.parent == wf.pid and not child.done.is_set():
                 self.request_cancel(child.wid)
-        if self.ownership is not None:
-            for record in self.store.list_workflows(parent=wf.pid):
-                if record.workflow_id not in self.active and \
-                        not WorkflowStatus(record.status).finished:
-                    self.request_cancel(record.workflow_id)
+        for record in self.children_elsewhere(wf):
+            self.request_cancel(record.workflow_id)
+
+    def children_elsewhere(self, wf: WorkflowInstance) -> list[WorkflowRecord]:
+        """The unfinished children of ``wf`` that another node of the cluster runs (or
+        nobody yet): their cancel or terminate goes through the store. None off a
+        cluster (every unfinished child of a workflow here is here)."""
+        if self.ownership is None:
+            return []
+        return [record for record in self.store.list_workflows(parent=wf.pid)
+                if record.workflow_id not in self.active
+                and not WorkflowStatus(record.status).finished]
 
     def kill(self, target: Pid, reason: ErrorInfo) -> bool:
         wf = self.active.get(target.id)

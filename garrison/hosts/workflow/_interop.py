@@ -79,8 +79,8 @@ class Interop(WorkflowCore):
                 elif self.links:
                     self.links.discard(pid)
             elif h.durable and not h.add_link(pid, self.pid):
-                ended, error = h.ended_with(pid)
-                if error is not None:
+                ended, _result, error = h.end_of(pid)
+                if ended and error is not None:
                     failed.append((pid, error))
                 elif ended and self.links:  # it ended normally: the link is spent
                     self.links.discard(pid)

@@ -374,14 +374,8 @@ def end_instance(host: WorkflowHost, wf: WorkflowInstance, error: ErrorInfo) -> 
     for child in list(host.active.values()):
         if child.parent == wf.pid and not WorkflowStatus(child.status).finished:
             end_instance(host, child, reason)
-    if host.ownership is not None:
-        # children another node of the cluster runs (or nobody yet): asked in the store,
-        # as a tool asks; the node that runs one ends it
-        for record in host.store.list_workflows(parent=wf.pid):
-            if record.workflow_id not in host.active and \
-                    not WorkflowStatus(record.status).finished:
-                host.store.write(request_transaction(record.workflow_id, reason,
-                                                     record.attempt))
+    for record in host.children_elsewhere(wf):  # asked in the store, as a tool asks
+        host.store.write(request_transaction(record.workflow_id, reason, record.attempt))
 
 
 async def end_requested(host: WorkflowHost, wf: WorkflowInstance) -> None:
