@@ -74,6 +74,7 @@ __all__ = [
     "identity",
     "keyword_dsn",
     "make_doorbell",
+    "mask_password",
     "open_doorbell",
     "probe",
     "remove_doorbell",
@@ -299,6 +300,11 @@ _LIBPQ_KEYS = re.compile(r"(?:^|\s)(?:host|hostaddr|dbname|user|password|port|ss
 _PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'?|\S*)", re.IGNORECASE)
 
 
+def mask_password(text: str) -> str:
+    """``text`` (a libpq keyword string) with the value of its ``password=`` masked."""
+    return _PASSWORD.sub(r"\1***", text)
+
+
 def keyword_dsn(spec: object) -> str | None:
     """If ``spec`` (a store given as text) is a libpq keyword string rather than a file
     path, the error that says so, its password masked (taken as a file path, it would
@@ -306,8 +312,7 @@ def keyword_dsn(spec: object) -> str | None:
     if not isinstance(spec, str) or not _LIBPQ_KEYS.search(spec) \
             or not _KEYWORD_DSN.fullmatch(spec):
         return None
-    shown = _PASSWORD.sub(r"\1***", spec)
-    return (f"store {shown!r} is a libpq keyword string, not a file path: write a "
+    return (f"store {mask_password(spec)!r} is a libpq keyword string, not a file path: write a "
             "PostgreSQL store as a URL, postgresql://user:password@host:port/dbname")
 
 

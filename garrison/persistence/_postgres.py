@@ -83,6 +83,7 @@ from .._errors import StoreError, StoreLocked
 from ..actors._values import Pid
 from . import _pg_cluster, _pg_schema, is_postgres_url
 from ._converter import search_json
+from ._file import mask_password
 from ._group_commit import Busy, CommitRequest, GroupCommit, Strategy, fail_all, runnable_tasks
 from ._pg_write import (
     _TRANSIENT,
@@ -190,9 +191,6 @@ def _lone_surrogate(text: str) -> bool:
         return False
     return bool(_LONE_SURROGATE.search(json.dumps(json.loads(text), ensure_ascii=False)))
 
-#: ``password=VALUE`` of a libpq keyword string (VALUE quoted or not)
-_KEYWORD_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'?|\S*)", re.IGNORECASE)
-
 #: ``password=VALUE`` in a URL's query
 _QUERY_PASSWORD = re.compile(r"([?&]password=)([^&#]*)", re.IGNORECASE)
 
@@ -203,7 +201,7 @@ def _display_raw(url: str) -> str:
     if not isinstance(url, str):
         return repr(url)
     if not is_postgres_url(url):
-        return _KEYWORD_PASSWORD.sub(r"\1***", url)
+        return mask_password(url)
     url = _QUERY_PASSWORD.sub(r"\1***", url)  # (?password=... is libpq's too)
     try:
         parts = urllib.parse.urlsplit(url)
