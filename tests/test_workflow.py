@@ -1045,6 +1045,14 @@ async def test_bad_arguments_fail_at_continue_as_new_with_nothing_stored(
     assert [r.kind for r in node.workflow("uncaught").history()] == []
 
 
+async def _result_raises(handle: garrison.WorkflowHandle, outcome: list[str]) -> None:
+    """``handle.result()`` raises RuntimeError (the node stopped): its message goes to
+    ``outcome``."""
+    with pytest.raises(RuntimeError) as info:
+        await handle.result()
+    outcome.append(str(info.value))
+
+
 async def test_a_result_waiting_for_a_queued_workflow_raises_when_the_node_closes(
         autojump_clock: Any, tmp_path: Any) -> None:
     """A workflow held in the queue leaves the host unended as the node closes: the
@@ -1052,17 +1060,12 @@ async def test_a_result_waiting_for_a_queued_workflow_raises_when_the_node_close
     db = str(tmp_path / "s.db")
     outcome: list[str] = []
 
-    async def waiter(handle: garrison.WorkflowHandle) -> None:
-        with pytest.raises(RuntimeError) as info:
-            await handle.result()
-        outcome.append(str(info.value))
-
     async with trio.open_nursery() as outer:
         async with garrison.open_node(store=db, max_concurrent=1) as node:
             await node.start_workflow(app.receiver, id="w1")
             await node.start_workflow(app.receiver, id="w2")
             assert node.workflow("w2").status() == "pending"
-            outer.start_soon(waiter, node.workflow("w2"))
+            outer.start_soon(_result_raises, node.workflow("w2"), outcome)
             await trio.sleep(1)
         with trio.fail_after(5):
             while not outcome:
@@ -1078,16 +1081,11 @@ async def test_after_the_node_closed_result_raises_and_status_is_the_stored_one(
     db = str(tmp_path / "s.db")
     outcome: list[str] = []
 
-    async def waiter(handle: garrison.WorkflowHandle) -> None:
-        with pytest.raises(RuntimeError) as info:
-            await handle.result()
-        outcome.append(str(info.value))
-
     async with trio.open_nursery() as outer:
         async with garrison.open_node(store=db) as node:
             await node.start_workflow(app.receiver, id="w1")
             handle = node.workflow("w1")
-            outer.start_soon(waiter, handle)
+            outer.start_soon(_result_raises, handle, outcome)
             await trio.sleep(1)
             assert handle.status() == "waiting"
         with trio.fail_after(1):
