@@ -50,9 +50,11 @@ from typing import Any
 import outcome
 import trio
 
-from .. import _observe
+from .. import _observe, _trio_fast
+from .._trio_fast import runnable_tasks
 
-__all__ = ["NONE_RESULT", "Busy", "CommitRequest", "GroupCommit", "Strategy", "fail_all"]
+__all__ = ["NONE_RESULT", "Busy", "CommitRequest", "GroupCommit", "Strategy", "fail_all",
+           "runnable_tasks"]
 
 #: The results a store's ``write_batch`` gives a request whose one operation returns
 #: ``None`` (a step's journal append). Its caller gets a list of its own, made when it
@@ -64,25 +66,6 @@ NONE_RESULT: list[Any] = [None]
 class Busy(Exception):
     """Raised by a store's write functions: nothing was committed because the database
     was busy; the same write may be tried again."""
-
-_RUN: Any
-try:  # the run queue's length, without building a RunStatistics (hot path)
-    from trio._core import _run as _trio_run
-
-    _RUN = _trio_run.GLOBAL_RUN_CONTEXT
-except (ImportError, AttributeError):  # pragma: no cover - another trio version
-    _RUN = None
-
-
-def runnable_tasks() -> int:
-    """How many tasks wait to run in the next scheduler pass."""
-    if _RUN is not None:
-        try:
-            return len(_RUN.runner.runq)
-        except AttributeError:  # pragma: no cover - another trio version
-            pass
-    return trio.lowlevel.current_statistics().tasks_runnable
-
 
 #: scheduler passes a batch's leader waits at most for other commits to join
 GATHER_PASSES = 6
@@ -219,13 +202,19 @@ class GroupCommit:
                     self._alone = 0
                     await trio.lowlevel.cancel_shielded_checkpoint()  # committed: no Cancelled
                 return results
-        request = CommitRequest(tx, trio.lowlevel.current_task())
+        run = _trio_fast.RUN
+        request = CommitRequest(tx, run.task if run is not None else trio.lowlevel.current_task())
         self._pending.append(request)
         if self._flushing:
             # follow: park until our batch is written, or until we are made leader
             await _park()
             if request.done:
                 self._released -= 1
+                got = request.results  # (what _unwrap does, without its call)
+                if got is NONE_RESULT:
+                    return [None]
+                if got is not None and request.error is None:
+                    return got
                 return _unwrap(request)
         await self._lead(request, busy)
         return _unwrap(request)
@@ -277,7 +266,7 @@ class GroupCommit:
             raise
         finally:
             assert batch is not None
-            reschedule = trio.lowlevel.reschedule
+            reschedule = _trio_fast.reschedule_now()
             for waiting in batch:
                 if waiting.results is None and waiting.error is None:
                     waiting.error = RuntimeError("the group commit was interrupted")

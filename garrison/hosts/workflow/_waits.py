@@ -17,6 +17,7 @@ from typing import Any
 
 import trio
 
+from ... import _trio_fast
 from ..._errors import PromiseRejected
 from ...persistence import Transaction, WorkflowStatus
 from ._activities import ActivityHandle
@@ -44,11 +45,22 @@ class WallClock:
 
     #: reads the trio clock (the default, for a subclass that sets its own anchors)
     _read: Callable[[], float] = staticmethod(trio.current_time)
+    #: the trio clock's reading minus ``_read``'s (see ``__init__``)
+    _shift = 0.0
 
     def __init__(self) -> None:
-        # the run's clock itself: ``trio.current_time()`` reaches it through two calls
-        # more, and every step reads the time
-        self._read = trio.lowlevel.current_clock().current_time
+        clock = trio.lowlevel.current_clock()
+        offset = _trio_fast.system_clock_offset(clock)
+        if offset is None:
+            # the run's clock itself: ``trio.current_time()`` reaches it through two
+            # calls more, and every step reads the time
+            self._read = clock.current_time
+        else:
+            # trio's own clock is ``time.perf_counter()`` plus a fixed offset: read
+            # perf_counter itself (no Python frame at every step), the offset kept
+            # for converting to trio deadlines
+            self._read = _time.perf_counter
+            self._shift = offset
         self.wall0 = _time.time()
         self.trio0 = self._read()
 
@@ -58,7 +70,7 @@ class WallClock:
 
     def trio_deadline(self, wall_deadline: float) -> float:
         """The trio clock time at which wall time reaches ``wall_deadline``."""
-        return self.trio0 + (wall_deadline - self.wall0)
+        return self.trio0 + self._shift + (wall_deadline - self.wall0)
 
     async def sleep(self, seconds: float) -> None:
         """Wait ``seconds`` of this clock's time (an activity's retry delay)."""

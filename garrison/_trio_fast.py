@@ -1,0 +1,78 @@
+"""The few trio internals garrison's hot paths read directly, each with a public
+fallback for a trio version that moved them.
+
+Every workflow step asks trio which task is running, wakes a waiting task and reads
+the run queue's length; through trio's public functions each of those is a Python
+call or two more (``trio.lowlevel.current_task()`` looks the run context up and
+catches a missing attribute; ``trio.lowlevel.reschedule`` guards against
+``KeyboardInterrupt`` before it calls the runner). Only reads and the runner's own
+``reschedule`` are used: nothing here changes how trio schedules.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import trio
+
+__all__ = ["RUN", "current_task", "reschedule", "reschedule_now", "runnable_tasks",
+           "system_clock_offset"]
+
+RUN: Any
+try:
+    from trio._core import _run as _trio_run
+
+    RUN = _trio_run.GLOBAL_RUN_CONTEXT
+    if not callable(getattr(_trio_run.Runner, "reschedule", None)):
+        RUN = None  # pragma: no cover - another trio version
+except (ImportError, AttributeError):  # pragma: no cover - another trio version
+    RUN = None
+
+
+def current_task() -> trio.lowlevel.Task:
+    """``trio.lowlevel.current_task()``; hot paths read ``RUN.task`` themselves when
+    ``RUN`` is not ``None``."""
+    return RUN.task if RUN is not None else trio.lowlevel.current_task()
+
+
+def reschedule(task: trio.lowlevel.Task, value: Any) -> None:
+    """``trio.lowlevel.reschedule(task, value)``, straight to the runner."""
+    if RUN is not None:
+        RUN.runner.reschedule(task, value)
+    else:  # pragma: no cover - another trio version
+        trio.lowlevel.reschedule(task, value)
+
+
+def reschedule_now() -> Any:
+    """The function that wakes a task (``reschedule``'s signature), looked up once for
+    a loop waking many: the runner's own method."""
+    if RUN is not None:
+        return RUN.runner.reschedule
+    return trio.lowlevel.reschedule  # pragma: no cover - another trio version
+
+
+_SYSTEM_CLOCK: Any
+try:
+    from trio._core._run import SystemClock as _SYSTEM_CLOCK
+except ImportError:  # pragma: no cover - another trio version
+    _SYSTEM_CLOCK = None
+
+
+def system_clock_offset(clock: trio.abc.Clock) -> float | None:
+    """``offset`` when ``clock`` is trio's default clock, whose time is
+    ``time.perf_counter() + offset`` (a fixed offset); ``None`` for any other clock
+    (``MockClock``, a clock of the caller's own)."""
+    if _SYSTEM_CLOCK is None or type(clock) is not _SYSTEM_CLOCK:
+        return None
+    offset = getattr(clock, "offset", None)
+    return offset if type(offset) is float else None
+
+
+def runnable_tasks() -> int:
+    """How many tasks wait to run in the next scheduler pass."""
+    if RUN is not None:
+        try:
+            return len(RUN.runner.runq)
+        except AttributeError:  # pragma: no cover - another trio version
+            pass
+    return trio.lowlevel.current_statistics().tasks_runnable

@@ -1,0 +1,71 @@
+"""garrison._trio_fast: the trio internals hot paths read directly agree with trio's
+public functions, and the workflow clock built on them reads true time."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import outcome
+import pytest
+import trio
+import trio.testing
+
+from garrison import _trio_fast
+from garrison.hosts.workflow._waits import WallClock
+
+
+async def test_current_task_and_run_queue_agree_with_trio() -> None:
+    assert _trio_fast.RUN is not None  # this trio's internals are where they are read
+    assert _trio_fast.current_task() is trio.lowlevel.current_task()
+    assert _trio_fast.runnable_tasks() == 0
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(trio.sleep, 0)
+        nursery.start_soon(trio.sleep, 0)
+        assert _trio_fast.runnable_tasks() == 2 == \
+            trio.lowlevel.current_statistics().tasks_runnable
+
+
+async def test_reschedule_wakes_a_parked_task() -> None:
+    woken: list[Any] = []
+    parked: list[trio.lowlevel.Task] = []
+
+    async def park() -> None:
+        parked.append(trio.lowlevel.current_task())
+        woken.append(await trio.lowlevel.wait_task_rescheduled(
+            lambda _: trio.lowlevel.Abort.FAILED))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(park)
+        await trio.testing.wait_all_tasks_blocked()
+        _trio_fast.reschedule(parked[0], outcome.Value("one"))
+    assert woken == ["one"]
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(park)
+        await trio.testing.wait_all_tasks_blocked()
+        _trio_fast.reschedule_now()(parked[1], outcome.Value("two"))
+    assert woken == ["one", "two"]
+
+
+async def test_the_default_clock_is_perf_counter_plus_its_offset() -> None:
+    clock = trio.lowlevel.current_clock()
+    offset = _trio_fast.system_clock_offset(clock)
+    assert offset is not None
+    assert clock.current_time() - (time.perf_counter() + offset) == pytest.approx(0, abs=0.01)
+    assert _trio_fast.system_clock_offset(trio.testing.MockClock()) is None
+
+
+async def test_the_workflow_clock_reads_wall_time_under_the_default_clock() -> None:
+    clock = WallClock()
+    assert clock.now() == pytest.approx(time.time(), abs=0.05)
+    # a wall deadline 10 s away is a trio deadline 10 s after trio's now
+    deadline = clock.trio_deadline(clock.now() + 10)
+    assert deadline - trio.current_time() == pytest.approx(10, abs=0.05)
+
+
+async def test_the_workflow_clock_follows_a_mock_clock(autojump_clock: Any) -> None:
+    clock = WallClock()
+    start = clock.now()
+    await trio.sleep(3600)
+    assert clock.now() - start == pytest.approx(3600)
+    assert clock.trio_deadline(clock.now() + 5) == pytest.approx(trio.current_time() + 5)
