@@ -802,8 +802,9 @@ class SQLiteStore(StoreShortcuts):
         store.commit(tx)`` needs: one frame less held by every waiting commit.)"""
         if not tx.ops:
             return _no_results()
-        self._check_open()
-        self._check_writable()
+        if self._closed or self.readonly:  # (the two checks' own test, without their calls)
+            self._check_open()
+            self._check_writable()
         if self._failure is not None:
             raise self._failure
         return self._group.commit(tx)

@@ -361,6 +361,16 @@ class Transaction:
         params = (workflow_id, seq, str(kind), name, text, attempts, unix_seconds(time))
         return self._add(workflow_id, Op.APPEND_JOURNAL, params)
 
+    def append_journal_text(self, workflow_id: str, seq: int, kind: str, name: str,
+                            text: str, attempts: int, time: float) -> Transaction:
+        """:meth:`append_journal` of an outcome already JSON text, at a time already unix
+        seconds: a workflow's own record of a step (its hot path: nothing to encode or
+        convert, and no call more)."""
+        self.ops.append((Op.APPEND_JOURNAL, (workflow_id, seq, str(kind), name, text,
+                                             attempts, time)))
+        self.workflow_ids.append(workflow_id)
+        return self
+
     def expect_workflow(self, workflow_id: str, *, status: str, attempt: int) -> Transaction:
         """Write this transaction only if the workflow still has ``status`` and
         ``attempt`` (what a tool read before it decided: ``retry``); else nothing of it

@@ -18,13 +18,14 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import trio
 
-from ... import _observe
-from ..._context import WorkflowScope, activity_owner
+from ... import _observe, _trio_fast
+from ..._context import ActivityScope, WorkflowScope, activity_owner
 from ..._errors import GarrisonError, NotInProcess, StoreError, WorkflowCancelled
 from ...actors._cancel_switch import CancelSwitch
 from ...actors._flag import Flag
+from ...actors._runtime import runtime_var
 from ...actors._values import ErrorInfo, Pid
-from ...persistence import MAX_TIME, Op, RawJson, Transaction, WorkflowStatus
+from ...persistence import MAX_TIME, Op, Transaction, WorkflowStatus
 from .._kernel import Caller
 from ._journal import CANCEL, Cursor, Entry, JournalKind
 
@@ -43,7 +44,7 @@ HISTORY_WARNING = 10_000
 #: ``workflow.sleep(float("inf"))`` included, is "forever", stored as this date
 FOREVER = MAX_TIME
 #: durable operations a workflow may do without yielding to the scheduler
-_BUDGET = 64
+BUDGET = 64
 #: a pending timer's wait, by its stored kind (``None``: stored before kinds were)
 _UNDER_WAY: dict[str | None, str] = {
     "sleep": "a sleep under way",
@@ -357,8 +358,8 @@ class WorkflowCore(Caller, WorkflowScope):
 
     def record(self, tx: Transaction, seq: int, kind: JournalKind, name: str,
                 outcome_json: str, attempts: int = 1) -> None:
-        tx.append_journal(self.wid, seq, kind, name, RawJson(outcome_json), attempts=attempts,
-                          time=self.host.clock.now())
+        tx.append_journal_text(self.wid, seq, kind, name, outcome_json, attempts,
+                               self.host.clock.now())
         self.history_bytes += len(outcome_json)
         if seq == HISTORY_WARNING + 1:
             log.warning("workflow %r (%s) has passed %d journal records: replay after a "
@@ -399,7 +400,7 @@ class WorkflowCore(Caller, WorkflowScope):
             raise NotInProcess(f"{what} cannot be used inside an activity of workflow "
                                f"{self.wid!r}: activities are plain code")
         task = self.task
-        if task is not None and trio.lowlevel.current_task() is not task:
+        if task is not None and _trio_fast.current_task() is not task:
             # a task of the code's own nursery: the order its calls take journal seqs in
             # is trio's scheduling, which a replay does not repeat
             raise NotInProcess(
@@ -419,8 +420,14 @@ class WorkflowCore(Caller, WorkflowScope):
         with a timeout). A timer pending at the seq (a wait under way when the node
         stopped, recorded only when it ends) taken by any other operation is a
         divergence: code changed while the workflow waited."""
-        self._op(kind)
-        entry = self.cursor.take(kind, name)
+        # _op's checks, read inline (every step passes here); it raises what is wrong
+        task = self.task
+        run = _trio_fast.RUN
+        if (run is None or self.store_error is not None
+                or isinstance(runtime_var.get(None), ActivityScope)
+                or (task is not None and run.task is not task)):
+            self._op(kind)
+        entry = self.cursor.take(kind, name)  # (raises a kept divergence, as _op's check)
         if entry is not None:
             if entry.kind == CANCEL:
                 self.cancel_delivered = True
@@ -480,7 +487,7 @@ class WorkflowCore(Caller, WorkflowScope):
     # ------------------------------------------------------------ scheduling
     async def _yield(self) -> None:
         self._budget += 1
-        if self._budget >= _BUDGET:
+        if self._budget >= BUDGET:
             self._budget = 0
             await trio.lowlevel.checkpoint()
 
