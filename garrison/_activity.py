@@ -15,8 +15,9 @@ from typing import Any, TypeVar
 
 import attrs
 
-from ._context import current_workflow
+from ._context import WorkflowScope, current_workflow
 from ._duration import parse_duration
+from .actors._runtime import runtime_var
 
 __all__ = ["ActivityOptions", "RetryPolicy", "activity"]
 
@@ -161,9 +162,9 @@ def activity(
 
         @functools.wraps(fn)
         async def wrapper(*args: Any, **kwargs: Any) -> Any:
-            wf = current_workflow()
-            if wf is not None:
-                return await wf.activity(fn, args, kwargs, retry=opts.retry,
+            rt = runtime_var.get(None)  # (current_workflow() without its call: every step)
+            if isinstance(rt, WorkflowScope):
+                return await rt.activity(fn, args, kwargs, retry=opts.retry,
                                          timeout=opts.timeout, name=opts.name)
             return await fn(*args, **kwargs)
     else:

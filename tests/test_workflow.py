@@ -196,6 +196,23 @@ async def test_final_failure_reaches_the_workflow_as_activity_error(
     assert rec.outcome["error"]["type"] == "ConnectionError"
 
 
+async def test_a_retried_activity_fails_with_its_last_error_alone(
+        node: garrison.Node, autojump_clock: Any) -> None:
+    # the first attempt runs in the step's fast path and the retry in the policy's
+    # loop: the last error's traceback must not carry the first as its context
+    app.CHANGING.clear()
+    await node.start_workflow(app.changing_twice, id="two")
+    with pytest.raises(garrison.WorkflowFailed, match="KeyError"):
+        await node.workflow("two").result()
+    assert app.CHANGING == [1, 2]
+    (rec,) = node.workflow("two").history()
+    assert rec.attempts == 2
+    error = rec.outcome["error"]
+    assert error["type"] == "KeyError"
+    assert "second attempt lost" in error["traceback"]
+    assert "first attempt down" not in error["traceback"]
+
+
 async def test_non_retryable_fails_at_once_and_compensation_runs(node: garrison.Node) -> None:
     await node.start_workflow(app.compensating, 7, id="c")
     assert await node.workflow("c").result() == "compensated after ValueError"

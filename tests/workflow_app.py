@@ -107,6 +107,23 @@ async def retrying(key: str) -> str:
     return await flaky(key)
 
 
+#: attempts of ``changing`` so far
+CHANGING: list[int] = []
+
+
+@garrison.activity(retry=RetryPolicy(max_attempts=2, initial_delay="10ms"))
+async def changing() -> str:
+    """Fails twice, each attempt with an error of its own."""
+    CHANGING.append(len(CHANGING) + 1)
+    if len(CHANGING) == 1:
+        raise ConnectionError("first attempt down")
+    raise KeyError("second attempt lost")
+
+
+async def changing_twice() -> str:
+    return await changing()
+
+
 async def compensating(x: int) -> str:
     try:
         await picky(x)

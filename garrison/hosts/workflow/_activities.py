@@ -20,13 +20,14 @@ import trio
 
 from ... import _observe
 from ..._activity import DEFAULT_RETRY, RetryPolicy, activity_name
-from ..._context import ActivityScope, activity_scope
+from ..._context import ActivityScope
 from ..._errors import ActivityError, NotInProcess
+from ...actors._runtime import runtime_var
 from ...actors._values import ErrorInfo, Message, Pid
 from ...persistence import Transaction
 from .._kernel import plain_call
-from ._codec import json_round_trip, return_hint, structure
-from ._core import WorkflowCore
+from ._codec import PLAIN, activity_result_json, return_hint, structure
+from ._core import BUDGET, WorkflowCore
 from ._journal import JournalKind, error_from_plain, error_to_plain
 
 __all__ = ["Activities", "ActivityHandle", "StartedActivities"]
@@ -37,6 +38,14 @@ _ACTIVITY = JournalKind.ACTIVITY
 #: the policy of an activity's stand-in: one attempt, its outcome is final
 _ONCE = RetryPolicy(max_attempts=1)
 _dumps = json.dumps
+
+
+#: an activity function's return hint, by function: ``return_hint`` caches it too, but
+#: behind two calls, and every step reads it (emptied when it reaches ``_HINTS_KEPT``
+#: functions, as ``return_hint``'s own cache is bounded)
+_RETURN_HINTS: dict[Any, Any] = {}
+_HINTS_KEPT = 1024
+_NO_HINT: Any = object()
 
 
 @functools.lru_cache(maxsize=1024)
@@ -228,9 +237,16 @@ class Activities(WorkflowCore):
                        retry: RetryPolicy | None = None, timeout: float | None = None,
                        name: str | None = None) -> Any:
         """Run ``fn`` as a journaled activity (see ``workflow.call``)."""
-        fn, retry, timeout, name = _options(fn, retry, timeout, name)
+        if name is None or getattr(fn, "__garrison_activity__", None) is not None:
+            # (an ``@garrison.activity`` function's wrapper passes its own function
+            # with every option: nothing to look up at each of its steps)
+            fn, retry, timeout, name = _options(fn, retry, timeout, name)
         entry = self._take(_ACTIVITY, name)
-        hint = return_hint(fn)
+        hint = _RETURN_HINTS.get(fn, _NO_HINT)
+        if hint is _NO_HINT:
+            if len(_RETURN_HINTS) >= _HINTS_KEPT:
+                _RETURN_HINTS.clear()
+            hint = _RETURN_HINTS[fn] = return_hint(fn)
         if entry is not None:
             await self._yield()
             out = entry.outcome
@@ -238,21 +254,48 @@ class Activities(WorkflowCore):
                 raise ActivityError(error_from_plain(out["error"]), name=name)
             return structure(out["ok"], hint, what=f"the result of activity {name!r}")
         seq = self.cursor.seq - 1
-        if self.records_pending:
+        if self._buffer is not None or self.flushing is not None:  # records_pending
             await self.records_committed()  # (a recorded value the activity may use)
-        attempt, text, plain, failure = await self._run_activity(fn, args, kwargs, retry,
-                                                                 timeout, name)
+        if (timeout is None and not self.host.activity_mocks and not _observe.active
+                and _is_async(fn)):
+            # _run_activity's first attempt inline, the common case (it returns; nothing
+            # to retry): no coroutine more at every step. A failed first attempt goes
+            # on there, with its retry policy
+            failed: Exception | None = None
+            token = runtime_var.set(ActivityRuntime(self))
+            try:
+                text, plain = activity_result_json(await fn(*args, **kwargs), name)
+            except trio.Cancelled:
+                raise
+            except Exception as exc:
+                failed = exc  # (retried outside this handler: no implicit exception chain)
+            finally:
+                runtime_var.reset(token)
+            if failed is None:
+                attempt, failure = 1, None
+            else:
+                attempt, text, plain, failure = await self._run_activity(
+                    fn, args, kwargs, retry, timeout, name, failed=failed)
+        else:
+            attempt, text, plain, failure = await self._run_activity(fn, args, kwargs, retry,
+                                                                     timeout, name)
         if failure is None and self._buffer is None:
             # _activity_done's success path and _commit's body, without a coroutine of
             # their own: one object less held by each step waiting for its batch
             tx = Transaction()
             self.record(tx, seq, _ACTIVITY, name, '{"ok":' + text + "}", attempt)
-            try:
-                await self._committing(tx)
+            try:  # (_committing and _yield inline)
+                await (self.store.commit(tx) if not _observe.active
+                       else _observe.workflow_commit(self, tx))
             except Exception as exc:
                 self._raise_store_failure(exc)
                 raise
-            await self._yield()
+            self._budget += 1
+            if self._budget >= BUDGET:  # a long run of quick steps still lets others run
+                self._budget = 0
+                await trio.lowlevel.checkpoint()
+            if hint is Any or (type(plain) is hint and hint in PLAIN):  # structure's own test
+                return plain
             return structure(plain, hint, what=f"the result of activity {name!r}")
         return await self._activity_done(seq, name, hint, attempt, text, plain, failure)
 
@@ -316,9 +359,11 @@ class Activities(WorkflowCore):
                                              abandon_on_cancel=True)
 
     async def _run_activity(self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
-                            retry: RetryPolicy | None, timeout: float | None, name: str
+                            retry: RetryPolicy | None, timeout: float | None, name: str,
+                            failed: Exception | None = None
                             ) -> tuple[int, str, Any, ErrorInfo | None]:
         """Attempts with the retry policy; ``(attempts, json, plain, final error)``.
+        ``failed``: the first attempt ran already (in :meth:`activity`) and raised it.
 
         A stand-in the host holds for ``name`` (``garrison.testing``'s ``mock_activity``)
         runs instead, once: its outcome is final."""
@@ -330,12 +375,18 @@ class Activities(WorkflowCore):
         text = ""
         plain: Any = None
         failure: ErrorInfo | None = None
-        with activity_scope(ActivityRuntime(self)):
+        # the activity runs as plain code (what activity_scope does, without its
+        # object and three calls at every step)
+        token = runtime_var.set(ActivityRuntime(self))
+        try:
             while True:
                 attempt += 1
-                exc: BaseException | None = None
+                exc: BaseException | None = failed
+                failed = None
                 try:
-                    if timeout is None:
+                    if exc is not None:
+                        pass  # the attempt that ran in activity(): its error decides
+                    elif timeout is None:
                         if _is_async(fn) and not _observe.active:  # _attempt's common case
                             value = await fn(*args, **kwargs)  # (without a coroutine more)
                         else:
@@ -347,7 +398,7 @@ class Activities(WorkflowCore):
                             exc = TimeoutError(f"activity {name!r} attempt {attempt} took "
                                                f"longer than its timeout of {timeout:g}s")
                     if exc is None:
-                        text, plain = json_round_trip(value, f"the result of activity {name!r}")
+                        text, plain = activity_result_json(value, name)
                         break
                 except trio.Cancelled:
                     raise
@@ -362,6 +413,8 @@ class Activities(WorkflowCore):
                          extra={"workflow_id": self.wid, "pid": str(self.pid),
                                 "activity": name, "attempt": attempt})
                 await self.host.clock.sleep(policy.delay(attempt))
+        finally:
+            runtime_var.reset(token)
         return attempt, text, plain, failure
 
     async def _activity_done(self, seq: int, name: str, hint: Any, attempt: int, text: str,

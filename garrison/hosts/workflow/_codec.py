@@ -143,6 +143,15 @@ def json_round_trip(value: Any, what: str) -> tuple[str, Any]:
     return text, _loads(text)
 
 
+def activity_result_json(value: Any, name: str) -> tuple[str, Any]:
+    """:func:`json_round_trip` of the result of activity ``name``; the message naming it
+    is only formatted for a value that needs converting (a plain result, what most
+    steps return, encodes without one)."""
+    if type(value) in PLAIN and type(value) is not float:
+        return to_json(value, what=name), value
+    return json_round_trip(value, f"the result of activity {name!r}")
+
+
 def plain_or_repr(value: Any) -> Any:
     """``value`` as plain JSON, or its ``repr`` when it has none (an event's result)."""
     try:
