@@ -24,7 +24,7 @@ from .._errors import (
     StoreLocked,
     StoreVersionError,
 )
-from ._converter import RawJson, from_json, structure, to_json, unstructure
+from ._converter import LEAF_TEXT, RawJson, from_json, structure, to_json, unstructure
 from ._records import (
     FINAL_STATUSES,
     MAX_TIME,
@@ -52,6 +52,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FINAL_STATUSES",
+    "LEAF_TEXT",
     "MAX_TIME",
     "SCHEMA_VERSION",
     "DedupKeyTaken",

@@ -29,7 +29,7 @@ from cattrs.errors import BaseValidationError
 from .._errors import PayloadError
 from ..actors._values import Pid
 
-__all__ = ["RawJson", "from_json", "structure", "to_json", "unstructure"]
+__all__ = ["LEAF_TEXT", "RawJson", "from_json", "structure", "to_json", "unstructure"]
 
 _UTC = _dt.UTC
 
@@ -139,8 +139,9 @@ def _make_converter() -> cattrs.Converter:
 
 _converter = _make_converter()
 _LEAVES = (str, int, float, bool, type(None))
-#: leaves whose JSON text ``json.dumps`` would give, without its encoder (hot path)
-_LEAF_TEXT: dict[type, Callable[[Any], str]] = {
+#: leaves whose JSON text ``json.dumps`` would give, without its encoder (hot path:
+#: the JSON text of a value of one of these types is ``LEAF_TEXT[type(value)](value)``)
+LEAF_TEXT: dict[type, Callable[[Any], str]] = {
     int: int.__repr__,
     str: json.encoder.encode_basestring_ascii,
     bool: lambda value: "true" if value else "false",
@@ -194,7 +195,7 @@ def to_json(value: Any, *, what: str) -> str:
     datetime, a dict with non-``str`` keys) raises ``garrison.PayloadError``
     naming its type and ``what``.
     """
-    leaf = _LEAF_TEXT.get(type(value))
+    leaf = LEAF_TEXT.get(type(value))
     if leaf is not None:
         return leaf(value)
     if type(value) in _LEAVES:

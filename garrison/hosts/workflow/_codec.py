@@ -10,8 +10,8 @@ import json
 import typing
 from typing import Any
 
+from ...persistence import LEAF_TEXT, to_json
 from ...persistence import structure as _structure
-from ...persistence import to_json
 
 __all__ = ["PLAIN", "arity_problem", "json_round_trip", "plain_or_repr", "restore_args",
            "return_hint", "structure"]
@@ -147,8 +147,9 @@ def activity_result_json(value: Any, name: str) -> tuple[str, Any]:
     """:func:`json_round_trip` of the result of activity ``name``; the message naming it
     is only formatted for a value that needs converting (a plain result, what most
     steps return, encodes without one)."""
-    if type(value) in PLAIN and type(value) is not float:
-        return to_json(value, what=name), value
+    leaf = LEAF_TEXT.get(type(value))  # (to_json's first test, without its call)
+    if leaf is not None:
+        return leaf(value), value
     return json_round_trip(value, f"the result of activity {name!r}")
 
 
