@@ -3,10 +3,12 @@ fallback for a trio version that moved them.
 
 Every workflow step asks trio which task is running, wakes a waiting task and reads
 the run queue's length; through trio's public functions each of those is a Python
-call or two more (``trio.lowlevel.current_task()`` looks the run context up and
-catches a missing attribute; ``trio.lowlevel.reschedule`` guards against
-``KeyboardInterrupt`` before it calls the runner). Only reads and the runner's own
-``reschedule`` are used: nothing here changes how trio schedules.
+call more (``trio.lowlevel.current_task()`` and ``trio.lowlevel.reschedule`` look the
+runner up in the run context and turn a missing one into a ``RuntimeError``), and
+``current_statistics()`` builds an object to give one number. Only reads and the
+runner's own ``reschedule`` are used: nothing here changes how trio schedules. Where
+these internals are missing, ``RUN`` is ``None`` and every caller takes the public
+function (the suite runs a workflow both ways).
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ try:
     from trio._core import _run as _trio_run
 
     RUN = _trio_run.GLOBAL_RUN_CONTEXT
-    if not callable(getattr(_trio_run.Runner, "reschedule", None)):
+    if not (callable(getattr(_trio_run.Runner, "reschedule", None))
+            and hasattr(_trio_run.Runner, "runq")):
         RUN = None  # pragma: no cover - another trio version
 except (ImportError, AttributeError):  # pragma: no cover - another trio version
     RUN = None

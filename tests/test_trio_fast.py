@@ -3,6 +3,7 @@ public functions, and the workflow clock built on them reads true time."""
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any
 
@@ -10,9 +11,12 @@ import outcome
 import pytest
 import trio
 import trio.testing
+import workflow_app as app
 
+import garrison
 from garrison import _trio_fast
 from garrison.hosts.workflow._waits import WallClock
+from garrison.persistence import SQLiteStore
 
 
 async def test_current_task_and_run_queue_agree_with_trio() -> None:
@@ -69,3 +73,18 @@ async def test_the_workflow_clock_follows_a_mock_clock(autojump_clock: Any) -> N
     await trio.sleep(3600)
     assert clock.now() - start == pytest.approx(3600)
     assert clock.trio_deadline(clock.now() + 5) == pytest.approx(trio.current_time() + 5)
+
+
+async def test_workflows_run_on_the_public_functions_alone(
+        tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    # a trio whose internals moved: every hot path takes trio's public function
+    monkeypatch.setattr(_trio_fast, "RUN", None)
+    async with garrison.open_node(store=SQLiteStore(str(tmp_path / "s.db"))) as node:
+        async with trio.open_nursery() as nursery:  # batches: the group commit's waits
+            for i in range(5):
+                nursery.start_soon(functools.partial(node.start_workflow, app.steps, i, 3,
+                                                     id=f"w{i}"))
+        for i in range(5):
+            assert await node.workflow(f"w{i}").result() == i + 3
+        await node.start_workflow(app.steps, 10, 3, id="alone")  # commits written alone
+        assert await node.workflow("alone").result() == 13
