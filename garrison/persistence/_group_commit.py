@@ -186,12 +186,9 @@ class GroupCommit:
         counts allocations minus deallocations, and deallocations in bulk right after
         a collection are not counted, so the next collections come sooner.)"""
         busy = False
-        run = _trio_fast.RUN
         if self.strategy is Strategy.IMMEDIATE or (
                 self._alone_inline and not self._pending and not self._flushing
-                and not self._released
-                # (runnable_tasks() read inline: a sequential workflow asks at every step)
-                and not (len(run.runner.runq) if run is not None else runnable_tasks())):
+                and not self._released and not runnable_tasks()):
             started = perf_counter() if _observe.timing else 0.0
             try:
                 results = self._write_one(tx)  # nobody could join a batch now
@@ -205,6 +202,7 @@ class GroupCommit:
                     self._alone = 0
                     await trio.lowlevel.cancel_shielded_checkpoint()  # committed: no Cancelled
                 return results
+        run = _trio_fast.RUN
         request = CommitRequest(tx, run.task if run is not None else trio.lowlevel.current_task())
         self._pending.append(request)
         if self._flushing:
