@@ -33,9 +33,14 @@ except (ImportError, AttributeError):  # pragma: no cover - another trio version
 
 
 def current_task() -> trio.lowlevel.Task:
-    """``trio.lowlevel.current_task()``; hot paths read ``RUN.task`` themselves when
-    ``RUN`` is not ``None``."""
-    return RUN.task if RUN is not None else trio.lowlevel.current_task()
+    """``trio.lowlevel.current_task()`` (its ``RuntimeError`` outside trio, in a worker
+    thread say); hot paths read ``getattr(RUN, "task", None)`` themselves when ``RUN``
+    is not ``None`` (the run context is per thread: ``None`` outside trio)."""
+    if RUN is not None:
+        task = getattr(RUN, "task", None)
+        if task is not None:
+            return task
+    return trio.lowlevel.current_task()
 
 
 def reschedule(task: trio.lowlevel.Task, value: Any) -> None:

@@ -56,6 +56,20 @@ async def test_activity_is_a_plain_call_outside_a_workflow() -> None:
     assert app.add_one_sync(1) == 2
 
 
+async def _uuid_in_a_thread() -> str:
+    return str(await trio.to_thread.run_sync(workflow.uuid4))
+
+
+async def test_a_durable_call_from_a_worker_thread_fails_with_trios_own_error(
+        node: garrison.Node) -> None:
+    # workflow code handing a durable call to a worker thread: the workflow fails with
+    # trio's "must be called from async context", not an AttributeError of its internals
+    await node.start_workflow(_uuid_in_a_thread, id="thread")
+    with pytest.raises(garrison.WorkflowFailed) as info:
+        await node.workflow("thread").result()
+    assert str(info.value.error).startswith("RuntimeError: must be called from async context")
+
+
 async def test_start_is_idempotent_by_id_even_after_completion(node: garrison.Node) -> None:
     pid = await node.start_workflow(app.steps, 0, 2, id="same")
     assert await node.start_workflow(app.steps, 5, 2, id="same") == pid

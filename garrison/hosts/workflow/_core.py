@@ -425,8 +425,8 @@ class WorkflowCore(Caller, WorkflowScope):
         run = _trio_fast.RUN
         if (run is None or self.store_error is not None
                 or isinstance(runtime_var.get(None), ActivityScope)
-                or (task is not None and run.task is not task)):
-            self._op(kind)
+                or (task is not None and getattr(run, "task", None) is not task)):
+            self._op(kind)  # (no task outside trio: a worker thread gets trio's error)
         entry = self.cursor.take(kind, name)  # (raises a kept divergence, as _op's check)
         if entry is not None:
             if entry.kind == CANCEL:
