@@ -225,6 +225,40 @@ async def test_a_failing_batch_fails_every_caller_in_it(sqlite_store: SQLiteStor
     assert store.get_state("w", "after") == 1
 
 
+async def test_a_batch_written_again_after_a_busy_attempt_starts_from_no_outcome(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # a busy attempt may have given some requests an outcome (one isolated as failing)
+    # before the lock stopped it; nothing of it was committed, and the attempt that
+    # commits decides every request's outcome again
+    from garrison.persistence import _group_commit
+
+    attempts: list[int] = []
+
+    def write_batch(batch: list[CommitRequest]) -> None:
+        attempts.append(len(batch))
+        if len(attempts) == 1:
+            batch[0].error = ValueError("from the attempt that was busy")
+            raise _group_commit.Busy()
+        for request in batch:
+            request.results = _group_commit.NONE_RESULT
+
+    engine = _group_commit.GroupCommit(lambda tx: [None], write_batch, Strategy.INLINE)
+    got: dict[int, Any] = {}
+
+    async def commit(i: int) -> None:
+        try:
+            got[i] = await engine.commit(f"tx{i}")
+        except ValueError as exc:
+            got[i] = exc
+
+    monkeypatch.setattr(_group_commit, "runnable_tasks", lambda: 1)  # nobody alone
+    async with trio.open_nursery() as nursery:
+        for i in range(3):
+            nursery.start_soon(commit, i)
+    assert attempts == [3, 3]
+    assert got == {0: [None], 1: [None], 2: [None]}
+
+
 async def test_a_commit_asked_for_finishes_even_if_its_caller_is_cancelled(
     store: SQLiteStore,
 ) -> None:

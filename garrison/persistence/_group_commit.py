@@ -210,11 +210,12 @@ class GroupCommit:
             await _park()
             if request.done:
                 self._released -= 1
-                got = request.results  # (what _unwrap does, without its call)
-                if got is NONE_RESULT:
-                    return [None]
-                if got is not None and request.error is None:
-                    return got
+                if request.error is None:  # (what _unwrap does, without its call)
+                    got = request.results
+                    if got is NONE_RESULT:
+                        return [None]
+                    if got is not None:
+                        return got
                 return _unwrap(request)
         await self._lead(request, busy)
         return _unwrap(request)
@@ -247,14 +248,15 @@ class GroupCommit:
             started = perf_counter() if _observe.timing else 0.0
             if threaded and quiet and self._alone_inline:
                 threaded = False  # nothing could run while it is written: no hop
+            again = False  # the thread writes a batch whose inline attempt was busy
             if not threaded:
                 try:
                     self._write_batch(batch)
                 except Busy:  # the lock is taken: wait for it in a thread, not here
-                    threaded = True
+                    threaded = again = True
             if threaded:
                 with trio.CancelScope(shield=True):
-                    await trio.to_thread.run_sync(self._write_until_done, batch)
+                    await trio.to_thread.run_sync(self._write_until_done, batch, again)
             if started:
                 _observe.committed(started, len(batch))
         except BaseException as exc:  # pragma: no cover - KeyboardInterrupt, a failed hop
@@ -289,12 +291,20 @@ class GroupCommit:
             else:
                 self._flushing = False
 
-    def _write_until_done(self, batch: list[CommitRequest]) -> None:
+    def _write_until_done(self, batch: list[CommitRequest], again: bool = False) -> None:
         """Worker thread: write ``batch``; while the store is busy, pause (10 ms, then
-        twice as long each time, at most 1 s) and try again, for ``retry_for`` seconds."""
+        twice as long each time, at most 1 s) and try again, for ``retry_for`` seconds.
+
+        Nothing of a busy attempt was committed, whatever outcomes it gave some of its
+        requests before the lock stopped it (a request it isolated as failing, say):
+        each attempt after the first starts from none (``again``: the first one here
+        follows a busy attempt already)."""
         deadline = time.monotonic() + self.retry_for
         pause = 0.01
         while True:
+            if again:
+                for request in batch:
+                    request.results = request.error = None
             try:
                 self._write_batch(batch)
                 return
@@ -304,6 +314,7 @@ class GroupCommit:
                     return
                 time.sleep(pause)
                 pause = min(pause * 2, 1.0)
+                again = True
 
 
 def _unwrap(request: CommitRequest) -> list[Any]:
