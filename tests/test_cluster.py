@@ -1695,23 +1695,24 @@ async def test_a_store_error_after_an_end_is_committed_still_ends_it_here(
         watcher = await a.spawn(cluster_app.waits_for_exit_of, "workflows/e")
         await trio.sleep(0.5)
         store = a.hosts["workflows"].store
-        original = store.monitors
-        calls: list[str] = []
+        original = store.monitors_of
+        calls: list[list[str]] = []
 
-        def monitors(wid: str) -> Any:
-            calls.append(wid)
-            if wid == "e" and len(calls) == 2:  # the read after the end's commit
+        def monitors_of(wids: list[str]) -> Any:
+            calls.append(list(wids))
+            if "e" in wids and len(calls) == 2:  # the read after the end's commit
                 raise StoreError(store.path, "server closed the connection (a blip)")
-            return original(wid)
+            return original(wids)
 
-        store.monitors = monitors
+        store.monitors_of = monitors_of
         try:
             await a.send("workflows/e", "go", "bye")
             with trio.fail_after(5):
                 assert await a.wait(watcher) == ["EXIT", "bye"]
             assert await a.workflow("e").result() == "bye"
+            assert calls[:2] == [["e"], ["e"]]  # the failing read was made
         finally:
-            store.monitors = original
+            store.monitors_of = original
 
 
 async def test_a_wakeup_during_a_receives_commit_does_not_deliver_its_message_twice(

@@ -1234,6 +1234,16 @@ class SQLiteStore(StoreShortcuts):
         )
         return [Pid.parse(row[0]) for row in rows]
 
+    def monitors_of(self, workflow_ids: list[str]) -> dict[str, list[Pid]]:
+        """:meth:`monitors` of several workflows (a workflow watched by nobody is
+        missing); safe from a worker thread."""
+        out: dict[str, list[Pid]] = {}
+        for wid in dict.fromkeys(workflow_ids):
+            watchers = self.monitors(wid)
+            if watchers:
+                out[wid] = watchers
+        return out
+
     def schedules(self) -> list[ScheduleRecord]:
         """Every schedule of the store, by id."""
         rows = self._query(f"SELECT {ScheduleRecord.COLUMNS} FROM schedules ORDER BY schedule_id")

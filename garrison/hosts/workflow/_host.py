@@ -46,6 +46,7 @@ from ._ids import check_workflow_id
 from ._inbox import InboxItem, exit_id
 from ._instance import WorkflowInstance
 from ._journal import JournalKind, event_to_plain, message_to_plain
+from ._monitor_reads import MonitorReads
 from ._queue import QueueLimits, WorkflowQueue
 from ._recovery import refresh, resume_all, watch_wakeups
 from ._scheduler import Scheduler
@@ -86,6 +87,8 @@ class WorkflowHost:
         #: workflows another node of the cluster runs that this node's processes monitor
         #: or call (see ``_elsewhere``)
         self.elsewhere = Elsewhere(self)
+        #: the store's monitors of workflows ending here, read in batches (a cluster's)
+        self._monitor_reads = MonitorReads(store)
         self.names: dict[str, set[str]] = {}
         self.clock = WallClock()  # hosts are made inside trio
         #: stand-ins for activities by journal name (``garrison.testing``): name -> function
@@ -514,11 +517,15 @@ class WorkflowHost:
         self.queue.finishing(tx, wf)
         targets: list[tuple[WorkflowInstance, int]] = []
         event_text = ""
-        watchers = dict.fromkeys(wf.durable_watchers) if wf.durable_watchers else {}
+        stored: list[Pid] = []
         if self.ownership is not None:
             # in a cluster, workflows on other nodes may have begun to monitor it since
-            # it was loaded here: the store knows them all
-            watchers.update(dict.fromkeys(self.store.monitors(wf.wid)))
+            # it was loaded here: the store knows them all (read with the other ends of
+            # this pass, in a worker thread: _monitor_reads.py)
+            with trio.CancelScope(shield=True):
+                stored = await self._monitor_reads.of(wf.wid)
+        watchers = dict.fromkeys(wf.durable_watchers) if wf.durable_watchers else {}
+        watchers.update(dict.fromkeys(stored))
         for watcher in watchers:
             if watcher.host != self.name:
                 continue
@@ -536,7 +543,10 @@ class WorkflowHost:
             row_id = results[index]
             if row_id is not None:
                 other.push(InboxItem(row_id, True, _loads(event_text), now))
-        self._late_monitors(wf, watchers, event)
+        if self.ownership is not None:
+            await self._late_monitors(wf, watchers, event)
+        else:
+            self._late_local_monitors(wf, watchers, event)
         self.counts[status] += 1
         wf.status = status
         wf.result_json = result_json
@@ -562,18 +572,28 @@ class WorkflowHost:
         exit_fan_out(self.node, wf.pid, event, wf.watchers, wf.links, processes)
         wf.done.set()
 
-    def _late_monitors(self, wf: WorkflowInstance, delivered: Mapping[Pid, Any],
-                       event: Event) -> None:
-        """After ``wf``'s end is committed: monitors made while it was (whose maker saw
-        it unfinished) get its ``EXIT`` from this node. In a cluster the store has them
-        (another node's too); here, those that learned of it after its load. A store
-        that fails to answer here loses the end nothing (it is committed): those makers
-        look again when they resume (``_interop._deliver_lost``)."""
+    async def _late_monitors(self, wf: WorkflowInstance, delivered: Mapping[Pid, Any],
+                             event: Event) -> None:
+        """After ``wf``'s end is committed, in a cluster: monitors made while it was
+        (whose maker saw it unfinished) get its ``EXIT`` from this node; the store has
+        them, another node's too (read with the other ends of this pass). A store that
+        fails to answer here loses the end nothing (it is committed): those makers look
+        again when they resume (``_interop._deliver_lost``)."""
         try:
-            late = list(wf.durable_watchers or ())
-            if self.ownership is not None:
-                late.extend(self.store.monitors(wf.wid))
-            for watcher in dict.fromkeys(late):
+            with trio.CancelScope(shield=True):
+                stored = await self._monitor_reads.of(wf.wid)
+        except Exception as exc:
+            log.warning("workflow %s: could not look for monitors made while its end was "
+                        "committed: %s", wf.wid, exc, extra={"workflow_id": wf.wid})
+            stored = []
+        self._late_local_monitors(wf, delivered, event, stored)
+
+    def _late_local_monitors(self, wf: WorkflowInstance, delivered: Mapping[Pid, Any],
+                             event: Event, stored: list[Pid] | None = None) -> None:
+        """:meth:`_late_monitors`' deliveries: to the monitors that learned of ``wf``
+        after its load (and to ``stored``, the store's), not delivered yet."""
+        try:
+            for watcher in dict.fromkeys([*(wf.durable_watchers or ()), *(stored or ())]):
                 if watcher not in delivered and watcher.host == self.name and (
                         watcher.id in self.active or self._unfinished(watcher.id)):
                     self.exit_of_ended(wf.pid, watcher, event)
