@@ -520,8 +520,8 @@ class WorkflowHost:
         stored: list[Pid] = []
         if self.ownership is not None:
             # in a cluster, workflows on other nodes may have begun to monitor it since
-            # it was loaded here: the store knows them all (read with the other ends of
-            # this pass, in a worker thread: _monitor_reads.py)
+            # it was loaded here: the store knows them all (read in one query with the
+            # other ends of this pass: _monitor_reads.py)
             with trio.CancelScope(shield=True):
                 stored = await self._monitor_reads.of(wf.wid)
         watchers = dict.fromkeys(wf.durable_watchers) if wf.durable_watchers else {}
