@@ -17,8 +17,7 @@ from typing import Any
 
 import trio
 
-__all__ = ["RUN", "current_task", "reschedule", "reschedule_now", "runnable_tasks",
-           "system_clock_offset"]
+__all__ = ["RUN", "current_task", "reschedule_now", "runnable_tasks", "system_clock_offset"]
 
 RUN: Any
 try:
@@ -41,14 +40,6 @@ def current_task() -> trio.lowlevel.Task:
         if task is not None:
             return task
     return trio.lowlevel.current_task()
-
-
-def reschedule(task: trio.lowlevel.Task, value: Any) -> None:
-    """``trio.lowlevel.reschedule(task, value)``, straight to the runner."""
-    if RUN is not None:
-        RUN.runner.reschedule(task, value)
-    else:  # pragma: no cover - another trio version
-        trio.lowlevel.reschedule(task, value)
 
 
 def reschedule_now() -> Any:

@@ -42,7 +42,7 @@ async def test_reschedule_wakes_a_parked_task() -> None:
     async with trio.open_nursery() as nursery:
         nursery.start_soon(park)
         await trio.testing.wait_all_tasks_blocked()
-        _trio_fast.reschedule(parked[0], outcome.Value("one"))
+        _trio_fast.reschedule_now()(parked[0], outcome.Value("one"))
     assert woken == ["one"]
     async with trio.open_nursery() as nursery:
         nursery.start_soon(park)
