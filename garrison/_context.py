@@ -3,8 +3,9 @@
 
 A workflow's runtime is a :class:`WorkflowScope` (it implements
 :class:`garrison.workflow.WorkflowRuntime`); while one of its activities runs,
-:func:`activity_scope` puts an :class:`ActivityScope` there instead, so workflow
-calls are refused and an ``@activity`` called from an activity is a plain call.
+:class:`ActivityScope` is there instead (the workflow host sets the variable around the
+activity's call), so workflow calls are refused and an ``@activity`` called from an
+activity is a plain call.
 
 One variable, not one for the process runtime and one for the workflow: a task
 inherits its spawner's context, and every process sets its own runtime as it starts,
@@ -15,15 +16,14 @@ would be journaled into the workflow's history, from another task).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .actors._runtime import runtime_var
 
 if TYPE_CHECKING:
     from .workflow import WorkflowRuntime
 
-__all__ = ["ActivityScope", "WorkflowScope", "activity_owner", "activity_scope",
-           "current_workflow"]
+__all__ = ["ActivityScope", "WorkflowScope", "activity_owner", "current_workflow"]
 
 
 class WorkflowScope:
@@ -53,21 +53,3 @@ def activity_owner() -> str | None:
     """The id of the workflow whose activity is running here, or ``None``."""
     rt = runtime_var.get(None)
     return rt.activity_of if isinstance(rt, ActivityScope) else None
-
-
-class activity_scope:
-    """Run an activity inside, with ``runtime`` (plain messaging on behalf of its
-    workflow) as the process runtime: no workflow runtime there.
-
-    A class rather than ``@contextmanager``: it is entered once per activity call."""
-
-    __slots__ = ("_outer", "runtime")
-
-    def __init__(self, runtime: ActivityScope) -> None:
-        self.runtime: Any = runtime  # (a Runtime too: see ActivityRuntime)
-
-    def __enter__(self) -> None:
-        self._outer = runtime_var.set(self.runtime)
-
-    def __exit__(self, *exc: object) -> None:
-        runtime_var.reset(self._outer)

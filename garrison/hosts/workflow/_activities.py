@@ -375,8 +375,7 @@ class Activities(WorkflowCore):
         text = ""
         plain: Any = None
         failure: ErrorInfo | None = None
-        # the activity runs as plain code (what activity_scope does, without its
-        # object and three calls at every step)
+        # the activity runs as plain code: its runtime is an ActivityScope
         token = runtime_var.set(ActivityRuntime(self))
         try:
             while True:
