@@ -1680,41 +1680,6 @@ async def test_a_reply_sent_just_before_the_end_is_not_taken_for_no_reply(
             assert await b.call("workflows/r", "q", None, timeout="5s") == "answer"
 
 
-async def test_a_store_error_after_an_end_is_committed_still_ends_it_here(
-        postgres_url: str) -> None:
-    """The end's commit done, a read of the store that failed (looking for monitors
-    made meanwhile) left the workflow half-ended here: still active, its EXIT never
-    given to the processes monitoring it."""
-    import cluster_app
-    import trio
-
-    from garrison import StoreError
-
-    async with garrison.open_node(store=postgres_url, name="a", lease="30s") as a:
-        await a.start_workflow(cluster_app.ends_on_a_message, id="e")
-        watcher = await a.spawn(cluster_app.waits_for_exit_of, "workflows/e")
-        await trio.sleep(0.5)
-        store = a.hosts["workflows"].store
-        original = store.monitors_of
-        calls: list[list[str]] = []
-
-        def monitors_of(wids: list[str]) -> Any:
-            calls.append(list(wids))
-            if "e" in wids and len(calls) == 2:  # the read after the end's commit
-                raise StoreError(store.path, "server closed the connection (a blip)")
-            return original(wids)
-
-        store.monitors_of = monitors_of
-        try:
-            await a.send("workflows/e", "go", "bye")
-            with trio.fail_after(5):
-                assert await a.wait(watcher) == ["EXIT", "bye"]
-            assert await a.workflow("e").result() == "bye"
-            assert calls[:2] == [["e"], ["e"]]  # the failing read was made
-        finally:
-            store.monitors_of = original
-
-
 async def test_a_wakeup_during_a_receives_commit_does_not_deliver_its_message_twice(
         postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """A workflow took a message and was committing its receive when a wakeup (another

@@ -612,6 +612,40 @@ def test_state_and_monitors(store: SQLiteStore) -> None:
     assert store.monitors("w1") == [parent]
 
 
+def test_deliver_to_monitors_reads_the_stored_monitors_in_the_write(store: SQLiteStore
+                                                                    ) -> None:
+    """An ending workflow's EXIT goes to every unfinished workflow of its host that the
+    store holds as monitoring it, in the order they began, once (its message id names
+    the watcher: one delivered before, in the same transaction too, is left out)."""
+    for wid in ("t", "a", "b", "c", "done"):
+        _workflow(store, wid)
+    store.write(Transaction().update_workflow("done", status="completed"))
+    for watcher in ("workflows/b", "workflows/done", "processes/7", "other/c",
+                    "workflows/ghost", "workflows/a", "workflows/c"):
+        store.write(Transaction().add_monitor("t", watcher))  # (one by one: in order)
+    me = Pid("workflows", "t")
+    tx = (Transaction().update_workflow("t", status="completed", result=3)
+          .deliver("c", "EXIT", {"n": 3}, msg_id="t#exit@c", sender=me, kind="event")
+          .deliver_to_monitors("t", "EXIT", {"n": 3}, host="workflows",
+                               msg_id_prefix="t#exit@", sender=me, time=5.0))
+    results = store.write(tx)
+    assert [watcher for watcher, _row in results[2]] == ["b", "a"]
+    assert results[2][0][1] < results[2][1][1]  # rows in the order of the monitors
+    for wid in ("a", "b"):
+        [row] = store.pending_messages(wid)
+        assert (row.msg_id, row.topic, row.payload, row.kind, row.sender,
+                row.created.timestamp()) == (
+            f"t#exit@{wid}", "EXIT", {"n": 3}, "event", me, 5.0)
+    assert [row.msg_id for row in store.pending_messages("c")] == ["t#exit@c"]
+    assert store.pending_messages("done") == []
+    again = Transaction().deliver_to_monitors("t", "EXIT", {"n": 3}, host="workflows",
+                                              msg_id_prefix="t#exit@", sender=me)
+    assert store.write(again) == [[]]  # delivered once
+    with pytest.raises(PayloadError, match="the monitors of workflow 't'"):
+        Transaction().deliver_to_monitors("t", "EXIT", object(), host="workflows",
+                                          msg_id_prefix="t#exit@")
+
+
 @pytest.mark.parametrize("name", [":memory:", "", " ", "file:app.db?mode=memory"])
 def test_an_sqlite_name_is_not_a_store_path(name: str) -> None:
     """SQLite's own names for a database are refused with what to write instead (they

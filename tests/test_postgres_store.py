@@ -677,3 +677,64 @@ def test_a_dedup_key_taken_by_a_concurrent_start_is_dedup_key_taken(pg: str) -> 
         assert len(errors) == 1 and isinstance(errors[0], DedupKeyTaken), errors
         assert errors[0].workflow_id == "w1" and errors[0].dedup == "k"
         assert store.get_workflow("w2") is None  # nothing of that start was written
+
+
+def test_an_end_waits_for_a_monitor_being_committed_and_delivers_to_it(pg: str) -> None:
+    """A workflow on another node began to monitor one that was ending here: the end's
+    delivery to the store's monitors (read in its write) ran before that monitor was
+    committed, and the monitor's maker, looking after its commit, found the workflow not
+    yet ended: nobody delivered the EXIT. A monitor now locks the monitored workflow's
+    row until it commits, so the end waits for it and delivers to it."""
+    base, _, schema = pg.partition("?schema=")
+    me = garrison.Pid("workflows", "t")
+    with PostgresStore(pg) as store, PostgresStore(pg, lock=False) as other:
+        for wid in ("t", "w", "x"):
+            store.write(Transaction().create_workflow(wid, "app:f", status="running"))
+        holder = psycopg.connect(base)  # holds the monitor's transaction open
+        holder.execute("SET idle_in_transaction_session_timeout = '10s'")
+        holder.execute(f'SELECT 1 FROM "{schema}".workflows WHERE workflow_id = %s FOR UPDATE',
+                       ("x",))
+        outcome: dict[str, Any] = {}
+
+        def run(name: str, side: PostgresStore, tx: Transaction) -> None:
+            try:
+                outcome[name] = side.write(tx)
+            except BaseException as exc:  # pragma: no cover - reported below
+                outcome[name] = exc
+
+        def waiting(watch: psycopg.Connection[Any], n: int) -> bool:
+            """True once ``n`` backends wait for a lock (or a writer has finished)."""
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                rows = watch.execute("SELECT count(*) FROM pg_stat_activity "
+                                     "WHERE cardinality(pg_blocking_pids(pid)) > 0").fetchall()
+                if rows[0][0] >= n or "end" in outcome:
+                    return rows[0][0] >= n
+                time.sleep(0.01)
+            return False
+
+        # the other node's monitor, then a write the holder's lock stops
+        maker = threading.Thread(target=run, args=("monitor", other, Transaction()
+                                 .add_monitor("t", "workflows/w")
+                                 .update_workflow("x", status="waiting", time=1.0)))
+        end = threading.Thread(target=run, args=("end", store, Transaction()
+                               .update_workflow("t", status="completed", time=2.0)
+                               .deliver_to_monitors("t", "EXIT", None, host="workflows",
+                                                    msg_id_prefix="t#exit@", sender=me,
+                                                    time=2.0)))
+        try:
+            with psycopg.connect(base, autocommit=True) as watch:
+                maker.start()
+                assert waiting(watch, 1)  # the monitor is written, its commit held
+                end.start()
+                blocked = waiting(watch, 2)
+            holder.commit()
+        finally:
+            maker.join(10)
+            end.join(10)
+            holder.close()
+        assert outcome["monitor"] == [None, None]
+        assert blocked, "the end did not wait for the monitor being committed"
+        [(watcher, row_id)] = outcome["end"][1]
+        assert watcher == "w"
+        assert [row.id for row in store.pending_messages("w")] == [row_id]

@@ -144,6 +144,22 @@ _OP_SQL: dict[str, tuple[str, int]] = {
         "INSERT INTO {s}.inbox (workflow_id, msg_id, topic, payload, sender, kind, call_ref, "
         "created, trace) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) "
         "ON CONFLICT (msg_id) DO NOTHING RETURNING id", 9),
+    # the monitors' rows read in the write; a watcher another node runs is woken as by
+    # ``remote_wake`` ($8: this node's epoch, NULL for a tool's store; $9: the channel)
+    "deliver_to_monitors": (
+        "WITH watchers AS (SELECT w.workflow_id, w.owner_epoch FROM {s}.monitors m "
+        "JOIN {s}.workflows w ON w.workflow_id = substr(m.watcher, length($2) + 1) "
+        "WHERE m.workflow_id = $1 AND starts_with(m.watcher, $2) "
+        "AND w.status NOT IN ('completed', 'failed', 'cancelled') "
+        "ORDER BY m.created, m.watcher COLLATE \"C\"), "
+        "put AS (INSERT INTO {s}.inbox (workflow_id, msg_id, topic, payload, sender, kind, "
+        "created) SELECT workflow_id, $3 || workflow_id, $4, $5, $6, 'event', $7 "
+        "FROM watchers ON CONFLICT (msg_id) DO NOTHING RETURNING workflow_id, id), "
+        "woken AS (INSERT INTO {s}.wakeups (workflow_id, kind, created) "
+        "SELECT put.workflow_id, 'remote', $7 FROM put JOIN watchers USING (workflow_id) "
+        "WHERE watchers.owner_epoch IS DISTINCT FROM $8::bigint RETURNING 1) "
+        "SELECT put.workflow_id, put.id, (SELECT count(pg_notify($9, '')) FROM woken) "
+        "FROM put ORDER BY put.id", 9),
     "consume": (
         "WITH u AS (UPDATE {s}.inbox SET consumed_seq = $1 WHERE id = $2 AND workflow_id = $3 "
         "AND consumed_seq IS NULL RETURNING 1) "
@@ -161,8 +177,13 @@ _OP_SQL: dict[str, tuple[str, int]] = {
         "INSERT INTO {s}.state (workflow_id, key, value, updated) VALUES ($1, $2, $3, $4) "
         "ON CONFLICT (workflow_id, key) DO UPDATE SET value = EXCLUDED.value, "
         "updated = EXCLUDED.updated", 4),
+    # ``FOR SHARE`` on the monitored workflow's row until the transaction ends: its end
+    # (an update of that row, then ``deliver_to_monitors``) waits for this monitor and
+    # sees it, or commits first and this monitor's maker finds it ended
     "add_monitor": (
-        "INSERT INTO {s}.monitors (workflow_id, watcher, created) VALUES ($1, $2, $3) "
+        "INSERT INTO {s}.monitors (workflow_id, watcher, created) SELECT $1, $2, $3 "
+        "WHERE (SELECT count(*) FROM (SELECT 1 FROM {s}.workflows WHERE workflow_id = $1 "
+        "FOR SHARE) locked) >= 0 "
         "ON CONFLICT (workflow_id, watcher) DO NOTHING", 3),
     "remove_monitor": ("DELETE FROM {s}.monitors WHERE workflow_id = $1 AND watcher = $2", 2),
     "wakeup": (
@@ -449,6 +470,9 @@ class PgWritePath:
                 calls.append(_Call(stmt("deliver"), _encode(params, what), index, "id"))
                 if epoch is not None:
                     wakes[params[0]] = None
+            elif op is Op.DELIVER_TO_MONITORS:
+                calls.append(_Call(stmt(what), _encode(
+                    (*params, epoch, self._channel), what), index, "rows"))
             elif op is Op.ENQUEUE:
                 calls.append(_Call(stmt("enqueue"), _encode(params, what), index, "id"))
             elif op is Op.ADMIT:  # (the function checks the lease itself)
@@ -1010,6 +1034,14 @@ class PgWritePath:
                     f"SELECT id FROM {self._s}.inbox WHERE msg_id = %s AND workflow_id = %s "
                     "AND created = %s", (params[1], params[0], params[7]))
                 results[index] = int(rows[0][0]) if rows else None
+            elif op is Op.DELIVER_TO_MONITORS:  # the rows it put: its sender, at its time
+                _wid, _host, prefix, topic, _payload, sender, created = params
+                rows = self._query(
+                    f"SELECT workflow_id, id FROM {self._s}.inbox WHERE starts_with(msg_id, %s) "
+                    "AND msg_id = %s || workflow_id AND topic = %s "
+                    "AND sender IS NOT DISTINCT FROM %s "
+                    "AND created = %s ORDER BY id", (prefix, prefix, topic, sender, created))
+                results[index] = [(watcher, int(row_id)) for watcher, row_id in rows]
             elif op is Op.ADMIT:  # admitted by this transaction: at its time, running
                 entries = [wid for wid, _run in json.loads(params[1])]
                 rows = self._query(
@@ -1128,6 +1160,9 @@ def _result_of(call: _Call, res: Any) -> Any:
         return int(res.get_value(0, 0)) if res.ntuples else None
     if call.result == "json":
         return json.loads(res.get_value(0, 0))
+    if call.result == "rows":  # (watcher id, inbox row id) of each row put
+        return [(res.get_value(i, 0).decode(), int(res.get_value(i, 1)))
+                for i in range(res.ntuples)]
     return None  # pragma: no cover
 
 

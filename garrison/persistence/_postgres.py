@@ -915,22 +915,6 @@ class PostgresStore(PgWritePath, StoreShortcuts):
             'ORDER BY created, watcher COLLATE "C"', (workflow_id,))
         return [Pid.parse(row[0]) for row in rows]
 
-    def monitors_of(self, workflow_ids: list[str]) -> dict[str, list[Pid]]:
-        """:meth:`monitors` of several workflows in one query (the ends of a batch ask
-        together); safe from a worker thread (the reader connection has its lock)."""
-        if any("\x00" in wid for wid in workflow_ids):  # no such id can be stored
-            workflow_ids = [wid for wid in workflow_ids if "\x00" not in wid]
-        if not workflow_ids:
-            return {}
-        rows = self._query(
-            f"SELECT workflow_id, watcher FROM {self._s}.monitors "
-            'WHERE workflow_id = ANY(%s) ORDER BY created, watcher COLLATE "C"',
-            (workflow_ids,))
-        out: dict[str, list[Pid]] = {}
-        for wid, watcher in rows:
-            out.setdefault(wid, []).append(Pid.parse(watcher))
-        return out
-
     def schedules(self) -> list[ScheduleRecord]:
         """Every schedule of the store, by id."""
         rows = self._query(f"SELECT {ScheduleRecord.COLUMNS} FROM {self._s}.schedules "

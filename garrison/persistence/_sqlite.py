@@ -202,6 +202,22 @@ def _deliver(conn: sqlite3.Connection, params: tuple[Any, ...]) -> int | None:
     return cur.lastrowid if cur.rowcount == 1 else None
 
 
+def _deliver_to_monitors(conn: sqlite3.Connection, params: tuple[Any, ...]
+                         ) -> list[tuple[str, int]]:
+    workflow_id, prefix, msg_prefix, topic, payload, sender, created = params
+    rows = conn.execute(
+        "INSERT OR IGNORE INTO inbox (workflow_id, msg_id, topic, payload, sender, kind, "
+        "created) SELECT w.workflow_id, ? || w.workflow_id, ?, ?, ?, 'event', ? "
+        "FROM monitors m JOIN workflows w ON w.workflow_id = substr(m.watcher, ?) "
+        "WHERE m.workflow_id = ? AND substr(m.watcher, 1, ?) = ? "
+        "AND w.status NOT IN ('completed', 'failed', 'cancelled') "
+        "ORDER BY m.created, m.watcher RETURNING workflow_id, id",
+        (msg_prefix, topic, payload, sender, created, len(prefix) + 1, workflow_id,
+         len(prefix), prefix),
+    ).fetchall()
+    return sorted(rows, key=lambda row: row[1])
+
+
 def _consume(conn: sqlite3.Connection, params: tuple[Any, ...]) -> None:
     cur = conn.execute(
         "UPDATE inbox SET consumed_seq = ? "
@@ -355,6 +371,7 @@ _OPS: dict[Op, Callable[[sqlite3.Connection, tuple[Any, ...]], Any]] = {
     Op.DELETE_WORKFLOW: _delete_workflow,
     Op.APPEND_JOURNAL: _statement(_APPEND_JOURNAL),
     Op.DELIVER: _deliver,
+    Op.DELIVER_TO_MONITORS: _deliver_to_monitors,
     Op.CONSUME: _consume,
     Op.ADD_TIMER: _statement(
         "INSERT OR REPLACE INTO timers (workflow_id, seq, deadline, kind) "
@@ -1233,16 +1250,6 @@ class SQLiteStore(StoreShortcuts):
             (workflow_id,),
         )
         return [Pid.parse(row[0]) for row in rows]
-
-    def monitors_of(self, workflow_ids: list[str]) -> dict[str, list[Pid]]:
-        """:meth:`monitors` of several workflows (a workflow watched by nobody is
-        missing); safe from a worker thread."""
-        out: dict[str, list[Pid]] = {}
-        for wid in dict.fromkeys(workflow_ids):
-            watchers = self.monitors(wid)
-            if watchers:
-                out[wid] = watchers
-        return out
 
     def schedules(self) -> list[ScheduleRecord]:
         """Every schedule of the store, by id."""

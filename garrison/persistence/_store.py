@@ -180,11 +180,6 @@ class Store(Protocol):
         """The pids watching the workflow, in the order they started watching."""
         ...
 
-    def monitors_of(self, workflow_ids: list[str]) -> dict[str, list[Pid]]:
-        """:meth:`monitors` of several workflows in one read (a workflow watched by
-        nobody is missing); safe to call from a worker thread."""
-        ...
-
     # -- schedules and the queue ---------------------------------------------------
     def schedules(self) -> list[ScheduleRecord]:
         """Every schedule of the store, by id (the scheduler loads them once at start)."""

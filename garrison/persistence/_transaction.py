@@ -22,6 +22,11 @@ of the contract every store implements:
 ``DELETE_WORKFLOW``       ``None``; removes the workflow and every row it owns
 ``APPEND_JOURNAL``        ``None``; a second row for one ``(workflow_id, seq)`` fails
 ``DELIVER``               the inbox row id (arrival order), ``None`` if ``msg_id`` existed
+``DELIVER_TO_MONITORS``   ``[(watcher workflow id, inbox row id), ...]``: the rows put in
+                          the inboxes of the unfinished workflows of one host that the
+                          store holds as monitoring the workflow (read in the write: see
+                          :meth:`Transaction.deliver_to_monitors`); a watcher whose
+                          message id existed is left out
 ``CONSUME``               ``None``; ``ValueError`` unless the row is pending for that workflow
 ``ADD_TIMER``             ``None``; replaces the deadline (and kind) of the same ``seq``
 ``REMOVE_TIMER``          ``None``
@@ -91,6 +96,7 @@ class Op(enum.StrEnum):
     DELETE_WORKFLOW = "delete_workflow"
     APPEND_JOURNAL = "append_journal"
     DELIVER = "deliver"
+    DELIVER_TO_MONITORS = "deliver_to_monitors"
     CONSUME = "consume"
     ADD_TIMER = "add_timer"
     REMOVE_TIMER = "remove_timer"
@@ -421,6 +427,49 @@ class Transaction:
             _trace_text(trace),
         )
         return self._add(workflow_id, Op.DELIVER, params)
+
+    def deliver_to_monitors(
+        self,
+        workflow_id: str,
+        topic: str,
+        payload: Any = None,
+        *,
+        host: str,
+        msg_id_prefix: str,
+        sender: Pid | str | None = None,
+        time: _dt.datetime | float | None = None,
+    ) -> Transaction:
+        """Put an event in the inbox of every unfinished workflow of ``host`` that the
+        store holds as monitoring ``workflow_id`` (an ``add_monitor`` of a ``host/id``
+        watcher), with message id ``msg_id_prefix`` + the watcher's id; a watcher whose
+        message id exists gets nothing more (result: ``(watcher id, row id)`` of each
+        row put).
+
+        The monitors are read by the write itself, so nothing committed before the
+        write is missed: an ending workflow delivers its ``EXIT`` without a read of its
+        own. On a store that several nodes share, ``add_monitor`` locks the monitored
+        workflow's row until its transaction ends: an end whose ``update_workflow``
+        comes before this operation in the same transaction either sees a monitor
+        committed meanwhile, or commits first (the monitor's maker then finds the
+        workflow ended). The watchers' nodes are woken as by ``deliver``.
+
+        Example, a workflow's end::
+
+            tx.update_workflow(wid, status="completed", result=value)
+            tx.deliver_to_monitors(wid, "EXIT", exit_event, host="workflows",
+                                   msg_id_prefix=f"{wid}#exit@", sender=pid)
+        """
+        params = (
+            workflow_id,
+            host + "/",
+            msg_id_prefix,
+            topic,
+            _encode_lazily(payload, lambda: f"the payload of event {topic!r} to the "
+                                            f"monitors of workflow {workflow_id!r}"),
+            _pid_text(sender),
+            unix_seconds(time),
+        )
+        return self._add(workflow_id, Op.DELIVER_TO_MONITORS, params)
 
     def consume(self, workflow_id: str, inbox_id: int, seq: int) -> Transaction:
         """Mark inbox row ``inbox_id`` as taken by the receive at journal ``seq``."""

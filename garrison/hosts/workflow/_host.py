@@ -46,7 +46,6 @@ from ._ids import check_workflow_id
 from ._inbox import InboxItem, exit_id
 from ._instance import WorkflowInstance
 from ._journal import JournalKind, event_to_plain, message_to_plain
-from ._monitor_reads import MonitorReads
 from ._queue import QueueLimits, WorkflowQueue
 from ._recovery import refresh, resume_all, watch_wakeups
 from ._scheduler import Scheduler
@@ -88,7 +87,6 @@ class WorkflowHost:
         #: or call (see ``_elsewhere``)
         self.elsewhere = Elsewhere(self)
         #: the store's monitors of workflows ending here, read in batches (a cluster's)
-        self._monitor_reads = MonitorReads(store)
         self.names: dict[str, set[str]] = {}
         self.clock = WallClock()  # hosts are made inside trio
         #: stand-ins for activities by journal name (``garrison.testing``): name -> function
@@ -517,36 +515,44 @@ class WorkflowHost:
         self.queue.finishing(tx, wf)
         targets: list[tuple[WorkflowInstance, int]] = []
         event_text = ""
-        stored: list[Pid] = []
-        if self.ownership is not None:
-            # in a cluster, workflows on other nodes may have begun to monitor it since
-            # it was loaded here: the store knows them all (read in one query with the
-            # other ends of this pass: _monitor_reads.py)
-            with trio.CancelScope(shield=True):
-                stored = await self._monitor_reads.of(wf.wid)
+        cluster = self.ownership is not None
         watchers = dict.fromkeys(wf.durable_watchers) if wf.durable_watchers else {}
-        watchers.update(dict.fromkeys(stored))
         for watcher in watchers:
             if watcher.host != self.name:
                 continue
             other = self.active.get(watcher.id)
-            if other is None and not self._unfinished(watcher.id):
-                continue  # (one that runs elsewhere, or has not resumed, gets it too)
+            if other is None and (cluster or not self._unfinished(watcher.id)):
+                # (one that has not resumed gets it too; in a cluster, the store's
+                # monitors below reach every one not running here)
+                continue
             event_text = event_text or _dumps(event_to_plain(event))
             tx.deliver(watcher.id, "EXIT", RawJson(event_text),
                        msg_id=exit_id(wf.wid, watcher.id), sender=wf.pid, kind="event",
                        time=now)
             if other is not None:
                 targets.append((other, len(tx) - 1))
+        stored_at = -1
+        if cluster:
+            # workflows on other nodes may monitor it: the store's monitors get its EXIT
+            # in this transaction (read by the write: a monitor committed meanwhile is
+            # seen, or finds this end committed; see Transaction.deliver_to_monitors)
+            event_text = event_text or _dumps(event_to_plain(event))
+            tx.deliver_to_monitors(wf.wid, "EXIT", RawJson(event_text), host=self.name,
+                                   msg_id_prefix=exit_id(wf.wid, ""), sender=wf.pid,
+                                   time=now)
+            stored_at = len(tx) - 1
         results = await wf.commit_checked(tx)
         for other, index in targets:
             row_id = results[index]
             if row_id is not None:
                 other.push(InboxItem(row_id, True, _loads(event_text), now))
-        if self.ownership is not None:
-            await self._late_monitors(wf, watchers, event)
-        else:
-            self._late_local_monitors(wf, watchers, event)
+        if stored_at >= 0:
+            for watcher_id, row_id in results[stored_at]:
+                watchers[Pid(self.name, watcher_id)] = None
+                other = self.active.get(watcher_id)
+                if other is not None:
+                    other.push(InboxItem(row_id, True, _loads(event_text), now))
+        self._late_local_monitors(wf, watchers, event)
         self.counts[status] += 1
         wf.status = status
         wf.result_json = result_json
@@ -572,28 +578,12 @@ class WorkflowHost:
         exit_fan_out(self.node, wf.pid, event, wf.watchers, wf.links, processes)
         wf.done.set()
 
-    async def _late_monitors(self, wf: WorkflowInstance, delivered: Mapping[Pid, Any],
-                             event: Event) -> None:
-        """After ``wf``'s end is committed, in a cluster: monitors made while it was
-        (whose maker saw it unfinished) get its ``EXIT`` from this node; the store has
-        them, another node's too (read with the other ends of this pass). A store that
-        fails to answer here loses the end nothing (it is committed): those makers look
-        again when they resume (``_interop._deliver_lost``)."""
-        try:
-            with trio.CancelScope(shield=True):
-                stored = await self._monitor_reads.of(wf.wid)
-        except Exception as exc:
-            log.warning("workflow %s: could not look for monitors made while its end was "
-                        "committed: %s", wf.wid, exc, extra={"workflow_id": wf.wid})
-            stored = []
-        self._late_local_monitors(wf, delivered, event, stored)
-
     def _late_local_monitors(self, wf: WorkflowInstance, delivered: Mapping[Pid, Any],
-                             event: Event, stored: list[Pid] | None = None) -> None:
-        """:meth:`_late_monitors`' deliveries: to the monitors that learned of ``wf``
-        after its load (and to ``stored``, the store's), not delivered yet."""
+                             event: Event) -> None:
+        """After ``wf``'s end is committed: its ``EXIT`` for the workflows here that
+        began to monitor it meanwhile (not in ``delivered``)."""
         try:
-            for watcher in dict.fromkeys([*(wf.durable_watchers or ()), *(stored or ())]):
+            for watcher in dict.fromkeys(wf.durable_watchers or ()):
                 if watcher not in delivered and watcher.host == self.name and (
                         watcher.id in self.active or self._unfinished(watcher.id)):
                     self.exit_of_ended(wf.pid, watcher, event)
