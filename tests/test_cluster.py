@@ -1545,6 +1545,39 @@ async def test_a_workflow_monitoring_one_another_node_runs_gets_its_exit_when_it
             assert await b.workflow("w").result() == ["EXIT", "workflows/t", True, "bye"]
 
 
+async def test_workflows_ending_while_another_node_monitors_them_give_each_exit_once(
+        postgres_url: str) -> None:
+    """Twenty workflows on node a end while twenty on node b begin to monitor them, at
+    the same moments: each monitor gets the EXIT of its target, once, whichever came
+    first, and nothing waits on the row locks for good. (The narrow race of an end with
+    a monitor being committed is pinned by test_postgres_store.py's
+    ``test_an_end_waits_for_a_monitor_being_committed_and_delivers_to_it``.)"""
+    import cluster_app
+    import trio
+
+    n = 20
+    async with garrison.open_node(store=postgres_url, name="a", lease="30s") as a, \
+            garrison.open_node(store=postgres_url, name="b", lease="30s") as b:
+        for i in range(n):
+            await a.start_workflow(cluster_app.ends_on_a_message, id=f"t{i}")
+        async with trio.open_nursery() as nursery:
+            for i in range(n):
+                nursery.start_soon(lambda i=i: b.start_workflow(
+                    cluster_app.monitors, f"workflows/t{i}", id=f"w{i}"))
+                nursery.start_soon(lambda i=i: a.send(f"workflows/t{i}", "end", i))
+        with trio.fail_after(20):
+            for i in range(n):
+                assert await b.workflow(f"w{i}").result() == [
+                    "EXIT", f"workflows/t{i}", True, i]
+        look = Look(postgres_url)
+        try:
+            exits = look.store._query("SELECT workflow_id, count(*) FROM garrison.inbox "
+                                      "WHERE topic = 'EXIT' GROUP BY workflow_id")
+        finally:
+            look.close()
+        assert sorted(exits) == sorted((f"w{i}", 1) for i in range(n))
+
+
 @pytest.mark.parametrize("end", ["children end", "cancel", "terminate"])
 async def test_a_parent_and_its_children_spread_over_nodes(postgres_url: str,
                                                           end: str) -> None:
