@@ -1545,6 +1545,37 @@ async def test_a_workflow_monitoring_one_another_node_runs_gets_its_exit_when_it
             assert await b.workflow("w").result() == ["EXIT", "workflows/t", True, "bye"]
 
 
+async def test_a_monitor_of_a_workflow_another_node_runs_waits_for_an_end_in_flight(
+        postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Once its monitor of a workflow node a runs is committed, node b looks whether that
+    workflow has ended with a read that waits for an end being committed
+    (``get_workflow_settled``): a plain read could find it running while its end, whose
+    write had read the monitors before this one was committed, was about to commit."""
+    import cluster_app
+    import trio
+
+    from garrison.persistence._postgres import PostgresStore
+
+    asked: list[tuple[str, str]] = []
+    settled = PostgresStore.get_workflow_settled
+
+    def spy(self: PostgresStore, workflow_id: str) -> Any:
+        asked.append((self.node_name or "", workflow_id))
+        return settled(self, workflow_id)
+
+    monkeypatch.setattr(PostgresStore, "get_workflow_settled", spy)
+    async with garrison.open_node(store=postgres_url, name="a", lease="30s") as a, \
+            garrison.open_node(store=postgres_url, name="b", lease="30s") as b:
+        await a.start_workflow(cluster_app.ends_on_a_message, id="t")
+        await b.start_workflow(cluster_app.monitors, "workflows/t", id="w")
+        with trio.fail_after(10):
+            while ("b", "t") not in asked:
+                await trio.sleep(0.02)
+        await b.send("workflows/t", "end", "bye")
+        with trio.fail_after(10):
+            assert await b.workflow("w").result() == ["EXIT", "workflows/t", True, "bye"]
+
+
 async def test_workflows_ending_while_another_node_monitors_them_give_each_exit_once(
         postgres_url: str) -> None:
     """Twenty workflows on node a end while twenty on node b begin to monitor them, at

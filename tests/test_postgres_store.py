@@ -679,62 +679,92 @@ def test_a_dedup_key_taken_by_a_concurrent_start_is_dedup_key_taken(pg: str) -> 
         assert store.get_workflow("w2") is None  # nothing of that start was written
 
 
-def test_an_end_waits_for_a_monitor_being_committed_and_delivers_to_it(pg: str) -> None:
-    """A workflow on another node began to monitor one that was ending here: the end's
-    delivery to the store's monitors (read in its write) ran before that monitor was
-    committed, and the monitor's maker, looking after its commit, found the workflow not
-    yet ended: nobody delivered the EXIT. A monitor now locks the monitored workflow's
-    row until it commits, so the end waits for it and delivers to it."""
+def _blocked(watch: psycopg.Connection[Any], n: int, done: Any = lambda: False) -> bool:
+    """True once ``n`` backends of the server wait for a lock (False after 5 s, or once
+    ``done()``: a writer that was to wait did not)."""
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        rows = watch.execute("SELECT count(*) FROM pg_stat_activity "
+                             "WHERE cardinality(pg_blocking_pids(pid)) > 0").fetchall()
+        if rows[0][0] >= n:
+            return True
+        if done():
+            return False
+        time.sleep(0.01)
+    return False
+
+
+def test_a_settled_read_waits_for_an_end_being_committed(pg: str) -> None:
+    """A workflow on another node began to monitor one that was ending: the end's write
+    read the store's monitors (``deliver_to_monitors``) before the monitor was committed,
+    and the monitor's maker, reading the workflow after its commit, found it not yet
+    ended: nobody delivered the EXIT. The maker's read (``get_workflow_settled``) waits
+    for the end's transaction, and finds it ended."""
     base, _, schema = pg.partition("?schema=")
     me = garrison.Pid("workflows", "t")
     with PostgresStore(pg) as store, PostgresStore(pg, lock=False) as other:
         for wid in ("t", "w", "x"):
             store.write(Transaction().create_workflow(wid, "app:f", status="running"))
-        holder = psycopg.connect(base)  # holds the monitor's transaction open
+        holder = psycopg.connect(base)  # holds the end's transaction open
         holder.execute("SET idle_in_transaction_session_timeout = '10s'")
         holder.execute(f'SELECT 1 FROM "{schema}".workflows WHERE workflow_id = %s FOR UPDATE',
                        ("x",))
         outcome: dict[str, Any] = {}
 
-        def run(name: str, side: PostgresStore, tx: Transaction) -> None:
+        def run(name: str, fn: Any, *args: Any) -> None:
             try:
-                outcome[name] = side.write(tx)
+                outcome[name] = fn(*args)
             except BaseException as exc:  # pragma: no cover - reported below
                 outcome[name] = exc
 
-        def waiting(watch: psycopg.Connection[Any], n: int) -> bool:
-            """True once ``n`` backends wait for a lock (or a writer has finished)."""
-            deadline = time.monotonic() + 5
-            while time.monotonic() < deadline:
-                rows = watch.execute("SELECT count(*) FROM pg_stat_activity "
-                                     "WHERE cardinality(pg_blocking_pids(pid)) > 0").fetchall()
-                if rows[0][0] >= n or "end" in outcome:
-                    return rows[0][0] >= n
-                time.sleep(0.01)
-            return False
-
-        # the other node's monitor, then a write the holder's lock stops
-        maker = threading.Thread(target=run, args=("monitor", other, Transaction()
-                                 .add_monitor("t", "workflows/w")
-                                 .update_workflow("x", status="waiting", time=1.0)))
-        end = threading.Thread(target=run, args=("end", store, Transaction()
+        # the end: its row updated, the monitors read (none yet), then a write the
+        # holder's lock stops before the commit
+        end = threading.Thread(target=run, args=("end", store.write, Transaction()
                                .update_workflow("t", status="completed", time=2.0)
                                .deliver_to_monitors("t", "EXIT", None, host="workflows",
                                                     msg_id_prefix="t#exit@", sender=me,
-                                                    time=2.0)))
+                                                    time=2.0)
+                               .update_workflow("x", status="waiting", time=2.0)))
+        settled = threading.Thread(target=run, args=("settled", other.get_workflow_settled,
+                                                     "t"))
         try:
             with psycopg.connect(base, autocommit=True) as watch:
-                maker.start()
-                assert waiting(watch, 1)  # the monitor is written, its commit held
                 end.start()
-                blocked = waiting(watch, 2)
+                assert _blocked(watch, 1)
+                other.write(Transaction().add_monitor("t", "workflows/w"))  # committed now
+                assert other.get_workflow("t").status == "running"  # the plain read: not ended
+                settled.start()
+                waited = _blocked(watch, 2, lambda: "settled" in outcome)
             holder.commit()
         finally:
-            maker.join(10)
             end.join(10)
+            settled.join(10)
             holder.close()
-        assert outcome["monitor"] == [None, None]
-        assert blocked, "the end did not wait for the monitor being committed"
-        [(watcher, row_id)] = outcome["end"][1]
-        assert watcher == "w"
-        assert [row.id for row in store.pending_messages("w")] == [row_id]
+        assert outcome["end"] == [None, [], None]  # the monitor came after its read
+        assert waited, "the settled read did not wait for the end being committed"
+        assert outcome["settled"].status == "completed"
+
+
+def test_monitors_delivered_to_are_read_back_exactly_after_a_lost_answer(
+        pg: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An end's transaction committed and its answer was lost: the results read back
+    for ``deliver_to_monitors`` also listed the watcher the same transaction had
+    delivered to itself (same message id), and the node gave that watcher the EXIT
+    twice (its second consume failed it: 'not a pending message')."""
+    me = garrison.Pid("workflows", "t")
+    with PostgresStore(pg) as store:
+        for wid in ("t", "w", "v"):
+            store.write(Transaction().create_workflow(wid, "app:f", status="running"))
+        store.write(Transaction().add_monitor("t", "workflows/w"))
+        store.write(Transaction().add_monitor("t", "workflows/v"))
+        _lose_answer(store, monkeypatch, after=True)
+        results = store.write(
+            Transaction().update_workflow("t", status="completed", time=2.0)
+            .deliver("w", "EXIT", None, msg_id="t#exit@w", sender=me, kind="event", time=2.0)
+            .deliver_to_monitors("t", "EXIT", None, host="workflows", msg_id_prefix="t#exit@",
+                                 sender=me, time=2.0))
+        row_w = store.inbox_message("t#exit@w")
+        row_v = store.inbox_message("t#exit@v")
+        assert row_w is not None and row_v is not None
+        assert results == [None, row_w.id, [("v", row_v.id)]]
+        assert store.statistics().transactions == 6  # (written once)

@@ -177,13 +177,8 @@ _OP_SQL: dict[str, tuple[str, int]] = {
         "INSERT INTO {s}.state (workflow_id, key, value, updated) VALUES ($1, $2, $3, $4) "
         "ON CONFLICT (workflow_id, key) DO UPDATE SET value = EXCLUDED.value, "
         "updated = EXCLUDED.updated", 4),
-    # ``FOR SHARE`` on the monitored workflow's row until the transaction ends: its end
-    # (an update of that row, then ``deliver_to_monitors``) waits for this monitor and
-    # sees it, or commits first and this monitor's maker finds it ended
     "add_monitor": (
-        "INSERT INTO {s}.monitors (workflow_id, watcher, created) SELECT $1, $2, $3 "
-        "WHERE (SELECT count(*) FROM (SELECT 1 FROM {s}.workflows WHERE workflow_id = $1 "
-        "FOR SHARE) locked) >= 0 "
+        "INSERT INTO {s}.monitors (workflow_id, watcher, created) VALUES ($1, $2, $3) "
         "ON CONFLICT (workflow_id, watcher) DO NOTHING", 3),
     "remove_monitor": ("DELETE FROM {s}.monitors WHERE workflow_id = $1 AND watcher = $2", 2),
     "wakeup": (
@@ -1034,14 +1029,21 @@ class PgWritePath:
                     f"SELECT id FROM {self._s}.inbox WHERE msg_id = %s AND workflow_id = %s "
                     "AND created = %s", (params[1], params[0], params[7]))
                 results[index] = int(rows[0][0]) if rows else None
-            elif op is Op.DELIVER_TO_MONITORS:  # the rows it put: its sender, at its time
-                _wid, _host, prefix, topic, _payload, sender, created = params
+            elif op is Op.DELIVER_TO_MONITORS:
+                # the rows it put: by the message ids of the monitors' watchers, its
+                # sender and time, but those an earlier ``deliver`` of this transaction
+                # put (the operation found their ids taken and left them out)
+                wid, host, prefix, topic, _payload, sender, created = params
+                earlier = {p[1] for o, p in plan.tx.ops[:index] if o is Op.DELIVER}
                 rows = self._query(
-                    f"SELECT workflow_id, id FROM {self._s}.inbox WHERE starts_with(msg_id, %s) "
-                    "AND msg_id = %s || workflow_id AND topic = %s "
-                    "AND sender IS NOT DISTINCT FROM %s "
-                    "AND created = %s ORDER BY id", (prefix, prefix, topic, sender, created))
-                results[index] = [(watcher, int(row_id)) for watcher, row_id in rows]
+                    f"SELECT i.workflow_id, i.id, i.msg_id FROM {self._s}.monitors m "
+                    f"JOIN {self._s}.inbox i ON i.msg_id = %s || substr(m.watcher, %s) "
+                    "WHERE m.workflow_id = %s AND starts_with(m.watcher, %s) "
+                    "AND i.topic = %s AND i.sender IS NOT DISTINCT FROM %s AND i.created = %s "
+                    "ORDER BY i.id",
+                    (prefix, len(host) + 1, wid, host, topic, sender, created))
+                results[index] = [(watcher, int(row_id)) for watcher, row_id, msg_id in rows
+                                  if msg_id not in earlier]
             elif op is Op.ADMIT:  # admitted by this transaction: at its time, running
                 entries = [wid for wid, _run in json.loads(params[1])]
                 rows = self._query(

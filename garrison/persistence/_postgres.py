@@ -743,6 +743,15 @@ class PostgresStore(PgWritePath, StoreShortcuts):
             (workflow_id,))
         return WorkflowRecord.from_row(rows[0]) if rows else None
 
+    def get_workflow_settled(self, workflow_id: str) -> WorkflowRecord | None:
+        """:meth:`get_workflow` once no transaction that updates the row is in flight:
+        ``FOR SHARE`` waits for one (the lock is let go with the statement, the
+        reader's own transaction; see the Store protocol)."""
+        rows = self._query(
+            f"SELECT {WorkflowRecord.COLUMNS} FROM {self._s}.workflows WHERE workflow_id = %s "
+            "FOR SHARE", (workflow_id,))
+        return WorkflowRecord.from_row(rows[0]) if rows else None
+
     def list_workflows(
         self,
         status: str | Iterable[str] | None = None,

@@ -1061,6 +1061,11 @@ class SQLiteStore(StoreShortcuts):
         )
         return WorkflowRecord.from_row(rows[0]) if rows else None
 
+    def get_workflow_settled(self, workflow_id: str) -> WorkflowRecord | None:
+        """:meth:`get_workflow`: one node writes a SQLite store, and a read sees every
+        committed write (see the Store protocol)."""
+        return self.get_workflow(workflow_id)
+
     def list_workflows(
         self,
         status: str | Iterable[str] | None = None,

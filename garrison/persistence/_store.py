@@ -103,6 +103,14 @@ class Store(Protocol):
         """The workflow's row, or ``None``."""
         ...
 
+    def get_workflow_settled(self, workflow_id: str) -> WorkflowRecord | None:
+        """:meth:`get_workflow` once no transaction that updates the row is in flight
+        (one another node is committing is waited for). A node that has just committed
+        a monitor of a workflow another node runs asks with it whether that workflow
+        has ended: an end whose write read the store's monitors before the monitor
+        was committed (``Transaction.deliver_to_monitors``) has committed by then."""
+        ...
+
     def list_workflows(
         self,
         status: str | Iterable[str] | None = None,

@@ -447,11 +447,10 @@ class Transaction:
 
         The monitors are read by the write itself, so nothing committed before the
         write is missed: an ending workflow delivers its ``EXIT`` without a read of its
-        own. On a store that several nodes share, ``add_monitor`` locks the monitored
-        workflow's row until its transaction ends: an end whose ``update_workflow``
-        comes before this operation in the same transaction either sees a monitor
-        committed meanwhile, or commits first (the monitor's maker then finds the
-        workflow ended). The watchers' nodes are woken as by ``deliver``.
+        own. A monitor committed after it, while the end's transaction (whose
+        ``update_workflow`` of the row comes first) is still open, is the maker's to
+        answer: its ``get_workflow_settled`` waits for that transaction and finds the
+        workflow ended. The watchers' nodes are woken as by ``deliver``.
 
         Example, a workflow's end::
 

@@ -86,7 +86,6 @@ class WorkflowHost:
         #: workflows another node of the cluster runs that this node's processes monitor
         #: or call (see ``_elsewhere``)
         self.elsewhere = Elsewhere(self)
-        #: the store's monitors of workflows ending here, read in batches (a cluster's)
         self.names: dict[str, set[str]] = {}
         self.clock = WallClock()  # hosts are made inside trio
         #: stand-ins for activities by journal name (``garrison.testing``): name -> function
@@ -469,16 +468,18 @@ class WorkflowHost:
         if link is not None and error is not None:
             self.node.linked_exit(link, pid, error)
 
-    def end_of(self, pid: Pid) -> tuple[bool, Any, ErrorInfo | None]:
+    def end_of(self, pid: Pid, *, settled: bool = False) -> tuple[bool, Any, ErrorInfo | None]:
         """``(ended, plain result, error)`` of the workflow ``pid`` as this host last
         knew it ended, else as the store holds it (``ended`` false: it has not, it runs
         on another node of the cluster or is blocked); an unknown id ended with
-        ``noproc``."""
+        ``noproc``. ``settled``: an end another node is committing is waited for
+        (``Store.get_workflow_settled``)."""
         known = self.finished.get(pid.id)
         if known is not None:
             _status, result_json, error, _name = known
             return True, (None if result_json is None else _loads(result_json)), error
-        record = self.store.get_workflow(pid.id)
+        store = self.store
+        record = store.get_workflow_settled(pid.id) if settled else store.get_workflow(pid.id)
         if record is None:
             return True, None, noproc(pid)
         return WorkflowStatus(record.status).finished, record.result, record.error
@@ -548,7 +549,10 @@ class WorkflowHost:
                 other.push(InboxItem(row_id, True, _loads(event_text), now))
         if stored_at >= 0:
             for watcher_id, row_id in results[stored_at]:
-                watchers[Pid(self.name, watcher_id)] = None
+                pid = Pid(self.name, watcher_id)
+                if pid in watchers:  # (delivered above: the store left it out)
+                    continue
+                watchers[pid] = None
                 other = self.active.get(watcher_id)
                 if other is not None:
                     other.push(InboxItem(row_id, True, _loads(event_text), now))
@@ -713,7 +717,9 @@ class WorkflowHost:
     def _monitor_stored(self, target: Pid, watcher: Pid) -> None:
         """The monitor of ``target`` by the workflow ``watcher`` is committed: if
         ``target`` was loaded here meanwhile (having read the store's monitors before
-        this one), it learns of it now; if it ended meanwhile, its EXIT."""
+        this one), it learns of it now; if it ended meanwhile, its EXIT. An end another
+        node is committing is waited for: its write may have read the store's monitors
+        before this one was committed (``Transaction.deliver_to_monitors``)."""
         other = self.active.get(target.id)
         if other is not None and not other.done.is_set():
             if other.durable_watchers is None:
@@ -721,14 +727,15 @@ class WorkflowHost:
             elif watcher not in other.durable_watchers:
                 other.durable_watchers.append(watcher)
             return
-        self.exit_if_ended(target, watcher)
+        self.exit_if_ended(target, watcher, settled=True)
 
-    def exit_if_ended(self, target: Pid, watcher: Pid) -> None:
+    def exit_if_ended(self, target: Pid, watcher: Pid, *, settled: bool = False) -> None:
         """If the workflow ``target`` has ended (or was never started), its ``EXIT`` for
-        the workflow ``watcher`` that monitors it (see :meth:`exit_of_ended`). (A store
-        that fails to answer: nothing now; the watcher looks again as it resumes.)"""
+        the workflow ``watcher`` that monitors it (see :meth:`exit_of_ended`; ``settled``:
+        see :meth:`end_of`). (A store that fails to answer: nothing now; the watcher
+        looks again as it resumes.)"""
         try:
-            ended, result, error = self.end_of(target)
+            ended, result, error = self.end_of(target, settled=settled)
         except StoreError as exc:
             log.warning("workflow %s: could not read whether workflow %s it monitors "
                         "has ended: %s", watcher.id, target.id, exc)
