@@ -105,12 +105,10 @@ def terminate_transaction(store: Any, record: Any, error: ErrorInfo) -> Transact
         tx.update_workflow(wid, status=WorkflowStatus.FAILED, error=err, time=now)
         tx.dequeue(wid)
         text = json.dumps(event_to_plain(Event(EventKind.EXIT, pid, None, err)))
-        for watcher in dict.fromkeys(store.monitors(wid)):
-            other = store.get_workflow(watcher.id)
-            if other is None or WorkflowStatus(other.status).finished or watcher.id in ended:
-                continue
-            tx.deliver(watcher.id, "EXIT", RawJson(text), msg_id=exit_id(wid, watcher.id),
-                       sender=pid, kind="event", time=now)
+        # (read by the write, after the status: a monitor committed meanwhile is seen,
+        # or its maker finds the workflow ended; see Transaction.deliver_to_monitors)
+        tx.deliver_to_monitors(wid, "EXIT", RawJson(text), host=pid.host,
+                               msg_id_prefix=exit_id(wid, ""), sender=pid, time=now)
         for child in store.list_workflows(parent=pid):
             if not WorkflowStatus(child.status).finished:
                 todo.append((child, terminated(f"its parent workflow {wid!r} was terminated")))
