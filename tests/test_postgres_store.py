@@ -745,6 +745,29 @@ def test_a_settled_read_waits_for_an_end_being_committed(pg: str) -> None:
         assert outcome["settled"].status == "completed"
 
 
+def test_a_settled_read_waits_for_a_held_row_at_most_read_lock_wait(
+        pg: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A session holding a workflow's row (a person in psql) made a settled read wait
+    for ever, in the node's thread: it waits ``READ_LOCK_WAIT`` seconds, then fails with
+    the server's reason (the node then leaves the check to the watcher's resume)."""
+    from garrison.persistence import _postgres as pgmod
+
+    monkeypatch.setattr(pgmod, "READ_LOCK_WAIT", 0.2)
+    base, _, schema = pg.partition("?schema=")
+    with PostgresStore(pg) as store:
+        store.write(Transaction().create_workflow("t", "app:f", status="running"))
+        holder = psycopg.connect(base)
+        holder.execute(f'SELECT 1 FROM "{schema}".workflows WHERE workflow_id = %s FOR UPDATE',
+                       ("t",))
+        try:
+            with pytest.raises(StoreError, match="lock timeout"):
+                store.get_workflow_settled("t")
+            assert store.get_workflow("t").status == "running"  # a plain read does not wait
+        finally:
+            holder.close()
+        assert store.get_workflow_settled("t").status == "running"
+
+
 def test_monitors_delivered_to_are_read_back_exactly_after_a_lost_answer(
         pg: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """An end's transaction committed and its answer was lost: the results read back

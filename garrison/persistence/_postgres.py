@@ -127,6 +127,10 @@ _CONN_DEFAULTS = {
 }
 _OK = (pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK)
 _BAD = pq.ConnStatus.BAD
+#: how long a read waits for a row lock (seconds): ``get_workflow_settled`` waits for a
+#: transaction in flight, which a session holding the row (a person in psql, say)
+#: must not make wait for ever in the node's thread
+READ_LOCK_WAIT = 5.0
 
 
 def _virtual_clock() -> bool:
@@ -331,6 +335,8 @@ class PostgresStore(PgWritePath, StoreShortcuts):
         try:
             conn.execute("SET standard_conforming_strings = on")
             conn.execute("SET synchronous_commit = " + _SYNCHRONOUS[self.synchronous])
+            if what == "reads":
+                conn.execute(f"SET lock_timeout = {int(READ_LOCK_WAIT * 1000)}")
         except psycopg.Error as exc:
             conn.close()
             raise StoreError(self.path, f"cannot set up the connection: {_reason(exc)}") from None
@@ -687,10 +693,12 @@ class PostgresStore(PgWritePath, StoreShortcuts):
         listener.pgconn.finish()
 
     # -- reading ---------------------------------------------------------------------
-    def _query(self, query: Any, params: Sequence[Any] = ()) -> list[Any]:
+    def _query(self, query: Any, params: Sequence[Any] = (), *, again: bool = True
+               ) -> list[Any]:
         """Rows of ``query`` on the reader connection (reconnecting on a lost
         connection, and trying again after a transient refusal, a statement timeout
-        under lock contention say, for ``retry_for`` seconds)."""
+        under lock contention say, for ``retry_for`` seconds; not with ``again=False``:
+        a :class:`~garrison.StoreError` at once)."""
         for value in params:
             if type(value) is str and "\x00" in value:
                 return []  # PostgreSQL text cannot hold it: no row can match
@@ -708,6 +716,8 @@ class PostgresStore(PgWritePath, StoreShortcuts):
                     cur = conn.execute(query, params)
                     return cur.fetchall() if cur.description is not None else []
                 except _TRANSIENT as exc:
+                    if not again:
+                        raise StoreError(self.path, _reason(exc)) from None
                     if busy_until is None:
                         busy_until = _time.monotonic() + self.retry_for
                     if _time.monotonic() + pause > busy_until:
@@ -746,10 +756,11 @@ class PostgresStore(PgWritePath, StoreShortcuts):
     def get_workflow_settled(self, workflow_id: str) -> WorkflowRecord | None:
         """:meth:`get_workflow` once no transaction that updates the row is in flight:
         ``FOR SHARE`` waits for one (the lock is let go with the statement, the
-        reader's own transaction; see the Store protocol)."""
+        reader's own transaction; see the Store protocol), at most
+        :data:`READ_LOCK_WAIT` seconds, then :class:`~garrison.StoreError`."""
         rows = self._query(
             f"SELECT {WorkflowRecord.COLUMNS} FROM {self._s}.workflows WHERE workflow_id = %s "
-            "FOR SHARE", (workflow_id,))
+            "FOR SHARE", (workflow_id,), again=False)
         return WorkflowRecord.from_row(rows[0]) if rows else None
 
     def list_workflows(
