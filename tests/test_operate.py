@@ -298,6 +298,23 @@ async def test_a_tool_that_ends_a_workflow_a_node_runs_stops_it(tmp_path: Path) 
     assert ("release", "res-desk") not in ops_app.LOG
 
 
+async def test_a_tool_that_ends_a_child_wakes_the_parent_a_node_runs(store_spec: str) -> None:
+    """A tool ended a child workflow in the store while a node ran its parent: the
+    parent's EXIT went into its inbox, but the tool's write woke the node for the child
+    only, and the parent went on waiting."""
+    from garrison.hosts.workflow import terminate_transaction, terminated
+    from garrison.persistence import open_store
+
+    async with garrison.open_node(store=store_spec) as node:
+        await node.start_workflow(ops_app.parent_of_one, id="p")
+        await until(lambda: node.workflow("p.1").status() == "waiting", "the child")
+        with open_store(store_spec, lock=False) as tool:
+            tool.write(terminate_transaction(tool, tool.get_workflow("p.1"),
+                                             terminated("by a tool")))
+        with trio.fail_after(10):
+            assert await node.workflow("p").result() == "child ended: Terminated: by a tool"
+
+
 # ------------------------------------------------------------------ the command line
 async def test_cli_start_terminate_retry_without_a_node(
         tmp_path: Path, autojump_clock: Any, capsys: pytest.CaptureFixture[str]) -> None:

@@ -721,9 +721,13 @@ class SQLiteStore(StoreShortcuts):
         results = [ops[op](conn, params) for op, params in tx.ops]
         if self._notify_node:
             now = _time.time()
+            woken = dict.fromkeys(tx.workflow_ids)
+            for (op, _params), result in zip(tx.ops, results, strict=True):
+                if op is Op.DELIVER_TO_MONITORS:  # the watchers it delivered to, too
+                    woken.update(dict.fromkeys(watcher for watcher, _row in result))
             conn.executemany(
                 "INSERT INTO wakeups (workflow_id, kind, created) VALUES (?, ?, ?)",
-                [(wid, "tool", now) for wid in dict.fromkeys(tx.workflow_ids) if wid]
+                [(wid, "tool", now) for wid in woken if wid]
                 + [(sid, "schedule", now) for sid in dict.fromkeys(tx.schedule_ids)],
             )
         return results
