@@ -1545,32 +1545,38 @@ async def test_a_workflow_monitoring_one_another_node_runs_gets_its_exit_when_it
             assert await b.workflow("w").result() == ["EXIT", "workflows/t", True, "bye"]
 
 
-async def test_a_monitor_of_a_workflow_another_node_runs_waits_for_an_end_in_flight(
+async def test_a_monitor_of_a_workflow_another_node_runs_asks_again_while_busy(
         postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Once its monitor of a workflow node a runs is committed, node b looks whether that
-    workflow has ended with a read that waits for an end being committed
-    (``get_workflow_settled``): a plain read could find it running while its end, whose
-    write had read the monitors before this one was committed, was about to commit."""
+    workflow has ended with a read that is ``Busy`` while a write of its row is in
+    flight (``get_workflow_settled``; a plain read could find it running while its end,
+    whose write had read the monitors before this one was committed, was about to
+    commit), and asks again until it is not. Here the first two answers are ``Busy``."""
     import cluster_app
     import trio
 
+    from garrison.persistence import Busy
     from garrison.persistence._postgres import PostgresStore
 
     asked: list[tuple[str, str]] = []
     settled = PostgresStore.get_workflow_settled
 
-    def spy(self: PostgresStore, workflow_id: str) -> Any:
+    def busy_twice(self: PostgresStore, workflow_id: str) -> Any:
         asked.append((self.node_name or "", workflow_id))
+        if len(asked) <= 2:
+            raise Busy("a write of the row is in flight")
         return settled(self, workflow_id)
 
-    monkeypatch.setattr(PostgresStore, "get_workflow_settled", spy)
+    monkeypatch.setattr(PostgresStore, "get_workflow_settled", busy_twice)
     async with garrison.open_node(store=postgres_url, name="a", lease="30s") as a, \
             garrison.open_node(store=postgres_url, name="b", lease="30s") as b:
         await a.start_workflow(cluster_app.ends_on_a_message, id="t")
         await b.start_workflow(cluster_app.monitors, "workflows/t", id="w")
         with trio.fail_after(10):
-            while ("b", "t") not in asked:
+            while len(asked) < 3:
                 await trio.sleep(0.02)
+        assert set(asked) == {("b", "t")}
+        assert str(b.workflow("w").status()) == "waiting"  # t runs: no EXIT yet
         await b.send("workflows/t", "end", "bye")
         with trio.fail_after(10):
             assert await b.workflow("w").result() == ["EXIT", "workflows/t", True, "bye"]
@@ -1580,9 +1586,9 @@ async def test_workflows_ending_while_another_node_monitors_them_give_each_exit_
         postgres_url: str) -> None:
     """Twenty workflows on node a end while twenty on node b begin to monitor them, at
     the same moments: each monitor gets the EXIT of its target, once, whichever came
-    first, and nothing waits on the row locks for good. (The narrow race of an end with
-    a monitor being committed is pinned by test_postgres_store.py's
-    ``test_an_end_waits_for_a_monitor_being_committed_and_delivers_to_it``.)"""
+    first. (The narrow race of an end with a monitor being committed is pinned by
+    test_postgres_store.py's ``test_a_settled_read_is_busy_while_an_end_is_being_committed``
+    and by ``test_a_monitor_of_a_workflow_another_node_runs_asks_again_while_busy``.)"""
     import cluster_app
     import trio
 

@@ -15,6 +15,7 @@ import trio
 from _stores import sql
 
 import garrison
+from garrison import Pid
 from garrison.persistence import Op, RawJson, SQLiteStore, Transaction
 
 
@@ -313,6 +314,24 @@ async def test_a_tool_that_ends_a_child_wakes_the_parent_a_node_runs(store_spec:
                                              terminated("by a tool")))
         with trio.fail_after(10):
             assert await node.workflow("p").result() == "child ended: Terminated: by a tool"
+
+
+def test_a_tool_terminate_reaches_watchers_of_any_host(tmp_path: Path) -> None:
+    """A workflow a tool started has no host of its own (``workflows/x``), while the
+    workflows of a node whose host is a config entry are ``app:orders/w``: a tool's
+    terminate delivered only to watchers named with the ended workflow's host."""
+    from garrison.hosts.workflow import terminate_transaction, terminated
+
+    path = str(tmp_path / "s.db")
+    SQLiteStore(path).close()
+    with SQLiteStore(path, lock=False) as tool:
+        tool.write(Transaction().create_workflow("x", "app:f", status="pending"))
+        tool.write(Transaction().create_workflow("w", "app:g", status="running",
+                                                 host="app:orders"))
+        tool.write(Transaction().add_monitor("x", "app:orders/w"))
+        tool.write(terminate_transaction(tool, tool.get_workflow("x"), terminated("gone")))
+        [row] = tool.pending_messages("w")
+        assert (row.msg_id, row.topic, row.sender) == ("x#exit@w", "EXIT", Pid("workflows", "x"))
 
 
 # ------------------------------------------------------------------ the command line

@@ -694,12 +694,15 @@ def _blocked(watch: psycopg.Connection[Any], n: int, done: Any = lambda: False) 
     return False
 
 
-def test_a_settled_read_waits_for_an_end_being_committed(pg: str) -> None:
+def test_a_settled_read_is_busy_while_an_end_is_being_committed(pg: str) -> None:
     """A workflow on another node began to monitor one that was ending: the end's write
     read the store's monitors (``deliver_to_monitors``) before the monitor was committed,
     and the monitor's maker, reading the workflow after its commit, found it not yet
-    ended: nobody delivered the EXIT. The maker's read (``get_workflow_settled``) waits
-    for the end's transaction, and finds it ended."""
+    ended: nobody delivered the EXIT. The maker's read (``get_workflow_settled``) is
+    ``Busy`` while the end's transaction is open (the maker asks again), and finds the
+    workflow ended once it has committed."""
+    from garrison.persistence import Busy
+
     base, _, schema = pg.partition("?schema=")
     me = garrison.Pid("workflows", "t")
     with PostgresStore(pg) as store, PostgresStore(pg, lock=False) as other:
@@ -709,63 +712,35 @@ def test_a_settled_read_waits_for_an_end_being_committed(pg: str) -> None:
         holder.execute("SET idle_in_transaction_session_timeout = '10s'")
         holder.execute(f'SELECT 1 FROM "{schema}".workflows WHERE workflow_id = %s FOR UPDATE',
                        ("x",))
-        outcome: dict[str, Any] = {}
+        outcome: list[Any] = []
 
-        def run(name: str, fn: Any, *args: Any) -> None:
+        def end() -> None:
+            # its row updated, the monitors read (none yet), then a write the holder's
+            # lock stops before the commit
             try:
-                outcome[name] = fn(*args)
+                outcome.append(store.write(
+                    Transaction().update_workflow("t", status="completed", time=2.0)
+                    .deliver_to_monitors("t", "EXIT", None, host="workflows",
+                                         msg_id_prefix="t#exit@", sender=me, time=2.0)
+                    .update_workflow("x", status="waiting", time=2.0)))
             except BaseException as exc:  # pragma: no cover - reported below
-                outcome[name] = exc
+                outcome.append(exc)
 
-        # the end: its row updated, the monitors read (none yet), then a write the
-        # holder's lock stops before the commit
-        end = threading.Thread(target=run, args=("end", store.write, Transaction()
-                               .update_workflow("t", status="completed", time=2.0)
-                               .deliver_to_monitors("t", "EXIT", None, host="workflows",
-                                                    msg_id_prefix="t#exit@", sender=me,
-                                                    time=2.0)
-                               .update_workflow("x", status="waiting", time=2.0)))
-        settled = threading.Thread(target=run, args=("settled", other.get_workflow_settled,
-                                                     "t"))
+        ender = threading.Thread(target=end)
         try:
             with psycopg.connect(base, autocommit=True) as watch:
-                end.start()
-                assert _blocked(watch, 1)
-                other.write(Transaction().add_monitor("t", "workflows/w"))  # committed now
-                assert other.get_workflow("t").status == "running"  # the plain read: not ended
-                settled.start()
-                waited = _blocked(watch, 2, lambda: "settled" in outcome)
+                ender.start()
+                assert _blocked(watch, 1, lambda: bool(outcome))
+            other.write(Transaction().add_monitor("t", "workflows/w"))  # committed now
+            assert other.get_workflow("t").status == "running"  # the plain read: not ended
+            with pytest.raises(Busy):
+                other.get_workflow_settled("t")
             holder.commit()
         finally:
-            end.join(10)
-            settled.join(10)
+            ender.join(10)
             holder.close()
-        assert outcome["end"] == [None, [], None]  # the monitor came after its read
-        assert waited, "the settled read did not wait for the end being committed"
-        assert outcome["settled"].status == "completed"
-
-
-def test_a_settled_read_waits_for_a_held_row_at_most_read_lock_wait(
-        pg: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A session holding a workflow's row (a person in psql) made a settled read wait
-    for ever, in the node's thread: it waits ``READ_LOCK_WAIT`` seconds, then fails with
-    the server's reason (the node then leaves the check to the watcher's resume)."""
-    from garrison.persistence import _postgres as pgmod
-
-    monkeypatch.setattr(pgmod, "READ_LOCK_WAIT", 0.2)
-    base, _, schema = pg.partition("?schema=")
-    with PostgresStore(pg) as store:
-        store.write(Transaction().create_workflow("t", "app:f", status="running"))
-        holder = psycopg.connect(base)
-        holder.execute(f'SELECT 1 FROM "{schema}".workflows WHERE workflow_id = %s FOR UPDATE',
-                       ("t",))
-        try:
-            with pytest.raises(StoreError, match="lock timeout"):
-                store.get_workflow_settled("t")
-            assert store.get_workflow("t").status == "running"  # a plain read does not wait
-        finally:
-            holder.close()
-        assert store.get_workflow_settled("t").status == "running"
+        assert outcome == [[None, [], None]]  # the monitor came after its read
+        assert other.get_workflow_settled("t").status == "completed"
 
 
 def test_monitors_delivered_to_are_read_back_exactly_after_a_lost_answer(

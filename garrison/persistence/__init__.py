@@ -25,6 +25,7 @@ from .._errors import (
     StoreVersionError,
 )
 from ._converter import LEAF_TEXT, RawJson, from_json, structure, to_json, unstructure
+from ._group_commit import Busy
 from ._records import (
     FINAL_STATUSES,
     MAX_TIME,
@@ -55,6 +56,7 @@ __all__ = [
     "LEAF_TEXT",
     "MAX_TIME",
     "SCHEMA_VERSION",
+    "Busy",
     "DedupKeyTaken",
     "InboxRecord",
     "JournalRecord",

@@ -144,12 +144,13 @@ _OP_SQL: dict[str, tuple[str, int]] = {
         "INSERT INTO {s}.inbox (workflow_id, msg_id, topic, payload, sender, kind, call_ref, "
         "created, trace) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) "
         "ON CONFLICT (msg_id) DO NOTHING RETURNING id", 9),
-    # the monitors' rows read in the write; a watcher another node runs is woken as by
+    # the monitors' rows read in the write ($2: ``host/``, '' for any host; a watcher
+    # is ``host/id``, a host has no '/'); a watcher another node runs is woken as by
     # ``remote_wake`` ($8: this node's epoch, NULL for a tool's store; $9: the channel)
     "deliver_to_monitors": (
         "WITH watchers AS (SELECT w.workflow_id, w.owner_epoch FROM {s}.monitors m "
-        "JOIN {s}.workflows w ON w.workflow_id = substr(m.watcher, length($2) + 1) "
-        "WHERE m.workflow_id = $1 AND starts_with(m.watcher, $2) "
+        "JOIN {s}.workflows w ON w.workflow_id = substr(m.watcher, strpos(m.watcher, '/') + 1) "
+        "WHERE m.workflow_id = $1 AND ($2 = '' OR starts_with(m.watcher, $2)) "
         "AND w.status NOT IN ('completed', 'failed', 'cancelled') "
         "ORDER BY m.created, m.watcher COLLATE \"C\"), "
         "put AS (INSERT INTO {s}.inbox (workflow_id, msg_id, topic, payload, sender, kind, "
@@ -1037,11 +1038,12 @@ class PgWritePath:
                 earlier = {p[1] for o, p in plan.tx.ops[:index] if o is Op.DELIVER}
                 rows = self._query(
                     f"SELECT i.workflow_id, i.id, i.msg_id FROM {self._s}.monitors m "
-                    f"JOIN {self._s}.inbox i ON i.msg_id = %s || substr(m.watcher, %s) "
-                    "WHERE m.workflow_id = %s AND starts_with(m.watcher, %s) "
+                    f"JOIN {self._s}.inbox i "
+                    "ON i.msg_id = %s || substr(m.watcher, strpos(m.watcher, '/') + 1) "
+                    "WHERE m.workflow_id = %s AND (%s = '' OR starts_with(m.watcher, %s)) "
                     "AND i.topic = %s AND i.sender IS NOT DISTINCT FROM %s AND i.created = %s "
                     "ORDER BY i.id",
-                    (prefix, len(host) + 1, wid, host, topic, sender, created))
+                    (prefix, wid, host, host, topic, sender, created))
                 results[index] = [(watcher, int(row_id)) for watcher, row_id, msg_id in rows
                                   if msg_id not in earlier]
             elif op is Op.ADMIT:  # admitted by this transaction: at its time, running

@@ -127,10 +127,6 @@ _CONN_DEFAULTS = {
 }
 _OK = (pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK)
 _BAD = pq.ConnStatus.BAD
-#: how long a read waits for a row lock (seconds): ``get_workflow_settled`` waits for a
-#: transaction in flight, which a session holding the row (a person in psql, say)
-#: must not make wait for ever in the node's thread
-READ_LOCK_WAIT = 5.0
 
 
 def _virtual_clock() -> bool:
@@ -335,8 +331,10 @@ class PostgresStore(PgWritePath, StoreShortcuts):
         try:
             conn.execute("SET standard_conforming_strings = on")
             conn.execute("SET synchronous_commit = " + _SYNCHRONOUS[self.synchronous])
-            if what == "reads":
-                conn.execute(f"SET lock_timeout = {int(READ_LOCK_WAIT * 1000)}")
+            # each statement sees what committed before it, whatever the server's or
+            # the role's default: an end's delivery to the monitors relies on it (see
+            # Transaction.deliver_to_monitors), as the admission of a queue does
+            conn.execute("SET default_transaction_isolation = 'read committed'")
         except psycopg.Error as exc:
             conn.close()
             raise StoreError(self.path, f"cannot set up the connection: {_reason(exc)}") from None
@@ -697,8 +695,8 @@ class PostgresStore(PgWritePath, StoreShortcuts):
                ) -> list[Any]:
         """Rows of ``query`` on the reader connection (reconnecting on a lost
         connection, and trying again after a transient refusal, a statement timeout
-        under lock contention say, for ``retry_for`` seconds; not with ``again=False``:
-        a :class:`~garrison.StoreError` at once)."""
+        under lock contention say, for ``retry_for`` seconds; with ``again=False``
+        such a refusal raises :class:`~garrison.persistence.Busy` at once)."""
         for value in params:
             if type(value) is str and "\x00" in value:
                 return []  # PostgreSQL text cannot hold it: no row can match
@@ -717,7 +715,7 @@ class PostgresStore(PgWritePath, StoreShortcuts):
                     return cur.fetchall() if cur.description is not None else []
                 except _TRANSIENT as exc:
                     if not again:
-                        raise StoreError(self.path, _reason(exc)) from None
+                        raise Busy(_reason(exc)) from None
                     if busy_until is None:
                         busy_until = _time.monotonic() + self.retry_for
                     if _time.monotonic() + pause > busy_until:
@@ -754,13 +752,13 @@ class PostgresStore(PgWritePath, StoreShortcuts):
         return WorkflowRecord.from_row(rows[0]) if rows else None
 
     def get_workflow_settled(self, workflow_id: str) -> WorkflowRecord | None:
-        """:meth:`get_workflow` once no transaction that updates the row is in flight:
-        ``FOR SHARE`` waits for one (the lock is let go with the statement, the
-        reader's own transaction; see the Store protocol), at most
-        :data:`READ_LOCK_WAIT` seconds, then :class:`~garrison.StoreError`."""
+        """:meth:`get_workflow` if no transaction that updates the row is in flight,
+        else :class:`~garrison.persistence.Busy` at once (``FOR SHARE NOWAIT``: the
+        lock is let go with the statement, the reader's own transaction; see the
+        Store protocol)."""
         rows = self._query(
             f"SELECT {WorkflowRecord.COLUMNS} FROM {self._s}.workflows WHERE workflow_id = %s "
-            "FOR SHARE", (workflow_id,), again=False)
+            "FOR SHARE NOWAIT", (workflow_id,), again=False)
         return WorkflowRecord.from_row(rows[0]) if rows else None
 
     def list_workflows(

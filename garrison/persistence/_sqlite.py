@@ -208,12 +208,13 @@ def _deliver_to_monitors(conn: sqlite3.Connection, params: tuple[Any, ...]
     rows = conn.execute(
         "INSERT OR IGNORE INTO inbox (workflow_id, msg_id, topic, payload, sender, kind, "
         "created) SELECT w.workflow_id, ? || w.workflow_id, ?, ?, ?, 'event', ? "
-        "FROM monitors m JOIN workflows w ON w.workflow_id = substr(m.watcher, ?) "
-        "WHERE m.workflow_id = ? AND substr(m.watcher, 1, ?) = ? "
+        "FROM monitors m JOIN workflows w "
+        "ON w.workflow_id = substr(m.watcher, instr(m.watcher, '/') + 1) "
+        "WHERE m.workflow_id = ? AND (? = '' OR substr(m.watcher, 1, ?) = ?) "
         "AND w.status NOT IN ('completed', 'failed', 'cancelled') "
         "ORDER BY m.created, m.watcher RETURNING workflow_id, id",
-        (msg_prefix, topic, payload, sender, created, len(prefix) + 1, workflow_id,
-         len(prefix), prefix),
+        (msg_prefix, topic, payload, sender, created, workflow_id, prefix, len(prefix),
+         prefix),
     ).fetchall()
     return sorted(rows, key=lambda row: row[1])
 

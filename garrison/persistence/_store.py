@@ -104,11 +104,11 @@ class Store(Protocol):
         ...
 
     def get_workflow_settled(self, workflow_id: str) -> WorkflowRecord | None:
-        """:meth:`get_workflow` once no transaction that updates the row is in flight
-        (one another node is committing is waited for). A node that has just committed
-        a monitor of a workflow another node runs asks with it whether that workflow
-        has ended: an end whose write read the store's monitors before the monitor
-        was committed (``Transaction.deliver_to_monitors``) has committed by then."""
+        """:meth:`get_workflow` if no transaction that updates the row is in flight;
+        else :class:`Busy` at once (ask again later). A node that has just committed a
+        monitor of a workflow another node runs asks with it whether that workflow has
+        ended: an end whose write read the store's monitors before the monitor was
+        committed (``Transaction.deliver_to_monitors``) is in flight until it commits."""
         ...
 
     def list_workflows(

@@ -434,14 +434,15 @@ class Transaction:
         topic: str,
         payload: Any = None,
         *,
-        host: str,
+        host: str | None,
         msg_id_prefix: str,
         sender: Pid | str | None = None,
         time: _dt.datetime | float | None = None,
     ) -> Transaction:
         """Put an event in the inbox of every unfinished workflow of ``host`` that the
         store holds as monitoring ``workflow_id`` (an ``add_monitor`` of a ``host/id``
-        watcher), with message id ``msg_id_prefix`` + the watcher's id; a watcher whose
+        watcher; ``host=None``: of any host), with message id ``msg_id_prefix`` + the
+        watcher's id; a watcher whose
         message id exists gets nothing more (result: ``(watcher id, row id)`` of each
         row put).
 
@@ -449,8 +450,9 @@ class Transaction:
         write is missed: an ending workflow delivers its ``EXIT`` without a read of its
         own. A monitor committed after it, while the end's transaction (whose
         ``update_workflow`` of the row comes first) is still open, is the maker's to
-        answer: its ``get_workflow_settled`` waits for that transaction and finds the
-        workflow ended. The watchers' nodes are woken as by ``deliver``.
+        answer: its ``get_workflow_settled`` is ``Busy`` until that transaction has
+        committed, and then finds the workflow ended. The watchers' nodes are woken as
+        by ``deliver``. ``host=None``: the watchers of every host.
 
         Example, a workflow's end::
 
@@ -460,7 +462,7 @@ class Transaction:
         """
         params = (
             workflow_id,
-            host + "/",
+            "" if host is None else host + "/",
             msg_id_prefix,
             topic,
             _encode_lazily(payload, lambda: f"the payload of event {topic!r} to the "

@@ -37,7 +37,15 @@ from ..._errors import (
 )
 from ..._targets import import_target, target_name
 from ...actors._values import ErrorInfo, Event, EventKind, Message, Pid
-from ...persistence import RawJson, Store, Transaction, WorkflowRecord, WorkflowStatus, to_json
+from ...persistence import (
+    Busy,
+    RawJson,
+    Store,
+    Transaction,
+    WorkflowRecord,
+    WorkflowStatus,
+    to_json,
+)
 from .._kernel import Caller, NodeContext, exit_fan_out, noproc
 from ._codec import PLAIN, arity_problem, plain_or_repr, restore_args, return_hint, structure
 from ._core import added
@@ -64,6 +72,9 @@ FINISHED_MEMORY = 10_000
 PRIORITY_MIN, PRIORITY_MAX = -(2**63), 2**63 - 1
 #: how soon the store shows that a workflow is parked (``waiting`` / ``sleeping``)
 PARKED_DELAY = 0.05
+#: seconds a monitor's maker waits to read whether the monitored workflow has ended
+#: (its row held by a transaction) before it logs a warning (it goes on waiting)
+SETTLE_WARNING = 30.0
 
 
 class WorkflowHost:
@@ -727,7 +738,34 @@ class WorkflowHost:
             elif watcher not in other.durable_watchers:
                 other.durable_watchers.append(watcher)
             return
-        self.exit_if_ended(target, watcher, settled=True)
+        try:
+            self.exit_if_ended(target, watcher, settled=True)
+        except Busy:  # a write of its row is in flight: look again once it is done
+            if self.closing or self._nursery is None:
+                log.warning("workflow %s: could not read whether workflow %s it monitors "
+                            "has ended (its row is being written); it looks again when "
+                            "it resumes", watcher.id, target.id)
+                return
+            self._nursery.start_soon(self._exit_when_settled, target, watcher)
+
+    async def _exit_when_settled(self, target: Pid, watcher: Pid) -> None:
+        """:meth:`exit_if_ended` (settled) again and again, a little later each time
+        (a write in flight takes milliseconds; one that holds the row for minutes, a
+        session left open in psql say, is logged once)."""
+        pause, waited, warned = 0.002, 0.0, False
+        while True:
+            await trio.sleep(pause)
+            waited += pause
+            try:
+                self.exit_if_ended(target, watcher, settled=True)
+                return
+            except Busy:
+                if waited >= SETTLE_WARNING and not warned:
+                    warned = True
+                    log.warning("workflow %s: the row of workflow %s it monitors has been "
+                                "held by a transaction for %.0f s; still waiting to read "
+                                "whether it has ended", watcher.id, target.id, waited)
+                pause = min(pause * 2, 0.5)
 
     def exit_if_ended(self, target: Pid, watcher: Pid, *, settled: bool = False) -> None:
         """If the workflow ``target`` has ended (or was never started), its ``EXIT`` for

@@ -106,8 +106,9 @@ def terminate_transaction(store: Any, record: Any, error: ErrorInfo) -> Transact
         tx.dequeue(wid)
         text = json.dumps(event_to_plain(Event(EventKind.EXIT, pid, None, err)))
         # (read by the write, after the status: a monitor committed meanwhile is seen,
-        # or its maker finds the workflow ended; see Transaction.deliver_to_monitors)
-        tx.deliver_to_monitors(wid, "EXIT", RawJson(text), host=pid.host,
+        # or its maker finds the workflow ended; see Transaction.deliver_to_monitors;
+        # watchers of any host: one a tool started has no host of its own)
+        tx.deliver_to_monitors(wid, "EXIT", RawJson(text), host=None,
                                msg_id_prefix=exit_id(wid, ""), sender=pid, time=now)
         for child in store.list_workflows(parent=pid):
             if not WorkflowStatus(child.status).finished:
