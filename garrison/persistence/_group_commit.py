@@ -65,7 +65,8 @@ NONE_RESULT: list[Any] = [None]
 
 class Busy(Exception):
     """Raised by a store's write functions: nothing was committed because the database
-    was busy; the same write may be tried again."""
+    was busy; the same write may be tried again. (Also by ``get_workflow_settled``: a
+    write of the row is in flight; ask again.)"""
 
 #: scheduler passes a batch's leader waits at most for other commits to join
 GATHER_PASSES = 6

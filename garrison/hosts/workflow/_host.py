@@ -483,8 +483,9 @@ class WorkflowHost:
         """``(ended, plain result, error)`` of the workflow ``pid`` as this host last
         knew it ended, else as the store holds it (``ended`` false: it has not, it runs
         on another node of the cluster or is blocked); an unknown id ended with
-        ``noproc``. ``settled``: an end another node is committing is waited for
-        (``Store.get_workflow_settled``)."""
+        ``noproc``. ``settled``: read with ``Store.get_workflow_settled``, which raises
+        ``Busy`` while a write of the row (an end another node is committing) is in
+        flight."""
         known = self.finished.get(pid.id)
         if known is not None:
             _status, result_json, error, _name = known
@@ -729,8 +730,9 @@ class WorkflowHost:
         """The monitor of ``target`` by the workflow ``watcher`` is committed: if
         ``target`` was loaded here meanwhile (having read the store's monitors before
         this one), it learns of it now; if it ended meanwhile, its EXIT. An end another
-        node is committing is waited for: its write may have read the store's monitors
-        before this one was committed (``Transaction.deliver_to_monitors``)."""
+        node is committing is waited for (asked again from a task while the read is
+        ``Busy``): its write may have read the store's monitors before this one was
+        committed (``Transaction.deliver_to_monitors``)."""
         other = self.active.get(target.id)
         if other is not None and not other.done.is_set():
             if other.durable_watchers is None:
