@@ -23,10 +23,10 @@ of the contract every store implements:
 ``APPEND_JOURNAL``        ``None``; a second row for one ``(workflow_id, seq)`` fails
 ``DELIVER``               the inbox row id (arrival order), ``None`` if ``msg_id`` existed
 ``DELIVER_TO_MONITORS``   ``[(watcher workflow id, inbox row id), ...]``: the rows put in
-                          the inboxes of the unfinished workflows of one host that the
-                          store holds as monitoring the workflow (read in the write: see
-                          :meth:`Transaction.deliver_to_monitors`); a watcher whose
-                          message id existed is left out
+                          the inboxes of the unfinished workflows of one host (or any)
+                          that the store holds as monitoring the workflow (read in the
+                          write: see :meth:`Transaction.deliver_to_monitors`); a watcher
+                          whose message id existed is left out
 ``CONSUME``               ``None``; ``ValueError`` unless the row is pending for that workflow
 ``ADD_TIMER``             ``None``; replaces the deadline (and kind) of the same ``seq``
 ``REMOVE_TIMER``          ``None``
@@ -442,9 +442,8 @@ class Transaction:
         """Put an event in the inbox of every unfinished workflow of ``host`` that the
         store holds as monitoring ``workflow_id`` (an ``add_monitor`` of a ``host/id``
         watcher; ``host=None``: of any host), with message id ``msg_id_prefix`` + the
-        watcher's id; a watcher whose
-        message id exists gets nothing more (result: ``(watcher id, row id)`` of each
-        row put).
+        watcher's id; a watcher whose message id exists gets nothing more (result:
+        ``(watcher id, row id)`` of each row put).
 
         The monitors are read by the write itself, so nothing committed before the
         write is missed: an ending workflow delivers its ``EXIT`` without a read of its
@@ -452,7 +451,7 @@ class Transaction:
         ``update_workflow`` of the row comes first) is still open, is the maker's to
         answer: its ``get_workflow_settled`` is ``Busy`` until that transaction has
         committed, and then finds the workflow ended. The watchers' nodes are woken as
-        by ``deliver``. ``host=None``: the watchers of every host.
+        by ``deliver``.
 
         Example, a workflow's end::
 
