@@ -120,6 +120,136 @@ async def test_failed_workflow_result_raises_workflow_failed(node: garrison.Node
         await node.wait(pid)
 
 
+async def _returns_a_str(x: int) -> int:
+    return "oops"
+
+
+async def _returns_a_bad_receipt() -> Receipt:
+    return {"order_id": "o1"}  # type: ignore[return-value]  # no amount
+
+
+async def _continues_then_returns_a_str(n: int) -> int:
+    if n:
+        workflow.continue_as_new(n - 1)
+    return "done"  # type: ignore[return-value]
+
+
+async def _parent_of_a_bad_child() -> list[Any]:
+    await process.spawn(_returns_a_str, 1, id="bad-child")
+    ev = await process.events().receive()
+    return [ev.kind.value, ev.result, ev.error.type if ev.error else None,
+            ev.error.message if ev.error else None]
+
+
+async def _int_as_float() -> float:
+    return 3
+
+
+async def _dict_as_receipt() -> Receipt:
+    return {"order_id": "o1", "amount": 3}  # type: ignore[return-value]
+
+
+async def _none_as_none() -> None:
+    return None
+
+
+async def _anything_unannotated(x):  # type: ignore[no-untyped-def]
+    return {"x": x}
+
+
+async def _anything_any() -> Any:
+    return ["a", 1]
+
+
+async def test_a_result_its_return_annotation_refuses_fails_the_workflow(
+        node: garrison.Node) -> None:
+    # it ends failed, naming the workflow, the function, the type and the annotation,
+    # rather than completed with a result that every result() then cannot restore
+    pid = await node.start_workflow(_returns_a_str, 1, id="w1")
+    handle = node.workflow("w1")
+    with pytest.raises(garrison.WorkflowFailed) as info:
+        await handle.result()
+    assert info.value.error.type == "TypeError"
+    assert info.value.error.message.startswith(
+        "workflow 'w1' (test_workflow:_returns_a_str) returned a str, which its return "
+        "annotation int does not accept (")
+    assert handle.status() == "failed"
+    with pytest.raises(garrison.ProcessError, match="returned a str"):
+        await node.wait(pid)
+    store = node.hosts["workflows"].store
+    record = store.get_workflow("w1")
+    assert record is not None and record.status == "failed" and record.result is None
+
+    await node.start_workflow(_returns_a_bad_receipt, id="w2")
+    with pytest.raises(garrison.WorkflowFailed) as info:
+        await node.workflow("w2").result()
+    assert info.value.error.message.startswith(
+        "workflow 'w2' (test_workflow:_returns_a_bad_receipt) returned a dict, which its "
+        "return annotation workflow_app.Receipt does not accept (")
+    assert "amount" in info.value.error.message
+
+
+async def test_a_refused_result_after_continue_as_new_fails_the_last_run(
+        node: garrison.Node) -> None:
+    await node.start_workflow(_continues_then_returns_a_str, 2, id="can")
+    with pytest.raises(garrison.WorkflowFailed, match=r"workflow 'can' \(test_workflow:"
+                       r"_continues_then_returns_a_str\) returned a str, which its return "
+                       r"annotation int does not accept"):
+        await node.workflow("can").result()
+    assert node.workflow("can").status() == "failed"
+
+
+async def test_a_parent_sees_its_child_fail_on_a_refused_result(node: garrison.Node) -> None:
+    await node.start_workflow(_parent_of_a_bad_child, id="parent")
+    kind, result, error_type, message = await node.workflow("parent").result()
+    assert (kind, result, error_type) == ("EXIT", None, "TypeError")
+    assert message.startswith("workflow 'bad-child' (test_workflow:_returns_a_str) "
+                              "returned a str")
+    assert node.workflow("bad-child").status() == "failed"
+
+
+async def test_results_the_annotation_can_restore_are_kept(node: garrison.Node) -> None:
+    # the test is result()'s own: whatever result() reads back is never refused
+    cases = [(_int_as_float, (), 3.0), (_dict_as_receipt, (), Receipt("o1", 3)),
+             (_none_as_none, (), None), (_anything_unannotated, (1,), {"x": 1}),
+             (_anything_any, (), ["a", 1])]
+    for i, (fn, args, expected) in enumerate(cases):
+        await node.start_workflow(fn, *args, id=f"ok{i}")
+        assert await node.workflow(f"ok{i}").result() == expected
+        assert node.workflow(f"ok{i}").status() == "completed"
+
+
+async def test_a_workflow_completed_with_a_refused_result_before_stays_completed(
+        store_spec: str, monkeypatch: pytest.MonkeyPatch, autojump_clock: Any) -> None:
+    # a garrison before the check completed it: its end is not decided again
+    from garrison.hosts.workflow import _host
+
+    with monkeypatch.context() as patch:
+        patch.setattr(_host, "result_refused", lambda *_args: None, raising=False)
+        async with garrison.open_node(store=store_spec) as node:
+            await node.start_workflow(_returns_a_str, 1, id="old")
+            with pytest.raises(garrison.PayloadError):
+                await node.workflow("old").result()
+    async with garrison.open_node(store=store_spec) as node:
+        assert node.workflow("old").status() == "completed"
+        with pytest.raises(garrison.PayloadError, match="the result of workflow 'old'"):
+            await node.workflow("old").result()
+        assert node.workflow("old").status() == "completed"
+
+
+async def test_a_replay_ends_a_refused_result_as_the_node_did(node: garrison.Node) -> None:
+    from garrison.hosts.workflow import History, replay_history
+
+    await node.start_workflow(_returns_a_str, 1, id="w1")
+    with pytest.raises(garrison.WorkflowFailed):
+        await node.workflow("w1").result()
+    result = await replay_history(History.from_store(node.hosts["workflows"].store, "w1"))
+    assert result.ok and result.status == "failed"
+    assert result.ending.startswith("the code raised TypeError: workflow 'w1' "
+                                    "(test_workflow:_returns_a_str) returned a str")
+    assert "recorded" not in result.ending  # (as recorded: no "the workflow is recorded")
+
+
 async def test_unknown_workflow(node: garrison.Node) -> None:
     from garrison._errors import NoSuchWorkflow
 

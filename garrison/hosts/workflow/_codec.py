@@ -14,7 +14,7 @@ from ...persistence import LEAF_TEXT, to_json
 from ...persistence import structure as _structure
 
 __all__ = ["PLAIN", "arity_problem", "json_round_trip", "plain_or_repr", "restore_args",
-           "return_hint", "structure"]
+           "result_refused", "return_hint", "structure"]
 
 #: types whose JSON form is themselves (floats excepted: JSON may change their repr)
 PLAIN = (str, int, float, bool, type(None))
@@ -133,6 +133,33 @@ def structure(value: Any, hint: Any, *, what: str) -> Any:
 def return_hint(fn: Any) -> Any:
     """The return annotation of ``fn`` (``Any`` if none)."""
     return _hints(fn)[1]
+
+
+def _named(cls: Any) -> str:
+    """``cls`` as its code names it: ``str``, ``list[int]``, ``app.orders.Receipt``."""
+    if isinstance(cls, type) and not typing.get_args(cls):
+        module = cls.__module__
+        return cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}"
+    return repr(cls).replace("typing.", "")
+
+
+def result_refused(fn: Any, wid: str, name: str, value: Any, plain: Any) -> TypeError | None:
+    """Why workflow ``wid`` (``name``, running ``fn``) may not end with ``value``
+    (``plain``: its JSON shape, as stored) as its result: ``fn``'s return annotation
+    does not accept it -- tested as ``result()`` restores it, by :func:`structure`, so a
+    value ``result()`` can read is never refused -- else ``None``."""
+    hint = return_hint(fn)
+    try:
+        structure(plain, hint, what="the result")
+    except Exception as exc:
+        kind = _named(type(value))
+        article = "an" if kind[:1].lower() in "aeiou" else "a"
+        refused = TypeError(
+            f"workflow {wid!r} ({name}) returned {article} {kind}, which its return "
+            f"annotation {_named(hint)} does not accept ({exc})")
+        refused.__cause__ = exc
+        return refused
+    return None
 
 
 def json_round_trip(value: Any, what: str) -> tuple[str, Any]:

@@ -47,7 +47,8 @@ from ...persistence import (
     to_json,
 )
 from .._kernel import Caller, NodeContext, exit_fan_out, noproc
-from ._codec import PLAIN, arity_problem, plain_or_repr, restore_args, return_hint, structure
+from ._codec import (PLAIN, arity_problem, plain_or_repr, restore_args, result_refused,
+                     return_hint, structure)
 from ._core import added
 from ._elsewhere import Elsewhere
 from ._ids import check_workflow_id
@@ -501,11 +502,19 @@ class WorkflowHost:
                      error: ErrorInfo | None) -> None:
         """Record the end of ``wf`` and deliver its ``EXIT``."""
         result_json: str | None = None
+        plain: Any = None
         if status is WorkflowStatus.COMPLETED:
             try:
                 result_json = to_json(value, what=f"the result of workflow {wf.wid!r}")
             except Exception as exc:
                 status, error = WorkflowStatus.FAILED, ErrorInfo.from_exception(exc)
+            else:  # a result its annotation refuses fails it here, not at every result()
+                plain = _loads(result_json)
+                refused = None if wf.fn is None else result_refused(
+                    wf.fn, wf.wid, wf.name, value, plain)
+                if refused is not None:
+                    result_json, plain = None, None
+                    status, error = WorkflowStatus.FAILED, ErrorInfo.from_exception(refused)
         tx = wf.take_buffer()
         if status is WorkflowStatus.BLOCKED:
             tx.update_workflow(wf.wid, status=status, error=error, time=self.clock.now())
@@ -519,7 +528,6 @@ class WorkflowHost:
                       extra={"workflow_id": wf.wid, "run_id": wf.run_id, "pid": wf.pid,
                              "error": error})
             return
-        plain = None if result_json is None else _loads(result_json)
         event = Event(EventKind.EXIT, wf.pid, plain, error)
         now = self.clock.now()
         tx.update_workflow(wf.wid, status=status,
