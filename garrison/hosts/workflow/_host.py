@@ -47,8 +47,15 @@ from ...persistence import (
     to_json,
 )
 from .._kernel import Caller, NodeContext, exit_fan_out, noproc
-from ._codec import (PLAIN, arity_problem, plain_or_repr, restore_args, result_refused,
-                     return_hint, structure)
+from ._codec import (
+    PLAIN,
+    arity_problem,
+    plain_or_repr,
+    restore_args,
+    result_refused,
+    return_hint,
+    structure,
+)
 from ._core import added
 from ._elsewhere import Elsewhere
 from ._ids import check_workflow_id

@@ -338,6 +338,7 @@ class ReplayHost(_Refusing):
                      error: ErrorInfo | None) -> None:
         wf.take_buffer()  # what the code buffered after the journal: dropped
         if status is WorkflowStatus.COMPLETED:  # as the live host ends it (finish there)
+            refused: Exception | None
             try:
                 plain = json.loads(to_json(value, what=f"the result of workflow {wf.wid!r}"))
                 refused = None if wf.fn is None else result_refused(
