@@ -419,7 +419,8 @@ class Node:
                        host: str | None = None) -> Any:
         """Create (or update) schedule ``id``: start ``target(*args)`` as a workflow on
         every tick of ``cron`` (read in ``timezone``) or ``every`` (a duration of whole
-        seconds; ticks at its multiples since the unix epoch). Returns a
+        seconds; ticks at its multiples since the unix epoch, in UTC: ``every`` with a
+        ``timezone`` other than ``"UTC"`` raises ``ValueError``). Returns a
         :class:`~garrison.ScheduleHandle`.
 
         The schedule lives in the host's store: a tick starts workflow ``<id>@<tick>``

@@ -358,7 +358,7 @@ def resume_schedule(store: Any, schedule_id: str, now: float | None = None) -> N
     if not rec.paused:
         return
     spec = ScheduleSpec.parse(cron=rec.cron, every=rec.every, timezone=rec.timezone,
-                              what=f"schedule {schedule_id!r}")
+                              what=f"schedule {schedule_id!r}", stored=True)
     following = spec.next_after(time.time() if now is None else now)
     store.write(Transaction().update_schedule(schedule_id, paused=False, next_tick=following))
 

@@ -724,6 +724,45 @@ async def test_schedule_again_updates_it_and_keeps_the_next_tick(autojump_clock:
         assert node.schedules()[0].next_tick == dt.datetime.fromtimestamp(at(2), UTC)
 
 
+async def test_every_with_a_timezone_is_refused_naming_the_schedule(
+        autojump_clock: Any) -> None:
+    # it was accepted and the timezone silently ignored: every ticks on UTC multiples
+    async with garrison.open_node() as node:
+        with pytest.raises(ValueError) as info:
+            await node.schedule("hourly", app.job, every="1h", timezone="Europe/Riga")
+        assert str(info.value) == (
+            "schedule 'hourly': timezone 'Europe/Riga' applies to cron only: every ticks at "
+            "its multiples since the unix epoch, in UTC; drop the timezone, or use cron for "
+            "times of day in a time zone")
+        assert node.schedules() == []  # nothing stored
+        await node.schedule("hourly", app.job, every="1h", timezone="UTC")  # the default
+        await node.schedule("nightly", app.job, cron="0 3 * * *", timezone="Europe/Riga")
+        assert [r.schedule_id for r in node.schedules()] == ["hourly", "nightly"]
+
+
+async def test_an_every_schedule_stored_with_a_timezone_still_runs_on_utc_multiples(
+        store_spec: str, autojump_clock: Any) -> None:
+    # stored by a garrison that accepted every with a timezone: it loads, ticks at its
+    # UTC multiples as it always did, and pauses and resumes (by the node and the tools)
+    with open_store(store_spec) as store:
+        store.write(Transaction().put_schedule(
+            "old", host="workflows", workflow="schedule_app:job", input=[], every=HOUR,
+            timezone="Europe/Riga", catchup_window=60.0, next_tick=at(1)))
+    async with garrison.open_node(store=store_spec) as node:
+        await trio.sleep(2.5 * HOUR)
+        assert ids() == ["old@2026-01-01T01:00:00Z", "old@2026-01-01T02:00:00Z"]
+        handle = node.schedule_handle("old")
+        await handle.pause()
+        await handle.resume()
+        assert handle.info().next_tick == dt.datetime.fromtimestamp(at(3), UTC)
+        await handle.pause()
+    with tools.open_store(store_spec) as store:
+        tools.resume_schedule(store, "old", now=at(3.5))
+        record = store.get_schedule("old")
+        assert record is not None and not record.paused
+        assert record.next_tick == dt.datetime.fromtimestamp(at(4), UTC)
+
+
 async def test_bad_schedules_are_refused_with_what_is_wrong(node: garrison.Node) -> None:
     with pytest.raises(ValueError, match=r"'s': give either cron .* not neither"):
         await node.schedule("s", app.job)
@@ -898,6 +937,21 @@ async def test_a_node_reconciles_only_the_config_schedules_of_its_config_s_names
     async with garrison.open_node(config=load_config_text(empty), store=db):
         pass
     assert state() == {}
+
+
+def test_an_every_schedule_entry_with_a_timezone_is_a_config_error() -> None:
+    bad = CONFIG + """
+  - {name: a, kind: workflow.schedule, workflow: app:job, every: 1h, timezone: Europe/Riga}
+  - {name: b, kind: workflow.schedule, workflow: app:job, every: 1h, timezone: UTC}
+  - {name: c, kind: workflow.schedule, workflow: app:job, cron: "0 3 * * *",
+     timezone: Europe/Riga}
+"""
+    with pytest.raises(garrison.ConfigError) as info:
+        load_config_text(bad, "app.yaml")
+    assert info.value.problems == [
+        "app.yaml: entry 'app:a' (index 2): field 'timezone': expected 'UTC' with every "
+        "(timezone applies to cron only: every ticks at its multiples since the unix "
+        "epoch, in UTC; use cron for times of day in a time zone), got 'Europe/Riga'"]
 
 
 def test_schedule_entries_are_checked() -> None:

@@ -122,10 +122,14 @@ def _schedule_timing(inst: Any, attribute: attrs.Attribute[Any], value: object) 
                                 value) from None
     elif attribute.name == "timezone":
         try:
-            ScheduleSpec.parse(every=60, timezone=value)
+            ScheduleSpec.parse(cron="0 * * * *", timezone=value)
         except (TypeError, ValueError):
             raise _FieldProblem("timezone", "an IANA time zone name such as 'UTC' or "
                                 "'Europe/Riga'", value) from None
+        if inst.cron is None and inst.every is not None and value != "UTC":
+            raise _FieldProblem("timezone", "'UTC' with every (timezone applies to cron "
+                                "only: every ticks at its multiples since the unix epoch, "
+                                "in UTC; use cron for times of day in a time zone)", value)
 
 
 def _duration(value: object) -> float:

@@ -189,7 +189,8 @@ class Scheduler:
         sid = record.schedule_id
         try:
             spec = ScheduleSpec.parse(cron=record.cron, every=record.every,
-                                      timezone=record.timezone, what=f"schedule {sid!r}")
+                                      timezone=record.timezone, what=f"schedule {sid!r}",
+                                      stored=True)
         except (TypeError, ValueError) as exc:  # written by another version, or by hand
             log.error("schedule %s cannot run: %s", sid, exc, extra={"schedule_id": sid})
             self.rows.pop(sid, None)
@@ -602,7 +603,8 @@ class Scheduler:
         if not record.paused:
             return
         spec = ScheduleSpec.parse(cron=record.cron, every=record.every,
-                                  timezone=record.timezone, what=f"schedule {schedule_id!r}")
+                                  timezone=record.timezone, what=f"schedule {schedule_id!r}",
+                                  stored=True)
         now = self.host.clock.now()
         await self.host.store.commit(Transaction().update_schedule(
             schedule_id, paused=False, next_tick=spec.next_after(now), time=now))

@@ -200,11 +200,13 @@ class ScheduleSpec:
 
     @classmethod
     def parse(cls, *, cron: object = None, every: object = None, timezone: object = "UTC",
-              what: str = "schedule") -> ScheduleSpec:
+              what: str = "schedule", stored: bool = False) -> ScheduleSpec:
         """The spec of ``cron`` xor ``every`` (a duration of whole seconds, from 1s to
         :data:`MAX_EVERY`) in
         ``timezone`` (an IANA name); ``ValueError`` / ``TypeError`` naming ``what`` and
-        the field otherwise."""
+        the field otherwise. ``timezone`` applies to ``cron`` only: with ``every`` it
+        must be ``"UTC"``, except in a schedule ``stored`` by an older garrison, which
+        accepted another one and ticked on UTC multiples all the same (it still does)."""
         if (cron is None) == (every is None):
             raise ValueError(f"{what}: give either cron (e.g. '0 3 * * *') or every "
                              "(e.g. '1h'), not " + ("both" if cron is not None else "neither"))
@@ -225,6 +227,10 @@ class ScheduleSpec:
             if problem is not None:
                 raise ValueError(f"{what}: invalid cron expression {cron!r}: {problem}")
             return cls(text, None, timezone, zone)
+        if timezone != "UTC" and not stored:
+            raise ValueError(f"{what}: timezone {timezone!r} applies to cron only: every "
+                             "ticks at its multiples since the unix epoch, in UTC; drop "
+                             "the timezone, or use cron for times of day in a time zone")
         seconds = parse_duration(every, what=f"every of {what}")
         if not 1 <= seconds <= MAX_EVERY or seconds != int(seconds):
             raise ValueError(f"{what}: every must be a whole number of seconds from 1s to "
