@@ -633,6 +633,27 @@ async def test_child_workflow_exit_reaches_parent_durably(node: garrison.Node) -
     assert await node.workflow("pf").result() == ["EXIT", "RuntimeError: child broke"]
 
 
+async def _waits_for_go() -> str:
+    await process.inbox().receive()
+    return "went"
+
+
+async def _demonitors_its_child() -> list[Any]:
+    child = await process.spawn(_waits_for_go)
+    process.demonitor(child)
+    await process.send(child, "go")
+    ev = await process.events().receive(timeout=60)
+    return [] if ev is None else [ev.kind.value, str(ev.pid), ev.result]
+
+
+async def test_demonitor_does_not_silence_a_childs_exit(node: garrison.Node,
+                                                        autojump_clock: Any) -> None:
+    """A child's EXIT always reaches its parent (API.md): a parent's ``demonitor`` of its
+    child removed the stored monitor the EXIT comes through, and the EXIT never came."""
+    await node.start_workflow(_demonitors_its_child, id="dp")
+    assert await node.workflow("dp").result() == ["EXIT", "workflows/dp.1", "went"]
+
+
 async def test_workflow_monitors_workflow(node: garrison.Node) -> None:
     target = await node.start_workflow(app.receiver, id="target")
     await node.start_workflow(app.watcher, str(target), id="w")

@@ -818,12 +818,16 @@ class WorkflowHost:
         self.write_soon(tx, delivered)
 
     def remove_durable_monitor(self, target: Pid, watcher: WorkflowInstance) -> None:
+        """``demonitor`` of a workflow by a workflow: its ``EXIT`` no longer comes, unless
+        ``target`` is ``watcher``'s child, whose ``EXIT`` always reaches its parent."""
+        record = self.store.get_workflow(target.id)
+        if record is None or record.parent == watcher.pid:
+            return
         other = self.active.get(target.id)
         if other is not None and other.durable_watchers and \
                 watcher.pid in other.durable_watchers:
             other.durable_watchers.remove(watcher.pid)
-        if self.store.get_workflow(target.id) is not None:
-            watcher.buffered().remove_monitor(target.id, watcher.pid)
+        watcher.buffered().remove_monitor(target.id, watcher.pid)
 
     def runs_elsewhere(self, wid: str) -> bool:
         """True if ``wid`` is unfinished and not here: another node of the cluster runs
