@@ -10,6 +10,7 @@ owns one and adds the user-facing API and the node's lifecycle.
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
@@ -27,10 +28,14 @@ if TYPE_CHECKING:
     from ._node import Node
     from .supervision._services import ServiceManager
 
-__all__ = ["EXIT_MEMORY", "Router"]
+__all__ = ["EXIT_MEMORY", "KILL_WARNING", "Router"]
+
+log = logging.getLogger("garrison.process")
 
 #: how many finished processes' outcomes ``Node.wait`` can still report
 EXIT_MEMORY = 10_000
+#: seconds after a process was terminated: if it still runs, that is logged (once)
+KILL_WARNING = 5.0
 
 
 class Router:
@@ -318,7 +323,7 @@ class Router:
             await host.wait_exited(target)
             return
         host.kill(target, ErrorInfo("Terminated", f"did not stop within {seconds:g}s of CANCEL"))
-        await host.wait_exited(target)
+        await self._wait_killed(host, target)
 
     async def terminate(self, target: Pid, by: Pid | None) -> None:
         if self.remote is not None and self.remote.node_of(target) is not None:
@@ -327,9 +332,26 @@ class Router:
         host = self.hosts.get(self.aliases.get(target.host, target.host))
         who = f"by {by}" if by is not None else "from outside any process"
         if host is not None and host.kill(target, ErrorInfo("Terminated", f"terminated {who}")):
-            await host.wait_exited(target)
+            await self._wait_killed(host, target)
         else:
             await trio.lowlevel.checkpoint()
+
+    @staticmethod
+    async def _wait_killed(host: Any, target: Pid) -> None:
+        """Wait for ``target``, just terminated, to end. Termination is a trio
+        cancellation: code that shields itself from it (a shielded cancel scope around
+        a long cleanup) runs on, and the wait with it; that is logged after
+        :data:`KILL_WARNING` seconds, naming the process, then the wait goes on."""
+        with trio.move_on_after(KILL_WARNING):
+            await host.wait_exited(target)
+            return
+        info = host.process_info(target) if hasattr(host, "process_info") else None
+        label = f" ({info.label})" if info is not None and info.label else ""
+        log.warning("process %s%s has not ended %gs after it was terminated: its code does "
+                    "not let it be cancelled (a shielded cancel scope, or a call that "
+                    "blocks the event loop); still waiting for it", target, label,
+                    KILL_WARNING, extra={"pid": str(target)})
+        await host.wait_exited(target)
 
 
 def _conforms(router: Router) -> NodeContext:

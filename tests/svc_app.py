@@ -44,6 +44,18 @@ async def stubborn(name: str) -> None:
         note(name, "killed")
 
 
+async def shielded(name: str) -> None:
+    """Ignores CANCEL and shields a 30 s cleanup from the termination that follows."""
+    process.events()
+    note(name, "start")
+    try:
+        await trio.sleep_forever()
+    finally:
+        with trio.CancelScope(shield=True):
+            await trio.sleep(30)
+        note(name, "cleaned up")
+
+
 async def crasher(name: str, after: float = 0) -> None:
     """Fails FAILS[name] more times (after `after` seconds), then runs forever."""
     note(name, "start")

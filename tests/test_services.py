@@ -37,6 +37,7 @@ def config(services: str):
           - {name: steady, kind: process.py, source: "svc_app:steady"}
           - {name: polite, kind: process.py, source: "svc_app:polite"}
           - {name: stubborn, kind: process.py, source: "svc_app:stubborn"}
+          - {name: shielded, kind: process.py, source: "svc_app:shielded"}
           - {name: crasher, kind: process.py, source: "svc_app:crasher"}
           - {name: finisher, kind: process.py, source: "svc_app:finisher"}
           - {name: instant, kind: process.py, source: "svc_app:instant_crasher"}
@@ -298,6 +299,29 @@ async def test_stop_cancels_then_terminates_after_stop_timeout(autojump_clock):
     t_start = starts("stubborn")[0]
     killed = [t for t, w, what in svc_app.LOG if what == "killed"]
     assert killed == [t_start + 7]
+
+
+async def test_a_service_that_shields_its_cleanup_is_named_in_the_log(autojump_clock, caplog):
+    """A service shielding a long cleanup from its termination held up the node's stop
+    (and ``garrison run``'s first SIGTERM) with nothing in the log saying which one or
+    why: now a warning names it, 5 s after it was terminated; the stop still waits."""
+    cfg = config("""
+        - name: svc_shielded
+          kind: process.service
+          process: shielded
+          input: [shielded]
+          lifecycle: {auto_start: true, stop_timeout: 2s}
+    """)
+    with caplog.at_level(logging.WARNING, logger="garrison.process"):
+        async with garrison.open_node(config=cfg):
+            pass
+    t_start = starts("shielded")[0]
+    assert [t for t, w, what in svc_app.LOG if what == "cleaned up"] == [t_start + 2 + 30]
+    stuck = [r for r in caplog.records if "has not ended 5s after it was terminated" in
+             r.getMessage()]
+    assert len(stuck) == 1, caplog.text
+    assert "t:svc_shielded" in stuck[0].getMessage() and "shielded cancel scope" in \
+        stuck[0].getMessage()
 
 
 async def test_start_service_on_demand_with_requirements(autojump_clock):

@@ -411,9 +411,23 @@ async def start_services(node: NodeContext, config: Config,
 
 
 async def stop_services(node: NodeContext, manager: ServiceManager) -> None:
-    """Stop services in reverse dependency order, each within its stop timeout."""
-    if manager.pid is not None and node.hosts["processes"].is_alive(manager.pid):
-        await node.cancel(manager.pid, None, manager.stop_budget())
+    """Stop services in reverse dependency order, each within its stop timeout.
+
+    The manager stops them on its ``CANCEL``, each one cancelled, then terminated after
+    its stop timeout. Past :meth:`ServiceManager.stop_budget` it is left to finish if it
+    is doing that (a service whose code outlives its termination holds it up, and is
+    logged by name), and terminated otherwise."""
+    pid = manager.pid
+    host = node.hosts["processes"]
+    if pid is None or not host.is_alive(pid):
+        return
+    with trio.move_on_after(manager.stop_budget()):
+        await node.cancel(pid, None, float("inf"))  # its CANCEL, then its end
+        return
+    if manager.stopping:
+        await host.wait_exited(pid)
+    else:
+        await node.terminate(pid, None)
 
 
 __all__ = ["ServiceInfo", "ServiceManager", "ServiceStatus", "start_services", "stop_services"]
