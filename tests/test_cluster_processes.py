@@ -1,6 +1,8 @@
 """Plain processes of a cluster's nodes: cluster names during a store outage, links and
-monitors across nodes when a node is lost, pids of nodes no longer in the cluster, and
-the bookkeeping of remote processes (garrison/cluster/_remote.py, _names.py)."""
+monitors across nodes when a node is lost, pids of nodes no longer in the cluster, the
+bookkeeping of remote processes (garrison/cluster/_remote.py, _names.py), and links and
+monitors between plain processes and workflows other nodes run
+(garrison/hosts/workflow/_elsewhere.py, Router.linked_exit)."""
 
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ import _postgres
 from harness import Node
 
 import garrison
-from garrison import EventKind, Pid, ProcessError, StoreError, process
+from garrison import EventKind, Pid, ProcessError, StoreError, process, workflow
 from garrison.persistence import PostgresStore
 
 LEASE = 1.0
@@ -292,3 +294,173 @@ async def test_a_remote_cancel_or_terminate_returns_once_the_target_ended(
         with trio.fail_after(10):
             took, alive = await b.wait(await b.spawn(stops, other, "terminate"))
         assert not alive
+
+
+# ---------------------------------------------------------------- links with workflows
+async def doomed(how: str) -> str:
+    """A plain process that ends as its first message says."""
+    await process.inbox().receive()
+    if how == "fail":
+        raise RuntimeError("boom")
+    return "done"
+
+
+async def links_out(targets: list[str], trap: bool, expect: int = 0) -> list[list[object]]:
+    """A workflow that links to (and, trapping, monitors) the given pids; trapping, it
+    returns the first ``expect`` events it reads."""
+    process.set_options(trap_links=trap)
+    for target in targets:
+        process.link(Pid.parse(target))
+        if trap:
+            process.monitor(Pid.parse(target))
+    got: list[list[object]] = []
+    while True:
+        if trap:
+            ev = await process.events().receive(timeout=60)
+            if ev is None:
+                return got
+            got.append([str(ev.kind), str(ev.pid), ev.error.type if ev.error else None])
+            if len(got) == expect:
+                return got
+        else:
+            await workflow.sleep(3600)
+
+
+async def ends_when_told() -> str:
+    """A workflow that ends as its first message says."""
+    msg = await process.inbox().receive()
+    if msg.payload == "fail":
+        raise RuntimeError("workflow boom")
+    return "ok"
+
+
+def _kinds(events: list[list[object]]) -> list[tuple[object, object, object]]:
+    return sorted(((kind, pid, why) for kind, pid, why in events), key=str)
+
+
+async def test_a_workflow_linked_to_a_process_of_another_node_hears_of_its_end(
+        postgres_url: str) -> None:
+    """A workflow linked to (or monitoring) a plain process of another node never heard
+    of its end: the process's node treated the workflow pid as its own, found no such
+    workflow there and dropped the linked failure (the EXIT as a dead letter). A
+    non-trapping workflow kept running. Now both go to the node that runs it."""
+    async with garrison.open_node(store=postgres_url, name="a", lease="5s") as a, \
+            garrison.open_node(store=postgres_url, name="b", lease="5s") as b:
+        p = await a.spawn(doomed, "fail")
+        await b.start_workflow(links_out, [str(p)], False, id="plain")
+        await trio.sleep(0.3)
+        await a.send(p, "go")
+        with pytest.raises(garrison.WorkflowFailed, match=r"LinkedProcessFailed.*boom"):
+            with trio.fail_after(10):
+                await b.workflow("plain").result()
+
+        # trapping: LINK_DOWN for the failure, EXIT for each (monitors), nothing for
+        # the normal end but its EXIT
+        bad, good = await a.spawn(doomed, "fail"), await a.spawn(doomed, "ok")
+        await b.start_workflow(links_out, [str(bad), str(good)], True, 3, id="trap")
+        await trio.sleep(0.3)
+        await a.send(bad, "go")
+        await a.send(good, "go")
+        with trio.fail_after(10):
+            got = await b.workflow("trap").result()
+        assert _kinds(got) == sorted([
+            ("EXIT", str(bad), "RuntimeError"), ("LINK_DOWN", str(bad), "RuntimeError"),
+            ("EXIT", str(good), None)], key=str), got
+
+
+async def links_in(target: str, trap: bool, then: str) -> object:
+    """A plain process linked to a workflow: ``then`` says what it does next."""
+    process.set_options(trap_links=trap)
+    process.link(Pid.parse(target))
+    if then == "unlink":
+        process.unlink(Pid.parse(target))
+    msg = await process.inbox().receive()  # (the test says when)
+    if then == "fail":
+        raise RuntimeError("process boom")
+    if trap:
+        ev = await process.events().receive(timeout=float(msg.payload))
+        return None if ev is None else (str(ev.kind), str(ev.pid),
+                                        ev.error.type if ev.error else None)
+    await trio.sleep_forever()
+    return None
+
+
+async def test_a_process_links_to_a_workflow_another_node_runs(postgres_url: str) -> None:
+    """A link to a workflow another node runs acted at once as on a process that is gone
+    (noproc). Now it is a link: the workflow's failure (read from the store) ends the
+    process or reaches it as LINK_DOWN, a normal end only drops the link, and the
+    process's failure ends the workflow (or reaches it as LINK_DOWN when it traps), on
+    the node that runs it. Nothing is left watched on the process's node."""
+
+    async def ended(node: Any, pid: Pid) -> Any:
+        with trio.fail_after(10):
+            try:
+                return await node.wait(pid)
+            except ProcessError as exc:
+                return exc.error.type if exc.error else exc
+
+    async with garrison.open_node(store=postgres_url, name="a", lease="5s") as a, \
+            garrison.open_node(store=postgres_url, name="b", lease="5s") as b:
+        # the workflow fails: a process that does not trap ends, one that traps hears
+        wfail = await b.start_workflow(ends_when_told, id="wfail")
+        dies = await a.spawn(links_in, str(wfail), False, "wait")
+        hears = await a.spawn(links_in, str(wfail), True, "wait")
+        unlinked = await a.spawn(links_in, str(wfail), True, "unlink")
+        await trio.sleep(0.3)
+        assert a.process_info(dies).alive
+        await b.send(wfail, "x", "fail")
+        assert await ended(a, dies) == "LinkedProcessFailed"
+        await a.send(hears, "when", 10)
+        assert await ended(a, hears) == ("LINK_DOWN", str(wfail), "RuntimeError")
+        await a.send(unlinked, "when", 0.5)
+        assert await ended(a, unlinked) is None  # (it heard nothing)
+
+        # a normal end only drops the link
+        wok = await b.start_workflow(ends_when_told, id="wok")
+        calm = await a.spawn(links_in, str(wok), True, "wait")
+        await trio.sleep(0.3)
+        await b.send(wok, "x", "ok")
+        assert await b.workflow("wok").result() == "ok"
+        await a.send(calm, "when", 0.5)
+        assert await ended(a, calm) is None
+        assert a.process_info(calm).alive is False
+
+        # the process fails: the workflow fails, or hears when it traps
+        victim = await b.start_workflow(links_out, [], False, id="victim")
+        trapper = await b.start_workflow(links_out, [], True, 1, id="trapper")
+        await trio.sleep(0.3)
+        killers = [await a.spawn(links_in, str(w), False, "fail") for w in (victim, trapper)]
+        await trio.sleep(0.3)
+        for k in killers:
+            await a.send(k, "go")
+        with pytest.raises(garrison.WorkflowFailed, match=r"LinkedProcessFailed.*process boom"):
+            with trio.fail_after(10):
+                await b.workflow("victim").result()
+        with trio.fail_after(10):
+            got = await b.workflow("trapper").result()
+        assert got == [["LINK_DOWN", str(killers[1]), "RuntimeError"]]
+        with trio.fail_after(5):  # nothing of them stays watched on a
+            while a.hosts["workflows"].elsewhere.watched:
+                await trio.sleep(0.05)
+
+
+async def test_a_workflow_linked_to_a_process_of_a_lost_node_hears_noconnection(
+        postgres_url: str, nodes: list[Node]) -> None:
+    """A workflow's own link to (and monitor of) a plain process of another node acts
+    when that node is lost, as a plain process's do: noconnection."""
+    a = Node.start(postgres_url, "a", LEASE, echo=True)
+    nodes.append(a)
+    async with garrison.open_node(store=postgres_url, name="t", lease=LEASE) as node:
+        with trio.fail_after(30):
+            while (echo := node.lookup("echo")) is None:
+                await trio.sleep(0.05)
+        await node.start_workflow(links_out, [str(echo)], True, 2, id="trap")
+        await node.start_workflow(links_out, [str(echo)], False, id="plain")
+        await trio.sleep(0.5)
+        a.kill()
+        with trio.fail_after(2 * LEASE + 10):
+            got = await node.workflow("trap").result()
+            with pytest.raises(garrison.WorkflowFailed, match="noconnection"):
+                await node.workflow("plain").result()
+        assert _kinds(got) == sorted([("EXIT", str(echo), "noconnection"),
+                                      ("LINK_DOWN", str(echo), "noconnection")], key=str)

@@ -197,13 +197,20 @@ class Remote:
         """The workflow ``pid`` as the caller a reply goes to, if another node of the
         cluster runs it (the reply goes to that node: it is waiting there); ``None``
         otherwise."""
+        node = self.owner_of(pid)
+        return None if node is None else _Peer(self, pid, node)
+
+    def owner_of(self, pid: Pid) -> str | None:
+        """The other node that runs the workflow ``pid`` (the store names it its owner),
+        or ``None``: a plain pid, a workflow this node runs, or one that no node runs
+        now. Reads the store (``StoreError`` when it is out of reach)."""
         router = self.router
         host = router.hosts.get(router.aliases.get(pid.host, pid.host))
         if host is None or not host.durable or host.ownership is None \
                 or pid.id in host.active:
             return None
         node = host.ownership.pg.owner_name(pid.id)
-        return None if node is None or node == self.name else _Peer(self, pid, node)
+        return None if node is None or node == self.name else node
 
     def callee(self, pid: Pid) -> _Peer | None:
         """``pid`` as a callee; ``None`` if its node is gone (a dead pid)."""
@@ -307,10 +314,13 @@ class Remote:
                        "pid": str(event.pid), "r": _plain(event.result),
                        "error": _error_plain(event.error)})
 
-    def linked_exit(self, target: Pid, dead: Pid, error: ErrorInfo | None) -> None:
+    def linked_exit(self, target: Pid, dead: Pid, error: ErrorInfo | None,
+                    node: str | None = None) -> None:
+        """``dead``, linked to ``target`` of another node (``node``: the one that runs
+        the workflow ``target``), ended."""
         self._forget(self.linked, target, dead)
         self.post(target, {"k": "linked_exit", "target": str(target), "dead": str(dead),
-                           "error": _error_plain(error)})
+                           "error": _error_plain(error)}, node)
 
     def link(self, target: Pid, other: Pid) -> bool:
         if self._gone(target):

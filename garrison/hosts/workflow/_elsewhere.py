@@ -1,20 +1,25 @@
 """Workflows another node of the cluster runs, as this node's processes see them.
 
 A workflow pid names no node: a plain process (or ``node.call``) of this node may
-monitor or call a workflow that runs on another node. The workflow's own node does not
-know these watchers (plain processes are not stored), so this node watches the store
-for the workflow's end: :class:`Elsewhere` keeps, per workflow, the processes that
-monitor it and the calls waiting for its reply, and one task of the host looks at the
-store every :data:`POLL` seconds while any is kept (as a handle's ``result()`` does for
-a workflow another node runs). When the workflow ends, each monitor gets its ``EXIT``
-(the result or error the store holds), and each call still waiting
+monitor, link to or call a workflow that runs on another node. The workflow's own node
+does not know these watchers (plain processes are not stored, and the workflow may
+move to yet another node), so this node watches the store for the workflow's end:
+:class:`Elsewhere` keeps, per workflow, the processes that monitor it, the processes
+and workflows of this node linked to it, and the calls waiting for its reply, and one
+task of the host looks at the store every :data:`POLL` seconds while any is kept (as a
+handle's ``result()`` does for a workflow another node runs). When the workflow ends,
+each monitor gets its ``EXIT`` (the result or error the store holds), each link acts
+as on a local workflow's end (a linked failure when it failed or was cancelled), and
+each call still waiting
 :data:`REPLY_GRACE` seconds later fails with ``ProcessError``, as when a local callee
 ends first. A reply comes the other way: the workflow's node sends it to the caller's
 pid, which names this node (hence the grace: a reply sent just before the end may come
 after this node read the end).
 
 (Workflows monitoring workflows are not kept here: their monitors are stored, and the
-ending node delivers their ``EXIT`` durably, see ``WorkflowHost.finish``.)
+ending node delivers their ``EXIT`` durably, see ``WorkflowHost.finish``.) The other
+way, a linked failure of this node's process reaches the workflow through the node that
+runs it (``Router.linked_exit``).
 """
 
 from __future__ import annotations
@@ -47,9 +52,9 @@ REPLY_GRACE = 2.0
 class RemoteWorkflow(Caller):
     """A workflow another node runs, as the callee of this node's calls (its
     ``callers``: the calls waiting for its reply) and the target of its processes'
-    monitors."""
+    monitors and links."""
 
-    __slots__ = ("monitors",)
+    __slots__ = ("links", "monitors")
 
     def __init__(self, node: Any, pid: Pid) -> None:
         self.node = node
@@ -58,13 +63,15 @@ class RemoteWorkflow(Caller):
         self.callers = None
         #: processes of this node that monitor it
         self.monitors: set[Pid] = set()
+        #: processes and workflows of this node linked to it
+        self.links: set[Pid] = set()
 
     def deliver(self, msg: Any) -> None:  # pragma: no cover - calls deliver durably
         raise RuntimeError(f"{self.pid} runs on another node: its messages go to the store")
 
     @property
     def idle(self) -> bool:
-        return not self.monitors and not self.callers
+        return not self.monitors and not self.links and not self.callers
 
 
 class Elsewhere:
@@ -129,8 +136,11 @@ class Elsewhere:
             if WorkflowStatus(record.status) is WorkflowStatus.CANCELLED and error is None:
                 error = ErrorInfo("WorkflowCancelled", f"workflow {pid.id!r} was cancelled")
         event = Event(EventKind.EXIT, pid, result, error)
+        node = self.host.node
         for watcher in entry.monitors:
-            self.host.node.deliver_event(watcher, event)
+            node.deliver_event(watcher, event)
+        for linked in entry.links:  # (a normal end only drops the link)
+            node.linked_exit(linked, pid, error)
         if entry.callers:
             self.host.start_soon(self._fail_callers, entry, error)
 

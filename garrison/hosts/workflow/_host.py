@@ -478,9 +478,13 @@ class WorkflowHost:
             if link is not None:
                 wf.links = added(wf.links, link)
             return
-        if watcher is not None and wf is None and self.runs_elsewhere(pid.id):
-            self.elsewhere.watch(pid).monitors.add(watcher)
-            watcher = None
+        if wf is None and self.runs_elsewhere(pid.id):
+            remote = self.elsewhere.watch(pid)
+            if watcher is not None:
+                remote.monitors.add(watcher)
+            if link is not None:
+                remote.links.add(link)
+            return
         _ended, result, error = self.end_of(pid)
         if watcher is not None:
             self.node.deliver_event(watcher, Event(EventKind.EXIT, pid, result, error))
@@ -691,21 +695,24 @@ class WorkflowHost:
         return self.active.get(pid.id)
 
     def deliver_event(self, pid: Pid, event: Event) -> bool:
-        """Durably queue ``event`` (an ``EXIT`` or ``LINK_DOWN``) for the workflow."""
+        """Durably queue ``event`` (an ``EXIT`` or ``LINK_DOWN``) for the workflow (in a
+        cluster, for one another node runs too: the store wakes that node)."""
         wf = self.active.get(pid.id)
         if wf is None:
-            return False
+            if self.ownership is None:
+                return False
+            try:
+                if not self.runs_elsewhere(pid.id):
+                    return False
+                self.store.write(self._event_row(pid, event)[0])
+            except StoreError as exc:  # (from a process's exit: never raised there)
+                log.warning("%s for workflow %s was lost: %s", event.kind, pid.id, exc,
+                            extra={"workflow_id": pid.id})
+                return False
+            return True
         if event.kind is EventKind.EXIT and wf.monitoring:
             wf.monitoring.discard(event.pid)  # that monitor is spent
-        plain_event = event_to_plain(Event(event.kind, event.pid,
-                                           plain_or_repr(event.result), event.error))
-        text = _dumps(plain_event)
-        # one id per (process, kind, workflow): a ``noproc`` event made at recovery for a
-        # process lost in a crash is dropped if the real one was delivered before
-        now = self.clock.now()
-        tx = Transaction().deliver(pid.id, str(event.kind), RawJson(text), sender=event.pid,
-                                   kind="event", msg_id=f"{event.pid}#{event.kind}@{pid.id}",
-                                   time=now)
+        tx, plain_event, now = self._event_row(pid, event)
 
         def delivered(results: list[Any]) -> None:
             if results[0] is not None and self.active.get(pid.id) is wf:
@@ -817,6 +824,19 @@ class WorkflowHost:
 
         self.write_soon(tx, delivered)
 
+    def _event_row(self, pid: Pid, event: Event) -> tuple[Transaction, Any, float]:
+        """The write that puts ``event`` in the inbox of workflow ``pid``; the event as
+        the workflow reads it, and the row's time."""
+        plain_event = event_to_plain(Event(event.kind, event.pid,
+                                           plain_or_repr(event.result), event.error))
+        # one id per (process, kind, workflow): a ``noproc`` event made at recovery for a
+        # process lost in a crash is dropped if the real one was delivered before
+        now = self.clock.now()
+        tx = Transaction().deliver(pid.id, str(event.kind), RawJson(_dumps(plain_event)),
+                                   sender=event.pid, kind="event",
+                                   msg_id=f"{event.pid}#{event.kind}@{pid.id}", time=now)
+        return tx, plain_event, now
+
     def remove_durable_monitor(self, target: Pid, watcher: WorkflowInstance) -> None:
         """``demonitor`` of a workflow by a workflow: its ``EXIT`` no longer comes, unless
         ``target`` is ``watcher``'s child, whose ``EXIT`` always reaches its parent."""
@@ -857,20 +877,36 @@ class WorkflowHost:
             self.elsewhere.forget_idle(target.id)
 
     def add_link(self, target: Pid, other: Pid) -> bool:
+        """``other`` links to the workflow ``target``. (In a cluster, to one another
+        node runs: this node watches its end, see ``_elsewhere``; ``other``'s failure
+        reaches it through its node, see ``Router.linked_exit``.)"""
         wf = self.active.get(target.id)
         if wf is None:
-            return False
+            if not self.runs_elsewhere(target.id):
+                return False
+            self.elsewhere.watch(target).links.add(other)
+            return True
         wf.links = added(wf.links, other)
         return True
 
     def remove_link(self, target: Pid, other: Pid) -> None:
         wf = self.active.get(target.id)
-        if wf is not None and wf.links:
+        if wf is None:
+            self._unwatch_link(target, other)
+        elif wf.links:
             wf.links.discard(other)
+
+    def _unwatch_link(self, target: Pid, other: Pid) -> None:
+        """``other`` no longer links to ``target``, a workflow another node runs."""
+        remote = self.elsewhere.get(target.id)
+        if remote is not None and other in remote.links:
+            remote.links.discard(other)
+            self.elsewhere.forget_idle(target.id)
 
     def linked_exit(self, target: Pid, dead: Pid, error: ErrorInfo | None) -> None:
         wf = self.active.get(target.id)
         if wf is None:
+            self._unwatch_link(target, dead)
             return
         if wf.links:
             wf.links.discard(dead)
