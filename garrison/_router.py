@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from . import _observe
-from ._errors import NoSuchProcess, ProcessError, StoreError
+from ._errors import NoSuchProcess, ProcessError
 from ._targets import check_target
 from .actors._mailbox import timeout_seconds
 from .actors._values import ErrorInfo, Event, Message, Pid
@@ -274,25 +274,28 @@ class Router:
             self.stats_dead_letters += 1
 
     def linked_exit(self, target: Pid, dead: Pid, error: ErrorInfo | None) -> None:
-        remote = self.remote
-        if remote is not None:
-            if remote.node_of(target) is not None:
-                remote.linked_exit(target, dead, error)
-                return
-            try:
-                owner = remote.owner_of(target)
-            except StoreError as exc:  # (from a process's exit: never raised there)
-                log.warning("a linked exit of %s for workflow %s was lost: %s", dead,
-                            target.id, exc)
-                owner = None
-            if owner is not None:
-                # a workflow another node runs: that node decides (it knows whether the
-                # workflow traps links); here only a watch of it a link made is spent
-                remote.linked_exit(target, dead, error, owner)
-                error = None
+        if self.remote is not None and self.remote.node_of(target) is not None:
+            self.remote.linked_exit(target, dead, error)
+            return
         host = self.hosts.get(target.host)
         if host is not None:
             host.linked_exit(target, dead, error)
+
+    def linked_exit_if_held(self, target: Pid, dead: Pid, error: ErrorInfo | None) -> None:
+        """:meth:`linked_exit`, unless ``target`` is a plain process of this node that no
+        longer holds a link to ``dead``: a link both sides made acted already."""
+        host = self.hosts.get(self.aliases.get(target.host, target.host))
+        holds = getattr(host, "holds_link", None)
+        if holds is not None and not holds(target, dead):
+            return
+        self.linked_exit(target, dead, error)
+
+    def forward_linked_exit(self, node: str, target: Pid, dead: Pid,
+                            error: ErrorInfo | None) -> None:
+        """``dead``, linked to the workflow ``target`` that node ``node`` runs, ended:
+        that node acts (it knows whether the workflow traps links)."""
+        if self.remote is not None:
+            self.remote.linked_exit(target, dead, error, node)
 
     def link(self, target: Pid, other: Pid) -> bool:
         if self.remote is not None and self.remote.node_of(target) is not None:

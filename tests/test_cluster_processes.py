@@ -464,3 +464,115 @@ async def test_a_workflow_linked_to_a_process_of_a_lost_node_hears_noconnection(
                 await node.workflow("plain").result()
         assert _kinds(got) == sorted([("EXIT", str(echo), "noconnection"),
                                       ("LINK_DOWN", str(echo), "noconnection")], key=str)
+
+
+async def links_back(other: str) -> str:
+    """A workflow that links to ``other``, then ends as its first message says."""
+    process.link(Pid.parse(other))
+    msg = await process.inbox().receive()
+    if msg.payload == "fail":
+        raise RuntimeError("workflow boom")
+    return "ok"
+
+
+async def traps_for(seconds: float) -> list[tuple[object, object, object]]:
+    """A process that links to the pid its first message names (trapping) and returns
+    the events of the next ``seconds``."""
+    process.set_options(trap_links=True)
+    msg = await process.inbox().receive()
+    process.link(Pid.parse(msg.payload))
+    got: list[tuple[object, object, object]] = []
+    with trio.move_on_after(seconds):
+        async for ev in process.events():
+            got.append((str(ev.kind), str(ev.pid), ev.error.type if ev.error else None))
+    return got
+
+
+async def test_links_to_workflows_elsewhere_act_once_and_not_on_an_orderly_close(
+        postgres_url: str) -> None:
+    """Found in review of the first version: a link both sides made (a process of a to
+    a workflow of b, and the workflow to the process) gave two LINK_DOWN for one end
+    (b's own link and a's watch both acted); closing a in order failed b's workflow (its
+    linked process ended for the node's shutdown, forwarded as a failure); and a
+    workflow linking to (or monitoring) a process of another node that had ended
+    already never heard noproc (the answer went to a node named by the workflow id)."""
+    async with garrison.open_node(store=postgres_url, name="b", lease="5s") as b:
+        async with garrison.open_node(store=postgres_url, name="a", lease="5s") as a:
+            p = await a.spawn(traps_for, 3.0)
+            w = await b.start_workflow(links_back, str(p), id="mutual")
+            await trio.sleep(0.3)
+            await a.send(p, "target", str(w))
+            await trio.sleep(0.5)
+            await b.send(w, "x", "fail")
+            with trio.fail_after(10):
+                got = await a.wait(p)
+            assert got == [("LINK_DOWN", str(w), "RuntimeError")]
+
+            gone = await a.spawn(doomed, "ok")
+            await a.send(gone, "go")
+            await a.wait(gone)
+            await b.start_workflow(links_out, [str(gone)], True, 2, id="late")
+            await b.start_workflow(links_out, [str(gone)], False, id="late-plain")
+            with trio.fail_after(10):
+                assert _kinds(await b.workflow("late").result()) == sorted(
+                    [("EXIT", str(gone), "noproc"), ("LINK_DOWN", str(gone), "noproc")],
+                    key=str)
+                with pytest.raises(garrison.WorkflowFailed, match="noproc"):
+                    await b.workflow("late-plain").result()
+
+            stays = await b.start_workflow(ends_when_told, id="stays")
+            await a.spawn(links_in, str(stays), False, "wait")
+            await trio.sleep(0.5)
+        await trio.sleep(1.0)  # (a closed: its process ended for the shutdown)
+        assert b.workflow("stays").status() == "waiting"
+        await b.send(stays, "x", "ok")
+        assert await b.workflow("stays").result() == "ok"
+
+
+async def test_links_to_workflows_elsewhere_never_hold_up_the_node_during_an_outage(
+        own_server: Any) -> None:
+    """Found in review of the first version: the node that forwards a process's linked
+    exit (or an EXIT) to a workflow another node runs read and wrote the store in the
+    node's thread, at the process's exit: with the server out of reach every process
+    and timer of the node stood still for up to ``retry_for`` (9 s here, 18 s for two).
+    So did the watch of a linked workflow's end, once per round."""
+    url = _postgres.create_db(own_server, "links_outage")
+    ticks: list[float] = []
+
+    async def ticker() -> None:
+        while True:
+            ticks.append(time.monotonic())
+            await trio.sleep(0.05)
+
+    async with garrison.open_node(store=PostgresStore(url, retry_for=10), name="b",
+                                  lease="30s") as b, \
+            garrison.open_node(store=PostgresStore(url, retry_for=10), name="a",
+                               lease="30s") as a, trio.open_nursery() as nursery:
+        w = await b.start_workflow(ends_when_told, id="w")
+        fails = await a.spawn(links_in, str(w), False, "fail")  # its exit: a linked exit
+        await a.spawn(links_in, str(w), True, "wait")  # (a watches w all along)
+        ends = await a.spawn(doomed, "ok")
+        await b.start_workflow(links_out, [str(ends)], True, 1, id="m")  # gets an EXIT
+        await trio.sleep(0.5)
+        await trio.to_thread.run_sync(_postgres.pause, own_server)
+        try:
+            nursery.start_soon(ticker)
+            await trio.sleep(0.2)
+            await a.send(fails, "go")
+            await a.send(ends, "go")
+            with trio.fail_after(5):
+                with pytest.raises(ProcessError):
+                    await a.wait(fails)
+                await a.wait(ends)
+            await trio.sleep(3)  # (the watch of w reads the store meanwhile)
+            gaps = [y - x for x, y in itertools.pairwise(ticks)]
+            assert max(gaps) < 1.5, max(gaps)
+        finally:
+            await trio.to_thread.run_sync(_postgres.resume, own_server)
+        nursery.cancel_scope.cancel()
+        # what waited for the store lands once it is back
+        with pytest.raises(garrison.WorkflowFailed, match="LinkedProcessFailed"):
+            with trio.fail_after(30):
+                await b.workflow("w").result()
+        with trio.fail_after(30):
+            assert await b.workflow("m").result() == [["EXIT", str(ends), None]]

@@ -438,7 +438,9 @@ class Remote:
             dead = Pid.parse(body["dead"])
             target = Pid.parse(body["target"])
             self._forget(self.linked, dead, target)
-            router.linked_exit(target, dead, _error(body["error"]))
+            # (a link both sides made to a workflow acts once: this node's watch of it
+            # may have acted already)
+            router.linked_exit_if_held(target, dead, _error(body["error"]))
         elif kind == "monitor":
             target, watcher = Pid.parse(body["target"]), Pid.parse(body["watcher"])
             plain = self._kept(watcher, target)
@@ -447,8 +449,9 @@ class Remote:
             if router.monitor(target, watcher):
                 if plain:
                     self.watched_by.setdefault(watcher, set()).add(target)
-            else:
-                self.deliver_event(watcher, Event(EventKind.EXIT, target, None, noproc(target)))
+            else:  # (the watcher may be a workflow, which names no node)
+                router.deliver_event(watcher, Event(EventKind.EXIT, target, None,
+                                                    noproc(target)))
         elif kind == "demonitor":
             target, watcher = Pid.parse(body["target"]), Pid.parse(body["watcher"])
             self._forget(self.watched_by, watcher, target)
@@ -461,8 +464,8 @@ class Remote:
             if router.link(target, other):
                 if plain:  # two-way: kept here too, so that a lost node's links act here
                     self.linked.setdefault(other, set()).add(target)
-            else:
-                self.linked_exit(other, target, noproc(target))
+            else:  # (the other side may be a workflow, which names no node)
+                router.linked_exit(other, target, noproc(target))
         elif kind == "unlink":
             target, other = Pid.parse(body["target"]), Pid.parse(body["other"])
             self._forget(self.linked, other, target)

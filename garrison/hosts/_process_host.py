@@ -596,6 +596,11 @@ class ProcessHost:
         if proc is not None and proc.links:
             proc.links.discard(other)
 
+    def holds_link(self, target: Pid, other: Pid) -> bool:
+        """True if the process ``target`` is alive and linked to ``other``."""
+        proc = self.procs.get(target)
+        return proc is not None and proc.links is not None and other in proc.links
+
     def linked_exit(self, target: Pid, dead: Pid, error: ErrorInfo | None) -> None:
         """``dead``, linked to ``target``, ended: a failure kills ``target`` or
         becomes a ``LINK_DOWN`` event when it traps links."""

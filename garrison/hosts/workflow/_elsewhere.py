@@ -25,6 +25,8 @@ runs it (``Router.linked_exit``).
 from __future__ import annotations
 
 import logging
+from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -75,13 +77,19 @@ class RemoteWorkflow(Caller):
 
 
 class Elsewhere:
-    """This node's watch on workflows other nodes run (see the module docs)."""
+    """This node's watch on workflows other nodes run (see the module docs).
+
+    Its store reads, and the store work a process's exit gives it (:meth:`later`), run
+    in worker threads: the store may be out of reach for ``retry_for``, and the node's
+    thread must not stand still meanwhile."""
 
     def __init__(self, host: WorkflowHost) -> None:
         self.host = host
         self.watched: dict[str, RemoteWorkflow] = {}
         self._running = False
         self._added = trio.Event()
+        self._later: deque[tuple[Callable[[], Any], Callable[[Any], None] | None]] = deque()
+        self._later_running = False
 
     def get(self, wid: str) -> RemoteWorkflow | None:
         return self.watched.get(wid)
@@ -104,7 +112,40 @@ class Elsewhere:
         if entry is not None and entry.idle:
             del self.watched[wid]
 
+    def forget_linker(self, pid: Pid) -> None:
+        """``pid`` (a workflow that left this node) no longer links from here."""
+        for wid, entry in list(self.watched.items()):
+            if pid in entry.links:
+                entry.links.discard(pid)
+                self.forget_idle(wid)
+
+    def later(self, blocking: Callable[[], Any], then: Callable[[Any], None] | None = None
+              ) -> None:
+        """Run ``blocking`` (store reads and writes) in a worker thread, then ``then``
+        with its result in the node's thread: one at a time, in the order asked. A
+        failure is logged (what it was for is lost, as a message to a node that is
+        down is)."""
+        self._later.append((blocking, then))
+        if not self._later_running:
+            self._later_running = True
+            self.host.start_soon(self._run_later)
+
+    async def _run_later(self) -> None:
+        try:
+            while self._later:
+                blocking, then = self._later.popleft()
+                try:
+                    result = await trio.to_thread.run_sync(blocking)
+                    if then is not None:
+                        then(result)
+                except Exception as exc:  # (StoreError: out of reach for retry_for)
+                    log.warning("a linked exit or an event for a workflow another node runs "
+                                "was lost: %s", exc)
+        finally:
+            self._later_running = False
+
     async def _run(self) -> None:
+        read = self.host.store.get_workflow
         while True:
             if not self.watched:
                 self._added = trio.Event()
@@ -118,12 +159,14 @@ class Elsewhere:
                     del self.watched[wid]
                     continue
                 try:
-                    record = self.host.store.get_workflow(wid)
+                    record = await trio.to_thread.run_sync(read, wid)
                 except StoreError as exc:  # (out of reach: look again next time)
                     log.warning("could not read whether workflow %s has ended: %s", wid, exc)
                     break
                 if record is not None and not WorkflowStatus(record.status).finished:
                     continue
+                if self.watched.get(wid) is not entry:
+                    continue  # (forgotten while the store was read)
                 del self.watched[wid]
                 self._ended(entry, record)
 
@@ -140,7 +183,7 @@ class Elsewhere:
         for watcher in entry.monitors:
             node.deliver_event(watcher, event)
         for linked in entry.links:  # (a normal end only drops the link)
-            node.linked_exit(linked, pid, error)
+            node.linked_exit_if_held(linked, pid, error)
         if entry.callers:
             self.host.start_soon(self._fail_callers, entry, error)
 

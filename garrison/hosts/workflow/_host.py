@@ -20,6 +20,7 @@ import json
 import logging
 import uuid as _uuid
 from collections.abc import Awaitable, Callable, Mapping
+from functools import partial
 from typing import Any
 
 import trio
@@ -701,14 +702,16 @@ class WorkflowHost:
         if wf is None:
             if self.ownership is None:
                 return False
-            try:
-                if not self.runs_elsewhere(pid.id):
-                    return False
-                self.store.write(self._event_row(pid, event)[0])
-            except StoreError as exc:  # (from a process's exit: never raised there)
-                log.warning("%s for workflow %s was lost: %s", event.kind, pid.id, exc,
-                            extra={"workflow_id": pid.id})
-                return False
+            # another node may run it: into its inbox through the store (that node is
+            # woken), after a read off the node's thread (this may be a process's exit,
+            # and the store may be out of reach)
+            tx = self._event_row(pid, event)[0]
+
+            def put(unfinished: bool) -> None:
+                if unfinished:
+                    self.write_soon(tx)
+
+            self.elsewhere.later(partial(self._unfinished, pid.id), put)
             return True
         if event.kind is EventKind.EXIT and wf.monitoring:
             wf.monitoring.discard(event.pid)  # that monitor is spent
@@ -882,7 +885,11 @@ class WorkflowHost:
         reaches it through its node, see ``Router.linked_exit``.)"""
         wf = self.active.get(target.id)
         if wf is None:
-            if not self.runs_elsewhere(target.id):
+            try:
+                elsewhere = self.runs_elsewhere(target.id)
+            except StoreError:  # (out of reach: the watch reads it again until it answers)
+                elsewhere = self.ownership is not None
+            if not elsewhere:
                 return False
             self.elsewhere.watch(target).links.add(other)
             return True
@@ -890,11 +897,26 @@ class WorkflowHost:
         return True
 
     def remove_link(self, target: Pid, other: Pid) -> None:
+        self._unwatch_link(target, other)  # (made while it ran elsewhere: it may run here now)
         wf = self.active.get(target.id)
-        if wf is None:
-            self._unwatch_link(target, other)
-        elif wf.links:
+        if wf is not None and wf.links:
             wf.links.discard(other)
+
+    def _forward_linked_exit(self, target: Pid, dead: Pid, error: ErrorInfo | None) -> None:
+        """``dead``, linked to ``target``, a workflow this node does not run, ended: to
+        the node the store names its owner, if another one (found off the node's
+        thread, as this is a process's exit). A process ended by this node's close is
+        no failure there (the workflow goes on; a lost node does not end it either)."""
+        if error is self.node.shutdown_reason:
+            error = None
+        ownership: Any = self.ownership
+        me = ownership.pg.name
+
+        def then(owner: str | None) -> None:
+            if owner is not None and owner != me:
+                self.node.forward_linked_exit(owner, target, dead, error)
+
+        self.elsewhere.later(partial(ownership.pg.owner_name, target.id), then)
 
     def _unwatch_link(self, target: Pid, other: Pid) -> None:
         """``other`` no longer links to ``target``, a workflow another node runs."""
@@ -904,9 +926,11 @@ class WorkflowHost:
             self.elsewhere.forget_idle(target.id)
 
     def linked_exit(self, target: Pid, dead: Pid, error: ErrorInfo | None) -> None:
+        self._unwatch_link(target, dead)  # (a watch of it ``dead``'s link made is spent)
         wf = self.active.get(target.id)
         if wf is None:
-            self._unwatch_link(target, dead)
+            if self.ownership is not None:
+                self._forward_linked_exit(target, dead, error)
             return
         if wf.links:
             wf.links.discard(dead)

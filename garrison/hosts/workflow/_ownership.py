@@ -123,6 +123,7 @@ def moved(host: WorkflowHost, wf: WorkflowInstance, exc: WorkflowMoved) -> None:
     """``wf`` stopped here because it runs elsewhere now (or was handed over)."""
     if host.active.get(wf.wid) is wf:
         del host.active[wf.wid]
+    host.elsewhere.forget_linker(wf.pid)  # its links are made again where it resumes
     for name in host.names.pop(wf.wid, ()):
         host.node.unregister(name, wf.pid)
     ownership: Any = host.ownership
