@@ -281,14 +281,19 @@ class Router:
         if host is not None:
             host.linked_exit(target, dead, error)
 
-    def linked_exit_if_held(self, target: Pid, dead: Pid, error: ErrorInfo | None) -> None:
-        """:meth:`linked_exit`, unless ``target`` is a plain process of this node that no
-        longer holds a link to ``dead``: a link both sides made acted already."""
+    def holds_link(self, target: Pid, other: Pid) -> bool:
+        """False if ``target``, of this node, no longer holds a link to ``other``: a
+        plain process that is gone or not linked to it, a workflow that unlinked it."""
         host = self.hosts.get(self.aliases.get(target.host, target.host))
         holds = getattr(host, "holds_link", None)
-        if holds is not None and not holds(target, dead):
-            return
-        self.linked_exit(target, dead, error)
+        return holds is None or bool(holds(target, other))
+
+    def linked_exit_if_held(self, target: Pid, dead: Pid, error: ErrorInfo | None) -> None:
+        """:meth:`linked_exit`, unless ``target`` no longer holds a link to ``dead``
+        (:meth:`holds_link`): a link both sides made acted already, or it was unlinked
+        while the linked exit was on its way from another node."""
+        if self.holds_link(target, dead):
+            self.linked_exit(target, dead, error)
 
     def forward_linked_exit(self, node: str, target: Pid, dead: Pid,
                             error: ErrorInfo | None) -> None:
@@ -296,6 +301,11 @@ class Router:
         that node acts (it knows whether the workflow traps links)."""
         if self.remote is not None:
             self.remote.linked_exit(target, dead, error, node)
+
+    def forward_unlink(self, node: str, target: Pid, other: Pid) -> None:
+        """``other`` unlinked the workflow ``target`` that node ``node`` runs."""
+        if self.remote is not None:
+            self.remote.unlink(target, other, node)
 
     def link(self, target: Pid, other: Pid) -> bool:
         if self.remote is not None and self.remote.node_of(target) is not None:

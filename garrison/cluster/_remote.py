@@ -330,9 +330,11 @@ class Remote:
         self.linked.setdefault(target, set()).add(other)
         return True
 
-    def unlink(self, target: Pid, other: Pid) -> None:
+    def unlink(self, target: Pid, other: Pid, node: str | None = None) -> None:
+        """``other`` unlinked ``target`` of another node (``node``: the one that runs
+        the workflow ``target``)."""
         self._forget(self.linked, target, other)
-        self.post(target, {"k": "unlink", "target": str(target), "other": str(other)})
+        self.post(target, {"k": "unlink", "target": str(target), "other": str(other)}, node)
 
     def monitor(self, target: Pid, watcher: Pid) -> bool:
         if self._gone(target):

@@ -209,15 +209,22 @@ class NodeContext(Protocol):
     def deliver_event(self, pid: Pid, event: Event) -> None: ...
     def linked_exit(self, target: Pid, dead: Pid, error: ErrorInfo | None) -> None: ...
 
+    def holds_link(self, target: Pid, other: Pid) -> bool:
+        """False if ``target``, of this node, no longer holds a link to ``other``."""
+        ...
+
     def linked_exit_if_held(self, target: Pid, dead: Pid, error: ErrorInfo | None) -> None:
-        """``linked_exit``, unless ``target`` is a plain process that no longer holds a
-        link to ``dead`` (it acted already)."""
+        """``linked_exit``, unless ``target`` no longer holds a link to ``dead``."""
         ...
 
     def forward_linked_exit(self, node: str, target: Pid, dead: Pid,
                             error: ErrorInfo | None) -> None:
         """A linked exit for the workflow ``target``, which the cluster's node ``node``
         runs."""
+        ...
+
+    def forward_unlink(self, node: str, target: Pid, other: Pid) -> None:
+        """``other`` unlinked the workflow ``target``, which node ``node`` runs."""
         ...
 
     def link(self, target: Pid, other: Pid) -> bool: ...

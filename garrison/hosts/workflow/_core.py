@@ -94,7 +94,8 @@ class WorkflowCore(Caller, WorkflowScope):
                  "pending", "promises", "refreshed", "requests", "requests_taken",
                  "result_json", "run_id", "scope", "started", "state", "status", "store",
                  "store_error", "stored_status", "taken", "task", "timer_kinds", "timers",
-                 "topics", "trace", "trap_links", "wait_deadline", "watchers", "wid")
+                 "topics", "trace", "trap_links", "unlinked", "wait_deadline", "watchers",
+                 "wid")
 
     def __init__(self, host: WorkflowHost, wid: str, name: str, input_plain: list[Any], *,
                  run_id: str, attempt: int, parent: Pid | None, created: float,
@@ -148,6 +149,9 @@ class WorkflowCore(Caller, WorkflowScope):
         self.durable_watchers = watchers or None
         self.watchers: set[Pid] | None = None  # process pids that get my EXIT in memory
         self.links: set[Pid] | None = None
+        #: pids it unlinked (and did not link again): a linked exit of one that comes
+        #: from another node afterwards is ignored, as locally
+        self.unlinked: set[Pid] | None = None
         self.monitoring: set[Pid] | None = None
         self.trap_links = False
         self.state = state

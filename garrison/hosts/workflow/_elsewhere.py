@@ -51,6 +51,11 @@ POLL = 0.05
 REPLY_GRACE = 2.0
 
 
+def _lost(exc: Exception) -> None:
+    log.warning("a linked exit, an unlink or an event for a workflow another node runs "
+                "was lost: %s", exc)
+
+
 class RemoteWorkflow(Caller):
     """A workflow another node runs, as the callee of this node's calls (its
     ``callers``: the calls waiting for its reply) and the target of its processes'
@@ -126,9 +131,26 @@ class Elsewhere:
         failure is logged (what it was for is lost, as a message to a node that is
         down is)."""
         self._later.append((blocking, then))
-        if not self._later_running:
+        if self.host.node.stopping:
+            self.flush()
+        elif not self._later_running:
             self._later_running = True
             self.host.start_soon(self._run_later)
+
+    def flush(self) -> None:
+        """The node closes: what :meth:`later` holds runs now, in the node's thread,
+        before the node leaves the cluster (its task may not run again)."""
+        while self._later:
+            self._run_one(*self._later.popleft())
+
+    @staticmethod
+    def _run_one(blocking: Callable[[], Any], then: Callable[[Any], None] | None) -> None:
+        try:
+            result = blocking()
+            if then is not None:
+                then(result)
+        except Exception as exc:  # (StoreError: out of reach for retry_for)
+            _lost(exc)
 
     async def _run_later(self) -> None:
         try:
@@ -139,8 +161,7 @@ class Elsewhere:
                     if then is not None:
                         then(result)
                 except Exception as exc:  # (StoreError: out of reach for retry_for)
-                    log.warning("a linked exit or an event for a workflow another node runs "
-                                "was lost: %s", exc)
+                    _lost(exc)
         finally:
             self._later_running = False
 
@@ -155,6 +176,9 @@ class Elsewhere:
                 entry = self.watched.get(wid)
                 if entry is None:
                     continue
+                if entry.links:  # (those that unlinked since, from either side)
+                    holds = self.host.node.holds_link
+                    entry.links = {p for p in entry.links if holds(p, entry.pid)}
                 if entry.idle:
                     del self.watched[wid]
                     continue

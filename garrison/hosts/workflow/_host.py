@@ -880,16 +880,13 @@ class WorkflowHost:
             self.elsewhere.forget_idle(target.id)
 
     def add_link(self, target: Pid, other: Pid) -> bool:
-        """``other`` links to the workflow ``target``. (In a cluster, to one another
-        node runs: this node watches its end, see ``_elsewhere``; ``other``'s failure
-        reaches it through its node, see ``Router.linked_exit``.)"""
+        """``other`` links to the workflow ``target``. (In a cluster, to one this node
+        does not run: this node watches its end, see ``_elsewhere``, whose reads settle
+        whether it runs at all; ``other``'s end reaches it through the node that runs
+        it, see :meth:`linked_exit`.)"""
         wf = self.active.get(target.id)
         if wf is None:
-            try:
-                elsewhere = self.runs_elsewhere(target.id)
-            except StoreError:  # (out of reach: the watch reads it again until it answers)
-                elsewhere = self.ownership is not None
-            if not elsewhere:
+            if self.ownership is None or target.id in self.finished:
                 return False
             self.elsewhere.watch(target).links.add(other)
             return True
@@ -897,24 +894,34 @@ class WorkflowHost:
         return True
 
     def remove_link(self, target: Pid, other: Pid) -> None:
-        self._unwatch_link(target, other)  # (made while it ran elsewhere: it may run here now)
+        """Either side unlinks: what this node watches for the link goes; the node
+        that runs ``target``, if another one, drops ``other`` from its links."""
+        self._unwatch_link(target, other)
+        self._unwatch_link(other, target)
         wf = self.active.get(target.id)
-        if wf is not None and wf.links:
-            wf.links.discard(other)
+        if wf is not None:
+            if wf.links:
+                wf.links.discard(other)
+        elif self.ownership is not None:
+            self._to_owner(target, partial(self.node.forward_unlink, target=target,
+                                           other=other))
 
-    def _forward_linked_exit(self, target: Pid, dead: Pid, error: ErrorInfo | None) -> None:
-        """``dead``, linked to ``target``, a workflow this node does not run, ended: to
-        the node the store names its owner, if another one (found off the node's
-        thread, as this is a process's exit). A process ended by this node's close is
-        no failure there (the workflow goes on; a lost node does not end it either)."""
-        if error is self.node.shutdown_reason:
-            error = None
+    def holds_link(self, target: Pid, other: Pid) -> bool:
+        """False if the workflow ``target`` (running here) unlinked ``other``: a linked
+        exit of ``other`` that another node sends afterwards is ignored."""
+        wf = self.active.get(target.id)
+        return wf is None or not (wf.unlinked and other in wf.unlinked)
+
+    def _to_owner(self, target: Pid, send: Callable[[str], None]) -> None:
+        """``send(node)`` to the node the store names the owner of workflow ``target``,
+        if another one: read off the node's thread (this may be a process's exit, and
+        the store may be out of reach), then sent in order."""
         ownership: Any = self.ownership
         me = ownership.pg.name
 
         def then(owner: str | None) -> None:
             if owner is not None and owner != me:
-                self.node.forward_linked_exit(owner, target, dead, error)
+                send(owner)
 
         self.elsewhere.later(partial(ownership.pg.owner_name, target.id), then)
 
@@ -930,7 +937,12 @@ class WorkflowHost:
         wf = self.active.get(target.id)
         if wf is None:
             if self.ownership is not None:
-                self._forward_linked_exit(target, dead, error)
+                # to the node that runs it; a process ended by this node's close is no
+                # failure there (the workflow goes on; a lost node does not end it)
+                if error is self.node.shutdown_reason:
+                    error = None
+                self._to_owner(target, partial(self.node.forward_linked_exit,
+                                               target=target, dead=dead, error=error))
             return
         if wf.links:
             wf.links.discard(dead)
@@ -1039,6 +1051,7 @@ class WorkflowHost:
         ``sleeping``, one transaction), so ``garrison workflows list`` shows it while no
         node runs (recovery marks them ``running`` again)."""
         self.closing = True
+        self.elsewhere.flush()  # (linked exits for other nodes' workflows: before leaving)
         try:
             await self._stop_workflows()
         finally:

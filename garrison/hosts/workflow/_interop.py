@@ -297,6 +297,8 @@ class Interop(WorkflowCore):
         if pid == self.pid:
             return
         self.links = added(self.links, pid)
+        if self.unlinked:
+            self.unlinked.discard(pid)
         if live and not self.node.link(pid, self.pid):
             self.host.linked_exit(self.pid, pid, noproc(pid))
 
@@ -306,6 +308,7 @@ class Interop(WorkflowCore):
             self._record_target(JournalKind.UNLINK, to, pid)
         if self.links:
             self.links.discard(pid)
+        self.unlinked = added(self.unlinked, pid)
         self.node.unlink(pid, self.pid)
 
     def monitor(self, to: Pid | str) -> None:

@@ -1,0 +1,545 @@
+"""Links and monitors between plain processes and workflows that other nodes of a
+cluster run (garrison/hosts/workflow/_elsewhere.py, WorkflowHost.linked_exit and
+remove_link, Router.linked_exit_if_held; README's Cluster section). Two adversarial
+reviews found most of what is tested here; each test says what broke."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "cluster"))
+
+import _postgres
+from harness import Node
+
+import garrison
+from garrison import Pid, ProcessError, process, workflow
+from garrison.persistence import PostgresStore
+
+LEASE = 1.0
+
+
+@pytest.fixture
+def nodes() -> Iterator[list[Node]]:
+    started: list[Node] = []
+    yield started
+    for node in started:
+        node.stop()
+
+
+async def doomed(how: str) -> str:
+    """A plain process that ends as its first message says."""
+    await process.inbox().receive()
+    if how == "fail":
+        raise RuntimeError("boom")
+    return "done"
+
+
+async def links_out(targets: list[str], trap: bool, expect: int = 0) -> list[list[object]]:
+    """A workflow that links to (and, trapping, monitors) the given pids; trapping, it
+    returns the first ``expect`` events it reads."""
+    process.set_options(trap_links=trap)
+    for target in targets:
+        process.link(Pid.parse(target))
+        if trap:
+            process.monitor(Pid.parse(target))
+    got: list[list[object]] = []
+    while True:
+        if trap:
+            ev = await process.events().receive(timeout=60)
+            if ev is None:
+                return got
+            got.append([str(ev.kind), str(ev.pid), ev.error.type if ev.error else None])
+            if len(got) == expect:
+                return got
+        else:
+            await workflow.sleep(3600)
+
+
+async def ends_when_told() -> str:
+    """A workflow that ends as its first message says."""
+    msg = await process.inbox().receive()
+    if msg.payload == "fail":
+        raise RuntimeError("workflow boom")
+    return "ok"
+
+
+def _kinds(events: list[list[object]]) -> list[tuple[object, object, object]]:
+    return sorted(((kind, pid, why) for kind, pid, why in events), key=str)
+
+
+async def test_a_workflow_linked_to_a_process_of_another_node_hears_of_its_end(
+        postgres_url: str) -> None:
+    """A workflow linked to (or monitoring) a plain process of another node never heard
+    of its end: the process's node treated the workflow pid as its own, found no such
+    workflow there and dropped the linked failure (the EXIT as a dead letter). A
+    non-trapping workflow kept running. Now both go to the node that runs it."""
+    async with garrison.open_node(store=postgres_url, name="a", lease="5s") as a, \
+            garrison.open_node(store=postgres_url, name="b", lease="5s") as b:
+        p = await a.spawn(doomed, "fail")
+        await b.start_workflow(links_out, [str(p)], False, id="plain")
+        await trio.sleep(0.3)
+        await a.send(p, "go")
+        with pytest.raises(garrison.WorkflowFailed, match=r"LinkedProcessFailed.*boom"):
+            with trio.fail_after(10):
+                await b.workflow("plain").result()
+
+        # trapping: LINK_DOWN for the failure, EXIT for each (monitors), nothing for
+        # the normal end but its EXIT
+        bad, good = await a.spawn(doomed, "fail"), await a.spawn(doomed, "ok")
+        await b.start_workflow(links_out, [str(bad), str(good)], True, 3, id="trap")
+        await trio.sleep(0.3)
+        await a.send(bad, "go")
+        await a.send(good, "go")
+        with trio.fail_after(10):
+            got = await b.workflow("trap").result()
+        assert _kinds(got) == sorted([
+            ("EXIT", str(bad), "RuntimeError"), ("LINK_DOWN", str(bad), "RuntimeError"),
+            ("EXIT", str(good), None)], key=str), got
+
+
+async def links_in(target: str, trap: bool, then: str) -> object:
+    """A plain process linked to a workflow: ``then`` says what it does next."""
+    process.set_options(trap_links=trap)
+    process.link(Pid.parse(target))
+    if then == "unlink":
+        process.unlink(Pid.parse(target))
+    msg = await process.inbox().receive()  # (the test says when)
+    if then == "fail":
+        raise RuntimeError("process boom")
+    if trap:
+        ev = await process.events().receive(timeout=float(msg.payload))
+        return None if ev is None else (str(ev.kind), str(ev.pid),
+                                        ev.error.type if ev.error else None)
+    await trio.sleep_forever()
+    return None
+
+
+async def test_a_process_links_to_a_workflow_another_node_runs(postgres_url: str) -> None:
+    """A link to a workflow another node runs acted at once as on a process that is gone
+    (noproc). Now it is a link: the workflow's failure (read from the store) ends the
+    process or reaches it as LINK_DOWN, a normal end only drops the link, and the
+    process's failure ends the workflow (or reaches it as LINK_DOWN when it traps), on
+    the node that runs it. Nothing is left watched on the process's node."""
+
+    async def ended(node: Any, pid: Pid) -> Any:
+        with trio.fail_after(10):
+            try:
+                return await node.wait(pid)
+            except ProcessError as exc:
+                return exc.error.type if exc.error else exc
+
+    async with garrison.open_node(store=postgres_url, name="a", lease="5s") as a, \
+            garrison.open_node(store=postgres_url, name="b", lease="5s") as b:
+        # the workflow fails: a process that does not trap ends, one that traps hears
+        wfail = await b.start_workflow(ends_when_told, id="wfail")
+        dies = await a.spawn(links_in, str(wfail), False, "wait")
+        hears = await a.spawn(links_in, str(wfail), True, "wait")
+        unlinked = await a.spawn(links_in, str(wfail), True, "unlink")
+        await trio.sleep(0.3)
+        assert a.process_info(dies).alive
+        await b.send(wfail, "x", "fail")
+        assert await ended(a, dies) == "LinkedProcessFailed"
+        await a.send(hears, "when", 10)
+        assert await ended(a, hears) == ("LINK_DOWN", str(wfail), "RuntimeError")
+        await a.send(unlinked, "when", 0.5)
+        assert await ended(a, unlinked) is None  # (it heard nothing)
+
+        # a normal end only drops the link
+        wok = await b.start_workflow(ends_when_told, id="wok")
+        calm = await a.spawn(links_in, str(wok), True, "wait")
+        await trio.sleep(0.3)
+        await b.send(wok, "x", "ok")
+        assert await b.workflow("wok").result() == "ok"
+        await a.send(calm, "when", 0.5)
+        assert await ended(a, calm) is None
+        assert a.process_info(calm).alive is False
+
+        # the process fails: the workflow fails, or hears when it traps
+        victim = await b.start_workflow(links_out, [], False, id="victim")
+        trapper = await b.start_workflow(links_out, [], True, 1, id="trapper")
+        await trio.sleep(0.3)
+        killers = [await a.spawn(links_in, str(w), False, "fail") for w in (victim, trapper)]
+        await trio.sleep(0.3)
+        for k in killers:
+            await a.send(k, "go")
+        with pytest.raises(garrison.WorkflowFailed, match=r"LinkedProcessFailed.*process boom"):
+            with trio.fail_after(10):
+                await b.workflow("victim").result()
+        with trio.fail_after(10):
+            got = await b.workflow("trapper").result()
+        assert got == [["LINK_DOWN", str(killers[1]), "RuntimeError"]]
+        with trio.fail_after(5):  # nothing of them stays watched on a
+            while a.hosts["workflows"].elsewhere.watched:
+                await trio.sleep(0.05)
+
+
+async def test_a_workflow_linked_to_a_process_of_a_lost_node_hears_noconnection(
+        postgres_url: str, nodes: list[Node]) -> None:
+    """A workflow's own link to (and monitor of) a plain process of another node acts
+    when that node is lost, as a plain process's do: noconnection."""
+    a = Node.start(postgres_url, "a", LEASE, echo=True)
+    nodes.append(a)
+    async with garrison.open_node(store=postgres_url, name="t", lease=LEASE) as node:
+        with trio.fail_after(30):
+            while (echo := node.lookup("echo")) is None:
+                await trio.sleep(0.05)
+        await node.start_workflow(links_out, [str(echo)], True, 2, id="trap")
+        await node.start_workflow(links_out, [str(echo)], False, id="plain")
+        await trio.sleep(0.5)
+        a.kill()
+        with trio.fail_after(2 * LEASE + 10):
+            got = await node.workflow("trap").result()
+            with pytest.raises(garrison.WorkflowFailed, match="noconnection"):
+                await node.workflow("plain").result()
+        assert _kinds(got) == sorted([("EXIT", str(echo), "noconnection"),
+                                      ("LINK_DOWN", str(echo), "noconnection")], key=str)
+
+
+async def links_back(other: str) -> str:
+    """A workflow that links to ``other``, then ends as its first message says."""
+    process.link(Pid.parse(other))
+    msg = await process.inbox().receive()
+    if msg.payload == "fail":
+        raise RuntimeError("workflow boom")
+    return "ok"
+
+
+async def traps_for(seconds: float) -> list[tuple[object, object, object]]:
+    """A process that links to the pid its first message names (trapping) and returns
+    the events of the next ``seconds``."""
+    process.set_options(trap_links=True)
+    msg = await process.inbox().receive()
+    process.link(Pid.parse(msg.payload))
+    got: list[tuple[object, object, object]] = []
+    with trio.move_on_after(seconds):
+        async for ev in process.events():
+            got.append((str(ev.kind), str(ev.pid), ev.error.type if ev.error else None))
+    return got
+
+
+async def test_links_to_workflows_elsewhere_act_once_and_not_on_an_orderly_close(
+        postgres_url: str) -> None:
+    """Found in review of the first version: a link both sides made (a process of a to
+    a workflow of b, and the workflow to the process) gave two LINK_DOWN for one end
+    (b's own link and a's watch both acted); closing a in order failed b's workflow (its
+    linked process ended for the node's shutdown, forwarded as a failure); and a
+    workflow linking to (or monitoring) a process of another node that had ended
+    already never heard noproc (the answer went to a node named by the workflow id)."""
+    async with garrison.open_node(store=postgres_url, name="b", lease="5s") as b:
+        async with garrison.open_node(store=postgres_url, name="a", lease="5s") as a:
+            p = await a.spawn(traps_for, 3.0)
+            w = await b.start_workflow(links_back, str(p), id="mutual")
+            await trio.sleep(0.3)
+            await a.send(p, "target", str(w))
+            await trio.sleep(0.5)
+            await b.send(w, "x", "fail")
+            with trio.fail_after(10):
+                got = await a.wait(p)
+            assert got == [("LINK_DOWN", str(w), "RuntimeError")]
+
+            gone = await a.spawn(doomed, "ok")
+            await a.send(gone, "go")
+            await a.wait(gone)
+            await b.start_workflow(links_out, [str(gone)], True, 2, id="late")
+            await b.start_workflow(links_out, [str(gone)], False, id="late-plain")
+            with trio.fail_after(10):
+                assert _kinds(await b.workflow("late").result()) == sorted(
+                    [("EXIT", str(gone), "noproc"), ("LINK_DOWN", str(gone), "noproc")],
+                    key=str)
+                with pytest.raises(garrison.WorkflowFailed, match="noproc"):
+                    await b.workflow("late-plain").result()
+
+            stays = await b.start_workflow(ends_when_told, id="stays")
+            await a.spawn(links_in, str(stays), False, "wait")
+            await trio.sleep(0.5)
+        await trio.sleep(1.0)  # (a closed: its process ended for the shutdown)
+        assert b.workflow("stays").status() == "waiting"
+        await b.send(stays, "x", "ok")
+        assert await b.workflow("stays").result() == "ok"
+
+
+async def test_links_to_workflows_elsewhere_never_hold_up_the_node_during_an_outage(
+        own_server: Any) -> None:
+    """Found in review of the first version: the node that forwards a process's linked
+    exit (or an EXIT) to a workflow another node runs read and wrote the store in the
+    node's thread, at the process's exit: with the server out of reach every process
+    and timer of the node stood still for up to ``retry_for`` (9 s here, 18 s for two).
+    So did the watch of a linked workflow's end, once per round."""
+    url = _postgres.create_db(own_server, "links_outage")
+    ticks: list[float] = []
+
+    async def ticker() -> None:
+        while True:
+            ticks.append(time.monotonic())
+            await trio.sleep(0.05)
+
+    async with garrison.open_node(store=PostgresStore(url, retry_for=10), name="b",
+                                  lease="30s") as b, \
+            garrison.open_node(store=PostgresStore(url, retry_for=10), name="a",
+                               lease="30s") as a, trio.open_nursery() as nursery:
+        w = await b.start_workflow(ends_when_told, id="w")
+        fails = await a.spawn(links_in, str(w), False, "fail")  # its exit: a linked exit
+        await a.spawn(links_in, str(w), True, "wait")  # (a watches w all along)
+        ends = await a.spawn(doomed, "ok")
+        await b.start_workflow(links_out, [str(ends)], True, 1, id="m")  # gets an EXIT
+        await trio.sleep(0.5)
+        await trio.to_thread.run_sync(_postgres.pause, own_server)
+        try:
+            nursery.start_soon(ticker)
+            await trio.sleep(0.2)
+            await a.send(fails, "go")
+            await a.send(ends, "go")
+            with trio.fail_after(5):
+                with pytest.raises(ProcessError):
+                    await a.wait(fails)
+                await a.wait(ends)
+            await trio.sleep(3)  # (the watch of w reads the store meanwhile)
+            gaps = [y - x for x, y in itertools.pairwise(ticks)]
+            assert max(gaps) < 1.5, max(gaps)
+        finally:
+            await trio.to_thread.run_sync(_postgres.resume, own_server)
+        nursery.cancel_scope.cancel()
+        # what waited for the store lands once it is back
+        with pytest.raises(garrison.WorkflowFailed, match="LinkedProcessFailed"):
+            with trio.fail_after(30):
+                await b.workflow("w").result()
+        with trio.fail_after(30):
+            assert await b.workflow("m").result() == [["EXIT", str(ends), None]]
+
+
+# ---------------------------------------------------------------- found in the second review
+async def rv_links_then_fails(other: str) -> str:
+    """A workflow that links to ``other``, then ends as its first message says."""
+    process.link(Pid.parse(other))
+    msg = await process.inbox().receive()
+    if msg.payload == "fail":
+        raise RuntimeError("wb boom")
+    return "ok"
+
+
+async def rv_unlinks_then_waits() -> str:
+    """A workflow (not trapping) that unlinks the pid its first message names, then
+    waits for a second message."""
+    msg = await process.inbox().receive()
+    process.unlink(Pid.parse(msg.payload))
+    await process.inbox().receive()
+    return "survived"
+
+
+async def _unlink_scenario(a: Any, b: Any, tag: str) -> str:
+    wa = await a.start_workflow(rv_unlinks_then_waits, id=f"wa-{tag}")
+    wb = await b.start_workflow(rv_links_then_fails, str(wa), id=f"wb-{tag}")
+    await trio.sleep(0.5)                       # wb's link to wa is made
+    await a.send(wa, "unlink", str(wb))         # wa unlinks wb
+    await trio.sleep(0.5)
+    await b.send(wb, "x", "fail")               # wb fails *after* the unlink
+    with pytest.raises(garrison.WorkflowFailed):
+        with trio.fail_after(10):
+            await b.workflow(f"wb-{tag}").result()
+    await trio.sleep(1.5)
+    return a.workflow(f"wa-{tag}").status()
+
+
+async def test_a_workflows_unlink_holds_across_nodes(postgres_url: str) -> None:
+    """Locally, a workflow that unlinked another survives its failure. Across nodes it
+    was killed: the unlink never reached the other workflow's node, which forwarded the
+    linked exit, applied without looking whether the link was still held. Now the
+    unlink goes to that node, and a linked exit of a pid the workflow unlinked is
+    ignored."""
+    async with garrison.open_node(store=postgres_url, name="solo", lease="5s") as solo:
+        local = await _unlink_scenario(solo, solo, "local")
+    async with garrison.open_node(store=postgres_url, name="a", lease="5s") as a, \
+            garrison.open_node(store=postgres_url, name="b", lease="5s") as b:
+        remote = await _unlink_scenario(a, b, "remote")
+    assert (local, remote) == ("waiting", "waiting"), (local, remote)
+
+
+async def rv_waits() -> str:
+    await process.inbox().receive()
+    return "ok"
+
+
+async def rv_proc_links(target: str) -> None:
+    process.link(Pid.parse(target))
+    await process.inbox().receive()   # told when to end (normally)
+
+
+async def rv_unlinker() -> str:
+    """A workflow that unlinks the pid its first message names, then waits."""
+    msg = await process.inbox().receive()
+    process.unlink(Pid.parse(msg.payload))
+    await process.inbox().receive()
+    return "ok"
+
+
+async def test_a_watch_ends_with_an_unlink_from_the_other_side(postgres_url: str) -> None:
+    """A process of b links to workflow wa of a (b watches wa); wa unlinks the process
+    (the unlink reaches b through Remote and drops the process's link), then the
+    process ends normally. b's watch of wa stayed, polling the store every 50 ms for
+    as long as wa ran, for nobody: a watch now drops linkers that no longer hold it."""
+    async with garrison.open_node(store=postgres_url, name="a", lease="5s") as a, \
+            garrison.open_node(store=postgres_url, name="b", lease="5s") as b:
+        wa = await a.start_workflow(rv_unlinker, id="wa-leak")
+        p = await b.spawn(rv_proc_links, str(wa))
+        await trio.sleep(0.5)
+        assert "wa-leak" in b.hosts["workflows"].elsewhere.watched
+        await a.send(wa, "unlink", str(p))
+        await trio.sleep(0.5)
+        await b.send(p, "end")
+        with trio.fail_after(5):
+            await b.wait(p)
+        await trio.sleep(1.0)
+        watched = dict(b.hosts["workflows"].elsewhere.watched)
+        assert not watched, {k: (v.links, v.monitors) for k, v in watched.items()}
+
+
+async def rv_links_when_told() -> None:
+    msg = await process.inbox().receive()
+    process.link(Pid.parse(msg.payload))
+    await process.inbox().receive()
+
+
+async def test_a_link_to_a_workflow_elsewhere_does_not_hold_up_the_node_in_an_outage(
+        own_server: Any) -> None:
+    """process.link to a workflow this node does not run read the store in the node's
+    thread (add_link -> runs_elsewhere -> store.get_workflow): with the server out of
+    reach every process and timer of the node stood still for retry_for. Now the link
+    is watched at once, and the watch's reads (in a worker thread) settle it."""
+    url = _postgres.create_db(own_server, "rv_link_outage")
+    ticks: list[float] = []
+
+    async def ticker() -> None:
+        while True:
+            ticks.append(time.monotonic())
+            await trio.sleep(0.05)
+
+    async with garrison.open_node(store=PostgresStore(url, retry_for=4), name="b",
+                                  lease="30s") as b, \
+            garrison.open_node(store=PostgresStore(url, retry_for=4), name="a",
+                               lease="30s") as a, trio.open_nursery() as nursery:
+        w = await b.start_workflow(rv_waits, id="w")
+        p = await a.spawn(rv_links_when_told)
+        await trio.sleep(0.5)
+        await trio.to_thread.run_sync(_postgres.pause, own_server)
+        try:
+            nursery.start_soon(ticker)
+            await trio.sleep(0.2)
+            await a.send(p, "link", str(w))
+            await trio.sleep(2)
+            gaps = [y - x for x, y in itertools.pairwise(ticks)]
+        finally:
+            await trio.to_thread.run_sync(_postgres.resume, own_server)
+        nursery.cancel_scope.cancel()
+        assert max(gaps) < 1.5, f"node thread stood still {max(gaps):.2f}s"
+
+
+async def rv_proc_links_forever(target: str) -> None:
+    process.link(Pid.parse(target))
+    await trio.sleep_forever()
+
+
+async def test_an_orderly_close_drops_the_link_on_the_workflows_node(
+        postgres_url: str, caplog: Any) -> None:
+    """Closing a in order: its process linked to b's workflow ends for the shutdown,
+    which is forwarded to b as a normal end (the workflow drops the link). It was
+    queued for a task that never ran again (logged as lost), so b kept the link, and
+    a's leaving then failed a workflow linked to the process with noconnection."""
+    caplog.set_level(logging.WARNING, logger="garrison")
+    async with garrison.open_node(store=postgres_url, name="b", lease="5s") as b:
+        w = await b.start_workflow(rv_waits, id="w-close")
+        async with garrison.open_node(store=postgres_url, name="a", lease="5s") as a:
+            await a.spawn(rv_proc_links_forever, str(w))
+            await trio.sleep(0.5)
+        await trio.sleep(1.0)
+        wf = b.hosts["workflows"].active["w-close"]
+        lost = [r.getMessage() for r in caplog.records if "lost" in r.getMessage()]
+        assert lost == [], lost
+        assert not wf.links, wf.links
+
+
+async def rv_monitors(target: str) -> list[object]:
+    process.set_options(trap_links=True)
+    process.monitor(Pid.parse(target))
+    ev = await process.events().receive(timeout=30)
+    return [] if ev is None else [str(ev.kind), str(ev.pid), ev.error.type if ev.error else None]
+
+
+async def test_a_workflow_monitoring_a_process_of_a_node_that_closes_gets_its_exit(
+        postgres_url: str, caplog: Any) -> None:
+    caplog.set_level(logging.WARNING, logger="garrison")
+    async with garrison.open_node(store=postgres_url, name="b", lease="5s") as b:
+        async with garrison.open_node(store=postgres_url, name="a", lease="5s") as a:
+            p = await a.spawn(rv_proc_waits)
+            await b.start_workflow(rv_monitors, str(p), id="mon")
+            await trio.sleep(0.5)
+        with trio.fail_after(40):
+            got = await b.workflow("mon").result()
+        assert got and got[0] == "EXIT", got
+
+
+async def rv_proc_waits() -> None:
+    await trio.sleep_forever()
+
+
+async def test_a_workflow_linked_to_a_process_of_a_node_that_closes_in_order_goes_on(
+        postgres_url: str, caplog: Any) -> None:
+    caplog.set_level(logging.WARNING, logger="garrison")
+    async with garrison.open_node(store=postgres_url, name="b", lease="5s") as b:
+        async with garrison.open_node(store=postgres_url, name="a", lease="5s") as a:
+            p = await a.spawn(rv_proc_waits)
+            await b.start_workflow(rv_links_then_fails, str(p), id="wl")
+            await trio.sleep(0.5)
+        await trio.sleep(1.5)
+        st = b.workflow("wl").status()
+        assert st == "waiting", (st, [r.getMessage() for r in caplog.records])
+
+
+async def test_watch_dropped_when_a_linking_workflow_ends(postgres_url: str) -> None:
+    async with garrison.open_node(store=postgres_url, name="a", lease="5s") as a, \
+            garrison.open_node(store=postgres_url, name="b", lease="5s") as b:
+        wb = await b.start_workflow(rv_waits, id="wb-w")
+        wa = await a.start_workflow(rv_links_then_fails, str(wb), id="wa-w")
+        await trio.sleep(0.5)
+        assert "wb-w" in a.hosts["workflows"].elsewhere.watched
+        await a.send(wa, "x", "ok")
+        assert await a.workflow("wa-w").result() == "ok"
+        await trio.sleep(0.5)
+        watched = dict(a.hosts["workflows"].elsewhere.watched)
+        assert not watched, {k: v.links for k, v in watched.items()}
+
+
+async def rv_proc_links_fails(target: str) -> None:
+    process.link(Pid.parse(target))
+    await process.inbox().receive()
+    raise RuntimeError("p boom")
+
+
+async def test_links_on_a_single_postgres_node_use_no_watch(postgres_url: str) -> None:
+    calls: list[object] = []
+    async with garrison.open_node(store=postgres_url, name="solo", lease="5s") as n:
+        h = n.hosts["workflows"]
+        orig = h.elsewhere.later
+        h.elsewhere.later = lambda *a, **k: (calls.append(a), orig(*a, **k))[1]
+        w = await n.start_workflow(rv_waits, id="s1")
+        p = await n.spawn(rv_proc_links_fails, str(w))
+        await trio.sleep(0.3)
+        await n.send(p, "go")
+        with pytest.raises(garrison.WorkflowFailed, match="LinkedProcessFailed"):
+            with trio.fail_after(5):
+                await n.workflow("s1").result()
+        # a finished workflow: noproc at once
+        q = await n.spawn(rv_proc_links_fails, str(w))
+        with trio.fail_after(5):
+            with pytest.raises(garrison.ProcessError, match="noproc"):
+                await n.wait(q)
+        assert not h.elsewhere.watched and not calls, (h.elsewhere.watched, calls)
