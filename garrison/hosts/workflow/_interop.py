@@ -78,11 +78,17 @@ class Interop(WorkflowCore):
                     failed.append((pid, noproc(pid)))
                 elif self.links:
                     self.links.discard(pid)
-            elif h.durable and not h.add_link(pid, self.pid):
-                ended, _result, error = h.end_of(pid)
-                if ended and error is not None:
+            elif h.durable:
+                # a workflow: one that ended meanwhile acts now, as the store has it (a
+                # link to one that runs, here or on another node, is made again)
+                ended, error = False, None
+                if not h.is_alive(pid):
+                    ended, _result, error = h.end_of(pid)
+                if not ended:
+                    h.add_link(pid, self.pid)
+                elif error is not None:
                     failed.append((pid, error))
-                elif ended and self.links:  # it ended normally: the link is spent
+                elif self.links:  # it ended normally: the link is spent
                     self.links.discard(pid)
         for kind, pid in lost:
             self.host.deliver_event(self.pid, Event(kind, pid, None, noproc(pid)))
