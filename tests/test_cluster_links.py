@@ -543,3 +543,30 @@ async def test_links_on_a_single_postgres_node_use_no_watch(postgres_url: str) -
             with pytest.raises(garrison.ProcessError, match="noproc"):
                 await n.wait(q)
         assert not h.elsewhere.watched and not calls, (h.elsewhere.watched, calls)
+
+
+async def unlinks_then_spawns_linked(other_id: str) -> str:
+    """A workflow that links to workflow ``other_id``, unlinks it, then links it again
+    by a linked spawn of that id (the existing workflow), and waits."""
+    other = Pid("workflows", other_id)
+    process.link(other)
+    process.unlink(other)
+    await process.spawn_linked(ends_when_told, id=other_id)
+    await workflow.sleep(3600)
+    return "slept"
+
+
+async def test_a_pid_unlinked_then_linked_by_a_spawn_counts_as_linked(
+        postgres_url: str) -> None:
+    """A workflow keeps the pids it unlinked, to ignore their linked exits that come
+    later from another node; a linked spawn that links one again left it there, so
+    the other workflow's failure was ignored."""
+    async with garrison.open_node(store=postgres_url, name="a", lease="5s") as a, \
+            garrison.open_node(store=postgres_url, name="b", lease="5s") as b:
+        other = await b.start_workflow(ends_when_told, id="other")
+        await a.start_workflow(unlinks_then_spawns_linked, "other", id="relinker")
+        await trio.sleep(0.5)
+        await b.send(other, "x", "fail")
+        with pytest.raises(garrison.WorkflowFailed, match="LinkedProcessFailed"):
+            with trio.fail_after(10):
+                await a.workflow("relinker").result()

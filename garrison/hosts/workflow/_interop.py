@@ -128,7 +128,7 @@ class Interop(WorkflowCore):
             await self._yield()
             pid = Pid.parse(entry.outcome["pid"])
             if link:
-                self.links = added(self.links, pid)
+                self._linked(pid)
             if monitor:
                 self.monitoring = added(self.monitoring, pid)
             return pid
@@ -172,7 +172,7 @@ class Interop(WorkflowCore):
             self.record(tx, seq, JournalKind.SPAWN, str(label), _dumps({"pid": str(pid)}))
             await self._commit(tx)
         if link:
-            self.links = added(self.links, pid)
+            self._linked(pid)
         if monitor:
             self.monitoring = added(self.monitoring, pid)
         return pid
@@ -302,11 +302,16 @@ class Interop(WorkflowCore):
             self._record_target(JournalKind.LINK, to, pid)
         if pid == self.pid:
             return
+        self._linked(pid)
+        if live and not self.node.link(pid, self.pid):
+            self.host.linked_exit(self.pid, pid, noproc(pid))
+
+    def _linked(self, pid: Pid) -> None:
+        """A link to ``pid`` (by ``link`` or a linked spawn): a pid unlinked before
+        counts as linked again."""
         self.links = added(self.links, pid)
         if self.unlinked:
             self.unlinked.discard(pid)
-        if live and not self.node.link(pid, self.pid):
-            self.host.linked_exit(self.pid, pid, noproc(pid))
 
     def unlink(self, to: Pid | str) -> None:
         live, pid = self._take_target(JournalKind.UNLINK, to)
