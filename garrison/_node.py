@@ -347,6 +347,9 @@ class Node:
             await stop_services(self._router, self._router.services)
         for host in reversed(list(self.hosts.values())):
             await host.shutdown()
+        for host in self.hosts.values():  # (before leaving: what ends told other nodes)
+            if host.durable:
+                await host.send_held()
         for member in self._members:  # others take its workflows at once
             member.leave()
         if self._router.cluster_names is not None:

@@ -302,6 +302,13 @@ class Router:
         if self.remote is not None:
             self.remote.linked_exit(target, dead, error, node)
 
+    def forward_link(self, node: str, target: Pid, other: Pid) -> None:
+        """``other`` linked to the workflow ``target`` that node ``node`` runs (which
+        then forgets an unlink of ``other`` it may hold)."""
+        if self.remote is not None:
+            self.remote.post(target, {"k": "relinked", "target": str(target),
+                                      "other": str(other)}, node)
+
     def forward_unlink(self, node: str, target: Pid, other: Pid) -> None:
         """``other`` unlinked the workflow ``target`` that node ``node`` runs."""
         if self.remote is not None:

@@ -570,3 +570,176 @@ async def test_a_pid_unlinked_then_linked_by_a_spawn_counts_as_linked(
         with pytest.raises(garrison.WorkflowFailed, match="LinkedProcessFailed"):
             with trio.fail_after(10):
                 await a.workflow("relinker").result()
+
+
+# ---------------------------------------------------------------- found in the third review
+async def r3_unlinker() -> str:
+    """Unlinks the pid its first message names, then waits for a second message."""
+    msg = await process.inbox().receive()
+    process.unlink(Pid.parse(msg.payload))
+    await process.inbox().receive()
+    return "survived"
+
+
+async def r3_proc(target: str) -> None:
+    """Links to ``target``; "relink" links again; "fail" fails."""
+    process.link(Pid.parse(target))
+    while True:
+        msg = await process.inbox().receive()
+        if msg.topic == "relink":
+            process.link(Pid.parse(target))
+        elif msg.topic == "fail":
+            raise RuntimeError("p boom")
+
+
+async def _relink(wnode: Any, pnode: Any, tag: str) -> str:
+    w = await wnode.start_workflow(r3_unlinker, id=f"w-{tag}")
+    p = await pnode.spawn(r3_proc, str(w))
+    await trio.sleep(0.5)
+    await wnode.send(w, "unlink", str(p))      # w unlinks p
+    await trio.sleep(0.5)
+    await pnode.send(p, "relink")              # p links to w again: a NEW link
+    await trio.sleep(0.5)
+    await pnode.send(p, "fail")                # p fails: w must fail with it
+    await trio.sleep(2.0)
+    return wnode.workflow(f"w-{tag}").status()
+
+
+async def test_a_new_link_after_an_unlink_acts_across_nodes(postgres_url: str) -> None:
+    """A workflow that unlinked a process of another node, which then linked to it
+    again, ignored that process's failure: the unlink was remembered for good, and the
+    new link, made on the process's node, never reached the workflow's."""
+    async with garrison.open_node(store=postgres_url, name="solo", lease="5s") as solo:
+        local = await _relink(solo, solo, "local")
+    async with garrison.open_node(store=postgres_url, name="a", lease="5s") as a, \
+            garrison.open_node(store=postgres_url, name="b", lease="5s") as b:
+        remote = await _relink(a, b, "remote")
+    assert (local, remote) == ("failed", "failed"), (local, remote)
+
+
+async def r3_waits() -> str:
+    await process.inbox().receive()
+    return "ok"
+
+
+async def r3_links_forever(target: str) -> None:
+    process.link(Pid.parse(target))
+    await trio.sleep_forever()
+
+
+@pytest.mark.parametrize("n", [1, 8])
+async def test_close_with_the_store_down_and_links_elsewhere(own_server: Any, n: int) -> None:
+    """A node closing with the store out of reach sent what its linked processes' ends
+    had to tell other nodes one by one, in the node's thread: it stood still for
+    retry_for each (13.7 s for eight). Now: in a worker thread, bounded, the rest
+    logged as lost after the first failure."""
+    url = _postgres.create_db(own_server, f"r3_close_{n}")
+    async with garrison.open_node(store=PostgresStore(url, retry_for=2), name="b",
+                                  lease="30s") as b:
+        w = await b.start_workflow(r3_waits, id="w")
+        ticks: list[float] = []
+
+        async def ticker() -> None:
+            while True:
+                ticks.append(time.monotonic())
+                await trio.sleep(0.05)
+
+        try:
+            async with trio.open_nursery() as nursery:
+                async with garrison.open_node(store=PostgresStore(url, retry_for=2),
+                                              name="a", lease="30s") as a:
+                    for _ in range(n):
+                        await a.spawn(r3_links_forever, str(w))
+                    await trio.sleep(0.5)
+                    await trio.to_thread.run_sync(_postgres.pause, own_server)
+                    nursery.start_soon(ticker)
+                    await trio.sleep(0.2)
+                    t0 = time.monotonic()
+                took = time.monotonic() - t0
+                nursery.cancel_scope.cancel()
+        finally:
+            await trio.to_thread.run_sync(_postgres.resume, own_server)
+        gap = max(y - x for x, y in itertools.pairwise(ticks))
+        assert took < 10 and gap < 1.5, (took, gap)
+
+
+async def r3_link_only(target: str) -> None:
+    process.link(Pid.parse(target))
+    await trio.sleep_forever()
+
+
+async def test_link_to_no_workflow_single_pg(postgres_url: str) -> None:
+    """A link to an id no workflow has, on a PostgreSQL node (watched without a read):
+    noproc after the watch's first read, and nothing stays watched."""
+    async with garrison.open_node(store=postgres_url, name="solo", lease="5s") as n:
+        p = await n.spawn(r3_link_only, "workflows/no-such-wf")
+        with trio.fail_after(5):
+            with pytest.raises(garrison.ProcessError, match="noproc"):
+                await n.wait(p)
+        await trio.sleep(0.3)
+        assert not n.hosts["workflows"].elsewhere.watched
+
+
+async def r3_spawner(wid: str) -> None:
+    """A process that, told "spawn", spawn_links the existing workflow ``wid``."""
+    while True:
+        msg = await process.inbox().receive()
+        if msg.topic == "spawn":
+            await process.spawn_linked(r3_unlinker, host="workflows", id=wid)
+        elif msg.topic == "link":
+            process.link(Pid.parse(msg.payload))
+        elif msg.topic == "fail":
+            raise RuntimeError("spawner boom")
+
+
+async def _respawn(wnode: Any, pnode: Any, tag: str) -> str:
+    w = await wnode.start_workflow(r3_unlinker, id=f"ws-{tag}")
+    p = await pnode.spawn(r3_spawner, f"ws-{tag}")
+    await pnode.send(p, "link", str(w))
+    await trio.sleep(0.5)
+    await wnode.send(w, "unlink", str(p))
+    await trio.sleep(0.5)
+    await pnode.send(p, "spawn")        # spawn_linked of the existing workflow: a new link
+    await trio.sleep(0.5)
+    await pnode.send(p, "fail")
+    await trio.sleep(2.0)
+    return wnode.workflow(f"ws-{tag}").status()
+
+
+async def test_spawn_linked_by_id_after_an_unlink_acts_across_nodes(postgres_url: str) -> None:
+    """As above, the new link made by a linked spawn of the existing workflow."""
+    async with garrison.open_node(store=postgres_url, name="solo", lease="5s") as solo:
+        local = await _respawn(solo, solo, "local")
+    async with garrison.open_node(store=postgres_url, name="a", lease="5s") as a, \
+            garrison.open_node(store=postgres_url, name="b", lease="5s") as b:
+        remote = await _respawn(a, b, "remote")
+    assert (local, remote) == ("failed", "failed"), (local, remote)
+
+
+async def r3_wf_links_when_told() -> str:
+    """A workflow that links to the pid of each "link" message; "fail" fails it."""
+    while True:
+        msg = await process.inbox().receive()
+        if msg.topic == "link":
+            process.link(Pid.parse(msg.payload))
+        elif msg.topic == "fail":
+            raise RuntimeError("x boom")
+
+
+async def test_workflow_relinks_after_an_unlink_across_nodes(postgres_url: str) -> None:
+    """w (on a) links x (on b), w unlinks x, x links w again, x fails: w must fail."""
+    out = []
+    async with garrison.open_node(store=postgres_url, name="a", lease="5s") as a, \
+            garrison.open_node(store=postgres_url, name="b", lease="5s") as b:
+        w = await a.start_workflow(r3_unlinker, id="ww")
+        x = await b.start_workflow(r3_wf_links_when_told, id="wx")
+        await b.send(x, "link", str(w))
+        await trio.sleep(0.5)
+        await a.send(w, "unlink", str(x))
+        await trio.sleep(0.5)
+        await b.send(x, "link", str(w))
+        await trio.sleep(0.5)
+        await b.send(x, "fail")
+        await trio.sleep(2.0)
+        out.append(a.workflow("ww").status())
+    assert out == ["failed"], out

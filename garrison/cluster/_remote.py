@@ -468,6 +468,11 @@ class Remote:
                     self.linked.setdefault(other, set()).add(target)
             else:  # (the other side may be a workflow, which names no node)
                 router.linked_exit(other, target, noproc(target))
+        elif kind == "relinked":  # (a workflow this node runs: see WorkflowHost.relinked)
+            target, other = Pid.parse(body["target"]), Pid.parse(body["other"])
+            host = router.hosts.get(router.aliases.get(target.host, target.host))
+            if host is not None and host.durable:
+                host.relinked(target, other)
         elif kind == "unlink":
             target, other = Pid.parse(body["target"]), Pid.parse(body["other"])
             self._forget(self.linked, other, target)

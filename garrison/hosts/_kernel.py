@@ -223,6 +223,10 @@ class NodeContext(Protocol):
         runs."""
         ...
 
+    def forward_link(self, node: str, target: Pid, other: Pid) -> None:
+        """``other`` linked to the workflow ``target``, which node ``node`` runs."""
+        ...
+
     def forward_unlink(self, node: str, target: Pid, other: Pid) -> None:
         """``other`` unlinked the workflow ``target``, which node ``node`` runs."""
         ...

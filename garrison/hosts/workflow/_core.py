@@ -45,6 +45,9 @@ HISTORY_WARNING = 10_000
 FOREVER = MAX_TIME
 #: durable operations a workflow may do without yielding to the scheduler
 BUDGET = 64
+#: seconds after an unlink during which a linked exit of that pid from another node
+#: (sent before that node heard of the unlink) is ignored
+UNLINK_GRACE = 10.0
 #: a pending timer's wait, by its stored kind (``None``: stored before kinds were)
 _UNDER_WAY: dict[str | None, str] = {
     "sleep": "a sleep under way",
@@ -149,9 +152,10 @@ class WorkflowCore(Caller, WorkflowScope):
         self.durable_watchers = watchers or None
         self.watchers: set[Pid] | None = None  # process pids that get my EXIT in memory
         self.links: set[Pid] | None = None
-        #: pids it unlinked (and did not link again): a linked exit of one that comes
-        #: from another node afterwards is ignored, as locally
-        self.unlinked: set[Pid] | None = None
+        #: pids it unlinked lately (and did not link again), to when: a linked exit of
+        #: one that another node sent before it heard of the unlink is ignored, as
+        #: locally (for :data:`UNLINK_GRACE` seconds)
+        self.unlinked: dict[Pid, float] | None = None
         self.monitoring: set[Pid] | None = None
         self.trap_links = False
         self.state = state

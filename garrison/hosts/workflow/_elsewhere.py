@@ -39,12 +39,14 @@ from .._kernel import Caller
 if TYPE_CHECKING:
     from ._host import WorkflowHost
 
-__all__ = ["POLL", "REPLY_GRACE", "Elsewhere", "RemoteWorkflow"]
+__all__ = ["CLOSE_SEND", "POLL", "REPLY_GRACE", "Elsewhere", "RemoteWorkflow"]
 
 log = logging.getLogger("garrison.workflow")
 
 #: how often the store is read for the end of a watched workflow (seconds)
 POLL = 0.05
+#: at most how long a closing node spends sending what :meth:`Elsewhere.later` holds
+CLOSE_SEND = 5.0
 #: how long after a watched workflow's end the calls still waiting for its reply fail:
 #: a reply it sent before ending comes through the nodes' channel, which nothing orders
 #: with this node's read of its end
@@ -131,26 +133,32 @@ class Elsewhere:
         failure is logged (what it was for is lost, as a message to a node that is
         down is)."""
         self._later.append((blocking, then))
-        if self.host.node.stopping:
-            self.flush()
-        elif not self._later_running:
+        if not self._later_running and not self.host.node.stopping:
+            # (once the node stops, :meth:`drain` sends what is held)
             self._later_running = True
             self.host.start_soon(self._run_later)
 
-    def flush(self) -> None:
-        """The node closes: what :meth:`later` holds runs now, in the node's thread,
-        before the node leaves the cluster (its task may not run again)."""
-        while self._later:
-            self._run_one(*self._later.popleft())
-
-    @staticmethod
-    def _run_one(blocking: Callable[[], Any], then: Callable[[Any], None] | None) -> None:
-        try:
-            result = blocking()
-            if then is not None:
-                then(result)
-        except Exception as exc:  # (StoreError: out of reach for retry_for)
-            _lost(exc)
+    async def drain(self) -> None:
+        """The node closes: what :meth:`later` holds goes now, before the node leaves
+        the cluster, within :data:`CLOSE_SEND` seconds; after a failure (the store out
+        of reach) or past that, the rest is logged as lost, not tried one by one."""
+        with trio.move_on_after(CLOSE_SEND):
+            while self._later:
+                blocking, then = self._later.popleft()
+                try:
+                    result = await trio.to_thread.run_sync(blocking, abandon_on_cancel=True)
+                except Exception as exc:  # (StoreError: the rest would fail the same way)
+                    _lost(exc)
+                    break
+                if then is not None:
+                    try:
+                        then(result)
+                    except Exception as exc:
+                        _lost(exc)
+        if self._later:
+            log.warning("%d linked exits, unlinks or events for workflows other nodes run "
+                        "were not sent: the node closed", len(self._later))
+            self._later.clear()
 
     async def _run_later(self) -> None:
         try:
@@ -158,10 +166,17 @@ class Elsewhere:
                 blocking, then = self._later.popleft()
                 try:
                     result = await trio.to_thread.run_sync(blocking)
-                    if then is not None:
-                        then(result)
+                except trio.Cancelled:  # (the node closes: drain() sends it)
+                    self._later.appendleft((blocking, then))
+                    raise
                 except Exception as exc:  # (StoreError: out of reach for retry_for)
                     _lost(exc)
+                    continue
+                if then is not None:
+                    try:
+                        then(result)
+                    except Exception as exc:
+                        _lost(exc)
         finally:
             self._later_running = False
 

@@ -478,6 +478,8 @@ class WorkflowHost:
                 wf.watchers = added(wf.watchers, watcher)
             if link is not None:
                 wf.links = added(wf.links, link)
+                if wf.unlinked:  # (linked again from the other side)
+                    wf.unlinked.pop(link, None)
             return
         if wf is None and self.runs_elsewhere(pid.id):
             remote = self.elsewhere.watch(pid)
@@ -485,6 +487,7 @@ class WorkflowHost:
                 remote.monitors.add(watcher)
             if link is not None:
                 remote.links.add(link)
+                self._to_owner(pid, partial(self.node.forward_link, target=pid, other=link))
             return
         _ended, result, error = self.end_of(pid)
         if watcher is not None:
@@ -889,8 +892,13 @@ class WorkflowHost:
             if self.ownership is None or target.id in self.finished:
                 return False
             self.elsewhere.watch(target).links.add(other)
+            # (its node forgets an unlink of ``other`` it may hold: a new link)
+            self._to_owner(target, partial(self.node.forward_link, target=target,
+                                           other=other))
             return True
         wf.links = added(wf.links, other)
+        if wf.unlinked:  # (linked again from the other side)
+            wf.unlinked.pop(other, None)
         return True
 
     def remove_link(self, target: Pid, other: Pid) -> None:
@@ -906,11 +914,20 @@ class WorkflowHost:
             self._to_owner(target, partial(self.node.forward_unlink, target=target,
                                            other=other))
 
-    def holds_link(self, target: Pid, other: Pid) -> bool:
-        """False if the workflow ``target`` (running here) unlinked ``other``: a linked
-        exit of ``other`` that another node sends afterwards is ignored."""
+    def relinked(self, target: Pid, other: Pid) -> None:
+        """``other``, of another node, linked to the workflow ``target`` (running here)
+        again after ``target`` unlinked it: its linked exits count from now on."""
         wf = self.active.get(target.id)
-        return wf is None or not (wf.unlinked and other in wf.unlinked)
+        if wf is not None and wf.unlinked:
+            wf.unlinked.pop(other, None)
+
+    def holds_link(self, target: Pid, other: Pid) -> bool:
+        """False if the workflow ``target`` (running here) unlinked ``other`` lately
+        (``UNLINK_GRACE``): a linked exit of ``other`` another node sent before it heard
+        of the unlink is ignored."""
+        wf = self.active.get(target.id)
+        return wf is None or not wf.unlinked or \
+            wf.unlinked.get(other, 0.0) <= trio.current_time()
 
     def _to_owner(self, target: Pid, send: Callable[[str], None]) -> None:
         """``send(node)`` to the node the store names the owner of workflow ``target``,
@@ -1051,7 +1068,6 @@ class WorkflowHost:
         ``sleeping``, one transaction), so ``garrison workflows list`` shows it while no
         node runs (recovery marks them ``running`` again)."""
         self.closing = True
-        self.elsewhere.flush()  # (linked exits for other nodes' workflows: before leaving)
         try:
             await self._stop_workflows()
         finally:
@@ -1059,6 +1075,12 @@ class WorkflowHost:
             for wf in list(self._awaited):  # every result() still waiting raises
                 if not wf.done.is_set():
                     wf.done.wake_waiters()
+
+    async def send_held(self) -> None:
+        """The node closes, every host stopped: what its processes' ends still had to
+        tell the nodes that run other workflows goes now, before the node leaves the
+        cluster (within ``CLOSE_SEND`` seconds; see ``Elsewhere.drain``)."""
+        await self.elsewhere.drain()
 
     async def _stop_workflows(self) -> None:
         self.queue.close()  # waiting workflows stay pending in the store

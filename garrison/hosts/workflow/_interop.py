@@ -14,6 +14,8 @@ import json
 from collections.abc import Awaitable
 from typing import Any
 
+import trio
+
 from ... import _observe
 from ..._errors import ProcessError
 from ...actors._mailbox import timeout_seconds
@@ -21,7 +23,7 @@ from ...actors._values import ErrorInfo, Event, EventKind, Message, Pid
 from ...persistence import RawJson, Transaction, WorkflowStatus, to_json
 from .._kernel import noproc
 from ._codec import PLAIN, json_round_trip
-from ._core import WorkflowCore, added
+from ._core import UNLINK_GRACE, WorkflowCore, added
 from ._elsewhere import RemoteWorkflow
 from ._inbox import InboxItem
 from ._journal import JournalKind, error_from_plain, error_to_plain, message_to_plain
@@ -311,7 +313,7 @@ class Interop(WorkflowCore):
         counts as linked again."""
         self.links = added(self.links, pid)
         if self.unlinked:
-            self.unlinked.discard(pid)
+            self.unlinked.pop(pid, None)
 
     def unlink(self, to: Pid | str) -> None:
         live, pid = self._take_target(JournalKind.UNLINK, to)
@@ -319,7 +321,9 @@ class Interop(WorkflowCore):
             self._record_target(JournalKind.UNLINK, to, pid)
         if self.links:
             self.links.discard(pid)
-        self.unlinked = added(self.unlinked, pid)
+        now = trio.current_time()
+        self.unlinked = {p: t for p, t in (self.unlinked or {}).items() if t > now}
+        self.unlinked[pid] = now + UNLINK_GRACE
         self.node.unlink(pid, self.pid)
 
     def monitor(self, to: Pid | str) -> None:
