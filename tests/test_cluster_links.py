@@ -573,14 +573,6 @@ async def test_a_pid_unlinked_then_linked_by_a_spawn_counts_as_linked(
 
 
 # ---------------------------------------------------------------- found in the third review
-async def r3_unlinker() -> str:
-    """Unlinks the pid its first message names, then waits for a second message."""
-    msg = await process.inbox().receive()
-    process.unlink(Pid.parse(msg.payload))
-    await process.inbox().receive()
-    return "survived"
-
-
 async def r3_proc(target: str) -> None:
     """Links to ``target``; "relink" links again; "fail" fails."""
     process.link(Pid.parse(target))
@@ -593,7 +585,7 @@ async def r3_proc(target: str) -> None:
 
 
 async def _relink(wnode: Any, pnode: Any, tag: str) -> str:
-    w = await wnode.start_workflow(r3_unlinker, id=f"w-{tag}")
+    w = await wnode.start_workflow(rv_unlinks_then_waits, id=f"w-{tag}")
     p = await pnode.spawn(r3_proc, str(w))
     await trio.sleep(0.5)
     await wnode.send(w, "unlink", str(p))      # w unlinks p
@@ -617,16 +609,6 @@ async def test_a_new_link_after_an_unlink_acts_across_nodes(postgres_url: str) -
     assert (local, remote) == ("failed", "failed"), (local, remote)
 
 
-async def r3_waits() -> str:
-    await process.inbox().receive()
-    return "ok"
-
-
-async def r3_links_forever(target: str) -> None:
-    process.link(Pid.parse(target))
-    await trio.sleep_forever()
-
-
 @pytest.mark.parametrize("n", [1, 8])
 async def test_close_with_the_store_down_and_links_elsewhere(own_server: Any, n: int) -> None:
     """A node closing with the store out of reach sent what its linked processes' ends
@@ -636,7 +618,7 @@ async def test_close_with_the_store_down_and_links_elsewhere(own_server: Any, n:
     url = _postgres.create_db(own_server, f"r3_close_{n}")
     async with garrison.open_node(store=PostgresStore(url, retry_for=2), name="b",
                                   lease="30s") as b:
-        w = await b.start_workflow(r3_waits, id="w")
+        w = await b.start_workflow(rv_waits, id="w")
         ticks: list[float] = []
 
         async def ticker() -> None:
@@ -649,7 +631,7 @@ async def test_close_with_the_store_down_and_links_elsewhere(own_server: Any, n:
                 async with garrison.open_node(store=PostgresStore(url, retry_for=2),
                                               name="a", lease="30s") as a:
                     for _ in range(n):
-                        await a.spawn(r3_links_forever, str(w))
+                        await a.spawn(rv_proc_links_forever, str(w))
                     await trio.sleep(0.5)
                     await trio.to_thread.run_sync(_postgres.pause, own_server)
                     nursery.start_soon(ticker)
@@ -663,16 +645,11 @@ async def test_close_with_the_store_down_and_links_elsewhere(own_server: Any, n:
         assert took < 10 and gap < 1.5, (took, gap)
 
 
-async def r3_link_only(target: str) -> None:
-    process.link(Pid.parse(target))
-    await trio.sleep_forever()
-
-
 async def test_link_to_no_workflow_single_pg(postgres_url: str) -> None:
     """A link to an id no workflow has, on a PostgreSQL node (watched without a read):
     noproc after the watch's first read, and nothing stays watched."""
     async with garrison.open_node(store=postgres_url, name="solo", lease="5s") as n:
-        p = await n.spawn(r3_link_only, "workflows/no-such-wf")
+        p = await n.spawn(rv_proc_links_forever, "workflows/no-such-wf")
         with trio.fail_after(5):
             with pytest.raises(garrison.ProcessError, match="noproc"):
                 await n.wait(p)
@@ -685,7 +662,7 @@ async def r3_spawner(wid: str) -> None:
     while True:
         msg = await process.inbox().receive()
         if msg.topic == "spawn":
-            await process.spawn_linked(r3_unlinker, host="workflows", id=wid)
+            await process.spawn_linked(rv_unlinks_then_waits, host="workflows", id=wid)
         elif msg.topic == "link":
             process.link(Pid.parse(msg.payload))
         elif msg.topic == "fail":
@@ -693,7 +670,7 @@ async def r3_spawner(wid: str) -> None:
 
 
 async def _respawn(wnode: Any, pnode: Any, tag: str) -> str:
-    w = await wnode.start_workflow(r3_unlinker, id=f"ws-{tag}")
+    w = await wnode.start_workflow(rv_unlinks_then_waits, id=f"ws-{tag}")
     p = await pnode.spawn(r3_spawner, f"ws-{tag}")
     await pnode.send(p, "link", str(w))
     await trio.sleep(0.5)
@@ -731,7 +708,7 @@ async def test_workflow_relinks_after_an_unlink_across_nodes(postgres_url: str) 
     out = []
     async with garrison.open_node(store=postgres_url, name="a", lease="5s") as a, \
             garrison.open_node(store=postgres_url, name="b", lease="5s") as b:
-        w = await a.start_workflow(r3_unlinker, id="ww")
+        w = await a.start_workflow(rv_unlinks_then_waits, id="ww")
         x = await b.start_workflow(r3_wf_links_when_told, id="wx")
         await b.send(x, "link", str(w))
         await trio.sleep(0.5)
