@@ -222,10 +222,10 @@ async def test_results_the_annotation_can_restore_are_kept(node: garrison.Node) 
 async def test_a_workflow_completed_with_a_refused_result_before_stays_completed(
         store_spec: str, monkeypatch: pytest.MonkeyPatch, autojump_clock: Any) -> None:
     # a garrison before the check completed it: its end is not decided again
-    from garrison.hosts.workflow import _host
+    from garrison.hosts.workflow import _codec
 
     with monkeypatch.context() as patch:
-        patch.setattr(_host, "result_refused", lambda *_args: None, raising=False)
+        patch.setattr(_codec, "result_refused", lambda *_args: None)
         async with garrison.open_node(store=store_spec) as node:
             await node.start_workflow(_returns_a_str, 1, id="old")
             with pytest.raises(garrison.PayloadError):

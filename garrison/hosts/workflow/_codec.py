@@ -14,7 +14,7 @@ from ...persistence import LEAF_TEXT, to_json
 from ...persistence import structure as _structure
 
 __all__ = ["PLAIN", "arity_problem", "json_round_trip", "plain_or_repr", "restore_args",
-           "result_refused", "return_hint", "structure"]
+           "result_refused", "return_hint", "structure", "workflow_result"]
 
 #: types whose JSON form is themselves (floats excepted: JSON may change their repr)
 PLAIN = (str, int, float, bool, type(None))
@@ -160,6 +160,23 @@ def result_refused(fn: Any, wid: str, name: str, value: Any, plain: Any) -> Type
         refused.__cause__ = exc
         return refused
     return None
+
+
+def workflow_result(fn: Any, wid: str, name: str, value: Any
+                    ) -> tuple[str | None, Any, Exception | None]:
+    """``(json text, plain)`` of the result ``value`` workflow ``wid`` (``name``, running
+    ``fn``, ``None`` if unknown) ends with, and ``None``; or ``(None, None, why)`` when it
+    may not end with it: no JSON form (``PayloadError``), or its return annotation
+    refuses it (:func:`result_refused`). The live host and a replay decide alike."""
+    try:
+        text = to_json(value, what=f"the result of workflow {wid!r}")
+    except Exception as exc:
+        return None, None, exc
+    plain = _loads(text)
+    refused = None if fn is None else result_refused(fn, wid, name, value, plain)
+    if refused is not None:
+        return None, None, refused
+    return text, plain, None
 
 
 def json_round_trip(value: Any, what: str) -> tuple[str, Any]:

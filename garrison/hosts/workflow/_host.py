@@ -53,9 +53,9 @@ from ._codec import (
     arity_problem,
     plain_or_repr,
     restore_args,
-    result_refused,
     return_hint,
     structure,
+    workflow_result,
 )
 from ._core import added
 from ._elsewhere import Elsewhere
@@ -477,9 +477,7 @@ class WorkflowHost:
             if watcher is not None:
                 wf.watchers = added(wf.watchers, watcher)
             if link is not None:
-                wf.links = added(wf.links, link)
-                if wf.unlinked:  # (linked again from the other side)
-                    wf.unlinked.pop(link, None)
+                wf.linked_to(link)
             return
         if wf is None and self.runs_elsewhere(pid.id):
             remote = self.elsewhere.watch(pid)
@@ -519,17 +517,10 @@ class WorkflowHost:
         result_json: str | None = None
         plain: Any = None
         if status is WorkflowStatus.COMPLETED:
-            try:
-                result_json = to_json(value, what=f"the result of workflow {wf.wid!r}")
-            except Exception as exc:
-                status, error = WorkflowStatus.FAILED, ErrorInfo.from_exception(exc)
-            else:  # a result its annotation refuses fails it here, not at every result()
-                plain = _loads(result_json)
-                refused = None if wf.fn is None else result_refused(
-                    wf.fn, wf.wid, wf.name, value, plain)
-                if refused is not None:
-                    result_json, plain = None, None
-                    status, error = WorkflowStatus.FAILED, ErrorInfo.from_exception(refused)
+            # (a result its annotation refuses fails it here, not at every result())
+            result_json, plain, refused = workflow_result(wf.fn, wf.wid, wf.name, value)
+            if refused is not None:
+                status, error = WorkflowStatus.FAILED, ErrorInfo.from_exception(refused)
         tx = wf.take_buffer()
         if status is WorkflowStatus.BLOCKED:
             tx.update_workflow(wf.wid, status=status, error=error, time=self.clock.now())
@@ -896,9 +887,7 @@ class WorkflowHost:
             self._to_owner(target, partial(self.node.forward_link, target=target,
                                            other=other))
             return True
-        wf.links = added(wf.links, other)
-        if wf.unlinked:  # (linked again from the other side)
-            wf.unlinked.pop(other, None)
+        wf.linked_to(other)
         return True
 
     def remove_link(self, target: Pid, other: Pid) -> None:

@@ -130,7 +130,7 @@ class Interop(WorkflowCore):
             await self._yield()
             pid = Pid.parse(entry.outcome["pid"])
             if link:
-                self._linked(pid)
+                self.linked_to(pid)
             if monitor:
                 self.monitoring = added(self.monitoring, pid)
             return pid
@@ -174,7 +174,7 @@ class Interop(WorkflowCore):
             self.record(tx, seq, JournalKind.SPAWN, str(label), _dumps({"pid": str(pid)}))
             await self._commit(tx)
         if link:
-            self._linked(pid)
+            self.linked_to(pid)
         if monitor:
             self.monitoring = added(self.monitoring, pid)
         return pid
@@ -304,13 +304,13 @@ class Interop(WorkflowCore):
             self._record_target(JournalKind.LINK, to, pid)
         if pid == self.pid:
             return
-        self._linked(pid)
+        self.linked_to(pid)
         if live and not self.node.link(pid, self.pid):
             self.host.linked_exit(self.pid, pid, noproc(pid))
 
-    def _linked(self, pid: Pid) -> None:
-        """A link to ``pid`` (by ``link`` or a linked spawn): a pid unlinked before
-        counts as linked again."""
+    def linked_to(self, pid: Pid) -> None:
+        """A link to ``pid`` (by ``link``, a linked spawn, or made from the other side):
+        a pid unlinked before counts as linked again."""
         self.links = added(self.links, pid)
         if self.unlinked:
             self.unlinked.pop(pid, None)

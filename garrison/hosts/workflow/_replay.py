@@ -41,9 +41,9 @@ from ..._errors import NonDeterminismError
 from ..._targets import import_target
 from ...actors._mailbox import timeout_seconds
 from ...actors._values import ErrorInfo, Pid
-from ...persistence import Transaction, WorkflowStatus, to_json
+from ...persistence import Transaction, WorkflowStatus
 from ._activities import ActivityHandle, _options
-from ._codec import result_refused
+from ._codec import workflow_result
 from ._inbox import DurableInbox, PendingReceive
 from ._instance import WorkflowInstance
 from ._journal import CANCEL, Entry, error_from_plain, error_to_plain, initial_state, timestamp
@@ -338,13 +338,7 @@ class ReplayHost(_Refusing):
                      error: ErrorInfo | None) -> None:
         wf.take_buffer()  # what the code buffered after the journal: dropped
         if status is WorkflowStatus.COMPLETED:  # as the live host ends it (finish there)
-            refused: Exception | None
-            try:
-                plain = json.loads(to_json(value, what=f"the result of workflow {wf.wid!r}"))
-                refused = None if wf.fn is None else result_refused(
-                    wf.fn, wf.wid, wf.name, value, plain)
-            except Exception as exc:
-                refused = exc
+            refused = workflow_result(wf.fn, wf.wid, wf.name, value)[2]
             if refused is not None:
                 status, error = WorkflowStatus.FAILED, ErrorInfo.from_exception(refused)
         self.outcome = (status, value, error)
