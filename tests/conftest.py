@@ -123,6 +123,16 @@ def postgres_url(postgres_server: object) -> str:
 
 
 @pytest.fixture
+def nodes() -> Iterator[list[object]]:
+    """Cluster nodes a test starts as subprocesses (tests/cluster/harness.py's
+    ``Node.start``) and appends here: each is stopped at the end."""
+    started: list[object] = []
+    yield started
+    for node in started:
+        node.stop()  # type: ignore[attr-defined]
+
+
+@pytest.fixture
 def own_server(postgres_server: object) -> Iterator[object]:
     """A PostgreSQL server of the test's own, to stop, pause or restart (the session's
     server is what the others use: it gates the PostgreSQL tests, see below)."""

@@ -25,14 +25,6 @@ from garrison import StoreLocked
 LEASE = 1.0
 
 
-@pytest.fixture
-def nodes():
-    started: list[Node] = []
-    yield started
-    for node in started:
-        node.stop()
-
-
 def _finished(look: Look, ids: list[str]) -> bool:
     statuses = look.statuses()
     return all(statuses.get(w) == "completed" for w in ids)

@@ -9,7 +9,6 @@ import itertools
 import logging
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,14 +25,6 @@ from garrison import Pid, ProcessError, process, workflow
 from garrison.persistence import PostgresStore
 
 LEASE = 1.0
-
-
-@pytest.fixture
-def nodes() -> Iterator[list[Node]]:
-    started: list[Node] = []
-    yield started
-    for node in started:
-        node.stop()
 
 
 async def doomed(how: str) -> str:

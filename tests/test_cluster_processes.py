@@ -8,7 +8,6 @@ from __future__ import annotations
 import itertools
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,14 +24,6 @@ from garrison import EventKind, Pid, ProcessError, StoreError, process
 from garrison.persistence import PostgresStore
 
 LEASE = 1.0
-
-
-@pytest.fixture
-def nodes() -> Iterator[list[Node]]:
-    started: list[Node] = []
-    yield started
-    for node in started:
-        node.stop()
 
 
 async def test_a_cluster_name_holder_ending_during_an_outage_stalls_and_stops_nothing(
