@@ -165,7 +165,12 @@ async def test_workflows_waiting_for_a_group_commit_hold_few_objects(tmp_path, m
     commit that is where the time goes: a workflow waiting for a step's commit holds
     its task, frames and the commit's request, not a cancel scope or a nursery it never
     used (made only for a kill, or at a ``workflow.start``), nor sets and lists it
-    never used, nor (through its frame) the other callers' requests."""
+    never used, nor (through its frame) the other callers' requests.
+
+    Not counted: the nodes of the ``contextvars`` map each task's context copies when
+    the workflow sets its variables, whose number and depth follow how many context
+    variables the surrounding program set (a test run before this one: one more node
+    per workflow)."""
     import workflow_app as app
 
     from garrison import _observe
@@ -182,13 +187,13 @@ async def test_workflows_waiting_for_a_group_commit_hold_few_objects(tmp_path, m
         await node.start_workflow(app.steps, 0, id="warm-up")
         await node.workflow("warm-up").result()
         gc.collect()
-        base = len(gc.get_objects())
+        base = _tracked()
         write = store._group._write_batch
 
         def census(batch: list) -> None:
             if len(batch) == n:  # the starts', then each of the ten steps'
                 gc.collect()
-                held.append(len(gc.get_objects()) - base)
+                held.append(_tracked() - base)
             write(batch)
 
         store._group._write_batch = census
@@ -201,7 +206,12 @@ async def test_workflows_waiting_for_a_group_commit_hold_few_objects(tmp_path, m
     store.close()
     assert len(held) == 11, held  # one batch of starts and one per step: all waited
     per_workflow = max(held) / n
-    assert per_workflow < 30, f"{per_workflow:.1f} tracked objects per waiting workflow"
+    assert per_workflow < 28.5, f"{per_workflow:.1f} tracked objects per waiting workflow"
+
+
+def _tracked() -> int:
+    """How many objects the collector tracks, less the nodes of context maps."""
+    return sum(not type(o).__name__.startswith("hamt") for o in gc.get_objects())
 
 
 
