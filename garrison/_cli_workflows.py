@@ -32,7 +32,7 @@ from typing import Any
 from . import _store_tools as tools
 from ._cli_options import CommandGroup, require_store, run_verb
 from ._errors import GarrisonError, NoSuchWorkflow
-from ._store_tools import ToolError, json_arg, key_value, when
+from ._store_tools import ToolError, json_arg, when
 
 
 def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -47,7 +47,8 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     ls.add_argument("--status", action="append", default=[],
                     help="only these statuses (repeat or comma-separate)")
     ls.add_argument("--search", action="append", default=[], metavar="KEY=VALUE",
-                    help="filter on search attributes (VALUE is JSON or a plain string)")
+                    help="filter on search attributes (VALUE is JSON or a plain string; "
+                         "repeat: every one must match)")
     ls.add_argument("--wide", action="store_true",
                     help="show search attributes whole (the table cuts them at 40 characters)")
 
@@ -159,8 +160,8 @@ def _list(store: Any, args: argparse.Namespace) -> None:
         if status not in known:
             raise _Fail(f"--status {status!r} is not a workflow status: expected one of "
                         f"{', '.join(known)}", 2)
-    search = dict(key_value(item) for item in args.search)
-    rows = store.list_workflows(statuses or None, search or None)
+    search = tools.search_filters(args.search)
+    rows = [] if search is None else store.list_workflows(statuses or None, search or None)
     if args.json:
         _print_json([_record(r) for r in rows])
         return

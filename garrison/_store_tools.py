@@ -16,6 +16,7 @@ import json
 import math
 import time
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from ._errors import DedupKeyTaken, GarrisonError, PromiseAlreadyCompleted, schedule_hint
@@ -43,6 +44,7 @@ __all__ = [
     "resume_schedule",
     "retry",
     "schedule_json",
+    "search_filters",
     "signal",
     "standard_json",
     "start",
@@ -288,17 +290,42 @@ def terminate(store: Any, workflow_id: str, reason: str, *, wait: float = 5.0) -
     rec = get(store, workflow_id)
     refuse_final(rec, "terminate")
     error = terminated(reason)
-    if not node_holds(store):
-        store.write(terminate_transaction(store, rec, error))
-        return True
-    store.write(request_transaction(rec.workflow_id, error, rec.attempt))
+    attempt = rec.attempt
+    for _ in range(3):
+        if node_holds(store):
+            break
+        try:
+            store.write(terminate_transaction(store, rec, error))
+            return True
+        except ValueError as exc:  # one it ends changed since it was read: read again
+            changed = exc
+        rec = get(store, workflow_id)
+        if rec.attempt != attempt or str(rec.status) in FINAL:
+            return _ended_as_asked(rec, attempt)
+    else:
+        raise ToolError(f"cannot terminate workflow {workflow_id!r}: {changed}; run the "
+                        "command again")
+    store.write(request_transaction(workflow_id, error, attempt))
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
-        now = store.get_workflow(rec.workflow_id)
-        if now is None or str(now.status) in FINAL:
-            return True
+        now = store.get_workflow(workflow_id)
+        if now is None or now.attempt != attempt or str(now.status) in FINAL:
+            return now is None or _ended_as_asked(now, attempt)
         time.sleep(0.01)
     return False
+
+
+def _ended_as_asked(rec: Any, attempt: int) -> bool:
+    """True if the ``attempt`` of the workflow a terminate was asked for has ended
+    terminated (this or another terminate), or was retried since (a terminate never
+    ends the attempt a retry started); :class:`ToolError` if it ended on its own
+    before the terminate reached it."""
+    from .hosts.workflow._operate import TERMINATED
+
+    if rec.attempt != attempt or (rec.error is not None and rec.error.type == TERMINATED):
+        return True
+    raise ToolError(f"cannot terminate workflow {rec.workflow_id!r}: it ended {rec.status} "
+                    "before the terminate reached it")
 
 
 def node_holds(store: Any) -> bool:
@@ -533,6 +560,21 @@ def key_value(item: str, option: str = "--search") -> tuple[str, Any]:
         except (ValueError, RecursionError):
             pass
         raise ToolError(f"{option.lstrip('-')} {item!r}: {exc}", 2) from None
+
+
+def search_filters(items: Sequence[str], option: str = "--search") -> dict[str, Any] | None:
+    """The search filters ``KEY=VALUE`` (:func:`key_value`) as one mapping, every one
+    of which must match; ``None`` when a key is given twice with different values (no
+    workflow can match both: the list is empty). The one rule of ``garrison workflows
+    list --search`` and the console's ``search=``."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, value = key_value(item, option)
+        if key in out and (out[key] != value or
+                           (type(out[key]) is bool) != (type(value) is bool)):
+            return None  # (1 and 1.0 are one JSON number; true is not 1)
+        out[key] = value
+    return out
 
 
 def json_arg(text: str, what: str) -> Any:

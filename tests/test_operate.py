@@ -556,7 +556,8 @@ async def test_an_offline_terminate_applies_once_and_a_retry_is_not_terminated_a
     try:
         seen = tool.get_workflow("o")  # both tools read it unfinished
         assert tools.terminate(tool, "o", "first tool") is True
-        tool.write(terminate_transaction(tool, seen, terminated("second tool")))
+        with pytest.raises(ValueError, match="changed since it was read"):
+            tool.write(terminate_transaction(tool, seen, terminated("second tool")))
         assert tool.get_workflow("o").status == "failed"
         assert [consumed for _payload, consumed in _controls(store_spec)] == [False]
         if node_between:

@@ -100,16 +100,14 @@ def parse_statuses(values: Sequence[str]) -> list[str]:
     return statuses
 
 
-def parse_search(values: Sequence[str]) -> dict[str, Any]:
-    """``search=KEY=VALUE`` (repeated): the value is JSON, or else a plain string."""
-    out: dict[str, Any] = {}
-    for item in values:
-        try:
-            key, value = tools.key_value(item, "search")  # as the command line's --search
-        except tools.ToolError as exc:
-            raise ApiError(400, str(exc)) from None
-        out[key] = value
-    return out
+def parse_search(values: Sequence[str]) -> dict[str, Any] | None:
+    """``search=KEY=VALUE`` (repeated, every one must match): the value is JSON, or else
+    a plain string; ``None`` for a key given twice with different values (nothing
+    matches). As the command line's ``--search`` (:func:`~.._store_tools.search_filters`)."""
+    try:
+        return tools.search_filters(values, "search")
+    except tools.ToolError as exc:
+        raise ApiError(400, str(exc)) from None
 
 
 def _when(value: Any) -> str | None:
@@ -211,10 +209,11 @@ class Backend:
         }
 
     # -- the list ----------------------------------------------------------------------
-    async def list_page(self, statuses: list[str], search: dict[str, Any],
+    async def list_page(self, statuses: list[str], search: dict[str, Any] | None,
                         id_prefix: str | None, after: str | None, limit: int,
                         newest_first: bool = True, host: str | None = None) -> dict[str, Any]:
         """One page of the workflow list, and the cursor of the next (``None``: last).
+        ``search`` ``None``: filters no workflow can match (see :func:`parse_search`).
 
         A status filter is the store's indexed query; a row whose status changed since
         the store was told (a node records a parked workflow within ~50 ms) is left
@@ -225,6 +224,8 @@ class Backend:
         in the trio thread, where its tables may be walked."""
         cursor: tuple[float, str] | None = decode_cursor(after) if after else None
         name, store = self.store_of(host)
+        if search is None:
+            return {"workflows": [], "next": None}
         wanted = set(statuses)
         rows: list[tuple[Any, str]] = []
         batch = limit + 1

@@ -233,7 +233,7 @@ _OP_SQL: dict[str, tuple[str, int]] = {
 }
 
 #: the columns ``update_workflow`` may set
-_UPDATABLE = frozenset({"status", "result", "error", "run_id", "attempt", "input",
+_UPDATABLE = frozenset({"status", "result", "error", "run_id", "attempt", "input", "host",
                         "cancel_requested"})
 #: the columns ``update_schedule`` may set, each with its letter in the name of a
 #: prepared statement (PostgreSQL keeps 63 bytes of a name: every combination fits)

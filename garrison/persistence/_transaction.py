@@ -276,6 +276,7 @@ class Transaction:
         attempt: int | None = None,
         input: Sequence[Any] | RawJson | None = None,
         cancel_requested: bool | None = None,
+        host: str | None = None,
         time: _dt.datetime | float | None = None,
     ) -> Transaction:
         """Set the given columns (and ``updated``). Params: ``(workflow_id, updated,
@@ -297,6 +298,8 @@ class Transaction:
                 list(input), what=f"the arguments of workflow {workflow_id!r}")))
         if cancel_requested is not None:
             sets.append(("cancel_requested", int(cancel_requested)))
+        if host is not None:
+            sets.append(("host", host))
         return self._add(workflow_id, Op.UPDATE_WORKFLOW,
                          (workflow_id, unix_seconds(time), tuple(sets)))
 

@@ -90,7 +90,11 @@ def terminate_transaction(store: Any, record: Any, error: ErrorInfo) -> Transact
     the workflow ends it all the same (a status alone, it could overwrite); once the
     status says it ended, a node only consumes that request (see ``stale_request`` in
     ``_inbox``, for one that outlives a retry). A queued workflow leaves its host's queue (its
-    ``dedup`` key is free again), as when a node ends it."""
+    ``dedup`` key is free again), as when a node ends it.
+
+    Written only if every workflow it ends is still as read (status and attempt): one
+    that completed, or was ended and retried, between the read and the write is left
+    alone, and the commit raises ``ValueError`` (nothing written)."""
     tx = request_transaction(record.workflow_id, error, record.attempt)
     now = _time.time()
     todo: list[tuple[Any, ErrorInfo]] = [(record, error)]
@@ -102,6 +106,7 @@ def terminate_transaction(store: Any, record: Any, error: ErrorInfo) -> Transact
             continue
         ended.add(wid)
         pid = _pid(rec)
+        tx.expect_workflow(wid, status=rec.status, attempt=rec.attempt)
         tx.update_workflow(wid, status=WorkflowStatus.FAILED, error=err, time=now)
         tx.dequeue(wid)
         text = json.dumps(event_to_plain(Event(EventKind.EXIT, pid, None, err)))

@@ -65,6 +65,12 @@ def load(host: WorkflowHost, record: WorkflowRecord) -> WorkflowInstance:
     wf.requests = requests
     load_promises(host, wf)
     wf.trace = record.trace
+    if record.host is None:
+        # a tool started it (``garrison workflows start``), naming no host: it is this
+        # host's from now on, so that its children's parent pid, which names this host,
+        # is its pid for the tools too, and a queue's store-side count of its host's
+        # running workflows counts it (ahead of its admission: the commits keep order)
+        host.write_soon(Transaction().update_workflow(wid, host=host.name))
     return wf
 
 
