@@ -33,7 +33,7 @@ import trio
 from . import _observe
 from ._duration import parse_duration
 from ._errors import ConfigError, ProcessError, StoreError, StoreLocked, StoreVersionError
-from ._targets import check_target
+from ._targets import check_target, exit_is_import_error
 from .actors._values import ErrorInfo
 
 log = logging.getLogger("garrison.cli")
@@ -145,20 +145,21 @@ def _load_callable(target: str) -> Any:
         raise _NoRoot("no TARGET: expected a config (app.yaml), a script (script.py) or "
                       "module:function")
     try:
-        if spec_path.endswith(".py"):
-            path = Path(spec_path)
-            if not path.is_file():
-                raise _NoRoot(f"no such file {spec_path!r}")
-            sys.path.insert(0, str(path.resolve().parent))
-            module_name = path.stem
-            spec = importlib.util.spec_from_file_location(module_name, path)
-            assert spec is not None and spec.loader is not None
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[module_name] = module
-            spec.loader.exec_module(module)
-        else:
-            sys.path.insert(0, os.getcwd())
-            module = importlib.import_module(spec_path)
+        with exit_is_import_error(spec_path):
+            if spec_path.endswith(".py"):
+                path = Path(spec_path)
+                if not path.is_file():
+                    raise _NoRoot(f"no such file {spec_path!r}")
+                sys.path.insert(0, str(path.resolve().parent))
+                module_name = path.stem
+                spec = importlib.util.spec_from_file_location(module_name, path)
+                assert spec is not None and spec.loader is not None
+                module = importlib.util.module_from_spec(spec)
+                sys.modules[module_name] = module
+                spec.loader.exec_module(module)
+            else:
+                sys.path.insert(0, os.getcwd())
+                module = importlib.import_module(spec_path)
     except (ImportError, SyntaxError) as exc:
         raise _NoRoot(f"cannot import {spec_path!r}: {type(exc).__name__}: {exc}") from None
     name = func or "main"
@@ -375,8 +376,12 @@ def _main_problem(main: str | None, config: Any, target: str) -> str | None:
     try:
         config.resolve_target(main)
     except KeyError as exc:
-        if _main_function(main) is not None:
-            return None  # a module:function (see _main_function)
+        try:
+            if _main_function(main, quiet=False) is not None:
+                return None  # a module:function (see _main_function)
+            failed = ""
+        except _NoRoot as no:
+            failed = str(no)
         from .config._entries import ServiceEntry, SourceEntry
 
         runnable = [e.id for e in config.entries.values()
@@ -390,23 +395,29 @@ def _main_problem(main: str | None, config: Any, target: str) -> str | None:
                 hint = f" (did you mean {near[0]!r}?)"
         shown = ", ".join(runnable[:12]) + (", ..." if len(runnable) > 12 else "") \
             if runnable else "none"
+        if main.partition(":")[0] in {i.split(":", 1)[0] for i in config.entries}:
+            failed = ""  # an entry id of a namespace of the config, mistyped
         return (f"--main {main!r}: {why}{hint}; expected the id (namespace:name) of a "
                 f"process.py, workflow.py or process.service entry of {target}: {shown}, "
-                "or a module:function (an async def) that imports")
+                "or a module:function (an async def) that imports"
+                + (f" ({failed})" if failed else ""))
     return None
 
 
-def _main_function(main: str) -> Any:
+def _main_function(main: str, *, quiet: bool = True) -> Any:
     """``--main mod:fn`` of a config that has no entry ``mod:fn``: the async function
     ``fn`` of the module ``mod`` (importable from the current directory or the config's
-    folder), run as the root process; ``None`` if it is not one."""
+    folder), run as the root process; ``None`` if it is not one (``quiet=False``: the
+    :class:`_NoRoot` saying why, once it names a module:function)."""
     module, _, func = main.partition(":")
     if not module or not func or module.endswith(".py"):
         return None
     try:
         return _load_callable(main)
     except _NoRoot:
-        return None
+        if quiet:
+            return None
+        raise
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -714,12 +714,14 @@ def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
 
 def run(main: Callable[..., Any], *args: Any, config: Any = None, store: Any = None,
         clock: trio.abc.Clock | None = None, inbox_warning: int | None = INBOX_WARNING,
-        max_concurrent: int | None = None, rate: str | None = None) -> Any:
+        max_concurrent: int | None = None, cluster_max_concurrent: int | None = None,
+        rate: str | None = None, name: str | None = None, lease: Any = "10s") -> Any:
     """Run ``main(*args)`` as the root process of a new node, like ``trio.run``.
 
     Returns what ``main`` returns; a failure raises :class:`ProcessError`.
     Ctrl-C stops every process, children first, and raises ``KeyboardInterrupt``.
-    ``max_concurrent`` and ``rate``: the ``workflows`` host's queue limits (see
+    ``max_concurrent``, ``cluster_max_concurrent`` and ``rate``: the ``workflows``
+    host's queue limits; ``name`` and ``lease``: the node's in a cluster (see
     :func:`open_node`).
 
     >>> garrison.run(main, "hello")
@@ -727,7 +729,9 @@ def run(main: Callable[..., Any], *args: Any, config: Any = None, store: Any = N
 
     async def root() -> Any:
         async with open_node(config=config, store=store, inbox_warning=inbox_warning,
-                             max_concurrent=max_concurrent, rate=rate) as node:
+                             max_concurrent=max_concurrent,
+                             cluster_max_concurrent=cluster_max_concurrent, rate=rate,
+                             name=name, lease=lease) as node:
             pid = await node.spawn(main, *args)
             return await node.wait(pid)
 

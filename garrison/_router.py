@@ -128,7 +128,10 @@ class Router:
         return target
 
     def register(self, name: str, pid: Pid, scope: str = "node") -> None:
-        if not isinstance(name, str) or not name:
+        if not isinstance(name, str):  # (as lookup's)
+            raise TypeError(f"register() takes a registered name (a str), got "
+                            f"{type(name).__name__}: {name!r}")
+        if not name:
             raise ValueError(f"a registered name must be a non-empty string, got {name!r}")
         if "/" in name:
             raise ValueError(f"cannot register {name!r}: a registered name must not contain "

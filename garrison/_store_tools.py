@@ -200,9 +200,9 @@ def signal(store: Any, workflow_id: str, topic: str, payload: Any) -> str:
 
 def resolve(store: Any, workflow_id: str, promise: str, value: Any) -> None:
     """Resolve the workflow's promise (refused if it was completed before)."""
+    check_name(promise)  # bad arguments (exit 2) before the store is read
     rec = get(store, workflow_id)
     refuse_final(rec, "resolve a promise of")
-    check_name(promise)
     try:
         store.resolve_promise(rec.workflow_id, promise, value)
     except PromiseAlreadyCompleted as exc:
@@ -211,10 +211,10 @@ def resolve(store: Any, workflow_id: str, promise: str, value: Any) -> None:
 
 def reject(store: Any, workflow_id: str, promise: str, message: str) -> None:
     """Reject the workflow's promise (refused if it was completed before)."""
-    check_rejection(message)
+    check_rejection(message)  # bad arguments (exit 2) before the store is read
+    check_name(promise)
     rec = get(store, workflow_id)
     refuse_final(rec, "reject a promise of")
-    check_name(promise)
     try:
         store.reject_promise(rec.workflow_id, promise, message)
     except PromiseAlreadyCompleted as exc:

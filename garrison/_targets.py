@@ -7,12 +7,15 @@ node finds it again by that name.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import inspect
+from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["activity_refusal", "check_target", "import_target", "target_name"]
+__all__ = ["activity_refusal", "check_target", "exit_is_import_error", "import_target",
+           "target_name"]
 
 #: how many targets each cache below remembers (targets are few; this bounds odd uses)
 _CACHE_SIZE = 4096
@@ -116,10 +119,23 @@ def _target_name(fn: Any) -> str:
     return name
 
 
+@contextlib.contextmanager
+def exit_is_import_error(module: str) -> Iterator[None]:
+    """Importing ``module`` here: a ``sys.exit()`` it calls while imported (a script's
+    ``if not args: sys.exit(...)`` at its top) is an ``ImportError`` naming it, not the
+    exit of the node or the command that imports it (silent, with the script's code)."""
+    try:
+        yield
+    except SystemExit as exc:
+        raise ImportError(f"{module!r} called sys.exit({exc.code!r}) while it was "
+                          "imported") from None
+
+
 def import_target(name: str) -> Any:
     """Import ``module:qualname``."""
     module, _, qualname = name.partition(":")
-    obj: Any = importlib.import_module(module)
+    with exit_is_import_error(module):
+        obj: Any = importlib.import_module(module)
     for part in qualname.split("."):
         obj = getattr(obj, part)
     return obj

@@ -32,6 +32,29 @@ async def receiver(n: int) -> list[Any]:
     return got
 
 
+async def nul_everywhere() -> list[str]:
+    """Each call a workflow makes with a NUL character where the store keeps text (a
+    state key, a search attribute's key and value, a promise name, a version's
+    change id): what each raised. Then a step, which commits: the workflow goes on."""
+    calls = {
+        "set_state": lambda: workflow.set_state("k\x00", 1),
+        "search key": lambda: workflow.attrs(search={"a\x00": 1}),
+        "search value": lambda: workflow.attrs(search={"a": ["x\u0000y"]}),
+        "promise": lambda: workflow.promise("p\x00"),
+        "version": lambda: workflow.version("v\x00", 1, 2),
+    }
+    raised = []
+    for what, call in calls.items():
+        try:
+            call()
+        except ValueError as exc:
+            assert "NUL" in str(exc), exc
+            raised.append(what)
+    workflow.set_state("k", 1)
+    await step(0)
+    return raised
+
+
 async def tag_file(latin1_name: str) -> str:
     """Tags the workflow with a file name as os.listdir gives a latin-1 one on a UTF-8
     system (a lone surrogate); the type of the error the call raises, if any."""

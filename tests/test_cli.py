@@ -95,7 +95,13 @@ def test_run_reports_a_root_it_cannot_load_in_one_line(tmp_path):
     (tmp_path / "badimport.py").write_text("import no_such_module_here\n")
     (tmp_path / "syntax.py").write_text("async def main(:\n")
     (tmp_path / "nomain.py").write_text("x = 1\n")
+    (tmp_path / "quits.py").write_text("import sys\nsys.exit(0)\n")
+    (tmp_path / "quits4.py").write_text("import sys\nsys.exit(4)\n")
     for target, why in [
+        ("quits.py", "cannot import 'quits.py': ImportError: 'quits.py' called sys.exit(0) "
+                     "while it was imported"),
+        ("quits4:main", "cannot import 'quits4': ImportError: 'quits4' called sys.exit(4) "
+                        "while it was imported"),
         ("sync.py", "'sync.py': main is not an async function (async def); the root "
                     "process must be one"),
         ("sync:main", "'sync:main': main is not an async function (async def); the root "
@@ -115,6 +121,31 @@ def test_run_reports_a_root_it_cannot_load_in_one_line(tmp_path):
         assert done.stderr.startswith(f"garrison run: {why}"), (target, done.stderr)
         assert len(done.stderr.splitlines()) == 1, done.stderr
         assert "Traceback" not in done.stderr
+
+
+def test_a_module_that_exits_at_import_is_an_import_error_for_every_command(tmp_path):
+    """``sys.exit()`` at a module's top, imported by ``run --main``, ``workflows start``
+    or ``workflows replay --module``: one line naming it, exit 2; before, the command
+    exited with the script's code and said nothing (0 looked like success)."""
+    (tmp_path / "quits.py").write_text("import sys\nsys.exit(0)\n")
+    (tmp_path / "one.yaml").write_text("version: '1.0'\nnamespace: app\nentries: []\n")
+    store = str(tmp_path / "s.db")
+    garrison.persistence.SQLiteStore(store).close()
+    done = cli("run", "one.yaml", "--main", "quits:main", cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert "(cannot import 'quits': ImportError: 'quits' called sys.exit(0) while it was " \
+           "imported)" in done.stderr, done.stderr
+    for args, why in [
+            (["start", "quits:main"], "cannot import 'quits:main': ImportError: 'quits' "
+                                      "called sys.exit(0) while it was imported"),
+            (["replay", "--module", "quits.py", "--all"],
+             "--module 'quits.py': cannot import it: ImportError: 'quits.py' called "
+             "sys.exit(0) while it was imported"),
+            (["replay", "--module", "nosuchdir/", "--all"],
+             "--module 'nosuchdir/': no such folder")]:
+        done = cli("workflows", "--store", store, *args, cwd=tmp_path)
+        assert done.returncode == 2, (args, done.stderr)
+        assert len(done.stderr.splitlines()) == 1 and why in done.stderr, done.stderr
 
 
 def test_check_reports_problems_without_traceback(tmp_path):

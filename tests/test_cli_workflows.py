@@ -190,6 +190,11 @@ async def test_an_empty_promise_name_is_refused(store_path: str) -> None:
         assert "Traceback" not in out.stderr
     shown = json.loads(cli("--store", store_path, "show", "prom-1", "--json").stdout)
     assert "" not in shown["promises"]
+    # bad arguments first, whatever the workflow (exit 1 "it is completed" or "no workflow")
+    for verb, value in (("resolve", "1"), ("reject", "no")):
+        out = cli("--store", store_path, verb, "no-such-workflow", "", value)
+        assert out.returncode == 2, out.stderr
+        assert "a promise name must be a non-empty string, got ''" in out.stderr
 
 
 async def test_resolve_reaches_a_running_node(store_path: str) -> None:

@@ -510,6 +510,47 @@ def test_a_key_written_beside_a_yaml_merge_key_overrides_the_merged_one(tmp_path
     assert any("duplicate key 'name'" in p for p in problems)  # a written one still is
 
 
+def _aliases(levels: int) -> str:
+    """A config whose service's input holds ``*a{levels-1}``: each level an alias list
+    of ten aliases of the one before (``10 ** levels`` values once expanded)."""
+    lines = ['version: "1.0"', "namespace: app", "meta:",
+             '  a0: &a0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    lines += [f"  a{i}: &a{i} [" + ",".join([f"*a{i - 1}"] * 10) + "]"
+              for i in range(1, levels)]
+    lines += ["entries:", ' - {name: p, kind: process.py, source: "asyncio:sleep"}',
+              " - {name: s, kind: process.service, process: app:p, "
+              f"input: [1, *a{levels - 1}, 3]}}"]
+    return "\n".join(lines) + "\n"
+
+
+def test_yaml_aliases_that_expand_without_bound_are_refused_in_one_short_line() -> None:
+    """A few lines of aliases of aliases stand for billions of values: the file is
+    refused before anything walks them (reporting a bad input's value printed it
+    whole: 700 KB at five levels, gigabytes at eight)."""
+    for levels in (5, 9):
+        with pytest.raises(ConfigError) as info:
+            load_config_text(_aliases(levels), "laughs.yaml")
+        assert str(info.value).splitlines()[-1] == (
+            "laughs.yaml: its aliases (*name) expand to more than 100,000 values: not "
+            "loaded (an alias of an alias of ... repeats what it names)")
+    with pytest.raises(ConfigError) as info:  # (10,000 values: the entry's problem, cut)
+        load_config_text(_aliases(4), "laughs.yaml")
+    line = str(info.value).splitlines()[-1]
+    assert line.startswith("laughs.yaml: entry 'app:s' (index 1): field 'input': ")
+    assert line.endswith(" characters in all)") and len(line) < 2_100, line[-200:]
+
+
+def test_values_nested_thousands_deep_are_a_config_error(tmp_path: Path) -> None:
+    text = HEAD + "  - {name: p, kind: process.py, source: x, input: " + "[" * 3000 \
+        + "]" * 3000 + "}\n"
+    with pytest.raises(ConfigError, match=r"deep\.yaml: values nested too deeply"):
+        load_config_text(text, "deep.yaml")
+    (tmp_path / "deep.yaml").write_text(text)
+    assert check_config(tmp_path / "deep.yaml") == [
+        f"{tmp_path / 'deep.yaml'}: values nested too deeply (thousands of levels of lists "
+        "or mappings)"]
+
+
 @pytest.mark.parametrize("namespace", ["", "namespace: 'a b'\n"])
 def test_a_missing_or_bad_namespace_hides_no_other_problem(tmp_path: Path,
                                                           namespace: str) -> None:

@@ -292,6 +292,35 @@ async def test_sys_exit_inside_a_nursery_of_the_process_ends_that_process_only(
     assert node.stats()["processes"] == 0
 
 
+class _LibraryStop(BaseException):
+    """A library's own BaseException (not an Exception, as asyncio's CancelledError)."""
+
+
+@pytest.mark.parametrize("kind", ["asyncio.CancelledError", "a library's BaseException"])
+async def test_another_base_exception_fails_that_process_only(autojump_clock, kind):
+    """A BaseException that is neither trio's Cancelled nor KeyboardInterrupt
+    (asyncio's CancelledError from an asyncio-minded library, a library's own) is the
+    process's failure as ``sys.exit()`` is: it used to escape the process, stop the node
+    and every process, and show the process itself as 'Shutdown'."""
+    import asyncio
+
+    async def bad():
+        await trio.sleep(1)
+        raise asyncio.CancelledError("asyncio") if kind.startswith("asyncio") \
+            else _LibraryStop("stop")
+
+    async def a():
+        pid = await process.spawn_monitored(bad)
+        ev = await process.events().receive()
+        return ev.pid == pid, ev.error.type
+
+    async with garrison.open_node() as node:
+        other = await node.spawn(_bystander)
+        expected = "CancelledError" if kind.startswith("asyncio") else "_LibraryStop"
+        assert await node.wait(await node.spawn(a)) == (True, expected)
+        assert await node.wait(other) == "still here"
+
+
 async def test_keyboard_interrupt_in_a_process_stops_the_node_and_says_where(
         autojump_clock, caplog):
     """KeyboardInterrupt stays trio's (Ctrl-C): trio may raise it in whichever task runs,

@@ -24,6 +24,17 @@ def test_current_node_in_the_root_process_of_run():
     assert garrison.run(main) == (True, 2)
 
 
+def test_run_takes_every_node_option_open_node_takes():
+    """README gives the ``workflows`` host its limits "through ``open_node`` /
+    ``garrison.run``": ``cluster_max_concurrent`` (and ``name``, ``lease``) were a
+    TypeError from ``run``."""
+    async def main() -> tuple[object, str]:
+        node = garrison.current_node()
+        return node.stats()["workflow_queues"]["workflows"]["cluster_max_concurrent"], node.name
+
+    assert garrison.run(main, cluster_max_concurrent=2, name="n-1", lease="5s") == (2, "n-1")
+
+
 async def test_current_node_in_spawned_processes_and_the_open_node_block(autojump_clock):
     async def grandchild() -> garrison.Node:
         return garrison.current_node()

@@ -272,6 +272,20 @@ async def test_a_search_attribute_with_a_lone_surrogate_is_a_value_error_at_the_
                 assert await n.workflow("f").result() == "ValueError"
 
 
+async def test_nul_in_what_a_workflow_stores_as_text_is_a_value_error_at_the_call(
+        postgres_url: str, tmp_path: Path) -> None:
+    """A state key, a search attribute, a promise name or a version's change id holding
+    the NUL character (which PostgreSQL text and jsonb cannot hold) is a ValueError at
+    the call on both stores alike; before, on PostgreSQL, the workflow's next commit
+    failed and the workflow stopped, resumed and failed again at every start."""
+    for store in (str(tmp_path / "s.db"), postgres_url):
+        async with garrison.open_node(store=store, name="a") as n:
+            await n.start_workflow(app.nul_everywhere, id="nul")
+            with trio.fail_after(10):
+                assert await n.workflow("nul").result() == [
+                    "set_state", "search key", "search value", "promise", "version"]
+
+
 async def test_nul_in_a_cluster_name_or_node_name_is_a_clear_value_error(
         postgres_url: str) -> None:
     """A NUL character (which PostgreSQL text cannot hold) in a cluster-wide process

@@ -123,6 +123,15 @@ def test_childspec_validation() -> None:
         ChildSpec("w", print)
     with pytest.raises(attrs_frozen_error()):
         ChildSpec("w", worker).restart = "temporary"  # type: ignore[misc]
+    # args and kwargs of another shape name the child (a str was split into characters,
+    # kwargs=5 gave "'int' object is not iterable")
+    with pytest.raises(TypeError, match=r"child 'w': args must be a tuple .* got str: "
+                                        r"'hello' \(one argument: args=\('hello',\)\)"):
+        ChildSpec("w", worker, args="hello")
+    for kwargs in (5, ["x"], "ab", {1: 2}):
+        with pytest.raises(TypeError, match=r"child 'w': kwargs must be a mapping"):
+            ChildSpec("w", worker, kwargs=kwargs)  # type: ignore[arg-type]
+    assert ChildSpec("w", worker, args=[1, 2], kwargs={}).args == (1, 2)
 
 
 def attrs_frozen_error() -> type[Exception]:

@@ -1297,3 +1297,16 @@ async def test_sys_exit_in_a_workflow_fails_that_workflow_only(node: garrison.No
     assert node.workflow("quits").status() == "failed"
     await node.workflow("other").signal("still", "here")
     assert await node.workflow("other").result() == ["still", "here"]
+
+
+async def test_asyncio_cancelled_error_in_a_workflow_fails_that_workflow_only(
+        node: garrison.Node) -> None:
+    """A BaseException that is not trio's (asyncio's CancelledError) fails the workflow
+    as any exception; it used to escape the host and stop the node."""
+    await node.start_workflow(app.receiver, id="other")
+    await node.start_workflow(app.raises_asyncio_cancelled, id="asyncio")
+    with pytest.raises(garrison.WorkflowFailed, match="CancelledError: from asyncio"):
+        await node.workflow("asyncio").result()
+    assert node.workflow("asyncio").status() == "failed"
+    await node.workflow("other").signal("still", "here")
+    assert await node.workflow("other").result() == ["still", "here"]

@@ -754,6 +754,15 @@ async def take_during_a_started_step() -> list[Any]:
     return [first.payload, step, None if again is None else again.payload]
 
 
+async def raises_asyncio_cancelled() -> int:
+    """Code of an asyncio-minded library raising asyncio's CancelledError (a
+    BaseException): its workflow fails, the node runs on."""
+    import asyncio
+
+    await workflow.sleep(1)
+    raise asyncio.CancelledError("from asyncio")
+
+
 async def calls_sys_exit() -> int:
     """Code that calls ``sys.exit()`` (argparse, click): its workflow fails, the node runs on."""
     await workflow.sleep(1)

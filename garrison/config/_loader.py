@@ -59,6 +59,13 @@ SUPPORTED_VERSIONS = ("1.0", "1")
 # --------------------------------------------------------------------------- parsing
 
 
+#: the longest problem line kept whole (a line quoting a big value is cut after it)
+_LINE_MAX = 2_000
+#: the most values (scalars, lists, mappings) a config file may hold once its aliases
+#: are expanded: a few lines of nested aliases can stand for billions
+_MAX_VALUES = 100_000
+
+
 class _Problems:
     """Collects problem lines for one file."""
 
@@ -74,6 +81,39 @@ class _Problems:
             self.lines.append(f"{self.filename}: {where}: {message}")
         else:
             self.lines.append(f"{self.filename}: {where}: field {field!r}: {message}")
+
+
+def _cut(line: str) -> str:
+    """``line`` whole, or its first :data:`_LINE_MAX` characters (one quoting a big
+    value)."""
+    if len(line) <= _LINE_MAX:
+        return line
+    return f"{line[:_LINE_MAX]}... (cut: {len(line):,} characters in all)"
+
+
+def _too_many_values(doc: Any) -> bool:
+    """True if ``doc`` holds more than :data:`_MAX_VALUES` values counted as if its
+    aliases were copies (each list or mapping an alias shares is walked once)."""
+    sizes: dict[int, int] = {}
+
+    def size(value: Any) -> int:
+        if isinstance(value, dict):
+            items: Iterable[Any] = [*value.keys(), *value.values()]
+        elif isinstance(value, list):
+            items = value
+        else:
+            return 1
+        known = sizes.get(id(value))
+        if known is None:
+            known = 1
+            for item in items:
+                known += size(item)
+                if known > _MAX_VALUES:
+                    break
+            sizes[id(value)] = known
+        return known
+
+    return size(doc) > _MAX_VALUES
 
 
 @attrs.frozen
@@ -465,6 +505,10 @@ def _parse_text(text: str, filename: str, base_dir: Path | None) -> _ParsedFile:
 
     try:
         doc = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass
+        too_many = _too_many_values(doc)
+    except RecursionError:
+        problems.file("values nested too deeply (thousands of levels of lists or mappings)")
+        return done()
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         problem = getattr(exc, "problem", None) or str(exc)
@@ -474,6 +518,10 @@ def _parse_text(text: str, filename: str, base_dir: Path | None) -> _ParsedFile:
             )
         else:
             problems.file(f"YAML syntax error: {problem}")
+        return done()
+    if too_many:
+        problems.file(f"its aliases (*name) expand to more than {_MAX_VALUES:,} values: "
+                      "not loaded (an alias of an alias of ... repeats what it names)")
         return done()
     if not isinstance(doc, Mapping):
         problems.file(
@@ -925,7 +973,8 @@ def _parse_all(
     """The linked entries, the problems, and the namespaces of the files."""
     parsed = [_parse_text(text, filename, base_dir) for text, filename, base_dir in sources]
     entries, problems = _link(parsed)
-    return entries, problems, frozenset(p.namespace for p in parsed if p.namespace)
+    return entries, [_cut(p) for p in problems], frozenset(
+        p.namespace for p in parsed if p.namespace)
 
 
 def load_configs(paths: Iterable[str | os.PathLike[str]]) -> Config:

@@ -142,6 +142,11 @@ class _Process(Caller):
                         raise
                     error = ErrorInfo.from_exception(rest)
                     finished = True
+                except GeneratorExit:  # (the interpreter closing the coroutine)
+                    raise
+                except BaseException as exc:  # asyncio's CancelledError, a library's own:
+                    error = ErrorInfo.from_exception(exc)  # this process's failure only
+                    finished = True
             if not finished:
                 error = self.kill_reason or ErrorInfo("Terminated", f"{self.pid} was cancelled")
         except BaseException as exc:

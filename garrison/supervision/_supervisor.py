@@ -156,8 +156,22 @@ def _shutdown(value: object) -> float | str:
     return parse_duration(value, what="shutdown")
 
 
-def _kwargs(value: Mapping[str, Any] | None) -> dict[str, Any] | None:
+def _kwargs(value: Mapping[str, Any] | None, inst: Any) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+        raise TypeError(f"child {inst.id!r}: kwargs must be a mapping of keyword arguments "
+                        f"(names to values), got {type(value).__name__}: {value!r}")
     return dict(value) if value else None
+
+
+def _args(value: Any, inst: Any) -> tuple[Any, ...]:
+    if isinstance(value, str | bytes | Mapping) or not isinstance(value, Iterable):
+        raise TypeError(f"child {inst.id!r}: args must be a tuple (or list) of positional "
+                        f"arguments, got {type(value).__name__}: {value!r}"
+                        + (f" (one argument: args=({value!r},))"
+                           if isinstance(value, str | bytes) else ""))
+    return tuple(value)
 
 
 def _check_host(inst: Any, attribute: attrs.Attribute[Any], value: object) -> None:
@@ -199,8 +213,10 @@ class ChildSpec:
 
     id: str = attrs.field(validator=_check_id)
     target: Any = attrs.field(validator=_check_target)
-    args: tuple[Any, ...] = attrs.field(default=(), converter=tuple)
-    kwargs: dict[str, Any] | None = attrs.field(default=None, converter=_kwargs)
+    args: tuple[Any, ...] = attrs.field(
+        default=(), converter=attrs.Converter(_args, takes_self=True))  # type: ignore[misc]
+    kwargs: dict[str, Any] | None = attrs.field(
+        default=None, converter=attrs.Converter(_kwargs, takes_self=True))  # type: ignore[misc]
     restart: str = attrs.field(default="permanent", validator=_check_restart)
     shutdown: float | str = attrs.field(default="5s", converter=_shutdown)
     host: str | None = attrs.field(default=None, validator=_check_host)

@@ -374,15 +374,18 @@ class WorkflowHost:
         # a child workflow starts at once (its parent may wait for it); others may queue
         child = journal is not None or (parent is not None
                                         and self.node.host(parent.host).durable)
-        admitted = child or self.client or self.queue.admit(wid)
+        # (a node on an unlocked store: ``pending``, as a tool's start, for the node that
+        # holds the store to admit under its own limits)
+        admitted = child or (not self.client and self.queue.admit(wid))
         # the host's rate or cluster limit: the store admits it in this transaction
-        asked = admitted and not child and not self.client and self.queue.checks_store
+        asked = admitted and not child and self.queue.checks_store
         tx.create_workflow(wid, name, RawJson(input_text),
                            status="running" if admitted and not asked else "pending",
                            parent=parent, run_id=run_id, host=self.name, time=now,
                            trace=trace)
         queued = -1
-        if dedup is not None or not admitted or asked:
+        if (dedup is not None or not admitted or asked) and (
+                not self.client or dedup is not None or priority):
             tx.enqueue(wid, run_id, priority=priority, dedup=dedup, time=now)
             queued = len(tx) - 1
         admission = self.queue.admission(tx, [(wid, run_id)]) if asked else -1
@@ -403,8 +406,10 @@ class WorkflowHost:
             self.queue.unreserve(wid)
             raise
         created = results[n]
-        if self.client:
-            return pid  # the node that holds the store's lock runs it
+        if self.client:  # the node that holds the store's lock runs it
+            if created and on_created is not None:
+                on_created()
+            return pid
         if asked and created and wid not in results[admission]:
             # this node has room, the host (its rate, or the cluster) has not: it waits
             # here for the store to admit it

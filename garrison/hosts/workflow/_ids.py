@@ -48,13 +48,20 @@ def check_promise_name(name: object) -> str:
     stored under a name no workflow can declare."""
     if not isinstance(name, str) or not name:
         raise ValueError(f"a promise name must be a non-empty string, got {name!r}")
+    if "\x00" in name:
+        raise ValueError(f"a promise name cannot hold the NUL character (\\x00), which no "
+                         f"store keeps as text: got {name!r}")
     return name
 
 
 def check_state_key(key: object, what: str) -> str:
     """``key`` if it can be a workflow state key (a string), else ``TypeError`` naming
-    ``what`` (the call) and the key's type: a state is stored by its key as text."""
+    ``what`` (the call) and the key's type: a state is stored by its key as text (and
+    ``ValueError`` for one holding the NUL character, which no store keeps as text)."""
     if not isinstance(key, str):
         raise TypeError(f"{what}: a state key must be a string, got {type(key).__name__}: "
                         f"{key!r}")
+    if "\x00" in key:
+        raise ValueError(f"{what}: a state key cannot hold the NUL character (\\x00), "
+                         f"which no store keeps as text: got {key!r}")
     return key

@@ -139,6 +139,10 @@ class WorkflowInstance(Waits, Activities, Interop):
                             lambda e: isinstance(e, KeyboardInterrupt)) is not None:
                         raise
                     error, final = self._failure(rest)
+                except GeneratorExit:  # (the interpreter closing the coroutine)
+                    raise
+                except BaseException as exc:  # asyncio's CancelledError, a library's own:
+                    error, final = self._failure(exc)  # this workflow's failure only
             if self.store_error is not None:
                 self.stop_on_store_error(self.store_error)  # nothing more can be recorded
                 return
