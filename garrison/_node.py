@@ -20,7 +20,7 @@ from .actors._mailbox import Budget
 from .actors._runtime import runtime_or_none
 from .actors._values import Pid, ProcessInfo, check_topic
 from .hosts._kernel import noproc
-from .hosts._process_host import ProcessHost
+from .hosts._process_host import ProcessHost, stop_processes
 from .persistence import parse_status
 from .supervision._services import ServiceInfo, start_services, stop_services
 from .tracing import enable_if_configured
@@ -341,12 +341,17 @@ class Node:
         await self._nursery.start(host.run)
 
     async def _stop(self) -> None:
-        """Stop every host, last added first; each stops its processes leaves first."""
+        """Stop the workflow hosts, last added first (their workflows park), then the
+        processes of every process host together, leaves first (a tree of processes
+        spans hosts; see ``stop_processes``)."""
         self._router.stopping = True
         if self._router.services is not None:
             await stop_services(self._router, self._router.services)
-        for host in reversed(list(self.hosts.values())):
-            await host.shutdown()
+        hosts = list(self.hosts.values())
+        for host in reversed(hosts):
+            if host.durable:
+                await host.shutdown()
+        await stop_processes([host for host in hosts if not host.durable])
         for host in self.hosts.values():  # (before leaving: what ends told other nodes)
             if host.durable:
                 await host.send_held()

@@ -209,6 +209,53 @@ async def test_terminated_supervisor_still_stops_children_in_reverse(
     assert node.stats()["processes"] == 0
 
 
+POOL = 'version: "1.0"\nnamespace: app\nentries:\n  - {name: pool, kind: process.host}\n'
+
+
+@pytest.mark.parametrize("db_host", ["processes", "app:pool"])
+async def test_a_node_that_stops_lets_supervisors_stop_their_children_in_reverse(
+        autojump_clock: Any, tmp_path: Any, db_host: str) -> None:
+    """A node stopping stops a supervisor before its children, and the supervisor
+    stops them in reverse start order (each with its ``CANCEL``), on every host. The
+    node used to stop them itself, leaves first: in either order on one host (trio
+    runs a pass's tasks either way round), and host by host across hosts (found by an
+    adversarial review: ``db`` on another host stopped before ``web``)."""
+    (tmp_path / "app.yaml").write_text(POOL)
+    for _ in range(6):  # (either order was as likely)
+        log: list[Any] = []
+        sup = Supervisor([ChildSpec("db", worker, args=("db", log), host=db_host),
+                          ChildSpec("web", worker, args=("web", log)),
+                          ChildSpec("cache", worker, args=("cache", log), host="app:pool")])
+        async with garrison.open_node(config=str(tmp_path / "app.yaml")) as node:
+            await start(node, sup)
+        assert log[3:] == [("stop", "cache"), ("stop", "web"), ("stop", "db")]
+
+
+async def test_a_node_that_stops_stops_children_before_parents_across_hosts(
+        autojump_clock: Any, tmp_path: Any) -> None:
+    """A parent on one process host, its child on another, the child's own child on
+    the first: the node stops the deepest first (it stopped host by host)."""
+    (tmp_path / "app.yaml").write_text(POOL)
+    order: list[str] = []
+
+    async def leaf(name: str, host: str | None = None, below: str | None = None) -> None:
+        if below is not None:
+            await process.spawn(leaf, below, host=host)
+        try:
+            await trio.sleep_forever()
+        finally:
+            order.append(name)
+
+    async with garrison.open_node(config=str(tmp_path / "app.yaml")) as node:
+        await node.spawn(leaf, "parent", "processes", "child", host="app:pool")
+        await settle()
+        assert node.stats()["processes"] == 2
+        await node.spawn(leaf, "root", "app:pool", "mid", host="processes")
+        await settle()
+    assert order.index("child") < order.index("parent")
+    assert order.index("mid") < order.index("root")
+
+
 async def test_shutdown_timeout_escalates_to_terminate(
     autojump_clock: Any, node: garrison.Node
 ) -> None:

@@ -12,7 +12,7 @@ import collections
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import trio
@@ -61,6 +61,7 @@ class _Process(Caller):
         "reads_events",
         "scope",
         "started",
+        "supervising",
         "trap_links",
     )
 
@@ -75,6 +76,7 @@ class _Process(Caller):
         self.started: trio.Event | None = None  # made on demand by wait_started
         self.kill_reason: ErrorInfo | None = None
         self.trap_links = False
+        self.supervising = False  # it stops its children itself (see stop_processes)
         self.reads_events = False  # asked for process.events(): CANCEL is cooperative
         self._budget = Budget()
         self._inbox: Inbox[Message] | None = None
@@ -307,6 +309,9 @@ class _Process(Caller):
     def set_options(self, *, trap_links: bool | None = None) -> None:
         if trap_links is not None:
             self.trap_links = bool(trap_links)
+
+    def supervises(self) -> None:
+        self.supervising = True
 
     async def cancel(self, to: Pid | str, timeout: float) -> None:
         await self.node.cancel(self.node.resolve(to), self.pid, timeout)
@@ -689,14 +694,40 @@ class ProcessHost:
         return len(self.procs)
 
     async def shutdown(self) -> None:
-        """Stop every process, children before parents (leaves of the tree first)."""
-        reason = self.node.shutdown_reason
-        while self.procs:
-            parents = {p.parent for p in self.procs.values()}
-            leaves = [p for pid, p in self.procs.items() if pid not in parents]
-            if not leaves:  # cannot happen for a tree; be safe with cycles of stale parents
-                leaves = list(self.procs.values())
-            for proc in reversed(leaves):
-                proc.kill(reason)
-            for proc in leaves:
-                await proc.wait_exited()
+        """Stop every process of this host (see :func:`stop_processes`)."""
+        await stop_processes([self])
+
+
+async def stop_processes(hosts: Sequence[ProcessHost]) -> None:
+    """Stop every process of ``hosts`` (a node's process hosts, together: a tree of
+    processes spans hosts), children before parents: the processes with no live
+    process below them first, then their parents, and so on. A supervisor's children
+    are the exception: a supervisor (see ``Runtime.supervises``) stops its own children,
+    in reverse start order and each with its ``shutdown`` time, so it is stopped once
+    nothing else below it runs, and its children are left to it."""
+    if not hosts:
+        return
+    reason = hosts[0].node.shutdown_reason
+    while True:
+        procs = {pid: p for host in hosts for pid, p in host.procs.items()}
+        if not procs:
+            return
+        # a process a live supervisor started is stopped by that supervisor
+        left_to_it = {pid for pid, p in procs.items()
+                      if p.parent is not None and p.parent in procs
+                      and procs[p.parent].supervising}
+        waits: set[Pid] = set()  # a process to stop first runs below these
+        for pid in procs.keys() - left_to_it:
+            up = procs[pid].parent
+            seen = 0
+            while up is not None and up in procs and up not in waits and seen < len(procs):
+                waits.add(up)
+                up = procs[up].parent
+                seen += 1
+        now = [p for pid, p in procs.items() if pid not in left_to_it and pid not in waits]
+        if not now:  # not a tree (stale parents in a cycle): everything at once
+            now = list(procs.values())
+        for proc in reversed(now):
+            proc.kill(reason)
+        for proc in now:
+            await proc.wait_exited()

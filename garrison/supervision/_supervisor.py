@@ -500,7 +500,9 @@ class Supervisor:
                 "build another Supervisor(...) to run a second one"
             )
         self._pid = pid
-        self._node = getattr(current_runtime(), "node", None)
+        runtime = current_runtime()
+        runtime.supervises()  # a node that stops stops this process before its children
+        self._node = getattr(runtime, "node", None)
         self._children = [_Child(spec) for spec in self.children]
         self._restarts = []
         self._stopping = False

@@ -354,6 +354,9 @@ class Interop(WorkflowCore):
         if trap_links is not None:
             self.trap_links = bool(trap_links)
 
+    def supervises(self) -> None:
+        """(A workflow's children are stopped with it by its host's own rules.)"""
+
     async def cancel(self, to: Pid | str, timeout: float) -> None:
         live, pid = self._take_target(JournalKind.CANCEL_PROCESS, to)
         if live:
