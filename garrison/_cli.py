@@ -239,19 +239,41 @@ async def _serve(config: Any, root: Any, label: str | None, store: str | None,
                 with running:
                     if root is None:
                         await trio.sleep_forever()
-                    pid = await node.spawn(root)
-                    try:
-                        result = await node.wait(pid)
-                        if result is not None:
-                            printed.append(str(result))
-                    except ProcessError as exc:
-                        print(f"garrison run: {label} failed: {exc.error}", file=sys.stderr)
-                        code = 1
+                    if isinstance(root, str) and root in {s.id for s in node.services()}:
+                        code = await _until_service_ends(node, root)
+                    else:
+                        pid = await node.spawn(root)
+                        try:
+                            result = await node.wait(pid)
+                            if result is not None:
+                                printed.append(str(result))
+                        except ProcessError as exc:
+                            print(f"garrison run: {label} failed: {exc.error}",
+                                  file=sys.stderr)
+                            code = 1
                 console.cancel_scope.cancel()
             watchers.cancel_scope.cancel()
     for line in printed:  # after the node's shutdown logs: the run's last word
         print(line, flush=True)
     return code
+
+
+async def _until_service_ends(node: Any, service_id: str) -> int:
+    """``--main`` naming a ``process.service``: the service the node runs (started now
+    if it is not ``auto_start``), not a copy of its process without its input; the
+    exit code once it has ended for good: 0 once it returned normally (``completed``),
+    1 once its restarts gave up."""
+    from .supervision import ServiceStatus
+
+    await node.start_service(service_id)
+    while True:
+        info = next(s for s in node.services() if s.id == service_id)
+        if info.status == ServiceStatus.COMPLETED:
+            return 0
+        if info.status == ServiceStatus.GAVE_UP:
+            print(f"garrison run: {service_id} gave up: {info.last_error}", file=sys.stderr)
+            return 1
+        await trio.sleep(0.05)
 
 
 async def exit_when_drained(node: Any, running: trio.CancelScope) -> None:

@@ -148,6 +148,45 @@ def test_a_module_that_exits_at_import_is_an_import_error_for_every_command(tmp_
         assert len(done.stderr.splitlines()) == 1 and why in done.stderr, done.stderr
 
 
+def test_run_main_naming_a_service_waits_for_that_service(tmp_path):
+    """``--main app:svc`` of a ``process.service``: the run ends when the service the
+    node runs ends for good (exit 0 once it returned, 1 once its restarts gave up).
+    It used to spawn a second, bare copy of the service's process without the
+    service's input (a TypeError, exit 1) beside the one the node ran (found by an
+    adversarial review)."""
+    (tmp_path / "mysvc.py").write_text(textwrap.dedent("""
+        import trio
+        async def handler(greeting):
+            print("handler runs with", greeting, flush=True)
+            await trio.sleep(0.2)
+            if greeting == "fail":
+                raise RuntimeError("told to fail")
+            return "done " + greeting
+    """))
+    for greeting, auto in (("hello", "true"), ("fail", "false")):
+        (tmp_path / "app.yaml").write_text(textwrap.dedent(f"""
+            version: "1.0"
+            namespace: app
+            entries:
+              - {{name: handler, kind: process.py, source: "mysvc:handler"}}
+              - name: svc
+                kind: process.service
+                process: app:handler
+                input: ["{greeting}"]
+                lifecycle:
+                  auto_start: {auto}
+                  restart: {{max_attempts: 1, initial_delay: 10ms}}
+        """))
+        done = cli("run", "app.yaml", "--main", "app:svc", cwd=tmp_path)
+        runs = done.stdout.count(f"handler runs with {greeting}")
+        if greeting == "hello":
+            assert (done.returncode, runs) == (0, 1), (done.stdout, done.stderr)
+        else:
+            assert (done.returncode, runs) == (1, 2), (done.stdout, done.stderr)
+            assert "garrison run: app:svc gave up: RuntimeError: told to fail" in done.stderr
+        assert "missing 1 required positional argument" not in done.stderr
+
+
 def test_check_reports_problems_without_traceback(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("version: '1.0'\nnamespace: app\nentries:\n  - {name: x, kind: nope}\n")
