@@ -132,13 +132,18 @@ class StoreLocked(GarrisonError, RuntimeError):
 
     def __init__(self, path: str, lock_file: str | None = None, *, held: str | None = None,
                  hint: str | None = None, cli_hint: str | None = None) -> None:
+        sqlite = held is None
         if held is None:
             lock_file = lock_file if lock_file is not None else path + ".lock"
             held = f"lock file {lock_file!r}"
         #: what is wrong, without advice: ``store 'x.db' is locked: ... (lock file ...)``
         self.reason = f"store {path!r} is locked: another node has it open ({held})"
         #: the advice for a Python caller (part of ``str(exc)``)
-        self.hint = hint or "open it with lock=False to read it or queue writes for that node"
+        kind = "SQLiteStore" if sqlite else "PostgresStore"
+        self.hint = hint or (
+            f"stop that node first, or read it and queue writes for that node beside it "
+            f"with {kind}({path!r}, lock=False), as garrison workflows does (and "
+            "open_node(store=that) runs a node beside it)")
         self._cli_hint = cli_hint
         super().__init__(f"{self.reason}; {self.hint}")
         self.path = path

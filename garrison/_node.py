@@ -494,9 +494,10 @@ class Node:
         if isinstance(spec, Mapping):
             for name, value in spec.items():
                 if name != "workflows" and name not in entries:
-                    known = ", ".join(["workflows", *entries])
+                    known = ", ".join(entries) or "none"
                     raise ValueError(f"store={{{name!r}: ...}}: no workflow host {name!r} "
-                                     f"(workflow hosts: {known})")
+                                     f"(the config's workflow hosts: {known}; 'workflows' "
+                                     "names the node's own)")
                 if name == "workflows":
                     default = value
                 else:

@@ -484,8 +484,10 @@ def test_run_reports_store_errors_at_start_up_in_one_line(tmp_path):
             SQLiteStore(tmp_path / "held.db")
         except StoreLocked as exc:
             assert str(exc) == (f"store '{tmp_path / 'held.db'}' is locked: another node has "
-                                f"it open (lock file '{lock}'); open it with lock=False to read "
-                                "it or queue writes for that node")
+                                f"it open (lock file '{lock}'); stop that node first, or read "
+                                "it and queue writes for that node beside it with SQLiteStore("
+                                f"'{tmp_path / 'held.db'}', lock=False), as garrison workflows "
+                                "does (and open_node(store=that) runs a node beside it)")
         else:
             raise AssertionError("a second node opened a held store")
     finally:

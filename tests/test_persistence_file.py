@@ -196,6 +196,17 @@ def test_a_directory_is_refused(tmp_path: Path) -> None:
         SQLiteStore(str(tmp_path), lock=False)
 
 
+def test_a_store_in_a_missing_folder_says_so(tmp_path: Path) -> None:
+    """(It said "cannot open its lock file '.../x.db.lock': No such file or directory",
+    naming a file the user never gave.)"""
+    missing = tmp_path / "nope"
+    with pytest.raises(StoreError) as info:
+        SQLiteStore(str(missing / "x.db"))
+    assert str(info.value) == (f"store '{missing / 'x.db'}': its folder '{missing}' does "
+                               "not exist (a node creates the store's file, not its folder)")
+    assert not missing.exists()
+
+
 def test_an_empty_sqlite_database_becomes_a_store(db_path: str) -> None:
     conn = sqlite3.connect(db_path)
     conn.execute("CREATE TABLE t (x)")

@@ -329,6 +329,8 @@ async def test_store_overrides_the_configs_stores(tmp_path: Path, autojump_clock
         await node.start_workflow(app.child_value, 3, id="d")  # the default host: separate
         assert node.workflow("d").pid.host == "workflows"
     assert (tmp_path / "o.db").exists() and not (tmp_path / "orders.db").exists()
-    with pytest.raises(ValueError, match="no workflow host 'p:nope'"):
+    with pytest.raises(ValueError, match=r"no workflow host 'p:nope' \(the config's "
+                                         r"workflow hosts: p:orders, p:mail; 'workflows' "
+                                         r"names the node's own\)"):
         async with garrison.open_node(config=two, store={"p:nope": None}):
             pass

@@ -227,6 +227,10 @@ def take_lock(path: str, mode: int) -> tuple[int, str]:
     try:
         fd = _open_new_or_existing(name, mode)
     except OSError as exc:
+        folder = os.path.dirname(name)
+        if isinstance(exc, FileNotFoundError) and folder and not os.path.isdir(folder):
+            raise StoreError(path, f"its folder {folder!r} does not exist (a node creates "
+                                   "the store's file, not its folder)") from None
         raise StoreError(
             path, f"cannot open its lock file {name!r}: {_reason(exc)}"
         ) from exc
