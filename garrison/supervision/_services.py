@@ -187,7 +187,9 @@ class ServiceManager:
             elif svc.wanted:
                 svc.wanted = False
                 svc.generation += 1  # a restart timer running out does nothing
-                log.info("%s: a singleton, runs on another node now", svc.entry.id,
+                log.info("%s: a singleton this node no longer holds (draining, stopping, or "
+                         "cut off): stopped here; another node of the cluster may take it",
+                         svc.entry.id,
                          extra={"service": svc.entry.id})
                 await self._stop(svc, ServiceStatus.STOPPED)
         await self._start_ready()
