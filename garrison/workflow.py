@@ -233,9 +233,6 @@ def version(change_id: str, min_version: int, max_version: int) -> int:
     if min_version > max_version:
         raise ValueError(f"workflow.version({change_id!r}, {min_version}, {max_version}): "
                          "min_version is greater than max_version")
-    if _NUL in change_id:  # (journaled as the record's name: text)
-        raise ValueError(f"workflow.version({change_id!r}): a change_id cannot hold the NUL "
-                         "character (\\x00)")
     return wf.version(change_id, min_version, max_version)
 
 
@@ -273,7 +270,8 @@ def attrs(search: dict[str, Any] | None = None, memo: dict[str, Any] | None = No
 def check_attributes(values: Any, what: str) -> dict[str, Any] | None:
     """``values`` if it can be stored as search attributes or memo: a dict with string
     keys (no ``"``) and JSON values without NaN or infinity (search attributes: and no
-    NUL or surrogate character, see :func:`_check_surrogates`); else an error naming it."""
+    surrogate character, see :func:`_check_surrogates`; no NUL character, checked where
+    they are written); else an error naming it."""
     if values is None:
         return None
     if not isinstance(values, dict):
@@ -294,21 +292,15 @@ def check_attributes(values: Any, what: str) -> dict[str, Any] | None:
 
 
 _SURROGATE = _re.compile("[\ud800-\udfff]")
-#: what no store keeps as text: PostgreSQL's text and jsonb cannot hold it
-_NUL = "\x00"
 
 
 def _check_surrogates(value: Any, what: str) -> None:
     """``ValueError`` if a string of ``value`` (a search attribute, at any depth, keys
-    too) holds the NUL character or a surrogate character: a lone one (a name decoded with
+    too) holds a surrogate character: a lone one (a name decoded with
     ``surrogateescape``, as ``os.listdir`` gives a file name that is not UTF-8) has no
     place in PostgreSQL's ``jsonb``, which a search attribute is, and both stores
     refuse it alike, at the call."""
     if isinstance(value, str):
-        if _NUL in value:
-            raise ValueError(f"{what} holds the NUL character (\\x00) ({value!r}), which a "
-                             "search attribute cannot hold (PostgreSQL's jsonb refuses it; "
-                             "refused on both stores alike)")
         if _SURROGATE.search(value):
             raise ValueError(f"{what} holds a surrogate character ({value!r}), which a "
                              "search attribute cannot hold (not UTF-8 text: decode it with "

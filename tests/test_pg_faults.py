@@ -286,6 +286,33 @@ async def test_nul_in_what_a_workflow_stores_as_text_is_a_value_error_at_the_cal
                     "set_state", "search key", "search value", "promise", "version"]
 
 
+async def test_a_journal_with_nul_an_older_version_kept_on_sqlite_still_replays(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The NUL check is where a name is written, not where a replay matches it against
+    the journal: a workflow an older garrison recorded on SQLite resumes (a review found
+    it blocked with a NonDeterminismError). (A state key is written again by code past
+    the journal's end: refused there.)"""
+    import workflow_app
+
+    from garrison.hosts.workflow import _instance
+
+    db = str(tmp_path / "old.db")
+    from garrison.hosts.workflow import _ids
+
+    monkeypatch.setattr(_instance, "check_text", lambda value, what: None)  # older code
+    monkeypatch.setattr(_ids, "check_text", lambda value, what: None)
+    async with garrison.open_node(store=db) as node:
+        await node.start_workflow(workflow_app.names_with_nul, id="w1")
+        with trio.fail_after(5):
+            while node.workflow("w1").status() != "waiting":
+                await trio.sleep(0.01)
+    monkeypatch.undo()
+    async with garrison.open_node(store=db) as node:
+        await node.workflow("w1").signal("go")
+        with trio.fail_after(5):
+            assert await node.workflow("w1").result() == [2, "go"]
+
+
 async def test_nul_in_a_cluster_name_or_node_name_is_a_clear_value_error(
         postgres_url: str) -> None:
     """A NUL character (which PostgreSQL text cannot hold) in a cluster-wide process

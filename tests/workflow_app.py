@@ -767,3 +767,12 @@ async def calls_sys_exit() -> int:
     """Code that calls ``sys.exit()`` (argparse, click): its workflow fails, the node runs on."""
     await workflow.sleep(1)
     sys.exit(3)
+
+
+async def names_with_nul() -> list[object]:
+    """A version change id and a promise name holding NUL (which an older garrison let a
+    SQLite store keep), then a wait for one message."""
+    v = workflow.version("a\x00b", 1, 2)
+    workflow.promise("p\x00")
+    msg = await process.inbox().receive()
+    return [v, msg.topic]

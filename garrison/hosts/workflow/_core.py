@@ -70,7 +70,12 @@ def added(items: set[T] | None, item: T) -> set[T]:
     return items
 
 
-class ContinueAsNew(BaseException):
+class EngineStop(BaseException):
+    """The engine's own way out of workflow code (a new run, the end of a replay): a
+    ``BaseException`` the code cannot swallow, and never the workflow's failure."""
+
+
+class ContinueAsNew(EngineStop):
     """Raised by ``workflow.continue_as_new``: ends this run, starts a fresh one."""
 
     def __init__(self, args: tuple[Any, ...]) -> None:

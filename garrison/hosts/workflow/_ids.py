@@ -3,7 +3,10 @@ also the base of schedule ids (``_schedules.check_schedule_id``)."""
 
 from __future__ import annotations
 
-__all__ = ["ID_RULE", "check_promise_name", "check_state_key", "check_workflow_id", "id_problem"]
+from typing import Any
+
+__all__ = ["ID_RULE", "check_promise_name", "check_state_key", "check_text", "check_workflow_id",
+           "id_problem"]
 
 #: the rule every workflow id (and schedule id) follows, as error messages state it
 ID_RULE = ("a non-empty string of printable characters (no newline, tab or other control "
@@ -41,27 +44,43 @@ def check_workflow_id(wid: object) -> str:
     return wid
 
 
-def check_promise_name(name: object) -> str:
+def check_promise_name(name: object, *, stored: bool = True) -> str:
     """``name`` if it can name a durable promise (a non-empty string), else ``ValueError``
     naming it: the one rule for ``workflow.promise(name)`` and for resolving or rejecting
     one from outside (a handle, ``garrison workflows resolve``), so a value is never
-    stored under a name no workflow can declare."""
+    stored under a name no workflow can declare. ``stored``: it is about to be written
+    (see :func:`check_text`; a replay only matches it against its journal)."""
     if not isinstance(name, str) or not name:
         raise ValueError(f"a promise name must be a non-empty string, got {name!r}")
-    if "\x00" in name:
-        raise ValueError(f"a promise name cannot hold the NUL character (\\x00), which no "
-                         f"store keeps as text: got {name!r}")
+    if stored:
+        check_text(name, "a promise name")
     return name
 
 
 def check_state_key(key: object, what: str) -> str:
     """``key`` if it can be a workflow state key (a string), else ``TypeError`` naming
-    ``what`` (the call) and the key's type: a state is stored by its key as text (and
-    ``ValueError`` for one holding the NUL character, which no store keeps as text)."""
+    ``what`` (the call) and the key's type: a state is stored by its key as text (see
+    :func:`check_text` for one about to be written)."""
     if not isinstance(key, str):
         raise TypeError(f"{what}: a state key must be a string, got {type(key).__name__}: "
                         f"{key!r}")
-    if "\x00" in key:
-        raise ValueError(f"{what}: a state key cannot hold the NUL character (\\x00), "
-                         f"which no store keeps as text: got {key!r}")
     return key
+
+
+def check_text(value: Any, what: str) -> None:
+    """``ValueError`` naming ``what`` if ``value`` (a string, or a JSON value: its keys
+    and strings at any depth) holds the NUL character, which PostgreSQL's text and
+    ``jsonb`` cannot hold: refused on both stores alike where it would be written. (Not
+    where a replay matches a name against its journal: a journal an older version wrote
+    on SQLite replays.)"""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ValueError(f"{what} cannot hold the NUL character (\\x00), which no store "
+                             f"keeps as text: got {value!r}")
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            check_text(k, what)
+            check_text(v, what)
+    elif isinstance(value, list | tuple):
+        for v in value:
+            check_text(v, what)

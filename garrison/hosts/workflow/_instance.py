@@ -27,8 +27,8 @@ from ...persistence import RawJson, WorkflowStatus, to_json
 from ...workflow import WorkflowInfo
 from ._activities import Activities
 from ._codec import arity_problem, json_round_trip, restore_args
-from ._core import ContinueAsNew, log
-from ._ids import check_state_key
+from ._core import ContinueAsNew, EngineStop, log
+from ._ids import check_state_key, check_text
 from ._interop import Interop
 from ._journal import CANCEL, Cursor, JournalKind, timestamp
 from ._waits import Waits
@@ -136,11 +136,11 @@ class WorkflowInstance(Waits, Activities, Interop):
                 except BaseExceptionGroup as group:
                     _, rest = group.split(trio.Cancelled)
                     if rest is None or rest.subgroup(
-                            lambda e: isinstance(e, KeyboardInterrupt)) is not None:
+                            lambda e: isinstance(e, KeyboardInterrupt | EngineStop)) is not None:
                         raise
                     error, final = self._failure(rest)
-                except GeneratorExit:  # (the interpreter closing the coroutine)
-                    raise
+                except (GeneratorExit, EngineStop):  # (the interpreter closing the
+                    raise  # coroutine; the replay tool's end)
                 except BaseException as exc:  # asyncio's CancelledError, a library's own:
                     error, final = self._failure(exc)  # this workflow's failure only
             if self.store_error is not None:
@@ -250,6 +250,8 @@ class WorkflowInstance(Waits, Activities, Interop):
             # a run recorded before this version() call existed (a record, or a sleep or
             # receive timeout under way, holds its seq): the oldest behaviour
             return min_version
+        if not self.cursor.replaying:  # (journaled as the record's name: text)
+            check_text(change_id, f"workflow.version({change_id!r}): a change_id")
         got = self.recorded_value(JournalKind.VERSION, change_id, lambda: max_version)
         if not isinstance(got, int) or not min_version <= got <= max_version:
             raise self.cursor.diverge(
@@ -262,15 +264,19 @@ class WorkflowInstance(Waits, Activities, Interop):
         self._op("workflow.attrs()")
         if self.cursor.replaying:
             return  # already stored the first time
+        check_text(search, "workflow.attrs(search=...): a search attribute")  # (jsonb)
         self.buffered().set_attributes(self.wid, search=search, memo=memo)
 
     def set_state(self, key: str, value: Any) -> None:
         self._op("workflow.set_state()")
         check_state_key(key, "workflow.set_state()")
         text, plain = json_round_trip(value, f"state {key!r} of workflow {self.wid!r}")
-        self.state[key] = plain
         if not self.cursor.replaying:
+            check_text(key, "workflow.set_state(): a state key")
+            self.state[key] = plain
             self.buffered().set_state(self.wid, key, RawJson(text))
+        else:
+            self.state[key] = plain
 
     def get_state(self, key: str, default: Any = None) -> Any:
         check_state_key(key, "workflow.get_state()")

@@ -44,6 +44,7 @@ from ...actors._values import ErrorInfo, Pid
 from ...persistence import Transaction, WorkflowStatus
 from ._activities import ActivityHandle, _options
 from ._codec import workflow_result
+from ._core import EngineStop
 from ._inbox import DurableInbox, PendingReceive
 from ._instance import WorkflowInstance
 from ._journal import CANCEL, Entry, error_from_plain, error_to_plain, initial_state, timestamp
@@ -59,7 +60,7 @@ FORMAT = "garrison-history/1"
 STUCK_AFTER = 0.25
 
 
-class ReplayEnd(BaseException):
+class ReplayEnd(EngineStop):
     """The replay reached an operation its journal cannot answer and stopped there.
 
     ``seq``: where; ``what``: the operation; ``unchecked``: records after it that the
@@ -72,7 +73,7 @@ class ReplayEnd(BaseException):
         self.unchecked = unchecked
 
 
-class ReplayRefused(BaseException):
+class ReplayRefused(EngineStop):
     """The engine tried an effect (a write, a message, a spawn...) in replay mode: a bug
     of garrison's replay mode. A ``BaseException``, so workflow code cannot swallow it."""
 

@@ -173,7 +173,7 @@ class Waits(Receives):
     # ------------------------------------------------------------ promises
     def promise(self, name: str) -> DurablePromise:
         """``workflow.promise``: declared (and journaled) where it is created."""
-        check_promise_name(name)
+        check_promise_name(name, stored=not self.cursor.replaying)
         if self._take(JournalKind.PROMISE, name) is None:
             tx = self.buffered()
             self.record(tx, self.cursor.seq - 1, JournalKind.PROMISE, name, "null")
