@@ -213,22 +213,47 @@ POOL = 'version: "1.0"\nnamespace: app\nentries:\n  - {name: pool, kind: process
 
 
 @pytest.mark.parametrize("db_host", ["processes", "app:pool"])
-async def test_a_node_that_stops_lets_supervisors_stop_their_children_in_reverse(
+async def test_a_node_that_stops_stops_a_supervisor_s_children_in_reverse_first(
         autojump_clock: Any, tmp_path: Any, db_host: str) -> None:
-    """A node stopping stops a supervisor before its children, and the supervisor
-    stops them in reverse start order (each with its ``CANCEL``), on every host. The
-    node used to stop them itself, leaves first: in either order on one host (trio
-    runs a pass's tasks either way round), and host by host across hosts (found by an
-    adversarial review: ``db`` on another host stopped before ``web``)."""
+    """A node stopping stops a supervisor's children in reverse start order, one after
+    the other (a nested supervisor's own children before it), then the supervisor, on
+    every host. It stopped them all at once, leaves first: in either order on one host
+    (trio runs a pass's tasks either way round), and host by host across hosts (found
+    by an adversarial review: ``db`` on another host stopped before ``web``)."""
     (tmp_path / "app.yaml").write_text(POOL)
     for _ in range(6):  # (either order was as likely)
         log: list[Any] = []
+        inner = Supervisor([ChildSpec("x", worker, args=("x", log)),
+                            ChildSpec("y", worker, args=("y", log), host="app:pool")])
         sup = Supervisor([ChildSpec("db", worker, args=("db", log), host=db_host),
+                          ChildSpec("inner", inner, shutdown="infinity"),
                           ChildSpec("web", worker, args=("web", log)),
                           ChildSpec("cache", worker, args=("cache", log), host="app:pool")])
         async with garrison.open_node(config=str(tmp_path / "app.yaml")) as node:
             await start(node, sup)
-        assert log[3:] == [("stop", "cache"), ("stop", "web"), ("stop", "db")]
+            assert node.stats()["processes"] == 7
+        assert [name for what, name in log if what != "start"] == [
+            "cache", "web", "y", "x", "db"]
+
+
+async def _deaf() -> None:
+    """Reads its events (so CANCEL is cooperative) and never acts on CANCEL."""
+    process.events()
+    await trio.sleep_forever()
+
+
+async def test_a_node_that_stops_is_not_held_by_supervised_children_ignoring_cancel(
+        autojump_clock: Any) -> None:
+    """A node's stop ends a supervisor's children at once, as every other process: a
+    child that ignores its CANCEL holds it up neither for ever (``shutdown="infinity"``)
+    nor for its ``shutdown`` time each (found by the review of a version that left the
+    children to the supervisor's own stop)."""
+    sup = Supervisor([ChildSpec("forever", _deaf, shutdown="infinity"),
+                      *(ChildSpec(f"deaf{i}", _deaf) for i in range(10))])
+    async with garrison.open_node() as node:
+        await start(node, sup)
+        before = trio.current_time()
+    assert trio.current_time() - before < 1
 
 
 async def test_a_node_that_stops_stops_children_before_parents_across_hosts(

@@ -8,6 +8,7 @@ The process host's runtime acts at once; the workflow host's runtime journals.
 from __future__ import annotations
 
 import contextvars
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .._errors import NotInProcess
@@ -35,9 +36,10 @@ class Runtime(Protocol):
     def monitor(self, to: Pid | str) -> None: ...
     def demonitor(self, to: Pid | str) -> None: ...
     def set_options(self, *, trap_links: bool | None = None) -> None: ...
-    def supervises(self) -> None:
-        """The calling process stops its own children when it is stopped (a
-        ``Supervisor``): a node that stops stops it before them, not after."""
+    def supervises(self, children: Callable[[], list[Pid]]) -> None:
+        """The calling process is a ``Supervisor``: ``children()`` gives its live
+        children in the order it stops them (reverse start order), which a node that
+        stops follows, stopping them before the supervisor."""
     async def cancel(self, to: Pid | str, timeout: float) -> None: ...
     async def terminate(self, to: Pid | str) -> None: ...
     def register(self, name: str, scope: str = "node") -> None: ...

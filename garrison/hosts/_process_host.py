@@ -76,7 +76,8 @@ class _Process(Caller):
         self.started: trio.Event | None = None  # made on demand by wait_started
         self.kill_reason: ErrorInfo | None = None
         self.trap_links = False
-        self.supervising = False  # it stops its children itself (see stop_processes)
+        #: a supervisor's live children in its stop order (see ``stop_processes``)
+        self.supervising: Callable[[], list[Pid]] | None = None
         self.reads_events = False  # asked for process.events(): CANCEL is cooperative
         self._budget = Budget()
         self._inbox: Inbox[Message] | None = None
@@ -310,8 +311,8 @@ class _Process(Caller):
         if trap_links is not None:
             self.trap_links = bool(trap_links)
 
-    def supervises(self) -> None:
-        self.supervising = True
+    def supervises(self, children: Callable[[], list[Pid]]) -> None:
+        self.supervising = children
 
     async def cancel(self, to: Pid | str, timeout: float) -> None:
         await self.node.cancel(self.node.resolve(to), self.pid, timeout)
@@ -702,32 +703,53 @@ async def stop_processes(hosts: Sequence[ProcessHost]) -> None:
     """Stop every process of ``hosts`` (a node's process hosts, together: a tree of
     processes spans hosts), children before parents: the processes with no live
     process below them first, then their parents, and so on. A supervisor's children
-    are the exception: a supervisor (see ``Runtime.supervises``) stops its own children,
-    in reverse start order and each with its ``shutdown`` time, so it is stopped once
-    nothing else below it runs, and its children are left to it."""
+    go in the supervisor's order instead (reverse start order, see
+    ``Runtime.supervises``): once nothing else below a supervisor runs, its children
+    are stopped one after the other in that order (a child supervisor's own children
+    before it), then the supervisor. Each process is ended at once, as every other
+    (not given its ``CANCEL`` and ``shutdown`` time: a node's stop is bounded)."""
     if not hosts:
         return
     reason = hosts[0].node.shutdown_reason
+
+    async def stop_supervised(sup: _Process, procs: dict[Pid, _Process]) -> None:
+        assert sup.supervising is not None
+        for pid in sup.supervising():
+            child = procs.get(pid)
+            if child is None or not child.alive:
+                continue
+            if child.supervising is not None:
+                await stop_supervised(child, procs)
+            child.kill(reason)
+            await child.wait_exited()
+
     while True:
         procs = {pid: p for host in hosts for pid, p in host.procs.items()}
         if not procs:
             return
-        # a process a live supervisor started is stopped by that supervisor
-        left_to_it = {pid for pid, p in procs.items()
+        # a process a live supervisor started is stopped in that supervisor's order
+        supervised = {pid for pid, p in procs.items()
                       if p.parent is not None and p.parent in procs
-                      and procs[p.parent].supervising}
+                      and procs[p.parent].supervising is not None}
         waits: set[Pid] = set()  # a process to stop first runs below these
-        for pid in procs.keys() - left_to_it:
+        for pid in procs.keys() - supervised:
             up = procs[pid].parent
             seen = 0
             while up is not None and up in procs and up not in waits and seen < len(procs):
                 waits.add(up)
                 up = procs[up].parent
                 seen += 1
-        now = [p for pid, p in procs.items() if pid not in left_to_it and pid not in waits]
+        now = [p for pid, p in procs.items() if pid not in supervised and pid not in waits]
         if not now:  # not a tree (stale parents in a cycle): everything at once
             now = list(procs.values())
-        for proc in reversed(now):
-            proc.kill(reason)
-        for proc in now:
-            await proc.wait_exited()
+        async with trio.open_nursery() as nursery:
+            for proc in reversed(now):
+                if proc.supervising is not None and any(
+                        pid in supervised and procs[pid].parent == proc.pid for pid in procs):
+                    # its children first, in its order (it is stopped in the next round)
+                    nursery.start_soon(stop_supervised, proc, procs)
+                else:
+                    proc.kill(reason)
+            for proc in now:
+                if proc.supervising is None or proc.kill_reason is not None:
+                    await proc.wait_exited()

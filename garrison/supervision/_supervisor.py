@@ -356,10 +356,12 @@ class Supervisor:
       gets ``CANCEL``, and is terminated if it still runs after ``shutdown``
       (``"brutal_kill"``: terminated at once).
     - **Stopping the supervisor.** On ``CANCEL`` it stops its children in reverse
-      start order and returns ``None``. Terminated, failed through a link, or
-      stopped with its node, it does the same in a shielded cancel scope (each
-      child gets ``shutdown`` + ``CLEANUP_GRACE`` seconds) and then ends. It never
-      restarts anything while it or its node is stopping.
+      start order and returns ``None``. Terminated or failed through a link, it
+      does the same in a shielded cancel scope (each child gets ``shutdown`` +
+      ``CLEANUP_GRACE`` seconds) and then ends. A node that stops ends its children
+      itself, at once, in the same order, then the supervisor (see
+      ``Runtime.supervises``). It never restarts anything while it or its node is
+      stopping.
     - **Dynamic children.** :meth:`start_child`, :meth:`terminate_child`,
       :meth:`restart_child`, :meth:`delete_child`, :meth:`which_children` talk to the
       running supervisor from any task or process.
@@ -501,7 +503,9 @@ class Supervisor:
             )
         self._pid = pid
         runtime = current_runtime()
-        runtime.supervises()  # a node that stops stops this process before its children
+        # a node that stops stops the children in this order, then this process
+        runtime.supervises(lambda: [c.pid for c in reversed(self._children)
+                                    if c.pid is not None])
         self._node = getattr(runtime, "node", None)
         self._children = [_Child(spec) for spec in self.children]
         self._restarts = []

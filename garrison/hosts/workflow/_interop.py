@@ -11,7 +11,7 @@ exactly once.
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
@@ -354,7 +354,7 @@ class Interop(WorkflowCore):
         if trap_links is not None:
             self.trap_links = bool(trap_links)
 
-    def supervises(self) -> None:
+    def supervises(self, children: Callable[[], list[Pid]]) -> None:
         """(A workflow's children are stopped with it by its host's own rules.)"""
 
     async def cancel(self, to: Pid | str, timeout: float) -> None:
