@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from types import SimpleNamespace
 from typing import Any
 
@@ -1253,6 +1254,33 @@ async def test_a_result_waiting_for_a_queued_workflow_raises_when_the_node_close
             while not outcome:
                 await trio.sleep(0.1)
     assert "the node has stopped" in outcome[0]
+
+
+async def _awaits_result(handle: garrison.WorkflowHandle) -> None:
+    await handle.result()
+
+
+@pytest.mark.parametrize("host", ["processes", "app:pool"])
+async def test_a_process_waiting_for_a_workflow_s_result_is_stopped_quietly(
+        autojump_clock: Any, tmp_path: Any, caplog: pytest.LogCaptureFixture,
+        host: str) -> None:
+    """A node's stop parks its workflows before it stops its processes: a process
+    waiting for a workflow's ``result()`` is stopped as every other process (not
+    failed with "the node has stopped", logged with a traceback at every stop; a
+    review found it once config process hosts no longer stopped first)."""
+    config = tmp_path / "app.yaml"
+    config.write_text('version: "1.0"\nnamespace: app\nentries:\n'
+                      '  - {name: pool, kind: process.host}\n')
+    async with garrison.open_node(config=str(config), store=str(tmp_path / "s.db")) as node:
+        await node.start_workflow(app.receiver, id="w1")
+        await wait_status(node.workflow("w1"), "waiting")
+        pid = await node.spawn(_awaits_result, node.workflow("w1"), host=host)
+        await trio.sleep(0.5)
+        caplog.clear()
+        caplog.set_level(logging.INFO)
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+    with pytest.raises(garrison.ProcessError, match="Shutdown"):
+        await node.wait(pid)
 
 
 async def test_after_the_node_closed_result_raises_and_status_is_the_stored_one(

@@ -37,6 +37,7 @@ from ..._errors import (
     WorkflowMoved,
 )
 from ..._targets import import_target, target_name
+from ...actors._runtime import runtime_or_none
 from ...actors._values import ErrorInfo, Event, EventKind, Message, Pid
 from ...persistence import (
     Busy,
@@ -1137,6 +1138,12 @@ class WorkflowHost:
                     else:
                         awaited[wf] -= 1
             if not wf.done.is_set():
+                caller = runtime_or_none()
+                if self.node.stopping and caller is not None and getattr(
+                        getattr(caller, "host", None), "durable", True) is False:
+                    # a process of this node: the node's stop ends it next, as every
+                    # other process (quietly), not with this error logged as its failure
+                    await trio.sleep_forever()
                 raise RuntimeError(
                     f"the node has stopped: workflow {wid!r} did not end here (it is "
                     f"{wf.status}; it resumes when a node opens its store again)")
