@@ -300,7 +300,11 @@ def terminate(store: Any, workflow_id: str, reason: str, *, wait: float = 5.0) -
         except ValueError as exc:  # one it ends changed since it was read: read again
             changed = exc
         rec = get(store, workflow_id)
-        if rec.attempt != attempt or str(rec.status) in FINAL:
+        if rec.attempt != attempt:  # ended and retried since: this terminate ended nothing
+            raise ToolError(f"cannot terminate workflow {workflow_id!r}: it was retried "
+                            f"before the terminate reached it (it is {rec.status}, attempt "
+                            f"{rec.attempt}); nothing was written")
+        if str(rec.status) in FINAL:
             return _ended_as_asked(rec, attempt)
     else:
         raise ToolError(f"cannot terminate workflow {workflow_id!r}: {changed}; run the "
@@ -570,11 +574,19 @@ def search_filters(items: Sequence[str], option: str = "--search") -> dict[str, 
     out: dict[str, Any] = {}
     for item in items:
         key, value = key_value(item, option)
-        if key in out and (out[key] != value or
-                           (type(out[key]) is bool) != (type(value) is bool)):
-            return None  # (1 and 1.0 are one JSON number; true is not 1)
+        if key in out and not _same_json(out[key], value):
+            return None
         out[key] = value
     return out
+
+
+def _same_json(a: Any, b: Any) -> bool:
+    """``a`` and ``b`` are one filter value: two numbers of one value (``1``, ``1.0``, as
+    the stores compare a key's number), or the same JSON text (``true`` is not ``1``;
+    ``[1]`` and ``[1.0]`` count as two values)."""
+    if type(a) in (int, float) and type(b) in (int, float):
+        return bool(a == b)
+    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
 
 
 def json_arg(text: str, what: str) -> Any:

@@ -108,6 +108,37 @@ async def test_an_offline_terminate_refuses_a_workflow_that_completed_meanwhile(
         tool.close()
 
 
+async def test_an_offline_terminate_overtaken_by_a_terminate_and_a_retry_says_so(
+        tmp_path: Path, autojump_clock: Any) -> None:
+    """Between this terminate's read and its write another tool terminated and retried
+    the workflow (attempt 2 runs): the write is refused and the command says so (exit
+    1), not ``terminated`` (found by a review)."""
+    store = str(tmp_path / "s.db")
+    await waiting_order(store)
+    tool = tools.open_store(store)
+    real_holds = tools.node_holds
+
+    def holds_then_others_act(s: Any) -> bool:
+        tools.node_holds = real_holds
+        assert tools.terminate(tool, "o", "the other tool") is True
+        tools.retry(tool, "o")
+        return real_holds(s)
+
+    try:
+        tools.node_holds = holds_then_others_act
+        try:
+            with pytest.raises(tools.ToolError, match=r"it was retried before the terminate "
+                               r"reached it \(it is pending, attempt 2\); nothing was "
+                               "written"):
+                tools.terminate(tool, "o", "this tool")
+        finally:
+            tools.node_holds = real_holds
+        rec = tool.get_workflow("o")
+        assert (rec.status, rec.attempt) == ("pending", 2)
+    finally:
+        tool.close()
+
+
 async def test_two_offline_terminates_at_once_both_succeed(
         tmp_path: Path, autojump_clock: Any) -> None:
     """Two tools terminate ``o`` at once with no node: the one whose write finds it
@@ -227,6 +258,7 @@ def _three_with_n(store: str) -> None:
     with open_store(store) as s:
         for i in range(3):
             s.write(Transaction().create_workflow(f"w{i}", "app:flow", [i], search={"n": i}))
+        s.write(Transaction().create_workflow("wl", "app:flow", [], search={"n": [1]}))
 
 
 def test_a_search_key_given_twice_must_match_both_values(
@@ -245,6 +277,9 @@ def test_a_search_key_given_twice_must_match_both_values(
     assert ids("n=1", "n=2") == []
     assert ids("n=1", "n=1") == ["w1"]
     assert ids("n=1", "n=1.0") == ["w1"]  # (the same JSON number)
+    assert ids("n=true", "n=1") == []  # (true is not 1, at any depth)
+    assert ids("n=[1]", "n=[1]") == ["wl"]
+    assert ids("n=[true]", "n=[1]") == []
     code, out, _err = cli_here(capsys, "--store", store, "list", "--search", "n=1",
                                "--search", "n=2")
     assert (code, out.strip()) == (0, "no workflows")
