@@ -341,6 +341,33 @@ async def test_final_failure_reaches_the_workflow_as_activity_error(
     assert rec.outcome["error"]["type"] == "ConnectionError"
 
 
+async def test_an_activity_raising_another_base_exception_is_retried_as_a_failure(
+        node: garrison.Node, autojump_clock: Any) -> None:
+    """asyncio's CancelledError from an activity is a failed attempt, under its retry
+    policy; it failed the whole workflow, unrecorded, once any BaseException failed
+    only its own workflow (found by a review)."""
+    app.FAILS["a"] = 2
+    await node.start_workflow(app.calls_asyncio_minded, "a", id="r")
+    assert await node.workflow("r").result() == "a ok"
+    (rec,) = node.workflow("r").history()
+    assert rec.attempts == 3 and rec.outcome == {"ok": "a ok"}
+
+
+@pytest.mark.parametrize("sync", [False, True])
+async def test_an_activity_result_no_store_can_hold_fails_once_not_retried(
+        node: garrison.Node, autojump_clock: Any, sync: bool) -> None:
+    """A result no store can hold is the activity's final failure (PayloadError), not
+    a failed attempt: retrying ran its effect again for the same result (found by an
+    adversarial review: three runs)."""
+    app.LOG.clear()
+    await node.start_workflow(app.calls_returns_opaque, sync, id="o")
+    said = await node.workflow("o").result()
+    assert said.startswith("PayloadError: cannot store the result of activity"), said
+    assert len(app.LOG) == 1, app.LOG
+    (rec,) = node.workflow("o").history()
+    assert rec.attempts == 1 and rec.outcome["error"]["type"] == "PayloadError"
+
+
 async def test_a_retried_activity_fails_with_its_last_error_alone(
         node: garrison.Node, autojump_clock: Any) -> None:
     # the first attempt runs in the step's fast path and the retry in the policy's

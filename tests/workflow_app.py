@@ -60,6 +60,49 @@ async def flaky(key: str) -> str:
     return f"{key} ok"
 
 
+@garrison.activity(retry=RetryPolicy(max_attempts=3, initial_delay="1s"))
+async def asyncio_minded(key: str) -> str:
+    """Raises asyncio's CancelledError (a BaseException) while ``FAILS[key]`` lasts."""
+    import asyncio
+
+    LOG.append(("asyncio_minded", key))
+    if FAILS.get(key, 0) > 0:
+        FAILS[key] -= 1
+        raise asyncio.CancelledError(f"{key}: an asyncio library gave up")
+    return f"{key} ok"
+
+
+class Opaque:
+    """A value no store can hold."""
+
+
+@garrison.activity(retry=RetryPolicy(max_attempts=3, initial_delay="1s"))
+async def returns_opaque(sync: bool = False) -> Any:
+    LOG.append(("returns_opaque",))
+    return Opaque()
+
+
+def returns_opaque_sync() -> Any:
+    LOG.append(("returns_opaque_sync",))
+    return Opaque()
+
+
+async def calls_asyncio_minded(key: str) -> str:
+    return await asyncio_minded(key)
+
+
+async def calls_returns_opaque(sync: bool) -> str:
+    try:
+        if sync:
+            await workflow.call(returns_opaque_sync,
+                                retry=RetryPolicy(max_attempts=3, initial_delay="1s"))
+        else:
+            await returns_opaque()
+    except garrison.ActivityError as exc:
+        return str(exc)
+    return "stored"
+
+
 @garrison.activity(retry=RetryPolicy(max_attempts=5, non_retryable=[ValueError]))
 async def picky(x: int) -> int:
     LOG.append(("picky", x))

@@ -27,7 +27,7 @@ from ...actors._values import ErrorInfo, Message, Pid
 from ...persistence import Transaction
 from .._kernel import plain_call
 from ._codec import PLAIN, activity_result_json, return_hint, structure
-from ._core import BUDGET, WorkflowCore
+from ._core import BUDGET, EngineStop, WorkflowCore
 from ._journal import JournalKind, error_from_plain, error_to_plain
 
 __all__ = ["Activities", "ActivityHandle", "StartedActivities"]
@@ -261,18 +261,22 @@ class Activities(WorkflowCore):
             # _run_activity's first attempt inline, the common case (it returns; nothing
             # to retry): no coroutine more at every step. A failed first attempt goes
             # on there, with its retry policy
-            failed: Exception | None = None
+            failed: BaseException | None = None
             token = runtime_var.set(ActivityRuntime(self))
             try:
-                text, plain = activity_result_json(await fn(*args, **kwargs), name)
-            except trio.Cancelled:
+                value = await fn(*args, **kwargs)
+            except (trio.Cancelled, *_NOT_THE_ACTIVITY_S):
                 raise
-            except Exception as exc:
+            except BaseException as exc:  # (asyncio's CancelledError too: a failed attempt)
                 failed = exc  # (retried outside this handler: no implicit exception chain)
             finally:
                 runtime_var.reset(token)
             if failed is None:
-                attempt, failure = 1, None
+                try:
+                    text, plain = activity_result_json(value, name)
+                    attempt, failure = 1, None
+                except Exception as bad:  # no store can hold it: final (see _outcome)
+                    attempt, text, plain, failure = 1, "", None, ErrorInfo.from_exception(bad)
             else:
                 attempt, text, plain, failure = await self._run_activity(
                     fn, args, kwargs, retry, timeout, name, failed=failed)
@@ -360,7 +364,7 @@ class Activities(WorkflowCore):
 
     async def _run_activity(self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
                             retry: RetryPolicy | None, timeout: float | None, name: str,
-                            failed: Exception | None = None
+                            failed: BaseException | None = None
                             ) -> tuple[int, str, Any, ErrorInfo | None]:
         """Attempts with the retry policy; ``(attempts, json, plain, final error)``.
         ``failed``: the first attempt ran already (in :meth:`activity`) and raised it.
@@ -396,14 +400,13 @@ class Activities(WorkflowCore):
                         if cs.cancelled_caught:
                             exc = TimeoutError(f"activity {name!r} attempt {attempt} took "
                                                f"longer than its timeout of {timeout:g}s")
-                    if exc is None:
-                        text, plain = activity_result_json(value, name)
-                        break
-                except trio.Cancelled:
+                except (trio.Cancelled, *_NOT_THE_ACTIVITY_S):
                     raise
-                except Exception as err:
+                except BaseException as err:  # (asyncio's CancelledError too)
                     exc = err
-                assert exc is not None
+                if exc is None:
+                    text, plain, failure = _outcome(value, name)
+                    break
                 if attempt >= policy.max_attempts or not policy.retryable(exc):
                     failure = ErrorInfo.from_exception(exc)
                     break
@@ -428,3 +431,19 @@ class Activities(WorkflowCore):
                      attempt)
         await self._commit(tx)
         raise ActivityError(failure, name=name)
+
+
+#: exceptions through an activity that are not its failure: Ctrl-C, the interpreter
+#: closing the coroutine, the engine's own way out (a replay's end)
+_NOT_THE_ACTIVITY_S = (KeyboardInterrupt, GeneratorExit, EngineStop)
+
+
+def _outcome(value: Any, name: str) -> tuple[str, Any, ErrorInfo | None]:
+    """The activity ``name`` returned ``value``: its JSON and plain form; or, for a value
+    no store can hold (``PayloadError``), its final failure. Not a failed attempt: the
+    activity ran, and running it again would repeat its effect for the same result."""
+    try:
+        text, plain = activity_result_json(value, name)
+    except Exception as exc:
+        return "", None, ErrorInfo.from_exception(exc)
+    return text, plain, None
