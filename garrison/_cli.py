@@ -262,17 +262,30 @@ async def _until_service_ends(node: Any, service_id: str) -> int:
     """``--main`` naming a ``process.service``: the service the node runs (started now
     if it is not ``auto_start``), not a copy of its process without its input; the
     exit code once it has ended for good: 0 once it returned normally (``completed``),
-    1 once its restarts gave up."""
+    1 once its restarts, or those of a service it requires, gave up."""
     from .supervision import ServiceStatus
 
+    needs: list[str] = []  # what it requires, and what those require
+    todo = [service_id]
+    while todo:
+        for dep in node.config.entries[todo.pop()].requires:
+            if dep not in needs and dep != service_id:
+                needs.append(dep)
+                todo.append(dep)
     await node.start_service(service_id)
     while True:
-        info = next(s for s in node.services() if s.id == service_id)
+        status = {s.id: s for s in node.services()}
+        info = status[service_id]
         if info.status == ServiceStatus.COMPLETED:
             return 0
         if info.status == ServiceStatus.GAVE_UP:
             print(f"garrison run: {service_id} gave up: {info.last_error}", file=sys.stderr)
             return 1
+        for dep in needs:  # it waits for a service that will never run again
+            if status[dep].status == ServiceStatus.GAVE_UP:
+                print(f"garrison run: {service_id} cannot start: {dep}, which it requires, "
+                      f"gave up: {status[dep].last_error}", file=sys.stderr)
+                return 1
         await trio.sleep(0.05)
 
 

@@ -187,6 +187,40 @@ def test_run_main_naming_a_service_waits_for_that_service(tmp_path):
         assert "missing 1 required positional argument" not in done.stderr
 
 
+def test_run_main_naming_a_service_ends_when_a_service_it_requires_gave_up(tmp_path):
+    """The service waits for ever for a requirement whose restarts gave up: the run
+    ends (exit 1) saying so (found by a review: it never ended)."""
+    (tmp_path / "mysvc2.py").write_text(textwrap.dedent("""
+        import trio
+        async def dep():
+            raise RuntimeError("dep is broken")
+        async def handler():
+            await trio.sleep(0.1)
+            return "done"
+    """))
+    (tmp_path / "app.yaml").write_text(textwrap.dedent("""
+        version: "1.0"
+        namespace: app
+        entries:
+          - {name: depp, kind: process.py, source: "mysvc2:dep"}
+          - {name: handler, kind: process.py, source: "mysvc2:handler"}
+          - name: dep
+            kind: process.service
+            process: app:depp
+            lifecycle:
+              restart: {max_attempts: 1, initial_delay: 10ms}
+          - name: svc
+            kind: process.service
+            process: app:handler
+            lifecycle:
+              requires: [app:dep]
+    """))
+    done = cli("run", "app.yaml", "--main", "app:svc", cwd=tmp_path, timeout=30)
+    assert done.returncode == 1, done.stderr
+    assert ("garrison run: app:svc cannot start: app:dep, which it requires, gave up: "
+            "RuntimeError: dep is broken") in done.stderr
+
+
 def test_check_reports_problems_without_traceback(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("version: '1.0'\nnamespace: app\nentries:\n  - {name: x, kind: nope}\n")
