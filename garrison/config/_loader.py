@@ -507,7 +507,7 @@ def _parse_text(text: str, filename: str, base_dir: Path | None) -> _ParsedFile:
         doc = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass
         too_many = _too_many_values(doc)
     except RecursionError:
-        problems.file("values nested too deeply (thousands of levels of lists or mappings)")
+        problems.file("values nested too deeply (lists or mappings hundreds of levels deep)")
         return done()
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
