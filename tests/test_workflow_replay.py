@@ -203,6 +203,40 @@ async def test_version_gives_old_runs_the_min_and_new_runs_the_max() -> None:
     store.close()
 
 
+async def test_a_version_added_above_a_wait_a_cancel_reached_keeps_the_cancel_handler(
+        tmp_path: Any, autojump_clock: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A workflow cancelled in its wait, its compensation under way when the node
+    stopped; the code deployed next calls ``workflow.version`` above that wait. The run
+    gets ``min_version`` and its cancel where the first run took it: the compensation
+    runs again. (version() took the journal's cancel record and raised
+    WorkflowCancelled outside the handler: the compensation was lost; found by an
+    adversarial review. No version() delivers a cancel now, live or in a replay.)"""
+    monkeypatch.setattr(app, "PATCHED", "old")
+    app.LOG.clear()
+    db = str(tmp_path / "s.db")
+    async with garrison.open_node(store=db) as node:
+        await node.start_workflow(app.patched_canceller, id="p")
+        await trio.sleep(1)
+        await node.workflow("p").cancel()
+        await trio.sleep(2)  # the compensation is under way
+    monkeypatch.setattr(app, "PATCHED", "new")
+    async with garrison.open_node(store=db) as node:
+        with pytest.raises(garrison.WorkflowCancelled):
+            await node.workflow("p").result()
+        kinds = [(r.kind, r.name) for r in node.workflow("p").history()]
+    assert app.LOG == [("compensate", "old"), ("compensate", "old")]
+    assert kinds == [("cancel", ""), ("activity", "workflow_app:compensate")]
+    # a cancel asked before a new run's first step, its version(): delivered at the wait
+    app.LOG.clear()
+    async with garrison.open_node(store=db) as node:
+        await node.start_workflow(app.patched_canceller, id="q")
+        await node.workflow("q").cancel()
+        with pytest.raises(garrison.WorkflowCancelled):
+            await node.workflow("q").result()
+        kinds = [r.kind for r in node.workflow("q").history()]
+    assert kinds == ["version", "cancel", "activity"] and app.LOG == [("compensate", "new")]
+
+
 # ---------------------------------------------------------------- a pending timer's seq
 #: what the deployed ``napper`` does at the seq of its first sleep (changed by a deploy)
 NAPPER_STEP = "sleep"

@@ -819,3 +819,25 @@ async def names_with_nul() -> list[object]:
     workflow.promise("p\x00")
     msg = await process.inbox().receive()
     return [v, msg.topic]
+
+
+#: what ``patched_canceller``'s deployed code does: "old" or "new" (a version() added
+#: above its wait, in a deploy while a cancel's compensation was under way)
+PATCHED = "old"
+
+
+@garrison.activity(retry=RetryPolicy(max_attempts=1))
+async def compensate(which: str) -> str:
+    LOG.append(("compensate", which))
+    await trio.sleep(10)
+    return which
+
+
+async def patched_canceller() -> str:
+    v = workflow.version("added-later", 1, 2) if PATCHED == "new" else 1
+    try:
+        await process.inbox().receive()
+        return "not cancelled"
+    except garrison.WorkflowCancelled:
+        await compensate("old" if v == 1 else "new")
+        raise

@@ -425,9 +425,11 @@ class WorkflowCore(Caller, WorkflowScope):
             raise self.store_error
         self.cursor.check()
 
-    def _take(self, kind: JournalKind, name: str, timed: bool = False) -> Entry | None:
+    def _take(self, kind: JournalKind, name: str, timed: bool = False,
+              cancel: bool = True) -> Entry | None:
         """Take the next seq: the recorded entry, or ``None`` (live). Delivers a pending
-        cancel request (journaled at this seq) as ``WorkflowCancelled``.
+        cancel request (journaled at this seq) as ``WorkflowCancelled``, unless
+        ``cancel`` is false (``workflow.version``: no cancel is delivered there).
 
         ``timed``: the operation keeps a durable timer at its seq (a sleep, a receive
         with a timeout). A timer pending at the seq (a wait under way when the node
@@ -452,7 +454,7 @@ class WorkflowCore(Caller, WorkflowScope):
         if self.check_lost:
             self._deliver_lost()
             _observe.replayed(self)
-        if self.cancel_requested and not self.cancel_delivered:
+        if self.cancel_requested and not self.cancel_delivered and cancel:
             self._deliver_cancel(self.cursor.seq - 1)
         return None
 

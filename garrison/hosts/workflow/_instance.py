@@ -30,7 +30,7 @@ from ._codec import arity_problem, json_round_trip, restore_args
 from ._core import ContinueAsNew, EngineStop, log
 from ._ids import check_state_key, check_text
 from ._interop import Interop
-from ._journal import CANCEL, Cursor, JournalKind, timestamp
+from ._journal import Cursor, JournalKind, timestamp
 from ._waits import Waits
 
 __all__ = ["WorkflowInstance"]
@@ -244,15 +244,23 @@ class WorkflowInstance(Waits, Activities, Interop):
     def version(self, change_id: str, min_version: int, max_version: int) -> int:
         self._op("workflow.version()")
         entry = self.cursor.peek()
-        if (entry is not None and entry.kind != CANCEL and not (
+        if (entry is not None and not (
                 entry.kind == JournalKind.VERSION and entry.name == change_id)) or (
                 entry is None and self.cursor.seq in self.timers):
             # a run recorded before this version() call existed (a record, or a sleep or
-            # receive timeout under way, holds its seq): the oldest behaviour
+            # receive timeout under way, holds its seq; a cancel too, which the code
+            # after this call takes, as the first run did): the oldest behaviour
             return min_version
-        if not self.cursor.replaying:  # (journaled as the record's name: text)
+        # no cancel is delivered here (a version() added above a wait where a cancel
+        # was delivered must not take it: the cancel handler would be skipped)
+        entry = self._take(JournalKind.VERSION, change_id, cancel=False)
+        if entry is not None:
+            got = entry.outcome
+        else:
             check_text(change_id, f"workflow.version({change_id!r}): a change_id")
-        got = self.recorded_value(JournalKind.VERSION, change_id, lambda: max_version)
+            got = max_version
+            self.record(self.buffered(), self.cursor.seq - 1, JournalKind.VERSION,
+                        change_id, _dumps(got))
         if not isinstance(got, int) or not min_version <= got <= max_version:
             raise self.cursor.diverge(
                 self.cursor.seq - 1, JournalKind.VERSION, f"{change_id}={got}",

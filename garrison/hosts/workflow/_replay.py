@@ -381,7 +381,8 @@ class ReplayInstance(WorkflowInstance):
     async def _send_again(self, out: Any, topic: str, payload: Any) -> None:
         return None  # a replay writes nothing
 
-    def _take(self, kind: Any, name: str, timed: bool = False) -> Entry | None:
+    def _take(self, kind: Any, name: str, timed: bool = False,
+              cancel: bool = True) -> Entry | None:
         self._op(kind)
         if self.replay_end is not None:
             raise self.replay_end
