@@ -248,7 +248,9 @@ def history_length() -> int:
 
 def history_size() -> int:
     """The size of the journal's recorded outcomes so far (characters of JSON; bytes for
-    ASCII). Deterministic: a replay sees the same value at the same point::
+    ASCII), but for the outcomes of activities started with :func:`start` (recorded
+    when they end, at no fixed point of the code). Deterministic: a replay sees the
+    same value at the same point::
 
         if workflow.history_length() > 5_000 or workflow.history_size() > 2_000_000:
             workflow.continue_as_new(cursor)

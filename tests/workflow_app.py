@@ -841,3 +841,25 @@ async def patched_canceller() -> str:
     except garrison.WorkflowCancelled:
         await compensate("old" if v == 1 else "new")
         raise
+
+
+@garrison.activity
+async def slow_thousand(x: int) -> int:
+    await trio.sleep(5)
+    return x * 1000
+
+
+async def sizes_around_a_started_activity() -> list[int]:
+    """history_size() while an activity it started runs, after it, and after a wait that
+    spans a restart: each the same in a replay."""
+    handle = workflow.start(slow_thousand, 7)
+    await workflow.sleep(1)  # the activity still runs (live)
+    first = workflow.history_size()
+    await handle
+    second = workflow.history_size()
+    SIZES.append((first, second))  # (live, then again in each replay)
+    msg = await process.inbox().receive()
+    return [first, second, workflow.history_size(), msg.payload]
+
+
+SIZES: list[tuple[int, int]] = []

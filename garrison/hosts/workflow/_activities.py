@@ -309,6 +309,9 @@ class Activities(WorkflowCore):
         fn, retry, timeout, name = _options(fn, retry, timeout, None)
         entry = self._take(_ACTIVITY, name)
         handle = ActivityHandle(self, name, return_hint(fn))
+        if self.unsized is None:  # (its outcome is left out of history_size)
+            self.unsized = set()
+        self.unsized.add(self.cursor.seq - 1)
         if entry is not None:
             handle._entry(entry.outcome)
             return handle

@@ -102,8 +102,8 @@ class WorkflowCore(Caller, WorkflowScope):
                  "pending", "promises", "refreshed", "requests", "requests_taken",
                  "result_json", "run_id", "scope", "started", "state", "status", "store",
                  "store_error", "stored_status", "taken", "task", "timer_kinds", "timers",
-                 "topics", "trace", "trap_links", "unlinked", "wait_deadline", "watchers",
-                 "wid")
+                 "topics", "trace", "trap_links", "unlinked", "unsized", "wait_deadline",
+                 "watchers", "wid")
 
     def __init__(self, host: WorkflowHost, wid: str, name: str, input_plain: list[Any], *,
                  run_id: str, attempt: int, parent: Pid | None, created: float,
@@ -197,6 +197,8 @@ class WorkflowCore(Caller, WorkflowScope):
         self.callers = None
         #: characters of journal JSON recorded live in this run (see history_size)
         self.history_bytes = 0
+        #: seqs of activities started with ``workflow.start``, left out of history_size
+        self.unsized: set[int] | None = None
         self._journal_sizes: dict[int, int] | None = None
         self.fn: Any = None
         #: recovered from a journal: check watched processes once replay has caught up
@@ -373,7 +375,8 @@ class WorkflowCore(Caller, WorkflowScope):
                 outcome_json: str, attempts: int = 1) -> None:
         tx.append_journal_text(self.wid, seq, kind, name, outcome_json, attempts,
                                self.host.clock.now())
-        self.history_bytes += len(outcome_json)
+        if self.unsized is None or seq not in self.unsized:
+            self.history_bytes += len(outcome_json)
         if seq == HISTORY_WARNING + 1:
             log.warning("workflow %r (%s) has passed %d journal records: replay after a "
                         "restart gets slower as it grows; consider workflow.continue_as_new() "
@@ -396,15 +399,18 @@ class WorkflowCore(Caller, WorkflowScope):
 
     def history_size(self) -> int:
         """Characters of journal JSON so far: the replayed records (as stored) and the
-        live ones; the same at the same point of a replay."""
+        live ones; the same at the same point of a replay. Not the outcomes of
+        activities started with ``workflow.start`` (``unsized``): recorded when they
+        end, at no fixed point of the code, which a replay reads at their start."""
         size = self.history_bytes
         entries = self.cursor.entries
         if entries:
             if self._journal_sizes is None:
                 self._journal_sizes = self.store.journal_sizes(self.wid)
             seq = self.cursor.seq
+            unsized = self.unsized or ()
             size += sum(n for s, n in self._journal_sizes.items()
-                        if 0 < s < seq and s in entries)
+                        if 0 < s < seq and s in entries and s not in unsized)
         return size
 
     # ------------------------------------------------------------ taking a seq

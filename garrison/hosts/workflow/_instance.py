@@ -219,6 +219,7 @@ class WorkflowInstance(Waits, Activities, Interop):
         self.timers.clear()
         self.timer_kinds = None
         self.history_bytes = 0
+        self.unsized = None
         self.created = self.host.clock.now()
         _observe.workflow_continued(self)
 
