@@ -127,15 +127,21 @@ def exit_is_import_error(module: str) -> Iterator[None]:
     try:
         yield
     except SystemExit as exc:
-        raise ImportError(f"{module!r} called sys.exit({exc.code!r}) while it was "
-                          "imported") from None
+        raise _exited(module, exc) from None
+
+
+def _exited(module: str, exc: SystemExit) -> ImportError:
+    return ImportError(f"{module!r} called sys.exit({exc.code!r}) while it was imported")
 
 
 def import_target(name: str) -> Any:
-    """Import ``module:qualname``."""
+    """Import ``module:qualname`` (a ``sys.exit()`` at its import is an ``ImportError``,
+    see :func:`exit_is_import_error`)."""
     module, _, qualname = name.partition(":")
-    with exit_is_import_error(module):
+    try:  # (not that context manager: this runs at every workflow's result)
         obj: Any = importlib.import_module(module)
+    except SystemExit as exc:
+        raise _exited(module, exc) from None
     for part in qualname.split("."):
         obj = getattr(obj, part)
     return obj
