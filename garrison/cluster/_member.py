@@ -159,6 +159,14 @@ class ClusterMember:
         if self.draining:
             self._ready.set()
 
+    def ended(self, room: bool) -> None:
+        """A workflow ended here: with a slot free (``room``), claim what waits; while
+        draining, the drain may be over (it was the last one)."""
+        if room:
+            self.poke()
+        if self.draining:
+            self._ready.set()
+
     def _refused_names(self) -> list[str]:
         with self._lock:
             return list(self._refused)

@@ -46,7 +46,7 @@ from ._records import (
 from ._schema import SCHEMA_VERSION
 from ._sqlite import SQLiteStore
 from ._store import Store
-from ._transaction import Op, Transaction
+from ._transaction import Op, OperatorTransaction, Transaction
 
 if TYPE_CHECKING:
     from ._postgres import PostgresStore
@@ -63,6 +63,7 @@ __all__ = [
     "NoSuchSchedule",
     "NoSuchWorkflow",
     "Op",
+    "OperatorTransaction",
     "PostgresStore",
     "PromiseRecord",
     "PromiseStatus",

@@ -310,8 +310,10 @@ class PgCluster:
             rows = self._rows("UPDATE {s}.nodes SET status = %s WHERE epoch = %s AND status "
                               "IN ('active', 'draining') RETURNING epoch", (status, self.epoch))
         else:
+            # (a node whose lease lapsed is gone, though no live node marked it lost yet)
             rows = self._rows("UPDATE {s}.nodes SET status = %s WHERE name = %s AND status "
-                              "IN ('active', 'draining') RETURNING epoch", (status, name))
+                              "IN ('active', 'draining') AND lease_until > {s}.now_s() "
+                              "RETURNING epoch", (status, name))
         self.notify()
         return len(rows)
 

@@ -45,7 +45,7 @@ from .._errors import (
     WorkflowMoved,
 )
 from ._pg_schema import admit_lock_class
-from ._transaction import Op, Transaction, workflow_changed
+from ._transaction import Op, OperatorTransaction, Transaction, workflow_changed
 
 _OK = (pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK)
 _BAD = pq.ConnStatus.BAD
@@ -434,7 +434,9 @@ class PgWritePath:
         plan = _Plan(tx)
         calls = plan.calls
         stmt = self._stmt
-        epoch = self.fence_epoch if self._owner else None
+        # an operator's transaction is written as a tool's, on a node's store too
+        tool = not self._owner or type(tx) is OperatorTransaction
+        epoch = self.fence_epoch if not tool else None
         fenced: dict[str | None, None] = {}
         wakes: dict[str, None] = {}
         for index, (op, params) in enumerate(tx.ops):
@@ -505,7 +507,7 @@ class PgWritePath:
                 elif op is Op.COMPLETE_PROMISE:
                     wakes[tx.workflow_ids[index]] = None
         n = len(tx.ops)
-        if not self._owner:
+        if tool:
             now = _time.time()
             for wid in dict.fromkeys(tx.workflow_ids):
                 if wid:  # "" marks an operation on a schedule
@@ -516,8 +518,9 @@ class PgWritePath:
             calls.append(_Call(stmt("notify"), [self._channel.encode()], n, None))
             # a node claims it (a terminate: the workflow may wait unowned, for a node
             # with its code, and any node ends it)
-            if any(op is Op.CREATE_WORKFLOW or (op is Op.DELIVER and params[5] == "control")
-                   for op, params in tx.ops):
+            if tx.__class__ is OperatorTransaction or any(
+                    op is Op.CREATE_WORKFLOW or (op is Op.DELIVER and params[5] == "control")
+                    for op, params in tx.ops):
                 calls.append(_Call(stmt("notify"), [(self._channel + ":cluster").encode()],
                                    n, None))
         elif epoch is not None:

@@ -693,3 +693,13 @@ class Transaction:
     def delete_schedule(self, schedule_id: str) -> Transaction:
         """Remove the schedule (the workflows it started are not touched)."""
         return self._add_schedule(schedule_id, Op.DELETE_SCHEDULE, (schedule_id,))
+
+
+class OperatorTransaction(Transaction):
+    """An operator's act on a workflow (``retry``), guarded by ``expect_workflow``
+    rather than by who runs the workflow: any node of a cluster writes it, whoever
+    owns the workflow or if no node does (a PostgreSQL store does not fence it, and
+    wakes the nodes as a tool's write does, so that its owner, or any node if it has
+    none, runs what it asks)."""
+
+    __slots__ = ()

@@ -594,8 +594,8 @@ class WorkflowHost:
         wf.result_json = result_json
         wf.error = error
         self.active.pop(wf.wid, None)
-        if self.ownership is not None and self.queue.room() is not None:
-            self.ownership.poke()  # a slot is free: claim what waits
+        if self.ownership is not None:
+            self.ownership.ended(self.queue.room() is not None)
         self.finished[wf.wid] = (status, result_json, error, wf.name)
         if len(self.finished) > FINISHED_MEMORY:
             self.finished.pop(next(iter(self.finished)))

@@ -37,9 +37,9 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from ..._errors import DedupKeyTaken, NoSuchWorkflow
+from ..._errors import DedupKeyTaken, NoSuchWorkflow, WorkflowMoved
 from ...actors._values import ErrorInfo, Event, EventKind, Pid
-from ...persistence import RawJson, Transaction, WorkflowStatus
+from ...persistence import OperatorTransaction, RawJson, Transaction, WorkflowStatus
 from ._inbox import exit_id
 from ._journal import JournalKind, error_from_plain, event_to_plain
 from ._recovery import refresh, request_transaction
@@ -145,18 +145,33 @@ async def terminate_workflow(host: WorkflowHost, wid: str, reason: str) -> bool:
     if host.ownership is not None and wid not in host.active:
         # another node of the cluster runs it (or claims it: a terminate is claimed even
         # by a node without its code): watch the store, as ``result()`` does
-        while not WorkflowStatus(record.status).finished and record.attempt == asked:
-            await trio.sleep(0.02)
-            record = store.get_workflow(wid) or record
+        await _until_ended(host, wid, asked)
         return True
     while (wf := host.active.get(wid)) is not None and wf.attempt == asked:
         if wf.store_error is not None:
+            if isinstance(wf.store_error, WorkflowMoved):
+                break  # it moves to another node (this one drains, or lost its lease)
             raise wf.store_error
         if wf.done.is_set():
             await trio.sleep(0)  # blocked: its end is being written
         else:
             await wf.done.wait()
+    if host.ownership is not None and wid not in host.finished:
+        # it left this node unended (handed over): the node that takes it ends it
+        await _until_ended(host, wid, asked)
     return True
+
+
+async def _until_ended(host: WorkflowHost, wid: str, asked: int) -> None:
+    """Watch the store until attempt ``asked`` of ``wid`` has ended (or a retry started
+    another), as ``result()`` does for a workflow another node runs."""
+    store = host.store
+    while True:
+        record = store.get_workflow(wid)
+        if record is None or WorkflowStatus(record.status).finished \
+                or record.attempt != asked:
+            return
+        await trio.sleep(0.02)
 
 
 # ---------------------------------------------------------------- retry
@@ -186,8 +201,8 @@ def retry_transaction(store: Any, record: Any) -> tuple[Transaction, str]:
     entries, _size = store.journal_entries(record.workflow_id)
     # written only if the workflow is still as read: a second retry read before the
     # first one landed would take back a step the first run has recorded since
-    tx = Transaction().expect_workflow(record.workflow_id, status=record.status,
-                                       attempt=record.attempt)
+    tx = OperatorTransaction().expect_workflow(record.workflow_id, status=record.status,
+                                               attempt=record.attempt)
     seq, what = _taken_back(record, entries)
     if seq is not None:
         tx.truncate_journal(record.workflow_id, seq)

@@ -1,0 +1,255 @@
+"""Operations on the workflows of a cluster from any node (found by an adversarial
+review of the cluster with its operations): ``handle.retry()`` from a node that does
+not own the workflow, or after its owner left; a drain whose last workflow ends by a
+terminate; ``handle.terminate()`` of a workflow that moves away meanwhile; ``garrison
+nodes drain`` of a node that is gone."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import trio
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "cluster"))
+
+from harness import Look
+
+import garrison
+from garrison import workflow
+from garrison.persistence import RawJson, Transaction, open_store
+
+FIXED = {"on": False}
+
+
+@garrison.activity()
+async def op_a(x: int) -> int:
+    return x
+
+
+@garrison.activity()
+async def op_b(x: int) -> int:
+    return x + 100
+
+
+async def fixable() -> int:
+    """Blocked while FIXED is off (its journal records op_a, the code calls op_b)."""
+    if FIXED["on"]:
+        got = await op_a(1)
+    else:
+        got = await op_b(1)
+    await workflow.sleep(0.05)
+    return got
+
+
+async def sleepy(n: int, seconds: float) -> int:
+    for _ in range(n):
+        await workflow.sleep(seconds)
+    return n
+
+
+def _create_blocked(url: str, wid: str) -> None:
+    with open_store(url, lock=False) as tool:
+        tool.write(Transaction().create_workflow(wid, f"{__name__}:fixable", [])
+                   .append_journal(wid, 1, "activity", f"{__name__}:op_a",
+                                   RawJson('{"ok": 1}')))
+
+
+async def _until(check, what: str, timeout: float = 10.0) -> None:
+    with trio.move_on_after(timeout):
+        while not check():
+            await trio.sleep(0.02)
+        return
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+async def test_retry_from_another_node_of_a_workflow_blocked_on_its_owner(
+        postgres_url: str) -> None:
+    """A blocked workflow owned by node a, retried from node b's handle once the fix is
+    deployed: it must run again (on some node) and complete."""
+    FIXED["on"] = False
+    async with garrison.open_node(store=postgres_url, name="a", lease="30s") as a:
+        _create_blocked(postgres_url, "x")
+        await _until(lambda: "x" in a.hosts["workflows"].active
+                     and a.workflow("x").status() == "blocked", "blocked on a")
+        async with garrison.open_node(store=postgres_url, name="b", lease="30s") as b:
+            FIXED["on"] = True
+            await b.workflow("x").retry()
+            with trio.fail_after(10):
+                assert await b.workflow("x").result() == 1
+
+
+async def test_terminate_from_b_while_a_drains(postgres_url: str) -> None:
+    """Node a drains while node b terminates a's parked workflows: every terminate
+    returns, every workflow ends once, and a's drain finishes (it hung, in about half
+    the rounds, when the last workflow left a by its terminated end rather than by a
+    hand-over: nothing woke the draining member to see ``active`` empty)."""
+    for rnd in range(6):
+        async with garrison.open_node(store=postgres_url, name=f"a{rnd}", lease="30s") as a, \
+                garrison.open_node(store=postgres_url, name=f"b{rnd}", lease="30s") as b:
+            ids = [f"r{rnd}w{i}" for i in range(5)]
+            for wid in ids:
+                await a.start_workflow(sleepy, 1000, 0.03, id=wid)
+            await trio.sleep(0.2)
+            a.drain()
+            with trio.fail_after(10):
+                async with trio.open_nursery() as n:
+                    for wid in ids:
+                        n.start_soon(b.workflow(wid).terminate, "stop")
+            look = Look(postgres_url)
+            try:
+                assert all(look.statuses()[w] == "failed" for w in ids)
+            finally:
+                look.close()
+            assert not a.hosts["workflows"].active
+            with trio.move_on_after(5):
+                await a.drained()
+            assert a._members[0].drained.is_set(), f"round {rnd}: a's drain never finished"
+
+
+async def test_nodes_drain_of_a_node_whose_lease_lapsed_says_no_live_node(
+        postgres_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """`garrison nodes drain NAME` of a node that is gone (its lease lapsed, no live node
+    marked it lost yet): exit 1 'no live node', not 'draining ghost'."""
+    from garrison._cli import build_parser
+
+    async with garrison.open_node(store=postgres_url, name="z", lease="30s"):
+        pass
+    look = Look(postgres_url)
+    try:
+        # a node that died without leaving: its row active, its lease long gone
+        look.store._query("INSERT INTO garrison.nodes (epoch, name, status, started, "
+                          "heartbeat, lease, lease_until) SELECT epoch + 1000, 'ghost', 'active', "
+                          "started, heartbeat - 100, lease, lease_until - 100 FROM garrison.nodes "
+                          "WHERE name = 'z' RETURNING 1")
+    finally:
+        look.close()
+    args = build_parser().parse_args(["nodes", "--store", postgres_url, "drain", "ghost"])
+    code = await trio.to_thread.run_sync(args.func, args)
+    out = capsys.readouterr()
+    assert code == 1, out
+
+
+@garrison.activity()
+async def op_slow(seconds: float) -> str:
+    await trio.sleep(seconds)
+    return "slow"
+
+
+async def in_activity(seconds: float) -> str:
+    return await op_slow(seconds)
+
+
+@pytest.mark.parametrize("moves", ["drain", "lapse"])
+async def test_local_terminate_of_a_workflow_moving_away_returns_instead_of_raising(
+        postgres_url: str, moves: str) -> None:
+    """``a.workflow(w).terminate()`` while a hands w over (a drains, or its lease
+    lapses) and w is inside an activity: the terminate is applied (w ends failed,
+    Terminated), so the handle must return, not raise ``WorkflowMoved``."""
+    async with garrison.open_node(store=postgres_url, name="a", lease="1s") as a, \
+            garrison.open_node(store=postgres_url, name="b", lease="1s"):
+        await a.start_workflow(in_activity, 3.0, id="w")
+        await trio.sleep(0.3)
+        if moves == "drain":
+            a.drain()
+            await trio.sleep(0.2)
+        else:
+            look = Look(postgres_url)
+            try:
+                look.store._query("UPDATE garrison.nodes SET lease_until = lease_until - 100 "
+                                  "WHERE epoch = %s RETURNING 1", (a._members[0].epoch,))
+            finally:
+                look.close()
+        try:
+            with trio.fail_after(8):
+                await a.workflow("w").terminate("stop")
+        except garrison.WorkflowMoved as exc:
+            await trio.sleep(2)
+            look = Look(postgres_url)
+            try:
+                rec = look.store.get_workflow("w")
+                state = (str(rec.status), str(rec.error))
+            finally:
+                look.close()
+            raise AssertionError(f"terminate raised {exc!r}; 2 s later the workflow is "
+                                 f"{state}") from None
+        look = Look(postgres_url)
+        try:
+            rec = look.store.get_workflow("w")
+            right_after = (str(rec.status), str(rec.error))
+            await trio.sleep(4)
+            rec = look.store.get_workflow("w")
+            later = (str(rec.status), str(rec.error))
+        finally:
+            look.close()
+        assert right_after == ("failed", "Terminated: stop"), (
+            f"terminate returned while the workflow was {right_after}; 4 s later: {later}")
+
+
+FLAKY = {"fail": True}
+
+
+@garrison.activity(retry=garrison.RetryPolicy(max_attempts=1))
+async def op_flaky() -> str:
+    if FLAKY["fail"]:
+        raise RuntimeError("service missing")
+    return "ok"
+
+
+async def flaky_wf() -> str:
+    return await op_flaky()
+
+
+async def test_retry_from_another_node_of_a_workflow_that_failed_on_a(
+        postgres_url: str) -> None:
+    FLAKY["fail"] = True
+    async with garrison.open_node(store=postgres_url, name="a", lease="30s") as a, \
+            garrison.open_node(store=postgres_url, name="b", lease="30s") as b:
+        await a.start_workflow(flaky_wf, id="f")
+        with pytest.raises(garrison.WorkflowFailed):
+            with trio.fail_after(10):
+                await a.workflow("f").result()
+        FLAKY["fail"] = False
+        await b.workflow("f").retry()
+        with trio.fail_after(10):
+            assert await b.workflow("f").result() == "ok"
+
+
+async def test_retry_from_a_node_after_the_node_that_ran_it_left(
+        postgres_url: str) -> None:
+    """The node that ran a failed workflow is gone (closed): a retry from the handle of
+    the node left must resume it."""
+    FLAKY["fail"] = True
+    async with garrison.open_node(store=postgres_url, name="b", lease="30s") as b:
+        async with garrison.open_node(store=postgres_url, name="a", lease="30s") as a:
+            await a.start_workflow(flaky_wf, id="f")
+            with pytest.raises(garrison.WorkflowFailed):
+                with trio.fail_after(10):
+                    await a.workflow("f").result()
+        FLAKY["fail"] = False
+        await b.workflow("f").retry()
+        with trio.fail_after(10):
+            assert await b.workflow("f").result() == "ok"
+
+
+async def test_retry_on_a_drained_node_runs_the_workflow_on_another_node(
+        postgres_url: str) -> None:
+    """a ran a workflow that failed, then drained (released its workflows). A retry
+    from a's handle gets it run (by b: a takes no new work). (It was refused with
+    WorkflowMoved, as from every node but the one still owning the row: a node's writes
+    are fenced, and a retry is an operator's write, as a tool's.)"""
+    FLAKY["fail"] = True
+    async with garrison.open_node(store=postgres_url, name="a", lease="30s") as a, \
+            garrison.open_node(store=postgres_url, name="b", lease="30s") as b:
+        await a.start_workflow(flaky_wf, id="f")
+        with pytest.raises(garrison.WorkflowFailed):
+            with trio.fail_after(10):
+                await a.workflow("f").result()
+        a.drain()
+        with trio.fail_after(5):
+            await a.drained()
+        FLAKY["fail"] = False
+        await a.workflow("f").retry()
+        with trio.fail_after(5):
+            assert await b.workflow("f").result() == "ok"
