@@ -201,25 +201,11 @@ async def flaky_wf() -> str:
     return await op_flaky()
 
 
+@pytest.mark.parametrize("a_left", [False, True], ids=["a-runs", "a-left"])
 async def test_retry_from_another_node_of_a_workflow_that_failed_on_a(
-        postgres_url: str) -> None:
-    FLAKY["fail"] = True
-    async with garrison.open_node(store=postgres_url, name="a", lease="30s") as a, \
-            garrison.open_node(store=postgres_url, name="b", lease="30s") as b:
-        await a.start_workflow(flaky_wf, id="f")
-        with pytest.raises(garrison.WorkflowFailed):
-            with trio.fail_after(10):
-                await a.workflow("f").result()
-        FLAKY["fail"] = False
-        await b.workflow("f").retry()
-        with trio.fail_after(10):
-            assert await b.workflow("f").result() == "ok"
-
-
-async def test_retry_from_a_node_after_the_node_that_ran_it_left(
-        postgres_url: str) -> None:
-    """The node that ran a failed workflow is gone (closed): a retry from the handle of
-    the node left must resume it."""
+        postgres_url: str, a_left: bool) -> None:
+    """A workflow failed on node a; node b's handle retries it, with a still running or
+    closed: it runs again and completes."""
     FLAKY["fail"] = True
     async with garrison.open_node(store=postgres_url, name="b", lease="30s") as b:
         async with garrison.open_node(store=postgres_url, name="a", lease="30s") as a:
@@ -227,10 +213,18 @@ async def test_retry_from_a_node_after_the_node_that_ran_it_left(
             with pytest.raises(garrison.WorkflowFailed):
                 with trio.fail_after(10):
                     await a.workflow("f").result()
-        FLAKY["fail"] = False
-        await b.workflow("f").retry()
-        with trio.fail_after(10):
-            assert await b.workflow("f").result() == "ok"
+            FLAKY["fail"] = False
+            if not a_left:
+                await _retried(b)
+        if a_left:
+            await _retried(b)
+
+
+async def _retried(node: garrison.Node) -> None:
+    """``node``'s handle retries workflow ``f``, which then completes."""
+    await node.workflow("f").retry()
+    with trio.fail_after(10):
+        assert await node.workflow("f").result() == "ok"
 
 
 async def test_retry_on_a_drained_node_runs_the_workflow_on_another_node(
