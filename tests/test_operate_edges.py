@@ -4,7 +4,9 @@ key given twice (the command line and the console alike)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +46,24 @@ async def until(check: Any) -> None:
             await trio.sleep(0.01)
 
 
+@contextlib.contextmanager
+def meanwhile(act: Callable[[], None]) -> Iterator[None]:
+    """Run ``act()`` when a tool command asks whether a node holds the store: between
+    its read of the workflow and its write."""
+    real = tools.node_holds
+
+    def hook(store: Any) -> bool:
+        tools.node_holds = real
+        act()
+        return real(store)
+
+    tools.node_holds = hook
+    try:
+        yield
+    finally:
+        tools.node_holds = real
+
+
 async def waiting_order(store: str) -> None:
     """Workflow ``o`` waits for its one message in ``store``; no node holds it after."""
     async with garrison.open_node(store=store) as node:
@@ -79,27 +99,20 @@ async def test_an_offline_terminate_refuses_a_workflow_that_completed_meanwhile(
     store = str(tmp_path / "s.db")
     await waiting_order(store)
     tool = tools.open_store(store)
-    real_holds = tools.node_holds
 
-    def holds_then_a_node_finishes_it(s: Any) -> bool:
-        held = real_holds(s)
-
+    def a_node_finishes_it() -> None:
         async def run() -> None:
             async with garrison.open_node(store=store) as node:
                 await node.workflow("o").signal("ship")
                 assert await node.workflow("o").result() == "res-pen pay-pen ship"
 
         trio.run(run)
-        return held
 
     try:
-        tools.node_holds = holds_then_a_node_finishes_it
-        try:
-            with pytest.raises(tools.ToolError, match="it ended completed before the "
-                               "terminate reached it") as got:
-                await trio.to_thread.run_sync(tools.terminate, tool, "o", "late")
-        finally:
-            tools.node_holds = real_holds
+        with meanwhile(a_node_finishes_it), pytest.raises(
+                tools.ToolError, match="it ended completed before the terminate reached it"
+        ) as got:
+            await trio.to_thread.run_sync(tools.terminate, tool, "o", "late")
         assert got.value.code == 1
         rec = tool.get_workflow("o")
         assert (rec.status, rec.result, rec.error) == (
@@ -116,23 +129,16 @@ async def test_an_offline_terminate_overtaken_by_a_terminate_and_a_retry_says_so
     store = str(tmp_path / "s.db")
     await waiting_order(store)
     tool = tools.open_store(store)
-    real_holds = tools.node_holds
 
-    def holds_then_others_act(s: Any) -> bool:
-        tools.node_holds = real_holds
+    def others_terminate_and_retry() -> None:
         assert tools.terminate(tool, "o", "the other tool") is True
         tools.retry(tool, "o")
-        return real_holds(s)
 
     try:
-        tools.node_holds = holds_then_others_act
-        try:
-            with pytest.raises(tools.ToolError, match=r"it was retried before the terminate "
-                               r"reached it \(it is pending, attempt 2\); nothing was "
-                               "written"):
-                tools.terminate(tool, "o", "this tool")
-        finally:
-            tools.node_holds = real_holds
+        with meanwhile(others_terminate_and_retry), pytest.raises(
+                tools.ToolError, match=r"it was retried before the terminate reached it "
+                r"\(it is pending, attempt 2\); nothing was written"):
+            tools.terminate(tool, "o", "this tool")
         rec = tool.get_workflow("o")
         assert (rec.status, rec.attempt) == ("pending", 2)
     finally:
@@ -146,19 +152,9 @@ async def test_two_offline_terminates_at_once_both_succeed(
     store = str(tmp_path / "s.db")
     await waiting_order(store)
     tool = tools.open_store(store)
-    real_holds = tools.node_holds
-
-    def holds_then_the_other_tool_terminates(s: Any) -> bool:
-        tools.node_holds = real_holds
-        assert tools.terminate(tool, "o", "the other tool") is True
-        return real_holds(s)
-
     try:
-        tools.node_holds = holds_then_the_other_tool_terminates
-        try:
+        with meanwhile(lambda: tools.terminate(tool, "o", "the other tool")):
             assert tools.terminate(tool, "o", "this tool") is True
-        finally:
-            tools.node_holds = real_holds
         rec = tool.get_workflow("o")
         assert (rec.status, rec.error.message, rec.attempt) == ("failed", "the other tool", 1)
     finally:
@@ -174,22 +170,14 @@ async def test_terminate_of_a_workflow_that_completes_before_the_node_reads_it(
     async with garrison.open_node(store=store) as node:
         await node.start_workflow(ops_app.order, "pen", id="o")
         await until(lambda: node.workflow("o").status() == "waiting")
-        real_holds = tools.node_holds
 
         async def finish() -> None:
             await node.workflow("o").signal("ship")
             await node.workflow("o").result()
 
-        def holds_and_finishes(s: Any) -> bool:
-            trio.from_thread.run(finish)
-            return real_holds(s)
-
-        tools.node_holds = holds_and_finishes
-        try:
+        with meanwhile(lambda: trio.from_thread.run(finish)):
             code, out, err = await trio.to_thread.run_sync(
                 lambda: cli_here(capsys, "--store", store, "terminate", "o", "--json"))
-        finally:
-            tools.node_holds = real_holds
         assert node.workflow("o").status() == "completed"
     assert (code, out) == (1, ""), (code, out, err)
     assert "it ended completed before the terminate reached it" in err
