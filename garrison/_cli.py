@@ -281,7 +281,8 @@ async def _until_service_ends(node: Any, service_id: str) -> int:
         if info.status == ServiceStatus.GAVE_UP:
             print(f"garrison run: {service_id} gave up: {info.last_error}", file=sys.stderr)
             return 1
-        for dep in needs:  # it waits for a service that will never run again
+        for dep in needs if info.status == ServiceStatus.WAITING else ():
+            # it waits for a service that will never run again
             if status[dep].status == ServiceStatus.GAVE_UP:
                 print(f"garrison run: {service_id} cannot start: {dep}, which it requires, "
                       f"gave up: {status[dep].last_error}", file=sys.stderr)

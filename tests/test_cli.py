@@ -221,6 +221,40 @@ def test_run_main_naming_a_service_ends_when_a_service_it_requires_gave_up(tmp_p
             "RuntimeError: dep is broken") in done.stderr
 
 
+def test_run_main_service_running_is_not_ended_when_a_requirement_gives_up_later(tmp_path):
+    """A requirement giving up does not stop a service that runs: --main SERVICE ends
+    with the service (0 here), not with "cannot start" (found by a review)."""
+    (tmp_path / "mysvc3.py").write_text(textwrap.dedent("""
+        import trio
+        async def dep():
+            await trio.sleep(0.5)
+            raise RuntimeError("dep broke after a while")
+        async def handler():
+            await trio.sleep(3)
+            return "done"
+    """))
+    (tmp_path / "app.yaml").write_text(textwrap.dedent("""
+        version: "1.0"
+        namespace: app
+        entries:
+          - {name: depp, kind: process.py, source: "mysvc3:dep"}
+          - {name: handler, kind: process.py, source: "mysvc3:handler"}
+          - name: dep
+            kind: process.service
+            process: app:depp
+            lifecycle:
+              restart: {max_attempts: 1, initial_delay: 10ms}
+          - name: svc
+            kind: process.service
+            process: app:handler
+            lifecycle:
+              requires: [app:dep]
+    """))
+    done = cli("run", "app.yaml", "--main", "app:svc", cwd=tmp_path)
+    assert "cannot start" not in done.stderr, done.stderr
+    assert done.returncode == 0, done.stderr
+
+
 def test_check_reports_problems_without_traceback(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("version: '1.0'\nnamespace: app\nentries:\n  - {name: x, kind: nope}\n")

@@ -247,3 +247,91 @@ async def test_retry_on_a_drained_node_runs_the_workflow_on_another_node(
         await a.workflow("f").retry()
         with trio.fail_after(5):
             assert await b.workflow("f").result() == "ok"
+
+
+EFFECT_FIXED = {"on": False}
+SIDE: list[str] = []
+
+
+@garrison.activity()
+async def rv_a(x: int) -> int:
+    return x
+
+
+@garrison.activity()
+async def rv_b(x: int) -> int:
+    return x + 100
+
+
+@garrison.activity()
+async def rv_effect(node_tag: str) -> str:
+    SIDE.append(node_tag)
+    return node_tag
+
+
+async def fixable_effect() -> int:
+    """Blocked while FIXED is off; once fixed, one effect after the replayed step."""
+    got = await (rv_a(1) if EFFECT_FIXED["on"] else rv_b(1))
+    await workflow.sleep(0.2)
+    await rv_effect("x")
+    return got
+
+
+async def test_retry_from_another_node_runs_the_workflow_once(postgres_url: str) -> None:
+    """A retry from node b of a workflow blocked on its live owner a: the workflow
+    runs on one node only (its effect once)."""
+    from garrison.persistence import RawJson, Transaction
+
+    EFFECT_FIXED["on"] = False
+    SIDE.clear()
+    async with garrison.open_node(store=postgres_url, name="a", lease="30s") as a:
+        with open_store(postgres_url, lock=False) as tool:
+            tool.write(Transaction().create_workflow("x", f"{__name__}:fixable_effect", [])
+                       .append_journal("x", 1, "activity", f"{__name__}:rv_a",
+                                       RawJson('{"ok": 1}')))
+        with trio.fail_after(10):
+            while not ("x" in a.hosts["workflows"].active
+                       and a.workflow("x").status() == "blocked"):
+                await trio.sleep(0.02)
+        async with garrison.open_node(store=postgres_url, name="b", lease="30s") as b:
+            EFFECT_FIXED["on"] = True
+            await b.workflow("x").retry()
+            with trio.fail_after(10):
+                assert await b.workflow("x").result() == 1
+            await trio.sleep(1)
+            running = [n for n, node in (("a", a), ("b", b))
+                       if "x" in node.hosts["workflows"].active
+                       and not node.hosts["workflows"].active["x"].done.is_set()]
+    assert SIDE == ["x"], SIDE
+    assert running == []
+
+
+
+async def fails_until_fixed() -> str:
+    await rv_a(1)
+    if not EFFECT_FIXED["on"]:
+        raise RuntimeError("not fixed")
+    await workflow.sleep(0.2)
+    await rv_effect("f")
+    return "ok"
+
+
+@pytest.mark.parametrize("from_node", ["a", "b"])
+async def test_retry_of_a_failed_workflow_of_a_live_owner_runs_it_once(
+        postgres_url: str, from_node: str) -> None:
+    """A failed workflow whose node a is live, retried from a or b: it runs again on
+    one node, its effect once, and ends."""
+    EFFECT_FIXED["on"] = False
+    SIDE.clear()
+    async with garrison.open_node(store=postgres_url, name="a", lease="30s") as a, \
+            garrison.open_node(store=postgres_url, name="b", lease="30s") as b:
+        await a.start_workflow(fails_until_fixed, id="f")
+        with trio.fail_after(10), pytest.raises(garrison.WorkflowFailed):
+            await a.workflow("f").result()
+        EFFECT_FIXED["on"] = True
+        node = a if from_node == "a" else b
+        await node.workflow("f").retry()
+        with trio.fail_after(10):
+            assert await node.workflow("f").result() == "ok"
+        await trio.sleep(1)
+    assert SIDE == ["f"], SIDE

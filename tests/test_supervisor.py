@@ -958,3 +958,41 @@ async def test_a_supervisor_killed_as_it_spawns_a_child_stops_that_child(
     await settle()
     assert not node.process_info(spid).alive
     assert alive_labelled(node, "c") == []
+
+
+async def _idle() -> None:
+    await trio.sleep_forever()
+
+
+async def _helper_then_supervisor() -> None:
+    """A process that spawns a helper of its own, then runs a supervisor in itself."""
+    await process.spawn(_idle)  # its parent: this process (not one of the supervisor's)
+    await Supervisor([ChildSpec("a", _idle)])()
+
+
+async def _helper_scenario() -> None:
+    async with garrison.open_node() as node:
+        await node.spawn(_helper_then_supervisor)
+        await trio.sleep(0.5)
+        assert node.stats()["processes"] == 3
+
+
+def test_a_node_stop_with_a_supervisor_process_s_own_helper_ends() -> None:
+    """A process the supervisor's process spawned itself (not one of its children)
+    is stopped bottom up, then the supervisor: it was taken for a supervised child, the
+    node's stop waited for the supervisor to stop it and looped for ever (inside the
+    node's shielded stop: a subprocess, which a timeout can end; found by a review)."""
+    import subprocess
+    import sys
+
+    code = ("import trio, test_supervisor as t; trio.run(t._helper_scenario); "
+            "print('stopped')")
+    import os
+    here = os.path.dirname(__file__)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([here, os.path.dirname(here)]))
+    try:
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             timeout=20, env=env, cwd=here)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the node's stop never ended (stop_processes loops for ever)")
+    assert "stopped" in out.stdout, out.stderr

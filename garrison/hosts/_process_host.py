@@ -727,10 +727,15 @@ async def stop_processes(hosts: Sequence[ProcessHost]) -> None:
         procs = {pid: p for host in hosts for pid, p in host.procs.items()}
         if not procs:
             return
-        # a process a live supervisor started is stopped in that supervisor's order
-        supervised = {pid for pid, p in procs.items()
-                      if p.parent is not None and p.parent in procs
-                      and procs[p.parent].supervising is not None}
+        # the children a live supervisor names (not a helper its process spawned itself)
+        # are stopped in that supervisor's order; every other process bottom up
+        listed: dict[Pid, list[Pid]] = {}
+        for pid, p in procs.items():
+            if p.supervising is not None:
+                kids = [c for c in p.supervising() if c in procs and procs[c].parent == pid]
+                if kids:
+                    listed[pid] = kids
+        supervised = {c for kids in listed.values() for c in kids}
         waits: set[Pid] = set()  # a process to stop first runs below these
         for pid in procs.keys() - supervised:
             up = procs[pid].parent
@@ -744,12 +749,11 @@ async def stop_processes(hosts: Sequence[ProcessHost]) -> None:
             now = list(procs.values())
         async with trio.open_nursery() as nursery:
             for proc in reversed(now):
-                if proc.supervising is not None and any(
-                        pid in supervised and procs[pid].parent == proc.pid for pid in procs):
+                if proc.pid in listed:
                     # its children first, in its order (it is stopped in the next round)
                     nursery.start_soon(stop_supervised, proc, procs)
                 else:
                     proc.kill(reason)
             for proc in now:
-                if proc.supervising is None or proc.kill_reason is not None:
+                if proc.pid not in listed:
                     await proc.wait_exited()

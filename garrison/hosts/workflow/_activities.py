@@ -268,6 +268,8 @@ class Activities(WorkflowCore):
             except (trio.Cancelled, *_NOT_THE_ACTIVITY_S):
                 raise
             except BaseException as exc:  # (asyncio's CancelledError too: a failed attempt)
+                if _stopped(exc):
+                    raise
                 failed = exc  # (retried outside this handler: no implicit exception chain)
             finally:
                 runtime_var.reset(token)
@@ -406,6 +408,8 @@ class Activities(WorkflowCore):
                 except (trio.Cancelled, *_NOT_THE_ACTIVITY_S):
                     raise
                 except BaseException as err:  # (asyncio's CancelledError too)
+                    if _stopped(err):
+                        raise
                     exc = err
                 if exc is None:
                     text, plain, failure = _outcome(value, name)
@@ -439,6 +443,14 @@ class Activities(WorkflowCore):
 #: exceptions through an activity that are not its failure: Ctrl-C, the interpreter
 #: closing the coroutine, the engine's own way out (a replay's end)
 _NOT_THE_ACTIVITY_S = (KeyboardInterrupt, GeneratorExit, EngineStop)
+
+
+def _stopped(exc: BaseException) -> bool:
+    """``exc`` (a group out of a nursery of the activity) holds a cancellation (the
+    node stops: trio cancels the activity) or another exception that is not the
+    activity's failure: it goes on, never recorded as the activity's outcome."""
+    return isinstance(exc, BaseExceptionGroup) and exc.subgroup(
+        lambda e: isinstance(e, (trio.Cancelled, *_NOT_THE_ACTIVITY_S))) is not None
 
 
 def _outcome(value: Any, name: str) -> tuple[str, Any, ErrorInfo | None]:

@@ -1140,6 +1140,7 @@ class WorkflowHost:
             if not wf.done.is_set():
                 caller = runtime_or_none()
                 if self.node.stopping and caller is not None and getattr(
+                        caller, "node", None) is self.node and getattr(
                         getattr(caller, "host", None), "durable", True) is False:
                     # a process of this node: the node's stop ends it next, as every
                     # other process (quietly), not with this error logged as its failure

@@ -113,6 +113,11 @@ class WorkflowInstance(Waits, Activities, Interop):
                             break
                         except ContinueAsNew as again:
                             await self._continue_as_new(again.args_)
+                        except BaseExceptionGroup as group:  # (called in a nursery's body)
+                            inner = _continue_in(group)
+                            if inner is None:
+                                raise
+                            await self._continue_as_new(inner.args_)
                     self.cursor.finished()
                     # a wait under way at a stop that the code returned before reaching (a
                     # timer the code reached and left, by a cancel scope of its own, is
@@ -135,8 +140,7 @@ class WorkflowInstance(Waits, Activities, Interop):
                     error, final = self._failure(exc)
                 except BaseExceptionGroup as group:
                     _, rest = group.split(trio.Cancelled)
-                    if rest is None or rest.subgroup(
-                            lambda e: isinstance(e, KeyboardInterrupt | EngineStop)) is not None:
+                    if rest is None or rest.subgroup(_not_the_workflow_s) is not None:
                         raise
                     error, final = self._failure(rest)
                 except (GeneratorExit, EngineStop):  # (the interpreter closing the
@@ -245,8 +249,11 @@ class WorkflowInstance(Waits, Activities, Interop):
     def version(self, change_id: str, min_version: int, max_version: int) -> int:
         self._op("workflow.version()")
         entry = self.cursor.peek()
-        if (entry is not None and not (
-                entry.kind == JournalKind.VERSION and entry.name == change_id)) or (
+        recorded = (entry is not None and entry.kind == JournalKind.VERSION
+                    and entry.name == change_id)
+        if not recorded:  # (refused before a seq is taken, in a replay alike)
+            check_text(change_id, f"workflow.version({change_id!r}): a change_id")
+        if (entry is not None and not recorded) or (
                 entry is None and self.cursor.seq in self.timers):
             # a run recorded before this version() call existed (a record, or a sleep or
             # receive timeout under way, holds its seq; a cancel too, which the code
@@ -258,7 +265,6 @@ class WorkflowInstance(Waits, Activities, Interop):
         if entry is not None:
             got = entry.outcome
         else:
-            check_text(change_id, f"workflow.version({change_id!r}): a change_id")
             got = max_version
             self.record(self.buffered(), self.cursor.seq - 1, JournalKind.VERSION,
                         change_id, _dumps(got))
@@ -302,3 +308,23 @@ class WorkflowInstance(Waits, Activities, Interop):
         text = to_json(list(args), what=f"the arguments of workflow {self.name}")
         restore_args(fn, _loads(text), f"workflow {self.name}")  # typed ones: PayloadError
         raise ContinueAsNew(args)
+
+
+def _not_the_workflow_s(exc: BaseException) -> bool:
+    """An exception through the workflow's code that is not its failure: Ctrl-C, or
+    the replay tool's stop (a ``ContinueAsNew`` mixed with other errors in a group is
+    the workflow's failure)."""
+    return isinstance(exc, KeyboardInterrupt) or (
+        isinstance(exc, EngineStop) and not isinstance(exc, ContinueAsNew))
+
+
+def _continue_in(group: BaseExceptionGroup[BaseException]) -> ContinueAsNew | None:
+    """The ``ContinueAsNew`` a group holds when that is all it holds (beside the
+    cancellations it caused in the nursery around it); else ``None``."""
+    match, rest = group.split(ContinueAsNew)
+    if match is None or (rest is not None and rest.split(trio.Cancelled)[1] is not None):
+        return None
+    leaf: BaseException = match
+    while isinstance(leaf, BaseExceptionGroup):
+        leaf = leaf.exceptions[0]
+    return leaf if isinstance(leaf, ContinueAsNew) else None

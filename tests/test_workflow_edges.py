@@ -1,0 +1,120 @@
+"""The workflow engine at its edges (found by reviews of this round's fixes): a node's
+stop cancelling an activity that runs a nursery, ``continue_as_new`` inside a nursery,
+a refused ``version()`` change id, a process of another node waiting for a result."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import trio
+
+import garrison
+from garrison import workflow
+from garrison.persistence import open_store
+
+RUNS: list[str] = []
+
+
+@garrison.activity(retry=garrison.RetryPolicy(max_attempts=1))
+async def fan_out() -> str:
+    RUNS.append("fan_out")
+    async with trio.open_nursery() as nursery:  # an activity doing two things at once
+        nursery.start_soon(trio.sleep_forever)
+        await trio.sleep_forever()
+    return "done"
+
+
+async def runs_fan_out() -> str:
+    return await workflow.call(fan_out)
+
+
+async def test_node_stop_during_an_activity_with_a_nursery_is_not_its_failure(
+        autojump_clock: Any, tmp_path: Any) -> None:
+    """The node's stop cancels an activity running a nursery: the group of Cancelled
+    it raises is no failed attempt (with max_attempts=1 the failure was journaled, and
+    the next node saw the activity failed instead of running it again)."""
+    db = str(tmp_path / "s.db")
+    RUNS.clear()
+    async with garrison.open_node(store=db) as node:
+        await node.start_workflow(runs_fan_out, id="w")
+        while not RUNS:
+            await trio.sleep(0.01)
+        await trio.sleep(1)
+    with open_store(db, lock=False) as tool:
+        assert [(r.kind, r.outcome) for r in tool.journal("w")] == []
+
+
+async def _wait_result(handle: Any) -> Any:
+    return await handle.result()
+
+
+async def test_a_process_of_another_node_waiting_for_a_result_is_not_left_hanging(
+        autojump_clock: Any, tmp_path: Any) -> None:
+    """A process waiting for the result of a workflow of a node that stops: a process
+    of that node waits to be stopped with it; one of another node gets "the node has
+    stopped" (it was left waiting for ever)."""
+    import workflow_app as app
+
+    async with garrison.open_node(store=str(tmp_path / "a.db")) as a:
+        async with garrison.open_node(store=str(tmp_path / "b.db")) as b:
+            await b.start_workflow(app.receiver, id="w1")
+            handle = b.workflow("w1")
+            pid = await a.spawn(_wait_result, handle)
+            await trio.sleep(0.5)
+        # node b has stopped; a's process should now fail with "the node has stopped"
+        with trio.fail_after(30):
+            with pytest.raises(garrison.ProcessError, match="the node has stopped"):
+                await a.wait(pid)
+
+
+async def continues_in_a_nursery(n: int) -> int:
+    """continue_as_new from the workflow's own task, inside a nursery it opened (trio
+    wraps it in a BaseExceptionGroup)."""
+    if n >= 1:
+        return n
+    async with trio.open_nursery():
+        workflow.continue_as_new(n + 1)
+    return -1
+
+
+async def test_continue_as_new_in_a_nursery_does_not_escape_the_engine(
+        node: garrison.Node) -> None:
+    """``continue_as_new`` called inside a nursery (trio wraps it in a group): the
+    workflow goes on as a new run (the group escaped the engine and stopped the node)."""
+    await node.start_workflow(continues_in_a_nursery, 0, id="cn")
+    with trio.fail_after(10):
+        assert await node.workflow("cn").result() == 1
+
+
+async def version_nul_caught() -> list[Any]:
+    out: list[Any] = []
+    try:
+        workflow.version("gate\x00", 1, 2)
+    except ValueError:
+        out.append("refused")
+    out.append(workflow.history_length())
+    out.append(await sz_small2())
+    await workflow.sleep(1000)
+    return out
+
+
+@garrison.activity()
+async def sz_small2() -> str:
+    return "small"
+
+
+async def test_a_refused_version_change_id_takes_no_seq(
+        autojump_clock: Any, tmp_path: Any) -> None:
+    """A change id holding NUL is refused before a seq is taken (the code that catches
+    the ValueError goes on with the next seq), and again in a replay."""
+    db = str(tmp_path / "s.db")
+    async with garrison.open_node(store=db) as node:
+        await node.start_workflow(version_nul_caught, id="v")
+        await trio.sleep(10)
+        seqs = [r.seq for r in node.workflow("v").history()]
+    assert seqs[0] == 1, seqs  # (the activity is the first record: no seq taken)
+    async with garrison.open_node(store=db) as node:
+        with trio.fail_after(5000):
+            got = await node.workflow("v").result()
+    assert got[0] == "refused"
