@@ -1342,26 +1342,18 @@ async def test_after_the_node_closed_result_raises_and_status_is_the_stored_one(
         assert await node.workflow("w1").result() == ["go", 7]
 
 
-async def test_sys_exit_in_a_workflow_fails_that_workflow_only(node: garrison.Node) -> None:
-    """``sys.exit()`` in workflow code fails the workflow with ``SystemExit`` (journaled,
-    as any exception); it used to escape the host and stop the node."""
+@pytest.mark.parametrize(("target", "error"), [
+    ("calls_sys_exit", "SystemExit: 3"),
+    ("raises_asyncio_cancelled", "CancelledError: from asyncio")])
+async def test_a_base_exception_in_a_workflow_fails_that_workflow_only(
+        node: garrison.Node, target: str, error: str) -> None:
+    """``sys.exit()`` in workflow code, or another BaseException that is not trio's
+    (asyncio's CancelledError), fails the workflow as any exception (journaled); it used
+    to escape the host and stop the node."""
     await node.start_workflow(app.receiver, id="other")
-    await node.start_workflow(app.calls_sys_exit, id="quits")
-    with pytest.raises(garrison.WorkflowFailed, match="SystemExit: 3"):
+    await node.start_workflow(getattr(app, target), id="quits")
+    with pytest.raises(garrison.WorkflowFailed, match=error):
         await node.workflow("quits").result()
     assert node.workflow("quits").status() == "failed"
-    await node.workflow("other").signal("still", "here")
-    assert await node.workflow("other").result() == ["still", "here"]
-
-
-async def test_asyncio_cancelled_error_in_a_workflow_fails_that_workflow_only(
-        node: garrison.Node) -> None:
-    """A BaseException that is not trio's (asyncio's CancelledError) fails the workflow
-    as any exception; it used to escape the host and stop the node."""
-    await node.start_workflow(app.receiver, id="other")
-    await node.start_workflow(app.raises_asyncio_cancelled, id="asyncio")
-    with pytest.raises(garrison.WorkflowFailed, match="CancelledError: from asyncio"):
-        await node.workflow("asyncio").result()
-    assert node.workflow("asyncio").status() == "failed"
     await node.workflow("other").signal("still", "here")
     assert await node.workflow("other").result() == ["still", "here"]
