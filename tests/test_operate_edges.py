@@ -14,6 +14,7 @@ import httpx
 import ops_app
 import pytest
 import trio
+from test_operate import cli_here
 
 import garrison
 from garrison import _store_tools as tools
@@ -28,16 +29,6 @@ def _reset() -> None:
     ops_app.LOG.clear()
     ops_app.FAILS.clear()
     ops_app.USE_OLD_STEP = False
-
-
-def cli_here(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    """``garrison workflows ARGS`` in this process (so a test can step in between)."""
-    from garrison._cli import build_parser
-
-    parsed = build_parser().parse_args(["workflows", *args])
-    code = parsed.func(parsed)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 async def until(check: Any) -> None:
