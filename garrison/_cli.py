@@ -96,6 +96,8 @@ class _JsonFormatter(logging.Formatter):
         for key, value in vars(record).items():
             if key in _RECORD_FIELDS or key.startswith("_") or key == "traceback":
                 continue
+            if key in out:  # (an extra= field named time, level, logger or message)
+                key = f"extra_{key}"
             out[key] = _json_value(value)
             if isinstance(value, ErrorInfo):
                 out[f"{key}_type"] = value.type
@@ -117,6 +119,12 @@ class _TextFormatter(logging.Formatter):
         if isinstance(extra, str) and extra and not record.exc_info:
             line += "\n" + extra.rstrip()
         return line
+
+
+def _json_logs() -> bool:
+    """True if ``garrison``'s log lines are JSON (``--log-format json``)."""
+    return any(isinstance(h.formatter, _JsonFormatter)
+               for h in logging.getLogger("garrison").handlers)
 
 
 def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
@@ -248,8 +256,12 @@ async def _serve(config: Any, root: Any, label: str | None, store: str | None,
                             if result is not None:
                                 printed.append(str(result))
                         except ProcessError as exc:
-                            print(f"garrison run: {label} failed: {exc.error}",
-                                  file=sys.stderr)
+                            if _json_logs():  # (stderr is one JSON object per line)
+                                log.error("%s failed: %s", label, exc.error,
+                                          extra={"error": exc.error})
+                            else:
+                                print(f"garrison run: {label} failed: {exc.error}",
+                                      file=sys.stderr)
                             code = 1
                 console.cancel_scope.cancel()
             watchers.cancel_scope.cancel()

@@ -224,7 +224,8 @@ def parse_bind(bind: str) -> tuple[str, int]:
     """``(host, port)`` of ``HOST:PORT`` (``[::1]:9464`` for IPv6); ``ValueError``
     naming the input otherwise. Port 0 picks a free one."""
     host, sep, port_text = str(bind).rpartition(":")
-    if not sep or not host or not port_text.isdigit() or int(port_text) > 65535:
+    if not sep or not host or not (port_text.isascii() and port_text.isdigit()) \
+            or int(port_text) > 65535:
         raise ValueError(f"--metrics {bind!r}: expected HOST:PORT, e.g. {DEFAULT_BIND} "
                          "(port 0 picks a free one)")
     return host.strip("[]"), int(port_text)

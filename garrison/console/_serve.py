@@ -48,7 +48,8 @@ def check_bind(bind: str, token: str | None,
     token that is not printable ASCII (no header could carry it), or trusted proxies
     (``forwarded_allow_ips``: they serve it to the network) without a token."""
     host, sep, port_text = bind.rpartition(":")
-    if not sep or not host or not port_text.isdigit() or int(port_text) > 65535:
+    if not sep or not host or not (port_text.isascii() and port_text.isdigit()) \
+            or int(port_text) > 65535:
         raise ValueError(f"--bind {bind!r}: expected HOST:PORT, e.g. {DEFAULT_BIND} "
                          "(port 0 picks a free one)")
     loopback = is_loopback(host)

@@ -1107,9 +1107,12 @@ class SQLiteStore(StoreShortcuts):
         if id_prefix:
             where.append("workflow_id >= ?")
             params.append(id_prefix)
-            if ord(id_prefix[-1]) < 0x10FFFF:  # UTF-8 sorts as code points
+            after_last = ord(id_prefix[-1]) + 1
+            if after_last == 0xD800:  # (no text holds a surrogate: the next one after)
+                after_last = 0xE000
+            if after_last <= 0x10FFFF:  # UTF-8 sorts as code points
                 where.append("workflow_id < ?")
-                params.append(id_prefix[:-1] + chr(ord(id_prefix[-1]) + 1))
+                params.append(id_prefix[:-1] + chr(after_last))
             else:
                 where.append("substr(workflow_id, 1, ?) = ?")
                 params.extend((len(id_prefix), id_prefix))

@@ -162,7 +162,7 @@ class WorkflowHost:
         operation (parked ones at once), nothing recorded; they resume on a node with a
         working store."""
         log.error("host %s: its store failed: %s; its workflows stop", self.name, exc,
-                  extra={"error": str(exc)})
+                  extra={"error": ErrorInfo.from_exception(exc)})
         for wf in list(self.active.values()):
             if wf.store_error is None:
                 wf.store_error = exc
