@@ -106,6 +106,12 @@ class ActivityMock:
                 isinstance(error, type) and issubclass(error, BaseException))):
             raise TypeError(f"mock_activity({name!r}, error=...) takes an exception instance "
                             f"or class, got {error!r}")
+        if isinstance(error, type):
+            try:
+                error()
+            except Exception:
+                raise TypeError(f"mock_activity({name!r}, error={error.__name__}): that class "
+                                "cannot be made without arguments; pass an instance") from None
         if call is not None and not callable(call):
             raise TypeError(f"mock_activity({name!r}, call=...) takes a function, got {call!r}")
         given = [k for k, v in (("result", result), ("error", error), ("call", call))

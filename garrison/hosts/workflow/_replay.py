@@ -171,11 +171,20 @@ class History:
                 raise ValueError(f"{where}: journal record {i} needs an integer 'seq' and a "
                                  f"'kind' (got {rec!r:.80})")
             outcome = rec.get("outcome")
+            attempts = rec.get("attempts", 1)
+            if type(attempts) is not int:
+                raise ValueError(f"{where}: journal record {i}: 'attempts' must be an integer, "
+                                 f"got {attempts!r:.40}")
             journal.append(Entry(rec["seq"], rec["kind"], str(rec.get("name", "")), outcome,
-                                 int(rec.get("attempts", 1))))
+                                 attempts))
             size = rec.get("size")
             sizes[rec["seq"]] = size if isinstance(size, int) else len(json.dumps(outcome))
         promises: dict[str, tuple[str, Any]] = {}
+        for field, kind in (("promises", dict), ("timers", list)):
+            if not isinstance(data.get(field) or kind(), kind):
+                raise ValueError(f"{where}: {field!r} must be a JSON "
+                                 f"{'object' if kind is dict else 'list'}, got "
+                                 f"{type(data[field]).__name__}")
         for pname, p in (data.get("promises") or {}).items():
             if isinstance(p, dict) and p.get("status") in ("resolved", "rejected"):
                 promises[pname] = (p["status"], p.get("value") if p["status"] == "resolved"
@@ -189,11 +198,18 @@ class History:
                                  f"and a 'kind' of 'sleep' or 'receive' (got {t!r:.80})")
             timers[t["seq"]] = (deadline, t.get("kind"))
         error = data.get("error")
+        if error is not None and not (isinstance(error, dict) and isinstance(
+                error.get("type"), str) and isinstance(error.get("message"), str)):
+            raise ValueError(f"{where}: 'error' must be null or an object with a 'type' and "
+                             f"a 'message', got {error!r:.80}")
+        attempt = data.get("attempt") or 1
+        if type(attempt) is not int:
+            raise ValueError(f"{where}: 'attempt' must be an integer, got {attempt!r:.40}")
         return cls(
             workflow_id=str(data.get("workflow_id") or "replayed"), name=name, input=args,
             status=str(data.get("status") or "running"),
             host=str(data.get("host") or "workflows"), run_id=str(data.get("run_id") or ""),
-            attempt=int(data.get("attempt") or 1), created=_seconds(data.get("created")),
+            attempt=attempt, created=_seconds(data.get("created")),
             updated=_seconds(data.get("updated")), result=data.get("result"),
             error=error_from_plain(error) if isinstance(error, dict) else None,
             journal=tuple(journal), sizes=sizes, promises=promises, timers=timers,
@@ -492,6 +508,27 @@ REPLAY_ADVICE = ("Nothing was changed (a dry run); a node running this code woul
                  "once they have finished")
 
 
+def _replayed_code(history: History, target: Any) -> Any:
+    """The workflow function a replay runs: ``target`` (a function or its
+    ``module:qualname``), else the recorded name's; code that does not import is a
+    ``ValueError`` naming it, never a divergence (nothing was replayed)."""
+    if target is not None and not isinstance(target, str):
+        if not callable(target):
+            raise TypeError(f"replay target: expected the workflow function or its "
+                            f"'module:qualname', got {type(target).__name__}: {target!r}")
+        return target
+    name = history.name if target is None else target
+    what = (f"{name!r}, the code of workflow {history.workflow_id!r}" if target is None
+            else f"replay target {name!r}")
+    if ":" not in name:
+        raise ValueError(f"{what}: expected 'module:qualname' (e.g. app.orders:order_workflow)")
+    try:
+        return import_target(name)
+    except Exception as exc:
+        raise ValueError(f"cannot import {what}: {type(exc).__name__}: {exc} (run where the "
+                         "application's code is importable)") from None
+
+
 async def replay_history(history: History, target: Any = None) -> ReplayResult:
     """Replay ``history`` against the code installed now (``target``: the workflow
     function, or its ``module:qualname``, instead of the recorded name), with no
@@ -512,8 +549,7 @@ async def replay_history(history: History, target: Any = None) -> ReplayResult:
     wf.check_lost = False
     wf.cursor.advice = REPLAY_ADVICE
     wf.promises.update(history.promises)
-    if target is not None:
-        wf.fn = import_target(target) if isinstance(target, str) else target
+    wf.fn = _replayed_code(history, target)
     stuck = False
 
     async def run(nursery: trio.Nursery) -> None:

@@ -1,0 +1,103 @@
+"""``garrison.testing`` at its edges (found by an adversarial review of the testing
+utilities): a mocked error class that cannot be made, replay of code that does not
+import or of a wrong target, and history files that are not one."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import garrison
+import garrison.testing
+
+GOLDEN = Path(__file__).resolve().parent.parent / "examples" / "histories" / "approve-doc-1.json"
+
+
+# ---------------------------------------------------------------- workflows used here
+@garrison.activity
+async def decode(data: str) -> str:
+    return data
+
+
+async def decoding() -> str:
+    return await decode("x")
+
+
+# ---------------------------------------------------------------- mocks
+async def test_a_mocked_error_class_is_recorded_as_that_error() -> None:
+    """README: 'error= (an exception instance or class) is recorded as the ActivityError
+    a real final failure gives'. A class whose constructor needs arguments is accepted
+    silently and the workflow fails with an unrelated 'TypeError: function takes exactly
+    5 arguments (0 given)' from the mock itself."""
+    async with garrison.testing.workflow_env() as env:
+        try:
+            env.mock_activity(decode, error=UnicodeDecodeError)
+        except TypeError as exc:  # refusing it at the mock, naming the class, is fine too
+            assert "UnicodeDecodeError" in str(exc)
+            return
+        await env.start(decoding, id="d")
+        with pytest.raises(garrison.WorkflowFailed) as info:
+            await env.result("d")
+        assert "UnicodeDecodeError" in str(info.value.error)
+
+
+# ---------------------------------------------------------------- replay
+@pytest.fixture(autouse=True)
+def _examples_importable(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The golden file's workflow (examples/document_approval.py) importable, as in
+    examples/test_document_approval.py."""
+    monkeypatch.syspath_prepend(str(GOLDEN.parent.parent))
+
+
+def test_the_golden_file_replays_here() -> None:
+    """(control: the unmodified golden history replays ok in this setup)"""
+    assert garrison.testing.replay(GOLDEN).ok
+
+
+def _golden() -> dict:
+    return json.loads(GOLDEN.read_text())
+
+
+def test_replay_of_code_that_cannot_be_imported_is_not_a_divergence() -> None:
+    """README (Operating workflows): 'Code that cannot be imported (run from another
+    folder, a missing --module) is not a difference: the replay stops before replaying
+    anything, naming the workflow and its code'. garrison.testing.replay raises a
+    NonDeterminismError 'diverged from its journal at seq 0 ... keep the recorded path
+    ... workflow.version' instead: a false divergence for a sys.path problem."""
+    history = dict(_golden(), name="h7_moved_away.approvals:document_approval")
+    with pytest.raises(Exception) as info:
+        garrison.testing.replay(history)
+    assert not isinstance(info.value, garrison.NonDeterminismError), str(info.value)
+    assert "h7_moved_away" in str(info.value)
+
+
+def test_replay_with_a_wrong_target_name_says_what_is_wrong() -> None:
+    """replay(history, target='module:qualname'): a typo gives a bare
+    ModuleNotFoundError from importlib (no word of 'target'); a name without ':' gives
+    "AttributeError: module ... has no attribute ''"."""
+    for target in ("document_aproval:document_approval", "document_approval"):
+        with pytest.raises((ValueError, TypeError), match="target"):
+            garrison.testing.replay(GOLDEN, target=target)
+
+
+def test_replay_with_a_target_that_is_no_function_is_refused_not_a_divergence() -> None:
+    """target=42 (not callable) is reported as the code diverging from its journal
+    ('NonDeterminismError ... raise TypeError: 'int' object is not callable')."""
+    with pytest.raises(TypeError, match="target"):
+        garrison.testing.replay(GOLDEN, target=42)
+
+
+@pytest.mark.parametrize("field,value", [("promises", [["approval", "resolved"]]), ("timers", 5),
+                                         ("attempt", "first"), ("error", {"msg": "x"})])
+def test_a_history_file_that_is_not_one_is_a_value_error_naming_it(tmp_path, field,
+                                                                    value) -> None:
+    """History.from_json promises 'ValueError naming where and the field when it is not
+    one' (README: a file that is not a history must not end in a bare traceback); these
+    give AttributeError / TypeError / a ValueError without the file / KeyError from
+    deep inside."""
+    path = tmp_path / "order-17.json"
+    path.write_text(json.dumps(dict(_golden(), **{field: value})))
+    with pytest.raises(ValueError, match=r"order-17\.json"):
+        garrison.testing.replay(path)
