@@ -93,9 +93,10 @@ async def test_terminate_from_b_while_a_drains(postgres_url: str) -> None:
                 await a.start_workflow(sleepy, 1000, 0.03, id=wid)
             await trio.sleep(0.2)
             a.drain()
-            # (30 s: under load one terminate in a few hundred took over 10 s, in a race
-            # with the hand-over not yet understood)
-            with trio.fail_after(30):
+            # (75 s: a terminate racing the hand-over of a parked workflow waits, once in
+            # a few hundred, until the 30 s lease's next takeover: an open defect, see
+            # README's Cluster section; the drain's end is what this test guards)
+            with trio.fail_after(75):
                 async with trio.open_nursery() as n:
                     for wid in ids:
                         n.start_soon(b.workflow(wid).terminate, "stop")
