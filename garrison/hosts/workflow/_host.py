@@ -545,6 +545,8 @@ class WorkflowHost:
         tx.update_workflow(wf.wid, status=status,
                            result=RawJson(result_json) if result_json is not None else None,
                            error=error, time=now)
+        for row_id in wf.requests_taken or ():  # the terminate requests it ends by
+            tx.consume(wf.wid, row_id, 0)  # (with its end: never without it)
         self.queue.finishing(tx, wf)
         targets: list[tuple[WorkflowInstance, int]] = []
         event_text = ""

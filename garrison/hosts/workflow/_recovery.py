@@ -367,9 +367,9 @@ def end_instance(host: WorkflowHost, wf: WorkflowInstance, error: ErrorInfo) -> 
     """End ``wf`` as terminated with ``error`` (and its unfinished children): a running
     one is stopped as a killed workflow is (nothing more journaled; it writes its end);
     one whose code has ended (blocked) or never ran is finished here."""
-    buf = wf.buffered()
-    for rec in wf.requests:  # consumed with its end
-        buf.consume(wf.wid, rec.id, 0)
+    for rec in wf.requests:  # consumed by its end's own transaction (``finish``): a
+        # drain that hands it over first (its records flushed, its end never written)
+        # leaves them to the node that takes it
         wf.requests_taken = added(wf.requests_taken, rec.id)
     wf.requests = ()
     if not wf.done.is_set() and not wf.exited.is_set():  # running (or about to)
