@@ -68,6 +68,13 @@ def _kinds(events: list[list[object]]) -> list[tuple[object, object, object]]:
     return sorted(((kind, pid, why) for kind, pid, why in events), key=str)
 
 
+async def _ticker(ticks: list[float]) -> None:
+    """Note the time every 50 ms: a gap says the node's thread stood still."""
+    while True:
+        ticks.append(time.monotonic())
+        await trio.sleep(0.05)
+
+
 async def test_a_workflow_linked_to_a_process_of_another_node_hears_of_its_end(
         postgres_url: str) -> None:
     """A workflow linked to (or monitoring) a plain process of another node never heard
@@ -269,11 +276,6 @@ async def test_links_to_workflows_elsewhere_never_hold_up_the_node_during_an_out
     url = _postgres.create_db(own_server, "links_outage")
     ticks: list[float] = []
 
-    async def ticker() -> None:
-        while True:
-            ticks.append(time.monotonic())
-            await trio.sleep(0.05)
-
     async with garrison.open_node(store=PostgresStore(url, retry_for=10), name="b",
                                   lease="30s") as b, \
             garrison.open_node(store=PostgresStore(url, retry_for=10), name="a",
@@ -286,7 +288,7 @@ async def test_links_to_workflows_elsewhere_never_hold_up_the_node_during_an_out
         await trio.sleep(0.5)
         await trio.to_thread.run_sync(_postgres.pause, own_server)
         try:
-            nursery.start_soon(ticker)
+            nursery.start_soon(_ticker, ticks)
             await trio.sleep(0.2)
             await a.send(fails, "go")
             await a.send(ends, "go")
@@ -409,11 +411,6 @@ async def test_a_link_to_a_workflow_elsewhere_does_not_hold_up_the_node_in_an_ou
     url = _postgres.create_db(own_server, "rv_link_outage")
     ticks: list[float] = []
 
-    async def ticker() -> None:
-        while True:
-            ticks.append(time.monotonic())
-            await trio.sleep(0.05)
-
     async with garrison.open_node(store=PostgresStore(url, retry_for=4), name="b",
                                   lease="30s") as b, \
             garrison.open_node(store=PostgresStore(url, retry_for=4), name="a",
@@ -423,7 +420,7 @@ async def test_a_link_to_a_workflow_elsewhere_does_not_hold_up_the_node_in_an_ou
         await trio.sleep(0.5)
         await trio.to_thread.run_sync(_postgres.pause, own_server)
         try:
-            nursery.start_soon(ticker)
+            nursery.start_soon(_ticker, ticks)
             await trio.sleep(0.2)
             await a.send(p, "link", str(w))
             await trio.sleep(2)
@@ -612,11 +609,6 @@ async def test_close_with_the_store_down_and_links_elsewhere(own_server: Any, n:
         w = await b.start_workflow(rv_waits, id="w")
         ticks: list[float] = []
 
-        async def ticker() -> None:
-            while True:
-                ticks.append(time.monotonic())
-                await trio.sleep(0.05)
-
         try:
             async with trio.open_nursery() as nursery:
                 async with garrison.open_node(store=PostgresStore(url, retry_for=2),
@@ -625,7 +617,7 @@ async def test_close_with_the_store_down_and_links_elsewhere(own_server: Any, n:
                         await a.spawn(rv_proc_links_forever, str(w))
                     await trio.sleep(0.5)
                     await trio.to_thread.run_sync(_postgres.pause, own_server)
-                    nursery.start_soon(ticker)
+                    nursery.start_soon(_ticker, ticks)
                     await trio.sleep(0.2)
                     t0 = time.monotonic()
                 took = time.monotonic() - t0
