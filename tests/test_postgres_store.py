@@ -232,6 +232,62 @@ def test_an_unknown_outcome_is_settled_by_the_writers_number(
         assert store.statistics().transactions == 2
 
 
+def _lose_one_answer(monkeypatch: pytest.MonkeyPatch, *, after: bool) -> list[int]:
+    """As ``_lose_answer`` for a transaction of one statement (``_run_one``: a step);
+    returns a list that gets one item when it fired."""
+    real = PostgresStore._run_one
+    fired: list[int] = []
+
+    def run_one(self: PostgresStore, conn: Any, plan: Any, n: int, bare: bool = False
+                ) -> bool:
+        if fired:
+            return real(self, conn, plan, n, bare)
+        fired.append(1)
+        if after:
+            real(self, conn, plan, n, bare)
+        conn.close()
+        raise pgstore._ConnectionLost("the network blinked")
+
+    monkeypatch.setattr(PostgresStore, "_run_one", run_one)
+    return fired
+
+
+@pytest.mark.parametrize("after", [False, True], ids=["before-send", "after-commit"])
+def test_a_full_step_whose_answer_is_lost_is_settled_by_its_own_row(
+        pg: str, monkeypatch: pytest.MonkeyPatch, after: bool) -> None:
+    """At synchronous="full" a step's journal row is written without the writer's
+    number; a lost answer is settled by reading the row back: written once, either way,
+    and the writer's number still settles the transactions around it."""
+    with PostgresStore(pg, synchronous="full") as store:
+        store.write(Transaction().create_workflow("w", "app:f"))
+        store.write(Transaction().append_journal("w", 0, "activity", "a", 1))
+        fired = _lose_one_answer(monkeypatch, after=after)
+        assert store.write(Transaction().append_journal("w", 1, "activity", "a", 2)) == [None]
+        assert fired
+        assert [(r.seq, r.outcome) for r in store.journal("w")] == [(0, 1), (1, 2)]
+        # a transaction with the writer's number after bare steps: its lost answer too
+        fired = _lose_one_answer(monkeypatch, after=after)
+        store.write(Transaction().set_state("w", "k", 1))
+        assert fired and store.get_state("w", "k") == 1
+        assert store.write(Transaction().append_journal("w", 2, "activity", "a", 3)) == [None]
+        assert [r.seq for r in store.journal("w")] == [0, 1, 2]
+        assert store.statistics().transactions == 5
+        # the steps did not set the writer's number: it is the set_state's, the fourth
+        assert sql(pg, "SELECT batch FROM writers") == [(4,)]
+
+
+def test_a_full_store_still_finds_confirmed_commits_the_server_lost(pg: str) -> None:
+    with PostgresStore(pg, synchronous="full") as store:
+        store.write(Transaction().create_workflow("w", "app:f"))
+        store.write(Transaction().set_state("w", "k", 1))
+        store.write(Transaction().append_journal("w", 0, "activity", "a", 1))
+        sql(pg, "UPDATE writers SET batch = batch - 1")  # as a lost commit would leave it
+        terminate(pg)
+        with pytest.raises(StoreError, match="lost transactions it had confirmed"):
+            store.write(Transaction().append_journal("w", 1, "activity", "a", 2))
+        assert [r.seq for r in store.journal("w")] == [0]
+
+
 def test_commits_the_server_lost_stop_every_write(pg: str) -> None:
     """With synchronous='normal' a server crash can lose confirmed commits; the store
     finds out when it reconnects (the writers row is behind) and writes nothing more."""

@@ -341,6 +341,8 @@ class PgWritePath:
     _failed: StoreError | None
     _writer_id: str
     _acked: int
+    _marked: int
+    synchronous: str
     _channel: str
     _stmts: dict[str, _Stmt]
     _update_stmts: dict[tuple[str, ...], _Stmt]
@@ -821,12 +823,16 @@ class PgWritePath:
                 f"promise {name!r} of workflow {workflow_id!r} is already {detail}")
         return error  # pragma: no cover - a check of a newer schema
 
-    def _run(self, conn: psycopg.Connection[Any], plans: list[_Plan], n: int) -> bool:
+    def _run(self, conn: psycopg.Connection[Any], plans: list[_Plan], n: int,
+             bare: bool = False) -> bool:
         """Write ``plans`` as one transaction numbered ``n``: each gets its results or
-        its own error; True if the transaction committed (with the number ``n``).
-        :class:`_ConnectionLost` leaves the outcome to the caller."""
+        its own error; True if the transaction committed (with the number ``n``, unless
+        it is a ``bare`` step: ``_bare_step``). :class:`_ConnectionLost` leaves the
+        outcome to the caller."""
         for plan in plans:  # (an earlier attempt's outcome does not count)
             plan.results = plan.error = None
+        if bare:
+            return self._run_one(conn, plans[0], n, bare=True)
         if len(plans) == 1 and not plans[0].needs_read:
             plan = plans[0]
             if len(plan.calls) == 1 and len(plan.fenced) <= 1:
@@ -868,21 +874,54 @@ class PgWritePath:
     def _mark_params(self, n: int) -> list[Any]:
         return [self._writer_id.encode(), str(n).encode(), repr(_time.time()).encode()]
 
-    def _run_one(self, conn: psycopg.Connection[Any], plan: _Plan, n: int) -> bool:
+    def _bare_step(self, plans: list[_Plan]) -> _Plan | None:
+        """The plan of a transaction that is one journal row of a workflow this store
+        does not fence, when the store waits for the WAL flush of every commit
+        (``synchronous="full"``): it is sent without the writer's number, which costs
+        the server a second row to write and log at every step of a sequential
+        workflow. Its own row settles a lost answer instead (``_step_committed``); a
+        server that keeps what it confirmed cannot have lost an earlier transaction
+        that this row would hide. (With ``synchronous_commit`` off the server may lose
+        its last confirmed commits in a crash, and only the writer's number shows it.)"""
+        if self.synchronous != "full" or len(plans) != 1:
+            return None
+        plan = plans[0]
+        if (len(plan.calls) != 1 or plan.fenced or plan.needs_read
+                or plan.calls[0].stmt is not self._stmts.get("append_journal")):
+            return None
+        return plan
+
+    def _step_committed(self, plan: _Plan) -> bool:
+        """Whether the journal row of a bare step (``_bare_step``) whose answer was
+        lost is in the store: the row is this transaction's only write, and a row
+        already there would have failed the insert."""
+        workflow_id, seq, kind, name, _outcome, attempts, at = plan.tx.ops[0][1]
+        return bool(self._query(
+            f"SELECT 1 FROM {self._s}.journal WHERE workflow_id = %s AND seq = %s "
+            "AND kind = %s AND name = %s AND attempts = %s AND time = %s",
+            (workflow_id, seq, kind, name, attempts, at)))
+
+    def _run_one(self, conn: psycopg.Connection[Any], plan: _Plan, n: int,
+                 bare: bool = False) -> bool:
         """:meth:`_run` of one plan of one statement (a step's journal row, a start, a
         finish: most commits), fenced by one workflow at most: the same statement as
         ``_compose`` and ``_send`` make of it (the writer's number, the fence, in its
-        CTE), sent without building their intermediate lists."""
+        CTE), sent without building their intermediate lists; a ``bare`` step
+        (``_bare_step``) as it is."""
         call = plan.calls[0]
         stmt = call.stmt
-        params = [*call.params, *self._mark_params(n)]
-        if plan.fenced:
-            wid = plan.fenced[0]
-            kind = _FENCE_ONE
-            params += [str(plan.epoch).encode(), None if wid is None else wid.encode()]
+        if bare:
+            head = stmt
+            params = call.params
         else:
-            kind = _MARK
-        head = stmt.heads.get(kind) or self._head(stmt, kind)
+            params = [*call.params, *self._mark_params(n)]
+            if plan.fenced:
+                wid = plan.fenced[0]
+                kind = _FENCE_ONE
+                params += [str(plan.epoch).encode(), None if wid is None else wid.encode()]
+            else:
+                kind = _MARK
+            head = stmt.heads.get(kind) or self._head(stmt, kind)
         if head.name not in self._prepared:
             self._ensure_prepared(conn, [head])
         pg = conn.pgconn
@@ -918,6 +957,7 @@ class PgWritePath:
         with self._write_lock:
             self._check_usable()
             n = self._acked + 1
+            bare = self._bare_step(plans) is not None
             deadline: float | None = None
             attempt = 0
             #: transient refusals (``_transient``): until when they are tried again
@@ -928,7 +968,7 @@ class PgWritePath:
                 try:
                     if conn is None or conn.closed:
                         raise _ConnectionLost("not connected")
-                    committed = self._run(conn, plans, n)
+                    committed = self._run(conn, plans, n, bare)
                 except _ConnectionLost as lost:
                     if handover:
                         self._drop_writer()
@@ -936,22 +976,26 @@ class PgWritePath:
                     if deadline is None:
                         deadline = _time.monotonic() + self.retry_for
                     found = self._reconnect_writer(deadline, str(lost))
-                    if found == n:  # it committed before the connection dropped
+                    if not bare and found == n:  # it committed before the connection dropped
                         for plan in plans:
                             self._recover_results(plan)
                         committed = True
-                    elif found == n - 1:
-                        attempt += 1
-                        continue  # it did not commit: send it again
-                    else:
+                    elif found != self._marked:
                         self._give_up(
                             f"the server lost transactions it had confirmed (this store's "
-                            f"last confirmed transaction is {n - 1}, the server has "
+                            f"last confirmed transaction is {self._marked}, the server has "
                             f"{found}): with synchronous='normal' a server crash loses its "
                             "last few hundred milliseconds; restart the node to resume "
                             "from what the store kept")
+                    elif bare and self._step_committed(plans[0]):
+                        committed = True  # its row is there: a step has no results
+                    else:
+                        attempt += 1
+                        continue  # it did not commit: send it again
                 if committed:
                     self._acked = n
+                    if not bare:
+                        self._marked = n
                     self._stats["transactions"] += 1
                 again = [plan for plan in plans if _transient(plan.error)]
                 if not again:

@@ -278,6 +278,9 @@ class PostgresStore(PgWritePath, StoreShortcuts):
         self.node_name: str | None = None
         #: the number of the last transaction the server confirmed
         self._acked = 0
+        #: the number of the last transaction that set the writer's number (a bare
+        #: step does not: ``PgWritePath._bare_step``)
+        self._marked = 0
         self._s = _quote(self.schema)
         self._channel = _pg_schema.notify_channel(self.schema)
         params = {**_CONN_DEFAULTS, **params}
