@@ -247,6 +247,46 @@ async def test_cancel_from_a_tool_reaches_the_children_too(store_spec: str,
                 await node.workflow(wid).result()
 
 
+async def test_a_cancelled_parents_end_flags_its_unfinished_children(
+        store_spec: str, autojump_clock: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A kill found by a crash review: the parent's cancel flags its children by writes
+    of their own, committed after it; the parent could end (cancelled) first, and a
+    kill between left the children running for ever under a cancelled parent (the next
+    node does not revisit an ended parent). The parent's end flags them too. Here the
+    children's own flags are never written, as a kill at that moment leaves them, and
+    the store is read as the parent's end committed."""
+    from garrison.hosts.workflow._host import WorkflowHost
+
+    db = store_spec
+    seen: dict[str, tuple[str, bool]] = {}
+    async with garrison.open_node(store=db) as node:
+        await node.start_workflow(app.parent_of_waiters, id="pw")
+        await wait_status(node.workflow("pw"), "waiting")
+        await wait_status(node.workflow("pw.2"), "sleeping")
+        write_soon, finish = WorkflowHost.write_soon, WorkflowHost.finish
+
+        def lost(self: Any, tx: Any, then: Any = None) -> None:
+            if any(wid.startswith("pw.") for wid in tx.workflow_ids):
+                return  # (the kill: never committed)
+            write_soon(self, tx, then)
+
+        async def finished(self: Any, wf: Any, *args: Any) -> None:
+            await finish(self, wf, *args)
+            if wf.wid == "pw":
+                for rec in self.store.list_workflows(parent=wf.pid):
+                    seen[rec.workflow_id] = (str(rec.status), bool(rec.cancel_requested))
+
+        monkeypatch.setattr(WorkflowHost, "write_soon", lost)
+        monkeypatch.setattr(WorkflowHost, "finish", finished)
+        await node.workflow("pw").cancel()
+        for wid in ("pw", "pw.1", "pw.2"):
+            with pytest.raises(garrison.WorkflowCancelled):
+                await node.workflow(wid).result()
+    assert set(seen) == {"pw.1", "pw.2"}
+    for wid, (status, flagged) in seen.items():
+        assert flagged or status == "cancelled", (wid, status)
+
+
 # ------------------------------------------------------------------ continue-as-new
 async def test_continue_as_new_keeps_state_inbox_and_promises(node: garrison.Node) -> None:
     pid = await node.start_workflow(app.continued, 0, id="cn")

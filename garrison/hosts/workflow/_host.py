@@ -547,6 +547,13 @@ class WorkflowHost:
                            error=error, time=now)
         for row_id in wf.requests_taken or ():  # the terminate requests it ends by
             tx.consume(wf.wid, row_id, 0)  # (with its end: never without it)
+        if status is WorkflowStatus.CANCELLED:
+            # its children flagged when its cancel arrived (cancel_children) by writes of
+            # their own, which may not be committed yet: flagged with its end too, so a
+            # crash between cannot leave them running under a cancelled parent
+            for child in self.active.values():
+                if child.parent == wf.pid and child.cancel_requested and not child.done.is_set():
+                    tx.request_cancel(child.wid)
         self.queue.finishing(tx, wf)
         targets: list[tuple[WorkflowInstance, int]] = []
         event_text = ""
