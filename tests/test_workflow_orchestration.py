@@ -14,6 +14,7 @@ import workflow_app as app
 
 import garrison
 from garrison import process
+from garrison.persistence import Transaction
 
 
 @pytest.fixture(autouse=True)
@@ -285,6 +286,56 @@ async def test_a_cancelled_parents_end_flags_its_unfinished_children(
     assert set(seen) == {"pw.1", "pw.2"}
     for wid, (status, flagged) in seen.items():
         assert flagged or status == "cancelled", (wid, status)
+
+
+async def input_or_timer(timer_first: bool, promise: bool) -> list[Any]:
+    from garrison import workflow
+
+    r = workflow.promise("go") if promise else process.inbox().receive()
+    t = workflow.timer(10)
+    won = await (workflow.first(t, r) if timer_first else workflow.first(r, t))
+    got = await r if promise else (await (r if won is r else process.inbox().receive())).payload
+    return ["input" if won is r else "timer", got]
+
+
+@pytest.mark.parametrize("promise", [False, True], ids=["receive", "promise"])
+async def test_first_after_a_stop_decides_by_when_each_was_done(
+        store_spec: str, autojump_clock: Any, monkeypatch: pytest.MonkeyPatch,
+        promise: bool) -> None:
+    """A crash review: after a stop that spans a race's deadline, the message (or
+    promise) that came while the node was down and the passed timer were both done at
+    the resume, and the first in argument order won: a message committed after the
+    deadline beat the timer, one committed before lost to it. A node that ran on
+    decides by which was done first: so does the resumed one."""
+    from garrison.hosts.workflow._waits import WallClock
+
+    db = store_spec
+    cases = [(False, 5.0, "timer"), (True, 5.0, "timer"),
+             (False, -5.0, "input"), (True, -5.0, "input")]
+    async with garrison.open_node(store=db) as node:
+        for n, (timer_first, _offset, _expected) in enumerate(cases):
+            await node.start_workflow(input_or_timer, timer_first, promise, id=f"r{n}")
+        for n in range(len(cases)):
+            await wait_status(node.workflow(f"r{n}"), "waiting")
+    with garrison.persistence.open_store(db, lock=False) as store:  # the node is down
+        for n, (_timer_first, offset, _expected) in enumerate(cases):
+            deadline = next(r.outcome["deadline"] for r in store.journal(f"r{n}")
+                            if r.kind == "timer")
+            at = deadline + offset
+            if promise:
+                store.write(Transaction().resolve_promise(f"r{n}", "go", 1, time=at))
+            else:
+                store.write(Transaction().deliver(f"r{n}", "go", 1, msg_id=f"m{n}", time=at))
+    init = WallClock.__init__
+
+    def later(self: WallClock) -> None:  # the next node opens a minute past the deadlines
+        init(self)
+        self.wall0 += 60
+
+    monkeypatch.setattr(WallClock, "__init__", later)
+    async with garrison.open_node(store=db) as node:
+        for n, (_timer_first, _offset, expected) in enumerate(cases):
+            assert await node.workflow(f"r{n}").result() == [expected, 1], cases[n]
 
 
 # ------------------------------------------------------------------ continue-as-new

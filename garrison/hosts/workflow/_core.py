@@ -99,7 +99,7 @@ class WorkflowCore(Caller, WorkflowScope):
                  "created", "cursor", "done", "durable_watchers", "error", "exited",
                  "flushes", "flushing", "fn", "history_bytes", "host", "input_plain",
                  "kill_reason", "links", "may_be_queued", "monitoring", "name", "parent",
-                 "pending", "promises", "refreshed", "requests", "requests_taken",
+                 "pending", "promise_times", "promises", "refreshed", "requests", "requests_taken",
                  "result_json", "run_id", "scope", "started", "state", "status", "store",
                  "store_error", "stored_status", "taken", "task", "timer_kinds", "timers",
                  "topics", "trace", "trap_links", "unlinked", "unsized", "wait_deadline",
@@ -171,6 +171,9 @@ class WorkflowCore(Caller, WorkflowScope):
         #: what this run started with ``workflow.start`` (``None``: nothing yet)
         self.started: StartedActivities | None = None
         self.promises: dict[str, tuple[str, Any]] = {}  # completed: name -> (status, value)
+        #: when each completed promise was completed (wall clock; ``workflow.first``
+        #: decides by it after a stop), made at the first
+        self.promise_times: dict[str, float] | None = None
         self.topics: set[str] | None = None
         self._inboxes: dict[str, DurableInbox] = {}
         self._wake: trio.Event | None = None

@@ -286,6 +286,9 @@ class WorkflowHost:
         wf = self.active.get(wid)
         if wf is not None:
             wf.promises[name] = (status, stored)
+            if wf.promise_times is None:
+                wf.promise_times = {}
+            wf.promise_times[name] = self.clock.now()
             wf.wake()
         await trio.lowlevel.checkpoint()
 

@@ -105,6 +105,10 @@ def load_promises(host: WorkflowHost, wf: WorkflowInstance) -> None:
         if rec.status != "pending":
             wf.promises[rec.name] = (str(rec.status),
                                      rec.value if rec.status == "resolved" else rec.error)
+            if rec.completed is not None:
+                if wf.promise_times is None:
+                    wf.promise_times = {}
+                wf.promise_times[rec.name] = rec.completed.timestamp()
 
 
 async def resume_all(host: WorkflowHost, nursery: trio.Nursery) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import math
 import time as _time
 from collections.abc import Callable
 from typing import Any
@@ -270,15 +271,21 @@ class Waits(Receives):
         seq = self.cursor.seq - 1
         try:
             while True:
-                for i, a in enumerate(awaitables):  # argument order: deterministic ties
-                    if a.done():
-                        tx = Transaction()
-                        if isinstance(a, PendingReceive) and not a.resolved:
-                            self._claim(a, tx)  # consumed with the decision, atomically
-                        self.record(tx, seq, JournalKind.FIRST, "",
-                                    _dumps({"index": i, "of": of}))
-                        await self._commit(tx)
-                        return a
+                done = [i for i, a in enumerate(awaitables) if a.done()]
+                if done:
+                    # several at once (after a stop: a message sent meanwhile, a deadline
+                    # passed): the first to be done, as a node that ran on would have
+                    # seen them; argument order for ties (deterministic)
+                    i = done[0] if len(done) == 1 else min(
+                        done, key=lambda j: (self._done_at(awaitables[j]), j))
+                    a = awaitables[i]
+                    tx = Transaction()
+                    if isinstance(a, PendingReceive) and not a.resolved:
+                        self._claim(a, tx)  # consumed with the decision, atomically
+                    self.record(tx, seq, JournalKind.FIRST, "",
+                                _dumps({"index": i, "of": of}))
+                    await self._commit(tx)
+                    return a
                 deadlines = [a.deadline for a in awaitables if isinstance(a, DurableTimer)]
                 wake = self.host.clock.trio_deadline(min(deadlines)) if deadlines else None
                 only_timers = len(deadlines) == len(awaitables)
@@ -286,6 +293,19 @@ class Waits(Receives):
                                  else WorkflowStatus.WAITING)
         except WaitCancelled:
             self._deliver_cancel(seq)
+
+    def _done_at(self, a: Any) -> float:
+        """When ``a`` (done) was done, wall clock: a timer at its deadline, a receive when
+        its message was committed, a promise when it was completed; an activity's result
+        (and a receive or promise of unknown time) as early as can be."""
+        if isinstance(a, DurableTimer):
+            return a.deadline
+        if isinstance(a, PendingReceive) and not a.resolved:
+            item = self._find(a.box)
+            return item.created if item is not None else -math.inf
+        if isinstance(a, DurablePromise) and self.promise_times is not None:
+            return self.promise_times.get(a.name, -math.inf)
+        return -math.inf
 
     async def gather(self, awaitables: tuple[Any, ...]) -> list[Any]:
         """Every result, in argument order (awaited one after another, so a coroutine
