@@ -50,6 +50,10 @@ The first statement of every transaction also sets this writer's row of
   loses its last few hundred milliseconds). The store then refuses every further
   write with :class:`~garrison.StoreError` (the node's memory is ahead of the
   store); a restarted node resumes from what the store kept;
+- at ``synchronous="full"`` a transaction that is one journal row of a workflow the
+  store does not fence (a step of a sequential workflow) does not set the number: its
+  own row settles a lost answer (there: committed; absent: sent again), and a server
+  that keeps what it confirmed cannot have lost an earlier one;
 - the server stays unreachable past ``retry_for``, or another node took the lock
   meanwhile: the same refusal. A workflow is never marked failed because the network
   blinked: its end cannot be recorded, and it resumes from its journal.
