@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
-_WHOLE = re.compile(r"(?:\d+(?:\.\d+)?(?:ms|s|m|h|d))+")
-_NUMBER = re.compile(r"\d+(?:\.\d+)?")
+_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)", re.ASCII)
+_WHOLE = re.compile(r"(?:\d+(?:\.\d+)?(?:ms|s|m|h|d))+", re.ASCII)
+_NUMBER = re.compile(r"\d+(?:\.\d+)?", re.ASCII)
+#: the units of a combination, largest first: each at most once, in this order
+_ORDER = ("d", "h", "m", "s", "ms")
 
 Duration = float | int | str
 
@@ -43,7 +46,13 @@ def parse_duration(value: object, *, what: str = "duration") -> float:
         return seconds
     if isinstance(value, str):
         if value and _WHOLE.fullmatch(value):
-            return sum(float(n) * _UNITS[u] for n, u in _PART.findall(value))
+            parts = _PART.findall(value)
+            ranks = [_ORDER.index(unit) for _number, unit in parts]
+            if any(a >= b for a, b in itertools.pairwise(ranks)):
+                raise ValueError(
+                    f"invalid {what} {value!r}: in a combination each unit comes once, "
+                    "largest first (d, h, m, s, ms), as in '1h30m'")
+            return sum(float(n) * _UNITS[u] for n, u in parts)
         if _NUMBER.fullmatch(value.strip()):
             raise ValueError(
                 f"invalid {what} {value!r}: a duration string needs a unit, e.g. "

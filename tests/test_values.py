@@ -63,6 +63,15 @@ def test_bad_durations_name_the_input(bad):
     assert repr(bad) in str(info.value)
 
 
+@pytest.mark.parametrize("bad", ["1m1m", "30m1h", "1s1ms1s", "1ms1s", "\uff11s", "1\u0663s"])
+def test_a_combination_takes_each_unit_once_largest_first(bad):
+    """API.md: a combination like "1h30m"; anything else is a ValueError. "1m1m" read
+    as two minutes, and digits of other scripts as numbers."""
+    with pytest.raises(ValueError) as info:
+        parse_duration(bad)
+    assert repr(bad) in str(info.value)
+
+
 @pytest.mark.parametrize("bare", ["0", "5", "1.5"])
 def test_a_duration_string_without_a_unit_is_refused_saying_so(bare):
     """One grammar: a number is seconds; a string always carries its unit (so "0" is

@@ -118,3 +118,72 @@ async def test_a_refused_version_change_id_takes_no_seq(
         with trio.fail_after(5000):
             got = await node.workflow("v").result()
     assert got[0] == "refused"
+
+
+def charge(amount: int) -> int:  # a plain function: the config makes it an activity
+    RUNS.append(f"charge {amount}")
+    return amount * 3
+
+
+async def calls_by_entry_id(amount: int) -> list[Any]:
+    started = workflow.start("app:charge", amount + 1)
+    out: list[Any] = [await workflow.call("app:charge", amount), await started]
+    try:
+        await workflow.call("app:nothing", amount)
+    except ValueError as exc:
+        out.append(str(exc))
+    return out
+
+
+async def test_an_activity_may_be_named_by_its_function_py_entry_id(
+        autojump_clock: Any, tmp_path: Any) -> None:
+    """API.md: any target may be an entry id; README: an activity is a function.py
+    entry. workflow.call("app:charge") ran the string as a function (TypeError: the
+    first argument must be callable); now it runs the entry's function, journaled under
+    the function's own name, and an unknown id is a ValueError at the call."""
+    from garrison.config import load_config_text
+
+    config = load_config_text(f"""
+version: "1.0"
+namespace: app
+entries:
+  - {{name: charge, kind: function.py, source: "{__name__}:charge"}}
+  - {{name: pay, kind: workflow.py, source: "{__name__}:calls_by_entry_id"}}
+""")
+    RUNS.clear()
+    db = str(tmp_path / "s.db")
+    async with garrison.open_node(config=config, store=db) as node:
+        await node.start_workflow("app:pay", 2, id="p")
+        got = await node.workflow("p").result()
+    assert got[:2] == [6, 9]
+    assert "workflow.call('app:nothing'): no config entry 'app:nothing'" in got[2]
+    assert sorted(RUNS) == ["charge 2", "charge 3"]
+    with open_store(db) as store:
+        names = {r.name for r in store.journal("p") if r.kind == "activity"}
+    assert names == {f"{__name__}:charge"}
+
+
+async def long_job(x: int) -> int:
+    await workflow.sleep("150s")
+    return x
+
+
+async def test_a_node_stop_keeps_a_supervisors_workflow_child(
+        autojump_clock: Any, tmp_path: Any) -> None:
+    """A supervisor's workflow child at the node's stop: the supervisor's final cleanup
+    sent it a CANCEL, which was recorded (the next node found it cancelled: closing a
+    node is not cancelling), and waited 10 s for it to end. Now the child is left to its
+    host: the stop takes no time and the workflow goes on at the next open."""
+    from garrison.supervision import ChildSpec, Supervisor
+
+    db = str(tmp_path / "s.db")
+    sup = Supervisor([ChildSpec("w", long_job, args=(1,), host="workflows")])
+    async with garrison.open_node(store=db) as node:
+        await node.spawn(sup)
+        await trio.sleep(0.3)
+        wid = sup.which_children()[0][1].id
+        closing = trio.current_time()
+    assert trio.current_time() - closing < 1.0
+    async with garrison.open_node(store=db) as node:
+        assert node.workflow(wid).status() == "sleeping"
+        assert await node.workflow(wid).result() == 1

@@ -740,6 +740,9 @@ class Supervisor:
             if not final:
                 await self._stop(child)
                 continue
+            if self._kept_at_node_stop(child.pid):
+                child.pid = None
+                continue
             shutdown = child.spec.shutdown
             bound = CLEANUP_GRACE + (0.0 if isinstance(shutdown, str) else shutdown)
             pid = child.pid
@@ -748,6 +751,20 @@ class Supervisor:
                 continue
             log.error("%s: %s did not end within %s of being stopped; supervisor %s moves on",
                       child.spec.name, pid, _fmt_seconds(bound), self._who())
+
+    def _kept_at_node_stop(self, pid: Pid) -> bool:
+        """True for a workflow child while the node stops: closing a node is not
+        cancelling; its host keeps the workflow, which goes on when a node opens the
+        store again (a CANCEL would be recorded and end it, and the wait for it to end
+        would hold the node's stop for the child's whole shutdown grace)."""
+        node = self._node
+        if node is None or not getattr(node, "stopping", False):
+            return False
+        try:
+            host = node.host(pid.host)
+        except ValueError:
+            return False
+        return bool(getattr(host, "durable", False))
 
     # ------------------------------------------------------------------ requests
     def _who(self) -> str:

@@ -240,6 +240,8 @@ class Activities(WorkflowCore):
         if name is None or getattr(fn, "__garrison_activity__", None) is not None:
             # (an ``@garrison.activity`` function's wrapper passes its own function
             # with every option: nothing to look up at each of its steps)
+            if isinstance(fn, str):
+                fn = self._entry_function(fn, "workflow.call")
             fn, retry, timeout, name = _options(fn, retry, timeout, name)
         entry = self._take(_ACTIVITY, name)
         hint = _RETURN_HINTS.get(fn, _NO_HINT)
@@ -305,9 +307,23 @@ class Activities(WorkflowCore):
             return structure(plain, hint, what=f"the result of activity {name!r}")
         return await self._activity_done(seq, name, hint, attempt, text, plain, failure)
 
+    def _entry_function(self, entry_id: str, what: str) -> Any:
+        """The function of the config entry ``entry_id`` (a ``function.py`` entry: any
+        target may be an entry id), journaled under the function's own name; else a
+        ``ValueError`` naming the id."""
+        try:
+            return self.node.resolve_target(entry_id)
+        except (KeyError, ValueError) as exc:
+            why = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+            raise ValueError(f"{what}({entry_id!r}): {why}; an activity is a function, or "
+                             "the entry id of a function.py entry of the node's config"
+                             ) from None
+
     def start_activity(self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], *,
                        retry: RetryPolicy | None, timeout: float | None) -> ActivityHandle:
         """``workflow.start``: the seq is taken now; the activity runs in the background."""
+        if isinstance(fn, str):
+            fn = self._entry_function(fn, "workflow.start")
         fn, retry, timeout, name = _options(fn, retry, timeout, None)
         entry = self._take(_ACTIVITY, name)
         handle = ActivityHandle(self, name, return_hint(fn))
