@@ -21,6 +21,7 @@ from .actors._runtime import runtime_or_none
 from .actors._values import Pid, ProcessInfo, check_topic
 from .hosts._kernel import noproc
 from .hosts._process_host import ProcessHost, stop_processes
+from .hosts.workflow._ids import check_key_size, check_text
 from .persistence import parse_status
 from .supervision._services import ServiceInfo, start_services, stop_services
 from .tracing import enable_if_configured
@@ -85,6 +86,9 @@ class Node:
                                  or "/" in name or "@" in name or "\x00" in name):
             raise ValueError(f"a node name must be a non-empty string without '/', '@' or "
                              f"a NUL character, got {name!r}")
+        if name is not None:
+            check_text(name, "a node name")
+            check_key_size(name, "a node name")
         #: this node's name in its cluster (``name=``, or ``<hostname>-<pid>``)
         self.name: str = name if name is not None else f"{socket.gethostname()}-{os.getpid()}"
         self.lease = parse_duration(lease)

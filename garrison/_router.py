@@ -23,6 +23,7 @@ from ._targets import check_target
 from .actors._mailbox import timeout_seconds
 from .actors._values import ErrorInfo, Event, Message, Pid
 from .hosts._kernel import Caller, NodeContext, noproc
+from .hosts.workflow._ids import check_key_size, check_text
 
 if TYPE_CHECKING:
     from ._node import Node
@@ -151,9 +152,8 @@ class Router:
                     f"name {name!r} is the entry id of a service (not running now): only "
                     f"its process names it")
         if scope == "cluster" and self.cluster_names is not None:
-            if "\x00" in name:
-                raise ValueError(f"cannot register {name!r} in the cluster: PostgreSQL text "
-                                 "cannot hold the NUL character (\\x00)")
+            check_text(name, "a cluster name")  # (kept in the store, as a key of its
+            check_key_size(name, "a cluster name")  # index)
             other = self.cluster_names.register_name(name, str(pid))
             if other is not None:
                 raise ValueError(f"name {name!r} is already registered in the cluster by "

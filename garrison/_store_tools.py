@@ -173,8 +173,14 @@ def check_topic(topic: object) -> str:
     """``topic`` if a signal may carry it (a non-empty string), else :class:`ToolError`
     (code 2, bad arguments; the console's 400): the one rule of ``garrison workflows
     signal`` and the console's ``POST .../signal``."""
+    from .hosts.workflow._ids import check_text
+
     if not isinstance(topic, str) or not topic:
         raise ToolError(f"a signal needs a 'topic': a non-empty string, got {topic!r}", 2)
+    try:
+        check_text(topic, "a signal's topic")
+    except ValueError as exc:
+        raise ToolError(str(exc), 2) from None
     return topic
 
 

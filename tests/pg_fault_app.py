@@ -55,6 +55,34 @@ async def nul_everywhere() -> list[str]:
     return raised
 
 
+async def bad_text_everywhere(bad: str, marker: str) -> list[str]:
+    """Each call a workflow makes with ``bad`` where the store keeps text as a name or a
+    key (a state key, a promise name, a version's change id, a message's topic): those
+    that raised a ValueError saying ``marker``. Then a step, which commits: the workflow
+    goes on."""
+    calls: dict[str, Any] = {
+        "set_state": lambda: workflow.set_state(bad, 1),
+        "promise": lambda: workflow.promise(bad),
+        "version": lambda: workflow.version(bad, 1, 2),
+        "send": lambda: process.send("workflows/nobody", bad, 1),
+        "call": lambda: process.call("workflows/nobody", bad, 1, timeout=1),
+    }
+    raised = []
+    for what, call in calls.items():
+        try:
+            out = call()
+            if hasattr(out, "__await__"):
+                await out
+        except ValueError as exc:
+            if marker in str(exc):
+                raised.append(what)
+        except Exception as exc:  # (a send to nobody: not what this is about)
+            raised.append(f"{what}: {type(exc).__name__}")
+    workflow.set_state("k", 1)
+    await step(0)
+    return raised
+
+
 async def tag_file(latin1_name: str) -> str:
     """Tags the workflow with a file name as os.listdir gives a latin-1 one on a UTF-8
     system (a lone surrogate); the type of the error the call raises, if any."""
@@ -84,3 +112,10 @@ async def echo() -> None:
     while True:
         msg = await process.inbox().receive()
         await msg.reply(msg.payload)
+
+
+async def tagged(value: Any) -> Any:
+    """Tags the workflow with the search attribute ``v``."""
+    workflow.attrs(search={"v": value})
+    await step(0)
+    return value

@@ -327,3 +327,93 @@ async def test_nul_in_a_cluster_name_or_node_name_is_a_clear_value_error(
     with pytest.raises(ValueError, match="NUL"):
         async with garrison.open_node(store=postgres_url, name="n\x00de"):
             pass
+
+
+async def test_names_no_store_can_keep_are_a_value_error_at_the_call_on_both_stores(
+        postgres_url: str, tmp_path: Path) -> None:
+    """A review found a lone surrogate in a state key, promise name, change id or topic
+    failing the workflow's next commit (a raw UnicodeEncodeError, on both stores), a NUL
+    in a topic refused only by PostgreSQL, and a promise name, state key or id too long
+    for PostgreSQL's indexes (more than 2,704 bytes) leaving the workflow blocked on
+    PostgreSQL at every start, while SQLite took it. Each is a ValueError at the call,
+    on both stores alike; the workflow goes on."""
+    from garrison.hosts.workflow._ids import MAX_KEY_BYTES
+
+    long = "é" * (MAX_KEY_BYTES // 2 + 1)  # (two bytes each: over the limit in bytes)
+    every = ["set_state", "promise", "version", "send", "call"]
+    for store in (str(tmp_path / "s.db"), postgres_url):
+        async with garrison.open_node(store=store, name="a") as n:
+            for wid, bad, marker, expected in [
+                    ("surrogate", "a\udc80b", "lone surrogate", every),
+                    ("nul", "t\x00x", "NUL", every),
+                    ("long", long, "too long", ["set_state", "promise"])]:
+                await n.start_workflow(app.bad_text_everywhere, bad, marker, id=wid)
+                with trio.fail_after(10):
+                    got = await n.workflow(wid).result()
+                assert got[:len(expected)] == expected, (store, wid, got)
+            # from outside: the same, at the call
+            handle = n.workflow("nul")
+            for bad, marker in [("a\udc80b", "lone surrogate"), ("t\x00x", "NUL")]:
+                with pytest.raises(ValueError, match=marker):
+                    await handle.signal(bad, 1)
+            with pytest.raises(ValueError, match="too long"):
+                await n.workflow("nul").promise(long).resolve(1)
+            with pytest.raises(ValueError, match="bytes long in UTF-8"):
+                await n.start_workflow(app.steps, 1, id="w" * (MAX_KEY_BYTES + 1))
+            with pytest.raises(ValueError, match="dedup key"):
+                await n.start_workflow(app.steps, 1, dedup="d" * (MAX_KEY_BYTES + 1))
+            # what cannot be stored cannot be found: no raw UnicodeEncodeError
+            with pytest.raises(garrison.NoSuchWorkflow):
+                n.workflow("a\udc80b").status()
+            assert n.workflow("nul").state("a\udc80b", "none") == "none"
+
+
+async def test_a_search_filter_tells_true_from_1_on_both_stores(
+        postgres_url: str, tmp_path: Path) -> None:
+    """SQLite's json_extract made a stored true match a filter 1 (and 1 match true);
+    PostgreSQL's jsonb does not. Now both: true matches true only, and a number matches
+    a number of the same value (1 and 1.0)."""
+    for store in (str(tmp_path / "s.db"), postgres_url):
+        async with garrison.open_node(store=store, name="a") as n:
+            for wid, value in [("t-true", True), ("t-int", 1), ("t-float", 1.0),
+                               ("t-false", False), ("t-zero", 0), ("t-text", "1")]:
+                await n.start_workflow(app.tagged, value, id=wid)
+            with trio.fail_after(10):
+                for wid in ("t-true", "t-int", "t-float", "t-false", "t-zero", "t-text"):
+                    await n.workflow(wid).result()
+
+            def found(value: Any) -> list[str]:
+                return sorted(w.workflow_id for w in n.workflows(search={"v": value}))
+
+            assert found(True) == ["t-true"], store
+            assert found(False) == ["t-false"], store
+            assert found(1) == ["t-float", "t-int"], store
+            assert found(0) == ["t-zero"], store
+            assert found("1") == ["t-text"], store
+
+
+def test_a_node_on_a_role_that_cannot_write_is_a_store_error(postgres_url: str) -> None:
+    """A read-only role (or a read-only server) made opening a node a psycopg traceback
+    (the node's first write at open); it is a StoreError saying what the node needs."""
+    with PostgresStore(postgres_url):
+        pass  # the schema exists
+    with psycopg.connect(postgres_url, autocommit=True) as c:
+        c.execute("DROP ROLE IF EXISTS garrison_test_reader")
+        c.execute("CREATE ROLE garrison_test_reader LOGIN")
+        c.execute("GRANT USAGE ON SCHEMA garrison TO garrison_test_reader")
+        c.execute("GRANT SELECT ON ALL TABLES IN SCHEMA garrison TO garrison_test_reader")
+    try:
+        url = postgres_url.replace("postgres@", "garrison_test_reader@", 1)
+        with pytest.raises(StoreError, match="cannot write to schema 'garrison'") as info:
+            PostgresStore(url)
+        assert "permission denied" in str(info.value)
+        result = subprocess.run(
+            [sys.executable, "-m", "garrison", "run", "pg_fault_app:receiver", "--store", url],
+            capture_output=True, text=True, env={"PYTHONPATH": f"{ROOT}:{ROOT / 'tests'}"})
+        assert result.returncode == 2, result.stderr
+        assert "Traceback" not in result.stderr
+        assert "cannot write to schema" in result.stderr
+    finally:
+        with psycopg.connect(postgres_url, autocommit=True) as c:
+            c.execute("DROP OWNED BY garrison_test_reader")
+            c.execute("DROP ROLE garrison_test_reader")

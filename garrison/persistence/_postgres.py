@@ -110,6 +110,7 @@ from ._records import (
     TimerRecord,
     WakeupRecord,
     WorkflowRecord,
+    no_match,
     parse_status,
 )
 from ._shortcuts import StoreShortcuts
@@ -365,6 +366,12 @@ class PostgresStore(PgWritePath, StoreShortcuts):
                 if self._owner:  # rows of writers gone for a day (killed tools)
                     conn.execute(f"DELETE FROM {self._s}.writers WHERE updated < %s",
                                  (_time.time() - 86400,))
+        except (pg_errors.InsufficientPrivilege, pg_errors.ReadOnlySqlTransaction) as exc:
+            conn.close()
+            self.locked = False
+            raise StoreError(self.path, f"cannot write to schema {self.schema!r}: "
+                             f"{_reason(exc)} (a node needs a role that may write its "
+                             "tables, on a server that is not read-only)") from None
         except BaseException:
             conn.close()
             self.locked = False
@@ -704,9 +711,8 @@ class PostgresStore(PgWritePath, StoreShortcuts):
         connection, and trying again after a transient refusal, a statement timeout
         under lock contention say, for ``retry_for`` seconds; with ``again=False``
         such a refusal raises :class:`~garrison.persistence.Busy` at once)."""
-        for value in params:
-            if type(value) is str and "\x00" in value:
-                return []  # PostgreSQL text cannot hold it: no row can match
+        if no_match(params, nul=True):  # PostgreSQL text cannot hold it: no row matches
+            return []
         with self._read_lock:
             self._check_open()
             deadline: float | None = None

@@ -49,6 +49,21 @@ _loads = json.loads
 MAX_TIME = 253402300799.0
 
 
+def no_match(params: Sequence[Any], nul: bool = False) -> bool:
+    """True if a read's ``params`` hold a string no store can hold (a lone surrogate
+    character, which is no valid text; with ``nul``, the NUL character too: PostgreSQL's
+    text): no row can match it, and the read finds nothing rather than failing."""
+    for value in params:
+        if type(value) is str and not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+        if nul and type(value) is str and "\x00" in value:
+            return True
+    return False
+
+
 def _moment(value: float) -> _dt.datetime:
     return _fromtimestamp(min(value, MAX_TIME), _UTC)
 

@@ -74,6 +74,7 @@ from ._records import (
     TimerRecord,
     WakeupRecord,
     WorkflowRecord,
+    no_match,
     parse_status,
 )
 from ._schema import SCHEMA_VERSION, check_garrison, check_tables, migrate, read_version
@@ -1054,6 +1055,8 @@ class SQLiteStore(StoreShortcuts):
     # -- reading -----------------------------------------------------------
 
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        if no_match(params):  # (not valid text: no row can match it)
+            return []
         with self._read_lock:
             self._check_open()
             return self._reader.execute(sql, params).fetchall()
@@ -1098,9 +1101,18 @@ class SQLiteStore(StoreShortcuts):
             where.append(f"status IN ({', '.join('?' * len(statuses))})")
             params.extend(parse_status(s).value for s in statuses)
         for key, value in (search or {}).items():
+            path = "$." + json.dumps(str(key))
             where.append("json_extract(search, ?) IS json_extract(?, '$')")
-            params.append("$." + json.dumps(str(key)))
+            params.append(path)
             params.append(search_json(key, value))
+            # json_extract makes true and false the numbers 1 and 0: the JSON type tells
+            # them apart (a number matches a number of the same value, as in jsonb)
+            if isinstance(value, bool):
+                where.append("json_type(search, ?) = ?")
+                params.extend([path, "true" if value else "false"])
+            elif isinstance(value, int | float):
+                where.append("json_type(search, ?) IN ('integer', 'real')")
+                params.append(path)
         if parent is not None:
             where.append("parent = ?")
             params.append(str(parent))

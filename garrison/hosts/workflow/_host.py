@@ -60,7 +60,7 @@ from ._codec import (
 )
 from ._core import added
 from ._elsewhere import Elsewhere
-from ._ids import check_workflow_id
+from ._ids import check_key_size, check_text, check_workflow_id
 from ._inbox import InboxItem, exit_id
 from ._instance import WorkflowInstance
 from ._journal import JournalKind, event_to_plain, message_to_plain
@@ -332,6 +332,8 @@ class WorkflowHost:
         if dedup is not None:
             if not isinstance(dedup, str) or not dedup:
                 raise TypeError(f"dedup must be a non-empty string or None, got {dedup!r}")
+            check_text(dedup, "a dedup key")
+            check_key_size(dedup, "a dedup key")
             holder = self.queue.holder(dedup)
             if holder is not None and holder != wid:
                 self._attach(Pid(self.name, holder), process_watcher, process_link)
@@ -646,6 +648,7 @@ class WorkflowHost:
         Before this host resumed the store's workflows (a service sending while the node
         starts), an unfinished workflow of the store gets the message in its inbox: it
         reads it when it resumes."""
+        check_text(msg.topic, f"a message to workflow {pid.id!r}: its topic")
         if self.client or (pid.id not in self.active and (
                 not self.resumed or self.ownership is not None)):
             # not running here: into the inbox (in a cluster, its node is woken)

@@ -5,12 +5,35 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["ID_RULE", "check_promise_name", "check_state_key", "check_text", "check_workflow_id",
-           "id_problem"]
+__all__ = ["ID_RULE", "MAX_KEY_BYTES", "check_key_size", "check_promise_name", "check_state_key",
+           "check_text", "check_workflow_id", "id_problem", "shown"]
+
+#: the longest workflow id, schedule id, promise name or state key, in bytes of UTF-8:
+#: each is a key of the stores' indexes, and PostgreSQL's hold at most 2,704 bytes a
+#: row (a promise's key is its workflow's id and its name); refused alike on every
+#: store, so an application runs on either
+MAX_KEY_BYTES = 1000
 
 #: the rule every workflow id (and schedule id) follows, as error messages state it
 ID_RULE = ("a non-empty string of printable characters (no newline, tab or other control "
-           "character) without leading or trailing spaces")
+           f"character) without leading or trailing spaces, at most {MAX_KEY_BYTES} bytes "
+           "of UTF-8")
+
+
+def shown(value: str, keep: int = 60) -> str:
+    """``repr(value)``, cut for an error message when it is long."""
+    if len(value) <= keep:
+        return repr(value)
+    return f"{value[:keep]!r}... ({len(value)} characters)"
+
+
+def _size_problem(value: str) -> str | None:
+    if len(value) * 4 <= MAX_KEY_BYTES:  # (no character takes more than 4 bytes)
+        return None
+    size = len(value.encode("utf-8", "surrogatepass"))
+    if size > MAX_KEY_BYTES:
+        return f"it is {size} bytes long in UTF-8 (at most {MAX_KEY_BYTES})"
+    return None
 
 
 def id_problem(value: str) -> str | None:
@@ -25,7 +48,7 @@ def id_problem(value: str) -> str | None:
             return (f"it holds a lone surrogate character {bad!r}, which is not valid text "
                     "and cannot be stored")
         return f"it holds the unprintable character {bad!r}"
-    return None
+    return _size_problem(value)
 
 
 def check_workflow_id(wid: object) -> str:
@@ -39,8 +62,8 @@ def check_workflow_id(wid: object) -> str:
     why = id_problem(wid)
     if why is not None:
         hint = " (leave id=None for a fresh one)" if not wid else ""
-        raise ValueError(f"invalid workflow id {wid!r}: {why}; a workflow id is {ID_RULE}"
-                         f"{hint}")
+        raise ValueError(f"invalid workflow id {shown(wid)}: {why}; a workflow id is "
+                         f"{ID_RULE}{hint}")
     return wid
 
 
@@ -54,6 +77,7 @@ def check_promise_name(name: object, *, stored: bool = True) -> str:
         raise ValueError(f"a promise name must be a non-empty string, got {name!r}")
     if stored:
         check_text(name, "a promise name")
+        check_key_size(name, "a promise name")
     return name
 
 
@@ -67,16 +91,40 @@ def check_state_key(key: object, what: str) -> str:
     return key
 
 
+def check_key_size(value: str, what: str) -> None:
+    """``ValueError`` naming ``what`` if ``value`` is longer than :data:`MAX_KEY_BYTES`
+    in UTF-8 (a promise name, a state key: see there)."""
+    why = _size_problem(value)
+    if why is not None:
+        raise ValueError(f"{what} {shown(value)} is too long: {why}; such names are keys of "
+                         "the store's indexes")
+
+
+def _lone_surrogate(value: str) -> str | None:
+    if value.isascii():
+        return None
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return value[exc.start]
+    return None
+
+
 def check_text(value: Any, what: str) -> None:
     """``ValueError`` naming ``what`` if ``value`` (a string, or a JSON value: its keys
     and strings at any depth) holds the NUL character, which PostgreSQL's text and
-    ``jsonb`` cannot hold: refused on both stores alike where it would be written. (Not
+    ``jsonb`` cannot hold, or a lone surrogate character, which is no valid text (no
+    store encodes it): refused on both stores alike where it would be written. (Not
     where a replay matches a name against its journal: a journal an older version wrote
     on SQLite replays.)"""
     if isinstance(value, str):
         if "\x00" in value:
             raise ValueError(f"{what} cannot hold the NUL character (\\x00), which no store "
-                             f"keeps as text: got {value!r}")
+                             f"keeps as text: got {shown(value)}")
+        bad = _lone_surrogate(value)
+        if bad is not None:
+            raise ValueError(f"{what} cannot hold the lone surrogate character {bad!r}, which "
+                             f"is not valid text and cannot be stored: got {shown(value)}")
     elif isinstance(value, dict):
         for k, v in value.items():
             check_text(k, what)

@@ -28,7 +28,7 @@ from ...workflow import WorkflowInfo
 from ._activities import Activities
 from ._codec import arity_problem, json_round_trip, restore_args
 from ._core import ContinueAsNew, EngineStop, log
-from ._ids import check_state_key, check_text
+from ._ids import check_key_size, check_state_key, check_text
 from ._interop import Interop
 from ._journal import Cursor, JournalKind, timestamp
 from ._waits import Waits
@@ -288,6 +288,7 @@ class WorkflowInstance(Waits, Activities, Interop):
         text, plain = json_round_trip(value, f"state {key!r} of workflow {self.wid!r}")
         if not self.cursor.replaying:
             check_text(key, "workflow.set_state(): a state key")
+            check_key_size(key, "workflow.set_state(): a state key")
             self.state[key] = plain
             self.buffered().set_state(self.wid, key, RawJson(text))
         else:

@@ -25,6 +25,7 @@ from .._kernel import noproc
 from ._codec import PLAIN, json_round_trip
 from ._core import UNLINK_GRACE, WorkflowCore, added
 from ._elsewhere import RemoteWorkflow
+from ._ids import check_text
 from ._inbox import InboxItem
 from ._journal import JournalKind, error_from_plain, error_to_plain, message_to_plain
 
@@ -180,6 +181,8 @@ class Interop(WorkflowCore):
         return pid
 
     async def send(self, to: Pid | str, topic: str, payload: Any) -> None:
+        if not self.cursor.replaying:  # (refused before a seq is taken; see check_text)
+            check_text(topic, f"process.send() from workflow {self.wid!r}: the topic")
         entry = self._take(JournalKind.SEND, topic)
         if entry is not None:
             await self._send_again(entry.outcome, topic, payload)
@@ -403,6 +406,8 @@ class Interop(WorkflowCore):
         return pid
 
     async def call(self, to: Pid | str, topic: str, payload: Any, timeout: Any) -> Any:
+        if not self.cursor.replaying:
+            check_text(topic, f"process.call() from workflow {self.wid!r}: the topic")
         entry = self._take(JournalKind.CALL, topic)
         if entry is not None:
             await self._yield()

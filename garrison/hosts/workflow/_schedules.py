@@ -31,7 +31,10 @@ from ..._duration import parse_duration
 from ..._errors import PayloadError
 from ...persistence import to_json
 from ._codec import arity_problem, restore_args
-from ._ids import ID_RULE, id_problem
+from ._ids import ID_RULE, MAX_KEY_BYTES, id_problem
+
+#: room a schedule's workflow ids take after its id ('@' and the tick's time)
+_TICK_BYTES = 64
 
 __all__ = [
     "DEFAULT_CATCHUP_WINDOW",
@@ -146,6 +149,9 @@ def check_schedule_id(value: object) -> str:
         raise TypeError(f"a schedule id must be a string, got {type(value).__name__}: "
                         f"{value!r}")
     why = id_problem(value) or ("it holds '@'" if "@" in value else None)
+    if why is None and len(value.encode("utf-8")) > MAX_KEY_BYTES - _TICK_BYTES:
+        why = (f"it is {len(value.encode('utf-8'))} bytes long in UTF-8 (at most "
+               f"{MAX_KEY_BYTES - _TICK_BYTES}: its workflows' ids add '@<tick time>')")
     if why is not None:
         raise ValueError(f"invalid schedule id {value!r}: {why}; a schedule id is {ID_RULE}, "
                          "and without '@' (its workflows are named '<id>@<tick time>')")
