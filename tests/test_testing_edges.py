@@ -5,12 +5,15 @@ import or of a wrong target, and history files that are not one."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
+import trio
 
 import garrison
 import garrison.testing
+from garrison import workflow
 
 GOLDEN = Path(__file__).resolve().parent.parent / "examples" / "histories" / "approve-doc-1.json"
 
@@ -23,6 +26,49 @@ async def decode(data: str) -> str:
 
 async def decoding() -> str:
     return await decode("x")
+
+
+@garrison.activity
+async def fetch_slowly(x: int) -> int:
+    await trio.sleep(0.05)  # (real I/O in a test: real time, without an autojump clock)
+    return x
+
+
+async def fetch_or_give_up() -> str:
+    fetched = workflow.start(fetch_slowly, 1)
+    won = await workflow.first(fetched, workflow.timer("1h"))
+    return "fetched" if won is fetched else "gave up"
+
+
+def check_slowly(n: int) -> int:  # a plain activity: a worker thread
+    time.sleep(0.05)
+    return n
+
+
+async def approve_then_check() -> str:
+    who = await workflow.promise("approval")
+    workflow.set_state("checked", await workflow.call(check_slowly, 3))
+    return str(who)
+
+
+# ---------------------------------------------------------------- time and activities
+async def test_virtual_time_stands_while_an_activity_runs() -> None:
+    """A review found a 1 h timer beating a 0.05 s activity: the environment jumped
+    virtual time as soon as every task waited, the activity's too. Time now stands
+    while an activity runs."""
+    async with garrison.testing.workflow_env() as env:
+        assert env.virtual
+        await env.start(fetch_or_give_up, id="f")
+        assert await env.result("f") == "fetched"
+
+
+async def test_resolve_returns_once_the_reaction_s_activity_ran() -> None:
+    """env.resolve() returned while the workflow's reaction ran a plain activity in a
+    worker thread (its state not yet set): every task waited, the thread worked."""
+    async with garrison.testing.workflow_env() as env:
+        await env.start(approve_then_check, id="a")
+        await env.resolve("a", "approval", "ann")
+        assert env.state("a", "checked") == 3
 
 
 # ---------------------------------------------------------------- mocks

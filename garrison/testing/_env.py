@@ -15,7 +15,11 @@ Two ways time skips, chosen by the trio clock the test runs on:
   activity timeouts and plain processes' timeouts take real time.
 
 Either way ``await env.sleep(d)`` advances time by ``d``, firing what falls due on the
-way, and returns once the workflows woken have reacted (every task waits again).
+way, and returns once the workflows woken have reacted (every task waits again, and no
+activity runs). While an activity runs (in real time: a plain one in a worker thread,
+an async one's own waits unless on the autojump clock) the environment does not skip
+time, so a workflow timer never beats it by a jump; an activity that never returns
+holds ``env.sleep`` and ``env.settle`` until it does (mock it).
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ import trio.testing
 from .._duration import parse_duration
 from .._handle import WorkflowHandle
 from .._node import Node, _as_config, open_node
-from ..hosts.workflow._activities import _options
+from ..hosts.workflow._activities import ActivitiesInFlight, _options
 from ..hosts.workflow._waits import WallClock
 
 __all__ = ["ActivityMock", "SkippingClock", "WorkflowEnv", "workflow_env"]
@@ -175,11 +179,15 @@ class WorkflowEnv:
         await self.settle()
 
     async def settle(self) -> None:
-        """Return once every task waits (the workflows have done all they can now),
-        without moving time."""
+        """Return once every task waits (the workflows have done all they can now) and
+        no activity runs, without moving time."""
         if not self.virtual:
-            await trio.testing.wait_all_tasks_blocked()
-            return
+            while True:
+                await trio.testing.wait_all_tasks_blocked()
+                running = self._activities_running()
+                if running is None:
+                    return
+                await running.wait()
         event = trio.Event()
         self._settling.append(event)
         assert isinstance(self.clock, SkippingClock)
@@ -193,6 +201,10 @@ class WorkflowEnv:
         assert isinstance(clock, SkippingClock)
         while True:
             await trio.testing.wait_all_tasks_blocked()
+            running = self._activities_running()
+            if running is not None:  # (time stands while it runs in real time)
+                await running.wait()
+                continue
             if self._settling:
                 for event in self._settling:
                     event.set()
@@ -215,6 +227,17 @@ class WorkflowEnv:
                 wf.wake()
             for scheduler in schedulers:
                 scheduler.wake()
+
+    def _activities_running(self) -> trio.Event | None:
+        """An event set once the activities running on one host have ended, or ``None``
+        when none runs: an activity takes real time (an async one's ``trio.sleep`` too,
+        unless the test runs on an autojump clock), and a workflow's timer must not
+        win a race against it by a jump of virtual time."""
+        for host in self._hosts():
+            if host.in_flight is not None and host.in_flight.count:
+                event: trio.Event = host.in_flight.idle
+                return event
+        return None
 
     def _hosts(self) -> list[Any]:
         return [h for h in self.node.hosts.values() if getattr(h, "durable", False)]
@@ -356,6 +379,8 @@ async def workflow_env(config: Any = None) -> AsyncIterator[WorkflowEnv]:
                 host.scheduler.wake()  # (its timer was set on the clock it started on)
         else:
             clock = hosts[0].clock
+        for host in hosts:
+            host.in_flight = ActivitiesInFlight()
         env = WorkflowEnv(node, clock, virtual)
         async with trio.open_nursery() as nursery:
             if virtual:

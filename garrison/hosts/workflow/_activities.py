@@ -30,7 +30,7 @@ from ._codec import PLAIN, activity_result_json, return_hint, structure
 from ._core import BUDGET, EngineStop, WorkflowCore
 from ._journal import JournalKind, error_from_plain, error_to_plain
 
-__all__ = ["Activities", "ActivityHandle", "StartedActivities"]
+__all__ = ["Activities", "ActivitiesInFlight", "ActivityHandle", "StartedActivities"]
 
 log = logging.getLogger("garrison.workflow")
 
@@ -49,6 +49,30 @@ _NO_HINT: Any = object()
 
 
 @functools.lru_cache(maxsize=1024)
+class ActivitiesInFlight:
+    """How many activity attempts run now on a host that counts them (``garrison.testing``'s
+    ``workflow_env`` sets one on its hosts: it must not skip the workflows' time while an
+    activity runs in real time, nor call the workflows settled while one runs in a
+    worker thread). ``idle`` is set while none runs."""
+
+    __slots__ = ("count", "idle")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.idle = trio.Event()
+        self.idle.set()
+
+    def started(self) -> None:
+        self.count += 1
+        if self.idle.is_set():
+            self.idle = trio.Event()
+
+    def ended(self) -> None:
+        self.count -= 1
+        if not self.count:
+            self.idle.set()
+
+
 def _is_async(fn: Any) -> bool:
     return inspect.iscoroutinefunction(fn)
 
@@ -259,7 +283,7 @@ class Activities(WorkflowCore):
         if self._buffer is not None or self.flushing is not None:  # records_pending
             await self.records_committed()  # (a recorded value the activity may use)
         if (timeout is None and not self.host.activity_mocks and not _observe.active
-                and _is_async(fn)):
+                and self.host.in_flight is None and _is_async(fn)):
             # _run_activity's first attempt inline, the common case (it returns; nothing
             # to retry): no coroutine more at every step. A failed first attempt goes
             # on there, with its retry policy
@@ -372,12 +396,20 @@ class Activities(WorkflowCore):
         self.wake()
 
     async def _attempt(self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
-                       name: str = "", attempt: int = 0) -> Any:
+                       name: str = "", attempt: int = 0, counted: bool = False) -> Any:
         """One call of the activity function: awaited, or in a worker thread if plain.
-        (Attempt ``attempt`` of ``name``: with observability on, inside its span.)"""
+        (Attempt ``attempt`` of ``name``: with observability on, inside its span; on a
+        host that counts them, counted while it runs.)"""
+        in_flight = self.host.in_flight
+        if in_flight is not None and not counted:
+            in_flight.started()
+            try:
+                return await self._attempt(fn, args, kwargs, name, attempt, True)
+            finally:
+                in_flight.ended()
         if _observe.active and attempt:
             with _observe.activity_attempt(self, name, attempt):
-                return await self._attempt(fn, args, kwargs)
+                return await self._attempt(fn, args, kwargs, counted=True)
         if _is_async(fn):
             return await fn(*args, **kwargs)
         return await trio.to_thread.run_sync(functools.partial(fn, *args, **kwargs),
@@ -411,7 +443,8 @@ class Activities(WorkflowCore):
                     if exc is not None:
                         pass  # the attempt that ran in activity(): its error decides
                     elif timeout is None:
-                        if _is_async(fn) and not _observe.active:  # _attempt's common case
+                        if (_is_async(fn) and not _observe.active  # _attempt's common case
+                                and self.host.in_flight is None):
                             value = await fn(*args, **kwargs)  # (without a coroutine more)
                         else:
                             value = await self._attempt(fn, args, kwargs, name, attempt)

@@ -49,6 +49,7 @@ from ...persistence import (
     to_json,
 )
 from .._kernel import Caller, NodeContext, exit_fan_out, noproc
+from ._activities import ActivitiesInFlight
 from ._codec import (
     PLAIN,
     arity_problem,
@@ -111,6 +112,8 @@ class WorkflowHost:
         self.clock = WallClock()  # hosts are made inside trio
         #: stand-ins for activities by journal name (``garrison.testing``): name -> function
         self.activity_mocks: dict[str, Callable[..., Any]] = {}
+        #: counts the activity attempts running (``garrison.testing``), or ``None``
+        self.in_flight: ActivitiesInFlight | None = None
         #: a store opened by a tool (``lock=False``): another node runs the workflows;
         #: this host only writes to the store (the owner picks the writes up) and reads it
         self.client = not store.owner

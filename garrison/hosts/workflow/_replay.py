@@ -339,6 +339,7 @@ class ReplayHost(_Refusing):
     durable = True
     closing = False
     client = True
+    in_flight = None
 
     def __init__(self, history: History, name: str = "workflows") -> None:
         self.node = ReplayNode()
