@@ -647,11 +647,15 @@ class SQLiteStore(StoreShortcuts):
         A node writing to a deleted file carries on without error (into an inode no
         path reaches) and loses everything it wrote when it closes; this tells.
         Cheap (a ``stat`` of the file and of the lock file): call it after a write
-        error and periodically.
+        error and periodically. A store opened with ``lock=False`` (a tool, such as
+        ``garrison ui``, that may stay open for days) calls it before every write
+        transaction and every read, so that nothing lands in, or is read from, a file
+        an operator has replaced (``mv backup.db store.db``) or deleted meanwhile.
         """
         self._check_open()
         _file.check_identity(
-            self._file, self.path, self._identity, self._lock_fd, self._lock_file
+            self._file, self.path, self._identity, self._lock_fd, self._lock_file,
+            tool=self._notify_node,
         )
 
     # -- lifetime ----------------------------------------------------------
@@ -763,6 +767,8 @@ class SQLiteStore(StoreShortcuts):
         with self._write_lock:
             if self._closed:
                 self._check_open()
+            if self._notify_node:  # a tool's store: still the file at its path?
+                self.check_file()
             try:
                 # one operation alone of _ONE_STATEMENT is its own transaction
                 op = ops[0][0] if len(ops) == 1 and not self._notify_node else None
@@ -856,6 +862,12 @@ class SQLiteStore(StoreShortcuts):
     def _write_batch_locked(self, batch: list[CommitRequest]) -> None:
         conn = self._conn
         stats = self._stats
+        if self._notify_node:  # a tool's store: still the file at its path?
+            try:
+                self.check_file()
+            except (StoreError, RuntimeError) as exc:  # every caller's, before any write
+                fail_all(batch, exc)
+                return
         try:
             self._check_open()
             conn.execute("BEGIN IMMEDIATE")
@@ -1056,6 +1068,8 @@ class SQLiteStore(StoreShortcuts):
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         with self._read_lock:
             self._check_open()
+            if self._notify_node:  # a tool's store: still the file at its path?
+                self.check_file()
             return self._reader.execute(sql, params).fetchall()
 
     def get_workflow(self, workflow_id: str) -> WorkflowRecord | None:
