@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+import os
 import re
 import socket
 import threading
@@ -1238,3 +1239,43 @@ def test_the_command_line_checks_the_session_options(
         parsed = build_parser().parse_args(argv)
         assert parsed.func(parsed) == 2, argv
         assert capsys.readouterr().err.startswith(said), argv
+
+
+async def test_a_store_error_is_a_json_503_naming_the_store(seeded: str, tmp_path: Path) -> None:
+    """A store the console cannot use answers the console's JSON error with 503 and the
+    StoreError's message (it was Starlette's plain-text 500): a store locked past the
+    busy timeout, and a store file replaced under ``garrison ui`` (a backup restored
+    with ``mv``), whose actions must not land in the file no path reaches any more."""
+    import shutil
+    import sqlite3
+
+    other = sqlite3.connect(seeded, isolation_level=None)
+    try:
+        other.execute("BEGIN EXCLUSIVE")  # another program writing, for a long time
+        with SQLiteStore(seeded, lock=False, busy_timeout=0.1) as store:
+            async with client(make_app(StoreBackend(store))) as c:
+                r = await post(c, "/api/workflows/l-1/signal", {"topic": "note", "payload": 1})
+                assert r.status_code == 503, r.text
+                assert r.headers["content-type"] == "application/json"
+                error = r.json()["error"]
+                assert seeded in error and "busy timeout (0.1s)" in error, error
+                assert "\n" not in error
+        other.execute("ROLLBACK")
+    finally:
+        other.close()
+
+    backup = str(tmp_path / "backup.db")
+    shutil.copy(seeded, backup)
+    store = _store_tools.open_store(seeded)
+    async with client(make_app(StoreBackend(store))) as c:
+        assert (await c.get("/api/workflows/l-1")).status_code == 200
+        os.replace(backup, seeded)  # the operator restores a backup
+        r = await post(c, "/api/workflows/l-1/signal", {"topic": "note", "payload": 1})
+        assert r.status_code == 503, r.text
+        assert seeded in r.json()["error"] and "replaced" in r.json()["error"]
+        for path in ("/api/workflows/l-1", "/api/workflows"):
+            r = await c.get(path)
+            assert r.status_code == 503 and "replaced" in r.json()["error"], r.text
+    store.close()
+    with SQLiteStore(seeded, lock=False) as restored:
+        assert restored.pending_messages("l-1") == []

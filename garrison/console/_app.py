@@ -25,7 +25,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from .._errors import PayloadError
+from .._errors import PayloadError, StoreError
 from .._store_tools import ToolError, check_rejection, check_topic, standard_json
 from ._backend import ApiError, Backend, parse_search, parse_statuses, strict_json
 from ._security import (
@@ -207,6 +207,16 @@ def make_app(backend: Backend, *, token: str | None = None, loopback: bool = Tru
         # converter goes): the request's fault, named, not a 500 with a stack trace
         return JSONResponse({"error": str(exc)}, status_code=400)
 
+    async def store_error(request: Request, exc: Exception) -> Response:
+        # the store cannot be used now (locked past the busy timeout, its file deleted
+        # or replaced, the disk full, the server gone): the console's JSON error,
+        # naming the store and why, not a plain-text 500
+        assert isinstance(exc, StoreError)
+        message = " ".join(str(exc).split())  # one line
+        if request.url.path.startswith("/api/"):
+            return JSONResponse({"error": message}, status_code=503)
+        return Response(f"{message}\n", status_code=503, media_type="text/plain")
+
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
         if request.url.path.startswith("/api/"):
@@ -235,6 +245,7 @@ def make_app(backend: Backend, *, token: str | None = None, loopback: bool = Tru
     ]
     app = Starlette(routes=routes, exception_handlers={ApiError: api_error,
                                                        PayloadError: payload_error,
+                                                       StoreError: store_error,
                                                        HTTPException: http_error})
     return Guard(app, token=token, loopback=loopback,
                  forwarded_allow_ips=forwarded_allow_ips, session_idle=session_idle,

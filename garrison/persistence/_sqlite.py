@@ -754,7 +754,7 @@ class SQLiteStore(StoreShortcuts):
                 return self._write_now(tx)
             except Busy as exc:
                 if _time.monotonic() + pause > deadline:
-                    raise self._stayed_busy(exc) from exc.__cause__
+                    raise self._stayed_busy(exc, self._busy_timeout) from exc.__cause__
                 _time.sleep(pause)
                 pause = min(pause * 2, 0.25)
 
@@ -797,10 +797,15 @@ class SQLiteStore(StoreShortcuts):
         with conn:
             return self._apply(tx)
 
-    def _stayed_busy(self, exc: Busy) -> StoreError:
+    def _stayed_busy(self, exc: Busy, waited: float | None = None) -> StoreError:
+        """The StoreError of a write that found the store locked for ``waited`` seconds:
+        :meth:`write`'s busy timeout, or (``None``) the group commit's ``busy_retry``
+        (its worker's deadline)."""
         cause = exc.__cause__
         assert isinstance(cause, sqlite3.Error)
-        return _file.store_error(self.path, self._file, cause, self._group.retry_for)
+        if waited is None:
+            waited = self._group.retry_for
+        return _file.store_error(self.path, self._file, cause, waited)
 
     def translate_error(self, exc: BaseException) -> StoreError | None:
         """The :class:`~garrison.StoreError` a failed write means (the disk is full, the
