@@ -62,7 +62,7 @@ from ._checkpoint import (
     Checkpointer,
     preallocate_wal,
 )
-from ._converter import search_json
+from ._converter import check_search_filters, search_json
 from ._group_commit import NONE_RESULT, Busy, CommitRequest, GroupCommit, Strategy, fail_all
 from ._records import (
     InboxRecord,
@@ -1109,7 +1109,9 @@ class SQLiteStore(StoreShortcuts):
         of a page returns the records that follow it in this order (each page is one
         indexed range scan, however deep; rows added meanwhile never shift a page). The
         cursor's row supplies the exact stored time; its ``created`` is used only when
-        that workflow has been deleted since."""
+        that workflow has been deleted since. At most
+        :data:`~._converter.MAX_SEARCH_FILTERS` search keys (else ``ValueError``)."""
+        check_search_filters(search)
         where: list[str] = []
         params: list[Any] = []
         if status is not None:
