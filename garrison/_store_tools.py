@@ -576,7 +576,13 @@ def search_filters(items: Sequence[str], option: str = "--search") -> dict[str, 
     """The search filters ``KEY=VALUE`` (:func:`key_value`) as one mapping, every one
     of which must match; ``None`` when a key is given twice with different values (no
     workflow can match both: the list is empty). The one rule of ``garrison workflows
-    list --search`` and the console's ``search=``."""
+    list --search`` and the console's ``search=``. More than
+    :data:`~.persistence._converter.MAX_SEARCH_FILTERS` filters are refused (code 2)."""
+    from .persistence._converter import MAX_SEARCH_FILTERS
+
+    if len(items) > MAX_SEARCH_FILTERS:
+        raise ToolError(f"too many {option.lstrip('-')} filters ({len(items)}): at most "
+                        f"{MAX_SEARCH_FILTERS} (each KEY=VALUE must match)", 2)
     out: dict[str, Any] = {}
     for item in items:
         key, value = key_value(item, option)

@@ -520,3 +520,40 @@ async def test_many_tool_writes_for_one_workflow_are_picked_up_with_one_look(
         with trio.fail_after(10):
             assert await node.workflow("c").result() == [0, 1, 2]
     assert looks == ["c"]
+
+
+async def test_too_many_search_filters_are_refused_on_every_surface_naming_the_limit(
+        capsys: pytest.CaptureFixture[str], store_path: str) -> None:
+    """About a thousand ``search=`` filters made the console a 500 (SQLite: "Expression
+    tree is too large"). At most 64: more is a 400 in the console, exit 2 with one line
+    on the command line, ValueError from ``list_workflows`` of either store."""
+    from garrison.console._app import make_app
+    from garrison.console._backend import StoreBackend
+
+    _plain_store(store_path)
+    many = [f"k{i}=1" for i in range(1000)]
+    args = [arg for item in many[:65] for arg in ("--search", item)]
+    code, out, err = cli_here(capsys, "--store", store_path, "list", *args)
+    assert (code, out) == (2, ""), (out, err)
+    assert err == ("garrison workflows: too many search filters (65): at most 64 (each "
+                   "KEY=VALUE must match)\n"), err
+    args = [arg for item in many[:64] for arg in ("--search", item)]
+    assert cli_here(capsys, "--store", store_path, "list", *args) == (0, "no workflows\n", "")
+
+    with open_store(store_path, lock=False) as s:
+        with pytest.raises(ValueError, match=r"too many search filters \(65\): a query "
+                                             r"takes at most 64"):
+            s.list_workflows(search={f"k{i}": 1 for i in range(65)})
+        assert s.list_workflows(search={f"k{i}": 1 for i in range(64)}) == []
+        assert [r.workflow_id for r in s.list_workflows(search={"n": 3})] == ["w3"]
+
+        app = make_app(StoreBackend(s))
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                     base_url="http://127.0.0.1:8233") as c:
+            for n in (65, 1000):
+                r = await c.get("/api/workflows", params={"search": many[:n]})
+                assert r.status_code == 400, r.text
+                assert r.json() == {"error": f"too many search filters ({n}): at most 64 "
+                                             "(each KEY=VALUE must match)"}
+            r = await c.get("/api/workflows", params={"search": many[:64]})
+            assert (r.status_code, r.json()["workflows"]) == (200, [])

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+import os
 import re
 import socket
 import threading
@@ -1238,3 +1239,130 @@ def test_the_command_line_checks_the_session_options(
         parsed = build_parser().parse_args(argv)
         assert parsed.func(parsed) == 2, argv
         assert capsys.readouterr().err.startswith(said), argv
+
+
+async def test_a_store_error_is_a_json_503_naming_the_store(seeded: str, tmp_path: Path) -> None:
+    """A store the console cannot use answers the console's JSON error with 503 and the
+    StoreError's message (it was Starlette's plain-text 500): a store locked past the
+    busy timeout, and a store file replaced under ``garrison ui`` (a backup restored
+    with ``mv``), whose actions must not land in the file no path reaches any more."""
+    import shutil
+    import sqlite3
+
+    other = sqlite3.connect(seeded, isolation_level=None)
+    try:
+        other.execute("BEGIN EXCLUSIVE")  # another program writing, for a long time
+        with SQLiteStore(seeded, lock=False, busy_timeout=0.1) as store:
+            async with client(make_app(StoreBackend(store))) as c:
+                r = await post(c, "/api/workflows/l-1/signal", {"topic": "note", "payload": 1})
+                assert r.status_code == 503, r.text
+                assert r.headers["content-type"] == "application/json"
+                error = r.json()["error"]
+                assert seeded in error and "busy timeout (0.1s)" in error, error
+                assert "\n" not in error
+        other.execute("ROLLBACK")
+    finally:
+        other.close()
+
+    backup = str(tmp_path / "backup.db")
+    shutil.copy(seeded, backup)
+    store = _store_tools.open_store(seeded)
+    async with client(make_app(StoreBackend(store))) as c:
+        assert (await c.get("/api/workflows/l-1")).status_code == 200
+        os.replace(backup, seeded)  # the operator restores a backup
+        r = await post(c, "/api/workflows/l-1/signal", {"topic": "note", "payload": 1})
+        assert r.status_code == 503, r.text
+        assert seeded in r.json()["error"] and "replaced" in r.json()["error"]
+        for path in ("/api/workflows/l-1", "/api/workflows"):
+            r = await c.get(path)
+            assert r.status_code == 503 and "replaced" in r.json()["error"], r.text
+    store.close()
+    with SQLiteStore(seeded, lock=False) as restored:
+        assert restored.pending_messages("l-1") == []
+
+
+async def test_big_values_are_cut_and_encoded_off_the_event_loop(
+        store_path: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A workflow whose result, input, state, search attributes, memo, journal outcome
+    and inbox payload are megabytes: the console served them whole (50 MB a poll,
+    encoded and hashed on the node's trio thread; the list put whole search attributes
+    in every row). Each value is cut at VALUE_SHOWN bytes of its JSON text (a list
+    row's search attributes at LIST_VALUE_SHOWN), marked with its whole size."""
+    from garrison.console import _backend
+
+    big = "x" * 3_000_000
+    with SQLiteStore(store_path) as owner:
+        tx = Transaction().create_workflow("huge", "console_app:listening", [big, 1],
+                                           status="waiting",
+                                           search={"blob": big, "small": "s"},
+                                           memo={"note": {"text": big}})
+        tx.set_state("huge", "big", [big]).set_state("huge", "small", 7)
+        tx.append_journal("huge", 1, "activity", "app:step", {"value": big})
+        tx.deliver("huge", "note", {"body": big}, msg_id="m-1")
+        tx.update_workflow("huge", status="completed", result={"data": big})
+        for i in range(5):
+            tx.create_workflow(f"row-{i}", "app:flow", [], search={"blob": big, "n": i})
+        owner.write(tx)
+
+    def is_cut(value: Any, size: int) -> bool:
+        return (value["$cut"] is True and value["bytes"] == size
+                and len(value["head"].encode()) == _backend.VALUE_SHOWN)
+
+    # the encoding (the cut's and the answer's) and the ETag's hash run in worker
+    # threads, not on the thread of the node's event loop
+    from garrison.console import _app
+
+    threads: set[threading.Thread] = set()
+
+    def watched(real: Any) -> Any:
+        def run(*args: Any, **kw: Any) -> Any:
+            threads.add(threading.current_thread())
+            return real(*args, **kw)
+        return run
+
+    monkeypatch.setattr(_app, "_encode", watched(_app._encode))
+    monkeypatch.setattr(_backend, "_json_text", watched(_backend._json_text))
+    store = _store_tools.open_store(store_path)
+    async with client(make_app(StoreBackend(store))) as c:
+        r = await c.get("/api/workflows/huge")
+        assert r.status_code == 200
+        assert len(r.content) < 1_000_000, len(r.content)
+        d = r.json()
+        w = d["workflow"]
+        result = w["result"]
+        assert result["$cut"] is True and result["bytes"] == len(big) + len('{"data":""}')
+        assert result["head"].startswith('{"data":"xxx')
+        assert len(result["head"].encode()) == _backend.VALUE_SHOWN
+        assert w["input"]["$cut"] is True and w["input"]["bytes"] == len(big) + len('["",1]')
+        assert w["search"]["small"] == "s" and is_cut(w["search"]["blob"], len(big) + 2)
+        assert w["memo"]["note"]["$cut"] is True
+        assert d["state"]["small"] == 7 and d["state"]["big"]["$cut"] is True
+        assert d["journal"][0]["outcome"]["$cut"] is True and d["journal"][0]["ok"] is True
+        assert d["inbox"][0]["payload"]["$cut"] is True
+        # the ETag still tells an unchanged answer
+        again = await c.get("/api/workflows/huge", headers={"If-None-Match": r.headers["etag"]})
+        assert again.status_code == 304
+
+        listed = await c.get("/api/workflows", params={"id": "row-"})
+        assert len(listed.content) < 50_000, len(listed.content)
+        rows = listed.json()["workflows"]
+        assert len(rows) == 5
+        for row in rows:
+            blob = row["search"]["blob"]
+            assert blob["$cut"] is True and blob["bytes"] == len(big) + 2
+            assert len(blob["head"]) == _backend.LIST_VALUE_SHOWN
+            assert isinstance(row["search"]["n"], int)
+    store.close()
+    assert threads and threading.main_thread() not in threads
+
+
+def test_the_cut_keeps_small_values_and_text_whole() -> None:
+    from garrison.console._backend import shown, shown_text
+
+    for value in (None, 1, 1.5, True, "text", [1, "a"], {"k": "v"}, "é" * 16000):
+        assert shown(value) == value
+    cut = shown("é" * 40000)  # 80,002 bytes of JSON text
+    assert cut["bytes"] == 80002 and len(cut["head"].encode()) <= 64 * 1024
+    assert shown_text("short") == "short"
+    long = shown_text("y" * 100_000)
+    assert long.endswith("… (cut: 100,000 bytes in all)") and long.startswith("yyy")

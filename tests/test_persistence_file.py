@@ -602,3 +602,49 @@ async def test_the_wakeup_watch_waits_out_a_tools_write(
             holder.execute("COMMIT")
             holder.close()
         assert got == ["w0"]
+
+
+def _inbox_ids(path: str) -> set[str]:
+    conn = sqlite3.connect(path)
+    try:
+        return {row[0] for row in conn.execute("SELECT msg_id FROM inbox")}
+    finally:
+        conn.close()
+
+
+def test_a_tools_store_refuses_to_write_or_read_a_file_replaced_under_it(
+        db_path: str, tmp_path: Path) -> None:
+    """An operator restores a backup (``mv backup.db store.db``) while ``garrison ui``
+    holds the store open as a tool (``lock=False``): its next write is a StoreError
+    naming the file, and nothing is written to either file (it used to answer 200 and
+    write into the unlinked file, or an orphan -wal the restored file later read)."""
+    _seeded(db_path, 1)
+    backup = str(tmp_path / "backup.db")
+    _seeded(backup, 1)
+    old = str(tmp_path / "old.db")
+    tool = SQLiteStore(db_path, lock=False)
+    try:
+        tool.deliver("w0", "before", 1, msg_id="m-before")
+        os.link(db_path, old)  # the file opened, still reachable once replaced
+        os.replace(backup, db_path)
+        with pytest.raises(StoreError, match="deleted or replaced") as info:
+            tool.deliver("w0", "after", 2, msg_id="m-after")
+        assert info.value.path == db_path and db_path in str(info.value)
+        with pytest.raises(StoreError, match="deleted or replaced"):
+            tool.get_workflow("w0")
+    finally:
+        tool.close()
+    # the refused write is in neither file (the one before the replace may be in
+    # either: the -wal it sits in is found by name, SQLite's own hazard of a move)
+    assert "m-after" not in _inbox_ids(db_path) | _inbox_ids(old)
+
+
+async def test_a_tools_commit_refuses_a_deleted_file(db_path: str) -> None:
+    """The same check on the async path (``commit``), for a deleted store file."""
+    _seeded(db_path, 1)
+    with SQLiteStore(db_path, lock=False) as tool:
+        await tool.commit(Transaction().deliver("w0", "before", 1, msg_id="m-1"))
+        os.unlink(db_path)
+        with pytest.raises(StoreError, match="deleted or replaced") as info:
+            await tool.commit(Transaction().deliver("w0", "after", 2, msg_id="m-2"))
+        assert info.value.path == db_path

@@ -17,7 +17,7 @@ import trio
 
 import garrison
 from garrison import process, workflow
-from garrison.persistence import SQLiteStore
+from garrison.persistence import SQLiteStore, Transaction
 
 
 @garrison.activity
@@ -148,3 +148,28 @@ async def test_a_store_deleted_under_the_node_stops_its_workflows(tmp_path: Path
         assert node.workflow("r").status() == "blocked"
         with pytest.raises(garrison.StoreError):
             await node.start_workflow(app.child_value, 1, id="new")
+
+
+def test_a_tool_write_that_stays_busy_names_the_busy_timeout_it_waited(
+        tmp_path: Path) -> None:
+    """A tool's write (``lock=False``: ``garrison workflows``, the console) waits the
+    store's busy timeout for a lock another program holds, then is a StoreError that
+    gives that figure (it said "the busy timeout (60s)", the group commit's retry time,
+    whatever it had waited)."""
+    db = str(tmp_path / "wf.db")
+    with SQLiteStore(db) as owner:
+        owner.write(Transaction().create_workflow("w1", "app:flow"))
+    other = sqlite3.connect(db, isolation_level=None)
+    try:
+        other.execute("BEGIN EXCLUSIVE")
+        with SQLiteStore(db, lock=False, busy_timeout=0.2) as tool:
+            started = time.monotonic()
+            with pytest.raises(garrison.StoreError) as info:
+                tool.deliver("w1", "t", 1, msg_id="m-1")
+            assert time.monotonic() - started < 5
+        message = str(info.value)
+        assert "busy timeout (0.2s)" in message and "60s" not in message, message
+        assert info.value.path == db
+        other.execute("ROLLBACK")
+    finally:
+        other.close()

@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import parse_qs, quote, unquote
 
 import jinja2
+import trio
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -25,7 +26,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from .._errors import PayloadError
+from .._errors import PayloadError, StoreError
 from .._store_tools import ToolError, check_rejection, check_topic, standard_json
 from ._backend import ApiError, Backend, parse_search, parse_statuses, strict_json
 from ._security import (
@@ -109,7 +110,7 @@ def make_app(backend: Backend, *, token: str | None = None, loopback: bool = Tru
 
     # -- the JSON API --------------------------------------------------------------------
     async def api_capabilities(request: Request) -> Response:
-        return _json(request, backend.capabilities())
+        return await _json(request, backend.capabilities())
 
     async def api_workflows(request: Request) -> Response:
         q = request.query_params
@@ -122,12 +123,12 @@ def make_app(backend: Backend, *, token: str | None = None, loopback: bool = Tru
         page = await backend.list_page(statuses, search, q.get("id") or None,
                                        q.get("after") or None, limit,
                                        newest_first=order == "newest", host=_host(request))
-        return _json(request, page)
+        return await _json(request, page)
 
     async def api_workflow(request: Request) -> Response:
         wid = _segment(request.path_params["wid"])
         try:
-            return _json(request, await backend.detail(wid, _host(request)))
+            return await _json(request, await backend.detail(wid, _host(request)))
         except ApiError as exc:
             # GET on an action's URL (that is not itself the id of a workflow)
             if exc.status == 404 and _ACTION.match(request.path_params["wid"]):
@@ -140,7 +141,7 @@ def make_app(backend: Backend, *, token: str | None = None, loopback: bool = Tru
         body = await _body(request, "signal", ("topic", "payload"))
         topic = _checked(check_topic, body.get("topic"))
         out = await backend.signal(wid, topic, body.get("payload"), _host(request))
-        return _json(request, {"ok": True, "workflow_id": wid, "signal": topic, **out})
+        return await _json(request, {"ok": True, "workflow_id": wid, "signal": topic, **out})
 
     async def promise_target(request: Request) -> tuple[str, str]:
         """``(workflow id, promise name)`` of a promise action's URL. Either may hold
@@ -172,7 +173,7 @@ def make_app(backend: Backend, *, token: str | None = None, loopback: bool = Tru
         wid, name = await promise_target(request)
         body = await _body(request, "resolve", ("value",), required=("value",))
         await backend.resolve(wid, name, body["value"], _host(request))
-        return _json(request, {"ok": True, "workflow_id": wid, "promise": name,
+        return await _json(request, {"ok": True, "workflow_id": wid, "promise": name,
                                "resolved": body["value"]})
 
     async def api_reject(request: Request) -> Response:
@@ -180,23 +181,23 @@ def make_app(backend: Backend, *, token: str | None = None, loopback: bool = Tru
         body = await _body(request, "reject", ("message",))
         message = _checked(check_rejection, body.get("message"))
         await backend.reject(wid, name, message, _host(request))
-        return _json(request, {"ok": True, "workflow_id": wid, "promise": name,
+        return await _json(request, {"ok": True, "workflow_id": wid, "promise": name,
                                "rejected": message})
 
     async def api_cancel(request: Request) -> Response:
         wid = _segment(request.path_params["wid"])
         await _body(request, "cancel", ())
         await backend.cancel(wid, _host(request))
-        return _json(request, {"ok": True, "workflow_id": wid, "cancel_requested": True})
+        return await _json(request, {"ok": True, "workflow_id": wid, "cancel_requested": True})
 
     async def api_retry(request: Request) -> Response:
         wid = _segment(request.path_params["wid"])
         await _body(request, "retry", ())
         note = await backend.retry(wid, _host(request))
-        return _json(request, {"ok": True, "workflow_id": wid, "retry": note})
+        return await _json(request, {"ok": True, "workflow_id": wid, "retry": note})
 
     async def api_node(request: Request) -> Response:
-        return _json(request, backend.node_view())
+        return await _json(request, backend.node_view())
 
     async def api_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ApiError)
@@ -206,6 +207,16 @@ def make_app(backend: Backend, *, token: str | None = None, loopback: bool = Tru
         # JSON that parsed but that the store cannot hold (nested deeper than its
         # converter goes): the request's fault, named, not a 500 with a stack trace
         return JSONResponse({"error": str(exc)}, status_code=400)
+
+    async def store_error(request: Request, exc: Exception) -> Response:
+        # the store cannot be used now (locked past the busy timeout, its file deleted
+        # or replaced, the disk full, the server gone): the console's JSON error,
+        # naming the store and why, not a plain-text 500
+        assert isinstance(exc, StoreError)
+        message = " ".join(str(exc).split())  # one line
+        if request.url.path.startswith("/api/"):
+            return JSONResponse({"error": message}, status_code=503)
+        return Response(f"{message}\n", status_code=503, media_type="text/plain")
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
@@ -235,6 +246,7 @@ def make_app(backend: Backend, *, token: str | None = None, loopback: bool = Tru
     ]
     app = Starlette(routes=routes, exception_handlers={ApiError: api_error,
                                                        PayloadError: payload_error,
+                                                       StoreError: store_error,
                                                        HTTPException: http_error})
     return Guard(app, token=token, loopback=loopback,
                  forwarded_allow_ips=forwarded_allow_ips, session_idle=session_idle,
@@ -288,22 +300,28 @@ def _host(request: Request) -> str | None:
     return request.query_params.get("host") or None
 
 
-def _json(request: Request, content: Any, status_code: int = 200) -> Response:
+async def _json(request: Request, content: Any, status_code: int = 200) -> Response:
     """A JSON answer that is valid JSON whatever the store holds (see
     :func:`~garrison._store_tools.standard_json`, as the command line's ``--json``),
     with an ``ETag``: a poll that sends it back as ``If-None-Match`` gets ``304`` and
-    no body while nothing changed."""
-    text = standard_json(content, ensure_ascii=False, separators=(",", ":"))
-    try:
-        body = text.encode("utf-8")
-    except UnicodeEncodeError:  # a lone surrogate: escaped, it is valid JSON
-        body = standard_json(content, separators=(",", ":")).encode("ascii")
-    tag = '"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"'
+    no body while nothing changed. Encoded and hashed in a worker thread: an answer
+    may be large (2,000 journal records), and a node's event loop runs here too."""
+    body, tag = await trio.to_thread.run_sync(_encode, content)
     if status_code == 200 and request.method == "GET" \
             and request.headers.get("if-none-match") == tag:
         return Response(status_code=304, headers={"ETag": tag})
     return Response(body, status_code=status_code, media_type="application/json",
                     headers={"ETag": tag})
+
+
+def _encode(content: Any) -> tuple[bytes, str]:
+    """The body of :func:`_json` and its ``ETag``."""
+    text = standard_json(content, ensure_ascii=False, separators=(",", ":"))
+    try:
+        body = text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: escaped, it is valid JSON
+        body = standard_json(content, separators=(",", ":")).encode("ascii")
+    return body, '"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"'
 
 
 #: the fields of each action's body, as the README's API table writes them

@@ -49,6 +49,65 @@ CHILDREN_SHOWN = 500
 SCAN_SHOWN = 2000
 #: the statuses a workflow can be retried from (resumed by replay from its journal)
 RETRYABLE = ("failed", "blocked")
+#: the JSON text of one value a workflow page shows at most (its result, input, error,
+#: a state value, a search attribute, a journal outcome, a message's payload; bytes of
+#: UTF-8): a bigger one is cut (see :func:`shown`)
+VALUE_SHOWN = 64 * 1024
+#: the same for one search attribute of a row of the list (50 rows a page)
+LIST_VALUE_SHOWN = 1024
+
+
+def _json_text(value: Any) -> str:
+    return tools.standard_json(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def shown(value: Any, limit: int = VALUE_SHOWN) -> Any:
+    """``value`` as the console shows it: itself when its JSON text is at most ``limit``
+    bytes, else ``{"$cut": true, "bytes": its JSON text's size, "head": the start of
+    that text}`` (a workflow that returns 50 MB must not make every poll of its page
+    50 MB). Encodes ``value``: call it in a worker thread."""
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if isinstance(value, str) and len(value) * 4 + 2 <= limit:  # short text: as it is
+        return value
+    text = _json_text(value)
+    if len(text) * 4 <= limit:
+        return value
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size <= limit:
+        return value
+    return {"$cut": True, "bytes": size, "head": _head(text, limit)}
+
+
+def shown_text(text: Any, limit: int = VALUE_SHOWN) -> Any:
+    """A text the console shows as text (an error's message or traceback), cut at
+    ``limit`` bytes with a note of its whole size."""
+    if not isinstance(text, str) or len(text) * 4 <= limit:
+        return text
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size <= limit:
+        return text
+    return f"{_head(text, limit)}… (cut: {size:,} bytes in all)"
+
+
+def _head(text: str, limit: int) -> str:
+    """The start of ``text`` that is at most ``limit`` bytes of UTF-8."""
+    # (a character cut in two at the end is dropped, as is a lone surrogate)
+    return text[:limit].encode("utf-8", "surrogatepass")[:limit].decode("utf-8", "ignore")
+
+
+def _shown_mapping(values: Any, limit: int = VALUE_SHOWN) -> Any:
+    """A mapping (search attributes, memo) with each value :func:`shown`."""
+    if not isinstance(values, dict):
+        return shown(values, limit)
+    return {key: shown(value, limit) for key, value in values.items()}
+
+
+def _shown_error(error: Any) -> Any:
+    """An error's ``{"type", "message", "traceback"}`` with its texts cut."""
+    if not isinstance(error, dict):
+        return error
+    return {key: shown_text(value) for key, value in error.items()}
 
 
 class ApiError(Exception):
@@ -251,8 +310,11 @@ class Backend:
                 more = True  # go on from the last row read, next page
                 break
             cursor = (found[-1].created.timestamp(), found[-1].workflow_id)
+        # (in a worker thread: a row's search attributes may be megabytes to cut)
+        summaries = await trio.to_thread.run_sync(
+            lambda: [self._summary(rec, status, name) for rec, status in rows])
         return {
-            "workflows": [self._summary(rec, status, name) for rec, status in rows],
+            "workflows": summaries,
             "next": encode_cursor(last_read.created, last_read.workflow_id)
             if more and last_read is not None else None,
         }
@@ -262,7 +324,7 @@ class Backend:
         return {"workflow_id": rec.workflow_id, "name": rec.name, "status": status,
                 "host": host or rec.host,
                 "created": tools.when(rec.created), "updated": tools.when(rec.updated),
-                "search": rec.search}
+                "search": _shown_mapping(rec.search, LIST_VALUE_SHOWN)}
 
     # -- one workflow ------------------------------------------------------------------
     def _parent_store(self, rec: Any) -> tuple[str | None, Any] | None:
@@ -296,15 +358,25 @@ class Backend:
     async def detail(self, workflow_id: str, host: str | None = None) -> dict[str, Any]:
         """Everything about one workflow (``GET /api/workflows/{id}``); the inbox,
         promises and state are cut at their ``*_SHOWN`` limits (their totals say how
-        many there are)."""
+        many there are), and each value at :data:`VALUE_SHOWN` bytes (:func:`shown`).
+        The statuses are read here, in the trio thread (the node's own); the rest is
+        built in a worker thread, where megabytes of a value cost no event loop time."""
         name, store, rec = await self.locate(workflow_id, host)
         pid = self.pid_of(rec, name)
         got = await trio.to_thread.run_sync(self._read, store, rec, pid,
                                             self._parent_store(rec))
-        journal = got["journal"]
         status = self.status_of(rec, name)
+        children = [(cname, c, self.status_of(c, cname)) for cname, c in got["children"]]
+        return await trio.to_thread.run_sync(self._build, name, rec, pid, status, got,
+                                             children)
+
+    def _build(self, name: str | None, rec: Any, pid: Pid, status: str,
+               got: dict[str, Any], children: list[tuple[str | None, Any, str]]
+               ) -> dict[str, Any]:
+        """The answer of :meth:`detail`, in a worker thread (no node state read here)."""
+        journal = got["journal"]
         final = status in tools.FINAL
-        shown = journal[-JOURNAL_SHOWN:]
+        shown_journal = journal[-JOURNAL_SHOWN:]
         parent = None
         if rec.parent is not None:
             parent_host, parent_rec = got["parent"] or (None, None)
@@ -318,31 +390,35 @@ class Backend:
         inbox = got["inbox"]
         workflow = tools.record_json(rec)
         workflow.update(status=status, pid=str(pid), host=name or rec.host,
-                        error=tools.error_json(rec.error, traceback=True))
+                        search=_shown_mapping(rec.search), memo=_shown_mapping(rec.memo),
+                        input=shown(rec.input), result=shown(rec.result),
+                        error=_shown_error(tools.error_json(rec.error, traceback=True)))
         return {
             "workflow": workflow,
             "journal": [{"seq": r.seq, "time": _when(r.time), "kind": r.kind,
-                         "name": r.name, "outcome": r.outcome, "attempts": r.attempts,
-                         "ok": _outcome_ok(r.outcome)} for r in shown],
+                         "name": r.name, "outcome": shown(r.outcome),
+                         "attempts": r.attempts, "ok": _outcome_ok(r.outcome)}
+                        for r in shown_journal],
             "journal_records": len(journal),
-            "journal_truncated": len(shown) < len(journal),
-            "state": {key: state[key] for key in list(state)[:STATE_SHOWN]},
+            "journal_truncated": len(shown_journal) < len(journal),
+            "state": {key: shown(state[key]) for key in list(state)[:STATE_SHOWN]},
             "state_total": len(state),
-            "promises": [{"name": p.name, "status": str(p.status), "value": p.value,
-                          "error": p.error, "created": _when(p.created),
+            "promises": [{"name": p.name, "status": str(p.status), "value": shown(p.value),
+                          "error": shown_text(p.error), "created": _when(p.created),
                           "completed": _when(p.completed)}
                          for p in promises[:PROMISES_SHOWN]],
             "promises_total": len(promises),
             "timers": [] if final else tools.pending_timers(got["timers"], journal),
             "inbox": [{"id": m.id, "message_id": m.msg_id, "topic": m.topic,
-                       "payload": m.payload, "sender": str(m.sender) if m.sender else None,
+                       "payload": shown(m.payload),
+                       "sender": str(m.sender) if m.sender else None,
                        "kind": m.kind, "created": _when(m.created)}
                       for m in inbox[:INBOX_SHOWN]],
             "inbox_total": len(inbox),
             "parent": parent,
             "children": [{"workflow_id": c.workflow_id, "name": c.name,
-                          "status": self.status_of(c, cname), "host": cname or c.host}
-                         for cname, c in got["children"]],
+                          "status": cstatus, "host": cname or c.host}
+                         for cname, c, cstatus in children],
             "actions": {
                 "signal": not final,
                 "cancel": not final and not rec.cancel_requested,

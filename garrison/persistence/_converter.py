@@ -221,6 +221,19 @@ def _not_a_number(name: str) -> Any:
     raise ValueError(name)
 
 
+#: the search filters (keys) one query takes at most: each is a condition of the
+#: query, and SQLite refuses some hundreds of them ("Expression tree is too large")
+MAX_SEARCH_FILTERS = 64
+
+
+def check_search_filters(search: Any) -> None:
+    """``ValueError`` naming the limit if ``search`` (a mapping of filters, or
+    ``None``) has more than :data:`MAX_SEARCH_FILTERS` keys."""
+    if search is not None and len(search) > MAX_SEARCH_FILTERS:
+        raise ValueError(f"too many search filters ({len(search)}): a query takes at most "
+                         f"{MAX_SEARCH_FILTERS}")
+
+
 def search_json(key: str, value: Any) -> str:
     """The JSON text of a search filter's ``value`` (:func:`to_json`), compared with the
     stored attribute ``key``. NaN and infinity (anywhere in it) are ``ValueError``: no

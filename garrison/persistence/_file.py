@@ -442,15 +442,25 @@ def check_identity(
     opened: FileIdentity,
     lock_fd: int | None,
     lock_file: str | None,
+    *,
+    tool: bool = False,
 ) -> None:
     """:class:`~garrison.StoreError` if ``file`` is not the file opened as ``opened``
-    (deleted, replaced, truncated), or the lock file was deleted or replaced."""
+    (deleted, replaced, truncated), or the lock file was deleted or replaced. ``tool``:
+    the store was opened with ``lock=False`` (the message says so, not "the node")."""
     try:
         st = os.stat(file)
     except FileNotFoundError:
         st = None
     except OSError as exc:
         raise StoreError(path, f"cannot check the file: {_reason(exc)}") from exc
+    if tool and (st is None or (st.st_dev, st.st_ino) != opened or st.st_size == 0):
+        raise StoreError(
+            path,
+            "the file was deleted or replaced since this tool opened it (lock=False), so "
+            "it is no longer the store at that path: nothing more is read or written "
+            "through it. Open the store again (restart garrison ui)",
+        )
     if st is None or (st.st_dev, st.st_ino) != opened:
         raise StoreError(
             path,

@@ -86,7 +86,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from .._errors import StoreError, StoreLocked
 from ..actors._values import Pid
 from . import _pg_cluster, _pg_schema, is_postgres_url
-from ._converter import search_json
+from ._converter import check_search_filters, search_json
 from ._file import mask_password
 from ._group_commit import Busy, CommitRequest, GroupCommit, Strategy, fail_all, runnable_tasks
 from ._pg_write import (
@@ -788,7 +788,9 @@ class PostgresStore(PgWritePath, StoreShortcuts):
         """Workflows in ``(created, workflow_id)`` order (oldest first, or newest first),
         filtered by status (one or several), by search attributes (every ``key=value``
         must match the stored JSON value), by parent pid and by the start of the id;
-        keyset paging with ``after=(record.created, record.workflow_id)`` (as SQLite)."""
+        keyset paging with ``after=(record.created, record.workflow_id)`` (as SQLite).
+        At most :data:`~._converter.MAX_SEARCH_FILTERS` search keys (else ``ValueError``)."""
+        check_search_filters(search)
         where: list[str] = []
         params: list[Any] = []
         if status is not None:

@@ -62,7 +62,7 @@ from ._checkpoint import (
     Checkpointer,
     preallocate_wal,
 )
-from ._converter import search_json
+from ._converter import check_search_filters, search_json
 from ._group_commit import NONE_RESULT, Busy, CommitRequest, GroupCommit, Strategy, fail_all
 from ._records import (
     InboxRecord,
@@ -648,11 +648,15 @@ class SQLiteStore(StoreShortcuts):
         A node writing to a deleted file carries on without error (into an inode no
         path reaches) and loses everything it wrote when it closes; this tells.
         Cheap (a ``stat`` of the file and of the lock file): call it after a write
-        error and periodically.
+        error and periodically. A store opened with ``lock=False`` (a tool, such as
+        ``garrison ui``, that may stay open for days) calls it before every write
+        transaction and every read, so that nothing lands in, or is read from, a file
+        an operator has replaced (``mv backup.db store.db``) or deleted meanwhile.
         """
         self._check_open()
         _file.check_identity(
-            self._file, self.path, self._identity, self._lock_fd, self._lock_file
+            self._file, self.path, self._identity, self._lock_fd, self._lock_file,
+            tool=self._notify_node,
         )
 
     # -- lifetime ----------------------------------------------------------
@@ -751,7 +755,7 @@ class SQLiteStore(StoreShortcuts):
                 return self._write_now(tx)
             except Busy as exc:
                 if _time.monotonic() + pause > deadline:
-                    raise self._stayed_busy(exc) from exc.__cause__
+                    raise self._stayed_busy(exc, self._busy_timeout) from exc.__cause__
                 _time.sleep(pause)
                 pause = min(pause * 2, 0.25)
 
@@ -764,6 +768,8 @@ class SQLiteStore(StoreShortcuts):
         with self._write_lock:
             if self._closed:
                 self._check_open()
+            if self._notify_node:  # a tool's store: still the file at its path?
+                self.check_file()
             try:
                 # one operation alone of _ONE_STATEMENT is its own transaction
                 op = ops[0][0] if len(ops) == 1 and not self._notify_node else None
@@ -792,10 +798,15 @@ class SQLiteStore(StoreShortcuts):
         with conn:
             return self._apply(tx)
 
-    def _stayed_busy(self, exc: Busy) -> StoreError:
+    def _stayed_busy(self, exc: Busy, waited: float | None = None) -> StoreError:
+        """The StoreError of a write that found the store locked for ``waited`` seconds:
+        :meth:`write`'s busy timeout, or (``None``) the group commit's ``busy_retry``
+        (its worker's deadline)."""
         cause = exc.__cause__
         assert isinstance(cause, sqlite3.Error)
-        return _file.store_error(self.path, self._file, cause, self._group.retry_for)
+        if waited is None:
+            waited = self._group.retry_for
+        return _file.store_error(self.path, self._file, cause, waited)
 
     def translate_error(self, exc: BaseException) -> StoreError | None:
         """The :class:`~garrison.StoreError` a failed write means (the disk is full, the
@@ -857,6 +868,12 @@ class SQLiteStore(StoreShortcuts):
     def _write_batch_locked(self, batch: list[CommitRequest]) -> None:
         conn = self._conn
         stats = self._stats
+        if self._notify_node:  # a tool's store: still the file at its path?
+            try:
+                self.check_file()
+            except (StoreError, RuntimeError) as exc:  # every caller's, before any write
+                fail_all(batch, exc)
+                return
         try:
             self._check_open()
             conn.execute("BEGIN IMMEDIATE")
@@ -1059,6 +1076,8 @@ class SQLiteStore(StoreShortcuts):
             return []
         with self._read_lock:
             self._check_open()
+            if self._notify_node:  # a tool's store: still the file at its path?
+                self.check_file()
             return self._reader.execute(sql, params).fetchall()
 
     def get_workflow(self, workflow_id: str) -> WorkflowRecord | None:
@@ -1093,7 +1112,9 @@ class SQLiteStore(StoreShortcuts):
         of a page returns the records that follow it in this order (each page is one
         indexed range scan, however deep; rows added meanwhile never shift a page). The
         cursor's row supplies the exact stored time; its ``created`` is used only when
-        that workflow has been deleted since."""
+        that workflow has been deleted since. At most
+        :data:`~._converter.MAX_SEARCH_FILTERS` search keys (else ``ValueError``)."""
+        check_search_filters(search)
         where: list[str] = []
         params: list[Any] = []
         if status is not None:

@@ -25,8 +25,20 @@ function el(tag, props, ...children) {
 
 function fill(parent, ...children) { parent.replaceChildren(...children.flat(Infinity)); }
 
+// a value the server cut (bigger than it shows): {"$cut": true, "bytes", "head"}
+function isCut(value) {
+  return value !== null && typeof value === "object" && value["$cut"] === true &&
+    typeof value.head === "string";
+}
+
+function cutText(value) {
+  return `${value.head}… (cut: ${value.bytes.toLocaleString()} bytes in all)`;
+}
+
 function json(value, indent) {
-  return value === undefined ? "" : JSON.stringify(value, null, indent);
+  if (value === undefined) return "";
+  if (isCut(value)) return cutText(value);
+  return JSON.stringify(value, (key, v) => isCut(v) ? cutText(v) : v, indent);
 }
 
 function short(value, width) {
@@ -233,7 +245,7 @@ async function listPage() {
         el("td", {}, statusBadge(w.status)),
         el("td", {}, when(w.created)),
         el("td", {}, when(w.updated)),
-        el("td", { class: "mono", title: json(w.search) }, short(w.search, 60)))));
+        el("td", { class: "mono", title: short(w.search, 1000) }, short(w.search, 60)))));
     });
     $("empty").hidden = data.workflows.length > 0;
     $("next-page").disabled = !data.next;
