@@ -80,11 +80,13 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         "start", help="start a workflow (the node holding the store runs it at once, "
                       "else the next node that opens the store)")
     st.add_argument("target", help="the workflow function, module:function (importable "
-                                   "from the current directory)")
+                                   "from the current directory), or a workflow.py entry "
+                                   "id of the config given with --config")
     st.add_argument("args", nargs="?", default="[]",
                     help="its arguments, a JSON array (default [])")
     st.add_argument("--id", help="the workflow id (default: a fresh one); an id that "
                                  "exists is left as it is")
+    st.add_argument("--config", help="a YAML config: TARGET may be one of its entry ids")
 
     term = verb(
         "terminate", help="end a workflow at once as failed (Terminated), without its "
@@ -248,7 +250,15 @@ def _start(store: Any, args: argparse.Namespace) -> None:
         raise _Fail(f"the arguments must be a JSON array (e.g. '[\"order-17\", 3]'), got "
                     f"{args.args!r}", 2)
     _importable([])
-    wid, created = tools.start(store, args.target, values, args.id)
+    config = None
+    if args.config is not None:
+        from .config import load_config
+
+        try:
+            config = load_config(args.config)
+        except GarrisonError as exc:
+            raise _Fail(str(exc), 2) from None
+    wid, created = tools.start(store, args.target, values, args.id, config)
     _done(args, {"workflow_id": wid, "created": created},
           f"workflow {wid!r} started ({args.target})" if created else
           f"workflow {wid!r} exists already: left as it is")

@@ -234,25 +234,36 @@ def cancel(store: Any, workflow_id: str) -> None:
     store.request_cancel(rec.workflow_id)
 
 
-def start(store: Any, target: str, args: list[Any], workflow_id: str | None = None
-          ) -> tuple[str, bool]:
+def start(store: Any, target: str, args: list[Any], workflow_id: str | None = None,
+          config: Any = None) -> tuple[str, bool]:
     """Create the workflow ``target(*args)`` (``module:function``, imported here to check
-    it and its arguments), ``pending`` until a node runs it: the node holding the store
-    at once, else the next one. ``(workflow id, created)``; ``created`` is False when a
-    workflow with that id exists (it is left as it is, as ``start_workflow`` does)."""
+    it and its arguments, or an entry id of ``config``, a loaded config), ``pending``
+    until a node runs it: the node holding the store at once, else the next one.
+    ``(workflow id, created)``; ``created`` is False when a workflow with that id exists
+    (it is left as it is, as ``start_workflow`` does)."""
     from ._targets import import_target, target_name
     from .hosts.workflow._codec import restore_args
     from .hosts.workflow._host import check_workflow_id
     from .persistence import Transaction
 
-    if ":" not in target:
-        raise ToolError(f"TARGET {target!r} must name the workflow function as "
-                        "module:function (e.g. app.orders:order_workflow)", 2)
-    try:
-        fn = import_target(target)
-    except Exception as exc:
-        raise ToolError(f"cannot import {target!r}: {type(exc).__name__}: {exc} (run the "
-                        "command where the application's code is importable)", 2) from None
+    if config is not None and target in config.entries:
+        try:
+            fn = config.resolve_target(target)
+        except KeyError as exc:
+            raise ToolError(str(exc.args[0]), 2) from None
+    else:
+        if ":" not in target:
+            raise ToolError(f"TARGET {target!r} must name the workflow function as "
+                            "module:function (e.g. app.orders:order_workflow), or an entry "
+                            "id of the config given with --config", 2)
+        try:
+            fn = import_target(target)
+        except Exception as exc:
+            hint = ("; an entry id of a config needs --config FILE" if config is None else
+                    "; it is no entry id of the config either")
+            raise ToolError(f"cannot import {target!r}: {type(exc).__name__}: {exc} (run "
+                            "the command where the application's code is importable"
+                            f"{hint})", 2) from None
     try:
         name = target_name(fn)  # an activity is refused
         wid = uuid.uuid4().hex if workflow_id is None else check_workflow_id(workflow_id)

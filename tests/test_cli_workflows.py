@@ -557,3 +557,31 @@ async def test_too_many_search_filters_are_refused_on_every_surface_naming_the_l
                                              "(each KEY=VALUE must match)"}
             r = await c.get("/api/workflows", params={"search": many[:64]})
             assert (r.status_code, r.json()["workflows"]) == (200, [])
+
+
+def test_start_takes_an_entry_id_of_a_config(capsys: pytest.CaptureFixture[str],
+                                             sqlite_path: str, tmp_path: Path) -> None:
+    """API.md: any target may be an entry id. `garrison workflows start app:wf` said
+    only "No module named 'app'"; with --config FILE it starts the entry's workflow
+    (recorded under its function's module:qualname, which a node imports), and
+    without it the error says that an entry id needs --config."""
+    config = tmp_path / "app.yaml"
+    config.write_text(textwrap.dedent("""\
+        version: "1.0"
+        namespace: app
+        entries:
+          - {name: wf, kind: workflow.py, source: "workflow_app:steps"}
+        """))
+    open_store(sqlite_path).close()  # (a node made it)
+    code, _out, err = cli_here(capsys, "--store", sqlite_path, "start", "app:wf", "[1]",
+                              "--id", "w1", "--config", str(config))
+    assert code == 0, err
+    with open_store(sqlite_path, lock=False) as store:
+        rec = store.get_workflow("w1")
+        assert rec is not None and rec.name == "workflow_app:steps"
+    code, _out, err = cli_here(capsys, "--store", sqlite_path, "start", "app:wf", "[1]")
+    assert code == 2
+    assert "an entry id of a config needs --config FILE" in err
+    code, _out, err = cli_here(capsys, "--store", sqlite_path, "start", "app:nope", "[1]",
+                              "--config", str(config))
+    assert code == 2 and "no entry id of the config either" in err
