@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -28,9 +29,8 @@ async def decoding() -> str:
     return await decode("x")
 
 
-@garrison.activity
-async def fetch_slowly(x: int) -> int:
-    await trio.sleep(0.05)  # (real I/O in a test: real time, without an autojump clock)
+def fetch_slowly(x: int) -> int:  # a plain activity: it works in a worker thread
+    time.sleep(0.05)
     return x
 
 
@@ -38,6 +38,23 @@ async def fetch_or_give_up() -> str:
     fetched = workflow.start(fetch_slowly, 1)
     won = await workflow.first(fetched, workflow.timer("1h"))
     return "fetched" if won is fetched else "gave up"
+
+
+ENVS: list[Any] = []
+
+
+@garrison.activity
+async def result_of(wid: str) -> str:
+    return str(await ENVS[-1].node.workflow(wid).result())
+
+
+async def waits_for_another(wid: str) -> str:
+    return await result_of(wid)
+
+
+async def sleeps_a_day() -> str:
+    await workflow.sleep("1d")
+    return "woke"
 
 
 def check_slowly(n: int) -> int:  # a plain activity: a worker thread
@@ -52,14 +69,34 @@ async def approve_then_check() -> str:
 
 
 # ---------------------------------------------------------------- time and activities
-async def test_virtual_time_stands_while_an_activity_runs() -> None:
+async def test_virtual_time_stands_while_a_plain_activity_works() -> None:
     """A review found a 1 h timer beating a 0.05 s activity: the environment jumped
-    virtual time as soon as every task waited, the activity's too. Time now stands
-    while an activity runs."""
+    virtual time as soon as every task waited, while the activity's thread worked. Time
+    now stands while a plain activity works in its thread."""
     async with garrison.testing.workflow_env() as env:
         assert env.virtual
         await env.start(fetch_or_give_up, id="f")
         assert await env.result("f") == "fetched"
+
+
+async def test_an_async_activity_waiting_for_a_workflow_lets_time_skip() -> None:
+    """An async activity's waits are tasks waiting like any other: one waiting for a
+    workflow that sleeps a day lets the day skip (a first version of the fix above held
+    time while any activity ran: this waited for ever), and two environments count
+    their activities apart."""
+    async with garrison.testing.workflow_env() as env, \
+            garrison.testing.workflow_env() as other:
+        hosts = [h for e in (env, other) for h in e.node.hosts.values()
+                 if getattr(h, "durable", False)]
+        assert hosts[0].in_flight is not hosts[1].in_flight
+        ENVS.append(env)
+        await env.start(sleeps_a_day, id="w")
+        await env.start(waits_for_another, "w", id="p")
+        with trio.fail_after(10):
+            assert await env.result("p") == "woke"
+        await other.start(sleeps_a_day, id="o")
+        with trio.fail_after(10):
+            assert await other.result("o") == "woke"
 
 
 async def test_resolve_returns_once_the_reaction_s_activity_ran() -> None:

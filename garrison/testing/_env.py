@@ -16,10 +16,11 @@ Two ways time skips, chosen by the trio clock the test runs on:
 
 Either way ``await env.sleep(d)`` advances time by ``d``, firing what falls due on the
 way, and returns once the workflows woken have reacted (every task waits again, and no
-activity runs). While an activity runs (in real time: a plain one in a worker thread,
-an async one's own waits unless on the autojump clock) the environment does not skip
-time, so a workflow timer never beats it by a jump; an activity that never returns
-holds ``env.sleep`` and ``env.settle`` until it does (mock it).
+plain activity works in its worker thread). While a plain (sync) activity works in its
+thread the environment does not skip time: a workflow timer never beats it by a jump.
+An async activity's own waits (``trio.sleep``, I/O) are tasks waiting like any other:
+without the autojump clock they take real time while workflow time skips (mock the
+activity, or run on the autojump clock, to race it with a timer).
 """
 
 from __future__ import annotations
@@ -180,7 +181,7 @@ class WorkflowEnv:
 
     async def settle(self) -> None:
         """Return once every task waits (the workflows have done all they can now) and
-        no activity runs, without moving time."""
+        no plain activity works in its worker thread, without moving time."""
         if not self.virtual:
             while True:
                 await trio.testing.wait_all_tasks_blocked()
@@ -229,10 +230,9 @@ class WorkflowEnv:
                 scheduler.wake()
 
     def _activities_running(self) -> trio.Event | None:
-        """An event set once the activities running on one host have ended, or ``None``
-        when none runs: an activity takes real time (an async one's ``trio.sleep`` too,
-        unless the test runs on an autojump clock), and a workflow's timer must not
-        win a race against it by a jump of virtual time."""
+        """An event set once the plain activities working in worker threads on one host
+        have ended, or ``None`` when none works: a thread works while every task waits,
+        and a workflow's timer must not win a race against it by a jump of time."""
         for host in self._hosts():
             if host.in_flight is not None and host.in_flight.count:
                 event: trio.Event = host.in_flight.idle

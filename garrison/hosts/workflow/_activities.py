@@ -48,12 +48,11 @@ _HINTS_KEPT = 1024
 _NO_HINT: Any = object()
 
 
-@functools.lru_cache(maxsize=1024)
 class ActivitiesInFlight:
-    """How many activity attempts run now on a host that counts them (``garrison.testing``'s
-    ``workflow_env`` sets one on its hosts: it must not skip the workflows' time while an
-    activity runs in real time, nor call the workflows settled while one runs in a
-    worker thread). ``idle`` is set while none runs."""
+    """How many plain (sync) activity attempts run now in worker threads, on a host that
+    counts them (``garrison.testing``'s ``workflow_env`` sets one on its hosts: a thread
+    works while every task waits, and the environment must neither skip the workflows'
+    time nor call them settled meanwhile). ``idle`` is set while none runs."""
 
     __slots__ = ("count", "idle")
 
@@ -73,6 +72,7 @@ class ActivitiesInFlight:
             self.idle.set()
 
 
+@functools.lru_cache(maxsize=1024)
 def _is_async(fn: Any) -> bool:
     return inspect.iscoroutinefunction(fn)
 
@@ -283,7 +283,7 @@ class Activities(WorkflowCore):
         if self._buffer is not None or self.flushing is not None:  # records_pending
             await self.records_committed()  # (a recorded value the activity may use)
         if (timeout is None and not self.host.activity_mocks and not _observe.active
-                and self.host.in_flight is None and _is_async(fn)):
+                and _is_async(fn)):
             # _run_activity's first attempt inline, the common case (it returns; nothing
             # to retry): no coroutine more at every step. A failed first attempt goes
             # on there, with its retry policy
@@ -396,24 +396,25 @@ class Activities(WorkflowCore):
         self.wake()
 
     async def _attempt(self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
-                       name: str = "", attempt: int = 0, counted: bool = False) -> Any:
-        """One call of the activity function: awaited, or in a worker thread if plain.
-        (Attempt ``attempt`` of ``name``: with observability on, inside its span; on a
-        host that counts them, counted while it runs.)"""
-        in_flight = self.host.in_flight
-        if in_flight is not None and not counted:
-            in_flight.started()
-            try:
-                return await self._attempt(fn, args, kwargs, name, attempt, True)
-            finally:
-                in_flight.ended()
+                       name: str = "", attempt: int = 0) -> Any:
+        """One call of the activity function: awaited, or in a worker thread if plain
+        (counted while it runs on a host that counts them). (Attempt ``attempt`` of
+        ``name``: with observability on, inside its span.)"""
         if _observe.active and attempt:
             with _observe.activity_attempt(self, name, attempt):
-                return await self._attempt(fn, args, kwargs, counted=True)
+                return await self._attempt(fn, args, kwargs)
         if _is_async(fn):
             return await fn(*args, **kwargs)
-        return await trio.to_thread.run_sync(functools.partial(fn, *args, **kwargs),
-                                             abandon_on_cancel=True)
+        in_flight = self.host.in_flight
+        if in_flight is None:
+            return await trio.to_thread.run_sync(functools.partial(fn, *args, **kwargs),
+                                                 abandon_on_cancel=True)
+        in_flight.started()
+        try:
+            return await trio.to_thread.run_sync(functools.partial(fn, *args, **kwargs),
+                                                 abandon_on_cancel=True)
+        finally:
+            in_flight.ended()
 
     async def _run_activity(self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
                             retry: RetryPolicy | None, timeout: float | None, name: str,
@@ -443,8 +444,7 @@ class Activities(WorkflowCore):
                     if exc is not None:
                         pass  # the attempt that ran in activity(): its error decides
                     elif timeout is None:
-                        if (_is_async(fn) and not _observe.active  # _attempt's common case
-                                and self.host.in_flight is None):
+                        if _is_async(fn) and not _observe.active:  # _attempt's common case
                             value = await fn(*args, **kwargs)  # (without a coroutine more)
                         else:
                             value = await self._attempt(fn, args, kwargs, name, attempt)
