@@ -740,7 +740,7 @@ class Supervisor:
             if not final:
                 await self._stop(child)
                 continue
-            if self._kept_at_node_stop(child.pid):
+            if self._cancelled_at_node_stop(child.pid):
                 child.pid = None
                 continue
             shutdown = child.spec.shutdown
@@ -752,11 +752,12 @@ class Supervisor:
             log.error("%s: %s did not end within %s of being stopped; supervisor %s moves on",
                       child.spec.name, pid, _fmt_seconds(bound), self._who())
 
-    def _kept_at_node_stop(self, pid: Pid) -> bool:
-        """True for a workflow child while the node stops: closing a node is not
-        cancelling; its host keeps the workflow, which goes on when a node opens the
-        store again (a CANCEL would be recorded and end it, and the wait for it to end
-        would hold the node's stop for the child's whole shutdown grace)."""
+    def _cancelled_at_node_stop(self, pid: Pid) -> bool:
+        """A workflow child while the node stops: its cancel is recorded (it is this
+        supervisor's child: a supervisor started at the next node start starts its own,
+        and this one must not run on beside it) and takes effect when a node resumes it;
+        not waited for, as its host has stopped (the wait held the node's stop for the
+        child's whole shutdown grace). True if so; else the child is stopped as usual."""
         node = self._node
         if node is None or not getattr(node, "stopping", False):
             return False
@@ -764,7 +765,10 @@ class Supervisor:
             host = node.host(pid.host)
         except ValueError:
             return False
-        return bool(getattr(host, "durable", False))
+        if not getattr(host, "durable", False):
+            return False
+        host.cancel_event(pid, self._pid)
+        return True
 
     # ------------------------------------------------------------------ requests
     def _who(self) -> str:
