@@ -276,6 +276,27 @@ def test_a_full_step_whose_answer_is_lost_is_settled_by_its_own_row(
         assert sql(pg, "SELECT batch FROM writers") == [(4,)]
 
 
+@pytest.mark.parametrize("after", [False, True], ids=["before-send", "after-commit"])
+async def test_a_full_step_of_a_cluster_node_is_fenced_without_the_writers_number(
+        pg: str, monkeypatch: pytest.MonkeyPatch, after: bool) -> None:
+    """A node on PostgreSQL is a cluster node: its steps are fenced. At "full" a step is
+    still written without the writer's number (a first version wrote only unfenced
+    steps so, which no node has): the fence, then the row, one statement; a lost answer
+    is settled by the row."""
+    with PostgresStore(pg, synchronous="full") as store:
+        _join(pg, store)
+        await store.commit(Transaction().create_workflow("w", "app:f"))
+        marked = sql(pg, "SELECT batch FROM writers")
+        for seq in range(3):
+            await store.commit(Transaction().append_journal("w", seq, "activity", "a", seq))
+        assert sql(pg, "SELECT batch FROM writers") == marked
+        fired = _lose_one_answer(monkeypatch, after=after)
+        assert await store.commit(Transaction().append_journal("w", 3, "activity", "a", 3)) \
+            == [None]
+        assert fired
+        assert [r.outcome for r in store.journal("w")] == [0, 1, 2, 3]
+
+
 def test_a_full_store_still_finds_confirmed_commits_the_server_lost(pg: str) -> None:
     with PostgresStore(pg, synchronous="full") as store:
         store.write(Transaction().create_workflow("w", "app:f"))
@@ -483,8 +504,12 @@ async def test_a_batch_is_fenced_per_workflow(pg: str, monkeypatch: pytest.Monke
         assert [len(store.journal(w)) for w in "abcd"] == [1, 1, 0, 1]
 
 
-async def test_a_lapsed_lease_refuses_every_write_of_the_node(pg: str) -> None:
-    with PostgresStore(pg) as store:
+@pytest.mark.parametrize("synchronous", ["normal", "full"])
+async def test_a_lapsed_lease_refuses_every_write_of_the_node(pg: str, synchronous: str
+                                                             ) -> None:
+    """(At "full" a step is a statement of its own, fenced before its row: see
+    test_a_full_step_of_a_cluster_node_is_fenced_without_the_writers_number.)"""
+    with PostgresStore(pg, synchronous=synchronous) as store:
         _join(pg, store)
         await store.commit(Transaction().create_workflow("a", "app:f"))
         sql(pg, "UPDATE nodes SET lease_until = 0")
@@ -495,10 +520,12 @@ async def test_a_lapsed_lease_refuses_every_write_of_the_node(pg: str) -> None:
         assert store.get_workflow("b") is None and store.journal("a") == []
 
 
-async def test_a_moved_workflow_is_refused_even_when_its_write_fails_too(pg: str) -> None:
+@pytest.mark.parametrize("synchronous", ["normal", "full"])
+async def test_a_moved_workflow_is_refused_even_when_its_write_fails_too(
+        pg: str, synchronous: str) -> None:
     """The fence and the write are one statement, evaluated in no set order: a journal
     row the new owner wrote meanwhile must not turn the refusal into a store failure."""
-    with PostgresStore(pg) as store:
+    with PostgresStore(pg, synchronous=synchronous) as store:
         _join(pg, store)
         await store.commit(Transaction().create_workflow("a", "app:f"))
         sql(pg, "UPDATE workflows SET owner_epoch = 2 WHERE workflow_id = 'a'")

@@ -135,6 +135,12 @@ _OP_SQL: dict[str, tuple[str, int]] = {
     "append_journal": (
         "INSERT INTO {s}.journal (workflow_id, seq, kind, name, outcome, attempts, time) "
         "VALUES ($1, $2, $3, $4, $5, $6, $7)", 7),
+    # a step at synchronous="full" of a workflow the node runs in its cluster, alone in
+    # its transaction (``PgWritePath._bare_step``): the fence, then the row
+    "append_journal_fenced": (
+        "INSERT INTO {s}.journal (workflow_id, seq, kind, name, outcome, attempts, time) "
+        "SELECT $1::text, $2::bigint, $3::text, $4::text, $5::text, $6::bigint, "
+        "$7::double precision WHERE {s}.fence($8::bigint, $9::text)", 9),
     # consecutive ``append_journal`` of a transaction: one statement, one array a column
     "append_journal_many": (
         "INSERT INTO {s}.journal (workflow_id, seq, kind, name, outcome, attempts, time) "
@@ -875,18 +881,20 @@ class PgWritePath:
         return [self._writer_id.encode(), str(n).encode(), repr(_time.time()).encode()]
 
     def _bare_step(self, plans: list[_Plan]) -> _Plan | None:
-        """The plan of a transaction that is one journal row of a workflow this store
-        does not fence, when the store waits for the WAL flush of every commit
+        """The plan of a transaction that is one journal row (fenced by one workflow at
+        most), when the store waits for the WAL flush of every commit
         (``synchronous="full"``): it is sent without the writer's number, which costs
         the server a second row to write and log at every step of a sequential
-        workflow. Its own row settles a lost answer instead (``_step_committed``); a
-        server that keeps what it confirmed cannot have lost an earlier transaction
-        that this row would hide. (With ``synchronous_commit`` off the server may lose
+        workflow (a fenced one as ``append_journal_fenced``: the fence, then the row).
+        Its own row settles a lost answer instead (``_step_committed``); a server that
+        keeps what it confirmed cannot have lost an earlier transaction that this row
+        would hide. (With ``synchronous_commit`` off the server may lose
         its last confirmed commits in a crash, and only the writer's number shows it.)"""
         if self.synchronous != "full" or len(plans) != 1:
             return None
         plan = plans[0]
-        if (len(plan.calls) != 1 or plan.fenced or plan.needs_read
+        if (len(plan.calls) != 1 or plan.needs_read or len(plan.fenced) > 1
+                or (plan.fenced and plan.fenced[0] is None)
                 or plan.calls[0].stmt is not self._stmts.get("append_journal")):
             return None
         return plan
@@ -913,6 +921,11 @@ class PgWritePath:
         if bare:
             head = stmt
             params = call.params
+            if plan.fenced:  # (fenced by the statement itself: ``append_journal_fenced``)
+                head = self._stmt("append_journal_fenced")
+                wid = plan.fenced[0]
+                assert wid is not None
+                params = [*params, str(plan.epoch).encode(), wid.encode()]
         else:
             params = [*call.params, *self._mark_params(n)]
             if plan.fenced:
