@@ -112,6 +112,8 @@ class WorkflowHost:
         self.clock = WallClock()  # hosts are made inside trio
         #: stand-ins for activities by journal name (``garrison.testing``): name -> function
         self.activity_mocks: dict[str, Callable[..., Any]] = {}
+        #: a cancelled workflow -> its children flagged then (see ``finish``)
+        self._cancelled_children: dict[str, list[str]] = {}
         #: counts the activity attempts running (``garrison.testing``), or ``None``
         self.in_flight: ActivitiesInFlight | None = None
         #: a store opened by a tool (``lock=False``): another node runs the workflows;
@@ -555,13 +557,15 @@ class WorkflowHost:
                            error=error, time=now)
         for row_id in wf.requests_taken or ():  # the terminate requests it ends by
             tx.consume(wf.wid, row_id, 0)  # (with its end: never without it)
-        if status is WorkflowStatus.CANCELLED:
+        flagged = self._cancelled_children.pop(wf.wid, None)
+        if flagged and status is WorkflowStatus.CANCELLED:
             # its children flagged when its cancel arrived (cancel_children) by writes of
             # their own, which may not be committed yet: flagged with its end too, so a
             # crash between cannot leave them running under a cancelled parent
-            for child in self.active.values():
-                if child.parent == wf.pid and child.cancel_requested and not child.done.is_set():
-                    tx.request_cancel(child.wid)
+            for wid in flagged:
+                child = self.active.get(wid)
+                if child is not None and child.cancel_requested and not child.done.is_set():
+                    tx.request_cancel(wid)
         self.queue.finishing(tx, wf)
         targets: list[tuple[WorkflowInstance, int]] = []
         event_text = ""
@@ -1029,9 +1033,12 @@ class WorkflowHost:
     def cancel_children(self, wf: WorkflowInstance) -> None:
         """Unfinished children of a cancelled workflow are cancelled too (in a cluster,
         those another node runs as well: their request goes through the store)."""
-        for child in list(self.active.values()):
-            if child.parent == wf.pid and not child.done.is_set():
-                self.request_cancel(child.wid)
+        flagged = [child.wid for child in self.active.values()
+                   if child.parent == wf.pid and not child.done.is_set()]
+        if flagged:
+            self._cancelled_children[wf.wid] = flagged  # (flagged with its end too)
+        for wid in flagged:
+            self.request_cancel(wid)
         for record in self.children_elsewhere(wf):
             self.request_cancel(record.workflow_id)
 
