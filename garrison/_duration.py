@@ -83,14 +83,17 @@ def parse_rate(value: object, *, what: str = "rate") -> tuple[int, float]:
     if not isinstance(value, str):
         raise ValueError(f"invalid {what} {value!r}: {expected}")
     count_text, sep, period_text = value.replace(" ", "").partition("/")
-    if not sep or not count_text.isdigit() or int(count_text) < 1:
+    if (not sep or not count_text.isascii() or not count_text.isdigit()
+            or int(count_text) < 1):
         raise ValueError(f"invalid {what} {value!r}: {expected}, with COUNT a whole number >= 1")
     if period_text in _UNITS:
         period_text = "1" + period_text
     try:
         period = parse_duration(period_text, what=what)
-    except ValueError:
-        raise ValueError(f"invalid {what} {value!r}: {expected}") from None
+    except ValueError as exc:
+        why = str(exc).split(": ", 1)[-1]  # (after "invalid rate '...'")
+        raise ValueError(f"invalid {what} {value!r}: {expected}; its DURATION: {why}"
+                         ) from None
     if period <= 0:
         raise ValueError(f"invalid {what} {value!r}: the period must be longer than 0")
     return int(count_text), period

@@ -830,7 +830,7 @@ async def test_a_schedule_id_is_checked_alike_by_check_run_the_api_and_the_cli(
 
     said = ("invalid schedule id 'app:nightly@eu': it holds '@'; a schedule id is a "
             "non-empty string of printable characters (no newline, tab or other control "
-            "character) without leading or trailing spaces, at most 1000 bytes of UTF-8, "
+            "character) without leading or trailing spaces, at most 936 bytes of UTF-8, "
             "and without '@' (its workflows are named '<id>@<tick time>')")
     config = tmp_path / "app.yaml"
     config.write_text(CONFIG + "  - {name: nightly@eu, kind: workflow.schedule, workflow: "

@@ -72,6 +72,18 @@ def test_a_combination_takes_each_unit_once_largest_first(bad):
     assert repr(bad) in str(info.value)
 
 
+@pytest.mark.parametrize("bad", ["\u0661\u0660\u0660/1m", "\u00b2/1m", "1/1m1m"])
+def test_a_rate_takes_ascii_digits_and_a_duration_of_the_one_grammar(bad):
+    """Digits of other scripts passed isdigit() (one gave a bare int() error); a bad
+    DURATION now says what is wrong with it."""
+    from garrison._duration import parse_rate
+
+    with pytest.raises(ValueError) as info:
+        parse_rate(bad)
+    assert repr(bad) in str(info.value)
+    assert "invalid literal" not in str(info.value)
+
+
 @pytest.mark.parametrize("bare", ["0", "5", "1.5"])
 def test_a_duration_string_without_a_unit_is_refused_saying_so(bare):
     """One grammar: a number is seconds; a string always carries its unit (so "0" is

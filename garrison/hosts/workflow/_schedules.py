@@ -31,7 +31,7 @@ from ..._duration import parse_duration
 from ..._errors import PayloadError
 from ...persistence import to_json
 from ._codec import arity_problem, restore_args
-from ._ids import ID_RULE, MAX_KEY_BYTES, id_problem
+from ._ids import ID_RULE, MAX_KEY_BYTES, id_problem, shown
 
 #: room a schedule's workflow ids take after its id ('@' and the tick's time)
 _TICK_BYTES = 64
@@ -148,13 +148,19 @@ def check_schedule_id(value: object) -> str:
     if not isinstance(value, str):
         raise TypeError(f"a schedule id must be a string, got {type(value).__name__}: "
                         f"{value!r}")
-    why = id_problem(value) or ("it holds '@'" if "@" in value else None)
-    if why is None and len(value.encode("utf-8")) > MAX_KEY_BYTES - _TICK_BYTES:
-        why = (f"it is {len(value.encode('utf-8'))} bytes long in UTF-8 (at most "
-               f"{MAX_KEY_BYTES - _TICK_BYTES}: its workflows' ids add '@<tick time>')")
+    size = len(value.encode("utf-8", "surrogatepass"))
+    if size > MAX_KEY_BYTES - _TICK_BYTES:
+        why: str | None = (f"it is {size} bytes long in UTF-8 (at most "
+                           f"{MAX_KEY_BYTES - _TICK_BYTES}: its workflows' ids add "
+                           "'@<tick time>')")
+    else:
+        why = id_problem(value) or ("it holds '@'" if "@" in value else None)
     if why is not None:
-        raise ValueError(f"invalid schedule id {value!r}: {why}; a schedule id is {ID_RULE}, "
-                         "and without '@' (its workflows are named '<id>@<tick time>')")
+        rule = ID_RULE.replace(f"at most {MAX_KEY_BYTES} bytes",
+                               f"at most {MAX_KEY_BYTES - _TICK_BYTES} bytes")
+        raise ValueError(f"invalid schedule id {shown(value)}: {why}; a schedule id is "
+                         f"{rule}, and without '@' (its workflows are named "
+                         "'<id>@<tick time>')")
     return value
 
 
