@@ -188,3 +188,28 @@ async def test_a_node_stop_cancels_a_supervisors_workflow_child_without_waiting(
             assert live == [sup.which_children()[0][1].id], (run, live)
             closing = trio.current_time()
         assert trio.current_time() - closing < 1.0
+
+
+async def a_child() -> str:
+    return "child done"
+
+
+async def spawns_a_child() -> str:
+    from garrison import process
+
+    await process.spawn(a_child, host="workflows")
+    ended = await process.events().receive()  # its EXIT
+    return str(ended.result)
+
+
+async def test_a_parent_with_the_longest_id_starts_children(
+        autojump_clock: Any, tmp_path: Any) -> None:
+    """A child's id is its parent's plus '.<seq>': a parent with an id of the longest
+    size allowed failed at its first child ('invalid workflow id' of 1,002 bytes, an
+    id the user never gave). Derived ids may be a little longer."""
+    from garrison.hosts.workflow._ids import MAX_KEY_BYTES
+
+    wid = "p" * MAX_KEY_BYTES
+    async with garrison.open_node(store=str(tmp_path / "s.db")) as node:
+        await node.start_workflow(spawns_a_child, id=wid)
+        assert await node.workflow(wid).result() == "child done"

@@ -301,6 +301,7 @@ class WorkflowHost:
     async def start(self, target: Any, args: tuple[Any, ...], *, wid: str | None,
                     parent: Pid | None = None, prefix_tx: Transaction | None = None,
                     journal: tuple[WorkflowInstance, int, str] | None = None,
+                    derived: bool = False,
                     watcher: Pid | None = None, process_watcher: Pid | None = None,
                     process_link: Pid | None = None, priority: int = 0,
                     dedup: str | None = None,
@@ -327,7 +328,9 @@ class WorkflowHost:
         input_text = to_json(list(args), what=f"the arguments of workflow {name}")
         plain_input = _loads(input_text)
         restore_args(fn, plain_input, f"workflow {name}")  # typed ones: checked now
-        wid = _uuid.uuid4().hex if wid is None else check_workflow_id(wid)
+        # (a child's id, derived from its parent's, may be a little longer than one given)
+        wid = _uuid.uuid4().hex if wid is None else check_workflow_id(
+            wid, derived=journal is not None and derived)
         if type(priority) is not int:
             raise TypeError(f"priority must be an int, got {type(priority).__name__}: "
                             f"{priority!r}")

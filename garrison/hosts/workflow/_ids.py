@@ -14,6 +14,11 @@ __all__ = ["ID_RULE", "MAX_KEY_BYTES", "check_key_size", "check_promise_name", "
 #: store, so an application runs on either
 MAX_KEY_BYTES = 1000
 
+#: the longest id the engine derives from a valid one (a child workflow's
+#: ``<parent id>.<seq>``): room for a hundred levels of children; two such ids, an
+#: ``EXIT``'s message id, still fit PostgreSQL's index row
+MAX_DERIVED_BYTES = MAX_KEY_BYTES + 200
+
 #: the rule every workflow id (and schedule id) follows, as error messages state it
 ID_RULE = ("a non-empty string of printable characters (no newline, tab or other control "
            f"character) without leading or trailing spaces, at most {MAX_KEY_BYTES} bytes "
@@ -27,17 +32,18 @@ def shown(value: str, keep: int = 60) -> str:
     return f"{value[:keep]!r}... ({len(value)} characters)"
 
 
-def _size_problem(value: str) -> str | None:
-    if len(value) * 4 <= MAX_KEY_BYTES:  # (no character takes more than 4 bytes)
+def _size_problem(value: str, limit: int = MAX_KEY_BYTES) -> str | None:
+    if len(value) * 4 <= limit:  # (no character takes more than 4 bytes)
         return None
     size = len(value.encode("utf-8", "surrogatepass"))
-    if size > MAX_KEY_BYTES:
-        return f"it is {size} bytes long in UTF-8 (at most {MAX_KEY_BYTES})"
+    if size > limit:
+        return f"it is {size} bytes long in UTF-8 (at most {limit})"
     return None
 
 
-def id_problem(value: str) -> str | None:
-    """Why the string ``value`` cannot be a workflow id (see :data:`ID_RULE`), or None."""
+def id_problem(value: str, limit: int = MAX_KEY_BYTES) -> str | None:
+    """Why the string ``value`` cannot be a workflow id (see :data:`ID_RULE`), or None
+    (``limit``: its longest, in bytes of UTF-8)."""
     if not value:
         return "it is empty"
     if value != value.strip():
@@ -48,18 +54,19 @@ def id_problem(value: str) -> str | None:
             return (f"it holds a lone surrogate character {bad!r}, which is not valid text "
                     "and cannot be stored")
         return f"it holds the unprintable character {bad!r}"
-    return _size_problem(value)
+    return _size_problem(value, limit)
 
 
-def check_workflow_id(wid: object) -> str:
+def check_workflow_id(wid: object, derived: bool = False) -> str:
     """``wid`` if it can be a workflow id; ``TypeError`` / ``ValueError`` naming it.
 
     The one rule for every id given (``start_workflow(id=)``, ``process.spawn(id=)``,
     ``garrison workflows start --id``; schedule ids, whose workflows are named
-    ``<id>@<tick>``): :data:`ID_RULE`."""
+    ``<id>@<tick>``): :data:`ID_RULE`. ``derived``: an id the engine made from a valid
+    one (a child workflow's), which may be longer (:data:`MAX_DERIVED_BYTES`)."""
     if not isinstance(wid, str):
         raise TypeError(f"a workflow id must be a string, got {type(wid).__name__}: {wid!r}")
-    why = id_problem(wid)
+    why = id_problem(wid, MAX_DERIVED_BYTES if derived else MAX_KEY_BYTES)
     if why is not None:
         hint = " (leave id=None for a fresh one)" if not wid else ""
         raise ValueError(f"invalid workflow id {shown(wid)}: {why}; a workflow id is "

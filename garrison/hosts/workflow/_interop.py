@@ -162,7 +162,8 @@ class Interop(WorkflowCore):
             child_id = self._child_id(h, seq)
             pid = await h.start(target, args, wid=child_id, parent=self.pid,
                                 prefix_tx=self.take_buffer(), journal=(self, seq, str(label)),
-                                watcher=self.pid, process_link=self.pid if link else None)
+                                derived=True, watcher=self.pid,
+                                process_link=self.pid if link else None)
         elif id is not None:
             raise TypeError(f"spawn(..., id={id!r}): host {host_name!r} is a process host, "
                             "whose processes get fresh pids; id= names a workflow on a "
