@@ -119,3 +119,8 @@ async def tagged(value: Any) -> Any:
     workflow.attrs(search={"v": value})
     await step(0)
     return value
+
+
+async def waits_for(name: str) -> Any:
+    """Waits for the promise ``name``; its value."""
+    return await workflow.promise(name)

@@ -799,6 +799,9 @@ class PgWritePath:
                 if rows:
                     return DedupKeyTaken(str(key), str(rows[0][0]))
                 return error  # (the holder ended meanwhile: the caller may start again)
+            if isinstance(error, pg_errors.ProgramLimitExceeded):
+                return ValueError(f"cannot store: {_reason(error)} (a name or key too long "
+                                  "for the store's index)")
             if isinstance(error, pg_errors.UntranslatableCharacter):
                 return ValueError(f"cannot store: {_reason(error)} (PostgreSQL text and jsonb "
                                   "cannot hold the NUL character)")

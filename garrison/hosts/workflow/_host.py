@@ -61,7 +61,7 @@ from ._codec import (
 )
 from ._core import added
 from ._elsewhere import Elsewhere
-from ._ids import check_key_size, check_text, check_workflow_id
+from ._ids import check_key_size, check_text, check_workflow_id, storable
 from ._inbox import InboxItem, exit_id
 from ._instance import WorkflowInstance
 from ._journal import JournalKind, event_to_plain, message_to_plain
@@ -280,6 +280,8 @@ class WorkflowHost:
     async def complete_promise(self, wid: str, name: str, status: str, value: Any) -> None:
         """Resolve or reject a workflow's promise (``PromiseAlreadyCompleted`` the second
         time); a waiting workflow wakes up."""
+        if not storable(wid):
+            raise NoSuchWorkflow(wid)  # (no store keeps such an id: none has it)
         if status == "resolved":
             text = to_json(value, what=f"the value of promise {name!r}")
             tx = Transaction().resolve_promise(wid, name, RawJson(text))

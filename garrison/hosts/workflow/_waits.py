@@ -23,7 +23,7 @@ from ..._errors import PromiseRejected
 from ...persistence import Transaction, WorkflowStatus
 from ._activities import ActivityHandle
 from ._core import FOREVER, WaitCancelled
-from ._ids import check_promise_name
+from ._ids import check_key_size, check_promise_name
 from ._inbox import PendingReceive, Receives
 from ._journal import JournalKind, timestamp
 
@@ -175,6 +175,8 @@ class Waits(Receives):
     def promise(self, name: str) -> DurablePromise:
         """``workflow.promise``: declared (and journaled) where it is created."""
         check_promise_name(name, stored=not self.cursor.replaying)
+        if not self.cursor.replaying:  # (declared: a key of the store's index from now on)
+            check_key_size(name, "workflow.promise(): a promise name")
         if self._take(JournalKind.PROMISE, name) is None:
             tx = self.buffered()
             self.record(tx, self.cursor.seq - 1, JournalKind.PROMISE, name, "null")
