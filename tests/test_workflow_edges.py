@@ -213,3 +213,28 @@ async def test_a_parent_with_the_longest_id_starts_children(
     async with garrison.open_node(store=str(tmp_path / "s.db")) as node:
         await node.start_workflow(spawns_a_child, id=wid)
         assert await node.workflow(wid).result() == "child done"
+
+
+@garrison.activity
+async def takes_a_second() -> str:
+    await trio.sleep(1.0)
+    return "slow"
+
+
+async def looks_late(activity_first: bool) -> str:
+    started = workflow.start(takes_a_second)
+    timer = workflow.timer("0.2s")
+    await workflow.sleep("1.5s")  # both are done when it looks
+    won = await (workflow.first(started, timer) if activity_first
+                 else workflow.first(timer, started))
+    return "activity" if won is started else "timer"
+
+
+@pytest.mark.parametrize("activity_first", [True, False])
+async def test_first_sees_a_started_activity_done_when_it_finished(
+        autojump_clock: Any, tmp_path: Any, activity_first: bool) -> None:
+    """first() decides by when each was done; a started activity counted as done
+    before anything (whatever the order, it beat a timer due 0.8 s before it ended)."""
+    async with garrison.open_node(store=str(tmp_path / "s.db")) as node:
+        await node.start_workflow(looks_late, activity_first, id="r")
+        assert await node.workflow("r").result() == "timer"

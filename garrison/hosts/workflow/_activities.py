@@ -128,12 +128,17 @@ class ActivityHandle:
     """An activity started with ``workflow.start``: ``await`` it (any number of times)
     for its result (or its ``ActivityError``); ``done()`` says whether it has finished."""
 
-    __slots__ = ("_event", "_outcome", "_wf", "hint", "name")
+    __slots__ = ("_event", "_outcome", "_wf", "done_at", "hint", "name", "seq")
 
-    def __init__(self, wf: Activities, name: str, hint: Any) -> None:
+    def __init__(self, wf: Activities, name: str, hint: Any, seq: int = -1) -> None:
         self._wf = wf
         self.name = name
         self.hint = hint
+        #: its journal position
+        self.seq = seq
+        #: when it finished here (wall clock), or ``None`` (not yet, or recorded before
+        #: this run: see ``Waits._done_at``)
+        self.done_at: float | None = None
         self._outcome: outcome.Outcome[Any] | None = None
         self._event: trio.Event | None = None
 
@@ -154,6 +159,7 @@ class ActivityHandle:
 
     def _set(self, result: outcome.Outcome[Any]) -> None:
         self._outcome = result
+        self.done_at = self._wf.host.clock.now()
         if self._event is not None:
             self._event.set()
 
@@ -350,7 +356,7 @@ class Activities(WorkflowCore):
             fn = self._entry_function(fn, "workflow.start")
         fn, retry, timeout, name = _options(fn, retry, timeout, None)
         entry = self._take(_ACTIVITY, name)
-        handle = ActivityHandle(self, name, return_hint(fn))
+        handle = ActivityHandle(self, name, return_hint(fn), self.cursor.seq - 1)
         if self.unsized is None:  # (its outcome is left out of history_size)
             self.unsized = set()
         self.unsized.add(self.cursor.seq - 1)

@@ -298,8 +298,9 @@ class Waits(Receives):
 
     def _done_at(self, a: Any) -> float:
         """When ``a`` (done) was done, wall clock: a timer at its deadline, a receive when
-        its message was committed, a promise when it was completed; an activity's result
-        (and a receive or promise of unknown time) as early as can be."""
+        its message was committed, a promise when it was completed, a started activity
+        when it finished (its record's time, if it finished before this run); one of
+        unknown time as early as can be."""
         if isinstance(a, DurableTimer):
             return a.deadline
         if isinstance(a, PendingReceive) and not a.resolved:
@@ -307,6 +308,14 @@ class Waits(Receives):
             return item.created if item is not None else -math.inf
         if isinstance(a, DurablePromise) and self.promise_times is not None:
             return self.promise_times.get(a.name, -math.inf)
+        if isinstance(a, ActivityHandle):
+            if a.done_at is not None:
+                return a.done_at
+            try:  # recorded before this run (rare here: the journal's time of its record)
+                return next((r.time.timestamp() for r in self.store.journal(self.wid)
+                             if r.seq == a.seq), -math.inf)
+            except Exception:  # (a store without times: a replayed history)
+                return -math.inf
         return -math.inf
 
     async def gather(self, awaitables: tuple[Any, ...]) -> list[Any]:
