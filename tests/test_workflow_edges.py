@@ -128,10 +128,11 @@ def charge(amount: int) -> int:  # a plain function: the config makes it an acti
 async def calls_by_entry_id(amount: int) -> list[Any]:
     started = workflow.start("app:charge", amount + 1)
     out: list[Any] = [await workflow.call("app:charge", amount), await started]
-    try:
-        await workflow.call("app:nothing", amount)
-    except ValueError as exc:
-        out.append(str(exc))
+    for other in ("app:nothing", "app:pay"):
+        try:
+            await workflow.call(other, amount)
+        except ValueError as exc:
+            out.append(str(exc))
     return out
 
 
@@ -141,7 +142,9 @@ async def test_an_activity_may_be_named_by_its_function_py_entry_id(
     entry. workflow.call("app:charge") ran the string as a function (TypeError: the
     first argument must be callable); now it runs the entry's function, journaled under
     the function's own name, and an unknown id is a ValueError at the call."""
+    import garrison.testing
     from garrison.config import load_config_text
+    from garrison.hosts.workflow._replay import History
 
     config = load_config_text(f"""
 version: "1.0"
@@ -157,10 +160,16 @@ entries:
         got = await node.workflow("p").result()
     assert got[:2] == [6, 9]
     assert "workflow.call('app:nothing'): no config entry 'app:nothing'" in got[2]
+    assert "workflow.call('app:pay'): the entry is a workflow.py, not a function.py" in got[3]
     assert sorted(RUNS) == ["charge 2", "charge 3"]
     with open_store(db) as store:
         names = {r.name for r in store.journal("p") if r.kind == "activity"}
+        history = History.from_store(store, "p")
     assert names == {f"{__name__}:charge"}
+    # a replay has no config: the functions the records name (a review found the
+    # replay tool stopping with "replay mode refused a node operation")
+    replayed = garrison.testing.replay(history)
+    assert replayed.error is None and replayed.checked == replayed.records
 
 
 async def long_job(x: int) -> int:

@@ -22,6 +22,7 @@ from ... import _observe
 from ..._activity import DEFAULT_RETRY, RetryPolicy, activity_name
 from ..._context import ActivityScope
 from ..._errors import ActivityError, NotInProcess
+from ..._targets import import_target
 from ...actors._runtime import runtime_var
 from ...actors._values import ErrorInfo, Message, Pid
 from ...persistence import Transaction
@@ -341,9 +342,22 @@ class Activities(WorkflowCore):
         """The function of the config entry ``entry_id`` (a ``function.py`` entry: any
         target may be an entry id), journaled under the function's own name; else a
         ``ValueError`` naming the id."""
+        config = getattr(self.node, "config", None)
+        entry = config.entries.get(entry_id) if config is not None else None
+        if entry is not None and entry.kind != "function.py":
+            raise ValueError(f"{what}({entry_id!r}): the entry is a {entry.kind}, not a "
+                             "function.py entry (an activity is a function)")
         try:
             return self.node.resolve_target(entry_id)
         except (KeyError, ValueError) as exc:
+            recorded = self.cursor.peek() if self.cursor.replaying else None
+            if recorded is not None and recorded.kind == _ACTIVITY:
+                # a replay without the config (garrison.testing.replay, the replay
+                # command): the function the record names, as the first run resolved it
+                try:
+                    return import_target(recorded.name)
+                except Exception:  # (not importable: the error below)
+                    pass
             why = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
             raise ValueError(f"{what}({entry_id!r}): {why}; an activity is a function, or "
                              "the entry id of a function.py entry of the node's config"
