@@ -10,8 +10,12 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib
+import importlib.util
 import inspect
+import os
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 __all__ = ["activity_refusal", "check_target", "exit_is_import_error", "import_target",
@@ -93,6 +97,16 @@ def _target_name(fn: Any) -> str:
                         "importable by name after a restart; use a module-level async function")
     module = getattr(inner, "__module__", None)
     qualname = getattr(inner, "__qualname__", None)
+    if module == "__main__" and qualname:
+        # a script run as `python app.py`: its module is __main__ here, app elsewhere
+        main_name = _main_name()
+        if main_name is None:
+            raise TypeError(
+                f"cannot run __main__:{qualname} as a workflow: it is defined in the "
+                "script being run, whose module another process cannot import by a name "
+                "(its file name is no module name, or another module has it); move it to "
+                "a module of its own, or run the script with `garrison run`")
+        module = main_name
     if not module or not qualname:
         raise TypeError(f"cannot run {fn!r} as a workflow: it must be a module-level async "
                         "function importable by its module:qualname (it is found again by that "
@@ -134,14 +148,48 @@ def _exited(module: str, exc: SystemExit) -> ImportError:
     return ImportError(f"{module!r} called sys.exit({exc.code!r}) while it was imported")
 
 
+@functools.cache
+def _main_name() -> str | None:
+    """The module name of the script this process runs as ``__main__`` (``python
+    app.py``: ``app``; ``python -m pkg.app``: ``pkg.app``), by which another process
+    imports it; ``None`` when there is none (an interactive session, a file name that
+    is no module name, or one another module of ``sys.path`` has)."""
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    if spec is not None and spec.name and spec.name != "__main__":
+        return str(spec.name)
+    file = getattr(main, "__file__", None)
+    if not file:
+        return None
+    stem = Path(file).stem
+    if not stem.isidentifier():
+        return None
+    try:
+        found = importlib.util.find_spec(stem)
+    except (ImportError, ValueError):
+        return None
+    origin = getattr(found, "origin", None)
+    try:
+        same = origin is not None and os.path.samefile(origin, file)
+    except OSError:
+        same = False
+    return stem if same else None
+
+
 def import_target(name: str) -> Any:
     """Import ``module:qualname`` (a ``sys.exit()`` at its import is an ``ImportError``,
-    see :func:`exit_is_import_error`)."""
+    see :func:`exit_is_import_error`). The script this process runs (``python app.py``)
+    is found under its module name (``app``) without being imported a second time."""
     module, _, qualname = name.partition(":")
-    try:  # (not that context manager: this runs at every workflow's result)
-        obj: Any = importlib.import_module(module)
-    except SystemExit as exc:
-        raise _exited(module, exc) from None
+    obj: Any = sys.modules.get(module)
+    if obj is None:
+        if module == _main_name():
+            obj = sys.modules["__main__"]
+        else:
+            try:  # (not that context manager: this runs at every workflow's result)
+                obj = importlib.import_module(module)
+            except SystemExit as exc:
+                raise _exited(module, exc) from None
     for part in qualname.split("."):
         obj = getattr(obj, part)
     return obj

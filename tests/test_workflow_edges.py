@@ -247,3 +247,59 @@ async def test_first_sees_a_started_activity_done_when_it_finished(
     async with garrison.open_node(store=str(tmp_path / "s.db")) as node:
         await node.start_workflow(looks_late, activity_first, id="r")
         assert await node.workflow("r").result() == "timer"
+
+
+SCRIPT = '''
+import sys, trio, garrison
+from garrison import workflow
+
+async def approve_wf() -> str:
+    decision = await workflow.promise("approval")
+    return f"approved by {decision['by']}"
+
+async def main():
+    async with garrison.open_node(store=sys.argv[1]) as node:
+        try:
+            await node.start_workflow(approve_wf, id="w1")
+        except TypeError as exc:
+            print("refused:", exc)
+            return
+        if len(sys.argv) > 2:  # the second run: it resumes, resolved meanwhile
+            print(await node.workflow("w1").result())
+
+if __name__ == "__main__":
+    trio.run(main)
+'''
+
+
+def test_a_workflow_of_a_script_run_with_python_is_named_by_the_script(tmp_path: Any) -> None:
+    """A new user's `python wf.py` recorded its workflow as `__main__:approve_wf`, which
+    no other process (nor the next run of the script, under `garrison run`, ...) could
+    import: the workflow was blocked for good. It is recorded as `wf:approve_wf`; a
+    script whose file name is no module name is refused at the start, saying why."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    env = {"PYTHONPATH": str(root)}
+    (tmp_path / "wf.py").write_text(SCRIPT)
+    db = str(tmp_path / "app.db")
+    run = subprocess.run([sys.executable, str(tmp_path / "wf.py"), db], capture_output=True,
+                         text=True, env=env, timeout=60)
+    assert run.returncode == 0, run.stderr
+    with open_store(db, lock=False) as store:
+        rec = store.get_workflow("w1")
+        assert rec is not None and rec.name == "wf:approve_wf"
+    # another process, which imports the script as the module wf: found again
+    later = subprocess.run([sys.executable, "-m", "garrison", "workflows", "--store", db,
+                            "resolve", "w1", "approval", '{"by": "ann"}'],
+                           capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60)
+    assert later.returncode == 0, later.stderr
+    again = subprocess.run([sys.executable, str(tmp_path / "wf.py"), db, "again"],
+                           capture_output=True, text=True, env=env, timeout=60)
+    assert again.returncode == 0 and "approved by ann" in again.stdout, again.stderr
+    (tmp_path / "my-app.py").write_text(SCRIPT)
+    odd = subprocess.run([sys.executable, str(tmp_path / "my-app.py"), str(tmp_path / "o.db")],
+                         capture_output=True, text=True, env=env, timeout=60)
+    assert "refused: cannot run __main__:approve_wf as a workflow" in odd.stdout, odd.stderr
