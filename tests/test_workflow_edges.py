@@ -303,3 +303,30 @@ def test_a_workflow_of_a_script_run_with_python_is_named_by_the_script(tmp_path:
     odd = subprocess.run([sys.executable, str(tmp_path / "my-app.py"), str(tmp_path / "o.db")],
                          capture_output=True, text=True, env=env, timeout=60)
     assert "refused: cannot run __main__:approve_wf as a workflow" in odd.stdout, odd.stderr
+
+
+@garrison.activity
+async def charge_it(x: int) -> int:
+    return x
+
+
+async def charges_then_sleeps(x: int) -> str:
+    await charge_it(x)
+    await workflow.sleep("1h")
+    return "done"
+
+
+async def test_a_stop_as_a_workflow_parks_leaves_its_row_parked(tmp_path: Any) -> None:
+    """A new user closed the node right after a start: the workflow was committing its
+    sleep's timer as the stop read who is parked, and its row said `running` (a crash,
+    by README) with the timer recorded. A workflow that parks as the node stops gets
+    its parked status too."""
+    for i in range(8):
+        db = str(tmp_path / f"s{i}.db")
+        async with garrison.open_node(store=db) as node:
+            await node.start_workflow(charges_then_sleeps, 1, id="c1")
+        with open_store(db, lock=False) as store:
+            rec = store.get_workflow("c1")
+            assert rec is not None
+            assert (str(rec.status), len(store.timers("c1"))) in (
+                ("sleeping", 1), ("running", 0)), i

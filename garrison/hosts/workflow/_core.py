@@ -555,6 +555,10 @@ class WorkflowCore(Caller, WorkflowScope):
             else:
                 with trio.move_on_at(trio_deadline):
                     await ev.wait()
+        except trio.Cancelled:
+            if self.host.closing:  # parked as the node stops (its store row says so)
+                self.host.parked_at_stop[self] = status  # type: ignore[index]  # an instance
+            raise
         finally:
             self.status = WorkflowStatus.RUNNING
             self.wait_deadline = None

@@ -112,6 +112,8 @@ class WorkflowHost:
         self.clock = WallClock()  # hosts are made inside trio
         #: stand-ins for activities by journal name (``garrison.testing``): name -> function
         self.activity_mocks: dict[str, Callable[..., Any]] = {}
+        #: workflows that parked as the node stopped: their status then
+        self.parked_at_stop: dict[WorkflowInstance, WorkflowStatus] = {}
         #: a cancelled workflow -> its children flagged then (see ``finish``)
         self._cancelled_children: dict[str, list[str]] = {}
         #: counts the activity attempts running (``garrison.testing``), or ``None``
@@ -1136,6 +1138,18 @@ class WorkflowHost:
                 await wf.exited.wait()
             # children whose start was committed meanwhile stop too
             running = [wf for wf in self.active.values() if not wf.exited.is_set()]
+        # parked only as the stop began (it was committing its wait when the status
+        # were read above): its row says so too
+        late = Transaction()
+        for wf, status in self.parked_at_stop.items():
+            if wf not in stopped_as and not wf.done.is_set():
+                late.update_workflow(wf.wid, status=status)
+                stopped_as[wf] = status
+        if late and not self.client:
+            try:
+                await self.store.commit(late)
+            except Exception as exc:  # pragma: no cover - the store failed: only a status
+                log.warning("could not record the statuses of parked workflows: %s", exc)
         for wf, status in stopped_as.items():  # stopping woke it: "running" no longer
             if not wf.done.is_set():
                 wf.status = status  # what the store says (handle.status() after close)
