@@ -492,6 +492,41 @@ async def test_in_a_cluster_the_last_run_counts_wherever_it_runs(
             assert runner.schedules()[0].last_tick == dt.datetime.fromtimestamp(at(2), UTC)
 
 
+@pytest.mark.postgres
+async def test_every_node_of_a_cluster_learns_a_schedules_change(
+        postgres_stores_url: str) -> None:
+    """A cluster review: a schedule one node made (node.schedule), and a tool's pause
+    or resume (`garrison schedules ...`), reached no node already running: a schedule
+    whose maker left never fired, a resumed one stayed silent, an updated input was
+    not used. Every node reads such a change again now. (Real time: the nodes are told
+    by the server's NOTIFY.)"""
+    import uuid
+
+    url = f"{postgres_stores_url}?schema=sched_{uuid.uuid4().hex[:8]}"
+
+    async def until(node: garrison.Node, check: Any) -> None:
+        scheduler = node.hosts["workflows"].scheduler
+        with trio.fail_after(10):
+            while not check(scheduler.rows.get("s")):
+                await trio.sleep(0.02)
+
+    async with garrison.open_node(store=url, name="a") as a, \
+            garrison.open_node(store=url, name="b") as b:
+        await a.schedule("s", app.job, 1.5 * HOUR, every="1h")
+        await until(b, lambda row: row is not None)
+        await a.schedule("s", app.job, 2.5 * HOUR, every="1h")  # a new input
+        await until(b, lambda row: row is not None and list(row.input) == [2.5 * HOUR])
+        with open_store(url, lock=False) as tool:
+            tools.pause_schedule(tool, "s")
+            await until(a, lambda row: row is not None and row.paused)
+            await until(b, lambda row: row is not None and row.paused)
+            tools.resume_schedule(tool, "s")
+            await until(a, lambda row: row is not None and not row.paused)
+            await until(b, lambda row: row is not None and not row.paused)
+        await a.schedule_handle("s").delete()
+        await until(b, lambda row: row is None)
+
+
 # ------------------------------------------------------------------ DST
 def ticks(cron: str, start: dt.datetime, n: int) -> list[str]:
     """The next ``n`` ticks of ``cron`` in New York after ``start``, as ISO times."""

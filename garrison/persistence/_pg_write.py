@@ -89,6 +89,10 @@ class _Stmt:
 _MARK, _FENCE_ONE, _FENCE_MANY = 0, 1, 2
 
 
+#: the operations that change what a schedule is (a tick's compare-and-set does not)
+_SCHEDULE_CHANGES = frozenset((Op.PUT_SCHEDULE, Op.DELETE_SCHEDULE))
+
+
 def _with_mark(text: str, n: int, s: str, kind: int = _MARK) -> str:
     """``text`` with a CTE that sets the writer's number (params ``n+1..n+3``) and,
     for a fenced kind, only once ``fence($n+4, $n+5)`` (``fence_many`` with an array)
@@ -515,6 +519,16 @@ class PgWritePath:
                 elif op is Op.COMPLETE_PROMISE:
                     wakes[tx.workflow_ids[index]] = None
         n = len(tx.ops)
+        changed = [params[0] for op, params in tx.ops if op in _SCHEDULE_CHANGES or (
+            op is Op.UPDATE_SCHEDULE and any(c == "paused" for c, _ in params[2]))]
+        if changed and not tool and epoch is not None:
+            # a node's change of a schedule (node.schedule, pause, resume, delete): the
+            # other nodes of the cluster read it again (see take_wakeups), as for a tool's
+            now = _time.time()
+            for sid in dict.fromkeys(changed):
+                calls.append(_Call(stmt("schedule_wakeup"), _encode((sid, now), "wakeup"), n,
+                                   None))
+            calls.append(_Call(stmt("notify"), [self._channel.encode()], n, None))
         if tool:
             now = _time.time()
             for wid in dict.fromkeys(tx.workflow_ids):

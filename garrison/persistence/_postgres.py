@@ -303,6 +303,8 @@ class PostgresStore(PgWritePath, StoreShortcuts):
         #: wakeup rows read whose delete failed: ``{id: (workflow_id, kind)}``, returned
         #: by the next ``take_wakeups`` (the delete may have committed)
         self._untaken: dict[int, tuple[str, str]] = {}
+        #: the last schedule wakeup a cluster node read (-1: none yet; see take_wakeups)
+        self._schedule_seen = -1
         self._writer: psycopg.Connection[Any] | None = None
         self._reader: psycopg.Connection[Any] | None = None
         try:
@@ -615,16 +617,33 @@ class PostgresStore(PgWritePath, StoreShortcuts):
             rows = self._query(
                 f"SELECT w.id, w.workflow_id, w.kind FROM {self._s}.wakeups w "
                 f"JOIN {self._s}.workflows f ON f.workflow_id = w.workflow_id "
-                "WHERE f.owner_epoch = %s", (self.fence_epoch,))
+                "WHERE f.owner_epoch = %s AND w.kind <> 'schedule'", (self.fence_epoch,))
+            # a schedule's: every node reads it again (each node runs every schedule), so
+            # none deletes them; each takes those after the last it saw, and they are
+            # dropped after a day (a node that starts loads every schedule anyway)
+            seen = self._schedule_seen
+            news = self._query(
+                f"SELECT id, workflow_id FROM {self._s}.wakeups WHERE kind = 'schedule' "
+                "AND id > %s ORDER BY id", (seen,))
+            if seen < 0:  # (this node's first look: a reload more is harmless)
+                self._query(f"DELETE FROM {self._s}.wakeups WHERE kind = 'schedule' "
+                            "AND created < %s", (_time.time() - 86400,))
+            if news:
+                self._schedule_seen = int(news[-1][0])
+            elif seen < 0:
+                self._schedule_seen = 0
+            scheduled = [WakeupRecord(sid, "schedule") for _id, sid in news]
         else:
             rows = self._query(f"SELECT id, workflow_id, kind FROM {self._s}.wakeups")
+            scheduled = []
         taken = self._untaken
         taken.update((int(row_id), (wid, kind)) for row_id, wid, kind in rows)
         if not taken:
-            return []
+            return scheduled
         self._query(f"DELETE FROM {self._s}.wakeups WHERE id = ANY(%s)", (list(taken),))
         self._untaken = {}
-        return [WakeupRecord(wid, kind) for _id, (wid, kind) in sorted(taken.items())]
+        return scheduled + [WakeupRecord(wid, kind)
+                            for _id, (wid, kind) in sorted(taken.items())]
 
     async def wakeups(self) -> list[WakeupRecord]:
         """Wait until a tool (a store opened with ``lock=False``) or another process
