@@ -172,6 +172,19 @@ def test_replay_with_a_target_that_is_no_function_is_refused_not_a_divergence() 
         garrison.testing.replay(GOLDEN, target=42)
 
 
+def sync_workflow(order: Any) -> str:
+    return "x"
+
+
+@pytest.mark.parametrize("target", [sync_workflow, print, "builtins:print", decode,
+                                    f"{__name__}:decode"])
+def test_replay_with_a_target_no_workflow_can_run_is_a_type_error(target: Any) -> None:
+    """A new user's replay(target=a sync function / an activity / print) was reported as
+    the code diverging from its journal; it is the TypeError start_workflow gives."""
+    with pytest.raises(TypeError, match="replay target"):
+        garrison.testing.replay(GOLDEN, target=target)
+
+
 @pytest.mark.parametrize("field,value", [("promises", [["approval", "resolved"]]), ("timers", 5),
                                          ("attempt", "first"), ("error", {"msg": "x"})])
 def test_a_history_file_that_is_not_one_is_a_value_error_naming_it(tmp_path, field,

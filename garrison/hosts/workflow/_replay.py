@@ -30,6 +30,7 @@ its seq with another operation, or returns before it, diverges as on a node.
 from __future__ import annotations
 
 import datetime as _dt
+import inspect
 import json
 from collections.abc import Mapping
 from typing import Any, NoReturn, cast
@@ -38,7 +39,7 @@ import attrs
 import trio
 
 from ..._errors import NonDeterminismError
-from ..._targets import import_target
+from ..._targets import activity_refusal, import_target
 from ...actors._mailbox import timeout_seconds
 from ...actors._values import ErrorInfo, Pid
 from ...persistence import Transaction, WorkflowStatus
@@ -525,17 +526,30 @@ def _replayed_code(history: History, target: Any) -> Any:
         if not callable(target):
             raise TypeError(f"replay target: expected the workflow function or its "
                             f"'module:qualname', got {type(target).__name__}: {target!r}")
-        return target
+        return _workflow_code(target, f"replay target {target!r}")
     name = history.name if target is None else target
     what = (f"{name!r}, the code of workflow {history.workflow_id!r}" if target is None
             else f"replay target {name!r}")
     if ":" not in name:
         raise ValueError(f"{what}: expected 'module:qualname' (e.g. app.orders:order_workflow)")
     try:
-        return import_target(name)
+        fn = import_target(name)
     except Exception as exc:
         raise ValueError(f"cannot import {what}: {type(exc).__name__}: {exc} (run where the "
                          "application's code is importable)") from None
+    return fn if target is None else _workflow_code(fn, what)
+
+
+def _workflow_code(fn: Any, what: str) -> Any:
+    """``fn`` if a workflow can run it (an async function, not an activity), else the
+    ``TypeError`` ``start_workflow`` gives: a wrong target is no divergence."""
+    refused = activity_refusal(fn)
+    if refused is not None:
+        raise TypeError(f"{what}: {refused}")
+    if not inspect.iscoroutinefunction(getattr(fn, "__wrapped__", fn)) \
+            and not inspect.iscoroutinefunction(fn):
+        raise TypeError(f"{what}: a workflow function is an async function (async def)")
+    return fn
 
 
 async def replay_history(history: History, target: Any = None) -> ReplayResult:
