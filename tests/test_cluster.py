@@ -191,9 +191,14 @@ def test_garrison_nodes_lists_the_cluster_and_drains_a_node_by_name(
         return subprocess.run([sys.executable, "-m", "garrison", "nodes", "--store", url, *args],
                               capture_output=True, text=True, timeout=60)
 
-    listed = cli()
-    assert listed.returncode == 0, listed.stderr
-    lines = listed.stdout.splitlines()
+    def listing() -> list[str]:
+        listed = cli()
+        assert listed.returncode == 0, listed.stderr
+        return listed.stdout.splitlines()
+
+    # (a claims its 4 workflows as it starts them: on a loaded machine, a moment later)
+    wait_for(lambda: listing()[1].split()[-1] == "4", 20, "node a's workflows")
+    lines = listing()
     assert lines[0].split() == ["NAME", "STATUS", "STARTED", "HEARTBEAT", "WORKFLOWS"]
     assert [line.split()[:2] for line in lines[1:]] == [["a", "active"], ["b", "active"]]
     assert lines[1].split()[-1] == "4" and lines[2].split()[-1] == "0"
