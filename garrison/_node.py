@@ -569,6 +569,7 @@ class Node:
             member.join()  # in this thread, as the store opened (virtual time stands still)
             host.ownership = member
             member.on_drain = self.drain  # a drain asked from outside drains every member
+            member.on_lost = lambda _lost, host=host: host.scheduler.nodes_lost()
             self._members.append(member)
             if first:
                 from .cluster import ClusterNames, Remote

@@ -527,6 +527,30 @@ async def test_every_node_of_a_cluster_learns_a_schedules_change(
         await until(b, lambda row: row is None)
 
 
+@pytest.mark.postgres
+async def test_a_tick_a_lost_node_recorded_and_did_not_start_is_started_by_a_survivor(
+        postgres_stores_url: str) -> None:
+    """A cluster review: the node that won a tick's compare-and-set died before its
+    create reached the server, while other nodes ran on: the tick was lost for good
+    (only a starting node looked for such ticks). A node that marks others lost looks
+    too. Here the tick is recorded by hand, as the dead node left it."""
+    import time
+    import uuid
+
+    url = f"{postgres_stores_url}?schema=sched_{uuid.uuid4().hex[:8]}"
+    async with garrison.open_node(store=url, name="a") as a:
+        await a.schedule("s", app.job, 0.0, every="1h", catchup_window="1h")
+        tick = float(int(time.time()))
+        wid = tick_id("s", tick)
+        with open_store(url, lock=False) as tool:
+            tool.write(Transaction().update_schedule("s", last_workflow=wid, time=tick))
+        a.hosts["workflows"].ownership.on_lost([(99, "gone")])  # as mark_lost reports
+        with trio.fail_after(10):
+            while wid not in {w.workflow_id for w in a.workflows()}:
+                await trio.sleep(0.02)
+            assert await a.workflow(wid).result() == wid
+
+
 # ------------------------------------------------------------------ DST
 def ticks(cron: str, start: dt.datetime, n: int) -> list[str]:
     """The next ``n`` ticks of ``cron`` in New York after ``start``, as ISO times."""

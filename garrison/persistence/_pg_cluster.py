@@ -540,11 +540,13 @@ class PgCluster:
         return str(rows[0][0]) if rows else None
 
     def cleanup_wakeups(self) -> None:
-        """Wakeups of workflows that ended (or never existed) go; so do the bodies of
+        """Wakeups of workflows that ended (or never existed) go (a schedule's stay: every
+        node reads them, see ``PostgresStore.take_wakeups``); so do the bodies of
         long node-to-node messages nobody took within an hour (sent to a node that was
         down or gone: its notification reached no one, and nothing else deletes them)."""
-        self._rows(f"DELETE FROM {{s}}.wakeups w WHERE NOT EXISTS (SELECT 1 FROM "
-                   f"{{s}}.workflows f WHERE f.workflow_id = w.workflow_id AND {_UNFINISHED})")
+        self._rows(f"DELETE FROM {{s}}.wakeups w WHERE w.kind <> 'schedule' AND NOT EXISTS "
+                   f"(SELECT 1 FROM {{s}}.workflows f WHERE f.workflow_id = w.workflow_id "
+                   f"AND {_UNFINISHED})")
         self._rows("DELETE FROM {s}.messages WHERE created < {s}.now_s() - %s",
                    (MESSAGE_TTL,))
 

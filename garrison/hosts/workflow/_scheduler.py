@@ -138,6 +138,8 @@ class Scheduler:
         self._remote: dict[str, str] = {}
         self._remote_check = math.inf
         self._buffer_due: set[str] = set()
+        #: nodes of the cluster were lost: look for ticks they recorded and did not start
+        self._repair = False
         #: ticks that started a workflow, skipped (overlap), missed (outside the window)
         self.counts = {"started": 0, "skipped": 0, "missed": 0}
         #: the trio deadline the timer waits until (``None`` while it does not wait): a
@@ -160,6 +162,8 @@ class Scheduler:
                 for record, wid in interrupted:
                     nursery.start_soon(self._start, record, wid)
         while True:
+            if self._repair:
+                await self._repair_lost()
             clock = self.host.clock  # (read each time: a test environment swaps it)
             now = clock.now()
             if self._remote and trio.current_time() >= self._remote_check:
@@ -183,6 +187,24 @@ class Scheduler:
         """Look at the clock again (it jumped: a trio deadline it handed out before may
         never come)."""
         self._changed.set()
+
+    def nodes_lost(self) -> None:
+        """Nodes of the cluster were lost (their lease lapsed): a tick one of them
+        recorded but did not start the workflow of is started (see
+        :meth:`_repair_lost`)."""
+        self._repair = True
+        self._changed.set()
+
+    async def _repair_lost(self) -> None:
+        """Read every schedule again, and start the workflows of ticks recorded but not
+        started (their node died in between), as a node does when it starts
+        (:meth:`_interrupted`; a start is idempotent, and a tick older than its
+        ``catchup_window`` is dropped with a warning)."""
+        self._repair = False
+        for record in self.host.store.schedules():
+            self._take(record)
+        for record, wid in await self._interrupted():
+            await self._start(record, wid)
 
     def _take(self, record: ScheduleRecord) -> None:
         """Hold ``record`` in memory (its next tick in the heap)."""
