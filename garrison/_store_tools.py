@@ -588,19 +588,23 @@ def search_filters(items: Sequence[str], option: str = "--search") -> dict[str, 
     of which must match; ``None`` when a key is given twice with different values (no
     workflow can match both: the list is empty). The one rule of ``garrison workflows
     list --search`` and the console's ``search=``. More than
-    :data:`~.persistence._converter.MAX_SEARCH_FILTERS` filters are refused (code 2)."""
+    :data:`~.persistence._converter.MAX_SEARCH_FILTERS` keys are refused (code 2)."""
     from .persistence._converter import MAX_SEARCH_FILTERS
 
-    if len(items) > MAX_SEARCH_FILTERS:
+    if len(items) > 100 * MAX_SEARCH_FILTERS:  # (before parsing them all)
         raise ToolError(f"too many {option.lstrip('-')} filters ({len(items)}): at most "
-                        f"{MAX_SEARCH_FILTERS} (each KEY=VALUE must match)", 2)
+                        f"{MAX_SEARCH_FILTERS} keys (each KEY=VALUE must match)", 2)
     out: dict[str, Any] = {}
+    contradicts = False
     for item in items:
         key, value = key_value(item, option)
         if key in out and not _same_json(out[key], value):
-            return None
+            contradicts = True
         out[key] = value
-    return out
+    if len(out) > MAX_SEARCH_FILTERS:  # (keys: a filter repeated is one)
+        raise ToolError(f"too many {option.lstrip('-')} filters ({len(out)} keys): at most "
+                        f"{MAX_SEARCH_FILTERS} (each KEY=VALUE must match)", 2)
+    return None if contradicts else out
 
 
 def _same_json(a: Any, b: Any) -> bool:

@@ -1366,3 +1366,70 @@ def test_the_cut_keeps_small_values_and_text_whole() -> None:
     assert shown_text("short") == "short"
     long = shown_text("y" * 100_000)
     assert long.endswith("… (cut: 100,000 bytes in all)") and long.startswith("yyy")
+
+
+async def test_a_page_of_many_values_each_under_the_cut_stays_small(store_path: str) -> None:
+    """A review of the cut: each value was cut at 64 KiB, but a page of hundreds of
+    values just under it was hundreds of megabytes (a list row of thousands of search
+    attributes, 100 MB a page). An answer's values share an allowance: past it each is
+    cut short, marked as cut."""
+    from garrison.console import _backend
+
+    near = "v" * 60_000
+    with SQLiteStore(store_path) as owner:
+        tx = Transaction().create_workflow("many", "app:flow", [], status="waiting",
+                                           search={f"a{i}": "w" * 900 for i in range(200)})
+        for seq in range(1, 101):
+            tx.append_journal("many", seq, "activity", "app:step", {"v": near})
+        for k in range(50):
+            tx.set_state("many", f"k{k}", near)
+        owner.write(tx)
+    store = _store_tools.open_store(store_path)
+    async with client(make_app(StoreBackend(store))) as c:
+        r = await c.get("/api/workflows/many")
+        assert r.status_code == 200
+        assert len(r.content) < _backend.DETAIL_SHOWN + 200_000, len(r.content)
+        d = r.json()
+        assert d["journal"][0]["outcome"] == {"v": near}  # the first ones whole
+        assert d["state"]["k49"]["$cut"] is True and d["state"]["k49"]["bytes"] == 60_002
+        listed = await c.get("/api/workflows")
+        assert len(listed.content) < 40_000, len(listed.content)  # (180 KB whole)
+        search = listed.json()["workflows"][0]["search"]
+        assert len(search) == 200 and search["a199"]["$cut"] is True
+        # a repeated filter is one: 65 of the same is no more than the 64 keys allowed
+        same = await c.get("/api/workflows", params=[("search", "a=1")] * 65)
+        assert same.status_code == 200, same.text
+        many = await c.get("/api/workflows", params=[("search", f"a{i}=1") for i in range(65)])
+        assert many.status_code == 400 and "65 keys" in many.json()["error"]
+    store.close()
+
+
+def test_control_characters_count_six_bytes_in_the_cut() -> None:
+    """'\\x00' is 6 bytes of JSON text (\\u0000): 16,383 of them (98,300 bytes) passed
+    the quick 'short text' test and were shown whole."""
+    from garrison.console._backend import shown
+
+    cut = shown("\x00" * 16_383)
+    assert cut["$cut"] is True and cut["bytes"] == 98_300
+
+
+async def test_a_damaged_store_is_the_json_503_not_a_plain_500(store_path: str) -> None:
+    """A review: a read of a damaged SQLite file raised sqlite3's own error, Starlette's
+    plain-text 500; it is the console's JSON error, 503, as a StoreError is."""
+    import os
+
+    with SQLiteStore(store_path) as owner:
+        tx = Transaction()
+        for i in range(3000):
+            tx.create_workflow(f"w{i}", "app:flow", [], status="waiting", search={"k": "v" * 50})
+        owner.write(tx)
+    size = os.path.getsize(store_path)
+    with open(store_path, "r+b") as f:
+        f.seek(size // 2)
+        f.write(b"\xff" * (size // 2 - 4096))
+    store = _store_tools.open_store(store_path)
+    async with client(make_app(StoreBackend(store))) as c:
+        r = await c.get("/api/workflows", params={"search": "k=x"})
+        assert r.status_code == 503, r.text
+        assert "the store cannot be read" in r.json()["error"]
+    store.close()

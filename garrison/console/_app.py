@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -212,8 +213,12 @@ def make_app(backend: Backend, *, token: str | None = None, loopback: bool = Tru
         # the store cannot be used now (locked past the busy timeout, its file deleted
         # or replaced, the disk full, the server gone): the console's JSON error,
         # naming the store and why, not a plain-text 500
-        assert isinstance(exc, StoreError)
-        message = " ".join(str(exc).split())  # one line
+        if isinstance(exc, sqlite3.DatabaseError):  # a read of a damaged SQLite file
+            message = (f"the store cannot be read: {exc} (damaged, or not a garrison "
+                       "store any more)")
+        else:
+            assert isinstance(exc, StoreError)
+            message = " ".join(str(exc).split())  # one line
         if request.url.path.startswith("/api/"):
             return JSONResponse({"error": message}, status_code=503)
         return Response(f"{message}\n", status_code=503, media_type="text/plain")
@@ -247,6 +252,7 @@ def make_app(backend: Backend, *, token: str | None = None, loopback: bool = Tru
     app = Starlette(routes=routes, exception_handlers={ApiError: api_error,
                                                        PayloadError: payload_error,
                                                        StoreError: store_error,
+                                                       sqlite3.DatabaseError: store_error,
                                                        HTTPException: http_error})
     return Guard(app, token=token, loopback=loopback,
                  forwarded_allow_ips=forwarded_allow_ips, session_idle=session_idle,

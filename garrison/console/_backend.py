@@ -55,6 +55,14 @@ RETRYABLE = ("failed", "blocked")
 VALUE_SHOWN = 64 * 1024
 #: the same for one search attribute of a row of the list (50 rows a page)
 LIST_VALUE_SHOWN = 1024
+#: all the values of one workflow page together (bytes of JSON text): once they reach it,
+#: each further value is cut at :data:`SPENT_SHOWN` (thousands of values just under
+#: :data:`VALUE_SHOWN` each would make a poll hundreds of megabytes)
+DETAIL_SHOWN = 2 * 1024 * 1024
+#: the search attributes of one row of the list together
+ROW_SHOWN = 8 * 1024
+#: what a value shows once its answer's allowance is spent
+SPENT_SHOWN = 64
 
 
 def _json_text(value: Any) -> str:
@@ -66,17 +74,53 @@ def shown(value: Any, limit: int = VALUE_SHOWN) -> Any:
     bytes, else ``{"$cut": true, "bytes": its JSON text's size, "head": the start of
     that text}`` (a workflow that returns 50 MB must not make every poll of its page
     50 MB). Encodes ``value``: call it in a worker thread."""
+    return _shown(value, limit)[0]
+
+
+def _shown(value: Any, limit: int) -> tuple[Any, int]:
+    """:func:`shown`, and about how many bytes of JSON text that is."""
     if value is None or isinstance(value, bool | int | float):
-        return value
-    if isinstance(value, str) and len(value) * 4 + 2 <= limit:  # short text: as it is
-        return value
+        return value, 8
+    # (short text: as it is; a control character takes 6 bytes, \u0000)
+    if isinstance(value, str) and len(value) * 6 + 2 <= limit:
+        return value, len(value) + 2
     text = _json_text(value)
     if len(text) * 4 <= limit:
-        return value
+        return value, len(text)
     size = len(text.encode("utf-8", "surrogatepass"))
     if size <= limit:
-        return value
-    return {"$cut": True, "bytes": size, "head": _head(text, limit)}
+        return value, size
+    return {"$cut": True, "bytes": size, "head": _head(text, limit)}, limit + 40
+
+
+class Allowance:
+    """What one answer may still show, in bytes of JSON text: each value is
+    :func:`shown` within :data:`VALUE_SHOWN` (``each``) and within what is left, and at
+    least :data:`SPENT_SHOWN` once it is spent."""
+
+    __slots__ = ("each", "left")
+
+    def __init__(self, total: int, each: int = VALUE_SHOWN) -> None:
+        self.left = total
+        self.each = each
+
+    def show(self, value: Any) -> Any:
+        out, size = _shown(value, max(SPENT_SHOWN, min(self.each, self.left)))
+        self.left -= size
+        return out
+
+    def text(self, value: Any) -> Any:
+        """:func:`shown_text` within the allowance."""
+        limit = max(SPENT_SHOWN, min(self.each, self.left))
+        out = shown_text(value, limit)
+        self.left -= len(out) if isinstance(out, str) else 8
+        return out
+
+    def mapping(self, values: Any) -> Any:
+        """A mapping (search attributes, memo) with each value shown within it."""
+        if not isinstance(values, dict):
+            return self.show(values)
+        return {key: self.show(value) for key, value in values.items()}
 
 
 def shown_text(text: Any, limit: int = VALUE_SHOWN) -> Any:
@@ -96,18 +140,11 @@ def _head(text: str, limit: int) -> str:
     return text[:limit].encode("utf-8", "surrogatepass")[:limit].decode("utf-8", "ignore")
 
 
-def _shown_mapping(values: Any, limit: int = VALUE_SHOWN) -> Any:
-    """A mapping (search attributes, memo) with each value :func:`shown`."""
-    if not isinstance(values, dict):
-        return shown(values, limit)
-    return {key: shown(value, limit) for key, value in values.items()}
-
-
-def _shown_error(error: Any) -> Any:
+def _shown_error(error: Any, allowance: Allowance) -> Any:
     """An error's ``{"type", "message", "traceback"}`` with its texts cut."""
     if not isinstance(error, dict):
         return error
-    return {key: shown_text(value) for key, value in error.items()}
+    return {key: allowance.text(value) for key, value in error.items()}
 
 
 class ApiError(Exception):
@@ -324,7 +361,7 @@ class Backend:
         return {"workflow_id": rec.workflow_id, "name": rec.name, "status": status,
                 "host": host or rec.host,
                 "created": tools.when(rec.created), "updated": tools.when(rec.updated),
-                "search": _shown_mapping(rec.search, LIST_VALUE_SHOWN)}
+                "search": Allowance(ROW_SHOWN, LIST_VALUE_SHOWN).mapping(rec.search)}
 
     # -- one workflow ------------------------------------------------------------------
     def _parent_store(self, rec: Any) -> tuple[str | None, Any] | None:
@@ -389,28 +426,31 @@ class Backend:
         state = got["state"]
         inbox = got["inbox"]
         workflow = tools.record_json(rec)
+        allowance = Allowance(DETAIL_SHOWN)  # (the workflow's own values first)
+        show = allowance.show
         workflow.update(status=status, pid=str(pid), host=name or rec.host,
-                        search=_shown_mapping(rec.search), memo=_shown_mapping(rec.memo),
-                        input=shown(rec.input), result=shown(rec.result),
-                        error=_shown_error(tools.error_json(rec.error, traceback=True)))
+                        input=show(rec.input), result=show(rec.result),
+                        error=_shown_error(tools.error_json(rec.error, traceback=True),
+                                           allowance),
+                        search=allowance.mapping(rec.search), memo=allowance.mapping(rec.memo))
         return {
             "workflow": workflow,
             "journal": [{"seq": r.seq, "time": _when(r.time), "kind": r.kind,
-                         "name": r.name, "outcome": shown(r.outcome),
+                         "name": r.name, "outcome": show(r.outcome),
                          "attempts": r.attempts, "ok": _outcome_ok(r.outcome)}
                         for r in shown_journal],
             "journal_records": len(journal),
             "journal_truncated": len(shown_journal) < len(journal),
-            "state": {key: shown(state[key]) for key in list(state)[:STATE_SHOWN]},
+            "state": {key: show(state[key]) for key in list(state)[:STATE_SHOWN]},
             "state_total": len(state),
-            "promises": [{"name": p.name, "status": str(p.status), "value": shown(p.value),
-                          "error": shown_text(p.error), "created": _when(p.created),
+            "promises": [{"name": p.name, "status": str(p.status), "value": show(p.value),
+                          "error": allowance.text(p.error), "created": _when(p.created),
                           "completed": _when(p.completed)}
                          for p in promises[:PROMISES_SHOWN]],
             "promises_total": len(promises),
             "timers": [] if final else tools.pending_timers(got["timers"], journal),
             "inbox": [{"id": m.id, "message_id": m.msg_id, "topic": m.topic,
-                       "payload": shown(m.payload),
+                       "payload": show(m.payload),
                        "sender": str(m.sender) if m.sender else None,
                        "kind": m.kind, "created": _when(m.created)}
                       for m in inbox[:INBOX_SHOWN]],

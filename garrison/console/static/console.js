@@ -27,8 +27,11 @@ function fill(parent, ...children) { parent.replaceChildren(...children.flat(Inf
 
 // a value the server cut (bigger than it shows): {"$cut": true, "bytes", "head"}
 function isCut(value) {
-  return value !== null && typeof value === "object" && value["$cut"] === true &&
-    typeof value.head === "string";
+  // (exactly the console's own marker: a workflow's value of its own that looks like
+  // one, say without "bytes", is shown as it is)
+  return value !== null && typeof value === "object" && !Array.isArray(value) &&
+    value["$cut"] === true && typeof value.head === "string" &&
+    typeof value.bytes === "number" && Object.keys(value).length === 3;
 }
 
 function cutText(value) {
