@@ -17,6 +17,7 @@ import attrs
 
 from ._context import WorkflowScope, current_workflow
 from ._duration import parse_duration
+from ._targets import main_module_name
 from .actors._runtime import runtime_var
 
 __all__ = ["ActivityOptions", "RetryPolicy", "activity"]
@@ -123,6 +124,8 @@ def activity_name(fn: Any) -> str:
         inner = inner.func
     module = getattr(inner, "__module__", None) or "?"
     qualname = getattr(inner, "__qualname__", None) or type(inner).__qualname__
+    if module == "__main__":  # a script run as `python app.py`: app elsewhere
+        module = main_module_name() or module
     return f"{module}:{qualname}"
 
 

@@ -12,6 +12,7 @@ import functools
 import importlib
 import importlib.util
 import inspect
+import logging
 import os
 import sys
 from collections.abc import Iterator
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["activity_refusal", "check_target", "exit_is_import_error", "import_target",
-           "target_name"]
+           "main_module_name", "target_name"]
 
 #: how many targets each cache below remembers (targets are few; this bounds odd uses)
 _CACHE_SIZE = 4096
@@ -99,14 +100,11 @@ def _target_name(fn: Any) -> str:
     qualname = getattr(inner, "__qualname__", None)
     if module == "__main__" and qualname:
         # a script run as `python app.py`: its module is __main__ here, app elsewhere
-        main_name = _main_name()
+        main_name = main_module_name()
         if main_name is None:
-            raise TypeError(
-                f"cannot run __main__:{qualname} as a workflow: it is defined in the "
-                "script being run, whose module another process cannot import by a name "
-                "(its file name is no module name, or another module has it); move it to "
-                "a module of its own, or run the script with `garrison run`")
-        module = main_name
+            _warn_main(qualname)
+        else:
+            module = main_name
     if not module or not qualname:
         raise TypeError(f"cannot run {fn!r} as a workflow: it must be a module-level async "
                         "function importable by its module:qualname (it is found again by that "
@@ -133,6 +131,22 @@ def _target_name(fn: Any) -> str:
     return name
 
 
+_warned_main: set[str] = set()
+
+
+def _warn_main(qualname: str) -> None:
+    """Once per function: a workflow or activity of ``__main__`` that no other process
+    can import by that name (see :func:`main_module_name`)."""
+    if qualname in _warned_main:
+        return
+    _warned_main.add(qualname)
+    logging.getLogger("garrison").warning(
+        "__main__:%s is recorded under the name __main__ (this process runs no script "
+        "importable by a module name: an interactive session, python -c, or a file "
+        "named so): only a process that runs the same code as __main__ finds it again "
+        "after a restart; move it to a module of its own", qualname)
+
+
 @contextlib.contextmanager
 def exit_is_import_error(module: str) -> Iterator[None]:
     """Importing ``module`` here: a ``sys.exit()`` it calls while imported (a script's
@@ -149,11 +163,12 @@ def _exited(module: str, exc: SystemExit) -> ImportError:
 
 
 @functools.cache
-def _main_name() -> str | None:
+def main_module_name() -> str | None:
     """The module name of the script this process runs as ``__main__`` (``python
     app.py``: ``app``; ``python -m pkg.app``: ``pkg.app``), by which another process
-    imports it; ``None`` when there is none (an interactive session, a file name that
-    is no module name, or one another module of ``sys.path`` has)."""
+    imports it; ``None`` when there is none (an interactive session, ``python -c``, a
+    file name that is no module name or is a standard library module's, one another
+    module of ``sys.path`` has, a link named otherwise than its file)."""
     main = sys.modules.get("__main__")
     spec = getattr(main, "__spec__", None)
     if spec is not None and spec.name and spec.name != "__main__":
@@ -162,7 +177,7 @@ def _main_name() -> str | None:
     if not file:
         return None
     stem = Path(file).stem
-    if not stem.isidentifier():
+    if not stem.isidentifier() or stem in sys.stdlib_module_names:
         return None
     try:
         found = importlib.util.find_spec(stem)
@@ -181,15 +196,13 @@ def import_target(name: str) -> Any:
     see :func:`exit_is_import_error`). The script this process runs (``python app.py``)
     is found under its module name (``app``) without being imported a second time."""
     module, _, qualname = name.partition(":")
-    obj: Any = sys.modules.get(module)
+    obj: Any = sys.modules["__main__"] if module == main_module_name() \
+        else sys.modules.get(module)  # (the script itself, not a copy it imported)
     if obj is None:
-        if module == _main_name():
-            obj = sys.modules["__main__"]
-        else:
-            try:  # (not that context manager: this runs at every workflow's result)
-                obj = importlib.import_module(module)
-            except SystemExit as exc:
-                raise _exited(module, exc) from None
+        try:  # (not that context manager: this runs at every workflow's result)
+            obj = importlib.import_module(module)
+        except SystemExit as exc:
+            raise _exited(module, exc) from None
     for part in qualname.split("."):
         obj = getattr(obj, part)
     return obj

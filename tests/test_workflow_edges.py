@@ -253,7 +253,12 @@ SCRIPT = '''
 import sys, trio, garrison
 from garrison import workflow
 
+@garrison.activity
+async def note(x: int) -> int:
+    return x
+
 async def approve_wf() -> str:
+    await note(1)
     decision = await workflow.promise("approval")
     return f"approved by {decision['by']}"
 
@@ -275,8 +280,9 @@ if __name__ == "__main__":
 def test_a_workflow_of_a_script_run_with_python_is_named_by_the_script(tmp_path: Any) -> None:
     """A new user's `python wf.py` recorded its workflow as `__main__:approve_wf`, which
     no other process (nor the next run of the script, under `garrison run`, ...) could
-    import: the workflow was blocked for good. It is recorded as `wf:approve_wf`; a
-    script whose file name is no module name is refused at the start, saying why."""
+    import: the workflow was blocked for good. It is recorded as `wf:approve_wf`, its
+    activities as `wf:...`; a script whose file name is no module name keeps __main__,
+    with a warning."""
     import subprocess
     import sys
     from pathlib import Path
@@ -291,6 +297,8 @@ def test_a_workflow_of_a_script_run_with_python_is_named_by_the_script(tmp_path:
     with open_store(db, lock=False) as store:
         rec = store.get_workflow("w1")
         assert rec is not None and rec.name == "wf:approve_wf"
+        # its activities too (a review found them still recorded as __main__:note)
+        assert [r.name for r in store.journal("w1") if r.kind == "activity"] == ["wf:note"]
     # another process, which imports the script as the module wf: found again
     later = subprocess.run([sys.executable, "-m", "garrison", "workflows", "--store", db,
                             "resolve", "w1", "approval", '{"by": "ann"}'],
@@ -299,10 +307,12 @@ def test_a_workflow_of_a_script_run_with_python_is_named_by_the_script(tmp_path:
     again = subprocess.run([sys.executable, str(tmp_path / "wf.py"), db, "again"],
                            capture_output=True, text=True, env=env, timeout=60)
     assert again.returncode == 0 and "approved by ann" in again.stdout, again.stderr
+    # a file named so that no module has its name: recorded as before, and said so
     (tmp_path / "my-app.py").write_text(SCRIPT)
     odd = subprocess.run([sys.executable, str(tmp_path / "my-app.py"), str(tmp_path / "o.db")],
                          capture_output=True, text=True, env=env, timeout=60)
-    assert "refused: cannot run __main__:approve_wf as a workflow" in odd.stdout, odd.stderr
+    assert odd.returncode == 0, odd.stderr
+    assert "__main__:approve_wf is recorded under the name __main__" in odd.stderr
 
 
 @garrison.activity
@@ -330,3 +340,26 @@ async def test_a_stop_as_a_workflow_parks_leaves_its_row_parked(tmp_path: Any) -
             assert rec is not None
             assert (str(rec.status), len(store.timers("c1"))) in (
                 ("sleeping", 1), ("running", 0)), i
+
+
+async def test_a_supervisors_queued_workflow_child_is_cancelled_at_node_stop_too(
+        autojump_clock: Any, tmp_path: Any) -> None:
+    """A review of the fix above: a workflow child waiting in its host's queue (the host
+    full) at the node's stop was not running there, so no cancel was recorded, and each
+    restart added one more pending copy."""
+    from garrison.supervision import ChildSpec, Supervisor
+
+    db = str(tmp_path / "s.db")
+    for run in range(3):
+        sup = Supervisor([ChildSpec("w", long_job, args=(1,), host="workflows")])
+        async with garrison.open_node(store=db, max_concurrent=1) as node:
+            if run == 0:
+                await node.start_workflow(long_job, 0, id="hog")
+            await node.spawn(sup)
+            await trio.sleep(0.3)
+            child = sup.which_children()[0][1].id
+    with open_store(db, lock=False) as store:
+        left = [r.workflow_id for r in store.list_workflows()
+                if not r.cancel_requested and r.workflow_id not in ("hog", child)
+                and str(r.status) in ("pending", "running", "sleeping")]
+    assert left == []

@@ -38,6 +38,7 @@ import hashlib
 import json
 import os
 import socket
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -53,6 +54,8 @@ __all__ = ["LIVE", "ClusterNode", "PgCluster", "epoch_lock_class"]
 
 #: seconds after which the body of a long node-to-node message nobody took is deleted
 MESSAGE_TTL = 3600.0
+#: how long a schedule's wakeup stays for the nodes to read (seconds)
+SCHEDULE_WAKEUP_TTL = 86400.0
 #: statuses of a live node
 LIVE = ("active", "draining")
 _UNFINISHED = "status NOT IN ('completed', 'failed', 'cancelled')"
@@ -540,13 +543,15 @@ class PgCluster:
         return str(rows[0][0]) if rows else None
 
     def cleanup_wakeups(self) -> None:
-        """Wakeups of workflows that ended (or never existed) go (a schedule's stay: every
-        node reads them, see ``PostgresStore.take_wakeups``); so do the bodies of
+        """Wakeups of workflows that ended (or never existed) go (a schedule's stay for a
+        day: every node reads them, see ``PostgresStore.take_wakeups``); so do the bodies of
         long node-to-node messages nobody took within an hour (sent to a node that was
         down or gone: its notification reached no one, and nothing else deletes them)."""
         self._rows(f"DELETE FROM {{s}}.wakeups w WHERE w.kind <> 'schedule' AND NOT EXISTS "
                    f"(SELECT 1 FROM {{s}}.workflows f WHERE f.workflow_id = w.workflow_id "
                    f"AND {_UNFINISHED})")
+        self._rows("DELETE FROM {s}.wakeups WHERE kind = 'schedule' AND created < %s",
+                   (time.time() - SCHEDULE_WAKEUP_TTL,))
         self._rows("DELETE FROM {s}.messages WHERE created < {s}.now_s() - %s",
                    (MESSAGE_TTL,))
 

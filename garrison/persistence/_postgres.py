@@ -184,6 +184,10 @@ def _parse(url: str, schema: str | None) -> tuple[dict[str, str], str, str]:
     return params, chosen, shown
 
 
+#: how far below the highest schedule wakeup a node took it looks again for one that
+#: committed late (ids are taken as rows are inserted; ``take_wakeups``)
+_SCHEDULE_SLACK = 10_000
+
 #: a lone surrogate character (a name decoded with ``surrogateescape``): jsonb cannot
 #: hold one, and ``workflow.attrs`` refuses them, so no stored attribute has one
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
@@ -303,8 +307,10 @@ class PostgresStore(PgWritePath, StoreShortcuts):
         #: wakeup rows read whose delete failed: ``{id: (workflow_id, kind)}``, returned
         #: by the next ``take_wakeups`` (the delete may have committed)
         self._untaken: dict[int, tuple[str, str]] = {}
-        #: the last schedule wakeup a cluster node read (-1: none yet; see take_wakeups)
-        self._schedule_seen = -1
+        #: the highest schedule wakeup a cluster node took, and those it took within
+        #: ``_SCHEDULE_SLACK`` ids below it (see take_wakeups)
+        self._schedule_seen = 0
+        self._schedule_taken: set[int] = set()
         self._writer: psycopg.Connection[Any] | None = None
         self._reader: psycopg.Connection[Any] | None = None
         try:
@@ -619,29 +625,30 @@ class PostgresStore(PgWritePath, StoreShortcuts):
                 f"JOIN {self._s}.workflows f ON f.workflow_id = w.workflow_id "
                 "WHERE f.owner_epoch = %s AND w.kind <> 'schedule'", (self.fence_epoch,))
             # a schedule's: every node reads it again (each node runs every schedule), so
-            # none deletes them; each takes those after the last it saw, and they are
-            # dropped after a day (a node that starts loads every schedule anyway)
-            seen = self._schedule_seen
+            # none deletes them (cleanup_wakeups drops them after a day). Ids are handed
+            # out as rows are inserted, not as they commit: one committed late has an id
+            # below some already read, so each look goes back _SCHEDULE_SLACK ids and
+            # skips those it took (marked taken once this call returns them)
+            floor = self._schedule_seen - _SCHEDULE_SLACK
             news = self._query(
                 f"SELECT id, workflow_id FROM {self._s}.wakeups WHERE kind = 'schedule' "
-                "AND id > %s ORDER BY id", (seen,))
-            if seen < 0:  # (this node's first look: a reload more is harmless)
-                self._query(f"DELETE FROM {self._s}.wakeups WHERE kind = 'schedule' "
-                            "AND created < %s", (_time.time() - 86400,))
-            if news:
-                self._schedule_seen = int(news[-1][0])
-            elif seen < 0:
-                self._schedule_seen = 0
+                "AND id > %s ORDER BY id", (floor,))
+            done = self._schedule_taken
+            news = [(int(i), sid) for i, sid in news if int(i) not in done]
             scheduled = [WakeupRecord(sid, "schedule") for _id, sid in news]
         else:
             rows = self._query(f"SELECT id, workflow_id, kind FROM {self._s}.wakeups")
-            scheduled = []
+            news, scheduled = [], []
         taken = self._untaken
         taken.update((int(row_id), (wid, kind)) for row_id, wid, kind in rows)
-        if not taken:
-            return scheduled
-        self._query(f"DELETE FROM {self._s}.wakeups WHERE id = ANY(%s)", (list(taken),))
-        self._untaken = {}
+        if taken:
+            self._query(f"DELETE FROM {self._s}.wakeups WHERE id = ANY(%s)", (list(taken),))
+            self._untaken = {}
+        if news:  # (only now: a failed delete above returns them again next time)
+            self._schedule_taken.update(i for i, _sid in news)
+            self._schedule_seen = max(self._schedule_seen, news[-1][0])
+            floor = self._schedule_seen - _SCHEDULE_SLACK
+            self._schedule_taken = {i for i in self._schedule_taken if i > floor}
         return scheduled + [WakeupRecord(wid, kind)
                             for _id, (wid, kind) in sorted(taken.items())]
 

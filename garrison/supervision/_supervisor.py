@@ -767,7 +767,8 @@ class Supervisor:
             return False
         if not getattr(host, "durable", False):
             return False
-        host.cancel_event(pid, self._pid)
+        if not host.cancel_event(pid, self._pid):  # not running here: queued, say
+            host.request_cancel_stored(pid.id)
         return True
 
     # ------------------------------------------------------------------ requests

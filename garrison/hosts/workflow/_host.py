@@ -1003,6 +1003,16 @@ class WorkflowHost:
         self.request_cancel(target.id)
         return True
 
+    def request_cancel_stored(self, wid: str) -> bool:
+        """A cancel request for a workflow of the store this host does not run now (one
+        waiting in its queue as the node stops), written at once: it takes effect when a
+        node runs it. False if the store has no such unfinished workflow."""
+        record = self.store.get_workflow(wid)
+        if record is None or WorkflowStatus(record.status).finished:
+            return False
+        self.store.write(Transaction().request_cancel(wid))
+        return True
+
     def request_cancel(self, wid: str) -> bool:
         """Flag the workflow cancelled; it sees ``WorkflowCancelled`` at its next durable
         operation (the flag is committed shortly, by the write-soon task)."""
