@@ -551,6 +551,55 @@ async def test_a_tick_a_lost_node_recorded_and_did_not_start_is_started_by_a_sur
             assert await a.workflow(wid).result() == wid
 
 
+@pytest.mark.postgres
+async def test_a_schedule_change_whose_wakeup_committed_late_is_not_skipped(
+        postgres_stores_url: str) -> None:
+    """A review: wakeup ids are taken as rows are inserted, not as they commit, so a
+    change committed after a later one was read has a lower id; nodes reading only the
+    ids above the last they saw skipped it for good. Here that order is made by hand."""
+    import uuid
+
+    import psycopg
+
+    from garrison.persistence._pg_schema import notify_channel
+
+    schema = f"sched_{uuid.uuid4().hex[:8]}"
+    url = f"{postgres_stores_url}?schema={schema}"
+    base = postgres_stores_url.split("?")[0]
+
+    async def until(node: garrison.Node, sid: str, paused: bool) -> None:
+        rows = node.hosts["workflows"].scheduler.rows
+        with trio.fail_after(10):
+            while sid not in rows or rows[sid].paused != paused:
+                await trio.sleep(0.02)
+
+    async with garrison.open_node(store=url, name="a") as a, \
+            garrison.open_node(store=url, name="b") as b:
+        for sid in ("A", "B"):
+            await a.schedule(sid, app.job, every="1h")
+            await a.schedule_handle(sid).pause()
+        for node in (a, b):
+            await until(node, "A", True)
+            await until(node, "B", True)
+        with psycopg.connect(base, autocommit=True) as c:
+            top = c.execute(f"SELECT coalesce(max(id), 0) FROM {schema}.wakeups").fetchone()[0]
+
+            def resume(sid: str, row_id: int) -> None:
+                c.execute(f"UPDATE {schema}.schedules SET paused = 0 WHERE schedule_id = %s",
+                          (sid,))
+                c.execute(f"INSERT INTO {schema}.wakeups (id, workflow_id, kind, created) "
+                          "VALUES (%s, %s, 'schedule', extract(epoch from now()))",
+                          (row_id, sid))
+                c.execute("SELECT pg_notify(%s, %s)", (notify_channel(schema), ""))
+
+            resume("B", top + 100)
+            for node in (a, b):
+                await until(node, "B", False)
+            resume("A", top + 50)  # (its id was taken first; it committed after B's)
+            for node in (a, b):
+                await until(node, "A", False)
+
+
 # ------------------------------------------------------------------ DST
 def ticks(cron: str, start: dt.datetime, n: int) -> list[str]:
     """The next ``n`` ticks of ``cron`` in New York after ``start``, as ISO times."""
