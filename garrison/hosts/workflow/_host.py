@@ -229,11 +229,17 @@ class WorkflowHost:
                         and not wf.done.is_set() and wf.stored_status is not status):
                     tx.update_workflow(wf.wid, status=status)
                     wf.stored_status = status
-            if tx:
-                try:
-                    await self.store.commit(tx)
-                except Exception as exc:  # only a status: the next commit of each fixes it
-                    log.warning("could not record the statuses of parked workflows: %s", exc)
+            await self._commit_statuses(tx)
+
+    async def _commit_statuses(self, tx: Transaction) -> None:
+        """Commit ``tx``, statuses of parked workflows only: a failure is logged (each
+        one's next commit, or the next node, sets it right)."""
+        if not tx or self.client:
+            return
+        try:
+            await self.store.commit(tx)
+        except Exception as exc:
+            log.warning("could not record the statuses of parked workflows: %s", exc)
 
     async def resume(self) -> None:
         """Resume every unfinished workflow of the store (once; before it returns their
@@ -1135,11 +1141,7 @@ class WorkflowHost:
             if parked_now and not wf.done.is_set():
                 parked.update_workflow(wf.wid, status=wf.status)
                 stopped_as[wf] = wf.status
-        if parked and not self.client:
-            try:
-                await self.store.commit(parked)
-            except Exception as exc:  # pragma: no cover - the store failed: only a status
-                log.warning("could not record the statuses of parked workflows: %s", exc)
+        await self._commit_statuses(parked)
         while running:
             for wf in running:
                 if wf.scope is not None:
@@ -1155,11 +1157,7 @@ class WorkflowHost:
             if wf not in stopped_as and not wf.done.is_set():
                 late.update_workflow(wf.wid, status=status)
                 stopped_as[wf] = status
-        if late and not self.client:
-            try:
-                await self.store.commit(late)
-            except Exception as exc:  # pragma: no cover - the store failed: only a status
-                log.warning("could not record the statuses of parked workflows: %s", exc)
+        await self._commit_statuses(late)
         for wf, status in stopped_as.items():  # stopping woke it: "running" no longer
             if not wf.done.is_set():
                 wf.status = status  # what the store says (handle.status() after close)
