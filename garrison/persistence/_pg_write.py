@@ -520,8 +520,9 @@ class PgWritePath:
                     wakes[tx.workflow_ids[index]] = None
         n = len(tx.ops)
         changed = [params[0] for op, params in tx.ops if op in _SCHEDULE_CHANGES or (
-            op is Op.UPDATE_SCHEDULE and any(c == "paused" for c, _ in params[2]))]
-        if changed and not tool and epoch is not None:
+            op is Op.UPDATE_SCHEDULE and any(c == "paused" for c, _ in params[2]))
+        ] if tx.schedule_ids and not tool and epoch is not None else ()
+        if changed:
             # a node's change of a schedule (node.schedule, pause, resume, delete): the
             # other nodes of the cluster read it again (see take_wakeups), as for a tool's
             now = _time.time()
