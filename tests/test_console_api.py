@@ -1394,8 +1394,8 @@ async def test_a_page_of_many_values_each_under_the_cut_stays_small(store_path: 
         assert d["state"]["k49"]["$cut"] is True and d["state"]["k49"]["bytes"] == 60_002
         listed = await c.get("/api/workflows")
         assert len(listed.content) < 40_000, len(listed.content)  # (180 KB whole)
-        search = listed.json()["workflows"][0]["search"]
-        assert len(search) == 200 and search["a199"]["$cut"] is True
+        row = listed.json()["workflows"][0]
+        assert len(row["search"]) + row["search_omitted"] == 200 and row["search_omitted"]
         # a repeated filter is one: 65 of the same is no more than the 64 keys allowed
         same = await c.get("/api/workflows", params=[("search", "a=1")] * 65)
         assert same.status_code == 200, same.text
@@ -1432,4 +1432,54 @@ async def test_a_damaged_store_is_the_json_503_not_a_plain_500(store_path: str) 
         r = await c.get("/api/workflows", params={"search": "k=x"})
         assert r.status_code == 503, r.text
         assert "the store cannot be read" in r.json()["error"]
+    store.close()
+
+
+async def test_the_allowance_counts_keys_and_control_characters(store_path: str) -> None:
+    """A review of the allowance: a memo of 5,000 keys of 1 KB each made a 5 MB page (keys
+    were not counted), and 2,000 outcomes of NUL characters a 12 MB one (each counted as
+    1 byte a character, 6 in JSON). Keys count; once the allowance is spent a mapping's
+    further entries are left out, and ``memo_omitted`` says how many."""
+    from garrison.console import _backend
+
+    with SQLiteStore(store_path) as owner:
+        tx = Transaction().create_workflow(
+            "keys", "app:flow", [], status="waiting",
+            memo={f"{i:06d}" + "k" * 1000: 1 for i in range(5000)})
+        tx.create_workflow("ctl", "app:flow", [], status="waiting")
+        for seq in range(1, 2001):
+            tx.append_journal("ctl", seq, "activity", "app:step", "\x00" * 10_000)
+        tx.create_workflow("row", "app:flow", [], status="waiting",
+                           search={f"{i:03d}" + "k" * 2000: 1 for i in range(60)})
+        owner.write(tx)
+    store = _store_tools.open_store(store_path)
+    async with client(make_app(StoreBackend(store))) as c:
+        for wid in ("keys", "ctl"):  # (and 2,000 journal records' own fields)
+            r = await c.get(f"/api/workflows/{wid}")
+            assert r.status_code == 200
+            assert len(r.content) < _backend.DETAIL_SHOWN + 600_000, (wid, len(r.content))
+        w = (await c.get("/api/workflows/keys")).json()["workflow"]
+        assert 0 < len(w["memo"]) < 5000 and w["memo_omitted"] == 5000 - len(w["memo"])
+        listed = await c.get("/api/workflows", params={"id": "row"})
+        row = listed.json()["workflows"][0]
+        assert len(listed.content) < 3 * _backend.ROW_SHOWN, len(listed.content)
+        assert row["search_omitted"] == 60 - len(row["search"])
+    store.close()
+
+
+async def test_a_row_whose_json_is_damaged_is_the_json_503(store_path: str) -> None:
+    """A column holding text that is no JSON (the file edited by hand, a bad restore)
+    raised json's own error: a plain-text 500 with its traceback."""
+    import sqlite3
+
+    with SQLiteStore(store_path) as owner:
+        owner.write(Transaction().create_workflow("w7", "app:flow", [1], status="waiting"))
+    raw = sqlite3.connect(store_path)
+    raw.execute("UPDATE workflows SET input = '[1,' WHERE workflow_id = 'w7'")
+    raw.commit()
+    raw.close()
+    store = _store_tools.open_store(store_path)
+    async with client(make_app(StoreBackend(store))) as c:
+        r = await c.get("/api/workflows/w7")
+        assert r.status_code == 503 and "the store cannot be read" in r.json()["error"]
     store.close()

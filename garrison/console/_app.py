@@ -9,6 +9,7 @@ with data), polling while something can change. The API is documented in README.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import secrets
 import sqlite3
@@ -213,7 +214,8 @@ def make_app(backend: Backend, *, token: str | None = None, loopback: bool = Tru
         # the store cannot be used now (locked past the busy timeout, its file deleted
         # or replaced, the disk full, the server gone): the console's JSON error,
         # naming the store and why, not a plain-text 500
-        if isinstance(exc, sqlite3.DatabaseError):  # a read of a damaged SQLite file
+        if isinstance(exc, sqlite3.DatabaseError | json.JSONDecodeError):
+            # a read of a damaged SQLite file, or of a row whose JSON is no JSON
             message = (f"the store cannot be read: {exc} (damaged, or not a garrison "
                        "store any more)")
         else:
@@ -253,6 +255,7 @@ def make_app(backend: Backend, *, token: str | None = None, loopback: bool = Tru
                                                        PayloadError: payload_error,
                                                        StoreError: store_error,
                                                        sqlite3.DatabaseError: store_error,
+                                                       json.JSONDecodeError: store_error,
                                                        HTTPException: http_error})
     return Guard(app, token=token, loopback=loopback,
                  forwarded_allow_ips=forwarded_allow_ips, session_idle=session_idle,

@@ -83,7 +83,7 @@ def _shown(value: Any, limit: int) -> tuple[Any, int]:
         return value, 8
     # (short text: as it is; a control character takes 6 bytes, \u0000)
     if isinstance(value, str) and len(value) * 6 + 2 <= limit:
-        return value, len(value) + 2
+        return value, _text_size(value)
     text = _json_text(value)
     if len(text) * 4 <= limit:
         return value, len(text)
@@ -91,6 +91,13 @@ def _shown(value: Any, limit: int) -> tuple[Any, int]:
     if size <= limit:
         return value, size
     return {"$cut": True, "bytes": size, "head": _head(text, limit)}, limit + 40
+
+
+def _text_size(value: str) -> int:
+    """About how many bytes of JSON text the string ``value`` takes."""
+    if value.isascii() and value.isprintable():
+        return len(value) + 2
+    return len(_json_text(value).encode("utf-8", "surrogatepass"))
 
 
 class Allowance:
@@ -116,11 +123,19 @@ class Allowance:
         self.left -= len(out) if isinstance(out, str) else 8
         return out
 
-    def mapping(self, values: Any) -> Any:
-        """A mapping (search attributes, memo) with each value shown within it."""
+    def mapping(self, values: Any) -> tuple[Any, int]:
+        """A mapping (search attributes, memo) with each value shown within the
+        allowance, its keys counted too, and how many entries it leaves out: once the
+        allowance is spent, the entries that follow are not shown (a key is not cut)."""
         if not isinstance(values, dict):
-            return self.show(values)
-        return {key: self.show(value) for key, value in values.items()}
+            return self.show(values), 0
+        out: dict[str, Any] = {}
+        for index, (key, value) in enumerate(values.items()):
+            if self.left <= 0:
+                return out, len(values) - index
+            self.left -= _text_size(str(key)) + 1
+            out[key] = self.show(value)
+        return out, 0
 
 
 def shown_text(text: Any, limit: int = VALUE_SHOWN) -> Any:
@@ -138,6 +153,15 @@ def _head(text: str, limit: int) -> str:
     """The start of ``text`` that is at most ``limit`` bytes of UTF-8."""
     # (a character cut in two at the end is dropped, as is a lone surrogate)
     return text[:limit].encode("utf-8", "surrogatepass")[:limit].decode("utf-8", "ignore")
+
+
+def _mapping_fields(name: str, values: Any, allowance: Allowance) -> dict[str, Any]:
+    """``{name: the mapping as shown}``, and ``{name}_omitted``: how many of its entries
+    the allowance left out, when it left some out."""
+    shown_values, omitted = allowance.mapping(values)
+    if omitted:
+        return {name: shown_values, f"{name}_omitted": omitted}
+    return {name: shown_values}
 
 
 def _shown_error(error: Any, allowance: Allowance) -> Any:
@@ -361,7 +385,8 @@ class Backend:
         return {"workflow_id": rec.workflow_id, "name": rec.name, "status": status,
                 "host": host or rec.host,
                 "created": tools.when(rec.created), "updated": tools.when(rec.updated),
-                "search": Allowance(ROW_SHOWN, LIST_VALUE_SHOWN).mapping(rec.search)}
+                **_mapping_fields("search", rec.search,
+                                  Allowance(ROW_SHOWN, LIST_VALUE_SHOWN))}
 
     # -- one workflow ------------------------------------------------------------------
     def _parent_store(self, rec: Any) -> tuple[str | None, Any] | None:
@@ -432,7 +457,8 @@ class Backend:
                         input=show(rec.input), result=show(rec.result),
                         error=_shown_error(tools.error_json(rec.error, traceback=True),
                                            allowance),
-                        search=allowance.mapping(rec.search), memo=allowance.mapping(rec.memo))
+                        **_mapping_fields("search", rec.search, allowance),
+                        **_mapping_fields("memo", rec.memo, allowance))
         return {
             "workflow": workflow,
             "journal": [{"seq": r.seq, "time": _when(r.time), "kind": r.kind,
