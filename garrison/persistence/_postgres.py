@@ -187,6 +187,9 @@ def _parse(url: str, schema: str | None) -> tuple[dict[str, str], str, str]:
 #: how far below the highest schedule wakeup a node took it looks again for one that
 #: committed late (ids are taken as rows are inserted; ``take_wakeups``)
 _SCHEDULE_SLACK = 10_000
+#: how late (seconds) a schedule wakeup's commit may come after its insert's time and
+#: still be read below the highest one taken
+_SCHEDULE_LATE = 600.0
 
 #: a lone surrogate character (a name decoded with ``surrogateescape``): jsonb cannot
 #: hold one, and ``workflow.attrs`` refuses them, so no stored attribute has one
@@ -629,10 +632,13 @@ class PostgresStore(PgWritePath, StoreShortcuts):
             # out as rows are inserted, not as they commit: one committed late has an id
             # below some already read, so each look goes back _SCHEDULE_SLACK ids and
             # skips those it took (marked taken once this call returns them)
+            # (below the highest taken, only the last minutes': a commit that late is
+            # no concern, and a node with thousands of changes of the day reads few)
             floor = self._schedule_seen - _SCHEDULE_SLACK
             news = self._query(
                 f"SELECT id, workflow_id FROM {self._s}.wakeups WHERE kind = 'schedule' "
-                "AND id > %s ORDER BY id", (floor,))
+                "AND id > %s AND (id > %s OR created > %s) ORDER BY id",
+                (floor, self._schedule_seen, _time.time() - _SCHEDULE_LATE))
             done = self._schedule_taken
             news = [(int(i), sid) for i, sid in news if int(i) not in done]
             scheduled = [WakeupRecord(sid, "schedule") for _id, sid in news]
