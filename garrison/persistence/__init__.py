@@ -40,6 +40,7 @@ from ._records import (
     WakeupRecord,
     WorkflowRecord,
     WorkflowStatus,
+    no_match,
     parse_status,
     requested_attempt,
 )
@@ -83,6 +84,7 @@ __all__ = [
     "WorkflowStatus",
     "from_json",
     "is_postgres_url",
+    "no_match",
     "open_store",
     "parse_status",
     "requested_attempt",

@@ -46,6 +46,7 @@ from ...persistence import (
     Transaction,
     WorkflowRecord,
     WorkflowStatus,
+    no_match,
     to_json,
 )
 from .._kernel import Caller, NodeContext, exit_fan_out, noproc
@@ -61,7 +62,7 @@ from ._codec import (
 )
 from ._core import added
 from ._elsewhere import Elsewhere
-from ._ids import check_key_size, check_text, check_workflow_id, storable
+from ._ids import check_key_size, check_text, check_workflow_id
 from ._inbox import InboxItem, exit_id
 from ._instance import WorkflowInstance
 from ._journal import JournalKind, event_to_plain, message_to_plain
@@ -288,7 +289,7 @@ class WorkflowHost:
     async def complete_promise(self, wid: str, name: str, status: str, value: Any) -> None:
         """Resolve or reject a workflow's promise (``PromiseAlreadyCompleted`` the second
         time); a waiting workflow wakes up."""
-        if not storable(wid):
+        if no_match((wid,), nul=True):
             raise NoSuchWorkflow(wid)  # (no store keeps such an id: none has it)
         if status == "resolved":
             text = to_json(value, what=f"the value of promise {name!r}")

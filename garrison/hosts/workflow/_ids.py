@@ -6,8 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = ["ID_RULE", "MAX_DERIVED_BYTES", "MAX_KEY_BYTES", "check_key_size", "check_promise_name",
-           "check_state_key", "check_text", "check_workflow_id", "id_problem", "shown",
-           "storable"]
+           "check_state_key", "check_text", "check_workflow_id", "id_problem", "shown"]
 
 #: the longest workflow id, schedule id, promise name or state key, in bytes of UTF-8:
 #: each is a key of the stores' indexes, and PostgreSQL's hold at most 2,704 bytes a
@@ -115,12 +114,6 @@ def _lone_surrogate(value: str) -> str | None:
     except UnicodeEncodeError as exc:
         return value[exc.start]
     return None
-
-
-def storable(value: str) -> bool:
-    """False for a string no store keeps as text (NUL, a lone surrogate): no row has
-    it, so a lookup by it finds nothing."""
-    return "\x00" not in value and _lone_surrogate(value) is None
 
 
 def check_text(value: Any, what: str) -> None:
