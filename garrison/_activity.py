@@ -17,7 +17,7 @@ import attrs
 
 from ._context import WorkflowScope, current_workflow
 from ._duration import parse_duration
-from ._targets import main_module_name
+from ._targets import main_function_module
 from .actors._runtime import runtime_var
 
 __all__ = ["ActivityOptions", "RetryPolicy", "activity"]
@@ -125,7 +125,7 @@ def activity_name(fn: Any) -> str:
     module = getattr(inner, "__module__", None) or "?"
     qualname = getattr(inner, "__qualname__", None) or type(inner).__qualname__
     if module == "__main__":  # a script run as `python app.py`: app elsewhere
-        module = main_module_name() or module
+        module = main_function_module(inner, qualname)
     return f"{module}:{qualname}"
 
 

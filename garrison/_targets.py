@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["activity_refusal", "check_target", "exit_is_import_error", "import_target",
-           "main_module_name", "target_name"]
+           "main_function_module", "main_module_name", "target_name"]
 
 #: how many targets each cache below remembers (targets are few; this bounds odd uses)
 _CACHE_SIZE = 4096
@@ -99,12 +99,9 @@ def _target_name(fn: Any) -> str:
     module = getattr(inner, "__module__", None)
     qualname = getattr(inner, "__qualname__", None)
     if module == "__main__" and qualname:
-        # a script run as `python app.py`: its module is __main__ here, app elsewhere
-        main_name = main_module_name()
-        if main_name is None:
+        module = main_function_module(inner, qualname)
+        if module == "__main__":
             _warn_main(qualname)
-        else:
-            module = main_name
     if not module or not qualname:
         raise TypeError(f"cannot run {fn!r} as a workflow: it must be a module-level async "
                         "function importable by its module:qualname (it is found again by that "
@@ -129,6 +126,32 @@ def _target_name(fn: Any) -> str:
         raise TypeError(f"cannot run {name} as a workflow: importing that name gives another "
                         "object, so it could not be found again after a restart")
     return name
+
+
+#: functions typed at an interactive console whose namespace is not ``__main__``'s
+#: (``python -m trio``), by ``__main__:qualname``: :func:`import_target` finds them in
+#: this process (the latest of a name typed again)
+_interactive: dict[str, Any] = {}
+
+
+def main_function_module(fn: Any, qualname: str) -> str:
+    """The module name recorded for ``fn``, a function of ``__main__``: the script's
+    module name when this process runs one (``python app.py``: ``app``, as another
+    process imports it), else ``"__main__"``. A function typed at an interactive console
+    whose namespace is not the ``__main__`` module (``python -m trio``'s) is
+    ``"__main__"`` too, and remembered so that this process finds it by that name."""
+    main = sys.modules.get("__main__")
+    try:  # (a decorator's wrapper has its own module's globals)
+        namespace = getattr(inspect.unwrap(fn), "__globals__", None)
+    except ValueError:  # a cycle of __wrapped__
+        namespace = None
+    if isinstance(namespace, dict) and namespace.get("__name__") == "__main__" \
+            and namespace is not getattr(main, "__dict__", None):
+        name = f"__main__:{qualname}"
+        if name in _interactive or len(_interactive) < _CACHE_SIZE:
+            _interactive[name] = fn
+        return "__main__"
+    return main_module_name() or "__main__"
 
 
 _warned_main: set[str] = set()
@@ -196,6 +219,8 @@ def import_target(name: str) -> Any:
     see :func:`exit_is_import_error`). The script this process runs (``python app.py``)
     is found under its module name (``app``) without being imported a second time."""
     module, _, qualname = name.partition(":")
+    if module == "__main__" and name in _interactive:
+        return _interactive[name]
     obj: Any = sys.modules["__main__"] if module == main_module_name() \
         else sys.modules.get(module)  # (the script itself, not a copy it imported)
     if obj is None:

@@ -363,3 +363,86 @@ async def test_a_supervisors_queued_workflow_child_is_cancelled_at_node_stop_too
                 if not r.cancel_requested and r.workflow_id not in ("hog", child)
                 and str(r.status) in ("pending", "running", "sleeping")]
     assert left == []
+
+
+REPL_SESSION = '''\
+import garrison
+from garrison import workflow
+
+@garrison.activity
+async def step(x):
+    return x * 10
+
+async def wf(x):
+    got = await workflow.promise("go")
+    return await step(x) + got
+
+async with garrison.open_node(store=DB) as node:
+    print("STARTED", await node.start_workflow(wf, 1, id="r1"))
+
+async with garrison.open_node(store=DB) as node:
+    await node.workflow("r1").promise("go").resolve(5)
+    print("RESULT", await node.workflow("r1").result())
+
+'''
+
+
+def test_a_workflow_typed_at_the_trio_repl_runs_and_resumes_in_that_session(
+        tmp_path: Any) -> None:
+    """At `python -m trio`'s prompt, a workflow was refused: "cannot run
+    trio.__main__:wf as a workflow: it is not importable by that name" (the console's
+    namespace is not the __main__ module). It runs, and resumes in the same session,
+    recorded as __main__ (with the warning that no other process finds it)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    db = tmp_path / "repl.db"
+    session = f"DB = {str(db)!r}\n" + REPL_SESSION
+    run = subprocess.run([sys.executable, "-m", "trio"], input=session, capture_output=True,
+                         text=True, env={"PYTHONPATH": str(root)}, timeout=60)
+    assert "RESULT 15" in run.stdout, run.stdout + run.stderr
+    assert "__main__:wf is recorded under the name __main__" in run.stdout + run.stderr
+    with open_store(str(db), lock=False) as store:
+        rec = store.get_workflow("r1")
+        assert rec is not None and rec.name == "__main__:wf"
+        assert [r.name for r in store.journal("r1") if r.kind == "activity"] == ["__main__:step"]
+
+
+DECORATED_SCRIPT = '''\
+import sys, trio, garrison, lib
+
+@lib.logged  # its wrapper has the globals of lib, its __module__ is __main__
+async def double(x):
+    return 2 * x
+
+async def main():
+    async with garrison.open_node(store=sys.argv[1]) as node:
+        await node.start_workflow(double, 4, id="d1")
+        print("RESULT", await node.workflow("d1").result())
+
+if __name__ == "__main__":
+    trio.run(main)
+'''
+
+
+def test_a_decorated_workflow_of_a_script_keeps_the_scripts_name(tmp_path: Any) -> None:
+    """The interactive-console check of a __main__ function looks through a library
+    decorator's wrapper: a decorated workflow of `python wf2.py` is `wf2:double`."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    (tmp_path / "lib.py").write_text(
+        "import functools\n\ndef logged(fn):\n    @functools.wraps(fn)\n"
+        "    async def wrapper(*args):\n        return await fn(*args)\n    return wrapper\n")
+    (tmp_path / "wf2.py").write_text(DECORATED_SCRIPT)
+    db = str(tmp_path / "d.db")
+    run = subprocess.run([sys.executable, str(tmp_path / "wf2.py"), db], capture_output=True,
+                         text=True, env={"PYTHONPATH": f"{root}:{tmp_path}"}, timeout=60)
+    assert "RESULT 8" in run.stdout, run.stdout + run.stderr
+    with open_store(db, lock=False) as store:
+        rec = store.get_workflow("d1")
+        assert rec is not None and rec.name == "wf2:double"
