@@ -64,7 +64,7 @@ from ._core import added
 from ._elsewhere import Elsewhere
 from ._ids import check_key_size, check_text, check_workflow_id
 from ._inbox import InboxItem, exit_id
-from ._instance import WorkflowInstance
+from ._instance import ActiveWorkflows, WorkflowInstance
 from ._journal import JournalKind, event_to_plain, message_to_plain
 from ._queue import QueueLimits, WorkflowQueue
 from ._recovery import refresh, resume_all, watch_wakeups
@@ -103,7 +103,7 @@ class WorkflowHost:
         self.node = node
         self.name = name
         self.store = store
-        self.active: dict[str, WorkflowInstance] = {}
+        self.active = ActiveWorkflows()
         #: recently finished: id -> (status, result JSON, error, name)
         self.finished: dict[str, tuple[WorkflowStatus, str | None, ErrorInfo | None, str]] = {}
         #: workflows another node of the cluster runs that this node's processes monitor
@@ -1057,8 +1057,8 @@ class WorkflowHost:
     def cancel_children(self, wf: WorkflowInstance) -> None:
         """Unfinished children of a cancelled workflow are cancelled too (in a cluster,
         those another node runs as well: their request goes through the store)."""
-        flagged = [child.wid for child in self.active.values()
-                   if child.parent == wf.pid and not child.done.is_set()]
+        flagged = [child.wid for child in self.active.children_of(wf.pid)
+                   if not child.done.is_set()]
         if flagged:
             self._cancelled_children[wf.wid] = flagged  # (flagged with its end too)
         for wid in flagged:

@@ -22,7 +22,7 @@ from ..._errors import NonDeterminismError, StoreError, WorkflowCancelled, Workf
 from ..._targets import import_target
 from ...actors._cancel_switch import CancelSwitch
 from ...actors._runtime import Runtime, set_runtime
-from ...actors._values import ErrorInfo
+from ...actors._values import ErrorInfo, Pid
 from ...persistence import RawJson, WorkflowStatus, to_json
 from ...workflow import WorkflowInfo
 from ._activities import Activities
@@ -33,7 +33,62 @@ from ._interop import Interop
 from ._journal import Cursor, JournalKind, timestamp
 from ._waits import Waits
 
-__all__ = ["WorkflowInstance"]
+__all__ = ["ActiveWorkflows", "WorkflowInstance"]
+
+
+class ActiveWorkflows(dict[str, "WorkflowInstance"]):
+    """A host's ``active`` workflows by id, with an index of them by parent pid: a
+    cancelled workflow finds its children without a pass over every active workflow.
+
+    Every way of adding or removing an entry keeps the index (``setdefault``,
+    ``update`` and ``popitem`` are not used and refused)."""
+
+    __slots__ = ("_by_parent",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._by_parent: dict[Pid, dict[str, WorkflowInstance]] = {}
+
+    def children_of(self, parent: Pid) -> list[WorkflowInstance]:
+        """The active workflows whose parent is ``parent``."""
+        children = self._by_parent.get(parent)
+        return list(children.values()) if children else []
+
+    def __setitem__(self, wid: str, wf: WorkflowInstance) -> None:
+        old = dict.get(self, wid)
+        if old is not None:
+            self._unindex(wid, old)
+        dict.__setitem__(self, wid, wf)
+        if wf.parent is not None:
+            self._by_parent.setdefault(wf.parent, {})[wid] = wf
+
+    def __delitem__(self, wid: str) -> None:
+        self._unindex(wid, dict.pop(self, wid))
+
+    def pop(self, wid: str, *default: Any) -> Any:
+        if wid not in self:
+            return dict.pop(self, wid, *default)
+        wf = dict.pop(self, wid)
+        self._unindex(wid, wf)
+        return wf
+
+    def clear(self) -> None:
+        dict.clear(self)
+        self._by_parent.clear()
+
+    def _unindex(self, wid: str, wf: WorkflowInstance) -> None:
+        if wf.parent is None:
+            return
+        children = self._by_parent.get(wf.parent)
+        if children is not None and children.get(wid) is wf:
+            del children[wid]
+            if not children:
+                del self._by_parent[wf.parent]
+
+    def _refused(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError("ActiveWorkflows: set or delete one entry at a time")
+
+    setdefault = update = popitem = __ior__ = _refused
 
 _dumps = json.dumps
 _loads = json.loads
