@@ -80,6 +80,12 @@ def test_follow_and_act_on_a_workflow_in_the_browser(tmp_path: Path) -> None:
         expect(page.locator("#confirm")).to_be_visible()
         page.click("#confirm-yes")
         expect(page.locator("#inbox td.mono").nth(1)).to_have_text(EVIL)
+        # a payload with a right-to-left override: shown as its escape, not reordered
+        page.fill("#signal-payload", json.dumps("invoice\u202egpj.exe"))
+        page.click("#signal-button")
+        page.click("#confirm-yes")
+        expect(page.locator("#inbox td.mono", has_text="gpj.exe")).to_have_text(
+            "invoice\\u202Egpj.exe")
 
         # resolve its promise through the page; it pays out and completes
         value = page.locator("tr[data-promise=approval] input.promise-value")

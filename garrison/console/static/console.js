@@ -8,17 +8,27 @@ const FINAL = new Set(["completed", "failed", "cancelled"]);
 // ------------------------------------------------------------------ helpers
 function $(id) { return document.getElementById(id); }
 
+// Unicode's bidirectional controls reorder the text around them: a topic, name or
+// payload holding one could read as another text ("Trojan Source"). Every text the
+// console shows from data goes through visible(), which shows each as its \uXXXX.
+const BIDI = /[\u061C\u200E\u200F\u202A-\u202E\u2066-\u2069]/g;
+function visible(text) {
+  return String(text).replace(BIDI,
+    (c) => "\\u" + c.charCodeAt(0).toString(16).toUpperCase().padStart(4, "0"));
+}
+
 function el(tag, props, ...children) {
   const node = document.createElement(tag);
   for (const [key, value] of Object.entries(props || {})) {
     if (value === null || value === undefined || value === false) continue;
     if (key === "class") node.className = value;
     else if (key === "onclick") node.addEventListener("click", value);
+    else if (key === "title") node.setAttribute(key, visible(value));
     else node.setAttribute(key, value === true ? "" : String(value));
   }
   for (const child of children.flat(Infinity)) {
     if (child === null || child === undefined) continue;
-    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+    node.append(child instanceof Node ? child : document.createTextNode(visible(child)));
   }
   return node;
 }
@@ -134,7 +144,7 @@ async function api(path, options) {
 let toastTimer = null;
 function toast(message, isError) {
   const box = $("toast");
-  box.textContent = message;
+  box.textContent = visible(message);
   box.className = isError ? "toast error" : "toast";
   box.hidden = false;
   clearTimeout(toastTimer);
@@ -236,7 +246,7 @@ async function listPage() {
       answer = await api("/api/workflows?" + q, { poll: true });
       $("list-error").hidden = true;
     } catch (e) {
-      $("list-error").textContent = e.message;
+      $("list-error").textContent = visible(e.message);
       $("list-error").hidden = false;
       throw e;
     }
@@ -292,7 +302,7 @@ async function listPage() {
 let pendingAction = null;
 function confirmAction(text, action) {
   pendingAction = action;
-  $("confirm-text").textContent = text;
+  $("confirm-text").textContent = visible(text);
   $("confirm").hidden = false;
   $("confirm-yes").focus();
 }
@@ -357,17 +367,17 @@ async function workflowPage() {
         fact("cancel requested", w.cancel_requested ? "yes" : "no"),
         fact("search attributes", el("code", {}, json(w.search))),
         fact("memo", el("code", {}, json(w.memo))));
-      $("wf-input").textContent = json(w.input, 2);
+      $("wf-input").textContent = visible(json(w.input, 2));
       const tb = $("wf-traceback");
       tb.hidden = true;
       $("result-card").classList.toggle("failed", !!w.error);
       if (w.status === "completed") {
         $("result-title").textContent = "Result";
-        $("wf-result").textContent = json(w.result, 2);
+        $("wf-result").textContent = visible(json(w.result, 2));
       } else if (w.error) {
         $("result-title").textContent = w.status === "blocked" ? "Blocked by" : "Error";
-        $("wf-result").textContent = w.error.type + ": " + w.error.message;
-        if (w.error.traceback) { tb.textContent = w.error.traceback; tb.hidden = false; }
+        $("wf-result").textContent = visible(w.error.type + ": " + w.error.message);
+        if (w.error.traceback) { tb.textContent = visible(w.error.traceback); tb.hidden = false; }
       } else if (w.status === "cancelled") {
         $("result-title").textContent = "Result";
         $("wf-result").textContent = "cancelled";
@@ -476,7 +486,7 @@ async function workflowPage() {
       if (answer.changed) render(answer.data);
       $("wf-error-load").hidden = true;
     } catch (e) {
-      $("wf-error-load").textContent = e.message;
+      $("wf-error-load").textContent = visible(e.message);
       $("wf-error-load").hidden = false;
       throw e;
     }
@@ -541,7 +551,7 @@ async function nodePage() {
       answer = await api("/api/node", { poll: true });
       $("node-error").hidden = true;
     } catch (e) {
-      $("node-error").textContent = e.message;
+      $("node-error").textContent = visible(e.message);
       $("node-error").hidden = false;
       throw e;
     }
