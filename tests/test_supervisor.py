@@ -996,3 +996,46 @@ def test_a_node_stop_with_a_supervisor_process_s_own_helper_ends() -> None:
     except subprocess.TimeoutExpired:
         pytest.fail("the node's stop never ended (stop_processes loops for ever)")
     assert "stopped" in out.stdout, out.stderr
+
+
+_STARTED: list[str] = []
+
+
+async def _runs(name: str) -> None:
+    _STARTED.append(name)
+    await trio.sleep_forever()
+
+
+async def test_a_nested_supervisor_that_cannot_start_fails_its_parents_start(
+        node: garrison.Node) -> None:
+    """A nested supervisor whose child could not start counted as started: the children
+    after it started anyway, and the outer supervisor then went through its restarts to
+    a give-up. As OTP's init, its failure is its parent's start failure."""
+    _STARTED.clear()
+    inner = Supervisor([ChildSpec("x", "nope:missing_entry")], name="inner")
+    outer = Supervisor([ChildSpec("inner", inner), ChildSpec("after", _runs, args=("after",))],
+                       max_restarts=3, within="5s", name="outer")
+    spid = await node.spawn(outer)
+    with trio.fail_after(100), pytest.raises(garrison.ProcessError) as err:
+        await node.wait(spid)
+    assert "child 'inner' failed to start" in str(err.value)
+    assert not isinstance(err.value, SupervisorGaveUp)
+    assert _STARTED == []
+
+
+async def test_start_child_of_a_nested_supervisor_that_cannot_start_raises(
+        node: garrison.Node) -> None:
+    """``start_child`` of such a supervisor returned a pid; its spec was kept and
+    restarted until the outer supervisor gave up, stopping its healthy children."""
+    _STARTED.clear()
+    outer = Supervisor([ChildSpec("keep", _runs, args=("keep",))], max_restarts=3,
+                       within="5s", name="outer")
+    await node.spawn(outer)
+    await trio.testing.wait_all_tasks_blocked()
+    inner = Supervisor([ChildSpec("x", "nope:missing_entry")], name="inner")
+    with pytest.raises(garrison.ProcessError, match="nope:missing_entry"):
+        await outer.start_child(ChildSpec("inner", inner))
+    await trio.sleep(10)
+    assert outer.pid is not None
+    assert [c[0] for c in outer.which_children()] == ["keep"]
+    assert _STARTED == ["keep"]

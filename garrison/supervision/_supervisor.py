@@ -270,12 +270,19 @@ class _ChildMain:
     def __init__(self, fn: Any, started: trio.Event, label: str) -> None:
         self._fn = fn
         self._started = started
+        #: why a nested supervisor did not start (its children did not all run)
+        self.failure: BaseException | None = None
         self.__qualname__ = label  # the process label in the process host's logs
+
+    def _signal(self, failure: BaseException | None) -> None:
+        if not self._started.is_set():
+            self.failure = failure
+            self._started.set()
 
     async def __call__(self, *args: Any) -> Any:
         fn = self._fn
         if isinstance(fn, Supervisor) and not args:
-            return await fn._run(self._started.set)
+            return await fn._run(self._signal)
         self._started.set()
         return await fn(*args)
 
@@ -493,7 +500,9 @@ class Supervisor:
         await self._call("delete_child", id)
 
     # ------------------------------------------------------------------ the run
-    async def _run(self, started: Callable[[], None] | None) -> None:
+    async def _run(self, started: Callable[[BaseException | None], None] | None) -> None:
+        """Run as the current process. ``started`` (a nested supervisor's) is told
+        ``None`` once every child runs, or the error that stopped it before."""
         pid = process.pid()
         if self._pid is not None:
             raise RuntimeError(
@@ -526,8 +535,9 @@ class Supervisor:
             self._stopping = True
             self._send = None
             send.close()
-            if started is not None:
-                started()
+            if started is not None:  # (ignored once it was told the children all run)
+                started(error or ProcessError(
+                    f"supervisor {self._who()} stopped before its children all ran"))
             with trio.CancelScope(shield=True):
                 await self._stop_children(final=True)
             self._fail_requests(recv)
@@ -540,7 +550,8 @@ class Supervisor:
             send.send_nowait(event)
 
     async def _serve(self, recv: trio.MemoryReceiveChannel[_Item],
-                     started: Callable[[], None] | None) -> SupervisorError | None:
+                     started: Callable[[BaseException | None], None] | None
+                     ) -> SupervisorError | None:
         """Start the children, then handle events and requests until told to stop.
 
         Returns the error to exit with (``None`` for a normal return).
@@ -557,7 +568,7 @@ class Supervisor:
                     pid=self._pid, error=info,
                 )
         if started is not None:
-            started()
+            started(None)
         while True:
             deadline = min((c.pending for c in self._children if c.pending is not None),
                            default=math.inf)
@@ -703,14 +714,17 @@ class Supervisor:
         if spec.kwargs:
             target = functools.partial(target, **spec.kwargs)
         started = trio.Event()
+        main = _ChildMain(target, started, spec.name)
         # shielded: a kill of the supervisor landing at the spawn's checkpoint would
         # raise there, after the child was spawned but before its pid was recorded, and
         # the final cleanup could not stop it (an orphan)
         with trio.CancelScope(shield=True):
-            pid = await process.spawn_monitored(_ChildMain(target, started, spec.name),
-                                                *spec.args, host=spec.host)
+            pid = await process.spawn_monitored(main, *spec.args, host=spec.host)
         child.pid = pid
         await _started_or_exited(started, node, pid)
+        if main.failure is not None:  # a nested supervisor whose children did not all run
+            child.pid = None  # (its EXIT, on its way, is no longer this child's)
+            raise main.failure
         log.debug("%s: started as %s", spec.name, pid)
         return pid
 
