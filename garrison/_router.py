@@ -173,13 +173,15 @@ class Router:
     # ------------------------------------------------------------ processes
     async def spawn_process(self, target: Any, args: tuple[Any, ...], *, host: str,
                             parent: Pid | None, link: Pid | None, monitor: Pid | None,
-                            label: str | None = None, id: str | None = None) -> Pid:
+                            label: str | None = None, id: str | None = None,
+                            supervised: bool = False) -> Pid:
         if self.stopping:
             raise ProcessError("cannot spawn: the node is shutting down")
         h = self.host(host)
         if h.durable:
             pid: Pid = await h.spawn_process(target, args, parent=parent, link=link,
-                                             monitor=monitor, wid=id)
+                                             monitor=monitor, wid=id,
+                                             supervisor=parent if supervised else None)
         elif id is not None:
             raise TypeError(f"spawn(..., id={id!r}): host {host!r} is a process host, whose "
                             "processes get fresh pids; id= names a workflow on a workflow "
@@ -191,6 +193,19 @@ class Router:
                           label=label or checked)
         self.stats_spawned += 1
         return pid
+
+    def plain_gone(self, pid: Pid) -> bool:
+        """True if the plain process ``pid`` is known to have ended: one of this node's
+        process hosts that is not alive (an earlier run's too), or one of another node of
+        the cluster whose incarnation is gone. ``False`` for a live one, a workflow, or
+        one whose node's state is not known yet."""
+        remote = self.remote
+        if remote is not None and remote.node_of(pid) is not None:
+            return bool(remote.known_gone(pid))
+        host = self.hosts.get(self.aliases.get(pid.host, pid.host))
+        if host is None or host.durable:
+            return False
+        return not host.is_alive(pid)
 
     def spawn_plain(self, h: Any, target: Any, args: tuple[Any, ...], parent: Pid | None,
                     link: Pid | None = None, monitor: Pid | None = None,

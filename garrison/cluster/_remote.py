@@ -222,6 +222,18 @@ class Remote:
         ident, _, node = pid.id.rpartition("@")
         return node, ident.partition(".")[0] + "."
 
+    def known_gone(self, pid: Pid) -> bool:
+        """True if ``pid``'s node incarnation is known to be gone: lost or left, or its
+        node runs again under a newer incarnation. (Unknown or live: ``False``.)"""
+        key = self._key(pid)
+        if key in self.gone:
+            return True
+        if key in self.live:
+            return False
+        name, prefix = key
+        return any(other == name and theirs is not None and theirs != prefix
+                   for other, theirs in self.live)
+
     def _gone(self, pid: Pid) -> bool:
         """True if ``pid``'s node is gone (lost or left). A node not known to be live
         is asked about (the answer comes as :meth:`node_gone` if it is not)."""

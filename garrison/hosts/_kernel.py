@@ -185,11 +185,19 @@ class NodeContext(Protocol):
         """A fresh message id, unique on this node."""
         ...
 
+    def plain_gone(self, pid: Pid) -> bool:
+        """True if the plain process ``pid`` is known to have ended (of this node, an
+        earlier run's too, or of another node of the cluster that is gone)."""
+        ...
+
     async def spawn_process(self, target: Any, args: tuple[Any, ...], *, host: str,
                             parent: Pid | None, link: Pid | None, monitor: Pid | None,
-                            label: str | None = None, id: str | None = None) -> Pid:
+                            label: str | None = None, id: str | None = None,
+                            supervised: bool = False) -> Pid:
         """Start a process (or workflow, on a workflow host, named ``id`` if given),
-        linked to / monitored by the given pids atomically."""
+        linked to / monitored by the given pids atomically. ``supervised``: ``parent``
+        is the supervisor of this child (a workflow records it, see
+        ``_recovery.orphaned``)."""
         ...
 
     async def send_message(self, sender: Pid | None, to: Pid | str, topic: str,

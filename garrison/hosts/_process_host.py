@@ -223,11 +223,12 @@ class _Process(Caller):
 
     async def spawn(
         self, target: Any, args: tuple[Any, ...], host: str | None, *, link: bool,
-        monitor: bool, id: str | None = None,
+        monitor: bool, id: str | None = None, supervised: bool = False,
     ) -> Pid:
         pid = await self.node.spawn_process(
             target, args, host=host or self.host.name, parent=self.pid,
             link=self.pid if link else None, monitor=self.pid if monitor else None, id=id,
+            supervised=supervised,
         )
         if link:
             self._add_link(pid)

@@ -236,7 +236,7 @@ class ServiceManager:
             with trio.fail_after(entry.lifecycle.start_timeout):
                 pid = await self.node.spawn_process(
                     entry.process, tuple(entry.input), host=entry.host, parent=self.pid,
-                    link=None, monitor=self.pid, label=entry.id,
+                    link=None, monitor=self.pid, label=entry.id, supervised=True,
                 )
                 me._add_monitoring(pid)  # type: ignore[attr-defined]
                 svc.pid = pid

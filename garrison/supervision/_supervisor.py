@@ -705,7 +705,10 @@ class Supervisor:
                 raise ValueError(f"child {spec.id!r}: kwargs are not supported for a child on "
                                  f"the durable host {host_name!r}; pass args")
             with trio.CancelScope(shield=True):  # as below: the pid is recorded
-                pid = await process.spawn_monitored(target, *spec.args, host=spec.host)
+                # (supervised: a node that finds it after a crash stopped this supervisor
+                # cancels it, as this supervisor's stop would have)
+                pid = await current_runtime().spawn(target, tuple(spec.args), spec.host,
+                                                    link=False, monitor=True, supervised=True)
             child.pid = pid
             log.debug("%s: started as %s", spec.name, pid)
             return pid

@@ -67,7 +67,7 @@ from ._inbox import InboxItem, exit_id
 from ._instance import ActiveWorkflows, WorkflowInstance
 from ._journal import JournalKind, event_to_plain, message_to_plain
 from ._queue import QueueLimits, WorkflowQueue
-from ._recovery import refresh, resume_all, watch_wakeups
+from ._recovery import SUPERVISOR_MEMO, refresh, resume_all, watch_wakeups
 from ._scheduler import Scheduler
 from ._waits import WallClock
 
@@ -316,7 +316,8 @@ class WorkflowHost:
                     watcher: Pid | None = None, process_watcher: Pid | None = None,
                     process_link: Pid | None = None, priority: int = 0,
                     dedup: str | None = None,
-                    on_created: Callable[[], None] | None = None) -> Pid:
+                    on_created: Callable[[], None] | None = None,
+                    supervisor: Pid | None = None) -> Pid:
         """Create (idempotently) and start a workflow; returns its pid.
 
         Idempotent under concurrency too: a start of an id whose start is being
@@ -377,7 +378,8 @@ class WorkflowHost:
                                       journal=journal, watcher=watcher,
                                       process_watcher=process_watcher,
                                       process_link=process_link, priority=priority,
-                                      dedup=dedup, on_created=on_created)
+                                      dedup=dedup, on_created=on_created,
+                                      supervisor=supervisor)
         finally:
             done = self._starting.pop(wid, None)
             if done is not None:
@@ -389,7 +391,8 @@ class WorkflowHost:
                       journal: tuple[WorkflowInstance, int, str] | None, watcher: Pid | None,
                       process_watcher: Pid | None, process_link: Pid | None,
                       priority: int = 0, dedup: str | None = None,
-                      on_created: Callable[[], None] | None = None) -> Pid:
+                      on_created: Callable[[], None] | None = None,
+                      supervisor: Pid | None = None) -> Pid:
         wid = pid.id
         tx = prefix_tx if prefix_tx is not None else Transaction()
         n = len(tx)
@@ -407,7 +410,8 @@ class WorkflowHost:
         tx.create_workflow(wid, name, RawJson(input_text),
                            status="running" if admitted and not asked else "pending",
                            parent=parent, run_id=run_id, host=self.name, time=now,
-                           trace=trace)
+                           trace=trace,
+                           memo={SUPERVISOR_MEMO: str(supervisor)} if supervisor else None)
         queued = -1
         if (dedup is not None or not admitted or asked) and (
                 not self.client or dedup is not None or priority):
@@ -491,11 +495,13 @@ class WorkflowHost:
 
     async def spawn_process(self, target: Any, args: tuple[Any, ...], *, parent: Pid | None,
                             link: Pid | None, monitor: Pid | None,
-                            wid: str | None = None) -> Pid:
+                            wid: str | None = None, supervisor: Pid | None = None) -> Pid:
         """``process.spawn(..., host="workflows", id=...)`` from a process: a workflow,
-        started idempotently by id (the monitor and link apply to an existing one too)."""
+        started idempotently by id (the monitor and link apply to an existing one too).
+        ``supervisor``: the child of that supervisor (recorded in its memo, see
+        ``_recovery.orphaned``)."""
         return await self.start(target, args, wid=wid, parent=parent, process_watcher=monitor,
-                                process_link=link)
+                                process_link=link, supervisor=supervisor)
 
     def _attach(self, pid: Pid, watcher: Pid | None, link: Pid | None) -> None:
         """A process spawned (monitored / linked) a workflow that existed already: watch

@@ -120,7 +120,10 @@ class Interop(WorkflowCore):
         return self.pid
 
     async def spawn(self, target: Any, args: tuple[Any, ...], host: str | None, *,
-                    link: bool, monitor: bool, id: str | None = None) -> Pid:
+                    link: bool, monitor: bool, id: str | None = None,
+                    supervised: bool = False) -> Pid:
+        # (``supervised`` needs no record here: a workflow's children are journaled,
+        # and a cancelled workflow's children are cancelled with it)
         node = self.node
         host_name = host or self.host.name
         h = node.host(host_name)

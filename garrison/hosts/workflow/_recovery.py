@@ -23,7 +23,7 @@ import trio
 
 from ..._errors import StoreError
 from ..._targets import import_target
-from ...actors._values import ErrorInfo
+from ...actors._values import ErrorInfo, Pid
 from ...persistence import Transaction, WorkflowRecord, WorkflowStatus
 from ._core import added
 from ._inbox import CONTROL, item_from_record, stale_request
@@ -33,13 +33,18 @@ from ._journal import Entry, error_from_plain, error_to_plain, initial_state
 if TYPE_CHECKING:
     from ._host import WorkflowHost
 
-__all__ = ["count_tool_starts", "load", "refresh", "resume_all", "runnable", "watch_wakeups"]
+__all__ = ["SUPERVISOR_MEMO", "count_tool_starts", "load", "orphaned", "refresh", "resume_all",
+           "runnable", "watch_wakeups"]
 
 log = logging.getLogger("garrison.workflow")
 
 
 #: the longest the collector stays paused while recovered workflows replay
 GC_PAUSE_MAX = 10.0
+
+#: the memo key of a workflow a supervisor (or a node's services) started as its child:
+#: the supervisor's pid
+SUPERVISOR_MEMO = "garrison.supervisor"
 
 
 def load(host: WorkflowHost, record: WorkflowRecord) -> WorkflowInstance:
@@ -65,6 +70,12 @@ def load(host: WorkflowHost, record: WorkflowRecord) -> WorkflowInstance:
     wf.requests = requests
     load_promises(host, wf)
     wf.trace = record.trace
+    if not wf.cancel_requested and orphaned(host, record):
+        wf.cancel_requested = True  # (its children go too, once it runs: _core's cancel)
+        host.write_soon(Transaction().request_cancel(wid))
+        log.warning("workflow %s: cancelled, as its supervisor %s has ended (the node it "
+                    "ran on stopped without stopping it: a crash)", wid,
+                    record.memo[SUPERVISOR_MEMO], extra={"workflow_id": wid})
     if record.host is None:
         # a tool started it (``garrison workflows start``), naming no host: it is this
         # host's from now on, so that its children's parent pid, which names this host,
@@ -72,6 +83,22 @@ def load(host: WorkflowHost, record: WorkflowRecord) -> WorkflowInstance:
         # running workflows counts it (ahead of its admission: the commits keep order)
         host.write_soon(Transaction().update_workflow(wid, host=host.name))
     return wf
+
+
+def orphaned(host: WorkflowHost, record: WorkflowRecord) -> bool:
+    """True if ``record`` is a supervisor's child whose supervisor has ended: a process
+    of this node that is not alive (of an earlier run of the node: a crash stopped the
+    supervisor without the cancel a stop records for its children), or one of another
+    node of the cluster that is gone. A supervisor started at the next node start starts
+    its own child, so this one must not run on beside it."""
+    supervisor = record.memo.get(SUPERVISOR_MEMO) if record.memo else None
+    if not isinstance(supervisor, str):
+        return False
+    try:
+        pid = Pid.parse(supervisor)
+    except ValueError:
+        return False
+    return bool(host.node.plain_gone(pid))
 
 
 def live_requests(host: WorkflowHost, record: WorkflowRecord, inbox: list[Any]) -> list[Any]:
