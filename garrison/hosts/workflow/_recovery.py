@@ -92,7 +92,7 @@ def orphaned(host: WorkflowHost, record: WorkflowRecord) -> bool:
     node of the cluster that is gone. A supervisor started at the next node start starts
     its own child, so this one must not run on beside it."""
     supervisor = record.memo.get(SUPERVISOR_MEMO) if record.memo else None
-    if not isinstance(supervisor, str):
+    if not isinstance(supervisor, str) or host.client:  # (a tool's host runs nothing)
         return False
     try:
         pid = Pid.parse(supervisor)
