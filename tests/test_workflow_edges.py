@@ -446,3 +446,52 @@ def test_a_decorated_workflow_of_a_script_keeps_the_scripts_name(tmp_path: Any) 
     with open_store(db, lock=False) as store:
         rec = store.get_workflow("d1")
         assert rec is not None and rec.name == "wf2:double"
+
+
+async def collects(n: int) -> list[Any]:
+    inbox = garrison.process.inbox()
+    got: list[Any] = []
+    for _ in range(n):
+        msg = await inbox.receive(timeout=30)
+        got.append("timed out" if msg is None else msg.payload)
+        if msg is None:
+            break
+    return got
+
+
+async def sends_each_run(to: str, run: int) -> str:
+    await garrison.process.send(to, "n", f"run {run}")  # seq 1 of every run
+    if run < 2:
+        workflow.continue_as_new(to, run + 1)
+    return "sent"
+
+
+async def answers(n: int) -> int:
+    inbox = garrison.process.inbox()
+    for _ in range(n):
+        msg = await inbox.receive()
+        await msg.reply(msg.payload * 10)
+    return n
+
+
+async def calls_each_run(to: str, run: int) -> list[Any]:
+    got = await garrison.process.call(to, "ping", run, timeout="30s")  # seq 1 of each run
+    workflow.set_state("got", [*workflow.get_state("got", []), got])
+    if run < 1:
+        workflow.continue_as_new(to, run + 1)
+    return list(workflow.get_state("got"))
+
+
+async def test_a_send_of_a_continued_run_is_not_the_first_runs_message(
+        node: garrison.Node) -> None:
+    """A continued run's seqs start from 1 again, and a message's id was ``<id>#<seq>``:
+    its send at the seq of one of an earlier run was a duplicate to the inbox, dropped
+    (the receiver timed out; a call's request likewise got no reply). A continued run's
+    messages are ``<id>.<run>#<seq>``."""
+    await node.start_workflow(collects, 3, id="coll")
+    await node.start_workflow(sends_each_run, "workflows/coll", 0, id="snd")
+    assert await node.workflow("snd").result() == "sent"
+    assert await node.workflow("coll").result() == ["run 0", "run 1", "run 2"]
+    await node.start_workflow(answers, 2, id="srv")
+    await node.start_workflow(calls_each_run, "workflows/srv", 0, id="cl")
+    assert await node.workflow("cl").result() == [0, 10]

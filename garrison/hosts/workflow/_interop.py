@@ -115,6 +115,15 @@ class Interop(WorkflowCore):
                              f"{child_id!r}: a workflow with that id exists already")
         return child_id
 
+    def _message_id(self, seq: int) -> str:
+        """The id of the message (or call request) sent at ``seq``: ``<id>#<seq>``; in a
+        continued run, whose seqs start from 1 again, ``<id>.<run>#<seq>`` (an inbox
+        ignores an id it holds: the first run's message at that seq would make this one
+        a duplicate, dropped). A send records its id, so a replay never derives it again."""
+        if self.continued:
+            return f"{self.wid}.{self.run_id[:12] or 'run'}#{seq}"
+        return f"{self.wid}#{seq}"
+
     # ------------------------------------------------------------ Runtime protocol
     def current_pid(self) -> Pid:
         return self.pid
@@ -196,7 +205,7 @@ class Interop(WorkflowCore):
         pid = self.node.resolve(to)
         text = to_json(payload, what=f"the payload of message {topic!r} sent by workflow "
                                      f"{self.wid!r}")
-        msg_id = f"{self.wid}#{seq}"
+        msg_id = self._message_id(seq)
         tx = Transaction()
         self.record(tx, seq, JournalKind.SEND, topic, _dumps({"to": str(pid), "id": msg_id}))
         target = self.host.active.get(pid.id) if pid.host == self.host.name else None
@@ -444,7 +453,7 @@ class Interop(WorkflowCore):
 
                 def deliver(ref: int) -> Awaitable[bool] | None:
                     return durable.deliver_durable(
-                        pid, Message(topic, plain, self.pid, f"{self.wid}#{seq}", str(ref),
+                        pid, Message(topic, plain, self.pid, self._message_id(seq), str(ref),
                                      _observe.carrier() if _observe.tracing else None),
                         text=text)
             else:
