@@ -78,7 +78,11 @@ class RetryPolicy:
 
     def delay(self, attempt: int) -> float:
         """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
-        return float(min(self.max_delay, self.initial_delay * self.backoff ** (attempt - 1)))
+        try:
+            grown = self.initial_delay * self.backoff ** (attempt - 1)
+        except OverflowError:  # (a long policy's growth passes what a float holds)
+            return float(self.max_delay)
+        return float(min(self.max_delay, grown))
 
     def retryable(self, exc: BaseException) -> bool:
         """False when ``exc`` is one of :attr:`non_retryable` (by class or by name)."""

@@ -495,3 +495,27 @@ async def test_a_send_of_a_continued_run_is_not_the_first_runs_message(
     await node.start_workflow(answers, 2, id="srv")
     await node.start_workflow(calls_each_run, "workflows/srv", 0, id="cl")
     assert await node.workflow("cl").result() == [0, 10]
+
+
+@garrison.activity(retry=garrison.RetryPolicy(max_attempts=1200, initial_delay="1ms",
+                                              backoff=10.0, max_delay="1ms"))
+async def never_works() -> str:
+    raise ConnectionError("service down")
+
+
+async def retries_long() -> str:
+    try:
+        return await never_works()
+    except garrison.ActivityError as exc:
+        return f"gave up: {exc}"
+
+
+async def test_a_long_retry_policy_waits_its_max_delay_and_gives_up_cleanly(
+        node: garrison.Node) -> None:
+    """The delay before attempt n+1 was computed as initial * backoff ** (n - 1) before
+    the cap: past ~300 attempts at backoff 10 (1025 at the default 2.0, about 17 hours
+    into "retry for a day") it overflowed, and the workflow failed with OverflowError
+    instead of seeing the activity's ActivityError."""
+    assert garrison.RetryPolicy(max_attempts=2000).delay(1025) == 60.0
+    await node.start_workflow(retries_long, id="long")
+    assert (await node.workflow("long").result()).startswith("gave up:")
