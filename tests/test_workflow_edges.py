@@ -519,3 +519,26 @@ async def test_a_long_retry_policy_waits_its_max_delay_and_gives_up_cleanly(
     assert garrison.RetryPolicy(max_attempts=2000).delay(1025) == 60.0
     await node.start_workflow(retries_long, id="long")
     assert (await node.workflow("long").result()).startswith("gave up:")
+
+
+async def ends_at_once() -> str:
+    return "done"
+
+
+async def monitors_a_dead_pid_again() -> list[Any]:
+    pid = await garrison.process.spawn_monitored(ends_at_once, host="processes")
+    events = garrison.process.events()
+    first = await events.receive()
+    garrison.process.monitor(pid)  # a dead pid: an EXIT (noproc) at once
+    second = await events.receive(timeout=30)
+    return [str(first.kind), None if second is None else str(second.error)]
+
+
+async def test_a_workflow_monitoring_a_dead_process_again_gets_its_exit(
+        node: garrison.Node) -> None:
+    """The EXIT of a dead pid's monitor had the inbox id of the EXIT the workflow got
+    when the process ended (one per process and workflow), so a second monitor of it
+    never got one (a plain process got its noproc)."""
+    await node.start_workflow(monitors_a_dead_pid_again, id="m2")
+    got = await node.workflow("m2").result()
+    assert got[0] == "EXIT" and got[1] is not None and "noproc" in got[1]

@@ -737,9 +737,10 @@ class WorkflowHost:
         """The workflow object behind ``pid`` (for replies to its calls)."""
         return self.active.get(pid.id)
 
-    def deliver_event(self, pid: Pid, event: Event) -> bool:
+    def deliver_event(self, pid: Pid, event: Event, *, msg_id: str | None = None) -> bool:
         """Durably queue ``event`` (an ``EXIT`` or ``LINK_DOWN``) for the workflow (in a
-        cluster, for one another node runs too: the store wakes that node)."""
+        cluster, for one another node runs too: the store wakes that node); ``msg_id``:
+        its inbox id, if not the one per (process, kind, workflow)."""
         wf = self.active.get(pid.id)
         if wf is None:
             if self.ownership is None:
@@ -747,7 +748,7 @@ class WorkflowHost:
             # another node may run it: into its inbox through the store (that node is
             # woken), after a read off the node's thread (this may be a process's exit,
             # and the store may be out of reach)
-            tx = self._event_row(pid, event)[0]
+            tx = self._event_row(pid, event, msg_id)[0]
 
             def put(unfinished: bool) -> None:
                 if unfinished:
@@ -757,7 +758,7 @@ class WorkflowHost:
             return True
         if event.kind is EventKind.EXIT and wf.monitoring:
             wf.monitoring.discard(event.pid)  # that monitor is spent
-        tx, plain_event, now = self._event_row(pid, event)
+        tx, plain_event, now = self._event_row(pid, event, msg_id)
 
         def delivered(results: list[Any]) -> None:
             if results[0] is not None and self.active.get(pid.id) is wf:
@@ -869,7 +870,8 @@ class WorkflowHost:
 
         self.write_soon(tx, delivered)
 
-    def _event_row(self, pid: Pid, event: Event) -> tuple[Transaction, Any, float]:
+    def _event_row(self, pid: Pid, event: Event,
+                   msg_id: str | None = None) -> tuple[Transaction, Any, float]:
         """The write that puts ``event`` in the inbox of workflow ``pid``; the event as
         the workflow reads it, and the row's time."""
         plain_event = event_to_plain(Event(event.kind, event.pid,
@@ -879,7 +881,8 @@ class WorkflowHost:
         now = self.clock.now()
         tx = Transaction().deliver(pid.id, str(event.kind), RawJson(_dumps(plain_event)),
                                    sender=event.pid, kind="event",
-                                   msg_id=f"{event.pid}#{event.kind}@{pid.id}", time=now)
+                                   msg_id=msg_id or f"{event.pid}#{event.kind}@{pid.id}",
+                                   time=now)
         return tx, plain_event, now
 
     def remove_durable_monitor(self, target: Pid, watcher: WorkflowInstance) -> None:
