@@ -248,6 +248,28 @@ def test_cycle_message_names_the_path(tmp_path: Path) -> None:
     ]
 
 
+def test_a_chain_of_thousands_of_services_loads_and_its_cycle_is_named(tmp_path: Path) -> None:
+    """1,500 services, each requiring the one before, written dependents first: check and
+    load gave a bare RecursionError traceback (the dependency walks recursed)."""
+    n = 1_500
+    chain = "".join(
+        f"  - {{name: s{i}, kind: process.service, process: p, "
+        f"lifecycle: {{requires: [s{i - 1}]}}}}\n" for i in range(n - 1, 0, -1))
+    head = (f'version: "1.0"\nnamespace: ns\nentries:\n'
+            f'  - {{name: p, kind: process.py, source: "{MOD}:main"}}\n')
+    text = head + chain + "  - {name: s0, kind: process.service, process: p}\n"
+    path = write(tmp_path, text)
+    assert check_config(path) == []
+    assert [s.id for s in load_config(path).services()] == [f"ns:s{i}" for i in range(n)]
+    # closed into a ring: one cycle, named from the first entry of the file
+    closed = f"process: p, lifecycle: {{requires: [s{n - 1}]}}}}\n"
+    ring = write(tmp_path, text.replace("process: p}\n", closed), "ring.yaml")
+    [problem] = check_config(ring)
+    whole = (f"{ring}: entry 'ns:s{n - 1}' (index 1): field 'lifecycle.requires': dependency "
+             "cycle " + " -> ".join(f"ns:s{i}" for i in [*range(n - 1, -1, -1), n - 1]))
+    assert problem == f"{whole[:2_000]}... (cut: {len(whole):,} characters in all)"
+
+
 def test_a_cycle_is_reported_with_the_other_problems_of_its_entries(tmp_path: Path) -> None:
     """One pass: services in a cycle that are wrong in other fields too get both."""
     path, problems = problems_of(
