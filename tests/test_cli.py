@@ -409,7 +409,8 @@ def test_run_starts_although_an_auto_start_service_cannot_spawn(tmp_path):
           - {name: slow, kind: process.service, process: idle_fn, host: pool,
              lifecycle: {auto_start: true, start_timeout: 200ms,
                          restart: {max_attempts: 1, initial_delay: 50ms}}}
-          - {name: bad, kind: process.service, process: idle_fn, host: workflows,
+          - {name: idle_wf, kind: workflow.py, source: "svc:idle"}
+          - {name: bad, kind: process.service, process: idle_wf, host: workflows,
              input: [!!binary aGk=],
              lifecycle: {auto_start: true, restart: {max_attempts: 1, initial_delay: 50ms}}}
           - {name: fine, kind: process.service, process: idle_fn,

@@ -147,9 +147,10 @@ version: 1
 namespace: app
 entries:
   - {{name: h, kind: process.py, source: "{MOD}:main"}}
+  - {{name: w, kind: workflow.py, source: "{MOD}:order_workflow"}}
   - name: a
     kind: process.service
-    process: h
+    process: w
     host: workflows
     input: 42
     lifecycle: {{depends_on: [b], stop_timeout: 2.5, restart: {{initial_delay: 250ms}}}}
@@ -960,6 +961,46 @@ def test_a_field_that_cannot_be_read_hides_no_other_and_invents_none(tmp_path: P
     fields = sorted(line.split("field ")[1].split(":")[0] for line in problems)
     assert fields == ["'every'", "'lifecycle.restart.initial_delay'",
                       "'lifecycle.restart.jitter'", "'overlap'"], problems
+
+
+def test_a_service_runs_a_process_on_a_process_host_and_a_workflow_on_a_workflow_host(
+        tmp_path: Path) -> None:
+    """Each kind of entry on the other kind of host passed check: a workflow.py on the
+    default process host crash-looped (NotInProcess at its first workflow.sleep); a
+    process.py on a workflow host ran unjournaled and took its whole stop_timeout to
+    stop. Both are refused, on 'host', whether it is given or left out."""
+    path, problems = problems_of(
+        tmp_path,
+        f"""
+        version: "1.0"
+        namespace: app
+        entries:
+          - {{name: p, kind: process.py, source: "{MOD}:main"}}
+          - {{name: wf, kind: workflow.py, source: "{MOD}:report"}}
+          - {{name: pool, kind: process.host}}
+          - {{name: durable, kind: workflow.host}}
+          - {{name: wf_default, kind: process.service, process: wf}}
+          - {{name: wf_pool, kind: process.service, process: wf, host: pool}}
+          - {{name: p_builtin, kind: process.service, process: p, host: workflows}}
+          - {{name: p_durable, kind: process.service, process: app:p, host: app:durable}}
+          - {{name: fine_p, kind: process.service, process: p, host: pool}}
+          - {{name: fine_wf, kind: process.service, process: wf, host: durable}}
+          - {{name: fine_wf2, kind: process.service, process: wf, host: workflows}}
+        """,
+    )
+    at = {i: f"{path}: entry 'app:{n}' (index {i}): field 'host': " for i, n in
+          [(4, "wf_default"), (5, "wf_pool"), (6, "p_builtin"), (7, "p_durable")]}
+    on_process = ("expected a workflow host (workflows or a workflow.host entry) for the "
+                  "workflow.py entry 'app:wf', got the process host ")
+    on_workflow = ("expected a process host (processes or a process.host entry) for the "
+                   "process.py entry 'app:p', got the workflow host {}; to run as a durable "
+                   "workflow, make it a workflow.py entry")
+    assert problems == [
+        at[4] + on_process + "'processes' (the default when 'host' is left out)",
+        at[5] + on_process + "'app:pool'",
+        at[6] + on_workflow.format("'workflows'"),
+        at[7] + on_workflow.format("'app:durable'"),
+    ], "\n".join(problems)
 
 
 def test_a_service_input_that_cannot_start_its_process_is_a_config_error(

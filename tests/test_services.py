@@ -168,9 +168,10 @@ async def test_auto_start_services_that_cannot_spawn_back_off_and_the_node_start
           host: pool
           input: [too_slow]
           lifecycle: {{auto_start: true, start_timeout: 1s, {once}}}
+        - {{name: steady_wf, kind: workflow.py, source: "svc_app:steady"}}
         - name: bad_input           # bytes cannot be stored as a workflow argument
           kind: process.service
-          process: steady
+          process: steady_wf
           host: workflows
           input: [!!binary aGk=]
           lifecycle: {{auto_start: true, {once}}}

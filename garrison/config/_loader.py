@@ -661,6 +661,16 @@ def _link(parsed: Sequence[_ParsedFile]) -> tuple[dict[str, Entry], list[str]]:
                         f"{host!r} is a {host_loc.entry.kind}",
                     )
                     bad = True
+            if not bad and target is not None:
+                # both known: a process.py runs on a process host, a workflow.py on a
+                # workflow host (on the other kind of host neither runs as it is meant to)
+                host_kind = (located[host].entry.kind if host in located
+                             else "workflow.host" if host == "workflows" else "process.host")
+                wanted = "workflow.host" if target.entry.kind == "workflow.py" else "process.host"
+                if host_kind != wanted:
+                    report("host", _host_mismatch(target.entry.kind, process, host, entry.host,
+                                                  wanted))
+                    bad = True
             req_field = "lifecycle.requires"
             requires: list[str] = []
             for ref in () if "lifecycle" in loc.failed else entry.lifecycle.requires:
@@ -728,6 +738,17 @@ def _link(parsed: Sequence[_ParsedFile]) -> tuple[dict[str, Entry], list[str]]:
             + " -> ".join(cycle)
         )
     return entries, problems
+
+
+def _host_mismatch(kind: str, process: str, host: str, given: str, wanted: str) -> str:
+    """Why a service cannot run its ``process`` (an entry of ``kind``) on ``host``."""
+    shown = f"{host!r}" + ("" if given else " (the default when 'host' is left out)")
+    if wanted == "workflow.host":
+        return (f"expected a workflow host (workflows or a workflow.host entry) for the "
+                f"workflow.py entry {process!r}, got the process host {shown}")
+    return (f"expected a process host (processes or a process.host entry) for the {kind} "
+            f"entry {process!r}, got the workflow host {shown}; to run as a durable "
+            "workflow, make it a workflow.py entry")
 
 
 def _link_schedule(entry: ScheduleEntry, loc: _Located, located: Mapping[str, _Located],
