@@ -840,6 +840,24 @@ def test_restart_policy_validates_when_built_by_hand() -> None:
         RestartPolicy(jitter=1.1)
 
 
+def test_stable_threshold_0_is_refused(tmp_path: Path) -> None:
+    """With stable_threshold 0 every run was stable, one that failed at once included, so
+    the restart count never grew and max_attempts never gave up (28 starts in 3 s, each
+    'restart 1/2')."""
+    path, problems = problems_of(
+        tmp_path,
+        HEAD + PROC + "  - {name: s, kind: process.service, process: p, lifecycle: "
+        "{stable_threshold: 0, restart: {max_attempts: 2}}}\n"
+        "  - {name: t, kind: process.service, process: p, lifecycle: {stable_threshold: 0s}}\n"
+        "  - {name: u, kind: process.service, process: p, lifecycle: {stable_threshold: 1ms}}\n",
+    )
+    assert problems == [
+        f"{path}: entry 'app:{name}' (index {index}): field 'lifecycle.stable_threshold': "
+        "expected a duration longer than 0, got 0.0" for name, index in [("s", 1), ("t", 2)]]
+    with pytest.raises(ValueError, match="stable_threshold"):
+        Lifecycle(stable_threshold=0)
+
+
 @given(
     attempt=st.integers(min_value=1, max_value=60),
     initial=st.floats(min_value=0.001, max_value=10),

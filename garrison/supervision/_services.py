@@ -254,7 +254,7 @@ class ServiceManager:
                 self.by_pid.pop(pid, None)
                 svc.pid = None
                 await self.node.terminate(pid, self.pid)
-            await self._failed(svc, ErrorInfo.from_exception(exc), ran=0.0)
+            await self._failed(svc, ErrorInfo.from_exception(exc), ran=None)
             return
         if svc.pid == pid and self.node.hosts[pid.host].is_alive(pid):
             svc.status = ServiceStatus.RUNNING
@@ -272,10 +272,12 @@ class ServiceManager:
             return
         await self._failed(svc, ev.error, ran=trio.current_time() - svc.started_at)
 
-    async def _failed(self, svc: _Service, error: ErrorInfo, *, ran: float) -> None:
+    async def _failed(self, svc: _Service, error: ErrorInfo, *, ran: float | None) -> None:
+        """``ran``: how long its process ran, ``None`` for a start that failed (never a
+        stable run, whatever the threshold)."""
         entry = svc.entry
         svc.last_error = error
-        if ran >= entry.lifecycle.stable_threshold:
+        if ran is not None and ran >= entry.lifecycle.stable_threshold:
             svc.restarts = 0
         policy = entry.restart
         attempt = svc.restarts + 1
