@@ -348,6 +348,32 @@ async def test_start_service_on_demand_with_requirements(autojump_clock):
             await node.start_service("t:nope")
 
 
+async def test_an_auto_start_service_starts_what_it_requires(autojump_clock, caplog):
+    """An auto_start service requiring one that is not auto_start waited for it forever
+    (one 'waiting for' line, never started), while start_service starts a service with
+    what it requires. Auto-start does that too, through requirements of requirements;
+    a service nothing auto-started requires stays stopped."""
+    caplog.set_level(logging.INFO, logger="garrison")
+    cfg = config("""
+        - {name: a, kind: process.service, process: steady, input: [a]}
+        - {name: b, kind: process.service, process: steady, input: [b],
+           lifecycle: {requires: [a]}}
+        - {name: c, kind: process.service, process: polite, input: [c],
+           lifecycle: {auto_start: true, requires: [b]}}
+        - {name: idle, kind: process.service, process: steady, input: [idle]}
+    """)
+    with trio.fail_after(10):
+        async with garrison.open_node(config=cfg) as node:
+            status = {s.id: s.status for s in node.services()}
+            assert status == {"t:a": ServiceStatus.RUNNING, "t:b": ServiceStatus.RUNNING,
+                              "t:c": ServiceStatus.RUNNING, "t:idle": ServiceStatus.STOPPED}
+            assert [w for _, w, what in svc_app.LOG if what == "start"] == ["a", "b", "c"]
+    logged = [r.getMessage() for r in caplog.records if r.name == "garrison.services"]
+    assert "t:a: starts because t:c requires it" in logged
+    assert "t:b: starts because t:c requires it" in logged
+    assert not any("waiting for" in m for m in logged), logged
+
+
 async def test_start_service_while_the_node_stops_fails_instead_of_waiting_forever(
         autojump_clock):
     # the service manager stops first when a node closes; a start asked after that

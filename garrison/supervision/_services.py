@@ -1,12 +1,13 @@
 """Services: ``process.service`` config entries, started, restarted and stopped for you.
 
 One manager process per node owns every service. It starts the ``auto_start``
-services in dependency order (a service starts once everything it ``requires`` is
-running), restarts a failed service after its backoff delay, restarts the
-services that depend on one that was restarted, gives up on a service after
-``max_attempts`` restarts without a stable run (that service stops alone; the rest
-keep running), and on shutdown stops services in reverse dependency order, each
-with ``CANCEL`` and then termination after its ``stop_timeout``.
+services, and what they require, in dependency order (a service starts once
+everything it ``requires`` is running), restarts a failed service after its
+backoff delay, restarts the services that depend on one that was restarted, gives
+up on a service after ``max_attempts`` restarts without a stable run (that service
+stops alone; the rest keep running), and on shutdown stops services in reverse
+dependency order, each with ``CANCEL`` and then termination after its
+``stop_timeout``.
 
 Every start, restart and give-up is logged on ``garrison.services`` with the
 service id first.
@@ -128,7 +129,7 @@ class ServiceManager:
         events = process.events()
         for svc in self.order:
             if svc.entry.lifecycle.auto_start and self._may_run(svc):
-                svc.wanted = True
+                self._want(svc)
         try:
             # the restart timers' nursery exists before the first start: a service
             # that fails to start at once backs off like any other
@@ -183,7 +184,7 @@ class ServiceManager:
                 if svc.entry.lifecycle.auto_start and not svc.wanted:
                     log.info("%s: a singleton, runs on this node", svc.entry.id,
                              extra={"service": svc.entry.id})
-                    svc.wanted = True
+                    self._want(svc)
             elif svc.wanted:
                 svc.wanted = False
                 svc.generation += 1  # a restart timer running out does nothing
@@ -193,6 +194,18 @@ class ServiceManager:
                          extra={"service": svc.entry.id})
                 await self._stop(svc, ServiceStatus.STOPPED)
         await self._start_ready()
+
+    def _want(self, svc: _Service) -> None:
+        """``svc`` auto-starts: so does what it requires (as ``start_service`` starts
+        it), or it would wait for a service nothing starts."""
+        svc.wanted = True
+        for sid in self._requirements(svc.entry.id):
+            dep = self.by_id[sid]
+            if dep.wanted or not self._may_run(dep):  # (a singleton another node runs)
+                continue
+            dep.wanted = True
+            log.info("%s: starts because %s requires it", sid, svc.entry.id,
+                     extra={"service": sid})
 
     # ------------------------------------------------------------------ starting
     def _deps_running(self, svc: _Service) -> bool:
