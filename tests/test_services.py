@@ -374,6 +374,32 @@ async def test_an_auto_start_service_starts_what_it_requires(autojump_clock, cap
     assert not any("waiting for" in m for m in logged), logged
 
 
+async def test_a_required_singleton_held_later_starts_and_so_does_what_waits_for_it(
+        autojump_clock: object) -> None:
+    """In a cluster a node holds no singleton at its first start pass: a singleton
+    without auto_start that an auto_start service requires was never started once the
+    node held it, and the service waited for ever. A chain of auto_start services is
+    wanted in linear time (each walk stops at what is wanted already)."""
+    cfg = config("""
+        - {name: a, kind: process.service, process: steady, input: [a],
+           lifecycle: {singleton: true}}
+        - {name: b, kind: process.service, process: steady, input: [b],
+           lifecycle: {auto_start: true, requires: [a]}}
+    """)
+    with trio.fail_after(10):
+        async with garrison.open_node(config=cfg) as node:
+            manager = node._router.services
+            assert manager is not None
+            manager.set_singletons(set())  # (as a cluster node at its start: none held)
+            await trio.sleep(1)
+            status = {s.id: s.status for s in node.services()}
+            assert status["t:a"] == ServiceStatus.STOPPED
+            manager.set_singletons({"t:a"})
+            await trio.sleep(1)
+            status = {s.id: s.status for s in node.services()}
+            assert status == {"t:a": ServiceStatus.RUNNING, "t:b": ServiceStatus.RUNNING}
+
+
 async def test_start_service_while_the_node_stops_fails_instead_of_waiting_forever(
         autojump_clock):
     # the service manager stops first when a node closes; a start asked after that

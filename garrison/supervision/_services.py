@@ -184,7 +184,7 @@ class ServiceManager:
                 if svc.entry.lifecycle.auto_start and not svc.wanted:
                     log.info("%s: a singleton, runs on this node", svc.entry.id,
                              extra={"service": svc.entry.id})
-                    self._want(svc)
+                    self._want(svc, revive=True)
             elif svc.wanted:
                 svc.wanted = False
                 svc.generation += 1  # a restart timer running out does nothing
@@ -193,19 +193,38 @@ class ServiceManager:
                          svc.entry.id,
                          extra={"service": svc.entry.id})
                 await self._stop(svc, ServiceStatus.STOPPED)
+        # a singleton this node holds now may be what a wanted service requires
+        for svc in self.order:
+            if svc.wanted:
+                self._want(svc)
         await self._start_ready()
 
-    def _want(self, svc: _Service) -> None:
+    def _want(self, svc: _Service, *, revive: bool = False) -> None:
         """``svc`` auto-starts: so does what it requires (as ``start_service`` starts
-        it), or it would wait for a service nothing starts."""
+        it), or it would wait for a service nothing starts. (What a wanted service
+        requires is wanted already: the walk stops there, so wanting every service of
+        a long chain in turn is linear.) ``revive``: a singleton this node holds again
+        starts as a start request does, with what it requires that had given up or
+        completed."""
+        if revive:
+            for sid in [svc.entry.id, *self._requirements(svc.entry.id)]:
+                dep = self.by_id[sid]
+                if self._may_run(dep) and dep.status in (ServiceStatus.GAVE_UP,
+                                                         ServiceStatus.COMPLETED):
+                    dep.status = ServiceStatus.STOPPED
+                    dep.restarts = 0
+                    dep.wanted = False  # (wanted again below, from its dependant)
         svc.wanted = True
-        for sid in self._requirements(svc.entry.id):
+        todo = list(svc.entry.requires)
+        while todo:
+            sid = todo.pop()
             dep = self.by_id[sid]
             if dep.wanted or not self._may_run(dep):  # (a singleton another node runs)
                 continue
             dep.wanted = True
             log.info("%s: starts because %s requires it", sid, svc.entry.id,
                      extra={"service": sid})
+            todo.extend(dep.entry.requires)
 
     # ------------------------------------------------------------------ starting
     def _deps_running(self, svc: _Service) -> bool:
@@ -402,11 +421,14 @@ class ServiceManager:
         await self._start_ready()
 
     def _requirements(self, service_id: str) -> list[str]:
+        """What ``service_id`` requires, directly or not."""
         out: list[str] = []
+        seen: set[str] = set()
         todo = list(self.by_id[service_id].entry.requires)
         while todo:
             sid = todo.pop()
-            if sid not in out:
+            if sid not in seen:
+                seen.add(sid)
                 out.append(sid)
                 todo.extend(self.by_id[sid].entry.requires)
         return out
