@@ -33,7 +33,7 @@ import trio
 from . import _observe
 from ._duration import parse_duration
 from ._errors import ConfigError, ProcessError, StoreError, StoreLocked, StoreVersionError
-from ._targets import check_target, exit_is_import_error
+from ._targets import check_target, exit_is_import_error, is_script, script_spec
 from .actors._values import ErrorInfo
 
 log = logging.getLogger("garrison.cli")
@@ -145,23 +145,29 @@ class _NoRoot(Exception):
     """``garrison run TARGET``: the target cannot be the root process (one line, exit 2)."""
 
 
+def is_config(target: str) -> bool:
+    """Whether ``garrison run TARGET`` names a YAML config: ``.yaml`` or ``.yml``, in any
+    case (``UP.YAML``), as a file is told from a module everywhere."""
+    return target.lower().endswith((".yaml", ".yml"))
+
+
 def _load_callable(target: str) -> Any:
     """``path/to/file.py`` (its ``main``), ``file.py:func`` or ``module:func``; an async
     callable, else :class:`_NoRoot` saying why."""
-    spec_path, _, func = target.partition(":") if not target.endswith(".py") else (target, "", "")
+    spec_path, _, func = target.partition(":") if not is_script(target) else (target, "", "")
     if not spec_path:
         raise _NoRoot("no TARGET: expected a config (app.yaml), a script (script.py) or "
                       "module:function")
     try:
         with exit_is_import_error(spec_path):
-            if spec_path.endswith(".py"):
+            if is_script(spec_path):
                 path = Path(spec_path)
                 if not path.is_file():
                     raise _NoRoot(f"no such file {spec_path!r}")
                 sys.path.insert(0, str(path.resolve().parent))
                 module_name = path.stem
-                spec = importlib.util.spec_from_file_location(module_name, path)
-                assert spec is not None and spec.loader is not None
+                spec = script_spec(module_name, path)
+                assert spec.loader is not None
                 module = importlib.util.module_from_spec(spec)
                 sys.modules[module_name] = module
                 spec.loader.exec_module(module)
@@ -458,7 +464,7 @@ def _main_function(main: str, *, quiet: bool = True) -> Any:
     folder), run as the root process; ``None`` if it is not one (``quiet=False``: the
     :class:`_NoRoot` saying why, once it names a module:function)."""
     module, _, func = main.partition(":")
-    if not module or not func or module.endswith(".py"):
+    if not module or not func or is_script(module):
         return None
     try:
         return _load_callable(main)
@@ -471,7 +477,7 @@ def _main_function(main: str, *, quiet: bool = True) -> Any:
 def cmd_run(args: argparse.Namespace) -> int:
     target: str = args.target
     config = None
-    if target.endswith((".yaml", ".yml")):
+    if is_config(target):
         from .config import load_config
 
         try:

@@ -33,7 +33,7 @@ from . import _store_tools as tools
 from ._cli_options import CommandGroup, require_store, run_verb
 from ._errors import GarrisonError, NoSuchWorkflow
 from ._store_tools import ToolError, json_arg, when
-from ._targets import exit_is_import_error
+from ._targets import exit_is_import_error, is_script, script_spec
 
 
 def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -378,17 +378,17 @@ def _importable(modules: Sequence[str]) -> None:
         if path.is_dir():
             sys.path.insert(0, str(path.resolve()))
             continue
-        if not spec.endswith(".py") and ("/" in spec or os.sep in spec):
+        if not is_script(spec) and ("/" in spec or os.sep in spec):
             raise _Fail(f"--module {spec!r}: no such folder (give a folder, a file.py or a "
                         "dotted module name)", 2)
         try:
             with exit_is_import_error(spec):
-                if spec.endswith(".py"):
+                if is_script(spec):
                     if not path.is_file():
                         raise _Fail(f"--module {spec!r}: no such file", 2)
                     sys.path.insert(0, str(path.resolve().parent))
-                    module_spec = importlib.util.spec_from_file_location(path.stem, path)
-                    assert module_spec is not None and module_spec.loader is not None
+                    module_spec = script_spec(path.stem, path)
+                    assert module_spec.loader is not None
                     module = importlib.util.module_from_spec(module_spec)
                     sys.modules[path.stem] = module
                     module_spec.loader.exec_module(module)

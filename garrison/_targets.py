@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib
+import importlib.machinery
 import importlib.util
 import inspect
 import logging
@@ -20,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["activity_refusal", "check_target", "exit_is_import_error", "import_target",
-           "main_function_module", "main_module_name", "target_name"]
+           "is_script", "main_function_module", "main_module_name", "script_spec",
+           "target_name"]
 
 #: how many targets each cache below remembers (targets are few; this bounds odd uses)
 _CACHE_SIZE = 4096
@@ -168,6 +170,21 @@ def _warn_main(qualname: str) -> None:
         "importable by a module name: an interactive session, python -c, or a file "
         "named so): only a process that runs the same code as __main__ finds it again "
         "after a restart; move it to a module of its own", qualname)
+
+
+def is_script(spec: str) -> bool:
+    """Whether a command-line target names a Python file (``.py`` in any case:
+    ``JOB.PY`` too) rather than a module."""
+    return spec.lower().endswith(".py")
+
+
+def script_spec(name: str, path: Path) -> importlib.machinery.ModuleSpec:
+    """The spec to import the file ``path`` as module ``name`` (importlib picks a loader
+    by a lower-case suffix only: a ``.PY`` file gets none)."""
+    spec = importlib.util.spec_from_file_location(
+        name, path, loader=importlib.machinery.SourceFileLoader(name, str(path)))
+    assert spec is not None
+    return spec
 
 
 @contextlib.contextmanager

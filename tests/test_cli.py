@@ -86,6 +86,31 @@ def test_run_python_file(tmp_path):
     assert "ValueError: nope" in failed.stderr
 
 
+def test_run_tells_a_config_and_a_script_by_their_suffix_in_any_case(tmp_path):
+    """``garrison run UP.YAML`` was imported as the module ``UP`` (ModuleNotFoundError),
+    and ``JOB.PY`` as the module ``JOB``: a suffix is a suffix in any case, as for
+    ``garrison check`` (which reads any file as a config)."""
+    (tmp_path / "job.py").write_text(textwrap.dedent("""
+        async def main():
+            return "main ran"
+    """))
+    (tmp_path / "JOB.PY").write_text((tmp_path / "job.py").read_text())
+    (tmp_path / "UP.YAML").write_text(textwrap.dedent("""
+        version: "1.0"
+        namespace: app
+        entries:
+          - {name: main, kind: process.py, source: "job:main"}
+    """))
+    (tmp_path / "up.Yml").write_text((tmp_path / "UP.YAML").read_text())
+    for args in (["UP.YAML", "--main", "app:main"], ["up.Yml", "--main", "app:main"],
+                 ["JOB.PY"], ["JOB.PY:main"]):
+        done = cli("run", *args, cwd=tmp_path)
+        assert (done.returncode, done.stdout.strip()) == (0, "main ran"), (args, done.stderr)
+    assert cli("check", "UP.YAML", cwd=tmp_path).returncode == 0
+    wrong = cli("run", "UP.YAML", "--main", "app:nope", cwd=tmp_path)
+    assert wrong.returncode == 2 and "of UP.YAML: app:main" in wrong.stderr, wrong.stderr
+
+
 def test_run_reports_a_root_it_cannot_load_in_one_line(tmp_path):
     """A script or module:function that cannot be the root process is one line naming
     the target and exit 2 (the node did not start), never a traceback: a sync main
@@ -409,7 +434,8 @@ def test_run_starts_although_an_auto_start_service_cannot_spawn(tmp_path):
           - {name: slow, kind: process.service, process: idle_fn, host: pool,
              lifecycle: {auto_start: true, start_timeout: 200ms,
                          restart: {max_attempts: 1, initial_delay: 50ms}}}
-          - {name: bad, kind: process.service, process: idle_fn, host: workflows,
+          - {name: idle_wf, kind: workflow.py, source: "svc:idle"}
+          - {name: bad, kind: process.service, process: idle_wf, host: workflows,
              input: [!!binary aGk=],
              lifecycle: {auto_start: true, restart: {max_attempts: 1, initial_delay: 50ms}}}
           - {name: fine, kind: process.service, process: idle_fn,

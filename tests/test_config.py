@@ -147,9 +147,10 @@ version: 1
 namespace: app
 entries:
   - {{name: h, kind: process.py, source: "{MOD}:main"}}
+  - {{name: w, kind: workflow.py, source: "{MOD}:order_workflow"}}
   - name: a
     kind: process.service
-    process: h
+    process: w
     host: workflows
     input: 42
     lifecycle: {{depends_on: [b], stop_timeout: 2.5, restart: {{initial_delay: 250ms}}}}
@@ -246,6 +247,28 @@ def test_cycle_message_names_the_path(tmp_path: Path) -> None:
         f"{path}: entry 'ns:s' (index 4): field 'lifecycle.requires': "
         "dependency cycle ns:s -> ns:s",
     ]
+
+
+def test_a_chain_of_thousands_of_services_loads_and_its_cycle_is_named(tmp_path: Path) -> None:
+    """1,500 services, each requiring the one before, written dependents first: check and
+    load gave a bare RecursionError traceback (the dependency walks recursed)."""
+    n = 1_500
+    chain = "".join(
+        f"  - {{name: s{i}, kind: process.service, process: p, "
+        f"lifecycle: {{requires: [s{i - 1}]}}}}\n" for i in range(n - 1, 0, -1))
+    head = (f'version: "1.0"\nnamespace: ns\nentries:\n'
+            f'  - {{name: p, kind: process.py, source: "{MOD}:main"}}\n')
+    text = head + chain + "  - {name: s0, kind: process.service, process: p}\n"
+    path = write(tmp_path, text)
+    assert check_config(path) == []
+    assert [s.id for s in load_config(path).services()] == [f"ns:s{i}" for i in range(n)]
+    # closed into a ring: one cycle, named from the first entry of the file
+    closed = f"process: p, lifecycle: {{requires: [s{n - 1}]}}}}\n"
+    ring = write(tmp_path, text.replace("process: p}\n", closed), "ring.yaml")
+    [problem] = check_config(ring)
+    whole = (f"{ring}: entry 'ns:s{n - 1}' (index 1): field 'lifecycle.requires': dependency "
+             "cycle " + " -> ".join(f"ns:s{i}" for i in [*range(n - 1, -1, -1), n - 1]))
+    assert problem == f"{whole[:2_000]}... (cut: {len(whole):,} characters in all)"
 
 
 def test_a_cycle_is_reported_with_the_other_problems_of_its_entries(tmp_path: Path) -> None:
@@ -817,6 +840,24 @@ def test_restart_policy_validates_when_built_by_hand() -> None:
         RestartPolicy(jitter=1.1)
 
 
+def test_stable_threshold_0_is_refused(tmp_path: Path) -> None:
+    """With stable_threshold 0 every run was stable, one that failed at once included, so
+    the restart count never grew and max_attempts never gave up (28 starts in 3 s, each
+    'restart 1/2')."""
+    path, problems = problems_of(
+        tmp_path,
+        HEAD + PROC + "  - {name: s, kind: process.service, process: p, lifecycle: "
+        "{stable_threshold: 0, restart: {max_attempts: 2}}}\n"
+        "  - {name: t, kind: process.service, process: p, lifecycle: {stable_threshold: 0s}}\n"
+        "  - {name: u, kind: process.service, process: p, lifecycle: {stable_threshold: 1ms}}\n",
+    )
+    assert problems == [
+        f"{path}: entry 'app:{name}' (index {index}): field 'lifecycle.stable_threshold': "
+        "expected a duration longer than 0, got 0.0" for name, index in [("s", 1), ("t", 2)]]
+    with pytest.raises(ValueError, match="stable_threshold"):
+        Lifecycle(stable_threshold=0)
+
+
 @given(
     attempt=st.integers(min_value=1, max_value=60),
     initial=st.floats(min_value=0.001, max_value=10),
@@ -938,6 +979,46 @@ def test_a_field_that_cannot_be_read_hides_no_other_and_invents_none(tmp_path: P
     fields = sorted(line.split("field ")[1].split(":")[0] for line in problems)
     assert fields == ["'every'", "'lifecycle.restart.initial_delay'",
                       "'lifecycle.restart.jitter'", "'overlap'"], problems
+
+
+def test_a_service_runs_a_process_on_a_process_host_and_a_workflow_on_a_workflow_host(
+        tmp_path: Path) -> None:
+    """Each kind of entry on the other kind of host passed check: a workflow.py on the
+    default process host crash-looped (NotInProcess at its first workflow.sleep); a
+    process.py on a workflow host ran unjournaled and took its whole stop_timeout to
+    stop. Both are refused, on 'host', whether it is given or left out."""
+    path, problems = problems_of(
+        tmp_path,
+        f"""
+        version: "1.0"
+        namespace: app
+        entries:
+          - {{name: p, kind: process.py, source: "{MOD}:main"}}
+          - {{name: wf, kind: workflow.py, source: "{MOD}:report"}}
+          - {{name: pool, kind: process.host}}
+          - {{name: durable, kind: workflow.host}}
+          - {{name: wf_default, kind: process.service, process: wf}}
+          - {{name: wf_pool, kind: process.service, process: wf, host: pool}}
+          - {{name: p_builtin, kind: process.service, process: p, host: workflows}}
+          - {{name: p_durable, kind: process.service, process: app:p, host: app:durable}}
+          - {{name: fine_p, kind: process.service, process: p, host: pool}}
+          - {{name: fine_wf, kind: process.service, process: wf, host: durable}}
+          - {{name: fine_wf2, kind: process.service, process: wf, host: workflows}}
+        """,
+    )
+    at = {i: f"{path}: entry 'app:{n}' (index {i}): field 'host': " for i, n in
+          [(4, "wf_default"), (5, "wf_pool"), (6, "p_builtin"), (7, "p_durable")]}
+    on_process = ("expected a workflow host (workflows or a workflow.host entry) for the "
+                  "workflow.py entry 'app:wf', got the process host ")
+    on_workflow = ("expected a process host (processes or a process.host entry) for the "
+                   "process.py entry 'app:p', got the workflow host {}; to run as a durable "
+                   "workflow, make it a workflow.py entry")
+    assert problems == [
+        at[4] + on_process + "'processes' (the default when 'host' is left out)",
+        at[5] + on_process + "'app:pool'",
+        at[6] + on_workflow.format("'workflows'"),
+        at[7] + on_workflow.format("'app:durable'"),
+    ], "\n".join(problems)
 
 
 def test_a_service_input_that_cannot_start_its_process_is_a_config_error(

@@ -168,9 +168,10 @@ async def test_auto_start_services_that_cannot_spawn_back_off_and_the_node_start
           host: pool
           input: [too_slow]
           lifecycle: {{auto_start: true, start_timeout: 1s, {once}}}
+        - {{name: steady_wf, kind: workflow.py, source: "svc_app:steady"}}
         - name: bad_input           # bytes cannot be stored as a workflow argument
           kind: process.service
-          process: steady
+          process: steady_wf
           host: workflows
           input: [!!binary aGk=]
           lifecycle: {{auto_start: true, {once}}}
@@ -345,6 +346,58 @@ async def test_start_service_on_demand_with_requirements(autojump_clock):
         assert await node.wait(await node.spawn(client)) == "b got 1"
         with pytest.raises(ValueError, match="no service"):
             await node.start_service("t:nope")
+
+
+async def test_an_auto_start_service_starts_what_it_requires(autojump_clock, caplog):
+    """An auto_start service requiring one that is not auto_start waited for it forever
+    (one 'waiting for' line, never started), while start_service starts a service with
+    what it requires. Auto-start does that too, through requirements of requirements;
+    a service nothing auto-started requires stays stopped."""
+    caplog.set_level(logging.INFO, logger="garrison")
+    cfg = config("""
+        - {name: a, kind: process.service, process: steady, input: [a]}
+        - {name: b, kind: process.service, process: steady, input: [b],
+           lifecycle: {requires: [a]}}
+        - {name: c, kind: process.service, process: polite, input: [c],
+           lifecycle: {auto_start: true, requires: [b]}}
+        - {name: idle, kind: process.service, process: steady, input: [idle]}
+    """)
+    with trio.fail_after(10):
+        async with garrison.open_node(config=cfg) as node:
+            status = {s.id: s.status for s in node.services()}
+            assert status == {"t:a": ServiceStatus.RUNNING, "t:b": ServiceStatus.RUNNING,
+                              "t:c": ServiceStatus.RUNNING, "t:idle": ServiceStatus.STOPPED}
+            assert [w for _, w, what in svc_app.LOG if what == "start"] == ["a", "b", "c"]
+    logged = [r.getMessage() for r in caplog.records if r.name == "garrison.services"]
+    assert "t:a: starts because t:c requires it" in logged
+    assert "t:b: starts because t:c requires it" in logged
+    assert not any("waiting for" in m for m in logged), logged
+
+
+async def test_a_required_singleton_held_later_starts_and_so_does_what_waits_for_it(
+        autojump_clock: object) -> None:
+    """In a cluster a node holds no singleton at its first start pass: a singleton
+    without auto_start that an auto_start service requires was never started once the
+    node held it, and the service waited for ever. A chain of auto_start services is
+    wanted in linear time (each walk stops at what is wanted already)."""
+    cfg = config("""
+        - {name: a, kind: process.service, process: steady, input: [a],
+           lifecycle: {singleton: true}}
+        - {name: b, kind: process.service, process: steady, input: [b],
+           lifecycle: {auto_start: true, requires: [a]}}
+    """)
+    with trio.fail_after(10):
+        async with garrison.open_node(config=cfg) as node:
+            manager = node._router.services
+            assert manager is not None
+            manager.set_singletons(set())  # (as a cluster node at its start: none held)
+            await trio.sleep(1)
+            status = {s.id: s.status for s in node.services()}
+            assert status["t:a"] == ServiceStatus.STOPPED
+            manager.set_singletons({"t:a"})
+            await trio.sleep(1)
+            status = {s.id: s.status for s in node.services()}
+            assert status == {"t:a": ServiceStatus.RUNNING, "t:b": ServiceStatus.RUNNING}
 
 
 async def test_start_service_while_the_node_stops_fails_instead_of_waiting_forever(

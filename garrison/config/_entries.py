@@ -196,7 +196,8 @@ class Lifecycle:
 
     ``requires`` holds the full entry ids of services that must be running before
     this one starts (``depends_on`` is accepted as an alias in YAML).
-    ``stable_threshold``: a run at least this long resets the restart count.
+    ``stable_threshold``: a run at least this long resets the restart count (a duration
+    longer than 0; a start that failed is no run).
     ``singleton``: in a cluster, the service runs on exactly one node (another node
     starts it within two leases when that node is lost); off a cluster it is a plain
     service.
@@ -208,7 +209,10 @@ class Lifecycle:
     start_timeout: float = attrs.field(default=10.0, converter=_duration,
                                        validator=_positive_duration)
     stop_timeout: float = attrs.field(default=10.0, converter=_duration, validator=_non_negative)
-    stable_threshold: float = attrs.field(default=5.0, converter=_duration, validator=_non_negative)
+    # > 0: with 0 every run, also one that failed at once, would reset the restart count
+    # and max_attempts would never be reached
+    stable_threshold: float = attrs.field(default=5.0, converter=_duration,
+                                          validator=_positive_duration)
     restart: RestartPolicy = attrs.field(factory=RestartPolicy)
 
 

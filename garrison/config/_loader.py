@@ -28,7 +28,7 @@ import importlib
 import inspect
 import os
 import sys
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -661,6 +661,16 @@ def _link(parsed: Sequence[_ParsedFile]) -> tuple[dict[str, Entry], list[str]]:
                         f"{host!r} is a {host_loc.entry.kind}",
                     )
                     bad = True
+            if not bad and target is not None:
+                # both known: a process.py runs on a process host, a workflow.py on a
+                # workflow host (on the other kind of host neither runs as it is meant to)
+                host_kind = (located[host].entry.kind if host in located
+                             else "workflow.host" if host == "workflows" else "process.host")
+                wanted = "workflow.host" if target.entry.kind == "workflow.py" else "process.host"
+                if host_kind != wanted:
+                    report("host", _host_mismatch(target.entry.kind, process, host, entry.host,
+                                                  wanted))
+                    bad = True
             req_field = "lifecycle.requires"
             requires: list[str] = []
             for ref in () if "lifecycle" in loc.failed else entry.lifecycle.requires:
@@ -728,6 +738,17 @@ def _link(parsed: Sequence[_ParsedFile]) -> tuple[dict[str, Entry], list[str]]:
             + " -> ".join(cycle)
         )
     return entries, problems
+
+
+def _host_mismatch(kind: str, process: str, host: str, given: str, wanted: str) -> str:
+    """Why a service cannot run its ``process`` (an entry of ``kind``) on ``host``."""
+    shown = f"{host!r}" + ("" if given else " (the default when 'host' is left out)")
+    if wanted == "workflow.host":
+        return (f"expected a workflow host (workflows or a workflow.host entry) for the "
+                f"workflow.py entry {process!r}, got the process host {shown}")
+    return (f"expected a process host (processes or a process.host entry) for the {kind} "
+            f"entry {process!r}, got the workflow host {shown}; to run as a durable "
+            "workflow, make it a workflow.py entry")
 
 
 def _link_schedule(entry: ScheduleEntry, loc: _Located, located: Mapping[str, _Located],
@@ -830,32 +851,39 @@ def _input_problem(func: Callable[..., Any], args: tuple[Any, ...], target: str,
 
 def _find_cycles(requirements: Mapping[str, Sequence[str]]) -> list[list[str]]:
     """Every distinct dependency cycle (as a closed path ``a, b, a``) among services (id ->
-    the ids it requires), in file order."""
+    the ids it requires), in file order.
+
+    A depth-first walk with a stack of its own (not recursion): a chain of thousands of
+    services, each requiring the one before, is a config like any other."""
     cycles: list[list[str]] = []
     seen_sets: set[frozenset[str]] = set()
-    state: dict[str, int] = {}  # 1 = on stack, 2 = done
-    stack: list[str] = []
+    state: dict[str, int] = {}  # 1 = on the path, 2 = done
+    path: list[str] = []  # the services being visited, outermost first
+    todo: list[Iterator[str]] = []  # for each of them, its requirements not yet looked at
 
-    def visit(node: str) -> None:
-        state[node] = 1
-        stack.append(node)
-        for dep in requirements[node]:
-            if dep not in requirements:
+    for root in requirements:
+        if root in state:
+            continue
+        state[root] = 1
+        path.append(root)
+        todo.append(iter(requirements[root]))
+        while todo:
+            dep = next(todo[-1], None)
+            if dep is None:  # every requirement of the innermost one seen: it is done
+                todo.pop()
+                state[path.pop()] = 2
+            elif dep not in requirements:
                 continue
-            if state.get(dep) == 1:
-                cycle = [*stack[stack.index(dep) :], dep]
+            elif state.get(dep) == 1:
+                cycle = [*path[path.index(dep) :], dep]
                 key = frozenset(cycle)
                 if key not in seen_sets:
                     seen_sets.add(key)
                     cycles.append(cycle)
             elif dep not in state:
-                visit(dep)
-        stack.pop()
-        state[node] = 2
-
-    for node in requirements:
-        if node not in state:
-            visit(node)
+                state[dep] = 1
+                path.append(dep)
+                todo.append(iter(requirements[dep]))
     return cycles
 
 
@@ -940,20 +968,25 @@ class Config:
 
 
 def _dependency_order(services: Mapping[str, ServiceEntry]) -> list[ServiceEntry]:
+    """``services`` with each one after the services it requires, otherwise in their
+    order (a depth-first walk with a stack of its own: a chain may be thousands long)."""
     order: list[ServiceEntry] = []
     done: set[str] = set()
-
-    def visit(node: str) -> None:
-        if node in done:
-            return
-        done.add(node)
-        for dep in services[node].lifecycle.requires:
-            if dep in services:
-                visit(dep)
-        order.append(services[node])
-
-    for node in services:
-        visit(node)
+    for root in services:
+        if root in done:
+            continue
+        done.add(root)
+        path = [root]
+        todo = [iter(services[root].lifecycle.requires)]
+        while todo:
+            dep = next(todo[-1], None)
+            if dep is None:  # what it requires is placed: it comes next
+                todo.pop()
+                order.append(services[path.pop()])
+            elif dep in services and dep not in done:
+                done.add(dep)
+                path.append(dep)
+                todo.append(iter(services[dep].lifecycle.requires))
     return order
 
 

@@ -1,12 +1,13 @@
 """Services: ``process.service`` config entries, started, restarted and stopped for you.
 
 One manager process per node owns every service. It starts the ``auto_start``
-services in dependency order (a service starts once everything it ``requires`` is
-running), restarts a failed service after its backoff delay, restarts the
-services that depend on one that was restarted, gives up on a service after
-``max_attempts`` restarts without a stable run (that service stops alone; the rest
-keep running), and on shutdown stops services in reverse dependency order, each
-with ``CANCEL`` and then termination after its ``stop_timeout``.
+services, and what they require, in dependency order (a service starts once
+everything it ``requires`` is running), restarts a failed service after its
+backoff delay, restarts the services that depend on one that was restarted, gives
+up on a service after ``max_attempts`` restarts without a stable run (that service
+stops alone; the rest keep running), and on shutdown stops services in reverse
+dependency order, each with ``CANCEL`` and then termination after its
+``stop_timeout``.
 
 Every start, restart and give-up is logged on ``garrison.services`` with the
 service id first.
@@ -128,7 +129,7 @@ class ServiceManager:
         events = process.events()
         for svc in self.order:
             if svc.entry.lifecycle.auto_start and self._may_run(svc):
-                svc.wanted = True
+                self._want(svc)
         try:
             # the restart timers' nursery exists before the first start: a service
             # that fails to start at once backs off like any other
@@ -183,7 +184,7 @@ class ServiceManager:
                 if svc.entry.lifecycle.auto_start and not svc.wanted:
                     log.info("%s: a singleton, runs on this node", svc.entry.id,
                              extra={"service": svc.entry.id})
-                    svc.wanted = True
+                    self._want(svc, revive=True)
             elif svc.wanted:
                 svc.wanted = False
                 svc.generation += 1  # a restart timer running out does nothing
@@ -192,7 +193,38 @@ class ServiceManager:
                          svc.entry.id,
                          extra={"service": svc.entry.id})
                 await self._stop(svc, ServiceStatus.STOPPED)
+        # a singleton this node holds now may be what a wanted service requires
+        for svc in self.order:
+            if svc.wanted:
+                self._want(svc)
         await self._start_ready()
+
+    def _want(self, svc: _Service, *, revive: bool = False) -> None:
+        """``svc`` auto-starts: so does what it requires (as ``start_service`` starts
+        it), or it would wait for a service nothing starts. (What a wanted service
+        requires is wanted already: the walk stops there, so wanting every service of
+        a long chain in turn is linear.) ``revive``: a singleton this node holds again
+        starts as a start request does, with what it requires that had given up or
+        completed."""
+        if revive:
+            for sid in [svc.entry.id, *self._requirements(svc.entry.id)]:
+                dep = self.by_id[sid]
+                if self._may_run(dep) and dep.status in (ServiceStatus.GAVE_UP,
+                                                         ServiceStatus.COMPLETED):
+                    dep.status = ServiceStatus.STOPPED
+                    dep.restarts = 0
+                    dep.wanted = False  # (wanted again below, from its dependant)
+        svc.wanted = True
+        todo = list(svc.entry.requires)
+        while todo:
+            sid = todo.pop()
+            dep = self.by_id[sid]
+            if dep.wanted or not self._may_run(dep):  # (a singleton another node runs)
+                continue
+            dep.wanted = True
+            log.info("%s: starts because %s requires it", sid, svc.entry.id,
+                     extra={"service": sid})
+            todo.extend(dep.entry.requires)
 
     # ------------------------------------------------------------------ starting
     def _deps_running(self, svc: _Service) -> bool:
@@ -254,7 +286,7 @@ class ServiceManager:
                 self.by_pid.pop(pid, None)
                 svc.pid = None
                 await self.node.terminate(pid, self.pid)
-            await self._failed(svc, ErrorInfo.from_exception(exc), ran=0.0)
+            await self._failed(svc, ErrorInfo.from_exception(exc), ran=None)
             return
         if svc.pid == pid and self.node.hosts[pid.host].is_alive(pid):
             svc.status = ServiceStatus.RUNNING
@@ -272,10 +304,12 @@ class ServiceManager:
             return
         await self._failed(svc, ev.error, ran=trio.current_time() - svc.started_at)
 
-    async def _failed(self, svc: _Service, error: ErrorInfo, *, ran: float) -> None:
+    async def _failed(self, svc: _Service, error: ErrorInfo, *, ran: float | None) -> None:
+        """``ran``: how long its process ran, ``None`` for a start that failed (never a
+        stable run, whatever the threshold)."""
         entry = svc.entry
         svc.last_error = error
-        if ran >= entry.lifecycle.stable_threshold:
+        if ran is not None and ran >= entry.lifecycle.stable_threshold:
             svc.restarts = 0
         policy = entry.restart
         attempt = svc.restarts + 1
@@ -387,11 +421,14 @@ class ServiceManager:
         await self._start_ready()
 
     def _requirements(self, service_id: str) -> list[str]:
+        """What ``service_id`` requires, directly or not."""
         out: list[str] = []
+        seen: set[str] = set()
         todo = list(self.by_id[service_id].entry.requires)
         while todo:
             sid = todo.pop()
-            if sid not in out:
+            if sid not in seen:
+                seen.add(sid)
                 out.append(sid)
                 todo.extend(self.by_id[sid].entry.requires)
         return out
