@@ -197,8 +197,9 @@ class Router:
     def plain_gone(self, pid: Pid) -> bool:
         """True if the plain process ``pid`` is known to have ended: one of this node's
         process hosts that is not alive (an earlier run's too), or one of another node of
-        the cluster whose incarnation is gone. ``False`` for a live one, a workflow, or
-        one whose node's state is not known yet."""
+        the cluster that runs a newer incarnation since. ``False`` for a live one, a
+        workflow, or one whose node may still run it (a node marked lost may join
+        again, its processes alive)."""
         remote = self.remote
         if remote is not None and remote.node_of(pid) is not None:
             return bool(remote.known_gone(pid))
@@ -206,6 +207,17 @@ class Router:
         if host is None or host.durable:
             return False
         return not host.is_alive(pid)
+
+    def plain_elsewhere(self, pid: Pid) -> bool:
+        """True if ``pid`` is a plain process of another node of the cluster."""
+        return self.remote is not None and self.remote.node_of(pid) is not None
+
+    def nodes_renewed(self) -> None:
+        """A node of the cluster runs a newer incarnation (the membership's view): the
+        workflow hosts check their children of its old one's supervisors."""
+        for host in list(self.hosts.values()):
+            if host.durable and getattr(host, "supervised_elsewhere", None):
+                host.check_supervisors()
 
     def spawn_plain(self, h: Any, target: Any, args: tuple[Any, ...], parent: Pid | None,
                     link: Pid | None = None, monitor: Pid | None = None,

@@ -104,21 +104,26 @@ def test_a_supervised_workflow_child_left_by_a_crash_is_cancelled(
         return subprocess.Popen(argv, cwd=tmp_path, env=env, text=True,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
-    for started in (1, 2):  # each run starts a child; each is killed
-        proc = run()
-        _until(lambda n=started: len(_records(db)) == n, f"child {started}", proc)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(30)
-    proc = run()  # this run cancels the two left behind, and starts its own
-
     def old_ones_cancelled() -> bool:
         records = _records(db)
         return len(records) == 3 and sorted(str(r.status) for r in records).count(
             WorkflowStatus.CANCELLED.value) == 2
 
-    _until(old_ones_cancelled, "the two children of the killed runs to be cancelled", proc)
-    proc.send_signal(signal.SIGINT)
-    assert proc.wait(30) == 0, proc.stderr.read()
+    proc = None
+    try:
+        for started in (1, 2):  # each run starts a child; each is killed
+            proc = run()
+            _until(lambda n=started: len(_records(db)) == n, f"child {started}", proc)
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(30)
+        proc = run()  # this run cancels the two left behind, and starts its own
+        _until(old_ones_cancelled, "the two children of the killed runs to be cancelled",
+               proc)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 0, proc.stderr.read() if proc.stderr else ""
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
     stderr = proc.stderr.read() if proc.stderr else ""
     # (the second run cancelled the first run's child, this one the second's)
     assert "cancelled, as its supervisor processes/" in stderr, stderr
@@ -128,3 +133,83 @@ def test_a_supervised_workflow_child_left_by_a_crash_is_cancelled(
     assert records[2].cancel_requested
     assert all(r.memo.get("garrison.supervisor", "").startswith("processes/")
                for r in records)
+
+
+CLUSTER_NODE = """\
+import signal
+import sys
+import trio
+import garrison
+from garrison.supervision import ChildSpec, Supervisor
+import supwf
+
+async def main():
+    url, name, supervise = sys.argv[1:4]
+    with trio.open_signal_receiver(signal.SIGINT) as signals:
+        async with garrison.open_node(store=url, name=name, lease="2s") as node:
+            if supervise == "yes":
+                await node.spawn(Supervisor(
+                    [ChildSpec("wf", supwf.sleeper, args=(name,), host="workflows")],
+                    name="sup"))
+            async for _ in signals:
+                break
+
+trio.run(main)
+"""
+
+
+def _owners(url: str) -> dict[str, tuple[str, bool, str | None]]:
+    """Each workflow's status, whether its cancel is asked, and its owner node."""
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        rows = conn.execute("SELECT workflow_id, status, cancel_requested, owner "
+                            "FROM garrison.workflows ORDER BY created").fetchall()
+    return {wid: (status, bool(asked), owner) for wid, status, asked, owner in rows}
+
+
+def test_in_a_cluster_a_paused_supervisors_child_runs_on_and_a_restarted_ones_is_cancelled(
+        tmp_path: Path, postgres_url: str) -> None:
+    """A node marked lost may only have been paused: its supervisor lives on, and the
+    child another node took over must run on (a first version cancelled it, and the
+    supervisor never heard of it). A node that runs again under its name proves its
+    old supervisor ended: the node holding the old one's child cancels it then."""
+    (tmp_path / "supwf.py").write_text(WORKFLOWS)
+    (tmp_path / "node.py").write_text(CLUSTER_NODE)
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{tmp_path}"}
+
+    def start(name: str, supervise: str) -> subprocess.Popen[str]:
+        return subprocess.Popen([sys.executable, str(tmp_path / "node.py"), postgres_url,
+                                 name, supervise], cwd=tmp_path, env=env, text=True,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    a, b = start("a", "yes"), start("b", "no")
+    procs = [a, b]
+    try:
+        _until(lambda: len(_owners(postgres_url)) == 1, "a's supervisor's child", a)
+        (first,) = _owners(postgres_url)
+        _until(lambda: _owners(postgres_url)[first][2] == "a", "a to own it", a)
+        a.send_signal(signal.SIGSTOP)  # past its 2 s lease: b takes the child over
+        _until(lambda: _owners(postgres_url)[first][2] == "b", "b to take it over", b)
+        a.send_signal(signal.SIGCONT)
+        time.sleep(3)  # a joins again, its supervisor alive
+        assert _owners(postgres_url)[first][:2] == ("sleeping", False)
+        a.send_signal(signal.SIGKILL)
+        a.wait(30)
+        a = start("a", "yes")  # the same name, a newer incarnation: a new child
+        procs.append(a)
+        _until(lambda: len(_owners(postgres_url)) == 2, "the new supervisor's child", a)
+        _until(lambda: _owners(postgres_url)[first][0] == "cancelled",
+               "b to cancel the old supervisor's child", b)
+        second = next(w for w in _owners(postgres_url) if w != first)
+        assert _owners(postgres_url)[second][:2] == ("sleeping", False)
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGCONT)
+                proc.send_signal(signal.SIGINT)
+        for proc in procs:
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()

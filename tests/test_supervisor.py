@@ -1039,3 +1039,51 @@ async def test_start_child_of_a_nested_supervisor_that_cannot_start_raises(
     assert outer.pid is not None
     assert [c[0] for c in outer.which_children()] == ["keep"]
     assert _STARTED == ["keep"]
+
+
+class _FailsOnce(dict):  # ChildSpec kwargs whose second look raises: one failed start
+    def __init__(self) -> None:
+        super().__init__()
+        self.looks = 0
+
+    def __len__(self) -> int:
+        self.looks += 1
+        if self.looks == 2:
+            raise RuntimeError("transient start failure")
+        return 0
+
+
+async def _slow_to_stop() -> None:
+    try:
+        await trio.sleep_forever()
+    finally:
+        with trio.CancelScope(shield=True):
+            await trio.sleep(1)
+
+
+async def _forever(**_: Any) -> None:
+    await trio.sleep_forever()
+
+
+async def test_a_nested_supervisor_restarted_after_its_failed_start_finds_itself_stopped(
+        node: garrison.Node) -> None:
+    """A nested supervisor told its parent of a failed start before stopping its started
+    children; the parent restarted it at once, while the old run still stopped them:
+    "this Supervisor already runs", again at each restart, until the parent gave up."""
+    spec = ChildSpec("b", _forever)
+    object.__setattr__(spec, "kwargs", _FailsOnce())
+    inner = Supervisor([ChildSpec("slow", _slow_to_stop), spec], name="inner")
+    outer = Supervisor([ChildSpec("inner", inner)], max_restarts=3, within="10s",
+                       name="outer")
+    await node.spawn(outer)
+    await trio.sleep(0.5)
+    target = outer.which_children()[0][1]
+
+    async def terminates() -> None:
+        await process.terminate(target)
+
+    await node.spawn(terminates)
+    await trio.sleep(30)
+    assert outer.pid is not None
+    assert outer.which_children()[0][1] is not None
+    assert [c[1] is not None for c in inner.which_children()] == [True, True]

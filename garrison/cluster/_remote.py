@@ -223,14 +223,10 @@ class Remote:
         return node, ident.partition(".")[0] + "."
 
     def known_gone(self, pid: Pid) -> bool:
-        """True if ``pid``'s node incarnation is known to be gone: lost or left, or its
-        node runs again under a newer incarnation. (Unknown or live: ``False``.)"""
-        key = self._key(pid)
-        if key in self.gone:
-            return True
-        if key in self.live:
-            return False
-        name, prefix = key
+        """True if ``pid``'s node process is known to have ended: its node runs again
+        under a newer incarnation. A node marked lost (its lease lapsed) is no proof:
+        paused past its lease, it joins again with its plain processes alive."""
+        name, prefix = self._key(pid)
         return any(other == name and theirs is not None and theirs != prefix
                    for other, theirs in self.live)
 
@@ -249,10 +245,13 @@ class Remote:
 
     def set_live(self, live: set[tuple[str, str | None]]) -> None:
         """The membership thread's view of the live nodes changed."""
+        before = self.live
         self.live = live
         for name, prefix in live:
             if prefix is not None:  # (a node whose lease lapsed joined again)
                 self.gone.pop((name, prefix), None)
+        if live - before:  # a node joined, maybe a newer incarnation of one
+            self.router.nodes_renewed()
 
     def _kept(self, remote: Pid, local: Pid) -> bool:
         """True if a link or monitor between ``remote`` and ``local`` that the other

@@ -187,7 +187,12 @@ class NodeContext(Protocol):
 
     def plain_gone(self, pid: Pid) -> bool:
         """True if the plain process ``pid`` is known to have ended (of this node, an
-        earlier run's too, or of another node of the cluster that is gone)."""
+        earlier run's too, or of another node of the cluster that runs a newer
+        incarnation)."""
+        ...
+
+    def plain_elsewhere(self, pid: Pid) -> bool:
+        """True if ``pid`` is a plain process of another node of the cluster."""
         ...
 
     async def spawn_process(self, target: Any, args: tuple[Any, ...], *, host: str,

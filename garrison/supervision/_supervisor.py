@@ -535,13 +535,14 @@ class Supervisor:
             self._stopping = True
             self._send = None
             send.close()
-            if started is not None:  # (ignored once it was told the children all run)
-                started(error or ProcessError(
-                    f"supervisor {self._who()} stopped before its children all ran"))
             with trio.CancelScope(shield=True):
                 await self._stop_children(final=True)
             self._fail_requests(recv)
             self._pid = None
+            if started is not None:  # (ignored once it was told the children all run)
+                # told only now: its parent restarting it at once must find it stopped
+                started(error or ProcessError(
+                    f"supervisor {self._who()} stopped before its children all ran"))
         if error is not None:
             raise error
 

@@ -67,7 +67,13 @@ from ._inbox import InboxItem, exit_id
 from ._instance import ActiveWorkflows, WorkflowInstance
 from ._journal import JournalKind, event_to_plain, message_to_plain
 from ._queue import QueueLimits, WorkflowQueue
-from ._recovery import SUPERVISOR_MEMO, refresh, resume_all, watch_wakeups
+from ._recovery import (
+    SUPERVISOR_MEMO,
+    check_supervisors,
+    refresh,
+    resume_all,
+    watch_wakeups,
+)
 from ._scheduler import Scheduler
 from ._waits import WallClock
 
@@ -104,6 +110,10 @@ class WorkflowHost:
         self.name = name
         self.store = store
         self.active = ActiveWorkflows()
+        #: loaded supervised children whose supervisor runs on another node of the
+        #: cluster, not known to have ended: ``{workflow id: supervisor pid}``
+        #: (checked again when that node runs a newer incarnation: ``_recovery``)
+        self.supervised_elsewhere: dict[str, Pid] = {}
         #: recently finished: id -> (status, result JSON, error, name)
         self.finished: dict[str, tuple[WorkflowStatus, str | None, ErrorInfo | None, str]] = {}
         #: workflows another node of the cluster runs that this node's processes monitor
@@ -1062,6 +1072,10 @@ class WorkflowHost:
         done = trio.Event()
         self.write_soon(Transaction(), lambda _results: done.set())
         await done.wait()
+
+    def check_supervisors(self) -> None:
+        """See :func:`._recovery.check_supervisors`."""
+        check_supervisors(self)
 
     def cancel_children(self, wf: WorkflowInstance) -> None:
         """Unfinished children of a cancelled workflow are cancelled too (in a cluster,

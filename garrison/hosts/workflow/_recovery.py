@@ -33,8 +33,8 @@ from ._journal import Entry, error_from_plain, error_to_plain, initial_state
 if TYPE_CHECKING:
     from ._host import WorkflowHost
 
-__all__ = ["SUPERVISOR_MEMO", "count_tool_starts", "load", "orphaned", "refresh", "resume_all",
-           "runnable", "watch_wakeups"]
+__all__ = ["SUPERVISOR_MEMO", "check_supervisors", "count_tool_starts", "load", "orphaned",
+           "refresh", "resume_all", "runnable", "supervisor_of", "watch_wakeups"]
 
 log = logging.getLogger("garrison.workflow")
 
@@ -70,12 +70,14 @@ def load(host: WorkflowHost, record: WorkflowRecord) -> WorkflowInstance:
     wf.requests = requests
     load_promises(host, wf)
     wf.trace = record.trace
-    if not wf.cancel_requested and orphaned(host, record):
-        wf.cancel_requested = True  # (its children go too, once it runs: _core's cancel)
-        host.write_soon(Transaction().request_cancel(wid))
-        log.warning("workflow %s: cancelled, as its supervisor %s has ended (the node it "
-                    "ran on stopped without stopping it: a crash)", wid,
-                    record.memo[SUPERVISOR_MEMO], extra={"workflow_id": wid})
+    if not wf.cancel_requested:
+        supervisor = supervisor_of(host, record)
+        if supervisor is not None and host.node.plain_gone(supervisor):
+            wf.cancel_requested = True  # (its children go too, once it runs)
+            host.write_soon(Transaction().request_cancel(wid))
+            _orphan_cancelled(wid, supervisor)
+        elif supervisor is not None and host.node.plain_elsewhere(supervisor):
+            host.supervised_elsewhere[wid] = supervisor
     if record.host is None:
         # a tool started it (``garrison workflows start``), naming no host: it is this
         # host's from now on, so that its children's parent pid, which names this host,
@@ -85,20 +87,44 @@ def load(host: WorkflowHost, record: WorkflowRecord) -> WorkflowInstance:
     return wf
 
 
-def orphaned(host: WorkflowHost, record: WorkflowRecord) -> bool:
-    """True if ``record`` is a supervisor's child whose supervisor has ended: a process
-    of this node that is not alive (of an earlier run of the node: a crash stopped the
-    supervisor without the cancel a stop records for its children), or one of another
-    node of the cluster that is gone. A supervisor started at the next node start starts
-    its own child, so this one must not run on beside it."""
+def supervisor_of(host: WorkflowHost, record: WorkflowRecord) -> Pid | None:
+    """The supervisor whose child ``record`` is (its memo says), if any. A supervisor
+    started at the next node start starts its own child, so one whose supervisor has
+    ended (a process of an earlier run of this node, or of another node that runs a
+    newer incarnation since: a crash stopped it without the cancel a stop records for
+    its children) must not run on beside it: the node that loads it cancels it."""
     supervisor = record.memo.get(SUPERVISOR_MEMO) if record.memo else None
     if not isinstance(supervisor, str) or host.client:  # (a tool's host runs nothing)
-        return False
+        return None
     try:
-        pid = Pid.parse(supervisor)
+        return Pid.parse(supervisor)
     except ValueError:
-        return False
-    return bool(host.node.plain_gone(pid))
+        return None
+
+
+def orphaned(host: WorkflowHost, record: WorkflowRecord) -> bool:
+    """True if ``record`` is a supervisor's child whose supervisor has ended (see
+    :func:`supervisor_of`)."""
+    supervisor = supervisor_of(host, record)
+    return supervisor is not None and bool(host.node.plain_gone(supervisor))
+
+
+def check_supervisors(host: WorkflowHost) -> None:
+    """A node of the cluster runs a newer incarnation: the loaded children of its old
+    one's supervisors are cancelled (see :func:`supervisor_of`)."""
+    for wid, supervisor in list(host.supervised_elsewhere.items()):
+        if wid not in host.active:
+            del host.supervised_elsewhere[wid]
+        elif host.node.plain_gone(supervisor):
+            del host.supervised_elsewhere[wid]
+            if host.request_cancel(wid):
+                _orphan_cancelled(wid, supervisor)
+
+
+def _orphan_cancelled(wid: str, supervisor: Pid) -> None:
+    log.warning("workflow %s: cancelled, as its supervisor %s has ended (the node it ran "
+                "on stopped without stopping it: a crash)", wid, supervisor,
+                extra={"workflow_id": wid})
 
 
 def live_requests(host: WorkflowHost, record: WorkflowRecord, inbox: list[Any]) -> list[Any]:
