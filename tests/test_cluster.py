@@ -1139,6 +1139,9 @@ async def test_a_node_that_finds_the_schema_migrated_past_its_code_leaves_the_cl
     caplog.set_level(logging.INFO, logger="garrison")
     async with garrison.open_node(store=postgres_url, name="old", lease=LEASE) as node:
         await node.start_workflow(cluster_app.sleeper, 1000, 0.05, id="w")
+        # a schedule: once the store writes nothing more, its ticks stop with one error
+        # (they were retried, with an error logged, every second for as long as it ran)
+        await node.schedule("tick", cluster_app.sleeper, 1, 0.05, every="1s")
         store = node.hosts["workflows"].store
         look = Look(postgres_url)
         try:
@@ -1162,9 +1165,12 @@ async def test_a_node_that_finds_the_schema_migrated_past_its_code_leaves_the_cl
             with pytest.raises(garrison.StoreError, match="schema version"):
                 await node.start_workflow(cluster_app.sleeper, 1, 0.05, id="w2")
             assert look.store.get_workflow("w2") is None
+            await trio.sleep(4)
         finally:
             look.close()
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    ticks = [m for m in errors if "schedule" in m]
+    assert len(ticks) <= 2 and any("its schedules stop here" in m for m in ticks), ticks
     assert any("leaves the cluster" in m and f"knows schema version {SCHEMA_VERSION}" in m
                for m in errors), errors
 

@@ -162,6 +162,11 @@ class Scheduler:
                 for record, wid in interrupted:
                     nursery.start_soon(self._start, record, wid)
         while True:
+            failed = getattr(self.host.store, "failed", None)
+            if failed is not None:  # given up for good (a newer garrison migrated it)
+                log.error("host %s: its schedules stop here, as its store writes nothing "
+                          "more: %s", self.host.name, failed)
+                return
             if self._repair:
                 await self._repair_lost()
             clock = self.host.clock  # (read each time: a test environment swaps it)
