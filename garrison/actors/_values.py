@@ -78,13 +78,27 @@ class ErrorInfo:
             Exceptions from Trio nursery (1 sub-exception): ValueError: bad total
         """
         tb = "".join(_traceback.format_exception(type(exc), exc, exc.__traceback__))
-        message = str(exc)
+        message = _safe_str(exc)
         if isinstance(exc, BaseExceptionGroup):
             leaves = _leaves(exc)
-            message += ": " + "; ".join(f"{type(e).__name__}: {e}" for e in leaves[:5])
+            message += ": " + "; ".join(f"{type(e).__name__}: {_safe_str(e)}" for e in leaves[:5])
             if len(leaves) > 5:
                 message += f"; and {len(leaves) - 5} more"
         return cls(type(exc).__name__, message, tb)
+
+
+def _safe_str(exc: BaseException) -> str:
+    """``str(exc)``; an exception whose ``__str__`` fails (raises, or returns no ``str``)
+    still gets a message, saying so, as ``traceback`` does: capturing a failure must
+    not fail (it would take the whole node down with the wrong reason)."""
+    try:
+        return str(exc)
+    except Exception as failed:
+        try:
+            why = f"{type(failed).__name__}: {failed}"
+        except Exception:
+            why = type(failed).__name__
+        return f"<exception str() failed: {why}>"
 
 
 def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:

@@ -1,0 +1,71 @@
+"""Defects of the plain-process runtime found in review (notes/s19/rev-proc.md):
+each test failed before its fix."""
+
+import logging
+
+import pytest
+import trio
+
+import garrison
+from garrison import process
+
+
+class _ApiError(Exception):
+    """A common library pattern: no ``super().__init__(msg)``, a ``__str__`` that fails."""
+
+    def __init__(self, response):
+        self.response = response
+
+    def __str__(self):
+        return f"HTTP {self.response['status']}"  # KeyError: the response has no status
+
+
+class _NotAStr(Exception):
+    def __str__(self):
+        return 42  # type: ignore[return-value]  # str() raises TypeError
+
+
+async def _watch_failure(node, bad):
+    """``bad`` fails beside a bystander; returns what a monitor of ``bad`` saw."""
+
+    async def bystander():
+        await trio.sleep(5)
+        return "bystander finished"
+
+    async def watcher(p):
+        process.monitor(p)
+        return (await process.events().receive()).error
+
+    b = await node.spawn(bystander)
+    p = await node.spawn(bad)
+    w = await node.spawn(watcher, p)
+    error = await node.wait(w)
+    assert await node.wait(b) == "bystander finished"
+    return error
+
+
+# ---------------------------------------------------------------- 1: str() fails
+@pytest.mark.parametrize("exc", [_ApiError({}), _NotAStr()], ids=["raises", "not-a-str"])
+async def test_exception_whose_str_fails_is_that_process_failure(exc, autojump_clock, caplog):
+    caplog.set_level(logging.INFO, logger="garrison")
+
+    async def bad():
+        await trio.sleep(0.1)
+        raise exc
+
+    async with garrison.open_node() as node:
+        error = await _watch_failure(node, bad)
+    assert error.type == type(exc).__name__
+    assert str(error).startswith(f"{type(exc).__name__}: <exception str() failed: ")
+    assert error.traceback  # the traceback is kept
+    logged = [r for r in caplog.records if "exited abnormally" in r.getMessage()]
+    assert len(logged) == 1 and type(exc).__name__ in logged[0].getMessage()
+
+
+async def test_group_with_a_leaf_whose_str_fails(node, autojump_clock):
+    async def bad():
+        async with trio.open_nursery():
+            raise _ApiError({})
+
+    error = await _watch_failure(node, bad)
+    assert "_ApiError: <exception str() failed: KeyError: 'status'>" in error.message
