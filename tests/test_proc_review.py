@@ -69,3 +69,23 @@ async def test_group_with_a_leaf_whose_str_fails(node, autojump_clock):
 
     error = await _watch_failure(node, bad)
     assert "_ApiError: <exception str() failed: KeyError: 'status'>" in error.message
+
+
+# ---------------------------------------------------------------- 2: GeneratorExit
+def _gen():
+    yield 1
+
+
+async def test_generator_exit_raised_by_code_is_that_process_failure(autojump_clock, caplog):
+    caplog.set_level(logging.INFO, logger="garrison")
+
+    async def bad():
+        await trio.sleep(0.1)
+        g = _gen()
+        next(g)
+        g.throw(GeneratorExit)  # the generator does not catch it: it comes out here
+
+    async with garrison.open_node() as node:
+        error = await _watch_failure(node, bad)
+    assert error.type == "GeneratorExit"
+    assert any("exited abnormally: GeneratorExit" in r.getMessage() for r in caplog.records)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import logging
 import os
+import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -145,8 +146,11 @@ class _Process(Caller):
                         raise
                     error = ErrorInfo.from_exception(rest)
                     finished = True
-                except GeneratorExit:  # (the interpreter closing the coroutine)
-                    raise
+                except GeneratorExit as exc:
+                    if not _stepping(sys._getframe()):  # the interpreter closing the coroutine
+                        raise
+                    error = ErrorInfo.from_exception(exc)  # raised by its code (a generator's
+                    finished = True  # throw() passed on): this process's failure only
                 except BaseException as exc:  # asyncio's CancelledError, a library's own:
                     error = ErrorInfo.from_exception(exc)  # this process's failure only
                     finished = True
@@ -409,6 +413,18 @@ class _Started:
 
 
 _STARTED: Any = _Started()
+
+
+def _stepping(frame: Any) -> bool:
+    """Whether trio is running a step of the task whose coroutine is ``frame`` (a
+    process's ``main``): a ``GeneratorExit`` caught there then came from the process's
+    own code. When the interpreter closes a suspended coroutine (``coro.close()``, its
+    garbage collection), the task being stepped, if any, is another one."""
+    try:
+        task = trio.lowlevel.current_task()
+    except RuntimeError:  # no trio run in this thread
+        return False
+    return getattr(task.coro, "cr_frame", None) is frame
 
 
 def _is_interrupt(exc: BaseException) -> bool:
