@@ -8,6 +8,7 @@ import trio
 
 import garrison
 from garrison import process
+from garrison.actors._mailbox import BUDGET
 
 
 class _ApiError(Exception):
@@ -89,3 +90,33 @@ async def test_generator_exit_raised_by_code_is_that_process_failure(autojump_cl
         error = await _watch_failure(node, bad)
     assert error.type == "GeneratorExit"
     assert any("exited abnormally: GeneratorExit" in r.getMessage() for r in caplog.records)
+
+
+# ---------------------------------------------------------------- 3: shared inbox
+@pytest.mark.parametrize("how", ["receive", "anext"])
+async def test_two_tasks_of_one_process_share_its_inbox(node, autojump_clock, how):
+    n = BUDGET * 3 + 1  # past the budget, where receive yields to the scheduler
+
+    async def proc():
+        inbox = process.inbox()
+        await trio.sleep(1)  # let the messages pile up
+        got = []
+
+        async def worker():
+            if how == "receive":
+                while (m := await inbox.receive(timeout=0.5)) is not None:
+                    got.append(m.payload)
+            else:
+                with trio.move_on_after(0.5):
+                    async for m in inbox:
+                        got.append(m.payload)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(worker)
+            nursery.start_soon(worker)
+        return got
+
+    pid = await node.spawn(proc)
+    for i in range(n):
+        await node.send(pid, "m", i)
+    assert sorted(await node.wait(pid)) == list(range(n))

@@ -129,7 +129,8 @@ class Inbox(Generic[T]):
         """The next item; waits for one. With ``timeout``, ``None`` when it expires."""
         if self._items:
             await self._budget.checkpoint()
-            return self._pop()
+            if self._items:  # (another task of this process may have taken it meanwhile)
+                return self._pop()
         if timeout is None:
             return await self._park()
         with trio.move_on_after(timeout_seconds(timeout)):
@@ -157,7 +158,8 @@ class Inbox(Generic[T]):
         # passed through again each time the process resumes)
         if self._items:
             await self._budget.checkpoint()
-            return self._pop()
+            if self._items:  # (as in receive: the checkpoint may have let another take it)
+                return self._pop()
         return await self._park()
 
     async def _park(self) -> T:
