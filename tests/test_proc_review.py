@@ -120,3 +120,18 @@ async def test_two_tasks_of_one_process_share_its_inbox(node, autojump_clock, ho
     for i in range(n):
         await node.send(pid, "m", i)
     assert sorted(await node.wait(pid)) == list(range(n))
+
+
+# ---------------------------------------------------------------- 6: receive timeout
+@pytest.mark.parametrize("bad", ["not a duration", -5, float("nan"), True, "5"])
+async def test_receive_validates_timeout_also_when_a_message_waits(node, autojump_clock, bad):
+    async def proc():
+        await trio.sleep(1)
+        box = process.inbox()
+        with pytest.raises(ValueError, match="timeout"):
+            await box.receive(timeout=bad)
+        return (await box.receive(timeout="1s")).payload  # the message was not taken
+
+    pid = await node.spawn(proc)
+    await node.send(pid, "m", "kept")
+    assert await node.wait(pid) == "kept"

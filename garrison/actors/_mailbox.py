@@ -128,6 +128,9 @@ class Inbox(Generic[T]):
     async def receive(self, timeout: Any = None) -> T | None:
         """The next item; waits for one. With ``timeout``, ``None`` when it expires."""
         if self._items:
+            if timeout is not None and not (
+                    (type(timeout) is int or type(timeout) is float) and timeout >= 0):
+                timeout_seconds(timeout)  # a bad one raises, every time (not only if empty)
             await self._budget.checkpoint()
             if self._items:  # (another task of this process may have taken it meanwhile)
                 return self._pop()
