@@ -7,7 +7,7 @@ import pytest
 import trio
 
 import garrison
-from garrison import process
+from garrison import Pid, process
 from garrison.actors._mailbox import BUDGET
 
 
@@ -135,3 +135,28 @@ async def test_receive_validates_timeout_also_when_a_message_waits(node, autojum
     pid = await node.spawn(proc)
     await node.send(pid, "m", "kept")
     assert await node.wait(pid) == "kept"
+
+
+# ---------------------------------------------------------------- 7: Pid values
+@pytest.mark.parametrize("host, ident, error, match", [
+    ("h", "", ValueError, "id"),
+    ("", "x", ValueError, "host"),
+    ("a/b", "x", ValueError, "host"),
+    ("h", 5, TypeError, "id.*int"),
+    (5, "x", TypeError, "host.*int"),
+    (None, "x", TypeError, "host.*NoneType"),
+])
+def test_pid_refuses_what_would_not_round_trip(host, ident, error, match):
+    with pytest.raises(error, match=match):
+        Pid(host, ident)
+
+
+def test_pid_of_str_subclasses_is_plain():
+    import enum
+
+    class Host(enum.StrEnum):
+        P = "processes"
+
+    pid = Pid(Host.P, "x.1")
+    assert type(pid.host) is str and Pid.parse(str(pid)) == pid
+    assert sorted([pid, Pid("a", "b")]) == [Pid("a", "b"), pid]
