@@ -7,7 +7,7 @@ import pytest
 import trio
 
 import garrison
-from garrison import Pid, process
+from garrison import EventKind, Pid, process
 from garrison.actors._mailbox import BUDGET
 
 
@@ -160,3 +160,29 @@ def test_pid_of_str_subclasses_is_plain():
     pid = Pid(Host.P, "x.1")
     assert type(pid.host) is str and Pid.parse(str(pid)) == pid
     assert sorted([pid, Pid("a", "b")]) == [Pid("a", "b"), pid]
+
+
+# ---------------------------------------------------------------- 8: link chains
+async def test_linked_failure_reason_does_not_nest_along_a_chain(node, autojump_clock):
+    depth = 50
+
+    async def link_chain(k):
+        if k == 0:
+            await trio.sleep(1)
+            raise ValueError("leaf")
+        await process.spawn_linked(link_chain, k - 1)
+        await trio.sleep_forever()
+
+    async def top():
+        process.set_options(trap_links=True)
+        await process.spawn_linked(link_chain, depth)
+        ev = await process.events().receive()
+        assert ev.kind is EventKind.LINK_DOWN
+        return ev.error
+
+    error = await node.wait(await node.spawn(top))
+    assert error.type == "LinkedProcessFailed"
+    assert error.message.count("ValueError: leaf") == 1
+    assert error.message.count("linked process") == 1
+    assert f"(through {depth} links from " in error.message
+    assert len(error.message) < 200

@@ -22,7 +22,7 @@ from ..actors._cancel_switch import CancelSwitch
 from ..actors._mailbox import Budget, Inbox
 from ..actors._runtime import set_runtime
 from ..actors._values import ErrorInfo, Event, EventKind, Message, Pid, ProcessInfo
-from ._kernel import Caller, NodeContext, exit_fan_out, noproc, plain_call
+from ._kernel import Caller, NodeContext, exit_fan_out, linked_failure, noproc, plain_call
 
 log = logging.getLogger("garrison.process")
 
@@ -645,7 +645,7 @@ class ProcessHost:
             # with it for the same reason (an orderly stop, not logged)
             proc.kill(error)
         else:
-            proc.kill(ErrorInfo("LinkedProcessFailed", f"linked process {dead} failed: {error}"))
+            proc.kill(linked_failure(dead, error))
 
     def cancel_event(self, target: Pid, by: Pid | None) -> bool:
         proc = self.procs.get(target)
