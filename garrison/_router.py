@@ -22,7 +22,7 @@ from ._errors import NoSuchProcess, ProcessError
 from ._targets import check_target
 from .actors._mailbox import timeout_seconds
 from .actors._values import ErrorInfo, Event, Message, Pid
-from .hosts._kernel import Caller, NodeContext, noproc
+from .hosts._kernel import KILL_WARNING, Caller, NodeContext, noproc
 from .hosts.workflow._ids import check_key_size, check_text
 
 if TYPE_CHECKING:
@@ -35,8 +35,6 @@ log = logging.getLogger("garrison.process")
 
 #: how many finished processes' outcomes ``Node.wait`` can still report
 EXIT_MEMORY = 10_000
-#: seconds after a process was terminated: if it still runs, that is logged (once)
-KILL_WARNING = 5.0
 
 
 class Router:

@@ -186,3 +186,37 @@ async def test_linked_failure_reason_does_not_nest_along_a_chain(node, autojump_
     assert error.message.count("linked process") == 1
     assert f"(through {depth} links from " in error.message
     assert len(error.message) < 200
+
+
+# ---------------------------------------------------------------- 5: shielded stop
+async def test_node_stop_names_a_process_that_shields_itself(autojump_clock):
+    seen = []
+
+    class Record(logging.Handler):
+        def emit(self, record):
+            seen.append((trio.current_time(), record.levelno, record.getMessage()))
+
+    handler = Record()
+    logger = logging.getLogger("garrison.process")
+    logger.addHandler(handler)
+
+    async def stubborn():
+        with trio.CancelScope(shield=True):
+            await trio.sleep(3600)
+
+    async def quick():
+        await trio.sleep_forever()
+
+    try:
+        async with garrison.open_node() as node:
+            pid = await node.spawn(stubborn)
+            await node.spawn(quick)
+            await trio.sleep(1)
+            t0 = trio.current_time()
+    finally:
+        logger.removeHandler(handler)
+    assert trio.current_time() - t0 == 3599  # the stop waits for it (it cannot be ended)
+    warned = [(t - t0, m) for t, level, m in seen if "has not ended" in m]
+    assert len(warned) == 1  # once, naming it, at KILL_WARNING
+    assert warned[0][0] == 5.0 and str(pid) in warned[0][1] and "stubborn" in warned[0][1]
+    assert not any("quick" in m for _, _, m in seen)

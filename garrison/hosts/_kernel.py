@@ -27,9 +27,13 @@ from .._errors import ProcessError
 from ..actors._mailbox import timeout_seconds
 from ..actors._values import ErrorInfo, Event, Message, Pid
 
-__all__ = ["Caller", "Host", "NodeContext", "exit_fan_out", "linked_failure", "next_call_ref",
-           "noproc", "plain_call"]
+__all__ = ["KILL_WARNING", "Caller", "Host", "NodeContext", "exit_fan_out", "linked_failure",
+           "next_call_ref", "noproc", "plain_call"]
 
+
+#: seconds after a process was terminated (or stopped by the node's shutdown): if it
+#: still runs, that is logged (once)
+KILL_WARNING = 5.0
 
 _LINKED = "LinkedProcessFailed"
 #: a linked failure that came through more than one link: ``(root cause, hops, origin)``

@@ -22,6 +22,7 @@ from ..actors._cancel_switch import CancelSwitch
 from ..actors._mailbox import Budget, Inbox
 from ..actors._runtime import set_runtime
 from ..actors._values import ErrorInfo, Event, EventKind, Message, Pid, ProcessInfo
+from . import _kernel
 from ._kernel import Caller, NodeContext, exit_fan_out, linked_failure, noproc, plain_call
 
 log = logging.getLogger("garrison.process")
@@ -737,7 +738,7 @@ async def stop_processes(hosts: Sequence[ProcessHost]) -> None:
             if child.supervising is not None:
                 await stop_supervised(child, procs)
             child.kill(reason)
-            await child.wait_exited()
+            await wait_stopped([child])
 
     while True:
         procs = {pid: p for host in hosts for pid, p in host.procs.items()}
@@ -770,6 +771,23 @@ async def stop_processes(hosts: Sequence[ProcessHost]) -> None:
                     nursery.start_soon(stop_supervised, proc, procs)
                 else:
                     proc.kill(reason)
-            for proc in now:
-                if proc.pid not in listed:
-                    await proc.wait_exited()
+            await wait_stopped([proc for proc in now if proc.pid not in listed])
+
+
+async def wait_stopped(procs: list[_Process]) -> None:
+    """Wait for ``procs``, just killed by the node's stop, to end. Code that shields
+    itself from cancellation runs on, and the node's stop waits for it: each process
+    still running after :data:`~garrison.hosts._kernel.KILL_WARNING` seconds is logged,
+    once, naming it (as ``terminate`` does), then the wait goes on."""
+    with trio.move_on_after(_kernel.KILL_WARNING):
+        for proc in procs:
+            await proc.wait_exited()
+        return
+    for proc in procs:
+        if proc.alive:
+            log.warning("%s has not ended %gs after the node began to stop it: its code does "
+                        "not let it be cancelled (a shielded cancel scope, or a call that "
+                        "blocks the event loop); the node's stop waits for it", _who(proc),
+                        _kernel.KILL_WARNING, extra={"pid": proc.pid})
+    for proc in procs:
+        await proc.wait_exited()
