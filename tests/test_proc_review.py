@@ -220,3 +220,79 @@ async def test_node_stop_names_a_process_that_shields_itself(autojump_clock):
     assert len(warned) == 1  # once, naming it, at KILL_WARNING
     assert warned[0][0] == 5.0 and str(pid) in warned[0][1] and "stubborn" in warned[0][1]
     assert not any("quick" in m for _, _, m in seen)
+
+
+# ---------------------------------------------------------------- 4: monitors per pair
+async def _exits(timeout=10):
+    """Every EXIT that reaches the caller within ``timeout``: (pid, error type)."""
+    got = []
+    while (ev := await process.events().receive(timeout=timeout)) is not None:
+        got.append((ev.pid, ev.error.type if ev.error else None))
+    return got
+
+
+async def test_monitoring_a_dead_pid_twice_gives_one_exit(node, autojump_clock):
+    async def gone():
+        return None
+
+    async def watcher(dead):
+        process.monitor(dead)
+        process.monitor(dead)  # the same monitor: no second EXIT (as on a live pid)
+        first = await _exits(timeout=1)
+        process.monitor(dead)  # that EXIT was read: a new monitor, a new EXIT
+        return first, await _exits(timeout=1)
+
+    dead = await node.spawn(gone)
+    await node.wait(dead)
+    first, again = await node.wait(await node.spawn(watcher, dead))
+    assert first == [(dead, "noproc")] and again == [(dead, "noproc")]
+
+
+async def test_monitoring_a_live_pid_twice_gives_one_exit(node, autojump_clock):
+    async def worker():
+        await trio.sleep(5)
+        raise ValueError("worker crashed")
+
+    async def owner():
+        w = await process.spawn_monitored(worker)
+        process.monitor(w)
+        return w, await _exits()
+
+    w, got = await node.wait(await node.spawn(owner))
+    assert got == [(w, "ValueError")]
+
+
+async def test_another_process_demonitor_leaves_my_monitor(node, autojump_clock):
+    async def worker():
+        await trio.sleep(5)
+        raise ValueError("worker crashed")
+
+    async def helper(pid):
+        process.monitor(pid)
+        await trio.sleep(0.1)
+        process.demonitor(pid)
+
+    async def owner():
+        w = await process.spawn_monitored(worker)
+        await node.wait(await process.spawn(helper, w))
+        return w, await _exits()
+
+    w, got = await node.wait(await node.spawn(owner))
+    assert got == [(w, "ValueError")]
+
+
+async def test_demonitor_ends_the_callers_one_monitor_of_a_pid(node, autojump_clock):
+    """Per pair, not counted (API: ``monitor(pid)`` / ``demonitor(pid)``, no references):
+    a monitor made twice, once by spawn_monitored, ends with one demonitor."""
+
+    async def worker():
+        await trio.sleep(5)
+        raise ValueError("worker crashed")
+
+    async def owner():
+        w = await process.spawn_monitored(worker)
+        process.monitor(w)
+        process.demonitor(w)
+        return await _exits()
+
+    assert await node.wait(await node.spawn(owner)) == []
