@@ -22,6 +22,7 @@ from ._errors import NoSuchProcess, ProcessError
 from ._targets import check_target
 from .actors._mailbox import timeout_seconds
 from .actors._values import ErrorInfo, Event, Message, Pid
+from .hosts import _kernel
 from .hosts._kernel import KILL_WARNING, Caller, NodeContext, noproc
 from .hosts.workflow._ids import check_key_size, check_text
 
@@ -376,7 +377,7 @@ class Router:
         cancellation: code that shields itself from it (a shielded cancel scope around
         a long cleanup) runs on, and the wait with it; that is logged after
         :data:`KILL_WARNING` seconds, naming the process, then the wait goes on."""
-        with trio.move_on_after(KILL_WARNING):
+        with trio.move_on_after(_kernel.KILL_WARNING):
             await host.wait_exited(target)
             return
         info = host.process_info(target) if hasattr(host, "process_info") else None
@@ -384,7 +385,7 @@ class Router:
         log.warning("process %s%s has not ended %gs after it was terminated: its code does "
                     "not let it be cancelled (a shielded cancel scope, or a call that "
                     "blocks the event loop); still waiting for it", target, label,
-                    KILL_WARNING, extra={"pid": str(target)})
+                    _kernel.KILL_WARNING, extra={"pid": str(target)})
         await host.wait_exited(target)
 
 

@@ -231,21 +231,19 @@ async def _exits(timeout=10):
     return got
 
 
-async def test_monitoring_a_dead_pid_twice_gives_one_exit(node, autojump_clock):
+async def test_each_monitor_of_a_dead_pid_gives_its_exit(node, autojump_clock):
     async def gone():
         return None
 
     async def watcher(dead):
         process.monitor(dead)
-        process.monitor(dead)  # the same monitor: no second EXIT (as on a live pid)
-        first = await _exits(timeout=1)
-        process.monitor(dead)  # that EXIT was read: a new monitor, a new EXIT
-        return first, await _exits(timeout=1)
+        process.monitor(dead)
+        return await _exits(timeout=1)
 
     dead = await node.spawn(gone)
     await node.wait(dead)
-    first, again = await node.wait(await node.spawn(watcher, dead))
-    assert first == [(dead, "noproc")] and again == [(dead, "noproc")]
+    got = await node.wait(await node.spawn(watcher, dead))
+    assert got == [(dead, "noproc"), (dead, "noproc")]
 
 
 async def test_monitoring_a_live_pid_twice_gives_one_exit(node, autojump_clock):
@@ -296,3 +294,100 @@ async def test_demonitor_ends_the_callers_one_monitor_of_a_pid(node, autojump_cl
         return await _exits()
 
     assert await node.wait(await node.spawn(owner)) == []
+
+
+# -- the review of these fixes ---------------------------------------------------------
+def _throws_back():
+    yield 1
+
+
+def _generator_exit_from_code():
+    g = _throws_back()
+    next(g)
+    g.throw(GeneratorExit)  # re-raised by the generator: into the caller's code
+
+
+@garrison.activity(retry=garrison.RetryPolicy(max_attempts=1))
+async def _activity_raising_generator_exit() -> None:
+    _generator_exit_from_code()
+
+
+async def _workflow_raising_generator_exit() -> None:
+    await garrison.workflow.sleep(1)
+    _generator_exit_from_code()
+
+
+async def _workflow_whose_activity_raises_generator_exit() -> str:
+    try:
+        await _activity_raising_generator_exit()
+    except garrison.ActivityError as exc:
+        return f"activity failed: {exc.error.type}"
+    return "no failure"
+
+
+async def test_generator_exit_from_a_workflows_or_activitys_code_is_its_failure(
+        node, autojump_clock):
+    """A GeneratorExit a workflow's (or its activity's) code raised went through as the
+    interpreter closing the coroutine: the whole node stopped, and every node that
+    opened the store replayed the workflow into the same stop."""
+    await node.start_workflow(_workflow_raising_generator_exit, id="g1")
+    with pytest.raises(garrison.WorkflowFailed, match="GeneratorExit"):
+        await node.workflow("g1").result()
+    await node.start_workflow(_workflow_whose_activity_raises_generator_exit, id="g2")
+    assert await node.workflow("g2").result() == "activity failed: GeneratorExit"
+
+
+class _StrExits(Exception):
+    def __str__(self):
+        raise SystemExit(3)
+
+
+async def test_an_exception_whose_str_raises_system_exit_is_its_process_failure(
+        node, autojump_clock):
+    async def bad():
+        await trio.sleep(1)
+        raise _StrExits()
+
+    seen = await _watch_failure(node, bad)
+    assert "str() failed: SystemExit" in str(seen)
+
+
+async def _fails_after(seconds: float) -> None:
+    await garrison.workflow.sleep(seconds)
+    raise ValueError("root")
+
+
+async def test_a_linked_failure_through_a_workflow_id_with_a_space_keeps_its_root(
+        node, autojump_clock):
+    async def chain(k, w):
+        if k == 0:
+            process.link(w)
+        else:
+            await process.spawn_linked(chain, k - 1, w)
+        await trio.sleep_forever()
+
+    async def top(w):
+        process.set_options(trap_links=True)
+        await process.spawn_linked(chain, 4, w)
+        return str((await process.events().receive()).error)
+
+    w = await node.start_workflow(_fails_after, 1, id="order 17")
+    got = await node.wait(await node.spawn(top, w))
+    assert "ValueError: root" in got and "through 5 links from workflows/order 17)" in got, got
+
+
+async def test_a_timeout_too_big_for_a_float_is_a_value_error_every_time(
+        node, autojump_clock):
+    async def receiver():
+        await process.send(process.pid(), "t", 1)
+        outcomes = []
+        for _ in range(2):  # a message waiting, then none
+            try:
+                await process.inbox().receive(timeout=10 ** 400)
+                outcomes.append("taken")
+            except ValueError as exc:
+                outcomes.append(str(exc))
+        return outcomes
+
+    got = await node.wait(await node.spawn(receiver))
+    assert all("out of range" in o for o in got), got

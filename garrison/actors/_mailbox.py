@@ -24,6 +24,9 @@ T = TypeVar("T")
 BUDGET = 64
 
 
+#: an int timeout below this is a float's without question (the fast path's check)
+_BIG = 1 << 1000
+
 class Budget:
     """A per-process count of operations done without a scheduler pass."""
 
@@ -129,7 +132,8 @@ class Inbox(Generic[T]):
         """The next item; waits for one. With ``timeout``, ``None`` when it expires."""
         if self._items:
             if timeout is not None and not (
-                    (type(timeout) is int or type(timeout) is float) and timeout >= 0):
+                    (type(timeout) is float or (type(timeout) is int and timeout < _BIG))
+                    and timeout >= 0):
                 timeout_seconds(timeout)  # a bad one raises, every time (not only if empty)
             await self._budget.checkpoint()
             if self._items:  # (another task of this process may have taken it meanwhile)

@@ -125,7 +125,9 @@ def _safe_str(exc: BaseException) -> str:
     not fail (it would take the whole node down with the wrong reason)."""
     try:
         return str(exc)
-    except Exception as failed:
+    except BaseException as failed:  # (SystemExit too; not Ctrl-C)
+        if isinstance(failed, KeyboardInterrupt):
+            raise
         try:
             why = f"{type(failed).__name__}: {failed}"
         except Exception:

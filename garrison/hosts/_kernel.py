@@ -28,7 +28,7 @@ from ..actors._mailbox import timeout_seconds
 from ..actors._values import ErrorInfo, Event, Message, Pid
 
 __all__ = ["KILL_WARNING", "Caller", "Host", "NodeContext", "exit_fan_out", "linked_failure",
-           "next_call_ref", "noproc", "plain_call"]
+           "next_call_ref", "noproc", "plain_call", "stepping"]
 
 
 #: seconds after a process was terminated (or stopped by the node's shutdown): if it
@@ -37,9 +37,20 @@ KILL_WARNING = 5.0
 
 _LINKED = "LinkedProcessFailed"
 #: a linked failure that came through more than one link: ``(root cause, hops, origin)``
-_THROUGH = re.compile(r"linked process \S+ failed: (.*) \(through (\d+) links from (\S+)\)",
+_THROUGH = re.compile(r"linked process .+? failed: (.*) \(through (\d+) links from (.+)\)",
                       re.DOTALL)
-_FIRST = re.compile(r"linked process (\S+) failed: (.*)", re.DOTALL)
+_FIRST = re.compile(r"linked process (.+?) failed: (.*)", re.DOTALL)
+
+
+def stepping(task: Any) -> bool:
+    """Whether trio runs a step of ``task`` now: a ``GeneratorExit`` caught in its code
+    then came from that code (a generator's ``throw`` passed on), not from the
+    interpreter closing its coroutine (``coro.close()``, its garbage collection: the
+    task stepped then, if any, is another one)."""
+    try:
+        return task is not None and trio.lowlevel.current_task() is task
+    except RuntimeError:  # no trio run in this thread
+        return False
 
 
 def linked_failure(dead: Pid, error: ErrorInfo) -> ErrorInfo:

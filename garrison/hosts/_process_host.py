@@ -303,15 +303,8 @@ class _Process(Caller):
         pid = self.node.resolve(to)
         if self.node.monitor(pid, self.pid):
             self._add_monitoring(pid)
-        elif not self._exit_waiting(pid):  # (one monitor per pid: one EXIT, not one a call)
+        else:
             self.deliver_event(Event(_EXIT, pid, None, noproc(pid)))
-
-    def _exit_waiting(self, pid: Pid) -> bool:
-        """Whether an ``EXIT`` of ``pid`` waits unread in my events (a dead pid's monitor
-        then adds none: monitors are per pair of processes, as on a live pid)."""
-        box = self._events
-        return box is not None and any(
-            ev.kind is _EXIT and ev.pid == pid for ev in box._items)
 
     def demonitor(self, to: Pid | str) -> None:
         pid = self.node.resolve(to)
