@@ -40,7 +40,10 @@ def parse_duration(value: object, *, what: str = "duration") -> float:
     if isinstance(value, bool):
         raise ValueError(f"invalid {what} {value!r}: expected seconds or a string like '30s'")
     if isinstance(value, int | float):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:  # an int past what a float holds
+            raise ValueError(f"invalid {what} {value!r}: out of range") from None
         if math.isnan(seconds) or seconds < 0:
             raise ValueError(f"invalid {what} {value!r}: must be a non-negative number of seconds")
         return seconds

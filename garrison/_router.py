@@ -22,7 +22,8 @@ from ._errors import NoSuchProcess, ProcessError
 from ._targets import check_target
 from .actors._mailbox import timeout_seconds
 from .actors._values import ErrorInfo, Event, Message, Pid
-from .hosts._kernel import Caller, NodeContext, noproc
+from .hosts import _kernel
+from .hosts._kernel import KILL_WARNING, Caller, NodeContext, noproc
 from .hosts.workflow._ids import check_key_size, check_text
 
 if TYPE_CHECKING:
@@ -35,8 +36,6 @@ log = logging.getLogger("garrison.process")
 
 #: how many finished processes' outcomes ``Node.wait`` can still report
 EXIT_MEMORY = 10_000
-#: seconds after a process was terminated: if it still runs, that is logged (once)
-KILL_WARNING = 5.0
 
 
 class Router:
@@ -405,7 +404,7 @@ class Router:
         cancellation: code that shields itself from it (a shielded cancel scope around
         a long cleanup) runs on, and the wait with it; that is logged after
         :data:`KILL_WARNING` seconds, naming the process, then the wait goes on."""
-        with trio.move_on_after(KILL_WARNING):
+        with trio.move_on_after(_kernel.KILL_WARNING):
             await host.wait_exited(target)
             return
         info = host.process_info(target) if hasattr(host, "process_info") else None
@@ -413,7 +412,7 @@ class Router:
         log.warning("process %s%s has not ended %gs after it was terminated: its code does "
                     "not let it be cancelled (a shielded cancel scope, or a call that "
                     "blocks the event loop); still waiting for it", target, label,
-                    KILL_WARNING, extra={"pid": str(target)})
+                    _kernel.KILL_WARNING, extra={"pid": str(target)})
         await host.wait_exited(target)
 
 

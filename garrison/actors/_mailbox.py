@@ -24,6 +24,9 @@ T = TypeVar("T")
 BUDGET = 64
 
 
+#: an int timeout below this is a float's without question (the fast path's check)
+_BIG = 1 << 1000
+
 class Budget:
     """A per-process count of operations done without a scheduler pass."""
 
@@ -128,8 +131,13 @@ class Inbox(Generic[T]):
     async def receive(self, timeout: Any = None) -> T | None:
         """The next item; waits for one. With ``timeout``, ``None`` when it expires."""
         if self._items:
+            if timeout is not None and not (
+                    (type(timeout) is float or (type(timeout) is int and timeout < _BIG))
+                    and timeout >= 0):
+                timeout_seconds(timeout)  # a bad one raises, every time (not only if empty)
             await self._budget.checkpoint()
-            return self._pop()
+            if self._items:  # (another task of this process may have taken it meanwhile)
+                return self._pop()
         if timeout is None:
             return await self._park()
         with trio.move_on_after(timeout_seconds(timeout)):
@@ -157,7 +165,8 @@ class Inbox(Generic[T]):
         # passed through again each time the process resumes)
         if self._items:
             await self._budget.checkpoint()
-            return self._pop()
+            if self._items:  # (as in receive: the checkpoint may have let another take it)
+                return self._pop()
         return await self._park()
 
     async def _park(self) -> T:

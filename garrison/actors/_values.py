@@ -11,11 +11,6 @@ import attrs
 from ._runtime import current_runtime, runtime_var
 
 
-def _check_host(_inst: object, _attr: object, value: str) -> None:
-    if not value or "/" in value:
-        raise ValueError(f"invalid host name {value!r}: must be non-empty and contain no '/'")
-
-
 @attrs.frozen(order=True, cache_hash=True)
 class Pid:
     """A process identifier: the host it runs on and an id unique on that host.
@@ -27,7 +22,7 @@ class Pid:
     Pid(host='workflows', id='order-17')
     """
 
-    host: str = attrs.field(validator=_check_host)
+    host: str
     id: str
 
     def __str__(self) -> str:
@@ -42,6 +37,43 @@ class Pid:
         if not sep or not host or not ident:
             raise ValueError(f"cannot parse a pid from {text!r}: expected 'host/id'")
         return cls(host, ident)
+
+
+_set = object.__setattr__
+
+
+def _pid_init(self: Pid, host: str, id: str) -> None:
+    # Pid's __init__: attrs' own, with the check of both fields in one test (a pid is
+    # made per spawn and per route): what would not come back from
+    # ``Pid.parse(str(pid))`` as an equal pid is refused
+    if type(host) is not str or type(id) is not str or not host or not id or "/" in host:
+        host, id = _pid_parts(host, id)
+    _set(self, "host", host)
+    _set(self, "id", id)
+    _set(self, "_attrs_cached_hash", None)
+
+
+def _pid_parts(host: object, ident: object) -> tuple[str, str]:
+    """The cold path of a pid's check: say what is wrong, or make a ``str`` subclass (a
+    ``StrEnum`` member) a plain ``str``, as ``Pid.parse`` would give it."""
+    parts = []
+    for field, value in (("host", host), ("id", ident)):
+        if not isinstance(value, str):
+            raise TypeError(f"a pid's {field} must be a str, got {type(value).__name__}: "
+                            f"{value!r}")
+        parts.append(str.__str__(value))
+    host, ident = parts
+    if not host or "/" in host:
+        raise ValueError(f"invalid host name {host!r} in a pid: must be non-empty and "
+                         "contain no '/'")
+    if not ident:
+        raise ValueError(f"invalid pid {host}/: its id must be non-empty")
+    return host, ident
+
+
+# (replaces the __init__ attrs wrote, which sets exactly these three slots)
+assert Pid.__init__.__code__.co_varnames[:3] == ("self", "host", "id")
+Pid.__init__ = _pid_init  # type: ignore[method-assign]
 
 
 class EventKind(enum.StrEnum):
@@ -78,13 +110,29 @@ class ErrorInfo:
             Exceptions from Trio nursery (1 sub-exception): ValueError: bad total
         """
         tb = "".join(_traceback.format_exception(type(exc), exc, exc.__traceback__))
-        message = str(exc)
+        message = _safe_str(exc)
         if isinstance(exc, BaseExceptionGroup):
             leaves = _leaves(exc)
-            message += ": " + "; ".join(f"{type(e).__name__}: {e}" for e in leaves[:5])
+            message += ": " + "; ".join(f"{type(e).__name__}: {_safe_str(e)}" for e in leaves[:5])
             if len(leaves) > 5:
                 message += f"; and {len(leaves) - 5} more"
         return cls(type(exc).__name__, message, tb)
+
+
+def _safe_str(exc: BaseException) -> str:
+    """``str(exc)``; an exception whose ``__str__`` fails (raises, or returns no ``str``)
+    still gets a message, saying so, as ``traceback`` does: capturing a failure must
+    not fail (it would take the whole node down with the wrong reason)."""
+    try:
+        return str(exc)
+    except BaseException as failed:  # (SystemExit too; not Ctrl-C)
+        if isinstance(failed, KeyboardInterrupt):
+            raise
+        try:
+            why = f"{type(failed).__name__}: {failed}"
+        except Exception:
+            why = type(failed).__name__
+        return f"<exception str() failed: {why}>"
 
 
 def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:

@@ -15,6 +15,7 @@ and what happens when a process ends (exit fan-out).
 from __future__ import annotations
 
 import itertools
+import re
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Protocol
 
@@ -26,8 +27,55 @@ from .._errors import ProcessError
 from ..actors._mailbox import timeout_seconds
 from ..actors._values import ErrorInfo, Event, Message, Pid
 
-__all__ = ["Caller", "Host", "NodeContext", "exit_fan_out", "next_call_ref", "noproc",
-           "plain_call"]
+__all__ = ["KILL_WARNING", "Caller", "Host", "NodeContext", "exit_fan_out", "linked_failure",
+           "next_call_ref", "noproc", "plain_call", "stepping"]
+
+
+#: seconds after a process was terminated (or stopped by the node's shutdown): if it
+#: still runs, that is logged (once)
+KILL_WARNING = 5.0
+
+_LINKED = "LinkedProcessFailed"
+#: a linked failure that came through more than one link: ``(root cause, hops, origin)``
+_THROUGH = re.compile(r"linked process .+? failed: (.*) \(through (\d+) links from (.+)\)",
+                      re.DOTALL)
+_FIRST = re.compile(r"linked process (.+?) failed: (.*)", re.DOTALL)
+
+
+def stepping(task: Any) -> bool:
+    """Whether trio runs a step of ``task`` now: a ``GeneratorExit`` caught in its code
+    then came from that code (a generator's ``throw`` passed on), not from the
+    interpreter closing its coroutine (``coro.close()``, its garbage collection: the
+    task stepped then, if any, is another one)."""
+    try:
+        return task is not None and trio.lowlevel.current_task() is task
+    except RuntimeError:  # no trio run in this thread
+        return False
+
+
+def linked_failure(dead: Pid, error: ErrorInfo) -> ErrorInfo:
+    """The reason a process ends with when ``dead``, linked to it, failed with ``error``.
+
+    Along a chain of links the reason keeps the root cause, the process it came from
+    and the number of links it came through, so it stays the same size however long
+    the chain (not each hop's reason inside the next)::
+
+        LinkedProcessFailed: linked process processes/a.1 failed: ValueError: boom
+        LinkedProcessFailed: linked process processes/a.2 failed: ValueError: boom
+            (through 2 links from processes/a.1)
+    """
+    if error.type == _LINKED:
+        m = _THROUGH.fullmatch(error.message)
+        if m is not None:
+            root, hops, origin = m.group(1), int(m.group(2)) + 1, m.group(3)
+        else:
+            m = _FIRST.fullmatch(error.message)
+            if m is None:  # (not one of ours: a user's exception of that name)
+                return ErrorInfo(_LINKED, f"linked process {dead} failed: {error}")
+            root, hops, origin = m.group(2), 2, m.group(1)
+        return ErrorInfo(_LINKED, f"linked process {dead} failed: {root} (through {hops} "
+                                  f"links from {origin})")
+    return ErrorInfo(_LINKED, f"linked process {dead} failed: {error}")
 
 
 def noproc(pid: Pid) -> ErrorInfo:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import logging
 import os
+import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -21,7 +22,8 @@ from ..actors._cancel_switch import CancelSwitch
 from ..actors._mailbox import Budget, Inbox
 from ..actors._runtime import set_runtime
 from ..actors._values import ErrorInfo, Event, EventKind, Message, Pid, ProcessInfo
-from ._kernel import Caller, NodeContext, exit_fan_out, noproc, plain_call
+from . import _kernel
+from ._kernel import Caller, NodeContext, exit_fan_out, linked_failure, noproc, plain_call
 
 log = logging.getLogger("garrison.process")
 
@@ -145,8 +147,11 @@ class _Process(Caller):
                         raise
                     error = ErrorInfo.from_exception(rest)
                     finished = True
-                except GeneratorExit:  # (the interpreter closing the coroutine)
-                    raise
+                except GeneratorExit as exc:
+                    if not _stepping(sys._getframe()):  # the interpreter closing the coroutine
+                        raise
+                    error = ErrorInfo.from_exception(exc)  # raised by its code (a generator's
+                    finished = True  # throw() passed on): this process's failure only
                 except BaseException as exc:  # asyncio's CancelledError, a library's own:
                     error = ErrorInfo.from_exception(exc)  # this process's failure only
                     finished = True
@@ -412,6 +417,18 @@ class _Started:
 _STARTED: Any = _Started()
 
 
+def _stepping(frame: Any) -> bool:
+    """Whether trio is running a step of the task whose coroutine is ``frame`` (a
+    process's ``main``): a ``GeneratorExit`` caught there then came from the process's
+    own code. When the interpreter closes a suspended coroutine (``coro.close()``, its
+    garbage collection), the task being stepped, if any, is another one."""
+    try:
+        task = trio.lowlevel.current_task()
+    except RuntimeError:  # no trio run in this thread
+        return False
+    return getattr(task.coro, "cr_frame", None) is frame
+
+
 def _is_interrupt(exc: BaseException) -> bool:
     return isinstance(exc, KeyboardInterrupt)
 
@@ -630,7 +647,7 @@ class ProcessHost:
             # with it for the same reason (an orderly stop, not logged)
             proc.kill(error)
         else:
-            proc.kill(ErrorInfo("LinkedProcessFailed", f"linked process {dead} failed: {error}"))
+            proc.kill(linked_failure(dead, error))
 
     def cancel_event(self, target: Pid, by: Pid | None) -> bool:
         proc = self.procs.get(target)
@@ -722,7 +739,7 @@ async def stop_processes(hosts: Sequence[ProcessHost]) -> None:
             if child.supervising is not None:
                 await stop_supervised(child, procs)
             child.kill(reason)
-            await child.wait_exited()
+            await wait_stopped([child])
 
     while True:
         procs = {pid: p for host in hosts for pid, p in host.procs.items()}
@@ -755,6 +772,23 @@ async def stop_processes(hosts: Sequence[ProcessHost]) -> None:
                     nursery.start_soon(stop_supervised, proc, procs)
                 else:
                     proc.kill(reason)
-            for proc in now:
-                if proc.pid not in listed:
-                    await proc.wait_exited()
+            await wait_stopped([proc for proc in now if proc.pid not in listed])
+
+
+async def wait_stopped(procs: list[_Process]) -> None:
+    """Wait for ``procs``, just killed by the node's stop, to end. Code that shields
+    itself from cancellation runs on, and the node's stop waits for it: each process
+    still running after :data:`~garrison.hosts._kernel.KILL_WARNING` seconds is logged,
+    once, naming it (as ``terminate`` does), then the wait goes on."""
+    with trio.move_on_after(_kernel.KILL_WARNING):
+        for proc in procs:
+            await proc.wait_exited()
+        return
+    for proc in procs:
+        if proc.alive:
+            log.warning("%s has not ended %gs after the node began to stop it: its code does "
+                        "not let it be cancelled (a shielded cancel scope, or a call that "
+                        "blocks the event loop); the node's stop waits for it", _who(proc),
+                        _kernel.KILL_WARNING, extra={"pid": proc.pid})
+    for proc in procs:
+        await proc.wait_exited()

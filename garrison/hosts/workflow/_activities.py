@@ -13,6 +13,7 @@ import functools
 import inspect
 import json
 import logging
+import sys
 from typing import Any
 
 import outcome
@@ -26,7 +27,7 @@ from ..._targets import import_target
 from ...actors._runtime import runtime_var
 from ...actors._values import ErrorInfo, Message, Pid
 from ...persistence import Transaction
-from .._kernel import plain_call
+from .._kernel import plain_call, stepping
 from ._codec import PLAIN, activity_result_json, return_hint, structure
 from ._core import BUDGET, EngineStop, WorkflowCore
 from ._journal import JournalKind, error_from_plain, error_to_plain
@@ -299,7 +300,9 @@ class Activities(WorkflowCore):
             try:
                 value = await fn(*args, **kwargs)
             except (trio.Cancelled, *_NOT_THE_ACTIVITY_S):
-                raise
+                if not self._raised_by_code(sys.exception()):
+                    raise
+                failed = sys.exception()  # (a GeneratorExit its code raised: a failure)
             except BaseException as exc:  # (asyncio's CancelledError too: a failed attempt)
                 if _stopped(exc):
                     raise
@@ -337,6 +340,12 @@ class Activities(WorkflowCore):
                 return plain
             return structure(plain, hint, what=f"the result of activity {name!r}")
         return await self._activity_done(seq, name, hint, attempt, text, plain, failure)
+
+    def _raised_by_code(self, exc: BaseException | None) -> bool:
+        """Whether ``exc``, caught where cancellation and the engine's own exits pass
+        through, is a ``GeneratorExit`` the activity's code raised (a generator's
+        ``throw`` passed on): its failure, not the interpreter closing the workflow."""
+        return isinstance(exc, GeneratorExit) and stepping(self.task)
 
     def _entry_function(self, entry_id: str, what: str) -> Any:
         """The function of the config entry ``entry_id`` (a ``function.py`` entry: any
@@ -475,7 +484,9 @@ class Activities(WorkflowCore):
                             exc = TimeoutError(f"activity {name!r} attempt {attempt} took "
                                                f"longer than its timeout of {timeout:g}s")
                 except (trio.Cancelled, *_NOT_THE_ACTIVITY_S):
-                    raise
+                    if not self._raised_by_code(sys.exception()):
+                        raise
+                    exc = sys.exception()  # (a GeneratorExit its code raised: a failure)
                 except BaseException as err:  # (asyncio's CancelledError too)
                     if _stopped(err):
                         raise

@@ -49,7 +49,7 @@ from ...persistence import (
     no_match,
     to_json,
 )
-from .._kernel import Caller, NodeContext, exit_fan_out, noproc
+from .._kernel import Caller, NodeContext, exit_fan_out, linked_failure, noproc
 from ._activities import ActivitiesInFlight
 from ._codec import (
     PLAIN,
@@ -1018,8 +1018,7 @@ class WorkflowHost:
         if wf.trap_links:
             self.deliver_event(target, Event(EventKind.LINK_DOWN, dead, None, error))
         else:
-            self.kill(target, ErrorInfo("LinkedProcessFailed",
-                                        f"linked process {dead} failed: {error}"))
+            self.kill(target, linked_failure(dead, error))
 
     def cancel_event(self, target: Pid, by: Pid | None) -> bool:
         """``process.cancel(workflow_pid)``: a durable cancel request."""

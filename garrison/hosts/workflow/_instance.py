@@ -25,6 +25,7 @@ from ...actors._runtime import Runtime, set_runtime
 from ...actors._values import ErrorInfo, Pid
 from ...persistence import RawJson, WorkflowStatus, to_json
 from ...workflow import WorkflowInfo
+from .._kernel import stepping
 from ._activities import Activities
 from ._codec import arity_problem, json_round_trip, restore_args
 from ._core import ContinueAsNew, EngineStop, log
@@ -198,8 +199,12 @@ class WorkflowInstance(Waits, Activities, Interop):
                     if rest is None or rest.subgroup(_not_the_workflow_s) is not None:
                         raise
                     error, final = self._failure(rest)
-                except (GeneratorExit, EngineStop):  # (the interpreter closing the
-                    raise  # coroutine; the replay tool's end)
+                except EngineStop:  # (the replay tool's end)
+                    raise
+                except GeneratorExit as exc:  # the interpreter closing the coroutine goes
+                    if not stepping(self.task):  # on; one raised by the code is its failure
+                        raise
+                    error, final = self._failure(exc)
                 except BaseException as exc:  # asyncio's CancelledError, a library's own:
                     error, final = self._failure(exc)  # this workflow's failure only
             if self.store_error is not None:

@@ -1,0 +1,393 @@
+"""Defects of the plain-process runtime found in review (notes/s19/rev-proc.md):
+each test failed before its fix."""
+
+import logging
+
+import pytest
+import trio
+
+import garrison
+from garrison import EventKind, Pid, process
+from garrison.actors._mailbox import BUDGET
+
+
+class _ApiError(Exception):
+    """A common library pattern: no ``super().__init__(msg)``, a ``__str__`` that fails."""
+
+    def __init__(self, response):
+        self.response = response
+
+    def __str__(self):
+        return f"HTTP {self.response['status']}"  # KeyError: the response has no status
+
+
+class _NotAStr(Exception):
+    def __str__(self):
+        return 42  # type: ignore[return-value]  # str() raises TypeError
+
+
+async def _watch_failure(node, bad):
+    """``bad`` fails beside a bystander; returns what a monitor of ``bad`` saw."""
+
+    async def bystander():
+        await trio.sleep(5)
+        return "bystander finished"
+
+    async def watcher(p):
+        process.monitor(p)
+        return (await process.events().receive()).error
+
+    b = await node.spawn(bystander)
+    p = await node.spawn(bad)
+    w = await node.spawn(watcher, p)
+    error = await node.wait(w)
+    assert await node.wait(b) == "bystander finished"
+    return error
+
+
+# ---------------------------------------------------------------- 1: str() fails
+@pytest.mark.parametrize("exc", [_ApiError({}), _NotAStr()], ids=["raises", "not-a-str"])
+async def test_exception_whose_str_fails_is_that_process_failure(exc, autojump_clock, caplog):
+    caplog.set_level(logging.INFO, logger="garrison")
+
+    async def bad():
+        await trio.sleep(0.1)
+        raise exc
+
+    async with garrison.open_node() as node:
+        error = await _watch_failure(node, bad)
+    assert error.type == type(exc).__name__
+    assert str(error).startswith(f"{type(exc).__name__}: <exception str() failed: ")
+    assert error.traceback  # the traceback is kept
+    logged = [r for r in caplog.records if "exited abnormally" in r.getMessage()]
+    assert len(logged) == 1 and type(exc).__name__ in logged[0].getMessage()
+
+
+async def test_group_with_a_leaf_whose_str_fails(node, autojump_clock):
+    async def bad():
+        async with trio.open_nursery():
+            raise _ApiError({})
+
+    error = await _watch_failure(node, bad)
+    assert "_ApiError: <exception str() failed: KeyError: 'status'>" in error.message
+
+
+# ---------------------------------------------------------------- 2: GeneratorExit
+def _gen():
+    yield 1
+
+
+async def test_generator_exit_raised_by_code_is_that_process_failure(autojump_clock, caplog):
+    caplog.set_level(logging.INFO, logger="garrison")
+
+    async def bad():
+        await trio.sleep(0.1)
+        g = _gen()
+        next(g)
+        g.throw(GeneratorExit)  # the generator does not catch it: it comes out here
+
+    async with garrison.open_node() as node:
+        error = await _watch_failure(node, bad)
+    assert error.type == "GeneratorExit"
+    assert any("exited abnormally: GeneratorExit" in r.getMessage() for r in caplog.records)
+
+
+# ---------------------------------------------------------------- 3: shared inbox
+@pytest.mark.parametrize("how", ["receive", "anext"])
+async def test_two_tasks_of_one_process_share_its_inbox(node, autojump_clock, how):
+    n = BUDGET * 3 + 1  # past the budget, where receive yields to the scheduler
+
+    async def proc():
+        inbox = process.inbox()
+        await trio.sleep(1)  # let the messages pile up
+        got = []
+
+        async def worker():
+            if how == "receive":
+                while (m := await inbox.receive(timeout=0.5)) is not None:
+                    got.append(m.payload)
+            else:
+                with trio.move_on_after(0.5):
+                    async for m in inbox:
+                        got.append(m.payload)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(worker)
+            nursery.start_soon(worker)
+        return got
+
+    pid = await node.spawn(proc)
+    for i in range(n):
+        await node.send(pid, "m", i)
+    assert sorted(await node.wait(pid)) == list(range(n))
+
+
+# ---------------------------------------------------------------- 6: receive timeout
+@pytest.mark.parametrize("bad", ["not a duration", -5, float("nan"), True, "5"])
+async def test_receive_validates_timeout_also_when_a_message_waits(node, autojump_clock, bad):
+    async def proc():
+        await trio.sleep(1)
+        box = process.inbox()
+        with pytest.raises(ValueError, match="timeout"):
+            await box.receive(timeout=bad)
+        return (await box.receive(timeout="1s")).payload  # the message was not taken
+
+    pid = await node.spawn(proc)
+    await node.send(pid, "m", "kept")
+    assert await node.wait(pid) == "kept"
+
+
+# ---------------------------------------------------------------- 7: Pid values
+@pytest.mark.parametrize("host, ident, error, match", [
+    ("h", "", ValueError, "id"),
+    ("", "x", ValueError, "host"),
+    ("a/b", "x", ValueError, "host"),
+    ("h", 5, TypeError, "id.*int"),
+    (5, "x", TypeError, "host.*int"),
+    (None, "x", TypeError, "host.*NoneType"),
+])
+def test_pid_refuses_what_would_not_round_trip(host, ident, error, match):
+    with pytest.raises(error, match=match):
+        Pid(host, ident)
+
+
+def test_pid_of_str_subclasses_is_plain():
+    import enum
+
+    class Host(enum.StrEnum):
+        P = "processes"
+
+    pid = Pid(Host.P, "x.1")
+    assert type(pid.host) is str and Pid.parse(str(pid)) == pid
+    assert sorted([pid, Pid("a", "b")]) == [Pid("a", "b"), pid]
+
+
+# ---------------------------------------------------------------- 8: link chains
+async def test_linked_failure_reason_does_not_nest_along_a_chain(node, autojump_clock):
+    depth = 50
+
+    async def link_chain(k):
+        if k == 0:
+            await trio.sleep(1)
+            raise ValueError("leaf")
+        await process.spawn_linked(link_chain, k - 1)
+        await trio.sleep_forever()
+
+    async def top():
+        process.set_options(trap_links=True)
+        await process.spawn_linked(link_chain, depth)
+        ev = await process.events().receive()
+        assert ev.kind is EventKind.LINK_DOWN
+        return ev.error
+
+    error = await node.wait(await node.spawn(top))
+    assert error.type == "LinkedProcessFailed"
+    assert error.message.count("ValueError: leaf") == 1
+    assert error.message.count("linked process") == 1
+    assert f"(through {depth} links from " in error.message
+    assert len(error.message) < 200
+
+
+# ---------------------------------------------------------------- 5: shielded stop
+async def test_node_stop_names_a_process_that_shields_itself(autojump_clock):
+    seen = []
+
+    class Record(logging.Handler):
+        def emit(self, record):
+            seen.append((trio.current_time(), record.levelno, record.getMessage()))
+
+    handler = Record()
+    logger = logging.getLogger("garrison.process")
+    logger.addHandler(handler)
+
+    async def stubborn():
+        with trio.CancelScope(shield=True):
+            await trio.sleep(3600)
+
+    async def quick():
+        await trio.sleep_forever()
+
+    try:
+        async with garrison.open_node() as node:
+            pid = await node.spawn(stubborn)
+            await node.spawn(quick)
+            await trio.sleep(1)
+            t0 = trio.current_time()
+    finally:
+        logger.removeHandler(handler)
+    assert trio.current_time() - t0 == 3599  # the stop waits for it (it cannot be ended)
+    warned = [(t - t0, m) for t, level, m in seen if "has not ended" in m]
+    assert len(warned) == 1  # once, naming it, at KILL_WARNING
+    assert warned[0][0] == 5.0 and str(pid) in warned[0][1] and "stubborn" in warned[0][1]
+    assert not any("quick" in m for _, _, m in seen)
+
+
+# ---------------------------------------------------------------- 4: monitors per pair
+async def _exits(timeout=10):
+    """Every EXIT that reaches the caller within ``timeout``: (pid, error type)."""
+    got = []
+    while (ev := await process.events().receive(timeout=timeout)) is not None:
+        got.append((ev.pid, ev.error.type if ev.error else None))
+    return got
+
+
+async def test_each_monitor_of_a_dead_pid_gives_its_exit(node, autojump_clock):
+    async def gone():
+        return None
+
+    async def watcher(dead):
+        process.monitor(dead)
+        process.monitor(dead)
+        return await _exits(timeout=1)
+
+    dead = await node.spawn(gone)
+    await node.wait(dead)
+    got = await node.wait(await node.spawn(watcher, dead))
+    assert got == [(dead, "noproc"), (dead, "noproc")]
+
+
+async def test_monitoring_a_live_pid_twice_gives_one_exit(node, autojump_clock):
+    async def worker():
+        await trio.sleep(5)
+        raise ValueError("worker crashed")
+
+    async def owner():
+        w = await process.spawn_monitored(worker)
+        process.monitor(w)
+        return w, await _exits()
+
+    w, got = await node.wait(await node.spawn(owner))
+    assert got == [(w, "ValueError")]
+
+
+async def test_another_process_demonitor_leaves_my_monitor(node, autojump_clock):
+    async def worker():
+        await trio.sleep(5)
+        raise ValueError("worker crashed")
+
+    async def helper(pid):
+        process.monitor(pid)
+        await trio.sleep(0.1)
+        process.demonitor(pid)
+
+    async def owner():
+        w = await process.spawn_monitored(worker)
+        await node.wait(await process.spawn(helper, w))
+        return w, await _exits()
+
+    w, got = await node.wait(await node.spawn(owner))
+    assert got == [(w, "ValueError")]
+
+
+async def test_demonitor_ends_the_callers_one_monitor_of_a_pid(node, autojump_clock):
+    """Per pair, not counted (API: ``monitor(pid)`` / ``demonitor(pid)``, no references):
+    a monitor made twice, once by spawn_monitored, ends with one demonitor."""
+
+    async def worker():
+        await trio.sleep(5)
+        raise ValueError("worker crashed")
+
+    async def owner():
+        w = await process.spawn_monitored(worker)
+        process.monitor(w)
+        process.demonitor(w)
+        return await _exits()
+
+    assert await node.wait(await node.spawn(owner)) == []
+
+
+# -- the review of these fixes ---------------------------------------------------------
+def _throws_back():
+    yield 1
+
+
+def _generator_exit_from_code():
+    g = _throws_back()
+    next(g)
+    g.throw(GeneratorExit)  # re-raised by the generator: into the caller's code
+
+
+@garrison.activity(retry=garrison.RetryPolicy(max_attempts=1))
+async def _activity_raising_generator_exit() -> None:
+    _generator_exit_from_code()
+
+
+async def _workflow_raising_generator_exit() -> None:
+    await garrison.workflow.sleep(1)
+    _generator_exit_from_code()
+
+
+async def _workflow_whose_activity_raises_generator_exit() -> str:
+    try:
+        await _activity_raising_generator_exit()
+    except garrison.ActivityError as exc:
+        return f"activity failed: {exc.error.type}"
+    return "no failure"
+
+
+async def test_generator_exit_from_a_workflows_or_activitys_code_is_its_failure(
+        node, autojump_clock):
+    """A GeneratorExit a workflow's (or its activity's) code raised went through as the
+    interpreter closing the coroutine: the whole node stopped, and every node that
+    opened the store replayed the workflow into the same stop."""
+    await node.start_workflow(_workflow_raising_generator_exit, id="g1")
+    with pytest.raises(garrison.WorkflowFailed, match="GeneratorExit"):
+        await node.workflow("g1").result()
+    await node.start_workflow(_workflow_whose_activity_raises_generator_exit, id="g2")
+    assert await node.workflow("g2").result() == "activity failed: GeneratorExit"
+
+
+class _StrExits(Exception):
+    def __str__(self):
+        raise SystemExit(3)
+
+
+async def test_an_exception_whose_str_raises_system_exit_is_its_process_failure(
+        node, autojump_clock):
+    async def bad():
+        await trio.sleep(1)
+        raise _StrExits()
+
+    seen = await _watch_failure(node, bad)
+    assert "str() failed: SystemExit" in str(seen)
+
+
+async def _fails_after(seconds: float) -> None:
+    await garrison.workflow.sleep(seconds)
+    raise ValueError("root")
+
+
+async def test_a_linked_failure_through_a_workflow_id_with_a_space_keeps_its_root(
+        node, autojump_clock):
+    async def chain(k, w):
+        if k == 0:
+            process.link(w)
+        else:
+            await process.spawn_linked(chain, k - 1, w)
+        await trio.sleep_forever()
+
+    async def top(w):
+        process.set_options(trap_links=True)
+        await process.spawn_linked(chain, 4, w)
+        return str((await process.events().receive()).error)
+
+    w = await node.start_workflow(_fails_after, 1, id="order 17")
+    got = await node.wait(await node.spawn(top, w))
+    assert "ValueError: root" in got and "through 5 links from workflows/order 17)" in got, got
+
+
+async def test_a_timeout_too_big_for_a_float_is_a_value_error_every_time(
+        node, autojump_clock):
+    async def receiver():
+        await process.send(process.pid(), "t", 1)
+        outcomes = []
+        for _ in range(2):  # a message waiting, then none
+            try:
+                await process.inbox().receive(timeout=10 ** 400)
+                outcomes.append("taken")
+            except ValueError as exc:
+                outcomes.append(str(exc))
+        return outcomes
+
+    got = await node.wait(await node.spawn(receiver))
+    assert all("out of range" in o for o in got), got
