@@ -45,6 +45,7 @@ __all__ = [
     "committed",
     "received",
     "replayed",
+    "safe_str",
     "set_timing",
     "set_tracer",
     "traced_call",
@@ -289,3 +290,19 @@ async def traced_call(caller: Any, callee: Any, pid: Any, topic: str, seconds: f
     with tracer.span("call", caller, f"call {topic}",
                      {"garrison.call.to": str(pid), "garrison.call.topic": topic}):
         return await caller.exchange(callee, pid, topic, seconds, deliver, traced=True)
+
+
+def safe_str(exc: BaseException) -> str:
+    """``str(exc)``; an exception whose ``__str__`` fails (raises, or returns no ``str``)
+    still gets a message, saying so, as ``traceback`` does: capturing a failure must
+    not fail (it would take the whole node down with the wrong reason)."""
+    try:
+        return str(exc)
+    except BaseException as failed:  # (SystemExit too; not Ctrl-C)
+        if isinstance(failed, KeyboardInterrupt):
+            raise
+        try:
+            why = f"{type(failed).__name__}: {failed}"
+        except Exception:
+            why = type(failed).__name__
+        return f"<exception str() failed: {why}>"

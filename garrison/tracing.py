@@ -170,8 +170,13 @@ class _OtelTracer(_observe.Tracer):
         try:
             yield span
         except Exception as exc:
-            span.record_exception(exc)
-            span.set_status(self._Status(self._ERROR, f"{type(exc).__name__}: {exc}"))
+            text = _observe.safe_str(exc)  # (an exception whose str() fails is still recorded)
+            try:
+                span.record_exception(exc)
+            except Exception:
+                span.add_event("exception", {"exception.type": type(exc).__name__,
+                                             "exception.message": text})
+            span.set_status(self._Status(self._ERROR, f"{type(exc).__name__}: {text}"))
             raise
         except BaseException:
             span.set_status(self._Status(self._ERROR, "cancelled"))

@@ -805,3 +805,32 @@ def test_garrison_run_without_prometheus_says_what_to_install(tmp_path: Path) ->
                                            "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"})
     assert done.returncode == 2
     assert "--metrics needs the metrics extra: pip install 'garrison[metrics]'" in done.stderr
+
+
+class _Unprintable(Exception):
+    def __str__(self) -> str:
+        raise KeyError("status")
+
+
+@garrison.activity(retry=garrison.RetryPolicy(max_attempts=1))
+async def _raises_unprintable() -> None:
+    raise _Unprintable()
+
+
+async def _calls_unprintable() -> str:
+    try:
+        await _raises_unprintable()
+    except garrison.ActivityError as exc:
+        return exc.error.type
+    return "no failure"
+
+
+async def test_an_activity_span_records_an_exception_whose_str_fails(
+        spans: InMemorySpanExporter, autojump_clock: Any) -> None:
+    """With tracing on, an activity's span formatting an exception whose str() fails
+    raised that KeyError instead: the activity failed with KeyError, not its own."""
+    async with garrison.open_node() as node:
+        await node.start_workflow(_calls_unprintable, id="u")
+        assert await node.workflow("u").result() == "_Unprintable"
+    statuses = [s.status.description or "" for s in spans.get_finished_spans()]
+    assert any("str() failed: KeyError" in d for d in statuses), statuses

@@ -8,6 +8,7 @@ from typing import Any
 
 import attrs
 
+from .._observe import safe_str
 from ._runtime import current_runtime, runtime_var
 
 
@@ -110,29 +111,13 @@ class ErrorInfo:
             Exceptions from Trio nursery (1 sub-exception): ValueError: bad total
         """
         tb = "".join(_traceback.format_exception(type(exc), exc, exc.__traceback__))
-        message = _safe_str(exc)
+        message = safe_str(exc)
         if isinstance(exc, BaseExceptionGroup):
             leaves = _leaves(exc)
-            message += ": " + "; ".join(f"{type(e).__name__}: {_safe_str(e)}" for e in leaves[:5])
+            message += ": " + "; ".join(f"{type(e).__name__}: {safe_str(e)}" for e in leaves[:5])
             if len(leaves) > 5:
                 message += f"; and {len(leaves) - 5} more"
         return cls(type(exc).__name__, message, tb)
-
-
-def _safe_str(exc: BaseException) -> str:
-    """``str(exc)``; an exception whose ``__str__`` fails (raises, or returns no ``str``)
-    still gets a message, saying so, as ``traceback`` does: capturing a failure must
-    not fail (it would take the whole node down with the wrong reason)."""
-    try:
-        return str(exc)
-    except BaseException as failed:  # (SystemExit too; not Ctrl-C)
-        if isinstance(failed, KeyboardInterrupt):
-            raise
-        try:
-            why = f"{type(failed).__name__}: {failed}"
-        except Exception:
-            why = type(failed).__name__
-        return f"<exception str() failed: {why}>"
 
 
 def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:

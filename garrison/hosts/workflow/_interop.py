@@ -351,17 +351,11 @@ class Interop(WorkflowCore):
         h = self.node.hosts.get(pid.host)
         if h is not None and h.durable:
             h.add_durable_monitor(pid, self)
-        elif not self.node.monitor(pid, self.pid) and not self._exit_waiting(pid):
+        elif not self.node.monitor(pid, self.pid):
             # a dead pid: its EXIT at once, under an id of this monitor's own (the EXIT
-            # this workflow may have had of it already holds the one per pid); none
-            # while one of it waits unread, as a live pid's monitors give one EXIT
+            # this workflow may have had of it already holds the one per pid)
             self.host.deliver_event(self.pid, Event(EventKind.EXIT, pid, None, noproc(pid)),
                                     msg_id=f"{pid}#EXIT@{self._message_id(self.cursor.seq - 1)}")
-
-    def _exit_waiting(self, pid: Pid) -> bool:
-        """Whether an ``EXIT`` of ``pid`` waits unread in this workflow's inbox."""
-        return any(item.event and item.value.kind is EventKind.EXIT and item.value.pid == pid
-                   for item in self.pending)
 
     def demonitor(self, to: Pid | str) -> None:
         live, pid = self._take_target(JournalKind.DEMONITOR, to)
