@@ -849,3 +849,31 @@ def test_monitors_delivered_to_are_read_back_exactly_after_a_lost_answer(
         assert row_w is not None and row_v is not None
         assert results == [None, row_w.id, [("v", row_v.id)]]
         assert store.statistics().transactions == 6  # (written once)
+
+
+def test_a_node_lock_held_alone_is_store_locked_not_a_wait_without_end(
+        pg: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A node of a garrison from before clusters holds the schema's node lock by itself
+    while it runs: a node of this version opening the store waited for it, silently,
+    until that node stopped. It is StoreLocked after a while; a lock held only for a
+    moment (a tool telling whether a node runs) is waited for."""
+    from garrison import StoreLocked
+    from garrison.persistence import _postgres as pg_module
+    from garrison.persistence._pg_schema import node_lock_key
+
+    PostgresStore(pg).close()  # (the schema, made by a node)
+    schema = PostgresStore(pg, lock=False)
+    key = node_lock_key(schema.schema)
+    schema.close()
+    monkeypatch.setattr(pg_module, "NODE_LOCK_WAIT", 0.5)
+    with psycopg.connect(pg.partition("?")[0], autocommit=True) as old:
+        old.execute("SELECT pg_advisory_lock(%s)", (key,))
+        with pytest.raises(StoreLocked, match="from before clusters"):
+            PostgresStore(pg)
+        timer = threading.Timer(0.2, lambda: old.execute("SELECT pg_advisory_unlock(%s)",
+                                                         (key,)))
+        timer.start()
+        try:
+            PostgresStore(pg).close()  # held for a moment: waited for
+        finally:
+            timer.join()

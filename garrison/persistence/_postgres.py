@@ -118,6 +118,10 @@ from ._transaction import Transaction, unix_seconds
 
 __all__ = ["PostgresStore"]
 
+#: how long a node waits for the schema's node lock held by another session alone
+#: (a tool holds it for a moment) before it gives up (``_share_node_lock``)
+NODE_LOCK_WAIT = 10.0
+
 #: ``synchronous`` -> the writer's ``synchronous_commit``
 _SYNCHRONOUS = {"normal": "off", "full": "on"}
 #: libpq settings a store uses unless the URL sets them: fail fast when the server
@@ -367,8 +371,7 @@ class PostgresStore(PgWritePath, StoreShortcuts):
             if self._owner:
                 # every node of the schema holds this lock shared while it runs: a tool
                 # tells from it whether to ask a node or act itself (node_running)
-                conn.execute("SELECT pg_advisory_lock_shared(%s)",
-                             (_pg_schema.node_lock_key(self.schema),))
+                self._share_node_lock(conn)
                 if self.fence_epoch is not None:  # a cluster node's incarnation
                     self._hold_epoch(conn, self.fence_epoch, take_over=not first)
                 self.locked = True
@@ -389,6 +392,26 @@ class PostgresStore(PgWritePath, StoreShortcuts):
             raise
         self._prepared = set()
         return conn
+
+    def _share_node_lock(self, conn: psycopg.Connection[Any]) -> None:
+        """Hold the schema's node lock shared. A tool takes it alone for a moment (to
+        tell whether a node runs); held alone for longer it is a node of a garrison from
+        before clusters, which runs the schema by itself: :class:`StoreLocked`, not a
+        wait without end."""
+        key = _pg_schema.node_lock_key(self.schema)
+        deadline = _time.monotonic() + NODE_LOCK_WAIT
+        while True:
+            got = conn.execute("SELECT pg_try_advisory_lock_shared(%s)", (key,)).fetchone()
+            if got and got[0]:
+                return
+            if _time.monotonic() >= deadline:
+                raise StoreLocked(self.path or "", held=(
+                    f"another session holds schema {self.schema!r}'s node lock by itself "
+                    f"for over {NODE_LOCK_WAIT:g}s: a node of a garrison from before "
+                    "clusters, which runs the schema alone"),
+                    hint="stop that node first (then upgrade it: nodes of this version "
+                    "run side by side)")
+            _time.sleep(0.05)
 
     def _open_schema(self, conn: psycopg.Connection[Any]) -> None:
         """Check the schema (a node also creates and migrates it); every refusal of the
