@@ -108,6 +108,10 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
                     help="only these statuses (repeat or comma-separate; default: every "
                          "unfinished workflow)")
     rp.add_argument("--all", action="store_true", help="every workflow, finished ones too")
+    rp.add_argument("--migrate", action="store_true",
+                    help="first migrate a store of an older garrison to this one's schema "
+                         "(as a node would, running nothing): on a copy, as the older "
+                         "garrison cannot open it after that")
     rp.add_argument("--module", action="append", default=[], metavar="PATH",
                     help="where the workflow code is: a folder to import from, or a module "
                          "(dotted name or file.py) to import first (repeat; the current "
@@ -131,7 +135,8 @@ def cmd_workflows(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> None:
     from .persistence._file import store_error
 
-    store = tools.open_store(args.store, readonly=args.wf_command in _READ_ONLY)
+    store = tools.open_store(args.store, readonly=args.wf_command in _READ_ONLY,
+                             migrate=getattr(args, "migrate", False))
     try:
         _COMMANDS[args.wf_command](store, args)
     except NoSuchWorkflow as exc:  # removed between our read and our write

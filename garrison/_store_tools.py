@@ -19,7 +19,13 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from ._errors import DedupKeyTaken, GarrisonError, PromiseAlreadyCompleted, schedule_hint
+from ._errors import (
+    DedupKeyTaken,
+    GarrisonError,
+    PromiseAlreadyCompleted,
+    StoreVersionError,
+    schedule_hint,
+)
 
 __all__ = [
     "FINAL",
@@ -68,11 +74,12 @@ class ToolError(Exception):
         self.code = code
 
 
-def open_store(path: str, *, readonly: bool = False) -> Any:
+def open_store(path: str, *, readonly: bool = False, migrate: bool = False) -> Any:
     """The store at ``path`` (a SQLite file or a ``postgresql://`` URL), opened as a
     tool (``lock=False``; ``readonly``: a SQLite file opened read-only): no path (``''``,
     ``:memory:``, ``file:...``), a missing file, a damaged one, an unreachable server or
-    one of another schema version is a :class:`ToolError` (code 2)."""
+    one of another schema version is a :class:`ToolError` (code 2). ``migrate``: a store
+    of an older garrison is migrated first, as a node would (nothing of it runs)."""
     from .persistence import SQLiteStore
     from .persistence import open_store as open_any
     from .persistence._file import keyword_dsn
@@ -86,6 +93,8 @@ def open_store(path: str, *, readonly: bool = False) -> Any:
                         "postgresql://user@host:port/db URL (an in-memory store is the "
                         "node's own: a tool cannot open one)", 2)
     try:
+        if migrate:  # (opened as a node opens it, which migrates it; closed at once)
+            open_any(path).close()
         if readonly and not path.startswith(("postgresql://", "postgres://")):
             return SQLiteStore(path, lock=False, readonly=True)
         return open_any(path, lock=False)
@@ -94,7 +103,12 @@ def open_store(path: str, *, readonly: bool = False) -> Any:
                         "time it opens it: `garrison run CONFIG --store PATH`, or "
                         "garrison.open_node(store=PATH); the tools only open a store that "
                         "exists)", 2) from None
-    except GarrisonError as exc:  # StoreError, StoreVersionError: names the store
+    except StoreVersionError as exc:
+        older = exc.found < exc.expected and readonly
+        raise ToolError(str(exc) + ("; or, on a copy of it, `garrison workflows --store "
+                                    "COPY replay --migrate` (the older garrison cannot open "
+                                    "it after that)" if older else ""), 2) from None
+    except GarrisonError as exc:  # StoreError, StoreLocked: names the store
         raise ToolError(str(exc), 2) from None
     except ImportError as exc:  # a postgresql:// store without psycopg installed
         raise ToolError(str(exc), 2) from None

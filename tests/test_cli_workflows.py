@@ -585,3 +585,33 @@ def test_start_takes_an_entry_id_of_a_config(capsys: pytest.CaptureFixture[str],
     code, _out, err = cli_here(capsys, "--store", sqlite_path, "start", "app:nope", "[1]",
                               "--config", str(config))
     assert code == 2 and "no entry id of the config either" in err
+
+
+def test_replay_of_a_store_of_an_older_garrison_says_how_and_migrates_a_copy(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """README's pre-deploy check (replay a copy of the production store against the
+    code about to run) refused any store of an older garrison: "open it once with a
+    node to migrate it", which runs its workflows. ``replay --migrate`` migrates it
+    first (running nothing), and the refusal says so."""
+    import shutil
+
+    from garrison.persistence import RawJson, SQLiteStore, Transaction, _schema
+
+    db = str(tmp_path / "old.db")
+    monkeypatch.setattr(_schema, "MIGRATIONS", _schema.MIGRATIONS[:6])
+    monkeypatch.setattr(_schema, "SCHEMA_VERSION", 6)
+    with SQLiteStore(db) as old:
+        old.write(Transaction()
+                  .create_workflow("c", "workflow_app:child", [1], status="running")
+                  .append_journal("c", 1, "activity", "workflow_app:add_one",
+                                  RawJson('{"ok": 2}'))
+                  .update_workflow("c", status="completed", result=2))
+    monkeypatch.undo()
+    copy = str(tmp_path / "copy.db")
+    shutil.copy(db, copy)
+    refused = cli("--store", db, "replay", "--all")
+    assert refused.returncode == 2
+    assert "schema version 6" in refused.stderr and "replay --migrate" in refused.stderr
+    done = cli("--store", copy, "replay", "--all", "--migrate", "--module", str(ROOT / "tests"))
+    assert done.returncode == 0, done.stderr
+    assert "1 workflow(s) replayed: 1 ok" in done.stdout
