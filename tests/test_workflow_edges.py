@@ -542,3 +542,25 @@ async def test_a_workflow_monitoring_a_dead_process_again_gets_its_exit(
     await node.start_workflow(monitors_a_dead_pid_again, id="m2")
     got = await node.workflow("m2").result()
     assert got[0] == "EXIT" and got[1] is not None and "noproc" in got[1]
+
+
+async def tags(tag: str) -> str:
+    return tag
+
+
+async def spawns_an_id_its_next_child_would_derive() -> list[str]:
+    me = workflow.info().workflow_id
+    first = await garrison.process.spawn(tags, "explicit", host="workflows", id=f"{me}.2")
+    second = await garrison.process.spawn(tags, "derived")  # seq 2: <id>.2 is taken
+    return [str(first), str(second)]
+
+
+async def test_a_derived_child_id_taken_by_an_explicit_child_falls_back(
+        node: garrison.Node) -> None:
+    """A child's id is <parent>.<seq>, or <parent>.<run>.<seq> when that is taken; one
+    taken by the parent's own child started with that id explicitly was treated as
+    free (the parent's own), and the parent failed: 'the id is taken'."""
+    await node.start_workflow(spawns_an_id_its_next_child_would_derive, id="ad")
+    first, second = await node.workflow("ad").result()
+    assert first == "workflows/ad.2" and second != first
+    assert second.startswith("workflows/ad.") and second.endswith(".2")

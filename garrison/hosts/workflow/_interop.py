@@ -107,13 +107,23 @@ class Interop(WorkflowCore):
         plain = f"{self.wid}.{seq}"
         if not self.continued:
             record = host.store.get_workflow(plain)
-            if record is None or record.parent == self.pid:
+            if record is None or (record.parent == self.pid
+                                  and not self._spawned_before(host, plain, seq)):
                 return plain
         child_id = f"{self.wid}.{self.run_id[:12] or 'run'}.{seq}"
         if host.store.get_workflow(child_id) is not None:
             raise ValueError(f"workflow {self.wid!r} cannot start its child workflow "
                              f"{child_id!r}: a workflow with that id exists already")
         return child_id
+
+    def _spawned_before(self, host: Any, child_id: str, seq: int) -> bool:
+        """Whether this workflow's journal records ``child_id`` as its child at another
+        seq than ``seq`` (a child spawned with that id given explicitly: the id is
+        taken). Read only when a workflow of that id exists with this one as parent."""
+        pid = str(Pid(host.name, child_id))
+        return any(entry.seq != seq and isinstance(entry.outcome, dict)
+                   and entry.outcome.get("pid") == pid
+                   for entry in self.store.journal(self.wid))
 
     def _message_id(self, seq: int) -> str:
         """The id of the message (or call request) sent at ``seq``: ``<id>#<seq>``; in a
