@@ -194,3 +194,15 @@ def test_events_and_messages_round_trip() -> None:
     assert from_json(to_json(event, what="an event"), Event) == event
     message = Message("order.paid", {"id": 1}, Pid("processes", "3"), "m-1")
     assert from_json(to_json(message, what="a message"), Message) == message
+
+
+def test_an_int_too_long_for_text_is_a_payload_error() -> None:
+    """An int of more than 4,300 digits (Python's limit for its text) failed with a
+    bare ValueError from the JSON fast path, not the PayloadError naming the value."""
+    import pytest
+
+    from garrison import PayloadError
+    from garrison.persistence import to_json
+
+    with pytest.raises(PayloadError, match="the result of wf"):
+        to_json(10 ** 5000, what="the result of wf")

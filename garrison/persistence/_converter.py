@@ -197,7 +197,10 @@ def to_json(value: Any, *, what: str) -> str:
     """
     leaf = LEAF_TEXT.get(type(value))
     if leaf is not None:
-        return leaf(value)
+        try:
+            return leaf(value)
+        except ValueError as exc:  # an int of more digits than Python converts to text
+            raise PayloadError(f"cannot store {what}: {exc}") from None
     if type(value) in _LEAVES:
         try:
             return json.dumps(value)

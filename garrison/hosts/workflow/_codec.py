@@ -193,7 +193,10 @@ def activity_result_json(value: Any, name: str) -> tuple[str, Any]:
     steps return, encodes without one)."""
     leaf = LEAF_TEXT.get(type(value))  # (to_json's first test, without its call)
     if leaf is not None:
-        return leaf(value), value
+        try:
+            return leaf(value), value
+        except ValueError:  # (an int too long for text: to_json says so)
+            pass
     return json_round_trip(value, f"the result of activity {name!r}")
 
 
