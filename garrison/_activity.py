@@ -80,8 +80,8 @@ class RetryPolicy:
         """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
         try:
             grown = self.initial_delay * self.backoff ** (attempt - 1)
-        except OverflowError:  # (a long policy's growth passes what a float holds)
-            return float(self.max_delay)
+        except OverflowError:  # (a long policy's growth passes what a float holds;
+            return float(self.max_delay) if self.initial_delay else 0.0  # none grows none)
         return float(min(self.max_delay, grown))
 
     def retryable(self, exc: BaseException) -> bool:

@@ -80,8 +80,7 @@ def open_store(path: str, *, readonly: bool = False, migrate: bool = False) -> A
     ``:memory:``, ``file:...``), a missing file, a damaged one, an unreachable server or
     one of another schema version is a :class:`ToolError` (code 2). ``migrate``: a store
     of an older garrison is migrated first, as a node would (nothing of it runs)."""
-    from .persistence import SQLiteStore
-    from .persistence import open_store as open_any
+    from .persistence import migrate_store
     from .persistence._file import keyword_dsn
 
     dsn = keyword_dsn(path)
@@ -93,11 +92,13 @@ def open_store(path: str, *, readonly: bool = False, migrate: bool = False) -> A
                         "postgresql://user@host:port/db URL (an in-memory store is the "
                         "node's own: a tool cannot open one)", 2)
     try:
-        if migrate:  # (opened as a node opens it, which migrates it; closed at once)
-            open_any(path).close()
-        if readonly and not path.startswith(("postgresql://", "postgres://")):
-            return SQLiteStore(path, lock=False, readonly=True)
-        return open_any(path, lock=False)
+        try:
+            return _open_tool(path, readonly)
+        except StoreVersionError as exc:
+            if not (migrate and exc.found < exc.expected):
+                raise
+        migrate_store(path)  # (a store a node runs: StoreLocked)
+        return _open_tool(path, readonly)
     except FileNotFoundError:
         raise ToolError(f"no workflow store at {path!r} (a node creates it the first "
                         "time it opens it: `garrison run CONFIG --store PATH`, or "
@@ -112,6 +113,15 @@ def open_store(path: str, *, readonly: bool = False, migrate: bool = False) -> A
         raise ToolError(str(exc), 2) from None
     except ImportError as exc:  # a postgresql:// store without psycopg installed
         raise ToolError(str(exc), 2) from None
+
+
+def _open_tool(path: str, readonly: bool) -> Any:
+    from .persistence import SQLiteStore
+    from .persistence import open_store as open_any
+
+    if readonly and not path.startswith(("postgresql://", "postgres://")):
+        return SQLiteStore(path, lock=False, readonly=True)
+    return open_any(path, lock=False)
 
 
 # ------------------------------------------------------------------ reads

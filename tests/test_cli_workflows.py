@@ -615,3 +615,12 @@ def test_replay_of_a_store_of_an_older_garrison_says_how_and_migrates_a_copy(
     done = cli("--store", copy, "replay", "--all", "--migrate", "--module", str(ROOT / "tests"))
     assert done.returncode == 0, done.stderr
     assert "1 workflow(s) replayed: 1 ok" in done.stdout
+
+
+def test_replay_migrate_of_a_missing_store_creates_nothing(tmp_path: Path) -> None:
+    """--migrate opened the store as a node before the tools' check that it exists: a
+    mistyped path made an empty store and "0 workflow(s) replayed", exit 0."""
+    typo = tmp_path / "typo.db"
+    run = cli("--store", str(typo), "replay", "--all", "--migrate")
+    assert run.returncode == 2 and "no workflow store" in run.stderr
+    assert list(tmp_path.iterdir()) == []

@@ -355,3 +355,28 @@ def test_json_text_keeps_nul_escapes_but_search_cannot(postgres_url: str) -> Non
         assert json.loads(memo) == {"s": "a\x00b"}
         with pytest.raises(psycopg.errors.UntranslatableCharacter):
             conn.execute("UPDATE garrison.workflows SET search = %s", (nul,))
+
+
+def test_migrating_a_copy_refuses_a_schema_a_node_runs(
+        postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``garrison workflows replay --migrate`` opened the store as a node would: on
+    PostgreSQL, where every node holds the schema's node lock shared, that migrated a
+    schema in use under its running nodes. ``migrate_store`` takes the lock alone."""
+    from garrison import StoreLocked
+    from garrison.persistence import migrate_store
+
+    monkeypatch.setattr(_pg_schema, "MIGRATIONS", _pg_schema.MIGRATIONS[:7])
+    monkeypatch.setattr(_pg_schema, "SCHEMA_VERSION", 7)
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        _pg_schema.migrate(conn)
+    running = PostgresStore(postgres_url)  # a node of the older garrison, at version 7
+    monkeypatch.undo()
+    try:
+        with pytest.raises(StoreLocked, match="a node runs schema"):
+            migrate_store(postgres_url)
+    finally:
+        running.close()
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        assert versions(conn) == list(range(1, 8))
+        migrate_store(postgres_url)  # no node: migrated
+        assert versions(conn) == list(range(1, _pg_schema.SCHEMA_VERSION + 1))

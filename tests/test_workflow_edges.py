@@ -517,6 +517,7 @@ async def test_a_long_retry_policy_waits_its_max_delay_and_gives_up_cleanly(
     into "retry for a day") it overflowed, and the workflow failed with OverflowError
     instead of seeing the activity's ActivityError."""
     assert garrison.RetryPolicy(max_attempts=2000).delay(1025) == 60.0
+    assert garrison.RetryPolicy(max_attempts=2000, initial_delay=0).delay(1025) == 0.0
     await node.start_workflow(retries_long, id="long")
     assert (await node.workflow("long").result()).startswith("gave up:")
 

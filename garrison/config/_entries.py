@@ -171,8 +171,8 @@ class RestartPolicy:
         exponent = max(attempt, 1) - 1
         try:
             delay = self.initial_delay * self.backoff_factor**exponent
-        except OverflowError:
-            return self.max_delay
+        except OverflowError:  # (no delay grows from none)
+            return self.max_delay if self.initial_delay else 0.0
         return min(delay, self.max_delay)
 
     def delay(self, attempt: int, rng: random.Random | None = None) -> float:

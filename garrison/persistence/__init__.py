@@ -84,6 +84,7 @@ __all__ = [
     "WorkflowStatus",
     "from_json",
     "is_postgres_url",
+    "migrate_store",
     "no_match",
     "open_store",
     "parse_status",
@@ -142,3 +143,18 @@ def open_store(spec: Any, *, lock: bool = True, synchronous: str | None = None) 
             f"got {type(spec).__name__}"
         )
     return SQLiteStore(spec, **kw)
+
+
+def migrate_store(spec: str) -> None:
+    """Migrate the store ``spec`` names (a SQLite file that exists, or a
+    ``postgresql://`` URL) to this garrison's schema, as a node opening it would, and
+    run nothing: for a copy of a store of an older garrison (which cannot open it
+    after that). A store a node runs is refused (``StoreLocked``)."""
+    if is_postgres_url(spec):
+        from ._postgres import migrate_unused
+
+        migrate_unused(spec)
+        return
+    if not os.path.exists(spec):
+        raise FileNotFoundError(spec)
+    SQLiteStore(spec).close()

@@ -200,6 +200,31 @@ _SCHEDULE_LATE = 600.0
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
+def migrate_unused(url: str) -> None:
+    """Migrate the schema ``url`` names to this garrison's version, as a node opening it
+    would (nothing runs), holding the schema's node lock alone meanwhile: refused with
+    :class:`~garrison.StoreLocked` while a node runs it (every node holds it shared)."""
+    params, schema, display = _parse(url, None)
+    try:
+        conn = psycopg.connect(make_conninfo(**{**_CONN_DEFAULTS, **params}), autocommit=True)
+    except psycopg.Error as exc:
+        raise StoreError(display, f"cannot connect: {_reason(exc)}") from None
+    try:
+        key = _pg_schema.node_lock_key(schema)
+        got = conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
+        if not got or not got[0]:
+            raise StoreLocked(display, held=f"a node runs schema {schema!r} (it holds the "
+                              "schema's node lock)", hint="migrate a copy, not a store in use")
+        try:
+            _pg_schema.migrate(conn, schema, allow_migrate=True, where=display)
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+    except psycopg.Error as exc:
+        raise StoreError(display, f"cannot migrate schema {schema!r}: {_reason(exc)}") from None
+    finally:
+        conn.close()
+
+
 def _lone_surrogate(text: str) -> bool:
     """True if the JSON ``text`` holds a lone surrogate (a ``\\udXXX`` escape that is no
     half of a pair)."""
@@ -406,9 +431,9 @@ class PostgresStore(PgWritePath, StoreShortcuts):
                 return
             if _time.monotonic() >= deadline:
                 raise StoreLocked(self.path or "", held=(
-                    f"another session holds schema {self.schema!r}'s node lock by itself "
-                    f"for over {NODE_LOCK_WAIT:g}s: a node of a garrison from before "
-                    "clusters, which runs the schema alone"),
+                    f"another session holds (or waits to hold) schema {self.schema!r}'s "
+                    f"node lock by itself for over {NODE_LOCK_WAIT:g}s: a node of a "
+                    "garrison from before clusters, which runs the schema alone"),
                     hint="stop that node first (then upgrade it: nodes of this version "
                     "run side by side)")
             _time.sleep(0.05)

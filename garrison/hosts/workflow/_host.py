@@ -645,6 +645,8 @@ class WorkflowHost:
         wf.result_json = result_json
         wf.error = error
         self.active.pop(wf.wid, None)
+        if self.supervised_elsewhere:
+            self.supervised_elsewhere.pop(wf.wid, None)
         if self.ownership is not None:
             self.ownership.ended(self.queue.room() is not None)
         self.finished[wf.wid] = (status, result_json, error, wf.name)
