@@ -148,7 +148,10 @@ def main_function_module(fn: Any, qualname: str) -> str:
     except ValueError:  # a cycle of __wrapped__
         namespace = None
     if isinstance(namespace, dict) and namespace.get("__name__") == "__main__" \
-            and namespace is not getattr(main, "__dict__", None):
+            and namespace is not getattr(main, "__dict__", None) and hasattr(sys, "ps1"):
+        # (an interactive console sets sys.ps1; a runner that executes a script in a
+        # namespace of its own, as cProfile does, is no console: its functions are
+        # refused as before, as no process could find them again)
         name = f"__main__:{qualname}"
         if name in _interactive or len(_interactive) < _CACHE_SIZE:
             _interactive[name] = fn
