@@ -246,13 +246,14 @@ async def test_each_monitor_of_a_dead_pid_gives_its_exit(node, autojump_clock):
     assert got == [(dead, "noproc"), (dead, "noproc")]
 
 
-async def test_monitoring_a_live_pid_twice_gives_one_exit(node, autojump_clock):
-    async def worker():
-        await trio.sleep(5)
-        raise ValueError("worker crashed")
+async def _crashes_at_5():
+    await trio.sleep(5)
+    raise ValueError("worker crashed")
 
+
+async def test_monitoring_a_live_pid_twice_gives_one_exit(node, autojump_clock):
     async def owner():
-        w = await process.spawn_monitored(worker)
+        w = await process.spawn_monitored(_crashes_at_5)
         process.monitor(w)
         return w, await _exits()
 
@@ -261,17 +262,13 @@ async def test_monitoring_a_live_pid_twice_gives_one_exit(node, autojump_clock):
 
 
 async def test_another_process_demonitor_leaves_my_monitor(node, autojump_clock):
-    async def worker():
-        await trio.sleep(5)
-        raise ValueError("worker crashed")
-
     async def helper(pid):
         process.monitor(pid)
         await trio.sleep(0.1)
         process.demonitor(pid)
 
     async def owner():
-        w = await process.spawn_monitored(worker)
+        w = await process.spawn_monitored(_crashes_at_5)
         await node.wait(await process.spawn(helper, w))
         return w, await _exits()
 
@@ -283,12 +280,8 @@ async def test_demonitor_ends_the_callers_one_monitor_of_a_pid(node, autojump_cl
     """Per pair, not counted (API: ``monitor(pid)`` / ``demonitor(pid)``, no references):
     a monitor made twice, once by spawn_monitored, ends with one demonitor."""
 
-    async def worker():
-        await trio.sleep(5)
-        raise ValueError("worker crashed")
-
     async def owner():
-        w = await process.spawn_monitored(worker)
+        w = await process.spawn_monitored(_crashes_at_5)
         process.monitor(w)
         process.demonitor(w)
         return await _exits()
