@@ -24,8 +24,9 @@ T = TypeVar("T")
 BUDGET = 64
 
 
-#: an int timeout below this is a float's without question (the fast path's check)
+#: an int timeout below this converts to a float (the fast path's check of a timeout)
 _BIG = 1 << 1000
+
 
 class Budget:
     """A per-process count of operations done without a scheduler pass."""
