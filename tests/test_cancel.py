@@ -2,6 +2,7 @@ import pytest
 import trio
 import trio.testing
 
+import garrison
 from garrison import EventKind, ProcessError, process
 
 
@@ -246,3 +247,65 @@ def test_active_workflows_keep_their_index_by_parent() -> None:
         active.setdefault("y", a)
     with pytest.raises(TypeError):
         active.update(y=a)
+
+
+# -- cancelled workflows: compensation on retry, cancel inside a nursery's body --------
+_SERVICE_UP: list[bool] = [False]
+_REFUNDS: list[str] = []
+
+
+@garrison.activity(retry=garrison.RetryPolicy(max_attempts=1))
+async def _refund(what: str) -> str:
+    if not _SERVICE_UP[0]:
+        raise ConnectionError("refund service down")
+    _REFUNDS.append(what)
+    return what
+
+
+async def _charges_then_waits() -> str:
+    try:
+        await garrison.workflow.sleep("1h")
+    except garrison.WorkflowCancelled:
+        await _refund("charge")  # the compensation
+        raise
+    return "shipped"
+
+
+async def test_a_retry_of_a_cancelled_workflow_whose_compensation_failed_runs_it(
+        node: garrison.Node) -> None:
+    """A cancelled workflow's compensation failed (the workflow failed); once the service
+    was back, its retry ended it 'cancelled' at once, from the queue, as one that never
+    ran: the refund never ran again, and the status said cancelled."""
+    _SERVICE_UP[0] = False
+    _REFUNDS.clear()
+    await node.start_workflow(_charges_then_waits, id="o")
+    handle = node.workflow("o")
+    await trio.sleep(60)
+    await handle.cancel()
+    with pytest.raises(garrison.WorkflowFailed, match="refund service down"):
+        await handle.result()
+    _SERVICE_UP[0] = True
+    await handle.retry()
+    with pytest.raises(garrison.WorkflowCancelled):
+        await handle.result()
+    assert _REFUNDS == ["charge"]
+    assert [r.kind for r in handle.history()] == ["cancel", "activity"]
+
+
+async def _sleeps_in_a_nursery() -> str:
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(trio.sleep, 10)
+        await garrison.workflow.sleep("1h")
+    return "done"
+
+
+async def test_a_workflow_cancelled_inside_a_nursery_ends_cancelled(
+        node: garrison.Node) -> None:
+    """The cancel reached the workflow inside a nursery's body: the group holding its
+    WorkflowCancelled ended it 'failed' (logged as a failure), not 'cancelled'."""
+    await node.start_workflow(_sleeps_in_a_nursery, id="n")
+    await trio.sleep(60)
+    await node.workflow("n").cancel()
+    with pytest.raises(garrison.WorkflowCancelled):
+        await node.workflow("n").result()
+    assert node.workflow("n").status() == "cancelled"

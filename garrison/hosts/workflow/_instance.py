@@ -193,12 +193,20 @@ class WorkflowInstance(Waits, Activities, Interop):
                 except (trio.Cancelled, KeyboardInterrupt):
                     raise
                 except (Exception, SystemExit) as exc:  # sys.exit(): this workflow's failure
-                    error, final = self._failure(exc)
+                    if self._cancelled_group(exc):
+                        final = WorkflowStatus.CANCELLED
+                        error = ErrorInfo.from_exception(self._cancelled_error())
+                    else:
+                        error, final = self._failure(exc)
                 except BaseExceptionGroup as group:
                     _, rest = group.split(trio.Cancelled)
                     if rest is None or rest.subgroup(_not_the_workflow_s) is not None:
                         raise
-                    error, final = self._failure(rest)
+                    if self._cancelled_group(rest):
+                        final = WorkflowStatus.CANCELLED
+                        error = ErrorInfo.from_exception(self._cancelled_error())
+                    else:
+                        error, final = self._failure(rest)
                 except EngineStop:  # (the replay tool's end)
                     raise
                 except GeneratorExit as exc:  # the interpreter closing the coroutine goes
@@ -235,6 +243,15 @@ class WorkflowInstance(Waits, Activities, Interop):
         finally:
             if exit_here:
                 self.mark_exited()
+
+    def _cancelled_group(self, exc: BaseException) -> bool:
+        """Whether ``exc`` is a group of nothing but the cancel this workflow was given
+        (and trio's cancellations): cancelled in a nursery's body, it ends cancelled as
+        out of the function itself."""
+        if not self.cancel_delivered or not isinstance(exc, BaseExceptionGroup):
+            return False
+        _, rest = exc.split((WorkflowCancelled, trio.Cancelled))
+        return rest is None and exc.subgroup(WorkflowCancelled) is not None
 
     def _failure(self, exc: BaseException) -> tuple[ErrorInfo, WorkflowStatus]:
         """How the code raising ``exc`` ends the workflow: ``failed``; or ``blocked``

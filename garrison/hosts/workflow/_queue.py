@@ -329,8 +329,10 @@ class WorkflowQueue:
 
     # ------------------------------------------------------------ ending without running
     def cancelled(self, wf: WorkflowInstance) -> None:
-        """A cancel request for ``wf``: if it waits, it ends ``cancelled`` at once."""
-        if self.holds(wf):
+        """A cancel request for ``wf``: if it waits and never ran, it ends ``cancelled``
+        at once. One that ran before (a retry waiting for its turn) runs, and its code
+        gets the cancel as it replays: its compensation runs as it would have."""
+        if self.holds(wf) and not wf.cursor.entries:
             self._end_soon(wf, WorkflowStatus.CANCELLED,
                            ErrorInfo.from_exception(WorkflowCancelled(
                                f"workflow {wf.wid!r} was cancelled")))
