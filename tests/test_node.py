@@ -224,7 +224,10 @@ def test_ctrl_c_stops_children_first(tmp_path):
         except KeyboardInterrupt:
             note("interrupted")
     """))
-    proc = subprocess.Popen([sys.executable, str(script)], cwd=os.getcwd())
+    # (SIGINT at its default: a suite run from a background shell ignores SIGINT, and a
+    # child would inherit that, never seeing the Ctrl-C)
+    proc = subprocess.Popen([sys.executable, str(script)], cwd=os.getcwd(),
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         for _ in range(1200):  # (a loaded machine: up to a minute to start)
             if out.exists() and "ready" in out.read_text():
