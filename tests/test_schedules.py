@@ -1290,3 +1290,29 @@ async def test_trigger_and_resume_stamp_the_schedule_with_the_hosts_clock(
     async with garrison.open_node(store=db) as node:
         await trio.sleep(1)
     assert ids() == []
+
+
+def test_in_the_second_pass_of_a_repeated_hour_the_next_tick_is_ahead() -> None:
+    """cronsim reads local times without their fold: from 02:10 CET (the hour Berlin
+    repeats in October, second pass) the next '30 2' tick came out as 02:30 CEST, 40
+    minutes in the past, so a schedule made or resumed then ran a tick at once; and the
+    latest tick of a window there was a day early, so a catch-up logged it missed."""
+    spec = ScheduleSpec.parse(cron="30 2 * * *", timezone="Europe/Berlin")
+    t = dt.datetime(2026, 10, 25, 1, 10, tzinfo=dt.UTC).timestamp()  # 02:10 CET
+    assert spec.next_after(t) == dt.datetime(2026, 10, 26, 1, 30, tzinfo=dt.UTC).timestamp()
+    first_pass = dt.datetime(2026, 10, 25, 0, 30, tzinfo=dt.UTC).timestamp()  # 02:30 CEST
+    assert spec.latest_in(t - 3600, t) == first_pass
+    spec = ScheduleSpec.parse(cron="30 1 * * *", timezone="America/New_York")
+    t = dt.datetime(2026, 11, 1, 6, 0, tzinfo=dt.UTC).timestamp()  # 01:00 EST, 2nd pass
+    assert spec.next_after(t) > t
+
+
+def test_the_latest_tick_in_a_zone_with_a_45_minute_offset_is_found() -> None:
+    """cronsim's reverse iteration never ended for '*/30 2 * * *' in Pacific/Chatham
+    around its April change: a node catching up such a schedule froze for good."""
+    spec = ScheduleSpec.parse(cron="*/30 2 * * *", timezone="Pacific/Chatham")
+    base = dt.datetime(2026, 4, 5, tzinfo=dt.UTC).timestamp()
+    for lo in range(int(base - 2 * 86400), int(base + 2 * 86400), 900):
+        latest = spec.latest_in(float(lo), float(lo + 86400))
+        assert latest is None or lo <= latest <= lo + 86400
+        assert spec.next_after(float(lo)) > lo

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import functools
+import itertools
 import json
 import math
 import zoneinfo
@@ -60,8 +61,10 @@ DEFAULT_CATCHUP_WINDOW = 3600.0
 MAX_EVERY = 100 * 365 * 86400.0
 
 _UTC = _dt.UTC
-#: the most a DST change moves local time (Debian's cron handles changes below 3 hours)
-_DST_SPAN = 3 * 3600.0
+#: the ticks a search passes over that its start's fold put on the wrong side of it
+_FOLD_SKIPS = 64
+#: the longest span a search for the latest tick before a moment looks back over
+_LONGEST_SEARCH = 200 * 365 * 86400.0
 
 
 @functools.lru_cache(maxsize=16384)
@@ -69,10 +72,13 @@ def _cron_next(cron: str, timezone: str, t: int) -> float | None:
     """The first tick of ``cron`` (read in ``timezone``) strictly after ``t``; cached:
     schedules sharing an expression and a tick (``0 * * * *``) compute it once."""
     start = _dt.datetime.fromtimestamp(t, zoneinfo.ZoneInfo(timezone))
-    try:
-        return float(next(CronSim(cron, start)).timestamp())
-    except StopIteration:
-        return None
+    # (cronsim reads local times without their fold: from the second pass of an hour
+    # the clock repeats, it yields that hour's ticks of the first pass, already past)
+    for moment in itertools.islice(CronSim(cron, start), _FOLD_SKIPS):
+        tick = float(moment.timestamp())
+        if tick > t:
+            return tick
+    return None
 
 
 @functools.lru_cache(maxsize=4096)
@@ -303,29 +309,32 @@ class ScheduleSpec:
             top = minute - 1  # its ticks all come after hi: the minute before
 
     def _latest_minute_in(self, cron: str, lo: float, hi: float) -> float | None:
-        """The latest tick of the five-field ``cron`` in ``[lo, hi]``, or ``None``."""
+        """The latest tick of the five-field ``cron`` in ``[lo, hi]``, or ``None``.
+
+        Forward iteration only, over spans ending at ``hi`` that grow fourfold until
+        one holds a tick or reaches ``lo``: it gives each tick as next_after does, also
+        across a DST change (cronsim's reverse iteration never ends in some zones, such
+        as Pacific/Chatham's, and it reads a repeated hour's second pass as its first).
+        A start in a repeated hour is read an hour early: a superset, as ticks before
+        ``lo`` are passed over."""
         if hi < lo:
             return None
-        # Reverse iteration finds the neighbourhood at once (it yields ticks strictly
-        # before its start); forward iteration from a little before it gives the tick
-        # itself, as next_after does, also when a DST change makes the two disagree.
-        start = _dt.datetime.fromtimestamp(math.floor(hi) + 1, self._zone)
-        try:
-            near = float(next(CronSim(cron, start, reverse=True)).timestamp())
-        except StopIteration:
-            return None
-        if near < lo - _DST_SPAN:
-            return None
-        latest = None
-        forward = CronSim(cron, _dt.datetime.fromtimestamp(
-            math.floor(max(lo, near - _DST_SPAN)) - 1, self._zone))
-        for moment in forward:
-            tick = float(moment.timestamp())
-            if tick > hi:
-                break
-            if tick >= lo:
-                latest = tick
-        return latest
+        span = 3600.0
+        while span <= _LONGEST_SEARCH:
+            start = max(lo, hi - span)
+            latest: float | None = None
+            forward = CronSim(cron, _dt.datetime.fromtimestamp(math.floor(start) - 1,
+                                                              self._zone))
+            for moment in forward:
+                tick = float(moment.timestamp())
+                if tick > hi:
+                    break
+                if tick >= lo and (latest is None or tick > latest):
+                    latest = tick
+            if latest is not None or start <= lo:
+                return latest
+            span *= 4
+        return None
 
     def due(self, next_tick: float, now: float, window: float) -> tuple[float | None,
                                                                        float | None]:
