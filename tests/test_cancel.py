@@ -309,3 +309,45 @@ async def test_a_workflow_cancelled_inside_a_nursery_ends_cancelled(
     with pytest.raises(garrison.WorkflowCancelled):
         await node.workflow("n").result()
     assert node.workflow("n").status() == "cancelled"
+
+
+_CONTINUED_STEPS: list[str] = []
+
+
+@garrison.activity
+async def _step(tag: str) -> str:
+    _CONTINUED_STEPS.append(tag)
+    return tag
+
+
+async def _continues_when_cancelled(n: int) -> str:
+    if n == 0:
+        try:
+            await garrison.workflow.sleep("1h")
+        except garrison.WorkflowCancelled:
+            garrison.workflow.continue_as_new(1)
+    await _step(f"run {n}")
+    await garrison.workflow.sleep("2h")
+    await _step(f"after {n}")
+    return f"finished {n}"
+
+
+@pytest.mark.parametrize("restart", [False, True])
+async def test_a_run_continued_from_a_cancel_handler_is_not_cancelled(
+        autojump_clock: object, tmp_path: object, restart: bool) -> None:
+    """A workflow met its cancel and continued as new: without a restart the new run
+    ran to its end and was then called 'cancelled' (its result dropped); with one, the
+    cancel was delivered again in the new run. The new run is not cancelled by it."""
+    db = str(tmp_path / "s.db")  # type: ignore[operator]
+    _CONTINUED_STEPS.clear()
+    async with garrison.open_node(store=db) as node:
+        await node.start_workflow(_continues_when_cancelled, 0, id="c")
+        await trio.sleep(60)
+        await node.workflow("c").cancel()
+        await trio.sleep(60)  # the new run has begun its 2h sleep
+        if not restart:
+            assert await node.workflow("c").result() == "finished 1"
+    if restart:
+        async with garrison.open_node(store=db) as node:
+            assert await node.workflow("c").result() == "finished 1"
+    assert _CONTINUED_STEPS == ["run 1", "after 1"]

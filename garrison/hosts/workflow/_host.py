@@ -1065,10 +1065,10 @@ class WorkflowHost:
         if not self.request_cancel(wid):
             return False
         if not self.client:
-            await self._committed_soon()
+            await self.committed_soon()
         return True
 
-    async def _committed_soon(self) -> None:
+    async def committed_soon(self) -> None:
         """Wait until what ``write_soon`` holds now is committed."""
         done = trio.Event()
         self.write_soon(Transaction(), lambda _results: done.set())

@@ -288,6 +288,10 @@ class WorkflowInstance(Waits, Activities, Interop):
         tx = self.take_buffer()
         now = self.host.clock.now()
         tx.reset_run(self.wid, RawJson(text), run_id=run_id, time=now)
+        handled = self.cancel_delivered  # (the run ending met the cancel and went on)
+        if handled:  # the new run is not cancelled by it: with or without a restart
+            await self.host.committed_soon()  # (the request's own write goes first)
+            tx.update_workflow(self.wid, cancel_requested=False)
         # seq 0 of the new run: the state it starts with (what get_state replays from)
         tx.append_journal(self.wid, 0, JournalKind.CONTINUED, "",
                           RawJson(_dumps({"state": self.state})), time=now)
@@ -295,6 +299,8 @@ class WorkflowInstance(Waits, Activities, Interop):
         self.input_plain = _loads(text)
         self.run_id = run_id
         self.continued = True
+        if handled:
+            self.cancel_requested = self.cancel_delivered = False
         self.cursor = Cursor(self.wid, [])
         self._journal_sizes = None
         self.timers.clear()
