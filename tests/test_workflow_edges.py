@@ -565,3 +565,38 @@ async def test_a_derived_child_id_taken_by_an_explicit_child_falls_back(
     first, second = await node.workflow("ad").result()
     assert first == "workflows/ad.2" and second != first
     assert second.startswith("workflows/ad.") and second.endswith(".2")
+
+
+PROFILED = '''\
+import trio, garrison
+
+async def wf(x):
+    return x + 1
+
+async def main():
+    async with garrison.open_node() as node:
+        try:
+            await node.start_workflow(wf, 1, id="a")
+            print("STARTED")
+        except TypeError as exc:
+            print("REFUSED", exc)
+
+trio.run(main)
+'''
+
+
+def test_a_workflow_of_a_script_run_by_cprofile_is_refused_as_before(tmp_path: Any) -> None:
+    """Only an interactive console's functions are kept by name in the process: a script
+    run by ``python -m cProfile`` executes in a namespace of its own, and its workflow,
+    which no later process could find, is refused at the start (not accepted as
+    __main__:wf and blocked at the next start)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    (tmp_path / "prof_app.py").write_text(PROFILED)
+    run = subprocess.run([sys.executable, "-m", "cProfile", "prof_app.py"], cwd=tmp_path,
+                         capture_output=True, text=True, env={"PYTHONPATH": str(root)},
+                         timeout=60)
+    assert "REFUSED cannot run" in run.stdout and "not importable" in run.stdout, run.stdout

@@ -311,30 +311,33 @@ class ScheduleSpec:
     def _latest_minute_in(self, cron: str, lo: float, hi: float) -> float | None:
         """The latest tick of the five-field ``cron`` in ``[lo, hi]``, or ``None``.
 
-        Forward iteration only, over spans ending at ``hi`` that grow fourfold until
-        one holds a tick or reaches ``lo``: it gives each tick as next_after does, also
-        across a DST change (cronsim's reverse iteration never ends in some zones, such
-        as Pacific/Chatham's, and it reads a repeated hour's second pass as its first).
-        A start in a repeated hour is read an hour early: a superset, as ticks before
-        ``lo`` are passed over."""
+        Forward searches only (``_cron_next``, as :meth:`next_after`): cronsim's reverse
+        iteration never ends in some zones (Pacific/Chatham's) and reads a repeated
+        hour's second pass as its first. Spans ending at ``hi`` grow fourfold until one
+        holds a tick; then the latest is bisected on "is there a tick at or after x
+        before hi" (a few dozen searches, never a walk over every tick of the span)."""
         if hi < lo:
             return None
+        top = math.floor(hi)
         span = 3600.0
-        while span <= _LONGEST_SEARCH:
-            start = max(lo, hi - span)
-            latest: float | None = None
-            forward = CronSim(cron, _dt.datetime.fromtimestamp(math.floor(start) - 1,
-                                                              self._zone))
-            for moment in forward:
-                tick = float(moment.timestamp())
-                if tick > hi:
-                    break
-                if tick >= lo and (latest is None or tick > latest):
-                    latest = tick
-            if latest is not None or start <= lo:
-                return latest
+        while True:
+            start = math.ceil(max(lo, hi - span))
+            tick = _cron_next(cron, self.timezone, start - 1)
+            if tick is not None and tick <= hi:
+                break
+            if start <= lo or span > _LONGEST_SEARCH:
+                return None
             span *= 4
-        return None
+        # a tick at or after ``found`` (and at most hi); none at or after ``past``
+        found, past = math.floor(tick), top + 1
+        while past - found > 1:
+            middle = (found + past) // 2
+            later = _cron_next(cron, self.timezone, middle - 1)
+            if later is not None and later <= hi:
+                found, tick = math.floor(later), later
+            else:
+                past = middle
+        return tick
 
     def due(self, next_tick: float, now: float, window: float) -> tuple[float | None,
                                                                        float | None]:
