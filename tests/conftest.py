@@ -32,8 +32,10 @@ for extra in (ROOT, ROOT / "tests"):
 
 @pytest.fixture
 async def node(autojump_clock: object, node_store: str | None) -> AsyncIterator[garrison.Node]:
-    """A node on virtual time, stopped after the test: on an in-memory store, and in
-    tests/test_workflow*.py also on a fresh PostgreSQL store (``node_store``)."""
+    """A node, stopped after the test: on an in-memory store, and in
+    tests/test_workflow*.py also on a fresh PostgreSQL store (``node_store``). On
+    virtual time only when the test itself asks for ``autojump_clock`` too: pytest-trio
+    takes the clock from the test's own arguments, not from its fixtures'."""
     async with garrison.open_node(store=node_store) as n:
         yield n
 

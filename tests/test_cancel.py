@@ -272,7 +272,7 @@ async def _charges_then_waits() -> str:
 
 
 async def test_a_retry_of_a_cancelled_workflow_whose_compensation_failed_runs_it(
-        node: garrison.Node) -> None:
+        node: garrison.Node, autojump_clock: object) -> None:
     """A cancelled workflow's compensation failed (the workflow failed); once the service
     was back, its retry ended it 'cancelled' at once, from the queue, as one that never
     ran: the refund never ran again, and the status said cancelled."""
@@ -300,7 +300,7 @@ async def _sleeps_in_a_nursery() -> str:
 
 
 async def test_a_workflow_cancelled_inside_a_nursery_ends_cancelled(
-        node: garrison.Node) -> None:
+        node: garrison.Node, autojump_clock: object) -> None:
     """The cancel reached the workflow inside a nursery's body: the group holding its
     WorkflowCancelled ended it 'failed' (logged as a failure), not 'cancelled'."""
     await node.start_workflow(_sleeps_in_a_nursery, id="n")

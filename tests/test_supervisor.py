@@ -1007,7 +1007,7 @@ async def _runs(name: str) -> None:
 
 
 async def test_a_nested_supervisor_that_cannot_start_fails_its_parents_start(
-        node: garrison.Node) -> None:
+        node: garrison.Node, autojump_clock: object) -> None:
     """A nested supervisor whose child could not start counted as started: the children
     after it started anyway, and the outer supervisor then went through its restarts to
     a give-up. As OTP's init, its failure is its parent's start failure."""
@@ -1024,7 +1024,7 @@ async def test_a_nested_supervisor_that_cannot_start_fails_its_parents_start(
 
 
 async def test_start_child_of_a_nested_supervisor_that_cannot_start_raises(
-        node: garrison.Node) -> None:
+        node: garrison.Node, autojump_clock: object) -> None:
     """``start_child`` of such a supervisor returned a pid; its spec was kept and
     restarted until the outer supervisor gave up, stopping its healthy children."""
     _STARTED.clear()
@@ -1066,7 +1066,7 @@ async def _forever(**_: Any) -> None:
 
 
 async def test_a_nested_supervisor_restarted_after_its_failed_start_finds_itself_stopped(
-        node: garrison.Node) -> None:
+        node: garrison.Node, autojump_clock: object) -> None:
     """A nested supervisor told its parent of a failed start before stopping its started
     children; the parent restarted it at once, while the old run still stopped them:
     "this Supervisor already runs", again at each restart, until the parent gave up."""

@@ -79,7 +79,7 @@ async def continues_in_a_nursery(n: int) -> int:
 
 
 async def test_continue_as_new_in_a_nursery_does_not_escape_the_engine(
-        node: garrison.Node) -> None:
+        node: garrison.Node, autojump_clock: object) -> None:
     """``continue_as_new`` called inside a nursery (trio wraps it in a group): the
     workflow goes on as a new run (the group escaped the engine and stopped the node)."""
     await node.start_workflow(continues_in_a_nursery, 0, id="cn")
@@ -483,7 +483,7 @@ async def calls_each_run(to: str, run: int) -> list[Any]:
 
 
 async def test_a_send_of_a_continued_run_is_not_the_first_runs_message(
-        node: garrison.Node) -> None:
+        node: garrison.Node, autojump_clock: object) -> None:
     """A continued run's seqs start from 1 again, and a message's id was ``<id>#<seq>``:
     its send at the seq of one of an earlier run was a duplicate to the inbox, dropped
     (the receiver timed out; a call's request likewise got no reply). A continued run's
@@ -511,7 +511,7 @@ async def retries_long() -> str:
 
 
 async def test_a_long_retry_policy_waits_its_max_delay_and_gives_up_cleanly(
-        node: garrison.Node) -> None:
+        node: garrison.Node, autojump_clock: object) -> None:
     """The delay before attempt n+1 was computed as initial * backoff ** (n - 1) before
     the cap: past ~300 attempts at backoff 10 (1025 at the default 2.0, about 17 hours
     into "retry for a day") it overflowed, and the workflow failed with OverflowError
@@ -536,7 +536,7 @@ async def monitors_a_dead_pid_again() -> list[Any]:
 
 
 async def test_a_workflow_monitoring_a_dead_process_again_gets_its_exit(
-        node: garrison.Node) -> None:
+        node: garrison.Node, autojump_clock: object) -> None:
     """The EXIT of a dead pid's monitor had the inbox id of the EXIT the workflow got
     when the process ended (one per process and workflow), so a second monitor of it
     never got one (a plain process got its noproc)."""
@@ -557,7 +557,7 @@ async def spawns_an_id_its_next_child_would_derive() -> list[str]:
 
 
 async def test_a_derived_child_id_taken_by_an_explicit_child_falls_back(
-        node: garrison.Node) -> None:
+        node: garrison.Node, autojump_clock: object) -> None:
     """A child's id is <parent>.<seq>, or <parent>.<run>.<seq> when that is taken; one
     taken by the parent's own child started with that id explicitly was treated as
     free (the parent's own), and the parent failed: 'the id is taken'."""
