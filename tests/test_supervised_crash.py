@@ -129,8 +129,9 @@ def test_a_supervised_workflow_child_left_by_a_crash_is_cancelled(
     assert "cancelled, as its supervisor processes/" in stderr, stderr
     records = sorted(_records(db), key=lambda r: r.created or 0)
     assert [str(r.status) for r in records[:2]] == ["cancelled", "cancelled"]
-    # the third run's child: its cancel recorded at the normal stop (as before)
-    assert records[2].cancel_requested
+    # the third run's child: cancelled at the normal stop (its cancel recorded, or, if
+    # it met the cancel before the node stopped, already ended so)
+    assert records[2].cancel_requested or str(records[2].status) == "cancelled"
     assert all(r.memo.get("garrison.supervisor", "").startswith("processes/")
                for r in records)
 
