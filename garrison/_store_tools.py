@@ -116,10 +116,10 @@ def open_store(path: str, *, readonly: bool = False, migrate: bool = False) -> A
 
 
 def _open_tool(path: str, readonly: bool) -> Any:
-    from .persistence import SQLiteStore
+    from .persistence import SQLiteStore, is_postgres_url
     from .persistence import open_store as open_any
 
-    if readonly and not path.startswith(("postgresql://", "postgres://")):
+    if readonly and not is_postgres_url(path):
         return SQLiteStore(path, lock=False, readonly=True)
     return open_any(path, lock=False)
 

@@ -250,7 +250,7 @@ class NodeContext(Protocol):
         """Start a process (or workflow, on a workflow host, named ``id`` if given),
         linked to / monitored by the given pids atomically. ``supervised``: ``parent``
         is the supervisor of this child (a workflow records it, see
-        ``_recovery.orphaned``)."""
+        ``_recovery.supervisor_of``)."""
         ...
 
     async def send_message(self, sender: Pid | None, to: Pid | str, topic: str,

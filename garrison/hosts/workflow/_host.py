@@ -509,7 +509,7 @@ class WorkflowHost:
         """``process.spawn(..., host="workflows", id=...)`` from a process: a workflow,
         started idempotently by id (the monitor and link apply to an existing one too).
         ``supervisor``: the child of that supervisor (recorded in its memo, see
-        ``_recovery.orphaned``)."""
+        ``_recovery.supervisor_of``)."""
         return await self.start(target, args, wid=wid, parent=parent, process_watcher=monitor,
                                 process_link=link, supervisor=supervisor)
 

@@ -33,8 +33,8 @@ from ._journal import Entry, error_from_plain, error_to_plain, initial_state
 if TYPE_CHECKING:
     from ._host import WorkflowHost
 
-__all__ = ["SUPERVISOR_MEMO", "check_supervisors", "count_tool_starts", "load", "orphaned",
-           "refresh", "resume_all", "runnable", "supervisor_of", "watch_wakeups"]
+__all__ = ["SUPERVISOR_MEMO", "check_supervisors", "count_tool_starts", "load", "refresh",
+           "resume_all", "runnable", "supervisor_of", "watch_wakeups"]
 
 log = logging.getLogger("garrison.workflow")
 
@@ -100,13 +100,6 @@ def supervisor_of(host: WorkflowHost, record: WorkflowRecord) -> Pid | None:
         return Pid.parse(supervisor)
     except ValueError:
         return None
-
-
-def orphaned(host: WorkflowHost, record: WorkflowRecord) -> bool:
-    """True if ``record`` is a supervisor's child whose supervisor has ended (see
-    :func:`supervisor_of`)."""
-    supervisor = supervisor_of(host, record)
-    return supervisor is not None and bool(host.node.plain_gone(supervisor))
 
 
 def check_supervisors(host: WorkflowHost) -> None:
