@@ -351,3 +351,166 @@ async def test_a_run_continued_from_a_cancel_handler_is_not_cancelled(
         async with garrison.open_node(store=db) as node:
             assert await node.workflow("c").result() == "finished 1"
     assert _CONTINUED_STEPS == ["run 1", "after 1"]
+
+
+# -- a cancel reaches a workflow waiting on activities ---------------------------------
+_RAN: list[str] = []
+
+
+@garrison.activity
+async def _slow(tag: str) -> str:
+    _RAN.append(tag)
+    await trio.sleep(3600)
+    return tag
+
+
+@garrison.activity
+async def _undo(what: str) -> str:
+    _RAN.append(f"undo {what}")
+    return what
+
+
+async def _awaits_started(how: str) -> str:
+    a = garrison.workflow.start(_slow, "a")
+    b = garrison.workflow.start(_slow, "b")
+    try:
+        if how == "gather":
+            await garrison.workflow.gather(a, b)
+        else:
+            await a
+    except garrison.WorkflowCancelled:
+        if how == "again":  # the compensation waits for it after all (recorded later)
+            await a
+        await garrison.workflow.sleep("2h")  # (a restart while it sleeps replays the above)
+        await _undo("both")
+        raise
+    return "finished"
+
+
+@pytest.mark.parametrize("how", ["await", "gather", "again"])
+@pytest.mark.parametrize("restart", [False, True])
+async def test_a_cancel_reaches_a_workflow_awaiting_started_activities(
+        autojump_clock: object, tmp_path: object, how: str, restart: bool) -> None:
+    """A workflow awaiting activities it started with workflow.start (alone or in
+    gather) never saw its cancel: the await waited for the activity, and the workflow
+    ended 'completed'. The await raises WorkflowCancelled at once, and a replay (after
+    a restart) raises at the same await even when the activity's result was recorded
+    later."""
+    db = str(tmp_path / f"{how}.db")  # type: ignore[operator]
+    _RAN.clear()
+    async with garrison.open_node(store=db) as node:
+        await node.start_workflow(_awaits_started, how, id="w")
+        await trio.sleep(60)
+        t0 = trio.current_time()
+        await node.workflow("w").cancel()
+        await trio.sleep(1)
+        if not restart:
+            with pytest.raises(garrison.WorkflowCancelled):
+                await node.workflow("w").result()
+            # the compensation's sleep (and in "again" the rest of the activity) only
+            assert trio.current_time() - t0 < (3 * 3600 if how == "again" else 2 * 3600) + 1
+        else:  # stopped while the compensation sleeps
+            await trio.sleep(3600 if how == "again" else 60)
+            assert node.workflow("w").status() == "sleeping"
+    if restart:
+        async with garrison.open_node(store=db) as node:
+            with pytest.raises(garrison.WorkflowCancelled):
+                await node.workflow("w").result()
+    assert _RAN.count("undo both") == 1
+    history = _journal(db, "w")
+    kinds = [r.kind for r in history if r.seq > 2]  # (a and b ran on: they may be recorded)
+    assert kinds == ["cancel", "sleep", "activity"]
+    cancel = next(r for r in history if r.kind == "cancel")
+    assert (cancel.seq, cancel.outcome) == (3, {"await": 1})  # at the first await, of a
+
+
+def _journal(db: str, wid: str) -> list[garrison.persistence.JournalRecord]:
+    store = garrison.persistence.SQLiteStore(db)
+    try:
+        return store.journal(wid)
+    finally:
+        store.close()
+
+
+_ATTEMPTS: list[float] = []
+
+
+@garrison.activity(retry=garrison.RetryPolicy(max_attempts=10, initial_delay="10m",
+                                              backoff=1.0, max_delay="1h"))
+async def _flaky() -> str:
+    _ATTEMPTS.append(trio.current_time())
+    raise ConnectionError("service down")
+
+
+async def _calls_flaky() -> str:
+    try:
+        await _flaky()
+    except garrison.WorkflowCancelled:
+        await garrison.workflow.sleep("1h")  # (a restart while it sleeps replays the call)
+        await _undo("flaky")
+        raise
+    return "done"
+
+
+@pytest.mark.parametrize("restart", [False, True])
+async def test_a_cancel_ends_the_retries_of_an_activity_call(
+        autojump_clock: object, tmp_path: object, restart: bool) -> None:
+    """A cancel requested while an activity call waited to retry went unseen until
+    every retry had failed (hours with a long policy). It ends the wait: the call raises
+    WorkflowCancelled, journaled at the call's seq (a replay raises there too, without
+    running the activity again)."""
+    db = str(tmp_path / "s.db")  # type: ignore[operator]
+    _ATTEMPTS.clear()
+    _RAN.clear()
+    async with garrison.open_node(store=db) as node:
+        await node.start_workflow(_calls_flaky, id="f")
+        await trio.sleep(60)
+        t0 = trio.current_time()
+        await node.workflow("f").cancel()
+        if restart:  # stopped while the compensation sleeps
+            await trio.sleep(60)
+            assert node.workflow("f").status() == "sleeping"
+        else:
+            with pytest.raises(garrison.WorkflowCancelled):
+                await node.workflow("f").result()
+            assert trio.current_time() - t0 < 3600 + 1
+    if restart:
+        async with garrison.open_node(store=db) as node:
+            with pytest.raises(garrison.WorkflowCancelled):
+                await node.workflow("f").result()
+    assert len(_ATTEMPTS) == 1 and _RAN == ["undo flaky"]
+    assert [(r.kind, r.seq) for r in _journal(db, "f")] == [
+        ("cancel", 1), ("sleep", 2), ("activity", 3)]
+
+
+async def _starts_then_sleeps() -> str:
+    garrison.workflow.start(_slow, "background")  # never awaited
+    try:
+        await garrison.workflow.sleep("1h")
+    except garrison.WorkflowCancelled:
+        await garrison.workflow.sleep("2h")
+        await _undo("sleeper")
+        raise
+    return "done"
+
+
+async def test_a_replayed_start_left_unrecorded_does_not_take_the_cancel(
+        autojump_clock: object, tmp_path: object) -> None:
+    """The cancel reached the workflow at a sleep after a workflow.start whose activity
+    was never recorded (the node stopped before it ended). The replay delivered the
+    cancel again at that start (a seq with no record, before the recorded cancel): the
+    handler ran from another place and met the recorded cancel as a second one."""
+    db = str(tmp_path / "s.db")  # type: ignore[operator]
+    _RAN.clear()
+    async with garrison.open_node(store=db) as node:
+        await node.start_workflow(_starts_then_sleeps, id="s")
+        await trio.sleep(60)
+        await node.workflow("s").cancel()
+        await trio.sleep(60)
+        assert node.workflow("s").status() == "sleeping"
+    async with garrison.open_node(store=db) as node:
+        with pytest.raises(garrison.WorkflowCancelled):
+            await node.workflow("s").result()
+    assert _RAN.count("undo sleeper") == 1
+    assert [(r.kind, r.seq) for r in _journal(db, "s") if r.seq > 1] == [
+        ("cancel", 2), ("sleep", 3), ("activity", 4)]

@@ -19,9 +19,9 @@ from typing import Any
 import outcome
 import trio
 
-from ... import _observe
+from ... import _observe, _trio_fast
 from ..._activity import DEFAULT_RETRY, RetryPolicy, activity_name
-from ..._context import ActivityScope
+from ..._context import ActivityScope, activity_owner
 from ..._errors import ActivityError, NotInProcess
 from ..._targets import import_target
 from ...actors._runtime import runtime_var
@@ -30,7 +30,7 @@ from ...persistence import Transaction
 from .._kernel import plain_call, stepping
 from ._codec import PLAIN, activity_result_json, return_hint, structure
 from ._core import BUDGET, EngineStop, WorkflowCore
-from ._journal import JournalKind, error_from_plain, error_to_plain
+from ._journal import CANCEL, JournalKind, error_from_plain, error_to_plain
 
 __all__ = ["Activities", "ActivitiesInFlight", "ActivityHandle", "StartedActivities"]
 
@@ -128,7 +128,13 @@ class ActivityRuntime(ActivityScope):
 
 class ActivityHandle:
     """An activity started with ``workflow.start``: ``await`` it (any number of times)
-    for its result (or its ``ActivityError``); ``done()`` says whether it has finished."""
+    for its result (or its ``ActivityError``); ``done()`` says whether it has finished.
+
+    A cancel request reaches the workflow function awaiting one that has not finished
+    (:meth:`Activities.await_started`): the await raises ``WorkflowCancelled``, journaled
+    at the next seq (an await takes none of its own) with the handle's seq, so that the
+    replay raises at the same await of the same handle, whether or not the activity's
+    result was recorded later (a compensation may await it again)."""
 
     __slots__ = ("_event", "_outcome", "_wf", "done_at", "hint", "name", "seq")
 
@@ -169,9 +175,15 @@ class ActivityHandle:
         return self._result().__await__()
 
     async def _result(self) -> Any:
+        wf = self._wf
+        if wf.cursor.replaying:
+            wf.cancelled_at_await(self)  # (raises where the first run met the cancel)
         if self._outcome is None:
-            self._event = self._event or trio.Event()
-            await self._event.wait()
+            if _trio_fast.current_task() is wf.task and activity_owner() is None:
+                await wf.await_started(self)
+            else:  # another task of the workflow's code: it only waits (journals nothing)
+                self._event = self._event or trio.Event()
+                await self._event.wait()
         else:
             await trio.lowlevel.checkpoint()
         result = self._outcome
@@ -317,10 +329,10 @@ class Activities(WorkflowCore):
                     attempt, text, plain, failure = 1, "", None, ErrorInfo.from_exception(bad)
             else:
                 attempt, text, plain, failure = await self._run_activity(
-                    fn, args, kwargs, retry, timeout, name, failed=failed)
+                    fn, args, kwargs, retry, timeout, name, failed=failed, call_seq=seq)
         else:
-            attempt, text, plain, failure = await self._run_activity(fn, args, kwargs, retry,
-                                                                     timeout, name)
+            attempt, text, plain, failure = await self._run_activity(
+                fn, args, kwargs, retry, timeout, name, call_seq=seq)
         if failure is None and self._buffer is None:
             # _activity_done's success path and _commit's body, without a coroutine of
             # their own: one object less held by each step waiting for its batch
@@ -396,6 +408,35 @@ class Activities(WorkflowCore):
         started.start_soon(self._background, handle, seq, fn, args, kwargs, retry, timeout)
         return handle
 
+    async def await_started(self, handle: ActivityHandle) -> None:
+        """The workflow function awaits ``handle`` (not finished): wait until it is, or
+        until a cancel request, delivered here (see :class:`ActivityHandle`)."""
+        while not handle.done():
+            if self.cancel_requested and not self.cancel_delivered:
+                self._op("await of a started activity")
+                seq = self.cursor.seq  # the next seq: the await takes none of its own
+                self.cursor.seq = seq + 1
+                self._deliver_cancel(seq, _dumps({"await": handle.seq}))
+            # (not ``_wait``: nothing is committed or parked here, as before cancels
+            # reached this await; ``wake`` comes with the activity's end, or a cancel)
+            ev = self._wake = trio.Event()
+            try:
+                await ev.wait()
+            finally:
+                if self._wake is ev:
+                    self._wake = None
+
+    def cancelled_at_await(self, handle: ActivityHandle) -> None:
+        """Replaying: raise ``WorkflowCancelled`` if the next record is the cancel the
+        first run met awaiting ``handle`` (:meth:`await_started`)."""
+        entry = self.cursor.peek()
+        if (entry is not None and entry.kind == CANCEL and isinstance(entry.outcome, dict)
+                and entry.outcome.get("await") == handle.seq
+                and _trio_fast.current_task() is self.task):
+            self.cursor.take(CANCEL, "")
+            self.cancel_delivered = True
+            raise self._cancelled_error()
+
     async def end_started(self) -> None:
         """The run of the workflow function ended: what it started and did not await is
         cancelled (not recorded); returns once all of it has stopped (raises the error
@@ -447,10 +488,14 @@ class Activities(WorkflowCore):
 
     async def _run_activity(self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
                             retry: RetryPolicy | None, timeout: float | None, name: str,
-                            failed: BaseException | None = None
+                            failed: BaseException | None = None, call_seq: int | None = None
                             ) -> tuple[int, str, Any, ErrorInfo | None]:
         """Attempts with the retry policy; ``(attempts, json, plain, final error)``.
         ``failed``: the first attempt ran already (in :meth:`activity`) and raised it.
+        ``call_seq``: the seq of the activity call the workflow function awaits (not a
+        started one): a cancel request stops its retries, journaled there and raised as
+        ``WorkflowCancelled`` (an attempt under way is not interrupted: its result is
+        recorded, or its failure ends the retries so).
 
         A stand-in the host holds for ``name`` (``garrison.testing``'s ``mock_activity``)
         runs instead, once: its outcome is final."""
@@ -497,11 +542,22 @@ class Activities(WorkflowCore):
                 if attempt >= policy.max_attempts or not policy.retryable(exc):
                     failure = ErrorInfo.from_exception(exc)
                     break
+                if call_seq is not None and self.cancel_requested and not self.cancel_delivered:
+                    self._deliver_cancel(call_seq)
                 log.info("activity %s of workflow %s failed (attempt %d of %d), retrying: %s",
                          name, self.wid, attempt, policy.max_attempts, exc,
                          extra={"workflow_id": self.wid, "pid": str(self.pid),
                                 "activity": name, "attempt": attempt})
-                await self.host.clock.sleep(policy.delay(attempt))
+                if call_seq is None:
+                    await self.host.clock.sleep(policy.delay(attempt))
+                    continue
+                with trio.CancelScope() as self.backoff:  # (a cancel request ends it)
+                    try:
+                        await self.host.clock.sleep(policy.delay(attempt))
+                    finally:
+                        self.backoff = None
+                if self.cancel_requested and not self.cancel_delivered:
+                    self._deliver_cancel(call_seq)
         finally:
             runtime_var.reset(token)
         return attempt, text, plain, failure

@@ -95,7 +95,7 @@ class WorkflowCore(Caller, WorkflowScope):
     # a slot is one pointer in the object itself (the parts of a workflow below are
     # mixins with empty slots; an attribute not named here cannot be set)
     __slots__ = ("_budget", "_buffer", "_inboxes", "_journal_sizes", "_wake", "attempt",
-                 "cancel_delivered", "cancel_requested", "check_lost", "continued",
+                 "backoff", "cancel_delivered", "cancel_requested", "check_lost", "continued",
                  "created", "cursor", "done", "durable_watchers", "error", "exited",
                  "flushes", "flushing", "fn", "history_bytes", "host", "input_plain",
                  "kill_reason", "links", "may_be_queued", "monitoring", "name", "parent",
@@ -153,6 +153,9 @@ class WorkflowCore(Caller, WorkflowScope):
         self.timer_kinds = timer_kinds or None
         self.cancel_requested = cancel_requested
         self.cancel_delivered = False
+        #: the scope of an activity call's wait before its next attempt (a cancel
+        #: request ends it: the call raises ``WorkflowCancelled`` instead of retrying)
+        self.backoff: trio.CancelScope | None = None
         #: workflow pids that get my EXIT durably (``None``: none yet)
         self.durable_watchers = watchers or None
         self.watchers: set[Pid] | None = None  # process pids that get my EXIT in memory
@@ -463,7 +466,8 @@ class WorkflowCore(Caller, WorkflowScope):
         if self.check_lost:
             self._deliver_lost()
             _observe.replayed(self)
-        if self.cancel_requested and not self.cancel_delivered and cancel:
+        if (self.cancel_requested and not self.cancel_delivered and cancel
+                and not self.cursor.in_history):  # (a gap: the cancel is recorded later)
             self._deliver_cancel(self.cursor.seq - 1)
         return None
 
@@ -495,11 +499,13 @@ class WorkflowCore(Caller, WorkflowScope):
         """Hook of the interop part: events for processes lost in a crash."""
         self.check_lost = False
 
-    def _deliver_cancel(self, seq: int) -> NoReturn:
-        """Journal the delivery of the cancel request at ``seq`` and raise it."""
+    def _deliver_cancel(self, seq: int, outcome: str = "null") -> NoReturn:
+        """Journal the delivery of the cancel request at ``seq`` and raise it
+        (``outcome``: where it was delivered, when no operation of its own took ``seq``:
+        see ``ActivityHandle``)."""
         self.cancel_delivered = True
         tx = self.buffered()
-        self.record(tx, seq, CANCEL, "", "null")
+        self.record(tx, seq, CANCEL, "", outcome)
         if seq in self.timers:
             tx.remove_timer(self.wid, seq)
             del self.timers[seq]
@@ -524,10 +530,15 @@ class WorkflowCore(Caller, WorkflowScope):
                 self.scope.cancel()
 
     def wake(self) -> None:
+        """Something the workflow may wait for happened (a message, an activity's end, a
+        cancel request: that one also ends an activity call's wait before its retry)."""
         ev = self._wake
         if ev is not None:
             self._wake = None
             ev.set()
+        backoff = self.backoff
+        if backoff is not None and self.cancel_requested and not self.cancel_delivered:
+            backoff.cancel()
 
     async def _wait(self, trio_deadline: float | None, status: WorkflowStatus) -> None:
         """Park until notified (or the deadline); raises ``WaitCancelled`` on a cancel

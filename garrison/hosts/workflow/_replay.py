@@ -392,6 +392,7 @@ class _Unrecorded(ActivityHandle):
     async def _result(self) -> Any:
         wf = self._wf
         assert isinstance(wf, ReplayInstance)
+        wf.cancelled_at_await(self)  # (the first run met a cancel there)
         raise wf._stop_waiting(self.seq, f"waits for activity {self.name!r} started at seq "
                                          f"{self.seq}, which the journal never recorded")
 
