@@ -42,8 +42,8 @@ def parse_duration(value: object, *, what: str = "duration") -> float:
     if isinstance(value, int | float):
         try:
             seconds = float(value)
-        except OverflowError:  # an int past what a float holds
-            raise ValueError(f"invalid {what} {value!r}: out of range") from None
+        except OverflowError:  # an int past what a float holds: longer than any clock
+            seconds = math.inf if value > 0 else -math.inf
         if math.isnan(seconds) or seconds < 0:
             raise ValueError(f"invalid {what} {value!r}: must be a non-negative number of seconds")
         return seconds
