@@ -16,6 +16,12 @@ _ORDER = ("d", "h", "m", "s", "ms")
 Duration = float | int | str
 
 
+def _shown(value: object) -> str:
+    """``repr(value)`` for an error message, cut to 80 characters (a huge int or string)."""
+    text = repr(value)
+    return text if len(text) <= 80 else f"{text[:60]}... ({len(text)} characters)"
+
+
 def parse_duration(value: object, *, what: str = "duration") -> float:
     """Return ``value`` as seconds.
 
@@ -38,14 +44,15 @@ def parse_duration(value: object, *, what: str = "duration") -> float:
     ``ValueError`` naming the input.
     """
     if isinstance(value, bool):
-        raise ValueError(f"invalid {what} {value!r}: expected seconds or a string like '30s'")
+        raise ValueError(f"invalid {what} {_shown(value)}: expected seconds or a string like '30s'")
     if isinstance(value, int | float):
         try:
             seconds = float(value)
         except OverflowError:  # an int past what a float holds: longer than any clock
             seconds = math.inf if value > 0 else -math.inf
         if math.isnan(seconds) or seconds < 0:
-            raise ValueError(f"invalid {what} {value!r}: must be a non-negative number of seconds")
+            raise ValueError(
+                f"invalid {what} {_shown(value)}: must be a non-negative number of seconds")
         return seconds
     if isinstance(value, str):
         if value and _WHOLE.fullmatch(value):
@@ -53,20 +60,20 @@ def parse_duration(value: object, *, what: str = "duration") -> float:
             ranks = [_ORDER.index(unit) for _number, unit in parts]
             if any(a >= b for a, b in itertools.pairwise(ranks)):
                 raise ValueError(
-                    f"invalid {what} {value!r}: in a combination each unit comes once, "
+                    f"invalid {what} {_shown(value)}: in a combination each unit comes once, "
                     "largest first (d, h, m, s, ms), as in '1h30m'")
             return sum(float(n) * _UNITS[u] for n, u in parts)
         if _NUMBER.fullmatch(value.strip()):
             raise ValueError(
-                f"invalid {what} {value!r}: a duration string needs a unit, e.g. "
+                f"invalid {what} {_shown(value)}: a duration string needs a unit, e.g. "
                 f"'{value.strip()}s' (seconds) or '{value.strip()}ms'; only a number (not a "
                 "string) means seconds")
         raise ValueError(
-            f"invalid {what} {value!r}: expected seconds or a string like "
+            f"invalid {what} {_shown(value)}: expected seconds or a string like "
             "'250ms', '30s', '5m', '1.5h', '2d' or '1h30m' (no spaces)"
         )
     raise ValueError(
-        f"invalid {what} {value!r} of type {type(value).__name__}: "
+        f"invalid {what} {_shown(value)} of type {type(value).__name__}: "
         "expected seconds or a string like '30s'"
     )
 
@@ -84,19 +91,20 @@ def parse_rate(value: object, *, what: str = "rate") -> tuple[int, float]:
     """
     expected = "expected 'COUNT/DURATION' such as '100/1m' or '5/1s'"
     if not isinstance(value, str):
-        raise ValueError(f"invalid {what} {value!r}: {expected}")
+        raise ValueError(f"invalid {what} {_shown(value)}: {expected}")
     count_text, sep, period_text = value.replace(" ", "").partition("/")
     if (not sep or not count_text.isascii() or not count_text.isdigit()
             or int(count_text) < 1):
-        raise ValueError(f"invalid {what} {value!r}: {expected}, with COUNT a whole number >= 1")
+        raise ValueError(
+            f"invalid {what} {_shown(value)}: {expected}, with COUNT a whole number >= 1")
     if period_text in _UNITS:
         period_text = "1" + period_text
     try:
         period = parse_duration(period_text, what=what)
     except ValueError as exc:
         why = str(exc).split(": ", 1)[-1]  # (after "invalid rate '...'")
-        raise ValueError(f"invalid {what} {value!r}: {expected}; its DURATION: {why}"
+        raise ValueError(f"invalid {what} {_shown(value)}: {expected}; its DURATION: {why}"
                          ) from None
     if period <= 0:
-        raise ValueError(f"invalid {what} {value!r}: the period must be longer than 0")
+        raise ValueError(f"invalid {what} {_shown(value)}: the period must be longer than 0")
     return int(count_text), period
