@@ -708,8 +708,15 @@ def _as_config(config: Any) -> Any:
         return config
     from .config import load_config, load_configs
 
+    expects = ("config= expects None, a config file path, a list of paths or a Config "
+               "(garrison.config.load_config(path))")
     if isinstance(config, list | tuple):
+        for one in config:
+            if not isinstance(one, (str, os.PathLike)):
+                raise TypeError(f"{expects}, got a list holding {type(one).__name__}")
         return load_configs(config)
+    if not isinstance(config, (str, os.PathLike)):
+        raise TypeError(f"{expects}, got {type(config).__name__}")
     return load_config(config)
 
 

@@ -1058,3 +1058,20 @@ def test_a_service_input_that_cannot_start_its_process_is_a_config_error(
         f"restore argument 1 (n) of workflow {MOD}:report as int: ValueError: invalid literal "
         "for int() with base 10: 'abc'",
     ], "\n".join(problems)
+
+
+@pytest.mark.parametrize("config, got", [({"version": "1.0"}, "got dict"), (123, "got int"),
+                                         (["app.yaml", 5], "got a list holding int")])
+def test_a_config_of_the_wrong_type_is_named(config: Any, got: str) -> None:
+    """``config=`` given a dict (the YAML's content) or a number: a TypeError naming
+    ``config=`` and what it takes, as ``store=123`` gets, not os.fspath's bare one."""
+    import garrison
+
+    async def main() -> None:
+        pass
+
+    with pytest.raises(TypeError) as err:
+        garrison.run(main, config=config)
+    assert str(err.value).startswith("config= expects None, a config file path, a list of "
+                                     "paths or a Config"), err.value
+    assert str(err.value).endswith(got)
