@@ -622,12 +622,23 @@ def _session_options(parser: argparse.ArgumentParser) -> None:
                              "busy (default 12h)")
 
 
+def _version() -> str:
+    """The installed package's version (``pip install -e .`` records it too)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("garrison")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "(not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     levels = ["DEBUG", "INFO", "WARNING", "ERROR", "debug", "info", "warning", "error"]
     parser = argparse.ArgumentParser(
         prog="garrison",
         description="The garrison command line: run a node, check configs, inspect and "
                     "drive workflow stores.")
+    parser.add_argument("--version", action="version", version=f"garrison {_version()}")
     parser.add_argument("--log-level", default="INFO", choices=levels)
     parser.add_argument("--log-format", default="text", choices=["text", "json"])
     # the same options after the sub-command (garrison run app.yaml --log-format json)

@@ -28,3 +28,11 @@ def test_a_read_only_tool_that_cannot_connect_does_not_say_writes(tmp_path: Path
     assert done.stderr.startswith(f"garrison workflows: store '{url}': cannot connect: "), \
         done.stderr
     assert "writes" not in done.stderr
+
+
+def test_version() -> None:
+    from importlib.metadata import version
+
+    done = cli("--version")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"garrison {version('garrison')}\n"
