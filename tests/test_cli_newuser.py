@@ -36,3 +36,40 @@ def test_version() -> None:
     done = cli("--version")
     assert done.returncode == 0, done.stderr
     assert done.stdout == f"garrison {version('garrison')}\n"
+
+
+def test_resolving_a_promise_the_workflow_has_not_declared_says_so(tmp_path: Path) -> None:
+    """``resolve exp-1002 aproval`` while the workflow waits on ``approval`` said
+    ``resolved`` and nothing else. It is still kept (an early resolution, README), but
+    a note names the promises the workflow has declared."""
+    import json
+
+    import trio
+    import workflow_app as app
+
+    import garrison
+
+    store = str(tmp_path / "s.db")
+
+    async def waiting() -> None:
+        async with garrison.open_node(store=store) as node:
+            await node.start_workflow(app.promise_or_deadline, "30d", id="exp-1002")
+            while node.workflow("exp-1002").status() != "waiting":
+                await trio.sleep(0.01)
+
+    trio.run(waiting)
+    note = ("note: workflow 'exp-1002' has not declared promise 'aproval' (declared: "
+            "'approval'); kept for when it does")
+    done = cli("workflows", "--store", store, "resolve", "exp-1002", "aproval",
+               '{"by": "ann"}', cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "promise 'aproval' of 'exp-1002' resolved\n"
+    assert done.stderr == note + "\n"
+    done = cli("workflows", "--store", store, "reject", "exp-1002", "aprov", "no",
+               "--json", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["note"] == note.replace("aproval", "aprov", 1)
+    # the declared one: no note
+    done = cli("workflows", "--store", store, "resolve", "exp-1002", "approval", '"ok"',
+               cwd=tmp_path)
+    assert (done.returncode, done.stderr) == (0, ""), done.stderr
