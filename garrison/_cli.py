@@ -251,7 +251,9 @@ async def _serve(config: Any, root: Any, label: str | None, store: str | None,
                     served = await console.start(serve_metrics, node, metrics)
                     print(f"garrison run: metrics at {served.url}", flush=True)
                 with running:
-                    if root is None:
+                    if root is None:  # nothing ends the run: say that it runs, and what
+                        log.info("%s", _started_line(node, where.url if ui is not None
+                                                     else None))
                         await trio.sleep_forever()
                     if isinstance(root, str) and root in {s.id for s in node.services()}:
                         code = await _until_service_ends(node, root)
@@ -274,6 +276,34 @@ async def _serve(config: Any, root: Any, label: str | None, store: str | None,
     for line in printed:  # after the node's shutdown logs: the run's last word
         print(line, flush=True)
     return code
+
+
+def _started_line(node: Any, console_url: str | None) -> str:
+    """What ``garrison run app.yaml`` without ``--main`` says once its node runs (it
+    printed nothing, and looked hung): the node, its stores, its running services and
+    schedules, the console's address, and how to stop it."""
+    from .supervision import ServiceStatus
+
+    stores = []
+    for name, host in node.hosts.items():
+        store = getattr(host, "store", None)
+        if store is not None:
+            stores.append(f"{name} on {store.path or 'an in-memory store'}")
+    services = [s.id for s in node.services()
+                if s.status not in (ServiceStatus.STOPPED, ServiceStatus.COMPLETED)]
+    schedules = []
+    for name, host in node.hosts.items():
+        if getattr(host, "store", None) is not None:
+            try:
+                schedules += [r.schedule_id for r in node.schedules(name) if not r.paused]
+            except Exception:  # (a store out of reach: the line is not worth failing for)
+                pass
+    parts = [f"node {node.name} running", "workflows: " + (", ".join(stores) or "none"),
+             "services: " + (", ".join(services) or "none"),
+             "schedules: " + (", ".join(schedules) or "none")]
+    if console_url is not None:
+        parts.append(f"web console at {console_url}")
+    return "; ".join(parts) + ". Ctrl-C to stop"
 
 
 async def _until_service_ends(node: Any, service_id: str) -> int:

@@ -4,8 +4,12 @@ what the user asked for, not as garrison's insides."""
 from __future__ import annotations
 
 import os
+import queue
+import signal
 import subprocess
 import sys
+import textwrap
+import threading
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -73,3 +77,50 @@ def test_resolving_a_promise_the_workflow_has_not_declared_says_so(tmp_path: Pat
     done = cli("workflows", "--store", store, "resolve", "exp-1002", "approval", '"ok"',
                cwd=tmp_path)
     assert (done.returncode, done.stderr) == (0, ""), done.stderr
+
+
+def test_run_of_a_config_without_main_says_it_runs(tmp_path: Path) -> None:
+    """``garrison run app.yaml`` without ``--main`` printed nothing until Ctrl-C (it
+    looked hung): one line on stderr names the node, its store, what runs and how to
+    stop it; stdout stays empty."""
+    (tmp_path / "svc.py").write_text(textwrap.dedent("""
+        from garrison import process
+        async def serve():
+            async for msg in process.inbox():
+                pass
+        async def job():
+            return 1
+    """))
+    (tmp_path / "app.yaml").write_text(textwrap.dedent("""
+        version: "1.0"
+        namespace: app
+        entries:
+          - {name: workflows, kind: workflow.host, store: app.db}
+          - {name: serve_fn, kind: process.py, source: "svc:serve"}
+          - {name: job, kind: workflow.py, source: "svc:job"}
+          - {name: server, kind: process.service, process: app:serve_fn,
+             lifecycle: {auto_start: true}}
+          - {name: idle, kind: process.service, process: app:serve_fn}
+          - {name: nightly, kind: workflow.schedule, workflow: app:job, cron: "0 3 * * *"}
+    """))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
+    proc = subprocess.Popen([sys.executable, "-m", "garrison", "run", "app.yaml",
+                             "--name", "n1"], cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=lambda: [lines.put(x) for x in proc.stderr or ()],
+                         daemon=True).start()
+        seen = line = ""
+        while "Ctrl-C to stop" not in line:
+            line = lines.get(timeout=30)  # (queue.Empty: it said nothing)
+            seen += line
+        assert line.rstrip().endswith(
+            f"node n1 running; workflows: app:workflows on {tmp_path / 'app.db'}; "
+            "services: app:server; schedules: app:nightly. Ctrl-C to stop"), seen
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert out == ""
