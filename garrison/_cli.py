@@ -141,6 +141,10 @@ def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
     root.propagate = False
 
 
+class _RanOnImport(Exception):
+    """Importing the script ran ``garrison.run`` itself: the root is not run again."""
+
+
 class _NoRoot(Exception):
     """``garrison run TARGET``: the target cannot be the root process (one line, exit 2)."""
 
@@ -154,10 +158,13 @@ def is_config(target: str) -> bool:
 def _load_callable(target: str) -> Any:
     """``path/to/file.py`` (its ``main``), ``file.py:func`` or ``module:func``; an async
     callable, else :class:`_NoRoot` saying why."""
+    from . import _node
+
     spec_path, _, func = target.partition(":") if not is_script(target) else (target, "", "")
     if not spec_path:
         raise _NoRoot("no TARGET: expected a config (app.yaml), a script (script.py) or "
                       "module:function")
+    runs = _node.runs
     try:
         with exit_is_import_error(spec_path):
             if is_script(spec_path):
@@ -177,6 +184,12 @@ def _load_callable(target: str) -> Any:
     except (ImportError, SyntaxError) as exc:
         raise _NoRoot(f"cannot import {spec_path!r}: {type(exc).__name__}: {exc}") from None
     name = func or "main"
+    if _node.runs != runs:  # a script without the guard: ``python script.py`` semantics
+        raise _RanOnImport(
+            f"{spec_path} calls garrison.run() when it is imported (it has no 'if __name__ "
+            "== \"__main__\":' guard), so it ran there, without this command's options "
+            f"(--store, --ui, ...), and {name} is not run again; put that call under the "
+            "guard")
     try:
         root = getattr(module, name)
     except AttributeError:
@@ -540,6 +553,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             except _NoRoot as exc:
                 print(f"garrison run: {exc}", file=sys.stderr)
                 return 2
+            except _RanOnImport as exc:  # what it printed is its result: done
+                print(f"garrison run: warning: {exc}", file=sys.stderr)
+                return 0
         return int(_unwrapped(_serve, config, root, label, args.store, args.ui, token,
                               args.metrics, args.name, args.lease,
                               args.forwarded_allow_ips, _sessions(args)))

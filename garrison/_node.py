@@ -730,6 +730,11 @@ def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
     return out
 
 
+#: how many times :func:`run` was called in this process (``garrison run script.py``
+#: tells from it that importing the script ran a node already)
+runs = 0
+
+
 def run(main: Callable[..., Any], *args: Any, config: Any = None, store: Any = None,
         clock: trio.abc.Clock | None = None, inbox_warning: int | None = INBOX_WARNING,
         max_concurrent: int | None = None, cluster_max_concurrent: int | None = None,
@@ -744,6 +749,8 @@ def run(main: Callable[..., Any], *args: Any, config: Any = None, store: Any = N
 
     >>> garrison.run(main, "hello")
     """
+    global runs
+    runs += 1
 
     async def root() -> Any:
         async with open_node(config=config, store=store, inbox_warning=inbox_warning,

@@ -124,3 +124,34 @@ def test_run_of_a_config_without_main_says_it_runs(tmp_path: Path) -> None:
         out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert out == ""
+
+
+def test_a_script_that_runs_its_node_when_imported_is_not_run_twice(tmp_path: Path) -> None:
+    """``garrison.run(main)`` at a script's top level, without the ``__main__`` guard:
+    ``garrison run script.py`` imported it (one run) and then ran main again. Now the
+    import's run is the run, and a warning says why, and what to change."""
+    (tmp_path / "job.py").write_text(textwrap.dedent("""
+        import garrison
+        async def main():
+            print("main runs")
+            return 42
+        print(garrison.run(main))
+    """))
+    done = cli("run", "job.py", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "main runs\n42\n"
+    assert done.stderr == (
+        "garrison run: warning: job.py calls garrison.run() when it is imported (it has no "
+        "'if __name__ == \"__main__\":' guard), so it ran there, without this command's "
+        "options (--store, --ui, ...), and main is not run again; put that call under the "
+        "guard\n")
+    (tmp_path / "guarded.py").write_text(textwrap.dedent("""
+        import garrison
+        async def main():
+            print("main runs")
+            return 42
+        if __name__ == "__main__":
+            print(garrison.run(main))
+    """))
+    done = cli("run", "guarded.py", cwd=tmp_path)
+    assert (done.returncode, done.stdout, done.stderr) == (0, "main runs\n42\n", "")
