@@ -3,7 +3,10 @@
 Each script runs garrison and its peer in the same run and prints one JSON line;
 this runner starts each in a fresh interpreter, collects the lines, and prints the
 figures and ratios side by side. ``--json`` prints the raw lines instead;
-``--quick`` passes ``--quick`` to the scripts that take it (a smoke run).
+``--quick`` passes ``--quick`` to every script (a smoke run of a minute or two: smaller
+counts, 20 kills instead of 1,000 in ``torture.py``; its figures are not the README's).
+A peer that is not installed (DBOS, pykka) is named under its section, with what to
+install, instead of leaving its figures at ``None`` unexplained.
 ``garrison bench`` runs the same.
 
 - ``actors.py``: messages, ``call`` round trips, spawn+exit vs trio channels /
@@ -19,7 +22,11 @@ figures and ratios side by side. ``--json`` prints the raw lines instead;
   message round trip, vs DBOS on SQLite (WAL) and raw SQLite commits;
 - ``workflow_steps_pg.py``: the same on PostgreSQL, vs DBOS on the same throwaway
   server and raw psycopg commits (``pg_driver.py`` and ``dbos_postgres.py`` measure
-  the driver choices and DBOS alone).
+  the driver choices and DBOS alone);
+- ``torture.py``: 1,000 SIGKILLs of a node running a ring of workflows, every result
+  and effect checked; ``cluster_torture.py``: 60 SIGKILLs of random nodes of a 3-node
+  cluster; ``cluster_bench.py``: cluster throughput, takeover time and cross-node round
+  trips (the PostgreSQL ones start a throwaway server of their own).
 
 ``--runs N`` passes ``--runs N`` to the scripts that take it (each repeats itself N
 times and reports ``[median, min, max]``). ``charts.py`` is not a benchmark: it draws
@@ -32,6 +39,7 @@ import argparse
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -133,17 +141,78 @@ SHOW: dict[str, list[tuple[str, str]]] = {
         ("garrison.msg_rt_us_p99", "PG message RT p99 us"),
         ("postgres.commit_sc_on_us_p50", "raw psycopg commit us"),
     ],
+    "torture.py": [
+        ("kills", "SIGKILLs"),
+        ("runs", "node runs"),
+        ("scenarios", "scenarios"),
+        ("activities_run_again_after_a_kill", "activities run again after a kill"),
+        ("all_checks_passed", "every check passed"),
+        ("seconds", "seconds"),
+    ],
+    "cluster_torture.py": [
+        ("kills", "SIGKILLs of random nodes"),
+        ("workflows", "workflows"),
+        ("takeover_max_s", "slowest takeover s"),
+        ("ok", "every check passed"),
+        ("seconds", "seconds"),
+    ],
+    "cluster_bench.py": [
+        ("throughput.0.steps_per_s", "steps/s, 1 node"),
+        ("throughput.1.steps_per_s", "steps/s, 2 nodes"),
+        ("throughput.2.steps_per_s", "steps/s, 3 nodes"),
+        ("takeover.0.takeover_s", "takeover after kill -9 s, lease 1s"),
+        ("takeover.1.takeover_s", "takeover after kill -9 s, lease 2s"),
+        ("round_trip.p50_ms", "cross-node workflow RT p50 ms"),
+        ("round_trip.p99_ms", "cross-node workflow RT p99 ms"),
+        ("plain_round_trip.p50_ms", "cross-node call RT p50 ms"),
+        ("plain_round_trip.p99_ms", "cross-node call RT p99 ms"),
+    ],
+    "dbos_postgres.py": [
+        ("dbos.seq_step_us_marginal", "DBOS PG seq step us"),
+        ("dbos.wf10_ms", "DBOS PG 10-step workflow ms"),
+        ("dbos.conc100_loop_step_us", "DBOS PG 100-conc loop step us"),
+        ("dbos.conc100_threads_step_us", "DBOS PG 100-conc threads step us"),
+        ("dbos.msg_rt_us_p50", "DBOS PG send/recv RT p50 us"),
+        ("postgres.commit_us_p50", "raw psycopg commit us p50"),
+        ("dbos_seq_step_in_commits", "DBOS seq step in commits"),
+    ],
+    "pg_driver.py": [
+        ("floor.autocommit_insert_us.p50", "plain autocommit INSERT us p50"),
+        ("floor.tx_pipeline_us.p50", "pipelined transaction us p50"),
+        ("thread.commit_us.p50", "thread driver commit us p50"),
+        ("trio.commit_us.p50", "trio driver commit us p50"),
+        ("thread.notify_us.p50", "thread driver NOTIFY us p50"),
+        ("trio.notify_us.p50", "trio driver NOTIFY us p50"),
+        ("thread.msg_rt_us.p50", "thread driver message RT us p50"),
+        ("trio.msg_rt_us.p50", "trio driver message RT us p50"),
+        ("thread.conc100.commits_per_s", "thread driver 100-conc commits/s"),
+        ("trio.conc100.commits_per_s", "trio driver 100-conc commits/s"),
+        ("thread_hop_us.p50", "to_thread hop us p50"),
+    ],
 }
 
 
 def flatten(data: dict[str, object], prefix: str = "") -> dict[str, object]:
+    """``{"a": {"b": 1}, "c": [{"d": 2}]}`` as ``{"a.b": 1, "c.0.d": 2}``."""
     out: dict[str, object] = {}
     for key, value in data.items():
+        if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            value = {str(i): v for i, v in enumerate(value)}
         if isinstance(value, dict):
             out.update(flatten(value, f"{prefix}{key}."))
         else:
             out[f"{prefix}{key}"] = value
     return out
+
+
+#: the peers a script compares with: when one is missing the script says so in a string
+#: under its key (``"dbos": "dbos is not installed (...)"``), printed under the section
+PEERS = ("dbos", "pykka")
+
+
+def missing_peers(result: dict[str, object]) -> list[str]:
+    """The lines saying why a peer's figures are missing (``None`` in the table)."""
+    return [f"{peer}: {result[peer]}" for peer in PEERS if isinstance(result.get(peer), str)]
 
 
 def run_script(path: Path, quick: bool, runs: int = 1) -> dict[str, object]:
@@ -172,15 +241,21 @@ def main() -> None:
                      if not p.name.startswith("_") and p.name != "charts.py")
     if args.only:
         scripts = [p for p in scripts if p.stem in args.only or p.name in args.only]
+    if args.quick and not args.json:
+        print("--quick: a smoke run (smaller counts); its figures are not the README's",
+              flush=True)
     for path in scripts:
+        started = time.monotonic()
         result = run_script(path, args.quick, args.runs)
         if args.json:
-            print(json.dumps(result))
+            print(json.dumps(result), flush=True)
             continue
-        print(f"== {path.name}")
+        print(f"== {path.name} ({time.monotonic() - started:.0f} s)")
         if "error" in result:
-            print(f"   failed: {result['error']}")
+            print(f"   failed: {result['error']}", flush=True)
             continue
+        for line in missing_peers(result):
+            print(f"   ({line})")
         flat = flatten(result)
         shown = SHOW.get(path.name) or [(k, k) for k, v in flat.items()
                                          if isinstance(v, int | float) and "ratio" in k]
@@ -188,6 +263,7 @@ def main() -> None:
             value = flat.get(key)
             text = f"{value:,.2f}" if isinstance(value, float) else str(value)
             print(f"   {label:<34} {text}")
+        sys.stdout.flush()
 
 
 if __name__ == "__main__":

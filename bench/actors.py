@@ -245,6 +245,8 @@ def one_run(quick: bool) -> dict[str, object]:
         out["ratio_msgs_vs_pykka_tell"] = round(g["msgs_per_s"] / p["tell_msgs_per_s"], 2)
         out["ratio_call_vs_pykka_ask"] = round(g["call_rt_per_s"] / p["ask_rt_per_s"], 2)
         out["ratio_spawn_vs_pykka"] = round(g["spawn_exit_per_s"] / p["spawn_stop_per_s"], 2)
+    else:  # (python -m bench prints it under the table, where pykka's figures are None)
+        out["pykka"] = "pykka is not installed (pip install -e '.[bench]')"
     return out
 
 

@@ -179,7 +179,7 @@ def dbos_side(n: int) -> dict[str, float] | str:
     try:
         import dbos  # noqa: F401
     except ImportError:
-        return "dbos is not installed"
+        return "dbos is not installed (pip install -e '.[bench]')"
     folder = tempfile.mkdtemp(prefix="dbos-recovery-")
     script = os.path.join(folder, "dbos_recovery.py")
     with open(script, "w") as f:

@@ -136,7 +136,7 @@ def dbos_levels(quick: bool) -> dict[str, object] | str:
     try:
         import dbos  # noqa: F401
     except ImportError:
-        return "dbos is not installed"
+        return "dbos is not installed (pip install -e '.[bench]')"
     total = 1000 if quick else 3000
     done = subprocess.run([sys.executable, "-c", DBOS_CODE, json.dumps(LEVELS), str(total)],
                           capture_output=True, text=True, timeout=900)

@@ -1,6 +1,9 @@
 """The long crash-and-fault torture: at least 1,000 SIGKILLs across scenarios.
 
-    python bench/torture.py [--kills 1000]
+    python bench/torture.py [--kills 1000] [--quick]
+
+``--quick`` (what ``python -m bench --quick`` passes): 20 kills of the same scenarios
+with a quarter of their rounds, every check made: a smoke run of seconds, not minutes.
 
 A node runs a ring of workflows that pass tokens to each other, call a plain process
 every round and record each step as an activity (tests/torture/). The node is killed
@@ -29,11 +32,17 @@ SCENARIOS = [(20, 40, "normal", 0.4), (50, 20, "normal", 0.3), (10, 60, "full", 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--kills", type=int, default=1000)
+    parser.add_argument("--kills", type=int, default=None, help="default 1000 (--quick: 20)")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--quick", action="store_true",
+                        help="20 kills, a quarter of the rounds (a smoke run)")
     args = parser.parse_args()
+    if args.kills is None:
+        args.kills = 20 if args.quick else 1000
     parts = []
     for i, (size, rounds, sync, share) in enumerate(SCENARIOS):
+        if args.quick:
+            rounds = max(5, rounds // 4)
         parts.append(torture_run.torture(max(1, round(args.kills * share)), size, rounds,
                                          args.seed + 1000 * i, sync))
     ok = all(p[c] for p in parts for c in torture_run.CHECKS)

@@ -242,7 +242,7 @@ def dbos_side(quick: bool) -> dict[str, float] | str:
     try:
         import dbos  # noqa: F401
     except ImportError:
-        return "dbos is not installed"
+        return "dbos is not installed (pip install -e '.[bench]')"
     done = subprocess.run([sys.executable, "-c", DBOS_CODE, "1" if quick else "0"],
                           capture_output=True, text=True, timeout=600)
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]

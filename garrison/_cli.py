@@ -141,6 +141,10 @@ def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
     root.propagate = False
 
 
+class _RanOnImport(Exception):
+    """Importing the script ran ``garrison.run`` itself: the root is not run again."""
+
+
 class _NoRoot(Exception):
     """``garrison run TARGET``: the target cannot be the root process (one line, exit 2)."""
 
@@ -154,10 +158,13 @@ def is_config(target: str) -> bool:
 def _load_callable(target: str) -> Any:
     """``path/to/file.py`` (its ``main``), ``file.py:func`` or ``module:func``; an async
     callable, else :class:`_NoRoot` saying why."""
+    from . import _node
+
     spec_path, _, func = target.partition(":") if not is_script(target) else (target, "", "")
     if not spec_path:
         raise _NoRoot("no TARGET: expected a config (app.yaml), a script (script.py) or "
                       "module:function")
+    runs = _node.runs
     try:
         with exit_is_import_error(spec_path):
             if is_script(spec_path):
@@ -177,6 +184,12 @@ def _load_callable(target: str) -> Any:
     except (ImportError, SyntaxError) as exc:
         raise _NoRoot(f"cannot import {spec_path!r}: {type(exc).__name__}: {exc}") from None
     name = func or "main"
+    if _node.runs != runs:  # a script without the guard: ``python script.py`` semantics
+        raise _RanOnImport(
+            f"{spec_path} calls garrison.run() when it is imported (it has no 'if __name__ "
+            "== \"__main__\":' guard), so it ran there, without this command's options "
+            f"(--store, --ui, ...), and {name} is not run again; put that call under the "
+            "guard")
     try:
         root = getattr(module, name)
     except AttributeError:
@@ -251,7 +264,9 @@ async def _serve(config: Any, root: Any, label: str | None, store: str | None,
                     served = await console.start(serve_metrics, node, metrics)
                     print(f"garrison run: metrics at {served.url}", flush=True)
                 with running:
-                    if root is None:
+                    if root is None:  # nothing ends the run: say that it runs, and what
+                        log.info("%s", _started_line(node, where.url if ui is not None
+                                                     else None))
                         await trio.sleep_forever()
                     if isinstance(root, str) and root in {s.id for s in node.services()}:
                         code = await _until_service_ends(node, root)
@@ -274,6 +289,34 @@ async def _serve(config: Any, root: Any, label: str | None, store: str | None,
     for line in printed:  # after the node's shutdown logs: the run's last word
         print(line, flush=True)
     return code
+
+
+def _started_line(node: Any, console_url: str | None) -> str:
+    """What ``garrison run app.yaml`` without ``--main`` says once its node runs (it
+    printed nothing, and looked hung): the node, its stores, its running services and
+    schedules, the console's address, and how to stop it."""
+    from .supervision import ServiceStatus
+
+    stores = []
+    for name, host in node.hosts.items():
+        store = getattr(host, "store", None)
+        if store is not None:
+            stores.append(f"{name} on {store.path or 'an in-memory store'}")
+    services = [s.id for s in node.services()
+                if s.status not in (ServiceStatus.STOPPED, ServiceStatus.COMPLETED)]
+    schedules = []
+    for name, host in node.hosts.items():
+        if getattr(host, "store", None) is not None:
+            try:
+                schedules += [r.schedule_id for r in node.schedules(name) if not r.paused]
+            except Exception:  # (a store out of reach: the line is not worth failing for)
+                pass
+    parts = [f"node {node.name} running", "workflows: " + (", ".join(stores) or "none"),
+             "services: " + (", ".join(services) or "none"),
+             "schedules: " + (", ".join(schedules) or "none")]
+    if console_url is not None:
+        parts.append(f"web console at {console_url}")
+    return "; ".join(parts) + ". Ctrl-C to stop"
 
 
 async def _until_service_ends(node: Any, service_id: str) -> int:
@@ -510,6 +553,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             except _NoRoot as exc:
                 print(f"garrison run: {exc}", file=sys.stderr)
                 return 2
+            except _RanOnImport as exc:  # what it printed is its result: done
+                print(f"garrison run: warning: {exc}", file=sys.stderr)
+                return 0
         return int(_unwrapped(_serve, config, root, label, args.store, args.ui, token,
                               args.metrics, args.name, args.lease,
                               args.forwarded_allow_ips, _sessions(args)))
@@ -622,12 +668,23 @@ def _session_options(parser: argparse.ArgumentParser) -> None:
                              "busy (default 12h)")
 
 
+def _version() -> str:
+    """The installed package's version (``pip install -e .`` records it too)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("garrison")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "(not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     levels = ["DEBUG", "INFO", "WARNING", "ERROR", "debug", "info", "warning", "error"]
     parser = argparse.ArgumentParser(
         prog="garrison",
         description="The garrison command line: run a node, check configs, inspect and "
                     "drive workflow stores.")
+    parser.add_argument("--version", action="version", version=f"garrison {_version()}")
     parser.add_argument("--log-level", default="INFO", choices=levels)
     parser.add_argument("--log-format", default="text", choices=["text", "json"])
     # the same options after the sub-command (garrison run app.yaml --log-format json)

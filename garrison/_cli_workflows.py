@@ -233,14 +233,16 @@ def _resolve(store: Any, args: argparse.Namespace) -> None:
     value = json_arg(args.value, "value")
     tools.resolve(store, args.id, args.promise, value)
     _done(args, {"workflow_id": args.id, "promise": args.promise, "resolved": value},
-          f"promise {args.promise!r} of {args.id!r} resolved")
+          f"promise {args.promise!r} of {args.id!r} resolved",
+          tools.undeclared_promise(store, args.id, args.promise))
 
 
 def _reject(store: Any, args: argparse.Namespace) -> None:
     tools.reject(store, args.id, args.promise, args.message)
     _done(args, {"workflow_id": args.id, "promise": args.promise,
                  "rejected": args.message},
-          f"promise {args.promise!r} of {args.id!r} rejected")
+          f"promise {args.promise!r} of {args.id!r} rejected",
+          tools.undeclared_promise(store, args.id, args.promise))
 
 
 def _cancel(store: Any, args: argparse.Namespace) -> None:
@@ -439,8 +441,13 @@ def _print_json(value: Any) -> None:
     print(tools.standard_json(value, default=str))
 
 
-def _done(args: argparse.Namespace, data: dict[str, Any], text: str) -> None:
+def _done(args: argparse.Namespace, data: dict[str, Any], text: str,
+          note: str | None = None) -> None:
+    """The answer of a write; ``note``: a warning that does not make it fail (a line on
+    stderr, or the JSON's ``note``)."""
     if args.json:
-        _print_json(data)
+        _print_json(data if note is None else {**data, "note": note})
     else:
         print(text)
+        if note is not None:
+            print(note, file=sys.stderr)

@@ -708,8 +708,15 @@ def _as_config(config: Any) -> Any:
         return config
     from .config import load_config, load_configs
 
+    expects = ("config= expects None, a config file path, a list of paths or a Config "
+               "(garrison.config.load_config(path))")
     if isinstance(config, list | tuple):
+        for one in config:
+            if not isinstance(one, (str, os.PathLike)):
+                raise TypeError(f"{expects}, got a list holding {type(one).__name__}")
         return load_configs(config)
+    if not isinstance(config, (str, os.PathLike)):
+        raise TypeError(f"{expects}, got {type(config).__name__}")
     return load_config(config)
 
 
@@ -721,6 +728,11 @@ def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
         else:
             out.append(exc)
     return out
+
+
+#: how many times :func:`run` was called in this process (``garrison run script.py``
+#: tells from it that importing the script ran a node already)
+runs = 0
 
 
 def run(main: Callable[..., Any], *args: Any, config: Any = None, store: Any = None,
@@ -737,6 +749,8 @@ def run(main: Callable[..., Any], *args: Any, config: Any = None, store: Any = N
 
     >>> garrison.run(main, "hello")
     """
+    global runs
+    runs += 1
 
     async def root() -> Any:
         async with open_node(config=config, store=store, inbox_warning=inbox_warning,

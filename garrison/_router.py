@@ -122,8 +122,13 @@ class Router:
         """A spawn target: a callable stays itself, a string is a config entry id."""
         if isinstance(target, str):
             if self.config is None:
+                module, _, qualname = target.rpartition(":")
+                example = (f" (from {module} import {qualname})"
+                           if module and qualname.isidentifier() else "")
                 raise ValueError(f"unknown target {target!r}: no config is loaded, so entry ids "
-                                 "cannot be resolved")
+                                 f"cannot be resolved; pass the async function itself"
+                                 f"{example}, or load a config that declares {target!r} "
+                                 "(open_node(config=...) / garrison.run(..., config=...))")
             return self.config.resolve_target(target)
         return target
 

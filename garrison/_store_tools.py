@@ -251,6 +251,23 @@ def reject(store: Any, workflow_id: str, promise: str, message: str) -> None:
         raise ToolError(str(exc)) from None
 
 
+def undeclared_promise(store: Any, workflow_id: str, promise: str) -> str | None:
+    """A note when workflow ``workflow_id`` has declared promises, but not ``promise``
+    (a misspelled name, most likely): the resolution is kept all the same, for when the
+    code declares it (README: a promise resolved early), and nothing else says that the
+    workflow goes on waiting. ``None`` when it declared ``promise``, or none yet (the
+    journal's ``promise`` records are the declarations)."""
+    rec = store.get_workflow(workflow_id)
+    if rec is None or str(rec.status) in FINAL:
+        return None
+    declared = sorted({r.name for r in store.journal(rec.workflow_id)
+                       if r.kind == "promise" and r.name})
+    if not declared or promise in declared:
+        return None
+    return (f"note: workflow {rec.workflow_id!r} has not declared promise {promise!r} "
+            f"(declared: {', '.join(repr(d) for d in declared)}); kept for when it does")
+
+
 def cancel(store: Any, workflow_id: str) -> None:
     """Flag the workflow for cancellation."""
     rec = get(store, workflow_id)

@@ -46,3 +46,34 @@ def test_charts_are_drawn_from_the_bench_lines(tmp_path: Path) -> None:
     for path in (scaling, ratios):
         assert path is not None and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert charts.ratios_chart({}, tmp_path) is None  # nothing measured: no chart
+
+
+def test_every_benchmark_takes_quick_and_shows_rows() -> None:
+    """``python -m bench --quick`` is a smoke run: every script takes ``--quick`` (the
+    runner passed it only to scripts whose text held it, and torture.py's 1,000
+    SIGKILLs ran in full), and every script's section shows figures (five printed a
+    header only)."""
+    from bench import __main__ as runner
+
+    scripts = [p for p in (ROOT / "bench").glob("*.py")
+               if not p.name.startswith("_") and p.name != "charts.py"]
+    assert {p.name for p in scripts} == set(runner.SHOW)
+    for path in scripts:
+        assert '"--quick"' in path.read_text(), path.name
+
+
+def test_the_table_says_why_a_peer_is_missing(monkeypatch: pytest.MonkeyPatch,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """Without dbos every DBOS figure read ``None``, and nothing said why (the JSON did)."""
+    from bench import __main__ as runner
+
+    missing = "dbos is not installed (pip install -e '.[bench]')"
+    monkeypatch.setattr(runner, "run_script", lambda path, quick, runs=1: {
+        "bench": path.stem, "garrison": {"seq_step_us_marginal": 40.0}, "dbos": missing})
+    monkeypatch.setattr(sys, "argv", ["bench", "--quick", "workflow_steps"])
+    runner.main()
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("--quick: a smoke run")
+    assert out[1].startswith("== workflow_steps.py (")
+    assert out[2] == f"   (dbos: {missing})"
+    assert any(line.split() == ["DBOS", "seq", "step", "us", "None"] for line in out), out

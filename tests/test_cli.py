@@ -693,8 +693,8 @@ def test_run_on_a_postgresql_store(tmp_path, postgres_stores_url):
     done = cli("run", "prog.py", "--store", url.replace("/stores?", "/nowhere?"), cwd=tmp_path)
     assert done.returncode == 2
     assert done.stderr.splitlines() == [
-        f"garrison run: store '{url.replace('/stores?', '/nowhere?')}': cannot connect "
-        '(writes): database "nowhere" does not exist']
+        f"garrison run: store '{url.replace('/stores?', '/nowhere?')}': cannot connect: "
+        'database "nowhere" does not exist']
 
 
 def test_run_checks_main_before_anything_starts(tmp_path):

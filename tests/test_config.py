@@ -1058,3 +1058,47 @@ def test_a_service_input_that_cannot_start_its_process_is_a_config_error(
         f"restore argument 1 (n) of workflow {MOD}:report as int: ValueError: invalid literal "
         "for int() with base 10: 'abc'",
     ], "\n".join(problems)
+
+
+@pytest.mark.parametrize("config, got", [({"version": "1.0"}, "got dict"), (123, "got int"),
+                                         (["app.yaml", 5], "got a list holding int")])
+def test_a_config_of_the_wrong_type_is_named(config: Any, got: str) -> None:
+    """``config=`` given a dict (the YAML's content) or a number: a TypeError naming
+    ``config=`` and what it takes, as ``store=123`` gets, not os.fspath's bare one."""
+    import garrison
+
+    async def main() -> None:
+        pass
+
+    with pytest.raises(TypeError) as err:
+        garrison.run(main, config=config)
+    assert str(err.value).startswith("config= expects None, a config file path, a list of "
+                                     "paths or a Config"), err.value
+    assert str(err.value).endswith(got)
+
+
+def test_the_readme_reference_config_passes_check(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """README's reference config (the first YAML block of "Config and services"), with
+    stub modules for its sources, passes ``garrison check``: as written it required an
+    entry it never declared (``unknown entry 'app:other'``)."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme[readme.index("\n## Config and services\n"):]
+    block = section[section.index("```yaml\n") + 8:]
+    block = block[:block.index("```\n")]
+    package = tmp_path / "myapp"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "sessions.py").write_text("async def main(name: str) -> None:\n    pass\n")
+    (package / "orders.py").write_text(
+        "async def order_workflow(order: dict) -> str:\n    return 'ok'\n")
+    (package / "payments.py").write_text("async def charge(amount: int) -> str:\n"
+                                         "    return 'paid'\n")
+    config = tmp_path / "app.yaml"
+    config.write_text(block)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        assert check_config(config) == []
+    finally:
+        for name in [m for m in sys.modules if m == "myapp" or m.startswith("myapp.")]:
+            del sys.modules[name]

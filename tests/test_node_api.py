@@ -172,3 +172,17 @@ async def test_node_call_a_workflow(node, autojump_clock):
     assert await node.workflow("echo").result() == 2
     with pytest.raises(ProcessError, match="noproc"):
         await node.call(wf, "q", 1)
+
+
+async def test_an_entry_id_without_a_config_says_to_pass_the_function(autojump_clock):
+    """A new user's ``start_workflow("orders:order_workflow")`` on a node without a
+    config: the error says what to pass instead (API.md: an async function or an
+    entry id), not only that entry ids cannot be resolved."""
+    async with garrison.open_node() as node:
+        with pytest.raises(ValueError) as err:
+            await node.start_workflow("orders:order_workflow", {"id": "o-1"}, id="o-1")
+        assert "pass the async function itself (from orders import order_workflow)" in str(
+            err.value), err.value
+        assert "load a config that declares 'orders:order_workflow'" in str(err.value)
+        with pytest.raises(ValueError, match="pass the async function itself, or load"):
+            await node.spawn("not an id")

@@ -161,8 +161,46 @@ def test_payload_error_names_the_container_it_was_found_in() -> None:
 def test_restoring_a_mismatch_reads_like_cattrs_transform_error() -> None:
     with pytest.raises(PayloadError) as info:
         from_json('{"sku": "a", "qty": "many"}', Line, what="the input")
-    assert "the input.qty" in str(info.value)
-    assert "expected int" in str(info.value)
+    assert str(info.value) == "cannot restore the input as Line: field 'qty': expected int"
+
+
+@dataclasses.dataclass
+class _Item:
+    sku: str
+    qty: int
+
+
+@dataclasses.dataclass
+class _Order:
+    id: str
+    total: int
+    items: list[_Item] = dataclasses.field(default_factory=list)
+
+
+_ARG = "argument 1 (order) of workflow orders:order_workflow"
+
+
+@pytest.mark.parametrize("value, hint, said", [
+    ({"id": "o-17", "totl": 30}, _Order,
+     "as _Order: field 'total': required field missing; extra fields found (totl)"),
+    ({"id": "o-17", "total": "many"}, _Order, "as _Order: field 'total': expected int"),
+    ({"id": "o", "total": 1, "items": [{"sku": "a", "qty": "z"}]}, _Order,
+     "as _Order: field 'items[0].qty': expected int"),
+    ({"id": "o", "total": 1, "items": [5]}, _Order,
+     "as _Order: field 'items[0]': expected a JSON object"),
+    (1, dict[str, Any], "as dict[str, Any]: expected a JSON object, got int 1"),
+    (1, list[int], "as list[int]: expected a JSON array, got int 1"),
+    (["a"], list[int], "as list[int]: at [0]: expected int"),
+])
+def test_a_nested_mismatch_names_the_field_apart_from_the_workflow(
+        value: Any, hint: Any, said: str) -> None:
+    """The path inside an argument was glued onto the workflow's name
+    (``... @ argument 1 (order) of workflow orders:order_workflow.total``), and a
+    non-object for a ``dict[str, Any]`` leaked ``AttributeError: 'int' object has no
+    attribute 'items'`` and ``typing.``."""
+    with pytest.raises(PayloadError) as info:
+        structure(value, hint, what=_ARG)
+    assert str(info.value) == f"cannot restore {_ARG} {said}"
 
 
 def test_extra_keys_are_forbidden() -> None:

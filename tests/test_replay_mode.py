@@ -355,7 +355,7 @@ async def test_a_replay_checks_a_sleep_under_way_as_a_node_does(
     assert history.timers[1][1] == "sleep"
     same = await replay_history(history)
     assert same.ok and same.ending == ("the journal ends where the code goes on with "
-                                       "sleep '' (live work)")
+                                       "workflow.sleep() (live work)")
     assert (await replay_history(history, napper_versioned)).ok  # the old path: the sleep
     for changed, current in ((napper_now_first, "now ''"),
                              (napper_receives, "receive 'inbox'"),
@@ -438,3 +438,26 @@ def test_a_read_only_store_refuses_writes_and_an_in_memory_one(tmp_path: Path) -
         SQLiteStore(readonly=True)
     with pytest.raises(FileNotFoundError):
         SQLiteStore(str(tmp_path / "missing.db"), readonly=True)
+
+
+async def approver() -> str:
+    approval = garrison.workflow.promise("approval")
+    if await garrison.workflow.first(approval, garrison.workflow.timer("30d")) is approval:
+        return "approved"
+    return "timed out"
+
+
+async def test_a_replay_ending_at_a_race_names_workflow_first(
+        tmp_path: Path, autojump_clock: Any) -> None:
+    """``garrison workflows replay`` of a workflow waiting in ``workflow.first`` said
+    ``... goes on with first '' (live work)``: its record has no name."""
+    store = str(tmp_path / "s.db")
+    async with garrison.open_node(store=store) as node:
+        await node.start_workflow(approver, id="a")
+        while node.workflow("a").status() != "waiting":
+            await trio.sleep(0.001)
+    with SQLiteStore(store, readonly=True) as s:
+        history = History.from_store(s, "a")
+    result = await replay_history(history)
+    assert result.ok and result.ending == ("the journal ends where the code goes on with "
+                                           "workflow.first() (live work)"), result.ending

@@ -19,11 +19,12 @@ import dataclasses
 import datetime as _dt
 import json
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import attrs
 import cattrs
+import cattrs.v
 from cattrs.errors import BaseValidationError
 
 from .._errors import PayloadError
@@ -262,20 +263,54 @@ def structure(obj: Any, type_hint: Any = Any, *, what: str = "value") -> Any:
     try:
         return _converter.structure(obj, type_hint)
     except BaseValidationError as exc:
-        problems = "; ".join(cattrs.transform_error(exc, path=what))
+        problems = "; ".join(_problem(line) for line in cattrs.transform_error(
+            exc, path="$", format_exception=_format_exception))
         raise PayloadError(f"cannot restore {what} as {_hint_name(type_hint)}: {problems}") from exc
     except Exception as exc:
         fields = _record_fields(type_hint)
+        shown = json.dumps(obj, default=repr)
+        got = f"got {type(obj).__name__} {shown[:80]}{'...' if len(shown) > 80 else ''}"
         if fields is not None and not isinstance(obj, dict):
-            shown = json.dumps(obj, default=repr)
             raise PayloadError(
                 f"cannot restore {what} as {_hint_name(type_hint)}: expected a JSON object "
-                f"with its fields ({', '.join(fields)}), got {type(obj).__name__} "
-                f"{shown[:80]}{'...' if len(shown) > 80 else ''}"
+                f"with its fields ({', '.join(fields)}), {got}"
             ) from exc
+        origin = getattr(type_hint, "__origin__", None)
+        if isinstance(origin, type) and issubclass(origin, Mapping) and not isinstance(obj, dict):
+            raise PayloadError(f"cannot restore {what} as {_hint_name(type_hint)}: expected a "
+                               f"JSON object, {got}") from exc
+        if (isinstance(origin, type) and issubclass(origin, Iterable)
+                and not issubclass(origin, (str, bytes, Mapping))
+                and not isinstance(obj, list)):
+            raise PayloadError(f"cannot restore {what} as {_hint_name(type_hint)}: expected a "
+                               f"JSON array, {got}") from exc
         raise PayloadError(
             f"cannot restore {what} as {_hint_name(type_hint)}: {type(exc).__name__}: {exc}"
         ) from exc
+
+
+def _format_exception(exc: BaseException, hint: Any) -> str:
+    """cattrs' wording of one problem, but a value that should have been an object (a
+    mapping, or a record read from one) says so, not ``unknown error (... 'keys')``."""
+    if isinstance(exc, AttributeError) and str(exc).endswith(("attribute 'keys'",
+                                                              "attribute 'items'")):
+        return "expected a JSON object"
+    return cattrs.v.format_exception(exc, hint)
+
+
+def _problem(line: str) -> str:
+    """One line of cattrs' ``transform_error`` (``"<problem> @ $.items[0].qty"``) as
+    ``"field 'items[0].qty': <problem>"``: where the value is, named apart from what it
+    is (the workflow and argument; not glued onto the workflow's name)."""
+    problem, _, path = line.rpartition(" @ $")
+    if not _:
+        return line
+    problem = problem.removeprefix("invalid value for type, ")
+    if not path:
+        return problem
+    if path.startswith("."):
+        return f"field '{path[1:]}': {problem}"
+    return f"at {path}: {problem}"
 
 
 def _record_fields(hint: Any) -> list[str] | None:
@@ -304,4 +339,4 @@ def from_json(text: str | bytes, type_hint: Any = Any, *, what: str = "value") -
 def _hint_name(hint: Any) -> str:
     if isinstance(hint, type):
         return hint.__qualname__
-    return repr(hint)
+    return repr(hint).replace("typing.", "")

@@ -347,7 +347,7 @@ class PostgresStore(PgWritePath, StoreShortcuts):
         self._reader: psycopg.Connection[Any] | None = None
         try:
             self._writer = self._connect_writer(first=True)
-            self._reader = self._connect("reads")
+            self._reader = self._connect(None)
         except BaseException:
             self._close_connections()
             raise
@@ -371,11 +371,15 @@ class PostgresStore(PgWritePath, StoreShortcuts):
         }
 
     # -- connecting ----------------------------------------------------------
-    def _connect(self, what: str) -> psycopg.Connection[Any]:
+    def _connect(self, what: str | None) -> psycopg.Connection[Any]:
+        """A new connection; ``what`` names it in the error when it is not one the store
+        opens with (``None``: at open, where a tool's user has no use for the store's
+        own names of its connections)."""
         try:
             conn = psycopg.connect(self._conninfo, autocommit=True)
         except psycopg.Error as exc:
-            raise StoreError(self.path, f"cannot connect ({what}): {_reason(exc)}") from None
+            which = "" if what is None else f" (its {what} connection)"
+            raise StoreError(self.path, f"cannot connect{which}: {_reason(exc)}") from None
         try:
             conn.execute("SET standard_conforming_strings = on")
             conn.execute("SET synchronous_commit = " + _SYNCHRONOUS[self.synchronous])
@@ -391,7 +395,7 @@ class PostgresStore(PgWritePath, StoreShortcuts):
     def _connect_writer(self, *, first: bool) -> psycopg.Connection[Any]:
         """The writer's connection: the lock (a node), the schema (checked, or created
         and migrated by a node at open), the writers row."""
-        conn = self._connect("writes")
+        conn = self._connect(None if first else "writes")
         try:
             if self._owner:
                 # every node of the schema holds this lock shared while it runs: a tool

@@ -397,6 +397,22 @@ class _Unrecorded(ActivityHandle):
                                          f"{self.seq}, which the journal never recorded")
 
 
+#: the operations whose records have no name, as the code calls them
+_UNNAMED = {"first": "workflow.first()", "sleep": "workflow.sleep()",
+            "timer": "workflow.timer()", "await_timer": "the await of a workflow.timer()",
+            "now": "workflow.now()", "uuid4": "workflow.uuid4()",
+            "random": "workflow.random()"}
+
+
+def _operation(kind: Any, name: str) -> str:
+    """An operation of the code, in words: ``activity 'charge'``, ``workflow.first()``
+    (not ``first ''``)."""
+    kind = getattr(kind, "value", kind)
+    if name:
+        return f"{kind} {name!r}"
+    return _UNNAMED.get(kind, str(kind))
+
+
 class ReplayInstance(WorkflowInstance):
     """A workflow instance in replay mode (see the module docs)."""
 
@@ -422,7 +438,7 @@ class ReplayInstance(WorkflowInstance):
         seq = self.cursor.seq - 1
         if seq in self.timers:  # a wait under way: the node checks it is the same one
             self._check_timer(seq, kind, name, timed)
-        raise self._stop(seq, f"{kind} {name!r}",
+        raise self._stop(seq, _operation(kind, name),
                          sum(1 for s in self.cursor.entries if s > seq))
 
     def _stop(self, seq: int, what: str, unchecked: int) -> ReplayEnd:
