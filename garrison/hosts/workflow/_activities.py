@@ -39,6 +39,8 @@ log = logging.getLogger("garrison.workflow")
 _ACTIVITY = JournalKind.ACTIVITY
 #: the policy of an activity's stand-in: one attempt, its outcome is final
 _ONCE = RetryPolicy(max_attempts=1)
+#: the kind of an activity's retry timer, before the number of attempts made
+_RETRY = "retry "
 _dumps = json.dumps
 
 
@@ -302,8 +304,9 @@ class Activities(WorkflowCore):
         seq = self.cursor.seq - 1
         if self._buffer is not None or self.flushing is not None:  # records_pending
             await self.records_committed()  # (a recorded value the activity may use)
+        resumed = self.retrying(seq) if self.timers else None
         if (timeout is None and not self.host.activity_mocks and not _observe.active
-                and _is_async(fn)):
+                and resumed is None and _is_async(fn)):
             # _run_activity's first attempt inline, the common case (it returns; nothing
             # to retry): no coroutine more at every step. A failed first attempt goes
             # on there, with its retry policy
@@ -329,15 +332,17 @@ class Activities(WorkflowCore):
                     attempt, text, plain, failure = 1, "", None, ErrorInfo.from_exception(bad)
             else:
                 attempt, text, plain, failure = await self._run_activity(
-                    fn, args, kwargs, retry, timeout, name, failed=failed, call_seq=seq)
+                    fn, args, kwargs, retry, timeout, name, seq, failed=failed, call=True)
         else:
             attempt, text, plain, failure = await self._run_activity(
-                fn, args, kwargs, retry, timeout, name, call_seq=seq)
+                fn, args, kwargs, retry, timeout, name, seq, call=True, resumed=resumed)
         if failure is None and self._buffer is None:
             # _activity_done's success path and _commit's body, without a coroutine of
             # their own: one object less held by each step waiting for its batch
             tx = Transaction()
             self.record(tx, seq, _ACTIVITY, name, '{"ok":' + text + "}", attempt)
+            if self.timers and seq in self.timers:
+                self._retried(tx, seq)
             try:  # (_committing and _yield inline)
                 await (self.store.commit(tx) if not _observe.active
                        else _observe.workflow_commit(self, tx))
@@ -405,7 +410,8 @@ class Activities(WorkflowCore):
         if started is None:
             started = self.started = StartedActivities(self)
             self.host.start_soon(started.run)
-        started.start_soon(self._background, handle, seq, fn, args, kwargs, retry, timeout)
+        started.start_soon(self._background, handle, seq, fn, args, kwargs, retry, timeout,
+                           self.retrying(seq) if self.timers else None)
         return handle
 
     async def await_started(self, handle: ActivityHandle) -> None:
@@ -448,15 +454,16 @@ class Activities(WorkflowCore):
 
     async def _background(self, handle: ActivityHandle, seq: int, fn: Any,
                           args: tuple[Any, ...], kwargs: dict[str, Any],
-                          retry: RetryPolicy | None, timeout: float | None) -> None:
+                          retry: RetryPolicy | None, timeout: float | None,
+                          resumed: tuple[int, float] | None) -> None:
         if self.flushing is not None or self.store_error is not None:
             await self.records_committed()
         if self.kill_reason is not None:
             # the workflow is being stopped (by a flush of its records failing with an
             # error of its own, say: its key is lost): what it started does not begin
             return
-        attempt, text, plain, failure = await self._run_activity(fn, args, kwargs, retry,
-                                                                 timeout, handle.name)
+        attempt, text, plain, failure = await self._run_activity(
+            fn, args, kwargs, retry, timeout, handle.name, seq, resumed=resumed)
         with trio.CancelScope(shield=True):
             try:
                 handle._set(outcome.Value(await self._activity_done(
@@ -488,14 +495,21 @@ class Activities(WorkflowCore):
 
     async def _run_activity(self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
                             retry: RetryPolicy | None, timeout: float | None, name: str,
-                            failed: BaseException | None = None, call_seq: int | None = None
+                            seq: int, *, failed: BaseException | None = None,
+                            call: bool = False, resumed: tuple[int, float] | None = None
                             ) -> tuple[int, str, Any, ErrorInfo | None]:
         """Attempts with the retry policy; ``(attempts, json, plain, final error)``.
         ``failed``: the first attempt ran already (in :meth:`activity`) and raised it.
-        ``call_seq``: the seq of the activity call the workflow function awaits (not a
-        started one): a cancel request stops its retries, journaled there and raised as
-        ``WorkflowCancelled`` (an attempt under way is not interrupted: its result is
+        ``call``: the activity at ``seq`` is a call the workflow function awaits (not a
+        started one): a cancel request stops its retries, journaled at ``seq`` and raised
+        as ``WorkflowCancelled`` (an attempt under way is not interrupted: its result is
         recorded, or its failure ends the retries so).
+
+        Before each retry a durable timer at ``seq`` (kind ``retry N``: N attempts
+        failed) holds the count and when the next attempt is due: a node that loads the
+        workflow after a crash goes on from there (``resumed``: ``retrying``), so a crash
+        neither resets ``max_attempts`` nor skips the backoff under way. The outcome's
+        record drops it (``_retried``).
 
         A stand-in the host holds for ``name`` (``garrison.testing``'s ``mock_activity``)
         runs instead, once: its outcome is final."""
@@ -510,6 +524,9 @@ class Activities(WorkflowCore):
         # the activity runs as plain code: its runtime is an ActivityScope
         token = runtime_var.set(ActivityRuntime(self))
         try:
+            if resumed is not None:  # attempts made before a crash; the next one's time
+                attempt = resumed[0]
+                await self._backoff(resumed[1] - self.host.clock.now(), seq, call)
             while True:
                 attempt += 1
                 exc: BaseException | None = failed
@@ -542,29 +559,70 @@ class Activities(WorkflowCore):
                 if attempt >= policy.max_attempts or not policy.retryable(exc):
                     failure = ErrorInfo.from_exception(exc)
                     break
-                if call_seq is not None and self.cancel_requested and not self.cancel_delivered:
-                    self._deliver_cancel(call_seq)
+                if call and self.cancel_requested and not self.cancel_delivered:
+                    self._deliver_cancel(seq)
                 log.info("activity %s of workflow %s failed (attempt %d of %d), retrying: %s",
                          name, self.wid, attempt, policy.max_attempts, exc,
                          extra={"workflow_id": self.wid, "pid": str(self.pid),
                                 "activity": name, "attempt": attempt})
-                if call_seq is None:
-                    await self.host.clock.sleep(policy.delay(attempt))
-                    continue
-                with trio.CancelScope() as self.backoff:  # (a cancel request ends it)
-                    try:
-                        await self.host.clock.sleep(policy.delay(attempt))
-                    finally:
-                        self.backoff = None
-                if self.cancel_requested and not self.cancel_delivered:
-                    self._deliver_cancel(call_seq)
+                delay = policy.delay(attempt)
+                if mock is None:
+                    deadline = self.host.clock.now() + delay
+                    kind = f"{_RETRY}{attempt}"
+                    await self._commit(Transaction().add_timer(self.wid, seq, deadline, kind))
+                    self.timers[seq] = deadline
+                    kinds = self.timer_kinds
+                    if kinds is None:
+                        kinds = self.timer_kinds = {}
+                    kinds[seq] = kind
+                await self._backoff(delay, seq, call)
         finally:
             runtime_var.reset(token)
         return attempt, text, plain, failure
 
+    async def _backoff(self, delay: float, seq: int, call: bool) -> None:
+        """Wait ``delay`` seconds before the next attempt of the activity at ``seq``; a
+        call's wait ends at a cancel request, delivered at ``seq``."""
+        if not call:
+            if delay > 0:
+                await self.host.clock.sleep(delay)
+            return
+        if self.cancel_requested and not self.cancel_delivered:  # (before the scope was)
+            self._deliver_cancel(seq)
+        if delay > 0:
+            with trio.CancelScope() as self.backoff:  # (a cancel request ends it: ``wake``)
+                try:
+                    await self.host.clock.sleep(delay)
+                finally:
+                    self.backoff = None
+        if self.cancel_requested and not self.cancel_delivered:
+            self._deliver_cancel(seq)
+
+    def retrying(self, seq: int) -> tuple[int, float] | None:
+        """The retries of the activity at ``seq`` under way when the workflow was loaded
+        (its ``retry N`` timer): ``(N attempts made, when the next one is due)``."""
+        deadline = self.timers.get(seq)
+        kind = self.timer_kinds.get(seq) if self.timer_kinds else None
+        if deadline is None or kind is None or not kind.startswith(_RETRY):
+            return None
+        try:
+            return int(kind[len(_RETRY):]), deadline
+        except ValueError:
+            return None
+
+    def _retried(self, tx: Transaction, seq: int) -> None:
+        """The outcome of the activity at ``seq`` is recorded in ``tx``: its retry timer
+        goes with it."""
+        if self.timers.pop(seq, None) is not None:
+            tx.remove_timer(self.wid, seq)
+            if self.timer_kinds:
+                self.timer_kinds.pop(seq, None)
+
     async def _activity_done(self, seq: int, name: str, hint: Any, attempt: int, text: str,
                              plain: Any, failure: ErrorInfo | None) -> Any:
         tx = Transaction()
+        if self.timers:
+            self._retried(tx, seq)
         if failure is None:
             self.record(tx, seq, _ACTIVITY, name, '{"ok":' + text + "}", attempt)
             await self._commit(tx)

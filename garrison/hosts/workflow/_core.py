@@ -480,12 +480,16 @@ class WorkflowCore(Caller, WorkflowScope):
         known = kinds.get(seq) if kinds else None
         if timed and (known is None or known == kind):
             return
+        if known is not None and known.startswith("retry ") and kind == JournalKind.ACTIVITY:
+            return  # an activity's retries under way (``Activities.retrying``)
         raise self.cursor.diverge(seq, "timer", self.under_way(seq), f"{kind} {name!r}")
 
     def under_way(self, seq: int) -> str:
         """What the pending timer at ``seq`` says is under way, for a divergence."""
         kinds = self.timer_kinds
         known = kinds.get(seq) if kinds else None
+        if known is not None and known.startswith("retry "):
+            return "an activity's retries under way"
         return _UNDER_WAY.get(known, _UNDER_WAY[None])
 
     def _sync_op(self, kind: JournalKind, name: str, data: Any) -> bool:

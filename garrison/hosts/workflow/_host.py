@@ -582,6 +582,8 @@ class WorkflowHost:
             return
         event = Event(EventKind.EXIT, wf.pid, plain, error)
         now = self.clock.now()
+        for seq in wf.timers:  # left by waits it abandoned (a started activity's retries)
+            tx.remove_timer(wf.wid, seq)
         tx.update_workflow(wf.wid, status=status,
                            result=RawJson(result_json) if result_json is not None else None,
                            error=error, time=now)

@@ -1,0 +1,130 @@
+"""An activity's retries survive a restart: the attempts made and the backoff under way
+are durable (a ``retry N`` timer at the activity's seq), so ``max_attempts`` counts
+every attempt, whatever the crashes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import trio
+
+import garrison
+from garrison.persistence import SQLiteStore
+
+_ATTEMPTS: list[tuple[str, float]] = []
+_POLICY = garrison.RetryPolicy(max_attempts=3, initial_delay="10m", backoff=1.0,
+                               max_delay="1h")
+
+
+@garrison.activity(retry=_POLICY)
+async def _down(tag: str) -> str:
+    _ATTEMPTS.append((tag, trio.current_time()))
+    raise ConnectionError(f"{tag}: service down")
+
+
+async def _calls(how: str) -> str:
+    if how == "started":
+        handle = garrison.workflow.start(_down, how)
+        return await handle
+    return await _down(how)
+
+
+def _timers(db: str, wid: str) -> list[Any]:
+    store = SQLiteStore(db)
+    try:
+        return store.timers(wid)
+    finally:
+        store.close()
+
+
+def _journal(db: str, wid: str) -> list[Any]:
+    store = SQLiteStore(db)
+    try:
+        return store.journal(wid)
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("how", ["call", "started"])
+async def test_a_restart_keeps_the_attempts_made_and_the_backoff(
+        autojump_clock: object, tmp_path: Any, how: str) -> None:
+    """A node stopped (or killed) while an activity waited to retry forgot its attempts:
+    the next node began again at attempt 1, at once, so max_attempts was exceeded by
+    the number of crashes and the backoff under way was skipped."""
+    db = str(tmp_path / "s.db")
+    _ATTEMPTS.clear()
+    async with garrison.open_node(store=db) as node:
+        await node.start_workflow(_calls, how, id="w")
+        await trio.sleep(60)  # attempt 1 failed at 0; the next is due at 600
+    assert [(t.seq, t.kind) for t in _timers(db, "w")] == [(1, "retry 1")]
+    async with garrison.open_node(store=db) as node:
+        with pytest.raises(garrison.WorkflowFailed, match="service down"):
+            await node.workflow("w").result()
+    times = [t for _tag, t in _ATTEMPTS]
+    assert len(times) == 3, times  # not 1 + 3
+    assert times[1] >= 600 and times[2] - times[1] >= 600, times
+    record = _journal(db, "w")[0]
+    assert (record.kind, record.attempts) == ("activity", 3)
+    assert _timers(db, "w") == []
+
+
+async def test_a_cancel_ends_retries_resumed_after_a_restart(
+        autojump_clock: object, tmp_path: Any) -> None:
+    db = str(tmp_path / "s.db")
+    _ATTEMPTS.clear()
+    async with garrison.open_node(store=db) as node:
+        await node.start_workflow(_calls, "call", id="w")
+        await trio.sleep(60)
+    async with garrison.open_node(store=db) as node:
+        await trio.sleep(60)
+        t0 = trio.current_time()
+        await node.workflow("w").cancel()
+        with pytest.raises(garrison.WorkflowCancelled):
+            await node.workflow("w").result()
+        assert trio.current_time() - t0 < 1
+    assert len(_ATTEMPTS) == 1
+    assert [(r.seq, r.kind) for r in _journal(db, "w")] == [(1, "cancel")]
+    assert _timers(db, "w") == []
+
+
+async def _abandons(n: int) -> str:
+    garrison.workflow.start(_down, "abandoned")
+    await garrison.workflow.sleep("1m")
+    return "done"
+
+
+async def test_a_retry_timer_of_an_abandoned_activity_goes_with_the_end(
+        autojump_clock: object, tmp_path: Any) -> None:
+    db = str(tmp_path / "s.db")
+    async with garrison.open_node(store=db) as node:
+        await node.start_workflow(_abandons, 1, id="a")
+        assert await node.workflow("a").result() == "done"
+    assert _timers(db, "a") == []
+
+
+_FLAKY_CALLS: list[float] = []
+
+
+@garrison.activity(retry=_POLICY)
+async def _flaky() -> int:
+    _FLAKY_CALLS.append(trio.current_time())
+    if len(_FLAKY_CALLS) < 2:
+        raise ConnectionError("once")
+    return len(_FLAKY_CALLS)
+
+
+async def _twice() -> int:
+    return await _flaky() + await _flaky()
+
+
+async def test_a_retried_activity_that_succeeds_drops_its_timer(
+        autojump_clock: object, tmp_path: Any) -> None:
+    db = str(tmp_path / "s.db")
+    _FLAKY_CALLS.clear()
+    async with garrison.open_node(store=db) as node:
+        await node.start_workflow(_twice, id="f")
+        assert await node.workflow("f").result() == 5
+    assert _timers(db, "f") == []
+    assert [(r.kind, r.attempts) for r in _journal(db, "f")] == [
+        ("activity", 2), ("activity", 1)]
