@@ -87,7 +87,7 @@ def _error_plain(error: ErrorInfo | None) -> Any:
     return {"type": error.type, "message": error.message, "traceback": error.traceback}
 
 
-class _Waiting(dict[int, Caller]):
+class _Waiting(dict[str, Caller]):
     """A :class:`_Peer`'s ``callers``: the local callers waiting on it. The peer is in
     ``Remote.peers`` (where a lost node's calls are failed) while one waits, and no
     longer (a call ends with ``pop``, ``Caller.exchange``)."""
@@ -98,12 +98,12 @@ class _Waiting(dict[int, Caller]):
         super().__init__()
         self.peer = peer
 
-    def __setitem__(self, ref: int, caller: Caller) -> None:
+    def __setitem__(self, ref: str, caller: Caller) -> None:
         super().__setitem__(ref, caller)
         peer = self.peer
         peer.remote.peers[peer.pid] = peer
 
-    def pop(self, ref: int, default: Any = None) -> Any:
+    def pop(self, ref: str, default: Any = None) -> Any:
         value = super().pop(ref, default)
         if not self:
             peer = self.peer
@@ -131,7 +131,7 @@ class _Peer(Caller):
         """A request of a call (or a message) for the remote process."""
         self.remote.send(msg.sender, self.pid, msg)
 
-    def finish_call(self, ref: int, result: outcome.Outcome[Any]) -> None:
+    def finish_call(self, ref: str, result: outcome.Outcome[Any]) -> None:
         """The remote process's call ``ref`` to a local process ended: send the reply."""
         if isinstance(result, outcome.Value):
             self.remote.post(self.pid, {"k": "reply", "to": str(self.pid), "ref": ref,
@@ -413,17 +413,21 @@ class Remote:
             to = Pid.parse(body["to"])
             sender = None if body["from"] is None else Pid.parse(body["from"])
             ref = body.get("ref")
+            if ref is not None:
+                ref = str(ref)  # (an int from an older node)
             msg = Message(body["topic"], json.loads(body["p"]), sender, body["id"], ref)
             host = router.hosts.get(router.aliases.get(to.host, to.host))
             if ref is not None and sender is not None:
+                # a ref is unique to its call, whichever node made it (``next_call_ref``)
+                caller = self.peer(sender)
                 callee = router.caller_of(to)
                 if callee is None or not callee.accepts_calls:
-                    self.peer(sender).finish_call(int(ref), outcome.Error(ProcessError(
+                    caller.finish_call(ref, outcome.Error(ProcessError(
                         f"call to {to} failed: {noproc(to)}", pid=to, error=noproc(to))))
                     return
                 if callee.callers is None:
                     callee.callers = {}
-                callee.callers[int(ref)] = self.peer(sender)  # its death fails the call
+                callee.callers[ref] = caller  # its death fails the call
             if host is None or host.durable:  # (a workflow pid names no node)
                 router.stats_dead_letters += 1
             elif host.deliver(to, msg):
@@ -435,10 +439,10 @@ class Remote:
             if caller is None:
                 return
             if kind == "reply":
-                caller.finish_call(int(body["ref"]), outcome.Value(body["v"]))
+                caller.finish_call(str(body["ref"]), outcome.Value(body["v"]))
             else:
                 callee = Pid.parse(body["callee"]) if body.get("callee") else None
-                caller.finish_call(int(body["ref"]), outcome.Error(ProcessError(
+                caller.finish_call(str(body["ref"]), outcome.Error(ProcessError(
                     body["why"], pid=callee, error=_error(body["error"]))))
         elif kind == "event":
             event = Event(EventKind(body["kind"]), Pid.parse(body["pid"]), body["r"],

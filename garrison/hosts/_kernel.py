@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import itertools
 import re
+import secrets
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Protocol
 
@@ -85,8 +86,14 @@ def noproc(pid: Pid) -> ErrorInfo:
 
 _INF = float("inf")
 
-#: call references: unique across every host of the process (replies find their call)
-next_call_ref = itertools.count(1).__next__
+#: call references (``<token>.<n>``): a random token of this Python process, then a
+#: count, so unique across every host and node of every run: a reply finds only its own
+#: call, never one of another node or of a later run (a request left in an inbox from
+#: before a restart answers none of the new calls). A workflow's journaled call uses
+#: ``<host>/<its request's message id>`` instead (the same when a replay makes it
+#: again; no ``#`` here, so the two never meet). Made in C, no Python frame per call.
+next_call_ref: Callable[[], str] = map(f"{secrets.token_hex(8)}.{{}}".format,
+                                       itertools.count(1)).__next__
 
 
 class _CallTimedOut(Exception):
@@ -110,11 +117,11 @@ class CallTimeouts:
 
     def __init__(self) -> None:
         #: timeout (s) -> {call ref: (deadline, caller)}, oldest first
-        self._queues: dict[float, dict[int, tuple[float, Caller]]] = {}
+        self._queues: dict[float, dict[str, tuple[float, Caller]]] = {}
         self._scope: trio.CancelScope | None = None
         self._armed = float("inf")
 
-    def add(self, caller: Caller, ref: int, seconds: float) -> None:
+    def add(self, caller: Caller, ref: str, seconds: float) -> None:
         deadline = trio.current_time() + seconds
         queue = self._queues.get(seconds)
         if queue is None:
@@ -125,7 +132,7 @@ class CallTimeouts:
             if self._scope is not None:
                 self._scope.deadline = deadline
 
-    def remove(self, ref: int, seconds: float) -> None:
+    def remove(self, ref: str, seconds: float) -> None:
         queue = self._queues.get(seconds)
         if queue is not None:
             queue.pop(ref, None)
@@ -320,27 +327,31 @@ class Caller:
 
     node: NodeContext
     pid: Pid
-    calls: dict[int, Any] | None
-    callers: dict[int, Caller] | None
+    calls: dict[str, Any] | None
+    callers: dict[str, Caller] | None
 
     def deliver(self, msg: Message) -> Any:
         """Put ``msg`` in this callee's inbox (a host's own way)."""
         raise NotImplementedError
 
     async def exchange(self, callee: Caller, pid: Pid, topic: str, seconds: float,
-                       deliver: Callable[[int], Awaitable[Any] | None] | None, *,
-                       payload: Any = None, traced: bool = False) -> Any:
+                       deliver: Callable[[str], Awaitable[Any] | None] | None, *,
+                       payload: Any = None, traced: bool = False, ref: str | None = None
+                       ) -> Any:
         """One call: register it with both sides, ``deliver(ref)`` the request (sync, or
         an awaitable), wait for the reply or ``seconds``; ``TimeoutError`` after that,
         ``ProcessError`` when the callee ends first. (With tracing on, this runs inside
         a ``call`` span: ``traced`` is set once it is open.) ``deliver=None``: the
         request is ``payload``, put in the in-memory ``callee``'s inbox (the hot path:
-        no function made per call)."""
+        no function made per call). ``ref``: the call's reference (a workflow's own,
+        the same on replay), else a new one (:data:`next_call_ref`)."""
         if _observe.tracing and not traced:
             if deliver is None:
                 deliver = _in_memory(self, callee, topic, payload)
-            return await _observe.traced_call(self, callee, pid, topic, seconds, deliver)
-        ref = next_call_ref()
+            return await _observe.traced_call(self, callee, pid, topic, seconds, deliver,
+                                              ref)
+        if ref is None:
+            ref = next_call_ref()
         calls = self.calls
         if calls is None:
             calls = self.calls = {}
@@ -354,7 +365,7 @@ class Caller:
             if deliver is None:
                 node = self.node
                 node.stats_messages += 1
-                callee.deliver(Message(topic, payload, self.pid, node.message_id(), str(ref),
+                callee.deliver(Message(topic, payload, self.pid, node.message_id(), ref,
                                        _observe.carrier() if _observe.tracing else None))
             else:
                 sent = deliver(ref)
@@ -387,7 +398,7 @@ class Caller:
             if timeouts is not None:
                 timeouts.remove(ref, seconds)
 
-    def finish_call(self, ref: int, result: outcome.Outcome[Any]) -> None:
+    def finish_call(self, ref: str, result: outcome.Outcome[Any]) -> None:
         """The reply (or failure) of my call ``ref`` arrived; a late one is dropped."""
         calls = self.calls
         if calls is None or ref not in calls:
@@ -402,7 +413,7 @@ class Caller:
     def reply_to(self, msg: Message, value: Any) -> None:
         """Hand ``value`` to the caller of ``msg`` (a call this callee received)."""
         assert msg.sender is not None and msg.call_ref is not None
-        ref = int(msg.call_ref)
+        ref = msg.call_ref
         # the caller registered itself here with its call (``exchange``); a call this
         # side did not see registered (gone already) is looked up by its sender
         callers = self.callers
@@ -440,13 +451,13 @@ async def plain_call(caller: Caller, to: Pid | str, topic: str, payload: Any,
 
 
 def _in_memory(caller: Caller, callee: Caller, topic: str, payload: Any
-               ) -> Callable[[int], None]:
+               ) -> Callable[[str], None]:
     """``deliver`` of a call to an in-memory callee (``exchange(deliver=None)``)."""
     node = caller.node
 
-    def deliver(ref: int) -> None:
+    def deliver(ref: str) -> None:
         node.stats_messages += 1
-        callee.deliver(Message(topic, payload, caller.pid, node.message_id(), str(ref),
+        callee.deliver(Message(topic, payload, caller.pid, node.message_id(), ref,
                                _observe.carrier() if _observe.tracing else None))
 
     return deliver

@@ -100,8 +100,8 @@ class WorkflowCore(Caller, WorkflowScope):
                  "flushes", "flushing", "fn", "history_bytes", "host", "input_plain",
                  "kill_reason", "links", "may_be_queued", "monitoring", "name", "parent",
                  "pending", "promise_times", "promises", "refreshed", "requests", "requests_taken",
-                 "result_json", "run_id", "scope", "started", "state", "status", "store",
-                 "store_error", "stored_status", "taken", "task", "timer_kinds", "timers",
+                 "resend_seq", "result_json", "run_id", "scope", "started", "state", "status",
+                 "store", "store_error", "stored_status", "taken", "task", "timer_kinds", "timers",
                  "topics", "trace", "trap_links", "unlinked", "unsized", "wait_deadline",
                  "watchers", "wid")
 
@@ -206,6 +206,9 @@ class WorkflowCore(Caller, WorkflowScope):
         self.fn: Any = None
         #: recovered from a journal: check watched processes once replay has caught up
         self.check_lost = bool(journal)
+        #: the seq past its journal when it was loaded from the store (0: started here):
+        #: a call there may have sent its request before a crash (``Interop.call``)
+        self.resend_seq = 0
         #: the trace context it was started in (``garrison.tracing``), or ``None``
         self.trace: dict[str, str] | None = None
         #: the trio task its code runs in (``None`` until it runs): the only task whose
