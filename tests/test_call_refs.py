@@ -1,6 +1,7 @@
 """A reply completes the call it answers and no other: call refs unique to their call
 across restarts and nodes, a workflow's call ref the same when a replay makes the call
-again, and workflow calls counted as messages. (Across OS processes and nodes:
+again, a reply a crash lost found again, a value a caller cannot carry refused in the
+replier, and workflow calls counted as messages. (Across OS processes and nodes:
 test_call_refs_crash.py.)"""
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from typing import Any
 import trio
 
 import garrison
-from garrison import process
+from garrison import PayloadError, process
 
 
 async def wf_go_then_reply(answer: str) -> str:
@@ -43,6 +44,10 @@ async def wf_asks(to: str) -> Any:
         return await process.call(to, "q", "A's question", timeout="3s")
     except Exception as exc:
         return f"{type(exc).__name__}: {exc}"
+
+
+class Opaque:
+    pass
 
 
 async def test_a_request_left_from_before_a_restart_answers_no_later_call(
@@ -93,3 +98,46 @@ async def test_a_workflow_to_workflow_call_counts_its_request(autojump_clock: An
         await node.start_workflow(wf_asks, "workflows/B", id="A")
         assert await node.workflow("A").result() == "answer to A's question"
         assert node.stats()["messages"] == before + 1
+
+
+async def test_a_process_replying_what_a_workflow_cannot_record_gets_payload_error(
+        autojump_clock: Any) -> None:
+    """The replier's ``msg.reply`` raises (naming the type), as a send of it would; the
+    call still waits, and a reply it can record answers it. (The workflow's call
+    raised ``PayloadError`` instead, and the replier went on as if it had replied.)"""
+    refused: list[str] = []
+
+    async def replier() -> None:
+        msg = await process.inbox().receive()
+        try:
+            await msg.reply(Opaque())
+        except PayloadError as exc:
+            refused.append(str(exc))
+        await msg.reply(["fine"])
+
+    async with garrison.open_node() as node:
+        p = await node.spawn(replier)
+        await node.start_workflow(wf_asks, str(p), id="A")
+        assert await node.workflow("A").result() == ["fine"]
+    assert len(refused) == 1 and "Opaque" in refused[0], refused
+
+
+async def wf_replies_opaque() -> str:
+    msg = await process.inbox().receive()
+    try:
+        await msg.reply(Opaque())
+    except PayloadError as exc:
+        assert "Opaque" in str(exc)
+    else:  # pragma: no cover
+        raise AssertionError("no PayloadError")
+    await msg.reply("fine")
+    return "done"
+
+
+async def test_a_workflow_replying_what_it_cannot_record_gets_payload_error(
+        autojump_clock: Any) -> None:
+    async with garrison.open_node() as node:
+        await node.start_workflow(wf_replies_opaque, id="B")
+        await node.start_workflow(wf_asks, "workflows/B", id="A")
+        assert await node.workflow("A").result() == "fine"
+        assert await node.workflow("B").result() == "done"

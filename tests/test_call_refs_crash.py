@@ -1,6 +1,7 @@
 """Replies across OS processes and nodes: a request left from a node's previous run, a
 reply a kill lost between a workflow's reply and its caller's record, two nodes' calls
-to one server. (Real time: child processes, and nodes of a cluster.)"""
+to one server, a workflow's call to a process of another node, a reply another node
+cannot carry. (Real time: child processes, and nodes of a cluster.)"""
 
 from __future__ import annotations
 
@@ -12,6 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trio
+
+import garrison
+from garrison import PayloadError, process
 
 HERE = Path(__file__).resolve().parent
 APP = HERE / "crash" / "call_refs_app.py"
@@ -79,3 +84,50 @@ def test_two_nodes_calls_with_the_same_count_get_their_own_replies(
         assert proc.returncode == 0, err
     got = [json.loads(out.strip().splitlines()[-1])["result"] for out, _err in outs]
     assert got == ["answer to from-c", "answer to from-a"]
+
+
+async def _server() -> None:
+    process.register("srv", scope="cluster")
+    async for msg in process.inbox():
+        if msg.payload == "opaque":
+            try:
+                await msg.reply(_Opaque())
+            except PayloadError as exc:
+                await msg.reply(f"refused: {exc}")
+        else:
+            await msg.reply(f"answer to {msg.payload}")
+
+
+class _Opaque:
+    pass
+
+
+async def wf_calls(name: str, payload: str) -> Any:
+    return await process.call(name, "q", payload, timeout="5s")
+
+
+async def test_a_workflow_gets_the_reply_of_a_process_of_another_node(
+        postgres_url: str) -> None:
+    """The request carried the workflow's pid, which names no node: the reply went to
+    a channel nobody listens on, and the workflow's call timed out."""
+    async with garrison.open_node(store=postgres_url, name="a", lease="2s") as a, \
+            garrison.open_node(store=postgres_url, name="b", lease="2s") as b:
+        await b.spawn(_server)
+        await trio.sleep(0.3)
+        await a.start_workflow(wf_calls, "srv", "from-wf", id="wfc")
+        with trio.fail_after(20):
+            assert await a.workflow("wfc").result() == "answer to from-wf"
+
+
+async def test_a_reply_another_node_cannot_carry_raises_in_the_replier(
+        postgres_url: str) -> None:
+    """A reply JSON cannot carry raises ``PayloadError`` (naming its type) in the
+    replier's ``msg.reply``, as a send of it does; the call still waits for a reply.
+    (It arrived as its ``repr``.)"""
+    async with garrison.open_node(store=postgres_url, name="a", lease="2s") as a, \
+            garrison.open_node(store=postgres_url, name="b", lease="2s") as b:
+        await a.spawn(_server)
+        await trio.sleep(0.3)
+        with trio.fail_after(20):
+            got = await b.call("srv", "q", "opaque", timeout="5s")
+        assert got.startswith("refused: ") and "_Opaque" in got, got

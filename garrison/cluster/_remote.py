@@ -132,10 +132,13 @@ class _Peer(Caller):
         self.remote.send(msg.sender, self.pid, msg)
 
     def finish_call(self, ref: str, result: outcome.Outcome[Any]) -> None:
-        """The remote process's call ``ref`` to a local process ended: send the reply."""
+        """The remote process's call ``ref`` to a local process ended: send the reply
+        (a value JSON cannot carry raises ``PayloadError``, in the replier)."""
         if isinstance(result, outcome.Value):
+            text = to_json(result.value, what=f"the reply to a call of {self.pid} (on "
+                                              "another node)")
             self.remote.post(self.pid, {"k": "reply", "to": str(self.pid), "ref": ref,
-                                        "v": _plain(result.value)}, self.at)
+                                        "p": text}, self.at)
         else:
             assert isinstance(result, outcome.Error)
             exc = result.error
@@ -186,11 +189,12 @@ class Remote:
             return None
         return node
 
-    def peer(self, pid: Pid) -> _Peer:
-        """The callee (or the caller to reply to) ``pid``."""
+    def peer(self, pid: Pid, at: str | None = None) -> _Peer:
+        """The callee (or the caller to reply to) ``pid``; ``at``: the node it is on (a
+        workflow's pid names none)."""
         peer = self.peers.get(pid)
         if peer is None:
-            peer = _Peer(self, pid)  # (kept in ``peers`` while a caller waits on it)
+            peer = _Peer(self, pid, at)  # (kept in ``peers`` while a caller waits on it)
         return peer
 
     def replier(self, pid: Pid) -> _Peer | None:
@@ -314,9 +318,11 @@ class Remote:
             return False  # a dead pid: a dead letter
         text = to_json(msg.payload, what=f"the payload of message {msg.topic!r} to {to} "
                                          "(on another node)")
-        return self.post(to, {"k": "msg", "to": str(to), "from": None if sender is None
-                              else str(sender), "topic": msg.topic, "p": text, "id": msg.id,
-                              "ref": msg.call_ref})
+        body = {"k": "msg", "to": str(to), "from": None if sender is None else str(sender),
+                "topic": msg.topic, "p": text, "id": msg.id, "ref": msg.call_ref}
+        if msg.call_ref is not None:  # where the reply goes (a workflow's pid names no node)
+            body["n"] = self.name
+        return self.post(to, body)
 
     def deliver_event(self, to: Pid, event: Event) -> None:
         if event.kind is EventKind.EXIT:  # that monitor is spent
@@ -418,8 +424,9 @@ class Remote:
             msg = Message(body["topic"], json.loads(body["p"]), sender, body["id"], ref)
             host = router.hosts.get(router.aliases.get(to.host, to.host))
             if ref is not None and sender is not None:
-                # a ref is unique to its call, whichever node made it (``next_call_ref``)
-                caller = self.peer(sender)
+                # the caller, on the node that sent this (a workflow's pid names none); a
+                # ref is unique to its call, whichever node made it (``next_call_ref``)
+                caller = self.peer(sender, body.get("n"))
                 callee = router.caller_of(to)
                 if callee is None or not callee.accepts_calls:
                     caller.finish_call(ref, outcome.Error(ProcessError(
@@ -439,7 +446,8 @@ class Remote:
             if caller is None:
                 return
             if kind == "reply":
-                caller.finish_call(str(body["ref"]), outcome.Value(body["v"]))
+                value = json.loads(body["p"]) if "p" in body else body.get("v")
+                caller.finish_call(str(body["ref"]), outcome.Value(value))
             else:
                 callee = Pid.parse(body["callee"]) if body.get("callee") else None
                 caller.finish_call(str(body["ref"]), outcome.Error(ProcessError(

@@ -24,7 +24,7 @@ import outcome
 import trio
 
 from .. import _observe
-from .._errors import ProcessError
+from .._errors import PayloadError, ProcessError
 from ..actors._mailbox import timeout_seconds
 from ..actors._values import ErrorInfo, Event, Message, Pid
 
@@ -399,7 +399,9 @@ class Caller:
                 timeouts.remove(ref, seconds)
 
     def finish_call(self, ref: str, result: outcome.Outcome[Any]) -> None:
-        """The reply (or failure) of my call ``ref`` arrived; a late one is dropped."""
+        """The reply (or failure) of my call ``ref`` arrived; a late one is dropped. (A
+        caller that carries replies as JSON, a workflow or another node, raises
+        ``PayloadError`` for a value that cannot be converted: the replier's error.)"""
         calls = self.calls
         if calls is None or ref not in calls:
             return  # a late reply: the caller gave up already
@@ -418,8 +420,14 @@ class Caller:
         # side did not see registered (gone already) is looked up by its sender
         callers = self.callers
         caller = callers.pop(ref, None) if callers is not None else None
-        if caller is None:
-            caller = self.node.replier(msg.sender)
+        if caller is not None:
+            try:
+                caller.finish_call(ref, outcome.Value(value))
+            except PayloadError:  # (a value it cannot carry: the call still waits)
+                callers[ref] = caller  # type: ignore[index]
+                raise
+            return
+        caller = self.node.replier(msg.sender)
         if caller is not None:
             caller.finish_call(ref, outcome.Value(value))
 

@@ -16,6 +16,7 @@ import logging
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
+import outcome
 import trio
 
 from ... import _observe, _trio_fast
@@ -27,6 +28,7 @@ from ...actors._runtime import runtime_var
 from ...actors._values import ErrorInfo, Pid
 from ...persistence import MAX_TIME, Op, Transaction, WorkflowStatus
 from .._kernel import Caller
+from ._codec import json_round_trip
 from ._journal import CANCEL, Cursor, Entry, JournalKind
 
 if TYPE_CHECKING:
@@ -217,6 +219,16 @@ class WorkflowCore(Caller, WorkflowScope):
 
     def __repr__(self) -> str:
         return f"<workflow {self.wid} {self.name} {self.status}>"
+
+    def finish_call(self, ref: str, result: outcome.Outcome[Any]) -> None:
+        """A reply to one of its journaled calls (a ref with ``#``, see ``Interop.call``)
+        is recorded as JSON: a value that cannot be converted raises ``PayloadError``
+        in the replier's ``msg.reply`` (the call still waits). (An activity's calls,
+        not journaled, take their replies as they are.)"""
+        if "#" in ref and type(result) is outcome.Value:
+            result = outcome.Value(json_round_trip(
+                result.value, f"the reply to a call of workflow {self.wid!r}")[1])
+        Caller.finish_call(self, ref, result)
 
     # ------------------------------------------------------------ write path
     def buffered(self) -> Transaction:

@@ -490,6 +490,7 @@ class Interop(WorkflowCore):
             self.record(tx, seq, JournalKind.CALL, topic, _dumps(result))
             await self._commit(tx)
             raise
+        # (its reply is JSON already: see ``WorkflowCore.finish_call``)
         _text, plain_value = json_round_trip(value, f"the reply to call {topic!r}")
         tx = Transaction()
         self.record(tx, seq, JournalKind.CALL, topic, _dumps({"ok": plain_value}))
