@@ -119,6 +119,27 @@ async def test_a_workflow_gets_the_reply_of_a_process_of_another_node(
             assert await a.workflow("wfc").result() == "answer to from-wf"
 
 
+@garrison.activity
+async def asks_by_activity(name: str) -> Any:
+    return await process.call(name, "q", "from-activity", timeout="5s")
+
+
+async def wf_calls_by_activity(name: str) -> Any:
+    return await asks_by_activity(name)
+
+
+async def test_an_activity_gets_the_reply_of_a_process_of_another_node(
+        postgres_url: str) -> None:
+    """An activity calls from its workflow's pid: the same lost reply."""
+    async with garrison.open_node(store=postgres_url, name="a", lease="2s") as a, \
+            garrison.open_node(store=postgres_url, name="b", lease="2s") as b:
+        await b.spawn(_server)
+        await trio.sleep(0.3)
+        await a.start_workflow(wf_calls_by_activity, "srv", id="wfa")
+        with trio.fail_after(20):
+            assert await a.workflow("wfa").result() == "answer to from-activity"
+
+
 async def test_a_reply_another_node_cannot_carry_raises_in_the_replier(
         postgres_url: str) -> None:
     """A reply JSON cannot carry raises ``PayloadError`` (naming its type) in the

@@ -290,7 +290,9 @@ class Interop(WorkflowCore):
         entry = self._take(JournalKind.REPLY, msg.topic)
         if entry is not None:
             await self._yield()
-            return  # the caller of a replayed call is gone
+            # the caller of a replayed call is gone, or made it again and finds this
+            # reply recorded (a workflow's call, see ``_replied_before``)
+            return
         seq = self.cursor.seq - 1
         text, plain = json_round_trip(value, f"the reply to {msg.topic!r}")
         tx = Transaction()
