@@ -15,6 +15,7 @@ and what happens when a process ends (exit fan-out).
 from __future__ import annotations
 
 import itertools
+import os
 import re
 import secrets
 from collections.abc import Awaitable, Callable, Iterable
@@ -92,8 +93,18 @@ _INF = float("inf")
 #: before a restart answers none of the new calls). A workflow's journaled call uses
 #: ``<host>/<its request's message id>`` instead (the same when a replay makes it
 #: again; no ``#`` here, so the two never meet). Made in C, no Python frame per call.
-next_call_ref: Callable[[], str] = map(f"{secrets.token_hex(8)}.{{}}".format,
-                                       itertools.count(1)).__next__
+#: A forked child gets a token of its own.
+next_call_ref: Callable[[], str]
+
+
+def _new_call_refs() -> None:
+    global next_call_ref
+    next_call_ref = map(f"{secrets.token_hex(8)}.{{}}".format, itertools.count(1)).__next__
+
+
+_new_call_refs()
+if hasattr(os, "register_at_fork"):  # (not on Windows)
+    os.register_at_fork(after_in_child=_new_call_refs)
 
 
 class _CallTimedOut(Exception):
