@@ -284,12 +284,13 @@ _EVENT: Any = object()
 
 
 async def traced_call(caller: Any, callee: Any, pid: Any, topic: str, seconds: float,
-                      deliver: Callable[[int], Awaitable[Any] | None]) -> Any:
+                      deliver: Callable[[str], Awaitable[Any] | None], ref: str | None = None
+                      ) -> Any:
     """``caller.exchange(...)`` inside a ``call`` span, current while the request is
     delivered (so the request carries it). Called only while ``tracing``."""
     with tracer.span("call", caller, f"call {topic}",
                      {"garrison.call.to": str(pid), "garrison.call.topic": topic}):
-        return await caller.exchange(callee, pid, topic, seconds, deliver, traced=True)
+        return await caller.exchange(callee, pid, topic, seconds, deliver, traced=True, ref=ref)
 
 
 def safe_str(exc: BaseException) -> str:

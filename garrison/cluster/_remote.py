@@ -87,7 +87,7 @@ def _error_plain(error: ErrorInfo | None) -> Any:
     return {"type": error.type, "message": error.message, "traceback": error.traceback}
 
 
-class _Waiting(dict[int, Caller]):
+class _Waiting(dict[str, Caller]):
     """A :class:`_Peer`'s ``callers``: the local callers waiting on it. The peer is in
     ``Remote.peers`` (where a lost node's calls are failed) while one waits, and no
     longer (a call ends with ``pop``, ``Caller.exchange``)."""
@@ -98,12 +98,12 @@ class _Waiting(dict[int, Caller]):
         super().__init__()
         self.peer = peer
 
-    def __setitem__(self, ref: int, caller: Caller) -> None:
+    def __setitem__(self, ref: str, caller: Caller) -> None:
         super().__setitem__(ref, caller)
         peer = self.peer
         peer.remote.peers[peer.pid] = peer
 
-    def pop(self, ref: int, default: Any = None) -> Any:
+    def pop(self, ref: str, default: Any = None) -> Any:
         value = super().pop(ref, default)
         if not self:
             peer = self.peer
@@ -131,11 +131,14 @@ class _Peer(Caller):
         """A request of a call (or a message) for the remote process."""
         self.remote.send(msg.sender, self.pid, msg)
 
-    def finish_call(self, ref: int, result: outcome.Outcome[Any]) -> None:
-        """The remote process's call ``ref`` to a local process ended: send the reply."""
+    def finish_call(self, ref: str, result: outcome.Outcome[Any]) -> None:
+        """The remote process's call ``ref`` to a local process ended: send the reply
+        (a value JSON cannot carry raises ``PayloadError``, in the replier)."""
         if isinstance(result, outcome.Value):
+            text = to_json(result.value, what=f"the reply to a call of {self.pid} (on "
+                                              "another node)")
             self.remote.post(self.pid, {"k": "reply", "to": str(self.pid), "ref": ref,
-                                        "v": _plain(result.value)}, self.at)
+                                        "p": text}, self.at)
         else:
             assert isinstance(result, outcome.Error)
             exc = result.error
@@ -186,11 +189,12 @@ class Remote:
             return None
         return node
 
-    def peer(self, pid: Pid) -> _Peer:
-        """The callee (or the caller to reply to) ``pid``."""
+    def peer(self, pid: Pid, at: str | None = None) -> _Peer:
+        """The callee (or the caller to reply to) ``pid``; ``at``: the node it is on (a
+        workflow's pid names none)."""
         peer = self.peers.get(pid)
         if peer is None:
-            peer = _Peer(self, pid)  # (kept in ``peers`` while a caller waits on it)
+            peer = _Peer(self, pid, at)  # (kept in ``peers`` while a caller waits on it)
         return peer
 
     def replier(self, pid: Pid) -> _Peer | None:
@@ -314,9 +318,11 @@ class Remote:
             return False  # a dead pid: a dead letter
         text = to_json(msg.payload, what=f"the payload of message {msg.topic!r} to {to} "
                                          "(on another node)")
-        return self.post(to, {"k": "msg", "to": str(to), "from": None if sender is None
-                              else str(sender), "topic": msg.topic, "p": text, "id": msg.id,
-                              "ref": msg.call_ref})
+        body = {"k": "msg", "to": str(to), "from": None if sender is None else str(sender),
+                "topic": msg.topic, "p": text, "id": msg.id, "ref": msg.call_ref}
+        if msg.call_ref is not None:  # where the reply goes (a workflow's pid names no node)
+            body["n"] = self.name
+        return self.post(to, body)
 
     def deliver_event(self, to: Pid, event: Event) -> None:
         if event.kind is EventKind.EXIT:  # that monitor is spent
@@ -413,17 +419,22 @@ class Remote:
             to = Pid.parse(body["to"])
             sender = None if body["from"] is None else Pid.parse(body["from"])
             ref = body.get("ref")
+            if ref is not None:
+                ref = str(ref)  # (an int from an older node)
             msg = Message(body["topic"], json.loads(body["p"]), sender, body["id"], ref)
             host = router.hosts.get(router.aliases.get(to.host, to.host))
             if ref is not None and sender is not None:
+                # the caller, on the node that sent this (a workflow's pid names none); a
+                # ref is unique to its call, whichever node made it (``next_call_ref``)
+                caller = self.peer(sender, body.get("n"))
                 callee = router.caller_of(to)
                 if callee is None or not callee.accepts_calls:
-                    self.peer(sender).finish_call(int(ref), outcome.Error(ProcessError(
+                    caller.finish_call(ref, outcome.Error(ProcessError(
                         f"call to {to} failed: {noproc(to)}", pid=to, error=noproc(to))))
                     return
                 if callee.callers is None:
                     callee.callers = {}
-                callee.callers[int(ref)] = self.peer(sender)  # its death fails the call
+                callee.callers[ref] = caller  # its death fails the call
             if host is None or host.durable:  # (a workflow pid names no node)
                 router.stats_dead_letters += 1
             elif host.deliver(to, msg):
@@ -435,10 +446,11 @@ class Remote:
             if caller is None:
                 return
             if kind == "reply":
-                caller.finish_call(int(body["ref"]), outcome.Value(body["v"]))
+                value = json.loads(body["p"]) if "p" in body else body.get("v")
+                caller.finish_call(str(body["ref"]), outcome.Value(value))
             else:
                 callee = Pid.parse(body["callee"]) if body.get("callee") else None
-                caller.finish_call(int(body["ref"]), outcome.Error(ProcessError(
+                caller.finish_call(str(body["ref"]), outcome.Error(ProcessError(
                     body["why"], pid=callee, error=_error(body["error"]))))
         elif kind == "event":
             event = Event(EventKind(body["kind"]), Pid.parse(body["pid"]), body["r"],

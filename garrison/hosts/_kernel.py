@@ -15,7 +15,9 @@ and what happens when a process ends (exit fan-out).
 from __future__ import annotations
 
 import itertools
+import os
 import re
+import secrets
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Protocol
 
@@ -23,7 +25,7 @@ import outcome
 import trio
 
 from .. import _observe
-from .._errors import ProcessError
+from .._errors import PayloadError, ProcessError
 from ..actors._mailbox import timeout_seconds
 from ..actors._values import ErrorInfo, Event, Message, Pid
 
@@ -85,8 +87,24 @@ def noproc(pid: Pid) -> ErrorInfo:
 
 _INF = float("inf")
 
-#: call references: unique across every host of the process (replies find their call)
-next_call_ref = itertools.count(1).__next__
+#: call references (``<token>.<n>``): a random token of this Python process, then a
+#: count, so unique across every host and node of every run: a reply finds only its own
+#: call, never one of another node or of a later run (a request left in an inbox from
+#: before a restart answers none of the new calls). A workflow's journaled call uses
+#: ``<host>/<its request's message id>`` instead (the same when a replay makes it
+#: again; no ``#`` here, so the two never meet). Made in C, no Python frame per call.
+#: A forked child gets a token of its own.
+next_call_ref: Callable[[], str]
+
+
+def _new_call_refs() -> None:
+    global next_call_ref
+    next_call_ref = map(f"{secrets.token_hex(8)}.{{}}".format, itertools.count(1)).__next__
+
+
+_new_call_refs()
+if hasattr(os, "register_at_fork"):  # (not on Windows)
+    os.register_at_fork(after_in_child=_new_call_refs)
 
 
 class _CallTimedOut(Exception):
@@ -110,11 +128,11 @@ class CallTimeouts:
 
     def __init__(self) -> None:
         #: timeout (s) -> {call ref: (deadline, caller)}, oldest first
-        self._queues: dict[float, dict[int, tuple[float, Caller]]] = {}
+        self._queues: dict[float, dict[str, tuple[float, Caller]]] = {}
         self._scope: trio.CancelScope | None = None
         self._armed = float("inf")
 
-    def add(self, caller: Caller, ref: int, seconds: float) -> None:
+    def add(self, caller: Caller, ref: str, seconds: float) -> None:
         deadline = trio.current_time() + seconds
         queue = self._queues.get(seconds)
         if queue is None:
@@ -125,7 +143,7 @@ class CallTimeouts:
             if self._scope is not None:
                 self._scope.deadline = deadline
 
-    def remove(self, ref: int, seconds: float) -> None:
+    def remove(self, ref: str, seconds: float) -> None:
         queue = self._queues.get(seconds)
         if queue is not None:
             queue.pop(ref, None)
@@ -320,27 +338,31 @@ class Caller:
 
     node: NodeContext
     pid: Pid
-    calls: dict[int, Any] | None
-    callers: dict[int, Caller] | None
+    calls: dict[str, Any] | None
+    callers: dict[str, Caller] | None
 
     def deliver(self, msg: Message) -> Any:
         """Put ``msg`` in this callee's inbox (a host's own way)."""
         raise NotImplementedError
 
     async def exchange(self, callee: Caller, pid: Pid, topic: str, seconds: float,
-                       deliver: Callable[[int], Awaitable[Any] | None] | None, *,
-                       payload: Any = None, traced: bool = False) -> Any:
+                       deliver: Callable[[str], Awaitable[Any] | None] | None, *,
+                       payload: Any = None, traced: bool = False, ref: str | None = None
+                       ) -> Any:
         """One call: register it with both sides, ``deliver(ref)`` the request (sync, or
         an awaitable), wait for the reply or ``seconds``; ``TimeoutError`` after that,
         ``ProcessError`` when the callee ends first. (With tracing on, this runs inside
         a ``call`` span: ``traced`` is set once it is open.) ``deliver=None``: the
         request is ``payload``, put in the in-memory ``callee``'s inbox (the hot path:
-        no function made per call)."""
+        no function made per call). ``ref``: the call's reference (a workflow's own,
+        the same on replay), else a new one (:data:`next_call_ref`)."""
         if _observe.tracing and not traced:
             if deliver is None:
                 deliver = _in_memory(self, callee, topic, payload)
-            return await _observe.traced_call(self, callee, pid, topic, seconds, deliver)
-        ref = next_call_ref()
+            return await _observe.traced_call(self, callee, pid, topic, seconds, deliver,
+                                              ref)
+        if ref is None:
+            ref = next_call_ref()
         calls = self.calls
         if calls is None:
             calls = self.calls = {}
@@ -354,7 +376,7 @@ class Caller:
             if deliver is None:
                 node = self.node
                 node.stats_messages += 1
-                callee.deliver(Message(topic, payload, self.pid, node.message_id(), str(ref),
+                callee.deliver(Message(topic, payload, self.pid, node.message_id(), ref,
                                        _observe.carrier() if _observe.tracing else None))
             else:
                 sent = deliver(ref)
@@ -387,8 +409,10 @@ class Caller:
             if timeouts is not None:
                 timeouts.remove(ref, seconds)
 
-    def finish_call(self, ref: int, result: outcome.Outcome[Any]) -> None:
-        """The reply (or failure) of my call ``ref`` arrived; a late one is dropped."""
+    def finish_call(self, ref: str, result: outcome.Outcome[Any]) -> None:
+        """The reply (or failure) of my call ``ref`` arrived; a late one is dropped. (A
+        caller that carries replies as JSON, a workflow or another node, raises
+        ``PayloadError`` for a value that cannot be converted: the replier's error.)"""
         calls = self.calls
         if calls is None or ref not in calls:
             return  # a late reply: the caller gave up already
@@ -402,13 +426,19 @@ class Caller:
     def reply_to(self, msg: Message, value: Any) -> None:
         """Hand ``value`` to the caller of ``msg`` (a call this callee received)."""
         assert msg.sender is not None and msg.call_ref is not None
-        ref = int(msg.call_ref)
+        ref = msg.call_ref
         # the caller registered itself here with its call (``exchange``); a call this
         # side did not see registered (gone already) is looked up by its sender
         callers = self.callers
         caller = callers.pop(ref, None) if callers is not None else None
-        if caller is None:
-            caller = self.node.replier(msg.sender)
+        if caller is not None:
+            try:
+                caller.finish_call(ref, outcome.Value(value))
+            except PayloadError:  # (a value it cannot carry: the call still waits)
+                callers[ref] = caller  # type: ignore[index]
+                raise
+            return
+        caller = self.node.replier(msg.sender)
         if caller is not None:
             caller.finish_call(ref, outcome.Value(value))
 
@@ -440,13 +470,13 @@ async def plain_call(caller: Caller, to: Pid | str, topic: str, payload: Any,
 
 
 def _in_memory(caller: Caller, callee: Caller, topic: str, payload: Any
-               ) -> Callable[[int], None]:
+               ) -> Callable[[str], None]:
     """``deliver`` of a call to an in-memory callee (``exchange(deliver=None)``)."""
     node = caller.node
 
-    def deliver(ref: int) -> None:
+    def deliver(ref: str) -> None:
         node.stats_messages += 1
-        callee.deliver(Message(topic, payload, caller.pid, node.message_id(), str(ref),
+        callee.deliver(Message(topic, payload, caller.pid, node.message_id(), ref,
                                _observe.carrier() if _observe.tracing else None))
 
     return deliver

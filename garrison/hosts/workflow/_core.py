@@ -16,6 +16,7 @@ import logging
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
+import outcome
 import trio
 
 from ... import _observe, _trio_fast
@@ -27,6 +28,7 @@ from ...actors._runtime import runtime_var
 from ...actors._values import ErrorInfo, Pid
 from ...persistence import MAX_TIME, Op, Transaction, WorkflowStatus
 from .._kernel import Caller
+from ._codec import json_round_trip
 from ._journal import CANCEL, Cursor, Entry, JournalKind
 
 if TYPE_CHECKING:
@@ -100,8 +102,8 @@ class WorkflowCore(Caller, WorkflowScope):
                  "flushes", "flushing", "fn", "history_bytes", "host", "input_plain",
                  "kill_reason", "links", "may_be_queued", "monitoring", "name", "parent",
                  "pending", "promise_times", "promises", "refreshed", "requests", "requests_taken",
-                 "result_json", "run_id", "scope", "started", "state", "status", "store",
-                 "store_error", "stored_status", "taken", "task", "timer_kinds", "timers",
+                 "resend_seq", "result_json", "run_id", "scope", "started", "state", "status",
+                 "store", "store_error", "stored_status", "taken", "task", "timer_kinds", "timers",
                  "topics", "trace", "trap_links", "unlinked", "unsized", "wait_deadline",
                  "watchers", "wid")
 
@@ -209,6 +211,9 @@ class WorkflowCore(Caller, WorkflowScope):
         self.fn: Any = None
         #: recovered from a journal: check watched processes once replay has caught up
         self.check_lost = bool(journal)
+        #: the seq past its journal when it was loaded from the store (0: started here):
+        #: a call there may have sent its request before a crash (``Interop.call``)
+        self.resend_seq = 0
         #: the trace context it was started in (``garrison.tracing``), or ``None``
         self.trace: dict[str, str] | None = None
         #: the trio task its code runs in (``None`` until it runs): the only task whose
@@ -217,6 +222,16 @@ class WorkflowCore(Caller, WorkflowScope):
 
     def __repr__(self) -> str:
         return f"<workflow {self.wid} {self.name} {self.status}>"
+
+    def finish_call(self, ref: str, result: outcome.Outcome[Any]) -> None:
+        """A reply to one of its journaled calls (a ref with ``#``, see ``Interop.call``)
+        is recorded as JSON: a value that cannot be converted raises ``PayloadError``
+        in the replier's ``msg.reply`` (the call still waits). (An activity's calls,
+        not journaled, take their replies as they are.)"""
+        if "#" in ref and type(result) is outcome.Value:
+            result = outcome.Value(json_round_trip(
+                result.value, f"the reply to a call of workflow {self.wid!r}")[1])
+        Caller.finish_call(self, ref, result)
 
     # ------------------------------------------------------------ write path
     def buffered(self) -> Transaction:

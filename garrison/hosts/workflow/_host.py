@@ -738,9 +738,9 @@ class WorkflowHost:
         if wf is None:
             raise ProcessError(f"call to {pid} failed: {noproc(pid)}", pid=pid, error=noproc(pid))
 
-        async def deliver(ref: int) -> None:
+        async def deliver(ref: str) -> None:
             await self.deliver_durable(pid, Message(topic, payload, caller.pid,
-                                                    node.message_id(), str(ref),
+                                                    node.message_id(), ref,
                                                     _observe.carrier() if _observe.tracing
                                                     else None))
             node.stats_messages += 1

@@ -14,6 +14,7 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import outcome
 import trio
 
 from ... import _observe
@@ -21,7 +22,7 @@ from ..._errors import ProcessError
 from ...actors._mailbox import timeout_seconds
 from ...actors._values import ErrorInfo, Event, EventKind, Message, Pid
 from ...persistence import RawJson, Transaction, WorkflowStatus, to_json
-from .._kernel import noproc
+from .._kernel import Caller, noproc
 from ._codec import PLAIN, json_round_trip
 from ._core import UNLINK_GRACE, WorkflowCore, added
 from ._elsewhere import RemoteWorkflow
@@ -289,11 +290,21 @@ class Interop(WorkflowCore):
         entry = self._take(JournalKind.REPLY, msg.topic)
         if entry is not None:
             await self._yield()
-            return  # the caller of a replayed call is gone
+            # the caller of a replayed call is gone, or made it again and finds this
+            # reply recorded (a workflow's call, see ``_replied_before``)
+            return
         seq = self.cursor.seq - 1
-        _text, plain = json_round_trip(value, f"the reply to {msg.topic!r}")
+        text, plain = json_round_trip(value, f"the reply to {msg.topic!r}")
         tx = Transaction()
-        self.record(tx, seq, JournalKind.REPLY, msg.topic, _dumps({"to": str(msg.sender)}))
+        ref = msg.call_ref
+        if ref is not None and "#" in ref:
+            # a workflow's call: the value is recorded with its ref, for the caller to
+            # find if it crashed before recording it (its request, sent again, is then
+            # a duplicate this workflow never sees; see ``Interop.call``)
+            out = f'{{"to": {_dumps(str(msg.sender))}, "ref": {_dumps(ref)}, "ok": {text}}}'
+        else:
+            out = _dumps({"to": str(msg.sender)})
+        self.record(tx, seq, JournalKind.REPLY, msg.topic, out)
         await self._commit(tx)
         if msg.sender is not None and msg.call_ref is not None:
             self.reply_to(msg, plain)
@@ -454,32 +465,23 @@ class Interop(WorkflowCore):
         h = node.hosts.get(pid.host)
         if callee is None and h is not None and h.durable and h.runs_elsewhere(pid.id):
             callee = h.elsewhere.watch(pid)  # another node runs it: it replies here
+        # the call's ref: its request's message id (unique to this run and seq, the same
+        # when a replay makes the call again) under this host's name (a workflow of
+        # another store may have this id); see ``next_call_ref``
+        msg_id = self._message_id(seq)
+        ref = f"{self.host.name}/{msg_id}"
         result: dict[str, Any]
+        answered = None
+        if callee is None and seq == self.resend_seq and h is not None and h.durable:
+            # a workflow that ended since it answered this call, before a crash here
+            # lost the answer: the answer it recorded
+            answered = self._recorded_reply(h, pid.id, ref)
         try:
-            if callee is None or not callee.accepts_calls:
-                raise ProcessError(f"call to {pid} failed: {noproc(pid)}", pid=pid,
-                                   error=noproc(pid))
-            if isinstance(callee, (WorkflowCore, RemoteWorkflow)):
-                text = to_json(payload, what=f"the payload of call {topic!r}")
-                plain = _loads(text)
-                durable = h if h is not None else self.host  # (the host of its pid)
-
-                def deliver(ref: int) -> Awaitable[bool] | None:
-                    return durable.deliver_durable(
-                        pid, Message(topic, plain, self.pid, self._message_id(seq), str(ref),
-                                     _observe.carrier() if _observe.tracing else None),
-                        text=text)
+            if answered is not None:
+                value = answered[0]
             else:
-                process = callee
-
-                def deliver(ref: int) -> Awaitable[bool] | None:
-                    node.stats_messages += 1
-                    process.deliver(Message(topic, payload, self.pid, node.message_id(),
-                                            str(ref),
-                                            _observe.carrier() if _observe.tracing else None))
-                    return None
-
-            value = await self.exchange(callee, pid, topic, seconds, deliver)
+                value = await self._exchange(callee, pid, h, topic, payload, seconds, seq,
+                                             msg_id, ref)
         except (TimeoutError, ProcessError) as exc:
             err = exc.error if isinstance(exc, ProcessError) and exc.error else \
                 ErrorInfo(type(exc).__name__, str(exc))
@@ -490,8 +492,69 @@ class Interop(WorkflowCore):
             self.record(tx, seq, JournalKind.CALL, topic, _dumps(result))
             await self._commit(tx)
             raise
+        # (its reply is JSON already: see ``WorkflowCore.finish_call``)
         _text, plain_value = json_round_trip(value, f"the reply to call {topic!r}")
         tx = Transaction()
         self.record(tx, seq, JournalKind.CALL, topic, _dumps({"ok": plain_value}))
         await self._commit(tx)
         return plain_value
+
+    async def _exchange(self, callee: Caller | None, pid: Pid, h: Any, topic: str,
+                        payload: Any, seconds: float, seq: int, msg_id: str, ref: str) -> Any:
+        """The live call ``ref`` (at ``seq``) to ``callee`` (``pid``, of host ``h``): its
+        request goes to a workflow's inbox durably, as the message ``msg_id``."""
+        node = self.node
+        if callee is None or not callee.accepts_calls:
+            raise ProcessError(f"call to {pid} failed: {noproc(pid)}", pid=pid,
+                               error=noproc(pid))
+        deliver: Callable[[str], Awaitable[Any] | None]
+        if isinstance(callee, (WorkflowCore, RemoteWorkflow)):
+            text = to_json(payload, what=f"the payload of call {topic!r}")
+            plain = _loads(text)
+            durable = h if h is not None else self.host  # (the host of its pid)
+
+            async def deliver_durably(ref: str) -> None:
+                if await durable.deliver_durable(
+                        pid, Message(topic, plain, self.pid, msg_id, ref,
+                                     _observe.carrier() if _observe.tracing else None),
+                        text=text):
+                    node.stats_messages += 1
+                if seq == self.resend_seq:  # (sent before a crash, maybe: answered?)
+                    self._replied_before(durable, pid, msg_id, ref)
+
+            deliver = deliver_durably
+        else:
+            process = callee
+
+            def deliver_now(ref: str) -> None:
+                node.stats_messages += 1
+                process.deliver(Message(topic, payload, self.pid, node.message_id(), ref,
+                                        _observe.carrier() if _observe.tracing else None))
+
+            deliver = deliver_now
+        return await self.exchange(callee, pid, topic, seconds, deliver, ref=ref)
+
+    def _replied_before(self, host: Any, pid: Pid, msg_id: str, ref: str) -> None:
+        """The call ``ref``, made again after this workflow was loaded, may have sent
+        its request before (then a duplicate, dropped) and been answered, the answer
+        lost with the crash: that answer, recorded by the callee, is its reply. (The
+        caller is registered: an answer the callee gives from now on reaches it.)"""
+        sent = host.store.inbox_message(msg_id)
+        if sent is None or sent.workflow_id != pid.id or sent.consumed_seq is None:
+            return  # (not received yet: it answers live)
+        answered = self._recorded_reply(host, pid.id, ref)
+        calls = self.calls
+        if answered is not None and calls is not None and ref in calls \
+                and calls[ref] is None:
+            calls[ref] = outcome.Value(answered[0])
+
+    @staticmethod
+    def _recorded_reply(host: Any, wid: str, ref: str) -> tuple[Any] | None:
+        """``(value,)`` the workflow ``wid`` replied to the call ``ref`` with, as its
+        journal records it; ``None`` if it did not."""
+        for rec in host.store.journal(wid):
+            out = rec.outcome
+            if rec.kind == JournalKind.REPLY and isinstance(out, dict) \
+                    and out.get("ref") == ref and "ok" in out:
+                return (out["ok"],)
+        return None

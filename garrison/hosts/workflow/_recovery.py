@@ -68,6 +68,7 @@ def load(host: WorkflowHost, record: WorkflowRecord) -> WorkflowInstance:
         timer_kinds={t.seq: t.kind for t in stored if t.kind is not None},
     )
     wf.requests = requests
+    wf.resend_seq = wf.cursor.last + 1  # (a call there may have been sent before)
     load_promises(host, wf)
     wf.trace = record.trace
     if not wf.cancel_requested:
