@@ -10,6 +10,7 @@ import pytest
 import trio
 
 import garrison
+import garrison.testing
 from garrison.persistence import SQLiteStore
 
 _ATTEMPTS: list[tuple[str, float]] = []
@@ -57,7 +58,8 @@ async def test_a_restart_keeps_the_attempts_made_and_the_backoff(
     async with garrison.open_node(store=db) as node:
         await node.start_workflow(_calls, how, id="w")
         await trio.sleep(60)  # attempt 1 failed at 0; the next is due at 600
-    assert [(t.seq, t.kind) for t in _timers(db, "w")] == [(1, "retry 1")]
+    assert [(t.seq, t.kind) for t in _timers(db, "w")] == [
+        (1, "retry 1 test_activity_retries:_down")]
     async with garrison.open_node(store=db) as node:
         with pytest.raises(garrison.WorkflowFailed, match="service down"):
             await node.workflow("w").result()
@@ -128,3 +130,99 @@ async def test_a_retried_activity_that_succeeds_drops_its_timer(
     assert _timers(db, "f") == []
     assert [(r.kind, r.attempts) for r in _journal(db, "f")] == [
         ("activity", 2), ("activity", 1)]
+
+
+# -- what a changed code or a tool meets at a retry timer ---------------------------
+_VARIANT = {"v": "a"}
+
+
+@garrison.activity(retry=_POLICY)
+async def _down2(tag: str) -> str:
+    _ATTEMPTS.append((f"down2 {tag}", trio.current_time()))
+    raise ConnectionError(f"{tag}: service down")
+
+
+async def _down_plain(tag: str) -> str:
+    _ATTEMPTS.append((f"plain {tag}", trio.current_time()))
+    raise ConnectionError(f"{tag}: service down")
+
+
+async def _changing() -> str:
+    v = _VARIANT["v"]
+    if v == "renamed":
+        return await _down2("x")
+    policy = garrison.RetryPolicy(max_attempts=2 if v == "lowered" else 3,
+                                  initial_delay="10m", backoff=1.0, max_delay="1h")
+    if v in ("lowered", "plain"):
+        return await garrison.workflow.call(_down_plain, "x", retry=policy)
+    return await _down("x")
+
+
+async def _retrying(db: str, wait: float, variant: str = "a") -> None:
+    _ATTEMPTS.clear()
+    _VARIANT["v"] = variant
+    async with garrison.open_node(store=db) as node:
+        await node.start_workflow(_changing, id="w")
+        await trio.sleep(wait)
+
+
+async def test_another_activity_at_a_retry_timers_seq_is_a_divergence(
+        autojump_clock: object, tmp_path: Any) -> None:
+    """Code changed while an activity waited to retry: another activity at its seq
+    took over its count and backoff (one attempt, recorded as the third)."""
+    db = str(tmp_path / "s.db")
+    await _retrying(db, 700)  # two attempts failed: "retry 2"
+    _VARIANT["v"] = "renamed"
+    _ATTEMPTS.clear()
+    async with garrison.open_node(store=db) as node:
+        await trio.sleep(3600)
+        assert node.workflow("w").status() == "blocked"
+        with pytest.raises(garrison.NonDeterminismError,
+                           match="the retries of activity 'test_activity_retries:_down'"):
+            await node.workflow("w").result()
+    assert _ATTEMPTS == []
+
+
+async def test_a_policy_lowered_below_the_attempts_made_fails_at_once(
+        autojump_clock: object, tmp_path: Any) -> None:
+    db = str(tmp_path / "s.db")
+    await _retrying(db, 700, "plain")  # two attempts failed, of three
+    _VARIANT["v"] = "lowered"  # max_attempts=2: both made already
+    _ATTEMPTS.clear()
+    async with garrison.open_node(store=db) as node:
+        with pytest.raises(garrison.WorkflowFailed, match="now allows 2"):
+            await node.workflow("w").result()
+    assert _ATTEMPTS == []
+    assert [(r.kind, r.attempts) for r in _journal(db, "w")] == [("activity", 2)]
+    assert _timers(db, "w") == []
+
+
+async def test_an_exported_history_with_a_retry_timer_replays(
+        autojump_clock: object, tmp_path: Any) -> None:
+    from garrison.hosts.workflow import History
+
+    db = str(tmp_path / "s.db")
+    await _retrying(db, 60)
+    store = SQLiteStore(db)
+    try:
+        data = History.from_store(store, "w").to_json()
+    finally:
+        store.close()
+    assert "retry 1 test_activity_retries:_down" in str(data)
+    garrison.testing.replay(data)
+
+
+async def test_a_terminate_by_a_tool_drops_the_retry_timer(
+        autojump_clock: object, tmp_path: Any) -> None:
+    """A terminate written by a tool while no node ran left the timer: a later retry of
+    the workflow waited for the old deadline and made fewer attempts."""
+    from garrison import _store_tools
+
+    db = str(tmp_path / "s.db")
+    await _retrying(db, 60)
+    store = SQLiteStore(db, lock=False)
+    try:
+        assert _store_tools.terminate(store, "w", "stop", wait=0)
+    finally:
+        store.close()
+    assert _timers(db, "w") == []

@@ -514,3 +514,73 @@ async def test_a_replayed_start_left_unrecorded_does_not_take_the_cancel(
     assert _RAN.count("undo sleeper") == 1
     assert [(r.kind, r.seq) for r in _journal(db, "s") if r.seq > 1] == [
         ("cancel", 2), ("sleep", 3), ("activity", 4)]
+
+
+async def _starts_inside_or_not_then_sleeps(inside: bool) -> str:
+    if not inside:
+        garrison.workflow.start(_slow, "bg")
+    try:
+        if inside:
+            garrison.workflow.start(_slow, "bg")
+        await garrison.workflow.sleep("1h")
+    except garrison.WorkflowCancelled:
+        await _undo("sleeper")
+        raise
+    return "done"
+
+
+@pytest.mark.parametrize("inside", [False, True])
+async def test_a_cancel_asked_while_no_node_ran_reaches_the_sleep_not_an_earlier_start(
+        autojump_clock: object, tmp_path: object, inside: bool) -> None:
+    """A cancel recorded in the store while no node ran (or lost with a killed node's
+    last commit) reached the replay at an unfinished workflow.start before the sleep
+    under way (a seq with no record: the sleep's is a timer), so the handler was
+    skipped (or took the sleep's seq: blocked)."""
+    db = str(tmp_path / "s.db")  # type: ignore[operator]
+    _RAN.clear()
+    async with garrison.open_node(store=db) as node:
+        await node.start_workflow(_starts_inside_or_not_then_sleeps, inside, id="s")
+        await trio.sleep(60)
+    store = garrison.persistence.SQLiteStore(db, lock=False)
+    try:
+        store.request_cancel("s")  # what `garrison workflows cancel s` writes
+    finally:
+        store.close()
+    async with garrison.open_node(store=db) as node:
+        with pytest.raises(garrison.WorkflowCancelled):
+            await node.workflow("s").result()
+    assert _RAN.count("undo sleeper") == 1
+    assert [(r.kind, r.seq) for r in _journal(db, "s") if r.kind != "activity"] == [
+        ("cancel", 2)]
+
+
+async def _receives_what_it_made_early() -> str:
+    r = process.listen("go").receive()  # seq 1, awaited after the sleep's seq 2
+    await garrison.workflow.sleep("1m")
+    try:
+        await r
+    except garrison.WorkflowCancelled:
+        await garrison.workflow.sleep("2h")
+        await _undo("receiver")
+        raise
+    return "done"
+
+
+async def test_a_cancel_at_a_receive_made_earlier_is_replayed_at_its_await(
+        autojump_clock: object, tmp_path: object) -> None:
+    """A cancel met awaiting a receive made before other operations was journaled at
+    the receive's seq: a replay raised where the receive was made, before the try, and
+    the compensation never ran."""
+    db = str(tmp_path / "r.db")  # type: ignore[operator]
+    _RAN.clear()
+    async with garrison.open_node(store=db) as node:
+        await node.start_workflow(_receives_what_it_made_early, id="r")
+        await trio.sleep(600)
+        await node.workflow("r").cancel()
+        await trio.sleep(60)  # the compensation sleeps
+    async with garrison.open_node(store=db) as node:
+        with pytest.raises(garrison.WorkflowCancelled):
+            await node.workflow("r").result()
+    assert _RAN == ["undo receiver"]
+    cancel = next(r for r in _journal(db, "r") if r.kind == "cancel")
+    assert (cancel.seq, cancel.outcome) == (3, {"await": 1})

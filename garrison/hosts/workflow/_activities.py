@@ -30,7 +30,7 @@ from ...persistence import Transaction
 from .._kernel import plain_call, stepping
 from ._codec import PLAIN, activity_result_json, return_hint, structure
 from ._core import BUDGET, EngineStop, WorkflowCore
-from ._journal import CANCEL, JournalKind, error_from_plain, error_to_plain
+from ._journal import JournalKind, error_from_plain, error_to_plain, retry_kind, retry_timer
 
 __all__ = ["Activities", "ActivitiesInFlight", "ActivityHandle", "StartedActivities"]
 
@@ -39,8 +39,6 @@ log = logging.getLogger("garrison.workflow")
 _ACTIVITY = JournalKind.ACTIVITY
 #: the policy of an activity's stand-in: one attempt, its outcome is final
 _ONCE = RetryPolicy(max_attempts=1)
-#: the kind of an activity's retry timer, before the number of attempts made
-_RETRY = "retry "
 _dumps = json.dumps
 
 
@@ -179,7 +177,7 @@ class ActivityHandle:
     async def _result(self) -> Any:
         wf = self._wf
         if wf.cursor.replaying:
-            wf.cancelled_at_await(self)  # (raises where the first run met the cancel)
+            wf.cancelled_at_await(self.seq)  # (raises where the first run met the cancel)
         if self._outcome is None:
             if _trio_fast.current_task() is wf.task and activity_owner() is None:
                 await wf.await_started(self)
@@ -419,10 +417,7 @@ class Activities(WorkflowCore):
         until a cancel request, delivered here (see :class:`ActivityHandle`)."""
         while not handle.done():
             if self.cancel_requested and not self.cancel_delivered:
-                self._op("await of a started activity")
-                seq = self.cursor.seq  # the next seq: the await takes none of its own
-                self.cursor.seq = seq + 1
-                self._deliver_cancel(seq, _dumps({"await": handle.seq}))
+                self._cancel_at_await(handle.seq)
             # (not ``_wait``: nothing is committed or parked here, as before cancels
             # reached this await; ``wake`` comes with the activity's end, or a cancel)
             ev = self._wake = trio.Event()
@@ -431,17 +426,6 @@ class Activities(WorkflowCore):
             finally:
                 if self._wake is ev:
                     self._wake = None
-
-    def cancelled_at_await(self, handle: ActivityHandle) -> None:
-        """Replaying: raise ``WorkflowCancelled`` if the next record is the cancel the
-        first run met awaiting ``handle`` (:meth:`await_started`)."""
-        entry = self.cursor.peek()
-        if (entry is not None and entry.kind == CANCEL and isinstance(entry.outcome, dict)
-                and entry.outcome.get("await") == handle.seq
-                and _trio_fast.current_task() is self.task):
-            self.cursor.take(CANCEL, "")
-            self.cancel_delivered = True
-            raise self._cancelled_error()
 
     async def end_started(self) -> None:
         """The run of the workflow function ended: what it started and did not await is
@@ -526,6 +510,11 @@ class Activities(WorkflowCore):
         try:
             if resumed is not None:  # attempts made before a crash; the next one's time
                 attempt = resumed[0]
+                if attempt >= policy.max_attempts:  # (its policy was lowered since)
+                    return attempt, "", None, ErrorInfo.from_exception(RuntimeError(
+                        f"activity {name!r} failed {attempt} attempt(s) before the workflow "
+                        f"was loaded again, and its retry policy now allows "
+                        f"{policy.max_attempts}"))
                 await self._backoff(resumed[1] - self.host.clock.now(), seq, call)
             while True:
                 attempt += 1
@@ -568,7 +557,7 @@ class Activities(WorkflowCore):
                 delay = policy.delay(attempt)
                 if mock is None:
                     deadline = self.host.clock.now() + delay
-                    kind = f"{_RETRY}{attempt}"
+                    kind = retry_kind(attempt, name)
                     await self._commit(Transaction().add_timer(self.wid, seq, deadline, kind))
                     self.timers[seq] = deadline
                     kinds = self.timer_kinds
@@ -600,15 +589,14 @@ class Activities(WorkflowCore):
 
     def retrying(self, seq: int) -> tuple[int, float] | None:
         """The retries of the activity at ``seq`` under way when the workflow was loaded
-        (its ``retry N`` timer): ``(N attempts made, when the next one is due)``."""
+        (its ``retry N NAME`` timer, checked against the activity by ``_take``):
+        ``(N attempts made, when the next one is due)``."""
         deadline = self.timers.get(seq)
         kind = self.timer_kinds.get(seq) if self.timer_kinds else None
-        if deadline is None or kind is None or not kind.startswith(_RETRY):
+        retry = retry_timer(kind)
+        if deadline is None or retry is None:
             return None
-        try:
-            return int(kind[len(_RETRY):]), deadline
-        except ValueError:
-            return None
+        return retry[0], deadline
 
     def _retried(self, tx: Transaction, seq: int) -> None:
         """The outcome of the activity at ``seq`` is recorded in ``tx``: its retry timer

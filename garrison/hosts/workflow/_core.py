@@ -29,7 +29,7 @@ from ...actors._values import ErrorInfo, Pid
 from ...persistence import MAX_TIME, Op, Transaction, WorkflowStatus
 from .._kernel import Caller
 from ._codec import json_round_trip
-from ._journal import CANCEL, Cursor, Entry, JournalKind
+from ._journal import CANCEL, Cursor, Entry, JournalKind, retry_timer
 
 if TYPE_CHECKING:
     from ._activities import StartedActivities
@@ -482,7 +482,7 @@ class WorkflowCore(Caller, WorkflowScope):
             self._deliver_lost()
             _observe.replayed(self)
         if (self.cancel_requested and not self.cancel_delivered and cancel
-                and not self.cursor.in_history):  # (a gap: the cancel is recorded later)
+                and not self.is_replaying()):  # (at a gap: recorded later, or a wait's)
             self._deliver_cancel(self.cursor.seq - 1)
         return None
 
@@ -495,16 +495,18 @@ class WorkflowCore(Caller, WorkflowScope):
         known = kinds.get(seq) if kinds else None
         if timed and (known is None or known == kind):
             return
-        if known is not None and known.startswith("retry ") and kind == JournalKind.ACTIVITY:
-            return  # an activity's retries under way (``Activities.retrying``)
+        retry = retry_timer(known)
+        if retry is not None and kind == JournalKind.ACTIVITY and retry[1] == name:
+            return  # the same activity's retries under way (``Activities.retrying``)
         raise self.cursor.diverge(seq, "timer", self.under_way(seq), f"{kind} {name!r}")
 
     def under_way(self, seq: int) -> str:
         """What the pending timer at ``seq`` says is under way, for a divergence."""
         kinds = self.timer_kinds
         known = kinds.get(seq) if kinds else None
-        if known is not None and known.startswith("retry "):
-            return "an activity's retries under way"
+        retry = retry_timer(known)
+        if retry is not None:
+            return f"the retries of activity {retry[1]!r} under way"
         return _UNDER_WAY.get(known, _UNDER_WAY[None])
 
     def _sync_op(self, kind: JournalKind, name: str, data: Any) -> bool:
@@ -529,6 +531,30 @@ class WorkflowCore(Caller, WorkflowScope):
             tx.remove_timer(self.wid, seq)
             del self.timers[seq]
         raise self._cancelled_error()
+
+    def _cancel_at_await(self, seq: int) -> NoReturn:
+        """Deliver the cancel request at an await of the operation that took ``seq``
+        earlier (other operations took seqs since: an activity started with
+        ``workflow.start``, a receive made before it is awaited): journaled at the next
+        seq, naming ``seq``, so that a replay raises at the same await
+        (:meth:`cancelled_at_await`), not where the operation began."""
+        self._op("an await")
+        at = self.cursor.seq
+        self.cursor.seq = at + 1
+        if self.timers.pop(seq, None) is not None:  # (a receive's timeout: it ends here)
+            self.buffered().remove_timer(self.wid, seq)
+        self._deliver_cancel(at, json.dumps({"await": seq}))
+
+    def cancelled_at_await(self, seq: int) -> None:
+        """Replaying: raise ``WorkflowCancelled`` if the next record is the cancel the
+        first run met awaiting the operation that took ``seq`` (:meth:`_cancel_at_await`)."""
+        entry = self.cursor.peek()
+        if (entry is not None and entry.kind == CANCEL and isinstance(entry.outcome, dict)
+                and entry.outcome.get("await") == seq
+                and _trio_fast.current_task() is self.task):
+            self.cursor.take(CANCEL, "")
+            self.cancel_delivered = True
+            raise self._cancelled_error()
 
     def _cancelled_error(self) -> WorkflowCancelled:
         return WorkflowCancelled(f"workflow {self.wid!r} was cancelled")

@@ -261,6 +261,8 @@ class Receives(WorkflowCore):
         r.resolved, r.value = True, self._consume(item, r.box, r.seq, tx)
 
     async def _await_receive(self, r: PendingReceive) -> Any:
+        if not r.resolved and self.cursor.replaying:
+            self.cancelled_at_await(r.seq)  # (the first run met a cancel at this await)
         if r.resolved:
             await self._yield()
             if _observe.tracing:  # the message's trace context becomes current
@@ -300,6 +302,8 @@ class Receives(WorkflowCore):
                                  self.host.clock.trio_deadline(deadline),
                                  WorkflowStatus.WAITING)
         except WaitCancelled:
+            if seq != self.cursor.seq - 1:  # made before operations that took later seqs
+                self._cancel_at_await(seq)
             self._deliver_cancel(seq)
 
     def _try_receive(self, box: DurableInbox) -> Any:

@@ -23,7 +23,7 @@ from ..._errors import NonDeterminismError
 from ...actors._values import ErrorInfo, Event, EventKind, Message, Pid
 
 __all__ = ["Cursor", "Entry", "JournalKind", "event_from_plain", "event_to_plain",
-           "message_from_plain", "message_to_plain"]
+           "message_from_plain", "message_to_plain", "retry_kind", "retry_timer"]
 
 
 class JournalKind(enum.StrEnum):
@@ -255,3 +255,29 @@ def initial_state(journal: Sequence[Entry]) -> dict[str, Any]:
     if journal and journal[0].seq == 0 and journal[0].kind == JournalKind.CONTINUED:
         return dict((journal[0].outcome or {}).get("state") or {})
     return {}
+
+
+def retry_kind(attempts: int, name: str) -> str:
+    """The kind of the durable timer an activity waits on before its next attempt
+    (``timers.kind``, a stored format): ``retry N NAME``, N attempts failed so far.
+
+    >>> retry_kind(2, "app.billing:charge")
+    'retry 2 app.billing:charge'
+    """
+    return f"retry {attempts} {name}"
+
+
+def retry_timer(kind: str | None) -> tuple[int, str] | None:
+    """``(attempts, activity name)`` of a :func:`retry_kind` timer kind, else ``None``.
+
+    >>> retry_timer("retry 2 app.billing:charge")
+    (2, 'app.billing:charge')
+    >>> retry_timer("sleep") is None
+    True
+    """
+    if kind is None or not kind.startswith("retry "):
+        return None
+    parts = kind.split(" ", 2)
+    if len(parts) != 3 or not parts[1].isascii() or not parts[1].isdigit():
+        return None
+    return int(parts[1]), parts[2]

@@ -109,6 +109,8 @@ def terminate_transaction(store: Any, record: Any, error: ErrorInfo) -> Transact
         tx.expect_workflow(wid, status=rec.status, attempt=rec.attempt)
         tx.update_workflow(wid, status=WorkflowStatus.FAILED, error=err, time=now)
         tx.dequeue(wid)
+        for timer in store.timers(wid):  # its waits end with it (a retry resumes none)
+            tx.remove_timer(wid, timer.seq)
         text = json.dumps(event_to_plain(Event(EventKind.EXIT, pid, None, err)))
         # (read by the write, after the status: a monitor committed meanwhile is seen,
         # or its maker finds the workflow ended; see Transaction.deliver_to_monitors;

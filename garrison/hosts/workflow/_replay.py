@@ -48,7 +48,15 @@ from ._codec import workflow_result
 from ._core import EngineStop
 from ._inbox import DurableInbox, PendingReceive
 from ._instance import WorkflowInstance
-from ._journal import CANCEL, Entry, error_from_plain, error_to_plain, initial_state, timestamp
+from ._journal import (
+    CANCEL,
+    Entry,
+    error_from_plain,
+    error_to_plain,
+    initial_state,
+    retry_timer,
+    timestamp,
+)
 from ._waits import WallClock
 
 __all__ = ["FORMAT", "History", "ReplayEnd", "ReplayHost", "ReplayInstance", "ReplayNode",
@@ -193,10 +201,12 @@ class History:
         timers: dict[int, tuple[float, str | None]] = {}
         for i, t in enumerate(data.get("timers") or ()):
             deadline = _seconds(t.get("deadline")) if isinstance(t, dict) else None
-            if deadline is None or not isinstance(t.get("seq"), int) \
-                    or t.get("kind") not in ("sleep", "receive", None):
+            if deadline is None or not isinstance(t.get("seq"), int) or not (
+                    t.get("kind") in ("sleep", "receive", None) or (
+                        isinstance(t.get("kind"), str) and retry_timer(t["kind"]))):
                 raise ValueError(f"{where}: timer {i} needs an integer 'seq', a 'deadline' "
-                                 f"and a 'kind' of 'sleep' or 'receive' (got {t!r:.80})")
+                                 f"and a 'kind' of 'sleep', 'receive' or 'retry N NAME' "
+                                 f"(got {t!r:.80})")
             timers[t["seq"]] = (deadline, t.get("kind"))
         error = data.get("error")
         if error is not None and not (isinstance(error, dict) and isinstance(
@@ -392,7 +402,7 @@ class _Unrecorded(ActivityHandle):
     async def _result(self) -> Any:
         wf = self._wf
         assert isinstance(wf, ReplayInstance)
-        wf.cancelled_at_await(self)  # (the first run met a cancel there)
+        wf.cancelled_at_await(self.seq)  # (the first run met a cancel there)
         raise wf._stop_waiting(self.seq, f"waits for activity {self.name!r} started at seq "
                                          f"{self.seq}, which the journal never recorded")
 
@@ -479,6 +489,7 @@ class ReplayInstance(WorkflowInstance):
 
     async def _await_receive(self, r: PendingReceive) -> Any:
         if not r.resolved:
+            self.cancelled_at_await(r.seq)  # (the first run met a cancel there)
             raise self._stop_waiting(r.seq, f"waits for the receive from {r.box.channel} "
                                             f"taken at seq {r.seq}, which the journal never "
                                             "recorded")
