@@ -60,6 +60,17 @@ def test_a_reply_lost_to_a_kill_before_the_caller_recorded_it_is_found(
     assert b_history.count("reply") == 1, b_history
 
 
+def test_a_lost_reply_is_found_after_its_server_continued_as_new(tmp_path: Path) -> None:
+    """The same kill, with a server that continues as new after each reply (as README
+    says long-lived servers should): its next run's journal no longer held the reply,
+    and A's call timed out. The reply is kept on the request's inbox row."""
+    db = str(tmp_path / "store.db")
+    _run("continued-reply-1", db, code=137)
+    result, b_history = _run("continued-reply-2", db)
+    assert result == "answer to A's question"
+    assert b_history[0] == "continued", b_history
+
+
 def test_two_nodes_calls_with_the_same_count_get_their_own_replies(
         postgres_url: str, tmp_path: Path) -> None:
     """Node c's local call and node a's call reach c's server ``q`` with the same ref

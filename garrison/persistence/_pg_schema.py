@@ -479,10 +479,18 @@ def admit_lock_class(schema: str) -> int:
     return int.from_bytes(digest, "big") & 0x7FFFFFFF
 
 
+def _v9_inbox_reply(cur: psycopg.Cursor[Any], s: sql.Identifier) -> None:
+    # As SQLite's version 9: a workflow's reply to a workflow's call request, kept on
+    # the request's row; the version also makes older nodes refuse the schema (and
+    # leave), as rows this one writes would send their replays down another path.
+    cur.execute(sql.SQL("ALTER TABLE {s}.inbox ADD COLUMN IF NOT EXISTS reply text"
+                        ).format(s=s))
+
+
 #: ``MIGRATIONS[i]`` migrates version ``i`` to ``i + 1``.
 MIGRATIONS: list[Callable[[psycopg.Cursor[Any], sql.Identifier], None]] = [
     _v1_initial, _v2_trace_context, _v3_schedules_and_queue, _v4_cluster, _v5_admitted,
-    _v6_fence_many, _v7_timer_kind, _v8_dedup_kept,
+    _v6_fence_many, _v7_timer_kind, _v8_dedup_kept, _v9_inbox_reply,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -180,6 +180,8 @@ _OP_SQL: dict[str, tuple[str, int]] = {
         "ON CONFLICT (workflow_id, seq) DO UPDATE SET deadline = EXCLUDED.deadline, "
         "kind = EXCLUDED.kind", 4),
     "remove_timer": ("DELETE FROM {s}.timers WHERE workflow_id = $1 AND seq = $2", 2),
+    "record_reply": (
+        "UPDATE {s}.inbox SET reply = $1 WHERE msg_id = $2 AND workflow_id = $3", 3),
     "create_promise": (
         "INSERT INTO {s}.promises (workflow_id, name, status, created) "
         "VALUES ($1, $2, 'pending', $3) ON CONFLICT (workflow_id, name) DO NOTHING", 3),
@@ -267,6 +269,7 @@ def _merge_patch(target: Any, patch: Any) -> Any:
 
 #: operations only the node running the workflow makes (fenced in a cluster)
 _FENCED = frozenset({Op.APPEND_JOURNAL, Op.CONSUME, Op.ADD_TIMER, Op.REMOVE_TIMER,
+                     Op.RECORD_REPLY,
                      Op.CREATE_PROMISE, Op.SET_STATE, Op.RESET_RUN, Op.SET_ATTRIBUTES,
                      Op.TRUNCATE_JOURNAL})
 

@@ -215,11 +215,13 @@ class InboxRecord:
 
     ``id`` gives arrival order; ``consumed_seq`` is the journal seq of the
     receive that took it (``None`` while pending); ``trace`` the trace context the
-    message was sent in (``garrison.tracing``), or ``None``."""
+    message was sent in (``garrison.tracing``), or ``None``; ``reply`` the JSON text
+    of the reply a workflow gave to this call request from a workflow
+    (``Transaction.record_reply``), or ``None``."""
 
     COLUMNS: ClassVar[str] = (
         "id, workflow_id, msg_id, topic, payload, sender, kind, call_ref, created, consumed_seq, "
-        "trace"
+        "trace, reply"
     )
 
     id: int
@@ -233,15 +235,16 @@ class InboxRecord:
     created: _dt.datetime
     consumed_seq: int | None
     trace: dict[str, str] | None = attrs.field(default=None, repr=False)
+    reply: str | None = attrs.field(default=None, repr=False)
 
     @classmethod
     def from_row(cls, row: Sequence[Any]) -> InboxRecord:
         """Build from a row in :attr:`COLUMNS` order."""
         (ident, wid, msg_id, topic, payload, sender, kind, call_ref, created, consumed,
-         trace) = row  # fmt: skip
+         trace, reply) = row  # fmt: skip
         return cls(
             ident, wid, msg_id, topic, _loads(payload), _pid(sender), kind, call_ref,
-            _fromtimestamp(created, _UTC), consumed, _json(trace),
+            _fromtimestamp(created, _UTC), consumed, _json(trace), reply,
         )  # fmt: skip
 
 

@@ -258,10 +258,21 @@ def _v8_dedup_kept(conn: sqlite3.Connection) -> None:
         conn.execute("ALTER TABLE workflows ADD COLUMN dedup TEXT")
 
 
+def _v9_inbox_reply(conn: sqlite3.Connection) -> None:
+    # inbox.reply: the JSON text of the reply a workflow gave to a call request from a
+    # workflow (that caller finds it after a crash lost the reply on its way). The
+    # version also fences out older nodes, which would replay down another path rows
+    # this one writes: a cancel met at an await (journaled with {"await": seq}), an
+    # activity's retry timer (kind 'retry N NAME'), a send or call by name that failed,
+    # a register, string call refs.
+    if "reply" not in _columns(conn, "inbox"):
+        conn.execute("ALTER TABLE inbox ADD COLUMN reply TEXT")
+
+
 #: ``MIGRATIONS[i]`` migrates version ``i`` to ``i + 1``.
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     _v1_initial, _v2_list_order, _v3_trace_context, _v4_schedules_and_queue, _v5_admitted,
-    _v6_lean_writes, _v7_timer_kind, _v8_dedup_kept,
+    _v6_lean_writes, _v7_timer_kind, _v8_dedup_kept, _v9_inbox_reply,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -380,6 +380,8 @@ _OPS: dict[Op, Callable[[sqlite3.Connection, tuple[Any, ...]], Any]] = {
         "VALUES (?, ?, ?, ?)"
     ),
     Op.REMOVE_TIMER: _statement("DELETE FROM timers WHERE workflow_id = ? AND seq = ?"),
+    Op.RECORD_REPLY: _statement(
+        "UPDATE inbox SET reply = ? WHERE msg_id = ? AND workflow_id = ?"),
     Op.CREATE_PROMISE: _statement(
         "INSERT OR IGNORE INTO promises (workflow_id, name, status, created) "
         "VALUES (?, ?, 'pending', ?)"

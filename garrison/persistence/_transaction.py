@@ -30,6 +30,7 @@ of the contract every store implements:
 ``CONSUME``               ``None``; ``ValueError`` unless the row is pending for that workflow
 ``ADD_TIMER``             ``None``; replaces the deadline (and kind) of the same ``seq``
 ``REMOVE_TIMER``          ``None``
+``RECORD_REPLY``          ``None``; no row changed if the message is not in that inbox
 ``CREATE_PROMISE``        ``None``; no-op if the promise exists
 ``COMPLETE_PROMISE``      ``None``; ``PromiseAlreadyCompleted`` / ``NoSuchWorkflow``
 ``SET_STATE``             ``None``
@@ -100,6 +101,7 @@ class Op(enum.StrEnum):
     CONSUME = "consume"
     ADD_TIMER = "add_timer"
     REMOVE_TIMER = "remove_timer"
+    RECORD_REPLY = "record_reply"
     CREATE_PROMISE = "create_promise"
     COMPLETE_PROMISE = "complete_promise"
     SET_STATE = "set_state"
@@ -493,6 +495,13 @@ class Transaction:
     def remove_timer(self, workflow_id: str, seq: int) -> Transaction:
         """Drop the timer of operation ``seq`` (it fired or was cancelled)."""
         return self._add(workflow_id, Op.REMOVE_TIMER, (workflow_id, seq))
+
+    def record_reply(self, workflow_id: str, msg_id: str, value_json: str) -> Transaction:
+        """Keep the reply ``value_json`` (JSON text) that workflow ``workflow_id`` gave to
+        the call request ``msg_id`` of its inbox, on that row
+        (:attr:`InboxRecord.reply`): the caller, a workflow that crashed before it
+        recorded the reply, finds it there (``Store.inbox_message``)."""
+        return self._add(workflow_id, Op.RECORD_REPLY, (value_json, msg_id, workflow_id))
 
     # -- promises ----------------------------------------------------------
 

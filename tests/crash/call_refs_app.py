@@ -3,6 +3,8 @@ call refs counted from scratch), printing its outcome as the last line of stdout
 
     call_refs_app.py restart-1|restart-2 DB   a stale request, answered after a restart
     call_refs_app.py lost-reply-1|lost-reply-2 DB   killed as the reply reaches its caller
+    call_refs_app.py continued-reply-1|continued-reply-2 DB   the same, and the server
+                                                continues as new after each reply
     call_refs_app.py server-c|caller-a URL GO_FILE   two nodes' calls to one server
 """
 
@@ -40,6 +42,12 @@ async def wf_server() -> None:
         await msg.reply(f"answer to {msg.payload}")
 
 
+async def wf_serves_then_continues(served: int = 0) -> None:
+    msg = await process.inbox().receive()
+    await msg.reply(f"answer to {msg.payload}")
+    garrison.workflow.continue_as_new(served + 1)  # (its journal, with the reply, goes)
+
+
 async def wf_asks_b() -> str:
     return await process.call("workflows/B", "q", "A's question", timeout="20s")
 
@@ -60,7 +68,7 @@ async def restart(db: str, run: int) -> Any:
             return await node.workflow("C").result()
 
 
-async def lost_reply(db: str, run: int) -> Any:
+async def lost_reply(db: str, run: int, server: Any = wf_server) -> Any:
     if run == 1:
         from garrison.hosts._kernel import Caller
 
@@ -73,7 +81,7 @@ async def lost_reply(db: str, run: int) -> Any:
 
         Caller.finish_call = dies_as_the_reply_arrives  # type: ignore[method-assign]
         async with garrison.open_node(store=db) as node:
-            await node.start_workflow(wf_server, id="B")
+            await node.start_workflow(server, id="B")
             await node.start_workflow(wf_asks_b, id="A")
             await trio.sleep(10)
         return "not killed"
@@ -125,6 +133,8 @@ def main() -> None:
         result = trio.run(restart, where, int(run))
     elif name == "lost-reply":
         result = trio.run(lost_reply, where, int(run))
+    elif name == "continued-reply":
+        result = trio.run(lost_reply, where, int(run), wf_serves_then_continues)
     elif mode == "server-c":
         result = trio.run(server_c, where, rest[0])
     else:

@@ -297,16 +297,25 @@ class Interop(WorkflowCore):
         text, plain = json_round_trip(value, f"the reply to {msg.topic!r}")
         tx = Transaction()
         ref = msg.call_ref
-        if ref is not None and "#" in ref:
-            # a workflow's call: the value is recorded with its ref, for the caller to
-            # find if it crashed before recording it (its request, sent again, is then
-            # a duplicate this workflow never sees; see ``Interop.call``)
-            out = f'{{"to": {_dumps(str(msg.sender))}, "ref": {_dumps(ref)}, "ok": {text}}}'
+        sender = msg.sender
+        if ref is not None and sender is not None and msg.id \
+                and msg.id.startswith(sender.id) and "#" in msg.id[len(sender.id):]:
+            # a workflow's call: its ref is ``<host>/<request id>`` (a request a garrison
+            # of before string refs sent held a count: the caller, loaded again, waits
+            # under this one). The reply is kept on the request's inbox row, for the
+            # caller to find if a crash lost it before the caller recorded it (its
+            # request, sent again, is then a duplicate this workflow never sees;
+            # ``Interop._replied_before``)
+            ref = f"{sender.host}/{msg.id}"
+            if ref != msg.call_ref:
+                msg = Message(msg.topic, msg.payload, sender, msg.id, ref, msg.trace)
+            tx.record_reply(self.wid, msg.id, text)
+            out = f'{{"to": {_dumps(str(sender))}, "ref": {_dumps(ref)}}}'
         else:
-            out = _dumps({"to": str(msg.sender)})
+            out = _dumps({"to": str(sender)})
         self.record(tx, seq, JournalKind.REPLY, msg.topic, out)
         await self._commit(tx)
-        if msg.sender is not None and msg.call_ref is not None:
+        if sender is not None and msg.call_ref is not None:
             self.reply_to(msg, plain)
 
     # ------------------------------------------------------------ links and monitors
@@ -475,7 +484,7 @@ class Interop(WorkflowCore):
         if callee is None and seq == self.resend_seq and h is not None and h.durable:
             # a workflow that ended since it answered this call, before a crash here
             # lost the answer: the answer it recorded
-            answered = self._recorded_reply(h, pid.id, ref)
+            answered = self._recorded_reply(h, pid, msg_id)
         try:
             if answered is not None:
                 value = answered[0]
@@ -539,22 +548,18 @@ class Interop(WorkflowCore):
         its request before (then a duplicate, dropped) and been answered, the answer
         lost with the crash: that answer, recorded by the callee, is its reply. (The
         caller is registered: an answer the callee gives from now on reaches it.)"""
-        sent = host.store.inbox_message(msg_id)
-        if sent is None or sent.workflow_id != pid.id or sent.consumed_seq is None:
-            return  # (not received yet: it answers live)
-        answered = self._recorded_reply(host, pid.id, ref)
+        answered = self._recorded_reply(host, pid, msg_id)
         calls = self.calls
         if answered is not None and calls is not None and ref in calls \
                 and calls[ref] is None:
             calls[ref] = outcome.Value(answered[0])
 
     @staticmethod
-    def _recorded_reply(host: Any, wid: str, ref: str) -> tuple[Any] | None:
-        """``(value,)`` the workflow ``wid`` replied to the call ``ref`` with, as its
-        journal records it; ``None`` if it did not."""
-        for rec in host.store.journal(wid):
-            out = rec.outcome
-            if rec.kind == JournalKind.REPLY and isinstance(out, dict) \
-                    and out.get("ref") == ref and "ok" in out:
-                return (out["ok"],)
-        return None
+    def _recorded_reply(host: Any, pid: Pid, msg_id: str) -> tuple[Any] | None:
+        """``(value,)`` the workflow ``pid`` replied to the request ``msg_id`` with, kept
+        on the request's inbox row (``Interop.reply``); ``None`` if it did not (yet).
+        One indexed read."""
+        sent = host.store.inbox_message(msg_id)
+        if sent is None or sent.workflow_id != pid.id or sent.reply is None:
+            return None
+        return (_loads(sent.reply),)
