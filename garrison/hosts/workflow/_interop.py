@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, NoReturn
 
 import trio
 
 from ... import _observe
-from ..._errors import ProcessError
+from ..._errors import GarrisonError, NoSuchProcess, PayloadError, ProcessError
 from ...actors._mailbox import timeout_seconds
 from ...actors._values import ErrorInfo, Event, EventKind, Message, Pid
 from ...persistence import RawJson, Transaction, WorkflowStatus, to_json
@@ -33,6 +33,35 @@ __all__ = ["Interop"]
 
 _dumps = json.dumps
 _loads = json.loads
+
+#: what a send, call, link, monitor, cancel or terminate may raise before (or instead
+#: of) its effect, depending on what is live: a name nobody holds, a value with no JSON
+#: form (a call's request to a workflow, a plain process's reply). Recorded at the
+#: operation's seq (:func:`raised_plain`), so that a replay raises it again at the same
+#: place without doing anything (live, the name may be held by then).
+RECORDED_RAISES = (NoSuchProcess, PayloadError)
+
+
+def raised_plain(exc: Exception) -> dict[str, Any]:
+    """The journal outcome of an operation that raised ``exc`` (one of
+    :data:`RECORDED_RAISES`): ``{"error": ..., "raised": type name}``, with the
+    ``"name"`` nobody held for a ``NoSuchProcess``."""
+    out: dict[str, Any] = {"error": error_to_plain(ErrorInfo(type(exc).__name__, str(exc), "")),
+                           "raised": type(exc).__name__}
+    if isinstance(exc, NoSuchProcess):
+        out["name"] = exc.name if isinstance(exc.name, str) else str(exc.name)
+    return out
+
+
+def raise_recorded(out: dict[str, Any]) -> NoReturn:
+    """Raise the exception :func:`raised_plain` recorded, as the first run raised it."""
+    raised = out.get("raised")
+    message = error_from_plain(out.get("error") or {"type": raised}).message
+    if raised == "NoSuchProcess":
+        raise NoSuchProcess(out.get("name"))
+    if raised == "PayloadError":
+        raise PayloadError(message)
+    raise GarrisonError(f"{raised}: {message}")  # (a kind a later version records)
 
 
 class Interop(WorkflowCore):
@@ -208,13 +237,23 @@ class Interop(WorkflowCore):
             check_text(topic, f"process.send() from workflow {self.wid!r}: the topic")
         entry = self._take(JournalKind.SEND, topic)
         if entry is not None:
-            await self._send_again(entry.outcome, topic, payload)
+            out = entry.outcome
+            if type(out) is dict and "raised" in out:
+                raise_recorded(out)  # (it raised the first time: nothing was sent)
+            await self._send_again(out, topic, payload)
             await self._yield()
             return
         seq = self.cursor.seq - 1
-        pid = self.node.resolve(to)
-        text = to_json(payload, what=f"the payload of message {topic!r} sent by workflow "
-                                     f"{self.wid!r}")
+        try:
+            pid = self.node.resolve(to)
+            text = to_json(payload, what=f"the payload of message {topic!r} sent by "
+                                         f"workflow {self.wid!r}")
+        except RECORDED_RAISES as exc:
+            # journaled (buffered: nothing left the workflow), so that a replay raises
+            # it here again instead of sending to a name someone may hold by then
+            self.record(self.buffered(), seq, JournalKind.SEND, topic,
+                        _dumps(raised_plain(exc)))
+            raise
         msg_id = self._message_id(seq)
         tx = Transaction()
         self.record(tx, seq, JournalKind.SEND, topic, _dumps({"to": str(pid), "id": msg_id}))
@@ -312,8 +351,15 @@ class Interop(WorkflowCore):
         if replayed is not None:
             out = replayed.outcome
             recorded = out.get("pid") if isinstance(out, dict) else None
+            if recorded is None and isinstance(out, dict) and "raised" in out:
+                raise_recorded(out)  # a name nobody held the first time
             return False, Pid.parse(recorded if recorded is not None else replayed.name)
-        pid = self.node.resolve(to)
+        try:
+            pid = self.node.resolve(to)
+        except NoSuchProcess as exc:  # journaled: a replay raises it here again
+            self.record(self.buffered(), self.cursor.seq - 1, kind, label,
+                        _dumps(raised_plain(exc)))
+            raise
         return True, pid
 
     def _record_target(self, kind: JournalKind, to: Pid | str, pid: Pid) -> None:
@@ -440,6 +486,8 @@ class Interop(WorkflowCore):
             out = entry.outcome
             if "ok" in out:
                 return out["ok"]
+            if "raised" in out:
+                raise_recorded(out)  # a name nobody held, a value with no JSON form
             err = error_from_plain(out["error"])
             if out.get("timeout"):
                 raise TimeoutError(err.message)
@@ -448,7 +496,11 @@ class Interop(WorkflowCore):
         if self.records_pending:
             await self.records_committed()  # the request may carry a recorded value
         node = self.node
-        pid = node.resolve(to)
+        try:
+            pid = node.resolve(to)
+        except NoSuchProcess as exc:
+            await self._record_raised(seq, topic, exc)
+            raise
         seconds = timeout_seconds(timeout)
         callee = node.caller_of(pid)
         h = node.hosts.get(pid.host)
@@ -490,8 +542,22 @@ class Interop(WorkflowCore):
             self.record(tx, seq, JournalKind.CALL, topic, _dumps(result))
             await self._commit(tx)
             raise
-        _text, plain_value = json_round_trip(value, f"the reply to call {topic!r}")
+        except PayloadError as exc:  # the request to a workflow has no JSON form
+            await self._record_raised(seq, topic, exc)
+            raise
+        try:
+            _text, plain_value = json_round_trip(value, f"the reply to call {topic!r}")
+        except PayloadError as exc:  # a plain process's reply: the call was made
+            await self._record_raised(seq, topic, exc)
+            raise
         tx = Transaction()
         self.record(tx, seq, JournalKind.CALL, topic, _dumps({"ok": plain_value}))
         await self._commit(tx)
         return plain_value
+
+    async def _record_raised(self, seq: int, topic: str, exc: Exception) -> None:
+        """Journal (committed before the code sees it) that the call at ``seq`` raised
+        ``exc``: a replay raises it again, and never makes the call."""
+        tx = Transaction()
+        self.record(tx, seq, JournalKind.CALL, topic, _dumps(raised_plain(exc)))
+        await self._commit(tx)
