@@ -1,6 +1,9 @@
-"""What a workflow's process calls raised, across a restart: a send, call, monitor
-... to a name nobody held is journaled with what it raised, so that the replay raises
-it again at the same place without doing it (the name may be held by then).
+"""What a workflow's process calls raised, and the names it registered, across a
+restart: a send, call, monitor ... to a name nobody held is journaled with what it
+raised, so that the replay raises it again at the same place without doing it (the
+name may be held by then); a register is journaled, and the replay takes the names
+the code holds where it goes live, never where the code registered them (another
+process may hold a name it gave up since).
 
 Each test runs a workflow on a store, closes the node while the workflow waits, and
 opens the store again with a config whose service holds ``svc`` before the workflow
@@ -9,14 +12,16 @@ resumes (``open_node`` starts ``auto_start`` services first).
 
 from __future__ import annotations
 
+import logging
 import textwrap
 from typing import Any
 
 import pytest
 import trio
+from _stores import sql
 
 import garrison
-from garrison import NoSuchProcess, PayloadError, process
+from garrison import NoSuchProcess, PayloadError, process, workflow
 from garrison.config import load_config_text
 
 LOG: list[Any] = []
@@ -110,6 +115,42 @@ async def monitors_svc() -> list[Any]:
     return out
 
 
+async def registers_and_gives_up() -> list[Any]:
+    process.register("svc")
+    process.unregister("svc")
+    msg = await process.inbox().receive()
+    return [msg.topic, str(process.lookup("svc")).startswith("processes/")]
+
+
+async def holds_a_name() -> list[Any]:
+    process.register("held")
+    workflow.now()
+    msg = await process.inbox().receive()
+    return [msg.topic, process.lookup("held") == process.pid()]
+
+
+async def registers_svc_taken() -> list[Any]:
+    """Registers ``svc`` while a service holds it: the ValueError is journaled."""
+    out: list[Any] = []
+    try:
+        process.register("svc")
+        out.append("registered")
+    except ValueError as exc:
+        out.append(str(exc).split(" by ")[0])
+        out.append(await fallback("register"))
+    msg = await process.inbox().receive()
+    out.append(msg.topic)
+    return out
+
+
+async def holds_a_name_across_runs(run: int) -> list[Any]:
+    if run == 0:
+        process.register("kept")
+        workflow.continue_as_new(1)
+    msg = await process.inbox().receive()
+    return [run, msg.topic, process.lookup("kept") == process.pid()]
+
+
 # ---------------------------------------------------------------- helpers
 async def wait_status(handle: garrison.WorkflowHandle, status: str) -> None:
     with trio.fail_after(10):
@@ -177,3 +218,112 @@ async def test_a_reply_with_no_json_form_is_journaled_not_asked_again(
     assert before == [(1, "call", "q"), (2, "activity", f"{__name__}:fallback")]
     assert after == [*before, (3, "receive", "inbox")]
     assert LOG == [("opaque svc got", "q", 1), ("fallback", "call")]
+
+
+# ---------------------------------------------------------------- item: register
+async def test_a_name_registered_and_given_up_is_not_taken_again_on_replay(
+        store_spec: str, autojump_clock: Any) -> None:
+    """The replay of ``register("svc"); unregister("svc")`` does not take the name a
+    service holds now (it failed the workflow with ValueError)."""
+    result, before, after = await run_then_resume_with_svc(store_spec, registers_and_gives_up)
+    assert result == ["go", True]  # svc is the service's
+    assert before == [(1, "register", "svc")]
+    assert after == [*before, (2, "receive", "inbox"), (3, "lookup", "svc")]
+
+
+async def test_a_name_held_before_a_restart_is_held_again(
+        store_spec: str, autojump_clock: Any) -> None:
+    async with garrison.open_node(store=store_spec) as node:
+        await node.start_workflow(holds_a_name, id="w")
+        await wait_status(node.workflow("w"), "waiting")
+        assert str(node.lookup("held")) == "workflows/w"
+    async with garrison.open_node(store=store_spec) as node:
+        await wait_status(node.workflow("w"), "waiting")
+        assert str(node.lookup("held")) == "workflows/w"  # before anything reaches it
+        await node.send("held", "go")
+        with trio.fail_after(10):
+            assert await node.workflow("w").result() == ["go", True]
+        assert node.lookup("held") is None  # released at its end
+        assert [k for _s, k, _n in journal(node.workflow("w"))] == [
+            "register", "now", "receive", "lookup"]
+
+
+async def test_a_register_that_raised_raises_again_on_replay(
+        store_spec: str, autojump_clock: Any) -> None:
+    """A name a process held when the workflow registered it raised ValueError:
+    journaled, the replay raises it too (even when the name is free now)."""
+    async with garrison.open_node(config=config(), store=store_spec) as node:
+        await node.start_workflow(registers_svc_taken, id="w")
+        await wait_status(node.workflow("w"), "waiting")
+    async with garrison.open_node(store=store_spec) as node:  # nobody holds svc now
+        await wait_status(node.workflow("w"), "waiting")
+        await node.send("workflows/w", "go")
+        with trio.fail_after(10):
+            assert await node.workflow("w").result() == [
+                "name 'svc' is already registered", "fb:register", "go"]
+        assert node.lookup("svc") is None
+    assert LOG == [("fallback", "register")]
+
+
+async def test_a_name_taken_meanwhile_is_logged_not_raised(
+        store_spec: str, autojump_clock: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """The workflow held ``held``; while it was down a service took it: the replay goes
+    on (the code registered it long ago), the name stays the service's, a warning says
+    so."""
+    async with garrison.open_node(store=store_spec) as node:
+        await node.start_workflow(holds_a_name, id="w")
+        await wait_status(node.workflow("w"), "waiting")
+    cfg = load_config_text(textwrap.dedent("""
+        version: "1.0"
+        namespace: t
+        entries:
+          - {name: p, kind: process.py, source: "test_workflow_interop_replay:takes_held"}
+          - {name: s, kind: process.service, process: t:p, lifecycle: {auto_start: true}}
+    """), "test.yaml")
+    caplog.set_level(logging.WARNING, logger="garrison")
+    async with garrison.open_node(config=cfg, store=store_spec) as node:
+        await wait_status(node.workflow("w"), "waiting")
+        await node.send("workflows/w", "go")
+        with trio.fail_after(10):
+            assert await node.workflow("w").result() == ["go", False]
+        assert str(node.lookup("held")).startswith("processes/")
+    assert any("held the name 'held' before it resumed" in r.getMessage()
+               for r in caplog.records)
+
+
+async def takes_held() -> None:
+    process.register("held")
+    await trio.sleep_forever()
+
+
+async def test_names_held_across_continue_as_new_are_held_after_a_restart(
+        store_spec: str, autojump_clock: Any) -> None:
+    async with garrison.open_node(store=store_spec) as node:
+        await node.start_workflow(holds_a_name_across_runs, 0, id="w")
+        await wait_status(node.workflow("w"), "waiting")
+        assert str(node.lookup("kept")) == "workflows/w"
+    async with garrison.open_node(store=store_spec) as node:
+        await wait_status(node.workflow("w"), "waiting")
+        assert str(node.lookup("kept")) == "workflows/w"
+        await node.send("kept", "go")
+        with trio.fail_after(10):
+            assert await node.workflow("w").result() == [1, "go", True]
+
+
+async def test_a_journal_written_before_registers_were_recorded_replays(
+        store_spec: str, autojump_clock: Any) -> None:
+    """An older garrison recorded no register: its journal (``now`` at seq 1, here
+    made by removing the register record) replays without a divergence, the register
+    taking no seq, and the name is held again."""
+    async with garrison.open_node(store=store_spec) as node:
+        await node.start_workflow(holds_a_name, id="w")
+        await wait_status(node.workflow("w"), "waiting")
+    sql(store_spec, "DELETE FROM journal WHERE workflow_id = 'w' AND seq = 1")
+    sql(store_spec, "UPDATE journal SET seq = 1 WHERE workflow_id = 'w' AND seq = 2")
+    async with garrison.open_node(store=store_spec) as node:
+        await wait_status(node.workflow("w"), "waiting")
+        assert str(node.lookup("held")) == "workflows/w"
+        await node.send("held", "go")
+        with trio.fail_after(10):
+            assert await node.workflow("w").result() == ["go", True]
+        assert [k for _s, k, _n in journal(node.workflow("w"))] == ["now", "receive", "lookup"]

@@ -17,13 +17,13 @@ from typing import Any, NoReturn
 import trio
 
 from ... import _observe
-from ..._errors import GarrisonError, NoSuchProcess, PayloadError, ProcessError
+from ..._errors import GarrisonError, NoSuchProcess, PayloadError, ProcessError, StoreError
 from ...actors._mailbox import timeout_seconds
 from ...actors._values import ErrorInfo, Event, EventKind, Message, Pid
 from ...persistence import RawJson, Transaction, WorkflowStatus, to_json
 from .._kernel import noproc
 from ._codec import PLAIN, json_round_trip
-from ._core import UNLINK_GRACE, WorkflowCore, added
+from ._core import UNLINK_GRACE, WorkflowCore, added, log
 from ._elsewhere import RemoteWorkflow
 from ._ids import check_text
 from ._inbox import InboxItem
@@ -50,6 +50,8 @@ def raised_plain(exc: Exception) -> dict[str, Any]:
                            "raised": type(exc).__name__}
     if isinstance(exc, NoSuchProcess):
         out["name"] = exc.name if isinstance(exc.name, str) else str(exc.name)
+    elif isinstance(exc, StoreError):
+        out["path"] = exc.path
     return out
 
 
@@ -61,6 +63,12 @@ def raise_recorded(out: dict[str, Any]) -> NoReturn:
         raise NoSuchProcess(out.get("name"))
     if raised == "PayloadError":
         raise PayloadError(message)
+    if raised == "ValueError":  # (a register: a name another process held)
+        raise ValueError(message)
+    if raised == "StoreError":  # (a register: the cluster's names out of reach)
+        exc = StoreError(out.get("path"), "")
+        exc.args = (message,)
+        raise exc
     raise GarrisonError(f"{raised}: {message}")  # (a kind a later version records)
 
 
@@ -85,6 +93,8 @@ class Interop(WorkflowCore):
           the linked workflow resumed without it); one that failed meanwhile acts as
           a linked failure with its error, as it would have live."""
         self.check_lost = False
+        if self.held_names:
+            self._hold_names()
         hosts = self.node.hosts
         lost: list[tuple[EventKind, Pid]] = []
         for pid in sorted(self.monitoring or ()):
@@ -459,12 +469,86 @@ class Interop(WorkflowCore):
             await self._yield()
 
     def register(self, name: str, scope: str = "node") -> None:
-        self.node.register(name, self.pid, scope)
+        """Journaled at a seq of its own (``register``: the scope, or the ``ValueError``
+        or ``StoreError`` it raised), buffered. A replay does not take the name where
+        the code registers it (another process may hold it by then, and the code may
+        have given it up again since): it counts what the code holds and takes those
+        names where it goes live (:meth:`_hold_names`).
+
+        A journal written before registers were recorded has no record for it: a
+        register replayed inside such a journal (records or a timer follow) takes no
+        seq and counts as held, as it was the first time (a name another process held
+        raised then, and a replay cannot tell: it is counted held)."""
+        entry = self.cursor.peek()
+        if entry is not None and entry.kind == JournalKind.REGISTER:
+            entry = self._take(JournalKind.REGISTER, name, cancel=False)  # checks the name
+            out = entry.outcome if entry is not None else None
+            if isinstance(out, dict) and "raised" in out:
+                raise_recorded(out)
+            self._held(name, scope)
+            return
+        if self.is_replaying():
+            self.cursor.check()
+            self._held(name, scope)  # (a journal of before: no seq was taken)
+            return
+        self._take(JournalKind.REGISTER, name, cancel=False)
+        seq = self.cursor.seq - 1
+        try:
+            self.node.register(name, self.pid, scope)
+        except (ValueError, StoreError) as exc:
+            self.record(self.buffered(), seq, JournalKind.REGISTER, name,
+                        _dumps(raised_plain(exc)))
+            raise
+        self.record(self.buffered(), seq, JournalKind.REGISTER, name, _dumps({"scope": scope}))
+        held = self.held_names
+        if held is None:
+            held = self.held_names = {}
+        held[name] = scope
         self.host.names.setdefault(self.wid, set()).add(name)
 
+    def _held(self, name: str, scope: str) -> None:
+        """A replayed register: the code holds ``name``; taken where the replay goes
+        live (at once if it has: a record after a seq taken and never recorded)."""
+        held = self.held_names
+        if held is None:
+            held = self.held_names = {}
+        held[name] = scope
+        if not self.check_lost:
+            self._hold_names()
+
+    def _hold_names(self) -> None:
+        """Where a replay goes live: take the names its code holds (registered before
+        the restart, or by the run before a continue-as-new) that this node has not
+        registered for it yet. A name another process took meanwhile stays that one's:
+        logged, not raised (the code registered it long ago, and goes on without it)."""
+        held = self.held_names
+        if not held:
+            return
+        mine = self.host.names.get(self.wid)
+        for name, scope in held.items():
+            if mine is not None and name in mine:
+                continue
+            try:
+                self.node.register(name, self.pid, scope)
+            except (ValueError, StoreError) as exc:
+                log.warning("workflow %s (%s) held the name %r before it resumed, and does "
+                            "not hold it again: %s", self.wid, self.name, name, exc,
+                            extra={"workflow_id": self.wid, "pid": str(self.pid)})
+                continue
+            if mine is None:
+                mine = self.host.names.setdefault(self.wid, set())
+            mine.add(name)
+
     def unregister(self, name: str) -> None:
+        """Not journaled (it cannot fail): live or replayed, the code no longer holds
+        ``name``; released if this workflow holds it on the node."""
+        held = self.held_names
+        if held:
+            held.pop(name, None)
         self.node.unregister(name, self.pid)
-        self.host.names.get(self.wid, set()).discard(name)
+        mine = self.host.names.get(self.wid)
+        if mine:
+            mine.discard(name)
 
     def lookup(self, name: str) -> Pid | None:
         """Journaled: a replay sees the pid (or ``None``) the first run saw."""
