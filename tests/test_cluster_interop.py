@@ -7,13 +7,20 @@ Real time (threads, a real PostgreSQL server)."""
 
 from __future__ import annotations
 
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import trio
 
+sys.path.insert(0, str(Path(__file__).resolve().parent / "cluster"))
+
+from harness import Look, Node
+
 import garrison
 from garrison import process
+from garrison.persistence import Transaction
 
 
 async def ends_when_told() -> str:
@@ -82,3 +89,41 @@ async def test_watchers_of_a_workflow_that_moved_hear_of_its_end(postgres_url: s
         assert what == "ProcessError"
         assert took < 20  # REPLY_GRACE after the end is read, not the 60 s timeout
 
+
+def _names(look: Look) -> list[tuple[str, str, int]]:
+    rows = look.store._query("SELECT name, pid, epoch FROM garrison.names ORDER BY name")
+    return [(str(n), str(p), int(e)) for n, p, e in rows]
+
+
+async def test_a_node_cut_off_keeps_off_the_name_its_workflow_holds_elsewhere(
+        postgres_url: str, nodes: list[Node]) -> None:
+    """Workflow W holds the cluster name ``leader`` on node a; a is cut off (SIGSTOP)
+    past its lease, node c takes W over, and W's replay takes the name under c's
+    epoch. a wakes, finds its lease lapsed and stops its copy of W: its release of the
+    name deleted c's row (by name and pid), so the name was gone while W ran on c."""
+    a = Node.start(postgres_url, "a", 1.0)
+    nodes.append(a)
+    look = Look(postgres_url)
+    try:
+        look.store.write(Transaction().create_workflow("W", "cluster_app:leader", []))
+        with trio.fail_after(10):
+            while _names(look) != [("leader", "workflows/W", a.epoch)]:
+                await trio.sleep(0.05)
+        async with garrison.open_node(store=postgres_url, name="c", lease="1s") as c:
+            a.pause()
+            c_epoch = c.hosts["workflows"].ownership.epoch
+            with trio.fail_after(15):  # c takes W over; its replay takes the name
+                while _names(look) != [("leader", "workflows/W", c_epoch)]:
+                    await trio.sleep(0.05)
+            a.resume()
+            with trio.fail_after(15):  # a finds its lease lapsed and joins again
+                while not any(n.name == "a" and n.epoch != a.epoch for n in look.nodes()):
+                    await trio.sleep(0.05)
+            await trio.sleep(1.0)  # (its release, if any, has landed)
+            assert _names(look) == [("leader", "workflows/W", c_epoch)]
+            assert str(c.lookup("leader")) == "workflows/W"
+            await c.send("leader", "bye")
+            with trio.fail_after(10):
+                assert await c.workflow("W").result() == "bye"
+    finally:
+        look.close()
