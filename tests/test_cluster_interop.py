@@ -127,3 +127,45 @@ async def test_a_node_cut_off_keeps_off_the_name_its_workflow_holds_elsewhere(
                 assert await c.workflow("W").result() == "bye"
     finally:
         look.close()
+
+
+async def sleeper() -> None:
+    await trio.sleep_forever()
+
+
+async def collects(n: int) -> list[Any]:
+    got = []
+    for _ in range(n):
+        msg = await process.inbox().receive()
+        got.append(msg.payload)
+    return got
+
+
+async def test_the_first_send_to_a_pid_of_a_node_that_left_is_a_dead_letter(
+        postgres_url: str) -> None:
+    """Node b starts after node a left; the first send to a pid of a counted as a
+    delivered message (b did not know a's incarnation: it asked the store and sent
+    meanwhile); the later ones as dead letters. Now the send is held until the store
+    answers, and counted then."""
+    async with garrison.open_node(store=postgres_url, name="a", lease="1s") as a:
+        p = await a.spawn(sleeper)
+    async with garrison.open_node(store=postgres_url, name="b", lease="1s") as b:
+        for i in range(3):
+            await b.send(p, "hello", i)
+        await _until(lambda: b.stats()["dead_letters"] == 3, "3 dead letters", 10)
+        assert b.stats()["messages"] == 0
+
+
+async def test_sends_to_a_node_started_before_arrive_in_order(postgres_url: str) -> None:
+    """Sends from a node that may not know the other node's incarnation yet (held until
+    the store says it is live) arrive, in the order sent, and count as messages."""
+    async with garrison.open_node(store=postgres_url, name="a", lease="1s") as a:
+        p = await a.spawn(collects, 5)
+        async with garrison.open_node(store=postgres_url, name="b", lease="1s") as b:
+            before = b.stats()["messages"]
+            for i in range(5):
+                await b.send(p, "m", i)
+            with trio.fail_after(10):
+                assert await a.wait(p) == [0, 1, 2, 3, 4]
+            assert b.stats()["messages"] - before == 5
+            assert b.stats()["dead_letters"] == 0
