@@ -169,3 +169,23 @@ async def test_sends_to_a_node_started_before_arrive_in_order(postgres_url: str)
                 assert await a.wait(p) == [0, 1, 2, 3, 4]
             assert b.stats()["messages"] - before == 5
             assert b.stats()["dead_letters"] == 0
+
+
+async def sends_to(to: str, n: int) -> str:
+    for i in range(n):
+        await process.send(to, "m", i)
+    return "sent"
+
+
+async def test_a_workflow_sends_to_a_plain_process_of_another_node(postgres_url: str) -> None:
+    """A workflow's send to a plain pid of another node went to this node's process
+    host, which has no such process: a dead letter, never delivered."""
+    async with garrison.open_node(store=postgres_url, name="a", lease="1s") as a:
+        p = await a.spawn(collects, 3)
+        async with garrison.open_node(store=postgres_url, name="b", lease="1s") as b:
+            await b.start_workflow(sends_to, str(p), 3, id="s")
+            with trio.fail_after(10):
+                assert await b.workflow("s").result() == "sent"
+                assert await a.wait(p) == [0, 1, 2]
+            await _until(lambda: b.stats()["messages"] >= 3, "3 messages counted", 10)
+            assert b.stats()["dead_letters"] == 0

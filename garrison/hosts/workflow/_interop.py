@@ -305,7 +305,18 @@ class Interop(WorkflowCore):
                 self.node.stats_dead_letters += 1
         else:
             await self._commit(tx)
-            if other is None:
+            remote = getattr(self.node, "remote", None)
+            if remote is not None and remote.node_of(pid) is not None:
+                # a plain process of another node of the cluster: through its channel
+                # (at most once, as any send to it; None: held until its node is known,
+                # counted then)
+                sent = remote.send(self.pid, pid, Message(topic, payload, self.pid, msg_id,
+                                                          None, trace))
+                if sent:
+                    self.node.stats_messages += 1
+                elif sent is not None:
+                    self.node.stats_dead_letters += 1
+            elif other is None:
                 self.node.stats_dead_letters += 1
             elif other.deliver(pid, Message(topic, payload, self.pid, msg_id, None, trace)):
                 self.node.stats_messages += 1
