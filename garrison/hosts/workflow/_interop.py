@@ -44,8 +44,9 @@ RECORDED_RAISES = (NoSuchProcess, PayloadError)
 
 def raised_plain(exc: Exception) -> dict[str, Any]:
     """The journal outcome of an operation that raised ``exc`` (one of
-    :data:`RECORDED_RAISES`): ``{"error": ..., "raised": type name}``, with the
-    ``"name"`` nobody held for a ``NoSuchProcess``."""
+    :data:`RECORDED_RAISES`, or a register's ``ValueError`` or ``StoreError``):
+    ``{"error": ..., "raised": type name}``, with the ``"name"`` nobody held for a
+    ``NoSuchProcess`` and the store's ``"path"`` for a ``StoreError``."""
     out: dict[str, Any] = {"error": error_to_plain(ErrorInfo(type(exc).__name__, str(exc), "")),
                            "raised": type(exc).__name__}
     if isinstance(exc, NoSuchProcess):
