@@ -327,3 +327,35 @@ async def test_a_journal_written_before_registers_were_recorded_replays(
         with trio.fail_after(10):
             assert await node.workflow("w").result() == ["go", True]
         assert [k for _s, k, _n in journal(node.workflow("w"))] == ["now", "receive", "lookup"]
+
+
+async def test_replay_mode_reads_the_new_records(autojump_clock: Any) -> None:
+    """``garrison workflows replay`` (replay mode, no effects) takes a journal with a
+    recorded NoSuchProcess and register records to its end, without a divergence."""
+    from garrison.hosts.workflow._replay import History, replay_history
+
+    async with garrison.open_node() as node:
+        await node.start_workflow(sends_to_svc_then_registers, id="w")
+        await wait_status(node.workflow("w"), "waiting")
+        await node.send("workflows/w", "go")
+        with trio.fail_after(10):
+            assert await node.workflow("w").result() == [
+                "no process is registered as 'svc'", "go"]
+        history = History.from_store(node.hosts["workflows"].store, "w")
+    assert [r.kind for r in history.journal] == ["send", "register", "receive"]
+    result = await replay_history(history)
+    assert result.ok, result
+    assert result.ending == "the code returned"
+
+
+async def sends_to_svc_then_registers() -> list[Any]:
+    out: list[Any] = []
+    try:
+        await process.send("svc", "hello", 1)
+    except NoSuchProcess as exc:
+        out.append(str(exc))
+    process.register("mine")
+    process.unregister("mine")
+    msg = await process.inbox().receive()
+    out.append(msg.topic)
+    return out
