@@ -244,9 +244,10 @@ class Router:
         remote = self.remote
         if remote is not None and remote.node_of(pid) is not None:
             msg = Message(topic, payload, sender, self.message_id())
-            if remote.send(sender, pid, msg):
+            sent = remote.send(sender, pid, msg)
+            if sent:
                 self.stats_messages += 1
-            else:
+            elif sent is not None:  # (None: held until its node is known, counted then)
                 self.stats_dead_letters += 1
             return
         host = self.hosts.get(pid.host)

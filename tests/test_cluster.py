@@ -949,13 +949,19 @@ async def test_long_messages_nobody_takes_are_cleaned_up(postgres_url: str) -> N
     """A message over NOTIFY's 8000 bytes to a plain pid of a node that is down (or
     gone) left its body in the ``messages`` table for ever: its notification reached no
     one and nothing else deletes it, so the table only grew. The cluster's periodic
-    cleanup deletes bodies nobody took within an hour."""
+    cleanup deletes bodies nobody took within an hour.
+
+    (A send to a node this one never saw live is not sent at all: a dead letter once
+    the store says so. The body stays behind for a node that was live when the
+    message was sent, and down by then: its incarnation is made live here.)"""
     import trio
 
     from garrison.persistence._pg_cluster import MESSAGE_TTL, PgCluster
 
     async with garrison.open_node(store=postgres_url, name="a", lease="30s") as a:
-        # a long one, to a node that is not there
+        # a long one, to a node seen live (not there any more)
+        remote = a._router.remote
+        remote.live = {*remote.live, ("gone-node", "3f2a9c1e.")}
         await a.send("processes/3f2a9c1e.12@gone-node", "t", "x" * 9000)
         look = Look(postgres_url)
         try:

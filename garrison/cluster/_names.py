@@ -47,12 +47,14 @@ _RETRY_MAX = 1.0
 
 
 class _Job:
-    __slots__ = ("abandoned", "done", "error", "kind", "name", "pid", "result")
+    __slots__ = ("abandoned", "done", "epoch", "error", "kind", "name", "pid", "result")
 
-    def __init__(self, kind: str, name: str, pid: str) -> None:
+    def __init__(self, kind: str, name: str, pid: str, epoch: int | None = None) -> None:
         self.kind = kind
         self.name = name
         self.pid = pid
+        #: a release: the node's incarnation that gives the name up (its row only)
+        self.epoch = epoch
         self.done = threading.Event()
         self.result: str | None = None
         self.error: StoreError | None = None
@@ -100,10 +102,12 @@ class ClusterNames:
         return self._ask("lookup", name, "")
 
     def unregister_name(self, name: str, pid: str) -> None:
-        """Release ``name`` if ``pid`` holds it. Never raises; waits for the store at most
-        :data:`RELEASE_WAIT` seconds, and not at all while it is out of reach (the
+        """Release ``name`` if ``pid`` holds it under this node's incarnation (its
+        epoch now): a row another node wrote for the same pid (a workflow it took over
+        from this one, cut off meanwhile) stays. Never raises; waits for the store at
+        most :data:`RELEASE_WAIT` seconds, and not at all while it is out of reach (the
         release is tried again until it lands)."""
-        job = _Job("release", name, pid)
+        job = _Job("release", name, pid, self.pg.epoch)
         with self._cond:
             if self._closed or "\x00" in name:
                 return  # the node left: its names are not live any more
@@ -200,7 +204,8 @@ class ClusterNames:
                     job.result = result
                     if job.kind == "register" and job.abandoned and result is None:
                         # taken after its asker gave up (and raised): give it back first
-                        self._jobs.appendleft(_Job("release", job.name, job.pid))
+                        self._jobs.appendleft(_Job("release", job.name, job.pid,
+                                                   job.epoch))
                     job.done.set()
                     self._cond.notify_all()
         finally:
@@ -254,9 +259,10 @@ class ClusterNames:
         if job.kind == "lookup":
             return self.pg.lookup_name(conn, job.name)
         if job.kind == "release":
-            self.pg.unregister_name(conn, job.name, job.pid)
+            self.pg.unregister_name(conn, job.name, job.pid, job.epoch)
             return None
-        return self.pg.register_name(conn, job.name, job.pid)
+        job.epoch = self.pg.epoch  # (the incarnation the row is written under)
+        return self.pg.register_name(conn, job.name, job.pid, job.epoch)
 
     def _drop_connection(self) -> None:
         conn, self._conn = self._conn, None

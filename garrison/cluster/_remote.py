@@ -28,6 +28,10 @@ not known yet: then the membership thread is asked (``ClusterMember.check``), an
 operation made meanwhile is settled as above if the node is not live. A pid of a
 gone node is a dead pid: a send to it is a dead letter, a monitor gets ``EXIT``
 ``noproc`` at once, a link acts as a linked failure ``noproc``, a call fails at once.
+A send to a pid of a node not known yet (the first, from a node that started after
+that node left, say) is held, in order with the next ones to that node, until the
+membership thread has asked the store (its next round, at once): sent if the node is
+live, a dead letter if not, counted then. The send itself never waits on the store.
 """
 
 from __future__ import annotations
@@ -55,6 +59,9 @@ log = logging.getLogger("garrison.cluster")
 _NOTIFY_MAX = 7900
 #: how many gone node incarnations are remembered
 _GONE_MEMORY = 10_000
+#: messages held for one node not known yet (:meth:`Remote.send`); past it, a send to
+#: that node is a dead letter at once
+HELD_MAX = 10_000
 #: the longest a cancel (past its timeout) or terminate of a remote process waits for
 #: its node to say the target ended (a node that cannot answer: an older garrison)
 STOP_WAIT = 10.0
@@ -129,7 +136,7 @@ class _Peer(Caller):
 
     def deliver(self, msg: Message) -> None:
         """A request of a call (or a message) for the remote process."""
-        self.remote.send(msg.sender, self.pid, msg)
+        self.remote.send(msg.sender, self.pid, msg, counted=False)
 
     def finish_call(self, ref: str, result: outcome.Outcome[Any]) -> None:
         """The remote process's call ``ref`` to a local process ended: send the reply
@@ -173,6 +180,10 @@ class Remote:
         #: (from a random start: a late answer to this node's previous run under the
         #: same name matches none of this run's)
         self._stop_refs = secrets.randbits(48)
+        #: messages to processes of node incarnations not known to be live or gone yet,
+        #: in the order sent, until the membership thread says which (``(to, body,
+        #: counted)``: ``counted``, the router counts it then, see :meth:`send`)
+        self.held: dict[tuple[str, str], list[tuple[Pid, dict[str, Any], bool]]] = {}
 
     # ------------------------------------------------------------ routing
     def node_of(self, pid: Pid) -> str | None:
@@ -254,8 +265,23 @@ class Remote:
         for name, prefix in live:
             if prefix is not None:  # (a node whose lease lapsed joined again)
                 self.gone.pop((name, prefix), None)
+        if self.held:
+            for key in [k for k in self.held if k in live]:
+                self._release_held(key, True)
         if live - before:  # a node joined, maybe a newer incarnation of one
             self.router.nodes_renewed()
+
+    def _release_held(self, key: tuple[str, str], live: bool) -> None:
+        """The node ``key`` is known now: the messages held for it go (``live``), or
+        are dead letters; those the router left to this count as they end."""
+        router = self.router
+        for to, body, counted in self.held.pop(key, ()):
+            sent = live and self.post(to, body)
+            if counted:
+                if sent:
+                    router.stats_messages += 1
+                else:
+                    router.stats_dead_letters += 1
 
     def _kept(self, remote: Pid, local: Pid) -> bool:
         """True if a link or monitor between ``remote`` and ``local`` that the other
@@ -313,8 +339,15 @@ class Remote:
                 pass
         self._conn = None
 
-    def send(self, sender: Pid | None, to: Pid, msg: Message) -> bool:
-        if self._gone(to):
+    def send(self, sender: Pid | None, to: Pid, msg: Message, *,
+             counted: bool = True) -> bool | None:
+        """Send ``msg`` to ``to`` of another node: True if it went, False if it could
+        not (a dead pid: a dead letter), ``None`` if it is held until the membership
+        thread says whether ``to``'s node is live (a node this one has not seen yet):
+        counted as a message or a dead letter then, unless ``counted`` is false (a
+        call's request: its caller counted it)."""
+        key = self._key(to)
+        if key not in self.live and key in self.gone:
             return False  # a dead pid: a dead letter
         text = to_json(msg.payload, what=f"the payload of message {msg.topic!r} to {to} "
                                          "(on another node)")
@@ -322,6 +355,18 @@ class Remote:
                 "topic": msg.topic, "p": text, "id": msg.id, "ref": msg.call_ref}
         if msg.call_ref is not None:  # where the reply goes (a workflow's pid names no node)
             body["n"] = self.name
+        if key not in self.live:
+            # not known yet: held (in order with the next ones) until the store says
+            held = self.held.get(key)
+            if held is None:
+                held = self.held[key] = []
+            elif len(held) >= HELD_MAX:
+                return False
+            held.append((to, body, counted))
+            self._gone(to)  # (asks the membership thread)
+            return None
+        if key in self.held:  # (sent after the node became known: after those held)
+            self._release_held(key, True)
         return self.post(to, body)
 
     def deliver_event(self, to: Pid, event: Event) -> None:
@@ -534,6 +579,10 @@ class Remote:
             self.gone.move_to_end((name, prefix))
             while len(self.gone) > _GONE_MEMORY:
                 self.gone.popitem(last=False)
+        if self.held:  # messages held until its node was known: dead letters
+            for key in [k for k in self.held if k[0] == name and k not in self.live
+                        and (prefix is None or k[1] == prefix)]:
+                self._release_held(key, False)
 
         def gone(pid: Pid) -> bool:
             if pid.id.rpartition("@")[2] != name:

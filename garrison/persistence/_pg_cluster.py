@@ -493,10 +493,15 @@ class PgCluster:
         """A new connection for the cluster's names."""
         return self.store._connect("names")
 
-    def register_name(self, conn: Any, name: str, pid: str) -> str | None:
+    def register_name(self, conn: Any, name: str, pid: str,
+                      epoch: int | None = None) -> str | None:
         """Take ``name`` for ``pid`` unless a live node's process holds it; ``None`` on
-        success, else the holder's pid."""
+        success, else the holder's pid. The row is this node's (``epoch``: its
+        incarnation, by default the current one); the same pid takes it from another
+        node (a workflow that moved here)."""
         s = self._s
+        if epoch is None:
+            epoch = self.epoch
         row = conn.execute(
             f"WITH t AS (INSERT INTO {s}.names (name, pid, epoch) VALUES (%s, %s, %s) "
             "ON CONFLICT (name) DO UPDATE SET pid = EXCLUDED.pid, epoch = EXCLUDED.epoch "
@@ -504,12 +509,20 @@ class PgCluster:
             f"{s}.nodes n WHERE n.epoch = names.epoch AND n.status IN ('active', 'draining')) "
             f"RETURNING 1) SELECT (SELECT count(*) FROM t), "
             f"(SELECT pid FROM {s}.names WHERE name = %s)",
-            (name, pid, self.epoch, name)).fetchone()
+            (name, pid, epoch, name)).fetchone()
         taken, holder = row
         return None if taken else str(holder)
 
-    def unregister_name(self, conn: Any, name: str, pid: str) -> None:
-        conn.execute(f"DELETE FROM {self._s}.names WHERE name = %s AND pid = %s", (name, pid))
+    def unregister_name(self, conn: Any, name: str, pid: str,
+                        epoch: int | None = None) -> None:
+        """Release ``name`` if ``pid`` holds it under ``epoch`` (this node's incarnation
+        that registered it; by default the current one). Not a row another node took
+        for the same pid since: a workflow that moved there, from a node cut off that
+        stops it (and releases its names) only when it wakes, holds its name there."""
+        if epoch is None:
+            epoch = self.epoch
+        conn.execute(f"DELETE FROM {self._s}.names WHERE name = %s AND pid = %s "
+                     "AND epoch = %s", (name, pid, epoch))
 
     def lookup_name(self, conn: Any, name: str) -> str | None:
         """The pid holding ``name`` on a live node, or ``None``."""

@@ -171,3 +171,10 @@ async def waits_for_exit_of(target: str) -> list[object]:
     process.monitor(target)
     ev = await process.events().receive()
     return [ev.kind.value, ev.result]
+
+
+async def leader() -> str:
+    """Holds the cluster name ``leader`` until a message comes (its topic)."""
+    process.register("leader", scope="cluster")
+    msg = await process.inbox().receive()
+    return msg.topic

@@ -29,7 +29,7 @@ from ...actors._values import ErrorInfo, Pid
 from ...persistence import MAX_TIME, Op, Transaction, WorkflowStatus
 from .._kernel import Caller
 from ._codec import json_round_trip
-from ._journal import CANCEL, Cursor, Entry, JournalKind, retry_timer
+from ._journal import CANCEL, Cursor, Entry, JournalKind, initial_names, retry_timer
 
 if TYPE_CHECKING:
     from ._activities import StartedActivities
@@ -99,7 +99,8 @@ class WorkflowCore(Caller, WorkflowScope):
     __slots__ = ("_budget", "_buffer", "_inboxes", "_journal_sizes", "_wake", "attempt",
                  "backoff", "cancel_delivered", "cancel_requested", "check_lost", "continued",
                  "created", "cursor", "done", "durable_watchers", "error", "exited",
-                 "flushes", "flushing", "fn", "history_bytes", "host", "input_plain",
+                 "flushes", "flushing", "fn", "held_names", "history_bytes", "host",
+                 "input_plain",
                  "kill_reason", "links", "may_be_queued", "monitoring", "name", "parent",
                  "pending", "promise_times", "promises", "refreshed", "requests", "requests_taken",
                  "resend_seq", "result_json", "run_id", "scope", "started", "state", "status",
@@ -180,6 +181,11 @@ class WorkflowCore(Caller, WorkflowScope):
         #: decides by it after a stop), made at the first
         self.promise_times: dict[str, float] | None = None
         self.topics: set[str] | None = None
+        #: the names it registered, as its code last left them: ``{name: scope}``
+        #: (``None``: none). Registered with the node as well (``host.names``) once a
+        #: replay caught up: a replay only counts them, it takes them again where it
+        #: goes live (``Interop._hold_names``)
+        self.held_names: dict[str, str] | None = initial_names(journal)
         self._inboxes: dict[str, DurableInbox] = {}
         self._wake: trio.Event | None = None
         #: while parked: the trio time it wakes at by itself (``None``: only when notified)

@@ -293,8 +293,13 @@ class WorkflowInstance(Waits, Activities, Interop):
             await self.host.committed_soon()  # (the request's own write goes first)
             tx.update_workflow(self.wid, cancel_requested=False)
         # seq 0 of the new run: the state it starts with (what get_state replays from)
+        # (and the names it holds, which the new run holds on: taken again after a
+        # restart, as a replay of its own registers would)
+        first: dict[str, Any] = {"state": self.state}
+        if self.held_names:
+            first["names"] = self.held_names
         tx.append_journal(self.wid, 0, JournalKind.CONTINUED, "",
-                          RawJson(_dumps({"state": self.state})), time=now)
+                          RawJson(_dumps(first)), time=now)
         await self.store.commit(tx)
         self.input_plain = _loads(text)
         self.run_id = run_id

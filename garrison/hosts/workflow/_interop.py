@@ -12,19 +12,19 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, NoReturn
 
 import outcome
 import trio
 
 from ... import _observe
-from ..._errors import ProcessError
+from ..._errors import GarrisonError, NoSuchProcess, PayloadError, ProcessError, StoreError
 from ...actors._mailbox import timeout_seconds
 from ...actors._values import ErrorInfo, Event, EventKind, Message, Pid
 from ...persistence import RawJson, Transaction, WorkflowStatus, to_json
 from .._kernel import Caller, noproc
 from ._codec import PLAIN, json_round_trip
-from ._core import UNLINK_GRACE, WorkflowCore, added
+from ._core import UNLINK_GRACE, WorkflowCore, added, log
 from ._elsewhere import RemoteWorkflow
 from ._ids import check_text
 from ._inbox import InboxItem
@@ -34,6 +34,44 @@ __all__ = ["Interop"]
 
 _dumps = json.dumps
 _loads = json.loads
+
+#: what a send, call, link, monitor, cancel or terminate may raise before (or instead
+#: of) its effect, depending on what is live: a name nobody holds, a value with no JSON
+#: form (a call's request to a workflow, a plain process's reply). Recorded at the
+#: operation's seq (:func:`raised_plain`), so that a replay raises it again at the same
+#: place without doing anything (live, the name may be held by then).
+RECORDED_RAISES = (NoSuchProcess, PayloadError)
+
+
+def raised_plain(exc: Exception) -> dict[str, Any]:
+    """The journal outcome of an operation that raised ``exc`` (one of
+    :data:`RECORDED_RAISES`, or a register's ``ValueError`` or ``StoreError``):
+    ``{"error": ..., "raised": type name}``, with the ``"name"`` nobody held for a
+    ``NoSuchProcess`` and the store's ``"path"`` for a ``StoreError``."""
+    out: dict[str, Any] = {"error": error_to_plain(ErrorInfo(type(exc).__name__, str(exc), "")),
+                           "raised": type(exc).__name__}
+    if isinstance(exc, NoSuchProcess):
+        out["name"] = exc.name if isinstance(exc.name, str) else str(exc.name)
+    elif isinstance(exc, StoreError):
+        out["path"] = exc.path
+    return out
+
+
+def raise_recorded(out: dict[str, Any]) -> NoReturn:
+    """Raise the exception :func:`raised_plain` recorded, as the first run raised it."""
+    raised = out.get("raised")
+    message = error_from_plain(out.get("error") or {"type": raised}).message
+    if raised == "NoSuchProcess":
+        raise NoSuchProcess(out.get("name"))
+    if raised == "PayloadError":
+        raise PayloadError(message)
+    if raised == "ValueError":  # (a register: a name another process held)
+        raise ValueError(message)
+    if raised == "StoreError":  # (a register: the cluster's names out of reach)
+        exc = StoreError(out.get("path"), "")
+        exc.args = (message,)
+        raise exc
+    raise GarrisonError(f"{raised}: {message}")  # (a kind a later version records)
 
 
 class Interop(WorkflowCore):
@@ -57,6 +95,8 @@ class Interop(WorkflowCore):
           the linked workflow resumed without it); one that failed meanwhile acts as
           a linked failure with its error, as it would have live."""
         self.check_lost = False
+        if self.held_names:
+            self._hold_names()
         hosts = self.node.hosts
         lost: list[tuple[EventKind, Pid]] = []
         for pid in sorted(self.monitoring or ()):
@@ -209,13 +249,23 @@ class Interop(WorkflowCore):
             check_text(topic, f"process.send() from workflow {self.wid!r}: the topic")
         entry = self._take(JournalKind.SEND, topic)
         if entry is not None:
-            await self._send_again(entry.outcome, topic, payload)
+            out = entry.outcome
+            if type(out) is dict and "raised" in out:
+                raise_recorded(out)  # (it raised the first time: nothing was sent)
+            await self._send_again(out, topic, payload)
             await self._yield()
             return
         seq = self.cursor.seq - 1
-        pid = self.node.resolve(to)
-        text = to_json(payload, what=f"the payload of message {topic!r} sent by workflow "
-                                     f"{self.wid!r}")
+        try:
+            pid = self.node.resolve(to)
+            text = to_json(payload, what=f"the payload of message {topic!r} sent by "
+                                         f"workflow {self.wid!r}")
+        except RECORDED_RAISES as exc:
+            # journaled (buffered: nothing left the workflow), so that a replay raises
+            # it here again instead of sending to a name someone may hold by then
+            self.record(self.buffered(), seq, JournalKind.SEND, topic,
+                        _dumps(raised_plain(exc)))
+            raise
         msg_id = self._message_id(seq)
         tx = Transaction()
         self.record(tx, seq, JournalKind.SEND, topic, _dumps({"to": str(pid), "id": msg_id}))
@@ -257,7 +307,18 @@ class Interop(WorkflowCore):
                 self.node.stats_dead_letters += 1
         else:
             await self._commit(tx)
-            if other is None:
+            remote = getattr(self.node, "remote", None)
+            if remote is not None and remote.node_of(pid) is not None:
+                # a plain process of another node of the cluster: through its channel
+                # (at most once, as any send to it; None: held until its node is known,
+                # counted then)
+                sent = remote.send(self.pid, pid, Message(topic, payload, self.pid, msg_id,
+                                                          None, trace))
+                if sent:
+                    self.node.stats_messages += 1
+                elif sent is not None:
+                    self.node.stats_dead_letters += 1
+            elif other is None:
                 self.node.stats_dead_letters += 1
             elif other.deliver(pid, Message(topic, payload, self.pid, msg_id, None, trace)):
                 self.node.stats_messages += 1
@@ -332,8 +393,15 @@ class Interop(WorkflowCore):
         if replayed is not None:
             out = replayed.outcome
             recorded = out.get("pid") if isinstance(out, dict) else None
+            if recorded is None and isinstance(out, dict) and "raised" in out:
+                raise_recorded(out)  # a name nobody held the first time
             return False, Pid.parse(recorded if recorded is not None else replayed.name)
-        pid = self.node.resolve(to)
+        try:
+            pid = self.node.resolve(to)
+        except NoSuchProcess as exc:  # journaled: a replay raises it here again
+            self.record(self.buffered(), self.cursor.seq - 1, kind, label,
+                        _dumps(raised_plain(exc)))
+            raise
         return True, pid
 
     def _record_target(self, kind: JournalKind, to: Pid | str, pid: Pid) -> None:
@@ -433,12 +501,86 @@ class Interop(WorkflowCore):
             await self._yield()
 
     def register(self, name: str, scope: str = "node") -> None:
-        self.node.register(name, self.pid, scope)
+        """Journaled at a seq of its own (``register``: the scope, or the ``ValueError``
+        or ``StoreError`` it raised), buffered. A replay does not take the name where
+        the code registers it (another process may hold it by then, and the code may
+        have given it up again since): it counts what the code holds and takes those
+        names where it goes live (:meth:`_hold_names`).
+
+        A journal written before registers were recorded has no record for it: a
+        register replayed inside such a journal (records or a timer follow) takes no
+        seq and counts as held, as it was the first time (a name another process held
+        raised then, and a replay cannot tell: it is counted held)."""
+        entry = self.cursor.peek()
+        if entry is not None and entry.kind == JournalKind.REGISTER:
+            entry = self._take(JournalKind.REGISTER, name, cancel=False)  # checks the name
+            out = entry.outcome if entry is not None else None
+            if isinstance(out, dict) and "raised" in out:
+                raise_recorded(out)
+            self._held(name, scope)
+            return
+        if self.is_replaying():
+            self.cursor.check()
+            self._held(name, scope)  # (a journal of before: no seq was taken)
+            return
+        self._take(JournalKind.REGISTER, name, cancel=False)
+        seq = self.cursor.seq - 1
+        try:
+            self.node.register(name, self.pid, scope)
+        except (ValueError, StoreError) as exc:
+            self.record(self.buffered(), seq, JournalKind.REGISTER, name,
+                        _dumps(raised_plain(exc)))
+            raise
+        self.record(self.buffered(), seq, JournalKind.REGISTER, name, _dumps({"scope": scope}))
+        held = self.held_names
+        if held is None:
+            held = self.held_names = {}
+        held[name] = scope
         self.host.names.setdefault(self.wid, set()).add(name)
 
+    def _held(self, name: str, scope: str) -> None:
+        """A replayed register: the code holds ``name``; taken where the replay goes
+        live (at once if it has: a record after a seq taken and never recorded)."""
+        held = self.held_names
+        if held is None:
+            held = self.held_names = {}
+        held[name] = scope
+        if not self.check_lost:
+            self._hold_names()
+
+    def _hold_names(self) -> None:
+        """Where a replay goes live: take the names its code holds (registered before
+        the restart, or by the run before a continue-as-new) that this node has not
+        registered for it yet. A name another process took meanwhile stays that one's:
+        logged, not raised (the code registered it long ago, and goes on without it)."""
+        held = self.held_names
+        if not held:
+            return
+        mine = self.host.names.get(self.wid)
+        for name, scope in held.items():
+            if mine is not None and name in mine:
+                continue
+            try:
+                self.node.register(name, self.pid, scope)
+            except (ValueError, StoreError) as exc:
+                log.warning("workflow %s (%s) held the name %r before it resumed, and does "
+                            "not hold it again: %s", self.wid, self.name, name, exc,
+                            extra={"workflow_id": self.wid, "pid": str(self.pid)})
+                continue
+            if mine is None:
+                mine = self.host.names.setdefault(self.wid, set())
+            mine.add(name)
+
     def unregister(self, name: str) -> None:
+        """Not journaled (it cannot fail): live or replayed, the code no longer holds
+        ``name``; released if this workflow holds it on the node."""
+        held = self.held_names
+        if held:
+            held.pop(name, None)
         self.node.unregister(name, self.pid)
-        self.host.names.get(self.wid, set()).discard(name)
+        mine = self.host.names.get(self.wid)
+        if mine:
+            mine.discard(name)
 
     def lookup(self, name: str) -> Pid | None:
         """Journaled: a replay sees the pid (or ``None``) the first run saw."""
@@ -460,6 +602,8 @@ class Interop(WorkflowCore):
             out = entry.outcome
             if "ok" in out:
                 return out["ok"]
+            if "raised" in out:
+                raise_recorded(out)  # a name nobody held, a value with no JSON form
             err = error_from_plain(out["error"])
             if out.get("timeout"):
                 raise TimeoutError(err.message)
@@ -468,7 +612,11 @@ class Interop(WorkflowCore):
         if self.records_pending:
             await self.records_committed()  # the request may carry a recorded value
         node = self.node
-        pid = node.resolve(to)
+        try:
+            pid = node.resolve(to)
+        except NoSuchProcess as exc:
+            await self._record_raised(seq, topic, exc)
+            raise
         seconds = timeout_seconds(timeout)
         callee = node.caller_of(pid)
         h = node.hosts.get(pid.host)
@@ -501,8 +649,15 @@ class Interop(WorkflowCore):
             self.record(tx, seq, JournalKind.CALL, topic, _dumps(result))
             await self._commit(tx)
             raise
+        except PayloadError as exc:  # the request to a workflow has no JSON form
+            await self._record_raised(seq, topic, exc)
+            raise
         # (its reply is JSON already: see ``WorkflowCore.finish_call``)
-        _text, plain_value = json_round_trip(value, f"the reply to call {topic!r}")
+        try:
+            _text, plain_value = json_round_trip(value, f"the reply to call {topic!r}")
+        except PayloadError as exc:  # (the call was made: recorded, not made again)
+            await self._record_raised(seq, topic, exc)
+            raise
         tx = Transaction()
         self.record(tx, seq, JournalKind.CALL, topic, _dumps({"ok": plain_value}))
         await self._commit(tx)
@@ -563,3 +718,10 @@ class Interop(WorkflowCore):
         if sent is None or sent.workflow_id != pid.id or sent.reply is None:
             return None
         return (_loads(sent.reply),)
+
+    async def _record_raised(self, seq: int, topic: str, exc: Exception) -> None:
+        """Journal (committed before the code sees it) that the call at ``seq`` raised
+        ``exc``: a replay raises it again, and never makes the call."""
+        tx = Transaction()
+        self.record(tx, seq, JournalKind.CALL, topic, _dumps(raised_plain(exc)))
+        await self._commit(tx)

@@ -61,6 +61,10 @@ class JournalKind(enum.StrEnum):
     DEMONITOR = "demonitor"
     #: a name looked up (``{"pid": pid or None}``)
     LOOKUP = "lookup"
+    #: a name registered (``{"scope": "node"|"cluster"}``, or what it raised: a name
+    #: another process held). Journals written before it have no such record: a
+    #: register replayed there takes no seq (see ``Interop.register``)
+    REGISTER = "register"
     #: another process cancelled or terminated
     CANCEL_PROCESS = "cancel_process"
     TERMINATE = "terminate"
@@ -71,7 +75,8 @@ class JournalKind(enum.StrEnum):
     VERSION = "version"
     #: where a cancel request was delivered (raises ``WorkflowCancelled`` on replay)
     CANCEL = "cancel"
-    #: seq 0 of a continued run: the state it starts with (``{"state": {...}}``)
+    #: seq 0 of a continued run: the state it starts with (``{"state": {...}}``), and the
+    #: names it holds (``"names": {name: scope}``, absent when none)
     CONTINUED = "continued"
 
 
@@ -247,6 +252,16 @@ def error_from_plain(plain: dict[str, Any]) -> ErrorInfo:
 def timestamp(value: float) -> _dt.datetime:
     """Unix seconds as an aware UTC datetime."""
     return _dt.datetime.fromtimestamp(value, _dt.UTC)
+
+
+def initial_names(journal: Sequence[Entry]) -> dict[str, str] | None:
+    """The names a run starts holding: none, or those the run before held when it
+    continued as new (its seq-0 record); ``None`` when none."""
+    if journal and journal[0].seq == 0 and journal[0].kind == JournalKind.CONTINUED:
+        names = (journal[0].outcome or {}).get("names")
+        if isinstance(names, dict) and names:
+            return {str(name): str(scope) for name, scope in names.items()}
+    return None
 
 
 def initial_state(journal: Sequence[Entry]) -> dict[str, Any]:

@@ -24,6 +24,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from ..._errors import WorkflowMoved
+from ...actors._values import Pid
 from ...persistence import Transaction, WorkflowRecord, WorkflowStatus
 from ._recovery import count_tool_starts, end_requested, load, mark_running, runnable
 
@@ -126,8 +127,43 @@ def moved(host: WorkflowHost, wf: WorkflowInstance, exc: WorkflowMoved) -> None:
     host.elsewhere.forget_linker(wf.pid)  # its links are made again where it resumes
     for name in host.names.pop(wf.wid, ()):
         host.node.unregister(name, wf.pid)
+    watch_elsewhere(host, wf)
     ownership: Any = host.ownership
     if ownership is not None:
         ownership.stopped(wf.wid)
     log.info("workflow %s left this node: %s", wf.wid, exc,
              extra={"workflow_id": wf.wid, "run_id": wf.run_id, "pid": wf.pid})
+
+
+def watch_elsewhere(host: WorkflowHost, wf: WorkflowInstance) -> None:
+    """``wf`` runs on another node now: what this node's processes hold on it in memory
+    (monitors, links of plain processes, calls waiting for its reply) moves to
+    ``host.elsewhere``, which reads its end from the store, as for a workflow that ran
+    elsewhere from the start. (Workflows watching it are stored: its new node delivers
+    their events; its reply reaches a caller here through the caller's node.)"""
+    watchers = wf.watchers
+    callers = wf.callers
+    node = host.node
+    links = [p for p in wf.links if _local_process(node, p)
+             and node.holds_link(p, wf.pid)] if wf.links else None
+    if not watchers and not callers and not links:
+        return
+    entry = host.elsewhere.watch(wf.pid)
+    if watchers:
+        entry.monitors.update(watchers)
+        wf.watchers = None
+    if links:
+        entry.links.update(links)
+    if callers:
+        if entry.callers is None:
+            # (the same dict: a call that ends takes its ref out of the one it joined)
+            entry.callers = callers
+        else:
+            entry.callers.update(callers)
+        wf.callers = None
+
+
+def _local_process(node: Any, pid: Pid) -> bool:
+    """``pid`` is a plain process of this node (not a workflow, nor another node's)."""
+    h = node.hosts.get(pid.host)
+    return h is not None and not h.durable and not node.plain_elsewhere(pid)

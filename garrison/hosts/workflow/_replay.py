@@ -316,7 +316,7 @@ class ReplayNode(_Refusing):
     def demonitor(self, target: Pid, watcher: Pid) -> None:
         pass
 
-    def register(self, name: str, pid: Pid) -> None:
+    def register(self, name: str, pid: Pid, scope: str = "node") -> None:
         pass
 
     def unregister(self, name: str, pid: Pid) -> None:

@@ -1,0 +1,191 @@
+"""A workflow's process side in a cluster, as an adversarial review found it broken:
+monitors, links and calls of a node's processes on a workflow that moved to another
+node; a cluster name that a node cut off took back from the node now running its
+holder; the first send to a pid of a node that left, from a node started later.
+
+Real time (threads, a real PostgreSQL server)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import trio
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "cluster"))
+
+from harness import Look, Node
+
+import garrison
+from garrison import process
+from garrison.persistence import Transaction
+
+
+async def ends_when_told() -> str:
+    """A workflow that waits for ``go`` and ends as its payload says, never replying
+    to the call waiting in its inbox."""
+    msg = await process.listen("go").receive()
+    if msg.payload == "fail":
+        raise RuntimeError("told to fail")
+    return "ended without replying"
+
+
+async def _until(check: Any, what: str, timeout: float = 15.0) -> None:
+    with trio.move_on_after(timeout):
+        while not check():
+            await trio.sleep(0.05)
+        return
+    raise AssertionError(f"not within {timeout}s: {what}")
+
+
+async def test_watchers_of_a_workflow_that_moved_hear_of_its_end(postgres_url: str) -> None:
+    """Processes of node a monitor, link to (trapping) and call workflow W; a drains,
+    W moves to b and ends there. a forgot them as W left (its end went to no one):
+    the monitor never got its EXIT, the link never acted, the call waited its whole
+    timeout. Now a watches W's end in the store as for a workflow that ran elsewhere
+    from the start."""
+    async with garrison.open_node(store=postgres_url, name="a", lease="2s") as a, \
+            garrison.open_node(store=postgres_url, name="b", lease="2s") as b:
+        w = await a.start_workflow(ends_when_told, id="W")
+        await _until(lambda: a.workflow("W").status() == "waiting", "W waits on a")
+
+        async def monitors() -> list[Any]:
+            process.monitor(w)
+            ev = await process.events().receive()
+            return [str(ev.kind), ev.error.type if ev.error else None]
+
+        async def links() -> list[Any]:
+            process.set_options(trap_links=True)
+            process.link(w)
+            ev = await process.events().receive()
+            return [str(ev.kind), ev.error.type if ev.error else None]
+
+        async def calls() -> list[Any]:
+            started = time.monotonic()
+            try:
+                await process.call(w, "q", "question", timeout="60s")
+            except garrison.ProcessError as exc:
+                return [type(exc).__name__, time.monotonic() - started]
+            return ["replied", time.monotonic() - started]
+
+        m, lk, c = await a.spawn(monitors), await a.spawn(links), await a.spawn(calls)
+        await trio.sleep(0.3)
+        a.drain()
+        with trio.fail_after(10):
+            await a.drained()
+        await _until(lambda: "W" in b.hosts["workflows"].active, "W runs on b")
+        await b.workflow("W").signal("go", "fail")
+        with trio.fail_after(10):
+            try:
+                await b.workflow("W").result()
+            except garrison.WorkflowFailed:
+                pass
+        with trio.fail_after(10):
+            assert await a.wait(m) == ["EXIT", "RuntimeError"]
+            assert await a.wait(lk) == ["LINK_DOWN", "RuntimeError"]
+            what, took = await a.wait(c)
+        assert what == "ProcessError"
+        assert took < 20  # REPLY_GRACE after the end is read, not the 60 s timeout
+
+
+def _names(look: Look) -> list[tuple[str, str, int]]:
+    rows = look.store._query("SELECT name, pid, epoch FROM garrison.names ORDER BY name")
+    return [(str(n), str(p), int(e)) for n, p, e in rows]
+
+
+async def test_a_node_cut_off_keeps_off_the_name_its_workflow_holds_elsewhere(
+        postgres_url: str, nodes: list[Node]) -> None:
+    """Workflow W holds the cluster name ``leader`` on node a; a is cut off (SIGSTOP)
+    past its lease, node c takes W over, and W's replay takes the name under c's
+    epoch. a wakes, finds its lease lapsed and stops its copy of W: its release of the
+    name deleted c's row (by name and pid), so the name was gone while W ran on c."""
+    a = Node.start(postgres_url, "a", 1.0)
+    nodes.append(a)
+    look = Look(postgres_url)
+    try:
+        look.store.write(Transaction().create_workflow("W", "cluster_app:leader", []))
+        with trio.fail_after(10):
+            while _names(look) != [("leader", "workflows/W", a.epoch)]:
+                await trio.sleep(0.05)
+        async with garrison.open_node(store=postgres_url, name="c", lease="1s") as c:
+            a.pause()
+            c_epoch = c.hosts["workflows"].ownership.epoch
+            with trio.fail_after(15):  # c takes W over; its replay takes the name
+                while _names(look) != [("leader", "workflows/W", c_epoch)]:
+                    await trio.sleep(0.05)
+            a.resume()
+            with trio.fail_after(15):  # a finds its lease lapsed and joins again
+                while not any(n.name == "a" and n.epoch != a.epoch for n in look.nodes()):
+                    await trio.sleep(0.05)
+            await trio.sleep(1.0)  # (its release, if any, has landed)
+            assert _names(look) == [("leader", "workflows/W", c_epoch)]
+            assert str(c.lookup("leader")) == "workflows/W"
+            await c.send("leader", "bye")
+            with trio.fail_after(10):
+                assert await c.workflow("W").result() == "bye"
+    finally:
+        look.close()
+
+
+async def sleeper() -> None:
+    await trio.sleep_forever()
+
+
+async def collects(n: int) -> list[Any]:
+    got = []
+    for _ in range(n):
+        msg = await process.inbox().receive()
+        got.append(msg.payload)
+    return got
+
+
+async def test_the_first_send_to_a_pid_of_a_node_that_left_is_a_dead_letter(
+        postgres_url: str) -> None:
+    """Node b starts after node a left; the first send to a pid of a counted as a
+    delivered message (b did not know a's incarnation: it asked the store and sent
+    meanwhile); the later ones as dead letters. Now the send is held until the store
+    answers, and counted then."""
+    async with garrison.open_node(store=postgres_url, name="a", lease="1s") as a:
+        p = await a.spawn(sleeper)
+    async with garrison.open_node(store=postgres_url, name="b", lease="1s") as b:
+        for i in range(3):
+            await b.send(p, "hello", i)
+        await _until(lambda: b.stats()["dead_letters"] == 3, "3 dead letters", 10)
+        assert b.stats()["messages"] == 0
+
+
+async def test_sends_to_a_node_started_before_arrive_in_order(postgres_url: str) -> None:
+    """Sends from a node that may not know the other node's incarnation yet (held until
+    the store says it is live) arrive, in the order sent, and count as messages."""
+    async with garrison.open_node(store=postgres_url, name="a", lease="1s") as a:
+        p = await a.spawn(collects, 5)
+        async with garrison.open_node(store=postgres_url, name="b", lease="1s") as b:
+            before = b.stats()["messages"]
+            for i in range(5):
+                await b.send(p, "m", i)
+            with trio.fail_after(10):
+                assert await a.wait(p) == [0, 1, 2, 3, 4]
+            assert b.stats()["messages"] - before == 5
+            assert b.stats()["dead_letters"] == 0
+
+
+async def sends_to(to: str, n: int) -> str:
+    for i in range(n):
+        await process.send(to, "m", i)
+    return "sent"
+
+
+async def test_a_workflow_sends_to_a_plain_process_of_another_node(postgres_url: str) -> None:
+    """A workflow's send to a plain pid of another node went to this node's process
+    host, which has no such process: a dead letter, never delivered."""
+    async with garrison.open_node(store=postgres_url, name="a", lease="1s") as a:
+        p = await a.spawn(collects, 3)
+        async with garrison.open_node(store=postgres_url, name="b", lease="1s") as b:
+            await b.start_workflow(sends_to, str(p), 3, id="s")
+            with trio.fail_after(10):
+                assert await b.workflow("s").result() == "sent"
+                assert await a.wait(p) == [0, 1, 2]
+            await _until(lambda: b.stats()["messages"] >= 3, "3 messages counted", 10)
+            assert b.stats()["dead_letters"] == 0
