@@ -141,3 +141,26 @@ async def test_a_workflow_replying_what_it_cannot_record_gets_payload_error(
         await node.start_workflow(wf_asks, "workflows/B", id="A")
         assert await node.workflow("A").result() == "fine"
         assert await node.workflow("B").result() == "done"
+
+
+async def test_a_request_of_a_garrison_before_string_refs_is_answered(
+        autojump_clock: Any, tmp_path: Any) -> None:
+    """A workflow's request written by a garrison that counted call refs (its row's
+    call_ref a number) and answered after the upgrade: the reply went under that
+    number, the caller (loaded again) waits under ``<host>/<request id>``, and it
+    failed with 'ended before replying' though B replied."""
+    import sqlite3
+
+    db = str(tmp_path / "s.db")
+    async with garrison.open_node(store=db) as node:
+        await node.start_workflow(wf_go_then_reply, "B's answer", id="B")
+        await node.start_workflow(wf_asks_b, id="C")
+        await trio.sleep(0.5)
+    with sqlite3.connect(db) as conn:  # as the earlier release wrote it
+        assert conn.execute("UPDATE inbox SET call_ref = '1' WHERE workflow_id = 'B' "
+                            "AND topic = 'question-for-B'").rowcount == 1
+    async with garrison.open_node(store=db) as node:
+        await trio.sleep(0.3)
+        await node.send("workflows/B", "go")
+        with trio.fail_after(60):
+            assert await node.workflow("C").result() == "B's answer"
