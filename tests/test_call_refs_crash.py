@@ -97,6 +97,31 @@ def test_two_nodes_calls_with_the_same_count_get_their_own_replies(
     assert got == ["answer to from-c", "answer to from-a"]
 
 
+def test_a_reply_recorded_by_a_node_that_died_before_sending_it_reaches_its_caller(
+        postgres_url: str, tmp_path: Path) -> None:
+    """B (node x) recorded its reply to A (node y) and x died before sending it: node y
+    took B over, whose replay does not reply again, and A waited out its timeout
+    though B's history said 'reply'. A's node reads the reply from the request's row."""
+    go = str(tmp_path / "go")
+    x = _popen("dies-replying", postgres_url, go)
+    procs = [x]
+    try:
+        assert x.stdout is not None and x.stdout.readline().strip() == "ready"
+        y = _popen("asks-across", postgres_url, go)
+        procs.append(y)
+        Path(go).touch()
+        out, err = y.communicate(timeout=90)
+        x.wait(timeout=30)
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+    assert x.returncode == 137 and y.returncode == 0, err
+    result, b_history = json.loads(out.strip().splitlines()[-1])["result"]
+    assert result == "answer to A's question"
+    assert b_history.count("reply") == 1, b_history
+
+
 async def _server() -> None:
     process.register("srv", scope="cluster")
     async for msg in process.inbox():

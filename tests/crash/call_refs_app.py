@@ -126,6 +126,36 @@ async def caller_a(url: str, go: str) -> Any:
             return f"{type(exc).__name__}: {exc}"
 
 
+async def dies_replying(url: str, go: str) -> Any:
+    """Node x runs server B and dies as B's reply to A leaves (recorded, never sent)."""
+    from garrison.cluster import _remote
+
+    finish_call = _remote._Peer.finish_call
+
+    def dies(self: Any, ref: Any, result: Any) -> None:
+        if str(self.pid) == "workflows/A":
+            os._exit(137)  # as SIGKILL: B's reply is committed, not sent
+        finish_call(self, ref, result)
+
+    _remote._Peer.finish_call = dies  # type: ignore[method-assign]
+    async with garrison.open_node(store=url, name="x", lease="2s") as node:
+        await node.start_workflow(wf_server, id="B")
+        print("ready", flush=True)
+        await trio.sleep(30)
+    return "not killed"
+
+
+async def asks_across(url: str, go: str) -> Any:
+    """Node y runs A, which calls B on node x; x dies with B's reply recorded."""
+    async with garrison.open_node(store=url, name="y", lease="2s") as node:
+        while not os.path.exists(go):
+            await trio.sleep(0.02)
+        await node.start_workflow(wf_asks_b, id="A")
+        with trio.fail_after(40):
+            result = await node.workflow("A").result()
+        return [result, [r.kind for r in node.workflow("B").history()]]
+
+
 def main() -> None:
     mode, where, *rest = sys.argv[1:]
     name, _, run = mode.rpartition("-")
@@ -135,6 +165,10 @@ def main() -> None:
         result = trio.run(lost_reply, where, int(run))
     elif name == "continued-reply":
         result = trio.run(lost_reply, where, int(run), wf_serves_then_continues)
+    elif mode == "dies-replying":
+        result = trio.run(dies_replying, where, rest[0])
+    elif mode == "asks-across":
+        result = trio.run(asks_across, where, rest[0])
     elif mode == "server-c":
         result = trio.run(server_c, where, rest[0])
     else:

@@ -24,11 +24,13 @@ runs it (``Router.linked_exit``).
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import outcome
 import trio
 
 from ..._errors import StoreError
@@ -39,7 +41,7 @@ from .._kernel import Caller
 if TYPE_CHECKING:
     from ._host import WorkflowHost
 
-__all__ = ["CLOSE_SEND", "POLL", "REPLY_GRACE", "Elsewhere", "RemoteWorkflow"]
+__all__ = ["CLOSE_SEND", "POLL", "REPLY_CHECK", "REPLY_GRACE", "Elsewhere", "RemoteWorkflow"]
 
 log = logging.getLogger("garrison.workflow")
 
@@ -47,6 +49,9 @@ log = logging.getLogger("garrison.workflow")
 POLL = 0.05
 #: at most how long a closing node spends sending what :meth:`Elsewhere.later` holds
 CLOSE_SEND = 5.0
+#: how often the calls of this node's workflows to a watched workflow look for a reply
+#: its node recorded but never sent (it died between the two; seconds)
+REPLY_CHECK = 2.0
 #: how long after a watched workflow's end the calls still waiting for its reply fail:
 #: a reply it sent before ending comes through the nodes' channel, which nothing orders
 #: with this node's read of its end
@@ -182,11 +187,16 @@ class Elsewhere:
 
     async def _run(self) -> None:
         read = self.host.store.get_workflow
+        rounds = 0
+        every = max(1, round(REPLY_CHECK / POLL))
         while True:
             if not self.watched:
                 self._added = trio.Event()
                 await self._added.wait()
             await trio.sleep(POLL)
+            rounds += 1
+            if rounds % every == 0:
+                await self._look_for_replies()
             for wid in list(self.watched):
                 entry = self.watched.get(wid)
                 if entry is None:
@@ -208,6 +218,27 @@ class Elsewhere:
                     continue  # (forgotten while the store was read)
                 del self.watched[wid]
                 self._ended(entry, record)
+
+    async def _look_for_replies(self) -> None:
+        """A workflow's call to a watched workflow whose reply its node recorded on the
+        request's inbox row and died before sending (``Interop.reply``): taken from
+        there. (The reply a live node sends comes first; this is its stand-in.)"""
+        inbox_message = self.host.store.inbox_message
+        for entry in list(self.watched.values()):
+            for ref, caller in list((entry.callers or {}).items()):
+                _host, sep, msg_id = ref.partition("/")
+                if not sep or "#" not in msg_id:
+                    continue  # (a plain process's call: no reply is recorded for it)
+                try:
+                    sent = await trio.to_thread.run_sync(inbox_message, msg_id)
+                except StoreError:
+                    return  # (out of reach: next time)
+                if sent is None or sent.workflow_id != entry.pid.id or sent.reply is None:
+                    continue
+                callers = entry.callers
+                if callers is not None and callers.get(ref) is caller:
+                    del callers[ref]
+                    caller.finish_call(ref, outcome.Value(json.loads(sent.reply)))
 
     def _ended(self, entry: RemoteWorkflow, record: Any) -> None:
         pid = entry.pid
