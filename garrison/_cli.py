@@ -315,7 +315,7 @@ def _started_line(node: Any, console_url: str | None) -> str:
              "services: " + (", ".join(services) or "none"),
              "schedules: " + (", ".join(schedules) or "none")]
     if console_url is not None:
-        parts.append(f"web console at {console_url}")
+        parts.append(f"console: {console_url}")
     return "; ".join(parts) + ". Ctrl-C to stop"
 
 
