@@ -76,7 +76,7 @@ class WorkflowHandle:
         ``NoSuchWorkflow`` for an id the store does not hold (a mistyped id is not a
         silent dead letter); a finished workflow's message is a dead letter, as a
         ``node.send`` to its pid is."""
-        self.host.status(self.workflow_id)  # NoSuchWorkflow for an unknown id
+        await self.host.read_status(self.workflow_id)  # NoSuchWorkflow for an unknown id
         await self.node.send(self.pid, topic, payload)
 
     async def cancel(self) -> None:
@@ -85,7 +85,7 @@ class WorkflowHandle:
         import trio
 
         if not await self.host.cancel_workflow(self.workflow_id):
-            self.host.status(self.workflow_id)  # NoSuchWorkflow for an unknown id
+            await self.host.read_status(self.workflow_id)  # NoSuchWorkflow if unknown
         await trio.lowlevel.checkpoint()
 
     async def terminate(self, reason: str | None = None) -> None:

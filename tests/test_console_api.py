@@ -1483,3 +1483,58 @@ async def test_a_row_whose_json_is_damaged_is_the_json_503(store_path: str) -> N
         r = await c.get("/api/workflows/w7")
         assert r.status_code == 503 and "the store cannot be read" in r.json()["error"]
     store.close()
+
+
+# ------------------------------------------------------------------ a stalled database
+@pytest.mark.postgres
+async def test_an_action_on_another_node_s_workflow_does_not_stall_the_node(
+        postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a PostgreSQL node, a console signal or cancel to a workflow the node does not
+    run (another node's; here one whose code no node of the cluster has) reads and
+    writes the store in a worker thread: while the database does not answer, that
+    request waits, the node's event loop (another request) does not. Real time: under
+    a ``MockClock`` the store is called in the trio thread."""
+    async with garrison.open_node(store=postgres_url) as node:
+        tool = _store_tools.open_store(postgres_url)
+        try:
+            tool.write(Transaction().create_workflow("elsewhere", "nowhere:flow", []))
+        finally:
+            tool.close()
+        host = node.hosts["workflows"]
+        store = host.store
+        assert "elsewhere" not in host.active
+        gate = threading.Event()
+        threads: list[threading.Thread] = []
+        real_write = store.write
+
+        def stalled_write(tx: Any, *args: Any, **kw: Any) -> Any:
+            if any(params[:1] == ("elsewhere",) for _op, params in tx.ops):
+                threads.append(threading.current_thread())
+                gate.wait(5)  # (a table an operator locked in psql)
+            return real_write(tx, *args, **kw)
+
+        monkeypatch.setattr(store, "write", stalled_write)
+        for action, body in [("signal", {"topic": "hi", "payload": 1}), ("cancel", {})]:
+            gate.clear()
+            threads.clear()
+            got: list[httpx.Response] = []
+            async with client(make_app(NodeBackend(node))) as c, \
+                    trio.open_nursery() as nursery:
+                await c.get("/")  # (the CSRF cookie)
+
+                async def act(c: httpx.AsyncClient = c, action: str = action,
+                              body: Any = body) -> None:
+                    got.append(await post(c, f"/api/workflows/elsewhere/{action}", body))
+
+                nursery.start_soon(act)
+                with trio.fail_after(3):
+                    await until(lambda: threads)
+                    # the node's loop goes on meanwhile
+                    assert (await c.get("/api/capabilities")).status_code == 200
+                assert got == [], (action, got[0].text)  # the action waits
+                gate.set()
+            assert got[0].status_code == 200, got[0].text
+            assert threading.main_thread() not in threads
+        assert [m.topic for m in store.pending_messages("elsewhere")] == ["hi"]
+        assert store.get_workflow("elsewhere").cancel_requested
+

@@ -24,6 +24,7 @@ from .._errors import (
     StoreLocked,
     StoreVersionError,
 )
+from ._blocking import run_blocking
 from ._converter import LEAF_TEXT, RawJson, from_json, structure, to_json, unstructure
 from ._group_commit import Busy
 from ._records import (
@@ -89,6 +90,7 @@ __all__ = [
     "open_store",
     "parse_status",
     "requested_attempt",
+    "run_blocking",
     "structure",
     "to_json",
     "unstructure",

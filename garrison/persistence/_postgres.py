@@ -68,7 +68,6 @@ import json
 import os
 import re
 import socket
-import sys
 import threading
 import time as _time
 import urllib.parse
@@ -86,6 +85,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from .._errors import StoreError, StoreLocked
 from ..actors._values import Pid
 from . import _pg_cluster, _pg_schema, is_postgres_url
+from ._blocking import virtual_clock as _virtual_clock
 from ._converter import check_search_filters, search_json
 from ._file import mask_password
 from ._group_commit import Busy, CommitRequest, GroupCommit, Strategy, fail_all, runnable_tasks
@@ -136,13 +136,6 @@ _CONN_DEFAULTS = {
 }
 _OK = (pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK)
 _BAD = pq.ConnStatus.BAD
-
-
-def _virtual_clock() -> bool:
-    """True under trio's ``MockClock``. (Not imported by this module: ``trio.testing``
-    imports pytest where it is installed; a clock of it exists only once it is imported.)"""
-    testing = sys.modules.get("trio.testing")
-    return testing is not None and isinstance(trio.lowlevel.current_clock(), testing.MockClock)
 
 
 # ------------------------------------------------------------------ the URL

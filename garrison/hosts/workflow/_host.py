@@ -47,6 +47,7 @@ from ...persistence import (
     WorkflowRecord,
     WorkflowStatus,
     no_match,
+    run_blocking,
     to_json,
 )
 from .._kernel import Caller, NodeContext, exit_fan_out, linked_failure, noproc
@@ -691,16 +692,19 @@ class WorkflowHost:
         if self.client or (pid.id not in self.active and (
                 not self.resumed or self.ownership is not None)):
             # not running here: into the inbox (in a cluster, its node is woken)
-            record = self.store.get_workflow(pid.id)
-            if record is None or WorkflowStatus(record.status).finished:
-                await trio.lowlevel.checkpoint()
-                return False
             payload = RawJson(text) if text is not None else msg.payload
-            self.store.write(Transaction().deliver(pid.id, msg.topic, payload, msg_id=msg.id,
-                                                   sender=msg.sender, call_ref=msg.call_ref,
-                                                   time=self.clock.now(), trace=msg.trace))
+            tx = Transaction().deliver(pid.id, msg.topic, payload, msg_id=msg.id,
+                                       sender=msg.sender, call_ref=msg.call_ref,
+                                       time=self.clock.now(), trace=msg.trace)
+            if self.client or self.ownership is not None:
+                # another node's workflow (or one waiting to be claimed): the store is
+                # read and written in a worker thread, so a slow or stalled database
+                # holds up this sender, not the node's event loop
+                return await run_blocking(self._deliver_stored, pid.id, tx)
+            # (before this host resumed: at once, so that resume() reads it)
+            delivered = self._deliver_stored(pid.id, tx)
             await trio.lowlevel.checkpoint()
-            return True
+            return delivered
         wf = self.active.get(pid.id)
         if wf is None:
             await trio.lowlevel.checkpoint()
@@ -721,6 +725,16 @@ class WorkflowHost:
             wf.push(InboxItem(row_id, False, message_to_plain(
                 Message(msg.topic, plain_payload, msg.sender, msg.id, msg.call_ref, msg.trace)),
                 now))
+        return True
+
+    def _deliver_stored(self, wid: str, tx: Transaction) -> bool:
+        """Write ``tx`` (a message) to the inbox of the store's workflow ``wid``, which
+        this host does not run; False if the store has no such unfinished workflow.
+        Blocking: see :meth:`deliver_durable`."""
+        record = self.store.get_workflow(wid)
+        if record is None or WorkflowStatus(record.status).finished:
+            return False
+        self.store.write(tx)
         return True
 
     async def call(self, caller: Caller, pid: Pid, topic: str, payload: Any,
@@ -1061,7 +1075,12 @@ class WorkflowHost:
         return True
 
     async def cancel_workflow(self, wid: str) -> bool:
-        """``handle.cancel()``: :meth:`request_cancel`, returning once it is committed."""
+        """``handle.cancel()``: :meth:`request_cancel`, returning once it is committed.
+        For a workflow another node runs (or a client's), the store is read and written
+        in a worker thread: a slow database holds up the caller, not the event loop."""
+        if self.client or (self.ownership is not None and wid not in self.active):
+            cancelled: bool = await run_blocking(self.request_cancel_stored, wid)
+            return cancelled
         if not self.request_cancel(wid):
             return False
         if not self.client:
@@ -1276,6 +1295,21 @@ class WorkflowHost:
             raise WorkflowCancelled(f"workflow {wid!r} was cancelled")
         assert error is not None
         raise WorkflowFailed(wid, error)
+
+    async def read_status(self, wid: str) -> WorkflowStatus:
+        """:meth:`status`, the store read (for a workflow not running here) in a worker
+        thread: a slow or stalled database holds up the caller, not the event loop."""
+        wf = self.active.get(wid)
+        if wf is not None:
+            await trio.lowlevel.checkpoint()
+            return wf.status
+        if wid in self.finished:
+            await trio.lowlevel.checkpoint()
+            return self.finished[wid][0]
+        record = await run_blocking(self.store.get_workflow, wid)
+        if record is None:
+            raise NoSuchWorkflow(wid)
+        return WorkflowStatus(record.status)
 
     def status(self, wid: str) -> WorkflowStatus:
         wf = self.active.get(wid)
