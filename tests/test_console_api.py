@@ -1538,3 +1538,42 @@ async def test_an_action_on_another_node_s_workflow_does_not_stall_the_node(
         assert [m.topic for m in store.pending_messages("elsewhere")] == ["hi"]
         assert store.get_workflow("elsewhere").cancel_requested
 
+
+async def test_a_store_console_s_action_waits_for_the_database_off_the_event_loop(
+        store_path: str) -> None:
+    """``garrison ui``: an action writes through ``garrison._store_tools`` in a worker
+    thread: while another process holds SQLite's write lock, that request waits, the
+    console (another request) answers meanwhile. Real time: under a ``MockClock`` the
+    tools run in the trio thread."""
+    import sqlite3
+
+    async with garrison.open_node(store=store_path) as node:
+        await node.start_workflow(console_app.listening, id="l-1")
+        await until(lambda: node.workflow("l-1").status() == "waiting")
+    tool = _store_tools.open_store(store_path)
+    holder = sqlite3.connect(store_path, isolation_level=None)
+    try:
+        got: list[httpx.Response] = []
+        async with client(make_app(StoreBackend(tool))) as c:
+            await c.get("/")  # (the CSRF cookie)
+            holder.execute("BEGIN EXCLUSIVE")  # (another process writing, stuck)
+            try:
+                async with trio.open_nursery() as nursery:
+                    async def act() -> None:
+                        got.append(await post(c, "/api/workflows/l-1/signal",
+                                              {"topic": "hi", "payload": 1}))
+
+                    nursery.start_soon(act)
+                    await trio.sleep(0.3)
+                    with trio.fail_after(1):  # the console answers meanwhile
+                        assert (await c.get("/api/capabilities")).status_code == 200
+                    assert got == []  # the signal waits for the write lock
+                    holder.execute("ROLLBACK")
+            finally:
+                if holder.in_transaction:
+                    holder.execute("ROLLBACK")
+        assert got[0].status_code == 200, got[0].text
+        assert [m.topic for m in tool.pending_messages("l-1")] == ["hi"]
+    finally:
+        holder.close()
+        tool.close()

@@ -29,7 +29,7 @@ from .. import _store_tools as tools
 from .._errors import NoSuchWorkflow, PromiseAlreadyCompleted
 from .._store_tools import strict_json
 from ..actors._values import Pid
-from ..persistence import WorkflowStatus
+from ..persistence import WorkflowStatus, run_blocking
 
 __all__ = ["ApiError", "Backend", "NodeBackend", "StoreBackend", "strict_json"]
 
@@ -42,6 +42,8 @@ PROMISES_SHOWN = 500
 STATE_SHOWN = 500
 #: the processes the node page lists at most
 PROCESSES_SHOWN = 2000
+#: the actions of a store console written at once (each in a worker thread)
+ACTIONS_AT_ONCE = 4
 #: the children of one workflow listed at most
 CHILDREN_SHOWN = 500
 #: the store rows one page of a live status filter reads at most (a page whose rows
@@ -546,6 +548,9 @@ class StoreBackend(Backend):
     def __init__(self, store: Any, *, owned: bool = False) -> None:
         self.store = store
         self._owned = owned
+        #: the actions' worker threads: a few at a time (a stalled database holds up
+        #: these, not the threads the reads and static files take)
+        self._actions = trio.CapacityLimiter(ACTIONS_AT_ONCE)
 
     def close(self) -> None:
         if self._owned:
@@ -554,36 +559,34 @@ class StoreBackend(Backend):
     async def signal(self, workflow_id: str, topic: str, payload: Any,
                      host: str | None = None) -> dict[str, Any]:
         await self._acting_on(workflow_id, "signal", host)
-        msg_id = self._tool(tools.signal, workflow_id, topic, payload)
-        await trio.lowlevel.checkpoint()
+        msg_id = await self._tool(tools.signal, workflow_id, topic, payload)
         return {"message_id": msg_id}
 
     async def resolve(self, workflow_id: str, promise: str, value: Any,
                       host: str | None = None) -> None:
         await self._acting_on(workflow_id, "resolve a promise of", host)
-        self._tool(tools.resolve, workflow_id, promise, value)
-        await trio.lowlevel.checkpoint()
+        await self._tool(tools.resolve, workflow_id, promise, value)
 
     async def reject(self, workflow_id: str, promise: str, message: str,
                      host: str | None = None) -> None:
         await self._acting_on(workflow_id, "reject a promise of", host)
-        self._tool(tools.reject, workflow_id, promise, message)
-        await trio.lowlevel.checkpoint()
+        await self._tool(tools.reject, workflow_id, promise, message)
 
     async def cancel(self, workflow_id: str, host: str | None = None) -> None:
         await self._acting_on(workflow_id, "cancel", host)
-        self._tool(tools.cancel, workflow_id)
-        await trio.lowlevel.checkpoint()
+        await self._tool(tools.cancel, workflow_id)
 
     async def retry(self, workflow_id: str, host: str | None = None) -> str:
         await self._retryable(workflow_id, host)
-        note: str = self._tool(tools.retry, workflow_id)
-        await trio.lowlevel.checkpoint()
+        note: str = await self._tool(tools.retry, workflow_id)
         return note
 
-    def _tool(self, fn: Any, *args: Any) -> Any:
+    async def _tool(self, fn: Any, *args: Any) -> Any:
+        """``fn(store, *args)`` (a function of ``garrison._store_tools``) in a worker
+        thread: a write that waits for the database (another process holding SQLite's
+        write lock, a locked PostgreSQL table) holds up this request, not the console."""
         try:
-            return fn(self.store, *args)
+            return await run_blocking(partial(fn, self.store, *args), limiter=self._actions)
         except tools.ToolError as exc:
             raise ApiError(409 if exc.code == 1 else 400, str(exc)) from None
         except NoSuchWorkflow as exc:  # deleted between our read and our write
