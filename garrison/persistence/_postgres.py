@@ -165,19 +165,30 @@ def _parse(url: str, schema: str | None) -> tuple[dict[str, str], str, str]:
     if (not isinstance(chosen, str) or not chosen or len(chosen.encode()) > 63
             or "\x00" in chosen or "$" in chosen):
         raise ValueError(f"invalid schema name {chosen!r}: 1 to 63 bytes, no NUL and no '$'")
-    bare = urllib.parse.urlunsplit(parts._replace(query=rest))
+    # (the URL as written, its query replaced: urlunsplit would turn libpq's
+    # postgresql:///dbname, an empty host, into postgresql:/dbname)
+    bare = url.partition("#")[0].partition("?")[0] + (f"?{rest}" if rest else "")
     try:
         parsed = conninfo_to_dict(bare)
     except psycopg.Error as exc:
         raise ValueError(f"invalid PostgreSQL URL {_display_raw(url)!r}: {exc}") from None
     params = {k: str(v) for k, v in parsed.items() if v is not None}
-    host = params.get("host") or "localhost"
+    host = params.get("host") or ""
     port = params.get("port") or "5432"
     user = params.get("user")
     dbname = params.get("dbname") or user or ""
-    shown = f"postgresql://{user + '@' if user else ''}{host}:{port}/{dbname}"
+    if not host or host.startswith(("/", "@")):
+        # libpq's default (a Unix-domain socket) or a socket's directory: shown as the
+        # postgresql:///dbname form libpq takes, the directory as a query parameter
+        shown = (f"postgresql://{user + '@' if user else ''}/{dbname}"
+                 + (f"?host={host}&port={port}" if host else
+                    f"?port={port}" if params.get("port") else ""))
+    else:
+        if ":" in host:  # an IPv6 address
+            host = f"[{host}]"
+        shown = f"postgresql://{user + '@' if user else ''}{host}:{port}/{dbname}"
     if chosen != _pg_schema.DEFAULT_SCHEMA:
-        shown += f"?schema={chosen}"
+        shown += f"{'&' if '?' in shown else '?'}schema={chosen}"
     return params, chosen, shown
 
 
