@@ -1523,7 +1523,7 @@ async def test_an_action_on_another_node_s_workflow_does_not_stall_the_node(
                 await c.get("/")  # (the CSRF cookie)
 
                 async def act(c: httpx.AsyncClient = c, action: str = action,
-                              body: Any = body) -> None:
+                              body: Any = body, got: list[httpx.Response] = got) -> None:
                     got.append(await post(c, f"/api/workflows/elsewhere/{action}", body))
 
                 nursery.start_soon(act)
