@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from .actors._values import Pid
-from .hosts.workflow._ids import check_promise_name, check_state_key
+from .hosts.workflow._ids import check_key_size, check_promise_name, check_state_key
 from .persistence import JournalRecord, WorkflowStatus
 
 if TYPE_CHECKING:
@@ -123,8 +123,10 @@ class WorkflowHandle:
 
     def promise(self, name: str) -> PromiseHandle:
         """The workflow's durable promise ``name``, to resolve or reject from outside
-        (``ValueError`` unless ``name`` is a non-empty string, as for ``workflow.promise``)."""
-        return PromiseHandle(self, check_promise_name(name))
+        (``ValueError`` unless ``name`` is a non-empty string of at most
+        ``MAX_KEY_BYTES`` bytes of UTF-8, as for ``workflow.promise``)."""
+        check_key_size(check_promise_name(name), "a promise name")
+        return PromiseHandle(self, name)
 
 
 @attrs.frozen

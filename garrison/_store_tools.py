@@ -183,14 +183,20 @@ def pending_timers(stored: list[Any], journal: list[Any]) -> list[dict[str, Any]
 
 
 # ------------------------------------------------------------------ writes
-def check_name(promise: str) -> None:
-    """``ToolError`` (exit 2, bad arguments) unless ``promise`` can name a promise."""
-    from .hosts.workflow._ids import check_promise_name
+def check_name(promise: object) -> str:
+    """``promise`` if it can name a promise a workflow declares, else ``ToolError``
+    (exit 2, bad arguments; the console's 400): a non-empty string of valid text, at
+    most ``MAX_KEY_BYTES`` bytes of UTF-8 (as ``workflow.promise`` refuses a longer one,
+    no value is stored under a name no workflow can declare, and PostgreSQL's index
+    could not hold it)."""
+    from .hosts.workflow._ids import check_key_size, check_promise_name
 
     try:
-        check_promise_name(promise)
+        name = check_promise_name(promise)
+        check_key_size(name, "a promise name")
     except ValueError as exc:
         raise ToolError(str(exc), 2) from None
+    return name
 
 
 def check_topic(topic: object) -> str:
@@ -215,6 +221,12 @@ def check_rejection(message: object) -> str:
     if not isinstance(message, str) or not message:
         raise ToolError("a rejection needs a 'message': a non-empty string, got "
                         f"{message!r}", 2)
+    from .hosts.workflow._ids import check_text
+
+    try:
+        check_text(message, "a rejection's message")  # (NUL, a lone surrogate)
+    except ValueError as exc:
+        raise ToolError(str(exc), 2) from None
     return message
 
 

@@ -624,3 +624,42 @@ def test_replay_migrate_of_a_missing_store_creates_nothing(tmp_path: Path) -> No
     run = cli("--store", str(typo), "replay", "--all", "--migrate")
     assert run.returncode == 2 and "no workflow store" in run.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+async def test_a_promise_name_too_long_or_text_no_store_keeps_is_refused_everywhere(
+        store_path: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """A promise name over ``MAX_KEY_BYTES`` bytes of UTF-8 (no workflow can declare it;
+    PostgreSQL's index cannot hold it), a rejection message, a ``--reason`` or a node
+    name that is not valid text (a lone surrogate: a command line's undecodable byte):
+    refused as bad arguments on both stores, by the command line (exit 2, one line) and
+    the console (a JSON 400), nothing written."""
+    from garrison.console._app import make_app
+    from garrison.console._backend import StoreBackend
+    from garrison.hosts.workflow._ids import MAX_KEY_BYTES
+
+    _plain_store(store_path)
+    long_name = "é" * (MAX_KEY_BYTES // 2 + 1)
+    for args in (["resolve", "w1", long_name, "1"], ["reject", "w1", long_name, "no"]):
+        code, out, err = cli_here(capsys, "--store", store_path, *args)
+        assert code == 2 and out == "", (args, err)
+        assert err.count("\n") == 1 and "a promise name" in err and "too long" in err, err
+    bad = "bad\udcff"  # (sys.argv's $'bad\xff')
+    for args, said in ((["reject", "w1", "p", bad], "lone surrogate"),
+                       (["terminate", "w1", "--reason", bad], "lone surrogate")):
+        code, out, err = cli_here(capsys, "--store", store_path, *args)
+        assert code == 2 and out == "", (args, err)
+        assert err.count("\n") == 1 and said in err, err
+    with open_store(store_path, lock=False) as s:
+        assert s.promises("w1") == []
+        assert str(s.get_workflow("w1").status) == "pending"
+        app = make_app(StoreBackend(s))
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                     base_url="http://127.0.0.1:8233") as c:
+            await c.get("/")  # the CSRF cookie
+            headers = {"X-Garrison-CSRF": c.cookies["garrison_csrf"]}
+            for verb, body in (("resolve", {"value": 1}), ("reject", {"message": "no"})):
+                r = await c.post(f"/api/workflows/w1/promises/{long_name}/{verb}",
+                                 json=body, headers=headers)
+                assert r.status_code == 400, r.text
+                assert "a promise name" in r.json()["error"] and "too long" in r.json()["error"]
+        assert s.promises("w1") == []

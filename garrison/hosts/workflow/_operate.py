@@ -46,6 +46,7 @@ from ...persistence import (
     WorkflowStatus,
     run_blocking,
 )
+from ._ids import check_text
 from ._inbox import exit_id
 from ._journal import JournalKind, error_from_plain, event_to_plain
 from ._recovery import refresh, request_transaction
@@ -80,6 +81,7 @@ def check_reason(reason: object) -> str:
     if not reason.strip():
         raise ValueError(f"a terminate reason must say why: got {reason!r} (leave the "
                          "reason out for the default one)")
+    check_text(reason, "a terminate reason")  # (NUL, a lone surrogate: no store keeps it)
     return reason
 
 
