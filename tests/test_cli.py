@@ -901,3 +901,31 @@ def test_a_store_that_names_no_file_is_one_line_and_exit_2(capsys) -> None:
             assert err.count("\n") == 1, (store, command, err)
             assert err.startswith(f"garrison {command[0]}: store {store!r}: expected a "
                                   "SQLite file"), (store, command, err)
+
+
+@pytest.mark.postgres
+def test_nodes_ends_quietly_on_a_closed_pipe_and_refuses_a_name_that_is_not_text(
+        postgres_url: str) -> None:
+    """``garrison nodes --store URL | head -0``: exit 141 and nothing said, as
+    ``garrison workflows`` (it was a BrokenPipeError traceback); ``drain $'\\xff'`` (an
+    undecodable byte: no store keeps it) is bad arguments, one line, exit 2 (it was a
+    psycopg traceback)."""
+    from garrison.persistence import open_store
+
+    open_store(postgres_url).close()  # (the schema)
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        done = subprocess.run([sys.executable, "-m", "garrison", "nodes", "--store",
+                               postgres_url], cwd=ROOT, stdout=write,
+                              stderr=subprocess.PIPE, text=True, timeout=60)
+    finally:
+        os.close(write)
+    assert (done.returncode, done.stderr) == (128 + signal.SIGPIPE, "")
+    done = subprocess.run([sys.executable, "-m", "garrison", "nodes", "--store",
+                           postgres_url, "drain", b"\xff"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert done.stdout == "" and done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith("garrison nodes: a node name cannot hold the lone "
+                                  "surrogate"), done.stderr
