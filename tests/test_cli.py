@@ -929,3 +929,21 @@ def test_nodes_ends_quietly_on_a_closed_pipe_and_refuses_a_name_that_is_not_text
     assert done.stdout == "" and done.stderr.count("\n") == 1, done.stderr
     assert done.stderr.startswith("garrison nodes: a node name cannot hold the lone "
                                   "surrogate"), done.stderr
+
+
+def test_run_of_a_target_whose_module_raises_at_import_is_one_line_naming_where(tmp_path):
+    """A script (or ``--main module:function``) whose module raises as it is imported
+    (not an ImportError: a RuntimeError of its own) cannot be the root: exit 2, one line
+    with the exception's type, message and where it was raised (it was a traceback,
+    exit 1; with ``--main``, chained to the config's KeyError)."""
+    (tmp_path / "boom.py").write_text("x = 1\nraise RuntimeError('boom at import')\n")
+    (tmp_path / "app.yaml").write_text("version: '1.0'\nnamespace: app\nentries: []\n")
+    for args, shown in ((["boom.py"], "'boom.py'"),
+                        (["app.yaml", "--main", "boom:main"], "'boom'")):
+        done = cli("run", *args, cwd=tmp_path)
+        assert done.returncode == 2, (args, done.stderr)
+        assert len(done.stderr.splitlines()) == 1 and "Traceback" not in done.stderr, \
+            done.stderr
+        assert f"cannot import {shown}: RuntimeError: boom at import (raised at " \
+            in done.stderr, done.stderr
+        assert "boom.py:2)" in done.stderr, done.stderr
