@@ -512,6 +512,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         parse_duration(args.lease, what="--lease")
     except ValueError as exc:
         problem = problem or str(exc)
+    if args.name is not None:  # (the node would refuse it as it starts: a traceback)
+        from ._node import check_node_name
+
+        try:
+            check_node_name(args.name)
+        except ValueError as exc:
+            problem = problem or f"--name: {exc}"
     if problem is not None:
         print(f"garrison run: {problem}", file=sys.stderr)
         return 2

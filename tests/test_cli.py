@@ -947,3 +947,17 @@ def test_run_of_a_target_whose_module_raises_at_import_is_one_line_naming_where(
         assert f"cannot import {shown}: RuntimeError: boom at import (raised at " \
             in done.stderr, done.stderr
         assert "boom.py:2)" in done.stderr, done.stderr
+
+
+def test_run_with_a_name_no_node_can_have_is_one_line_and_exit_2(tmp_path):
+    """``garrison run --name 'a/b'`` (or ``''``): the node would refuse the name as it
+    starts (a ValueError traceback, exit 1); it is checked with the other options:
+    one line, exit 2, nothing started."""
+    (tmp_path / "job.py").write_text("async def main():\n    print('main ran')\n")
+    for name, said in (("a/b", "got 'a/b'"), ("", "got ''"), ("x@y", "got 'x@y'")):
+        done = cli("run", "job.py", "--name", name, cwd=tmp_path)
+        assert done.returncode == 2, (name, done.stderr)
+        assert done.stdout == "" and len(done.stderr.splitlines()) == 1, done.stderr
+        assert done.stderr.startswith("garrison run: --name: a node name must be a "
+                                      "non-empty string"), done.stderr
+        assert said in done.stderr, done.stderr
