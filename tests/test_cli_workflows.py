@@ -663,3 +663,32 @@ async def test_a_promise_name_too_long_or_text_no_store_keeps_is_refused_everywh
                 assert r.status_code == 400, r.text
                 assert "a promise name" in r.json()["error"] and "too long" in r.json()["error"]
         assert s.promises("w1") == []
+
+
+def test_a_damaged_row_is_named_by_id_the_others_listed_and_exit_2(
+        capsys: pytest.CaptureFixture[str], sqlite_path: str) -> None:
+    """A row whose JSON column holds no JSON (edited by hand, a bad restore): ``list``
+    shows the other workflows and names the damaged one (exit 2, one line on stderr);
+    ``show`` of it is that one line, exit 2 (both were a JSONDecodeError traceback)."""
+    _plain_store(sqlite_path)
+    raw = sqlite3.connect(sqlite_path)
+    raw.execute("UPDATE workflows SET input = '[bad' WHERE workflow_id = 'w1'")
+    raw.execute("UPDATE workflows SET search = '{' WHERE workflow_id = 'w3'")
+    raw.commit()
+    raw.close()
+    code, out, err = cli_here(capsys, "--store", sqlite_path, "list")
+    assert code == 2, err
+    assert [line.split()[0] for line in out.splitlines()] == ["ID", "w0", "w2", "w4"]
+    assert err.count("\n") == 1, err
+    assert err.startswith(f"garrison workflows: store {sqlite_path!r} is damaged: workflow "
+                          "'w1': its input is not JSON ("), err
+    assert "(and 1 other workflow(s): 'w3')" in err and "the other workflows are listed" in err
+    code, out, err = cli_here(capsys, "--store", sqlite_path, "list", "--json")
+    assert code == 2 and [w["workflow_id"] for w in json.loads(out)] == ["w0", "w2", "w4"]
+    code, out, err = cli_here(capsys, "--store", sqlite_path, "show", "w3")
+    assert (code, out) == (2, ""), err
+    assert err == (f"garrison workflows: store {sqlite_path!r} is damaged: workflow 'w3': "
+                   "its search is not JSON (Expecting property name enclosed in double "
+                   "quotes: line 1 column 2 (char 1))\n")
+    code, out, err = cli_here(capsys, "--store", sqlite_path, "show", "w2")
+    assert code == 0 and "w2" in out, err

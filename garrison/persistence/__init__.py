@@ -30,6 +30,7 @@ from ._group_commit import Busy
 from ._records import (
     FINAL_STATUSES,
     MAX_TIME,
+    DamagedRecord,
     InboxRecord,
     JournalRecord,
     PromiseRecord,
@@ -59,6 +60,7 @@ __all__ = [
     "MAX_TIME",
     "SCHEMA_VERSION",
     "Busy",
+    "DamagedRecord",
     "DedupKeyTaken",
     "InboxRecord",
     "JournalRecord",
