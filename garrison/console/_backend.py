@@ -691,32 +691,49 @@ class NodeBackend(Backend):
                  for key, value in node.stats().items()}
         services = node.services()
         service_of = {str(s.pid): s.id for s in services if s.pid is not None}
-        infos = node.processes()
-        live = {str(info.pid) for info in infos}
+        # only what the page shows is built (a node may run 100,000 processes): the
+        # first PROCESSES_SHOWN snapshots, and the tree from every (pid, parent) pair,
+        # a snapshot only for the processes it shows
+        hosts = [h for h in node.hosts.values() if hasattr(h, "process_infos")]
+        total = sum(h.live_count() for h in hosts)
+        infos: list[Any] = []
+        for h in hosts:
+            if len(infos) >= PROCESSES_SHOWN:
+                break
+            infos.extend(h.process_infos(PROCESSES_SHOWN - len(infos)))
         rows = [{"pid": str(i.pid), "label": i.label,
                  "parent": str(i.parent) if i.parent else None,
                  "service": service_of.get(str(i.pid)),
                  "queued": i.queued, "events": i.events, "names": list(i.names),
                  "links": sorted(map(str, i.links)), "monitors": sorted(map(str, i.monitors)),
                  "trap_links": i.trap_links} for i in infos]
-        children: dict[str | None, list[dict[str, Any]]] = {}
-        for row in rows:
-            parent = row["parent"] if row["parent"] in live else None
-            children.setdefault(parent, []).append(row)
+        pairs = [pair for h in hosts for pair in h.process_parents()]
+        live = {pid for pid, _ in pairs}
+        children: dict[Pid | None, list[Pid]] = {}
+        for pid, parent in pairs:
+            children.setdefault(parent if parent in live else None, []).append(pid)
+        known = {i.pid: i for i in infos}
+
+        def info_of(pid: Pid) -> Any:
+            info = known.get(pid)
+            if info is None:
+                info = node.hosts[pid.host].process_info(pid)
+            return info
 
         # iterative (a chain of spawns may be deeper than Python's recursion limit)
         roots: list[dict[str, Any]] = []
-        stack: list[tuple[str | None, list[dict[str, Any]]]] = [(None, roots)]
+        stack: list[tuple[Pid | None, list[dict[str, Any]]]] = [(None, roots)]
         budget = PROCESSES_SHOWN
         while stack and budget > 0:
             parent, into = stack.pop()
-            for row in children.get(parent, ())[:budget]:
+            for pid in children.get(parent, ())[:budget]:
                 budget -= 1
-                node_row = {"pid": row["pid"], "label": row["label"],
-                            "service": row["service"], "queued": row["queued"],
+                info = info_of(pid)
+                node_row = {"pid": str(pid), "label": info.label,
+                            "service": service_of.get(str(pid)), "queued": info.queued,
                             "children": []}
                 into.append(node_row)
-                stack.append((row["pid"], node_row["children"]))
+                stack.append((pid, node_row["children"]))
 
         return {
             "node": {"store": self.store.path, "hosts": sorted(node.hosts),
@@ -726,7 +743,7 @@ class NodeBackend(Backend):
                           "pid": str(s.pid) if s.pid else None, "restarts": s.restarts,
                           "last_error": str(s.last_error) if s.last_error else None}
                          for s in services],
-            "processes": rows[:PROCESSES_SHOWN],
-            "processes_total": len(rows),
+            "processes": rows,
+            "processes_total": total,
             "tree": roots,
         }
