@@ -1259,7 +1259,11 @@ class WorkflowHost:
             status, result_json, error, name = self.finished[wid]
             await trio.lowlevel.checkpoint()
         else:
-            record = self.store.get_workflow(wid)
+            # (the store read in a worker thread: a slow database holds up this caller,
+            # not the node's event loop)
+            record = await run_blocking(self.store.get_workflow, wid)
+            if wid in self.active or wid in self.finished:
+                return await self.result(wid, hint)  # it came here meanwhile
             if record is None:
                 raise NoSuchWorkflow(wid)
             status = WorkflowStatus(record.status)
@@ -1271,7 +1275,7 @@ class WorkflowHost:
                                    and status is not WorkflowStatus.BLOCKED)
                    ) and not status.finished:
                 await trio.sleep(0.02)  # another node runs it: watch the store
-                record = self.store.get_workflow(wid)
+                record = await run_blocking(self.store.get_workflow, wid)
                 assert record is not None
                 status = WorkflowStatus(record.status)
             if not status.finished:
