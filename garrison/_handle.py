@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from .actors._values import Pid
-from .hosts.workflow._ids import check_key_size, check_promise_name, check_state_key
+from .hosts.workflow._ids import check_promise_name, check_state_key
 from .persistence import JournalRecord, WorkflowStatus
 
 if TYPE_CHECKING:
@@ -123,10 +123,11 @@ class WorkflowHandle:
 
     def promise(self, name: str) -> PromiseHandle:
         """The workflow's durable promise ``name``, to resolve or reject from outside
-        (``ValueError`` unless ``name`` is a non-empty string of at most
-        ``MAX_KEY_BYTES`` bytes of UTF-8, as for ``workflow.promise``)."""
-        check_key_size(check_promise_name(name), "a promise name")
-        return PromiseHandle(self, name)
+        (``ValueError`` unless ``name`` is a non-empty string, as for
+        ``workflow.promise``; a name longer than ``MAX_KEY_BYTES`` bytes of UTF-8 is
+        refused when it is resolved or rejected, unless the workflow declared it: an
+        older garrison's store may hold one)."""
+        return PromiseHandle(self, check_promise_name(name))
 
 
 @attrs.frozen

@@ -663,6 +663,12 @@ async def test_a_promise_name_too_long_or_text_no_store_keeps_is_refused_everywh
                 assert r.status_code == 400, r.text
                 assert "a promise name" in r.json()["error"] and "too long" in r.json()["error"]
         assert s.promises("w1") == []
+    async with garrison.open_node(store=store_path) as node:  # (and through a node)
+        with pytest.raises(ValueError, match="a promise name .* is too long"):
+            await node.workflow("w1").promise(long_name).resolve(1)
+        with pytest.raises(ValueError, match="a terminate reason cannot hold the lone"):
+            await node.workflow("w1").terminate(bad)
+        assert node.hosts["workflows"].store.promises("w1") == []
 
 
 def test_a_damaged_row_is_named_by_id_the_others_listed_and_exit_2(

@@ -663,6 +663,8 @@ class NodeBackend(Backend):
             await self._handle(workflow_id, name).promise(promise).resolve(value)
         except PromiseAlreadyCompleted as exc:
             raise ApiError(409, str(exc)) from None
+        except ValueError as exc:  # a name no workflow can declare (too long)
+            raise ApiError(400, str(exc)) from None
 
     async def reject(self, workflow_id: str, promise: str, message: str,
                      host: str | None = None) -> None:
@@ -671,6 +673,8 @@ class NodeBackend(Backend):
             await self._handle(workflow_id, name).promise(promise).reject(message)
         except PromiseAlreadyCompleted as exc:
             raise ApiError(409, str(exc)) from None
+        except ValueError as exc:  # a name no workflow can declare (too long)
+            raise ApiError(400, str(exc)) from None
 
     async def cancel(self, workflow_id: str, host: str | None = None) -> None:
         name = await self._acting_on(workflow_id, "cancel", host)

@@ -63,7 +63,7 @@ from ._codec import (
 )
 from ._core import added
 from ._elsewhere import Elsewhere
-from ._ids import check_key_size, check_text, check_workflow_id
+from ._ids import MAX_KEY_BYTES, check_key_size, check_text, check_workflow_id
 from ._inbox import InboxItem, exit_id
 from ._instance import ActiveWorkflows, WorkflowInstance
 from ._journal import JournalKind, event_to_plain, message_to_plain
@@ -302,6 +302,11 @@ class WorkflowHost:
         time); a waiting workflow wakes up."""
         if no_match((wid,), nul=True):
             raise NoSuchWorkflow(wid)  # (no store keeps such an id: none has it)
+        if len(name) * 4 > MAX_KEY_BYTES and await run_blocking(
+                self.store.get_promise, wid, name) is None:
+            # over the limit and not declared (an older garrison's store may hold one
+            # it declared): no workflow can declare it, and no index can hold it
+            check_key_size(name, "a promise name")
         if status == "resolved":
             text = to_json(value, what=f"the value of promise {name!r}")
             tx = Transaction().resolve_promise(wid, name, RawJson(text))
