@@ -1266,9 +1266,10 @@ class WorkflowHost:
         else:
             # (the store read in a worker thread: a slow database holds up this caller,
             # not the node's event loop)
+            here = self.active.get(wid)  # (one moving to another node, or None)
             record = await run_blocking(self.store.get_workflow, wid)
-            if wid in self.active or wid in self.finished:
-                return await self.result(wid, hint)  # it came here meanwhile
+            if self.active.get(wid) is not here or wid in self.finished:
+                return await self.result(wid, hint)  # it came (or ended) here meanwhile
             if record is None:
                 raise NoSuchWorkflow(wid)
             status = WorkflowStatus(record.status)
