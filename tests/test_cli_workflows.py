@@ -664,7 +664,7 @@ async def test_a_promise_name_too_long_or_text_no_store_keeps_is_refused_everywh
                 assert "a promise name" in r.json()["error"] and "too long" in r.json()["error"]
         assert s.promises("w1") == []
     async with garrison.open_node(store=store_path) as node:  # (and through a node)
-        with pytest.raises(ValueError, match="a promise name .* is too long"):
+        with pytest.raises(ValueError, match=r"a promise name .* is too long"):
             await node.workflow("w1").promise(long_name).resolve(1)
         with pytest.raises(ValueError, match="a terminate reason cannot hold the lone"):
             await node.workflow("w1").terminate(bad)
