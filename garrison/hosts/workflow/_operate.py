@@ -136,7 +136,7 @@ async def terminate_workflow(host: WorkflowHost, wid: str, reason: str) -> bool:
     blank ``reason`` (see :func:`check_reason`)."""
     check_reason(reason)
     store = host.store
-    record = await run_blocking(store.get_workflow, wid)  # (not on the event loop)
+    record = store.get_workflow(wid)
     if record is None:
         raise NoSuchWorkflow(wid)
     wf = host.active.get(wid)
@@ -175,7 +175,7 @@ async def _until_ended(host: WorkflowHost, wid: str, asked: int) -> None:
     another), as ``result()`` does for a workflow another node runs."""
     store = host.store
     while True:
-        record = await run_blocking(store.get_workflow, wid)
+        record = store.get_workflow(wid)
         if record is None or WorkflowStatus(record.status).finished \
                 or record.attempt != asked:
             return
