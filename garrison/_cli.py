@@ -181,8 +181,13 @@ def _load_callable(target: str) -> Any:
             else:
                 sys.path.insert(0, os.getcwd())
                 module = importlib.import_module(spec_path)
+    except _NoRoot:
+        raise
     except (ImportError, SyntaxError) as exc:
         raise _NoRoot(f"cannot import {spec_path!r}: {type(exc).__name__}: {exc}") from None
+    except Exception as exc:  # the module's own code raised as it ran
+        raise _NoRoot(f"cannot import {spec_path!r}: {type(exc).__name__}: {exc}"
+                      f"{_raised_at(exc)}") from None
     name = func or "main"
     if _node.runs != runs:  # a script without the guard: ``python script.py`` semantics
         raise _RanOnImport(
@@ -200,6 +205,17 @@ def _load_callable(target: str) -> Any:
         raise _NoRoot(f"{target!r}: {name} is not an async function (async def); the root "
                       "process must be one") from None
     return root
+
+
+def _raised_at(exc: BaseException) -> str:
+    """`` (raised at FILE:LINE)``: where ``exc`` was raised (the innermost frame of its
+    traceback), or ``""``."""
+    import traceback
+
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return ""
+    return f" (raised at {frames[-1].filename}:{frames[-1].lineno})"
 
 
 async def _serve(config: Any, root: Any, label: str | None, store: str | None,
@@ -539,6 +555,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         parse_duration(args.lease, what="--lease")
     except ValueError as exc:
         problem = problem or str(exc)
+    if args.name is not None:  # (the node would refuse it as it starts: a traceback)
+        from ._node import check_node_name
+
+        try:
+            check_node_name(args.name)
+        except ValueError as exc:
+            problem = problem or f"--name: {exc}"
     if problem is not None:
         print(f"garrison run: {problem}", file=sys.stderr)
         return 2

@@ -8,7 +8,8 @@ once for those that wait) without waiting out its lease, and a ``garrison run`` 
 exits once it has none.
 
 Exit codes: 0 done; 1 no live node of that name; 2 a store that cannot be used (or
-one that is not PostgreSQL: a SQLite store has one node and no cluster).
+one that is not PostgreSQL: a SQLite store has one node and no cluster), or a node
+name that is not valid text; 141 (quietly) when the reader of the output went away.
 """
 
 from __future__ import annotations
@@ -16,13 +17,13 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import json
-import sys
 import time
 from typing import Any
 
 from . import _store_tools as tools
-from ._cli_options import CommandGroup, require_store
+from ._cli_options import CommandGroup, require_store, run_verb
 from ._store_tools import ToolError, when
+from .hosts.workflow._ids import check_text
 
 
 def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -41,18 +42,23 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def cmd_nodes(args: argparse.Namespace) -> int:
-    """Run ``garrison nodes``; returns the exit status (see the module)."""
+    """Run ``garrison nodes``; returns the exit status (see the module; a reader that
+    went away, ``| head``, ends it quietly as for ``garrison workflows``)."""
     require_store(args)
-    try:
-        store = tools.open_store(args.store)
-    except ToolError as exc:
-        print(f"garrison nodes: {exc}", file=sys.stderr)
-        return exc.code
+    return run_verb("nodes", lambda: _nodes(args))
+
+
+def _nodes(args: argparse.Namespace) -> None:
+    if args.nodes_command == "drain":
+        try:  # (a command line's undecodable byte is a lone surrogate: no store keeps it)
+            check_text(args.name, "a node name")
+        except ValueError as exc:
+            raise ToolError(str(exc), 2) from None
+    store = tools.open_store(args.store)
     try:
         if not hasattr(store, "set_fence"):
-            print(f"garrison nodes: {args.store!r} is a SQLite store: it has one node and no "
-                  "cluster (clusters need a postgresql:// store)", file=sys.stderr)
-            return 2
+            raise ToolError(f"{args.store!r} is a SQLite store: it has one node and no "
+                            "cluster (clusters need a postgresql:// store)", 2)
         from .persistence._pg_cluster import PgCluster
 
         cluster = PgCluster(store)
@@ -62,24 +68,22 @@ def cmd_nodes(args: argparse.Namespace) -> int:
             finally:
                 cluster.close()
             if not changed:
-                print(f"garrison nodes: no live node named {args.name!r}", file=sys.stderr)
-                return 1
+                raise ToolError(f"no live node named {args.name!r}", 1)
             print(f"draining {args.name}")
-            return 0
+            return
         nodes = cluster.nodes()
         now = time.time()
         if args.json:
             print(json.dumps([{"name": n.name, "status": n.status, "started": _iso(n.started),
                                "heartbeat": _iso(n.heartbeat), "workflows": n.workflows,
                                "epoch": n.epoch, **n.info} for n in nodes]))
-            return 0
+            return
         rows = [("NAME", "STATUS", "STARTED", "HEARTBEAT", "WORKFLOWS")]
         rows += [(n.name, n.status, _iso(n.started), f"{max(now - n.heartbeat, 0):.1f}s ago",
                   str(n.workflows)) for n in nodes]
         widths = [max(len(r[i]) for r in rows) for i in range(5)]
         for r in rows:
             print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
-        return 0
     finally:
         store.close()
 

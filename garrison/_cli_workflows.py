@@ -34,6 +34,7 @@ from ._cli_options import CommandGroup, require_store, run_verb
 from ._errors import GarrisonError, NoSuchWorkflow
 from ._store_tools import ToolError, json_arg, when
 from ._targets import exit_is_import_error, is_script, script_spec
+from .persistence import DamagedRecord
 
 
 def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -145,6 +146,9 @@ def _run(args: argparse.Namespace) -> None:
         raise _Fail(str(exc), 2) from None
     except sqlite3.Error as exc:  # a damaged page met by a read or a write
         raise _Fail(str(store_error(args.store, args.store, exc, 5.0)), 2) from None
+    except json.JSONDecodeError as exc:  # a row whose JSON is no JSON (DamagedRecord)
+        said = exc if isinstance(exc, DamagedRecord) else f"a row holds no JSON ({exc})"
+        raise _Fail(f"store {args.store!r} is damaged: {said}", 2) from None
     except BrokenPipeError:
         raise
     except OSError as exc:
@@ -169,17 +173,58 @@ def _list(store: Any, args: argparse.Namespace) -> None:
             raise _Fail(f"--status {status!r} is not a workflow status: expected one of "
                         f"{', '.join(known)}", 2)
     search = tools.search_filters(args.search)
-    rows = [] if search is None else store.list_workflows(statuses or None, search or None)
+    damaged: list[DamagedRecord] = []
+    try:
+        rows = [] if search is None else store.list_workflows(statuses or None,
+                                                              search or None)
+    except DamagedRecord:  # list the others, then name the damaged rows
+        rows = _list_around_damage(store, statuses or None, search or None, damaged)
     if args.json:
         _print_json([_record(r) for r in rows])
-        return
-    if not rows:
+    elif not rows:
         print("no workflows")
-        return
-    width = None if args.wide else 40
-    table = [(r.workflow_id, r.name, str(r.status), _when(r.updated), _short(r.search, width))
-             for r in rows]
-    _print_table(("ID", "NAME", "STATUS", "UPDATED", "SEARCH"), table)
+    else:
+        width = None if args.wide else 40
+        table = [(r.workflow_id, r.name, str(r.status), _when(r.updated),
+                  _short(r.search, width)) for r in rows]
+        _print_table(("ID", "NAME", "STATUS", "UPDATED", "SEARCH"), table)
+    if damaged:
+        sys.stdout.flush()
+        raise _Fail(f"store {args.store!r} is damaged: {damaged[0]}"
+                    + (f" (and {len(damaged) - 1} other workflow(s): "
+                       f"{', '.join(repr(d.workflow_id) for d in damaged[1:6])}"
+                       f"{', ...' if len(damaged) > 6 else ''})" if len(damaged) > 1 else "")
+                    + "; the other workflows are listed", 2)
+
+
+#: the rows one read of :func:`_list_around_damage` takes (one at a time near a damaged one)
+_DAMAGE_PAGE = 500
+
+
+def _list_around_damage(store: Any, statuses: Any, search: Any,
+                        damaged: list[DamagedRecord]) -> list[Any]:
+    """The workflows ``list`` shows, read page by page (keyset, oldest first, as
+    ``list_workflows`` orders them) so that a damaged row (:class:`DamagedRecord`) is
+    stepped over and added to ``damaged``, not the end of the listing."""
+    rows: list[Any] = []
+    after: tuple[Any, str] | None = None
+    limit = _DAMAGE_PAGE
+    while True:
+        try:
+            page = store.list_workflows(statuses, search, after=after, limit=limit)
+        except DamagedRecord as exc:
+            if limit > 1:
+                limit = 1  # find it: one row at a time from here
+                continue
+            damaged.append(exc)
+            after = (exc.created if exc.created is not None else 0.0, exc.workflow_id)
+            continue
+        if not page:
+            return rows
+        rows.extend(page)
+        last = page[-1]
+        after = (last.created, last.workflow_id)
+        limit = _DAMAGE_PAGE if limit == 1 else limit
 
 
 def _show(store: Any, args: argparse.Namespace) -> None:

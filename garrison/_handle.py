@@ -76,7 +76,7 @@ class WorkflowHandle:
         ``NoSuchWorkflow`` for an id the store does not hold (a mistyped id is not a
         silent dead letter); a finished workflow's message is a dead letter, as a
         ``node.send`` to its pid is."""
-        self.host.status(self.workflow_id)  # NoSuchWorkflow for an unknown id
+        await self.host.read_status(self.workflow_id)  # NoSuchWorkflow for an unknown id
         await self.node.send(self.pid, topic, payload)
 
     async def cancel(self) -> None:
@@ -85,7 +85,7 @@ class WorkflowHandle:
         import trio
 
         if not await self.host.cancel_workflow(self.workflow_id):
-            self.host.status(self.workflow_id)  # NoSuchWorkflow for an unknown id
+            await self.host.read_status(self.workflow_id)  # NoSuchWorkflow if unknown
         await trio.lowlevel.checkpoint()
 
     async def terminate(self, reason: str | None = None) -> None:
@@ -123,7 +123,10 @@ class WorkflowHandle:
 
     def promise(self, name: str) -> PromiseHandle:
         """The workflow's durable promise ``name``, to resolve or reject from outside
-        (``ValueError`` unless ``name`` is a non-empty string, as for ``workflow.promise``)."""
+        (``ValueError`` unless ``name`` is a non-empty string, as for
+        ``workflow.promise``; a name longer than ``MAX_KEY_BYTES`` bytes of UTF-8 is
+        refused when it is resolved or rejected, unless the workflow declared it: an
+        older garrison's store may hold one)."""
         return PromiseHandle(self, check_promise_name(name))
 
 

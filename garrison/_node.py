@@ -36,6 +36,19 @@ INBOX_WARNING = 10_000
 _current_node: contextvars.ContextVar[Node] = contextvars.ContextVar("garrison_node")
 
 
+def check_node_name(name: object) -> str:
+    """``name`` if it can name a node (``name=``, ``garrison run --name``): a non-empty
+    string without '/', '@' or a NUL character, valid text, at most ``MAX_KEY_BYTES``
+    bytes of UTF-8; else ``ValueError`` saying why."""
+    if not isinstance(name, str) or not name.strip() or "/" in name or "@" in name \
+            or "\x00" in name:
+        raise ValueError(f"a node name must be a non-empty string without '/', '@' or "
+                         f"a NUL character, got {name!r}")
+    check_text(name, "a node name")
+    check_key_size(name, "a node name")
+    return name
+
+
 def current_node() -> Node:
     """The node of the calling process, or of the ``open_node`` block (or
     ``garrison.run``) the caller runs in; :class:`NotInProcess` elsewhere.
@@ -82,13 +95,8 @@ class Node:
         #: the queue limits of the ``workflows`` host given to ``open_node`` (``None``: none)
         self._limits = QueueLimits(max_concurrent, cluster_max_concurrent, rate) \
             if (max_concurrent, cluster_max_concurrent, rate) != (None, None, None) else None
-        if name is not None and (not isinstance(name, str) or not name.strip()
-                                 or "/" in name or "@" in name or "\x00" in name):
-            raise ValueError(f"a node name must be a non-empty string without '/', '@' or "
-                             f"a NUL character, got {name!r}")
         if name is not None:
-            check_text(name, "a node name")
-            check_key_size(name, "a node name")
+            check_node_name(name)
         #: this node's name in its cluster (``name=``, or ``<hostname>-<pid>``)
         self.name: str = name if name is not None else f"{socket.gethostname()}-{os.getpid()}"
         self.lease = parse_duration(lease)

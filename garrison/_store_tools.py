@@ -183,12 +183,30 @@ def pending_timers(stored: list[Any], journal: list[Any]) -> list[dict[str, Any]
 
 
 # ------------------------------------------------------------------ writes
-def check_name(promise: str) -> None:
-    """``ToolError`` (exit 2, bad arguments) unless ``promise`` can name a promise."""
+def check_name(promise: object) -> str:
+    """``promise`` if it can name a promise, else ``ToolError`` (exit 2, bad arguments;
+    the console's 400): a non-empty string of valid text. (Its size: see
+    :func:`check_declarable`.)"""
     from .hosts.workflow._ids import check_promise_name
 
     try:
-        check_promise_name(promise)
+        return check_promise_name(promise)
+    except ValueError as exc:
+        raise ToolError(str(exc), 2) from None
+
+
+def check_declarable(store: Any, workflow_id: str, promise: str) -> None:
+    """``ToolError`` (exit 2, bad arguments; the console's 400) for a promise name
+    longer than ``MAX_KEY_BYTES`` bytes of UTF-8 that the workflow has not declared:
+    ``workflow.promise`` refuses such a name (a value stored under it would never be
+    read) and PostgreSQL's index cannot hold it. One an older garrison declared (its
+    SQLite store took it) can still be completed."""
+    from .hosts.workflow._ids import MAX_KEY_BYTES, check_key_size
+
+    if len(promise) * 4 <= MAX_KEY_BYTES or store.get_promise(workflow_id, promise):
+        return
+    try:
+        check_key_size(promise, "a promise name")
     except ValueError as exc:
         raise ToolError(str(exc), 2) from None
 
@@ -215,6 +233,12 @@ def check_rejection(message: object) -> str:
     if not isinstance(message, str) or not message:
         raise ToolError("a rejection needs a 'message': a non-empty string, got "
                         f"{message!r}", 2)
+    from .hosts.workflow._ids import check_text
+
+    try:
+        check_text(message, "a rejection's message")  # (NUL, a lone surrogate)
+    except ValueError as exc:
+        raise ToolError(str(exc), 2) from None
     return message
 
 
@@ -232,6 +256,7 @@ def resolve(store: Any, workflow_id: str, promise: str, value: Any) -> None:
     """Resolve the workflow's promise (refused if it was completed before)."""
     check_name(promise)  # bad arguments (exit 2) before the store is read
     rec = get(store, workflow_id)
+    check_declarable(store, rec.workflow_id, promise)
     refuse_final(rec, "resolve a promise of")
     try:
         store.resolve_promise(rec.workflow_id, promise, value)
@@ -244,6 +269,7 @@ def reject(store: Any, workflow_id: str, promise: str, message: str) -> None:
     check_rejection(message)  # bad arguments (exit 2) before the store is read
     check_name(promise)
     rec = get(store, workflow_id)
+    check_declarable(store, rec.workflow_id, promise)
     refuse_final(rec, "reject a promise of")
     try:
         store.reject_promise(rec.workflow_id, promise, message)

@@ -901,3 +901,63 @@ def test_a_store_that_names_no_file_is_one_line_and_exit_2(capsys) -> None:
             assert err.count("\n") == 1, (store, command, err)
             assert err.startswith(f"garrison {command[0]}: store {store!r}: expected a "
                                   "SQLite file"), (store, command, err)
+
+
+@pytest.mark.postgres
+def test_nodes_ends_quietly_on_a_closed_pipe_and_refuses_a_name_that_is_not_text(
+        postgres_url: str) -> None:
+    """``garrison nodes --store URL | head -0``: exit 141 and nothing said, as
+    ``garrison workflows`` (it was a BrokenPipeError traceback); ``drain $'\\xff'`` (an
+    undecodable byte: no store keeps it) is bad arguments, one line, exit 2 (it was a
+    psycopg traceback)."""
+    from garrison.persistence import open_store
+
+    open_store(postgres_url).close()  # (the schema)
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        done = subprocess.run([sys.executable, "-m", "garrison", "nodes", "--store",
+                               postgres_url], cwd=ROOT, stdout=write,
+                              stderr=subprocess.PIPE, text=True, timeout=60)
+    finally:
+        os.close(write)
+    assert (done.returncode, done.stderr) == (128 + signal.SIGPIPE, "")
+    done = subprocess.run([sys.executable, "-m", "garrison", "nodes", "--store",
+                           postgres_url, "drain", b"\xff"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert done.stdout == "" and done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith("garrison nodes: a node name cannot hold the lone "
+                                  "surrogate"), done.stderr
+
+
+def test_run_of_a_target_whose_module_raises_at_import_is_one_line_naming_where(tmp_path):
+    """A script (or ``--main module:function``) whose module raises as it is imported
+    (not an ImportError: a RuntimeError of its own) cannot be the root: exit 2, one line
+    with the exception's type, message and where it was raised (it was a traceback,
+    exit 1; with ``--main``, chained to the config's KeyError)."""
+    (tmp_path / "boom.py").write_text("x = 1\nraise RuntimeError('boom at import')\n")
+    (tmp_path / "app.yaml").write_text("version: '1.0'\nnamespace: app\nentries: []\n")
+    for args, shown in ((["boom.py"], "'boom.py'"),
+                        (["app.yaml", "--main", "boom:main"], "'boom'")):
+        done = cli("run", *args, cwd=tmp_path)
+        assert done.returncode == 2, (args, done.stderr)
+        assert len(done.stderr.splitlines()) == 1 and "Traceback" not in done.stderr, \
+            done.stderr
+        assert f"cannot import {shown}: RuntimeError: boom at import (raised at " \
+            in done.stderr, done.stderr
+        assert "boom.py:2)" in done.stderr, done.stderr
+
+
+def test_run_with_a_name_no_node_can_have_is_one_line_and_exit_2(tmp_path):
+    """``garrison run --name 'a/b'`` (or ``''``): the node would refuse the name as it
+    starts (a ValueError traceback, exit 1); it is checked with the other options:
+    one line, exit 2, nothing started."""
+    (tmp_path / "job.py").write_text("async def main():\n    print('main ran')\n")
+    for name, said in (("a/b", "got 'a/b'"), ("", "got ''"), ("x@y", "got 'x@y'")):
+        done = cli("run", "job.py", "--name", name, cwd=tmp_path)
+        assert done.returncode == 2, (name, done.stderr)
+        assert done.stdout == "" and len(done.stderr.splitlines()) == 1, done.stderr
+        assert done.stderr.startswith("garrison run: --name: a node name must be a "
+                                      "non-empty string"), done.stderr
+        assert said in done.stderr, done.stderr

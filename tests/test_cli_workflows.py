@@ -626,3 +626,77 @@ def test_replay_migrate_of_a_missing_store_creates_nothing(tmp_path: Path) -> No
     run = cli("--store", str(typo), "replay", "--all", "--migrate")
     assert run.returncode == 2 and "no workflow store" in run.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+async def test_a_promise_name_too_long_or_text_no_store_keeps_is_refused_everywhere(
+        store_path: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """A promise name over ``MAX_KEY_BYTES`` bytes of UTF-8 (no workflow can declare it;
+    PostgreSQL's index cannot hold it), a rejection message, a ``--reason`` or a node
+    name that is not valid text (a lone surrogate: a command line's undecodable byte):
+    refused as bad arguments on both stores, by the command line (exit 2, one line) and
+    the console (a JSON 400), nothing written."""
+    from garrison.console._app import make_app
+    from garrison.console._backend import StoreBackend
+    from garrison.hosts.workflow._ids import MAX_KEY_BYTES
+
+    _plain_store(store_path)
+    long_name = "é" * (MAX_KEY_BYTES // 2 + 1)
+    for args in (["resolve", "w1", long_name, "1"], ["reject", "w1", long_name, "no"]):
+        code, out, err = cli_here(capsys, "--store", store_path, *args)
+        assert code == 2 and out == "", (args, err)
+        assert err.count("\n") == 1 and "a promise name" in err and "too long" in err, err
+    bad = "bad\udcff"  # (sys.argv's $'bad\xff')
+    for args, said in ((["reject", "w1", "p", bad], "lone surrogate"),
+                       (["terminate", "w1", "--reason", bad], "lone surrogate")):
+        code, out, err = cli_here(capsys, "--store", store_path, *args)
+        assert code == 2 and out == "", (args, err)
+        assert err.count("\n") == 1 and said in err, err
+    with open_store(store_path, lock=False) as s:
+        assert s.promises("w1") == []
+        assert str(s.get_workflow("w1").status) == "pending"
+        app = make_app(StoreBackend(s))
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                     base_url="http://127.0.0.1:8233") as c:
+            await c.get("/")  # the CSRF cookie
+            headers = {"X-Garrison-CSRF": c.cookies["garrison_csrf"]}
+            for verb, body in (("resolve", {"value": 1}), ("reject", {"message": "no"})):
+                r = await c.post(f"/api/workflows/w1/promises/{long_name}/{verb}",
+                                 json=body, headers=headers)
+                assert r.status_code == 400, r.text
+                assert "a promise name" in r.json()["error"] and "too long" in r.json()["error"]
+        assert s.promises("w1") == []
+    async with garrison.open_node(store=store_path) as node:  # (and through a node)
+        with pytest.raises(ValueError, match=r"a promise name .* is too long"):
+            await node.workflow("w1").promise(long_name).resolve(1)
+        with pytest.raises(ValueError, match="a terminate reason cannot hold the lone"):
+            await node.workflow("w1").terminate(bad)
+        assert node.hosts["workflows"].store.promises("w1") == []
+
+
+def test_a_damaged_row_is_named_by_id_the_others_listed_and_exit_2(
+        capsys: pytest.CaptureFixture[str], sqlite_path: str) -> None:
+    """A row whose JSON column holds no JSON (edited by hand, a bad restore): ``list``
+    shows the other workflows and names the damaged one (exit 2, one line on stderr);
+    ``show`` of it is that one line, exit 2 (both were a JSONDecodeError traceback)."""
+    _plain_store(sqlite_path)
+    raw = sqlite3.connect(sqlite_path)
+    raw.execute("UPDATE workflows SET input = '[bad' WHERE workflow_id = 'w1'")
+    raw.execute("UPDATE workflows SET search = '{' WHERE workflow_id = 'w3'")
+    raw.commit()
+    raw.close()
+    code, out, err = cli_here(capsys, "--store", sqlite_path, "list")
+    assert code == 2, err
+    assert [line.split()[0] for line in out.splitlines()] == ["ID", "w0", "w2", "w4"]
+    assert err.count("\n") == 1, err
+    assert err.startswith(f"garrison workflows: store {sqlite_path!r} is damaged: workflow "
+                          "'w1': its input is not JSON ("), err
+    assert "(and 1 other workflow(s): 'w3')" in err and "the other workflows are listed" in err
+    code, out, err = cli_here(capsys, "--store", sqlite_path, "list", "--json")
+    assert code == 2 and [w["workflow_id"] for w in json.loads(out)] == ["w0", "w2", "w4"]
+    code, out, err = cli_here(capsys, "--store", sqlite_path, "show", "w3")
+    assert (code, out) == (2, ""), err
+    assert err == (f"garrison workflows: store {sqlite_path!r} is damaged: workflow 'w3': "
+                   "its search is not JSON (Expecting property name enclosed in double "
+                   "quotes: line 1 column 2 (char 1))\n")
+    code, out, err = cli_here(capsys, "--store", sqlite_path, "show", "w2")
+    assert code == 0 and "w2" in out, err

@@ -1483,3 +1483,136 @@ async def test_a_row_whose_json_is_damaged_is_the_json_503(store_path: str) -> N
         r = await c.get("/api/workflows/w7")
         assert r.status_code == 503 and "the store cannot be read" in r.json()["error"]
     store.close()
+
+
+# ------------------------------------------------------------------ a stalled database
+@pytest.mark.postgres
+async def test_an_action_on_another_node_s_workflow_does_not_stall_the_node(
+        postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a PostgreSQL node, a console signal or cancel to a workflow the node does not
+    run (another node's; here one whose code no node of the cluster has) reads and
+    writes the store in a worker thread: while the database does not answer, that
+    request waits, the node's event loop (another request) does not. Real time: under
+    a ``MockClock`` the store is called in the trio thread."""
+    async with garrison.open_node(store=postgres_url) as node:
+        tool = _store_tools.open_store(postgres_url)
+        try:
+            tool.write(Transaction().create_workflow("elsewhere", "nowhere:flow", []))
+        finally:
+            tool.close()
+        host = node.hosts["workflows"]
+        store = host.store
+        assert "elsewhere" not in host.active
+        gate = threading.Event()
+        threads: list[threading.Thread] = []
+        real_write = store.write
+
+        def stalled_write(tx: Any, *args: Any, **kw: Any) -> Any:
+            if any(params[:1] == ("elsewhere",) for _op, params in tx.ops):
+                threads.append(threading.current_thread())
+                gate.wait(5)  # (a table an operator locked in psql)
+            return real_write(tx, *args, **kw)
+
+        monkeypatch.setattr(store, "write", stalled_write)
+        for action, body in [("signal", {"topic": "hi", "payload": 1}), ("cancel", {})]:
+            gate.clear()
+            threads.clear()
+            got: list[httpx.Response] = []
+            async with client(make_app(NodeBackend(node))) as c, \
+                    trio.open_nursery() as nursery:
+                await c.get("/")  # (the CSRF cookie)
+
+                async def act(c: httpx.AsyncClient = c, action: str = action,
+                              body: Any = body, got: list[httpx.Response] = got) -> None:
+                    got.append(await post(c, f"/api/workflows/elsewhere/{action}", body))
+
+                nursery.start_soon(act)
+                with trio.fail_after(3):
+                    await until(lambda: threads)
+                    # the node's loop goes on meanwhile
+                    assert (await c.get("/api/capabilities")).status_code == 200
+                assert got == [], (action, got[0].text)  # the action waits
+                gate.set()
+            assert got[0].status_code == 200, got[0].text
+            assert threading.main_thread() not in threads
+        assert [m.topic for m in store.pending_messages("elsewhere")] == ["hi"]
+        assert store.get_workflow("elsewhere").cancel_requested
+
+
+async def test_a_store_console_s_action_waits_for_the_database_off_the_event_loop(
+        store_path: str) -> None:
+    """``garrison ui``: an action writes through ``garrison._store_tools`` in a worker
+    thread: while another process holds SQLite's write lock, that request waits, the
+    console (another request) answers meanwhile. Real time: under a ``MockClock`` the
+    tools run in the trio thread."""
+    import sqlite3
+
+    async with garrison.open_node(store=store_path) as node:
+        await node.start_workflow(console_app.listening, id="l-1")
+        await until(lambda: node.workflow("l-1").status() == "waiting")
+    tool = _store_tools.open_store(store_path)
+    holder = sqlite3.connect(store_path, isolation_level=None)
+    try:
+        got: list[httpx.Response] = []
+        async with client(make_app(StoreBackend(tool))) as c:
+            await c.get("/")  # (the CSRF cookie)
+            holder.execute("BEGIN EXCLUSIVE")  # (another process writing, stuck)
+            try:
+                async with trio.open_nursery() as nursery:
+                    async def act() -> None:
+                        got.append(await post(c, "/api/workflows/l-1/signal",
+                                              {"topic": "hi", "payload": 1}))
+
+                    nursery.start_soon(act)
+                    await trio.sleep(0.3)
+                    with trio.fail_after(1):  # the console answers meanwhile
+                        assert (await c.get("/api/capabilities")).status_code == 200
+                    assert got == []  # the signal waits for the write lock
+                    holder.execute("ROLLBACK")
+            finally:
+                if holder.in_transaction:
+                    holder.execute("ROLLBACK")
+        assert got[0].status_code == 200, got[0].text
+        assert [m.topic for m in tool.pending_messages("l-1")] == ["hi"]
+    finally:
+        holder.close()
+        tool.close()
+
+
+async def _idle_process() -> None:
+    async for _ in garrison.process.inbox():
+        pass
+
+
+async def test_the_node_page_builds_only_the_processes_it_shows(
+        autojump_clock: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``GET /api/node`` on a node of many processes snapshots only the ones it shows
+    (the first ``PROCESSES_SHOWN``; the tree's from who started whom): it built a row
+    for every process, then cut (1.3 s of the event loop for 100,000 idle ones)."""
+    from garrison.console import _backend
+    from garrison.hosts import _process_host
+
+    monkeypatch.setattr(_backend, "PROCESSES_SHOWN", 50)
+    async with garrison.open_node() as node:
+        for _ in range(300):
+            await node.spawn(_idle_process)
+        total = node.stats()["processes"]
+        snapshots = [0]
+        real = _process_host._Process.info
+
+        def counted(self: Any) -> Any:
+            snapshots[0] += 1
+            return real(self)
+
+        monkeypatch.setattr(_process_host._Process, "info", counted)
+        view = NodeBackend(node).node_view()
+        assert snapshots[0] <= 50 + 5, snapshots  # (not one per process)
+        assert view["processes_total"] == total >= 300
+        assert len(view["processes"]) == 50
+        assert [p["pid"] for p in view["processes"]] == [
+            str(i.pid) for i in node.processes()[:50]]
+
+        def count(rows: list[dict[str, Any]]) -> int:
+            return sum(1 + count(r["children"]) for r in rows)
+
+        assert count(view["tree"]) == 50

@@ -877,3 +877,30 @@ def test_a_node_lock_held_alone_is_store_locked_not_a_wait_without_end(
             PostgresStore(pg).close()  # held for a moment: waited for
         finally:
             timer.join()
+
+
+def test_libpq_s_socket_url_form_and_ipv6_hosts_in_messages(postgres_server: Any) -> None:
+    """``postgresql:///dbname?host=/socket/dir&port=N`` (libpq's standard form for a
+    Unix-domain socket, an empty host) opens the store (urlunsplit made it
+    ``postgresql:/dbname``, which libpq refused); a message names it in that form, its
+    password masked, and an IPv6 host keeps its brackets."""
+    server = postgres_server
+    url = (f"postgresql:///postgres?host={server.sockdir}&port={server.port}"
+           "&user=postgres&schema=sock_form")
+    store = PostgresStore(url)
+    try:
+        assert store.path == (f"postgresql://postgres@/postgres?host={server.sockdir}"
+                              f"&port={server.port}&schema=sock_form")
+        store.write(Transaction().create_workflow("w1", "app:flow", []))
+        assert store.get_workflow("w1") is not None
+    finally:
+        store.close()
+    with pytest.raises(StoreError) as info:  # (a database that does not exist)
+        PostgresStore(f"postgresql://:s3cret-pw@/no_such_db?host={server.sockdir}"
+                      f"&port={server.port}&user=postgres")
+    assert "s3cret-pw" not in str(info.value)
+    assert f"postgresql://postgres@/no_such_db?host={server.sockdir}" in str(info.value)
+    with socket_closed_port() as port, pytest.raises(StoreError) as info:
+        PostgresStore(f"postgresql://ann:s3cret-pw@[::1]:{port}/db")
+    assert f"postgresql://ann@[::1]:{port}/db" in str(info.value)
+    assert "s3cret-pw" not in str(info.value)

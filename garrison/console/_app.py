@@ -29,7 +29,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from .._errors import PayloadError, StoreError
-from .._store_tools import ToolError, check_rejection, check_topic, standard_json
+from .._store_tools import ToolError, check_name, check_rejection, check_topic, standard_json
 from ._backend import ApiError, Backend, parse_search, parse_statuses, strict_json
 from ._security import (
     CSRF_COOKIE,
@@ -173,6 +173,7 @@ def make_app(backend: Backend, *, token: str | None = None, loopback: bool = Tru
 
     async def api_resolve(request: Request) -> Response:
         wid, name = await promise_target(request)
+        name = _checked(check_name, name)  # (as the command line: before the store)
         body = await _body(request, "resolve", ("value",), required=("value",))
         await backend.resolve(wid, name, body["value"], _host(request))
         return await _json(request, {"ok": True, "workflow_id": wid, "promise": name,
@@ -180,6 +181,7 @@ def make_app(backend: Backend, *, token: str | None = None, loopback: bool = Tru
 
     async def api_reject(request: Request) -> Response:
         wid, name = await promise_target(request)
+        name = _checked(check_name, name)
         body = await _body(request, "reject", ("message",))
         message = _checked(check_rejection, body.get("message"))
         await backend.reject(wid, name, message, _host(request))

@@ -29,7 +29,7 @@ from .. import _store_tools as tools
 from .._errors import NoSuchWorkflow, PromiseAlreadyCompleted
 from .._store_tools import strict_json
 from ..actors._values import Pid
-from ..persistence import WorkflowStatus
+from ..persistence import WorkflowStatus, run_blocking
 
 __all__ = ["ApiError", "Backend", "NodeBackend", "StoreBackend", "strict_json"]
 
@@ -42,6 +42,8 @@ PROMISES_SHOWN = 500
 STATE_SHOWN = 500
 #: the processes the node page lists at most
 PROCESSES_SHOWN = 2000
+#: the actions of a store console written at once (each in a worker thread)
+ACTIONS_AT_ONCE = 4
 #: the children of one workflow listed at most
 CHILDREN_SHOWN = 500
 #: the store rows one page of a live status filter reads at most (a page whose rows
@@ -546,6 +548,9 @@ class StoreBackend(Backend):
     def __init__(self, store: Any, *, owned: bool = False) -> None:
         self.store = store
         self._owned = owned
+        #: the actions' worker threads: a few at a time (a stalled database holds up
+        #: these, not the threads the reads and static files take)
+        self._actions = trio.CapacityLimiter(ACTIONS_AT_ONCE)
 
     def close(self) -> None:
         if self._owned:
@@ -554,36 +559,34 @@ class StoreBackend(Backend):
     async def signal(self, workflow_id: str, topic: str, payload: Any,
                      host: str | None = None) -> dict[str, Any]:
         await self._acting_on(workflow_id, "signal", host)
-        msg_id = self._tool(tools.signal, workflow_id, topic, payload)
-        await trio.lowlevel.checkpoint()
+        msg_id = await self._tool(tools.signal, workflow_id, topic, payload)
         return {"message_id": msg_id}
 
     async def resolve(self, workflow_id: str, promise: str, value: Any,
                       host: str | None = None) -> None:
         await self._acting_on(workflow_id, "resolve a promise of", host)
-        self._tool(tools.resolve, workflow_id, promise, value)
-        await trio.lowlevel.checkpoint()
+        await self._tool(tools.resolve, workflow_id, promise, value)
 
     async def reject(self, workflow_id: str, promise: str, message: str,
                      host: str | None = None) -> None:
         await self._acting_on(workflow_id, "reject a promise of", host)
-        self._tool(tools.reject, workflow_id, promise, message)
-        await trio.lowlevel.checkpoint()
+        await self._tool(tools.reject, workflow_id, promise, message)
 
     async def cancel(self, workflow_id: str, host: str | None = None) -> None:
         await self._acting_on(workflow_id, "cancel", host)
-        self._tool(tools.cancel, workflow_id)
-        await trio.lowlevel.checkpoint()
+        await self._tool(tools.cancel, workflow_id)
 
     async def retry(self, workflow_id: str, host: str | None = None) -> str:
         await self._retryable(workflow_id, host)
-        note: str = self._tool(tools.retry, workflow_id)
-        await trio.lowlevel.checkpoint()
+        note: str = await self._tool(tools.retry, workflow_id)
         return note
 
-    def _tool(self, fn: Any, *args: Any) -> Any:
+    async def _tool(self, fn: Any, *args: Any) -> Any:
+        """``fn(store, *args)`` (a function of ``garrison._store_tools``) in a worker
+        thread: a write that waits for the database (another process holding SQLite's
+        write lock, a locked PostgreSQL table) holds up this request, not the console."""
         try:
-            return fn(self.store, *args)
+            return await run_blocking(partial(fn, self.store, *args), limiter=self._actions)
         except tools.ToolError as exc:
             raise ApiError(409 if exc.code == 1 else 400, str(exc)) from None
         except NoSuchWorkflow as exc:  # deleted between our read and our write
@@ -660,6 +663,8 @@ class NodeBackend(Backend):
             await self._handle(workflow_id, name).promise(promise).resolve(value)
         except PromiseAlreadyCompleted as exc:
             raise ApiError(409, str(exc)) from None
+        except ValueError as exc:  # a name no workflow can declare (too long)
+            raise ApiError(400, str(exc)) from None
 
     async def reject(self, workflow_id: str, promise: str, message: str,
                      host: str | None = None) -> None:
@@ -668,6 +673,8 @@ class NodeBackend(Backend):
             await self._handle(workflow_id, name).promise(promise).reject(message)
         except PromiseAlreadyCompleted as exc:
             raise ApiError(409, str(exc)) from None
+        except ValueError as exc:  # a name no workflow can declare (too long)
+            raise ApiError(400, str(exc)) from None
 
     async def cancel(self, workflow_id: str, host: str | None = None) -> None:
         name = await self._acting_on(workflow_id, "cancel", host)
@@ -688,32 +695,49 @@ class NodeBackend(Backend):
                  for key, value in node.stats().items()}
         services = node.services()
         service_of = {str(s.pid): s.id for s in services if s.pid is not None}
-        infos = node.processes()
-        live = {str(info.pid) for info in infos}
+        # only what the page shows is built (a node may run 100,000 processes): the
+        # first PROCESSES_SHOWN snapshots, and the tree from every (pid, parent) pair,
+        # a snapshot only for the processes it shows
+        hosts = [h for h in node.hosts.values() if hasattr(h, "process_infos")]
+        total = sum(h.live_count() for h in hosts)
+        infos: list[Any] = []
+        for h in hosts:
+            if len(infos) >= PROCESSES_SHOWN:
+                break
+            infos.extend(h.process_infos(PROCESSES_SHOWN - len(infos)))
         rows = [{"pid": str(i.pid), "label": i.label,
                  "parent": str(i.parent) if i.parent else None,
                  "service": service_of.get(str(i.pid)),
                  "queued": i.queued, "events": i.events, "names": list(i.names),
                  "links": sorted(map(str, i.links)), "monitors": sorted(map(str, i.monitors)),
                  "trap_links": i.trap_links} for i in infos]
-        children: dict[str | None, list[dict[str, Any]]] = {}
-        for row in rows:
-            parent = row["parent"] if row["parent"] in live else None
-            children.setdefault(parent, []).append(row)
+        pairs = [pair for h in hosts for pair in h.process_parents()]
+        live = {pid for pid, _ in pairs}
+        children: dict[Pid | None, list[Pid]] = {}
+        for pid, parent in pairs:
+            children.setdefault(parent if parent in live else None, []).append(pid)
+        known = {i.pid: i for i in infos}
+
+        def info_of(pid: Pid) -> Any:
+            info = known.get(pid)
+            if info is None:
+                info = node.hosts[pid.host].process_info(pid)
+            return info
 
         # iterative (a chain of spawns may be deeper than Python's recursion limit)
         roots: list[dict[str, Any]] = []
-        stack: list[tuple[str | None, list[dict[str, Any]]]] = [(None, roots)]
+        stack: list[tuple[Pid | None, list[dict[str, Any]]]] = [(None, roots)]
         budget = PROCESSES_SHOWN
         while stack and budget > 0:
             parent, into = stack.pop()
-            for row in children.get(parent, ())[:budget]:
+            for pid in children.get(parent, ())[:budget]:
                 budget -= 1
-                node_row = {"pid": row["pid"], "label": row["label"],
-                            "service": row["service"], "queued": row["queued"],
+                info = info_of(pid)
+                node_row = {"pid": str(pid), "label": info.label,
+                            "service": service_of.get(str(pid)), "queued": info.queued,
                             "children": []}
                 into.append(node_row)
-                stack.append((row["pid"], node_row["children"]))
+                stack.append((pid, node_row["children"]))
 
         return {
             "node": {"store": self.store.path, "hosts": sorted(node.hosts),
@@ -723,7 +747,7 @@ class NodeBackend(Backend):
                           "pid": str(s.pid) if s.pid else None, "restarts": s.restarts,
                           "last_error": str(s.last_error) if s.last_error else None}
                          for s in services],
-            "processes": rows[:PROCESSES_SHOWN],
-            "processes_total": len(rows),
+            "processes": rows,
+            "processes_total": total,
             "tree": roots,
         }

@@ -9,6 +9,7 @@ between those objects; anything that leaves this host goes through the node.
 from __future__ import annotations
 
 import collections
+import itertools
 import logging
 import os
 import sys
@@ -691,9 +692,18 @@ class ProcessHost:
             return ProcessInfo(pid=pid, alive=False)
         return proc.info()
 
-    def process_infos(self) -> list[ProcessInfo]:
-        """A snapshot of every live process of this host, in start order."""
-        return [proc.info() for proc in list(self.procs.values())]
+    def process_infos(self, limit: int | None = None) -> list[ProcessInfo]:
+        """A snapshot of every live process of this host, in start order (the first
+        ``limit`` of them)."""
+        procs = self.procs.values()
+        if limit is not None:
+            return [proc.info() for proc in itertools.islice(procs, max(limit, 0))]
+        return [proc.info() for proc in list(procs)]
+
+    def process_parents(self) -> list[tuple[Pid, Pid | None]]:
+        """``(pid, parent)`` of every live process of this host, in start order: the
+        tree of who started whom, without a snapshot of each (cheap for many)."""
+        return [(pid, proc.parent) for pid, proc in self.procs.items()]
 
     def inbox_stats(self) -> tuple[int, int, Pid | None]:
         """(items waiting in all inboxes, the most waiting at one process, its pid)."""

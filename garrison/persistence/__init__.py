@@ -24,11 +24,13 @@ from .._errors import (
     StoreLocked,
     StoreVersionError,
 )
+from ._blocking import run_blocking
 from ._converter import LEAF_TEXT, RawJson, from_json, structure, to_json, unstructure
 from ._group_commit import Busy
 from ._records import (
     FINAL_STATUSES,
     MAX_TIME,
+    DamagedRecord,
     InboxRecord,
     JournalRecord,
     PromiseRecord,
@@ -58,6 +60,7 @@ __all__ = [
     "MAX_TIME",
     "SCHEMA_VERSION",
     "Busy",
+    "DamagedRecord",
     "DedupKeyTaken",
     "InboxRecord",
     "JournalRecord",
@@ -89,6 +92,7 @@ __all__ = [
     "open_store",
     "parse_status",
     "requested_attempt",
+    "run_blocking",
     "structure",
     "to_json",
     "unstructure",

@@ -68,7 +68,6 @@ import json
 import os
 import re
 import socket
-import sys
 import threading
 import time as _time
 import urllib.parse
@@ -86,6 +85,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from .._errors import StoreError, StoreLocked
 from ..actors._values import Pid
 from . import _pg_cluster, _pg_schema, is_postgres_url
+from ._blocking import virtual_clock as _virtual_clock
 from ._converter import check_search_filters, search_json
 from ._file import mask_password
 from ._group_commit import Busy, CommitRequest, GroupCommit, Strategy, fail_all, runnable_tasks
@@ -138,13 +138,6 @@ _OK = (pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK)
 _BAD = pq.ConnStatus.BAD
 
 
-def _virtual_clock() -> bool:
-    """True under trio's ``MockClock``. (Not imported by this module: ``trio.testing``
-    imports pytest where it is installed; a clock of it exists only once it is imported.)"""
-    testing = sys.modules.get("trio.testing")
-    return testing is not None and isinstance(trio.lowlevel.current_clock(), testing.MockClock)
-
-
 # ------------------------------------------------------------------ the URL
 def _parse(url: str, schema: str | None) -> tuple[dict[str, str], str, str]:
     """``(libpq parameters, schema, display name)``; ``ValueError`` says what is wrong."""
@@ -172,19 +165,30 @@ def _parse(url: str, schema: str | None) -> tuple[dict[str, str], str, str]:
     if (not isinstance(chosen, str) or not chosen or len(chosen.encode()) > 63
             or "\x00" in chosen or "$" in chosen):
         raise ValueError(f"invalid schema name {chosen!r}: 1 to 63 bytes, no NUL and no '$'")
-    bare = urllib.parse.urlunsplit(parts._replace(query=rest))
+    # (the URL as written, its query replaced: urlunsplit would turn libpq's
+    # postgresql:///dbname, an empty host, into postgresql:/dbname)
+    bare = url.partition("#")[0].partition("?")[0] + (f"?{rest}" if rest else "")
     try:
         parsed = conninfo_to_dict(bare)
     except psycopg.Error as exc:
         raise ValueError(f"invalid PostgreSQL URL {_display_raw(url)!r}: {exc}") from None
     params = {k: str(v) for k, v in parsed.items() if v is not None}
-    host = params.get("host") or "localhost"
+    host = params.get("host") or ""
     port = params.get("port") or "5432"
     user = params.get("user")
     dbname = params.get("dbname") or user or ""
-    shown = f"postgresql://{user + '@' if user else ''}{host}:{port}/{dbname}"
+    if not host or host.startswith(("/", "@")):
+        # libpq's default (a Unix-domain socket) or a socket's directory: shown as the
+        # postgresql:///dbname form libpq takes, the directory as a query parameter
+        shown = (f"postgresql://{user + '@' if user else ''}/{dbname}"
+                 + (f"?host={host}&port={port}" if host else
+                    f"?port={port}" if params.get("port") else ""))
+    else:
+        if ":" in host:  # an IPv6 address
+            host = f"[{host}]"
+        shown = f"postgresql://{user + '@' if user else ''}{host}:{port}/{dbname}"
     if chosen != _pg_schema.DEFAULT_SCHEMA:
-        shown += f"?schema={chosen}"
+        shown += f"{'&' if '?' in shown else '?'}schema={chosen}"
     return params, chosen, shown
 
 

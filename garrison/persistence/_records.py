@@ -24,6 +24,7 @@ from ._converter import structure
 __all__ = [
     "FINAL_STATUSES",
     "MAX_TIME",
+    "DamagedRecord",
     "InboxRecord",
     "JournalRecord",
     "PromiseRecord",
@@ -155,7 +156,15 @@ class WorkflowRecord:
 
     @classmethod
     def from_row(cls, row: Sequence[Any]) -> WorkflowRecord:
-        """Build from a row in :attr:`COLUMNS` order."""
+        """Build from a row in :attr:`COLUMNS` order; :class:`DamagedRecord` naming the
+        workflow and the column for a JSON column that holds no JSON."""
+        try:
+            return cls._from_row(row)
+        except json.JSONDecodeError as exc:
+            raise DamagedRecord.of(row, exc) from None
+
+    @classmethod
+    def _from_row(cls, row: Sequence[Any]) -> WorkflowRecord:
         (wid, name, status, inp, result, error, parent, run_id, attempt, host,
          created, updated, search, memo, cancel, trace) = row  # fmt: skip
         return cls(
@@ -176,6 +185,38 @@ class WorkflowRecord:
             bool(cancel),
             _json(trace),
         )
+
+
+class DamagedRecord(json.JSONDecodeError):
+    """A workflow's row whose JSON column (input, result, error, search, memo, trace)
+    holds no JSON (a damaged store, or one edited by hand): names the workflow
+    (``workflow_id``) and the column; ``created``: the row's ``created`` (unix seconds),
+    to page on past it. A ``json.JSONDecodeError``, as a read met it."""
+
+    #: the JSON columns of a workflow's row, by their index in ``COLUMNS`` order
+    JSON_COLUMNS: ClassVar[dict[int, str]] = {3: "input", 4: "result", 5: "error",
+                                              12: "search", 13: "memo", 15: "trace"}
+
+    workflow_id: str
+    column: str
+    created: float | None
+
+    @classmethod
+    def of(cls, row: Sequence[Any], exc: json.JSONDecodeError) -> DamagedRecord:
+        column = "JSON"
+        for index, name in cls.JSON_COLUMNS.items():
+            if isinstance(row[index], str | bytes):
+                try:
+                    json.loads(row[index])
+                except ValueError:
+                    column = name
+                    break
+        damaged = cls(exc.msg, exc.doc, exc.pos)
+        damaged.workflow_id, damaged.column = str(row[0]), column
+        damaged.created = row[10] if isinstance(row[10], int | float) else None
+        damaged.args = (f"workflow {damaged.workflow_id!r}: its {column} is not JSON "
+                        f"({exc})",)
+        return damaged
 
 
 @attrs.frozen(slots=True)

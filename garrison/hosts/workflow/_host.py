@@ -47,6 +47,7 @@ from ...persistence import (
     WorkflowRecord,
     WorkflowStatus,
     no_match,
+    run_blocking,
     to_json,
 )
 from .._kernel import Caller, NodeContext, exit_fan_out, linked_failure, noproc
@@ -62,7 +63,7 @@ from ._codec import (
 )
 from ._core import added
 from ._elsewhere import Elsewhere
-from ._ids import check_key_size, check_text, check_workflow_id
+from ._ids import MAX_KEY_BYTES, check_key_size, check_text, check_workflow_id
 from ._inbox import InboxItem, exit_id
 from ._instance import ActiveWorkflows, WorkflowInstance
 from ._journal import JournalKind, event_to_plain, message_to_plain
@@ -301,6 +302,11 @@ class WorkflowHost:
         time); a waiting workflow wakes up."""
         if no_match((wid,), nul=True):
             raise NoSuchWorkflow(wid)  # (no store keeps such an id: none has it)
+        if len(name) * 4 > MAX_KEY_BYTES and await run_blocking(
+                self.store.get_promise, wid, name) is None:
+            # over the limit and not declared (an older garrison's store may hold one
+            # it declared): no workflow can declare it, and no index can hold it
+            check_key_size(name, "a promise name")
         if status == "resolved":
             text = to_json(value, what=f"the value of promise {name!r}")
             tx = Transaction().resolve_promise(wid, name, RawJson(text))
@@ -693,16 +699,19 @@ class WorkflowHost:
         if self.client or (pid.id not in self.active and (
                 not self.resumed or self.ownership is not None)):
             # not running here: into the inbox (in a cluster, its node is woken)
-            record = self.store.get_workflow(pid.id)
-            if record is None or WorkflowStatus(record.status).finished:
-                await trio.lowlevel.checkpoint()
-                return False
             payload = RawJson(text) if text is not None else msg.payload
-            self.store.write(Transaction().deliver(pid.id, msg.topic, payload, msg_id=msg.id,
-                                                   sender=msg.sender, call_ref=msg.call_ref,
-                                                   time=self.clock.now(), trace=msg.trace))
+            tx = Transaction().deliver(pid.id, msg.topic, payload, msg_id=msg.id,
+                                       sender=msg.sender, call_ref=msg.call_ref,
+                                       time=self.clock.now(), trace=msg.trace)
+            if self.client or self.ownership is not None:
+                # another node's workflow (or one waiting to be claimed): the store is
+                # read and written in a worker thread, so a slow or stalled database
+                # holds up this sender, not the node's event loop
+                return await run_blocking(self._deliver_stored, pid.id, tx)
+            # (before this host resumed: at once, so that resume() reads it)
+            delivered = self._deliver_stored(pid.id, tx)
             await trio.lowlevel.checkpoint()
-            return True
+            return delivered
         wf = self.active.get(pid.id)
         if wf is None:
             await trio.lowlevel.checkpoint()
@@ -723,6 +732,16 @@ class WorkflowHost:
             wf.push(InboxItem(row_id, False, message_to_plain(
                 Message(msg.topic, plain_payload, msg.sender, msg.id, msg.call_ref, msg.trace)),
                 now))
+        return True
+
+    def _deliver_stored(self, wid: str, tx: Transaction) -> bool:
+        """Write ``tx`` (a message) to the inbox of the store's workflow ``wid``, which
+        this host does not run; False if the store has no such unfinished workflow.
+        Blocking: see :meth:`deliver_durable`."""
+        record = self.store.get_workflow(wid)
+        if record is None or WorkflowStatus(record.status).finished:
+            return False
+        self.store.write(tx)
         return True
 
     async def call(self, caller: Caller, pid: Pid, topic: str, payload: Any,
@@ -1063,7 +1082,12 @@ class WorkflowHost:
         return True
 
     async def cancel_workflow(self, wid: str) -> bool:
-        """``handle.cancel()``: :meth:`request_cancel`, returning once it is committed."""
+        """``handle.cancel()``: :meth:`request_cancel`, returning once it is committed.
+        For a workflow another node runs (or a client's), the store is read and written
+        in a worker thread: a slow database holds up the caller, not the event loop."""
+        if self.client or (self.ownership is not None and wid not in self.active):
+            cancelled: bool = await run_blocking(self.request_cancel_stored, wid)
+            return cancelled
         if not self.request_cancel(wid):
             return False
         if not self.client:
@@ -1242,7 +1266,12 @@ class WorkflowHost:
             status, result_json, error, name = self.finished[wid]
             await trio.lowlevel.checkpoint()
         else:
-            record = self.store.get_workflow(wid)
+            # (the store read in a worker thread: a slow database holds up this caller,
+            # not the node's event loop)
+            here = self.active.get(wid)  # (one moving to another node, or None)
+            record = await run_blocking(self.store.get_workflow, wid)
+            if self.active.get(wid) is not here or wid in self.finished:
+                return await self.result(wid, hint)  # it came (or ended) here meanwhile
             if record is None:
                 raise NoSuchWorkflow(wid)
             status = WorkflowStatus(record.status)
@@ -1254,7 +1283,7 @@ class WorkflowHost:
                                    and status is not WorkflowStatus.BLOCKED)
                    ) and not status.finished:
                 await trio.sleep(0.02)  # another node runs it: watch the store
-                record = self.store.get_workflow(wid)
+                record = await run_blocking(self.store.get_workflow, wid)
                 assert record is not None
                 status = WorkflowStatus(record.status)
             if not status.finished:
@@ -1278,6 +1307,21 @@ class WorkflowHost:
             raise WorkflowCancelled(f"workflow {wid!r} was cancelled")
         assert error is not None
         raise WorkflowFailed(wid, error)
+
+    async def read_status(self, wid: str) -> WorkflowStatus:
+        """:meth:`status`, the store read (for a workflow not running here) in a worker
+        thread: a slow or stalled database holds up the caller, not the event loop."""
+        wf = self.active.get(wid)
+        if wf is not None:
+            await trio.lowlevel.checkpoint()
+            return wf.status
+        if wid in self.finished:
+            await trio.lowlevel.checkpoint()
+            return self.finished[wid][0]
+        record = await run_blocking(self.store.get_workflow, wid)
+        if record is None:
+            raise NoSuchWorkflow(wid)
+        return WorkflowStatus(record.status)
 
     def status(self, wid: str) -> WorkflowStatus:
         wf = self.active.get(wid)

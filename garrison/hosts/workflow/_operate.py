@@ -39,7 +39,14 @@ import trio
 
 from ..._errors import DedupKeyTaken, NoSuchWorkflow, WorkflowMoved
 from ...actors._values import ErrorInfo, Event, EventKind, Pid
-from ...persistence import OperatorTransaction, RawJson, Transaction, WorkflowStatus
+from ...persistence import (
+    OperatorTransaction,
+    RawJson,
+    Transaction,
+    WorkflowStatus,
+    run_blocking,
+)
+from ._ids import check_text
 from ._inbox import exit_id
 from ._journal import JournalKind, error_from_plain, event_to_plain
 from ._recovery import refresh, request_transaction
@@ -74,6 +81,7 @@ def check_reason(reason: object) -> str:
     if not reason.strip():
         raise ValueError(f"a terminate reason must say why: got {reason!r} (leave the "
                          "reason out for the default one)")
+    check_text(reason, "a terminate reason")  # (NUL, a lone surrogate: no store keeps it)
     return reason
 
 
@@ -236,14 +244,16 @@ async def retry_workflow(host: WorkflowHost, wid: str) -> str:
     docs); what happens, in words. ``ValueError`` for a workflow in another status,
     ``NoSuchWorkflow`` for an unknown id."""
     store = host.store
-    record = store.get_workflow(wid)
+    # (the store's reads in a worker thread: a slow database holds up the caller, not
+    # the node's event loop)
+    record = await run_blocking(store.get_workflow, wid)
     if record is None:
         raise NoSuchWorkflow(wid)
     wf = host.active.get(wid)
     if wf is not None and not wf.done.is_set():
         raise ValueError(f"cannot retry workflow {wid!r}: it is {wf.status} (only a failed "
                          "or blocked workflow can be retried)")
-    tx, note = retry_transaction(store, record)
+    tx, note = await run_blocking(retry_transaction, store, record)
     try:
         await store.commit(tx)
     except DedupKeyTaken as taken:
