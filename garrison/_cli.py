@@ -164,7 +164,7 @@ def _load_callable(target: str) -> Any:
     if not spec_path:
         raise _NoRoot("no TARGET: expected a config (app.yaml), a script (script.py) or "
                       "module:function")
-    runs = _node.runs
+    ran_before = len(_node.ran)
     try:
         with exit_is_import_error(spec_path):
             if is_script(spec_path):
@@ -189,16 +189,18 @@ def _load_callable(target: str) -> Any:
         raise _NoRoot(f"cannot import {spec_path!r}: {type(exc).__name__}: {exc}"
                       f"{_raised_at(exc)}") from None
     name = func or "main"
-    if _node.runs != runs:  # a script without the guard: ``python script.py`` semantics
-        raise _RanOnImport(
-            f"{spec_path} calls garrison.run() when it is imported (it has no 'if __name__ "
-            "== \"__main__\":' guard), so it ran there, without this command's options "
-            f"(--store, --ui, ...), and {name} is not run again; put that call under the "
-            "guard")
     try:
         root = getattr(module, name)
     except AttributeError:
         raise _NoRoot(f"{target!r} has no function {name!r}") from None
+    if any(fn is root for fn in _node.ran[ran_before:]):
+        # a script without the guard (``python script.py`` semantics): its import ran
+        # this very target (a garrison.run of another function at import is not it)
+        raise _RanOnImport(
+            f"{spec_path} calls garrison.run({name}) when it is imported (it has no 'if "
+            "__name__ == \"__main__\":' guard), so it ran there, without this command's "
+            f"options (--store, --ui, ...), and is not run again; put that call under the "
+            "guard")
     try:
         check_target(root)
     except TypeError:

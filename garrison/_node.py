@@ -738,9 +738,9 @@ def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
     return out
 
 
-#: how many times :func:`run` was called in this process (``garrison run script.py``
-#: tells from it that importing the script ran a node already)
-runs = 0
+#: the root functions :func:`run` ran in this process, oldest first (``garrison run
+#: script.py`` tells from it that importing the script ran its target already)
+ran: list[Callable[..., Any]] = []
 
 
 def run(main: Callable[..., Any], *args: Any, config: Any = None, store: Any = None,
@@ -757,8 +757,7 @@ def run(main: Callable[..., Any], *args: Any, config: Any = None, store: Any = N
 
     >>> garrison.run(main, "hello")
     """
-    global runs
-    runs += 1
+    ran.append(main)
 
     async def root() -> Any:
         async with open_node(config=config, store=store, inbox_warning=inbox_warning,

@@ -141,10 +141,24 @@ def test_a_script_that_runs_its_node_when_imported_is_not_run_twice(tmp_path: Pa
     assert done.returncode == 0, done.stderr
     assert done.stdout == "main runs\n42\n"
     assert done.stderr == (
-        "garrison run: warning: job.py calls garrison.run() when it is imported (it has no "
-        "'if __name__ == \"__main__\":' guard), so it ran there, without this command's "
-        "options (--store, --ui, ...), and main is not run again; put that call under the "
+        "garrison run: warning: job.py calls garrison.run(main) when it is imported (it has "
+        "no 'if __name__ == \"__main__\":' guard), so it ran there, without this command's "
+        "options (--store, --ui, ...), and is not run again; put that call under the "
         "guard\n")
+    # a run at import of another function is not the target's: the target runs
+    (tmp_path / "setup_first.py").write_text(textwrap.dedent("""
+        import garrison
+        async def setup():
+            print("setup runs")
+        garrison.run(setup)
+        async def main():
+            print("main runs")
+        async def report():
+            print("report runs")
+    """))
+    for target, ran in (("setup_first.py", "main"), ("setup_first:report", "report")):
+        done = cli("run", target, cwd=tmp_path)
+        assert (done.returncode, done.stdout) == (0, f"setup runs\n{ran} runs\n"), done
     (tmp_path / "guarded.py").write_text(textwrap.dedent("""
         import garrison
         async def main():

@@ -707,7 +707,9 @@ class WorkflowHost:
                 # another node's workflow (or one waiting to be claimed): the store is
                 # read and written in a worker thread, so a slow or stalled database
                 # holds up this sender, not the node's event loop
-                return await run_blocking(self._deliver_stored, pid.id, tx)
+                delivered: bool = await run_blocking(self._deliver_stored, pid.id, tx)
+                self._claimed_meanwhile(pid.id)
+                return delivered
             # (before this host resumed: at once, so that resume() reads it)
             delivered = self._deliver_stored(pid.id, tx)
             await trio.lowlevel.checkpoint()
@@ -733,6 +735,13 @@ class WorkflowHost:
                 Message(msg.topic, plain_payload, msg.sender, msg.id, msg.call_ref, msg.trace)),
                 now))
         return True
+
+    def _claimed_meanwhile(self, wid: str) -> None:
+        """A write for ``wid`` made in a worker thread while this host did not run it has
+        returned: if this host claimed it meanwhile, its load may predate the write
+        (which wrote no wakeup once this node owned it), so it reads the store again."""
+        if wid in self.active:
+            refresh(self, wid)
 
     def _deliver_stored(self, wid: str, tx: Transaction) -> bool:
         """Write ``tx`` (a message) to the inbox of the store's workflow ``wid``, which
@@ -1087,6 +1096,7 @@ class WorkflowHost:
         in a worker thread: a slow database holds up the caller, not the event loop."""
         if self.client or (self.ownership is not None and wid not in self.active):
             cancelled: bool = await run_blocking(self.request_cancel_stored, wid)
+            self._claimed_meanwhile(wid)
             return cancelled
         if not self.request_cancel(wid):
             return False
