@@ -1,4 +1,4 @@
--- The SQLite store's schema (version 8) as sqlite_master holds it, written by the
+-- The SQLite store's schema (version 9) as sqlite_master holds it, written by the
 -- store of version 0.1 (tables of versions 1, 2 and 4 made by sqlite-utils). A store
 -- created now must hold the same text: see test_persistence.py.
 
@@ -37,7 +37,7 @@ CREATE TABLE "inbox" (
    "call_ref" TEXT,
    "created" REAL NOT NULL,
    "consumed_seq" INTEGER
-, trace TEXT);
+, trace TEXT, reply TEXT);
 -- table journal
 CREATE TABLE "journal" ( workflow_id TEXT NOT NULL REFERENCES workflows(workflow_id), seq INTEGER NOT NULL, kind TEXT NOT NULL, name TEXT NOT NULL DEFAULT '', outcome TEXT NOT NULL DEFAULT 'null', attempts INTEGER NOT NULL DEFAULT 1, time REAL NOT NULL, PRIMARY KEY (workflow_id, seq)) WITHOUT ROWID;
 -- table monitors
