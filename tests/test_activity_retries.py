@@ -31,20 +31,22 @@ async def _calls(how: str) -> str:
     return await _down(how)
 
 
-def _timers(db: str, wid: str) -> list[Any]:
+def _read(db: str, what: str, wid: str) -> list[Any]:
+    """The store's ``timers`` or ``journal`` of ``wid``, read with the node closed."""
     store = SQLiteStore(db)
     try:
-        return store.timers(wid)
+        rows: list[Any] = getattr(store, what)(wid)
+        return rows
     finally:
         store.close()
+
+
+def _timers(db: str, wid: str) -> list[Any]:
+    return _read(db, "timers", wid)
 
 
 def _journal(db: str, wid: str) -> list[Any]:
-    store = SQLiteStore(db)
-    try:
-        return store.journal(wid)
-    finally:
-        store.close()
+    return _read(db, "journal", wid)
 
 
 @pytest.mark.parametrize("how", ["call", "started"])
