@@ -193,9 +193,10 @@ def _load_callable(target: str) -> Any:
         root = getattr(module, name)
     except AttributeError:
         raise _NoRoot(f"{target!r} has no function {name!r}") from None
-    if any(fn is root for fn in _node.ran[ran_before:]):
+    if any(getattr(fn, "func", fn) is root for fn in _node.ran[ran_before:]):
         # a script without the guard (``python script.py`` semantics): its import ran
-        # this very target (a garrison.run of another function at import is not it)
+        # this very target, or a functools.partial of it (a garrison.run of another
+        # function at import is not it)
         raise _RanOnImport(
             f"{spec_path} calls garrison.run({name}) when it is imported (it has no 'if "
             "__name__ == \"__main__\":' guard), so it ran there, without this command's "

@@ -159,6 +159,16 @@ def test_a_script_that_runs_its_node_when_imported_is_not_run_twice(tmp_path: Pa
     for target, ran in (("setup_first.py", "main"), ("setup_first:report", "report")):
         done = cli("run", target, cwd=tmp_path)
         assert (done.returncode, done.stdout) == (0, f"setup runs\n{ran} runs\n"), done
+    # a functools.partial of the target is the target
+    (tmp_path / "partial_job.py").write_text(textwrap.dedent("""
+        import functools, garrison
+        async def main(who="world"):
+            print("main ran", who)
+        garrison.run(functools.partial(main, "import"))
+    """))
+    done = cli("run", "partial_job.py", cwd=tmp_path)
+    assert (done.returncode, done.stdout) == (0, "main ran import\n"), done
+    assert "is not run again" in done.stderr
     (tmp_path / "guarded.py").write_text(textwrap.dedent("""
         import garrison
         async def main():

@@ -384,11 +384,13 @@ def _requested(host: WorkflowHost, record: WorkflowRecord, wf: WorkflowInstance 
         wf.exited.set()
         host.start_soon(end_requested, host, wf)
         return
-    taken = wf.requests_taken or ()
+    # (requests it was loaded with end it already: ``end_requested`` is scheduled, and a
+    # refresh before it runs must not end it a second time)
+    taken = {*(wf.requests_taken or ()), *(r.id for r in wf.requests)}
     new = [r for r in requests if r.id not in taken]
     if not new:
         return  # seen before: it is ending by them
-    if wf.requests_taken:  # ending by an earlier request already: these ask nothing more
+    if taken:  # ending by an earlier request already: these ask nothing more
         discard_requests(host, wid, new)
         return
     wf.requests = new
