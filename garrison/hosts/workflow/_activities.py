@@ -339,8 +339,8 @@ class Activities(WorkflowCore):
             # their own: one object less held by each step waiting for its batch
             tx = Transaction()
             self.record(tx, seq, _ACTIVITY, name, '{"ok":' + text + "}", attempt)
-            if self.timers and seq in self.timers:
-                self._retried(tx, seq)
+            if self.timers:
+                self.drop_timer(tx, seq)  # (its retry timer, if it waited to retry)
             try:  # (_committing and _yield inline)
                 await (self.store.commit(tx) if not _observe.active
                        else _observe.workflow_commit(self, tx))
@@ -493,7 +493,7 @@ class Activities(WorkflowCore):
         failed) holds the count and when the next attempt is due: a node that loads the
         workflow after a crash goes on from there (``resumed``: ``retrying``), so a crash
         neither resets ``max_attempts`` nor skips the backoff under way. The outcome's
-        record drops it (``_retried``).
+        record drops it (``drop_timer``).
 
         A stand-in the host holds for ``name`` (``garrison.testing``'s ``mock_activity``)
         runs instead, once: its outcome is final."""
@@ -598,19 +598,11 @@ class Activities(WorkflowCore):
             return None
         return retry[0], deadline
 
-    def _retried(self, tx: Transaction, seq: int) -> None:
-        """The outcome of the activity at ``seq`` is recorded in ``tx``: its retry timer
-        goes with it."""
-        if self.timers.pop(seq, None) is not None:
-            tx.remove_timer(self.wid, seq)
-            if self.timer_kinds:
-                self.timer_kinds.pop(seq, None)
-
     async def _activity_done(self, seq: int, name: str, hint: Any, attempt: int, text: str,
                              plain: Any, failure: ErrorInfo | None) -> Any:
         tx = Transaction()
         if self.timers:
-            self._retried(tx, seq)
+            self.drop_timer(tx, seq)
         if failure is None:
             self.record(tx, seq, _ACTIVITY, name, '{"ok":' + text + "}", attempt)
             await self._commit(tx)

@@ -533,10 +533,16 @@ class WorkflowCore(Caller, WorkflowScope):
         self.cancel_delivered = True
         tx = self.buffered()
         self.record(tx, seq, CANCEL, "", outcome)
-        if seq in self.timers:
-            tx.remove_timer(self.wid, seq)
-            del self.timers[seq]
+        self.drop_timer(tx, seq)
         raise self._cancelled_error()
+
+    def drop_timer(self, tx: Transaction, seq: int) -> None:
+        """The wait at ``seq`` is over (its record, or a cancel, is in ``tx``): its
+        durable timer, if it has one, goes with ``tx``."""
+        if self.timers.pop(seq, None) is not None:
+            tx.remove_timer(self.wid, seq)
+            if self.timer_kinds:
+                self.timer_kinds.pop(seq, None)
 
     def _cancel_at_await(self, seq: int) -> NoReturn:
         """Deliver the cancel request at an await of the operation that took ``seq``
@@ -547,8 +553,7 @@ class WorkflowCore(Caller, WorkflowScope):
         self._op("an await")
         at = self.cursor.seq
         self.cursor.seq = at + 1
-        if self.timers.pop(seq, None) is not None:  # (a receive's timeout: it ends here)
-            self.buffered().remove_timer(self.wid, seq)
+        self.drop_timer(self.buffered(), seq)  # (a receive's timeout: it ends here)
         self._deliver_cancel(at, json.dumps({"await": seq}))
 
     def cancelled_at_await(self, seq: int) -> None:
