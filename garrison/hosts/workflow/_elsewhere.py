@@ -37,11 +37,13 @@ from ..._errors import StoreError
 from ...actors._values import ErrorInfo, Event, EventKind, Pid
 from ...persistence import WorkflowStatus
 from .._kernel import Caller
+from ._ids import call_request
 
 if TYPE_CHECKING:
     from ._host import WorkflowHost
 
-__all__ = ["CLOSE_SEND", "POLL", "REPLY_CHECK", "REPLY_GRACE", "Elsewhere", "RemoteWorkflow"]
+__all__ = ["CLOSE_SEND", "POLL", "REPLY_CHECK", "REPLY_GRACE", "Elsewhere", "RemoteWorkflow",
+           "recorded_reply"]
 
 log = logging.getLogger("garrison.workflow")
 
@@ -56,6 +58,16 @@ REPLY_CHECK = 2.0
 #: a reply it sent before ending comes through the nodes' channel, which nothing orders
 #: with this node's read of its end
 REPLY_GRACE = 2.0
+
+
+def recorded_reply(store: Any, wid: str, msg_id: str) -> tuple[Any] | None:
+    """``(value,)`` the workflow ``wid`` replied to the call request ``msg_id`` with,
+    kept on the request's inbox row (``Interop.reply``); ``None`` if it did not (yet).
+    One indexed read (blocking)."""
+    sent = store.inbox_message(msg_id)
+    if sent is None or sent.workflow_id != wid or sent.reply is None:
+        return None
+    return (json.loads(sent.reply),)
 
 
 def _lost(exc: Exception) -> None:
@@ -223,22 +235,22 @@ class Elsewhere:
         """A workflow's call to a watched workflow whose reply its node recorded on the
         request's inbox row and died before sending (``Interop.reply``): taken from
         there. (The reply a live node sends comes first; this is its stand-in.)"""
-        inbox_message = self.host.store.inbox_message
+        store = self.host.store
         for entry in list(self.watched.values()):
             for ref, caller in list((entry.callers or {}).items()):
-                _host, sep, msg_id = ref.partition("/")
-                if not sep or "#" not in msg_id:
+                msg_id = call_request(ref)
+                if msg_id is None:
                     continue  # (a plain process's call: no reply is recorded for it)
                 try:
-                    sent = await trio.to_thread.run_sync(inbox_message, msg_id)
+                    answered = await trio.to_thread.run_sync(
+                        recorded_reply, store, entry.pid.id, msg_id)
                 except StoreError:
                     return  # (out of reach: next time)
-                if sent is None or sent.workflow_id != entry.pid.id or sent.reply is None:
-                    continue
                 callers = entry.callers
-                if callers is not None and callers.get(ref) is caller:
+                if answered is not None and callers is not None \
+                        and callers.get(ref) is caller:
                     del callers[ref]
-                    caller.finish_call(ref, outcome.Value(json.loads(sent.reply)))
+                    caller.finish_call(ref, outcome.Value(answered[0]))
 
     def _ended(self, entry: RemoteWorkflow, record: Any) -> None:
         pid = entry.pid

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["ID_RULE", "MAX_DERIVED_BYTES", "MAX_KEY_BYTES", "check_key_size", "check_promise_name",
-           "check_state_key", "check_text", "check_workflow_id", "id_problem", "shown"]
+__all__ = ["ID_RULE", "MAX_DERIVED_BYTES", "MAX_KEY_BYTES", "call_ref", "call_request",
+           "check_key_size", "check_promise_name", "check_state_key", "check_text",
+           "check_workflow_id", "id_problem", "shown"]
 
 #: the longest workflow id, schedule id, promise name or state key, in bytes of UTF-8:
 #: each is a key of the stores' indexes, and PostgreSQL's hold at most 2,704 bytes a
@@ -138,3 +139,24 @@ def check_text(value: Any, what: str) -> None:
     elif isinstance(value, list | tuple):
         for v in value:
             check_text(v, what)
+
+
+def call_ref(host: str, msg_id: str) -> str:
+    """The ref of a workflow's call: its request's message id (``<id>#<seq>``, unique to
+    the run and seq, the same when a replay makes the call again) under its host's name.
+
+    >>> call_ref("workflows", "order-7#3")
+    'workflows/order-7#3'
+    """
+    return f"{host}/{msg_id}"
+
+
+def call_request(ref: str) -> str | None:
+    """The request message id of a workflow's call ref (:func:`call_ref`); ``None`` for
+    another caller's ref (a plain process's holds no ``/``).
+
+    >>> call_request("workflows/order-7#3"), call_request("9fcb78cf.2")
+    ('order-7#3', None)
+    """
+    _host, sep, msg_id = ref.partition("/")
+    return msg_id if sep and "#" in msg_id else None

@@ -25,8 +25,8 @@ from ...persistence import RawJson, Transaction, WorkflowStatus, to_json
 from .._kernel import Caller, noproc
 from ._codec import PLAIN, json_round_trip
 from ._core import UNLINK_GRACE, WorkflowCore, added, log
-from ._elsewhere import RemoteWorkflow
-from ._ids import check_text
+from ._elsewhere import RemoteWorkflow, recorded_reply
+from ._ids import call_ref, check_text
 from ._inbox import InboxItem
 from ._journal import JournalKind, error_from_plain, error_to_plain, message_to_plain
 
@@ -367,7 +367,7 @@ class Interop(WorkflowCore):
             # caller to find if a crash lost it before the caller recorded it (its
             # request, sent again, is then a duplicate this workflow never sees;
             # ``Interop._replied_before``)
-            ref = f"{sender.host}/{msg.id}"
+            ref = call_ref(sender.host, msg.id)
             if ref != msg.call_ref:
                 msg = Message(msg.topic, msg.payload, sender, msg.id, ref, msg.trace)
             tx.record_reply(self.wid, msg.id, text)
@@ -622,17 +622,16 @@ class Interop(WorkflowCore):
         h = node.hosts.get(pid.host)
         if callee is None and h is not None and h.durable and h.runs_elsewhere(pid.id):
             callee = h.elsewhere.watch(pid)  # another node runs it: it replies here
-        # the call's ref: its request's message id (unique to this run and seq, the same
-        # when a replay makes the call again) under this host's name (a workflow of
+        # the call's ref: its request's message id under this host's name (a workflow of
         # another store may have this id); see ``next_call_ref``
         msg_id = self._message_id(seq)
-        ref = f"{self.host.name}/{msg_id}"
+        ref = call_ref(self.host.name, msg_id)
         result: dict[str, Any]
         answered = None
         if callee is None and seq == self.resend_seq and h is not None and h.durable:
             # a workflow that ended since it answered this call, before a crash here
             # lost the answer: the answer it recorded
-            answered = self._recorded_reply(h, pid, msg_id)
+            answered = recorded_reply(h.store, pid.id, msg_id)
         try:
             if answered is not None:
                 value = answered[0]
@@ -703,21 +702,11 @@ class Interop(WorkflowCore):
         its request before (then a duplicate, dropped) and been answered, the answer
         lost with the crash: that answer, recorded by the callee, is its reply. (The
         caller is registered: an answer the callee gives from now on reaches it.)"""
-        answered = self._recorded_reply(host, pid, msg_id)
+        answered = recorded_reply(host.store, pid.id, msg_id)
         calls = self.calls
         if answered is not None and calls is not None and ref in calls \
                 and calls[ref] is None:
             calls[ref] = outcome.Value(answered[0])
-
-    @staticmethod
-    def _recorded_reply(host: Any, pid: Pid, msg_id: str) -> tuple[Any] | None:
-        """``(value,)`` the workflow ``pid`` replied to the request ``msg_id`` with, kept
-        on the request's inbox row (``Interop.reply``); ``None`` if it did not (yet).
-        One indexed read."""
-        sent = host.store.inbox_message(msg_id)
-        if sent is None or sent.workflow_id != pid.id or sent.reply is None:
-            return None
-        return (_loads(sent.reply),)
 
     async def _record_raised(self, seq: int, topic: str, exc: Exception) -> None:
         """Journal (committed before the code sees it) that the call at ``seq`` raised
