@@ -1074,11 +1074,7 @@ class WorkflowHost:
         """Flag the workflow cancelled; it sees ``WorkflowCancelled`` at its next durable
         operation (the flag is committed shortly, by the write-soon task)."""
         if self.client or (self.ownership is not None and wid not in self.active):
-            record = self.store.get_workflow(wid)
-            if record is None or WorkflowStatus(record.status).finished:
-                return False
-            self.store.write(Transaction().request_cancel(wid))
-            return True
+            return self.request_cancel_stored(wid)
         wf = self.active.get(wid)
         if wf is None:
             return False
