@@ -489,7 +489,7 @@ class Activities(WorkflowCore):
         as ``WorkflowCancelled`` (an attempt under way is not interrupted: its result is
         recorded, or its failure ends the retries so).
 
-        Before each retry a durable timer at ``seq`` (kind ``retry N``: N attempts
+        Before each retry a durable timer at ``seq`` (kind ``retry N NAME``: N attempts
         failed) holds the count and when the next attempt is due: a node that loads the
         workflow after a crash goes on from there (``resumed``: ``retrying``), so a crash
         neither resets ``max_attempts`` nor skips the backoff under way. The outcome's
