@@ -444,7 +444,8 @@ def test_run_starts_although_an_auto_start_service_cannot_spawn(tmp_path):
     proc = start_run(tmp_path)
     try:
         seen = read_until(proc, "app:slow: giving up", timeout=15)
-        seen += read_until(proc, "app:bad: giving up", timeout=15)
+        if "app:bad: giving up" not in seen:  # (the two give up in either order)
+            seen += read_until(proc, "app:bad: giving up", timeout=15)
         assert "app:fine: started" in seen, seen
         assert "app:slow: giving up" in seen and "app:bad: giving up" in seen, seen
         proc.send_signal(signal.SIGTERM)

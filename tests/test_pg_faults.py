@@ -117,22 +117,27 @@ async def test_a_wakeup_whose_delete_answer_is_lost_is_still_delivered(
 async def test_a_statement_timeout_under_lock_contention_is_retried(
         postgres_url: str) -> None:
     """A database with ``statement_timeout`` (a common guard) and a few seconds of lock
-    contention (another session's LOCK TABLE): the cancelled writes are transient, so
+    contention (another session's LOCK TABLE, 2 s): the cancelled writes are transient, so
     they are retried, and no workflow is blocked with a StoreError."""
     dbname = postgres_url.rsplit("/", 1)[1]
     with psycopg.connect(postgres_url, autocommit=True) as c:
         c.execute(f"ALTER DATABASE {dbname} SET statement_timeout = '500ms'")
     async with garrison.open_node(store=postgres_url, name="a", lease="3s") as a:
         for i in range(10):
-            await a.start_workflow(app.steps, 20000, id=f"w{i}")
-        await trio.sleep(0.5)
+            await a.start_workflow(app.steps, 4000, id=f"w{i}")
+        await trio.sleep(0.2)
+        running: list[int] = []
 
         def hold() -> None:
             with psycopg.connect(postgres_url, options="-c statement_timeout=0") as c:
                 c.execute("LOCK TABLE garrison.workflows IN ACCESS EXCLUSIVE MODE")
-                time.sleep(3)
+                # (under the lock: what runs now writes into it)
+                running.append(c.execute("SELECT count(*) FROM garrison.workflows "
+                                         "WHERE status <> 'completed'").fetchone()[0])
+                time.sleep(2)
 
         await trio.to_thread.run_sync(hold)
+        assert running[0] > 0  # the workflows were still writing when the lock came
         errors = []
         with trio.fail_after(120):
             for i in range(10):
