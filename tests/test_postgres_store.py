@@ -111,6 +111,11 @@ def test_schema_in_the_url_or_as_argument(pg: str) -> None:
         assert b.get_workflow("w") is not None
     with pytest.raises(StoreError, match="names schema"):
         PostgresStore(pg, schema="other")
+    # (two different schema= in one URL: refused, not the last one taken in silence)
+    with pytest.raises(StoreError, match=r"names schema= 2 times, differently \('a', 'b'\)"):
+        PostgresStore(base + "?schema=a&schema=b")
+    with PostgresStore(f"{pg}&schema={schema}") as again:  # (the same one twice is fine)
+        assert again.get_workflow("w") is not None
     with PostgresStore(base) as default:  # the "garrison" schema: another store
         assert default.get_workflow("w") is None
         assert default.path is not None and "schema" not in default.path

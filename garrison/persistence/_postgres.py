@@ -158,6 +158,9 @@ def _parse(url: str, schema: str | None) -> tuple[dict[str, str], str, str]:
     in_url = [urllib.parse.unquote(item.partition("=")[2]) for k, item in keyed
               if k == "schema"]
     rest = "&".join(item for k, item in keyed if k != "schema")
+    if len(set(in_url)) > 1:
+        raise ValueError(f"the URL names schema= {len(in_url)} times, differently "
+                         f"({', '.join(map(repr, in_url))}): name it once")
     if in_url and schema is not None and in_url[-1] != schema:
         raise ValueError(f"the URL names schema {in_url[-1]!r} and schema= says {schema!r}")
     chosen = schema if schema is not None else (in_url[-1] if in_url else None)
