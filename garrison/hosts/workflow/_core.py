@@ -29,7 +29,7 @@ from ...actors._values import ErrorInfo, Pid
 from ...persistence import MAX_TIME, Op, Transaction, WorkflowStatus
 from .._kernel import Caller
 from ._codec import json_round_trip
-from ._journal import CANCEL, Cursor, Entry, JournalKind, initial_names, retry_timer
+from ._journal import CANCEL, Cursor, Entry, JournalKind, initial_names, op_text, retry_timer
 
 if TYPE_CHECKING:
     from ._activities import StartedActivities
@@ -504,7 +504,7 @@ class WorkflowCore(Caller, WorkflowScope):
         retry = retry_timer(known)
         if retry is not None and kind == JournalKind.ACTIVITY and retry[1] == name:
             return  # the same activity's retries under way (``Activities.retrying``)
-        raise self.cursor.diverge(seq, "timer", self.under_way(seq), f"{kind} {name!r}")
+        raise self.cursor.diverge(seq, "timer", self.under_way(seq), op_text(kind, name))
 
     def under_way(self, seq: int) -> str:
         """What the pending timer at ``seq`` says is under way, for a divergence."""

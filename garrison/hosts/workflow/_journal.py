@@ -163,11 +163,11 @@ class Cursor:
             return None
         if entry.kind == CANCEL or (entry.kind == kind and entry.name == name):
             return entry
-        raise self.diverge(seq, entry.kind, entry.name, f"{kind} {name!r}")
+        raise self.diverge(seq, entry.kind, entry.name, op_text(kind, name))
 
     def diverge(self, seq: int, kind: str, name: str, now: str) -> NonDeterminismError:
         """Build (and keep) the error for a divergence at ``seq``."""
-        recorded = f"{kind} {name!r}"
+        recorded = op_text(kind, name)
         err = NonDeterminismError(
             f"workflow {self.workflow_id!r} diverged from its journal at seq {seq}: "
             f"the journal records {recorded}, but the code now did {now}. {self.advice}",
@@ -201,6 +201,12 @@ class Cursor:
         entry = self.entries[min(later)]
         return self.diverge(entry.seq, entry.kind, entry.name,
                             f"raise {type(exc).__name__}: {exc}")
+
+
+def op_text(kind: str, name: str) -> str:
+    """A journaled operation in a divergence's words: ``activity 'app:charge'``, or its
+    kind alone for one without a name (``timer``, ``first``)."""
+    return f"{kind} {name!r}" if name else f"{kind}"
 
 
 # ---------------------------------------------------------------- plain forms
