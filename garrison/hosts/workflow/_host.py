@@ -94,6 +94,8 @@ PARKED_DELAY = 0.05
 #: seconds a monitor's maker waits to read whether the monitored workflow has ended
 #: (its row held by a transaction) before it logs a warning (it goes on waiting)
 SETTLE_WARNING = 30.0
+#: the statuses of a workflow that never runs again (a failed one may be retried)
+_FOR_GOOD = frozenset({WorkflowStatus.COMPLETED, WorkflowStatus.CANCELLED})
 
 
 class WorkflowHost:
@@ -613,9 +615,12 @@ class WorkflowHost:
             if watcher.host != self.name:
                 continue
             other = self.active.get(watcher.id)
-            if other is None and (cluster or not self._unfinished(watcher.id)):
-                # (one that has not resumed gets it too; in a cluster, the store's
-                # monitors below reach every one not running here)
+            if other is None and cluster:
+                continue  # (the store's monitors below reach every one not running here)
+            if other is None and not self._may_come_back(watcher.id):
+                # completed, cancelled or gone: nobody reads it (one that has not
+                # resumed, or failed and may be retried, gets it in its inbox)
+                self.node.stats_dead_letters += 1
                 continue
             event_text = event_text or _dumps(event_to_plain(event))
             tx.deliver(watcher.id, "EXIT", RawJson(event_text),
@@ -682,7 +687,7 @@ class WorkflowHost:
         try:
             for watcher in dict.fromkeys(wf.durable_watchers or ()):
                 if watcher not in delivered and watcher.host == self.name and (
-                        watcher.id in self.active or self._unfinished(watcher.id)):
+                        watcher.id in self.active or self._may_come_back(watcher.id)):
                     self.exit_of_ended(wf.pid, watcher, event)
         except Exception as exc:
             log.warning("workflow %s: could not look for monitors made while its end was "
@@ -813,6 +818,14 @@ class WorkflowHost:
         """True if the store holds ``wid`` and it has not ended."""
         record = self.store.get_workflow(wid)
         return record is not None and not WorkflowStatus(record.status).finished
+
+    def _may_come_back(self, wid: str) -> bool:
+        """True if the store holds ``wid`` and it may run again: unfinished, or
+        ``failed`` (a retry resumes it, and its code reads what reached its inbox
+        meanwhile, the ``EXIT`` of a child above all). A completed or cancelled one
+        never runs again."""
+        record = self.store.get_workflow(wid)
+        return record is not None and WorkflowStatus(record.status) not in _FOR_GOOD
 
     def add_durable_monitor(self, target: Pid, watcher: WorkflowInstance) -> None:
         """A workflow monitors a workflow: its ``EXIT`` arrives durably."""
