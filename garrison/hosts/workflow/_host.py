@@ -611,12 +611,14 @@ class WorkflowHost:
         event_text = ""
         cluster = self.ownership is not None
         watchers = dict.fromkeys(wf.durable_watchers) if wf.durable_watchers else {}
+        left: list[str] = []  # (in a cluster: those the store's monitors answer for)
         for watcher in watchers:
             if watcher.host != self.name:
                 continue
             other = self.active.get(watcher.id)
             if other is None and cluster:
-                continue  # (the store's monitors below reach every one not running here)
+                left.append(watcher.id)  # (the store's monitors below reach every one
+                continue                 # not running here)
             if other is None and not self._may_come_back(watcher.id):
                 # completed, cancelled or gone: nobody reads it (one that has not
                 # resumed, or failed and may be retried, gets it in its inbox)
@@ -652,6 +654,8 @@ class WorkflowHost:
                 other = self.active.get(watcher_id)
                 if other is not None:
                     other.push(InboxItem(row_id, True, _loads(event_text), now))
+            if left:
+                self._count_dropped(left, {wid for wid, _row in results[stored_at]})
         self._late_local_monitors(wf, watchers, event)
         self.counts[status] += 1
         wf.status = status
@@ -679,6 +683,18 @@ class WorkflowHost:
             if wf.monitoring else None
         exit_fan_out(self.node, wf.pid, event, wf.watchers, wf.links, processes)
         wf.done.set()
+
+    def _count_dropped(self, watchers: list[str], delivered: set[str]) -> None:
+        """In a cluster, the watchers of an ended workflow that this node knew of and
+        the store's monitors left out: a completed or cancelled one (or one gone) is a
+        dead letter (another, a row of the same id put before: not dropped)."""
+        try:
+            for wid in watchers:
+                if wid not in delivered and not self._may_come_back(wid):
+                    self.node.stats_dead_letters += 1
+        except StoreError as exc:
+            log.warning("could not read whether the watchers %s of an ended workflow may "
+                        "run again: %s", watchers, exc)
 
     def _late_local_monitors(self, wf: WorkflowInstance, delivered: Mapping[Pid, Any],
                              event: Event) -> None:
