@@ -219,6 +219,9 @@ def version(change_id: str, min_version: int, max_version: int) -> int:
     """Temporal-style patching: new executions get ``max_version``; replays get the
     version they recorded (``min_version`` for runs recorded before this call
     existed). A recorded version outside ``[min, max]`` is a ``NonDeterminismError``.
+    The version is fixed per change id for the run: the first call decides it, later
+    calls with the same change id return it (one whose range leaves it out is a
+    ``NonDeterminismError``); a new run after ``continue_as_new`` decides again.
 
     >>> if workflow.version("payment-v2", 1, 2) == 1:   # doctest: +SKIP
     ...     await workflow.call(old_payment, order)

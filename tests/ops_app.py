@@ -75,6 +75,22 @@ async def parent_of_one() -> str:
     return f"child ended: {event.error}"
 
 
+async def spawns_and_returns() -> str:
+    await process.spawn(waiting_child, 1, host="workflows")
+    return "started"
+
+
+async def charges_with_children(item: str) -> list[str]:
+    """Start two child workflows, charge ``item`` (failed for good while ``FAILS`` says
+    so), then gather how the children ended from their EXITs."""
+    for n in (1, 2):
+        await process.spawn(waiting_child, n, host="workflows")
+    await charge(item)
+    events = process.events()
+    ended = [await events.receive() for _ in range(2)]
+    return sorted(f"{e.pid.id}: {e.result if e.error is None else e.error}" for e in ended)
+
+
 @garrison.activity
 async def old_step() -> str:
     LOG.append(("old_step",))

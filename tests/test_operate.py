@@ -121,6 +121,77 @@ async def test_a_terminated_workflow_can_be_retried(node: garrison.Node,
     assert await child.result() == "child 1"
 
 
+async def test_a_retried_workflow_reads_the_exits_of_children_that_ended_while_it_failed(
+        store_spec: str, autojump_clock: Any) -> None:
+    """The parent failed (a service was down) while its children ran on; they ended
+    (one completed, one terminated) while it was failed. API.md: a child's EXIT always
+    reaches its parent's events, durably: the retried parent reads both, where it
+    waited for ever (its end was skipped as the EXIT of a finished watcher's)."""
+    ops_app.FAILS["lamp"] = 2
+    async with garrison.open_node(store=store_spec) as node:
+        await node.start_workflow(ops_app.charges_with_children, "lamp", id="p")
+        parent = node.workflow("p")
+        with pytest.raises(garrison.WorkflowFailed, match="payments are down"):
+            await parent.result()
+        await until(lambda: node.workflow("p.2").status() == "waiting", "the children")
+        dead = node.stats()["dead_letters"]
+        await node.workflow("p.1").promise("never").resolve(None)
+        assert await node.workflow("p.1").result() == "child 1"
+        await node.workflow("p.2").terminate("not needed")
+        assert node.stats()["dead_letters"] == dead  # both EXITs kept for the parent
+        assert sorted(m.topic for m in node.hosts["workflows"].store.pending_messages("p")) \
+            == ["EXIT", "EXIT"]
+        await parent.retry()
+        with trio.fail_after(60):
+            assert await parent.result() == ["p.1: child 1", "p.2: Terminated: not needed"]
+
+
+async def test_a_terminated_parent_retried_reads_the_exits_of_its_terminated_children(
+        store_spec: str, autojump_clock: Any) -> None:
+    """A terminate ends the unfinished children with their parent (README): their
+    EXITs reach the parent, now failed (Terminated), and its retry reads them; by a
+    node, and by the store tool with no node (``terminate_transaction``)."""
+    from garrison.hosts.workflow import terminate_transaction, terminated
+    from garrison.persistence import open_store
+
+    async with garrison.open_node(store=store_spec) as node:
+        for wid in ("by-node", "by-tool"):
+            await node.start_workflow(ops_app.parent_of_one, id=wid)
+            await until(lambda w=wid: node.workflow(f"{w}.1").status() == "waiting",
+                        "the child")
+        await node.workflow("by-node").terminate("stop")
+        await until(lambda: node.workflow("by-node.1").status() == "failed", "the child")
+        await node.workflow("by-node").retry()
+        with trio.fail_after(60):
+            assert await node.workflow("by-node").result() == (
+                "child ended: Terminated: its parent workflow 'by-node' was terminated")
+    with open_store(store_spec, lock=False) as tool:  # no node holds the store
+        tool.write(terminate_transaction(tool, tool.get_workflow("by-tool"),
+                                         terminated("stop")))
+        assert [m.msg_id for m in tool.pending_messages("by-tool") if m.topic == "EXIT"] \
+            == ["by-tool.1#exit@by-tool"]
+    async with garrison.open_node(store=store_spec) as node:
+        assert node.workflow("by-tool").status() == "failed"
+        await node.workflow("by-tool").retry()
+        with trio.fail_after(60):
+            assert await node.workflow("by-tool").result() == (
+                "child ended: Terminated: its parent workflow 'by-tool' was terminated")
+
+
+async def test_the_exit_of_a_child_whose_parent_completed_is_a_dead_letter(
+        store_spec: str, autojump_clock: Any) -> None:
+    """A completed (or cancelled) parent never runs again: its child's EXIT is dropped,
+    and counted as such."""
+    async with garrison.open_node(store=store_spec) as node:
+        await node.start_workflow(ops_app.spawns_and_returns, id="q")
+        assert await node.workflow("q").result() == "started"
+        dead = node.stats()["dead_letters"]
+        await node.workflow("q.1").promise("never").resolve(None)
+        assert await node.workflow("q.1").result() == "child 1"
+        assert node.stats()["dead_letters"] == dead + 1
+        assert node.hosts["workflows"].store.pending_messages("q") == []
+
+
 def _blocked_store() -> SQLiteStore:
     """A store holding workflow ``v``, recorded by code that called old_step (today's
     calls new_step: a node that opens it blocks it)."""

@@ -204,6 +204,77 @@ async def test_version_gives_old_runs_the_min_and_new_runs_the_max() -> None:
     store.close()
 
 
+async def test_an_old_run_on_new_code_keeps_one_version_of_a_change_id_at_every_gate(
+        store_spec: str, autojump_clock: Any) -> None:
+    """A run recorded before ``version("change-2")`` existed, resumed on code that gates
+    two steps behind it: it got 1 at the first gate (the journal holds another record
+    there) and 2 at the second (past the journal's end), the old path then the new one.
+    The version is fixed per change id for the run (as Temporal does): 1 at both."""
+    from garrison.persistence import open_store
+
+    with open_store(store_spec) as store:
+        store.write(Transaction()
+                    .create_workflow("old", "workflow_app:gated_twice", [], status="running")
+                    .append_journal("old", 1, "activity", "workflow_app:add_one", {"ok": 2}))
+    async with garrison.open_node(store=store_spec) as node:
+        handle = node.workflow("old")
+        with trio.fail_after(60):
+            while handle.status() != "waiting":
+                await trio.sleep(0.01)
+        await handle.signal("go")
+        assert await handle.result() == [1, 1]
+        assert [r.kind for r in handle.history()] == ["activity", "receive"]  # no version
+    assert app.LOG == []
+
+
+async def test_a_change_id_has_one_version_per_run(store_spec: str, autojump_clock: Any
+                                                   ) -> None:
+    """A fresh run's ``version("x", 1, 2)`` then ``version("x", 1, 3)`` gave [2, 3]: one
+    record, the first call's, and the second call returns it, live and on replay; a
+    journal of the code before (a record at each call) replays, and one whose second
+    record disagrees with the first diverges; a later range that leaves the fixed
+    version out blocks the workflow naming the change id; a new run decides again."""
+    from garrison.persistence import open_store
+
+    with open_store(store_spec) as store:
+        # recorded at both calls (the code before), agreeing and disagreeing
+        store.write(Transaction()
+                    .create_workflow("both", "workflow_app:widened", [1, 3], status="running")
+                    .append_journal("both", 1, "version", "x", 2)
+                    .append_journal("both", 2, "activity", "workflow_app:add_one", {"ok": 3})
+                    .append_journal("both", 3, "version", "x", 2))
+        store.write(Transaction()
+                    .create_workflow("split", "workflow_app:widened", [1, 3], status="running")
+                    .append_journal("split", 1, "version", "x", 2)
+                    .append_journal("split", 2, "activity", "workflow_app:add_one", {"ok": 3})
+                    .append_journal("split", 3, "version", "x", 3))
+    async with garrison.open_node(store=store_spec) as node:
+        assert await node.workflow("both").result() == [2, 2]
+        with pytest.raises(garrison.NonDeterminismError, match=r"seq 3.*'x=3'"):
+            await node.workflow("split").result()
+        await node.start_workflow(app.widened, 1, 3, id="fresh")
+        assert await node.workflow("fresh").result() == [2, 2]
+        assert [(r.kind, r.name) for r in node.workflow("fresh").history()] == [
+            ("version", "x"), ("activity", "workflow_app:add_one")]
+        await node.start_workflow(app.widened, 3, 4, id="outside")
+        with pytest.raises(garrison.NonDeterminismError,
+                           match=r"workflow 'outside'.*version\('x', 3, 4\) leaves out "
+                                 "version 2"):
+            await node.workflow("outside").result()
+        assert node.workflow("outside").status() == "blocked"
+        await node.start_workflow(app.versioned_runs, 0, id="runs")
+        assert await node.workflow("runs").result() == [3, 3]
+        await node.start_workflow(app.gated_twice, id="resumed")
+        with trio.fail_after(60):
+            while node.workflow("resumed").status() != "waiting":
+                await trio.sleep(0.01)
+    async with garrison.open_node(store=store_spec) as node:  # replays its one record
+        handle = node.workflow("resumed")
+        await handle.signal("go")
+        assert await handle.result() == [2, 2]
+        assert [r.kind for r in handle.history()] == ["version", "activity", "receive"]
+
+
 async def test_a_version_added_above_a_wait_a_cancel_reached_keeps_the_cancel_handler(
         tmp_path: Any, autojump_clock: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """A workflow cancelled in its wait, its compensation under way when the node

@@ -333,6 +333,30 @@ async def versioned() -> int:
     return v
 
 
+async def gated_twice() -> list[int]:
+    """Two steps behind one change id, a wait between them (a run recorded by code
+    without the gates resumes at the wait)."""
+    first = workflow.version("change-2", 1, 2)
+    await add_one(first)
+    await process.inbox().receive()
+    return [first, workflow.version("change-2", 1, 2)]
+
+
+async def widened(lo2: int, hi2: int) -> list[int]:
+    """One change id called twice, the second time with another range."""
+    first = workflow.version("x", 1, 2)
+    await add_one(first)
+    return [first, workflow.version("x", lo2, hi2)]
+
+
+async def versioned_runs(k: int) -> list[int]:
+    """A run calls version("x") with a wider range than the run before (continue_as_new)."""
+    v = workflow.version("x", 1, 2 + k)
+    if k == 0:
+        workflow.continue_as_new(1)
+    return [v, workflow.version("x", 1, 2 + k)]
+
+
 async def bad_payload() -> None:
     await process.send(process.pid(), "x", {1, 2})
 

@@ -158,17 +158,18 @@ _OP_SQL: dict[str, tuple[str, int]] = {
     # is ``host/id``, a host has no '/'); a watcher another node runs is woken as by
     # ``remote_wake`` ($8: this node's epoch, NULL for a tool's store; $9: the channel)
     "deliver_to_monitors": (
-        "WITH watchers AS (SELECT w.workflow_id, w.owner_epoch FROM {s}.monitors m "
+        "WITH watchers AS (SELECT w.workflow_id, w.owner_epoch, w.status FROM {s}.monitors m "
         "JOIN {s}.workflows w ON w.workflow_id = substr(m.watcher, strpos(m.watcher, '/') + 1) "
         "WHERE m.workflow_id = $1 AND ($2 = '' OR starts_with(m.watcher, $2)) "
-        "AND w.status NOT IN ('completed', 'failed', 'cancelled') "
+        "AND w.status NOT IN ('completed', 'cancelled') "
         "ORDER BY m.created, m.watcher COLLATE \"C\"), "
         "put AS (INSERT INTO {s}.inbox (workflow_id, msg_id, topic, payload, sender, kind, "
         "created) SELECT workflow_id, $3 || workflow_id, $4, $5, $6, 'event', $7 "
         "FROM watchers ON CONFLICT (msg_id) DO NOTHING RETURNING workflow_id, id), "
         "woken AS (INSERT INTO {s}.wakeups (workflow_id, kind, created) "
         "SELECT put.workflow_id, 'remote', $7 FROM put JOIN watchers USING (workflow_id) "
-        "WHERE watchers.owner_epoch IS DISTINCT FROM $8::bigint RETURNING 1) "
+        "WHERE watchers.owner_epoch IS DISTINCT FROM $8::bigint "
+        "AND watchers.status <> 'failed' RETURNING 1) "
         "SELECT put.workflow_id, put.id, (SELECT count(pg_notify($9, '')) FROM woken) "
         "FROM put ORDER BY put.id", 9),
     "consume": (

@@ -212,12 +212,18 @@ def _deliver_to_monitors(conn: sqlite3.Connection, params: tuple[Any, ...]
         "FROM monitors m JOIN workflows w "
         "ON w.workflow_id = substr(m.watcher, instr(m.watcher, '/') + 1) "
         "WHERE m.workflow_id = ? AND (? = '' OR substr(m.watcher, 1, ?) = ?) "
-        "AND w.status NOT IN ('completed', 'failed', 'cancelled') "
+        "AND w.status NOT IN ('completed', 'cancelled') "
         "ORDER BY m.created, m.watcher RETURNING workflow_id, id",
         (msg_prefix, topic, payload, sender, created, workflow_id, prefix, len(prefix),
          prefix),
     ).fetchall()
     return sorted(rows, key=lambda row: row[1])
+
+
+def _failed(conn: sqlite3.Connection, workflow_id: str) -> bool:
+    row = conn.execute("SELECT status FROM workflows WHERE workflow_id = ?",
+                       (workflow_id,)).fetchone()
+    return row is not None and row[0] == "failed"
 
 
 def _consume(conn: sqlite3.Connection, params: tuple[Any, ...]) -> None:
@@ -732,7 +738,10 @@ class SQLiteStore(StoreShortcuts):
             woken = dict.fromkeys(tx.workflow_ids)
             for (op, _params), result in zip(tx.ops, results, strict=True):
                 if op is Op.DELIVER_TO_MONITORS:  # the watchers it delivered to, too
-                    woken.update(dict.fromkeys(watcher for watcher, _row in result))
+                    # (but a failed one: its EXIT waits in its inbox for a retry)
+                    woken.update(dict.fromkeys(
+                        watcher for watcher, _row in result
+                        if not _failed(conn, watcher)))
             conn.executemany(
                 "INSERT INTO wakeups (workflow_id, kind, created) VALUES (?, ?, ?)",
                 [(wid, "tool", now) for wid in woken if wid]

@@ -444,7 +444,8 @@ class Transaction:
         sender: Pid | str | None = None,
         time: _dt.datetime | float | None = None,
     ) -> Transaction:
-        """Put an event in the inbox of every unfinished workflow of ``host`` that the
+        """Put an event in the inbox of every workflow of ``host`` that may run again
+        (unfinished, or ``failed``: a retry reads it; not completed or cancelled) that the
         store holds as monitoring ``workflow_id`` (an ``add_monitor`` of a ``host/id``
         watcher; ``host=None``: of any host), with message id ``msg_id_prefix`` + the
         watcher's id; a watcher whose message id exists gets nothing more (result:
@@ -456,7 +457,7 @@ class Transaction:
         ``update_workflow`` of the row comes first) is still open, is the maker's to
         answer: its ``get_workflow_settled`` is ``Busy`` until that transaction has
         committed, and then finds the workflow ended. The watchers' nodes are woken as
-        by ``deliver``.
+        by ``deliver`` (but a failed watcher's: nothing runs it until a retry).
 
         Example, a workflow's end::
 

@@ -105,8 +105,8 @@ class WorkflowCore(Caller, WorkflowScope):
                  "pending", "promise_times", "promises", "refreshed", "requests", "requests_taken",
                  "resend_seq", "result_json", "run_id", "scope", "started", "state", "status",
                  "store", "store_error", "stored_status", "taken", "task", "timer_kinds", "timers",
-                 "topics", "trace", "trap_links", "unlinked", "unsized", "wait_deadline",
-                 "watchers", "wid")
+                 "topics", "trace", "trap_links", "unlinked", "unsized", "versions",
+                 "wait_deadline", "watchers", "wid")
 
     def __init__(self, host: WorkflowHost, wid: str, name: str, input_plain: list[Any], *,
                  run_id: str, attempt: int, parent: Pid | None, created: float,
@@ -181,6 +181,9 @@ class WorkflowCore(Caller, WorkflowScope):
         #: decides by it after a stop), made at the first
         self.promise_times: dict[str, float] | None = None
         self.topics: set[str] | None = None
+        #: ``workflow.version()`` of this run: change id -> the version its first call
+        #: fixed (``None``: no call yet)
+        self.versions: dict[str, int] | None = None
         #: the names it registered, as its code last left them: ``{name: scope}``
         #: (``None``: none). Registered with the node as well (``host.names``) once a
         #: replay caught up: a replay only counts them, it takes them again where it

@@ -94,6 +94,8 @@ PARKED_DELAY = 0.05
 #: seconds a monitor's maker waits to read whether the monitored workflow has ended
 #: (its row held by a transaction) before it logs a warning (it goes on waiting)
 SETTLE_WARNING = 30.0
+#: the statuses of a workflow that never runs again (a failed one may be retried)
+_FOR_GOOD = frozenset({WorkflowStatus.COMPLETED, WorkflowStatus.CANCELLED})
 
 
 class WorkflowHost:
@@ -609,13 +611,18 @@ class WorkflowHost:
         event_text = ""
         cluster = self.ownership is not None
         watchers = dict.fromkeys(wf.durable_watchers) if wf.durable_watchers else {}
+        left: list[str] = []  # (in a cluster: those the store's monitors answer for)
         for watcher in watchers:
             if watcher.host != self.name:
                 continue
             other = self.active.get(watcher.id)
-            if other is None and (cluster or not self._unfinished(watcher.id)):
-                # (one that has not resumed gets it too; in a cluster, the store's
-                # monitors below reach every one not running here)
+            if other is None and cluster:
+                left.append(watcher.id)  # (the store's monitors below reach every one
+                continue                 # not running here)
+            if other is None and not self._may_come_back(watcher.id):
+                # completed, cancelled or gone: nobody reads it (one that has not
+                # resumed, or failed and may be retried, gets it in its inbox)
+                self.node.stats_dead_letters += 1
                 continue
             event_text = event_text or _dumps(event_to_plain(event))
             tx.deliver(watcher.id, "EXIT", RawJson(event_text),
@@ -647,6 +654,8 @@ class WorkflowHost:
                 other = self.active.get(watcher_id)
                 if other is not None:
                     other.push(InboxItem(row_id, True, _loads(event_text), now))
+            if left:
+                self._count_dropped(left, {wid for wid, _row in results[stored_at]})
         self._late_local_monitors(wf, watchers, event)
         self.counts[status] += 1
         wf.status = status
@@ -675,6 +684,18 @@ class WorkflowHost:
         exit_fan_out(self.node, wf.pid, event, wf.watchers, wf.links, processes)
         wf.done.set()
 
+    def _count_dropped(self, watchers: list[str], delivered: set[str]) -> None:
+        """In a cluster, the watchers of an ended workflow that this node knew of and
+        the store's monitors left out: a completed or cancelled one (or one gone) is a
+        dead letter (another, a row of the same id put before: not dropped)."""
+        try:
+            for wid in watchers:
+                if wid not in delivered and not self._may_come_back(wid):
+                    self.node.stats_dead_letters += 1
+        except StoreError as exc:
+            log.warning("could not read whether the watchers %s of an ended workflow may "
+                        "run again: %s", watchers, exc)
+
     def _late_local_monitors(self, wf: WorkflowInstance, delivered: Mapping[Pid, Any],
                              event: Event) -> None:
         """After ``wf``'s end is committed: its ``EXIT`` for the workflows here that
@@ -682,7 +703,7 @@ class WorkflowHost:
         try:
             for watcher in dict.fromkeys(wf.durable_watchers or ()):
                 if watcher not in delivered and watcher.host == self.name and (
-                        watcher.id in self.active or self._unfinished(watcher.id)):
+                        watcher.id in self.active or self._may_come_back(watcher.id)):
                     self.exit_of_ended(wf.pid, watcher, event)
         except Exception as exc:
             log.warning("workflow %s: could not look for monitors made while its end was "
@@ -813,6 +834,14 @@ class WorkflowHost:
         """True if the store holds ``wid`` and it has not ended."""
         record = self.store.get_workflow(wid)
         return record is not None and not WorkflowStatus(record.status).finished
+
+    def _may_come_back(self, wid: str) -> bool:
+        """True if the store holds ``wid`` and it may run again: unfinished, or
+        ``failed`` (a retry resumes it, and its code reads what reached its inbox
+        meanwhile, the ``EXIT`` of a child above all). A completed or cancelled one
+        never runs again."""
+        record = self.store.get_workflow(wid)
+        return record is not None and WorkflowStatus(record.status) not in _FOR_GOOD
 
     def add_durable_monitor(self, target: Pid, watcher: WorkflowInstance) -> None:
         """A workflow monitors a workflow: its ``EXIT`` arrives durably."""

@@ -307,6 +307,7 @@ class WorkflowInstance(Waits, Activities, Interop):
         if handled:
             self.cancel_requested = self.cancel_delivered = False
         self.cursor = Cursor(self.wid, [])
+        self.versions = None
         self._journal_sizes = None
         self.timers.clear()
         self.timer_kinds = None
@@ -335,10 +336,29 @@ class WorkflowInstance(Waits, Activities, Interop):
         return float(self.recorded_value(JournalKind.RANDOM, "", _random.random))
 
     def version(self, change_id: str, min_version: int, max_version: int) -> int:
+        """The version of ``change_id`` for this run, fixed by its first call (as
+        Temporal does): the recorded one, ``min_version`` for a run recorded before the
+        call existed, else ``max_version``, recorded. A later call with the same id
+        returns it unrecorded (a run resumed on new code cannot take the old path at
+        one gate and the new one at the next); a journal written when every call was
+        recorded holds a ``version`` record for each, which a later call takes."""
         self._op("workflow.version()")
         entry = self.cursor.peek()
         recorded = (entry is not None and entry.kind == JournalKind.VERSION
                     and entry.name == change_id)
+        fixed = self.versions.get(change_id) if self.versions else None
+        if fixed is not None:
+            if recorded:  # (a journal of a call recorded at every call: taken)
+                entry = self._take(JournalKind.VERSION, change_id, cancel=False)
+                if entry is not None and entry.outcome != fixed:
+                    raise self.cursor.diverge(
+                        self.cursor.seq - 1, JournalKind.VERSION,
+                        f"{change_id}={entry.outcome}",
+                        f"version {change_id!r}, fixed at {fixed} for this run by its "
+                        "first call")
+            if not min_version <= fixed <= max_version:
+                raise self._version_outside(change_id, fixed, min_version, max_version)
+            return fixed
         if not recorded:  # (refused before a seq is taken, in a replay alike)
             check_text(change_id, f"workflow.version({change_id!r}): a change_id")
         if (entry is not None and not recorded) or (
@@ -346,21 +366,41 @@ class WorkflowInstance(Waits, Activities, Interop):
             # a run recorded before this version() call existed (a record, or a sleep or
             # receive timeout under way, holds its seq; a cancel too, which the code
             # after this call takes, as the first run did): the oldest behaviour
-            return min_version
-        # no cancel is delivered here (a version() added above a wait where a cancel
-        # was delivered must not take it: the cancel handler would be skipped)
-        entry = self._take(JournalKind.VERSION, change_id, cancel=False)
-        if entry is not None:
-            got = entry.outcome
+            got: Any = min_version
         else:
-            got = max_version
-            self.record(self.buffered(), self.cursor.seq - 1, JournalKind.VERSION,
-                        change_id, _dumps(got))
-        if not isinstance(got, int) or not min_version <= got <= max_version:
-            raise self.cursor.diverge(
-                self.cursor.seq - 1, JournalKind.VERSION, f"{change_id}={got}",
-                f"version {change_id!r} supporting only {min_version}..{max_version}")
-        return got
+            # no cancel is delivered here (a version() added above a wait where a
+            # cancel was delivered must not take it: the cancel handler would be skipped)
+            entry = self._take(JournalKind.VERSION, change_id, cancel=False)
+            if entry is not None:
+                got = entry.outcome
+            else:
+                got = max_version
+                self.record(self.buffered(), self.cursor.seq - 1, JournalKind.VERSION,
+                            change_id, _dumps(got))
+            if not isinstance(got, int) or not min_version <= got <= max_version:
+                raise self.cursor.diverge(
+                    self.cursor.seq - 1, JournalKind.VERSION, f"{change_id}={got}",
+                    f"version {change_id!r} supporting only {min_version}..{max_version}")
+        if self.versions is None:
+            self.versions = {}
+        self.versions[change_id] = got
+        return int(got)
+
+    def _version_outside(self, change_id: str, fixed: int, min_version: int,
+                         max_version: int) -> NonDeterminismError:
+        """The error of a ``workflow.version(change_id, ...)`` call whose range leaves
+        out the version an earlier call fixed for this run (kept: the workflow blocks)."""
+        cursor = self.cursor
+        err = NonDeterminismError(
+            f"workflow {self.wid!r}: workflow.version({change_id!r}, {min_version}, "
+            f"{max_version}) leaves out version {fixed}, which an earlier call fixed for "
+            f"this run (a change id has one version per run: keep the ranges of its "
+            f"calls overlapping, or use another change id). {cursor.advice}",
+            workflow_id=self.wid, seq=cursor.seq, recorded=f"version {change_id!r}={fixed}",
+            current=f"version {change_id!r} supporting only {min_version}..{max_version}")
+        if cursor.error is None:
+            cursor.error = err
+        return cursor.error
 
     # ------------------------------------------------------------ attrs / state
     def set_attrs(self, search: dict[str, Any] | None, memo: dict[str, Any] | None) -> None:

@@ -92,8 +92,9 @@ def _pid(record: Any) -> Pid:
 # ---------------------------------------------------------------- terminate
 def terminate_transaction(store: Any, record: Any, error: ErrorInfo) -> Transaction:
     """The writes that end the stored workflow ``record`` (unfinished) with ``error``
-    while no node runs it: its status, its ``EXIT`` to the unfinished workflows that
-    watch it, and the same for its unfinished children, recursively. The request of
+    while no node runs it: its status, its ``EXIT`` to the workflows that watch it and
+    may run again (unfinished, or failed: a retry reads it; the workflow itself among
+    them, for its children's), and the same for its unfinished children, recursively. The request of
     :func:`request_transaction` goes with them: a node that started meanwhile and runs
     the workflow ends it all the same (a status alone, it could overwrite); once the
     status says it ended, a node only consumes that request (see ``stale_request`` in
