@@ -1060,6 +1060,68 @@ def test_a_service_input_that_cannot_start_its_process_is_a_config_error(
     ], "\n".join(problems)
 
 
+def test_an_input_the_store_cannot_hold_is_a_config_error(tmp_path: Path) -> None:
+    """A schedule's input, and a workflow service's, is stored as JSON: an unquoted YAML
+    date (a datetime.date), bytes (!!binary), a set (!!set) or a mapping with int keys
+    passed check, then the node died at start with a PayloadError traceback (schedule)
+    or the service failed at every start and gave up. Each is a config error naming the
+    file, entry, field and the value's type; a plain process service gets its input as
+    it is (never stored), so a date is fine there."""
+    path, problems = problems_of(
+        tmp_path,
+        f"""
+        version: "1.0"
+        namespace: app
+        entries:
+          - {{name: wf, kind: workflow.py, source: "{MOD}:order_workflow"}}
+          - {{name: p, kind: process.py, source: "{MOD}:main"}}
+          - {{name: nightly, kind: workflow.schedule, workflow: wf, every: 1h,
+             input: [2024-01-01]}}
+          - {{name: s_date, kind: process.service, process: wf, host: workflows,
+             input: [2024-01-01]}}
+          - {{name: s_bytes, kind: process.service, process: wf, host: workflows,
+             input: [!!binary aGVsbG8=]}}
+          - {{name: s_set, kind: process.service, process: wf, host: workflows,
+             input: [!!set {{a}}]}}
+          - {{name: s_keys, kind: process.service, process: wf, host: workflows,
+             input: [{{1: 2}}]}}
+          - {{name: plain, kind: process.service, process: p, input: [2024-01-01]}}
+          - {{name: zoned, kind: workflow.schedule, workflow: wf, every: 1h,
+             input: [2024-01-01T00:00:00Z]}}
+        """,
+    )
+    at = {i: f"{path}: entry 'app:{n}' (index {i}): field 'input': cannot store the input "
+          for i, n in [(2, "nightly"), (3, "s_date"), (4, "s_bytes"), (5, "s_set"),
+                       (6, "s_keys")]}
+    durable = ("cannot be converted to JSON: only builtins (dict with str keys, list, tuple, "
+               "str, int, float, bool, None), attrs classes, dataclasses, enums, aware "
+               "datetimes, uuid.UUID and Pid are durable")
+    date_hint = ("; YAML reads an unquoted date as a date: quote it ('2024-01-01') to pass "
+                 "a string, or give a time with its zone (2024-01-01T00:00:00Z)")
+    assert problems == [
+        at[2] + "[datetime.date(2024, 1, 1)] for app:wf: a value of type datetime.date "
+        "(inside a list) " + durable + date_hint,
+        at[3] + "[datetime.date(2024, 1, 1)] for app:wf: a value of type datetime.date "
+        "(inside a list) " + durable + date_hint,
+        at[4] + "[b'hello'] for app:wf: a value of type bytes (inside a list) " + durable,
+        at[5] + "[{'a'}] for app:wf: a value of type set (inside a list) " + durable,
+        at[6] + "[{1: 2}] for app:wf: a value of type int (inside a list) cannot be "
+        "converted to JSON: JSON object keys must be str",
+    ], "\n".join(problems)
+
+
+def test_a_plain_process_service_gets_a_yaml_date_as_it_is(tmp_path: Path) -> None:
+    """A process service's input is passed to its process as the YAML gave it (nothing
+    stores it): a date loads (only a durable entry's input must be JSON)."""
+    import datetime
+
+    config = load_config(write(tmp_path, HEAD + PROC + "  - {name: s, kind: process.service, "
+                               "process: p, input: [2024-01-01]}\n"))
+    service = config["app:s"]
+    assert isinstance(service, ServiceEntry)
+    assert service.input == (datetime.date(2024, 1, 1),)
+
+
 @pytest.mark.parametrize("config, got", [({"version": "1.0"}, "got dict"), (123, "got int"),
                                          (["app.yaml", 5], "got a list holding int")])
 def test_a_config_of_the_wrong_type_is_named(config: Any, got: str) -> None:

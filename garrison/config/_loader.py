@@ -819,9 +819,11 @@ def _input_problem(func: Callable[..., Any], args: tuple[Any, ...], target: str,
                    restore: bool = True) -> str | None:
     """Why ``func(*args)`` cannot start (``args``: a schedule's or a service's ``input``),
     or ``None``: too many or too few arguments for its signature, or (``restore``: it
-    runs on a workflow host) a value that cannot become its parameter's annotated type
-    (as the workflow's arguments are restored from the store when it runs, and as
-    ``garrison workflows start`` checks them)."""
+    runs on a workflow host, which stores its input) a value the store cannot hold as
+    JSON (a date, bytes, a set, a mapping with keys that are not strings), or one whose
+    JSON form cannot become its parameter's annotated type (as the workflow's arguments
+    are stored, then restored from the store when it runs, and as ``garrison workflows
+    start`` checks them)."""
     try:
         signature = inspect.signature(func)
     except (TypeError, ValueError):  # no signature to check against
@@ -836,17 +838,46 @@ def _input_problem(func: Callable[..., Any], args: tuple[Any, ...], target: str,
     except TypeError as exc:
         return (f"the input {shown} does not fit {target} {signature}: {exc}; expected a "
                 "list of its positional arguments")
-    if not restore:  # a plain process gets the values as they are
+    if not restore:  # a plain process gets the values as they are (never stored)
         return None
-    from .._errors import GarrisonError
+    import json
+
+    from .._errors import GarrisonError, PayloadError
     from .._targets import target_name
     from ..hosts.workflow._codec import restore_args
+    from ..persistence import to_json
 
+    try:  # stored as JSON, then read back as the workflow runs (and after a restart)
+        plain = json.loads(to_json(list(args), what=f"the input {shown} for {target}"))
+    except PayloadError as exc:
+        return f"{exc}{_yaml_date_hint(args)}"
     try:
-        restore_args(func, list(args), f"workflow {target_name(func)}")
+        restore_args(func, plain, f"workflow {target_name(func)}")
     except (GarrisonError, TypeError, ValueError) as exc:
         return f"the input {shown} does not fit {target} {signature}: {exc}"
     return None
+
+
+def _yaml_date_hint(value: object) -> str:
+    """A hint for an input holding a date or a time without a zone: YAML reads an unquoted
+    ``2024-01-01`` as a date, which no store holds."""
+    import datetime
+
+    def dated(v: object) -> bool:
+        if isinstance(v, datetime.datetime):
+            return v.tzinfo is None
+        if isinstance(v, datetime.date):
+            return True
+        if isinstance(v, Mapping):
+            return any(dated(k) or dated(x) for k, x in v.items())
+        if isinstance(v, list | tuple | set | frozenset):
+            return any(dated(x) for x in v)
+        return False
+
+    if not dated(value):
+        return ""
+    return ("; YAML reads an unquoted date as a date: quote it ('2024-01-01') to pass a "
+            "string, or give a time with its zone (2024-01-01T00:00:00Z)")
 
 
 def _find_cycles(requirements: Mapping[str, Sequence[str]]) -> list[list[str]]:
