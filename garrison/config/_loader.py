@@ -24,7 +24,9 @@ checks live in attrs validators on the frozen entry classes (``_entries.py``).
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import importlib.machinery
 import inspect
 import os
 import sys
@@ -266,7 +268,8 @@ def _preprocess(kind: str, data: dict[str, Any], problems: _Problems, where: str
 
 
 def _parse_entry(
-    raw: object, index: int, namespace: str, base_dir: Path | None, problems: _Problems
+    raw: object, index: int, namespace: str, base_dir: Path | None, problems: _Problems,
+    source_dir: Path | None = None,
 ) -> tuple[Entry, frozenset[str] | None] | None:
     """The entry and ``None``; or, for an entry with problems (reported), a stand-in
     built from its good fields and the fields it lacks (so that its references are still
@@ -346,7 +349,7 @@ def _parse_entry(
             problems.entry(where, problem, "store")
             failed = (failed or frozenset()) | {"store"}
     if isinstance(entry, SourceEntry) and "source" not in (failed or ()):
-        loaded = _load_source(entry, where, problems)
+        loaded = _load_source(entry, where, problems, source_dir)
         if loaded is None:
             return None
         entry = loaded
@@ -428,7 +431,10 @@ def store_key(store: str) -> Any:
     return Path(store).resolve()
 
 
-def _load_source(entry: SourceEntry, where: str, problems: _Problems) -> SourceEntry | None:
+def _load_source(entry: SourceEntry, where: str, problems: _Problems,
+                 source_dir: Path | None = None) -> SourceEntry | None:
+    """``entry`` with its imported ``func``, or ``None`` (with the problem); its module
+    is looked up in ``source_dir`` (the config file's folder) first."""
     module_name, sep, attr_path = entry.source.partition(":")
     parts_ok = all(p.isidentifier() for p in module_name.split(".")) and all(
         p.isidentifier() for p in attr_path.split(".")
@@ -440,8 +446,14 @@ def _load_source(entry: SourceEntry, where: str, problems: _Problems) -> SourceE
             "source",
         )
         return None
+    if source_dir is not None:
+        why = _imported_elsewhere(module_name.partition(".")[0], source_dir)
+        if why is not None:
+            problems.entry(where, why, "source")
+            return None
     try:
-        func = _import_source(entry.source)
+        with _searched_first(source_dir):
+            func = _import_source(entry.source)
     except LookupError as exc:
         problems.entry(where, str(exc), "source")
         return None
@@ -478,6 +490,52 @@ def _load_source(entry: SourceEntry, where: str, problems: _Problems) -> SourceE
     return attrs.evolve(entry, func=func)
 
 
+@contextlib.contextmanager
+def _searched_first(folder: Path | None) -> Iterator[None]:
+    """Imports made inside look in ``folder`` (a config file's) before the rest of
+    ``sys.path`` (where every config folder loaded stays, the last one first)."""
+    if folder is None:
+        yield
+        return
+    sys.path.insert(0, str(folder))
+    try:
+        yield
+    finally:
+        with contextlib.suppress(ValueError):
+            sys.path.remove(str(folder))  # (the first one: ours, unless moved)
+
+
+def _imported_elsewhere(top: str, folder: Path) -> str | None:
+    """Why module ``top``, which ``folder`` holds, cannot be the one a source names: a
+    module of that name is imported already from another file (another config's folder,
+    the application's own, the standard library); else ``None``. Python keeps one module
+    per name, and a workflow is found again by its ``module:function`` name (also after
+    a restart), so the two cannot both be right: the other would run in silence."""
+    loaded = sys.modules.get(top)
+    if loaded is None:
+        return None
+    try:
+        spec = importlib.machinery.PathFinder.find_spec(top, [str(folder)])
+    except (ImportError, ValueError):
+        return None
+    mine = getattr(spec, "origin", None)
+    if spec is None or not mine or not os.path.isfile(mine):
+        return None  # not in the folder (or a namespace package): found as before
+    theirs = getattr(loaded, "__file__", None)
+    if theirs:
+        try:
+            if os.path.samefile(mine, theirs):
+                return None
+        except OSError:
+            pass
+    shown = repr(theirs) if theirs else "Python itself (a built-in module)"
+    return (f"module {top!r} is {mine!r} (in the config file's folder), but a module "
+            f"named {top!r} is already imported from {shown}: Python holds one module per "
+            "name (and a workflow is found again by its module:function name), so one of "
+            "them would run in place of the other; give the modules distinct names or "
+            "put each in a package")
+
+
 def _describe(obj: object) -> str:
     if inspect.isfunction(obj) or inspect.ismethod(obj):
         return "the plain (sync) function"
@@ -497,7 +555,8 @@ class _ParsedFile:
 _NO_NAMESPACE = "(namespace?)"
 
 
-def _parse_text(text: str, filename: str, base_dir: Path | None) -> _ParsedFile:
+def _parse_text(text: str, filename: str, base_dir: Path | None,
+                source_dir: Path | None = None) -> _ParsedFile:
     problems = _Problems(filename)
 
     def done(namespace: str | None = None, entries: list[_Located] | None = None) -> _ParsedFile:
@@ -562,14 +621,14 @@ def _parse_text(text: str, filename: str, base_dir: Path | None) -> _ParsedFile:
         # the entries' own problems are reported all the same (under a stand-in
         # namespace: their ids say it is missing); nothing of the file is loaded
         for index, raw in enumerate(raw_entries):
-            _parse_entry(raw, index, _NO_NAMESPACE, base_dir, problems)
+            _parse_entry(raw, index, _NO_NAMESPACE, base_dir, problems, source_dir)
         return done(namespace)
     located: list[_Located] = []
     named_ids: list[tuple[str, int]] = []
     for index, raw in enumerate(raw_entries):
         if isinstance(raw, Mapping) and _valid_name(raw.get("name")):
             named_ids.append((f"{namespace}:{raw['name']}", index))
-        parsed = _parse_entry(raw, index, namespace, base_dir, problems)
+        parsed = _parse_entry(raw, index, namespace, base_dir, problems, source_dir)
         if parsed is not None:
             entry, failed = parsed
             located.append(_Located(entry, filename, index, namespace,
@@ -1032,10 +1091,12 @@ def _read(path: str | os.PathLike[str]) -> tuple[str | None, str]:
 
 
 def _parse_all(
-    sources: Iterable[tuple[str, str, Path | None]],
+    sources: Iterable[tuple[str, str, Path | None, Path | None]],
 ) -> tuple[dict[str, Entry], list[str], frozenset[str]]:
-    """The linked entries, the problems, and the namespaces of the files."""
-    parsed = [_parse_text(text, filename, base_dir) for text, filename, base_dir in sources]
+    """The linked entries, the problems, and the namespaces of the files (each given as
+    its text, name, folder for relative stores, folder searched first for sources)."""
+    parsed = [_parse_text(text, filename, base_dir, source_dir)
+              for text, filename, base_dir, source_dir in sources]
     entries, problems = _link(parsed)
     return entries, [_cut(p) for p in problems], frozenset(
         p.namespace for p in parsed if p.namespace)
@@ -1048,7 +1109,7 @@ def load_configs(paths: Iterable[str | os.PathLike[str]]) -> Config:
     Raises :class:`ConfigError` listing every problem of every file.
     """
     paths = list(paths)
-    sources: list[tuple[str, str, Path | None]] = []
+    sources: list[tuple[str, str, Path | None, Path | None]] = []
     problems: list[str] = []
     for path in paths:
         text, filename = _read(path)
@@ -1056,10 +1117,11 @@ def load_configs(paths: Iterable[str | os.PathLike[str]]) -> Config:
             problems.append(filename)
             continue
         base = Path(filename).resolve().parent
-        # `source: "module:function"` is looked up next to the config file first
+        # `source: "module:function"` is looked up next to its config file first (see
+        # _load_source); the folder stays on sys.path for what its modules import later
         if str(base) not in sys.path:
             sys.path.insert(0, str(base))
-        sources.append((text, filename, base))
+        sources.append((text, filename, base, base))
     entries, more, namespaces = _parse_all(sources)
     problems.extend(more)
     if problems:
@@ -1082,7 +1144,7 @@ def load_config_text(text: str, filename: str = "<string>") -> Config:
     Relative ``workflow.host`` store paths are made absolute against the current
     directory.
     """
-    entries, problems, namespaces = _parse_all([(text, filename, Path.cwd())])
+    entries, problems, namespaces = _parse_all([(text, filename, Path.cwd(), None)])
     if problems:
         raise ConfigError(problems)
     return Config(entries, (), namespaces)
