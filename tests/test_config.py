@@ -385,6 +385,20 @@ BAD: list[tuple[str, str, list[str]]] = [
         ["field 'source'", "expected an async function", "sync_main"],
     ),
     (
+        "process-is-a-class",  # (its async __call__ is its instances')
+        HEAD + f"  - {{name: x, kind: process.py, source: '{MOD}:Service'}}\n",
+        ["entry 'app:x' (index 0)", "field 'source'", "expected an async function (async def) "
+         f"or an object with an async __call__ for a process, got the class '{MOD}:Service'; "
+         "name an instance, not the class: a module-level `service = Service()` and source "
+         f"'{MOD}:service'"],
+    ),
+    (
+        "workflow-is-a-class",
+        HEAD + f"  - {{name: x, kind: workflow.py, source: '{MOD}:Service'}}\n",
+        ["field 'source'", "expected an async function (async def) for a workflow, got the "
+         f"class '{MOD}:Service'"],
+    ),
+    (
         "activity-not-callable",
         HEAD + f"  - {{name: x, kind: function.py, source: '{MOD}:not_callable'}}\n",
         ["field 'source'", "expected a callable (sync or async function), got int"],

@@ -465,6 +465,20 @@ def _load_source(entry: SourceEntry, where: str, problems: _Problems,
                 "source",
             )
             return None
+    elif inspect.isclass(func):  # (its __call__ may be async: an instance's, not its own)
+        if entry.kind == "workflow.py":
+            expected = "an async function (async def) for a workflow"
+        else:
+            expected = ("an async function (async def) or an object with an async "
+                        "__call__ for a process")
+        hint = ""
+        if entry.kind != "workflow.py" and _is_async_callable(func):
+            name = func.__name__
+            hint = (f"; name an instance, not the class: a module-level "
+                    f"`{name.lower()} = {name}()` and source '{module_name}:{name.lower()}'")
+        problems.entry(where, f"expected {expected}, got the class {entry.source!r}{hint}",
+                       "source")
+        return None
     elif not _is_async_callable(func):
         what = "workflow" if entry.kind == "workflow.py" else "process"
         problems.entry(
