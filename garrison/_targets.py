@@ -20,8 +20,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["activity_refusal", "check_target", "exit_is_import_error", "import_target",
-           "is_script", "main_function_module", "main_module_name", "script_spec",
+__all__ = ["activity_refusal", "check_target", "exit_is_import_error",
+           "import_target", "is_script", "main_function_module", "main_module_name", "script_spec",
            "target_name"]
 
 #: how many targets each cache below remembers (targets are few; this bounds odd uses)
@@ -58,10 +58,24 @@ def check_target(fn: Any) -> str:
     return _check_target(fn)
 
 
+def _class_refusal(cls: type) -> str:
+    """Why the class ``cls`` is no process target (calling it makes an instance, not an
+    awaitable): the end of a message that names it."""
+    name = getattr(cls, "__qualname__", None) or cls.__name__
+    if inspect.iscoroutinefunction(getattr(cls, "__call__", None)):  # noqa: B004
+        return (f"{name} is a class: a process target must be an async function (async "
+                f"def) or an object with an async __call__; pass an instance ({name}(...)), "
+                "not the class")
+    return (f"{name} is a class: a process target must be an async function (async def) "
+            "or an object with an async __call__")
+
+
 def _check_target(fn: Any) -> str:
     inner = fn
     while isinstance(inner, functools.partial):
         inner = inner.func
+    if isinstance(inner, type):  # (never cached: every class has the type ``type``)
+        raise TypeError(f"cannot spawn {fn!r}: {_class_refusal(inner)}")
     key = getattr(inner, "__code__", None)
     if key is None:
         key = type(inner)

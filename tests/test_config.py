@@ -385,6 +385,20 @@ BAD: list[tuple[str, str, list[str]]] = [
         ["field 'source'", "expected an async function", "sync_main"],
     ),
     (
+        "process-is-a-class",  # (its async __call__ is its instances')
+        HEAD + f"  - {{name: x, kind: process.py, source: '{MOD}:Service'}}\n",
+        ["entry 'app:x' (index 0)", "field 'source'", "expected an async function (async def) "
+         f"or an object with an async __call__ for a process, got the class '{MOD}:Service'; "
+         "name an instance, not the class: a module-level `service = Service()` and source "
+         f"'{MOD}:service'"],
+    ),
+    (
+        "workflow-is-a-class",
+        HEAD + f"  - {{name: x, kind: workflow.py, source: '{MOD}:Service'}}\n",
+        ["field 'source'", "expected an async function (async def) for a workflow, got the "
+         f"class '{MOD}:Service'"],
+    ),
+    (
         "activity-not-callable",
         HEAD + f"  - {{name: x, kind: function.py, source: '{MOD}:not_callable'}}\n",
         ["field 'source'", "expected a callable (sync or async function), got int"],
@@ -1058,6 +1072,150 @@ def test_a_service_input_that_cannot_start_its_process_is_a_config_error(
         f"restore argument 1 (n) of workflow {MOD}:report as int: ValueError: invalid literal "
         "for int() with base 10: 'abc'",
     ], "\n".join(problems)
+
+
+def test_an_input_the_store_cannot_hold_is_a_config_error(tmp_path: Path) -> None:
+    """A schedule's input, and a workflow service's, is stored as JSON: an unquoted YAML
+    date (a datetime.date), bytes (!!binary), a set (!!set) or a mapping with int keys
+    passed check, then the node died at start with a PayloadError traceback (schedule)
+    or the service failed at every start and gave up. Each is a config error naming the
+    file, entry, field and the value's type; a plain process service gets its input as
+    it is (never stored), so a date is fine there."""
+    path, problems = problems_of(
+        tmp_path,
+        f"""
+        version: "1.0"
+        namespace: app
+        entries:
+          - {{name: wf, kind: workflow.py, source: "{MOD}:order_workflow"}}
+          - {{name: p, kind: process.py, source: "{MOD}:main"}}
+          - {{name: nightly, kind: workflow.schedule, workflow: wf, every: 1h,
+             input: [2024-01-01]}}
+          - {{name: s_date, kind: process.service, process: wf, host: workflows,
+             input: [2024-01-01]}}
+          - {{name: s_bytes, kind: process.service, process: wf, host: workflows,
+             input: [!!binary aGVsbG8=]}}
+          - {{name: s_set, kind: process.service, process: wf, host: workflows,
+             input: [!!set {{a}}]}}
+          - {{name: s_keys, kind: process.service, process: wf, host: workflows,
+             input: [{{1: 2}}]}}
+          - {{name: plain, kind: process.service, process: p, input: [2024-01-01]}}
+          - {{name: zoned, kind: workflow.schedule, workflow: wf, every: 1h,
+             input: [2024-01-01T00:00:00Z]}}
+        """,
+    )
+    at = {i: f"{path}: entry 'app:{n}' (index {i}): field 'input': cannot store the input "
+          for i, n in [(2, "nightly"), (3, "s_date"), (4, "s_bytes"), (5, "s_set"),
+                       (6, "s_keys")]}
+    durable = ("cannot be converted to JSON: only builtins (dict with str keys, list, tuple, "
+               "str, int, float, bool, None), attrs classes, dataclasses, enums, aware "
+               "datetimes, uuid.UUID and Pid are durable")
+    date_hint = ("; YAML reads an unquoted date as a date: quote it ('2024-01-01') to pass "
+                 "a string, or give a time with its zone (2024-01-01T00:00:00Z)")
+    assert problems == [
+        at[2] + "[datetime.date(2024, 1, 1)] for app:wf: a value of type datetime.date "
+        "(inside a list) " + durable + date_hint,
+        at[3] + "[datetime.date(2024, 1, 1)] for app:wf: a value of type datetime.date "
+        "(inside a list) " + durable + date_hint,
+        at[4] + "[b'hello'] for app:wf: a value of type bytes (inside a list) " + durable,
+        at[5] + "[{'a'}] for app:wf: a value of type set (inside a list) " + durable,
+        at[6] + "[{1: 2}] for app:wf: a value of type int (inside a list) cannot be "
+        "converted to JSON: JSON object keys must be str",
+    ], "\n".join(problems)
+
+
+def test_a_plain_process_service_gets_a_yaml_date_as_it_is(tmp_path: Path) -> None:
+    """A process service's input is passed to its process as the YAML gave it (nothing
+    stores it): a date loads (only a durable entry's input must be JSON)."""
+    import datetime
+
+    config = load_config(write(tmp_path, HEAD + PROC + "  - {name: s, kind: process.service, "
+                               "process: p, input: [2024-01-01]}\n"))
+    service = config["app:s"]
+    assert isinstance(service, ServiceEntry)
+    assert service.input == (datetime.date(2024, 1, 1),)
+
+
+def _folder_app(folder: Path, namespace: str, module: str, says: str) -> Path:
+    """``folder/app.yaml`` with a process.py entry ``h`` whose source is ``module:main``
+    (``folder/module.py``, whose ``main`` returns ``says``)."""
+    folder.mkdir()
+    (folder / f"{module}.py").write_text(f"async def main():\n    return {says!r}\n")
+    return write(folder, f'version: "1.0"\nnamespace: {namespace}\nentries:\n'
+                         f'  - {{name: h, kind: process.py, source: "{module}:main"}}\n')
+
+
+@pytest.fixture
+def fresh_imports(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """Module names a test imports (dropped after it), with ``sys.path`` restored."""
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    names: list[str] = []
+    yield names
+    for name in names:
+        sys.modules.pop(name, None)
+
+
+def test_two_config_folders_with_a_module_of_one_name_are_refused(
+        tmp_path: Path, fresh_imports: list[str]) -> None:
+    """Two config folders, each with its own ``handlers.py`` and ``source:
+    "handlers:main"``: both entries silently ran the last folder's module (every folder
+    went to the front of sys.path before any import, and Python keeps one module per
+    name). Each file's sources are looked up in its own folder first, and a name
+    another folder's module holds already is refused, naming both files."""
+    module = f"handlers_{tmp_path.name.replace('-', '_')}"
+    fresh_imports.append(module)
+    a = _folder_app(tmp_path / "a", "a", module, "from A")
+    b = _folder_app(tmp_path / "b", "b", module, "from B")
+    with pytest.raises(ConfigError) as info:
+        load_configs([a, b])
+    assert info.value.problems == [
+        f"{b}: entry 'b:h' (index 0): field 'source': module {module!r} is "
+        f"{str(tmp_path / 'b' / module) + '.py'!r} (in the config file's folder), but a "
+        f"module named {module!r} is already imported from "
+        f"{str(tmp_path / 'a' / module) + '.py'!r}: Python holds one module per name (and a "
+        "workflow is found again by its module:function name), so one of them would run in "
+        "place of the other; give the modules distinct names or put each in a package"]
+    assert sys.modules[module].__file__ == str(tmp_path / "a" / f"{module}.py")
+    # the same file loaded again finds its own module, imported already: no problem
+    assert load_configs([a]).resolve_target("a:h") is sys.modules[module].main
+
+
+def test_a_config_module_named_as_one_the_app_imported_is_refused(
+        tmp_path: Path, fresh_imports: list[str]) -> None:
+    """An application that imported its own ``handlers`` and then loads a config whose
+    folder has another ``handlers.py`` silently ran its own module for the entry."""
+    module = f"handlers_{tmp_path.name.replace('-', '_')}"
+    fresh_imports.append(module)
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / f"{module}.py").write_text("async def main():\n    return 'app'\n")
+    sys.path.insert(0, str(tmp_path / "app"))
+    __import__(module)
+    cfg = _folder_app(tmp_path / "cfg", "a", module, "from the config's folder")
+    problems = check_config(cfg)
+    assert len(problems) == 1, problems
+    assert problems[0].startswith(f"{cfg}: entry 'a:h' (index 0): field 'source': module "
+                                  f"{module!r} is {str(tmp_path / 'cfg' / module) + '.py'!r}")
+    assert f"already imported from {str(tmp_path / 'app' / module) + '.py'!r}" in problems[0]
+
+
+def test_a_config_folder_is_searched_before_another_folder_on_the_path(
+        tmp_path: Path, fresh_imports: list[str]) -> None:
+    """Of two config files, the first one's source is found in its own folder, not in
+    the second one's (put at the front of sys.path after it), and a module only the
+    second folder has is found there as before."""
+    module = f"handlers_{tmp_path.name.replace('-', '_')}"
+    other = f"other_{tmp_path.name.replace('-', '_')}"
+    fresh_imports.extend([module, other])
+    a = _folder_app(tmp_path / "a", "a", module, "from A")
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / f"{module}.py").write_text("async def main():\n    return 'B'\n")
+    (tmp_path / "b" / f"{other}.py").write_text("async def main():\n    return 'B'\n")
+    b = write(tmp_path / "b", f'version: "1.0"\nnamespace: b\nentries:\n'
+                              f'  - {{name: o, kind: process.py, source: "{other}:main"}}\n')
+    config = load_configs([a, b])
+    assert sys.modules[module].__file__ == str(tmp_path / "a" / f"{module}.py")
+    assert config.resolve_target("a:h") is sys.modules[module].main
+    assert sys.modules[other].__file__ == str(tmp_path / "b" / f"{other}.py")
 
 
 @pytest.mark.parametrize("config, got", [({"version": "1.0"}, "got dict"), (123, "got int"),

@@ -186,3 +186,46 @@ async def test_an_entry_id_without_a_config_says_to_pass_the_function(autojump_c
         assert "load a config that declares 'orders:order_workflow'" in str(err.value)
         with pytest.raises(ValueError, match="pass the async function itself, or load"):
             await node.spawn("not an id")
+
+
+# ------------------------------------------------------------------ class targets
+class _AsyncCall:
+    async def __call__(self) -> int:
+        return 1
+
+
+class _NotCallable:
+    pass
+
+
+async def test_a_class_is_refused_as_a_process_target_whatever_was_checked_before(
+        autojump_clock):
+    """A class is no process target (calling it makes an instance, not an awaitable):
+    whether one was accepted depended on the first class checked, whose verdict was
+    kept for every class (by ``type(target)``, ``type`` for all of them); a class
+    with an async ``__call__`` ran, then failed ("can't be used in 'await'
+    expression"). Each is refused at the spawn, the one with an async ``__call__``
+    told to pass an instance, in either order, from a node, a process and a ChildSpec."""
+    from garrison.supervision import ChildSpec
+
+    instance = (r"_AsyncCall is a class: .*; pass an instance \(_AsyncCall\(\.\.\.\)\), not "
+                "the class")
+    plain = r"_NotCallable is a class: a process target must be an async function"
+    async with garrison.open_node() as node:
+        for order in ([(_AsyncCall, instance), (_NotCallable, plain), (dict, "dict is a class")],
+                      [(_NotCallable, plain), (_AsyncCall, instance), (dict, "dict is a class")]):
+            for cls, said in order:
+                with pytest.raises(TypeError, match=said):
+                    await node.spawn(cls)
+                with pytest.raises(TypeError, match=f"child 'c': cannot spawn .*{said}"):
+                    ChildSpec("c", cls)
+
+        async def spawner() -> str:
+            try:
+                await process.spawn(_AsyncCall)
+            except TypeError as exc:
+                return str(exc)
+            return "accepted"
+
+        assert "pass an instance (_AsyncCall(...))" in await node.wait(await node.spawn(spawner))
+        assert await node.wait(await node.spawn(_AsyncCall())) == 1  # an instance runs

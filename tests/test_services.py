@@ -169,23 +169,20 @@ async def test_auto_start_services_that_cannot_spawn_back_off_and_the_node_start
           input: [too_slow]
           lifecycle: {{auto_start: true, start_timeout: 1s, {once}}}
         - {{name: steady_wf, kind: workflow.py, source: "svc_app:steady"}}
-        - name: bad_input           # bytes cannot be stored as a workflow argument
-          kind: process.service
-          process: steady_wf
-          host: workflows
-          input: [!!binary aGk=]
-          lifecycle: {{auto_start: true, {once}}}
         - name: fine
           kind: process.service
           process: steady
           input: [fine]
           lifecycle: {{auto_start: true}}
     """)
-    # an entry id that names nothing (a Config built by hand is not linked)
-    lost = ServiceEntry(id="t:lost", process="t:nowhere",
-                        lifecycle=Lifecycle(auto_start=True,
-                                            restart=RestartPolicy(max_attempts=1, jitter=0)))
-    cfg = Config({**cfg.entries, lost.id: lost})
+    # a Config built by hand is not checked: an entry id that names nothing, and an
+    # input that cannot be stored as a workflow argument (bytes; the loader refuses it)
+    once_policy = Lifecycle(auto_start=True, restart=RestartPolicy(max_attempts=1, jitter=0))
+    lost = ServiceEntry(id="t:lost", process="t:nowhere", lifecycle=once_policy)
+    bad_input = ServiceEntry(id="t:bad_input", process="t:steady_wf", host="workflows",
+                             input=(b"hi",), lifecycle=once_policy)
+    entries = {k: v for k, v in cfg.entries.items() if k != "t:fine"}
+    cfg = Config({**entries, bad_input.id: bad_input, "t:fine": cfg["t:fine"], lost.id: lost})
     with trio.fail_after(100):  # it used to hang in open_node
         async with garrison.open_node(config=cfg) as node:
             await trio.sleep(10)

@@ -24,7 +24,9 @@ checks live in attrs validators on the frozen entry classes (``_entries.py``).
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import importlib.machinery
 import inspect
 import os
 import sys
@@ -266,7 +268,8 @@ def _preprocess(kind: str, data: dict[str, Any], problems: _Problems, where: str
 
 
 def _parse_entry(
-    raw: object, index: int, namespace: str, base_dir: Path | None, problems: _Problems
+    raw: object, index: int, namespace: str, base_dir: Path | None, problems: _Problems,
+    source_dir: Path | None = None,
 ) -> tuple[Entry, frozenset[str] | None] | None:
     """The entry and ``None``; or, for an entry with problems (reported), a stand-in
     built from its good fields and the fields it lacks (so that its references are still
@@ -346,7 +349,7 @@ def _parse_entry(
             problems.entry(where, problem, "store")
             failed = (failed or frozenset()) | {"store"}
     if isinstance(entry, SourceEntry) and "source" not in (failed or ()):
-        loaded = _load_source(entry, where, problems)
+        loaded = _load_source(entry, where, problems, source_dir)
         if loaded is None:
             return None
         entry = loaded
@@ -428,7 +431,10 @@ def store_key(store: str) -> Any:
     return Path(store).resolve()
 
 
-def _load_source(entry: SourceEntry, where: str, problems: _Problems) -> SourceEntry | None:
+def _load_source(entry: SourceEntry, where: str, problems: _Problems,
+                 source_dir: Path | None = None) -> SourceEntry | None:
+    """``entry`` with its imported ``func``, or ``None`` (with the problem); its module
+    is looked up in ``source_dir`` (the config file's folder) first."""
     module_name, sep, attr_path = entry.source.partition(":")
     parts_ok = all(p.isidentifier() for p in module_name.split(".")) and all(
         p.isidentifier() for p in attr_path.split(".")
@@ -440,8 +446,14 @@ def _load_source(entry: SourceEntry, where: str, problems: _Problems) -> SourceE
             "source",
         )
         return None
+    if source_dir is not None:
+        why = _imported_elsewhere(module_name.partition(".")[0], source_dir)
+        if why is not None:
+            problems.entry(where, why, "source")
+            return None
     try:
-        func = _import_source(entry.source)
+        with _searched_first(source_dir):
+            func = _import_source(entry.source)
     except LookupError as exc:
         problems.entry(where, str(exc), "source")
         return None
@@ -453,6 +465,20 @@ def _load_source(entry: SourceEntry, where: str, problems: _Problems) -> SourceE
                 "source",
             )
             return None
+    elif inspect.isclass(func):  # (its __call__ may be async: an instance's, not its own)
+        if entry.kind == "workflow.py":
+            expected = "an async function (async def) for a workflow"
+        else:
+            expected = ("an async function (async def) or an object with an async "
+                        "__call__ for a process")
+        hint = ""
+        if entry.kind != "workflow.py" and _is_async_callable(func):
+            name = func.__name__
+            hint = (f"; name an instance, not the class: a module-level "
+                    f"`{name.lower()} = {name}()` and source '{module_name}:{name.lower()}'")
+        problems.entry(where, f"expected {expected}, got the class {entry.source!r}{hint}",
+                       "source")
+        return None
     elif not _is_async_callable(func):
         what = "workflow" if entry.kind == "workflow.py" else "process"
         problems.entry(
@@ -478,6 +504,52 @@ def _load_source(entry: SourceEntry, where: str, problems: _Problems) -> SourceE
     return attrs.evolve(entry, func=func)
 
 
+@contextlib.contextmanager
+def _searched_first(folder: Path | None) -> Iterator[None]:
+    """Imports made inside look in ``folder`` (a config file's) before the rest of
+    ``sys.path`` (where every config folder loaded stays, the last one first)."""
+    if folder is None:
+        yield
+        return
+    sys.path.insert(0, str(folder))
+    try:
+        yield
+    finally:
+        with contextlib.suppress(ValueError):
+            sys.path.remove(str(folder))  # (the first one: ours, unless moved)
+
+
+def _imported_elsewhere(top: str, folder: Path) -> str | None:
+    """Why module ``top``, which ``folder`` holds, cannot be the one a source names: a
+    module of that name is imported already from another file (another config's folder,
+    the application's own, the standard library); else ``None``. Python keeps one module
+    per name, and a workflow is found again by its ``module:function`` name (also after
+    a restart), so the two cannot both be right: the other would run in silence."""
+    loaded = sys.modules.get(top)
+    if loaded is None:
+        return None
+    try:
+        spec = importlib.machinery.PathFinder.find_spec(top, [str(folder)])
+    except (ImportError, ValueError):
+        return None
+    mine = getattr(spec, "origin", None)
+    if spec is None or not mine or not os.path.isfile(mine):
+        return None  # not in the folder (or a namespace package): found as before
+    theirs = getattr(loaded, "__file__", None)
+    if theirs:
+        try:
+            if os.path.samefile(mine, theirs):
+                return None
+        except OSError:
+            pass
+    shown = repr(theirs) if theirs else "Python itself (a built-in module)"
+    return (f"module {top!r} is {mine!r} (in the config file's folder), but a module "
+            f"named {top!r} is already imported from {shown}: Python holds one module per "
+            "name (and a workflow is found again by its module:function name), so one of "
+            "them would run in place of the other; give the modules distinct names or "
+            "put each in a package")
+
+
 def _describe(obj: object) -> str:
     if inspect.isfunction(obj) or inspect.ismethod(obj):
         return "the plain (sync) function"
@@ -497,7 +569,8 @@ class _ParsedFile:
 _NO_NAMESPACE = "(namespace?)"
 
 
-def _parse_text(text: str, filename: str, base_dir: Path | None) -> _ParsedFile:
+def _parse_text(text: str, filename: str, base_dir: Path | None,
+                source_dir: Path | None = None) -> _ParsedFile:
     problems = _Problems(filename)
 
     def done(namespace: str | None = None, entries: list[_Located] | None = None) -> _ParsedFile:
@@ -562,14 +635,14 @@ def _parse_text(text: str, filename: str, base_dir: Path | None) -> _ParsedFile:
         # the entries' own problems are reported all the same (under a stand-in
         # namespace: their ids say it is missing); nothing of the file is loaded
         for index, raw in enumerate(raw_entries):
-            _parse_entry(raw, index, _NO_NAMESPACE, base_dir, problems)
+            _parse_entry(raw, index, _NO_NAMESPACE, base_dir, problems, source_dir)
         return done(namespace)
     located: list[_Located] = []
     named_ids: list[tuple[str, int]] = []
     for index, raw in enumerate(raw_entries):
         if isinstance(raw, Mapping) and _valid_name(raw.get("name")):
             named_ids.append((f"{namespace}:{raw['name']}", index))
-        parsed = _parse_entry(raw, index, namespace, base_dir, problems)
+        parsed = _parse_entry(raw, index, namespace, base_dir, problems, source_dir)
         if parsed is not None:
             entry, failed = parsed
             located.append(_Located(entry, filename, index, namespace,
@@ -819,9 +892,11 @@ def _input_problem(func: Callable[..., Any], args: tuple[Any, ...], target: str,
                    restore: bool = True) -> str | None:
     """Why ``func(*args)`` cannot start (``args``: a schedule's or a service's ``input``),
     or ``None``: too many or too few arguments for its signature, or (``restore``: it
-    runs on a workflow host) a value that cannot become its parameter's annotated type
-    (as the workflow's arguments are restored from the store when it runs, and as
-    ``garrison workflows start`` checks them)."""
+    runs on a workflow host, which stores its input) a value the store cannot hold as
+    JSON (a date, bytes, a set, a mapping with keys that are not strings), or one whose
+    JSON form cannot become its parameter's annotated type (as the workflow's arguments
+    are stored, then restored from the store when it runs, and as ``garrison workflows
+    start`` checks them)."""
     try:
         signature = inspect.signature(func)
     except (TypeError, ValueError):  # no signature to check against
@@ -836,17 +911,46 @@ def _input_problem(func: Callable[..., Any], args: tuple[Any, ...], target: str,
     except TypeError as exc:
         return (f"the input {shown} does not fit {target} {signature}: {exc}; expected a "
                 "list of its positional arguments")
-    if not restore:  # a plain process gets the values as they are
+    if not restore:  # a plain process gets the values as they are (never stored)
         return None
-    from .._errors import GarrisonError
+    import json
+
+    from .._errors import GarrisonError, PayloadError
     from .._targets import target_name
     from ..hosts.workflow._codec import restore_args
+    from ..persistence import to_json
 
+    try:  # stored as JSON, then read back as the workflow runs (and after a restart)
+        plain = json.loads(to_json(list(args), what=f"the input {shown} for {target}"))
+    except PayloadError as exc:
+        return f"{exc}{_yaml_date_hint(args)}"
     try:
-        restore_args(func, list(args), f"workflow {target_name(func)}")
+        restore_args(func, plain, f"workflow {target_name(func)}")
     except (GarrisonError, TypeError, ValueError) as exc:
         return f"the input {shown} does not fit {target} {signature}: {exc}"
     return None
+
+
+def _yaml_date_hint(value: object) -> str:
+    """A hint for an input holding a date or a time without a zone: YAML reads an unquoted
+    ``2024-01-01`` as a date, which no store holds."""
+    import datetime
+
+    def dated(v: object) -> bool:
+        if isinstance(v, datetime.datetime):
+            return v.tzinfo is None
+        if isinstance(v, datetime.date):
+            return True
+        if isinstance(v, Mapping):
+            return any(dated(k) or dated(x) for k, x in v.items())
+        if isinstance(v, list | tuple | set | frozenset):
+            return any(dated(x) for x in v)
+        return False
+
+    if not dated(value):
+        return ""
+    return ("; YAML reads an unquoted date as a date: quote it ('2024-01-01') to pass a "
+            "string, or give a time with its zone (2024-01-01T00:00:00Z)")
 
 
 def _find_cycles(requirements: Mapping[str, Sequence[str]]) -> list[list[str]]:
@@ -1001,10 +1105,12 @@ def _read(path: str | os.PathLike[str]) -> tuple[str | None, str]:
 
 
 def _parse_all(
-    sources: Iterable[tuple[str, str, Path | None]],
+    sources: Iterable[tuple[str, str, Path | None, Path | None]],
 ) -> tuple[dict[str, Entry], list[str], frozenset[str]]:
-    """The linked entries, the problems, and the namespaces of the files."""
-    parsed = [_parse_text(text, filename, base_dir) for text, filename, base_dir in sources]
+    """The linked entries, the problems, and the namespaces of the files (each given as
+    its text, name, folder for relative stores, folder searched first for sources)."""
+    parsed = [_parse_text(text, filename, base_dir, source_dir)
+              for text, filename, base_dir, source_dir in sources]
     entries, problems = _link(parsed)
     return entries, [_cut(p) for p in problems], frozenset(
         p.namespace for p in parsed if p.namespace)
@@ -1017,7 +1123,7 @@ def load_configs(paths: Iterable[str | os.PathLike[str]]) -> Config:
     Raises :class:`ConfigError` listing every problem of every file.
     """
     paths = list(paths)
-    sources: list[tuple[str, str, Path | None]] = []
+    sources: list[tuple[str, str, Path | None, Path | None]] = []
     problems: list[str] = []
     for path in paths:
         text, filename = _read(path)
@@ -1025,10 +1131,11 @@ def load_configs(paths: Iterable[str | os.PathLike[str]]) -> Config:
             problems.append(filename)
             continue
         base = Path(filename).resolve().parent
-        # `source: "module:function"` is looked up next to the config file first
+        # `source: "module:function"` is looked up next to its config file first (see
+        # _load_source); the folder stays on sys.path for what its modules import later
         if str(base) not in sys.path:
             sys.path.insert(0, str(base))
-        sources.append((text, filename, base))
+        sources.append((text, filename, base, base))
     entries, more, namespaces = _parse_all(sources)
     problems.extend(more)
     if problems:
@@ -1051,7 +1158,7 @@ def load_config_text(text: str, filename: str = "<string>") -> Config:
     Relative ``workflow.host`` store paths are made absolute against the current
     directory.
     """
-    entries, problems, namespaces = _parse_all([(text, filename, Path.cwd())])
+    entries, problems, namespaces = _parse_all([(text, filename, Path.cwd(), None)])
     if problems:
         raise ConfigError(problems)
     return Config(entries, (), namespaces)
