@@ -417,6 +417,52 @@ def test_second_signal_forces_an_immediate_stop(tmp_path):
     assert "forcing an immediate stop" in err
 
 
+def test_a_signal_during_start_up_stops_the_node_at_once(tmp_path):
+    """The first SIGINT while a service waited to run (a pool slot held by another)
+    was acted on only once start-up ended: after the service's whole start_timeout,
+    with a restart of it, the "running" banner, and then the stop."""
+    (tmp_path / "svc.py").write_text(textwrap.dedent("""
+        import trio
+        async def hog():
+            try:
+                await trio.sleep_forever()
+            finally:
+                print("hog stopped", flush=True)
+        async def late():
+            print("late ran", flush=True)
+            await trio.sleep_forever()
+    """))
+    (tmp_path / "app.yaml").write_text(textwrap.dedent("""
+        version: "1.0"
+        namespace: app
+        entries:
+          - {name: pool, kind: process.host, workers: 1}
+          - {name: hog_fn, kind: process.py, source: "svc:hog"}
+          - {name: late_fn, kind: process.py, source: "svc:late"}
+          - {name: hogs, kind: process.service, process: hog_fn, host: pool,
+             lifecycle: {auto_start: true}}
+          - {name: lates, kind: process.service, process: late_fn, host: pool,
+             lifecycle: {auto_start: true, start_timeout: 60s}}
+    """))
+    proc = start_run(tmp_path, "app.yaml", "--store", "app.db")
+    try:
+        seen = read_until(proc, "app:lates: started")
+        assert "app:lates: started" in seen, seen
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGINT)
+        began = time.monotonic()
+        out, err = finish(proc, timeout=20)
+        took = time.monotonic() - began
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert took < 10, (took, err)
+    assert "received SIGINT: shutting down" in err
+    assert "Ctrl-C to stop" not in err and "restart" not in err and "Traceback" not in err
+    assert "app:hogs: stopping" in err
+    assert out == "hog stopped\n"
+
+
 def test_run_starts_although_an_auto_start_service_cannot_spawn(tmp_path):
     (tmp_path / "svc.py").write_text(textwrap.dedent("""
         from garrison import process
