@@ -348,7 +348,8 @@ async def _until_service_ends(node: Any, service_id: str) -> int:
     """``--main`` naming a ``process.service``: the service the node runs (started now
     if it is not ``auto_start``), not a copy of its process without its input; the
     exit code once it has ended for good: 0 once it returned normally (``completed``),
-    1 once its restarts, or those of a service it requires, gave up."""
+    1 once its restarts, or those of a service it requires, gave up (whether it waits
+    for that one or runs on without it)."""
     from .supervision import ServiceStatus
 
     needs: list[str] = []  # what it requires, and what those require
@@ -367,10 +368,13 @@ async def _until_service_ends(node: Any, service_id: str) -> int:
         if info.status == ServiceStatus.GAVE_UP:
             print(f"garrison run: {service_id} gave up: {info.last_error}", file=sys.stderr)
             return 1
-        for dep in needs if info.status == ServiceStatus.WAITING else ():
-            # it waits for a service that will never run again
+        for dep in needs:
+            # a service it requires will never run again: it waits for it for ever, or
+            # runs on without it (a requirement that gives up stops alone)
             if status[dep].status == ServiceStatus.GAVE_UP:
-                print(f"garrison run: {service_id} cannot start: {dep}, which it requires, "
+                what = ("cannot start" if info.status == ServiceStatus.WAITING
+                        else "runs without what it requires")
+                print(f"garrison run: {service_id} {what}: {dep}, which it requires, "
                       f"gave up: {status[dep].last_error}", file=sys.stderr)
                 return 1
         await trio.sleep(0.05)

@@ -217,8 +217,10 @@ def test_run_main_naming_a_service_and_a_requirement_that_gives_up(tmp_path,
                                                                   dep_fails_after):
     """A requirement whose restarts gave up before the service started: the service
     waits for ever, so the run ends (exit 1) saying so (it never ended). One that gave
-    up after the service started does not stop it: the run ends with the service (0;
-    not "cannot start"). Both found by reviews."""
+    up after the service started leaves it running without it (README: a service that
+    gives up stops alone), and the run ends there too, exit 1 (README: "1 once its
+    restarts, or those of a service it requires, gave up"): it went on until the service
+    ended, and never ended when the service ran for ever (svc2.yaml of a review)."""
     wait = f"await trio.sleep({dep_fails_after})" if dep_fails_after else "pass"
     (tmp_path / "mysvc2.py").write_text(textwrap.dedent(f"""
         import trio
@@ -226,8 +228,7 @@ def test_run_main_naming_a_service_and_a_requirement_that_gives_up(tmp_path,
             {wait}
             raise RuntimeError("dep is broken")
         async def handler():
-            await trio.sleep(3)
-            return "done"
+            await trio.sleep_forever()
     """))
     (tmp_path / "app.yaml").write_text(textwrap.dedent("""
         version: "1.0"
@@ -248,7 +249,10 @@ def test_run_main_naming_a_service_and_a_requirement_that_gives_up(tmp_path,
     """))
     done = cli("run", "app.yaml", "--main", "app:svc", cwd=tmp_path, timeout=30)
     if dep_fails_after:
-        assert done.returncode == 0 and "cannot start" not in done.stderr, done.stderr
+        assert done.returncode == 1, done.stderr
+        assert ("garrison run: app:svc runs without what it requires: app:dep, which it "
+                "requires, gave up: RuntimeError: dep is broken") in done.stderr
+        assert "app:svc: stopping" in done.stderr  # the node stopped gracefully
     else:
         assert done.returncode == 1, done.stderr
         assert ("garrison run: app:svc cannot start: app:dep, which it requires, gave "
