@@ -234,13 +234,14 @@ async def _serve(config: Any, root: Any, label: str | None, store: str | None,
     ``session_max_age``, when given); ``metrics``: serve Prometheus metrics there. A
     node of a cluster drains on SIGTERM first (its workflows move to the other nodes at
     their next durable point), then stops."""
-    from ._node import open_node
+    from ._node import new_node, running_node
 
     if metrics is not None:  # time what the node does from its start on
         _observe.set_timing(True)
     code = 0
     running = trio.CancelScope()
-    opened: list[Any] = []
+    opened: list[Any] = []  # the node, once it runs
+    starting: list[Any] = []  # the node, while it starts
     printed: list[str] = []  # the root's result: the last line, once the node stopped
     # listen before the node starts, so a signal during start-up is not fatal
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -258,6 +259,8 @@ async def _serve(config: Any, root: Any, label: str | None, store: str | None,
                     elif first:
                         log.info("received %s: shutting down (again to force)", signame)
                         running.cancel()  # the node then stops gracefully
+                        if starting and not opened:  # its start ends now, then it stops
+                            starting[0].interrupt_start()
                         first = False
                     else:
                         log.warning("received %s again: forcing an immediate stop", signame)
@@ -265,24 +268,27 @@ async def _serve(config: Any, root: Any, label: str | None, store: str | None,
                         os._exit(128 + signum)
 
             watchers.start_soon(watch_signals)
-            async with open_node(config=config, store=store, name=name, lease=lease
-                                 ) as node, trio.open_nursery() as console:
+            starting.append(new_node(config=config, store=store, name=name, lease=lease))
+            async with running_node(starting[0]) as node, trio.open_nursery() as console:
                 opened.append(node)
                 if node.clustered:
                     console.start_soon(exit_when_drained, node, running)
-                if ui is not None:
-                    from .console import serve_console
-
-                    where = await console.start(partial(
-                        serve_console, node=node, bind=ui, token=token,
-                        forwarded_allow_ips=forwarded_allow_ips, **(sessions or {})))
-                    announce_console(where, "garrison run")
-                if metrics is not None:
-                    from .metrics import serve as serve_metrics
-
-                    served = await console.start(serve_metrics, node, metrics)
-                    print(f"garrison run: metrics at {served.url}", flush=True)
                 with running:
+                    # a signal while the node started: it stops now (no console, no
+                    # banner, no root), as after a signal once it ran
+                    await trio.lowlevel.checkpoint_if_cancelled()
+                    if ui is not None:
+                        from .console import serve_console
+
+                        where = await console.start(partial(
+                            serve_console, node=node, bind=ui, token=token,
+                            forwarded_allow_ips=forwarded_allow_ips, **(sessions or {})))
+                        announce_console(where, "garrison run")
+                    if metrics is not None:
+                        from .metrics import serve as serve_metrics
+
+                        served = await console.start(serve_metrics, node, metrics)
+                        print(f"garrison run: metrics at {served.url}", flush=True)
                     if root is None:  # nothing ends the run: say that it runs, and what
                         log.info("%s", _started_line(node, where.url if ui is not None
                                                      else None))
@@ -342,7 +348,8 @@ async def _until_service_ends(node: Any, service_id: str) -> int:
     """``--main`` naming a ``process.service``: the service the node runs (started now
     if it is not ``auto_start``), not a copy of its process without its input; the
     exit code once it has ended for good: 0 once it returned normally (``completed``),
-    1 once its restarts, or those of a service it requires, gave up."""
+    1 once its restarts, or those of a service it requires, gave up (whether it waits
+    for that one or runs on without it)."""
     from .supervision import ServiceStatus
 
     needs: list[str] = []  # what it requires, and what those require
@@ -361,10 +368,13 @@ async def _until_service_ends(node: Any, service_id: str) -> int:
         if info.status == ServiceStatus.GAVE_UP:
             print(f"garrison run: {service_id} gave up: {info.last_error}", file=sys.stderr)
             return 1
-        for dep in needs if info.status == ServiceStatus.WAITING else ():
-            # it waits for a service that will never run again
+        for dep in needs:
+            # a service it requires will never run again: it waits for it for ever, or
+            # runs on without it (a requirement that gives up stops alone)
             if status[dep].status == ServiceStatus.GAVE_UP:
-                print(f"garrison run: {service_id} cannot start: {dep}, which it requires, "
+                what = ("cannot start" if info.status == ServiceStatus.WAITING
+                        else "runs without what it requires")
+                print(f"garrison run: {service_id} {what}: {dep}, which it requires, "
                       f"gave up: {status[dep].last_error}", file=sys.stderr)
                 return 1
         await trio.sleep(0.05)

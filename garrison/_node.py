@@ -116,6 +116,8 @@ class Node:
         #: routing, registry and statistics: what hosts and services see of this node
         self._router = Router(self, config, inbox_warning)
         self._nursery: trio.Nursery | None = None
+        #: a stop was asked for while the node started (see :meth:`interrupt_start`)
+        self._start_interrupted = False
 
     @property
     def hosts(self) -> dict[str, Any]:
@@ -320,13 +322,26 @@ class Node:
                 member.singletons = singletons
                 member.on_singletons = self._on_singletons
                 member.poke()  # claim them now
-            await start_services(self._router, self.config,
-                                 self._held_singletons if member is not None else None)
+            if not self._start_interrupted:
+                await start_services(self._router, self.config,
+                                     self._held_singletons if member is not None else None)
+        if self._start_interrupted:  # nothing more starts: the node's stop comes next
+            return
         self._define_schedules()
         # services first: a resumed workflow finds the services it sends to
         for host in list(self.hosts.values()):
             if host.durable:
                 await host.resume()
+
+    def interrupt_start(self) -> None:
+        """A stop is asked for while the node starts (``garrison run``'s first SIGINT or
+        SIGTERM): its start ends soon, the node's stop follows. The services' first start
+        pass ends at once (a service waiting to run is left to the stop, nothing else
+        starts or restarts), no workflow is resumed and no schedule runs."""
+        self._start_interrupted = True
+        manager = self._router.services
+        if manager is not None:
+            manager.interrupt()
 
     def _define_schedules(self) -> None:
         """The config's ``workflow.schedule`` entries, given to their hosts' schedulers
@@ -678,10 +693,24 @@ async def open_node(config: Any = None, store: Any = None, *,
     >>> async with garrison.open_node() as node:
     ...     pid = await node.spawn(worker)
     """
-    node = Node(config=_as_config(config), store=store, inbox_warning=inbox_warning,
-                max_concurrent=max_concurrent, cluster_max_concurrent=cluster_max_concurrent,
-                rate=rate, name=name, lease=lease)
+    node = new_node(config=config, store=store, inbox_warning=inbox_warning,
+                    max_concurrent=max_concurrent, cluster_max_concurrent=cluster_max_concurrent,
+                    rate=rate, name=name, lease=lease)
+    async with running_node(node):
+        yield node
+
+
+def new_node(config: Any = None, store: Any = None, **options: Any) -> Node:
+    """The :class:`Node` :func:`open_node` runs (``config`` loaded if it is a path)."""
+    node = Node(config=_as_config(config), store=store, **options)
     enable_if_configured()  # spans, if the application set an OpenTelemetry provider
+    return node
+
+
+@asynccontextmanager
+async def running_node(node: Node) -> AsyncIterator[Node]:
+    """:func:`open_node`'s body: run ``node`` for the duration of the ``async with``
+    block (``garrison run`` holds the node before it starts, to interrupt its start)."""
     token = _current_node.set(node)
     try:
         async with trio.open_nursery() as nursery:

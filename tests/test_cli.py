@@ -217,8 +217,10 @@ def test_run_main_naming_a_service_and_a_requirement_that_gives_up(tmp_path,
                                                                   dep_fails_after):
     """A requirement whose restarts gave up before the service started: the service
     waits for ever, so the run ends (exit 1) saying so (it never ended). One that gave
-    up after the service started does not stop it: the run ends with the service (0;
-    not "cannot start"). Both found by reviews."""
+    up after the service started leaves it running without it (README: a service that
+    gives up stops alone), and the run ends there too, exit 1 (README: "1 once its
+    restarts, or those of a service it requires, gave up"): it went on until the service
+    ended, and never ended when the service ran for ever (svc2.yaml of a review)."""
     wait = f"await trio.sleep({dep_fails_after})" if dep_fails_after else "pass"
     (tmp_path / "mysvc2.py").write_text(textwrap.dedent(f"""
         import trio
@@ -226,8 +228,7 @@ def test_run_main_naming_a_service_and_a_requirement_that_gives_up(tmp_path,
             {wait}
             raise RuntimeError("dep is broken")
         async def handler():
-            await trio.sleep(3)
-            return "done"
+            await trio.sleep_forever()
     """))
     (tmp_path / "app.yaml").write_text(textwrap.dedent("""
         version: "1.0"
@@ -248,7 +249,10 @@ def test_run_main_naming_a_service_and_a_requirement_that_gives_up(tmp_path,
     """))
     done = cli("run", "app.yaml", "--main", "app:svc", cwd=tmp_path, timeout=30)
     if dep_fails_after:
-        assert done.returncode == 0 and "cannot start" not in done.stderr, done.stderr
+        assert done.returncode == 1, done.stderr
+        assert ("garrison run: app:svc runs without what it requires: app:dep, which it "
+                "requires, gave up: RuntimeError: dep is broken") in done.stderr
+        assert "app:svc: stopping" in done.stderr  # the node stopped gracefully
     else:
         assert done.returncode == 1, done.stderr
         assert ("garrison run: app:svc cannot start: app:dep, which it requires, gave "
@@ -415,6 +419,52 @@ def test_second_signal_forces_an_immediate_stop(tmp_path):
         proc.kill()
     assert proc.returncode == 128 + signal.SIGTERM
     assert "forcing an immediate stop" in err
+
+
+def test_a_signal_during_start_up_stops_the_node_at_once(tmp_path):
+    """The first SIGINT while a service waited to run (a pool slot held by another)
+    was acted on only once start-up ended: after the service's whole start_timeout,
+    with a restart of it, the "running" banner, and then the stop."""
+    (tmp_path / "svc.py").write_text(textwrap.dedent("""
+        import trio
+        async def hog():
+            try:
+                await trio.sleep_forever()
+            finally:
+                print("hog stopped", flush=True)
+        async def late():
+            print("late ran", flush=True)
+            await trio.sleep_forever()
+    """))
+    (tmp_path / "app.yaml").write_text(textwrap.dedent("""
+        version: "1.0"
+        namespace: app
+        entries:
+          - {name: pool, kind: process.host, workers: 1}
+          - {name: hog_fn, kind: process.py, source: "svc:hog"}
+          - {name: late_fn, kind: process.py, source: "svc:late"}
+          - {name: hogs, kind: process.service, process: hog_fn, host: pool,
+             lifecycle: {auto_start: true}}
+          - {name: lates, kind: process.service, process: late_fn, host: pool,
+             lifecycle: {auto_start: true, start_timeout: 60s}}
+    """))
+    proc = start_run(tmp_path, "app.yaml", "--store", "app.db")
+    try:
+        seen = read_until(proc, "app:lates: started")
+        assert "app:lates: started" in seen, seen
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGINT)
+        began = time.monotonic()
+        out, err = finish(proc, timeout=20)
+        took = time.monotonic() - began
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert took < 10, (took, err)
+    assert "received SIGINT: shutting down" in err
+    assert "Ctrl-C to stop" not in err and "restart" not in err and "Traceback" not in err
+    assert "app:hogs: stopping" in err
+    assert out == "hog stopped\n"
 
 
 def test_run_starts_although_an_auto_start_service_cannot_spawn(tmp_path):

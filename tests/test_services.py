@@ -540,3 +540,64 @@ async def test_node_closing_during_a_dependent_restart_is_no_service_failure(
     assert info["t:db"].restarts == 1 and info["t:db"].status == "stopped"
     assert not [r.getMessage() for r in caplog.records
                 if r.levelno >= logging.WARNING and "shutting down" in r.getMessage()]
+
+
+async def test_node_closing_while_a_restart_waits_to_run_stops_at_once(autojump_clock, caplog):
+    """A restart waiting for its service to run (a pool slot another service holds)
+    held the manager's lock, so the node's stop waited out the whole stop budget, then
+    terminated the manager: the services were not stopped in order ("stopping")."""
+    svc_app.FAILS["flaky"] = 1
+    cfg = config("""
+        - {name: pool, kind: process.host, workers: 1}
+        - name: flaky
+          kind: process.service
+          process: crasher
+          host: pool
+          input: [flaky, 2]
+          lifecycle: {auto_start: true, start_timeout: 1h,
+                      restart: {max_attempts: 5, initial_delay: 1s, jitter: 0}}
+        - {name: hog, kind: process.service, process: polite, host: pool, input: [hog]}
+    """)
+    caplog.set_level(logging.INFO, logger="garrison")
+    async with garrison.open_node(config=cfg) as node:
+        await trio.sleep(2.5)  # flaky crashed at 2 (its slot free), restarts at 3
+        await node.start_service("t:hog")  # takes the slot: flaky's restart waits for it
+        await trio.sleep(2)
+        info = {s.id: s for s in node.services()}
+        assert info["t:flaky"].status == "starting" and info["t:hog"].status == "running"
+        closing = trio.current_time()
+    assert trio.current_time() - closing < 1
+    assert starts("flaky") == [0] and starts("hog") == [2.5]
+    assert [t for t, who, what in svc_app.LOG if (who, what) == ("hog", "stop")] == [4.5]
+    said = [r.getMessage() for r in caplog.records]
+    assert "t:hog: stopping" in said
+    assert not [m for m in said if "restart 2" in m]
+
+
+async def test_a_node_start_interrupted_while_a_service_waits_to_run_ends_at_once(
+        autojump_clock):
+    """garrison run's first signal while its node starts: the start ended only once the
+    service waiting for a pool slot ran or timed out (start_timeout), then restarted it."""
+    from garrison._node import new_node, running_node
+
+    cfg = config("""
+        - {name: pool, kind: process.host, workers: 1}
+        - {name: hog, kind: process.service, process: polite, host: pool, input: [hog],
+           lifecycle: {auto_start: true}}
+        - {name: late, kind: process.service, process: steady, host: pool, input: [late],
+           lifecycle: {auto_start: true, start_timeout: 1h}}
+    """)
+    node = new_node(config=cfg)
+
+    async def interrupt() -> None:
+        await trio.sleep(5)
+        node.interrupt_start()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(interrupt)
+        async with running_node(node):
+            entered = trio.current_time()
+    assert entered == 5 and trio.current_time() == 5
+    assert svc_app.LOG == [(0, "hog", "start"), (5, "hog", "stop")]  # late never ran
+    assert {s.id: s.status for s in node.services()} == {"t:hog": "stopped",
+                                                         "t:late": "stopped"}

@@ -1087,3 +1087,108 @@ async def test_a_nested_supervisor_restarted_after_its_failed_start_finds_itself
     assert outer.pid is not None
     assert outer.which_children()[0][1] is not None
     assert [c[1] is not None for c in inner.which_children()] == [True, True]
+
+
+# ----------------------------------------------------------------------------- start failures
+async def _one_arg(n: int) -> None:
+    _STARTED.append(f"one_arg {n}")
+    await trio.sleep_forever()
+
+
+def sync_charge(x: int) -> int:
+    """A function.py entry's function: sync, no process target."""
+    return x
+
+
+async def test_start_child_whose_target_refuses_its_args_raises_and_keeps_nothing(
+        node: garrison.Node, autojump_clock: object) -> None:
+    """A call that failed binding its arguments counted as started: start_child returned
+    a pid, the child crash-looped (TypeError) and the supervisor gave up, stopping its
+    healthy siblings. README: a spec whose start fails is not kept, the error is raised."""
+    _STARTED.clear()
+    sup = Supervisor([ChildSpec("a", _one_arg, args=(1,)), ChildSpec("b", _one_arg, args=(2,))])
+    await start(node, sup)
+    with pytest.raises(TypeError, match=r"child 'c': cannot call its target .*_one_arg "
+                                        r"with args=\(1, 2, 3\): .*takes 1 positional"):
+        await sup.start_child(ChildSpec("c", _one_arg, args=(1, 2, 3)))
+    with pytest.raises(TypeError, match=r"child 'k': cannot call its target .*_one_arg "
+                                        r"\(kwargs=\{'x': 1\}\).*unexpected keyword"):
+        await sup.start_child(ChildSpec("k", _one_arg, args=(1,), kwargs={"x": 1}))
+    await trio.sleep(10)
+    assert sup.pid is not None
+    assert [(cid, pid is not None) for cid, pid, _ in sup.which_children()] == [
+        ("a", True), ("b", True)]
+    assert _STARTED == ["one_arg 1", "one_arg 2"]
+
+
+async def test_a_bad_child_in_the_initial_list_fails_the_supervisor_s_start(
+        node: garrison.Node, autojump_clock: object) -> None:
+    """It was restarted until the supervisor gave up (SupervisorGaveUp), its sibling
+    started, stopped and restarted along; now the start fails at that child."""
+    _STARTED.clear()
+    sup = Supervisor([ChildSpec("a", _one_arg, args=(1,)), ChildSpec("bad", _one_arg),
+                      ChildSpec("after", _one_arg, args=(3,))])
+    pid = await node.spawn(sup)
+    with pytest.raises(garrison.ProcessError) as err:
+        await node.wait(pid)
+    assert not isinstance(err.value, SupervisorGaveUp)
+    assert "SupervisorError" in str(err.value)
+    assert "child 'bad' failed to start: TypeError: child 'bad': cannot call its target" \
+        in str(err.value)
+    assert _STARTED == ["one_arg 1"]
+
+
+async def test_a_child_naming_a_function_py_entry_fails_its_start(
+        autojump_clock: object) -> None:
+    """ChildSpec("c", "app:charge") of a sync function.py entry crash-looped ("object int
+    can't be used in 'await' expression") though node.spawn refuses it: now start_child
+    raises the TypeError naming the entry, and as a static child the start fails."""
+    from garrison.config import load_config_text
+
+    config = load_config_text(f"""
+version: "1.0"
+namespace: app
+entries:
+  - {{name: charge, kind: function.py, source: "{__name__}:sync_charge"}}
+""")
+    _STARTED.clear()
+    async with garrison.open_node(config=config) as node:
+        sup = Supervisor([ChildSpec("a", _one_arg, args=(1,))])
+        await start(node, sup)
+        with pytest.raises(TypeError, match=r"child 'c': config entry 'app:charge' is no "
+                                            r"process target: .*must be an async function"):
+            await sup.start_child(ChildSpec("c", "app:charge", args=(1,)))
+        await trio.sleep(10)
+        assert [c[0] for c in sup.which_children()] == ["a"]
+        static = Supervisor([ChildSpec("c", "app:charge", args=(1,))], max_restarts=1)
+        pid = await node.spawn(static)
+        with pytest.raises(garrison.ProcessError,
+                           match=r"child 'c' failed to start: TypeError: .*'app:charge'"):
+            await node.wait(pid)
+    assert _STARTED == ["one_arg 1"]
+
+
+async def test_a_restart_that_cannot_start_is_a_failure_of_that_child(
+        node: garrison.Node, autojump_clock: object) -> None:
+    """A child that ran once and whose restart cannot call its target: each such restart
+    is a failure of that child, counted toward max_restarts, and the give-up names it."""
+    calls: list[int] = []
+
+    class Flaky:
+        async def __call__(self, n: int) -> None:
+            calls.append(n)
+            await trio.sleep(1)
+            raise RuntimeError("crash")
+
+    async def takes_nothing(self: Any) -> None:
+        await trio.sleep_forever()
+
+    sup = Supervisor([ChildSpec("f", Flaky(), args=(1,))], max_restarts=2, within="1m")
+    pid = await node.spawn(sup)
+    await trio.sleep(0.5)
+    Flaky.__call__ = takes_nothing  # type: ignore[method-assign]  # its restarts' calls fail
+    with pytest.raises(garrison.ProcessError) as err:
+        await node.wait(pid)
+    assert "child 'f' needed restart 3 within 60s" in str(err.value)
+    assert "last error: TypeError: child 'f': cannot call its target" in str(err.value)
+    assert calls == [1]

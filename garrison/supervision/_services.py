@@ -101,6 +101,8 @@ class ServiceManager:
         #: in a cluster, the singleton services this node holds (``None``: no cluster,
         #: singletons are plain services)
         self.held: set[str] | None = None
+        #: the cancel scopes of the service starts under way (see :meth:`interrupt`)
+        self._starts: set[trio.CancelScope] = set()
 
     # ------------------------------------------------------------------ queries
     def info(self) -> list[ServiceInfo]:
@@ -162,6 +164,16 @@ class ServiceManager:
                 except (trio.WouldBlock, trio.EndOfChannel):
                     break
                 done.set()
+
+    def interrupt(self) -> None:
+        """The node stops (or its start was interrupted): nothing starts or restarts
+        any more, and a start under way ends now -- its wait for the service to run
+        could hold the lock, and with it the manager's ``CANCEL``, for the service's
+        whole ``start_timeout``. A service spawned but not yet running is terminated
+        (its code never ran)."""
+        self.stopping = True
+        for scope in self._starts:
+            scope.cancel()
 
     # ------------------------------------------------------------------ singletons
     def _may_run(self, svc: _Service) -> bool:
@@ -238,8 +250,8 @@ class ServiceManager:
             for svc in self.order:
                 if not svc.wanted or svc.status in _SETTLED:
                     continue
-                if self.node.stopping:  # it would refuse the spawn: that is no failure
-                    return  # (the manager's CANCEL comes next and stops the rest)
+                if self.stopping or self.node.stopping:  # it would refuse the spawn: that
+                    return  # is no failure (the manager's CANCEL comes next, stops the rest)
                 if self._deps_running(svc):
                     await self._start(svc)
                     progress = True
@@ -259,6 +271,21 @@ class ServiceManager:
         process already ended stays ``starting`` until its ``EXIT`` is handled, so
         nothing that requires it starts meanwhile.
         """
+        with trio.CancelScope() as scope:
+            self._starts.add(scope)
+            try:
+                await self._start_watched(svc)
+            finally:
+                self._starts.discard(scope)
+        if scope.cancelled_caught:  # interrupted (see interrupt): nothing of it runs on
+            pid = svc.pid
+            svc.pid = None
+            svc.status = ServiceStatus.STOPPED
+            if pid is not None:  # spawned, not running yet: it goes now, before a slot
+                self.by_pid.pop(pid, None)  # freed by the stop lets it run
+                await self.node.terminate(pid, self.pid)
+
+    async def _start_watched(self, svc: _Service) -> None:
         entry = svc.entry
         me = current_runtime()
         svc.generation += 1
@@ -460,6 +487,7 @@ async def stop_services(node: NodeContext, manager: ServiceManager) -> None:
     host = node.hosts["processes"]
     if pid is None or not host.is_alive(pid):
         return
+    manager.interrupt()  # a start under way would hold its CANCEL up to its start_timeout
     with trio.move_on_after(manager.stop_budget()):
         await node.cancel(pid, None, float("inf"))  # its CANCEL, then its end
         return

@@ -26,6 +26,7 @@ cancel scope, so it also happens when the supervisor is terminated.
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 import math
 from collections.abc import Callable, Iterable, Mapping
@@ -267,10 +268,12 @@ class _ChildMain:
 
     __hash__ = None  # type: ignore[assignment]  # keeps it out of the node's target cache
 
-    def __init__(self, fn: Any, started: trio.Event, label: str) -> None:
+    def __init__(self, fn: Any, started: trio.Event, label: str, child_id: str) -> None:
         self._fn = fn
         self._started = started
-        #: why a nested supervisor did not start (its children did not all run)
+        self._child_id = child_id
+        #: why the child did not start: its target could not be called with its
+        #: arguments, or (a nested supervisor) its children did not all run
         self.failure: BaseException | None = None
         self.__qualname__ = label  # the process label in the process host's logs
 
@@ -283,8 +286,38 @@ class _ChildMain:
         fn = self._fn
         if isinstance(fn, Supervisor) and not args:
             return await fn._run(self._signal)
+        # the call binds the arguments (no code of the child runs before its first
+        # await): a call that fails, or gives no awaitable, is a failed start -- the
+        # supervisor raises it (start_child, its own start) -- not a crash to restart
+        try:
+            running = fn(*args)
+        except TypeError as exc:
+            self._signal(TypeError(f"child {self._child_id!r}: cannot call its target "
+                                   f"{_target_label(fn)} with args={args!r}: {exc}"))
+            return None
+        except Exception as exc:
+            self._signal(exc)
+            return None
+        if not inspect.isawaitable(running):
+            self._signal(TypeError(
+                f"child {self._child_id!r}: its target {_target_label(fn)} returned "
+                f"{type(running).__name__}, not an awaitable: a child's target must be an "
+                "async function (async def) or an object with an async __call__"))
+            return None
         self._started.set()
-        return await fn(*args)
+        return await running
+
+
+def _target_label(fn: Any) -> str:
+    inner = fn
+    while isinstance(inner, functools.partial):
+        inner = inner.func
+    name = getattr(inner, "__qualname__", None) or type(inner).__name__
+    module = getattr(inner, "__module__", None)
+    label = f"{module}:{name}" if module else name
+    if isinstance(fn, functools.partial) and fn.keywords:
+        label += f" (kwargs={fn.keywords!r})"
+    return label
 
 
 async def _started_or_exited(started: trio.Event, node: Any, pid: Pid) -> None:
@@ -715,10 +748,15 @@ class Supervisor:
             return pid
         if isinstance(target, str) and node is not None:
             target = node.resolve_target(target)
+            try:  # (a callable target was checked when its ChildSpec was made)
+                check_target(target)
+            except TypeError as exc:
+                raise TypeError(f"child {spec.id!r}: config entry {spec.target!r} is no "
+                                f"process target: {exc}") from None
         if spec.kwargs:
             target = functools.partial(target, **spec.kwargs)
         started = trio.Event()
-        main = _ChildMain(target, started, spec.name)
+        main = _ChildMain(target, started, spec.name, spec.id)
         # shielded: a kill of the supervisor landing at the spawn's checkpoint would
         # raise there, after the child was spawned but before its pid was recorded, and
         # the final cleanup could not stop it (an orphan)
@@ -726,7 +764,8 @@ class Supervisor:
             pid = await process.spawn_monitored(main, *spec.args, host=spec.host)
         child.pid = pid
         await _started_or_exited(started, node, pid)
-        if main.failure is not None:  # a nested supervisor whose children did not all run
+        if main.failure is not None:  # its call failed, or a nested supervisor's children
+            # did not all run
             child.pid = None  # (its EXIT, on its way, is no longer this child's)
             raise main.failure
         log.debug("%s: started as %s", spec.name, pid)
