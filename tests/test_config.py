@@ -1059,8 +1059,8 @@ def test_a_service_input_that_cannot_start_its_process_is_a_config_error(
         at[3] + "the input [] does not fit app:session (user: str) -> None: missing a "
         "required argument: 'user'; expected a list of its positional arguments",
         at[7] + "the input ['abc'] does not fit app:report (n: int = 0) -> int: cannot "
-        f"restore argument 1 (n) of workflow {MOD}:report as int: ValueError: invalid literal "
-        "for int() with base 10: 'abc'",
+        f"restore argument 1 (n) of workflow {MOD}:report as int: expected an integer, got "
+        "a string \"abc\"",
     ], "\n".join(problems)
 
 
