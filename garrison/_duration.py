@@ -14,6 +14,9 @@ _NUMBER = re.compile(r"\d+(?:\.\d+)?", re.ASCII)
 _ORDER = ("d", "h", "m", "s", "ms")
 
 Duration = float | int | str
+#: the largest count a limit takes (a rate's COUNT, ``max_concurrent``,
+#: ``cluster_max_concurrent``): a 64-bit signed integer, as the stores keep it
+MAX_COUNT = 2**63 - 1
 
 
 def _shown(value: object) -> str:
@@ -86,17 +89,18 @@ def parse_rate(value: object, *, what: str = "rate") -> tuple[int, float]:
     >>> parse_rate("5/s")
     (5, 1.0)
 
-    ``COUNT`` is a whole number >= 1; ``DURATION`` a duration > 0 (a bare unit such as
-    ``s`` means one of it). Anything else raises ``ValueError`` naming the input.
+    ``COUNT`` is a whole number from 1 to 2**63 - 1; ``DURATION`` a duration > 0 (a bare
+    unit such as ``s`` means one of it). Anything else raises ``ValueError`` naming the input.
     """
     expected = "expected 'COUNT/DURATION' such as '100/1m' or '5/1s'"
     if not isinstance(value, str):
         raise ValueError(f"invalid {what} {_shown(value)}: {expected}")
     count_text, sep, period_text = value.replace(" ", "").partition("/")
     if (not sep or not count_text.isascii() or not count_text.isdigit()
-            or int(count_text) < 1):
+            or not 1 <= int(count_text) <= MAX_COUNT):
         raise ValueError(
-            f"invalid {what} {_shown(value)}: {expected}, with COUNT a whole number >= 1")
+            f"invalid {what} {_shown(value)}: {expected}, with COUNT a whole number from 1 "
+            "to 2**63 - 1 (a store keeps it as a 64-bit integer)")
     if period_text in _UNITS:
         period_text = "1" + period_text
     try:

@@ -482,11 +482,16 @@ def trigger_schedule(store: Any, schedule_id: str, now: float | None = None) -> 
     """Start the schedule's workflow now (``<id>@<now>``), paused or not; returns its
     workflow id. The workflow is created ``pending``: the node that owns the store
     starts it (at once, or when its host's queue has room; a stopped node when it
-    starts)."""
-    from .hosts.workflow._schedules import next_trigger, trigger_id
+    starts). It becomes the schedule's ``last_workflow`` as ``Scheduler.trigger``
+    decides (``trigger_takes_last``: not over an unfinished run, nor over a tick whose
+    workflow is not created yet), a compare-and-set on the one read."""
+    from .hosts.workflow._schedules import next_trigger, trigger_id, trigger_takes_last
     from .persistence import Transaction
 
     rec = get_schedule(store, schedule_id)
+    last = rec.last_workflow
+    found = None if last is None else store.get_workflow(last)
+    takes_last = trigger_takes_last(schedule_id, last, None if found is None else found.status)
     at = time.time() if now is None else now
     while True:  # a new workflow each time, also for two triggers in one millisecond
         wid = trigger_id(schedule_id, at)
@@ -495,7 +500,8 @@ def trigger_schedule(store: Any, schedule_id: str, now: float | None = None) -> 
             tx = Transaction().create_workflow(wid, rec.workflow, rec.input,
                                                status="pending", host=rec.host,
                                                run_id=run_id)
-            tx.update_schedule(schedule_id, last_workflow=wid)
+            if takes_last:
+                tx.update_schedule(schedule_id, last_workflow=wid, expect_last_workflow=last)
             store.write(tx)
             created = store.get_workflow(wid)
             if created is not None and created.run_id == run_id:

@@ -944,6 +944,7 @@ def test_check_lists_every_problem_in_one_pass(tmp_path: Path) -> None:
           - {{name: typed, kind: workflow.schedule, workflow: report, every: 1h,
              input: ["abc"]}}
           - {{name: fine, kind: workflow.schedule, workflow: report, every: 1h, input: [7]}}
+          - {{name: flag, kind: workflow.schedule, workflow: report, every: 1h, input: [true]}}
           - {{name: s4, kind: workflow.schedule, workflow: report, every: 1h,
              catchup_window: -5s, timezone: Mars/Base, overlap: maybe}}
           - {{name: svc, kind: process.service, process: p, lifecycle: {{start_timeout: 0}}}}
@@ -952,8 +953,8 @@ def test_check_lists_every_problem_in_one_pass(tmp_path: Path) -> None:
         """,
     )
     at = {i: f"{path}: entry 'app:{n}' (index {i}): " for i, n in enumerate(
-        ["report", "refund", "p", "a/b", "x@y", "", "arity", "typed", "fine", "s4", "svc",
-         "svc2"])}
+        ["report", "refund", "p", "a/b", "x@y", "", "arity", "typed", "fine", "flag", "s4",
+         "svc", "svc2"])}
     name_rule = "expected a non-empty name without ':', '/', '@', spaces or control characters"
     assert sorted(problems) == sorted([
         at[1] + f"field 'source': expected a workflow function, but '{MOD}:refund' is an "
@@ -964,17 +965,20 @@ def test_check_lists_every_problem_in_one_pass(tmp_path: Path) -> None:
         at[6] + "field 'input': the input [1, 2, 3] does not fit app:report (n: int = 0) -> "
         "int: too many positional arguments; expected a list of its positional arguments",
         at[7] + "field 'input': the input ['abc'] does not fit app:report (n: int = 0) -> "
-        f"int: cannot restore argument 1 (n) of workflow {MOD}:report as int: ValueError: "
-        "invalid literal for int() with base 10: 'abc'",
-        at[9] + "field 'catchup_window': expected a duration such as 10, '250ms', '30s', "
+        f"int: cannot restore argument 1 (n) of workflow {MOD}:report as int: expected an "
+        "integer, got a string \"abc\"",
+        at[9] + "field 'input': the input [True] does not fit app:report (n: int = 0) -> "
+        f"int: cannot restore argument 1 (n) of workflow {MOD}:report as int: expected an "
+        "integer, got a boolean true",
+        at[10] + "field 'catchup_window': expected a duration such as 10, '250ms', '30s', "
         "'5m' or '1h30m', got '-5s'",
-        at[9] + "field 'timezone': expected an IANA time zone name such as 'UTC' or "
+        at[10] + "field 'timezone': expected an IANA time zone name such as 'UTC' or "
         "'Europe/Riga', got 'Mars/Base'",
-        at[9] + "field 'overlap': expected one of 'skip', 'buffer_one', 'allow_all', got "
+        at[10] + "field 'overlap': expected one of 'skip', 'buffer_one', 'allow_all', got "
         "'maybe'",
-        at[10] + "field 'lifecycle.start_timeout': expected a duration longer than 0, got 0.0",
-        at[11] + "field 'lifecycle.restart.max_attempts': expected an integer >= 0, got -1",
-        at[11] + "field 'process': unknown entry 'app:missing' (expected a process.py or "
+        at[11] + "field 'lifecycle.start_timeout': expected a duration longer than 0, got 0.0",
+        at[12] + "field 'lifecycle.restart.max_attempts': expected an integer >= 0, got -1",
+        at[12] + "field 'process': unknown entry 'app:missing' (expected a process.py or "
         "workflow.py entry)",
     ]), "\n".join(problems)
 
@@ -1069,8 +1073,8 @@ def test_a_service_input_that_cannot_start_its_process_is_a_config_error(
         at[3] + "the input [] does not fit app:session (user: str) -> None: missing a "
         "required argument: 'user'; expected a list of its positional arguments",
         at[7] + "the input ['abc'] does not fit app:report (n: int = 0) -> int: cannot "
-        f"restore argument 1 (n) of workflow {MOD}:report as int: ValueError: invalid literal "
-        "for int() with base 10: 'abc'",
+        f"restore argument 1 (n) of workflow {MOD}:report as int: expected an integer, got "
+        "a string \"abc\"",
     ], "\n".join(problems)
 
 

@@ -161,7 +161,8 @@ def test_payload_error_names_the_container_it_was_found_in() -> None:
 def test_restoring_a_mismatch_reads_like_cattrs_transform_error() -> None:
     with pytest.raises(PayloadError) as info:
         from_json('{"sku": "a", "qty": "many"}', Line, what="the input")
-    assert str(info.value) == "cannot restore the input as Line: field 'qty': expected int"
+    assert str(info.value) == ('cannot restore the input as Line: field \'qty\': expected an '
+                                'integer, got a string "many"')
 
 
 @dataclasses.dataclass
@@ -183,14 +184,15 @@ _ARG = "argument 1 (order) of workflow orders:order_workflow"
 @pytest.mark.parametrize("value, hint, said", [
     ({"id": "o-17", "totl": 30}, _Order,
      "as _Order: field 'total': required field missing; extra fields found (totl)"),
-    ({"id": "o-17", "total": "many"}, _Order, "as _Order: field 'total': expected int"),
+    ({"id": "o-17", "total": "many"}, _Order,
+     "as _Order: field 'total': expected an integer, got a string \"many\""),
     ({"id": "o", "total": 1, "items": [{"sku": "a", "qty": "z"}]}, _Order,
-     "as _Order: field 'items[0].qty': expected int"),
+     "as _Order: field 'items[0].qty': expected an integer, got a string \"z\""),
     ({"id": "o", "total": 1, "items": [5]}, _Order,
      "as _Order: field 'items[0]': expected a JSON object"),
     (1, dict[str, Any], "as dict[str, Any]: expected a JSON object, got int 1"),
     (1, list[int], "as list[int]: expected a JSON array, got int 1"),
-    (["a"], list[int], "as list[int]: at [0]: expected int"),
+    (["a"], list[int], "as list[int]: at [0]: expected an integer, got a string \"a\""),
 ])
 def test_a_nested_mismatch_names_the_field_apart_from_the_workflow(
         value: Any, hint: Any, said: str) -> None:
@@ -244,3 +246,45 @@ def test_an_int_too_long_for_text_is_a_payload_error() -> None:
 
     with pytest.raises(PayloadError, match="the result of wf"):
         to_json(10 ** 5000, what="the result of wf")
+
+
+@pytest.mark.parametrize("value, hint, said", [
+    ({"a": 1}, str, 'expected a string, got an object {"a": 1}'),
+    ([1, 2], str, "expected a string, got an array [1, 2]"),
+    (5, str, "expected a string, got an integer 5"),
+    (None, str, "expected a string, got null"),
+    ("5", int, 'expected an integer, got a string "5"'),
+    (True, int, "expected an integer, got a boolean true"),
+    (5.5, int, "expected an integer, got a number 5.5"),
+    ("5", float, 'expected a number, got a string "5"'),
+    (False, float, "expected a number, got a boolean false"),
+    ("false", bool, 'expected a boolean (true or false), got a string "false"'),
+    (0, bool, "expected a boolean (true or false), got an integer 0"),
+    (3, str | None, "expected a string, got an integer 3"),
+])
+def test_a_scalar_hint_takes_only_its_own_json_type(value: Any, hint: Any, said: str) -> None:
+    """cattrs' own hooks for the scalars coerce: ``str`` took any JSON value as its
+    ``str()`` (``{"a": 1}`` arrived as ``"{'a': 1}"``, null as ``'None'``), ``bool``
+    took ``"false"`` as True, ``int`` took ``"5"``, ``true`` and ``5.5`` (as 5)."""
+    with pytest.raises(PayloadError) as info:
+        structure(value, hint, what=_ARG)
+    name = hint.__name__ if isinstance(hint, type) else "str | None"
+    assert str(info.value) == f"cannot restore {_ARG} as {name}: {said}"
+
+
+class _Color(enum.StrEnum):
+    RED = "red"
+
+
+class _Size(enum.IntEnum):
+    S = 1
+
+
+def test_scalars_of_their_own_type_and_their_subclasses_still_restore() -> None:
+    """An integer is a number (``5`` for a float is ``5.0``); enums of ``str`` and
+    ``int`` keep being built from their values."""
+    assert structure(5, float) == 5.0 and type(structure(5, float)) is float
+    assert (structure("x", str), structure(7, int), structure(True, bool)) == ("x", 7, True)
+    assert structure("red", _Color) is _Color.RED
+    assert structure(1, _Size) is _Size.S
+    assert structure({"sku": "a", "qty": 2}, Line) == Line("a", 2)

@@ -257,7 +257,7 @@ entries:
 
 
 async def test_bad_limits_are_refused() -> None:
-    with pytest.raises(ValueError, match="max_concurrent must be a whole number >= 1"):
+    with pytest.raises(ValueError, match="max_concurrent must be a whole number from 1 "):
         async with garrison.open_node(max_concurrent=0):
             pass
     with pytest.raises(ValueError, match="invalid rate '100 per minute'"):
@@ -266,6 +266,44 @@ async def test_bad_limits_are_refused() -> None:
     with pytest.raises(garrison.ConfigError, match="field 'rate': expected a rate"):
         load_config_text("version: '1.0'\nnamespace: app\nentries:\n"
                          "  - {name: w, kind: workflow.host, rate: fast, max_concurrent: -1}")
+
+
+@pytest.mark.parametrize("limits, said", [
+    ({"max_concurrent": 2**63}, "max_concurrent must be a whole number from 1 to 2**63 - 1"),
+    ({"cluster_max_concurrent": 10**30},
+     "cluster_max_concurrent must be a whole number from 1 to 2**63 - 1"),
+    ({"rate": f"{2**63}/1s"}, f"invalid rate '{2**63}/1s': expected 'COUNT/DURATION' such "
+     "as '100/1m' or '5/1s', with COUNT a whole number from 1 to 2**63 - 1"),
+])
+async def test_a_limit_a_store_cannot_keep_is_refused_up_front(
+        store_spec: str, limits: dict[str, Any], said: str) -> None:
+    """A count of 2**63 or more was taken, and then every start failed on PostgreSQL
+    with a bare NumericValueOutOfRange (the store keeps it as a 64-bit integer)."""
+    with pytest.raises(ValueError) as info:
+        async with garrison.open_node(store=store_spec, **limits):
+            pass
+    assert str(info.value).startswith(said), str(info.value)
+    largest = {key: (f"{2**63 - 1}/1s" if key == "rate" else 2**63 - 1) for key in limits}
+    async with garrison.open_node(store=store_spec, **largest) as node:
+        await node.start_workflow(app.job, id="fits")
+        assert await node.workflow("fits").result() == "fits"
+
+
+def test_config_refuses_a_limit_a_store_cannot_keep() -> None:
+    """``garrison check`` took ``max_concurrent: 99999999999999999999999``."""
+    with pytest.raises(garrison.ConfigError) as info:
+        load_config_text("version: '1.0'\nnamespace: app\nentries:\n"
+                         "  - {name: w, kind: workflow.host, max_concurrent: "
+                         "99999999999999999999999, cluster_max_concurrent: 9223372036854775808,"
+                         " rate: 9223372036854775808/1s}")
+    said = str(info.value)
+    assert "field 'max_concurrent': expected an integer from 1 to 2**63 - 1, got " \
+        "99999999999999999999999" in said, said
+    assert "field 'cluster_max_concurrent': expected an integer from 1 to 2**63 - 1" in said
+    assert "field 'rate': expected a rate 'COUNT/DURATION' such as '100/1m' (COUNT from 1 " \
+        "to 2**63 - 1)" in said
+    load_config_text("version: '1.0'\nnamespace: app\nentries:\n"
+                     "  - {name: w, kind: workflow.host, max_concurrent: 9223372036854775807}")
 
 
 def test_cli_lists_pending_workflows(tmp_path: Path) -> None:

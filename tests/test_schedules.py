@@ -386,6 +386,69 @@ async def test_a_deleted_triggered_workflow_is_not_taken_for_an_interrupted_tick
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
+@pytest.mark.parametrize("way", ["handle", "tool"])
+async def test_a_trigger_while_a_tick_is_being_started_does_not_lose_the_tick(
+        store_spec: str, way: str, monkeypatch: pytest.MonkeyPatch,
+        autojump_clock: Any) -> None:
+    """The 1h tick is recorded, its workflow not created yet (a slow start), when a
+    trigger comes (from the node or from ``garrison schedules trigger``); then the node
+    is killed. The trigger overwrote ``last_workflow`` with its own id, so the restart
+    never found the interrupted tick (only a tick's id is taken for one): the 1h run was
+    lost for good, nothing logged or counted. It stays the last run, and starts."""
+    from garrison.hosts.workflow._scheduler import Scheduler
+
+    async def never(self: Scheduler, record: Any, wid: str) -> None:
+        await trio.sleep_forever()  # the tick's start, under way until the node dies
+
+    db = store_spec
+    monkeypatch.setattr(Scheduler, "_start", never)
+    async with garrison.open_node(store=db) as node:
+        handle = await node.schedule("s", app.job, every="1h")
+        await trio.sleep(HOUR + 60)  # the 1h tick is recorded, its start hangs
+        assert handle.info().last_workflow == tick_id("s", at(1))
+        if way == "handle":
+            triggered = (await handle.trigger()).id
+        else:
+            triggered = tools.trigger_schedule(node.hosts["workflows"].store, "s")
+        await node.workflow(triggered).result()
+        assert handle.info().last_workflow == tick_id("s", at(1))
+    monkeypatch.undo()
+    wall_at(monkeypatch, T0)
+    async with garrison.open_node(store=db) as node:
+        await trio.sleep(60)
+        assert node.schedules()[0].last_workflow == tick_id("s", at(1))
+    assert ids() == [triggered, tick_id("s", at(1))]
+
+
+async def test_a_trigger_does_not_hide_a_running_tick_from_the_overlap_policy(
+        store_spec: str, autojump_clock: Any) -> None:
+    """The 1h run is still running at 1h30 when a trigger's run starts and ends. The
+    trigger took the place of the 1h run as ``last_workflow``, so the 2h tick (``skip``)
+    saw the last run ended and started beside the 1h run. It is skipped; a trigger once
+    the last run ended is the last run (the 3h tick is skipped behind it)."""
+    async with garrison.open_node(store=store_spec) as node:
+        handle = await node.schedule("s", app.waits_for_go, every="1h")
+
+        async def finish(wid: str) -> None:
+            await node.workflow(wid).signal("go", wid)
+            assert await node.workflow(wid).result() == wid
+
+        await trio.sleep(1.5 * HOUR)
+        await finish((await handle.trigger()).id)
+        assert handle.info().last_workflow == tick_id("s", at(1))
+        await trio.sleep(HOUR)  # to 2h30
+        assert node.stats()["schedules"]["workflows"]["skipped"] == 1
+        assert node.hosts["workflows"].store.get_workflow(tick_id("s", at(2))) is None
+        await finish(tick_id("s", at(1)))
+        longer = (await handle.trigger()).id
+        assert handle.info().last_workflow == longer
+        await trio.sleep(HOUR)  # to 3h30
+        assert node.stats()["schedules"]["workflows"]["skipped"] == 2
+        await finish(longer)
+        started = sorted(w.workflow_id for w in node.workflows())
+    assert [wid for wid in started if "." not in wid] == [tick_id("s", at(1))]
+
+
 async def test_an_update_racing_a_tick_does_not_act_on_the_tick_again(
         store_spec: str, monkeypatch: pytest.MonkeyPatch, autojump_clock: Any) -> None:
     """node.schedule(...) read the schedule before the 1h tick was recorded and wrote

@@ -104,6 +104,23 @@ async def test_unconvertible_argument_raises_payload_error_at_the_call(
         await node.start_workflow(app.steps, {1, 2}, id="bad")
 
 
+@pytest.mark.parametrize("fn, arg, said", [
+    (app.calls_asyncio_minded, {"a": 1}, 'as str: expected a string, got an object {"a": 1}'),
+    (app.calls_asyncio_minded, None, "as str: expected a string, got null"),
+    (app.steps, "5", 'as int: expected an integer, got a string "5"'),
+    (app.steps, True, "as int: expected an integer, got a boolean true"),
+])
+async def test_an_argument_of_another_json_type_than_its_annotation_is_refused(
+        node: garrison.Node, fn: Any, arg: Any, said: str) -> None:
+    """A ``str`` argument took any JSON value as its ``str()`` (``{"a": 1}`` ran as
+    ``"{'a': 1}"``), an ``int`` one a string of digits or a boolean."""
+    with pytest.raises(garrison.PayloadError) as info:
+        await node.start_workflow(fn, arg, id="mistyped")
+    assert str(info.value).endswith(said)
+    assert "argument 1" in str(info.value)
+    assert node.hosts["workflows"].store.get_workflow("mistyped") is None
+
+
 async def test_unconvertible_payload_fails_the_workflow_naming_the_type(
         node: garrison.Node) -> None:
     await node.start_workflow(app.bad_payload, id="bp")

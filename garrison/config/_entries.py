@@ -14,7 +14,7 @@ from typing import Any, TypeAlias
 
 import attrs
 
-from .._duration import parse_duration, parse_rate
+from .._duration import MAX_COUNT, parse_duration, parse_rate
 
 #: Host names every node has without any config: a process host and a workflow host.
 BUILTIN_HOSTS = ("processes", "workflows")
@@ -44,6 +44,13 @@ def _non_negative_int(inst: object, attribute: attrs.Attribute[Any], value: obje
 def _positive_int_or_none(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
     if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
         raise _FieldProblem(attribute.name, "an integer >= 1", value)
+
+
+def _limit_or_none(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    """A queue's limit: a count a store keeps as a 64-bit integer."""
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool)
+                              or not 1 <= value <= MAX_COUNT):
+        raise _FieldProblem(attribute.name, "an integer from 1 to 2**63 - 1", value)
 
 
 def _non_negative(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
@@ -87,8 +94,8 @@ def _rate(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
     try:
         parse_rate(value)
     except ValueError:
-        raise _FieldProblem(attribute.name, "a rate 'COUNT/DURATION' such as '100/1m'",
-                            value) from None
+        raise _FieldProblem(attribute.name, "a rate 'COUNT/DURATION' such as '100/1m' "
+                            "(COUNT from 1 to 2**63 - 1)", value) from None
 
 
 def _positive_duration(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
@@ -248,9 +255,9 @@ class WorkflowHostEntry:
     kind: str = "workflow.host"
     store: str | None = None
     synchronous: str = attrs.field(default="normal", validator=_one_of("normal", "full"))
-    max_concurrent: int | None = attrs.field(default=None, validator=_positive_int_or_none)
+    max_concurrent: int | None = attrs.field(default=None, validator=_limit_or_none)
     cluster_max_concurrent: int | None = attrs.field(default=None,
-                                                     validator=_positive_int_or_none)
+                                                     validator=_limit_or_none)
     rate: str | None = attrs.field(default=None, validator=_rate)
     meta: Mapping[str, Any] = attrs.field(factory=dict, hash=False)
 

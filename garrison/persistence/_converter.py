@@ -95,6 +95,61 @@ def _structure_uuid(value: Any, _type: Any) -> uuid.UUID:
     return uuid.UUID(value)
 
 
+#: the JSON names of the types a value of JSON may have (in a mismatch's message)
+_JSON_KINDS: dict[type, str] = {str: "a string", bool: "a boolean", int: "an integer",
+                                float: "a number", dict: "an object", list: "an array",
+                                type(None): "null"}
+
+
+class _ScalarMismatch(TypeError):
+    """A JSON value of the wrong type for ``str``, ``int``, ``float`` or ``bool``."""
+
+
+def _mismatch(expected: str, value: object) -> TypeError:
+    """A JSON value of the wrong type for a scalar hint: names both types."""
+    if value is None:
+        return _ScalarMismatch(f"expected {expected}, got null")
+    kind = _JSON_KINDS.get(type(value), f"a {_type_name(value)}")
+    shown = json.dumps(value, default=repr)
+    return _ScalarMismatch(f"expected {expected}, got {kind} "
+                           f"{shown[:80]}{'...' if len(shown) > 80 else ''}")
+
+
+def _structure_str(value: Any, _type: Any) -> str:
+    if _type is not str:  # a subclass (an enum): built from the value, as cattrs does
+        return _type(value)
+    # (cattrs' own hook is str(value): {"a": 1} became "{'a': 1}", None "None")
+    if isinstance(value, str):
+        return value
+    raise _mismatch("a string", value)
+
+
+def _structure_int(value: Any, _type: Any) -> int:
+    if _type is not int:  # a subclass (an enum): built from the value, as cattrs does
+        return _type(value)
+    # (cattrs' own hook is int(value): "5" became 5, 5.5 became 5, true became 1)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    raise _mismatch("an integer", value)
+
+
+def _structure_float(value: Any, _type: Any) -> float:
+    if _type is not float:  # a subclass (an enum): built from the value, as cattrs does
+        return _type(value)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    raise _mismatch("a number", value)
+
+
+def _structure_bool(value: Any, _type: Any) -> bool:
+    if _type is not bool:  # a subclass (an enum): built from the value, as cattrs does
+        return _type(value)
+    # (cattrs' own hook is bool(value): "false" became True, 0 False)
+    if isinstance(value, bool):
+        return value
+    raise _mismatch("a boolean (true or false)", value)
+
+
 def _reject(value: object) -> Any:
     raise _Unconvertible(value)
 
@@ -125,6 +180,11 @@ def _make_converter() -> cattrs.Converter:
     conv.register_structure_hook(_dt.datetime, _structure_datetime)
     conv.register_unstructure_hook(uuid.UUID, str)
     conv.register_structure_hook(uuid.UUID, _structure_uuid)
+    # Scalars: a JSON value of exactly that type (an integer for a float), no coercion
+    conv.register_structure_hook(str, _structure_str)
+    conv.register_structure_hook(int, _structure_int)
+    conv.register_structure_hook(float, _structure_float)
+    conv.register_structure_hook(bool, _structure_bool)
     # ``-> object`` / ``list[object]`` mean "any JSON value", like ``Any``
     conv.register_structure_hook_func(lambda t: t is object, lambda value, _type: value)
     # Containers: walk them ourselves so every nested value is checked by its
@@ -266,6 +326,8 @@ def structure(obj: Any, type_hint: Any = Any, *, what: str = "value") -> Any:
         problems = "; ".join(_problem(line) for line in cattrs.transform_error(
             exc, path="$", format_exception=_format_exception))
         raise PayloadError(f"cannot restore {what} as {_hint_name(type_hint)}: {problems}") from exc
+    except _ScalarMismatch as exc:
+        raise PayloadError(f"cannot restore {what} as {_hint_name(type_hint)}: {exc}") from None
     except Exception as exc:
         fields = _record_fields(type_hint)
         shown = json.dumps(obj, default=repr)
@@ -295,6 +357,8 @@ def _format_exception(exc: BaseException, hint: Any) -> str:
     if isinstance(exc, AttributeError) and str(exc).endswith(("attribute 'keys'",
                                                               "attribute 'items'")):
         return "expected a JSON object"
+    if isinstance(exc, _ScalarMismatch):  # (it names the type found, cattrs' does not)
+        return str(exc)
     return cattrs.v.format_exception(exc, hint)
 
 

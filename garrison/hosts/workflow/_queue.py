@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import trio
 
-from ..._duration import parse_rate
+from ..._duration import MAX_COUNT, parse_rate
 from ..._errors import StoreError, WorkflowCancelled, WorkflowMoved
 from ...actors._values import ErrorInfo
 from ...persistence import Transaction, WorkflowRecord, WorkflowStatus
@@ -68,9 +68,9 @@ ADMIT_BATCH = 500
 
 
 def _limit(value: object, name: str) -> None:
-    if value is not None and (type(value) is not int or value < 1):
-        raise ValueError(f"{name} must be a whole number >= 1 (or None: no limit), got "
-                         f"{value!r}")
+    if value is not None and (type(value) is not int or not 1 <= value <= MAX_COUNT):
+        raise ValueError(f"{name} must be a whole number from 1 to 2**63 - 1 (a store keeps "
+                         f"it as a 64-bit integer), or None: no limit; got {value!r}")
 
 
 @attrs.frozen

@@ -67,6 +67,7 @@ from ._schedules import (
     tick_id,
     tick_of,
     trigger_id,
+    trigger_takes_last,
 )
 
 if TYPE_CHECKING:
@@ -645,7 +646,10 @@ class Scheduler:
 
     async def trigger(self, schedule_id: str) -> Pid:
         """Start the schedule's workflow now (``<id>@<now>``), paused or not, whatever
-        its overlap policy; later ticks see it as the last run."""
+        its overlap policy. It becomes the schedule's last run (which later ticks' overlap
+        policy sees) unless the last run is unfinished, or is a tick whose workflow is not
+        created yet: that one stays (:func:`~._schedules.trigger_takes_last`; a
+        compare-and-set on ``last_workflow``, so a tick recorded meanwhile stays too)."""
         record = self.get(schedule_id)
         target = _workflow_of(record)
         at = self.host.clock.now()
@@ -655,9 +659,21 @@ class Scheduler:
             pid = await self.host.start(target, tuple(record.input), wid=wid,
                                         on_created=partial(created.append, True))
             at = next_trigger(at)  # if that id is taken: the next millisecond
-        # (stamped with the host's clock: a restart compares it with that clock)
-        await self.host.store.commit(Transaction().update_schedule(
-            schedule_id, last_workflow=wid, time=self.host.clock.now()))
-        self.reload(schedule_id)
+        current = self.host.store.get_schedule(schedule_id)
+        if current is not None and self._trigger_takes_last(current):
+            # (stamped with the host's clock: a restart compares it with that clock)
+            await self.host.store.commit(Transaction().update_schedule(
+                schedule_id, last_workflow=wid, expect_last_workflow=current.last_workflow,
+                time=self.host.clock.now()))
+            self.reload(schedule_id)
         return pid
 
+    def _trigger_takes_last(self, record: ScheduleRecord) -> bool:
+        last = record.last_workflow
+        if last is not None:
+            wf = self.host.active.get(last)
+            if wf is not None and not wf.done.is_set():
+                return False
+        found = None if last is None else self.host.store.get_workflow(last)
+        return trigger_takes_last(record.schedule_id, last,
+                                  None if found is None else found.status)

@@ -30,7 +30,7 @@ from cronsim import CronSim, CronSimError
 
 from ..._duration import parse_duration
 from ..._errors import PayloadError
-from ...persistence import to_json
+from ...persistence import WorkflowStatus, to_json
 from ._codec import arity_problem, restore_args
 from ._ids import ID_RULE, MAX_KEY_BYTES, id_problem, shown
 
@@ -51,6 +51,7 @@ __all__ = [
     "tick_id",
     "tick_of",
     "trigger_id",
+    "trigger_takes_last",
 ]
 
 #: what a tick does while the workflow the schedule started before is unfinished
@@ -141,6 +142,24 @@ def trigger_id(schedule_id: str, now: float) -> str:
     """The id of the workflow a trigger starts: ``nightly@2026-01-02T10:11:12.345Z``."""
     stamp = _utc(math.floor(now * 1000) / 1000).isoformat(timespec="milliseconds")
     return f"{schedule_id}@{stamp.replace('+00:00', 'Z')}"
+
+
+def trigger_takes_last(schedule_id: str, last: str | None, status: str | None) -> bool:
+    """Whether a trigger's workflow becomes schedule ``schedule_id``'s ``last_workflow``
+    (the run later ticks' overlap policy looks at), where ``last`` is the one recorded
+    now and ``status`` its workflow's status (``None``: no such workflow).
+
+    Not while ``last`` is unfinished (``pending``, running or parked: the overlap policy
+    is to see it until it ends), nor while it is a tick's workflow not created yet (its
+    start is under way, or a stop interrupted it: it is found by that id when a node
+    comes back, :meth:`~._scheduler.Scheduler._interrupted`). A missing trigger's
+    workflow was deleted: it is replaced."""
+    if last is None:
+        return True
+    if status is None:
+        return tick_of(schedule_id, last) is None
+    state = WorkflowStatus(status)
+    return state.finished or state is WorkflowStatus.BLOCKED
 
 
 def next_trigger(now: float) -> float:
