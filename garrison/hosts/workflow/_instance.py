@@ -338,49 +338,45 @@ class WorkflowInstance(Waits, Activities, Interop):
     def version(self, change_id: str, min_version: int, max_version: int) -> int:
         """The version of ``change_id`` for this run, fixed by its first call (as
         Temporal does): the recorded one, ``min_version`` for a run recorded before the
-        call existed, else ``max_version``, recorded. A later call with the same id
-        returns it unrecorded (a run resumed on new code cannot take the old path at
-        one gate and the new one at the next); a journal written when every call was
-        recorded holds a ``version`` record for each, which a later call takes."""
+        call existed, else ``max_version``. A later call with the same id gets the same
+        (a run resumed on new code cannot take the old path at one gate and the new one
+        at the next). Every live call is recorded, as before, so that a journal replays
+        on the release before this one; a record a later call finds wins (a journal of
+        that release may hold another version there: it replays as it ran)."""
         self._op("workflow.version()")
         entry = self.cursor.peek()
         recorded = (entry is not None and entry.kind == JournalKind.VERSION
                     and entry.name == change_id)
-        fixed = self.versions.get(change_id) if self.versions else None
-        if fixed is not None:
-            if recorded:  # (a journal of a call recorded at every call: taken)
-                entry = self._take(JournalKind.VERSION, change_id, cancel=False)
-                if entry is not None and entry.outcome != fixed:
-                    raise self.cursor.diverge(
-                        self.cursor.seq - 1, JournalKind.VERSION,
-                        f"{change_id}={entry.outcome}",
-                        f"version {change_id!r}, fixed at {fixed} for this run by its "
-                        "first call")
-            if not min_version <= fixed <= max_version:
-                raise self._version_outside(change_id, fixed, min_version, max_version)
-            return fixed
         if not recorded:  # (refused before a seq is taken, in a replay alike)
             check_text(change_id, f"workflow.version({change_id!r}): a change_id")
+        fixed = self.versions.get(change_id) if self.versions else None
+        got: Any
         if (entry is not None and not recorded) or (
                 entry is None and self.cursor.seq in self.timers):
             # a run recorded before this version() call existed (a record, or a sleep or
             # receive timeout under way, holds its seq; a cancel too, which the code
-            # after this call takes, as the first run did): the oldest behaviour
-            got: Any = min_version
+            # after this call takes, as the first run did): the oldest behaviour, or
+            # what an earlier call fixed for this run
+            got = min_version if fixed is None else fixed
+            if not min_version <= got <= max_version:
+                raise self._version_outside(change_id, got, min_version, max_version)
         else:
-            # no cancel is delivered here (a version() added above a wait where a
-            # cancel was delivered must not take it: the cancel handler would be skipped)
+            # no cancel is delivered here (a version() added above a wait where a cancel
+            # was delivered must not take it: the cancel handler would be skipped)
             entry = self._take(JournalKind.VERSION, change_id, cancel=False)
             if entry is not None:
                 got = entry.outcome
+                if not isinstance(got, int) or not min_version <= got <= max_version:
+                    raise self.cursor.diverge(
+                        self.cursor.seq - 1, JournalKind.VERSION, f"{change_id}={got}",
+                        f"version {change_id!r} supporting only "
+                        f"{min_version}..{max_version}")
             else:
-                got = max_version
+                got = max_version if fixed is None else fixed
+                if not min_version <= got <= max_version:  # (a fixed one only)
+                    raise self._version_outside(change_id, got, min_version, max_version)
                 self.record(self.buffered(), self.cursor.seq - 1, JournalKind.VERSION,
                             change_id, _dumps(got))
-            if not isinstance(got, int) or not min_version <= got <= max_version:
-                raise self.cursor.diverge(
-                    self.cursor.seq - 1, JournalKind.VERSION, f"{change_id}={got}",
-                    f"version {change_id!r} supporting only {min_version}..{max_version}")
         if self.versions is None:
             self.versions = {}
         self.versions[change_id] = got
