@@ -585,6 +585,7 @@ class Node:
                 remote = Remote(self._router, member)
                 self._router.remote = remote
                 self._router.cluster_names = ClusterNames(member)
+                member.on_lapsed = self._router.drop_cluster_names
                 member.on_remote = remote.receive
                 member.on_gone = remote.node_gone
                 member.on_live = remote.set_live
