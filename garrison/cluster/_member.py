@@ -284,8 +284,10 @@ class ClusterMember:
                     kind, data = self._events.popleft()
                     if kind in ("claimed", "owned", "singletons"):
                         epoch, data = data
-                        if epoch is not None and not self._current(epoch):  # lapsed: the
-                            if kind == "claimed":     # others take those (not run here)
+                        # found under an epoch whose lease lapsed since: the other
+                        # nodes take those (claimed workflows, singletons), not this one
+                        if epoch is not None and not self._current(epoch):
+                            if kind == "claimed":
                                 with self._lock:
                                     self._in_flight -= len(data)
                             continue
