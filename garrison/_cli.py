@@ -31,7 +31,7 @@ from typing import Any
 import trio
 
 from . import _observe
-from ._duration import parse_duration
+from ._duration import parse_lease
 from ._errors import ConfigError, ProcessError, StoreError, StoreLocked, StoreVersionError
 from ._targets import check_target, exit_is_import_error, is_script, script_spec
 from .actors._values import ErrorInfo
@@ -565,7 +565,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                                    _sessions(args))
                or _metrics_problem(args.metrics))
     try:
-        parse_duration(args.lease, what="--lease")
+        parse_lease(args.lease, what="--lease")
     except ValueError as exc:
         problem = problem or str(exc)
     if args.name is not None:  # (the node would refuse it as it starts: a traceback)
@@ -745,8 +745,8 @@ def build_parser() -> argparse.ArgumentParser:
     run_p.add_argument("--name", help="this node's name in its cluster (a postgresql:// store; "
                        "default <hostname>-<pid>)")
     run_p.add_argument("--lease", default="10s", help="how long the node stays a cluster "
-                       "member without renewing (default 10s): its workflows move to the "
-                       "other nodes within two leases of it stopping")
+                       "member without renewing (default 10s, from 1s to 1d): its workflows "
+                       "move to the other nodes within two leases of it stopping")
     run_p.add_argument("--ui", metavar="HOST:PORT",
                        help="serve the web console, attached to this node, on this address "
                             "(e.g. 127.0.0.1:8233)")

@@ -112,3 +112,22 @@ def parse_rate(value: object, *, what: str = "rate") -> tuple[int, float]:
     if period <= 0:
         raise ValueError(f"invalid {what} {_shown(value)}: the period must be longer than 0")
     return int(count_text), period
+
+
+#: the shortest lease a cluster node takes (seconds): renewed every third of it, a
+#: shorter one is lost to a round trip or a scheduling delay, again and again
+LEASE_MIN = 1.0
+#: the longest (seconds): a node lost is taken over only after its lease, and the
+#: server's limits are counted in milliseconds in a 32-bit integer
+LEASE_MAX = 86400.0
+
+
+def parse_lease(value: object, *, what: str = "lease=") -> float:
+    """A cluster node's lease (``lease=``, ``--lease``) in seconds: a duration from
+    :data:`LEASE_MIN` (1 s) to :data:`LEASE_MAX` (1 day); ``ValueError`` naming
+    ``what`` and the accepted range otherwise."""
+    seconds = parse_duration(value, what=what)
+    if not LEASE_MIN <= seconds <= LEASE_MAX:
+        raise ValueError(f"{what} must be from 1s to 1d (a node renews its lease every "
+                         f"third of it), got {_shown(value)}")
+    return seconds

@@ -13,7 +13,7 @@ from typing import Any
 
 import trio
 
-from ._duration import parse_duration
+from ._duration import parse_lease
 from ._errors import NotInProcess, ProcessError
 from ._router import EXIT_MEMORY, Router
 from .actors._mailbox import Budget
@@ -99,9 +99,7 @@ class Node:
             check_node_name(name)
         #: this node's name in its cluster (``name=``, or ``<hostname>-<pid>``)
         self.name: str = name if name is not None else f"{socket.gethostname()}-{os.getpid()}"
-        self.lease = parse_duration(lease)
-        if self.lease <= 0:
-            raise ValueError(f"lease= must be a positive duration, got {lease!r}")
+        self.lease = parse_lease(lease)
         self._started = time.time()
         #: cluster memberships, one per workflow host on a PostgreSQL store
         self._members: list[Any] = []
@@ -600,6 +598,7 @@ class Node:
                 remote = Remote(self._router, member)
                 self._router.remote = remote
                 self._router.cluster_names = ClusterNames(member)
+                member.on_lapsed = self._router.drop_cluster_names
                 member.on_remote = remote.receive
                 member.on_gone = remote.node_gone
                 member.on_live = remote.set_live
@@ -687,8 +686,8 @@ async def open_node(config: Any = None, store: Any = None, *,
     On a PostgreSQL store the node joins the store's cluster (other nodes may run on
     the same store): ``name`` names it (default ``<hostname>-<pid>``; a live node of
     the same name refuses it with ``StoreLocked``), ``lease`` is how long it stays a
-    member without renewing (renewed every lease/3; its workflows move to the other
-    nodes within two leases after it stops renewing).
+    member without renewing (from 1 s to 1 day; renewed every lease/3; its workflows
+    move to the other nodes within two leases after it stops renewing).
 
     >>> async with garrison.open_node() as node:
     ...     pid = await node.spawn(worker)

@@ -174,6 +174,18 @@ class Router:
             del self._cluster_held[name]
             self.cluster_names.unregister_name(name, str(pid))
 
+    def drop_cluster_names(self) -> None:
+        """This node's lease lapsed: the cluster names its processes held count no more
+        (their rows name an incarnation that is not live; another node may take them),
+        so they are this node's no longer either. The processes keep running."""
+        held, self._cluster_held = self._cluster_held, {}
+        for name, pid in held.items():
+            if self.registry.get(name) == pid:
+                del self.registry[name]
+        if held:
+            log.warning("this node's lease lapsed: its processes lost their cluster names "
+                        "(%s)", ", ".join(sorted(held)))
+
     # ------------------------------------------------------------ processes
     async def spawn_process(self, target: Any, args: tuple[Any, ...], *, host: str,
                             parent: Pid | None, link: Pid | None, monitor: Pid | None,

@@ -126,3 +126,89 @@ class CommitCutProxy(_Proxy):
                 self.armed.clear()
             if b"Z" in data:  # ReadyForQuery: the statement's answer is complete
                 state["watch"] = False
+
+
+class LinkProxy:
+    """A TCP proxy in front of the test PostgreSQL server whose link can be taken away:
+    :meth:`hold` keeps every socket open but passes no byte either way (a server or
+    network that stopped answering; new connections hang too), :meth:`cut` drops every
+    connection and refuses new ones (the server unreachable); :meth:`restore` brings
+    the link back."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream = ("127.0.0.1", upstream_port)
+        self._flowing = threading.Event()
+        self._flowing.set()
+        self._cut = False
+        self._open: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(100)
+        self.port: int = self.sock.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def url(self, url: str) -> str:
+        host_port = url.split("@", 1)[1].split("/", 1)[0]
+        return url.replace(host_port, f"127.0.0.1:{self.port}")
+
+    def hold(self) -> None:
+        self._flowing.clear()
+
+    def cut(self) -> None:
+        with self._lock:
+            self._cut = True
+            sockets, self._open = self._open, []
+        for s in sockets:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            s.close()
+
+    def restore(self) -> None:
+        with self._lock:
+            self._cut = False
+        self._flowing.set()
+
+    def close(self) -> None:
+        self.cut()
+        self._flowing.set()
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            self._flowing.wait()
+            with self._lock:
+                cut = self._cut
+            if cut:
+                client.close()
+                continue
+            try:
+                server = socket.create_connection(self.upstream)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._open += [client, server]
+            for src, dst in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while True:
+                data = src.recv(65536)
+                self._flowing.wait()
+                if not data:
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            s.close()

@@ -12,9 +12,18 @@ work is split in two:
   offers what waits for ``cluster_max_concurrent`` to the store again. A thread, not
   a trio task, so that a busy or virtual-time (``MockClock``) trio loop neither loses
   the lease nor spins;
-- the **trio side** (:meth:`run`): runs the claimed workflows, stops every workflow at
-  once when the lease lapsed (then lets the thread join again under a new epoch), hands
-  workflows over when the node drains, and tells the node who was lost.
+- the **lease watch** (a thread of its own that does no I/O): the node measures its
+  own lease. The server's ``lease_until`` is at least ``lease`` after the moment the
+  last confirmed renewal was *sent*; unless a newer renewal is confirmed, the node
+  takes its lease for lost :data:`LEASE_MARGIN` of a lease before that (so before any
+  other node may take over), whatever the membership thread is doing (a renewal
+  failing again and again, or one hung on a link that holds its bytes: every cluster
+  statement is bounded too, ``PgCluster.bound``);
+- the **trio side** (:meth:`run`): runs the claimed workflows, stops every workflow,
+  singleton service and cluster name at once when the lease lapsed (by the server's
+  answer, or by the node's own clock), then lets the thread join again under a new
+  epoch once the store answers; hands workflows over when the node drains, and tells
+  the node who was lost.
 
 The thread posts to trio with ``TrioToken.run_sync_soon`` (never blocks); trio pokes
 the thread through a pipe.
@@ -41,6 +50,11 @@ from ..persistence._pg_cluster import ClusterNode, PgCluster
 __all__ = ["ClusterMember"]
 
 log = logging.getLogger("garrison.cluster")
+
+#: the share of a lease a node keeps as a safety margin: it takes its own lease for
+#: lost this much before the server may (clock rates, scheduling, the time the trio
+#: side takes to stop what it runs)
+LEASE_MARGIN = 0.25
 
 
 class ClusterMember:
@@ -71,6 +85,19 @@ class ClusterMember:
         self._thread: threading.Thread | None = None
         self._token: trio.lowlevel.TrioToken | None = None
         self._last_renew = 0.0
+        #: (monotonic) when the last renewal (or join) the server confirmed was sent:
+        #: the server's lease of this node ends at least ``lease`` after it
+        self._confirmed = 0.0
+        #: the lease was taken for lost ("lapsed" posted to the trio side) and the node
+        #: has not joined again yet (guarded by ``_lock``)
+        self._lapse_posted = False
+        #: the trio side stopped everything after a lapse: the thread joins again
+        #: (rounds do nothing else until a join succeeds)
+        self._rejoining = False
+        self._watch_wake = threading.Condition(self._lock)
+        self._watch: threading.Thread | None = None
+        #: told when the lease lapsed (the node drops its cluster names)
+        self.on_lapsed: Callable[[], None] | None = None
         self._first: list[Any] = []
         #: claimed by the thread, not yet running (the trio side adopts them)
         self._in_flight = 0
@@ -114,6 +141,7 @@ class ClusterMember:
         this node's row. ``StoreLocked`` if a live node has this name."""
         epoch = self.pg.new_epoch()
         self.store.set_fence(epoch, self.name, idle_ms=int(max(self.lease / 2, 0.5) * 1000))
+        sent = time.monotonic()  # (the row's lease_until is the server's now + lease)
         try:
             self.pg.join(epoch, self.info)
         except BaseException:
@@ -121,6 +149,10 @@ class ClusterMember:
             self.pg.close()
             raise
         self._last_renew = time.monotonic()
+        with self._lock:
+            self._confirmed = sent
+            self._lapse_posted = False
+            self._watch_wake.notify_all()
         if self._thread is None:  # at start: what the node resumes (claimed now, before
             self.pg.mark_lost()   # the thread shares nothing of this connection)
             self._first = self.pg.claim(self._limit(), self._refused_names())
@@ -240,6 +272,9 @@ class ClusterMember:
         self._thread = threading.Thread(target=self._thread_main, name=f"garrison-cluster-"
                                         f"{self.name}", daemon=True)
         self._thread.start()
+        self._watch = threading.Thread(target=self._watch_main, name=f"garrison-lease-"
+                                       f"{self.name}", daemon=True)
+        self._watch.start()
         task_status.started()
         try:
             while True:
@@ -247,6 +282,15 @@ class ClusterMember:
                 self._ready = trio.Event()
                 while self._events:
                     kind, data = self._events.popleft()
+                    if kind in ("claimed", "owned", "singletons"):
+                        epoch, data = data
+                        # found under an epoch whose lease lapsed since: the other
+                        # nodes take those (claimed workflows, singletons), not this one
+                        if epoch is not None and not self._current(epoch):
+                            if kind == "claimed":
+                                with self._lock:
+                                    self._in_flight -= len(data)
+                            continue
                     if kind == "claimed":
                         if self.draining:  # claimed as the drain began: hand them on
                             for record in data:
@@ -286,7 +330,15 @@ class ClusterMember:
                     self.poke()
         finally:
             self._stop.set()
+            self._wake_watch()
             self.poke()
+
+    def _current(self, epoch: int) -> bool:
+        """True if ``epoch`` is this node's incarnation and its lease has not lapsed (by
+        the server's answer or this node's own clock): what a round found under an
+        epoch whose lease lapsed since (claimed workflows, singletons held) is not run."""
+        with self._lock:
+            return epoch == self.pg.epoch and not self._lapse_posted
 
     def _post(self, kind: str, data: Any = None) -> None:
         """From the thread: hand an event to the trio side (never blocks)."""
@@ -330,9 +382,12 @@ class ClusterMember:
                             "cut off from the store): its workflows run on other nodes")
         if self.on_singletons is not None:
             self.on_singletons(set())  # another node runs them now
+        if self.on_lapsed is not None:
+            self.on_lapsed()  # its cluster names count no more: others may take them
         running = [wf for wf in host.active.values() if not wf.done.is_set()]
-        log.warning("node %s lost its lease: stopping its %d workflows", self.name,
-                    len(running))
+        log.warning("node %s lost its lease: stopping its %d workflows and its singleton "
+                    "services; it joins the cluster again once the store answers",
+                    self.name, len(running))
         for wf in list(host.active.values()):  # blocked ones too: they leave at once
             hand_over(host, wf, exc, now=True)
         with trio.move_on_after(max(self.lease, 1.0)):
@@ -383,6 +438,7 @@ class ClusterMember:
         """The node closes (its workflows stopped): release them, mark the row
         ``left``, stop the thread. Synchronous; never raises."""
         self._stop.set()
+        self._wake_watch()
         self.poke()
         if self._thread is not None:
             self._thread.join(timeout=10)
@@ -401,6 +457,58 @@ class ClusterMember:
                     os.close(fd)
                 except OSError:  # pragma: no cover
                     pass
+
+    # ------------------------------------------------------------ the lease watch
+    def _wake_watch(self) -> None:
+        with self._lock:
+            self._watch_wake.notify_all()
+
+    def deadline(self) -> float:
+        """(monotonic) When this node takes its lease for lost unless a renewal is
+        confirmed first: :data:`LEASE_MARGIN` of a lease before the server may."""
+        return self._confirmed + self.lease * (1 - LEASE_MARGIN)
+
+    def _watch_main(self) -> None:
+        """The lease watch: no I/O, so neither a renewal failing nor one hung on a dead
+        link keeps it from stopping this node's work before another node may take it."""
+        with self._lock:
+            while not self._stop.is_set():
+                if self._lapse_posted or self.gave_up:
+                    self._watch_wake.wait()
+                    continue
+                left = self.deadline() - time.monotonic()
+                if left > 0:
+                    self._watch_wake.wait(left)
+                    continue
+                self._lapse_posted = True
+                log.debug("node %s: no renewal confirmed for %.2fs (lease %gs)", self.name,
+                          time.monotonic() - self._confirmed, self.lease)
+                self._post("lapsed")
+
+    def _lapse(self) -> None:
+        """The thread: the lease lapsed (by the server's answer, or by this node's own
+        clock): the trio side stops everything (told once), then the rounds join again."""
+        with self._lock:
+            first = not self._lapse_posted
+            self._lapse_posted = True
+        if first:
+            self._post("lapsed")
+        while not self._rejoin.wait(0.1):
+            if self._stop.is_set():
+                return
+        self._rejoin.clear()
+        with self._lock:
+            self._releases.clear()
+            self._giving_up.clear()
+        self._held = set()
+        self._rejoining = True
+        self._join_again()
+
+    def _join_again(self) -> None:
+        """Join under a new epoch (raises while the store is out of reach: the next
+        round tries again, and does nothing else until it succeeds)."""
+        self.join()
+        self._rejoining = False
 
     # ------------------------------------------------------------ the thread
     def _thread_main(self) -> None:
@@ -473,7 +581,7 @@ class ClusterMember:
         if self.draining and self._held:
             pg.release_singletons()
             self._held = set()
-            self._post("singletons", set())
+            self._post("singletons", (None, set()))
         ids = [w for w in releases if w not in ("*", "!drain")]
         if ids:
             pg.release(ids)
@@ -518,6 +626,14 @@ class ClusterMember:
         if failed is not None:
             self._give_up(failed)
             return
+        if self._rejoining:  # lapsed, everything stopped: only joining again is left
+            self._join_again()
+            return
+        with self._lock:
+            lapsed = self._lapse_posted
+        if lapsed:  # by this node's own clock (the lease watch): never renewed again
+            self._lapse()
+            return
         now = time.monotonic()
         if now - self._last_renew >= self.interval / 2 or rounds == 0:
             status = pg.renew(self.host.room())
@@ -526,17 +642,13 @@ class ClusterMember:
                 # could break it, so this node writes nothing more, and leaves
                 self._give_up(self.store.schema_migrated(pg.schema_found))
                 return
-            if status is None:
-                self._post("lapsed")
-                while not self._rejoin.wait(0.1):
-                    if self._stop.is_set():
-                        return
-                self._rejoin.clear()
-                with self._lock:
-                    self._releases.clear()
-                    self._giving_up.clear()
-                self._held = set()
-                self.join()
+            with self._lock:
+                lapsed = status is None or self._lapse_posted
+                if not lapsed:  # (the watch did not give the lease up meanwhile)
+                    self._confirmed = now
+                    self._watch_wake.notify_all()
+            if lapsed:
+                self._lapse()
                 return
             self._last_renew = now
             if status == "draining" and not self.draining:
@@ -582,17 +694,17 @@ class ClusterMember:
             # node's in the store, and only the trio side knows which of them it runs
             owned = pg.owned()
             pg.claim_unknown = False
-            self._post("owned", owned)
+            self._post("owned", (pg.epoch, owned))
         if not self.draining and not self._stop.is_set():
             claimed = pg.claim(self._limit(), self._refused_names())
             if claimed:
                 with self._lock:
                     self._in_flight += len(claimed)
-                self._post("claimed", claimed)
+                self._post("claimed", (pg.epoch, claimed))
         if self.singletons and not self.draining and not self._stop.is_set():
             held = pg.claim_singletons(self.singletons)
             if held != self._held:
                 self._held = held
-                self._post("singletons", held)
+                self._post("singletons", (pg.epoch, held))
         if rounds % 20 == 19:
             pg.cleanup_wakeups()

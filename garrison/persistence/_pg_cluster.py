@@ -29,6 +29,10 @@ sequence) and ``workflows.owner_epoch``/``owner``. Every time is the SERVER's cl
   left to the others, unless a terminate asks to end them.
 - **Release**: a draining or closing node sets its workflows' owner to ``NULL`` and
   notifies ``<channel>:cluster``, so the others claim them at once.
+- **Bounded**: a node's statements here wait at most :attr:`PgCluster.bound` seconds for
+  the server (less than the lease): a link that holds its bytes (a server or a network
+  that stopped answering, the socket still open) fails the round instead of holding
+  the membership thread, which would then never join again.
 """
 
 from __future__ import annotations
@@ -67,6 +71,28 @@ _UNFINISHED = "status NOT IN ('completed', 'failed', 'cancelled')"
 _NOT_REFUSED = (
     "(NOT w.name = ANY(%s) OR EXISTS (SELECT 1 FROM {s}.inbox i WHERE i.workflow_id = "
     "w.workflow_id AND i.consumed_seq IS NULL AND i.kind = 'control'))")
+
+
+#: psycopg's error for a wait past its timeout (an ``OperationalError``)
+_WAIT_TIMEOUT: Any = getattr(psycopg.errors, "_WaitTimeout", ())
+
+
+def _bound(conn: psycopg.Connection[Any], seconds: float, path: str | None) -> None:
+    """Make every statement of ``conn`` that waits without a timeout of its own wait at
+    most ``seconds`` for the server (``StoreError`` past it: the connection is then
+    unusable, its owner drops it)."""
+    plain = conn.wait
+
+    def wait(gen: Any, interval: float = 0.1, timeout: float | None = None) -> Any:
+        if timeout is not None:  # its caller's own (``notifies``: it expects the error)
+            return plain(gen, interval, timeout)
+        try:
+            return plain(gen, interval, seconds)
+        except _WAIT_TIMEOUT:
+            raise StoreError(path, f"no answer from the server within {seconds:g}s (its "
+                             "cluster connection)") from None
+
+    conn.wait = wait  # type: ignore[method-assign]
 
 
 def _request_attempt(payload: str) -> int | None:
@@ -124,6 +150,10 @@ class PgCluster:
         self.store = store
         self.name = name
         self.lease = float(lease)
+        #: the longest a statement of a node waits for the server (seconds): shorter
+        #: than the lease (a hung link fails a round), longer than ``mark_lost``'s
+        #: lock timeout
+        self.bound = min(max(self.lease / 2, 0.75), 10.0) if name is not None else None
         self.epoch: int | None = None
         self.started = 0.0
         self._s = store._s
@@ -154,6 +184,8 @@ class PgCluster:
             return self.conn
         self.close()
         conn = self.store._connect("cluster")
+        if self.bound is not None:
+            _bound(conn, self.bound, self.store.path)
         try:
             conn.execute("LISTEN " + _quote(self.channel))
             conn.execute("LISTEN " + _quote(self.queue_channel))
