@@ -569,3 +569,22 @@ async def test_a_queued_workflow_whose_start_the_store_refuses_ends_its_waiters_
         monkeypatch.undo()
     async with garrison.open_node(store=store_spec) as node:
         assert await node.workflow("b").result() == "b"
+
+
+async def test_starting_a_pending_id_again_returns_its_pid(store_spec: str,
+                                                           autojump_clock: Any) -> None:
+    """API.md: a start of an existing id returns that workflow's pid, a pending one
+    too (on PostgreSQL the queue's ``enqueue`` answers NULL for it: no TypeError)."""
+    async with garrison.open_node(store=store_spec, max_concurrent=1) as node:
+        await node.start_workflow(app.waits_for_go, id="hog")
+        first = await node.start_workflow(app.job, id="A")
+        assert await node.start_workflow(app.job, id="A") == first
+        keyed = await node.start_workflow(app.job, id="B", dedup="K")
+        assert await node.start_workflow(app.job, id="B", dedup="K") == keyed
+        assert await node.start_workflow(app.job, id="C", dedup="K") == keyed
+        assert [node.workflow(w).status() for w in ("A", "B")] == ["pending", "pending"]
+        assert "A" not in started()
+        await node.send("workflows/hog", "go", "x")
+        assert await node.workflow("A").result() == "A"
+        assert await node.workflow("B").result() == "B"
+    assert sorted(started()) == ["A", "B"]

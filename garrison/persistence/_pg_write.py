@@ -1242,8 +1242,9 @@ def _is_fenced(error: BaseException) -> bool:
 def _result_of(call: _Call, res: Any) -> Any:
     if call.result == "created":
         return res.command_tuples == 1
-    if call.result == "id":
-        return int(res.get_value(0, 0)) if res.ntuples else None
+    if call.result == "id":  # (a row with NULL: a function's "nothing", as enqueue's)
+        value = res.get_value(0, 0) if res.ntuples else None
+        return None if value is None else int(value)
     if call.result == "json":
         return json.loads(res.get_value(0, 0))
     if call.result == "rows":  # (watcher id, inbox row id) of each row put
