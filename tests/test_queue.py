@@ -3,11 +3,13 @@ keys, restarts with a full queue, and what can be done to a workflow while it wa
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -588,3 +590,79 @@ async def test_starting_a_pending_id_again_returns_its_pid(store_spec: str,
         assert await node.workflow("A").result() == "A"
         assert await node.workflow("B").result() == "B"
     assert sorted(started()) == ["A", "B"]
+
+
+async def _link_and_die(target: str) -> None:
+    garrison.process.link(target)
+    raise RuntimeError("linked failure")
+
+
+async def _watch(target: str) -> tuple[str, str]:
+    garrison.process.monitor(target)
+    event = await garrison.process.events().receive()
+    assert event.error is not None
+    return str(event.pid), event.error.type
+
+
+@contextlib.asynccontextmanager
+async def _full(store: str, error: str) -> AsyncIterator[garrison.Node]:
+    """A node with one slot, taken by ``hog`` (until it gets a message), and ``victim``
+    pending behind it (with the dedup key ``K``), watched by a process; at the end the
+    watcher got its EXIT (with the error type ``error``), ``hog`` is let go and
+    ``after`` (a start with the key ``K``) runs: ``victim`` never did."""
+    async with garrison.open_node(store=store, max_concurrent=1) as node:
+        await node.start_workflow(app.waits_for_go, id="hog")
+        await node.start_workflow(app.job, id="victim", dedup="K")
+        watcher = await node.spawn(_watch, "workflows/victim")
+        await trio.sleep(0.1)
+        yield node
+        assert node.workflow("victim").status() in ("cancelled", "failed")
+        # (no virtual deadline around a wait on PostgreSQL's reads, made in worker
+        # threads in real time: the clock would jump to it meanwhile)
+        assert await node.wait(watcher) == ("workflows/victim", error)
+        # its key is free: a start with it makes a new workflow
+        assert (await node.start_workflow(app.job, id="after", dedup="K")).id == "after"
+        await node.send("workflows/hog", "go", "x")
+        assert await node.workflow("after").result() == "after"
+        await trio.sleep(1)
+        assert node.workflow("victim").status() in ("cancelled", "failed")
+    assert started() == ["after"]  # the ended one never ran
+
+
+async def test_cancelling_a_pending_workflow_ends_it_at_once(store_spec: str,
+                                                             autojump_clock: Any) -> None:
+    """README (Queues): cancelling a pending workflow ends it ``cancelled`` at once; on
+    PostgreSQL too, where it waits in the store, not in the node's memory (its dedup
+    key is free again, its watchers get its EXIT: see ``_full``)."""
+    async with _full(store_spec, "WorkflowCancelled") as node:
+        await node.workflow("victim").cancel()
+        assert node.workflow("victim").status() == "cancelled"
+        with trio.fail_after(5), pytest.raises(garrison.WorkflowCancelled):
+            await node.workflow("victim").result()
+
+
+async def test_a_linked_failure_ends_a_pending_workflow_failed(store_spec: str,
+                                                               autojump_clock: Any) -> None:
+    """README (Queues): killing a pending workflow (a linked process failing) ends it
+    ``failed`` without running it, on PostgreSQL too."""
+    async with _full(store_spec, "LinkedProcessFailed") as node:
+        await node.spawn(_link_and_die, "workflows/victim")
+        # (on PostgreSQL the store is read in a worker thread: real time passes)
+        deadline = time.monotonic() + 20
+        while node.workflow("victim").status() == "pending" and time.monotonic() < deadline:
+            await trio.sleep(0.05)
+        assert node.workflow("victim").status() == "failed"
+        with pytest.raises(garrison.WorkflowFailed, match="linked failure"):
+            await node.workflow("victim").result()
+
+
+async def test_terminating_a_pending_workflow_ends_it_at_once(store_spec: str,
+                                                              autojump_clock: Any) -> None:
+    """``handle.terminate()`` of a pending workflow returns once it has ended, without
+    waiting for a slot, on PostgreSQL too."""
+    async with _full(store_spec, "Terminated") as node:
+        with trio.fail_after(5):
+            await node.workflow("victim").terminate("stop")
+        assert node.workflow("victim").status() == "failed"
+        with pytest.raises(garrison.WorkflowFailed, match="Terminated: stop"):
+            await node.workflow("victim").result()

@@ -371,6 +371,13 @@ class WorkflowQueue:
         finally:
             wf.mark_exited()
 
+    def ended_unclaimed(self, wid: str) -> None:
+        """``wid``, waiting in the store unclaimed (a cluster's queue), was ended there
+        by this node (``WorkflowHost.end_pending_stored``): its row and key are gone."""
+        self.rows.discard(wid)
+        for key in [k for k, v in self.dedup.items() if v == wid]:
+            del self.dedup[key]
+
     def finishing(self, tx: Transaction, wf: WorkflowInstance) -> None:
         """``wf`` ends: its queue row, if it has one, goes with the transaction that
         records the end. Asked of the store for every workflow that may have one, not
