@@ -666,3 +666,21 @@ async def test_terminating_a_pending_workflow_ends_it_at_once(store_spec: str,
         assert node.workflow("victim").status() == "failed"
         with pytest.raises(garrison.WorkflowFailed, match="Terminated: stop"):
             await node.workflow("victim").result()
+
+
+async def test_stats_count_the_pending_workflows(store_spec: str,
+                                                 autojump_clock: Any) -> None:
+    """``pending`` is the queue's depth on PostgreSQL too, where the pending workflows
+    are rows of the store, not held in the node's memory."""
+    async with garrison.open_node(store=store_spec, max_concurrent=1) as node:
+        await node.start_workflow(app.waits_for_go, id="hog")
+        for i in range(3):
+            await node.start_workflow(app.job, id=f"w{i}")
+        await trio.sleep(1)
+        assert node.stats()["workflow_queues"]["workflows"]["pending"] == 3
+        await node.workflow("w1").cancel()
+        assert node.stats()["workflow_queues"]["workflows"]["pending"] == 2
+        await node.send("workflows/hog", "go", "x")
+        await node.workflow("w2").result()
+        await trio.sleep(1)
+        assert node.stats()["workflow_queues"]["workflows"]["pending"] == 0

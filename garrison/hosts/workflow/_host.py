@@ -477,6 +477,7 @@ class WorkflowHost:
             if on_created is not None:
                 on_created()
             self.queue.unreserve(wid)
+            self.queue.stale()  # (one more pending in the store)
             self.ownership.stopped(wid)
             return pid
         if queued >= 0:

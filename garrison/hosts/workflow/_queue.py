@@ -41,6 +41,7 @@ from __future__ import annotations
 import heapq
 import logging
 import math
+import time
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -65,6 +66,9 @@ log = logging.getLogger("garrison.workflow")
 RETRY = 1.0
 #: the most waiting workflows offered to the store in one admission
 ADMIT_BATCH = 500
+#: in a cluster, how long (real seconds) ``stats()`` reuses the store's count of the
+#: host's pending workflows (each read is a query on the node's thread)
+PENDING_READ_EVERY = 0.5
 
 
 def _limit(value: object, name: str) -> None:
@@ -137,14 +141,43 @@ class WorkflowQueue:
         self._retry_at = math.inf
         self._changed = trio.Event()
         self._nursery: trio.Nursery | None = None
+        #: in a cluster: (monotonic time, count) of the store's last pending count
+        self._pending_read: tuple[float, int] | None = None
 
     # ------------------------------------------------------------ statistics
     def stats(self) -> dict[str, Any]:
         """``pending`` (waiting), ``running`` (holding a slot here), and the limits."""
-        return {"pending": len(self.held), "running": len(self.running),
+        return {"pending": self.pending(), "running": len(self.running),
                 "max_concurrent": self._local_limit(),
                 "cluster_max_concurrent": self.limits.cluster_max_concurrent,
                 "rate": self.limits.rate}
+
+    def pending(self) -> int:
+        """How many of the host's workflows wait: those held here; in a cluster (a
+        PostgreSQL store) those ``pending`` in the store, where they wait for a node to
+        claim them, not in a node's memory. That count is a query on the node's thread,
+        reused for ``PENDING_READ_EVERY`` seconds unless this node changed it; the last
+        one (or the held ones) if the store is busy or out of reach."""
+        if not self._clustered():
+            return len(self.held)
+        now = time.monotonic()
+        last = self._pending_read
+        if last is not None and now - last[0] < PENDING_READ_EVERY:
+            return last[1]
+        count = getattr(self.host.store, "pending_count", None)
+        if count is None:  # pragma: no cover - a cluster's store has it
+            return len(self.held)
+        try:
+            n = int(count(self.host.name))
+        except Exception as exc:  # (Busy, StoreError: the figure is an estimate)
+            log.debug("host %s: cannot count its pending workflows: %s", self.host.name, exc)
+            return last[1] if last is not None else len(self.held)
+        self._pending_read = (now, n)
+        return n
+
+    def stale(self) -> None:
+        """The store's count of pending workflows changed by this node's doing."""
+        self._pending_read = None
 
     # ------------------------------------------------------------ the limits
     def _clustered(self) -> bool:
@@ -288,6 +321,7 @@ class WorkflowQueue:
         self.held[wf.wid] = wf
         key = self._keys[wf.wid] = (-priority, seq, self._arrivals, wf.wid)
         heapq.heappush(self._order, key)
+        self._pending_read = None
         if wf.cancel_requested:  # by a tool while it waited
             self.cancelled(wf)
         self._changed.set()
@@ -377,6 +411,7 @@ class WorkflowQueue:
         self.rows.discard(wid)
         for key in [k for k, v in self.dedup.items() if v == wid]:
             del self.dedup[key]
+        self._pending_read = None  # (the store's count changed)
 
     def finishing(self, tx: Transaction, wf: WorkflowInstance) -> None:
         """``wf`` ends: its queue row, if it has one, goes with the transaction that
@@ -510,6 +545,7 @@ class WorkflowQueue:
             if refused:
                 self._back(refused)
                 batch = [wf for wf in batch if wf.wid in admitted]
+        self._pending_read = None
         for wf in batch:
             self._keys.pop(wf.wid, None)
             wf.status = wf.stored_status = WorkflowStatus.RUNNING
