@@ -1203,10 +1203,14 @@ class WorkflowHost:
             cancelled: bool = await run_blocking(self.request_cancel_stored, wid)
             self._claimed_meanwhile(wid)
             return cancelled
+        wf = self.active.get(wid)
+        held = wf is not None and self.queue.holds(wf)
         if not self.request_cancel(wid):
             return False
         if not self.client:
             await self.committed_soon()
+        if held and wf is not None and wf.wid in self.queue.ending:
+            await wf.exited.wait()  # waiting in the queue: it has ended when this returns
         return True
 
     async def committed_soon(self) -> None:

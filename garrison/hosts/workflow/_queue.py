@@ -141,6 +141,8 @@ class WorkflowQueue:
         self._retry_at = math.inf
         self._changed = trio.Event()
         self._nursery: trio.Nursery | None = None
+        #: ids of the waiting workflows a cancel or kill is ending (``_end``)
+        self.ending: set[str] = set()
         #: in a cluster: (monotonic time, count) of the store's last pending count
         self._pending_read: tuple[float, int] | None = None
 
@@ -393,6 +395,7 @@ class WorkflowQueue:
         self._keys.pop(wf.wid, None)
         if self._nursery is None or self.host.closing:
             return  # the node closes: it stays pending in the store, and so is ended later
+        self.ending.add(wf.wid)
         self._nursery.start_soon(self._end, wf, status, error)
 
     async def _end(self, wf: WorkflowInstance, status: WorkflowStatus,
@@ -403,6 +406,7 @@ class WorkflowQueue:
             log.error("could not end queued workflow %s: %s", wf.wid, exc,
                       extra={"workflow_id": wf.wid})
         finally:
+            self.ending.discard(wf.wid)
             wf.mark_exited()
 
     def ended_unclaimed(self, wid: str) -> None:
