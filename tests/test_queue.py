@@ -684,3 +684,57 @@ async def test_stats_count_the_pending_workflows(store_spec: str,
         await node.workflow("w2").result()
         await trio.sleep(1)
         assert node.stats()["workflow_queues"]["workflows"]["pending"] == 0
+
+
+async def _until(check: Any, what: str, seconds: float = 10.0) -> None:
+    with trio.fail_after(seconds):
+        while not check():
+            await trio.sleep(0.02)
+
+
+@pytest.mark.postgres
+async def test_a_pending_workflow_of_a_cluster_ends_where_asked_unless_a_node_claimed_it(
+        postgres_url: str) -> None:
+    """Two nodes, each full: a workflow started on a waits pending in the store, owned
+    by no node. A cancel from b ends it there at once (its key free for a start on
+    either node). The end is conditional on nobody having claimed it: one a live node
+    owns is left to that node (nothing written). Real time: the nodes' claims run in
+    threads."""
+    import psycopg
+
+    from garrison.persistence import WorkflowStatus
+
+    async with garrison.open_node(store=postgres_url, name="a", max_concurrent=1) as a, \
+            garrison.open_node(store=postgres_url, name="b", max_concurrent=1) as b:
+        await a.start_workflow(app.waits_for_go, id="hog-a")
+        await b.start_workflow(app.waits_for_go, id="hog-b")
+        await a.start_workflow(app.job, id="victim", dedup="K")
+        await a.start_workflow(app.job, id="other")
+        store = a.hosts["workflows"].store
+        owner = a.hosts["workflows"].ownership.pg.owner_name
+        await _until(lambda: owner("victim") is None and owner("other") is None,
+                     "a released its pending workflows")
+        assert b.stats()["workflow_queues"]["workflows"]["pending"] == 2
+        await b.workflow("victim").cancel()
+        assert b.workflow("victim").status() == "cancelled"
+        assert a.workflow("victim").status() == "cancelled"
+        assert (await a.start_workflow(app.job, id="after", dedup="K")).id == "after"
+        # a claim that committed first wins: the end is not written
+        with psycopg.connect(postgres_url) as conn:
+            conn.execute(f"UPDATE {store._s}.workflows SET owner_epoch = %s, owner = 'a' "
+                         "WHERE workflow_id = 'other'", (store.fence_epoch,))
+        from garrison.hosts.workflow._host import _cancelled
+
+        host_b = b.hosts["workflows"]
+        assert not host_b.end_pending_stored("other", WorkflowStatus.CANCELLED,
+                                             _cancelled("other"))
+        assert b.workflow("other").status() == "pending"
+        with psycopg.connect(postgres_url) as conn:
+            conn.execute(f"UPDATE {store._s}.workflows SET owner_epoch = NULL, owner = NULL "
+                         "WHERE workflow_id = 'other'")
+        await a.send("workflows/hog-a", "go", "x")
+        await b.send("workflows/hog-b", "go", "x")
+        for wid in ("after", "other"):
+            with trio.fail_after(20):
+                assert await a.workflow(wid).result() == wid
+    assert sorted(started()) == ["after", "other"]
