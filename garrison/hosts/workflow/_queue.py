@@ -9,6 +9,14 @@ workflow is a real instance in ``host.active`` whose task has not started: messa
 monitors, ``result()``, cancel and kill work on it as on a running one (a cancel or
 kill ends it at once, ``cancelled`` or ``failed``, without running its code).
 
+In a cluster (a PostgreSQL store, one node or more) a workflow a full node starts
+waits ``pending`` in the store, owned by no node, until a node with room claims it
+(then it waits here briefly, or starts): it is not in any node's memory. A cancel,
+kill or terminate asked of any node ends it in the store at once, unrun
+(``WorkflowHost.end_pending_stored``: one transaction, written only if it is still
+pending and no other live node claimed it), and ``stats()`` counts the store's
+pending rows of the host.
+
 In the store a waiting workflow has status ``pending`` and a queue row (priority,
 start order); a workflow started with a ``dedup`` key has a queue row holding the key
 until it ends, so a second start with that key returns the first one's pid (the
