@@ -3,11 +3,13 @@ keys, restarts with a full queue, and what can be done to a workflow while it wa
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -607,3 +609,170 @@ async def test_a_queued_workflow_whose_start_the_store_refuses_ends_its_waiters_
         monkeypatch.undo()
     async with garrison.open_node(store=store_spec) as node:
         assert await node.workflow("b").result() == "b"
+
+
+async def test_starting_a_pending_id_again_returns_its_pid(store_spec: str,
+                                                           autojump_clock: Any) -> None:
+    """API.md: a start of an existing id returns that workflow's pid, a pending one
+    too (on PostgreSQL the queue's ``enqueue`` answers NULL for it: no TypeError)."""
+    async with garrison.open_node(store=store_spec, max_concurrent=1) as node:
+        await node.start_workflow(app.waits_for_go, id="hog")
+        first = await node.start_workflow(app.job, id="A")
+        assert await node.start_workflow(app.job, id="A") == first
+        keyed = await node.start_workflow(app.job, id="B", dedup="K")
+        assert await node.start_workflow(app.job, id="B", dedup="K") == keyed
+        assert await node.start_workflow(app.job, id="C", dedup="K") == keyed
+        assert [node.workflow(w).status() for w in ("A", "B")] == ["pending", "pending"]
+        assert "A" not in started()
+        await node.send("workflows/hog", "go", "x")
+        assert await node.workflow("A").result() == "A"
+        assert await node.workflow("B").result() == "B"
+    assert sorted(started()) == ["A", "B"]
+
+
+async def _link_and_die(target: str) -> None:
+    garrison.process.link(target)
+    raise RuntimeError("linked failure")
+
+
+async def _watch(target: str) -> tuple[str, str]:
+    garrison.process.monitor(target)
+    event = await garrison.process.events().receive()
+    assert event.error is not None
+    return str(event.pid), event.error.type
+
+
+@contextlib.asynccontextmanager
+async def _full(store: str, error: str) -> AsyncIterator[garrison.Node]:
+    """A node with one slot, taken by ``hog`` (until it gets a message), and ``victim``
+    pending behind it (with the dedup key ``K``), watched by a process; at the end the
+    watcher got its EXIT (with the error type ``error``), ``hog`` is let go and
+    ``after`` (a start with the key ``K``) runs: ``victim`` never did."""
+    async with garrison.open_node(store=store, max_concurrent=1) as node:
+        await node.start_workflow(app.waits_for_go, id="hog")
+        await node.start_workflow(app.job, id="victim", dedup="K")
+        watcher = await node.spawn(_watch, "workflows/victim")
+        await trio.sleep(0.1)
+        yield node
+        assert node.workflow("victim").status() in ("cancelled", "failed")
+        # (no virtual deadline around a wait on PostgreSQL's reads, made in worker
+        # threads in real time: the clock would jump to it meanwhile)
+        assert await node.wait(watcher) == ("workflows/victim", error)
+        # its key is free: a start with it makes a new workflow
+        assert (await node.start_workflow(app.job, id="after", dedup="K")).id == "after"
+        await node.send("workflows/hog", "go", "x")
+        assert await node.workflow("after").result() == "after"
+        await trio.sleep(1)
+        assert node.workflow("victim").status() in ("cancelled", "failed")
+    assert started() == ["after"]  # the ended one never ran
+
+
+async def test_cancelling_a_pending_workflow_ends_it_at_once(store_spec: str,
+                                                             autojump_clock: Any) -> None:
+    """README (Queues): cancelling a pending workflow ends it ``cancelled`` at once; on
+    PostgreSQL too, where it waits in the store, not in the node's memory (its dedup
+    key is free again, its watchers get its EXIT: see ``_full``)."""
+    async with _full(store_spec, "WorkflowCancelled") as node:
+        await node.workflow("victim").cancel()
+        assert node.workflow("victim").status() == "cancelled"
+        with trio.fail_after(5), pytest.raises(garrison.WorkflowCancelled):
+            await node.workflow("victim").result()
+
+
+async def test_a_linked_failure_ends_a_pending_workflow_failed(store_spec: str,
+                                                               autojump_clock: Any) -> None:
+    """README (Queues): killing a pending workflow (a linked process failing) ends it
+    ``failed`` without running it, on PostgreSQL too."""
+    async with _full(store_spec, "LinkedProcessFailed") as node:
+        await node.spawn(_link_and_die, "workflows/victim")
+        # (on PostgreSQL the store is read in a worker thread: real time passes)
+        deadline = time.monotonic() + 20
+        while node.workflow("victim").status() == "pending" and time.monotonic() < deadline:
+            await trio.sleep(0.05)
+        assert node.workflow("victim").status() == "failed"
+        with pytest.raises(garrison.WorkflowFailed, match="linked failure"):
+            await node.workflow("victim").result()
+
+
+async def test_terminating_a_pending_workflow_ends_it_at_once(store_spec: str,
+                                                              autojump_clock: Any) -> None:
+    """``handle.terminate()`` of a pending workflow returns once it has ended, without
+    waiting for a slot, on PostgreSQL too."""
+    async with _full(store_spec, "Terminated") as node:
+        with trio.fail_after(5):
+            await node.workflow("victim").terminate("stop")
+        assert node.workflow("victim").status() == "failed"
+        with pytest.raises(garrison.WorkflowFailed, match="Terminated: stop"):
+            await node.workflow("victim").result()
+
+
+async def test_stats_count_the_pending_workflows(store_spec: str,
+                                                 autojump_clock: Any) -> None:
+    """``pending`` is the queue's depth on PostgreSQL too, where the pending workflows
+    are rows of the store, not held in the node's memory."""
+    async with garrison.open_node(store=store_spec, max_concurrent=1) as node:
+        await node.start_workflow(app.waits_for_go, id="hog")
+        for i in range(3):
+            await node.start_workflow(app.job, id=f"w{i}")
+        await trio.sleep(1)
+        assert node.stats()["workflow_queues"]["workflows"]["pending"] == 3
+        await node.workflow("w1").cancel()
+        assert node.stats()["workflow_queues"]["workflows"]["pending"] == 2
+        await node.send("workflows/hog", "go", "x")
+        await node.workflow("w2").result()
+        await trio.sleep(1)
+        assert node.stats()["workflow_queues"]["workflows"]["pending"] == 0
+
+
+async def _until(check: Any, what: str, seconds: float = 10.0) -> None:
+    with trio.fail_after(seconds):
+        while not check():
+            await trio.sleep(0.02)
+
+
+@pytest.mark.postgres
+async def test_a_pending_workflow_of_a_cluster_ends_where_asked_unless_a_node_claimed_it(
+        postgres_url: str) -> None:
+    """Two nodes, each full: a workflow started on a waits pending in the store, owned
+    by no node. A cancel from b ends it there at once (its key free for a start on
+    either node). The end is conditional on nobody having claimed it: one a live node
+    owns is left to that node (nothing written). Real time: the nodes' claims run in
+    threads."""
+    import psycopg
+
+    from garrison.persistence import WorkflowStatus
+
+    async with garrison.open_node(store=postgres_url, name="a", max_concurrent=1) as a, \
+            garrison.open_node(store=postgres_url, name="b", max_concurrent=1) as b:
+        await a.start_workflow(app.waits_for_go, id="hog-a")
+        await b.start_workflow(app.waits_for_go, id="hog-b")
+        await a.start_workflow(app.job, id="victim", dedup="K")
+        await a.start_workflow(app.job, id="other")
+        store = a.hosts["workflows"].store
+        owner = a.hosts["workflows"].ownership.pg.owner_name
+        await _until(lambda: owner("victim") is None and owner("other") is None,
+                     "a released its pending workflows")
+        assert b.stats()["workflow_queues"]["workflows"]["pending"] == 2
+        await b.workflow("victim").cancel()
+        assert b.workflow("victim").status() == "cancelled"
+        assert a.workflow("victim").status() == "cancelled"
+        assert (await a.start_workflow(app.job, id="after", dedup="K")).id == "after"
+        # a claim that committed first wins: the end is not written
+        with psycopg.connect(postgres_url) as conn:
+            conn.execute(f"UPDATE {store._s}.workflows SET owner_epoch = %s, owner = 'a' "
+                         "WHERE workflow_id = 'other'", (store.fence_epoch,))
+        from garrison.hosts.workflow._host import _cancelled
+
+        host_b = b.hosts["workflows"]
+        assert not host_b.end_pending_stored("other", WorkflowStatus.CANCELLED,
+                                             _cancelled("other"))
+        assert b.workflow("other").status() == "pending"
+        with psycopg.connect(postgres_url) as conn:
+            conn.execute(f"UPDATE {store._s}.workflows SET owner_epoch = NULL, owner = NULL "
+                         "WHERE workflow_id = 'other'")
+        await a.send("workflows/hog-a", "go", "x")
+        await b.send("workflows/hog-b", "go", "x")
+        for wid in ("after", "other"):
+            with trio.fail_after(20):
+                assert await a.workflow(wid).result() == wid
+    assert sorted(started()) == ["after", "other"]

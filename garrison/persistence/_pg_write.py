@@ -135,6 +135,15 @@ _OP_SQL: dict[str, tuple[str, int]] = {
         "WITH r AS (SELECT 1 FROM {s}.workflows WHERE workflow_id = $1 AND status = $2 "
         "AND attempt = $3 FOR UPDATE) "
         "SELECT {s}.expect(count(*) = 1, 'workflow_changed', $1) FROM r", 3),
+    # the same, and owned by no live node but the writer's ($4: its epoch, or NULL):
+    # a claim of the row at the same moment commits first (this finds it owned) or
+    # waits for this transaction (and finds it changed)
+    "expect_unclaimed": (
+        "WITH r AS (SELECT 1 FROM {s}.workflows w WHERE workflow_id = $1 AND status = $2 "
+        "AND attempt = $3 AND (owner_epoch IS NULL OR owner_epoch = $4::bigint "
+        "OR NOT EXISTS (SELECT 1 FROM {s}.nodes n WHERE n.epoch = w.owner_epoch "
+        "AND n.status IN ('active', 'draining'))) FOR UPDATE OF w) "
+        "SELECT {s}.expect(count(*) = 1, 'workflow_changed', $1) FROM r", 4),
     "truncate_journal": ("DELETE FROM {s}.journal WHERE workflow_id = $1 AND seq >= $2", 2),
     "append_journal": (
         "INSERT INTO {s}.journal (workflow_id, seq, kind, name, outcome, attempts, time) "
@@ -487,6 +496,12 @@ class PgWritePath:
             elif op is Op.DELIVER_TO_MONITORS:
                 calls.append(_Call(stmt(what), _encode(
                     (*params, epoch, self._channel), what), index, "rows"))
+            elif op is Op.EXPECT_WORKFLOW:
+                if params[3]:
+                    calls.append(_Call(stmt("expect_unclaimed"), _encode(
+                        (*params[:3], self.fence_epoch), what), index, None))
+                else:
+                    calls.append(_Call(stmt(what), _encode(params[:3], what), index, None))
             elif op is Op.ENQUEUE:
                 calls.append(_Call(stmt("enqueue"), _encode(params, what), index, "id"))
             elif op is Op.ADMIT:  # (the function checks the lease itself)
@@ -838,7 +853,7 @@ class PgWritePath:
                                  "from the store): its writes are refused and its workflows "
                                  "run on other nodes")
         if message == "workflow_changed":
-            return workflow_changed(*params)
+            return workflow_changed(*params[:3])
         if message == "not_pending":
             _seq, inbox_id, workflow_id = params
             return ValueError(
@@ -1242,8 +1257,9 @@ def _is_fenced(error: BaseException) -> bool:
 def _result_of(call: _Call, res: Any) -> Any:
     if call.result == "created":
         return res.command_tuples == 1
-    if call.result == "id":
-        return int(res.get_value(0, 0)) if res.ntuples else None
+    if call.result == "id":  # (a row with NULL: a function's "nothing", as enqueue's)
+        value = res.get_value(0, 0) if res.ntuples else None
+        return None if value is None else int(value)
     if call.result == "json":
         return json.loads(res.get_value(0, 0))
     if call.result == "rows":  # (watcher id, inbox row id) of each row put

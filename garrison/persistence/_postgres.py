@@ -1071,6 +1071,15 @@ class PostgresStore(PgWritePath, StoreShortcuts):
                            "AND admitted > %s ORDER BY admitted", (host, float(since)))
         return [float(row[0]) for row in rows]
 
+    def pending_count(self, host: str) -> int:
+        """How many workflows of ``host`` wait ``pending`` in the store (the queues of
+        every node, and those no node has claimed): one count on the status index,
+        not tried again after a transient refusal (``Busy``: the caller may be the
+        node's thread, ``stats()``)."""
+        rows = self._query(f"SELECT count(*) FROM {self._s}.workflows WHERE status = "
+                           "'pending' AND host = %s", (host,), again=False)
+        return int(rows[0][0])
+
     def watched_by(self, watcher: Pid | str) -> list[str]:
         """The workflow ids ``watcher`` monitors."""
         rows = self._query(

@@ -165,7 +165,7 @@ def _update_workflow(conn: sqlite3.Connection, params: tuple[Any, ...]) -> None:
 
 
 def _expect_workflow(conn: sqlite3.Connection, params: tuple[Any, ...]) -> None:
-    workflow_id, status, attempt = params
+    workflow_id, status, attempt, _unclaimed = params  # (no owners here)
     row = conn.execute("SELECT status, attempt FROM workflows WHERE workflow_id = ?",
                        (workflow_id,)).fetchone()
     if row is None or (row[0], row[1]) != (status, attempt):

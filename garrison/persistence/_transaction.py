@@ -382,13 +382,18 @@ class Transaction:
         self.workflow_ids.append(workflow_id)
         return self
 
-    def expect_workflow(self, workflow_id: str, *, status: str, attempt: int) -> Transaction:
+    def expect_workflow(self, workflow_id: str, *, status: str, attempt: int,
+                        unclaimed: bool = False) -> Transaction:
         """Write this transaction only if the workflow still has ``status`` and
         ``attempt`` (what a tool read before it decided: ``retry``); else nothing of it
         is written and the commit raises :func:`workflow_changed`'s ``ValueError``.
-        Params: ``(workflow_id, status, attempt)``."""
+        With ``unclaimed``, also only if no other live node of a cluster owns it
+        (PostgreSQL: it has no owner, its owner's node is not live, or the owner is the
+        node writing; the row is locked, so a claim of it at the same moment either
+        commits first, and this fails, or waits and finds it changed). A SQLite store
+        has no owners. Params: ``(workflow_id, status, attempt, unclaimed)``."""
         return self._add(workflow_id, Op.EXPECT_WORKFLOW,
-                         (workflow_id, _status(status), int(attempt)))
+                         (workflow_id, _status(status), int(attempt), bool(unclaimed)))
 
     def truncate_journal(self, workflow_id: str, from_seq: int) -> Transaction:
         """Remove the journal records at ``from_seq`` and after (``retry`` takes back the

@@ -87,6 +87,13 @@ _dumps = json.dumps
 _loads = json.loads
 #: finished workflows whose outcome stays in memory (older ones are read from the store)
 FINISHED_MEMORY = 10_000
+
+
+def _cancelled(wid: str) -> ErrorInfo:
+    """The error of a workflow cancelled while it waited in the queue."""
+    return ErrorInfo.from_exception(WorkflowCancelled(f"workflow {wid!r} was cancelled"))
+
+
 #: the range of a start's ``priority``: a 64-bit signed integer, as the stores keep it
 PRIORITY_MIN, PRIORITY_MAX = -(2**63), 2**63 - 1
 #: how soon the store shows that a workflow is parked (``waiting`` / ``sleeping``)
@@ -470,6 +477,7 @@ class WorkflowHost:
             if on_created is not None:
                 on_created()
             self.queue.unreserve(wid)
+            self.queue.stale()  # (one more pending in the store)
             self.ownership.stopped(wid)
             return pid
         if queued >= 0:
@@ -1069,8 +1077,7 @@ class WorkflowHost:
                 # failure there (the workflow goes on; a lost node does not end it)
                 if error is self.node.shutdown_reason:
                     error = None
-                self._to_owner(target, partial(self.node.forward_linked_exit,
-                                               target=target, dead=dead, error=error))
+                self._linked_exit_elsewhere(target, dead, error)
             return
         if wf.links:
             wf.links.discard(dead)
@@ -1080,6 +1087,27 @@ class WorkflowHost:
             self.deliver_event(target, Event(EventKind.LINK_DOWN, dead, None, error))
         else:
             self.kill(target, linked_failure(dead, error))
+
+    def _linked_exit_elsewhere(self, target: Pid, dead: Pid, error: ErrorInfo | None
+                               ) -> None:
+        """``dead``, linked to the workflow ``target`` that this node does not run,
+        ended: to the node that owns it; if none does (it waits ``pending`` in the
+        store: it never ran, it traps nothing), a failure ends it here, at once
+        (:meth:`end_pending_stored`), or, claimed meanwhile, goes to its new owner."""
+        ownership: Any = self.ownership
+        me = ownership.pg.name
+        send = partial(self.node.forward_linked_exit, target=target, dead=dead, error=error)
+
+        def then(owner: str | None) -> None:
+            if owner is not None and owner != me:
+                send(owner)
+            elif target.id in self.active:
+                self.linked_exit(target, dead, error)  # claimed here meanwhile
+            elif error is not None and not self.end_pending_stored(
+                    target.id, WorkflowStatus.FAILED, linked_failure(dead, error)):
+                self._to_owner(target, send)  # claimed meanwhile (or running unowned)
+
+        self.elsewhere.later(partial(ownership.pg.owner_name, target.id), then)
 
     def cancel_event(self, target: Pid, by: Pid | None) -> bool:
         """``process.cancel(workflow_pid)``: a durable cancel request."""
@@ -1099,10 +1127,55 @@ class WorkflowHost:
         self.store.write(Transaction().request_cancel(wid))
         return True
 
+    def end_pending_stored(self, wid: str, status: WorkflowStatus, error: ErrorInfo, *,
+                           record: WorkflowRecord | None = None) -> bool:
+        """In a cluster (a PostgreSQL store), a workflow that waits ``pending`` in the
+        store for a node to claim it (not in this node's memory) ends at once, unrun,
+        as one waiting in the queue of a SQLite node does: ``cancelled`` by a cancel
+        (unless it ran before: a retry waiting for its turn runs, and gets the cancel
+        as it replays), ``failed`` by a kill or a terminate (not with unfinished
+        children: their nodes end them). One transaction, conditional on it being still
+        pending and unclaimed (``end_pending_transaction``); True if it ended so, False
+        if it is not such a workflow (or a node claimed it meanwhile: that node acts on
+        the request).
+
+        Written on the node's thread, after ``active`` was read: a claim of this node
+        that committed meanwhile is adopted later, and its load reads the end and runs
+        nothing (a write in a worker thread could land after that load)."""
+        from ._operate import end_pending_transaction
+
+        if self.client or self.ownership is None or wid in self.active:
+            return False
+        store = self.store
+        if record is None:
+            record = store.get_workflow(wid)
+        if record is None or record.status != WorkflowStatus.PENDING or wid in self.active:
+            return False
+        if status is WorkflowStatus.CANCELLED and record.attempt != 1:
+            return False  # it ran before: it runs, and its code gets the cancel
+        if record.attempt != 1 and any(
+                not WorkflowStatus(child.status).finished
+                for child in store.list_workflows(parent=Pid(self.name, wid))):
+            return False
+        try:
+            store.write(end_pending_transaction(store, record, status, error))
+        except ValueError:  # claimed (or changed) meanwhile: its node has the request
+            return False
+        self.counts[status] += 1
+        self.finished[wid] = (status, None, error, record.name)
+        if len(self.finished) > FINISHED_MEMORY:
+            self.finished.pop(next(iter(self.finished)))
+        self.queue.ended_unclaimed(wid)
+        log.info("workflow %s ended %s while it waited in the queue: %s", wid, status.value,
+                 error, extra={"workflow_id": wid, "run_id": record.run_id})
+        return True
+
     def request_cancel(self, wid: str) -> bool:
         """Flag the workflow cancelled; it sees ``WorkflowCancelled`` at its next durable
         operation (the flag is committed shortly, by the write-soon task)."""
         if self.client or (self.ownership is not None and wid not in self.active):
+            if self.end_pending_stored(wid, WorkflowStatus.CANCELLED, _cancelled(wid)):
+                return True  # it waited unclaimed: ended at once, never run
             return self.request_cancel_stored(wid)
         wf = self.active.get(wid)
         if wf is None:
@@ -1120,13 +1193,24 @@ class WorkflowHost:
         For a workflow another node runs (or a client's), the store is read and written
         in a worker thread: a slow database holds up the caller, not the event loop."""
         if self.client or (self.ownership is not None and wid not in self.active):
+            # (read in a worker thread; the conditional end, if it waits unclaimed,
+            # written on the node's thread: see end_pending_stored)
+            record = await run_blocking(self.store.get_workflow, wid)
+            if record is not None and record.status == WorkflowStatus.PENDING and \
+                    self.end_pending_stored(wid, WorkflowStatus.CANCELLED, _cancelled(wid),
+                                            record=record):
+                return True
             cancelled: bool = await run_blocking(self.request_cancel_stored, wid)
             self._claimed_meanwhile(wid)
             return cancelled
+        wf = self.active.get(wid)
+        held = wf is not None and self.queue.holds(wf)
         if not self.request_cancel(wid):
             return False
         if not self.client:
             await self.committed_soon()
+        if held and wf is not None and wf.wid in self.queue.ending:
+            await wf.exited.wait()  # waiting in the queue: it has ended when this returns
         return True
 
     async def committed_soon(self) -> None:
@@ -1163,7 +1247,9 @@ class WorkflowHost:
 
     def kill(self, target: Pid, reason: ErrorInfo) -> bool:
         wf = self.active.get(target.id)
-        if wf is None or wf.done.is_set():
+        if wf is None:  # (in a cluster, one waiting unclaimed in the store ends now)
+            return self.end_pending_stored(target.id, WorkflowStatus.FAILED, reason)
+        if wf.done.is_set():
             return False
         if self.queue.killed(wf, reason):  # waiting in the queue: it ends at once
             return True

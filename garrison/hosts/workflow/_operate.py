@@ -54,7 +54,7 @@ from ._recovery import refresh, request_transaction
 if TYPE_CHECKING:
     from ._host import WorkflowHost
 
-__all__ = ["RETRYABLE", "TERMINATED", "check_reason", "key_taken",
+__all__ = ["RETRYABLE", "TERMINATED", "check_reason", "end_pending_transaction", "key_taken",
            "retry_transaction", "retry_workflow", "terminate_transaction",
            "terminate_workflow", "terminated"]
 
@@ -132,6 +132,34 @@ def terminate_transaction(store: Any, record: Any, error: ErrorInfo) -> Transact
     return tx
 
 
+def end_pending_transaction(store: Any, record: Any, status: WorkflowStatus,
+                            error: ErrorInfo) -> Transaction:
+    """The writes that end the ``pending`` workflow ``record``, which never ran or ran
+    before but has no unfinished child (no node runs it: it waits in the store for a
+    node of a cluster to claim it), with ``status`` and ``error``, as a node ends one
+    waiting in its queue: its status, its queue row (its ``dedup`` key is free again),
+    its ``EXIT`` to the workflows that watch it (its parent among them).
+
+    One transaction, written only if the workflow is still ``pending`` in the attempt
+    read and no other live node has claimed it (``expect_workflow(unclaimed=True)``):
+    a node admitting it at the same moment either commits first, and the commit raises
+    :func:`workflow_changed`'s ``ValueError`` (nothing written: that node has it and
+    acts on the request), or finds it ended."""
+    wid = record.workflow_id
+    pid = _pid(record)
+    now = _time.time()
+    tx = OperatorTransaction().expect_workflow(wid, status=WorkflowStatus.PENDING,
+                                               attempt=record.attempt, unclaimed=True)
+    tx.update_workflow(wid, status=status, error=error, time=now)
+    tx.dequeue(wid)
+    for timer in store.timers(wid):  # (a retried one's: its waits end with it)
+        tx.remove_timer(wid, timer.seq)
+    text = json.dumps(event_to_plain(Event(EventKind.EXIT, pid, None, error)))
+    tx.deliver_to_monitors(wid, "EXIT", RawJson(text), host=None,
+                           msg_id_prefix=exit_id(wid, ""), sender=pid, time=now)
+    return tx
+
+
 async def terminate_workflow(host: WorkflowHost, wid: str, reason: str) -> bool:
     """``handle.terminate()``: end ``wid`` (and its unfinished children) now; True once
     it has ended (on a host that only writes to the store: once asked), False if it
@@ -153,6 +181,9 @@ async def terminate_workflow(host: WorkflowHost, wid: str, reason: str) -> bool:
     refresh(host, wid)
     # until the attempt asked about has ended: a retry that overtook the request started
     # another, which a request for an earlier attempt does not end (nor waits for)
+    if host.ownership is not None and wid not in host.active and \
+            host.end_pending_stored(wid, WorkflowStatus.FAILED, terminated(reason)):
+        return True  # it waited in the store, unclaimed: ended there, never run
     if host.ownership is not None and wid not in host.active:
         # another node of the cluster runs it (or claims it: a terminate is claimed even
         # by a node without its code): watch the store, as ``result()`` does

@@ -9,6 +9,14 @@ workflow is a real instance in ``host.active`` whose task has not started: messa
 monitors, ``result()``, cancel and kill work on it as on a running one (a cancel or
 kill ends it at once, ``cancelled`` or ``failed``, without running its code).
 
+In a cluster (a PostgreSQL store, one node or more) a workflow a full node starts
+waits ``pending`` in the store, owned by no node, until a node with room claims it
+(then it waits here briefly, or starts): it is not in any node's memory. A cancel,
+kill or terminate asked of any node ends it in the store at once, unrun
+(``WorkflowHost.end_pending_stored``: one transaction, written only if it is still
+pending and no other live node claimed it), and ``stats()`` counts the store's
+pending rows of the host.
+
 In the store a waiting workflow has status ``pending`` and a queue row (priority,
 start order); a workflow started with a ``dedup`` key has a queue row holding the key
 until it ends, so a second start with that key returns the first one's pid (the
@@ -41,6 +49,7 @@ from __future__ import annotations
 import heapq
 import logging
 import math
+import time
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -65,6 +74,9 @@ log = logging.getLogger("garrison.workflow")
 RETRY = 1.0
 #: the most waiting workflows offered to the store in one admission
 ADMIT_BATCH = 500
+#: in a cluster, how long (real seconds) ``stats()`` reuses the store's count of the
+#: host's pending workflows (each read is a query on the node's thread)
+PENDING_READ_EVERY = 0.5
 
 
 def _limit(value: object, name: str) -> None:
@@ -137,14 +149,45 @@ class WorkflowQueue:
         self._retry_at = math.inf
         self._changed = trio.Event()
         self._nursery: trio.Nursery | None = None
+        #: ids of the waiting workflows a cancel or kill is ending (``_end``)
+        self.ending: set[str] = set()
+        #: in a cluster: (monotonic time, count) of the store's last pending count
+        self._pending_read: tuple[float, int] | None = None
 
     # ------------------------------------------------------------ statistics
     def stats(self) -> dict[str, Any]:
         """``pending`` (waiting), ``running`` (holding a slot here), and the limits."""
-        return {"pending": len(self.held), "running": len(self.running),
+        return {"pending": self.pending(), "running": len(self.running),
                 "max_concurrent": self._local_limit(),
                 "cluster_max_concurrent": self.limits.cluster_max_concurrent,
                 "rate": self.limits.rate}
+
+    def pending(self) -> int:
+        """How many of the host's workflows wait: those held here; in a cluster (a
+        PostgreSQL store) those ``pending`` in the store, where they wait for a node to
+        claim them, not in a node's memory. That count is a query on the node's thread,
+        reused for ``PENDING_READ_EVERY`` seconds unless this node changed it; the last
+        one (or the held ones) if the store is busy or out of reach."""
+        if not self._clustered():
+            return len(self.held)
+        now = time.monotonic()
+        last = self._pending_read
+        if last is not None and now - last[0] < PENDING_READ_EVERY:
+            return last[1]
+        count = getattr(self.host.store, "pending_count", None)
+        if count is None:  # pragma: no cover - a cluster's store has it
+            return len(self.held)
+        try:
+            n = int(count(self.host.name))
+        except Exception as exc:  # (Busy, StoreError: the figure is an estimate)
+            log.debug("host %s: cannot count its pending workflows: %s", self.host.name, exc)
+            return last[1] if last is not None else len(self.held)
+        self._pending_read = (now, n)
+        return n
+
+    def stale(self) -> None:
+        """The store's count of pending workflows changed by this node's doing."""
+        self._pending_read = None
 
     # ------------------------------------------------------------ the limits
     def _clustered(self) -> bool:
@@ -288,6 +331,7 @@ class WorkflowQueue:
         self.held[wf.wid] = wf
         key = self._keys[wf.wid] = (-priority, seq, self._arrivals, wf.wid)
         heapq.heappush(self._order, key)
+        self._pending_read = None
         if wf.cancel_requested:  # by a tool while it waited
             self.cancelled(wf)
         self._changed.set()
@@ -359,6 +403,7 @@ class WorkflowQueue:
         self._keys.pop(wf.wid, None)
         if self._nursery is None or self.host.closing:
             return  # the node closes: it stays pending in the store, and so is ended later
+        self.ending.add(wf.wid)
         self._nursery.start_soon(self._end, wf, status, error)
 
     async def _end(self, wf: WorkflowInstance, status: WorkflowStatus,
@@ -369,7 +414,16 @@ class WorkflowQueue:
             log.error("could not end queued workflow %s: %s", wf.wid, exc,
                       extra={"workflow_id": wf.wid})
         finally:
+            self.ending.discard(wf.wid)
             wf.mark_exited()
+
+    def ended_unclaimed(self, wid: str) -> None:
+        """``wid``, waiting in the store unclaimed (a cluster's queue), was ended there
+        by this node (``WorkflowHost.end_pending_stored``): its row and key are gone."""
+        self.rows.discard(wid)
+        for key in [k for k, v in self.dedup.items() if v == wid]:
+            del self.dedup[key]
+        self._pending_read = None  # (the store's count changed)
 
     def finishing(self, tx: Transaction, wf: WorkflowInstance) -> None:
         """``wf`` ends: its queue row, if it has one, goes with the transaction that
@@ -503,6 +557,7 @@ class WorkflowQueue:
             if refused:
                 self._back(refused)
                 batch = [wf for wf in batch if wf.wid in admitted]
+        self._pending_read = None
         for wf in batch:
             self._keys.pop(wf.wid, None)
             wf.status = wf.stored_status = WorkflowStatus.RUNNING
