@@ -1178,7 +1178,8 @@ def test_two_config_folders_with_a_module_of_one_name_are_refused(
         f"module named {module!r} is already imported from "
         f"{str(tmp_path / 'a' / module) + '.py'!r}: Python holds one module per name (and a "
         "workflow is found again by its module:function name), so one of them would run in "
-        "place of the other; give the modules distinct names or put each in a package"]
+        "place of the other; give the modules distinct names or put each in a package of a "
+        "distinct name"]
     assert sys.modules[module].__file__ == str(tmp_path / "a" / f"{module}.py")
     # the same file loaded again finds its own module, imported already: no problem
     assert load_configs([a]).resolve_target("a:h") is sys.modules[module].main
@@ -1220,6 +1221,95 @@ def test_a_config_folder_is_searched_before_another_folder_on_the_path(
     assert sys.modules[module].__file__ == str(tmp_path / "a" / f"{module}.py")
     assert config.resolve_target("a:h") is sys.modules[module].main
     assert sys.modules[other].__file__ == str(tmp_path / "b" / f"{other}.py")
+
+
+def test_a_byte_identical_copy_of_an_imported_module_is_used_as_it_is(
+        tmp_path: Path, fresh_imports: list[str]) -> None:
+    """A user's tests each copy one deploy folder (config + handlers.py) into their own
+    tmp_path and load it: the second copy was refused, its module name being imported
+    already from the first copy. The same bytes are the same code: the module imported
+    already is used (a copy whose code differs is still refused)."""
+    module = f"handlers_{tmp_path.name.replace('-', '_')}"
+    fresh_imports.append(module)
+    one = _folder_app(tmp_path / "one", "app", module, "hi")
+    two = _folder_app(tmp_path / "two", "app", module, "hi")
+    assert load_configs([one]).resolve_target("app:h") is sys.modules[module].main
+    assert load_configs([two]).resolve_target("app:h") is sys.modules[module].main
+    assert sys.modules[module].__file__ == str(tmp_path / "one" / f"{module}.py")
+    (tmp_path / "two" / f"{module}.py").write_text("async def main():\n    return 'hi!'\n")
+    problems = check_config(two)
+    assert len(problems) == 1 and "is already imported from" in problems[0], problems
+
+
+def test_a_package_copy_is_reused_only_if_the_named_module_is_the_same_too(
+        tmp_path: Path, fresh_imports: list[str]) -> None:
+    """``source: "pkg.jobs:main"`` in two folders whose ``pkg/__init__.py`` are alike
+    (both empty) but whose ``jobs.py`` differ: the second is refused, naming the module
+    the package imported already would use; identical ``jobs.py`` copies load."""
+    pkg = f"pkg_{tmp_path.name.replace('-', '_')}"
+    fresh_imports.extend([pkg, f"{pkg}.jobs"])
+
+    def folder(name: str, says: str) -> Path:
+        (tmp_path / name / pkg).mkdir(parents=True)
+        (tmp_path / name / pkg / "__init__.py").write_text("")
+        (tmp_path / name / pkg / "jobs.py").write_text(
+            f"async def main():\n    return {says!r}\n")
+        return write(tmp_path / name, f'version: "1.0"\nnamespace: {name}\nentries:\n'
+                                      f'  - {{name: h, kind: process.py, source: '
+                                      f'"{pkg}.jobs:main"}}\n')
+
+    a, same, other = folder("a", "A"), folder("same", "A"), folder("b", "B")
+    load_configs([a])
+    assert load_configs([same]).resolve_target("same:h") is sys.modules[f"{pkg}.jobs"].main
+    problems = check_config(other)
+    assert problems == [
+        f"{other}: entry 'b:h' (index 0): field 'source': module '{pkg}.jobs' is "
+        f"{str(tmp_path / 'b' / pkg / 'jobs.py')!r} (in the config file's folder), but a "
+        f"module named '{pkg}.jobs' is already imported from "
+        f"{str(tmp_path / 'a' / pkg / 'jobs.py')!r}: Python holds one module per name (and "
+        "a workflow is found again by its module:function name), so one of them would run "
+        "in place of the other; give the modules distinct names or put each in a package "
+        "of a distinct name"]
+    # not imported yet: the package imported already would import the first folder's
+    del sys.modules[f"{pkg}.jobs"]
+    problems = check_config(other)
+    assert len(problems) == 1, problems
+    assert (f"module '{pkg}.jobs' is {str(tmp_path / 'b' / pkg / 'jobs.py')!r} (in the "
+            f"config file's folder), but the package {pkg!r} imported already (from "
+            f"{str(tmp_path / 'a' / pkg / '__init__.py')!r}) would import it from "
+            f"{str(tmp_path / 'a' / pkg / 'jobs.py')!r}: ") in problems[0], problems
+
+
+def test_a_clash_with_a_module_that_has_no_file_names_what_it_is(
+        tmp_path: Path, fresh_imports: list[str]) -> None:
+    """A module name imported already as a namespace package, or made in code, was said
+    to be imported "from Python itself (a built-in module)": the message names the
+    namespace package's folders, or says the module has no file."""
+    import types
+
+    ns = f"plugins_{tmp_path.name.replace('-', '_')}"
+    made = f"made_{tmp_path.name.replace('-', '_')}"
+    fresh_imports.extend([ns, made])
+    (tmp_path / "elsewhere" / ns).mkdir(parents=True)
+    sys.path.append(str(tmp_path / "elsewhere"))
+    __import__(ns)  # a folder without __init__.py: a namespace package
+    sys.modules[made] = types.ModuleType(made)
+    cfg = tmp_path / "cfg"
+    (cfg / ns).mkdir(parents=True)
+    (cfg / ns / "__init__.py").write_text("async def main():\n    pass\n")
+    (cfg / f"{made}.py").write_text("async def main():\n    pass\n")
+    path = write(cfg, 'version: "1.0"\nnamespace: app\nentries:\n'
+                      f'  - {{name: n, kind: process.py, source: "{ns}:main"}}\n'
+                      f'  - {{name: m, kind: process.py, source: "{made}:main"}}\n')
+    problems = check_config(path)
+    assert len(problems) == 2, problems
+    assert (f"module {ns!r} is {str(cfg / ns / '__init__.py')!r} (in the config file's "
+            f"folder), but a module named {ns!r} is already imported as a namespace package "
+            f"(no __init__.py) from {str(tmp_path / 'elsewhere' / ns)!r}: ") in problems[0]
+    assert (f"module {made!r} is {str(cfg / made) + '.py'!r} (in the config file's "
+            f"folder), but a module named {made!r} is already imported as a module with no "
+            "file (built in, or made in code): ") in problems[1]
+    assert "built-in module" not in "\n".join(problems)
 
 
 @pytest.mark.parametrize("config, got", [({"version": "1.0"}, "got dict"), (123, "got int"),

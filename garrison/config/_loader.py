@@ -447,7 +447,7 @@ def _load_source(entry: SourceEntry, where: str, problems: _Problems,
         )
         return None
     if source_dir is not None:
-        why = _imported_elsewhere(module_name.partition(".")[0], source_dir)
+        why = _imported_elsewhere(module_name, source_dir)
         if why is not None:
             problems.entry(where, why, "source")
             return None
@@ -519,35 +519,86 @@ def _searched_first(folder: Path | None) -> Iterator[None]:
             sys.path.remove(str(folder))  # (the first one: ours, unless moved)
 
 
-def _imported_elsewhere(top: str, folder: Path) -> str | None:
-    """Why module ``top``, which ``folder`` holds, cannot be the one a source names: a
-    module of that name is imported already from another file (another config's folder,
-    the application's own, the standard library); else ``None``. Python keeps one module
-    per name, and a workflow is found again by its ``module:function`` name (also after
-    a restart), so the two cannot both be right: the other would run in silence."""
-    loaded = sys.modules.get(top)
-    if loaded is None:
-        return None
-    try:
-        spec = importlib.machinery.PathFinder.find_spec(top, [str(folder)])
-    except (ImportError, ValueError):
-        return None
-    mine = getattr(spec, "origin", None)
-    if spec is None or not mine or not os.path.isfile(mine):
-        return None  # not in the folder (or a namespace package): found as before
-    theirs = getattr(loaded, "__file__", None)
-    if theirs:
+def _imported_elsewhere(module_name: str, folder: Path) -> str | None:
+    """Why module ``module_name`` (dotted), which ``folder`` holds, cannot be the one a
+    source names: it, or a package above it, is imported already from another file
+    whose code differs (another config's folder, the application's own, the standard
+    library); else ``None``. Python keeps one module per name, and a workflow is found
+    again by its ``module:function`` name (also after a restart), so the two cannot
+    both be right: the other would run in silence. A byte-identical copy (a folder
+    copied per test, say) is the same code: the module imported already is used."""
+    parts = module_name.split(".")
+    search: list[str] | None = [str(folder)]  # where the folder's copy of the next part is
+    for depth in range(1, len(parts) + 1):
+        name = ".".join(parts[:depth])
+        if search is None:
+            return None  # a module, not a package, above: its import says so as before
         try:
-            if os.path.samefile(mine, theirs):
-                return None
-        except OSError:
-            pass
-    shown = repr(theirs) if theirs else "Python itself (a built-in module)"
-    return (f"module {top!r} is {mine!r} (in the config file's folder), but a module "
-            f"named {top!r} is already imported from {shown}: Python holds one module per "
-            "name (and a workflow is found again by its module:function name), so one of "
-            "them would run in place of the other; give the modules distinct names or "
-            "put each in a package")
+            spec = importlib.machinery.PathFinder.find_spec(name, search)
+        except (ImportError, ValueError):
+            return None
+        if spec is None:
+            return None  # not in the folder: found as before
+        mine = spec.origin if spec.origin and os.path.isfile(spec.origin) else None
+        loaded = sys.modules.get(name)
+        if loaded is None:
+            if depth == 1:
+                return None  # imported from the folder (searched first)
+            # found through the package imported already, wherever that one is
+            parent = ".".join(parts[:depth - 1])
+            parent_path = getattr(sys.modules.get(parent), "__path__", None)
+            try:
+                found = (importlib.machinery.PathFinder.find_spec(name, list(parent_path))
+                         if parent_path is not None else None)
+            except (ImportError, ValueError):
+                found = None
+            theirs = found.origin if found is not None and found.origin else None
+            if mine is None or (theirs and _same_code(mine, theirs)):
+                return None  # from here on, the package's own folder decides
+            held = f"the package {parent!r} imported already ({_origin(parent)})"
+            where = (f"{held} would import it from {theirs!r}" if theirs else
+                     f"{held} has no such module")
+            return _clash(name, mine, where)
+        theirs = getattr(loaded, "__file__", None)
+        if mine is None:
+            pass  # a namespace package here: what it holds is checked below
+        elif not theirs or not _same_code(mine, theirs):
+            return _clash(name, mine, f"a module named {name!r} is already imported "
+                                      f"{_origin(name)}")
+        search = spec.submodule_search_locations
+    return None
+
+
+def _origin(name: str) -> str:
+    """Where the imported module ``name`` came from, for a message."""
+    module = sys.modules.get(name)
+    file = getattr(module, "__file__", None)
+    if file:
+        return f"from {file!r}"
+    paths = list(getattr(module, "__path__", None) or [])
+    if paths:
+        return f"as a namespace package (no __init__.py) from {', '.join(map(repr, paths))}"
+    return "as a module with no file (built in, or made in code)"
+
+
+def _same_code(mine: str, theirs: str) -> bool:
+    """``mine`` and ``theirs`` are one file, or two with the same bytes."""
+    try:
+        if os.path.samefile(mine, theirs):
+            return True
+        if os.path.getsize(mine) != os.path.getsize(theirs):
+            return False
+        with open(mine, "rb") as a, open(theirs, "rb") as b:
+            return a.read() == b.read()
+    except OSError:
+        return False  # (the other file gone or unreadable: not known to be the same)
+
+
+def _clash(name: str, mine: str, where: str) -> str:
+    return (f"module {name!r} is {mine!r} (in the config file's folder), but {where}: "
+            "Python holds one module per name (and a workflow is found again by its "
+            "module:function name), so one of them would run in place of the other; give "
+            "the modules distinct names or put each in a package of a distinct name")
 
 
 def _describe(obj: object) -> str:
