@@ -146,6 +146,44 @@ async def test_a_retried_workflow_reads_the_exits_of_children_that_ended_while_i
             assert await parent.result() == ["p.1: child 1", "p.2: Terminated: not needed"]
 
 
+async def test_a_retried_parent_reads_an_exit_whose_commit_came_after_its_load(
+        store_spec: str, autojump_clock: Any) -> None:
+    """A child ends while its failed parent is retried: its end read the parent as not
+    running (the EXIT only to the parent's inbox, no push), and its commit landed after
+    the retry had loaded the parent's inbox. The parent waited for ever with the EXIT
+    in its inbox (found by an adversarial review); the ended child's host reads the
+    inbox of a watcher loaded meanwhile again."""
+    ops_app.FAILS["vase"] = 2
+    async with garrison.open_node(store=store_spec) as node:
+        store = node.hosts["workflows"].store
+        real_commit = store.commit
+        held, release = trio.Event(), trio.Event()
+
+        async def commit(tx: Transaction) -> Any:
+            if any((op is Op.DELIVER and params[0] == "p" and params[2] == "EXIT")
+                   or (op is Op.DELIVER_TO_MONITORS and params[0] == "p.1")  # (a cluster)
+                   for op, params in tx.ops):
+                held.set()
+                await release.wait()  # (a slow commit: a PostgreSQL round trip, a lock)
+            return await real_commit(tx)
+
+        store.commit = commit
+        await node.start_workflow(ops_app.charges_with_children, "vase", id="p")
+        parent = node.workflow("p")
+        with pytest.raises(garrison.WorkflowFailed, match="payments are down"):
+            await parent.result()
+        await until(lambda: node.workflow("p.2").status() == "waiting", "the children")
+        await node.workflow("p.1").promise("never").resolve(None)
+        with trio.fail_after(10):
+            await held.wait()  # the child's end is being committed
+        await parent.retry()
+        await until(lambda: parent.status() == "waiting", "the retried parent")
+        release.set()
+        await node.workflow("p.2").terminate("not needed")
+        with trio.fail_after(60):
+            assert await parent.result() == ["p.1: child 1", "p.2: Terminated: not needed"]
+
+
 async def test_a_terminated_parent_retried_reads_the_exits_of_its_terminated_children(
         store_spec: str, autojump_clock: Any) -> None:
     """A terminate ends the unfinished children with their parent (README): their

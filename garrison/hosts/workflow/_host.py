@@ -620,6 +620,7 @@ class WorkflowHost:
         cluster = self.ownership is not None
         watchers = dict.fromkeys(wf.durable_watchers) if wf.durable_watchers else {}
         left: list[str] = []  # (in a cluster: those the store's monitors answer for)
+        stored: list[str] = []  # (not running here: the EXIT only in their inbox)
         for watcher in watchers:
             if watcher.host != self.name:
                 continue
@@ -638,6 +639,8 @@ class WorkflowHost:
                        time=now)
             if other is not None:
                 targets.append((other, len(tx) - 1))
+            else:
+                stored.append(watcher.id)
         stored_at = -1
         if cluster:
             # workflows on other nodes may monitor it: the store's monitors get its EXIT
@@ -664,6 +667,9 @@ class WorkflowHost:
                     other.push(InboxItem(row_id, True, _loads(event_text), now))
             if left:
                 self._count_dropped(left, {wid for wid, _row in results[stored_at]})
+        for wid in stored or left:  # not running here when the EXIT was written: one
+            # loaded meanwhile (a retry) may have read its inbox before the commit
+            self._claimed_meanwhile(wid)
         self._late_local_monitors(wf, watchers, event)
         self.counts[status] += 1
         wf.status = status
