@@ -302,12 +302,7 @@ async def _serve(config: Any, root: Any, label: str | None, store: str | None,
                             if result is not None:
                                 printed.append(str(result))
                         except ProcessError as exc:
-                            if _json_logs():  # (stderr is one JSON object per line)
-                                log.error("%s failed: %s", label, exc.error,
-                                          extra={"error": exc.error})
-                            else:
-                                print(f"garrison run: {label} failed: {exc.error}",
-                                      file=sys.stderr)
+                            _run_failed(f"{label} failed", exc.error)
                             code = 1
                 console.cancel_scope.cancel()
             watchers.cancel_scope.cancel()
@@ -344,6 +339,16 @@ def _started_line(node: Any, console_url: str | None) -> str:
     return "; ".join(parts) + ". Ctrl-C to stop"
 
 
+def _run_failed(what: str, error: Any) -> None:
+    """``garrison run``'s own last line when its root failed: ``garrison run: WHAT:
+    ERROR`` on stderr, or a JSON log line with the error's fields under
+    ``--log-format json`` (stderr is then one JSON object per line)."""
+    if _json_logs():
+        log.error("%s: %s", what, error, extra={"error": error})
+    else:
+        print(f"garrison run: {what}: {error}", file=sys.stderr)
+
+
 async def _until_service_ends(node: Any, service_id: str) -> int:
     """``--main`` naming a ``process.service``: the service the node runs (started now
     if it is not ``auto_start``), not a copy of its process without its input; the
@@ -366,7 +371,7 @@ async def _until_service_ends(node: Any, service_id: str) -> int:
         if info.status == ServiceStatus.COMPLETED:
             return 0
         if info.status == ServiceStatus.GAVE_UP:
-            print(f"garrison run: {service_id} gave up: {info.last_error}", file=sys.stderr)
+            _run_failed(f"{service_id} gave up", info.last_error)
             return 1
         for dep in needs:
             # a service it requires will never run again: it waits for it for ever, or
@@ -374,8 +379,8 @@ async def _until_service_ends(node: Any, service_id: str) -> int:
             if status[dep].status == ServiceStatus.GAVE_UP:
                 what = ("cannot start" if info.status == ServiceStatus.WAITING
                         else "runs without what it requires")
-                print(f"garrison run: {service_id} {what}: {dep}, which it requires, "
-                      f"gave up: {status[dep].last_error}", file=sys.stderr)
+                _run_failed(f"{service_id} {what}: {dep}, which it requires, gave up",
+                            status[dep].last_error)
                 return 1
         await trio.sleep(0.05)
 

@@ -314,6 +314,14 @@ def test_json_log_format(tmp_path):
     assert (mine["workflow_id"], mine["run_id"], mine["ratio"], mine["ok"]) == (
         "order-17", "r1", 0.5, True)
     assert mine["pid"].startswith("processes/")
+    # --main of a service that gives up: its last line is JSON too (it was plain text)
+    done = cli("--log-format", "json", "run", "app.yaml", "--main", "app:flaky",
+               cwd=tmp_path)
+    assert done.returncode == 1, done.stderr
+    records = [json.loads(line) for line in done.stderr.splitlines()]
+    last = next(r for r in records if r["message"].startswith("app:flaky gave up"))
+    assert last["message"] == "app:flaky gave up: ValueError: flaky", records
+    assert last["level"] == "error" and last["error_type"] == "ValueError"
 
 
 def test_log_formatters_keep_tracebacks_out_of_the_message():
