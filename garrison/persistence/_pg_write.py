@@ -497,9 +497,10 @@ class PgWritePath:
                 calls.append(_Call(stmt(what), _encode(
                     (*params, epoch, self._channel), what), index, "rows"))
             elif op is Op.EXPECT_WORKFLOW:
-                if params[3]:
+                if params[3]:  # ("by_any": no epoch of the writer's own)
                     calls.append(_Call(stmt("expect_unclaimed"), _encode(
-                        (*params[:3], self.fence_epoch), what), index, None))
+                        (*params[:3], None if params[3] == "by_any" else self.fence_epoch),
+                        what), index, None))
                 else:
                     calls.append(_Call(stmt(what), _encode(params[:3], what), index, None))
             elif op is Op.ENQUEUE:

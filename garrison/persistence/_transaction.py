@@ -383,17 +383,22 @@ class Transaction:
         return self
 
     def expect_workflow(self, workflow_id: str, *, status: str, attempt: int,
-                        unclaimed: bool = False) -> Transaction:
+                        unclaimed: bool | str = False) -> Transaction:
         """Write this transaction only if the workflow still has ``status`` and
         ``attempt`` (what a tool read before it decided: ``retry``); else nothing of it
         is written and the commit raises :func:`workflow_changed`'s ``ValueError``.
         With ``unclaimed``, also only if no other live node of a cluster owns it
         (PostgreSQL: it has no owner, its owner's node is not live, or the owner is the
         node writing; the row is locked, so a claim of it at the same moment either
-        commits first, and this fails, or waits and finds it changed). A SQLite store
-        has no owners. Params: ``(workflow_id, status, attempt, unclaimed)``."""
+        commits first, and this fails, or waits and finds it changed);
+        ``unclaimed="by_any"``: owned by no live node, the writing one included (a
+        write from a worker thread, which cannot know whether its own node claimed
+        the workflow meanwhile). A SQLite store has no owners. Params:
+        ``(workflow_id, status, attempt, unclaimed)``."""
+        if unclaimed not in (False, True, "by_any"):
+            raise ValueError(f"unclaimed= takes a bool or 'by_any', got {unclaimed!r}")
         return self._add(workflow_id, Op.EXPECT_WORKFLOW,
-                         (workflow_id, _status(status), int(attempt), bool(unclaimed)))
+                         (workflow_id, _status(status), int(attempt), unclaimed))
 
     def truncate_journal(self, workflow_id: str, from_seq: int) -> Transaction:
         """Remove the journal records at ``from_seq`` and after (``retry`` takes back the

@@ -1167,6 +1167,13 @@ class WorkflowHost:
             store.write(end_pending_transaction(store, record, status, error))
         except ValueError:  # claimed (or changed) meanwhile: its node has the request
             return False
+        self._ended_pending(record, status, error)
+        return True
+
+    def _ended_pending(self, record: WorkflowRecord, status: WorkflowStatus,
+                       error: ErrorInfo) -> None:
+        """What this node keeps of a pending workflow it ended in the store."""
+        wid = record.workflow_id
         self.counts[status] += 1
         self.finished[wid] = (status, None, error, record.name)
         if len(self.finished) > FINISHED_MEMORY:
@@ -1174,7 +1181,6 @@ class WorkflowHost:
         self.queue.ended_unclaimed(wid)
         log.info("workflow %s ended %s while it waited in the queue: %s", wid, status.value,
                  error, extra={"workflow_id": wid, "run_id": record.run_id})
-        return True
 
     def request_cancel(self, wid: str) -> bool:
         """Flag the workflow cancelled; it sees ``WorkflowCancelled`` at its next durable
@@ -1199,13 +1205,30 @@ class WorkflowHost:
         For a workflow another node runs (or a client's), the store is read and written
         in a worker thread: a slow database holds up the caller, not the event loop."""
         if self.client or (self.ownership is not None and wid not in self.active):
-            # (read in a worker thread; the conditional end, if it waits unclaimed,
-            # written on the node's thread: see end_pending_stored)
+            # (read, and a workflow that never ran ended at once, in a worker thread:
+            # written only if no live node, this one included, claimed it; claimed
+            # meanwhile, its node runs it cancelled)
             record = await run_blocking(self.store.get_workflow, wid)
-            if record is not None and record.status == WorkflowStatus.PENDING and \
-                    self.end_pending_stored(wid, WorkflowStatus.CANCELLED, _cancelled(wid),
-                                            record=record):
-                return True
+            if (not self.client and record is not None and record.attempt == 1
+                    and record.status == WorkflowStatus.PENDING
+                    and wid not in self.active):
+                from ._operate import end_pending_transaction
+
+                store = self.store
+                tx_error = _cancelled(wid)
+
+                def end() -> bool:
+                    try:
+                        store.write(end_pending_transaction(
+                            store, record, WorkflowStatus.CANCELLED, tx_error,
+                            unclaimed="by_any"))
+                    except ValueError:
+                        return False
+                    return True
+
+                if await run_blocking(end):
+                    self._ended_pending(record, WorkflowStatus.CANCELLED, tx_error)
+                    return True
             cancelled: bool = await run_blocking(self.request_cancel_stored, wid)
             self._claimed_meanwhile(wid)
             return cancelled

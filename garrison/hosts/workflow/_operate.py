@@ -133,7 +133,8 @@ def terminate_transaction(store: Any, record: Any, error: ErrorInfo) -> Transact
 
 
 def end_pending_transaction(store: Any, record: Any, status: WorkflowStatus,
-                            error: ErrorInfo) -> Transaction:
+                            error: ErrorInfo, *, unclaimed: bool | str = True
+                            ) -> Transaction:
     """The writes that end the ``pending`` workflow ``record``, which never ran or ran
     before but has no unfinished child (no node runs it: it waits in the store for a
     node of a cluster to claim it), with ``status`` and ``error``, as a node ends one
@@ -149,7 +150,7 @@ def end_pending_transaction(store: Any, record: Any, status: WorkflowStatus,
     pid = _pid(record)
     now = _time.time()
     tx = OperatorTransaction().expect_workflow(wid, status=WorkflowStatus.PENDING,
-                                               attempt=record.attempt, unclaimed=True)
+                                               attempt=record.attempt, unclaimed=unclaimed)
     tx.update_workflow(wid, status=status, error=error, time=now)
     tx.dequeue(wid)
     for timer in store.timers(wid):  # (a retried one's: its waits end with it)
