@@ -944,7 +944,7 @@ def test_check_lists_every_problem_in_one_pass(tmp_path: Path) -> None:
           - {{name: typed, kind: workflow.schedule, workflow: report, every: 1h,
              input: ["abc"]}}
           - {{name: fine, kind: workflow.schedule, workflow: report, every: 1h, input: [7]}}
-          - {{name: flag, kind: workflow.schedule, workflow: report, every: 1h, input: [true]}}
+          - {{name: flag, kind: workflow.schedule, workflow: report, every: 1h, input: [1.5]}}
           - {{name: s4, kind: workflow.schedule, workflow: report, every: 1h,
              catchup_window: -5s, timezone: Mars/Base, overlap: maybe}}
           - {{name: svc, kind: process.service, process: p, lifecycle: {{start_timeout: 0}}}}
@@ -967,9 +967,9 @@ def test_check_lists_every_problem_in_one_pass(tmp_path: Path) -> None:
         at[7] + "field 'input': the input ['abc'] does not fit app:report (n: int = 0) -> "
         f"int: cannot restore argument 1 (n) of workflow {MOD}:report as int: expected an "
         "integer, got a string \"abc\"",
-        at[9] + "field 'input': the input [True] does not fit app:report (n: int = 0) -> "
+        at[9] + "field 'input': the input [1.5] does not fit app:report (n: int = 0) -> "
         f"int: cannot restore argument 1 (n) of workflow {MOD}:report as int: expected an "
-        "integer, got a boolean true",
+        "integer, got a number 1.5",
         at[10] + "field 'catchup_window': expected a duration such as 10, '250ms', '30s', "
         "'5m' or '1h30m', got '-5s'",
         at[10] + "field 'timezone': expected an IANA time zone name such as 'UTC' or "
@@ -1076,6 +1076,26 @@ def test_a_service_input_that_cannot_start_its_process_is_a_config_error(
         f"restore argument 1 (n) of workflow {MOD}:report as int: expected an integer, got "
         "a string \"abc\"",
     ], "\n".join(problems)
+
+
+def test_a_yaml_number_with_an_exponent_is_a_float(tmp_path: Path) -> None:
+    """YAML 1.1 (PyYAML's) reads ``1e-3`` as a string: a float input got "1e-3", which
+    the strict scalar check then refused ("got a string"); read as YAML 1.2 and JSON
+    do (found by an adversarial review)."""
+    path = write(tmp_path, f"""
+        version: "1.0"
+        namespace: app
+        entries:
+          - {{name: alert, kind: workflow.py, source: "{MOD}:alert"}}
+          - {{name: low, kind: workflow.schedule, workflow: alert, every: 1h,
+             input: [1e-3]}}
+          - {{name: high, kind: workflow.schedule, workflow: alert, every: 1h,
+             input: [2E10]}}
+    """)
+    assert check_config(path) == []
+    config = load_config(path)
+    assert config.entries["app:low"].input == (0.001,)
+    assert config.entries["app:high"].input == (2e10,)
 
 
 def test_an_input_the_store_cannot_hold_is_a_config_error(tmp_path: Path) -> None:

@@ -254,10 +254,8 @@ def test_an_int_too_long_for_text_is_a_payload_error() -> None:
     (5, str, "expected a string, got an integer 5"),
     (None, str, "expected a string, got null"),
     ("5", int, 'expected an integer, got a string "5"'),
-    (True, int, "expected an integer, got a boolean true"),
     (5.5, int, "expected an integer, got a number 5.5"),
     ("5", float, 'expected a number, got a string "5"'),
-    (False, float, "expected a number, got a boolean false"),
     ("false", bool, 'expected a boolean (true or false), got a string "false"'),
     (0, bool, "expected a boolean (true or false), got an integer 0"),
     (3, str | None, "expected a string, got an integer 3"),
@@ -265,7 +263,8 @@ def test_an_int_too_long_for_text_is_a_payload_error() -> None:
 def test_a_scalar_hint_takes_only_its_own_json_type(value: Any, hint: Any, said: str) -> None:
     """cattrs' own hooks for the scalars coerce: ``str`` took any JSON value as its
     ``str()`` (``{"a": 1}`` arrived as ``"{'a': 1}"``, null as ``'None'``), ``bool``
-    took ``"false"`` as True, ``int`` took ``"5"``, ``true`` and ``5.5`` (as 5)."""
+    took ``"false"`` as True, ``int`` took ``"5"`` and ``5.5`` (as 5). A subclass that
+    is no enum was built from any value alike (``class Sku(str)`` got ``"{'a': 1}"``)."""
     with pytest.raises(PayloadError) as info:
         structure(value, hint, what=_ARG)
     name = hint.__name__ if isinstance(hint, type) else "str | None"
@@ -280,10 +279,34 @@ class _Size(enum.IntEnum):
     S = 1
 
 
+class _Sku(str):
+    pass
+
+
+class _Cents(int):
+    pass
+
+
+@pytest.mark.parametrize("value, hint", [({"a": 1}, _Sku), (None, _Sku), ([1, 2], _Sku),
+                                         ("5", _Cents), (5.9, _Cents)])
+def test_a_subclass_of_a_scalar_takes_only_its_json_type(value: Any, hint: Any) -> None:
+    """``class Sku(str)`` took any value as its ``str()``, ``class Cents(int)`` took
+    ``"5"`` and ``5.9`` (as 5): the check of the scalar, then the subclass (found by an
+    adversarial review)."""
+    with pytest.raises(PayloadError, match=f"as {hint.__name__}: expected an? "):
+        structure(value, hint, what=_ARG)
+
+
 def test_scalars_of_their_own_type_and_their_subclasses_still_restore() -> None:
     """An integer is a number (``5`` for a float is ``5.0``); enums of ``str`` and
-    ``int`` keep being built from their values."""
+    ``int`` keep being built from their values; a boolean is an integer and a number
+    (Python's ``bool`` is an ``int``: ``-> int`` returning ``True`` type-checks), as
+    it was: 1 and 1.0."""
     assert structure(5, float) == 5.0 and type(structure(5, float)) is float
+    assert structure(True, int) == 1 and type(structure(True, int)) is int
+    assert structure(False, float) == 0.0 and type(structure(False, float)) is float
+    assert structure("x", _Sku) == "x" and type(structure("x", _Sku)) is _Sku
+    assert structure(5, _Cents) == 5 and type(structure(5, _Cents)) is _Cents
     assert (structure("x", str), structure(7, int), structure(True, bool)) == ("x", 7, True)
     assert structure("red", _Color) is _Color.RED
     assert structure(1, _Size) is _Size.S

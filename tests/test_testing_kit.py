@@ -121,7 +121,7 @@ async def test_retry_delays_of_real_activities_skip_too() -> None:
 async def test_the_garrison_env_fixture(garrison_env: garrison.testing.WorkflowEnv) -> None:
     """The pytest plugin garrison registers (entry point pytest11) gives the fixture."""
     env = garrison_env
-    env.mock_activity(ops_app.remind)
+    env.mock_activity(ops_app.remind, result="sent")
     await env.start(ops_app.reminders, 3, id="a")
     assert await env.result("a") == "expired"
     assert env.mocks["ops_app:remind"].calls == [((1,), {}), ((2,), {}), ((3,), {})]

@@ -29,6 +29,7 @@ import importlib
 import importlib.machinery
 import inspect
 import os
+import re
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -137,6 +138,14 @@ class _Located:
 
 class _UniqueKeyLoader(yaml.SafeLoader):
     """A safe YAML loader that rejects a mapping with the same key twice."""
+
+
+# a number with an exponent and no dot (``1e-3``, ``2E10``) is a float, as YAML 1.2 and
+# JSON say; YAML 1.1 (PyYAML's) reads it as a string, and a float input got "1e-3"
+_UniqueKeyLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."))
 
 
 def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> Any:

@@ -116,38 +116,31 @@ def _mismatch(expected: str, value: object) -> TypeError:
 
 
 def _structure_str(value: Any, _type: Any) -> str:
-    if _type is not str:  # a subclass (an enum): built from the value, as cattrs does
-        return _type(value)
     # (cattrs' own hook is str(value): {"a": 1} became "{'a': 1}", None "None")
-    if isinstance(value, str):
-        return value
-    raise _mismatch("a string", value)
+    if not isinstance(value, str):
+        raise _mismatch("a string", value)
+    return value if _type is str else _type(value)  # (a subclass: an enum, a NewType's)
 
 
 def _structure_int(value: Any, _type: Any) -> int:
-    if _type is not int:  # a subclass (an enum): built from the value, as cattrs does
-        return _type(value)
-    # (cattrs' own hook is int(value): "5" became 5, 5.5 became 5, true became 1)
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    raise _mismatch("an integer", value)
+    # (cattrs' own hook is int(value): "5" became 5, 5.5 became 5; a boolean is an int
+    # to Python and to type checkers, so true is still 1, as it was)
+    if not isinstance(value, int):
+        raise _mismatch("an integer", value)
+    return int(value) if _type is int else _type(value)
 
 
 def _structure_float(value: Any, _type: Any) -> float:
-    if _type is not float:  # a subclass (an enum): built from the value, as cattrs does
-        return _type(value)
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    raise _mismatch("a number", value)
+    if not isinstance(value, (int, float)):  # (an integer, a boolean too, as before)
+        raise _mismatch("a number", value)
+    return float(value) if _type is float else _type(value)
 
 
 def _structure_bool(value: Any, _type: Any) -> bool:
-    if _type is not bool:  # a subclass (an enum): built from the value, as cattrs does
-        return _type(value)
     # (cattrs' own hook is bool(value): "false" became True, 0 False)
-    if isinstance(value, bool):
-        return value
-    raise _mismatch("a boolean (true or false)", value)
+    if not isinstance(value, bool):
+        raise _mismatch("a boolean (true or false)", value)
+    return value if _type is bool else _type(value)
 
 
 def _reject(value: object) -> Any:

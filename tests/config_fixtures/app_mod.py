@@ -75,3 +75,8 @@ refund = _as_activity()
 
 async def session(user: str) -> None:
     """A process body with exactly one argument (service input checks)."""
+
+
+async def alert(threshold: float) -> float:
+    """A workflow whose input is a float (a config's ``1e-3``)."""
+    return threshold
