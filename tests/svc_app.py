@@ -81,3 +81,12 @@ async def registers_itself(name: str) -> None:
     """Registers its own service's entry id (allowed: it is the service's process)."""
     process.register(name)
     await steady(name)
+
+
+async def ticker(name: str) -> None:
+    """A workflow service: ticks until it is cancelled."""
+    from garrison import workflow
+
+    note(name, "start")
+    while True:
+        await workflow.sleep(1)

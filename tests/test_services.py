@@ -601,3 +601,53 @@ async def test_a_node_start_interrupted_while_a_service_waits_to_run_ends_at_onc
     assert svc_app.LOG == [(0, "hog", "start"), (5, "hog", "stop")]  # late never ran
     assert {s.id: s.status for s in node.services()} == {"t:hog": "stopped",
                                                          "t:late": "stopped"}
+
+
+@pytest.mark.parametrize("how", ["interrupt_start", "stop"])
+async def test_a_workflow_service_created_while_its_start_is_cut_short_is_cancelled_at_the_stop(
+        autojump_clock, how):
+    """A signal during garrison run's start-up (interrupt_start), or the node's stop
+    (the end of an open_node block while start_service runs) when a workflow service's
+    creating commit is under way: the cancellation surfaced after the workflow was
+    created and ran, its pid never recorded -- its service read "stopped" and the stop
+    left it running (its row ``sleeping``). The start completes; the stop cancels it,
+    durably."""
+    from garrison._node import new_node, running_node
+    from garrison.persistence import open_store
+
+    auto = "true" if how == "interrupt_start" else "false"
+    cfg = config(f"""
+        - {{name: ticker, kind: workflow.py, source: "svc_app:ticker"}}
+        - {{name: wfs, kind: process.service, process: ticker, host: workflows, input: [w],
+           lifecycle: {{auto_start: {auto}}}}}
+    """)
+    store = open_store(None)
+    node = new_node(config=cfg, store=store)
+    running = trio.CancelScope()
+    commit = store.commit
+
+    async def commit_interrupted(tx):  # the signal lands while the workflow commits
+        manager = node._router.services
+        if manager is not None and not svc_app.LOG and not running.cancel_called:
+            running.cancel()
+            if how == "interrupt_start":  # as garrison run does on its first signal
+                node.interrupt_start()
+            else:  # the block ends: the node's stop begins
+                while not manager.stopping:
+                    await trio.sleep(0.01)
+        return await commit(tx)
+
+    store.commit = commit_interrupted
+
+    async def start_service() -> None:
+        await node.start_service("t:wfs")  # (served: the workflow was created)
+
+    async with trio.open_nursery() as outer, running_node(node):
+        with running:
+            if how == "stop":
+                outer.start_soon(start_service)
+            await trio.sleep_forever()
+    assert [what for _, who, what in svc_app.LOG] == ["start"]
+    assert node.services()[0].status == ServiceStatus.STOPPED
+    [record] = store.list_workflows(None, None)
+    assert record.status == "cancelled"
