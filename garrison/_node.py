@@ -328,8 +328,10 @@ class Node:
         self._define_schedules()
         # services first: a resumed workflow finds the services it sends to
         for host in list(self.hosts.values()):
+            if self._start_interrupted:  # (a host's resume is whole: each of its
+                return  # workflows resumed, or all left for the next start)
             if host.durable:
-                await host.resume()
+                await host.resume(stopping=lambda: self._start_interrupted)
 
     def interrupt_start(self) -> None:
         """A stop is asked for while the node starts (``garrison run``'s first SIGINT or

@@ -90,3 +90,16 @@ async def ticker(name: str) -> None:
     note(name, "start")
     while True:
         await workflow.sleep(1)
+
+
+async def sleeper(name: str) -> None:
+    """A workflow: notes each run of its code, sleeps an hour."""
+    from garrison import workflow
+
+    note(name, "start")
+    await workflow.sleep(3600)
+
+
+async def tick() -> None:
+    """A scheduled workflow."""
+    note("tick", "start")

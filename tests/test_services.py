@@ -651,3 +651,45 @@ async def test_a_workflow_service_created_while_its_start_is_cut_short_is_cancel
     assert node.services()[0].status == ServiceStatus.STOPPED
     [record] = store.list_workflows(None, None)
     assert record.status == "cancelled"
+
+
+async def test_a_node_start_interrupted_while_workflows_resume_starts_nothing_more(
+        autojump_clock, monkeypatch):
+    """garrison run's first signal once a workflow host resumed its workflows: its
+    schedules ran anyway (the scheduler started, and ticked as the store closed), and
+    the next host resumed its workflows too, code that ran after the signal."""
+    from garrison._node import new_node, running_node
+    from garrison.hosts.workflow import _host
+    from garrison.persistence import open_store
+
+    entries = """
+        - {name: sleeper, kind: workflow.py, source: "svc_app:sleeper"}
+        - {name: tick, kind: workflow.py, source: "svc_app:tick"}
+        - {name: other, kind: workflow.host}
+    """
+    stores = {"workflows": open_store(None), "t:other": open_store(None)}
+    async with garrison.open_node(config=config(entries), store=stores) as node:
+        await node.start_workflow("t:sleeper", "first", id="first")
+        await node.start_workflow("t:sleeper", "second", id="second", host="t:other")
+        await trio.sleep(1)
+    svc_app.LOG.clear()
+
+    cfg = config(entries + """
+        - {name: every, kind: workflow.schedule, workflow: t:tick, every: 1s, host: t:other}
+    """)
+    node = new_node(config=cfg, store=stores)
+    resume_all = _host.resume_all
+
+    async def resume_all_then_signal(host, nursery):
+        await resume_all(host, nursery)
+        node.interrupt_start()  # (the signal task runs at the next checkpoint)
+
+    monkeypatch.setattr(_host, "resume_all", resume_all_then_signal)
+    async with running_node(node):
+        pass
+    # (t:other resumes first) the workflow it resumed before the signal runs, its
+    # scheduler never started, the next host's workflows are left for the next start
+    assert [who for _, who, _ in svc_app.LOG] == ["second"]
+    assert stores["t:other"].schedules() == []
+    assert [(r.workflow_id, r.status) for r in stores["workflows"].list_workflows(None, None)] \
+        == [("first", "sleeping")]
