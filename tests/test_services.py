@@ -693,3 +693,22 @@ async def test_a_node_start_interrupted_while_workflows_resume_starts_nothing_mo
     assert stores["t:other"].schedules() == []
     assert [(r.workflow_id, r.status) for r in stores["workflows"].list_workflows(None, None)] \
         == [("first", "sleeping")]
+
+
+async def test_interrupt_start_on_a_node_that_runs_does_nothing(autojump_clock):
+    """Called once the node had started, it stopped its services for good while the
+    node ran on: a crashed service was never restarted, start_service raised."""
+    svc_app.FAILS["flaky"] = 1
+    cfg = config("""
+        - {name: flaky, kind: process.service, process: crasher, input: [flaky, 1],
+           lifecycle: {auto_start: true, restart: {initial_delay: 1s, jitter: 0}}}
+        - {name: manual, kind: process.service, process: steady, input: [manual]}
+    """)
+    async with garrison.open_node(config=cfg) as node:
+        node.interrupt_start()
+        await trio.sleep(3)  # flaky crashes at 1, restarts at 2
+        await node.start_service("t:manual")
+        info = {s.id: s for s in node.services()}
+        assert info["t:flaky"].status == "running" and info["t:flaky"].restarts == 1
+        assert info["t:manual"].status == "running"
+    assert starts("flaky") == [0, 2] and starts("manual") == [3]
