@@ -116,6 +116,8 @@ class Node:
         self._nursery: trio.Nursery | None = None
         #: a stop was asked for while the node started (see :meth:`interrupt_start`)
         self._start_interrupted = False
+        #: the start went through (see :meth:`interrupt_start`)
+        self._started = False
 
     @property
     def hosts(self) -> dict[str, Any]:
@@ -328,14 +330,22 @@ class Node:
         self._define_schedules()
         # services first: a resumed workflow finds the services it sends to
         for host in list(self.hosts.values()):
+            if self._start_interrupted:  # (a host's resume is whole: each of its
+                return  # workflows resumed, or all left for the next start)
             if host.durable:
-                await host.resume()
+                await host.resume(stopping=lambda: self._start_interrupted)
+        self._started = True  # (no checkpoint since the last check: not interrupted)
 
     def interrupt_start(self) -> None:
         """A stop is asked for while the node starts (``garrison run``'s first SIGINT or
         SIGTERM): its start ends soon, the node's stop follows. The services' first start
         pass ends at once (a service waiting to run is left to the stop, nothing else
-        starts or restarts), no workflow is resumed and no schedule runs."""
+        starts or restarts), no workflow is resumed and no schedule runs.
+
+        Once the node has started (``open_node``'s block runs) it does nothing: the
+        node is stopped by leaving that block."""
+        if self._started:
+            return
         self._start_interrupted = True
         manager = self._router.services
         if manager is not None:

@@ -81,3 +81,25 @@ async def registers_itself(name: str) -> None:
     """Registers its own service's entry id (allowed: it is the service's process)."""
     process.register(name)
     await steady(name)
+
+
+async def ticker(name: str) -> None:
+    """A workflow service: ticks until it is cancelled."""
+    from garrison import workflow
+
+    note(name, "start")
+    while True:
+        await workflow.sleep(1)
+
+
+async def sleeper(name: str) -> None:
+    """A workflow: notes each run of its code, sleeps an hour."""
+    from garrison import workflow
+
+    note(name, "start")
+    await workflow.sleep(3600)
+
+
+async def tick() -> None:
+    """A scheduled workflow."""
+    note("tick", "start")

@@ -601,3 +601,114 @@ async def test_a_node_start_interrupted_while_a_service_waits_to_run_ends_at_onc
     assert svc_app.LOG == [(0, "hog", "start"), (5, "hog", "stop")]  # late never ran
     assert {s.id: s.status for s in node.services()} == {"t:hog": "stopped",
                                                          "t:late": "stopped"}
+
+
+@pytest.mark.parametrize("how", ["interrupt_start", "stop"])
+async def test_a_workflow_service_created_while_its_start_is_cut_short_is_cancelled_at_the_stop(
+        autojump_clock, how):
+    """A signal during garrison run's start-up (interrupt_start), or the node's stop
+    (the end of an open_node block while start_service runs) when a workflow service's
+    creating commit is under way: the cancellation surfaced after the workflow was
+    created and ran, its pid never recorded -- its service read "stopped" and the stop
+    left it running (its row ``sleeping``). The start completes; the stop cancels it,
+    durably."""
+    from garrison._node import new_node, running_node
+    from garrison.persistence import open_store
+
+    auto = "true" if how == "interrupt_start" else "false"
+    cfg = config(f"""
+        - {{name: ticker, kind: workflow.py, source: "svc_app:ticker"}}
+        - {{name: wfs, kind: process.service, process: ticker, host: workflows, input: [w],
+           lifecycle: {{auto_start: {auto}}}}}
+    """)
+    store = open_store(None)
+    node = new_node(config=cfg, store=store)
+    running = trio.CancelScope()
+    commit = store.commit
+
+    async def commit_interrupted(tx):  # the signal lands while the workflow commits
+        manager = node._router.services
+        if manager is not None and not svc_app.LOG and not running.cancel_called:
+            running.cancel()
+            if how == "interrupt_start":  # as garrison run does on its first signal
+                node.interrupt_start()
+            else:  # the block ends: the node's stop begins
+                while not manager.stopping:
+                    await trio.sleep(0.01)
+        return await commit(tx)
+
+    store.commit = commit_interrupted
+
+    async def start_service() -> None:
+        await node.start_service("t:wfs")  # (served: the workflow was created)
+
+    async with trio.open_nursery() as outer, running_node(node):
+        with running:
+            if how == "stop":
+                outer.start_soon(start_service)
+            await trio.sleep_forever()
+    assert [what for _, who, what in svc_app.LOG] == ["start"]
+    assert node.services()[0].status == ServiceStatus.STOPPED
+    [record] = store.list_workflows(None, None)
+    assert record.status == "cancelled"
+
+
+async def test_a_node_start_interrupted_while_workflows_resume_starts_nothing_more(
+        autojump_clock, monkeypatch):
+    """garrison run's first signal once a workflow host resumed its workflows: its
+    schedules ran anyway (the scheduler started, and ticked as the store closed), and
+    the next host resumed its workflows too, code that ran after the signal."""
+    from garrison._node import new_node, running_node
+    from garrison.hosts.workflow import _host
+    from garrison.persistence import open_store
+
+    entries = """
+        - {name: sleeper, kind: workflow.py, source: "svc_app:sleeper"}
+        - {name: tick, kind: workflow.py, source: "svc_app:tick"}
+        - {name: other, kind: workflow.host}
+    """
+    stores = {"workflows": open_store(None), "t:other": open_store(None)}
+    async with garrison.open_node(config=config(entries), store=stores) as node:
+        await node.start_workflow("t:sleeper", "first", id="first")
+        await node.start_workflow("t:sleeper", "second", id="second", host="t:other")
+        await trio.sleep(1)
+    svc_app.LOG.clear()
+
+    cfg = config(entries + """
+        - {name: every, kind: workflow.schedule, workflow: t:tick, every: 1s, host: t:other}
+    """)
+    node = new_node(config=cfg, store=stores)
+    resume_all = _host.resume_all
+
+    async def resume_all_then_signal(host, nursery):
+        await resume_all(host, nursery)
+        node.interrupt_start()  # (the signal task runs at the next checkpoint)
+
+    monkeypatch.setattr(_host, "resume_all", resume_all_then_signal)
+    async with running_node(node):
+        pass
+    # (t:other resumes first) the workflow it resumed before the signal runs, its
+    # scheduler never started, the next host's workflows are left for the next start
+    assert [who for _, who, _ in svc_app.LOG] == ["second"]
+    assert stores["t:other"].schedules() == []
+    assert [(r.workflow_id, r.status) for r in stores["workflows"].list_workflows(None, None)] \
+        == [("first", "sleeping")]
+
+
+async def test_interrupt_start_on_a_node_that_runs_does_nothing(autojump_clock):
+    """Called once the node had started, it stopped its services for good while the
+    node ran on: a crashed service was never restarted, start_service raised."""
+    svc_app.FAILS["flaky"] = 1
+    cfg = config("""
+        - {name: flaky, kind: process.service, process: crasher, input: [flaky, 1],
+           lifecycle: {auto_start: true, restart: {initial_delay: 1s, jitter: 0}}}
+        - {name: manual, kind: process.service, process: steady, input: [manual]}
+    """)
+    async with garrison.open_node(config=cfg) as node:
+        node.interrupt_start()
+        await trio.sleep(3)  # flaky crashes at 1, restarts at 2
+        await node.start_service("t:manual")
+        info = {s.id: s for s in node.services()}
+        assert info["t:flaky"].status == "running" and info["t:flaky"].restarts == 1
+        assert info["t:manual"].status == "running"
+    assert starts("flaky") == [0, 2] and starts("manual") == [3]

@@ -169,8 +169,9 @@ class ServiceManager:
         """The node stops (or its start was interrupted): nothing starts or restarts
         any more, and a start under way ends now -- its wait for the service to run
         could hold the lock, and with it the manager's ``CANCEL``, for the service's
-        whole ``start_timeout``. A service spawned but not yet running is terminated
-        (its code never ran)."""
+        whole ``start_timeout``. A process service spawned but not yet running is
+        terminated (its code never ran); a spawn under way completes first (a workflow
+        service created runs, and is cancelled at the stop like any other)."""
         self.stopping = True
         for scope in self._starts:
             scope.cancel()
@@ -270,42 +271,43 @@ class ServiceManager:
         lock this runs under: an exit however early is never missed. A service whose
         process already ended stays ``starting`` until its ``EXIT`` is handled, so
         nothing that requires it starts meanwhile.
-        """
-        with trio.CancelScope() as scope:
-            self._starts.add(scope)
-            try:
-                await self._start_watched(svc)
-            finally:
-                self._starts.discard(scope)
-        if scope.cancelled_caught:  # interrupted (see interrupt): nothing of it runs on
-            pid = svc.pid
-            svc.pid = None
-            svc.status = ServiceStatus.STOPPED
-            if pid is not None:  # spawned, not running yet: it goes now, before a slot
-                self.by_pid.pop(pid, None)  # freed by the stop lets it run
-                await self.node.terminate(pid, self.pid)
 
-    async def _start_watched(self, svc: _Service) -> None:
+        The spawn itself is shielded: a workflow's creating commit cannot be cancelled,
+        so a cancellation (:meth:`interrupt`, or the ``start_timeout``) would surface at
+        its last checkpoint, after the workflow was created and ran, its pid never
+        recorded -- a workflow no stop reaches. Only the wait for the service to run
+        is cut short; a service spawned is recorded, and stopped as at a node stop.
+        """
         entry = svc.entry
         me = current_runtime()
         svc.generation += 1
         svc.status = ServiceStatus.STARTING
         pid: Pid | None = None
+        waiting = trio.CancelScope()  # the wait to run: what interrupt() cuts
         try:
             with trio.fail_after(entry.lifecycle.start_timeout):
-                pid = await self.node.spawn_process(
-                    entry.process, tuple(entry.input), host=entry.host, parent=self.pid,
-                    link=None, monitor=self.pid, label=entry.id, supervised=True,
-                )
+                with trio.CancelScope(shield=True):
+                    spawned = await self.node.spawn_process(
+                        entry.process, tuple(entry.input), host=entry.host, parent=self.pid,
+                        link=None, monitor=self.pid, label=entry.id, supervised=True,
+                    )
+                pid = spawned
                 me._add_monitoring(pid)  # type: ignore[attr-defined]
-                svc.pid = pid
+                svc.pid = spawned
                 svc.started_at = trio.current_time()
-                self.by_pid[pid] = svc
-                log.info("%s: started as %s", entry.id, pid,
-                         extra={"service": entry.id, "pid": pid})
-                host = self.node.hosts[pid.host]
+                self.by_pid[spawned] = svc
+                log.info("%s: started as %s", entry.id, spawned,
+                         extra={"service": entry.id, "pid": spawned})
+                host = self.node.hosts[spawned.host]
                 if hasattr(host, "wait_started"):  # "running" before what requires it starts
-                    await host.wait_started(pid)
+                    if self.stopping:  # interrupted while it was spawned
+                        waiting.cancel()
+                    with waiting:
+                        self._starts.add(waiting)
+                        try:
+                            await host.wait_started(spawned)
+                        finally:
+                            self._starts.discard(waiting)
         except Exception as exc:
             if isinstance(exc, trio.TooSlowError):
                 exc = TimeoutError(f"not started within {entry.lifecycle.start_timeout:g}s")
@@ -314,6 +316,13 @@ class ServiceManager:
                 svc.pid = None
                 await self.node.terminate(pid, self.pid)
             await self._failed(svc, ErrorInfo.from_exception(exc), ran=None)
+            return
+        if waiting.cancelled_caught:  # interrupted (see interrupt): its code never ran;
+            assert pid is not None  # it goes now, before a slot freed by the stop lets it
+            svc.pid = None  # run
+            svc.status = ServiceStatus.STOPPED
+            self.by_pid.pop(pid, None)
+            await self.node.terminate(pid, self.pid)
             return
         if svc.pid == pid and self.node.hosts[pid.host].is_alive(pid):
             svc.status = ServiceStatus.RUNNING

@@ -262,9 +262,11 @@ class WorkflowHost:
         except Exception as exc:
             log.warning("could not record the statuses of parked workflows: %s", exc)
 
-    async def resume(self) -> None:
+    async def resume(self, *, stopping: Callable[[], bool] = lambda: False) -> None:
         """Resume every unfinished workflow of the store (once; before it returns their
-        stored status reads ``running``)."""
+        stored status reads ``running``), then run the schedules -- unless ``stopping()``
+        says the node's start was interrupted meanwhile (the workflows resumed run on
+        until the stop parks them; no schedule ticks)."""
         if self.resumed or self.client:
             return
         self.resumed = True
@@ -275,7 +277,8 @@ class WorkflowHost:
         # queue order, after the resumed ones; a wake-up taken earlier could start one
         # out of its turn, or end a cancelled one before the queue ran).
         self._nursery.start_soon(watch_wakeups, self)
-        await self._nursery.start(self.scheduler.run)
+        if not stopping():
+            await self._nursery.start(self.scheduler.run)
 
     def starting(self, wid: str) -> bool:
         """True while a start of ``wid`` is being committed on this host (it will run it:
