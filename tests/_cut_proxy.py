@@ -24,22 +24,33 @@ import time
 from typing import Any
 
 
-class _Proxy:
+class _Listening:
+    """A proxy's listening socket on a free port of 127.0.0.1, in front of the server
+    at ``upstream_port``; its subclass accepts in a thread of its own (``_accept``)."""
+
     def __init__(self, upstream_port: int) -> None:
         self.upstream = ("127.0.0.1", upstream_port)
-        self.armed = threading.Event()
-        self.fired = threading.Event()
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(100)
         self.port: int = self.sock.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
 
     def url(self, url: str) -> str:
         """``url`` (a ``postgresql://user@host:port/db`` URL) through this proxy."""
         host_port = url.split("@", 1)[1].split("/", 1)[0]
         return url.replace(host_port, f"127.0.0.1:{self.port}")
+
+    def _accept(self) -> None:
+        raise NotImplementedError
+
+
+class _Proxy(_Listening):
+    def __init__(self, upstream_port: int) -> None:
+        super().__init__(upstream_port)
+        self.armed = threading.Event()
+        self.fired = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
@@ -128,7 +139,7 @@ class CommitCutProxy(_Proxy):
                 state["watch"] = False
 
 
-class LinkProxy:
+class LinkProxy(_Listening):
     """A TCP proxy in front of the test PostgreSQL server whose link can be taken away:
     :meth:`hold` keeps every socket open but passes no byte either way (a server or
     network that stopped answering; new connections hang too), :meth:`cut` drops every
@@ -136,22 +147,13 @@ class LinkProxy:
     the link back."""
 
     def __init__(self, upstream_port: int) -> None:
-        self.upstream = ("127.0.0.1", upstream_port)
+        super().__init__(upstream_port)
         self._flowing = threading.Event()
         self._flowing.set()
         self._cut = False
         self._open: list[socket.socket] = []
         self._lock = threading.Lock()
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(100)
-        self.port: int = self.sock.getsockname()[1]
         threading.Thread(target=self._accept, daemon=True).start()
-
-    def url(self, url: str) -> str:
-        host_port = url.split("@", 1)[1].split("/", 1)[0]
-        return url.replace(host_port, f"127.0.0.1:{self.port}")
 
     def hold(self) -> None:
         self._flowing.clear()
