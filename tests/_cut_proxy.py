@@ -13,6 +13,9 @@ right after a commit (tests/test_pg_faults.py).
 
 ``fired`` is set once the cut happened (half a second after the statement reached
 the server, time for it to commit).
+
+:class:`FreezeProxy` loses nothing: while ``frozen`` it holds every byte, sockets
+open (a link that stops answering without breaking).
 """
 
 from __future__ import annotations
@@ -126,3 +129,65 @@ class CommitCutProxy(_Proxy):
                 self.armed.clear()
             if b"Z" in data:  # ReadyForQuery: the statement's answer is complete
                 state["watch"] = False
+
+
+class FreezeProxy:
+    """A TCP proxy in front of the server that, while ``frozen`` is set, holds every
+    byte either way (and new connections) with both sockets open: a link that stops
+    answering without breaking (the kernel acks what is sent, so no TCP timeout
+    fires), as a hung network path or a frozen server does. Clearing it lets the
+    held bytes through."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream = ("127.0.0.1", upstream_port)
+        self.frozen = threading.Event()
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(100)
+        self.port: int = self.sock.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def url(self, url: str) -> str:
+        """``url`` (a ``postgresql://user@host:port/db`` URL) through this proxy."""
+        host_port = url.split("@", 1)[1].split("/", 1)[0]
+        return url.replace(host_port, f"127.0.0.1:{self.port}")
+
+    def close(self) -> None:
+        self.frozen.clear()
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+    def _hold(self) -> None:
+        while self.frozen.is_set():
+            time.sleep(0.01)
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            self._hold()
+            try:
+                server = socket.create_connection(self.upstream)
+            except OSError:
+                client.close()
+                continue
+            for src, dst in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while True:
+                data = src.recv(65536)
+                self._hold()
+                if not data:
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            s.close()

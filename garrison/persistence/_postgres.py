@@ -338,6 +338,9 @@ class PostgresStore(PgWritePath, StoreShortcuts):
         self._update_stmts: dict[tuple[str, ...], _Stmt] = {}
         self._prepared: set[bytes] = set()
         self._write_lock = threading.Lock()
+        self._wait_until: float | None = None
+        self._in_flight: _Plan | None = None
+        self._preparing = False
         self._read_lock = threading.Lock()
         self._listener: Any = None
         #: wakeup rows read whose delete failed: ``{id: (workflow_id, kind)}``, returned
