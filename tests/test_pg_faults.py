@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import threading
 import time
 import urllib.parse
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +21,7 @@ import pg_fault_app as app
 import psycopg
 import pytest
 import trio
-from _cut_proxy import CommitCutProxy, CutProxy, LinkProxy
+from _cut_proxy import CommitCutProxy, CutProxy
 
 import garrison
 from garrison import StoreError
@@ -215,92 +213,6 @@ async def test_a_batch_in_the_node_thread_hands_the_refused_callers_to_a_worker(
         assert sorted(w.workflow_id for w in store.list_workflows()) == ["w0", "w1", "w2"]
 
 
-# ------------------------------------------------------------------ the node's thread
-async def _ticking(gaps: list[float]) -> None:
-    """A plain task of the node: the longest it waited for its next tick goes in
-    ``gaps`` (one tick every 100 ms: runnable seldom, so the commits it does not
-    share are written in the node's thread)."""
-    last = time.monotonic()
-    while True:
-        await trio.sleep(0.1)
-        now = time.monotonic()
-        gaps[0] = max(gaps[0], now - last)
-        last = now
-
-
-async def test_a_commit_in_the_node_thread_never_waits_for_a_write_lock_held_elsewhere(
-        postgres_url: str) -> None:
-    """A worker thread holds the writer (another write reconnecting with backoff during
-    an outage, for up to ``retry_for``): a commit the node makes in its own thread goes
-    to a worker thread rather than wait there for the lock, so every other task of the
-    node keeps running; it commits once the lock is free, once."""
-    with PostgresStore(postgres_url) as store:
-        store.write(Transaction().create_workflow("w", "app:f"))
-        held = threading.Event()
-
-        def hold() -> None:
-            with store._write_lock:
-                held.set()
-                time.sleep(1.5)
-
-        woke: list[float] = []
-
-        async def wake() -> None:
-            await trio.sleep(0.3)
-            woke.append(time.monotonic())
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(partial(trio.to_thread.run_sync, hold))
-            await trio.to_thread.run_sync(held.wait)
-            started = time.monotonic()
-            nursery.start_soon(wake)
-            await trio.sleep(0)  # (it sleeps: nobody could share the commit)
-            await store.commit(Transaction().append_journal("w", 0, "activity", "s"))
-            done = time.monotonic()
-        assert done - started > 1.0  # (it waited for the lock: in a worker thread)
-        assert woke[0] - started < 0.6, (
-            f"the node's thread stood still: a 0.3 s sleep took {woke[0] - started:.1f}s")
-        assert [(r.seq, r.name) for r in store.journal("w")] == [(0, "s")]
-
-
-@pytest.mark.parametrize("synchronous", ["normal", "full"])
-async def test_a_server_that_stops_answering_does_not_stop_the_node(
-        postgres_url: str, synchronous: str) -> None:
-    """The link to the server hangs for 3 s (nothing answers, nothing breaks: no TCP
-    timeout fires) under a workflow committing its steps from the node's thread: the
-    wait goes to a worker thread, the node's other tasks keep running, and once the
-    link answers again the workflow ends with every step recorded once."""
-    proxy = LinkProxy(_port(postgres_url))
-    try:
-        with PostgresStore(proxy.url(postgres_url), synchronous=synchronous) as store:
-            await _steps_through_a_hang(store, proxy)
-    finally:
-        proxy.close()
-
-
-async def _steps_through_a_hang(store: PostgresStore, proxy: LinkProxy) -> None:
-    async with garrison.open_node(store=store, name="a") as a:
-        gaps = [0.0]
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(_ticking, gaps)
-            await a.start_workflow(app.steps, 200, 0.01, id="t1")
-            await trio.sleep(0.5)
-            proxy.hold()
-            # (thawed by a thread of its own: a stalled node's thread would never do it)
-            thaw = threading.Timer(3, proxy.restore)
-            thaw.start()
-            await trio.to_thread.run_sync(thaw.join)
-            frozen_gap = gaps[0]
-            with trio.fail_after(60):
-                assert await a.workflow("t1").result() == sum(range(200))
-            nursery.cancel_scope.cancel()
-        assert frozen_gap < 1.0, f"the node's thread stood still {frozen_gap:.1f}s"
-        history = a.workflow("t1").history()
-        seqs = [r.seq for r in history]
-        assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))  # none lost, none twice
-        assert [r.name for r in history if r.kind == "activity"] == ["pg_fault_app:step"] * 200
-
-
 # ------------------------------------------------------------------ the URL
 @pytest.mark.parametrize("schema", ["s" * 50, "s" * 63, "é" * 23, 'a"b'],
                          ids=["50-bytes", "63-bytes", "multibyte", "quote"])
@@ -325,20 +237,6 @@ async def test_a_schema_name_of_up_to_63_bytes_works(postgres_url: str, schema: 
         pid = await b.spawn(app.echo)
         with trio.fail_after(10):
             assert await a.call(pid, "echo", "hi") == "hi"
-
-
-def test_retry_for_is_a_duration(postgres_url: str) -> None:
-    """``retry_for`` takes what every duration of the API takes (seconds or a string
-    like "5s"); a negative or malformed one is a ValueError naming it, before any
-    connection is made."""
-    with PostgresStore(postgres_url, retry_for="1m30s") as store:
-        assert store.retry_for == 90.0
-    with PostgresStore(postgres_url, retry_for=2) as store:
-        assert store.retry_for == 2.0
-    for bad in (-1, "abc", "5", True):
-        with pytest.raises(ValueError, match=r"^invalid retry_for .*") as info:
-            PostgresStore("postgresql://u@127.0.0.1:1/nowhere", retry_for=bad)
-        assert "\n" not in str(info.value)
 
 
 def test_libpq_options_in_the_url_reach_the_server(postgres_url: str) -> None:

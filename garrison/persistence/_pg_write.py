@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import select
 import threading
 import time as _time
@@ -50,13 +49,6 @@ from ._transaction import Op, OperatorTransaction, Transaction, workflow_changed
 
 _OK = (pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK)
 _BAD = pq.ConnStatus.BAD
-_IN_TRANSACTION = (pq.TransactionStatus.INTRANS, pq.TransactionStatus.INERROR)
-
-#: how long a write made in the node's (trio) thread waits for the server's answer
-#: before that wait, with the connection and the write lock, goes to a worker thread
-#: (``PgWritePath._commit_plans``): a commit takes milliseconds; a server that stopped
-#: answering must not stop the node's event loop
-TRIO_THREAD_WAIT = 0.25
 
 
 def _reason(exc: BaseException) -> str:
@@ -344,14 +336,7 @@ class _ConnectionLost(Exception):
 
 
 class _Handover(Exception):
-    """A commit in the trio thread cannot go on there (its connection was lost, another
-    write holds the connection, the server is slow to answer): write it from a worker
-    thread (which settles whether it committed)."""
-
-
-class _Slow(Exception):
-    """No answer to a statement before the wait's bound (``_wait_until``): it is still
-    in flight on the connection."""
+    """A commit in the trio thread lost its connection: write it from a worker thread."""
 
 
 class _StatementFailed(Exception):
@@ -387,14 +372,6 @@ class PgWritePath:
     _prepared: set[bytes]
     _write_lock: threading.Lock
     _writer: psycopg.Connection[Any] | None
-    #: until when (``time.monotonic()``) a statement of the write under way waits for
-    #: its answer (``_Slow`` past it), None: for as long as it takes
-    _wait_until: float | None
-    #: the first plan of a write the trio thread left in flight (``_Slow``), whose
-    #: worker thread holds the write lock it left held (``_commit_plans``)
-    _in_flight: _Plan | None
-    #: a ``PREPARE`` is in flight (its outcome unknown if the write is left in flight)
-    _preparing: bool
     _stats: dict[str, int]
     #: the cluster epoch of the node using this store (its writes are fenced), or None
     fence_epoch: int | None
@@ -606,34 +583,10 @@ class PgWritePath:
         pg = conn.pgconn
         for s in stmts:
             if s.name not in self._prepared:
-                self._preparing = True
-                res = self._ask(conn, partial(pg.send_prepare, s.name, s.text.encode()))
-                self._preparing = False
+                res = self._pq(conn, partial(pg.prepare, s.name, s.text.encode()))
                 if res.status not in _OK:
                     raise _result_error(res)
                 self._prepared.add(s.name)
-
-    def _ask(self, conn: psycopg.Connection[Any], send: Callable[[], Any]) -> Any:
-        """Send one statement (``send``: a libpq ``send_*`` call) and return its result,
-        waiting for it until ``_wait_until`` at most (then :class:`_Slow`: the statement
-        is still in flight); a broken connection is :class:`_ConnectionLost`. (What
-        libpq's blocking ``exec`` calls do, but for the bound on the wait.)"""
-        pg = conn.pgconn
-        until = self._wait_until
-
-        def roundtrip() -> Any:
-            send()
-            res = None
-            while True:
-                got = _get_result(pg, until)
-                if got is None:
-                    return res
-                res = got
-
-        res = self._pq(conn, roundtrip)
-        if res is None:  # pragma: no cover - libpq answers a lost connection with an error
-            raise _ConnectionLost("no answer from the server")
-        return res
 
     @staticmethod
     def _pq(conn: psycopg.Connection[Any], fn: Callable[[], Any]) -> Any:
@@ -738,17 +691,14 @@ class PgWritePath:
         mark = mark + composed.fence
         self._ensure_prepared(conn, [first, *(c.stmt for c in calls[1:])])
         if len(calls) == 1:
-            res = self._ask(conn, partial(pg.send_query_prepared, first.name,
-                                          calls[0].params + mark))
+            res = self._pq(conn, partial(pg.exec_prepared, first.name,
+                                         calls[0].params + mark))
             if res.status not in _OK:
                 raise _StatementFailed(0, _result_error(res))
             return [res]
 
-        until = self._wait_until
-
         def pipeline() -> list[Any]:
             pg.enter_pipeline_mode()
-            slow = False
             try:
                 pg.send_query_prepared(first.name, calls[0].params + mark)
                 for call in calls[1:]:
@@ -758,7 +708,7 @@ class PgWritePath:
                     pass
                 out: list[Any] = []
                 while True:
-                    res = _get_result(pg, until)
+                    res = _get_result(pg)
                     if res is None:
                         if pg.status == _BAD:
                             return out
@@ -766,11 +716,8 @@ class PgWritePath:
                     if res.status == pq.ExecStatus.PIPELINE_SYNC:
                         return out
                     out.append(res)
-            except _Slow:  # still in flight: left as it is (``_finish_in_flight``)
-                slow = True
-                raise
             finally:
-                if not slow and pg.status != _BAD:
+                if pg.status != _BAD:
                     pg.exit_pipeline_mode()
 
         results = self._pq(conn, pipeline)
@@ -784,7 +731,7 @@ class PgWritePath:
         return results
 
     def _exec(self, conn: psycopg.Connection[Any], query: bytes) -> None:
-        res = self._ask(conn, partial(conn.pgconn.send_query, query))
+        res = self._pq(conn, partial(conn.pgconn.exec_, query))
         if res.status not in _OK:
             raise _StatementFailed(-1, _result_error(res))
 
@@ -798,8 +745,8 @@ class PgWritePath:
         pg = conn.pgconn
         try:
             self._exec(conn, b"BEGIN")
-            res = self._ask(conn, partial(pg.send_query_prepared, mark.name,
-                                          _encode((self._writer_id, n, _time.time()), "mark")))
+            res = self._pq(conn, partial(pg.exec_prepared, mark.name,
+                                         _encode((self._writer_id, n, _time.time()), "mark")))
             if res.status not in _OK:
                 raise _StatementFailed(-1, _result_error(res))
             for plan in plans:
@@ -827,8 +774,8 @@ class PgWritePath:
         fence = self._stmt("fence_many")
         self._ensure_prepared(conn, [fence])
         wids = _array([None if wid is None else wid.encode() for wid in plan.fenced])
-        res = self._ask(conn, partial(conn.pgconn.send_query_prepared, fence.name,
-                                      [str(plan.epoch).encode(), wids]))
+        res = self._pq(conn, partial(conn.pgconn.exec_prepared, fence.name,
+                                     [str(plan.epoch).encode(), wids]))
         return None if res.status in _OK else _result_error(res)
 
     def _apply_explicit(self, conn: psycopg.Connection[Any], plan: _Plan) -> list[Any]:
@@ -843,7 +790,7 @@ class PgWritePath:
         for call in plan.calls:
             op, params = (plan.tx.ops[call.op] if call.op < len(plan.tx.ops)
                           else (None, None))
-            res = self._ask(conn, partial(pg.send_query_prepared, call.stmt.name, call.params))
+            res = self._pq(conn, partial(pg.exec_prepared, call.stmt.name, call.params))
             if res.status not in _OK:
                 raise _StatementFailed(call.op, self._map_error(_result_error(res), plan,
                                                                 call.op))
@@ -857,7 +804,7 @@ class PgWritePath:
                 write = self._stmt("attrs_write")
                 self._ensure_prepared(conn, [write])
                 args = _encode((wid, _dumps(search), _dumps(memo), now), op.value)
-                res = self._ask(conn, partial(pg.send_query_prepared, write.name, args))
+                res = self._pq(conn, partial(pg.exec_prepared, write.name, args))
                 if res.status not in _OK:
                     raise _StatementFailed(call.op, _result_error(res))
             elif call.result is not None:
@@ -1028,7 +975,13 @@ class PgWritePath:
             head = stmt.heads.get(kind) or self._head(stmt, kind)
         if head.name not in self._prepared:
             self._ensure_prepared(conn, [head])
-        res = self._ask(conn, partial(conn.pgconn.send_query_prepared, head.name, params))
+        pg = conn.pgconn
+        try:
+            res = pg.exec_prepared(head.name, params)
+        except psycopg.OperationalError as exc:
+            raise _ConnectionLost(_reason(exc)) from exc
+        if pg.status == _BAD:
+            self._pq(conn, lambda: res)  # raises _ConnectionLost, with the server's words
         if res.status not in _OK:
             error: BaseException = _result_error(res)
             if plan.fenced and not _is_fenced(error):
@@ -1048,153 +1001,74 @@ class PgWritePath:
         """Write ``plans`` as one transaction, reconnecting and retrying as the module
         docs say; raises :class:`~garrison.StoreError` when the store gave up.
 
-        ``handover`` (a commit written in the trio thread, which must never wait for
-        the server): :class:`_Handover` makes the caller write the same plans again
-        from a worker thread, when another write holds the connection (nothing was
-        sent), when the connection is lost (the worker reconnects and settles whether
-        they committed), and when the server has not answered within
-        ``TRIO_THREAD_WAIT``: the write is then left in flight, the write lock held,
-        and the worker (``_in_flight``) waits for its answer and settles it on the same
-        connection."""
-        lock = self._write_lock
-        resumed = self._in_flight is not None and self._in_flight is plans[0]
-        if resumed:
-            self._in_flight = None  # the lock the trio thread left held is this thread's
-        elif not handover:
-            lock.acquire()
-        elif not lock.acquire(blocking=False):
-            # a worker thread writes (or reconnects, for up to retry_for): never wait
-            # for it in the node's thread
-            raise _Handover("another write holds the connection")
-        self._wait_until = _time.monotonic() + TRIO_THREAD_WAIT if handover else None
-        held = False
-        try:
-            self._commit_locked(plans, handover, resumed)
-        except _Slow:
-            held = True  # the worker thread the write goes to releases it
-            self._in_flight = plans[0]
-            raise _Handover("the server has not answered yet: wait in a worker thread"
-                            ) from None
-        finally:
-            self._wait_until = None
-            if not held:
-                lock.release()
-
-    def _commit_locked(self, plans: list[_Plan], handover: bool, resumed: bool) -> None:
-        """:meth:`_commit_plans` with the write lock held (``resumed``: settle first the
-        write the trio thread left in flight)."""
-        self._check_usable()
-        n = self._acked + 1
-        bare = self._bare_step(plans) is not None
-        deadline: float | None = None
-        attempt = 0
-        #: transient refusals (``_transient``): until when they are tried again
-        busy_until: float | None = None
-        pause = 0.05
-        while True:
-            conn = self._writer
-            try:
-                if conn is None or conn.closed:
-                    raise _ConnectionLost("not connected")
-                if resumed:
-                    resumed = False
-                    # the answer is read back: on this connection, so no other session
-                    # can still be writing it
-                    if not self._settle(plans, n, bare, self._finish_in_flight(conn)):
+        ``handover`` (a commit written in the trio thread): a lost connection raises
+        :class:`_Handover` instead of reconnecting here, so the node's thread does not
+        wait for the server; the caller writes the same plans again from a worker
+        thread (which settles whether they committed)."""
+        with self._write_lock:
+            self._check_usable()
+            n = self._acked + 1
+            bare = self._bare_step(plans) is not None
+            deadline: float | None = None
+            attempt = 0
+            #: transient refusals (``_transient``): until when they are tried again
+            busy_until: float | None = None
+            pause = 0.05
+            while True:
+                conn = self._writer
+                try:
+                    if conn is None or conn.closed:
+                        raise _ConnectionLost("not connected")
+                    committed = self._run(conn, plans, n, bare)
+                except _ConnectionLost as lost:
+                    if handover:
+                        self._drop_writer()
+                        raise _Handover(str(lost)) from None
+                    if deadline is None:
+                        deadline = _time.monotonic() + self.retry_for
+                    found = self._reconnect_writer(deadline, str(lost))
+                    if not bare and found == n:  # it committed before the connection dropped
+                        for plan in plans:
+                            self._recover_results(plan)
+                        committed = True
+                    elif found != self._marked:
+                        self._give_up(
+                            f"the server lost transactions it had confirmed (this store's "
+                            f"last confirmed transaction is {self._marked}, the server has "
+                            f"{found}): with synchronous='normal' a server crash loses its "
+                            "last few hundred milliseconds; restart the node to resume "
+                            "from what the store kept")
+                    elif bare and self._step_committed(plans[0]):
+                        committed = True  # its row is there: a step has no results
+                    else:
                         attempt += 1
                         continue  # it did not commit: send it again
-                    committed = True
-                else:
-                    committed = self._run(conn, plans, n, bare)
-            except _ConnectionLost as lost:
-                if handover:
-                    self._drop_writer()
-                    raise _Handover(str(lost)) from None
-                if deadline is None:
-                    deadline = _time.monotonic() + self.retry_for
-                found = self._reconnect_writer(deadline, str(lost))
-                if not self._settle(plans, n, bare, found):
-                    attempt += 1
-                    continue  # it did not commit: send it again
-                committed = True
-            if committed:
-                self._acked = n
-                if not bare:
-                    self._marked = n
-                self._stats["transactions"] += 1
-            again = [plan for plan in plans if _transient(plan.error)]
-            if not again:
-                return
-            # refused by the server's load, not by what it writes (a statement
-            # timeout under lock contention, a deadlock): written again after a
-            # pause, for up to ``retry_for`` seconds, then the error is the callers'
-            if busy_until is None:
-                busy_until = _time.monotonic() + self.retry_for
-            if _time.monotonic() + pause > busy_until:
-                return
-            if handover:  # the trio thread, which must not wait: a worker thread does
-                if not committed:
-                    raise _Handover("the server refused the write for now")
-                for plan in again:  # (the others committed: not written again)
-                    plan.error = _Handover("the server refused the write for now")
-                return
-            if committed:  # the others committed: the rest is a new transaction
-                plans = again
-                n = self._acked + 1
-            _time.sleep(pause)
-            pause = min(pause * 2, 1.0)
-
-    def _settle(self, plans: list[_Plan], n: int, bare: bool, found: int) -> bool:
-        """Whether the transaction ``n`` of ``plans``, whose answer was lost, committed
-        (its results read back), by the writer's number the server has (``found``) or,
-        for a bare step, by its row; gives up if the server lost confirmed ones."""
-        if not bare and found == n:  # it committed before its answer was lost
-            for plan in plans:
-                self._recover_results(plan)
-            return True
-        if found != self._marked:
-            self._give_up(
-                f"the server lost transactions it had confirmed (this store's "
-                f"last confirmed transaction is {self._marked}, the server has "
-                f"{found}): with synchronous='normal' a server crash loses its "
-                "last few hundred milliseconds; restart the node to resume "
-                "from what the store kept")
-        return bare and self._step_committed(plans[0])  # a step has no results
-
-    def _finish_in_flight(self, conn: psycopg.Connection[Any]) -> int:
-        """Wait for the end of the write the trio thread left in flight on ``conn``
-        (its results are dropped: :meth:`_settle` reads back what it did), roll back an
-        explicit transaction it left open; the writer's number as the server has it."""
-        pg = conn.pgconn
-        preparing, self._preparing = self._preparing, False
-
-        def finish() -> None:
-            if pg.pipeline_status != pq.PipelineStatus.OFF:
-                while True:
-                    res = _get_result(pg, self._wait_until)
-                    if res is None:
-                        if pg.status == _BAD:
-                            return
-                        continue
-                    if res.status == pq.ExecStatus.PIPELINE_SYNC:
-                        break
-                pg.exit_pipeline_mode()
-            else:
-                while _get_result(pg, self._wait_until) is not None:
-                    pass
-
-        self._pq(conn, finish)
-        if pg.transaction_status in _IN_TRANSACTION:  # (it had not committed)
-            self._exec(conn, b"ROLLBACK")
-        if preparing:  # whether the statement was prepared is unknown: none is now
-            self._exec(conn, b"DEALLOCATE ALL")
-            self._prepared = set()
-        res = self._ask(conn, partial(
-            pg.send_query_params, f"SELECT batch FROM {self._s}.writers WHERE writer = $1"
-            .encode(), [self._writer_id.encode()]))
-        if res.status not in _OK:
-            raise _result_error(res)
-        return int(res.get_value(0, 0)) if res.ntuples else 0
+                if committed:
+                    self._acked = n
+                    if not bare:
+                        self._marked = n
+                    self._stats["transactions"] += 1
+                again = [plan for plan in plans if _transient(plan.error)]
+                if not again:
+                    return
+                # refused by the server's load, not by what it writes (a statement
+                # timeout under lock contention, a deadlock): written again after a
+                # pause, for up to ``retry_for`` seconds, then the error is the callers'
+                if busy_until is None:
+                    busy_until = _time.monotonic() + self.retry_for
+                if _time.monotonic() + pause > busy_until:
+                    return
+                if handover:  # the trio thread, which must not wait: a worker thread does
+                    if not committed:
+                        raise _Handover("the server refused the write for now")
+                    for plan in again:  # (the others committed: not written again)
+                        plan.error = _Handover("the server refused the write for now")
+                    return
+                if committed:  # the others committed: the rest is a new transaction
+                    plans = again
+                    n = self._acked + 1
+                _time.sleep(pause)
+                pause = min(pause * 2, 1.0)
 
     def _reconnect_writer(self, deadline: float, reason: str) -> int:
         """Reconnect (with backoff until ``deadline``), take the lock again; the
@@ -1346,26 +1220,18 @@ def _array(values: Iterable[bytes | None]) -> bytes:
         for value in values]) + b"}"
 
 
-def _get_result(pg: Any, until: float | None = None) -> Any:
+def _get_result(pg: Any) -> Any:
     """``pg.get_result()``, waiting for the server's answer with the GIL released:
     psycopg's C ``get_result`` holds the GIL in libpq's blocking wait, which would stop
     every thread of the process (the node's event loop, its membership thread renewing
     the lease) for as long as the server takes. A lost connection raises
-    ``psycopg.OperationalError`` (``consume_input``); no answer by ``until``
-    (``time.monotonic()``) raises :class:`_Slow`."""
+    ``psycopg.OperationalError`` (``consume_input``)."""
     while pg.is_busy():
         try:
             # (poll, not select: a node may hold more than select's 1,024 descriptors)
             waiting = select.poll()
             waiting.register(pg.socket, select.POLLIN)
-            if until is None:
-                waiting.poll()
-            else:
-                left = until - _time.monotonic()
-                if not waiting.poll(math.ceil(left * 1000) if left > 0 else 0):
-                    if _time.monotonic() >= until:
-                        raise _Slow("no answer from the server yet")
-                    continue
+            waiting.poll()
         except (OSError, ValueError) as exc:  # (the socket went away)
             raise psycopg.OperationalError(f"connection lost: {exc}") from exc
         pg.consume_input()
