@@ -82,6 +82,7 @@ from psycopg import errors as pg_errors
 from psycopg import pq
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from .._duration import parse_duration
 from .._errors import StoreError, StoreLocked
 from ..actors._values import Pid
 from . import _pg_cluster, _pg_schema, is_postgres_url
@@ -301,7 +302,7 @@ class PostgresStore(PgWritePath, StoreShortcuts):
         schema: str | None = None,
         lock: bool = True,
         synchronous: str = "normal",
-        retry_for: float = 30.0,
+        retry_for: float | str = 30.0,
     ) -> None:
         if not isinstance(synchronous, str) or synchronous.lower() not in _SYNCHRONOUS:
             raise ValueError(
@@ -315,7 +316,7 @@ class PostgresStore(PgWritePath, StoreShortcuts):
             raise StoreError(_display_raw(url), str(exc)) from None
         #: the server, database (and schema) for messages; never the password
         self.path: str | None = path
-        self.retry_for = float(retry_for)
+        self.retry_for = parse_duration(retry_for, what="retry_for")
         self.locked = False
         self._owner = lock
         self._closed = False
