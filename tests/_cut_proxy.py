@@ -21,6 +21,7 @@ import contextlib
 import socket
 import threading
 import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 
@@ -44,6 +45,26 @@ class _Listening:
     def _accept(self) -> None:
         raise NotImplementedError
 
+    def _connections(self, admit: Callable[[], bool] = lambda: True
+                     ) -> Iterator[tuple[socket.socket, socket.socket]]:
+        """Each accepted client with its new connection to the server, until the
+        listening socket closes; a client ``admit`` refuses (asked once it is accepted),
+        or one whose server connection fails, is closed."""
+        while True:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            if not admit():
+                client.close()
+                continue
+            try:
+                server = socket.create_connection(self.upstream)
+            except OSError:
+                client.close()
+                continue
+            yield client, server
+
 
 class _Proxy(_Listening):
     def __init__(self, upstream_port: int) -> None:
@@ -57,16 +78,7 @@ class _Proxy(_Listening):
             self.sock.close()
 
     def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.sock.accept()
-            except OSError:
-                return
-            try:
-                server = socket.create_connection(self.upstream)
-            except OSError:
-                client.close()
-                continue
+        for client, server in self._connections():
             state: dict[str, Any] = {"doom": False, "cut": False, "watch": False}
             for src, dst, up in ((client, server, True), (server, client, False)):
                 threading.Thread(target=self._pump, args=(src, dst, state, up),
@@ -178,23 +190,13 @@ class LinkProxy(_Listening):
         with contextlib.suppress(OSError):
             self.sock.close()
 
+    def _admit(self) -> bool:
+        self._flowing.wait()
+        with self._lock:
+            return not self._cut
+
     def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.sock.accept()
-            except OSError:
-                return
-            self._flowing.wait()
-            with self._lock:
-                cut = self._cut
-            if cut:
-                client.close()
-                continue
-            try:
-                server = socket.create_connection(self.upstream)
-            except OSError:
-                client.close()
-                continue
+        for client, server in self._connections(self._admit):
             with self._lock:
                 self._open += [client, server]
             for src, dst in ((client, server), (server, client)):

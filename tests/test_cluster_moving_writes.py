@@ -5,8 +5,9 @@ a cluster of two nodes.)"""
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -43,37 +44,39 @@ async def _until(check: Callable[[], bool], timeout: float = 15.0) -> None:
             await trio.sleep(0.02)
 
 
-async def test_a_signal_written_as_the_workflow_moves_here_reaches_it(
-        postgres_url: str) -> None:
+@contextlib.asynccontextmanager
+async def _acted_on_as_it_moves(postgres_url: str, target: Any, wid: str, slowed: str,
+                                action: str, *args: Any) -> AsyncIterator[Any]:
+    """Node a runs ``target`` as ``wid``; node b's handle ``action(*args)`` starts (its
+    store write ``slowed`` takes 1.5 s) and a drains meanwhile: the workflow moves to
+    b, whose handle of it is yielded once b runs it."""
     async with garrison.open_node(store=postgres_url, name="a", lease="30s") as a, \
             garrison.open_node(store=postgres_url, name="b", lease="30s") as b:
-        await a.start_workflow(waiter, id="w1")
-        await _until(lambda: "w1" in a.hosts["workflows"].active)
+        await a.start_workflow(target, id=wid)
+        await _until(lambda: wid in a.hosts["workflows"].active)
         await trio.sleep(0.3)
         hb = b.hosts["workflows"]
-        _slow(hb, "_deliver_stored", 1.5)
+        _slow(hb, slowed, 1.5)
+        handle = b.workflow(wid)
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(b.workflow("w1").signal, "go")
+            nursery.start_soon(getattr(handle, action), *args)
             await trio.sleep(0.1)
             a.drain()
-            await _until(lambda: "w1" in hb.active)
+            await _until(lambda: wid in hb.active)
+        yield handle
+
+
+async def test_a_signal_written_as_the_workflow_moves_here_reaches_it(
+        postgres_url: str) -> None:
+    async with _acted_on_as_it_moves(postgres_url, waiter, "w1", "_deliver_stored",
+                                     "signal", "go") as handle:
         with trio.fail_after(8):
-            assert await b.workflow("w1").result() == "got go"
+            assert await handle.result() == "got go"
 
 
 async def test_a_cancel_written_as_the_workflow_moves_here_reaches_it(
         postgres_url: str) -> None:
-    async with garrison.open_node(store=postgres_url, name="a", lease="30s") as a, \
-            garrison.open_node(store=postgres_url, name="b", lease="30s") as b:
-        await a.start_workflow(sleeper, id="w2")
-        await _until(lambda: "w2" in a.hosts["workflows"].active)
-        await trio.sleep(0.3)
-        hb = b.hosts["workflows"]
-        _slow(hb, "request_cancel_stored", 1.5)
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(b.workflow("w2").cancel)
-            await trio.sleep(0.1)
-            a.drain()
-            await _until(lambda: "w2" in hb.active)
+    async with _acted_on_as_it_moves(postgres_url, sleeper, "w2",
+                                     "request_cancel_stored", "cancel") as handle:
         with trio.fail_after(8), pytest.raises(garrison.WorkflowCancelled):
-            await b.workflow("w2").result()
+            await handle.result()
