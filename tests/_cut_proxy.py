@@ -25,6 +25,14 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 
+def _close_both(*sockets: socket.socket) -> None:
+    """Shut pumped sockets down and close them (their pumps' recv then ends too)."""
+    for s in sockets:
+        with contextlib.suppress(OSError):
+            s.shutdown(socket.SHUT_RDWR)
+        s.close()
+
+
 class _Listening:
     """A proxy's listening socket on a free port of 127.0.0.1, in front of the server
     at ``upstream_port``; its subclass accepts in a thread of its own (``_accept``)."""
@@ -103,10 +111,7 @@ class _Proxy(_Listening):
                 dst.sendall(data)
         except OSError:
             pass
-        for s in (src, dst):
-            with contextlib.suppress(OSError):
-                s.shutdown(socket.SHUT_RDWR)
-            s.close()
+        _close_both(src, dst)
 
     def _cut_here(self, data: bytes, state: dict[str, Any]) -> bool:
         raise NotImplementedError
@@ -174,10 +179,7 @@ class LinkProxy(_Listening):
         with self._lock:
             self._cut = True
             sockets, self._open = self._open, []
-        for s in sockets:
-            with contextlib.suppress(OSError):
-                s.shutdown(socket.SHUT_RDWR)
-            s.close()
+        _close_both(*sockets)
 
     def restore(self) -> None:
         with self._lock:
@@ -212,7 +214,4 @@ class LinkProxy(_Listening):
                 dst.sendall(data)
         except OSError:
             pass
-        for s in (src, dst):
-            with contextlib.suppress(OSError):
-                s.shutdown(socket.SHUT_RDWR)
-            s.close()
+        _close_both(src, dst)
