@@ -683,9 +683,7 @@ class WorkflowHost:
             self.supervised_elsewhere.pop(wf.wid, None)
         if self.ownership is not None:
             self.ownership.ended(self.queue.room() is not None)
-        self.finished[wf.wid] = (status, result_json, error, wf.name)
-        if len(self.finished) > FINISHED_MEMORY:
-            self.finished.pop(next(iter(self.finished)))
+        self._remember_end(wf.wid, status, result_json, error, wf.name)
         for name in self.names.pop(wf.wid, ()):
             self.node.unregister(name, wf.pid)
         if status is WorkflowStatus.FAILED and error is not None:
@@ -1173,14 +1171,20 @@ class WorkflowHost:
         self._ended_pending(record, status, error)
         return True
 
+    def _remember_end(self, wid: str, status: WorkflowStatus, result_json: str | None,
+                      error: ErrorInfo | None, name: str) -> None:
+        """Keep how ``wid`` ended for its handles (``finished``: the newest
+        ``FINISHED_MEMORY`` ends)."""
+        self.finished[wid] = (status, result_json, error, name)
+        if len(self.finished) > FINISHED_MEMORY:
+            self.finished.pop(next(iter(self.finished)))
+
     def _ended_pending(self, record: WorkflowRecord, status: WorkflowStatus,
                        error: ErrorInfo) -> None:
         """What this node keeps of a pending workflow it ended in the store."""
         wid = record.workflow_id
         self.counts[status] += 1
-        self.finished[wid] = (status, None, error, record.name)
-        if len(self.finished) > FINISHED_MEMORY:
-            self.finished.pop(next(iter(self.finished)))
+        self._remember_end(wid, status, None, error, record.name)
         self.queue.ended_unclaimed(wid)
         log.info("workflow %s ended %s while it waited in the queue: %s", wid, status.value,
                  error, extra={"workflow_id": wid, "run_id": record.run_id})
