@@ -1149,8 +1149,6 @@ class WorkflowHost:
         Written on the node's thread, after ``active`` was read: a claim of this node
         that committed meanwhile is adopted later, and its load reads the end and runs
         nothing (a write in a worker thread could land after that load)."""
-        from ._operate import end_pending_transaction
-
         if self.client or self.ownership is None or wid in self.active:
             return False
         store = self.store
@@ -1164,11 +1162,22 @@ class WorkflowHost:
                 not WorkflowStatus(child.status).finished
                 for child in store.list_workflows(parent=Pid(self.name, wid))):
             return False
-        try:
-            store.write(end_pending_transaction(store, record, status, error))
-        except ValueError:  # claimed (or changed) meanwhile: its node has the request
+        if not self._write_end_pending(record, status, error):
             return False
         self._ended_pending(record, status, error)
+        return True
+
+    def _write_end_pending(self, record: WorkflowRecord, status: WorkflowStatus,
+                           error: ErrorInfo, unclaimed: bool | str = True) -> bool:
+        """Write ``end_pending_transaction``; False if the workflow was claimed (or
+        changed) meanwhile: its node has the request. Blocking."""
+        from ._operate import end_pending_transaction
+
+        try:
+            self.store.write(end_pending_transaction(self.store, record, status, error,
+                                                     unclaimed=unclaimed))
+        except ValueError:
+            return False
         return True
 
     def _remember_end(self, wid: str, status: WorkflowStatus, result_json: str | None,
@@ -1219,22 +1228,10 @@ class WorkflowHost:
             if (not self.client and record is not None and record.attempt == 1
                     and record.status == WorkflowStatus.PENDING
                     and wid not in self.active):
-                from ._operate import end_pending_transaction
-
-                store = self.store
-                tx_error = _cancelled(wid)
-
-                def end() -> bool:
-                    try:
-                        store.write(end_pending_transaction(
-                            store, record, WorkflowStatus.CANCELLED, tx_error,
-                            unclaimed="by_any"))
-                    except ValueError:
-                        return False
-                    return True
-
-                if await run_blocking(end):
-                    self._ended_pending(record, WorkflowStatus.CANCELLED, tx_error)
+                error = _cancelled(wid)
+                if await run_blocking(self._write_end_pending, record,
+                                      WorkflowStatus.CANCELLED, error, "by_any"):
+                    self._ended_pending(record, WorkflowStatus.CANCELLED, error)
                     return True
             cancelled: bool = await run_blocking(self.request_cancel_stored, wid)
             self._claimed_meanwhile(wid)
