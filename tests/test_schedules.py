@@ -420,6 +420,31 @@ async def test_a_trigger_while_a_tick_is_being_started_does_not_lose_the_tick(
     assert ids() == [triggered, tick_id("s", at(1))]
 
 
+async def test_a_tick_acting_on_a_last_run_changed_elsewhere_reads_the_schedule_again(
+        store_spec: str, autojump_clock: Any) -> None:
+    """Another node of a cluster triggered the schedule: its run is the schedule's
+    ``last_workflow`` in the store, and no wakeup told this node, whose copy still names
+    the 1h run, ended. Its 2h tick (``skip``) saw that ended run and started beside the
+    triggered one: the tick's write is a compare-and-set on ``last_workflow`` too, so it
+    reads the schedule again and skips (the other node's change is written here to the
+    store directly, as that node's trigger does)."""
+    async with garrison.open_node(store=store_spec) as node:
+        handle = await node.schedule("s", app.waits_for_go, every="1h")
+        await trio.sleep(1.5 * HOUR)
+        first = tick_id("s", at(1))
+        await node.workflow(first).signal("go", first)
+        await node.workflow(first).result()
+        other = await node.start_workflow(app.waits_for_go, id="s@elsewhere")
+        store = node.hosts["workflows"].store
+        store.write(Transaction().update_schedule(
+            "s", last_workflow="s@elsewhere", expect_last_workflow=first, time=at(1.6)))
+        await trio.sleep(HOUR)  # to 2h30
+        assert store.get_workflow(tick_id("s", at(2))) is None
+        assert node.stats()["schedules"]["workflows"]["skipped"] == 1
+        assert handle.info().last_workflow == "s@elsewhere"
+        await node.workflow(other.id).signal("go", "x")
+
+
 async def test_a_trigger_does_not_hide_a_running_tick_from_the_overlap_policy(
         store_spec: str, autojump_clock: Any) -> None:
     """The 1h run is still running at 1h30 when a trigger's run starts and ends. The

@@ -8,8 +8,9 @@ changes), so 10,000 schedules cost nothing while none is due. Time is the host's
 
 A tick at time ``t`` of schedule ``s`` starts workflow ``s@t`` (``tick_id``), so a tick
 never runs twice. The tick is recorded first (the next tick, and the workflow it starts
-as ``last_workflow``), as a compare-and-set on ``next_tick``: of two nodes acting on one
-tick, one records it and starts its workflow, the other reads the schedule again. Then
+as ``last_workflow``), as a compare-and-set on ``next_tick`` and ``last_workflow``: of
+two nodes acting on one tick, one records it and starts its workflow, the other reads
+the schedule again (as does a node whose copy missed another node's trigger). Then
 the workflow starts; a node that stopped in between starts it when it comes back
 (``last_workflow`` a tick's, no such workflow, the tick within ``catchup_window``),
 and the start is idempotent anyway: that tick is then the one catch-up run, and the
@@ -447,8 +448,11 @@ class Scheduler:
         spec = self._specs[sid]
         window = record.catchup_window
         expected = _ts(record.next_tick)
-        # every write is a compare-and-set on the next tick as this node read it
-        updates: dict[str, Any] = {"expect_next_tick": expected}
+        # every write is a compare-and-set on the next tick and the last run as this
+        # node read them: another node's trigger changes the last run without a wakeup
+        # here, and a tick deciding on an older one would start beside it
+        updates: dict[str, Any] = {"expect_next_tick": expected,
+                                   "expect_last_workflow": record.last_workflow}
         notes: list[_Note] = []
         buffered = _ts(record.buffered_tick)
         stale = None
