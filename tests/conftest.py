@@ -1,9 +1,10 @@
 """Shared fixtures.
 
 PostgreSQL: ``postgres_url`` gives each test a fresh database on one throwaway
-server per session (tests/_postgres.py); tests using it are marked ``postgres``
-(deselect with ``-m "not postgres"``). ``GARRISON_TEST_POSTGRES=0`` skips them;
-otherwise a server that cannot start is an error naming why. With
+server per session, one per pytest-xdist worker (tests/_postgres.py); tests using it
+are marked ``postgres`` (deselect with ``-m "not postgres"``).
+``GARRISON_TEST_POSTGRES=0`` skips them; otherwise a server that cannot start is an
+error naming why. With
 ``GARRISON_TEST_POSTGRES_REPORT=FILE`` the outcome of every such test is appended
 to FILE (.ci/run checks that none was skipped).
 
@@ -157,6 +158,8 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     path = os.environ.get("GARRISON_TEST_POSTGRES_REPORT")
     if not path or "postgres" not in report.keywords:
         return
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        return  # (a worker's reports reach the controller, which writes them once)
     if report.when == "call" or report.outcome != "passed":
         with open(path, "a", encoding="utf-8") as f:
             f.write(f"{report.outcome} {report.when} {report.nodeid}\n")
