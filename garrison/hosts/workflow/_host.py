@@ -61,7 +61,7 @@ from ._codec import (
     structure,
     workflow_result,
 )
-from ._core import added
+from ._core import added, cancelled_error
 from ._elsewhere import Elsewhere
 from ._ids import MAX_KEY_BYTES, check_key_size, check_text, check_workflow_id
 from ._inbox import InboxItem, exit_id
@@ -87,11 +87,6 @@ _dumps = json.dumps
 _loads = json.loads
 #: finished workflows whose outcome stays in memory (older ones are read from the store)
 FINISHED_MEMORY = 10_000
-
-
-def _cancelled(wid: str) -> ErrorInfo:
-    """The error of a workflow cancelled while it waited in the queue."""
-    return ErrorInfo.from_exception(WorkflowCancelled(f"workflow {wid!r} was cancelled"))
 
 
 #: the range of a start's ``priority``: a 64-bit signed integer, as the stores keep it
@@ -1202,7 +1197,7 @@ class WorkflowHost:
         """Flag the workflow cancelled; it sees ``WorkflowCancelled`` at its next durable
         operation (the flag is committed shortly, by the write-soon task)."""
         if self.client or (self.ownership is not None and wid not in self.active):
-            if self.end_pending_stored(wid, WorkflowStatus.CANCELLED, _cancelled(wid)):
+            if self.end_pending_stored(wid, WorkflowStatus.CANCELLED, cancelled_error(wid)):
                 return True  # it waited unclaimed: ended at once, never run
             return self.request_cancel_stored(wid)
         wf = self.active.get(wid)
@@ -1228,7 +1223,7 @@ class WorkflowHost:
             if (not self.client and record is not None and record.attempt == 1
                     and record.status == WorkflowStatus.PENDING
                     and wid not in self.active):
-                error = _cancelled(wid)
+                error = cancelled_error(wid)
                 if await run_blocking(self._write_end_pending, record,
                                       WorkflowStatus.CANCELLED, error, "by_any"):
                     self._ended_pending(record, WorkflowStatus.CANCELLED, error)
