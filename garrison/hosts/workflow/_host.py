@@ -1309,8 +1309,14 @@ class WorkflowHost:
 
         The store row of each parked workflow gets its last status (``waiting`` or
         ``sleeping``, one transaction), so ``garrison workflows list`` shows it while no
-        node runs (recovery marks them ``running`` again)."""
-        self.closing = True
+        node runs (recovery marks them ``running`` again).
+
+        The schedules stop first (:meth:`Scheduler.stop`): no tick starts a workflow
+        from then on, and none uses the store as the node closes it."""
+        try:
+            await self.scheduler.stop()
+        finally:
+            self.closing = True
         try:
             await self._stop_workflows()
         finally:
