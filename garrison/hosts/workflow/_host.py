@@ -688,9 +688,11 @@ class WorkflowHost:
         if wf.callers:
             wf.fail_callers(f"workflow {wf.pid} ended before replying: "
                             f"{error or 'normal exit'}", error or noproc(wf.pid))
-        # workflows it monitored got their EXIT durably; the processes forget it here
+        # workflows it monitored got their EXIT durably; the processes forget it here --
+        # unless it failed: a retry resumes it, and the EXIT of a process it monitors,
+        # kept in its inbox meanwhile (see deliver_event), is what its code waits for
         processes = [p for p in wf.monitoring if not self.node.hosts[p.host].durable] \
-            if wf.monitoring else None
+            if wf.monitoring and status is not WorkflowStatus.FAILED else None
         exit_fan_out(self.node, wf.pid, event, wf.watchers, wf.links, processes)
         wf.done.set()
 
@@ -816,18 +818,21 @@ class WorkflowHost:
         its inbox id, if not the one per (process, kind, workflow)."""
         wf = self.active.get(pid.id)
         if wf is None:
-            if self.ownership is None:
-                return False
-            # another node may run it: into its inbox through the store (that node is
-            # woken), after a read off the node's thread (this may be a process's exit,
-            # and the store may be out of reach)
+            # not running here: into its inbox through the store if it may run (again):
+            # one another node of the cluster runs (that node is woken), one that has
+            # not resumed, one that failed (a retry reads it, as a child's EXIT); after
+            # a read off the node's thread (this may be a process's exit, and the store
+            # may be out of reach). One that ended for good, or is not there: a dead
+            # letter.
             tx = self._event_row(pid, event, msg_id)[0]
 
-            def put(unfinished: bool) -> None:
-                if unfinished:
-                    self.write_soon(tx)
+            def put(may_run: bool) -> None:
+                if may_run:  # (a retry that loaded it meanwhile reads its inbox again)
+                    self.write_soon(tx, lambda _results: self._claimed_meanwhile(pid.id))
+                else:
+                    self.node.stats_dead_letters += 1
 
-            self.elsewhere.later(partial(self._unfinished, pid.id), put)
+            self.elsewhere.later(partial(self._may_come_back, pid.id), put)
             return True
         if event.kind is EventKind.EXIT and wf.monitoring:
             wf.monitoring.discard(event.pid)  # that monitor is spent
