@@ -744,3 +744,30 @@ async def test_cancel_of_a_pending_workflow_a_node_holds_only_asks_it(
         with trio.fail_after(10), pytest.raises(garrison.WorkflowCancelled):
             await node.workflow("p-2").result()
         assert node.workflow("busy").status() == "waiting"
+
+
+async def test_a_pending_workflow_a_tool_ended_as_a_node_loaded_it_never_runs(
+        sqlite_path: str) -> None:
+    """The race of the CLI's cancel: no node held the store when it looked, and one
+    opened the store before the end was written: that node had loaded the workflow,
+    pending, into its queue. It leaves the queue when the node reads the end (it
+    would have started it later, over the ``cancelled`` row); its handle gets the
+    end."""
+    from garrison.hosts.workflow import cancel_pending_transaction
+
+    ran_before = len(workflow_app.LOG)
+    async with garrison.open_node(store=sqlite_path, max_concurrent=1) as node:
+        await node.start_workflow(workflow_app.approval, "first", id="busy")
+        await node.start_workflow(workflow_app.steps, 0, 2, id="p-3")
+        assert node.workflow("p-3").status() == "pending"
+        with open_store(sqlite_path, lock=False) as tool:  # (its look said: no node)
+            tool.write(cancel_pending_transaction(tool, tool.get_workflow("p-3")))
+        with trio.fail_after(10), pytest.raises(garrison.WorkflowCancelled):
+            await node.workflow("p-3").result()
+        await node.send(garrison.Pid("workflows", "busy"), "approve", "ann")
+        with trio.fail_after(10):
+            assert await node.workflow("busy").result() == "first approved by ann"
+        assert node.workflow("p-3").status() == "cancelled"
+    assert len(workflow_app.LOG) == ran_before  # p-3 never ran
+    with open_store(sqlite_path) as s:
+        assert s.get_workflow("p-3").status == "cancelled"

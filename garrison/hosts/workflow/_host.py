@@ -1180,6 +1180,24 @@ class WorkflowHost:
             return False
         return True
 
+    def ended_in_store(self, wf: WorkflowInstance, record: WorkflowRecord) -> None:
+        """``wf`` waits in this node's queue, but the store says it has ended: a tool
+        ended it there (``garrison workflows cancel`` of a pending workflow, or
+        ``terminate``, found no node holding the store) as this node opened the store
+        and loaded it. It leaves the queue and never runs here; its handles get that
+        end."""
+        status = WorkflowStatus(record.status)
+        error = record.error if record.error is not None else cancelled_error(wf.wid)
+        self.queue.leave(wf)
+        if self.active.get(wf.wid) is wf:
+            del self.active[wf.wid]
+        self._ended_pending(record, status, error)
+        wf.status = wf.stored_status = status
+        wf.error = error
+        wf.result_json = None
+        wf.done.set()
+        wf.mark_exited()
+
     def _remember_end(self, wid: str, status: WorkflowStatus, result_json: str | None,
                       error: ErrorInfo | None, name: str) -> None:
         """Keep how ``wid`` ended for its handles (``finished``: the newest

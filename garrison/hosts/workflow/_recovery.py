@@ -320,6 +320,8 @@ def refresh(host: WorkflowHost, wid: str, *, starting: bool = False) -> None:
         _requested(host, record, wf, requests)
         return
     if WorkflowStatus(record.status).finished:
+        if wf is not None and host.queue.holds(wf):
+            host.ended_in_store(wf, record)  # (a tool's, as this node loaded it)
         return
     if wf is not None and wf.done.is_set() and record.attempt != wf.attempt:
         del host.active[wid]  # blocked, and retried since (a new attempt): run it again
