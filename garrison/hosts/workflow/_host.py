@@ -823,7 +823,9 @@ class WorkflowHost:
             # not resumed, one that failed (a retry reads it, as a child's EXIT); after
             # a read off the node's thread (this may be a process's exit, and the store
             # may be out of reach). One that ended for good, or is not there: a dead
-            # letter.
+            # letter. (A tool's store runs no workflow: none of them watches here.)
+            if self.client:
+                return False
             tx = self._event_row(pid, event, msg_id)[0]
 
             def put(may_run: bool) -> None:
