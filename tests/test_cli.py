@@ -499,6 +499,31 @@ def test_a_second_early_sigint_stops_at_once(tmp_path):
     assert "Traceback" not in err
 
 
+def test_a_script_running_its_node_at_import_stops_on_the_first_sigint(tmp_path):
+    """The command notes a signal until it listens (see the tests above); a script
+    whose ``garrison.run(main)`` runs as ``garrison run`` imports it gets Ctrl-C back
+    as its KeyboardInterrupt: the first one stops it (it was only noted, and the run
+    went on until a second one)."""
+    (tmp_path / "job.py").write_text(textwrap.dedent("""
+        import sys
+        import garrison, trio
+        async def main():
+            print("job running", file=sys.stderr, flush=True)
+            await trio.sleep_forever()
+        garrison.run(main)
+    """))
+    proc = start_run(tmp_path, "job.py")
+    try:
+        seen = read_until(proc, "job running")
+        assert "job running" in seen, seen
+        proc.send_signal(signal.SIGINT)
+        _, err = finish(proc, timeout=20)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, seen + err
+    assert "Traceback" not in err
+
+
 def test_a_signal_during_start_up_stops_the_node_at_once(tmp_path):
     """The first SIGINT while a service waited to run (a pool slot held by another)
     was acted on only once start-up ended: after the service's whole start_timeout,
