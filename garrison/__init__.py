@@ -7,7 +7,9 @@
 >>> garrison.run(main, "world")
 """
 
-from . import metrics, process, tracing, workflow
+# _cli_signals first (it imports only the standard library): in the ``garrison``
+# command, a Ctrl-C that comes while the rest imports is noted, not a traceback
+from . import _cli_signals, metrics, process, tracing, workflow  # noqa: F401 (_cli_signals)
 from ._activity import RetryPolicy, activity
 from ._duration import parse_duration
 from ._errors import (

@@ -30,7 +30,7 @@ from typing import Any
 
 import trio
 
-from . import _observe
+from . import _cli_signals, _observe
 from ._duration import parse_lease
 from ._errors import ConfigError, ProcessError, StoreError, StoreLocked, StoreVersionError
 from ._targets import check_target, exit_is_import_error, is_script, script_spec
@@ -245,6 +245,7 @@ async def _serve(config: Any, root: Any, label: str | None, store: str | None,
     printed: list[str] = []  # the root's result: the last line, once the node stopped
     # listen before the node starts, so a signal during start-up is not fatal
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        _raise_noted()
         async with trio.open_nursery() as watchers:
 
             async def watch_signals() -> None:
@@ -309,6 +310,15 @@ async def _serve(config: Any, root: Any, label: str | None, store: str | None,
     for line in printed:  # after the node's shutdown logs: the run's last word
         print(line, flush=True)
     return code
+
+
+def _raise_noted() -> None:
+    """A SIGINT/SIGTERM that came before this command listened (as garrison was
+    imported, the config loaded: see ``_cli_signals``) comes again now that it does:
+    its first signal, acted on as any."""
+    noted = _cli_signals.take()
+    if noted is not None:
+        signal.raise_signal(noted)
 
 
 def _started_line(node: Any, console_url: str | None) -> str:
@@ -607,7 +617,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         # a store another node holds, of another schema version, or unusable
         print(f"garrison run: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:  # Ctrl-C before the signal handler was in place
+    except KeyboardInterrupt:  # Ctrl-C before the handler, main() called in-process
         return 130
     except Exception as exc:
         if args.metrics is not None:
@@ -646,6 +656,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
     async def serve() -> None:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            _raise_noted()
             async with trio.open_nursery() as nursery:
                 where = await nursery.start(partial(
                     serve_console, store=store, bind=args.bind, token=token,
@@ -805,8 +816,11 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``garrison`` console script and ``python -m garrison``."""
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["bench"]:
+        _cli_signals.restore()
         return cmd_bench(argv[1:])
     args = build_parser().parse_args(argv)
+    if args.func not in (cmd_run, cmd_ui):  # (those two act on an early signal)
+        _cli_signals.restore()
     setup_logging(args.log_level, args.log_format)
     code: int = args.func(args)
     return code

@@ -291,8 +291,9 @@ def _reject(store: Any, args: argparse.Namespace) -> None:
 
 
 def _cancel(store: Any, args: argparse.Namespace) -> None:
-    tools.cancel(store, args.id)
-    _done(args, {"workflow_id": args.id, "cancel_requested": True},
+    ended = tools.cancel(store, args.id)
+    _done(args, {"workflow_id": args.id, "cancel_requested": True, "cancelled": ended},
+          f"cancelled {args.id!r} (it was pending, never run)" if ended else
           f"cancel requested for {args.id!r}")
 
 

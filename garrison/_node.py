@@ -13,6 +13,7 @@ from typing import Any
 
 import trio
 
+from . import _cli_signals
 from ._duration import parse_lease
 from ._errors import NotInProcess, ProcessError
 from ._router import EXIT_MEMORY, Router
@@ -796,6 +797,9 @@ def run(main: Callable[..., Any], *args: Any, config: Any = None, store: Any = N
     >>> garrison.run(main, "hello")
     """
     ran.append(main)
+    # (the garrison command importing a script that calls run(): Ctrl-C is this run's
+    # KeyboardInterrupt again, as in any program; see _cli_signals)
+    _cli_signals.restore()
 
     async def root() -> Any:
         async with open_node(config=config, store=store, inbox_warning=inbox_warning,

@@ -294,11 +294,26 @@ def undeclared_promise(store: Any, workflow_id: str, promise: str) -> str | None
             f"(declared: {', '.join(repr(d) for d in declared)}); kept for when it does")
 
 
-def cancel(store: Any, workflow_id: str) -> None:
-    """Flag the workflow for cancellation."""
+def cancel(store: Any, workflow_id: str) -> bool:
+    """Cancel the workflow. One ``pending`` that never ran, while no node holds the
+    store, ends ``cancelled`` in the store at once (as a node ends one cancelled in
+    its queue: its ``dedup`` key is free again, its watchers get its ``EXIT``), written
+    only if no live node claimed it meanwhile; True then. Otherwise the workflow is
+    flagged for cancellation and the node that runs it acts on the flag (at once, or
+    on its next start); False."""
+    from .hosts.workflow import cancel_pending_transaction
+
     rec = get(store, workflow_id)
     refuse_final(rec, "cancel")
+    if str(rec.status) == "pending" and rec.attempt == 1 and not node_holds(store):
+        try:
+            store.write(cancel_pending_transaction(store, rec))
+            return True
+        except ValueError:  # a node claimed it (or it changed) meanwhile: ask instead
+            rec = get(store, workflow_id)
+            refuse_final(rec, "cancel")
     store.request_cancel(rec.workflow_id)
+    return False
 
 
 def start(store: Any, target: str, args: list[Any], workflow_id: str | None = None,

@@ -152,3 +152,22 @@ async def loops_forever() -> None:
     while True:
         await reserve("again")
         await workflow.sleep("1h")
+
+
+async def monitors_a_process(item: str, to: str) -> str:
+    """Monitor the plain process ``to``, charge ``item`` (failed for good while ``FAILS``
+    says so), then say how the process ended (from its EXIT)."""
+    process.monitor(to)
+    await charge(item)
+    event = await process.events().receive()
+    return f"{event.pid}: {event.error if event.error is not None else 'returned'}"
+
+
+async def fails_on_go() -> None:
+    """A plain process: fails when a message comes."""
+    msg = await process.inbox().receive()
+    raise RuntimeError(f"told to fail: {msg.topic}")
+
+
+async def returns_at_once() -> str:
+    return "done"

@@ -24,10 +24,12 @@ def cli(*args: str, cwd: Path = ROOT, timeout: float = 60) -> subprocess.Complet
                           capture_output=True, timeout=timeout)
 
 
-def start_run(cwd: Path, *args: str) -> subprocess.Popen[str]:
-    """``garrison run ARGS`` (default ``app.yaml``) in ``cwd``; a thread reads its log
-    (``read_until``, ``finish``), so a test never blocks on a silent process."""
-    proc = subprocess.Popen([sys.executable, "-m", "garrison", "run", *(args or ("app.yaml",))],
+def start_run(cwd: Path, *args: str, flags: tuple[str, ...] = ()) -> subprocess.Popen[str]:
+    """``garrison run ARGS`` (default ``app.yaml``) in ``cwd`` (``flags``: the
+    interpreter's); a thread reads its log (``read_until``, ``finish``), so a test never
+    blocks on a silent process."""
+    proc = subprocess.Popen([sys.executable, *flags, "-m", "garrison", "run",
+                             *(args or ("app.yaml",))],
                             cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONPATH": str(ROOT)})
     lines: queue.Queue[str | None] = queue.Queue()
@@ -427,6 +429,99 @@ def test_second_signal_forces_an_immediate_stop(tmp_path):
         proc.kill()
     assert proc.returncode == 128 + signal.SIGTERM
     assert "forcing an immediate stop" in err
+
+
+_QUIET_APP = """
+    version: "1.0"
+    namespace: app
+    entries:
+      - {name: idle_fn, kind: process.py, source: "idle:idle"}
+      - {name: idle, kind: process.service, process: idle_fn,
+         lifecycle: {auto_start: true}}
+"""
+
+
+def _quiet_app(where: Path) -> None:
+    (where / "idle.py").write_text(textwrap.dedent("""
+        import sys
+        import trio
+        async def idle():
+            print("idle started", flush=True, file=sys.stderr)
+            await trio.sleep_forever()
+    """))
+    (where / "app.yaml").write_text(textwrap.dedent(_QUIET_APP))
+
+
+@pytest.mark.parametrize("moment", [
+    "garrison._cli_signals",  # the first thing garrison imports: trio, the rest to come
+    "trio",  # halfway
+    "garrison._cli",  # all imported: the command parses, loads the config, starts trio
+    "idle started",  # the node runs
+])
+def test_the_first_sigint_at_any_moment_exits_cleanly(tmp_path, moment):
+    """A Ctrl-C in the first half second of ``garrison run`` (as garrison was still
+    being imported, before the command listened for signals) was a KeyboardInterrupt
+    traceback out of whatever module was importing, not the clean stop (exit 0) of a
+    later one. ``-X importtime`` logs each import as it ends: the signal comes right
+    after the one named (or once the node runs)."""
+    _quiet_app(tmp_path)
+    proc = start_run(tmp_path, "app.yaml", "--store", "app.db", flags=("-X", "importtime"))
+    try:
+        marker = moment if " " in moment else f" {moment}\n"  # (indented by depth)
+        seen = read_until(proc, marker)
+        assert marker in seen, seen[-2000:]
+        proc.send_signal(signal.SIGINT)
+        _, err = finish(proc, timeout=30)
+    finally:
+        proc.kill()
+    err = seen + err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err[-3000:]
+    assert proc.returncode == 0, err[-3000:]
+    assert "received SIGINT: shutting down" in err
+
+
+def test_a_second_early_sigint_stops_at_once(tmp_path):
+    """Two Ctrl-C while garrison still imports: the second forces the stop, as it does
+    once the node runs (exit 128 + 2), without a traceback."""
+    _quiet_app(tmp_path)
+    proc = start_run(tmp_path, "app.yaml", "--store", "app.db", flags=("-X", "importtime"))
+    try:
+        seen = read_until(proc, " garrison._cli_signals\n")
+        proc.send_signal(signal.SIGINT)
+        # (two signals sent at once may reach it as one: the second once it went on)
+        seen += read_until(proc, "\n")
+        time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)
+        _, err = finish(proc, timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 128 + signal.SIGINT, (seen + err)[-3000:]
+    assert "Traceback" not in err
+
+
+def test_a_script_running_its_node_at_import_stops_on_the_first_sigint(tmp_path):
+    """The command notes a signal until it listens (see the tests above); a script
+    whose ``garrison.run(main)`` runs as ``garrison run`` imports it gets Ctrl-C back
+    as its KeyboardInterrupt: the first one stops it (it was only noted, and the run
+    went on until a second one)."""
+    (tmp_path / "job.py").write_text(textwrap.dedent("""
+        import sys
+        import garrison, trio
+        async def main():
+            print("job running", file=sys.stderr, flush=True)
+            await trio.sleep_forever()
+        garrison.run(main)
+    """))
+    proc = start_run(tmp_path, "job.py")
+    try:
+        seen = read_until(proc, "job running")
+        assert "job running" in seen, seen
+        proc.send_signal(signal.SIGINT)
+        _, err = finish(proc, timeout=20)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, seen + err
+    assert "Traceback" not in err
 
 
 def test_a_signal_during_start_up_stops_the_node_at_once(tmp_path):

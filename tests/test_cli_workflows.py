@@ -136,7 +136,8 @@ async def test_cancel_from_the_cli(store_path: str) -> None:
         await trio.sleep(0.01)
     done = cli("--store", store_path, "cancel", "c-1", "--json")
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout) == {"workflow_id": "c-1", "cancel_requested": True}
+    assert json.loads(done.stdout) == {"workflow_id": "c-1", "cancel_requested": True,
+                                       "cancelled": False}
     async with garrison.open_node(store=store_path) as node:
         with trio.fail_after(10), pytest.raises(garrison.WorkflowCancelled):
             await node.workflow("c-1").result()
@@ -700,3 +701,73 @@ def test_a_damaged_row_is_named_by_id_the_others_listed_and_exit_2(
                    "quotes: line 1 column 2 (char 1))\n")
     code, out, err = cli_here(capsys, "--store", sqlite_path, "show", "w2")
     assert code == 0 and "w2" in out, err
+
+
+async def test_cancel_of_a_pending_workflow_with_no_node_ends_it_at_once(
+        store_path: str) -> None:
+    """A workflow created pending (``start``, never run) while no node holds the store:
+    the CLI's cancel ends it ``cancelled`` at once (as the handle's cancel of a queued
+    one does, README: Queues), and a node that opens the store never runs it."""
+    with open_store(store_path) as s:  # as `garrison workflows start` writes it
+        s.write(Transaction().create_workflow("p-1", "workflow_app:steps", [0, 2],
+                                              status="pending"))
+    done = cli("--store", store_path, "cancel", "p-1", "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"workflow_id": "p-1", "cancel_requested": True,
+                                       "cancelled": True}
+    show = json.loads(cli("--store", store_path, "show", "p-1", "--json").stdout)
+    assert show["status"] == "cancelled", show
+    assert show["error"]["type"] == "WorkflowCancelled", show
+    again = cli("--store", store_path, "cancel", "p-1")
+    assert again.returncode == 1 and "it is cancelled" in again.stderr
+    ran_before = len(workflow_app.LOG)
+    async with garrison.open_node(store=store_path) as node:
+        with trio.fail_after(10), pytest.raises(garrison.WorkflowCancelled):
+            await node.workflow("p-1").result()
+    assert len(workflow_app.LOG) == ran_before  # it never ran
+
+
+async def test_cancel_of_a_pending_workflow_a_node_holds_only_asks_it(
+        store_path: str) -> None:
+    """With a node holding the store, the CLI never ends a pending workflow itself (the
+    node may claim it any moment): it asks, and the node ends the one waiting in its
+    queue ``cancelled``, unrun."""
+    async with garrison.open_node(store=store_path, max_concurrent=1) as node:
+        await node.start_workflow(workflow_app.approval, "first", id="busy")
+        await node.start_workflow(workflow_app.steps, 0, 2, id="p-2")
+        assert node.workflow("p-2").status() == "pending"
+        done = await trio.to_thread.run_sync(
+            lambda: cli("--store", store_path, "cancel", "p-2", "--json"))
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout) == {"workflow_id": "p-2", "cancel_requested": True,
+                                           "cancelled": False}
+        with trio.fail_after(10), pytest.raises(garrison.WorkflowCancelled):
+            await node.workflow("p-2").result()
+        assert node.workflow("busy").status() == "waiting"
+
+
+async def test_a_pending_workflow_a_tool_ended_as_a_node_loaded_it_never_runs(
+        sqlite_path: str) -> None:
+    """The race of the CLI's cancel: no node held the store when it looked, and one
+    opened the store before the end was written: that node had loaded the workflow,
+    pending, into its queue. It leaves the queue when the node reads the end (it
+    would have started it later, over the ``cancelled`` row); its handle gets the
+    end."""
+    from garrison.hosts.workflow import cancel_pending_transaction
+
+    ran_before = len(workflow_app.LOG)
+    async with garrison.open_node(store=sqlite_path, max_concurrent=1) as node:
+        await node.start_workflow(workflow_app.approval, "first", id="busy")
+        await node.start_workflow(workflow_app.steps, 0, 2, id="p-3")
+        assert node.workflow("p-3").status() == "pending"
+        with open_store(sqlite_path, lock=False) as tool:  # (its look said: no node)
+            tool.write(cancel_pending_transaction(tool, tool.get_workflow("p-3")))
+        with trio.fail_after(10), pytest.raises(garrison.WorkflowCancelled):
+            await node.workflow("p-3").result()
+        await node.send(garrison.Pid("workflows", "busy"), "approve", "ann")
+        with trio.fail_after(10):
+            assert await node.workflow("busy").result() == "first approved by ann"
+        assert node.workflow("p-3").status() == "cancelled"
+    assert len(workflow_app.LOG) == ran_before  # p-3 never ran
+    with open_store(sqlite_path) as s:
+        assert s.get_workflow("p-3").status == "cancelled"

@@ -937,3 +937,79 @@ async def test_the_handle_is_silent_on_a_finished_workflow_where_the_cli_refuses
         code, out, err = await cli_async(capsys, "--store", store, *args)
         assert (code, out) == (1, ""), args
         assert "workflow 'g': it is completed" in err, args
+
+
+async def test_a_retried_workflow_reads_the_exit_of_a_process_that_ended_while_it_failed(
+        store_spec: str, autojump_clock: Any) -> None:
+    """A workflow monitors a plain process, then fails (a service was down); the process
+    fails while the workflow is failed. Its EXIT was lost (the workflow's failure had
+    made the process forget it, or the EXIT found no running workflow and was dropped):
+    the retried workflow waited for ever, or read a made-up ``noproc``. It is kept in
+    the failed workflow's inbox, as a child workflow's is, and the retry reads it."""
+    ops_app.FAILS["kite"] = 2
+    async with garrison.open_node(store=store_spec) as node:
+        pid = await node.spawn(ops_app.fails_on_go)
+        await node.start_workflow(ops_app.monitors_a_process, "kite", str(pid), id="w")
+        handle = node.workflow("w")
+        with pytest.raises(garrison.WorkflowFailed, match="payments are down"):
+            await handle.result()
+        dead = node.stats()["dead_letters"]
+        await node.send(pid, "go")
+        with pytest.raises(garrison.ProcessError):
+            await node.wait(pid)
+        await until_wall(lambda: bool(node.hosts["workflows"].store.pending_messages("w")),
+                         "the EXIT in the failed workflow's inbox")
+        assert node.stats()["dead_letters"] == dead
+        await handle.retry()
+        with trio.fail_after(60):
+            assert await handle.result() == f"{pid}: RuntimeError: told to fail: go"
+
+
+async def test_a_retried_workflow_still_monitors_a_process_that_outlived_its_failure(
+        store_spec: str, autojump_clock: Any) -> None:
+    """The process is still running when the failed workflow is retried, and fails
+    after that: its failure had made the process forget the workflow (a monitor a
+    replay does not make again), so the retried workflow waited for ever."""
+    ops_app.FAILS["reel"] = 2
+    async with garrison.open_node(store=store_spec) as node:
+        pid = await node.spawn(ops_app.fails_on_go)
+        await node.start_workflow(ops_app.monitors_a_process, "reel", str(pid), id="w")
+        handle = node.workflow("w")
+        with pytest.raises(garrison.WorkflowFailed, match="payments are down"):
+            await handle.result()
+        await handle.retry()
+        await until(lambda: handle.status() == "waiting", "the retried workflow")
+        await node.send(pid, "go")
+        with trio.fail_after(60):
+            assert await handle.result() == f"{pid}: RuntimeError: told to fail: go"
+
+
+async def test_an_event_for_a_workflow_that_ended_for_good_is_a_dead_letter(
+        store_spec: str, autojump_clock: Any) -> None:
+    """A process's EXIT for a workflow that completed (it never runs again) is a dead
+    letter, counted (on PostgreSQL it was dropped without a count), and nothing is
+    written to its inbox."""
+    from garrison import Event, EventKind
+
+    async with garrison.open_node(store=store_spec) as node:
+        await node.start_workflow(ops_app.returns_at_once, id="done")
+        assert await node.workflow("done").result() == "done"
+        pid = await node.spawn(ops_app.fails_on_go)
+        dead = node.stats()["dead_letters"]
+        host = node.hosts["workflows"]
+        node._router.deliver_event(Pid("workflows", "done"),  # (as a process ends)
+                                   Event(EventKind.EXIT, pid, None, None))
+        await until_wall(lambda: node.stats()["dead_letters"] == dead + 1, "the dead letter")
+        assert host.store.pending_messages("done") == []
+
+
+async def until_wall(check: Any, what: str) -> None:
+    """Wait (10 s of real time at most) until ``check()`` is true, never letting virtual
+    time jump meanwhile: what it waits for is a store read in a worker thread, which an
+    autojump clock does not wait for."""
+    import time
+
+    deadline = time.monotonic() + 10
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await trio.sleep(0)

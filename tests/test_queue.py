@@ -761,11 +761,11 @@ async def test_a_pending_workflow_of_a_cluster_ends_where_asked_unless_a_node_cl
         with psycopg.connect(postgres_url) as conn:
             conn.execute(f"UPDATE {store._s}.workflows SET owner_epoch = %s, owner = 'a' "
                          "WHERE workflow_id = 'other'", (store.fence_epoch,))
-        from garrison.hosts.workflow._host import _cancelled
+        from garrison.hosts.workflow._core import cancelled_error
 
         host_b = b.hosts["workflows"]
         assert not host_b.end_pending_stored("other", WorkflowStatus.CANCELLED,
-                                             _cancelled("other"))
+                                             cancelled_error("other"))
         assert b.workflow("other").status() == "pending"
         with psycopg.connect(postgres_url) as conn:
             conn.execute(f"UPDATE {store._s}.workflows SET owner_epoch = NULL, owner = NULL "

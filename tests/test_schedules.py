@@ -1404,3 +1404,26 @@ def test_the_latest_tick_in_a_zone_with_a_45_minute_offset_is_found() -> None:
         latest = spec.latest_in(float(lo), float(lo + 86400))
         assert latest is None or lo <= latest <= lo + 86400
         assert spec.next_after(float(lo)) > lo
+
+
+async def test_a_node_stopped_right_after_it_starts_logs_no_scheduler_error(
+        store_spec: str, autojump_clock: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """A node stopped at once, its schedules' catch-up ticks due as it started: the
+    scheduler ran on as the node closed its store ("could not record schedule ticks:
+    store ... is closed", "could not start workflow ...: store ... is closed"). It
+    stops first now, quietly; a tick recorded before it stopped starts with the next
+    node, once."""
+    caplog.set_level(logging.INFO)
+    names = [f"s{i}" for i in range(8)]
+    async with garrison.open_node(store=store_spec) as node:
+        for sid in names:
+            await node.schedule(sid, app.job, every="1h", catchup_window="1h")
+    for _ in range(3):
+        await trio.sleep(1.5 * HOUR)  # down over a tick of each: due as the node starts
+        async with garrison.open_node(store=store_spec):
+            pass
+    problems = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert problems == [], [r.getMessage() for r in problems]
+    async with garrison.open_node(store=store_spec) as node:
+        await trio.sleep(1)
+    assert len(set(ids())) == len(ids())  # never a tick twice

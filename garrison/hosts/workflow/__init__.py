@@ -22,6 +22,7 @@ from ._host import WorkflowHost
 from ._instance import WorkflowInstance
 from ._journal import Cursor, Entry, JournalKind
 from ._operate import (
+    cancel_pending_transaction,
     check_reason,
     retry_transaction,
     retry_workflow,
@@ -33,6 +34,6 @@ from ._recovery import request_transaction
 from ._replay import History, ReplayResult, replay_history
 
 __all__ = ["Cursor", "Entry", "History", "JournalKind", "ReplayResult", "WorkflowHost",
-           "WorkflowInstance", "check_reason", "replay_history", "request_transaction",
-           "retry_transaction", "retry_workflow", "terminate_transaction",
-           "terminate_workflow", "terminated"]
+           "WorkflowInstance", "cancel_pending_transaction", "check_reason",
+           "replay_history", "request_transaction", "retry_transaction", "retry_workflow",
+           "terminate_transaction", "terminate_workflow", "terminated"]

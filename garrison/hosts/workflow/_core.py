@@ -72,6 +72,12 @@ def added(items: set[T] | None, item: T) -> set[T]:
     return items
 
 
+def cancelled_error(wid: str) -> ErrorInfo:
+    """The error of workflow ``wid`` cancelled before it ever ran (waiting in a queue,
+    or ``pending`` in the store)."""
+    return ErrorInfo.from_exception(WorkflowCancelled(f"workflow {wid!r} was cancelled"))
+
+
 class EngineStop(BaseException):
     """The engine's own way out of workflow code (a new run, the end of a replay): a
     ``BaseException`` the code cannot swallow, and never the workflow's failure."""

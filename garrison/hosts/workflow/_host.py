@@ -61,7 +61,7 @@ from ._codec import (
     structure,
     workflow_result,
 )
-from ._core import added
+from ._core import added, cancelled_error
 from ._elsewhere import Elsewhere
 from ._ids import MAX_KEY_BYTES, check_key_size, check_text, check_workflow_id
 from ._inbox import InboxItem, exit_id
@@ -87,11 +87,6 @@ _dumps = json.dumps
 _loads = json.loads
 #: finished workflows whose outcome stays in memory (older ones are read from the store)
 FINISHED_MEMORY = 10_000
-
-
-def _cancelled(wid: str) -> ErrorInfo:
-    """The error of a workflow cancelled while it waited in the queue."""
-    return ErrorInfo.from_exception(WorkflowCancelled(f"workflow {wid!r} was cancelled"))
 
 
 #: the range of a start's ``priority``: a 64-bit signed integer, as the stores keep it
@@ -693,9 +688,11 @@ class WorkflowHost:
         if wf.callers:
             wf.fail_callers(f"workflow {wf.pid} ended before replying: "
                             f"{error or 'normal exit'}", error or noproc(wf.pid))
-        # workflows it monitored got their EXIT durably; the processes forget it here
+        # workflows it monitored got their EXIT durably; the processes forget it here --
+        # unless it failed: a retry resumes it, and the EXIT of a process it monitors,
+        # kept in its inbox meanwhile (see deliver_event), is what its code waits for
         processes = [p for p in wf.monitoring if not self.node.hosts[p.host].durable] \
-            if wf.monitoring else None
+            if wf.monitoring and status is not WorkflowStatus.FAILED else None
         exit_fan_out(self.node, wf.pid, event, wf.watchers, wf.links, processes)
         wf.done.set()
 
@@ -821,18 +818,23 @@ class WorkflowHost:
         its inbox id, if not the one per (process, kind, workflow)."""
         wf = self.active.get(pid.id)
         if wf is None:
-            if self.ownership is None:
+            # not running here: into its inbox through the store if it may run (again):
+            # one another node of the cluster runs (that node is woken), one that has
+            # not resumed, one that failed (a retry reads it, as a child's EXIT); after
+            # a read off the node's thread (this may be a process's exit, and the store
+            # may be out of reach). One that ended for good, or is not there: a dead
+            # letter. (A tool's store runs no workflow: none of them watches here.)
+            if self.client:
                 return False
-            # another node may run it: into its inbox through the store (that node is
-            # woken), after a read off the node's thread (this may be a process's exit,
-            # and the store may be out of reach)
             tx = self._event_row(pid, event, msg_id)[0]
 
-            def put(unfinished: bool) -> None:
-                if unfinished:
-                    self.write_soon(tx)
+            def put(may_run: bool) -> None:
+                if may_run:  # (a retry that loaded it meanwhile reads its inbox again)
+                    self.write_soon(tx, lambda _results: self._claimed_meanwhile(pid.id))
+                else:
+                    self.node.stats_dead_letters += 1
 
-            self.elsewhere.later(partial(self._unfinished, pid.id), put)
+            self.elsewhere.later(partial(self._may_come_back, pid.id), put)
             return True
         if event.kind is EventKind.EXIT and wf.monitoring:
             wf.monitoring.discard(event.pid)  # that monitor is spent
@@ -1180,6 +1182,24 @@ class WorkflowHost:
             return False
         return True
 
+    def ended_in_store(self, wf: WorkflowInstance, record: WorkflowRecord) -> None:
+        """``wf`` waits in this node's queue, but the store says it has ended: a tool
+        ended it there (``garrison workflows cancel`` of a pending workflow, or
+        ``terminate``, found no node holding the store) as this node opened the store
+        and loaded it. It leaves the queue and never runs here; its handles get that
+        end."""
+        status = WorkflowStatus(record.status)
+        error = record.error if record.error is not None else cancelled_error(wf.wid)
+        self.queue.leave(wf)
+        if self.active.get(wf.wid) is wf:
+            del self.active[wf.wid]
+        self._ended_pending(record, status, error)
+        wf.status = wf.stored_status = status
+        wf.error = error
+        wf.result_json = None
+        wf.done.set()
+        wf.mark_exited()
+
     def _remember_end(self, wid: str, status: WorkflowStatus, result_json: str | None,
                       error: ErrorInfo | None, name: str) -> None:
         """Keep how ``wid`` ended for its handles (``finished``: the newest
@@ -1202,7 +1222,7 @@ class WorkflowHost:
         """Flag the workflow cancelled; it sees ``WorkflowCancelled`` at its next durable
         operation (the flag is committed shortly, by the write-soon task)."""
         if self.client or (self.ownership is not None and wid not in self.active):
-            if self.end_pending_stored(wid, WorkflowStatus.CANCELLED, _cancelled(wid)):
+            if self.end_pending_stored(wid, WorkflowStatus.CANCELLED, cancelled_error(wid)):
                 return True  # it waited unclaimed: ended at once, never run
             return self.request_cancel_stored(wid)
         wf = self.active.get(wid)
@@ -1228,7 +1248,7 @@ class WorkflowHost:
             if (not self.client and record is not None and record.attempt == 1
                     and record.status == WorkflowStatus.PENDING
                     and wid not in self.active):
-                error = _cancelled(wid)
+                error = cancelled_error(wid)
                 if await run_blocking(self._write_end_pending, record,
                                       WorkflowStatus.CANCELLED, error, "by_any"):
                     self._ended_pending(record, WorkflowStatus.CANCELLED, error)
@@ -1314,8 +1334,14 @@ class WorkflowHost:
 
         The store row of each parked workflow gets its last status (``waiting`` or
         ``sleeping``, one transaction), so ``garrison workflows list`` shows it while no
-        node runs (recovery marks them ``running`` again)."""
-        self.closing = True
+        node runs (recovery marks them ``running`` again).
+
+        The schedules stop first (:meth:`Scheduler.stop`): no tick starts a workflow
+        from then on, and none uses the store as the node closes it."""
+        try:
+            await self.scheduler.stop()
+        finally:
+            self.closing = True
         try:
             await self._stop_workflows()
         finally:

@@ -46,6 +46,7 @@ from ...persistence import (
     WorkflowStatus,
     run_blocking,
 )
+from ._core import cancelled_error
 from ._ids import check_text
 from ._inbox import exit_id
 from ._journal import JournalKind, error_from_plain, event_to_plain
@@ -159,6 +160,22 @@ def end_pending_transaction(store: Any, record: Any, status: WorkflowStatus,
     tx.deliver_to_monitors(wid, "EXIT", RawJson(text), host=None,
                            msg_id_prefix=exit_id(wid, ""), sender=pid, time=now)
     return tx
+
+
+def cancel_pending_transaction(store: Any, record: Any) -> Transaction:
+    """The writes that end the ``pending`` workflow ``record``, which never ran
+    (attempt 1), ``cancelled``, for a tool while no node holds the store: as a node
+    ends one cancelled in its queue (:func:`end_pending_transaction`), written only if
+    it is still pending and no live node, of a cluster or not, has claimed it
+    (``unclaimed="by_any"``; a claim at the same moment makes the commit raise
+    ``ValueError``, nothing written: that node has it and acts on the request).
+    ``ValueError`` at once for a workflow that ran before: its code gets the cancel as
+    it replays."""
+    if record.status != WorkflowStatus.PENDING or record.attempt != 1:
+        raise ValueError(f"workflow {record.workflow_id!r} is not pending unrun (it is "
+                         f"{record.status}, attempt {record.attempt})")
+    return end_pending_transaction(store, record, WorkflowStatus.CANCELLED,
+                                   cancelled_error(record.workflow_id), unclaimed="by_any")
 
 
 async def terminate_workflow(host: WorkflowHost, wid: str, reason: str) -> bool:

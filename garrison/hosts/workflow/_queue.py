@@ -56,9 +56,10 @@ import attrs
 import trio
 
 from ..._duration import MAX_COUNT, parse_rate
-from ..._errors import StoreError, WorkflowCancelled, WorkflowMoved
+from ..._errors import StoreError, WorkflowMoved
 from ...actors._values import ErrorInfo
 from ...persistence import Transaction, WorkflowRecord, WorkflowStatus
+from ._core import cancelled_error
 from ._waits import WallClock
 
 if TYPE_CHECKING:
@@ -377,9 +378,7 @@ class WorkflowQueue:
         at once. One that ran before (a retry waiting for its turn) runs, and its code
         gets the cancel as it replays: its compensation runs as it would have."""
         if self.holds(wf) and not wf.cursor.entries:
-            self._end_soon(wf, WorkflowStatus.CANCELLED,
-                           ErrorInfo.from_exception(WorkflowCancelled(
-                               f"workflow {wf.wid!r} was cancelled")))
+            self._end_soon(wf, WorkflowStatus.CANCELLED, cancelled_error(wf.wid))
 
     def leave(self, wf: WorkflowInstance) -> bool:
         """``wf`` leaves the node (handed over in a cluster): if it waits here, it is

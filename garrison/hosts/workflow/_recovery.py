@@ -25,7 +25,7 @@ from ..._errors import StoreError
 from ..._targets import import_target
 from ...actors._values import ErrorInfo, Pid
 from ...persistence import Transaction, WorkflowRecord, WorkflowStatus
-from ._core import added
+from ._core import added, cancelled_error
 from ._inbox import CONTROL, item_from_record, stale_request
 from ._instance import WorkflowInstance
 from ._journal import Entry, error_from_plain, error_to_plain, initial_state
@@ -309,6 +309,9 @@ def refresh(host: WorkflowHost, wid: str, *, starting: bool = False) -> None:
         return
     wf = host.active.get(wid)
     if wf is None and host.ownership is not None and not host.ownership.owns(wid):
+        if record.cancel_requested and host.end_pending_stored(
+                wid, WorkflowStatus.CANCELLED, cancelled_error(wid), record=record):
+            return  # a tool's cancel of one waiting unclaimed in the store: ended now
         host.ownership.poke()  # in a cluster a workflow runs where it was claimed
         return
     inbox = host.store.pending_messages(wid)
@@ -317,6 +320,8 @@ def refresh(host: WorkflowHost, wid: str, *, starting: bool = False) -> None:
         _requested(host, record, wf, requests)
         return
     if WorkflowStatus(record.status).finished:
+        if wf is not None and host.queue.holds(wf):
+            host.ended_in_store(wf, record)  # (a tool's, as this node loaded it)
         return
     if wf is not None and wf.done.is_set() and record.attempt != wf.attempt:
         del host.active[wid]  # blocked, and retried since (a new attempt): run it again

@@ -51,6 +51,7 @@ import heapq
 import json
 import logging
 import math
+from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -148,17 +149,51 @@ class Scheduler:
         #: virtual clock's stand-in for the next tick (``garrison.testing``), whose
         #: skipper jumps to that tick and then calls :meth:`wake`
         self.wait_deadline: float | None = None
+        #: what :meth:`stop` cancels; set once :meth:`run` has returned
+        self._scope = trio.CancelScope()
+        self._running = False
+        self._ended = trio.Event()
 
     # ------------------------------------------------------------ running
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
                   ) -> None:
         """Sync the config's schedules, load every schedule, then act on ticks as they
-        come, until cancelled."""
+        come, until cancelled or stopped (:meth:`stop`)."""
+        self._running = True
+        started = False
+
+        def ready() -> None:
+            nonlocal started
+            started = True
+            task_status.started()
+
+        try:
+            with self._scope:
+                await self._serve(ready)
+        finally:
+            self._ended.set()
+        if not started:  # stopped before it was ready: it acts on nothing
+            task_status.started()
+
+    async def stop(self) -> None:
+        """Stop acting on ticks and return once :meth:`run` has ended (at once if it
+        never ran): the host's stop calls it before anything else, so no tick starts a
+        workflow as the workflows stop, and nothing of the scheduler uses the store
+        as it closes. A commit under way completes first (a commit is not interrupted):
+        a tick recorded whose workflow was not started yet is started by the next node
+        that opens the store (see :meth:`_interrupted`)."""
+        self._scope.cancel()
+        if self._running:
+            await self._ended.wait()
+        else:
+            await trio.lowlevel.checkpoint()
+
+    async def _serve(self, ready: Callable[[], None]) -> None:
         await self._sync_config()
         for record in self.host.store.schedules():
             self._take(record)
         interrupted = await self._interrupted()
-        task_status.started()
+        ready()
         if interrupted:
             async with trio.open_nursery() as nursery:
                 for record, wid in interrupted:

@@ -1,0 +1,87 @@
+"""SIGINT/SIGTERM that reach the ``garrison`` command before it listens for them.
+
+``garrison run`` stops gracefully on its first SIGINT or SIGTERM (exit 0), also one
+that comes while its node starts. But the command listens for signals only once trio
+runs, and importing garrison (trio, the stores, the application) takes a few tenths of
+a second before that: a Ctrl-C in that time was a ``KeyboardInterrupt`` traceback out
+of whatever module was being imported (a SIGTERM killed the process).
+
+So when this process *is* the ``garrison`` command (``garrison ...`` or ``python -m
+garrison ...``; never when an application imports garrison), importing this module
+(the package imports it before anything else) installs handlers that only note the
+signal (:func:`defer_if_command`); a second one exits at once (``128 + the signal
+number``, as a second signal does once the node runs). The command then hands a
+noted signal on: ``garrison run`` and ``garrison ui`` raise it again once they listen
+(:func:`take`), so it is their first signal, whatever the moment it came; any other
+command puts the usual handlers back (:func:`restore`) and gets it as it would have.
+
+Only the standard library here: it runs before anything else of garrison is imported.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from types import FrameType
+
+__all__ = ["defer_if_command", "restore", "take"]
+
+_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+#: the signal noted, if one came; ``_deferring``: the noting handlers are in place
+_noted: list[int] = []
+_deferring = False
+
+
+def _is_command() -> bool:
+    """Whether this process runs the ``garrison`` command (its console script, or
+    ``python -m garrison``), not an application that imports garrison."""
+    if os.path.basename(sys.argv[0]) in ("garrison", "garrison.exe"):
+        return True
+    argv = list(getattr(sys, "orig_argv", []))
+    return any(arg == "-m" and argv[i + 1:i + 2] == ["garrison"]
+               for i, arg in enumerate(argv))
+
+
+def _note(signum: int, _frame: FrameType | None) -> None:
+    if _noted:  # a second signal before the command listened: stop at once
+        os._exit(128 + signum)
+    _noted.append(signum)
+
+
+def defer_if_command() -> None:
+    """When this process is the ``garrison`` command, note SIGINT/SIGTERM from now on
+    instead of acting on them (see the module docs); else do nothing."""
+    global _deferring
+    if _deferring or not _is_command():
+        return
+    try:
+        for signum in _SIGNALS:
+            signal.signal(signum, _note)
+    except ValueError:  # not the main thread: nothing to defer
+        return
+    _deferring = True
+
+
+def take() -> int | None:
+    """The signal noted so far (forgotten now), or ``None``. The caller, listening for
+    signals by now, raises it again to act on it."""
+    return _noted.pop() if _noted else None
+
+
+def restore() -> None:
+    """Put the usual handlers back (``KeyboardInterrupt`` for SIGINT, the default
+    for SIGTERM) and deliver a signal noted meanwhile to them: a command that does not
+    stop by its own handler gets it as it would have."""
+    global _deferring
+    if not _deferring:
+        return
+    _deferring = False
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    noted = take()
+    if noted is not None:
+        signal.raise_signal(noted)
+
+
+defer_if_command()
