@@ -600,3 +600,37 @@ def test_a_workflow_of_a_script_run_by_cprofile_is_refused_as_before(tmp_path: A
                          capture_output=True, text=True, env={"PYTHONPATH": str(root)},
                          timeout=60)
     assert "REFUSED cannot run" in run.stdout and "not importable" in run.stdout, run.stdout
+
+
+async def receives_one() -> Any:
+    msg = await garrison.process.inbox().receive(timeout=60)
+    return None if msg is None else msg.payload
+
+
+async def test_a_message_arriving_while_a_receive_writes_its_timer_wakes_it(
+        node: garrison.Node, autojump_clock: object, monkeypatch: Any) -> None:
+    """A receive with a timeout found the inbox empty, then committed its timer and
+    parked: a message (or event) pushed while that timer was being written woke
+    nothing (the workflow made its wake-up event only as it parked), so the receive
+    slept to its deadline and took the message then. Seen in a cluster test: a trapping
+    workflow took one of two events, and the second, arriving while the next
+    receive's timer was written, waited out the receive's 60 s."""
+    from garrison.hosts.workflow._core import WorkflowCore
+    from garrison.persistence import Op
+
+    commit = WorkflowCore._commit
+    pushed: list[str] = []
+
+    async def commit_after_a_message(self: Any, tx: Any) -> list[Any]:
+        if not pushed and any(op is Op.ADD_TIMER and params[3] == "receive"
+                              for op, params in tx.ops):
+            pushed.append("hi")
+            await node.send(self.pid, "m", "hi")  # it lands while the timer is written
+        return await commit(self, tx)
+
+    monkeypatch.setattr(WorkflowCore, "_commit", commit_after_a_message)
+    start = trio.current_time()
+    await node.start_workflow(receives_one, id="r1")
+    assert await node.workflow("r1").result() == "hi"
+    assert pushed == ["hi"]
+    assert trio.current_time() - start < 60  # (it did not wait for the deadline)

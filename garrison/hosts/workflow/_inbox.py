@@ -290,6 +290,9 @@ class Receives(WorkflowCore):
                     self.timers[seq] = deadline
                     await self._commit(Transaction().add_timer(self.wid, seq, deadline,
                                                                "receive"))
+                    # look again: what arrived while the timer was written woke nothing
+                    # (the wake-up event is made as the workflow parks, below)
+                    continue
                 if deadline is not None and self.host.clock.now() >= deadline:
                     tx = Transaction()
                     self.record(tx, seq, _RECEIVE, box.channel, '{"timeout":true}')
