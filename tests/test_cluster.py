@@ -927,14 +927,19 @@ async def test_a_node_joining_does_not_take_a_live_node_whose_writer_dropped(
         await a.start_workflow(cluster_app.sleeper, 1, 1000.0, id="w")
         key = (epoch_lock_class("garrison"), a._members[0].epoch)
         with psycopg.connect(postgres_url, autocommit=True) as conn:
-            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = "
-                         "'advisory' AND classid = %s::bigint::oid AND objid = %s::oid "
-                         "AND objsubid = 2", key)
+            row = conn.execute(
+                "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND classid = "
+                "%s::bigint::oid AND objid = %s::oid AND objsubid = 2", key).fetchone()
+            assert row is not None  # (a's writer holds its epoch's lock)
+            writer = row[0]
+            assert conn.execute("SELECT pg_terminate_backend(%s)", (writer,)).fetchone() == (
+                True,)
             with trio.fail_after(5):
-                while conn.execute("SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND "
-                                   "classid = %s::bigint::oid AND objid = %s::oid", key
-                                   ).fetchall():
-                    await trio.sleep(0.01)  # the writer's session is gone
+                # the writer's session is gone (by its pid: a writer reconnecting at
+                # once takes the lock again, so the lock may never be seen free)
+                while conn.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s",
+                                   (writer,)).fetchall():
+                    await trio.sleep(0.01)
         async with garrison.open_node(store=postgres_url, name="b", lease="30s"):
             look = Look(postgres_url)
             try:
