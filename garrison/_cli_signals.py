@@ -35,10 +35,13 @@ _deferring = False
 
 def _is_command() -> bool:
     """Whether this process runs the ``garrison`` command (its console script, or
-    ``python -m garrison``), not an application that imports garrison."""
-    if os.path.basename(sys.argv[0]) in ("garrison", "garrison.exe"):
-        return True
+    ``python -m garrison``), not an application that imports garrison. The console
+    script must be what the interpreter was started with (``sys.orig_argv``): a
+    ``multiprocessing`` child started the ``spawn`` way is given its parent's
+    ``sys.argv`` (``.../garrison``) before it imports the application, and garrison."""
     argv = list(getattr(sys, "orig_argv", []))
+    if os.path.basename(sys.argv[0]) in ("garrison", "garrison.exe"):
+        return sys.argv[0] in argv[1:]
     return any(arg == "-m" and argv[i + 1:i + 2] == ["garrison"]
                for i, arg in enumerate(argv))
 

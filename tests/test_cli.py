@@ -524,6 +524,47 @@ def test_a_script_running_its_node_at_import_stops_on_the_first_sigint(tmp_path)
     assert "Traceback" not in err
 
 
+def test_a_spawned_child_of_the_garrison_command_takes_sigterm(tmp_path):
+    """A ``multiprocessing`` child started the ``spawn`` way by an application run as
+    the ``garrison`` console script gets the parent's ``sys.argv`` (``.../garrison``)
+    before it imports garrison: it is not the command, and must not note SIGTERM (its
+    ``terminate()`` did nothing: the child ran on)."""
+    script = Path(sys.executable).parent / "garrison"
+    if not script.exists():
+        pytest.skip("no garrison console script next to the interpreter")
+    (tmp_path / "job.py").write_text(textwrap.dedent("""
+        import multiprocessing, time
+        import trio
+
+        def child(ready):
+            import garrison  # (as the application's modules do)
+            ready.set()
+            time.sleep(120)
+
+        def run_child():
+            ctx = multiprocessing.get_context("spawn")
+            ready = ctx.Event()
+            proc = ctx.Process(target=child, args=(ready,))
+            proc.start()
+            assert ready.wait(60), "the child never ran"
+            proc.terminate()
+            proc.join(30)
+            code = proc.exitcode
+            if code is None:
+                proc.kill()
+                proc.join()
+            return code
+
+        async def main():
+            return f"child exit {await trio.to_thread.run_sync(run_child)}"
+    """))
+    done = subprocess.run([str(script), "run", "job.py"], cwd=tmp_path, text=True,
+                          capture_output=True, timeout=180,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip() == f"child exit {-signal.SIGTERM}", done.stderr[-3000:]
+
+
 def test_a_signal_during_start_up_stops_the_node_at_once(tmp_path):
     """The first SIGINT while a service waited to run (a pool slot held by another)
     was acted on only once start-up ended: after the service's whole start_timeout,
