@@ -12,8 +12,10 @@ garrison ...``; never when an application imports garrison), importing this modu
 signal (:func:`defer_if_command`); a second one exits at once (``128 + the signal
 number``, as a second signal does once the node runs). The command then hands a
 noted signal on: ``garrison run`` and ``garrison ui`` raise it again once they listen
-(:func:`take`), so it is their first signal, whatever the moment it came; any other
-command puts the usual handlers back (:func:`restore`) and gets it as it would have.
+(:func:`take`), so it is their first signal, whatever the moment it came, and put the
+usual handlers back (:func:`restore`) once they stop listening (their signal receiver,
+as it closes, puts back the noting ones it found); any other command puts the usual
+handlers back at once and gets it as it would have.
 
 Only the standard library here: it runs before anything else of garrison is imported.
 """

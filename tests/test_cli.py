@@ -524,6 +524,40 @@ def test_a_script_running_its_node_at_import_stops_on_the_first_sigint(tmp_path)
     assert "Traceback" not in err
 
 
+def test_sigterm_after_the_node_stopped_is_not_swallowed(tmp_path):
+    """Once ``garrison run``'s node has stopped, the command stops listening for
+    signals: a SIGTERM then acts as it does on any program (it kills), as it did
+    before the command noted early signals. The noting handlers of ``_cli_signals``
+    came back when the command's signal receiver closed, so a SIGTERM while the
+    process still waited (here for a thread of the application, at interpreter exit)
+    was only noted, and the process ran on until a second one."""
+    (tmp_path / "job.py").write_text(textwrap.dedent("""
+        import sys, threading, time
+
+        def linger():
+            while threading.main_thread().is_alive():
+                time.sleep(0.01)
+            print("lingering at exit", file=sys.stderr, flush=True)
+            time.sleep(120)
+
+        async def main():
+            threading.Thread(target=linger).start()  # (not a daemon: exit waits)
+            return "done"
+    """))
+    proc = start_run(tmp_path, "job.py")
+    try:
+        seen = read_until(proc, "lingering at exit", timeout=60)
+        assert "lingering at exit" in seen, seen
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            pytest.fail("the SIGTERM was swallowed: the process runs on")
+    finally:
+        proc.kill()
+    assert proc.returncode == -signal.SIGTERM, seen
+
+
 def test_a_spawned_child_of_the_garrison_command_takes_sigterm(tmp_path):
     """A ``multiprocessing`` child started the ``spawn`` way by an application run as
     the ``garrison`` console script gets the parent's ``sys.argv`` (``.../garrison``)
