@@ -76,14 +76,17 @@ def take() -> int | None:
 
 def restore() -> None:
     """Put the usual handlers back (``KeyboardInterrupt`` for SIGINT, the default
-    for SIGTERM) and deliver a signal noted meanwhile to them: a command that does not
+    for SIGTERM) where the noting ones still are (a handler the application installed
+    meanwhile stays) and deliver a signal noted meanwhile to them: a command that does not
     stop by its own handler gets it as it would have."""
     global _deferring
     if not _deferring:
         return
     _deferring = False
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    for signum, usual in ((signal.SIGINT, signal.default_int_handler),
+                          (signal.SIGTERM, signal.SIG_DFL)):
+        if signal.getsignal(signum) is _note:  # (not one the application put in place)
+            signal.signal(signum, usual)
     noted = take()
     if noted is not None:
         signal.raise_signal(noted)

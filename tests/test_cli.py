@@ -1214,3 +1214,27 @@ def test_run_with_a_name_no_node_can_have_is_one_line_and_exit_2(tmp_path):
         assert done.stderr.startswith("garrison run: --name: a node name must be a "
                                       "non-empty string"), done.stderr
         assert said in done.stderr, done.stderr
+
+
+def test_a_handler_the_application_installed_stays_when_the_command_stops_noting():
+    """The command puts the usual handlers back when it stops noting signals (before
+    a node of ``garrison.run``, after ``garrison run``'s node stopped): only where its
+    noting handler still is. A SIGTERM handler the application installed as it was
+    imported (and that the node's signal receiver put back as it closed) stays."""
+    from garrison import _cli_signals
+
+    def mine(signum: int, frame: object) -> None:  # pragma: no cover - never called
+        pass
+
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        signal.signal(signal.SIGINT, _cli_signals._note)  # as the command's import did
+        signal.signal(signal.SIGTERM, mine)  # as the application's import then did
+        _cli_signals._deferring = True
+        _cli_signals.restore()
+        assert signal.getsignal(signal.SIGTERM) is mine
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        _cli_signals._deferring = False
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
