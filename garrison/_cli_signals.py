@@ -25,12 +25,14 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import threading
 from types import FrameType
 
 __all__ = ["defer_if_command", "restore", "take"]
 
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
-#: the signal noted, if one came; ``_deferring``: the noting handlers are in place
+#: the signal noted, if one came; ``_deferring``: the noting handlers were installed
+#: (once, as this module was imported; :func:`restore` replaces them where they still are)
 _noted: list[int] = []
 _deferring = False
 
@@ -78,11 +80,14 @@ def restore() -> None:
     """Put the usual handlers back (``KeyboardInterrupt`` for SIGINT, the default
     for SIGTERM) where the noting ones still are (a handler the application installed
     meanwhile stays) and deliver a signal noted meanwhile to them: a command that does not
-    stop by its own handler gets it as it would have."""
-    global _deferring
-    if not _deferring:
+    stop by its own handler gets it as it would have.
+
+    It may run more than once (``garrison.run`` in a worker thread of an application
+    the command runs, then the command once its node stopped: a signal receiver puts
+    the noting handlers back as it closes); it does nothing off the main thread (the
+    handlers are the main thread's)."""
+    if not _deferring or threading.current_thread() is not threading.main_thread():
         return
-    _deferring = False
     for signum, usual in ((signal.SIGINT, signal.default_int_handler),
                           (signal.SIGTERM, signal.SIG_DFL)):
         if signal.getsignal(signum) is _note:  # (not one the application put in place)

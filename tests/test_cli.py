@@ -1238,3 +1238,31 @@ def test_a_handler_the_application_installed_stays_when_the_command_stops_noting
         _cli_signals._deferring = False
         for signum, handler in before.items():
             signal.signal(signum, handler)
+
+
+def test_the_usual_handlers_come_back_however_often_the_command_stops_noting():
+    """``restore`` may run more than once (``garrison.run`` in a worker thread of an
+    application that ``garrison run`` runs, then the command once its node stopped):
+    the first, made while the node's signal receiver held the signals, did nothing, and
+    the last, once the receiver had put the noting handlers back, did nothing either
+    (it was done already): a SIGTERM after the node stopped was only noted again."""
+    from garrison import _cli_signals
+
+    def receiver(signum: int, frame: object) -> None:  # pragma: no cover - never called
+        pass
+
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        _cli_signals._deferring = True  # as the command's import made it
+        for signum in before:  # the node's signal receiver, while it runs
+            signal.signal(signum, receiver)
+        _cli_signals.restore()  # (garrison.run, say)
+        for signum in before:  # the receiver closes: it puts back what it found
+            signal.signal(signum, _cli_signals._note)
+        _cli_signals.restore()  # the command, once it stopped listening
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        _cli_signals._deferring = False
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
