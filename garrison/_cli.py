@@ -13,6 +13,7 @@ the second. A bad config or an unusable store exits 2 with one line per problem.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import importlib.util
 import json
@@ -23,7 +24,7 @@ import re
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -244,8 +245,7 @@ async def _serve(config: Any, root: Any, label: str | None, store: str | None,
     starting: list[Any] = []  # the node, while it starts
     printed: list[str] = []  # the root's result: the last line, once the node stopped
     # listen before the node starts, so a signal during start-up is not fatal
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        _raise_noted()
+    with _listening() as signals:
         async with trio.open_nursery() as watchers:
 
             async def watch_signals() -> None:
@@ -312,13 +312,24 @@ async def _serve(config: Any, root: Any, label: str | None, store: str | None,
     return code
 
 
-def _raise_noted() -> None:
-    """A SIGINT/SIGTERM that came before this command listened (as garrison was
-    imported, the config loaded: see ``_cli_signals``) comes again now that it does:
-    its first signal, acted on as any."""
-    noted = _cli_signals.take()
-    if noted is not None:
-        signal.raise_signal(noted)
+@contextlib.contextmanager
+def _listening() -> Iterator[Any]:
+    """Receive SIGINT/SIGTERM (the receiver, for ``async for``) while in the block.
+
+    One that came before this command listened (as garrison was imported, the config
+    loaded: see ``_cli_signals``) comes again as it starts to: its first signal, acted
+    on as any. Once the block ends the usual handlers are back (the receiver puts back
+    the ones it found, the noting ones of ``_cli_signals``: a SIGTERM after the node
+    stopped, the process waiting for a thread of the application to end, was noted and
+    the process ran on)."""
+    try:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            noted = _cli_signals.take()
+            if noted is not None:
+                signal.raise_signal(noted)
+            yield signals
+    finally:
+        _cli_signals.restore()
 
 
 def _started_line(node: Any, console_url: str | None) -> str:
@@ -655,8 +666,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
         return 2
 
     async def serve() -> None:
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            _raise_noted()
+        with _listening() as signals:
             async with trio.open_nursery() as nursery:
                 where = await nursery.start(partial(
                     serve_console, store=store, bind=args.bind, token=token,

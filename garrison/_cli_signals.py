@@ -12,8 +12,10 @@ garrison ...``; never when an application imports garrison), importing this modu
 signal (:func:`defer_if_command`); a second one exits at once (``128 + the signal
 number``, as a second signal does once the node runs). The command then hands a
 noted signal on: ``garrison run`` and ``garrison ui`` raise it again once they listen
-(:func:`take`), so it is their first signal, whatever the moment it came; any other
-command puts the usual handlers back (:func:`restore`) and gets it as it would have.
+(:func:`take`), so it is their first signal, whatever the moment it came, and put the
+usual handlers back (:func:`restore`) once they stop listening (their signal receiver,
+as it closes, puts back the noting ones it found); any other command puts the usual
+handlers back at once and gets it as it would have.
 
 Only the standard library here: it runs before anything else of garrison is imported.
 """
@@ -23,22 +25,27 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import threading
 from types import FrameType
 
 __all__ = ["defer_if_command", "restore", "take"]
 
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
-#: the signal noted, if one came; ``_deferring``: the noting handlers are in place
+#: the signal noted, if one came; ``_deferring``: the noting handlers were installed
+#: (once, as this module was imported; :func:`restore` replaces them where they still are)
 _noted: list[int] = []
 _deferring = False
 
 
 def _is_command() -> bool:
     """Whether this process runs the ``garrison`` command (its console script, or
-    ``python -m garrison``), not an application that imports garrison."""
-    if os.path.basename(sys.argv[0]) in ("garrison", "garrison.exe"):
-        return True
+    ``python -m garrison``), not an application that imports garrison. The console
+    script must be what the interpreter was started with (``sys.orig_argv``): a
+    ``multiprocessing`` child started the ``spawn`` way is given its parent's
+    ``sys.argv`` (``.../garrison``) before it imports the application, and garrison."""
     argv = list(getattr(sys, "orig_argv", []))
+    if os.path.basename(sys.argv[0]) in ("garrison", "garrison.exe"):
+        return sys.argv[0] in argv[1:]
     return any(arg == "-m" and argv[i + 1:i + 2] == ["garrison"]
                for i, arg in enumerate(argv))
 
@@ -71,14 +78,20 @@ def take() -> int | None:
 
 def restore() -> None:
     """Put the usual handlers back (``KeyboardInterrupt`` for SIGINT, the default
-    for SIGTERM) and deliver a signal noted meanwhile to them: a command that does not
-    stop by its own handler gets it as it would have."""
-    global _deferring
-    if not _deferring:
+    for SIGTERM) where the noting ones still are (a handler the application installed
+    meanwhile stays) and deliver a signal noted meanwhile to them: a command that does not
+    stop by its own handler gets it as it would have.
+
+    It may run more than once (``garrison.run`` in a worker thread of an application
+    the command runs, then the command once its node stopped: a signal receiver puts
+    the noting handlers back as it closes); it does nothing off the main thread (the
+    handlers are the main thread's)."""
+    if not _deferring or threading.current_thread() is not threading.main_thread():
         return
-    _deferring = False
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    for signum, usual in ((signal.SIGINT, signal.default_int_handler),
+                          (signal.SIGTERM, signal.SIG_DFL)):
+        if signal.getsignal(signum) is _note:  # (not one the application put in place)
+            signal.signal(signum, usual)
     noted = take()
     if noted is not None:
         signal.raise_signal(noted)

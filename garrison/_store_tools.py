@@ -305,10 +305,12 @@ def cancel(store: Any, workflow_id: str) -> bool:
 
     rec = get(store, workflow_id)
     refuse_final(rec, "cancel")
-    if str(rec.status) == "pending" and rec.attempt == 1 and not node_holds(store):
+    if str(rec.status) == "pending" and rec.attempt == 1:
         try:
-            store.write(cancel_pending_transaction(store, rec))
-            return True
+            # (with the store's lock held on SQLite: a node that opened it between a
+            # look and this write had read it pending, and would run it over the end)
+            if store.write_unless_node(cancel_pending_transaction(store, rec)):
+                return True
         except ValueError:  # a node claimed it (or it changed) meanwhile: ask instead
             rec = get(store, workflow_id)
             refuse_final(rec, "cancel")

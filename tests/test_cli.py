@@ -524,6 +524,81 @@ def test_a_script_running_its_node_at_import_stops_on_the_first_sigint(tmp_path)
     assert "Traceback" not in err
 
 
+def test_sigterm_after_the_node_stopped_is_not_swallowed(tmp_path):
+    """Once ``garrison run``'s node has stopped, the command stops listening for
+    signals: a SIGTERM then acts as it does on any program (it kills), as it did
+    before the command noted early signals. The noting handlers of ``_cli_signals``
+    came back when the command's signal receiver closed, so a SIGTERM while the
+    process still waited (here for a thread of the application, at interpreter exit)
+    was only noted, and the process ran on until a second one."""
+    (tmp_path / "job.py").write_text(textwrap.dedent("""
+        import sys, threading, time
+
+        def linger():
+            while threading.main_thread().is_alive():
+                time.sleep(0.01)
+            print("lingering at exit", file=sys.stderr, flush=True)
+            time.sleep(120)
+
+        async def main():
+            threading.Thread(target=linger).start()  # (not a daemon: exit waits)
+            return "done"
+    """))
+    proc = start_run(tmp_path, "job.py")
+    try:
+        seen = read_until(proc, "lingering at exit", timeout=60)
+        assert "lingering at exit" in seen, seen
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            pytest.fail("the SIGTERM was swallowed: the process runs on")
+    finally:
+        proc.kill()
+    assert proc.returncode == -signal.SIGTERM, seen
+
+
+def test_a_spawned_child_of_the_garrison_command_takes_sigterm(tmp_path):
+    """A ``multiprocessing`` child started the ``spawn`` way by an application run as
+    the ``garrison`` console script gets the parent's ``sys.argv`` (``.../garrison``)
+    before it imports garrison: it is not the command, and must not note SIGTERM (its
+    ``terminate()`` did nothing: the child ran on)."""
+    script = Path(sys.executable).parent / "garrison"
+    if not script.exists():
+        pytest.skip("no garrison console script next to the interpreter")
+    (tmp_path / "job.py").write_text(textwrap.dedent("""
+        import multiprocessing, time
+        import trio
+
+        def child(ready):
+            import garrison  # (as the application's modules do)
+            ready.set()
+            time.sleep(120)
+
+        def run_child():
+            ctx = multiprocessing.get_context("spawn")
+            ready = ctx.Event()
+            proc = ctx.Process(target=child, args=(ready,))
+            proc.start()
+            assert ready.wait(60), "the child never ran"
+            proc.terminate()
+            proc.join(30)
+            code = proc.exitcode
+            if code is None:
+                proc.kill()
+                proc.join()
+            return code
+
+        async def main():
+            return f"child exit {await trio.to_thread.run_sync(run_child)}"
+    """))
+    done = subprocess.run([str(script), "run", "job.py"], cwd=tmp_path, text=True,
+                          capture_output=True, timeout=180,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip() == f"child exit {-signal.SIGTERM}", done.stderr[-3000:]
+
+
 def test_a_signal_during_start_up_stops_the_node_at_once(tmp_path):
     """The first SIGINT while a service waited to run (a pool slot held by another)
     was acted on only once start-up ended: after the service's whole start_timeout,
@@ -1139,3 +1214,55 @@ def test_run_with_a_name_no_node_can_have_is_one_line_and_exit_2(tmp_path):
         assert done.stderr.startswith("garrison run: --name: a node name must be a "
                                       "non-empty string"), done.stderr
         assert said in done.stderr, done.stderr
+
+
+def test_a_handler_the_application_installed_stays_when_the_command_stops_noting():
+    """The command puts the usual handlers back when it stops noting signals (before
+    a node of ``garrison.run``, after ``garrison run``'s node stopped): only where its
+    noting handler still is. A SIGTERM handler the application installed as it was
+    imported (and that the node's signal receiver put back as it closed) stays."""
+    from garrison import _cli_signals
+
+    def mine(signum: int, frame: object) -> None:  # pragma: no cover - never called
+        pass
+
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        signal.signal(signal.SIGINT, _cli_signals._note)  # as the command's import did
+        signal.signal(signal.SIGTERM, mine)  # as the application's import then did
+        _cli_signals._deferring = True
+        _cli_signals.restore()
+        assert signal.getsignal(signal.SIGTERM) is mine
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        _cli_signals._deferring = False
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
+
+
+def test_the_usual_handlers_come_back_however_often_the_command_stops_noting():
+    """``restore`` may run more than once (``garrison.run`` in a worker thread of an
+    application that ``garrison run`` runs, then the command once its node stopped):
+    the first, made while the node's signal receiver held the signals, did nothing, and
+    the last, once the receiver had put the noting handlers back, did nothing either
+    (it was done already): a SIGTERM after the node stopped was only noted again."""
+    from garrison import _cli_signals
+
+    def receiver(signum: int, frame: object) -> None:  # pragma: no cover - never called
+        pass
+
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        _cli_signals._deferring = True  # as the command's import made it
+        for signum in before:  # the node's signal receiver, while it runs
+            signal.signal(signum, receiver)
+        _cli_signals.restore()  # (garrison.run, say)
+        for signum in before:  # the receiver closes: it puts back what it found
+            signal.signal(signum, _cli_signals._note)
+        _cli_signals.restore()  # the command, once it stopped listening
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        _cli_signals._deferring = False
+        for signum, handler in before.items():
+            signal.signal(signum, handler)

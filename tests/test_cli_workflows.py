@@ -771,3 +771,37 @@ async def test_a_pending_workflow_a_tool_ended_as_a_node_loaded_it_never_runs(
     assert len(workflow_app.LOG) == ran_before  # p-3 never ran
     with open_store(sqlite_path) as s:
         assert s.get_workflow("p-3").status == "cancelled"
+
+
+async def test_the_cli_cancel_never_ends_a_workflow_a_node_read_pending(
+        sqlite_path: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The other side of the CLI cancel's race (see the test above): its look found no
+    node, then a node opened the store, read the workflow ``pending`` and, with a free
+    slot, started it at once; the CLI's end, committed between that read and the
+    node's ``running`` mark, was overwritten by the mark, and the workflow ran to
+    completion after its watchers were told it was cancelled (its dedup key freed).
+    The CLI now holds the store's lock while it writes the end: a node that holds the
+    store makes it only ask, and the node cancels the workflow."""
+    from garrison import _store_tools
+    from garrison.hosts.workflow import _recovery
+
+    with open_store(sqlite_path) as s:  # as `garrison workflows start` writes it
+        s.write(Transaction().create_workflow("p-4", "workflow_app:steps", [0, 2],
+                                              status="pending"))
+    monkeypatch.setattr(_store_tools, "node_holds", lambda store: False)  # (its look)
+    count_tool_starts = _recovery.count_tool_starts
+    ended: list[bool] = []
+
+    def cancel_then_count(host: Any, queued: list[Any]) -> None:
+        # (the node has read the store: now the CLI's write, after its look found no node)
+        with open_store(sqlite_path, lock=False) as tool:
+            ended.append(_store_tools.cancel(tool, "p-4"))
+        count_tool_starts(host, queued)
+
+    monkeypatch.setattr(_recovery, "count_tool_starts", cancel_then_count)
+    async with garrison.open_node(store=sqlite_path) as node:
+        with trio.fail_after(10), pytest.raises(garrison.WorkflowCancelled):
+            await node.workflow("p-4").result()
+    assert ended == [False]  # it asked the node
+    with open_store(sqlite_path) as s:
+        assert s.get_workflow("p-4").status == "cancelled"

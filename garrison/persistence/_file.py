@@ -58,7 +58,7 @@ import select
 import sqlite3
 import stat
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from .._errors import StoreError, StoreLocked
 
@@ -262,6 +262,35 @@ def lock_held(path: str) -> bool:
     else:
         fcntl.flock(fd, fcntl.LOCK_UN)
         return False
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def lock_if_free(path: str) -> Iterator[bool]:
+    """Hold the node's lock of the store at ``path`` for the block if no node holds it
+    (True: no node opens the store, and reads it, until the block ends); False if one
+    does, or it is unknown. A store no node ever opened here (no lock file) is free:
+    nothing is created (the lock file a node makes has the node's owner and mode)."""
+    name = lock_file(path)
+    try:
+        fd = os.open(name, os.O_RDWR | os.O_CLOEXEC)
+    except FileNotFoundError:
+        yield True
+        return
+    except OSError:
+        yield False
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # (BlockingIOError: held)
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
 

@@ -632,6 +632,15 @@ class PostgresStore(PgWritePath, StoreShortcuts):
         self._query("SELECT pg_advisory_unlock(%s)", (key,))
         return False
 
+    def write_unless_node(self, tx: Transaction) -> bool:
+        """Commit ``tx`` unless a node runs the schema (see :meth:`Store.write_unless_node`;
+        a node that starts meanwhile claims what it runs in the store first: the write's
+        own conditions, ``unclaimed="by_any"``, see that claim)."""
+        if self.node_running():
+            return False
+        self.write(tx)
+        return True
+
     @property
     def failed(self) -> StoreError | None:
         """The :class:`~garrison.StoreError` with which the store gave up writing for

@@ -864,6 +864,19 @@ class SQLiteStore(StoreShortcuts):
         """Whether a node holds this store's lock now (always, in memory)."""
         return self.path is None or _file.lock_held(self.path)
 
+    def write_unless_node(self, tx: Transaction) -> bool:
+        """Commit ``tx`` unless a node holds the store's lock, taking that lock while it
+        commits (see :meth:`Store.write_unless_node`): a node that opens the store at
+        that moment gets :class:`~garrison.StoreLocked`, one that opened it first makes
+        this False. Always False in memory, or for the node's own store."""
+        if self.path is None or self.locked:
+            return False
+        with _file.lock_if_free(self.path) as free:
+            if not free:
+                return False
+            self.write(tx)
+        return True
+
     @property
     def committing(self) -> bool:
         """True while a group commit is forming or being written."""

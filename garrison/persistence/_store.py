@@ -72,6 +72,13 @@ class Store(Protocol):
         """Commit ``tx`` now, in the calling thread; returns each operation's result."""
         ...
 
+    def write_unless_node(self, tx: Transaction) -> bool:
+        """A tool's write that only stands while no node runs the store: commit ``tx``
+        now unless a node runs it (False, nothing written; unknown counts as running).
+        On SQLite the tool holds the node's lock while it commits, so no node opens the
+        store and reads it before the commit is done (it would act on what it read)."""
+        ...
+
     async def commit(self, tx: Transaction) -> list[Any]:
         """Commit ``tx`` with every other write waiting at that moment (group commit);
         returns each operation's result once it is committed. A cancellation does not
