@@ -253,20 +253,6 @@ def test_retry_for_is_a_duration(postgres_url: str) -> None:
         assert "\n" not in str(info.value)
 
 
-def test_retry_for_is_a_duration(postgres_url: str) -> None:
-    """``retry_for`` takes what every duration of the API takes (seconds or a string
-    like "5s"); a negative or malformed one is a ValueError naming it, before any
-    connection is made."""
-    with PostgresStore(postgres_url, retry_for="1m30s") as store:
-        assert store.retry_for == 90.0
-    with PostgresStore(postgres_url, retry_for=2) as store:
-        assert store.retry_for == 2.0
-    for bad in (-1, "abc", "5", True):
-        with pytest.raises(ValueError, match=r"^invalid retry_for .*") as info:
-            PostgresStore("postgresql://u@127.0.0.1:1/nowhere", retry_for=bad)
-        assert "\n" not in str(info.value)
-
-
 def test_libpq_options_in_the_url_reach_the_server(postgres_url: str) -> None:
     """Any libpq parameter may follow as a query parameter: percent-encoded values (a
     space is ``%20``) reach libpq as they are."""
