@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +23,7 @@ import pg_fault_app as app
 import psycopg
 import pytest
 import trio
-from _cut_proxy import CommitCutProxy, CutProxy
+from _cut_proxy import CommitCutProxy, CutProxy, LinkProxy
 
 import garrison
 from garrison import StoreError
@@ -158,7 +160,7 @@ def _refuse_once(store: PostgresStore, monkeypatch: pytest.MonkeyPatch, refused:
 
     def failing(conn: Any, composed: Any, mark: Any) -> Any:
         if len(composed.spots) == 1:  # one caller's transaction: sent as it is
-            return send(conn, composed, mark)
+            return (yield from send(conn, composed, mark))
         raise _pg_write._StatementFailed(0, RuntimeError("one of the batch failed"))
 
     apply = store._apply_explicit
@@ -167,10 +169,10 @@ def _refuse_once(store: PostgresStore, monkeypatch: pytest.MonkeyPatch, refused:
     def cancelled(conn: Any, plan: Any) -> Any:
         if plan is refused and not fired:
             fired.append(1)
-            apply(conn, plan)  # (written, then rolled back to its savepoint)
+            yield from apply(conn, plan)  # (written, then rolled back to its savepoint)
             raise _pg_write._StatementFailed(0, psycopg.errors.QueryCanceled(
                 "canceling statement due to statement timeout"))
-        return apply(conn, plan)
+        return (yield from apply(conn, plan))
 
     monkeypatch.setattr(store, "_send", failing)
     monkeypatch.setattr(store, "_apply_explicit", cancelled)
@@ -195,22 +197,303 @@ def test_a_batch_writes_again_only_the_callers_the_server_refused_for_now(
 
 async def test_a_batch_in_the_node_thread_hands_the_refused_callers_to_a_worker(
         postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The same in the trio thread (which must not wait for the server): the callers
-    the server refused for now are written again from a worker thread."""
+    """The same in the trio thread (which must not wait for the server, nor pause
+    there before trying again): the write goes on in a worker thread, which writes
+    the callers the server refused for now again; every caller gets its own result."""
+    from garrison.persistence import _postgres
+    from garrison.persistence._group_commit import CommitRequest, HandedOver
+
     with PostgresStore(postgres_url) as store:
         txs = [Transaction().create_workflow(f"w{i}", "app:f") for i in range(3)]
         plans = [store._plan(tx) for tx in txs]
         _refuse_once(store, monkeypatch, plans[1])
-        from garrison.persistence._group_commit import CommitRequest
-
+        monkeypatch.setattr(_postgres, "runnable_tasks", lambda: 0)
         batch = [CommitRequest(plan, trio.lowlevel.current_task()) for plan in plans]
-        store._write_batch(batch, handover=True)
-        # (PostgresStore.commit writes a caller whose commit raises _Handover again
-        # from a worker thread)
-        assert [type(r.error).__name__ for r in batch] == ["NoneType", "_Handover",
-                                                           "NoneType"]
-        assert await trio.to_thread.run_sync(store._write_one, plans[1]) == [True]
+        with pytest.raises(HandedOver) as handed:
+            store._write_batch_here(batch)
+        await handed.value.wait()
+        assert [(r.results, r.error) for r in batch] == [([True], None)] * 3
         assert sorted(w.workflow_id for w in store.list_workflows()) == ["w0", "w1", "w2"]
+        assert store.statistics().transactions == 2
+
+
+# ------------------------------------------------------------------ the node's thread
+async def _ticking(gaps: list[float]) -> None:
+    """A plain task of the node: the longest it waited for its next tick goes in
+    ``gaps`` (one tick every 100 ms: runnable seldom, so the commits it does not
+    share are written in the node's thread)."""
+    last = time.monotonic()
+    while True:
+        await trio.sleep(0.1)
+        now = time.monotonic()
+        gaps[0] = max(gaps[0], now - last)
+        last = now
+
+
+def _handed_over(monkeypatch: pytest.MonkeyPatch, then: Any = None) -> list[str]:
+    """A list that gets one item each time a write in the node's thread goes on in a
+    worker thread (``hand_over``), naming the thread that handed it over; ``then()``
+    is called right after each hand-over, before its caller goes on."""
+    from garrison.persistence import _postgres
+
+    real = _postgres.hand_over
+    handed: list[str] = []
+
+    def spy(fn: Any) -> Any:
+        handed.append(threading.current_thread().name)
+        try:
+            return real(fn)
+        finally:
+            if then is not None:
+                then()
+
+    monkeypatch.setattr(_postgres, "hand_over", spy)
+    return handed
+
+
+async def _until(condition: Any) -> None:
+    with trio.fail_after(20):
+        while not condition():
+            await trio.sleep(0.01)
+
+
+async def test_a_commit_in_the_node_thread_never_waits_for_a_write_lock_held_elsewhere(
+        postgres_url: str) -> None:
+    """A worker thread holds the writer (another write reconnecting with backoff during
+    an outage, for up to ``retry_for``): a commit the node makes in its own thread goes
+    to a worker thread rather than wait there for the lock, so every other task of the
+    node keeps running; it commits once the lock is free, once."""
+    with PostgresStore(postgres_url) as store:
+        store.write(Transaction().create_workflow("w", "app:f"))
+        held = threading.Event()
+
+        def hold() -> None:
+            with store._write_lock:
+                held.set()
+                time.sleep(1.5)
+
+        woke: list[float] = []
+
+        async def wake() -> None:
+            await trio.sleep(0.3)
+            woke.append(time.monotonic())
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(partial(trio.to_thread.run_sync, hold))
+            await trio.to_thread.run_sync(held.wait)
+            started = time.monotonic()
+            nursery.start_soon(wake)
+            await trio.sleep(0)  # (it sleeps: nobody could share the commit)
+            await store.commit(Transaction().append_journal("w", 0, "activity", "s"))
+            done = time.monotonic()
+        assert done - started > 1.0  # (it waited for the lock: in a worker thread)
+        assert woke[0] - started < 0.6, (
+            f"the node's thread stood still: a 0.3 s sleep took {woke[0] - started:.1f}s")
+        assert [(r.seq, r.name) for r in store.journal("w")] == [(0, "s")]
+
+
+@pytest.mark.parametrize("synchronous", ["normal", "full"])
+async def test_a_server_that_stops_answering_does_not_stop_the_node(
+        postgres_url: str, synchronous: str) -> None:
+    """The link to the server hangs for 3 s (nothing answers, nothing breaks: no TCP
+    timeout fires) under a workflow committing its steps from the node's thread: the
+    wait goes to a worker thread, the node's other tasks keep running, and once the
+    link answers again the workflow ends with every step recorded once."""
+    proxy = LinkProxy(_port(postgres_url))
+    try:
+        with PostgresStore(proxy.url(postgres_url), synchronous=synchronous) as store:
+            await _steps_through_a_hang(store, proxy)
+    finally:
+        proxy.close()
+
+
+async def _steps_through_a_hang(store: PostgresStore, proxy: LinkProxy) -> None:
+    async with garrison.open_node(store=store, name="a") as a:
+        gaps = [0.0]
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_ticking, gaps)
+            await a.start_workflow(app.steps, 200, 0.01, id="t1")
+            await trio.sleep(0.5)
+            proxy.hold()
+            # (restored by a thread of its own: a stalled node's thread would never do it)
+            thaw = threading.Timer(3, proxy.restore)
+            thaw.start()
+            await trio.to_thread.run_sync(thaw.join)
+            frozen_gap = gaps[0]
+            with trio.fail_after(60):
+                assert await a.workflow("t1").result() == sum(range(200))
+            nursery.cancel_scope.cancel()
+        assert frozen_gap < 1.0, f"the node's thread stood still {frozen_gap:.1f}s"
+        history = a.workflow("t1").history()
+        seqs = [r.seq for r in history]
+        assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))  # none lost, none twice
+        assert [r.name for r in history if r.kind == "activity"] == ["pg_fault_app:step"] * 200
+
+
+def _held_for(proxy: LinkProxy, seconds: float) -> threading.Timer:
+    """Hold the link now, and restore it in ``seconds`` from a thread of its own."""
+    proxy.hold()
+    restore = threading.Timer(seconds, proxy.restore)
+    restore.start()
+    return restore
+
+
+async def test_a_synchronous_write_in_the_node_thread_during_a_hand_over_completes(
+        postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A commit the node's thread handed over waits for the server (the write lock goes
+    with it), and at the very next scheduling point another task makes a synchronous
+    ``store.write`` in the node's thread: it waits for the lock, held by a worker
+    thread already running (no checkpoint came between the hand-over and that
+    thread's start), so it gets it once the server answers: no deadlock, both
+    writes committed."""
+    proxy = LinkProxy(_port(postgres_url))
+    try:
+        with PostgresStore(proxy.url(postgres_url)) as store:
+            store.write(Transaction().create_workflow("w", "app:f").set_state("w", "z", 0))
+            now = trio.Event()
+            handed = _handed_over(monkeypatch, then=now.set)
+            got: list[Any] = []
+
+            async def commit() -> None:
+                got.append(await store.commit(Transaction().set_state("w", "a", 1)))
+
+            async def write() -> None:
+                await now.wait()  # (runnable as the commit is handed over)
+                got.append(store.write(Transaction().set_state("w", "b", 2)))
+
+            with trio.fail_after(30):
+                async with trio.open_nursery() as nursery:
+                    restore = _held_for(proxy, 1.5)
+                    nursery.start_soon(write)
+                    nursery.start_soon(commit)
+            restore.join()
+            assert handed == ["MainThread"] and got == [[None], [None]]
+            assert store.states("w") == {"z": 0, "a": 1, "b": 2}
+    finally:
+        proxy.close()
+
+
+async def test_a_handed_over_commit_returns_its_own_exact_results(
+        postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The server's answer comes after the write went on in a worker thread: the worker
+    reads that write's own answers, so its results are exact for every operation (a
+    created flag, an enqueue's sequence number, a schedule's compare-and-set won and
+    lost), not read back after the fact."""
+    proxy = LinkProxy(_port(postgres_url))
+    try:
+        with PostgresStore(proxy.url(postgres_url)) as store:
+            def tx(wid: str, sid: str) -> Transaction:
+                return (Transaction()
+                        .create_workflow(wid, "app:f", run_id="r", host="h")
+                        .create_workflow("old", "app:f")
+                        .enqueue(wid, "r")
+                        .update_schedule(sid, next_tick=160.0, expect_next_tick=100.0)
+                        .update_schedule(sid, last_workflow=wid, expect_next_tick=100.0))
+
+            store.write(Transaction().create_workflow("old", "app:f"))
+            for sid in ("s0", "s"):
+                store.write(Transaction().put_schedule(
+                    sid, host="h", workflow="app:f", every=60.0, catchup_window=0.0,
+                    next_tick=100.0))
+            # (the same statements once before: prepared, so the write itself is held)
+            assert (await store.commit(tx("q0", "s0")))[3:] == [True, False]
+            handed = _handed_over(monkeypatch)
+            restore = _held_for(proxy, 1.0)
+            with trio.fail_after(30):
+                created, again, seq, won, lost = await store.commit(tx("q", "s"))
+            restore.join()
+            assert handed == ["MainThread"]
+            entry = next(e for e in store.queue_entries() if e.workflow_id == "q")
+            assert (created, again, seq, won, lost) == (True, False, entry.seq, True, False)
+            assert store.get_schedule("s").next_tick.timestamp() == 160.0  # type: ignore[union-attr]
+    finally:
+        proxy.close()
+
+
+async def test_a_cancelled_caller_of_a_handed_over_commit_still_gets_it_written(
+        postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The task whose commit went on in a worker thread is cancelled meanwhile: the
+    commit's outcome is its caller's, so the task waits for it (the write is made, and
+    acknowledged), then ends."""
+    proxy = LinkProxy(_port(postgres_url))
+    try:
+        with PostgresStore(proxy.url(postgres_url)) as store:
+            store.write(Transaction().create_workflow("w", "app:f").set_state("w", "k", 0))
+            handed = _handed_over(monkeypatch)
+            got: list[Any] = []
+
+            async def commit() -> None:
+                got.append(await store.commit(Transaction().set_state("w", "k", 1)))
+                await trio.sleep(0)  # (cancelled here, once it has its outcome)
+                got.append("not cancelled")
+
+            with trio.fail_after(30):
+                async with trio.open_nursery() as nursery:
+                    restore = _held_for(proxy, 1.0)
+                    nursery.start_soon(commit)
+                    await _until(lambda: handed)
+                    nursery.cancel_scope.cancel()
+            restore.join()
+            assert got == [[None]]
+            assert store.states("w") == {"k": 1}
+    finally:
+        proxy.close()
+
+
+async def test_closing_the_store_under_a_handed_over_write_ends_it_with_an_error(
+        postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The server stops answering a write that went on in a worker thread, and the store
+    is closed: ``close`` does not wait for the server forever, and the write's caller
+    gets a StoreError saying whether it committed is unknown (not silence)."""
+    proxy = LinkProxy(_port(postgres_url))
+    try:
+        with PostgresStore(proxy.url(postgres_url)) as store:
+            store.write(Transaction().create_workflow("w", "app:f").set_state("w", "k", 0))
+            handed = _handed_over(monkeypatch)
+            got: list[Any] = []
+
+            async def commit() -> None:
+                try:
+                    await store.commit(Transaction().set_state("w", "k", 1))
+                except StoreError as exc:
+                    got.append(exc)
+
+            proxy.hold()  # (for good)
+            with trio.fail_after(30):
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(commit)
+                    await _until(lambda: handed)
+                    await trio.to_thread.run_sync(store.close, abandon_on_cancel=True)
+            assert len(got) == 1
+            assert "closed" in str(got[0]) and "unknown" in str(got[0])
+    finally:
+        proxy.close()
+
+
+async def test_a_connection_cut_under_a_handed_over_write_is_settled_once(
+        postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The server commits a write, takes longer than the node's thread waits (the write
+    goes on in a worker thread), and the connection is cut before its answer: the
+    worker reconnects and settles by the writer's number that it committed. Written
+    once, and its caller gets its results."""
+    proxy = CutProxy(_port(postgres_url), b"w-cut")
+    try:
+        with PostgresStore(proxy.url(postgres_url)) as store:
+            def tx(wid: str) -> Transaction:
+                return (Transaction().create_workflow(wid, "app:f")
+                        .append_journal(wid, 0, "activity", "s"))
+
+            await store.commit(tx("w-0"))  # (its statements prepared before the cut)
+            before = store.statistics().transactions
+            handed = _handed_over(monkeypatch)
+            proxy.armed.set()
+            with trio.fail_after(30):
+                assert await store.commit(tx("w-cut")) == [True, None]
+            assert proxy.fired.is_set() and handed == ["MainThread"]
+            assert [(r.seq, r.name) for r in store.journal("w-cut")] == [(0, "s")]
+            assert store.statistics().transactions == before + 1
+    finally:
+        proxy.close()
 
 
 # ------------------------------------------------------------------ the URL

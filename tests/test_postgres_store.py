@@ -211,10 +211,10 @@ def _lose_answer(store: PostgresStore, monkeypatch: pytest.MonkeyPatch, *, after
 
     def send(self: PostgresStore, conn: Any, calls: Any, mark: Any) -> Any:
         if fired:
-            return real(self, conn, calls, mark)
+            return (yield from real(self, conn, calls, mark))
         fired.append(1)
         if after:
-            real(self, conn, calls, mark)
+            yield from real(self, conn, calls, mark)
         conn.close()
         raise pgstore._ConnectionLost("the network blinked")
 
@@ -244,12 +244,12 @@ def _lose_one_answer(monkeypatch: pytest.MonkeyPatch, *, after: bool) -> list[in
     fired: list[int] = []
 
     def run_one(self: PostgresStore, conn: Any, plan: Any, n: int, bare: bool = False
-                ) -> bool:
+                ) -> Any:
         if fired:
-            return real(self, conn, plan, n, bare)
+            return (yield from real(self, conn, plan, n, bare))
         fired.append(1)
         if after:
-            real(self, conn, plan, n, bare)
+            yield from real(self, conn, plan, n, bare)
         conn.close()
         raise pgstore._ConnectionLost("the network blinked")
 
@@ -416,7 +416,7 @@ def _sent(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
 
     def send(self: PostgresStore, conn: Any, composed: Any, mark: Any) -> Any:
         sent.append([call.stmt.name.decode() for call in composed.calls])
-        return real(self, conn, composed, mark)
+        return (yield from real(self, conn, composed, mark))
 
     monkeypatch.setattr(PostgresStore, "_send", send)
     return sent
@@ -560,9 +560,9 @@ async def test_a_batch_is_written_in_the_node_thread_only_when_nothing_else_can_
         def send(self: PostgresStore, conn: Any, composed: Any, mark: Any) -> Any:
             where.append("node thread" if trio.lowlevel.in_trio_run() else "worker thread")
             if lost is None or len(where) > 1:
-                return real(self, conn, composed, mark)
+                return (yield from real(self, conn, composed, mark))
             if lost == "after-commit":
-                real(self, conn, composed, mark)
+                yield from real(self, conn, composed, mark)
             conn.close()
             raise pgstore._ConnectionLost("the network blinked")
 

@@ -36,6 +36,11 @@ the database was busy (another connection holding its write lock). The write is 
 retried in a worker thread with a growing pause (so the trio thread never waits for the
 lock), for up to ``retry_for`` seconds; a store that stays busy that long fails every
 caller of the batch with the store's ``unusable(exc)`` error (a ``StoreError``).
+
+A write started in the trio thread that must wait longer than it should there (a
+network database slow to answer) goes on in a worker thread the store starts at once
+(:func:`hand_over`): ``write_one`` or ``write_batch`` raises :class:`HandedOver`, and
+the caller waits for that thread's outcome (shielded: the write happens either way).
 """
 
 from __future__ import annotations
@@ -43,7 +48,7 @@ from __future__ import annotations
 import enum
 import time
 import types
-from collections.abc import Callable, Generator
+from collections.abc import Awaitable, Callable, Generator
 from time import perf_counter
 from typing import Any
 
@@ -53,8 +58,8 @@ import trio
 from .. import _observe, _trio_fast
 from .._trio_fast import runnable_tasks
 
-__all__ = ["NONE_RESULT", "Busy", "CommitRequest", "GroupCommit", "Strategy", "fail_all",
-           "runnable_tasks"]
+__all__ = ["NONE_RESULT", "Busy", "CommitRequest", "GroupCommit", "HandedOver", "Strategy",
+           "fail_all", "hand_over", "runnable_tasks"]
 
 #: The results a store's ``write_batch`` gives a request whose one operation returns
 #: ``None`` (a step's journal append). Its caller gets a list of its own, made when it
@@ -67,6 +72,47 @@ class Busy(Exception):
     """Raised by a store's write functions: nothing was committed because the database
     was busy; the same write may be tried again. (Also by ``get_workflow_settled``: a
     write of the row is in flight; ask again.)"""
+
+class HandedOver(Exception):
+    """Raised by a store's ``write_one``/``write_batch`` in the trio thread: the write
+    goes on in a worker thread already started (:func:`hand_over`); ``await
+    exc.wait()`` waits for it (shielded) and returns its outcome (``write_one``'s
+    results; ``write_batch``'s requests are filled)."""
+
+    def __init__(self, wait: Callable[[], Awaitable[Any]]) -> None:
+        super().__init__("the write goes on in a worker thread")
+        self.wait = wait
+
+
+def hand_over(fn: Callable[[], Any]) -> HandedOver:
+    """Start ``fn`` in a worker thread now (``trio.lowlevel.start_thread_soon``: no
+    checkpoint, no limiter between this call and the thread running, so a lock the
+    caller passes on with ``fn`` is held by a running thread), from the trio thread;
+    the :class:`HandedOver` whose ``wait()`` returns its outcome."""
+    token = trio.lowlevel.current_trio_token()
+    done = trio.Event()
+    got: list[outcome.Outcome[Any]] = []
+
+    def deliver(result: outcome.Outcome[Any]) -> None:  # (in the worker thread)
+        got.append(result)
+        try:
+            token.run_sync_soon(done.set)
+        except trio.RunFinishedError:  # pragma: no cover - its waiter is shielded
+            pass
+
+    try:
+        trio.lowlevel.start_thread_soon(fn, deliver, name="garrison store write")
+    except BaseException:  # pragma: no cover - no thread to be had: finish it here
+        got.append(outcome.capture(fn))
+        done.set()
+
+    async def wait() -> Any:
+        with trio.CancelScope(shield=True):  # the write's outcome is its caller's
+            await done.wait()
+        return got[0].unwrap()
+
+    return HandedOver(wait)
+
 
 #: scheduler passes a batch's leader waits at most for other commits to join
 GATHER_PASSES = 6
@@ -195,6 +241,9 @@ class GroupCommit:
                 results = self._write_one(tx)  # nobody could join a batch now
             except Busy:
                 busy = True  # the lock is taken: wait for it in a thread, not here
+            except HandedOver as handed:  # slow: it goes on in a worker thread
+                handed_results: list[Any] = await handed.wait()
+                return handed_results
             else:
                 if started:
                     _observe.committed(started, 1)
@@ -255,6 +304,8 @@ class GroupCommit:
                     self._write_batch(batch)
                 except Busy:  # the lock is taken: wait for it in a thread, not here
                     threaded = again = True
+                except HandedOver as handed:  # slow: it goes on in a worker thread
+                    await handed.wait()
             if threaded:
                 with trio.CancelScope(shield=True):
                     await trio.to_thread.run_sync(self._write_until_done, batch, again)

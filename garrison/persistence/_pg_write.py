@@ -18,6 +18,15 @@ and nothing of the transaction commits. (A statement's CTE and its main part run
 no set order: when the write fails too, the fence is checked again on its own, so
 that a write another node's rows refuse still reads as ``WorkflowMoved``.)
 
+A write (``PgWritePath._commit``) is a generator that yields wherever it must wait
+for the server (its socket readable or writable: libpq's non-blocking calls, as
+psycopg's own generators) and before what it cannot poll (a reconnect, a pause
+before trying again), holding the write lock from its first step to its end. Its
+driver chooses where it waits: ``_drive`` in the calling thread for as long as it
+takes; ``_drive_here`` in the node's thread, which neither waits for the lock nor,
+past ``TRIO_THREAD_WAIT`` in all, for the server: the caller then hands the same
+generator to a worker thread (``_postgres.py``), which reads that write's own answers.
+
 :class:`PgWritePath` is a mixin of :class:`~garrison.persistence.PostgresStore`.
 """
 
@@ -25,12 +34,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import select
 import threading
 import time as _time
-from collections.abc import Callable, Iterable, Sequence
-from functools import partial
-from typing import Any, NoReturn
+from collections.abc import Generator, Iterable, Sequence
+from typing import Any, NoReturn, TypeVar
 
 import psycopg
 from psycopg import errors as pg_errors
@@ -44,11 +53,40 @@ from .._errors import (
     StoreLocked,
     WorkflowMoved,
 )
+from ._group_commit import Busy
 from ._pg_schema import admit_lock_class
 from ._transaction import Op, OperatorTransaction, Transaction, workflow_changed
 
 _OK = (pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK)
 _BAD = pq.ConnStatus.BAD
+_PIPELINE_SYNC = pq.ExecStatus.PIPELINE_SYNC
+
+# ------------------------------------------------------------------ resumable writes
+#: A write is a generator (``PgWritePath._commit``, and what it calls) that yields
+#: whenever it must wait: ``(socket, poll events)`` for the server (its driver sends
+#: back the events that came), or :data:`_BLOCK` before something it cannot poll (a
+#: reconnect, a pause before trying again). No libpq call it makes waits for the
+#: server. Its driver decides where it waits: :meth:`PgWritePath._drive` in the
+#: calling thread for as long as it takes, :meth:`PgWritePath._drive_here` in the
+#: node's (trio) thread for at most :data:`TRIO_THREAD_WAIT`, then the same generator
+#: (its connection, its statements in flight, the write lock) goes on in a worker
+#: thread.
+_T = TypeVar("_T")
+_Wait = tuple[int, int] | None
+_Gen = Generator[_Wait, int, _T]
+_BLOCK: _Wait = None
+_R = select.POLLIN
+_RW = select.POLLIN | select.POLLOUT
+
+#: how long (in all) a write made in the node's (trio) thread waits for the server
+#: before the write goes on in a worker thread: a commit takes milliseconds; a server
+#: that is slow or stopped answering must not stop the node's event loop
+TRIO_THREAD_WAIT = 0.25
+#: how often (ms) a worker thread waiting for the server looks whether the store was
+#: closed meanwhile (then the write ends with a StoreError, its outcome unknown)
+_CLOSED_CHECK_MS = 200
+#: what ``_drive_here`` returns for a write that ended in the node's thread
+_DONE: Any = object()
 
 
 def _reason(exc: BaseException) -> str:
@@ -335,10 +373,6 @@ class _ConnectionLost(Exception):
     """The writer's connection broke during a transaction (its outcome is unknown)."""
 
 
-class _Handover(Exception):
-    """A commit in the trio thread lost its connection: write it from a worker thread."""
-
-
 class _StatementFailed(Exception):
     """A statement of a pipeline failed; ``.index`` says which (the server's error is
     ``.error``, already mapped to garrison's exception where it is one of ours)."""
@@ -579,28 +613,15 @@ class PgWritePath:
         return plan
 
     # -- writing: the connection level -----------------------------------------------
-    def _ensure_prepared(self, conn: psycopg.Connection[Any], stmts: Iterable[_Stmt]) -> None:
+    def _ensure_prepared(self, conn: psycopg.Connection[Any], stmts: Iterable[_Stmt]
+                         ) -> _Gen[None]:
         pg = conn.pgconn
         for s in stmts:
             if s.name not in self._prepared:
-                res = self._pq(conn, partial(pg.prepare, s.name, s.text.encode()))
+                res = yield from _ask(pg, pg.send_prepare, s.name, s.text.encode())
                 if res.status not in _OK:
                     raise _result_error(res)
                 self._prepared.add(s.name)
-
-    @staticmethod
-    def _pq(conn: psycopg.Connection[Any], fn: Callable[[], Any]) -> Any:
-        """A libpq call; a broken connection is :class:`_ConnectionLost`."""
-        try:
-            res = fn()
-        except psycopg.OperationalError as exc:
-            raise _ConnectionLost(_reason(exc)) from exc
-        if conn.pgconn.status == _BAD:
-            # (a pipeline returns the list of results it got before the connection broke)
-            message = (res.error_message.decode("utf-8", "replace")
-                       if res is not None and hasattr(res, "error_message") else "")
-            raise _ConnectionLost(_reason(Exception(message)) or "connection lost")
-        return res
 
     def _compose(self, plans: list[_Plan]) -> _Composed:
         """The statements that write ``plans`` as one transaction: consecutive journal
@@ -681,7 +702,7 @@ class PgWritePath:
         return out
 
     def _send(self, conn: psycopg.Connection[Any], composed: _Composed, mark: list[Any]
-              ) -> list[Any]:
+              ) -> _Gen[list[Any]]:
         """Run the composed statements as ONE transaction (the first one also sets the
         writer's number, and checks the fences); returns their results. A failing
         statement raises :class:`_StatementFailed` (nothing committed)."""
@@ -689,38 +710,17 @@ class PgWritePath:
         calls = composed.calls
         first = self._head(calls[0].stmt, composed.kind)
         mark = mark + composed.fence
-        self._ensure_prepared(conn, [first, *(c.stmt for c in calls[1:])])
+        prepared = self._prepared
+        if first.name not in prepared or any(c.stmt.name not in prepared for c in calls[1:]):
+            yield from self._ensure_prepared(conn, [first, *(c.stmt for c in calls[1:])])
         if len(calls) == 1:
-            res = self._pq(conn, partial(pg.exec_prepared, first.name,
-                                         calls[0].params + mark))
+            res = yield from _ask(pg, pg.send_query_prepared, first.name,
+                                  calls[0].params + mark)
             if res.status not in _OK:
                 raise _StatementFailed(0, _result_error(res))
             return [res]
-
-        def pipeline() -> list[Any]:
-            pg.enter_pipeline_mode()
-            try:
-                pg.send_query_prepared(first.name, calls[0].params + mark)
-                for call in calls[1:]:
-                    pg.send_query_prepared(call.stmt.name, call.params)
-                pg.pipeline_sync()
-                while pg.flush():  # pragma: no cover - a blocking connection sends all
-                    pass
-                out: list[Any] = []
-                while True:
-                    res = _get_result(pg)
-                    if res is None:
-                        if pg.status == _BAD:
-                            return out
-                        continue
-                    if res.status == pq.ExecStatus.PIPELINE_SYNC:
-                        return out
-                    out.append(res)
-            finally:
-                if pg.status != _BAD:
-                    pg.exit_pipeline_mode()
-
-        results = self._pq(conn, pipeline)
+        results = yield from _pipeline(pg, [(first.name, calls[0].params + mark), *(
+            (call.stmt.name, call.params) for call in calls[1:])])
         if len(results) != len(calls):  # pragma: no cover - the server broke the protocol
             raise _ConnectionLost("incomplete pipeline results")
         for index, res in enumerate(results):
@@ -730,67 +730,68 @@ class PgWritePath:
                 raise _StatementFailed(index, _result_error(res))
         return results
 
-    def _exec(self, conn: psycopg.Connection[Any], query: bytes) -> None:
-        res = self._pq(conn, partial(conn.pgconn.exec_, query))
+    def _exec(self, conn: psycopg.Connection[Any], query: bytes) -> _Gen[None]:
+        res = yield from _ask(conn.pgconn, conn.pgconn.send_query, query)
         if res.status not in _OK:
             raise _StatementFailed(-1, _result_error(res))
 
     def _run_explicit(self, conn: psycopg.Connection[Any], plans: list[_Plan], n: int,
-                      isolate: bool) -> None:
+                      isolate: bool) -> _Gen[None]:
         """``BEGIN``, the writer's number, each plan (with a SAVEPOINT when
         ``isolate``; its fence first; a read round trip for ``set_attributes``),
         ``COMMIT``."""
         mark = self._stmt("mark")
-        self._ensure_prepared(conn, [mark])
+        yield from self._ensure_prepared(conn, [mark])
         pg = conn.pgconn
         try:
-            self._exec(conn, b"BEGIN")
-            res = self._pq(conn, partial(pg.exec_prepared, mark.name,
-                                         _encode((self._writer_id, n, _time.time()), "mark")))
+            yield from self._exec(conn, b"BEGIN")
+            res = yield from _ask(pg, pg.send_query_prepared, mark.name,
+                                  _encode((self._writer_id, n, _time.time()), "mark"))
             if res.status not in _OK:
                 raise _StatementFailed(-1, _result_error(res))
             for plan in plans:
                 plan.results = None
                 plan.error = None
                 if isolate:
-                    self._exec(conn, b"SAVEPOINT request")
+                    yield from self._exec(conn, b"SAVEPOINT request")
                 try:
-                    plan.results = self._apply_explicit(conn, plan)
+                    plan.results = yield from self._apply_explicit(conn, plan)
                 except _StatementFailed as failed:
                     if not isolate:
                         raise
-                    self._exec(conn, b"ROLLBACK TO SAVEPOINT request")
+                    yield from self._exec(conn, b"ROLLBACK TO SAVEPOINT request")
                     plan.error = failed.error
                 if isolate:
-                    self._exec(conn, b"RELEASE SAVEPOINT request")
-            self._exec(conn, b"COMMIT")
+                    yield from self._exec(conn, b"RELEASE SAVEPOINT request")
+            yield from self._exec(conn, b"COMMIT")
         except _StatementFailed:
-            self._exec(conn, b"ROLLBACK")
+            yield from self._exec(conn, b"ROLLBACK")
             raise
 
-    def _check_fence(self, conn: psycopg.Connection[Any], plan: _Plan) -> BaseException | None:
+    def _check_fence(self, conn: psycopg.Connection[Any], plan: _Plan
+                     ) -> _Gen[BaseException | None]:
         """The server's error if ``plan``'s fence fails now (in a transaction of its
         own, writing nothing), else None."""
         fence = self._stmt("fence_many")
-        self._ensure_prepared(conn, [fence])
+        yield from self._ensure_prepared(conn, [fence])
         wids = _array([None if wid is None else wid.encode() for wid in plan.fenced])
-        res = self._pq(conn, partial(conn.pgconn.exec_prepared, fence.name,
-                                     [str(plan.epoch).encode(), wids]))
+        res = yield from _ask(conn.pgconn, conn.pgconn.send_query_prepared, fence.name,
+                              [str(plan.epoch).encode(), wids])
         return None if res.status in _OK else _result_error(res)
 
-    def _apply_explicit(self, conn: psycopg.Connection[Any], plan: _Plan) -> list[Any]:
+    def _apply_explicit(self, conn: psycopg.Connection[Any], plan: _Plan) -> _Gen[list[Any]]:
         """One plan inside an open transaction, statement by statement."""
         pg = conn.pgconn
         results: list[Any] = [None] * len(plan.tx.ops)
-        self._ensure_prepared(conn, [c.stmt for c in plan.calls])
+        yield from self._ensure_prepared(conn, [c.stmt for c in plan.calls])
         if plan.fenced:  # first: a write of a workflow that moved may fail otherwise
-            error = self._check_fence(conn, plan)
+            error = yield from self._check_fence(conn, plan)
             if error is not None:
                 raise _StatementFailed(0, self._map_error(error, plan, -1))
         for call in plan.calls:
             op, params = (plan.tx.ops[call.op] if call.op < len(plan.tx.ops)
                           else (None, None))
-            res = self._pq(conn, partial(pg.exec_prepared, call.stmt.name, call.params))
+            res = yield from _ask(pg, pg.send_query_prepared, call.stmt.name, call.params)
             if res.status not in _OK:
                 raise _StatementFailed(call.op, self._map_error(_result_error(res), plan,
                                                                 call.op))
@@ -802,9 +803,9 @@ class PgWritePath:
                 search = _merge_patch(json.loads(res.get_value(0, 0)), json.loads(search_json))
                 memo = _merge_patch(json.loads(res.get_value(0, 1)), json.loads(memo_json))
                 write = self._stmt("attrs_write")
-                self._ensure_prepared(conn, [write])
+                yield from self._ensure_prepared(conn, [write])
                 args = _encode((wid, _dumps(search), _dumps(memo), now), op.value)
-                res = self._pq(conn, partial(pg.exec_prepared, write.name, args))
+                res = yield from _ask(pg, pg.send_query_prepared, write.name, args)
                 if res.status not in _OK:
                     raise _StatementFailed(call.op, _result_error(res))
             elif call.result is not None:
@@ -868,7 +869,7 @@ class PgWritePath:
         return error  # pragma: no cover - a check of a newer schema
 
     def _run(self, conn: psycopg.Connection[Any], plans: list[_Plan], n: int,
-             bare: bool = False) -> bool:
+             bare: bool = False) -> _Gen[bool]:
         """Write ``plans`` as one transaction numbered ``n``: each gets its results or
         its own error; True if the transaction committed (with the number ``n``, unless
         it is a ``bare`` step: ``_bare_step``). :class:`_ConnectionLost` leaves the
@@ -876,20 +877,20 @@ class PgWritePath:
         for plan in plans:  # (an earlier attempt's outcome does not count)
             plan.results = plan.error = None
         if bare:
-            return self._run_one(conn, plans[0], n, bare=True)
+            return (yield from self._run_one(conn, plans[0], n, bare=True))
         if len(plans) == 1 and not plans[0].needs_read:
             plan = plans[0]
             if len(plan.calls) == 1 and len(plan.fenced) <= 1:
-                return self._run_one(conn, plan, n)
+                return (yield from self._run_one(conn, plan, n))
             composed = self._compose(plans)
             try:
-                out = self._send(conn, composed, self._mark_params(n))
+                out = yield from self._send(conn, composed, self._mark_params(n))
             except _StatementFailed as failed:
                 error = failed.error
                 if plan.fenced and not _is_fenced(error):
                     # the fence and the writes are one statement, in no set order: a
                     # write another node's made (a journal row it wrote) may fail first
-                    error = self._check_fence(conn, plan) or error
+                    error = (yield from self._check_fence(conn, plan)) or error
                 index = composed.calls[failed.index].op
                 plan.error = self._map_error(error, plan, index)
                 return False
@@ -898,7 +899,7 @@ class PgWritePath:
         if not any(p.needs_read for p in plans):
             composed = self._compose(plans)
             try:
-                out = self._send(conn, composed, self._mark_params(n))
+                out = yield from self._send(conn, composed, self._mark_params(n))
             except _StatementFailed:
                 self._stats["failed_batches"] += 1
             else:
@@ -907,7 +908,7 @@ class PgWritePath:
                     plan.results = self._results(plan, out, spots)
                 return True
         try:
-            self._run_explicit(conn, plans, n, isolate=True)
+            yield from self._run_explicit(conn, plans, n, isolate=True)
         except _StatementFailed as failed:  # BEGIN/COMMIT themselves failed
             for plan in plans:
                 plan.results = None
@@ -948,7 +949,7 @@ class PgWritePath:
             (workflow_id, seq, kind, name, attempts, at)))
 
     def _run_one(self, conn: psycopg.Connection[Any], plan: _Plan, n: int,
-                 bare: bool = False) -> bool:
+                 bare: bool = False) -> _Gen[bool]:
         """:meth:`_run` of one plan of one statement (a step's journal row, a start, a
         finish: most commits), fenced by one workflow at most: the same statement as
         ``_compose`` and ``_send`` make of it (the writer's number, the fence, in its
@@ -974,20 +975,15 @@ class PgWritePath:
                 kind = _MARK
             head = stmt.heads.get(kind) or self._head(stmt, kind)
         if head.name not in self._prepared:
-            self._ensure_prepared(conn, [head])
+            yield from self._ensure_prepared(conn, [head])
         pg = conn.pgconn
-        try:
-            res = pg.exec_prepared(head.name, params)
-        except psycopg.OperationalError as exc:
-            raise _ConnectionLost(_reason(exc)) from exc
-        if pg.status == _BAD:
-            self._pq(conn, lambda: res)  # raises _ConnectionLost, with the server's words
+        res = yield from _ask(pg, pg.send_query_prepared, head.name, params)
         if res.status not in _OK:
             error: BaseException = _result_error(res)
             if plan.fenced and not _is_fenced(error):
                 # the fence and the write are one statement, in no set order: a write
                 # another node's rows refuse may fail first
-                error = self._check_fence(conn, plan) or error
+                error = (yield from self._check_fence(conn, plan)) or error
             plan.error = self._map_error(error, plan, call.op)
             return False
         results: list[Any] = [None] * len(plan.tx.ops)
@@ -997,15 +993,27 @@ class PgWritePath:
         return True
 
     # -- writing: retries -------------------------------------------------------------
-    def _commit_plans(self, plans: list[_Plan], *, handover: bool = False) -> None:
-        """Write ``plans`` as one transaction, reconnecting and retrying as the module
-        docs say; raises :class:`~garrison.StoreError` when the store gave up.
+    def _commit_plans(self, plans: list[_Plan]) -> None:
+        """Write ``plans`` as one transaction in this thread (waiting for the write
+        lock and the server as long as it takes: a worker thread, a tool, a
+        synchronous ``write``); raises :class:`~garrison.StoreError` when the store
+        gave up (see :meth:`_commit`)."""
+        self._drive(self._commit(plans, here=False))
 
-        ``handover`` (a commit written in the trio thread): a lost connection raises
-        :class:`_Handover` instead of reconnecting here, so the node's thread does not
-        wait for the server; the caller writes the same plans again from a worker
-        thread (which settles whether they committed)."""
-        with self._write_lock:
+    def _commit(self, plans: list[_Plan], *, here: bool) -> _Gen[None]:
+        """Write ``plans`` as one transaction, reconnecting and retrying as the module
+        docs say; raises :class:`~garrison.StoreError` when the store gave up. A
+        resumable write (see :data:`_Gen`): it holds the write lock from its first
+        step to its end, in whichever thread drives it.
+
+        ``here`` (driven in the node's thread, ``_drive_here``): the write lock is not
+        waited for; another write holding it (a worker thread reconnecting through an
+        outage, for up to ``retry_for``) raises :class:`~garrison.persistence.Busy`
+        at once, nothing sent."""
+        lock = self._write_lock
+        if not lock.acquire(blocking=not here):
+            raise Busy("another write holds the connection: write from a worker thread")
+        try:
             self._check_usable()
             n = self._acked + 1
             bare = self._bare_step(plans) is not None
@@ -1019,11 +1027,9 @@ class PgWritePath:
                 try:
                     if conn is None or conn.closed:
                         raise _ConnectionLost("not connected")
-                    committed = self._run(conn, plans, n, bare)
+                    committed = yield from self._run(conn, plans, n, bare)
                 except _ConnectionLost as lost:
-                    if handover:
-                        self._drop_writer()
-                        raise _Handover(str(lost)) from None
+                    yield _BLOCK  # (the node's thread hands the write to a worker here)
                     if deadline is None:
                         deadline = _time.monotonic() + self.retry_for
                     found = self._reconnect_writer(deadline, str(lost))
@@ -1058,17 +1064,78 @@ class PgWritePath:
                     busy_until = _time.monotonic() + self.retry_for
                 if _time.monotonic() + pause > busy_until:
                     return
-                if handover:  # the trio thread, which must not wait: a worker thread does
-                    if not committed:
-                        raise _Handover("the server refused the write for now")
-                    for plan in again:  # (the others committed: not written again)
-                        plan.error = _Handover("the server refused the write for now")
-                    return
                 if committed:  # the others committed: the rest is a new transaction
                     plans = again
                     n = self._acked + 1
+                yield _BLOCK  # (the node's thread hands the write to a worker here)
                 _time.sleep(pause)
                 pause = min(pause * 2, 1.0)
+        except GeneratorExit:
+            # abandoned by its driver (a KeyboardInterrupt) with statements maybe in
+            # flight: the connection's state and the transaction's outcome are unknown,
+            # and a later write could not tell them apart by the writer's number
+            self._drop_writer()
+            if self._failed is None:
+                self._failed = StoreError(self.path, "a write was abandoned while it waited "
+                                          "for the server (whether it committed is "
+                                          "unknown); this store writes nothing more")
+            raise
+        finally:
+            lock.release()
+
+    def _drive(self, write: _Gen[_T], wait: Any = _DONE) -> _T:
+        """Run ``write`` to its end in this thread, waiting for the server as long as
+        it takes (``wait``: where ``_drive_here`` left it, if it did). A store closed
+        meanwhile ends a wait for the server with :class:`_ConnectionLost` (the write
+        then ends with a StoreError saying its outcome is unknown), so that ``close``
+        never waits for a server that stopped answering."""
+        try:
+            if wait is _DONE:
+                wait = next(write)
+            while True:
+                if wait is _BLOCK:
+                    wait = write.send(0)
+                    continue
+                try:
+                    ready = _poll(wait, _CLOSED_CHECK_MS)
+                    while not ready and not self._closed:
+                        ready = _poll(wait, _CLOSED_CHECK_MS)
+                except (OSError, ValueError) as exc:  # (the socket went away)
+                    wait = write.throw(_ConnectionLost(f"connection lost: {exc}"))
+                    continue
+                # (closed: the write ends, its outcome unknown; see ``_reconnect_writer``)
+                wait = write.send(ready) if ready else write.throw(_ConnectionLost(
+                    "no answer yet"))
+        except StopIteration as stop:
+            result: _T = stop.value
+            return result
+
+    def _drive_here(self, write: _Gen[Any]) -> Any:
+        """Run ``write`` in the node's (trio) thread while it waits at most
+        :data:`TRIO_THREAD_WAIT` in all for the server, and never for something it
+        cannot poll: :data:`_DONE` once it ended, else where it stopped (a wait to
+        give to :meth:`_drive` in a worker thread, started at once: the write holds
+        the write lock and its statements may be in flight)."""
+        until = 0.0
+        try:
+            wait = next(write)
+            while wait is not None:  # (_BLOCK: a wait it cannot poll)
+                now = _time.monotonic()
+                if not until:
+                    until = now + TRIO_THREAD_WAIT
+                elif now >= until:
+                    return wait
+                try:
+                    ready = _poll(wait, math.ceil((until - now) * 1000))
+                except (OSError, ValueError) as exc:  # (the socket went away)
+                    wait = write.throw(_ConnectionLost(f"connection lost: {exc}"))
+                    continue
+                if not ready:
+                    return wait
+                wait = write.send(ready)
+            return wait
+        except StopIteration:
+            return _DONE
 
     def _reconnect_writer(self, deadline: float, reason: str) -> int:
         """Reconnect (with backoff until ``deadline``), take the lock again; the
@@ -1078,7 +1145,8 @@ class PgWritePath:
         last = reason
         while True:
             if self._closed:
-                raise StoreError(self.path, "the store was closed")
+                raise StoreError(self.path, f"the store was closed while a write waited for "
+                                 f"the server ({reason}): whether it committed is unknown")
             try:
                 conn = self._connect_writer(first=False)
             except StoreLocked as exc:
@@ -1220,22 +1288,83 @@ def _array(values: Iterable[bytes | None]) -> bytes:
         for value in values]) + b"}"
 
 
-def _get_result(pg: Any) -> Any:
-    """``pg.get_result()``, waiting for the server's answer with the GIL released:
-    psycopg's C ``get_result`` holds the GIL in libpq's blocking wait, which would stop
-    every thread of the process (the node's event loop, its membership thread renewing
-    the lease) for as long as the server takes. A lost connection raises
-    ``psycopg.OperationalError`` (``consume_input``)."""
-    while pg.is_busy():
+def _ask(pg: Any, send: Any, *args: Any) -> _Gen[Any]:
+    """Send one statement (``send``: a libpq ``send_*`` call, with ``args``) and return
+    its result, yielding while the server has not answered (what libpq's blocking
+    ``exec`` calls do, without blocking: psycopg's C ``exec`` and ``get_result`` also
+    hold the GIL in libpq's wait, which would stop every thread of the process). A
+    broken connection is :class:`_ConnectionLost`."""
+    res = None
+    try:
+        send(*args)
+        while pg.flush():  # (a large statement, or a slow link: the rest when writable)
+            if (yield pg.socket, _RW) & _R:
+                pg.consume_input()
+        while True:
+            while pg.is_busy():
+                yield pg.socket, _R
+                pg.consume_input()
+            got = pg.get_result()
+            if got is None:
+                break
+            res = got
+    except psycopg.OperationalError as exc:
+        raise _ConnectionLost(_reason(exc)) from exc
+    if res is None or pg.status == _BAD:
+        message = res.error_message.decode("utf-8", "replace") if res is not None else ""
+        raise _ConnectionLost(_reason(Exception(message)) or "connection lost")
+    return res
+
+
+def _pipeline(pg: Any, statements: list[tuple[bytes, list[Any]]]) -> _Gen[list[Any]]:
+    """Send prepared ``statements`` in one pipeline ending with a Sync (ONE implicit
+    transaction, one round trip); their results, yielding while the server has not
+    answered. A broken connection is :class:`_ConnectionLost`."""
+    out: list[Any] = []
+    try:
+        pg.enter_pipeline_mode()
+        done = False
         try:
-            # (poll, not select: a node may hold more than select's 1,024 descriptors)
-            waiting = select.poll()
-            waiting.register(pg.socket, select.POLLIN)
-            waiting.poll()
-        except (OSError, ValueError) as exc:  # (the socket went away)
-            raise psycopg.OperationalError(f"connection lost: {exc}") from exc
-        pg.consume_input()
-    return pg.get_result()
+            for name, params in statements:
+                pg.send_query_prepared(name, params)
+            pg.pipeline_sync()
+            while pg.flush():
+                if (yield pg.socket, _RW) & _R:
+                    pg.consume_input()
+            while True:
+                while pg.is_busy():
+                    yield pg.socket, _R
+                    pg.consume_input()
+                res = pg.get_result()
+                if res is None:
+                    if pg.status == _BAD:
+                        break
+                    continue
+                if res.status == _PIPELINE_SYNC:
+                    break
+                out.append(res)
+            done = True
+        finally:
+            if pg.status != _BAD:
+                if done:
+                    pg.exit_pipeline_mode()
+                else:  # (abandoned: the connection is dropped)
+                    with contextlib.suppress(psycopg.Error):
+                        pg.exit_pipeline_mode()
+    except psycopg.OperationalError as exc:
+        raise _ConnectionLost(_reason(exc)) from exc
+    if pg.status == _BAD:
+        raise _ConnectionLost("connection lost")
+    return out
+
+
+def _poll(wait: tuple[int, int], timeout_ms: int) -> int:
+    """Wait up to ``timeout_ms`` for ``wait``'s events; the events that came (0: none).
+    (poll, not select: a node may hold more than select's 1,024 descriptors.)"""
+    poller = select.poll()
+    poller.register(*wait)
+    ready = poller.poll(timeout_ms)
+    return ready[0][1] if ready else 0
 
 
 #: server errors that refuse a write for now, not for what it writes: a statement

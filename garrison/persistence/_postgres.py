@@ -8,7 +8,13 @@ Connections
   node keeps running while the batch waits for the server), and in the trio thread
   when none could (a commit nobody could share, or a batch that every runnable task
   joined: the thread hop there and back would cost more than it frees);
-  ``_write_batch_here``. A node holds two session-level advisory locks on this
+  ``_write_batch_here``. There it never waits for the write lock (another write holding
+  it, reconnecting through an outage say: :class:`Busy`, the commit is written from a
+  worker thread) and waits at most ``TRIO_THREAD_WAIT`` in all for the server: the
+  write is resumable (``_pg_write.py``), and the same write, with its connection, its
+  statements in flight and the write lock, goes on in a worker thread started at once
+  (``hand_over``), which reads its own answers (or reconnects and settles it); its
+  caller waits for it, shielded. A node holds two session-level advisory locks on this
   connection: its cluster incarnation's (``_pg_cluster.py``: a second node of the same
   name gets :class:`~garrison.StoreLocked`) and its schema's node lock, shared by every
   node (a tool that can take it exclusively knows no node runs: ``node_running``). Both
@@ -41,8 +47,9 @@ The first statement of every transaction also sets this writer's row of
 ``writers`` to the transaction's number. That is what makes a lost connection safe:
 
 - the connection drops (network, server restart, ``pg_terminate_backend``): the
-  store reconnects with backoff (for ``retry_for`` seconds), takes its lock again,
-  and reads its number. Equal to the transaction in flight: it committed (the
+  store reconnects with backoff (for ``retry_for`` seconds; a commit begun in the
+  node's thread goes on in a worker thread for that, but under a ``MockClock``),
+  takes its lock again, and reads its number. Equal to the transaction in flight: it committed (the
   results are read back); equal to the previous one: it did not, and it is sent
   again. Nothing is applied twice and nothing is lost;
 - lower than a transaction the server had confirmed: the server lost confirmed
@@ -55,8 +62,13 @@ The first statement of every transaction also sets this writer's row of
   own row settles a lost answer (there: committed; absent: sent again), and a server
   that keeps what it confirmed cannot have lost an earlier one;
 - the server stays unreachable past ``retry_for``, or another node took the lock
-  meanwhile: the same refusal. A workflow is never marked failed because the network
-  blinked: its end cannot be recorded, and it resumes from its journal.
+  meanwhile: the same refusal;
+- the store is closed while a write waits for the server: that write ends with
+  :class:`~garrison.StoreError` saying its outcome is unknown (``close`` does not
+  wait for a server that stopped answering).
+
+A workflow is never marked failed because the network blinked: its end cannot be
+recorded, and it resumes from its journal.
 
 Reads retry the same way (they are idempotent).
 """
@@ -89,12 +101,21 @@ from . import _pg_cluster, _pg_schema, is_postgres_url
 from ._blocking import virtual_clock as _virtual_clock
 from ._converter import check_search_filters, search_json
 from ._file import mask_password
-from ._group_commit import Busy, CommitRequest, GroupCommit, Strategy, fail_all, runnable_tasks
+from ._group_commit import (
+    Busy,
+    CommitRequest,
+    GroupCommit,
+    Strategy,
+    fail_all,
+    hand_over,
+    runnable_tasks,
+)
 from ._pg_write import (
+    _DONE,
     _TRANSIENT,
     PgWritePath,
     _dumps,
-    _Handover,
+    _Gen,
     _Plan,
     _quote,
     _reason,
@@ -543,43 +564,71 @@ class PostgresStore(PgWritePath, StoreShortcuts):
         return self._write_one(self._plan(tx))
 
     def _write_one(self, plan: _Plan) -> list[Any]:
+        """Commit ``plan`` in this thread (waiting for the lock and the server)."""
         self._commit_plans([plan])
+        return self._unwrap_one(plan)
+
+    def _unwrap_one(self, plan: _Plan) -> list[Any]:
         results = _unwrap(plan)
         self._stats["sync_writes"] += 1
         return results
 
     def _write_alone(self, plan: _Plan) -> list[Any]:
-        """A commit nobody could share, in the trio thread (see ``_commit_plans``)."""
-        self._commit_plans([plan], handover=True)
-        results = _unwrap(plan)
-        self._stats["sync_writes"] += 1
-        return results
+        """A commit nobody could share, in the trio thread: :class:`Busy` if another
+        write holds the connection (nothing sent), :class:`HandedOver` if the server
+        took too long (``_drive_here``: it goes on in a worker thread)."""
+        write = self._commit([plan], here=True)
+        wait = self._drive_here(write)
+        if wait is not _DONE:
+            raise hand_over(lambda: self._finish_alone(plan, write, wait))
+        return self._unwrap_one(plan)
+
+    def _finish_alone(self, plan: _Plan, write: _Gen[None], wait: Any) -> list[Any]:
+        self._drive(write, wait)  # (a worker thread)
+        return self._unwrap_one(plan)
 
     def _write_batch_here(self, batch: list[CommitRequest]) -> None:
         """The node's batches. In the trio thread (the group commit's first try): the
         batch is written there only if no other task could run while the server answers
         (the thread hop there and back would cost more than it frees); otherwise, or if
-        the connection drops under it, :class:`Busy` (nothing written yet, or its outcome
-        unknown) makes the group commit write it again from a worker thread, which
-        reconnects and settles by the writer's number whether it committed."""
+        another write holds the connection, :class:`Busy` (nothing written) makes the
+        group commit write it from a worker thread. A write the server is slow to answer
+        (``_drive_here``), or whose connection dropped, goes on in a worker thread
+        started at once (:class:`HandedOver`), which reads its answers (or reconnects and
+        settles by the writer's number whether it committed)."""
         if not trio.lowlevel.in_trio_run():  # the worker thread
             self._write_batch(batch)
             return
         if runnable_tasks():
             raise Busy("other tasks can run: write from a worker thread")
+        plans: list[_Plan] = [request.tx for request in batch]
+        write = self._commit(plans, here=True)
         try:
-            self._write_batch(batch, handover=True)
-        except _Handover:
-            raise Busy("the connection dropped: settle it from a worker thread") from None
+            wait = self._drive_here(write)
+        except Busy:
+            raise
+        except BaseException as exc:
+            fail_all(batch, exc)
+            return
+        if wait is not _DONE:
+            raise hand_over(lambda: self._finish_batch(batch, plans, write, wait))
+        self._batched(batch, plans)
 
-    def _write_batch(self, batch: list[CommitRequest], *, handover: bool = False) -> None:
-        """One transaction for the whole batch (a SAVEPOINT per caller on failure);
-        ``handover``: a dropped connection raises ``_Handover`` (nothing settled yet)."""
+    def _finish_batch(self, batch: list[CommitRequest], plans: list[_Plan],
+                      write: _Gen[None], wait: Any) -> None:
+        try:
+            self._drive(write, wait)  # (a worker thread)
+        except BaseException as exc:
+            fail_all(batch, exc)
+            return
+        self._batched(batch, plans)
+
+    def _write_batch(self, batch: list[CommitRequest]) -> None:
+        """One transaction for the whole batch (a SAVEPOINT per caller on failure), in
+        this thread."""
         plans: list[_Plan] = [request.tx for request in batch]
         try:
-            self._commit_plans(plans, handover=handover)
-        except _Handover:
-            raise
+            self._commit_plans(plans)
         except BaseException as exc:
             fail_all(batch, exc)
             return
@@ -596,8 +645,10 @@ class PostgresStore(PgWritePath, StoreShortcuts):
     async def commit(self, tx: Transaction) -> list[Any]:
         """Commit ``tx`` by group commit; returns each operation's result once it is
         committed. A batch is written from a worker thread while other tasks run, in
-        the trio thread when none could (under a trio ``MockClock``, always in the trio
-        thread, so virtual time cannot jump while a commit is in flight)."""
+        the trio thread when none could: there past ``TRIO_THREAD_WAIT`` without the
+        server's answer it goes on in a worker thread, which this call waits for,
+        shielded (under a trio ``MockClock``, always in the trio thread, so virtual
+        time cannot jump while a commit is in flight)."""
         if not tx.ops:
             return []
         self._check_usable()
@@ -605,14 +656,7 @@ class PostgresStore(PgWritePath, StoreShortcuts):
         group = self._group
         if _virtual_clock():
             group = self._inline_group
-        try:
-            return await group.commit(plan)
-        except _Handover:
-            # the connection broke under a commit written in the trio thread: the
-            # reconnect (and the check whether it committed) waits in a worker thread
-            with trio.CancelScope(shield=True):
-                results: list[Any] = await trio.to_thread.run_sync(self._write_one, plan)
-            return results
+        return await group.commit(plan)
 
     @property
     def owner(self) -> bool:
