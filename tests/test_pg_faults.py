@@ -748,3 +748,38 @@ async def test_promises_of_ids_or_names_at_the_edges(postgres_url: str, tmp_path
         await n.workflow("old").promise(name).resolve("yes")
         with trio.fail_after(5):
             assert await n.workflow("old").result() == "yes"
+
+
+# ------------------------------------------------------------------ results read back
+@pytest.mark.parametrize("kind", ["enqueue", "update_schedule"])
+async def test_results_of_a_commit_whose_answer_was_lost_are_read_back(
+        postgres_url: str, kind: str) -> None:
+    """The server commits a write (in the node's thread, handed over or not) and the
+    connection is cut before its answer: the store settles by the writer's number that
+    it committed, and its caller must get the results the write had: an enqueue's queue
+    row (not ``None``: "not this start's workflow"), a schedule update's compare-and-set
+    outcome (not ``False``: "someone else changed it")."""
+    proxy = CutProxy(_port(postgres_url), b"cut-me")
+    try:
+        with PostgresStore(proxy.url(postgres_url)) as store:
+            await store.commit(Transaction().create_workflow("wq", "app:f", run_id="r1")
+                               .put_schedule("cut-me", host="h", workflow="app:f", every=60,
+                                             catchup_window=0, next_tick=100.0))
+            if kind == "enqueue":
+                tx = Transaction().enqueue("wq", "r1", dedup="cut-me")
+            else:
+                tx = Transaction().update_schedule("cut-me", next_tick=160.0,
+                                                   expect_next_tick=100.0)
+            proxy.armed.set()
+            with trio.fail_after(30):
+                got = await store.commit(tx)
+            assert proxy.fired.is_set()
+            if kind == "enqueue":
+                with psycopg.connect(postgres_url) as c:
+                    seq = c.execute("SELECT seq FROM garrison.queue WHERE workflow_id = 'wq'"
+                                    ).fetchone()
+                assert seq is not None and got == [seq[0]]
+            else:
+                assert got == [True]
+    finally:
+        proxy.close()

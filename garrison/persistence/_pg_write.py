@@ -1181,7 +1181,9 @@ class PgWritePath:
 
     def _recover_results(self, plan: _Plan) -> None:
         """Results of a transaction that committed while its answer was lost: read back
-        (``create_workflow``, ``deliver`` and ``admit``). A caller whose own
+        (every operation with a result: ``create_workflow``, ``deliver``,
+        ``deliver_to_monitors``, ``enqueue``, ``admit``, ``update_schedule``; the
+        others' is ``None``). A caller whose own
         operations had failed before the COMMIT (a SAVEPOINT rolled them back) keeps
         its error."""
         if plan.error is not None:
@@ -1219,6 +1221,18 @@ class PgWritePath:
                     "AND admitted = %s", (entries, params[5]))
                 got = {row[0] for row in rows}
                 results[index] = [wid for wid in entries if wid in got]
+            elif op is Op.ENQUEUE:  # its queue row, if the workflow is this start's
+                wid, run = params[0], params[1]
+                rows = self._query(
+                    f"SELECT q.seq FROM {self._s}.queue q JOIN {self._s}.workflows w "
+                    "USING (workflow_id) WHERE q.workflow_id = %s AND w.run_id = %s",
+                    (wid, run))
+                results[index] = int(rows[0][0]) if rows else None
+            elif op is Op.UPDATE_SCHEDULE:  # updated by this transaction: at its time
+                rows = self._query(
+                    f"SELECT 1 FROM {self._s}.schedules WHERE schedule_id = %s "
+                    "AND updated = %s", (params[0], params[1]))
+                results[index] = bool(rows)
         plan.results = results
         plan.error = None
 
