@@ -783,3 +783,44 @@ async def test_results_of_a_commit_whose_answer_was_lost_are_read_back(
                 assert got == [True]
     finally:
         proxy.close()
+
+
+def test_closing_the_store_ends_a_write_the_server_refuses_for_now(
+        postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A write the server keeps refusing for now (a statement timeout under lock
+    contention) is tried again for ``retry_for``; the store is closed meanwhile: the
+    write is not sent again (``close`` waited for all of ``retry_for``, in the node's
+    thread at a node's end, while the store went on writing after it was closed), and
+    its caller gets a StoreError saying it was closed and nothing was committed."""
+    with PostgresStore(postgres_url, retry_for=30) as store:
+        store.write(Transaction().create_workflow("w", "app:f"))
+        tries: list[int] = []
+
+        def refused(conn: Any, plans: Any, n: int, bare: bool = False) -> Any:
+            tries.append(n)
+            for plan in plans:
+                plan.results = None
+                plan.error = psycopg.errors.QueryCanceled(
+                    "canceling statement due to statement timeout")
+            return False
+            yield  # (a resumable write)
+
+        monkeypatch.setattr(store, "_run", refused)
+        got: list[Any] = []
+
+        def write() -> None:
+            try:
+                got.append(store.write(Transaction().set_state("w", "k", 1)))
+            except Exception as exc:
+                got.append(exc)
+
+        writer = threading.Thread(target=write)
+        writer.start()
+        while len(tries) < 2:
+            time.sleep(0.01)
+        at_close = len(tries)
+        store.close()
+        writer.join()
+        assert len(tries) <= at_close + 1  # (at most the try under way as it closed)
+        assert len(got) == 1 and isinstance(got[0], StoreError), got
+        assert "closed" in str(got[0]) and "not committed" in str(got[0])

@@ -1070,6 +1070,13 @@ class PgWritePath:
                 yield _BLOCK  # (the node's thread hands the write to a worker here)
                 _time.sleep(pause)
                 pause = min(pause * 2, 1.0)
+                if self._closed:  # (``close`` waits for this write: not sent again)
+                    for plan in again:
+                        plan.error = StoreError(
+                            self.path, f"the store was closed while this write waited to "
+                            f"be tried again (the server refused it for now: "
+                            f"{_reason(plan.error or Exception())}); it was not committed")
+                    return
         except GeneratorExit:
             # abandoned by its driver (a KeyboardInterrupt) with statements maybe in
             # flight: the connection's state and the transaction's outcome are unknown,
