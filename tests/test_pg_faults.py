@@ -824,3 +824,38 @@ def test_closing_the_store_ends_a_write_the_server_refuses_for_now(
         assert len(tries) <= at_close + 1  # (at most the try under way as it closed)
         assert len(got) == 1 and isinstance(got[0], StoreError), got
         assert "closed" in str(got[0]) and "not committed" in str(got[0])
+
+
+def test_a_statement_whose_preparation_is_refused_for_now_is_tried_again(
+        postgres_url: str) -> None:
+    """Another session holds a table of the schema locked (a maintenance ``LOCK
+    TABLE``) past the database's ``statement_timeout``, as the store prepares a
+    statement inside a transaction (``set_attributes``: read, then write): the
+    preparation is cancelled. That is a refusal for now, tried again once the lock is
+    gone (it was the caller's raw QueryCanceled), and the transaction is rolled back
+    (it was left open and aborted on the writer's connection: every later write of
+    the store failed with InFailedSqlTransaction)."""
+    dbname = postgres_url.rsplit("/", 1)[1]
+    with psycopg.connect(postgres_url, autocommit=True) as c:
+        c.execute(f"ALTER DATABASE {dbname} SET statement_timeout = '300ms'")
+    with PostgresStore(postgres_url) as store:
+        store.write(Transaction().create_workflow("w", "app:f"))
+        locked = threading.Event()
+
+        def hold() -> None:
+            with psycopg.connect(postgres_url, options="-c statement_timeout=0") as c:
+                c.execute("LOCK TABLE garrison.workflows IN ACCESS EXCLUSIVE MODE")
+                locked.set()
+                time.sleep(1.5)
+
+        holder = threading.Thread(target=hold)
+        holder.start()
+        locked.wait()
+        try:
+            assert store.write(Transaction().set_attributes("w", search={"a": 1})) == [None]
+        finally:
+            holder.join()
+        store.write(Transaction().set_state("w", "k", 1))
+        assert store.states("w") == {"k": 1}
+        record = store.get_workflow("w")
+        assert record is not None and record.search == {"a": 1}

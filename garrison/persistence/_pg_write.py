@@ -615,12 +615,17 @@ class PgWritePath:
     # -- writing: the connection level -----------------------------------------------
     def _ensure_prepared(self, conn: psycopg.Connection[Any], stmts: Iterable[_Stmt]
                          ) -> _Gen[None]:
+        """Prepare those of ``stmts`` this connection has not. One the server refuses
+        is :class:`_StatementFailed` (index -1), as a statement that fails: inside an
+        explicit transaction it is rolled back, and a refusal for now (a statement
+        timeout while a lock keeps it from reading a table's definition) is tried
+        again."""
         pg = conn.pgconn
         for s in stmts:
             if s.name not in self._prepared:
                 res = yield from _ask(pg, pg.send_prepare, s.name, s.text.encode())
                 if res.status not in _OK:
-                    raise _result_error(res)
+                    raise _StatementFailed(-1, _result_error(res))
                 self._prepared.add(s.name)
 
     def _compose(self, plans: list[_Plan]) -> _Composed:
@@ -773,7 +778,10 @@ class PgWritePath:
         """The server's error if ``plan``'s fence fails now (in a transaction of its
         own, writing nothing), else None."""
         fence = self._stmt("fence_many")
-        yield from self._ensure_prepared(conn, [fence])
+        try:
+            yield from self._ensure_prepared(conn, [fence])
+        except _StatementFailed as failed:  # (not checked: the refusal is the answer)
+            return failed.error
         wids = _array([None if wid is None else wid.encode() for wid in plan.fenced])
         res = yield from _ask(conn.pgconn, conn.pgconn.send_query_prepared, fence.name,
                               [str(plan.epoch).encode(), wids])
@@ -891,7 +899,7 @@ class PgWritePath:
                     # the fence and the writes are one statement, in no set order: a
                     # write another node's made (a journal row it wrote) may fail first
                     error = (yield from self._check_fence(conn, plan)) or error
-                index = composed.calls[failed.index].op
+                index = composed.calls[failed.index].op if failed.index >= 0 else -1
                 plan.error = self._map_error(error, plan, index)
                 return False
             plan.results = self._results(plan, out, composed.spots[0])
@@ -975,7 +983,11 @@ class PgWritePath:
                 kind = _MARK
             head = stmt.heads.get(kind) or self._head(stmt, kind)
         if head.name not in self._prepared:
-            yield from self._ensure_prepared(conn, [head])
+            try:
+                yield from self._ensure_prepared(conn, [head])
+            except _StatementFailed as failed:
+                plan.error = self._map_error(failed.error, plan, call.op)
+                return False
         pg = conn.pgconn
         res = yield from _ask(pg, pg.send_query_prepared, head.name, params)
         if res.status not in _OK:
