@@ -859,3 +859,28 @@ def test_a_statement_whose_preparation_is_refused_for_now_is_tried_again(
         assert store.states("w") == {"k": 1}
         record = store.get_workflow("w")
         assert record is not None and record.search == {"a": 1}
+
+
+@pytest.mark.parametrize("synchronous", ["full", "normal"])
+async def test_a_step_whose_commit_answer_is_lost_is_recorded_once(
+        postgres_url: str, synchronous: str) -> None:
+    """A step's journal row commits and the connection is cut before its answer (at
+    ``synchronous="full"`` a bare step, settled by its own row rather than the
+    writer's number): its caller gets the step's result (it got an AssertionError of
+    ``_unwrap``: the settle path found the row, marked it committed, and left it no
+    results), once, and the next step follows."""
+    proxy = CutProxy(_port(postgres_url), b"s-cut")
+    try:
+        with PostgresStore(proxy.url(postgres_url), synchronous=synchronous) as store:
+            await store.commit(Transaction().create_workflow("w", "app:f"))
+            await store.commit(Transaction().append_journal("w", 0, "activity", "s0"))
+            proxy.armed.set()
+            with trio.fail_after(30):
+                got = await store.commit(
+                    Transaction().append_journal("w", 1, "activity", "s-cut"))
+            assert proxy.fired.is_set() and got == [None]
+            await store.commit(Transaction().append_journal("w", 2, "activity", "s2"))
+            assert [(r.seq, r.name) for r in store.journal("w")] == [
+                (0, "s0"), (1, "s-cut"), (2, "s2")]
+    finally:
+        proxy.close()

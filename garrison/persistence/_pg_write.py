@@ -1058,6 +1058,8 @@ class PgWritePath:
                             "from what the store kept")
                     elif bare and self._step_committed(plans[0]):
                         committed = True  # its row is there: a step has no results
+                        plans[0].results = [None] * len(plans[0].tx.ops)
+                        plans[0].error = None
                     else:
                         attempt += 1
                         continue  # it did not commit: send it again
