@@ -884,3 +884,26 @@ async def test_a_step_whose_commit_answer_is_lost_is_recorded_once(
                 (0, "s0"), (1, "s-cut"), (2, "s2")]
     finally:
         proxy.close()
+
+
+def test_an_error_of_the_store_inside_a_transaction_leaves_no_transaction_open(
+        postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A write statement by statement (``set_attributes``) in which something of the
+    store itself fails (here the read that names what a failed statement means, as a
+    ``_query`` does when the reader cannot reconnect or the store was closed): its
+    caller gets that error, and the writer's transaction is rolled back, not left open
+    and aborted (every later write of the store failed with InFailedSqlTransaction)."""
+    with PostgresStore(postgres_url) as store:
+        store.write(Transaction().create_workflow("w", "app:f"))
+
+        def unreadable(*args: Any) -> BaseException:
+            raise StoreError(store.path, "the reader cannot reconnect")
+
+        monkeypatch.setattr(store, "_map_error", unreadable)
+        with pytest.raises(StoreError, match="cannot reconnect"):
+            store.write(Transaction().set_attributes("w", search={"a": 1}).consume("w", 99, 0))
+        monkeypatch.undo()
+        store.write(Transaction().set_state("w", "k", 1))
+        assert store.states("w") == {"k": 1}
+        record = store.get_workflow("w")
+        assert record is not None and record.search == {}

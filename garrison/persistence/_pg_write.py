@@ -772,6 +772,14 @@ class PgWritePath:
         except _StatementFailed:
             yield from self._exec(conn, b"ROLLBACK")
             raise
+        except Exception as exc:
+            # something of the store's own failed between statements (a read of
+            # ``_map_error``, its reader gone): the transaction is not left open on the
+            # writer's connection (aborted, it would refuse every later write)
+            if not isinstance(exc, _ConnectionLost) and pg.status != _BAD:
+                with contextlib.suppress(_StatementFailed, _ConnectionLost):
+                    yield from self._exec(conn, b"ROLLBACK")
+            raise
 
     def _check_fence(self, conn: psycopg.Connection[Any], plan: _Plan
                      ) -> _Gen[BaseException | None]:
