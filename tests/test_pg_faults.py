@@ -748,3 +748,162 @@ async def test_promises_of_ids_or_names_at_the_edges(postgres_url: str, tmp_path
         await n.workflow("old").promise(name).resolve("yes")
         with trio.fail_after(5):
             assert await n.workflow("old").result() == "yes"
+
+
+# ------------------------------------------------------------------ results read back
+@pytest.mark.parametrize("kind", ["enqueue", "update_schedule"])
+async def test_results_of_a_commit_whose_answer_was_lost_are_read_back(
+        postgres_url: str, kind: str) -> None:
+    """The server commits a write (in the node's thread, handed over or not) and the
+    connection is cut before its answer: the store settles by the writer's number that
+    it committed, and its caller must get the results the write had: an enqueue's queue
+    row (not ``None``: "not this start's workflow"), a schedule update's compare-and-set
+    outcome (not ``False``: "someone else changed it")."""
+    proxy = CutProxy(_port(postgres_url), b"cut-me")
+    try:
+        with PostgresStore(proxy.url(postgres_url)) as store:
+            await store.commit(Transaction().create_workflow("wq", "app:f", run_id="r1")
+                               .put_schedule("cut-me", host="h", workflow="app:f", every=60,
+                                             catchup_window=0, next_tick=100.0))
+            if kind == "enqueue":
+                tx = Transaction().enqueue("wq", "r1", dedup="cut-me")
+            else:
+                tx = Transaction().update_schedule("cut-me", next_tick=160.0,
+                                                   expect_next_tick=100.0)
+            proxy.armed.set()
+            with trio.fail_after(30):
+                got = await store.commit(tx)
+            assert proxy.fired.is_set()
+            if kind == "enqueue":
+                with psycopg.connect(postgres_url) as c:
+                    seq = c.execute("SELECT seq FROM garrison.queue WHERE workflow_id = 'wq'"
+                                    ).fetchone()
+                assert seq is not None and got == [seq[0]]
+            else:
+                assert got == [True]
+    finally:
+        proxy.close()
+
+
+def test_closing_the_store_ends_a_write_the_server_refuses_for_now(
+        postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A write the server keeps refusing for now (a statement timeout under lock
+    contention) is tried again for ``retry_for``; the store is closed meanwhile: the
+    write is not sent again (``close`` waited for all of ``retry_for``, in the node's
+    thread at a node's end, while the store went on writing after it was closed), and
+    its caller gets a StoreError saying it was closed and nothing was committed."""
+    with PostgresStore(postgres_url, retry_for=30) as store:
+        store.write(Transaction().create_workflow("w", "app:f"))
+        tries: list[int] = []
+
+        def refused(conn: Any, plans: Any, n: int, bare: bool = False) -> Any:
+            tries.append(n)
+            for plan in plans:
+                plan.results = None
+                plan.error = psycopg.errors.QueryCanceled(
+                    "canceling statement due to statement timeout")
+            return False
+            yield  # (a resumable write)
+
+        monkeypatch.setattr(store, "_run", refused)
+        got: list[Any] = []
+
+        def write() -> None:
+            try:
+                got.append(store.write(Transaction().set_state("w", "k", 1)))
+            except Exception as exc:
+                got.append(exc)
+
+        writer = threading.Thread(target=write)
+        writer.start()
+        while len(tries) < 2:
+            time.sleep(0.01)
+        at_close = len(tries)
+        store.close()
+        writer.join()
+        assert len(tries) <= at_close + 1  # (at most the try under way as it closed)
+        assert len(got) == 1 and isinstance(got[0], StoreError), got
+        assert "closed" in str(got[0]) and "not committed" in str(got[0])
+
+
+def test_a_statement_whose_preparation_is_refused_for_now_is_tried_again(
+        postgres_url: str) -> None:
+    """Another session holds a table of the schema locked (a maintenance ``LOCK
+    TABLE``) past the database's ``statement_timeout``, as the store prepares a
+    statement inside a transaction (``set_attributes``: read, then write): the
+    preparation is cancelled. That is a refusal for now, tried again once the lock is
+    gone (it was the caller's raw QueryCanceled), and the transaction is rolled back
+    (it was left open and aborted on the writer's connection: every later write of
+    the store failed with InFailedSqlTransaction)."""
+    dbname = postgres_url.rsplit("/", 1)[1]
+    with psycopg.connect(postgres_url, autocommit=True) as c:
+        c.execute(f"ALTER DATABASE {dbname} SET statement_timeout = '300ms'")
+    with PostgresStore(postgres_url) as store:
+        store.write(Transaction().create_workflow("w", "app:f"))
+        locked = threading.Event()
+
+        def hold() -> None:
+            with psycopg.connect(postgres_url, options="-c statement_timeout=0") as c:
+                c.execute("LOCK TABLE garrison.workflows IN ACCESS EXCLUSIVE MODE")
+                locked.set()
+                time.sleep(1.5)
+
+        holder = threading.Thread(target=hold)
+        holder.start()
+        locked.wait()
+        try:
+            assert store.write(Transaction().set_attributes("w", search={"a": 1})) == [None]
+        finally:
+            holder.join()
+        store.write(Transaction().set_state("w", "k", 1))
+        assert store.states("w") == {"k": 1}
+        record = store.get_workflow("w")
+        assert record is not None and record.search == {"a": 1}
+
+
+@pytest.mark.parametrize("synchronous", ["full", "normal"])
+async def test_a_step_whose_commit_answer_is_lost_is_recorded_once(
+        postgres_url: str, synchronous: str) -> None:
+    """A step's journal row commits and the connection is cut before its answer (at
+    ``synchronous="full"`` a bare step, settled by its own row rather than the
+    writer's number): its caller gets the step's result (it got an AssertionError of
+    ``_unwrap``: the settle path found the row, marked it committed, and left it no
+    results), once, and the next step follows."""
+    proxy = CutProxy(_port(postgres_url), b"s-cut")
+    try:
+        with PostgresStore(proxy.url(postgres_url), synchronous=synchronous) as store:
+            await store.commit(Transaction().create_workflow("w", "app:f"))
+            await store.commit(Transaction().append_journal("w", 0, "activity", "s0"))
+            proxy.armed.set()
+            with trio.fail_after(30):
+                got = await store.commit(
+                    Transaction().append_journal("w", 1, "activity", "s-cut"))
+            assert proxy.fired.is_set() and got == [None]
+            await store.commit(Transaction().append_journal("w", 2, "activity", "s2"))
+            assert [(r.seq, r.name) for r in store.journal("w")] == [
+                (0, "s0"), (1, "s-cut"), (2, "s2")]
+    finally:
+        proxy.close()
+
+
+def test_an_error_of_the_store_inside_a_transaction_leaves_no_transaction_open(
+        postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A write statement by statement (``set_attributes``) in which something of the
+    store itself fails (here the read that names what a failed statement means, as a
+    ``_query`` does when the reader cannot reconnect or the store was closed): its
+    caller gets that error, and the writer's transaction is rolled back, not left open
+    and aborted (every later write of the store failed with InFailedSqlTransaction)."""
+    with PostgresStore(postgres_url) as store:
+        store.write(Transaction().create_workflow("w", "app:f"))
+
+        def unreadable(*args: Any) -> BaseException:
+            raise StoreError(store.path, "the reader cannot reconnect")
+
+        monkeypatch.setattr(store, "_map_error", unreadable)
+        with pytest.raises(StoreError, match="cannot reconnect"):
+            store.write(Transaction().set_attributes("w", search={"a": 1}).consume("w", 99, 0))
+        monkeypatch.undo()
+        store.write(Transaction().set_state("w", "k", 1))
+        assert store.states("w") == {"k": 1}
+        record = store.get_workflow("w")
+        assert record is not None and record.search == {}

@@ -615,12 +615,17 @@ class PgWritePath:
     # -- writing: the connection level -----------------------------------------------
     def _ensure_prepared(self, conn: psycopg.Connection[Any], stmts: Iterable[_Stmt]
                          ) -> _Gen[None]:
+        """Prepare those of ``stmts`` this connection has not. One the server refuses
+        is :class:`_StatementFailed` (index -1), as a statement that fails: inside an
+        explicit transaction it is rolled back, and a refusal for now (a statement
+        timeout while a lock keeps it from reading a table's definition) is tried
+        again."""
         pg = conn.pgconn
         for s in stmts:
             if s.name not in self._prepared:
                 res = yield from _ask(pg, pg.send_prepare, s.name, s.text.encode())
                 if res.status not in _OK:
-                    raise _result_error(res)
+                    raise _StatementFailed(-1, _result_error(res))
                 self._prepared.add(s.name)
 
     def _compose(self, plans: list[_Plan]) -> _Composed:
@@ -767,13 +772,24 @@ class PgWritePath:
         except _StatementFailed:
             yield from self._exec(conn, b"ROLLBACK")
             raise
+        except Exception as exc:
+            # something of the store's own failed between statements (a read of
+            # ``_map_error``, its reader gone): the transaction is not left open on the
+            # writer's connection (aborted, it would refuse every later write)
+            if not isinstance(exc, _ConnectionLost) and pg.status != _BAD:
+                with contextlib.suppress(_StatementFailed, _ConnectionLost):
+                    yield from self._exec(conn, b"ROLLBACK")
+            raise
 
     def _check_fence(self, conn: psycopg.Connection[Any], plan: _Plan
                      ) -> _Gen[BaseException | None]:
         """The server's error if ``plan``'s fence fails now (in a transaction of its
         own, writing nothing), else None."""
         fence = self._stmt("fence_many")
-        yield from self._ensure_prepared(conn, [fence])
+        try:
+            yield from self._ensure_prepared(conn, [fence])
+        except _StatementFailed as failed:  # (not checked: the refusal is the answer)
+            return failed.error
         wids = _array([None if wid is None else wid.encode() for wid in plan.fenced])
         res = yield from _ask(conn.pgconn, conn.pgconn.send_query_prepared, fence.name,
                               [str(plan.epoch).encode(), wids])
@@ -891,7 +907,7 @@ class PgWritePath:
                     # the fence and the writes are one statement, in no set order: a
                     # write another node's made (a journal row it wrote) may fail first
                     error = (yield from self._check_fence(conn, plan)) or error
-                index = composed.calls[failed.index].op
+                index = composed.calls[failed.index].op if failed.index >= 0 else -1
                 plan.error = self._map_error(error, plan, index)
                 return False
             plan.results = self._results(plan, out, composed.spots[0])
@@ -975,7 +991,11 @@ class PgWritePath:
                 kind = _MARK
             head = stmt.heads.get(kind) or self._head(stmt, kind)
         if head.name not in self._prepared:
-            yield from self._ensure_prepared(conn, [head])
+            try:
+                yield from self._ensure_prepared(conn, [head])
+            except _StatementFailed as failed:
+                plan.error = self._map_error(failed.error, plan, call.op)
+                return False
         pg = conn.pgconn
         res = yield from _ask(pg, pg.send_query_prepared, head.name, params)
         if res.status not in _OK:
@@ -1046,6 +1066,8 @@ class PgWritePath:
                             "from what the store kept")
                     elif bare and self._step_committed(plans[0]):
                         committed = True  # its row is there: a step has no results
+                        plans[0].results = [None] * len(plans[0].tx.ops)
+                        plans[0].error = None
                     else:
                         attempt += 1
                         continue  # it did not commit: send it again
@@ -1070,6 +1092,13 @@ class PgWritePath:
                 yield _BLOCK  # (the node's thread hands the write to a worker here)
                 _time.sleep(pause)
                 pause = min(pause * 2, 1.0)
+                if self._closed:  # (``close`` waits for this write: not sent again)
+                    for plan in again:
+                        plan.error = StoreError(
+                            self.path, f"the store was closed while this write waited to "
+                            f"be tried again (the server refused it for now: "
+                            f"{_reason(plan.error or Exception())}); it was not committed")
+                    return
         except GeneratorExit:
             # abandoned by its driver (a KeyboardInterrupt) with statements maybe in
             # flight: the connection's state and the transaction's outcome are unknown,
@@ -1181,7 +1210,9 @@ class PgWritePath:
 
     def _recover_results(self, plan: _Plan) -> None:
         """Results of a transaction that committed while its answer was lost: read back
-        (``create_workflow``, ``deliver`` and ``admit``). A caller whose own
+        (every operation with a result: ``create_workflow``, ``deliver``,
+        ``deliver_to_monitors``, ``enqueue``, ``admit``, ``update_schedule``; the
+        others' is ``None``). A caller whose own
         operations had failed before the COMMIT (a SAVEPOINT rolled them back) keeps
         its error."""
         if plan.error is not None:
@@ -1219,6 +1250,18 @@ class PgWritePath:
                     "AND admitted = %s", (entries, params[5]))
                 got = {row[0] for row in rows}
                 results[index] = [wid for wid in entries if wid in got]
+            elif op is Op.ENQUEUE:  # its queue row, if the workflow is this start's
+                wid, run = params[0], params[1]
+                rows = self._query(
+                    f"SELECT q.seq FROM {self._s}.queue q JOIN {self._s}.workflows w "
+                    "USING (workflow_id) WHERE q.workflow_id = %s AND w.run_id = %s",
+                    (wid, run))
+                results[index] = int(rows[0][0]) if rows else None
+            elif op is Op.UPDATE_SCHEDULE:  # updated by this transaction: at its time
+                rows = self._query(
+                    f"SELECT 1 FROM {self._s}.schedules WHERE schedule_id = %s "
+                    "AND updated = %s", (params[0], params[1]))
+                results[index] = bool(rows)
         plan.results = results
         plan.error = None
 
