@@ -1340,14 +1340,9 @@ def _ask(pg: Any, send: Any, *args: Any) -> _Gen[Any]:
     res = None
     try:
         send(*args)
-        while pg.flush():  # (a large statement, or a slow link: the rest when writable)
-            if (yield pg.socket, _RW) & _R:
-                pg.consume_input()
+        yield from _flush(pg)
         while True:
-            while pg.is_busy():
-                yield pg.socket, _R
-                pg.consume_input()
-            got = pg.get_result()
+            got = yield from _next_result(pg)
             if got is None:
                 break
             res = got
@@ -1357,6 +1352,22 @@ def _ask(pg: Any, send: Any, *args: Any) -> _Gen[Any]:
         message = res.error_message.decode("utf-8", "replace") if res is not None else ""
         raise _ConnectionLost(_reason(Exception(message)) or "connection lost")
     return res
+
+
+def _flush(pg: Any) -> _Gen[None]:
+    """Send what libpq holds (a large statement, or a slow link: the rest once the
+    socket is writable; what the server sends meanwhile is read)."""
+    while pg.flush():
+        if (yield pg.socket, _RW) & _R:
+            pg.consume_input()
+
+
+def _next_result(pg: Any) -> _Gen[Any]:
+    """``pg.get_result()``, yielding while the server has not answered."""
+    while pg.is_busy():
+        yield pg.socket, _R
+        pg.consume_input()
+    return pg.get_result()
 
 
 def _pipeline(pg: Any, statements: list[tuple[bytes, list[Any]]]) -> _Gen[list[Any]]:
@@ -1371,14 +1382,9 @@ def _pipeline(pg: Any, statements: list[tuple[bytes, list[Any]]]) -> _Gen[list[A
             for name, params in statements:
                 pg.send_query_prepared(name, params)
             pg.pipeline_sync()
-            while pg.flush():
-                if (yield pg.socket, _RW) & _R:
-                    pg.consume_input()
+            yield from _flush(pg)
             while True:
-                while pg.is_busy():
-                    yield pg.socket, _R
-                    pg.consume_input()
-                res = pg.get_result()
+                res = yield from _next_result(pg)
                 if res is None:
                     if pg.status == _BAD:
                         break
