@@ -617,9 +617,11 @@ class PostgresStore(PgWritePath, StoreShortcuts):
         self._batched(batch, plans)
 
     def _finish_batch(self, batch: list[CommitRequest], plans: list[_Plan],
-                      write: _Gen[None], wait: Any) -> None:
+                      write: _Gen[None], wait: Any = _DONE) -> None:
+        """Drive ``write`` (the batch's, from ``wait``: where ``_drive_here`` left it,
+        if it did) to its end in this thread and give each request its outcome."""
         try:
-            self._drive(write, wait)  # (a worker thread)
+            self._drive(write, wait)
         except BaseException as exc:
             fail_all(batch, exc)
             return
@@ -629,12 +631,7 @@ class PostgresStore(PgWritePath, StoreShortcuts):
         """One transaction for the whole batch (a SAVEPOINT per caller on failure), in
         this thread."""
         plans: list[_Plan] = [request.tx for request in batch]
-        try:
-            self._commit_plans(plans)
-        except BaseException as exc:
-            fail_all(batch, exc)
-            return
-        self._batched(batch, plans)
+        self._finish_batch(batch, plans, self._commit(plans, here=False))
 
     def _batched(self, batch: list[CommitRequest], plans: list[_Plan]) -> None:
         for request, plan in zip(batch, plans, strict=True):
