@@ -324,9 +324,7 @@ def _listening() -> Iterator[Any]:
     the process ran on)."""
     try:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            noted = _cli_signals.take()
-            if noted is not None:
-                signal.raise_signal(noted)
+            _cli_signals.raise_noted()
             yield signals
     finally:
         _cli_signals.restore()

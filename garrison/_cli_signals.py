@@ -12,7 +12,7 @@ garrison ...``; never when an application imports garrison), importing this modu
 signal (:func:`defer_if_command`); a second one exits at once (``128 + the signal
 number``, as a second signal does once the node runs). The command then hands a
 noted signal on: ``garrison run`` and ``garrison ui`` raise it again once they listen
-(:func:`take`), so it is their first signal, whatever the moment it came, and put the
+(:func:`raise_noted`), so it is their first signal, whatever the moment it came, and put the
 usual handlers back (:func:`restore`) once they stop listening (their signal receiver,
 as it closes, puts back the noting ones it found); any other command puts the usual
 handlers back at once and gets it as it would have.
@@ -28,7 +28,7 @@ import sys
 import threading
 from types import FrameType
 
-__all__ = ["defer_if_command", "restore", "take"]
+__all__ = ["defer_if_command", "raise_noted", "restore"]
 
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 #: the signal noted, if one came; ``_deferring``: the noting handlers were installed
@@ -70,10 +70,11 @@ def defer_if_command() -> None:
     _deferring = True
 
 
-def take() -> int | None:
-    """The signal noted so far (forgotten now), or ``None``. The caller, listening for
-    signals by now, raises it again to act on it."""
-    return _noted.pop() if _noted else None
+def raise_noted() -> None:
+    """Raise again the signal noted so far, if one was (it is forgotten here): the
+    caller listens for signals by now, or has put the usual handlers back."""
+    if _noted:
+        signal.raise_signal(_noted.pop())
 
 
 def restore() -> None:
@@ -92,9 +93,7 @@ def restore() -> None:
                           (signal.SIGTERM, signal.SIG_DFL)):
         if signal.getsignal(signum) is _note:  # (not one the application put in place)
             signal.signal(signum, usual)
-    noted = take()
-    if noted is not None:
-        signal.raise_signal(noted)
+    raise_noted()
 
 
 defer_if_command()
