@@ -248,22 +248,8 @@ def take_lock(path: str, mode: int) -> tuple[int, str]:
 def lock_held(path: str) -> bool:
     """Whether a node holds the lock of the store at ``path`` now (a tool deciding
     whether to ask the node or act itself). Unknown counts as held."""
-    name = lock_file(path)
-    try:
-        fd = os.open(name, os.O_RDWR)
-    except FileNotFoundError:
-        return False  # no node ever opened it here
-    except OSError:
-        return True
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:  # (BlockingIOError: held)
-        return True
-    else:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return False
-    finally:
-        os.close(fd)
+    with lock_if_free(path) as free:
+        return not free
 
 
 @contextlib.contextmanager
