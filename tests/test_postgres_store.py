@@ -302,6 +302,134 @@ async def test_a_full_step_of_a_cluster_node_is_fenced_without_the_writers_numbe
         assert [r.outcome for r in store.journal("w")] == [0, 1, 2, 3]
 
 
+def _closing_after_reconnect(store: PostgresStore, monkeypatch: pytest.MonkeyPatch
+                             ) -> list[threading.Thread]:
+    """Once the writer reconnected after a lost connection, ``close()`` is called from
+    another thread (which waits for the write to end): the list gets that thread."""
+    real = store._reconnect_writer
+    closing: list[threading.Thread] = []
+
+    def reconnect(deadline: float, reason: str) -> int:
+        found = real(deadline, reason)
+        closing.append(threading.Thread(target=store.close))
+        closing[0].start()
+        while not store._closed:  # (close marks the store closed, then waits for the lock)
+            time.sleep(0.001)
+        return found
+
+    monkeypatch.setattr(store, "_reconnect_writer", reconnect)
+    return closing
+
+
+@pytest.mark.parametrize("how", ["write", "commit"])
+async def test_a_store_closed_while_a_committed_write_is_read_back_says_it_committed(
+        pg: str, monkeypatch: pytest.MonkeyPatch, how: str) -> None:
+    """A write commits and its answer is lost; the writer reconnects and finds by its
+    number that it committed, and the store is closed before its results are read back.
+    Its caller (a synchronous write, the node's commit) gets a StoreError saying so and
+    that the write committed: it got the bare RuntimeError of a call on a closed store,
+    for a write that committed."""
+    store = PostgresStore(pg)
+    try:
+        store.write(Transaction().create_workflow("w", "app:f"))
+        _lose_answer(store, monkeypatch, after=True)
+        closing = _closing_after_reconnect(store, monkeypatch)
+        tx = Transaction().create_workflow("v", "app:g").set_state("v", "k", 1)
+        with pytest.raises(StoreError) as info:
+            if how == "write":
+                store.write(tx)
+            else:
+                with trio.fail_after(30):
+                    await store.commit(tx)
+        closing[0].join(10)
+        assert not closing[0].is_alive()
+        message = str(info.value)
+        assert "closed while" in message and "it committed" in message, message
+        assert sql(pg, "SELECT key FROM state WHERE workflow_id = 'v'") == [("k",)]
+    finally:
+        store.close()
+
+
+def test_a_committed_write_whose_results_cannot_be_read_back_counts_as_committed(
+        pg: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A write commits, its answer is lost, and its results cannot be read back (the
+    reader cannot reconnect): its caller gets a StoreError saying it committed (it got
+    the reader's error alone), and the store counts it as committed. The next write,
+    whose connection drops before it is sent, is sent again: it was taken for
+    committed (it had the same number as the one before it) and silently lost."""
+    with PostgresStore(pg) as store:
+        store.write(Transaction().create_workflow("w", "app:f"))
+        _lose_answer(store, monkeypatch, after=True)
+        real_reconnect, real_query = store._reconnect_writer, store._query
+        unreadable: list[int] = []
+
+        def reconnect(deadline: float, reason: str) -> int:
+            unreadable.append(1)
+            return real_reconnect(deadline, reason)
+
+        def query(*args: Any, **kwargs: Any) -> Any:
+            if unreadable:
+                unreadable.clear()
+                raise StoreError(store.path, "the connection was lost and could not be "
+                                 "made again within 30s: refused")
+            return real_query(*args, **kwargs)
+
+        monkeypatch.setattr(store, "_reconnect_writer", reconnect)
+        monkeypatch.setattr(store, "_query", query)
+        with pytest.raises(StoreError) as info:
+            store.write(Transaction().create_workflow("v", "app:g").set_state("v", "k", 1))
+        message = str(info.value)
+        assert "it committed" in message and "could not be made again" in message, message
+        assert message.count(repr(store.path)) == 1, message  # (named once)
+        assert store.failed is None
+        monkeypatch.undo()
+        _lose_answer(store, monkeypatch, after=False)
+        assert store.write(Transaction().set_state("w", "k", 2).set_state("w", "j", 3)) \
+            == [None, None]
+        assert store.states("w") == {"j": 3, "k": 2}
+        assert store.statistics().transactions == 3
+
+
+def test_a_store_closed_while_a_full_step_s_row_is_looked_for_is_a_store_error(
+        pg: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """At synchronous="full" a step whose answer was lost is settled by looking for its
+    row; the store is closed before that read: a StoreError saying whether the step
+    committed is unknown (it was the RuntimeError of a call on a closed store)."""
+    store = PostgresStore(pg, synchronous="full")
+    try:
+        store.write(Transaction().create_workflow("w", "app:f"))
+        _lose_one_answer(monkeypatch, after=True)
+        closing = _closing_after_reconnect(store, monkeypatch)
+        with pytest.raises(StoreError, match=r"the store was closed while looking for this "
+                           r"step's journal row .*: whether it committed is unknown"):
+            store.write(Transaction().append_journal("w", 0, "activity", "a", 1))
+        closing[0].join(10)
+        assert not closing[0].is_alive()
+    finally:
+        store.close()
+
+
+def test_a_store_closed_while_a_taken_dedup_key_is_read_is_a_store_error(pg: str) -> None:
+    """A start's enqueue hits the unique index of dedup keys (another start took the key
+    at the same moment): the holder is read to name it, and the store was closed
+    meanwhile. The start gets a StoreError saying it was not committed (it was the
+    RuntimeError of a call on a closed store)."""
+    base, _, schema = pg.partition("?schema=")
+    with PostgresStore(pg) as store:
+        store.write(Transaction().create_workflow("w1", "app:f", status="pending", run_id="r1")
+                    .enqueue("w1", "r1", dedup="k")
+                    .create_workflow("w2", "app:f", status="pending", run_id="r2"))
+        with psycopg.connect(base) as c, pytest.raises(psycopg.errors.UniqueViolation) as taken:
+            c.execute(f'INSERT INTO "{schema}".queue (workflow_id, dedup, enqueued) '
+                      "VALUES ('w2', 'k', 0)")
+        assert taken.value.diag.constraint_name == "queue_dedup"
+        plan = store._plan(Transaction().enqueue("w2", "r2", dedup="k"))
+        store.close()
+        with pytest.raises(StoreError, match=r"the store was closed while reading which "
+                           r"workflow holds dedup key 'k' .*: it was not committed"):
+            store._map_error(taken.value, plan, 0)
+
+
 def test_a_full_store_still_finds_confirmed_commits_the_server_lost(pg: str) -> None:
     with PostgresStore(pg, synchronous="full") as store:
         store.write(Transaction().create_workflow("w", "app:f"))

@@ -65,9 +65,10 @@ The first statement of every transaction also sets this writer's row of
   meanwhile: the same refusal;
 - the store is closed while a write waits for the server: that write ends with
   :class:`~garrison.StoreError` saying its outcome is unknown (``close`` does not
-  wait for a server that stopped answering); one the server refused for now (a
-  statement timeout under lock contention), waiting to be tried again, ends with a
-  StoreError saying it was not committed, and is not sent again.
+  wait for a server that stopped answering); one whose results are being read back
+  after a lost answer, with a StoreError saying it committed; one the server refused
+  for now (a statement timeout under lock contention), waiting to be tried again,
+  with a StoreError saying it was not committed, and it is not sent again.
 
 A workflow is never marked failed because the network blinked: its end cannot be
 recorded, and it resumes from its journal.
