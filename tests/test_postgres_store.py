@@ -430,6 +430,108 @@ def test_a_store_closed_while_a_taken_dedup_key_is_read_is_a_store_error(pg: str
             store._map_error(taken.value, plan, 0)
 
 
+class _Clock:
+    """A clock for the write path (``_pg_write._time``): its pauses advance it at once."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.time = time.time
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def _lost_twice(monkeypatch: pytest.MonkeyPatch, *, second_after: bool) -> list[float]:
+    """The next transaction's connection drops before it is sent, and again as it is
+    sent again (``second_after``: after it committed); returns a list that gets the
+    time of each send."""
+    real = PostgresStore._send
+    sends: list[float] = []
+
+    def send(self: PostgresStore, conn: Any, composed: Any, mark: Any) -> Any:
+        sends.append(pgstore._time.monotonic())
+        if len(sends) > 2:
+            return (yield from real(self, conn, composed, mark))
+        if len(sends) == 2 and second_after:
+            yield from real(self, conn, composed, mark)
+        conn.close()
+        raise pgstore._ConnectionLost("the network blinked")
+
+    monkeypatch.setattr(PostgresStore, "_send", send)
+    return sends
+
+
+def test_a_second_lost_connection_of_a_write_keeps_the_deadline_of_the_first(
+        pg: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A write's connection drops, the server comes back after 20 s (of ``retry_for``
+    30 s), the write is sent again and its connection drops again, for good: the write
+    gives up 30 s after the first loss, not 30 s after the second."""
+    with PostgresStore(pg, retry_for=30) as store:
+        store.write(Transaction().create_workflow("w", "app:f"))
+        clock = _Clock()
+        monkeypatch.setattr(pgstore, "_time", clock)
+        sends = _lost_twice(monkeypatch, second_after=False)
+        real = store._connect_writer
+
+        def connect(*, first: bool) -> Any:
+            if clock.now < 20 or len(sends) > 1:  # (back at 20 s, lost for good after)
+                raise StoreError(store.path, "cannot connect (its writes connection): refused")
+            return real(first=first)
+
+        monkeypatch.setattr(store, "_connect_writer", connect)
+        with pytest.raises(StoreError, match="could not be made again within 30s"):
+            store.write(Transaction().set_state("w", "k", 1).set_state("w", "j", 2))
+        assert len(sends) == 2 and 20 <= sends[1] < 25
+        assert 28 <= clock.now <= 30
+    assert sql(pg, "SELECT key FROM state") == []
+
+
+def test_a_write_whose_connection_drops_twice_is_applied_once(
+        pg: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A write's connection drops before it is sent; sent again, it commits and its
+    answer is lost: the writer's number settles that it committed, and it is not sent
+    a third time. Its caller gets its results, and it is written once."""
+    with PostgresStore(pg) as store:
+        store.write(Transaction().create_workflow("w", "app:f"))
+        sends = _lost_twice(monkeypatch, second_after=True)
+        tx = (Transaction().create_workflow("v", "app:g").append_journal("w", 0, "send", "t")
+              .deliver("w", "t", 7, msg_id="m-1"))
+        created, _, row = store.write(tx)
+        assert len(sends) == 2
+        assert created is True and row == store.inbox_message("m-1").id  # type: ignore[union-attr]
+        assert [r.seq for r in store.journal("w")] == [0]
+        assert len(store.pending_messages("w")) == 1
+        assert store.statistics().transactions == 2
+
+
+def test_a_connection_lost_again_as_the_writer_reconnects_is_retried(
+        pg: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A write's connection drops, and the new connection drops too as the writer sets
+    it up (takes its lock again): that is tried again as a connection that cannot be
+    made is (it was the raw ``psycopg.OperationalError`` of the setup, out of the
+    write). The write is sent again, once."""
+    with PostgresStore(pg) as store:
+        store.write(Transaction().create_workflow("w", "app:f"))
+        _lose_answer(store, monkeypatch, after=False)
+        real = store._share_node_lock
+        dropped: list[int] = []
+
+        def share(conn: Any) -> None:
+            if not dropped:
+                dropped.append(1)
+                conn.close()
+            real(conn)
+
+        monkeypatch.setattr(store, "_share_node_lock", share)
+        assert store.write(Transaction().set_state("w", "k", 1).set_state("w", "j", 2)) \
+            == [None, None]
+        assert dropped and store.states("w") == {"j": 2, "k": 1}
+        assert store.statistics().transactions == 2
+
+
 def test_a_full_store_still_finds_confirmed_commits_the_server_lost(pg: str) -> None:
     with PostgresStore(pg, synchronous="full") as store:
         store.write(Transaction().create_workflow("w", "app:f"))

@@ -1221,6 +1221,8 @@ class PgWritePath:
                               f"still holds it ({exc})")
             except StoreError as exc:
                 last = str(exc)
+            except psycopg.Error as exc:  # (lost again as it took the lock: try again)
+                last = _reason(exc)
             else:
                 try:
                     row = conn.execute(
