@@ -821,6 +821,36 @@ async def test_a_batch_is_written_in_the_node_thread_only_when_nothing_else_can_
         assert where == ["worker thread"]
 
 
+def test_an_interrupt_while_a_write_waits_for_the_server_lets_go_of_the_connection(
+        pg: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A KeyboardInterrupt while a write waits for the server's answer (in its driver,
+    not in the write): the write is abandoned there and then, letting go of the write
+    lock. It kept it until the exception was gone, and ``close`` (a ``with`` block's
+    end, while the KeyboardInterrupt went on) waited for it forever."""
+    real = pgstore._poll
+    polls: list[int] = []
+
+    def poll(wait: Any, timeout_ms: int) -> int:
+        if not polls:
+            polls.append(1)
+            raise KeyboardInterrupt
+        return real(wait, timeout_ms)
+
+    store = PostgresStore(pg)
+    store.write(Transaction().create_workflow("w", "app:f"))
+    monkeypatch.setattr(pgstore, "_poll", poll)
+    with pytest.raises(KeyboardInterrupt) as info:
+        store.write(Transaction().set_state("w", "k", 1).set_state("w", "j", 2))
+    closing = threading.Thread(target=store.close, daemon=True)
+    closing.start()
+    closing.join(10)
+    alive = closing.is_alive()
+    del info  # (its traceback holds the write: a close still waiting ends now)
+    closing.join(10)
+    assert polls and not alive
+    assert store.failed is not None and "abandoned" in str(store.failed)
+
+
 async def _create(args: tuple[PostgresStore, str]) -> None:
     store, wid = args
     await store.commit(Transaction().create_workflow(wid, "app:f"))

@@ -1110,15 +1110,21 @@ class PgWritePath:
                             f"be tried again (the server refused it for now: "
                             f"{_reason(plan.error or Exception())}); it was not committed")
                     return
-        except GeneratorExit:
-            # abandoned by its driver (a KeyboardInterrupt) with statements maybe in
-            # flight: the connection's state and the transaction's outcome are unknown,
-            # and a later write could not tell them apart by the writer's number
+        except BaseException as exc:
+            if isinstance(exc, Exception):
+                raise
+            # abandoned by its driver (GeneratorExit: a KeyboardInterrupt there), or
+            # interrupted itself (a KeyboardInterrupt), with statements maybe in flight:
+            # the connection's state and the transaction's outcome are unknown, and a
+            # later write could not tell them apart by the writer's number
             self._drop_writer()
             if self._failed is None:
-                self._failed = StoreError(self.path, "a write was abandoned while it waited "
-                                          "for the server (whether it committed is "
-                                          "unknown); this store writes nothing more")
+                how = ("abandoned while it waited for the server"
+                       if isinstance(exc, GeneratorExit)
+                       else f"interrupted ({type(exc).__name__})")
+                self._failed = StoreError(self.path, f"a write was {how} (whether it "
+                                          "committed is unknown); this store writes "
+                                          "nothing more")
             raise
         finally:
             lock.release()
@@ -1175,6 +1181,9 @@ class PgWritePath:
         except StopIteration as stop:
             result: _T = stop.value
             return result
+        except BaseException:
+            write.close()  # (a KeyboardInterrupt here: the write lets go of the lock now)
+            raise
 
     def _drive_here(self, write: _Gen[Any]) -> Any:
         """Run ``write`` in the node's (trio) thread while it waits at most
@@ -1202,6 +1211,9 @@ class PgWritePath:
             return wait
         except StopIteration:
             return _DONE
+        except BaseException:
+            write.close()  # (a KeyboardInterrupt here: the write lets go of the lock now)
+            raise
 
     def _reconnect_writer(self, deadline: float, reason: str) -> int:
         """Reconnect (with backoff until ``deadline``), take the lock again; the
