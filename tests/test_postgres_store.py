@@ -821,6 +821,53 @@ async def test_a_batch_is_written_in_the_node_thread_only_when_nothing_else_can_
         assert where == ["worker thread"]
 
 
+class _Interrupt(BaseException):
+    """An interrupt that is no Exception (as KeyboardInterrupt and SystemExit are)."""
+
+
+@pytest.mark.parametrize("where", ["node thread", "handed over", "worker thread"])
+async def test_an_interrupt_of_a_batch_goes_on_and_fails_every_caller(
+        pg: str, monkeypatch: pytest.MonkeyPatch, where: str) -> None:
+    """An interrupt (no Exception: a KeyboardInterrupt, a SystemExit) while a batch is
+    written, in the node's thread, in the worker thread it handed the write over to, or
+    in a worker thread from the start, goes on from the batch's leader,
+    once; every other caller gets a StoreError saying its write was interrupted. (It was
+    given to every caller as its outcome, and swallowed by the store.) Whether the write
+    committed is unknown: the store writes nothing more, and lets go of its lock."""
+    from garrison.persistence import _postgres
+
+    def run(self: PostgresStore, conn: Any, plans: Any, n: int, bare: bool = False) -> Any:
+        if where == "handed over":
+            yield pgstore._BLOCK  # (the node's thread hands the write over here)
+            assert not trio.lowlevel.in_trio_run()
+        raise _Interrupt
+        yield  # (a resumable write)
+
+    with PostgresStore(pg) as store:
+        store.write(Transaction().create_workflow("w", "app:f"))
+        monkeypatch.setattr(PostgresStore, "_run", run)
+        monkeypatch.setattr(_postgres, "runnable_tasks",
+                            lambda: 1 if where == "worker thread" else 0)
+        got: list[BaseException | list[Any]] = []
+
+        async def commit(i: int) -> None:
+            try:
+                got.append(await store.commit(Transaction().set_state("w", f"k{i}", i)))
+            except BaseException as exc:  # (the interrupt too: what each caller got)
+                got.append(exc)
+
+        with trio.fail_after(30):  # (a caller left waiting would hang here)
+            await _at_once(monkeypatch, commit, range(3))
+        assert [type(e) for e in got].count(_Interrupt) == 1, got
+        others = [e for e in got if not isinstance(e, _Interrupt)]
+        assert len(others) == 2 and all(isinstance(e, StoreError) for e in others), got
+        assert all("interrupted (_Interrupt)" in str(e) for e in others), others
+        assert store.failed is not None and "interrupted" in str(store.failed)
+        assert store._write_lock.acquire(blocking=False)
+        store._write_lock.release()
+    assert sql(pg, "SELECT key FROM state") == []
+
+
 def test_an_interrupt_while_a_write_waits_for_the_server_lets_go_of_the_connection(
         pg: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """A KeyboardInterrupt while a write waits for the server's answer (in its driver,

@@ -111,6 +111,7 @@ from ._group_commit import (
     Strategy,
     fail_all,
     hand_over,
+    interrupted,
     runnable_tasks,
 )
 from ._pg_write import (
@@ -610,9 +611,12 @@ class PostgresStore(PgWritePath, StoreShortcuts):
             wait = self._drive_here(write)
         except Busy:
             raise
-        except BaseException as exc:
+        except Exception as exc:
             fail_all(batch, exc)
             return
+        except BaseException as exc:  # (a KeyboardInterrupt: it goes on, once)
+            fail_all(batch, interrupted(self.path, exc))
+            raise
         if wait is not _DONE:
             raise hand_over(lambda: self._finish_batch(batch, plans, write, wait))
         self._batched(batch, plans)
@@ -623,9 +627,12 @@ class PostgresStore(PgWritePath, StoreShortcuts):
         if it did) to its end in this thread and give each request its outcome."""
         try:
             self._drive(write, wait)
-        except BaseException as exc:
+        except Exception as exc:
             fail_all(batch, exc)
             return
+        except BaseException as exc:  # (a KeyboardInterrupt: it goes on, once)
+            fail_all(batch, interrupted(self.path, exc))
+            raise
         self._batched(batch, plans)
 
     def _write_batch(self, batch: list[CommitRequest]) -> None:
