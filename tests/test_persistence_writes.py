@@ -619,3 +619,87 @@ async def test_a_commit_is_not_interrupted_by_a_cancellation_of_its_caller(
         assert sorted(store.states("w")) == sorted(reached)
     finally:
         store.close()
+
+
+class _Interrupt(BaseException):
+    """An interrupt that is no Exception (as KeyboardInterrupt and SystemExit are)."""
+
+
+async def _commit_each(commit: Any, txs: list[Any]) -> list[BaseException | list[Any]]:
+    """``await commit(tx)`` for each of ``txs`` in a task of its own, at once (the engine
+    is told other tasks are runnable: nobody commits alone, and the commits form ONE
+    batch); each one's results or what it raised."""
+    got: list[BaseException | list[Any]] = []
+
+    async def one(tx: Any) -> None:
+        try:
+            got.append(await commit(tx))
+        except BaseException as exc:  # (the interrupt too: what each caller got)
+            got.append(exc)
+
+    with trio.fail_after(30):  # (a caller left waiting would hang here)
+        async with trio.open_nursery() as nursery:
+            for tx in txs:
+                nursery.start_soon(one, tx)
+    return got
+
+
+async def test_an_interrupt_of_a_batch_is_raised_once_by_the_engine(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A store's ``write_batch`` raises an interrupt (no Exception) without giving the
+    requests an outcome: it goes on from the leader's commit, once, and the other
+    callers resume with an error (each raised the interrupt again)."""
+    from garrison.persistence import _group_commit
+
+    def write_batch(batch: list[CommitRequest]) -> None:
+        raise _Interrupt
+
+    engine = _group_commit.GroupCommit(lambda tx: [None], write_batch, Strategy.INLINE)
+    monkeypatch.setattr(_group_commit, "runnable_tasks", lambda: 1)  # nobody alone
+    got = await _commit_each(engine.commit, ["tx0", "tx1", "tx2"])
+    assert sorted(type(e).__name__ for e in got) == ["RuntimeError", "RuntimeError",
+                                                     "_Interrupt"], got
+    assert all("interrupted" in str(e) for e in got if isinstance(e, RuntimeError))
+
+
+@pytest.mark.parametrize("where", ["batch", "isolated"])
+@pytest.mark.parametrize("strategy", [Strategy.INLINE, Strategy.THREAD])
+async def test_an_interrupt_of_a_sqlite_batch_goes_on_and_fails_every_caller(
+        sqlite_store: SQLiteStore, monkeypatch: pytest.MonkeyPatch, where: str,
+        strategy: Strategy) -> None:
+    """SQLite: an interrupt (no Exception: a KeyboardInterrupt, a SystemExit) while a
+    batch is written (its one transaction, or its rewrite with a SAVEPOINT per caller),
+    in the trio thread or a worker thread, goes on from the batch's leader, once; every
+    other caller gets a StoreError saying its write was interrupted. (It was given to
+    every caller as its outcome, and swallowed by the store.) Nothing of it committed,
+    and the store writes on."""
+    from garrison import StoreError
+    from garrison.persistence import _group_commit
+
+    store = sqlite_store
+    store.write(Transaction().create_workflow("w", "app:flow"))
+    real = store._apply
+    calls: list[int] = []
+
+    def apply(tx: Transaction) -> list[Any]:
+        calls.append(1)
+        if where == "isolated" and len(calls) == 1:
+            raise ValueError("one caller's own error: the batch is written again")
+        if where == "batch" or len(calls) == 2:
+            raise _Interrupt
+        return real(tx)
+
+    monkeypatch.setattr(store, "_apply", apply)
+    monkeypatch.setattr(_group_commit, "runnable_tasks", lambda: 1)  # nobody alone
+    store._group.strategy = strategy
+    store._group._alone_inline = False
+    got = await _commit_each(store.commit, [Transaction().set_state("w", f"k{i}", i)
+                                            for i in range(3)])
+    assert [type(e) for e in got].count(_Interrupt) == 1, got
+    others = [e for e in got if not isinstance(e, _Interrupt)]
+    assert len(others) == 2 and all(isinstance(e, StoreError) for e in others), got
+    assert all("interrupted (_Interrupt)" in str(e) for e in others), others
+    monkeypatch.undo()
+    assert store.states("w") == {}
+    await store.commit(Transaction().set_state("w", "after", 1))
+    assert store.states("w") == {"after": 1}

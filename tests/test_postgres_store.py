@@ -302,6 +302,236 @@ async def test_a_full_step_of_a_cluster_node_is_fenced_without_the_writers_numbe
         assert [r.outcome for r in store.journal("w")] == [0, 1, 2, 3]
 
 
+def _closing_after_reconnect(store: PostgresStore, monkeypatch: pytest.MonkeyPatch
+                             ) -> list[threading.Thread]:
+    """Once the writer reconnected after a lost connection, ``close()`` is called from
+    another thread (which waits for the write to end): the list gets that thread."""
+    real = store._reconnect_writer
+    closing: list[threading.Thread] = []
+
+    def reconnect(deadline: float, reason: str) -> int:
+        found = real(deadline, reason)
+        closing.append(threading.Thread(target=store.close))
+        closing[0].start()
+        while not store._closed:  # (close marks the store closed, then waits for the lock)
+            time.sleep(0.001)
+        return found
+
+    monkeypatch.setattr(store, "_reconnect_writer", reconnect)
+    return closing
+
+
+@pytest.mark.parametrize("how", ["write", "commit"])
+async def test_a_store_closed_while_a_committed_write_is_read_back_says_it_committed(
+        pg: str, monkeypatch: pytest.MonkeyPatch, how: str) -> None:
+    """A write commits and its answer is lost; the writer reconnects and finds by its
+    number that it committed, and the store is closed before its results are read back.
+    Its caller (a synchronous write, the node's commit) gets a StoreError saying so and
+    that the write committed: it got the bare RuntimeError of a call on a closed store,
+    for a write that committed."""
+    store = PostgresStore(pg)
+    try:
+        store.write(Transaction().create_workflow("w", "app:f"))
+        _lose_answer(store, monkeypatch, after=True)
+        closing = _closing_after_reconnect(store, monkeypatch)
+        tx = Transaction().create_workflow("v", "app:g").set_state("v", "k", 1)
+        with pytest.raises(StoreError) as info:
+            if how == "write":
+                store.write(tx)
+            else:
+                with trio.fail_after(30):
+                    await store.commit(tx)
+        closing[0].join(10)
+        assert not closing[0].is_alive()
+        message = str(info.value)
+        assert "closed while" in message and "it committed" in message, message
+        assert sql(pg, "SELECT key FROM state WHERE workflow_id = 'v'") == [("k",)]
+    finally:
+        store.close()
+
+
+def test_a_committed_write_whose_results_cannot_be_read_back_counts_as_committed(
+        pg: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A write commits, its answer is lost, and its results cannot be read back (the
+    reader cannot reconnect): its caller gets a StoreError saying it committed (it got
+    the reader's error alone), and the store counts it as committed. The next write,
+    whose connection drops before it is sent, is sent again: it was taken for
+    committed (it had the same number as the one before it) and silently lost."""
+    with PostgresStore(pg) as store:
+        store.write(Transaction().create_workflow("w", "app:f"))
+        _lose_answer(store, monkeypatch, after=True)
+        real_reconnect, real_query = store._reconnect_writer, store._query
+        unreadable: list[int] = []
+
+        def reconnect(deadline: float, reason: str) -> int:
+            unreadable.append(1)
+            return real_reconnect(deadline, reason)
+
+        def query(*args: Any, **kwargs: Any) -> Any:
+            if unreadable:
+                unreadable.clear()
+                raise StoreError(store.path, "the connection was lost and could not be "
+                                 "made again within 30s: refused")
+            return real_query(*args, **kwargs)
+
+        monkeypatch.setattr(store, "_reconnect_writer", reconnect)
+        monkeypatch.setattr(store, "_query", query)
+        with pytest.raises(StoreError) as info:
+            store.write(Transaction().create_workflow("v", "app:g").set_state("v", "k", 1))
+        message = str(info.value)
+        assert "it committed" in message and "could not be made again" in message, message
+        assert message.count(repr(store.path)) == 1, message  # (named once)
+        assert store.failed is None
+        monkeypatch.undo()
+        _lose_answer(store, monkeypatch, after=False)
+        assert store.write(Transaction().set_state("w", "k", 2).set_state("w", "j", 3)) \
+            == [None, None]
+        assert store.states("w") == {"j": 3, "k": 2}
+        assert store.statistics().transactions == 3
+
+
+def test_a_store_closed_while_a_full_step_s_row_is_looked_for_is_a_store_error(
+        pg: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """At synchronous="full" a step whose answer was lost is settled by looking for its
+    row; the store is closed before that read: a StoreError saying whether the step
+    committed is unknown (it was the RuntimeError of a call on a closed store)."""
+    store = PostgresStore(pg, synchronous="full")
+    try:
+        store.write(Transaction().create_workflow("w", "app:f"))
+        _lose_one_answer(monkeypatch, after=True)
+        closing = _closing_after_reconnect(store, monkeypatch)
+        with pytest.raises(StoreError, match=r"the store was closed while looking for this "
+                           r"step's journal row .*: whether it committed is unknown"):
+            store.write(Transaction().append_journal("w", 0, "activity", "a", 1))
+        closing[0].join(10)
+        assert not closing[0].is_alive()
+    finally:
+        store.close()
+
+
+def test_a_store_closed_while_a_taken_dedup_key_is_read_is_a_store_error(pg: str) -> None:
+    """A start's enqueue hits the unique index of dedup keys (another start took the key
+    at the same moment): the holder is read to name it, and the store was closed
+    meanwhile. The start gets a StoreError saying it was not committed (it was the
+    RuntimeError of a call on a closed store)."""
+    base, _, schema = pg.partition("?schema=")
+    with PostgresStore(pg) as store:
+        store.write(Transaction().create_workflow("w1", "app:f", status="pending", run_id="r1")
+                    .enqueue("w1", "r1", dedup="k")
+                    .create_workflow("w2", "app:f", status="pending", run_id="r2"))
+        with psycopg.connect(base) as c, pytest.raises(psycopg.errors.UniqueViolation) as taken:
+            c.execute(f'INSERT INTO "{schema}".queue (workflow_id, dedup, enqueued) '
+                      "VALUES ('w2', 'k', 0)")
+        assert taken.value.diag.constraint_name == "queue_dedup"
+        plan = store._plan(Transaction().enqueue("w2", "r2", dedup="k"))
+        store.close()
+        with pytest.raises(StoreError, match=r"the store was closed while reading which "
+                           r"workflow holds dedup key 'k' .*: it was not committed"):
+            store._map_error(taken.value, plan, 0)
+
+
+class _Clock:
+    """A clock for the write path (``_pg_write._time``): its pauses advance it at once."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.time = time.time
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def _lost_twice(monkeypatch: pytest.MonkeyPatch, *, second_after: bool) -> list[float]:
+    """The next transaction's connection drops before it is sent, and again as it is
+    sent again (``second_after``: after it committed); returns a list that gets the
+    time of each send."""
+    real = PostgresStore._send
+    sends: list[float] = []
+
+    def send(self: PostgresStore, conn: Any, composed: Any, mark: Any) -> Any:
+        sends.append(pgstore._time.monotonic())
+        if len(sends) > 2:
+            return (yield from real(self, conn, composed, mark))
+        if len(sends) == 2 and second_after:
+            yield from real(self, conn, composed, mark)
+        conn.close()
+        raise pgstore._ConnectionLost("the network blinked")
+
+    monkeypatch.setattr(PostgresStore, "_send", send)
+    return sends
+
+
+def test_a_second_lost_connection_of_a_write_keeps_the_deadline_of_the_first(
+        pg: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A write's connection drops, the server comes back after 20 s (of ``retry_for``
+    30 s), the write is sent again and its connection drops again, for good: the write
+    gives up 30 s after the first loss, not 30 s after the second."""
+    with PostgresStore(pg, retry_for=30) as store:
+        store.write(Transaction().create_workflow("w", "app:f"))
+        clock = _Clock()
+        monkeypatch.setattr(pgstore, "_time", clock)
+        sends = _lost_twice(monkeypatch, second_after=False)
+        real = store._connect_writer
+
+        def connect(*, first: bool) -> Any:
+            if clock.now < 20 or len(sends) > 1:  # (back at 20 s, lost for good after)
+                raise StoreError(store.path, "cannot connect (its writes connection): refused")
+            return real(first=first)
+
+        monkeypatch.setattr(store, "_connect_writer", connect)
+        with pytest.raises(StoreError, match="could not be made again within 30s"):
+            store.write(Transaction().set_state("w", "k", 1).set_state("w", "j", 2))
+        assert len(sends) == 2 and 20 <= sends[1] < 25
+        assert 28 <= clock.now <= 30
+    assert sql(pg, "SELECT key FROM state") == []
+
+
+def test_a_write_whose_connection_drops_twice_is_applied_once(
+        pg: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A write's connection drops before it is sent; sent again, it commits and its
+    answer is lost: the writer's number settles that it committed, and it is not sent
+    a third time. Its caller gets its results, and it is written once."""
+    with PostgresStore(pg) as store:
+        store.write(Transaction().create_workflow("w", "app:f"))
+        sends = _lost_twice(monkeypatch, second_after=True)
+        tx = (Transaction().create_workflow("v", "app:g").append_journal("w", 0, "send", "t")
+              .deliver("w", "t", 7, msg_id="m-1"))
+        created, _, row = store.write(tx)
+        assert len(sends) == 2
+        assert created is True and row == store.inbox_message("m-1").id  # type: ignore[union-attr]
+        assert [r.seq for r in store.journal("w")] == [0]
+        assert len(store.pending_messages("w")) == 1
+        assert store.statistics().transactions == 2
+
+
+def test_a_connection_lost_again_as_the_writer_reconnects_is_retried(
+        pg: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A write's connection drops, and the new connection drops too as the writer sets
+    it up (takes its lock again): that is tried again as a connection that cannot be
+    made is (it was the raw ``psycopg.OperationalError`` of the setup, out of the
+    write). The write is sent again, once."""
+    with PostgresStore(pg) as store:
+        store.write(Transaction().create_workflow("w", "app:f"))
+        _lose_answer(store, monkeypatch, after=False)
+        real = store._share_node_lock
+        dropped: list[int] = []
+
+        def share(conn: Any) -> None:
+            if not dropped:
+                dropped.append(1)
+                conn.close()
+            real(conn)
+
+        monkeypatch.setattr(store, "_share_node_lock", share)
+        assert store.write(Transaction().set_state("w", "k", 1).set_state("w", "j", 2)) \
+            == [None, None]
+        assert dropped and store.states("w") == {"j": 2, "k": 1}
+        assert store.statistics().transactions == 2
+
+
 def test_a_full_store_still_finds_confirmed_commits_the_server_lost(pg: str) -> None:
     with PostgresStore(pg, synchronous="full") as store:
         store.write(Transaction().create_workflow("w", "app:f"))
@@ -589,6 +819,83 @@ async def test_a_batch_is_written_in_the_node_thread_only_when_nothing_else_can_
             patch.setattr(_postgres, "runnable_tasks", lambda: 1)
             await _at_once(monkeypatch, _create, [(store, "v0"), (store, "v1")])
         assert where == ["worker thread"]
+
+
+class _Interrupt(BaseException):
+    """An interrupt that is no Exception (as KeyboardInterrupt and SystemExit are)."""
+
+
+@pytest.mark.parametrize("where", ["node thread", "handed over", "worker thread"])
+async def test_an_interrupt_of_a_batch_goes_on_and_fails_every_caller(
+        pg: str, monkeypatch: pytest.MonkeyPatch, where: str) -> None:
+    """An interrupt (no Exception: a KeyboardInterrupt, a SystemExit) while a batch is
+    written, in the node's thread, in the worker thread it handed the write over to, or
+    in a worker thread from the start, goes on from the batch's leader,
+    once; every other caller gets a StoreError saying its write was interrupted. (It was
+    given to every caller as its outcome, and swallowed by the store.) Whether the write
+    committed is unknown: the store writes nothing more, and lets go of its lock."""
+    from garrison.persistence import _postgres
+
+    def run(self: PostgresStore, conn: Any, plans: Any, n: int, bare: bool = False) -> Any:
+        if where == "handed over":
+            yield pgstore._BLOCK  # (the node's thread hands the write over here)
+            assert not trio.lowlevel.in_trio_run()
+        raise _Interrupt
+        yield  # (a resumable write)
+
+    with PostgresStore(pg) as store:
+        store.write(Transaction().create_workflow("w", "app:f"))
+        monkeypatch.setattr(PostgresStore, "_run", run)
+        monkeypatch.setattr(_postgres, "runnable_tasks",
+                            lambda: 1 if where == "worker thread" else 0)
+        got: list[BaseException | list[Any]] = []
+
+        async def commit(i: int) -> None:
+            try:
+                got.append(await store.commit(Transaction().set_state("w", f"k{i}", i)))
+            except BaseException as exc:  # (the interrupt too: what each caller got)
+                got.append(exc)
+
+        with trio.fail_after(30):  # (a caller left waiting would hang here)
+            await _at_once(monkeypatch, commit, range(3))
+        assert [type(e) for e in got].count(_Interrupt) == 1, got
+        others = [e for e in got if not isinstance(e, _Interrupt)]
+        assert len(others) == 2 and all(isinstance(e, StoreError) for e in others), got
+        assert all("interrupted (_Interrupt)" in str(e) for e in others), others
+        assert store.failed is not None and "interrupted" in str(store.failed)
+        assert store._write_lock.acquire(blocking=False)
+        store._write_lock.release()
+    assert sql(pg, "SELECT key FROM state") == []
+
+
+def test_an_interrupt_while_a_write_waits_for_the_server_lets_go_of_the_connection(
+        pg: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A KeyboardInterrupt while a write waits for the server's answer (in its driver,
+    not in the write): the write is abandoned there and then, letting go of the write
+    lock. It kept it until the exception was gone, and ``close`` (a ``with`` block's
+    end, while the KeyboardInterrupt went on) waited for it forever."""
+    real = pgstore._poll
+    polls: list[int] = []
+
+    def poll(wait: Any, timeout_ms: int) -> int:
+        if not polls:
+            polls.append(1)
+            raise KeyboardInterrupt
+        return real(wait, timeout_ms)
+
+    store = PostgresStore(pg)
+    store.write(Transaction().create_workflow("w", "app:f"))
+    monkeypatch.setattr(pgstore, "_poll", poll)
+    with pytest.raises(KeyboardInterrupt) as info:
+        store.write(Transaction().set_state("w", "k", 1).set_state("w", "j", 2))
+    closing = threading.Thread(target=store.close, daemon=True)
+    closing.start()
+    closing.join(10)
+    alive = closing.is_alive()
+    del info  # (its traceback holds the write: a close still waiting ends now)
+    closing.join(10)
+    assert polls and not alive
+    assert store.failed is not None and "abandoned" in str(store.failed)
 
 
 async def _create(args: tuple[PostgresStore, str]) -> None:

@@ -56,10 +56,11 @@ import outcome
 import trio
 
 from .. import _observe, _trio_fast
+from .._errors import StoreError
 from .._trio_fast import runnable_tasks
 
 __all__ = ["NONE_RESULT", "Busy", "CommitRequest", "GroupCommit", "HandedOver", "Strategy",
-           "fail_all", "hand_over", "runnable_tasks"]
+           "fail_all", "hand_over", "interrupted", "runnable_tasks"]
 
 #: The results a store's ``write_batch`` gives a request whose one operation returns
 #: ``None`` (a step's journal append). Its caller gets a list of its own, made when it
@@ -152,6 +153,16 @@ def fail_all(batch: list[CommitRequest], error: BaseException) -> None:
     for request in batch:
         request.results = None
         request.error = error
+
+
+def interrupted(path: str | None, exc: BaseException) -> StoreError:
+    """The outcome of each request of a batch whose write ``exc`` interrupted, ``exc``
+    being no Exception (a KeyboardInterrupt, a SystemExit): the store's ``write_batch``
+    gives it to every request, so that no caller waits on, and raises ``exc`` itself,
+    so that it goes on once (from the batch's leader), not swallowed nor raised again
+    by every caller."""
+    return StoreError(path, f"the write was interrupted ({type(exc).__name__}) before it "
+                      "ended: whether it committed is unknown")
 
 
 def _refuse_abort(_: Any) -> trio.lowlevel.Abort:
@@ -311,12 +322,13 @@ class GroupCommit:
                     await trio.to_thread.run_sync(self._write_until_done, batch, again)
             if started:
                 _observe.committed(started, len(batch))
-        except BaseException as exc:  # pragma: no cover - KeyboardInterrupt, a failed hop
+        except BaseException as exc:  # a failed hop, an interrupt (a KeyboardInterrupt)
             if batch is None:
                 batch, self._pending = self._pending, []
-            for waiting in batch:
-                if waiting.results is None and waiting.error is None:
-                    waiting.error = exc
+            if isinstance(exc, Exception):  # (an interrupt goes on once, from here)
+                for waiting in batch:
+                    if waiting.results is None and waiting.error is None:
+                        waiting.error = exc
             raise
         finally:
             assert batch is not None

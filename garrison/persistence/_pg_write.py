@@ -38,7 +38,7 @@ import math
 import select
 import threading
 import time as _time
-from collections.abc import Generator, Iterable, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 from typing import Any, NoReturn, TypeVar
 
 import psycopg
@@ -846,8 +846,11 @@ class PgWritePath:
                 # a start with the same key committed while this one's enqueue() ran
                 # (two nodes at once): its check saw no holder yet, the unique index did
                 key = plan.tx.ops[index][1][3]
-                rows = self._query(f"SELECT workflow_id FROM {self._s}.queue WHERE dedup = %s",
-                                   (key,))
+                rows = self._read_back(
+                    f"reading which workflow holds dedup key {key!r} (its start's enqueue "
+                    "found it taken)", "it was not committed",
+                    self._query, f"SELECT workflow_id FROM {self._s}.queue WHERE dedup = %s",
+                    (key,))
                 if rows:
                     return DedupKeyTaken(str(key), str(rows[0][0]))
                 return error  # (the holder ended meanwhile: the caller may start again)
@@ -1054,8 +1057,16 @@ class PgWritePath:
                         deadline = _time.monotonic() + self.retry_for
                     found = self._reconnect_writer(deadline, str(lost))
                     if not bare and found == n:  # it committed before the connection dropped
-                        for plan in plans:
-                            self._recover_results(plan)
+                        try:
+                            for plan in plans:
+                                self._read_back(
+                                    f"reading back the results of this write (its answer was "
+                                    f"lost with the connection: {lost})",
+                                    "it committed, but what it returned is unknown",
+                                    self._recover_results, plan)
+                        except StoreError:
+                            self._committed(n, bare)  # (the next write's number follows it)
+                            raise
                         committed = True
                     elif found != self._marked:
                         self._give_up(
@@ -1064,7 +1075,10 @@ class PgWritePath:
                             f"{found}): with synchronous='normal' a server crash loses its "
                             "last few hundred milliseconds; restart the node to resume "
                             "from what the store kept")
-                    elif bare and self._step_committed(plans[0]):
+                    elif bare and self._read_back(
+                            f"looking for this step's journal row (its answer was lost with "
+                            f"the connection: {lost})", "whether it committed is unknown",
+                            self._step_committed, plans[0]):
                         committed = True  # its row is there: a step has no results
                         plans[0].results = [None] * len(plans[0].tx.ops)
                         plans[0].error = None
@@ -1072,10 +1086,7 @@ class PgWritePath:
                         attempt += 1
                         continue  # it did not commit: send it again
                 if committed:
-                    self._acked = n
-                    if not bare:
-                        self._marked = n
-                    self._stats["transactions"] += 1
+                    self._committed(n, bare)
                 again = [plan for plan in plans if _transient(plan.error)]
                 if not again:
                     return
@@ -1099,18 +1110,50 @@ class PgWritePath:
                             f"be tried again (the server refused it for now: "
                             f"{_reason(plan.error or Exception())}); it was not committed")
                     return
-        except GeneratorExit:
-            # abandoned by its driver (a KeyboardInterrupt) with statements maybe in
-            # flight: the connection's state and the transaction's outcome are unknown,
-            # and a later write could not tell them apart by the writer's number
+        except BaseException as exc:
+            if isinstance(exc, Exception):
+                raise
+            # abandoned by its driver (GeneratorExit: a KeyboardInterrupt there), or
+            # interrupted itself (a KeyboardInterrupt), with statements maybe in flight:
+            # the connection's state and the transaction's outcome are unknown, and a
+            # later write could not tell them apart by the writer's number
             self._drop_writer()
             if self._failed is None:
-                self._failed = StoreError(self.path, "a write was abandoned while it waited "
-                                          "for the server (whether it committed is "
-                                          "unknown); this store writes nothing more")
+                how = ("abandoned while it waited for the server"
+                       if isinstance(exc, GeneratorExit)
+                       else f"interrupted ({type(exc).__name__})")
+                self._failed = StoreError(self.path, f"a write was {how} (whether it "
+                                          "committed is unknown); this store writes "
+                                          "nothing more")
             raise
         finally:
             lock.release()
+
+    def _committed(self, n: int, bare: bool) -> None:
+        """Transaction ``n`` committed: the next one is ``n + 1``."""
+        self._acked = n
+        if not bare:
+            self._marked = n
+        self._stats["transactions"] += 1
+
+    def _read_back(self, what: str, outcome: str, read: Callable[..., _T], *args: Any
+                   ) -> _T:
+        """``read(*args)``: a read on the reader connection that settles a write whose answer
+        was lost, or names a server error. If it fails, the write's caller gets a
+        StoreError saying ``what`` failed and ``outcome`` (what is known of the write):
+        not the RuntimeError of a call on a closed store (``close`` came meanwhile), nor
+        the reader's error alone, which would leave it to guess whether its write
+        committed."""
+        try:
+            return read(*args)
+        except RuntimeError as exc:  # (a StoreError is one too)
+            if self._closed:  # (the RuntimeError of a call on a closed store)
+                raise StoreError(self.path, f"the store was closed while {what}: {outcome}"
+                                 ) from None
+            if not isinstance(exc, StoreError):
+                raise
+            because = str(exc).removeprefix(f"store {self.path!r}: ")
+            raise StoreError(self.path, f"{what} failed ({because}): {outcome}") from None
 
     def _drive(self, write: _Gen[_T], wait: Any = _DONE) -> _T:
         """Run ``write`` to its end in this thread, waiting for the server as long as
@@ -1138,6 +1181,9 @@ class PgWritePath:
         except StopIteration as stop:
             result: _T = stop.value
             return result
+        except BaseException:
+            write.close()  # (a KeyboardInterrupt here: the write lets go of the lock now)
+            raise
 
     def _drive_here(self, write: _Gen[Any]) -> Any:
         """Run ``write`` in the node's (trio) thread while it waits at most
@@ -1165,6 +1211,9 @@ class PgWritePath:
             return wait
         except StopIteration:
             return _DONE
+        except BaseException:
+            write.close()  # (a KeyboardInterrupt here: the write lets go of the lock now)
+            raise
 
     def _reconnect_writer(self, deadline: float, reason: str) -> int:
         """Reconnect (with backoff until ``deadline``), take the lock again; the
@@ -1184,6 +1233,8 @@ class PgWritePath:
                               f"still holds it ({exc})")
             except StoreError as exc:
                 last = str(exc)
+            except psycopg.Error as exc:  # (lost again as it took the lock: try again)
+                last = _reason(exc)
             else:
                 try:
                     row = conn.execute(

@@ -65,9 +65,10 @@ The first statement of every transaction also sets this writer's row of
   meanwhile: the same refusal;
 - the store is closed while a write waits for the server: that write ends with
   :class:`~garrison.StoreError` saying its outcome is unknown (``close`` does not
-  wait for a server that stopped answering); one the server refused for now (a
-  statement timeout under lock contention), waiting to be tried again, ends with a
-  StoreError saying it was not committed, and is not sent again.
+  wait for a server that stopped answering); one whose results are being read back
+  after a lost answer, with a StoreError saying it committed; one the server refused
+  for now (a statement timeout under lock contention), waiting to be tried again,
+  with a StoreError saying it was not committed, and it is not sent again.
 
 A workflow is never marked failed because the network blinked: its end cannot be
 recorded, and it resumes from its journal.
@@ -110,6 +111,7 @@ from ._group_commit import (
     Strategy,
     fail_all,
     hand_over,
+    interrupted,
     runnable_tasks,
 )
 from ._pg_write import (
@@ -609,9 +611,12 @@ class PostgresStore(PgWritePath, StoreShortcuts):
             wait = self._drive_here(write)
         except Busy:
             raise
-        except BaseException as exc:
+        except Exception as exc:
             fail_all(batch, exc)
             return
+        except BaseException as exc:  # (a KeyboardInterrupt: it goes on, once)
+            fail_all(batch, interrupted(self.path, exc))
+            raise
         if wait is not _DONE:
             raise hand_over(lambda: self._finish_batch(batch, plans, write, wait))
         self._batched(batch, plans)
@@ -622,9 +627,12 @@ class PostgresStore(PgWritePath, StoreShortcuts):
         if it did) to its end in this thread and give each request its outcome."""
         try:
             self._drive(write, wait)
-        except BaseException as exc:
+        except Exception as exc:
             fail_all(batch, exc)
             return
+        except BaseException as exc:  # (a KeyboardInterrupt: it goes on, once)
+            fail_all(batch, interrupted(self.path, exc))
+            raise
         self._batched(batch, plans)
 
     def _write_batch(self, batch: list[CommitRequest]) -> None:

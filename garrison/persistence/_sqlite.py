@@ -63,7 +63,15 @@ from ._checkpoint import (
     preallocate_wal,
 )
 from ._converter import check_search_filters, search_json
-from ._group_commit import NONE_RESULT, Busy, CommitRequest, GroupCommit, Strategy, fail_all
+from ._group_commit import (
+    NONE_RESULT,
+    Busy,
+    CommitRequest,
+    GroupCommit,
+    Strategy,
+    fail_all,
+    interrupted,
+)
 from ._records import (
     InboxRecord,
     JournalRecord,
@@ -919,15 +927,18 @@ class SQLiteStore(StoreShortcuts):
                     request.results = self._apply(request.tx)
                 if rows:
                     conn.executemany(_APPEND_JOURNAL, rows)
-        except BaseException as exc:
+        except Exception as exc:
             if isinstance(exc, sqlite3.OperationalError):
                 _raise_if_busy(conn, exc)
-            if len(batch) == 1 or not isinstance(exc, Exception):
+            if len(batch) == 1:
                 fail_all(batch, exc)
                 return
             stats["failed_batches"] += 1
             if not self._write_isolated(batch):
                 return
+        except BaseException as exc:  # (a KeyboardInterrupt: it goes on, once)
+            fail_all(batch, interrupted(self.path, exc))
+            raise
         if self._checkpointer is not None:
             self._checkpointer.committed()
         stats["transactions"] += 1
@@ -951,11 +962,14 @@ class SQLiteStore(StoreShortcuts):
                         request.results = None
                         request.error = exc
                     conn.execute("RELEASE request")
-        except BaseException as exc:
+        except Exception as exc:
             if isinstance(exc, sqlite3.OperationalError):
                 _raise_if_busy(conn, exc)
             fail_all(batch, exc)
             return False
+        except BaseException as exc:  # (a KeyboardInterrupt: it goes on, once)
+            fail_all(batch, interrupted(self.path, exc))
+            raise
         return True
 
     def _check_writable(self) -> None:
