@@ -907,3 +907,67 @@ def test_an_error_of_the_store_inside_a_transaction_leaves_no_transaction_open(
         assert store.states("w") == {"k": 1}
         record = store.get_workflow("w")
         assert record is not None and record.search == {}
+
+
+# ------------------------------------------------------------------ an old session
+def _waiting_for_a_lock(url: str, besides: list[int]) -> list[int]:
+    """The client sessions waiting for a lock, but ``besides``."""
+    with psycopg.connect(url, autocommit=True) as c:
+        rows = c.execute("SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                         "AND backend_type = 'client backend' AND pid <> ALL(%s)",
+                         (besides,)).fetchall()
+    return [row[0] for row in rows]
+
+
+@pytest.mark.parametrize("lock", [True, False], ids=["node", "tool"])
+def test_a_write_whose_old_session_lives_on_is_applied_once(
+        postgres_url: str, lock: bool) -> None:
+    """A write's connection is cut on the client's side while its server session lives
+    on with the transaction in flight (waiting here for a row another session holds;
+    as well a half-open connection whose statements arrive late). The writer, on a store
+    in no cluster (a tool's, or a node's before it joins), reconnects: it must end that
+    old session before it reads its number. It did not: the number said "not committed",
+    the write was sent again, and the old session committed it after all (here the
+    second one then failed on the journal row the first had written: its caller was told
+    its write failed, and it had committed)."""
+    with PostgresStore(postgres_url) as node:
+        node.write(Transaction().create_workflow("w", "app:f").set_state("w", "k", 0))
+    proxy = CutProxy(_port(postgres_url), b"old-session")
+    holder = psycopg.connect(postgres_url)
+    try:
+        with PostgresStore(proxy.url(postgres_url), lock=lock) as store:
+            store.write(Transaction().set_state("w", "j", 0))
+            assert store._writer is not None
+            old = store._writer.info.backend_pid
+            holder.execute("SELECT 1 FROM garrison.state WHERE workflow_id = 'w' "
+                           "AND key = 'k' FOR UPDATE")
+            got: list[Any] = []
+
+            def write() -> None:
+                try:
+                    got.append(store.write(
+                        Transaction().append_journal("w", 0, "activity", "old-session")
+                        .set_state("w", "k", 1)))
+                except Exception as exc:
+                    got.append(exc)
+
+            proxy.armed.set()
+            writer = threading.Thread(target=write)
+            writer.start()
+            mine = holder.info.backend_pid
+            deadline = time.monotonic() + 30
+            # the write, sent again on a new session, waits for the row: let it go
+            while not _waiting_for_a_lock(postgres_url, [old, mine]):
+                assert time.monotonic() < deadline and writer.is_alive(), got
+                time.sleep(0.02)
+            assert proxy.fired.is_set()
+            holder.rollback()
+            writer.join(30)
+            assert got == [[None, None]], got
+            assert [r.name for r in store.journal("w")] == ["old-session"]
+            assert store.states("w") == {"j": 0, "k": 1}
+            store.write(Transaction().set_state("w", "j", 1))
+            assert store.states("w") == {"j": 1, "k": 1}
+    finally:
+        holder.close()
+        proxy.close()

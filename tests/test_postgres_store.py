@@ -532,6 +532,31 @@ def test_a_connection_lost_again_as_the_writer_reconnects_is_retried(
         assert store.statistics().transactions == 2
 
 
+def test_a_writer_whose_old_session_does_not_end_gives_up(
+        pg: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A write's connection is lost and its old server session does not end (the server
+    refuses to end it, and it has not noticed its client went): the write is not sent
+    again, which could apply it twice, and the store gives up ``retry_for`` after the
+    loss, saying why. (The session living on is tests/test_pg_faults.py's.)"""
+    with PostgresStore(pg, retry_for=30) as store:
+        store.write(Transaction().create_workflow("w", "app:f"))
+        assert store._writer is not None
+        old = store._writer_session
+        assert old is not None and old[0] == store._writer.info.backend_pid
+        clock = _Clock()
+        monkeypatch.setattr(pgstore, "_time", clock)
+        _lose_answer(store, monkeypatch, after=False)
+        monkeypatch.setattr(pgstore, "_SESSION_ALIVE",  # (it lives on, as far as it can tell)
+                            "SELECT 1 WHERE %s::int IS NOT NULL AND %s IS NOT NULL")
+        with pytest.raises(StoreError, match=rf"its old session on the server \(pid {old[0]}\) "
+                           r"did not end within 30s: the write it was sending may still "
+                           r"commit there, so it cannot be sent again"):
+            store.write(Transaction().set_state("w", "k", 1).set_state("w", "j", 2))
+        assert 29 <= clock.now <= 30
+        assert store.failed is not None and not store.locked
+    assert sql(pg, "SELECT key FROM state") == []
+
+
 def test_a_full_store_still_finds_confirmed_commits_the_server_lost(pg: str) -> None:
     with PostgresStore(pg, synchronous="full") as store:
         store.write(Transaction().create_workflow("w", "app:f"))

@@ -88,6 +88,11 @@ _CLOSED_CHECK_MS = 200
 #: what ``_drive_here`` returns for a write that ended in the node's thread
 _DONE: Any = object()
 
+#: when this connection's server session started: with its pid, what tells it from a
+#: later session that took the same pid (``PgWritePath._end_session``)
+_SESSION_START = "SELECT backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()"
+_SESSION_ALIVE = "SELECT 1 FROM pg_stat_activity WHERE pid = %s AND backend_start = %s"
+
 
 def _reason(exc: BaseException) -> str:
     """The useful line of a psycopg error (libpq repeats the server address)."""
@@ -406,6 +411,10 @@ class PgWritePath:
     _prepared: set[bytes]
     _write_lock: threading.Lock
     _writer: psycopg.Connection[Any] | None
+    #: the writer's server session, ``(pid, backend_start)`` (``_session_of``): the one
+    #: a lost write went through, which ``_reconnect_writer`` ends before it reads the
+    #: writer's number
+    _writer_session: tuple[int, Any] | None
     _stats: dict[str, int]
     #: the cluster epoch of the node using this store (its writes are fenced), or None
     fence_epoch: int | None
@@ -1217,7 +1226,14 @@ class PgWritePath:
 
     def _reconnect_writer(self, deadline: float, reason: str) -> int:
         """Reconnect (with backoff until ``deadline``), take the lock again; the
-        writer's number as the server has it."""
+        writer's number as the server has it.
+
+        The writer's old session is ended first (``_end_session``): the server may not
+        have noticed yet that its client went, and its transaction in flight (or
+        statements still on their way) could commit after the number was read, and
+        the write, sent again, would be applied twice. (A cluster node's incarnation
+        lock is taken over the same way: ``_hold_epoch``.)"""
+        old = self._writer_session
         self._drop_writer()
         delay = 0.05
         last = reason
@@ -1237,20 +1253,63 @@ class PgWritePath:
                 last = _reason(exc)
             else:
                 try:
+                    self._end_session(conn, old, deadline, reason)
                     row = conn.execute(
-                        f"SELECT batch FROM {self._s}.writers WHERE writer = %s",
-                        (self._writer_id,)).fetchone()
+                        f"SELECT (SELECT batch FROM {self._s}.writers WHERE writer = %s), "
+                        f"({_SESSION_START})", (self._writer_id,)).fetchone()
                 except psycopg.Error as exc:
                     conn.close()
+                    self.locked = False
                     last = _reason(exc)
+                except BaseException:  # (given up, or interrupted: not the writer's)
+                    conn.close()
+                    self.locked = False
+                    raise
                 else:
+                    assert row is not None
                     self._writer = conn
-                    return int(row[0]) if row is not None else 0
+                    self._writer_session = (conn.info.backend_pid, row[1])
+                    return int(row[0]) if row[0] is not None else 0
             if _time.monotonic() + delay > deadline:
                 self._give_up(f"the connection was lost ({reason}) and could not be made "
                               f"again within {self.retry_for:g}s: {last}")
             _time.sleep(delay)
             delay = min(delay * 2, 2.0)
+
+    def _end_session(self, conn: psycopg.Connection[Any], session: tuple[int, Any] | None,
+                     deadline: float, reason: str) -> None:
+        """End the writer's old server ``session`` (``(pid, backend_start)``: not
+        another that took its pid since) from the new connection ``conn``, and wait
+        until it is gone: then its transaction committed or rolled back, for good.
+        Ending a session of one's own role needs no privilege; should the server refuse,
+        the session may still end by itself (its TCP keepalive). Not gone by
+        ``deadline``: the store gives up (sending the write again could apply it
+        twice)."""
+        if session is None:
+            return
+        alive = conn.execute(_SESSION_ALIVE, session).fetchone()
+        if alive is None:
+            return
+        with contextlib.suppress(pg_errors.InsufficientPrivilege):
+            conn.execute("SELECT pg_terminate_backend(%s)", (session[0],))
+        while alive is not None:
+            if _time.monotonic() + 0.02 > deadline:
+                self._give_up(
+                    f"the connection was lost ({reason}) and its old session on the server "
+                    f"(pid {session[0]}) did not end within {self.retry_for:g}s: the write "
+                    "it was sending may still commit there, so it cannot be sent again")
+            _time.sleep(0.02)
+            alive = conn.execute(_SESSION_ALIVE, session).fetchone()
+
+    def _session_of(self, conn: psycopg.Connection[Any]) -> tuple[int, Any]:
+        """The server session of the writer's connection ``conn`` (see
+        ``_writer_session``)."""
+        try:
+            row = conn.execute(_SESSION_START).fetchone()
+        except psycopg.Error as exc:
+            raise StoreError(self.path, f"cannot set up the connection: {_reason(exc)}"
+                             ) from None
+        return conn.info.backend_pid, None if row is None else row[0]
 
     def _drop_writer(self) -> None:
         if self._writer is not None:
