@@ -217,6 +217,45 @@ async def test_a_batch_in_the_node_thread_hands_the_refused_callers_to_a_worker(
         assert store.statistics().transactions == 2
 
 
+def test_callers_of_a_batch_that_committed_keep_their_results_when_the_rest_fails(
+        postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """In a batch written statement by statement, one caller's write is cancelled and
+    the others commit; as it is written again, the connection is lost and cannot be made
+    again: the store gives up. Only that caller gets the StoreError: the others
+    committed, and keep their results (every caller of the batch got the StoreError, as
+    if none had committed)."""
+    from garrison.persistence import _pg_write
+    from garrison.persistence._group_commit import CommitRequest
+
+    with PostgresStore(postgres_url, retry_for=0.5) as store:
+        txs = [Transaction().create_workflow(f"w{i}", "app:f") for i in range(3)]
+        plans = [store._plan(tx) for tx in txs]
+        _refuse_once(store, monkeypatch, plans[1])
+        run = store._run
+        runs: list[int] = []
+
+        def lost_on_retry(conn: Any, plans: Any, n: int, bare: bool = False) -> Any:
+            runs.append(len(plans))
+            if len(runs) == 1:
+                return (yield from run(conn, plans, n, bare))
+            conn.close()
+            raise _pg_write._ConnectionLost("the network went away")
+
+        def unreachable(*, first: bool) -> Any:
+            raise StoreError(store.path, "cannot connect (its writes connection): refused")
+
+        monkeypatch.setattr(store, "_run", lost_on_retry)
+        monkeypatch.setattr(store, "_connect_writer", unreachable)
+        batch = [CommitRequest(plan, None) for plan in plans]  # type: ignore[arg-type]
+        store._write_batch(batch)
+        assert runs == [3, 1]
+        assert [(r.results, r.error) for r in batch[::2]] == [([True], None)] * 2
+        assert batch[1].results is None and isinstance(batch[1].error, StoreError)
+        assert "could not be made again" in str(batch[1].error)
+        assert store.failed is batch[1].error
+    assert [r[0] for r in _rows(postgres_url)] == ["w0", "w2"]
+
+
 # ------------------------------------------------------------------ the node's thread
 async def _ticking(gaps: list[float]) -> None:
     """A plain task of the node: the longest it waited for its next tick goes in

@@ -1034,9 +1034,11 @@ class PgWritePath:
 
     def _commit(self, plans: list[_Plan], *, here: bool) -> _Gen[None]:
         """Write ``plans`` as one transaction, reconnecting and retrying as the module
-        docs say; raises :class:`~garrison.StoreError` when the store gave up. A
-        resumable write (see :data:`_Gen`): it holds the write lock from its first
-        step to its end, in whichever thread drives it.
+        docs say; raises :class:`~garrison.StoreError` when the store gave up (once
+        some plans committed and the others, refused for now, are written again, it is
+        those others' error: the committed keep their results). A resumable write
+        (see :data:`_Gen`): it holds the write lock from its first step to its end, in
+        whichever thread drives it.
 
         ``here`` (driven in the node's thread, ``_drive_here``): the write lock is not
         waited for; another write holding it (a worker thread reconnecting through an
@@ -1054,6 +1056,8 @@ class PgWritePath:
             #: transient refusals (``_transient``): until when they are tried again
             busy_until: float | None = None
             pause = 0.05
+            #: the others committed: ``plans`` are those the server refused for now
+            rest = False
             while True:
                 conn = self._writer
                 try:
@@ -1109,6 +1113,7 @@ class PgWritePath:
                 if committed:  # the others committed: the rest is a new transaction
                     plans = again
                     n = self._acked + 1
+                    rest = True
                 yield _BLOCK  # (the node's thread hands the write to a worker here)
                 _time.sleep(pause)
                 pause = min(pause * 2, 1.0)
@@ -1121,7 +1126,14 @@ class PgWritePath:
                     return
         except BaseException as exc:
             if isinstance(exc, Exception):
-                raise
+                if not rest:
+                    raise
+                # (the store gave up, say) the outcome of the plans written again only:
+                # the others committed, and keep their results
+                for plan in plans:
+                    plan.results = None
+                    plan.error = exc
+                return
             # abandoned by its driver (GeneratorExit: a KeyboardInterrupt there), or
             # interrupted itself (a KeyboardInterrupt), with statements maybe in flight:
             # the connection's state and the transaction's outcome are unknown, and a
