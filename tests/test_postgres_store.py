@@ -482,9 +482,13 @@ def test_a_second_lost_connection_of_a_write_keeps_the_deadline_of_the_first(
             return real(first=first)
 
         monkeypatch.setattr(store, "_connect_writer", connect)
-        with pytest.raises(StoreError, match="could not be made again within 30s"):
+        with pytest.raises(StoreError, match="could not be made again within 30s") as info:
             store.write(Transaction().set_state("w", "k", 1).set_state("w", "j", 2))
         assert len(sends) == 2 and 20 <= sends[1] < 25
+        message = str(info.value)  # (the store named once, not again for the last error)
+        assert message.count(repr(store.path)) == 1 and message.endswith(
+            "within 30s: cannot connect (its writes connection): refused; this store "
+            "writes nothing more"), message
         assert 28 <= clock.now <= 30
     assert sql(pg, "SELECT key FROM state") == []
 
@@ -597,10 +601,13 @@ def test_a_server_gone_past_retry_for_is_a_store_error(
                 store.write(Transaction().set_state("w", "k", 1))
             assert time.monotonic() - t0 < 5
             message = str(info.value)
-            assert f"127.0.0.1:{server.port}/outage" in message
-            assert "could not be made again within 0.5s" in message
-            with pytest.raises(StoreError):
+            assert message.count(f"127.0.0.1:{server.port}/outage") == 1, message
+            assert "could not be made again within 0.5s: cannot connect" in message
+            with pytest.raises(StoreError) as read:
                 store.get_workflow("w")
+            message = str(read.value)  # (the store named once, not again for the last error)
+            assert message.count(f"127.0.0.1:{server.port}/outage") == 1, message
+            assert "could not be made again within 0.5s: cannot connect" in message
     finally:
         _postgres.stop(server)
 

@@ -1259,8 +1259,8 @@ class PgWritePath:
                 self._give_up(f"could not take this node's lock again after the "
                               f"connection was lost: a session that could not be ended "
                               f"still holds it ({exc})")
-            except StoreError as exc:
-                last = str(exc)
+            except StoreError as exc:  # (named in the message it ends in: not twice)
+                last = str(exc).removeprefix(f"store {self.path!r}: ")
             except psycopg.Error as exc:  # (lost again as it took the lock: try again)
                 last = _reason(exc)
             else:

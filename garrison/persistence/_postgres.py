@@ -906,9 +906,10 @@ class PostgresStore(PgWritePath, StoreShortcuts):
                         continue
                     except StoreError as again:
                         if _time.monotonic() + delay > deadline:
+                            because = str(again).removeprefix(f"store {self.path!r}: ")
                             raise StoreError(
                                 self.path, f"the connection was lost and could not be made "
-                                f"again within {self.retry_for:g}s: {again}") from None
+                                f"again within {self.retry_for:g}s: {because}") from None
                     _time.sleep(delay)
                     delay = min(delay * 2, 2.0)
                 except psycopg.Error as exc:
