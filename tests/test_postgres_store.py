@@ -350,6 +350,33 @@ async def test_a_store_closed_while_a_committed_write_is_read_back_says_it_commi
         store.close()
 
 
+def test_a_read_back_failing_otherwise_still_says_the_write_committed(
+        pg: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A write commits, its answer is lost, and reading its results back fails with
+    something else than a StoreError (a row it cannot make sense of): its caller still
+    gets a StoreError saying the write committed (it got that error as it was), and the
+    store counts the write (the next one took its number: a lost answer of that one
+    was settled as committed, and it was silently lost)."""
+    with PostgresStore(pg) as store:
+        store.write(Transaction().create_workflow("w", "app:f"))
+        _lose_answer(store, monkeypatch, after=True)
+
+        def unreadable(plan: Any) -> None:
+            raise ValueError("a row it cannot make sense of")
+
+        monkeypatch.setattr(store, "_recover_results", unreadable)
+        with pytest.raises(StoreError) as info:
+            store.write(Transaction().create_workflow("v", "app:g").set_state("v", "k", 1))
+        message = str(info.value)
+        assert "(ValueError: a row it cannot make sense of): it committed" in message, message
+        monkeypatch.undo()
+        _lose_answer(store, monkeypatch, after=False)
+        assert store.write(Transaction().set_state("w", "k", 2).set_state("w", "j", 3)) \
+            == [None, None]
+        assert store.states("w") == {"j": 3, "k": 2}
+        assert store.statistics().transactions == 3
+
+
 def test_a_committed_write_whose_results_cannot_be_read_back_counts_as_committed(
         pg: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """A write commits, its answer is lost, and its results cannot be read back (the

@@ -1164,17 +1164,18 @@ class PgWritePath:
         StoreError saying ``what`` failed and ``outcome`` (what is known of the write):
         not the RuntimeError of a call on a closed store (``close`` came meanwhile), nor
         the reader's error alone, which would leave it to guess whether its write
-        committed."""
+        committed. (Any other error too: the read's own, a row it cannot read.)"""
         try:
             return read(*args)
-        except RuntimeError as exc:  # (a StoreError is one too)
+        except Exception as exc:
             if self._closed:  # (the RuntimeError of a call on a closed store)
                 raise StoreError(self.path, f"the store was closed while {what}: {outcome}"
                                  ) from None
-            if not isinstance(exc, StoreError):
-                raise
-            because = str(exc).removeprefix(f"store {self.path!r}: ")
-            raise StoreError(self.path, f"{what} failed ({because}): {outcome}") from None
+            if isinstance(exc, StoreError):
+                because = str(exc).removeprefix(f"store {self.path!r}: ")
+                raise StoreError(self.path, f"{what} failed ({because}): {outcome}") from None
+            raise StoreError(self.path, f"{what} failed ({type(exc).__name__}: {exc}): "
+                             f"{outcome}") from exc
 
     def _drive(self, write: _Gen[_T], wait: Any = _DONE) -> _T:
         """Run ``write`` to its end in this thread, waiting for the server as long as
