@@ -774,3 +774,20 @@ async def test_an_interrupt_right_after_begin_leaves_no_transaction_open(
     with sqlite3.connect(str(store.path)) as other:
         keys = other.execute("SELECT key FROM state ORDER BY key").fetchall()
     assert keys == [("after",), ("after2",), ("after3",)]
+
+
+def test_a_batch_written_after_the_store_closed_says_it_is_closed(
+        sqlite_store: SQLiteStore) -> None:
+    """SQLite: a batch written once the store was closed (formed before, written after:
+    a node's shutdown) gives each caller the error of a call on a closed store, as a
+    single commit gets, not the driver's "Cannot operate on a closed database" of the
+    batch's rewrite with a SAVEPOINT per caller, tried as if one caller had failed."""
+    store = sqlite_store
+    store.write(Transaction().create_workflow("w", "app:flow"))
+    batch = [CommitRequest(Transaction().set_state("w", f"k{i}", i), None)  # type: ignore[arg-type]
+             for i in range(3)]
+    store.close()
+    store._write_batch(batch)
+    assert all(isinstance(r.error, RuntimeError) and "is closed" in str(r.error)
+               for r in batch), [r.error for r in batch]
+    assert store.statistics().failed_batches == 0

@@ -944,7 +944,7 @@ class SQLiteStore(StoreShortcuts):
         except Exception as exc:
             if isinstance(exc, sqlite3.OperationalError):
                 _raise_if_busy(conn, exc)
-            if len(batch) == 1:
+            if len(batch) == 1 or self._closed:  # (closed: no caller's own error)
                 fail_all(batch, exc)
                 return
             stats["failed_batches"] += 1
