@@ -588,6 +588,40 @@ def test_a_writer_whose_old_session_does_not_end_gives_up(
     assert sql(pg, "SELECT key FROM state") == []
 
 
+def test_a_store_closed_while_the_old_session_is_waited_for_ends_the_write(
+        pg: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The store is closed while the writer waits for its old session to end: the write
+    ends at once with a StoreError saying whether it committed is unknown (``close``
+    waited for all of ``retry_for``)."""
+    store = PostgresStore(pg, retry_for=30)
+    try:
+        store.write(Transaction().create_workflow("w", "app:f"))
+        clock = _Clock()
+        closing: list[threading.Thread] = []
+
+        def sleep(seconds: float) -> None:
+            clock.now += seconds
+            if clock.now > 1 and not closing:  # (a second into the wait)
+                closing.append(threading.Thread(target=store.close))
+                closing[0].start()
+                while not store._closed:
+                    time.sleep(0.001)
+
+        clock.sleep = sleep  # type: ignore[method-assign]
+        monkeypatch.setattr(pgstore, "_time", clock)
+        _lose_answer(store, monkeypatch, after=False)
+        monkeypatch.setattr(pgstore, "_SESSION_ALIVE",  # (it lives on, as far as it can tell)
+                            "SELECT 1 WHERE %s::int IS NOT NULL AND %s IS NOT NULL")
+        with pytest.raises(StoreError, match=r"the store was closed while a write waited "
+                           r"for the server .*: whether it committed is unknown"):
+            store.write(Transaction().set_state("w", "k", 1).set_state("w", "j", 2))
+        assert clock.now < 2
+        closing[0].join(10)
+        assert not closing[0].is_alive()
+    finally:
+        store.close()
+
+
 def test_a_full_store_still_finds_confirmed_commits_the_server_lost(pg: str) -> None:
     with PostgresStore(pg, synchronous="full") as store:
         store.write(Transaction().create_workflow("w", "app:f"))

@@ -1252,8 +1252,7 @@ class PgWritePath:
         last = reason
         while True:
             if self._closed:
-                raise StoreError(self.path, f"the store was closed while a write waited for "
-                                 f"the server ({reason}): whether it committed is unknown")
+                raise self._closed_meanwhile(reason)
             try:
                 conn = self._connect_writer(first=False)
             except StoreLocked as exc:
@@ -1306,6 +1305,8 @@ class PgWritePath:
         with contextlib.suppress(pg_errors.InsufficientPrivilege):
             conn.execute("SELECT pg_terminate_backend(%s)", (session[0],))
         while alive is not None:
+            if self._closed:  # (``close`` waits for this write)
+                raise self._closed_meanwhile(reason)
             if _time.monotonic() + 0.02 > deadline:
                 self._give_up(
                     f"the connection was lost ({reason}) and its old session on the server "
@@ -1313,6 +1314,12 @@ class PgWritePath:
                     "it was sending may still commit there, so it cannot be sent again")
             _time.sleep(0.02)
             alive = conn.execute(_SESSION_ALIVE, session).fetchone()
+
+    def _closed_meanwhile(self, reason: str) -> StoreError:
+        """The error of a write whose connection was lost (``reason``) and the store
+        closed before it could be settled."""
+        return StoreError(self.path, f"the store was closed while a write waited for the "
+                          f"server ({reason}): whether it committed is unknown")
 
     def _session_of(self, conn: psycopg.Connection[Any]) -> tuple[int, Any]:
         """The server session of the writer's connection ``conn`` (see
