@@ -958,9 +958,9 @@ def _waiting_for_a_lock(url: str, besides: list[int]) -> list[int]:
     return [row[0] for row in rows]
 
 
-@pytest.mark.parametrize("lock", [True, False], ids=["node", "tool"])
+@pytest.mark.parametrize("who", ["node", "tool", "tool-role"])
 def test_a_write_whose_old_session_lives_on_is_applied_once(
-        postgres_url: str, lock: bool) -> None:
+        postgres_url: str, who: str) -> None:
     """A write's connection is cut on the client's side while its server session lives
     on with the transaction in flight (waiting here for a row another session holds;
     as well a half-open connection whose statements arrive late). The writer, on a store
@@ -968,13 +968,24 @@ def test_a_write_whose_old_session_lives_on_is_applied_once(
     old session before it reads its number. It did not: the number said "not committed",
     the write was sent again, and the old session committed it after all (here the
     second one then failed on the journal row the first had written: its caller was told
-    its write failed, and it had committed)."""
+    its write failed, and it had committed). A role that is no superuser ends a session
+    of its own (``tool-role``)."""
     with PostgresStore(postgres_url) as node:
         node.write(Transaction().create_workflow("w", "app:f").set_state("w", "k", 0))
+    url = postgres_url
+    if who == "tool-role":
+        with psycopg.connect(postgres_url, autocommit=True) as c:
+            c.execute("DROP ROLE IF EXISTS garrison_test_writer")
+            c.execute("CREATE ROLE garrison_test_writer LOGIN")
+            c.execute("GRANT USAGE ON SCHEMA garrison TO garrison_test_writer")
+            c.execute("GRANT ALL ON ALL TABLES IN SCHEMA garrison TO garrison_test_writer")
+            c.execute("GRANT ALL ON ALL SEQUENCES IN SCHEMA garrison TO garrison_test_writer")
+        url = postgres_url.replace("postgres@", "garrison_test_writer@", 1)
     proxy = CutProxy(_port(postgres_url), b"old-session")
+    proxy_url = proxy.url(url)
     holder = psycopg.connect(postgres_url)
     try:
-        with PostgresStore(proxy.url(postgres_url), lock=lock) as store:
+        with PostgresStore(proxy_url, lock=who == "node") as store:
             store.write(Transaction().set_state("w", "j", 0))
             assert store._writer is not None
             old = store._writer.info.backend_pid
@@ -1010,3 +1021,7 @@ def test_a_write_whose_old_session_lives_on_is_applied_once(
     finally:
         holder.close()
         proxy.close()
+        if who == "tool-role":
+            with psycopg.connect(postgres_url, autocommit=True) as c:
+                c.execute("DROP OWNED BY garrison_test_writer")
+                c.execute("DROP ROLE garrison_test_writer")
