@@ -190,6 +190,10 @@ class _FailingCommit:
     def executemany(self, *args: Any) -> Any:
         return self._conn.executemany(*args)
 
+    @property
+    def in_transaction(self) -> bool:
+        return self._conn.in_transaction
+
     def __enter__(self) -> _FailingCommit:
         return self
 
@@ -703,3 +707,87 @@ async def test_an_interrupt_of_a_sqlite_batch_goes_on_and_fails_every_caller(
     assert store.states("w") == {}
     await store.commit(Transaction().set_state("w", "after", 1))
     assert store.states("w") == {"after": 1}
+
+
+class _InterruptAfterBegin:
+    """The store's writer connection, but the ``nth`` ``BEGIN IMMEDIATE`` it runs is
+    followed by an interrupt (a KeyboardInterrupt landing right after the statement
+    returned, before the ``with conn:`` block that commits or rolls back)."""
+
+    def __init__(self, conn: sqlite3.Connection, nth: int) -> None:
+        self.conn = conn
+        self.begins = 0
+        self.nth = nth
+
+    def execute(self, sql: str, *args: Any) -> Any:
+        cursor = self.conn.execute(sql, *args)
+        if sql == "BEGIN IMMEDIATE":
+            self.begins += 1
+            if self.begins == self.nth:
+                raise _Interrupt
+        return cursor
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.conn, name)
+
+    def __enter__(self) -> Any:
+        return self.conn.__enter__()
+
+    def __exit__(self, *exc: Any) -> Any:
+        return self.conn.__exit__(*exc)
+
+
+@pytest.mark.parametrize("where", ["write", "batch", "isolated", "wakeups"])
+async def test_an_interrupt_right_after_begin_leaves_no_transaction_open(
+        sqlite_store: SQLiteStore, monkeypatch: pytest.MonkeyPatch, where: str) -> None:
+    """SQLite: an interrupt landing between ``BEGIN IMMEDIATE`` and the ``with conn:``
+    block (a synchronous write of several operations, a batch, its rewrite with a
+    SAVEPOINT per caller, the take of the wakeups) rolls the transaction back. It was
+    left open on the writer's connection, holding the file's write lock: every later
+    transaction failed ("cannot start a transaction within a transaction"), and a
+    write of one statement went into the open transaction, reported committed and lost
+    when the store closed."""
+    from garrison.persistence import _group_commit
+
+    store = sqlite_store
+    store.write(Transaction().create_workflow("w", "app:flow"))
+    real = store._conn
+    store._conn = _InterruptAfterBegin(real, 2 if where == "isolated" else 1)  # type: ignore[assignment]
+    txs = [Transaction().set_state("w", f"k{i}", i).set_state("w", f"j{i}", i)
+           for i in range(3)]
+    if where == "write":
+        with pytest.raises(_Interrupt):
+            store.write(txs[0])
+    elif where == "wakeups":
+        with pytest.raises(_Interrupt):
+            store.take_wakeups()
+    else:
+        if where == "isolated":  # (one caller's own error: the batch is written again)
+            txs[1] = Transaction().update_workflow("missing", status="running")
+        monkeypatch.setattr(_group_commit, "runnable_tasks", lambda: 1)  # nobody alone
+        got = await _commit_each(store.commit, txs)
+        assert [type(e) for e in got].count(_Interrupt) == 1, got
+    store._conn = real
+    assert not real.in_transaction
+    store.write(Transaction().set_state("w", "after", 1))
+    store.write(Transaction().set_state("w", "after2", 2).set_state("w", "after3", 3))
+    with sqlite3.connect(str(store.path)) as other:
+        keys = other.execute("SELECT key FROM state ORDER BY key").fetchall()
+    assert keys == [("after",), ("after2",), ("after3",)]
+
+
+def test_a_batch_written_after_the_store_closed_says_it_is_closed(
+        sqlite_store: SQLiteStore) -> None:
+    """SQLite: a batch written once the store was closed (formed before, written after:
+    a node's shutdown) gives each caller the error of a call on a closed store, as a
+    single commit gets, not the driver's "Cannot operate on a closed database" of the
+    batch's rewrite with a SAVEPOINT per caller, tried as if one caller had failed."""
+    store = sqlite_store
+    store.write(Transaction().create_workflow("w", "app:flow"))
+    batch = [CommitRequest(Transaction().set_state("w", f"k{i}", i), None)  # type: ignore[arg-type]
+             for i in range(3)]
+    store.close()
+    store._write_batch(batch)
+    assert all(isinstance(r.error, RuntimeError) and "is closed" in str(r.error)
+               for r in batch), [r.error for r in batch]
+    assert store.statistics().failed_batches == 0

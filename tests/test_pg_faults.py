@@ -217,6 +217,45 @@ async def test_a_batch_in_the_node_thread_hands_the_refused_callers_to_a_worker(
         assert store.statistics().transactions == 2
 
 
+def test_callers_of_a_batch_that_committed_keep_their_results_when_the_rest_fails(
+        postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """In a batch written statement by statement, one caller's write is cancelled and
+    the others commit; as it is written again, the connection is lost and cannot be made
+    again: the store gives up. Only that caller gets the StoreError: the others
+    committed, and keep their results (every caller of the batch got the StoreError, as
+    if none had committed)."""
+    from garrison.persistence import _pg_write
+    from garrison.persistence._group_commit import CommitRequest
+
+    with PostgresStore(postgres_url, retry_for=0.5) as store:
+        txs = [Transaction().create_workflow(f"w{i}", "app:f") for i in range(3)]
+        plans = [store._plan(tx) for tx in txs]
+        _refuse_once(store, monkeypatch, plans[1])
+        run = store._run
+        runs: list[int] = []
+
+        def lost_on_retry(conn: Any, plans: Any, n: int, bare: bool = False) -> Any:
+            runs.append(len(plans))
+            if len(runs) == 1:
+                return (yield from run(conn, plans, n, bare))
+            conn.close()
+            raise _pg_write._ConnectionLost("the network went away")
+
+        def unreachable(*, first: bool) -> Any:
+            raise StoreError(store.path, "cannot connect (its writes connection): refused")
+
+        monkeypatch.setattr(store, "_run", lost_on_retry)
+        monkeypatch.setattr(store, "_connect_writer", unreachable)
+        batch = [CommitRequest(plan, None) for plan in plans]  # type: ignore[arg-type]
+        store._write_batch(batch)
+        assert runs == [3, 1]
+        assert [(r.results, r.error) for r in batch[::2]] == [([True], None)] * 2
+        assert batch[1].results is None and isinstance(batch[1].error, StoreError)
+        assert "could not be made again" in str(batch[1].error)
+        assert store.failed is batch[1].error
+    assert [r[0] for r in _rows(postgres_url)] == ["w0", "w2"]
+
+
 # ------------------------------------------------------------------ the node's thread
 async def _ticking(gaps: list[float]) -> None:
     """A plain task of the node: the longest it waited for its next tick goes in
@@ -907,3 +946,82 @@ def test_an_error_of_the_store_inside_a_transaction_leaves_no_transaction_open(
         assert store.states("w") == {"k": 1}
         record = store.get_workflow("w")
         assert record is not None and record.search == {}
+
+
+# ------------------------------------------------------------------ an old session
+def _waiting_for_a_lock(url: str, besides: list[int]) -> list[int]:
+    """The client sessions waiting for a lock, but ``besides``."""
+    with psycopg.connect(url, autocommit=True) as c:
+        rows = c.execute("SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                         "AND backend_type = 'client backend' AND pid <> ALL(%s)",
+                         (besides,)).fetchall()
+    return [row[0] for row in rows]
+
+
+@pytest.mark.parametrize("who", ["node", "tool", "tool-role"])
+def test_a_write_whose_old_session_lives_on_is_applied_once(
+        postgres_url: str, who: str) -> None:
+    """A write's connection is cut on the client's side while its server session lives
+    on with the transaction in flight (waiting here for a row another session holds;
+    as well a half-open connection whose statements arrive late). The writer, on a store
+    in no cluster (a tool's, or a node's before it joins), reconnects: it must end that
+    old session before it reads its number. It did not: the number said "not committed",
+    the write was sent again, and the old session committed it after all (here the
+    second one then failed on the journal row the first had written: its caller was told
+    its write failed, and it had committed). A role that is no superuser ends a session
+    of its own (``tool-role``)."""
+    with PostgresStore(postgres_url) as node:
+        node.write(Transaction().create_workflow("w", "app:f").set_state("w", "k", 0))
+    url = postgres_url
+    if who == "tool-role":
+        with psycopg.connect(postgres_url, autocommit=True) as c:
+            c.execute("DROP ROLE IF EXISTS garrison_test_writer")
+            c.execute("CREATE ROLE garrison_test_writer LOGIN")
+            c.execute("GRANT USAGE ON SCHEMA garrison TO garrison_test_writer")
+            c.execute("GRANT ALL ON ALL TABLES IN SCHEMA garrison TO garrison_test_writer")
+            c.execute("GRANT ALL ON ALL SEQUENCES IN SCHEMA garrison TO garrison_test_writer")
+        url = postgres_url.replace("postgres@", "garrison_test_writer@", 1)
+    proxy = CutProxy(_port(postgres_url), b"old-session")
+    proxy_url = proxy.url(url)
+    holder = psycopg.connect(postgres_url)
+    try:
+        with PostgresStore(proxy_url, lock=who == "node") as store:
+            store.write(Transaction().set_state("w", "j", 0))
+            assert store._writer is not None
+            old = store._writer.info.backend_pid
+            holder.execute("SELECT 1 FROM garrison.state WHERE workflow_id = 'w' "
+                           "AND key = 'k' FOR UPDATE")
+            got: list[Any] = []
+
+            def write() -> None:
+                try:
+                    got.append(store.write(
+                        Transaction().append_journal("w", 0, "activity", "old-session")
+                        .set_state("w", "k", 1)))
+                except Exception as exc:
+                    got.append(exc)
+
+            proxy.armed.set()
+            writer = threading.Thread(target=write)
+            writer.start()
+            mine = holder.info.backend_pid
+            deadline = time.monotonic() + 30
+            # the write, sent again on a new session, waits for the row: let it go
+            while not _waiting_for_a_lock(postgres_url, [old, mine]):
+                assert time.monotonic() < deadline and writer.is_alive(), got
+                time.sleep(0.02)
+            assert proxy.fired.is_set()
+            holder.rollback()
+            writer.join(30)
+            assert got == [[None, None]], got
+            assert [r.name for r in store.journal("w")] == ["old-session"]
+            assert store.states("w") == {"j": 0, "k": 1}
+            store.write(Transaction().set_state("w", "j", 1))
+            assert store.states("w") == {"j": 1, "k": 1}
+    finally:
+        holder.close()
+        proxy.close()
+        if who == "tool-role":
+            with psycopg.connect(postgres_url, autocommit=True) as c:
+                c.execute("DROP OWNED BY garrison_test_writer")
+                c.execute("DROP ROLE garrison_test_writer")

@@ -350,6 +350,33 @@ async def test_a_store_closed_while_a_committed_write_is_read_back_says_it_commi
         store.close()
 
 
+def test_a_read_back_failing_otherwise_still_says_the_write_committed(
+        pg: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A write commits, its answer is lost, and reading its results back fails with
+    something else than a StoreError (a row it cannot make sense of): its caller still
+    gets a StoreError saying the write committed (it got that error as it was), and the
+    store counts the write (the next one took its number: a lost answer of that one
+    was settled as committed, and it was silently lost)."""
+    with PostgresStore(pg) as store:
+        store.write(Transaction().create_workflow("w", "app:f"))
+        _lose_answer(store, monkeypatch, after=True)
+
+        def unreadable(plan: Any) -> None:
+            raise ValueError("a row it cannot make sense of")
+
+        monkeypatch.setattr(store, "_recover_results", unreadable)
+        with pytest.raises(StoreError) as info:
+            store.write(Transaction().create_workflow("v", "app:g").set_state("v", "k", 1))
+        message = str(info.value)
+        assert "(ValueError: a row it cannot make sense of): it committed" in message, message
+        monkeypatch.undo()
+        _lose_answer(store, monkeypatch, after=False)
+        assert store.write(Transaction().set_state("w", "k", 2).set_state("w", "j", 3)) \
+            == [None, None]
+        assert store.states("w") == {"j": 3, "k": 2}
+        assert store.statistics().transactions == 3
+
+
 def test_a_committed_write_whose_results_cannot_be_read_back_counts_as_committed(
         pg: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """A write commits, its answer is lost, and its results cannot be read back (the
@@ -482,9 +509,13 @@ def test_a_second_lost_connection_of_a_write_keeps_the_deadline_of_the_first(
             return real(first=first)
 
         monkeypatch.setattr(store, "_connect_writer", connect)
-        with pytest.raises(StoreError, match="could not be made again within 30s"):
+        with pytest.raises(StoreError, match="could not be made again within 30s") as info:
             store.write(Transaction().set_state("w", "k", 1).set_state("w", "j", 2))
         assert len(sends) == 2 and 20 <= sends[1] < 25
+        message = str(info.value)  # (the store named once, not again for the last error)
+        assert message.count(repr(store.path)) == 1 and message.endswith(
+            "within 30s: cannot connect (its writes connection): refused; this store "
+            "writes nothing more"), message
         assert 28 <= clock.now <= 30
     assert sql(pg, "SELECT key FROM state") == []
 
@@ -532,6 +563,65 @@ def test_a_connection_lost_again_as_the_writer_reconnects_is_retried(
         assert store.statistics().transactions == 2
 
 
+def test_a_writer_whose_old_session_does_not_end_gives_up(
+        pg: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A write's connection is lost and its old server session does not end (the server
+    refuses to end it, and it has not noticed its client went): the write is not sent
+    again, which could apply it twice, and the store gives up ``retry_for`` after the
+    loss, saying why. (The session living on is tests/test_pg_faults.py's.)"""
+    with PostgresStore(pg, retry_for=30) as store:
+        store.write(Transaction().create_workflow("w", "app:f"))
+        assert store._writer is not None
+        old = store._writer_session
+        assert old is not None and old[0] == store._writer.info.backend_pid
+        clock = _Clock()
+        monkeypatch.setattr(pgstore, "_time", clock)
+        _lose_answer(store, monkeypatch, after=False)
+        monkeypatch.setattr(pgstore, "_SESSION_ALIVE",  # (it lives on, as far as it can tell)
+                            "SELECT 1 WHERE %s::int IS NOT NULL AND %s IS NOT NULL")
+        with pytest.raises(StoreError, match=rf"its old session on the server \(pid {old[0]}\) "
+                           r"did not end within 30s: the write it was sending may still "
+                           r"commit there, so it cannot be sent again"):
+            store.write(Transaction().set_state("w", "k", 1).set_state("w", "j", 2))
+        assert 29 <= clock.now <= 30
+        assert store.failed is not None and not store.locked
+    assert sql(pg, "SELECT key FROM state") == []
+
+
+def test_a_store_closed_while_the_old_session_is_waited_for_ends_the_write(
+        pg: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The store is closed while the writer waits for its old session to end: the write
+    ends at once with a StoreError saying whether it committed is unknown (``close``
+    waited for all of ``retry_for``)."""
+    store = PostgresStore(pg, retry_for=30)
+    try:
+        store.write(Transaction().create_workflow("w", "app:f"))
+        clock = _Clock()
+        closing: list[threading.Thread] = []
+
+        def sleep(seconds: float) -> None:
+            clock.now += seconds
+            if clock.now > 1 and not closing:  # (a second into the wait)
+                closing.append(threading.Thread(target=store.close))
+                closing[0].start()
+                while not store._closed:
+                    time.sleep(0.001)
+
+        clock.sleep = sleep  # type: ignore[method-assign]
+        monkeypatch.setattr(pgstore, "_time", clock)
+        _lose_answer(store, monkeypatch, after=False)
+        monkeypatch.setattr(pgstore, "_SESSION_ALIVE",  # (it lives on, as far as it can tell)
+                            "SELECT 1 WHERE %s::int IS NOT NULL AND %s IS NOT NULL")
+        with pytest.raises(StoreError, match=r"the store was closed while a write waited "
+                           r"for the server .*: whether it committed is unknown"):
+            store.write(Transaction().set_state("w", "k", 1).set_state("w", "j", 2))
+        assert clock.now < 2
+        closing[0].join(10)
+        assert not closing[0].is_alive()
+    finally:
+        store.close()
+
+
 def test_a_full_store_still_finds_confirmed_commits_the_server_lost(pg: str) -> None:
     with PostgresStore(pg, synchronous="full") as store:
         store.write(Transaction().create_workflow("w", "app:f"))
@@ -572,10 +662,13 @@ def test_a_server_gone_past_retry_for_is_a_store_error(
                 store.write(Transaction().set_state("w", "k", 1))
             assert time.monotonic() - t0 < 5
             message = str(info.value)
-            assert f"127.0.0.1:{server.port}/outage" in message
-            assert "could not be made again within 0.5s" in message
-            with pytest.raises(StoreError):
+            assert message.count(f"127.0.0.1:{server.port}/outage") == 1, message
+            assert "could not be made again within 0.5s: cannot connect" in message
+            with pytest.raises(StoreError) as read:
                 store.get_workflow("w")
+            message = str(read.value)  # (the store named once, not again for the last error)
+            assert message.count(f"127.0.0.1:{server.port}/outage") == 1, message
+            assert "could not be made again within 0.5s: cannot connect" in message
     finally:
         _postgres.stop(server)
 

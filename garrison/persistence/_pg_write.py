@@ -88,6 +88,11 @@ _CLOSED_CHECK_MS = 200
 #: what ``_drive_here`` returns for a write that ended in the node's thread
 _DONE: Any = object()
 
+#: when this connection's server session started: with its pid, what tells it from a
+#: later session that took the same pid (``PgWritePath._end_session``)
+_SESSION_START = "SELECT backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()"
+_SESSION_ALIVE = "SELECT 1 FROM pg_stat_activity WHERE pid = %s AND backend_start = %s"
+
 
 def _reason(exc: BaseException) -> str:
     """The useful line of a psycopg error (libpq repeats the server address)."""
@@ -406,6 +411,10 @@ class PgWritePath:
     _prepared: set[bytes]
     _write_lock: threading.Lock
     _writer: psycopg.Connection[Any] | None
+    #: the writer's server session, ``(pid, backend_start)`` (``_session_of``): the one
+    #: a lost write went through, which ``_reconnect_writer`` ends before it reads the
+    #: writer's number
+    _writer_session: tuple[int, Any] | None
     _stats: dict[str, int]
     #: the cluster epoch of the node using this store (its writes are fenced), or None
     fence_epoch: int | None
@@ -1025,9 +1034,11 @@ class PgWritePath:
 
     def _commit(self, plans: list[_Plan], *, here: bool) -> _Gen[None]:
         """Write ``plans`` as one transaction, reconnecting and retrying as the module
-        docs say; raises :class:`~garrison.StoreError` when the store gave up. A
-        resumable write (see :data:`_Gen`): it holds the write lock from its first
-        step to its end, in whichever thread drives it.
+        docs say; raises :class:`~garrison.StoreError` when the store gave up (once
+        some plans committed and the others, refused for now, are written again, it is
+        those others' error: the committed keep their results). A resumable write
+        (see :data:`_Gen`): it holds the write lock from its first step to its end, in
+        whichever thread drives it.
 
         ``here`` (driven in the node's thread, ``_drive_here``): the write lock is not
         waited for; another write holding it (a worker thread reconnecting through an
@@ -1045,6 +1056,8 @@ class PgWritePath:
             #: transient refusals (``_transient``): until when they are tried again
             busy_until: float | None = None
             pause = 0.05
+            #: the others committed: ``plans`` are those the server refused for now
+            rest = False
             while True:
                 conn = self._writer
                 try:
@@ -1100,6 +1113,7 @@ class PgWritePath:
                 if committed:  # the others committed: the rest is a new transaction
                     plans = again
                     n = self._acked + 1
+                    rest = True
                 yield _BLOCK  # (the node's thread hands the write to a worker here)
                 _time.sleep(pause)
                 pause = min(pause * 2, 1.0)
@@ -1112,7 +1126,14 @@ class PgWritePath:
                     return
         except BaseException as exc:
             if isinstance(exc, Exception):
-                raise
+                if not rest:
+                    raise
+                # (the store gave up, say) the outcome of the plans written again only:
+                # the others committed, and keep their results
+                for plan in plans:
+                    plan.results = None
+                    plan.error = exc
+                return
             # abandoned by its driver (GeneratorExit: a KeyboardInterrupt there), or
             # interrupted itself (a KeyboardInterrupt), with statements maybe in flight:
             # the connection's state and the transaction's outcome are unknown, and a
@@ -1143,17 +1164,18 @@ class PgWritePath:
         StoreError saying ``what`` failed and ``outcome`` (what is known of the write):
         not the RuntimeError of a call on a closed store (``close`` came meanwhile), nor
         the reader's error alone, which would leave it to guess whether its write
-        committed."""
+        committed. (Any other error too: the read's own, a row it cannot read.)"""
         try:
             return read(*args)
-        except RuntimeError as exc:  # (a StoreError is one too)
+        except Exception as exc:
             if self._closed:  # (the RuntimeError of a call on a closed store)
                 raise StoreError(self.path, f"the store was closed while {what}: {outcome}"
                                  ) from None
-            if not isinstance(exc, StoreError):
-                raise
-            because = str(exc).removeprefix(f"store {self.path!r}: ")
-            raise StoreError(self.path, f"{what} failed ({because}): {outcome}") from None
+            if isinstance(exc, StoreError):
+                because = str(exc).removeprefix(f"store {self.path!r}: ")
+                raise StoreError(self.path, f"{what} failed ({because}): {outcome}") from None
+            raise StoreError(self.path, f"{what} failed ({type(exc).__name__}: {exc}): "
+                             f"{outcome}") from exc
 
     def _drive(self, write: _Gen[_T], wait: Any = _DONE) -> _T:
         """Run ``write`` to its end in this thread, waiting for the server as long as
@@ -1217,40 +1239,97 @@ class PgWritePath:
 
     def _reconnect_writer(self, deadline: float, reason: str) -> int:
         """Reconnect (with backoff until ``deadline``), take the lock again; the
-        writer's number as the server has it."""
+        writer's number as the server has it.
+
+        The writer's old session is ended first (``_end_session``): the server may not
+        have noticed yet that its client went, and its transaction in flight (or
+        statements still on their way) could commit after the number was read, and
+        the write, sent again, would be applied twice. (A cluster node's incarnation
+        lock is taken over the same way: ``_hold_epoch``.)"""
+        old = self._writer_session
         self._drop_writer()
         delay = 0.05
         last = reason
         while True:
             if self._closed:
-                raise StoreError(self.path, f"the store was closed while a write waited for "
-                                 f"the server ({reason}): whether it committed is unknown")
+                raise self._closed_meanwhile(reason)
             try:
                 conn = self._connect_writer(first=False)
             except StoreLocked as exc:
                 self._give_up(f"could not take this node's lock again after the "
                               f"connection was lost: a session that could not be ended "
                               f"still holds it ({exc})")
-            except StoreError as exc:
-                last = str(exc)
+            except StoreError as exc:  # (named in the message it ends in: not twice)
+                last = str(exc).removeprefix(f"store {self.path!r}: ")
             except psycopg.Error as exc:  # (lost again as it took the lock: try again)
                 last = _reason(exc)
             else:
                 try:
+                    self._end_session(conn, old, deadline, reason)
                     row = conn.execute(
-                        f"SELECT batch FROM {self._s}.writers WHERE writer = %s",
-                        (self._writer_id,)).fetchone()
+                        f"SELECT (SELECT batch FROM {self._s}.writers WHERE writer = %s), "
+                        f"({_SESSION_START})", (self._writer_id,)).fetchone()
                 except psycopg.Error as exc:
                     conn.close()
+                    self.locked = False
                     last = _reason(exc)
+                except BaseException:  # (given up, or interrupted: not the writer's)
+                    conn.close()
+                    self.locked = False
+                    raise
                 else:
+                    assert row is not None
                     self._writer = conn
-                    return int(row[0]) if row is not None else 0
+                    self._writer_session = (conn.info.backend_pid, row[1])
+                    return int(row[0]) if row[0] is not None else 0
             if _time.monotonic() + delay > deadline:
                 self._give_up(f"the connection was lost ({reason}) and could not be made "
                               f"again within {self.retry_for:g}s: {last}")
             _time.sleep(delay)
             delay = min(delay * 2, 2.0)
+
+    def _end_session(self, conn: psycopg.Connection[Any], session: tuple[int, Any] | None,
+                     deadline: float, reason: str) -> None:
+        """End the writer's old server ``session`` (``(pid, backend_start)``: not
+        another that took its pid since) from the new connection ``conn``, and wait
+        until it is gone: then its transaction committed or rolled back, for good.
+        Ending a session of one's own role needs no privilege; should the server refuse,
+        the session may still end by itself (its TCP keepalive). Not gone by
+        ``deadline``: the store gives up (sending the write again could apply it
+        twice)."""
+        if session is None:
+            return
+        alive = conn.execute(_SESSION_ALIVE, session).fetchone()
+        if alive is None:
+            return
+        with contextlib.suppress(pg_errors.InsufficientPrivilege):
+            conn.execute("SELECT pg_terminate_backend(%s)", (session[0],))
+        while alive is not None:
+            if self._closed:  # (``close`` waits for this write)
+                raise self._closed_meanwhile(reason)
+            if _time.monotonic() + 0.02 > deadline:
+                self._give_up(
+                    f"the connection was lost ({reason}) and its old session on the server "
+                    f"(pid {session[0]}) did not end within {self.retry_for:g}s: the write "
+                    "it was sending may still commit there, so it cannot be sent again")
+            _time.sleep(0.02)
+            alive = conn.execute(_SESSION_ALIVE, session).fetchone()
+
+    def _closed_meanwhile(self, reason: str) -> StoreError:
+        """The error of a write whose connection was lost (``reason``) and the store
+        closed before it could be settled."""
+        return StoreError(self.path, f"the store was closed while a write waited for the "
+                          f"server ({reason}): whether it committed is unknown")
+
+    def _session_of(self, conn: psycopg.Connection[Any]) -> tuple[int, Any]:
+        """The server session of the writer's connection ``conn`` (see
+        ``_writer_session``)."""
+        try:
+            row = conn.execute(_SESSION_START).fetchone()
+        except psycopg.Error as exc:
+            raise StoreError(self.path, f"cannot set up the connection: {_reason(exc)}"
+                             ) from None
+        return conn.info.backend_pid, None if row is None else row[0]
 
     def _drop_writer(self) -> None:
         if self._writer is not None:

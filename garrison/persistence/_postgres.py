@@ -49,7 +49,10 @@ The first statement of every transaction also sets this writer's row of
 - the connection drops (network, server restart, ``pg_terminate_backend``): the
   store reconnects with backoff (for ``retry_for`` seconds; a commit begun in the
   node's thread goes on in a worker thread for that, but under a ``MockClock``),
-  takes its lock again, and reads its number. Equal to the transaction in flight: it committed (the
+  takes its lock again, ends its old session on the server (which may not have
+  noticed yet that its client went: its transaction in flight, or statements still on
+  their way, could commit later) and waits until it is gone, and only then reads its
+  number. Equal to the transaction in flight: it committed (the
   results are read back); equal to the previous one: it did not, and it is sent
   again. Nothing is applied twice and nothing is lost;
 - lower than a transaction the server had confirmed: the server lost confirmed
@@ -61,8 +64,8 @@ The first statement of every transaction also sets this writer's row of
   store does not fence (a step of a sequential workflow) does not set the number: its
   own row settles a lost answer (there: committed; absent: sent again), and a server
   that keeps what it confirmed cannot have lost an earlier one;
-- the server stays unreachable past ``retry_for``, or another node took the lock
-  meanwhile: the same refusal;
+- the server stays unreachable past ``retry_for``, the old session does not end
+  within it, or another node took the lock meanwhile: the same refusal;
 - the store is closed while a write waits for the server: that write ends with
   :class:`~garrison.StoreError` saying its outcome is unknown (``close`` does not
   wait for a server that stopped answering); one whose results are being read back
@@ -377,9 +380,11 @@ class PostgresStore(PgWritePath, StoreShortcuts):
         self._schedule_seen = 0
         self._schedule_taken: set[int] = set()
         self._writer: psycopg.Connection[Any] | None = None
+        self._writer_session: tuple[int, Any] | None = None
         self._reader: psycopg.Connection[Any] | None = None
         try:
             self._writer = self._connect_writer(first=True)
+            self._writer_session = self._session_of(self._writer)
             self._reader = self._connect(None)
         except BaseException:
             self._close_connections()
@@ -901,9 +906,10 @@ class PostgresStore(PgWritePath, StoreShortcuts):
                         continue
                     except StoreError as again:
                         if _time.monotonic() + delay > deadline:
+                            because = str(again).removeprefix(f"store {self.path!r}: ")
                             raise StoreError(
                                 self.path, f"the connection was lost and could not be made "
-                                f"again within {self.retry_for:g}s: {again}") from None
+                                f"again within {self.retry_for:g}s: {because}") from None
                     _time.sleep(delay)
                     delay = min(delay * 2, 2.0)
                 except psycopg.Error as exc:

@@ -148,6 +148,16 @@ def _raise_if_busy(conn: sqlite3.Connection, exc: sqlite3.OperationalError) -> N
             conn.rollback()
         raise Busy(str(exc)) from exc
 
+
+def _end_open(conn: sqlite3.Connection) -> None:
+    """Roll back a transaction an interrupt (a KeyboardInterrupt) left open: one that
+    landed between ``BEGIN IMMEDIATE`` and the ``with conn:`` block that ends it. Left
+    open, it would hold the file's write lock, fail every later ``BEGIN``, and take in
+    a later write of one statement, reported committed, never to commit."""
+    if conn.in_transaction:
+        with contextlib.suppress(sqlite3.Error):
+            conn.rollback()
+
 # ---------------------------------------------------------------- operations
 # One function per :class:`~garrison.persistence.Op`: ``(connection, params) -> result``,
 # run inside the transaction that ``write`` / the group commit opened. The params and
@@ -813,9 +823,13 @@ class SQLiteStore(StoreShortcuts):
 
     def _apply_in_transaction(self, tx: Transaction) -> list[Any]:
         conn = self._conn
-        conn.execute("BEGIN IMMEDIATE")
-        with conn:
-            return self._apply(tx)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            with conn:
+                return self._apply(tx)
+        except BaseException:
+            _end_open(conn)
+            raise
 
     def _stayed_busy(self, exc: Busy, waited: float | None = None) -> StoreError:
         """The StoreError of a write that found the store locked for ``waited`` seconds:
@@ -930,13 +944,14 @@ class SQLiteStore(StoreShortcuts):
         except Exception as exc:
             if isinstance(exc, sqlite3.OperationalError):
                 _raise_if_busy(conn, exc)
-            if len(batch) == 1:
+            if len(batch) == 1 or self._closed:  # (closed: no caller's own error)
                 fail_all(batch, exc)
                 return
             stats["failed_batches"] += 1
             if not self._write_isolated(batch):
                 return
         except BaseException as exc:  # (a KeyboardInterrupt: it goes on, once)
+            _end_open(conn)
             fail_all(batch, interrupted(self.path, exc))
             raise
         if self._checkpointer is not None:
@@ -968,6 +983,7 @@ class SQLiteStore(StoreShortcuts):
             fail_all(batch, exc)
             return False
         except BaseException as exc:  # (a KeyboardInterrupt: it goes on, once)
+            _end_open(conn)
             fail_all(batch, interrupted(self.path, exc))
             raise
         return True
@@ -1009,6 +1025,9 @@ class SQLiteStore(StoreShortcuts):
                     ).fetchall()
             except sqlite3.OperationalError as exc:
                 _raise_if_busy(conn, exc)
+                raise
+            except BaseException:
+                _end_open(conn)
                 raise
             self._stats["transactions"] += 1
         rows.sort()
