@@ -668,7 +668,6 @@ class WorkflowHost:
         for wid in stored or left:  # not running here when the EXIT was written: one
             # loaded meanwhile (a retry) may have read its inbox before the commit
             self._claimed_meanwhile(wid)
-        self._late_local_monitors(wf, watchers, event)
         self.counts[status] += 1
         wf.status = status
         wf.result_json = result_json
@@ -685,6 +684,17 @@ class WorkflowHost:
             log.warning("workflow %s (%s) failed: %s", wf.wid, wf.name, error,
                         extra={"workflow_id": wf.wid, "run_id": wf.run_id, "pid": wf.pid,
                                "error": error})
+        self._ended_fan_out(wf, status, event, watchers)
+        wf.done.set()
+
+    def _ended_fan_out(self, wf: WorkflowInstance, status: WorkflowStatus, event: Event,
+                       delivered: Mapping[Pid, Any]) -> None:
+        """After ``wf``'s end (``event``) is committed, whoever wrote it: the workflows
+        here that watch it and are not in ``delivered`` get its ``EXIT``
+        (:meth:`_late_local_monitors`), its callers fail, its monitors and links hear
+        of it (:func:`exit_fan_out`)."""
+        self._late_local_monitors(wf, delivered, event)
+        error = event.error
         if wf.callers:
             wf.fail_callers(f"workflow {wf.pid} ended before replying: "
                             f"{error or 'normal exit'}", error or noproc(wf.pid))
@@ -694,7 +704,6 @@ class WorkflowHost:
         processes = [p for p in wf.monitoring if not self.node.hosts[p.host].durable] \
             if wf.monitoring and status is not WorkflowStatus.FAILED else None
         exit_fan_out(self.node, wf.pid, event, wf.watchers, wf.links, processes)
-        wf.done.set()
 
     def _count_dropped(self, watchers: list[str], delivered: set[str]) -> None:
         """In a cluster, the watchers of an ended workflow that this node knew of and
@@ -1187,7 +1196,8 @@ class WorkflowHost:
         ended it there (``garrison workflows cancel`` of a pending workflow, or
         ``terminate``, found no node holding the store) as this node opened the store
         and loaded it. It leaves the queue and never runs here; its handles get that
-        end."""
+        end, its monitors and links hear of it as of any end (the tool's write gave the
+        store's monitors their ``EXIT``)."""
         status = WorkflowStatus(record.status)
         error = record.error if record.error is not None else cancelled_error(wf.wid)
         self.queue.leave(wf)
@@ -1197,6 +1207,7 @@ class WorkflowHost:
         wf.status = wf.stored_status = status
         wf.error = error
         wf.result_json = None
+        self._ended_fan_out(wf, status, Event(EventKind.EXIT, wf.pid, None, error), {})
         wf.done.set()
         wf.mark_exited()
 
