@@ -824,7 +824,9 @@ class WorkflowHost:
     def deliver_event(self, pid: Pid, event: Event, *, msg_id: str | None = None) -> bool:
         """Durably queue ``event`` (an ``EXIT`` or ``LINK_DOWN``) for the workflow (in a
         cluster, for one another node runs too: the store wakes that node); ``msg_id``:
-        its inbox id, if not the one per (process, kind, workflow)."""
+        its inbox id, if not the one named by the workflow's monitor or link of that
+        process (``Interop.event_id``), or, if it made none or does not run here, the
+        one per (process, kind, workflow)."""
         wf = self.active.get(pid.id)
         if wf is None:
             # not running here: into its inbox through the store if it may run (again):
@@ -845,8 +847,10 @@ class WorkflowHost:
 
             self.elsewhere.later(partial(self._may_come_back, pid.id), put)
             return True
-        if event.kind is EventKind.EXIT and wf.monitoring:
-            wf.monitoring.discard(event.pid)  # that monitor is spent
+        if event.kind is EventKind.EXIT:
+            if wf.monitoring:
+                wf.monitoring.discard(event.pid)  # that monitor is spent
+            msg_id = msg_id or wf.event_id(event.kind, event.pid, spent=True)
         tx, plain_event, now = self._event_row(pid, event, msg_id)
 
         def delivered(results: list[Any]) -> None:
@@ -973,8 +977,9 @@ class WorkflowHost:
         the workflow reads it, and the row's time."""
         plain_event = event_to_plain(Event(event.kind, event.pid,
                                            plain_or_repr(event.result), event.error))
-        # one id per (process, kind, workflow): a ``noproc`` event made at recovery for a
-        # process lost in a crash is dropped if the real one was delivered before
+        # by default one id per (process, kind, workflow) (see deliver_event): a
+        # ``noproc`` event made at recovery for a process lost in a crash is dropped if
+        # the real one was delivered before
         now = self.clock.now()
         tx = Transaction().deliver(pid.id, str(event.kind), RawJson(_dumps(plain_event)),
                                    sender=event.pid, kind="event",
@@ -1099,10 +1104,12 @@ class WorkflowHost:
             return
         if wf.links:
             wf.links.discard(dead)
+        msg_id = wf.event_id(EventKind.LINK_DOWN, dead, spent=True)  # (the link is spent)
         if error is None:
             return
         if wf.trap_links:
-            self.deliver_event(target, Event(EventKind.LINK_DOWN, dead, None, error))
+            self.deliver_event(target, Event(EventKind.LINK_DOWN, dead, None, error),
+                               msg_id=msg_id)
         else:
             self.kill(target, linked_failure(dead, error))
 
