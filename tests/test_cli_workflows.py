@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import pytest
 import trio
+import trio.testing
 import workflow_app
 
 import garrison
@@ -808,3 +809,39 @@ async def test_the_cli_cancel_never_ends_a_workflow_a_node_read_pending(
     assert ended == [False]  # it asked the node
     with open_store(sqlite_path) as s:
         assert s.get_workflow("p-4").status == "cancelled"
+
+
+async def watches_and_traps(target: str) -> list[Any]:
+    """A plain process that monitors ``target`` and links to it, trapping: the events."""
+    process.set_options(trap_links=True)
+    process.monitor(target)
+    process.link(target)
+    events = process.events()
+    got = []
+    for _ in range(2):
+        ev = await events.receive()
+        got.append((ev.kind.value, None if ev.error is None else ev.error.type))
+    return sorted(got)
+
+
+async def test_a_pending_workflow_a_tool_ended_as_a_node_loaded_it_tells_its_watchers(
+        sqlite_path: str) -> None:
+    """Ended so (see the test above), it left the node's memory with no ``EXIT`` for the
+    plain processes that monitored it, nor a linked exit for those linked to it (they
+    waited for ever): they get them as from any end."""
+    from garrison.hosts.workflow import cancel_pending_transaction
+
+    async with garrison.open_node(store=sqlite_path, max_concurrent=1) as node:
+        await node.start_workflow(workflow_app.approval, "first", id="busy")
+        await node.start_workflow(workflow_app.steps, 0, 2, id="p-4")
+        assert node.workflow("p-4").status() == "pending"
+        watcher = await node.spawn(watches_and_traps, "workflows/p-4")
+        await trio.testing.wait_all_tasks_blocked()  # (it monitors and links)
+        with open_store(sqlite_path, lock=False) as tool:
+            tool.write(cancel_pending_transaction(tool, tool.get_workflow("p-4")))
+        with trio.fail_after(10):
+            got = await node.wait(watcher)
+        assert got == [("EXIT", "WorkflowCancelled"), ("LINK_DOWN", "WorkflowCancelled")]
+        await node.send(garrison.Pid("workflows", "busy"), "approve", "ann")
+        with trio.fail_after(10):
+            assert await node.workflow("busy").result() == "first approved by ann"

@@ -155,3 +155,54 @@ async def test_every_workflow_monitoring_a_workflow_gets_its_exit(
     with trio.fail_after(5):
         for wid in ("W1", "W2", "W3"):
             assert await node.workflow(wid).result() == ["EXIT", "RuntimeError"]
+
+
+async def wait_receives(handle: garrison.WorkflowHandle, count: int) -> None:
+    """Until ``count`` receives are journaled (and the workflow waits for the next)."""
+    with trio.fail_after(5):
+        while sum(r.kind == "receive" for r in handle.history()) < count or \
+                handle.status() != "waiting":
+            await trio.sleep(0.001)
+
+
+@pytest.mark.parametrize("kind", ["link", "monitor"])
+@pytest.mark.parametrize("restarts", ["none", "two", "old ids"])
+async def test_each_link_or_monitor_of_a_dead_process_gets_its_own_event(
+        store_spec: str, autojump_clock: Any, kind: str, restarts: str) -> None:
+    """Each link (trapping) or monitor of a dead process yields its own ``noproc``, as
+    in Erlang: a second one had the inbox id of the first (one per process, kind and
+    workflow), dropped as delivered already. A restart between the two and one after
+    both make no third: a recovery's ``noproc`` has the id of the operation's own, or
+    finds the event under the id one per process (``old ids``: as a store of before
+    has the first)."""
+    db = store_spec
+    event = "LINK_DOWN" if kind == "link" else "EXIT"
+    async with garrison.open_node(store=db) as node:
+        dead = await node.spawn(app.quick_process, host="processes")
+        await node.wait(dead)
+        await node.start_workflow(app.signals_a_dead_process_twice, str(dead), kind, id="s")
+        await wait_receives(node.workflow("s"), 0)
+        await node.send("workflows/s", "go", None)  # the first link or monitor
+        await wait_receives(node.workflow("s"), 2)
+        if restarts == "none":
+            await node.send("workflows/s", "go", None)
+            await wait_receives(node.workflow("s"), 4)
+            await node.send("workflows/s", "go", None)
+            with trio.fail_after(120):
+                got = await node.workflow("s").result()
+    if restarts != "none":
+        if restarts == "old ids":
+            sql(db, "UPDATE inbox SET msg_id = ? WHERE workflow_id = 's' AND kind = 'event'",
+                (f"{dead}#{event}@s",))
+        async with garrison.open_node(store=db) as node:
+            await wait_receives(node.workflow("s"), 2)
+            await node.send("workflows/s", "go", None)  # the second
+            await wait_receives(node.workflow("s"), 4)
+        async with garrison.open_node(store=db) as node:
+            await wait_receives(node.workflow("s"), 4)
+            await node.send("workflows/s", "go", None)
+            with trio.fail_after(120):
+                got = await node.workflow("s").result()
+    assert got == [[event, True, "noproc"], [event, True, "noproc"], None]
+    events = sql(db, "SELECT msg_id FROM inbox WHERE workflow_id = 's' AND kind = 'event'")
+    assert len(events) == 2, events

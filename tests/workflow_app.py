@@ -540,6 +540,25 @@ async def quick_process() -> None:
     return None
 
 
+async def signals_a_dead_process_twice(to: str, kind: str) -> list[Any]:
+    """Links to (trapping) or monitors the dead process ``to`` twice, each after a
+    ``go``; after a third ``go``, waits a minute for any further event. What it got."""
+    process.set_options(trap_links=True)
+    got: list[Any] = []
+    for _ in range(2):
+        await process.inbox().receive()
+        if kind == "link":
+            process.link(to)
+        else:
+            process.monitor(to)
+        ev = await process.events().receive()
+        got.append([ev.kind.value, ev.pid == garrison.Pid.parse(to), ev.error.type])
+    await process.inbox().receive()
+    extra = await process.events().receive(timeout=60)
+    got.append(None if extra is None else [extra.kind.value, extra.error.type])
+    return got
+
+
 async def links_a_quick_process() -> str:
     await process.spawn_linked(quick_process, host="processes")
     await process.inbox().receive()

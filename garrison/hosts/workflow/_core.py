@@ -25,7 +25,7 @@ from ..._errors import GarrisonError, NotInProcess, StoreError, WorkflowCancelle
 from ...actors._cancel_switch import CancelSwitch
 from ...actors._flag import Flag
 from ...actors._runtime import runtime_var
-from ...actors._values import ErrorInfo, Pid
+from ...actors._values import ErrorInfo, EventKind, Pid
 from ...persistence import MAX_TIME, Op, Transaction, WorkflowStatus
 from .._kernel import Caller
 from ._codec import json_round_trip
@@ -109,8 +109,9 @@ class WorkflowCore(Caller, WorkflowScope):
                  "input_plain",
                  "kill_reason", "links", "may_be_queued", "monitoring", "name", "parent",
                  "pending", "promise_times", "promises", "refreshed", "requests", "requests_taken",
-                 "resend_seq", "result_json", "run_id", "scope", "started", "state", "status",
-                 "store", "store_error", "stored_status", "taken", "task", "timer_kinds", "timers",
+                 "resend_seq", "result_json", "run_id", "scope", "signal_seqs", "started",
+                 "state", "status", "store", "store_error", "stored_status", "taken", "task",
+                 "timer_kinds", "timers",
                  "topics", "trace", "trap_links", "unlinked", "unsized", "versions",
                  "wait_deadline", "watchers", "wid")
 
@@ -174,6 +175,10 @@ class WorkflowCore(Caller, WorkflowScope):
         #: locally (for :data:`UNLINK_GRACE` seconds)
         self.unlinked: dict[Pid, float] | None = None
         self.monitoring: set[Pid] | None = None
+        #: the seq of the link (``LINK_DOWN``) or monitor (``EXIT``) of each pid that this
+        #: run made last, as its code made them (a replay too): what names the inbox id of
+        #: the event it gets of it (``Interop.event_id``)
+        self.signal_seqs: dict[tuple[EventKind, Pid], int] | None = None
         self.trap_links = False
         self.state = state
         self.status: WorkflowStatus = WorkflowStatus.RUNNING

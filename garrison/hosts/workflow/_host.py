@@ -668,7 +668,6 @@ class WorkflowHost:
         for wid in stored or left:  # not running here when the EXIT was written: one
             # loaded meanwhile (a retry) may have read its inbox before the commit
             self._claimed_meanwhile(wid)
-        self._late_local_monitors(wf, watchers, event)
         self.counts[status] += 1
         wf.status = status
         wf.result_json = result_json
@@ -685,6 +684,17 @@ class WorkflowHost:
             log.warning("workflow %s (%s) failed: %s", wf.wid, wf.name, error,
                         extra={"workflow_id": wf.wid, "run_id": wf.run_id, "pid": wf.pid,
                                "error": error})
+        self._ended_fan_out(wf, status, event, watchers)
+        wf.done.set()
+
+    def _ended_fan_out(self, wf: WorkflowInstance, status: WorkflowStatus, event: Event,
+                       delivered: Mapping[Pid, Any]) -> None:
+        """After ``wf``'s end (``event``) is committed, whoever wrote it: the workflows
+        here that watch it and are not in ``delivered`` get its ``EXIT``
+        (:meth:`_late_local_monitors`), its callers fail, its monitors and links hear
+        of it (:func:`exit_fan_out`)."""
+        self._late_local_monitors(wf, delivered, event)
+        error = event.error
         if wf.callers:
             wf.fail_callers(f"workflow {wf.pid} ended before replying: "
                             f"{error or 'normal exit'}", error or noproc(wf.pid))
@@ -694,7 +704,6 @@ class WorkflowHost:
         processes = [p for p in wf.monitoring if not self.node.hosts[p.host].durable] \
             if wf.monitoring and status is not WorkflowStatus.FAILED else None
         exit_fan_out(self.node, wf.pid, event, wf.watchers, wf.links, processes)
-        wf.done.set()
 
     def _count_dropped(self, watchers: list[str], delivered: set[str]) -> None:
         """In a cluster, the watchers of an ended workflow that this node knew of and
@@ -815,7 +824,9 @@ class WorkflowHost:
     def deliver_event(self, pid: Pid, event: Event, *, msg_id: str | None = None) -> bool:
         """Durably queue ``event`` (an ``EXIT`` or ``LINK_DOWN``) for the workflow (in a
         cluster, for one another node runs too: the store wakes that node); ``msg_id``:
-        its inbox id, if not the one per (process, kind, workflow)."""
+        its inbox id, if not the one named by the workflow's monitor or link of that
+        process (``Interop.event_id``), or, if it made none or does not run here, the
+        one per (process, kind, workflow)."""
         wf = self.active.get(pid.id)
         if wf is None:
             # not running here: into its inbox through the store if it may run (again):
@@ -836,8 +847,10 @@ class WorkflowHost:
 
             self.elsewhere.later(partial(self._may_come_back, pid.id), put)
             return True
-        if event.kind is EventKind.EXIT and wf.monitoring:
-            wf.monitoring.discard(event.pid)  # that monitor is spent
+        if event.kind is EventKind.EXIT:
+            if wf.monitoring:
+                wf.monitoring.discard(event.pid)  # that monitor is spent
+            msg_id = msg_id or wf.event_id(event.kind, event.pid, spent=True)
         tx, plain_event, now = self._event_row(pid, event, msg_id)
 
         def delivered(results: list[Any]) -> None:
@@ -964,8 +977,9 @@ class WorkflowHost:
         the workflow reads it, and the row's time."""
         plain_event = event_to_plain(Event(event.kind, event.pid,
                                            plain_or_repr(event.result), event.error))
-        # one id per (process, kind, workflow): a ``noproc`` event made at recovery for a
-        # process lost in a crash is dropped if the real one was delivered before
+        # by default one id per (process, kind, workflow) (see deliver_event): a
+        # ``noproc`` event made at recovery for a process lost in a crash is dropped if
+        # the real one was delivered before
         now = self.clock.now()
         tx = Transaction().deliver(pid.id, str(event.kind), RawJson(_dumps(plain_event)),
                                    sender=event.pid, kind="event",
@@ -1090,10 +1104,12 @@ class WorkflowHost:
             return
         if wf.links:
             wf.links.discard(dead)
+        msg_id = wf.event_id(EventKind.LINK_DOWN, dead, spent=True)  # (the link is spent)
         if error is None:
             return
         if wf.trap_links:
-            self.deliver_event(target, Event(EventKind.LINK_DOWN, dead, None, error))
+            self.deliver_event(target, Event(EventKind.LINK_DOWN, dead, None, error),
+                               msg_id=msg_id)
         else:
             self.kill(target, linked_failure(dead, error))
 
@@ -1187,7 +1203,8 @@ class WorkflowHost:
         ended it there (``garrison workflows cancel`` of a pending workflow, or
         ``terminate``, found no node holding the store) as this node opened the store
         and loaded it. It leaves the queue and never runs here; its handles get that
-        end."""
+        end, its monitors and links hear of it as of any end (the tool's write gave the
+        store's monitors their ``EXIT``)."""
         status = WorkflowStatus(record.status)
         error = record.error if record.error is not None else cancelled_error(wf.wid)
         self.queue.leave(wf)
@@ -1197,6 +1214,7 @@ class WorkflowHost:
         wf.status = wf.stored_status = status
         wf.error = error
         wf.result_json = None
+        self._ended_fan_out(wf, status, Event(EventKind.EXIT, wf.pid, None, error), {})
         wf.done.set()
         wf.mark_exited()
 

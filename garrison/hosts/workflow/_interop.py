@@ -85,10 +85,12 @@ class Interop(WorkflowCore):
 
         - the processes (of in-memory hosts) this workflow monitored or linked before
           the crash are gone: a monitor yields a durable ``EXIT`` with reason
-          ``noproc``, unless its real one was delivered before the crash (same inbox
-          message id), and a link a ``LINK_DOWN`` ``noproc`` when trapping (same
-          rule); a link that does not trap is dropped (the process may have returned:
-          a link ends quietly then, and that is not journaled);
+          ``noproc``, unless its event was delivered before the crash, real or
+          ``noproc`` (the same inbox message id, named by the monitor: :meth:`event_id`;
+          or the one per process of :meth:`_delivered_per_process`), and a link a
+          ``LINK_DOWN`` ``noproc`` when trapping (same rule); a link that does not trap
+          is dropped (the process may have returned: a link ends quietly then, and
+          that is not journaled);
         - a workflow it monitors that has ended gets its ``EXIT`` delivered (the same
           id as the one its end delivered: once);
         - a link to a workflow is made again on the other side (links are not stored:
@@ -135,9 +137,45 @@ class Interop(WorkflowCore):
                 elif self.links:  # it ended normally: the link is spent
                     self.links.discard(pid)
         for kind, pid in lost:
-            self.host.deliver_event(self.pid, Event(kind, pid, None, noproc(pid)))
+            if not self._delivered_per_process(kind, pid):
+                self.host.deliver_event(self.pid, Event(kind, pid, None, noproc(pid)))
         for pid, error in failed:
-            self.host.linked_exit(self.pid, pid, error)
+            if not (self.trap_links
+                    and self._delivered_per_process(EventKind.LINK_DOWN, pid)):
+                self.host.linked_exit(self.pid, pid, error)
+
+    def event_id(self, kind: EventKind, pid: Pid, *, spent: bool = False) -> str | None:
+        """The inbox message id of the ``kind`` event (``EXIT``, ``LINK_DOWN``) of the
+        process ``pid`` for this workflow, named by the monitor or link of it this run
+        made last: ``<pid>#<kind>@<message id of its seq>``. Each link or monitor of a
+        dead pid gets its own event so, and a replay derives the same id, so a
+        recovery's ``noproc`` for it is dropped if it was delivered before. ``None``
+        if this run made none (a plain process spawned it linked): the id is then the
+        one per process, kind and workflow. ``spent``: the link or monitor is forgotten
+        (its event came, or the link ended quietly)."""
+        seqs = self.signal_seqs
+        if not seqs:
+            return None
+        seq = seqs.pop((kind, pid), None) if spent else seqs.get((kind, pid))
+        return None if seq is None else f"{pid}#{kind}@{self._message_id(seq)}"
+
+    def _signalled_at(self, kind: EventKind, pid: Pid, seq: int | None = None) -> None:
+        """A link (``LINK_DOWN``) or monitor (``EXIT``) of ``pid`` at ``seq`` (the seq
+        just taken): its event's id names it (:meth:`event_id`)."""
+        seqs = self.signal_seqs
+        if seqs is None:
+            seqs = self.signal_seqs = {}
+        seqs[(kind, pid)] = self.cursor.seq - 1 if seq is None else seq
+
+    def _delivered_per_process(self, kind: EventKind, pid: Pid) -> bool:
+        """Whether the ``kind`` event of ``pid`` reached this workflow under the id one
+        per process, kind and workflow: that of a store of before ids named the link
+        or monitor, and of an event delivered while this workflow ran nowhere (see
+        ``WorkflowHost.deliver_event``). A recovery's ``noproc`` would be a second.
+        (Not read when that is the id the ``noproc`` gets: the inbox drops it.)"""
+        if self.event_id(kind, pid) is None:
+            return False
+        return self.store.inbox_message(f"{pid}#{kind}@{self.wid}") is not None
 
 
     def _child_id(self, host: Any, seq: int) -> str:
@@ -193,10 +231,7 @@ class Interop(WorkflowCore):
         if entry is not None:
             await self._yield()
             pid = Pid.parse(entry.outcome["pid"])
-            if link:
-                self.linked_to(pid)
-            if monitor:
-                self.monitoring = added(self.monitoring, pid)
+            self._spawned_signals(pid, h, link, monitor)
             return pid
         seq = self.cursor.seq - 1
         if h.durable and h.store is not self.store:
@@ -238,11 +273,21 @@ class Interop(WorkflowCore):
             tx = Transaction()
             self.record(tx, seq, JournalKind.SPAWN, str(label), _dumps({"pid": str(pid)}))
             await self._commit(tx)
+        self._spawned_signals(pid, h, link, monitor, seq)
+        return pid
+
+    def _spawned_signals(self, pid: Pid, h: Any, link: bool, monitor: bool,
+                         seq: int | None = None) -> None:
+        """A spawn at ``seq`` (the seq just taken) of ``pid`` on host ``h`` linked or
+        monitored it. (A plain process that ended meanwhile delivered its event under
+        the id per process: ``_delivered_per_process`` reads that one too.)"""
         if link:
+            self._signalled_at(EventKind.LINK_DOWN, pid, seq)
             self.linked_to(pid)
         if monitor:
+            if not h.durable:  # (a workflow's EXIT has an id of its own: exit_id)
+                self._signalled_at(EventKind.EXIT, pid, seq)
             self.monitoring = added(self.monitoring, pid)
-        return pid
 
     async def send(self, to: Pid | str, topic: str, payload: Any) -> None:
         if not self.cursor.replaying:  # (refused before a seq is taken; see check_text)
@@ -418,8 +463,11 @@ class Interop(WorkflowCore):
             self._record_target(JournalKind.LINK, to, pid)
         if pid == self.pid:
             return
+        self._signalled_at(EventKind.LINK_DOWN, pid)
         self.linked_to(pid)
         if live and not self.node.link(pid, self.pid):
+            # a dead pid: a linked exit at once (when trapping, a LINK_DOWN of this
+            # link's own: see event_id)
             self.host.linked_exit(self.pid, pid, noproc(pid))
 
     def linked_to(self, pid: Pid) -> None:
@@ -435,6 +483,7 @@ class Interop(WorkflowCore):
             self._record_target(JournalKind.UNLINK, to, pid)
         if self.links:
             self.links.discard(pid)
+        self.event_id(EventKind.LINK_DOWN, pid, spent=True)
         now = trio.current_time()
         self.unlinked = {p: t for p, t in (self.unlinked or {}).items() if t > now}
         self.unlinked[pid] = now + UNLINK_GRACE
@@ -443,17 +492,18 @@ class Interop(WorkflowCore):
     def monitor(self, to: Pid | str) -> None:
         live, pid = self._take_target(JournalKind.MONITOR, to)
         self.monitoring = added(self.monitoring, pid)
+        h = self.node.hosts.get(pid.host)
+        if h is None or not h.durable:  # (a workflow's EXIT has an id of its own: exit_id)
+            self._signalled_at(EventKind.EXIT, pid)
         if not live:
             return
         self._record_target(JournalKind.MONITOR, to, pid)
-        h = self.node.hosts.get(pid.host)
         if h is not None and h.durable:
             h.add_durable_monitor(pid, self)
         elif not self.node.monitor(pid, self.pid):
-            # a dead pid: its EXIT at once, under an id of this monitor's own (the EXIT
-            # this workflow may have had of it already holds the one per pid)
-            self.host.deliver_event(self.pid, Event(EventKind.EXIT, pid, None, noproc(pid)),
-                                    msg_id=f"{pid}#EXIT@{self._message_id(self.cursor.seq - 1)}")
+            # a dead pid: its EXIT at once, under an id of this monitor's own (see
+            # event_id: the EXIT this workflow may have had of it holds another)
+            self.host.deliver_event(self.pid, Event(EventKind.EXIT, pid, None, noproc(pid)))
 
     def demonitor(self, to: Pid | str) -> None:
         live, pid = self._take_target(JournalKind.DEMONITOR, to)
@@ -461,6 +511,7 @@ class Interop(WorkflowCore):
             self._record_target(JournalKind.DEMONITOR, to, pid)
         if self.monitoring:
             self.monitoring.discard(pid)
+        self.event_id(EventKind.EXIT, pid, spent=True)
         h = self.node.hosts.get(pid.host)
         if h is not None and h.durable:
             h.remove_durable_monitor(pid, self)
