@@ -206,3 +206,28 @@ async def test_each_link_or_monitor_of_a_dead_process_gets_its_own_event(
     assert got == [[event, True, "noproc"], [event, True, "noproc"], None]
     events = sql(db, "SELECT msg_id FROM inbox WHERE workflow_id = 's' AND kind = 'event'")
     assert len(events) == 2, events
+
+
+@pytest.mark.parametrize("kind", ["link", "monitor"])
+async def test_a_link_or_monitor_carried_into_a_continued_run_keeps_its_own_event_id(
+        store_spec: str, autojump_clock: Any, kind: str) -> None:
+    """A link or monitor the first run made, whose event comes in the run continued as
+    new, named its event by its seq and the run the event came in: a second link or
+    monitor of the (dead) process at that seq of the new run got the same inbox id,
+    and its ``noproc`` was dropped as delivered."""
+    db = store_spec
+    event = "LINK_DOWN" if kind == "link" else "EXIT"
+    async with garrison.open_node(store=db) as node:
+        target = await node.spawn(app.fails_on_a_message, host="processes")
+        await node.start_workflow(app.signals_across_a_continue, str(target), kind, 1,
+                                  id="c")
+        await wait_receives(node.workflow("c"), 0)
+        await node.send("workflows/c", "go", None)
+        with trio.fail_after(5):
+            while [r.kind for r in node.workflow("c").history()] != ["continued"] or \
+                    node.workflow("c").status() != "waiting":
+                await trio.sleep(0.001)  # (the new run waits for the event)
+        await node.send(target, "fail", None)
+        with trio.fail_after(120):
+            got = await node.workflow("c").result()
+    assert got == [[event, "RuntimeError"], [event, "noproc"]]

@@ -906,3 +906,28 @@ async def sizes_around_a_started_activity() -> list[int]:
 
 
 SIZES: list[tuple[int, int]] = []
+
+
+async def signals_across_a_continue(to: str, kind: str, run: int) -> list[Any]:
+    """Links to (trapping) or monitors the live process ``to`` after a ``go``, then
+    continues as new; the new run reads that link's or monitor's event, then links to
+    or monitors ``to`` (dead by then) again at the seq the first run did, reads that
+    event too, and waits a minute for any further one. What it got."""
+    process.set_options(trap_links=True)
+    if run == 1:
+        await process.inbox().receive()  # seq 1
+        if kind == "link":
+            process.link(to)  # seq 2
+        else:
+            process.monitor(to)
+        workflow.continue_as_new(to, kind, 2)
+    got: list[Any] = []
+    ev = await process.events().receive()  # seq 1: the first run's link's or monitor's
+    got.append([ev.kind.value, ev.error.type if ev.error else None])
+    if kind == "link":
+        process.link(to)  # seq 2, as the first run's
+    else:
+        process.monitor(to)
+    ev = await process.events().receive(timeout=60)
+    got.append(None if ev is None else [ev.kind.value, ev.error.type if ev.error else None])
+    return got

@@ -109,7 +109,7 @@ class WorkflowCore(Caller, WorkflowScope):
                  "input_plain",
                  "kill_reason", "links", "may_be_queued", "monitoring", "name", "parent",
                  "pending", "promise_times", "promises", "refreshed", "requests", "requests_taken",
-                 "resend_seq", "result_json", "run_id", "scope", "signal_seqs", "started",
+                 "resend_seq", "result_json", "run_id", "scope", "signal_ids", "started",
                  "state", "status", "store", "store_error", "stored_status", "taken", "task",
                  "timer_kinds", "timers",
                  "topics", "trace", "trap_links", "unlinked", "unsized", "versions",
@@ -175,10 +175,12 @@ class WorkflowCore(Caller, WorkflowScope):
         #: locally (for :data:`UNLINK_GRACE` seconds)
         self.unlinked: dict[Pid, float] | None = None
         self.monitoring: set[Pid] | None = None
-        #: the seq of the link (``LINK_DOWN``) or monitor (``EXIT``) of each pid that this
-        #: run made last, as its code made them (a replay too): what names the inbox id of
-        #: the event it gets of it (``Interop.event_id``)
-        self.signal_seqs: dict[tuple[EventKind, Pid], int] | None = None
+        #: the message id of the seq of the link (``LINK_DOWN``) or monitor (``EXIT``) of
+        #: each pid that this workflow made last, as its code made them (a replay too):
+        #: what names the inbox id of the event it gets of it (``Interop.event_id``).
+        #: Taken when the link or monitor is made: one made before a ``continue_as_new``
+        #: keeps its run's id (the new run's seqs start from 1 again)
+        self.signal_ids: dict[tuple[EventKind, Pid], str] | None = None
         self.trap_links = False
         self.state = state
         self.status: WorkflowStatus = WorkflowStatus.RUNNING

@@ -147,25 +147,28 @@ class Interop(WorkflowCore):
     def event_id(self, kind: EventKind, pid: Pid, *, spent: bool = False) -> str | None:
         """The inbox message id of the ``kind`` event (``EXIT``, ``LINK_DOWN``) of the
         process ``pid`` for this workflow, named by the monitor or link of it this run
-        made last: ``<pid>#<kind>@<message id of its seq>``. Each link or monitor of a
-        dead pid gets its own event so, and a replay derives the same id, so a
-        recovery's ``noproc`` for it is dropped if it was delivered before. ``None``
-        if this run made none (a plain process spawned it linked): the id is then the
-        one per process, kind and workflow. ``spent``: the link or monitor is forgotten
-        (its event came, or the link ended quietly)."""
-        seqs = self.signal_seqs
-        if not seqs:
+        made last: ``<pid>#<kind>@<message id of its seq>`` (of the run that made it).
+        Each link or monitor of a dead pid gets its own event so, and a replay derives
+        the same id, so a recovery's ``noproc`` for it is dropped if it was delivered
+        before. ``None`` if it made none (a plain process spawned it linked): the id is
+        then the one per process, kind and workflow. ``spent``: the link or monitor is
+        forgotten (its event came, or the link ended quietly)."""
+        ids = self.signal_ids
+        if not ids:
             return None
-        seq = seqs.pop((kind, pid), None) if spent else seqs.get((kind, pid))
-        return None if seq is None else f"{pid}#{kind}@{self._message_id(seq)}"
+        at = ids.pop((kind, pid), None) if spent else ids.get((kind, pid))
+        return None if at is None else f"{pid}#{kind}@{at}"
 
     def _signalled_at(self, kind: EventKind, pid: Pid, seq: int | None = None) -> None:
         """A link (``LINK_DOWN``) or monitor (``EXIT``) of ``pid`` at ``seq`` (the seq
-        just taken): its event's id names it (:meth:`event_id`)."""
-        seqs = self.signal_seqs
-        if seqs is None:
-            seqs = self.signal_seqs = {}
-        seqs[(kind, pid)] = self.cursor.seq - 1 if seq is None else seq
+        just taken): its event's id names it (:meth:`event_id`), by the message id of
+        the seq in this run (an event that comes after a ``continue_as_new`` would
+        otherwise take the new run's id of that seq: a link or monitor of ``pid`` the
+        new run makes there again would get the same, dropped as delivered)."""
+        ids = self.signal_ids
+        if ids is None:
+            ids = self.signal_ids = {}
+        ids[(kind, pid)] = self._message_id(self.cursor.seq - 1 if seq is None else seq)
 
     def _delivered_per_process(self, kind: EventKind, pid: Pid) -> bool:
         """Whether the ``kind`` event of ``pid`` reached this workflow under the id one
