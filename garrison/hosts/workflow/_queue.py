@@ -493,9 +493,16 @@ class WorkflowQueue:
         return batch
 
     def _back(self, refused: list[WorkflowInstance]) -> None:
-        """The store did not admit ``refused``: they wait again, in their places."""
+        """The store did not admit ``refused``: they wait again, in their places. When
+        the node closed while the store was asked, the close has emptied the queue: they
+        stay pending in the store and leave as :meth:`_dropped` (the close waits for
+        them)."""
         for wf in refused:
             self.running.discard(wf.wid)
+            if self.host.closing:
+                self._keys.pop(wf.wid, None)
+                self._dropped(wf)
+                continue
             key = self._keys.get(wf.wid)
             if key is None or self.host.active.get(wf.wid) is not wf:
                 continue
