@@ -619,3 +619,21 @@ async def test_a_commit_is_not_interrupted_by_a_cancellation_of_its_caller(
         assert sorted(store.states("w")) == sorted(reached)
     finally:
         store.close()
+
+
+async def test_a_batch_the_store_closed_under_fails_as_closed_not_as_sqlite(
+        tmp_path: Path) -> None:
+    """A batch of several commits taken by the writer as the store closed (a node's
+    close racing starts from outside it): the "store is closed" refusal failed the
+    batch, which was then written again request by request on the closed connection,
+    and every caller got sqlite3's ``ProgrammingError: Cannot operate on a closed
+    database`` instead."""
+    store = SQLiteStore(str(tmp_path / "s.db"))
+    me = trio.lowlevel.current_task()
+    batch = [CommitRequest(Transaction().set_state(f"w{i}", "k", RawJson("1")), me)
+             for i in range(2)]
+    store.close()
+    store._write_batch_locked(batch)
+    for request in batch:
+        assert isinstance(request.error, RuntimeError), request.error
+        assert str(request.error) == f"store {str(tmp_path / 's.db')!r} is closed"

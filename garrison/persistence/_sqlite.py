@@ -900,6 +900,10 @@ class SQLiteStore(StoreShortcuts):
                 return
         try:
             self._check_open()
+        except RuntimeError as exc:  # closed: every caller's, not a batch to split up
+            fail_all(batch, exc)
+            return
+        try:
             conn.execute("BEGIN IMMEDIATE")
             with conn:
                 # a run of requests that each append one journal record (a step each) is
