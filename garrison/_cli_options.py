@@ -56,6 +56,9 @@ class CommandGroup:
         (not the group's options again: the verbs share those)."""
         parser: argparse.ArgumentParser = self.verbs.add_parser(
             name, parents=[self._verb_options], **kwargs)
+        # what the usage line shows, and argparse's "required: ..." names (else it
+        # names the parser's variable, ``sc_command``)
+        self.verbs.metavar = "{" + ",".join(self.verbs.choices) + "}"
         return parser
 
 

@@ -1107,6 +1107,23 @@ def test_store_after_the_verb_on_the_command_line(tmp_path: Path) -> None:
         "or after the command)")
 
 
+def test_a_group_without_its_command_names_the_commands_not_a_variable(capsys) -> None:
+    """``garrison schedules --store app.db`` said ``the following arguments are
+    required: sc_command``: the parser's variable, not a word the user can act on. It
+    lists the commands, as the usage line does."""
+    from garrison._cli import build_parser
+
+    for group, verbs in (("workflows", "{list,show,history,"),
+                         ("schedules", "{list,pause,resume,trigger,delete}")):
+        with pytest.raises(SystemExit) as exited:
+            build_parser().parse_args([group, "--store", "app.db"])
+        assert exited.value.code == 2
+        last = capsys.readouterr().err.splitlines()[-1]
+        assert last.startswith(f"garrison {group}: error: the following arguments are "
+                               f"required: {verbs}"), last
+        assert "_command" not in last
+
+
 def test_a_libpq_keyword_string_as_a_store_is_refused_without_its_password(
         capsys, tmp_path, monkeypatch) -> None:
     """``host=db password=...`` is no file path: taken as one, it made a SQLite file

@@ -576,6 +576,104 @@ async def test_a_node_closes_while_a_queued_workflow_is_being_started(
     assert started() == ["a", "b"]
 
 
+async def test_a_node_closes_while_the_store_refuses_a_queued_workflow_for_its_rate(
+        tmp_path: Path, autojump_clock: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a ``rate``, the store has the last word on a start: a node closing while it
+    was asked, and refused, put the workflow back in the queue the close had already
+    emptied, and the close waited for its task (which never starts) for ever:
+    ``open_node`` exiting right after a workflow ended hung now and then. It stays
+    pending in the store and runs on the next node."""
+    store_spec = str(tmp_path / "store.db")
+    from garrison.persistence import Op, Transaction
+
+    stuck: list[str] = []
+
+    async def watchdog(host: Any) -> None:
+        await trio.sleep(10)  # fail the test rather than hang it (naming who hung it)
+        for wf in list(host.active.values()):
+            if not wf.exited.is_set():
+                stuck.append(wf.wid)
+                wf.exited.set()
+
+    async with trio.open_nursery() as nursery:
+        async with garrison.open_node(store=store_spec, rate="1/1m") as node:
+            store_type = type(node.hosts["workflows"].store)
+            commit = store_type.commit
+
+            async def slow_admissions(self: Any, tx: Transaction) -> list[Any]:
+                if [op for op, _params in tx.ops] == [Op.ADMIT]:  # the queue asks again
+                    await trio.sleep(1)
+                return await commit(self, tx)
+
+            monkeypatch.setattr(store_type, "commit", slow_admissions)
+            await node.start_workflow(app.job, 1.0, id="a")
+            await node.start_workflow(app.job, 1.0, id="b")  # the rate makes it wait
+            assert await node.workflow("a").result() == "a"
+            await trio.sleep(0.5)  # a's end offered b to the store, which will refuse
+            nursery.start_soon(watchdog, node.hosts["workflows"])
+        nursery.cancel_scope.cancel()
+    assert stuck == []  # the close returned
+    monkeypatch.undo()
+    async with garrison.open_node(store=store_spec, rate="1/1m") as node:
+        assert node.workflow("b").status() == "pending"
+        with trio.fail_after(120):
+            assert await node.workflow("b").result() == "b"
+    assert started() == ["a", "b"]
+
+
+async def test_a_start_that_commits_as_the_node_closes_leaves_its_workflow_pending(
+        tmp_path: Path, autojump_clock: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A start (``start_workflow``, a schedule's trigger: from a task outside the node,
+    say a web request) whose workflow must wait, committed after the close set the queue
+    aside, was queued all the same: the close waited for its task, which never starts,
+    for ever. It stays pending in the store and runs on the next node."""
+    store_spec = str(tmp_path / "store.db")
+    from garrison.persistence import Op, Transaction
+
+    stuck: list[str] = []
+    set_aside = trio.Event()
+
+    async def watchdog(host: Any) -> None:
+        await trio.sleep(10)  # fail the test rather than hang it (naming who hung it)
+        for wf in list(host.active.values()):
+            if not wf.exited.is_set():
+                stuck.append(wf.wid)
+                wf.exited.set()
+
+    async def late_start(node: garrison.Node) -> None:
+        await node.start_workflow(app.job, 1.0, id="b")
+
+    async with trio.open_nursery() as nursery:
+        async with garrison.open_node(store=store_spec, max_concurrent=1) as node:
+            queue = node.hosts["workflows"].queue
+            store_type = type(node.hosts["workflows"].store)
+            commit, close = store_type.commit, queue.close
+
+            async def late_creates(self: Any, tx: Transaction) -> list[Any]:
+                if tx.ops[0][0] is Op.CREATE_WORKFLOW and tx.workflow_ids[0] == "b":
+                    await set_aside.wait()  # committed as the close goes on
+                return await commit(self, tx)
+
+            def closes() -> None:
+                close()
+                set_aside.set()
+
+            monkeypatch.setattr(store_type, "commit", late_creates)
+            monkeypatch.setattr(queue, "close", closes)
+            await node.start_workflow(app.job, 100.0, id="a")  # holds the one slot
+            nursery.start_soon(late_start, node)
+            await trio.sleep(0.5)
+            nursery.start_soon(watchdog, node.hosts["workflows"])
+        nursery.cancel_scope.cancel()
+    assert stuck == []  # the close returned
+    monkeypatch.undo()
+    async with garrison.open_node(store=store_spec, max_concurrent=1) as node:
+        assert node.workflow("b").status() == "pending"
+        with trio.fail_after(300):
+            assert await node.workflow("b").result() == "b"
+    assert started() == ["a", "b"]
+
+
 async def test_a_queued_workflow_whose_start_the_store_refuses_ends_its_waiters_wait(
         tmp_path: Path, autojump_clock: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """When the store fails as the queue starts a waiting workflow (marks it

@@ -634,3 +634,58 @@ async def test_a_message_arriving_while_a_receive_writes_its_timer_wakes_it(
     assert await node.workflow("r1").result() == "hi"
     assert pushed == ["hi"]
     assert trio.current_time() - start < 60  # (it did not wait for the deadline)
+
+
+
+async def short_job() -> str:
+    return workflow.info().workflow_id
+
+
+async def test_starts_of_one_id_wait_for_each_other_also_after_a_cancelled_start(
+        autojump_clock: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Starts of one id wait while one of them creates it. When that one was cancelled
+    (its caller timed out), each waiter woke and took the id without looking again:
+    they all created it at once, and a start that began waiting meanwhile had its wait
+    overwritten and waited for ever (seen as triggers hanging while a node closed)."""
+    from garrison.persistence import Op, Transaction
+
+    db = str(tmp_path / "s.db")
+    creating = 0
+    most = 0
+    release = trio.Event()
+    pids: list[str] = []
+    async with garrison.open_node(store=db) as node:
+        store_type = type(node.hosts["workflows"].store)
+        commit = store_type.commit
+
+        async def gated_creates(self: Any, tx: Transaction) -> list[Any]:
+            nonlocal creating, most
+            if tx.ops[0][0] is Op.CREATE_WORKFLOW and tx.workflow_ids[0] == "x":
+                creating += 1
+                most = max(most, creating)
+                try:
+                    await release.wait()
+                finally:
+                    creating -= 1
+            return await commit(self, tx)
+
+        monkeypatch.setattr(store_type, "commit", gated_creates)
+
+        async def start(scope: trio.CancelScope) -> None:
+            with scope:
+                pids.append(str(await node.start_workflow(short_job, id="x")))
+
+        with trio.fail_after(60):
+            async with trio.open_nursery() as nursery:
+                first = trio.CancelScope()
+                nursery.start_soon(start, first)
+                await trio.sleep(0.1)  # the first start is creating "x"
+                for _ in range(3):
+                    nursery.start_soon(start, trio.CancelScope())  # these wait for it
+                await trio.sleep(0.1)
+                first.cancel()  # its caller gave up: the others wake
+                await trio.sleep(0.1)
+                assert most == 1  # one start creates "x" at a time
+                release.set()
+        assert pids == ["workflows/x"] * 3
+        assert await node.workflow("x").result() == "x"

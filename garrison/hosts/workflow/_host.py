@@ -383,7 +383,9 @@ class WorkflowHost:
                 await trio.lowlevel.checkpoint()
                 return Pid(self.name, holder)
         pid = Pid(self.name, wid)
-        if wid in self._starting:  # the same id is being started right now
+        while wid in self._starting:  # the same id is being started right now
+            # (again after the wait: when that start was cancelled, another waiter woken
+            # with this one may have taken the id, and a later one wait for it)
             starting = self._starting[wid]
             if starting is None:
                 starting = self._starting[wid] = trio.Event()

@@ -322,7 +322,13 @@ class WorkflowQueue:
     def hold(self, wf: WorkflowInstance, priority: int = 0, seq: int | None = None) -> None:
         """``wf`` (created ``pending``) waits for a slot, in order: ``priority`` (higher
         first), then ``seq`` (its queue row's start order; ``None``: a workflow without
-        a row, after every row seen so far), then arrival here."""
+        a row, after every row seen so far), then arrival here.
+
+        Once the node closes (a start that committed as the close went on), the close
+        has set the queue aside: the workflow stays ``pending`` in the store for the
+        next node, and is not made active here (the close would wait for its task)."""
+        if self.host.closing:
+            return
         if seq is None:
             seq = self._last_seq
         self._last_seq = max(self._last_seq, seq)
@@ -493,9 +499,16 @@ class WorkflowQueue:
         return batch
 
     def _back(self, refused: list[WorkflowInstance]) -> None:
-        """The store did not admit ``refused``: they wait again, in their places."""
+        """The store did not admit ``refused``: they wait again, in their places. When
+        the node closed while the store was asked, the close has emptied the queue: they
+        stay pending in the store and leave as :meth:`_dropped` (the close waits for
+        them)."""
         for wf in refused:
             self.running.discard(wf.wid)
+            if self.host.closing:
+                self._keys.pop(wf.wid, None)
+                self._dropped(wf)
+                continue
             key = self._keys.get(wf.wid)
             if key is None or self.host.active.get(wf.wid) is not wf:
                 continue
