@@ -375,9 +375,9 @@ class Router:
         if host is not None:
             host.remove_link(target, other)
 
-    def monitor(self, target: Pid, watcher: Pid) -> bool:
+    def monitor(self, target: Pid, watcher: Pid, id: str | None = None) -> bool:
         if self.remote is not None and self.remote.node_of(target) is not None:
-            return bool(self.remote.monitor(target, watcher))
+            return bool(self.remote.monitor(target, watcher, id))
         host = self.hosts.get(target.host)
         return host is not None and bool(host.add_monitor(target, watcher))
 

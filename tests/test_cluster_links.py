@@ -703,3 +703,39 @@ async def test_workflow_relinks_after_an_unlink_across_nodes(postgres_url: str) 
         await trio.sleep(2.0)
         out.append(a.workflow("ww").status())
     assert out == ["failed"], out
+
+
+async def cm_monitors_when_told(target: str, times: int) -> list[object]:
+    """A workflow that monitors ``target`` on each message, ``times`` times, and
+    returns each event it then reads (``None``: none came)."""
+    got: list[object] = []
+    for _ in range(times):
+        await process.inbox().receive()
+        process.monitor(Pid.parse(target))
+        ev = await process.events().receive(timeout=5)
+        got.append(None if ev is None else [str(ev.kind), ev.error.type if ev.error else None])
+    return got
+
+
+async def test_a_workflow_monitoring_a_dead_process_of_another_node_again_gets_a_noproc(
+        postgres_url: str) -> None:
+    """A workflow that had the EXIT of a process of another node and monitored it again
+    never heard the noproc: the process's node put it in the store under the id the
+    EXIT had taken (one per process), and the store dropped it as a duplicate. Now it
+    has the id of the monitor that asked (README: each monitor of a dead pid gets its
+    own event)."""
+    async with garrison.open_node(store=postgres_url, name="a", lease="5s") as a, \
+            garrison.open_node(store=postgres_url, name="b", lease="5s") as b:
+        p = await a.spawn(doomed, "fail")
+        await b.start_workflow(cm_monitors_when_told, str(p), 3, id="mon3")
+        await trio.sleep(0.3)
+        await b.send("workflows/mon3", "go", None)
+        await trio.sleep(0.3)
+        await a.send(p, "go")
+        await trio.sleep(0.5)
+        await b.send("workflows/mon3", "go", None)
+        await trio.sleep(0.3)
+        await b.send("workflows/mon3", "go", None)
+        with trio.fail_after(30):
+            got = await b.workflow("mon3").result()
+    assert got == [["EXIT", "RuntimeError"], ["EXIT", "noproc"], ["EXIT", "noproc"]], got

@@ -398,11 +398,16 @@ class Remote:
         self._forget(self.linked, target, other)
         self.post(target, {"k": "unlink", "target": str(target), "other": str(other)}, node)
 
-    def monitor(self, target: Pid, watcher: Pid) -> bool:
+    def monitor(self, target: Pid, watcher: Pid, id: str | None = None) -> bool:
+        """``watcher`` monitors ``target`` of another node; ``id``: the inbox id of a
+        workflow's event of this monitor, for that node's ``noproc`` (the one per
+        process there may have been taken by an ``EXIT`` of ``target`` before)."""
         if self._gone(target):
             return False  # a dead pid: EXIT noproc at once
-        if not self.post(target, {"k": "monitor", "target": str(target),
-                                  "watcher": str(watcher)}):
+        body = {"k": "monitor", "target": str(target), "watcher": str(watcher)}
+        if id is not None:
+            body["id"] = id
+        if not self.post(target, body):
             return False
         self.watching.setdefault(target, set()).add(watcher)
         return True
@@ -520,8 +525,15 @@ class Remote:
                 if plain:
                     self.watched_by.setdefault(watcher, set()).add(target)
             else:  # (the watcher may be a workflow, which names no node)
-                router.deliver_event(watcher, Event(EventKind.EXIT, target, None,
-                                                    noproc(target)))
+                event = Event(EventKind.EXIT, target, None, noproc(target))
+                host = router.hosts.get(router.aliases.get(watcher.host, watcher.host))
+                if body.get("id") and host is not None and host.durable:
+                    # under the id of the monitor that asked: an EXIT of ``target`` this
+                    # node gave the workflow before holds the one per process
+                    if not host.deliver_event(watcher, event, msg_id=str(body["id"])):
+                        router.stats_dead_letters += 1
+                else:  # (a node too old to send the id: the one per process)
+                    router.deliver_event(watcher, event)
         elif kind == "demonitor":
             target, watcher = Pid.parse(body["target"]), Pid.parse(body["watcher"])
             self._forget(self.watched_by, watcher, target)

@@ -503,9 +503,10 @@ class Interop(WorkflowCore):
         self._record_target(JournalKind.MONITOR, to, pid)
         if h is not None and h.durable:
             h.add_durable_monitor(pid, self)
-        elif not self.node.monitor(pid, self.pid):
+        elif not self.node.monitor(pid, self.pid, self.event_id(EventKind.EXIT, pid)):
             # a dead pid: its EXIT at once, under an id of this monitor's own (see
-            # event_id: the EXIT this workflow may have had of it holds another)
+            # event_id: the EXIT this workflow may have had of it holds another; the
+            # node of a pid of another node answers with the id given it)
             self.host.deliver_event(self.pid, Event(EventKind.EXIT, pid, None, noproc(pid)))
 
     def demonitor(self, to: Pid | str) -> None:
