@@ -185,7 +185,8 @@ def test_garrison_nodes_lists_the_cluster_and_drains_a_node_by_name(
 
     url = postgres_url
     lease = 30.0
-    a = Node.start(url, "a", lease, start=4, steps=60, delay=0.05)
+    # (long enough to be running still at the drain: a node lists its unfinished ones)
+    a = Node.start(url, "a", lease, start=4, steps=200, delay=0.05)
     nodes.append(a)
     nodes.append(Node.start(url, "b", lease))
 
@@ -198,9 +199,16 @@ def test_garrison_nodes_lists_the_cluster_and_drains_a_node_by_name(
         assert listed.returncode == 0, listed.stderr
         return listed.stdout.splitlines()
 
-    # (a claims its 4 workflows as it starts them: on a loaded machine, a moment later)
-    wait_for(lambda: listing()[1].split()[-1] == "4", 20, "node a's workflows")
-    lines = listing()
+    # (a claims its 4 workflows as it starts them: on a loaded machine, a moment later;
+    # the listing that shows them is the one checked, not a later one they may outlive)
+    seen: list[list[str]] = []
+
+    def claimed() -> bool:
+        seen.append(listing())
+        return seen[-1][1].split()[-1] == "4"
+
+    wait_for(claimed, 20, "node a's workflows")
+    lines = seen[-1]
     assert lines[0].split() == ["NAME", "STATUS", "STARTED", "HEARTBEAT", "WORKFLOWS"]
     assert [line.split()[:2] for line in lines[1:]] == [["a", "active"], ["b", "active"]]
     assert lines[1].split()[-1] == "4" and lines[2].split()[-1] == "0"
@@ -210,8 +218,8 @@ def test_garrison_nodes_lists_the_cluster_and_drains_a_node_by_name(
     assert a.readline() == "drained"  # without waiting out its 30 s lease
     look = Look(url)
     try:
-        wait_for(lambda: _finished(look, [f"w{i}" for i in range(4)]), 30, "the workflows")
-        _check_journals(look, [f"w{i}" for i in range(4)], 60)
+        wait_for(lambda: _finished(look, [f"w{i}" for i in range(4)]), 60, "the workflows")
+        _check_journals(look, [f"w{i}" for i in range(4)], 200)
         import json
 
         shown = json.loads(cli("--json").stdout)
