@@ -322,6 +322,7 @@ class Activities(WorkflowCore):
                 failed = exc  # (retried outside this handler: no implicit exception chain)
             finally:
                 runtime_var.reset(token)
+                del token  # (a Token less held while the step waits for its batch)
             if failed is None:
                 try:
                     text, plain = activity_result_json(value, name)

@@ -117,7 +117,8 @@ class WorkflowCore(Caller, WorkflowScope):
 
     def __init__(self, host: WorkflowHost, wid: str, name: str, input_plain: list[Any], *,
                  run_id: str, attempt: int, parent: Pid | None, created: float,
-                 journal: list[Entry], pending: list[InboxItem], timers: dict[int, float],
+                 journal: list[Entry], pending: list[InboxItem] | tuple[()],
+                 timers: dict[int, float],
                  cancel_requested: bool, watchers: list[Pid] | None,
                  state: dict[str, Any], timer_kinds: dict[int, str] | None = None) -> None:
         self.host = host
@@ -139,8 +140,9 @@ class WorkflowCore(Caller, WorkflowScope):
         #: a run started by continue_as_new (its journal begins with a CONTINUED record)
         self.continued = bool(journal) and journal[0].seq == 0 and \
             journal[0].kind == JournalKind.CONTINUED
-        #: inbox items delivered and not consumed yet, in arrival order
-        self.pending = pending
+        #: inbox items delivered and not consumed yet, in arrival order (an empty tuple
+        #: until the first: see :meth:`queue_item`)
+        self.pending: list[InboxItem] | tuple[()] = pending or ()
         #: ids of inbox rows a receive took whose consume may not be committed yet (the
         #: store still lists them pending: a refresh must not queue them again); each
         #: leaves when the commit carrying its consume returns (:meth:`_consumes_committed`),
@@ -238,6 +240,22 @@ class WorkflowCore(Caller, WorkflowScope):
         self.resend_seq = 0
         #: the trace context it was started in (``garrison.tracing``), or ``None``
         self.trace: dict[str, str] | None = None
+
+    def queue_item(self, item: InboxItem) -> None:
+        """Add ``item`` to :attr:`pending`, made a list by the first (most workflows
+        never receive: a list each is one more object per running workflow that the
+        garbage collector walks)."""
+        pending = self.pending
+        if isinstance(pending, list):
+            pending.append(item)
+        else:
+            self.pending = [item]
+
+    def unqueue_item(self, item: InboxItem) -> None:
+        """Take ``item`` out of :attr:`pending` (it is there)."""
+        pending = self.pending
+        assert isinstance(pending, list)
+        pending.remove(item)
         #: the trio task its code runs in (``None`` until it runs): the only task whose
         #: durable calls it takes (see ``_op``)
         self.task: trio.lowlevel.Task | None = None

@@ -492,7 +492,7 @@ class WorkflowHost:
             self._attach(pid, process_watcher, process_link)
             return pid
         wf = WorkflowInstance(self, wid, name, plain_input, run_id=run_id, attempt=1,
-                              parent=parent, created=now, journal=[], pending=[], timers={},
+                              parent=parent, created=now, journal=[], pending=(), timers={},
                               cancel_requested=False,
                               watchers=[watcher] if watcher is not None else None, state={})
         wf.fn = fn

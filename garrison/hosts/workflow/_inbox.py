@@ -170,7 +170,7 @@ class Receives(WorkflowCore):
             if not refreshed:
                 self.refreshed = None
             return
-        self.pending.append(item)
+        self.queue_item(item)
         self.wake()
 
     # ------------------------------------------------------------ the inboxes
@@ -224,9 +224,9 @@ class Receives(WorkflowCore):
         out = entry.outcome or {}
         if "inbox" in out:
             row_id = out["inbox"]
-            for i, item in enumerate(self.pending):
+            for item in self.pending:
                 if item.id == row_id:
-                    del self.pending[i]
+                    self.unqueue_item(item)
                     break
         if "message" in out:
             return message_from_plain(out["message"])
@@ -237,7 +237,7 @@ class Receives(WorkflowCore):
     def _consume(self, item: InboxItem, box: DurableInbox, seq: int, tx: Transaction) -> Any:
         """Take ``item`` for the receive at ``seq``: journaled and marked consumed in
         ``tx``; returns the value handed to the workflow."""
-        self.pending.remove(item)
+        self.unqueue_item(item)
         self.taken = added(self.taken, item.id)  # until a commit of it returns
         key = "event" if item.event else "message"
         self.record(tx, seq, _RECEIVE, box.channel,

@@ -146,7 +146,10 @@ class WorkflowInstance(Waits, Activities, Interop):
             # if it is used (and entered once the task is in the nursery it stays in)
             self.scope = scope = CancelSwitch()
             task_status.started()
-            with scope:
+            # (entered and left by hand: a ``with`` keeps the bound ``__exit__`` on the
+            # frame's stack, one more object every running workflow holds)
+            scope.attach()
+            try:
                 if self.kill_reason is not None or host.closing:  # started as the node closes
                     scope.cancel()
                 try:
@@ -159,10 +162,11 @@ class WorkflowInstance(Waits, Activities, Interop):
                                 0, "workflow", self.name,
                                 f"no such function ({type(exc).__name__}: {exc})") from exc
                     while True:
-                        args = restore_args(fn, self.input_plain, f"workflow {self.name}")
                         try:
                             try:  # (not a coroutine of its own: every resume passes each one)
-                                value = await fn(*args)
+                                # (no local for the arguments: a tuple less held while it runs)
+                                value = await fn(*restore_args(fn, self.input_plain,
+                                                               f"workflow {self.name}"))
                             finally:  # what it started and did not await: cancelled, unrecorded
                                 if self.started is not None:
                                     await self.end_started()
@@ -178,10 +182,13 @@ class WorkflowInstance(Waits, Activities, Interop):
                     # a wait under way at a stop that the code returned before reaching (a
                     # timer the code reached and left, by a cancel scope of its own, is
                     # not a divergence)
-                    unreached = [s for s in self.timers if s >= self.cursor.seq]
-                    if unreached:
+                    # (no comprehension naming ``self``: it would make ``self`` a cell,
+                    # one more object every running workflow holds)
+                    seq = self.cursor.seq
+                    unreached = min(filter(seq.__le__, self.timers), default=None)
+                    if unreached is not None:
                         raise self.cursor.diverge(
-                            min(unreached), "timer", self.under_way(min(unreached)),
+                            unreached, "timer", self.under_way(unreached),
                             "nothing (the workflow function returned)")
                     final = WorkflowStatus.COMPLETED
                 except NonDeterminismError as exc:
@@ -215,6 +222,11 @@ class WorkflowInstance(Waits, Activities, Interop):
                     error, final = self._failure(exc)
                 except BaseException as exc:  # asyncio's CancelledError, a library's own:
                     error, final = self._failure(exc)  # this workflow's failure only
+            except BaseException as exc:
+                if not scope.__exit__(type(exc), exc, exc.__traceback__):
+                    raise
+            else:
+                scope.__exit__(None, None, None)
             if self.store_error is not None:
                 self.stop_on_store_error(self.store_error)  # nothing more can be recorded
                 return

@@ -358,7 +358,7 @@ def refresh(host: WorkflowHost, wid: str, *, starting: bool = False) -> None:
     changed = False
     for rec in inbox:
         if rec.id not in known and rec.kind != CONTROL:
-            wf.pending.append(item_from_record(rec))
+            wf.queue_item(item_from_record(rec))
             # a row this node delivered itself, its push still to come: not twice
             wf.refreshed = added(wf.refreshed, rec.id)
             changed = True
@@ -371,7 +371,8 @@ def refresh(host: WorkflowHost, wid: str, *, starting: bool = False) -> None:
     load_promises(host, wf)
     changed = changed or len(wf.promises) != before
     if changed:
-        wf.pending.sort(key=lambda item: item.id)
+        if isinstance(wf.pending, list):
+            wf.pending.sort(key=lambda item: item.id)
         wf.wake()
 
 
