@@ -607,6 +607,7 @@ class Node:
                 from .cluster import ClusterNames, Remote
 
                 remote = Remote(self._router, member)
+                remote.live = set(member.live_at_join)
                 self._router.remote = remote
                 self._router.cluster_names = ClusterNames(member)
                 member.on_lapsed = self._router.drop_cluster_names

@@ -228,6 +228,13 @@ class Router:
         """True if ``pid`` is a plain process of another node of the cluster."""
         return self.remote is not None and self.remote.node_of(pid) is not None
 
+    def plain_on_live_node(self, pid: Pid) -> bool:
+        """True if ``pid`` is a plain process of another node of the cluster, a node the
+        membership's last view has live: whether it runs, that node alone can tell."""
+        remote = self.remote
+        return remote is not None and remote.node_of(pid) is not None \
+            and bool(remote.node_live(pid))
+
     def nodes_renewed(self) -> None:
         """A node of the cluster runs a newer incarnation (the membership's view): the
         workflow hosts check their children of its old one's supervisors."""

@@ -18,11 +18,11 @@ import trio
 sys.path.insert(0, str(Path(__file__).resolve().parent / "cluster"))
 
 import _postgres
-from harness import Node
+from harness import Look, Node
 
 import garrison
 from garrison import Pid, ProcessError, process, workflow
-from garrison.persistence import PostgresStore
+from garrison.persistence import PostgresStore, Transaction
 
 LEASE = 1.0
 
@@ -739,3 +739,43 @@ async def test_a_workflow_monitoring_a_dead_process_of_another_node_again_gets_a
         with trio.fail_after(30):
             got = await b.workflow("mon3").result()
     assert got == [["EXIT", "RuntimeError"], ["EXIT", "noproc"], ["EXIT", "noproc"]], got
+
+
+@pytest.mark.parametrize("how", ["monitor", "link"])
+async def test_a_workflow_recovered_on_a_third_node_keeps_its_watch_of_a_live_process(
+        postgres_url: str, nodes: list[Node], how: str) -> None:
+    """Workflow W on node b monitors (or links to, trapping) plain process P of node a;
+    b dies and node c recovers W. c took P for lost, as a process of its own that no
+    longer ran: W got a noproc while P lived (and, linked, never heard of P's real end:
+    the link was spent). Now c asks a, which answers noproc only for a process that
+    has ended: W hears of P's end once, when it comes."""
+    async with garrison.open_node(store=postgres_url, name="a", lease=LEASE) as a:
+        a.drain()  # a runs no workflow: W is recovered on c
+        with trio.fail_after(10):
+            await a.drained()
+        b = Node.start(postgres_url, "b", LEASE)
+        nodes.append(b)
+        p = await a.spawn(doomed, "fail" if how == "link" else "done")
+        look = Look(postgres_url)
+        try:
+            look.store.write(Transaction().create_workflow("W", "cluster_app:watches_plain",
+                                                           [how]))
+        finally:
+            look.close()
+        await a.send("workflows/W", "watch", str(p))
+        with trio.fail_after(15):
+            while a.workflow("W").state("watching") is None:
+                await trio.sleep(0.05)
+        await trio.sleep(0.3)  # (its monitor or link request reached a)
+        b.kill()
+        async with garrison.open_node(store=postgres_url, name="c", lease=LEASE) as c:
+            with trio.fail_after(4 * LEASE + 10):
+                while "W" not in c.hosts["workflows"].active:
+                    await trio.sleep(0.05)
+            await trio.sleep(1.0)  # (a noproc for P would be in W's inbox by now)
+            assert a.process_info(p).alive
+            await a.send(p, "go")
+            with trio.fail_after(20):
+                got = await c.workflow("W").result()
+    assert got == ([["LINK_DOWN", "RuntimeError"]] if how == "link"
+                   else [["EXIT", "done"]]), got

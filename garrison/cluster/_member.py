@@ -124,6 +124,9 @@ class ClusterMember:
         #: what other nodes need to know of this one (its process pids' prefix)
         self.info: dict[str, Any] = {}
         self._live: dict[int, dict[str, Any]] = {}
+        #: the live nodes (``(name, pid prefix)``) when this node joined (read with the
+        #: first claim: the thread's first view may come after those workflows resumed)
+        self.live_at_join: set[tuple[str, str | None]] = set()
         #: the store gave up writing for good: this node left the cluster for good
         self.gave_up = False
         #: names of workflows whose code this node cannot import (``module:qualname``:
@@ -156,6 +159,11 @@ class ClusterMember:
         if self._thread is None:  # at start: what the node resumes (claimed now, before
             self.pg.mark_lost()   # the thread shares nothing of this connection)
             self._first = self.pg.claim(self._limit(), self._refused_names())
+            # and the live nodes: a workflow it resumes asks a live node whether its
+            # process is still there (a node not seen live: its processes are lost)
+            self._live = self.pg.live_epochs()
+            self._live_keys = self.live_at_join = {
+                (str(info.get("name")), info.get("prefix")) for info in self._live.values()}
         log.info("node %s joined the cluster (epoch %d, lease %gs)", self.name, epoch,
                  self.lease)
 

@@ -245,6 +245,11 @@ class Remote:
         return any(other == name and theirs is not None and theirs != prefix
                    for other, theirs in self.live)
 
+    def node_live(self, pid: Pid) -> bool:
+        """True if the node incarnation of the plain pid ``pid`` is live in the
+        membership thread's last view (only that node can tell whether it runs)."""
+        return self._key(pid) in self.live
+
     def _gone(self, pid: Pid) -> bool:
         """True if ``pid``'s node is gone (lost or left). A node not known to be live
         is asked about (the answer comes as :meth:`node_gone` if it is not)."""

@@ -261,6 +261,11 @@ class NodeContext(Protocol):
         """True if ``pid`` is a plain process of another node of the cluster."""
         ...
 
+    def plain_on_live_node(self, pid: Pid) -> bool:
+        """True if ``pid`` is a plain process of another node of the cluster that is
+        live (whether the process runs, that node alone can tell)."""
+        ...
+
     async def spawn_process(self, target: Any, args: tuple[Any, ...], *, host: str,
                             parent: Pid | None, link: Pid | None, monitor: Pid | None,
                             label: str | None = None, id: str | None = None,

@@ -178,3 +178,26 @@ async def leader() -> str:
     process.register("leader", scope="cluster")
     msg = await process.inbox().receive()
     return msg.topic
+
+
+async def watches_plain(how: str) -> list[object]:
+    """Waits for a message naming a plain process, then monitors it (``how`` is
+    ``monitor``) or links to it, trapping (``link``), and returns the events it reads
+    until one came with the process's real end and none followed for 3 s (``[kind,
+    error type or result]``; ``noproc`` is not a real end)."""
+    msg = await process.inbox().receive()
+    target = str(msg.payload)
+    if how == "link":
+        process.set_options(trap_links=True)
+        process.link(target)
+    else:
+        process.monitor(target)
+    workflow.set_state("watching", True)
+    got: list[object] = []
+    while True:
+        ev = await process.events().receive(timeout=3)
+        if ev is None:
+            if any(why != "noproc" for _kind, why in got):  # type: ignore[misc]
+                return got
+            continue
+        got.append([str(ev.kind), ev.error.type if ev.error else ev.result])

@@ -91,6 +91,11 @@ class Interop(WorkflowCore):
           ``LINK_DOWN`` ``noproc`` when trapping (same rule); a link that does not trap
           is dropped (the process may have returned: a link ends quietly then, and
           that is not journaled);
+        - in a cluster, a plain process of another live node is not lost: that node
+          is asked again (:meth:`_watch_again`), and answers ``noproc`` only if it has
+          ended; a link that does not trap is kept as it is (the process's failure
+          comes from its node, as before the crash); a process of a node that is not
+          live is lost, as above;
         - a workflow it monitors that has ended gets its ``EXIT`` delivered (the same
           id as the one its end delivered: once);
         - a link to a workflow is made again on the other side (links are not stored:
@@ -99,11 +104,17 @@ class Interop(WorkflowCore):
         self.check_lost = False
         if self.held_names:
             self._hold_names()
-        hosts = self.node.hosts
+        node = self.node
+        hosts = node.hosts
         lost: list[tuple[EventKind, Pid]] = []
         for pid in sorted(self.monitoring or ()):
             h = hosts.get(pid.host)
-            if h is None or (not h.durable and not h.is_alive(pid)):
+            if node.plain_on_live_node(pid):
+                # a process of another node (this node's hosts know nothing of it): that
+                # node tells, asked again as for a live monitor
+                if not self._watch_again(EventKind.EXIT, pid):
+                    lost.append((EventKind.EXIT, pid))
+            elif h is None or (not h.durable and not h.is_alive(pid)):
                 lost.append((EventKind.EXIT, pid))
             elif h.durable and not h.is_alive(pid):
                 # a workflow that ended (or runs on another node) while this one was
@@ -115,7 +126,13 @@ class Interop(WorkflowCore):
         failed: list[tuple[Pid, ErrorInfo]] = []
         for pid in sorted(self.links or ()):
             h = hosts.get(pid.host)
-            if h is None or (not h.durable and not h.is_alive(pid)):
+            if node.plain_on_live_node(pid):
+                # a process of another node: the link made before holds there (its
+                # failure reaches this workflow where it runs, see ``linked_exit``); a
+                # trapping workflow asks again, to hear noproc if it has ended meanwhile
+                if self.trap_links and not self._watch_again(EventKind.LINK_DOWN, pid):
+                    failed.append((pid, noproc(pid)))
+            elif h is None or (not h.durable and not h.is_alive(pid)):
                 # a plain process gone since: whether it failed or returned (which ends
                 # a link quietly, unjournaled) cannot be told, so only a trapping
                 # workflow hears of it (LINK_DOWN noproc); one that does not trap is
@@ -143,6 +160,27 @@ class Interop(WorkflowCore):
             if not (self.trap_links
                     and self._delivered_per_process(EventKind.LINK_DOWN, pid)):
                 self.host.linked_exit(self.pid, pid, error)
+
+    def _watch_again(self, kind: EventKind, pid: Pid) -> bool:
+        """After a recovery: the monitor (``EXIT``) or trapping link (``LINK_DOWN``) of
+        ``pid``, a plain process of a live node of the cluster, made again there,
+        unless its event reached this workflow's inbox before (under the id of the
+        monitor or link, or the one per process, which an end delivered from another
+        node has). False if its node is gone: the process is lost.
+
+        That node answers ``noproc`` if the process has ended, and holds the monitor
+        or link if not (the one made before the crash too: a set, the event comes
+        once). A monitor's ``noproc`` is asked under the id per process, not the
+        monitor's: the id the process's real end, delivered meanwhile by the monitor
+        made before, has (one of them is kept)."""
+        store = self.store
+        own = self.event_id(kind, pid)
+        if (own is not None and store.inbox_message(own) is not None) \
+                or store.inbox_message(f"{pid}#{kind}@{self.wid}") is not None:
+            return True
+        if kind is EventKind.EXIT:
+            return bool(self.node.monitor(pid, self.pid))
+        return bool(self.node.link(pid, self.pid))
 
     def event_id(self, kind: EventKind, pid: Pid, *, spent: bool = False) -> str | None:
         """The inbox message id of the ``kind`` event (``EXIT``, ``LINK_DOWN``) of the
