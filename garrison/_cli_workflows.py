@@ -298,7 +298,8 @@ def _cancel(store: Any, args: argparse.Namespace) -> None:
 
 
 def _start(store: Any, args: argparse.Namespace) -> None:
-    values = json_arg(args.args, "arguments")
+    # (the example a workflow's arguments need: an array, not any JSON value)
+    values = json_arg(args.args, "arguments", "'[\"order-17\", 3]'")
     if not isinstance(values, list):
         raise _Fail(f"the arguments must be a JSON array (e.g. '[\"order-17\", 3]'), got "
                     f"{args.args!r}", 2)

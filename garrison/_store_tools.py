@@ -706,12 +706,12 @@ def _same_json(a: Any, b: Any) -> bool:
     return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
 
 
-def json_arg(text: str, what: str) -> Any:
+def json_arg(text: str, what: str, example: str = "'{\"ok\": true}' or '\"text\"'") -> Any:
     """``text`` parsed as strict JSON (:func:`strict_json`, as the console takes it);
-    :class:`ToolError` (code 2) with an example otherwise."""
+    :class:`ToolError` (code 2) with ``example`` otherwise."""
     try:
         return strict_json(text)
     except ValueError as exc:
         why = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
-        raise ToolError(f"the {what} must be JSON (e.g. '{{\"ok\": true}}' or '\"text\"'): "
-                        f"{why} in {text!r}", 2) from None
+        raise ToolError(f"the {what} must be JSON (e.g. {example}): {why} in {text!r}",
+                        2) from None

@@ -553,6 +553,9 @@ def test_cli_refusals_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture
         (("start", "ops_app:reserve"), 2, "is an activity, not a workflow function"),
         (("start", "ops_app:order", '{"item": 1}'), 2, "must be a JSON array"),
         (("start", "ops_app:order", "[1, 2"), 2, "the arguments must be JSON"),
+        # (bare text: the example is the array the arguments need, not any JSON)
+        (("start", "ops_app:order", "o-4"), 2,
+         """the arguments must be JSON (e.g. '["order-17", 3]')"""),
         (("start", "ops_app:order"), 2, "workflow ops_app:order takes 1 argument(s) (item), "
          "but JSON_ARGS gives 0: [] (missing a required argument: 'item')"),
         (("start", "ops_app:order", '["a", "b"]', "--id", "two"), 2,
