@@ -822,6 +822,41 @@ async def test_stats_count_the_pending_workflows(store_spec: str,
         assert node.stats()["workflow_queues"]["workflows"]["pending"] == 0
 
 
+@pytest.mark.postgres
+async def test_a_cancel_right_after_a_start_on_a_full_node_ends_it_at_once(
+        postgres_url: str, autojump_clock: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full node hands a new workflow to the cluster, but the store names the node its
+    owner until the membership thread's release lands. A cancel meanwhile (one run in
+    five of test_stats_count_the_pending_workflows on a loaded machine) wrote only a
+    request and returned with the workflow still pending: it ends at once, as one that
+    waits unclaimed does."""
+    import threading
+
+    async with garrison.open_node(store=postgres_url, max_concurrent=1) as node:
+        await node.start_workflow(app.waits_for_go, id="hog")
+        pg = node.hosts["workflows"].ownership.pg
+        release, landed = pg.release, threading.Event()
+
+        def late_release(workflow_ids: list[str] | None) -> int:
+            landed.wait(30)  # (the membership thread: real time)
+            return release(workflow_ids)
+
+        monkeypatch.setattr(pg, "release", late_release)
+        try:
+            await node.start_workflow(app.job, id="w")  # full: handed over
+            assert node.stats()["workflow_queues"]["workflows"]["pending"] == 1
+            await node.workflow("w").cancel()
+            assert node.workflow("w").status() == "cancelled"
+            assert node.stats()["workflow_queues"]["workflows"]["pending"] == 0
+        finally:
+            landed.set()
+        await node.send("workflows/hog", "go", "x")
+        assert await node.workflow("hog").result() == "x"
+        with pytest.raises(garrison.WorkflowCancelled):
+            await node.workflow("w").result()
+    assert started() == []  # (hog is not a job: w never ran)
+
+
 async def _until(check: Any, what: str, seconds: float = 10.0) -> None:
     with trio.fail_after(seconds):
         while not check():
