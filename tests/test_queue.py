@@ -857,6 +857,24 @@ async def test_a_cancel_right_after_a_start_on_a_full_node_ends_it_at_once(
     assert started() == []  # (hog is not a job: w never ran)
 
 
+@pytest.mark.postgres
+async def test_the_pending_count_follows_a_workflow_this_node_ends_in_its_queue(
+        postgres_url: str, autojump_clock: Any) -> None:
+    """``stats()`` reuses the store's pending count for a while unless this node changed
+    it: a cancel of a workflow waiting in this node's queue (the store refused it for
+    ``cluster_max_concurrent``) changes it too."""
+    async with garrison.open_node(store=postgres_url, cluster_max_concurrent=1) as node:
+        await node.start_workflow(app.waits_for_go, id="hog")
+        await node.start_workflow(app.job, id="w")  # refused by the store: waits here
+        assert node.workflow("w").status() == "pending"
+        assert node.stats()["workflow_queues"]["workflows"]["pending"] == 1
+        await node.workflow("w").cancel()
+        assert node.workflow("w").status() == "cancelled"
+        assert node.stats()["workflow_queues"]["workflows"]["pending"] == 0
+        await node.send("workflows/hog", "go", "x")
+        assert await node.workflow("hog").result() == "x"
+
+
 async def _until(check: Any, what: str, seconds: float = 10.0) -> None:
     with trio.fail_after(seconds):
         while not check():
