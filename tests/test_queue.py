@@ -576,6 +576,17 @@ async def test_a_node_closes_while_a_queued_workflow_is_being_started(
     assert started() == ["a", "b"]
 
 
+async def _left_pending_runs_on_the_next_node(store_spec: str, seconds: float,
+                                             **limits: Any) -> None:
+    """What a close race left behind: ``b`` is ``pending`` in the store for the next
+    node (opened with ``limits``), which runs it within ``seconds``, after ``a``."""
+    async with garrison.open_node(store=store_spec, **limits) as node:
+        assert node.workflow("b").status() == "pending"
+        with trio.fail_after(seconds):
+            assert await node.workflow("b").result() == "b"
+    assert started() == ["a", "b"]
+
+
 async def test_a_node_closes_while_the_store_refuses_a_queued_workflow_for_its_rate(
         tmp_path: Path, autojump_clock: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """With a ``rate``, the store has the last word on a start: a node closing while it
@@ -614,11 +625,7 @@ async def test_a_node_closes_while_the_store_refuses_a_queued_workflow_for_its_r
         nursery.cancel_scope.cancel()
     assert stuck == []  # the close returned
     monkeypatch.undo()
-    async with garrison.open_node(store=store_spec, rate="1/1m") as node:
-        assert node.workflow("b").status() == "pending"
-        with trio.fail_after(120):
-            assert await node.workflow("b").result() == "b"
-    assert started() == ["a", "b"]
+    await _left_pending_runs_on_the_next_node(store_spec, 120, rate="1/1m")
 
 
 async def test_a_start_that_commits_as_the_node_closes_leaves_its_workflow_pending(
@@ -667,11 +674,7 @@ async def test_a_start_that_commits_as_the_node_closes_leaves_its_workflow_pendi
         nursery.cancel_scope.cancel()
     assert stuck == []  # the close returned
     monkeypatch.undo()
-    async with garrison.open_node(store=store_spec, max_concurrent=1) as node:
-        assert node.workflow("b").status() == "pending"
-        with trio.fail_after(300):
-            assert await node.workflow("b").result() == "b"
-    assert started() == ["a", "b"]
+    await _left_pending_runs_on_the_next_node(store_spec, 300, max_concurrent=1)
 
 
 async def test_a_queued_workflow_whose_start_the_store_refuses_ends_its_waiters_wait(
