@@ -576,6 +576,17 @@ async def test_a_node_closes_while_a_queued_workflow_is_being_started(
     assert started() == ["a", "b"]
 
 
+async def _left_pending_runs_on_the_next_node(store_spec: str, seconds: float,
+                                             **limits: Any) -> None:
+    """What a close race left behind: ``b`` is ``pending`` in the store for the next
+    node (opened with ``limits``), which runs it within ``seconds``, after ``a``."""
+    async with garrison.open_node(store=store_spec, **limits) as node:
+        assert node.workflow("b").status() == "pending"
+        with trio.fail_after(seconds):
+            assert await node.workflow("b").result() == "b"
+    assert started() == ["a", "b"]
+
+
 async def test_a_node_closes_while_the_store_refuses_a_queued_workflow_for_its_rate(
         tmp_path: Path, autojump_clock: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """With a ``rate``, the store has the last word on a start: a node closing while it
@@ -614,11 +625,7 @@ async def test_a_node_closes_while_the_store_refuses_a_queued_workflow_for_its_r
         nursery.cancel_scope.cancel()
     assert stuck == []  # the close returned
     monkeypatch.undo()
-    async with garrison.open_node(store=store_spec, rate="1/1m") as node:
-        assert node.workflow("b").status() == "pending"
-        with trio.fail_after(120):
-            assert await node.workflow("b").result() == "b"
-    assert started() == ["a", "b"]
+    await _left_pending_runs_on_the_next_node(store_spec, 120, rate="1/1m")
 
 
 async def test_a_start_that_commits_as_the_node_closes_leaves_its_workflow_pending(
@@ -667,11 +674,7 @@ async def test_a_start_that_commits_as_the_node_closes_leaves_its_workflow_pendi
         nursery.cancel_scope.cancel()
     assert stuck == []  # the close returned
     monkeypatch.undo()
-    async with garrison.open_node(store=store_spec, max_concurrent=1) as node:
-        assert node.workflow("b").status() == "pending"
-        with trio.fail_after(300):
-            assert await node.workflow("b").result() == "b"
-    assert started() == ["a", "b"]
+    await _left_pending_runs_on_the_next_node(store_spec, 300, max_concurrent=1)
 
 
 async def test_a_queued_workflow_whose_start_the_store_refuses_ends_its_waiters_wait(
@@ -824,6 +827,59 @@ async def test_stats_count_the_pending_workflows(store_spec: str,
         await node.workflow("w2").result()
         await trio.sleep(1)
         assert node.stats()["workflow_queues"]["workflows"]["pending"] == 0
+
+
+@pytest.mark.postgres
+async def test_a_cancel_right_after_a_start_on_a_full_node_ends_it_at_once(
+        postgres_url: str, autojump_clock: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full node hands a new workflow to the cluster, but the store names the node its
+    owner until the membership thread's release lands. A cancel meanwhile (one run in
+    five of test_stats_count_the_pending_workflows on a loaded machine) wrote only a
+    request and returned with the workflow still pending: it ends at once, as one that
+    waits unclaimed does."""
+    import threading
+
+    async with garrison.open_node(store=postgres_url, max_concurrent=1) as node:
+        await node.start_workflow(app.waits_for_go, id="hog")
+        pg = node.hosts["workflows"].ownership.pg
+        release, landed = pg.release, threading.Event()
+
+        def late_release(workflow_ids: list[str] | None) -> int:
+            landed.wait(30)  # (the membership thread: real time)
+            return release(workflow_ids)
+
+        monkeypatch.setattr(pg, "release", late_release)
+        try:
+            await node.start_workflow(app.job, id="w")  # full: handed over
+            assert node.stats()["workflow_queues"]["workflows"]["pending"] == 1
+            await node.workflow("w").cancel()
+            assert node.workflow("w").status() == "cancelled"
+            assert node.stats()["workflow_queues"]["workflows"]["pending"] == 0
+        finally:
+            landed.set()
+        await node.send("workflows/hog", "go", "x")
+        assert await node.workflow("hog").result() == "x"
+        with pytest.raises(garrison.WorkflowCancelled):
+            await node.workflow("w").result()
+    assert started() == []  # (hog is not a job: w never ran)
+
+
+@pytest.mark.postgres
+async def test_the_pending_count_follows_a_workflow_this_node_ends_in_its_queue(
+        postgres_url: str, autojump_clock: Any) -> None:
+    """``stats()`` reuses the store's pending count for a while unless this node changed
+    it: a cancel of a workflow waiting in this node's queue (the store refused it for
+    ``cluster_max_concurrent``) changes it too."""
+    async with garrison.open_node(store=postgres_url, cluster_max_concurrent=1) as node:
+        await node.start_workflow(app.waits_for_go, id="hog")
+        await node.start_workflow(app.job, id="w")  # refused by the store: waits here
+        assert node.workflow("w").status() == "pending"
+        assert node.stats()["workflow_queues"]["workflows"]["pending"] == 1
+        await node.workflow("w").cancel()
+        assert node.workflow("w").status() == "cancelled"
+        assert node.stats()["workflow_queues"]["workflows"]["pending"] == 0
+        await node.send("workflows/hog", "go", "x")
+        assert await node.workflow("hog").result() == "x"
 
 
 async def _until(check: Any, what: str, seconds: float = 10.0) -> None:

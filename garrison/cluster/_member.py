@@ -242,6 +242,12 @@ class ClusterMember:
                       self.name, wid, name, extra={"workflow_id": wid})
         self.stopped(wid)
 
+    def giving_up(self, wid: str) -> bool:
+        """True while this node has given ``wid`` up (:meth:`stopped`) and the thread has
+        not released it yet: the store names this node its owner meanwhile."""
+        with self._lock:
+            return wid in self._giving_up
+
     def owns(self, wid: str) -> bool:
         """True if this node's incarnation owns the workflow ``wid`` (in the store), and
         has not given it up: until its release lands, the store names this node still,

@@ -1273,6 +1273,13 @@ class WorkflowHost:
                                       WorkflowStatus.CANCELLED, error, "by_any"):
                     self._ended_pending(record, WorkflowStatus.CANCELLED, error)
                     return True
+                if self.ownership.giving_up(wid) and self.end_pending_stored(
+                        wid, WorkflowStatus.CANCELLED, error):
+                    # this node made it and handed it over (full, or draining): the
+                    # store names it the owner until its release lands, which the
+                    # write above refused. On the node's thread, as ``request_cancel``
+                    # writes it: a claim of this node meanwhile loads the end.
+                    return True
             cancelled: bool = await run_blocking(self.request_cancel_stored, wid)
             self._claimed_meanwhile(wid)
             return cancelled

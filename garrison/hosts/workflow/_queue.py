@@ -415,6 +415,7 @@ class WorkflowQueue:
                    error: ErrorInfo) -> None:
         try:
             await self.host.finish(wf, status, None, error)
+            self._pending_read = None  # (the store's count changed)
         except Exception as exc:  # the store failed: it stays pending there
             log.error("could not end queued workflow %s: %s", wf.wid, exc,
                       extra={"workflow_id": wf.wid})
