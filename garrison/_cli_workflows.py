@@ -53,6 +53,12 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
                          "repeat: every one must match)")
     ls.add_argument("--wide", action="store_true",
                     help="show search attributes whole (the table cuts them at 40 characters)")
+    ls.add_argument("--id", dest="id_prefix", default=None, metavar="PREFIX",
+                    help="only workflows whose id starts with PREFIX")
+    ls.add_argument("--order", choices=("oldest", "newest"), default="oldest",
+                    help="by start time: oldest first (the default) or newest first")
+    ls.add_argument("--limit", type=_positive_int, default=None, metavar="N",
+                    help="at most N workflows (the first N in --order)")
 
     for name, helptext in (("show", "one workflow in detail"),
                            ("history", "its journal, one record per line")):
@@ -127,6 +133,17 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
 _Fail = ToolError
 
 
+def _positive_int(text: str) -> int:
+    """``--limit``'s value: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return value
+
+
 def cmd_workflows(args: argparse.Namespace) -> int:
     """Run one ``garrison workflows`` command; returns the exit status (see the module)."""
     require_store(args)
@@ -174,11 +191,13 @@ def _list(store: Any, args: argparse.Namespace) -> None:
                         f"{', '.join(known)}", 2)
     search = tools.search_filters(args.search)
     damaged: list[DamagedRecord] = []
+    select = {"newest_first": args.order == "newest", "id_prefix": args.id_prefix or None}
     try:
-        rows = [] if search is None else store.list_workflows(statuses or None,
-                                                              search or None)
+        rows = [] if search is None else store.list_workflows(
+            statuses or None, search or None, limit=args.limit, **select)
     except DamagedRecord:  # list the others, then name the damaged rows
-        rows = _list_around_damage(store, statuses or None, search or None, damaged)
+        rows = _list_around_damage(store, statuses or None, search or None, damaged,
+                                   args.limit, select)
     if args.json:
         _print_json([_record(r) for r in rows])
     elif not rows:
@@ -202,16 +221,21 @@ _DAMAGE_PAGE = 500
 
 
 def _list_around_damage(store: Any, statuses: Any, search: Any,
-                        damaged: list[DamagedRecord]) -> list[Any]:
-    """The workflows ``list`` shows, read page by page (keyset, oldest first, as
-    ``list_workflows`` orders them) so that a damaged row (:class:`DamagedRecord`) is
-    stepped over and added to ``damaged``, not the end of the listing."""
+                        damaged: list[DamagedRecord], most: int | None,
+                        select: dict[str, Any]) -> list[Any]:
+    """The workflows ``list`` shows (at most ``most``; ``select``: the order and id
+    prefix), read page by page (keyset, in that order, as ``list_workflows`` gives
+    them) so that a damaged row (:class:`DamagedRecord`) is stepped over and added to
+    ``damaged``, not the end of the listing."""
     rows: list[Any] = []
     after: tuple[Any, str] | None = None
     limit = _DAMAGE_PAGE
-    while True:
+    while most is None or len(rows) < most:
+        if most is not None:
+            limit = min(limit, most - len(rows))
         try:
-            page = store.list_workflows(statuses, search, after=after, limit=limit)
+            page = store.list_workflows(statuses, search, after=after, limit=limit,
+                                        **select)
         except DamagedRecord as exc:
             if limit > 1:
                 limit = 1  # find it: one row at a time from here
@@ -225,6 +249,7 @@ def _list_around_damage(store: Any, statuses: Any, search: Any,
         last = page[-1]
         after = (last.created, last.workflow_id)
         limit = _DAMAGE_PAGE if limit == 1 else limit
+    return rows
 
 
 def _show(store: Any, args: argparse.Namespace) -> None:

@@ -704,6 +704,43 @@ def test_a_damaged_row_is_named_by_id_the_others_listed_and_exit_2(
     assert code == 0 and "w2" in out, err
 
 
+def test_list_takes_a_limit_an_order_and_an_id_prefix(
+        capsys: pytest.CaptureFixture[str], sqlite_path: str) -> None:
+    """``list --limit N --order newest --id PREFIX``: a store of many workflows is not
+    listed whole to see the last few (the console's ``limit``, ``order`` and ``id``);
+    a damaged row is stepped over in that order too, and counts for no row."""
+    _plain_store(sqlite_path)
+    with open_store(sqlite_path) as s:
+        s.write(Transaction().create_workflow("x0", "app:flow", [9]))
+
+    def ids(*args: str) -> list[str]:
+        code, out, err = cli_here(capsys, "--store", sqlite_path, "list", "--json", *args)
+        assert code == 0, err
+        return [w["workflow_id"] for w in json.loads(out)]
+
+    assert ids() == ["w0", "w1", "w2", "w3", "w4", "x0"]
+    assert ids("--limit", "2") == ["w0", "w1"]
+    assert ids("--order", "newest", "--limit", "2") == ["x0", "w4"]
+    assert ids("--id", "w", "--order", "newest", "--limit", "3") == ["w4", "w3", "w2"]
+    assert ids("--id", "w", "--status", "pending", "--limit", "100") == [
+        "w0", "w1", "w2", "w3", "w4"]
+    assert ids("--id", "nope") == []
+    raw = sqlite3.connect(sqlite_path)
+    raw.execute("UPDATE workflows SET input = '[bad' WHERE workflow_id = 'w3'")
+    raw.commit()
+    raw.close()
+    code, out, err = cli_here(capsys, "--store", sqlite_path, "list", "--order", "newest",
+                              "--limit", "3", "--id", "w")
+    assert code == 2 and "'w3': its input is not JSON" in err, err
+    assert [line.split()[0] for line in out.splitlines()] == ["ID", "w4", "w2", "w1"]
+    for bad in ("0", "-1", "x"):
+        with pytest.raises(SystemExit) as stop:
+            cli_here(capsys, "--store", sqlite_path, "list", "--limit", bad)
+        assert stop.value.code == 2
+        assert f"--limit: expected a whole number of at least 1, got {bad!r}" in \
+            capsys.readouterr().err
+
+
 async def test_cancel_of_a_pending_workflow_with_no_node_ends_it_at_once(
         store_path: str) -> None:
     """A workflow created pending (``start``, never run) while no node holds the store:
