@@ -70,6 +70,24 @@ async def seeded(store_path: str, autojump_clock: Any) -> AsyncIterator[str]:
 
 
 # ------------------------------------------------------------------ reads
+async def test_the_page_of_a_workflow_no_store_holds_is_a_404(seeded: str) -> None:
+    """A link to a workflow that is not there (a typo, one deleted with its store)
+    answers 404 with the reason on the page, as its API does (it was a 200 page that
+    only its script filled with the error)."""
+    store = _store_tools.open_store(seeded)
+    async with client(make_app(StoreBackend(store))) as c:
+        page = await c.get("/workflows/nope")
+        assert page.status_code == 404
+        assert page.headers["content-type"].startswith("text/html")
+        assert f"no workflow &#39;nope&#39; in {seeded}" in page.text, page.text
+        api = await c.get("/api/workflows/nope")
+        assert api.status_code == 404 and api.json()["error"] == f"no workflow 'nope' in {seeded}"
+        assert (await c.get("/workflows/g-1")).status_code == 200
+        bad_host = await c.get("/workflows/g-1?host=x")  # the page loads; its API says why
+        assert bad_host.status_code == 200
+    store.close()
+
+
 async def test_list_detail_and_capabilities_on_a_store(seeded: str) -> None:
     store = _store_tools.open_store(seeded)
     async with client(make_app(StoreBackend(store))) as c:

@@ -64,9 +64,10 @@ def make_app(backend: Backend, *, token: str | None = None, loopback: bool = Tru
                              autoescape=True)
     templates = Jinja2Templates(env=env)
 
-    def page(request: Request, name: str, **context: Any) -> Response:
+    def page(request: Request, name: str, status_code: int = 200, **context: Any) -> Response:
         response = templates.TemplateResponse(
-            request, name, {"live": backend.live, "store": backend.store.path, **context})
+            request, name, {"live": backend.live, "store": backend.store.path, **context},
+            status_code=status_code)
         if not request.cookies.get(CSRF_COOKIE):
             response.set_cookie(**csrf_cookie_args(secrets.token_urlsafe(24),
                                                    secure=is_https(request.scope)))
@@ -78,6 +79,14 @@ def make_app(backend: Backend, *, token: str | None = None, loopback: bool = Tru
 
     async def workflow_page(request: Request) -> Response:
         wid = _segment(request.path_params["wid"])
+        try:
+            await backend.locate(wid, _host(request))
+        except ApiError as exc:
+            if exc.status == 404:  # (a link to a workflow no store holds: 404, as the API)
+                return page(request, "workflow.html", 404, title=wid, workflow_id=wid,
+                            missing=exc.message)
+            # (anything else, a bad host=, an unusable store: the page shows the API's
+            # answer as it loads)
         return page(request, "workflow.html", title=wid, workflow_id=wid)
 
     async def node_page(request: Request) -> Response:
