@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -1114,9 +1115,35 @@ async def test_workflow_whose_code_is_gone_is_blocked_not_failed(store_spec: str
             assert node.workflow("gone").status() == "running"
             assert node.workflow("gone").history() == []
             return
-        with pytest.raises(garrison.NonDeterminismError, match="no_such_fn"):
+        with pytest.raises(garrison.NonDeterminismError, match="no_such_fn") as info:
             await node.workflow("gone").result()
         assert node.workflow("gone").status() == "blocked"
+    # an import, said as one (it read "diverged from its journal at seq 0 ... the code
+    # now did no such function", a new user's code only missing from the node's path)
+    message = str(info.value)
+    assert message.startswith("workflow 'gone': its function 'workflow_app:no_such_fn' "
+                              "cannot be imported on this node (AttributeError: "), message
+    assert "diverged" not in message and "start a node that can import it" in message
+
+
+async def test_a_workflow_blocked_for_its_missing_code_resumes_on_a_node_that_has_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the blocked workflow's message advises: a node started where its module
+    imports resumes it."""
+    from garrison.persistence import Transaction
+
+    db = str(tmp_path / "wf.db")
+    with open_store(db) as store:
+        store.write(Transaction().create_workflow("late", "late_code_mod:flow", [2]))
+    async with garrison.open_node(store=db) as node:
+        with pytest.raises(garrison.NonDeterminismError, match="No module named"):
+            await node.workflow("late").result()
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "late_code_mod.py").write_text("async def flow(x):\n    return x * 21\n")
+    monkeypatch.syspath_prepend(str(code))
+    async with garrison.open_node(store=db) as node:
+        assert await node.workflow("late").result() == 42
 
 
 async def test_workflow_send_to_finished_workflow_is_a_dead_letter(node: garrison.Node) -> None:

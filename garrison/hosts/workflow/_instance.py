@@ -158,9 +158,7 @@ class WorkflowInstance(Waits, Activities, Interop):
                         try:
                             fn = self.fn = import_target(self.name)
                         except Exception as exc:  # the code is gone: keep it for code that has it
-                            raise self.cursor.diverge(
-                                0, "workflow", self.name,
-                                f"no such function ({type(exc).__name__}: {exc})") from exc
+                            raise self._code_missing(exc) from exc
                     while True:
                         try:
                             try:  # (not a coroutine of its own: every resume passes each one)
@@ -393,6 +391,22 @@ class WorkflowInstance(Waits, Activities, Interop):
             self.versions = {}
         self.versions[change_id] = got
         return int(got)
+
+    def _code_missing(self, exc: Exception) -> NonDeterminismError:
+        """The error of a workflow whose function this node cannot import (``exc``): it
+        blocks, as a divergence does (its journal kept for a node that has the code), but
+        says what is wrong: an import, not a changed path (kept, as ``diverge`` does)."""
+        cursor = self.cursor
+        err = NonDeterminismError(
+            f"workflow {self.wid!r}: its function {self.name!r} cannot be imported on this "
+            f"node ({type(exc).__name__}: {exc}). The workflow is blocked with its journal "
+            f"kept; start a node that can import it (run from your code's folder, or "
+            f"install it) and it resumes, or resume it with `garrison workflows retry`",
+            workflow_id=self.wid, seq=0, recorded=f"workflow {self.name!r}",
+            current=f"no such function ({type(exc).__name__}: {exc})")
+        if cursor.error is None:
+            cursor.error = err
+        return cursor.error
 
     def _version_outside(self, change_id: str, fixed: int, min_version: int,
                          max_version: int) -> NonDeterminismError:
