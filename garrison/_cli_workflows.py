@@ -337,10 +337,18 @@ def _start(store: Any, args: argparse.Namespace) -> None:
             config = load_config(args.config)
         except GarrisonError as exc:
             raise _Fail(str(exc), 2) from None
-    wid, created = tools.start(store, args.target, values, args.id, config)
-    _done(args, {"workflow_id": wid, "created": created},
-          f"workflow {wid!r} started ({args.target})" if created else
-          f"workflow {wid!r} exists already: left as it is")
+    wid, created, name = tools.start(store, args.target, values, args.id, config)
+    if created:
+        _done(args, {"workflow_id": wid, "created": True, "name": name},
+              f"workflow {wid!r} started ({name})")
+        return
+    # (what runs under that id: a start of another function is easily missed)
+    there = store.get_workflow(wid)
+    what = "" if there is None else f" ({there.name}, {there.status})"
+    other = "" if there is None or there.name == name else f", not {name}"
+    _done(args, {"workflow_id": wid, "created": False,
+                 "name": None if there is None else there.name},
+          f"workflow {wid!r} exists already{what}{other}: left as it is")
 
 
 def _terminate(store: Any, args: argparse.Namespace) -> None:

@@ -319,12 +319,13 @@ def cancel(store: Any, workflow_id: str) -> bool:
 
 
 def start(store: Any, target: str, args: list[Any], workflow_id: str | None = None,
-          config: Any = None) -> tuple[str, bool]:
+          config: Any = None) -> tuple[str, bool, str]:
     """Create the workflow ``target(*args)`` (``module:function``, imported here to check
     it and its arguments, or an entry id of ``config``, a loaded config), ``pending``
     until a node runs it: the node holding the store at once, else the next one.
-    ``(workflow id, created)``; ``created`` is False when a workflow with that id exists
-    (it is left as it is, as ``start_workflow`` does)."""
+    ``(workflow id, created, name)``: ``name`` is the function's ``module:qualname`` as
+    stored (an entry id resolves to it); ``created`` is False when a workflow with that
+    id exists (it is left as it is, as ``start_workflow`` does)."""
     from ._targets import import_target, target_name
     from .hosts.workflow._codec import restore_args
     from .hosts.workflow._host import check_workflow_id
@@ -357,7 +358,7 @@ def start(store: Any, target: str, args: list[Any], workflow_id: str | None = No
     except (TypeError, ValueError, GarrisonError) as exc:
         raise ToolError(str(exc), 2) from None
     created = bool(store.write(tx)[0])
-    return wid, created
+    return wid, created, name
 
 
 def check_arity(fn: Any, name: str, args: list[Any]) -> None:

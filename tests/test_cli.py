@@ -1092,7 +1092,7 @@ def test_store_after_the_verb_on_the_command_line(tmp_path: Path) -> None:
     started = cli("workflows", "start", "jobs:job", "[3]", "--id", "j", "--store", db,
                   "--json", cwd=env_cwd)
     assert (started.returncode, json.loads(started.stdout)) == (
-        0, {"workflow_id": "j", "created": True}), started.stderr
+        0, {"workflow_id": "j", "created": True, "name": "jobs:job"}), started.stderr
     listed = cli("workflows", "list", "--store", db, cwd=env_cwd)
     assert listed.returncode == 0 and listed.stdout.splitlines()[1].startswith("j "), listed
     replayed = cli("workflows", "replay", "--store", db, "--json", cwd=env_cwd)

@@ -577,12 +577,28 @@ def test_start_takes_an_entry_id_of_a_config(capsys: pytest.CaptureFixture[str],
           - {name: wf, kind: workflow.py, source: "workflow_app:steps"}
         """))
     open_store(sqlite_path).close()  # (a node made it)
-    code, _out, err = cli_here(capsys, "--store", sqlite_path, "start", "app:wf", "[1]",
-                              "--id", "w1", "--config", str(config))
+    code, out, err = cli_here(capsys, "--store", sqlite_path, "start", "app:wf", "[1]",
+                             "--id", "w1", "--config", str(config))
     assert code == 0, err
+    # the name it is stored under, not the entry id given (a new user looked for it)
+    assert out == "workflow 'w1' started (workflow_app:steps)\n"
     with open_store(sqlite_path, lock=False) as store:
         rec = store.get_workflow("w1")
         assert rec is not None and rec.name == "workflow_app:steps"
+    # the same id again: said with what it runs, and another function is named
+    code, out, err = cli_here(capsys, "--store", sqlite_path, "start", "app:wf", "[1]",
+                             "--id", "w1", "--config", str(config))
+    assert (code, out) == (0, "workflow 'w1' exists already (workflow_app:steps, pending): "
+                              "left as it is\n"), err
+    code, out, err = cli_here(capsys, "--store", sqlite_path, "start", "workflow_app:approval",
+                             '["x"]', "--id", "w1", "--json")
+    assert code == 0, err
+    assert json.loads(out) == {"workflow_id": "w1", "created": False,
+                               "name": "workflow_app:steps"}
+    code, out, err = cli_here(capsys, "--store", sqlite_path, "start", "workflow_app:approval",
+                             '["x"]', "--id", "w1")
+    assert out == ("workflow 'w1' exists already (workflow_app:steps, pending), not "
+                   "workflow_app:approval: left as it is\n"), err
     code, _out, err = cli_here(capsys, "--store", sqlite_path, "start", "app:wf", "[1]")
     assert code == 2
     assert "an entry id of a config needs --config FILE" in err

@@ -455,7 +455,7 @@ async def test_cli_start_terminate_retry_without_a_node(
     code, out, err = await cli_async(capsys, "--store", store, "start", "ops_app:order",
                                      '["pen"]', "--id", "o-1", "--json")
     assert code == 0, err
-    assert json.loads(out) == {"workflow_id": "o-1", "created": True}
+    assert json.loads(out) == {"workflow_id": "o-1", "created": True, "name": "ops_app:order"}
     code, out, _ = await cli_async(capsys, "--store", store, "start", "ops_app:order",
                                    '["other"]', "--id", "o-1")
     assert code == 0 and "exists already" in out

@@ -81,6 +81,25 @@ async def test_start_is_idempotent_by_id_even_after_completion(node: garrison.No
     assert len(app.LOG) == 2
 
 
+async def test_a_start_of_another_function_under_an_id_in_use_warns(
+        node: garrison.Node, caplog: pytest.LogCaptureFixture) -> None:
+    """The start returns the existing workflow's pid, as any start of an id in use
+    (API.md); that it runs another function was said nowhere, and the new work was
+    silently never done."""
+    pid = await node.start_workflow(app.steps, 0, 2, id="taken")
+    assert await node.workflow("taken").result() == 2
+    with caplog.at_level(logging.WARNING, logger="garrison.workflow"):
+        assert await node.start_workflow(app.steps, 1, 2, id="taken") == pid
+        assert not caplog.records  # the same function: an ordinary idempotent start
+        assert await node.start_workflow(app.approval, "x", id="taken") == pid
+    assert [r.getMessage() for r in caplog.records] == [
+        "workflow taken exists already, running workflow_app:steps: this start of "
+        "workflow_app:approval returns its pid and leaves it as it is (give the new "
+        "workflow another id)"]
+    assert caplog.records[0].workflow_id == "taken"
+    assert await node.workflow("taken").result() == 2
+
+
 async def test_lambda_and_closure_are_refused(node: garrison.Node) -> None:
     async def inner() -> None:
         pass

@@ -393,6 +393,7 @@ class WorkflowHost:
         if wid in self.active or wid in self.finished:
             if journal is not None:
                 raise ValueError(f"cannot start child workflow {wid!r}: the id is taken")
+            self._exists_as_another(wid, name)
             self._attach(pid, process_watcher, process_link)
             await trio.lowlevel.checkpoint()
             return pid
@@ -460,6 +461,8 @@ class WorkflowHost:
             self.queue.unreserve(wid)
             raise
         created = results[n]
+        if not created:
+            self._exists_as_another(wid, name)
         if self.client:  # the node that holds the store's lock runs it
             if created and on_created is not None:
                 on_created()
@@ -1255,6 +1258,24 @@ class WorkflowHost:
             self.queue.cancelled(wf)  # waiting in the queue: it ends at once
         wf.wake()
         return True
+
+    def _exists_as_another(self, wid: str, name: str) -> None:
+        """A start of ``name`` found ``wid`` taken: it returns that workflow's pid (a
+        start is idempotent by id), and warns if that workflow runs another function
+        (a start of the wrong function under an id in use is easily missed)."""
+        live = self.active.get(wid)
+        known = self.finished.get(wid)
+        if live is not None:
+            there: str | None = live.name
+        elif known is not None:
+            there = known[3]
+        else:
+            record = self.store.get_workflow(wid)
+            there = None if record is None else record.name
+        if there is not None and there != name:
+            log.warning("workflow %s exists already, running %s: this start of %s returns "
+                        "its pid and leaves it as it is (give the new workflow another id)",
+                        wid, there, name, extra={"workflow_id": wid})
 
     async def cancel_workflow(self, wid: str) -> bool:
         """``handle.cancel()``: :meth:`request_cancel`, returning once it is committed.
