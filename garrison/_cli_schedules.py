@@ -79,7 +79,9 @@ def _list(store: Any, args: argparse.Namespace) -> None:
         return
     table = [(r.schedule_id, r.workflow,
               f"cron {r.cron} {r.timezone}" if r.cron else f"every {r.every:g}s",
-              r.overlap, "paused" if r.paused else "active", when(r.next_tick),
+              # (a paused one has no next tick: resuming sets it from now)
+              r.overlap, "paused" if r.paused else "active",
+              "-" if r.paused else when(r.next_tick),
               r.last_workflow or "") for r in rows]
     _print_table(("ID", "WORKFLOW", "WHEN", "OVERLAP", "STATE", "NEXT", "LAST WORKFLOW"),
                  table)

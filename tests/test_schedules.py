@@ -1313,6 +1313,9 @@ async def test_cli_without_a_node(tmp_path: Path, autojump_clock: Any) -> None:
     assert lines[1].startswith("hourly") and "every 3600s" in lines[1]
     assert "cron 0 3 * * * Europe/Riga" in lines[2] and "2026-01-01T01:00:00.000Z" in lines[2]
     assert cli("--store", db, "pause", "hourly").stdout == "schedule 'hourly' paused\n"
+    # paused: no next tick in the table (its stored one was shown, as if it would fire)
+    paused = cli("--store", db, "list").stdout.splitlines()[1].split()
+    assert paused[0] == "hourly" and paused[-2:] == ["paused", "-"], paused
     rows = json.loads(cli("--store", db, "list", "--json").stdout)
     assert [(r["schedule_id"], r["paused"], r["input"]) for r in rows] == [
         ("hourly", True, [5.0]), ("nightly", False, [])]
