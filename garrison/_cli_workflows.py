@@ -19,6 +19,7 @@ as other Unix tools do.
 from __future__ import annotations
 
 import argparse
+import datetime
 import importlib
 import importlib.util
 import json
@@ -282,9 +283,33 @@ def _history(store: Any, args: argparse.Namespace) -> None:
             gap = str(expected) if r.seq == expected + 1 else f"{expected}-{r.seq - 1}"
             table.append((gap, "", "-", "", "", GAP_NOTE))
         table.append((str(r.seq), _when(r.time), r.kind, r.name or "", str(r.attempts or ""),
-                      _short(r.outcome, 60)))
+                      _outcome_text(r.kind, r.outcome)))
         expected = r.seq + 1
     _print_table(("SEQ", "TIME", "KIND", "NAME", "ATTEMPTS", "OUTCOME"), table)
+
+
+def _outcome_text(kind: str, outcome: Any) -> str:
+    """A journal record's outcome in ``history``'s table: the times the journal stores
+    as unix seconds (a sleep's or timer's deadline, a ``workflow.now()``) as the times
+    they are, the rest as JSON cut at 60 characters (``--json``: every outcome as
+    stored)."""
+    if kind == "now":
+        return _time_text(outcome) or _short(outcome, 60)
+    if kind in ("sleep", "timer") and isinstance(outcome, dict) and len(outcome) == 1:
+        at = _time_text(outcome.get("deadline"))
+        if at:
+            return f"deadline {at}"
+    return _short(outcome, 60)
+
+
+def _time_text(seconds: Any) -> str:
+    """Unix seconds as :func:`when` shows a time; ``""`` for anything else."""
+    if not isinstance(seconds, int | float) or isinstance(seconds, bool):
+        return ""
+    try:
+        return _when(datetime.datetime.fromtimestamp(seconds, datetime.UTC))
+    except (OverflowError, OSError, ValueError):  # (no time a clock shows)
+        return ""
 
 
 #: the OUTCOME shown for sequence numbers without a journal record

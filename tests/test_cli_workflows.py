@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import signal
 import sqlite3
 import subprocess
@@ -98,6 +99,26 @@ async def test_show_lists_sleeps_and_workflow_timer_deadlines(store_path: str) -
     # a workflow waiting for a message only has none
     show = json.loads(cli("--store", store_path, "show", "w-1", "--json").stdout)
     assert show["timers"] == []
+
+
+async def test_history_shows_a_sleeps_deadline_as_a_time(
+        sqlite_path: str, autojump_clock: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    """The table showed a durable sleep's outcome as stored, ``{"deadline":1796319885.2}``
+    (unix seconds), and a ``workflow.now()`` as a bare number; ``--json`` keeps the
+    stored outcomes."""
+    async with garrison.open_node(store=sqlite_path) as node:
+        await node.start_workflow(workflow_app.sleeper, "1h", id="s-1")
+        await node.workflow("s-1").result()
+    code, out, err = cli_here(capsys, "--store", sqlite_path, "history", "s-1")
+    assert code == 0, err
+    iso = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
+    now, sleep = (line.split() for line in out.splitlines()[1:3])
+    assert now[2] == "now" and re.fullmatch(iso, now[-1]), now  # workflow.now() too
+    assert sleep[2] == "sleep" and sleep[-2] == "deadline", sleep
+    assert re.fullmatch(iso, sleep[-1]), sleep
+    code, out, err = cli_here(capsys, "--store", sqlite_path, "history", "s-1", "--json")
+    assert [type(r["outcome"]) for r in json.loads(out)[:2]] == [float, dict]
+    assert isinstance(json.loads(out)[1]["outcome"]["deadline"], float)
 
 
 async def test_show_tells_a_sleep_from_a_receive_timeout(store_path: str) -> None:
