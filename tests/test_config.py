@@ -1374,3 +1374,47 @@ def test_the_readme_reference_config_passes_check(tmp_path: Path,
     finally:
         for name in [m for m in sys.modules if m == "myapp" or m.startswith("myapp.")]:
             del sys.modules[name]
+
+
+def test_a_typo_of_a_field_is_one_problem_with_what_was_meant(tmp_path: Path) -> None:
+    """A new user's ``evry: 10s`` gave "unknown field" AND "give either cron or every,
+    not neither", a consequence of the typo read as a second mistake, and no word of
+    what was meant. One problem per typo now, with the field it is close to, in every
+    part of a config (top level, entry, nested block, kind, a required field)."""
+    path, problems = problems_of(tmp_path, f"""\
+        version: "1.0"
+        namespace: app
+        entires: []
+        entries:
+          - {{name: job, kind: workflow.py, sorce: "{MOD}:order_workflow"}}
+          - {{name: wf, kind: workflow.py, source: "{MOD}:order_workflow"}}
+          - {{name: tick, kind: workflow.schedule, workflow: app:wf, evry: 10s}}
+          - {{name: svc, kind: process.service, process: app:wf, lifecycle: {{auto_strat: true}}}}
+          - {{name: h, kidn: process.host}}
+          - {{name: h2, kind: proces.host}}
+          - {{name: both, kind: workflow.schedule, workflow: app:wf, every: 1h, evry: 10s}}
+        """)
+    assert problems[0] == (f"{path}: unknown top-level field 'entires'; did you mean "
+                           "'entries'? allowed fields are: version, namespace, entries, meta")
+    text = "\n".join(problems)
+    assert "field 'sorce': unknown field; did you mean 'source'? allowed fields" in text
+    assert "field 'source'" not in text  # (its "required field is missing" said it twice)
+    assert "field 'evry': unknown field; did you mean 'every'? allowed fields" in text
+    assert "neither" not in text
+    assert ("field 'lifecycle.auto_strat': unknown field; did you mean 'auto_start'? "
+            "allowed fields") in text
+    assert ("entry 'app:h' (index 4): field 'kind': required field is missing (is 'kidn' "
+            "a typo of it?)") in text
+    assert "unknown kind 'proces.host'; did you mean 'process.host'? known kinds" in text
+    # a typo beside the field given right: that field is checked as usual
+    assert "entry 'app:both' (index 6): field 'evry': unknown field; did you mean" in text
+    assert sum("'app:both'" in p for p in problems) == 1
+    # nothing close: no guess
+    _, problems = problems_of(tmp_path, """\
+        version: "1.0"
+        namespace: app
+        entries:
+          - {name: h, kind: process.host, colour_scheme: dark}
+        """)
+    assert problems[0].endswith("field 'colour_scheme': unknown field; allowed fields are: "
+                                "name, kind, workers, meta")

@@ -54,7 +54,7 @@ from ._entries import (
     WorkflowHostEntry,
     _is_number,
 )
-from ._structure import _converter, _flatten
+from ._structure import _converter, _flatten, close_field, typo_hint
 
 SUPPORTED_VERSIONS = ("1.0", "1")
 
@@ -276,6 +276,14 @@ def _preprocess(kind: str, data: dict[str, Any], problems: _Problems, where: str
         data["lifecycle"] = lifecycle
 
 
+def _missing(field: str, raw: Mapping[str, Any]) -> str:
+    """``required field is missing``, naming a key of the entry that looks like a typo of
+    ``field`` (``kidn: workflow.host``)."""
+    typo = next((k for k in raw if isinstance(k, str) and k != field
+                 and close_field(k, (field,)) == field), None)
+    return "required field is missing" + (f" (is {typo!r} a typo of it?)" if typo else "")
+
+
 def _parse_entry(
     raw: object, index: int, namespace: str, base_dir: Path | None, problems: _Problems,
     source_dir: Path | None = None,
@@ -292,7 +300,7 @@ def _parse_entry(
     where = f"entry {namespace}:{name!s} (index {index})"
     ok = True
     if name is None:
-        problems.entry(f"entry at index {index}", "required field is missing", "name")
+        problems.entry(f"entry at index {index}", _missing("name", raw), "name")
         ok = False
     elif not _valid_name(name):
         problems.entry(
@@ -304,10 +312,11 @@ def _parse_entry(
     else:
         where = f"entry '{namespace}:{name}' (index {index})"
     if kind is None:
-        problems.entry(where, "required field is missing", "kind")
+        problems.entry(where, _missing("kind", raw), "kind")
         return None
     if not isinstance(kind, str) or kind not in KINDS:
-        problems.entry(where, f"unknown kind {kind!r}; known kinds are: {', '.join(KINDS)}", "kind")
+        problems.entry(where, f"unknown kind {kind!r}; {typo_hint(kind, KINDS)}known kinds "
+                              f"are: {', '.join(KINDS)}", "kind")
         return None
     if not ok:
         return None
@@ -318,7 +327,9 @@ def _parse_entry(
     _preprocess(kind, data, problems, where)
     missing = frozenset(r for r in _REQUIRED.get(kind, ()) if r not in data)
     for required in sorted(missing):
-        failures.append(((required,), "required field is missing"))
+        if _missing(required, data) == "required field is missing":
+            failures.append(((required,), "required field is missing"))
+        # (else a key of the entry is a typo of it: its unknown-field problem says so)
     failed: frozenset[str] | None = None  # None: the entry as given
     with attrs.validators.disabled():
         try:
@@ -666,7 +677,8 @@ def _parse_text(text: str, filename: str, base_dir: Path | None,
     for key in doc:
         if key not in allowed_top:
             problems.file(
-                f"unknown top-level field {key!r}; allowed fields are: {', '.join(allowed_top)}"
+                f"unknown top-level field {key!r}; {typo_hint(key, allowed_top)}allowed "
+                f"fields are: {', '.join(allowed_top)}"
             )
     version = doc.get("version")
     if version is None:

@@ -7,7 +7,8 @@ so one run reports every mistake of an entry.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+import difflib
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, TypeVar, cast
 
 import attrs
@@ -169,7 +170,8 @@ def _flatten(
             _allowed_fields(exc.cl) if path == () else [f.name for f in attrs.fields(exc.cl)]
         )
         for key in sorted(exc.extra_fields, key=str):
-            yield (*path, str(key)), f"unknown field; allowed fields are: {allowed}"
+            hint = typo_hint(key, allowed.split(", "))
+            yield (*path, str(key)), f"unknown field; {hint}allowed fields are: {allowed}"
     elif isinstance(exc, KeyError):
         yield path, "required field is missing"
     elif isinstance(exc, _Expected | _FieldProblem):
@@ -181,6 +183,19 @@ def _flatten(
         yield path, "expected a mapping"
     else:
         yield path, f"{type(exc).__name__}: {exc}"
+
+
+def close_field(key: object, allowed: Iterable[str]) -> str | None:
+    """The allowed field (or kind) an unknown key is most likely a typo of (``evry``:
+    ``every``), or ``None``: the one rule of every "did you mean" of a config."""
+    close = difflib.get_close_matches(str(key), list(allowed), n=1, cutoff=0.75)
+    return close[0] if close else None
+
+
+def typo_hint(key: object, allowed: Iterable[str]) -> str:
+    """``"did you mean 'every'? "`` for a key :func:`close_field` places, else ``""``."""
+    guess = close_field(key, allowed)
+    return "" if guess is None else f"did you mean {guess!r}? "
 
 
 def _validated(cls: type[T], hook: Callable[[Any, Any], T]) -> Callable[[Any, Any], T]:
@@ -207,8 +222,14 @@ def _validated(cls: type[T], hook: Callable[[Any, Any], T]) -> Callable[[Any, An
         # still structured and checked: one run reports every mistake.
         extra = {k for k in value if k not in allowed}
         errors: list[Exception] = []
+        # fields left out that an unknown key is a typo of (``evry: 10s``): their checks
+        # would only add a consequence of that typo ("neither cron nor every")
+        mistyped: set[str] = set()
         if extra:
             errors.append(ForbiddenExtraKeysError(None, cls, extra))
+            known = sorted(allowed)
+            mistyped = {g for g in (close_field(k, known) for k in extra)
+                        if g is not None and g not in value}
             value = {k: v for k, v in value.items() if k in allowed}
         failed: set[str] = set()   # fields that could not be structured
         lost: set[str] = set()     # ... of which the stand-in holds nothing of the input
@@ -234,9 +255,9 @@ def _validated(cls: type[T], hook: Callable[[Any, Any], T]) -> Callable[[Any, An
             except Exception:  # a required field is missing: nothing to stand in
                 raise ClassValidationError(exc.message, errors, cls) from None
         for field in attrs.fields(cast(Any, cls)):
-            if field.validator is None or field.name in failed:
+            if field.validator is None or field.name in failed or field.name in mistyped:
                 continue
-            if any(dep in failed for dep in field.metadata.get("after", ())):
+            if any(dep in failed or dep in mistyped for dep in field.metadata.get("after", ())):
                 continue  # it compares with a field that is not as given
             try:
                 field.validator(obj, field, getattr(obj, field.name))
