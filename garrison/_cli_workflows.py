@@ -147,8 +147,32 @@ def _positive_int(text: str) -> int:
 
 def cmd_workflows(args: argparse.Namespace) -> int:
     """Run one ``garrison workflows`` command; returns the exit status (see the module)."""
+    if args.store is None and getattr(args, "config", None) is not None:
+        return run_verb("workflows", lambda: _store_of_config(args) and _run(args))
     require_store(args)
     return run_verb("workflows", lambda: _run(args))
+
+
+def _store_of_config(args: argparse.Namespace) -> bool:
+    """``start --config FILE`` without ``--store``: the store of the config's workflow
+    host (its ``workflows`` entry if it has several), as ``garrison run FILE`` opens it."""
+    from .config import WorkflowHostEntry, load_config
+
+    try:
+        config = load_config(args.config)
+    except GarrisonError as exc:
+        raise _Fail(str(exc), 2) from None
+    stores = {entry_id: entry.store for entry_id, entry in config.entries.items()
+              if isinstance(entry, WorkflowHostEntry) and entry.store is not None}
+    default = [store for entry_id, store in stores.items()
+               if entry_id.rpartition(":")[2] == "workflows"]
+    if len(stores) == 1 or len(default) == 1:
+        args.store = default[0] if len(default) == 1 else next(iter(stores.values()))
+        return True
+    named = ", ".join(f"{entry_id} ({store})" for entry_id, store in stores.items())
+    raise _Fail(f"give --store: the config {args.config} names "
+                + (f"several stores: {named}" if stores else "no store (no workflow.host "
+                   "entry with a store)"), 2)
 
 
 def _run(args: argparse.Namespace) -> None:

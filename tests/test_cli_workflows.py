@@ -628,6 +628,42 @@ def test_start_takes_an_entry_id_of_a_config(capsys: pytest.CaptureFixture[str],
     assert code == 2 and "no entry id of the config either" in err
 
 
+def test_start_with_a_config_takes_the_store_it_names(
+        capsys: pytest.CaptureFixture[str], sqlite_path: str, tmp_path: Path) -> None:
+    """``start TARGET ARGS --config FILE`` without ``--store``: the store of the
+    config's workflow host, as ``garrison run FILE`` opens it (a new user gave both the
+    config and, again, its store)."""
+    config = tmp_path / "app.yaml"
+    config.write_text(textwrap.dedent("""\
+        version: "1.0"
+        namespace: app
+        entries:
+          - {name: workflows, kind: workflow.host, store: wf.db}
+          - {name: other, kind: workflow.host, store: other.db}
+          - {name: wf, kind: workflow.py, source: "workflow_app:steps"}
+        """))
+    open_store(sqlite_path).close()  # (a node made it)
+    code, out, err = cli_here(capsys, "start", "app:wf", "[1]", "--id", "w1",
+                              "--config", str(config))
+    assert (code, out) == (0, "workflow 'w1' started (workflow_app:steps)\n"), err
+    with open_store(sqlite_path, lock=False) as store:
+        assert store.get_workflow("w1") is not None
+    # several stores and none named workflows, or none: say so, and that --store is needed
+    config.write_text(config.read_text().replace("name: workflows,", "name: main,"))
+    code, out, err = cli_here(capsys, "start", "app:wf", "[1]", "--config", str(config))
+    assert code == 2 and err.startswith(
+        f"garrison workflows: give --store: the config {config} names several stores: "
+        f"app:main ({tmp_path / 'wf.db'}), app:other ({tmp_path / 'other.db'})"), err
+    config.write_text(textwrap.dedent("""\
+        version: "1.0"
+        namespace: app
+        entries:
+          - {name: wf, kind: workflow.py, source: "workflow_app:steps"}
+        """))
+    code, out, err = cli_here(capsys, "start", "app:wf", "[1]", "--config", str(config))
+    assert code == 2 and "names no store (no workflow.host entry with a store)" in err, err
+
+
 def test_replay_of_a_store_of_an_older_garrison_says_how_and_migrates_a_copy(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """README's pre-deploy check (replay a copy of the production store against the
