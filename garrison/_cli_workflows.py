@@ -148,12 +148,16 @@ def _positive_int(text: str) -> int:
 def cmd_workflows(args: argparse.Namespace) -> int:
     """Run one ``garrison workflows`` command; returns the exit status (see the module)."""
     if args.store is None and getattr(args, "config", None) is not None:
-        return run_verb("workflows", lambda: _store_of_config(args) and _run(args))
+        def run() -> None:
+            _store_of_config(args)
+            _run(args)
+
+        return run_verb("workflows", run)
     require_store(args)
     return run_verb("workflows", lambda: _run(args))
 
 
-def _store_of_config(args: argparse.Namespace) -> bool:
+def _store_of_config(args: argparse.Namespace) -> None:
     """``start --config FILE`` without ``--store``: the store of the config's workflow
     host (its ``workflows`` entry if it has several), as ``garrison run FILE`` opens it."""
     from .config import WorkflowHostEntry, load_config
@@ -168,7 +172,7 @@ def _store_of_config(args: argparse.Namespace) -> bool:
                if entry_id.rpartition(":")[2] == "workflows"]
     if len(stores) == 1 or len(default) == 1:
         args.store = default[0] if len(default) == 1 else next(iter(stores.values()))
-        return True
+        return
     named = ", ".join(f"{entry_id} ({store})" for entry_id, store in stores.items())
     raise _Fail(f"give --store: the config {args.config} names "
                 + (f"several stores: {named}" if stores else "no store (no workflow.host "
