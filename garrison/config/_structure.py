@@ -166,11 +166,10 @@ def _flatten(
         for sub in without:
             yield from _flatten(sub, path, cls)
     elif isinstance(exc, ForbiddenExtraKeysError):
-        allowed = ", ".join(
-            _allowed_fields(exc.cl) if path == () else [f.name for f in attrs.fields(exc.cl)]
-        )
+        fields = _allowed_fields(exc.cl) if path == () else [f.name for f in attrs.fields(exc.cl)]
+        allowed = ", ".join(fields)
         for key in sorted(exc.extra_fields, key=str):
-            hint = typo_hint(key, allowed.split(", "))
+            hint = typo_hint(key, fields)
             yield (*path, str(key)), f"unknown field; {hint}allowed fields are: {allowed}"
     elif isinstance(exc, KeyError):
         yield path, "required field is missing"
