@@ -225,9 +225,10 @@ version: "1.0"
 namespace: app
 entries:
   - {{name: jobs, kind: workflow.host, store: {tmp_path / 'wf.db'}, max_concurrent: 1,
-     cluster_max_concurrent: 3, rate: "10/1m"}}
+     cluster_max_concurrent: 3, rate: " 10 / 1m "}}
 """)
     async with garrison.open_node(config=config) as node:
+        # (the rate as stats() shows it: its spaces were shown too)
         assert node.stats()["workflow_queues"]["app:jobs"] == {
             "pending": 0, "running": 0, "max_concurrent": 1, "cluster_max_concurrent": 3,
             "rate": "10/1m"}

@@ -104,6 +104,8 @@ class QueueLimits:
         _limit(self.cluster_max_concurrent, "cluster_max_concurrent")
         rate = None if self.rate is None else parse_rate(self.rate)
         object.__setattr__(self, "_rate", rate)
+        if rate is not None:  # as ``stats()`` shows it: without the spaces it may have had
+            object.__setattr__(self, "rate", str(self.rate).replace(" ", ""))
 
     @property
     def concurrency(self) -> int | None:
