@@ -822,6 +822,40 @@ async def test_pause_resume_trigger_delete(autojump_clock: Any) -> None:
     assert ids() == [tick_id("s", at(1)), pid.id, tick_id("s", at(4))]
 
 
+async def test_a_trigger_writes_its_workflow_and_the_last_run_in_one_transaction(
+        autojump_clock: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A node's trigger created the workflow, then wrote the schedule's ``last_workflow``
+    in a second commit: a crash between them left the schedule's last run the one
+    before, and a ``skip`` tick could start beside the triggered run still under way.
+    One transaction now, as the tool's trigger writes it."""
+    from garrison.persistence._transaction import Op
+
+    async with garrison.open_node() as node:
+        handle = await node.schedule("s", app.job, 5.0, every="1h", overlap="skip")
+        store = node.hosts["workflows"].store
+        commits: list[list[Op]] = []
+        commit = store.commit
+
+        async def recorded(tx: Transaction) -> Any:
+            commits.append([op for op, _ in tx.ops])
+            return await commit(tx)
+
+        monkeypatch.setattr(store, "commit", recorded)
+        pid = await handle.trigger()
+        monkeypatch.undo()
+        both = [ops for ops in commits if Op.CREATE_WORKFLOW in ops]
+        assert len(both) == 1 and Op.UPDATE_SCHEDULE in both[0], commits
+        assert not any(Op.UPDATE_SCHEDULE in ops for ops in commits if ops is not both[0])
+        assert handle.info().last_workflow == pid.id
+        # a trigger while that run is under way starts a run that does not take its place
+        again = await handle.trigger()
+        assert again != pid and handle.info().last_workflow == pid.id
+        await node.workflow(pid.id).result()
+        await node.workflow(again.id).result()
+        third = await handle.trigger()
+        assert handle.info().last_workflow == third.id
+
+
 async def test_a_schedule_whose_workflow_code_is_gone_says_so(
         autojump_clock: Any, caplog: pytest.LogCaptureFixture) -> None:
     """A schedule stored with a workflow the code no longer has (renamed since): its

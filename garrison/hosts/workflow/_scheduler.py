@@ -695,16 +695,22 @@ class Scheduler:
         created: list[bool] = []
         while not created:  # a new workflow each time, also for two triggers in one ms
             wid = trigger_id(schedule_id, at)
+            # The schedule's last run is written in the workflow's own transaction (a
+            # crash after the start cannot leave it out). Should the id be taken (a run
+            # of this schedule at that millisecond), that run is the last one: the next
+            # attempt decides from it.
+            current = self.host.store.get_schedule(schedule_id)
+            last = None
+            if current is not None and self._trigger_takes_last(current):
+                # (stamped with the host's clock: a restart compares it with that clock)
+                last = Transaction().update_schedule(
+                    schedule_id, last_workflow=wid,
+                    expect_last_workflow=current.last_workflow, time=self.host.clock.now())
             pid = await self.host.start(target, tuple(record.input), wid=wid,
-                                        on_created=partial(created.append, True))
+                                        on_created=partial(created.append, True),
+                                        prefix_tx=last)
             at = next_trigger(at)  # if that id is taken: the next millisecond
-        current = self.host.store.get_schedule(schedule_id)
-        if current is not None and self._trigger_takes_last(current):
-            # (stamped with the host's clock: a restart compares it with that clock)
-            await self.host.store.commit(Transaction().update_schedule(
-                schedule_id, last_workflow=wid, expect_last_workflow=current.last_workflow,
-                time=self.host.clock.now()))
-            self.reload(schedule_id)
+        self.reload(schedule_id)
         return pid
 
     def _trigger_takes_last(self, record: ScheduleRecord) -> bool:
