@@ -21,7 +21,7 @@ import time
 from typing import Any
 
 from . import _store_tools as tools
-from ._cli_options import CommandGroup, require_store, run_verb
+from ._cli_options import CommandGroup, run_with_store
 from ._store_tools import ToolError, when
 from .hosts.workflow._ids import check_text
 
@@ -44,8 +44,7 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
 def cmd_nodes(args: argparse.Namespace) -> int:
     """Run ``garrison nodes``; returns the exit status (see the module; a reader that
     went away, ``| head``, ends it quietly as for ``garrison workflows``)."""
-    require_store(args)
-    return run_verb("nodes", lambda: _nodes(args))
+    return run_with_store("nodes", args, lambda: _nodes(args))
 
 
 def _nodes(args: argparse.Namespace) -> None:

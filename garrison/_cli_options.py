@@ -13,7 +13,8 @@ from typing import Any
 
 from ._store_tools import ToolError
 
-__all__ = ["BROKEN_PIPE", "STORE_HELP", "CommandGroup", "require_store", "run_verb"]
+__all__ = ["BROKEN_PIPE", "STORE_HELP", "CommandGroup", "require_store", "run_verb",
+           "run_with_store", "store_of_config"]
 
 #: the exit status when the reader of the output went away (128 + SIGPIPE, as a shell's)
 BROKEN_PIPE = 128 + signal.SIGPIPE
@@ -28,6 +29,9 @@ def _options(common: argparse.ArgumentParser, store_help: str,
     (``None``: the group's own, ``None`` and ``False``)."""
     options = argparse.ArgumentParser(add_help=False, parents=[common])
     options.add_argument("--store", default=default, help=store_help)
+    options.add_argument("--config", default=default, metavar="FILE",
+                         help="a YAML config: without --store, the store its workflow host "
+                              "names; for workflows start, TARGET may be one of its entry ids")
     options.add_argument("--json", action="store_true",
                          default=False if default is None else default,
                          help="machine-readable output")
@@ -62,14 +66,51 @@ class CommandGroup:
         return parser
 
 
-def require_store(args: argparse.Namespace) -> str:
-    """``--store``, given before or after the verb; else the group's usage and
-    ``required: --store`` on stderr, exit 2 (as argparse says of a required option)."""
-    store: str | None = args.store
-    if store is None:
+def require_store(args: argparse.Namespace) -> None:
+    """``--store`` or ``--config``, given before or after the verb; else the group's
+    usage and ``required: --store`` on stderr, exit 2 (as argparse says of a required
+    option)."""
+    if args.store is None and args.config is None:
         args.group_parser.error("the following arguments are required: --store (before "
-                                "or after the command)")
-    return store  # type: ignore[return-value]
+                                "or after the command; or --config FILE naming it)")
+
+
+def run_with_store(group: str, args: argparse.Namespace, run: Callable[[], None]) -> int:
+    """:func:`run_verb` of ``run`` once ``args.store`` is known: ``--store``, or the
+    store of ``--config``'s workflow host (:func:`store_of_config`)."""
+    require_store(args)
+
+    def with_store() -> None:
+        if args.store is None:
+            args.store = store_of_config(args.config)
+        run()
+
+    return run_verb(group, with_store)
+
+
+def store_of_config(path: str) -> str:
+    """The store of the config ``path``'s workflow host (its ``workflows`` entry's if
+    it has several), as ``garrison run FILE`` opens it; else :class:`ToolError` (2)
+    saying why, with the stores it names."""
+    from ._errors import GarrisonError
+    from .config import WorkflowHostEntry, load_config
+
+    try:
+        config = load_config(path)
+    except GarrisonError as exc:
+        raise ToolError(str(exc), 2) from None
+    stores = {entry_id: entry.store for entry_id, entry in config.entries.items()
+              if isinstance(entry, WorkflowHostEntry) and entry.store is not None}
+    default = [store for entry_id, store in stores.items()
+               if entry_id.rpartition(":")[2] == "workflows"]
+    if len(default) == 1:
+        return default[0]
+    if len(stores) == 1:
+        return next(iter(stores.values()))
+    named = ", ".join(f"{entry_id} ({store})" for entry_id, store in stores.items())
+    raise ToolError(f"give --store: the config {path} names "
+                    + (f"several stores: {named}" if stores else "no store (no workflow.host "
+                       "entry with a store)"), 2)
 
 
 def run_verb(group: str, run: Callable[[], None]) -> int:

@@ -16,7 +16,7 @@ import sqlite3
 from typing import Any
 
 from . import _store_tools as tools
-from ._cli_options import CommandGroup, require_store, run_verb
+from ._cli_options import CommandGroup, run_with_store
 from ._cli_workflows import _print_json, _print_table
 from ._errors import GarrisonError
 from ._store_tools import ToolError, when
@@ -43,8 +43,7 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
 
 def cmd_schedules(args: argparse.Namespace) -> int:
     """Run one ``garrison schedules`` command; returns the exit status."""
-    require_store(args)
-    return run_verb("schedules", lambda: _run(args))
+    return run_with_store("schedules", args, lambda: _run(args))
 
 
 def _run(args: argparse.Namespace) -> None:

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from . import _store_tools as tools
-from ._cli_options import CommandGroup, require_store, run_verb
+from ._cli_options import CommandGroup, run_with_store
 from ._errors import GarrisonError, NoSuchWorkflow
 from ._store_tools import ToolError, json_arg, when
 from ._targets import exit_is_import_error, is_script, script_spec
@@ -94,7 +94,6 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
                     help="its arguments, a JSON array (default [])")
     st.add_argument("--id", help="the workflow id (default: a fresh one); an id that "
                                  "exists is left as it is")
-    st.add_argument("--config", help="a YAML config: TARGET may be one of its entry ids")
 
     term = verb(
         "terminate", help="end a workflow at once as failed (Terminated), without its "
@@ -147,36 +146,7 @@ def _positive_int(text: str) -> int:
 
 def cmd_workflows(args: argparse.Namespace) -> int:
     """Run one ``garrison workflows`` command; returns the exit status (see the module)."""
-    if args.store is None and getattr(args, "config", None) is not None:
-        def run() -> None:
-            _store_of_config(args)
-            _run(args)
-
-        return run_verb("workflows", run)
-    require_store(args)
-    return run_verb("workflows", lambda: _run(args))
-
-
-def _store_of_config(args: argparse.Namespace) -> None:
-    """``start --config FILE`` without ``--store``: the store of the config's workflow
-    host (its ``workflows`` entry if it has several), as ``garrison run FILE`` opens it."""
-    from .config import WorkflowHostEntry, load_config
-
-    try:
-        config = load_config(args.config)
-    except GarrisonError as exc:
-        raise _Fail(str(exc), 2) from None
-    stores = {entry_id: entry.store for entry_id, entry in config.entries.items()
-              if isinstance(entry, WorkflowHostEntry) and entry.store is not None}
-    default = [store for entry_id, store in stores.items()
-               if entry_id.rpartition(":")[2] == "workflows"]
-    if len(stores) == 1 or len(default) == 1:
-        args.store = default[0] if len(default) == 1 else next(iter(stores.values()))
-        return
-    named = ", ".join(f"{entry_id} ({store})" for entry_id, store in stores.items())
-    raise _Fail(f"give --store: the config {args.config} names "
-                + (f"several stores: {named}" if stores else "no store (no workflow.host "
-                   "entry with a store)"), 2)
+    return run_with_store("workflows", args, lambda: _run(args))
 
 
 def _run(args: argparse.Namespace) -> None:

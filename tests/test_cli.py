@@ -1104,7 +1104,7 @@ def test_store_after_the_verb_on_the_command_line(tmp_path: Path) -> None:
     assert missing.returncode == 2
     assert missing.stderr.splitlines()[-1] == (
         "garrison schedules: error: the following arguments are required: --store (before "
-        "or after the command)")
+        "or after the command; or --config FILE naming it)")
 
 
 def test_a_group_without_its_command_names_the_commands_not_a_variable(capsys) -> None:

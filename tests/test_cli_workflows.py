@@ -628,11 +628,11 @@ def test_start_takes_an_entry_id_of_a_config(capsys: pytest.CaptureFixture[str],
     assert code == 2 and "no entry id of the config either" in err
 
 
-def test_start_with_a_config_takes_the_store_it_names(
+def test_the_store_tools_take_the_store_a_config_names(
         capsys: pytest.CaptureFixture[str], sqlite_path: str, tmp_path: Path) -> None:
-    """``start TARGET ARGS --config FILE`` without ``--store``: the store of the
-    config's workflow host, as ``garrison run FILE`` opens it (a new user gave both the
-    config and, again, its store)."""
+    """``--config FILE`` without ``--store`` (``start``, ``list``, ``show``, ``garrison
+    schedules``...): the store of the config's workflow host, as ``garrison run FILE``
+    opens it (a new user gave the config and, again, its store)."""
     config = tmp_path / "app.yaml"
     config.write_text(textwrap.dedent("""\
         version: "1.0"
@@ -648,6 +648,22 @@ def test_start_with_a_config_takes_the_store_it_names(
     assert (code, out) == (0, "workflow 'w1' started (workflow_app:steps)\n"), err
     with open_store(sqlite_path, lock=False) as store:
         assert store.get_workflow("w1") is not None
+    # every store tool takes it so (before or after the verb)
+    code, out, err = cli_here(capsys, "list", "--json", "--config", str(config))
+    assert code == 0 and [w["workflow_id"] for w in json.loads(out)] == ["w1"], err
+    code, out, err = cli_here(capsys, "--config", str(config), "show", "w1")
+    assert code == 0 and "workflow_app:steps" in out, err
+    from garrison._cli import build_parser
+
+    parsed = build_parser().parse_args(["schedules", "list", "--config", str(config)])
+    assert parsed.func(parsed) == 0
+    assert capsys.readouterr().out == "no schedules\n"
+    # --store wins over the config's
+    other = str(tmp_path / "other.db")
+    open_store(other).close()
+    code, out, err = cli_here(capsys, "list", "--json", "--config", str(config),
+                              "--store", other)
+    assert (code, json.loads(out)) == (0, []), err
     # several stores and none named workflows, or none: say so, and that --store is needed
     config.write_text(config.read_text().replace("name: workflows,", "name: main,"))
     code, out, err = cli_here(capsys, "start", "app:wf", "[1]", "--config", str(config))
