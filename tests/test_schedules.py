@@ -770,14 +770,15 @@ async def test_every_trigger_starts_a_workflow_also_two_in_one_millisecond(
     taken instead."""
     db = str(tmp_path / "wf.db")
     async with garrison.open_node(store=db) as node:
-        handle = await node.schedule("s", app.job, every="1h", overlap="allow_all")
+        # (each run takes a second: the first is surely under way at the second trigger)
+        handle = await node.schedule("s", app.job, 1.0, every="1h", overlap="allow_all")
         first, second = await handle.trigger(), await handle.trigger()
         assert (first.id, second.id) == (f"s@{iso(at(0))[:-1]}.000Z",
                                           f"s@{iso(at(0))[:-1]}.001Z")
         assert [await node.workflow(p.id).result() for p in (first, second)] == \
             [first.id, second.id]
-        # (the first was unfinished when the second was triggered: it stays the last run,
-        # decided as the second's workflow is written, in the same transaction)
+        # the first was unfinished when the second was triggered: it stays the last run
+        # (README), decided as the second's workflow is written, in the same transaction
         assert handle.info().last_workflow == first.id
     store = tools.open_store(db)
     try:
