@@ -10,7 +10,8 @@ Reads the JSON lines the ``bench/`` scripts print (figures summarized over runs 
   at ``synchronous="normal"`` and ``"full"`` beside DBOS on SQLite (its default FULL),
   medians with the range of the runs as a band;
 - ``ratios.png``: each peer ratio (garrison / peer, higher is better), median with
-  its range, beside its target.
+  its range, beside its target, and garrison's steps/s at 1,000 concurrent workflows
+  against 100 (target: at least 1).
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ RATIOS: list[tuple[str, str, str, float]] = [
     ("actors", "ratio_spawn_outside_vs_start_soon", "node.spawn x10k from outside vs trio",
      0.5),
     ("actors", "ratio_spawn_vs_start_soon", "spawn+exit vs trio start_soon", 0.5),
+    ("scaling", "normal_1000_vs_100", "steps/s at 1,000 concurrent vs at 100", 1),
+    ("scaling", "full_1000_vs_100", "FULL: steps/s at 1,000 vs at 100", 1),
 ]
 
 
@@ -121,7 +124,8 @@ def ratios_chart(results: dict[str, dict[str, Any]], out: Path) -> Path | None:
         ax.text(max(hi, target) * 1.12, y, f"{med:g}x", va="center", fontsize=8)
     ax.set_yticks(ys, [r[0] for r in rows], fontsize=8)
     ax.set_xscale("log")
-    ax.set_xlabel("garrison / peer (higher is better; black tick: target)")
+    ax.set_xlabel("garrison / peer, or 1,000 / 100 concurrent "
+                  "(higher is better; black tick: target)")
     ax.axvline(1, color="grey", lw=0.8)
     ax.set_title("Peer ratios: median of the runs, whiskers: range "
                  "(DBOS on SQLite, pykka, trio)", fontsize=10)
