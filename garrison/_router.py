@@ -374,6 +374,14 @@ class Router:
         host = self.hosts.get(target.host)
         return host is not None and bool(host.add_link(target, other))
 
+    def keep_link(self, target: Pid, other: Pid) -> None:
+        """``other``, a workflow resumed on this node, was linked to ``target``, a plain
+        process of another node, where it ran before: the link holds on that node, and
+        is kept here too, so that a loss of that node acts on it (``noconnection``), as
+        for a link made here (that node drops it here if ``target`` has ended)."""
+        if self.remote is not None and self.remote.node_of(target) is not None:
+            self.remote.keep_link(target, other)
+
     def unlink(self, target: Pid, other: Pid) -> None:
         if self.remote is not None and self.remote.node_of(target) is not None:
             self.remote.unlink(target, other)

@@ -203,6 +203,64 @@ async def test_a_workflow_linked_to_a_process_of_a_lost_node_hears_noconnection(
                                       ("LINK_DOWN", str(echo), "noconnection")], key=str)
 
 
+async def test_a_moved_workflows_link_to_a_process_of_a_third_node_hears_noconnection(
+        postgres_url: str, nodes: list[Node]) -> None:
+    """A workflow (not trapping) linked to a plain process of node c moved from a to b
+    (a drained, then closed). Resumed on b, its link held on c, but b knew nothing of
+    it: when c was lost, the workflow went on as if nothing had happened (no
+    noconnection), where one that never moved failed. Now b keeps the link too."""
+    c = Node.start(postgres_url, "c", LEASE, echo=True)
+    nodes.append(c)
+    async with garrison.open_node(store=postgres_url, name="b", lease=LEASE) as b:
+        with trio.fail_after(30):
+            while (echo := b.lookup("echo")) is None:
+                await trio.sleep(0.05)
+        async with garrison.open_node(store=postgres_url, name="a", lease=LEASE) as a:
+            await a.start_workflow(links_out, [str(echo)], False, id="plain")
+            await trio.sleep(0.5)  # (linked, and asleep)
+            a.drain()
+            with trio.fail_after(15):
+                while "plain" not in b.hosts["workflows"].active:
+                    await trio.sleep(0.05)
+        await trio.sleep(0.5)  # (resumed on b: its recovery check ran)
+        c.kill()
+        with pytest.raises(garrison.WorkflowFailed, match="noconnection"):
+            with trio.fail_after(2 * LEASE + 10):
+                await b.workflow("plain").result()
+
+
+async def test_a_moved_workflows_link_to_a_process_that_returned_is_not_kept(
+        postgres_url: str, nodes: list[Node], caplog: pytest.LogCaptureFixture) -> None:
+    """The other side of the test above: the process returned before the workflow
+    moved (its link ended quietly; the journal still holds it). b keeps the link
+    while c is asked, c answers that the process has ended, and b forgets it: losing
+    c later is nothing to the workflow (no noconnection for a link that had ended)."""
+    c = Node.start(postgres_url, "c", LEASE, echo=True)
+    nodes.append(c)
+    async with garrison.open_node(store=postgres_url, name="b", lease=LEASE) as b:
+        with trio.fail_after(30):
+            while (echo := b.lookup("echo")) is None:
+                await trio.sleep(0.05)
+            quitter = Pid.parse(await b.call(echo, "quitter", None))
+        async with garrison.open_node(store=postgres_url, name="a", lease=LEASE) as a:
+            await a.start_workflow(links_out, [str(quitter)], False, id="plain")
+            await trio.sleep(0.5)  # (linked, and asleep)
+            await a.send(quitter, "go")
+            await trio.sleep(0.5)  # (it returned: the link ended quietly)
+            a.drain()
+            with trio.fail_after(15):
+                while "plain" not in b.hosts["workflows"].active:
+                    await trio.sleep(0.05)
+        await trio.sleep(0.5)  # (resumed on b; c answered b's keep_link)
+        c.kill()
+        with trio.fail_after(2 * LEASE + 10):
+            while "nodes lost" not in caplog.text:
+                await trio.sleep(0.05)
+        await trio.sleep(0.5)
+        assert b.workflow("plain").status() not in ("failed", "completed")
+        assert "plain" in b.hosts["workflows"].active
+
+
 async def links_back(other: str) -> str:
     """A workflow that links to ``other``, then ends as its first message says."""
     process.link(Pid.parse(other))

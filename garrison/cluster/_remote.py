@@ -397,6 +397,18 @@ class Remote:
         self.linked.setdefault(target, set()).add(other)
         return True
 
+    def keep_link(self, target: Pid, other: Pid) -> None:
+        """The workflow ``other``, resumed here, was linked to ``target`` (of another
+        node) where it ran before (see ``Router.keep_link``): kept in ``linked``, and
+        ``target``'s node is told, which makes the link again (a set: once) or, if
+        ``target`` has ended, answers ``link_gone`` and it goes from ``linked`` here."""
+        if self._gone(target):
+            return  # (its node is lost: the caller's recovery check acts on it)
+        body = {"k": "link_held", "target": str(target), "other": str(other),
+                "from": self.name}
+        if self.post(target, body):
+            self.linked.setdefault(target, set()).add(other)
+
     def unlink(self, target: Pid, other: Pid, node: str | None = None) -> None:
         """``other`` unlinked ``target`` of another node (``node``: the one that runs
         the workflow ``target``)."""
@@ -553,6 +565,15 @@ class Remote:
                     self.linked.setdefault(other, set()).add(target)
             else:  # (the other side may be a workflow, which names no node)
                 router.linked_exit(other, target, noproc(target))
+        elif kind == "link_held":  # a workflow that moved keeps its link (keep_link)
+            target, other = Pid.parse(body["target"]), Pid.parse(body["other"])
+            if not router.link(target, other):
+                # it ended meanwhile: a failure went to the workflow's inbox, a return
+                # ended the link quietly; either way the asking node forgets it
+                self.post(other, {"k": "link_gone", "target": str(target),
+                                  "other": str(other)}, str(body["from"]))
+        elif kind == "link_gone":
+            self._forget(self.linked, Pid.parse(body["target"]), Pid.parse(body["other"]))
         elif kind == "relinked":  # (a workflow this node runs: see WorkflowHost.relinked)
             target, other = Pid.parse(body["target"]), Pid.parse(body["other"])
             host = router.hosts.get(router.aliases.get(target.host, target.host))

@@ -316,6 +316,9 @@ class NodeContext(Protocol):
         ...
 
     def link(self, target: Pid, other: Pid) -> bool: ...
+    def keep_link(self, target: Pid, other: Pid) -> None:
+        """A resumed workflow ``other``'s link to ``target``, a plain process of another
+        node, made where it ran before: kept on this node too (its loss acts on it)."""
     def unlink(self, target: Pid, other: Pid) -> None: ...
     def monitor(self, target: Pid, watcher: Pid, id: str | None = None) -> bool:
         """``watcher`` monitors ``target``; False if ``target`` is not alive (the

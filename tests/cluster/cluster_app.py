@@ -92,7 +92,8 @@ async def beat() -> None:
 async def echo() -> None:
     """A plain process known to the whole cluster as ``echo``: a ``call`` is answered
     with its payload, a ``send`` goes back to its sender, ``slow`` is never answered;
-    a call ``linker`` starts a :func:`linker` and answers its pid."""
+    a call ``linker`` starts a :func:`linker` and answers its pid, a call ``quitter`` a
+    :func:`quitter`."""
     process.register("echo", scope="cluster")
     async for msg in process.inbox():
         if msg.topic == "call":
@@ -101,6 +102,14 @@ async def echo() -> None:
             await process.send(msg.sender, "echo", msg.payload)
         elif msg.topic == "linker":
             await msg.reply(str(await process.spawn(linker)))
+        elif msg.topic == "quitter":
+            await msg.reply(str(await process.spawn(quitter)))
+
+
+async def quitter() -> str:
+    """Returns (a normal end) at its first message."""
+    await process.inbox().receive()
+    return "done"
 
 
 async def linker() -> None:

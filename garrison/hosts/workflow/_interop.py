@@ -94,8 +94,9 @@ class Interop(WorkflowCore):
         - in a cluster, a plain process of another live node is not lost: that node
           is asked again (:meth:`_watch_again`), and answers ``noproc`` only if it has
           ended; a link that does not trap is kept as it is (the process's failure
-          comes from its node, as before the crash); a process of a node that is not
-          live is lost, as above;
+          comes from its node, as before the crash), and kept on this node too, so
+          that a loss of that node acts on it (``Router.keep_link``); a process of a
+          node that is not live is lost, as above;
         - a workflow it monitors that has ended gets its ``EXIT`` delivered (the same
           id as the one its end delivered: once);
         - a link to a workflow is made again on the other side (links are not stored:
@@ -129,8 +130,12 @@ class Interop(WorkflowCore):
             if node.plain_on_live_node(pid):
                 # a process of another node: the link made before holds there (its
                 # failure reaches this workflow where it runs, see ``linked_exit``); a
-                # trapping workflow asks again, to hear noproc if it has ended meanwhile
-                if self.trap_links and not self._watch_again(EventKind.LINK_DOWN, pid):
+                # trapping workflow asks again, to hear noproc if it has ended meanwhile;
+                # one that does not trap keeps it here too (a loss of that node is its
+                # noconnection), dropped if that node finds the process ended
+                if not self.trap_links:
+                    node.keep_link(pid, self.pid)
+                elif not self._watch_again(EventKind.LINK_DOWN, pid):
                     failed.append((pid, noproc(pid)))
             elif h is None or (not h.durable and not h.is_alive(pid)):
                 # a plain process gone since: whether it failed or returned (which ends
