@@ -5,10 +5,12 @@ reviews found most of what is tested here; each test says what broke."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import sys
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -181,16 +183,26 @@ async def test_a_process_links_to_a_workflow_another_node_runs(postgres_url: str
                 await trio.sleep(0.05)
 
 
+@contextlib.asynccontextmanager
+async def _echo_elsewhere(postgres_url: str, nodes: list[Node], far: str = "c",
+                          here: str = "b"
+                          ) -> AsyncIterator[tuple[garrison.Node, Node, Pid]]:
+    """Node ``far`` (a subprocess running ``echo``) and node ``here`` (in this process):
+    the node here, the far one and echo's pid."""
+    c = Node.start(postgres_url, far, LEASE, echo=True)
+    nodes.append(c)
+    async with garrison.open_node(store=postgres_url, name=here, lease=LEASE) as b:
+        with trio.fail_after(30):
+            while (echo := b.lookup("echo")) is None:
+                await trio.sleep(0.05)
+        yield b, c, echo
+
+
 async def test_a_workflow_linked_to_a_process_of_a_lost_node_hears_noconnection(
         postgres_url: str, nodes: list[Node]) -> None:
     """A workflow's own link to (and monitor of) a plain process of another node acts
     when that node is lost, as a plain process's do: noconnection."""
-    a = Node.start(postgres_url, "a", LEASE, echo=True)
-    nodes.append(a)
-    async with garrison.open_node(store=postgres_url, name="t", lease=LEASE) as node:
-        with trio.fail_after(30):
-            while (echo := node.lookup("echo")) is None:
-                await trio.sleep(0.05)
+    async with _echo_elsewhere(postgres_url, nodes, "a", "t") as (node, a, echo):
         await node.start_workflow(links_out, [str(echo)], True, 2, id="trap")
         await node.start_workflow(links_out, [str(echo)], False, id="plain")
         await trio.sleep(0.5)
@@ -203,26 +215,31 @@ async def test_a_workflow_linked_to_a_process_of_a_lost_node_hears_noconnection(
                                       ("LINK_DOWN", str(echo), "noconnection")], key=str)
 
 
+async def _linked_then_moved(postgres_url: str, b: garrison.Node, target: Pid,
+                             meanwhile: Callable[[garrison.Node], Awaitable[None]] | None
+                             = None) -> None:
+    """Workflow ``plain`` starts on node a (opened here), links to ``target`` (not
+    trapping), ``meanwhile`` runs, a drains and closes: ``plain`` resumes on b."""
+    async with garrison.open_node(store=postgres_url, name="a", lease=LEASE) as a:
+        await a.start_workflow(links_out, [str(target)], False, id="plain")
+        await trio.sleep(0.5)  # (linked, and asleep)
+        if meanwhile is not None:
+            await meanwhile(a)
+        a.drain()
+        with trio.fail_after(15):
+            while "plain" not in b.hosts["workflows"].active:
+                await trio.sleep(0.05)
+    await trio.sleep(0.5)  # (resumed on b: its recovery check ran, c answered it)
+
+
 async def test_a_moved_workflows_link_to_a_process_of_a_third_node_hears_noconnection(
         postgres_url: str, nodes: list[Node]) -> None:
     """A workflow (not trapping) linked to a plain process of node c moved from a to b
     (a drained, then closed). Resumed on b, its link held on c, but b knew nothing of
     it: when c was lost, the workflow went on as if nothing had happened (no
     noconnection), where one that never moved failed. Now b keeps the link too."""
-    c = Node.start(postgres_url, "c", LEASE, echo=True)
-    nodes.append(c)
-    async with garrison.open_node(store=postgres_url, name="b", lease=LEASE) as b:
-        with trio.fail_after(30):
-            while (echo := b.lookup("echo")) is None:
-                await trio.sleep(0.05)
-        async with garrison.open_node(store=postgres_url, name="a", lease=LEASE) as a:
-            await a.start_workflow(links_out, [str(echo)], False, id="plain")
-            await trio.sleep(0.5)  # (linked, and asleep)
-            a.drain()
-            with trio.fail_after(15):
-                while "plain" not in b.hosts["workflows"].active:
-                    await trio.sleep(0.05)
-        await trio.sleep(0.5)  # (resumed on b: its recovery check ran)
+    async with _echo_elsewhere(postgres_url, nodes) as (b, c, echo):
+        await _linked_then_moved(postgres_url, b, echo)
         c.kill()
         with pytest.raises(garrison.WorkflowFailed, match="noconnection"):
             with trio.fail_after(2 * LEASE + 10):
@@ -235,23 +252,15 @@ async def test_a_moved_workflows_link_to_a_process_that_returned_is_not_kept(
     moved (its link ended quietly; the journal still holds it). b keeps the link
     while c is asked, c answers that the process has ended, and b forgets it: losing
     c later is nothing to the workflow (no noconnection for a link that had ended)."""
-    c = Node.start(postgres_url, "c", LEASE, echo=True)
-    nodes.append(c)
-    async with garrison.open_node(store=postgres_url, name="b", lease=LEASE) as b:
-        with trio.fail_after(30):
-            while (echo := b.lookup("echo")) is None:
-                await trio.sleep(0.05)
+    async with _echo_elsewhere(postgres_url, nodes) as (b, c, echo):
+        with trio.fail_after(10):
             quitter = Pid.parse(await b.call(echo, "quitter", None))
-        async with garrison.open_node(store=postgres_url, name="a", lease=LEASE) as a:
-            await a.start_workflow(links_out, [str(quitter)], False, id="plain")
-            await trio.sleep(0.5)  # (linked, and asleep)
+
+        async def returns(a: garrison.Node) -> None:
             await a.send(quitter, "go")
             await trio.sleep(0.5)  # (it returned: the link ended quietly)
-            a.drain()
-            with trio.fail_after(15):
-                while "plain" not in b.hosts["workflows"].active:
-                    await trio.sleep(0.05)
-        await trio.sleep(0.5)  # (resumed on b; c answered b's keep_link)
+
+        await _linked_then_moved(postgres_url, b, quitter, returns)
         c.kill()
         with trio.fail_after(2 * LEASE + 10):
             while "nodes lost" not in caplog.text:
