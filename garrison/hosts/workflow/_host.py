@@ -119,8 +119,11 @@ class WorkflowHost:
         #: cluster, not known to have ended: ``{workflow id: supervisor pid}``
         #: (checked again when that node runs a newer incarnation: ``_recovery``)
         self.supervised_elsewhere: dict[str, Pid] = {}
-        #: recently finished: id -> (status, result JSON, error, name)
-        self.finished: dict[str, tuple[WorkflowStatus, str | None, ErrorInfo | None, str]] = {}
+        #: recently finished: id -> (status value, result JSON, error, name); plain
+        #: strings, so that an entry without an error holds nothing the garbage
+        #: collector must walk (it stops tracking such a tuple), up to FINISHED_MEMORY
+        #: of them for the node's whole life
+        self.finished: dict[str, tuple[str, str | None, ErrorInfo | None, str]] = {}
         #: workflows another node of the cluster runs that this node's processes monitor
         #: or call (see ``_elsewhere``)
         self.elsewhere = Elsewhere(self)
@@ -1227,7 +1230,7 @@ class WorkflowHost:
                       error: ErrorInfo | None, name: str) -> None:
         """Keep how ``wid`` ended for its handles (``finished``: the newest
         ``FINISHED_MEMORY`` ends)."""
-        self.finished[wid] = (status, result_json, error, name)
+        self.finished[wid] = (status.value, result_json, error, name)
         if len(self.finished) > FINISHED_MEMORY:
             self.finished.pop(next(iter(self.finished)))
 
@@ -1491,7 +1494,8 @@ class WorkflowHost:
             status, result_json, error = wf.status, wf.result_json, wf.error
             name = wf.name
         elif wid in self.finished:
-            status, result_json, error, name = self.finished[wid]
+            ended_as, result_json, error, name = self.finished[wid]
+            status = WorkflowStatus(ended_as)
             await trio.lowlevel.checkpoint()
         else:
             # (the store read in a worker thread: a slow database holds up this caller,
@@ -1545,7 +1549,7 @@ class WorkflowHost:
             return wf.status
         if wid in self.finished:
             await trio.lowlevel.checkpoint()
-            return self.finished[wid][0]
+            return WorkflowStatus(self.finished[wid][0])
         record = await run_blocking(self.store.get_workflow, wid)
         if record is None:
             raise NoSuchWorkflow(wid)
@@ -1556,7 +1560,7 @@ class WorkflowHost:
         if wf is not None:
             return wf.status
         if wid in self.finished:
-            return self.finished[wid][0]
+            return WorkflowStatus(self.finished[wid][0])
         record = self.store.get_workflow(wid)
         if record is None:
             raise NoSuchWorkflow(wid)
