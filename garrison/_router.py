@@ -13,6 +13,7 @@ import itertools
 import logging
 import os
 from collections import OrderedDict
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -381,6 +382,16 @@ class Router:
         for a link made here (that node drops it here if ``target`` has ended)."""
         if self.remote is not None and self.remote.node_of(target) is not None:
             self.remote.keep_link(target, other)
+
+    def forget_remote_watches(self, pid: Pid, targets: Iterable[Pid]) -> None:
+        """``pid``, a workflow, left this node for another (a drain, a lapsed lease):
+        this node forgets its links to and monitors of plain processes of other nodes
+        (without telling those nodes: they hold them for its pid, wherever it runs, and
+        its new node keeps them too), so that a loss of one of those nodes gives it
+        its events once, from where it runs. ``targets``: the pids it links to and
+        monitors."""
+        if self.remote is not None:
+            self.remote.forget_local(pid, targets)
 
     def unlink(self, target: Pid, other: Pid) -> None:
         if self.remote is not None and self.remote.node_of(target) is not None:

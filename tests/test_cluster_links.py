@@ -270,6 +270,45 @@ async def test_a_moved_workflows_link_to_a_process_that_returned_is_not_kept(
         assert "plain" in b.hosts["workflows"].active
 
 
+async def watches_quietly(target: str, quiet: float) -> list[list[object]]:
+    """A workflow that traps links, links to and monitors ``target``, and returns every
+    event it reads until none came for ``quiet`` seconds."""
+    process.set_options(trap_links=True)
+    process.link(Pid.parse(target))
+    process.monitor(Pid.parse(target))
+    got: list[list[object]] = []
+    while (ev := await process.events().receive(timeout=quiet)) is not None:
+        got.append([str(ev.kind), str(ev.pid), ev.error.type if ev.error else None])
+    return got
+
+
+@pytest.mark.parametrize("close_a", [False, True])
+async def test_a_moved_trapping_workflow_hears_of_a_lost_third_node_once(
+        postgres_url: str, nodes: list[Node], close_a: bool) -> None:
+    """A trapping workflow linked to and monitoring a plain process of node c moves from
+    a to b (a drains; closed, or still running: then both a and b knew of the link and
+    the monitor); c is lost: one LINK_DOWN and one EXIT, both noconnection."""
+    async with _echo_elsewhere(postgres_url, nodes) as (b, c, echo):
+        async with garrison.open_node(store=postgres_url, name="a", lease=LEASE) as a:
+            await a.start_workflow(watches_quietly, str(echo), 3 + 2 * LEASE, id="trap")
+            await trio.sleep(0.5)  # (linked, monitoring)
+            a.drain()
+            with trio.fail_after(15):
+                while "trap" not in b.hosts["workflows"].active:
+                    await trio.sleep(0.05)
+            await trio.sleep(0.5)  # (resumed on b: its recovery check ran)
+            if not close_a:
+                c.kill()
+                with trio.fail_after(8 * LEASE + 20):
+                    got = await b.workflow("trap").result()
+        if close_a:
+            c.kill()
+            with trio.fail_after(8 * LEASE + 20):
+                got = await b.workflow("trap").result()
+    assert _kinds(got) == sorted([("EXIT", str(echo), "noconnection"),
+                                  ("LINK_DOWN", str(echo), "noconnection")], key=str), got
+
+
 async def links_back(other: str) -> str:
     """A workflow that links to ``other``, then ends as its first message says."""
     process.link(Pid.parse(other))

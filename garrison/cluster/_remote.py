@@ -40,6 +40,7 @@ import json
 import logging
 import secrets
 from collections import OrderedDict
+from collections.abc import Iterable
 from typing import Any
 
 import outcome
@@ -408,6 +409,14 @@ class Remote:
                 "from": self.name}
         if self.post(target, body):
             self.linked.setdefault(target, set()).add(other)
+
+    def forget_local(self, local: Pid, remotes: Iterable[Pid]) -> None:
+        """The local pid ``local`` (a workflow that left this node) links to and monitors
+        none of ``remotes`` here any more: out of ``linked`` and ``watching`` (the other
+        nodes are not told; see ``Router.forget_remote_watches``)."""
+        for remote in remotes:
+            self._forget(self.linked, remote, local)
+            self._forget(self.watching, remote, local)
 
     def unlink(self, target: Pid, other: Pid, node: str | None = None) -> None:
         """``other`` unlinked ``target`` of another node (``node``: the one that runs

@@ -319,6 +319,10 @@ class NodeContext(Protocol):
     def keep_link(self, target: Pid, other: Pid) -> None:
         """A resumed workflow ``other``'s link to ``target``, a plain process of another
         node, made where it ran before: kept on this node too (its loss acts on it)."""
+    def forget_remote_watches(self, pid: Pid, targets: Iterable[Pid]) -> None:
+        """``pid``, a workflow, left this node: its links to and monitors of
+        ``targets`` that are plain processes of other nodes are forgotten here (kept
+        where it resumes)."""
     def unlink(self, target: Pid, other: Pid) -> None: ...
     def monitor(self, target: Pid, watcher: Pid, id: str | None = None) -> bool:
         """``watcher`` monitors ``target``; False if ``target`` is not alive (the

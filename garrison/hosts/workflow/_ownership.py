@@ -125,6 +125,10 @@ def moved(host: WorkflowHost, wf: WorkflowInstance, exc: WorkflowMoved) -> None:
     if host.active.get(wf.wid) is wf:
         del host.active[wf.wid]
     host.elsewhere.forget_linker(wf.pid)  # its links are made again where it resumes
+    # as are its links to and monitors of plain processes of other nodes: kept here
+    # too, a loss of their node would give it each event twice (from here and there)
+    if wf.links or wf.monitoring:
+        host.node.forget_remote_watches(wf.pid, [*(wf.links or ()), *(wf.monitoring or ())])
     for name in host.names.pop(wf.wid, ()):
         host.node.unregister(name, wf.pid)
     watch_elsewhere(host, wf)
