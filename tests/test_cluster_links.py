@@ -270,6 +270,20 @@ async def test_a_moved_workflows_link_to_a_process_that_returned_is_not_kept(
         assert "plain" in b.hosts["workflows"].active
 
 
+async def test_a_moved_workflow_linked_to_a_process_of_a_third_node_hears_its_failure(
+        postgres_url: str, nodes: list[Node]) -> None:
+    """The process of node c a workflow (not trapping) links to fails after the workflow
+    moved from a to b (a closed): its failure reaches the workflow where it runs now."""
+    async with _echo_elsewhere(postgres_url, nodes) as (b, _c, echo):
+        with trio.fail_after(10):
+            quitter = Pid.parse(await b.call(echo, "quitter", None))
+        await _linked_then_moved(postgres_url, b, quitter)
+        await b.send(quitter, "fail")
+        with pytest.raises(garrison.WorkflowFailed, match="quitter failed"):
+            with trio.fail_after(15):
+                await b.workflow("plain").result()
+
+
 async def watches_quietly(target: str, quiet: float) -> list[list[object]]:
     """A workflow that traps links, links to and monitors ``target``, and returns every
     event it reads until none came for ``quiet`` seconds."""

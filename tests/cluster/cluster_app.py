@@ -107,8 +107,10 @@ async def echo() -> None:
 
 
 async def quitter() -> str:
-    """Returns (a normal end) at its first message."""
-    await process.inbox().receive()
+    """Ends at its first message: fails if its topic is ``fail``, else returns."""
+    msg = await process.inbox().receive()
+    if msg.topic == "fail":
+        raise RuntimeError("quitter failed")
     return "done"
 
 
