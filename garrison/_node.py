@@ -101,7 +101,8 @@ class Node:
         #: this node's name in its cluster (``name=``, or ``<hostname>-<pid>``)
         self.name: str = name if name is not None else f"{socket.gethostname()}-{os.getpid()}"
         self.lease = parse_lease(lease)
-        self._started = time.time()
+        #: when this node was made (unix seconds): ``cluster()``'s ``started`` off a cluster
+        self._started_at = time.time()
         #: cluster memberships, one per workflow host on a PostgreSQL store
         self._members: list[Any] = []
         self._draining = False
@@ -119,6 +120,8 @@ class Node:
         self._start_interrupted = False
         #: the start went through (see :meth:`interrupt_start`)
         self._started = False
+        #: stopped for good (``open_node``'s block has ended)
+        self._closed = False
 
     @property
     def hosts(self) -> dict[str, Any]:
@@ -139,6 +142,8 @@ class Node:
         ``"processes"``. The process starts running when the caller next waits (as
         with trio's ``start_soon``): it may not have run yet when ``spawn`` returns.
         """
+        if self._closed:
+            raise ProcessError(f"cannot spawn: {self._closed_text()}")
         router = self._router
         h = router.hosts.get(host or "processes") if host is None or type(host) is str else None
         if h is not None and not h.durable and not router.stopping:
@@ -398,6 +403,7 @@ class Node:
         if self._router.remote is not None:
             self._router.remote.close()
         self._close_workflow_stores()
+        self._closed = True
 
     # ================================================================== workflows
     async def start_workflow(self, target: Any, *args: Any, id: str | None = None,
@@ -419,8 +425,14 @@ class Node:
         >>> pid = await node.start_workflow(order_workflow, order, id="order-17")
         >>> await node.workflow("order-17").result()
         """
+        if self._closed:
+            raise RuntimeError(f"cannot start a workflow: {self._closed_text()}")
         h = self._workflow_host(host)
         return await h.start(target, args, wid=id, priority=priority, dedup=dedup)
+
+    def _closed_text(self) -> str:
+        return (f"node {self.name!r} is closed (its `async with garrison.open_node(...)` "
+                "block has ended)")
 
     def workflow(self, id: str, host: str | None = None) -> Any:
         """A :class:`~garrison.WorkflowHandle` on the workflow ``id`` (a ``str``, else
@@ -636,7 +648,7 @@ class Node:
             nodes: list[Any] = member.nodes()
             return nodes
         now = time.time()
-        return [ClusterNode(self.name, self._started, now, host.live_count())]
+        return [ClusterNode(self.name, self._started_at, now, host.live_count())]
 
     def _on_singletons(self, held: set[str]) -> None:
         self._held_singletons = set(held)

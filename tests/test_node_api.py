@@ -229,3 +229,28 @@ async def test_a_class_is_refused_as_a_process_target_whatever_was_checked_befor
 
         assert "pass an instance (_AsyncCall(...))" in await node.wait(await node.spawn(spawner))
         assert await node.wait(await node.spawn(_AsyncCall())) == 1  # an instance runs
+
+
+async def test_cluster_off_a_cluster_names_this_node_with_its_start_time() -> None:
+    """``node.cluster()`` on a node of its own (no PostgreSQL store) gave ``started=True``:
+    the node's start time was overwritten by its started flag."""
+    import time
+
+    before = time.time()
+    async with garrison.open_node(name="solo") as node:
+        (me,) = node.cluster()
+        assert me.name == "solo"
+        assert type(me.started) is float
+        assert before - 1 <= me.started <= me.heartbeat <= time.time() + 1
+
+
+async def test_a_closed_node_says_so_when_asked_to_start_or_spawn() -> None:
+    """A node kept past its ``open_node`` block: a workflow start failed with the
+    store's own "store '<memory>' is closed", a spawn with "the node is shutting
+    down"; both now name the node and say it is closed."""
+    async with garrison.open_node(name="gone") as node:
+        pass
+    with pytest.raises(RuntimeError, match=r"cannot start a workflow: node 'gone' is closed"):
+        await node.start_workflow(app.links_a_workflow, "x", id="late")
+    with pytest.raises(ProcessError, match=r"cannot spawn: node 'gone' is closed"):
+        await node.spawn(app.add_one, 1)
