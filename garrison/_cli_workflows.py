@@ -349,8 +349,10 @@ def _start(store: Any, args: argparse.Namespace) -> None:
     # (the example a workflow's arguments need: an array, not any JSON value)
     values = json_arg(args.args, "arguments", "'[\"order-17\", 3]'")
     if not isinstance(values, list):
+        # (one argument given bare, the common slip: say how to pass it)
+        one = json.dumps([values], ensure_ascii=False)
         raise _Fail(f"the arguments must be a JSON array (e.g. '[\"order-17\", 3]'), got "
-                    f"{args.args!r}", 2)
+                    f"{args.args!r}: for that one argument, give '{one}'", 2)
     _importable([])
     config = None
     if args.config is not None:

@@ -552,6 +552,9 @@ def test_cli_refusals_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture
         (("start", "ops_app"), 2, "must name the workflow function as module:function"),
         (("start", "ops_app:reserve"), 2, "is an activity, not a workflow function"),
         (("start", "ops_app:order", '{"item": 1}'), 2, "must be a JSON array"),
+        # (one argument given bare: how to give it)
+        (("start", "ops_app:order", '"o-4"'), 2,
+         """got '"o-4"': for that one argument, give '["o-4"]'"""),
         (("start", "ops_app:order", "[1, 2"), 2, "the arguments must be JSON"),
         # (bare text: the example is the array the arguments need, not any JSON)
         (("start", "ops_app:order", "o-4"), 2,
