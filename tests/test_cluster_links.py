@@ -284,6 +284,43 @@ async def test_a_moved_workflow_linked_to_a_process_of_a_third_node_hears_its_fa
                 await b.workflow("plain").result()
 
 
+async def test_a_recovered_workflows_link_to_a_process_of_a_third_node_hears_noconnection(
+        postgres_url: str, nodes: list[Node]) -> None:
+    """The crash form of the drain test above: node a, running the workflow, is killed;
+    b recovers it by replay; then c, whose process the workflow links to, is lost: the
+    workflow fails with noconnection on b."""
+    a = Node.start(postgres_url, "a", LEASE)
+    nodes.append(a)
+    look = Look(postgres_url)
+    try:
+        look.store.write(Transaction().create_workflow("W", "cluster_app:links_plain", []))
+        with trio.fail_after(15):  # (a alone runs workflows yet: it claims W)
+            while look.owners().get("W") != "a":
+                await trio.sleep(0.05)
+        c = Node.start(postgres_url, "c", LEASE, echo=True)
+        nodes.append(c)
+        with trio.fail_after(30):
+            while not (echo := [str(p) for n, p, _e in look.store._query(
+                    "SELECT name, pid, epoch FROM garrison.names") if n == "echo"]):
+                await trio.sleep(0.05)
+        look.store.write(Transaction().deliver("W", "watch", echo[0]))
+        with trio.fail_after(15):  # (linked: its state is written with its sleep)
+            while look.store.get_state("W", "linked", None) is None:
+                await trio.sleep(0.05)
+    finally:
+        look.close()
+    a.kill()
+    async with garrison.open_node(store=postgres_url, name="b", lease=LEASE) as b:
+        with trio.fail_after(4 * LEASE + 15):
+            while "W" not in b.hosts["workflows"].active:
+                await trio.sleep(0.05)
+        await trio.sleep(1.0)  # (its recovery check ran, c answered it)
+        c.kill()
+        with pytest.raises(garrison.WorkflowFailed, match="noconnection"):
+            with trio.fail_after(2 * LEASE + 10):
+                await b.workflow("W").result()
+
+
 async def watches_quietly(target: str, quiet: float) -> list[list[object]]:
     """A workflow that traps links, links to and monitors ``target``, and returns every
     event it reads until none came for ``quiet`` seconds."""

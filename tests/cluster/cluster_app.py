@@ -191,6 +191,16 @@ async def leader() -> str:
     return msg.topic
 
 
+async def links_plain() -> str:
+    """Waits for a message naming a plain process, links to it (not trapping), then
+    sleeps: it ends only by that process's failure (or its node's loss)."""
+    msg = await process.inbox().receive()
+    process.link(str(msg.payload))
+    workflow.set_state("linked", True)
+    await workflow.sleep(3600)
+    return "slept"
+
+
 async def watches_plain(how: str) -> list[object]:
     """Waits for a message naming a plain process, then monitors it (``how`` is
     ``monitor``) or links to it, trapping (``link``), and returns the events it reads
