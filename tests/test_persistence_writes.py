@@ -666,6 +666,45 @@ async def test_an_interrupt_of_a_batch_is_raised_once_by_the_engine(
     assert all("interrupted" in str(e) for e in got if isinstance(e, RuntimeError))
 
 
+async def test_ctrl_c_is_held_off_while_a_commit_joins_writes_and_wakes_its_batch(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Trio raises KeyboardInterrupt at any bytecode of code that is not KI-protected:
+    in the middle of a batch's wake-ups it left the callers not yet woken parked for
+    good (they refuse cancellation), and the program hung after Ctrl-C. The engine's
+    writes and wake-ups run protected (the interrupt waits for the next checkpoint)."""
+    from garrison.persistence import _group_commit
+
+    seen: dict[str, list[bool]] = {"write_one": [], "write_batch": [], "wake": []}
+
+    def write_one(tx: Any) -> list[Any]:
+        seen["write_one"].append(trio.lowlevel.currently_ki_protected())
+        return [None]
+
+    def write_batch(batch: list[CommitRequest]) -> None:
+        seen["write_batch"].append(trio.lowlevel.currently_ki_protected())
+        for request in batch:
+            request.results = [None]
+
+    real = _group_commit._trio_fast.reschedule_now
+
+    def reschedule_now() -> Any:
+        reschedule = real()
+
+        def wake(task: Any, value: Any) -> None:
+            seen["wake"].append(trio.lowlevel.currently_ki_protected())
+            reschedule(task, value)
+        return wake
+
+    monkeypatch.setattr(_group_commit._trio_fast, "reschedule_now", reschedule_now)
+    engine = _group_commit.GroupCommit(write_one, write_batch, Strategy.INLINE)
+    assert await engine.commit("alone") == [None]  # (nothing else runs: written alone)
+    monkeypatch.setattr(_group_commit, "runnable_tasks", lambda: 1)  # nobody alone
+    got = await _commit_each(engine.commit, ["tx0", "tx1", "tx2"])
+    assert got == [[None]] * 3
+    assert seen["write_one"] == [True] and seen["write_batch"] == [True], seen
+    assert seen["wake"] and all(seen["wake"]), seen
+
+
 @pytest.mark.parametrize("where", ["batch", "isolated"])
 @pytest.mark.parametrize("strategy", [Strategy.INLINE, Strategy.THREAD])
 async def test_an_interrupt_of_a_sqlite_batch_goes_on_and_fails_every_caller(

@@ -234,6 +234,12 @@ class GroupCommit:
         """True while a batch is forming or being written."""
         return self._flushing
 
+    # Ctrl-C (trio raises KeyboardInterrupt in code that is not KI-protected, at any
+    # bytecode) must not strike between a request joining ``_pending`` and its park, nor
+    # in the middle of a batch's wake-ups: a waiter never woken cannot be cancelled (it
+    # refuses aborts) and would hold up the run's end for good. Protected, the interrupt
+    # goes to the main task at its next checkpoint instead.
+    @trio.lowlevel.enable_ki_protection
     async def commit(self, tx: Any) -> list[Any]:
         """Commit ``tx`` (sharing the transaction with every commit waiting now);
         returns one result per operation once it is committed.
@@ -281,6 +287,7 @@ class GroupCommit:
         await self._lead(request, busy)
         return _unwrap(request)
 
+    @trio.lowlevel.enable_ki_protection
     async def _lead(self, request: CommitRequest, busy: bool) -> None:
         self._flushing = True
         batch: list[CommitRequest] | None = None
