@@ -226,10 +226,16 @@ async def _linked_then_moved(postgres_url: str, b: garrison.Node, target: Pid,
         if meanwhile is not None:
             await meanwhile(a)
         a.drain()
-        with trio.fail_after(15):
-            while "plain" not in b.hosts["workflows"].active:
-                await trio.sleep(0.05)
-    await trio.sleep(0.5)  # (resumed on b: its recovery check ran, c answered it)
+        # resumed on b and asleep again: its replay ended, with its recovery check
+        await _until_status(b, "plain", "sleeping")
+    await trio.sleep(0.5)  # (c answered the check)
+
+
+async def _until_status(node: garrison.Node, wid: str, status: str) -> None:
+    with trio.fail_after(15):
+        while wid not in node.hosts["workflows"].active \
+                or node.workflow(wid).status() != status:
+            await trio.sleep(0.05)
 
 
 async def test_a_moved_workflows_link_to_a_process_of_a_third_node_hears_noconnection(
@@ -314,7 +320,8 @@ async def test_a_recovered_workflows_link_to_a_process_of_a_third_node_hears_noc
         with trio.fail_after(4 * LEASE + 15):
             while "W" not in b.hosts["workflows"].active:
                 await trio.sleep(0.05)
-        await trio.sleep(1.0)  # (its recovery check ran, c answered it)
+        await _until_status(b, "W", "sleeping")  # (replayed, with its recovery check)
+        await trio.sleep(0.5)  # (c answered the check)
         c.kill()
         with pytest.raises(garrison.WorkflowFailed, match="noconnection"):
             with trio.fail_after(2 * LEASE + 10):
@@ -344,10 +351,9 @@ async def test_a_moved_trapping_workflow_hears_of_a_lost_third_node_once(
             await a.start_workflow(watches_quietly, str(echo), 3 + 2 * LEASE, id="trap")
             await trio.sleep(0.5)  # (linked, monitoring)
             a.drain()
-            with trio.fail_after(15):
-                while "trap" not in b.hosts["workflows"].active:
-                    await trio.sleep(0.05)
-            await trio.sleep(0.5)  # (resumed on b: its recovery check ran)
+            # resumed on b and waiting again: its replay ended, with its recovery check
+            await _until_status(b, "trap", "waiting")
+            await trio.sleep(0.5)  # (c answered the check)
             if not close_a:
                 c.kill()
                 with trio.fail_after(8 * LEASE + 20):
