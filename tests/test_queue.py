@@ -186,10 +186,14 @@ async def test_a_queue_drains_after_a_restart_with_lower_limits(store_spec: str,
         assert node.workflow("new").status() == "pending"
         await node.workflow("new").result()
     assert started()[-1] == "new"
-    # when all three ended (on PostgreSQL, a cluster's claims run in real time beside
-    # the virtual clock: give them a moment)
-    assert app.STARTS[-1][1] - app.STARTS[0][1] == pytest.approx(50.0, abs=0 if
-                                                                 "://" not in db else 5)
+    # when all three ended; on PostgreSQL a cluster's claims run in real time beside the
+    # virtual clock, which jumps ahead while the node waits for them (by more than a
+    # minute on a loaded machine): there only "not before they ended" holds
+    waited = app.STARTS[-1][1] - app.STARTS[0][1]
+    if "://" not in db:
+        assert waited == pytest.approx(50.0, abs=0)
+    else:
+        assert waited >= 50.0 - 1
 
 
 async def test_a_waiting_workflow_takes_messages_cancel_and_kill(autojump_clock: Any) -> None:
