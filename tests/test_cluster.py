@@ -1874,25 +1874,20 @@ def test_the_membership_wait_works_past_selects_descriptor_limit(postgres_url: s
                 os.close(fd)
 
 
-async def _waits_for_go() -> str:
-    from garrison import process
-
-    msg = await process.inbox().receive()
-    return msg.topic
-
-
 async def test_two_nodes_starting_with_one_dedup_key_at_once_start_one_workflow(
         postgres_url: str) -> None:
     """Two nodes start workflows of different ids with the same dedup key at the same
     moment (five times): one workflow is created and runs, and both starts return its
     pid (the store's key decides; the other start's row is not written)."""
+    import cluster_app
     import trio
 
     async with garrison.open_node(store=postgres_url, name="a", lease="5s") as a, \
             garrison.open_node(store=postgres_url, name="b", lease="5s") as b:
         async def start(got: dict[str, object], node: garrison.Node, wid: str,
                         key: str) -> None:
-            got[wid] = await node.start_workflow(_waits_for_go, id=wid, dedup=key)
+            got[wid] = await node.start_workflow(cluster_app.ends_on_a_message, id=wid,
+                                                 dedup=key)
 
         for n in range(5):
             got: dict[str, object] = {}
@@ -1902,6 +1897,6 @@ async def test_two_nodes_starting_with_one_dedup_key_at_once_start_one_workflow(
             assert len(set(map(str, got.values()))) == 1, got
             rows = [s.workflow_id for s in a.workflows() if s.workflow_id.startswith(f"x{n}")]
             assert len(rows) == 1, rows
-            await a.workflow(rows[0]).signal("go")
+            await a.workflow(rows[0]).signal("go", "go")
             with trio.fail_after(10):
                 assert await a.workflow(rows[0]).result() == "go"
