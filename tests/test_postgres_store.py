@@ -834,6 +834,47 @@ async def test_a_batch_is_fenced_per_workflow(pg: str, monkeypatch: pytest.Monke
         assert [len(store.journal(w)) for w in "abcd"] == [1, 1, 0, 1]
 
 
+async def test_a_batch_s_fence_reads_its_workflows_by_key_however_the_table_grew(
+        pg: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fence of a batch (``fence_many``, a PL/pgSQL function) finds its workflows by
+    key. PostgreSQL plans its query once for the writer's session, when the workflows
+    table is small (a new store): a sequential scan, which then read the whole table at
+    every batch once it had grown (5,000 rows read per batch here; a node's first
+    minutes, before the server analyzes the table again)."""
+    wids = [f"w{i}" for i in range(8)]
+    with PostgresStore(pg) as store:
+        _join(pg, store)
+        for wid in wids:
+            await store.commit(Transaction().create_workflow(wid, "app:f"))
+
+        async def steps(seq: int) -> None:
+            async def step(wid: str) -> None:
+                await store.commit(Transaction().append_journal(wid, seq, "activity", "s"))
+
+            await _at_once(monkeypatch, step, wids)
+
+        for seq in range(6):  # (the session keeps a generic plan after five runs)
+            await steps(seq)
+        grown = 5000
+        sql(pg, "INSERT INTO workflows (workflow_id, name, status, created, updated) "
+                "SELECT 'old-' || i, 'app:f', 'completed', 0, 0 FROM generate_series(1, ?) i",
+            (grown,))
+        for seq in range(6, 16):
+            await steps(seq)
+        assert store.statistics().batches >= 16
+    # the writer's session has ended: its counts reach the statistics views soon after
+    deadline = time.monotonic() + 30
+    while True:
+        (inserted, read), = sql(
+            pg, "SELECT n_tup_ins, seq_tup_read FROM pg_stat_user_tables WHERE relid = "
+                "'workflows'::regclass")
+        if inserted >= grown + len(wids) or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert inserted >= grown + len(wids)
+    assert read < grown
+
+
 @pytest.mark.parametrize("synchronous", ["normal", "full"])
 async def test_a_lapsed_lease_refuses_every_write_of_the_node(pg: str, synchronous: str
                                                              ) -> None:

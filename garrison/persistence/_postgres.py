@@ -435,6 +435,13 @@ class PostgresStore(PgWritePath, StoreShortcuts):
         and migrated by a node at open), the writers row."""
         conn = self._connect(None if first else "writes")
         try:
+            # Every statement of the writer finds its rows by key. The fence functions
+            # (PL/pgSQL) keep the plan of their query for the session from their first
+            # calls, made while the workflows table may be small: a sequential scan
+            # there would read the whole table at every batch once it has grown (until
+            # the server analyzes the table again). Off, the planner takes the index
+            # wherever there is one.
+            conn.execute("SET enable_seqscan = off")
             if self._owner:
                 # every node of the schema holds this lock shared while it runs: a tool
                 # tells from it whether to ask a node or act itself (node_running)
