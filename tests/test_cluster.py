@@ -845,6 +845,27 @@ async def _second_start_left_to_the_cluster_finishes(url: str, lease: str) -> No
             assert await node.workflow("w2").result() == 1
 
 
+async def test_a_leaving_node_releases_its_running_workflows_and_leaves_the_ended_alone(
+        postgres_url: str) -> None:
+    """A node that closes gives up the workflows it runs (any node claims them now),
+    and writes nothing to those that ended: it used to rewrite the row of every
+    workflow it had ever ended (a sequential scan of the table and a new version of each
+    row: seconds, and as many dead rows, for a node that ended a few hundred thousand)."""
+    import cluster_app
+    from _stores import sql
+
+    async with garrison.open_node(store=postgres_url, name="a") as node:
+        await node.start_workflow(cluster_app.steps, 2, 0, id="ended")
+        assert await node.workflow("ended").result() == [0, 1]
+        await node.start_workflow(cluster_app.ends_on_a_message, id="running")
+        (epoch,), = sql(postgres_url, "SELECT epoch FROM nodes WHERE name = 'a'")
+        (before,), = sql(postgres_url, "SELECT xmin::text FROM workflows "
+                                       "WHERE workflow_id = 'ended'")
+    rows = sql(postgres_url, "SELECT workflow_id, status, owner_epoch, owner, xmin::text "
+                             "FROM workflows ORDER BY workflow_id")
+    assert rows == [("ended", "completed", epoch, "a", before),
+                    ("running", "waiting", None, None, rows[1][4])]
+
 async def test_a_node_whose_store_gave_up_leaves_its_workflows_to_the_others(
         postgres_url: str) -> None:
     """A node whose store gave up for good (its writer could not reconnect within

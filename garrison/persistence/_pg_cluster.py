@@ -477,10 +477,16 @@ class PgCluster:
 
     def release(self, workflow_ids: list[str] | None) -> int:
         """Give up workflows this node runs (``None``: all of them) so that other nodes
-        claim them at once; returns how many."""
+        claim them at once; returns how many.
+
+        An ended workflow keeps the node that ran it (as one that ended on a node that
+        was lost does): releasing every row of the node's epoch rewrote each workflow
+        it had ever ended (a scan of the table, a new version of each row), where
+        those it runs are found by the index of unfinished workflows' owners."""
         if workflow_ids is None:
             rows = self._rows("UPDATE {s}.workflows SET owner_epoch = NULL, owner = NULL "
-                              "WHERE owner_epoch = %s RETURNING 1", (self.epoch,))
+                              f"WHERE owner_epoch = %s AND {_UNFINISHED} RETURNING 1",
+                              (self.epoch,))
         elif not workflow_ids:
             return 0
         else:
