@@ -845,6 +845,48 @@ async def _second_start_left_to_the_cluster_finishes(url: str, lease: str) -> No
             assert await node.workflow("w2").result() == 1
 
 
+async def test_the_claim_rounds_find_claimable_workflows_by_index_however_the_table_grew(
+        postgres_url: str) -> None:
+    """Each claim round counts the claimable workflows (unfinished ones no live node
+    owns). psycopg prepares a statement run five times; the server's plan for it, made
+    once the table had been analyzed small (autovacuum does so on a new store), was a
+    sequential scan, kept as the table grew: an idle node read every workflow row at
+    every round until the server analyzed the table again."""
+    import trio
+    from _stores import sql
+
+    grown = 20_000
+    async with garrison.open_node(store=postgres_url, name="a", lease="1s") as node:
+        sql(postgres_url, "ALTER TABLE workflows SET (autovacuum_enabled = false)")
+        await node.start_workflow(cluster_app_steps(), 1, 0, id="w")
+        await node.workflow("w").result()
+        sql(postgres_url, "ANALYZE workflows")
+        await trio.sleep(3)  # rounds enough for the count's plan to be kept
+        sql(postgres_url, "INSERT INTO workflows (workflow_id, name, status, created, "
+                          "updated) SELECT 'old-' || i, 'app:f', 'completed', 0, 0 "
+                          "FROM generate_series(1, ?) i", (grown,))
+        await trio.sleep(3)
+    # the node's sessions have ended: their counts reach the statistics views soon after
+    deadline = time.monotonic() + 30
+    read = -1
+    while time.monotonic() < deadline:
+        (now,), = sql(postgres_url, "SELECT seq_tup_read FROM pg_stat_user_tables "
+                                    "WHERE relid = 'workflows'::regclass")
+        gone = not sql(postgres_url, "SELECT 1 FROM pg_stat_activity WHERE "
+                                     "starts_with(application_name, 'garrison node')")
+        if gone and now == read:
+            break
+        read = now
+        time.sleep(0.5)
+    assert read < grown
+
+
+def cluster_app_steps() -> Any:
+    import cluster_app
+
+    return cluster_app.steps
+
+
 async def test_a_leaving_node_releases_its_running_workflows_and_leaves_the_ended_alone(
         postgres_url: str) -> None:
     """A node that closes gives up the workflows it runs (any node claims them now),

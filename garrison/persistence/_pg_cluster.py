@@ -183,7 +183,7 @@ class PgCluster:
         if self.conn is not None and not self.conn.closed and not self.conn.broken:
             return self.conn
         self.close()
-        conn = self.store._connect("cluster")
+        conn = self.store._connect("cluster", by_key=True)
         if self.bound is not None:
             _bound(conn, self.bound, self.store.path)
         try:

@@ -409,10 +409,17 @@ class PostgresStore(PgWritePath, StoreShortcuts):
         }
 
     # -- connecting ----------------------------------------------------------
-    def _connect(self, what: str | None) -> psycopg.Connection[Any]:
+    def _connect(self, what: str | None, *, by_key: bool = False) -> psycopg.Connection[Any]:
         """A new connection; ``what`` names it in the error when it is not one the store
         opens with (``None``: at open, where a tool's user has no use for the store's
-        own names of its connections)."""
+        own names of its connections).
+
+        ``by_key``: every statement it runs again and again finds its rows by an index
+        (the writer's; the cluster's rounds): its session plans with ``enable_seqscan``
+        off. A plan kept for the session (a PL/pgSQL function's query; a statement
+        psycopg prepared after five runs) that was made while the workflows table was
+        small is a sequential scan, and it would read the whole table at every batch or
+        round once the table has grown, until the server analyzes the table again."""
         try:
             conn = psycopg.connect(self._conninfo, autocommit=True)
         except psycopg.Error as exc:
@@ -425,6 +432,8 @@ class PostgresStore(PgWritePath, StoreShortcuts):
             # the role's default: an end's delivery to the monitors relies on it (see
             # Transaction.deliver_to_monitors), as the admission of a queue does
             conn.execute("SET default_transaction_isolation = 'read committed'")
+            if by_key:
+                conn.execute("SET enable_seqscan = off")
         except psycopg.Error as exc:
             conn.close()
             raise StoreError(self.path, f"cannot set up the connection: {_reason(exc)}") from None
@@ -433,15 +442,8 @@ class PostgresStore(PgWritePath, StoreShortcuts):
     def _connect_writer(self, *, first: bool) -> psycopg.Connection[Any]:
         """The writer's connection: the lock (a node), the schema (checked, or created
         and migrated by a node at open), the writers row."""
-        conn = self._connect(None if first else "writes")
+        conn = self._connect(None if first else "writes", by_key=True)
         try:
-            # Every statement of the writer finds its rows by key. The fence functions
-            # (PL/pgSQL) keep the plan of their query for the session from their first
-            # calls, made while the workflows table may be small: a sequential scan
-            # there would read the whole table at every batch once it has grown (until
-            # the server analyzes the table again). Off, the planner takes the index
-            # wherever there is one.
-            conn.execute("SET enable_seqscan = off")
             if self._owner:
                 # every node of the schema holds this lock shared while it runs: a tool
                 # tells from it whether to ask a node or act itself (node_running)
