@@ -480,9 +480,9 @@ class PgCluster:
         claim them at once; returns how many.
 
         An ended workflow keeps the node that ran it (as one that ended on a node that
-        was lost does): releasing every row of the node's epoch rewrote each workflow
-        it had ever ended (a scan of the table, a new version of each row), where
-        those it runs are found by the index of unfinished workflows' owners."""
+        was lost does): only unfinished rows are released, found by the index of their
+        owners. (Every row of the node's epoch would be each workflow it ever ended: a
+        scan of the table and a new version of each row at every close.)"""
         if workflow_ids is None:
             rows = self._rows("UPDATE {s}.workflows SET owner_epoch = NULL, owner = NULL "
                               f"WHERE owner_epoch = %s AND {_UNFINISHED} RETURNING 1",
