@@ -4,16 +4,20 @@
 names) on the store ``spec`` names: a SQLite file, or a ``postgresql://...?schema=s``
 URL (the schema is put on the search path). For tests that damage a store on purpose
 or look at rows no store method returns.
+
+``workflows_table_counts(url)``: on PostgreSQL, rows inserted into and read by
+sequential scans of the workflows table, once the node's and store's sessions ended.
 """
 
 from __future__ import annotations
 
 import contextlib
 import sqlite3
+import time
 import urllib.parse
 from typing import Any
 
-__all__ = ["sql"]
+__all__ = ["sql", "workflows_table_counts"]
 
 
 def sql(spec: str, query: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
@@ -32,3 +36,22 @@ def sql(spec: str, query: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, 
             return cur.fetchall() if cur.description is not None else []
     with contextlib.closing(sqlite3.connect(spec)) as conn, conn:
         return conn.execute(query, params).fetchall()
+
+
+def workflows_table_counts(url: str, timeout: float = 30.0) -> tuple[int, int]:
+    """``(n_tup_ins, seq_tup_read)`` of the workflows table of the PostgreSQL store
+    ``url``, read once no session of a garrison node (a store opened as a node's) is
+    left and the counts stopped moving: a session's counts reach the statistics views
+    as it ends, before it leaves ``pg_stat_activity``."""
+    deadline = time.monotonic() + timeout
+    last: tuple[int, int] | None = None
+    while True:
+        (inserted, read), = sql(url, "SELECT n_tup_ins, seq_tup_read FROM pg_stat_user_tables "
+                                     "WHERE relid = 'workflows'::regclass")
+        now = (int(inserted), int(read))
+        gone = not sql(url, "SELECT 1 FROM pg_stat_activity WHERE "
+                            "starts_with(application_name, 'garrison node')")
+        if (gone and now == last) or time.monotonic() > deadline:
+            return now
+        last = now
+        time.sleep(0.2)

@@ -852,13 +852,14 @@ async def test_the_claim_rounds_find_claimable_workflows_by_index_however_the_ta
     once the table had been analyzed small (autovacuum does so on a new store), was a
     sequential scan, kept as the table grew: an idle node read every workflow row at
     every round until the server analyzed the table again."""
+    import cluster_app
     import trio
-    from _stores import sql
+    from _stores import sql, workflows_table_counts
 
     grown = 20_000
     async with garrison.open_node(store=postgres_url, name="a", lease="1s") as node:
         sql(postgres_url, "ALTER TABLE workflows SET (autovacuum_enabled = false)")
-        await node.start_workflow(cluster_app_steps(), 1, 0, id="w")
+        await node.start_workflow(cluster_app.steps, 1, 0, id="w")
         await node.workflow("w").result()
         sql(postgres_url, "ANALYZE workflows")
         await trio.sleep(3)  # rounds enough for the count's plan to be kept
@@ -866,25 +867,8 @@ async def test_the_claim_rounds_find_claimable_workflows_by_index_however_the_ta
                           "updated) SELECT 'old-' || i, 'app:f', 'completed', 0, 0 "
                           "FROM generate_series(1, ?) i", (grown,))
         await trio.sleep(3)
-    # the node's sessions have ended: their counts reach the statistics views soon after
-    deadline = time.monotonic() + 30
-    read = -1
-    while time.monotonic() < deadline:
-        (now,), = sql(postgres_url, "SELECT seq_tup_read FROM pg_stat_user_tables "
-                                    "WHERE relid = 'workflows'::regclass")
-        gone = not sql(postgres_url, "SELECT 1 FROM pg_stat_activity WHERE "
-                                     "starts_with(application_name, 'garrison node')")
-        if gone and now == read:
-            break
-        read = now
-        time.sleep(0.5)
+    _inserted, read = workflows_table_counts(postgres_url)
     assert read < grown
-
-
-def cluster_app_steps() -> Any:
-    import cluster_app
-
-    return cluster_app.steps
 
 
 async def test_a_leaving_node_releases_its_running_workflows_and_leaves_the_ended_alone(
@@ -907,6 +891,7 @@ async def test_a_leaving_node_releases_its_running_workflows_and_leaves_the_ende
                              "FROM workflows ORDER BY workflow_id")
     assert rows == [("ended", "completed", epoch, "a", before),
                     ("running", "waiting", None, None, rows[1][4])]
+
 
 async def test_a_node_whose_store_gave_up_leaves_its_workflows_to_the_others(
         postgres_url: str) -> None:

@@ -22,7 +22,7 @@ import psycopg
 import pytest
 import trio
 import workflow_app as app
-from _stores import sql
+from _stores import sql, workflows_table_counts
 
 import garrison
 from garrison import StoreError, StoreVersionError, WorkflowMoved
@@ -862,15 +862,7 @@ async def test_a_batch_s_fence_reads_its_workflows_by_key_however_the_table_grew
         for seq in range(6, 16):
             await steps(seq)
         assert store.statistics().batches >= 16
-    # the writer's session has ended: its counts reach the statistics views soon after
-    deadline = time.monotonic() + 30
-    while True:
-        (inserted, read), = sql(
-            pg, "SELECT n_tup_ins, seq_tup_read FROM pg_stat_user_tables WHERE relid = "
-                "'workflows'::regclass")
-        if inserted >= grown + len(wids) or time.monotonic() > deadline:
-            break
-        time.sleep(0.05)
+    inserted, read = workflows_table_counts(pg)  # (the writer's own counts included)
     assert inserted >= grown + len(wids)
     assert read < grown
 
