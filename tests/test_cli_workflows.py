@@ -830,6 +830,39 @@ def test_list_takes_a_limit_an_order_and_an_id_prefix(
             capsys.readouterr().err
 
 
+def test_a_list_s_limit_is_a_whole_number_and_one_past_any_count_lists_them_all(
+        capsys: pytest.CaptureFixture[str], store_path: str) -> None:
+    """``list --limit 99999999999999999999999`` was a traceback (SQLite: "Python int
+    too large to convert to SQLite INTEGER"), exit 1. A limit past what a store can
+    count lists every workflow; ``list_workflows`` of either store takes 0 (none), and
+    refuses a negative limit (SQLite read -1 as no limit) and one that is not a whole
+    number (2.5 was cut to 2, "2" taken) naming the value."""
+    _plain_store(store_path)
+
+    def ids(*args: str) -> list[str]:
+        code, out, err = cli_here(capsys, "--store", store_path, "list", "--json", *args)
+        assert code == 0, err
+        return [w["workflow_id"] for w in json.loads(out)]
+
+    every = ["w0", "w1", "w2", "w3", "w4"]
+    for huge in ("9223372036854775807", "9223372036854775808", "99999999999999999999999"):
+        assert ids("--limit", huge) == every
+        assert ids("--limit", huge, "--order", "newest") == every[::-1]
+    with open_store(store_path, lock=False) as s:
+        for limit in (2**63 - 1, 2**63, 10**30):
+            assert [r.workflow_id for r in s.list_workflows(limit=limit)] == every
+        assert s.list_workflows(limit=0) == []
+        assert [r.workflow_id for r in s.list_workflows(limit=2)] == ["w0", "w1"]
+        with pytest.raises(ValueError, match=r"^list_workflows: limit must be at least 0, "
+                                             r"got -1$"):
+            s.list_workflows(limit=-1)
+        for odd in (2.5, "2", True):
+            with pytest.raises(TypeError, match=r"^list_workflows: limit must be a whole "
+                                                r"number \(an int\) or None, got "
+                                                f"{type(odd).__name__}: {re.escape(repr(odd))}$"):
+                s.list_workflows(limit=odd)  # type: ignore[arg-type]
+
+
 async def test_cancel_of_a_pending_workflow_with_no_node_ends_it_at_once(
         store_path: str) -> None:
     """A workflow created pending (``start``, never run) while no node holds the store:

@@ -291,6 +291,24 @@ def check_search_filters(search: Any) -> None:
                          f"{MAX_SEARCH_FILTERS}")
 
 
+#: the largest LIMIT both stores take (a signed 64-bit integer)
+_MOST_ROWS = 2**63 - 1
+
+
+def check_limit(limit: Any) -> int | None:
+    """``list_workflows``'s ``limit`` as the query takes it: ``None`` (no limit) for
+    ``None`` and for a limit past any count a store can hold; ``TypeError`` naming the
+    value if it is not an int, ``ValueError`` if it is negative."""
+    if limit is None:
+        return None
+    if type(limit) is not int:
+        raise TypeError(f"list_workflows: limit must be a whole number (an int) or None, "
+                        f"got {type(limit).__name__}: {limit!r}")
+    if limit < 0:
+        raise ValueError(f"list_workflows: limit must be at least 0, got {limit}")
+    return None if limit > _MOST_ROWS else limit
+
+
 def search_json(key: str, value: Any) -> str:
     """The JSON text of a search filter's ``value`` (:func:`to_json`), compared with the
     stored attribute ``key``. NaN and infinity (anywhere in it) are ``ValueError``: no

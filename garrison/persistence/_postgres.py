@@ -105,7 +105,7 @@ from .._errors import StoreError, StoreLocked
 from ..actors._values import Pid
 from . import _pg_cluster, _pg_schema, is_postgres_url
 from ._blocking import virtual_clock as _virtual_clock
-from ._converter import check_search_filters, search_json
+from ._converter import check_limit, check_search_filters, search_json
 from ._file import mask_password
 from ._group_commit import (
     Busy,
@@ -958,6 +958,7 @@ class PostgresStore(PgWritePath, StoreShortcuts):
         keyset paging with ``after=(record.created, record.workflow_id)`` (as SQLite).
         At most :data:`~._converter.MAX_SEARCH_FILTERS` search keys (else ``ValueError``)."""
         check_search_filters(search)
+        limit = check_limit(limit)
         where: list[str] = []
         params: list[Any] = []
         if status is not None:
@@ -996,7 +997,7 @@ class PostgresStore(PgWritePath, StoreShortcuts):
                   else ' ORDER BY created, workflow_id COLLATE "C"')
         if limit is not None:
             query += " LIMIT %s"
-            params.append(int(limit))
+            params.append(limit)
         return [WorkflowRecord.from_row(row) for row in self._query(query, params)]
 
     def journal(self, workflow_id: str) -> list[JournalRecord]:

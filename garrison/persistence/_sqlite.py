@@ -62,7 +62,7 @@ from ._checkpoint import (
     Checkpointer,
     preallocate_wal,
 )
-from ._converter import check_search_filters, search_json
+from ._converter import check_limit, check_search_filters, search_json
 from ._group_commit import (
     NONE_RESULT,
     Busy,
@@ -1172,6 +1172,7 @@ class SQLiteStore(StoreShortcuts):
         that workflow has been deleted since. At most
         :data:`~._converter.MAX_SEARCH_FILTERS` search keys (else ``ValueError``)."""
         check_search_filters(search)
+        limit = check_limit(limit)
         where: list[str] = []
         params: list[Any] = []
         if status is not None:
@@ -1221,7 +1222,7 @@ class SQLiteStore(StoreShortcuts):
                 else " ORDER BY created, workflow_id")
         if limit is not None:
             sql += " LIMIT ?"
-            params.append(int(limit))
+            params.append(limit)
         return [WorkflowRecord.from_row(row) for row in self._query(sql, params)]
 
     def journal(self, workflow_id: str) -> list[JournalRecord]:

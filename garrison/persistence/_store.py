@@ -131,7 +131,8 @@ class Store(Protocol):
     ) -> list[WorkflowRecord]:
         """Workflows filtered by status(es), search attributes, parent and the start of
         their id (``id_prefix``), in ``(created, workflow_id)`` order: oldest first, or
-        newest first with ``newest_first``; at most ``limit`` of them.
+        newest first with ``newest_first``; at most ``limit`` of them (an int of at least
+        0, or ``None``: all; else ``TypeError``/``ValueError`` naming it).
 
         Keyset paging (the web console's): ``after=(created, workflow_id)``, taken from
         the last record of the previous page, returns only the records after it in that
