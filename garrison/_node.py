@@ -15,7 +15,7 @@ import trio
 
 from . import _cli_signals
 from ._duration import parse_lease
-from ._errors import NotInProcess, ProcessError
+from ._errors import NotInProcess, ProcessError, schedule_hint
 from ._router import EXIT_MEMORY, Router
 from .actors._mailbox import Budget
 from .actors._runtime import runtime_or_none
@@ -507,17 +507,48 @@ class Node:
         return ScheduleHandle(h, definition.schedule_id)
 
     def schedules(self, host: str | None = None) -> list[Any]:
-        """Every schedule of the host's store (config and API ones), by id, as
-        :class:`~garrison.persistence.ScheduleRecord` (spec, ``paused``, ``next_tick``,
-        ``last_tick``, ``last_workflow``, ``source``)."""
-        return list(self._workflow_host(host).store.schedules())
+        """Every schedule (config and API ones) of every workflow host, or of ``host``'s
+        store only, by id, as :class:`~garrison.persistence.ScheduleRecord` (its
+        ``host``, spec, ``paused``, ``next_tick``, ``last_tick``, ``last_workflow``,
+        ``source``)."""
+        if host is not None:
+            return list(self._workflow_host(host).store.schedules())
+        every = [record for h in self._workflow_hosts() for record in h.store.schedules()]
+        return sorted(every, key=lambda record: (record.schedule_id, record.host))
 
     def schedule_handle(self, id: str, host: str | None = None) -> Any:
         """A :class:`~garrison.ScheduleHandle` on schedule ``id`` (``pause``, ``resume``,
-        ``trigger``, ``delete``, ``info``)."""
+        ``trigger``, ``delete``, ``info``).
+
+        Without ``host``, on the workflow host whose store holds ``id`` (a node with
+        several: a config schedule with ``host:`` or one made with ``node.schedule(...,
+        host=)`` is in its host's store); ``ValueError`` if several hold it. One none
+        holds is looked for when the handle is used, on the host holding a schedule it
+        is the bare name of (whose ``NoSuchSchedule`` suggests that id), else on
+        ``workflows``."""
         from ._schedule_handle import ScheduleHandle
 
+        if host is None:
+            return ScheduleHandle(self._schedule_host(id), id)
         return ScheduleHandle(self._workflow_host(host), id)
+
+    def _workflow_hosts(self) -> list[Any]:
+        return [h for h in self._router.hosts.values() if h.durable]
+
+    def _schedule_host(self, schedule_id: str) -> Any:
+        """The workflow host of ``schedule_handle(schedule_id)`` (see there)."""
+        hosts = self._workflow_hosts()
+        if len(hosts) < 2:
+            return self._workflow_host(None)
+        holding = [h for h in hosts if h.store.get_schedule(schedule_id) is not None]
+        if len(holding) > 1:
+            names = ", ".join(repr(h.name) for h in sorted(holding, key=lambda h: h.name))
+            raise ValueError(f"schedule {schedule_id!r} is on several workflow hosts "
+                             f"({names}): give host= to say which")
+        if not holding:
+            holding = [h for h in hosts
+                       if schedule_hint(schedule_id, (r.schedule_id for r in h.store.schedules()))]
+        return holding[0] if len(holding) == 1 else self._workflow_host(None)
 
     def _workflow_host(self, name: str | None) -> Any:
         h = self._router.host(name or "workflows")

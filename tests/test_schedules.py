@@ -800,6 +800,51 @@ async def test_a_bare_name_gets_the_namespaced_id_suggested(autojump_clock: Any)
             node.schedule_handle("other").info()
 
 
+async def test_a_schedule_on_another_workflow_host_is_found_by_its_id_alone(
+        tmp_path: Path, autojump_clock: Any) -> None:
+    """README: ``node.schedule_handle(id)`` gives a handle on any schedule and
+    ``node.schedules()`` lists them. A schedule of a second workflow host (a config
+    schedule with ``host:``, or ``node.schedule(..., host=)``) lives in that host's
+    store: the handle said ``NoSuchSchedule`` and the list left it out unless given
+    ``host=``. Now the handle finds the host holding the id (its bare name gets the
+    suggestion there too), the list holds every host's schedules by id, and an id on
+    two hosts asks for ``host=`` naming both."""
+    config = load_config_text(CONFIG + f"""\
+  - {{name: mailer, kind: workflow.host, store: {tmp_path / 'mail.db'}}}
+  - {{name: billing, kind: workflow.host, store: {tmp_path / 'billing.db'}}}
+  - {{name: s, kind: workflow.schedule, workflow: app:job, every: 1h, host: app:mailer}}
+""")
+    async with garrison.open_node(config=config, store=str(tmp_path / "wf.db")) as node:
+        await node.schedule("cleanup", app.job, every="1h", host="app:mailer")
+        await node.schedule("local", app.job, every="1h")
+        assert node.schedule_handle("app:s").info().host == "app:mailer"
+        await node.schedule_handle("cleanup").pause()
+        assert node.schedule_handle("cleanup", host="app:mailer").info().paused
+        assert not node.schedule_handle("local").info().paused
+        assert [(r.schedule_id, r.host) for r in node.schedules()] == [
+            ("app:nightly", "workflows"), ("app:s", "app:mailer"),
+            ("cleanup", "app:mailer"), ("local", "workflows")]
+        assert [r.schedule_id for r in node.schedules(host="app:mailer")] == [
+            "app:s", "cleanup"]
+        with pytest.raises(garrison.NoSuchSchedule, match=r"^no schedule with id 's' in "
+                           r"the store \(did you mean 'app:s'\?\)$"):
+            node.schedule_handle("s").info()
+        with pytest.raises(garrison.NoSuchSchedule, match=r"^no schedule with id 'nope' "
+                           r"in the store$"):
+            await node.schedule_handle("nope").trigger()
+        await node.schedule("local", app.job, every="1h", host="app:mailer")
+        with pytest.raises(ValueError, match=r"^schedule 'local' is on several workflow "
+                           r"hosts \('app:mailer', 'workflows'\): give host= to say "
+                           r"which$"):
+            node.schedule_handle("local")
+        assert node.schedule_handle("local", host="workflows").info().host == "workflows"
+        await trio.sleep(1.5 * HOUR)
+        for h in ("app:mailer", "workflows"):  # (each host ran its own "local")
+            assert node.schedule_handle("local", host=h).info().last_workflow == \
+                tick_id("local", at(1))
+    assert sorted(ids()) == [tick_id("app:s", at(1)), tick_id("local", at(1))]
+
+
 async def test_pause_resume_trigger_delete(autojump_clock: Any) -> None:
     async with garrison.open_node() as node:
         handle = await node.schedule("s", app.job, every="1h")
@@ -1074,6 +1119,18 @@ async def test_a_schedule_id_is_checked_alike_by_check_run_the_api_and_the_cli(
     with pytest.raises(garrison.ConfigError) as info:
         garrison.config.load_config(str(config))
     assert in_config in str(info.value)
+    # a name the entry rule takes whose id is too long: said once (it was said twice)
+    name = "x" * 934
+    config.write_text(CONFIG + f"  - {{name: {name}, kind: workflow.schedule, workflow: "
+                      "job, every: 1h}\n")
+    problems = check_config(str(config))
+    assert len(problems) == 1, problems
+    assert problems[0].startswith(f"{config}: entry 'app:{name}' (index 2): field 'name': "
+                                  f"invalid schedule id 'app:"), problems
+    assert "it is 938 bytes long in UTF-8" in problems[0], problems
+    with pytest.raises(garrison.ConfigError) as info:
+        garrison.config.load_config(str(config))
+    assert info.value.problems == problems
     db = str(tmp_path / "wf.db")
     async with garrison.open_node(store=db) as node:
         with pytest.raises(ValueError) as refused:

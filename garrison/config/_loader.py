@@ -933,13 +933,6 @@ def _link_schedule(entry: ScheduleEntry, loc: _Located, located: Mapping[str, _L
         if why is not None:
             report("input", why)
             ok = False
-    from ..hosts.workflow._schedules import check_schedule_id
-
-    try:
-        check_schedule_id(entry.id)
-    except ValueError as exc:  # (names are checked already: a rule of its own, if ever)
-        problems.append(f"{loc.filename}: {loc.where}: field 'name': {exc}")
-        ok = False
     host = entry.host
     if "host" in loc.failed:
         ok = False
