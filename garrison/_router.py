@@ -428,6 +428,13 @@ class Router:
         with trio.move_on_after(seconds):
             await host.wait_exited(target)
             return
+        # A process the cancel stops at its checkpoint (or that ends on its CANCEL at once)
+        # must be scheduled once to do so: past a timeout of 0 it may not have been yet
+        # (trio runs a pass's tasks in either order). It runs first; what it awaits
+        # after that (a shielded cleanup) is what the timeout bounds.
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        if not host.is_alive(target):
+            return
         host.kill(target, ErrorInfo("Terminated", f"did not stop within {seconds:g}s of CANCEL"))
         await self._wait_killed(host, target)
 

@@ -131,6 +131,47 @@ async def test_trapped_link_column(node, autojump_clock, end):
         assert got is None
 
 
+@pytest.mark.parametrize("timeout", [0, "0s", 0.0001])
+async def test_a_cancel_with_no_time_still_lets_a_process_stop_at_its_checkpoint(
+        node, autojump_clock, timeout):
+    """README: a process that never asked for its events is stopped by a cancel at its
+    next checkpoint, and its exit is a normal one; the timeout is for what its cleanup
+    awaits. With ``timeout=0`` the cancel's wait could end before the process was next
+    scheduled (trio runs a pass's tasks in either order), and the escalation replaced
+    the stop: ``Terminated: did not stop within 0s of CANCEL``, which killed the linked
+    caller (in about half the runs). It now runs once before the timeout counts."""
+
+    async def b():
+        await trio.sleep_forever()
+
+    async def shielded():
+        try:
+            await trio.sleep_forever()
+        finally:
+            with trio.CancelScope(shield=True):
+                await trio.sleep(5)
+
+    async def a():
+        events = []
+        for _ in range(8):  # (each order of a pass, many times over)
+            linked = await process.spawn_linked(b)
+            watched = await process.spawn_monitored(b)
+            await process.cancel(linked, timeout=timeout)
+            await process.cancel(watched, timeout=timeout)
+            ev = await process.events().receive()
+            assert (ev.kind, ev.pid) == (EventKind.EXIT, watched)
+            events.append((ev.ok, ev.error))
+        slow = await process.spawn_monitored(shielded)
+        await trio.sleep(0.1)
+        await process.cancel(slow, timeout=timeout)  # its cleanup has no time: terminated
+        ev = await process.events().receive()
+        assert ev.pid == slow and not ev.ok and ev.error.type == "Terminated", ev
+        await trio.sleep(1)  # (a linked failure would have ended this process)
+        return events
+
+    assert await node.wait(await node.spawn(a)) == [(True, None)] * 8
+
+
 async def test_link_is_bidirectional(node, autojump_clock):
     async def parent_fails():
         await process.spawn_linked(_b_ignores_cancel)

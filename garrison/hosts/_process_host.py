@@ -131,12 +131,12 @@ class _Process(Caller):
             # what kill() cancels: a scope around the body, made only if it is used
             with CancelSwitch() as scope:
                 self.scope = scope
-                if self.kill_reason is not None:  # killed before it ever ran
-                    scope.cancel()
-                    await trio.lowlevel.checkpoint()
                 try:
-                    result = await fn(*args)
-                    finished = True
+                    # (killed before it ever ran: none of its code runs, and it ends in
+                    # this step, so no other reason can come meanwhile, see ``kill``)
+                    if self.kill_reason is None:
+                        result = await fn(*args)
+                        finished = True
                 except (trio.Cancelled, KeyboardInterrupt):
                     raise
                 except (Exception, SystemExit) as exc:  # sys.exit() ends this process only
@@ -169,8 +169,11 @@ class _Process(Caller):
 
     def kill(self, reason: ErrorInfo) -> None:
         """End this process at its next checkpoint with ``reason`` (the first reason
-        wins; a real reason replaces a cancel's :data:`_STOPPED`)."""
-        if not self.alive or (self.kill_reason is not None and self.kill_reason is not _STOPPED):
+        wins; a real reason replaces a cancel's :data:`_STOPPED`, unless the body has
+        not begun: then none of its code runs, and the cancel's normal exit stands)."""
+        stopped = self.kill_reason
+        if not self.alive or (stopped is not None and (
+                stopped is not _STOPPED or self.scope is None)):
             return
         self.kill_reason = reason
         if self.scope is not None:
