@@ -35,9 +35,10 @@ def _check_attempts(_inst: object, _attr: object, value: int) -> None:
                          f"got {value!r}")
 
 
-def _check_backoff(_inst: object, _attr: object, value: float) -> None:
-    if not value >= 1.0:
+def _backoff(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 1.0:
         raise ValueError(f"backoff must be a number >= 1.0, got {value!r}")
+    return float(value)
 
 
 def _check_non_retryable(_inst: object, _attr: object, value: tuple[Any, ...]) -> None:
@@ -71,7 +72,7 @@ class RetryPolicy:
 
     max_attempts: int = attrs.field(default=3, validator=_check_attempts)
     initial_delay: float = attrs.field(default=1.0, converter=_delay_seconds)
-    backoff: float = attrs.field(default=2.0, converter=float, validator=_check_backoff)
+    backoff: float = attrs.field(default=2.0, converter=_backoff)
     max_delay: float = attrs.field(default=60.0, converter=_delay_seconds)
     non_retryable: tuple[Any, ...] = attrs.field(default=(), converter=_to_tuple,
                                                  validator=_check_non_retryable)
@@ -98,6 +99,14 @@ class RetryPolicy:
 
 
 DEFAULT_RETRY = RetryPolicy()
+
+
+def check_retry(retry: Any, where: str) -> None:
+    """``TypeError`` naming ``where`` unless ``retry`` is a :class:`RetryPolicy` or
+    ``None``."""
+    if retry is not None and not isinstance(retry, RetryPolicy):
+        raise TypeError(f"{where}: retry= takes a garrison.RetryPolicy (or None), got "
+                        f"{type(retry).__name__}: {retry!r}")
 
 #: the journal names of every ``@activity`` defined so far (a mock by name is checked
 #: against them: ``garrison.testing``'s ``mock_activity``)
@@ -159,8 +168,12 @@ def activity(
     ``name`` overrides the journal name (default ``module:qualname``), which replay
     checks: renaming an activity in flight is a ``NonDeterminismError``.
     """
+    check_retry(retry, "@garrison.activity")
     if fn is None:
         return functools.partial(activity, retry=retry, timeout=timeout, name=name)
+    if not callable(fn):
+        raise TypeError(f"@garrison.activity decorates a function, got "
+                        f"{type(fn).__name__}: {fn!r}")
     seconds = None if timeout is None else parse_duration(timeout, what="activity timeout")
     opts = ActivityOptions(name or activity_name(fn), retry, seconds)
     _ACTIVITY_NAMES.add(opts.name)

@@ -445,6 +445,57 @@ def test_retry_policy_values() -> None:
         garrison.RetryPolicy(max_attempts=0)
     with pytest.raises(ValueError, match=r"duration|delay"):
         garrison.RetryPolicy(initial_delay="soon")
+    for bad in ("x", "2", True, None, 0.5):  # ("x" was float()'s own message)
+        with pytest.raises(ValueError, match=r"^backoff must be a number >= 1\.0, got "):
+            garrison.RetryPolicy(backoff=bad)
+
+
+async def calls_with_retry_5() -> int:
+    return int(await workflow.call(app.add_one, 1, retry=5))  # type: ignore[arg-type]
+
+
+async def starts_with_retry_5() -> int:
+    return int(await workflow.start(app.add_one, 1, retry=5))  # type: ignore[arg-type]
+
+
+async def calls_none() -> int:
+    return int(await workflow.call(None))
+
+
+async def starts_42() -> int:
+    return int(await workflow.start(42))
+
+
+async def test_an_activity_s_retry_and_function_are_checked_at_the_call(
+        node: garrison.Node, autojump_clock: Any) -> None:
+    """README: bad input fails at the call, before anything is stored. ``retry=5`` was
+    taken by ``@activity`` and ``workflow.call`` alike, and failed only at the first
+    failed attempt (``AttributeError: 'int' object has no attribute 'max_attempts'``);
+    ``workflow.call(None)`` was journaled as the activity ``?:NoneType`` and retried
+    three times; ``garrison.activity(5)`` made an activity of an int."""
+    for bad in (5, "fast", {"max_attempts": 2}):
+        with pytest.raises(TypeError, match=r"^@garrison\.activity: retry= takes a "
+                                            r"garrison\.RetryPolicy \(or None\), got "):
+            garrison.activity(retry=bad)
+        with pytest.raises(TypeError, match=r"^@garrison\.activity: retry= takes a "):
+            garrison.activity(app.steps, retry=bad)
+    with pytest.raises(TypeError, match=r"^@garrison\.activity decorates a function, got "
+                                        r"int: 5$"):
+        garrison.activity(5)
+    cases = [(calls_with_retry_5, "workflow.call(): retry= takes a garrison.RetryPolicy "
+                                  "(or None), got int: 5"),
+             (starts_with_retry_5, "workflow.start(): retry= takes a garrison.RetryPolicy "
+                                   "(or None), got int: 5"),
+             (calls_none, "workflow.call() takes a function to run as an activity (or the "
+                          "entry id of a function.py entry), got NoneType: None"),
+             (starts_42, "workflow.start() takes a function to run as an activity (or the "
+                         "entry id of a function.py entry), got int: 42")]
+    for n, (wf, said) in enumerate(cases):
+        await node.start_workflow(wf, id=f"bad-{n}")
+        with pytest.raises(garrison.WorkflowFailed) as failed:
+            await node.workflow(f"bad-{n}").result()
+        assert str(failed.value.error) == f"TypeError: {said}", failed.value
+        assert node.workflow(f"bad-{n}").history() == []  # nothing was journaled
 
 
 # ------------------------------------------------------------------ timers

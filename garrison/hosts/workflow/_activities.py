@@ -20,7 +20,7 @@ import outcome
 import trio
 
 from ... import _observe, _trio_fast
-from ..._activity import DEFAULT_RETRY, RetryPolicy, activity_name
+from ..._activity import DEFAULT_RETRY, RetryPolicy, activity_name, check_retry
 from ..._context import ActivityScope, activity_owner
 from ..._errors import ActivityError, NotInProcess
 from ..._targets import import_target
@@ -79,10 +79,15 @@ def _is_async(fn: Any) -> bool:
     return inspect.iscoroutinefunction(fn)
 
 
-def _options(fn: Any, retry: RetryPolicy | None, timeout: float | None, name: str | None
-             ) -> tuple[Any, RetryPolicy | None, float | None, str]:
+def _options(fn: Any, retry: RetryPolicy | None, timeout: float | None, name: str | None,
+             what: str = "workflow.call") -> tuple[Any, RetryPolicy | None, float | None, str]:
     """The function to run and its retry, timeout and journal name: explicit arguments
-    first, then what ``@garrison.activity`` attached."""
+    first, then what ``@garrison.activity`` attached. ``TypeError`` naming ``what``
+    (``workflow.call``) for a ``fn`` that is no function, a ``retry`` no policy."""
+    if not callable(fn):
+        raise TypeError(f"{what}() takes a function to run as an activity (or the entry id "
+                        f"of a function.py entry), got {type(fn).__name__}: {fn!r}")
+    check_retry(retry, f"{what}()")
     opts = getattr(fn, "__garrison_activity__", None)
     if opts is not None:
         fn = getattr(fn, "__wrapped__", fn)
@@ -286,7 +291,7 @@ class Activities(WorkflowCore):
             # with every option: nothing to look up at each of its steps)
             if isinstance(fn, str):
                 fn = self._entry_function(fn, "workflow.call")
-            fn, retry, timeout, name = _options(fn, retry, timeout, name)
+            fn, retry, timeout, name = _options(fn, retry, timeout, name, "workflow.call")
         entry = self._take(_ACTIVITY, name)
         hint = _RETURN_HINTS.get(fn, _NO_HINT)
         if hint is _NO_HINT:
@@ -393,7 +398,7 @@ class Activities(WorkflowCore):
         """``workflow.start``: the seq is taken now; the activity runs in the background."""
         if isinstance(fn, str):
             fn = self._entry_function(fn, "workflow.start")
-        fn, retry, timeout, name = _options(fn, retry, timeout, None)
+        fn, retry, timeout, name = _options(fn, retry, timeout, None, "workflow.start")
         entry = self._take(_ACTIVITY, name)
         handle = ActivityHandle(self, name, return_hint(fn), self.cursor.seq - 1)
         if self.unsized is None:  # (its outcome is left out of history_size)

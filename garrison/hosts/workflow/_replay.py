@@ -472,7 +472,7 @@ class ReplayInstance(WorkflowInstance):
                        retry: Any, timeout: float | None) -> ActivityHandle:
         if self._at_gap():
             self._op("workflow.start()")
-            name = _options(fn, retry, timeout, None)[3]
+            name = _options(fn, retry, timeout, None, "workflow.start")[3]
             seq = self.cursor.seq
             self.cursor.seq = seq + 1
             return _Unrecorded(self, name, seq)
