@@ -295,7 +295,9 @@ async def _serve(config: Any, root: Any, label: str | None, store: str | None,
                                                      else None))
                         await trio.sleep_forever()
                     if isinstance(root, str) and root in {s.id for s in node.services()}:
-                        code = await _until_service_ends(node, root)
+                        code, result = await _until_service_ends(node, root)
+                        if result is not None:
+                            printed.append(str(result))
                     else:
                         pid = await node.spawn(root)
                         try:
@@ -368,12 +370,12 @@ def _run_failed(what: str, error: Any) -> None:
         print(f"garrison run: {what}: {error}", file=sys.stderr)
 
 
-async def _until_service_ends(node: Any, service_id: str) -> int:
+async def _until_service_ends(node: Any, service_id: str) -> tuple[int, Any]:
     """``--main`` naming a ``process.service``: the service the node runs (started now
     if it is not ``auto_start``), not a copy of its process without its input; the
-    exit code once it has ended for good: 0 once it returned normally (``completed``),
-    1 once its restarts, or those of a service it requires, gave up (whether it waits
-    for that one or runs on without it)."""
+    exit code once it has ended for good, with what it returned: 0 once it returned
+    normally (``completed``), 1 once its restarts, or those of a service it requires,
+    gave up (whether it waits for that one or runs on without it)."""
     from .supervision import ServiceStatus
 
     needs: list[str] = []  # what it requires, and what those require
@@ -388,10 +390,10 @@ async def _until_service_ends(node: Any, service_id: str) -> int:
         status = {s.id: s for s in node.services()}
         info = status[service_id]
         if info.status == ServiceStatus.COMPLETED:
-            return 0
+            return 0, info.result
         if info.status == ServiceStatus.GAVE_UP:
             _run_failed(f"{service_id} gave up", info.last_error)
-            return 1
+            return 1, None
         for dep in needs:
             # a service it requires will never run again: it waits for it for ever, or
             # runs on without it (a requirement that gives up stops alone)
@@ -400,7 +402,7 @@ async def _until_service_ends(node: Any, service_id: str) -> int:
                         else "runs without what it requires")
                 _run_failed(f"{service_id} {what}: {dep}, which it requires, gave up",
                             status[dep].last_error)
-                return 1
+                return 1, None
         await trio.sleep(0.05)
 
 

@@ -208,6 +208,9 @@ def test_run_main_naming_a_service_waits_for_that_service(tmp_path):
         runs = done.stdout.count(f"handler runs with {greeting}")
         if greeting == "hello":
             assert (done.returncode, runs) == (0, 1), (done.stdout, done.stderr)
+            # README: a result that is not None is the run's last line, as for a
+            # process.py --main (the service's was not printed at all)
+            assert done.stdout.splitlines()[-1] == "done hello", done.stdout
         else:
             assert (done.returncode, runs) == (1, 2), (done.stdout, done.stderr)
             assert "garrison run: app:svc gave up: RuntimeError: told to fail" in done.stderr

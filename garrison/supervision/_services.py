@@ -18,7 +18,7 @@ from __future__ import annotations
 import enum
 import logging
 import random
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import trio
@@ -64,6 +64,8 @@ class ServiceInfo:
     pid: Pid | None
     restarts: int
     last_error: ErrorInfo | None
+    #: what its process returned, once ``completed`` (else ``None``)
+    result: Any = None
 
 
 @attrs.define
@@ -75,6 +77,7 @@ class _Service:
     restarts_total: int = 0  # every restart since the node started (metrics)
     started_at: float = 0.0
     last_error: ErrorInfo | None = None
+    result: Any = None  # what its process returned (COMPLETED)
     wanted: bool = False  # should be running (auto_start, or started on demand)
     generation: int = 0  # bumps on every start; stale restart timers are ignored
 
@@ -106,7 +109,8 @@ class ServiceManager:
 
     # ------------------------------------------------------------------ queries
     def info(self) -> list[ServiceInfo]:
-        return [ServiceInfo(s.entry.id, s.status, s.pid, s.restarts, s.last_error)
+        return [ServiceInfo(s.entry.id, s.status, s.pid, s.restarts, s.last_error,
+                            s.result if s.status is ServiceStatus.COMPLETED else None)
                 for s in self.order]
 
     def running_pid(self, service_id: str) -> Pid | None:
@@ -335,6 +339,7 @@ class ServiceManager:
             return
         if ev.error is None:
             svc.status = ServiceStatus.COMPLETED
+            svc.result = ev.result
             log.info("%s: returned normally; not restarted", svc.entry.id,
                      extra={"service": svc.entry.id})
             return
