@@ -7,7 +7,7 @@ import contextvars
 import os
 import socket
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -452,6 +452,9 @@ class Node:
         from ._handle import WorkflowSummary
 
         h = self._workflow_host(host)
+        if status is not None and not isinstance(status, str | Iterable):
+            raise TypeError(f"node.workflows(status=...) takes a status or several (a list), "
+                            f"got {type(status).__name__}: {status!r}")
         wanted = None if status is None else (
             {parse_status(status)} if isinstance(status, str)
             else {parse_status(s) for s in status})
@@ -840,6 +843,10 @@ def run(main: Callable[..., Any], *args: Any, config: Any = None, store: Any = N
 
     >>> garrison.run(main, "hello")
     """
+    if clock is not None and not isinstance(clock, trio.abc.Clock):
+        raise TypeError(f"garrison.run(clock=...): a trio.abc.Clock (such as "
+                        f"trio.testing.MockClock) or None, got {type(clock).__name__}: "
+                        f"{clock!r}")
     ran.append(main)
     # (the garrison command importing a script that calls run(): Ctrl-C is this run's
     # KeyboardInterrupt again, as in any program; see _cli_signals)

@@ -327,6 +327,36 @@ async def test_a_workflow_id_that_is_not_a_str_is_a_type_error(node: garrison.No
             node.workflow(wid)  # type: ignore[arg-type]
 
 
+async def test_a_wrong_type_to_a_public_function_is_refused_naming_the_argument(
+        node: garrison.Node) -> None:
+    """A new user's wrong types said only what Python said deep inside (``'int' object
+    is not iterable``; ``expected str, bytes or os.PathLike object, not int``), and
+    ``garrison.run(main, clock=5)`` was a ``TrioInternalError`` asking to file a bug
+    with trio."""
+    from garrison.persistence import SQLiteStore
+    from garrison.supervision import Supervisor
+
+    with pytest.raises(TypeError, match=r"^node\.workflows\(status=\.\.\.\) takes a status "
+                                        r"or several \(a list\), got int: 5$"):
+        node.workflows(status=5)
+    for bad in (5, b"x.db", 1.5):
+        with pytest.raises(TypeError, match=r"^SQLiteStore\(path\): a file path \(str or "
+                                            r"os\.PathLike\) or None, got "):
+            SQLiteStore(bad)  # type: ignore[arg-type]
+    for bad in (5, None):
+        with pytest.raises(TypeError, match=r"^Supervisor\(children\): an iterable of "
+                                            r"ChildSpec values, got "):
+            Supervisor(bad)  # type: ignore[arg-type]
+
+    async def main() -> str:
+        return "ran"
+
+    with pytest.raises(TypeError, match=r"^garrison\.run\(clock=\.\.\.\): a trio\.abc\.Clock "
+                                        r"\(such as trio\.testing\.MockClock\) or None, got "
+                                        r"int: 5$"):
+        garrison.run(main, clock=5)  # type: ignore[arg-type]
+
+
 async def state_by_a_tuple_key() -> str:
     workflow.set_state(("stage", 1), "shipping")
     return "set"

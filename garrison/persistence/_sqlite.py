@@ -516,6 +516,9 @@ class SQLiteStore(StoreShortcuts):
                 f"invalid synchronous mode {synchronous!r}: expected 'normal' "
                 "(survives a killed process) or 'full' (also survives power loss)"
             )
+        if path is not None and not isinstance(path, str | os.PathLike):
+            raise TypeError(f"SQLiteStore(path): a file path (str or os.PathLike) or None, "
+                            f"got {type(path).__name__}: {path!r}")
         if isinstance(path, str) and (not path.strip() or path == ":memory:"
                                       or path.startswith("file:")):
             raise ValueError(f"SQLiteStore({path!r}): expected a file path, not an SQLite "

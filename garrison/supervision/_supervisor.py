@@ -428,6 +428,9 @@ class Supervisor:
         *,
         name: str | None = None,
     ) -> None:
+        if isinstance(children, str | bytes) or not isinstance(children, Iterable):
+            raise TypeError(f"Supervisor(children): an iterable of ChildSpec values, got "
+                            f"{type(children).__name__}: {children!r}")
         specs = tuple(children)
         seen: set[str] = set()
         for spec in specs:
