@@ -115,6 +115,38 @@ async def test_restart_delay_grows_then_gives_up_alone(autojump_clock, caplog):
                        "RuntimeError: crasher crashed"]
 
 
+async def test_a_service_waiting_for_a_requirement_that_gave_up_says_so(autojump_clock,
+                                                                       caplog):
+    """A service whose requirement gave up stayed ``waiting`` for good with nothing
+    logged after its ``waiting for`` line: now an error says it cannot start, and why
+    (as ``garrison run --main`` says it)."""
+    caplog.set_level(logging.INFO, logger="garrison")
+    svc_app.FAILS["crasher"] = 99
+    cfg = config("""
+        - name: db
+          kind: process.service
+          process: crasher
+          input: [crasher, 0]
+          lifecycle:
+            auto_start: true
+            restart: {max_attempts: 1, initial_delay: 1s, jitter: 0}
+        - name: api
+          kind: process.service
+          process: steady
+          input: [api]
+          lifecycle: {auto_start: true, requires: [db]}
+    """)
+    async with garrison.open_node(config=cfg) as node:
+        await trio.sleep(10)
+        info = {s.id: s.status for s in node.services()}
+        assert info == {"t:db": ServiceStatus.GAVE_UP, "t:api": ServiceStatus.WAITING}
+    said = [(r.levelname, r.getMessage()) for r in caplog.records
+            if r.getMessage().startswith("t:api")]
+    assert ("ERROR", "t:api: cannot start: t:db, which it requires, gave up "
+                     "(RuntimeError: crasher crashed)") in said, said
+    assert len(starts("api")) == 1  # (while db ran, before its first crash)
+
+
 async def test_crash_loop_of_a_service_that_fails_at_once(autojump_clock, caplog):
     # the process raises before its first checkpoint, so it is dead before the
     # manager's start returns: every exit must still be seen and restarted

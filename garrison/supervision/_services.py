@@ -359,6 +359,17 @@ class ServiceManager:
             log.error("%s: giving up after %d restarts; last error: %s", entry.id,
                       svc.restarts, error,
                       extra={"service": entry.id, "attempt": svc.restarts, "error": error})
+            # what requires it will not start again (or runs on without it) unless it is
+            # started again: said once here, not left to a silent "waiting"
+            for dep in self._dependents(entry.id):
+                if not dep.wanted or dep.status in (ServiceStatus.GAVE_UP,
+                                                     ServiceStatus.COMPLETED):
+                    continue
+                what = ("runs without what it requires"
+                        if dep.status in (ServiceStatus.RUNNING, ServiceStatus.STARTING)
+                        else "cannot start")
+                log.error("%s: %s: %s, which it requires, gave up (%s)", dep.entry.id, what,
+                          entry.id, error, extra={"service": dep.entry.id, "error": error})
             return
         svc.restarts = attempt
         svc.restarts_total += 1
