@@ -108,6 +108,7 @@ def check_retry(retry: Any, where: str) -> None:
         raise TypeError(f"{where}: retry= takes a garrison.RetryPolicy (or None), got "
                         f"{type(retry).__name__}: {retry!r}")
 
+
 #: the journal names of every ``@activity`` defined so far (a mock by name is checked
 #: against them: ``garrison.testing``'s ``mock_activity``)
 _ACTIVITY_NAMES: set[str] = set()
