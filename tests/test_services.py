@@ -115,18 +115,29 @@ async def test_restart_delay_grows_then_gives_up_alone(autojump_clock, caplog):
                        "RuntimeError: crasher crashed"]
 
 
-async def test_a_service_waiting_for_a_requirement_that_gave_up_says_so(autojump_clock,
-                                                                       caplog):
+async def test_a_service_whose_requirement_gave_up_says_so(autojump_clock, caplog):
     """A service whose requirement gave up stayed ``waiting`` for good with nothing
     logged after its ``waiting for`` line: now an error says it cannot start, and why
-    (as ``garrison run --main`` says it)."""
+    (as ``garrison run --main`` says it); one that runs says it runs without it."""
     caplog.set_level(logging.INFO, logger="garrison")
     svc_app.FAILS["crasher"] = 99
     cfg = config("""
+        - name: never
+          kind: process.service
+          process: instant
+          input: [instant]
+          lifecycle:
+            auto_start: true
+            restart: {max_attempts: 1, initial_delay: 1s, jitter: 0}
+        - name: waits
+          kind: process.service
+          process: steady
+          input: [waits]
+          lifecycle: {auto_start: true, requires: [never]}
         - name: db
           kind: process.service
           process: crasher
-          input: [crasher, 0]
+          input: [crasher, 2]
           lifecycle:
             auto_start: true
             restart: {max_attempts: 1, initial_delay: 1s, jitter: 0}
@@ -137,14 +148,18 @@ async def test_a_service_waiting_for_a_requirement_that_gave_up_says_so(autojump
           lifecycle: {auto_start: true, requires: [db]}
     """)
     async with garrison.open_node(config=cfg) as node:
-        await trio.sleep(10)
+        await trio.sleep(20)
         info = {s.id: s.status for s in node.services()}
-        assert info == {"t:db": ServiceStatus.GAVE_UP, "t:api": ServiceStatus.WAITING}
-    said = [(r.levelname, r.getMessage()) for r in caplog.records
-            if r.getMessage().startswith("t:api")]
-    assert ("ERROR", "t:api: cannot start: t:db, which it requires, gave up "
-                     "(RuntimeError: crasher crashed)") in said, said
-    assert len(starts("api")) == 1  # (while db ran, before its first crash)
+        assert info == {"t:never": ServiceStatus.GAVE_UP, "t:waits": ServiceStatus.WAITING,
+                        "t:db": ServiceStatus.GAVE_UP, "t:api": ServiceStatus.RUNNING}
+    said = [(r.levelname, r.getMessage()) for r in caplog.records if r.levelname == "ERROR"
+            and "which it requires" in r.getMessage()]
+    assert said == [
+        ("ERROR", "t:waits: cannot start: t:never, which it requires, gave up "
+                  "(RuntimeError: instant crashed at once)"),
+        ("ERROR", "t:api: runs without what it requires: t:db, which it requires, gave up "
+                  "(RuntimeError: crasher crashed)")], said
+    assert starts("waits") == [] and len(starts("api")) == 2  # (again after db's restart)
 
 
 async def test_crash_loop_of_a_service_that_fails_at_once(autojump_clock, caplog):
