@@ -357,6 +357,21 @@ def test_json_text_keeps_nul_escapes_but_search_cannot(postgres_url: str) -> Non
             conn.execute("UPDATE garrison.workflows SET search = %s", (nul,))
 
 
+def test_a_closed_node_store_has_let_go_of_its_locks_when_close_returns(
+        postgres_url: str) -> None:
+    """The node's locks are session locks of its writer connection: the server let them
+    go when the connection's backend ended, after ``close()`` had returned, so a tool
+    asking at once (``migrate_store`` right after a node stopped) could still find the
+    schema's node lock held (seen in CI: ``StoreLocked: ... a node runs schema``)."""
+    key = _pg_schema.node_lock_key("garrison")
+    with psycopg.connect(postgres_url, autocommit=True) as probe:
+        for _ in range(30):
+            PostgresStore(postgres_url).close()
+            got = probe.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
+            assert got == (True,)
+            probe.execute("SELECT pg_advisory_unlock(%s)", (key,))
+
+
 def test_migrating_a_copy_refuses_a_schema_a_node_runs(
         postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """``garrison workflows replay --migrate`` opened the store as a node would: on

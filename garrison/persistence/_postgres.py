@@ -18,7 +18,8 @@ Connections
   connection: its cluster incarnation's (``_pg_cluster.py``: a second node of the same
   name gets :class:`~garrison.StoreLocked`) and its schema's node lock, shared by every
   node (a tool that can take it exclusively knows no node runs: ``node_running``). Both
-  go when the node's connection does (a killed node frees them).
+  go when the node's connection does (a killed node frees them); ``close()`` lets go of
+  them before it returns.
 - the **reader** (synchronous psycopg, autocommit, prepared statements): every read,
   from the trio thread or a tool, plus taking the wakeup rows.
 - the **listener** (:class:`~garrison.persistence._pg_trio.TrioConnection`, made by
@@ -1180,6 +1181,12 @@ class PostgresStore(PgWritePath, StoreShortcuts):
                 with contextlib.suppress(psycopg.Error):  # a tool's row goes with it
                     self._writer.execute(f"DELETE FROM {self._s}.writers WHERE writer = %s",
                                          (self._writer_id,))
+            if self._writer is not None and self._owner and not self._writer.closed:
+                # The node's locks (the schema's node lock, its incarnation's) are let go
+                # now: the server frees a closed connection's after this returns, and a
+                # tool asking at once (migrate_store) would find them held.
+                with contextlib.suppress(psycopg.Error):
+                    self._writer.execute("SELECT pg_advisory_unlock_all()")
         with self._read_lock:
             self._close_connections()
         self.locked = False
