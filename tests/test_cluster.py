@@ -626,6 +626,45 @@ def test_the_rate_is_the_hosts_across_the_cluster(
         look.close()
 
 
+async def test_a_workflow_claimed_before_the_host_runs_waits_for_it(
+        postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A node starts its cluster membership, then its workflow host: a claim round of
+    the membership's thread that ended in between had its workflows adopted by a host
+    not running yet, and the node's start failed (``RuntimeError: workflow host
+    'workflows' is not running``, seen once in CI). Here a tool creates a workflow in
+    that window, and the host starts only once the membership claimed it."""
+    import cluster_app  # noqa: F401 (the workflow's code, which the node imports by name)
+    import trio
+
+    from garrison.cluster import ClusterMember
+    from garrison.hosts.workflow._host import WorkflowHost
+    from garrison.persistence import Transaction, open_store
+
+    run, post = WorkflowHost.run, ClusterMember._post
+    claimed = trio.Event()
+    token: list[Any] = []
+
+    def posting(self: ClusterMember, kind: str, data: Any) -> None:
+        post(self, kind, data)
+        if kind == "claimed":
+            token[0].run_sync_soon(claimed.set)
+
+    async def late_run(self: WorkflowHost, **kw: Any) -> None:
+        token.append(trio.lowlevel.current_trio_token())
+        with open_store(postgres_url, lock=False) as tool:
+            tool.write(Transaction().create_workflow("late", "cluster_app:sleeper", [1, 0.1]))
+        with trio.fail_after(10):
+            await claimed.wait()
+        await trio.sleep(0.1)  # (the membership's task has seen it)
+        await run(self, **kw)
+
+    monkeypatch.setattr(ClusterMember, "_post", posting)
+    monkeypatch.setattr(WorkflowHost, "run", late_run)
+    async with garrison.open_node(store=postgres_url, name="t", lease=LEASE) as node:
+        with trio.fail_after(10):
+            assert await node.workflow("late").result() == 1
+
+
 async def test_a_claimed_workflow_that_ends_at_once_is_not_marked_running_after_its_end(
         postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """A node marks the parked workflows it claims ``running`` before they run: a slow

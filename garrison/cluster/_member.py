@@ -293,6 +293,9 @@ class ClusterMember:
         try:
             while True:
                 await self._ready.wait()
+                # (the membership thread's first rounds may claim workflows before the
+                # host runs: the node starts this task first, then the host)
+                await self.host.until_serving()
                 self._ready = trio.Event()
                 while self._events:
                     kind, data = self._events.popleft()

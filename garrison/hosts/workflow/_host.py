@@ -147,6 +147,8 @@ class WorkflowHost:
         #: set once ``shutdown`` has stopped every workflow here: a ``result()`` waiting
         #: for one that did not end then raises (nothing here will end it)
         self.stopped = trio.Event()
+        #: set once ``run`` opened the host's nursery (see ``until_serving``)
+        self._serving = trio.Event()
         #: the instances a ``result()`` waits for (woken, unset, by ``shutdown``: held
         #: in the queue or dropped from it, one may have left ``active`` unended)
         self._awaited: dict[WorkflowInstance, int] = {}
@@ -176,6 +178,7 @@ class WorkflowHost:
         """Serve until cancelled (workflows run in this host's nursery)."""
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            self._serving.set()
             if not self.client:  # (what tools write is watched once it resumed)
                 nursery.start_soon(self._write_soon_task)
                 nursery.start_soon(self._record_parked_task)
@@ -287,6 +290,10 @@ class WorkflowHost:
     def serving(self) -> bool:
         """Whether the host runs (its tasks' nursery is open)."""
         return self._nursery is not None
+
+    async def until_serving(self) -> None:
+        """Wait until the host runs (a cluster's claims can come before it does)."""
+        await self._serving.wait()
 
     def start_soon(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
         """Run ``fn(*args)`` as a task of this host (it is cancelled when the host
