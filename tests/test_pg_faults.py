@@ -1025,3 +1025,25 @@ def test_a_write_whose_old_session_lives_on_is_applied_once(
             with psycopg.connect(postgres_url, autocommit=True) as c:
                 c.execute("DROP OWNED BY garrison_test_writer")
                 c.execute("DROP ROLE garrison_test_writer")
+
+
+def test_a_batch_written_after_the_store_gave_up_gets_the_store_s_error(
+        postgres_url: str) -> None:
+    """A batch whose write began after the store had given up (an outage longer than
+    ``retry_for``, ended by another batch) got ``UnboundLocalError: cannot access local
+    variable 'rest'`` as its workflows' store failure, not the store's own error."""
+    from garrison import StoreError
+    from garrison.persistence import PostgresStore, Transaction
+
+    PostgresStore(postgres_url).close()  # (a node made the store)
+    store = PostgresStore(postgres_url, lock=False)
+    try:
+        gave_up = StoreError(store.path, "the connection could not be made again within 1s")
+        store._failed = gave_up  # (what the batch that saw the outage left)
+        plan = store._plan(Transaction().create_workflow("w", "m:f", []))
+        with pytest.raises(StoreError) as raised:
+            store._commit_plans([plan])
+        assert raised.value is gave_up
+    finally:
+        store._failed = None
+        store.close()

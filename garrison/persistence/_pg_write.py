@@ -1047,6 +1047,9 @@ class PgWritePath:
         lock = self._write_lock
         if not lock.acquire(blocking=not here):
             raise Busy("another write holds the connection: write from a worker thread")
+        #: the others committed: ``plans`` are those the server refused for now (set
+        #: before anything can raise: the handler below reads it)
+        rest = False
         try:
             self._check_usable()
             n = self._acked + 1
@@ -1056,8 +1059,6 @@ class PgWritePath:
             #: transient refusals (``_transient``): until when they are tried again
             busy_until: float | None = None
             pause = 0.05
-            #: the others committed: ``plans`` are those the server refused for now
-            rest = False
             while True:
                 conn = self._writer
                 try:
