@@ -68,7 +68,10 @@ def _nodes(args: argparse.Namespace) -> None:
                 cluster.close()
             if not changed:
                 raise ToolError(f"no live node named {args.name!r}", 1)
-            print(f"draining {args.name}")
+            if args.json:
+                print(json.dumps({"name": args.name, "status": "draining"}))
+            else:
+                print(f"draining {args.name}")
             return
         nodes = cluster.nodes()
         now = time.time()
