@@ -227,3 +227,19 @@ async def test_schedules_tick_on_the_environment_s_virtual_time(
 async def test_schedules_tick_on_trio_autojump_clock(
         tmp_path: Any, monkeypatch: pytest.MonkeyPatch, autojump_clock: Any) -> None:
     await _schedules_tick(tmp_path, monkeypatch, virtual=False)
+
+
+async def test_env_sleep_past_the_last_date_or_forever_is_refused_and_the_env_goes_on() -> None:
+    """``env.sleep(1e20)`` returned and left ``env.now()`` an OverflowError (and every
+    workflow's clock past any date); ``env.sleep(float("inf"))`` blocked for good.
+    Both are a ValueError naming the duration, and the environment stays usable."""
+    import math
+
+    async with garrison.testing.workflow_env() as env:
+        for too_far in (1e20, "99999999999d", math.inf):
+            with pytest.raises(ValueError, match=r"^env\.sleep\(.*\): time cannot pass "
+                                                 r"beyond 9999-12-31T23:59:59Z"):
+                await env.sleep(too_far)
+        before = env.now()
+        await env.sleep("1d")
+        assert (env.now() - before).total_seconds() == 86400

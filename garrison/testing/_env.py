@@ -98,6 +98,10 @@ class SkippingClock(WallClock):
                 event.set()
 
 
+#: the last moment a workflow's clock (a datetime) can tell: 9999-12-31T23:59:59Z
+_LATEST = _dt.datetime(9999, 12, 31, 23, 59, 59, tzinfo=_dt.UTC).timestamp()
+
+
 class ActivityMock:
     """A stand-in for one activity (by its journal name) in a :class:`WorkflowEnv`:
     ``calls`` lists ``(args, kwargs)`` of every call. Its outcome is final (no retries):
@@ -173,6 +177,11 @@ class WorkflowEnv:
         """Advance time by ``duration`` (seconds or ``"30d"``), firing the workflow timers
         that fall due on the way, and return once the workflows have reacted."""
         seconds = parse_duration(duration)
+        if not math.isfinite(seconds) or self.clock.now() + seconds > _LATEST:
+            # (a workflow's clock past 9999-12-31 says no date: the environment broke)
+            raise ValueError(f"env.sleep({duration!r}): time cannot pass beyond "
+                             "9999-12-31T23:59:59Z, the last moment a workflow's clock can "
+                             "tell; sleep less")
         if self.virtual:
             await self.clock.sleep(seconds)
         else:
