@@ -197,3 +197,19 @@ def test_a_history_file_that_is_not_one_is_a_value_error_naming_it(tmp_path, fie
     path.write_text(json.dumps(dict(_golden(), **{field: value})))
     with pytest.raises(ValueError, match=r"order-17\.json"):
         garrison.testing.replay(path)
+
+
+def test_a_history_whose_journal_repeats_a_seq_is_a_value_error_naming_it(tmp_path) -> None:
+    """A journal listed twice in a history file replayed as ``ok=True`` with twice the
+    records checked (a golden test passing on a broken file): records must come in seq
+    order, each seq once."""
+    data = _golden()
+    data["journal"] = data["journal"] + data["journal"]
+    path = tmp_path / "twice.json"
+    path.write_text(json.dumps(data))
+    first = data["journal"][0]["seq"]
+    with pytest.raises(ValueError, match=rf"twice\.json': journal record "
+                                         rf"{len(data['journal']) // 2}: seq {first} comes "
+                                         r"after seq \d+ \(a journal's records are in seq "
+                                         r"order, each seq once\)"):
+        garrison.testing.replay(path)

@@ -184,6 +184,10 @@ class History:
             if type(attempts) is not int:
                 raise ValueError(f"{where}: journal record {i}: 'attempts' must be an integer, "
                                  f"got {attempts!r:.40}")
+            if journal and rec["seq"] <= journal[-1].seq:
+                raise ValueError(f"{where}: journal record {i}: seq {rec['seq']} comes after "
+                                 f"seq {journal[-1].seq} (a journal's records are in seq order, "
+                                 "each seq once)")
             journal.append(Entry(rec["seq"], rec["kind"], str(rec.get("name", "")), outcome,
                                  attempts))
             size = rec.get("size")
