@@ -69,6 +69,10 @@ def test_errors_at_open_name_the_server_and_the_reason(postgres_server: Any) -> 
     with pytest.raises(StoreError, match="invalid PostgreSQL URL") as info:
         PostgresStore("postgresql://ann:pw@host:notaport/db")
     assert "pw@" not in str(info.value)
+    # (libpq's message ends in a newline: the command line printed an empty line after)
+    with pytest.raises(StoreError, match=r'invalid URI query parameter: "bogus"$') as info:
+        PostgresStore(f"{base}/postgres?bogus=1")
+    assert not str(info.value).endswith("\n")
     with pytest.raises(StoreError, match="invalid schema name"):
         PostgresStore(f"{base}/postgres?schema=a$b")
     with pytest.raises(ValueError, match="'sometimes'"):

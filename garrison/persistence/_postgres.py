@@ -180,7 +180,8 @@ def _parse(url: str, schema: str | None) -> tuple[dict[str, str], str, str]:
         parts = urllib.parse.urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError for a port that is not a number
     except ValueError as exc:
-        raise ValueError(f"invalid PostgreSQL URL {_display_raw(url)!r}: {exc}") from None
+        raise ValueError(f"invalid PostgreSQL URL {_display_raw(url)!r}: "
+                         f"{str(exc).strip()}") from None  # (libpq's ends in a newline)
     # the query's items are passed on to libpq as written (libpq decodes %XX, and
     # takes '+' for itself, not for a space as form encoding does), schema= taken out
     items = [item for item in parts.query.split("&") if item]
@@ -204,7 +205,8 @@ def _parse(url: str, schema: str | None) -> tuple[dict[str, str], str, str]:
     try:
         parsed = conninfo_to_dict(bare)
     except psycopg.Error as exc:
-        raise ValueError(f"invalid PostgreSQL URL {_display_raw(url)!r}: {exc}") from None
+        raise ValueError(f"invalid PostgreSQL URL {_display_raw(url)!r}: "
+                         f"{str(exc).strip()}") from None  # (libpq's ends in a newline)
     params = {k: str(v) for k, v in parsed.items() if v is not None}
     host = params.get("host") or ""
     port = params.get("port") or "5432"
