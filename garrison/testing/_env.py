@@ -39,6 +39,7 @@ from .._duration import parse_duration
 from .._handle import WorkflowHandle
 from .._node import Node, _as_config, open_node
 from ..hosts.workflow._activities import ActivitiesInFlight, _options
+from ..hosts.workflow._core import FOREVER
 from ..hosts.workflow._waits import WallClock
 
 __all__ = ["ActivityMock", "SkippingClock", "WorkflowEnv", "workflow_env"]
@@ -96,10 +97,6 @@ class SkippingClock(WallClock):
         for target, event in self.sleepers:
             if target <= now:
                 event.set()
-
-
-#: the last moment a workflow's clock (a datetime) can tell: 9999-12-31T23:59:59Z
-_LATEST = _dt.datetime(9999, 12, 31, 23, 59, 59, tzinfo=_dt.UTC).timestamp()
 
 
 class ActivityMock:
@@ -177,7 +174,7 @@ class WorkflowEnv:
         """Advance time by ``duration`` (seconds or ``"30d"``), firing the workflow timers
         that fall due on the way, and return once the workflows have reacted."""
         seconds = parse_duration(duration)
-        if not math.isfinite(seconds) or self.clock.now() + seconds > _LATEST:
+        if not math.isfinite(seconds) or self.clock.now() + seconds > FOREVER:
             # (a workflow's clock past 9999-12-31 says no date: the environment broke)
             raise ValueError(f"env.sleep({duration!r}): time cannot pass beyond "
                              "9999-12-31T23:59:59Z, the last moment a workflow's clock can "
