@@ -149,6 +149,8 @@ class StoreLocked(GarrisonError, RuntimeError):
         self.path = path
         #: the lock file (SQLite), or ``None`` (a PostgreSQL store: ``held`` says who)
         self.lock_file = lock_file
+        #: who holds it: ``lock file '...'``, or for PostgreSQL the holder's description
+        self.held = held
 
     @property
     def cli_message(self) -> str:

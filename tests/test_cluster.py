@@ -156,6 +156,42 @@ def test_a_name_is_unique_and_a_restart_under_it_resumes_at_once(
         look.close()
 
 
+def test_a_node_cut_off_while_its_name_was_taken_leaves_the_cluster_and_drains(
+        postgres_url: str, nodes: list[Node]) -> None:
+    """Node a is cut off past its lease; b marks it lost and takes its workflows; a new
+    node starts under the name a. When the old a wakes, its lease lapsed and joining
+    again finds its name taken: its membership thread died of that ``StoreLocked``
+    (a traceback in a thread), the node's store was left with no fence at all (its
+    writes checked against no lease), and SIGTERM then hung (the drain was never
+    answered). It leaves the cluster for good, says why, writes nothing, drains."""
+    url = postgres_url
+    ids = [f"w{i}" for i in range(3)]
+    old = Node.start(url, "a", LEASE, start=3, steps=20, delay=0.1)
+    nodes.append(old)
+    nodes.append(Node.start(url, "b", LEASE))
+    look = Look(url)
+    try:
+        wait_for(lambda: all(len(look.steps(w)) >= 2 for w in ids), 20, "progress on a")
+        old.pause()
+        wait_for(lambda: [n.name for n in look.nodes()] == ["b"], 3 * LEASE + 2,
+                 "b to mark a lost")
+        new = Node.start(url, "a", LEASE)
+        nodes.append(new)
+        old.resume()
+        wait_for(lambda: "leaves the cluster" in old.stderr(), 5 * LEASE, "a to leave")
+        assert "node name 'a' is taken by a live node" in old.stderr()
+        assert "Traceback" not in old.stderr()
+        wait_for(lambda: _finished(look, ids), 30, "every workflow to finish")
+        _check_journals(look, ids, 20)  # each step once, in order, whoever ran it
+        old.drain()
+        assert old.readline() == "drained"
+        assert old.proc.wait(10) == 0
+        assert sorted((n.name, n.epoch) for n in look.nodes()) == sorted(
+            [("a", new.epoch), ("b", nodes[1].epoch)])
+    finally:
+        look.close()
+
+
 async def test_a_send_from_another_node_is_durable_and_wakes_the_owner(
         postgres_url: str, nodes: list[Node]) -> None:
     import cluster_app  # noqa: F401  (the in-process node resolves the same target)
@@ -1286,6 +1322,33 @@ async def test_a_node_that_finds_the_schema_migrated_past_its_code_leaves_the_cl
     assert len(ticks) <= 2 and any("its schedules stop here" in m for m in ticks), ticks
     assert any("leaves the cluster" in m and f"knows schema version {SCHEMA_VERSION}" in m
                for m in errors), errors
+
+
+async def test_a_node_whose_name_was_taken_while_it_was_cut_off_writes_nothing_more(
+        postgres_url: str) -> None:
+    """Joining again after its lease lapsed, a node finds a live node under its name:
+    its store had dropped its fence (writes checked against no lease at all); now every
+    write is refused with the reason, and nothing is recorded."""
+    import cluster_app
+    import trio
+
+    async with garrison.open_node(store=postgres_url, name="a", lease=LEASE) as old:
+        look = Look(postgres_url)
+        try:
+            # cut off, as another node sees it: its row lost, its lease over
+            look.store._query("UPDATE garrison.nodes SET status = 'lost' WHERE name = 'a' "
+                              "RETURNING 1")
+            async with garrison.open_node(store=postgres_url, name="a", lease=LEASE) as new:
+                with trio.fail_after(3 * LEASE):
+                    while not old._members[0].gave_up:
+                        await trio.sleep(0.02)
+                with pytest.raises(garrison.StoreError, match="cannot join the cluster again"):
+                    await old.start_workflow(cluster_app.sleeper, 1, 0.05, id="w")
+                assert look.store.get_workflow("w") is None
+                await new.start_workflow(cluster_app.sleeper, 1, 0.01, id="w")
+                assert await new.workflow("w").result() == 1
+        finally:
+            look.close()
 
 
 async def _leave_by_a_schema_migration(postgres_url: str, node: Any) -> None:

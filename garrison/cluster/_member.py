@@ -43,7 +43,7 @@ from typing import Any
 import psycopg
 import trio
 
-from .._errors import StoreError, WorkflowMoved
+from .._errors import StoreError, StoreLocked, WorkflowMoved
 from ..hosts.workflow._ownership import adopt, hand_over, moved
 from ..persistence._pg_cluster import ClusterNode, PgCluster
 
@@ -148,8 +148,9 @@ class ClusterMember:
         try:
             self.pg.join(epoch, self.info)
         except BaseException:
-            self.store.set_fence(None, None)
-            self.pg.close()
+            if self._thread is None:  # at start: the node does not start (joining again,
+                self.store.set_fence(None, None)  # the fence stays: its epoch has no row,
+            self.pg.close()                       # so every write is refused meanwhile)
             raise
         self._last_renew = time.monotonic()
         with self._lock:
@@ -523,8 +524,18 @@ class ClusterMember:
 
     def _join_again(self) -> None:
         """Join under a new epoch (raises while the store is out of reach: the next
-        round tries again, and does nothing else until it succeeds)."""
-        self.join()
+        round tries again, and does nothing else until it succeeds). If a live node has
+        this node's name now (started while this one was cut off), this one leaves the
+        cluster for good: the name is the other's, and so is what it runs."""
+        try:
+            self.join()
+        except StoreLocked as exc:
+            self._rejoining = False
+            self._give_up(self.store.stop_writing(
+                f"node {self.name} cannot join the cluster again: {exc.held}; it took this "
+                "node's place while this one was cut off from the store past its lease, so "
+                "this node writes nothing more: stop it"), why="")
+            return
         self._rejoining = False
 
     # ------------------------------------------------------------ the thread
@@ -608,15 +619,15 @@ class ClusterMember:
             pg.release(None)
             self._post("released")
 
-    def _give_up(self, failed: StoreError) -> None:
+    def _give_up(self, failed: StoreError, why: str = "its store failed: ") -> None:
         """The thread: the store writes nothing more (``failed``): renewing the lease
         would keep this node's workflows (and the orphans it claims) where nothing of
         them is recorded, so the node leaves the cluster (tried again next round while a
         write of it is in flight)."""
         if self.pg.give_up():
             self.gave_up = True
-            log.error("node %s leaves the cluster: its store failed: %s; its workflows "
-                      "move to the other nodes", self.name, failed)
+            log.error("node %s leaves the cluster: %s%s; its workflows move to the other "
+                      "nodes", self.name, why, failed)
             self._post("failed", failed)
 
     def _left(self) -> None:

@@ -728,14 +728,19 @@ class PostgresStore(PgWritePath, StoreShortcuts):
     def schema_migrated(self, found: int) -> StoreError:
         """A node of a newer garrison migrated the schema to version ``found`` while this
         store was open: it writes nothing more from now on (rows in the format of the
-        version it knows could break the newer nodes), as when it gives up for good
-        (:attr:`failed`); the error it raises from now on."""
+        version it knows could break the newer nodes); the error it raises from now on."""
+        return self.stop_writing(
+            f"schema {self.schema!r} was migrated to schema version {found} by a newer "
+            f"garrison while this node ran; this node knows schema version "
+            f"{_pg_schema.SCHEMA_VERSION}, so its store writes nothing more (upgrade "
+            "garrison on this node)")
+
+    def stop_writing(self, reason: str) -> StoreError:
+        """The node leaves its cluster for good (``reason`` says why): the store writes
+        nothing more from now on, as when it gives up (:attr:`failed`); the error every
+        write raises from now on (the first reason given, if it stopped already)."""
         if self._failed is None:
-            self._failed = StoreError(
-                self.path, f"schema {self.schema!r} was migrated to schema version {found} by "
-                f"a newer garrison while this node ran; this node knows schema version "
-                f"{_pg_schema.SCHEMA_VERSION}, so its store writes nothing more (upgrade "
-                "garrison on this node)")
+            self._failed = StoreError(self.path, reason)
         return self._failed
 
     # -- wakeups -----------------------------------------------------------------------
