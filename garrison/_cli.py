@@ -32,6 +32,7 @@ from typing import Any
 import trio
 
 from . import _cli_signals, _observe
+from ._cli_options import run_verb
 from ._duration import parse_lease
 from ._errors import ConfigError, ProcessError, StoreError, StoreLocked, StoreVersionError
 from ._targets import check_target, exit_is_import_error, is_script, script_spec
@@ -832,6 +833,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.func not in (cmd_run, cmd_ui):  # (those two act on an early signal)
         _cli_signals.restore()
     setup_logging(args.log_level, args.log_format)
+    if args.func is cmd_check:  # (the others that print only act on a store)
+        return run_verb("check", lambda: cmd_check(args), acts=False)
     code: int = args.func(args)
     return code
 

@@ -113,21 +113,73 @@ def store_of_config(path: str) -> str:
                        "entry with a store)"), 2)
 
 
-def run_verb(group: str, run: Callable[[], None]) -> int:
-    """Run one verb of ``garrison GROUP``; returns the exit status: 0, a
-    :class:`~garrison._store_tools.ToolError`'s code (its message one line on stderr),
-    or :data:`BROKEN_PIPE`, silently, when the reader (``| head``) went away."""
+class _OutputFailed(Exception):
+    """Writing the command's output failed (a full disk): not the store's failure, so
+    not an ``OSError`` a verb would report as one."""
+
+
+class _Output:
+    """The command's standard output, whose write errors are :class:`_OutputFailed`
+    (a reader gone, ``BrokenPipeError``, stays itself)."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return int(self._stream.write(text))
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise _OutputFailed(exc.strerror or str(exc)) from None
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise _OutputFailed(exc.strerror or str(exc)) from None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def run_verb(group: str, run: Callable[[], int | None], *, acts: bool = True) -> int:
+    """Run one verb of ``garrison GROUP``; returns the exit status: what ``run``
+    returns (``None``: 0), a :class:`~garrison._store_tools.ToolError`'s code (its
+    message one line on stderr), :data:`BROKEN_PIPE`, silently, when the reader
+    (``| head``) went away, or 1 when the output cannot be written (said on stderr:
+    what the verb wrote to the store before printing stays written). A verb that
+    ``acts`` runs nothing with standard output closed (2): what it would print, such as
+    a started workflow's id, would be lost."""
+    stdout = sys.stdout
+    if stdout is None:
+        if not acts:
+            return run() or 0
+        print(f"garrison {group}: standard output is closed, so what the command prints "
+              "would be lost; nothing was done (redirect it, to /dev/null to drop it)",
+              file=sys.stderr)
+        return 2
+    sys.stdout = _Output(stdout)
     try:
-        run()
+        code = run()
         sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
-    except BrokenPipeError:
+    except (BrokenPipeError, _OutputFailed) as exc:
         # Point stdout at /dev/null so the interpreter's last flush of what is still
         # buffered cannot fail again.
         devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        os.dup2(devnull, stdout.fileno())
         os.close(devnull)
-        return BROKEN_PIPE
+        if isinstance(exc, BrokenPipeError):
+            return BROKEN_PIPE
+        print(f"garrison {group}: cannot write the output: {exc}" + (
+            " (what the command changed in the store before printing is changed)"
+            if acts else ""), file=sys.stderr)
+        return 1
     except ToolError as exc:
         print(f"garrison {group}: {exc}", file=sys.stderr)
         return exc.code
-    return 0
+    finally:
+        sys.stdout = stdout
+    return code or 0

@@ -397,6 +397,9 @@ def _retry(store: Any, args: argparse.Namespace) -> None:
 def _export(store: Any, args: argparse.Namespace) -> None:
     from .hosts.workflow import History
 
+    if args.json:  # (standard JSON would turn a NaN into "NaN": not what the code saw)
+        raise _Fail("export prints the history as JSON already, a NaN kept bare for a "
+                    "replay: --json (standard JSON, NaN as \"NaN\") is not for export", 2)
     rec = tools.get(store, args.id)
     print(json.dumps(History.from_store(store, rec.workflow_id).to_json(), indent=2,
                      default=str))

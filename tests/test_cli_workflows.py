@@ -495,6 +495,46 @@ def test_a_closed_pipe_ends_quietly(store_path: str) -> None:
     assert done.returncode == 128 + signal.SIGPIPE
 
 
+def test_an_output_that_cannot_be_written_is_not_called_a_store_failure(
+        store_path: str) -> None:
+    """``signal ... > /dev/full``: the signal was queued, then printing its line failed;
+    that was reported as ``store 'app.db': No space left on device``, exit 2 (an
+    unusable store: a script retries, and signals twice). With standard output closed
+    (``>&-``) a command was a traceback (``garrison check``, ``export``) or ran with its
+    output lost."""
+    _plain_store(store_path)
+
+    def cli(*argv: str, stdout: Any) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "garrison", *argv], cwd=ROOT,
+                              stdout=stdout, stderr=subprocess.PIPE, text=True, timeout=60)
+
+    with open("/dev/full", "w") as full:
+        done = cli("workflows", "--store", store_path, "signal", "w1", "go", "1",
+                   stdout=full)
+        assert done.returncode == 1, done.stderr
+        assert done.stderr == ("garrison workflows: cannot write the output: No space left "
+                               "on device (what the command changed in the store before "
+                               "printing is changed)\n")
+        done = cli("check", str(ROOT / "examples" / "demo" / "app.yaml"), stdout=full)
+        assert done.returncode == 1
+        assert done.stderr == "garrison check: cannot write the output: No space left on device\n"
+    with open_store(store_path) as s:  # the signal was queued, once
+        assert [m.topic for m in s.pending_messages("w1")] == ["go"]
+    code = ("import os, sys; os.close(1); sys.stdout = None; from garrison._cli import main; "
+            f"sys.exit(main(['workflows', '--store', {store_path!r}, 'signal', 'w1', 'x']))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, stderr=subprocess.PIPE,
+                          text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert "standard output is closed" in done.stderr and "nothing was done" in done.stderr
+    with open_store(store_path) as s:
+        assert [m.topic for m in s.pending_messages("w1")] == ["go"]
+    done = subprocess.run([sys.executable, "-m", "garrison", "check",
+                           str(ROOT / "examples" / "demo" / "app.yaml")], cwd=ROOT,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                          timeout=60, pass_fds=(), preexec_fn=lambda: os.close(1))
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+
+
 def test_a_read_only_file_system_is_one_line_and_exit_2(tmp_path: Path) -> None:
     from test_persistence_file import _read_only_available, run_on_read_only
 

@@ -294,6 +294,10 @@ async def test_export_then_replay_the_file_in_a_test(
     assert [r["kind"] for r in data["journal"]][:3] == ["promise", "timer", "first"]
     path = tmp_path / "r-1.json"
     path.write_text(out)
+    # --json (standard JSON, a NaN as "NaN") would not be the history the code saw
+    code, out, err = await trio.to_thread.run_sync(
+        lambda: cli_here(capsys, "--store", store, "export", "r-1", "--json"))
+    assert (code, out) == (2, "") and "is not for export" in err
 
     result = garrison.testing.replay(path)  # from a trio test: a thread of its own
     assert result.ok and result.checked == result.records == len(data["journal"])
