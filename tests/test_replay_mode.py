@@ -404,6 +404,20 @@ def test_a_history_that_is_not_one_is_a_clear_error(tmp_path: Path) -> None:
         garrison.testing.replay({"journal": []})
     with pytest.raises(ValueError, match="journal record 0 needs an integer 'seq'"):
         garrison.testing.replay({"name": "ops_app:order", "journal": [{"seq": "1"}]})
+    # a byte that is not UTF-8 (was a bare UnicodeDecodeError, no file named)
+    binary = tmp_path / "bin.json"
+    binary.write_bytes(b'{"name": "\xff\xfe"}')
+    with pytest.raises(ValueError, match=r"bin\.json' is not JSON: its byte 10 is not UTF-8"):
+        garrison.testing.replay(binary)
+    # an outcome of the wrong shape: it replayed ok=True, the code "raising" a TypeError
+    # or KeyError of garrison's own reading of it
+    for kind, outcome in (("activity", 5), ("activity", {"weird": 1}), ("sleep", {}),
+                          ("timer", {"deadline": "soon"}), ("first", {"index": "0"}),
+                          ("await_promise", None)):
+        with pytest.raises(ValueError, match=rf"^history: journal record 0 \(seq 1, {kind}\): "
+                           r"'outcome' must be \{"):
+            garrison.testing.replay({"name": "ops_app:order", "journal": [
+                {"seq": 1, "kind": kind, "name": "x", "outcome": outcome}]})
     # code that does not import is no divergence (it was reported as one at seq 0)
     missing = garrison.hosts.workflow.History.from_json(
         {"name": "ops_app:no_such_function", "journal": []})

@@ -47,6 +47,9 @@ def replay(history: Any, target: Any = None) -> ReplayResult:
                              ) from None
         except json.JSONDecodeError as exc:
             raise ValueError(f"history {str(path)!r} is not JSON: {exc}") from None
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"history {str(path)!r} is not JSON: its byte {exc.start} is "
+                             "not UTF-8") from None
         loaded = History.from_json(data, f"history {str(path)!r}")
     else:
         loaded = History.from_json(history)

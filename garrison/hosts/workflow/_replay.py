@@ -51,6 +51,7 @@ from ._instance import WorkflowInstance
 from ._journal import (
     CANCEL,
     Entry,
+    JournalKind,
     error_from_plain,
     error_to_plain,
     initial_state,
@@ -188,6 +189,11 @@ class History:
                 raise ValueError(f"{where}: journal record {i}: seq {rec['seq']} comes after "
                                  f"seq {journal[-1].seq} (a journal's records are in seq order, "
                                  "each seq once)")
+            shape = _outcome_shape(rec["kind"], outcome)
+            if shape is not None:
+                raise ValueError(f"{where}: journal record {i} (seq {rec['seq']}, "
+                                 f"{rec['kind']}): 'outcome' must be {shape}, got "
+                                 f"{outcome!r:.80}")
             journal.append(Entry(rec["seq"], rec["kind"], str(rec.get("name", "")), outcome,
                                  attempts))
             size = rec.get("size")
@@ -257,6 +263,30 @@ class History:
             "timers": [{"seq": seq, "kind": kind, "deadline": _iso(deadline)}
                        for seq, (deadline, kind) in sorted(self.timers.items())],
         }
+
+
+def _outcome_shape(kind: str, out: Any) -> str | None:
+    """What a record of ``kind`` must hold if ``out`` is not that (a damaged or
+    hand-edited history, which would otherwise fail inside the replayed code as if the
+    code raised); ``None`` when it is, or for kinds whose outcome is not checked."""
+    if kind == JournalKind.ACTIVITY:
+        if isinstance(out, dict) and ("ok" in out or isinstance(out.get("error"), dict)):
+            return None
+        return '{"ok": value} or {"error": {"type": ..., "message": ...}}'
+    if kind in (JournalKind.SLEEP, JournalKind.TIMER):
+        deadline = out.get("deadline") if isinstance(out, dict) else None
+        if type(deadline) in (int, float):
+            return None
+        return '{"deadline": unix seconds}'
+    if kind == JournalKind.FIRST:
+        if isinstance(out, dict) and type(out.get("index")) is int:
+            return None
+        return '{"index": the position of the awaitable that won}'
+    if kind == JournalKind.AWAIT_PROMISE:
+        if isinstance(out, dict) and ("value" in out or "rejected" in out):
+            return None
+        return '{"value": value} or {"rejected": message}'
+    return None
 
 
 def _iso(value: float | None) -> str | None:
