@@ -444,12 +444,14 @@ def _console_problem(bind: str | None, token: str | None, option: str,
                     "console (--ui)")
         return None
     try:
+        import hypercorn.trio  # noqa: F401  (what serves it: imported only then)
+
         from .console import check_bind
     except ImportError as exc:
         return (f"the web console needs the ui extra: pip install 'garrison[ui]' (in a "
                 f"source checkout: pip install -e '.[ui]') ({exc.name} is missing)")
     try:
-        check_bind(bind, token, forwarded_allow_ips)
+        check_bind(bind, token, forwarded_allow_ips, cli=True)
     except ValueError as exc:
         return str(exc).replace("--bind", option, 1)
     if sessions:
@@ -457,7 +459,7 @@ def _console_problem(bind: str | None, token: str | None, option: str,
 
         try:
             check_sessions(sessions.get("session_idle", "1h"),
-                           sessions.get("session_max_age", "12h"))
+                           sessions.get("session_max_age", "12h"), cli=True)
         except ValueError as exc:
             return str(exc)
     return None
@@ -471,7 +473,7 @@ def _metrics_problem(bind: str | None) -> str | None:
     from .metrics import parse_bind
 
     try:
-        parse_bind(bind)
+        parse_bind(bind, "--metrics")
         import prometheus_client  # noqa: F401
     except ImportError as exc:
         return (f"--metrics needs the metrics extra: pip install 'garrison[metrics]' "

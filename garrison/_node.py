@@ -664,6 +664,13 @@ class Node:
             await self._nursery.start(member.run)
         await self._add_host(host)
 
+    @property
+    def stopped(self) -> bool:
+        """True once the node began to stop (its ``async with`` block ended, or
+        ``garrison run`` is stopping it): its stores close, so what reads them (a
+        console or a metrics server of your own nursery) answers ``503`` from then on."""
+        return self._router.stopping
+
     # ================================================================== cluster
     @property
     def clustered(self) -> bool:

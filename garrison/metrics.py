@@ -30,6 +30,8 @@ import attrs
 import trio
 
 from . import _observe
+from ._bind import split_bind
+from ._duration import parse_duration
 
 __all__ = ["DEFAULT_BIND", "MAX_CONNECTIONS", "TIMEOUT", "MetricsAddress", "MetricsError",
            "NodeCollector", "collect", "parse_bind", "serve", "serving"]
@@ -46,6 +48,8 @@ TIMEOUT = 10.0
 _MAX_HEAD = 16 * 1024
 #: how long (seconds) a refused connection is read out after its 503, at most
 _LINGER = 2.0
+#: the most read out after a 431 (a head too long), before the close
+_MAX_READ_OUT = 1024 * 1024
 
 log = logging.getLogger("garrison.metrics")
 
@@ -220,19 +224,15 @@ def collect(node: Any, registry: Any = None) -> Any:
     return registry
 
 
-def parse_bind(bind: str) -> tuple[str, int]:
+def parse_bind(bind: str, what: str = "bind") -> tuple[str, int]:
     """``(host, port)`` of ``HOST:PORT`` (``[::1]:9464`` for IPv6); ``ValueError``
-    naming the input otherwise. Port 0 picks a free one."""
-    host, sep, port_text = str(bind).rpartition(":")
-    if not sep or not host or not (port_text.isascii() and port_text.isdigit()) \
-            or int(port_text) > 65535:
-        raise ValueError(f"--metrics {bind!r}: expected HOST:PORT, e.g. {DEFAULT_BIND} "
-                         "(port 0 picks a free one)")
-    return host.strip("[]"), int(port_text)
+    naming the input (and ``what`` it was given as) otherwise, ``TypeError`` for no
+    string. Port 0 picks a free one."""
+    return split_bind(bind, what, DEFAULT_BIND)
 
 
 async def serve(node: Any, bind: str = DEFAULT_BIND, *, registry: Any = None,
-                max_connections: int = MAX_CONNECTIONS, timeout: float = TIMEOUT,
+                max_connections: int = MAX_CONNECTIONS, timeout: float | str = TIMEOUT,
                 task_status: trio.TaskStatus[MetricsAddress] = trio.TASK_STATUS_IGNORED,
                 ) -> None:
     """Serve ``GET /metrics`` (Prometheus text format) for ``node`` on ``bind`` until
@@ -254,6 +254,7 @@ async def serve(node: Any, bind: str = DEFAULT_BIND, *, registry: Any = None,
     if isinstance(max_connections, bool) or not isinstance(max_connections, int) \
             or max_connections < 1:
         raise ValueError(f"max_connections={max_connections!r}: expected a whole number >= 1")
+    timeout = parse_duration(timeout, what="timeout")  # (seconds, or "10s")
     if not timeout > 0:
         raise ValueError(f"timeout={timeout!r}: expected seconds > 0")
     if registry is None:
@@ -261,6 +262,10 @@ async def serve(node: Any, bind: str = DEFAULT_BIND, *, registry: Any = None,
     from prometheus_client.exposition import choose_encoder
 
     limiter = trio.CapacityLimiter(max_connections)
+
+    def stopped() -> bool:
+        return bool(getattr(node, "stopped", False))
+
     lingering = trio.CapacityLimiter(max_connections)  # refusals reading a request out
 
     async def handler(stream: trio.SocketStream) -> None:
@@ -271,7 +276,7 @@ async def serve(node: Any, bind: str = DEFAULT_BIND, *, registry: Any = None,
             return
         try:
             await _handle(stream, registry=registry, choose_encoder=choose_encoder,
-                          timeout=timeout)
+                          timeout=timeout, stopped=stopped)
         finally:
             limiter.release()
 
@@ -291,7 +296,7 @@ async def serve(node: Any, bind: str = DEFAULT_BIND, *, registry: Any = None,
 @asynccontextmanager
 async def serving(node: Any, bind: str = DEFAULT_BIND, *,
                   max_connections: int = MAX_CONNECTIONS,
-                  timeout: float = TIMEOUT) -> AsyncIterator[MetricsAddress]:
+                  timeout: float | str = TIMEOUT) -> AsyncIterator[MetricsAddress]:
     """:func:`serve` for the duration of an ``async with`` block::
 
         async with garrison.metrics.serving(node, "127.0.0.1:9464") as where:
@@ -313,7 +318,8 @@ async def serving(node: Any, bind: str = DEFAULT_BIND, *,
 
 
 _REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
-            500: "Internal Server Error", 503: "Service Unavailable"}
+            431: "Request Header Fields Too Large", 500: "Internal Server Error",
+            503: "Service Unavailable"}
 
 
 _TEXT = "text/plain; charset=utf-8"
@@ -361,10 +367,24 @@ async def _refuse(stream: trio.SocketStream, limit: int, timeout: float,
         await trio.aclose_forcefully(stream)
         return
     try:
+        await _read_out(stream, min(timeout, _LINGER), until_head=True)
+    finally:
+        lingering.release()
+        await trio.aclose_forcefully(stream)
+
+
+async def _read_out(stream: trio.SocketStream, seconds: float, *,
+                    until_head: bool = False) -> None:
+    """After an answer: half-close, and read what the client still sends (for at most
+    ``seconds``; ``until_head``: up to the end of a request head, or :data:`_MAX_HEAD`
+    bytes; else up to :data:`_MAX_READ_OUT`) before the caller closes. A socket closed
+    with bytes unread is reset, and the client would read the reset, not the answer."""
+    try:
         await stream.send_eof()
         tail, read = b"", 0
-        with trio.move_on_after(min(timeout, _LINGER)):
-            while b"\r\n\r\n" not in tail and read < _MAX_HEAD:
+        limit = _MAX_HEAD if until_head else _MAX_READ_OUT
+        with trio.move_on_after(seconds):
+            while not (until_head and b"\r\n\r\n" in tail) and read < limit:
                 chunk = await stream.receive_some(4096)
                 if not chunk:
                     break
@@ -372,15 +392,14 @@ async def _refuse(stream: trio.SocketStream, limit: int, timeout: float,
                 tail = tail[-3:] + chunk
     except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
         pass
-    finally:
-        lingering.release()
-        await trio.aclose_forcefully(stream)
 
 
 async def _handle(stream: trio.SocketStream, *, registry: Any, choose_encoder: Any,
-                  timeout: float = TIMEOUT) -> None:
+                  timeout: float = TIMEOUT, stopped: Any = lambda: False) -> None:
     """One HTTP/1.x request, answered and closed (``timeout`` seconds to send the
-    request, as many to take the answer)."""
+    request, as many to take the answer). A head over :data:`_MAX_HEAD` is answered
+    ``431`` and read out before the close (else the client reads a reset, not the
+    answer); once the node ``stopped()``, ``/metrics`` is ``503``."""
     try:
         head = b""
         with trio.move_on_after(timeout):
@@ -395,13 +414,23 @@ async def _handle(stream: trio.SocketStream, *, registry: Any, choose_encoder: A
         for line in lines[1:]:
             key, _, value = line.partition(":")
             headers[key.strip().lower()] = value.strip()
+        if b"\r\n\r\n" not in head and len(head) >= _MAX_HEAD:
+            status, ctype = 431, _TEXT
+            body = f"request head over {_MAX_HEAD} bytes\n".encode()
+            with trio.move_on_after(timeout):
+                await stream.send_all(_response(status, ctype, body))
+            await _read_out(stream, min(timeout, _LINGER))
+            return
         if len(parts) != 3 or not parts[2].startswith("HTTP/"):
             status, body, ctype = 400, b"bad request\n", "text/plain; charset=utf-8"
         elif parts[0] not in ("GET", "HEAD"):
             status, body, ctype = 405, b"only GET\n", "text/plain; charset=utf-8"
         else:
             path = parts[1].split("?", 1)[0]
-            if path == "/metrics":
+            if path == "/metrics" and stopped():
+                status, ctype = 503, _TEXT
+                body = b"the node these metrics are of has stopped\n"
+            elif path == "/metrics":
                 status, ctype, body = _scrape(registry, choose_encoder, headers.get("accept"))
             elif path == "/":
                 status, ctype = 200, "text/html; charset=utf-8"

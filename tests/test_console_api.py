@@ -436,13 +436,26 @@ def test_binding_off_loopback_needs_a_token() -> None:
     assert check_bind("127.0.0.1:8233", None) == ("127.0.0.1", 8233, True)
     assert check_bind("[::1]:0", None) == ("::1", 0, True)
     assert check_bind("localhost:9000", None)[2] is True
-    with pytest.raises(ValueError, match=r"not a loopback address.*--token"):
+    with pytest.raises(ValueError, match=r"not a loopback address.*needs a token= argument"):
         check_bind("0.0.0.0:8233", None)
     with pytest.raises(ValueError, match="at least 16 characters"):
         check_bind("0.0.0.0:8233", "short")
     assert check_bind("0.0.0.0:8233", TOKEN) == ("0.0.0.0", 8233, False)
     with pytest.raises(ValueError, match="expected HOST:PORT"):
         check_bind("8233", None)
+
+
+async def test_serve_console_names_an_argument_of_the_wrong_type() -> None:
+    """``store=12345`` started the console, then every API request was a 500 with a
+    traceback logged; ``bind=8233`` and ``token=<int>`` were an AttributeError and a
+    TypeError from deep inside. Each is a ``TypeError`` naming the argument now."""
+    with pytest.raises(TypeError, match=r"^serve_console\(store=...\): expected a store's "
+                       r"path, a postgresql:// URL or an open store, got int 12345"):
+        await garrison.console.serve_console(store=12345)
+    with pytest.raises(TypeError, match=r"^bind: expected 'HOST:PORT' as a string"):
+        await garrison.console.serve_console(store=12345, bind=8233)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"^token: expected a string, got int"):
+        await garrison.console.serve_console(store=12345, token=5)  # type: ignore[arg-type]
 
 
 async def test_a_token_no_bearer_header_can_carry_is_refused_at_start(
@@ -459,7 +472,7 @@ async def test_a_token_no_bearer_header_can_carry_is_refused_at_start(
     store.close()
     for bad, named in ((token, "'ä'"), (TOKEN + "\n", "'\\n'"),
                        ("two words of the token", "' '")):
-        with pytest.raises(ValueError, match=f"--token: .*{re.escape(named)}"):
+        with pytest.raises(ValueError, match=f"^token: .*{re.escape(named)}"):
             check_bind("0.0.0.0:8233", bad)
     assert check_bind("0.0.0.0:8233", "A-z_0.9~+/=" * 2)[2] is False
 
@@ -938,8 +951,11 @@ async def test_behind_a_tls_proxy(seeded: str) -> None:
         page = await c.get("/", headers=forwarded)
         assert "secure" not in page.headers["set-cookie"].lower()
 
-    with pytest.raises(ValueError, match="needs --token"):
+    with pytest.raises(ValueError, match="needs a token= argument"):
         check_bind("127.0.0.1:8233", None, "127.0.0.1")
+    with pytest.raises(ValueError, match=r"^--forwarded-allow-ips: .*needs --token \(or "
+                       r"GARRISON_UI_TOKEN\)"):
+        check_bind("127.0.0.1:8233", None, "127.0.0.1", cli=True)
     with pytest.raises(ValueError, match="'nonsense' is not an IP address"):
         check_bind("127.0.0.1:8233", TOKEN, "10.0.0.1,nonsense")
     assert check_bind("127.0.0.1:8233", TOKEN, "10.0.0.0/8, *")[2] is True
@@ -1214,8 +1230,8 @@ async def test_sessions_expire_when_idle_and_at_their_maximum_age(
             "Authorization": f"Bearer {TOKEN}"})).status_code == 200
     store.close()
 
-    for idle, age, said in (("0s", "1h", "--session-idle '0s': expected a positive"),
-                            ("1h", "soon", "invalid --session-max-age 'soon'")):
+    for idle, age, said in (("0s", "1h", "session_idle '0s': expected a positive"),
+                            ("1h", "soon", "invalid session_max_age 'soon'")):
         with pytest.raises(ValueError, match=re.escape(said)):
             await garrison.console.serve_console(store=store_path, session_idle=idle,
                                                  session_max_age=age)

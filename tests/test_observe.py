@@ -556,6 +556,51 @@ def test_a_bad_bind_names_the_input() -> None:
         garrison.metrics.parse_bind("nowhere")
 
 
+@pytest.mark.parametrize("bind", ["127.0.0.1:0:0", " 127.0.0.1:0", "127.0.0.1 :0",
+                                  "[127.0.0.1]]:0", "[127.0.0.1]:0", "[::1:0", "::1:0",
+                                  "[]:0", "local host:0"])
+def test_a_malformed_host_is_refused_before_anything_starts(bind: str) -> None:
+    """``127.0.0.1:0:0`` was split at its last colon and ``127.0.0.1:0`` taken for the
+    host: refused only by the resolver once the node had started its services; a
+    leading space alike, and ``[127.0.0.1]]:0`` was served (its brackets stripped)."""
+    from garrison.console import check_bind
+
+    with pytest.raises(ValueError, match=r"^bind .*: expected HOST:PORT"):
+        garrison.metrics.parse_bind(bind)
+    with pytest.raises(ValueError, match=r"^bind .*: expected HOST:PORT"):
+        check_bind(bind, None)
+    assert garrison.metrics.parse_bind("[::1]:9464") == ("::1", 9464)
+    assert garrison.metrics.parse_bind("localhost:0", "--metrics") == ("localhost", 0)
+    with pytest.raises(TypeError, match=r"^bind: expected 'HOST:PORT' as a string.*int 8233"):
+        garrison.metrics.parse_bind(8233)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"^bind: expected 'HOST:PORT' as a string.*int 8233"):
+        check_bind(8233, None)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"^token: expected a string, got int"):
+        check_bind("127.0.0.1:0", 12345678901234567890)  # type: ignore[arg-type]
+
+
+async def test_metrics_of_a_stopped_node_are_a_503_and_a_huge_head_a_431(
+        autojump_clock: Any) -> None:
+    """Served from a nursery of one's own, the server outlives the node: it went on
+    answering the node's last figures as live (the console answers 503 then). A
+    request head over 16 KiB was answered and the socket closed with the rest unread:
+    the client read a connection reset, not the answer."""
+    async with trio.open_nursery() as nursery:
+        async with garrison.open_node() as node:
+            where = await nursery.start(partial(garrison.metrics.serve, node, "127.0.0.1:0",
+                                                timeout="10s"))
+            assert (await _get(where.port))[0] == "HTTP/1.1 200 OK"
+            status, body = await _get(where.port, headers=f"X-Big: {'x' * 40_000}\r\n")
+            assert status == "HTTP/1.1 431 Request Header Fields Too Large", status
+            assert body == "request head over 16384 bytes\n"
+            assert (await _get(where.port))[0] == "HTTP/1.1 200 OK"
+        status, body = await _get(where.port)
+        assert status == "HTTP/1.1 503 Service Unavailable"
+        assert body == "the node these metrics are of has stopped\n"
+        assert (await _get(where.port, "/"))[0] == "HTTP/1.1 200 OK"
+        nursery.cancel_scope.cancel()
+
+
 # ------------------------------------------------------------------ garrison run --metrics
 APP = """\
 version: "1.0"
@@ -718,6 +763,13 @@ def test_garrison_run_refuses_a_bad_metrics_address(tmp_path: Path) -> None:
                            "9464"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert "--metrics '9464': expected HOST:PORT" in done.stderr
+    done = subprocess.run([sys.executable, "-m", "garrison", "run", "app.yaml", "--metrics",
+                           "127.0.0.1:0:0"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 2  # before anything started (it was once services ran)
+    assert done.stderr == ("garrison run: --metrics '127.0.0.1:0:0': expected HOST:PORT, e.g. "
+                           "127.0.0.1:9464 (an IPv6 address in brackets, [::1]:PORT; port 0 "
+                           "picks a free one)\n"), done.stderr
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -805,6 +857,32 @@ def test_garrison_run_without_prometheus_says_what_to_install(tmp_path: Path) ->
                                            "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"})
     assert done.returncode == 2
     assert "--metrics needs the metrics extra: pip install 'garrison[metrics]'" in done.stderr
+
+
+@pytest.mark.parametrize("argv", [["run", "app.yaml", "--ui", "127.0.0.1:0"],
+                                  ["ui", "--store", "app.db"]])
+def test_the_console_without_hypercorn_says_what_to_install(tmp_path: Path,
+                                                            argv: list[str]) -> None:
+    """Starlette and Jinja2 present (as with FastAPI installed), Hypercorn not: the
+    check before start imported only the console's app, and the node started, then
+    died of the ImportError (a traceback, exit 1)."""
+    write_app(tmp_path)
+    (tmp_path / "app.db").write_bytes(b"")
+    (tmp_path / "sitecustomize.py").write_text(textwrap.dedent("""
+        import sys
+        class Blocker:
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] == "hypercorn":
+                    raise ImportError(f"No module named {name!r}", name=name)
+        sys.meta_path.insert(0, Blocker())
+    """))
+    done = subprocess.run([sys.executable, "-m", "garrison", *argv], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60, env={
+                              **os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"})
+    assert done.returncode == 2, done.stderr
+    assert done.stderr == (f"garrison {argv[0]}: the web console needs the ui extra: pip "
+                           "install 'garrison[ui]' (in a source checkout: pip install -e "
+                           "'.[ui]') (hypercorn is missing)\n"), done.stderr
 
 
 class _Unprintable(Exception):

@@ -617,7 +617,7 @@ class NodeBackend(Backend):
     def _running(self) -> None:
         """503 once the node stops: its stores close with it, and a read or an action
         on them would fail deep inside (a 500 with nothing said)."""
-        if self.node._router.stopping:
+        if self.node.stopped:
             raise ApiError(503, "the node this console is attached to has stopped (its "
                                 "stores are closed); start it again, or open its store "
                                 "with: garrison ui --store PATH")

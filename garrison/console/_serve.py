@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 import attrs
 import trio
 
+from .._bind import split_bind
 from ._app import make_app
 from ._backend import Backend, NodeBackend, StoreBackend
 from ._security import SESSION_IDLE, SESSION_MAX_AGE, is_loopback, parse_proxies
@@ -42,38 +43,42 @@ class ConsoleAddress:
 
 
 def check_bind(bind: str, token: str | None,
-               forwarded_allow_ips: str | list[str] | None = None) -> tuple[str, int, bool]:
+               forwarded_allow_ips: str | list[str] | None = None, *,
+               cli: bool = False) -> tuple[str, int, bool]:
     """``(host, port, loopback)`` of ``HOST:PORT``; ``ValueError`` naming the problem,
     and for an address other than loopback without a token (or with a short one), a
     token that is not printable ASCII (no header could carry it), or trusted proxies
-    (``forwarded_allow_ips``: they serve it to the network) without a token."""
-    host, sep, port_text = bind.rpartition(":")
-    if not sep or not host or not (port_text.isascii() and port_text.isdigit()) \
-            or int(port_text) > 65535:
-        raise ValueError(f"--bind {bind!r}: expected HOST:PORT, e.g. {DEFAULT_BIND} "
-                         "(port 0 picks a free one)")
+    (``forwarded_allow_ips``: they serve it to the network) without a token;
+    ``TypeError`` for a ``bind`` or ``token`` that is no string. The messages name the
+    arguments (``bind``, ``token``), or with ``cli`` the options (``--bind``)."""
+    bind_, token_, proxies_ = (("--bind", "--token", "--forwarded-allow-ips") if cli
+                               else ("bind", "token", "forwarded_allow_ips"))
+    need = "--token (or GARRISON_UI_TOKEN)" if cli else "a token= argument"
+    host, port = split_bind(bind, bind_, DEFAULT_BIND)
+    if token is not None and not isinstance(token, str):
+        raise TypeError(f"{token_}: expected a string, got {type(token).__name__}")
     loopback = is_loopback(host)
     odd = next((c for c in token if not "!" <= c <= "~"), None) if token else None
     if token is not None and odd is not None:
         # a header is Latin-1 and its value trimmed: 'Authorization: Bearer' could
         # never carry it, though the console would start
-        raise ValueError(f"--token: {odd!r} at position {token.index(odd)} (of "
+        raise ValueError(f"{token_}: {odd!r} at position {token.index(odd)} (of "
                          f"{len(token)}) is not printable ASCII; a token is sent in an "
                          "HTTP header: letters, digits and punctuation only (no space, "
                          "newline or accented letter); make one with: python -c "
                          "'import secrets; print(secrets.token_urlsafe(24))'")
     if token is not None and len(token) < MIN_TOKEN:
-        raise ValueError(f"--token: expected at least {MIN_TOKEN} characters, got "
+        raise ValueError(f"{token_}: expected at least {MIN_TOKEN} characters, got "
                          f"{len(token)}; make one with: python -c "
                          "'import secrets; print(secrets.token_urlsafe(24))'")
     if not loopback and token is None:
-        raise ValueError(f"--bind {bind!r} is not a loopback address: serving the console "
-                         "to the network needs --token (or GARRISON_UI_TOKEN); bind "
+        raise ValueError(f"{bind_} {bind!r} is not a loopback address: serving the console "
+                         f"to the network needs {need}; bind "
                          f"{DEFAULT_BIND} to serve this machine only")
     if parse_proxies(forwarded_allow_ips) is not None and token is None:
-        raise ValueError("--forwarded-allow-ips: a console behind a proxy is served to the "
-                         "network and needs --token (or GARRISON_UI_TOKEN)")
-    return host.strip("[]"), int(port_text), loopback
+        raise ValueError(f"{proxies_}: a console behind a proxy is served to the "
+                         f"network and needs {need}")
+    return host, port, loopback
 
 
 async def serve_console(*, store: Any = None, node: Any = None, bind: str = DEFAULT_BIND,
@@ -122,6 +127,10 @@ async def serve_console(*, store: Any = None, node: Any = None, bind: str = DEFA
 
         backend = StoreBackend(open_store(str(store)), owned=True)
     elif store is not None:
+        if not callable(getattr(store, "list_workflows", None)):
+            raise TypeError(f"serve_console(store=...): expected a store's path, a "
+                            f"postgresql:// URL or an open store, got "
+                            f"{type(store).__name__} {store!r:.40}")
         backend = StoreBackend(store)
     else:
         raise ValueError("serve_console needs a node or a store")
@@ -151,13 +160,16 @@ async def serve_console(*, store: Any = None, node: Any = None, bind: str = DEFA
         backend.close()
 
 
-def check_sessions(idle: float | str, max_age: float | str) -> tuple[float, float]:
+def check_sessions(idle: float | str, max_age: float | str, *,
+                   cli: bool = False) -> tuple[float, float]:
     """``(idle, max_age)`` in seconds of the console's session expiry (durations:
-    ``"30m"``, ``"12h"``, seconds); ``ValueError`` naming the option otherwise."""
+    ``"30m"``, ``"12h"``, seconds); ``ValueError`` naming the argument (with ``cli``,
+    the option) otherwise."""
     from .._duration import parse_duration
 
     out = []
-    for value, option in ((idle, "--session-idle"), (max_age, "--session-max-age")):
+    for value, option in ((idle, "--session-idle" if cli else "session_idle"),
+                          (max_age, "--session-max-age" if cli else "session_max_age")):
         seconds = parse_duration(value, what=option)
         if not seconds > 0:
             raise ValueError(f"{option} {value!r}: expected a positive duration, e.g. 30m")
