@@ -565,6 +565,46 @@ def _most_at_once(spans: dict[str, tuple[float, float]]) -> int:
                for t, _ in spans.values())
 
 
+async def test_nodes_whose_cluster_wide_limits_differ_say_so(
+        postgres_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """Each node admits what it starts by its own config: a node started without the
+    ``cluster_max_concurrent`` (or ``rate``) the others have admits unchecked, and the
+    limit silently held for the other nodes' starts only. Each node now warns, once,
+    of a live node whose host of the same name has other cluster-wide limits."""
+    import logging
+
+    import trio
+
+    caplog.set_level(logging.WARNING, logger="garrison.cluster")
+
+    def said() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "cluster-wide limit" in r.getMessage()]
+
+    async with garrison.open_node(store=postgres_url, name="a", lease=LEASE,
+                                  cluster_max_concurrent=3, rate="10/1m"), \
+            garrison.open_node(store=postgres_url, name="same", lease=LEASE,
+                               cluster_max_concurrent=3, rate="10 / 60s"), \
+            garrison.open_node(store=postgres_url, name="b", lease=LEASE, max_concurrent=2):
+        with trio.fail_after(5 * LEASE):
+            while len(said()) < 3:
+                await trio.sleep(0.05)
+        await trio.sleep(LEASE)  # each said once
+    assert sorted(said()) == sorted([
+        "node a: workflow host 'workflows' has cluster_max_concurrent=3, rate=10/1m here but "
+        "cluster_max_concurrent=None, rate=None on node b: each node admits the workflows "
+        "it starts by its own config, so a cluster-wide limit holds only where it is set; "
+        "give every node the same",
+        "node same: workflow host 'workflows' has cluster_max_concurrent=3, rate=10/60s here "
+        "but cluster_max_concurrent=None, rate=None on node b: each node admits the "
+        "workflows it starts by its own config, so a cluster-wide limit holds only where it "
+        "is set; give every node the same",
+        *[f"node b: workflow host 'workflows' has cluster_max_concurrent=None, rate=None "
+          f"here but cluster_max_concurrent=3, rate={rate} on node {other}: each node admits "
+          "the workflows it starts by its own config, so a cluster-wide limit holds only "
+          "where it is set; give every node the same"
+          for other, rate in (("a", "10/1m"), ("same", "10/60s"))]]), said()
+
+
 def test_cluster_max_concurrent_holds_across_nodes_starting_at_once(
         postgres_url: str, nodes: list[Node]) -> None:
     """Two nodes start 10 workflows each at the same moment, cluster_max_concurrent=3:

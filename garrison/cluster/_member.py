@@ -133,6 +133,8 @@ class ClusterMember:
         #: the import error), never claimed again while it runs: a node of the cluster
         #: that has the code runs them (a rolling deploy)
         self._refused: dict[str, str] = {}
+        #: live nodes (epochs) whose cluster-wide limits were compared with this one's
+        self._limits_seen: set[int] = set()
 
     @property
     def epoch(self) -> int | None:
@@ -146,7 +148,7 @@ class ClusterMember:
         self.store.set_fence(epoch, self.name, idle_ms=int(max(self.lease / 2, 0.5) * 1000))
         sent = time.monotonic()  # (the row's lease_until is the server's now + lease)
         try:
-            self.pg.join(epoch, self.info)
+            self.pg.join(epoch, {**self.info, "limits": self._shared_limits()})
         except BaseException:
             if self._thread is None:  # at start: the node does not start (joining again,
                 self.store.set_fence(None, None)  # the fence stays: its epoch has no row,
@@ -167,6 +169,41 @@ class ClusterMember:
                 (str(info.get("name")), info.get("prefix")) for info in self._live.values()}
         log.info("node %s joined the cluster (epoch %d, lease %gs)", self.name, epoch,
                  self.lease)
+
+    def _shared_limits(self) -> dict[str, Any]:
+        """The host's limits that hold across the cluster (each node admits by its own
+        config), as its row tells the other nodes."""
+        limits = self.host.queue.limits
+        return {"host": self.host.name, "cluster_max_concurrent": limits.cluster_max_concurrent,
+                "rate": limits.rate, "starts": list(limits.starts or ()) or None}
+
+    def _compare_limits(self, live: dict[int, dict[str, Any]]) -> None:
+        """The thread: warn (once per node) of a live node whose host of this name has
+        other cluster-wide limits: a node without ``cluster_max_concurrent`` or
+        ``rate`` admits what it starts unchecked, so the limit silently holds for the
+        other nodes' starts only."""
+        mine = self._shared_limits()
+        for epoch, info in live.items():
+            if epoch == self.pg.epoch or epoch in self._limits_seen:
+                continue
+            self._limits_seen.add(epoch)
+            theirs = info.get("limits")
+            if not isinstance(theirs, dict) or theirs.get("host") != mine["host"]:
+                continue  # (a node of an older garrison does not say)
+            keys = ("cluster_max_concurrent", "starts")
+            if all(theirs.get(k) == mine[k] for k in keys):
+                continue
+
+            def shown(limits: dict[str, Any]) -> str:
+                return (f"cluster_max_concurrent={limits.get('cluster_max_concurrent')}, "
+                        f"rate={limits.get('rate')}")
+
+            log.warning("node %s: workflow host %r has %s here but %s on node %s: each "
+                        "node admits the workflows it starts by its own config, so a "
+                        "cluster-wide limit holds only where it is set; give every node the "
+                        "same", self.name, mine["host"], shown(mine), shown(theirs),
+                        info.get("name"))
+        self._limits_seen.intersection_update(live)
 
     def _limit(self) -> int:
         """How many workflows to claim now: this node's fair share, within the room its
@@ -702,6 +739,7 @@ class ClusterMember:
             with self._lock:
                 self._asked |= asked
             raise
+        self._compare_limits(live)
         keys = {(str(info.get("name")), info.get("prefix")) for info in live.values()}
         if keys != self._live_keys:
             self._live_keys = keys
