@@ -176,6 +176,12 @@ async def test_a_workflow_entry_of_the_config_cannot_be_mocked(tmp_path) -> None
     async with garrison.testing.workflow_env(config=tmp_path / "app.yaml") as env:
         with pytest.raises(TypeError, match=r"config entry 'app:order' is a workflow\.py"):
             env.mock_activity(ops_app.order, result=1)
+        # by its entry id (was a ValueError: "unknown activity ... No module named 'app'")
+        with pytest.raises(TypeError, match=r"^mock_activity\('app:order'\): 'app:order' is "
+                           r"the config's workflow\.py entry \(ops_app:order\), not an "
+                           r"activity: mock the activities it calls"):
+            env.mock_activity("app:order", result=1)
+        assert env.mocks == {}
 
 
 async def _schedules_tick(tmp_path: Any, monkeypatch: pytest.MonkeyPatch,

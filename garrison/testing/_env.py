@@ -276,6 +276,13 @@ class WorkflowEnv:
         if isinstance(fn, str):
             if is_activity_name(fn):  # an @activity, also one named by @activity(name=)
                 return fn
+            entry = self._config_entry(fn)
+            if entry is not None:  # an entry id of the config is no activity
+                source = getattr(entry, "source", "")
+                raise TypeError(f"{shown}: {fn!r} is the config's {entry.kind} entry"
+                                + (f" ({source})" if source else "") + ", not an activity"
+                                + (": mock the activities it calls, and run it with "
+                                   "env.start" if entry.kind == "workflow.py" else ""))
             try:
                 if ":" not in fn:
                     raise ValueError("not a 'module:qualname'")
@@ -300,6 +307,11 @@ class WorkflowEnv:
             raise ValueError(f"{shown}: the activity {fn!r} imports is journaled as {name!r}: "
                              f"mock {name!r} or the function itself")
         return name
+
+    def _config_entry(self, entry_id: str) -> Any:
+        """The config's entry of id ``entry_id`` (``ns:name``), or ``None``."""
+        config = self.node.config
+        return None if config is None else config.entries.get(entry_id)
 
     def _workflow_use(self, fn: Any, name: str) -> str | None:
         """How ``fn`` is known as a workflow in this environment, or ``None``."""
