@@ -344,8 +344,14 @@ def _started_line(node: Any, console_url: str | None) -> str:
         store = getattr(host, "store", None)
         if store is not None:
             stores.append(f"{name} on {store.path or 'an in-memory store'}")
-    services = [s.id for s in node.services()
-                if s.status not in (ServiceStatus.STOPPED, ServiceStatus.COMPLETED)]
+    singletons = set()
+    if node.clustered and node.config is not None:  # (each runs on one node: held or not)
+        singletons = {entry.id for entry in node.config.entries.values()
+                      if getattr(getattr(entry, "lifecycle", None), "singleton", False)}
+    services = [s.id for s in node.services() if s.id not in singletons
+                and s.status not in (ServiceStatus.STOPPED, ServiceStatus.COMPLETED)]
+    services += [f"{sid} (singleton: one node of the cluster runs it)"
+                 for sid in sorted(singletons)]
     schedules = []
     for name, host in node.hosts.items():
         if getattr(host, "store", None) is not None:

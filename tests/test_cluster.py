@@ -326,6 +326,34 @@ def test_a_singleton_service_runs_on_one_node_and_moves_when_it_is_lost(
     assert all(at < killed + 0.1 for name, at in lines() if name == "a")  # one at a time
 
 
+def test_garrison_runs_started_line_names_a_singleton_service(
+        postgres_url: str, tmp_path: Path) -> None:
+    """The line ``garrison run`` prints once its node runs listed the services running
+    then: a singleton service, claimed a moment later by the cluster thread (or held by
+    another node), was missing (``services: none``)."""
+    import os
+    import signal
+    import subprocess
+
+    config = Path(__file__).resolve().parent / "cluster" / "singleton.yaml"
+    env = {**os.environ, "GARRISON_BEAT_FILE": str(tmp_path / "beats"),
+           "PYTHONPATH": os.pathsep.join([str(config.parent), str(config.parents[2])])}
+    run = subprocess.Popen([sys.executable, "-m", "garrison", "run", str(config), "--store",
+                            postgres_url, "--name", "a", "--lease", "2s"], cwd=tmp_path,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert run.stderr is not None
+        seen = ""
+        while "Ctrl-C to stop" not in seen:
+            line = run.stderr.readline()
+            assert line, seen
+            seen += line
+        assert "services: app:beat (singleton: one node of the cluster runs it); " in seen, seen
+    finally:
+        run.send_signal(signal.SIGINT)
+        run.communicate(timeout=30)
+
+
 async def test_plain_processes_of_two_nodes_talk_and_see_a_lost_node_as_noconnection(
         postgres_url: str, nodes: list[Node]) -> None:
     import trio
