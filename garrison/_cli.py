@@ -405,8 +405,7 @@ async def _until_service_ends(node: Any, service_id: str) -> tuple[int, Any]:
             # a service it requires will never run again: it waits for it for ever, or
             # runs on without it (a requirement that gives up stops alone)
             if status[dep].status == ServiceStatus.GAVE_UP:
-                what = ("cannot start" if info.status == ServiceStatus.WAITING
-                        else "runs without what it requires")
+                what = info.status.without_requirement()
                 _run_failed(f"{service_id} {what}: {dep}, which it requires, gave up",
                             status[dep].last_error)
                 return 1, None

@@ -759,3 +759,15 @@ async def test_interrupt_start_on_a_node_that_runs_does_nothing(autojump_clock):
         assert info["t:flaky"].status == "running" and info["t:flaky"].restarts == 1
         assert info["t:manual"].status == "running"
     assert starts("flaky") == [0, 2] and starts("manual") == [3]
+
+
+def test_what_a_service_does_once_a_requirement_gave_up_is_one_rule() -> None:
+    """The node's log and ``garrison run --main SERVICE`` said it by two rules: one in
+    ``backoff`` (between restarts: its next start waits for what it requires) was
+    "cannot start" in the log and "runs without what it requires" on the command line."""
+    from garrison.supervision import ServiceStatus
+
+    up = {ServiceStatus.RUNNING, ServiceStatus.STARTING}
+    for status in ServiceStatus:
+        assert status.without_requirement() == (
+            "runs without what it requires" if status in up else "cannot start"), status

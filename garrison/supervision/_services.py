@@ -50,6 +50,18 @@ class ServiceStatus(enum.StrEnum):
     COMPLETED = "completed"  # its process returned normally: not restarted
     GAVE_UP = "gave_up"  # failed more than max_attempts times in a row
 
+    def without_requirement(self) -> str:
+        """What a service in this status does once a service it requires gave up: one
+        whose process is up ``"runs without what it requires"``, any other (waiting,
+        between restarts) ``"cannot start"`` (a start waits for what it requires).
+
+        >>> ServiceStatus.BACKOFF.without_requirement()
+        'cannot start'
+        """
+        if self in (ServiceStatus.RUNNING, ServiceStatus.STARTING):
+            return "runs without what it requires"
+        return "cannot start"
+
 
 _SETTLED = frozenset({ServiceStatus.STARTING, ServiceStatus.RUNNING, ServiceStatus.BACKOFF,
                       ServiceStatus.GAVE_UP, ServiceStatus.COMPLETED})
@@ -365,9 +377,7 @@ class ServiceManager:
                 if not dep.wanted or dep.status in (ServiceStatus.GAVE_UP,
                                                      ServiceStatus.COMPLETED):
                     continue
-                what = ("runs without what it requires"
-                        if dep.status in (ServiceStatus.RUNNING, ServiceStatus.STARTING)
-                        else "cannot start")
+                what = dep.status.without_requirement()
                 log.error("%s: %s: %s, which it requires, gave up (%s)", dep.entry.id, what,
                           entry.id, error, extra={"service": dep.entry.id, "error": error})
             return
