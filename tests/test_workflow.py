@@ -435,6 +435,45 @@ async def test_an_activity_result_no_store_can_hold_fails_once_not_retried(
     assert rec.attempts == 1 and rec.outcome["error"]["type"] == "PayloadError"
 
 
+@garrison.activity
+async def _says_five_as_text() -> int:
+    app.LOG.append("ran")
+    return "5"  # type: ignore[return-value]
+
+
+async def _catches_what_its_activity_returned(started: bool) -> str:
+    try:
+        if started:
+            await garrison.workflow.start(_says_five_as_text)
+        else:
+            await _says_five_as_text()
+    except garrison.ActivityError as exc:
+        return f"compensated: {exc}"
+    return "not caught"
+
+
+@pytest.mark.parametrize("started", [False, True])
+async def test_a_result_its_annotation_refuses_is_the_activitys_final_failure(
+        node: garrison.Node, autojump_clock: Any, started: bool) -> None:
+    """README: an activity that returns a value its annotation does not accept fails
+    for good (ActivityError with the PayloadError, recorded; not retried). The value
+    was recorded as its result, and the PayloadError then raised past the workflow's
+    ``except ActivityError``: the workflow failed, its compensation never ran, and a
+    retry failed again at the same record."""
+    app.LOG.clear()
+    await node.start_workflow(_catches_what_its_activity_returned, started, id="five")
+    said = await node.workflow("five").result()
+    assert said.startswith("compensated: PayloadError: cannot restore the result of "
+                           "activity 'test_workflow:_says_five_as_text' as int: expected an "
+                           'integer, got a string "5"'), said
+    assert app.LOG == ["ran"]  # once: it ran, and running it again repeats its effect
+    (rec,) = node.workflow("five").history()
+    assert rec.attempts == 1 and rec.outcome["error"]["type"] == "PayloadError"
+    history = garrison.hosts.workflow.History.from_store(node.hosts["workflows"].store,
+                                                         "five")
+    assert (await garrison.hosts.workflow.replay_history(history)).ok
+
+
 async def test_a_retried_activity_fails_with_its_last_error_alone(
         node: garrison.Node, autojump_clock: Any) -> None:
     # the first attempt runs in the step's fast path and the retry in the policy's
@@ -993,8 +1032,21 @@ async def test_activities_a_run_did_not_await_are_cancelled_when_it_ends(
                            ("held", "run 0"), ("held cancelled", "run 0")]
 
 
+def _recording_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An error of garrison's own while a started activity's result is recorded: it
+    escapes the activity's task (a result its annotation refuses did, before it was
+    made the activity's final failure)."""
+    from garrison.hosts.workflow import _activities
+
+    def broken(plain: Any, hint: Any, name: str) -> Any:
+        raise RuntimeError(f"recording the result of {name} failed: not a number")
+
+    monkeypatch.setattr(_activities, "_restored", broken)
+
+
 async def test_an_error_escaping_a_started_activity_fails_its_workflow(
-        node: garrison.Node) -> None:
+        node: garrison.Node, monkeypatch: pytest.MonkeyPatch) -> None:
+    _recording_fails(monkeypatch)
     pid = await node.start_workflow(app.starts_a_bad_result, id="bad")
     with pytest.raises(garrison.ProcessError) as raised:
         await node.wait(pid)
@@ -1003,20 +1055,23 @@ async def test_an_error_escaping_a_started_activity_fails_its_workflow(
 
 
 async def test_an_error_escaping_a_started_activity_after_the_function_returned_fails_it(
-        node: garrison.Node) -> None:
+        node: garrison.Node, monkeypatch: pytest.MonkeyPatch) -> None:
     """The function returned while the activity's result was being recorded: the error
     escapes when nothing of the function is left to cancel, and is not lost."""
+    _recording_fails(monkeypatch)
     pid = await node.start_workflow(app.returns_while_a_bad_result_is_recorded, id="late")
     with pytest.raises(garrison.ProcessError, match="not a number"):
         await node.wait(pid)
     assert node.workflow("late").status() == "failed"
-    assert [k for k, _ in kinds(node.workflow("late"))] == ["activity"]
+    assert [k for k, _ in kinds(node.workflow("late"))] == []  # (it failed before that)
 
 
 @pytest.mark.filterwarnings("ignore::trio.TrioDeprecationWarning")
-def test_an_escaping_error_fails_its_workflow_without_strict_exception_groups() -> None:
+def test_an_escaping_error_fails_its_workflow_without_strict_exception_groups(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """The same in a trio run whose nurseries raise an error bare, not in a group
     (deprecated in trio, still there)."""
+    _recording_fails(monkeypatch)
 
     async def main() -> None:
         async with garrison.open_node() as node:

@@ -340,6 +340,9 @@ class Activities(WorkflowCore):
         else:
             attempt, text, plain, failure = await self._run_activity(
                 fn, args, kwargs, retry, timeout, name, seq, call=True, resumed=resumed)
+        value = plain
+        if failure is None and hint is not Any and not (type(plain) is hint and hint in PLAIN):
+            value, failure = _restored(plain, hint, name)  # (structure's own test above)
         if failure is None and self._buffer is None:
             # _activity_done's success path and _commit's body, without a coroutine of
             # their own: one object less held by each step waiting for its batch
@@ -357,9 +360,7 @@ class Activities(WorkflowCore):
             if self._budget >= BUDGET:  # a long run of quick steps still lets others run
                 self._budget = 0
                 await trio.lowlevel.checkpoint()
-            if hint is Any or (type(plain) is hint and hint in PLAIN):  # structure's own test
-                return plain
-            return structure(plain, hint, what=f"the result of activity {name!r}")
+            return value
         return await self._activity_done(seq, name, hint, attempt, text, plain, failure)
 
     def _raised_by_code(self, exc: BaseException | None) -> bool:
@@ -609,11 +610,14 @@ class Activities(WorkflowCore):
         tx = Transaction()
         if self.timers:
             self.drop_timer(tx, seq)
+        value = plain
+        if failure is None:
+            value, failure = _restored(plain, hint, name)
         if failure is None:
             self.record(tx, seq, _ACTIVITY, name, '{"ok":' + text + "}", attempt)
             await self._commit(tx)
             await self._yield()  # a long run of quick steps still lets others run
-            return structure(plain, hint, what=f"the result of activity {name!r}")
+            return value
         self.record(tx, seq, _ACTIVITY, name, _dumps({"error": error_to_plain(failure)}),
                      attempt)
         await self._commit(tx)
@@ -631,6 +635,18 @@ def _stopped(exc: BaseException) -> bool:
     activity's failure: it goes on, never recorded as the activity's outcome."""
     return isinstance(exc, BaseExceptionGroup) and exc.subgroup(
         lambda e: isinstance(e, (trio.Cancelled, *_NOT_THE_ACTIVITY_S))) is not None
+
+
+def _restored(plain: Any, hint: Any, name: str) -> tuple[Any, ErrorInfo | None]:
+    """The activity ``name``'s result ``plain`` restored by its return annotation
+    ``hint``; or, for one the annotation does not accept (``"5"`` for ``-> int``), that
+    ``PayloadError`` as its final failure, recorded before the workflow sees it: the
+    workflow's ``except ActivityError`` (its compensation) handles it, and a replay
+    meets the recorded failure, not the value again."""
+    try:
+        return structure(plain, hint, what=f"the result of activity {name!r}"), None
+    except Exception as exc:
+        return None, ErrorInfo.from_exception(exc)
 
 
 def _outcome(value: Any, name: str) -> tuple[str, Any, ErrorInfo | None]:
