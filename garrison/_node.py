@@ -691,11 +691,10 @@ class Node:
         now = time.time()
         return [ClusterNode(self.name, self._started_at, now, host.live_count())]
 
-    def _on_singletons(self, held: set[str]) -> None:
+    def _on_singletons(self, held: set[str]) -> trio.Event | None:
         self._held_singletons = set(held)
         services = self._router.services
-        if services is not None:
-            services.set_singletons(held)
+        return None if services is None else services.set_singletons(held)
 
     def drain(self) -> None:
         """Hand this node's workflows to the other nodes of its cluster at their next

@@ -106,7 +106,9 @@ class ClusterMember:
         self._expiry = float("inf")
         #: the config's singleton services (ids), and who to tell which this node holds
         self.singletons: list[str] = []
-        self.on_singletons: Callable[[set[str]], None] | None = None
+        #: (returns an event set once they are applied, or ``None``)
+        self.on_singletons: Callable[[set[str]], trio.Event | None] | None = None
+        self._nursery: trio.Nursery | None = None
         self._held: set[str] = set()
         #: other nodes' messages for this node's processes, and who acts on them
         self.on_remote: Callable[[list[str]], None] | None = None
@@ -329,64 +331,72 @@ class ClusterMember:
         self._watch.start()
         task_status.started()
         try:
-            while True:
-                await self._ready.wait()
-                # (the membership thread's first rounds may claim workflows before the
-                # host runs: the node starts this task first, then the host)
-                await self.host.until_serving()
-                self._ready = trio.Event()
-                while self._events:
-                    kind, data = self._events.popleft()
-                    if kind in ("claimed", "owned", "singletons"):
-                        epoch, data = data
-                        # found under an epoch whose lease lapsed since: the other
-                        # nodes take those (claimed workflows, singletons), not this one
-                        if epoch is not None and not self._current(epoch):
-                            if kind == "claimed":
-                                with self._lock:
-                                    self._in_flight -= len(data)
-                            continue
-                    if kind == "claimed":
-                        if self.draining:  # claimed as the drain began: hand them on
-                            for record in data:
-                                self.stopped(record.workflow_id)
-                        else:
-                            adopt(self.host, data)
-                        with self._lock:  # (after they count in the host's active)
-                            self._in_flight -= len(data)
-                    elif kind == "owned":
-                        self._owned(data)
-                    elif kind == "lapsed":
-                        await self._lapsed()
-                    elif kind == "failed":
-                        self._store_failed(data)
-                    elif kind == "drain":
-                        self.drain()
-                    elif kind == "lost" and self.on_lost is not None:
-                        self.on_lost(data)
-                    elif kind == "singletons" and self.on_singletons is not None:
-                        self.on_singletons(data)
-                    elif kind == "remote" and self.on_remote is not None:
-                        self.on_remote(data)
-                    elif kind == "slots":
-                        self.host.queue.poke()
-                    elif kind == "released":
-                        self.drained.set()
-                    elif kind == "live" and self.on_live is not None:
-                        self.on_live(data)
-                    elif kind == "gone" and self.on_gone is not None:
-                        for name, prefix in data:
-                            self.on_gone(name, prefix)
-                if (self.draining and not self.host.active and not self._releasing
-                        and not self.drained.is_set()):
-                    self._releasing = True  # drained once the store says so
-                    with self._lock:
-                        self._releases.append("*")
-                    self.poke()
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery  # (what a drain does meanwhile: see drain)
+                await self._serve()
         finally:
+            self._nursery = None
             self._stop.set()
             self._wake_watch()
             self.poke()
+
+    async def _serve(self) -> None:
+        """Act on what the membership thread posts, until cancelled."""
+        while True:
+            await self._ready.wait()
+            # (the membership thread's first rounds may claim workflows before the
+            # host runs: the node starts this task first, then the host)
+            await self.host.until_serving()
+            self._ready = trio.Event()
+            while self._events:
+                kind, data = self._events.popleft()
+                if kind in ("claimed", "owned", "singletons"):
+                    epoch, data = data
+                    # found under an epoch whose lease lapsed since: the other
+                    # nodes take those (claimed workflows, singletons), not this one
+                    if epoch is not None and not self._current(epoch):
+                        if kind == "claimed":
+                            with self._lock:
+                                self._in_flight -= len(data)
+                        continue
+                if kind == "claimed":
+                    if self.draining:  # claimed as the drain began: hand them on
+                        for record in data:
+                            self.stopped(record.workflow_id)
+                    else:
+                        adopt(self.host, data)
+                    with self._lock:  # (after they count in the host's active)
+                        self._in_flight -= len(data)
+                elif kind == "owned":
+                    self._owned(data)
+                elif kind == "lapsed":
+                    await self._lapsed()
+                elif kind == "failed":
+                    self._store_failed(data)
+                elif kind == "drain":
+                    self.drain()
+                elif kind == "lost" and self.on_lost is not None:
+                    self.on_lost(data)
+                elif kind == "singletons" and self.on_singletons is not None:
+                    # (claimed as the drain began: not started, released with the rest)
+                    self.on_singletons(set() if self.draining else data)
+                elif kind == "remote" and self.on_remote is not None:
+                    self.on_remote(data)
+                elif kind == "slots":
+                    self.host.queue.poke()
+                elif kind == "released":
+                    self.drained.set()
+                elif kind == "live" and self.on_live is not None:
+                    self.on_live(data)
+                elif kind == "gone" and self.on_gone is not None:
+                    for name, prefix in data:
+                        self.on_gone(name, prefix)
+            if (self.draining and not self.host.active and not self._releasing
+                    and not self.drained.is_set()):
+                self._releasing = True  # drained once the store says so
+                with self._lock:
+                    self._releases.append("*")
+                self.poke()
 
     def _current(self, epoch: int) -> bool:
         """True if ``epoch`` is this node's incarnation and its lease has not lapsed (by
@@ -474,6 +484,8 @@ class ClusterMember:
             return
         self.draining = True
         host = self.host
+        if self._nursery is not None:
+            self._nursery.start_soon(self._give_singletons_up)
         log.info("node %s drains: handing over its %d workflows", self.name, len(host.active))
         exc = WorkflowMoved(self.store.path, None, f"node {self.name} drains: the workflow "
                             "moves to another node")
@@ -482,6 +494,18 @@ class ClusterMember:
         self._ready.set()
         if self.on_drain is not None:
             self.on_drain()
+
+    async def _give_singletons_up(self) -> None:
+        """Draining: stop this node's singleton services, then let the thread release
+        them in the store. (Released first, another node started its copy of a service
+        while this one's still ran, for as long as it took to stop.)"""
+        if self.on_singletons is not None:
+            applied = self.on_singletons(set())
+            if applied is not None:
+                await applied.wait()
+        with self._lock:
+            self._releases.append("!singletons")
+        self.poke()
 
     def request_drain(self) -> None:
         """Mark this node draining in the store (the thread notices at once)."""
@@ -564,6 +588,8 @@ class ClusterMember:
         round tries again, and does nothing else until it succeeds). If a live node has
         this node's name now (started while this one was cut off), this one leaves the
         cluster for good: the name is the other's, and so is what it runs."""
+        old = self.pg.epoch
+        asked = self.pg.drain_asked(old)  # (a tool's drain the node never read)
         try:
             self.join()
         except StoreLocked as exc:
@@ -574,6 +600,13 @@ class ClusterMember:
                 "this node writes nothing more: stop it"), why="")
             return
         self._rejoining = False
+        if asked or self.draining:  # the drain goes on under the new incarnation
+            if asked and not self.draining:
+                log.info("node %s: a drain was asked of it before its lease lapsed: it "
+                         "drains now", self.name)
+            with self._lock:
+                self._releases.append("!drain")
+            self.poke()
 
     # ------------------------------------------------------------ the thread
     def _thread_main(self) -> None:
@@ -643,11 +676,10 @@ class ClusterMember:
         if "!drain" in releases:
             pg.set_status("draining")
             self._post("drain")
-        if self.draining and self._held:
+        if "!singletons" in releases and self._held:  # the trio side stopped them
             pg.release_singletons()
             self._held = set()
-            self._post("singletons", (None, set()))
-        ids = [w for w in releases if w not in ("*", "!drain")]
+        ids = [w for w in releases if w not in ("*", "!drain", "!singletons")]
         if ids:
             pg.release(ids)
             with self._lock:

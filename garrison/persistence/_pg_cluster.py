@@ -341,16 +341,30 @@ class PgCluster:
     def set_status(self, status: str, name: str | None = None) -> int:
         """Set a live node's status (``draining``; ``left`` when it closes); by name
         (a tool) or this node's own row. Notifies the cluster; returns rows changed."""
+        # a drain asked stays in the row's info (``drain_asked``): a node cut off before
+        # it read the status joins again under a new row, and drains then
+        info = ("info = CASE WHEN %s = 'draining' THEN (info::jsonb || "
+                "'{\"drain\": true}')::text ELSE info END")
         if name is None:
-            rows = self._rows("UPDATE {s}.nodes SET status = %s WHERE epoch = %s AND status "
-                              "IN ('active', 'draining') RETURNING epoch", (status, self.epoch))
+            rows = self._rows("UPDATE {s}.nodes SET status = %s, " + info + " WHERE epoch = %s "
+                              "AND status IN ('active', 'draining') RETURNING epoch",
+                              (status, status, self.epoch))
         else:
             # (a node whose lease lapsed is gone, though no live node marked it lost yet)
-            rows = self._rows("UPDATE {s}.nodes SET status = %s WHERE name = %s AND status "
-                              "IN ('active', 'draining') AND lease_until > {s}.now_s() "
-                              "RETURNING epoch", (status, name))
+            rows = self._rows("UPDATE {s}.nodes SET status = %s, " + info + " WHERE name = %s "
+                              "AND status IN ('active', 'draining') AND lease_until > "
+                              "{s}.now_s() RETURNING epoch", (status, status, name))
         self.notify()
         return len(rows)
+
+    def drain_asked(self, epoch: int | None) -> bool:
+        """Whether a drain was asked of incarnation ``epoch`` (see :meth:`set_status`),
+        whatever its status is now (``lost``, once its lease lapsed)."""
+        if epoch is None:
+            return False
+        rows = self._rows("SELECT info::jsonb ? 'drain' FROM {s}.nodes WHERE epoch = %s",
+                          (epoch,))
+        return bool(rows and rows[0][0])
 
     def notify(self) -> None:
         self._rows("SELECT pg_notify(%s, '')", (self.channel,))
@@ -511,7 +525,9 @@ class PgCluster:
                 "ON CONFLICT (service) DO UPDATE SET epoch = EXCLUDED.epoch, "
                 "acquired = EXCLUDED.acquired WHERE singletons.epoch <> EXCLUDED.epoch "
                 f"AND NOT EXISTS (SELECT 1 FROM {s}.nodes n WHERE n.epoch = singletons.epoch "
-                "AND n.status = 'active' AND n.lease_until > " + s + ".now_s())",
+                # (a draining node holds its singletons until it has stopped them)
+                "AND n.status IN ('active', 'draining') AND n.lease_until > " + s
+                + ".now_s())",
                 (services, self.epoch, self.epoch))
             rows = conn.execute(f"SELECT service FROM {s}.singletons WHERE epoch = %s "
                                 "AND service = ANY(%s)", (self.epoch, services)).fetchall()

@@ -198,12 +198,17 @@ class ServiceManager:
         return (not svc.entry.lifecycle.singleton or self.held is None
                 or svc.entry.id in self.held)
 
-    def set_singletons(self, held: set[str]) -> None:
+    def set_singletons(self, held: set[str]) -> trio.Event | None:
         """The cluster says which singleton services this node runs now: start those,
-        stop the others (from the node's side; applied by the manager)."""
+        stop the others (from the node's side; applied by the manager). An event set
+        once applied (those it no longer holds stopped), or ``None`` while the
+        services stop anyway."""
         self.held = set(held)
-        if not self.stopping:
-            self._requests.send_nowait((_SINGLETONS, trio.Event(), []))
+        if self.stopping:
+            return None
+        applied = trio.Event()
+        self._requests.send_nowait((_SINGLETONS, applied, []))
+        return applied
 
     async def _apply_singletons(self) -> None:
         for svc in self.order:

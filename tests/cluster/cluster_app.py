@@ -89,6 +89,27 @@ async def beat() -> None:
         await trio.sleep(0.05)
 
 
+async def slow_beat() -> None:
+    """:func:`beat` that, asked to stop (``CANCEL``), beats on for one more second (its
+    clean-up) before it ends."""
+    import time
+
+    path = os.environ["GARRISON_BEAT_FILE"]
+    node = os.environ.get("GARRISON_NODE", "?")
+
+    def write() -> None:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(f"{node} {time.time():.3f}\n")
+
+    events = process.events()
+    while await events.receive(timeout=0.05) is None:
+        write()
+    end = time.time() + 1.0
+    while time.time() < end:
+        write()
+        await trio.sleep(0.05)
+
+
 async def echo() -> None:
     """A plain process known to the whole cluster as ``echo``: a ``call`` is answered
     with its payload, a ``send`` goes back to its sender, ``slow`` is never answered;
