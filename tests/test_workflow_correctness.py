@@ -319,6 +319,12 @@ async def test_store_overrides_the_configs_stores(tmp_path: Path, autojump_clock
     assert not (tmp_path / "p.db").exists()  # the app's own store was not touched
     with SQLiteStore(test_db) as store:
         assert store.get_workflow("w") is not None
+    # README: a host whose entry names a file runs in memory when mapped to None (a
+    # plain store=None, the default, leaves it the store its entry names)
+    async with garrison.open_node(config=config, store={"p:workflows": None}) as node:
+        await node.start_workflow(app.child_value, 1, id="m")
+        assert await node.workflow("m").result() == 10
+    assert not (tmp_path / "p.db").exists()
 
     (tmp_path / "two.yaml").write_text(TWO_HOSTS_CONFIG)
     two = str(tmp_path / "two.yaml")
