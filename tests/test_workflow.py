@@ -796,6 +796,12 @@ async def test_message_to_finished_workflow_is_a_dead_letter(node: garrison.Node
     before = node.stats()["dead_letters"]
     await node.send(pid, "late", 1)
     assert node.stats()["dead_letters"] == before + 1
+    # a payload no store can hold is refused at the call, as while the workflow ran (it
+    # was dropped in silence once the workflow had ended)
+    with pytest.raises(garrison.PayloadError, match="the payload of message 'late' to "
+                                                     "workflow 'done'"):
+        await node.send(pid, "late", {1, 2})
+    assert node.stats()["dead_letters"] == before + 1
 
 
 # ------------------------------------------------------------------ spawn / EXIT

@@ -772,16 +772,17 @@ class WorkflowHost:
             await trio.lowlevel.checkpoint()
             return delivered
         wf = self.active.get(pid.id)
+        plain_payload = msg.payload
+        given = text is not None
+        if text is None:  # (a dead letter's too: the same call refuses the same payload
+            # whether or not its workflow still runs)
+            text = to_json(msg.payload, what=f"the payload of message {msg.topic!r} to "
+                                             f"workflow {pid.id!r}")
         if wf is None:
             await trio.lowlevel.checkpoint()
             return False
-        if text is None:
-            text = to_json(msg.payload, what=f"the payload of message {msg.topic!r} to "
-                                             f"workflow {pid.id!r}")
-            plain_payload = msg.payload if type(msg.payload) in PLAIN and type(
-                msg.payload) is not float else _loads(text)
-        else:
-            plain_payload = msg.payload
+        if not given and (type(msg.payload) not in PLAIN or type(msg.payload) is float):
+            plain_payload = _loads(text)
         now = self.clock.now()
         tx = Transaction().deliver(pid.id, msg.topic, RawJson(text), msg_id=msg.id,
                                    sender=msg.sender, call_ref=msg.call_ref, time=now,
