@@ -22,8 +22,8 @@ from typing import Any
 
 from . import _store_tools as tools
 from ._cli_options import CommandGroup, run_with_store
+from ._node import check_node_name
 from ._store_tools import ToolError, when
-from .hosts.workflow._ids import check_text
 
 
 def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -49,8 +49,9 @@ def cmd_nodes(args: argparse.Namespace) -> int:
 
 def _nodes(args: argparse.Namespace) -> None:
     if args.nodes_command == "drain":
-        try:  # (a command line's undecodable byte is a lone surrogate: no store keeps it)
-            check_text(args.name, "a node name")
+        try:  # (a command line's undecodable byte is a lone surrogate: no store keeps it;
+            # a name over 1,000 bytes, or with '/' or '@', no node can have)
+            check_node_name(args.name)
         except ValueError as exc:
             raise ToolError(str(exc), 2) from None
     store = tools.open_store(args.store)

@@ -257,6 +257,11 @@ def test_garrison_nodes_lists_the_cluster_and_drains_a_node_by_name(
     assert [line.split()[:2] for line in lines[1:]] == [["a", "active"], ["b", "active"]]
     assert lines[1].split()[-1] == "4" and lines[2].split()[-1] == "0"
     assert cli("drain", "nobody").returncode == 1
+    # a name no node can have is bad input (2), as `garrison run --name` says: one over
+    # 1,000 bytes was "no live node named ..." (1)
+    for bad in ("x" * 1001, "a/b", "a@b", ""):
+        refused = cli("drain", bad)
+        assert refused.returncode == 2 and "a node name" in refused.stderr, refused.stderr
     done = cli("drain", "a", "--json")  # (it printed "draining a" under --json too)
     assert done.returncode == 0 and json.loads(done.stdout) == {"name": "a",
                                                                 "status": "draining"}
