@@ -1151,8 +1151,8 @@ entries:
 """
 
 
-async def test_config_schedules_are_synced_and_keep_their_state(tmp_path: Path,
-                                                              autojump_clock: Any) -> None:
+async def test_config_schedules_are_synced_and_keep_their_state(
+        tmp_path: Path, autojump_clock: Any, caplog: pytest.LogCaptureFixture) -> None:
     db = str(tmp_path / "wf.db")
     extra = "  - {name: hourly, kind: workflow.schedule, workflow: job, every: 1h, " \
             "input: [1.0]}\n"
@@ -1167,6 +1167,18 @@ async def test_config_schedules_are_synced_and_keep_their_state(tmp_path: Path,
             await node.schedule("app:nightly", app.job, every="1h")
         await trio.sleep(1.5 * HOUR)
     assert ids() == ["app:hourly@2026-01-01T01:00:00Z"]
+    # an edited entry: said once, as it is written (nodes of a cluster whose configs
+    # differ changed it back and forth in silence, each at its start)
+    caplog.set_level(logging.INFO, logger="garrison.schedules")
+    edited = extra.replace("every: 1h", "every: 2h")
+    async with garrison.open_node(config=load_config_text(CONFIG + edited), store=db):
+        pass
+    async with garrison.open_node(config=load_config_text(CONFIG + edited), store=db):
+        pass
+    said = [r.getMessage() for r in caplog.records if "changed by this node's config" in
+            r.getMessage()]
+    assert said == ["schedule app:hourly changed by this node's config (every 3600.0 -> "
+                    "7200.0)"], said
     # the entry is gone: so is its schedule; the paused one stays paused
     async with garrison.open_node(config=load_config_text(CONFIG), store=db) as node:
         records = {r.schedule_id: r for r in node.schedules()}

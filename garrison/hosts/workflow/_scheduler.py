@@ -590,7 +590,7 @@ class Scheduler:
 
     # ------------------------------------------------------------ defining
     def _put(self, tx: Transaction, d: ScheduleDefinition, old: ScheduleRecord | None,
-             now: float) -> None:
+             now: float) -> bool:
         """Write ``d`` unless the store has it already (``old``, as read before). Its
         next tick is kept when its timing did not change (so a restart loses no tick):
         the store decides that on the row as the write finds it (``put_schedule``), as
@@ -603,12 +603,13 @@ class Scheduler:
                 old.workflow, old.input, old.overlap, old.catchup_window, old.source,
                 old.host) == (d.workflow, json.loads(input_text), d.overlap,
                               d.catchup_window, d.source, self.host.name):
-            return  # unchanged
+            return False  # unchanged
         tx.put_schedule(d.schedule_id, host=self.host.name, workflow=d.workflow,
                         input=RawJson(input_text), cron=spec.cron, every=spec.every,
                         timezone=spec.timezone, overlap=d.overlap,
                         catchup_window=d.catchup_window, next_tick=spec.next_after(now),
                         source=d.source, time=now)
+        return True
 
     async def _sync_config(self) -> None:
         """Create or update the config's schedules; remove the config schedules whose
@@ -624,7 +625,9 @@ class Scheduler:
         tx = Transaction()
         now = self.host.clock.now()
         for sid, d in defined.items():
-            self._put(tx, d, stored.get(sid), now)
+            old = stored.get(sid)
+            if self._put(tx, d, old, now) and old is not None and old.source == "config":
+                self._config_changed(old, d)
         for sid, record in stored.items():
             if (record.source == "config" and sid not in defined
                     and sid.partition(":")[0] in self.namespaces):
@@ -633,6 +636,24 @@ class Scheduler:
                          extra={"schedule_id": sid})
         if tx:
             await self.host.store.commit(tx)
+
+    def _config_changed(self, old: ScheduleRecord, d: ScheduleDefinition) -> None:
+        """Say that this node's config changed a config schedule the store held: an
+        edited config, or (a warning) in a cluster, nodes whose configs differ: each
+        node's start writes its own, and the schedule flips with every start."""
+        spec = d.spec
+        was = {"cron": old.cron, "every": old.every, "timezone": old.timezone,
+               "workflow": old.workflow, "overlap": old.overlap}
+        now = {"cron": spec.cron, "every": spec.every, "timezone": spec.timezone,
+               "workflow": d.workflow, "overlap": d.overlap}
+        changes = ", ".join(f"{k} {was[k]!r} -> {now[k]!r}" for k in was if was[k] != now[k])
+        clustered = self.host.ownership is not None
+        log.log(logging.WARNING if clustered else logging.INFO,
+                "schedule %s changed by this node's config (%s)%s", d.schedule_id,
+                changes or "its input, catchup window or host",
+                "; every node of a cluster should run the same config: each node's start "
+                "writes its own" if clustered else "",
+                extra={"schedule_id": d.schedule_id})
 
     async def put(self, d: ScheduleDefinition) -> None:
         """Create or update a schedule (``node.schedule``)."""
