@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -302,24 +303,27 @@ def test_random_kills_of_random_nodes_lose_and_repeat_nothing(postgres_url: str)
         assert out[check] is True, out
 
 
-def test_a_singleton_service_runs_on_one_node_and_moves_when_it_is_lost(
-        postgres_url: str, nodes: list[Node], tmp_path: Path) -> None:
+def _singleton_on_a_and_b(url: str, nodes: list[Node], tmp_path: Path, config: str
+                          ) -> tuple[Node, Callable[[], list[tuple[str, float]]]]:
+    """Nodes a, then b, with ``config`` (tests/cluster/) whose singleton service beats
+    into a file: node a, and the beats read so far, ``(node, unix time)`` each."""
     beats = tmp_path / "beats"
     beats.touch()
-    config = str(Path(__file__).resolve().parent / "cluster" / "singleton.yaml")
+    path = str(Path(__file__).resolve().parent / "cluster" / config)
     env = {"GARRISON_BEAT_FILE": str(beats)}
-    a = Node.start(postgres_url, "a", LEASE, config=config, env=env)
+    a = Node.start(url, "a", LEASE, config=path, env=env)
     nodes.append(a)
-    b = Node.start(postgres_url, "b", LEASE, config=config, env=env)
-    nodes.append(b)
+    nodes.append(Node.start(url, "b", LEASE, config=path, env=env))
 
     def lines() -> list[tuple[str, float]]:
-        out = []
-        for line in beats.read_text().splitlines():
-            name, at = line.split()
-            out.append((name, float(at)))
-        return out
+        return [(n, float(t)) for n, t in (x.split() for x in beats.read_text().splitlines())]
 
+    return a, lines
+
+
+def test_a_singleton_service_runs_on_one_node_and_moves_when_it_is_lost(
+        postgres_url: str, nodes: list[Node], tmp_path: Path) -> None:
+    a, lines = _singleton_on_a_and_b(postgres_url, nodes, tmp_path, "singleton.yaml")
     wait_for(lambda: len(lines()) >= 10, 10, "the singleton to run")
     time.sleep(1.5)
     assert {name for name, _ in lines()} == {"a"}  # the first node holds it; b does not
@@ -337,18 +341,7 @@ def test_a_draining_node_stops_its_singleton_before_another_node_starts_it(
     others claim it) before its service had stopped: the other node started its copy
     while the draining node's still ran its clean-up (found by an operator's review:
     3 s of both). One copy at a time: the other starts it once this one has ended."""
-    beats = tmp_path / "beats"
-    beats.touch()
-    config = str(Path(__file__).resolve().parent / "cluster" / "slow_singleton.yaml")
-    env = {"GARRISON_BEAT_FILE": str(beats)}
-    a = Node.start(postgres_url, "a", LEASE, config=config, env=env)
-    nodes.append(a)
-    b = Node.start(postgres_url, "b", LEASE, config=config, env=env)
-    nodes.append(b)
-
-    def lines() -> list[tuple[str, float]]:
-        return [(n, float(t)) for n, t in (x.split() for x in beats.read_text().splitlines())]
-
+    a, lines = _singleton_on_a_and_b(postgres_url, nodes, tmp_path, "slow_singleton.yaml")
     wait_for(lambda: len(lines()) >= 10, 10, "the singleton to run")
     a.drain()
     wait_for(lambda: any(name == "b" for name, _ in lines()), 10, "b to start it")

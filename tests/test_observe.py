@@ -841,20 +841,26 @@ def test_nothing_is_imported_without_the_extras(block: bool) -> None:
         assert out["errors"] == []
 
 
-def test_garrison_run_without_prometheus_says_what_to_install(tmp_path: Path) -> None:
+def _without(tmp_path: Path, package: str, *argv: str) -> subprocess.CompletedProcess[str]:
+    """``garrison ARGV`` in ``tmp_path`` (the app of :func:`write_app`) with ``package``
+    not importable, as if it were not installed."""
     write_app(tmp_path)
-    (tmp_path / "sitecustomize.py").write_text(textwrap.dedent("""
+    (tmp_path / "sitecustomize.py").write_text(textwrap.dedent(f"""
         import sys
         class Blocker:
             def find_spec(self, name, path=None, target=None):
-                if name.split(".")[0] == "prometheus_client":
-                    raise ImportError(f"No module named {name!r}", name=name)
+                if name.split(".")[0] == {package!r}:
+                    raise ImportError(f"No module named {{name!r}}", name=name)
         sys.meta_path.insert(0, Blocker())
     """))
-    done = subprocess.run([sys.executable, "-m", "garrison", "run", "app.yaml", "--metrics",
-                           "127.0.0.1:0"], cwd=tmp_path, capture_output=True, text=True,
-                          timeout=60, env={**os.environ,
-                                           "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"})
+    return subprocess.run([sys.executable, "-m", "garrison", *argv], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60, env={
+                              **os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"})
+
+
+def test_garrison_run_without_prometheus_says_what_to_install(tmp_path: Path) -> None:
+    done = _without(tmp_path, "prometheus_client", "run", "app.yaml", "--metrics",
+                    "127.0.0.1:0")
     assert done.returncode == 2
     assert "--metrics needs the metrics extra: pip install 'garrison[metrics]'" in done.stderr
 
@@ -866,19 +872,8 @@ def test_the_console_without_hypercorn_says_what_to_install(tmp_path: Path,
     """Starlette and Jinja2 present (as with FastAPI installed), Hypercorn not: the
     check before start imported only the console's app, and the node started, then
     died of the ImportError (a traceback, exit 1)."""
-    write_app(tmp_path)
     (tmp_path / "app.db").write_bytes(b"")
-    (tmp_path / "sitecustomize.py").write_text(textwrap.dedent("""
-        import sys
-        class Blocker:
-            def find_spec(self, name, path=None, target=None):
-                if name.split(".")[0] == "hypercorn":
-                    raise ImportError(f"No module named {name!r}", name=name)
-        sys.meta_path.insert(0, Blocker())
-    """))
-    done = subprocess.run([sys.executable, "-m", "garrison", *argv], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=60, env={
-                              **os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"})
+    done = _without(tmp_path, "hypercorn", *argv)
     assert done.returncode == 2, done.stderr
     assert done.stderr == (f"garrison {argv[0]}: the web console needs the ui extra: pip "
                            "install 'garrison[ui]' (in a source checkout: pip install -e "
