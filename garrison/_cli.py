@@ -416,8 +416,8 @@ async def exit_when_drained(node: Any, running: trio.CancelScope) -> None:
     """End ``garrison run`` (exit 0) once its clustered node has drained, whoever asked
     for the drain: SIGTERM, ``garrison nodes drain NAME``, or ``node.drain()``."""
     await node.drained()
-    log.info("node %s drained: its workflows run on the other nodes; shutting down",
-             node.name)
+    log.info("node %s drained: its workflows are left to the other nodes (with none "
+             "live, they wait in the store for the next node); shutting down", node.name)
     running.cancel()
 
 

@@ -550,7 +550,8 @@ def test_garrison_nodes_drain_ends_a_garrison_run_node_once_drained(
         assert drain.returncode == 0, drain.stderr
         assert run.wait(20) == 0  # drained (not after its 30 s lease), then stopped
         _, err = run.communicate()
-        assert "node a drained: its workflows run on the other nodes; shutting down" in err
+        assert "node a drained: its workflows are left to the other nodes (with none " \
+               "live, they wait in the store for the next node); shutting down" in err
         wait_for(lambda: look.owners() == {f"d{i}": "b" for i in range(3)}, 20,
                  "b to own the workflows")
     finally:
