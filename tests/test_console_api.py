@@ -774,6 +774,12 @@ async def test_big_inbox_promises_and_state_are_cut_and_counted(store_path: str)
         tag = r.headers["etag"]
         again = await c.get("/api/workflows/big", headers={"If-None-Match": tag})
         assert again.status_code == 304 and again.content == b""
+        # a list, a weak tag, or * (RFC 9110; a proxy or browser sends such): 200 before
+        for sent in (f'"other", {tag}', f"W/{tag}", "*"):
+            again = await c.get("/api/workflows/big", headers={"If-None-Match": sent})
+            assert again.status_code == 304, sent
+        assert (await c.get("/api/workflows/big", headers={
+            "If-None-Match": '"other", W/"else"'})).status_code == 200
         with SQLiteStore(store_path, lock=False) as tool:
             tool.write(Transaction().set_state("big", "k-000", "changed"))
         changed = await c.get("/api/workflows/big", headers={"If-None-Match": tag})

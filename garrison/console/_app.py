@@ -328,10 +328,21 @@ async def _json(request: Request, content: Any, status_code: int = 200) -> Respo
     may be large (2,000 journal records), and a node's event loop runs here too."""
     body, tag = await trio.to_thread.run_sync(_encode, content)
     if status_code == 200 and request.method == "GET" \
-            and request.headers.get("if-none-match") == tag:
+            and _none_match(request.headers.get("if-none-match"), tag):
         return Response(status_code=304, headers={"ETag": tag})
     return Response(body, status_code=status_code, media_type="application/json",
                     headers={"ETag": tag})
+
+
+def _none_match(header: str | None, tag: str) -> bool:
+    """Whether ``If-None-Match: header`` names ``tag`` (RFC 9110: a list of tags, each
+    compared weakly, ``W/"x"`` as ``"x"``; ``*`` matches any)."""
+    if header is None:
+        return False
+    if header.strip() == "*":
+        return True
+    given = {t.strip().removeprefix("W/") for t in header.split(",")}
+    return tag.removeprefix("W/") in given
 
 
 def _encode(content: Any) -> tuple[bytes, str]:
