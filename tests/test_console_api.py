@@ -139,6 +139,16 @@ async def test_list_detail_and_capabilities_on_a_store(seeded: str) -> None:
         bad = await c.get("/api/workflows?after=garbage!")
         assert bad.status_code == 400 and "cursor" in bad.json()["error"]
         assert (await c.get("/api/workflows?limit=0")).status_code == 400
+        # an Arabic-Indic digit or spaces (int() reads both) are no limit; a long one
+        # is named cut, not echoed whole
+        for odd in ("%D9%A3", "%203%20", "+3"):
+            got = await c.get(f"/api/workflows?limit={odd}")
+            assert got.status_code == 400, odd
+            assert "expected a whole number" in got.json()["error"]
+        long = await c.get("/api/workflows?limit=" + "9" * 5000)
+        assert long.status_code == 400
+        assert long.json()["error"] == ("limit=9999999999999999999999999999999999999999... "
+                                        "(5000 characters): expected 1..500"), long.json()
         assert (await c.get("/api/node")).status_code == 404
     store.close()
 

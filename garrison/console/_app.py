@@ -390,10 +390,10 @@ async def _body(request: Request, action: str, fields: tuple[str, ...],
 def _int(text: str | None, what: str, default: int, low: int, high: int) -> int:
     if text is None:
         return default
-    try:
-        value = int(text)
-    except ValueError:
-        raise ApiError(400, f"{what}={text!r}: expected a whole number") from None
-    if not low <= value <= high:
-        raise ApiError(400, f"{what}={value}: expected {low}..{high}")
-    return value
+    # ASCII digits only (int() takes '٣' and ' 3 '), and a long one is shown cut
+    shown = text if len(text) <= 40 else f"{text[:40]}... ({len(text)} characters)"
+    if not (text.isascii() and text.isdigit()):
+        raise ApiError(400, f"{what}={shown!r}: expected a whole number")
+    if len(text) > 20 or not low <= int(text) <= high:
+        raise ApiError(400, f"{what}={shown}: expected {low}..{high}")
+    return int(text)
