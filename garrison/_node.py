@@ -3,12 +3,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import os
 import socket
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
-from contextlib import asynccontextmanager
 from typing import Any
 
 import trio
@@ -31,6 +31,10 @@ __all__ = ["EXIT_MEMORY", "INBOX_WARNING", "Node", "current_node", "open_node", 
 
 #: default ``open_node(inbox_warning=...)``: items waiting in one inbox that log a warning
 INBOX_WARNING = 10_000
+#: seconds a stopping node waits, in all, for a store's server that does not answer
+#: (down, or stalled): its workflows then stop where they are, unrecorded, and resume
+#: from their journals on the next node (a server that answers is not hurried)
+STOP_WAIT = 5.0
 
 
 #: the node of the running ``open_node`` block (and so of ``garrison.run``)
@@ -389,20 +393,24 @@ class Node:
         if self._router.services is not None:
             await stop_services(self._router, self._router.services)
         hosts = list(self.hosts.values())
-        for host in reversed(hosts):
-            if host.durable:
-                await host.shutdown()
-        await stop_processes([host for host in hosts if not host.durable])
-        for host in self.hosts.values():  # (before leaving: what ends told other nodes)
-            if host.durable:
-                await host.send_held()
-        for member in self._members:  # others take its workflows at once
-            member.leave()
-        if self._router.cluster_names is not None:
-            self._router.cluster_names.close()
-        if self._router.remote is not None:
-            self._router.remote.close()
-        self._close_workflow_stores()
+        with contextlib.ExitStack() as bounded:
+            # a server that stopped answering holds none of what follows past STOP_WAIT
+            for store in {id(h.store): h.store for h in hosts if h.durable}.values():
+                bounded.enter_context(store.stopping(STOP_WAIT))
+            for host in reversed(hosts):
+                if host.durable:
+                    await host.shutdown()
+            await stop_processes([host for host in hosts if not host.durable])
+            for host in self.hosts.values():  # (before leaving: what ends told other nodes)
+                if host.durable:
+                    await host.send_held()
+            for member in self._members:  # others take its workflows at once
+                await member.leave(STOP_WAIT)
+            if self._router.cluster_names is not None:
+                self._router.cluster_names.close()
+            if self._router.remote is not None:
+                self._router.remote.close()
+            self._close_workflow_stores()
         self._closed = True
 
     # ================================================================== workflows
@@ -719,7 +727,7 @@ class Node:
         """``_start`` failed: leave the cluster first (a membership's thread uses its
         store, and would fail on a closed one), then close what opened."""
         for member in self._members:
-            member.leave()
+            member.leave_now()
         if self._router.cluster_names is not None:
             self._router.cluster_names.close()
         self._close_workflow_stores()
@@ -729,7 +737,7 @@ class Node:
             store.close()
 
 
-@asynccontextmanager
+@contextlib.asynccontextmanager
 async def open_node(config: Any = None, store: Any = None, *,
                     inbox_warning: int | None = INBOX_WARNING,
                     max_concurrent: int | None = None,
@@ -770,7 +778,7 @@ def new_node(config: Any = None, store: Any = None, **options: Any) -> Node:
     return node
 
 
-@asynccontextmanager
+@contextlib.asynccontextmanager
 async def running_node(node: Node) -> AsyncIterator[Node]:
     """:func:`open_node`'s body: run ``node`` for the duration of the ``async with``
     block (``garrison run`` holds the node before it starts, to interrupt its start)."""

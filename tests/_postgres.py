@@ -24,6 +24,7 @@ import atexit
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -200,6 +201,10 @@ def stop(server: PostgresServer) -> None:
         return
     server.stopped = True
     try:
+        try:  # (a stalled one would not stop)
+            unstall(server)
+        except (OSError, ValueError, subprocess.SubprocessError):
+            pass
         subprocess.run(
             _as_user(
                 server.user,
@@ -226,6 +231,27 @@ def resume(server: PostgresServer) -> None:
     _run(server.user, [str(server.bindir / "pg_ctl"), "-D", str(server.datadir), "-l",
                        str(server.log), "-o", server.options, "-w", "-t", "60", "start"],
          "pg_ctl start")
+
+
+def _server_pids(server: PostgresServer) -> list[int]:
+    """The postmaster's pid and its children's (every backend)."""
+    postmaster = int((server.datadir / "postmaster.pid").read_text().split()[0])
+    children = subprocess.run(["pgrep", "-P", str(postmaster)], capture_output=True,
+                              text=True, timeout=30).stdout.split()
+    return [postmaster, *map(int, children)]
+
+
+def stall(server: PostgresServer) -> None:
+    """Stop every process of the server (SIGSTOP): connections stay open, nothing
+    answers (a hung server, or a network that holds its packets)."""
+    for pid in _server_pids(server):
+        os.kill(pid, signal.SIGSTOP)
+
+
+def unstall(server: PostgresServer) -> None:
+    """Let a stalled server go on (SIGCONT)."""
+    for pid in _server_pids(server):
+        os.kill(pid, signal.SIGCONT)
 
 
 def create_db(server: PostgresServer, name: str) -> str:

@@ -865,6 +865,51 @@ def test_closing_the_store_ends_a_write_the_server_refuses_for_now(
         assert "closed" in str(got[0]) and "not committed" in str(got[0])
 
 
+def test_a_stopping_store_cuts_a_write_the_server_holds_and_writes_nothing_more(
+        postgres_url: str) -> None:
+    """``stopping(within)``: a server that answers is not hurried (the store writes on
+    after the block); one that holds a write (a hung link) has it end ``within`` after
+    the block began, with a StoreError saying so and that its outcome is unknown (it
+    waited for ever); the store then writes nothing more, and closes at once."""
+    proxy = LinkProxy(_port(postgres_url))
+    try:
+        store = PostgresStore(proxy.url(postgres_url))
+        try:
+            store.write(Transaction().create_workflow("w", "app:f"))
+            with store.stopping(0.2):
+                time.sleep(0.4)  # (past its time, nothing waiting: nothing cut)
+            with store.stopping(30):
+                store.write(Transaction().set_state("w", "k", 1))
+            store.write(Transaction().set_state("w", "k", 2))
+            proxy.hold()
+            got: list[Any] = []
+
+            def write() -> None:
+                try:
+                    got.append(store.write(Transaction().set_state("w", "k", 3)))
+                except Exception as exc:
+                    got.append(exc)
+
+            start = time.monotonic()
+            with store.stopping(0.5):
+                writer = threading.Thread(target=write)
+                writer.start()
+                writer.join(20)
+                store.close()
+            assert time.monotonic() - start < 10
+            assert len(got) == 1 and isinstance(got[0], StoreError), got
+            assert "did not answer within 0.5s of the node's stop" in str(got[0]), got
+            assert "whether it committed is unknown" in str(got[0]), got
+            assert store.cut is not None and store.failed is not None
+        finally:
+            proxy.restore()
+            store.close()
+    finally:
+        proxy.close()
+    with PostgresStore(postgres_url, lock=False) as look:
+        assert look.get_state("w", "k") in (2, 3)
+
+
 def test_a_statement_whose_preparation_is_refused_for_now_is_tried_again(
         postgres_url: str) -> None:
     """Another session holds a table of the schema locked (a maintenance ``LOCK

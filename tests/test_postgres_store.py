@@ -882,7 +882,7 @@ async def test_a_lapsed_lease_refuses_every_write_of_the_node(pg: str, synchrono
         sql(pg, "UPDATE nodes SET lease_until = 0")
         with pytest.raises(WorkflowMoved, match="lease lapsed"):
             await store.commit(Transaction().create_workflow("b", "app:f"))
-        with pytest.raises(WorkflowMoved, match="'a' runs on another node"):
+        with pytest.raises(WorkflowMoved, match="'a' has another owner in the store now"):
             await store.commit(Transaction().append_journal("a", 0, "activity", "s"))
         assert store.get_workflow("b") is None and store.journal("a") == []
 

@@ -45,6 +45,7 @@ import trio
 
 from .._errors import StoreError, StoreLocked, WorkflowMoved
 from ..hosts.workflow._ownership import adopt, hand_over, moved
+from ..persistence._blocking import virtual_clock
 from ..persistence._pg_cluster import ClusterNode, PgCluster
 
 __all__ = ["ClusterMember"]
@@ -137,6 +138,8 @@ class ClusterMember:
         self._refused: dict[str, str] = {}
         #: live nodes (epochs) whose cluster-wide limits were compared with this one's
         self._limits_seen: set[int] = set()
+        #: :meth:`leave` stopped waiting for :meth:`leave_now` (the server did not answer)
+        self._abandoned = False
 
     @property
     def epoch(self) -> int | None:
@@ -444,17 +447,28 @@ class ClusterMember:
         anyway); once they are gone, the thread joins again under a new epoch."""
         host = self.host
         exc = WorkflowMoved(self.store.path, None, f"node {self.name}'s lease lapsed (it was "
-                            "cut off from the store): its workflows run on other nodes")
+                            "cut off from the store): its workflows go to the next node of "
+                            "the cluster that claims them")
         if self.on_singletons is not None:
             self.on_singletons(set())  # another node runs them now
         if self.on_lapsed is not None:
             self.on_lapsed()  # its cluster names count no more: others may take them
         running = [wf for wf in host.active.values() if not wf.done.is_set()]
-        log.warning("node %s lost its lease: stopping its %d workflows and its singleton "
-                    "services; it joins the cluster again once the store answers",
-                    self.name, len(running))
+        if host.closing or self.draining:  # (it does not join again)
+            log.warning("node %s lost its lease as it %s: its %d workflows stop here; the "
+                        "next node of the cluster that claims them resumes them", self.name,
+                        "stopped" if host.closing else "drained", len(running))
+        else:
+            log.warning("node %s lost its lease: stopping its %d workflows and its "
+                        "singleton services (the other nodes of the cluster take them, or "
+                        "this one once it joins again, when the store answers)",
+                        self.name, len(running))
         for wf in list(host.active.values()):  # blocked ones too: they leave at once
             hand_over(host, wf, exc, now=True)
+        if self.draining:
+            # nothing is left to hand over (and the store, out of reach, would release
+            # nothing): the node's stop ends what is still stopping
+            self.drained.set()
         with trio.move_on_after(max(self.lease, 1.0)):
             for wf in running:
                 await wf.exited.wait()
@@ -471,7 +485,8 @@ class ClusterMember:
         if self.on_singletons is not None:
             self.on_singletons(set())
         exc = WorkflowMoved(self.store.path, None, f"node {self.name}'s store failed "
-                            f"({error}): its workflows run on other nodes")
+                            f"({error}): its workflows go to the other nodes of the "
+                            "cluster (with none live, to the next node)")
         for wf in list(host.active.values()):
             hand_over(host, wf, exc, now=True)
         if self.draining:  # nothing is left to hand over
@@ -508,27 +523,52 @@ class ClusterMember:
         self.poke()
 
     def request_drain(self) -> None:
-        """Mark this node draining in the store (the thread notices at once)."""
+        """Drain now, and mark this node draining in the store (the thread writes it at
+        once; a store out of reach does not hold the drain back: with the lease lapsed
+        meanwhile, nothing is left to hand over)."""
         with self._lock:
             self._releases.append("!drain")
         self.poke()
+        self.drain()
 
-    def leave(self) -> None:
-        """The node closes (its workflows stopped): release them, mark the row
-        ``left``, stop the thread. Synchronous; never raises."""
+    async def leave(self, within: float) -> None:
+        """The node closes (its workflows stopped): :meth:`leave_now`, waiting at most
+        ``within`` seconds for a server that does not answer (down, or stalled: the
+        other nodes then take its workflows once its lease lapses). Never raises."""
+        if virtual_clock():  # (a MockClock would jump past ``within`` at once)
+            self.leave_now()
+            return
+        with trio.move_on_after(within) as waited:
+            await trio.to_thread.run_sync(self.leave_now, abandon_on_cancel=True)
+        if waited.cancelled_caught:
+            self._abandoned = True  # (its own failure, later, is not told again)
+            self.pg.cut()  # what it waits on ends now
+            log.warning("node %s could not leave the cluster cleanly: the server did not "
+                        "answer within %gs (its workflows move when its lease lapses)",
+                        self.name, within)
+
+    def leave_now(self) -> None:
+        """Release the node's workflows and singletons, mark its row ``left``, stop the
+        thread. Synchronous; never raises."""
         self._stop.set()
         self._wake_watch()
         self.poke()
+        cut = self.store.cut  # the server did not answer the node's stop: not waited for
+        if cut is not None:
+            self.pg.cut()
         if self._thread is not None:
-            self._thread.join(timeout=10)
+            self._thread.join(timeout=10 if cut is None else 1)
         try:
+            if cut is not None:
+                raise StoreError(self.store.path, cut)
             if self.pg.epoch is not None:
                 self.pg.release_singletons()
                 self.pg.release(None)
                 self.pg.set_status("left")
         except (psycopg.Error, StoreError) as exc:
-            log.warning("node %s could not leave the cluster cleanly: %s (its workflows "
-                        "move when its lease lapses)", self.name, exc)
+            if not self._abandoned:
+                log.warning("node %s could not leave the cluster cleanly: %s (its "
+                            "workflows move when its lease lapses)", self.name, exc)
         finally:
             self.pg.close()
             for fd in (self._wake_r, self._wake_w):
@@ -624,6 +664,8 @@ class ClusterMember:
                     rounds += 1
                     due = False
                 except (psycopg.Error, StoreError, OSError) as exc:
+                    if self._stop.is_set():  # (the node stops: cut off, or leaving)
+                        return
                     log.warning("node %s: cluster round failed: %s", self.name, exc)
                     self.pg.close()
                     if self._stop.wait(min(self.interval, 1.0)):
@@ -638,6 +680,8 @@ class ClusterMember:
             except (psycopg.Error, StoreError, OSError) as exc:
                 # the server restarting or out of reach: this thread must outlive it
                 # (it renews the lease and carries other nodes' messages)
+                if self._stop.is_set():
+                    return
                 log.warning("node %s: waiting for the cluster failed: %s", self.name, exc)
                 self.pg.close()
                 due = True
@@ -696,7 +740,8 @@ class ClusterMember:
         if self.pg.give_up():
             self.gave_up = True
             log.error("node %s leaves the cluster: %s%s; its workflows move to the other "
-                      "nodes", self.name, why, failed)
+                      "nodes (with none live, they wait in the store for the next node)",
+                      self.name, why, failed)
             self._post("failed", failed)
 
     def _left(self) -> None:

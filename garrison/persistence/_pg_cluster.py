@@ -51,7 +51,7 @@ import psycopg
 
 from .._errors import StoreError, StoreLocked
 from ._pg_schema import CHANNEL_MAX
-from ._pg_write import _quote
+from ._pg_write import _quote, cut_connection
 from ._records import WorkflowRecord, requested_attempt
 
 __all__ = ["LIVE", "ClusterNode", "PgCluster", "epoch_lock_class"]
@@ -213,6 +213,11 @@ class PgCluster:
                            (self._alive_class, epoch)).fetchone()
         if got and got[0]:  # (else an old session of this connection still holds it)
             self._alive_epoch = epoch
+
+    def cut(self) -> None:
+        """Shut the cluster connection's socket down (from any thread): what waits on it
+        ends at once (the node stops, and the server does not answer)."""
+        cut_connection(self.conn)
 
     def close(self) -> None:
         if self.conn is not None:

@@ -35,7 +35,9 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import select
+import socket
 import threading
 import time as _time
 from collections.abc import Callable, Generator, Iterable, Sequence
@@ -401,6 +403,9 @@ class PgWritePath:
     _owner: bool
     _closed: bool
     _failed: StoreError | None
+    #: why waits for the server end now (``PostgresStore.stopping``), or ``None``
+    _cut: str | None
+    _writes_begun: int
     _writer_id: str
     _acked: int
     _marked: int
@@ -877,11 +882,13 @@ class PgWritePath:
             return NoSuchWorkflow(detail)
         if message == "fenced":
             if detail:
-                return WorkflowMoved(self.path, detail, f"workflow {detail!r} runs on another "
-                                     "node of the cluster now: this node's write is refused")
+                return WorkflowMoved(self.path, detail, f"workflow {detail!r} has another "
+                                     "owner in the store now (a node of the cluster claimed "
+                                     "it): this node's write is refused")
             return WorkflowMoved(self.path, None, "this node's lease lapsed (it was cut off "
-                                 "from the store): its writes are refused and its workflows "
-                                 "run on other nodes")
+                                 "from the store): its writes are refused, and its "
+                                 "workflows go to the next node of the cluster that claims "
+                                 "them")
         if message == "workflow_changed":
             return workflow_changed(*params[:3])
         if message == "not_pending":
@@ -1052,6 +1059,7 @@ class PgWritePath:
         rest = False
         try:
             self._check_usable()
+            self._writes_begun += 1
             n = self._acked + 1
             bare = self._bare_step(plans) is not None
             deadline: float | None = None
@@ -1118,11 +1126,12 @@ class PgWritePath:
                 yield _BLOCK  # (the node's thread hands the write to a worker here)
                 _time.sleep(pause)
                 pause = min(pause * 2, 1.0)
-                if self._closed:  # (``close`` waits for this write: not sent again)
+                if self._closed or self._cut:  # (``close`` waits for this write: not
+                    why = self._cut or "the store was closed"  # sent again)
                     for plan in again:
                         plan.error = StoreError(
-                            self.path, f"the store was closed while this write waited to "
-                            f"be tried again (the server refused it for now: "
+                            self.path, f"{why} while this write waited to be tried again "
+                            f"(the server refused it for now: "
                             f"{_reason(plan.error or Exception())}); it was not committed")
                     return
         except BaseException as exc:
@@ -1193,7 +1202,7 @@ class PgWritePath:
                     continue
                 try:
                     ready = _poll(wait, _CLOSED_CHECK_MS)
-                    while not ready and not self._closed:
+                    while not ready and not self._closed and self._cut is None:
                         ready = _poll(wait, _CLOSED_CHECK_MS)
                 except (OSError, ValueError) as exc:  # (the socket went away)
                     wait = write.throw(_ConnectionLost(f"connection lost: {exc}"))
@@ -1252,7 +1261,7 @@ class PgWritePath:
         delay = 0.05
         last = reason
         while True:
-            if self._closed:
+            if self._closed or self._cut is not None:
                 raise self._closed_meanwhile(reason)
             try:
                 conn = self._connect_writer(first=False)
@@ -1306,7 +1315,7 @@ class PgWritePath:
         with contextlib.suppress(pg_errors.InsufficientPrivilege):
             conn.execute("SELECT pg_terminate_backend(%s)", (session[0],))
         while alive is not None:
-            if self._closed:  # (``close`` waits for this write)
+            if self._closed or self._cut is not None:  # (``close`` waits for this write)
                 raise self._closed_meanwhile(reason)
             if _time.monotonic() + 0.02 > deadline:
                 self._give_up(
@@ -1318,9 +1327,10 @@ class PgWritePath:
 
     def _closed_meanwhile(self, reason: str) -> StoreError:
         """The error of a write whose connection was lost (``reason``) and the store
-        closed before it could be settled."""
-        return StoreError(self.path, f"the store was closed while a write waited for the "
-                          f"server ({reason}): whether it committed is unknown")
+        closed (or the node's stop cut it short) before it could be settled."""
+        why = ("the store was closed while a write waited for the server"
+               if self._cut is None else f"{self._cut}, as a write waited for it")
+        return StoreError(self.path, f"{why} ({reason}): whether it committed is unknown")
 
     def _session_of(self, conn: psycopg.Connection[Any]) -> tuple[int, Any]:
         """The server session of the writer's connection ``conn`` (see
@@ -1407,6 +1417,27 @@ class PgWritePath:
 
 
 # ------------------------------------------------------------------ helpers
+def cut_connection(conn: psycopg.Connection[Any] | None) -> None:
+    """Shut ``conn``'s socket down (from any thread): a statement or a wait on it ends
+    at once with a lost connection (a server that stopped answering, the socket still
+    open, would hold it for ever). The socket itself is closed by its owner, later."""
+    if conn is None or conn.closed:
+        return
+    try:
+        fd = conn.pgconn.socket
+        cut = socket.socket(fileno=os.dup(fd))
+    except (psycopg.Error, OSError):  # (closed meanwhile: nothing waits on it)
+        return
+    try:
+        # (closed between the two reads, its number taken by another file: left be)
+        if not conn.closed and conn.pgconn.socket == fd:
+            cut.shutdown(socket.SHUT_RDWR)
+    except (psycopg.Error, OSError):
+        pass
+    finally:
+        cut.close()
+
+
 def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"))
 

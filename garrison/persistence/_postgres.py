@@ -72,7 +72,10 @@ The first statement of every transaction also sets this writer's row of
   wait for a server that stopped answering); one whose results are being read back
   after a lost answer, with a StoreError saying it committed; one the server refused
   for now (a statement timeout under lock contention), waiting to be tried again,
-  with a StoreError saying it was not committed, and it is not sent again.
+  with a StoreError saying it was not committed, and it is not sent again;
+- the node stops (``stopping``) and the server does not answer within its time: the
+  connections are cut, what waited ends as if the store were closed, and the store
+  writes nothing more (a server that is down or stalled does not hold the stop).
 
 A workflow is never marked failed because the network blinked: its end cannot be
 recorded, and it resumes from its journal.
@@ -91,7 +94,7 @@ import threading
 import time as _time
 import urllib.parse
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -129,6 +132,7 @@ from ._pg_write import (
     _reason,
     _Stmt,
     _unwrap,
+    cut_connection,
 )
 from ._records import (
     InboxRecord,
@@ -151,6 +155,9 @@ __all__ = ["PostgresStore"]
 #: how long a node waits for the schema's node lock held by another session alone
 #: (a tool holds it for a moment) before it gives up (``_share_node_lock``)
 NODE_LOCK_WAIT = 10.0
+#: seconds between two looks of a stopping store for a wait for the server past its
+#: time: one seen at both is cut (see ``PostgresStore.stopping``)
+CUT_CHECK = 0.5
 
 #: ``synchronous`` -> the writer's ``synchronous_commit``
 _SYNCHRONOUS = {"normal": "off", "full": "on"}
@@ -352,6 +359,14 @@ class PostgresStore(PgWritePath, StoreShortcuts):
         self._owner = lock
         self._closed = False
         self._failed: StoreError | None = None
+        #: why waits for the server end now (the node stopped and the server did not
+        #: answer in time: :meth:`stopping`), or ``None``
+        self._cut: str | None = None
+        self._stop_watch: threading.Thread | None = None
+        #: reads and writes begun (the stop's watch tells a wait that lasts from one
+        #: that began since)
+        self._reads_begun = 0
+        self._writes_begun = 0
         self._writer_id = uuid.uuid4().hex
         self.fence_epoch: int | None = None
         self.fence_idle_ms = 0
@@ -710,6 +725,12 @@ class PostgresStore(PgWritePath, StoreShortcuts):
         return True
 
     @property
+    def cut(self) -> str | None:
+        """Why the node's stop cut this store's waits for the server short (see
+        :meth:`stopping`), or ``None``."""
+        return self._cut
+
+    @property
     def failed(self) -> StoreError | None:
         """The :class:`~garrison.StoreError` with which the store gave up writing for
         good (see the module docs), or ``None`` while it writes."""
@@ -742,6 +763,58 @@ class PostgresStore(PgWritePath, StoreShortcuts):
         if self._failed is None:
             self._failed = StoreError(self.path, reason)
         return self._failed
+
+    @contextlib.contextmanager
+    def stopping(self, within: float) -> Iterator[None]:
+        """The node stops (its workflows park, it leaves the cluster, it closes the
+        store) in the block: a wait for the server in it lasts at most about ``within``
+        seconds from the block's start. A server that answers is not hurried; a wait
+        still under way past that (the server down, or stalled with the connection
+        open) no longer holds the stop for ``retry_for`` or for ever: the store's
+        connections are cut, what waited ends with a :class:`~garrison.StoreError` (a
+        write's outcome unknown: the journal settles it on the next node that opens
+        the store) and the store writes nothing more. Nested blocks are one."""
+        if self._stop_watch is not None or self._closed:
+            yield
+            return
+        over = threading.Event()
+        watch = threading.Thread(target=self._watch_stop, args=(within, over),
+                                 name="garrison-store-stop", daemon=True)
+        self._stop_watch = watch
+        watch.start()
+        try:
+            yield
+        finally:
+            over.set()
+            watch.join()
+            self._stop_watch = None
+
+    def _watch_stop(self, within: float, over: threading.Event) -> None:
+        """(:meth:`stopping`'s thread) Past ``within``, cut the store off once a read or
+        a write is seen waiting at two looks :data:`CUT_CHECK` apart (the same one:
+        none began between them)."""
+        if over.wait(within):
+            return
+        seen: tuple[int | None, int | None] = (None, None)
+        while not self._closed:
+            now = (self._writes_begun if self._write_lock.locked() else None,
+                   self._reads_begun if self._read_lock.locked() else None)
+            if any(n is not None and n == was for n, was in zip(now, seen, strict=True)):
+                self._cut_off(within)
+                return
+            seen = now
+            if over.wait(CUT_CHECK):
+                return
+
+    def _cut_off(self, within: float) -> None:
+        """:meth:`stopping`'s time is up with a wait for the server under way: every
+        wait ends now, and the store writes nothing more."""
+        self._cut = f"the server did not answer within {within:g}s of the node's stop"
+        if self._failed is None:
+            self._failed = StoreError(self.path, f"{self._cut}; this store writes nothing "
+                                      "more")
+        for conn in (self._writer, self._reader):
+            cut_connection(conn)
 
     # -- wakeups -----------------------------------------------------------------------
     def translate_error(self, exc: BaseException) -> StoreError | None:
@@ -889,6 +962,7 @@ class PostgresStore(PgWritePath, StoreShortcuts):
             return []
         with self._read_lock:
             self._check_open()
+            self._reads_begun += 1
             deadline: float | None = None
             delay = 0.05
             busy_until: float | None = None
@@ -903,6 +977,8 @@ class PostgresStore(PgWritePath, StoreShortcuts):
                 except _TRANSIENT as exc:
                     if not again:
                         raise Busy(_reason(exc)) from None
+                    if self._cut is not None:  # (the node stops: no waiting for the server)
+                        raise StoreError(self.path, f"{self._cut}: {_reason(exc)}") from None
                     if busy_until is None:
                         busy_until = _time.monotonic() + self.retry_for
                     if _time.monotonic() + pause > busy_until:
@@ -912,6 +988,8 @@ class PostgresStore(PgWritePath, StoreShortcuts):
                 except psycopg.OperationalError as exc:
                     if conn is not None and not conn.closed and not conn.broken:
                         raise StoreError(self.path, _reason(exc)) from None
+                    if self._cut is not None:
+                        raise StoreError(self.path, f"{self._cut}: {_reason(exc)}") from None
                     if deadline is None:
                         deadline = _time.monotonic() + self.retry_for
                     if conn is not None:

@@ -10,6 +10,7 @@ never relies on this class (it talks to :class:`~garrison.persistence.Store`).
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
 from types import TracebackType
 from typing import Any, Self
 
@@ -46,6 +47,11 @@ class StoreShortcuts:
     def transaction(self) -> Transaction:
         """A new, empty :class:`~garrison.persistence.Transaction`."""
         return Transaction()
+
+    def stopping(self, within: float) -> AbstractContextManager[None]:
+        """The node stops in the block: nothing to bound here (a store whose server may
+        stop answering, PostgreSQL's, bounds its waits by ``within``)."""
+        return nullcontext()
 
     def statistics(self) -> StoreStatistics:
         """Counters of the write path (transactions, group-commit batches, ...)."""

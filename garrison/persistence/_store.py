@@ -15,6 +15,7 @@ picked up by the node that owns the store through :meth:`Store.wakeups`.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -224,6 +225,13 @@ class Store(Protocol):
     # -- lifetime ------------------------------------------------------------------
     def statistics(self) -> StoreStatistics:
         """Counters of the write path."""
+        ...
+
+    def stopping(self, within: float) -> AbstractContextManager[None]:
+        """The node stops in the block (its workflows park, it leaves its cluster, it
+        closes the store): a wait for a server that does not answer ends at most
+        ``within`` seconds after the block began, with a
+        :class:`~garrison.StoreError` (a store on a local file has no such wait)."""
         ...
 
     def close(self) -> None:

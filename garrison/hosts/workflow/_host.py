@@ -144,6 +144,10 @@ class WorkflowHost:
         #: which workflows run here (see ``_ownership.py``)
         self.ownership: Any = None
         self.closing = False
+        #: workflows the store's error stopped while the node stopped, and the last
+        #: error: told in one line at the end of the stop, not one per workflow
+        self.unrecorded_at_stop: list[str] = []
+        self.store_error_at_stop: StoreError | None = None
         #: set once ``shutdown`` has stopped every workflow here: a ``result()`` waiting
         #: for one that did not end then raises (nothing here will end it)
         self.stopped = trio.Event()
@@ -251,17 +255,19 @@ class WorkflowHost:
                         and not wf.done.is_set() and wf.stored_status is not status):
                     tx.update_workflow(wf.wid, status=status)
                     wf.stored_status = status
-            await self._commit_statuses(tx)
+            await self._commit_statuses(tx, background=True)
 
-    async def _commit_statuses(self, tx: Transaction) -> None:
+    async def _commit_statuses(self, tx: Transaction, background: bool = False) -> None:
         """Commit ``tx``, statuses of parked workflows only: a failure is logged (each
-        one's next commit, or the next node, sets it right)."""
+        one's next commit, or the next node, sets it right), but a background one's
+        once the host stops (the stop's own commit of them tells)."""
         if not tx or self.client:
             return
         try:
             await self.store.commit(tx)
         except Exception as exc:
-            log.warning("could not record the statuses of parked workflows: %s", exc)
+            if not (background and self.closing):
+                log.warning("could not record the statuses of parked workflows: %s", exc)
 
     async def resume(self, *, stopping: Callable[[], bool] = lambda: False) -> None:
         """Resume every unfinished workflow of the store (once; before it returns their
@@ -1451,6 +1457,12 @@ class WorkflowHost:
         for wf, status in stopped_as.items():  # stopping woke it: "running" no longer
             if not wf.done.is_set():
                 wf.status = status  # what the store says (handle.status() after close)
+        if self.unrecorded_at_stop:
+            ids = self.unrecorded_at_stop
+            log.warning("host %s: %d workflows stopped as the node stopped, their last "
+                        "step unrecorded (%s%s): %s; they resume from their journals on "
+                        "the next node", self.name, len(ids), ", ".join(ids[:10]),
+                        ", ..." if len(ids) > 10 else "", self.store_error_at_stop)
         await trio.lowlevel.checkpoint()
 
     # ------------------------------------------------------------ results

@@ -284,9 +284,14 @@ class WorkflowInstance(Waits, Activities, Interop):
             if self.host.ownership is not None:
                 self.host.ownership.moved(self, exc)
             return
-        log.error("workflow %s stopped: its store failed: %s; it resumes from its journal "
-                  "on the next node", self.wid, exc,
-                  extra={"workflow_id": self.wid, "run_id": self.run_id, "pid": self.pid})
+        if self.host.closing:  # the node stops: one line for all (see the host's stop)
+            self.host.unrecorded_at_stop.append(self.wid)
+            self.host.store_error_at_stop = exc
+        else:
+            log.error("workflow %s stopped: its store failed: %s; it resumes from its "
+                      "journal on the next node", self.wid, exc,
+                      extra={"workflow_id": self.wid, "run_id": self.run_id,
+                             "pid": self.pid})
         self.status = WorkflowStatus.BLOCKED
         self.error = ErrorInfo.from_exception(exc)
         self.done.set()
