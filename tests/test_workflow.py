@@ -1562,3 +1562,25 @@ async def test_a_base_exception_in_a_workflow_fails_that_workflow_only(
     assert node.workflow("quits").status() == "failed"
     await node.workflow("other").signal("still", "here")
     assert await node.workflow("other").result() == ["still", "here"]
+
+
+async def test_a_client_awaiting_a_workflow_the_node_blocked_gets_its_error(
+        tmp_path: Path) -> None:
+    """README: ``result()`` raises the NonDeterminismError that blocks a workflow. From
+    another process (a store opened unlocked: a web app awaiting a workflow the node
+    runs) it waited for ever: a client watched the store for as long as the workflow
+    was unfinished, and a blocked one is."""
+    import trio
+
+    from garrison.persistence import SQLiteStore, Transaction
+
+    db = str(tmp_path / "app.db")
+    async with garrison.open_node(store=db) as node:
+        async with garrison.open_node(store=SQLiteStore(db, lock=False)) as client:
+            client.hosts["workflows"].store.write(Transaction().create_workflow(
+                "gone", "workflow_app:no_such_fn", []))
+            with trio.fail_after(10):  # (it waited for ever: TooSlowError)
+                with pytest.raises(garrison.NonDeterminismError, match="no_such_fn"):
+                    await client.workflow("gone").result()
+            assert client.workflow("gone").status() == "blocked"
+        assert node.workflow("gone").status() == "blocked"

@@ -1531,9 +1531,10 @@ class WorkflowHost:
                 refresh(self, wid)  # a tool created it; its wakeup is not here yet
                 if wid in self.active:
                     return await self.result(wid, hint)
-            while (self.client or (self.ownership is not None
-                                   and status is not WorkflowStatus.BLOCKED)
-                   ) and not status.finished:
+            # (blocked: it waits for a node with other code, maybe for ever; its
+            # NonDeterminismError is the answer, here as on the node that blocked it)
+            while ((self.client or self.ownership is not None)
+                   and status is not WorkflowStatus.BLOCKED and not status.finished):
                 await trio.sleep(0.02)  # another node runs it: watch the store
                 record = await run_blocking(self.store.get_workflow, wid)
                 assert record is not None
