@@ -171,3 +171,15 @@ async def fails_on_go() -> None:
 
 async def returns_at_once() -> str:
     return "done"
+
+
+async def sleeps_forever() -> str:
+    """A durable sleep "for ever" (``float('inf')``)."""
+    await workflow.sleep(float("inf"))
+    return f"woke at {workflow.now()}"
+
+
+async def receives_forever() -> str:
+    """A receive with no end (``timeout=float('inf')``)."""
+    got = await process.inbox().receive(timeout=float("inf"))
+    return f"received {got.payload if got is not None else None}"

@@ -235,6 +235,28 @@ async def test_schedules_tick_on_trio_autojump_clock(
     await _schedules_tick(tmp_path, monkeypatch, virtual=False)
 
 
+async def test_a_wait_for_ever_never_ends_in_the_env_and_time_stays_where_it_was(
+        ) -> None:
+    """A workflow's ``sleep(float("inf"))`` or ``receive(timeout=float("inf"))`` waits
+    for ever (README), recorded as the latest deadline there is: the environment jumped
+    its clock there (9999-12-31), woke them, and every timer after fired at once."""
+    async with garrison.testing.workflow_env() as env:
+        start = env.now()
+        sleeper = await env.start(ops_app.sleeps_forever, id="s")
+        receiver = await env.start(ops_app.receives_forever, id="r")
+        timed = await env.start(ops_app.reminders, 2, id="t")
+        await env.settle()
+        with trio.move_on_after(2) as waited:  # (virtual time: nothing else is due)
+            await sleeper.result()
+        assert waited.cancelled_caught
+        assert env.status("s") == "sleeping" and env.status("r") == "waiting"
+        assert await timed.result() == "expired"  # two days, a day at a time
+        assert (env.now() - start).total_seconds() == 2 * 86400
+        await receiver.signal("note", "hello")
+        assert await receiver.result() == "received hello"
+        assert env.status("s") == "sleeping"
+
+
 async def test_env_sleep_past_the_last_date_or_forever_is_refused_and_the_env_goes_on() -> None:
     """``env.sleep(1e20)`` returned and left ``env.now()`` an OverflowError (and every
     workflow's clock past any date); ``env.sleep(float("inf"))`` blocked for good.

@@ -224,7 +224,8 @@ class WorkflowEnv:
             targets += [clock.wall_of(s.wait_deadline) for s in schedulers
                         if s.wait_deadline is not None]
             targets += [target for target, _event in clock.sleepers]
-            due = [t for t in targets if t is not None and math.isfinite(t)]
+            # (a wait "for ever" records the latest deadline there is: never due)
+            due = [t for t in targets if t is not None and math.isfinite(t) and t < FOREVER]
             if not due:
                 clock.changed = trio.Event()
                 await clock.changed.wait()
