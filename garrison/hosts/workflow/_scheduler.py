@@ -510,6 +510,19 @@ class Scheduler:
                 tick = instead
         last = record.last_workflow
         busy = last is not None and self._unfinished(last)
+        if buffered is not None and record.overlap != "buffer_one":
+            # buffered under buffer_one, since changed: the policy in force decides it
+            # (kept, it held every later tick back for as long as the last run ran)
+            updates["buffered_tick"] = None
+            if tick is None and (record.overlap == "allow_all" or not busy):
+                tick = buffered  # it starts now
+            else:
+                notes.append(("skipped", "schedule %s dropped its tick %s, buffered under "
+                              "overlap 'buffer_one': its overlap is %r now (%s)",
+                              (sid, tick_id(sid, buffered), record.overlap,
+                               "a later tick starts instead" if tick is not None
+                               else f"workflow {last} is still running")))
+            buffered = None
         if buffered is not None:  # (buffer_one) the waiting tick keeps its place
             if tick is not None:
                 notes.append(_skipped(sid, tick, last))

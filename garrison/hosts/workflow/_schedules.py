@@ -223,6 +223,26 @@ def parse_catchup_window(value: object, what: str) -> float:
     return seconds
 
 
+#: names in the time zone directory that are no IANA zone: this machine's own zone
+#: (``localtime``: each node of a cluster could tick at other hours) and tzdata's
+#: placeholder
+_NOT_ZONES = frozenset({"localtime", "Factory", "posixrules"})
+
+
+@functools.cache
+def _zone_names() -> frozenset[str]:
+    return frozenset(zoneinfo.available_timezones())
+
+
+def _iana_name(name: str) -> bool:
+    """True for an IANA zone name (not ``localtime``, ``Factory``, nor a ``posix/`` or
+    ``right/`` copy: ``right/`` counts leap seconds, and ticks seconds off the others)."""
+    if name in _NOT_ZONES:
+        return False
+    names = _zone_names()
+    return name in names if names else True  # (no zone list here: ZoneInfo decides)
+
+
 @attrs.frozen
 class ScheduleSpec:
     """When a schedule ticks: ``cron`` read in ``timezone``, or ``every`` seconds.
@@ -251,6 +271,10 @@ class ScheduleSpec:
             raise TypeError(f"{what}: timezone must be an IANA time zone name such as "
                             f"'Europe/Riga', got {timezone!r}")
         try:
+            # (a file of the zone directory that is no IANA zone; one stored by an older
+            # garrison, which took it, still ticks)
+            if not stored and not _iana_name(timezone):
+                raise ValueError(timezone)
             zone = zoneinfo.ZoneInfo(timezone)
         except (zoneinfo.ZoneInfoNotFoundError, ValueError):
             raise ValueError(f"{what}: unknown timezone {timezone!r}: expected an IANA time "
