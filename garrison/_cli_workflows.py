@@ -134,11 +134,9 @@ _Fail = ToolError
 
 
 def _positive_int(text: str) -> int:
-    """``--limit``'s value: a whole number of at least 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
+    """``--limit``'s value: a whole number of at least 1, in ASCII digits (``int()``
+    also takes Arabic-Indic digits and ' 3 ', as the console does not)."""
+    value = int(text) if text.isascii() and text.isdigit() else 0
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
     return value
@@ -180,14 +178,7 @@ def _run(args: argparse.Namespace) -> None:
 
 # ------------------------------------------------------------------ reads
 def _list(store: Any, args: argparse.Namespace) -> None:
-    from .persistence import WorkflowStatus
-
-    statuses = [s.strip() for arg in args.status for s in arg.split(",") if s.strip()]
-    known = [s.value for s in WorkflowStatus]
-    for status in statuses:
-        if status not in known:
-            raise _Fail(f"--status {status!r} is not a workflow status: expected one of "
-                        f"{', '.join(known)}", 2)
+    statuses = _statuses(args.status)
     search = tools.search_filters(args.search)
     damaged: list[DamagedRecord] = []
     select = {"newest_first": args.order == "newest", "id_prefix": args.id_prefix or None}
@@ -217,6 +208,20 @@ def _list(store: Any, args: argparse.Namespace) -> None:
 
 #: the rows one read of :func:`_list_around_damage` takes (one at a time near a damaged one)
 _DAMAGE_PAGE = 500
+
+
+def _statuses(given: list[str]) -> list[str]:
+    """The ``--status`` values (repeated or comma-separated), each a workflow status
+    (an empty one is refused: it selected the default, silently)."""
+    from .persistence import WorkflowStatus
+
+    known = [s.value for s in WorkflowStatus]
+    statuses = [s.strip() for arg in given for s in arg.split(",")]
+    for status in statuses:
+        if status not in known:
+            raise _Fail(f"--status {status!r} is not a workflow status: expected one of "
+                        f"{', '.join(known)}", 2)
+    return list(dict.fromkeys(statuses))
 
 
 def _list_around_damage(store: Any, statuses: Any, search: Any,
@@ -417,16 +422,11 @@ def _replay(store: Any, args: argparse.Namespace) -> None:
                     f"{'--status' if args.status else '--all'}", 2)
     if args.ids:
         try:
-            ids = [tools.get(store, wid).workflow_id for wid in args.ids]
+            ids = [tools.get(store, wid).workflow_id for wid in dict.fromkeys(args.ids)]
         except ToolError as exc:  # bad input: exit 1 must mean only that a workflow differs
             raise _Fail(str(exc), 2) from None
     else:
-        statuses = [s.strip() for arg in args.status for s in arg.split(",") if s.strip()]
-        known = [s.value for s in WorkflowStatus]
-        for status in statuses:
-            if status not in known:
-                raise _Fail(f"--status {status!r} is not a workflow status: expected one of "
-                            f"{', '.join(known)}", 2)
+        statuses = _statuses(args.status)
         if not statuses and not args.all:
             statuses = [s.value for s in WorkflowStatus if s not in FINAL_STATUSES]
         ids = [r.workflow_id for r in store.list_workflows(statuses or None)]

@@ -862,7 +862,7 @@ def test_list_takes_a_limit_an_order_and_an_id_prefix(
                               "--limit", "3", "--id", "w")
     assert code == 2 and "'w3': its input is not JSON" in err, err
     assert [line.split()[0] for line in out.splitlines()] == ["ID", "w4", "w2", "w1"]
-    for bad in ("0", "-1", "x"):
+    for bad in ("0", "-1", "x", "\u0661", " 3 ", "+3"):  # (ASCII digits only, as the console)
         with pytest.raises(SystemExit) as stop:
             cli_here(capsys, "--store", sqlite_path, "list", "--limit", bad)
         assert stop.value.code == 2

@@ -576,6 +576,10 @@ def test_cli_refusals_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture
          "--reason: a terminate reason must say why: got '  '"),
         (("retry", "done"), 1, "cannot retry workflow 'done': it is completed"),
         (("replay", "--status", "bogus"), 2, "--status 'bogus' is not a workflow status"),
+        # (an empty one replayed the default selection, silently)
+        (("replay", "--status", ""), 2, "--status '' is not a workflow status"),
+        (("replay", "--status", "failed,"), 2, "--status '' is not a workflow status"),
+        (("list", "--status", ""), 2, "--status '' is not a workflow status"),
         (("replay", "--module", "no/such.py"), 2, "--module 'no/such.py': no such file"),
         (("export", "ghost"), 1, "no workflow 'ghost'"),
     ]

@@ -169,6 +169,10 @@ async def test_replay_cli_passes_unchanged_code_and_catches_a_renamed_activity(
                "--id", "done-2")
     assert typo.returncode == 2 and typo.stdout == "", typo.stdout
     assert f"no workflow 'done-2' in {store}" in typo.stderr, typo.stderr
+    # an id given twice is replayed once
+    twice = cli("--store", store, "replay", "--module", str(code), "--id", "done-1",
+                "--id", "done-1", "--json")
+    assert [r["workflow_id"] for r in json.loads(twice.stdout)] == ["done-1"], twice.stdout
 
 
 async def test_replay_never_writes_the_store_file(tmp_path: Path, autojump_clock: Any,
