@@ -1584,3 +1584,32 @@ async def test_a_client_awaiting_a_workflow_the_node_blocked_gets_its_error(
                     await client.workflow("gone").result()
             assert client.workflow("gone").status() == "blocked"
         assert node.workflow("gone").status() == "blocked"
+
+
+async def test_a_node_follows_a_step_of_the_system_clock(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A node read the system clock once, at its start: a later step (an NTP
+    correction, a resumed VM) was never seen, and a durable sleep of an hour still took
+    an hour of the monotonic clock after the system clock had moved an hour on (a
+    nightly schedule kept firing late, ``workflow.now()`` stayed off). The node looks
+    again every ``CLOCK_CHECK``: what waits for a time asks again. (Real time: the
+    system clock is the subject.)"""
+    import time
+
+    real = time.time
+    step = [0.0]
+    monkeypatch.setattr(time, "time", lambda: real() + step[0])
+    caplog.set_level(logging.WARNING, logger="garrison")
+    async with garrison.open_node(store=str(tmp_path / "app.db")) as node:
+        started = real()
+        await node.start_workflow(app.sleeper, "1h", id="s")
+        handle = node.workflow("s")
+        with trio.fail_after(10):
+            while handle.status() != "sleeping":
+                await trio.sleep(0.01)
+        step[0] = 3600.0  # the system clock steps an hour on
+        with trio.fail_after(10):  # (it slept on, for an hour: TooSlowError)
+            slept = await handle.result()
+        assert 3600 <= slept < 3600 + (real() - started) + 1
+    assert "the system clock stepped +3600" in caplog.text

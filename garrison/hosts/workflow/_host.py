@@ -96,6 +96,8 @@ PARKED_DELAY = 0.05
 #: seconds a monitor's maker waits to read whether the monitored workflow has ended
 #: (its row held by a transaction) before it logs a warning (it goes on waiting)
 SETTLE_WARNING = 30.0
+#: seconds between two looks at the system clock for a step (see ``WallClock.step``)
+CLOCK_CHECK = 1.0
 #: the statuses of a workflow that never runs again (a failed one may be retried)
 _FOR_GOOD = frozenset({WorkflowStatus.COMPLETED, WorkflowStatus.CANCELLED})
 
@@ -187,8 +189,28 @@ class WorkflowHost:
                 nursery.start_soon(self._write_soon_task)
                 nursery.start_soon(self._record_parked_task)
                 await nursery.start(self.queue.run)
+                if self.clock.follows_system:
+                    nursery.start_soon(self._follow_clock_task)
             task_status.started()
             await trio.sleep_forever()
+
+    async def _follow_clock_task(self) -> None:
+        """Follow steps of the system clock (NTP, a resumed VM): durable timers,
+        schedules, rate windows and ``workflow.now()`` read the corrected time within
+        :data:`CLOCK_CHECK`, not only after a restart; what waits for a time asks again
+        (its trio deadline was reckoned on the old reading)."""
+        while True:
+            await trio.sleep(CLOCK_CHECK)
+            step = self.clock.step()
+            if not step:
+                continue
+            log.warning("host %s: the system clock stepped %+.1fs: its timers, schedules "
+                        "and workflow.now() follow it", self.name, step)
+            for wf in list(self.active.values()):
+                if wf.wait_deadline is not None:
+                    wf.wake()
+            self.scheduler.wake()
+            self.queue.poke()
 
     def store_failed(self, exc: StoreError) -> None:
         """The store became unusable for good: every workflow stops at its next durable

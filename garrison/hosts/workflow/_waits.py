@@ -37,6 +37,11 @@ def deadline_after(now: float, seconds: float) -> float:
     return min(now + seconds, FOREVER)
 
 
+#: how far the system clock must step before a node's clock follows it (seconds;
+#: smaller differences are the two clocks' reading jitter)
+CLOCK_STEP = 0.5
+
+
 class WallClock:
     """Wall time read through the trio clock, anchored once.
 
@@ -68,6 +73,25 @@ class WallClock:
     def now(self) -> float:
         """Unix seconds."""
         return self.wall0 + (self._read() - self.trio0)
+
+    @property
+    def follows_system(self) -> bool:
+        """True when this clock runs on trio's own clock (not a ``MockClock`` nor a
+        virtual one): the system clock may step under it (see :meth:`step`)."""
+        return self._read is _time.perf_counter
+
+    def step(self) -> float:
+        """Follow a step of the system clock (an NTP correction, a resumed VM or host:
+        the monotonic clock this one runs on does not see them): when ``time.time()``
+        and :meth:`now` differ by :data:`CLOCK_STEP` or more, :meth:`now` reads the
+        system clock again. Returns the step (seconds, ``0.0`` for none); trio
+        deadlines handed out before it are off by that much (their waiters ask again).
+        """
+        step = _time.time() - self.now()
+        if abs(step) < CLOCK_STEP:
+            return 0.0
+        self.wall0 += step
+        return step
 
     def trio_deadline(self, wall_deadline: float) -> float:
         """The trio clock time at which wall time reaches ``wall_deadline``."""
