@@ -910,6 +910,37 @@ def test_a_stopping_store_cuts_a_write_the_server_holds_and_writes_nothing_more(
         assert look.get_state("w", "k") in (2, 3)
 
 
+def test_a_read_only_database_is_a_store_error_and_the_store_writes_once_it_is_not(
+        postgres_url: str) -> None:
+    """A database made read-only (``ALTER DATABASE ... SET default_transaction_read_only
+    = on``: maintenance, a failover) refused a signal with psycopg's own
+    ``ReadOnlySqlTransaction``, not a StoreError; and a session opened meanwhile stayed
+    read-only for good, so writes kept failing after the database was writable again.
+    The write is tried again on a new session for ``retry_for``, then is a StoreError
+    saying why; once the database is writable, the next write succeeds."""
+    dbname = postgres_url.rsplit("/", 1)[1]
+
+    def admin(sql: str) -> None:
+        with psycopg.connect(postgres_url.rsplit("/", 1)[0] + "/postgres",
+                             autocommit=True) as conn:
+            conn.execute(sql)
+
+    with PostgresStore(postgres_url, retry_for=1) as store:
+        store.write(Transaction().create_workflow("w", "app:f"))
+        admin(f'ALTER DATABASE "{dbname}" SET default_transaction_read_only = on')
+        try:
+            admin("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = "
+                  f"'{dbname}' AND pid <> pg_backend_pid()")  # (its sessions: read-only now)
+            with pytest.raises(StoreError, match=r"the server refused the write: cannot "
+                               r"execute .* in a read-only transaction \(the database, .* "
+                               r"is read-only; tried again for 1s\)"):
+                store.write(Transaction().deliver("w", "note", 1))
+        finally:
+            admin(f'ALTER DATABASE "{dbname}" SET default_transaction_read_only = off')
+        store.write(Transaction().deliver("w", "note", 2))  # (its session was read-only)
+        assert [m.payload for m in store.pending_messages("w")] == [2]
+
+
 def test_a_statement_whose_preparation_is_refused_for_now_is_tried_again(
         postgres_url: str) -> None:
     """Another session holds a table of the schema locked (a maintenance ``LOCK

@@ -568,7 +568,8 @@ class ClusterMember:
         except (psycopg.Error, StoreError) as exc:
             if not self._abandoned:
                 log.warning("node %s could not leave the cluster cleanly: %s (its "
-                            "workflows move when its lease lapses)", self.name, exc)
+                            "workflows move when its lease lapses)", self.name,
+                            self.store.error_text(exc))
         finally:
             self.pg.close()
             for fd in (self._wake_r, self._wake_w):
@@ -656,17 +657,27 @@ class ClusterMember:
         try:
             self.pg.listen(self.pg.node_channel(self.name))
         except (psycopg.Error, StoreError) as exc:
-            log.warning("node %s: cannot listen for other nodes' messages: %s", self.name, exc)
+            log.warning("node %s: cannot listen for other nodes' messages: %s", self.name,
+                        self.store.error_text(exc))
+        failing: str | None = None  # what the rounds fail of (told once, until it changes)
         while not self._stop.is_set():
             if due or time.monotonic() - self._last_renew >= self.interval:
                 try:
                     self._round(rounds)
                     rounds += 1
                     due = False
+                    if failing is not None:
+                        failing = None
+                        log.info("node %s: its cluster rounds work again", self.name)
                 except (psycopg.Error, StoreError, OSError) as exc:
                     if self._stop.is_set():  # (the node stops: cut off, or leaving)
                         return
-                    log.warning("node %s: cluster round failed: %s", self.name, exc)
+                    said = self.store.error_text(exc)
+                    if said != failing:  # (once a round, it would fill the log)
+                        failing = said
+                        log.warning("node %s: cluster round failed: %s (tried again every "
+                                    "%gs; said again only if it changes)", self.name, said,
+                                    min(self.interval, 1.0))
                     self.pg.close()
                     if self._stop.wait(min(self.interval, 1.0)):
                         return
@@ -682,7 +693,11 @@ class ClusterMember:
                 # (it renews the lease and carries other nodes' messages)
                 if self._stop.is_set():
                     return
-                log.warning("node %s: waiting for the cluster failed: %s", self.name, exc)
+                said = self.store.error_text(exc)
+                if said != failing:
+                    failing = said
+                    log.warning("node %s: waiting for the cluster failed: %s", self.name,
+                                said)
                 self.pg.close()
                 due = True
                 if self._stop.wait(min(self.interval, 1.0)):
@@ -705,7 +720,8 @@ class ClusterMember:
                 try:
                     body = self.pg.take_message(int(json.loads(text)["id"]))
                 except (psycopg.Error, StoreError, ValueError, KeyError) as exc:
-                    log.warning("node %s: a long message was lost: %s", self.name, exc)
+                    log.warning("node %s: a long message was lost: %s", self.name,
+                                self.store.error_text(exc))
                     continue
                 if body is not None:
                     out.append(body)

@@ -328,7 +328,8 @@ class Remote:
                                  (channel, json.dumps({"k": "ref", "id": int(row[0])})))
             return True
         except (psycopg.Error, StoreError) as exc:
-            log.warning("node %s: a message to node %s was lost: %s", self.name, node, exc)
+            log.warning("node %s: a message to node %s was lost: %s", self.name, node,
+                        self.member.store.error_text(exc))
             self.close()
             return False
 

@@ -1040,6 +1040,30 @@ class PgWritePath:
         self._drive(self._commit(plans, here=False))
 
     def _commit(self, plans: list[_Plan], *, here: bool) -> _Gen[None]:
+        """:meth:`_commit_raw`; then a server's refusal left to a caller (not a conflict
+        of what it writes, which the caller's own error says) is a
+        :class:`~garrison.StoreError` naming the store, not psycopg's error."""
+        yield from self._commit_raw(plans, here=here)
+        for plan in plans:
+            if plan.error is not None:
+                plan.error = self._refusal(plan.error)
+
+    def _refusal(self, error: BaseException) -> BaseException:
+        """``error`` as the caller of a write gets it: a psycopg error (the server read
+        only, a role that may not write, a full disk, a refusal that outlasted
+        ``retry_for``) is a :class:`~garrison.StoreError`; a conflict of what the write
+        does (an ``IntegrityError``) stays as it is."""
+        if not isinstance(error, psycopg.Error) or isinstance(error, pg_errors.IntegrityError):
+            return error
+        why = ""
+        if isinstance(error, pg_errors.ReadOnlySqlTransaction):
+            why = (" (the database, the store's role or the server, a standby, is read-only; "
+                   f"tried again for {self.retry_for:g}s)")
+        elif isinstance(error, pg_errors.InsufficientPrivilege):
+            why = " (the store's role may not write its tables)"
+        return StoreError(self.path, f"the server refused the write: {_reason(error)}{why}")
+
+    def _commit_raw(self, plans: list[_Plan], *, here: bool) -> _Gen[None]:
         """Write ``plans`` as one transaction, reconnecting and retrying as the module
         docs say; raises :class:`~garrison.StoreError` when the store gave up (once
         some plans committed and the others, refused for now, are written again, it is
@@ -1134,6 +1158,11 @@ class PgWritePath:
                             f"(the server refused it for now: "
                             f"{_reason(plan.error or Exception())}); it was not committed")
                     return
+                if any(isinstance(plan.error, pg_errors.ReadOnlySqlTransaction)
+                       for plan in again):
+                    # (a session keeps the read-only default it began with: a new one
+                    # reads the database's and role's as they are now)
+                    self._drop_writer()
         except BaseException as exc:
             if isinstance(exc, Exception):
                 if not rest:
@@ -1582,7 +1611,9 @@ def _poll(wait: tuple[int, int], timeout_ms: int) -> int:
 #: cancelled (``statement_timeout``, ``lock_timeout``, an administrator's cancel), a
 #: deadlock, a serialization failure. Nothing of the transaction committed.
 _TRANSIENT = (pg_errors.QueryCanceled, pg_errors.LockNotAvailable,
-              pg_errors.DeadlockDetected, pg_errors.SerializationFailure)
+              pg_errors.DeadlockDetected, pg_errors.SerializationFailure,
+              # (a maintenance window, a failover: written again on a new session)
+              pg_errors.ReadOnlySqlTransaction)
 
 
 def _transient(error: BaseException | None) -> bool:

@@ -816,6 +816,15 @@ class PostgresStore(PgWritePath, StoreShortcuts):
         for conn in (self._writer, self._reader):
             cut_connection(conn)
 
+    def error_text(self, exc: BaseException) -> str:
+        """``exc`` (a psycopg error, an ``OSError``, a ``StoreError``) in one line that
+        names this store: for a log line (psycopg's text repeats the server's address
+        and spans lines)."""
+        if isinstance(exc, StoreError):
+            return str(exc)
+        text = _reason(exc) if isinstance(exc, psycopg.Error) else f"{type(exc).__name__}: {exc}"
+        return f"store {self.path!r}: {text}"
+
     # -- wakeups -----------------------------------------------------------------------
     def translate_error(self, exc: BaseException) -> StoreError | None:
         """The :class:`~garrison.StoreError` a failed write means, naming the server;
