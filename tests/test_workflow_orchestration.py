@@ -456,3 +456,29 @@ async def test_a_message_to_a_workflow_of_another_store_survives_a_crash_between
 
     with SQLiteStore(str(tmp_path / "b.db")) as b:
         assert len(b.db.execute("SELECT 1 FROM inbox WHERE workflow_id = 'r'").fetchall()) == 1
+
+
+async def test_a_link_or_monitor_of_a_workflow_that_ended_during_its_spawn_is_let_go(
+        tmp_path: Path) -> None:
+    """A workflow that ends at once can deliver its EXIT (to a monitor) or its end (to
+    a link) before ``spawn_monitored`` / ``spawn_linked`` returns: the spawner recorded
+    the monitor and the link after that, and kept them for good (process_info listed
+    the dead pids: about 4 in 10 of 300 such spawns, a leak)."""
+
+    async def spawner() -> tuple[int, int]:
+        events = process.events()
+        node = garrison.current_node()
+        linked = []
+        for i in range(40):
+            await process.spawn_monitored(app.instant, i, host="workflows")
+            linked.append(await process.spawn_linked(app.instant, i, host="workflows"))
+        for _ in range(40):
+            assert await events.receive(timeout=30) is not None
+        for pid in linked:  # (ended too)
+            await node.wait(pid)
+        await trio.sleep(0.1)
+        info = node.process_info(process.pid())
+        return len(info.monitors), len(info.links)
+
+    async with garrison.open_node(store=str(tmp_path / "app.db")) as node:
+        assert await node.wait(await node.spawn(spawner)) == (0, 0)

@@ -931,3 +931,8 @@ async def signals_across_a_continue(to: str, kind: str, run: int) -> list[Any]:
     ev = await process.events().receive(timeout=60)
     got.append(None if ev is None else [ev.kind.value, ev.error.type if ev.error else None])
     return got
+
+
+async def instant(x: int) -> int:
+    """A workflow that ends at once (its EXIT can come before the spawn returns)."""
+    return x

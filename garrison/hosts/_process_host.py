@@ -48,6 +48,7 @@ class _Process(Caller):
 
     __slots__ = (
         "_budget",
+        "_ended_early",
         "_events",
         "_exited",
         "_inbox",
@@ -89,6 +90,9 @@ class _Process(Caller):
         self.links: set[Pid] | None = None
         self.monitored_by: set[Pid] | None = None  # who receives my EXIT
         self.monitoring: set[Pid] | None = None  # whose EXIT I receive
+        #: while a spawn with a link or monitor waits: the pids whose end reached me
+        #: meanwhile (a child may end before the spawn returns; see ``spawn``)
+        self._ended_early: list[set[Pid]] | None = None
         self.names: list[str] | None = None
         self.calls = None
         self.callers = None
@@ -234,15 +238,33 @@ class _Process(Caller):
         self, target: Any, args: tuple[Any, ...], host: str | None, *, link: bool,
         monitor: bool, id: str | None = None, supervised: bool = False,
     ) -> Pid:
-        pid = await self.node.spawn_process(
-            target, args, host=host or self.host.name, parent=self.pid,
-            link=self.pid if link else None, monitor=self.pid if monitor else None, id=id,
-            supervised=supervised,
-        )
-        if link:
-            self._add_link(pid)
-        if monitor:
-            self._add_monitoring(pid)
+        if not (link or monitor):
+            pid = await self.node.spawn_process(
+                target, args, host=host or self.host.name, parent=self.pid, link=None,
+                monitor=None, id=id, supervised=supervised)
+            await self._budget.checkpoint()
+            return pid
+        # a child (a workflow) may end, its EXIT delivered, before this returns: that
+        # link or monitor is spent already, and kept it would never be let go
+        ended: set[Pid] = set()
+        if self._ended_early is None:
+            self._ended_early = []
+        self._ended_early.append(ended)
+        try:
+            pid = await self.node.spawn_process(
+                target, args, host=host or self.host.name, parent=self.pid,
+                link=self.pid if link else None, monitor=self.pid if monitor else None,
+                id=id, supervised=supervised,
+            )
+        finally:
+            self._ended_early.remove(ended)
+            if not self._ended_early:
+                self._ended_early = None
+        if pid not in ended:
+            if link:
+                self._add_link(pid)
+            if monitor:
+                self._add_monitoring(pid)
         await self._budget.checkpoint()
         return pid
 
@@ -598,8 +620,12 @@ class ProcessHost:
         proc = self.procs.get(pid)
         if proc is None:
             return False
-        if event.kind is _EXIT and proc.monitoring:
-            proc.monitoring.discard(event.pid)  # that monitor is spent: forget the pid
+        if event.kind is _EXIT:
+            if proc.monitoring:
+                proc.monitoring.discard(event.pid)  # that monitor is spent: forget the pid
+            if proc._ended_early is not None:
+                for ended in proc._ended_early:
+                    ended.add(event.pid)
         proc.deliver_event(event)
         return True
 
@@ -642,6 +668,9 @@ class ProcessHost:
             return
         if proc.links:
             proc.links.discard(dead)
+        if proc._ended_early is not None:
+            for ended in proc._ended_early:
+                ended.add(dead)
         if error is None:
             return
         if proc.trap_links:
