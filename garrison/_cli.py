@@ -392,7 +392,9 @@ async def _until_service_ends(node: Any, service_id: str) -> tuple[int, Any]:
             if dep not in needs and dep != service_id:
                 needs.append(dep)
                 todo.append(dep)
-    await node.start_service(service_id)
+    if not node.config.entries[service_id].lifecycle.auto_start:
+        # (one the node started may have run and returned already: not run twice)
+        await node.start_service(service_id)
     while True:
         status = {s.id: s for s in node.services()}
         info = status[service_id]
@@ -404,10 +406,14 @@ async def _until_service_ends(node: Any, service_id: str) -> tuple[int, Any]:
         for dep in needs:
             # a service it requires will never run again: it waits for it for ever, or
             # runs on without it (a requirement that gives up stops alone)
+            what = info.status.without_requirement()
             if status[dep].status == ServiceStatus.GAVE_UP:
-                what = info.status.without_requirement()
                 _run_failed(f"{service_id} {what}: {dep}, which it requires, gave up",
                             status[dep].last_error)
+                return 1, None
+            if status[dep].status == ServiceStatus.COMPLETED and what == "cannot start":
+                _run_failed(f"{service_id} {what}: {dep}, which it requires, returned",
+                            "a service that returns is not restarted")
                 return 1, None
         await trio.sleep(0.05)
 

@@ -217,6 +217,52 @@ def test_run_main_naming_a_service_waits_for_that_service(tmp_path):
         assert "missing 1 required positional argument" not in done.stderr
 
 
+def test_run_main_of_a_quick_service_runs_it_once_and_one_whose_requirement_returned_ends(
+        tmp_path: Path) -> None:
+    """``--main`` of an ``auto_start`` service that returned before the command looked
+    (no await) started it again: it ran twice. A service whose requirement returned
+    waited for it for ever, silently (``--main`` too): a requirement that returned is
+    not restarted, so the service cannot start; the node says so once, and the run
+    ends, exit 1."""
+    (tmp_path / "quick.py").write_text(textwrap.dedent("""
+        async def once():
+            print("ONCE RUNS", flush=True)
+            return "done"
+        async def server():
+            from garrison import process
+            async for _ in process.inbox():
+                pass
+    """))
+    (tmp_path / "once.yaml").write_text(textwrap.dedent("""
+        version: "1.0"
+        namespace: app
+        entries:
+          - {name: o, kind: process.py, source: "quick:once"}
+          - {name: s, kind: process.service, process: app:o, lifecycle: {auto_start: true}}
+    """))
+    done = cli("run", "once.yaml", "--main", "app:s", cwd=tmp_path, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "ONCE RUNS\ndone\n", done.stdout
+    (tmp_path / "app.yaml").write_text(textwrap.dedent("""
+        version: "1.0"
+        namespace: app
+        entries:
+          - {name: o, kind: process.py, source: "quick:once"}
+          - {name: srv, kind: process.py, source: "quick:server"}
+          - {name: s1, kind: process.service, process: app:o}
+          - name: s2
+            kind: process.service
+            process: app:srv
+            lifecycle: {auto_start: true, requires: [app:s1]}
+    """))
+    done = cli("run", "app.yaml", "--main", "app:s2", cwd=tmp_path, timeout=30)
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    assert ("app:s2: cannot start: app:s1, which it requires, returned (a service that "
+            "returns is not restarted") in done.stderr
+    assert ("garrison run: app:s2 cannot start: app:s1, which it requires, returned: a "
+            "service that returns is not restarted") in done.stderr
+
+
 @pytest.mark.parametrize("dep_fails_after", [0.0, 0.5])
 def test_run_main_naming_a_service_and_a_requirement_that_gives_up(tmp_path,
                                                                   dep_fails_after):

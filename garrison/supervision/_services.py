@@ -359,6 +359,15 @@ class ServiceManager:
             svc.result = ev.result
             log.info("%s: returned normally; not restarted", svc.entry.id,
                      extra={"service": svc.entry.id})
+            # what waits for it to run will wait for ever unless it is started again:
+            # said once here, as for one that gave up (what runs already runs on)
+            for dep in self._dependents(svc.entry.id):
+                if (dep.wanted and dep.status not in _SETTLED
+                        and dep.status.without_requirement() == "cannot start"):
+                    log.error("%s: cannot start: %s, which it requires, returned (a service "
+                              "that returns is not restarted: it starts again only by "
+                              "start_service)", dep.entry.id, svc.entry.id,
+                              extra={"service": dep.entry.id})
             return
         await self._failed(svc, ev.error, ran=trio.current_time() - svc.started_at)
 
