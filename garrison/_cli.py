@@ -298,13 +298,13 @@ async def _serve(config: Any, root: Any, label: str | None, store: str | None,
                     if isinstance(root, str) and root in {s.id for s in node.services()}:
                         code, result = await _until_service_ends(node, root)
                         if result is not None:
-                            printed.append(str(result))
+                            printed.extend(_shown(result, label))
                     else:
                         pid = await node.spawn(root)
                         try:
                             result = await node.wait(pid)
                             if result is not None:
-                                printed.append(str(result))
+                                printed.extend(_shown(result, label))
                         except ProcessError as exc:
                             _run_failed(f"{label} failed", exc.error)
                             code = 1
@@ -313,6 +313,18 @@ async def _serve(config: Any, root: Any, label: str | None, store: str | None,
     for line in printed:  # after the node's shutdown logs: the run's last word
         print(line, flush=True)
     return code
+
+
+def _shown(result: Any, label: str | None) -> list[str]:
+    """``[str(result)]``, the run's last line; a result whose ``__str__`` raises is said
+    on stderr instead, and none is printed (the run did not fail: its result cannot be
+    shown)."""
+    try:
+        return [str(result)]
+    except Exception as exc:
+        print(f"garrison run: the result of {label} cannot be shown: str() of its "
+              f"{type(result).__name__} raised {type(exc).__name__}: {exc}", file=sys.stderr)
+        return []
 
 
 @contextlib.contextmanager

@@ -802,6 +802,9 @@ async def running_node(node: Node) -> AsyncIterator[Node]:
         leaves = _leaves(group)
         if len(leaves) == 1:
             raise leaves[0] from None
+        for leaf in leaves:  # Ctrl-C (or one a process raised): what stopped the node,
+            if isinstance(leaf, KeyboardInterrupt):  # whatever failed as it stopped
+                raise leaf from None
         raise
     finally:
         try:

@@ -1332,3 +1332,21 @@ def test_the_usual_handlers_come_back_however_often_the_command_stops_noting():
         _cli_signals._deferring = False
         for signum, handler in before.items():
             signal.signal(signum, handler)
+
+
+def test_run_says_when_the_roots_result_cannot_be_shown(tmp_path: Path) -> None:
+    """A root whose result's ``__str__`` raises succeeded: ``garrison run`` printed a
+    traceback from its own code and exited 1. It says so on one line, exit 0."""
+    (tmp_path / "odd.py").write_text(textwrap.dedent("""
+        class Odd:
+            def __repr__(self):
+                raise RuntimeError("no words for it")
+            __str__ = __repr__
+        async def main():
+            return Odd()
+    """))
+    done = cli("run", "odd.py", cwd=tmp_path)
+    assert done.returncode == 0 and done.stdout == "", (done.stdout, done.stderr)
+    assert "Traceback" not in done.stderr, done.stderr
+    assert ("garrison run: the result of odd.py cannot be shown: str() of its Odd raised "
+            "RuntimeError: no words for it") in done.stderr

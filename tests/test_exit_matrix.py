@@ -386,3 +386,16 @@ async def test_keyboard_interrupt_in_a_process_stops_the_node_and_says_where(
     lines = [r.getMessage() for r in caplog.records if r.name == "garrison.process"]
     assert len(lines) == 1 and ".interrupted processes/" in lines[0] \
         and "KeyboardInterrupt" in lines[0] and "the node stops" in lines[0]
+
+
+async def _raises_keyboard_interrupt() -> None:
+    raise KeyboardInterrupt
+
+
+def test_garrison_run_raises_keyboard_interrupt_when_a_process_raises_it() -> None:
+    """README: ``garrison.run`` turns Ctrl-C into an orderly stop and then raises
+    KeyboardInterrupt. One raised by the root process (awaited by ``run``, so its
+    failure came out beside it) was a BaseExceptionGroup of the KeyboardInterrupt and
+    a ProcessError: ``except KeyboardInterrupt`` around ``garrison.run`` missed it."""
+    with pytest.raises(KeyboardInterrupt):
+        garrison.run(_raises_keyboard_interrupt)
