@@ -311,3 +311,35 @@ def test_scalars_of_their_own_type_and_their_subclasses_still_restore() -> None:
     assert structure("red", _Color) is _Color.RED
     assert structure(1, _Size) is _Size.S
     assert structure({"sku": "a", "qty": 2}, Line) == Line("a", 2)
+
+
+@dataclasses.dataclass
+class _Point:
+    x: int
+    y: int
+
+
+def test_a_union_with_a_scalar_is_restored_by_the_values_json_type() -> None:
+    """``int | str`` (a workflow's parameter, an activity's return annotation) was
+    cattrs' StructureHandlerNotFoundError: a workflow taking one could not start, and an
+    activity returning one failed for good after its effect. A value is the member of
+    its own JSON type (``true`` a bool only), an integer a float where there is no int,
+    else the first other member that takes it."""
+    from typing import Optional, Union
+
+    assert structure(5, int | str) == 5 and structure("5", int | str) == "5"
+    assert structure(5, Union[int, str]) == 5
+    assert structure(3, float | str) == 3.0 and type(structure(3, float | str)) is float
+    assert structure(True, bool | int) is True
+    assert structure(None, int | str | None) is None
+    assert structure(None, Optional[int]) is None
+    assert structure({"x": 1, "y": 2}, int | _Point) == _Point(1, 2)
+    assert structure([1, "a"], list[int | str]) == [1, "a"]
+    assert structure([1, 2], int | list[int]) == [1, 2]
+    for value, hint, said in [
+            (True, int | str, "expected an integer or a string, got a boolean true"),
+            (None, int | str, "expected an integer or a string, got null"),
+            ({"x": 1}, int | _Point, "expected an integer or _Point, got an object"),
+            ([1, 2.5], list[int | str], "expected an integer or a string, got a number 2.5")]:
+        with pytest.raises(PayloadError, match=said):
+            structure(value, hint, what="argument 1")

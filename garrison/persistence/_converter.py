@@ -18,9 +18,10 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import json
+import types
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, Union, get_args, get_origin
 
 import attrs
 import cattrs
@@ -143,6 +144,45 @@ def _structure_bool(value: Any, _type: Any) -> bool:
     return value if _type is bool else _type(value)
 
 
+#: the scalar types a union may hold, a boolean's first (``True`` is an ``int`` too)
+_UNION_SCALARS = (bool, int, float, str)
+
+
+def _scalar_union(hint: Any) -> bool:
+    """True for a union of two types or more (``None`` aside) of which one is a scalar
+    (``int | str``, ``float | list[int] | None``), which cattrs does not restore (an
+    ``X | None``, a union of records told apart by their fields, it does)."""
+    if get_origin(hint) not in (Union, types.UnionType):
+        return False
+    members = [a for a in get_args(hint) if a is not type(None)]
+    return len(members) > 1 and any(a in _UNION_SCALARS for a in members)
+
+
+def _structure_union(value: Any, hint: Any) -> Any:
+    """A JSON value as the first member of the union ``hint`` that takes it: a scalar
+    member of exactly its JSON type (``true`` a ``bool``, ``5`` an ``int``; an integer
+    a ``float`` where the union has no ``int``), else each other member in order."""
+    members = get_args(hint)
+    if value is None:
+        if type(None) in members:
+            return None
+    else:
+        kind = type(value)
+        if kind in _UNION_SCALARS and kind in members:
+            return value
+        if kind is int and float in members:
+            return float(value)
+        for member in members:
+            if member in _UNION_SCALARS or member is type(None):
+                continue
+            try:
+                return _converter.structure(value, member)
+            except Exception:  # (the next member may take it)
+                continue
+    names = [_JSON_KINDS.get(m) or _hint_name(m) for m in members]
+    raise _mismatch(" or ".join(names), value)
+
+
 def _reject(value: object) -> Any:
     raise _Unconvertible(value)
 
@@ -180,6 +220,8 @@ def _make_converter() -> cattrs.Converter:
     conv.register_structure_hook(bool, _structure_bool)
     # ``-> object`` / ``list[object]`` mean "any JSON value", like ``Any``
     conv.register_structure_hook_func(lambda t: t is object, lambda value, _type: value)
+    # ``int | str``: by the value's JSON type (cattrs restores no union with a scalar)
+    conv.register_structure_hook_func(_scalar_union, _structure_union)
     # Containers: walk them ourselves so every nested value is checked by its
     # runtime type (cattrs would pass unknown objects through untouched).
     conv.register_unstructure_hook(dict, _unstructure_dict)
