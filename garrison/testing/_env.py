@@ -67,6 +67,11 @@ class SkippingClock(WallClock):
     def now(self) -> float:
         return self.wall0 + self.skipped
 
+    @property
+    def follows_system(self) -> bool:
+        """Never: this clock's time is virtual (a jump is no step of the system's)."""
+        return False
+
     def trio_deadline(self, wall_deadline: float) -> float:
         self.changed.set()
         stand_in = self.FAR + len(self._walls)

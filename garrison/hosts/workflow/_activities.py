@@ -26,7 +26,7 @@ from ..._errors import ActivityError, NotInProcess
 from ..._targets import import_target
 from ...actors._runtime import runtime_var
 from ...actors._values import ErrorInfo, Message, Pid
-from ...persistence import Transaction
+from ...persistence import Transaction, WorkflowStatus
 from .._kernel import plain_call, stepping
 from ._codec import PLAIN, activity_result_json, return_hint, structure
 from ._core import BUDGET, EngineStop, WorkflowCore
@@ -522,7 +522,8 @@ class Activities(WorkflowCore):
                         f"activity {name!r} failed {attempt} attempt(s) before the workflow "
                         f"was loaded again, and its retry policy now allows "
                         f"{policy.max_attempts}"))
-                await self._backoff(resumed[1] - self.host.clock.now(), seq, call)
+                await self._backoff(resumed[1] - self.host.clock.now(), seq, call,
+                                    parks=True)
             while True:
                 attempt += 1
                 exc: BaseException | None = failed
@@ -571,14 +572,16 @@ class Activities(WorkflowCore):
                     if kinds is None:
                         kinds = self.timer_kinds = {}
                     kinds[seq] = kind
-                await self._backoff(delay, seq, call)
+                await self._backoff(delay, seq, call, parks=mock is None)
         finally:
             runtime_var.reset(token)
         return attempt, text, plain, failure
 
-    async def _backoff(self, delay: float, seq: int, call: bool) -> None:
+    async def _backoff(self, delay: float, seq: int, call: bool, *, parks: bool) -> None:
         """Wait ``delay`` seconds before the next attempt of the activity at ``seq``; a
-        call's wait ends at a cancel request, delivered at ``seq``."""
+        call's wait ends at a cancel request, delivered at ``seq``. ``parks``: its retry
+        timer is recorded, so an awaited call's workflow is ``sleeping`` meanwhile
+        (only that timer wakes it; a drain moves it at once, as any sleeping one)."""
         if not call:
             if delay > 0:
                 await self.host.clock.sleep(delay)
@@ -586,11 +589,26 @@ class Activities(WorkflowCore):
         if self.cancel_requested and not self.cancel_delivered:  # (before the scope was)
             self._deliver_cancel(seq)
         if delay > 0:
+            sleeping = WorkflowStatus.SLEEPING
+            parks = parks and self.status is WorkflowStatus.RUNNING
             with trio.CancelScope() as self.backoff:  # (a cancel request ends it: ``wake``)
+                if parks:
+                    self.status = sleeping
+                    self.host.parked(self)  # type: ignore[arg-type]  # (an instance's)
                 try:
                     await self.host.clock.sleep(delay)
+                except trio.Cancelled:
+                    if parks and self.host.closing:  # parked as the node stops
+                        self.host.parked_at_stop[self] = sleeping  # type: ignore[index]
+                    raise
                 finally:
                     self.backoff = None
+                    if parks:
+                        self.status = WorkflowStatus.RUNNING
+                        if self.stored_status is not WorkflowStatus.RUNNING:
+                            self.buffered().update_workflow(self.wid,
+                                                            status=WorkflowStatus.RUNNING)
+                            self.stored_status = WorkflowStatus.RUNNING
         if self.cancel_requested and not self.cancel_delivered:
             self._deliver_cancel(seq)
 

@@ -53,6 +53,8 @@ class WallClock:
     _read: Callable[[], float] = staticmethod(trio.current_time)
     #: the trio clock's reading minus ``_read``'s (see ``__init__``)
     _shift = 0.0
+    #: runs on trio's own clock, the system's (see ``follows_system``)
+    _system = False
 
     def __init__(self) -> None:
         clock = trio.lowlevel.current_clock()
@@ -67,6 +69,7 @@ class WallClock:
             # for converting to trio deadlines
             self._read = _time.perf_counter
             self._shift = offset
+            self._system = True
         self.wall0 = _time.time()
         self.trio0 = self._read()
 
@@ -78,7 +81,7 @@ class WallClock:
     def follows_system(self) -> bool:
         """True when this clock runs on trio's own clock (not a ``MockClock`` nor a
         virtual one): the system clock may step under it (see :meth:`step`)."""
-        return self._read is _time.perf_counter
+        return self._system
 
     def step(self) -> float:
         """Follow a step of the system clock (an NTP correction, a resumed VM or host:
