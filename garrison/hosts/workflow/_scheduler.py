@@ -90,6 +90,11 @@ REMOTE_POLL = 1.0
 _Note = tuple[str, str, tuple[Any, ...]]
 
 
+#: seconds after its time a tick is on time whatever its ``catchup_window`` (a window of
+#: milliseconds missed ticks a healthy node acted on a few milliseconds late)
+ON_TIME = 1.0
+
+
 def _skipped(sid: str, tick: float, last: str | None) -> _Note:
     return ("skipped", "schedule %s skipped its tick %s: workflow %s is still running",
             (sid, tick_id(sid, tick), last))
@@ -481,7 +486,8 @@ class Scheduler:
         """
         sid = record.schedule_id
         spec = self._specs[sid]
-        window = record.catchup_window
+        # (a window shorter than a node's own latency would miss live ticks)
+        window = max(record.catchup_window, ON_TIME)
         expected = _ts(record.next_tick)
         # every write is a compare-and-set on the next tick and the last run as this
         # node read them: another node's trigger changes the last run without a wakeup
