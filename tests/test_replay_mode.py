@@ -422,6 +422,17 @@ def test_a_history_that_is_not_one_is_a_clear_error(tmp_path: Path) -> None:
                            r"'outcome' must be \{"):
             garrison.testing.replay({"name": "ops_app:order", "journal": [
                 {"seq": 1, "kind": kind, "name": "x", "outcome": outcome}]})
+    # a kind no record has, a name that is no string: the code was blamed (a
+    # NonDeterminismError: "the journal records x 'pay:give'")
+    with pytest.raises(ValueError, match=r"^history: journal record 0 \(seq 1\): 'kind' "
+                       r"'x' is no journal record kind \(one of activity, "):
+        garrison.testing.replay({"name": "ops_app:order", "journal": [
+            {"seq": 1, "kind": "x", "name": "ops_app:reserve", "outcome": {"ok": 1}}]})
+    for name in (None, [], 1):
+        with pytest.raises(ValueError, match=r"^history: journal record 0 \(seq 1\): "
+                           r"'name' must be a string"):
+            garrison.testing.replay({"name": "ops_app:order", "journal": [
+                {"seq": 1, "kind": "activity", "name": name, "outcome": {"ok": 1}}]})
     # code that does not import is no divergence (it was reported as one at seq 0)
     missing = garrison.hosts.workflow.History.from_json(
         {"name": "ops_app:no_such_function", "journal": []})

@@ -180,6 +180,13 @@ class History:
                     or not isinstance(rec.get("kind"), str):
                 raise ValueError(f"{where}: journal record {i} needs an integer 'seq' and a "
                                  f"'kind' (got {rec!r:.80})")
+            if rec["kind"] not in _KINDS:
+                raise ValueError(f"{where}: journal record {i} (seq {rec['seq']}): 'kind' "
+                                 f"{rec['kind']!r:.40} is no journal record kind (one of "
+                                 f"{', '.join(sorted(_KINDS))}; a newer garrison's?)")
+            if not isinstance(rec.get("name", ""), str):
+                raise ValueError(f"{where}: journal record {i} (seq {rec['seq']}): 'name' "
+                                 f"must be a string, got {rec['name']!r:.40}")
             outcome = rec.get("outcome")
             attempts = rec.get("attempts", 1)
             if type(attempts) is not int:
@@ -194,7 +201,7 @@ class History:
                 raise ValueError(f"{where}: journal record {i} (seq {rec['seq']}, "
                                  f"{rec['kind']}): 'outcome' must be {shape}, got "
                                  f"{outcome!r:.80}")
-            journal.append(Entry(rec["seq"], rec["kind"], str(rec.get("name", "")), outcome,
+            journal.append(Entry(rec["seq"], rec["kind"], rec.get("name", ""), outcome,
                                  attempts))
             size = rec.get("size")
             sizes[rec["seq"]] = size if isinstance(size, int) else len(json.dumps(outcome))
@@ -263,6 +270,10 @@ class History:
             "timers": [{"seq": seq, "kind": kind, "deadline": _iso(deadline)}
                        for seq, (deadline, kind) in sorted(self.timers.items())],
         }
+
+
+#: the kinds a journal record may have
+_KINDS = frozenset(kind.value for kind in JournalKind)
 
 
 def _outcome_shape(kind: str, out: Any) -> str | None:
