@@ -1613,3 +1613,20 @@ async def test_a_node_follows_a_step_of_the_system_clock(
             slept = await handle.result()
         assert 3600 <= slept < 3600 + (real() - started) + 1
     assert "the system clock stepped +3600" in caplog.text
+
+
+async def test_a_search_attribute_or_filter_holding_an_integer_beyond_64_bits_is_refused(
+        node: garrison.Node) -> None:
+    """SQLite's JSON functions read an integer beyond 64 bits as a float: a filter on
+    ``n=2**63`` matched ``2**63 + 1`` too. Such an integer is a ValueError where it is
+    given, a filter or ``workflow.attrs``; one of 64 bits is kept and found exactly."""
+    await node.start_workflow(app.tags_with, 2**63 - 1, id="edge")
+    assert await node.workflow("edge").result() == "set"
+    assert [w.workflow_id for w in node.workflows(search={"n": 2**63 - 1})] == ["edge"]
+    await node.start_workflow(app.tags_with, [1, 2**63], id="wide")
+    said = await node.workflow("wide").result()
+    assert said.startswith("workflow.attrs(search=...): search attribute 'n' holds the "
+                           "integer 9223372036854775808, beyond 64 bits"), said
+    with pytest.raises(ValueError, match="search filter 'n' holds the integer "
+                       "-9223372036854775809, beyond 64 bits"):
+        node.workflows(search={"n": -(2**63) - 1})

@@ -936,3 +936,12 @@ async def signals_across_a_continue(to: str, kind: str, run: int) -> list[Any]:
 async def instant(x: int) -> int:
     """A workflow that ends at once (its EXIT can come before the spawn returns)."""
     return x
+
+
+async def tags_with(value: Any) -> str:
+    """Sets the search attribute ``n`` to ``value``; what that raised, if anything."""
+    try:
+        workflow.attrs(search={"n": value})
+    except ValueError as exc:
+        return str(exc)
+    return "set"

@@ -25,7 +25,15 @@ from .._errors import (
     StoreVersionError,
 )
 from ._blocking import run_blocking
-from ._converter import LEAF_TEXT, RawJson, from_json, structure, to_json, unstructure
+from ._converter import (
+    LEAF_TEXT,
+    RawJson,
+    check_search_value,
+    from_json,
+    structure,
+    to_json,
+    unstructure,
+)
 from ._group_commit import Busy
 from ._records import (
     FINAL_STATUSES,
@@ -85,6 +93,7 @@ __all__ = [
     "WakeupRecord",
     "WorkflowRecord",
     "WorkflowStatus",
+    "check_search_value",
     "from_json",
     "is_postgres_url",
     "migrate_store",

@@ -351,12 +351,33 @@ def check_limit(limit: Any) -> int | None:
     return None if limit > _MOST_ROWS else limit
 
 
+#: the integers a search attribute holds: what SQLite's JSON functions compare exactly
+#: (a wider one is read as a float there: 2**63 matched 2**63 + 1)
+_SEARCH_INT = range(-(2**63), 2**63)
+
+
+def check_search_value(key: str, value: Any, what: str) -> None:
+    """``ValueError`` if the search attribute ``key``'s ``value`` holds an integer beyond
+    64 bits (anywhere in it): no store would compare it exactly."""
+    todo = [value]
+    while todo:
+        item = todo.pop()
+        if type(item) is int and item not in _SEARCH_INT:
+            raise ValueError(f"{what} {key!r} holds the integer {item}, beyond 64 bits: no "
+                             "store compares it exactly (give it as a string)")
+        if isinstance(item, dict):
+            todo.extend(item.values())
+        elif isinstance(item, list | tuple):
+            todo.extend(item)
+
+
 def search_json(key: str, value: Any) -> str:
     """The JSON text of a search filter's ``value`` (:func:`to_json`), compared with the
     stored attribute ``key``. NaN and infinity (anywhere in it) are ``ValueError``: no
     search attribute holds one (``workflow.attrs`` refuses them), and neither store can
     compare with one (SQLite calls it malformed JSON, PostgreSQL an invalid token)."""
     text = to_json(value, what=f"search attribute {key!r}")
+    check_search_value(key, value, "search filter")
     if "NaN" in text or "Infinity" in text:  # else no constant: the common case is cheap
         try:
             json.loads(text, parse_constant=_not_a_number)

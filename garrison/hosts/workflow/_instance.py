@@ -23,7 +23,7 @@ from ..._targets import import_target
 from ...actors._cancel_switch import CancelSwitch
 from ...actors._runtime import Runtime, set_runtime
 from ...actors._values import ErrorInfo, Pid
-from ...persistence import RawJson, WorkflowStatus, to_json
+from ...persistence import RawJson, WorkflowStatus, check_search_value, to_json
 from ...workflow import WorkflowInfo
 from .._kernel import stepping
 from ._activities import Activities
@@ -435,6 +435,9 @@ class WorkflowInstance(Waits, Activities, Interop):
         if self.cursor.replaying:
             return  # already stored the first time
         check_text(search, "workflow.attrs(search=...): a search attribute")  # (jsonb)
+        if search:
+            for key, value in search.items():
+                check_search_value(key, value, "workflow.attrs(search=...): search attribute")
         self.buffered().set_attributes(self.wid, search=search, memo=memo)
 
     def set_state(self, key: str, value: Any) -> None:
