@@ -858,9 +858,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.func not in (cmd_run, cmd_ui):  # (those two act on an early signal)
         _cli_signals.restore()
     setup_logging(args.log_level, args.log_format)
-    if args.func is cmd_check:  # (the others that print only act on a store)
-        return run_verb("check", lambda: cmd_check(args), acts=False)
-    code: int = args.func(args)
+    try:
+        if args.func is cmd_check:  # (the others that print only act on a store)
+            return run_verb("check", lambda: cmd_check(args), acts=False)
+        code: int = args.func(args)
+    except KeyboardInterrupt:  # Ctrl-C in a command that is no node: no traceback
+        print(f"garrison {argv[0]}: interrupted", file=sys.stderr)
+        return 130
     return code
 
 

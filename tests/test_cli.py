@@ -1350,3 +1350,37 @@ def test_run_says_when_the_roots_result_cannot_be_shown(tmp_path: Path) -> None:
     assert "Traceback" not in done.stderr, done.stderr
     assert ("garrison run: the result of odd.py cannot be shown: str() of its Odd raised "
             "RuntimeError: no words for it") in done.stderr
+
+
+def test_ctrl_c_in_a_command_that_is_no_node_is_one_line_and_exit_130(tmp_path: Path) -> None:
+    """Ctrl-C during ``garrison check`` (here while it imports a slow module) printed a
+    KeyboardInterrupt traceback; it says it was interrupted, exit 130, as a shell
+    expects of Ctrl-C."""
+    (tmp_path / "slowmod.py").write_text(textwrap.dedent("""
+        import pathlib, time
+        pathlib.Path("imported").write_text("yes")
+        time.sleep(60)
+        async def main():
+            pass
+    """))
+    (tmp_path / "app.yaml").write_text(textwrap.dedent("""
+        version: "1.0"
+        namespace: app
+        entries:
+          - {name: main, kind: process.py, source: "slowmod:main"}
+    """))
+    proc = subprocess.Popen([sys.executable, "-m", "garrison", "check", "app.yaml"],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        deadline = time.monotonic() + 30
+        while not (tmp_path / "imported").exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    out, err = proc.communicate()
+    assert err == "garrison check: interrupted\n", err
