@@ -756,6 +756,25 @@ async def test_constant_backoff_delays_restarts(autojump_clock: Any, node: garri
                          "boom a; one_for_all also restarts b")
 
 
+async def test_a_group_restart_says_a_temporary_sibling_is_stopped_not_restarted(
+        autojump_clock: Any, node: garrison.Node, caplog: pytest.LogCaptureFixture) -> None:
+    """one_for_all logged "also restarts a, t, b" though the temporary child t is
+    stopped and dropped, never started again."""
+    caplog.set_level(logging.INFO, "garrison.supervision")
+    log: list[Any] = []
+    sup = Supervisor([*specs(log, "a"), *specs(log, "t", restart="temporary"),
+                      *specs(log, "b")], strategy="one_for_all")
+    await start(node, sup)
+    await tell(node, sup, "a")
+    await trio.sleep(1)
+    await settle()
+    assert [cid for cid, _, _ in sup.which_children()] == ["a", "b"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "garrison.supervision"]
+    restart = next(line for line in lines if "a: restarting" in line)
+    assert restart.endswith("boom a; one_for_all also restarts b; one_for_all stops t "
+                            "(temporary: not restarted)"), restart
+
+
 async def test_callable_backoff_gets_the_attempt(autojump_clock: Any, node: garrison.Node) -> None:
     attempts: list[int] = []
     starts: list[float] = []

@@ -676,8 +676,11 @@ class Supervisor:
             )
         delay = self._delay(attempt)
         group = self._group(child)
-        also = (f"; {self.strategy} also restarts {', '.join(c.spec.name for c in group)}"
-                if group else "")
+        again = [c.spec.name for c in group if c.spec.restart != "temporary"]
+        gone = [c.spec.name for c in group if c.spec.restart == "temporary"]
+        also = (f"; {self.strategy} also restarts {', '.join(again)}" if again else "")
+        if gone:  # (stopped with the others, never started again)
+            also += f"; {self.strategy} stops {', '.join(gone)} (temporary: not restarted)"
         when = f" in {_fmt_seconds(delay)}" if delay > 0 else ""
         log.warning("%s: restarting%s (attempt %d within %s) after %s%s", spec.name, when,
                     attempt, window, _describe_exit(error), also)
