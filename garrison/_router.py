@@ -438,13 +438,18 @@ class Router:
         host.kill(target, ErrorInfo("Terminated", f"did not stop within {seconds:g}s of CANCEL"))
         await self._wait_killed(host, target)
 
-    async def terminate(self, target: Pid, by: Pid | None) -> None:
+    async def terminate(self, target: Pid, by: Pid | None,
+                        reason: ErrorInfo | None = None) -> None:
+        """End ``target`` now (trio cancellation); its error is ``Terminated`` naming
+        ``by``, or ``reason`` (the node's ``shutdown_reason``: not logged)."""
         if self.remote is not None and self.remote.node_of(target) is not None:
             await self.remote.stop(target, by, True, 0.0)
             return
         host = self.hosts.get(self.aliases.get(target.host, target.host))
         who = f"by {by}" if by is not None else "from outside any process"
-        if host is not None and host.kill(target, ErrorInfo("Terminated", f"terminated {who}")):
+        if reason is None:
+            reason = ErrorInfo("Terminated", f"terminated {who}")
+        if host is not None and host.kill(target, reason):
             await self._wait_killed(host, target)
         else:
             await trio.lowlevel.checkpoint()

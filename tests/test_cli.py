@@ -690,6 +690,8 @@ def test_a_signal_during_start_up_stops_the_node_at_once(tmp_path):
     assert took < 10, (took, err)
     assert "received SIGINT: shutting down" in err
     assert "Ctrl-C to stop" not in err and "restart" not in err and "Traceback" not in err
+    # README: no failure logged (it was "app:lates ... exited abnormally: Terminated")
+    assert "abnormally" not in err and "WARNING" not in err, err
     assert "app:hogs: stopping" in err
     assert out == "hog stopped\n"
 

@@ -343,7 +343,8 @@ class ServiceManager:
             svc.pid = None  # run
             svc.status = ServiceStatus.STOPPED
             self.by_pid.pop(pid, None)
-            await self.node.terminate(pid, self.pid)
+            # (as the node's stop ends a process: no failure logged, none recorded)
+            await self.node.terminate(pid, self.pid, self.node.shutdown_reason)
             return
         if svc.pid == pid and self.node.hosts[pid.host].is_alive(pid):
             svc.status = ServiceStatus.RUNNING
