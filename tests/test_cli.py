@@ -1384,5 +1384,5 @@ def test_ctrl_c_in_a_command_that_is_no_node_is_one_line_and_exit_130(tmp_path: 
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    out, err = proc.communicate()
+    _out, err = proc.communicate()
     assert err == "garrison check: interrupted\n", err

@@ -328,11 +328,11 @@ def test_a_union_with_a_scalar_is_restored_by_the_values_json_type() -> None:
     from typing import Optional, Union
 
     assert structure(5, int | str) == 5 and structure("5", int | str) == "5"
-    assert structure(5, Union[int, str]) == 5
+    assert structure(5, Union[int, str]) == 5  # noqa: UP007 (the spelling a user may use)
     assert structure(3, float | str) == 3.0 and type(structure(3, float | str)) is float
     assert structure(True, bool | int) is True
     assert structure(None, int | str | None) is None
-    assert structure(None, Optional[int]) is None
+    assert structure(None, Optional[int]) is None  # noqa: UP045
     assert structure({"x": 1, "y": 2}, int | _Point) == _Point(1, 2)
     assert structure([1, "a"], list[int | str]) == [1, "a"]
     assert structure([1, 2], int | list[int]) == [1, 2]

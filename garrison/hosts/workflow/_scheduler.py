@@ -665,7 +665,11 @@ class Scheduler:
                "workflow": old.workflow, "overlap": old.overlap}
         now = {"cron": spec.cron, "every": spec.every, "timezone": spec.timezone,
                "workflow": d.workflow, "overlap": d.overlap}
-        changes = ", ".join(f"{k} {was[k]!r} -> {now[k]!r}" for k in was if was[k] != now[k])
+        def shown(key: str, value: Any) -> str:  # (every in the config's words: 1h, 90s)
+            return f"{value:g}s" if key == "every" and value is not None else repr(value)
+
+        changes = ", ".join(f"{k} {shown(k, was[k])} -> {shown(k, now[k])}" for k in was
+                            if was[k] != now[k])
         clustered = self.host.ownership is not None
         log.log(logging.WARNING if clustered else logging.INFO,
                 "schedule %s changed by this node's config (%s)%s", d.schedule_id,
