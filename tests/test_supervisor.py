@@ -1211,3 +1211,26 @@ async def test_a_restart_that_cannot_start_is_a_failure_of_that_child(
     assert "child 'f' needed restart 3 within 60s" in str(err.value)
     assert "last error: TypeError: child 'f': cannot call its target" in str(err.value)
     assert calls == [1]
+
+
+async def test_a_child_that_cannot_get_a_worker_is_said_not_waited_for_in_silence(
+        autojump_clock: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """Two children on a host of ``workers: 1``: the second never runs while the first
+    does, and the supervisor waited for it without a word (``start_child`` too). It
+    says so once, naming the child and the host's limit, and waits on."""
+    from garrison.config import load_config_text
+    from garrison.supervision._supervisor import START_WARNING
+
+    caplog.set_level(logging.WARNING, "garrison.supervision")
+    cfg = load_config_text(
+        'version: "1.0"\nnamespace: t\nentries:\n'
+        "  - {name: pool, kind: process.host, workers: 1}\n", "t.yaml")
+    log: list[Any] = []
+    async with garrison.open_node(config=cfg) as node:
+        sup = Supervisor(specs(log, "a", "b", host="t:pool"))
+        await node.spawn(sup)
+        await trio.sleep(START_WARNING + 1)
+        assert log == [("start", "a")]
+    said = [r.getMessage() for r in caplog.records if "has not started" in r.getMessage()]
+    assert len(said) == 1 and said[0].startswith("child b (t:pool/"), said
+    assert "its host 't:pool' runs at most 1 process(es) at once" in said[0], said

@@ -320,9 +320,11 @@ def _target_label(fn: Any) -> str:
     return label
 
 
-async def _started_or_exited(started: trio.Event, node: Any, pid: Pid) -> None:
+async def _started_or_exited(started: trio.Event, node: Any, pid: Pid, who: str) -> None:
     """Wait until the child signals that it runs, or until it has ended (a child
-    killed before its code ever ran never signals; its EXIT is then handled as usual)."""
+    killed before its code ever ran never signals; its EXIT is then handled as usual).
+    A wait past :data:`START_WARNING` is said once (``who``: the child), as the wait
+    goes on: a host whose ``workers`` are all taken holds it for as long as they run."""
     if node is None:
         await started.wait()
         return
@@ -333,8 +335,22 @@ async def _started_or_exited(started: trio.Event, node: Any, pid: Pid) -> None:
             nursery.cancel_scope.cancel()
 
         nursery.start_soon(on_exit)
+        with trio.move_on_after(START_WARNING):
+            await started.wait()
+            nursery.cancel_scope.cancel()
+            return
+        host = node.hosts.get(pid.host)
+        workers = getattr(host, "workers", None)
+        log.warning("child %s (%s) has not started %gs after its spawn%s; the supervisor waits "
+                    "for it (and starts nothing after it meanwhile)", who, pid, START_WARNING,
+                    f": its host {pid.host!r} runs at most {workers} process(es) at once, "
+                    "and they may all be taken" if workers else "")
         await started.wait()
         nursery.cancel_scope.cancel()
+
+
+#: seconds a supervisor waits for a child to run before it says so (it waits on)
+START_WARNING = 5.0
 
 
 def _fmt_seconds(seconds: float) -> str:
@@ -769,7 +785,7 @@ class Supervisor:
         with trio.CancelScope(shield=True):
             pid = await process.spawn_monitored(main, *spec.args, host=spec.host)
         child.pid = pid
-        await _started_or_exited(started, node, pid)
+        await _started_or_exited(started, node, pid, spec.name)
         if main.failure is not None:  # its call failed, or a nested supervisor's children
             # did not all run
             child.pid = None  # (its EXIT, on its way, is no longer this child's)
