@@ -78,3 +78,12 @@ __all__ = [
     "tracing",
     "workflow",
 ]
+
+# the exceptions are garrison's, wherever they are defined: a traceback says
+# `garrison.StoreLocked`, not the private module's name
+for _error in (ActivityError, ConfigError, GarrisonError, NonDeterminismError, NoSuchProcess,
+               NoSuchSchedule, NoSuchWorkflow, NotInProcess, PayloadError, ProcessError,
+               PromiseAlreadyCompleted, PromiseRejected, StoreError, StoreLocked,
+               StoreVersionError, WorkflowCancelled, WorkflowFailed, WorkflowMoved):
+    _error.__module__ = __name__
+del _error

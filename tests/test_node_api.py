@@ -254,3 +254,18 @@ async def test_a_closed_node_says_so_when_asked_to_start_or_spawn() -> None:
         await node.start_workflow(app.links_a_workflow, "x", id="late")
     with pytest.raises(ProcessError, match=r"cannot spawn: node 'gone' is closed"):
         await node.spawn(app.add_one, 1)
+
+
+def test_garrison_s_exceptions_are_named_by_the_public_module() -> None:
+    """A traceback printed ``garrison._errors.NonDeterminismError``, the private module
+    a user cannot import from; it says ``garrison.NonDeterminismError``."""
+    import traceback
+
+    for name in ("NonDeterminismError", "StoreLocked", "StoreError", "PayloadError",
+                 "WorkflowFailed", "ActivityError", "ProcessError"):
+        assert getattr(garrison, name).__module__ == "garrison", name
+    try:
+        raise garrison.StoreError("app.db", "the disk is full")
+    except garrison.StoreError as exc:
+        shown = "".join(traceback.format_exception_only(exc))
+    assert shown == "garrison.StoreError: store 'app.db': the disk is full\n", shown
