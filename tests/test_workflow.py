@@ -1630,3 +1630,28 @@ async def test_a_search_attribute_or_filter_holding_an_integer_beyond_64_bits_is
     with pytest.raises(ValueError, match="search filter 'n' holds the integer "
                        "-9223372036854775809, beyond 64 bits"):
         node.workflows(search={"n": -(2**63) - 1})
+
+
+async def test_arguments_the_code_no_longer_takes_block_with_advice_that_fits(
+        tmp_path: Path) -> None:
+    """A workflow whose recorded arguments the new code's annotations refuse (a required
+    field added, an int parameter for what was a string) diverged with the advice to
+    branch with ``workflow.version``, which cannot help: they are restored before the
+    function runs. It says so, and what does help."""
+    from garrison.persistence import SQLiteStore, Transaction
+
+    db = str(tmp_path / "app.db")
+    with SQLiteStore(db) as store:  # started by an older version taking a string
+        store.write(Transaction().create_workflow("w", "workflow_app:steps", ["5", 1])
+                    .append_journal_text("w", 1, "activity", "workflow_app:add_one",
+                                         '{"ok":6}', 1, 0.0))
+    async with garrison.open_node(store=db) as node:
+        with pytest.raises(garrison.NonDeterminismError) as info:
+            await node.workflow("w").result()
+    said = str(info.value)
+    assert "the code now did raise PayloadError: cannot restore argument 1 (x)" in said
+    assert ("they are restored before its code runs, so workflow.version cannot branch "
+            "there: make the code take them too (a default for a new field or parameter"
+            ) in said, said
+    assert said.endswith("The workflow is blocked with its journal kept; restart a node "
+                         "with code that takes the recorded path to resume it"), said

@@ -18,7 +18,13 @@ from typing import Any, NoReturn, cast
 import trio
 
 from ... import _observe
-from ..._errors import NonDeterminismError, StoreError, WorkflowCancelled, WorkflowMoved
+from ..._errors import (
+    NonDeterminismError,
+    PayloadError,
+    StoreError,
+    WorkflowCancelled,
+    WorkflowMoved,
+)
 from ..._targets import import_target
 from ...actors._cancel_switch import CancelSwitch
 from ...actors._runtime import Runtime, set_runtime
@@ -35,6 +41,13 @@ from ._journal import Cursor, JournalKind, timestamp
 from ._waits import Waits
 
 __all__ = ["ActiveWorkflows", "WorkflowInstance"]
+
+#: what a divergence of arguments the code no longer takes means, before the advice
+_ARGUMENTS_NOTE = ("The arguments the workflow was started with no longer fit the "
+                   "function's signature or annotations, and they are restored before its "
+                   "code runs, so workflow.version cannot branch there: make the code take "
+                   "them too (a default for a new field or parameter, an annotation that "
+                   "also takes the old values). ")
 
 
 class ActiveWorkflows(dict[str, "WorkflowInstance"]):
@@ -163,8 +176,7 @@ class WorkflowInstance(Waits, Activities, Interop):
                         try:
                             try:  # (not a coroutine of its own: every resume passes each one)
                                 # (no local for the arguments: a tuple less held while it runs)
-                                value = await fn(*restore_args(fn, self.input_plain,
-                                                               f"workflow {self.name}"))
+                                value = await fn(*self._arguments(fn))
                             finally:  # what it started and did not await: cancelled, unrecorded
                                 if self.started is not None:
                                     await self.end_started()
@@ -262,6 +274,19 @@ class WorkflowInstance(Waits, Activities, Interop):
             return False
         _, rest = exc.split((WorkflowCancelled, trio.Cancelled))
         return rest is None and exc.subgroup(WorkflowCancelled) is not None
+
+    def _arguments(self, fn: Any) -> list[Any]:
+        """The workflow's arguments restored by ``fn``'s annotations; ones it no longer
+        takes, while the journal records more (the code changed since the start: a new
+        field with no default), a divergence saying so: ``workflow.version`` cannot
+        branch before the function runs."""
+        try:
+            return restore_args(fn, self.input_plain, f"workflow {self.name}")
+        except PayloadError as exc:
+            diverged = self.cursor.raised(exc, _ARGUMENTS_NOTE)
+            if diverged is not None:
+                raise diverged from exc
+            raise
 
     def _failure(self, exc: BaseException) -> tuple[ErrorInfo, WorkflowStatus]:
         """How the code raising ``exc`` ends the workflow: ``failed``; or ``blocked``

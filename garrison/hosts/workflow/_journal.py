@@ -165,12 +165,17 @@ class Cursor:
             return entry
         raise self.diverge(seq, entry.kind, entry.name, op_text(kind, name))
 
-    def diverge(self, seq: int, kind: str, name: str, now: str) -> NonDeterminismError:
-        """Build (and keep) the error for a divergence at ``seq``."""
+    def diverge(self, seq: int, kind: str, name: str, now: str, note: str = ""
+                ) -> NonDeterminismError:
+        """Build (and keep) the error for a divergence at ``seq`` (``note``: what it
+        means, said before the advice)."""
         recorded = op_text(kind, name)
+        # (with a note, the advice's remedy after its colon is the note's: a replay's
+        # "branch with workflow.version" is no remedy for what the note says)
+        advice = self.advice.partition(": ")[0] if note else self.advice
         err = NonDeterminismError(
             f"workflow {self.workflow_id!r} diverged from its journal at seq {seq}: "
-            f"the journal records {recorded}, but the code now did {now}. {self.advice}",
+            f"the journal records {recorded}, but the code now did {now}. {note}{advice}",
             workflow_id=self.workflow_id,
             seq=seq,
             recorded=recorded,
@@ -190,7 +195,7 @@ class Cursor:
             raise self.diverge(entry.seq, entry.kind, entry.name,
                                "nothing (the workflow function returned)")
 
-    def raised(self, exc: BaseException) -> NonDeterminismError | None:
+    def raised(self, exc: BaseException, note: str = "") -> NonDeterminismError | None:
         """The code raised ``exc``: before a record of the journal (the run that recorded
         it went on), a divergence, returned (and kept); ``None`` past the journal."""
         if self.error is not None:
@@ -200,7 +205,7 @@ class Cursor:
             return None
         entry = self.entries[min(later)]
         return self.diverge(entry.seq, entry.kind, entry.name,
-                            f"raise {type(exc).__name__}: {exc}")
+                            f"raise {type(exc).__name__}: {exc}", note)
 
 
 def op_text(kind: str, name: str) -> str:
