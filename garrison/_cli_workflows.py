@@ -65,6 +65,10 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
                            ("history", "its journal, one record per line")):
         p = verb(name, help=helptext)
         p.add_argument("id")
+        if name == "history":
+            p.add_argument("--wide", action="store_true",
+                           help="show each outcome whole (the table cuts it at 60 "
+                                "characters)")
 
     sig = verb("signal", help="send a message to a workflow's durable inbox")
     sig.add_argument("id")
@@ -286,23 +290,23 @@ def _history(store: Any, args: argparse.Namespace) -> None:
             gap = str(expected) if r.seq == expected + 1 else f"{expected}-{r.seq - 1}"
             table.append((gap, "", "-", "", "", GAP_NOTE))
         table.append((str(r.seq), _when(r.time), r.kind, r.name or "", str(r.attempts or ""),
-                      _outcome_text(r.kind, r.outcome)))
+                      _outcome_text(r.kind, r.outcome, None if args.wide else 60)))
         expected = r.seq + 1
     _print_table(("SEQ", "TIME", "KIND", "NAME", "ATTEMPTS", "OUTCOME"), table)
 
 
-def _outcome_text(kind: str, outcome: Any) -> str:
+def _outcome_text(kind: str, outcome: Any, width: int | None = 60) -> str:
     """A journal record's outcome in ``history``'s table: the times the journal stores
     as unix seconds (a sleep's or timer's deadline, a ``workflow.now()``) as the times
-    they are, the rest as JSON cut at 60 characters (``--json``: every outcome as
-    stored)."""
+    they are, the rest as JSON cut at ``width`` characters (``None``, ``--wide``: whole;
+    ``--json``: every outcome as stored)."""
     if kind == "now":
-        return _time_text(outcome) or _short(outcome, 60)
+        return _time_text(outcome) or _short(outcome, width)
     if kind in ("sleep", "timer") and isinstance(outcome, dict) and len(outcome) == 1:
         at = _time_text(outcome.get("deadline"))
         if at:
             return f"deadline {at}"
-    return _short(outcome, 60)
+    return _short(outcome, width)
 
 
 def _time_text(seconds: Any) -> str:

@@ -121,6 +121,22 @@ async def test_history_shows_a_sleeps_deadline_as_a_time(
     assert isinstance(json.loads(out)[1]["outcome"]["deadline"], float)
 
 
+async def test_history_wide_shows_a_long_outcome_whole(
+        sqlite_path: str, autojump_clock: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    """A received message's payload was cut at 60 characters (who approved: unseen),
+    and ``history --wide`` was refused as an unknown argument (``list`` has it)."""
+    long = {"by": "ann", "note": "x" * 80}
+    async with garrison.open_node(store=sqlite_path) as node:
+        pid = await node.start_workflow(workflow_app.receiver, id="r-1")
+        await node.send(pid, "approve", long)
+        await node.workflow("r-1").result()
+    code, out, err = cli_here(capsys, "--store", sqlite_path, "history", "r-1")
+    assert code == 0 and "x" * 80 not in out and "…" in out, (out, err)
+    code, out, err = cli_here(capsys, "--store", sqlite_path, "history", "r-1", "--wide")
+    assert code == 0, err
+    assert '"payload":{"by":"ann","note":"' + "x" * 80 + '"}' in out, out
+
+
 async def test_show_tells_a_sleep_from_a_receive_timeout(store_path: str) -> None:
     async with garrison.open_node(store=store_path) as node:
         await node.start_workflow(workflow_app.sleeper, "1h", id="s-1")
