@@ -343,3 +343,26 @@ def test_a_union_with_a_scalar_is_restored_by_the_values_json_type() -> None:
             ([1, 2.5], list[int | str], "expected an integer or a string, got a number 2.5")]:
         with pytest.raises(PayloadError, match=said):
             structure(value, hint, what="argument 1")
+
+
+class _Tier(enum.Enum):
+    GOLD = "gold"
+    SILVER = "silver"
+
+
+@dataclasses.dataclass
+class _Customer:
+    tier: _Tier
+
+
+def test_a_value_no_enum_member_has_is_refused_naming_the_values_and_the_one_given() -> None:
+    """``field 'tier': expected Tier`` said neither what was given nor what is taken."""
+    for value, hint, said in [
+            ({"tier": "platinum"}, _Customer,
+             """field 'tier': expected one of _Tier's values ("gold", "silver"), got 'platinum'"""),
+            ("platinum", _Tier,
+             """_Tier: expected one of _Tier's values ("gold", "silver"), got 'platinum'"""),
+            (5, _Tier, """got 5""")]:
+        with pytest.raises(PayloadError) as info:
+            structure(value, hint, what="argument 1")
+        assert said in str(info.value), str(info.value)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import enum
 import json
 import types
 import uuid
@@ -403,6 +404,10 @@ def structure(obj: Any, type_hint: Any = Any, *, what: str = "value") -> Any:
     except _ScalarMismatch as exc:
         raise PayloadError(f"cannot restore {what} as {_hint_name(type_hint)}: {exc}") from None
     except Exception as exc:
+        if (isinstance(exc, ValueError) and isinstance(type_hint, type)
+                and issubclass(type_hint, enum.Enum)):
+            raise PayloadError(f"cannot restore {what} as {_hint_name(type_hint)}: "
+                               f"{_not_a_member(type_hint, exc)}") from None
         fields = _record_fields(type_hint)
         shown = json.dumps(obj, default=repr)
         got = f"got {type(obj).__name__} {shown[:80]}{'...' if len(shown) > 80 else ''}"
@@ -433,7 +438,20 @@ def _format_exception(exc: BaseException, hint: Any) -> str:
         return "expected a JSON object"
     if isinstance(exc, _ScalarMismatch):  # (it names the type found, cattrs' does not)
         return str(exc)
+    if isinstance(exc, ValueError) and isinstance(hint, type) and issubclass(hint, enum.Enum):
+        return _not_a_member(hint, exc)
     return cattrs.v.format_exception(exc, hint)
+
+
+def _not_a_member(hint: type[enum.Enum], exc: ValueError) -> str:
+    """What an enum takes, and the value given (from the enum's own ``'x' is not a valid
+    Tier``), for a value that is none of its members' (cattrs said ``expected Tier``)."""
+    values = ", ".join(json.dumps(m.value, default=repr) for m in list(hint)[:20])
+    more = ", ..." if len(hint) > 20 else ""
+    said = str(exc)
+    suffix = f" is not a valid {hint.__qualname__}"
+    got = f", got {said.removesuffix(suffix)}" if said.endswith(suffix) else ""
+    return f"expected one of {hint.__qualname__}'s values ({values}{more}){got}"
 
 
 def _problem(line: str) -> str:
