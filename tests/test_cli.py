@@ -755,9 +755,9 @@ def test_run_refuses_a_service_input_the_store_cannot_hold_without_traceback(tmp
         out = done.stdout + done.stderr
         assert "Traceback" not in out, out
         assert at.format("nightly", 1) + "[datetime.date(2024, 1, 1)] for app:report: a " \
-            "value of type datetime.date (inside a list) cannot be converted to JSON" in out
+            "value of type datetime.date at [0] cannot be converted to JSON" in out
         assert at.format("bad", 2) + "[b'hi'] for app:report: a value of type bytes " \
-            "(inside a list) cannot be converted to JSON" in out
+            "at [0] cannot be converted to JSON" in out
 
 
 def test_run_reports_a_bad_config_without_traceback(tmp_path):

@@ -1138,11 +1138,11 @@ def test_an_input_the_store_cannot_hold_is_a_config_error(tmp_path: Path) -> Non
                  "a string, or give a time with its zone (2024-01-01T00:00:00Z)")
     assert problems == [
         at[2] + "[datetime.date(2024, 1, 1)] for app:wf: a value of type datetime.date "
-        "(inside a list) " + durable + date_hint,
+        "at [0] " + durable + date_hint,
         at[3] + "[datetime.date(2024, 1, 1)] for app:wf: a value of type datetime.date "
-        "(inside a list) " + durable + date_hint,
-        at[4] + "[b'hello'] for app:wf: a value of type bytes (inside a list) " + durable,
-        at[5] + "[{'a'}] for app:wf: a value of type set (inside a list) " + durable,
+        "at [0] " + durable + date_hint,
+        at[4] + "[b'hello'] for app:wf: a value of type bytes at [0] " + durable,
+        at[5] + "[{'a'}] for app:wf: a value of type set at [0] " + durable,
         at[6] + "[{1: 2}] for app:wf: a value of type int (inside a list) cannot be "
         "converted to JSON: JSON object keys must be str",
     ], "\n".join(problems)

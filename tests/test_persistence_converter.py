@@ -153,9 +153,16 @@ def test_unconvertible_values_raise_payload_error_naming_type_and_what(
         unstructure(value, what=what)
 
 
-def test_payload_error_names_the_container_it_was_found_in() -> None:
-    with pytest.raises(PayloadError, match=r"type set \(inside a .*Line\)"):
+def test_payload_error_names_where_it_was_found() -> None:
+    """It said ``(inside a list)`` of what was an argument list: the field is named."""
+    with pytest.raises(PayloadError, match=r"a value of type set at qty cannot"):
         to_json(Line("a", {4}), what="x")  # type: ignore[arg-type]
+    with pytest.raises(PayloadError, match=r"a value of type set at \[1\]\['lines'\]\[0\]"
+                                           r"\.qty cannot"):
+        to_json([1, {"lines": [Line("a", {4})]}], what="x")  # type: ignore[arg-type]
+    with pytest.raises(PayloadError, match=r"a value of type int \(inside a dict\) cannot "
+                                           r"be converted to JSON: JSON object keys"):
+        to_json({1: 2}, what="x")  # (a key: no path to it)
 
 
 def test_restoring_a_mismatch_reads_like_cattrs_transform_error() -> None:

@@ -270,9 +270,37 @@ def unstructure(value: Any, *, what: str = "value") -> Any:
     return plain
 
 
+def _path_to(root: object, bad: object) -> str | None:
+    """Where ``bad`` is inside ``root`` (``[0].when``, ``['items'][2]``): through lists,
+    tuples, dicts and the fields of dataclasses and attrs classes; ``None`` if not
+    found (an error path only: its cost does not matter)."""
+    todo: list[tuple[object, str]] = [(root, "")]
+    seen: set[int] = set()
+    while todo:
+        item, path = todo.pop()
+        if item is bad:
+            return path
+        if id(item) in seen:
+            continue
+        seen.add(id(item))
+        if isinstance(item, list | tuple):
+            todo.extend((v, f"{path}[{i}]") for i, v in enumerate(item))
+        elif isinstance(item, dict):
+            todo.extend((v, f"{path}[{k!r}]") for k, v in item.items())
+        elif dataclasses.is_dataclass(item) and not isinstance(item, type):
+            todo.extend((getattr(item, f.name, None), f"{path}.{f.name}")
+                        for f in dataclasses.fields(item))
+        elif attrs.has(type(item)):
+            todo.extend((getattr(item, a.name, None), f"{path}.{a.name}")
+                        for a in attrs.fields(type(item)))  # type: ignore[arg-type]
+    return None
+
+
 def _payload_error(value: object, exc: _Unconvertible, what: str) -> PayloadError:
     bad = exc.value
-    where = "" if bad is value else f" (inside a {_type_name(value)})"
+    path = None if bad is value else _path_to(value, bad)
+    where = ("" if bad is value else f" at {path.lstrip('.')}" if path
+             else f" (inside a {_type_name(value)})")
     reason = exc.reason or (
         "only builtins (dict with str keys, list, tuple, str, int, float, bool, None), "
         "attrs classes, dataclasses, enums, aware datetimes, uuid.UUID and Pid are durable"
