@@ -1234,3 +1234,23 @@ async def test_a_child_that_cannot_get_a_worker_is_said_not_waited_for_in_silenc
     said = [r.getMessage() for r in caplog.records if "has not started" in r.getMessage()]
     assert len(said) == 1 and said[0].startswith("child b (t:pool/"), said
     assert "its host 't:pool' runs at most 1 process(es) at once" in said[0], said
+
+
+async def test_one_supervisor_instance_as_two_children_is_a_failed_start(
+        autojump_clock: Any, node: garrison.Node) -> None:
+    """The second child of the same Supervisor instance raised as it ran, a crash: the
+    parent restarted it until it gave up (SupervisorGaveUp). It is a failed start,
+    saying why, as for any child whose start fails."""
+    from garrison import ProcessError
+
+    async def idle() -> None:
+        await trio.sleep_forever()
+
+    inner = Supervisor([ChildSpec("w", idle)])
+    outer = Supervisor([ChildSpec("a", inner), ChildSpec("b", inner)])
+    pid = await node.spawn(outer)
+    with pytest.raises(ProcessError) as info:
+        await node.wait(pid)
+    said = str(info.value)
+    assert "child 'b' failed to start" in said and "GaveUp" not in said, said
+    assert "its Supervisor already runs as process" in said, said

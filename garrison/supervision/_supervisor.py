@@ -285,6 +285,12 @@ class _ChildMain:
     async def __call__(self, *args: Any) -> Any:
         fn = self._fn
         if isinstance(fn, Supervisor) and not args:
+            if fn._pid is not None:  # (one instance as two children: a failed start)
+                self._signal(RuntimeError(
+                    f"child {self._child_id!r}: its Supervisor already runs as process "
+                    f"{fn._pid}; a Supervisor instance runs in one process: give each "
+                    "child a Supervisor(...) of its own"))
+                return None
             return await fn._run(self._signal)
         # the call binds the arguments (no code of the child runs before its first
         # await): a call that fails, or gives no awaitable, is a failed start -- the
