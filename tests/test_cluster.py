@@ -641,6 +641,32 @@ async def test_a_drain_moves_waiting_workflows_at_once_with_their_timers(
         look.close()
 
 
+async def test_a_drain_moves_a_workflow_waiting_to_retry_an_activity_at_once(
+        postgres_url: str, nodes: list[Node]) -> None:
+    """A workflow awaiting an activity's retry (its backoff recorded as a timer) read
+    ``running``, and a drain waited the backoff out (an hour's, say). It is
+    ``sleeping``, and moves at once; the other node makes the next attempt when the
+    recorded backoff ends."""
+    import cluster_app
+    import trio
+
+    nodes.append(Node.start(postgres_url, "b", LEASE))
+    async with garrison.open_node(store=postgres_url, name="t", lease="30s") as node:
+        await node.start_workflow(cluster_app.retries_until_b, id="r")
+        with trio.fail_after(10):
+            while node.workflow("r").status() != "sleeping":
+                await trio.sleep(0.02)
+        started = time.monotonic()
+        node.drain()
+        with trio.fail_after(5):
+            await node.drained()
+        assert time.monotonic() - started < 2  # (the 3 s backoff was waited out)
+        with trio.fail_after(15):
+            assert await node.workflow("r").result() == "b"
+        [record] = [r for r in node.workflow("r").history() if r.kind == "activity"]
+        assert record.attempts == 2
+
+
 def _most_at_once(spans: dict[str, tuple[float, float]]) -> int:
     """The most of these (first step, last step) spans that overlap at one moment."""
     return max(sum(1 for lo, hi in spans.values() if lo <= t <= hi)

@@ -243,3 +243,17 @@ async def watches_plain(how: str) -> list[object]:
                 return got
             continue
         got.append([str(ev.kind), ev.error.type if ev.error else ev.result])
+
+
+@garrison.activity(retry=garrison.RetryPolicy(max_attempts=5, initial_delay="3s"))
+async def only_on_b() -> str:
+    """Fails on any node but b (its next attempt waits 3 s)."""
+    node = os.environ.get("GARRISON_NODE", "?")
+    if node != "b":
+        raise RuntimeError(f"not on {node}")
+    return node
+
+
+async def retries_until_b() -> str:
+    """Awaits ``only_on_b``: it waits to retry (sleeping) wherever it is not b."""
+    return await only_on_b()
