@@ -339,10 +339,33 @@ def _listening() -> Iterator[Any]:
     the process ran on)."""
     try:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            _force_on_the_second()
             _cli_signals.raise_noted()
             yield signals
     finally:
         _cli_signals.restore()
+
+
+def _force_on_the_second() -> None:
+    """Wrap the receiver's handlers: the second SIGINT/SIGTERM exits at once from the
+    handler itself, which runs even while the node's thread waits in a call that does
+    not return to the event loop (a read from a server that stopped answering), where
+    the receiver's task would never see it."""
+    received: list[int] = []
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        inner = signal.getsignal(signum)
+
+        def handler(got: int, frame: Any, inner: Any = inner) -> None:
+            received.append(got)
+            if len(received) > 1:
+                log.warning("received %s again: forcing an immediate stop",
+                            signal.Signals(got).name)
+                logging.shutdown()
+                os._exit(128 + got)
+            if callable(inner):
+                inner(got, frame)
+
+        signal.signal(signum, handler)
 
 
 def _started_line(node: Any, console_url: str | None) -> str:

@@ -74,3 +74,70 @@ def test_a_node_stops_on_its_first_signal_while_its_server_does_not_answer(
         _check_journals(look, ids, 40)
     finally:
         look.close()
+
+
+async def test_an_idle_node_closes_while_its_server_is_stalled(own_server: Any) -> None:
+    """No workflow ran, so nothing waited when the stop's time was up: the store's close
+    then waited for ever on the server (releasing its locks), as the watch had ended
+    once the close began."""
+    import _postgres
+    import trio
+
+    import garrison
+    from garrison._node import STOP_WAIT
+
+    url = _postgres.create_db(own_server, "idle")
+    try:
+        async with garrison.open_node(store=url, name="a", lease="3s"):
+            await trio.sleep(0.2)
+            _postgres.stall(own_server)
+            began = time.monotonic()
+        assert time.monotonic() - began < 2 * STOP_WAIT + 5  # (for ever: the test's timeout)
+    finally:
+        _postgres.unstall(own_server)
+
+
+def test_a_second_signal_forces_the_exit_while_a_read_waits_for_a_stalled_server(
+        own_server: Any, tmp_path: Path) -> None:
+    """The root read a workflow's state in a loop (a read in the node's own thread);
+    with the server stalled, no signal was acted on, the second neither: only SIGKILL
+    ended it. The second one exits at once, from its handler."""
+    import os
+    import subprocess
+
+    import _postgres
+
+    url = _postgres.create_db(own_server, "reader")
+    (tmp_path / "reader.py").write_text(
+        "import trio, garrison\n"
+        "from garrison import process\n"
+        "async def waiter() -> str:\n"
+        "    await process.inbox().receive()\n"
+        "    return 'got'\n"
+        "async def main():\n"
+        "    node = garrison.current_node()\n"
+        "    await node.start_workflow(waiter, id='w0')\n"
+        "    print('started', flush=True)\n"
+        "    while True:\n"
+        "        node.workflow('w0').state('k')\n"
+        "        await trio.sleep(0.05)\n")
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.Popen([sys.executable, "-m", "garrison", "run", "reader:main", "--store",
+                             url], cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": f"{root}:{tmp_path}"})
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "started"
+        _postgres.stall(own_server)
+        time.sleep(0.5)  # (a read under way now waits for ever)
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(15) == 130  # (it ran on: TimeoutExpired)
+        assert "received SIGINT again: forcing an immediate stop" in proc.stderr.read()
+    finally:
+        _postgres.unstall(own_server)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -910,6 +910,28 @@ def test_a_stopping_store_cuts_a_write_the_server_holds_and_writes_nothing_more(
         assert look.get_state("w", "k") in (2, 3)
 
 
+def test_a_stopping_store_does_not_cut_a_write_waiting_for_a_lock_of_an_answering_server(
+        postgres_url: str) -> None:
+    """A write waiting for a lock another session holds (the server answers) was cut
+    5 s into the node's stop as if the server were gone: its statuses lost, its leave
+    skipped, and its still-open session kept its name taken. The stop looks whether the
+    server takes a new connection before it cuts: it does, so the write waits on."""
+    with PostgresStore(postgres_url) as store:
+        store.write(Transaction().create_workflow("w", "app:f"))
+        holder = psycopg.connect(postgres_url)
+        holder.execute("LOCK TABLE garrison.workflows IN ACCESS EXCLUSIVE MODE")
+        release = threading.Timer(3.0, holder.rollback)
+        release.start()
+        try:
+            with store.stopping(0.3):
+                store.write(Transaction().update_workflow("w", status="waiting"))
+        finally:
+            release.join()
+            holder.close()
+        assert store.cut is None and store.failed is None
+        assert store.get_workflow("w").status == "waiting"
+
+
 def test_a_read_only_database_is_a_store_error_and_the_store_writes_once_it_is_not(
         postgres_url: str) -> None:
     """A database made read-only (``ALTER DATABASE ... SET default_transaction_read_only

@@ -405,6 +405,8 @@ class PgWritePath:
     _failed: StoreError | None
     #: why waits for the server end now (``PostgresStore.stopping``), or ``None``
     _cut: str | None
+    #: set when the stop cuts the store off (a pause before a retry ends then)
+    _cut_now: threading.Event
     _writes_begun: int
     _writer_id: str
     _acked: int
@@ -1148,7 +1150,7 @@ class PgWritePath:
                     n = self._acked + 1
                     rest = True
                 yield _BLOCK  # (the node's thread hands the write to a worker here)
-                _time.sleep(pause)
+                self._cut_now.wait(pause)
                 pause = min(pause * 2, 1.0)
                 if self._closed or self._cut:  # (``close`` waits for this write: not
                     why = self._cut or "the store was closed"  # sent again)
@@ -1324,7 +1326,7 @@ class PgWritePath:
             if _time.monotonic() + delay > deadline:
                 self._give_up(f"the connection was lost ({reason}) and could not be made "
                               f"again within {self.retry_for:g}s: {last}")
-            _time.sleep(delay)
+            self._cut_now.wait(delay)
             delay = min(delay * 2, 2.0)
 
     def _end_session(self, conn: psycopg.Connection[Any], session: tuple[int, Any] | None,

@@ -158,6 +158,10 @@ NODE_LOCK_WAIT = 10.0
 #: seconds between two looks of a stopping store for a wait for the server past its
 #: time: one seen at both is cut (see ``PostgresStore.stopping``)
 CUT_CHECK = 0.5
+#: seconds a stopping store's look at a server gives it to take a new connection, and
+#: between two such looks while it answers (see ``PostgresStore.stopping``)
+PROBE_WAIT = 2.0
+PROBE_EVERY = 2.0
 
 #: ``synchronous`` -> the writer's ``synchronous_commit``
 _SYNCHRONOUS = {"normal": "off", "full": "on"}
@@ -362,6 +366,7 @@ class PostgresStore(PgWritePath, StoreShortcuts):
         #: why waits for the server end now (the node stopped and the server did not
         #: answer in time: :meth:`stopping`), or ``None``
         self._cut: str | None = None
+        self._cut_now = threading.Event()
         self._stop_watch: threading.Thread | None = None
         #: reads and writes begun (the stop's watch tells a wait that lasts from one
         #: that began since)
@@ -796,20 +801,39 @@ class PostgresStore(PgWritePath, StoreShortcuts):
         if over.wait(within):
             return
         seen: tuple[int | None, int | None] = (None, None)
-        while not self._closed:
+        while True:  # (``close`` itself may wait for the server: watched too)
             now = (self._writes_begun if self._write_lock.locked() else None,
                    self._reads_begun if self._read_lock.locked() else None)
             if any(n is not None and n == was for n, was in zip(now, seen, strict=True)):
-                self._cut_off(within)
-                return
+                if not self._server_answers():
+                    self._cut_off(within)
+                    return
+                # (it answers: the wait is the server's own, a lock another session
+                # holds, say: not hurried; looked at again a while later)
+                now = (None, None)
+                if over.wait(PROBE_EVERY):
+                    return
             seen = now
             if over.wait(CUT_CHECK):
                 return
+
+    def _server_answers(self) -> bool:
+        """True if the server takes a new connection within :data:`PROBE_WAIT` (one
+        that is down or stalled does not)."""
+        try:
+            conn = psycopg.connect(self._conninfo, autocommit=True,
+                                   connect_timeout=max(int(PROBE_WAIT), 1))
+        except psycopg.Error:
+            return False
+        with contextlib.suppress(psycopg.Error):
+            conn.close()
+        return True
 
     def _cut_off(self, within: float) -> None:
         """:meth:`stopping`'s time is up with a wait for the server under way: every
         wait ends now, and the store writes nothing more."""
         self._cut = f"the server did not answer within {within:g}s of the node's stop"
+        self._cut_now.set()  # (a pause before a retry ends now)
         if self._failed is None:
             self._failed = StoreError(self.path, f"{self._cut}; this store writes nothing "
                                       "more")
@@ -992,7 +1016,7 @@ class PostgresStore(PgWritePath, StoreShortcuts):
                         busy_until = _time.monotonic() + self.retry_for
                     if _time.monotonic() + pause > busy_until:
                         raise StoreError(self.path, _reason(exc)) from None
-                    _time.sleep(pause)
+                    self._cut_now.wait(pause)
                     pause = min(pause * 2, 1.0)
                 except psycopg.OperationalError as exc:
                     if conn is not None and not conn.closed and not conn.broken:
@@ -1014,7 +1038,7 @@ class PostgresStore(PgWritePath, StoreShortcuts):
                             raise StoreError(
                                 self.path, f"the connection was lost and could not be made "
                                 f"again within {self.retry_for:g}s: {because}") from None
-                    _time.sleep(delay)
+                    self._cut_now.wait(delay)
                     delay = min(delay * 2, 2.0)
                 except psycopg.Error as exc:
                     raise StoreError(self.path, _reason(exc)) from None
