@@ -780,6 +780,8 @@ class ClusterMember:
         if self.gave_up:
             self._left()
             return
+        if self.store.cut is not None:  # the node stops, its server out of reach: it
+            return  # leaves (no "leaves the cluster: its store failed" on the way out)
         failed = getattr(self.store, "failed", None)
         if failed is not None:
             self._give_up(failed)

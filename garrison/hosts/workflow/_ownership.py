@@ -135,8 +135,10 @@ def moved(host: WorkflowHost, wf: WorkflowInstance, exc: WorkflowMoved) -> None:
     ownership: Any = host.ownership
     if ownership is not None:
         ownership.stopped(wf.wid)
-    log.info("workflow %s left this node: %s", wf.wid, exc,
-             extra={"workflow_id": wf.wid, "run_id": wf.run_id, "pid": wf.pid})
+    # (as the node stops, one line said how many: not one per workflow at INFO)
+    log.log(logging.DEBUG if host.closing else logging.INFO,
+            "workflow %s left this node: %s", wf.wid, exc,
+            extra={"workflow_id": wf.wid, "run_id": wf.run_id, "pid": wf.pid})
 
 
 def watch_elsewhere(host: WorkflowHost, wf: WorkflowInstance) -> None:
