@@ -53,9 +53,12 @@ def replay(history: Any, target: Any = None) -> ReplayResult:
         loaded = History.from_json(data, f"history {str(path)!r}")
     else:
         loaded = History.from_json(history)
+    __tracebackhide__ = True  # (pytest: the test's line is where it failed, not ours)
     result = _run_trio(replay_history, loaded, target)
     if result.error is not None:
-        raise result.error
+        # (its message says it all: the engine's frames, and their source in pytest's
+        # report, would bury it)
+        raise result.error.with_traceback(None)
     return result
 
 
