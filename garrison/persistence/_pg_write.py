@@ -1150,7 +1150,7 @@ class PgWritePath:
                     n = self._acked + 1
                     rest = True
                 yield _BLOCK  # (the node's thread hands the write to a worker here)
-                self._cut_now.wait(pause)
+                self._pause(pause)
                 pause = min(pause * 2, 1.0)
                 if self._closed or self._cut:  # (``close`` waits for this write: not
                     why = self._cut or "the store was closed"  # sent again)
@@ -1326,7 +1326,7 @@ class PgWritePath:
             if _time.monotonic() + delay > deadline:
                 self._give_up(f"the connection was lost ({reason}) and could not be made "
                               f"again within {self.retry_for:g}s: {last}")
-            self._cut_now.wait(delay)
+            self._pause(delay)
             delay = min(delay * 2, 2.0)
 
     def _end_session(self, conn: psycopg.Connection[Any], session: tuple[int, Any] | None,
@@ -1355,6 +1355,16 @@ class PgWritePath:
                     "it was sending may still commit there, so it cannot be sent again")
             _time.sleep(0.02)
             alive = conn.execute(_SESSION_ALIVE, session).fetchone()
+
+    def _pause(self, seconds: float) -> None:
+        """Wait ``seconds`` before trying again (on this module's clock, which tests
+        replace), ended early once the node's stop cuts the store off."""
+        end = _time.monotonic() + seconds
+        while not self._cut_now.is_set():
+            left = end - _time.monotonic()
+            if left <= 0:
+                return
+            _time.sleep(min(left, 0.1))
 
     def _closed_meanwhile(self, reason: str) -> StoreError:
         """The error of a write whose connection was lost (``reason``) and the store

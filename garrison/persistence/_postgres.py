@@ -1016,7 +1016,7 @@ class PostgresStore(PgWritePath, StoreShortcuts):
                         busy_until = _time.monotonic() + self.retry_for
                     if _time.monotonic() + pause > busy_until:
                         raise StoreError(self.path, _reason(exc)) from None
-                    self._cut_now.wait(pause)
+                    self._pause(pause)
                     pause = min(pause * 2, 1.0)
                 except psycopg.OperationalError as exc:
                     if conn is not None and not conn.closed and not conn.broken:
@@ -1038,7 +1038,7 @@ class PostgresStore(PgWritePath, StoreShortcuts):
                             raise StoreError(
                                 self.path, f"the connection was lost and could not be made "
                                 f"again within {self.retry_for:g}s: {because}") from None
-                    self._cut_now.wait(delay)
+                    self._pause(delay)
                     delay = min(delay * 2, 2.0)
                 except psycopg.Error as exc:
                     raise StoreError(self.path, _reason(exc)) from None
