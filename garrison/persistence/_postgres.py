@@ -773,10 +773,11 @@ class PostgresStore(PgWritePath, StoreShortcuts):
     def stopping(self, within: float) -> Iterator[None]:
         """The node stops (its workflows park, it leaves the cluster, it closes the
         store) in the block: a wait for the server in it lasts at most about ``within``
-        seconds from the block's start. A server that answers is not hurried; a wait
-        still under way past that (the server down, or stalled with the connection
-        open) no longer holds the stop for ``retry_for`` or for ever: the store's
-        connections are cut, what waited ends with a :class:`~garrison.StoreError` (a
+        seconds from the block's start. A server that answers is not hurried (a wait
+        past that is cut only if the server takes no new connection: a lock another
+        session holds keeps a write waiting); a wait on a server down, or stalled with
+        the connection open, no longer holds the stop for ``retry_for`` or for ever:
+        the store's connections are cut, what waited ends with a :class:`~garrison.StoreError` (a
         write's outcome unknown: the journal settles it on the next node that opens
         the store) and the store writes nothing more. Nested blocks are one."""
         if self._stop_watch is not None or self._closed:
