@@ -250,24 +250,19 @@ async def _serve(config: Any, root: Any, label: str | None, store: str | None,
         async with trio.open_nursery() as watchers:
 
             async def watch_signals() -> None:
-                first = True
+                # (the first signal only: a second exits from its handler, see
+                # _force_on_the_second)
                 async for signum in signals:
                     signame = signal.Signals(signum).name
-                    if first and signum == signal.SIGTERM and opened and opened[0].clustered:
+                    if signum == signal.SIGTERM and opened and opened[0].clustered:
                         log.info("received %s: draining (its workflows move to the other "
                                  "nodes), then shutting down (again to force)", signame)
-                        first = False
                         opened[0].drain()  # exit_when_drained ends the run
-                    elif first:
+                    else:
                         log.info("received %s: shutting down (again to force)", signame)
                         running.cancel()  # the node then stops gracefully
                         if starting and not opened:  # its start ends now, then it stops
                             starting[0].interrupt_start()
-                        first = False
-                    else:
-                        log.warning("received %s again: forcing an immediate stop", signame)
-                        logging.shutdown()
-                        os._exit(128 + signum)
 
             watchers.start_soon(watch_signals)
             starting.append(new_node(config=config, store=store, name=name, lease=lease))

@@ -856,12 +856,8 @@ class PostgresStore(PgWritePath, StoreShortcuts):
         ``None`` for an error of the written operations themselves."""
         if isinstance(exc, StoreError):
             return exc
-        if isinstance(exc, pg_errors.IntegrityError):
-            return None
-        if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError
-                      | pg_errors.DiskFull | pg_errors.InsufficientResources):
-            return StoreError(self.path, f"the server refused the write: {_reason(exc)}")
-        return None
+        refused = self._refusal(exc)  # (as a write's caller gets it)
+        return refused if isinstance(refused, StoreError) else None
 
     def take_wakeups(self) -> list[WakeupRecord]:
         """Remove and return the wakeups left by tools, oldest first.
