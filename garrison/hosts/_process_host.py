@@ -238,18 +238,14 @@ class _Process(Caller):
         self, target: Any, args: tuple[Any, ...], host: str | None, *, link: bool,
         monitor: bool, id: str | None = None, supervised: bool = False,
     ) -> Pid:
-        if not (link or monitor):
-            pid = await self.node.spawn_process(
-                target, args, host=host or self.host.name, parent=self.pid, link=None,
-                monitor=None, id=id, supervised=supervised)
-            await self._budget.checkpoint()
-            return pid
         # a child (a workflow) may end, its EXIT delivered, before this returns: that
         # link or monitor is spent already, and kept it would never be let go
-        ended: set[Pid] = set()
-        if self._ended_early is None:
-            self._ended_early = []
-        self._ended_early.append(ended)
+        ended: set[Pid] | None = None
+        if link or monitor:
+            ended = set()
+            if self._ended_early is None:
+                self._ended_early = []
+            self._ended_early.append(ended)
         try:
             pid = await self.node.spawn_process(
                 target, args, host=host or self.host.name, parent=self.pid,
@@ -257,10 +253,11 @@ class _Process(Caller):
                 id=id, supervised=supervised,
             )
         finally:
-            self._ended_early.remove(ended)
-            if not self._ended_early:
-                self._ended_early = None
-        if pid not in ended:
+            if ended is not None and self._ended_early is not None:
+                self._ended_early.remove(ended)
+                if not self._ended_early:
+                    self._ended_early = None
+        if ended is not None and pid not in ended:
             if link:
                 self._add_link(pid)
             if monitor:
