@@ -65,6 +65,15 @@ def _at_least_initial_delay(inst: Any, attribute: attrs.Attribute[Any], value: o
         raise _FieldProblem(attribute.name, f"a duration >= initial_delay ({initial:g}s)", value)
 
 
+def _restart_delay(inst: Any, attribute: attrs.Attribute[Any], value: object) -> None:
+    _non_negative(inst, attribute, value)
+    if value == 0 and inst.max_attempts == 0:
+        raise _FieldProblem(
+            attribute.name, "a duration > 0 while max_attempts is 0 (unlimited): with no "
+            "delay a process that fails at once would be restarted in a tight loop for "
+            "ever (or give max_attempts a limit)", value)
+
+
 def _factor(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
     if not _is_number(value) or not value >= 1 or math.isinf(value):  # type: ignore[operator, arg-type]
         raise _FieldProblem(attribute.name, "a number >= 1", value)
@@ -158,10 +167,15 @@ class RestartPolicy:
     (1-based) is ``initial_delay * backoff_factor ** (n - 1)``, capped at
     ``max_delay``, then spread by ``± jitter`` (a fraction). Durations are seconds
     and accept strings such as ``"1s"`` or ``"1m30s"`` when built by hand.
+    ``initial_delay`` 0 needs a ``max_attempts`` limit: unlimited restarts without a
+    delay would restart a process that fails at once in a tight loop for ever.
     """
 
     max_attempts: int = attrs.field(default=0, validator=_non_negative_int)
-    initial_delay: float = attrs.field(default=1.0, converter=_duration, validator=_non_negative)
+    initial_delay: float = attrs.field(
+        default=1.0, converter=_duration, validator=_restart_delay,
+        metadata={"after": ("max_attempts",)},  # (read with it)
+    )
     max_delay: float = attrs.field(
         default=90.0, converter=_duration, validator=_at_least_initial_delay,
         metadata={"after": ("initial_delay",)},  # (compared with it: see _structure.py)
