@@ -963,6 +963,40 @@ def test_a_read_only_database_is_a_store_error_and_the_store_writes_once_it_is_n
         assert [m.payload for m in store.pending_messages("w")] == [2]
 
 
+def test_a_stopping_store_does_not_try_a_write_the_server_refuses_for_now_again(
+        postgres_url: str) -> None:
+    """A node stopping while its database was read-only took ``retry_for`` (30 s by
+    default) to stop: the server answers, so nothing is cut, and each write it refused
+    was tried again until then. Past the stop's time a refused write is not tried
+    again: its error says it was not committed, and the store writes once the
+    database is writable (it was not cut)."""
+    dbname = postgres_url.rsplit("/", 1)[1]
+
+    def admin(sql: str) -> None:
+        with psycopg.connect(postgres_url.rsplit("/", 1)[0] + "/postgres",
+                             autocommit=True) as conn:
+            conn.execute(sql)
+
+    with PostgresStore(postgres_url, retry_for=60) as store:
+        store.write(Transaction().create_workflow("w", "app:f"))
+        admin(f'ALTER DATABASE "{dbname}" SET default_transaction_read_only = on')
+        try:
+            admin("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = "
+                  f"'{dbname}' AND pid <> pg_backend_pid()")
+            began = time.monotonic()
+            with store.stopping(0.5), pytest.raises(
+                    StoreError, match=r"the node stopped while this write waited to be tried "
+                    r"again \(the server refused it for now: .*read-only transaction\); it "
+                    r"was not committed"):
+                store.write(Transaction().deliver("w", "note", 1))
+            assert time.monotonic() - began < 5
+        finally:
+            admin(f'ALTER DATABASE "{dbname}" SET default_transaction_read_only = off')
+        assert store.cut is None and store.failed is None
+        store.write(Transaction().deliver("w", "note", 2))
+        assert [m.payload for m in store.pending_messages("w")] == [2]
+
+
 def test_a_statement_whose_preparation_is_refused_for_now_is_tried_again(
         postgres_url: str) -> None:
     """Another session holds a table of the schema locked (a maintenance ``LOCK

@@ -407,6 +407,9 @@ class PgWritePath:
     _cut: str | None
     #: set when the stop cuts the store off (a pause before a retry ends then)
     _cut_now: threading.Event
+    #: set once the node's stop is past its time (``PostgresStore.stopping``): a write
+    #: the server refused for now (a read-only database, say) is not tried again
+    _retries_over: threading.Event
     _writes_begun: int
     _writer_id: str
     _acked: int
@@ -1149,11 +1152,15 @@ class PgWritePath:
                     plans = again
                     n = self._acked + 1
                     rest = True
-                yield _BLOCK  # (the node's thread hands the write to a worker here)
-                self._pause(pause)
-                pause = min(pause * 2, 1.0)
-                if self._closed or self._cut:  # (``close`` waits for this write: not
-                    why = self._cut or "the store was closed"  # sent again)
+                if not self._retries_over.is_set():
+                    yield _BLOCK  # (the node's thread hands the write to a worker here)
+                    self._pause(pause, self._retries_over)
+                    pause = min(pause * 2, 1.0)
+                if self._closed or self._cut or self._retries_over.is_set():
+                    # (``close`` waits for this write; the node's stop does not wait
+                    # for a server that refuses it: not sent again)
+                    why = self._cut or ("the store was closed" if self._closed
+                                        else "the node stopped")
                     for plan in again:
                         plan.error = StoreError(
                             self.path, f"{why} while this write waited to be tried again "
@@ -1356,11 +1363,12 @@ class PgWritePath:
             _time.sleep(0.02)
             alive = conn.execute(_SESSION_ALIVE, session).fetchone()
 
-    def _pause(self, seconds: float) -> None:
+    def _pause(self, seconds: float, until: threading.Event | None = None) -> None:
         """Wait ``seconds`` before trying again (on this module's clock, which tests
-        replace), ended early once the node's stop cuts the store off."""
+        replace), ended early once the node's stop cuts the store off (or ``until``
+        is set)."""
         end = _time.monotonic() + seconds
-        while not self._cut_now.is_set():
+        while not self._cut_now.is_set() and not (until is not None and until.is_set()):
             left = end - _time.monotonic()
             if left <= 0:
                 return

@@ -367,6 +367,7 @@ class PostgresStore(PgWritePath, StoreShortcuts):
         #: answer in time: :meth:`stopping`), or ``None``
         self._cut: str | None = None
         self._cut_now = threading.Event()
+        self._retries_over = threading.Event()
         self._stop_watch: threading.Thread | None = None
         #: reads and writes begun (the stop's watch tells a wait that lasts from one
         #: that began since)
@@ -775,11 +776,14 @@ class PostgresStore(PgWritePath, StoreShortcuts):
         store) in the block: a wait for the server in it lasts at most about ``within``
         seconds from the block's start. A server that answers is not hurried (a wait
         past that is cut only if the server takes no new connection: a lock another
-        session holds keeps a write waiting); a wait on a server down, or stalled with
-        the connection open, no longer holds the stop for ``retry_for`` or for ever:
-        the store's connections are cut, what waited ends with a :class:`~garrison.StoreError` (a
-        write's outcome unknown: the journal settles it on the next node that opens
-        the store) and the store writes nothing more. Nested blocks are one."""
+        session holds keeps a write waiting), but a write it refuses for now (a
+        read-only database) is not tried again past that time (its
+        :class:`~garrison.StoreError` says it was not committed); a wait on a server
+        down, or stalled with the connection open, no longer holds the stop for
+        ``retry_for`` or for ever: the store's connections are cut, what waited ends
+        with a :class:`~garrison.StoreError` (a write's outcome unknown: the journal
+        settles it on the next node that opens the store) and the store writes nothing
+        more. Nested blocks are one."""
         if self._stop_watch is not None or self._closed:
             yield
             return
@@ -794,6 +798,7 @@ class PostgresStore(PgWritePath, StoreShortcuts):
             over.set()
             watch.join()
             self._stop_watch = None
+            self._retries_over.clear()
 
     def _watch_stop(self, within: float, over: threading.Event) -> None:
         """(:meth:`stopping`'s thread) Past ``within``, cut the store off once a read or
@@ -801,6 +806,7 @@ class PostgresStore(PgWritePath, StoreShortcuts):
         none began between them)."""
         if over.wait(within):
             return
+        self._retries_over.set()  # (a refusal for now is not waited out either)
         seen: tuple[int | None, int | None] = (None, None)
         while True:  # (``close`` itself may wait for the server: watched too)
             now = (self._writes_begun if self._write_lock.locked() else None,
