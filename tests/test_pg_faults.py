@@ -10,11 +10,13 @@ the statement reached the server and committed. Real network I/O: real clock.
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import threading
 import time
 import urllib.parse
+from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -932,14 +934,11 @@ def test_a_stopping_store_does_not_cut_a_write_waiting_for_a_lock_of_an_answerin
         assert store.get_workflow("w").status == "waiting"
 
 
-def test_a_read_only_database_is_a_store_error_and_the_store_writes_once_it_is_not(
-        postgres_url: str) -> None:
-    """A database made read-only (``ALTER DATABASE ... SET default_transaction_read_only
-    = on``: maintenance, a failover) refused a signal with psycopg's own
-    ``ReadOnlySqlTransaction``, not a StoreError; and a session opened meanwhile stayed
-    read-only for good, so writes kept failing after the database was writable again.
-    The write is tried again on a new session for ``retry_for``, then is a StoreError
-    saying why; once the database is writable, the next write succeeds."""
+@contextlib.contextmanager
+def _read_only(postgres_url: str) -> Iterator[None]:
+    """The database of ``postgres_url`` read-only (``ALTER DATABASE ... SET
+    default_transaction_read_only``: maintenance, a failover) in the block, its
+    sessions ended so that every new one is read-only; writable again after it."""
     dbname = postgres_url.rsplit("/", 1)[1]
 
     def admin(sql: str) -> None:
@@ -947,18 +946,29 @@ def test_a_read_only_database_is_a_store_error_and_the_store_writes_once_it_is_n
                              autocommit=True) as conn:
             conn.execute(sql)
 
+    admin(f'ALTER DATABASE "{dbname}" SET default_transaction_read_only = on')
+    try:
+        admin("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = "
+              f"'{dbname}' AND pid <> pg_backend_pid()")
+        yield
+    finally:
+        admin(f'ALTER DATABASE "{dbname}" SET default_transaction_read_only = off')
+
+
+def test_a_read_only_database_is_a_store_error_and_the_store_writes_once_it_is_not(
+        postgres_url: str) -> None:
+    """A database made read-only refused a signal with psycopg's own
+    ``ReadOnlySqlTransaction``, not a StoreError; and a session opened meanwhile stayed
+    read-only for good, so writes kept failing after the database was writable again.
+    The write is tried again on a new session for ``retry_for``, then is a StoreError
+    saying why; once the database is writable, the next write succeeds."""
     with PostgresStore(postgres_url, retry_for=1) as store:
         store.write(Transaction().create_workflow("w", "app:f"))
-        admin(f'ALTER DATABASE "{dbname}" SET default_transaction_read_only = on')
-        try:
-            admin("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = "
-                  f"'{dbname}' AND pid <> pg_backend_pid()")  # (its sessions: read-only now)
-            with pytest.raises(StoreError, match=r"the server refused the write: cannot "
-                               r"execute .* in a read-only transaction \(the database, .* "
-                               r"is read-only; tried again for 1s\)"):
-                store.write(Transaction().deliver("w", "note", 1))
-        finally:
-            admin(f'ALTER DATABASE "{dbname}" SET default_transaction_read_only = off')
+        with _read_only(postgres_url), pytest.raises(
+                StoreError, match=r"the server refused the write: cannot execute .* in a "
+                r"read-only transaction \(the database, .* is read-only; tried again for "
+                r"1s\)"):
+            store.write(Transaction().deliver("w", "note", 1))
         store.write(Transaction().deliver("w", "note", 2))  # (its session was read-only)
         assert [m.payload for m in store.pending_messages("w")] == [2]
 
@@ -966,32 +976,19 @@ def test_a_read_only_database_is_a_store_error_and_the_store_writes_once_it_is_n
 def test_a_stopping_store_does_not_try_a_write_the_server_refuses_for_now_again(
         postgres_url: str) -> None:
     """A node stopping while its database was read-only took ``retry_for`` (30 s by
-    default) to stop: the server answers, so nothing is cut, and each write it refused
-    was tried again until then. Past the stop's time a refused write is not tried
-    again: its error says it was not committed, and the store writes once the
-    database is writable (it was not cut)."""
-    dbname = postgres_url.rsplit("/", 1)[1]
-
-    def admin(sql: str) -> None:
-        with psycopg.connect(postgres_url.rsplit("/", 1)[0] + "/postgres",
-                             autocommit=True) as conn:
-            conn.execute(sql)
-
+    default) at each of its steps to stop: the server answers, so nothing is cut, and
+    each write it refused was tried again until then. Past the stop's time a refused
+    write is not tried again: its error says it was not committed, and the store
+    writes once the database is writable (it was not cut)."""
     with PostgresStore(postgres_url, retry_for=60) as store:
         store.write(Transaction().create_workflow("w", "app:f"))
-        admin(f'ALTER DATABASE "{dbname}" SET default_transaction_read_only = on')
-        try:
-            admin("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = "
-                  f"'{dbname}' AND pid <> pg_backend_pid()")
-            began = time.monotonic()
-            with store.stopping(0.5), pytest.raises(
-                    StoreError, match=r"the node stopped while this write waited to be tried "
-                    r"again \(the server refused it for now: .*read-only transaction\); it "
-                    r"was not committed"):
-                store.write(Transaction().deliver("w", "note", 1))
-            assert time.monotonic() - began < 5
-        finally:
-            admin(f'ALTER DATABASE "{dbname}" SET default_transaction_read_only = off')
+        began = time.monotonic()
+        with _read_only(postgres_url), store.stopping(0.5), pytest.raises(
+                StoreError, match=r"the node stopped while this write waited to be tried "
+                r"again \(the server refused it for now: .*read-only transaction\); it "
+                r"was not committed"):
+            store.write(Transaction().deliver("w", "note", 1))
+        assert time.monotonic() - began < 5
         assert store.cut is None and store.failed is None
         store.write(Transaction().deliver("w", "note", 2))
         assert [m.payload for m in store.pending_messages("w")] == [2]
