@@ -689,3 +689,34 @@ async def test_starts_of_one_id_wait_for_each_other_also_after_a_cancelled_start
                 release.set()
         assert pids == ["workflows/x"] * 3
         assert await node.workflow("x").result() == "x"
+
+
+async def test_a_held_write_in_flight_as_the_node_stops_is_written_before_the_store_closes(
+        tmp_path: Any, caplog: pytest.LogCaptureFixture, autojump_clock: Any) -> None:
+    """`garrison run --main` whose main returned at once, with a pending workflow to
+    resume: the recovery's write of the workflow's host (held for the write-soon task)
+    was in flight as the stop looked for held writes, found none, and closed the store:
+    `host workflows could not write <Transaction ['update_workflow']>: store 'a.db' is
+    closed` (one run in six). The stop waits for the write under way."""
+    from garrison.persistence import SQLiteStore, Transaction
+
+    path = str(tmp_path / "wf.db")
+    async with garrison.open_node(store=path) as node:
+        host = node.hosts["workflows"]
+        store = host.store  # (the node's own: it closes it as it stops)
+        commit = store.commit
+
+        async def slow_commit(tx: Any) -> Any:  # (a commit gathering its batch, say)
+            if "update_workflow" in repr(tx):
+                with trio.CancelScope(shield=True):
+                    await trio.sleep(1)
+            return await commit(tx)
+
+        store.commit = slow_commit
+        store.write(Transaction().create_workflow("w", "app:f", [], status="completed"))
+        host.write_soon(Transaction().update_workflow("w", host="elsewhere"))
+        await trio.sleep(0.1)  # (the write-soon task has it in flight)
+    assert "could not write" not in caplog.text
+    with SQLiteStore(path, lock=False) as look:
+        record = look.get_workflow("w")
+        assert record is not None and record.host == "elsewhere"

@@ -166,6 +166,9 @@ class WorkflowHost:
         #: writes asked for by synchronous callers, committed in order by one task
         self._soon: list[tuple[Transaction, Callable[[list[Any]], None] | None]] = []
         self._soon_ready = trio.Event()
+        #: held while what ``write_soon`` holds is written (the stop's own call waits
+        #: for a write the write-soon task has in flight: the store closes after it)
+        self._soon_writing = trio.Lock()
         #: ``control`` inbox rows asking nothing more, whose consume is being written
         self.discarding: set[int] = set()
         #: parked workflows whose status the store may not show yet
@@ -245,17 +248,19 @@ class WorkflowHost:
             await self._write_held()
 
     async def _write_held(self) -> None:
-        """Commit, in order, what ``write_soon`` holds."""
-        self._soon_ready = trio.Event()
-        while self._soon:
-            tx, then = self._soon.pop(0)
-            try:
-                results = await self.store.commit(tx)
-            except Exception as exc:
-                log.error("host %s could not write %r: %s", self.name, tx, exc)
-                continue
-            if then is not None:
-                then(results)
+        """Commit, in order, what ``write_soon`` holds (once the write under way, if
+        any, is done)."""
+        async with self._soon_writing:
+            self._soon_ready = trio.Event()
+            while self._soon:
+                tx, then = self._soon.pop(0)
+                try:
+                    results = await self.store.commit(tx)
+                except Exception as exc:
+                    log.error("host %s could not write %r: %s", self.name, tx, exc)
+                    continue
+                if then is not None:
+                    then(results)
 
     def parked(self, wf: WorkflowInstance) -> None:
         """``wf`` parked (``waiting`` or ``sleeping``): the store will say so shortly."""
