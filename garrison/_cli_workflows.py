@@ -154,8 +154,12 @@ def cmd_workflows(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> None:
     from .persistence._file import store_error
 
+    create = None
+    if args.wf_command == "start":  # (checked before a store is made for it)
+        args.start = _start_checks(args)
+        create = _created
     store = tools.open_store(args.store, readonly=args.wf_command in _READ_ONLY,
-                             migrate=getattr(args, "migrate", False))
+                             migrate=getattr(args, "migrate", False), create=create)
     try:
         _COMMANDS[args.wf_command](store, args)
     except NoSuchWorkflow as exc:  # removed between our read and our write
@@ -354,7 +358,14 @@ def _cancel(store: Any, args: argparse.Namespace) -> None:
           f"cancel requested for {args.id!r}")
 
 
-def _start(store: Any, args: argparse.Namespace) -> None:
+def _created(path: str) -> None:
+    print(f"garrison workflows: created the store {path!r}, which no node had opened "
+          "yet; a node opening it runs the workflow", file=sys.stderr)
+
+
+def _start_checks(args: argparse.Namespace) -> tuple[str, str, Any]:
+    """``start``'s arguments, target and config checked: ``(workflow id, name, the
+    transaction that creates the workflow)``."""
     # (the example a workflow's arguments need: an array, not any JSON value)
     values = json_arg(args.args, "arguments", "'[\"order-17\", 3]'")
     if not isinstance(values, list):
@@ -371,7 +382,12 @@ def _start(store: Any, args: argparse.Namespace) -> None:
             config = load_config(args.config)
         except GarrisonError as exc:
             raise _Fail(str(exc), 2) from None
-    wid, created, name = tools.start(store, args.target, values, args.id, config)
+    return tools.start_transaction(args.target, values, args.id, config)
+
+
+def _start(store: Any, args: argparse.Namespace) -> None:
+    wid, name, tx = args.start
+    created = bool(store.write(tx)[0])
     if created:
         _done(args, {"workflow_id": wid, "created": True, "name": name},
               f"workflow {wid!r} started ({name})")

@@ -16,7 +16,7 @@ import json
 import math
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ._errors import (
@@ -54,6 +54,7 @@ __all__ = [
     "signal",
     "standard_json",
     "start",
+    "start_transaction",
     "strict_json",
     "terminate",
     "trigger_schedule",
@@ -74,13 +75,16 @@ class ToolError(Exception):
         self.code = code
 
 
-def open_store(path: str, *, readonly: bool = False, migrate: bool = False) -> Any:
+def open_store(path: str, *, readonly: bool = False, migrate: bool = False,
+               create: Callable[[str], None] | None = None) -> Any:
     """The store at ``path`` (a SQLite file or a ``postgresql://`` URL), opened as a
     tool (``lock=False``; ``readonly``: a SQLite file opened read-only): no path (``''``,
     ``:memory:``, ``file:...``), a missing file, a damaged one, an unreachable server or
     one of another schema version is a :class:`ToolError` (code 2). ``migrate``: a store
-    of an older garrison is migrated first, as a node would (nothing of it runs)."""
-    from .persistence import migrate_store
+    of an older garrison is migrated first, as a node would (nothing of it runs).
+    ``create``: a store that does not exist is created first, as a node's first open
+    would, and ``create(path)`` is called to say so."""
+    from .persistence import create_store, migrate_store
     from .persistence._file import keyword_dsn
 
     dsn = keyword_dsn(path)
@@ -92,6 +96,8 @@ def open_store(path: str, *, readonly: bool = False, migrate: bool = False) -> A
                         "postgresql://user@host:port/db URL (an in-memory store is the "
                         "node's own: a tool cannot open one)", 2)
     try:
+        if create is not None and create_store(path):
+            create(path)
         try:
             return _open_tool(path, readonly)
         except StoreVersionError as exc:
@@ -102,8 +108,8 @@ def open_store(path: str, *, readonly: bool = False, migrate: bool = False) -> A
     except FileNotFoundError:
         raise ToolError(f"no workflow store at {path!r} (a node creates it the first "
                         "time it opens it: `garrison run CONFIG --store PATH`, or "
-                        "garrison.open_node(store=PATH); the tools only open a store that "
-                        "exists)", 2) from None
+                        "garrison.open_node(store=PATH), or `garrison workflows start`; "
+                        "the other tools only open a store that exists)", 2) from None
     except StoreVersionError as exc:
         older = exc.found < exc.expected and readonly
         raise ToolError(str(exc) + ("; or, on a copy of it, `garrison workflows --store "
@@ -326,6 +332,15 @@ def start(store: Any, target: str, args: list[Any], workflow_id: str | None = No
     ``(workflow id, created, name)``: ``name`` is the function's ``module:qualname`` as
     stored (an entry id resolves to it); ``created`` is False when a workflow with that
     id exists (it is left as it is, as ``start_workflow`` does)."""
+    wid, name, tx = start_transaction(target, args, workflow_id, config)
+    created = bool(store.write(tx)[0])
+    return wid, created, name
+
+
+def start_transaction(target: str, args: list[Any], workflow_id: str | None = None,
+                      config: Any = None) -> tuple[str, str, Any]:
+    """:func:`start`'s checks, without a store: ``(workflow id, name, the transaction
+    that creates the workflow)``; a :class:`ToolError` (code 2) for what is wrong."""
     from ._targets import import_target, target_name
     from .hosts.workflow._codec import restore_args
     from .hosts.workflow._host import check_workflow_id
@@ -357,8 +372,7 @@ def start(store: Any, target: str, args: list[Any], workflow_id: str | None = No
         tx = Transaction().create_workflow(wid, name, args, status="pending")
     except (TypeError, ValueError, GarrisonError) as exc:
         raise ToolError(str(exc), 2) from None
-    created = bool(store.write(tx)[0])
-    return wid, created, name
+    return wid, name, tx
 
 
 def check_arity(fn: Any, name: str, args: list[Any]) -> None:

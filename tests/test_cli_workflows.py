@@ -197,6 +197,32 @@ async def test_clear_errors(store_path: str, tmp_path: Path) -> None:
         assert "Traceback" not in out.stderr
 
 
+async def test_start_on_a_store_no_node_opened_yet_makes_it(
+        store_path: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """API.md: ``garrison workflows start`` drives the store also while no node runs.
+    On a store no node had opened yet (work queued before the first node is deployed)
+    it was refused (``no workflow store``). ``start`` makes the store, as a node's first
+    open would, and says so; a start it refuses makes none, and the commands that only
+    read or act on workflows still refuse a missing store."""
+    code, _out, err = cli_here(capsys, "--store", store_path, "start",
+                               "workflow_app:no_such", "[]")
+    assert code == 2 and "cannot import 'workflow_app:no_such'" in err, err
+    code, _out, err = cli_here(capsys, "--store", store_path, "list")
+    assert code == 2 and ("no garrison store here" in err or "no workflow store" in err), err
+    code, out, err = cli_here(capsys, "--store", store_path, "start", "workflow_app:steps",
+                              "[0, 2]", "--id", "first")
+    assert code == 0 and out == "workflow 'first' started (workflow_app:steps)\n", (out, err)
+    assert err == (f"garrison workflows: created the store {store_path!r}, which no node "
+                   "had opened yet; a node opening it runs the workflow\n")
+    code, out, err = cli_here(capsys, "--store", store_path, "start", "workflow_app:steps",
+                              "[0, 3]", "--id", "second")
+    assert code == 0 and err == "", err
+    async with garrison.open_node(store=store_path) as node:
+        with trio.fail_after(10):
+            assert await node.workflow("first").result() == 2
+            assert await node.workflow("second").result() == 3
+
+
 async def _seed_promise(path: str) -> None:
     async with garrison.open_node(store=path) as node:
         await node.start_workflow(workflow_app.promise_or_deadline, "1d", id="prom-1")

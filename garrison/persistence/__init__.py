@@ -94,6 +94,7 @@ __all__ = [
     "WorkflowRecord",
     "WorkflowStatus",
     "check_search_value",
+    "create_store",
     "from_json",
     "is_postgres_url",
     "migrate_store",
@@ -156,6 +157,25 @@ def open_store(spec: Any, *, lock: bool = True, synchronous: str | None = None) 
             f"got {type(spec).__name__}"
         )
     return SQLiteStore(spec, **kw)
+
+
+def create_store(spec: str) -> bool:
+    """Create the store ``spec`` names (a SQLite file, or the schema of a
+    ``postgresql://`` URL) as a node opening it the first time would, unless it exists;
+    nothing runs, and an existing store is left as it is (not migrated). True if it was
+    created here: what a tool that writes (``garrison workflows start``) does where no
+    node has opened the store yet."""
+    if is_postgres_url(spec):
+        from ._postgres import migrate_unused
+
+        return migrate_unused(spec, only_create=True)
+    if os.path.exists(spec):
+        return False
+    try:
+        SQLiteStore(spec).close()
+    except StoreLocked:  # (a node opened it meanwhile: it exists)
+        return False
+    return True
 
 
 def migrate_store(spec: str) -> None:

@@ -250,27 +250,36 @@ _SCHEDULE_LATE = 600.0
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-def migrate_unused(url: str) -> None:
+def migrate_unused(url: str, *, only_create: bool = False) -> bool:
     """Migrate the schema ``url`` names to this garrison's version, as a node opening it
     would (nothing runs), holding the schema's node lock alone meanwhile: refused with
-    :class:`~garrison.StoreLocked` while a node runs it (every node holds it shared)."""
+    :class:`~garrison.StoreLocked` while a node runs it (every node holds it shared).
+    ``only_create``: only a schema without garrison's tables is made, and nothing else
+    is done (no lock is taken). True if the schema had no garrison tables."""
     params, schema, display = _parse(url, None)
     try:
         conn = psycopg.connect(make_conninfo(**{**_CONN_DEFAULTS, **params}), autocommit=True)
     except psycopg.Error as exc:
         raise StoreError(display, f"cannot connect: {_reason(exc)}") from None
+    what = "create" if only_create else "migrate"
     try:
+        new = _pg_schema.read_version(conn, schema) == 0
+        if only_create and not new:
+            return False
         key = _pg_schema.node_lock_key(schema)
         got = conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
         if not got or not got[0]:
+            if only_create:  # (a node opening it now makes it)
+                return False
             raise StoreLocked(display, held=f"a node runs schema {schema!r} (it holds the "
                               "schema's node lock)", hint="migrate a copy, not a store in use")
         try:
             _pg_schema.migrate(conn, schema, allow_migrate=True, where=display)
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+        return new
     except psycopg.Error as exc:
-        raise StoreError(display, f"cannot migrate schema {schema!r}: {_reason(exc)}") from None
+        raise StoreError(display, f"cannot {what} schema {schema!r}: {_reason(exc)}") from None
     finally:
         conn.close()
 
