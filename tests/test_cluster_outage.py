@@ -141,3 +141,40 @@ def test_a_second_signal_forces_the_exit_while_a_read_waits_for_a_stalled_server
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_after_an_outage_past_the_lease_the_workflows_spread_over_the_nodes_again(
+        own_server: Any, nodes: list[Node]) -> None:
+    """The server down past the lease: every node's lease lapses and its workflows
+    stop. The first node to join again took every workflow (the others were not live
+    yet, so its fair share was all of them), the others none, and nothing moves them
+    after. A node joining again after its lease lapsed waits a moment before it claims,
+    for the others to join again too."""
+    import collections
+
+    import _postgres
+
+    url = _postgres.create_db(own_server, "spread")
+    lease = 2.0
+    for name in "abc":
+        nodes.append(Node.start(url, name, lease, start=4, prefix=name, steps=1000,
+                                delay=0.05))
+    look = Look(url)
+    try:
+        wait_for(lambda: len(look.owners()) == 12, 30, "the twelve workflows")
+        _postgres.pause(own_server)
+        try:
+            time.sleep(lease + 1.5)
+        finally:
+            _postgres.resume(own_server)
+        look.close()
+        look = Look(url)
+        wait_for(lambda: set(look.owners().values()) <= set("abc")
+                 and None not in look.owners().values()
+                 and all(len(look.steps(w)) > 0 for w in look.owners()), 30,
+                 "every workflow owned by a node again")
+        time.sleep(lease)  # (nothing more moves)
+        held = collections.Counter(look.owners().values())
+        assert sorted(held) == ["a", "b", "c"] and min(held.values()) >= 2, held
+    finally:
+        look.close()

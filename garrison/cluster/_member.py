@@ -57,6 +57,12 @@ log = logging.getLogger("garrison.cluster")
 #: side takes to stop what it runs)
 LEASE_MARGIN = 0.25
 
+#: rounds (each ``lease / 3``, at most 1 s while the store is out of reach) a node
+#: that joined again after its lease lapsed waits before it claims orphaned workflows:
+#: an outage past the lease lapsed every node's, and the others join again within a
+#: round of the store answering (else the first one back, alone live, takes them all)
+REJOIN_WAIT = 2
+
 
 class ClusterMember:
     """The cluster side of one workflow host (see the module docs)."""
@@ -105,6 +111,8 @@ class ClusterMember:
         self._releasing = False
         #: when (this clock) the next other node's lease lapses unless it renews
         self._expiry = float("inf")
+        #: (monotonic) no orphaned workflow is claimed before (see :data:`REJOIN_WAIT`)
+        self._claim_after = 0.0
         #: the config's singleton services (ids), and who to tell which this node holds
         self.singletons: list[str] = []
         #: (returns an event set once they are applied, or ``None``)
@@ -641,6 +649,7 @@ class ClusterMember:
                 "this node writes nothing more: stop it"), why="")
             return
         self._rejoining = False
+        self._claim_after = time.monotonic() + REJOIN_WAIT * min(self.interval, 1.0)
         if asked or self.draining:  # the drain goes on under the new incarnation
             if asked and not self.draining:
                 log.info("node %s: a drain was asked of it before its lease lapsed: it "
@@ -686,6 +695,8 @@ class ClusterMember:
             # awake when the next renewal is due, or just after another node's lease
             # would lapse (so a lost node is taken over at once, not up to lease/3 later)
             wait = min(self.interval - (now - self._last_renew), self._expiry - now + 0.02)
+            if self._claim_after > now:  # (a round as soon as it may claim)
+                wait = min(wait, self._claim_after - now + 0.02)
             try:
                 due = self.pg.wait(wait, self._wake_r, inbox)
             except (psycopg.Error, StoreError, OSError) as exc:
@@ -705,6 +716,9 @@ class ClusterMember:
             if time.monotonic() >= self._expiry:
                 due = True
                 self._expiry = float("inf")
+            if self._claim_after and time.monotonic() >= self._claim_after:
+                due = True
+                self._claim_after = 0.0
             if inbox:  # messages of other nodes: handed on at once, in order
                 self._post("remote", self._bodies(inbox))
                 inbox = []
@@ -856,7 +870,8 @@ class ClusterMember:
             owned = pg.owned()
             pg.claim_unknown = False
             self._post("owned", (pg.epoch, owned))
-        if not self.draining and not self._stop.is_set():
+        if not self.draining and not self._stop.is_set() \
+                and time.monotonic() >= self._claim_after:
             claimed = pg.claim(self._limit(), self._refused_names())
             if claimed:
                 with self._lock:
