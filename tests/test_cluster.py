@@ -264,9 +264,12 @@ def test_garrison_nodes_lists_the_cluster_and_drains_a_node_by_name(
         refused = cli("drain", bad)
         assert refused.returncode == 2 and "a node name" in refused.stderr, refused.stderr
     done = cli("drain", "a", "--json")  # (it printed "draining a" under --json too)
+    asked = time.monotonic()
     assert done.returncode == 0 and json.loads(done.stdout) == {"name": "a",
                                                                 "status": "draining"}
     assert a.readline() == "drained"  # without waiting out its 30 s lease
+    # (nor its next renewal, up to lease / 3 later: the drain's notification reads it)
+    assert time.monotonic() - asked < 3, time.monotonic() - asked
     look = Look(url)
     try:
         wait_for(lambda: _finished(look, [f"w{i}" for i in range(4)]), 60, "the workflows")

@@ -113,6 +113,9 @@ class ClusterMember:
         self._expiry = float("inf")
         #: (monotonic) no orphaned workflow is claimed before (see :data:`REJOIN_WAIT`)
         self._claim_after = 0.0
+        #: a notification of the cluster came since the last round: the round renews
+        #: (which reads this node's status: a tool's drain is acted on at once)
+        self._heard = False
         #: the config's singleton services (ids), and who to tell which this node holds
         self.singletons: list[str] = []
         #: (returns an event set once they are applied, or ``None``)
@@ -699,6 +702,7 @@ class ClusterMember:
                 wait = min(wait, self._claim_after - now + 0.02)
             try:
                 due = self.pg.wait(wait, self._wake_r, inbox)
+                self._heard = self._heard or due
             except (psycopg.Error, StoreError, OSError) as exc:
                 # the server restarting or out of reach: this thread must outlive it
                 # (it renews the lease and carries other nodes' messages)
@@ -809,7 +813,8 @@ class ClusterMember:
             self._lapse()
             return
         now = time.monotonic()
-        if now - self._last_renew >= self.interval / 2 or rounds == 0:
+        heard, self._heard = self._heard, False
+        if now - self._last_renew >= self.interval / 2 or rounds == 0 or heard:
             status = pg.renew(self.host.room())
             if pg.schema_found > self.store.schema_version:
                 # a newer node migrated the schema: rows in the format this code knows
