@@ -470,9 +470,10 @@ class ClusterMember:
                         "next node of the cluster that claims them resumes them", self.name,
                         "stopped" if host.closing else "drained", len(running))
         else:
-            log.warning("node %s lost its lease: stopping its %d workflows and its "
-                        "singleton services (the other nodes of the cluster take them, or "
-                        "this one once it joins again, when the store answers)",
+            log.warning("node %s lost its lease: stopping its %d workflows still running "
+                        "here (any whose writes were refused meanwhile left already) and "
+                        "its singleton services (the other nodes of the cluster take them, "
+                        "or this one once it joins again, when the store answers)",
                         self.name, len(running))
         for wf in list(host.active.values()):  # blocked ones too: they leave at once
             hand_over(host, wf, exc, now=True)
