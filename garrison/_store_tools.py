@@ -146,11 +146,14 @@ def refuse_final(rec: Any, what: str) -> None:
 
 
 def detail(store: Any, rec: Any) -> dict[str, Any]:
-    """What ``garrison workflows show`` prints: the row, the journal's size, pending
-    inbox items, promises, state and timers."""
+    """What ``garrison workflows show`` prints: the row (on a cluster's store, with the
+    ``node`` that runs it now), the journal's size, pending inbox items, promises,
+    state and timers."""
     count, size = store.journal_size(rec.workflow_id)
+    node = getattr(store, "workflow_node", None)  # (a cluster's store: PostgreSQL)
     return {
         **record_json(rec),
+        **({"node": node(rec.workflow_id)} if node is not None else {}),
         "journal_records": count,
         "journal_bytes": size,
         "pending_messages": [{"topic": m.topic, "payload": m.payload, "kind": m.kind}

@@ -621,6 +621,8 @@ async def test_a_drain_moves_waiting_workflows_at_once_with_their_timers(
     import cluster_app
     import trio
 
+    from garrison import _store_tools as tools
+
     nodes.append(Node.start(postgres_url, "b", LEASE))
     look = Look(postgres_url)
     try:
@@ -628,14 +630,21 @@ async def test_a_drain_moves_waiting_workflows_at_once_with_their_timers(
             for i in range(3):
                 await node.start_workflow(cluster_app.sleeper, 3, 0.4, id=f"s{i}")
             await trio.sleep(0.5)  # each is in its second durable sleep
+            # (``garrison workflows show`` names the node that runs it)
+            shown = tools.detail(look.store, look.store.get_workflow("s0"))
+            assert shown["node"] == "t", shown
             started = time.monotonic()
             node.drain()
             with trio.fail_after(5):
                 await node.drained()
             assert time.monotonic() - started < 2  # parked: moved at once, not at a lease
             assert [n.workflows for n in node.cluster() if n.name == "t"] == [0]
+            with trio.fail_after(5):
+                while tools.detail(look.store, look.store.get_workflow("s0"))["node"] != "b":
+                    await trio.sleep(0.05)
             with trio.fail_after(10):  # the handle follows it to b through the store
                 assert [await node.workflow(f"s{i}").result() for i in range(3)] == [3] * 3
+            assert tools.detail(look.store, look.store.get_workflow("s0"))["node"] is None
         # the timers were kept: 3 sleeps of 0.4 s in all, not restarted on b
         for i in range(3):
             sleeps = [r for r in look.store.journal(f"s{i}") if r.kind == "sleep"]

@@ -1169,6 +1169,16 @@ class PostgresStore(PgWritePath, StoreShortcuts):
             "WHERE workflow_id = %s", (workflow_id,))
         return int(rows[0][0]), int(rows[0][1])
 
+    def workflow_node(self, workflow_id: str) -> str | None:
+        """The name of the live node of the cluster that runs ``workflow_id`` now;
+        ``None`` while none does (it waits to be claimed, or has finished)."""
+        rows = self._query(
+            f"SELECT n.name FROM {self._s}.workflows w JOIN {self._s}.nodes n ON n.epoch "
+            "= w.owner_epoch AND n.status IN ('active', 'draining') "
+            "WHERE w.workflow_id = %s AND w.status NOT IN ('completed', 'failed', "
+            "'cancelled')", (workflow_id,))
+        return str(rows[0][0]) if rows else None
+
     def pending_messages(self, workflow_id: str) -> list[InboxRecord]:
         """Inbox rows (messages and events) not consumed yet, in arrival order."""
         rows = self._query(
