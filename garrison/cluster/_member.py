@@ -703,7 +703,10 @@ class ClusterMember:
                 wait = min(wait, self._claim_after - now + 0.02)
             try:
                 due = self.pg.wait(wait, self._wake_r, inbox)
-                self._heard = self._heard or due
+                # (a cluster notification: not messages of other nodes' processes, nor
+                # this node's own pokes)
+                self._heard = self._heard or self.pg.notified
+                self.pg.notified = False
             except (psycopg.Error, StoreError, OSError) as exc:
                 # the server restarting or out of reach: this thread must outlive it
                 # (it renews the lease and carries other nodes' messages)

@@ -170,6 +170,9 @@ class PgCluster:
         self.queue_channel = store._channel + ":queue"
         #: the hosts named by those notifications since the caller last took them
         self.freed: set[str] = set()
+        #: a notification of the cluster channel came (a drain, a release, a tool's
+        #: workflow...); the reader sets it back
+        self.notified = False
         #: the schema version the last :meth:`renew` read (0: none read yet)
         self.schema_found = 0
         #: a claim of this epoch lost its connection before its answer came: it may
@@ -691,7 +694,7 @@ class PgCluster:
                     if inbox is not None:
                         inbox.append(note.payload)
                     continue
-                got = True
+                got = self.notified = True
         except psycopg.OperationalError:
             self.close()
         return got
