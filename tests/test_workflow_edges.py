@@ -720,3 +720,32 @@ async def test_a_held_write_in_flight_as_the_node_stops_is_written_before_the_st
     with SQLiteStore(path, lock=False) as look:
         record = look.get_workflow("w")
         assert record is not None and record.host == "elsewhere"
+
+
+async def test_a_workflow_a_tool_started_is_loaded_once_as_the_node_resumes_it(
+        tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pending workflow was loaded twice as a node resumed (once to look for a
+    terminate, again for the queue): its rows read twice and the write of its host sent
+    twice, for every workflow waiting in the store."""
+    from garrison.hosts.workflow import _recovery
+    from garrison.persistence import Transaction
+
+    path = str(tmp_path / "wf.db")
+    with open_store(path) as store:
+        store.write(Transaction().create_workflow("p", "test_workflow_edges:_one", [],
+                                                  status="pending"))
+    load, loads = _recovery.load, []
+
+    def counted(host: Any, record: Any) -> Any:
+        loads.append(record.workflow_id)
+        return load(host, record)
+
+    monkeypatch.setattr(_recovery, "load", counted)
+    async with garrison.open_node(store=path) as node:
+        with trio.fail_after(10):
+            assert await node.workflow("p").result() == 1
+    assert loads == ["p"]
+
+
+async def _one() -> int:
+    return 1

@@ -166,6 +166,7 @@ async def resume_all(host: WorkflowHost, nursery: trio.Nursery) -> None:
     recovering: list[WorkflowInstance] = []
     ending: list[WorkflowInstance] = []
     queued: list[WorkflowRecord] = []
+    loaded: dict[str, WorkflowInstance] = {}  # (the queued ones, for the queue)
     paused = _pause_gc()
     try:
         ownership = host.ownership
@@ -189,6 +190,7 @@ async def resume_all(host: WorkflowHost, nursery: trio.Nursery) -> None:
                 continue  # its code is not here: left to a node of the cluster that has it
             if record.status == WorkflowStatus.PENDING:  # waits its turn in the queue
                 queued.append(record)
+                loaded[wf.wid] = wf
                 continue
             host.active[wf.wid] = wf
             if record.status != WorkflowStatus.RUNNING:  # pending, blocked, parked
@@ -206,7 +208,9 @@ async def resume_all(host: WorkflowHost, nursery: trio.Nursery) -> None:
     for wf in ending:  # once every workflow is loaded: their EXITs reach their watchers
         nursery.start_soon(end_requested, host, wf)
     count_tool_starts(host, queued)
-    host.queue.restore(queued, lambda record: load(host, record))
+    # (each made once: a load writes what its row lacks, and may cancel an orphan)
+    host.queue.restore(queued, lambda record: loaded.pop(record.workflow_id, None)
+                       or load(host, record))
     for wf in list(host.active.values()):
         if wf.cancel_requested:  # by a tool while no node ran: children go too
             host.cancel_children(wf)
