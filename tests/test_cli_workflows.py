@@ -223,6 +223,56 @@ async def test_start_on_a_store_no_node_opened_yet_makes_it(
             assert await node.workflow("second").result() == 3
 
 
+def _make_at_once(path: str) -> tuple[list[str], list[str]]:
+    """Three tools that create (``start``'s open) and a node open ``path`` at once:
+    ``(what failed, the paths the tools said they made)``."""
+    import threading
+
+    from garrison import _store_tools as tools
+
+    barrier = threading.Barrier(4)
+    failed: list[str] = []
+    made: list[str] = []
+
+    def tool() -> None:
+        barrier.wait()
+        try:
+            tools.open_store(path, create=made.append).close()
+        except Exception as exc:
+            failed.append(f"tool: {exc}")
+
+    def node() -> None:
+        barrier.wait()
+        try:
+            open_store(path).close()
+        except Exception as exc:
+            failed.append(f"node: {exc}")
+
+    threads = [threading.Thread(target=tool) for _ in range(3)]
+    threads.append(threading.Thread(target=node))
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return failed, made
+
+
+def test_starts_and_a_node_making_the_same_store_at_once_all_open_it(store_path: str) -> None:
+    """Three ``start``s and a node on a store nobody had made, at once: the first made
+    it and the others failed (``no workflow store``: its file or schema was not whole
+    yet), or the node was refused (``StoreLocked``: the maker held the node's lock)."""
+    if store_path.startswith("postgresql"):
+        paths = [store_path]  # (one schema: made once)
+    else:
+        paths = [f"{store_path}.{trial}" for trial in range(10)]
+    for path in paths:
+        failed, made = _make_at_once(path)
+        assert failed == [] and len(made) <= 3, (failed, made)
+    if not store_path.startswith("postgresql"):
+        left = [f for f in os.listdir(os.path.dirname(store_path)) if ".new" in f]
+        assert left == [], left
+
+
 async def _seed_promise(path: str) -> None:
     async with garrison.open_node(store=path) as node:
         await node.start_workflow(workflow_app.promise_or_deadline, "1d", id="prom-1")

@@ -13,7 +13,9 @@ on first use: ``import garrison`` works without psycopg installed.
 <WorkflowStatus.PENDING: 'pending'>
 """
 
+import contextlib
 import os
+import uuid
 from typing import TYPE_CHECKING, Any
 
 from .._errors import (
@@ -24,6 +26,7 @@ from .._errors import (
     StoreLocked,
     StoreVersionError,
 )
+from . import _file
 from ._blocking import run_blocking
 from ._converter import (
     LEAF_TEXT,
@@ -171,11 +174,25 @@ def create_store(spec: str) -> bool:
         return migrate_unused(spec, only_create=True)
     if os.path.exists(spec):
         return False
+    folder = os.path.dirname(os.path.abspath(spec))
+    if not os.path.isdir(folder):
+        SQLiteStore(spec).close()  # (its StoreError names the missing folder)
+    # Made whole beside it, then linked into place (a link never replaces a file): the
+    # store's own lock is never taken, so a node opening it meanwhile is not refused,
+    # and an opener never finds it half made. The one that comes first wins.
+    made = os.path.join(folder, f".{os.path.basename(spec)}.{uuid.uuid4().hex}.new")
     try:
-        SQLiteStore(spec).close()
-    except StoreLocked:  # (a node opened it meanwhile: it exists)
-        return False
-    return True
+        SQLiteStore(made).close()
+        try:
+            os.link(made, spec)
+        except FileExistsError:
+            return False
+        return True
+    finally:
+        for leftover in (made, made + "-wal", made + "-shm", _file.lock_file(made),
+                         _file.doorbell_file(made)):
+            with contextlib.suppress(OSError):
+                os.remove(leftover)
 
 
 def migrate_store(spec: str) -> None:

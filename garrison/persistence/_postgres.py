@@ -264,13 +264,15 @@ def migrate_unused(url: str, *, only_create: bool = False) -> bool:
     what = "create" if only_create else "migrate"
     try:
         new = _pg_schema.read_version(conn, schema) == 0
-        if only_create and not new:
-            return False
+        if only_create:
+            # (no node runs a schema that is not there: no node lock to take; creators
+            # at once, nodes included, take turns in ``migrate``, which reads again)
+            if new:
+                _pg_schema.migrate(conn, schema, allow_migrate=True, where=display)
+            return new
         key = _pg_schema.node_lock_key(schema)
         got = conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
         if not got or not got[0]:
-            if only_create:  # (a node opening it now makes it)
-                return False
             raise StoreLocked(display, held=f"a node runs schema {schema!r} (it holds the "
                               "schema's node lock)", hint="migrate a copy, not a store in use")
         try:
@@ -1171,10 +1173,12 @@ class PostgresStore(PgWritePath, StoreShortcuts):
 
     def workflow_node(self, workflow_id: str) -> str | None:
         """The name of the live node of the cluster that runs ``workflow_id`` now;
-        ``None`` while none does (it waits to be claimed, or has finished)."""
+        ``None`` while none does (it waits to be claimed, or has finished; its node's
+        lease lapsed)."""
         rows = self._query(
             f"SELECT n.name FROM {self._s}.workflows w JOIN {self._s}.nodes n ON n.epoch "
-            "= w.owner_epoch AND n.status IN ('active', 'draining') "
+            "= w.owner_epoch AND n.status IN ('active', 'draining') AND n.lease_until > "
+            f"{self._s}.now_s() "
             "WHERE w.workflow_id = %s AND w.status NOT IN ('completed', 'failed', "
             "'cancelled')", (workflow_id,))
         return str(rows[0][0]) if rows else None
