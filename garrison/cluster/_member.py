@@ -113,8 +113,8 @@ class ClusterMember:
         self._expiry = float("inf")
         #: (monotonic) no orphaned workflow is claimed before (see :data:`REJOIN_WAIT`)
         self._claim_after = 0.0
-        #: a notification of the cluster came since the last round: the round renews
-        #: (which reads this node's status: a tool's drain is acted on at once)
+        #: a drain was notified since the last round: the round renews (which reads
+        #: this node's status: a tool's drain is acted on at once)
         self._heard = False
         #: the config's singleton services (ids), and who to tell which this node holds
         self.singletons: list[str] = []
@@ -703,10 +703,8 @@ class ClusterMember:
                 wait = min(wait, self._claim_after - now + 0.02)
             try:
                 due = self.pg.wait(wait, self._wake_r, inbox)
-                # (a cluster notification: not messages of other nodes' processes, nor
-                # this node's own pokes)
-                self._heard = self._heard or self.pg.notified
-                self.pg.notified = False
+                self._heard = self._heard or self.pg.drain_heard
+                self.pg.drain_heard = False
             except (psycopg.Error, StoreError, OSError) as exc:
                 # the server restarting or out of reach: this thread must outlive it
                 # (it renews the lease and carries other nodes' messages)

@@ -170,9 +170,9 @@ class PgCluster:
         self.queue_channel = store._channel + ":queue"
         #: the hosts named by those notifications since the caller last took them
         self.freed: set[str] = set()
-        #: a notification of the cluster channel came (a drain, a release, a tool's
-        #: workflow...); the reader sets it back
-        self.notified = False
+        #: a drain was notified on the cluster channel (:meth:`set_status`); the
+        #: reader sets it back
+        self.drain_heard = False
         #: the schema version the last :meth:`renew` read (0: none read yet)
         self.schema_found = 0
         #: a claim of this epoch lost its connection before its answer came: it may
@@ -362,7 +362,7 @@ class PgCluster:
             rows = self._rows("UPDATE {s}.nodes SET status = %s, " + info + " WHERE name = %s "
                               "AND status IN ('active', 'draining') AND lease_until > "
                               "{s}.now_s() RETURNING epoch", (status, status, name))
-        self.notify()
+        self.notify(_DRAIN_NOTE if status == "draining" else "")
         return len(rows)
 
     def drain_asked(self, epoch: int | None) -> bool:
@@ -374,8 +374,8 @@ class PgCluster:
                           (epoch,))
         return bool(rows and rows[0][0])
 
-    def notify(self) -> None:
-        self._rows("SELECT pg_notify(%s, '')", (self.channel,))
+    def notify(self, payload: str = "") -> None:
+        self._rows("SELECT pg_notify(%s, %s)", (self.channel, payload))
 
     # -- ownership -------------------------------------------------------------------
     def fair_share(self, refused: list[str] | None = None) -> int:
@@ -694,10 +694,16 @@ class PgCluster:
                     if inbox is not None:
                         inbox.append(note.payload)
                     continue
-                got = self.notified = True
+                got = True
+                if note.payload == _DRAIN_NOTE:
+                    self.drain_heard = True
         except psycopg.OperationalError:
             self.close()
         return got
+
+
+#: the payload of a drain's notification: the nodes read their status at once
+_DRAIN_NOTE = "drain"
 
 
 def require_cluster_store(store: Any) -> None:
