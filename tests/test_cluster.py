@@ -2210,3 +2210,22 @@ async def test_two_nodes_starting_with_one_dedup_key_at_once_start_one_workflow(
             await a.workflow(rows[0]).signal("go", "go")
             with trio.fail_after(10):
                 assert await a.workflow(rows[0]).result() == "go"
+
+
+def test_show_names_no_node_for_a_workflow_whose_node_was_killed(
+        postgres_url: str, nodes: list[Node]) -> None:
+    """``show``'s ``node`` named a node killed seconds before, its lease long lapsed,
+    while no live node had marked it lost (a cluster of one): it runs nowhere."""
+    from garrison import _store_tools as tools
+
+    a = Node.start(postgres_url, "a", 1.0, start=1, steps=1000, delay=0.05)
+    nodes.append(a)
+    look = Look(postgres_url)
+    try:
+        wait_for(lambda: len(look.steps("w0")) > 0, 20, "w0 to run on a")
+        assert tools.detail(look.store, look.store.get_workflow("w0"))["node"] == "a"
+        a.kill()
+        time.sleep(1.5)
+        assert tools.detail(look.store, look.store.get_workflow("w0"))["node"] is None
+    finally:
+        look.close()
