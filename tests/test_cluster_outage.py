@@ -178,3 +178,33 @@ def test_after_an_outage_past_the_lease_the_workflows_spread_over_the_nodes_agai
         assert sorted(held) == ["a", "b", "c"] and min(held.values()) >= 2, held
     finally:
         look.close()
+
+
+async def test_stats_do_not_wait_for_a_stalled_server(own_server: Any) -> None:
+    """``node.stats()`` (the console's node page every second, each metrics scrape)
+    counted a cluster's pending workflows with a query in the node's thread: with the
+    server stalled, that froze every process and workflow of the node, and the console,
+    until the server answered. The count is made in a worker thread."""
+    import threading
+
+    import _postgres
+    import trio
+
+    import garrison
+
+    url = _postgres.create_db(own_server, "stats")
+    async with garrison.open_node(store=url, name="a", lease="30s") as node:
+        queue = node.hosts["workflows"].queue
+        node.stats()
+        await trio.sleep(0.5)  # (the first count, made in a worker thread)
+        queue.stale()  # (a change this node made: counted again at the next ask)
+        _postgres.stall(own_server)
+        wake = threading.Timer(5, _postgres.unstall, args=(own_server,))
+        wake.start()
+        try:
+            began = time.monotonic()
+            assert node.stats()["workflow_queues"]["workflows"]["pending"] == 0
+            took = time.monotonic() - began
+        finally:
+            wake.join()
+        assert took < 1, took

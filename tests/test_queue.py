@@ -915,7 +915,9 @@ async def test_a_pending_workflow_of_a_cluster_ends_where_asked_unless_a_node_cl
         owner = a.hosts["workflows"].ownership.pg.owner_name
         await _until(lambda: owner("victim") is None and owner("other") is None,
                      "a released its pending workflows")
-        assert b.stats()["workflow_queues"]["workflows"]["pending"] == 2
+        # (counted in a worker thread: the node's thread never waits for the server)
+        await _until(lambda: b.stats()["workflow_queues"]["workflows"]["pending"] == 2,
+                     "b to count the two pending workflows")
         await b.workflow("victim").cancel()
         assert b.workflow("victim").status() == "cancelled"
         assert a.workflow("victim").status() == "cancelled"

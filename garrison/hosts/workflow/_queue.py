@@ -59,6 +59,7 @@ from ..._duration import MAX_COUNT, parse_rate
 from ..._errors import StoreError, WorkflowMoved
 from ...actors._values import ErrorInfo
 from ...persistence import Transaction, WorkflowRecord, WorkflowStatus
+from ...persistence._blocking import virtual_clock
 from ._core import cancelled_error
 from ._waits import WallClock
 
@@ -156,6 +157,11 @@ class WorkflowQueue:
         self.ending: set[str] = set()
         #: in a cluster: (monotonic time, count) of the store's last pending count
         self._pending_read: tuple[float, int] | None = None
+        #: the last count read, stale or not; a count under way (in a worker thread);
+        #: changes this node made since the count under way began
+        self._pending_known: int | None = None
+        self._pending_counting = False
+        self._pending_changes = 0
 
     # ------------------------------------------------------------ statistics
     def stats(self) -> dict[str, Any]:
@@ -168,9 +174,12 @@ class WorkflowQueue:
     def pending(self) -> int:
         """How many of the host's workflows wait: those held here; in a cluster (a
         PostgreSQL store) those ``pending`` in the store, where they wait for a node to
-        claim them, not in a node's memory. That count is a query on the node's thread,
-        reused for ``PENDING_READ_EVERY`` seconds unless this node changed it; the last
-        one (or the held ones) if the store is busy or out of reach."""
+        claim them, not in a node's memory. That count is a query, reused for
+        ``PENDING_READ_EVERY`` seconds unless this node changed it, and made in a worker
+        thread: this returns the last count (the held ones before the first) and asks
+        for a new one, so that a server slow to answer never holds up the node's
+        thread (``stats()``, a metrics scrape, the console). Under a ``MockClock`` the
+        store's I/O is in the node's thread anyway, and the count is made there."""
         if not self._clustered():
             return len(self.held)
         now = time.monotonic()
@@ -180,17 +189,42 @@ class WorkflowQueue:
         count = getattr(self.host.store, "pending_count", None)
         if count is None:  # pragma: no cover - a cluster's store has it
             return len(self.held)
+        known = self._pending_known if self._pending_known is not None else len(self.held)
+        if virtual_clock():
+            try:
+                n = int(count(self.host.name))
+            except Exception as exc:  # (Busy, StoreError: the figure is an estimate)
+                log.debug("host %s: cannot count its pending workflows: %s", self.host.name,
+                          exc)
+                return known
+            self._pending_read, self._pending_known = (now, n), n
+            return n
+        if not self._pending_counting:
+            try:
+                self.host.start_soon(self._count_pending, count)
+            except RuntimeError:  # (the host does not run: the last count)
+                return known
+            self._pending_counting = True
+        return known
+
+    async def _count_pending(self, count: Any) -> None:
+        began, changes = time.monotonic(), self._pending_changes
         try:
-            n = int(count(self.host.name))
+            n = int(await trio.to_thread.run_sync(count, self.host.name,
+                                                  abandon_on_cancel=True))
         except Exception as exc:  # (Busy, StoreError: the figure is an estimate)
             log.debug("host %s: cannot count its pending workflows: %s", self.host.name, exc)
-            return last[1] if last is not None else len(self.held)
-        self._pending_read = (now, n)
-        return n
+            return
+        finally:
+            self._pending_counting = False
+        self._pending_known = n
+        if changes == self._pending_changes:  # (else read again at the next ask)
+            self._pending_read = (began, n)
 
     def stale(self) -> None:
         """The store's count of pending workflows changed by this node's doing."""
         self._pending_read = None
+        self._pending_changes += 1
 
     # ------------------------------------------------------------ the limits
     def _clustered(self) -> bool:
@@ -340,7 +374,7 @@ class WorkflowQueue:
         self.held[wf.wid] = wf
         key = self._keys[wf.wid] = (-priority, seq, self._arrivals, wf.wid)
         heapq.heappush(self._order, key)
-        self._pending_read = None
+        self.stale()
         if wf.cancel_requested:  # by a tool while it waited
             self.cancelled(wf)
         self._changed.set()
@@ -417,7 +451,7 @@ class WorkflowQueue:
                    error: ErrorInfo) -> None:
         try:
             await self.host.finish(wf, status, None, error)
-            self._pending_read = None  # (the store's count changed)
+            self.stale()  # (the store's count changed)
         except Exception as exc:  # the store failed: it stays pending there
             log.error("could not end queued workflow %s: %s", wf.wid, exc,
                       extra={"workflow_id": wf.wid})
@@ -431,7 +465,7 @@ class WorkflowQueue:
         self.rows.discard(wid)
         for key in [k for k, v in self.dedup.items() if v == wid]:
             del self.dedup[key]
-        self._pending_read = None  # (the store's count changed)
+        self.stale()  # (the store's count changed)
 
     def finishing(self, tx: Transaction, wf: WorkflowInstance) -> None:
         """``wf`` ends: its queue row, if it has one, goes with the transaction that
@@ -572,7 +606,7 @@ class WorkflowQueue:
             if refused:
                 self._back(refused)
                 batch = [wf for wf in batch if wf.wid in admitted]
-        self._pending_read = None
+        self.stale()
         for wf in batch:
             self._keys.pop(wf.wid, None)
             wf.status = wf.stored_status = WorkflowStatus.RUNNING
