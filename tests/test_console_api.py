@@ -1005,6 +1005,7 @@ async def test_a_console_left_open_on_a_node_that_stopped_says_so(
         app = make_app(NodeBackend(node))
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url=BASE) as c:
+        c.cookies.set("garrison_csrf", "c" * 32)  # (a page loaded before the stop)
         answers = [await c.get(path) for path in (
             "/api/capabilities", "/api/workflows", "/api/workflows/w-1", "/api/node")]
         answers += [await post(c, f"/api/workflows/w-1/{action}", body)
@@ -1013,6 +1014,11 @@ async def test_a_console_left_open_on_a_node_that_stopped_says_so(
         for r in answers:
             assert r.status_code == 503, (r.url, r.text)
             assert "the node this console is attached to has stopped" in r.json()["error"]
+        # the pages too (they answered 200, the page then failing as it loaded)
+        for path in ("/", "/node", "/workflows/w-1"):
+            r = await c.get(path)
+            assert r.status_code == 503, (path, r.status_code)
+            assert "the node this console is attached to has stopped" in r.text
 
 
 async def test_a_promise_whose_name_has_a_slash_is_resolved_and_rejected(

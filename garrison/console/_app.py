@@ -74,11 +74,24 @@ def make_app(backend: Backend, *, token: str | None = None, loopback: bool = Tru
         return response
 
     # -- pages ---------------------------------------------------------------------------
+    def stopped() -> Response | None:
+        """A page's answer once the node this console is attached to stopped (503, as
+        the API's), else ``None``."""
+        try:
+            backend.running()
+        except ApiError as exc:
+            return Response(f"{exc.message}\n", status_code=exc.status,
+                            media_type="text/plain")
+        return None
+
     async def list_page(request: Request) -> Response:
-        return page(request, "list.html", title="Workflows")
+        return stopped() or page(request, "list.html", title="Workflows")
 
     async def workflow_page(request: Request) -> Response:
         wid = _segment(request.path_params["wid"])
+        refused = stopped()
+        if refused is not None:
+            return refused
         try:
             await backend.locate(wid, _host(request))
         except ApiError as exc:
@@ -90,7 +103,7 @@ def make_app(backend: Backend, *, token: str | None = None, loopback: bool = Tru
         return page(request, "workflow.html", title=wid, workflow_id=wid)
 
     async def node_page(request: Request) -> Response:
-        return page(request, "node.html", title="Node")
+        return stopped() or page(request, "node.html", title="Node")
 
     async def login_page(request: Request) -> Response:
         guard: Guard = request.scope["state"]["guard"]

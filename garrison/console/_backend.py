@@ -259,6 +259,10 @@ class Backend:
     default: str | None = None
 
     # -- to override -----------------------------------------------------------------
+    def running(self) -> None:
+        """:class:`ApiError` 503 once what this console serves has stopped (a store
+        console's store answers each request, or not, by itself)."""
+
     def stores(self) -> dict[str | None, Any]:
         """Each host's store, by host name (a store console: ``{None: store}``)."""
         return {None: self.store}
@@ -614,7 +618,7 @@ class NodeBackend(Backend):
         self.default = host
         self.store = self._hosts[host].store
 
-    def _running(self) -> None:
+    def running(self) -> None:
         """503 once the node stops: its stores close with it, and a read or an action
         on them would fail deep inside (a 500 with nothing said)."""
         if self.node.stopped:
@@ -623,7 +627,7 @@ class NodeBackend(Backend):
                                 "with: garrison ui --store PATH")
 
     def stores(self) -> dict[str | None, Any]:
-        self._running()
+        self.running()
         return {name: h.store for name, h in self._hosts.items()}
 
     def store_of(self, host: str | None) -> tuple[str | None, Any]:
@@ -689,7 +693,7 @@ class NodeBackend(Backend):
             raise ApiError(409, str(exc)) from None
 
     def node_view(self) -> dict[str, Any]:
-        self._running()
+        self.running()
         node = self.node
         stats = {key: str(value) if isinstance(value, Pid) else value
                  for key, value in node.stats().items()}
