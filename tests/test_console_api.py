@@ -468,6 +468,14 @@ async def test_serve_console_names_an_argument_of_the_wrong_type() -> None:
         await garrison.console.serve_console(store=12345, token=5)  # type: ignore[arg-type]
 
 
+async def test_serve_console_on_a_missing_store_is_a_value_error(tmp_path: Path) -> None:
+    """It was the tools' private ``ToolError``: neither a ``ValueError`` nor public."""
+    missing = str(tmp_path / "nope" / "x.db")
+    with pytest.raises(ValueError, match=r"^serve_console\(store=...\): no workflow store "
+                       r"at '.*x\.db'"):
+        await garrison.console.serve_console(store=missing)
+
+
 async def test_a_token_no_bearer_header_can_carry_is_refused_at_start(
         seeded: str) -> None:
     # an HTTP header is Latin-1 text and its value is trimmed: a token with a non-ASCII

@@ -123,9 +123,13 @@ async def serve_console(*, store: Any = None, node: Any = None, bind: str = DEFA
     if node is not None:
         backend = NodeBackend(node)
     elif isinstance(store, str) or hasattr(store, "__fspath__"):
-        from .._store_tools import open_store
+        from .._store_tools import ToolError, open_store
 
-        backend = StoreBackend(open_store(str(store)), owned=True)
+        try:
+            opened = open_store(str(store))
+        except ToolError as exc:  # (the tools' own error: not the Python API's)
+            raise ValueError(f"serve_console(store=...): {exc}") from None
+        backend = StoreBackend(opened, owned=True)
     elif store is not None:
         if not callable(getattr(store, "list_workflows", None)):
             raise TypeError(f"serve_console(store=...): expected a store's path, a "
