@@ -3,9 +3,34 @@ reading, so that both refuse the same malformed ones before anything starts."""
 
 from __future__ import annotations
 
+import errno
+import socket
 from typing import Any
 
-__all__ = ["split_bind"]
+__all__ = ["address_taken", "split_bind"]
+
+
+def address_taken(host: str, port: int) -> str | None:
+    """The system's reason (``Address already in use``) if another socket listens on
+    ``host:port`` now, else ``None``: checked before a command starts anything, so that
+    a taken address stops it before its workflows or services run (the server's own
+    bind still decides; another error, such as a name that does not resolve, is left
+    to it)."""
+    if port == 0:
+        return None
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError:
+        return None
+    for family, kind, proto, _name, address in infos:
+        with socket.socket(family, kind, proto) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind(address)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    return exc.strerror or "Address already in use"
+    return None
 
 
 def split_bind(bind: Any, what: str, example: str) -> tuple[str, int]:

@@ -32,6 +32,7 @@ from typing import Any
 import trio
 
 from . import _cli_signals, _observe
+from ._bind import address_taken
 from ._cli_options import run_verb
 from ._duration import parse_lease
 from ._errors import ConfigError, ProcessError, StoreError, StoreLocked, StoreVersionError
@@ -492,9 +493,12 @@ def _console_problem(bind: str | None, token: str | None, option: str,
         return (f"the web console needs the ui extra: pip install 'garrison[ui]' (in a "
                 f"source checkout: pip install -e '.[ui]') ({exc.name} is missing)")
     try:
-        check_bind(bind, token, forwarded_allow_ips, cli=True)
+        host, port, _loopback = check_bind(bind, token, forwarded_allow_ips, cli=True)
     except ValueError as exc:
         return str(exc).replace("--bind", option, 1)
+    taken = address_taken(host, port)
+    if taken is not None:
+        return f"cannot serve the console on {bind}: {taken}"
     if sessions:
         from .console import check_sessions
 
@@ -514,13 +518,16 @@ def _metrics_problem(bind: str | None) -> str | None:
     from .metrics import parse_bind
 
     try:
-        parse_bind(bind, "--metrics")
+        host, port = parse_bind(bind, "--metrics")
         import prometheus_client  # noqa: F401
     except ImportError as exc:
         return (f"--metrics needs the metrics extra: pip install 'garrison[metrics]' "
                 f"({exc.name} is missing)")
     except ValueError as exc:
         return str(exc)
+    taken = address_taken(host, port)
+    if taken is not None:
+        return f"cannot serve metrics on {bind}: {taken}"
     return None
 
 
@@ -629,7 +636,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"garrison run: invalid config:\n{exc}", file=sys.stderr)
             return 2
     token = args.token or os.environ.get("GARRISON_UI_TOKEN") or None
-    problem = (_main_problem(args.main, config, target)
+    problem = ("--token is an option of the console (--ui)"
+               if args.token is not None and args.ui is None else None)
+    problem = (problem or _main_problem(args.main, config, target)
                or _store_problem(args.store, config)
                or _console_problem(args.ui, token, "--ui", args.forwarded_allow_ips,
                                    _sessions(args))

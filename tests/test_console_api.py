@@ -1681,3 +1681,35 @@ async def test_the_node_page_builds_only_the_processes_it_shows(
             return sum(1 + count(r["children"]) for r in rows)
 
         assert count(view["tree"]) == 50
+
+
+def test_garrison_run_refuses_a_taken_address_and_a_token_without_ui_before_starting(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--ui`` or ``--metrics`` on an address another socket listens on: the node
+    started its services and resumed its workflows, then exited 2; ``--token`` without
+    ``--ui`` was dropped without a word. Each is refused before anything starts."""
+    import socket
+
+    from garrison._cli import build_parser
+
+    ran = tmp_path / "ran"
+    (tmp_path / "started_app.py").write_text(
+        "import pathlib\n"
+        f"async def main():\n    pathlib.Path({str(ran)!r}).write_text('ran')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        for argv, said in (
+                (["--ui", f"127.0.0.1:{port}"],
+                 f"garrison run: cannot serve the console on 127.0.0.1:{port}: "),
+                (["--metrics", f"127.0.0.1:{port}"],
+                 f"garrison run: cannot serve metrics on 127.0.0.1:{port}: "),
+                (["--token", TOKEN],
+                 "garrison run: --token is an option of the console (--ui)")):
+            parsed = build_parser().parse_args(["run", "started_app:main", *argv])
+            assert parsed.func(parsed) == 2, argv
+            assert capsys.readouterr().err.startswith(said), argv
+    assert not ran.exists()
