@@ -980,8 +980,12 @@ async def test_behind_a_tls_proxy(seeded: str) -> None:
     with pytest.raises(ValueError, match=r"^--forwarded-allow-ips: .*needs --token \(or "
                        r"GARRISON_UI_TOKEN\)"):
         check_bind("127.0.0.1:8233", None, "127.0.0.1", cli=True)
-    with pytest.raises(ValueError, match="'nonsense' is not an IP address"):
+    # (named as Python spells it: it said --forwarded-allow-ips)
+    with pytest.raises(ValueError, match=r"^forwarded_allow_ips: 'nonsense' is not an IP "
+                       r"address"):
         check_bind("127.0.0.1:8233", TOKEN, "10.0.0.1,nonsense")
+    with pytest.raises(ValueError, match=r"^--forwarded-allow-ips: 'nonsense' is not an IP"):
+        check_bind("127.0.0.1:8233", TOKEN, "nonsense", cli=True)
     assert check_bind("127.0.0.1:8233", TOKEN, "10.0.0.0/8, *")[2] is True
     store.close()
 
@@ -1261,6 +1265,8 @@ async def test_sessions_expire_when_idle_and_at_their_maximum_age(
     store.close()
 
     for idle, age, said in (("0s", "1h", "session_idle '0s': expected a positive"),
+                            # (it said "must be a non-negative number", yet 0 is refused)
+                            (-1, "1h", "session_idle -1: expected a positive duration"),
                             ("1h", "soon", "invalid session_max_age 'soon'")):
         with pytest.raises(ValueError, match=re.escape(said)):
             await garrison.console.serve_console(store=store_path, session_idle=idle,

@@ -75,7 +75,11 @@ def check_bind(bind: str, token: str | None,
         raise ValueError(f"{bind_} {bind!r} is not a loopback address: serving the console "
                          f"to the network needs {need}; bind "
                          f"{DEFAULT_BIND} to serve this machine only")
-    if parse_proxies(forwarded_allow_ips) is not None and token is None:
+    try:
+        proxies = parse_proxies(forwarded_allow_ips)
+    except ValueError as exc:  # (named as the caller spells it)
+        raise ValueError(str(exc).replace("--forwarded-allow-ips", proxies_, 1)) from None
+    if proxies is not None and token is None:
         raise ValueError(f"{proxies_}: a console behind a proxy is served to the "
                          f"network and needs {need}")
     return host, port, loopback
@@ -174,7 +178,9 @@ def check_sessions(idle: float | str, max_age: float | str, *,
     out = []
     for value, option in ((idle, "--session-idle" if cli else "session_idle"),
                           (max_age, "--session-max-age" if cli else "session_max_age")):
-        seconds = parse_duration(value, what=option)
+        negative = isinstance(value, int | float) and not isinstance(value, bool) \
+            and value < 0
+        seconds = -1.0 if negative else parse_duration(value, what=option)
         if not seconds > 0:
             raise ValueError(f"{option} {value!r}: expected a positive duration, e.g. 30m")
         out.append(seconds)
