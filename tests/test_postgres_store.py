@@ -75,6 +75,10 @@ def test_errors_at_open_name_the_server_and_the_reason(postgres_server: Any) -> 
     assert not str(info.value).endswith("\n")
     with pytest.raises(StoreError, match="invalid schema name"):
         PostgresStore(f"{base}/postgres?schema=a$b")
+    # (an argument of the wrong value is a ValueError, as synchronous= and retry_for=)
+    for bad in ("", "a$b", "x" * 64):
+        with pytest.raises(ValueError, match=r"^schema=.*: invalid schema name: 1 to 63"):
+            PostgresStore(f"{base}/postgres", schema=bad)
     with pytest.raises(ValueError, match="'sometimes'"):
         PostgresStore(f"{base}/postgres", synchronous="sometimes")
 

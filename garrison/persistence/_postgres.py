@@ -180,6 +180,16 @@ _BAD = pq.ConnStatus.BAD
 
 
 # ------------------------------------------------------------------ the URL
+#: what a schema name may be (PostgreSQL's limit for a name; ``$`` would end a
+#: dollar-quoted body of the schema's functions)
+_SCHEMA_NAMES = "1 to 63 bytes, no NUL and no '$'"
+
+
+def _schema_name_ok(name: object) -> bool:
+    return (isinstance(name, str) and bool(name) and len(name.encode()) <= 63
+            and "\x00" not in name and "$" not in name)
+
+
 def _parse(url: str, schema: str | None) -> tuple[dict[str, str], str, str]:
     """``(libpq parameters, schema, display name)``; ``ValueError`` says what is wrong."""
     if not is_postgres_url(url):
@@ -207,9 +217,8 @@ def _parse(url: str, schema: str | None) -> tuple[dict[str, str], str, str]:
         raise ValueError(f"the URL names schema {in_url[-1]!r} and schema= says {schema!r}")
     chosen = schema if schema is not None else (in_url[-1] if in_url else None)
     chosen = chosen if chosen is not None else _pg_schema.DEFAULT_SCHEMA
-    if (not isinstance(chosen, str) or not chosen or len(chosen.encode()) > 63
-            or "\x00" in chosen or "$" in chosen):
-        raise ValueError(f"invalid schema name {chosen!r}: 1 to 63 bytes, no NUL and no '$'")
+    if not _schema_name_ok(chosen):
+        raise ValueError(f"invalid schema name {chosen!r}: {_SCHEMA_NAMES}")
     # (the URL as written, its query replaced: urlunsplit would turn libpq's
     # postgresql:///dbname, an empty host, into postgresql:/dbname)
     bare = url.partition("#")[0].partition("?")[0] + (f"?{rest}" if rest else "")
@@ -363,6 +372,8 @@ class PostgresStore(PgWritePath, StoreShortcuts):
                 "(survives a killed node) or 'full' (also survives a server crash)"
             )
         self.synchronous = synchronous.lower()
+        if schema is not None and not _schema_name_ok(schema):  # (an argument: not the URL)
+            raise ValueError(f"schema={schema!r}: invalid schema name: {_SCHEMA_NAMES}")
         try:
             params, self.schema, path = _parse(url, schema)
         except ValueError as exc:
