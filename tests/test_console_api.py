@@ -85,6 +85,12 @@ async def test_the_page_of_a_workflow_no_store_holds_is_a_404(seeded: str) -> No
         assert (await c.get("/workflows/g-1")).status_code == 200
         bad_host = await c.get("/workflows/g-1?host=x")  # the page loads; its API says why
         assert bad_host.status_code == 200
+        # a crafted link's bidi control shows as its \uXXXX in the title and heading
+        # (as the script shows every text of the data), not reordering the text
+        crafted = await c.get("/workflows/pay-%E2%80%AEtxt.exe")
+        assert crafted.status_code == 404 and "\u202e" not in crafted.text.split(
+            "data-workflow-id")[0] + crafted.text.split("</h1>")[0].split("<h1>")[1]
+        assert "<title>pay-\\u202Etxt.exe · garrison</title>" in crafted.text
     store.close()
 
 

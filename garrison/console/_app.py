@@ -51,6 +51,17 @@ MAX_PAGE_SIZE = 500
 _ACTION = re.compile(r"^(?P<wid>.+)/(?:signal|cancel|retry|promises/.+/(?:resolve|reject))$")
 
 
+#: Unicode's bidirectional controls (as console.js's ``BIDI``)
+_BIDI = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def visible(text: object) -> str:
+    """``text`` with each bidirectional control shown as its ``\\uXXXX`` (a crafted
+    id could otherwise read as another text in a page's title), as console.js's
+    ``visible()`` does for what the pages load."""
+    return _BIDI.sub(lambda m: f"\\u{ord(m.group()):04X}", str(text))
+
+
 def make_app(backend: Backend, *, token: str | None = None, loopback: bool = True,
              forwarded_allow_ips: str | list[str] | None = None,
              session_idle: float = SESSION_IDLE,
@@ -62,6 +73,7 @@ def make_app(backend: Backend, *, token: str | None = None, loopback: bool = Tru
     expires, unused / in any case)."""
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(_HERE / "templates"),
                              autoescape=True)
+    env.filters["visible"] = visible
     templates = Jinja2Templates(env=env)
 
     def page(request: Request, name: str, status_code: int = 200, **context: Any) -> Response:
