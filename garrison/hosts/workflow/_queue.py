@@ -155,11 +155,11 @@ class WorkflowQueue:
         self._nursery: trio.Nursery | None = None
         #: ids of the waiting workflows a cancel or kill is ending (``_end``)
         self.ending: set[str] = set()
-        #: in a cluster: (monotonic time, count) of the store's last pending count
-        self._pending_read: tuple[float, int] | None = None
-        #: the last count read, stale or not; a count under way (in a worker thread);
-        #: changes this node made since the count under way began
+        #: in a cluster: the store's last pending count, stale or not, and when it was
+        #: read (monotonic; ``None`` once this node changed it); a count under way (in
+        #: a worker thread); changes this node made since the count under way began
         self._pending_known: int | None = None
+        self._pending_at: float | None = None
         self._pending_counting = False
         self._pending_changes = 0
 
@@ -183,9 +183,10 @@ class WorkflowQueue:
         if not self._clustered():
             return len(self.held)
         now = time.monotonic()
-        last = self._pending_read
-        if last is not None and now - last[0] < PENDING_READ_EVERY:
-            return last[1]
+        at = self._pending_at
+        if at is not None and self._pending_known is not None \
+                and now - at < PENDING_READ_EVERY:
+            return self._pending_known
         count = getattr(self.host.store, "pending_count", None)
         if count is None:  # pragma: no cover - a cluster's store has it
             return len(self.held)
@@ -197,7 +198,7 @@ class WorkflowQueue:
                 log.debug("host %s: cannot count its pending workflows: %s", self.host.name,
                           exc)
                 return known
-            self._pending_read, self._pending_known = (now, n), n
+            self._pending_at, self._pending_known = now, n
             return n
         if not self._pending_counting:
             try:
@@ -219,11 +220,11 @@ class WorkflowQueue:
             self._pending_counting = False
         self._pending_known = n
         if changes == self._pending_changes:  # (else read again at the next ask)
-            self._pending_read = (began, n)
+            self._pending_at = began
 
     def stale(self) -> None:
         """The store's count of pending workflows changed by this node's doing."""
-        self._pending_read = None
+        self._pending_at = None
         self._pending_changes += 1
 
     # ------------------------------------------------------------ the limits
