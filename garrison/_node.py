@@ -274,7 +274,8 @@ class Node:
                                  **host.scheduler.counts}
                           for name, host in self.hosts.items() if host.durable},
             "cluster": {member.host.name: {"left": member.gave_up,
-                                           "refused": member.refused()}
+                                           "refused": member.refused(),
+                                           "balanced": member.balanced}
                         for member in self._members},
         }
 

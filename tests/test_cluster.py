@@ -1465,7 +1465,8 @@ async def test_a_node_that_finds_the_schema_migrated_past_its_code_leaves_the_cl
                     await trio.sleep(0.02)
             assert store.failed is not None
             assert f"schema version {SCHEMA_VERSION + 1}" in str(store.failed)
-            assert node.stats()["cluster"] == {"workflows": {"left": True, "refused": {}}}
+            assert node.stats()["cluster"] == {"workflows": {"left": True, "refused": {},
+                                                             "balanced": 0}}
             await trio.sleep(0.3)
             recorded = len(look.store.journal("w"))
             await trio.sleep(0.5)  # it records nothing more
@@ -2232,3 +2233,105 @@ def test_show_names_no_node_for_a_workflow_whose_node_was_killed(
         assert tools.detail(look.store, look.store.get_workflow("w0"))["node"] is None
     finally:
         look.close()
+
+
+async def test_a_node_over_its_share_hands_what_it_took_over_to_a_node_with_fewer(
+        postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cold restart: the first node up claims every orphan, and a node that joined
+    later got nothing (placed workflows were never moved). A node clearly over its
+    share at two looks in a row hands workflows it took over, and that wait, to the
+    nodes with fewer; one started on it stays there, nothing is run twice, and once
+    even nothing moves again."""
+    import cluster_app
+    import trio
+
+    from garrison.cluster import _member
+
+    monkeypatch.setattr(_member, "BALANCE_LEASES", 0.5)  # a look every 0.5 s
+    monkeypatch.setattr(_member, "BALANCE_MIN", 0.5)
+    url = postgres_url
+    taken = [f"t{i}" for i in range(12)]
+    own = [f"own{i}" for i in range(3)]
+    async with garrison.open_node(store=url, name="old", lease="1s") as old:
+        for wid in taken:
+            await old.start_workflow(cluster_app.mailbox, 1, id=wid)
+    async with garrison.open_node(store=url, name="a", lease="1s") as a:
+        host_a = a.hosts["workflows"]
+        assert set(host_a.active) == set(taken)  # the first node up took every orphan
+        for wid in own:
+            await a.start_workflow(cluster_app.mailbox, 1, id=wid)
+        async with garrison.open_node(store=url, name="b", lease="1s") as b:
+            host_b = b.hosts["workflows"]
+            with trio.fail_after(10):
+                while len(host_b.active) < 7:  # 15 over 2 nodes: a keeps 8
+                    await trio.sleep(0.05)
+            await trio.sleep(2.5)  # five more looks: even now, nothing moves again
+            assert len(host_a.active) == 8 and len(host_b.active) == 7
+            assert set(own) <= set(host_a.active)  # started on a: stays there
+            assert set(host_b.active) <= set(taken)
+            assert a.stats()["cluster"]["workflows"]["balanced"] == 7
+            assert b.stats()["cluster"]["workflows"]["balanced"] == 0
+            for wid in taken + own:
+                await a.workflow(wid).signal("m", wid)
+            with trio.fail_after(10):
+                for wid in taken + own:
+                    assert await a.workflow(wid).result() == [wid]
+            assert set(host_b.finished) == set(taken) - set(host_a.finished)
+    look = Look(url)
+    try:
+        for wid in taken + own:  # each received its one message once
+            assert [r.kind for r in look.store.journal(wid)].count("receive") == 1
+    finally:
+        look.close()
+
+
+WAITING_APP = '''
+from garrison import process
+
+
+async def wait_one() -> object:
+    """Waits for one message (a workflow type only some nodes have)."""
+    msg = await process.inbox().receive()
+    return msg.payload
+'''
+
+
+async def test_a_workflow_handed_on_to_even_the_load_that_comes_back_stays(
+        postgres_url: str, nodes: list[Node], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A node with fewer workflows may lack their code (a rolling deploy): what the
+    node over its share handed on comes back (the other claims, refuses, releases it).
+    Each goes at most once, else it would go back and forth, replayed each time, for as
+    long as the cluster is uneven."""
+    import trio
+
+    from garrison.cluster import _member
+
+    monkeypatch.setattr(_member, "BALANCE_LEASES", 0.5)
+    monkeypatch.setattr(_member, "BALANCE_MIN", 0.5)
+    code = tmp_path / "new_release"
+    code.mkdir()
+    (code / "waiting_app.py").write_text(WAITING_APP)
+    monkeypatch.syspath_prepend(str(code))
+    import waiting_app
+
+    url = postgres_url
+    ids = [f"w{i}" for i in range(6)]
+    async with garrison.open_node(store=url, name="old", lease="1s") as old:
+        for wid in ids:
+            await old.start_workflow(waiting_app.wait_one, id=wid)
+    async with garrison.open_node(store=url, name="a", lease="1s") as a:
+        host = a.hosts["workflows"]
+        nodes.append(await trio.to_thread.run_sync(Node.start, url, "b", LEASE))  # no code
+        stats = a.stats
+        with trio.fail_after(20):
+            while stats()["cluster"]["workflows"]["balanced"] < 6 or len(host.active) < 6:
+                await trio.sleep(0.05)
+        await trio.sleep(2.5)  # five more looks: none is handed on again
+        assert stats()["cluster"]["workflows"]["balanced"] == 6
+        assert set(host.active) == set(ids)
+        for wid in ids:
+            await a.workflow(wid).signal("m", wid)
+        with trio.fail_after(10):
+            for wid in ids:
+                assert await a.workflow(wid).result() == wid

@@ -7,7 +7,11 @@ work is split in two:
   ``lease / 3``, and at once when the cluster channel is notified (a node left or
   drains, a tool created a workflow, a workflow was released), it renews the lease,
   marks the nodes whose lease lapsed ``lost``, releases what this node handed over,
-  and claims its fair share of orphaned workflows. It also hears when a workflow of
+  and claims its fair share of orphaned workflows. Every :data:`BALANCE_LEASES` leases
+  it looks at how the workflows are spread: a node that holds clearly more than its
+  share (at two looks in a row) hands workflows it took over, and that wait, to the
+  nodes with fewer (a cold restart: the first node up claimed every orphan; a rolling
+  deploy: the node restarted last got nothing). It also hears when a workflow of
   the host ended on any node (``slot_freed``), and tells the host's queue, which
   offers what waits for ``cluster_max_concurrent`` to the store again. A thread, not
   a trio task, so that a busy or virtual-time (``MockClock``) trio loop neither loses
@@ -44,7 +48,7 @@ import psycopg
 import trio
 
 from .._errors import StoreError, StoreLocked, WorkflowMoved
-from ..hosts.workflow._ownership import adopt, hand_over, moved
+from ..hosts.workflow._ownership import adopt, hand_over, moved, parked
 from ..persistence._blocking import virtual_clock
 from ..persistence._pg_cluster import ClusterNode, PgCluster
 
@@ -62,6 +66,33 @@ LEASE_MARGIN = 0.25
 #: an outage past the lease lapsed every node's, and the others join again within a
 #: round of the store answering (else the first one back, alone live, takes them all)
 REJOIN_WAIT = 2
+
+#: leases between two looks of a node at how the cluster's workflows are spread (at
+#: least :data:`BALANCE_MIN` seconds). A node hands workflows on to even the load only
+#: when two looks in a row found it over its share (by :func:`balance`), so a burst of
+#: its own starts, or a node that just joined and claims, moves nothing
+BALANCE_LEASES = 3
+BALANCE_MIN = 5.0
+#: workflows a node remembers having handed on to even the load (see ``_handed``)
+HANDED_KEPT = 10_000
+
+
+def balance(mine: int, loads: dict[int, tuple[int, bool]], epoch: int) -> tuple[int, int]:
+    """How many of its ``mine`` workflows the node ``epoch`` should hand on to even the
+    load, given every active node's ``loads`` (``epoch: (workflows it owns, whether it has
+    room)``), and the share of each node (the workflows over the nodes, rounded up). At
+    most what the other nodes with room lack of their share; nothing unless it is at
+    least 2 and a fifth of the share (a slight unevenness is not worth the replays).
+
+    >>> balance(12, {1: (12, True), 2: (0, True)}, 1)
+    (6, 6)
+    >>> balance(6, {1: (6, True), 2: (4, True)}, 1)
+    (0, 5)
+    """
+    share = -(-sum(n for n, _ in loads.values()) // max(len(loads), 1))
+    lack = sum(share - n for e, (n, room) in loads.items() if e != epoch and room and n < share)
+    count = min(mine - share, lack)
+    return (count if count >= max(2, -(-share // 5)) else 0), share
 
 
 class ClusterMember:
@@ -151,6 +182,25 @@ class ClusterMember:
         self._limits_seen: set[int] = set()
         #: :meth:`leave` stopped waiting for :meth:`leave_now` (the server did not answer)
         self._abandoned = False
+        #: seconds between two looks at how the cluster's workflows are spread
+        self.balance_every = max(BALANCE_MIN, BALANCE_LEASES * lease)
+        self._next_balance = 0.0
+        #: what the last look found this node could hand on (0: it was within its share)
+        self._over = 0
+        #: (monotonic) until then this node says it has no room and claims nothing: it
+        #: handed workflows on to even the load, the nodes with fewer take them
+        self._hold_until = 0.0
+        #: the next round renews (says the node's room) whenever the last renewal was
+        self._renew_now = False
+        #: (trio side) workflows this node took over (claimed): the ones it may hand on to
+        #: even the load; one started here stays here
+        self._taken: set[str] = set()
+        #: (trio side) the last :data:`HANDED_KEPT` workflows handed on to even the load:
+        #: one that comes back (the others could not run it: no code for it there) is
+        #: not handed on again, else it would go back and forth at every other look
+        self._handed: dict[str, None] = {}
+        #: workflows handed on to even the load, since the node started
+        self.balanced = 0
 
     @property
     def epoch(self) -> int | None:
@@ -221,11 +271,19 @@ class ClusterMember:
                         info.get("name"))
         self._limits_seen.intersection_update(live)
 
+    def _room(self) -> int | None:
+        """How many more workflows this node takes (``None``: no limit): its host's room
+        (``max_concurrent``), none while it hands workflows on to even the load."""
+        if time.monotonic() < self._hold_until:
+            return 0
+        room: int | None = self.host.room()
+        return room
+
     def _limit(self) -> int:
         """How many workflows to claim now: this node's fair share, within the room its
         host has (``max_concurrent``)."""
         share = self.pg.fair_share(self._refused_names())
-        room = self.host.room()
+        room = self._room()
         if room is None:
             return share
         with self._lock:  # claimed already, not running yet
@@ -236,7 +294,12 @@ class ClusterMember:
         """The workflows this node resumes at start: orphans, up to its fair share
         (claimed when it joined)."""
         first, self._first = self._first, []
+        self._took([r.workflow_id for r in first])
         return first
+
+    def _took(self, ids: list[str]) -> None:
+        """(trio side) This node took the workflows ``ids`` over (claimed them)."""
+        self._taken.update(wid for wid in ids if wid not in self._handed)
 
     def nodes(self) -> list[ClusterNode]:
         """The live nodes of the cluster."""
@@ -378,11 +441,15 @@ class ClusterMember:
                         for record in data:
                             self.stopped(record.workflow_id)
                     else:
-                        adopt(self.host, data)
+                        self._took(adopt(self.host, data))
                     with self._lock:  # (after they count in the host's active)
                         self._in_flight -= len(data)
                 elif kind == "owned":
                     self._owned(data)
+                elif kind == "shed":
+                    epoch, count, share = data
+                    if self._current(epoch):
+                        self._shed(count, share)
                 elif kind == "lapsed":
                     await self._lapsed()
                 elif kind == "failed":
@@ -451,7 +518,32 @@ class ClusterMember:
             for record in lost:
                 self.stopped(record.workflow_id)
         else:
-            adopt(self.host, lost)
+            self._took(adopt(self.host, lost))
+
+    def _shed(self, count: int, share: int) -> None:
+        """Hand on up to ``count`` workflows this node took over and that wait (a message,
+        a timer): the nodes under their ``share`` claim them (this one claims nothing
+        meanwhile, see :meth:`_room`). One started here stays here."""
+        host = self.host
+        if self.draining or host.closing:
+            return
+        self._taken.intersection_update(host.active)  # (those that ended or moved go)
+        chosen = [wf for wid, wf in host.active.items()
+                  if wid in self._taken and parked(wf) and not self.giving_up(wid)][:count]
+        if not chosen:
+            return
+        log.info("node %s runs %d workflows, over its share of the cluster's (%d): it hands "
+                 "%d of those it took over, waiting, to the nodes with fewer", self.name,
+                 len(host.active), share, len(chosen))
+        exc = WorkflowMoved(self.store.path, None, f"node {self.name} evens the load: the "
+                            "workflow moves to a node with fewer")
+        for wf in chosen:
+            hand_over(host, wf, exc, now=True)
+            self._taken.discard(wf.wid)
+            self._handed[wf.wid] = None
+        while len(self._handed) > HANDED_KEPT:
+            del self._handed[next(iter(self._handed))]
+        self.balanced += len(chosen)
 
     async def _lapsed(self) -> None:
         """The lease lapsed: every workflow here stops at once (their writes are refused
@@ -654,6 +746,7 @@ class ClusterMember:
             return
         self._rejoining = False
         self._claim_after = time.monotonic() + REJOIN_WAIT * min(self.interval, 1.0)
+        self._over = 0  # (a look before the lapse says nothing of the cluster now)
         if asked or self.draining:  # the drain goes on under the new incarnation
             if asked and not self.draining:
                 log.info("node %s: a drain was asked of it before its lease lapsed: it "
@@ -732,6 +825,26 @@ class ClusterMember:
                 freed, self.pg.freed = self.pg.freed, set()
                 if self.host.name in freed:
                     self._post("slots")
+
+    def _look_at_balance(self) -> None:
+        """(thread) Compare this node's workflows with its share of the cluster's; over
+        it at two looks in a row (and no orphan waits to be claimed), ask the trio side
+        to hand the excess on, and claim nothing for two rounds: the nodes with fewer
+        take them (renewing at once with no room, this node is out of their share)."""
+        pg = self.pg
+        if self.draining or self._stop.is_set() or pg.epoch is None:
+            self._over = 0
+            return
+        orphans, loads = pg.loads()
+        mine = loads.get(pg.epoch)
+        count, share = (0, 0) if orphans or mine is None else balance(mine[0], loads, pg.epoch)
+        over, self._over = self._over, count
+        if not count or not over:
+            return
+        self._over = 0
+        self._hold_until = time.monotonic() + max(2 * self.interval, 1.0)
+        self._renew_now = True
+        self._post("shed", (pg.epoch, min(count, over), share))
 
     def _bodies(self, notes: list[str]) -> list[str]:
         out = []
@@ -816,8 +929,10 @@ class ClusterMember:
             return
         now = time.monotonic()
         heard, self._heard = self._heard, False
-        if now - self._last_renew >= self.interval / 2 or rounds == 0 or heard:
-            status = pg.renew(self.host.room())
+        if (now - self._last_renew >= self.interval / 2 or rounds == 0 or heard
+                or self._renew_now):
+            self._renew_now = False
+            status = pg.renew(self._room())
             if pg.schema_found > self.store.schema_version:
                 # a newer node migrated the schema: rows in the format this code knows
                 # could break it, so this node writes nothing more, and leaves
@@ -884,6 +999,10 @@ class ClusterMember:
                 with self._lock:
                     self._in_flight += len(claimed)
                 self._post("claimed", (pg.epoch, claimed))
+        if time.monotonic() >= self._next_balance:
+            self._next_balance = time.monotonic() + self.balance_every
+            if rounds:  # (the first look is one period after the node joined)
+                self._look_at_balance()
         if self.singletons and not self.draining and not self._stop.is_set():
             held = pg.claim_singletons(self.singletons)
             if held != self._held:

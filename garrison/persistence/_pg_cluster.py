@@ -395,6 +395,21 @@ class PgCluster:
         claimable, nodes = (int(v) for v in rows[0])
         return -(-claimable // max(nodes, 1))
 
+    def loads(self) -> tuple[int, dict[int, tuple[int, bool]]]:
+        """How the cluster's work is spread: the workflows nobody live owns, and for
+        each active node (its lease not lapsed) ``epoch: (unfinished workflows it owns,
+        whether it has room)`` (what :meth:`renew` last said of its ``max_concurrent``)."""
+        s = self._s
+        rows = self._rows(
+            f"SELECT n.epoch, (SELECT count(*) FROM {s}.workflows w WHERE w.owner_epoch = "
+            f"n.epoch AND w.{_UNFINISHED}), (n.room IS NULL OR n.room > 0), "
+            f"(SELECT count(*) FROM {s}.workflows w WHERE w.{_UNFINISHED} AND "
+            f"(w.owner_epoch IS NULL OR NOT EXISTS (SELECT 1 FROM {s}.nodes o WHERE "
+            "o.epoch = w.owner_epoch AND o.status IN ('active', 'draining')))) "
+            f"FROM {s}.nodes n WHERE n.status = 'active' AND n.lease_until > {s}.now_s()")
+        orphans = int(rows[0][3]) if rows else 0
+        return orphans, {int(e): (int(owned), bool(room)) for e, owned, room, _ in rows}
+
     def claim(self, limit: int, refused: list[str] | None = None) -> list[WorkflowRecord]:
         """Take up to ``limit`` orphaned or unowned unfinished workflows: those that ran
         first (oldest first), then those waiting in a queue (``pending``: by priority,
