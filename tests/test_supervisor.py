@@ -1254,3 +1254,37 @@ async def test_one_supervisor_instance_as_two_children_is_a_failed_start(
     said = str(info.value)
     assert "child 'b' failed to start" in said and "GaveUp" not in said, said
     assert "its Supervisor already runs as process" in said, said
+
+
+async def test_a_cancel_during_a_group_restart_restarts_nothing(autojump_clock):
+    """one_for_all: a child crashed, the supervisor stopped its slow sibling (10 s); a
+    CANCEL that came meanwhile waited in the queue until every child had been restarted,
+    then stopped them all again (19 s, not 9: README says nothing restarts while
+    stopping)."""
+    starts = []
+
+    async def slow_to_stop():
+        events = process.events()
+        starts.append(("s", trio.current_time()))
+        await events.receive()
+        with trio.CancelScope(shield=True):
+            await trio.sleep(10)
+
+    async def crasher():
+        starts.append(("c", trio.current_time()))
+        await trio.sleep(1)
+        raise ValueError("x")
+
+    async with garrison.open_node() as node:
+        sup = Supervisor([ChildSpec("s", slow_to_stop, shutdown="30s"),
+                          ChildSpec("c", crasher)], strategy="one_for_all")
+        pid = await node.spawn(sup)
+        await trio.sleep(2)  # c crashed at 1 s; the supervisor stops s until 11 s
+        began = trio.current_time()
+
+        async def stopper():
+            await process.cancel(pid, timeout="60s")
+
+        await node.wait(await node.spawn(stopper))
+        assert trio.current_time() - began == pytest.approx(9)
+    assert starts == [("s", 0), ("c", 0)]

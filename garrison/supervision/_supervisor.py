@@ -606,6 +606,8 @@ class Supervisor:
 
     async def _pump(self, send: trio.MemorySendChannel[_Item]) -> None:
         async for event in process.events():
+            if event.kind is EventKind.CANCEL:  # nothing restarts from now on, also one
+                self._stopping = True           # due while the serve loop stops a group
             send.send_nowait(event)
 
     async def _serve(self, recv: trio.MemoryReceiveChannel[_Item],
@@ -629,8 +631,8 @@ class Supervisor:
         if started is not None:
             started(None)
         while True:
-            deadline = min((c.pending for c in self._children if c.pending is not None),
-                           default=math.inf)
+            deadline = min((c.pending for c in self._children if c.pending is not None
+                            and not self._halted()), default=math.inf)
             item: _Item | None = None
             with trio.move_on_at(deadline):
                 item = await recv.receive()
