@@ -199,10 +199,14 @@ class Node:
                                error=noproc(pid))
         if host.durable:
             return await host.wait(pid)
+        outcome = None
         if host.is_alive(pid):  # (one that ended already is answered without a coroutine)
-            await host.wait_exited(pid)
+            if isinstance(host, ProcessHost):
+                outcome = await host.wait_outcome(pid)
+            else:
+                await host.wait_exited(pid)
         try:
-            result, error = router.exit_of(pid)
+            result, error = outcome or router.exit_of(pid)
         except ProcessError:
             if isinstance(host, ProcessHost) and host.issued(pid):
                 raise ProcessError(

@@ -83,6 +83,40 @@ async def test_wait_on_a_pid_whose_exit_was_forgotten_says_so(node, autojump_clo
         await node.wait(never)
 
 
+async def test_a_wait_begun_while_the_process_ran_gets_its_outcome_however_many_end(
+        node, autojump_clock, monkeypatch):
+    """The node keeps the last EXIT_MEMORY exits for waits that come after; a wait that
+    began while the process ran got "no longer kept" when more than that ended at once
+    (scatter/gather: its waiter ran after the others' exits pushed this one out)."""
+    from garrison import _router
+
+    monkeypatch.setattr(_router, "EXIT_MEMORY", 3)
+    go = trio.Event()
+
+    async def worker(i):
+        await go.wait()
+        if i % 2:
+            raise ValueError(f"odd {i}")
+        return i
+
+    pids = [await node.spawn(worker, i) for i in range(10)]
+    got = {}
+
+    async def waiter(i, pid):
+        try:
+            got[i] = await node.wait(pid)
+        except ProcessError as exc:
+            got[i] = str(exc)
+
+    async with trio.open_nursery() as nursery:
+        for i, pid in enumerate(pids):
+            nursery.start_soon(waiter, i, pid)
+        await trio.sleep(0.1)
+        go.set()
+    assert got == {i: i if i % 2 == 0 else f"process {pids[i]} failed: ValueError: odd {i}"
+                   for i in range(10)}
+
+
 async def test_shutdown_stops_children_before_parents(autojump_clock):
     order = []
 

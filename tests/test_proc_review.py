@@ -388,3 +388,62 @@ async def test_a_timeout_too_big_for_a_float_means_forever_every_time(
 
     got = await node.wait(await node.spawn(receiver))
     assert got[0] == "taken" and len(got) == 2 and "non-negative" in got[1], got
+
+
+async def test_a_process_that_catches_its_kill_still_exits_with_the_kill_s_reason(
+        node, autojump_clock):
+    """A process whose code catches trio.Cancelled and returns (or ends shielded) read
+    as a normal exit after a terminate or a linked failure: its monitor saw ok, its
+    links were not told, a failure chain was cut there. A kill is not refused."""
+
+    async def swallower():
+        try:
+            await trio.sleep_forever()
+        except trio.Cancelled:
+            return "survived"
+
+    async def watcher():
+        victim = await process.spawn_monitored(swallower)
+        await trio.sleep(0.01)
+        await process.terminate(victim)
+        return (await process.events().receive()).error.type
+
+    async def chain():
+        process.set_options(trap_links=True)
+        middle = await process.spawn_linked(swallower)
+
+        async def crasher():
+            process.link(middle)
+            await trio.sleep(0.01)
+            raise ValueError("boom")
+
+        await process.spawn(crasher)
+        event = await process.events().receive(timeout=1)
+        return event.kind, event.pid == middle, event.error.message
+
+    assert await node.wait(await node.spawn(watcher)) == "Terminated"
+    kind, from_middle, why = await node.wait(await node.spawn(chain))
+    assert kind is EventKind.LINK_DOWN and from_middle and "ValueError: boom" in why
+
+
+async def test_unlink_and_demonitor_by_a_name_nobody_holds_do_nothing(node, autojump_clock):
+    """Cleanup code (``finally: process.demonitor("svc")``) raised NoSuchProcess once the
+    name's holder had ended: there is nothing to undo."""
+
+    async def svc():
+        process.register("svc")
+        await trio.sleep(0.01)
+
+    async def user():
+        process.monitor("svc")
+        process.link("svc")
+        await process.events().receive()  # its EXIT: the name is free now
+        process.demonitor("svc")
+        process.unlink("svc")
+        with pytest.raises(garrison.NoSuchProcess):  # (a new watch still says so)
+            process.monitor("svc")
+        return "ok"
+
+    await node.spawn(svc)
+    await trio.sleep(0)
+    assert await node.wait(await node.spawn(user)) == "ok"

@@ -118,6 +118,13 @@ async def monitors_svc() -> list[Any]:
     return out
 
 
+async def undoes_svc() -> list[Any]:
+    process.demonitor("svc")  # nobody holds it: nothing to undo, nothing raised
+    process.unlink("svc")
+    msg = await process.inbox().receive()
+    return [msg.topic]
+
+
 async def registers_and_gives_up() -> list[Any]:
     process.register("svc")
     process.unregister("svc")
@@ -208,6 +215,16 @@ async def test_a_monitor_of_a_name_nobody_held_raises_again_on_replay(
     assert result == ["no process is registered as 'svc'", "fb:monitor", "go"]
     assert before == [(1, "monitor", "svc"), (2, "activity", f"{__name__}:fallback")]
     assert LOG == [("fallback", "monitor")]
+
+
+async def test_a_demonitor_or_unlink_of_a_name_nobody_held_does_nothing_also_on_replay(
+        store_spec: str, autojump_clock: Any) -> None:
+    """They raised NoSuchProcess (a cleanup after the name's holder ended failed the
+    workflow); journaled as such, the replay (svc held now) does nothing either."""
+    result, before, after = await run_then_resume_with_svc(store_spec, undoes_svc)
+    assert result == ["go"]
+    assert before == [(1, "demonitor", "svc"), (2, "unlink", "svc")]
+    assert after == [*before, (3, "receive", "inbox")]
 
 
 async def test_a_reply_with_no_json_form_is_journaled_not_asked_again(

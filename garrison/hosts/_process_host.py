@@ -19,6 +19,7 @@ from typing import Any
 
 import trio
 
+from .._errors import NoSuchProcess
 from ..actors._cancel_switch import CancelSwitch
 from ..actors._mailbox import Budget, Inbox
 from ..actors._runtime import set_runtime
@@ -61,6 +62,7 @@ class _Process(Caller):
         "monitored_by",
         "monitoring",
         "names",
+        "outcome",
         "parent",
         "reads_events",
         "scope",
@@ -162,6 +164,11 @@ class _Process(Caller):
                     finished = True
             if not finished:
                 error = self.kill_reason or ErrorInfo("Terminated", f"{self.pid} was cancelled")
+            elif self.kill_reason is not None and self.kill_reason is not _STOPPED:
+                # its code caught the cancellation (or ended shielded from it) and returned
+                # or raised: a kill is not refused, its reason is the exit's (else a
+                # terminate, or a linked failure, would read as a normal exit)
+                result, error = None, self.kill_reason
         except BaseException as exc:
             if not finished:
                 error = self.kill_reason or self.node.shutdown_reason
@@ -214,7 +221,8 @@ class _Process(Caller):
         if self.monitored_by or self.links or self.monitoring:  # (no EXIT made for nobody)
             exit_fan_out(node, pid, Event(_EXIT, pid, result, error), self.monitored_by,
                          self.links, self.monitoring)
-        if self._exited is not None:
+        if self._exited is not None:  # someone waits: the outcome is theirs, whatever
+            self.outcome = (result, error)  # the node's memory of exits drops meanwhile
             self._exited.set()
 
     async def wait_started(self) -> None:
@@ -318,7 +326,10 @@ class _Process(Caller):
             self.node.linked_exit(self.pid, pid, noproc(pid))
 
     def unlink(self, to: Pid | str) -> None:
-        pid = self.node.resolve(to)
+        try:
+            pid = self.node.resolve(to)
+        except NoSuchProcess:  # a name nobody holds now: no link to it to remove (cleanup
+            return             # code must not fail because the name's holder ended)
         if self.links:
             self.links.discard(pid)
         self.node.unlink(pid, self.pid)
@@ -331,7 +342,10 @@ class _Process(Caller):
             self.deliver_event(Event(_EXIT, pid, None, noproc(pid)))
 
     def demonitor(self, to: Pid | str) -> None:
-        pid = self.node.resolve(to)
+        try:
+            pid = self.node.resolve(to)
+        except NoSuchProcess:  # a name nobody holds now (see unlink)
+            return
         if self.monitoring:
             self.monitoring.discard(pid)
         self.node.demonitor(pid, self.pid)
@@ -697,6 +711,17 @@ class ProcessHost:
         proc = self.procs.get(target)
         if proc is not None:
             await proc.wait_exited()
+
+    async def wait_outcome(self, target: Pid) -> tuple[Any, ErrorInfo | None] | None:
+        """Wait until the live process ``target`` ends; its ``(result, error)`` (kept for
+        its waiters: the node's memory of recent exits may have dropped it by the time
+        a waiter runs, when many end at once). ``None`` if it is not alive here."""
+        proc = self.procs.get(target)
+        if proc is None:
+            return None
+        await proc.wait_exited()
+        outcome: tuple[Any, ErrorInfo | None] = proc.outcome
+        return outcome
 
     async def wait_started(self, target: Pid) -> None:
         proc = self.procs.get(target)

@@ -524,7 +524,10 @@ class Interop(WorkflowCore):
             self.unlinked.pop(pid, None)
 
     def unlink(self, to: Pid | str) -> None:
-        live, pid = self._take_target(JournalKind.UNLINK, to)
+        try:
+            live, pid = self._take_target(JournalKind.UNLINK, to)
+        except NoSuchProcess:  # a name nobody holds: nothing to undo (journaled: a replay
+            return             # returns here too)
         if live:
             self._record_target(JournalKind.UNLINK, to, pid)
         if self.links:
@@ -553,7 +556,10 @@ class Interop(WorkflowCore):
             self.host.deliver_event(self.pid, Event(EventKind.EXIT, pid, None, noproc(pid)))
 
     def demonitor(self, to: Pid | str) -> None:
-        live, pid = self._take_target(JournalKind.DEMONITOR, to)
+        try:
+            live, pid = self._take_target(JournalKind.DEMONITOR, to)
+        except NoSuchProcess:  # (see unlink)
+            return
         if live:
             self._record_target(JournalKind.DEMONITOR, to, pid)
         if self.monitoring:
