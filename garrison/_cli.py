@@ -677,6 +677,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     except StoreLocked as exc:  # another node runs on it: say what to do from the shell
         print(f"garrison run: {exc.cli_message}", file=sys.stderr)
         return 2
+    except ConfigError as exc:  # what only the node's start finds (the store it is given)
+        print(f"garrison run: {exc}", file=sys.stderr)
+        return 2
     except (StoreError, StoreVersionError) as exc:
         # a store another node holds, of another schema version, or unusable
         print(f"garrison run: {exc}", file=sys.stderr)

@@ -15,7 +15,7 @@ import trio
 
 from . import _cli_signals
 from ._duration import parse_lease
-from ._errors import NotInProcess, ProcessError, schedule_hint
+from ._errors import ConfigError, NotInProcess, ProcessError, schedule_hint
 from ._router import EXIT_MEMORY, Router
 from .actors._mailbox import Budget
 from .actors._runtime import runtime_or_none
@@ -377,8 +377,17 @@ class Node:
         for host in self.hosts.values():  # the config schedules each one reconciles
             if host.durable:
                 host.scheduler.namespaces = self.config.namespaces
+        declared = sorted(e.id for e in self.config.hosts() if e.kind == "workflow.host")
         for entry in self.config.schedules():
             host = self._workflow_host(entry.host)
+            if declared and host.name == "workflows" and host.store.path is None:
+                # (a config of several workflow hosts: the node's own is none of them)
+                raise ConfigError(
+                    f"schedule {entry.id!r} would run on the node's own workflow host "
+                    f"'workflows', whose store is in memory (no store given to the node): "
+                    f"lost at the next start, and in none of the config's stores. Give "
+                    f"the entry 'host:' (one of {', '.join(declared)}), or the node a "
+                    "store (--store, open_node(store=...))")
             fn = self.config.resolve_target(entry.workflow)
             host.scheduler.definitions.append(ScheduleDefinition.build(
                 entry.id, target_name(fn), entry.input, cron=entry.cron, every=entry.every,

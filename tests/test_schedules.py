@@ -821,6 +821,27 @@ async def test_a_bare_name_gets_the_namespaced_id_suggested(autojump_clock: Any)
             node.schedule_handle("other").info()
 
 
+async def test_a_config_schedule_left_on_the_node_s_own_in_memory_host_is_refused(
+        tmp_path: Path, autojump_clock: Any) -> None:
+    """Two workflow.host entries and a schedule without ``host:``: it went to the node's
+    own ``workflows`` host, in memory without a store: it ticked, was in neither of the
+    config's stores (``garrison schedules list`` found nothing) and was gone at the next
+    start. Refused at start, naming the entry and the hosts; with a store it runs there."""
+    config = load_config_text(CONFIG + f"""\
+  - {{name: mailer, kind: workflow.host, store: {tmp_path / 'mail.db'}}}
+  - {{name: billing, kind: workflow.host, store: {tmp_path / 'billing.db'}}}
+""")
+    with pytest.raises(garrison.ConfigError, match=r"^schedule 'app:nightly' would run on "
+                       r"the node's own workflow host 'workflows', whose store is in memory "
+                       r".*Give the entry 'host:' \(one of app:billing, app:mailer\), or "
+                       r"the node a store"):
+        async with garrison.open_node(config=config):
+            pass
+    async with garrison.open_node(config=config, store=str(tmp_path / "wf.db")) as node:
+        assert [(r.schedule_id, r.host) for r in node.schedules()] == [
+            ("app:nightly", "workflows")]
+
+
 async def test_a_schedule_on_another_workflow_host_is_found_by_its_id_alone(
         tmp_path: Path, autojump_clock: Any) -> None:
     """README: ``node.schedule_handle(id)`` gives a handle on any schedule and
@@ -1454,6 +1475,19 @@ async def test_cli_without_a_node(tmp_path: Path, autojump_clock: Any) -> None:
     # no time yet is null, not ""
     assert [(r["last_tick"], r["buffered_tick"]) for r in rows] == [(None, None)] * 2
     assert rows[0]["next_tick"] == "2026-01-01T01:00:00.000Z"
+    # where the code does not import, no workflow that no node could run is created
+    import os
+    import subprocess
+    import sys
+
+    blind = subprocess.run([sys.executable, "-m", "garrison", "schedules", "--store", db,
+                            "trigger", "hourly"], cwd=tmp_path, text=True,
+                           capture_output=True, timeout=60,
+                           env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert (blind.returncode, blind.stderr) == (2, (
+        "garrison schedules: cannot import 'schedule_app:job', the code of schedule "
+        "'hourly': ModuleNotFoundError: No module named 'schedule_app' (run the command "
+        "where the application's code is importable)\n"))
     triggered = json.loads(cli("--store", db, "trigger", "hourly", "--json").stdout)
     assert triggered["workflow_id"].startswith("hourly@")
     assert "next tick" in cli("--store", db, "resume", "hourly").stdout
