@@ -2335,3 +2335,51 @@ async def test_a_workflow_handed_on_to_even_the_load_that_comes_back_stays(
         with trio.fail_after(10):
             for wid in ids:
                 assert await a.workflow(wid).result() == wid
+
+
+async def test_a_tick_a_lost_node_recorded_starts_though_later_ticks_replaced_it(
+        postgres_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """A schedule ticking more often than the lease: node b recorded tick T and died
+    before it created T's workflow. Until b's loss was known, a recorded the next ticks,
+    each replacing the schedule's last run, so the repair after the loss (which looks
+    at the last run only) found nothing: T never ran, nothing said so."""
+    import logging
+
+    import trio
+
+    from garrison.hosts.workflow._schedules import ScheduleDefinition, tick_id
+    from garrison.persistence import Transaction
+
+    caplog.set_level(logging.WARNING, logger="garrison")
+    async with garrison.open_node(store=postgres_url, name="a", lease=LEASE) as a:
+        look = Look(postgres_url)
+        try:
+            scheduler = a.hosts["workflows"].scheduler
+            await scheduler.put(ScheduleDefinition.build("often", "cluster_app:steps",
+                                                         [1, 0.0], every="1s"))
+            with trio.fail_after(10):
+                while True:  # b records a tick before a does (a compare-and-set)
+                    record = look.store.get_schedule("often")
+                    assert record is not None and record.next_tick is not None
+                    tick = record.next_tick.timestamp()
+                    [recorded] = look.store.write(Transaction().update_schedule(
+                        "often", next_tick=tick + 1, last_tick=tick,
+                        last_workflow=tick_id("often", tick), expect_next_tick=tick))
+                    if recorded:
+                        break
+                    await trio.sleep(0.05)
+            lost = tick_id("often", tick)
+            with trio.fail_after(10):  # a ticks on, over b's tick
+                while (look.store.get_schedule("often").last_workflow == lost
+                       or look.store.get_workflow(tick_id("often", tick + 1)) is None):
+                    await trio.sleep(0.05)
+            assert look.store.get_workflow(lost) is None
+            scheduler.nodes_lost()  # what a's round does once b's lease lapsed
+            with trio.fail_after(10):
+                while look.store.get_workflow(lost) is None:
+                    await trio.sleep(0.05)
+            assert await a.workflow(lost).result() == [0]
+        finally:
+            look.close()
+    assert any(f"its tick {lost} was recorded by a node of the cluster that was lost"
+               in r.getMessage() for r in caplog.records)

@@ -148,6 +148,10 @@ class Scheduler:
         self._buffer_due: set[str] = set()
         #: nodes of the cluster were lost: look for ticks they recorded and did not start
         self._repair = False
+        #: (a cluster) schedule -> a tick's workflow this node found as the schedule's last
+        #: run, not created, and replaced by a later tick: the node that recorded it may
+        #: have died before it started it (the repair after a loss starts it)
+        self._replaced: dict[str, str] = {}
         #: ticks that started a workflow, skipped (overlap), missed (outside the window)
         self.counts = {"started": 0, "skipped": 0, "missed": 0}
         #: the trio deadline the timer waits until (``None`` while it does not wait): a
@@ -252,6 +256,21 @@ class Scheduler:
             self._take(record)
         for record, wid in await self._interrupted():
             await self._start(record, wid)
+        # a schedule that ticks more often than a lease: this node recorded its next
+        # tick(s) over the lost node's before the loss was known (the last run is not
+        # that tick any more, so _interrupted cannot find it)
+        replaced, self._replaced = self._replaced, {}
+        now = self.host.clock.now()
+        for sid, wid in sorted(replaced.items()):
+            row = self.rows.get(sid)
+            tick = tick_of(sid, wid)
+            if row is None or tick is None or now - tick > row.catchup_window \
+                    or self.host.store.get_workflow(wid) is not None:
+                continue
+            log.warning("schedule %s: its tick %s was recorded by a node of the cluster "
+                        "that was lost before it started the workflow: started now", sid,
+                        wid, extra={"schedule_id": sid, "workflow_id": wid})
+            await self._start(row, wid)
 
     def _take(self, record: ScheduleRecord) -> None:
         """Hold ``record`` in memory (its next tick in the heap)."""
@@ -457,6 +476,7 @@ class Scheduler:
         starts: list[tuple[ScheduleRecord, str]] = []
         for (record, wid, updates, notes), ok in zip(plans, results, strict=True):
             if ok:
+                self._note_replaced(record, updates)
                 self._applied(record.schedule_id, updates)
                 for counter, message, args in notes:  # (a lost compare-and-set did nothing)
                     self.counts[counter] += 1
@@ -467,6 +487,17 @@ class Scheduler:
                 self.reload(record.schedule_id)
         for record, wid in starts:
             starting.start_soon(self._start, record, wid)
+
+    def _note_replaced(self, record: ScheduleRecord, updates: dict[str, Any]) -> None:
+        """(A cluster) ``updates`` replaced the schedule's last run, a tick's workflow
+        another node recorded: if it does not exist, remember it (see ``_replaced``)."""
+        last = record.last_workflow
+        if (self.host.ownership is None or last is None or "last_workflow" not in updates
+                or updates["last_workflow"] == last or last in self.host.active
+                or tick_of(record.schedule_id, last) is None
+                or self.host.store.get_workflow(last) is not None):
+            return
+        self._replaced[record.schedule_id] = last
 
     def _plan(self, record: ScheduleRecord, now: float, due: bool = True
               ) -> tuple[ScheduleRecord, str | None, dict[str, Any], list[_Note]]:
