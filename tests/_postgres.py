@@ -241,17 +241,27 @@ def _server_pids(server: PostgresServer) -> list[int]:
     return [postmaster, *map(int, children)]
 
 
+def _signal_all(server: PostgresServer, signum: int) -> None:
+    """``signum`` to the postmaster first (stopped, it forks no new backend), then to
+    its children; one that ended meanwhile (a backend whose client left) is skipped."""
+    postmaster, *_ = _server_pids(server)
+    os.kill(postmaster, signum)
+    for pid in _server_pids(server)[1:]:
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            pass
+
+
 def stall(server: PostgresServer) -> None:
     """Stop every process of the server (SIGSTOP): connections stay open, nothing
     answers (a hung server, or a network that holds its packets)."""
-    for pid in _server_pids(server):
-        os.kill(pid, signal.SIGSTOP)
+    _signal_all(server, signal.SIGSTOP)
 
 
 def unstall(server: PostgresServer) -> None:
     """Let a stalled server go on (SIGCONT)."""
-    for pid in _server_pids(server):
-        os.kill(pid, signal.SIGCONT)
+    _signal_all(server, signal.SIGCONT)
 
 
 def create_db(server: PostgresServer, name: str) -> str:
