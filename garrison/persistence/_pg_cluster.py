@@ -63,6 +63,10 @@ SCHEDULE_WAKEUP_TTL = 86400.0
 #: statuses of a live node
 LIVE = ("active", "draining")
 _UNFINISHED = "status NOT IN ('completed', 'failed', 'cancelled')"
+#: a workflow ``w`` no live node owns (nobody, or a node lost or gone): one to claim
+_ORPHANED = (
+    "(w.owner_epoch IS NULL OR NOT EXISTS (SELECT 1 FROM {s}.nodes n WHERE "
+    "n.epoch = w.owner_epoch AND n.status IN ('active', 'draining')))")
 #: a claimable workflow ``w`` this node may take: not named in the refused names (the
 #: parameter: code it cannot import), unless a request waits in its inbox (a terminate,
 #: ``_recovery.request_transaction``: ending it takes no code). The payload is not read
@@ -386,9 +390,7 @@ class PgCluster:
         another takes on its next round."""
         rows = self._rows(
             f"SELECT (SELECT count(*) FROM {{s}}.workflows w WHERE {_UNFINISHED} AND "
-            "(owner_epoch IS NULL OR NOT EXISTS (SELECT 1 FROM {s}.nodes n WHERE "
-            "n.epoch = w.owner_epoch AND n.status IN ('active', 'draining'))) "
-            f"AND {_NOT_REFUSED}), "
+            f"{_ORPHANED} AND {_NOT_REFUSED}), "
             "(SELECT count(*) FROM {s}.nodes WHERE status = 'active' "
             "AND lease_until > {s}.now_s() AND (room IS NULL OR room > 0))",
             (list(refused or ()),))
@@ -404,8 +406,7 @@ class PgCluster:
             f"SELECT n.epoch, (SELECT count(*) FROM {s}.workflows w WHERE w.owner_epoch = "
             f"n.epoch AND w.{_UNFINISHED}), (n.room IS NULL OR n.room > 0), "
             f"(SELECT count(*) FROM {s}.workflows w WHERE w.{_UNFINISHED} AND "
-            f"(w.owner_epoch IS NULL OR NOT EXISTS (SELECT 1 FROM {s}.nodes o WHERE "
-            "o.epoch = w.owner_epoch AND o.status IN ('active', 'draining')))) "
+            f"{_ORPHANED.replace('{s}', s)}) "  # (its ``n`` is its own, inside)
             f"FROM {s}.nodes n WHERE n.status = 'active' AND n.lease_until > {s}.now_s()")
         orphans = int(rows[0][3]) if rows else 0
         return orphans, {int(e): (int(owned), bool(room)) for e, owned, room, _ in rows}
@@ -441,9 +442,7 @@ class PgCluster:
             rows = conn.execute(
                 f"WITH c AS (SELECT w.workflow_id FROM {s}.workflows w "
                 f"LEFT JOIN {s}.queue q ON q.workflow_id = w.workflow_id WHERE {_UNFINISHED} "
-                f"AND (owner_epoch IS NULL OR NOT EXISTS (SELECT 1 FROM {s}.nodes n WHERE "
-                "n.epoch = w.owner_epoch AND n.status IN ('active', 'draining'))) "
-                f"AND {_NOT_REFUSED.replace('{s}', s)} "
+                f"AND {_ORPHANED.replace('{s}', s)} AND {_NOT_REFUSED.replace('{s}', s)} "
                 "ORDER BY w.status = 'pending', q.priority DESC NULLS LAST, q.seq, w.created, "
                 'w.workflow_id COLLATE "C" LIMIT %s FOR UPDATE OF w SKIP LOCKED) '
                 f"UPDATE {s}.workflows w SET owner_epoch = %s, owner = %s FROM c "

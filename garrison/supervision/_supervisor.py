@@ -631,8 +631,9 @@ class Supervisor:
         if started is not None:
             started(None)
         while True:
-            deadline = min((c.pending for c in self._children if c.pending is not None
-                            and not self._halted()), default=math.inf)
+            deadline = math.inf if self._halted() else min(
+                (c.pending for c in self._children if c.pending is not None),
+                default=math.inf)
             item: _Item | None = None
             with trio.move_on_at(deadline):
                 item = await recv.receive()
