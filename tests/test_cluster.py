@@ -2238,6 +2238,21 @@ def test_show_names_no_node_for_a_workflow_whose_node_was_killed(
         look.close()
 
 
+async def _left_by_a_stopped_node(url: str, monkeypatch: pytest.MonkeyPatch,
+                                  ids: list[str]) -> None:
+    """Looks at the balance every 0.5 s, and a node that stopped left ``ids``
+    (``cluster_app.mailbox`` of one message) to the next node up: a cold restart."""
+    import cluster_app
+
+    from garrison.cluster import _member
+
+    monkeypatch.setattr(_member, "BALANCE_LEASES", 0.5)  # a look every 0.5 s
+    monkeypatch.setattr(_member, "BALANCE_MIN", 0.5)
+    async with garrison.open_node(store=url, name="old", lease="1s") as old:
+        for wid in ids:
+            await old.start_workflow(cluster_app.mailbox, 1, id=wid)
+
+
 async def test_a_node_over_its_share_hands_what_it_took_over_to_a_node_with_fewer(
         postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """A cold restart: the first node up claims every orphan, and a node that joined
@@ -2248,16 +2263,10 @@ async def test_a_node_over_its_share_hands_what_it_took_over_to_a_node_with_fewe
     import cluster_app
     import trio
 
-    from garrison.cluster import _member
-
-    monkeypatch.setattr(_member, "BALANCE_LEASES", 0.5)  # a look every 0.5 s
-    monkeypatch.setattr(_member, "BALANCE_MIN", 0.5)
     url = postgres_url
     taken = [f"t{i}" for i in range(12)]
     own = [f"own{i}" for i in range(3)]
-    async with garrison.open_node(store=url, name="old", lease="1s") as old:
-        for wid in taken:
-            await old.start_workflow(cluster_app.mailbox, 1, id=wid)
+    await _left_by_a_stopped_node(url, monkeypatch, taken)
     async with garrison.open_node(store=url, name="a", lease="1s") as a:
         host_a = a.hosts["workflows"]
         assert set(host_a.active) == set(taken)  # the first node up took every orphan
@@ -2283,6 +2292,85 @@ async def test_a_node_over_its_share_hands_what_it_took_over_to_a_node_with_fewe
     look = Look(url)
     try:
         for wid in taken + own:  # each received its one message once
+            assert [r.kind for r in look.store.journal(wid)].count("receive") == 1
+    finally:
+        look.close()
+
+
+def test_a_node_over_its_share_hands_on_what_the_others_lack_within_their_room() -> None:
+    from garrison.cluster._member import balance
+
+    assert balance(12, {1: (12, None), 2: (0, None)}, 1) == (6, 6)
+    assert balance(12, {1: (12, None), 2: (0, 2)}, 1) == (2, 6)  # room for 2 only
+    assert balance(12, {1: (12, None), 2: (0, 0)}, 1) == (0, 6)  # full: none
+    assert balance(12, {1: (12, None), 2: (6, None)}, 2) == (0, 9)  # under its share
+    assert balance(15, {1: (15, None), 2: (0, 3), 3: (0, None)}, 1) == (3 + 5, 5)
+    assert balance(105, {1: (105, None), 2: (95, None)}, 1) == (0, 100)  # slight
+
+
+async def test_orphans_no_node_runs_do_not_stop_the_load_being_evened(
+        postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Workflows whose code no node has wait unowned for ever: they are no orphan a
+    claim is about to spread, so the nodes still even the rest (counted as orphans,
+    they turned balancing off for the whole cluster). What ended is forgotten too."""
+    import trio
+
+    url = postgres_url
+    taken = [f"t{i}" for i in range(12)]
+    await _left_by_a_stopped_node(url, monkeypatch, [*taken, "z0", "z1"])
+    look = Look(url)
+    try:  # (code gone from every node: a release that dropped it)
+        look.store._query("UPDATE garrison.workflows SET name = 'gone_app:nothing' "
+                          "WHERE workflow_id IN ('z0', 'z1')")
+    finally:
+        look.close()
+    async with garrison.open_node(store=url, name="a", lease="1s") as a:
+        host_a = a.hosts["workflows"]
+        assert set(host_a.active) == set(taken)
+        async with garrison.open_node(store=url, name="b", lease="1s") as b:
+            host_b = b.hosts["workflows"]
+            with trio.fail_after(10):  # (6, or 5 if a look saw b own z0 as it refused it)
+                while len(host_b.active) < 5:
+                    await trio.sleep(0.05)
+            assert len(host_a.active) + len(host_b.active) == 12
+            for wid in taken:
+                await a.workflow(wid).signal("m", wid)
+            with trio.fail_after(10):
+                for wid in taken:
+                    assert await a.workflow(wid).result() == [wid]
+            assert not host_a.ownership._taken  # (ended: nothing to hand on is kept)
+
+
+async def test_a_node_hands_on_no_more_than_the_others_have_room_for(
+        postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A node with fewer workflows but a small ``max_concurrent`` takes only what it has
+    room for: the node over its share hands on that many, not its whole lack (the rest
+    came back after the hold, each replayed twice, and stayed uneven)."""
+    import trio
+
+    url = postgres_url
+    taken = [f"t{i}" for i in range(12)]
+    await _left_by_a_stopped_node(url, monkeypatch, taken)
+    async with garrison.open_node(store=url, name="a", lease="1s") as a:
+        host_a = a.hosts["workflows"]
+        assert len(host_a.active) == 12
+        async with garrison.open_node(store=url, name="b", lease="1s",
+                                      max_concurrent=2) as b:
+            host_b = b.hosts["workflows"]
+            with trio.fail_after(10):
+                while len(host_b.active) < 2:
+                    await trio.sleep(0.05)
+            await trio.sleep(3)  # six more looks: nothing moves again
+            assert len(host_a.active) == 10 and len(host_b.active) == 2
+            assert a.stats()["cluster"]["workflows"]["balanced"] == 2
+            for wid in taken:
+                await a.workflow(wid).signal("m", wid)
+            with trio.fail_after(10):
+                for wid in taken:
+                    assert await a.workflow(wid).result() == [wid]
+    look = Look(url)
+    try:  # none was handed on and back (replayed twice)
+        for wid in taken:
             assert [r.kind for r in look.store.journal(wid)].count("receive") == 1
     finally:
         look.close()

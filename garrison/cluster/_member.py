@@ -77,20 +77,25 @@ BALANCE_MIN = 5.0
 HANDED_KEPT = 10_000
 
 
-def balance(mine: int, loads: dict[int, tuple[int, bool]], epoch: int) -> tuple[int, int]:
+def balance(mine: int, loads: dict[int, tuple[int, int | None]], epoch: int
+            ) -> tuple[int, int]:
     """How many of its ``mine`` workflows the node ``epoch`` should hand on to even the
-    load, given every active node's ``loads`` (``epoch: (workflows it owns, whether it has
-    room)``), and the share of each node (the workflows over the nodes, rounded up). At
-    most what the other nodes with room lack of their share; nothing unless it is at
-    least 2 and a fifth of the share (a slight unevenness is not worth the replays).
+    load, given every active node's ``loads`` (``epoch: (workflows it owns, its room)``,
+    room ``None``: no limit), and the share of each node (the workflows over the nodes,
+    rounded up). At most what the other nodes lack of their share, each within its
+    room; nothing unless it is at least 2 and a fifth of the share (a slight
+    unevenness is not worth the replays).
 
-    >>> balance(12, {1: (12, True), 2: (0, True)}, 1)
+    >>> balance(12, {1: (12, None), 2: (0, None)}, 1)
     (6, 6)
-    >>> balance(6, {1: (6, True), 2: (4, True)}, 1)
+    >>> balance(12, {1: (12, None), 2: (0, 2), 3: (0, 0)}, 1)
+    (2, 4)
+    >>> balance(6, {1: (6, None), 2: (4, None)}, 1)
     (0, 5)
     """
     share = -(-sum(n for n, _ in loads.values()) // max(len(loads), 1))
-    lack = sum(share - n for e, (n, room) in loads.items() if e != epoch and room and n < share)
+    lack = sum(min(share - n, share if room is None else room)
+               for e, (n, room) in loads.items() if e != epoch and n < share)
     count = min(mine - share, lack)
     return (count if count >= max(2, -(-share // 5)) else 0), share
 
@@ -192,8 +197,8 @@ class ClusterMember:
         self._hold_until = 0.0
         #: the next round renews (says the node's room) whenever the last renewal was
         self._renew_now = False
-        #: (trio side) workflows this node took over (claimed): the ones it may hand on to
-        #: even the load; one started here stays here
+        #: (trio side) workflows this node took over (claimed) and runs: the ones it may
+        #: hand on to even the load; one that runs where it was started stays there
         self._taken: set[str] = set()
         #: (trio side) the last :data:`HANDED_KEPT` workflows handed on to even the load:
         #: one that comes back (the others could not run it: no code for it there) is
@@ -309,6 +314,7 @@ class ClusterMember:
     def stopped(self, wid: str) -> None:
         """A workflow stopped here without ending (handed over, or moved): if this node
         still owns it, release it so that another claims it at once."""
+        self._taken.discard(wid)
         with self._lock:
             self._releases.append(wid)
             self._giving_up.add(wid)
@@ -316,9 +322,10 @@ class ClusterMember:
         if self.draining:
             self._ready.set()
 
-    def ended(self, room: bool) -> None:
-        """A workflow ended here: with a slot free (``room``), claim what waits; while
-        draining, the drain may be over (it was the last one)."""
+    def ended(self, wid: str, room: bool) -> None:
+        """The workflow ``wid`` ended here: with a slot free (``room``), claim what waits;
+        while draining, the drain may be over (it was the last one)."""
+        self._taken.discard(wid)
         if room:
             self.poke()
         if self.draining:
@@ -523,7 +530,7 @@ class ClusterMember:
     def _shed(self, count: int, share: int) -> None:
         """Hand on up to ``count`` workflows this node took over and that wait (a message,
         a timer): the nodes under their ``share`` claim them (this one claims nothing
-        meanwhile, see :meth:`_room`). One started here stays here."""
+        meanwhile, see :meth:`_room`). One that runs where it was started stays here."""
         host = self.host
         if self.draining or host.closing:
             return
@@ -835,7 +842,7 @@ class ClusterMember:
         if self.draining or self._stop.is_set() or pg.epoch is None:
             self._over = 0
             return
-        orphans, loads = pg.loads()
+        orphans, loads = pg.loads(self._refused_names())
         mine = loads.get(pg.epoch)
         count, share = (0, 0) if orphans or mine is None else balance(mine[0], loads, pg.epoch)
         over, self._over = self._over, count

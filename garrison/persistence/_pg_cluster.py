@@ -397,19 +397,26 @@ class PgCluster:
         claimable, nodes = (int(v) for v in rows[0])
         return -(-claimable // max(nodes, 1))
 
-    def loads(self) -> tuple[int, dict[int, tuple[int, bool]]]:
-        """How the cluster's work is spread: the workflows nobody live owns, and for
-        each active node (its lease not lapsed) ``epoch: (unfinished workflows it owns,
-        whether it has room)`` (what :meth:`renew` last said of its ``max_concurrent``)."""
+    def loads(self, refused: list[str] | None = None
+              ) -> tuple[int, dict[int, tuple[int, int | None]]]:
+        """How the cluster's work is spread: the orphans this node would claim (nobody
+        live owns them; not ``pending``, those wait for a queue's admission; not named
+        in ``refused``, see :meth:`claim`: code no node has waits for ever), and for
+        each active node (its lease not lapsed) ``epoch: (unfinished workflows it
+        owns, its room)`` (what :meth:`renew` last said of its ``max_concurrent``:
+        ``None``, no limit)."""
         s = self._s
         rows = self._rows(
             f"SELECT n.epoch, (SELECT count(*) FROM {s}.workflows w WHERE w.owner_epoch = "
-            f"n.epoch AND w.{_UNFINISHED}), (n.room IS NULL OR n.room > 0), "
+            f"n.epoch AND w.{_UNFINISHED}), n.room, "
             f"(SELECT count(*) FROM {s}.workflows w WHERE w.{_UNFINISHED} AND "
-            f"{_ORPHANED.replace('{s}', s)}) "  # (its ``n`` is its own, inside)
-            f"FROM {s}.nodes n WHERE n.status = 'active' AND n.lease_until > {s}.now_s()")
+            f"w.status <> 'pending' AND {_ORPHANED.replace('{s}', s)} AND "  # (its ``n``
+            f"{_NOT_REFUSED.replace('{s}', s)}) "                            # is its own)
+            f"FROM {s}.nodes n WHERE n.status = 'active' AND n.lease_until > {s}.now_s()",
+            (list(refused or ()),))
         orphans = int(rows[0][3]) if rows else 0
-        return orphans, {int(e): (int(owned), bool(room)) for e, owned, room, _ in rows}
+        return orphans, {int(e): (int(owned), None if room is None else int(room))
+                         for e, owned, room, _ in rows}
 
     def claim(self, limit: int, refused: list[str] | None = None) -> list[WorkflowRecord]:
         """Take up to ``limit`` orphaned or unowned unfinished workflows: those that ran

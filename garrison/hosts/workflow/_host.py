@@ -726,7 +726,7 @@ class WorkflowHost:
         if self.supervised_elsewhere:
             self.supervised_elsewhere.pop(wf.wid, None)
         if self.ownership is not None:
-            self.ownership.ended(self.queue.room() is not None)
+            self.ownership.ended(wf.wid, self.queue.room() is not None)
         self._remember_end(wf.wid, status, result_json, error, wf.name)
         for name in self.names.pop(wf.wid, ()):
             self.node.unregister(name, wf.pid)
