@@ -2428,42 +2428,63 @@ async def test_a_workflow_handed_on_to_even_the_load_that_comes_back_stays(
                 assert await a.workflow(wid).result() == wid
 
 
+async def _record_a_tick(look: Look, sid: str) -> float:
+    """Record schedule ``sid``'s next tick as a node does (a compare-and-set, won before
+    the nodes running get there) and then dies before it creates the tick's workflow;
+    the tick's time."""
+    import trio
+
+    from garrison.hosts.workflow._schedules import tick_id
+    from garrison.persistence import Transaction
+
+    with trio.fail_after(10):
+        while True:
+            record = look.store.get_schedule(sid)
+            assert record is not None and record.next_tick is not None
+            tick = record.next_tick.timestamp()
+            [recorded] = look.store.write(Transaction().update_schedule(
+                sid, next_tick=tick + 1, last_tick=tick, last_workflow=tick_id(sid, tick),
+                expect_next_tick=tick))
+            if recorded:
+                return tick
+            await trio.sleep(0.05)
+
+
+async def _replaced(look: Look, sid: str, wid: str) -> str:
+    """Wait until a later tick replaced ``wid`` as schedule ``sid``'s last run and its
+    workflow exists; that workflow's id."""
+    import trio
+
+    with trio.fail_after(10):
+        while True:
+            last = look.store.get_schedule(sid).last_workflow
+            if last not in (None, wid) and look.store.get_workflow(last) is not None:
+                return last
+            await trio.sleep(0.05)
+
+
 async def test_a_tick_a_lost_node_recorded_starts_though_later_ticks_replaced_it(
         postgres_url: str, caplog: pytest.LogCaptureFixture) -> None:
     """A schedule ticking more often than the lease: node b recorded tick T and died
     before it created T's workflow. Until b's loss was known, a recorded the next ticks,
     each replacing the schedule's last run, so the repair after the loss (which looks
-    at the last run only) found nothing: T never ran, nothing said so."""
+    at the last run only) found nothing: T never ran, nothing said so. (``allow_all``:
+    under ``skip`` a later run still running would skip T.)"""
     import logging
 
     import trio
 
     from garrison.hosts.workflow._schedules import ScheduleDefinition, tick_id
-    from garrison.persistence import Transaction
 
     caplog.set_level(logging.WARNING, logger="garrison")
     async with garrison.open_node(store=postgres_url, name="a", lease=LEASE) as a:
         look = Look(postgres_url)
         try:
             scheduler = a.hosts["workflows"].scheduler
-            await scheduler.put(ScheduleDefinition.build("often", "cluster_app:steps",
-                                                         [1, 0.0], every="1s"))
-            with trio.fail_after(10):
-                while True:  # b records a tick before a does (a compare-and-set)
-                    record = look.store.get_schedule("often")
-                    assert record is not None and record.next_tick is not None
-                    tick = record.next_tick.timestamp()
-                    [recorded] = look.store.write(Transaction().update_schedule(
-                        "often", next_tick=tick + 1, last_tick=tick,
-                        last_workflow=tick_id("often", tick), expect_next_tick=tick))
-                    if recorded:
-                        break
-                    await trio.sleep(0.05)
-            lost = tick_id("often", tick)
-            with trio.fail_after(10):  # a ticks on, over b's tick
-                while (look.store.get_schedule("often").last_workflow == lost
-                       or look.store.get_workflow(tick_id("often", tick + 1)) is None):
-                    await trio.sleep(0.05)
+            await scheduler.put(ScheduleDefinition.build(
+                "often", "cluster_app:steps", [1, 0.0], every="1s", overlap="allow_all"))
+            lost = tick_id("often", await _record_a_tick(look, "often"))
+            await _replaced(look, "often", lost)  # a ticks on, over b's tick
             assert look.store.get_workflow(lost) is None
             scheduler.nodes_lost()  # what a's round does once b's lease lapsed
             with trio.fail_after(10):
@@ -2474,3 +2495,114 @@ async def test_a_tick_a_lost_node_recorded_starts_though_later_ticks_replaced_it
             look.close()
     assert any(f"its tick {lost} was recorded by a node of the cluster that was lost"
                in r.getMessage() for r in caplog.records)
+
+
+async def test_a_replaced_tick_of_a_lost_node_starts_though_another_node_marked_it_lost(
+        postgres_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """Three nodes: a recorded tick T and died before it created T's workflow, b
+    recorded the next tick over it, and c marked a lost. Only the node that marked a
+    node lost looked for such ticks, and c had replaced none: T never ran."""
+    import logging
+
+    import trio
+
+    from garrison.hosts.workflow._schedules import ScheduleDefinition, tick_id
+    from garrison.persistence._pg_cluster import PgCluster
+
+    caplog.set_level(logging.WARNING, logger="garrison")
+    async with garrison.open_node(store=postgres_url, name="b", lease=LEASE) as b, \
+            garrison.open_node(store=postgres_url, name="c", lease=LEASE) as c:
+        b.hosts["workflows"].ownership.pg.mark_lost = lambda: []  # c marks a lost
+        await c.hosts["workflows"].scheduler.stop()  # b records the ticks
+        look = Look(postgres_url)
+        a = PgCluster(look.store, "a", lease=4.0)  # joins, never renews: lost in 4 s
+        try:
+            a.join(a.new_epoch())
+            await b.hosts["workflows"].scheduler.put(ScheduleDefinition.build(
+                "often", "cluster_app:steps", [1, 0.0], every="1s", overlap="allow_all"))
+            lost = tick_id("often", await _record_a_tick(look, "often"))  # (as a)
+            await _replaced(look, "often", lost)
+            assert look.store.get_workflow(lost) is None
+            with trio.fail_after(15):  # a's lease lapses, c marks it lost
+                while look.store.get_workflow(lost) is None:
+                    await trio.sleep(0.05)
+            assert await b.workflow(lost).result() == [0]
+        finally:
+            a.close()
+            look.close()
+    messages = [r.getMessage() for r in caplog.records]
+    assert "node c: nodes lost (lease lapsed): a" in messages
+    assert not any(m.startswith("node b: nodes lost") for m in messages)
+    assert any(f"its tick {lost} was recorded by a node of the cluster that was lost"
+               in m for m in messages)
+
+
+@pytest.mark.parametrize("overlap", ["skip", "buffer_one"])
+async def test_a_replaced_tick_of_a_lost_node_keeps_to_the_overlap_policy(
+        postgres_url: str, caplog: pytest.LogCaptureFixture, overlap: str) -> None:
+    """The repair of a tick a lost node recorded, which a later tick replaced, started
+    it whatever the overlap policy: beside the later run still running, two runs at
+    once under ``skip``. It is skipped (and said) unless ``allow_all``."""
+    import logging
+
+    import trio
+
+    from garrison.hosts.workflow._schedules import ScheduleDefinition, tick_id
+    from garrison.persistence import WorkflowStatus
+
+    caplog.set_level(logging.WARNING, logger="garrison")
+
+    def said() -> bool:
+        return any(f"its tick {lost} was recorded" in r.getMessage() for r in caplog.records)
+
+    async with garrison.open_node(store=postgres_url, name="a", lease=LEASE) as a:
+        look = Look(postgres_url)
+        try:
+            scheduler = a.hosts["workflows"].scheduler
+            await scheduler.put(ScheduleDefinition.build(
+                "often", "cluster_app:steps", [1, 60.0], every="1s", overlap=overlap))
+            lost = tick_id("often", await _record_a_tick(look, "often"))
+            running = await _replaced(look, "often", lost)  # for a minute
+            skipped = scheduler.counts["skipped"]
+            scheduler.nodes_lost()
+            with trio.fail_after(10):
+                while not said():
+                    await trio.sleep(0.05)
+            assert look.store.get_workflow(lost) is None
+            assert not WorkflowStatus(look.store.get_workflow(running).status).finished
+            assert scheduler.counts["skipped"] > skipped
+        finally:
+            look.close()
+    [message] = [r.getMessage() for r in caplog.records
+                 if f"its tick {lost} was recorded" in r.getMessage()]
+    assert f"skipped, as workflow {running} (a later run) is still running" in message
+
+
+async def test_a_tick_a_node_recorded_as_it_left_is_started_by_the_nodes_running_on(
+        postgres_url: str) -> None:
+    """A node that stops may leave a tick recorded and its workflow not created
+    (``Scheduler.stop``): only a node that opened the store looked for it, or one that
+    marked a node lost, and a node that leaves is not lost. Here the tick is recorded
+    by hand, as the leaving node left it."""
+    import trio
+
+    from garrison.hosts.workflow._schedules import ScheduleDefinition, tick_id
+    from garrison.persistence import Transaction
+
+    async with garrison.open_node(store=postgres_url, name="b", lease=LEASE) as b:
+        look = Look(postgres_url)
+        try:
+            async with garrison.open_node(store=postgres_url, name="a", lease=LEASE) as a:
+                with trio.fail_after(10):  # (b sees a leave once its round saw it live)
+                    while "a" not in {name for name, _ in b._router.remote.live}:
+                        await trio.sleep(0.05)
+                await a.hosts["workflows"].scheduler.put(ScheduleDefinition.build(
+                    "s", "cluster_app:steps", [1, 0.0], every="1h", catchup_window="1h"))
+                wid = tick_id("s", float(int(time.time())))
+                look.store.write(Transaction().update_schedule("s", last_workflow=wid))
+            with trio.fail_after(10):
+                while look.store.get_workflow(wid) is None:
+                    await trio.sleep(0.05)
+            assert await b.workflow(wid).result() == [0]
+        finally:
+            look.close()

@@ -27,7 +27,7 @@ work is split in two:
   singleton service and cluster name at once when the lease lapsed (by the server's
   answer, or by the node's own clock), then lets the thread join again under a new
   epoch once the store answers; hands workflows over when the node drains, and tells
-  the node who was lost.
+  the node who was lost or left.
 
 The thread posts to trio with ``TrioToken.run_sync_soon`` (never blocks); trio pokes
 the thread through a pipe.
@@ -114,6 +114,9 @@ class ClusterMember:
         self.draining = False
         #: set once a draining node has handed over every workflow
         self.drained = trio.Event()
+        #: told of the nodes (``(epoch, name)``) that left the live set: lost (by this
+        #: node's round or another's) or left; every node is told, not only the one that
+        #: marked them lost
         self.on_lost = on_lost
         self._events: deque[tuple[str, Any]] = deque()
         self._ready = trio.Event()
@@ -968,7 +971,6 @@ class ClusterMember:
         if lost:
             log.warning("node %s: nodes lost (lease lapsed): %s", self.name,
                         ", ".join(n for _e, n in lost))
-            self._post("lost", lost)
         with self._lock:  # asked before the live nodes are read: a node that joined
             asked, self._asked = self._asked, set()  # since is found live
         try:
@@ -987,10 +989,17 @@ class ClusterMember:
         if soonest <= 0:  # lapsed, not marked yet (a write of it in flight): soon again
             soonest = self.interval / 4
         self._expiry = time.monotonic() + soonest
-        gone = [(info.get("name"), info.get("prefix")) for epoch, info in self._live.items()
-                if epoch not in live and epoch != pg.epoch]
+        left = {epoch: info for epoch, info in self._live.items()
+                if epoch not in live and epoch != pg.epoch}
+        gone = [(info.get("name"), info.get("prefix")) for info in left.values()]
         gone += [key for key in asked if key not in keys and key not in gone]
         self._live = live
+        # every node tells of the nodes that left its view (lost, whoever marked them,
+        # or left), and of those it marked lost that it never saw live
+        lost = sorted({**{e: str(info.get("name")) for e, info in left.items()},
+                       **dict(lost)}.items())
+        if lost:
+            self._post("lost", lost)
         if gone:
             self._post("gone", gone)
         if pg.claim_unknown and not self._stop.is_set():

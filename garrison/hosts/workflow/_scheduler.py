@@ -150,7 +150,8 @@ class Scheduler:
         self._repair = False
         #: (a cluster) schedule -> a tick's workflow this node found as the schedule's last
         #: run, not created, and replaced by a later tick: the node that recorded it may
-        #: have died before it started it (the repair after a loss starts it)
+        #: have died before it started it (the repair after a loss starts it, overlap
+        #: permitting)
         self._replaced: dict[str, str] = {}
         #: ticks that started a workflow, skipped (overlap), missed (outside the window)
         self.counts = {"started": 0, "skipped": 0, "missed": 0}
@@ -190,7 +191,8 @@ class Scheduler:
         workflow as the workflows stop, and nothing of the scheduler uses the store
         as it closes. A commit under way completes first (a commit is not interrupted):
         a tick recorded whose workflow was not started yet is started by the next node
-        that opens the store (see :meth:`_interrupted`)."""
+        that opens the store (see :meth:`_interrupted`), or in a cluster by the nodes
+        that see this one leave (:meth:`nodes_lost`)."""
         self._scope.cancel()
         if self._running:
             await self._ended.wait()
@@ -240,9 +242,10 @@ class Scheduler:
         self._changed.set()
 
     def nodes_lost(self) -> None:
-        """Nodes of the cluster were lost (their lease lapsed): a tick one of them
-        recorded but did not start the workflow of is started (see
-        :meth:`_repair_lost`)."""
+        """Nodes of the cluster were lost (their lease lapsed) or left: a tick one of
+        them recorded but did not start the workflow of is started (see
+        :meth:`_repair_lost`). Every node is told, not only the one that marked them
+        lost: the tick may be one this node replaced (``_replaced``)."""
         self._repair = True
         self._changed.set()
 
@@ -250,7 +253,13 @@ class Scheduler:
         """Read every schedule again, and start the workflows of ticks recorded but not
         started (their node died in between), as a node does when it starts
         (:meth:`_interrupted`; a start is idempotent, and a tick older than its
-        ``catchup_window`` is dropped with a warning)."""
+        ``catchup_window`` is dropped with a warning).
+
+        A tick this node replaced (``_replaced``) is not the last run any more: the
+        overlap policy sees the one that is. While it is unfinished the tick is skipped
+        (a warning, counted ``skipped``) unless the overlap is ``allow_all``;
+        ``buffer_one`` skips it too (the buffer holds ticks that came while the last
+        run ran, not older ones)."""
         self._repair = False
         for record in self.host.store.schedules():
             self._take(record)
@@ -266,6 +275,15 @@ class Scheduler:
             tick = tick_of(sid, wid)
             if row is None or tick is None or now - tick > row.catchup_window \
                     or self.host.store.get_workflow(wid) is not None:
+                continue
+            last = row.last_workflow
+            if row.overlap != "allow_all" and last is not None and self._unfinished(last):
+                self.counts["skipped"] += 1
+                log.warning("schedule %s: its tick %s was recorded by a node of the cluster "
+                            "that was lost before it started the workflow: skipped, as "
+                            "workflow %s (a later run) is still running (overlap %r)", sid,
+                            wid, last, row.overlap,
+                            extra={"schedule_id": sid, "workflow_id": wid})
                 continue
             log.warning("schedule %s: its tick %s was recorded by a node of the cluster "
                         "that was lost before it started the workflow: started now", sid,
