@@ -35,6 +35,8 @@ INBOX_WARNING = 10_000
 #: (down, or stalled): its workflows then stop where they are, unrecorded, and resume
 #: from their journals on the next node (a server that answers is not hurried)
 STOP_WAIT = 5.0
+#: seconds between two looks, as a stopping node waits for its stores' commits in flight
+SETTLE_PAUSE = 0.001
 
 
 #: the node of the running ``open_node`` block (and so of ``garrison.run``)
@@ -424,8 +426,21 @@ class Node:
                 self._router.cluster_names.close()
             if self._router.remote is not None:
                 self._router.remote.close()
-            self._close_workflow_stores()
+            await self._commits_settled()
+            self._close_workflow_stores()  # (no checkpoint since: none is in flight)
         self._closed = True
+
+    async def _commits_settled(self) -> None:
+        """Wait until no commit is in flight in the stores the node closes (within
+        ``STOP_WAIT``). A start from a task outside the node (a web request) racing its
+        stop asks for its commit while the store is open, and that commit may wait a few
+        scheduler passes in a forming batch: the store closed under it then, and the
+        start raised the store's ``RuntimeError: store ... is closed``. It is written
+        now, and the start returns (its workflow ``pending`` for the next node)."""
+        stores = list(getattr(self, "_owned_stores", ()))
+        with trio.move_on_after(STOP_WAIT):
+            while any(store.committing for store in stores):
+                await trio.sleep(SETTLE_PAUSE)
 
     # ================================================================== workflows
     async def start_workflow(self, target: Any, *args: Any, id: str | None = None,
@@ -450,7 +465,15 @@ class Node:
         if self._closed:
             raise RuntimeError(f"cannot start a workflow: {self._closed_text()}")
         h = self._workflow_host(host)
-        return await h.start(target, args, wid=id, priority=priority, dedup=dedup)
+        try:
+            return await h.start(target, args, wid=id, priority=priority, dedup=dedup)
+        except RuntimeError as exc:
+            # the node closed while this start waited (for another start of its id, say)
+            # and its store refused it as closed: nothing of it was written; it fails as
+            # a start on the closed node does, not with the store's bare error
+            if type(exc) is RuntimeError and self._closed:
+                raise RuntimeError(f"cannot start a workflow: {self._closed_text()}") from exc
+            raise
 
     def _closed_text(self) -> str:
         return (f"node {self.name!r} is closed (its `async with garrison.open_node(...)` "

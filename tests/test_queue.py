@@ -682,6 +682,89 @@ async def test_a_start_that_commits_as_the_node_closes_leaves_its_workflow_pendi
     await _left_pending_runs_on_the_next_node(store_spec, 300, max_concurrent=1)
 
 
+async def test_a_start_whose_commit_is_forming_as_the_node_closes_its_store_commits(
+        tmp_path: Path, autojump_clock: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A start from a task outside the node (a web request) whose commit was asked, and
+    waited in a forming batch, as the node closed its store: the batch was written after
+    the close, and the start raised the store's bare ``RuntimeError: store ... is
+    closed`` (seen once in CI, in the test above). The close waits for that batch: the
+    start returns, its workflow pending in the store for the next node (not run here:
+    the node's workflows have stopped, and ``a``'s slot is free)."""
+    store_spec = str(tmp_path / "store.db")
+    go = trio.Event()
+    outcome: list[Any] = []
+
+    async def web_request() -> None:
+        await go.wait()
+        # another request runs too: the commit joins a batch (it is not written alone
+        # at once), which gathers for a few scheduler passes
+        nursery.start_soon(trio.lowlevel.checkpoint)
+        outcome.append(await node.start_workflow(app.job, 1.0, id="b"))
+
+    async with (trio.open_nursery() as nursery,
+                garrison.open_node(store=store_spec, max_concurrent=1) as node):
+        host = node.hosts["workflows"]
+        store, send_held = host.store, host.send_held
+
+        async def last_before_the_close() -> None:  # the stores close right after
+            go.set()
+            while not store.committing:  # b's commit is forming
+                assert not outcome, "b's commit was written alone, not in a batch"
+                await trio.lowlevel.checkpoint()
+            await send_held()
+
+        monkeypatch.setattr(host, "send_held", last_before_the_close)
+        await node.start_workflow(app.job, 100.0, id="a")
+        nursery.start_soon(web_request)
+    assert outcome == [garrison.Pid("workflows", "b")]
+    await _left_pending_runs_on_the_next_node(store_spec, 300, max_concurrent=1)
+
+
+async def test_a_start_that_reaches_the_store_after_the_node_closed_it_says_so(
+        tmp_path: Path, autojump_clock: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A start from a task outside the node that was inside ``start_workflow`` as the
+    node closed (waiting for another start of its id, say) and asks for its commit only
+    once the store is closed: nothing is written, and it fails as a start on the closed
+    node does, not with the store's bare ``RuntimeError: store ... is closed``."""
+    store_spec = str(tmp_path / "store.db")
+    from garrison.persistence import Op, Transaction
+
+    closed = trio.Event()
+    outcome: list[BaseException] = []
+
+    async def late_start(node: garrison.Node) -> None:
+        try:
+            await node.start_workflow(app.job, 1.0, id="b")
+        except RuntimeError as exc:
+            outcome.append(exc)
+
+    async with trio.open_nursery() as nursery, garrison.open_node(store=store_spec) as node:
+        store_type = type(node.hosts["workflows"].store)
+        commit, close_stores = store_type.commit, node._close_workflow_stores
+
+        async def after_the_close(self: Any, tx: Transaction) -> list[Any]:
+            if tx.ops[0][0] is Op.CREATE_WORKFLOW and tx.workflow_ids[0] == "b":
+                await closed.wait()
+            return await commit(self, tx)
+
+        def closes() -> None:
+            close_stores()
+            closed.set()
+
+        monkeypatch.setattr(store_type, "commit", after_the_close)
+        monkeypatch.setattr(node, "_close_workflow_stores", closes)
+        nursery.start_soon(late_start, node)
+        await trio.sleep(0.5)
+    monkeypatch.undo()
+    [error] = outcome
+    assert type(error) is RuntimeError
+    assert str(error) == f"cannot start a workflow: {node._closed_text()}"
+    assert "is closed" in str(error.__cause__)  # (the store's refusal, for the record)
+    async with garrison.open_node(store=store_spec) as node:
+        with pytest.raises(garrison.NoSuchWorkflow):
+            node.workflow("b").status()
+
+
 async def test_a_queued_workflow_whose_start_the_store_refuses_ends_its_waiters_wait(
         tmp_path: Path, autojump_clock: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """When the store fails as the queue starts a waiting workflow (marks it

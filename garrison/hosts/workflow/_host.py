@@ -474,8 +474,10 @@ class WorkflowHost:
         child = journal is not None or (parent is not None
                                         and self.node.host(parent.host).durable)
         # (a node on an unlocked store: ``pending``, as a tool's start, for the node that
-        # holds the store to admit under its own limits)
-        admitted = child or (not self.client and self.queue.admit(wid))
+        # holds the store to admit under its own limits; a host that closes, its
+        # workflows stopped or stopping: ``pending`` for the next node, not run here as
+        # the store closes)
+        admitted = child or (not self.client and not self.closing and self.queue.admit(wid))
         # the host's rate or cluster limit: the store admits it in this transaction
         asked = admitted and not child and self.queue.checks_store
         tx.create_workflow(wid, name, RawJson(input_text),
