@@ -2253,6 +2253,17 @@ async def _left_by_a_stopped_node(url: str, monkeypatch: pytest.MonkeyPatch,
             await old.start_workflow(cluster_app.mailbox, 1, id=wid)
 
 
+def _no_code_for(url: str, ids: list[str]) -> None:
+    """The workflows ``ids`` have code no node has (``gone_app:nothing``: a release
+    that dropped it)."""
+    look = Look(url)
+    try:
+        look.store._query("UPDATE garrison.workflows SET name = 'gone_app:nothing' "
+                          "WHERE workflow_id = ANY(%s)", (ids,))
+    finally:
+        look.close()
+
+
 async def test_a_node_over_its_share_hands_what_it_took_over_to_a_node_with_fewer(
         postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """A cold restart: the first node up claims every orphan, and a node that joined
@@ -2300,12 +2311,18 @@ async def test_a_node_over_its_share_hands_what_it_took_over_to_a_node_with_fewe
 def test_a_node_over_its_share_hands_on_what_the_others_lack_within_their_room() -> None:
     from garrison.cluster._member import balance
 
-    assert balance(12, {1: (12, None), 2: (0, None)}, 1) == (6, 6)
-    assert balance(12, {1: (12, None), 2: (0, 2)}, 1) == (2, 6)  # room for 2 only
-    assert balance(12, {1: (12, None), 2: (0, 0)}, 1) == (0, 6)  # full: none
-    assert balance(12, {1: (12, None), 2: (6, None)}, 2) == (0, 9)  # under its share
-    assert balance(15, {1: (15, None), 2: (0, 3), 3: (0, None)}, 1) == (3 + 5, 5)
-    assert balance(105, {1: (105, None), 2: (95, None)}, 1) == (0, 100)  # slight
+    assert balance({1: (12, None), 2: (0, None)}, 1) == (6, 6)
+    assert balance({1: (12, None), 2: (0, 2)}, 1) == (2, 6)  # room for 2 only
+    assert balance({1: (12, None), 2: (0, 0)}, 1) == (0, 6)  # full: none
+    assert balance({1: (12, None), 2: (6, None)}, 2) == (0, 9)  # under its share
+    assert balance({1: (15, None), 2: (0, 3), 3: (0, None)}, 1) == (3 + 5, 5)
+    assert balance({1: (105, None), 2: (95, None)}, 1) == (0, 100)  # slight
+    # two nodes over their share fill one node's room together, not twice over
+    loads: dict[int, tuple[int, int | None]] = {1: (12, None), 2: (0, 2), 3: (12, None)}
+    assert balance(loads, 1)[0] + balance(loads, 3)[0] == 2
+    loads = {1: (20, None), 2: (0, 4), 3: (10, None), 4: (2, None)}  # share 8
+    parts = [balance(loads, e)[0] for e in loads]  # 12 + 2 over, 4 + 6 lacking
+    assert parts == [8, 0, 2, 0]  # (in proportion: 10 * 12/14, rounded down; the rest)
 
 
 async def test_orphans_no_node_runs_do_not_stop_the_load_being_evened(
@@ -2318,12 +2335,7 @@ async def test_orphans_no_node_runs_do_not_stop_the_load_being_evened(
     url = postgres_url
     taken = [f"t{i}" for i in range(12)]
     await _left_by_a_stopped_node(url, monkeypatch, [*taken, "z0", "z1"])
-    look = Look(url)
-    try:  # (code gone from every node: a release that dropped it)
-        look.store._query("UPDATE garrison.workflows SET name = 'gone_app:nothing' "
-                          "WHERE workflow_id IN ('z0', 'z1')")
-    finally:
-        look.close()
+    _no_code_for(url, ["z0", "z1"])
     async with garrison.open_node(store=url, name="a", lease="1s") as a:
         host_a = a.hosts["workflows"]
         assert set(host_a.active) == set(taken)
@@ -2339,6 +2351,52 @@ async def test_orphans_no_node_runs_do_not_stop_the_load_being_evened(
                 for wid in taken:
                     assert await a.workflow(wid).result() == [wid]
             assert not host_a.ownership._taken  # (ended: nothing to hand on is kept)
+
+
+async def test_a_full_node_over_its_share_hands_on_though_orphans_no_node_runs_wait(
+        postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A node at its ``max_concurrent`` claims nothing, so it never learns itself that
+    no node has the code of some orphans: it counted them as orphans waiting for ever,
+    and never handed on. The nodes' rows say what each refuses."""
+    import trio
+
+    url = postgres_url
+    taken = [f"t{i}" for i in range(12)]
+    await _left_by_a_stopped_node(url, monkeypatch, taken)
+    async with garrison.open_node(store=url, name="a", lease="1s", max_concurrent=12) as a:
+        host_a = a.hosts["workflows"]
+        assert set(host_a.active) == set(taken)  # full
+        await _left_by_a_stopped_node(url, monkeypatch, ["z0", "z1"])
+        _no_code_for(url, ["z0", "z1"])
+        async with garrison.open_node(store=url, name="b", lease="1s") as b:
+            host_b = b.hosts["workflows"]
+            with trio.fail_after(10):
+                while len(host_b.active) < 5:
+                    await trio.sleep(0.05)
+            assert len(host_a.active) + len(host_b.active) == 12
+            assert "gone_app:nothing" in b.stats()["cluster"]["workflows"]["refused"]
+            assert "gone_app:nothing" not in a.stats()["cluster"]["workflows"]["refused"]
+
+
+async def test_a_node_hands_on_nothing_the_nodes_with_fewer_cannot_run(
+        postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A rolling deploy: the node with fewer workflows refuses their code (an older
+    release). Each look handed it a fresh batch, which came back after the hold, each
+    workflow replayed twice, and the load stayed as it was."""
+    import trio
+
+    url = postgres_url
+    taken = [f"t{i}" for i in range(12)]
+    await _left_by_a_stopped_node(url, monkeypatch, taken)
+    async with garrison.open_node(store=url, name="a", lease="1s") as a:
+        host_a = a.hosts["workflows"]
+        name = host_a.active["t0"].name
+        async with garrison.open_node(store=url, name="b", lease="1s") as b:
+            member = b.hosts["workflows"].ownership
+            member.refuse("-", name, ModuleNotFoundError(name))  # (as at its first claim)
+            await trio.sleep(4)  # eight looks of a
+            assert a.stats()["cluster"]["workflows"]["balanced"] == 0
+            assert len(host_a.active) == 12
 
 
 async def test_a_node_hands_on_no_more_than_the_others_have_room_for(
@@ -2392,8 +2450,9 @@ async def test_a_workflow_handed_on_to_even_the_load_that_comes_back_stays(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """A node with fewer workflows may lack their code (a rolling deploy): what the
     node over its share handed on comes back (the other claims, refuses, releases it).
-    Each goes at most once, else it would go back and forth, replayed each time, for as
-    long as the cluster is uneven."""
+    That one goes at most once, else it would go back and forth, replayed each time,
+    for as long as the cluster is uneven; and once the other's row says it refuses
+    their code, no other is handed to it (6 then, one batch after the other)."""
     import trio
 
     from garrison.cluster import _member
@@ -2416,10 +2475,10 @@ async def test_a_workflow_handed_on_to_even_the_load_that_comes_back_stays(
         nodes.append(await trio.to_thread.run_sync(Node.start, url, "b", LEASE))  # no code
         stats = a.stats
         with trio.fail_after(20):
-            while stats()["cluster"]["workflows"]["balanced"] < 6 or len(host.active) < 6:
+            while stats()["cluster"]["workflows"]["balanced"] < 3 or len(host.active) < 6:
                 await trio.sleep(0.05)
         await trio.sleep(2.5)  # five more looks: none is handed on again
-        assert stats()["cluster"]["workflows"]["balanced"] == 6
+        assert stats()["cluster"]["workflows"]["balanced"] == 3
         assert set(host.active) == set(ids)
         for wid in ids:
             await a.workflow(wid).signal("m", wid)

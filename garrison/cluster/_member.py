@@ -77,27 +77,38 @@ BALANCE_MIN = 5.0
 HANDED_KEPT = 10_000
 
 
-def balance(mine: int, loads: dict[int, tuple[int, int | None]], epoch: int
-            ) -> tuple[int, int]:
-    """How many of its ``mine`` workflows the node ``epoch`` should hand on to even the
-    load, given every active node's ``loads`` (``epoch: (workflows it owns, its room)``,
-    room ``None``: no limit), and the share of each node (the workflows over the nodes,
-    rounded up). At most what the other nodes lack of their share, each within its
-    room; nothing unless it is at least 2 and a fifth of the share (a slight
-    unevenness is not worth the replays).
+def balance(loads: dict[int, tuple[int, int | None]], epoch: int) -> tuple[int, int]:
+    """How many of its workflows the node ``epoch`` should hand on to even the load,
+    given every active node's ``loads`` (``epoch: (workflows it owns, its room)``, room
+    ``None``: no limit), and the share of each node (the workflows over the nodes,
+    rounded up).
 
-    >>> balance(12, {1: (12, None), 2: (0, None)}, 1)
+    The nodes over their share hand on together what the others lack of theirs, each
+    within its room: nothing unless that is at least 2 and a fifth of the share (a
+    slight unevenness is not worth the replays). Each node's part is in proportion to
+    how far over its share it is (the parts add up to the whole: two nodes over their
+    share do not both fill one node's room).
+
+    >>> balance({1: (12, None), 2: (0, None)}, 1)
     (6, 6)
-    >>> balance(12, {1: (12, None), 2: (0, 2), 3: (0, 0)}, 1)
+    >>> balance({1: (12, None), 2: (0, 2), 3: (0, 0)}, 1)
     (2, 4)
-    >>> balance(6, {1: (6, None), 2: (4, None)}, 1)
+    >>> balance({1: (12, None), 2: (0, 2), 3: (12, None)}, 1)
+    (1, 8)
+    >>> balance({1: (6, None), 2: (4, None)}, 1)
     (0, 5)
     """
     share = -(-sum(n for n, _ in loads.values()) // max(len(loads), 1))
     lack = sum(min(share - n, share if room is None else room)
-               for e, (n, room) in loads.items() if e != epoch and n < share)
-    count = min(mine - share, lack)
-    return (count if count >= max(2, -(-share // 5)) else 0), share
+               for n, room in loads.values() if n < share)
+    over = sorted((e, n - share) for e, (n, _room) in loads.items() if n > share)
+    excess = sum(x for _e, x in over)
+    whole = min(excess, lack)
+    if epoch not in dict(over) or whole < max(2, -(-share // 5)):
+        return 0, share
+    before = sum(x for e, x in over if e < epoch)  # (the parts, by epoch, add up exactly)
+    mine = dict(over)[epoch]
+    return whole * (before + mine) // excess - whole * before // excess, share
 
 
 class ClusterMember:
@@ -200,6 +211,8 @@ class ClusterMember:
         self._hold_until = 0.0
         #: the next round renews (says the node's room) whenever the last renewal was
         self._renew_now = False
+        #: (epoch, the names this node refuses) its row said last (see ``PgCluster.loads``)
+        self._said: tuple[int | None, frozenset[str]] = (None, frozenset())
         #: (trio side) workflows this node took over (claimed) and runs: the ones it may
         #: hand on to even the load; one that runs where it was started stays there
         self._taken: set[str] = set()
@@ -457,9 +470,9 @@ class ClusterMember:
                 elif kind == "owned":
                     self._owned(data)
                 elif kind == "shed":
-                    epoch, count, share = data
+                    epoch, count, share, kept = data
                     if self._current(epoch):
-                        self._shed(count, share)
+                        self._shed(count, share, kept)
                 elif kind == "lapsed":
                     await self._lapsed()
                 elif kind == "failed":
@@ -530,18 +543,24 @@ class ClusterMember:
         else:
             self._took(adopt(self.host, lost))
 
-    def _shed(self, count: int, share: int) -> None:
+    def _shed(self, count: int, share: int, kept: frozenset[str]) -> None:
         """Hand on up to ``count`` workflows this node took over and that wait (a message,
-        a timer): the nodes under their ``share`` claim them (this one claims nothing
-        meanwhile, see :meth:`_room`). One that runs where it was started stays here."""
+        a timer), none named in ``kept`` (code no node under its ``share`` has): those
+        nodes claim them (this one claims nothing meanwhile, see :meth:`_room`). One
+        that runs where it was started stays here."""
         host = self.host
         if self.draining or host.closing:
             return
         self._taken.intersection_update(host.active)  # (those that ended or moved go)
         chosen = [wf for wid, wf in host.active.items()
-                  if wid in self._taken and parked(wf) and not self.giving_up(wid)][:count]
+                  if wid in self._taken and parked(wf) and wf.name not in kept
+                  and not self.giving_up(wid)][:count]
         if not chosen:
             return
+        # no room said at once (before any of them is released): the nodes with fewer
+        # claim them, not this one
+        self._hold_until = time.monotonic() + max(2 * self.interval, 1.0)
+        self._renew_now = True
         log.info("node %s runs %d workflows, over its share of the cluster's (%d): it hands "
                  "%d of those it took over, waiting, to the nodes with fewer", self.name,
                  len(host.active), share, len(chosen))
@@ -839,22 +858,24 @@ class ClusterMember:
     def _look_at_balance(self) -> None:
         """(thread) Compare this node's workflows with its share of the cluster's; over
         it at two looks in a row (and no orphan waits to be claimed), ask the trio side
-        to hand the excess on, and claim nothing for two rounds: the nodes with fewer
-        take them (renewing at once with no room, this node is out of their share)."""
+        to hand its part of the excess on (:meth:`_shed`: it then claims nothing for two
+        rounds, renewing at once with no room, so the nodes with fewer take them)."""
         pg = self.pg
         if self.draining or self._stop.is_set() or pg.epoch is None:
             self._over = 0
             return
-        orphans, loads = pg.loads(self._refused_names())
-        mine = loads.get(pg.epoch)
-        count, share = (0, 0) if orphans or mine is None else balance(mine[0], loads, pg.epoch)
+        orphans, loads = pg.loads()
+        count, share = (0, 0) if orphans or pg.epoch not in loads else balance(
+            {e: (n, room) for e, (n, room, _names) in loads.items()}, pg.epoch)
         over, self._over = self._over, count
         if not count or not over:
             return
         self._over = 0
-        self._hold_until = time.monotonic() + max(2 * self.interval, 1.0)
-        self._renew_now = True
-        self._post("shed", (pg.epoch, min(count, over), share))
+        # names no node short of its share can run stay here (they would come back)
+        takers = [names for e, (n, room, names) in loads.items()
+                  if e != pg.epoch and n < share and room != 0]
+        kept = frozenset.intersection(*takers) if takers else frozenset()
+        self._post("shed", (pg.epoch, min(count, over), share, kept))
 
     def _bodies(self, notes: list[str]) -> list[str]:
         out = []
@@ -942,7 +963,9 @@ class ClusterMember:
         if (now - self._last_renew >= self.interval / 2 or rounds == 0 or heard
                 or self._renew_now):
             self._renew_now = False
-            status = pg.renew(self._room())
+            refused = frozenset(self._refused_names())  # (said when it changes)
+            status = pg.renew(self._room(), None if (pg.epoch, refused) == self._said
+                              else list(refused))
             if pg.schema_found > self.store.schema_version:
                 # a newer node migrated the schema: rows in the format this code knows
                 # could break it, so this node writes nothing more, and leaves
@@ -956,6 +979,7 @@ class ClusterMember:
             if lapsed:
                 self._lapse()
                 return
+            self._said = (pg.epoch, refused)
             self._last_renew = now
             if status == "draining" and not self.draining:
                 self._post("drain")

@@ -297,18 +297,24 @@ class PgCluster:
             (self._lock_class, self._alive_class)).fetchall()
         return [int(r[0]) for r in rows]
 
-    def renew(self, room: int | None = None) -> str | None:
+    def renew(self, room: int | None = None, refused: list[str] | None = None
+              ) -> str | None:
         """Renew the lease (and say how many more workflows this node has room for,
-        ``None``: no limit); the node's status (``active`` / ``draining``), or ``None``
-        when the lease had lapsed (the node must drop its workflows and join again).
-        Reads the schema's version in the same statement (:attr:`schema_found`): a
-        newer node may have migrated it since this one opened the store."""
+        ``None``: no limit; and, when given, the workflow names it refuses, see
+        :meth:`claim`, kept in its row's ``info`` for the others' :meth:`loads`); the
+        node's status (``active`` / ``draining``), or ``None`` when the lease had lapsed
+        (the node must drop its workflows and join again). Reads the schema's version
+        in the same statement (:attr:`schema_found`): a newer node may have migrated it
+        since this one opened the store."""
+        names = None if refused is None else json.dumps(sorted(refused))
         rows = self._rows(
             "WITH r AS (UPDATE {s}.nodes SET heartbeat = {s}.now_s(), "
-            "lease_until = {s}.now_s() + lease, room = %s WHERE epoch = %s AND status IN "
-            "('active', 'draining') AND lease_until > {s}.now_s() RETURNING status) "
+            "lease_until = {s}.now_s() + lease, room = %s, info = CASE WHEN %s::text IS "
+            "NULL THEN info ELSE (info::jsonb || jsonb_build_object('refused', "
+            "%s::jsonb))::text END WHERE epoch = %s AND status IN ('active', 'draining') "
+            "AND lease_until > {s}.now_s() RETURNING status) "
             "SELECT (SELECT status FROM r), (SELECT max(version) FROM {s}.schema_version)",
-            (room, self.epoch))
+            (room, names, names, self.epoch))
         status, version = rows[0]
         self.schema_found = int(version or 0)
         return None if status is None else str(status)
@@ -397,26 +403,29 @@ class PgCluster:
         claimable, nodes = (int(v) for v in rows[0])
         return -(-claimable // max(nodes, 1))
 
-    def loads(self, refused: list[str] | None = None
-              ) -> tuple[int, dict[int, tuple[int, int | None]]]:
-        """How the cluster's work is spread: the orphans this node would claim (nobody
-        live owns them; not ``pending``, those wait for a queue's admission; not named
-        in ``refused``, see :meth:`claim`: code no node has waits for ever), and for
-        each active node (its lease not lapsed) ``epoch: (unfinished workflows it
-        owns, its room)`` (what :meth:`renew` last said of its ``max_concurrent``:
-        ``None``, no limit)."""
+    def loads(self) -> tuple[int, dict[int, tuple[int, int | None, frozenset[str]]]]:
+        """How the cluster's work is spread: the orphans some active node with room
+        would claim (nobody live owns them; not ``pending``, those wait for a queue's
+        admission; not of a name every such node refuses, see :meth:`renew`: code no
+        node has waits for ever), and for each active node (its lease not lapsed)
+        ``epoch: (unfinished workflows it owns, its room, the names it refuses)`` (what
+        :meth:`renew` last said: room ``None`` is no limit)."""
         s = self._s
+        refused = "coalesce({n}.info::jsonb -> 'refused', '[]'::jsonb)"
+        takes = _NOT_REFUSED.replace("{s}", s).replace(
+            "%s", f"ARRAY(SELECT jsonb_array_elements_text({refused.format(n='m')}))")
         rows = self._rows(
             f"SELECT n.epoch, (SELECT count(*) FROM {s}.workflows w WHERE w.owner_epoch = "
-            f"n.epoch AND w.{_UNFINISHED}), n.room, "
+            f"n.epoch AND w.{_UNFINISHED}), n.room, {refused.format(n='n')}::text, "
             f"(SELECT count(*) FROM {s}.workflows w WHERE w.{_UNFINISHED} AND "
-            f"w.status <> 'pending' AND {_ORPHANED.replace('{s}', s)} AND "  # (its ``n``
-            f"{_NOT_REFUSED.replace('{s}', s)}) "                            # is its own)
-            f"FROM {s}.nodes n WHERE n.status = 'active' AND n.lease_until > {s}.now_s()",
-            (list(refused or ()),))
-        orphans = int(rows[0][3]) if rows else 0
-        return orphans, {int(e): (int(owned), None if room is None else int(room))
-                         for e, owned, room, _ in rows}
+            f"w.status <> 'pending' AND {_ORPHANED.replace('{s}', s)} AND EXISTS ("
+            f"SELECT 1 FROM {s}.nodes m WHERE m.status = 'active' AND m.lease_until > "
+            f"{s}.now_s() AND (m.room IS NULL OR m.room > 0) AND {takes})) "
+            f"FROM {s}.nodes n WHERE n.status = 'active' AND n.lease_until > {s}.now_s()")
+        orphans = int(rows[0][4]) if rows else 0
+        return orphans, {int(e): (int(owned), None if room is None else int(room),
+                                  frozenset(json.loads(names)))
+                         for e, owned, room, names, _ in rows}
 
     def claim(self, limit: int, refused: list[str] | None = None) -> list[WorkflowRecord]:
         """Take up to ``limit`` orphaned or unowned unfinished workflows: those that ran
