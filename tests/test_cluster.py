@@ -2312,17 +2312,21 @@ def test_a_node_over_its_share_hands_on_what_the_others_lack_within_their_room()
     from garrison.cluster._member import balance
 
     assert balance({1: (12, None), 2: (0, None)}, 1) == (6, 6)
-    assert balance({1: (12, None), 2: (0, 2)}, 1) == (2, 6)  # room for 2 only
-    assert balance({1: (12, None), 2: (0, 0)}, 1) == (0, 6)  # full: none
     assert balance({1: (12, None), 2: (6, None)}, 2) == (0, 9)  # under its share
-    assert balance({1: (15, None), 2: (0, 3), 3: (0, None)}, 1) == (3 + 5, 5)
     assert balance({1: (105, None), 2: (95, None)}, 1) == (0, 100)  # slight
-    # two nodes over their share fill one node's room together, not twice over
-    loads: dict[int, tuple[int, int | None]] = {1: (12, None), 2: (0, 2), 3: (12, None)}
-    assert balance(loads, 1)[0] + balance(loads, 3)[0] == 2
-    loads = {1: (20, None), 2: (0, 4), 3: (10, None), 4: (2, None)}  # share 8
-    parts = [balance(loads, e)[0] for e in loads]  # 12 + 2 over, 4 + 6 lacking
-    assert parts == [8, 0, 2, 0]  # (in proportion: 10 * 12/14, rounded down; the rest)
+    # a node that cannot take its share counts at what it can, the others share the rest
+    assert balance({1: (12, None), 2: (0, 2)}, 1) == (2, 10)  # room for 2 only
+    assert balance({1: (12, None), 2: (0, 0)}, 1) == (0, 12)  # full: none
+    assert balance({1: (15, None), 2: (0, 3), 3: (0, None)}, 1) == (3 + 6, 6)
+    assert balance({1: (16, None), 2: (0, 2), 3: (6, None)}, 1) == (6, 10)  # 10/2/10
+    # the nodes over their share hand on parts that add up to what the others lack
+    loads: dict[int, tuple[int, int | None]] = {
+        1: (12, None), 2: (0, 2), 3: (12, None), 4: (0, None)}  # 8 each, 2 for node 2
+    assert [balance(loads, e)[0] for e in loads] == [4, 0, 4, 0]
+    loads = {1: (20, None), 2: (0, 3), 3: (14, None), 4: (2, None)}  # 11, 3, 11, 11
+    assert [balance(loads, e)[0] for e in loads] == [9, 0, 3, 0]
+    loads = {1: (10, None), 2: (10, None), 3: (10, None), 4: (0, 1)}  # 10, 10, 10, 1
+    assert [balance(loads, e)[0] for e in loads] == [0, 0, 0, 0]
 
 
 async def test_orphans_no_node_runs_do_not_stop_the_load_being_evened(

@@ -80,28 +80,38 @@ HANDED_KEPT = 10_000
 def balance(loads: dict[int, tuple[int, int | None]], epoch: int) -> tuple[int, int]:
     """How many of its workflows the node ``epoch`` should hand on to even the load,
     given every active node's ``loads`` (``epoch: (workflows it owns, its room)``, room
-    ``None``: no limit), and the share of each node (the workflows over the nodes,
-    rounded up).
+    ``None``: no limit), and the share of each node: the workflows over the nodes,
+    rounded up, where a node that cannot take its share (what it owns and its room
+    fall short) counts at what it can, and the others share the rest.
 
-    The nodes over their share hand on together what the others lack of theirs, each
-    within its room: nothing unless that is at least 2 and a fifth of the share (a
-    slight unevenness is not worth the replays). Each node's part is in proportion to
-    how far over its share it is (the parts add up to the whole: two nodes over their
-    share do not both fill one node's room).
+    The nodes over their share hand on together what the others lack of theirs;
+    nothing unless that is at least 2 and a fifth of the share (a slight unevenness is
+    not worth the replays). Each node's part is in proportion to how far over its share
+    it is (the parts add up to the whole: two nodes over their share do not both fill
+    one node's room).
 
     >>> balance({1: (12, None), 2: (0, None)}, 1)
     (6, 6)
     >>> balance({1: (12, None), 2: (0, 2), 3: (0, 0)}, 1)
-    (2, 4)
-    >>> balance({1: (12, None), 2: (0, 2), 3: (12, None)}, 1)
-    (1, 8)
+    (2, 10)
+    >>> balance({1: (16, None), 2: (0, 2), 3: (6, None)}, 1)
+    (6, 10)
     >>> balance({1: (6, None), 2: (4, None)}, 1)
     (0, 5)
     """
-    share = -(-sum(n for n, _ in loads.values()) // max(len(loads), 1))
-    lack = sum(min(share - n, share if room is None else room)
-               for n, room in loads.values() if n < share)
-    over = sorted((e, n - share) for e, (n, _room) in loads.items() if n > share)
+    most = {e: n + room for e, (n, room) in loads.items() if room is not None}
+    left, sharing = sum(n for n, _ in loads.values()), set(loads)
+    share = 0
+    while sharing:  # (a node that cannot take the share counts at what it can)
+        share = -(-left // len(sharing))
+        capped = {e for e in sharing if e in most and most[e] < share}
+        if not capped:
+            break
+        left -= sum(most[e] for e in capped)
+        sharing -= capped
+    target = {e: share if e in sharing else most[e] for e in loads}
+    lack = sum(target[e] - n for e, (n, _room) in loads.items() if n < target[e])
+    over = sorted((e, n - target[e]) for e, (n, _room) in loads.items() if n > target[e])
     excess = sum(x for _e, x in over)
     whole = min(excess, lack)
     if epoch not in dict(over) or whole < max(2, -(-share // 5)):
