@@ -1084,7 +1084,7 @@ async def test_an_every_schedule_stored_with_a_timezone_still_runs_on_utc_multip
 
 
 async def test_bad_schedules_are_refused_with_what_is_wrong(node: garrison.Node) -> None:
-    with pytest.raises(ValueError, match=r"'s': give either cron .* not neither"):
+    with pytest.raises(ValueError, match=r"'s': give one of cron .*: neither was given"):
         await node.schedule("s", app.job)
     with pytest.raises(ValueError, match="invalid cron expression '61 \\* \\* \\* \\*'"):
         await node.schedule("s", app.job, cron="61 * * * *")
@@ -1314,10 +1314,11 @@ def test_schedule_entries_are_checked() -> None:
     with pytest.raises(garrison.ConfigError) as info:
         load_config_text(bad, "app.yaml")
     text = str(info.value)
-    assert "entry 'app:a' (index 2): field 'cron': give either cron" in text
+    assert "entry 'app:a' (index 2): field 'cron': give one of cron" in text
     assert "entry 'app:b' (index 3): field 'cron': expected a cron expression" in text
     assert "entry 'app:b' (index 3): field 'timezone': expected an IANA time zone" in text
-    assert "entry 'app:c' (index 4): field 'every': expected a duration of whole " in text
+    assert "entry 'app:c' (index 4): field 'every': expected a duration of whole " \
+        "seconds, from 1s to 100 years, got '0.25s'" in text  # (as written, not 0.25)
     assert "entry 'app:e' (index 6): field 'every': expected a duration of whole seconds, " \
         "from 1s to 100 years, got inf" in text
     assert "field 'overlap': expected one of 'skip', 'buffer_one', 'allow_all'" in text

@@ -120,8 +120,9 @@ def _schedule_timing(inst: Any, attribute: attrs.Attribute[Any], value: object) 
     if attribute.name == "cron":
         if (inst.cron is None) == (inst.every is None):
             problem = _FieldProblem("cron", "", inst.cron)
-            problem.detail = ("give either cron (e.g. '0 3 * * *') or every (e.g. '1h'), not "
-                              + ("both" if inst.cron is not None else "neither"))
+            problem.detail = ("give one of cron (e.g. '0 3 * * *') or every (e.g. '1h'): "
+                              + ("both were given" if inst.cron is not None
+                                 else "neither was given"))
             raise problem
         if inst.cron is not None:
             try:
@@ -134,8 +135,11 @@ def _schedule_timing(inst: Any, attribute: attrs.Attribute[Any], value: object) 
         try:
             ScheduleSpec.parse(every=value)
         except (TypeError, ValueError):
+            # (a duration as one writes it: 0s, not 0.0)
+            shown = (f"{value:g}s" if isinstance(value, int | float) and not isinstance(
+                value, bool) and math.isfinite(value) else value)
             raise _FieldProblem("every", "a duration of whole seconds, from 1s to 100 years",
-                                value) from None
+                                shown) from None
     elif attribute.name == "timezone":
         try:
             ScheduleSpec.parse(cron="0 * * * *", timezone=value)

@@ -265,8 +265,9 @@ class ScheduleSpec:
         must be ``"UTC"``, except in a schedule ``stored`` by an older garrison, which
         accepted another one and ticked on UTC multiples all the same (it still does)."""
         if (cron is None) == (every is None):
-            raise ValueError(f"{what}: give either cron (e.g. '0 3 * * *') or every "
-                             "(e.g. '1h'), not " + ("both" if cron is not None else "neither"))
+            raise ValueError(f"{what}: give one of cron (e.g. '0 3 * * *') or every "
+                             "(e.g. '1h'): " + ("both were given" if cron is not None
+                                                else "neither was given"))
         if not isinstance(timezone, str) or not timezone:
             raise TypeError(f"{what}: timezone must be an IANA time zone name such as "
                             f"'Europe/Riga', got {timezone!r}")
