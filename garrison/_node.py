@@ -128,6 +128,9 @@ class Node:
         self._started = False
         #: stopped for good (``open_node``'s block has ended)
         self._closed = False
+        #: the stop waits for the commits in flight before it closes the stores: a new
+        #: start is refused from then on, as on a closed node (see :meth:`_stop`)
+        self._closing = False
 
     @property
     def hosts(self) -> dict[str, Any]:
@@ -420,23 +423,29 @@ class Node:
             for host in self.hosts.values():  # (before leaving: what ends told other nodes)
                 if host.durable:
                     await host.send_held()
+            # a start racing the stop (a web request) is written while the node's lease
+            # holds, or refused as on a closed node (not by a store closed under it, nor,
+            # once it left its cluster, as a workflow whose lease lapsed)
+            self._closing = True
+            await self._commits_settled()
             for member in self._members:  # others take its workflows at once
                 await member.leave(STOP_WAIT)
             if self._router.cluster_names is not None:
                 self._router.cluster_names.close()
             if self._router.remote is not None:
                 self._router.remote.close()
-            await self._commits_settled()
+            await self._commits_settled()  # (what the leave wrote, or a late send)
             self._close_workflow_stores()  # (no checkpoint since: none is in flight)
         self._closed = True
 
     async def _commits_settled(self) -> None:
         """Wait until no commit is in flight in the stores the node closes (within
-        ``STOP_WAIT``). A start from a task outside the node (a web request) racing its
-        stop asks for its commit while the store is open, and that commit may wait a few
-        scheduler passes in a forming batch: the store closed under it then, and the
-        start raised the store's ``RuntimeError: store ... is closed``. It is written
-        now, and the start returns (its workflow ``pending`` for the next node)."""
+        ``STOP_WAIT``; no new start comes, see ``_closing``). A start from a task
+        outside the node (a web request) racing its stop asks for its commit while the
+        store is open, and that commit may wait a few scheduler passes in a forming
+        batch: the store closed under it then, and the start raised the store's
+        ``RuntimeError: store ... is closed``. It is written now, and the start returns
+        (its workflow ``pending`` for the next node)."""
         stores = list(getattr(self, "_owned_stores", ()))
         with trio.move_on_after(STOP_WAIT):
             while any(store.committing for store in stores):
@@ -462,7 +471,7 @@ class Node:
         >>> pid = await node.start_workflow(order_workflow, order, id="order-17")
         >>> await node.workflow("order-17").result()
         """
-        if self._closed:
+        if self._closed or self._closing:
             raise RuntimeError(f"cannot start a workflow: {self._closed_text()}")
         h = self._workflow_host(host)
         try:

@@ -720,6 +720,64 @@ async def test_a_start_whose_commit_is_forming_as_the_node_closes_its_store_comm
     await _left_pending_runs_on_the_next_node(store_spec, 300, max_concurrent=1)
 
 
+async def test_a_stop_under_a_steady_stream_of_starts_ends_at_once(tmp_path: Path) -> None:
+    """Tasks outside the node (a web server still serving) keep starting workflows as
+    it stops: waiting for no commit in flight before closing the store, the stop
+    waited out ``STOP_WAIT`` (the group commit never went idle), storing every start of
+    those seconds. A start is refused once that wait begins: the stop ends at once,
+    each client is told the node is closed. (Real time: a busy loop never lets a
+    virtual clock jump.)"""
+    refused: list[str] = []
+
+    async def client(node: garrison.Node, k: int) -> None:
+        for i in range(10**6):
+            try:
+                await node.start_workflow(app.job, 0.0, id=f"c{k}-{i}")
+            except RuntimeError as exc:
+                refused.append(str(exc))
+                return
+
+    with trio.fail_after(3):  # (STOP_WAIT is 5 s)
+        async with trio.open_nursery() as outside, \
+                garrison.open_node(store=str(tmp_path / "store.db")) as node:
+            for k in range(4):
+                outside.start_soon(client, node, k)
+            await trio.sleep(0.1)
+    assert len(refused) == 4, refused
+    assert all(e.startswith("cannot start a workflow: node ") and "is closed" in e
+               for e in refused), refused
+
+
+async def test_a_start_racing_a_cluster_nodes_stop_is_written_or_told_it_is_closed(
+        postgres_url: str) -> None:
+    """On PostgreSQL the node waited for the commits in flight only after it left its
+    cluster: a start racing the stop was refused by the fence, as a workflow whose
+    node's lease lapsed (``WorkflowMoved: ... cut off``), nothing stored."""
+    errors: list[str] = []
+    started: list[str] = []
+
+    async def client(node: garrison.Node, k: int) -> None:
+        for i in range(10**6):
+            try:
+                await node.start_workflow(app.job, 0.0, id=f"c{k}-{i}")
+            except Exception as exc:  # (what each one gets is the test)
+                errors.append(f"{type(exc).__name__}: {exc}")
+                return
+            started.append(f"c{k}-{i}")
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as outside, \
+                garrison.open_node(store=postgres_url, name="a", lease="2s") as node:
+            for k in range(4):
+                outside.start_soon(client, node, k)
+            await trio.sleep(0.2)
+    assert len(errors) == 4 and all(e.startswith("RuntimeError: cannot start a workflow: "
+                                                 "node 'a' is closed") for e in errors), errors
+    async with garrison.open_node(store=postgres_url, name="b", lease="2s") as node:
+        for wid in started[-8:]:  # (every start that returned was written)
+            assert node.workflow(wid).status() is not None
+
+
 async def test_a_start_that_reaches_the_store_after_the_node_closed_it_says_so(
         tmp_path: Path, autojump_clock: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """A start from a task outside the node that was inside ``start_workflow`` as the
