@@ -2403,6 +2403,52 @@ async def test_a_node_hands_on_nothing_the_nodes_with_fewer_cannot_run(
             assert len(host_a.active) == 12
 
 
+def _refused_in_row(url: str, node: str) -> list[str]:
+    """The workflow names the live node ``node``'s row says it refuses."""
+    look = Look(url)
+    try:
+        rows = look.store._query("SELECT info FROM garrison.nodes WHERE name = %s AND "
+                                 "status = 'active'", (node,))
+    finally:
+        look.close()
+    return [n for (info,) in rows for n in json.loads(info).get("refused", [])]
+
+
+async def test_a_node_hands_on_only_what_the_nodes_that_run_it_lack(
+        postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """a over its share (12 taken), b with none but refusing their code (an older
+    release), c started 5 (short of its share by 1): a handed on its part of the whole
+    lack (b's included), c took all of it: 12/0/5 went to 6/0/11."""
+    import cluster_app
+    import trio
+
+    url = postgres_url
+    taken = [f"t{i}" for i in range(12)]
+    await _left_by_a_stopped_node(url, monkeypatch, taken)
+    async with garrison.open_node(store=url, name="a", lease="1s") as a:
+        host_a = a.hosts["workflows"]
+        member_a = host_a.ownership
+        member_a.balance_every = 3600.0  # (no look until b and c are set up)
+        member_a._next_balance = time.monotonic() + 3600.0
+        name = host_a.active["t0"].name
+        async with garrison.open_node(store=url, name="c", lease="1s") as c, \
+                garrison.open_node(store=url, name="b", lease="1s") as b:
+            for i in range(5):
+                await c.start_workflow(cluster_app.mailbox, 1, id=f"c{i}")
+            b.hosts["workflows"].ownership.refuse("-", name, ModuleNotFoundError(name))
+            with trio.fail_after(10):  # (b's row says it)
+                while name not in _refused_in_row(url, "b"):
+                    await trio.sleep(0.05)
+            member_a.balance_every = 0.5
+            member_a._next_balance = 0.0
+            with trio.fail_after(10):
+                while len(c.hosts["workflows"].active) < 6:
+                    await trio.sleep(0.05)
+            await trio.sleep(2.5)  # five more looks
+            assert a.stats()["cluster"]["workflows"]["balanced"] == 1
+            assert [len(n.hosts["workflows"].active) for n in (a, b, c)] == [11, 0, 6]
+
+
 async def test_a_node_hands_on_no_more_than_the_others_have_room_for(
         postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """A node with fewer workflows but a small ``max_concurrent`` takes only what it has

@@ -77,12 +77,33 @@ BALANCE_MIN = 5.0
 HANDED_KEPT = 10_000
 
 
+def targets(loads: dict[int, tuple[int, int | None]]) -> tuple[int, dict[int, int]]:
+    """The share of each node, given every active node's ``loads`` (``epoch: (workflows
+    it owns, its room)``, room ``None``: no limit): the workflows over the nodes,
+    rounded up, where a node that cannot take its share (what it owns and its room fall
+    short) counts at what it can, and the others share the rest; ``(share, {epoch: what
+    that node should own})``.
+
+    >>> targets({1: (12, None), 2: (0, 2), 3: (10, None)})
+    (10, {1: 10, 2: 2, 3: 10})
+    """
+    most = {e: n + room for e, (n, room) in loads.items() if room is not None}
+    left, sharing = sum(n for n, _ in loads.values()), set(loads)
+    share = 0
+    while sharing:  # (a node that cannot take the share counts at what it can)
+        share = -(-left // len(sharing))
+        capped = {e for e in sharing if e in most and most[e] < share}
+        if not capped:
+            break
+        left -= sum(most[e] for e in capped)
+        sharing -= capped
+    return share, {e: share if e in sharing else most[e] for e in loads}
+
+
 def balance(loads: dict[int, tuple[int, int | None]], epoch: int) -> tuple[int, int]:
     """How many of its workflows the node ``epoch`` should hand on to even the load,
-    given every active node's ``loads`` (``epoch: (workflows it owns, its room)``, room
-    ``None``: no limit), and the share of each node: the workflows over the nodes,
-    rounded up, where a node that cannot take its share (what it owns and its room
-    fall short) counts at what it can, and the others share the rest.
+    given every active node's ``loads`` (``epoch: (workflows it owns, its room)``), and
+    the share of each node (see :func:`targets`).
 
     The nodes over their share hand on together what the others lack of theirs;
     nothing unless that is at least 2 and a fifth of the share (a slight unevenness is
@@ -99,17 +120,7 @@ def balance(loads: dict[int, tuple[int, int | None]], epoch: int) -> tuple[int, 
     >>> balance({1: (6, None), 2: (4, None)}, 1)
     (0, 5)
     """
-    most = {e: n + room for e, (n, room) in loads.items() if room is not None}
-    left, sharing = sum(n for n, _ in loads.values()), set(loads)
-    share = 0
-    while sharing:  # (a node that cannot take the share counts at what it can)
-        share = -(-left // len(sharing))
-        capped = {e for e in sharing if e in most and most[e] < share}
-        if not capped:
-            break
-        left -= sum(most[e] for e in capped)
-        sharing -= capped
-    target = {e: share if e in sharing else most[e] for e in loads}
+    share, target = targets(loads)
     lack = sum(target[e] - n for e, (n, _room) in loads.items() if n < target[e])
     over = sorted((e, n - target[e]) for e, (n, _room) in loads.items() if n > target[e])
     excess = sum(x for _e, x in over)
@@ -245,13 +256,16 @@ class ClusterMember:
         self.store.set_fence(epoch, self.name, idle_ms=int(max(self.lease / 2, 0.5) * 1000))
         sent = time.monotonic()  # (the row's lease_until is the server's now + lease)
         try:
-            self.pg.join(epoch, {**self.info, "limits": self._shared_limits()})
+            refused = self._refused_names()  # (a node joining again still refuses them)
+            self.pg.join(epoch, {**self.info, "limits": self._shared_limits(),
+                                 "refused": refused})
         except BaseException:
             if self._thread is None:  # at start: the node does not start (joining again,
                 self.store.set_fence(None, None)  # the fence stays: its epoch has no row,
             self.pg.close()                       # so every write is refused meanwhile)
             raise
         self._last_renew = time.monotonic()
+        self._said = (epoch, frozenset(refused))
         with self._lock:
             self._confirmed = sent
             self._lapse_posted = False
@@ -480,9 +494,9 @@ class ClusterMember:
                 elif kind == "owned":
                     self._owned(data)
                 elif kind == "shed":
-                    epoch, count, share, kept = data
+                    epoch, count, share, takers = data
                     if self._current(epoch):
-                        self._shed(count, share, kept)
+                        self._shed(count, share, takers)
                 elif kind == "lapsed":
                     await self._lapsed()
                 elif kind == "failed":
@@ -553,18 +567,29 @@ class ClusterMember:
         else:
             self._took(adopt(self.host, lost))
 
-    def _shed(self, count: int, share: int, kept: frozenset[str]) -> None:
+    def _shed(self, count: int, share: int, takers: list[tuple[int, frozenset[str]]]
+              ) -> None:
         """Hand on up to ``count`` workflows this node took over and that wait (a message,
-        a timer), none named in ``kept`` (code no node under its ``share`` has): those
+        a timer), each one a node under its ``share`` can run: ``takers`` are what
+        each such node lacks and the names it refuses (code it does not have). Those
         nodes claim them (this one claims nothing meanwhile, see :meth:`_room`). One
         that runs where it was started stays here."""
         host = self.host
         if self.draining or host.closing:
             return
         self._taken.intersection_update(host.active)  # (those that ended or moved go)
-        chosen = [wf for wid, wf in host.active.items()
-                  if wid in self._taken and parked(wf) and wf.name not in kept
-                  and not self.giving_up(wid)][:count]
+        lacks = [lack for lack, _names in takers]
+        chosen: list[Any] = []
+        for wid, wf in host.active.items():
+            if len(chosen) >= count:
+                break
+            if wid not in self._taken or not parked(wf) or self.giving_up(wid):
+                continue
+            for i, (_lack, names) in enumerate(takers):  # (the first short node that
+                if lacks[i] > 0 and wf.name not in names:  # runs it)
+                    lacks[i] -= 1
+                    chosen.append(wf)
+                    break
         if not chosen:
             return
         # no room said at once (before any of them is released): the nodes with fewer
@@ -881,11 +906,12 @@ class ClusterMember:
         if not count or not over:
             return
         self._over = 0
-        # names no node short of its share can run stay here (they would come back)
-        takers = [names for e, (n, room, names) in loads.items()
-                  if e != pg.epoch and n < share and room != 0]
-        kept = frozenset.intersection(*takers) if takers else frozenset()
-        self._post("shed", (pg.epoch, min(count, over), share, kept))
+        # what each node short of its share lacks, and the names it refuses (one of
+        # those handed to it would come back)
+        _share, target = targets({e: (n, room) for e, (n, room, _names) in loads.items()})
+        takers = [(target[e] - n, names) for e, (n, _room, names) in loads.items()
+                  if n < target[e]]
+        self._post("shed", (pg.epoch, min(count, over), share, takers))
 
     def _bodies(self, notes: list[str]) -> list[str]:
         out = []

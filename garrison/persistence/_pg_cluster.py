@@ -411,21 +411,21 @@ class PgCluster:
         ``epoch: (unfinished workflows it owns, its room, the names it refuses)`` (what
         :meth:`renew` last said: room ``None`` is no limit)."""
         s = self._s
-        refused = "coalesce({n}.info::jsonb -> 'refused', '[]'::jsonb)"
-        takes = _NOT_REFUSED.replace("{s}", s).replace(
-            "%s", f"ARRAY(SELECT jsonb_array_elements_text({refused.format(n='m')}))")
         rows = self._rows(
             f"SELECT n.epoch, (SELECT count(*) FROM {s}.workflows w WHERE w.owner_epoch = "
-            f"n.epoch AND w.{_UNFINISHED}), n.room, {refused.format(n='n')}::text, "
-            f"(SELECT count(*) FROM {s}.workflows w WHERE w.{_UNFINISHED} AND "
-            f"w.status <> 'pending' AND {_ORPHANED.replace('{s}', s)} AND EXISTS ("
-            f"SELECT 1 FROM {s}.nodes m WHERE m.status = 'active' AND m.lease_until > "
-            f"{s}.now_s() AND (m.room IS NULL OR m.room > 0) AND {takes})) "
-            f"FROM {s}.nodes n WHERE n.status = 'active' AND n.lease_until > {s}.now_s()")
-        orphans = int(rows[0][4]) if rows else 0
-        return orphans, {int(e): (int(owned), None if room is None else int(room),
-                                  frozenset(json.loads(names)))
-                         for e, owned, room, names, _ in rows}
+            f"n.epoch AND w.{_UNFINISHED}), n.room, coalesce(n.info::jsonb -> 'refused', "
+            f"'[]'::jsonb)::text FROM {s}.nodes n WHERE n.status = 'active' AND "
+            f"n.lease_until > {s}.now_s()")
+        loads = {int(e): (int(owned), None if room is None else int(room),
+                          frozenset(json.loads(names))) for e, owned, room, names in rows}
+        takers = [names for _n, room, names in loads.values() if room is None or room > 0]
+        if not takers:  # (no node would claim one)
+            return 0, loads
+        nobody = frozenset.intersection(*takers)  # (a name every one of them refuses)
+        counted = self._rows(
+            f"SELECT count(*) FROM {{s}}.workflows w WHERE w.{_UNFINISHED} AND "
+            f"w.status <> 'pending' AND {_ORPHANED} AND {_NOT_REFUSED}", (list(nobody),))
+        return int(counted[0][0]), loads
 
     def claim(self, limit: int, refused: list[str] | None = None) -> list[WorkflowRecord]:
         """Take up to ``limit`` orphaned or unowned unfinished workflows: those that ran
