@@ -2602,7 +2602,7 @@ async def test_a_tick_a_lost_node_recorded_starts_though_later_ticks_replaced_it
             assert await a.workflow(lost).result() == [0]
         finally:
             look.close()
-    assert any(f"its tick {lost} was recorded by a node of the cluster that was lost"
+    assert any(f"its tick {lost} was recorded by a node of the cluster that left or was lost"
                in r.getMessage() for r in caplog.records)
 
 
@@ -2642,7 +2642,7 @@ async def test_a_replaced_tick_of_a_lost_node_starts_though_another_node_marked_
     messages = [r.getMessage() for r in caplog.records]
     assert "node c: nodes lost (lease lapsed): a" in messages
     assert not any(m.startswith("node b: nodes lost") for m in messages)
-    assert any(f"its tick {lost} was recorded by a node of the cluster that was lost"
+    assert any(f"its tick {lost} was recorded by a node of the cluster that left or was lost"
                in m for m in messages)
 
 
@@ -2688,12 +2688,16 @@ async def test_a_replaced_tick_of_a_lost_node_keeps_to_the_overlap_policy(
 
 
 async def test_a_tick_a_node_recorded_as_it_left_is_started_by_the_nodes_running_on(
-        postgres_url: str) -> None:
+        postgres_url: str, caplog: pytest.LogCaptureFixture) -> None:
     """A node that stops may leave a tick recorded and its workflow not created
     (``Scheduler.stop``): only a node that opened the store looked for it, or one that
     marked a node lost, and a node that leaves is not lost. Here the tick is recorded
-    by hand, as the leaving node left it."""
+    by hand, as the leaving node left it. A warning names it (none did)."""
+    import logging
+
     import trio
+
+    caplog.set_level(logging.WARNING, logger="garrison")
 
     from garrison.hosts.workflow._schedules import ScheduleDefinition, tick_id
     from garrison.persistence import Transaction
@@ -2715,3 +2719,6 @@ async def test_a_tick_a_node_recorded_as_it_left_is_started_by_the_nodes_running
             assert await b.workflow(wid).result() == [0]
         finally:
             look.close()
+    assert any(f"schedule s: its tick {wid} was recorded by a node of the cluster that left "
+               "or was lost before it started the workflow: started now" == r.getMessage()
+               for r in caplog.records)

@@ -637,6 +637,25 @@ async def test_every_node_of_a_cluster_learns_a_schedules_change(
 
 
 @pytest.mark.postgres
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+async def test_a_store_lists_the_schedules_whose_last_run_does_not_exist(
+        tmp_path: Path, postgres_stores_url: str, kind: str) -> None:
+    """What a cluster's repair reads at a node's leave: only those schedules, not every
+    schedule and then each one's last run by itself."""
+    import uuid
+
+    url = (str(tmp_path / "s.db") if kind == "sqlite"
+           else f"{postgres_stores_url}?schema=runs_{uuid.uuid4().hex[:8]}")
+    async with garrison.open_node(store=url, name="a") as a:
+        for sid in ("ran", "never", "none"):
+            await a.schedule(sid, app.job, 0.0, every="1h")
+        await a.start_workflow(app.job, 0.0, id="ran@1")
+        store = a.hosts["workflows"].store
+        store.write(Transaction().update_schedule("ran", last_workflow="ran@1")
+                    .update_schedule("never", last_workflow="never@1"))
+        assert [r.schedule_id for r in store.schedules_without_run()] == ["never"]
+
+
 async def test_a_tick_a_lost_node_recorded_and_did_not_start_is_started_by_a_survivor(
         postgres_stores_url: str) -> None:
     """A cluster review: the node that won a tick's compare-and-set died before its

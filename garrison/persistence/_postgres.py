@@ -1278,6 +1278,15 @@ class PostgresStore(PgWritePath, StoreShortcuts):
                            'ORDER BY schedule_id COLLATE "C"')
         return [ScheduleRecord.from_row(row) for row in rows]
 
+    def schedules_without_run(self) -> list[ScheduleRecord]:
+        """The schedules whose last run (``last_workflow``) is no workflow of the store
+        (a tick recorded, its workflow not created: its node stopped in between), by id."""
+        rows = self._query(
+            f"SELECT {ScheduleRecord.COLUMNS} FROM {self._s}.schedules s WHERE "
+            f"s.last_workflow IS NOT NULL AND NOT EXISTS (SELECT 1 FROM {self._s}.workflows "
+            'w WHERE w.workflow_id = s.last_workflow) ORDER BY schedule_id COLLATE "C"')
+        return [ScheduleRecord.from_row(row) for row in rows]
+
     def get_schedule(self, schedule_id: str) -> ScheduleRecord | None:
         """The schedule's row, or ``None``."""
         rows = self._query(f"SELECT {ScheduleRecord.COLUMNS} FROM {self._s}.schedules "

@@ -202,6 +202,11 @@ class Store(Protocol):
         """Every schedule of the store, by id (the scheduler loads them once at start)."""
         ...
 
+    def schedules_without_run(self) -> list[ScheduleRecord]:
+        """The schedules whose last run (``last_workflow``) is no workflow of the store
+        (a tick recorded, its workflow not created), by id."""
+        ...
+
     def get_schedule(self, schedule_id: str) -> ScheduleRecord | None:
         """The schedule's row, or ``None``."""
         ...

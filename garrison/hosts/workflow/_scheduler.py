@@ -250,8 +250,9 @@ class Scheduler:
         self._changed.set()
 
     async def _repair_lost(self) -> None:
-        """Read every schedule again, and start the workflows of ticks recorded but not
-        started (their node died in between), as a node does when it starts
+        """Read the schedules whose last run does not exist again, and start the
+        workflows of ticks recorded but not started (their node died in between, or
+        stopped), each with a warning, as a node does when it starts
         (:meth:`_interrupted`; a start is idempotent, and a tick older than its
         ``catchup_window`` is dropped with a warning).
 
@@ -261,9 +262,15 @@ class Scheduler:
         ``buffer_one`` skips it too (the buffer holds ticks that came while the last
         run ran, not older ones)."""
         self._repair = False
-        for record in self.host.store.schedules():
+        missing = self.host.store.schedules_without_run()  # (not every schedule, one
+        for record in missing:                             # by one, at every leave)
             self._take(record)
-        for record, wid in await self._interrupted():
+        found = [self.rows[r.schedule_id] for r in missing if r.schedule_id in self.rows]
+        for record, wid in await self._interrupted(found):
+            log.warning("schedule %s: its tick %s was recorded by a node of the cluster "
+                        "that left or was lost before it started the workflow: started "
+                        "now", record.schedule_id, wid,
+                        extra={"schedule_id": record.schedule_id, "workflow_id": wid})
             await self._start(record, wid)
         # a schedule that ticks more often than a lease: this node recorded its next
         # tick(s) over the lost node's before the loss was known (the last run is not
@@ -271,6 +278,7 @@ class Scheduler:
         replaced, self._replaced = self._replaced, {}
         now = self.host.clock.now()
         for sid, wid in sorted(replaced.items()):
+            self.reload(sid)  # (its last run now)
             row = self.rows.get(sid)
             tick = tick_of(sid, wid)
             if row is None or tick is None or now - tick > row.catchup_window \
@@ -280,14 +288,14 @@ class Scheduler:
             if row.overlap != "allow_all" and last is not None and self._unfinished(last):
                 self.counts["skipped"] += 1
                 log.warning("schedule %s: its tick %s was recorded by a node of the cluster "
-                            "that was lost before it started the workflow: skipped, as "
+                            "that left or was lost before it started the workflow: skipped, as "
                             "workflow %s (a later run) is still running (overlap %r)", sid,
                             wid, last, row.overlap,
                             extra={"schedule_id": sid, "workflow_id": wid})
                 continue
             log.warning("schedule %s: its tick %s was recorded by a node of the cluster "
-                        "that was lost before it started the workflow: started now", sid,
-                        wid, extra={"schedule_id": sid, "workflow_id": wid})
+                        "that left or was lost before it started the workflow: started "
+                        "now", sid, wid, extra={"schedule_id": sid, "workflow_id": wid})
             await self._start(row, wid)
 
     def _take(self, record: ScheduleRecord) -> None:
@@ -315,10 +323,11 @@ class Scheduler:
                 self._buffer_due.add(sid)
         self._changed.set()
 
-    async def _interrupted(self) -> list[tuple[ScheduleRecord, str]]:
-        """As the node starts: the schedules whose last tick was recorded but whose
-        workflow does not exist (the node stopped in between; or it was deleted since,
-        which looks the same), with that workflow's id.
+    async def _interrupted(self, records: list[ScheduleRecord] | None = None
+                           ) -> list[tuple[ScheduleRecord, str]]:
+        """As the node starts: the schedules (of ``records``, else every one held) whose
+        last tick was recorded but whose workflow does not exist (the node stopped in
+        between; or it was deleted since, which looks the same), with that workflow's id.
 
         A tick at most ``catchup_window`` old is the schedule's one catch-up run: it is
         returned (to start now), and the ticks that passed since it was recorded start
@@ -339,7 +348,7 @@ class Scheduler:
         starts: list[tuple[ScheduleRecord, str]] = []
         # (schedule, columns to write, what to log once they are written)
         plans: list[tuple[str, dict[str, Any], tuple[int, str, tuple[Any, ...]]]] = []
-        for record in list(self.rows.values()):
+        for record in list(self.rows.values()) if records is None else records:
             sid, wid = record.schedule_id, record.last_workflow
             tick = None if wid is None else tick_of(sid, wid)
             if wid is None or tick is None or store.get_workflow(wid) is not None:
