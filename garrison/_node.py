@@ -427,27 +427,28 @@ class Node:
             # holds, or refused as on a closed node (not by a store closed under it, nor,
             # once it left its cluster, as a workflow whose lease lapsed)
             self._closing = True
-            await self._commits_settled()
+            settled = trio.current_time() + STOP_WAIT  # (one wait for both looks)
+            await self._commits_settled(settled)
             for member in self._members:  # others take its workflows at once
                 await member.leave(STOP_WAIT)
             if self._router.cluster_names is not None:
                 self._router.cluster_names.close()
             if self._router.remote is not None:
                 self._router.remote.close()
-            await self._commits_settled()  # (what the leave wrote, or a late send)
+            await self._commits_settled(settled)  # (what the leave wrote, a late send)
             self._close_workflow_stores()  # (no checkpoint since: none is in flight)
         self._closed = True
 
-    async def _commits_settled(self) -> None:
-        """Wait until no commit is in flight in the stores the node closes (within
-        ``STOP_WAIT``; no new start comes, see ``_closing``). A start from a task
+    async def _commits_settled(self, deadline: float) -> None:
+        """Wait until no commit is in flight in the stores the node closes (until the
+        trio time ``deadline``; no new start comes, see ``_closing``). A start from a task
         outside the node (a web request) racing its stop asks for its commit while the
         store is open, and that commit may wait a few scheduler passes in a forming
         batch: the store closed under it then, and the start raised the store's
         ``RuntimeError: store ... is closed``. It is written now, and the start returns
         (its workflow ``pending`` for the next node)."""
         stores = list(getattr(self, "_owned_stores", ()))
-        with trio.move_on_after(STOP_WAIT):
+        with trio.move_on_at(deadline):
             while any(store.committing for store in stores):
                 await trio.sleep(SETTLE_PAUSE)
 

@@ -2329,6 +2329,23 @@ def test_a_node_over_its_share_hands_on_what_the_others_lack_within_their_room()
     assert [balance(loads, e)[0] for e in loads] == [0, 0, 0, 0]
 
 
+def test_balancing_edges_and_what_goes_to_whom() -> None:
+    from types import SimpleNamespace
+
+    from garrison.cluster._member import balance, pick, targets
+
+    assert targets({}) == (0, {}) and balance({}, 1) == (0, 0)
+    assert targets({1: (0, 0), 2: (0, 0)}) == (0, {1: 0, 2: 0})
+    assert balance({1: (10, 0), 2: (0, 0)}, 1) == (0, 10)  # nobody has room
+    y, x, z = (SimpleNamespace(wid=n, name=f"app:{n}") for n in "yxz")
+    refuses_x = frozenset({"app:x"})
+    # the node refusing most is served first: y to it, x to the other (not y to the
+    # first, then x to nobody)
+    assert pick([y, x], 2, [(1, frozenset()), (1, refuses_x)]) == [y, x]
+    assert pick([x, x, z], 3, [(2, refuses_x)]) == [z]  # none of what it refuses
+    assert pick([y, z], 1, [(5, frozenset())]) == [y]  # at most count
+
+
 async def test_orphans_no_node_runs_do_not_stop_the_load_being_evened(
         postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Workflows whose code no node has wait unowned for ever: they are no orphan a
@@ -2418,7 +2435,7 @@ async def test_a_node_hands_on_only_what_the_nodes_that_run_it_lack(
         postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """a over its share (12 taken), b with none but refusing their code (an older
     release), c started 5 (short of its share by 1): a handed on its part of the whole
-    lack (b's included), c took all of it: 12/0/5 went to 6/0/11."""
+    lack (b's included), c took all of it: 12/0/5 went to 6/0/11. Now c gets its 1."""
     import cluster_app
     import trio
 

@@ -778,6 +778,40 @@ async def test_a_start_racing_a_cluster_nodes_stop_is_written_or_told_it_is_clos
             assert node.workflow(wid).status() is not None
 
 
+async def test_a_start_whose_slow_commit_went_on_in_a_thread_is_waited_for_at_stop(
+        postgres_url: str) -> None:
+    """A start committing alone that the server is slow to answer goes on in a worker
+    thread; the store said it committed nothing meanwhile, so the stop closed the store
+    under it: ``StoreError: ... whether it committed is unknown`` (here a row lock held
+    for 1 s, well inside ``STOP_WAIT``)."""
+    import threading
+    import time
+
+    import psycopg
+
+    other = psycopg.connect(postgres_url)
+    outcome: list[str] = []
+    try:
+        async def client(node: garrison.Node) -> None:
+            try:
+                await node.start_workflow(app.job, 0.0, id="blocked")
+                outcome.append("started")
+            except Exception as exc:  # (what it gets is the test)
+                outcome.append(f"{type(exc).__name__}: {exc}")
+
+        async with trio.open_nursery() as outside, \
+                garrison.open_node(store=postgres_url, name="a", lease="2s") as node:
+            other.execute("INSERT INTO garrison.workflows (workflow_id, name, status, "
+                          "created, updated) VALUES ('blocked', 'x', 'pending', 0, 0)")
+            outside.start_soon(client, node)
+            await trio.sleep(0.5)  # (its commit waits for the lock, in a thread)
+            threading.Timer(1.0, other.rollback).start()  # the lock goes in 1 s
+    finally:
+        time.sleep(1.2)
+        other.close()
+    assert outcome == ["started"], outcome
+
+
 async def test_a_start_that_reaches_the_store_after_the_node_closed_it_says_so(
         tmp_path: Path, autojump_clock: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """A start from a task outside the node that was inside ``start_workflow`` as the

@@ -132,6 +132,32 @@ def balance(loads: dict[int, tuple[int, int | None]], epoch: int) -> tuple[int, 
     return whole * (before + mine) // excess - whole * before // excess, share
 
 
+def pick(candidates: list[Any], count: int, takers: list[tuple[int, frozenset[str]]]
+         ) -> list[Any]:
+    """Up to ``count`` of the workflows ``candidates`` (each with a ``name``), each for
+    one of the ``takers`` (``(how many it lacks, the names it refuses)``) that runs it;
+    the taker refusing most is served first (what it runs goes to it, what it refuses
+    may still go to another).
+
+    >>> from types import SimpleNamespace as W
+    >>> [w.wid for w in pick([W(wid="y", name="app:y"), W(wid="x", name="app:x")], 2,
+    ...                      [(1, frozenset()), (1, frozenset({"app:x"}))])]
+    ['y', 'x']
+    """
+    takers = sorted(takers, key=lambda taker: -len(taker[1]))
+    lacks = [lack for lack, _names in takers]
+    chosen: list[Any] = []
+    for wf in candidates:
+        if len(chosen) >= count:
+            break
+        for i, (_lack, names) in enumerate(takers):  # (the first that runs it)
+            if lacks[i] > 0 and wf.name not in names:
+                lacks[i] -= 1
+                chosen.append(wf)
+                break
+    return chosen
+
+
 class ClusterMember:
     """The cluster side of one workflow host (see the module docs)."""
 
@@ -578,18 +604,8 @@ class ClusterMember:
         if self.draining or host.closing:
             return
         self._taken.intersection_update(host.active)  # (those that ended or moved go)
-        lacks = [lack for lack, _names in takers]
-        chosen: list[Any] = []
-        for wid, wf in host.active.items():
-            if len(chosen) >= count:
-                break
-            if wid not in self._taken or not parked(wf) or self.giving_up(wid):
-                continue
-            for i, (_lack, names) in enumerate(takers):  # (the first short node that
-                if lacks[i] > 0 and wf.name not in names:  # runs it)
-                    lacks[i] -= 1
-                    chosen.append(wf)
-                    break
+        chosen = pick([wf for wid, wf in host.active.items() if wid in self._taken
+                       and parked(wf) and not self.giving_up(wid)], count, takers)
         if not chosen:
             return
         # no room said at once (before any of them is released): the nodes with fewer

@@ -228,11 +228,14 @@ class GroupCommit:
         self._released = 0
         #: commits written alone since the last scheduler pass this engine asked for
         self._alone = 0
+        #: commits written alone that went on in a worker thread (slow), not over yet
+        self._handed = 0
 
     @property
     def busy(self) -> bool:
-        """True while a batch is forming or being written."""
-        return self._flushing
+        """True while a batch is forming or being written, or a commit written alone
+        goes on in a worker thread."""
+        return self._flushing or self._handed > 0
 
     # Ctrl-C (trio raises KeyboardInterrupt in code that is not KI-protected, at any
     # bytecode) must not strike between a request joining ``_pending`` and its park, nor
@@ -259,7 +262,11 @@ class GroupCommit:
             except Busy:
                 busy = True  # the lock is taken: wait for it in a thread, not here
             except HandedOver as handed:  # slow: it goes on in a worker thread
-                handed_results: list[Any] = await handed.wait()
+                self._handed += 1
+                try:
+                    handed_results: list[Any] = await handed.wait()
+                finally:
+                    self._handed -= 1
                 return handed_results
             else:
                 if started:
