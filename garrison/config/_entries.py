@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable, Mapping
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, TypeGuard
 
 import attrs
 
@@ -32,7 +32,7 @@ class _FieldProblem(ValueError):
         super().__init__(f"field {field!r}: {self.detail}")
 
 
-def _is_number(value: object) -> bool:
+def _is_number(value: object) -> TypeGuard[int | float]:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
@@ -54,14 +54,14 @@ def _limit_or_none(inst: object, attribute: attrs.Attribute[Any], value: object)
 
 
 def _non_negative(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if not _is_number(value) or math.isnan(value) or value < 0:  # type: ignore[operator, arg-type]
+    if not _is_number(value) or math.isnan(value) or value < 0:
         raise _FieldProblem(attribute.name, "a non-negative duration", value)
 
 
 def _at_least_initial_delay(inst: Any, attribute: attrs.Attribute[Any], value: object) -> None:
     _non_negative(inst, attribute, value)
     initial = inst.initial_delay
-    if _is_number(initial) and value < initial:
+    if _is_number(value) and _is_number(initial) and value < initial:  # (value: checked)
         raise _FieldProblem(attribute.name, f"a duration >= initial_delay ({initial:g}s)", value)
 
 
@@ -75,12 +75,12 @@ def _restart_delay(inst: Any, attribute: attrs.Attribute[Any], value: object) ->
 
 
 def _factor(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if not _is_number(value) or not value >= 1 or math.isinf(value):  # type: ignore[operator, arg-type]
+    if not _is_number(value) or not value >= 1 or math.isinf(value):
         raise _FieldProblem(attribute.name, "a number >= 1", value)
 
 
 def _fraction(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if not _is_number(value) or not 0 <= value <= 1:  # type: ignore[operator]
+    if not _is_number(value) or not 0 <= value <= 1:
         raise _FieldProblem(attribute.name, "a number between 0 and 1", value)
 
 
@@ -108,7 +108,7 @@ def _rate(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
 
 
 def _positive_duration(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if not _is_number(value) or math.isnan(value) or value <= 0:  # type: ignore[operator, arg-type]
+    if not _is_number(value) or math.isnan(value) or value <= 0:
         raise _FieldProblem(attribute.name, "a duration longer than 0", value)
 
 
@@ -136,8 +136,7 @@ def _schedule_timing(inst: Any, attribute: attrs.Attribute[Any], value: object) 
             ScheduleSpec.parse(every=value)
         except (TypeError, ValueError):
             # (a duration as one writes it: 0s, not 0.0)
-            shown = (f"{value:g}s" if isinstance(value, int | float) and not isinstance(
-                value, bool) and math.isfinite(value) else value)
+            shown = f"{value:g}s" if _is_number(value) and math.isfinite(value) else value
             raise _FieldProblem("every", "a duration of whole seconds, from 1s to 100 years",
                                 shown) from None
     elif attribute.name == "timezone":

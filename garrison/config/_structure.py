@@ -70,7 +70,7 @@ def _strict_int(value: object, _: object) -> int:
 def _strict_float(value: object, _: object) -> float:
     if not _is_number(value):
         raise _Expected("a number", value)
-    return float(value)  # type: ignore[arg-type]
+    return float(value)
 
 
 def _duration_hook(value: object, _: object) -> float:
