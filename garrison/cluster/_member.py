@@ -916,15 +916,15 @@ class ClusterMember:
             self._over = 0
             return
         orphans, loads = pg.loads()
-        count, share = (0, 0) if orphans or pg.epoch not in loads else balance(
-            {e: (n, room) for e, (n, room, _names) in loads.items()}, pg.epoch)
+        held = {e: (n, room) for e, (n, room, _names) in loads.items()}
+        count, share = (0, 0) if orphans or pg.epoch not in loads else balance(held, pg.epoch)
         over, self._over = self._over, count
         if not count or not over:
             return
         self._over = 0
         # what each node short of its share lacks, and the names it refuses (one of
         # those handed to it would come back)
-        _share, target = targets({e: (n, room) for e, (n, room, _names) in loads.items()})
+        _share, target = targets(held)
         takers = [(target[e] - n, names) for e, (n, _room, names) in loads.items()
                   if n < target[e]]
         self._post("shed", (pg.epoch, min(count, over), share, takers))

@@ -125,6 +125,11 @@ def _workflow_of(record: ScheduleRecord) -> Any:
                           f"({type(exc).__name__}: {exc})") from exc
 
 
+#: what the repair after a node left says of a tick that node recorded and did not start
+_LEFT_TICK = ("schedule %s: its tick %s was recorded by a node of the cluster that left or "
+              "was lost before it started the workflow: ")
+
+
 class Scheduler:
     """The schedules of one workflow host's store (see the module docs)."""
 
@@ -267,9 +272,7 @@ class Scheduler:
             self._take(record)
         found = [self.rows[r.schedule_id] for r in missing if r.schedule_id in self.rows]
         for record, wid in await self._interrupted(found):
-            log.warning("schedule %s: its tick %s was recorded by a node of the cluster "
-                        "that left or was lost before it started the workflow: started "
-                        "now", record.schedule_id, wid,
+            log.warning(_LEFT_TICK + "started now", record.schedule_id, wid,
                         extra={"schedule_id": record.schedule_id, "workflow_id": wid})
             await self._start(record, wid)
         # a schedule that ticks more often than a lease: this node recorded its next
@@ -287,15 +290,12 @@ class Scheduler:
             last = row.last_workflow
             if row.overlap != "allow_all" and last is not None and self._unfinished(last):
                 self.counts["skipped"] += 1
-                log.warning("schedule %s: its tick %s was recorded by a node of the cluster "
-                            "that left or was lost before it started the workflow: skipped, as "
-                            "workflow %s (a later run) is still running (overlap %r)", sid,
-                            wid, last, row.overlap,
+                log.warning(_LEFT_TICK + "skipped, as workflow %s (a later run) is still "
+                            "running (overlap %r)", sid, wid, last, row.overlap,
                             extra={"schedule_id": sid, "workflow_id": wid})
                 continue
-            log.warning("schedule %s: its tick %s was recorded by a node of the cluster "
-                        "that left or was lost before it started the workflow: started "
-                        "now", sid, wid, extra={"schedule_id": sid, "workflow_id": wid})
+            log.warning(_LEFT_TICK + "started now", sid, wid,
+                        extra={"schedule_id": sid, "workflow_id": wid})
             await self._start(row, wid)
 
     def _take(self, record: ScheduleRecord) -> None:
