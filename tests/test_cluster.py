@@ -2589,6 +2589,15 @@ async def _replaced(look: Look, sid: str, wid: str) -> str:
             await trio.sleep(0.05)
 
 
+async def _created(look: Look, wid: str, within: float = 10.0) -> None:
+    """Wait until the workflow ``wid`` exists in the store."""
+    import trio
+
+    with trio.fail_after(within):
+        while look.store.get_workflow(wid) is None:
+            await trio.sleep(0.05)
+
+
 async def test_a_tick_a_lost_node_recorded_starts_though_later_ticks_replaced_it(
         postgres_url: str, caplog: pytest.LogCaptureFixture) -> None:
     """A schedule ticking more often than the lease: node b recorded tick T and died
@@ -2597,8 +2606,6 @@ async def test_a_tick_a_lost_node_recorded_starts_though_later_ticks_replaced_it
     at the last run only) found nothing: T never ran, nothing said so. (``allow_all``:
     under ``skip`` a later run still running would skip T.)"""
     import logging
-
-    import trio
 
     from garrison.hosts.workflow._schedules import ScheduleDefinition, tick_id
 
@@ -2613,9 +2620,7 @@ async def test_a_tick_a_lost_node_recorded_starts_though_later_ticks_replaced_it
             await _replaced(look, "often", lost)  # a ticks on, over b's tick
             assert look.store.get_workflow(lost) is None
             scheduler.nodes_lost()  # what a's round does once b's lease lapsed
-            with trio.fail_after(10):
-                while look.store.get_workflow(lost) is None:
-                    await trio.sleep(0.05)
+            await _created(look, lost)
             assert await a.workflow(lost).result() == [0]
         finally:
             look.close()
@@ -2629,8 +2634,6 @@ async def test_a_replaced_tick_of_a_lost_node_starts_though_another_node_marked_
     recorded the next tick over it, and c marked a lost. Only the node that marked a
     node lost looked for such ticks, and c had replaced none: T never ran."""
     import logging
-
-    import trio
 
     from garrison.hosts.workflow._schedules import ScheduleDefinition, tick_id
     from garrison.persistence._pg_cluster import PgCluster
@@ -2649,9 +2652,7 @@ async def test_a_replaced_tick_of_a_lost_node_starts_though_another_node_marked_
             lost = tick_id("often", await _record_a_tick(look, "often"))  # (as a)
             await _replaced(look, "often", lost)
             assert look.store.get_workflow(lost) is None
-            with trio.fail_after(15):  # a's lease lapses, c marks it lost
-                while look.store.get_workflow(lost) is None:
-                    await trio.sleep(0.05)
+            await _created(look, lost, within=15)  # a's lease lapses, c marks it lost
             assert await b.workflow(lost).result() == [0]
         finally:
             a.close()
@@ -2730,9 +2731,7 @@ async def test_a_tick_a_node_recorded_as_it_left_is_started_by_the_nodes_running
                     "s", "cluster_app:steps", [1, 0.0], every="1h", catchup_window="1h"))
                 wid = tick_id("s", float(int(time.time())))
                 look.store.write(Transaction().update_schedule("s", last_workflow=wid))
-            with trio.fail_after(10):
-                while look.store.get_workflow(wid) is None:
-                    await trio.sleep(0.05)
+            await _created(look, wid)
             assert await b.workflow(wid).result() == [0]
         finally:
             look.close()

@@ -633,6 +633,29 @@ async def test_a_node_closes_while_the_store_refuses_a_queued_workflow_for_its_r
     await _left_pending_runs_on_the_next_node(store_spec, 120, rate="1/1m")
 
 
+def _b_commits_after(monkeypatch: pytest.MonkeyPatch, node: garrison.Node, obj: Any,
+                     step: str) -> None:
+    """The commit that creates workflow ``b`` waits until ``obj.step()`` (a step of the
+    node's stop) has run: a start racing that step."""
+    from garrison.persistence import Op, Transaction
+
+    done = trio.Event()
+    store_type = type(node.hosts["workflows"].store)
+    commit, run = store_type.commit, getattr(obj, step)
+
+    async def late(self: Any, tx: Transaction) -> list[Any]:
+        if tx.ops[0][0] is Op.CREATE_WORKFLOW and tx.workflow_ids[0] == "b":
+            await done.wait()
+        return await commit(self, tx)
+
+    def ran() -> None:
+        run()
+        done.set()
+
+    monkeypatch.setattr(store_type, "commit", late)
+    monkeypatch.setattr(obj, step, ran)
+
+
 async def test_a_start_that_commits_as_the_node_closes_leaves_its_workflow_pending(
         tmp_path: Path, autojump_clock: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """A start (``start_workflow``, a schedule's trigger: from a task outside the node,
@@ -640,10 +663,7 @@ async def test_a_start_that_commits_as_the_node_closes_leaves_its_workflow_pendi
     aside, was queued all the same: the close waited for its task, which never starts,
     for ever. It stays pending in the store and runs on the next node."""
     store_spec = str(tmp_path / "store.db")
-    from garrison.persistence import Op, Transaction
-
     stuck: list[str] = []
-    set_aside = trio.Event()
 
     async def watchdog(host: Any) -> None:
         await trio.sleep(10)  # fail the test rather than hang it (naming who hung it)
@@ -657,21 +677,8 @@ async def test_a_start_that_commits_as_the_node_closes_leaves_its_workflow_pendi
 
     async with trio.open_nursery() as nursery:
         async with garrison.open_node(store=store_spec, max_concurrent=1) as node:
-            queue = node.hosts["workflows"].queue
-            store_type = type(node.hosts["workflows"].store)
-            commit, close = store_type.commit, queue.close
-
-            async def late_creates(self: Any, tx: Transaction) -> list[Any]:
-                if tx.ops[0][0] is Op.CREATE_WORKFLOW and tx.workflow_ids[0] == "b":
-                    await set_aside.wait()  # committed as the close goes on
-                return await commit(self, tx)
-
-            def closes() -> None:
-                close()
-                set_aside.set()
-
-            monkeypatch.setattr(store_type, "commit", late_creates)
-            monkeypatch.setattr(queue, "close", closes)
+            # (committed as the close goes on: once the queue was set aside)
+            _b_commits_after(monkeypatch, node, node.hosts["workflows"].queue, "close")
             await node.start_workflow(app.job, 100.0, id="a")  # holds the one slot
             nursery.start_soon(late_start, node)
             await trio.sleep(0.5)
@@ -720,6 +727,19 @@ async def test_a_start_whose_commit_is_forming_as_the_node_closes_its_store_comm
     await _left_pending_runs_on_the_next_node(store_spec, 300, max_concurrent=1)
 
 
+async def _start_until_refused(node: garrison.Node, k: int, refused: list[str],
+                               started: list[str]) -> None:
+    """A client outside the node (a web server still serving): start workflow after
+    workflow (``started``) until one start fails (``refused``: its error)."""
+    for i in range(10**6):
+        try:
+            await node.start_workflow(app.job, 0.0, id=f"c{k}-{i}")
+        except Exception as exc:  # (what each one gets is the test)
+            refused.append(f"{type(exc).__name__}: {exc}")
+            return
+        started.append(f"c{k}-{i}")
+
+
 async def test_a_stop_under_a_steady_stream_of_starts_ends_at_once(tmp_path: Path) -> None:
     """Tasks outside the node (a web server still serving) keep starting workflows as
     it stops: waiting for no commit in flight before closing the store, the stop
@@ -729,23 +749,15 @@ async def test_a_stop_under_a_steady_stream_of_starts_ends_at_once(tmp_path: Pat
     virtual clock jump.)"""
     refused: list[str] = []
 
-    async def client(node: garrison.Node, k: int) -> None:
-        for i in range(10**6):
-            try:
-                await node.start_workflow(app.job, 0.0, id=f"c{k}-{i}")
-            except RuntimeError as exc:
-                refused.append(str(exc))
-                return
-
     with trio.fail_after(3):  # (STOP_WAIT is 5 s)
         async with trio.open_nursery() as outside, \
                 garrison.open_node(store=str(tmp_path / "store.db")) as node:
             for k in range(4):
-                outside.start_soon(client, node, k)
+                outside.start_soon(_start_until_refused, node, k, refused, [])
             await trio.sleep(0.1)
     assert len(refused) == 4, refused
-    assert all(e.startswith("cannot start a workflow: node ") and "is closed" in e
-               for e in refused), refused
+    assert all(e.startswith("RuntimeError: cannot start a workflow: node ")
+               and "is closed" in e for e in refused), refused
 
 
 async def test_a_start_racing_a_cluster_nodes_stop_is_written_or_told_it_is_closed(
@@ -756,20 +768,11 @@ async def test_a_start_racing_a_cluster_nodes_stop_is_written_or_told_it_is_clos
     errors: list[str] = []
     started: list[str] = []
 
-    async def client(node: garrison.Node, k: int) -> None:
-        for i in range(10**6):
-            try:
-                await node.start_workflow(app.job, 0.0, id=f"c{k}-{i}")
-            except Exception as exc:  # (what each one gets is the test)
-                errors.append(f"{type(exc).__name__}: {exc}")
-                return
-            started.append(f"c{k}-{i}")
-
     with trio.fail_after(10):
         async with trio.open_nursery() as outside, \
                 garrison.open_node(store=postgres_url, name="a", lease="2s") as node:
             for k in range(4):
-                outside.start_soon(client, node, k)
+                outside.start_soon(_start_until_refused, node, k, errors, started)
             await trio.sleep(0.2)
     assert len(errors) == 4 and all(e.startswith("RuntimeError: cannot start a workflow: "
                                                  "node 'a' is closed") for e in errors), errors
@@ -819,9 +822,6 @@ async def test_a_start_that_reaches_the_store_after_the_node_closed_it_says_so(
     once the store is closed: nothing is written, and it fails as a start on the closed
     node does, not with the store's bare ``RuntimeError: store ... is closed``."""
     store_spec = str(tmp_path / "store.db")
-    from garrison.persistence import Op, Transaction
-
-    closed = trio.Event()
     outcome: list[BaseException] = []
 
     async def late_start(node: garrison.Node) -> None:
@@ -831,20 +831,7 @@ async def test_a_start_that_reaches_the_store_after_the_node_closed_it_says_so(
             outcome.append(exc)
 
     async with trio.open_nursery() as nursery, garrison.open_node(store=store_spec) as node:
-        store_type = type(node.hosts["workflows"].store)
-        commit, close_stores = store_type.commit, node._close_workflow_stores
-
-        async def after_the_close(self: Any, tx: Transaction) -> list[Any]:
-            if tx.ops[0][0] is Op.CREATE_WORKFLOW and tx.workflow_ids[0] == "b":
-                await closed.wait()
-            return await commit(self, tx)
-
-        def closes() -> None:
-            close_stores()
-            closed.set()
-
-        monkeypatch.setattr(store_type, "commit", after_the_close)
-        monkeypatch.setattr(node, "_close_workflow_stores", closes)
+        _b_commits_after(monkeypatch, node, node, "_close_workflow_stores")
         nursery.start_soon(late_start, node)
         await trio.sleep(0.5)
     monkeypatch.undo()
