@@ -440,3 +440,44 @@ async def test_a_flush_failing_with_an_error_of_its_own_stops_the_activity_too(
                                                 match="operation's own error"):
             await node.workflow("w").result()
     assert RAN == []
+
+
+async def typed_child(n: int) -> int:
+    return n
+
+
+async def keyed_refused_spawn(refusal: str) -> str:
+    key = str(workflow.uuid4())                                 # seq 1
+    workflow.set_state("stage", "keyed")
+    bad: tuple[Any, tuple[Any, ...]] = {
+        "count": (typed_child, (1, 2)),
+        "type": (typed_child, ("oops",)),
+        "target": (lambda: None, ()),
+    }[refusal]
+    try:
+        await process.spawn(bad[0], *bad[1])                    # seq 2: refused
+    except (TypeError, garrison.PayloadError):
+        pass
+    else:  # pragma: no cover - the test fails on the result
+        return "spawned"
+    await workflow.sleep(0.1)                                   # seq 3
+    return key
+
+
+@pytest.mark.parametrize("refusal", ["count", "type", "target"])
+async def test_a_refused_child_spawn_keeps_the_records_before_it(
+        store_spec: str, autojump_clock: Any, refusal: str) -> None:
+    """A child workflow refused at its spawn (arguments it cannot take, a target that
+    cannot be imported) raises, and stores nothing of its own; what the parent recorded
+    before it (a key, its state) is still committed with the parent's next record. (The
+    records were handed to the child's start and lost with it: the key was made anew
+    after a restart.)"""
+    async with garrison.open_node(store=store_spec) as node:
+        store = node.hosts["workflows"].store
+        await node.start_workflow(keyed_refused_spawn, refusal, id="w")
+        with trio.fail_after(10):
+            key = await node.workflow("w").result()
+        journal = store.journal("w")
+        assert node.workflow("w").state("stage") == "keyed"
+    assert [(r.seq, r.kind) for r in journal] == [(1, "uuid4"), (3, "sleep")]
+    assert journal[0].outcome == key

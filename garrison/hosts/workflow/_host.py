@@ -378,7 +378,8 @@ class WorkflowHost:
 
     # ------------------------------------------------------------ starting
     async def start(self, target: Any, args: tuple[Any, ...], *, wid: str | None,
-                    parent: Pid | None = None, prefix_tx: Transaction | None = None,
+                    parent: Pid | None = None,
+                    prefix: Callable[[], Transaction] | None = None,
                     journal: tuple[WorkflowInstance, int, str] | None = None,
                     derived: bool = False,
                     watcher: Pid | None = None, process_watcher: Pid | None = None,
@@ -394,7 +395,10 @@ class WorkflowHost:
         then start order; while a workflow started with ``dedup`` is unfinished, a start
         with that key returns its pid (``_queue.py``). ``on_created`` is called when
         this start created the workflow (not when it found it, here or in the store),
-        as the host counts it in ``started``."""
+        as the host counts it in ``started``. ``prefix`` gives the operations committed
+        first in the start's transaction (a parent's buffered records, a schedule's last
+        run); it is called only once nothing can refuse the start any more, so a refused
+        start leaves them where they were."""
         fn = self.node.resolve_target(target)
         name = target_name(fn)  # an activity is refused
         if name in self.activity_mocks:  # (a test's workflow_env only)
@@ -445,8 +449,7 @@ class WorkflowHost:
         self._starting[wid] = None
         try:
             return await self._create(pid, fn, name, input_text, plain_input, parent=parent,
-                                      prefix_tx=prefix_tx,
-                                      journal=journal, watcher=watcher,
+                                      prefix=prefix, journal=journal, watcher=watcher,
                                       process_watcher=process_watcher,
                                       process_link=process_link, priority=priority,
                                       dedup=dedup, on_created=on_created,
@@ -458,15 +461,14 @@ class WorkflowHost:
 
     async def _create(self, pid: Pid, fn: Any, name: str, input_text: str, plain_input: Any,
                       *,
-                      parent: Pid | None, prefix_tx: Transaction | None,
+                      parent: Pid | None, prefix: Callable[[], Transaction] | None,
                       journal: tuple[WorkflowInstance, int, str] | None, watcher: Pid | None,
                       process_watcher: Pid | None, process_link: Pid | None,
                       priority: int = 0, dedup: str | None = None,
                       on_created: Callable[[], None] | None = None,
                       supervisor: Pid | None = None) -> Pid:
         wid = pid.id
-        tx = prefix_tx if prefix_tx is not None else Transaction()
-        n = len(tx)
+        tx = Transaction()
         now = self.clock.now()
         run_id = _uuid.uuid4().hex
         trace = _observe.carrier() if _observe.tracing else None
@@ -496,6 +498,13 @@ class WorkflowHost:
         if journal is not None:
             parent_wf, seq, label = journal
             parent_wf.record(tx, seq, JournalKind.SPAWN, label, _dumps({"pid": str(pid)}))
+        n = 0  # (the index of the workflow's create in the transaction)
+        if prefix is not None:  # (taken now: nothing refuses the start past this point)
+            head = prefix()
+            n = len(head)
+            tx = head.extend(tx)
+            queued = queued + n if queued >= 0 else queued
+            admission = admission + n if admission >= 0 else admission
         task = trio.lowlevel.current_task()
         passes = getattr(task, "_schedule_points", None)
         try:

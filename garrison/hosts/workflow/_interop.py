@@ -305,7 +305,7 @@ class Interop(WorkflowCore):
         elif h.durable:
             child_id = self._child_id(h, seq)
             pid = await h.start(target, args, wid=child_id, parent=self.pid,
-                                prefix_tx=self.take_buffer(), journal=(self, seq, str(label)),
+                                prefix=self.take_buffer, journal=(self, seq, str(label)),
                                 derived=True, watcher=self.pid,
                                 process_link=self.pid if link else None)
         elif id is not None:

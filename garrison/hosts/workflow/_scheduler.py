@@ -805,12 +805,12 @@ class Scheduler:
             last = None
             if current is not None and self._trigger_takes_last(current):
                 # (stamped with the host's clock: a restart compares it with that clock)
-                last = Transaction().update_schedule(
-                    schedule_id, last_workflow=wid,
-                    expect_last_workflow=current.last_workflow, time=self.host.clock.now())
+                last = partial(Transaction().update_schedule, schedule_id, last_workflow=wid,
+                               expect_last_workflow=current.last_workflow,
+                               time=self.host.clock.now())
             pid = await self.host.start(target, tuple(record.input), wid=wid,
                                         on_created=partial(created.append, True),
-                                        prefix_tx=last)
+                                        prefix=last)
             at = next_trigger(at)  # if that id is taken: the next millisecond
         self.reload(schedule_id)
         return pid
