@@ -23,6 +23,7 @@ from .actors._values import Pid, ProcessInfo, check_topic
 from .hosts._kernel import noproc
 from .hosts._process_host import ProcessHost, stop_processes
 from .hosts.workflow._ids import check_key_size, check_text
+from .hosts.workflow._schedules import check_schedule_id
 from .persistence import parse_status
 from .supervision._services import ServiceInfo, start_services, stop_services
 from .tracing import enable_if_configured
@@ -586,6 +587,7 @@ class Node:
         ``workflows``."""
         from ._schedule_handle import ScheduleHandle
 
+        check_schedule_id(id)  # (as node.schedule and garrison schedules check it)
         if host is None:
             return ScheduleHandle(self._schedule_host(id), id)
         return ScheduleHandle(self._workflow_host(host), id)

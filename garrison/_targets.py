@@ -97,9 +97,12 @@ def _check_target(fn: Any) -> str:
 def activity_refusal(fn: Any) -> str | None:
     """Why ``fn`` cannot run as a workflow because it is an ``@activity`` (the message
     every workflow start and schedule gives), or ``None``."""
-    if getattr(fn, "__garrison_activity__", None) is None:
+    opts = getattr(fn, "__garrison_activity__", None)
+    if opts is None:
         return None
-    name = f"{getattr(fn, '__module__', '?')}:{getattr(fn, '__qualname__', repr(fn))}"
+    # its journal name (a script's module is named as its file, not ``__main__``)
+    name = getattr(opts, "name", None) or \
+        f"{getattr(fn, '__module__', '?')}:{getattr(fn, '__qualname__', repr(fn))}"
     return (f"cannot run the activity {name} as a workflow: it is an activity, not a "
             "workflow function (call it from a workflow)")
 

@@ -1139,6 +1139,37 @@ async def test_bad_schedules_are_refused_with_what_is_wrong(node: garrison.Node)
     assert node.schedules() == []
 
 
+@garrison.activity(name="billing.charge")
+async def named_charge(amount: int) -> int:
+    return amount
+
+
+async def test_an_activity_refused_as_a_workflow_is_named_as_its_journal_names_it(
+        node: garrison.Node) -> None:
+    """The refusal names the activity by its journal name (its ``name=``; for a
+    script run as ``python jobs.py``, ``jobs:act``), not ``module:qualname`` (which
+    said ``__main__:act`` for a script)."""
+    with pytest.raises(TypeError, match=r"^cannot run the activity billing\.charge as a "
+                       "workflow: it is an activity"):
+        await node.start_workflow(named_charge, 1)
+    with pytest.raises(TypeError, match=r"^cannot run the activity billing\.charge as a "
+                       "workflow: it is an activity"):
+        await node.schedule("s", named_charge, 1, every="1h")
+
+
+async def test_a_schedule_handle_s_id_is_checked_at_once(node: garrison.Node) -> None:
+    """``node.schedule_handle(5)`` (or ``None``, or ``""``) was taken, and every call on
+    the handle then said there was no such schedule: the id is refused at once, as
+    ``node.schedule`` and ``garrison schedules`` refuse it."""
+    for bad in (5, None, b"s"):
+        with pytest.raises(TypeError, match=f"a schedule id must be a string, got "
+                           f"{type(bad).__name__}"):
+            node.schedule_handle(bad)  # type: ignore[arg-type]
+    for bad_id in ("", "a@b"):
+        with pytest.raises(ValueError, match=f"invalid schedule id '{bad_id}'"):
+            node.schedule_handle(bad_id)
+
+
 async def test_a_schedule_s_input_is_checked_as_start_workflow_checks_it(
         node: garrison.Node) -> None:
     """node.schedule took arguments its workflow cannot take (start_workflow and the
