@@ -383,22 +383,27 @@ class Node:
         for host in self.hosts.values():  # the config schedules each one reconciles
             if host.durable:
                 host.scheduler.namespaces = self.config.namespaces
-        declared = sorted(e.id for e in self.config.hosts() if e.kind == "workflow.host")
         for entry in self.config.schedules():
             host = self._workflow_host(entry.host)
-            if declared and host.name == "workflows" and host.store.path is None:
-                # (a config of several workflow hosts: the node's own is none of them)
+            fn = self.config.resolve_target(entry.workflow)
+            host.scheduler.definitions.append(ScheduleDefinition.build(
+                entry.id, target_name(fn), entry.input, cron=entry.cron, every=entry.every,
+                timezone=entry.timezone, overlap=entry.overlap,
+                catchup_window=entry.catchup_window, source="config"))
+
+    def _check_schedules_kept(self, declared: list[str]) -> None:
+        """The node's own ``workflows`` host keeps its store in memory, beside the
+        config's ``declared`` workflow hosts (so it is none of them): a config schedule
+        that would run there is refused, before any store is opened."""
+        assert self.config is not None
+        for entry in self.config.schedules():
+            if (entry.host or "workflows") == "workflows":
                 raise ConfigError(
                     f"schedule {entry.id!r} would run on the node's own workflow host "
                     f"'workflows', whose store is in memory (no store given to the node): "
                     f"lost at the next start, and in none of the config's stores. Give "
                     f"the entry 'host:' (one of {', '.join(declared)}), or the node a "
                     "store (--store, open_node(store=...))")
-            fn = self.config.resolve_target(entry.workflow)
-            host.scheduler.definitions.append(ScheduleDefinition.build(
-                entry.id, target_name(fn), entry.input, cron=entry.cron, every=entry.every,
-                timezone=entry.timezone, overlap=entry.overlap,
-                catchup_window=entry.catchup_window, source="config"))
 
     async def _add_host(self, host: Any) -> None:
         assert self._nursery is not None
@@ -674,6 +679,9 @@ class Node:
         alias = len(entries) == 1 and default is None
         _check_stores_apart([(e.id, stores[e.id]) for e in entries]
                             + ([] if alias else [("workflows", default)]))
+        if entries and not alias and (default is None or (
+                hasattr(default, "commit") and getattr(default, "path", "") is None)):
+            self._check_schedules_kept(sorted(e.id for e in entries))
         for entry in entries:
             limits = QueueLimits(entry.max_concurrent, entry.cluster_max_concurrent,
                                  entry.rate)

@@ -845,7 +845,8 @@ async def test_a_config_schedule_left_on_the_node_s_own_in_memory_host_is_refuse
     """Two workflow.host entries and a schedule without ``host:``: it went to the node's
     own ``workflows`` host, in memory without a store: it ticked, was in neither of the
     config's stores (``garrison schedules list`` found nothing) and was gone at the next
-    start. Refused at start, naming the entry and the hosts; with a store it runs there."""
+    start. Refused at start, naming the entry and the hosts, before any store is opened
+    (the refused start left the config's stores created); with a store it runs there."""
     config = load_config_text(CONFIG + f"""\
   - {{name: mailer, kind: workflow.host, store: {tmp_path / 'mail.db'}}}
   - {{name: billing, kind: workflow.host, store: {tmp_path / 'billing.db'}}}
@@ -856,6 +857,7 @@ async def test_a_config_schedule_left_on_the_node_s_own_in_memory_host_is_refuse
                        r"the node a store"):
         async with garrison.open_node(config=config):
             pass
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
     async with garrison.open_node(config=config, store=str(tmp_path / "wf.db")) as node:
         assert [(r.schedule_id, r.host) for r in node.schedules()] == [
             ("app:nightly", "workflows")]
