@@ -71,25 +71,26 @@ async def _start(node: garrison.Node, i: int) -> None:
 async def measure_workflows(n: int) -> dict[str, float]:
     import tempfile
 
-    path = os.path.join(tempfile.mkdtemp(prefix="garrison-memory-"), "wf.db")
-    async with garrison.open_node(store=path) as node:
-        await node.start_workflow(waiting_workflow, -1, id="warm")  # imports, caches
-        gc.collect()
-        r0, (t0, _) = rss(), tracemalloc.get_traced_memory()
-        for base in range(0, n, 500):
-            async with trio.open_nursery() as nursery:
-                for i in range(base, min(n, base + 500)):
-                    nursery.start_soon(_start, node, i)
-        i = 0
-        while i < n:
-            if node.workflow(f"m-{i}").status() == "waiting":
-                i += 1
-            else:
-                await trio.sleep(0.01)
-        gc.collect()
-        r1, (t1, _) = rss(), tracemalloc.get_traced_memory()
-    return {"rss_bytes_per_workflow": (r1 - r0) / n, "traced_bytes_per_workflow": (t1 - t0) / n,
-            "rss_total_mib": (r1 - r0) / 2**20}
+    with tempfile.TemporaryDirectory(prefix="garrison-memory-") as folder:
+        path = os.path.join(folder, "wf.db")
+        async with garrison.open_node(store=path) as node:
+            await node.start_workflow(waiting_workflow, -1, id="warm")  # imports, caches
+            gc.collect()
+            r0, (t0, _) = rss(), tracemalloc.get_traced_memory()
+            for base in range(0, n, 500):
+                async with trio.open_nursery() as nursery:
+                    for i in range(base, min(n, base + 500)):
+                        nursery.start_soon(_start, node, i)
+            i = 0
+            while i < n:
+                if node.workflow(f"m-{i}").status() == "waiting":
+                    i += 1
+                else:
+                    await trio.sleep(0.01)
+            gc.collect()
+            r1, (t1, _) = rss(), tracemalloc.get_traced_memory()
+        return {"rss_bytes_per_workflow": (r1 - r0) / n, "traced_bytes_per_workflow": (t1 - t0) / n,
+                "rss_total_mib": (r1 - r0) / 2**20}
 
 
 async def measure_trio(n: int) -> dict[str, float]:

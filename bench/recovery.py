@@ -76,37 +76,39 @@ async def _start(node: garrison.Node, wid: str, n: int, k: int) -> None:
 
 
 async def recovery(n: int) -> dict[str, float]:
-    path = os.path.join(tempfile.mkdtemp(prefix="garrison-recovery-"), "wf.db")
-    ids = [f"r-{i}" for i in range(n)]
-    async with garrison.open_node(store=path) as node:
-        await _start_all(node, ids, STEPS)
-    out: dict[str, float] = {"workflows": n, "journal_records": n * STEPS}
-    t0 = time.perf_counter()
-    async with garrison.open_node(store=path) as node:  # recovery happens here
-        out["open_node_s"] = time.perf_counter() - t0
-        await _wait_all(node, ids, "waiting")
-        out["all_resumed_s"] = time.perf_counter() - t0
-        for i, wid in enumerate(ids):
-            await node.send(garrison.Pid("workflows", wid), "go", i)
-        for i, wid in enumerate(ids):
-            assert await node.workflow(wid).result() == i + STEPS + i
-        out["all_finished_s"] = time.perf_counter() - t0
-    return out
+    with tempfile.TemporaryDirectory(prefix="garrison-recovery-") as folder:
+        path = os.path.join(folder, "wf.db")
+        ids = [f"r-{i}" for i in range(n)]
+        async with garrison.open_node(store=path) as node:
+            await _start_all(node, ids, STEPS)
+        out: dict[str, float] = {"workflows": n, "journal_records": n * STEPS}
+        t0 = time.perf_counter()
+        async with garrison.open_node(store=path) as node:  # recovery happens here
+            out["open_node_s"] = time.perf_counter() - t0
+            await _wait_all(node, ids, "waiting")
+            out["all_resumed_s"] = time.perf_counter() - t0
+            for i, wid in enumerate(ids):
+                await node.send(garrison.Pid("workflows", wid), "go", i)
+            for i, wid in enumerate(ids):
+                assert await node.workflow(wid).result() == i + STEPS + i
+            out["all_finished_s"] = time.perf_counter() - t0
+        return out
 
 
 async def replay(n_wf: int, k: int) -> dict[str, float]:
-    path = os.path.join(tempfile.mkdtemp(prefix="garrison-replay-"), "wf.db")
-    ids = [f"p-{i}" for i in range(n_wf)]
-    async with garrison.open_node(store=path) as node:
-        await _start_all(node, ids, k)
-    records = n_wf * k
-    t0 = time.perf_counter()
-    async with garrison.open_node(store=path) as node:
-        t_open = time.perf_counter() - t0
-        await _wait_all(node, ids, "waiting")
-        dt = time.perf_counter() - t0
-    return {"workflows": n_wf, "journal_records": records, "open_node_s": t_open,
-            "all_replayed_s": dt, "records_per_s": records / dt}
+    with tempfile.TemporaryDirectory(prefix="garrison-replay-") as folder:
+        path = os.path.join(folder, "wf.db")
+        ids = [f"p-{i}" for i in range(n_wf)]
+        async with garrison.open_node(store=path) as node:
+            await _start_all(node, ids, k)
+        records = n_wf * k
+        t0 = time.perf_counter()
+        async with garrison.open_node(store=path) as node:
+            t_open = time.perf_counter() - t0
+            await _wait_all(node, ids, "waiting")
+            dt = time.perf_counter() - t0
+        return {"workflows": n_wf, "journal_records": records, "open_node_s": t_open,
+                "all_replayed_s": dt, "records_per_s": records / dt}
 
 
 DBOS_CODE = r'''import json, os, sqlite3, sys, time, signal, subprocess
@@ -180,17 +182,17 @@ def dbos_side(n: int) -> dict[str, float] | str:
         import dbos  # noqa: F401
     except ImportError:
         return "dbos is not installed (pip install -e '.[bench]')"
-    folder = tempfile.mkdtemp(prefix="dbos-recovery-")
-    script = os.path.join(folder, "dbos_recovery.py")
-    with open(script, "w") as f:
-        f.write(DBOS_CODE)
-    done = subprocess.run([sys.executable, script, "parent", str(n), os.path.join(folder, "r.db")],
-                          capture_output=True, text=True, timeout=900)
-    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-    if done.returncode != 0 or not lines:
-        return (done.stderr.strip().splitlines() or ["failed"])[-1]
-    result: dict[str, float] = json.loads(lines[-1])
-    return result
+    with tempfile.TemporaryDirectory(prefix="dbos-recovery-") as folder:
+        script = os.path.join(folder, "dbos_recovery.py")
+        with open(script, "w") as f:
+            f.write(DBOS_CODE)
+        cmd = [sys.executable, script, "parent", str(n), os.path.join(folder, "r.db")]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+        lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+        if done.returncode != 0 or not lines:
+            return (done.stderr.strip().splitlines() or ["failed"])[-1]
+        result: dict[str, float] = json.loads(lines[-1])
+        return result
 
 
 def cursor_rate(k: int) -> float:

@@ -54,46 +54,48 @@ async def _start(node: garrison.Node, wid: str, i: int) -> None:
 
 
 async def level(synchronous: str, conc: int, total_steps: int) -> dict[str, float]:
-    path = os.path.join(tempfile.mkdtemp(prefix="garrison-scaling-"), "wf.db")
-    store = SQLiteStore(path, synchronous=synchronous)
-    rounds = max(1, total_steps // (conc * 10))
-    async with garrison.open_node(store=store) as node:
-        for i in range(min(conc, 20)):  # warm-up
-            await node.start_workflow(wf10, i, id=f"warm-{i}")
-            await node.workflow(f"warm-{i}").result()
-        tx0 = store.statistics().transactions
-        gc_time = [0.0, 0.0]
-        collections = [0, 0, 0]
+    with tempfile.TemporaryDirectory(prefix="garrison-scaling-") as folder:
+        path = os.path.join(folder, "wf.db")
+        store = SQLiteStore(path, synchronous=synchronous)
+        rounds = max(1, total_steps // (conc * 10))
+        async with garrison.open_node(store=store) as node:
+            for i in range(min(conc, 20)):  # warm-up
+                await node.start_workflow(wf10, i, id=f"warm-{i}")
+                await node.workflow(f"warm-{i}").result()
+            tx0 = store.statistics().transactions
+            gc_time = [0.0, 0.0]
+            collections = [0, 0, 0]
 
-        def gc_clock(phase: str, info: dict[str, int]) -> None:
-            if phase == "start":
-                gc_time[1] = time.perf_counter()
-            else:
-                gc_time[0] += time.perf_counter() - gc_time[1]
-                collections[info["generation"]] += 1
+            def gc_clock(phase: str, info: dict[str, int]) -> None:
+                if phase == "start":
+                    gc_time[1] = time.perf_counter()
+                else:
+                    gc_time[0] += time.perf_counter() - gc_time[1]
+                    collections[info["generation"]] += 1
 
-        gc.callbacks.append(gc_clock)
-        t0 = time.perf_counter()
-        for r in range(rounds):
-            async with trio.open_nursery() as nursery:
+            gc.callbacks.append(gc_clock)
+            t0 = time.perf_counter()
+            for r in range(rounds):
+                async with trio.open_nursery() as nursery:
+                    for i in range(conc):
+                        nursery.start_soon(_start, node, f"{r}-{i}", i)
                 for i in range(conc):
-                    nursery.start_soon(_start, node, f"{r}-{i}", i)
-            for i in range(conc):
-                assert await node.workflow(f"{r}-{i}").result() == i + 10
-        dt = time.perf_counter() - t0
-        gc.callbacks.remove(gc_clock)
-        steps = rounds * conc * 10
-        commits = store.statistics().transactions - tx0
-    store.close()
-    return {"steps_per_s": steps / dt, "us_per_step": dt / steps * 1e6,
-            "commits_per_step": commits / steps, "steps": steps, "gc_share": gc_time[0] / dt,
-            "gc_young": collections[0], "gc_middle": collections[1], "gc_full": collections[2]}
+                    assert await node.workflow(f"{r}-{i}").result() == i + 10
+            dt = time.perf_counter() - t0
+            gc.callbacks.remove(gc_clock)
+            steps = rounds * conc * 10
+            commits = store.statistics().transactions - tx0
+        store.close()
+        return {"steps_per_s": steps / dt, "us_per_step": dt / steps * 1e6,
+                "commits_per_step": commits / steps, "steps": steps, "gc_share": gc_time[0] / dt,
+                "gc_young": collections[0], "gc_middle": collections[1], "gc_full": collections[2]}
 
 
 DBOS_CODE = r'''
 import json, os, sqlite3, sys, tempfile, time
 levels, total = json.loads(sys.argv[1]), int(sys.argv[2])
-DB = os.path.join(tempfile.mkdtemp(prefix="dbos-scaling-"), "dbos.sqlite")
+FOLDER = tempfile.TemporaryDirectory(prefix="dbos-scaling-")  # removed at exit
+DB = os.path.join(FOLDER.name, "dbos.sqlite")
 c = sqlite3.connect(DB); assert c.execute("PRAGMA journal_mode=WAL").fetchone()[0] == "wal"
 c.close()
 from dbos import DBOS

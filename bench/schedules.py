@@ -90,39 +90,40 @@ async def _idle(path: str | None, seconds: float) -> dict[str, float]:
 
 
 async def idle(n: int, seconds: float) -> dict[str, object]:
-    folder = tempfile.mkdtemp(prefix="garrison-schedules-")
-    empty = os.path.join(folder, "empty.db")
-    full = os.path.join(folder, "full.db")
-    now = time.time()
-    SQLiteStore(empty).close()
-    _seed(full, _idle_specs(n, now, seconds + 30), now)
-    base = await _idle(empty, seconds)
-    loaded = await _idle(full, seconds)
-    return {"no_schedules": base, "with_schedules": loaded,
-            "scheduler_cpu_percent": round(loaded["idle_cpu_percent"]
-                                           - base["idle_cpu_percent"], 3)}
+    with tempfile.TemporaryDirectory(prefix="garrison-schedules-") as folder:
+        empty = os.path.join(folder, "empty.db")
+        full = os.path.join(folder, "full.db")
+        now = time.time()
+        SQLiteStore(empty).close()
+        _seed(full, _idle_specs(n, now, seconds + 30), now)
+        base = await _idle(empty, seconds)
+        loaded = await _idle(full, seconds)
+        return {"no_schedules": base, "with_schedules": loaded,
+                "scheduler_cpu_percent": round(loaded["idle_cpu_percent"]
+                                               - base["idle_cpu_percent"], 3)}
 
 
 async def burst(m: int) -> dict[str, object]:
-    folder = tempfile.mkdtemp(prefix="garrison-burst-")
-    path = os.path.join(folder, "burst.db")
-    now = time.time()
-    due = dt.datetime.fromtimestamp(int(now) + 6, dt.UTC)  # all due at this second
-    cron = f"{due.second} {due.minute} {due.hour} {due.day} {due.month} *"
-    _seed(path, [{"cron": cron}] * m, now)
-    tick = due.timestamp()
-    async with garrison.open_node(store=path) as node:
-        store = node.hosts["workflows"].store
-        with trio.fail_after(600):
-            while node.stats()["schedules"]["workflows"]["started"] < m:
-                await trio.sleep(0.05)
-        records = store.list_workflows()
-    late = sorted(r.created.timestamp() - tick for r in records)  # type: ignore[union-attr]
-    q = statistics.quantiles(late, n=100)
-    return {"schedules": m, "workflows": len(records),
-            "lateness_p50_ms": round(q[49] * 1000, 2), "lateness_p99_ms": round(q[98] * 1000, 2),
-            "lateness_max_ms": round(late[-1] * 1000, 2),
-            "all_started_s": round(late[-1], 3)}
+    with tempfile.TemporaryDirectory(prefix="garrison-burst-") as folder:
+        path = os.path.join(folder, "burst.db")
+        now = time.time()
+        due = dt.datetime.fromtimestamp(int(now) + 6, dt.UTC)  # all due at this second
+        cron = f"{due.second} {due.minute} {due.hour} {due.day} {due.month} *"
+        _seed(path, [{"cron": cron}] * m, now)
+        tick = due.timestamp()
+        async with garrison.open_node(store=path) as node:
+            store = node.hosts["workflows"].store
+            with trio.fail_after(600):
+                while node.stats()["schedules"]["workflows"]["started"] < m:
+                    await trio.sleep(0.05)
+            records = store.list_workflows()
+        late = sorted(r.created.timestamp() - tick for r in records)  # type: ignore[union-attr]
+        q = statistics.quantiles(late, n=100)
+        return {"schedules": m, "workflows": len(records),
+                "lateness_p50_ms": round(q[49] * 1000, 2),
+                "lateness_p99_ms": round(q[98] * 1000, 2),
+                "lateness_max_ms": round(late[-1] * 1000, 2),
+                "all_started_s": round(late[-1], 3)}
 
 
 def main() -> None:

@@ -66,67 +66,68 @@ def garrison_side(quick: bool, synchronous: str) -> dict[str, float]:
     out: dict[str, float] = {}
 
     async def main() -> None:
-        path = os.path.join(tempfile.mkdtemp(prefix="garrison-bench-"), "wf.db")
-        store = SQLiteStore(path, synchronous=synchronous)
-        async with garrison.open_node(store=store) as node:
+        with tempfile.TemporaryDirectory(prefix="garrison-bench-") as folder:
+            path = os.path.join(folder, "wf.db")
+            store = SQLiteStore(path, synchronous=synchronous)
+            async with garrison.open_node(store=store) as node:
 
-            async def timed(target: object, n: int, tag: str) -> float:
+                async def timed(target: object, n: int, tag: str) -> float:
+                    t0 = time.perf_counter()
+                    for i in range(n):
+                        await node.start_workflow(target, i, id=f"{tag}-{i}")
+                        await node.workflow(f"{tag}-{i}").result()
+                    return (time.perf_counter() - t0) / n
+
+                await timed(wf10, 20, "warm10")
+                await timed(wf1, 20, "warm1")
+                per10 = await timed(wf10, n10, "w10")
+                per1 = await timed(wf1, n1, "w1")
+                out["seq_step_us_marginal"] = (per10 - per1) / 9 * 1e6
+                out["seq_step_us_naive"] = per10 / 10 * 1e6
+                out["wf10_ms"] = per10 * 1e3
+
+                tx0 = store.statistics().transactions
                 t0 = time.perf_counter()
-                for i in range(n):
-                    await node.start_workflow(target, i, id=f"{tag}-{i}")
-                    await node.workflow(f"{tag}-{i}").result()
-                return (time.perf_counter() - t0) / n
-
-            await timed(wf10, 20, "warm10")
-            await timed(wf1, 20, "warm1")
-            per10 = await timed(wf10, n10, "w10")
-            per1 = await timed(wf1, n1, "w1")
-            out["seq_step_us_marginal"] = (per10 - per1) / 9 * 1e6
-            out["seq_step_us_naive"] = per10 / 10 * 1e6
-            out["wf10_ms"] = per10 * 1e3
-
-            tx0 = store.statistics().transactions
-            t0 = time.perf_counter()
-            for r in range(rounds):  # several rounds: WAL checkpoints (an fsync) amortize
-                async with trio.open_nursery() as nursery:
+                for r in range(rounds):  # several rounds: WAL checkpoints (an fsync) amortize
+                    async with trio.open_nursery() as nursery:
+                        for i in range(nconc):
+                            nursery.start_soon(start, node, f"c{r}-{i}", i)
                     for i in range(nconc):
-                        nursery.start_soon(start, node, f"c{r}-{i}", i)
-                for i in range(nconc):
-                    assert await node.workflow(f"c{r}-{i}").result() == i + 10
-            steps = rounds * nconc * 10
-            out["conc100_step_us"] = (time.perf_counter() - t0) / steps * 1e6
-            out["conc100_commits_per_step"] = (store.statistics().transactions - tx0) / steps
+                        assert await node.workflow(f"c{r}-{i}").result() == i + 10
+                steps = rounds * nconc * 10
+                out["conc100_step_us"] = (time.perf_counter() - t0) / steps * 1e6
+                out["conc100_commits_per_step"] = (store.statistics().transactions - tx0) / steps
 
-            tx0 = store.statistics().transactions
-            t0 = time.perf_counter()
-            for r in range(rounds):  # one start at a time, each awaited, then the results
-                for i in range(nconc):
-                    await node.start_workflow(wf10, i, id=f"l{r}-{i}")
-                for i in range(nconc):
-                    assert await node.workflow(f"l{r}-{i}").result() == i + 10
-            out["loop100_step_us"] = (time.perf_counter() - t0) / steps * 1e6
-            out["loop100_commits_per_step"] = (store.statistics().transactions - tx0) / steps
+                tx0 = store.statistics().transactions
+                t0 = time.perf_counter()
+                for r in range(rounds):  # one start at a time, each awaited, then the results
+                    for i in range(nconc):
+                        await node.start_workflow(wf10, i, id=f"l{r}-{i}")
+                    for i in range(nconc):
+                        assert await node.workflow(f"l{r}-{i}").result() == i + 10
+                out["loop100_step_us"] = (time.perf_counter() - t0) / steps * 1e6
+                out["loop100_commits_per_step"] = (store.statistics().transactions - tx0) / steps
 
-            # message round trip: process -> waiting workflow -> process
-            wpid = await node.start_workflow(echo, nrt, id="echo")
-            lat: list[float] = []
+                # message round trip: process -> waiting workflow -> process
+                wpid = await node.start_workflow(echo, nrt, id="echo")
+                lat: list[float] = []
 
-            async def client() -> None:
-                from garrison import process
+                async def client() -> None:
+                    from garrison import process
 
-                inbox = process.inbox()
-                for i in range(nrt):
-                    s = time.perf_counter()
-                    await process.send(wpid, "ping", i)
-                    msg = await inbox.receive()
-                    lat.append(time.perf_counter() - s)
-                    assert msg.payload == i
+                    inbox = process.inbox()
+                    for i in range(nrt):
+                        s = time.perf_counter()
+                        await process.send(wpid, "ping", i)
+                        msg = await inbox.receive()
+                        lat.append(time.perf_counter() - s)
+                        assert msg.payload == i
 
-            await node.wait(await node.spawn(client))
-            lat.sort()
-            out["msg_rt_us_p50"] = lat[len(lat) // 2] * 1e6
-            out["msg_rt_us_p90"] = lat[int(len(lat) * 0.9)] * 1e6
-        store.close()
+                await node.wait(await node.spawn(client))
+                lat.sort()
+                out["msg_rt_us_p50"] = lat[len(lat) // 2] * 1e6
+                out["msg_rt_us_p90"] = lat[int(len(lat) * 0.9)] * 1e6
+            store.close()
 
     async def start(node: garrison.Node, wid: str, i: int) -> None:
         await node.start_workflow(wf10, i, id=wid)
@@ -141,23 +142,24 @@ def sqlite_side(quick: bool) -> dict[str, float]:
     payload = '{"event":"step_done","wf":"0123456789abcdef","step":7,"out":"' + "x" * 40 + '"}'
     out: dict[str, float] = {}
     for sync, n in (("NORMAL", 5000 if quick else 20000), ("FULL", 500 if quick else 2000)):
-        path = os.path.join(tempfile.mkdtemp(prefix="sqlite-floor-"), "floor.db")
-        c = sqlite3.connect(path, isolation_level=None)
-        assert c.execute("PRAGMA journal_mode=WAL").fetchone()[0] == "wal"
-        c.execute(f"PRAGMA synchronous={sync}")
-        c.execute("CREATE TABLE ev (id INTEGER PRIMARY KEY, wf TEXT, step INTEGER, "
-                  "payload TEXT, ts REAL)")
-        ins = "INSERT INTO ev (wf, step, payload, ts) VALUES (?,?,?,?)"
-        for i in range(50 + n):
-            if i == 50:
-                t0 = time.perf_counter()
-            c.execute("BEGIN")
-            c.execute(ins, ("w", i, payload, time.time()))
-            c.execute("COMMIT")
-        dt = time.perf_counter() - t0
-        c.close()
-        out[f"{sync.lower()}_commit_us"] = dt / n * 1e6
-        out[f"{sync.lower()}_commits_per_s"] = n / dt
+        with tempfile.TemporaryDirectory(prefix="sqlite-floor-") as folder:
+            path = os.path.join(folder, "floor.db")
+            c = sqlite3.connect(path, isolation_level=None)
+            assert c.execute("PRAGMA journal_mode=WAL").fetchone()[0] == "wal"
+            c.execute(f"PRAGMA synchronous={sync}")
+            c.execute("CREATE TABLE ev (id INTEGER PRIMARY KEY, wf TEXT, step INTEGER, "
+                      "payload TEXT, ts REAL)")
+            ins = "INSERT INTO ev (wf, step, payload, ts) VALUES (?,?,?,?)"
+            for i in range(50 + n):
+                if i == 50:
+                    t0 = time.perf_counter()
+                c.execute("BEGIN")
+                c.execute(ins, ("w", i, payload, time.time()))
+                c.execute("COMMIT")
+            dt = time.perf_counter() - t0
+            c.close()
+            out[f"{sync.lower()}_commit_us"] = dt / n * 1e6
+            out[f"{sync.lower()}_commits_per_s"] = n / dt
     return out
 
 
@@ -165,7 +167,8 @@ def sqlite_side(quick: bool) -> dict[str, float]:
 DBOS_CODE = r'''
 import json, os, sqlite3, sys, tempfile, time
 quick = sys.argv[1] == "1"
-DB = os.path.join(tempfile.mkdtemp(prefix="dbos-bench-"), "dbos.sqlite")
+FOLDER = tempfile.TemporaryDirectory(prefix="dbos-bench-")  # removed at exit
+DB = os.path.join(FOLDER.name, "dbos.sqlite")
 c = sqlite3.connect(DB); assert c.execute("PRAGMA journal_mode=WAL").fetchone()[0] == "wal"
 c.close()
 from dbos import DBOS

@@ -59,21 +59,22 @@ async def child(store: str) -> None:
 
 
 def parent() -> None:
-    store = os.path.join(tempfile.mkdtemp(prefix="garrison-demo-"), "demo.db")
-    cmd = [sys.executable, __file__, "--child", store]
-    first = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
-    assert first.stdout is not None
-    for line in first.stdout:
-        print(line, end="", flush=True)
-        if "step 1 runs" in line:
-            break
-    time.sleep(0.5)  # step 1 is committed; the workflow sleeps durably
-    os.kill(first.pid, signal.SIGKILL)
-    first.wait()
-    print(f"[parent] killed child {first.pid} with SIGKILL (exit {first.returncode})",
-          flush=True)
-    second = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=True)
-    print(second.stdout, end="")
+    with tempfile.TemporaryDirectory(prefix="garrison-demo-") as folder:
+        store = os.path.join(folder, "demo.db")
+        cmd = [sys.executable, __file__, "--child", store]
+        first = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+        assert first.stdout is not None
+        for line in first.stdout:
+            print(line, end="", flush=True)
+            if "step 1 runs" in line:
+                break
+        time.sleep(0.5)  # step 1 is committed; the workflow sleeps durably
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait()
+        print(f"[parent] killed child {first.pid} with SIGKILL (exit {first.returncode})",
+              flush=True)
+        second = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=True)
+        print(second.stdout, end="")
     assert "step 1 runs" not in second.stdout, "step 1 ran again"
     print("[parent] the workflow survived kill -9: step 1 ran once, steps 2 and 3 after resume")
 

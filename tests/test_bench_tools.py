@@ -77,3 +77,12 @@ def test_the_table_says_why_a_peer_is_missing(monkeypatch: pytest.MonkeyPatch,
     assert out[1].startswith("== workflow_steps.py (")
     assert out[2] == f"   (dbos: {missing})"
     assert any(line.split() == ["DBOS", "seq", "step", "us", "None"] for line in out), out
+
+
+def test_no_benchmark_leaves_its_stores_in_the_temp_folder() -> None:
+    """Each script's stores live in a temporary folder removed when it is done: a full
+    invocation left some thirty folders of 5-7 MB each in /tmp, a torture scenario its
+    store and logs (a failed scenario keeps them, and says where)."""
+    for path in [*(ROOT / "bench").glob("*.py"), ROOT / "tests" / "torture" / "run.py"]:
+        text = path.read_text()
+        assert "mkdtemp(" not in text or "rmtree(" in text, path.name

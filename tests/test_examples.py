@@ -6,12 +6,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+from _leftovers import run_leaving_no_temp_files
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def garrison_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "garrison", *args], cwd=ROOT, text=True,
-                          capture_output=True, timeout=timeout)
+    return run_leaving_no_temp_files([sys.executable, "-m", "garrison", *args], cwd=ROOT,
+                                     timeout=timeout)
 
 
 def test_demo_runs_and_finishes_on_its_own():

@@ -6,7 +6,10 @@ recorded once, every message delivered once (tests/torture/run.py; the long run 
 from __future__ import annotations
 
 import sys
+import tempfile
 from pathlib import Path
+
+import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "torture"))
 
@@ -20,7 +23,10 @@ def test_random_kills_lose_and_duplicate_nothing() -> None:
         assert out[check] is True, out
 
 
-def test_random_kills_at_full_durability() -> None:
+def test_random_kills_at_full_durability(monkeypatch: pytest.MonkeyPatch,
+                                         tmp_path: Path) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     out = torture_run.torture(kills=10, size=10, rounds=30, seed=11, synchronous="full")
     for check in torture_run.CHECKS:
         assert out[check] is True, out
+    assert not list(tmp_path.iterdir())  # a scenario that passed leaves nothing behind

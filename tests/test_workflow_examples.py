@@ -6,12 +6,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+from _leftovers import run_leaving_no_temp_files
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def run_example(name: str, *args: str) -> str:
-    done = subprocess.run([sys.executable, f"examples/{name}", *args], cwd=ROOT, text=True,
-                          capture_output=True, timeout=60)
+    done = run_leaving_no_temp_files([sys.executable, f"examples/{name}", *args], cwd=ROOT,
+                                     timeout=60)
     assert done.returncode == 0, done.stderr
     return done.stdout
 

@@ -94,25 +94,27 @@ CRASH_DEMO = Path(__file__).resolve().parent.parent / "crash_demo.py"
 async def survive_kill_9() -> None:
     """Run a three-step workflow in a child Python process, SIGKILL that process
     while the workflow sleeps durably, and let a fresh process resume it."""
-    store = str(Path(tempfile.mkdtemp(prefix="garrison-demo-")) / "demo.db")
-    cmd = [sys.executable, str(CRASH_DEMO), "--child", store]
-    first = await trio.lowlevel.open_process(cmd, stdout=-1)  # -1: subprocess.PIPE
-    assert first.stdout is not None
-    seen = b""
-    while b"step 1 runs" not in seen:
-        chunk = await first.stdout.receive_some()
-        if not chunk:
-            break
-        seen += chunk
-    for line in seen.decode().splitlines():
-        say(f"[crash]   {line}")
-    say(f"[crash]   child {first.pid} ran step 1 and sleeps durably; sending SIGKILL")
-    await trio.sleep(0.5)  # step 1 is committed to the journal by now
-    first.send_signal(signal.SIGKILL)
-    await first.wait()
-    second = await trio.run_process(cmd, capture_stdout=True)
-    lines = second.stdout.decode().splitlines()
-    for line in lines:
-        say(f"[crash]   {line}")
+    # (a folder of its own, removed at the end: the demo leaves nothing behind)
+    with tempfile.TemporaryDirectory(prefix="garrison-demo-") as folder:
+        store = str(Path(folder) / "demo.db")
+        cmd = [sys.executable, str(CRASH_DEMO), "--child", store]
+        first = await trio.lowlevel.open_process(cmd, stdout=-1)  # -1: subprocess.PIPE
+        assert first.stdout is not None
+        seen = b""
+        while b"step 1 runs" not in seen:
+            chunk = await first.stdout.receive_some()
+            if not chunk:
+                break
+            seen += chunk
+        for line in seen.decode().splitlines():
+            say(f"[crash]   {line}")
+        say(f"[crash]   child {first.pid} ran step 1 and sleeps durably; sending SIGKILL")
+        await trio.sleep(0.5)  # step 1 is committed to the journal by now
+        first.send_signal(signal.SIGKILL)
+        await first.wait()
+        second = await trio.run_process(cmd, capture_stdout=True)
+        lines = second.stdout.decode().splitlines()
+        for line in lines:
+            say(f"[crash]   {line}")
     assert not any("step 1 runs" in line for line in lines), "step 1 ran twice"
     say("[crash]   the workflow survived kill -9: step 1 ran once, steps 2 and 3 after resume")

@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import random
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -73,8 +74,13 @@ def run(kills: int, size: int, rounds: int, seed: int, max_delay: float = 0.08,
                              f"{out[-500:]!r}):\n{err[-3000:]}")
         results = json.loads(lines[-1])
     seconds = time.monotonic() - start
-    return {"kills": done_kills, "runs": runs, "seconds": round(seconds, 1),
-            **check(store, log, results, size, rounds)}
+    out = {"kills": done_kills, "runs": runs, "seconds": round(seconds, 1),
+           **check(store, log, results, size, rounds)}
+    if workdir is None and all(out[c] for c in CHECKS):
+        shutil.rmtree(tmp)  # a failed scenario's store and logs stay, named below
+    else:
+        out["workdir"] = tmp
+    return out
 
 
 def check(store: str, log: str, results: list[dict[str, object]], size: int,
