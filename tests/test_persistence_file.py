@@ -648,3 +648,35 @@ async def test_a_tools_commit_refuses_a_deleted_file(db_path: str) -> None:
         with pytest.raises(StoreError, match="deleted or replaced") as info:
             await tool.commit(Transaction().deliver("w0", "after", 2, msg_id="m-2"))
         assert info.value.path == db_path
+
+
+def test_an_in_memory_store_killed_with_its_process_leaves_no_folder_for_long(
+        tmp_path: Path) -> None:
+    """An in-memory store keeps its SQLite file in a folder of the temp folder, removed
+    when it closes. A process killed with the store open cannot remove it: the next
+    in-memory store opened, by any process of the same user, removes every such folder
+    whose owner is gone, and no folder of a store still open."""
+    env = dict(os.environ, TMPDIR=str(tmp_path))
+    opener = ("import os, signal, sys, time; from garrison.persistence import SQLiteStore; "
+              "s = SQLiteStore(); print('open', flush=True); {then}")
+
+    def python(then: str, **kw: object) -> subprocess.Popen[str]:
+        return subprocess.Popen([sys.executable, "-c", opener.format(then=then)], env=env,
+                                cwd=ROOT, text=True, stdout=subprocess.PIPE, **kw)
+
+    holder = python("sys.stdin.read()", stdin=subprocess.PIPE)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "open\n"
+        held = set(os.listdir(tmp_path))
+        assert len(held) == 1
+        killed = python("os.kill(os.getpid(), signal.SIGKILL)")
+        assert killed.wait(timeout=60) == -9
+        left = set(os.listdir(tmp_path)) - held
+        assert len(left) == 1  # the killed process's folder, with its SQLite file in it
+        closed = python("s.close()")
+        assert closed.wait(timeout=60) == 0
+        assert set(os.listdir(tmp_path)) == held  # the dead one's is gone; the open one's not
+    finally:
+        assert holder.stdin is not None
+        holder.stdin.close()
+        holder.wait(timeout=60)

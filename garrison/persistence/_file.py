@@ -45,6 +45,15 @@ event loop at each poll. Ringing never blocks and never fails the tool: no node
 running (no reader), no doorbell (another system, or something else at its name),
 a full pipe (a ring is waiting already) all leave the node to find the row by itself
 (it looks once a second anyway, for a writer that rings no bell).
+
+In memory
+---------
+An in-memory store (``SQLiteStore()``) is a SQLite file too, in a folder of its own in
+the temp folder, removed when the store closes. A killed process cannot remove it, so
+the folder holds a lock (an ``flock`` on its ``owner.lock``, taken before that name
+exists) for as long as the store is open, and the first in-memory store a process
+opens removes every such folder of the same user whose lock is free: its owner is gone,
+whatever the process ids of another container sharing the temp folder say.
 """
 
 from __future__ import annotations
@@ -55,6 +64,7 @@ import fcntl
 import os
 import re
 import select
+import shutil
 import sqlite3
 import stat
 import tempfile
@@ -549,3 +559,71 @@ def _os_reason(file: str) -> str | None:
 
 def _reason(exc: OSError) -> str:
     return exc.strerror or str(exc)
+
+
+#: the name an in-memory store's folder starts with, in the temp folder
+SCRATCH_PREFIX = "garrison-store-"
+_OWNER = "owner.lock"
+#: whether this process has looked for folders left by killed processes yet
+_swept = False
+
+
+def scratch_folder() -> tuple[str, int]:
+    """A new folder for an in-memory store's file: ``(folder, fd)``, where ``fd`` holds
+    the folder's lock until it is closed (after the folder is removed). The first call
+    in a process first removes the folders that killed processes left."""
+    global _swept
+    if not _swept:
+        _swept = True
+        sweep_scratch_folders()
+    folder = tempfile.mkdtemp(prefix=SCRATCH_PREFIX)
+    try:
+        # locked under another name, then renamed: a sweep never finds the lock free
+        # between its creation and our flock
+        new = os.path.join(folder, _OWNER + ".new")
+        fd = os.open(new, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            # (a file system without flock: no lock, and no sweep can take one either)
+            with contextlib.suppress(OSError):
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.rename(new, os.path.join(folder, _OWNER))
+        except BaseException:
+            os.close(fd)
+            raise
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    return folder, fd
+
+
+def sweep_scratch_folders() -> int:
+    """Remove the in-memory stores' folders of this user whose lock is free (their
+    process was killed with the store open); how many. Never raises: a folder that
+    cannot be checked or removed stays."""
+    removed = 0
+    uid = os.geteuid()
+    try:
+        with os.scandir(tempfile.gettempdir()) as it:
+            entries = [e for e in it if e.name.startswith(SCRATCH_PREFIX)]
+    except OSError:
+        return 0
+    for entry in entries:
+        try:
+            if (not entry.is_dir(follow_symlinks=False)
+                    or entry.stat(follow_symlinks=False).st_uid != uid):
+                continue
+            fd = os.open(os.path.join(entry.path, _OWNER),
+                         os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except OSError:
+            continue  # not ours, being made, or from before folders had a lock
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            continue  # its store is open
+        try:
+            shutil.rmtree(entry.path, ignore_errors=True)
+            removed += 1
+        finally:
+            os.close(fd)
+    return removed

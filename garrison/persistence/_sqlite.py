@@ -37,7 +37,6 @@ import os
 import pathlib
 import shutil
 import sqlite3
-import tempfile
 import threading
 import time as _time
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
@@ -535,6 +534,8 @@ class SQLiteStore(StoreShortcuts):
         self._lock_fd: int | None = None
         self._lock_file: str | None = None
         self._tempdir: str | None = None
+        #: holds the lock of ``_tempdir`` (see ``_file.py``: In memory)
+        self._tempdir_fd: int | None = None
         self._closed = False
         self._closing = threading.Event()  # stops the wakeup watcher thread
         #: when the wakeup watcher last ran :meth:`check_file` (``time.monotonic()``)
@@ -556,7 +557,7 @@ class SQLiteStore(StoreShortcuts):
         self._ring: str | None = None
         if path is None:
             self.path: str | None = None
-            self._tempdir = tempfile.mkdtemp(prefix="garrison-store-")
+            self._tempdir, self._tempdir_fd = _file.scratch_folder()
             file = os.path.join(self._tempdir, "store.db")
             pragma_sync = "OFF"
         else:
@@ -728,6 +729,9 @@ class SQLiteStore(StoreShortcuts):
         if self._tempdir is not None:
             shutil.rmtree(self._tempdir, ignore_errors=True)
             self._tempdir = None
+        if self._tempdir_fd is not None:
+            os.close(self._tempdir_fd)
+            self._tempdir_fd = None
 
     def __repr__(self) -> str:
         where = self.path if self.path is not None else "<memory>"
