@@ -71,7 +71,8 @@ def run(kills: int, size: int, rounds: int, seed: int, max_delay: float = 0.08,
             with open(errfile) as f:
                 err = f.read()
             raise SystemExit(f"the node failed (exit {proc.returncode}, output "
-                             f"{out[-500:]!r}):\n{err[-3000:]}")
+                             f"{out[-500:]!r}; its files are kept in {tmp}):\n"
+                             f"{err[-3000:]}")
         results = json.loads(lines[-1])
     seconds = time.monotonic() - start
     out = {"kills": done_kills, "runs": runs, "seconds": round(seconds, 1),
