@@ -147,9 +147,10 @@ def test_after_an_outage_past_the_lease_the_workflows_spread_over_the_nodes_agai
         own_server: Any, nodes: list[Node]) -> None:
     """The server down past the lease: every node's lease lapses and its workflows
     stop. The first node to join again took every workflow (the others were not live
-    yet, so its fair share was all of them), the others none, and nothing moves them
-    after. A node joining again after its lease lapsed waits a moment before it claims,
-    for the others to join again too."""
+    yet, so its fair share was all of them), the others none. A node joining again
+    after its lease lapsed waits a moment before it claims, for the others to join
+    again too; one slower than that moment (a loaded machine: 7, 4 and 1 in a CI run)
+    gets its share from the balancing looks after (two looks, 6 s apart here)."""
     import collections
 
     import _postgres
@@ -173,9 +174,14 @@ def test_after_an_outage_past_the_lease_the_workflows_spread_over_the_nodes_agai
                  and None not in look.owners().values()
                  and all(len(look.steps(w)) > 0 for w in look.owners()), 30,
                  "every workflow owned by a node again")
-        time.sleep(lease)  # (nothing more moves)
         held = collections.Counter(look.owners().values())
-        assert sorted(held) == ["a", "b", "c"] and min(held.values()) >= 2, held
+        assert max(held.values()) < 12, held  # not all on the first node back
+
+        def spread() -> bool:
+            now = collections.Counter(look.owners().values())
+            return sorted(now) == ["a", "b", "c"] and min(now.values()) >= 2
+
+        wait_for(spread, 40, "the workflows spread over the three nodes")
     finally:
         look.close()
 
