@@ -22,6 +22,7 @@ from typing import Any
 from ._errors import (
     DedupKeyTaken,
     GarrisonError,
+    NoSuchWorkflow,
     PromiseAlreadyCompleted,
     StoreVersionError,
     schedule_hint,
@@ -398,7 +399,7 @@ def terminate(store: Any, workflow_id: str, reason: str, *, wait: float = 5.0) -
     from .hosts.workflow import (
         check_reason,
         request_transaction,
-        terminate_transaction,
+        terminate_unless_node,
         terminated,
     )
 
@@ -410,24 +411,18 @@ def terminate(store: Any, workflow_id: str, reason: str, *, wait: float = 5.0) -
     refuse_final(rec, "terminate")
     error = terminated(reason)
     attempt = rec.attempt
-    for _ in range(3):
-        if node_holds(store):
-            break
-        try:
-            store.write(terminate_transaction(store, rec, error))
-            return True
-        except ValueError as exc:  # one it ends changed since it was read: read again
-            changed = exc
-        rec = get(store, workflow_id)
-        if rec.attempt != attempt:  # ended and retried since: this terminate ended nothing
-            raise ToolError(f"cannot terminate workflow {workflow_id!r}: it was retried "
-                            f"before the terminate reached it (it is {rec.status}, attempt "
-                            f"{rec.attempt}); nothing was written")
-        if str(rec.status) in FINAL:
-            return _ended_as_asked(rec, attempt)
-    else:
-        raise ToolError(f"cannot terminate workflow {workflow_id!r}: {changed}; run the "
-                        "command again")
+    try:
+        rec = terminate_unless_node(store, rec, error)
+    except NoSuchWorkflow:
+        rec = get(store, workflow_id)  # (its ToolError)
+    if rec is None:
+        return True  # no node holds the store: ended in it
+    if rec.attempt != attempt:  # ended and retried since: this terminate ended nothing
+        raise ToolError(f"cannot terminate workflow {workflow_id!r}: it was retried "
+                        f"before the terminate reached it (it is {rec.status}, attempt "
+                        f"{rec.attempt}); nothing was written")
+    if str(rec.status) in FINAL:
+        return _ended_as_asked(rec, attempt)
     store.write(request_transaction(workflow_id, error, attempt))
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:

@@ -883,6 +883,61 @@ async def test_cli_terminate_asks_the_running_node_on_either_store(
         tool.close()
 
 
+async def test_a_client_handle_terminate_returns_once_the_running_node_ended_it(
+        store_spec: str) -> None:
+    """``handle.terminate()`` on a node opened with a ``lock=False`` store (a client)
+    wrote the request and returned at once: the workflow was still running when it
+    returned (an activity could even start after it). It now watches the store until
+    the node that runs the workflow has ended it, as the docstring says."""
+    from garrison.persistence import open_store
+
+    async with garrison.open_node(store=store_spec) as node:
+        await node.start_workflow(ops_app.parent_of_one, id="p")
+        await until(lambda: node.workflow("p.1").status() == "waiting", "the child")
+        client_store = open_store(store_spec, lock=False)
+        try:
+            async with garrison.open_node(store=client_store) as client:
+                handle = client.workflow("p")
+                with trio.fail_after(10):
+                    await handle.terminate("by a client")
+                assert handle.status() == "failed"
+                assert str(client_store.get_workflow("p").error) == "Terminated: by a client"
+                assert client.workflow("p.1").status() == "failed"
+                with trio.fail_after(10):
+                    await handle.terminate("again")  # ended: nothing happens
+                assert str(client_store.get_workflow("p").error) == "Terminated: by a client"
+        finally:
+            client_store.close()
+
+
+async def test_a_client_handle_terminate_with_no_node_ends_the_workflow_in_the_store(
+        store_spec: str) -> None:
+    """No node holds the store: a client's ``handle.terminate()`` ends the workflow
+    (and its unfinished children) in the store at once, as ``garrison workflows
+    terminate`` does, instead of leaving a request for a node that may never come."""
+    from garrison.persistence import open_store
+
+    async with garrison.open_node(store=store_spec) as node:
+        await node.start_workflow(ops_app.parent_of_one, id="p")
+        await until(lambda: node.workflow("p.1").status() == "waiting", "the child")
+    client_store = open_store(store_spec, lock=False)
+    try:
+        await until(lambda: not client_store.node_running(), "the node's lock to go")
+        async with garrison.open_node(store=client_store) as client:
+            with trio.fail_after(10):
+                await client.workflow("p").terminate("nobody runs it")
+            assert client.workflow("p").status() == "failed"
+            assert str(client_store.get_workflow("p").error) == "Terminated: nobody runs it"
+            assert str(client_store.get_workflow("p.1").error) == \
+                "Terminated: its parent workflow 'p' was terminated"
+    finally:
+        client_store.close()
+    async with garrison.open_node(store=store_spec) as node:  # nothing left to act on
+        assert node.workflow("p").status() == "failed"
+        assert str(node.hosts["workflows"].store.get_workflow("p").error) == \
+            "Terminated: nobody runs it"
+
+
 async def test_a_retry_read_before_another_one_landed_writes_nothing(
         store_spec: str) -> None:
     """Two operators retry one failed workflow: B reads it (and its journal) for its

@@ -21,7 +21,7 @@ from garrison import _store_tools as tools
 from garrison.console._app import make_app
 from garrison.console._backend import StoreBackend
 from garrison.hosts.workflow import terminate_transaction, terminated
-from garrison.persistence import Transaction, open_store
+from garrison.persistence import SQLiteStore, Transaction, open_store
 
 
 @pytest.fixture(autouse=True)
@@ -39,20 +39,20 @@ async def until(check: Any) -> None:
 
 @contextlib.contextmanager
 def meanwhile(act: Callable[[], None]) -> Iterator[None]:
-    """Run ``act()`` when a tool command asks whether a node holds the store: between
-    its read of the workflow and its write."""
-    real = tools.node_holds
+    """Run ``act()`` the first time a tool command asks whether a node holds its SQLite
+    store: between its read of the workflow and its write (nothing else asks)."""
+    real = SQLiteStore.node_running
 
-    def hook(store: Any) -> bool:
-        tools.node_holds = real
+    def hook(store: SQLiteStore) -> bool:
+        SQLiteStore.node_running = real  # type: ignore[method-assign]
         act()
         return real(store)
 
-    tools.node_holds = hook
+    SQLiteStore.node_running = hook  # type: ignore[method-assign]
     try:
         yield
     finally:
-        tools.node_holds = real
+        SQLiteStore.node_running = real  # type: ignore[method-assign]
 
 
 async def waiting_order(store: str) -> None:

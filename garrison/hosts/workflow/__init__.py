@@ -27,6 +27,7 @@ from ._operate import (
     retry_transaction,
     retry_workflow,
     terminate_transaction,
+    terminate_unless_node,
     terminate_workflow,
     terminated,
 )
@@ -36,4 +37,5 @@ from ._replay import History, ReplayResult, replay_history
 __all__ = ["Cursor", "Entry", "History", "JournalKind", "ReplayResult", "WorkflowHost",
            "WorkflowInstance", "cancel_pending_transaction", "check_reason",
            "replay_history", "request_transaction", "retry_transaction", "retry_workflow",
-           "terminate_transaction", "terminate_workflow", "terminated"]
+           "terminate_transaction", "terminate_unless_node", "terminate_workflow",
+           "terminated"]

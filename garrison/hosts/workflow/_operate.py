@@ -9,9 +9,9 @@ watch it (its parent among them), its unfinished child workflows terminated with
 workflow may end it, so a tool asks it (:func:`request_transaction`: a ``control``
 row in the workflow's inbox, which its code never sees): the node running it ends it
 at once (woken by the tool's write), or, if none runs it, the next node that opens the
-store ends it before running anything. A tool that finds no node holding the store
-ends it in the store itself (:func:`terminate_transaction`), so the status says
-``failed`` at once (and drops its queue row, as a node does). A request names the
+store ends it before running anything. A tool (or a client's handle) that finds no
+node holding the store ends it in the store itself (:func:`terminate_unless_node`), so
+the status says ``failed`` at once (and drops its queue row, as a node does). A request names the
 attempt it ends: one per attempt (its message id says which), and a node consumes
 without acting a request for an attempt a retry has ended since, so an offline
 terminate applies once and a retried workflow is not terminated again.
@@ -57,7 +57,7 @@ if TYPE_CHECKING:
 
 __all__ = ["RETRYABLE", "TERMINATED", "check_reason", "end_pending_transaction", "key_taken",
            "retry_transaction", "retry_workflow", "terminate_transaction",
-           "terminate_workflow", "terminated"]
+           "terminate_unless_node", "terminate_workflow", "terminated"]
 
 #: the error type of a terminated workflow
 TERMINATED = "Terminated"
@@ -180,9 +180,11 @@ def cancel_pending_transaction(store: Any, record: Any) -> Transaction:
 
 async def terminate_workflow(host: WorkflowHost, wid: str, reason: str) -> bool:
     """``handle.terminate()``: end ``wid`` (and its unfinished children) now; True once
-    it has ended (on a host that only writes to the store: once asked), False if it
-    had ended already. ``NoSuchWorkflow`` for an unknown id; ``ValueError`` for a
-    blank ``reason`` (see :func:`check_reason`)."""
+    it has ended, False if it had ended already. On a client's host (``lock=False``),
+    as ``garrison workflows terminate``: ended in the store while no node holds it,
+    else asked through its inbox and the store watched until that node has ended it.
+    ``NoSuchWorkflow`` for an unknown id; ``ValueError`` for a blank ``reason`` (see
+    :func:`check_reason`)."""
     check_reason(reason)
     store = host.store
     record = store.get_workflow(wid)
@@ -193,9 +195,16 @@ async def terminate_workflow(host: WorkflowHost, wid: str, reason: str) -> bool:
         await trio.lowlevel.checkpoint()
         return False
     asked = record.attempt
+    if host.client:  # a client (``lock=False``): as the command line does
+        now = await run_blocking(terminate_unless_node, store, record, terminated(reason))
+        if now is None:
+            return True  # no node holds the store: ended in it
+        if now.attempt != asked or WorkflowStatus(now.status).finished:
+            return False  # it ended (or a retry overtook this) before the terminate
+        await store.commit(request_transaction(wid, terminated(reason), asked))
+        await _until_ended(host, wid, asked)  # the node that holds the store ends it
+        return True
     await store.commit(request_transaction(wid, terminated(reason), asked))
-    if host.client:
-        return True  # the node that holds the store ends it
     refresh(host, wid)
     # until the attempt asked about has ended: a retry that overtook the request started
     # another, which a request for an earlier attempt does not end (nor waits for)
@@ -224,14 +233,44 @@ async def terminate_workflow(host: WorkflowHost, wid: str, reason: str) -> bool:
 
 async def _until_ended(host: WorkflowHost, wid: str, asked: int) -> None:
     """Watch the store until attempt ``asked`` of ``wid`` has ended (or a retry started
-    another), as ``result()`` does for a workflow another node runs."""
+    another), as ``result()`` does for a workflow another node runs (read in a worker
+    thread: a slow database holds up this caller, not the event loop)."""
     store = host.store
     while True:
-        record = store.get_workflow(wid)
+        record = await run_blocking(store.get_workflow, wid)
         if record is None or WorkflowStatus(record.status).finished \
                 or record.attempt != asked:
             return
         await trio.sleep(0.02)
+
+
+def terminate_unless_node(store: Any, record: Any, error: ErrorInfo) -> Any:
+    """For a tool or a client (a store opened with ``lock=False``): end ``record``'s
+    workflow with ``error`` in the store itself (:func:`terminate_transaction`) while no
+    node holds the store, reading it again when one of the workflows it ends changed
+    between the read and the write. ``None`` once ended by this write; else the
+    workflow's record as it is now, nothing written: unfinished in the attempt read (a
+    node holds the store: ask it with :func:`request_transaction`), finished, or in a
+    later attempt (a retry overtook this). ``NoSuchWorkflow`` if it is gone."""
+    wid = record.workflow_id
+    asked = record.attempt
+    for _ in range(_WRITE_TRIES):
+        if record.attempt != asked or WorkflowStatus(record.status).finished \
+                or store.node_running():
+            return record
+        try:
+            store.write(terminate_transaction(store, record, error))
+            return None
+        except ValueError:  # one it ends changed since it was read: read again
+            record = store.get_workflow(wid)
+            if record is None:
+                raise NoSuchWorkflow(wid) from None
+    return record  # changed under every write: ask the node that opens the store next
+
+
+#: how many times :func:`terminate_unless_node` reads and writes again when what it ends
+#: keeps changing under it (another tool at work), before it leaves a request instead
+_WRITE_TRIES = 5
 
 
 # ---------------------------------------------------------------- retry
