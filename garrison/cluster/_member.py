@@ -62,9 +62,11 @@ log = logging.getLogger("garrison.cluster")
 LEASE_MARGIN = 0.25
 
 #: rounds (each ``lease / 3``, at most 1 s while the store is out of reach) a node
-#: that joined again after its lease lapsed waits before it claims orphaned workflows:
-#: an outage past the lease lapsed every node's, and the others join again within a
-#: round of the store answering (else the first one back, alone live, takes them all)
+#: that joined again after its lease lapsed waits at least before it claims orphaned
+#: workflows: an outage past the lease lapsed every node's, and the others join again
+#: about when the store answers (else the first one back, alone live, takes them all).
+#: Past these rounds it waits on, one lease at most from its join, for the nodes it saw
+#: live before the lapse to be live again (a loaded machine brings one back later)
 REJOIN_WAIT = 2
 
 #: leases between two looks of a node at how the cluster's workflows are spread (at
@@ -210,6 +212,11 @@ class ClusterMember:
         self._expiry = float("inf")
         #: (monotonic) no orphaned workflow is claimed before (see :data:`REJOIN_WAIT`)
         self._claim_after = 0.0
+        #: after a rejoin: the names of the other nodes seen live before the lapse, not
+        #: live again yet (a lease not lapsed, by the server's clock); and until when
+        #: (monotonic) claims wait for them
+        self._awaited: set[str] = set()
+        self._await_until = 0.0
         #: a drain was notified since the last round: the round renews (which reads
         #: this node's status: a tool's drain is acted on at once)
         self._heard = False
@@ -825,7 +832,15 @@ class ClusterMember:
                 "this node writes nothing more: stop it"), why="")
             return
         self._rejoining = False
-        self._claim_after = time.monotonic() + REJOIN_WAIT * min(self.interval, 1.0)
+        now = time.monotonic()
+        self._claim_after = now + REJOIN_WAIT * min(self.interval, 1.0)
+        self._awaited = {str(info.get("name")) for epoch, info in self._live.items()
+                         if epoch != old and info.get("name") != self.name}
+        self._await_until = max(now + self.lease, self._claim_after)
+        if self._awaited:
+            log.info("node %s joined the cluster again: it claims orphaned workflows once "
+                     "%s (live before its lease lapsed) joined again too, or in %gs",
+                     self.name, ", ".join(sorted(self._awaited)), self._await_until - now)
         self._over = 0  # (a look before the lapse says nothing of the cluster now)
         if asked or self.draining:  # the drain goes on under the new incarnation
             if asked and not self.draining:
@@ -905,6 +920,28 @@ class ClusterMember:
                 freed, self.pg.freed = self.pg.freed, set()
                 if self.host.name in freed:
                     self._post("slots")
+
+    def _may_claim(self, live: dict[int, dict[str, Any]]) -> bool:
+        """(thread) Whether this round may claim orphaned workflows: not before
+        :data:`REJOIN_WAIT` rounds after a rejoin, and then not before the nodes seen
+        live before the lapse are ``live`` again (one lease at most; see
+        :data:`REJOIN_WAIT`)."""
+        now = time.monotonic()
+        if now < self._claim_after:
+            return False
+        if self._awaited:
+            back = {str(info.get("name")) for info in live.values()
+                    if info.get("left", 0.0) > 0}
+            if self._awaited <= back:
+                self._awaited = set()
+            elif now < self._await_until:
+                return False
+            else:
+                log.info("node %s claims orphaned workflows: %s did not join the cluster "
+                         "again within its lease", self.name,
+                         ", ".join(sorted(self._awaited - back)))
+                self._awaited = set()
+        return True
 
     def _look_at_balance(self) -> None:
         """(thread) Compare this node's workflows with its share of the cluster's; over
@@ -1084,8 +1121,7 @@ class ClusterMember:
             owned = pg.owned()
             pg.claim_unknown = False
             self._post("owned", (pg.epoch, owned))
-        if not self.draining and not self._stop.is_set() \
-                and time.monotonic() >= self._claim_after:
+        if not self.draining and not self._stop.is_set() and self._may_claim(live):
             claimed = pg.claim(self._limit(), self._refused_names())
             if claimed:
                 with self._lock:

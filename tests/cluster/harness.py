@@ -4,6 +4,7 @@
     node.kill(); node.stop(); node.pause(); node.resume()
     look = Look(url)                                     # reads the store as a tool
     look.owners() -> {workflow_id: owner}; look.steps(wid) -> [(i, node), ...]
+    look.live_owners() -> {workflow_id: live owner or None}
 """
 
 from __future__ import annotations
@@ -124,6 +125,17 @@ class Look:
     def owners(self) -> dict[str, str | None]:
         rows = self.store._query("SELECT workflow_id, owner FROM garrison.workflows "
                                  "WHERE status NOT IN ('completed', 'failed', 'cancelled')")
+        return {wid: owner for wid, owner in rows}
+
+    def live_owners(self) -> dict[str, str | None]:
+        """``owners()`` as the cluster sees them now: the name of the live node whose
+        incarnation owns each unfinished workflow, ``None`` for one no live node owns
+        (its owner's lease lapsed: the name in the row is stale until it is claimed)."""
+        rows = self.store._query(
+            "SELECT w.workflow_id, n.name FROM garrison.workflows w LEFT JOIN "
+            "garrison.nodes n ON n.epoch = w.owner_epoch AND n.status IN ('active', "
+            "'draining') AND n.lease_until > garrison.now_s() "
+            "WHERE w.status NOT IN ('completed', 'failed', 'cancelled')")
         return {wid: owner for wid, owner in rows}
 
     def holding(self, host: str = "workflows") -> int:
