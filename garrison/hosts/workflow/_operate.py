@@ -244,6 +244,11 @@ async def _until_ended(host: WorkflowHost, wid: str, asked: int) -> None:
         await trio.sleep(0.02)
 
 
+#: how many times :func:`terminate_unless_node` reads and writes again when what it ends
+#: keeps changing under it (another tool at work), before it leaves a request instead
+_WRITE_TRIES = 5
+
+
 def terminate_unless_node(store: Any, record: Any, error: ErrorInfo) -> Any:
     """For a tool or a client (a store opened with ``lock=False``): end ``record``'s
     workflow with ``error`` in the store itself (:func:`terminate_transaction`) while no
@@ -266,11 +271,6 @@ def terminate_unless_node(store: Any, record: Any, error: ErrorInfo) -> Any:
             if record is None:
                 raise NoSuchWorkflow(wid) from None
     return record  # changed under every write: ask the node that opens the store next
-
-
-#: how many times :func:`terminate_unless_node` reads and writes again when what it ends
-#: keeps changing under it (another tool at work), before it leaves a request instead
-_WRITE_TRIES = 5
 
 
 # ---------------------------------------------------------------- retry
