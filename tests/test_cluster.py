@@ -2705,6 +2705,58 @@ async def test_a_replaced_tick_of_a_lost_node_keeps_to_the_overlap_policy(
     assert f"skipped, as workflow {running} (a later run) is still running" in message
 
 
+async def test_a_tick_two_nodes_repair_at_once_is_said_started_once(
+        postgres_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """Both surviving nodes look for a tick a lost (or leaving) node recorded without
+    starting its workflow, and both start it: the start is idempotent, the workflow
+    runs once, but both logged that they started it. Only the node whose start created
+    it says so."""
+    import logging
+
+    import trio
+
+    caplog.set_level(logging.WARNING, logger="garrison")
+
+    from garrison.hosts.workflow._schedules import ScheduleDefinition, tick_id
+    from garrison.persistence import Transaction
+
+    async with garrison.open_node(store=postgres_url, name="b", lease=LEASE) as b, \
+            garrison.open_node(store=postgres_url, name="c", lease=LEASE) as c:
+        look = Look(postgres_url)
+        try:
+            await b.hosts["workflows"].scheduler.put(ScheduleDefinition.build(
+                "s", "cluster_app:steps", [1, 0.0], every="1h", catchup_window="1h"))
+            wid = tick_id("s", float(int(time.time())))
+            look.store.write(Transaction().update_schedule("s", last_workflow=wid))
+            # each node's start of the tick waits for the other's: both found the tick
+            # without its workflow (the race; else the second finds it and starts none)
+            both = trio.Event()
+            reached: list[str] = []
+            for node in (b, c):
+                host = node.hosts["workflows"]
+
+                async def held(*args: Any, real: Any = host.start, name: str = node.name,
+                               **kwargs: Any) -> Any:
+                    reached.append(name)
+                    if len(reached) == 2:
+                        both.set()
+                    await both.wait()
+                    return await real(*args, **kwargs)
+
+                host.start = held
+            for node in (b, c):  # (what each node's round does when one left)
+                node.hosts["workflows"].scheduler.nodes_lost()
+            with trio.fail_after(10):
+                await both.wait()
+            await _created(look, wid)
+            assert await b.workflow(wid).result() == [0]
+        finally:
+            look.close()
+    said = [r for r in caplog.records if f"its tick {wid} was recorded" in r.getMessage()]
+    assert len(said) == 1, [(r.name, r.getMessage()) for r in said]
+    assert said[0].getMessage().endswith("started now")
+
+
 async def test_a_tick_a_node_recorded_as_it_left_is_started_by_the_nodes_running_on(
         postgres_url: str, caplog: pytest.LogCaptureFixture) -> None:
     """A node that stops may leave a tick recorded and its workflow not created

@@ -271,10 +271,12 @@ class Scheduler:
         for record in missing:                             # by one, at every leave)
             self._take(record)
         found = [self.rows[r.schedule_id] for r in missing if r.schedule_id in self.rows]
+        # (every surviving node repairs, and may start the same tick at once: the start
+        # is idempotent, and only the node whose start created the workflow says so)
         for record, wid in await self._interrupted(found):
-            log.warning(_LEFT_TICK + "started now", record.schedule_id, wid,
-                        extra={"schedule_id": record.schedule_id, "workflow_id": wid})
-            await self._start(record, wid)
+            await self._start(record, wid, said=partial(
+                log.warning, _LEFT_TICK + "started now", record.schedule_id, wid,
+                extra={"schedule_id": record.schedule_id, "workflow_id": wid}))
         # a schedule that ticks more often than a lease: this node recorded its next
         # tick(s) over the lost node's before the loss was known (the last run is not
         # that tick any more, so _interrupted cannot find it)
@@ -294,9 +296,9 @@ class Scheduler:
                             "running (overlap %r)", sid, wid, last, row.overlap,
                             extra={"schedule_id": sid, "workflow_id": wid})
                 continue
-            log.warning(_LEFT_TICK + "started now", sid, wid,
-                        extra={"schedule_id": sid, "workflow_id": wid})
-            await self._start(row, wid)
+            await self._start(row, wid, said=partial(
+                log.warning, _LEFT_TICK + "started now", sid, wid,
+                extra={"schedule_id": sid, "workflow_id": wid}))
 
     def _take(self, record: ScheduleRecord) -> None:
         """Hold ``record`` in memory (its next tick in the heap)."""
@@ -628,18 +630,26 @@ class Scheduler:
         if "next_tick" in fields and tick is not None and not record.paused:
             heapq.heappush(self._heap, (tick, sid))
 
-    async def _start(self, record: ScheduleRecord, wid: str) -> Pid | None:
-        """Start a tick's workflow; counted ``started`` only if this start created it
-        (not one that found it: a tick acted on again, or started by another node)."""
+    async def _start(self, record: ScheduleRecord, wid: str,
+                     said: Callable[[], None] | None = None) -> Pid | None:
+        """Start a tick's workflow; counted ``started`` (and ``said()`` called) only if
+        this start created it (not one that found it: a tick acted on again, or started
+        by another node)."""
+
+        def created() -> None:
+            self.counts["started"] += 1
+            if said is not None:
+                said()
+
         try:
             try:
                 fn = _workflow_of(record)
             except ImportError as exc:
                 if self.host.ownership is None:
                     raise
-                return await self._leave_to_cluster(record, wid, exc)
+                return await self._leave_to_cluster(record, wid, exc, created)
             return await self.host.start(fn, tuple(record.input), wid=wid,
-                                         on_created=self._started)
+                                         on_created=created)
         except Exception as exc:
             log.error("schedule %s could not start workflow %s (%s): %s", record.schedule_id,
                       wid, record.workflow, exc,
@@ -647,11 +657,8 @@ class Scheduler:
                              "error": str(exc)})
             return None
 
-    def _started(self) -> None:
-        self.counts["started"] += 1
-
     async def _leave_to_cluster(self, record: ScheduleRecord, wid: str,
-                                error: ImportError) -> Pid:
+                                error: ImportError, created: Callable[[], None]) -> Pid:
         """The workflow of ``record``'s tick does not import on this node of a cluster
         (a rolling deploy: a schedule of a new workflow type): it is created unrun
         (``pending``, as a tool's start) and left to a node of the cluster that has its
@@ -659,9 +666,9 @@ class Scheduler:
         host = self.host
         tx = Transaction().create_workflow(wid, record.workflow, list(record.input),
                                            status="pending", host=host.name)
-        [created] = await host.store.commit(tx)
-        if created:
-            self._started()
+        [made] = await host.store.commit(tx)
+        if made:
+            created()
             host.ownership.refuse(wid, record.workflow, error.__cause__ or error)
         return Pid(host.name, wid)
 
