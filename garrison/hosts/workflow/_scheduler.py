@@ -130,6 +130,13 @@ _LEFT_TICK = ("schedule %s: its tick %s was recorded by a node of the cluster th
               "was lost before it started the workflow: ")
 
 
+def _said_started(sid: str, wid: str) -> Callable[[], None]:
+    """The warning that a repaired tick's workflow was started, to log once this node's
+    start created it (see ``Scheduler._start``)."""
+    return partial(log.warning, _LEFT_TICK + "started now", sid, wid,
+                   extra={"schedule_id": sid, "workflow_id": wid})
+
+
 class Scheduler:
     """The schedules of one workflow host's store (see the module docs)."""
 
@@ -274,9 +281,7 @@ class Scheduler:
         # (every surviving node repairs, and may start the same tick at once: the start
         # is idempotent, and only the node whose start created the workflow says so)
         for record, wid in await self._interrupted(found):
-            await self._start(record, wid, said=partial(
-                log.warning, _LEFT_TICK + "started now", record.schedule_id, wid,
-                extra={"schedule_id": record.schedule_id, "workflow_id": wid}))
+            await self._start(record, wid, said=_said_started(record.schedule_id, wid))
         # a schedule that ticks more often than a lease: this node recorded its next
         # tick(s) over the lost node's before the loss was known (the last run is not
         # that tick any more, so _interrupted cannot find it)
@@ -296,9 +301,7 @@ class Scheduler:
                             "running (overlap %r)", sid, wid, last, row.overlap,
                             extra={"schedule_id": sid, "workflow_id": wid})
                 continue
-            await self._start(row, wid, said=partial(
-                log.warning, _LEFT_TICK + "started now", sid, wid,
-                extra={"schedule_id": sid, "workflow_id": wid}))
+            await self._start(row, wid, said=_said_started(sid, wid))
 
     def _take(self, record: ScheduleRecord) -> None:
         """Hold ``record`` in memory (its next tick in the heap)."""
