@@ -41,7 +41,6 @@ __all__ = [
     "get",
     "json_arg",
     "key_value",
-    "node_holds",
     "open_store",
     "pause_schedule",
     "record_json",
@@ -444,12 +443,6 @@ def _ended_as_asked(rec: Any, attempt: int) -> bool:
         return True
     raise ToolError(f"cannot terminate workflow {rec.workflow_id!r}: it ended {rec.status} "
                     "before the terminate reached it")
-
-
-def node_holds(store: Any) -> bool:
-    """Whether a node holds the store (its lock is taken). Unknown counts as held: the
-    caller then asks the node instead of acting in its place."""
-    return bool(store.node_running())
 
 
 def retry(store: Any, workflow_id: str) -> str:

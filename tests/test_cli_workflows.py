@@ -1083,7 +1083,6 @@ async def test_the_cli_cancel_never_ends_a_workflow_a_node_read_pending(
         # over the CLI's end and waited for ever)
         s.write(Transaction().create_workflow("p-4", "workflow_app:receiver", [],
                                               status="pending"))
-    monkeypatch.setattr(_store_tools, "node_holds", lambda store: False)  # (its look)
     count_tool_starts = _recovery.count_tool_starts
     ended: list[bool] = []
 

@@ -861,11 +861,10 @@ async def test_cli_terminate_asks_the_running_node_on_either_store(
     node (which ended its own run only from the request written with it; children on
     other nodes of a cluster got a status write). Every PostgreSQL node now holds its
     schema's node lock (shared), which a tool tries to take."""
-    from garrison import _store_tools as tools
 
     async with garrison.open_node(store=store_spec) as node:
         tool = garrison.persistence.open_store(store_spec, lock=False)
-        assert tools.node_holds(tool)
+        assert tool.node_running()
         await node.start_workflow(ops_app.guarded, "desk", id="g")
         await until(lambda: node.workflow("g").status() == "waiting", "g to wait")
         code, _out, err = await cli_async(capsys, "--store", store_spec, "terminate", "g")
@@ -877,7 +876,7 @@ async def test_cli_terminate_asks_the_running_node_on_either_store(
     try:
         # the node closed: its lock went with it (PostgreSQL ends the server side of its
         # session a moment after the client closed it)
-        await until(lambda: not tools.node_holds(tool), "the node's lock to go")
+        await until(lambda: not tool.node_running(), "the node's lock to go")
         assert tool.get_workflow("g").status == "failed"
     finally:
         tool.close()

@@ -196,12 +196,13 @@ async def terminate_workflow(host: WorkflowHost, wid: str, reason: str) -> bool:
         return False
     asked = record.attempt
     if host.client:  # a client (``lock=False``): as the command line does
-        now = await run_blocking(terminate_unless_node, store, record, terminated(reason))
+        error = terminated(reason)
+        now = await run_blocking(terminate_unless_node, store, record, error)
         if now is None:
             return True  # no node holds the store: ended in it
         if now.attempt != asked or WorkflowStatus(now.status).finished:
             return False  # it ended (or a retry overtook this) before the terminate
-        await store.commit(request_transaction(wid, terminated(reason), asked))
+        await store.commit(request_transaction(wid, error, asked))
         await _until_ended(host, wid, asked)  # the node that holds the store ends it
         return True
     await store.commit(request_transaction(wid, terminated(reason), asked))
