@@ -17,7 +17,7 @@ from typing import Any
 
 from . import _store_tools as tools
 from ._cli_options import CommandGroup, run_with_store
-from ._cli_workflows import _print_json, _print_table
+from ._cli_workflows import _print_json, _print_table, make_importable
 from ._errors import GarrisonError
 from ._store_tools import ToolError, when
 
@@ -110,6 +110,7 @@ def _trigger(store: Any, args: argparse.Namespace) -> None:
     from ._targets import import_target
 
     rec = tools.get_schedule(store, args.id)
+    make_importable([])  # the current folder, as ``workflows start`` has it
     try:  # as ``workflows start`` checks its target: else a workflow no node can run
         import_target(rec.workflow)
     except Exception as exc:

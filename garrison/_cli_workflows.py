@@ -373,7 +373,7 @@ def _start_checks(args: argparse.Namespace) -> tuple[str, str, Any]:
         one = json.dumps([values], ensure_ascii=False)
         raise _Fail(f"the arguments must be a JSON array (e.g. '[\"order-17\", 3]'), got "
                     f"{args.args!r}: for that one argument, give '{one}'", 2)
-    _importable([])
+    make_importable([])
     config = None
     if args.config is not None:
         from .config import load_config
@@ -436,7 +436,7 @@ def _replay(store: Any, args: argparse.Namespace) -> None:
     from .hosts.workflow import History, replay_history
     from .persistence import FINAL_STATUSES, WorkflowStatus
 
-    _importable(args.module)
+    make_importable(args.module)
     if args.ids and (args.status or args.all):
         raise _Fail("--id selects the workflows itself: it cannot be combined with "
                     f"{'--status' if args.status else '--all'}", 2)
@@ -501,7 +501,7 @@ def _replayed(result: Any) -> dict[str, Any]:
                                                "current": err.current}}
 
 
-def _importable(modules: Sequence[str]) -> None:
+def make_importable(modules: Sequence[str]) -> None:
     """Make the application's code importable: the current directory, then each of
     ``modules`` (a folder to import from, or a module to import: a dotted name or a
     file.py, whose folder is added)."""

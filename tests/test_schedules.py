@@ -4,6 +4,7 @@ pause / resume / trigger / delete, config entries, and tools writing while a nod
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -1667,3 +1668,31 @@ async def test_a_tick_a_node_acts_on_a_little_late_is_not_missed_under_a_tiny_wi
         await trio.sleep(3.5 * HOUR)
         assert node.stats()["schedules"]["workflows"]["missed"] == 0
     assert ids() == [tick_id("s", at(h)) for h in (1, 2, 3)]
+
+
+async def test_cli_trigger_imports_the_code_from_the_current_folder(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``garrison`` installed as a command does not put the current folder on the import
+    path (``python -m`` does): ``schedules trigger`` refused a schedule whose code sits
+    in the folder it runs from, where ``workflows start`` accepts the same workflow.
+    ``-P`` runs the module as the installed command runs."""
+    import os
+    import subprocess
+    import sys
+
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "night_jobs.py").write_text(
+        "async def report() -> str:\n    return 'reported'\n")
+    monkeypatch.syspath_prepend(str(code))
+    import night_jobs
+
+    db = str(tmp_path / "wf.db")
+    async with garrison.open_node(store=db) as node:
+        await node.schedule("nightly", night_jobs.report, every="1h")
+    done = subprocess.run([sys.executable, "-P", "-m", "garrison", "schedules", "--store", db,
+                           "trigger", "nightly", "--json"], cwd=code, text=True,
+                          capture_output=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["workflow_id"].startswith("nightly@")
