@@ -168,7 +168,12 @@ class Node:
         return pid
 
     async def send(self, to: Pid | str, topic: str, payload: Any = None) -> None:
-        """Send a message from outside any process (its ``sender`` is ``None``)."""
+        """Send a message from outside any process (its ``sender`` is ``None``).
+
+        A closed node (used past its ``open_node`` block) raises :class:`ProcessError`
+        rather than drop the message."""
+        if self._closed:
+            raise ProcessError(f"cannot send: {self._closed_text()}")
         if type(topic) is not str:
             topic = check_topic(topic, "node.send()")
         await self._router.send_message(None, to, topic, payload)
@@ -186,6 +191,8 @@ class Node:
 
         >>> total = await node.call("counter", "get", timeout="1s")
         """
+        if self._closed:
+            raise ProcessError(f"cannot call: {self._closed_text()}")
         if type(topic) is not str:
             topic = check_topic(topic, "node.call()")
         return await self.hosts["processes"].call_from_outside(to, topic, payload, timeout)

@@ -256,6 +256,21 @@ async def test_a_closed_node_says_so_when_asked_to_start_or_spawn() -> None:
         await node.spawn(app.add_one, 1)
 
 
+async def test_a_closed_node_refuses_a_send_or_call_instead_of_dropping_it() -> None:
+    """A send from a closed node returned as if delivered: to a workflow, its message
+    was lost without a word (a durable send is a write); a call failed with the
+    callee's ``noproc``, as if the process had died. Both say the node is closed."""
+    async with garrison.open_node(name="gone") as node:
+        pid = await node.spawn(app.echo_process)
+        await node.start_workflow(app.sleeper, "1h", id="w1")
+    for to in (pid, "workflows/w1", str(pid)):
+        with pytest.raises(ProcessError, match=r"cannot send: node 'gone' is closed"):
+            await node.send(to, "ping", 1)
+    with pytest.raises(ProcessError, match=r"cannot call: node 'gone' is closed"):
+        await node.call(pid, "ping", 1)
+    assert node.stats()["dead_letters"] == 0
+
+
 def test_garrison_s_exceptions_are_named_by_the_public_module() -> None:
     """A traceback printed ``garrison._errors.NonDeterminismError``, the private module
     a user cannot import from; it says ``garrison.NonDeterminismError``."""
