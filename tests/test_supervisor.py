@@ -810,6 +810,34 @@ async def test_callable_backoff_gets_the_attempt(autojump_clock: Any, node: garr
     assert [s - t0 for s in starts] == [0.0, 2.0, 6.0, 14.0]
 
 
+@pytest.mark.parametrize(("backoff", "said"), [
+    (lambda n: -1, "returned -1: invalid backoff delay -1: must be a non-negative number"),
+    (lambda n: "abc", "returned 'abc': invalid backoff delay 'abc': expected seconds"),
+    (lambda n: None, "returned None: invalid backoff delay None of type NoneType"),
+    (lambda n: 1 / 0, "raised ZeroDivisionError: division by zero"),
+], ids=["negative", "text", "none", "raises"])
+async def test_a_callable_backoff_that_fails_names_the_supervisor_and_the_child(
+        autojump_clock: Any, node: garrison.Node, backoff: Any, said: str,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """``backoff=`` returning no duration (or raising) failed the supervisor with a bare
+    ``ValueError: invalid backoff delay -1`` that named neither ``backoff=`` nor the
+    supervisor nor the child. It fails with a ``SupervisorError`` saying all three, and
+    its children are stopped as on any failure."""
+    log: list[Any] = []
+    sup = Supervisor(specs(log, "a", "b"), backoff=backoff)
+    pid = await start(node, sup)
+    await tell(node, sup, "a")
+    with pytest.raises(garrison.ProcessError) as exc:
+        await node.wait(pid)
+    error = gave_up_error(exc)
+    assert error.type == "SupervisorError", error
+    assert error.message.startswith(
+        f"supervisor {pid}: backoff=") and (
+        f" for the restart of child 'a' (attempt 1 within 5s) {said}") in error.message, \
+        error.message
+    assert ("stop", "b") in log
+
+
 async def test_cancel_during_backoff_stops_at_once(
     autojump_clock: Any, node: garrison.Node
 ) -> None:

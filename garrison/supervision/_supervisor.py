@@ -699,7 +699,8 @@ class Supervisor:
                 f"{_describe_exit(error)}",
                 pid=self._pid, child_id=spec.id, restarts=attempt, within=self.within, error=error,
             )
-        delay = self._delay(attempt)
+        delay = self._delay(attempt, f"the restart of child {spec.id!r} (attempt {attempt} "
+                                     f"within {window})")
         group = self._group(child)
         again = [c.spec.name for c in group if c.spec.restart != "temporary"]
         gone = [c.spec.name for c in group if c.spec.restart == "temporary"]
@@ -730,13 +731,25 @@ class Supervisor:
             others = []
         return [c for c in others if c.active]
 
-    def _delay(self, attempt: int) -> float:
+    def _delay(self, attempt: int, restart: str) -> float:
+        """The wait before ``restart`` (its text, for an error). A callable ``backoff``
+        that raises or returns no duration fails the supervisor with a
+        :class:`SupervisorError` naming it, the supervisor and the child."""
         backoff = self.backoff
         if backoff is None:
             return 0.0
-        if callable(backoff):
-            return parse_duration(backoff(attempt), what="backoff delay")
-        return self._backoff_seconds
+        if not callable(backoff):
+            return self._backoff_seconds
+        what = (f"supervisor {self._who()}: backoff="
+                f"{getattr(backoff, '__qualname__', None) or repr(backoff)} for {restart}")
+        try:
+            value = backoff(attempt)
+        except Exception as exc:
+            raise SupervisorError(f"{what} raised {type(exc).__name__}: {exc}") from exc
+        try:
+            return parse_duration(value, what="backoff delay")
+        except ValueError as exc:
+            raise SupervisorError(f"{what} returned {value!r}: {exc}") from None
 
     async def _start_due(self) -> SupervisorGaveUp | None:
         """Start the children whose restart is due, in start order."""
