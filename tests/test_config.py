@@ -547,6 +547,21 @@ def test_a_key_written_beside_a_yaml_merge_key_overrides_the_merged_one(tmp_path
     assert any("duplicate key 'name'" in p for p in problems)  # a written one still is
 
 
+def test_every_duplicate_yaml_key_is_reported_at_once(tmp_path: Path) -> None:
+    """The loader stopped at the first duplicate key: a file with three needed three
+    rounds of ``garrison check``. Each is said, with its line, and nothing else of a
+    file whose meaning is unclear is checked."""
+    text = (HEAD + "  - {name: h, kind: process.host, name: g}\n"
+            "  - name: w\n    kind: workflow.host\n    kind: process.host\n"
+            "namespace: other\n")
+    path, problems = problems_of(tmp_path, text)
+    assert problems == [
+        f"{path}: YAML syntax error at line 4, column 35: duplicate key 'name'",
+        f"{path}: YAML syntax error at line 7, column 5: duplicate key 'kind'",
+        f"{path}: YAML syntax error at line 8, column 1: duplicate key 'namespace'",
+    ], problems
+
+
 def _aliases(levels: int) -> str:
     """A config whose service's input holds ``*a{levels-1}``: each level an alias list
     of ten aliases of the one before (``10 ** levels`` values once expanded)."""

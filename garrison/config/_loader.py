@@ -137,7 +137,12 @@ class _Located:
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
-    """A safe YAML loader that rejects a mapping with the same key twice."""
+    """A safe YAML loader that notes every key a mapping holds twice (``duplicates``:
+    the key and where the second one is written), to refuse the file once loaded."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.duplicates: list[tuple[Any, yaml.Mark]] = []
 
 
 # a number with an exponent and no dot (``1e-3``, ``2E10``) is a float, as YAML 1.2 and
@@ -161,9 +166,7 @@ def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: b
         except TypeError:
             continue
         if duplicate:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r}", key_node.start_mark
-            )
+            loader.duplicates.append((key, key_node.start_mark))
         seen.add(key)
     loader.flatten_mapping(node)
     return loader.construct_mapping(node, deep=deep)
@@ -647,8 +650,9 @@ def _parse_text(text: str, filename: str, base_dir: Path | None,
     def done(namespace: str | None = None, entries: list[_Located] | None = None) -> _ParsedFile:
         return _ParsedFile(filename, namespace, entries or [], problems.lines)
 
+    loader = _UniqueKeyLoader(text)  # a SafeLoader subclass
     try:
-        doc = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass
+        doc = loader.get_single_data()
         too_many = _too_many_values(doc)
     except RecursionError:
         problems.file("values nested too deeply (lists or mappings hundreds of levels deep)")
@@ -662,6 +666,13 @@ def _parse_text(text: str, filename: str, base_dir: Path | None,
             )
         else:
             problems.file(f"YAML syntax error: {problem}")
+        return done()
+    finally:
+        loader.dispose()
+    if loader.duplicates:  # each of them, in the file's order
+        for key, mark in sorted(loader.duplicates, key=lambda d: d[1].index):
+            problems.file(f"YAML syntax error at line {mark.line + 1}, column "
+                          f"{mark.column + 1}: duplicate key {key!r}")
         return done()
     if too_many:
         problems.file(f"its aliases (*name) expand to more than {_MAX_VALUES:,} values: "
