@@ -8,7 +8,12 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from .actors._values import Pid
-from .hosts.workflow._ids import check_promise_name, check_state_key
+from .hosts.workflow._ids import (
+    check_promise_name,
+    check_rejection,
+    check_signal_topic,
+    check_state_key,
+)
 from .persistence import JournalRecord, WorkflowStatus
 
 if TYPE_CHECKING:
@@ -75,7 +80,10 @@ class WorkflowHandle:
 
         ``NoSuchWorkflow`` for an id the store does not hold (a mistyped id is not a
         silent dead letter); a finished workflow's message is a dead letter, as a
-        ``node.send`` to its pid is."""
+        ``node.send`` to its pid is. An empty ``topic`` is a ``ValueError``, as
+        ``garrison workflows signal`` refuses it."""
+        if isinstance(topic, str):  # (another type: node.send's TypeError)
+            check_signal_topic(topic)
         await self.host.read_status(self.workflow_id)  # NoSuchWorkflow for an unknown id
         await self.node.send(self.pid, topic, payload)
 
@@ -147,7 +155,11 @@ class PromiseHandle:
                                                 "resolved", value)
 
     async def reject(self, message: str) -> None:
-        """Reject the promise: the workflow's ``await`` raises ``PromiseRejected(message)``."""
+        """Reject the promise: the workflow's ``await`` raises ``PromiseRejected(message)``.
+
+        ``message`` must be a non-empty string (``ValueError``), as ``garrison workflows
+        reject`` says."""
+        check_rejection(message)
         await self.handle.host.complete_promise(self.handle.workflow_id, self.name,
                                                 "rejected", message)
 

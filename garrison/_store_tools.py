@@ -223,32 +223,25 @@ def check_declarable(store: Any, workflow_id: str, promise: str) -> None:
 def check_topic(topic: object) -> str:
     """``topic`` if a signal may carry it (a non-empty string), else :class:`ToolError`
     (code 2, bad arguments; the console's 400): the one rule of ``garrison workflows
-    signal`` and the console's ``POST .../signal``."""
-    from .hosts.workflow._ids import check_text
+    signal`` and the console's ``POST .../signal``, ``WorkflowHandle.signal``'s."""
+    from .hosts.workflow._ids import check_signal_topic
 
-    if not isinstance(topic, str) or not topic:
-        raise ToolError(f"a signal needs a 'topic': a non-empty string, got {topic!r}", 2)
     try:
-        check_text(topic, "a signal's topic")
+        return check_signal_topic(topic)
     except ValueError as exc:
         raise ToolError(str(exc), 2) from None
-    return topic
 
 
 def check_rejection(message: object) -> str:
     """``message`` if a promise may be rejected with it (a non-empty string), else
     :class:`ToolError` (code 2; the console's 400): the one rule of ``garrison
-    workflows reject`` and the console's ``POST .../reject``."""
-    if not isinstance(message, str) or not message:
-        raise ToolError("a rejection needs a 'message': a non-empty string, got "
-                        f"{message!r}", 2)
-    from .hosts.workflow._ids import check_text
+    workflows reject`` and the console's ``POST .../reject``, ``PromiseHandle.reject``'s."""
+    from .hosts.workflow import _ids
 
     try:
-        check_text(message, "a rejection's message")  # (NUL, a lone surrogate)
+        return _ids.check_rejection(message)
     except ValueError as exc:
         raise ToolError(str(exc), 2) from None
-    return message
 
 
 def signal(store: Any, workflow_id: str, topic: str, payload: Any) -> str:

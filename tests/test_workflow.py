@@ -385,6 +385,27 @@ async def test_a_state_key_or_promise_name_of_the_wrong_type_is_refused_at_the_c
     assert host.store.get_promise("done", "") is None
 
 
+async def test_an_empty_signal_topic_or_rejection_message_is_refused_as_the_tools_refuse_it(
+        node: garrison.Node) -> None:
+    """``handle.signal("", x)`` and ``promise.reject("")`` were written, where
+    ``garrison workflows signal``/``reject`` and the console refuse them: no workflow
+    listens for the empty topic, and a rejection without its reason tells nothing."""
+    await node.start_workflow(app.sleeper, "1h", id="w")
+    handle = node.workflow("w")
+    with pytest.raises(ValueError, match=r"^a signal needs a 'topic': a non-empty string, "
+                                         r"got ''$"):
+        await handle.signal("", 1)
+    for message in ("", 5, None):
+        with pytest.raises(ValueError, match=r"^a rejection needs a 'message': a non-empty "
+                                             r"string, got "):
+            await handle.promise("p").reject(message)  # type: ignore[arg-type]
+    host = node.hosts["workflows"]
+    assert host.store.get_promise("w", "p") is None
+    assert host.store.pending_messages("w") == []
+    await handle.promise("p").reject("out of stock")  # a reason: taken
+    assert handle.promise("p").status() == "rejected"
+
+
 # ------------------------------------------------------------------ retries
 async def test_retry_until_success_records_attempts_once(
         node: garrison.Node, autojump_clock: Any) -> None:

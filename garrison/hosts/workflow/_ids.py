@@ -6,7 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = ["ID_RULE", "MAX_DERIVED_BYTES", "MAX_KEY_BYTES", "call_ref", "call_request",
-           "check_key_size", "check_promise_name", "check_state_key", "check_text",
+           "check_key_size", "check_promise_name", "check_rejection", "check_signal_topic",
+           "check_state_key", "check_text",
            "check_workflow_id", "id_problem", "shown"]
 
 #: the longest workflow id, schedule id, promise name or state key, in bytes of UTF-8:
@@ -139,6 +140,26 @@ def check_text(value: Any, what: str) -> None:
     elif isinstance(value, list | tuple):
         for v in value:
             check_text(v, what)
+
+
+def check_signal_topic(topic: object) -> str:
+    """``topic`` if a signal may carry it (a non-empty string), else ``ValueError``: the
+    one rule of ``WorkflowHandle.signal``, ``garrison workflows signal`` and the
+    console."""
+    if not isinstance(topic, str) or not topic:
+        raise ValueError(f"a signal needs a 'topic': a non-empty string, got {topic!r}")
+    check_text(topic, "a signal's topic")
+    return topic
+
+
+def check_rejection(message: object) -> str:
+    """``message`` if a promise may be rejected with it (a non-empty string), else
+    ``ValueError``: the one rule of ``PromiseHandle.reject``, ``garrison workflows
+    reject`` and the console."""
+    if not isinstance(message, str) or not message:
+        raise ValueError(f"a rejection needs a 'message': a non-empty string, got {message!r}")
+    check_text(message, "a rejection's message")  # (NUL, a lone surrogate)
+    return message
 
 
 def call_ref(host: str, msg_id: str) -> str:
