@@ -155,12 +155,13 @@ class Node:
         if self._closed:
             raise ProcessError(f"cannot spawn: {self._closed_text()}")
         router = self._router
-        h = router.hosts.get(host or "processes") if host is None or type(host) is str else None
+        name = "processes" if host is None else host  # ("" names no host: refused below)
+        h = router.hosts.get(name) if type(name) is str else None
         if h is not None and not h.durable and not router.stopping:
             # the common case, a process host by its own name: no coroutine on the way
             pid = router.spawn_plain(h, target, args, None)
         else:
-            pid = await router.spawn_process(target, args, host=host or "processes",
+            pid = await router.spawn_process(target, args, host=name,
                                              parent=None, link=None, monitor=None)
         # as process.spawn: a cancellation point, and a scheduler pass only every
         # BUDGET spawns (a loop of spawns is not one pass per process)
@@ -391,7 +392,7 @@ class Node:
             if host.durable:
                 host.scheduler.namespaces = self.config.namespaces
         for entry in self.config.schedules():
-            host = self._workflow_host(entry.host)
+            host = self._workflow_host(entry.host or None)
             fn = self.config.resolve_target(entry.workflow)
             host.scheduler.definitions.append(ScheduleDefinition.build(
                 entry.id, target_name(fn), entry.input, cron=entry.cron, every=entry.every,
@@ -623,7 +624,7 @@ class Node:
         return holding[0] if len(holding) == 1 else self._workflow_host(None)
 
     def _workflow_host(self, name: str | None) -> Any:
-        h = self._router.host(name or "workflows")
+        h = self._router.host("workflows" if name is None else name)  # ("" names none)
         if not h.durable:
             raise ValueError(f"host {h.name!r} is not a workflow host")
         return h

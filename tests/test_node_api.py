@@ -271,6 +271,35 @@ async def test_a_closed_node_refuses_a_send_or_call_instead_of_dropping_it() -> 
     assert node.stats()["dead_letters"] == 0
 
 
+async def _spawns_on_no_host() -> str:
+    try:
+        await process.spawn(app.echo_process, host="")
+    except ValueError as exc:
+        return str(exc)
+    return "spawned"
+
+
+async def test_an_empty_host_name_is_refused_not_taken_for_the_default() -> None:
+    """``host=""`` is falsy: spawns, starts, schedules and their listings ran on the
+    default host as if ``host`` were left out (a config's ``host: ""`` is refused)."""
+    said = r"no host named '' on this node \(hosts: processes, workflows\)"
+    async with garrison.open_node() as node:
+        with pytest.raises(ValueError, match=said):
+            await node.spawn(app.echo_process, host="")
+        with pytest.raises(ValueError, match=said):
+            await node.start_workflow(app.sleeper, "1h", id="w", host="")
+        with pytest.raises(ValueError, match=said):
+            await node.schedule("s", app.sleeper, "1h", every="1h", host="")
+        for call in (lambda: node.workflows(host=""), lambda: node.schedules(host=""),
+                     lambda: node.workflow("w", host=""),
+                     lambda: node.schedule_handle("s", host="")):
+            with pytest.raises(ValueError, match=said):
+                call()
+        assert node.workflows() == [] and node.schedules() == []
+        assert (await node.wait(await node.spawn(_spawns_on_no_host))).startswith(
+            "no host named '' on this node")
+
+
 def test_garrison_s_exceptions_are_named_by_the_public_module() -> None:
     """A traceback printed ``garrison._errors.NonDeterminismError``, the private module
     a user cannot import from; it says ``garrison.NonDeterminismError``."""

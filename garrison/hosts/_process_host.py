@@ -256,7 +256,7 @@ class _Process(Caller):
             self._ended_early.append(ended)
         try:
             pid = await self.node.spawn_process(
-                target, args, host=host or self.host.name, parent=self.pid,
+                target, args, host=self.host.name if host is None else host, parent=self.pid,
                 link=self.pid if link else None, monitor=self.pid if monitor else None,
                 id=id, supervised=supervised,
             )

@@ -269,7 +269,7 @@ class Interop(WorkflowCore):
         # (``supervised`` needs no record here: a workflow's children are journaled,
         # and a cancelled workflow's children are cancelled with it)
         node = self.node
-        host_name = host or self.host.name
+        host_name = self.host.name if host is None else host
         h = node.host(host_name)
         label = target if isinstance(target, str) else getattr(target, "__qualname__",
                                                                repr(target))
