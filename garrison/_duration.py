@@ -66,6 +66,10 @@ def parse_duration(value: object, *, what: str = "duration") -> float:
                     f"invalid {what} {_shown(value)}: in a combination each unit comes once, "
                     "largest first (d, h, m, s, ms), as in '1h30m'")
             return sum(float(n) * _UNITS[u] for n, u in parts)
+        unsigned = value.strip().removeprefix("-")
+        if unsigned != value.strip() and (_WHOLE.fullmatch(unsigned)
+                                          or _NUMBER.fullmatch(unsigned)):
+            raise ValueError(f"invalid {what} {_shown(value)}: a duration cannot be negative")
         if _NUMBER.fullmatch(value.strip()):
             raise ValueError(
                 f"invalid {what} {_shown(value)}: a duration string needs a unit, e.g. "

@@ -92,6 +92,16 @@ def test_a_duration_string_without_a_unit_is_refused_saying_so(bare):
         parse_duration(bare, what="sleep duration")
 
 
+@pytest.mark.parametrize("negative", ["-5s", "-1h30m", "-1", " -250ms"])
+def test_a_negative_duration_string_is_refused_saying_it_is_negative(negative):
+    """``-5s`` got the generic "expected seconds or a string like '250ms', ..." where
+    ``-5`` says what is wrong: a duration cannot be negative."""
+    with pytest.raises(ValueError) as info:
+        parse_duration(negative, what="timeout")
+    assert str(info.value) == (f"invalid timeout {negative!r}: a duration cannot be "
+                               "negative"), info.value
+
+
 def test_not_in_process_is_one_clear_line():
     with pytest.raises(garrison.NotInProcess, match="inside a garrison process"):
         garrison.process.pid()
