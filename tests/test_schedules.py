@@ -1117,6 +1117,10 @@ async def test_bad_schedules_are_refused_with_what_is_wrong(node: garrison.Node)
     for not_a_zone in ("localtime", "Factory", "posixrules", "right/UTC"):
         with pytest.raises(ValueError, match=f"unknown timezone '{not_a_zone}'"):
             await node.schedule("s", app.job, cron="0 3 * * *", timezone=not_a_zone)
+    # (said why: the name is a file of this machine's zone directory)
+    with pytest.raises(ValueError, match=r"'s': unknown timezone 'localtime': it is this "
+                                         r"machine's own zone, which another machine"):
+        await node.schedule("s", app.job, cron="0 3 * * *", timezone="localtime")
     with pytest.raises(ValueError, match="whole number of seconds"):
         await node.schedule("s", app.job, every="250ms")
     with pytest.raises(ValueError, match="invalid overlap 'never'"):

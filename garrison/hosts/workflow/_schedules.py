@@ -278,8 +278,11 @@ class ScheduleSpec:
                 raise ValueError(timezone)
             zone = zoneinfo.ZoneInfo(timezone)
         except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"{what}: unknown timezone {timezone!r}: expected an IANA time "
-                             "zone name such as 'UTC' or 'Europe/Riga'") from None
+            why = ("it is this machine's own zone, which another machine (a node of a "
+                   "cluster, the next server) may set otherwise; " if timezone == "localtime"
+                   else "")
+            raise ValueError(f"{what}: unknown timezone {timezone!r}: {why}expected an IANA "
+                             "time zone name such as 'UTC' or 'Europe/Riga'") from None
         if cron is not None:
             if not isinstance(cron, str):
                 raise TypeError(f"{what}: cron must be a string such as '0 3 * * *', got "
