@@ -142,6 +142,10 @@ class Router:
         if "/" in name:
             raise ValueError(f"cannot register {name!r}: a registered name must not contain "
                              "'/' (a string with '/' is read as a pid, like 'workflows/order-17')")
+        if not name.isprintable() or name != name.strip():
+            raise ValueError(f"cannot register {name!r}: a registered name is printable text "
+                             "(no newline, tab or other control character) without leading "
+                             "or trailing spaces")
         holder = self.registry.get(name)
         if holder is not None and holder != pid and self.hosts[holder.host].is_alive(holder):
             raise ValueError(f"name {name!r} is already registered by {holder}")

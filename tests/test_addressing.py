@@ -91,6 +91,14 @@ async def test_bad_pid_text_and_names_with_a_slash(node, autojump_clock):
 
     with pytest.raises(ProcessError, match="must not contain '/'"):
         await node.wait(await node.spawn(registers, "a/b"))
+    # a name with spaces around it or a control character was taken: a lookup or send
+    # by the name as anyone writes it ('x') then found nothing
+    for name in (" x ", "x\n", "a\tb"):
+        with pytest.raises(ProcessError, match=(
+                r"a registered name is printable text \(no newline, tab or other control "
+                r"character\) without leading or trailing spaces")):
+            await node.wait(await node.spawn(registers, name))
+    await node.wait(await node.spawn(registers, "order service"))  # inner spaces: taken
 
 
 async def test_a_pid_of_a_host_this_node_lacks_names_no_process(node, autojump_clock):
