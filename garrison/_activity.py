@@ -143,6 +143,18 @@ def activity_name(fn: Any) -> str:
     return f"{module}:{qualname}"
 
 
+def _check_name(name: object) -> None:
+    """An ``@activity(name=)``: a non-empty ``str`` a store can hold (it is journaled,
+    and a replay compares it as text)."""
+    said = "@garrison.activity: name= takes a non-empty str (the activity's journal name)"
+    if not isinstance(name, str):
+        raise TypeError(f"{said}, got {type(name).__name__}: {name!r}")
+    if not name.strip():
+        raise ValueError(f"{said}, got {name!r}")
+    if "\x00" in name:  # (as every store refuses it: PostgreSQL's text cannot hold it)
+        raise ValueError(f"{said}: it cannot hold the NUL character (\\x00), got {name!r}")
+
+
 def activity(
     fn: F | None = None,
     *,
@@ -170,6 +182,8 @@ def activity(
     checks: renaming an activity in flight is a ``NonDeterminismError``.
     """
     check_retry(retry, "@garrison.activity")
+    if name is not None:
+        _check_name(name)
     if fn is None:
         return functools.partial(activity, retry=retry, timeout=timeout, name=name)
     if not callable(fn):

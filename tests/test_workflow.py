@@ -572,6 +572,17 @@ async def test_an_activity_s_retry_and_function_are_checked_at_the_call(
     with pytest.raises(TypeError, match=r"^@garrison\.activity decorates a function, got "
                                         r"int: 5$"):
         garrison.activity(5)
+    # a journal name that is no text: 5 was journaled as the name 5 (compared as text
+    # by a replay), "" fell back to module:qualname in silence
+    with pytest.raises(TypeError, match=r"^@garrison\.activity: name= takes a non-empty "
+                                        r"str \(the activity's journal name\), got int: 5$"):
+        garrison.activity(name=5)  # type: ignore[arg-type]
+    for blank in ("", "  "):
+        with pytest.raises(ValueError, match=r"^@garrison\.activity: name= takes a "
+                                             r"non-empty str .*, got '\s*'$"):
+            garrison.activity(app.steps, name=blank)
+    with pytest.raises(ValueError, match=r"NUL"):
+        garrison.activity(name="a\x00b")
     cases = [(calls_with_retry_5, "workflow.call(): retry= takes a garrison.RetryPolicy "
                                   "(or None), got int: 5"),
              (starts_with_retry_5, "workflow.start(): retry= takes a garrison.RetryPolicy "
