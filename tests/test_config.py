@@ -453,6 +453,26 @@ BAD: list[tuple[str, str, list[str]]] = [
         ["field 'lifecycle.depends_on'", "expected a list of entry ids, got 'p'"],
     ),
     (
+        # the alias as written, also where a reference is checked (it said 'requires')
+        "depends-on-unknown",
+        HEAD + PROC + "  - {name: s, kind: process.service, process: p, "
+        "lifecycle: {depends_on: [nothere]}}\n",
+        ["field 'lifecycle.depends_on'", "unknown entry 'app:nothere'"],
+    ),
+    (
+        "depends-on-cycle",
+        HEAD + PROC + "  - {name: s, kind: process.service, process: p, "
+        "lifecycle: {depends_on: [s]}}\n",
+        ["field 'lifecycle.depends_on'", "dependency cycle"],
+    ),
+    (
+        "stop-timeout-negative",
+        HEAD + PROC + "  - {name: s, kind: process.service, process: p, "
+        "lifecycle: {stop_timeout: -1s}}\n",
+        ["field 'lifecycle.stop_timeout'", "expected a duration that is not negative, "
+         "such as 10, '250ms'", "got '-1s'"],
+    ),
+    (
         "auto-start-not-bool",
         HEAD + PROC + "  - {name: s, kind: process.service, process: p, "
         "lifecycle: {auto_start: 'sure'}}\n",
@@ -1011,8 +1031,8 @@ def test_check_lists_every_problem_in_one_pass(tmp_path: Path) -> None:
         at[9] + "field 'input': the input [1.5] does not fit app:report (n: int = 0) -> "
         f"int: cannot restore argument 1 (n) of workflow {MOD}:report as int: expected an "
         "integer, got a number 1.5",
-        at[10] + "field 'catchup_window': expected a duration such as 10, '250ms', '30s', "
-        "'5m' or '1h30m', got '-5s'",
+        at[10] + "field 'catchup_window': expected a duration that is not negative, such "
+        "as 10, '250ms', '30s', '5m' or '1h30m', got '-5s'",
         at[10] + "field 'timezone': expected an IANA time zone name such as 'UTC' or "
         "'Europe/Riga', got 'Mars/Base'",
         at[10] + "field 'overlap': expected one of 'skip', 'buffer_one', 'allow_all', got "

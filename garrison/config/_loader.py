@@ -130,6 +130,8 @@ class _Located:
     broken: bool = False
     #: fields the stand-in does not hold as given (their references are not checked)
     failed: frozenset[str] = frozenset()
+    #: the field a service's dependencies were written in (``depends_on`` is an alias)
+    requires_field: str = "lifecycle.requires"
 
     @property
     def where(self) -> str:
@@ -728,8 +730,13 @@ def _parse_text(text: str, filename: str, base_dir: Path | None,
         parsed = _parse_entry(raw, index, namespace, base_dir, problems, source_dir)
         if parsed is not None:
             entry, failed = parsed
+            lifecycle = raw.get("lifecycle") if isinstance(raw, Mapping) else None
+            alias = isinstance(lifecycle, Mapping) and "depends_on" in lifecycle \
+                and "requires" not in lifecycle
             located.append(_Located(entry, filename, index, namespace,
-                                    broken=failed is not None, failed=failed or frozenset()))
+                                    broken=failed is not None, failed=failed or frozenset(),
+                                    requires_field="lifecycle.depends_on" if alias
+                                    else "lifecycle.requires"))
     return _ParsedFile(filename, namespace, located, problems.lines, named_ids)
 
 
@@ -827,7 +834,7 @@ def _link(parsed: Sequence[_ParsedFile]) -> tuple[dict[str, Entry], list[str]]:
                     report("host", _host_mismatch(target.entry.kind, process, host, entry.host,
                                                   wanted))
                     bad = True
-            req_field = "lifecycle.requires"
+            req_field = loc.requires_field
             requires: list[str] = []
             for ref in () if "lifecycle" in loc.failed else entry.lifecycle.requires:
                 dep = resolve(ref, loc)
@@ -890,7 +897,7 @@ def _link(parsed: Sequence[_ParsedFile]) -> tuple[dict[str, Entry], list[str]]:
     for cycle in _find_cycles(requirements):
         loc = located[cycle[0]]
         problems.append(
-            f"{loc.filename}: {loc.where}: field 'lifecycle.requires': dependency cycle "
+            f"{loc.filename}: {loc.where}: field {loc.requires_field!r}: dependency cycle "
             + " -> ".join(cycle)
         )
     return entries, problems

@@ -76,8 +76,10 @@ def _strict_float(value: object, _: object) -> float:
 def _duration_hook(value: object, _: object) -> float:
     try:
         return parse_duration(value)
-    except ValueError:
-        raise _Expected("a duration such as 10, '250ms', '30s', '5m' or '1h30m'", value) from None
+    except ValueError as exc:
+        sign = " that is not negative," if "negative" in str(exc) else ""
+        raise _Expected(f"a duration{sign} such as 10, '250ms', '30s', '5m' or '1h30m'",
+                        value) from None
 
 
 def _optional_duration_hook(value: object, _: object) -> float | None:
