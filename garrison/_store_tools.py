@@ -236,10 +236,10 @@ def check_rejection(message: object) -> str:
     """``message`` if a promise may be rejected with it (a non-empty string), else
     :class:`ToolError` (code 2; the console's 400): the one rule of ``garrison
     workflows reject`` and the console's ``POST .../reject``, ``PromiseHandle.reject``'s."""
-    from .hosts.workflow import _ids
+    from .hosts.workflow._ids import check_rejection as rule
 
     try:
-        return _ids.check_rejection(message)
+        return rule(message)
     except ValueError as exc:
         raise ToolError(str(exc), 2) from None
 
