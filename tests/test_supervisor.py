@@ -817,8 +817,7 @@ async def test_callable_backoff_gets_the_attempt(autojump_clock: Any, node: garr
     (lambda n: 1 / 0, "raised ZeroDivisionError: division by zero"),
 ], ids=["negative", "text", "none", "raises"])
 async def test_a_callable_backoff_that_fails_names_the_supervisor_and_the_child(
-        autojump_clock: Any, node: garrison.Node, backoff: Any, said: str,
-        caplog: pytest.LogCaptureFixture) -> None:
+        autojump_clock: Any, node: garrison.Node, backoff: Any, said: str) -> None:
     """``backoff=`` returning no duration (or raising) failed the supervisor with a bare
     ``ValueError: invalid backoff delay -1`` that named neither ``backoff=`` nor the
     supervisor nor the child. It fails with a ``SupervisorError`` saying all three, and
