@@ -678,7 +678,7 @@ def search_filters(items: Sequence[str], option: str = "--search") -> dict[str, 
     workflow can match both: the list is empty). The one rule of ``garrison workflows
     list --search`` and the console's ``search=``. More than
     :data:`~.persistence._converter.MAX_SEARCH_FILTERS` keys are refused (code 2)."""
-    from .persistence._converter import MAX_SEARCH_FILTERS
+    from .persistence._converter import MAX_SEARCH_FILTERS, check_search_value
 
     if len(items) > 100 * MAX_SEARCH_FILTERS:  # (before parsing them all)
         raise ToolError(f"too many {option.lstrip('-')} filters ({len(items)}): at most "
@@ -687,6 +687,10 @@ def search_filters(items: Sequence[str], option: str = "--search") -> dict[str, 
     contradicts = False
     for item in items:
         key, value = key_value(item, option)
+        try:  # (an integer past 64 bits: refused here, not by the store's own check)
+            check_search_value(key, value, "search filter")
+        except ValueError as exc:
+            raise ToolError(str(exc), 2) from None
         if key in out and not _same_json(out[key], value):
             contradicts = True
         out[key] = value

@@ -473,6 +473,14 @@ def test_a_search_value_no_attribute_can_hold_is_a_usage_error(
         code, out, err = cli_here(capsys, "--store", store_path, "list", "--search",
                                   f"a={plain}")
         assert (code, out, err) == (0, "no workflows\n", ""), (plain, out, err)
+    # an integer past 64 bits, also inside a value: a traceback from the store's check
+    for value in ("99999999999999999999", '{"b": 99999999999999999999}'):
+        code, out, err = cli_here(capsys, "--store", store_path, "list", "--search",
+                                  f"a={value}")
+        assert (code, out) == (2, ""), (value, out, err)
+        assert err == ("garrison workflows: search filter 'a' holds the integer "
+                       "99999999999999999999, beyond 64 bits: no store compares it "
+                       "exactly (give it as a string)\n"), err
 
 
 def test_json_output_is_standard_json_whatever_the_store_holds(
