@@ -885,10 +885,10 @@ def main(argv: list[str] | None = None) -> int:
         _cli_signals.restore()
         return cmd_bench(argv[1:])
     args = build_parser().parse_args(argv)
-    if args.func not in (cmd_run, cmd_ui):  # (those two act on an early signal)
-        _cli_signals.restore()
-    setup_logging(args.log_level, args.log_format)
     try:
+        if args.func not in (cmd_run, cmd_ui):  # (those two act on an early signal)
+            _cli_signals.restore()  # (a SIGINT noted meanwhile is raised here)
+        setup_logging(args.log_level, args.log_format)
         if args.func is cmd_check:  # (the others that print only act on a store)
             return run_verb("check", lambda: cmd_check(args), acts=False)
         code: int = args.func(args)

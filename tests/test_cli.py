@@ -1386,3 +1386,22 @@ def test_ctrl_c_in_a_command_that_is_no_node_is_one_line_and_exit_130(tmp_path: 
             proc.wait()
     _out, err = proc.communicate()
     assert err == "garrison check: interrupted\n", err
+
+
+@pytest.mark.parametrize("argv", [["workflows", "--store", "x.db", "list"],
+                                  ["schedules", "--store", "x.db", "list"],
+                                  ["check", "app.yaml"]])
+def test_a_ctrl_c_noted_before_the_command_listens_is_one_line(
+        argv: list[str], capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A SIGINT that came while garrison was imported is noted, then delivered when the
+    command puts the usual handlers back: that ``KeyboardInterrupt`` came out of
+    ``restore()``, before the command's ``except KeyboardInterrupt``, as a traceback."""
+    from garrison import _cli, _cli_signals
+
+    def delivered() -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(_cli_signals, "restore", delivered)
+    assert _cli.main(argv) == 130
+    assert capsys.readouterr().err == f"garrison {argv[0]}: interrupted\n"
