@@ -404,9 +404,13 @@ def _start(store: Any, args: argparse.Namespace) -> None:
 def _terminate(store: Any, args: argparse.Namespace) -> None:
     ended = tools.terminate(store, args.id, args.reason)
     error = {"type": "Terminated", "message": args.reason}
+    rec = store.get_workflow(args.id) if ended else None
+    if rec is not None and rec.error is not None and rec.error.type == "Terminated":
+        # another terminate may have won the race: say what the workflow holds
+        error["message"] = rec.error.message
     if ended:
         _done(args, {"workflow_id": args.id, "status": "failed", "error": error},
-              f"workflow {args.id!r} terminated (failed: Terminated: {args.reason})")
+              f"workflow {args.id!r} terminated (failed: Terminated: {error['message']})")
     else:
         _done(args, {"workflow_id": args.id, "status": "terminate requested", "error": error},
               f"workflow {args.id!r}: terminate requested; the node holding the store has "

@@ -1143,3 +1143,30 @@ async def test_a_pending_workflow_a_tool_ended_as_a_node_loaded_it_tells_its_wat
         await node.send(garrison.Pid("workflows", "busy"), "approve", "ann")
         with trio.fail_after(10):
             assert await node.workflow("busy").result() == "first approved by ann"
+
+
+def test_terminate_reports_the_reason_the_store_holds_when_another_terminate_won(
+        capsys: pytest.CaptureFixture[str], sqlite_path: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two ``terminate`` commands at once, ``--reason r1`` and ``--reason r2``, both
+    printed their own reason, though the workflow holds one (r2): the command printed
+    its argument, not what the store says it ended with."""
+    from garrison import _cli_workflows
+    from garrison import _store_tools as tools
+
+    _plain_store(sqlite_path)
+    real = tools.terminate
+
+    def another_wins(store: Any, workflow_id: str, reason: str, **kw: Any) -> bool:
+        assert real(store, workflow_id, "r2")  # the other command, first
+        return True  # (this one saw the workflow ended as asked: terminated)
+
+    monkeypatch.setattr(_cli_workflows.tools, "terminate", another_wins)
+    code, out, err = cli_here(capsys, "--store", sqlite_path, "terminate", "w1",
+                              "--reason", "r1")
+    assert (code, out, err) == (0, "workflow 'w1' terminated (failed: Terminated: r2)\n",
+                                ""), (out, err)
+    code, out, err = cli_here(capsys, "--store", sqlite_path, "terminate", "w2",
+                              "--reason", "r1", "--json")
+    assert code == 0 and json.loads(out)["error"] == {"type": "Terminated",
+                                                      "message": "r2"}, out
