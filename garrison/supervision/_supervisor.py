@@ -699,8 +699,7 @@ class Supervisor:
                 f"{_describe_exit(error)}",
                 pid=self._pid, child_id=spec.id, restarts=attempt, within=self.within, error=error,
             )
-        delay = self._delay(attempt, f"the restart of child {spec.id!r} (attempt {attempt} "
-                                     f"within {window})")
+        delay = self._delay(attempt, spec.id, window)
         group = self._group(child)
         again = [c.spec.name for c in group if c.spec.restart != "temporary"]
         gone = [c.spec.name for c in group if c.spec.restart == "temporary"]
@@ -731,25 +730,31 @@ class Supervisor:
             others = []
         return [c for c in others if c.active]
 
-    def _delay(self, attempt: int, restart: str) -> float:
-        """The wait before ``restart`` (its text, for an error). A callable ``backoff``
-        that raises or returns no duration fails the supervisor with a
+    def _delay(self, attempt: int, child_id: str, window: str) -> float:
+        """The wait before restart ``attempt`` of child ``child_id``. A callable
+        ``backoff`` that raises or returns no duration fails the supervisor with a
         :class:`SupervisorError` naming it, the supervisor and the child."""
         backoff = self.backoff
         if backoff is None:
             return 0.0
         if not callable(backoff):
             return self._backoff_seconds
-        what = (f"supervisor {self._who()}: backoff="
-                f"{getattr(backoff, '__qualname__', None) or repr(backoff)} for {restart}")
         try:
             value = backoff(attempt)
         except Exception as exc:
-            raise SupervisorError(f"{what} raised {type(exc).__name__}: {exc}") from exc
+            raise SupervisorError(f"{self._backoff_failed(child_id, attempt, window)} raised "
+                                  f"{type(exc).__name__}: {exc}") from exc
         try:
             return parse_duration(value, what="backoff delay")
         except ValueError as exc:
-            raise SupervisorError(f"{what} returned {value!r}: {exc}") from None
+            raise SupervisorError(f"{self._backoff_failed(child_id, attempt, window)} "
+                                  f"returned {value!r}: {exc}") from None
+
+    def _backoff_failed(self, child_id: str, attempt: int, window: str) -> str:
+        """What a failed ``backoff`` call was: the start of its error."""
+        name = getattr(self.backoff, "__qualname__", None) or repr(self.backoff)
+        return (f"supervisor {self._who()}: backoff={name} for the restart of child "
+                f"{child_id!r} (attempt {attempt} within {window})")
 
     async def _start_due(self) -> SupervisorGaveUp | None:
         """Start the children whose restart is due, in start order."""
