@@ -213,3 +213,18 @@ def test_a_history_whose_journal_repeats_a_seq_is_a_value_error_naming_it(tmp_pa
                                          r"after seq \d+ \(a journal's records are in seq "
                                          r"order, each seq once\)"):
         garrison.testing.replay(path)
+
+
+async def test_moving_time_after_the_env_block_is_refused_not_a_hang() -> None:
+    """``env.sleep`` and ``env.settle`` past the ``workflow_env()`` block waited for ever
+    (nothing skips time there any more); they raise as ``env.start`` does."""
+    async with garrison.testing.workflow_env() as env:
+        await env.start(sleeps_a_day, id="s")
+        await env.settle()
+    with trio.fail_after(5):
+        with pytest.raises(RuntimeError, match=r"^env\.sleep\('1h'\): the workflow_env\(\) "
+                           r"block has ended \(its node is closed\)"):
+            await env.sleep("1h")
+        with pytest.raises(RuntimeError, match=r"^env\.settle\(\): the workflow_env\(\) "
+                           "block has ended"):
+            await env.settle()

@@ -272,3 +272,32 @@ async def test_env_sleep_past_the_last_date_or_forever_is_refused_and_the_env_go
         before = env.now()
         await env.sleep("1d")
         assert (env.now() - before).total_seconds() == 86400
+
+
+async def _rate_limited_starts(tmp_path: Any) -> None:
+    """Four starts on a host allowing one an hour: each starts an hour after the one
+    before, on the environment's time."""
+    (tmp_path / "app.yaml").write_text(
+        'version: "1.0"\nnamespace: app\nentries:\n'
+        '  - {name: jobs, kind: workflow.host, store: jobs.db, rate: "1/1h"}\n')
+    async with garrison.testing.workflow_env(config=tmp_path / "app.yaml") as env:
+        t0 = env.now()
+        for n in range(4):
+            await env.start(ops_app.returns_at_once, id=f"j{n}", host="app:jobs")
+        await env.settle()
+        assert [env.status(f"j{n}") for n in range(4)] == ["completed"] + ["pending"] * 3
+        with trio.fail_after(10 if env.virtual else 86400):
+            assert await env.result("j3") == "done"
+        assert 3 * 3600 <= (env.now() - t0).total_seconds() < 3 * 3600 + 60
+
+
+async def test_a_rate_limited_host_starts_its_queue_on_the_environment_s_time(
+        tmp_path: Any) -> None:
+    """The queue waited for a rate's slot on a deadline of the environment's virtual
+    clock the environment never jumped to: the queued workflows never started."""
+    await _rate_limited_starts(tmp_path)
+
+
+async def test_a_rate_limited_host_starts_its_queue_on_trio_autojump_clock(
+        tmp_path: Any, autojump_clock: Any) -> None:
+    await _rate_limited_starts(tmp_path)

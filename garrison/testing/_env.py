@@ -9,10 +9,11 @@ Two ways time skips, chosen by the trio clock the test runs on:
 - any other clock (the test did not ask for one): the workflow hosts get a
   :class:`SkippingClock`, virtual time of their own that only moves by jumps, and the
   environment runs a task that, whenever every task waits, jumps it to the next
-  workflow deadline or schedule tick (or the end of an ``env.sleep``), the way the
-  autojump clock does. Workflow timers, durable sleeps, receive timeouts, activity
-  retry delays and schedules' ticks skip; ``trio.sleep`` in the test's own code,
-  activity timeouts and plain processes' timeouts take real time.
+  workflow deadline, schedule tick, free slot of a host's ``rate:`` (or the end of an
+  ``env.sleep``), the way the autojump clock does. Workflow timers, durable sleeps,
+  receive timeouts, activity retry delays, schedules' ticks and rates' waits skip;
+  ``trio.sleep`` in the test's own code, activity timeouts and plain processes'
+  timeouts take real time.
 
 Either way ``await env.sleep(d)`` advances time by ``d``, firing what falls due on the
 way, and returns once the workflows woken have reacted (every task waits again, and no
@@ -169,6 +170,8 @@ class WorkflowEnv:
         self.virtual = virtual
         self.mocks: dict[str, ActivityMock] = {}
         self._settling: list[trio.Event] = []
+        #: the ``workflow_env()`` block has ended: nothing moves time any more
+        self._ended = False
 
     # -- time
     def now(self) -> _dt.datetime:
@@ -179,6 +182,7 @@ class WorkflowEnv:
         """Advance time by ``duration`` (seconds or ``"30d"``), firing the workflow timers
         that fall due on the way, and return once the workflows have reacted."""
         seconds = parse_duration(duration)
+        self._check_open(f"env.sleep({duration!r})")
         if not math.isfinite(seconds) or self.clock.now() + seconds > FOREVER:
             # (a workflow's clock past 9999-12-31 says no date: the environment broke)
             raise ValueError(f"env.sleep({duration!r}): time cannot pass beyond "
@@ -193,6 +197,7 @@ class WorkflowEnv:
     async def settle(self) -> None:
         """Return once every task waits (the workflows have done all they can now) and
         no plain activity works in its worker thread, without moving time."""
+        self._check_open("env.settle()")
         if not self.virtual:
             while True:
                 await trio.testing.wait_all_tasks_blocked()
@@ -205,6 +210,12 @@ class WorkflowEnv:
         assert isinstance(self.clock, SkippingClock)
         self.clock.changed.set()
         await event.wait()
+
+    def _check_open(self, call: str) -> None:
+        if self._ended:
+            raise RuntimeError(f"{call}: the workflow_env() block has ended (its node is "
+                               "closed): time no longer moves and no workflow runs; call "
+                               "it inside the block")
 
     async def _skipper(self) -> None:
         """Virtual mode: whenever every task waits, jump to the next workflow deadline,
@@ -228,6 +239,9 @@ class WorkflowEnv:
             schedulers = [host.scheduler for host in self._hosts()]
             targets += [clock.wall_of(s.wait_deadline) for s in schedulers
                         if s.wait_deadline is not None]
+            queues = [host.queue for host in self._hosts()]
+            targets += [clock.wall_of(q.wait_deadline) for q in queues
+                        if q.wait_deadline is not None]
             targets += [target for target, _event in clock.sleepers]
             # (a wait "for ever" records the latest deadline there is: never due)
             due = [t for t in targets if t is not None and math.isfinite(t) and t < FOREVER]
@@ -240,6 +254,8 @@ class WorkflowEnv:
                 wf.wake()
             for scheduler in schedulers:
                 scheduler.wake()
+            for queue in queues:  # (a rate's slot may have freed)
+                queue.wake()
 
     def _activities_running(self) -> trio.Event | None:
         """An event set once the plain activities working in worker threads on one host
@@ -412,4 +428,5 @@ async def workflow_env(config: Any = None) -> AsyncIterator[WorkflowEnv]:
             try:
                 yield env
             finally:
+                env._ended = True
                 nursery.cancel_scope.cancel()

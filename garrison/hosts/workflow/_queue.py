@@ -151,6 +151,9 @@ class WorkflowQueue:
         #: time) unless a slot frees (here, or on another node of a cluster)
         self._refused = False
         self._retry_at = math.inf
+        #: the trio deadline the queue waits until (``None``: no deadline, or busy), as
+        #: a test environment that skips time looks at it
+        self.wait_deadline: float | None = None
         self._changed = trio.Event()
         self._nursery: trio.Nursery | None = None
         #: ids of the waiting workflows a cancel or kill is ending (``_end``)
@@ -515,8 +518,19 @@ class WorkflowQueue:
                     continue
                 deadline = self._retry_at if self._refused and self.held else math.inf
                 self._changed = trio.Event()
-                with trio.move_on_at(deadline):
-                    await self._changed.wait()
+                self.wait_deadline = deadline if math.isfinite(deadline) else None
+                try:
+                    with trio.move_on_at(deadline):
+                        await self._changed.wait()
+                finally:
+                    self.wait_deadline = None
+
+    def wake(self) -> None:
+        """Look at the clock again (it jumped: the trio deadline of a rate's free slot
+        it handed out may never come): offer the waiting workflows to the store again."""
+        if self._refused:
+            self._refused = False
+            self._changed.set()
 
     def _ready(self) -> list[WorkflowInstance]:
         """Take the waiting workflows that may start now as far as this node's limits
