@@ -344,6 +344,10 @@ async def napper_gone() -> str:  # the sleep was removed
     return "no nap"
 
 
+async def napper_raises() -> str:  # new code fails where the first run went on
+    raise ValueError("new code fails here")
+
+
 async def napper_versioned() -> str:  # the change made right, behind a version gate
     if garrison.workflow.version("no-nap", 1, 2) == 1:
         await garrison.workflow.sleep("1h")
@@ -373,7 +377,8 @@ async def test_a_replay_checks_a_sleep_under_way_as_a_node_does(
     assert (await replay_history(history, napper_versioned)).ok  # the old path: the sleep
     for changed, current in ((napper_now_first, "now"),
                              (napper_receives, "receive 'inbox'"),
-                             (napper_gone, "nothing (the workflow function returned)")):
+                             (napper_gone, "nothing (the workflow function returned)"),
+                             (napper_raises, "raise ValueError: new code fails here")):
         result = await replay_history(history, changed)
         assert result.error is not None, changed
         assert result.error.seq == 1 and result.error.recorded == "timer 'a sleep under way'"

@@ -358,17 +358,20 @@ async def napper() -> str:
             await garrison.workflow.sleep("1h")
             return "old path"
         return "new path"
+    elif NAPPER_STEP == "raises":  # new code fails where the first run went on to sleep
+        raise ValueError("new code fails here")
     return NAPPER_STEP
 
 
-@pytest.mark.parametrize("step", ["now", "receive", "receive_timeout", "removed"])
+@pytest.mark.parametrize("step", ["now", "receive", "receive_timeout", "removed", "raises"])
 async def test_a_pending_timer_taken_by_another_operation_diverges(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, autojump_clock: trio.abc.Clock,
         step: str) -> None:
     # The node stopped while the workflow slept: its sleep is a timer row at seq 1, not
     # a journal record. Code deployed meanwhile that does something else at seq 1 took
     # it for a fresh run (a reordered step ran live; a receive without timeout timed out
-    # at the sleep's deadline): it must block as any other divergence does.
+    # at the sleep's deadline): it must block as any other divergence does. Code that
+    # raises before it failed the workflow for good (its replay said ok).
     db = str(tmp_path / "store.db")
     await _stopped_while(db, napper, (), "n", "sleeping")
     monkeypatch.setitem(globals(), "NAPPER_STEP", step)

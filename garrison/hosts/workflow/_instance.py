@@ -192,10 +192,7 @@ class WorkflowInstance(Waits, Activities, Interop):
                     # a wait under way at a stop that the code returned before reaching (a
                     # timer the code reached and left, by a cancel scope of its own, is
                     # not a divergence)
-                    # (no comprehension naming ``self``: it would make ``self`` a cell,
-                    # one more object every running workflow holds)
-                    seq = self.cursor.seq
-                    unreached = min(filter(seq.__le__, self.timers), default=None)
+                    unreached = self._unreached_timer()
                     if unreached is not None:
                         raise self.cursor.diverge(
                             unreached, "timer", self.under_way(unreached),
@@ -283,7 +280,7 @@ class WorkflowInstance(Waits, Activities, Interop):
         try:
             return restore_args(fn, self.input_plain, f"workflow {self.name}")
         except PayloadError as exc:
-            diverged = self.cursor.raised(exc, _ARGUMENTS_NOTE)
+            diverged = self._raised(exc, _ARGUMENTS_NOTE)
             if diverged is not None:
                 raise diverged from exc
             raise
@@ -293,10 +290,30 @@ class WorkflowInstance(Waits, Activities, Interop):
         while its journal records more (code changed since: a new signature, arguments
         its annotations no longer take, a path that raises where the first run went
         on), which code that replays the journal resumes."""
-        diverged = self.cursor.raised(exc)
+        diverged = self._raised(exc)
         if diverged is not None:
             return ErrorInfo.from_exception(diverged), WorkflowStatus.BLOCKED
         return ErrorInfo.from_exception(exc), WorkflowStatus.FAILED
+
+    def _unreached_timer(self) -> int | None:
+        """The seq of the first sleep or receive timeout under way at a stop that the
+        code has not reached yet (one it reached and left, by a cancel scope of its own,
+        is behind the cursor), or ``None``."""
+        seq = self.cursor.seq
+        return min(filter(seq.__le__, self.timers), default=None)
+
+    def _raised(self, exc: BaseException, note: str = "") -> NonDeterminismError | None:
+        """The code raised ``exc``: a divergence (see :meth:`Cursor.raised`) before a
+        record of the journal, or before a sleep or receive timeout under way at a
+        stop (the run that recorded it went on to that wait); else ``None``."""
+        diverged = self.cursor.raised(exc, note)
+        if diverged is not None:
+            return diverged
+        unreached = self._unreached_timer()
+        if unreached is None:
+            return None
+        return self.cursor.diverge(unreached, "timer", self.under_way(unreached),
+                                   f"raise {type(exc).__name__}: {exc}", note)
 
     def stop_on_store_error(self, exc: StoreError) -> None:
         """The store refused this workflow's writes for good: it stops here (in memory

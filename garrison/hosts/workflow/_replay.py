@@ -24,7 +24,8 @@ record while later records exist (an activity that was abandoned, a receive that
 lost a ``first``), the replay leaves the operation pending and goes on, as the first
 run did. A sleep or receive timeout under way (a timer row, recorded only when it ends)
 is loaded with the history, as recovery loads it (``_recovery.load``): code that takes
-its seq with another operation, or returns before it, diverges as on a node.
+its seq with another operation, or returns or raises before it, diverges as on a
+node.
 """
 
 from __future__ import annotations
@@ -638,7 +639,7 @@ async def replay_history(history: History, target: Any = None) -> ReplayResult:
         journal=journal, pending=[], cancel_requested=False, watchers=[],
         state=initial_state(journal),
         # the timers under way, as recovery loads them (``_recovery.load``): code that
-        # does something else at their seq, or returns before it, diverges
+        # does something else at their seq, or returns or raises before it, diverges
         timers={seq: deadline for seq, (deadline, _kind) in history.timers.items()},
         timer_kinds={seq: kind for seq, (_deadline, kind) in history.timers.items()
                      if kind is not None})
