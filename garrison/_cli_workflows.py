@@ -54,8 +54,8 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
                          "repeat: every one must match)")
     ls.add_argument("--wide", action="store_true",
                     help="show search attributes whole (the table cuts them at 40 characters)")
-    ls.add_argument("--id", dest="id_prefix", default=None, metavar="PREFIX",
-                    help="only workflows whose id starts with PREFIX")
+    ls.add_argument("--id", dest="id_prefix", action="append", default=[],
+                    metavar="PREFIX", help="only workflows whose id starts with PREFIX")
     ls.add_argument("--order", choices=("oldest", "newest"), default="oldest",
                     help="by start time: oldest first (the default) or newest first")
     ls.add_argument("--limit", type=_positive_int, default=None, metavar="N",
@@ -189,7 +189,11 @@ def _list(store: Any, args: argparse.Namespace) -> None:
     statuses = _statuses(args.status)
     search = tools.search_filters(args.search)
     damaged: list[DamagedRecord] = []
-    select = {"newest_first": args.order == "newest", "id_prefix": args.id_prefix or None}
+    if len(args.id_prefix) > 1:  # (not the last one silently: replay's --id repeats)
+        raise _Fail(f"--id takes one id prefix, given more than once "
+                    f"({', '.join(map(repr, args.id_prefix))})", 2)
+    prefix = args.id_prefix[0] if args.id_prefix else None
+    select = {"newest_first": args.order == "newest", "id_prefix": prefix or None}
     try:
         rows = [] if search is None else store.list_workflows(
             statuses or None, search or None, limit=args.limit, **select)
@@ -444,6 +448,8 @@ def _replay(store: Any, args: argparse.Namespace) -> None:
     if args.ids and (args.status or args.all):
         raise _Fail("--id selects the workflows itself: it cannot be combined with "
                     f"{'--status' if args.status else '--all'}", 2)
+    if args.status and args.all:
+        raise _Fail("--all replays every workflow: it cannot be combined with --status", 2)
     if args.ids:
         try:
             ids = [tools.get(store, wid).workflow_id for wid in dict.fromkeys(args.ids)]
@@ -513,6 +519,9 @@ def make_importable(modules: Sequence[str]) -> None:
     if cwd not in sys.path:
         sys.path.insert(0, cwd)
     for spec in modules:
+        if not spec.strip():  # (Path("") is the current folder: not what was meant)
+            raise _Fail(f"--module {spec!r}: an empty path (give a folder, a file.py or a "
+                        "dotted module name)", 2)
         path = Path(spec)
         if path.is_dir():
             sys.path.insert(0, str(path.resolve()))

@@ -153,7 +153,8 @@ def test_run_reports_a_root_it_cannot_load_in_one_line(tmp_path):
 def test_a_module_that_exits_at_import_is_an_import_error_for_every_command(tmp_path):
     """``sys.exit()`` at a module's top, imported by ``run --main``, ``workflows start``
     or ``workflows replay --module``: one line naming it, exit 2; before, the command
-    exited with the script's code and said nothing (0 looked like success)."""
+    exited with the script's code and said nothing (0 looked like success). Other bad
+    selections of ``replay`` and ``list`` alike."""
     (tmp_path / "quits.py").write_text("import sys\nsys.exit(0)\n")
     (tmp_path / "one.yaml").write_text("version: '1.0'\nnamespace: app\nentries: []\n")
     store = str(tmp_path / "s.db")
@@ -169,7 +170,15 @@ def test_a_module_that_exits_at_import_is_an_import_error_for_every_command(tmp_
              "--module 'quits.py': cannot import it: ImportError: 'quits.py' called "
              "sys.exit(0) while it was imported"),
             (["replay", "--module", "nosuchdir/", "--all"],
-             "--module 'nosuchdir/': no such folder")]:
+             "--module 'nosuchdir/': no such folder"),
+            # (an empty one was taken for the current folder; --all beside --status was
+            # dropped without a word; a second list --id kept only the last prefix)
+            (["replay", "--module", "", "--all"],
+             "--module '': an empty path (give a folder, a file.py or a dotted module name)"),
+            (["replay", "--status", "failed", "--all"],
+             "--all replays every workflow: it cannot be combined with --status"),
+            (["list", "--id", "a", "--id", "b"],
+             "--id takes one id prefix, given more than once ('a', 'b')")]:
         done = cli("workflows", "--store", store, *args, cwd=tmp_path)
         assert done.returncode == 2, (args, done.stderr)
         assert len(done.stderr.splitlines()) == 1 and why in done.stderr, done.stderr

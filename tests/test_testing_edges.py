@@ -215,6 +215,23 @@ def test_a_history_whose_journal_repeats_a_seq_is_a_value_error_naming_it(tmp_pa
         garrison.testing.replay(path)
 
 
+@pytest.mark.parametrize("seq", [0, -3])
+def test_a_history_record_or_timer_at_no_position_is_a_value_error(tmp_path, seq) -> None:
+    """A hand-edited seq of 0 or below replayed as ok (the record was never checked)."""
+    data = _golden()
+    data["journal"][0] = dict(data["journal"][0], seq=seq)
+    path = tmp_path / "edited.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=rf"edited\.json': journal record 0 \(\w+\): seq "
+                                         rf"{seq} is no position in a journal"):
+        garrison.testing.replay(path)
+    data = _golden()
+    data["timers"] = [{"seq": seq, "kind": "sleep", "deadline": "2026-01-01T00:00:00Z"}]
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=rf"edited\.json': timer 0: seq {seq} is no position"):
+        garrison.testing.replay(path)
+
+
 async def test_moving_time_after_the_env_block_is_refused_not_a_hang() -> None:
     """``env.sleep`` and ``env.settle`` past the ``workflow_env()`` block waited for ever
     (nothing skips time there any more); they raise as ``env.start`` does."""

@@ -193,6 +193,10 @@ class History:
             if type(attempts) is not int:
                 raise ValueError(f"{where}: journal record {i}: 'attempts' must be an integer, "
                                  f"got {attempts!r:.40}")
+            if rec["seq"] < (0 if rec["kind"] == JournalKind.CONTINUED else 1):
+                raise ValueError(f"{where}: journal record {i} ({rec['kind']}): seq "
+                                 f"{rec['seq']} is no position in a journal (seqs count from "
+                                 "1; only a 'continued' record is at 0)")
             if journal and rec["seq"] <= journal[-1].seq:
                 raise ValueError(f"{where}: journal record {i}: seq {rec['seq']} comes after "
                                  f"seq {journal[-1].seq} (a journal's records are in seq order, "
@@ -225,6 +229,9 @@ class History:
                 raise ValueError(f"{where}: timer {i} needs an integer 'seq', a 'deadline' "
                                  f"and a 'kind' of 'sleep', 'receive' or 'retry N NAME' "
                                  f"(got {t!r:.80})")
+            if t["seq"] < 1:
+                raise ValueError(f"{where}: timer {i}: seq {t['seq']} is no position in a "
+                                 "journal (seqs count from 1)")
             timers[t["seq"]] = (deadline, t.get("kind"))
         error = data.get("error")
         if error is not None and not (isinstance(error, dict) and isinstance(
