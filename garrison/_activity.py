@@ -29,6 +29,14 @@ def _delay_seconds(value: Any) -> float:
     return parse_duration(value, what="retry delay")
 
 
+def _check_max_delay(inst: Any, _attr: object, value: float) -> None:
+    if value < inst.initial_delay:
+        raise ValueError(f"max_delay ({value:g}s) is shorter than initial_delay "
+                         f"({inst.initial_delay:g}s): max_delay caps every retry delay, so "
+                         "the first would be cut to it; give a max_delay of at least "
+                         "initial_delay (the default max_delay is 1m)")
+
+
 def _check_attempts(_inst: object, _attr: object, value: int) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ValueError(f"max_attempts must be an int >= 1 (it counts the first attempt), "
@@ -61,8 +69,9 @@ class RetryPolicy:
 
     ``max_attempts`` counts every attempt including the first; the delay before
     attempt ``n + 1`` is ``initial_delay * backoff ** (n - 1)`` capped at
-    ``max_delay``. ``non_retryable`` holds exception classes or their names
-    (``"ValueError"``) that fail the activity at once.
+    ``max_delay`` (no shorter than ``initial_delay``: ``ValueError``).
+    ``non_retryable`` holds exception classes or their names (``"ValueError"``) that
+    fail the activity at once.
 
     >>> RetryPolicy(max_attempts=5, initial_delay="100ms").delay(3)
     0.4
@@ -73,7 +82,8 @@ class RetryPolicy:
     max_attempts: int = attrs.field(default=3, validator=_check_attempts)
     initial_delay: float = attrs.field(default=1.0, converter=_delay_seconds)
     backoff: float = attrs.field(default=2.0, converter=_backoff)
-    max_delay: float = attrs.field(default=60.0, converter=_delay_seconds)
+    max_delay: float = attrs.field(default=60.0, converter=_delay_seconds,
+                                   validator=_check_max_delay)
     non_retryable: tuple[Any, ...] = attrs.field(default=(), converter=_to_tuple,
                                                  validator=_check_non_retryable)
 

@@ -535,6 +535,13 @@ def test_retry_policy_values() -> None:
         garrison.RetryPolicy(max_attempts=0)
     with pytest.raises(ValueError, match=r"duration|delay"):
         garrison.RetryPolicy(initial_delay="soon")
+    # a first delay past max_delay (the default 1m too) was cut to it without a word
+    with pytest.raises(ValueError, match=r"^max_delay \(60s\) is shorter than initial_delay "
+                                         r"\(3600s\): max_delay caps every retry delay"):
+        garrison.RetryPolicy(initial_delay="1h")
+    with pytest.raises(ValueError, match=r"^max_delay \(1s\) is shorter than initial_delay"):
+        garrison.RetryPolicy(initial_delay="2s", max_delay="1s")
+    assert garrison.RetryPolicy(initial_delay="1h", max_delay="1h").delay(3) == 3600.0
     for bad in ("x", "2", True, None, 0.5):  # ("x" was float()'s own message)
         with pytest.raises(ValueError, match=r"^backoff must be a number >= 1\.0, got "):
             garrison.RetryPolicy(backoff=bad)
