@@ -536,11 +536,13 @@ def delete_schedule(store: Any, schedule_id: str) -> bool:
 
 
 def schedule_json(rec: Any) -> dict[str, Any]:
-    """Every column of a schedule's row, as JSON."""
+    """Every column of a schedule's row, as JSON; a paused schedule's ``next_tick`` is
+    ``null``, as in the table (it has none: resuming sets it from then)."""
     return {"schedule_id": rec.schedule_id, "workflow": rec.workflow, "input": rec.input,
             "cron": rec.cron, "every": rec.every, "timezone": rec.timezone,
             "overlap": rec.overlap, "catchup_window": rec.catchup_window,
-            "paused": rec.paused, "next_tick": when_json(rec.next_tick),
+            "paused": rec.paused,
+            "next_tick": None if rec.paused else when_json(rec.next_tick),
             "last_tick": when_json(rec.last_tick), "last_workflow": rec.last_workflow,
             "buffered_tick": when_json(rec.buffered_tick), "source": rec.source,
             "host": rec.host, "created": when(rec.created), "updated": when(rec.updated)}
