@@ -103,6 +103,12 @@ async def test_a_mock_is_for_its_environment_only_and_can_call_a_function() -> N
     async with garrison.testing.workflow_env() as env:
         with pytest.raises(TypeError, match="takes an exception instance or class"):
             env.mock_activity(ops_app.charge, error="boom")
+        # (no activity's failure: it stopped the test's run instead of being recorded)
+        for stop in (KeyboardInterrupt(), SystemExit, GeneratorExit()):
+            with pytest.raises(TypeError, match=r"takes an exception instance or class "
+                                                r"\(an Exception, as an activity's failure"):
+                env.mock_activity(ops_app.charge, error=stop)
+        assert env.mocks == {}
 
 
 async def test_retry_delays_of_real_activities_skip_too() -> None:

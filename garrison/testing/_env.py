@@ -114,10 +114,13 @@ class ActivityMock:
 
     def __init__(self, name: str, *, result: Any = None, error: Any = None,
                  call: Callable[..., Any] | None = None) -> None:
-        if error is not None and not (isinstance(error, BaseException) or (
-                isinstance(error, type) and issubclass(error, BaseException))):
+        if error is not None and not (isinstance(error, Exception) or (
+                isinstance(error, type) and issubclass(error, Exception))):
+            # (a KeyboardInterrupt or SystemExit is no activity's failure: it would stop
+            # the test's run, not be recorded as the ActivityError a failure gives)
             raise TypeError(f"mock_activity({name!r}, error=...) takes an exception instance "
-                            f"or class, got {error!r}")
+                            f"or class (an Exception, as an activity's failure is), got "
+                            f"{error!r}")
         if isinstance(error, type):
             try:
                 error()
