@@ -19,6 +19,14 @@ Duration = float | int | str
 MAX_COUNT = 2**63 - 1
 
 
+def negative(value: object) -> bool:
+    """True for a duration given below zero (``-1``, ``"-5s"``): what it is, for a
+    message in another's words, whatever else is wrong with it."""
+    if isinstance(value, str):
+        return value.strip().startswith("-")
+    return isinstance(value, int | float) and not isinstance(value, bool) and value < 0
+
+
 def _shown(value: object) -> str:
     """``repr(value)`` for an error message, cut to 80 characters (a huge int or string)."""
     text = repr(value)
@@ -53,7 +61,9 @@ def parse_duration(value: object, *, what: str = "duration") -> float:
             seconds = float(value)
         except OverflowError:  # an int past what a float holds: longer than any clock
             seconds = math.inf if value > 0 else -math.inf
-        if math.isnan(seconds) or seconds < 0:
+        if math.isnan(seconds):
+            raise ValueError(f"invalid {what} {_shown(value)}: NaN is no number of seconds")
+        if seconds < 0:
             raise ValueError(
                 f"invalid {what} {_shown(value)}: must be a non-negative number of seconds")
         return seconds

@@ -472,6 +472,13 @@ BAD: list[tuple[str, str, list[str]]] = [
         ["field 'lifecycle.stop_timeout'", "expected a duration that is not negative, "
          "such as 10, '250ms'", "got '-1s'"],
     ),
+    (  # (NaN is not a negative duration: it was told "not negative" too)
+        "stop-timeout-nan",
+        HEAD + PROC + "  - {name: s, kind: process.service, process: p, "
+        "lifecycle: {stop_timeout: .nan}}\n",
+        ["field 'lifecycle.stop_timeout'", "expected a duration such as 10, '250ms'",
+         "got nan"],
+    ),
     (
         "auto-start-not-bool",
         HEAD + PROC + "  - {name: s, kind: process.service, process: p, "

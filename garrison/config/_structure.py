@@ -22,7 +22,7 @@ from cattrs.errors import (
 )
 from cattrs.gen import make_dict_structure_fn, override
 
-from .._duration import parse_duration
+from .._duration import negative, parse_duration
 from ._entries import (
     _INTERNAL_FIELDS,
     HostEntry,
@@ -76,8 +76,8 @@ def _strict_float(value: object, _: object) -> float:
 def _duration_hook(value: object, _: object) -> float:
     try:
         return parse_duration(value)
-    except ValueError as exc:
-        sign = " that is not negative," if "negative" in str(exc) else ""
+    except ValueError:
+        sign = " that is not negative," if negative(value) else ""
         raise _Expected(f"a duration{sign} such as 10, '250ms', '30s', '5m' or '1h30m'",
                         value) from None
 
