@@ -472,6 +472,13 @@ BAD: list[tuple[str, str, list[str]]] = [
         ["field 'lifecycle.stop_timeout'", "expected a duration that is not negative, "
          "such as 10, '250ms'", "got '-1s'"],
     ),
+    (  # (the bad value is requires': it was named depends_on, the alias given beside)
+        "requires-bad-beside-its-alias",
+        HEAD + PROC + "  - {name: s, kind: process.service, process: p, "
+        "lifecycle: {depends_on: [p], requires: 5}}\n",
+        ["field 'lifecycle.depends_on': give either 'requires' or its alias",
+         "field 'lifecycle.requires': expected a list of entry ids, got 5"],
+    ),
     (  # (NaN is not a negative duration: it was told "not negative" too)
         "stop-timeout-nan",
         HEAD + PROC + "  - {name: s, kind: process.service, process: p, "

@@ -281,6 +281,18 @@ def _preprocess(kind: str, data: dict[str, Any], problems: _Problems, where: str
         data["lifecycle"] = lifecycle
 
 
+def _requires_field(raw: object) -> str:
+    """The field a service's dependencies were written in, to name in a problem with
+    them: ``lifecycle.depends_on`` for the alias alone; ``lifecycle.requires`` else
+    (given both, the alias is dropped with a problem of its own, see
+    :func:`_preprocess`)."""
+    lifecycle = raw.get("lifecycle") if isinstance(raw, Mapping) else None
+    if isinstance(lifecycle, Mapping) and "depends_on" in lifecycle \
+            and "requires" not in lifecycle:
+        return "lifecycle.depends_on"
+    return "lifecycle.requires"
+
+
 def _missing(field: str, raw: Mapping[str, Any]) -> str:
     """``required field is missing``, naming a key of the entry that looks like a typo of
     ``field`` (``kidn: workflow.host``)."""
@@ -348,13 +360,8 @@ def _parse_entry(
     for path, message in failures:
         if path and path[-1] in ("id", "func") and len(path) == 1:
             path = ()
-        raw_lifecycle = raw.get("lifecycle")
-        if (
-            path == ("lifecycle", "requires")
-            and isinstance(raw_lifecycle, Mapping)
-            and "depends_on" in raw_lifecycle
-        ):
-            path = ("lifecycle", "depends_on")
+        if path == ("lifecycle", "requires"):
+            path = tuple(_requires_field(raw).split("."))
         problems.entry(where, message, ".".join(path) if path else None)
     if entry is None:
         return None
@@ -730,13 +737,9 @@ def _parse_text(text: str, filename: str, base_dir: Path | None,
         parsed = _parse_entry(raw, index, namespace, base_dir, problems, source_dir)
         if parsed is not None:
             entry, failed = parsed
-            lifecycle = raw.get("lifecycle") if isinstance(raw, Mapping) else None
-            alias = isinstance(lifecycle, Mapping) and "depends_on" in lifecycle \
-                and "requires" not in lifecycle
             located.append(_Located(entry, filename, index, namespace,
                                     broken=failed is not None, failed=failed or frozenset(),
-                                    requires_field="lifecycle.depends_on" if alias
-                                    else "lifecycle.requires"))
+                                    requires_field=_requires_field(raw)))
     return _ParsedFile(filename, namespace, located, problems.lines, named_ids)
 
 
