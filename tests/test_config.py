@@ -472,13 +472,6 @@ BAD: list[tuple[str, str, list[str]]] = [
         ["field 'lifecycle.stop_timeout'", "expected a duration that is not negative, "
          "such as 10, '250ms'", "got '-1s'"],
     ),
-    (  # (the bad value is requires': it was named depends_on, the alias given beside)
-        "requires-bad-beside-its-alias",
-        HEAD + PROC + "  - {name: s, kind: process.service, process: p, "
-        "lifecycle: {depends_on: [p], requires: 5}}\n",
-        ["field 'lifecycle.depends_on': give either 'requires' or its alias",
-         "field 'lifecycle.requires': expected a list of entry ids, got 5"],
-    ),
     (  # (NaN is not a negative duration: it was told "not negative" too)
         "stop-timeout-nan",
         HEAD + PROC + "  - {name: s, kind: process.service, process: p, "
@@ -566,6 +559,19 @@ def test_malformed_config_reports_file_entry_and_field(
     assert line.startswith(f"{path}: "), line
     for fragment in fragments:
         assert fragment in line, (fragment, line)
+
+
+def test_a_bad_requires_beside_its_alias_is_named_requires(tmp_path: Path) -> None:
+    """Both given: the alias is dropped with a problem of its own, and a bad value of
+    ``requires`` is named ``requires`` (it was named ``depends_on``)."""
+    _path, problems = problems_of(tmp_path, HEAD + PROC + (
+        "  - {name: s, kind: process.service, process: p, "
+        "lifecycle: {depends_on: [p], requires: 5}}\n"))
+    assert [line.split(": ", 1)[1] for line in problems] == [
+        "entry 'app:s' (index 1): field 'lifecycle.depends_on': give either 'requires' or "
+        "its alias 'depends_on', not both",
+        "entry 'app:s' (index 1): field 'lifecycle.requires': expected a list of entry ids, "
+        "got 5"]
 
 
 def test_a_key_written_beside_a_yaml_merge_key_overrides_the_merged_one(tmp_path: Path) -> None:
