@@ -96,8 +96,12 @@ async def test_dedup_returns_the_queued_or_running_workflow(autojump_clock: Any)
         # both ended: their keys are free again
         later = await node.start_workflow(app.job, id="later", dedup="report-42")
         assert later.id == "later"
+        for blank in ("", "  "):  # (a value of the right type: a ValueError, not TypeError)
+            with pytest.raises(ValueError, match=r"dedup must be a non-empty string or None, "
+                                                 r"got '\s*' \(empty or blank\)"):
+                await node.start_workflow(app.job, dedup=blank)
         with pytest.raises(TypeError, match="dedup must be a non-empty string"):
-            await node.start_workflow(app.job, dedup="")
+            await node.start_workflow(app.job, dedup=5)
         with pytest.raises(TypeError, match="priority must be an int"):
             await node.start_workflow(app.job, priority="high")
         assert [w.workflow_id for w in node.workflows()].count("second") == 0

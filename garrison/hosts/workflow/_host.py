@@ -422,8 +422,11 @@ class WorkflowHost:
             raise ValueError(f"priority must be a 64-bit integer, from -2**63 to 2**63 - 1 "
                              f"(a store keeps it as one), got {priority}")
         if dedup is not None:
-            if not isinstance(dedup, str) or not dedup:
+            if not isinstance(dedup, str):
                 raise TypeError(f"dedup must be a non-empty string or None, got {dedup!r}")
+            if not dedup.strip():  # (a key made of nothing: an unfilled template, say)
+                raise ValueError(f"dedup must be a non-empty string or None, got {dedup!r} "
+                                 "(empty or blank)")
             check_text(dedup, "a dedup key")
             check_key_size(dedup, "a dedup key")
             holder = self.queue.holder(dedup)
