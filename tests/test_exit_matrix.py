@@ -362,6 +362,45 @@ async def test_another_base_exception_fails_that_process_only(autojump_clock, ki
         assert await node.wait(other) == "still here"
 
 
+async def _raises_a_stray_cancelled(in_group: bool) -> None:
+    """Catches trio's Cancelled inside a cancelled scope of its own and raises it again
+    outside it (code that keeps an exception to raise later), alone or in a group."""
+    saved = None
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        try:
+            await trio.sleep(1)
+        except trio.Cancelled as exc:
+            saved = exc
+    assert saved is not None
+    if in_group:
+        raise BaseExceptionGroup("from a nursery", [saved])
+    raise saved
+
+
+@pytest.mark.parametrize("in_group", [False, True])
+async def test_a_stray_cancelled_fails_that_process_only(autojump_clock, caplog, in_group):
+    """trio's Cancelled raised by a process that nothing cancelled (one its code caught
+    in its own scope and raised outside it) went up through the node's nurseries: every
+    other process was stopped as 'Shutdown', the node died, and nothing named the
+    process. It is that process's failure, logged, as another BaseException's is."""
+    caplog.set_level(logging.ERROR, logger="garrison.process")
+
+    async def a():
+        pid = await process.spawn_monitored(_raises_a_stray_cancelled, in_group)
+        ev = await process.events().receive()
+        return ev.pid == pid, ev.error.type, ev.error.message
+
+    async with garrison.open_node() as node:
+        other = await node.spawn(_bystander)
+        same, kind, message = await node.wait(await node.spawn(a))
+        assert (same, kind) == (True, "Cancelled")
+        assert "nothing cancelled it" in message, message
+        assert await node.wait(other) == "still here"
+    assert any("_raises_a_stray_cancelled" in r.getMessage() and "nothing cancelled it"
+               in r.getMessage() for r in caplog.records), caplog.text
+
+
 async def test_keyboard_interrupt_in_a_process_stops_the_node_and_says_where(
         autojump_clock, caplog):
     """KeyboardInterrupt stays trio's (Ctrl-C): trio may raise it in whichever task runs,

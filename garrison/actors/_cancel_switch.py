@@ -29,11 +29,14 @@ is a plain ``CancelScope`` entered by :meth:`~CancelSwitch.attach` and left by
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import trio
 
-__all__ = ["CancelSwitch"]
+from ._values import ErrorInfo
+
+__all__ = ["CancelSwitch", "stray_cancelled"]
 
 _CancelStatus: Any
 try:
@@ -181,3 +184,27 @@ class CancelSwitch:
             _, rest = exc.split(trio.Cancelled)
             return rest
         return exc
+
+
+def stray_cancelled(exc: BaseException, what: str) -> ErrorInfo | None:
+    """``exc`` (trio's ``Cancelled``, or a group of nothing else) reaches the top of
+    ``what``'s body (a process, a workflow) while no cancellation applies to its task:
+    its code raised a ``Cancelled`` outside the cancel scope it came from (caught, kept
+    and raised later). That is the failure of ``what`` only, returned as such; ``None``
+    for a real cancellation (a kill, the node stopping), which goes on up.
+
+    Left to go up, such a ``Cancelled`` passed through every nursery above it (none of
+    their scopes was cancelled to stop it) and ended the node."""
+    if isinstance(exc, BaseExceptionGroup):
+        if exc.split(trio.Cancelled)[1] is not None:
+            return None
+    elif not isinstance(exc, trio.Cancelled):
+        return None
+    if trio.current_effective_deadline() == -math.inf:  # cancelled: a real one
+        return None
+    info = ErrorInfo.from_exception(exc)
+    return ErrorInfo("Cancelled", (
+        f"trio.Cancelled came out of {what}, though nothing cancelled it: its code raised "
+        "a Cancelled outside the cancel scope it came from (one caught and raised again "
+        "later); re-raise a Cancelled where it was caught, inside its scope"),
+        info.traceback)

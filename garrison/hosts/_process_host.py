@@ -20,7 +20,7 @@ from typing import Any
 import trio
 
 from .._errors import NoSuchProcess
-from ..actors._cancel_switch import CancelSwitch
+from ..actors._cancel_switch import CancelSwitch, stray_cancelled
 from ..actors._mailbox import Budget, Inbox
 from ..actors._runtime import set_runtime
 from ..actors._values import ErrorInfo, Event, EventKind, Message, Pid, ProcessInfo
@@ -143,16 +143,24 @@ class _Process(Caller):
                     if self.kill_reason is None:
                         result = await fn(*args)
                         finished = True
-                except (trio.Cancelled, KeyboardInterrupt):
-                    raise
+                except (trio.Cancelled, KeyboardInterrupt) as exc:
+                    error = stray_cancelled(exc, f"process {self.pid} ({self.label})")
+                    if error is None:
+                        raise
+                    finished = True
                 except (Exception, SystemExit) as exc:  # sys.exit() ends this process only
                     error = ErrorInfo.from_exception(exc)
                     finished = True
                 except BaseExceptionGroup as group:
                     _, rest = group.split(trio.Cancelled)
-                    if rest is None or rest.subgroup(_is_interrupt) is not None:
+                    if rest is None:  # only Cancelled: a real cancellation, or stray
+                        error = stray_cancelled(group, f"process {self.pid} ({self.label})")
+                        if error is None:
+                            raise
+                    elif rest.subgroup(_is_interrupt) is not None:
                         raise
-                    error = ErrorInfo.from_exception(rest)
+                    else:
+                        error = ErrorInfo.from_exception(rest)
                     finished = True
                 except GeneratorExit as exc:
                     if not _stepping(sys._getframe()):  # the interpreter closing the coroutine

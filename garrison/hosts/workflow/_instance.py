@@ -26,7 +26,7 @@ from ..._errors import (
     WorkflowMoved,
 )
 from ..._targets import import_target
-from ...actors._cancel_switch import CancelSwitch
+from ...actors._cancel_switch import CancelSwitch, stray_cancelled
 from ...actors._runtime import Runtime, set_runtime
 from ...actors._values import ErrorInfo, Pid
 from ...persistence import RawJson, WorkflowStatus, check_search_value, to_json
@@ -204,8 +204,11 @@ class WorkflowInstance(Waits, Activities, Interop):
                     final = (WorkflowStatus.CANCELLED if self.cancel_delivered
                              else WorkflowStatus.FAILED)
                     error = ErrorInfo.from_exception(exc)
-                except (trio.Cancelled, KeyboardInterrupt):
-                    raise
+                except (trio.Cancelled, KeyboardInterrupt) as exc:
+                    ended = self._stray(exc)
+                    if ended is None:
+                        raise
+                    error, final = ended
                 except (Exception, SystemExit) as exc:  # sys.exit(): this workflow's failure
                     if self._cancelled_group(exc):
                         final = WorkflowStatus.CANCELLED
@@ -214,9 +217,14 @@ class WorkflowInstance(Waits, Activities, Interop):
                         error, final = self._failure(exc)
                 except BaseExceptionGroup as group:
                     _, rest = group.split(trio.Cancelled)
-                    if rest is None or rest.subgroup(_not_the_workflow_s) is not None:
+                    if rest is None:  # only Cancelled: a real cancellation, or stray
+                        ended = self._stray(group)
+                        if ended is None:
+                            raise
+                        error, final = ended
+                    elif rest.subgroup(_not_the_workflow_s) is not None:
                         raise
-                    if self._cancelled_group(rest):
+                    elif self._cancelled_group(rest):
                         final = WorkflowStatus.CANCELLED
                         error = ErrorInfo.from_exception(self._cancelled_error())
                     else:
@@ -294,6 +302,17 @@ class WorkflowInstance(Waits, Activities, Interop):
         if diverged is not None:
             return ErrorInfo.from_exception(diverged), WorkflowStatus.BLOCKED
         return ErrorInfo.from_exception(exc), WorkflowStatus.FAILED
+
+    def _stray(self, exc: BaseException) -> tuple[ErrorInfo, WorkflowStatus] | None:
+        """``exc``, trio's ``Cancelled`` (or a group of nothing else) or Ctrl-C, came
+        out of the code: how it ends this workflow if it is a ``Cancelled`` that no
+        cancellation of the workflow caused (see :func:`stray_cancelled`), the failure
+        of this workflow only; ``None`` when it goes on up."""
+        stray = stray_cancelled(exc, f"workflow {self.wid!r} ({self.name})")
+        if stray is None:
+            return None
+        error, final = self._failure(exc)
+        return (stray if final is WorkflowStatus.FAILED else error), final
 
     def _unreached_timer(self) -> int | None:
         """The seq of the first sleep or receive timeout under way at a stop that the
