@@ -362,32 +362,18 @@ async def test_another_base_exception_fails_that_process_only(autojump_clock, ki
         assert await node.wait(other) == "still here"
 
 
-async def _raises_a_stray_cancelled(in_group: bool) -> None:
-    """Catches trio's Cancelled inside a cancelled scope of its own and raises it again
-    outside it (code that keeps an exception to raise later), alone or in a group."""
-    saved = None
-    with trio.CancelScope() as scope:
-        scope.cancel()
-        try:
-            await trio.sleep(1)
-        except trio.Cancelled as exc:
-            saved = exc
-    assert saved is not None
-    if in_group:
-        raise BaseExceptionGroup("from a nursery", [saved])
-    raise saved
-
-
 @pytest.mark.parametrize("in_group", [False, True])
 async def test_a_stray_cancelled_fails_that_process_only(autojump_clock, caplog, in_group):
     """trio's Cancelled raised by a process that nothing cancelled (one its code caught
     in its own scope and raised outside it) went up through the node's nurseries: every
     other process was stopped as 'Shutdown', the node died, and nothing named the
     process. It is that process's failure, logged, as another BaseException's is."""
+    import workflow_app as app
+
     caplog.set_level(logging.ERROR, logger="garrison.process")
 
     async def a():
-        pid = await process.spawn_monitored(_raises_a_stray_cancelled, in_group)
+        pid = await process.spawn_monitored(app.raises_a_stray_cancelled, in_group)
         ev = await process.events().receive()
         return ev.pid == pid, ev.error.type, ev.error.message
 
@@ -397,7 +383,7 @@ async def test_a_stray_cancelled_fails_that_process_only(autojump_clock, caplog,
         assert (same, kind) == (True, "Cancelled")
         assert "nothing cancelled it" in message, message
         assert await node.wait(other) == "still here"
-    assert any("_raises_a_stray_cancelled" in r.getMessage() and "nothing cancelled it"
+    assert any("raises_a_stray_cancelled" in r.getMessage() and "nothing cancelled it"
                in r.getMessage() for r in caplog.records), caplog.text
 
 

@@ -751,21 +751,6 @@ async def _one() -> int:
     return 1
 
 
-async def raises_a_stray_cancelled(in_group: bool) -> str:
-    """Raises trio's Cancelled, caught inside a cancelled scope of its own, outside it."""
-    saved = None
-    with trio.CancelScope() as scope:
-        scope.cancel()
-        try:
-            await trio.sleep(1)
-        except trio.Cancelled as exc:
-            saved = exc
-    assert saved is not None
-    if in_group:
-        raise BaseExceptionGroup("from a nursery", [saved])
-    raise saved
-
-
 async def sleeps_then_returns() -> str:
     await workflow.sleep("1h")
     return "still here"
@@ -779,7 +764,9 @@ async def test_a_stray_cancelled_fails_that_workflow_only(autojump_clock: Any,
     workflow's failure, as a process's is."""
     async with garrison.open_node() as node:
         await node.start_workflow(sleeps_then_returns, id="other")
-        await node.start_workflow(raises_a_stray_cancelled, in_group, id="stray")
+        import workflow_app as app
+
+        await node.start_workflow(app.raises_a_stray_cancelled, in_group, id="stray")
         with pytest.raises(garrison.WorkflowFailed, match=r"Cancelled: trio\.Cancelled came "
                            r"out of workflow 'stray' .* though nothing cancelled it"):
             with trio.fail_after(60):

@@ -945,3 +945,20 @@ async def tags_with(value: Any) -> str:
     except ValueError as exc:
         return str(exc)
     return "set"
+
+
+async def raises_a_stray_cancelled(in_group: bool) -> str:
+    """Raises trio's Cancelled, caught inside a cancelled scope of its own, outside it
+    (code that keeps an exception to raise later), alone or in a group: a workflow here,
+    a process in test_exit_matrix."""
+    saved = None
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        try:
+            await trio.sleep(1)
+        except trio.Cancelled as exc:
+            saved = exc
+    assert saved is not None
+    if in_group:
+        raise BaseExceptionGroup("from a nursery", [saved])
+    raise saved
