@@ -331,6 +331,42 @@ async def test_normal_return_is_not_restarted(autojump_clock):
         assert node.services()[0].status == ServiceStatus.COMPLETED
 
 
+async def test_start_service_does_not_run_a_requirement_that_returned_again(
+        autojump_clock, caplog):
+    """A one-shot requirement (a migration) that returned: ``start_service`` of what
+    requires it ran it a second time behind the caller's back, then refused to start
+    the dependent all the same (it returned again). It is not run again; the dependent
+    says at once that it cannot start. Its own start_service runs it again."""
+    cfg = config("""
+        - name: init
+          kind: process.service
+          process: finisher
+          input: [init]
+          lifecycle: {auto_start: true}
+        - name: api
+          kind: process.service
+          process: steady
+          input: [api]
+          lifecycle: {requires: [init]}
+    """)
+    caplog.set_level(logging.INFO, logger="garrison.services")
+    async with garrison.open_node(config=cfg) as node:
+        await trio.sleep(1)
+        assert len(starts("init")) == 1
+        await node.start_service("t:api")
+        await trio.sleep(1)
+        assert len(starts("init")) == 1 and starts("api") == []
+        status = {s.id: s.status for s in node.services()}
+        assert status == {"t:init": ServiceStatus.COMPLETED, "t:api": ServiceStatus.WAITING}
+        errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+        assert errors == ["t:api: cannot start: t:init, which it requires, returned (a "
+                          "service that returns is not restarted: it starts again only by "
+                          "start_service)"], errors
+        await node.start_service("t:init")  # by its own start: it runs again
+        await trio.sleep(1)
+        assert len(starts("init")) == 2
+
+
 async def test_stop_cancels_then_terminates_after_stop_timeout(autojump_clock):
     cfg = config("""
         - name: svc_stubborn

@@ -283,6 +283,9 @@ class ServiceManager:
                                if self.by_id[r].status != ServiceStatus.RUNNING]
                     log.info("%s: waiting for %s", svc.entry.id, ", ".join(missing),
                              extra={"service": svc.entry.id})
+                    for sid in missing:  # (one that returned already: said at once)
+                        if self.by_id[sid].status is ServiceStatus.COMPLETED:
+                            self._cannot_start(svc, sid)
 
     async def _start(self, svc: _Service) -> None:
         """Spawn ``svc`` watched by the manager, then wait until its code runs.
@@ -365,12 +368,17 @@ class ServiceManager:
             for dep in self._dependents(svc.entry.id):
                 if (dep.wanted and dep.status not in _SETTLED
                         and dep.status.without_requirement() == "cannot start"):
-                    log.error("%s: cannot start: %s, which it requires, returned (a service "
-                              "that returns is not restarted: it starts again only by "
-                              "start_service)", dep.entry.id, svc.entry.id,
-                              extra={"service": dep.entry.id})
+                    self._cannot_start(dep, svc.entry.id)
             return
         await self._failed(svc, ev.error, ran=trio.current_time() - svc.started_at)
+
+    @staticmethod
+    def _cannot_start(dep: _Service, returned: str) -> None:
+        """``dep`` waits for ``returned``, a service that returned: it waits for ever
+        unless that one is started again."""
+        log.error("%s: cannot start: %s, which it requires, returned (a service that "
+                  "returns is not restarted: it starts again only by start_service)",
+                  dep.entry.id, returned, extra={"service": dep.entry.id})
 
     async def _failed(self, svc: _Service, error: ErrorInfo, *, ran: float | None) -> None:
         """``ran``: how long its process ran, ``None`` for a start that failed (never a
@@ -492,7 +500,11 @@ class ServiceManager:
                          extra={"service": sid})
                 continue
             svc.wanted = True
-            if svc.status in (ServiceStatus.GAVE_UP, ServiceStatus.COMPLETED):
+            # a requirement that returned is not run again for what requires it (a
+            # one-shot set-up, a migration, must not run twice behind the caller's back;
+            # what requires it cannot start, and says so): only by its own start_service
+            if svc.status is ServiceStatus.GAVE_UP or (
+                    svc.status is ServiceStatus.COMPLETED and sid == service_id):
                 svc.status = ServiceStatus.STOPPED
                 svc.restarts = 0
         await self._start_ready()
