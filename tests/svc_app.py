@@ -103,3 +103,11 @@ async def sleeper(name: str) -> None:
 async def tick() -> None:
     """A scheduled workflow."""
     note("tick", "start")
+
+
+async def slow_replier(name: str) -> None:
+    """Answers each call after an hour."""
+    note(name, "start")
+    async for msg in process.inbox():
+        await trio.sleep(3600)
+        await msg.reply("late")

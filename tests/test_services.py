@@ -367,6 +367,40 @@ async def test_start_service_does_not_run_a_requirement_that_returned_again(
         assert len(starts("init")) == 2
 
 
+async def test_a_call_to_a_service_the_node_stops_is_no_failure_of_the_caller(
+        autojump_clock, caplog):
+    """The node stops its services before its other processes: a process waiting on a
+    call to one failed with 'exited before replying: normal exit', logged as an error
+    with its traceback (README: node shutdown is not logged as an error). The call
+    fails with the node's shutdown, and the caller that lets it go ends as stopped."""
+    cfg = config("""
+        - {name: slow_replier, kind: process.py, source: "svc_app:slow_replier"}
+        - name: slow
+          kind: process.service
+          process: slow_replier
+          input: [slow]
+          lifecycle: {auto_start: true}
+    """)
+    caplog.set_level(logging.INFO)
+    said: list[str] = []
+
+    async def caller():
+        try:
+            return await process.call("t:slow", "q", 1, timeout="2h")
+        except garrison.ProcessError as exc:
+            said.append(str(exc))
+            raise
+
+    async with garrison.open_node(config=cfg) as node:
+        pid = await node.spawn(caller)
+        await trio.sleep(1)
+    assert len(said) == 1 and said[0].endswith("was stopped with the node before replying")
+    with pytest.raises(garrison.ProcessError) as ended:
+        await node.wait(pid)
+    assert ended.value.error is not None and ended.value.error.type == "Shutdown"
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
 async def test_stop_cancels_then_terminates_after_stop_timeout(autojump_clock):
     cfg = config("""
         - name: svc_stubborn

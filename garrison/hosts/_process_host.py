@@ -149,7 +149,10 @@ class _Process(Caller):
                         raise
                     finished = True
                 except (Exception, SystemExit) as exc:  # sys.exit() ends this process only
-                    error = ErrorInfo.from_exception(exc)
+                    # (a call whose callee the node's stop ended first: the stop's exit)
+                    error = (self.node.shutdown_reason if self.node.stopping
+                             and getattr(exc, "error", None) is self.node.shutdown_reason
+                             else ErrorInfo.from_exception(exc))
                     finished = True
                 except BaseExceptionGroup as group:
                     _, rest = group.split(trio.Cancelled)
@@ -224,8 +227,14 @@ class _Process(Caller):
         if error is not None and not quiet:
             _log_exit(self, error)
         if self.callers:  # calls waiting on this process fail at once
-            self.fail_callers(f"process {pid} exited before replying: {error or 'normal exit'}",
-                              error or noproc(pid))
+            if node.stopping and (error is None or error is node.shutdown_reason):
+                # stopped with the node: so are its callers, next (see ``main``), not as
+                # a failure of theirs
+                self.fail_callers(f"process {pid} was stopped with the node before "
+                                  "replying", node.shutdown_reason)
+            else:
+                self.fail_callers(f"process {pid} exited before replying: "
+                                  f"{error or 'normal exit'}", error or noproc(pid))
         if self.monitored_by or self.links or self.monitoring:  # (no EXIT made for nobody)
             exit_fan_out(node, pid, Event(_EXIT, pid, result, error), self.monitored_by,
                          self.links, self.monitoring)
