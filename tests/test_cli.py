@@ -686,8 +686,9 @@ def test_a_signal_during_start_up_stops_the_node_at_once(tmp_path):
     """))
     proc = start_run(tmp_path, "app.yaml", "--store", "app.db")
     try:
-        seen = read_until(proc, "app:lates: started")
-        assert "app:lates: started" in seen, seen
+        seen = read_until(proc, "app:lates: spawned as")
+        assert "it waits for a worker of host 'app:pool', whose 1 worker(s) are busy" \
+            in seen, seen
         time.sleep(0.3)
         proc.send_signal(signal.SIGINT)
         began = time.monotonic()

@@ -628,6 +628,43 @@ async def test_a_service_id_cannot_be_registered_by_another_process(autojump_clo
         assert await node.wait(await node.spawn(squatter, "t:dbx")) == "registered"
 
 
+async def test_a_service_waiting_for_a_busy_worker_says_so(autojump_clock, caplog):
+    """A service spawned on a host whose workers are all busy was logged 'started as'
+    while it waited, then its termination for the start timeout as an abnormal exit of a
+    process that never ran ('Terminated: terminated by ...'), then 'not started within
+    0.3s' with no reason. It is 'spawned as ...; it waits for a worker', the timeout
+    names the busy workers, and the process that never ran logs no exit."""
+    cfg = load_config_text(textwrap.dedent("""
+        version: "1.0"
+        namespace: t
+        entries:
+          - {name: pool, kind: process.host, workers: 1}
+          - {name: steady, kind: process.py, source: "svc_app:steady"}
+          - {name: hog, kind: process.service, process: steady, input: [hog], host: pool,
+             lifecycle: {auto_start: true}}
+          - {name: late, kind: process.service, process: steady, input: [late], host: pool,
+             lifecycle: {auto_start: true, start_timeout: 300ms,
+                         restart: {max_attempts: 1, initial_delay: 100ms, jitter: 0}}}
+    """), "test.yaml")
+    caplog.set_level(logging.INFO, logger="garrison")
+    async with garrison.open_node(config=cfg) as node:
+        await trio.sleep(5)
+        late = {s.id: s for s in node.services()}["t:late"]
+        assert late.status == ServiceStatus.GAVE_UP and starts("late") == []
+    why = ("not started within 0.3s: it waited for a worker of host 't:pool', whose 1 "
+           "worker(s) were busy")
+    assert late.last_error is not None and late.last_error.message == why
+    lines = [(r.levelname, r.getMessage()) for r in caplog.records
+             if "t:late" in r.getMessage()]
+    assert [text for _, text in lines if "started as" in text] == [], lines
+    assert sum("t:late: spawned as t:pool/" in text and text.endswith(
+        "; it waits for a worker of host 't:pool', whose 1 worker(s) are busy")
+        for _, text in lines) == 2, lines
+    assert [level for level, text in lines if "abnormally" in text] == [], lines
+    assert ("WARNING", f"t:late: restart 1/1 in 0.10s after TimeoutError: {why}") \
+        in lines, lines
+
+
 async def test_node_closing_during_a_dependent_restart_is_no_service_failure(
         autojump_clock, caplog):
     """The node closes while a restart stops a slow dependent first: the service is then

@@ -143,6 +143,8 @@ class _Process(Caller):
                     if self.kill_reason is None:
                         result = await fn(*args)
                         finished = True
+                    else:  # (nothing of it ran: whoever ended it says why, not its exit)
+                        logged = True
                 except (trio.Cancelled, KeyboardInterrupt) as exc:
                     error = stray_cancelled(exc, f"process {self.pid} ({self.label})")
                     if error is None:
@@ -599,6 +601,11 @@ class ProcessHost:
         assert self._nursery is not None
         self._running += 1
         self._nursery.start_soon(proc.main, fn, args, name=proc.label or "garrison.process")
+
+    def waits_for_worker(self, pid: Pid) -> bool:
+        """Whether the process ``pid`` was spawned but waits for one of the host's
+        ``workers`` to run."""
+        return any(waiting.pid == pid for waiting, _fn, _args in self._waiting)
 
     def start_now(self, proc: _Process) -> None:
         """``proc`` waits for a slot but was killed: it starts now, off the cap, and

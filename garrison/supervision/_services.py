@@ -320,9 +320,15 @@ class ServiceManager:
                 svc.pid = spawned
                 svc.started_at = trio.current_time()
                 self.by_pid[spawned] = svc
-                log.info("%s: started as %s", entry.id, spawned,
-                         extra={"service": entry.id, "pid": spawned})
                 host = self.node.hosts[spawned.host]
+                queued = self._waits_for_worker(spawned)
+                if queued:  # (not "started": its code runs once a worker frees)
+                    log.info("%s: spawned as %s; it waits for a worker of host %r, whose "
+                             "%d worker(s) are busy", entry.id, spawned, host.name,
+                             host.workers, extra={"service": entry.id, "pid": spawned})
+                else:
+                    log.info("%s: started as %s", entry.id, spawned,
+                             extra={"service": entry.id, "pid": spawned})
                 if hasattr(host, "wait_started"):  # "running" before what requires it starts
                     if self.stopping:  # interrupted while it was spawned
                         waiting.cancel()
@@ -332,13 +338,16 @@ class ServiceManager:
                             await host.wait_started(spawned)
                         finally:
                             self._starts.discard(waiting)
+                if queued and not waiting.cancelled_caught:
+                    log.info("%s: started as %s", entry.id, spawned,
+                             extra={"service": entry.id, "pid": spawned})
         except Exception as exc:
             if isinstance(exc, trio.TooSlowError):
-                exc = TimeoutError(f"not started within {entry.lifecycle.start_timeout:g}s")
+                exc = TimeoutError(self._not_started(entry, pid))
             if pid is not None:  # spawned but not running in time: it goes, unwatched
                 self.by_pid.pop(pid, None)
                 svc.pid = None
-                await self.node.terminate(pid, self.pid)
+                await self.node.terminate(pid, self.pid, ErrorInfo.from_exception(exc))
             await self._failed(svc, ErrorInfo.from_exception(exc), ran=None)
             return
         if waiting.cancelled_caught:  # interrupted (see interrupt): its code never ran;
@@ -351,6 +360,23 @@ class ServiceManager:
             return
         if svc.pid == pid and self.node.hosts[pid.host].is_alive(pid):
             svc.status = ServiceStatus.RUNNING
+
+    def _waits_for_worker(self, pid: Pid | None) -> bool:
+        """Whether the process ``pid`` was spawned but waits for a worker of its host
+        (a ``process.host`` with ``workers``, all busy)."""
+        host = None if pid is None else self.node.hosts.get(pid.host)
+        waits = getattr(host, "waits_for_worker", None)
+        return waits is not None and bool(waits(pid))
+
+    def _not_started(self, entry: Any, pid: Pid | None) -> str:
+        """Why a start timed out: in words, with the host's busy workers when it waited
+        for one."""
+        why = f"not started within {entry.lifecycle.start_timeout:g}s"
+        if pid is not None and self._waits_for_worker(pid):
+            host = self.node.hosts[pid.host]
+            why += (f": it waited for a worker of host {host.name!r}, whose {host.workers} "
+                    "worker(s) were busy")
+        return why
 
     # ------------------------------------------------------------------ failures
     async def _on_exit(self, svc: _Service, ev: Event) -> None:
