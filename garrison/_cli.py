@@ -210,7 +210,29 @@ def _load_callable(target: str) -> Any:
     except TypeError:
         raise _NoRoot(f"{target!r}: {name} is not an async function (async def); the root "
                       "process must be one") from None
+    problem = _arguments_problem(root, repr(target))
+    if problem is not None:
+        raise _NoRoot(problem)
     return root
+
+
+def _arguments_problem(fn: Any, shown: str) -> str | None:
+    """Why ``fn`` cannot be the root process, which is called with no arguments: the
+    ones it requires; ``None`` when it takes none (or has no signature to read)."""
+    import inspect
+
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return None
+    try:
+        signature.bind()
+    except TypeError as exc:
+        return (f"{shown} cannot be the root process: the root is called with no "
+                f"arguments, and {getattr(fn, '__name__', shown)}{signature} requires some "
+                f"({exc}); give it defaults, or run a process.service entry with an "
+                "input")
+    return None
 
 
 def _raised_at(exc: BaseException) -> str:
@@ -577,7 +599,7 @@ def _main_problem(main: str | None, config: Any, target: str) -> str | None:
         return (f"--main {main!r}: --main picks the entry of a config to run; "
                 f"{target!r} is not a config (a script runs its main, or script.py:func)")
     try:
-        config.resolve_target(main)
+        root = config.resolve_target(main)
     except KeyError as exc:
         try:
             if _main_function(main, quiet=False) is not None:
@@ -604,6 +626,10 @@ def _main_problem(main: str | None, config: Any, target: str) -> str | None:
                 f"process.py, workflow.py or process.service entry of {target}: {shown}, "
                 "or a module:function (an async def) that imports"
                 + (f" ({failed})" if failed else ""))
+    if config.entries[main].kind != "process.service":  # (a service has its input)
+        problem = _arguments_problem(root, f"--main {main!r}")
+        if problem is not None:
+            return problem
     return None
 
 

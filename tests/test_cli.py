@@ -124,7 +124,17 @@ def test_run_reports_a_root_it_cannot_load_in_one_line(tmp_path):
     (tmp_path / "nomain.py").write_text("x = 1\n")
     (tmp_path / "quits.py").write_text("import sys\nsys.exit(0)\n")
     (tmp_path / "quits4.py").write_text("import sys\nsys.exit(4)\n")
+    (tmp_path / "two.py").write_text("async def main(a, b):\n    return a\n")
+    (tmp_path / "two.yaml").write_text(
+        'version: "1.0"\nnamespace: app\nentries:\n'
+        '  - {name: two, kind: process.py, source: "two:main"}\n')
     for target, why in [
+        # (a root that requires arguments ran, and failed with a traceback, exit 1)
+        ("two.py", "'two.py' cannot be the root process: the root is called with no "
+                   "arguments, and main(a, b) requires some (missing a required argument: "
+                   "'a'); give it defaults, or run a process.service entry with an input"),
+        ("two.yaml --main app:two", "--main 'app:two' cannot be the root process: the root "
+                                    "is called with no arguments, and main(a, b) requires"),
         ("quits.py", "cannot import 'quits.py': ImportError: 'quits.py' called sys.exit(0) "
                      "while it was imported"),
         ("quits4:main", "cannot import 'quits4': ImportError: 'quits4' called sys.exit(4) "
@@ -143,7 +153,7 @@ def test_run_reports_a_root_it_cannot_load_in_one_line(tmp_path):
         ("nomain.py", "'nomain.py' has no function 'main'"),
         ("missing.py", "no such file 'missing.py'"),
     ]:
-        done = cli("run", target, cwd=tmp_path)
+        done = cli("run", *(target.split(" ") if target else [target]), cwd=tmp_path)
         assert done.returncode == 2, (target, done.stderr)
         assert done.stderr.startswith(f"garrison run: {why}"), (target, done.stderr)
         assert len(done.stderr.splitlines()) == 1, done.stderr
