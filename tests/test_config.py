@@ -472,6 +472,26 @@ BAD: list[tuple[str, str, list[str]]] = [
         ["field 'lifecycle.stop_timeout'", "expected a duration that is not negative, "
          "such as 10, '250ms'", "got '-1s'"],
     ),
+    (  # (an infinite delay: the service was never restarted, nor given up; it was
+        # reported on max_delay, "expected a duration >= initial_delay (infs)")
+        "restart-delay-infinite",
+        HEAD + PROC + "  - {name: s, kind: process.service, process: p, "
+        "lifecycle: {restart: {initial_delay: .inf}}}\n",
+        ["field 'lifecycle.restart.initial_delay': expected a finite duration (a restart "
+         "that waits for ever neither restarts nor gives up), got inf"],
+    ),
+    (
+        "restart-max-delay-infinite",
+        HEAD + PROC + "  - {name: s, kind: process.service, process: p, "
+        "lifecycle: {restart: {max_delay: .inf}}}\n",
+        ["field 'lifecycle.restart.max_delay': expected a finite duration"],
+    ),
+    (  # (YAML read a number: it said nothing of quoting)
+        "name-a-number",
+        HEAD + f"  - {{name: 123, kind: process.py, source: \"{MOD}:main\"}}\n",
+        ["field 'name': expected a non-empty name", "got 123 (YAML read an int: quote it "
+         "for a string, as in name: \"123\")"],
+    ),
     (  # (NaN is not a negative duration: it was told "not negative" too)
         "stop-timeout-nan",
         HEAD + PROC + "  - {name: s, kind: process.service, process: p, "

@@ -117,6 +117,10 @@ def test_childspec_validation() -> None:
         ChildSpec("w", worker, restart="always")
     with pytest.raises(ValueError, match="invalid shutdown 'soon'"):
         ChildSpec("w", worker, shutdown="soon")
+    # (a mistyped word: the words it takes are said)
+    with pytest.raises(ValueError, match=r"invalid shutdown 'brutal_kil': .*; or 'brutal_kill' "
+                                         r"\(terminate at once\) or 'infinity'"):
+        ChildSpec("w", worker, shutdown="brutal_kil")
     with pytest.raises(ValueError, match="invalid child id"):
         ChildSpec("", worker)
     with pytest.raises(TypeError, match=r"child 'w'.*async"):
@@ -153,6 +157,10 @@ def test_supervisor_validation() -> None:
         Supervisor([], within=0)
     with pytest.raises(ValueError, match="invalid backoff"):
         Supervisor([], backoff="later")
+    for forever in (float("inf"), 1e400):  # (its child was never restarted, nor given up)
+        with pytest.raises(ValueError, match=r"^invalid backoff inf: a restart that waits for "
+                                             "ever neither restarts nor gives up"):
+            Supervisor([], backoff=forever)
     with pytest.raises(TypeError, match="ChildSpec"):
         Supervisor([("a", worker)])  # type: ignore[list-item]
     assert Supervisor([], within="1m").within == 60.0
@@ -815,7 +823,8 @@ async def test_callable_backoff_gets_the_attempt(autojump_clock: Any, node: garr
     (lambda n: "abc", "returned 'abc': invalid backoff delay 'abc': expected seconds"),
     (lambda n: None, "returned None: invalid backoff delay None of type NoneType"),
     (lambda n: 1 / 0, "raised ZeroDivisionError: division by zero"),
-], ids=["negative", "text", "none", "raises"])
+    (lambda n: float("inf"), "returned inf: a restart that waits for ever neither restarts"),
+], ids=["negative", "text", "none", "raises", "forever"])
 async def test_a_callable_backoff_that_fails_names_the_supervisor_and_the_child(
         autojump_clock: Any, node: garrison.Node, backoff: Any, said: str) -> None:
     """``backoff=`` returning no duration (or raising) failed the supervisor with a bare

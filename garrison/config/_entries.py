@@ -58,15 +58,25 @@ def _non_negative(inst: object, attribute: attrs.Attribute[Any], value: object) 
         raise _FieldProblem(attribute.name, "a non-negative duration", value)
 
 
-def _at_least_initial_delay(inst: Any, attribute: attrs.Attribute[Any], value: object) -> None:
+def _finite_delay(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    """A restart delay: one that never ends would neither restart nor give up."""
     _non_negative(inst, attribute, value)
+    if _is_number(value) and math.isinf(value):
+        raise _FieldProblem(attribute.name, "a finite duration (a restart that waits for "
+                            "ever neither restarts nor gives up)", value)
+
+
+def _at_least_initial_delay(inst: Any, attribute: attrs.Attribute[Any], value: object) -> None:
+    _finite_delay(inst, attribute, value)
     initial = inst.initial_delay
-    if _is_number(value) and _is_number(initial) and value < initial:  # (value: checked)
+    if not (_is_number(initial) and math.isfinite(initial)):
+        return  # (initial_delay has its own problem)
+    if _is_number(value) and value < initial:  # (value: checked)
         raise _FieldProblem(attribute.name, f"a duration >= initial_delay ({initial:g}s)", value)
 
 
 def _restart_delay(inst: Any, attribute: attrs.Attribute[Any], value: object) -> None:
-    _non_negative(inst, attribute, value)
+    _finite_delay(inst, attribute, value)
     if value == 0 and inst.max_attempts == 0:
         raise _FieldProblem(
             attribute.name, "a duration > 0 while max_attempts is 0 (unlimited): with no "

@@ -192,6 +192,17 @@ def _version_ok(value: object) -> bool:
 _NAME_RULE = "a non-empty name without ':', '/', '@', spaces or control characters"
 
 
+def _name_problem(value: object, field: str) -> str:
+    """What is wrong with ``value`` as the name in ``field``: the rule, and for a value
+    YAML read as another type (``name: 123``, ``name: yes``), that it must be quoted."""
+    text = f"expected {_NAME_RULE}, got {value!r}"
+    if value is not None and not isinstance(value, str | list | dict):
+        kind = type(value).__name__
+        text += (f" (YAML read {'an' if kind[0] in 'aeiou' else 'a'} {kind}: quote it "
+                 f"for a string, as in {field}: \"{value}\")")
+    return text
+
+
 def _valid_name(value: object) -> bool:
     return (
         isinstance(value, str)
@@ -322,7 +333,7 @@ def _parse_entry(
     elif not _valid_name(name):
         problems.entry(
             f"entry at index {index}",
-            f"expected {_NAME_RULE}, got {name!r}",
+            _name_problem(name, "name"),
             "name",
         )
         ok = False
@@ -714,7 +725,7 @@ def _parse_text(text: str, filename: str, base_dir: Path | None,
         namespace = None
     elif not _valid_name(namespace):
         problems.file(
-            f"field 'namespace': expected {_NAME_RULE}, got {namespace!r}"
+            f"field 'namespace': {_name_problem(namespace, 'namespace')}"
         )
         namespace = None
     raw_entries = doc.get("entries", [])

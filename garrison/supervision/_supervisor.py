@@ -64,6 +64,9 @@ STRATEGIES = ("one_for_one", "one_for_all", "rest_for_one")
 BRUTAL_KILL = "brutal_kill"
 #: ``ChildSpec(shutdown=INFINITY)``: wait for the child to stop after ``CANCEL``, forever
 INFINITY = "infinity"
+#: why an infinite backoff is refused
+_FOREVER = ("a restart that waits for ever neither restarts nor gives up; give a finite "
+            "duration (or restart='temporary': no restart)")
 #: in a supervisor's final cleanup, how much longer than its ``shutdown`` a child
 #: may take to end after it was terminated before the supervisor moves on
 CLEANUP_GRACE = 5.0
@@ -154,7 +157,13 @@ def _shutdown(value: object) -> float | str:
         return BRUTAL_KILL
     if value == INFINITY:
         return math.inf
-    return parse_duration(value, what="shutdown")
+    try:
+        return parse_duration(value, what="shutdown")
+    except ValueError as exc:
+        if not isinstance(value, str):
+            raise
+        raise ValueError(f"{exc}; or {BRUTAL_KILL!r} (terminate at once) or {INFINITY!r} "
+                         "(wait for it as long as it takes)") from None
 
 
 def _kwargs(value: Mapping[str, Any] | None, inst: Any) -> dict[str, Any] | None:
@@ -472,6 +481,8 @@ class Supervisor:
             raise ValueError(f"invalid within {within!r}: the restart window must be longer than 0")
         if backoff is not None and not callable(backoff):
             self._backoff_seconds = parse_duration(backoff, what="backoff")
+            if math.isinf(self._backoff_seconds):
+                raise ValueError(f"invalid backoff {backoff!r}: {_FOREVER}")
         else:
             self._backoff_seconds = 0.0
         if name is not None and (not isinstance(name, str) or not name):
@@ -745,10 +756,13 @@ class Supervisor:
             raise SupervisorError(f"{self._backoff_failed(child_id, attempt, window)} raised "
                                   f"{type(exc).__name__}: {exc}") from exc
         try:
-            return parse_duration(value, what="backoff delay")
+            seconds = parse_duration(value, what="backoff delay")
+            if math.isinf(seconds):
+                raise ValueError(_FOREVER)
         except ValueError as exc:
             raise SupervisorError(f"{self._backoff_failed(child_id, attempt, window)} "
                                   f"returned {value!r}: {exc}") from None
+        return seconds
 
     def _backoff_failed(self, child_id: str, attempt: int, window: str) -> str:
         """What a failed ``backoff`` call was: the start of its error."""
