@@ -121,6 +121,36 @@ async def test_a_terminated_workflow_can_be_retried(node: garrison.Node,
     assert await child.result() == "child 1"
 
 
+async def test_a_cancel_asked_before_the_end_does_not_cancel_the_retry(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], autojump_clock: Any) -> None:
+    """A cancel requested while the workflow waited, then a terminate (or any end that
+    was not the cancel's), then a retry: the cancel request outlived the end, and the
+    retried attempt was cancelled at once. The end makes it moot (a cancel does
+    nothing to a finished workflow); a retry runs the workflow on, uncancelled."""
+    store = str(tmp_path / "s.db")
+    async with garrison.open_node(store=store) as node:
+        await node.start_workflow(ops_app.waiting_child, 1, id="w")
+        await until(lambda: node.workflow("w").status() == "waiting", "it to wait")
+    for args in (("cancel", "w"), ("terminate", "w", "--reason", "op")):
+        code, out, err = cli_here(capsys, "--store", store, *args)
+        assert code == 0, (args, out, err)
+    with SQLiteStore(store) as s:  # as a node that ended it with a cancel pending leaves it
+        ended = s.get_workflow("w")
+        assert (ended.status, ended.cancel_requested) == ("failed", False)
+        s.write(Transaction().request_cancel("w"))
+    code, out, err = cli_here(capsys, "--store", store, "retry", "w")
+    assert code == 0, (out, err)
+    with SQLiteStore(store, readonly=True) as s:
+        assert s.get_workflow("w").cancel_requested is False
+    async with garrison.open_node(store=store) as node:
+        handle = node.workflow("w")
+        await until(lambda: handle.status() == "waiting", "the retried attempt to wait")
+        await trio.sleep(1)
+        assert handle.status() == "waiting"
+        await handle.promise("never").resolve(None)
+        assert await handle.result() == "child 1"
+
+
 async def test_a_retried_workflow_reads_the_exits_of_children_that_ended_while_it_failed(
         store_spec: str, autojump_clock: Any) -> None:
     """The parent failed (a service was down) while its children ran on; they ended

@@ -117,7 +117,9 @@ def terminate_transaction(store: Any, record: Any, error: ErrorInfo) -> Transact
         ended.add(wid)
         pid = _pid(rec)
         tx.expect_workflow(wid, status=rec.status, attempt=rec.attempt)
-        tx.update_workflow(wid, status=WorkflowStatus.FAILED, error=err, time=now)
+        # (a cancel asked before is moot once it ended: a retry must not take it up)
+        tx.update_workflow(wid, status=WorkflowStatus.FAILED, error=err, time=now,
+                           cancel_requested=False)
         tx.dequeue(wid)
         for timer in store.timers(wid):  # its waits end with it (a retry resumes none)
             tx.remove_timer(wid, timer.seq)
@@ -306,8 +308,12 @@ def retry_transaction(store: Any, record: Any) -> tuple[Transaction, str]:
     seq, what = _taken_back(record, entries)
     if seq is not None:
         tx.truncate_journal(record.workflow_id, seq)
+    # a cancel asked before a failed workflow ended (by a terminate, a failure) did not
+    # end it and is moot: the retried attempt runs on; a blocked one has not ended, and
+    # its cancel stands (as it would when a node resumed it with fixed code)
     tx.update_workflow(record.workflow_id, status=WorkflowStatus.PENDING, error=None,
-                       attempt=record.attempt + 1)
+                       attempt=record.attempt + 1,
+                       cancel_requested=False if status is WorkflowStatus.FAILED else None)
     # the dedup key its end freed (a blocked one still holds its own): taken back, or,
     # held by another workflow since, the commit refuses it (DedupKeyTaken, see
     # ``key_taken``)
