@@ -417,12 +417,20 @@ def terminate(store: Any, workflow_id: str, reason: str, *, wait: float = 5.0) -
         return _ended_as_asked(rec, attempt)
     store.write(request_transaction(workflow_id, error, attempt))
     deadline = time.monotonic() + wait
-    while time.monotonic() < deadline:
+    while True:
         now = store.get_workflow(workflow_id)
         if now is None or now.attempt != attempt or str(now.status) in FINAL:
             return now is None or _ended_as_asked(now, attempt)
+        if time.monotonic() >= deadline:
+            break
         time.sleep(0.01)
-    return False
+    # the node that was asked may have gone meanwhile (killed): with none holding the
+    # store now, it is ended here, as when none held it at first
+    try:
+        now = terminate_unless_node(store, now, error)
+    except NoSuchWorkflow:
+        return True
+    return now is None or (str(now.status) in FINAL and _ended_as_asked(now, attempt))
 
 
 def _ended_as_asked(rec: Any, attempt: int) -> bool:

@@ -151,6 +151,26 @@ async def test_a_cancel_asked_before_the_end_does_not_cancel_the_retry(
         assert await handle.result() == "child 1"
 
 
+async def test_a_terminate_whose_node_went_while_it_waited_ends_it_in_the_store(
+        tmp_path: Path, autojump_clock: Any) -> None:
+    """The command asked the node holding the store, which was killed before it read
+    the request: the command said 'the node holding the store has not ended it yet',
+    though no node held the store any more. Past its wait it looks again, and with no
+    node it ends the workflow itself, as when none held the store at first."""
+    from garrison import _store_tools as tools
+
+    store_path = str(tmp_path / "s.db")
+    async with garrison.open_node(store=store_path) as node:
+        await node.start_workflow(ops_app.waiting_child, 1, id="w")
+        await until(lambda: node.workflow("w").status() == "waiting", "it to wait")
+    with SQLiteStore(store_path, lock=False) as store:
+        answers = iter([True])  # a node holds it when asked; gone once the wait ends
+        store.node_running = lambda: next(answers, False)  # type: ignore[method-assign]
+        assert tools.terminate(store, "w", "gone node", wait=0.05) is True
+        ended = store.get_workflow("w")
+        assert ended.status == "failed" and ended.error.message == "gone node"
+
+
 async def test_a_retried_workflow_reads_the_exits_of_children_that_ended_while_it_failed(
         store_spec: str, autojump_clock: Any) -> None:
     """The parent failed (a service was down) while its children ran on; they ended
