@@ -1272,6 +1272,36 @@ async def test_a_child_that_cannot_get_a_worker_is_said_not_waited_for_in_silenc
     assert "its host 't:pool' runs at most 1 process(es) at once" in said[0], said
 
 
+async def test_a_supervisor_waiting_for_a_child_to_run_stops_on_its_cancel(
+        autojump_clock: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """Cancelled while it waited for a child that cannot get a worker, the supervisor
+    read its CANCEL only once that child ran: it was terminated at the cancel's
+    timeout and logged as an abnormal exit. It stops at once, both children with it."""
+    from garrison.config import load_config_text
+
+    caplog.set_level(logging.WARNING)
+    cfg = load_config_text(
+        'version: "1.0"\nnamespace: t\nentries:\n'
+        "  - {name: pool, kind: process.host, workers: 1}\n", "t.yaml")
+    log: list[Any] = []
+
+    async def canceller(sup_pid: Any) -> float:
+        t0 = trio.current_time()
+        await garrison.process.cancel(sup_pid, timeout="10s")
+        return trio.current_time() - t0
+
+    async with garrison.open_node(config=cfg) as node:
+        sup = Supervisor(specs(log, "a", "b", host="t:pool"))
+        pid = await node.spawn(sup)
+        await trio.sleep(1)
+        took = await node.wait(await node.spawn(canceller, pid))
+        assert took < 1, took
+        assert await node.wait(pid) is None  # a normal exit
+        assert node.stats()["processes"] == 0
+    assert log == [("start", "a"), ("stop", "a")], log
+    assert not [r for r in caplog.records if "abnormally" in r.getMessage()], caplog.text
+
+
 async def test_one_supervisor_instance_as_two_children_is_a_failed_start(
         autojump_clock: Any, node: garrison.Node) -> None:
     """The second child of the same Supervisor instance raised as it ran, a crash: the

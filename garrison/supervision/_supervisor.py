@@ -502,6 +502,9 @@ class Supervisor:
         self._stopping = False
         self._send: trio.MemorySendChannel[_Item] | None = None
         self._inflight: _Request | None = None
+        #: the wait for a child to run, which a CANCEL cuts short (a child waiting for a
+        #: host's busy worker may never run)
+        self._start_wait: trio.CancelScope | None = None
 
     def __repr__(self) -> str:
         state = f"running as {self._pid}" if self._pid is not None else "not running"
@@ -619,6 +622,8 @@ class Supervisor:
         async for event in process.events():
             if event.kind is EventKind.CANCEL:  # nothing restarts from now on, also one
                 self._stopping = True           # due while the serve loop stops a group
+                if self._start_wait is not None:  # nor waits for a child to run
+                    self._start_wait.cancel()
             send.send_nowait(event)
 
     async def _serve(self, recv: trio.MemoryReceiveChannel[_Item],
@@ -632,6 +637,8 @@ class Supervisor:
             try:
                 await self._start(child)
             except Exception as exc:
+                if self._stopping:  # its CANCEL came while it started them: it stops
+                    return None
                 info = ErrorInfo.from_exception(exc)
                 log.error("%s: failed to start, supervisor %s stops: %s",
                           child.spec.name, self._who(), info)
@@ -826,7 +833,17 @@ class Supervisor:
         with trio.CancelScope(shield=True):
             pid = await process.spawn_monitored(main, *spec.args, host=spec.host)
         child.pid = pid
-        await _started_or_exited(started, node, pid, spec.name)
+        with trio.CancelScope() as waiting:  # (cut short by a CANCEL: see ``_pump``)
+            self._start_wait = waiting
+            if self._stopping:
+                waiting.cancel()
+            try:
+                await _started_or_exited(started, node, pid, spec.name)
+            finally:
+                self._start_wait = None
+        if waiting.cancelled_caught:  # (its pid is kept: the final cleanup stops it)
+            raise ProcessError(f"supervisor {self._who()} is stopping: child {spec.id!r} "
+                               "had not started")
         if main.failure is not None:  # its call failed, or a nested supervisor's children
             # did not all run
             child.pid = None  # (its EXIT, on its way, is no longer this child's)
