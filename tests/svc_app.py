@@ -111,3 +111,8 @@ async def slow_replier(name: str) -> None:
     async for msg in process.inbox():
         await trio.sleep(3600)
         await msg.reply("late")
+
+
+async def calls_slow() -> str:
+    """A workflow that calls the service ``t:slow``."""
+    return str(await process.call("t:slow", "q", 1, timeout="2h"))

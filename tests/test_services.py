@@ -401,6 +401,34 @@ async def test_a_call_to_a_service_the_node_stops_is_no_failure_of_the_caller(
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
 
 
+async def test_a_workflow_s_call_to_a_service_the_node_stops_is_made_again_later(
+        autojump_clock, tmp_path):
+    """The same for a workflow: the call's failure was journaled, and the node's stop
+    failed the workflow for good. Nothing is recorded; the workflow parks, and the next
+    node makes the call again."""
+    cfg = config("""
+        - {name: slow_replier, kind: process.py, source: "svc_app:slow_replier"}
+        - name: slow
+          kind: process.service
+          process: slow_replier
+          input: [slow]
+          lifecycle: {auto_start: true}
+    """)
+    store = str(tmp_path / "s.db")
+    for run in range(2):
+        async with garrison.open_node(config=cfg, store=store) as node:
+            if run == 0:
+                await node.start_workflow(svc_app.calls_slow, id="w")
+            await trio.sleep(1)
+            assert node.workflow("w").status() == "running"
+    from garrison.persistence import SQLiteStore
+
+    with SQLiteStore(store, readonly=True) as s:
+        row = s.get_workflow("w")
+        assert (row.status, row.error, s.journal("w")) == ("running", None, [])
+    assert len(starts("slow")) == 2  # (each node's service was called: the call again)
+
+
 async def test_stop_cancels_then_terminates_after_stop_timeout(autojump_clock):
     cfg = config("""
         - name: svc_stubborn

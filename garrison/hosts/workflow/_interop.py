@@ -743,6 +743,12 @@ class Interop(WorkflowCore):
                 value = await self._exchange(callee, pid, h, topic, payload, seconds, seq,
                                              msg_id, ref)
         except (TimeoutError, ProcessError) as exc:
+            if isinstance(exc, ProcessError) and node.stopping:
+                # the node's stop ended the callee (services stop before workflows), or
+                # it is gone as the node stops: no outcome of the call, nothing recorded;
+                # the workflow parks as the stop reaches it, and makes the call again
+                # when a node resumes it (recorded, it would fail for good)
+                await trio.sleep_forever()
             err = exc.error if isinstance(exc, ProcessError) and exc.error else \
                 ErrorInfo(type(exc).__name__, str(exc))
             err = ErrorInfo(err.type, str(exc), "")
