@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import trio
 
+import garrison
 from garrison import EventKind, process
 
 #: (virtual time, service, what) — reset by each test
@@ -116,3 +117,14 @@ async def slow_replier(name: str) -> None:
 async def calls_slow() -> str:
     """A workflow that calls the service ``t:slow``."""
     return str(await process.call("t:slow", "q", 1, timeout="2h"))
+
+
+@garrison.activity(retry=garrison.RetryPolicy(max_attempts=1))
+async def ask_slow() -> str:
+    """An activity (no retries) that calls the service ``t:slow``."""
+    return str(await process.call("t:slow", "q", 1, timeout="2h"))
+
+
+async def activity_calls_slow() -> str:
+    """A workflow whose activity calls the service ``t:slow``."""
+    return await ask_slow()

@@ -401,11 +401,12 @@ async def test_a_call_to_a_service_the_node_stops_is_no_failure_of_the_caller(
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
 
 
+@pytest.mark.parametrize("workflow", ["calls_slow", "activity_calls_slow"])
 async def test_a_workflow_s_call_to_a_service_the_node_stops_is_made_again_later(
-        autojump_clock, tmp_path):
-    """The same for a workflow: the call's failure was journaled, and the node's stop
-    failed the workflow for good. Nothing is recorded; the workflow parks, and the next
-    node makes the call again."""
+        autojump_clock, tmp_path, workflow):
+    """The same for a workflow (or its activity, with no retries): the call's failure
+    was journaled, and the node's stop failed the workflow for good. Nothing is
+    recorded; the workflow parks, and the next node makes the call again."""
     cfg = config("""
         - {name: slow_replier, kind: process.py, source: "svc_app:slow_replier"}
         - name: slow
@@ -418,7 +419,7 @@ async def test_a_workflow_s_call_to_a_service_the_node_stops_is_made_again_later
     for run in range(2):
         async with garrison.open_node(config=cfg, store=store) as node:
             if run == 0:
-                await node.start_workflow(svc_app.calls_slow, id="w")
+                await node.start_workflow(getattr(svc_app, workflow), id="w")
             await trio.sleep(1)
             assert node.workflow("w").status() == "running"
     from garrison.persistence import SQLiteStore

@@ -85,6 +85,13 @@ def noproc(pid: Pid) -> ErrorInfo:
     return ErrorInfo("noproc", f"process {pid} is not alive")
 
 
+def ended_by_stop(node: Any, exc: BaseException) -> bool:
+    """Whether ``exc`` is the failure of a call whose callee the node's stop ended (a
+    ``ProcessError`` carrying the node's ``shutdown_reason``, while it stops): no
+    failure of the code that made it, which the stop ends next."""
+    return bool(node.stopping) and getattr(exc, "error", None) is node.shutdown_reason
+
+
 _INF = float("inf")
 
 #: call references (``<token>.<n>``): a random token of this Python process, then a

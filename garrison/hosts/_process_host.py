@@ -25,7 +25,15 @@ from ..actors._mailbox import Budget, Inbox
 from ..actors._runtime import set_runtime
 from ..actors._values import ErrorInfo, Event, EventKind, Message, Pid, ProcessInfo
 from . import _kernel
-from ._kernel import Caller, NodeContext, exit_fan_out, linked_failure, noproc, plain_call
+from ._kernel import (
+    Caller,
+    NodeContext,
+    ended_by_stop,
+    exit_fan_out,
+    linked_failure,
+    noproc,
+    plain_call,
+)
 
 log = logging.getLogger("garrison.process")
 
@@ -152,8 +160,7 @@ class _Process(Caller):
                     finished = True
                 except (Exception, SystemExit) as exc:  # sys.exit() ends this process only
                     # (a call whose callee the node's stop ended first: the stop's exit)
-                    error = (self.node.shutdown_reason if self.node.stopping
-                             and getattr(exc, "error", None) is self.node.shutdown_reason
+                    error = (self.node.shutdown_reason if ended_by_stop(self.node, exc)
                              else ErrorInfo.from_exception(exc))
                     finished = True
                 except BaseExceptionGroup as group:

@@ -27,7 +27,7 @@ from ..._targets import import_target
 from ...actors._runtime import runtime_var
 from ...actors._values import ErrorInfo, Message, Pid
 from ...persistence import Transaction, WorkflowStatus
-from .._kernel import plain_call, stepping
+from .._kernel import ended_by_stop, plain_call, stepping
 from ._codec import PLAIN, activity_result_json, return_hint, structure
 from ._core import BUDGET, EngineStop, WorkflowCore
 from ._journal import JournalKind, error_from_plain, error_to_plain, retry_kind, retry_timer
@@ -553,6 +553,8 @@ class Activities(WorkflowCore):
                 if exc is None:
                     text, plain, failure = _outcome(value, name)
                     break
+                if ended_by_stop(self.node, exc):  # (its call to a service the stop
+                    await trio.sleep_forever()      # ended: no outcome; it runs again)
                 if attempt >= policy.max_attempts or not policy.retryable(exc):
                     failure = ErrorInfo.from_exception(exc)
                     break
