@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -26,7 +27,12 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _delay_seconds(value: Any) -> float:
-    return parse_duration(value, what="retry delay")
+    seconds = parse_duration(value, what="retry delay")
+    if math.isinf(seconds):  # (as a service's restart delays)
+        raise ValueError(f"invalid retry delay {value!r}: a retry that waits for ever "
+                         "neither runs again nor fails the activity; give a finite "
+                         "duration (or max_attempts=1: no retry)")
+    return seconds
 
 
 def _check_max_delay(inst: Any, _attr: object, value: float) -> None:

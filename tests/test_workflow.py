@@ -542,6 +542,10 @@ def test_retry_policy_values() -> None:
     with pytest.raises(ValueError, match=r"^max_delay \(1s\) is shorter than initial_delay"):
         garrison.RetryPolicy(initial_delay="2s", max_delay="1s")
     assert garrison.RetryPolicy(initial_delay="1h", max_delay="1h").delay(3) == 3600.0
+    for forever in ({"initial_delay": float("inf")}, {"max_delay": 1e400}):
+        with pytest.raises(ValueError, match=r"^invalid retry delay inf: a retry that waits "
+                                             "for ever neither runs again"):
+            garrison.RetryPolicy(**forever)
     for bad in ("x", "2", True, None, 0.5):  # ("x" was float()'s own message)
         with pytest.raises(ValueError, match=r"^backoff must be a number >= 1\.0, got "):
             garrison.RetryPolicy(backoff=bad)
