@@ -749,7 +749,7 @@ def test_a_node_on_a_role_that_cannot_write_is_a_store_error(postgres_url: str) 
             PostgresStore(url)
         assert "permission denied" in str(info.value)
         result = subprocess.run(
-            [sys.executable, "-m", "garrison", "run", "pg_fault_app:receiver", "--store", url],
+            [sys.executable, "-m", "garrison", "run", "pg_fault_app:echo", "--store", url],
             capture_output=True, text=True, env={"PYTHONPATH": f"{ROOT}:{ROOT / 'tests'}"})
         assert result.returncode == 2, result.stderr
         assert "Traceback" not in result.stderr
