@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import logging
 import os
 import socket
 import time
@@ -658,6 +659,15 @@ class Node:
             stores[next(iter(entries))] = spec
         else:
             default = spec
+            if spec is not None:  # (one store for several hosts: which was meant?)
+                for eid, store in stores.items():
+                    if store is None:
+                        logging.getLogger("garrison.workflow").warning(
+                            "workflow host %s keeps its workflows in memory (lost when the "
+                            "node stops): its entry names no store, and store= went to the "
+                            "node's own 'workflows' host, as the config declares %d "
+                            "workflow hosts; give its entry a store:, or pass store= a "
+                            "mapping by host name", eid, len(entries))
         return default, stores
 
     async def _start_workflow_hosts(self) -> None:

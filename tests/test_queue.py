@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -265,6 +266,29 @@ entries:
         async with garrison.open_node(config=config, store=str(tmp_path / "." / "wf.db")):
             pass
     assert not (tmp_path / "wf.db.lock").exists()
+
+
+async def test_a_store_given_beside_config_hosts_that_have_none_is_said(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A config with two workflow hosts that name no store, and ``store=`` one path:
+    the path went to the node's own ``workflows`` host and the two stayed in memory
+    (their workflows lost at the stop) without a word. Each is named in a warning."""
+    config = load_config_text("""
+version: "1.0"
+namespace: app
+entries:
+  - {name: mailer, kind: workflow.host}
+  - {name: orders, kind: workflow.host, store: orders.db}
+  - {name: billing, kind: workflow.host}
+""", str(tmp_path / "app.yaml"))
+    caplog.set_level(logging.WARNING, "garrison.workflow")
+    async with garrison.open_node(config=config, store=str(tmp_path / "wf.db")) as node:
+        assert node.hosts["app:mailer"].store.path is None
+    said = [r.getMessage() for r in caplog.records if "keeps its workflows in memory" in
+            r.getMessage()]
+    assert [line.split(" keeps")[0] for line in said] == [
+        "workflow host app:mailer", "workflow host app:billing"], said
+    assert "give its entry a store:, or pass store= a mapping by host name" in said[0]
 
 
 async def test_bad_limits_are_refused() -> None:
