@@ -772,3 +772,21 @@ async def test_a_stray_cancelled_fails_that_workflow_only(autojump_clock: Any,
             with trio.fail_after(60):
                 await node.workflow("stray").result()
         assert await node.workflow("other").result() == "still here"
+
+
+@pytest.mark.parametrize("flow", ["catches_a_stray_activity", "catches_a_stray_activity_timed"])
+async def test_a_stray_cancelled_from_an_activity_is_a_failed_attempt(
+        autojump_clock: Any, flow: str) -> None:
+    """An activity's stray Cancelled ended the workflow as its own, after one attempt,
+    past the workflow's ``except ActivityError``. It is a failed attempt of that
+    activity, retried under its policy and recorded, naming the activity."""
+    import workflow_app as app
+
+    app.STRAY_CALLS.clear()
+    async with garrison.open_node() as node:
+        await node.start_workflow(getattr(app, flow), id="w")
+        got = await node.workflow("w").result()
+    assert got.startswith("caught RuntimeError: trio.Cancelled came out of activity "
+                          "'workflow_app:stray_cancelled_activity', though nothing "
+                          "cancelled it"), got
+    assert len(app.STRAY_CALLS) == 2  # retried, as any failed attempt

@@ -962,3 +962,29 @@ async def raises_a_stray_cancelled(in_group: bool) -> str:
     if in_group:
         raise BaseExceptionGroup("from a nursery", [saved])
     raise saved
+
+
+STRAY_CALLS: list[int] = []
+
+
+@garrison.activity(retry=RetryPolicy(max_attempts=2, initial_delay="1s"))
+async def stray_cancelled_activity() -> str:
+    """An activity whose code raises a Cancelled caught in its own scope."""
+    STRAY_CALLS.append(1)
+    await raises_a_stray_cancelled(False)
+    return "unreached"
+
+
+async def catches_a_stray_activity() -> str:
+    try:
+        return await stray_cancelled_activity()
+    except garrison.ActivityError as exc:
+        return f"caught {exc.error.type}: {exc.error.message}"
+
+
+async def catches_a_stray_activity_timed() -> str:
+    """The same through an attempt with a timeout (the engine's retry loop)."""
+    try:
+        return str(await workflow.call(stray_cancelled_activity, timeout="1h"))
+    except garrison.ActivityError as exc:
+        return f"caught {exc.error.type}: {exc.error.message}"

@@ -36,7 +36,7 @@ import trio
 
 from ._values import ErrorInfo
 
-__all__ = ["CancelSwitch", "stray_cancelled"]
+__all__ = ["CancelSwitch", "is_stray", "stray_cancelled", "stray_message"]
 
 _CancelStatus: Any
 try:
@@ -186,25 +186,34 @@ class CancelSwitch:
         return exc
 
 
-def stray_cancelled(exc: BaseException, what: str) -> ErrorInfo | None:
-    """``exc`` (trio's ``Cancelled``, or a group of nothing else) reaches the top of
-    ``what``'s body (a process, a workflow) while no cancellation applies to its task:
-    its code raised a ``Cancelled`` outside the cancel scope it came from (caught, kept
-    and raised later). That is the failure of ``what`` only, returned as such; ``None``
-    for a real cancellation (a kill, the node stopping), which goes on up.
+def is_stray(exc: BaseException) -> bool:
+    """Whether ``exc`` (trio's ``Cancelled``, or a group of nothing else), caught where
+    a task's body (a process, a workflow, an activity's attempt) ends, comes while no
+    cancellation applies to the task: its code raised a ``Cancelled`` outside the cancel
+    scope it came from (caught, kept and raised later). ``False`` for a real
+    cancellation (a kill, the node stopping, a timeout), which goes on up.
 
     Left to go up, such a ``Cancelled`` passed through every nursery above it (none of
     their scopes was cancelled to stop it) and ended the node."""
     if isinstance(exc, BaseExceptionGroup):
         if exc.split(trio.Cancelled)[1] is not None:
-            return None
+            return False
     elif not isinstance(exc, trio.Cancelled):
+        return False
+    return trio.current_effective_deadline() != -math.inf  # (-inf: cancelled for real)
+
+
+def stray_message(what: str) -> str:
+    """What a stray ``Cancelled`` (see :func:`is_stray`) out of ``what`` says."""
+    return (f"trio.Cancelled came out of {what}, though nothing cancelled it: its code "
+            "raised a Cancelled outside the cancel scope it came from (one caught and "
+            "raised again later); re-raise a Cancelled where it was caught, inside its "
+            "scope")
+
+
+def stray_cancelled(exc: BaseException, what: str) -> ErrorInfo | None:
+    """A stray ``exc`` (see :func:`is_stray`) out of ``what`` (a process, a workflow)
+    as the failure of ``what`` only; ``None`` for a real cancellation."""
+    if not is_stray(exc):
         return None
-    if trio.current_effective_deadline() == -math.inf:  # cancelled: a real one
-        return None
-    info = ErrorInfo.from_exception(exc)
-    return ErrorInfo("Cancelled", (
-        f"trio.Cancelled came out of {what}, though nothing cancelled it: its code raised "
-        "a Cancelled outside the cancel scope it came from (one caught and raised again "
-        "later); re-raise a Cancelled where it was caught, inside its scope"),
-        info.traceback)
+    return ErrorInfo("Cancelled", stray_message(what), ErrorInfo.from_exception(exc).traceback)

@@ -24,6 +24,7 @@ from ..._activity import DEFAULT_RETRY, RetryPolicy, activity_name, check_retry
 from ..._context import ActivityScope, activity_owner
 from ..._errors import ActivityError, NotInProcess
 from ..._targets import import_target
+from ...actors._cancel_switch import is_stray, stray_message
 from ...actors._runtime import runtime_var
 from ...actors._values import ErrorInfo, Message, Pid
 from ...persistence import Transaction, WorkflowStatus
@@ -318,13 +319,16 @@ class Activities(WorkflowCore):
             try:
                 value = await fn(*args, **kwargs)
             except (trio.Cancelled, *_NOT_THE_ACTIVITY_S):
-                if not self._raised_by_code(sys.exception()):
+                failed = self._raised_by_code(sys.exception(), name)
+                if failed is None:
                     raise
-                failed = sys.exception()  # (a GeneratorExit its code raised: a failure)
             except BaseException as exc:  # (asyncio's CancelledError too: a failed attempt)
                 if _stopped(exc):
-                    raise
-                failed = exc  # (retried outside this handler: no implicit exception chain)
+                    failed = self._raised_by_code(exc, name)
+                    if failed is None:
+                        raise
+                else:
+                    failed = exc  # (retried outside this handler: no implicit chain)
             finally:
                 runtime_var.reset(token)
                 del token  # (a Token less held while the step waits for its batch)
@@ -363,11 +367,18 @@ class Activities(WorkflowCore):
             return value
         return await self._activity_done(seq, name, hint, attempt, text, plain, failure)
 
-    def _raised_by_code(self, exc: BaseException | None) -> bool:
-        """Whether ``exc``, caught where cancellation and the engine's own exits pass
-        through, is a ``GeneratorExit`` the activity's code raised (a generator's
-        ``throw`` passed on): its failure, not the interpreter closing the workflow."""
-        return isinstance(exc, GeneratorExit) and stepping(self.task)
+    def _raised_by_code(self, exc: BaseException | None, name: str
+                        ) -> BaseException | None:
+        """``exc``, caught where cancellation and the engine's own exits pass through,
+        as the failure of an attempt of activity ``name`` when its code raised it: a
+        ``GeneratorExit`` (a generator's ``throw`` passed on), not the interpreter
+        closing the workflow; a ``Cancelled`` no cancellation caused (see
+        :func:`is_stray`), as a ``RuntimeError`` saying so. ``None``: it goes on up."""
+        if isinstance(exc, GeneratorExit) and stepping(self.task):
+            return exc
+        if exc is not None and is_stray(exc):
+            return RuntimeError(stray_message(f"activity {name!r}"))
+        return None
 
     def _entry_function(self, entry_id: str, what: str) -> Any:
         """The function of the config entry ``entry_id`` (a ``function.py`` entry: any
@@ -543,13 +554,16 @@ class Activities(WorkflowCore):
                             exc = TimeoutError(f"activity {name!r} attempt {attempt} took "
                                                f"longer than its timeout of {timeout:g}s")
                 except (trio.Cancelled, *_NOT_THE_ACTIVITY_S):
-                    if not self._raised_by_code(sys.exception()):
+                    exc = self._raised_by_code(sys.exception(), name)
+                    if exc is None:
                         raise
-                    exc = sys.exception()  # (a GeneratorExit its code raised: a failure)
                 except BaseException as err:  # (asyncio's CancelledError too)
                     if _stopped(err):
-                        raise
-                    exc = err
+                        exc = self._raised_by_code(err, name)
+                        if exc is None:
+                            raise
+                    else:
+                        exc = err
                 if exc is None:
                     text, plain, failure = _outcome(value, name)
                     break
