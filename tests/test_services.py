@@ -367,13 +367,9 @@ async def test_start_service_does_not_run_a_requirement_that_returned_again(
         assert len(starts("init")) == 2
 
 
-async def test_a_call_to_a_service_the_node_stops_is_no_failure_of_the_caller(
-        autojump_clock, caplog):
-    """The node stops its services before its other processes: a process waiting on a
-    call to one failed with 'exited before replying: normal exit', logged as an error
-    with its traceback (README: node shutdown is not logged as an error). The call
-    fails with the node's shutdown, and the caller that lets it go ends as stopped."""
-    cfg = config("""
+def _slow_service():
+    """The config with a service ``t:slow`` that answers each call after an hour."""
+    return config("""
         - {name: slow_replier, kind: process.py, source: "svc_app:slow_replier"}
         - name: slow
           kind: process.service
@@ -381,6 +377,15 @@ async def test_a_call_to_a_service_the_node_stops_is_no_failure_of_the_caller(
           input: [slow]
           lifecycle: {auto_start: true}
     """)
+
+
+async def test_a_call_to_a_service_the_node_stops_is_no_failure_of_the_caller(
+        autojump_clock, caplog):
+    """The node stops its services before its other processes: a process waiting on a
+    call to one failed with 'exited before replying: normal exit', logged as an error
+    with its traceback (README: node shutdown is not logged as an error). The call
+    fails with the node's shutdown, and the caller that lets it go ends as stopped."""
+    cfg = _slow_service()
     caplog.set_level(logging.INFO)
     said: list[str] = []
 
@@ -407,14 +412,7 @@ async def test_a_workflow_s_call_to_a_service_the_node_stops_is_made_again_later
     """The same for a workflow (or its activity, with no retries): the call's failure
     was journaled, and the node's stop failed the workflow for good. Nothing is
     recorded; the workflow parks, and the next node makes the call again."""
-    cfg = config("""
-        - {name: slow_replier, kind: process.py, source: "svc_app:slow_replier"}
-        - name: slow
-          kind: process.service
-          process: slow_replier
-          input: [slow]
-          lifecycle: {auto_start: true}
-    """)
+    cfg = _slow_service()
     store = str(tmp_path / "s.db")
     for run in range(2):
         async with garrison.open_node(config=cfg, store=store) as node:
