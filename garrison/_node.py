@@ -582,11 +582,14 @@ class Node:
     def schedules(self, host: str | None = None) -> list[Any]:
         """Every schedule (config and API ones) of every workflow host, or of ``host``'s
         store only, by id, as :class:`~garrison.persistence.ScheduleRecord` (its
-        ``host``, spec, ``paused``, ``next_tick``, ``last_tick``, ``last_workflow``,
-        ``source``)."""
+        ``host``, spec, ``paused``, ``next_tick`` (``None`` while paused), ``last_tick``,
+        ``last_workflow``, ``source``)."""
+        from ._schedule_handle import as_shown
+
         if host is not None:
-            return list(self._workflow_host(host).store.schedules())
-        every = [record for h in self._workflow_hosts() for record in h.store.schedules()]
+            return [as_shown(r) for r in self._workflow_host(host).store.schedules()]
+        every = [as_shown(record) for h in self._workflow_hosts()
+                 for record in h.store.schedules()]
         return sorted(every, key=lambda record: (record.schedule_id, record.host))
 
     def schedule_handle(self, id: str, host: str | None = None) -> Any:

@@ -13,7 +13,13 @@ from .persistence import ScheduleRecord
 if TYPE_CHECKING:
     from .hosts.workflow import WorkflowHost
 
-__all__ = ["ScheduleHandle"]
+__all__ = ["ScheduleHandle", "as_shown"]
+
+
+def as_shown(record: ScheduleRecord) -> ScheduleRecord:
+    """``record`` as a user reads it: a paused schedule has no ``next_tick`` (resuming
+    sets one from then; the stored one would read as a tick due to fire)."""
+    return attrs.evolve(record, next_tick=None) if record.paused else record
 
 
 @attrs.frozen
@@ -30,9 +36,10 @@ class ScheduleHandle:
     schedule_id: str
 
     def info(self) -> ScheduleRecord:
-        """The schedule as stored (spec, ``paused``, ``next_tick``, ``last_workflow``...);
-        :class:`~garrison.NoSuchSchedule` if it was deleted."""
-        return self.host.scheduler.get(self.schedule_id)
+        """The schedule as stored (spec, ``paused``, ``next_tick``, ``last_workflow``...;
+        ``next_tick`` is ``None`` while it is paused); :class:`~garrison.NoSuchSchedule`
+        if it was deleted."""
+        return as_shown(self.host.scheduler.get(self.schedule_id))
 
     async def pause(self) -> None:
         """Stop starting workflows on its ticks (it stays paused across restarts)."""

@@ -27,6 +27,7 @@ from ._errors import (
     StoreVersionError,
     schedule_hint,
 )
+from ._schedule_handle import as_shown
 
 __all__ = [
     "FINAL",
@@ -549,8 +550,7 @@ def schedule_json(rec: Any) -> dict[str, Any]:
     return {"schedule_id": rec.schedule_id, "workflow": rec.workflow, "input": rec.input,
             "cron": rec.cron, "every": rec.every, "timezone": rec.timezone,
             "overlap": rec.overlap, "catchup_window": rec.catchup_window,
-            "paused": rec.paused,
-            "next_tick": None if rec.paused else when_json(rec.next_tick),
+            "paused": rec.paused, "next_tick": when_json(as_shown(rec).next_tick),
             "last_tick": when_json(rec.last_tick), "last_workflow": rec.last_workflow,
             "buffered_tick": when_json(rec.buffered_tick), "source": rec.source,
             "host": rec.host, "created": when(rec.created), "updated": when(rec.updated)}

@@ -915,6 +915,10 @@ async def test_pause_resume_trigger_delete(autojump_clock: Any) -> None:
         await trio.sleep(1.5 * HOUR)
         await handle.pause()
         assert handle.info().paused
+        # no next tick while paused (the stored one read as a tick due to fire), as the
+        # command line's list shows it
+        assert handle.info().next_tick is None and node.schedules()[0].next_tick is None
+        assert node.schedules(host="workflows")[0].next_tick is None
         await trio.sleep(2 * HOUR)  # 2h and 3h pass while paused
         assert ids() == [tick_id("s", at(1))]
         pid = await handle.trigger()  # paused or not
