@@ -505,3 +505,59 @@ async def test_a_sleep_left_by_a_cancel_scope_of_the_code_is_no_divergence(
     async with garrison.open_node() as node:
         await node.start_workflow(leaves_a_sleep_by_its_own_scope, id="l")
         assert await node.workflow("l").result() == "left"
+
+
+# ---------------------------------------------------------------- a gate on a pending seq
+#: what the deployed ``gated`` does: "v1", or "gate" (a version gate added at its top)
+GATED_STEP = "v1"
+
+
+@garrison.activity
+async def slow_step(tag: str) -> str:
+    await trio.sleep(3600)
+    return f"slow {tag}"
+
+
+@garrison.activity
+async def step_a(tag: str) -> str:
+    return f"a {tag}"
+
+
+@garrison.activity
+async def step_c(tag: str) -> str:
+    return f"c {tag}"
+
+
+async def gated() -> str:
+    if GATED_STEP == "gate" and garrison.workflow.version("x", 1, 2) == 2:
+        await step_c("new")
+    slow = garrison.workflow.start(slow_step, "t")  # (seq 1: not recorded until it ends)
+    await step_a("t")  # (seq 2: recorded)
+    await garrison.process.inbox().receive()
+    return f"{await slow}, {await step_a('end')}"
+
+
+async def test_a_version_gate_at_the_seq_of_an_unrecorded_step_takes_the_old_path(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, autojump_clock: trio.abc.Clock
+        ) -> None:
+    """A run stopped while an activity started with ``workflow.start`` (seq 1) ran, the
+    next step recorded at seq 2. A gate added at the top found no record at seq 1 and
+    took the new path: it recorded version 2 there, the new step then met the
+    recorded one and blocked the workflow, and the journal no longer replayed on the
+    old code either. The first run took that seq with something else: the old path."""
+    from garrison.hosts.workflow import History, replay_history
+
+    db = str(tmp_path / "store.db")
+    await _stopped_while(db, gated, (), "g", "waiting")
+    monkeypatch.setitem(globals(), "GATED_STEP", "gate")
+    with SQLiteStore(db, readonly=True) as s:
+        assert (await replay_history(History.from_store(s, "g"))).ok
+    async with garrison.open_node(store=db) as node:
+        handle = node.workflow("g")
+        with trio.fail_after(60):
+            while handle.status() != "waiting":
+                assert handle.status() != "blocked", handle
+                await trio.sleep(0.01)
+        await handle.signal("go")
+        assert await handle.result() == "slow t, a end"
+        assert "version" not in [r.kind for r in handle.history()]

@@ -427,12 +427,13 @@ class WorkflowInstance(Waits, Activities, Interop):
             check_text(change_id, f"workflow.version({change_id!r}): a change_id")
         fixed = self.versions.get(change_id) if self.versions else None
         got: Any
-        if (entry is not None and not recorded) or (
-                entry is None and self.cursor.seq in self.timers):
+        if (entry is not None and not recorded) or (entry is None and (
+                self.cursor.seq in self.timers or self.cursor.recorded_ahead())):
             # a run recorded before this version() call existed (a record, or a sleep or
             # receive timeout under way, holds its seq; a cancel too, which the code
-            # after this call takes, as the first run did): the oldest behaviour, or
-            # what an earlier call fixed for this run
+            # after this call takes, as the first run did; or a step it never recorded
+            # did, before records of later steps): the oldest behaviour, or what an
+            # earlier call fixed for this run
             got = min_version if fixed is None else fixed
             if not min_version <= got <= max_version:
                 raise self._version_outside(change_id, got, min_version, max_version)

@@ -148,6 +148,13 @@ class Cursor:
         """The entry at the next seq, without taking it."""
         return self.entries.get(self.seq)
 
+    def recorded_ahead(self) -> bool:
+        """Whether the journal records a step at the next seq or later: the code is
+        replaying (a seq with no record before them was taken by a step the first run
+        never recorded: a ``workflow.start`` under way, a receive that lost a race)."""
+        seq = self.seq
+        return any(s >= seq for s in self.entries)
+
     def take(self, kind: str, name: str) -> Entry | None:
         """Take the next seq; return its recorded entry (checked) or ``None`` (live).
 
