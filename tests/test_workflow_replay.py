@@ -360,10 +360,13 @@ async def napper() -> str:
         return "new path"
     elif NAPPER_STEP == "raises":  # new code fails where the first run went on to sleep
         raise ValueError("new code fails here")
+    elif NAPPER_STEP == "continues":  # ... or ends its run there (it dropped the sleep)
+        garrison.workflow.continue_as_new()
     return NAPPER_STEP
 
 
-@pytest.mark.parametrize("step", ["now", "receive", "receive_timeout", "removed", "raises"])
+@pytest.mark.parametrize("step", ["now", "receive", "receive_timeout", "removed", "raises",
+                                  "continues"])
 async def test_a_pending_timer_taken_by_another_operation_diverges(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, autojump_clock: trio.abc.Clock,
         step: str) -> None:
@@ -561,3 +564,29 @@ async def test_a_version_gate_at_the_seq_of_an_unrecorded_step_takes_the_old_pat
         await handle.signal("go")
         assert await handle.result() == "slow t, a end"
         assert "version" not in [r.kind for r in handle.history()]
+
+
+#: what the deployed ``continuer`` does first: "v1", or "continues" (a new first step)
+CONTINUER_STEP = "v1"
+
+
+async def continuer(n: int) -> str:
+    if CONTINUER_STEP == "continues" and n == 0:
+        garrison.workflow.continue_as_new(1)
+    await step_a(str(n))  # (seq 1: recorded)
+    await garrison.process.inbox().receive()
+    return f"run {n}"
+
+
+async def test_continue_as_new_before_a_recorded_step_diverges_on_a_node(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, autojump_clock: trio.abc.Clock
+        ) -> None:
+    """New code that continues as new before the steps the journal records: replay said
+    it differs, while a node ended the run there, dropping the recorded steps, and
+    went on with a new run. Both block it now."""
+    db = str(tmp_path / "store.db")
+    await _stopped_while(db, continuer, (0,), "c", "waiting")
+    monkeypatch.setitem(globals(), "CONTINUER_STEP", "continues")
+    error = await _blocked_on_resume(db, "c")
+    assert error.seq == 1 and error.recorded == "activity 'test_workflow_replay:step_a'"
+    assert error.current == "workflow.continue_as_new() (its run ends there)"

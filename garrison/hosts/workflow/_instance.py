@@ -357,8 +357,22 @@ class WorkflowInstance(Waits, Activities, Interop):
         self.error = ErrorInfo.from_exception(exc)
         self.done.set()
 
+    def check_continue(self) -> None:
+        """The code calls ``continue_as_new`` here: a divergence (raised) when the run
+        that recorded the journal went on past this point, to a recorded step or to a
+        sleep or receive timeout under way (its run would end here, dropping them)."""
+        now = "workflow.continue_as_new() (its run ends there)"
+        remaining = self.cursor.remaining()
+        if remaining:
+            first = remaining[0]
+            raise self.cursor.diverge(first.seq, first.kind, first.name, now)
+        unreached = self._unreached_timer()
+        if unreached is not None:
+            raise self.cursor.diverge(unreached, "timer", self.under_way(unreached), now)
+
     async def _continue_as_new(self, args: tuple[Any, ...]) -> None:
         """End this run: a fresh journal, the new arguments, a new run id."""
+        self.check_continue()
         text = to_json(list(args), what=f"the arguments of workflow {self.name}")
         run_id = _uuid.uuid4().hex
         tx = self.take_buffer()

@@ -549,11 +549,7 @@ class ReplayInstance(WorkflowInstance):
         return await super()._await_receive(r)
 
     async def _continue_as_new(self, args: tuple[Any, ...]) -> None:
-        remaining = self.cursor.remaining()
-        if remaining:
-            first = remaining[0]
-            raise self.cursor.diverge(first.seq, first.kind, first.name,
-                                      "workflow.continue_as_new() (its run ends there)")
+        self.check_continue()  # (as a node does)
         raise self._stop(self.cursor.seq, "workflow.continue_as_new()", 0)
 
     # -- never reached in replay mode: refused if they are
