@@ -590,3 +590,41 @@ async def test_continue_as_new_before_a_recorded_step_diverges_on_a_node(
     error = await _blocked_on_resume(db, "c")
     assert error.seq == 1 and error.recorded == "activity 'test_workflow_replay:step_a'"
     assert error.current == "workflow.continue_as_new() (its run ends there)"
+
+
+async def listens_for(*args: Any) -> str:
+    await garrison.process.inbox().receive()  # (nothing recorded while it waits)
+    return f"heard {args}"
+
+
+async def listened(who: str) -> str:  # (the deployed code: replaced by the tests)
+    return await listens_for(who)
+
+
+async def _listens_param(who: str, extra: str) -> str:  # one more, required
+    return await listens_for(who, extra)
+
+
+async def _listens_annotation(who: int) -> str:  # its recorded "ann" is no int
+    return await listens_for(who)
+
+
+@pytest.mark.parametrize("step", ["param", "annotation"])
+async def test_arguments_that_no_longer_fit_block_a_resumed_run_with_no_records(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, autojump_clock: trio.abc.Clock,
+        step: str) -> None:
+    """A run parked on a receive (nothing recorded), then code whose signature its
+    arguments no longer fit: with records it blocked, without any it failed for good
+    (a TypeError, or the PayloadError of its annotation). It blocks, saying why."""
+    db = str(tmp_path / "store.db")
+    await _stopped_while(db, listened, ("ann",), "l", "waiting")
+    monkeypatch.setitem(globals(), "listened",
+                        _listens_param if step == "param" else _listens_annotation)
+    from garrison.hosts.workflow import History, replay_history
+
+    with SQLiteStore(db, readonly=True) as s:  # (replay said ok: "the code raised ...")
+        replayed = await replay_history(History.from_store(s, "l"))
+    assert replayed.error is not None and replayed.error.seq == 0, replayed
+    error = await _blocked_on_resume(db, "l")
+    assert error.seq == 0 and error.recorded == "the arguments it was started with"
+    assert "make the code take them too" in str(error), error

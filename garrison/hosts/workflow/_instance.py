@@ -286,12 +286,40 @@ class WorkflowInstance(Waits, Activities, Interop):
         field with no default), a divergence saying so: ``workflow.version`` cannot
         branch before the function runs."""
         try:
-            return restore_args(fn, self.input_plain, f"workflow {self.name}")
+            args = restore_args(fn, self.input_plain, f"workflow {self.name}")
         except PayloadError as exc:
             diverged = self._raised(exc, _ARGUMENTS_NOTE)
+            if diverged is None and self.loaded():  # (its run began before)
+                diverged = self._arguments_diverged(str(exc))
             if diverged is not None:
                 raise diverged from exc
             raise
+        if self.loaded() and not self.cursor.recorded_ahead() \
+                and self._unreached_timer() is None:
+            # started (and checked) before, maybe on other code, and nothing recorded
+            # after them names the divergence (with a record, the call's TypeError does)
+            problem = arity_problem(fn, self.name, args, "it was started with")
+            if problem is not None:
+                raise self._arguments_diverged(problem)
+        return args
+
+    def loaded(self) -> bool:
+        """Whether this run began before (loaded from the store), not started here."""
+        return bool(self.resend_seq)
+
+    def _arguments_diverged(self, problem: str) -> NonDeterminismError:
+        """The error of a workflow loaded from the store whose arguments no longer fit
+        its function (``problem``), the code changed since it was started and checked
+        against them, with nothing recorded after them to name (kept: it blocks)."""
+        cursor = self.cursor
+        err = NonDeterminismError(
+            f"workflow {self.wid!r}: {problem}. {_ARGUMENTS_NOTE}The workflow is blocked "
+            "with its journal kept; restart a node with code that takes them to resume it",
+            workflow_id=self.wid, seq=0, recorded="the arguments it was started with",
+            current=problem)
+        if cursor.error is None:
+            cursor.error = err
+        return cursor.error
 
     def _failure(self, exc: BaseException) -> tuple[ErrorInfo, WorkflowStatus]:
         """How the code raising ``exc`` ends the workflow: ``failed``; or ``blocked``

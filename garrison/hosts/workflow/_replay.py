@@ -548,6 +548,9 @@ class ReplayInstance(WorkflowInstance):
                                             "recorded")
         return await super()._await_receive(r)
 
+    def loaded(self) -> bool:
+        return True  # (a history is of a run that began before, as a node loads it)
+
     async def _continue_as_new(self, args: tuple[Any, ...]) -> None:
         self.check_continue()  # (as a node does)
         raise self._stop(self.cursor.seq, "workflow.continue_as_new()", 0)
