@@ -489,8 +489,8 @@ BAD: list[tuple[str, str, list[str]]] = [
     (  # (YAML read a number: it said nothing of quoting)
         "name-a-number",
         HEAD + f"  - {{name: 123, kind: process.py, source: \"{MOD}:main\"}}\n",
-        ["field 'name': expected a non-empty name", "got 123 (YAML read an int: quote it "
-         "for a string, as in name: \"123\")"],
+        ["field 'name': expected a non-empty name", "got 123 (YAML read an int, not a "
+         "string: put the name in quotes, as written)"],
     ),
     (  # (NaN is not a negative duration: it was told "not negative" too)
         "stop-timeout-nan",

@@ -197,9 +197,10 @@ def _name_problem(value: object, field: str) -> str:
     YAML read as another type (``name: 123``, ``name: yes``), that it must be quoted."""
     text = f"expected {_NAME_RULE}, got {value!r}"
     if value is not None and not isinstance(value, str | list | dict):
+        # (not its Python form as the example: YAML's yes is True, 1e3 is 1000.0)
         kind = type(value).__name__
-        text += (f" (YAML read {'an' if kind[0] in 'aeiou' else 'a'} {kind}: quote it "
-                 f"for a string, as in {field}: \"{value}\")")
+        text += (f" (YAML read {'an' if kind[0] in 'aeiou' else 'a'} {kind}, not a "
+                 f"string: put the {field} in quotes, as written)")
     return text
 
 
