@@ -673,6 +673,10 @@ async def test_calls_before_and_after_the_run_fail_clearly(
     sup = Supervisor([], name="idle")
     with pytest.raises(RuntimeError, match=r"'idle'.*not running; spawn it first"):
         sup.which_children()
+    # (one spawned onto a host whose workers are all busy reads so too: it says why)
+    with pytest.raises(RuntimeError, match=r"one spawned on a host whose workers are all "
+                                           "busy runs once it gets one"):
+        sup.which_children()
     with pytest.raises(RuntimeError, match="not running"):
         await sup.start_child(ChildSpec("w", worker))
     with pytest.raises(RuntimeError, match="not running"):

@@ -931,7 +931,8 @@ class Supervisor:
         if self._pid is None:
             raise RuntimeError(
                 f"{what}: {self!r} is not running; spawn it first "
-                "(pid = await node.spawn(sup)) and call this while its process runs"
+                "(pid = await node.spawn(sup)) and call this while its process runs (one "
+                "spawned on a host whose workers are all busy runs once it gets one)"
             )
 
     async def _call(self, op: str, arg: Any) -> Any:
