@@ -622,6 +622,9 @@ def _main_problem(main: str | None, config: Any, target: str) -> str | None:
             if runnable else "none"
         if main.partition(":")[0] in {i.split(":", 1)[0] for i in config.entries}:
             failed = ""  # an entry id of a namespace of the config, mistyped
+        elif "cannot be the root process" in failed or "is not an async function" in failed:
+            # a function that exists but cannot be the root: that is the news
+            return f"--main {main!r}: {failed}"
         return (f"--main {main!r}: {why}{hint}; expected the id (namespace:name) of a "
                 f"process.py, workflow.py or process.service entry of {target}: {shown}, "
                 "or a module:function (an async def) that imports"

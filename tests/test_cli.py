@@ -135,6 +135,9 @@ def test_run_reports_a_root_it_cannot_load_in_one_line(tmp_path):
                    "'a'); give it defaults, or run a process.service entry with an input"),
         ("two.yaml --main app:two", "--main 'app:two' cannot be the root process: the root "
                                     "is called with no arguments, and main(a, b) requires"),
+        # (the reason came last, in brackets, after 'no config entry ...')
+        ("two.yaml --main two:main", "--main 'two:main': 'two:main' cannot be the root "
+                                     "process: the root is called with no arguments"),
         ("quits.py", "cannot import 'quits.py': ImportError: 'quits.py' called sys.exit(0) "
                      "while it was imported"),
         ("quits4:main", "cannot import 'quits4': ImportError: 'quits4' called sys.exit(4) "
