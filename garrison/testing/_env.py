@@ -239,12 +239,10 @@ class WorkflowEnv:
             waiting = [wf for host in self._hosts() for wf in host.active.values()
                        if wf.wait_deadline is not None and not wf.done.is_set()]
             targets = [clock.wall_of(wf.wait_deadline) for wf in waiting]
-            schedulers = [host.scheduler for host in self._hosts()]
-            targets += [clock.wall_of(s.wait_deadline) for s in schedulers
-                        if s.wait_deadline is not None]
-            queues = [host.queue for host in self._hosts()]
-            targets += [clock.wall_of(q.wait_deadline) for q in queues
-                        if q.wait_deadline is not None]
+            # each host's scheduler (a tick) and queue (a rate's free slot)
+            loops = [loop for host in self._hosts() for loop in (host.scheduler, host.queue)]
+            targets += [clock.wall_of(loop.wait_deadline) for loop in loops
+                        if loop.wait_deadline is not None]
             targets += [target for target, _event in clock.sleepers]
             # (a wait "for ever" records the latest deadline there is: never due)
             due = [t for t in targets if t is not None and math.isfinite(t) and t < FOREVER]
@@ -255,10 +253,8 @@ class WorkflowEnv:
             clock.jump_to(min(due))
             for wf in waiting:  # their trio deadlines are forgotten: they ask again
                 wf.wake()
-            for scheduler in schedulers:
-                scheduler.wake()
-            for queue in queues:  # (a rate's slot may have freed)
-                queue.wake()
+            for loop in loops:
+                loop.wake()
 
     def _activities_running(self) -> trio.Event | None:
         """An event set once the plain activities working in worker threads on one host

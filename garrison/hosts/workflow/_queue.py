@@ -61,7 +61,7 @@ from ...actors._values import ErrorInfo
 from ...persistence import Transaction, WorkflowRecord, WorkflowStatus
 from ...persistence._blocking import virtual_clock
 from ._core import cancelled_error
-from ._waits import WallClock
+from ._waits import WallClock, wait_shown
 
 if TYPE_CHECKING:
     from ._host import WorkflowHost
@@ -151,8 +151,8 @@ class WorkflowQueue:
         #: time) unless a slot frees (here, or on another node of a cluster)
         self._refused = False
         self._retry_at = math.inf
-        #: the trio deadline the queue waits until (``None``: no deadline, or busy), as
-        #: a test environment that skips time looks at it
+        #: the trio deadline the queue waits until (``None`` while it does not wait), as
+        #: a test environment that skips time looks at it (see ``wait_shown``)
         self.wait_deadline: float | None = None
         self._changed = trio.Event()
         self._nursery: trio.Nursery | None = None
@@ -518,12 +518,7 @@ class WorkflowQueue:
                     continue
                 deadline = self._retry_at if self._refused and self.held else math.inf
                 self._changed = trio.Event()
-                self.wait_deadline = deadline if math.isfinite(deadline) else None
-                try:
-                    with trio.move_on_at(deadline):
-                        await self._changed.wait()
-                finally:
-                    self.wait_deadline = None
+                await wait_shown(self, self._changed, deadline)
 
     def wake(self) -> None:
         """Look at the clock again (it jumped: the trio deadline of a rate's free slot

@@ -71,6 +71,7 @@ from ._schedules import (
     trigger_id,
     trigger_takes_last,
 )
+from ._waits import wait_shown
 
 if TYPE_CHECKING:
     from ._host import WorkflowHost
@@ -241,12 +242,7 @@ class Scheduler:
             if self._remote:
                 deadline = min(deadline, self._remote_check)
             self._changed = trio.Event()
-            self.wait_deadline = deadline
-            try:
-                with trio.move_on_at(deadline):
-                    await self._changed.wait()
-            finally:
-                self.wait_deadline = None
+            await wait_shown(self, self._changed, deadline)
 
     def wake(self) -> None:
         """Look at the clock again (it jumped: a trio deadline it handed out before may

@@ -42,6 +42,19 @@ def deadline_after(now: float, seconds: float) -> float:
 CLOCK_STEP = 0.5
 
 
+async def wait_shown(waiter: Any, event: trio.Event, deadline: float) -> None:
+    """Wait for ``event`` until the trio ``deadline``, with ``waiter.wait_deadline``
+    showing that deadline meanwhile (``None`` otherwise): a test environment whose clock
+    skips (``garrison.testing``) reads it, jumps to it, then calls ``waiter.wake()``.
+    The loops of the host's scheduler and queue wait so."""
+    waiter.wait_deadline = deadline
+    try:
+        with trio.move_on_at(deadline):
+            await event.wait()
+    finally:
+        waiter.wait_deadline = None
+
+
 class WallClock:
     """Wall time read through the trio clock, anchored once.
 
