@@ -312,9 +312,12 @@ async def ten_timestamped_steps() -> int:
 
 
 @pytest.mark.parametrize(("flow", "expected"), [
-    (ten_steps, 12), (ten_started_steps, 12),  # start, 10 steps, finish
-    (ten_sleeps_and_steps, 42),                 # as before c04c5bb
-    (ten_timestamped_steps, 22),                # now() committed before each step
+    (ten_steps, 11),           # start, 10 steps (the last one with the finish)
+    (ten_started_steps, 12),   # start, 10 steps, finish
+    # a step's outcome rides with the next sleep's timer (42 before it did)
+    (ten_sleeps_and_steps, 32),
+    # now() committed before each step, with the step before's outcome (22 before)
+    (ten_timestamped_steps, 12),
 ])
 async def test_transactions_of_a_lone_workflow(tmp_path: Path, autojump_clock: Any,
                                                flow: Any, expected: int) -> None:

@@ -30,7 +30,7 @@ from ...actors._values import ErrorInfo, Message, Pid
 from ...persistence import Transaction, WorkflowStatus
 from .._kernel import ended_by_stop, plain_call, stepping
 from ._codec import PLAIN, activity_result_json, return_hint, structure
-from ._core import BUDGET, EngineStop, WorkflowCore
+from ._core import EngineStop, WorkflowCore
 from ._journal import JournalKind, error_from_plain, error_to_plain, retry_kind, retry_timer
 
 __all__ = ["Activities", "ActivitiesInFlight", "ActivityHandle", "StartedActivities"]
@@ -306,8 +306,23 @@ class Activities(WorkflowCore):
                 raise ActivityError(error_from_plain(out["error"]), name=name)
             return structure(out["ok"], hint, what=f"the result of activity {name!r}")
         seq = self.cursor.seq - 1
-        if self._buffer is not None or self.flushing is not None:  # records_pending
-            await self.records_committed()  # (a recorded value the activity may use)
+        buf = self._buffer
+        if buf is not None and self.flushing is None:
+            # the common case, the step before's outcome (or a recorded value the
+            # activity may use): records_committed's body without its coroutines,
+            # one object less held by each step waiting for its batch
+            self._buffer = None
+            try:
+                await (self.store.commit(buf) if not _observe.active
+                       else _observe.workflow_commit(self, buf))
+            except Exception as exc:
+                self._raise_store_failure(exc)
+                raise
+            if self.taken is not None:
+                self._consumes_committed(buf)
+            del buf
+        elif buf is not None or self.flushing is not None:  # records_pending
+            await self.records_committed()
         resumed = self.retrying(seq) if self.timers else None
         if (timeout is None and not self.host.activity_mocks and not _observe.active
                 and resumed is None and _is_async(fn)):
@@ -347,23 +362,21 @@ class Activities(WorkflowCore):
         value = plain
         if failure is None and hint is not Any and not (type(plain) is hint and hint in PLAIN):
             value, failure = _restored(plain, hint, name)  # (structure's own test above)
-        if failure is None and self._buffer is None:
-            # _activity_done's success path and _commit's body, without a coroutine of
-            # their own: one object less held by each step waiting for its batch
-            tx = Transaction()
+        if failure is None:
+            # The outcome rides with the workflow's next commit: the one before its next
+            # effect (another activity, a call's request...), its wait, or its end; a
+            # workflow of sequential steps writes one commit a step and its last step
+            # with its end. Nothing leaves the workflow meanwhile, so a crash before
+            # that commit runs the activity again, as one before a commit of its own
+            # would. Code that awaits something else has it flushed by the host
+            # (outcome_left). The next activity's commit is the step's scheduler pass.
+            tx = self.buffered()
             self.record(tx, seq, _ACTIVITY, name, '{"ok":' + text + "}", attempt)
             if self.timers:
                 self.drop_timer(tx, seq)  # (its retry timer, if it waited to retry)
-            try:  # (_committing and _yield inline)
-                await (self.store.commit(tx) if not _observe.active
-                       else _observe.workflow_commit(self, tx))
-            except Exception as exc:
-                self._raise_store_failure(exc)
-                raise
-            self._budget += 1
-            if self._budget >= BUDGET:  # a long run of quick steps still lets others run
-                self._budget = 0
-                await trio.lowlevel.checkpoint()
+            if not self.left_outcome:  # (named once until the host looks)
+                self.left_outcome = True
+                self.host.outcome_left(self)  # type: ignore[arg-type]  # (an instance's)
             return value
         return await self._activity_done(seq, name, hint, attempt, text, plain, failure)
 
@@ -433,6 +446,8 @@ class Activities(WorkflowCore):
     async def await_started(self, handle: ActivityHandle) -> None:
         """The workflow function awaits ``handle`` (not finished): wait until it is, or
         until a cancel request, delivered here (see :class:`ActivityHandle`)."""
+        if self._buffer is not None:  # (an outcome left by a step: durable first)
+            await self.records_committed()
         while not handle.done():
             if self.cancel_requested and not self.cancel_delivered:
                 self._cancel_at_await(handle.seq)

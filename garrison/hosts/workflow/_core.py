@@ -106,8 +106,8 @@ class WorkflowCore(Caller, WorkflowScope):
                  "backoff", "cancel_delivered", "cancel_requested", "check_lost", "continued",
                  "created", "cursor", "done", "durable_watchers", "error", "exited",
                  "flushes", "flushing", "fn", "held_names", "history_bytes", "host",
-                 "input_plain",
-                 "kill_reason", "links", "may_be_queued", "monitoring", "name", "parent",
+                 "input_plain", "kill_reason", "left_outcome",
+                 "links", "may_be_queued", "monitoring", "name", "parent",
                  "pending", "promise_times", "promises", "refreshed", "requests", "requests_taken",
                  "resend_seq", "result_json", "run_id", "scope", "signal_ids", "started",
                  "state", "status", "store", "store_error", "stored_status", "taken", "task",
@@ -214,6 +214,9 @@ class WorkflowCore(Caller, WorkflowScope):
         self.flushing: Flag | None = None
         #: commits of buffered records in flight (``flushing`` is cleared at the last)
         self.flushes = 0
+        #: named to the host as having left a step's outcome in the buffer, and not
+        #: looked at by it since (see ``WorkflowHost.outcome_left``)
+        self.left_outcome = False
         self._budget = 0
         #: set at its end (recorded, or stopped here); ``exited``: once its task has ended
         #: (flags: a trio event is made only when a task waits for one)
@@ -372,6 +375,28 @@ class WorkflowCore(Caller, WorkflowScope):
             except Exception as exc:  # a store failure is kept as store_error: the
                 if self.store_error is None:  # waiters raise it; anything else ends the run
                     self.stop_with(ErrorInfo.from_exception(exc))
+
+    def buffer_left(self) -> bool:
+        """Whether records sit in the buffer of a workflow that runs on, with no store
+        failure: what ``flush_soon`` may write."""
+        return (self._buffer is not None and self.store_error is None
+                and self.kill_reason is None and not self.done.is_set())
+
+    async def flush_left(self) -> None:
+        """The node stops this run where it is (not parked: parking commits first):
+        what it buffered is written, so that a step's outcome left there
+        (``Activities.activity``) does not run the step again on the next node. A
+        failure is logged: the next node runs from what is committed."""
+        if not self.buffer_left():
+            return
+        with trio.CancelScope(shield=True):
+            try:
+                await self._flush(self.take_buffer())
+            except Exception as exc:
+                log.warning("workflow %s: what it recorded since its last commit could not "
+                            "be written as the node stopped (%s); the next node runs it from "
+                            "its last commit", self.wid, exc,
+                            extra={"workflow_id": self.wid, "pid": self.pid})
 
     @property
     def records_pending(self) -> bool:

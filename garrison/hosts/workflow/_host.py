@@ -173,6 +173,8 @@ class WorkflowHost:
         self.discarding: set[int] = set()
         #: parked workflows whose status the store may not show yet
         self._parked: set[WorkflowInstance] = set()
+        #: workflows that left an activity's outcome in their buffer (``outcome_left``)
+        self._left: list[WorkflowInstance] = []
         self._parked_ready = trio.Event()
         #: workflows ``started`` and ``resumed`` here, and finished by final status
         self.counts: collections.Counter[str] = collections.Counter()
@@ -267,15 +269,30 @@ class WorkflowHost:
         self._parked.add(wf)
         self._parked_ready.set()
 
+    def outcome_left(self, wf: WorkflowInstance) -> None:
+        """``wf`` left an activity's outcome in its buffer, to ride with its next commit
+        (see ``Activities.activity``): if that has not come within ``PARKED_DELAY``
+        (the code awaits something that is not the workflow's own, say), it is flushed
+        then. (Each workflow is named once until then: ``wf.left_outcome``.)"""
+        self._left.append(wf)
+        if not self._parked_ready.is_set():
+            self._parked_ready.set()
+
     async def _record_parked_task(self) -> None:
         """Write the status of workflows that stay parked, in one transaction every
         ``PARKED_DELAY`` at most: ``garrison workflows list`` (which reads the store)
         agrees with ``node.workflows()``, at no extra commit per step. A workflow that
-        wakes writes ``running`` with its next commit."""
+        wakes writes ``running`` with its next commit. (And flush what ``outcome_left``
+        names and is still buffered.)"""
         while True:
             await self._parked_ready.wait()
             await trio.sleep(PARKED_DELAY)
             self._parked_ready = trio.Event()
+            left, self._left = self._left, []
+            for wf in left:
+                wf.left_outcome = False
+                if wf.buffer_left():
+                    wf.flush_soon()
             parked, self._parked = self._parked, set()
             tx = Transaction()
             for wf in parked:

@@ -247,7 +247,10 @@ class WorkflowInstance(Waits, Activities, Interop):
                 return
             if final is None:
                 if self.kill_reason is None:
-                    return  # the node is closing: nothing is journaled, the workflow resumes later
+                    # the node is closing: no outcome is journaled, the workflow resumes
+                    # later (from what it buffered, too)
+                    await self.flush_left()
+                    return
                 final, error = WorkflowStatus.FAILED, self.kill_reason
             if self.cursor.error is not None:
                 final, error = WorkflowStatus.BLOCKED, ErrorInfo.from_exception(self.cursor.error)

@@ -1,0 +1,106 @@
+"""A step's outcome rides with the workflow's next commit.
+
+An activity awaited in the workflow's code (``await step(x)``) leaves its outcome in the
+workflow's buffer: the commit before the next effect (the next activity, a call's
+request...), the next wait or the end carries it, so a sequential workflow writes one
+commit a step. Code that awaits something that is not the workflow's own (a trio
+event, a started activity) must not leave it there for long: it is
+committed before ``await`` on a started activity, within ``PARKED_DELAY`` by the host
+otherwise, and when the node stops."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+import garrison
+from garrison import workflow
+from garrison.hosts.workflow._host import PARKED_DELAY
+
+RAN: list[int] = []
+RELEASE: list[trio.Event] = []
+
+
+@garrison.activity
+async def inc(x: int) -> int:
+    RAN.append(x)
+    return x + 1
+
+
+@garrison.activity
+async def held() -> int:
+    await RELEASE[0].wait()
+    return 100
+
+
+async def step_then_gate() -> int:
+    """A step, then an await that is not the workflow's own (not durable: a library's
+    lock, a trio event): nothing of the workflow's own comes next."""
+    x = await inc(1)
+    await RELEASE[0].wait()
+    return x
+
+
+async def step_then_await_started() -> int:
+    handle = workflow.start(held)
+    x = await inc(1)
+    return await handle + x
+
+
+def _steps(node: garrison.Node, wid: str) -> list[str]:
+    """The activities ``wid``'s committed journal holds, by function name."""
+    return [r.name.rpartition(":")[2] for r in node.workflow(wid).history()
+            if r.kind == "activity"]
+
+
+async def _started(node: garrison.Node, target: Any, wid: str) -> garrison.Pid:
+    pid = await node.start_workflow(target, id=wid)
+    await trio.testing.wait_all_tasks_blocked()
+    return pid
+
+
+@pytest.fixture(autouse=True)
+def _fresh() -> None:
+    RAN.clear()
+    RELEASE[:] = [trio.Event()]
+
+
+async def test_an_outcome_left_while_the_code_awaits_is_committed_soon(
+        tmp_path: Path, mock_clock: trio.testing.MockClock) -> None:
+    async with garrison.open_node(store=str(tmp_path / "s.db")) as node:
+        await _started(node, step_then_gate, "w")
+        assert RAN == [1]
+        assert _steps(node, "w") == []  # (buffered: nothing came next)
+        mock_clock.jump(PARKED_DELAY)
+        await trio.testing.wait_all_tasks_blocked()
+        assert _steps(node, "w") == ["inc"]
+        RELEASE[0].set()
+        assert await node.workflow("w").result() == 2
+    assert RAN == [1]
+
+
+async def test_an_outcome_left_is_committed_as_the_node_stops(
+        tmp_path: Path, mock_clock: trio.testing.MockClock) -> None:
+    db = str(tmp_path / "s.db")
+    async with garrison.open_node(store=db) as node:
+        await _started(node, step_then_gate, "w")
+        assert RAN == [1]
+    RELEASE[0].set()
+    async with garrison.open_node(store=db) as node:
+        assert _steps(node, "w") == ["inc"]
+        assert await node.workflow("w").result() == 2
+    assert RAN == [1]  # not run again on the second node
+
+
+async def test_awaiting_a_started_activity_commits_a_step_first(
+        tmp_path: Path, mock_clock: trio.testing.MockClock) -> None:
+    async with garrison.open_node(store=str(tmp_path / "s.db")) as node:
+        await _started(node, step_then_await_started, "w")
+        assert RAN == [1]
+        assert _steps(node, "w") == ["inc"]  # at once, not PARKED_DELAY later
+        RELEASE[0].set()
+        assert await node.workflow("w").result() == 102
