@@ -478,21 +478,23 @@ class Caller:
             callers.clear()
 
 
-async def plain_call(caller: Caller, to: Pid | str, topic: str, payload: Any,
-                    timeout: Any) -> Any:
+def plain_call(caller: Caller, to: Pid | str, topic: str, payload: Any,
+               timeout: Any) -> Awaitable[Any]:
     """A ``process.call`` that is not journaled, made by ``caller`` (a process,
     ``node.call``'s stand-in, or an activity on behalf of its workflow): a process callee
-    gets the request in its inbox; a workflow callee, durably."""
+    gets the request in its inbox; a workflow callee, durably. (The awaitable of the
+    exchange, not a coroutine of its own: a frame fewer that each park and wake of the
+    call passes through. What is wrong with ``to`` or ``timeout`` raises here.)"""
     node = caller.node
     pid = node.resolve(to)
     seconds = timeout_seconds(timeout)
     host = node.hosts.get(pid.host)
     if host is not None and host.durable:  # (it may run on another node of a cluster)
-        return await host.call(caller, pid, topic, payload, seconds)
+        return host.call(caller, pid, topic, payload, seconds)
     callee = node.caller_of(pid)
     if callee is None or not callee.accepts_calls:
         raise ProcessError(f"call to {pid} failed: {noproc(pid)}", pid=pid, error=noproc(pid))
-    return await caller.exchange(callee, pid, topic, seconds, None, payload=payload)
+    return caller.exchange(callee, pid, topic, seconds, None, payload=payload)
 
 
 def _in_memory(caller: Caller, callee: Caller, topic: str, payload: Any

@@ -14,7 +14,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import trio
@@ -303,12 +303,12 @@ class _Process(Caller):
         await self.node.send_message(self.pid, to, topic, payload)
         await self._budget.checkpoint()
 
-    async def reply(self, msg: Message, value: Any) -> None:
+    def reply(self, msg: Message, value: Any) -> Awaitable[None]:
         self.reply_to(msg, value)
-        await self._budget.checkpoint()
+        return self._budget.checkpoint()  # (no frame of its own: see call)
 
-    async def call(self, to: Pid | str, topic: str, payload: Any, timeout: Any) -> Any:
-        return await plain_call(self, to, topic, payload, timeout)
+    def call(self, to: Pid | str, topic: str, payload: Any, timeout: Any) -> Awaitable[Any]:
+        return plain_call(self, to, topic, payload, timeout)  # (no frame of its own)
 
     def inbox(self) -> Inbox[Message]:
         box = self._inbox
