@@ -1002,6 +1002,47 @@ async def test_terminating_a_pending_workflow_ends_it_at_once(store_spec: str,
             await node.workflow("victim").result()
 
 
+def _slow_admission(monkeypatch: pytest.MonkeyPatch, store: Any, wid: str) -> None:
+    """The commit that takes ``wid`` out of the queue to run it (its admission) takes
+    a second more: out of the queue, and no task of its own yet."""
+    from garrison.persistence import Op
+
+    commit = type(store).commit
+
+    def admits(params: Any, op: Any) -> bool:
+        if op is Op.ADMIT:
+            return f'"{wid}"' in params[1]
+        return op is Op.UPDATE_WORKFLOW and params[0] == wid and \
+            ("status", "running") in params[2]
+
+    async def slow(self: Any, tx: Any) -> list[Any]:
+        if any(admits(params, op) for op, params in tx.ops):
+            await trio.sleep(1)
+        return await commit(self, tx)
+
+    monkeypatch.setattr(type(store), "commit", slow)
+
+
+async def test_a_terminate_while_a_pending_workflow_is_admitted(
+        store_spec: str, autojump_clock: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A terminate that lands while the queue commits a pending workflow's admission
+    ends it ``failed`` without running its code, and returns once it has (it ran and
+    completed, the terminate lost)."""
+    async with garrison.open_node(store=store_spec, max_concurrent=1) as node:
+        _slow_admission(monkeypatch, node.hosts["workflows"].store, "victim")
+        await node.start_workflow(app.waits_for_go, id="hog")
+        await node.start_workflow(app.job, id="victim")
+        await node.send("workflows/hog", "go", "x")
+        await node.workflow("hog").result()
+        await trio.sleep(0.5)  # (its admission in flight)
+        with trio.fail_after(5):
+            await node.workflow("victim").terminate("stop")
+        assert node.workflow("victim").status() == "failed"
+        with pytest.raises(garrison.WorkflowFailed, match="Terminated: stop"):
+            await node.workflow("victim").result()
+        assert started() == []  # (victim never ran: job records its start)
+
+
 async def test_stats_count_the_pending_workflows(store_spec: str,
                                                  autojump_clock: Any) -> None:
     """``pending`` is the queue's depth on PostgreSQL too, where the pending workflows

@@ -164,7 +164,10 @@ class WorkflowInstance(Waits, Activities, Interop):
             scope.attach()
             try:
                 if self.kill_reason is not None or host.closing:  # started as the node closes
-                    scope.cancel()
+                    scope.cancel()  # (or killed before: taken from the queue to start)
+                    # its code does not begin (it could run a step inline before its
+                    # first checkpoint): failed by the kill, or resumed by the next node
+                    await trio.lowlevel.checkpoint()
                 try:
                     fn = self.fn
                     if fn is None:
