@@ -329,6 +329,31 @@ async def _pages(c: httpx.AsyncClient, query: str) -> list[list[str]]:
             return pages
 
 
+async def test_attached_to_a_node_whose_store_file_was_deleted_answers_503(
+        tmp_path: Path) -> None:
+    """The node notices its file deleted within about a second (its workflows stop);
+    the console attached to it answered reads with 200 from the deleted file after
+    that, only actions with 503. Reads are 503 too now, naming the store. (Real time:
+    the node's watcher thread looks at the file once a second.)"""
+    db = tmp_path / "gone.db"
+    async with garrison.open_node(store=str(db)) as node:
+        await node.start_workflow(console_app.listening, id="l-1")
+        async with client(make_app(NodeBackend(node))) as c:
+            assert (await c.get("/api/workflows")).status_code == 200
+            for path in tmp_path.glob("gone.db*"):
+                if path.suffix != ".lock":
+                    path.unlink()
+            with trio.fail_after(10):
+                while (listed := await c.get("/api/workflows")).status_code == 200:
+                    await trio.sleep(0.05)
+            assert listed.status_code == 503, listed.text
+            assert "deleted or replaced while the node ran" in listed.json()["error"]
+            detail = await c.get("/api/workflows/l-1")
+            assert detail.status_code == 503, detail.text
+        with pytest.raises(garrison.StoreError, match="deleted or replaced"):
+            node.workflow("l-1").history()
+
+
 async def test_keyset_paging_is_complete_ordered_and_stable(store_path: str) -> None:
     with SQLiteStore(store_path) as owner:
         _fill(owner, 2000)

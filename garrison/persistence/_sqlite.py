@@ -1142,6 +1142,8 @@ class SQLiteStore(StoreShortcuts):
             self._check_open()
             if self._notify_node:  # a tool's store: still the file at its path?
                 self.check_file()
+            elif self._failure is not None:  # the node's: its file gone (see wait_for_wakeup)
+                raise self._failure  # (what it would read is no longer the store)
             return self._reader.execute(sql, params).fetchall()
 
     def get_workflow(self, workflow_id: str) -> WorkflowRecord | None:
