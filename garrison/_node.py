@@ -80,6 +80,15 @@ def current_node() -> Node:
         ) from None
 
 
+def check_node(value: object, where: str) -> Node:
+    """``value`` if it is a :class:`Node`; else ``TypeError`` naming ``where`` it was
+    passed (``"serve_console(node=...)"``) and what came instead."""
+    if not isinstance(value, Node):
+        raise TypeError(f"{where}: expected a garrison Node (from garrison.open_node() or "
+                        f"garrison.current_node()), got {type(value).__name__} {value!r:.40}")
+    return value
+
+
 class Node:
     """A running garrison node: its hosts, registry and statistics.
 

@@ -32,6 +32,7 @@ import trio
 from . import _observe
 from ._bind import split_bind
 from ._duration import parse_duration
+from ._node import check_node
 
 __all__ = ["DEFAULT_BIND", "MAX_CONNECTIONS", "TIMEOUT", "MetricsAddress", "MetricsError",
            "NodeCollector", "collect", "parse_bind", "serve", "serving"]
@@ -217,9 +218,14 @@ def collect(node: Any, registry: Any = None) -> Any:
 
     >>> text = prometheus_client.generate_latest(garrison.metrics.collect(node))
     """
+    check_node(node, "garrison.metrics.collect()")
     core = _prometheus()
     if registry is None:
         registry = core.CollectorRegistry()
+    elif not callable(getattr(registry, "register", None)):
+        raise TypeError(f"garrison.metrics.collect(registry=...): expected a "
+                        f"prometheus_client CollectorRegistry, got "
+                        f"{type(registry).__name__} {registry!r:.40}")
     registry.register(NodeCollector(node))
     return registry
 
@@ -250,6 +256,7 @@ async def serve(node: Any, bind: str = DEFAULT_BIND, *, registry: Any = None,
     ...     where = await nursery.start(garrison.metrics.serve, node, "127.0.0.1:9464")
     ...     print(where.url)                    # http://127.0.0.1:9464/metrics
     """
+    check_node(node, "garrison.metrics.serve()")
     host, port = parse_bind(bind)
     if isinstance(max_connections, bool) or not isinstance(max_connections, int) \
             or max_connections < 1:

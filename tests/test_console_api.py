@@ -497,6 +497,15 @@ async def test_serve_console_names_an_argument_of_the_wrong_type() -> None:
         await garrison.console.serve_console(store=12345, bind=8233)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match=r"^token: expected a string, got int"):
         await garrison.console.serve_console(store=12345, token=5)  # type: ignore[arg-type]
+    # node=5 was an AttributeError ('int' object has no attribute 'hosts'), and a node
+    # with a store served the node's console, the store ignored
+    with pytest.raises(TypeError, match=r"^serve_console\(node=...\): expected a garrison "
+                       r"Node \(from garrison.open_node\(\) .*got int 5"):
+        await garrison.console.serve_console(node=5)
+    async with garrison.open_node() as node:
+        with pytest.raises(ValueError, match=r"^serve_console takes node= or store=, not "
+                           r"both"):
+            await garrison.console.serve_console(node=node, store="other.db")
 
 
 async def test_serve_console_on_a_missing_store_is_a_value_error(tmp_path: Path) -> None:

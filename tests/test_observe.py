@@ -579,6 +579,25 @@ def test_a_malformed_host_is_refused_before_anything_starts(bind: str) -> None:
         check_bind("127.0.0.1:0", 12345678901234567890)  # type: ignore[arg-type]
 
 
+async def test_metrics_name_a_node_or_registry_of_the_wrong_type(
+        autojump_clock: Any) -> None:
+    """``collect(5)``, ``serve(5, ...)`` and ``serving(5, ...)`` were AttributeErrors
+    from deep inside (``'int' object has no attribute '_router'``), as was a registry
+    that is none."""
+    node_type = r"expected a garrison Node \(from garrison.open_node\(\) .*got int 5"
+    with pytest.raises(TypeError, match=r"^garrison.metrics.collect\(\): " + node_type):
+        garrison.metrics.collect(5)
+    with pytest.raises(TypeError, match=r"^garrison.metrics.serve\(\): " + node_type):
+        await garrison.metrics.serve(5, "127.0.0.1:0")
+    with pytest.raises(TypeError, match=r"^garrison.metrics.serve\(\): " + node_type):
+        async with garrison.metrics.serving(5, "127.0.0.1:0"):
+            pass
+    async with garrison.open_node() as node:
+        with pytest.raises(TypeError, match=r"^garrison.metrics.collect\(registry=...\): "
+                           r"expected a prometheus_client CollectorRegistry, got int 5"):
+            garrison.metrics.collect(node, 5)
+
+
 async def test_metrics_of_a_stopped_node_are_a_503_and_a_huge_head_a_431(
         autojump_clock: Any) -> None:
     """Served from a nursery of one's own, the server outlives the node: it went on

@@ -11,6 +11,7 @@ import attrs
 import trio
 
 from .._bind import split_bind
+from .._node import check_node
 from ._app import make_app
 from ._backend import Backend, NodeBackend, StoreBackend
 from ._security import SESSION_IDLE, SESSION_MAX_AGE, is_loopback, parse_proxies
@@ -125,6 +126,10 @@ async def serve_console(*, store: Any = None, node: Any = None, bind: str = DEFA
     idle, max_age = check_sessions(session_idle, session_max_age)
     backend: Backend
     if node is not None:
+        check_node(node, "serve_console(node=...)")
+        if store is not None:
+            raise ValueError("serve_console takes node= or store=, not both: attached to a "
+                             "node it serves that node's stores")
         backend = NodeBackend(node)
     elif isinstance(store, str) or hasattr(store, "__fspath__"):
         from .._store_tools import ToolError, open_store
