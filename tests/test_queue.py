@@ -1043,6 +1043,25 @@ async def test_a_terminate_while_a_pending_workflow_is_admitted(
         assert started() == []  # (victim never ran: job records its start)
 
 
+async def test_stats_count_a_workflow_being_admitted_as_pending(
+        store_spec: str, autojump_clock: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """While its start is written a workflow waits still (the store may refuse it):
+    ``stats()`` counted it ``running``, and a rate-limited queue read ``running 5``
+    with one workflow ever admitted."""
+    async with garrison.open_node(store=store_spec, max_concurrent=1) as node:
+        _slow_admission(monkeypatch, node.hosts["workflows"].store, "victim")
+        await node.start_workflow(app.waits_for_go, id="hog")
+        await node.start_workflow(app.job, id="victim")
+        await node.send("workflows/hog", "go", "x")
+        await node.workflow("hog").result()
+        await trio.sleep(0.5)  # (its admission in flight)
+        counts = node.stats()["workflow_queues"]["workflows"]
+        assert (counts["pending"], counts["running"]) == (1, 0)
+        await node.workflow("victim").result()
+        counts = node.stats()["workflow_queues"]["workflows"]
+        assert (counts["pending"], counts["running"]) == (0, 0)
+
+
 async def test_stats_count_the_pending_workflows(store_spec: str,
                                                  autojump_clock: Any) -> None:
     """``pending`` is the queue's depth on PostgreSQL too, where the pending workflows

@@ -158,6 +158,9 @@ class WorkflowQueue:
         self._nursery: trio.Nursery | None = None
         #: ids of the waiting workflows a cancel or kill is ending (``_end``)
         self.ending: set[str] = set()
+        #: taken from the queue, their start (admission) being written: they hold a
+        #: slot here, but wait still (the store may refuse them)
+        self._admitting = 0
         #: in a cluster: the store's last pending count, stale or not, and when it was
         #: read (monotonic; ``None`` once this node changed it); a count under way (in
         #: a worker thread); changes this node made since the count under way began
@@ -168,8 +171,12 @@ class WorkflowQueue:
 
     # ------------------------------------------------------------ statistics
     def stats(self) -> dict[str, Any]:
-        """``pending`` (waiting), ``running`` (holding a slot here), and the limits."""
-        return {"pending": self.pending(), "running": len(self.running),
+        """``pending`` (waiting), ``running`` (holding a slot here), and the limits.
+        (Those whose start is being written wait still: ``pending``, in the store's count
+        too in a cluster, where their rows read ``pending`` until it is committed.)"""
+        admitting = self._admitting
+        pending = self.pending() + (0 if self._clustered() else admitting)
+        return {"pending": pending, "running": len(self.running) - admitting,
                 "max_concurrent": self._local_limit(),
                 "cluster_max_concurrent": self.limits.cluster_max_concurrent,
                 "rate": self.limits.rate}
@@ -627,11 +634,14 @@ class WorkflowQueue:
 
     async def _start(self, batch: list[WorkflowInstance]) -> None:
         tx, index = self._marked(batch)
+        self._admitting += len(batch)
         try:
             results = await self.host.store.commit(tx)
         except Exception as exc:
             self._failed(batch, exc)
             return
+        finally:
+            self._admitting -= len(batch)
         self._run(batch, results, index)
 
     def start_now(self) -> None:
