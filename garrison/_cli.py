@@ -907,13 +907,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _negative_values(argv: list[str]) -> list[str]:
+    """``--opt -1s`` as ``--opt=-1s``: argparse takes a value that begins with ``-`` and
+    is not a plain number for an option, and says ``expected one argument`` instead of
+    what is wrong with the value (the option's own check names it)."""
+    out: list[str] = []
+    for arg in argv:
+        if "--" not in out and out and out[-1].startswith("--") and "=" not in out[-1] \
+                and _DASHED.match(arg) and not _NEGATIVE.match(arg):
+            out[-1] = f"{out[-1]}={arg}"
+        else:
+            out.append(arg)
+    return out
+
+
+#: a value that begins with a dash and a digit (``-1s``); argparse itself takes a plain
+#: negative number (``-5``, ``-1.5``) as a value, or as a positional argument after a flag
+_DASHED = re.compile(r"^-\.?\d")
+_NEGATIVE = re.compile(r"^-\d+$|^-\d*\.\d+$")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``garrison`` console script and ``python -m garrison``."""
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["bench"]:
         _cli_signals.restore()
         return cmd_bench(argv[1:])
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(_negative_values(argv))
     try:
         if args.func not in (cmd_run, cmd_ui):  # (those two act on an early signal)
             _cli_signals.restore()  # (a SIGINT noted meanwhile is raised here)

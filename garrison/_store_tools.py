@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import math
+import sys
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -568,6 +569,15 @@ def _finite_float(text: str) -> float:
     return value
 
 
+def _whole_number(text: str) -> int:
+    digits = len(text) - text.startswith("-")
+    limit = sys.get_int_max_str_digits()
+    if limit and digits > limit:  # (int() would say: use sys.set_int_max_str_digits())
+        raise ValueError(f"a whole number of {digits} digits is too long: at most {limit} "
+                         "digits can be read back")
+    return int(text)
+
+
 def _check_text(value: Any) -> None:
     """``ValueError`` for a string (or key) that is not valid Unicode text: a lone
     surrogate, which JSON can escape but no store can hold."""
@@ -591,7 +601,8 @@ def strict_json(text: str | bytes) -> Any:
     """``text`` parsed as JSON that a store can hold: finite numbers (no ``NaN``,
     ``Infinity`` or ``1e400``), valid text; ``ValueError`` naming what is wrong."""
     try:
-        value = json.loads(text, parse_constant=_no_constant, parse_float=_finite_float)
+        value = json.loads(text, parse_constant=_no_constant, parse_float=_finite_float,
+                           parse_int=_whole_number)
     except RecursionError:
         raise ValueError("it is nested too deeply") from None
     _check_text(value)

@@ -732,7 +732,10 @@ async def test_a_value_no_store_can_hold_is_400_naming_it(seeded: str) -> None:
                 ("/api/workflows/g-1/signal", f'{{"topic": "x", "payload": {deep}}}',
                  "cannot store the payload of message 'x' to workflow 'g-1'"),
                 ("/api/workflows/g-1/promises/go/resolve", f'{{"value": {deep}}}',
-                 "cannot store the value of promise 'go'")]:
+                 "cannot store the value of promise 'go'"),
+                # (it said: use sys.set_int_max_str_digits() to increase the limit)
+                ("/api/workflows/g-1/promises/go/resolve", '{"value": ' + "9" * 5000 + "}",
+                 "a whole number of 5000 digits is too long: at most 4300 digits")]:
             r = await c.post(path, content=body, headers=headers)
             assert r.status_code == 400 and said in r.json()["error"], (path, r.text)
         r = await c.get("/api/workflows", params={"search": "k=" + deep})
@@ -1349,6 +1352,12 @@ def test_the_command_line_checks_the_session_options(
         parsed = build_parser().parse_args(argv)
         assert parsed.func(parsed) == 2, argv
         assert capsys.readouterr().err.startswith(said), argv
+    # a value that begins with a dash was argparse's "expected one argument"
+    from garrison._cli import main
+
+    assert main(["ui", "--store", store_path, "--session-idle", "-1s"]) == 2
+    assert capsys.readouterr().err.startswith(
+        "garrison ui: invalid --session-idle '-1s': a duration cannot be negative")
 
 
 async def test_a_store_error_is_a_json_503_naming_the_store(seeded: str, tmp_path: Path) -> None:

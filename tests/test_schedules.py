@@ -1116,6 +1116,11 @@ async def test_bad_schedules_are_refused_with_what_is_wrong(node: garrison.Node)
         await node.schedule("s", app.job, cron="61 * * * *")
     with pytest.raises(ValueError, match="unknown timezone 'Mars/Base'"):
         await node.schedule("s", app.job, cron="0 3 * * *", timezone="Mars/Base")
+    # (an empty name is a bad value, as " " is: it was a TypeError; a number is not)
+    with pytest.raises(ValueError, match="unknown timezone ''"):
+        await node.schedule("s", app.job, cron="0 3 * * *", timezone="")
+    with pytest.raises(TypeError, match=r"timezone must be an IANA .* got int: 3"):
+        await node.schedule("s", app.job, cron="0 3 * * *", timezone=3)
     # files of the zone directory that are no IANA zone: each machine's own zone (nodes
     # of a cluster would tick at other hours), a placeholder, a leap-second copy
     for not_a_zone in ("localtime", "Factory", "posixrules", "right/UTC"):
@@ -1371,6 +1376,7 @@ def test_schedule_entries_are_checked() -> None:
   - {name: c, kind: workflow.schedule, workflow: app:nightly, every: 250ms, overlap: x}
   - {name: d, kind: workflow.schedule, workflow: app:nope, every: 1h, host: app:job}
   - {name: e, kind: workflow.schedule, workflow: app:job, every: .inf}
+  - {name: f, kind: workflow.schedule, workflow: app:job, every: 3153600001}
 """
     with pytest.raises(garrison.ConfigError) as info:
         load_config_text(bad, "app.yaml")
@@ -1382,6 +1388,9 @@ def test_schedule_entries_are_checked() -> None:
         "seconds, from 1s to 100 years, got '0.25s'" in text  # (as written, not 0.25)
     assert "entry 'app:e' (index 6): field 'every': expected a duration of whole seconds, " \
         "from 1s to 100 years, got inf" in text
+    # (every digit: it read 3.1536e+09s, the limit itself to the eye)
+    assert "entry 'app:f' (index 7): field 'every': expected a duration of whole seconds, " \
+        "from 1s to 100 years, got '3153600001s'" in text
     assert "field 'overlap': expected one of 'skip', 'buffer_one', 'allow_all'" in text
     assert "entry 'app:d' (index 5): field 'workflow': unknown entry 'app:nope'" in text
     assert "field 'host': expected a workflow.host entry, but 'app:job' is a workflow.py" \

@@ -145,8 +145,11 @@ def _schedule_timing(inst: Any, attribute: attrs.Attribute[Any], value: object) 
         try:
             ScheduleSpec.parse(every=value)
         except (TypeError, ValueError):
-            # (a duration as one writes it: 0s, not 0.0)
-            shown = f"{value:g}s" if _is_number(value) and math.isfinite(value) else value
+            # (a duration as one writes it: 0s, not 0.0; every digit of it, not rounded
+            # to look like the limit itself, as 3.1536e+09s did for 3153600001)
+            shown = value
+            if _is_number(value) and math.isfinite(value):
+                shown = f"{int(value)}s" if value == int(value) else f"{value!r}s"
             raise _FieldProblem("every", "a duration of whole seconds, from 1s to 100 years",
                                 shown) from None
     elif attribute.name == "timezone":

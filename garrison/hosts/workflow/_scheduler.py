@@ -97,7 +97,8 @@ ON_TIME = 1.0
 
 
 def _skipped(sid: str, tick: float, last: str | None) -> _Note:
-    return ("skipped", "schedule %s skipped its tick %s: workflow %s is still running",
+    # ("has not finished": it may wait pending in its host's queue, not run yet)
+    return ("skipped", "schedule %s skipped its tick %s: workflow %s has not finished",
             (sid, tick_id(sid, tick), last))
 
 
@@ -586,7 +587,7 @@ class Scheduler:
                               "overlap 'buffer_one': its overlap is %r now (%s)",
                               (sid, tick_id(sid, buffered), record.overlap,
                                "a later tick starts instead" if tick is not None
-                               else f"workflow {last} is still running")))
+                               else f"workflow {last} has not finished")))
             buffered = None
         if buffered is not None:  # (buffer_one) the waiting tick keeps its place
             if tick is not None:

@@ -268,9 +268,9 @@ class ScheduleSpec:
             raise ValueError(f"{what}: give one of cron (e.g. '0 3 * * *') or every "
                              "(e.g. '1h'): " + ("both were given" if cron is not None
                                                 else "neither was given"))
-        if not isinstance(timezone, str) or not timezone:
+        if not isinstance(timezone, str):
             raise TypeError(f"{what}: timezone must be an IANA time zone name such as "
-                            f"'Europe/Riga', got {timezone!r}")
+                            f"'Europe/Riga', got {type(timezone).__name__}: {timezone!r}")
         try:
             # (a file of the zone directory that is no IANA zone; one stored by an older
             # garrison, which took it, still ticks)
