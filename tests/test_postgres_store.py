@@ -573,6 +573,33 @@ def test_a_connection_lost_again_as_the_writer_reconnects_is_retried(
         assert store.statistics().transactions == 2
 
 
+def test_a_lost_writer_tries_again_until_retry_for_has_passed(
+        pg: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The server is back 1.8 s after a write lost its connection, with
+    ``retry_for=2``: the store gave up about 1.55 s in, its next pause running past the
+    deadline (so a short ``retry_for`` was about halved). It tries once more at the
+    deadline itself now, and the write goes through."""
+    with PostgresStore(pg, retry_for=2) as store:
+        store.write(Transaction().create_workflow("w", "app:f"))
+        clock = _Clock()
+        monkeypatch.setattr(pgstore, "_time", clock)
+        _lose_answer(store, monkeypatch, after=False)
+        real = store._connect_writer
+        tries: list[float] = []
+
+        def connect(*, first: bool) -> Any:
+            tries.append(clock.now)
+            if clock.now < 1.8:  # (the server is down)
+                raise StoreError(store.path, "cannot connect (its writes connection): refused")
+            return real(first=first)
+
+        monkeypatch.setattr(store, "_connect_writer", connect)
+        assert store.write(Transaction().set_state("w", "k", 1).set_state("w", "j", 2)) \
+            == [None, None]
+        assert tries[-1] == pytest.approx(2.0) and len(tries) > 2
+    assert sorted(sql(pg, "SELECT key FROM state")) == [("j",), ("k",)]
+
+
 def test_a_writer_whose_old_session_does_not_end_gives_up(
         pg: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """A write's connection is lost and its old server session does not end (the server

@@ -1330,10 +1330,11 @@ class PgWritePath:
                     self._writer = conn
                     self._writer_session = (conn.info.backend_pid, row[1])
                     return int(row[0]) if row[0] is not None else 0
-            if _time.monotonic() + delay > deadline:
+            left = deadline - _time.monotonic()
+            if left <= 0:  # (a last try at the deadline itself: retry_for is kept whole)
                 self._give_up(f"the connection was lost ({reason}) and could not be made "
                               f"again within {self.retry_for:g}s: {last}")
-            self._pause(delay)
+            self._pause(min(delay, left))
             delay = min(delay * 2, 2.0)
 
     def _end_session(self, conn: psycopg.Connection[Any], session: tuple[int, Any] | None,

@@ -1039,9 +1039,10 @@ class PostgresStore(PgWritePath, StoreShortcuts):
                         raise StoreError(self.path, f"{self._cut}: {_reason(exc)}") from None
                     if busy_until is None:
                         busy_until = _time.monotonic() + self.retry_for
-                    if _time.monotonic() + pause > busy_until:
+                    left = busy_until - _time.monotonic()
+                    if left <= 0:  # (a last try at the deadline itself)
                         raise StoreError(self.path, _reason(exc)) from None
-                    self._pause(pause)
+                    self._pause(min(pause, left))
                     pause = min(pause * 2, 1.0)
                 except psycopg.OperationalError as exc:
                     if conn is not None and not conn.closed and not conn.broken:
@@ -1058,12 +1059,13 @@ class PostgresStore(PgWritePath, StoreShortcuts):
                         self._reader = self._connect("reads")
                         continue
                     except StoreError as again:
-                        if _time.monotonic() + delay > deadline:
+                        left = deadline - _time.monotonic()
+                        if left <= 0:  # (a last try at the deadline itself)
                             because = str(again).removeprefix(f"store {self.path!r}: ")
                             raise StoreError(
                                 self.path, f"the connection was lost and could not be made "
                                 f"again within {self.retry_for:g}s: {because}") from None
-                    self._pause(delay)
+                    self._pause(min(delay, left))
                     delay = min(delay * 2, 2.0)
                 except psycopg.Error as exc:
                     raise StoreError(self.path, _reason(exc)) from None
