@@ -1138,6 +1138,23 @@ def test_a_schema_that_is_not_garrisons_or_out_of_reach_is_named(
     with psycopg.connect(postgres_url, autocommit=True) as conn:  # nothing was made there
         assert conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
                             ).fetchall() == [("orders",)]
+    # a table by garrison's name that is another application's (Flyway 4's, versions as
+    # text): its max(version) '2' was taken for garrison's (a node: relation workflows
+    # does not exist; a tool: migrate it with a node; '12': written by a newer garrison)
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute("CREATE SCHEMA flyway")
+        conn.execute("CREATE TABLE flyway.schema_version (installed_rank int, "
+                     "version varchar(50), description varchar(200))")
+        conn.execute("INSERT INTO flyway.schema_version VALUES (1, '2', 'a'), (2, '12', 'b')")
+    for lock in (True, False):
+        with pytest.raises(StoreError, match=r"schema 'flyway' holds a table schema_version "
+                           r"that is not garrison's \(its columns: description character "
+                           r"varying\(200\), installed_rank integer, version character "
+                           r"varying\(50\); .*give the store a schema of its own"):
+            PostgresStore(postgres_url + "?schema=flyway", lock=lock)
+    with psycopg.connect(postgres_url, autocommit=True) as conn:  # nothing was made there
+        assert conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'flyway'"
+                            ).fetchall() == [("schema_version",)]
 
     with PostgresStore(postgres_url):  # a node made the store in schema garrison
         pass

@@ -59,8 +59,8 @@ from psycopg import sql
 
 from .._errors import StoreError, StoreVersionError
 
-__all__ = ["DEFAULT_SCHEMA", "MIGRATIONS", "SCHEMA_VERSION", "admit_lock_class", "migrate",
-           "read_version"]
+__all__ = ["DEFAULT_SCHEMA", "MIGRATIONS", "SCHEMA_VERSION", "ForeignTable",
+           "admit_lock_class", "migrate", "read_version", "version_of"]
 
 #: The PostgreSQL schema (namespace) holding garrison's tables unless told otherwise.
 DEFAULT_SCHEMA = "garrison"
@@ -524,18 +524,45 @@ def node_lock_key(schema: str) -> int:
     return int.from_bytes(digest, "big", signed=True)
 
 
+#: the columns of garrison's ``schema_version`` table (as ``format_type`` names them)
+_VERSION_COLUMNS = {"version": "bigint", "applied": "double precision"}
+
+
+class ForeignTable(Exception):
+    """``schema`` holds a table by the name of garrison's ``schema_version`` that is
+    not garrison's (another application's, such as Flyway's): the message says so."""
+
+
 def read_version(conn: psycopg.Connection[Any], schema: str = DEFAULT_SCHEMA) -> int:
-    """The schema version recorded in ``schema`` (0 when it has no garrison tables)."""
-    row = conn.execute(
-        "SELECT 1 FROM pg_catalog.pg_tables WHERE schemaname = %s AND tablename = 'schema_version'",
-        (schema,),
-    ).fetchone()
-    if row is None:
+    """The schema version recorded in ``schema`` (0 when it has no garrison tables);
+    :class:`ForeignTable` when its ``schema_version`` table is not garrison's."""
+    columns = dict(conn.execute(
+        "SELECT a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod) "
+        "FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_class c ON c.oid = a.attrelid "
+        "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = %s AND c.relname = 'schema_version' AND c.relkind IN ('r', 'p') "
+        "AND a.attnum > 0 AND NOT a.attisdropped", (schema,)).fetchall())
+    if not columns:
         return 0
+    if columns != _VERSION_COLUMNS:
+        shown = ", ".join(f"{name} {kind}" for name, kind in sorted(columns.items())[:6])
+        raise ForeignTable(f"schema {schema!r} holds a table schema_version that is not "
+                           f"garrison's (its columns: {shown}; another application's, such "
+                           "as a migration tool's): give the store a schema of its own "
+                           "(schema= or ?schema=NAME)")
     found = conn.execute(
         sql.SQL("SELECT max(version) FROM {}.schema_version").format(sql.Identifier(schema))
     ).fetchone()
     return int(found[0] or 0) if found else 0
+
+
+def version_of(conn: psycopg.Connection[Any], schema: str, where: str | None) -> int:
+    """:func:`read_version`, a :class:`ForeignTable` as the
+    :class:`~garrison.StoreError` of the store ``where`` names."""
+    try:
+        return read_version(conn, schema)
+    except ForeignTable as exc:
+        raise StoreError(where, str(exc)) from None
 
 
 def _where(conn: psycopg.Connection[Any], schema: str) -> str:
@@ -562,7 +589,7 @@ def migrate(
     if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
         raise ValueError("migrate() needs an idle connection (no transaction open)")
     name = where if where is not None else _where(conn, schema)
-    found = read_version(conn, schema)
+    found = version_of(conn, schema, name)
     if not conn.autocommit:
         conn.commit()  # end the read's transaction: the lock below starts a fresh one
     if found == SCHEMA_VERSION:
@@ -580,7 +607,7 @@ def migrate(
         cur.execute("SELECT pg_advisory_xact_lock(%s)", (_lock_key(schema),))
         # Another node may have migrated while we waited for the lock: re-read (in
         # READ COMMITTED, the default, this statement sees what it committed).
-        current = read_version(conn, schema)
+        current = version_of(conn, schema, name)
         if current > SCHEMA_VERSION:
             raise StoreVersionError(
                 name,

@@ -272,7 +272,7 @@ def migrate_unused(url: str, *, only_create: bool = False) -> bool:
         raise StoreError(display, f"cannot connect: {_reason(exc)}") from None
     what = "create" if only_create else "migrate"
     try:
-        new = _pg_schema.read_version(conn, schema) == 0
+        new = _pg_schema.version_of(conn, schema, display) == 0
         if only_create:
             # (no node runs a schema that is not there: no node lock to take; creators
             # at once, nodes included, take turns in ``migrate``, which reads again)
@@ -540,7 +540,7 @@ class PostgresStore(PgWritePath, StoreShortcuts):
         server is a :class:`~garrison.StoreError` naming the schema and what to do."""
         schema = self.schema
         try:
-            version = _pg_schema.read_version(conn, schema)
+            version = _pg_schema.version_of(conn, schema, self.path)
         except pg_errors.InsufficientPrivilege as exc:
             raise StoreError(self.path, f"cannot read schema {schema!r}: {_reason(exc)} "
                              f"(the role needs USAGE on the schema and access to its "
