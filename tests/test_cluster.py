@@ -653,6 +653,29 @@ async def test_a_drain_moves_waiting_workflows_at_once_with_their_timers(
         look.close()
 
 
+async def test_a_drain_records_the_step_in_flight_before_the_workflow_moves(
+        postgres_url: str, nodes: list[Node]) -> None:
+    """A drain asked while a step runs hands the workflow over after that step's
+    outcome is recorded (README, Drain): the other node goes on from the next step.
+    With a step's outcome riding with the workflow's next commit, the hand-over
+    dropped it, and the other node ran the step again."""
+    import cluster_app
+    import trio
+
+    nodes.append(Node.start(postgres_url, "b", LEASE))
+    async with garrison.open_node(store=postgres_url, name="t", lease="30s") as node:
+        await node.start_workflow(cluster_app.steps, 2, 1.0, id="d")
+        await trio.sleep(0.3)  # its first step runs here
+        node.drain()
+        with trio.fail_after(10):
+            await node.drained()
+        with trio.fail_after(15):
+            assert await node.workflow("d").result() == [0, 1]
+        ran = [r.outcome["ok"]["node"] for r in node.workflow("d").history()
+               if r.kind == "activity"]
+        assert ran == ["?", "b"], ran  # ("?": this process, t, names no GARRISON_NODE)
+
+
 async def test_a_drain_moves_a_workflow_waiting_to_retry_an_activity_at_once(
         postgres_url: str, nodes: list[Node]) -> None:
     """A workflow awaiting an activity's retry (its backoff recorded as a timer) read

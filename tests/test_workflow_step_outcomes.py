@@ -45,6 +45,16 @@ async def step_then_gate() -> int:
     return x
 
 
+async def step_gate_continue(n: int) -> int:
+    """A step, an await that is not the workflow's own, then (in the first run) a
+    continue_as_new while the host's flush of the step's outcome is in flight."""
+    x = await inc(n)
+    await RELEASE[0].wait()
+    if n < 1:
+        workflow.continue_as_new(n + 1)
+    return x + await inc(100) + await inc(200)
+
+
 async def step_then_await_started() -> int:
     handle = workflow.start(held)
     x = await inc(1)
@@ -104,3 +114,22 @@ async def test_awaiting_a_started_activity_commits_a_step_first(
         assert _steps(node, "w") == ["inc"]  # at once, not PARKED_DELAY later
         RELEASE[0].set()
         assert await node.workflow("w").result() == 102
+
+
+async def test_continue_as_new_waits_for_the_flush_of_a_left_outcome(
+        tmp_path: Path, autojump_clock: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The host's flush of a step's outcome is in flight (slow) when the run continues
+    as new: the new run's reset was committed first, and the flush then put the old
+    run's record in the new run's journal (a UNIQUE failure at the new run's step, and
+    on the next node that step's value taken from the old run: 303, not 304)."""
+    from _commit_faults import slow_commits
+
+    async with garrison.open_node(store=str(tmp_path / "s.db")) as node:
+        slow_commits(monkeypatch, node.hosts["workflows"].store, "activity", seq=1,
+                     wid="w", seconds=1)
+        await node.start_workflow(step_gate_continue, 0, id="w")
+        await trio.sleep(0.2)  # (the flush, begun at PARKED_DELAY, takes a second)
+        RELEASE[0].set()
+        with trio.fail_after(30):
+            assert await node.workflow("w").result() == 2 + 101 + 201
+    assert RAN == [0, 1, 100, 200]

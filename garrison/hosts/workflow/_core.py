@@ -21,7 +21,13 @@ import trio
 
 from ... import _observe, _trio_fast
 from ..._context import ActivityScope, WorkflowScope, activity_owner
-from ..._errors import GarrisonError, NotInProcess, StoreError, WorkflowCancelled
+from ..._errors import (
+    GarrisonError,
+    NotInProcess,
+    StoreError,
+    WorkflowCancelled,
+    WorkflowMoved,
+)
 from ...actors._cancel_switch import CancelSwitch
 from ...actors._flag import Flag
 from ...actors._runtime import runtime_var
@@ -378,9 +384,11 @@ class WorkflowCore(Caller, WorkflowScope):
 
     def buffer_left(self) -> bool:
         """Whether records sit in the buffer of a workflow that runs on, with no store
-        failure: what ``flush_soon`` may write."""
-        return (self._buffer is not None and self.store_error is None
-                and self.kill_reason is None and not self.done.is_set())
+        failure (a drain's hand-over is none: it records what was done before it
+        moves): what ``flush_soon`` may write."""
+        return (self._buffer is not None and self.kill_reason is None
+                and not self.done.is_set()
+                and (self.store_error is None or isinstance(self.store_error, WorkflowMoved)))
 
     async def flush_left(self) -> None:
         """The node stops this run where it is (not parked: parking commits first):
@@ -392,6 +400,8 @@ class WorkflowCore(Caller, WorkflowScope):
         with trio.CancelScope(shield=True):
             try:
                 await self._flush(self.take_buffer())
+            except WorkflowMoved:
+                pass  # (its lease lapsed: another node runs it from its last commit)
             except Exception as exc:
                 log.warning("workflow %s: what it recorded since its last commit could not "
                             "be written as the node stopped (%s); the next node runs it from "

@@ -246,7 +246,9 @@ class WorkflowInstance(Waits, Activities, Interop):
             else:
                 scope.__exit__(None, None, None)
             if self.store_error is not None:
-                self.stop_on_store_error(self.store_error)  # nothing more can be recorded
+                if isinstance(self.store_error, WorkflowMoved):  # (a drain: what it did
+                    await self.flush_left()  # is recorded before it moves, a step's outcome
+                self.stop_on_store_error(self.store_error)  # left included; nothing more
                 return
             if final is None:
                 if self.kill_reason is None:
@@ -424,7 +426,10 @@ class WorkflowInstance(Waits, Activities, Interop):
             first["names"] = self.held_names
         tx.append_journal(self.wid, 0, JournalKind.CONTINUED, "",
                           RawJson(_dumps(first)), time=now)
-        await self.store.commit(tx)
+        # (after a flush of buffered records in flight, as every commit: the host's
+        # flush of a step's outcome, landing after this reset, would put the old run's
+        # record in the new run's journal)
+        await self.commit_checked(tx)
         self.input_plain = _loads(text)
         self.run_id = run_id
         self.continued = True
