@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import json
-import time
 from typing import Any
 
 from . import _store_tools as tools
@@ -74,16 +73,23 @@ def _nodes(args: argparse.Namespace) -> None:
             else:
                 print(f"draining {args.name}")
             return
-        nodes = cluster.nodes()
-        now = time.time()
+        try:
+            nodes = cluster.nodes()
+            now = cluster.server_now()  # (the clock leases and heartbeats are kept in)
+        finally:
+            cluster.close()
         if args.json:
             print(json.dumps([{"name": n.name, "status": n.status, "started": _iso(n.started),
                                "heartbeat": _iso(n.heartbeat), "workflows": n.workflows,
-                               "epoch": n.epoch, **n.info} for n in nodes]))
+                               "epoch": n.epoch, "lease_lapsed": n.lease_until < now,
+                               **n.info} for n in nodes]))
             return
+        # a node whose lease lapsed is gone for the cluster (its workflows are claimed,
+        # its name free), though no live node has marked it lost yet (none may be left)
         rows = [("NAME", "STATUS", "STARTED", "HEARTBEAT", "WORKFLOWS")]
-        rows += [(n.name, n.status, _iso(n.started), f"{max(now - n.heartbeat, 0):.1f}s ago",
-                  str(n.workflows)) for n in nodes]
+        rows += [(n.name, n.status + (", lease lapsed" if n.lease_until < now else ""),
+                  _iso(n.started), f"{max(now - n.heartbeat, 0):.1f}s ago", str(n.workflows))
+                 for n in nodes]
         widths = [max(len(r[i]) for r in rows) for i in range(5)]
         for r in rows:
             print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())

@@ -9,6 +9,7 @@ recorded once, in order, and never by a node after its workflows were taken over
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -380,6 +381,34 @@ def test_a_drain_asked_of_a_node_that_then_lost_its_lease_is_kept(
         assert "a drain was asked of it before its lease lapsed: it drains now" in c.stderr()
     finally:
         look.close()
+
+
+def test_a_node_replaces_a_hung_one_of_its_name_once_its_lease_lapsed(
+        postgres_url: str, nodes: list[Node], capsys: pytest.CaptureFixture[str]) -> None:
+    """A lone node hangs (SIGSTOP) past its lease: its connections live on, so no one
+    took it for dead, and with no other node to mark it lost, a node started under its
+    name was refused (``StoreLocked``: taken by a live node) until one with another name
+    came; ``garrison nodes`` listed it ``active`` while ``nodes drain`` said no live
+    node had the name. The joining node marks lapsed leases lost first, and the list
+    says the lease lapsed."""
+    import trio
+
+    from garrison._cli import main
+
+    a = Node.start(postgres_url, "a", LEASE)
+    nodes.append(a)
+    a.pause()
+    time.sleep(LEASE + 1)
+    assert main(["nodes", "--store", postgres_url]) == 0
+    listed = capsys.readouterr().out
+    assert re.search(r"^a +active, lease lapsed ", listed, re.M), listed
+
+    async def replace() -> None:
+        async with garrison.open_node(store=postgres_url, name="a", lease="30s") as node:
+            assert [(n.name, n.status) for n in node.cluster()] == [("a", "active")]
+
+    trio.run(replace)
+    a.resume()
 
 
 def test_garrison_runs_started_line_names_a_singleton_service(

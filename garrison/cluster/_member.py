@@ -290,6 +290,10 @@ class ClusterMember:
         sent = time.monotonic()  # (the row's lease_until is the server's now + lease)
         try:
             refused = self._refused_names()  # (a node joining again still refuses them)
+            # nodes whose lease lapsed are lost, as any live node would mark them: one of
+            # this name (hung, not dead: its connections live on) no longer holds the
+            # name when no other node is there to mark it
+            self.pg.mark_lost()
             self.pg.join(epoch, {**self.info, "limits": self._shared_limits(),
                                  "refused": refused})
         except BaseException:

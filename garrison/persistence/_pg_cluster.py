@@ -661,6 +661,10 @@ class PgCluster:
                    (MESSAGE_TTL,))
 
     # -- reading -------------------------------------------------------------------
+    def server_now(self) -> float:
+        """The database server's clock (unix seconds), which leases are kept in."""
+        return float(self._rows("SELECT {s}.now_s()")[0][0])
+
     def nodes(self, *, all_rows: bool = False) -> list[ClusterNode]:
         """The live nodes (every row with ``all_rows``), by name."""
         s = self._s
