@@ -189,3 +189,37 @@ async def test_a_workflow_sends_to_a_plain_process_of_another_node(postgres_url:
                 assert await a.wait(p) == [0, 1, 2]
             await _until(lambda: b.stats()["messages"] >= 3, "3 messages counted", 10)
             assert b.stats()["dead_letters"] == 0
+
+
+def test_a_name_taken_while_a_node_registers_it_names_its_holder(postgres_url: str) -> None:
+    """Two nodes register one cluster name at once: the second's insert waits for the
+    first's transaction, and once it commits the conflict sees its row, but the
+    statement's own snapshot did not, and the refusal read ``already registered in the
+    cluster by None``. The holder is read again by a statement of its own."""
+    import threading
+
+    import psycopg
+
+    from garrison.persistence import PostgresStore
+    from garrison.persistence._pg_cluster import PgCluster
+
+    with PostgresStore(postgres_url) as store, \
+            psycopg.connect(postgres_url, autocommit=True) as first, \
+            psycopg.connect(postgres_url, autocommit=True) as second:
+        first.execute("INSERT INTO garrison.nodes (epoch, name, status, started, heartbeat, "
+                      "lease, lease_until) VALUES (7, 'h', 'active', 0, 0, 10, 1e12)")
+        got: list[str | None] = []
+        with first.transaction():
+            first.execute("INSERT INTO garrison.names (name, pid, epoch) "
+                          "VALUES ('X', 'workflows/w1', 7)")
+            racer = threading.Thread(target=lambda: got.append(
+                PgCluster(store).register_name(second, "X", "processes/p2", epoch=7)))
+            racer.start()
+            deadline = time.monotonic() + 10  # until it waits for this transaction
+            while not first.execute("SELECT count(*) FROM pg_locks WHERE NOT granted"
+                                    ).fetchone()[0]:  # type: ignore[index]
+                assert time.monotonic() < deadline and racer.is_alive()
+                time.sleep(0.01)
+            assert not got
+        racer.join(10)
+        assert got == ["workflows/w1"]

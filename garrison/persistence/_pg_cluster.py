@@ -128,6 +128,11 @@ def _join_lock(schema: str) -> int:
     return int.from_bytes(digest, "big", signed=True)
 
 
+#: how many times :meth:`PgCluster.register_name` tries when the name's holder keeps
+#: releasing it between its statements
+_NAME_TRIES = 5
+
+
 @attrs.frozen
 class ClusterNode:
     """A live node of a cluster (``node.cluster()``, ``garrison nodes``).
@@ -594,16 +599,29 @@ class PgCluster:
         s = self._s
         if epoch is None:
             epoch = self.epoch
-        row = conn.execute(
-            f"WITH t AS (INSERT INTO {s}.names (name, pid, epoch) VALUES (%s, %s, %s) "
-            "ON CONFLICT (name) DO UPDATE SET pid = EXCLUDED.pid, epoch = EXCLUDED.epoch "
-            "WHERE names.pid = EXCLUDED.pid OR NOT EXISTS (SELECT 1 FROM "
-            f"{s}.nodes n WHERE n.epoch = names.epoch AND n.status IN ('active', 'draining')) "
-            f"RETURNING 1) SELECT (SELECT count(*) FROM t), "
-            f"(SELECT pid FROM {s}.names WHERE name = %s)",
-            (name, pid, epoch, name)).fetchone()
-        taken, holder = row
-        return None if taken else str(holder)
+        for _ in range(_NAME_TRIES):
+            row = conn.execute(
+                f"WITH t AS (INSERT INTO {s}.names (name, pid, epoch) VALUES (%s, %s, %s) "
+                "ON CONFLICT (name) DO UPDATE SET pid = EXCLUDED.pid, epoch = EXCLUDED.epoch "
+                "WHERE names.pid = EXCLUDED.pid OR NOT EXISTS (SELECT 1 FROM "
+                f"{s}.nodes n WHERE n.epoch = names.epoch AND n.status IN "
+                f"('active', 'draining')) RETURNING 1) SELECT (SELECT count(*) FROM t), "
+                f"(SELECT pid FROM {s}.names WHERE name = %s)",
+                (name, pid, epoch, name)).fetchone()
+            taken, holder = row
+            if taken:
+                return None
+            if holder is None:
+                # the holder's row was committed while this statement waited for it: the
+                # conflict saw it, this statement's snapshot (its SELECT) did not; a
+                # statement of its own sees it (or, released since, the name is free)
+                again = conn.execute(f"SELECT pid FROM {s}.names WHERE name = %s",
+                                     (name,)).fetchone()
+                holder = None if again is None else again[0]
+            if holder is not None:
+                return str(holder)
+        raise StoreError(self.store.path, f"cluster name {name!r} was taken and released "
+                         f"{_NAME_TRIES} times while this node registered it: try again")
 
     def unregister_name(self, conn: Any, name: str, pid: str,
                         epoch: int | None = None) -> None:
