@@ -303,7 +303,10 @@ async def test_a_recovered_workflows_link_to_a_process_of_a_third_node_hears_noc
         with trio.fail_after(15):  # (a alone runs workflows yet: it claims W)
             while look.owners().get("W") != "a":
                 await trio.sleep(0.05)
-        c = Node.start(postgres_url, "c", LEASE, echo=True)
+        # (c's one slot is taken by a workflow of its own: a node b slow to start, under
+        # load, found W claimed by c already, the live node when a's lease lapsed)
+        c = Node.start(postgres_url, "c", LEASE, echo=True, start=1, steps=100_000,
+                       delay=1.0, max_concurrent=1)
         nodes.append(c)
         with trio.fail_after(30):
             while not (echo := [str(p) for n, p, _e in look.store._query(

@@ -191,7 +191,7 @@ async def test_workflows_waiting_for_a_group_commit_hold_few_objects(tmp_path, m
         write = store._group._write_batch
 
         def census(batch: list) -> None:
-            if len(batch) == n:  # the starts', then each of the ten steps'
+            if len(batch) == n:  # the starts', then each of the first nine steps'
                 gc.collect()
                 held.append(_tracked() - base)
             write(batch)
@@ -204,7 +204,10 @@ async def test_workflows_waiting_for_a_group_commit_hold_few_objects(tmp_path, m
         for i in range(n):
             assert await node.workflow(f"w{i}").result() == i + 10
     store.close()
-    assert len(held) == 11, held  # one batch of starts and one per step: all waited
+    # one batch of starts and one per step but the last, whose outcome rides with each
+    # workflow's end (a batch of all 200 ends only if every end came in one pass):
+    # every step waited in a full batch
+    assert len(held) in (10, 11), held
     per_workflow = max(held) / n
     assert per_workflow < 28.5, f"{per_workflow:.1f} tracked objects per waiting workflow"
 
