@@ -1002,17 +1002,20 @@ async def test_terminating_a_pending_workflow_ends_it_at_once(store_spec: str,
             await node.workflow("victim").result()
 
 
-def _slow_admission(monkeypatch: pytest.MonkeyPatch, store: Any, wid: str) -> None:
-    """The commit that takes ``wid`` out of the queue to run it (its admission) takes
-    a second more: out of the queue, and no task of its own yet."""
+async def _victim_being_admitted(node: garrison.Node, monkeypatch: pytest.MonkeyPatch
+                                 ) -> None:
+    """On a node with one slot: ``victim`` waits behind ``hog``; ``hog`` ends, and the
+    commit that takes ``victim`` out of the queue to run it (its admission) takes a
+    second more. Returns half-way through it: out of the queue, no task of its own."""
     from garrison.persistence import Op
 
+    store = node.hosts["workflows"].store
     commit = type(store).commit
 
     def admits(params: Any, op: Any) -> bool:
         if op is Op.ADMIT:
-            return f'"{wid}"' in params[1]
-        return op is Op.UPDATE_WORKFLOW and params[0] == wid and \
+            return '"victim"' in params[1]
+        return op is Op.UPDATE_WORKFLOW and params[0] == "victim" and \
             ("status", "running") in params[2]
 
     async def slow(self: Any, tx: Any) -> list[Any]:
@@ -1021,6 +1024,11 @@ def _slow_admission(monkeypatch: pytest.MonkeyPatch, store: Any, wid: str) -> No
         return await commit(self, tx)
 
     monkeypatch.setattr(type(store), "commit", slow)
+    await node.start_workflow(app.waits_for_go, id="hog")
+    await node.start_workflow(app.job, id="victim")
+    await node.send("workflows/hog", "go", "x")
+    await node.workflow("hog").result()
+    await trio.sleep(0.5)
 
 
 async def test_a_terminate_while_a_pending_workflow_is_admitted(
@@ -1029,12 +1037,7 @@ async def test_a_terminate_while_a_pending_workflow_is_admitted(
     ends it ``failed`` without running its code, and returns once it has (it ran and
     completed, the terminate lost)."""
     async with garrison.open_node(store=store_spec, max_concurrent=1) as node:
-        _slow_admission(monkeypatch, node.hosts["workflows"].store, "victim")
-        await node.start_workflow(app.waits_for_go, id="hog")
-        await node.start_workflow(app.job, id="victim")
-        await node.send("workflows/hog", "go", "x")
-        await node.workflow("hog").result()
-        await trio.sleep(0.5)  # (its admission in flight)
+        await _victim_being_admitted(node, monkeypatch)
         with trio.fail_after(5):
             await node.workflow("victim").terminate("stop")
         assert node.workflow("victim").status() == "failed"
@@ -1049,12 +1052,7 @@ async def test_stats_count_a_workflow_being_admitted_as_pending(
     ``stats()`` counted it ``running``, and a rate-limited queue read ``running 5``
     with one workflow ever admitted."""
     async with garrison.open_node(store=store_spec, max_concurrent=1) as node:
-        _slow_admission(monkeypatch, node.hosts["workflows"].store, "victim")
-        await node.start_workflow(app.waits_for_go, id="hog")
-        await node.start_workflow(app.job, id="victim")
-        await node.send("workflows/hog", "go", "x")
-        await node.workflow("hog").result()
-        await trio.sleep(0.5)  # (its admission in flight)
+        await _victim_being_admitted(node, monkeypatch)
         counts = node.stats()["workflow_queues"]["workflows"]
         assert (counts["pending"], counts["running"]) == (1, 0)
         await node.workflow("victim").result()
