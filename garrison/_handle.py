@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -63,17 +65,35 @@ class WorkflowHandle:
         Raises ``WorkflowFailed`` (with the workflow's ``ErrorInfo``),
         ``WorkflowCancelled``, or the ``NonDeterminismError`` that blocks it.
         """
-        return await self.host.result(self.workflow_id)
+        with self._store_open("wait for the result of"):
+            return await self.host.result(self.workflow_id)
 
     def status(self) -> WorkflowStatus:
         """``pending``, ``running``, ``sleeping``, ``waiting``, ``blocked``,
         ``completed``, ``failed`` or ``cancelled``."""
-        return self.host.status(self.workflow_id)
+        with self._store_open("read the status of"):
+            return self.host.status(self.workflow_id)
 
     def history(self) -> list[JournalRecord]:
         """The journal: records with ``.seq``, ``.kind``, ``.name``, ``.outcome``, ``.time``."""
-        self.host.status(self.workflow_id)  # NoSuchWorkflow for an unknown id
-        return self.host.store.journal(self.workflow_id)
+        with self._store_open("read the history of"):
+            self.host.status(self.workflow_id)  # NoSuchWorkflow for an unknown id
+            return self.host.store.journal(self.workflow_id)
+
+    @contextlib.contextmanager
+    def _store_open(self, doing: str) -> Iterator[None]:
+        """A use of the store, which a node that has stopped has closed: its error names
+        the node and how to reach the store instead of the store's bare ``is closed``."""
+        try:
+            yield
+        except RuntimeError as exc:
+            if not self.node.stopped or "is closed" not in str(exc):
+                raise
+            raise RuntimeError(
+                f"cannot {doing} workflow {self.workflow_id!r}: node {self.node.name!r} "
+                f"has stopped, and its store with it (use the store itself: garrison "
+                f"workflows --store PATH ..., or garrison.persistence.open_store(PATH))"
+            ) from None
 
     async def signal(self, topic: str, payload: Any = None) -> None:
         """Send the workflow a message (committed to its inbox before this returns).
@@ -84,7 +104,8 @@ class WorkflowHandle:
         ``garrison workflows signal`` refuses it."""
         if isinstance(topic, str):  # (another type: node.send's TypeError)
             check_signal_topic(topic)
-        await self.host.read_status(self.workflow_id)  # NoSuchWorkflow for an unknown id
+        with self._store_open("signal"):
+            await self.host.read_status(self.workflow_id)  # NoSuchWorkflow if unknown
         await self.node.send(self.pid, topic, payload)
 
     async def cancel(self) -> None:
@@ -92,8 +113,9 @@ class WorkflowHandle:
         operation, may compensate, and ends ``cancelled``. Returns once requested."""
         import trio
 
-        if not await self.host.cancel_workflow(self.workflow_id):
-            await self.host.read_status(self.workflow_id)  # NoSuchWorkflow if unknown
+        with self._store_open("cancel"):
+            if not await self.host.cancel_workflow(self.workflow_id):
+                await self.host.read_status(self.workflow_id)  # NoSuchWorkflow if unknown
         await trio.lowlevel.checkpoint()
 
     async def terminate(self, reason: str | None = None) -> None:
@@ -106,9 +128,10 @@ class WorkflowHandle:
         refused), nothing ended."""
         from .hosts.workflow import terminate_workflow
 
-        await terminate_workflow(self.host, self.workflow_id,
-                                 "terminated by WorkflowHandle.terminate()" if reason is None
-                                 else reason)
+        with self._store_open("terminate"):
+            await terminate_workflow(self.host, self.workflow_id,
+                                     "terminated by WorkflowHandle.terminate()"
+                                     if reason is None else reason)
 
     async def retry(self) -> str:
         """Resume a ``failed`` or ``blocked`` workflow by replay from its journal: it runs
@@ -126,8 +149,9 @@ class WorkflowHandle:
         """A value the workflow stored with ``workflow.set_state`` (committed ones);
         ``default`` for a key it has not set, ``NoSuchWorkflow`` for an unknown id."""
         check_state_key(key, "WorkflowHandle.state()")
-        self.host.status(self.workflow_id)  # NoSuchWorkflow for an unknown id
-        return self.host.store.get_state(self.workflow_id, key, default)
+        with self._store_open(f"read state {key!r} of"):
+            self.host.status(self.workflow_id)  # NoSuchWorkflow for an unknown id
+            return self.host.store.get_state(self.workflow_id, key, default)
 
     def promise(self, name: str) -> PromiseHandle:
         """The workflow's durable promise ``name``, to resolve or reject from outside

@@ -530,6 +530,8 @@ class Node:
         first, filtered by status (one or several) and search attributes."""
         from ._handle import WorkflowSummary
 
+        if self._closed:  # (its stores are closed: not their bare "is closed")
+            raise RuntimeError(f"cannot list workflows: {self._closed_text()}")
         h = self._workflow_host(host)
         if status is not None and not isinstance(status, str | Iterable):
             raise TypeError(f"node.workflows(status=...) takes a status or several (a list), "

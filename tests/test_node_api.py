@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import trio
 import trio.testing
@@ -269,6 +271,30 @@ async def test_a_closed_node_refuses_a_send_or_call_instead_of_dropping_it() -> 
     with pytest.raises(ProcessError, match=r"cannot call: node 'gone' is closed"):
         await node.call(pid, "ping", 1)
     assert node.stats()["dead_letters"] == 0
+
+
+async def test_a_handle_kept_past_its_node_names_the_node(tmp_path: Path) -> None:
+    """A handle (and ``node.workflows()``) used after its node's block: what reads the
+    store failed with the store's bare "store '<path>' is closed"; each names the node,
+    says it stopped, and how to reach the store instead. (What the node knew in memory
+    still answers: this parked workflow's status, its result() saying it did not end
+    here.)"""
+    async with garrison.open_node(name="gone", store=str(tmp_path / "s.db")) as node:
+        await node.start_workflow(app.sleeper, "1h", id="w1")
+    handle = node.workflow("w1")
+    said = (r"workflow 'w1': node 'gone' has stopped, and its store with it \(use the "
+            r"store itself: garrison workflows --store PATH")
+    for doing, call in [("read the history of", handle.history),
+                        ("read state 'k' of", lambda: handle.state("k"))]:
+        with pytest.raises(RuntimeError, match=rf"^cannot {doing} {said}"):
+            call()
+    for doing, acall in [("cancel", handle.cancel), ("terminate", handle.terminate)]:
+        with pytest.raises(RuntimeError, match=rf"^cannot {doing} {said}"):
+            await acall()
+    with pytest.raises(RuntimeError, match=r"^cannot list workflows: node 'gone' is closed"):
+        node.workflows()
+    with pytest.raises(ProcessError, match=r"^cannot send: node 'gone' is closed"):
+        await handle.signal("go")
 
 
 async def _spawns_on_no_host() -> str:
