@@ -133,3 +133,53 @@ async def test_continue_as_new_waits_for_the_flush_of_a_left_outcome(
         with trio.fail_after(30):
             assert await node.workflow("w").result() == 2 + 101 + 201
     assert RAN == [0, 1, 100, 200]
+
+
+@garrison.activity
+def plain_inc(x: int) -> int:
+    """A plain function: it runs in a worker thread."""
+    return x + 1
+
+
+async def plain_steps_then_sleep() -> float:
+    start = workflow.now()
+    x = await plain_inc(0)
+    x = await plain_inc(x)
+    await workflow.sleep(10)
+    return (workflow.now() - start).total_seconds()
+
+
+async def test_plain_steps_arm_no_timer_a_test_clock_would_jump_to(
+        tmp_path: Path, autojump_clock: Any) -> None:
+    """A plain activity's outcome is committed at once: left in the buffer, it armed the
+    host's flush timer while the next step worked in its thread, and the autojump clock
+    of a test jumped to it (the workflow saw 10.05 s pass in a sleep of 10)."""
+    async with garrison.open_node(store=str(tmp_path / "s.db")) as node:
+        await node.start_workflow(plain_steps_then_sleep, id="w")
+        # (no virtual deadline around it: the clock would jump to it while a thread works)
+        assert await node.workflow("w").result() == 10.0
+
+
+async def test_a_failed_flush_of_a_left_outcome_stops_the_workflow(
+        tmp_path: Path, autojump_clock: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The host's flush of a step's outcome fails for good while the code awaits
+    something that is not the workflow's own: the workflow ran on unaware, ``running``,
+    its ``result()`` waiting for ever; it stops where it is (``blocked`` in memory,
+    nothing recorded as its outcome), as at any durable operation."""
+    from _commit_faults import failing_commits
+
+    db = str(tmp_path / "s.db")
+    async with garrison.open_node(store=db) as node:
+        failing_commits(monkeypatch, node.hosts["workflows"].store, "activity", seq=1,
+                        wid="w", then="all",
+                        error=garrison.StoreError(db, "database or disk is full"))
+        await node.start_workflow(step_then_gate, id="w")
+        with trio.fail_after(5), pytest.raises(garrison.StoreError, match="disk is full"):
+            await node.workflow("w").result()
+        assert node.workflow("w").status() == "blocked"
+    monkeypatch.undo()
+    RELEASE[0].set()
+    async with garrison.open_node(store=db) as node:  # the next node runs it again
+        with trio.fail_after(5):
+            assert await node.workflow("w").result() == 2
+    assert RAN == [1, 1]

@@ -362,7 +362,7 @@ class Activities(WorkflowCore):
         value = plain
         if failure is None and hint is not Any and not (type(plain) is hint and hint in PLAIN):
             value, failure = _restored(plain, hint, name)  # (structure's own test above)
-        if failure is None and self.store_error is None:
+        if failure is None and self.store_error is None and _is_async(fn):
             # The outcome rides with the workflow's next commit: the one before its next
             # effect (another activity, a call's request...), its wait, or its end; a
             # workflow of sequential steps writes one commit a step and its last step
@@ -371,7 +371,10 @@ class Activities(WorkflowCore):
             # would. Code that awaits something else has it flushed by the host
             # (outcome_left). The next activity's commit is the step's scheduler pass.
             # (A workflow handed over meanwhile, a drain's WorkflowMoved in store_error,
-            # records it now instead, in _activity_done: its next operation stops it.)
+            # records it now instead, in _activity_done: its next operation stops it. So
+            # does a plain function's, run in a worker thread: its step costs a thread
+            # switch anyway, and the host's flush timer armed while the next one works in
+            # its thread moved a test's autojump clock on by PARKED_DELAY.)
             tx = self.buffered()
             self.record(tx, seq, _ACTIVITY, name, '{"ok":' + text + "}", attempt)
             if self.timers:

@@ -381,6 +381,8 @@ class WorkflowCore(Caller, WorkflowScope):
             except Exception as exc:  # a store failure is kept as store_error: the
                 if self.store_error is None:  # waiters raise it; anything else ends the run
                     self.stop_with(ErrorInfo.from_exception(exc))
+                elif self.scope is not None:  # and the run stops where it is (its code may
+                    self.scope.cancel()  # await something else: it would run on unaware)
 
     def buffer_left(self) -> bool:
         """Whether records sit in the buffer of a workflow that runs on, with no store
