@@ -313,8 +313,7 @@ class Activities(WorkflowCore):
             # one object less held by each step waiting for its batch
             self._buffer = None
             try:
-                await (self.store.commit(buf) if not _observe.active
-                       else _observe.workflow_commit(self, buf))
+                await self._committing(buf)
             except Exception as exc:
                 self._raise_store_failure(exc)
                 raise

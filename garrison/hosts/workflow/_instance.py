@@ -246,9 +246,11 @@ class WorkflowInstance(Waits, Activities, Interop):
             else:
                 scope.__exit__(None, None, None)
             if self.store_error is not None:
-                if isinstance(self.store_error, WorkflowMoved):  # (a drain: what it did
-                    await self.flush_left()  # is recorded before it moves, a step's outcome
-                self.stop_on_store_error(self.store_error)  # left included; nothing more
+                # a drain's hand-over (WorkflowMoved) records what it did before it moves,
+                # a step's outcome left included (flush_left writes nothing for another
+                # store failure); nothing more can be recorded
+                await self.flush_left()
+                self.stop_on_store_error(self.store_error)
                 return
             if final is None:
                 if self.kill_reason is None:
