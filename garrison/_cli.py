@@ -268,6 +268,7 @@ async def _serve(config: Any, root: Any, label: str | None, store: str | None,
     opened: list[Any] = []  # the node, once it runs
     starting: list[Any] = []  # the node, while it starts
     printed: list[str] = []  # the root's result: the last line, once the node stopped
+    gave_up: list[BaseException] = []  # the error of a clustered node's store that gave up
     # listen before the node starts, so a signal during start-up is not fatal
     with _listening() as signals:
         async with trio.open_nursery() as watchers:
@@ -293,6 +294,7 @@ async def _serve(config: Any, root: Any, label: str | None, store: str | None,
                 opened.append(node)
                 if node.clustered:
                     console.start_soon(exit_when_drained, node, running)
+                    console.start_soon(exit_when_store_gave_up, node, running, gave_up)
                 with running:
                     # a signal while the node started: it stops now (no console, no
                     # banner, no root), as after a signal once it ran
@@ -328,6 +330,8 @@ async def _serve(config: Any, root: Any, label: str | None, store: str | None,
                             code = 1
                 console.cancel_scope.cancel()
             watchers.cancel_scope.cancel()
+    if gave_up:
+        code = 1
     for line in printed:  # after the node's shutdown logs: the run's last word
         print(line, flush=True)
     return code
@@ -477,6 +481,22 @@ async def exit_when_drained(node: Any, running: trio.CancelScope) -> None:
     await node.drained()
     log.info("node %s drained: its workflows are left to the other nodes (with none "
              "live, they wait in the store for the next node); shutting down", node.name)
+    running.cancel()
+
+
+async def exit_when_store_gave_up(node: Any, running: trio.CancelScope,
+                                  gave_up: list[BaseException]) -> None:
+    """End ``garrison run`` (exit 1) once its clustered node left the cluster because
+    its store gave up writing (past ``retry_for``, a server that lost confirmed commits,
+    a schema migrated past this release): the other nodes took its workflows, and a node
+    that ran on would only serve its processes without recording a workflow. Exiting
+    lets whatever runs it (systemd, Kubernetes) start it again: it joins anew."""
+    from ._node import store_gave_up
+
+    error = await store_gave_up(node)
+    gave_up.append(error)
+    _run_failed(f"node {node.name} left the cluster: its store gave up; shutting down "
+                "(start it again to join anew)", error)
     running.cancel()
 
 

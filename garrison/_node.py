@@ -826,6 +826,26 @@ class Node:
             store.close()
 
 
+async def store_gave_up(node: Node) -> BaseException:
+    """Wait until a clustered ``node`` left its cluster for good because its store
+    gave up writing (``node.stats()["cluster"][host]["left"]``); the store's error.
+    ``garrison run`` then stops the node and exits 1, so that whatever runs it (systemd,
+    Kubernetes) starts it again and it joins anew. Off a cluster it waits for ever."""
+    async with trio.open_nursery() as nursery:
+        failures: list[BaseException] = []
+
+        async def watch(member: Any) -> None:
+            await member.left.wait()
+            failures.append(member.failure)
+            nursery.cancel_scope.cancel()
+
+        for member in node._members:
+            nursery.start_soon(watch, member)
+        if not node._members:
+            await trio.sleep_forever()
+    return failures[0]
+
+
 @contextlib.asynccontextmanager
 async def open_node(config: Any = None, store: Any = None, *,
                     inbox_warning: int | None = INBOX_WARNING,

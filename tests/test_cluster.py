@@ -592,6 +592,46 @@ def test_garrison_nodes_drain_ends_a_garrison_run_node_once_drained(
             run.kill()
 
 
+def test_garrison_run_exits_1_once_its_store_gave_up_and_the_node_left_the_cluster(
+        postgres_url: str, tmp_path: Path) -> None:
+    """A node whose store gave up writing (here: a newer release migrated the schema)
+    leaves the cluster, and the other nodes take its workflows. Its `garrison run` used
+    to run on for ever, out of the cluster, recording nothing, so that nothing that
+    supervises it (systemd, Kubernetes) started it again; it now stops and exits 1,
+    saying why."""
+    import subprocess
+
+    from garrison.persistence._pg_schema import SCHEMA_VERSION
+
+    (tmp_path / "app.py").write_text(
+        "import sys, trio, garrison\n"
+        f"sys.path.insert(0, {str(Path(__file__).resolve().parent / 'cluster')!r})\n"
+        "import cluster_app\n\n"
+        "async def main():\n"
+        "    node = garrison.current_node()\n"
+        "    await node.start_workflow(cluster_app.mailbox, 1, id='g')\n"
+        "    print('started', flush=True)\n"
+        "    await trio.sleep_forever()\n")
+    run = subprocess.Popen([sys.executable, "-m", "garrison", "run", "app.py", "--store",
+                            postgres_url, "--name", "a", "--lease", "1s"], cwd=tmp_path,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    look = Look(postgres_url)
+    try:
+        assert run.stdout is not None and run.stdout.readline().strip() == "started"
+        look.store._query("INSERT INTO garrison.schema_version (version, applied) "
+                          "VALUES (%s, 0) RETURNING 1", (SCHEMA_VERSION + 1,))
+        assert run.wait(20) == 1  # at its next renewal, not never
+        _, err = run.communicate()
+        assert "garrison run: node a left the cluster: its store gave up; shutting down " \
+               "(start it again to join anew): " in err, err
+        assert f"schema version {SCHEMA_VERSION + 1}" in err
+        assert [(n.name, n.status) for n in look.nodes(all_rows=True)] == [("a", "lost")]
+    finally:
+        look.close()
+        if run.poll() is None:
+            run.kill()
+
+
 def test_a_start_beyond_max_concurrent_runs_on_a_node_with_room(
         postgres_url: str, nodes: list[Node]) -> None:
     url = postgres_url

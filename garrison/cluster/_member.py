@@ -247,6 +247,10 @@ class ClusterMember:
         self.live_at_join: set[tuple[str, str | None]] = set()
         #: the store gave up writing for good: this node left the cluster for good
         self.gave_up = False
+        #: (trio side) set once the node acted on that: its workflows and singletons left
+        #: it; ``failure`` is the store's error (``garrison run`` exits on it)
+        self.left = trio.Event()
+        self.failure: BaseException | None = None
         #: names of workflows whose code this node cannot import (``module:qualname``:
         #: the import error), never claimed again while it runs: a node of the cluster
         #: that has the code runs them (a rolling deploy)
@@ -686,6 +690,8 @@ class ClusterMember:
             hand_over(host, wf, exc, now=True)
         if self.draining:  # nothing is left to hand over
             self.drained.set()
+        self.failure = error
+        self.left.set()
 
     def drain(self) -> None:
         """Take no new work; hand every workflow over at its next durable point (at once
