@@ -66,6 +66,33 @@ async def _answer(fn) -> None:
     await msg.reply(await fn())
 
 
+@garrison.activity
+async def _start_a_child(wid: str) -> str:
+    """An activity uses the node API: it starts a workflow (by id, so that a retry of
+    the activity gets the same one) and awaits its result."""
+    node = garrison.current_node()
+    await node.start_workflow(node_in_a_workflow, id=wid)
+    return f"{node.name}: {await node.workflow(wid).result()}"
+
+
+@garrison.activity
+def _node_name_in_a_thread() -> str:
+    return garrison.current_node().name
+
+
+async def _node_in_activities() -> list[str]:
+    return [await _start_a_child("from-an-activity"), await _node_name_in_a_thread()]
+
+
+async def test_current_node_in_an_activity(tmp_path: Path, autojump_clock: object) -> None:
+    """API.md: current_node() is the node of the calling process, or of the running
+    garrison.run. Inside an activity (async or in its thread) it raised NotInProcess,
+    naming a `process.node()` that does not exist."""
+    async with garrison.open_node(store=str(tmp_path / "s.db"), name="n1") as node:
+        await node.start_workflow(_node_in_activities, id="acts")
+        assert await node.workflow("acts").result() == ["n1: True", "n1"]
+
+
 def test_current_node_outside_everything():
     with pytest.raises(NotInProcess) as info:
         garrison.current_node()

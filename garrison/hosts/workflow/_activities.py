@@ -101,7 +101,8 @@ def _options(fn: Any, retry: RetryPolicy | None, timeout: float | None, name: st
 class ActivityRuntime(ActivityScope):
     """``garrison.process`` inside an activity of a workflow: plain messaging from the
     workflow's pid, not journaled (at-least-once, like every activity effect):
-    ``send``, ``call`` and ``msg.reply`` work; anything else raises ``NotInProcess``."""
+    ``send``, ``call`` and ``msg.reply`` work, and ``garrison.current_node()`` gives the
+    node; anything else raises ``NotInProcess``."""
 
     __slots__ = ("_wf",)
 
@@ -114,6 +115,12 @@ class ActivityRuntime(ActivityScope):
 
     def current_pid(self) -> Pid:
         return self._wf.pid
+
+    @property
+    def node(self) -> Any:
+        """The node running the activity (``garrison.current_node()`` reads it): an
+        activity may use the node API, e.g. start another workflow."""
+        return self._wf.node
 
     async def send(self, to: Pid | str, topic: str, payload: Any) -> None:
         await self._wf.node.send_message(self._wf.pid, to, topic, payload)
