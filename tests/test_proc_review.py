@@ -447,3 +447,36 @@ async def test_unlink_and_demonitor_by_a_name_nobody_holds_do_nothing(node, auto
     await node.spawn(svc)
     await trio.sleep(0)
     assert await node.wait(await node.spawn(user)) == "ok"
+
+
+async def _cleanup_fails(tag: str) -> None:
+    try:
+        await trio.sleep_forever()
+    finally:
+        raise ValueError(f"cleanup of {tag} failed")
+
+
+async def test_a_cleanup_that_raises_while_the_process_is_ended_is_logged(autojump_clock,
+                                                                           caplog):
+    """A process terminated (or stopped with its node) whose ``finally`` raised: its exit
+    is the kill's reason, and the cleanup's error went nowhere, not even at DEBUG (no
+    silent death: what its cleanup failed to do is worth a line)."""
+    caplog.set_level(logging.DEBUG, logger="garrison")
+    async with garrison.open_node() as node:
+        a = await node.spawn(_cleanup_fails, "a")
+        await node.spawn(_cleanup_fails, "b")
+        await trio.sleep(1)
+
+        async def killer() -> None:
+            await process.terminate(a)
+
+        await node.spawn(killer)
+        with pytest.raises(garrison.ProcessError, match="Terminated"):
+            await node.wait(a)
+    said = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert any("its cleanup raised ValueError: cleanup of a failed while it was being "
+               "ended (Terminated: " in m and "its exit stays Terminated" in m
+               and "Traceback" in m for m in said), said
+    assert any("its cleanup raised ValueError: cleanup of b failed while it was being "
+               "ended (Shutdown: the node is shutting down); its exit stays Shutdown" in m
+               for m in said), said

@@ -187,7 +187,11 @@ class _Process(Caller):
             elif self.kill_reason is not None and self.kill_reason is not _STOPPED:
                 # its code caught the cancellation (or ended shielded from it) and returned
                 # or raised: a kill is not refused, its reason is the exit's (else a
-                # terminate, or a linked failure, would read as a normal exit)
+                # terminate, or a linked failure, would read as a normal exit); what its
+                # cleanup raised meanwhile is logged, not lost
+                if error is not None and error is not self.node.shutdown_reason \
+                        and not logged:
+                    _log_cleanup_failure(self, error, self.kill_reason)
                 result, error = None, self.kill_reason
         except BaseException as exc:
             if not finished:
@@ -533,6 +537,18 @@ def _log_exit(proc: _Process, error: ErrorInfo) -> None:
                       first, extra=fields)
     else:
         log.warning("%s exited abnormally: %s", who, error, extra=fields)
+
+
+def _log_cleanup_failure(proc: _Process, error: ErrorInfo, reason: ErrorInfo) -> None:
+    """A process being ended (``reason``: a terminate, a linked failure, the node's
+    stop) whose code raised ``error`` on the way out (a ``finally`` that failed): its
+    exit is the kill's reason, and the error is logged here, with its traceback, rather
+    than lost (\"no silent death\" holds for its cleanup too)."""
+    who = _who(proc)
+    fields = {"pid": proc.pid, "error": error}
+    tail = f"\n{error.traceback.rstrip()}" if error.traceback else ""
+    log.error("%s: its cleanup raised %s while it was being ended (%s); its exit stays "
+              "%s%s", who, error, reason, reason.type, tail, extra=fields)
 
 
 #: how many distinct tracebacks a host remembers having logged (beyond: all in full)
