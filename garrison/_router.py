@@ -420,8 +420,19 @@ class Router:
             host.remove_monitor(target, watcher)
 
     # ------------------------------------------------------------ stopping others
+    def _refuse_manager(self, target: Pid, by: Pid | None, what: str) -> None:
+        """A process may not stop the node's service manager: the config's services
+        would run on unwatched (a crash never restarted, ``node.services()`` stale)."""
+        services = self.services
+        if by is not None and services is not None and target == services.pid:
+            raise ValueError(
+                f"cannot {what} {target}: it is the node's service manager (registered as "
+                "'garrison.services'), which runs the config's services and stops with the "
+                "node")
+
     async def cancel(self, target: Pid, by: Pid | None, timeout: Any) -> None:
         seconds = timeout_seconds(timeout)
+        self._refuse_manager(target, by, "cancel")
         if self.remote is not None and self.remote.node_of(target) is not None:
             await self.remote.stop(target, by, False, seconds)  # its node escalates
             return
@@ -446,6 +457,7 @@ class Router:
                         reason: ErrorInfo | None = None) -> None:
         """End ``target`` now (trio cancellation); its error is ``Terminated`` naming
         ``by``, or ``reason`` (the node's ``shutdown_reason``: not logged)."""
+        self._refuse_manager(target, by, "terminate")
         if self.remote is not None and self.remote.node_of(target) is not None:
             await self.remote.stop(target, by, True, 0.0)
             return

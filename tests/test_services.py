@@ -905,3 +905,51 @@ def test_what_a_service_does_once_a_requirement_gave_up_is_one_rule() -> None:
     for status in ServiceStatus:
         assert status.without_requirement() == (
             "runs without what it requires" if status in up else "cannot start"), status
+
+
+async def test_no_process_stops_the_service_manager(autojump_clock):
+    """A process could terminate (or cancel) the node's service manager, or end it
+    through a link: the services ran on unwatched, a crash was never restarted,
+    ``node.services()`` said ``running`` with dead pids and ``start_service`` said the
+    node's services were stopping."""
+    svc_app.FAILS["crasher"] = 1
+    cfg = config("""
+        - name: svc_crasher
+          kind: process.service
+          process: crasher
+          input: [crasher, 5]
+          lifecycle: {auto_start: true, restart: {initial_delay: 1s, jitter: 0}}
+    """)
+    refused: list[str] = []
+
+    async def stopper(how: str) -> None:
+        manager = process.lookup("garrison.services")
+        try:
+            if how == "terminate":
+                await process.terminate(manager)
+            else:
+                await process.cancel(manager, timeout=1)
+        except ValueError as exc:
+            refused.append(str(exc))
+
+    async def linked_failure() -> None:
+        process.link(process.lookup("garrison.services"))
+        raise RuntimeError("a linked process failed")
+
+    async with garrison.open_node(config=cfg) as node:
+        manager = node.lookup("garrison.services")
+        for how in ("terminate", "cancel"):
+            await node.wait(await node.spawn(stopper, how))
+        with pytest.raises(garrison.ProcessError):
+            await node.wait(await node.spawn(linked_failure))
+        assert len(refused) == 2 and all(
+            f"{manager}: it is the node's service manager (registered as "
+            "'garrison.services'), which runs the config's services and stops with the "
+            "node" in r for r in refused), refused
+        assert refused[0].startswith("cannot terminate ")
+        assert refused[1].startswith("cannot cancel ")
+        await trio.sleep(10)  # the crash (at 5 s) is restarted, by the same manager
+        assert len(starts("crasher")) == 2
+        assert node.lookup("garrison.services") == manager
+        info = {s.id: s for s in node.services()}["t:svc_crasher"]
+        assert info.status == ServiceStatus.RUNNING and info.restarts == 1

@@ -475,6 +475,8 @@ class Remote:
                 await router.terminate(target, by)
             else:
                 await router.cancel(target, by, seconds if seconds is not None else _INF)
+        except ValueError as exc:  # refused here (the node's service manager)
+            log.warning("node %s: %s (asked by %s, on node %s)", self.name, exc, by, origin)
         finally:
             if ref is not None and origin:
                 self.post(target, {"k": "stopped", "ref": ref}, origin)

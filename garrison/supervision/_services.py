@@ -144,6 +144,9 @@ class ServiceManager:
     async def __call__(self) -> None:
         self.pid = process.pid()
         process.register(MANAGER_NAME)
+        # a process linked to it that fails does not end it (the LINK_DOWN is ignored):
+        # the services would run on unwatched
+        process.set_options(trap_links=True)
         events = process.events()
         for svc in self.order:
             if svc.entry.lifecycle.auto_start and self._may_run(svc):
