@@ -128,3 +128,20 @@ async def ask_slow() -> str:
 async def activity_calls_slow() -> str:
     """A workflow whose activity calls the service ``t:slow``."""
     return await ask_slow()
+
+
+#: the input each start of ``appender`` saw (reset by each test that uses it)
+SEEN: list[object] = []
+
+
+async def appender(cfg: dict) -> None:
+    """Records its input, changes it, then crashes (to be started again)."""
+    SEEN.append(repr(cfg))
+    cfg["items"].append("x")
+    await trio.sleep(1)
+    raise RuntimeError("appender crashed")
+
+
+async def hog(seconds: float) -> None:
+    """Holds a worker of its host for ``seconds``."""
+    await trio.sleep(seconds)

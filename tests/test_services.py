@@ -953,3 +953,59 @@ async def test_no_process_stops_the_service_manager(autojump_clock):
         assert node.lookup("garrison.services") == manager
         info = {s.id: s for s in node.services()}["t:svc_crasher"]
         assert info.status == ServiceStatus.RUNNING and info.restarts == 1
+
+
+async def test_each_start_of_a_service_gets_its_own_copy_of_the_input(autojump_clock):
+    """A service's input was one Python object for every start: what a run appended to
+    it, the next run started with, and so did another service sharing it through a
+    YAML alias (and ``node.config``)."""
+    svc_app.SEEN.clear()
+    cfg = load_config_text(textwrap.dedent("""
+        version: "1.0"
+        namespace: t
+        entries:
+          - {name: m, kind: process.py, source: "svc_app:appender"}
+          - name: one
+            kind: process.service
+            process: m
+            input: [&shared {items: [a]}]
+            lifecycle: {auto_start: true, restart: {max_attempts: 5, initial_delay: 1s}}
+          - {name: two, kind: process.service, process: m, input: [*shared],
+             lifecycle: {auto_start: true, restart: {max_attempts: 5, initial_delay: 1s}}}
+    """), "test.yaml")
+    async with garrison.open_node(config=cfg) as node:
+        await trio.sleep(10)
+        assert node.config.entries["t:one"].input == ({"items": ["a"]},)
+    assert len(svc_app.SEEN) >= 6
+    assert set(svc_app.SEEN) == {"{'items': ['a']}"}
+
+
+async def test_stable_threshold_counts_the_run_not_the_wait_for_a_worker(autojump_clock):
+    """A service on a host whose one worker was busy waited 6 s for it and then crashed
+    at once: the wait counted as a run past ``stable_threshold`` (5 s), so its restart
+    count started again each time and ``max_attempts: 1`` never gave up."""
+    cfg = config("""
+        - {name: pool, kind: process.host, workers: 1}
+        - name: svc
+          kind: process.service
+          process: instant
+          host: t:pool
+          input: [instant]
+          lifecycle:
+            auto_start: true
+            start_timeout: 60s
+            stable_threshold: 5s
+            restart: {max_attempts: 1, initial_delay: 1s, max_delay: 1s, jitter: 0}
+    """)
+    async with garrison.open_node(config=cfg) as node:
+        for _ in range(3):
+            while {s.id: s for s in node.services()}["t:svc"].status not in (
+                    ServiceStatus.BACKOFF, ServiceStatus.GAVE_UP):
+                await trio.sleep(0.001)
+            if {s.id: s for s in node.services()}["t:svc"].status is ServiceStatus.GAVE_UP:
+                break
+            await node.spawn(svc_app.hog, 6, host="t:pool")  # the worker, before the restart
+        await trio.sleep(30)
+        info = {s.id: s for s in node.services()}["t:svc"]
+        assert info.status is ServiceStatus.GAVE_UP
+    assert len(starts("instant")) == 2  # the first start and its one restart

@@ -15,6 +15,7 @@ service id first.
 
 from __future__ import annotations
 
+import copy
 import enum
 import logging
 import random
@@ -315,7 +316,7 @@ class ServiceManager:
             with trio.fail_after(entry.lifecycle.start_timeout):
                 with trio.CancelScope(shield=True):
                     spawned = await self.node.spawn_process(
-                        entry.process, tuple(entry.input), host=entry.host, parent=self.pid,
+                        entry.process, _fresh(entry.input), host=entry.host, parent=self.pid,
                         link=None, monitor=self.pid, label=entry.id, supervised=True,
                     )
                 pid = spawned
@@ -342,6 +343,8 @@ class ServiceManager:
                         finally:
                             self._starts.discard(waiting)
                 if queued and not waiting.cancelled_caught:
+                    # its run, which stable_threshold measures, begins now
+                    svc.started_at = trio.current_time()
                     log.info("%s: started as %s", entry.id, spawned,
                              extra={"service": entry.id, "pid": spawned})
         except Exception as exc:
@@ -550,6 +553,17 @@ class ServiceManager:
                 out.append(sid)
                 todo.extend(self.by_id[sid].entry.requires)
         return out
+
+
+def _fresh(values: Any) -> tuple[Any, ...]:
+    """A service's ``input`` for one start: a deep copy, so that what one run changed
+    in it (a list it appended to) is not what the next run, or another service sharing
+    it through a YAML alias, starts with; a value that cannot be copied (an object of a
+    programmatic config, a client) is passed as it is."""
+    try:
+        return tuple(copy.deepcopy(list(values)))
+    except Exception:
+        return tuple(values)
 
 
 async def start_services(node: NodeContext, config: Config,
