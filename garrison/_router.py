@@ -420,6 +420,14 @@ class Router:
             host.remove_monitor(target, watcher)
 
     # ------------------------------------------------------------ stopping others
+    def stop_links_with(self, target: Pid, reason: ErrorInfo) -> None:
+        """A supervisor stops ``target``: a normal exit of it reaches its links as
+        ``reason`` (see ``ProcessHost.stop_links_with``; a plain process of this node)."""
+        host = self.hosts.get(self.aliases.get(target.host, target.host))
+        stop_links_with = getattr(host, "stop_links_with", None)
+        if stop_links_with is not None:
+            stop_links_with(target, reason)
+
     def _refuse_manager(self, target: Pid, by: Pid | None, what: str) -> None:
         """A process may not stop the node's service manager: the config's services
         would run on unwatched (a crash never restarted, ``node.services()`` stale)."""

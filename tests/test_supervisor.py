@@ -1358,3 +1358,56 @@ async def test_a_cancel_during_a_group_restart_restarts_nothing(autojump_clock):
         await node.wait(await node.spawn(stopper))
         assert trio.current_time() - began == pytest.approx(9)
     assert starts == [("s", 0), ("c", 0)]
+
+
+# -- a child's linked helpers -------------------------------------------------------------
+_HELPER_EXITS: list[Any] = []
+
+
+async def _helper() -> None:
+    await trio.sleep_forever()
+
+
+async def _trapping_helper() -> None:
+    process.set_options(trap_links=True)
+    events = process.events()
+    while True:
+        ev = await events.receive()
+        if ev.kind == garrison.EventKind.LINK_DOWN:
+            _HELPER_EXITS.append(ev.error)
+            return
+
+
+async def _worker_with_helpers() -> None:
+    await process.spawn_linked(_helper)
+    await process.spawn_linked(_trapping_helper)
+    await trio.sleep_forever()
+
+
+async def _flaky() -> None:
+    await trio.sleep(1)
+    raise ValueError("flaky")
+
+
+async def test_a_child_stopped_by_its_supervisor_takes_its_linked_helpers_along(
+        autojump_clock, caplog):
+    """A child stopped for a restart exited normally (a cancel), so the helpers it had
+    linked to itself outlived it: one more process at every restart. As OTP's
+    ``shutdown``, its links now get ``Shutdown: stopped by its supervisor ...``: a helper
+    ends with it, quietly, and one that traps links gets that ``LINK_DOWN``."""
+    _HELPER_EXITS.clear()
+    caplog.set_level(logging.INFO, logger="garrison")
+    async with garrison.open_node() as node:
+        sup = Supervisor([ChildSpec("w", _worker_with_helpers), ChildSpec("f", _flaky)],
+                         strategy="one_for_all", max_restarts=100, within="1s")
+        await node.spawn(sup)
+        await trio.sleep(0.5)
+        before = node.stats()["processes"]
+        for _ in range(4):
+            await trio.sleep(1.0)
+            assert node.stats()["processes"] == before
+    assert len(_HELPER_EXITS) >= 4
+    assert all(e.type == "Shutdown" and e.message.startswith("stopped by its supervisor ")
+               for e in _HELPER_EXITS), _HELPER_EXITS
+    assert not [r for r in caplog.records if r.name == "garrison.process"
+                and "_helper" in r.getMessage()]

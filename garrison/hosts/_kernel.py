@@ -85,6 +85,14 @@ def noproc(pid: Pid) -> ErrorInfo:
     return ErrorInfo("noproc", f"process {pid} is not alive")
 
 
+def orderly_stop(error: ErrorInfo | None) -> bool:
+    """Whether ``error`` is the reason of an orderly stop, not a failure: the node's
+    shutdown (``shutdown_reason``), or a supervisor's stop of its child, passed on to the
+    child's links (type ``Shutdown``, no traceback: no exception of the code made it).
+    Not logged; a process linked to one so stopped ends with it, for the same reason."""
+    return error is not None and error.type == "Shutdown" and not error.traceback
+
+
 def ended_by_stop(node: Any, exc: BaseException) -> bool:
     """Whether ``exc`` is the failure of a call whose callee the node's stop ended (a
     ``ProcessError`` carrying the node's ``shutdown_reason``, while it stops): no
@@ -511,16 +519,19 @@ def _in_memory(caller: Caller, callee: Caller, topic: str, payload: Any
 
 
 def exit_fan_out(node: NodeContext, pid: Pid, event: Event, watchers: Iterable[Pid] | None,
-                 links: Iterable[Pid] | None, monitoring: Iterable[Pid] | None) -> None:
+                 links: Iterable[Pid] | None, monitoring: Iterable[Pid] | None,
+                 link_error: ErrorInfo | None = None) -> None:
     """``pid`` ended with ``event``: its monitors get the ``EXIT``, its links the linked-
     exit rule (a failure ends them or reaches them as ``LINK_DOWN``), and the processes
-    it monitored forget it."""
+    it monitored forget it. ``link_error``: what its links get for a normal exit (a
+    supervisor's stop, see ``ProcessHost.stop_links_with``)."""
     if watchers:
         for watcher in watchers:
             node.deliver_event(watcher, event)
     if links:
+        error = event.error if event.error is not None else link_error
         for other in links:
-            node.linked_exit(other, pid, event.error)
+            node.linked_exit(other, pid, error)
     if monitoring:
         for target in monitoring:
             node.demonitor(target, pid)

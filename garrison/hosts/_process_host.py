@@ -32,6 +32,7 @@ from ._kernel import (
     exit_fan_out,
     linked_failure,
     noproc,
+    orderly_stop,
     plain_call,
 )
 
@@ -66,6 +67,7 @@ class _Process(Caller):
         "host",
         "kill_reason",
         "label",
+        "link_reason",
         "links",
         "monitored_by",
         "monitoring",
@@ -89,6 +91,8 @@ class _Process(Caller):
         self.scope: CancelSwitch | None = None
         self.started: trio.Event | None = None  # made on demand by wait_started
         self.kill_reason: ErrorInfo | None = None
+        #: what its links get if it exits normally (its supervisor stopped it)
+        self.link_reason: ErrorInfo | None = None
         self.trap_links = False
         #: a supervisor's live children in its stop order (see ``stop_processes``)
         self.supervising: Callable[[], list[Pid]] | None = None
@@ -236,7 +240,7 @@ class _Process(Caller):
             for name in self.names:
                 node.unregister(name, pid)
         node.record_exit(pid, result, error)
-        quiet = logged or (error is not None and error is node.shutdown_reason)
+        quiet = logged or orderly_stop(error)
         if error is not None and not quiet:
             _log_exit(self, error)
         if self.callers:  # calls waiting on this process fail at once
@@ -250,7 +254,7 @@ class _Process(Caller):
                                   f"{error or 'normal exit'}", error or noproc(pid))
         if self.monitored_by or self.links or self.monitoring:  # (no EXIT made for nobody)
             exit_fan_out(node, pid, Event(_EXIT, pid, result, error), self.monitored_by,
-                         self.links, self.monitoring)
+                         self.links, self.monitoring, self.link_reason)
         if self._exited is not None:  # someone waits: the outcome is theirs, whatever
             self.outcome = (result, error)  # the node's memory of exits drops meanwhile
             self._exited.set()
@@ -733,12 +737,20 @@ class ProcessHost:
             return
         if proc.trap_links:
             proc.deliver_event(Event(_LINK_DOWN, dead, None, error))
-        elif error is self.node.shutdown_reason:
-            # ``dead`` was stopped by the node's shutdown, not a failure: ``target`` ends
-            # with it for the same reason (an orderly stop, not logged)
+        elif orderly_stop(error):
+            # ``dead`` was stopped by the node's shutdown or its supervisor, not a
+            # failure: ``target`` ends with it for the same reason (not logged)
             proc.kill(error)
         else:
             proc.kill(linked_failure(dead, error))
+
+    def stop_links_with(self, target: Pid, reason: ErrorInfo) -> None:
+        """``target``'s supervisor stops it: if it then exits normally, its links get
+        ``reason`` (an orderly ``Shutdown``, as OTP's ``shutdown``), so that the helpers
+        it linked to itself end with it instead of outliving each restart."""
+        proc = self.procs.get(target)
+        if proc is not None:
+            proc.link_reason = reason
 
     def cancel_event(self, target: Pid, by: Pid | None) -> bool:
         proc = self.procs.get(target)

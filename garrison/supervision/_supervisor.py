@@ -863,6 +863,9 @@ class Supervisor:
         if shutdown == BRUTAL_KILL:
             await process.terminate(pid)
         else:
+            if self._node is not None:  # its helpers (spawn_linked) end with it, quietly
+                self._node.stop_links_with(pid, ErrorInfo(
+                    "Shutdown", f"stopped by its supervisor {self._who()}"))
             await process.cancel(pid, timeout=shutdown)
         if child.pid == pid:
             child.pid = None

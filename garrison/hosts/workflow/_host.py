@@ -50,7 +50,7 @@ from ...persistence import (
     run_blocking,
     to_json,
 )
-from .._kernel import Caller, NodeContext, exit_fan_out, linked_failure, noproc
+from .._kernel import Caller, NodeContext, exit_fan_out, linked_failure, noproc, orderly_stop
 from ._activities import ActivitiesInFlight
 from ._codec import (
     PLAIN,
@@ -1175,6 +1175,8 @@ class WorkflowHost:
 
     def linked_exit(self, target: Pid, dead: Pid, error: ErrorInfo | None) -> None:
         self._unwatch_link(target, dead)  # (a watch of it ``dead``'s link made is spent)
+        if orderly_stop(error) and error is not self.node.shutdown_reason:
+            error = None  # a supervisor restarting a process fails no workflow linked to it
         wf = self.active.get(target.id)
         if wf is None:
             if self.ownership is not None:
