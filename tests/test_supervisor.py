@@ -115,8 +115,11 @@ def test_childspec_defaults_and_conversion() -> None:
 def test_childspec_validation() -> None:
     with pytest.raises(ValueError, match=r"child 'w': invalid restart 'always'"):
         ChildSpec("w", worker, restart="always")
-    with pytest.raises(ValueError, match="invalid shutdown 'soon'"):
+    with pytest.raises(ValueError, match=r"^child 'w': invalid shutdown 'soon'"):
         ChildSpec("w", worker, shutdown="soon")
+    with pytest.raises(ValueError, match=r"^child 'w': invalid shutdown -1: must be a "
+                                         r"non-negative number of seconds$"):
+        ChildSpec("w", worker, shutdown=-1)
     # (a mistyped word: the words it takes are said)
     with pytest.raises(ValueError, match=r"invalid shutdown 'brutal_kil': .*; or 'brutal_kill' "
                                          r"\(terminate at once\) or 'infinity'"):

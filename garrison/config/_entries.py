@@ -84,8 +84,16 @@ def _restart_delay(inst: Any, attribute: attrs.Attribute[Any], value: object) ->
             "ever (or give max_attempts a limit)", value)
 
 
+def _finite(value: Any) -> bool:
+    """A number a float holds, not infinite (an int of 400 digits is not)."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
 def _factor(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if not _is_number(value) or not value >= 1 or math.isinf(value):
+    if not _is_number(value) or not value >= 1 or not _finite(value):
         raise _FieldProblem(attribute.name, "a number >= 1", value)
 
 

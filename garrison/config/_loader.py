@@ -646,6 +646,8 @@ def _clash(name: str, mine: str, where: str) -> str:
 
 
 def _describe(obj: object) -> str:
+    if inspect.isasyncgenfunction(obj):
+        return "the async generator function (async def with yield)"
     if inspect.isfunction(obj) or inspect.ismethod(obj):
         return "the plain (sync) function"
     return f"a {type(obj).__name__}"
@@ -712,6 +714,9 @@ def _parse_text(text: str, filename: str, base_dir: Path | None,
                 f"unknown top-level field {key!r}; {typo_hint(key, allowed_top)}allowed "
                 f"fields are: {', '.join(allowed_top)}"
             )
+    meta = doc.get("meta")
+    if meta is not None and not isinstance(meta, Mapping):
+        problems.file(f"field 'meta': expected a mapping, got {meta!r}")
     version = doc.get("version")
     if version is None:
         problems.file("field 'version': required field is missing (expected \"1.0\")")
@@ -729,6 +734,10 @@ def _parse_text(text: str, filename: str, base_dir: Path | None,
             f"field 'namespace': {_name_problem(namespace, 'namespace')}"
         )
         namespace = None
+    if "entries" not in doc and all(key in allowed_top for key in doc):
+        # (an unknown field, a typo of 'entries' say, is the one problem)
+        problems.file("field 'entries': required field is missing (a config with none "
+                      "says `entries: []`)")
     raw_entries = doc.get("entries", [])
     if raw_entries is None:
         raw_entries = []

@@ -70,7 +70,10 @@ def _strict_int(value: object, _: object) -> int:
 def _strict_float(value: object, _: object) -> float:
     if not _is_number(value):
         raise _Expected("a number", value)
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:  # (an int of hundreds of digits)
+        raise _Expected("a number a float can hold (up to about 1.8e308)", value) from None
 
 
 def _duration_hook(value: object, _: object) -> float:

@@ -393,8 +393,8 @@ class ServiceManager:
         if ev.error is None:
             svc.status = ServiceStatus.COMPLETED
             svc.result = ev.result
-            log.info("%s: returned normally; not restarted", svc.entry.id,
-                     extra={"service": svc.entry.id})
+            log.info("%s: ended normally (it returned, or a cancel stopped it); not "
+                     "restarted", svc.entry.id, extra={"service": svc.entry.id})
             # what waits for it to run will wait for ever unless it is started again:
             # said once here, as for one that gave up (what runs already runs on)
             for dep in self._dependents(svc.entry.id):

@@ -152,18 +152,18 @@ def _check_restart(inst: Any, attribute: attrs.Attribute[Any], value: object) ->
         )
 
 
-def _shutdown(value: object) -> float | str:
+def _shutdown(value: object, inst: Any) -> float | str:
     if value == BRUTAL_KILL:
         return BRUTAL_KILL
     if value == INFINITY:
         return math.inf
     try:
         return parse_duration(value, what="shutdown")
-    except ValueError as exc:
-        if not isinstance(value, str):
-            raise
-        raise ValueError(f"{exc}; or {BRUTAL_KILL!r} (terminate at once) or {INFINITY!r} "
-                         "(wait for it as long as it takes)") from None
+    except ValueError as exc:  # (named by its child, as ChildSpec's other checks are)
+        more = "" if not isinstance(value, str) else (
+            f"; or {BRUTAL_KILL!r} (terminate at once) or {INFINITY!r} (wait for it as long "
+            "as it takes)")
+        raise ValueError(f"child {inst.id!r}: {exc}{more}") from None
 
 
 def _kwargs(value: Mapping[str, Any] | None, inst: Any) -> dict[str, Any] | None:
@@ -228,7 +228,8 @@ class ChildSpec:
     kwargs: dict[str, Any] | None = attrs.field(
         default=None, converter=attrs.Converter(_kwargs, takes_self=True))  # type: ignore[misc]
     restart: str = attrs.field(default="permanent", validator=_check_restart)
-    shutdown: float | str = attrs.field(default="5s", converter=_shutdown)
+    shutdown: float | str = attrs.field(
+        default="5s", converter=attrs.Converter(_shutdown, takes_self=True))  # type: ignore[misc]
     host: str | None = attrs.field(default=None, validator=_check_host)
     label: str | None = attrs.field(default=None, validator=_check_label)
 

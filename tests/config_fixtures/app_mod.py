@@ -80,3 +80,8 @@ async def session(user: str) -> None:
 async def alert(threshold: float) -> float:
     """A workflow whose input is a float (a config's ``1e-3``)."""
     return threshold
+
+
+async def stream(*args: Any) -> Any:
+    """An async generator: no process body."""
+    yield args
