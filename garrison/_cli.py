@@ -173,7 +173,8 @@ def _load_callable(target: str) -> Any:
             if is_script(spec_path):
                 path = Path(spec_path)
                 if not path.is_file():
-                    raise _NoRoot(f"no such file {spec_path!r}")
+                    raise _NoRoot(f"{spec_path!r} is a folder, not a script" if path.is_dir()
+                                  else f"no such file {spec_path!r}")
                 sys.path.insert(0, str(path.resolve().parent))
                 module_name = path.stem
                 spec = script_spec(module_name, path)

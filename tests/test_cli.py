@@ -124,6 +124,7 @@ def test_run_reports_a_root_it_cannot_load_in_one_line(tmp_path):
     (tmp_path / "nomain.py").write_text("x = 1\n")
     (tmp_path / "quits.py").write_text("import sys\nsys.exit(0)\n")
     (tmp_path / "quits4.py").write_text("import sys\nsys.exit(4)\n")
+    (tmp_path / "folder.py").mkdir()
     (tmp_path / "two.py").write_text("async def main(a, b):\n    return a\n")
     (tmp_path / "two.yaml").write_text(
         'version: "1.0"\nnamespace: app\nentries:\n'
@@ -155,6 +156,7 @@ def test_run_reports_a_root_it_cannot_load_in_one_line(tmp_path):
         ("syntax.py", "cannot import 'syntax.py': SyntaxError: "),
         ("nomain.py", "'nomain.py' has no function 'main'"),
         ("missing.py", "no such file 'missing.py'"),
+        ("folder.py", "'folder.py' is a folder, not a script"),
     ]:
         done = cli("run", *(target.split(" ") if target else [target]), cwd=tmp_path)
         assert done.returncode == 2, (target, done.stderr)
