@@ -273,9 +273,18 @@ def test_a_replay_stopping_at_a_gap_in_its_journal_is_no_divergence() -> None:
     """The replay's own stop (a BaseException through the workflow code) is not the code
     raising: it was taken for one once any BaseException failed only its workflow (a
     review of that change), and a replay stopping at a gap said NonDeterminismError."""
+    from garrison import workflow
+
+    async def started_then_charged(item: str) -> str:
+        started = workflow.start(ops_app.reserve, item)  # seq 1: under way, unrecorded
+        await ops_app.charge(item)  # seq 2
+        reservation = await started  # waits for seq 1: the replay stops here
+        return reservation + await ops_app.reserve("more")  # seq 3
+
     history = History.from_json({"name": "ops_app:order", "input": ["x"], "journal": [
-        {"seq": 2, "kind": "activity", "name": "ops_app:charge", "outcome": {"ok": "p"}}]})
-    result = trio.run(replay_history, history)
+        {"seq": 2, "kind": "activity", "name": "ops_app:charge", "outcome": {"ok": "p"}},
+        {"seq": 3, "kind": "activity", "name": "ops_app:reserve", "outcome": {"ok": "r"}}]})
+    result = trio.run(replay_history, history, started_then_charged)
     assert result.ok, str(result)
     assert "could not be checked" in result.ending
 

@@ -130,7 +130,8 @@ async def test_divergence_blocks_then_corrected_code_resumes(
 
 
 @pytest.mark.parametrize(("change", "raised"), [
-    ("evolving_more_args", "TypeError: evolving_more_args() missing 1 required"),
+    ("evolving_more_args", "workflow workflow_app:evolving takes 2 argument(s) (x, y), "
+                           "but it was started with 1"),
     ("evolving_retyped", "PayloadError: cannot restore argument 1 (x)"),
     ("evolving_raises", "KeyError: 'no such setting for 1'"),
 ])
@@ -144,7 +145,8 @@ async def test_code_that_raises_inside_its_recorded_history_blocks(
     await _stopped_while(db, app.evolving, (1,), "e", "waiting")
     monkeypatch.setattr(app, "evolving", getattr(app, change))
     error = await _blocked_on_resume(db, "e")
-    assert "seq 1" in str(error) and "activity 'workflow_app:activity_a'" in str(error)
+    if change != "evolving_more_args":  # (named by its arguments, before any record)
+        assert "seq 1" in str(error) and "activity 'workflow_app:activity_a'" in str(error)
     assert raised in str(error)
     monkeypatch.setattr(app, "evolving", original)  # the fix
     async with garrison.open_node(store=db) as node:

@@ -664,6 +664,11 @@ class WorkflowHost:
                 status, error = WorkflowStatus.FAILED, ErrorInfo.from_exception(refused)
         tx = wf.take_buffer()
         if status is WorkflowStatus.BLOCKED:
+            # what the code buffered on its way to the divergence (a step it ran live at
+            # a seq the journal left empty, before later records) is the new code's path,
+            # not the recorded one: dropped, so that the journal stays as recorded and a
+            # node with the code that took it (a deploy rolled back) resumes the workflow
+            tx = Transaction()
             tx.update_workflow(wf.wid, status=status, error=error, time=self.clock.now())
             self.queue.freeing(tx)
             await wf.commit_checked(tx)

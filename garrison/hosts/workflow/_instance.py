@@ -304,10 +304,11 @@ class WorkflowInstance(Waits, Activities, Interop):
             if diverged is not None:
                 raise diverged from exc
             raise
-        if self.loaded() and not self.cursor.recorded_ahead() \
-                and self._unreached_timer() is None:
-            # started (and checked) before, maybe on other code, and nothing recorded
-            # after them names the divergence (with a record, the call's TypeError does)
+        if self.loaded():
+            # started (and checked) before, maybe on other code: a call that cannot take
+            # them is this divergence, whatever the journal records (the call's
+            # TypeError would be taken for a path that raises, and workflow.version
+            # advised, which cannot branch before the function runs)
             problem = arity_problem(fn, self.name, args, "it was started with")
             if problem is not None:
                 raise self._arguments_diverged(problem)

@@ -56,6 +56,7 @@ from ._journal import (
     error_from_plain,
     error_to_plain,
     initial_state,
+    op_text,
     retry_timer,
     timestamp,
 )
@@ -501,8 +502,20 @@ class ReplayInstance(WorkflowInstance):
         seq = self.cursor.seq - 1
         if seq in self.timers:  # a wait under way: the node checks it is the same one
             self._check_timer(seq, kind, name, timed)
-        raise self._stop(seq, _operation(kind, name),
-                         sum(1 for s in self.cursor.entries if s > seq))
+        later = sorted(s for s in self.cursor.entries if s > seq)
+        if later and kind == JournalKind.ACTIVITY:
+            # an activity awaited where it is called, at a seq the journal left empty
+            # while it records later steps: the run that recorded them went on without
+            # this one's outcome, which this code cannot (the seq was a workflow.start
+            # under way, say, since removed). A node would run it there and then block
+            # (a step a trio cancel scope gave up on is the other way such a gap comes)
+            entry = self.cursor.entries[later[0]]
+            raise self.cursor.diverge(
+                seq, f"no step at seq {seq}, then {op_text(entry.kind, entry.name)} at seq "
+                f"{entry.seq} (the recorded run went on without an outcome at seq {seq}: a "
+                "workflow.start under way there)", "",
+                f"{op_text(kind, name)}, awaited at seq {seq}")
+        raise self._stop(seq, _operation(kind, name), len(later))
 
     def _stop(self, seq: int, what: str, unchecked: int) -> ReplayEnd:
         if self.replay_end is None:

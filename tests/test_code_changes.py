@@ -1,0 +1,169 @@
+"""Code that changed under workflows already running: what a node does with them and
+what a replay (the pre-deploy check) says, for changes a replay used to pass while a
+node then blocked or failed the workflows (helper-197)."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import trio
+
+import garrison
+from garrison.hosts.workflow import History, replay_history
+from garrison.persistence import SQLiteStore
+
+MODULE = "code_change_app"
+
+GAP_V1 = '''
+    import trio
+    import garrison
+    from garrison import process, workflow
+
+    RAN: list[int] = []
+
+    @garrison.activity
+    async def slow(n: int) -> int:
+        await trio.sleep(n)
+        return n
+
+    @garrison.activity
+    async def quick(n: int) -> int:
+        RAN.append(n)
+        return n
+
+    async def flow(x: int) -> int:
+        started = workflow.start(slow, 100)
+        await quick(x)
+        await process.inbox().receive()
+        return await started
+'''
+
+ANNOTATED_V1 = '''
+    import garrison
+    from garrison import process
+
+    RAN: list[int] = []
+
+    @garrison.activity
+    async def step(n: int) -> int:
+        RAN.append(n)
+        return n + 1
+
+    async def flow(x: int) -> int:
+        y = await step(x)
+        await process.inbox().receive()
+        return y
+'''
+
+
+@pytest.fixture
+def code(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A folder on ``sys.path`` holding :data:`MODULE`, written by :func:`deploy`."""
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)
+    yield tmp_path
+    sys.modules.pop(MODULE, None)
+
+
+def deploy(folder: Path, source: str) -> object:
+    """Install ``source`` as the module the workflows name (the code a node runs)."""
+    (folder / f"{MODULE}.py").write_text(textwrap.dedent(source))
+    sys.modules.pop(MODULE, None)
+    importlib.invalidate_caches()
+    return importlib.import_module(MODULE)
+
+
+async def run_node(store: str, seconds: float = 1.0, start: object = None) -> dict[str, str]:
+    """Open a node on ``store`` for ``seconds`` (starting ``start``'s ``flow(1)`` as w1
+    first); the workflows' statuses when it closes."""
+    async with garrison.open_node(store=store) as node:
+        if start is not None:
+            await node.start_workflow(start.flow, 1, id="w1")  # type: ignore[attr-defined]
+        await trio.sleep(seconds)
+        return {r.workflow_id: r.status for r in node.workflows()}
+
+
+def journal(store: str, wid: str = "w1") -> list[tuple[int, str, str]]:
+    with SQLiteStore(store, lock=False) as look:
+        return [(r.seq, r.kind, r.name) for r in look.journal(wid)]
+
+
+async def replayed(store: str, wid: str = "w1") -> garrison.testing.ReplayResult:
+    with SQLiteStore(store, lock=False) as look:
+        history = History.from_store(look, wid)
+    return await replay_history(history)
+
+
+async def test_an_awaited_step_where_the_journal_has_a_gap_differs_and_leaves_the_journal(
+        code: Path, tmp_path: Path, autojump_clock: object) -> None:
+    """v1 starts a slow activity (seq 1) and records a quick one (seq 2) while it runs;
+    v2 drops the start. The replay said ok ("could not be checked"); a node on v2 ran the
+    quick step again, wrote it into seq 1, then blocked at seq 2, and rolling back to v1
+    no longer resumed the workflow (seq 1 now held the wrong step)."""
+    store = str(tmp_path / "s.db")
+    v1 = deploy(code, GAP_V1)
+    assert await run_node(store, start=v1) == {"w1": "waiting"}
+    assert journal(store) == [(2, "activity", f"{MODULE}:quick")]
+
+    v2 = deploy(code, GAP_V1.replace("started = workflow.start(slow, 100)", "started = 5")
+                .replace("return await started", "return started"))
+    result = await replayed(store)
+    assert not result.ok and result.error is not None and result.error.seq == 1
+    assert "the journal records no step at seq 1, then activity 'code_change_app:quick' " \
+           "at seq 2" in str(result.error)
+    assert "the code now did activity 'code_change_app:quick', awaited at seq 1" \
+           in str(result.error)
+
+    assert await run_node(store) == {"w1": "blocked"}
+    assert v2.RAN == [1]  # type: ignore[attr-defined]  # (at least once: it ran)
+    assert journal(store) == [(2, "activity", f"{MODULE}:quick")]  # as recorded
+
+    deploy(code, GAP_V1)  # the deploy rolled back: the workflow resumes
+    assert (await replayed(store)).ok
+    assert await run_node(store) == {"w1": "waiting"}
+
+
+async def test_a_recorded_result_its_new_annotation_refuses_blocks_instead_of_failing(
+        code: Path, tmp_path: Path, autojump_clock: object) -> None:
+    """The step's annotation went from ``-> int`` to ``-> str``: the replay said ok ("the
+    code raised PayloadError") and a node failed the waiting workflow for good."""
+    store = str(tmp_path / "s.db")
+    v1 = deploy(code, ANNOTATED_V1)
+    assert await run_node(store, start=v1) == {"w1": "waiting"}
+
+    deploy(code, ANNOTATED_V1.replace("async def step(n: int) -> int:",
+                                      "async def step(n: int) -> str:"))
+    result = await replayed(store)
+    assert not result.ok and result.error is not None and result.error.seq == 1
+    assert "with a return annotation that no longer takes its recorded result " \
+           "(cannot restore the result of activity 'code_change_app:step' as str" \
+           in str(result.error)
+    assert await run_node(store) == {"w1": "blocked"}  # not failed: its journal is kept
+
+    deploy(code, ANNOTATED_V1)
+    assert await run_node(store) == {"w1": "waiting"}
+
+
+async def test_a_parameter_added_with_records_in_the_journal_is_named_as_such(
+        code: Path, tmp_path: Path, autojump_clock: object) -> None:
+    """A required parameter added after the workflow recorded steps was reported as
+    "the code now did raise TypeError: flow() missing 1 required positional argument",
+    with workflow.version advised (which cannot branch before the function runs)."""
+    store = str(tmp_path / "s.db")
+    v1 = deploy(code, ANNOTATED_V1)
+    assert await run_node(store, start=v1) == {"w1": "waiting"}
+
+    deploy(code, ANNOTATED_V1.replace("async def flow(x: int) -> int:",
+                                      "async def flow(x: int, y: int) -> int:"))
+    result = await replayed(store)
+    assert not result.ok and result.error is not None
+    assert "workflow code_change_app:flow takes 2 argument(s) (x, y), but it was started " \
+           "with 1" in str(result.error)
+    assert "make the code take them too" in str(result.error)
+    assert "TypeError" not in str(result.error)
+    assert await run_node(store) == {"w1": "blocked"}
