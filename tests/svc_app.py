@@ -145,3 +145,29 @@ async def appender(cfg: dict) -> None:
 async def hog(seconds: float) -> None:
     """Holds a worker of its host for ``seconds``."""
     await trio.sleep(seconds)
+
+
+#: helpers of ``with_helper`` alive now
+HELPERS: set[object] = set()
+
+
+async def _helper() -> None:
+    HELPERS.add(process.pid())
+    try:
+        await trio.sleep_forever()
+    finally:
+        HELPERS.discard(process.pid())
+
+
+async def with_helper(name: str) -> None:
+    """Starts a helper linked to itself, then runs until stopped."""
+    note(name, "start")
+    await process.spawn_linked(_helper)
+    await trio.sleep_forever()
+
+
+async def shares(box: list, event: trio.Event) -> None:
+    """Its input's objects: the list (copied per start) and the event (the one given)."""
+    box.append("ran")
+    event.set()
+    await trio.sleep_forever()

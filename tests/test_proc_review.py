@@ -477,6 +477,49 @@ async def test_a_cleanup_that_raises_while_the_process_is_ended_is_logged(autoju
     assert any("its cleanup raised ValueError: cleanup of a failed while it was being "
                "ended (Terminated: " in m and "its exit stays Terminated" in m
                and "Traceback" in m for m in said), said
+    # (at the node's stop a warning: a cleanup calling a process the stop ended first
+    # fails at every stop)
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any("its cleanup raised ValueError: cleanup of b failed while it was being "
                "ended (Shutdown: the node is shutting down); its exit stays Shutdown" in m
-               for m in said), said
+               for m in warned), warned
+
+
+async def _crashes_on_a_call() -> None:
+    async for _msg in process.inbox():
+        raise RuntimeError("worker crashed")
+
+
+async def _calls_its_linked_worker() -> object:
+    worker = await process.spawn_linked(_crashes_on_a_call)
+    return await process.call(worker, "job", None, timeout=5)
+
+
+async def test_a_call_failing_as_the_linked_callee_dies_is_no_cleanup_failure(
+        autojump_clock, caplog):
+    """The call's ProcessError came out of code that ran on unaware, before the linked
+    failure's kill landed: it was logged as "its cleanup raised" with a traceback (a
+    review of the cleanup log); only what code raises while being cancelled is."""
+    caplog.set_level(logging.DEBUG, logger="garrison")
+    async with garrison.open_node() as node:
+        pid = await node.spawn(_calls_its_linked_worker)
+        with pytest.raises(garrison.ProcessError, match="LinkedProcessFailed"):
+            await node.wait(pid)
+    assert not [r for r in caplog.records if "its cleanup raised" in r.getMessage()]
+
+
+def test_only_this_nodes_shutdown_or_a_supervisors_stop_is_orderly():
+    """Another node's shutdown reason (arriving as type Shutdown without a traceback)
+    is a failure of the process there: a process linked to it here ends logged, as a
+    LinkedProcessFailed, not quietly as if this node stopped."""
+    from garrison.hosts._kernel import orderly_stop
+
+    class _Node:
+        shutdown_reason = garrison.ErrorInfo("Shutdown", "the node is shutting down")
+
+    node = _Node()
+    assert orderly_stop(node, node.shutdown_reason)
+    assert not orderly_stop(node, garrison.ErrorInfo("Shutdown", "the node is shutting down"))
+    assert orderly_stop(node, garrison.ErrorInfo("Shutdown", "stopped by its supervisor 's'"))
+    assert not orderly_stop(node, garrison.ErrorInfo(
+        "Shutdown", "stopped by its supervisor 's'", "Traceback ..."))  # a user's class

@@ -6,6 +6,7 @@ import itertools
 import logging
 import textwrap
 
+import attrs
 import pytest
 import svc_app
 import trio
@@ -1009,3 +1010,47 @@ async def test_stable_threshold_counts_the_run_not_the_wait_for_a_worker(autojum
         info = {s.id: s for s in node.services()}["t:svc"]
         assert info.status is ServiceStatus.GAVE_UP
     assert len(starts("instant")) == 2  # the first start and its one restart
+
+
+async def test_a_service_restarted_with_what_it_requires_takes_its_helpers_along(
+        autojump_clock):
+    """The manager restarts a service when one it requires restarts, by a cancel: the
+    helpers the service had spawn_linked outlived each restart (as a Supervisor's did)."""
+    svc_app.HELPERS.clear()
+    svc_app.FAILS["crasher"] = 3
+    cfg = config("""
+        - {name: helped, kind: process.py, source: "svc_app:with_helper"}
+        - name: base
+          kind: process.service
+          process: crasher
+          input: [crasher, 1]
+          lifecycle: {auto_start: true, restart: {initial_delay: 1s, jitter: 0}}
+        - name: dep
+          kind: process.service
+          process: helped
+          input: [dep]
+          lifecycle: {auto_start: true, requires: [base]}
+    """)
+    async with garrison.open_node(config=cfg):
+        await trio.sleep(20)
+        assert len(starts("dep")) >= 3  # restarted with base
+        assert len(svc_app.HELPERS) == 1
+
+
+async def test_a_service_input_shares_the_objects_a_programmatic_config_gives(
+        autojump_clock):
+    """Copying each start's input (lists, dicts: what a run changes) must not detach an
+    object a programmatic config hands its service (a trio event, a channel)."""
+    event = trio.Event()
+    box: list[str] = []
+    cfg = config("""
+        - {name: sharer, kind: process.py, source: "svc_app:shares"}
+        - {name: svc, kind: process.service, process: sharer, input: [[], 0],
+           lifecycle: {auto_start: true}}
+    """)
+    entry = cfg.entries["t:svc"]
+    cfg.entries["t:svc"] = attrs.evolve(entry, input=(box, event))
+    async with garrison.open_node(config=cfg):
+        with trio.fail_after(5):
+            await event.wait()  # the very event given
+    assert box == []  # the list was copied

@@ -1414,3 +1414,43 @@ async def test_a_child_stopped_by_its_supervisor_takes_its_linked_helpers_along(
                for e in _HELPER_EXITS), _HELPER_EXITS
     assert not [r for r in caplog.records if r.name == "garrison.process"
                 and "_helper" in r.getMessage()]
+
+
+_PEERS: dict[str, Any] = {}
+_PARTNER_STARTS: list[Any] = []
+
+
+async def _linked_peer() -> None:
+    _PEERS["w"] = process.pid()
+    await trio.sleep_forever()
+
+
+async def _partner() -> None:
+    _PARTNER_STARTS.append(process.pid())
+    process.link(_PEERS["w"])
+    await trio.sleep_forever()
+
+
+async def test_a_transient_child_ended_by_a_siblings_orderly_stop_is_not_restarted(
+        autojump_clock, caplog):
+    """A transient child linked to a sibling its supervisor stops ends with that
+    sibling's orderly Shutdown; it was restarted as after a failure (and counted toward
+    max_restarts), where OTP leaves a transient child ended by shutdown alone."""
+    _PARTNER_STARTS.clear()
+    caplog.set_level(logging.INFO, logger="garrison")
+    async with garrison.open_node() as node:
+        sup = Supervisor([ChildSpec("w", _linked_peer),
+                          ChildSpec("p", _partner, restart="transient")], name="sup")
+        await node.spawn(sup)
+        await trio.sleep(0.2)
+
+        async def stop_w() -> None:
+            await sup.terminate_child("w")
+
+        await node.wait(await node.spawn(stop_w))
+        await trio.sleep(1)
+        assert len(_PARTNER_STARTS) == 1
+        assert [(c[0], c[1]) for c in sup.which_children()] == [("w", None), ("p", None)]
+    said = [r.getMessage() for r in caplog.records]
+    assert any("p: ended (Shutdown: stopped by its supervisor 'sup'" in m
+               and "not restarted (transient)" in m for m in said), said

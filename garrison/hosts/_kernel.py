@@ -85,12 +85,25 @@ def noproc(pid: Pid) -> ErrorInfo:
     return ErrorInfo("noproc", f"process {pid} is not alive")
 
 
-def orderly_stop(error: ErrorInfo | None) -> bool:
-    """Whether ``error`` is the reason of an orderly stop, not a failure: the node's
-    shutdown (``shutdown_reason``), or a supervisor's stop of its child, passed on to the
-    child's links (type ``Shutdown``, no traceback: no exception of the code made it).
-    Not logged; a process linked to one so stopped ends with it, for the same reason."""
-    return error is not None and error.type == "Shutdown" and not error.traceback
+#: how the reason a supervisor passes to the links of a child it stops begins (see
+#: :func:`supervisor_stop`)
+SUPERVISOR_STOP = "stopped by its supervisor"
+
+
+def supervisor_stop(error: ErrorInfo | None) -> bool:
+    """Whether ``error`` is the reason a supervisor (or the node's service manager)
+    passed to the links of a child it stopped, as OTP's ``shutdown``: type ``Shutdown``,
+    no traceback (no exception of the code made it), saying so."""
+    return (error is not None and error.type == "Shutdown" and not error.traceback
+            and error.message.startswith(SUPERVISOR_STOP))
+
+
+def orderly_stop(node: Any, error: ErrorInfo | None) -> bool:
+    """Whether ``error`` is the reason of an orderly stop here, not a failure: this
+    node's shutdown (``shutdown_reason``; another node's is a failure of the process
+    there), or a supervisor's stop of a child. Not logged; a process linked to one so
+    stopped ends with it, for the same reason."""
+    return error is not None and (error is node.shutdown_reason or supervisor_stop(error))
 
 
 def ended_by_stop(node: Any, exc: BaseException) -> bool:
@@ -307,6 +320,11 @@ class NodeContext(Protocol):
 
     def deliver_event(self, pid: Pid, event: Event) -> None: ...
     def linked_exit(self, target: Pid, dead: Pid, error: ErrorInfo | None) -> None: ...
+
+    def stop_links_with(self, target: Pid, reason: ErrorInfo) -> None:
+        """A supervisor stops ``target``: its normal exit reaches its links as
+        ``reason``."""
+        ...
 
     def holds_link(self, target: Pid, other: Pid) -> bool:
         """False if ``target``, of this node, no longer holds a link to ``other``."""

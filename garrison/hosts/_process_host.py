@@ -145,6 +145,7 @@ class _Process(Caller):
         error: ErrorInfo | None = None
         finished = False
         logged = False  # the exit was logged already (a KeyboardInterrupt)
+        in_cleanup = False  # what its code raised, it raised as it was being cancelled
         try:
             # what kill() cancels: a scope around the body, made only if it is used
             with CancelSwitch() as scope:
@@ -167,6 +168,7 @@ class _Process(Caller):
                     error = (self.node.shutdown_reason if ended_by_stop(self.node, exc)
                              else ErrorInfo.from_exception(exc))
                     finished = True
+                    in_cleanup = _raised_in_cleanup(exc)
                 except BaseExceptionGroup as group:
                     _, rest = group.split(trio.Cancelled)
                     if rest is None:  # only Cancelled: a real cancellation, or stray
@@ -193,8 +195,8 @@ class _Process(Caller):
                 # or raised: a kill is not refused, its reason is the exit's (else a
                 # terminate, or a linked failure, would read as a normal exit); what its
                 # cleanup raised meanwhile is logged, not lost
-                if error is not None and error is not self.node.shutdown_reason \
-                        and not logged:
+                if in_cleanup and error is not None and not logged \
+                        and error is not self.node.shutdown_reason:
                     _log_cleanup_failure(self, error, self.kill_reason)
                 result, error = None, self.kill_reason
         except BaseException as exc:
@@ -240,7 +242,7 @@ class _Process(Caller):
             for name in self.names:
                 node.unregister(name, pid)
         node.record_exit(pid, result, error)
-        quiet = logged or orderly_stop(error)
+        quiet = logged or orderly_stop(node, error)
         if error is not None and not quiet:
             _log_exit(self, error)
         if self.callers:  # calls waiting on this process fail at once
@@ -543,6 +545,19 @@ def _log_exit(proc: _Process, error: ErrorInfo) -> None:
         log.warning("%s exited abnormally: %s", who, error, extra=fields)
 
 
+def _raised_in_cleanup(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised while trio's cancellation was being handled (a
+    ``finally`` or ``except`` of the code on its way out), not by code that ran on
+    unaware (a call failing as its linked callee died, before the kill landed)."""
+    seen = 0
+    context = exc.__context__
+    while context is not None and seen < 100:
+        if isinstance(context, trio.Cancelled):
+            return True
+        context, seen = context.__context__, seen + 1
+    return False
+
+
 def _log_cleanup_failure(proc: _Process, error: ErrorInfo, reason: ErrorInfo) -> None:
     """A process being ended (``reason``: a terminate, a linked failure, the node's
     stop) whose code raised ``error`` on the way out (a ``finally`` that failed): its
@@ -551,8 +566,11 @@ def _log_cleanup_failure(proc: _Process, error: ErrorInfo, reason: ErrorInfo) ->
     who = _who(proc)
     fields = {"pid": proc.pid, "error": error}
     tail = f"\n{error.traceback.rstrip()}" if error.traceback else ""
-    log.error("%s: its cleanup raised %s while it was being ended (%s); its exit stays "
-              "%s%s", who, error, reason, reason.type, tail, extra=fields)
+    # (at the node's stop a warning: a cleanup that calls a process the stop ended
+    # first fails at every stop)
+    level = logging.WARNING if reason is proc.node.shutdown_reason else logging.ERROR
+    log.log(level, "%s: its cleanup raised %s while it was being ended (%s); its exit "
+            "stays %s%s", who, error, reason, reason.type, tail, extra=fields)
 
 
 #: how many distinct tracebacks a host remembers having logged (beyond: all in full)
@@ -737,7 +755,7 @@ class ProcessHost:
             return
         if proc.trap_links:
             proc.deliver_event(Event(_LINK_DOWN, dead, None, error))
-        elif orderly_stop(error):
+        elif orderly_stop(self.node, error):
             # ``dead`` was stopped by the node's shutdown or its supervisor, not a
             # failure: ``target`` ends with it for the same reason (not logged)
             proc.kill(error)

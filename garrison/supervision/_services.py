@@ -15,7 +15,6 @@ service id first.
 
 from __future__ import annotations
 
-import copy
 import enum
 import logging
 import random
@@ -27,6 +26,7 @@ import trio
 from .. import process
 from ..actors._runtime import current_runtime
 from ..actors._values import ErrorInfo, Event, EventKind, Pid
+from ..hosts._kernel import SUPERVISOR_STOP
 
 if TYPE_CHECKING:
     from ..config import Config, ServiceEntry
@@ -343,10 +343,12 @@ class ServiceManager:
                         finally:
                             self._starts.discard(waiting)
                 if queued and not waiting.cancelled_caught:
-                    # its run, which stable_threshold measures, begins now
+                    # its run, which stable_threshold measures, begins now (or began and
+                    # ended at once)
                     svc.started_at = trio.current_time()
-                    log.info("%s: started as %s", entry.id, spawned,
-                             extra={"service": entry.id, "pid": spawned})
+                    if host.is_alive(spawned):
+                        log.info("%s: started as %s", entry.id, spawned,
+                                 extra={"service": entry.id, "pid": spawned})
         except Exception as exc:
             if isinstance(exc, trio.TooSlowError):
                 exc = TimeoutError(self._not_started(entry, pid))
@@ -484,6 +486,9 @@ class ServiceManager:
         if pid is None:
             return
         self.by_pid.pop(pid, None)
+        # its helpers (spawn_linked) end with it, quietly, as a Supervisor's child's do
+        self.node.stop_links_with(pid, ErrorInfo(
+            "Shutdown", f"{SUPERVISOR_STOP} (the node's service manager)"))
         await process.cancel(pid, timeout=svc.entry.lifecycle.stop_timeout)
 
     async def _stop_all(self) -> None:
@@ -556,14 +561,25 @@ class ServiceManager:
 
 
 def _fresh(values: Any) -> tuple[Any, ...]:
-    """A service's ``input`` for one start: a deep copy, so that what one run changed
-    in it (a list it appended to) is not what the next run, or another service sharing
-    it through a YAML alias, starts with; a value that cannot be copied (an object of a
-    programmatic config, a client) is passed as it is."""
-    try:
-        return tuple(copy.deepcopy(list(values)))
-    except Exception:
-        return tuple(values)
+    """A service's ``input`` for one start, its containers copied (lists, dicts, sets
+    and tuples, all the way down), so that what one run changed in them (a list it
+    appended to) is not what the next run, or another service sharing them through a
+    YAML alias, starts with; any other object (a channel, an event, a client of a
+    programmatic config) is the one given, shared as meant."""
+    return tuple(_copied(v) for v in values)
+
+
+def _copied(value: Any) -> Any:
+    kind = type(value)
+    if kind is list:
+        return [_copied(v) for v in value]
+    if kind is dict:
+        return {k: _copied(v) for k, v in value.items()}
+    if kind is tuple:
+        return tuple(_copied(v) for v in value)
+    if kind is set:
+        return {_copied(v) for v in value}
+    return value
 
 
 async def start_services(node: NodeContext, config: Config,

@@ -42,6 +42,7 @@ from .._errors import ProcessError
 from .._targets import check_target
 from ..actors._runtime import current_runtime
 from ..actors._values import ErrorInfo, Event, EventKind, Pid
+from ..hosts._kernel import SUPERVISOR_STOP, supervisor_stop
 
 __all__ = [
     "BRUTAL_KILL",
@@ -696,7 +697,10 @@ class Supervisor:
         if self._halted():
             return None
         spec = child.spec
-        restart = spec.restart == "permanent" or (spec.restart == "transient" and error is not None)
+        # (a transient child ended through a link by its sibling's orderly stop is not
+        # restarted, as OTP's shutdown: that stop is no failure)
+        restart = spec.restart == "permanent" or (
+            spec.restart == "transient" and error is not None and not supervisor_stop(error))
         if not restart:
             if spec.restart == "temporary":
                 self._children.remove(child)
@@ -866,7 +870,7 @@ class Supervisor:
         else:
             if self._node is not None:  # its helpers (spawn_linked) end with it, quietly
                 self._node.stop_links_with(pid, ErrorInfo(
-                    "Shutdown", f"stopped by its supervisor {self._who()}"))
+                    "Shutdown", f"{SUPERVISOR_STOP} {self._who()}"))
             await process.cancel(pid, timeout=shutdown)
         if child.pid == pid:
             child.pid = None

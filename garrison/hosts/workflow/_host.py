@@ -50,7 +50,14 @@ from ...persistence import (
     run_blocking,
     to_json,
 )
-from .._kernel import Caller, NodeContext, exit_fan_out, linked_failure, noproc, orderly_stop
+from .._kernel import (
+    Caller,
+    NodeContext,
+    exit_fan_out,
+    linked_failure,
+    noproc,
+    supervisor_stop,
+)
 from ._activities import ActivitiesInFlight
 from ._codec import (
     PLAIN,
@@ -1180,7 +1187,7 @@ class WorkflowHost:
 
     def linked_exit(self, target: Pid, dead: Pid, error: ErrorInfo | None) -> None:
         self._unwatch_link(target, dead)  # (a watch of it ``dead``'s link made is spent)
-        if orderly_stop(error) and error is not self.node.shutdown_reason:
+        if supervisor_stop(error):
             error = None  # a supervisor restarting a process fails no workflow linked to it
         wf = self.active.get(target.id)
         if wf is None:
