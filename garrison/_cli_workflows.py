@@ -526,8 +526,9 @@ def make_importable(modules: Sequence[str]) -> None:
         if path.is_dir():
             sys.path.insert(0, str(path.resolve()))
             continue
-        if not is_script(spec) and ("/" in spec or os.sep in spec):
-            raise _Fail(f"--module {spec!r}: no such folder (give a folder, a file.py or a "
+        if not is_script(spec) and ("/" in spec or os.sep in spec or path.is_file()):
+            what = "a file, not a .py one" if path.is_file() else "no such folder"
+            raise _Fail(f"--module {spec!r}: {what} (give a folder, a file.py or a "
                         "dotted module name)", 2)
         try:
             with exit_is_import_error(spec):

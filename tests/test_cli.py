@@ -186,6 +186,8 @@ def test_a_module_that_exits_at_import_is_an_import_error_for_every_command(tmp_
              "sys.exit(0) while it was imported"),
             (["replay", "--module", "nosuchdir/", "--all"],
              "--module 'nosuchdir/': no such folder"),
+            (["replay", "--module", "one.yaml", "--all"],  # (it said "no such folder")
+             "--module 'one.yaml': a file, not a .py one"),
             # (an empty one was taken for the current folder; --all beside --status was
             # dropped without a word; a second list --id kept only the last prefix)
             (["replay", "--module", "", "--all"],
