@@ -895,25 +895,66 @@ async def stop_processes(hosts: Sequence[ProcessHost]) -> None:
                 if kids:
                     listed[pid] = kids
         supervised = {c for kids in listed.values() for c in kids}
-        waits: set[Pid] = set()  # a process to stop first runs below these
-        for pid in procs.keys() - supervised:
-            up = procs[pid].parent
-            seen = 0
-            while up is not None and up in procs and up not in waits and seen < len(procs):
-                waits.add(up)
-                up = procs[up].parent
-                seen += 1
-        now = [p for pid, p in procs.items() if pid not in supervised and pid not in waits]
-        if not now:  # not a tree (stale parents in a cycle): everything at once
-            now = list(procs.values())
-        async with trio.open_nursery() as nursery:
-            for proc in reversed(now):
-                if proc.pid in listed:
-                    # its children first, in its order (it is stopped in the next round)
-                    nursery.start_soon(stop_supervised, proc, procs)
-                else:
-                    proc.kill(reason)
-            await wait_stopped([proc for proc in now if proc.pid not in listed])
+        for now in _stop_rounds(procs, supervised):
+            async with trio.open_nursery() as nursery:
+                for proc in reversed(now):
+                    if proc.pid in listed:
+                        # its children first, in its order (it is stopped in the next round)
+                        nursery.start_soon(stop_supervised, proc, procs)
+                    else:
+                        proc.kill(reason)
+                await wait_stopped([proc for proc in now if proc.pid not in listed])
+            # (a supervisor whose children were stopped this round ends in a later one)
+            leftover = [p for p in now if p.pid in listed and p.alive]
+            for proc in leftover:
+                proc.kill(reason)
+            await wait_stopped(leftover)
+
+
+def _stop_rounds(procs: dict[Pid, _Process], supervised: set[Pid]) -> list[list[_Process]]:
+    """The rounds in which a node's stop ends ``procs``, children before parents, in one
+    pass over the tree (not a pass per level: a chain thousands deep stopped in time
+    quadratic in its depth). A process that is not ``supervised`` ends in the round after
+    the last one in which a process below it ends (through supervised ones too, which
+    their supervisor ends in its own round); processes whose parents form a cycle (stale
+    ones) end together, last. Each round keeps ``procs``' order."""
+    children: dict[Pid, list[Pid]] = {}
+    roots: list[Pid] = []
+    for pid, proc in procs.items():
+        parent = proc.parent
+        if parent is not None and parent in procs and parent != pid:
+            children.setdefault(parent, []).append(pid)
+        else:
+            roots.append(pid)
+    below: dict[Pid, int] = {}  # the last round in which a process below it ends (-1: none)
+    for root in roots:  # iterative post-order: a deep chain needs no deep recursion
+        stack: list[tuple[Pid, bool]] = [(root, False)]
+        while stack:
+            pid, done = stack.pop()
+            if not done:
+                stack.append((pid, True))
+                stack.extend((c, False) for c in children.get(pid, ()))
+                continue
+            last = -1
+            for c in children.get(pid, ()):
+                last = max(last, below[c] if c in supervised else below[c] + 1)
+            below[pid] = last
+    rounds: list[list[_Process]] = []
+    stale: list[_Process] = []
+    for pid, proc in procs.items():
+        if pid in supervised:
+            continue
+        if pid not in below:  # in a cycle of parents
+            stale.append(proc)
+            continue
+        at = below[pid] + 1
+        while len(rounds) <= at:
+            rounds.append([])
+        rounds[at].append(proc)
+    rounds = [r for r in rounds if r]
+    if stale:
+        rounds.append(stale)
+    return rounds
 
 
 async def wait_stopped(procs: list[_Process]) -> None:
