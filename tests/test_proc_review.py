@@ -523,3 +523,27 @@ def test_only_this_nodes_shutdown_or_a_supervisors_stop_is_orderly():
     assert orderly_stop(node, garrison.ErrorInfo("Shutdown", "stopped by its supervisor 's'"))
     assert not orderly_stop(node, garrison.ErrorInfo(
         "Shutdown", "stopped by its supervisor 's'", "Traceback ..."))  # a user's class
+
+
+async def _sleeper() -> None:
+    await trio.sleep_forever()
+
+
+async def _links_then_fails() -> None:
+    await process.spawn_linked(_sleeper)  # the child has not run yet when this raises
+    raise ValueError("the parent fails")
+
+
+async def test_a_linked_child_ended_before_it_ran_is_logged(autojump_clock, caplog):
+    """A child spawn_linked by a process that failed before the child's first step ended
+    with LinkedProcessFailed and was never logged (had it run one step, it was): the
+    logging depended on scheduling. Nobody else says it ended, so it is logged."""
+    caplog.set_level(logging.INFO, logger="garrison")
+    async with garrison.open_node() as node:
+        parent = await node.spawn(_links_then_fails)
+        with pytest.raises(garrison.ProcessError):
+            await node.wait(parent)
+        await trio.sleep(1)
+    said = [r.getMessage() for r in caplog.records if r.name == "garrison.process"]
+    assert any("_sleeper" in m and "exited abnormally: LinkedProcessFailed: linked process "
+               f"{parent} failed: ValueError: the parent fails" in m for m in said), said

@@ -55,6 +55,11 @@ def stepping(task: Any) -> bool:
         return False
 
 
+def linked_failed(reason: ErrorInfo) -> bool:
+    """Whether ``reason`` is a linked failure's (see :func:`linked_failure`)."""
+    return reason.type == _LINKED
+
+
 def linked_failure(dead: Pid, error: ErrorInfo) -> ErrorInfo:
     """The reason a process ends with when ``dead``, linked to it, failed with ``error``.
 

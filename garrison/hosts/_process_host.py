@@ -30,6 +30,7 @@ from ._kernel import (
     NodeContext,
     ended_by_stop,
     exit_fan_out,
+    linked_failed,
     linked_failure,
     noproc,
     orderly_stop,
@@ -156,8 +157,10 @@ class _Process(Caller):
                     if self.kill_reason is None:
                         result = await fn(*args)
                         finished = True
-                    else:  # (nothing of it ran: whoever ended it says why, not its exit)
-                        logged = True
+                    else:  # (nothing of it ran: whoever ended it says why, not its exit;
+                        # but a linked failure is said by nobody else, so it is logged,
+                        # as when its code had run a step)
+                        logged = not linked_failed(self.kill_reason)
                 except (trio.Cancelled, KeyboardInterrupt) as exc:
                     error = stray_cancelled(exc, f"process {self.pid} ({self.label})")
                     if error is None:
