@@ -547,3 +547,33 @@ async def test_a_linked_child_ended_before_it_ran_is_logged(autojump_clock, capl
     said = [r.getMessage() for r in caplog.records if r.name == "garrison.process"]
     assert any("_sleeper" in m and "exited abnormally: LinkedProcessFailed: linked process "
                f"{parent} failed: ValueError: the parent fails" in m for m in said), said
+
+
+async def test_a_spawn_or_send_that_raises_cancelled_did_not_happen(autojump_clock):
+    """Inside a cancelled scope, spawn_monitored started the child and then raised
+    Cancelled (its pid lost, its EXIT later for a pid the caller never had), and send
+    delivered the message and then raised: trio's rule is that an operation raising
+    Cancelled did not happen."""
+    seen: dict[str, object] = {}
+
+    async def sink() -> None:
+        await trio.sleep(1)
+        seen["inbox"] = process.inbox().try_receive()
+
+    async def root() -> None:
+        events = process.events()
+        node = garrison.current_node()
+        before = node.stats()["spawned"]
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await process.spawn_monitored(_sleeper)
+        seen["spawned"] = node.stats()["spawned"] - before
+        target = await process.spawn(sink)
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await process.send(target, "sent-while-cancelled")
+        seen["exit"] = await events.receive(timeout=5)
+
+    async with garrison.open_node() as node:
+        await node.wait(await node.spawn(root))
+    assert seen == {"spawned": 0, "inbox": None, "exit": None}

@@ -285,6 +285,9 @@ class _Process(Caller):
         self, target: Any, args: tuple[Any, ...], host: str | None, *, link: bool,
         monitor: bool, id: str | None = None, supervised: bool = False,
     ) -> Pid:
+        # a cancellation point before the spawn, not after it: a spawn that raises
+        # Cancelled did not happen (trio's rule), never a child whose pid is lost
+        await self._budget.checkpoint()
         # a child (a workflow) may end, its EXIT delivered, before this returns: that
         # link or monitor is spent already, and kept it would never be let go
         ended: set[Pid] | None = None
@@ -309,12 +312,11 @@ class _Process(Caller):
                 self._add_link(pid)
             if monitor:
                 self._add_monitoring(pid)
-        await self._budget.checkpoint()
         return pid
 
     async def send(self, to: Pid | str, topic: str, payload: Any) -> None:
+        await self._budget.checkpoint()  # (before: a send that raises Cancelled was not sent)
         await self.node.send_message(self.pid, to, topic, payload)
-        await self._budget.checkpoint()
 
     def reply(self, msg: Message, value: Any) -> Awaitable[None]:
         self.reply_to(msg, value)
