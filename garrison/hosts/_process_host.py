@@ -377,6 +377,8 @@ class _Process(Caller):
 
     def monitor(self, to: Pid | str) -> None:
         pid = self.node.resolve(to)
+        if pid == self.pid:  # (as link: its own EXIT could reach nobody)
+            return
         if self.node.monitor(pid, self.pid):
             self._add_monitoring(pid)
         else:
