@@ -448,9 +448,19 @@ class Router:
         if host is None or not host.cancel_event(target, by):  # (no such host: no process)
             await trio.lowlevel.checkpoint()
             return
-        with trio.move_on_after(seconds):
-            await host.wait_exited(target)
-            return
+        reason = ErrorInfo("Terminated", f"did not stop within {seconds:g}s of CANCEL")
+        deadline = trio.current_time() + seconds
+        try:
+            with trio.move_on_after(seconds):
+                await host.wait_exited(target)
+                return
+        except trio.Cancelled:
+            # the caller stopped waiting (it was cancelled, or ended): the terminate
+            # after the timeout comes all the same, from the host
+            later = getattr(host, "terminate_at", None)
+            if later is not None and seconds != float("inf"):
+                later(target, deadline, reason)
+            raise
         # A process the cancel stops at its checkpoint (or that ends on its CANCEL at once)
         # must be scheduled once to do so: past a timeout of 0 it may not have been yet
         # (trio runs a pass's tasks in either order). It runs first; what it awaits
@@ -458,7 +468,7 @@ class Router:
         await trio.lowlevel.cancel_shielded_checkpoint()
         if not host.is_alive(target):
             return
-        host.kill(target, ErrorInfo("Terminated", f"did not stop within {seconds:g}s of CANCEL"))
+        host.kill(target, reason)
         await self._wait_killed(host, target)
 
     async def terminate(self, target: Pid, by: Pid | None,

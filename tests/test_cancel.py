@@ -584,3 +584,37 @@ async def test_a_cancel_at_a_receive_made_earlier_is_replayed_at_its_await(
     assert _RAN == ["undo receiver"]
     cancel = next(r for r in _journal(db, "r") if r.kind == "cancel")
     assert (cancel.seq, cancel.outcome) == (3, {"await": 1})
+
+
+async def _ignores_cancel() -> None:
+    async for _event in process.events():
+        pass  # reads its events, so its CANCEL is a request: it ignores it
+
+
+async def test_a_cancels_terminate_comes_even_when_its_caller_stopped_waiting(
+        autojump_clock):
+    """The terminate a cancel's timeout brings happened only inside the caller's await:
+    a caller terminated meanwhile, or one that gave up first (move_on_after), left a
+    process that ignores its CANCEL running for good."""
+    async def canceller(target: object, patience: float) -> None:
+        with trio.move_on_after(patience):
+            await process.cancel(target, timeout=2)
+
+    async with garrison.open_node() as node:
+        stubborn = [await node.spawn(_ignores_cancel) for _ in range(2)]
+        await trio.sleep(0.01)
+        dies = await node.spawn(canceller, stubborn[0], 100)
+        await node.spawn(canceller, stubborn[1], 0.5)  # gives up after half a second
+        await trio.sleep(0.5)
+
+        async def killer() -> None:
+            await process.terminate(dies)
+
+        await node.wait(await node.spawn(killer))
+        await trio.sleep(1)
+        assert all(node.process_info(p).alive for p in stubborn)  # (before the timeout)
+        await trio.sleep(1)
+        for pid in stubborn:
+            with pytest.raises(garrison.ProcessError,
+                               match=r"Terminated: did not stop within 2s of CANCEL"):
+                await node.wait(pid)

@@ -654,6 +654,22 @@ class ProcessHost:
         self._running += 1
         self._nursery.start_soon(proc.main, fn, args, name=proc.label or "garrison.process")
 
+    def terminate_at(self, target: Pid, deadline: float, reason: ErrorInfo) -> None:
+        """A ``process.cancel`` whose caller stopped waiting before its timeout: the
+        terminate that the timeout brings comes from this host at ``deadline`` (trio
+        time), if ``target`` still runs then."""
+        if self._nursery is not None and target in self.procs:
+            self._nursery.start_soon(self._terminate_at, target, deadline, reason)
+
+    async def _terminate_at(self, target: Pid, deadline: float, reason: ErrorInfo) -> None:
+        proc = self.procs.get(target)
+        if proc is None:
+            return
+        with trio.move_on_at(deadline):
+            await proc.wait_exited()
+            return
+        proc.kill(reason)
+
     def waits_for_worker(self, pid: Pid) -> bool:
         """Whether the process ``pid`` was spawned but waits for one of the host's
         ``workers`` to run."""
