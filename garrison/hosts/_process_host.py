@@ -245,8 +245,7 @@ class _Process(Caller):
             for name in self.names:
                 node.unregister(name, pid)
         node.record_exit(pid, result, error)
-        quiet = logged or orderly_stop(node, error)
-        if error is not None and not quiet:
+        if error is not None and not logged and not orderly_stop(node, error):
             _log_exit(self, error)
         if self.callers:  # calls waiting on this process fail at once
             if node.stopping and (error is None or error is node.shutdown_reason):
