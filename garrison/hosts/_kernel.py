@@ -525,9 +525,6 @@ def plain_call(caller: Caller, to: Pid | str, topic: str, payload: Any,
     callee = node.caller_of(pid)
     if callee is None or not callee.accepts_calls:
         raise ProcessError(f"call to {pid} failed: {noproc(pid)}", pid=pid, error=noproc(pid))
-    if callee is caller:  # (it waited out its whole timeout, the request in its own inbox)
-        raise ValueError(f"process {pid} called itself (topic {topic!r}): it would wait for "
-                         "its own reply, which it cannot send while it waits")
     return caller.exchange(callee, pid, topic, seconds, None, payload=payload)
 
 
