@@ -510,11 +510,19 @@ class ReplayInstance(WorkflowInstance):
             # under way, say, since removed). A node would run it there and then block
             # (a step a trio cancel scope gave up on is the other way such a gap comes)
             entry = self.cursor.entries[later[0]]
-            raise self.cursor.diverge(
-                seq, f"no step at seq {seq}, then {op_text(entry.kind, entry.name)} at seq "
-                f"{entry.seq} (the recorded run went on without an outcome at seq {seq}: a "
-                "workflow.start under way there)", "",
-                f"{op_text(kind, name)}, awaited at seq {seq}")
+            recorded = (f"no step at seq {seq}, then {op_text(entry.kind, entry.name)} at "
+                        f"seq {entry.seq}")
+            now = f"{op_text(kind, name)}, awaited at seq {seq}"
+            self.cursor.error = NonDeterminismError(
+                f"workflow {self.wid!r} cannot be checked past seq {seq}: the journal records "
+                f"{recorded}, but the code now does {now}, whose outcome the recorded run "
+                f"went on without. Code that removed a workflow.start from seq {seq} differs "
+                "here (a node runs the step again, then blocks where the code goes on "
+                "otherwise); code that gave up on that step in a trio cancel scope of its own "
+                "takes the same path (a node runs it again, see 'Timeouts are timers'): a "
+                "replay cannot tell them apart. Nothing was changed (a dry run)",
+                workflow_id=self.wid, seq=seq, recorded=recorded, current=now)
+            raise self.cursor.error
         raise self._stop(seq, _operation(kind, name), len(later))
 
     def _stop(self, seq: int, what: str, unchecked: int) -> ReplayEnd:
