@@ -921,12 +921,13 @@ async def stop_processes(hosts: Sequence[ProcessHost]) -> None:
             async with trio.open_nursery() as nursery:
                 for proc in reversed(now):
                     if proc.pid in listed:
-                        # its children first, in its order (it is stopped in the next round)
+                        # its children first, in its order (it is stopped right after)
                         nursery.start_soon(stop_supervised, proc, procs)
                     else:
                         proc.kill(reason)
                 await wait_stopped([proc for proc in now if proc.pid not in listed])
-            # (a supervisor whose children were stopped this round ends in a later one)
+            # a supervisor whose children were stopped this round ends now, before the
+            # next round (where its parent's turn comes)
             leftover = [p for p in now if p.pid in listed and p.alive]
             for proc in leftover:
                 proc.kill(reason)
