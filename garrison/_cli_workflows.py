@@ -400,6 +400,11 @@ def _start(store: Any, args: argparse.Namespace) -> None:
     there = store.get_workflow(wid)
     what = "" if there is None else f" ({there.name}, {there.status})"
     other = "" if there is None or there.name == name else f", not {name}"
+    if there is not None and not other:  # (the same function with other arguments)
+        given = json_arg(args.args, "arguments", "'[\"order-17\", 3]'")
+        if there.input != given:
+            other = (f", started with other arguments ({json.dumps(there.input)[:200]}, "
+                     f"not {json.dumps(given)[:200]})")
     _done(args, {"workflow_id": wid, "created": False,
                  "name": None if there is None else there.name},
           f"workflow {wid!r} exists already{what}{other}: left as it is")

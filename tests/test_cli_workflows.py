@@ -751,6 +751,12 @@ def test_start_takes_an_entry_id_of_a_config(capsys: pytest.CaptureFixture[str],
                              "--id", "w1", "--config", str(config))
     assert (code, out) == (0, "workflow 'w1' exists already (workflow_app:steps, pending): "
                               "left as it is\n"), err
+    # (other arguments for the same function: said too, the new work is not done)
+    code, out, err = cli_here(capsys, "--store", sqlite_path, "start", "app:wf", "[2]",
+                             "--id", "w1", "--config", str(config))
+    assert (code, out) == (0, "workflow 'w1' exists already (workflow_app:steps, pending), "
+                              "started with other arguments ([1], not [2]): left as it "
+                              "is\n"), err
     code, out, err = cli_here(capsys, "--store", sqlite_path, "start", "workflow_app:approval",
                              '["x"]', "--id", "w1", "--json")
     assert code == 0, err

@@ -100,6 +100,22 @@ async def test_a_start_of_another_function_under_an_id_in_use_warns(
     assert await node.workflow("taken").result() == 2
 
 
+async def test_a_start_with_other_arguments_under_an_id_in_use_warns(
+        node: garrison.Node, caplog: pytest.LogCaptureFixture) -> None:
+    """A second start of a running workflow's id with other arguments (another order
+    under the same id, say) returned its pid and said nothing: the new work was silently
+    never done. The same arguments are an ordinary idempotent start."""
+    pid = await node.start_workflow(app.approval, "doc-1", id="open")
+    with caplog.at_level(logging.WARNING, logger="garrison.workflow"):
+        assert await node.start_workflow(app.approval, "doc-1", id="open") == pid
+        assert not caplog.records
+        assert await node.start_workflow(app.approval, "doc-2", id="open") == pid
+    assert [r.getMessage() for r in caplog.records] == [
+        'workflow open exists already, started with other arguments (["doc-1"], not '
+        '["doc-2"]): this start returns its pid and leaves it as it is (give the new '
+        "workflow another id)"]
+
+
 async def test_lambda_and_closure_are_refused(node: garrison.Node) -> None:
     async def inner() -> None:
         pass

@@ -109,6 +109,12 @@ CLOCK_CHECK = 1.0
 _FOR_GOOD = frozenset({WorkflowStatus.COMPLETED, WorkflowStatus.CANCELLED})
 
 
+def _cut(values: list[Any], limit: int = 200) -> str:
+    """Arguments as JSON for a log line, cut after ``limit`` characters."""
+    text = json.dumps(values, default=str)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 class WorkflowHost:
     """A durable host: workflows journaled to ``store``.
 
@@ -469,7 +475,7 @@ class WorkflowHost:
         if wid in self.active or wid in self.finished:
             if journal is not None:
                 raise ValueError(f"cannot start child workflow {wid!r}: the id is taken")
-            self._exists_as_another(wid, name)
+            self._exists_as_another(wid, name, plain_input)
             self._attach(pid, process_watcher, process_link)
             await trio.lowlevel.checkpoint()
             return pid
@@ -545,7 +551,7 @@ class WorkflowHost:
             raise
         created = results[n]
         if not created:
-            self._exists_as_another(wid, name)
+            self._exists_as_another(wid, name, plain_input)
         if self.client:  # the node that holds the store's lock runs it
             if created and on_created is not None:
                 on_created()
@@ -1350,23 +1356,34 @@ class WorkflowHost:
         wf.wake()
         return True
 
-    def _exists_as_another(self, wid: str, name: str) -> None:
-        """A start of ``name`` found ``wid`` taken: it returns that workflow's pid (a
-        start is idempotent by id), and warns if that workflow runs another function
-        (a start of the wrong function under an id in use is easily missed)."""
+    def _exists_as_another(self, wid: str, name: str, plain_input: list[Any]) -> None:
+        """A start of ``name`` with ``plain_input`` found ``wid`` taken: it returns that
+        workflow's pid (a start is idempotent by id), and warns if that workflow runs
+        another function, or was started with other arguments (a start of the wrong
+        function, or of another order, under an id in use is easily missed; the
+        arguments of one finished a while ago, whose row is not read again for this,
+        are not compared)."""
         live = self.active.get(wid)
         known = self.finished.get(wid)
+        there_input: list[Any] | None = None
         if live is not None:
             there: str | None = live.name
+            there_input = live.input_plain
         elif known is not None:
             there = known[3]
         else:
             record = self.store.get_workflow(wid)
             there = None if record is None else record.name
+            there_input = None if record is None else record.input
         if there is not None and there != name:
             log.warning("workflow %s exists already, running %s: this start of %s returns "
                         "its pid and leaves it as it is (give the new workflow another id)",
                         wid, there, name, extra={"workflow_id": wid})
+        elif there_input is not None and there_input != plain_input:
+            log.warning("workflow %s exists already, started with other arguments (%s, not "
+                        "%s): this start returns its pid and leaves it as it is (give the "
+                        "new workflow another id)", wid, _cut(there_input), _cut(plain_input),
+                        extra={"workflow_id": wid})
 
     async def cancel_workflow(self, wid: str) -> bool:
         """``handle.cancel()``: :meth:`request_cancel`, returning once it is committed.
