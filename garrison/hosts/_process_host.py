@@ -314,8 +314,10 @@ class _Process(Caller):
         return pid
 
     async def send(self, to: Pid | str, topic: str, payload: Any) -> None:
-        await self._budget.checkpoint()  # (before: a send that raises Cancelled was not sent)
+        # (delivered, then a cancellation point: a send in a cleanup being cancelled, a
+        # goodbye in a ``finally``, still delivers its message, as a reply does)
         await self.node.send_message(self.pid, to, topic, payload)
+        await self._budget.checkpoint()
 
     def reply(self, msg: Message, value: Any) -> Awaitable[None]:
         self.reply_to(msg, value)
