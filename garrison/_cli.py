@@ -603,7 +603,11 @@ def _store_problem(store: str | None, config: Any) -> str | None:
     except ValueError as exc:
         return f"--store: {exc}"
     shown = str(key) if isinstance(key, Path) else store
-    for entry in config.hosts() if config is not None else ():
+    hosts = [e for e in (config.hosts() if config is not None else ())
+             if getattr(e, "kind", "") == "workflow.host"]
+    if len(hosts) == 1:  # its one workflow host's store is the one --store replaces
+        return None
+    for entry in hosts:
         if getattr(entry, "store", None) and store_key(entry.store) == key:
             return (f"--store: expected a store of its own, but {shown!r} is also the "
                     f"store of workflow.host entry {entry.id!r}")

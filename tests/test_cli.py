@@ -908,9 +908,17 @@ def test_run_reports_store_errors_at_start_up_in_one_line(tmp_path):
         done = cli("run", "prog.py", "--store", store, cwd=tmp_path)
         assert done.returncode == 2, done.stderr
         assert len(done.stderr.splitlines()) == 1 and done.stderr.startswith(message), done.stderr
-    # the node's own store and a workflow.host entry cannot share a file
-    (tmp_path / "app.yaml").write_text("version: '1.0'\nnamespace: app\nentries:\n"
+    # the node's own store and a workflow.host entry cannot share a file (with one
+    # workflow.host entry, --store is that entry's store: README's `garrison run app.yaml
+    # --store app.db` beside `store: app.db` was refused)
+    (tmp_path / "one.yaml").write_text("version: '1.0'\nnamespace: app\nentries:\n"
                                        "  - {name: w, kind: workflow.host, store: w.db}\n")
+    (tmp_path / "main.py").write_text("async def main():\n    return 'ran one'\n")
+    assert cli("run", "one.yaml", "--store", "./w.db", "--main", "main:main",
+               cwd=tmp_path).stdout == "ran one\n"
+    (tmp_path / "app.yaml").write_text("version: '1.0'\nnamespace: app\nentries:\n"
+                                       "  - {name: w, kind: workflow.host, store: w.db}\n"
+                                       "  - {name: v, kind: workflow.host, store: v.db}\n")
     done = cli("run", "app.yaml", "--store", "./w.db", cwd=tmp_path)
     assert done.returncode == 2
     assert done.stderr == (f"garrison run: --store: expected a store of its own, but "
