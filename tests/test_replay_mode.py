@@ -514,3 +514,45 @@ async def test_a_replay_ending_at_a_race_names_workflow_first(
     result = await replay_history(history)
     assert result.ok and result.ending == ("the journal ends where the code goes on with "
                                            "workflow.first() (live work)"), result.ending
+
+
+async def _two_steps(item: str) -> str:
+    return await ops_app.reserve(item) + await ops_app.charge(item)
+
+
+async def _two_steps_then_fails(item: str) -> str:
+    await ops_app.reserve(item)
+    await ops_app.charge(item)
+    raise ValueError("now it fails")
+
+
+async def _three_steps(item: str) -> str:
+    return await _two_steps(item) + await ops_app.reserve("more")
+
+
+def test_a_completed_history_the_code_no_longer_completes_differs() -> None:
+    """A golden history of a completed workflow replayed ok when today's code raised
+    after its steps, or took a step more: a golden test passed on code that no longer
+    completes it (helper-203). Code that returns there is ok."""
+    completed = {"name": "ops_app:order", "input": ["x"], "status": "completed",
+                 "journal": [
+                     {"seq": 1, "kind": "activity", "name": "ops_app:reserve",
+                      "outcome": {"ok": "r"}},
+                     {"seq": 2, "kind": "activity", "name": "ops_app:charge",
+                      "outcome": {"ok": "p"}}]}
+    history = History.from_json(completed)
+    assert trio.run(replay_history, history, _two_steps).ok
+    for code, now in [(_two_steps_then_fails, "the code raised ValueError: now it fails"),
+                      (_three_steps, "the journal ends where the code goes on with activity "
+                                     "'ops_app:reserve' (live work)")]:
+        result = trio.run(replay_history, history, code)
+        assert not result.ok and result.error is not None
+        assert str(result.error).startswith(
+            "workflow 'replayed' is recorded completed at the end of its journal, but the "
+            f"code now does not return there: {now}. Nothing was changed"), str(result.error)
+    with pytest.raises(ValueError, match=r"'status' must be one of pending, .*got 'exploded'"):
+        History.from_json({**completed, "status": "exploded"})
+    with pytest.raises(ValueError, match="'workflow_id' must be a string, got 3"):
+        History.from_json({**completed, "workflow_id": 3})
+    with pytest.raises(ValueError, match="journal record 0 needs an integer 'seq'"):
+        History.from_json({**completed, "journal": [{**completed["journal"][0], "seq": True}]})

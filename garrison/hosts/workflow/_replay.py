@@ -178,7 +178,7 @@ class History:
         journal: list[Entry] = []
         sizes: dict[int, int] = {}
         for i, rec in enumerate(records):
-            if not isinstance(rec, dict) or not isinstance(rec.get("seq"), int) \
+            if not isinstance(rec, dict) or type(rec.get("seq")) is not int \
                     or not isinstance(rec.get("kind"), str):
                 raise ValueError(f"{where}: journal record {i} needs an integer 'seq' and a "
                                  f"'kind' (got {rec!r:.80})")
@@ -242,6 +242,14 @@ class History:
         attempt = data.get("attempt") or 1
         if type(attempt) is not int:
             raise ValueError(f"{where}: 'attempt' must be an integer, got {attempt!r:.40}")
+        status = data.get("status")
+        statuses = [s.value for s in WorkflowStatus]
+        if status is not None and status not in statuses:
+            raise ValueError(f"{where}: 'status' must be one of {', '.join(statuses)}, got "
+                             f"{status!r:.40}")
+        wid = data.get("workflow_id")
+        if wid is not None and not isinstance(wid, str):
+            raise ValueError(f"{where}: 'workflow_id' must be a string, got {wid!r:.40}")
         return cls(
             workflow_id=str(data.get("workflow_id") or "replayed"), name=name, input=args,
             status=str(data.get("status") or "running"),
@@ -743,6 +751,19 @@ def _result(history: History, wf: ReplayInstance, host: ReplayHost, stuck: bool
             ending += f" (the workflow is recorded {history.status})"
     elif error is None:  # pragma: no cover - the run always ends one of the ways above
         ending = "stopped"
+    if error is None and history.status == WorkflowStatus.COMPLETED.value and (
+            host.outcome is None or host.outcome[0] is not WorkflowStatus.COMPLETED):
+        # a completed history (a golden test's) that the code no longer completes: it
+        # raises, ends cancelled, or goes on past the journal's end (a step more, a wait)
+        now = ending.replace(" (the workflow is recorded completed)", "") or "does not return"
+        error = NonDeterminismError(
+            f"workflow {history.workflow_id!r} is recorded completed at the end of its "
+            f"journal, but the code now does not return there: {now}. Nothing was "
+            "changed (a dry run); a node never runs a completed workflow again, but this "
+            "code no longer takes the recorded path to its end",
+            workflow_id=history.workflow_id, seq=records + 1,
+            recorded="the workflow's return", current=now)
+        wf.cursor.error = error
     if error is not None:
         checked = max(0, min(checked, (error.seq or 1) - 1))
     return ReplayResult(history.workflow_id, history.name, history.status, error, records,
