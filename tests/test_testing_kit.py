@@ -307,3 +307,33 @@ async def test_a_rate_limited_host_starts_its_queue_on_the_environment_s_time(
 async def test_a_rate_limited_host_starts_its_queue_on_trio_autojump_clock(
         tmp_path: Any, autojump_clock: Any) -> None:
     await _rate_limited_starts(tmp_path)
+
+
+@garrison.activity
+async def _real_io(seconds: float) -> str:
+    await trio.sleep(seconds)  # (an activity's own I/O: real time, not skipped)
+    return "done"
+
+
+async def _does_real_io() -> str:
+    return await _real_io(0.2)
+
+
+async def test_env_result_of_a_workflow_nothing_can_end_raises_instead_of_hanging(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``env.result`` of a workflow waiting for a message nobody sends (or waiting for
+    ever) waited for ever, in real time: a test hung until pytest's timeout. Once every
+    workflow waits, nothing is due and nothing else woke one for STUCK_AFTER, it raises.
+    One whose activity awaits its own I/O meanwhile is not taken for stuck."""
+    from garrison.testing import _env
+
+    monkeypatch.setattr(_env, "STUCK_AFTER", 0.05)
+    async with garrison.testing.workflow_env() as env:
+        await env.start(ops_app.receives_forever, id="r")
+        with pytest.raises(RuntimeError, match=r"^env.result\('r'\): workflow 'r' is waiting "
+                                               "and nothing can end it: every task waits"):
+            await env.result("r")
+        await env.start(_does_real_io, id="io")  # runs its step longer than STUCK_AFTER
+        assert await env.result("io") == "done"
+        await env.node.workflow("r").signal("note", "late")  # still alive, and ends
+        assert await env.result("r") == "received late"

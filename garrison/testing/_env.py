@@ -42,8 +42,17 @@ from .._node import Node, _as_config, open_node
 from ..hosts.workflow._activities import ActivitiesInFlight, _options
 from ..hosts.workflow._core import FOREVER
 from ..hosts.workflow._waits import WallClock
+from ..persistence import WorkflowStatus
 
 __all__ = ["ActivityMock", "SkippingClock", "WorkflowEnv", "workflow_env"]
+
+
+#: (real) seconds that an awaited ``env.result`` may see every task wait with nothing due
+#: before it says nothing can end its workflow
+STUCK_AFTER = 5.0
+
+#: the statuses of a workflow that waits (not one taking a step)
+_PARKED = frozenset({WorkflowStatus.WAITING, WorkflowStatus.SLEEPING, WorkflowStatus.BLOCKED})
 
 
 class SkippingClock(WallClock):
@@ -173,6 +182,8 @@ class WorkflowEnv:
         self.virtual = virtual
         self.mocks: dict[str, ActivityMock] = {}
         self._settling: list[trio.Event] = []
+        #: the waits of ``result`` calls: cancelled when nothing can ever end them
+        self._results: list[trio.CancelScope] = []
         #: the ``workflow_env()`` block has ended: nothing moves time any more
         self._ended = False
 
@@ -248,13 +259,35 @@ class WorkflowEnv:
             due = [t for t in targets if t is not None and math.isfinite(t) and t < FOREVER]
             if not due:
                 clock.changed = trio.Event()
-                await clock.changed.wait()
+                if not self._results:
+                    await clock.changed.wait()
+                    continue
+                # a result is awaited, and nothing is due: unless something else wakes
+                # a workflow within STUCK_AFTER (real time: the test's own task, a
+                # thread), it never comes
+                with trio.move_on_after(STUCK_AFTER):
+                    await clock.changed.wait()
+                    continue
+                await trio.testing.wait_all_tasks_blocked()
+                if not clock.changed.is_set() and self._stuck():
+                    for scope in self._results:
+                        scope.cancel()
+                    self._results.clear()
                 continue
             clock.jump_to(min(due))
             for wf in waiting:  # their trio deadlines are forgotten: they ask again
                 wf.wake()
             for loop in loops:
                 loop.wake()
+
+    def _stuck(self) -> bool:
+        """Nothing of the workflows can move by itself: every one waits (none runs a
+        step: an async activity may await its I/O for a while) and no plain activity
+        works in a thread."""
+        if self._activities_running() is not None:
+            return False
+        return all(wf.done.is_set() or wf.status in _PARKED
+                   for host in self._hosts() for wf in host.active.values())
 
     def _activities_running(self) -> trio.Event | None:
         """An event set once the plain activities working in worker threads on one host
@@ -382,8 +415,24 @@ class WorkflowEnv:
 
     async def result(self, id: str) -> Any:
         """Wait for workflow ``id`` to end (time skips meanwhile); its result, or its
-        error raised."""
-        return await self.workflow(id).result()
+        error raised. A ``RuntimeError`` once nothing can end it (every task waits and
+        nothing is due: a promise nobody resolves, a message nobody sends, a wait for
+        ever), rather than a test that hangs."""
+        handle = self.workflow(id)
+        if not self.virtual:
+            return await handle.result()
+        with trio.CancelScope() as scope:
+            self._results.append(scope)
+            try:
+                return await handle.result()
+            finally:
+                if scope in self._results:
+                    self._results.remove(scope)
+        raise RuntimeError(
+            f"env.result({id!r}): workflow {id!r} is {handle.status()} and nothing can end "
+            "it: every task waits, no timer is due and no activity runs (a promise nobody "
+            "resolves, a message nobody sends, a wait for ever); send or resolve what it "
+            "waits for before awaiting its result, or race its wait with a timer")
 
 
 def _skips_by_itself() -> bool:
