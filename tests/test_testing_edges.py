@@ -245,3 +245,7 @@ async def test_moving_time_after_the_env_block_is_refused_not_a_hang() -> None:
         with pytest.raises(RuntimeError, match=r"^env\.settle\(\): the workflow_env\(\) "
                            "block has ended"):
             await env.settle()
+    # (a mock made after the block went unnoticed: it could never run)
+    with pytest.raises(RuntimeError, match=r"^env\.mock_activity\(\): the workflow_env\(\) "
+                       "block has ended"):
+        env.mock_activity(check_slowly, result=1)

@@ -309,6 +309,7 @@ class WorkflowEnv:
         ``module:qualname``) for the workflows of this environment: it returns
         ``result``, or raises ``error`` (recorded as the ``ActivityError`` a real final
         failure gives), or runs ``call`` instead; at once and once (no retries)."""
+        self._check_open("env.mock_activity()")
         name = self._activity_to_mock(fn)
         mock = ActivityMock(name, result=result, error=error, call=call)
 
