@@ -90,17 +90,22 @@ def noproc(pid: Pid) -> ErrorInfo:
     return ErrorInfo("noproc", f"process {pid} is not alive")
 
 
-#: how the reason a supervisor passes to the links of a child it stops begins (see
-#: :func:`supervisor_stop`)
-SUPERVISOR_STOP = "stopped by its supervisor"
+#: how the reason a supervisor passes to the links of a child it stops begins
+_SUPERVISOR_STOP = "stopped by its supervisor"
+
+
+def supervisor_stop_reason(supervisor: str) -> ErrorInfo:
+    """The reason a supervisor (``supervisor`` names it: a ``Supervisor``, the node's
+    service manager) passes to the links of a child it stops, as OTP's ``shutdown``
+    (see :func:`supervisor_stop`)."""
+    return ErrorInfo("Shutdown", f"{_SUPERVISOR_STOP} {supervisor}")
 
 
 def supervisor_stop(error: ErrorInfo | None) -> bool:
-    """Whether ``error`` is the reason a supervisor (or the node's service manager)
-    passed to the links of a child it stopped, as OTP's ``shutdown``: type ``Shutdown``,
-    no traceback (no exception of the code made it), saying so."""
+    """Whether ``error`` is a :func:`supervisor_stop_reason`: type ``Shutdown``, no
+    traceback (no exception of the code made it), saying so."""
     return (error is not None and error.type == "Shutdown" and not error.traceback
-            and error.message.startswith(SUPERVISOR_STOP))
+            and error.message.startswith(_SUPERVISOR_STOP))
 
 
 def orderly_stop(node: Any, error: ErrorInfo | None) -> bool:

@@ -26,7 +26,7 @@ import trio
 from .. import process
 from ..actors._runtime import current_runtime
 from ..actors._values import ErrorInfo, Event, EventKind, Pid
-from ..hosts._kernel import SUPERVISOR_STOP
+from ..hosts._kernel import supervisor_stop_reason
 
 if TYPE_CHECKING:
     from ..config import Config, ServiceEntry
@@ -487,8 +487,7 @@ class ServiceManager:
             return
         self.by_pid.pop(pid, None)
         # its helpers (spawn_linked) end with it, quietly, as a Supervisor's child's do
-        self.node.stop_links_with(pid, ErrorInfo(
-            "Shutdown", f"{SUPERVISOR_STOP} (the node's service manager)"))
+        self.node.stop_links_with(pid, supervisor_stop_reason("(the node's service manager)"))
         await process.cancel(pid, timeout=svc.entry.lifecycle.stop_timeout)
 
     async def _stop_all(self) -> None:

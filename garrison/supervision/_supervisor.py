@@ -42,7 +42,7 @@ from .._errors import ProcessError
 from .._targets import check_target
 from ..actors._runtime import current_runtime
 from ..actors._values import ErrorInfo, Event, EventKind, Pid
-from ..hosts._kernel import SUPERVISOR_STOP, supervisor_stop
+from ..hosts._kernel import supervisor_stop, supervisor_stop_reason
 
 __all__ = [
     "BRUTAL_KILL",
@@ -869,8 +869,7 @@ class Supervisor:
             await process.terminate(pid)
         else:
             if self._node is not None:  # its helpers (spawn_linked) end with it, quietly
-                self._node.stop_links_with(pid, ErrorInfo(
-                    "Shutdown", f"{SUPERVISOR_STOP} {self._who()}"))
+                self._node.stop_links_with(pid, supervisor_stop_reason(self._who()))
             await process.cancel(pid, timeout=shutdown)
         if child.pid == pid:
             child.pid = None
