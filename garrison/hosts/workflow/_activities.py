@@ -22,7 +22,7 @@ import trio
 from ... import _observe, _trio_fast
 from ..._activity import DEFAULT_RETRY, RetryPolicy, activity_name, check_retry
 from ..._context import ActivityScope, activity_owner
-from ..._errors import ActivityError, NotInProcess, PayloadError
+from ..._errors import ActivityError, NonDeterminismError, NotInProcess, PayloadError
 from ..._targets import import_target
 from ...actors._cancel_switch import is_stray, stray_message
 from ...actors._runtime import runtime_var
@@ -176,10 +176,10 @@ class ActivityHandle:
                                                         name=self.name))
         else:
             try:
-                self._outcome = outcome.Value(structure(
-                    out["ok"], self.hint, what=f"the result of activity {self.name!r}"))
-            except PayloadError as exc:  # (its annotation changed since: see unrestorable)
-                self._outcome = outcome.Error(self._wf.unrestorable(self.seq, self.name, exc))
+                self._outcome = outcome.Value(self._wf.recorded_result(
+                    self.seq, self.name, self.hint, out["ok"]))
+            except NonDeterminismError as exc:  # (its annotation changed since)
+                self._outcome = outcome.Error(exc)
 
     def _set(self, result: outcome.Outcome[Any]) -> None:
         self._outcome = result
@@ -314,10 +314,7 @@ class Activities(WorkflowCore):
             out = entry.outcome
             if "error" in out:
                 raise ActivityError(error_from_plain(out["error"]), name=name)
-            try:
-                return structure(out["ok"], hint, what=f"the result of activity {name!r}")
-            except PayloadError as exc:
-                raise self.unrestorable(self.cursor.seq - 1, name, exc) from None
+            return self.recorded_result(self.cursor.seq - 1, name, hint, out["ok"])
         seq = self.cursor.seq - 1
         buf = self._buffer
         if buf is not None and self.flushing is None:
@@ -397,17 +394,21 @@ class Activities(WorkflowCore):
             return value
         return await self._activity_done(seq, name, hint, attempt, text, plain, failure)
 
-    def unrestorable(self, seq: int, name: str, exc: PayloadError) -> BaseException:
-        """The divergence of a recorded result of activity ``name`` (at ``seq``) that its
-        return annotation no longer takes (``exc``): the code changed since it was
-        recorded. The workflow is blocked with its journal kept, rather than failed for
-        good by a value it recorded itself; a replay says it differs."""
-        return self.cursor.diverge(
-            seq, _ACTIVITY, name, f"activity {name!r} with a return annotation that no "
-            f"longer takes its recorded result ({exc})",
-            "The recorded result is restored by the activity's annotation before the "
-            "code sees it, so workflow.version cannot branch there: make the annotation "
-            "also take the recorded values. ")
+    def recorded_result(self, seq: int, name: str, hint: Any, plain: Any) -> Any:
+        """The recorded result ``plain`` of activity ``name`` (at ``seq``) restored by
+        its return annotation ``hint``. One the annotation no longer takes (the code
+        changed since it was recorded) is a divergence: the workflow is blocked with its
+        journal kept, rather than failed for good by a value it recorded itself, and a
+        replay says it differs."""
+        try:
+            return structure(plain, hint, what=f"the result of activity {name!r}")
+        except PayloadError as exc:
+            raise self.cursor.diverge(
+                seq, _ACTIVITY, name, f"activity {name!r} with a return annotation that "
+                f"no longer takes its recorded result ({exc})",
+                "The recorded result is restored by the activity's annotation before the "
+                "code sees it, so workflow.version cannot branch there: make the "
+                "annotation also take the recorded values. ") from None
 
     def _raised_by_code(self, exc: BaseException | None, name: str
                         ) -> BaseException | None:
