@@ -747,7 +747,7 @@ def _result(history: History, wf: ReplayInstance, host: ReplayHost, stuck: bool
         else:
             ending = f"the code raised {failure}"
         if error is None and status.value != history.status and history.status in (
-                "completed", "failed", "cancelled"):
+                "failed", "cancelled"):  # (one recorded completed differs: below)
             ending += f" (the workflow is recorded {history.status})"
     elif error is None:  # pragma: no cover - the run always ends one of the ways above
         ending = "stopped"
@@ -756,7 +756,7 @@ def _result(history: History, wf: ReplayInstance, host: ReplayHost, stuck: bool
         # a completed history (a golden test's) that the code no longer completes: it
         # raises, ends cancelled, or goes on past the journal's end (a step more, a wait;
         # not a non-durable wait the replay cannot get past, which says so)
-        now = ending.replace(" (the workflow is recorded completed)", "") or "does not return"
+        now = ending or "does not return"
         error = NonDeterminismError(
             f"workflow {history.workflow_id!r} is recorded completed at the end of its "
             f"journal, but the code now does not return there: {now}. Nothing was "
