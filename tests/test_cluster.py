@@ -510,11 +510,13 @@ async def test_plain_processes_of_two_nodes_talk_and_see_a_lost_node_as_noconnec
         assert node.lookup("echo") is None  # released with its node
 
 
-def test_sigterm_to_a_clustered_garrison_run_drains_it_then_exits_0(
-        postgres_url: str, nodes: list[Node], tmp_path: Path) -> None:
-    import os
-    import signal
+def _garrison_run_app(tmp_path: Path, url: str, starts: str, lease: str,
+                      env: dict[str, str] | None = None) -> Any:
+    """``garrison run app.py`` as node ``a`` of the cluster at ``url``: its root runs
+    ``starts`` (lines of code with ``node`` and ``cluster_app`` at hand), prints
+    ``started`` and sleeps; the process (``Popen``, text pipes)."""
     import subprocess
+    import textwrap
 
     (tmp_path / "app.py").write_text(
         "import sys, trio, garrison\n"
@@ -522,16 +524,26 @@ def test_sigterm_to_a_clustered_garrison_run_drains_it_then_exits_0(
         "import cluster_app\n\n"
         "async def main():\n"
         "    node = garrison.current_node()\n"
-        "    for i in range(4):\n"
-        "        await node.start_workflow(cluster_app.steps, 150, 0.05, id=f'r{i}')\n"
+        + textwrap.indent(textwrap.dedent(starts), "    ") +
         "    print('started', flush=True)\n"
         "    await trio.sleep_forever()\n")
+    return subprocess.Popen([sys.executable, "-m", "garrison", "run", "app.py", "--store",
+                             url, "--name", "a", "--lease", lease], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env)
+
+
+def test_sigterm_to_a_clustered_garrison_run_drains_it_then_exits_0(
+        postgres_url: str, nodes: list[Node], tmp_path: Path) -> None:
+    import os
+    import signal
+
     # 7.5 s of steps: still running when node b is up and the signal comes, even on a
     # loaded machine (40 steps could all finish on a before b had started)
-    env = {**os.environ, "GARRISON_NODE": "a"}
-    run = subprocess.Popen([sys.executable, "-m", "garrison", "run", "app.py", "--store",
-                            postgres_url, "--name", "a", "--lease", "30s"], cwd=tmp_path,
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    run = _garrison_run_app(tmp_path, postgres_url, """\
+        for i in range(4):
+            await node.start_workflow(cluster_app.steps, 150, 0.05, id=f'r{i}')
+    """, "30s", env={**os.environ, "GARRISON_NODE": "a"})
     try:
         assert run.stdout is not None and run.stdout.readline().strip() == "started"
         nodes.append(Node.start(postgres_url, "b", 30.0))
@@ -558,19 +570,10 @@ def test_garrison_nodes_drain_ends_a_garrison_run_node_once_drained(
     workflows forever)."""
     import subprocess
 
-    (tmp_path / "app.py").write_text(
-        "import sys, trio, garrison\n"
-        f"sys.path.insert(0, {str(Path(__file__).resolve().parent / 'cluster')!r})\n"
-        "import cluster_app\n\n"
-        "async def main():\n"
-        "    node = garrison.current_node()\n"
-        "    for i in range(3):  # each waits for a message: it moves at once on a drain\n"
-        "        await node.start_workflow(cluster_app.mailbox, 1, id=f'd{i}')\n"
-        "    print('started', flush=True)\n"
-        "    await trio.sleep_forever()\n")
-    run = subprocess.Popen([sys.executable, "-m", "garrison", "run", "app.py", "--store",
-                            postgres_url, "--name", "a", "--lease", "30s"], cwd=tmp_path,
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    run = _garrison_run_app(tmp_path, postgres_url, """\
+        for i in range(3):  # each waits for a message: it moves at once on a drain
+            await node.start_workflow(cluster_app.mailbox, 1, id=f'd{i}')
+    """, "30s")
     look = Look(postgres_url)
     try:
         assert run.stdout is not None and run.stdout.readline().strip() == "started"
@@ -599,22 +602,11 @@ def test_garrison_run_exits_1_once_its_store_gave_up_and_the_node_left_the_clust
     to run on for ever, out of the cluster, recording nothing, so that nothing that
     supervises it (systemd, Kubernetes) started it again; it now stops and exits 1,
     saying why."""
-    import subprocess
-
     from garrison.persistence._pg_schema import SCHEMA_VERSION
 
-    (tmp_path / "app.py").write_text(
-        "import sys, trio, garrison\n"
-        f"sys.path.insert(0, {str(Path(__file__).resolve().parent / 'cluster')!r})\n"
-        "import cluster_app\n\n"
-        "async def main():\n"
-        "    node = garrison.current_node()\n"
-        "    await node.start_workflow(cluster_app.mailbox, 1, id='g')\n"
-        "    print('started', flush=True)\n"
-        "    await trio.sleep_forever()\n")
-    run = subprocess.Popen([sys.executable, "-m", "garrison", "run", "app.py", "--store",
-                            postgres_url, "--name", "a", "--lease", "1s"], cwd=tmp_path,
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    run = _garrison_run_app(tmp_path, postgres_url,
+                            "await node.start_workflow(cluster_app.mailbox, 1, id='g')\n",
+                            "1s")
     look = Look(postgres_url)
     try:
         assert run.stdout is not None and run.stdout.readline().strip() == "started"
