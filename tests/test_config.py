@@ -155,6 +155,9 @@ entries:
     input: 42
     lifecycle: {{depends_on: [b], stop_timeout: 2.5, restart: {{initial_delay: 250ms}}}}
   - {{name: b, kind: process.service, process: app:h, input: [[1, 2]]}}
+  - {{name: c, kind: process.service, process: app:h, input: null}}
+  - {{name: d, kind: process.service, process: app:h, input: [null]}}
+  - {{name: e, kind: process.service, process: app:h, input:}}
 """
     )
     a = config["app:a"]
@@ -167,6 +170,8 @@ entries:
     b = config["app:b"]
     assert isinstance(b, ServiceEntry)
     assert b.input == ([1, 2],)
+    # (README: an empty input, or null, is no arguments; one None argument is [null])
+    assert [config[f"app:{n}"].input for n in "cde"] == [(), (None,), ()]  # type: ignore[attr-defined]
     assert config.source_path is None
 
 

@@ -1385,12 +1385,13 @@ def test_schedule_entries_are_checked() -> None:
     assert "entry 'app:b' (index 3): field 'cron': expected a cron expression" in text
     assert "entry 'app:b' (index 3): field 'timezone': expected an IANA time zone" in text
     assert "entry 'app:c' (index 4): field 'every': expected a duration of whole " \
-        "seconds, from 1s to 100 years, got '0.25s'" in text  # (as written, not 0.25)
+        "seconds, from 1s to 36500d (100 years; a duration has no year unit), " \
+        "got '0.25s'" in text  # (as written, not 0.25)
     assert "entry 'app:e' (index 6): field 'every': expected a duration of whole seconds, " \
-        "from 1s to 100 years, got inf" in text
+        "from 1s to 36500d (100 years; a duration has no year unit), got inf" in text
     # (every digit: it read 3.1536e+09s, the limit itself to the eye)
     assert "entry 'app:f' (index 7): field 'every': expected a duration of whole seconds, " \
-        "from 1s to 100 years, got '3153600001s'" in text
+        "from 1s to 36500d (100 years; a duration has no year unit), got '3153600001s'" in text
     assert "field 'overlap': expected one of 'skip', 'buffer_one', 'allow_all'" in text
     assert "entry 'app:d' (index 5): field 'workflow': unknown entry 'app:nope'" in text
     assert "field 'host': expected a workflow.host entry, but 'app:job' is a workflow.py" \

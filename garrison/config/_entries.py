@@ -158,7 +158,8 @@ def _schedule_timing(inst: Any, attribute: attrs.Attribute[Any], value: object) 
             shown = value
             if _is_number(value) and math.isfinite(value):
                 shown = f"{int(value)}s" if value == int(value) else f"{value!r}s"
-            raise _FieldProblem("every", "a duration of whole seconds, from 1s to 100 years",
+            raise _FieldProblem("every", "a duration of whole seconds, from 1s to 36500d (100 "
+                                "years; a duration has no year unit)",
                                 shown) from None
     elif attribute.name == "timezone":
         try:
