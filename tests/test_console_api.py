@@ -294,6 +294,39 @@ async def test_attached_to_a_node_live_statuses_actions_and_processes(
             assert page.status_code == 200 and 'data-page="node"' in page.text
 
 
+async def test_a_signal_to_a_workflow_that_finishes_meanwhile_is_a_409_not_lost(
+        store_path: str, autojump_clock: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The console reads the status, then delivers: a workflow that ended in between (a
+    cancel answered at the same moment) got the message as a dead letter, and the
+    console answered 200 (helper-205 saw 16 of 200 so). The delivery itself decides."""
+    async with garrison.open_node(store=store_path) as node:
+        await node.start_workflow(console_app.listening, id="l-9")
+        await until(lambda: node.workflow("l-9").status() == "waiting")
+        backend = NodeBackend(node)
+        checked = backend._acting_on
+
+        async def then_it_ends(workflow_id: str, what: str, host: str | None) -> str | None:
+            name = await checked(workflow_id, what, host)
+            await node.workflow(workflow_id).terminate("ended meanwhile")
+            return name
+
+        monkeypatch.setattr(backend, "_acting_on", then_it_ends)
+        dead = node.stats()["dead_letters"]
+        async with client(make_app(backend)) as c:
+            r = await post(c, "/api/workflows/l-9/signal", {"topic": "late"})
+            assert r.status_code == 409, r.text
+            assert r.json()["error"] == ("cannot signal workflow 'l-9': it finished before "
+                                         "the message was delivered")
+        assert node.stats()["dead_letters"] == dead + 1
+        monkeypatch.undo()
+        async with client(make_app(NodeBackend(node))) as c:  # and no sooner
+            await node.start_workflow(console_app.listening, id="l-10")
+            r = await post(c, "/api/workflows/l-10/signal", {"topic": "t", "payload": 2})
+            assert r.status_code == 200 and r.json()["ok"] is True, r.text
+            assert await node.workflow("l-10").result() == {"topic": "t", "payload": 2}
+        assert node.stats()["messages"] >= 1
+
+
 def _services_config(tmp_path: Path) -> Path:
     path = tmp_path / "app.yaml"
     path.write_text(

@@ -657,7 +657,12 @@ class NodeBackend(Backend):
     async def signal(self, workflow_id: str, topic: str, payload: Any,
                      host: str | None = None) -> dict[str, Any]:
         name = await self._acting_on(workflow_id, "signal", host)
-        await self._handle(workflow_id, name).signal(topic, payload)
+        # (not WorkflowHandle.signal: the workflow may finish between the status read
+        # above and the delivery, and the message would be a dead letter, answered 200)
+        if not await self._hosts[self.default if name is None else name].signal_delivered(
+                workflow_id, topic, payload):
+            raise ApiError(409, f"cannot signal workflow {workflow_id!r}: it finished "
+                                "before the message was delivered")
         return {}
 
     async def resolve(self, workflow_id: str, promise: str, value: Any,

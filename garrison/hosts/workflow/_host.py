@@ -878,6 +878,22 @@ class WorkflowHost:
                 now))
         return True
 
+    async def signal_delivered(self, workflow_id: str, topic: str, payload: Any) -> bool:
+        """A message from outside any process to workflow ``workflow_id`` (what
+        ``node.send`` to its pid does), committed to its inbox before returning; False
+        if it had finished first (a dead letter, counted as one). For a caller that must
+        tell the two apart with nothing in between: the console answers 409 then, where
+        ``WorkflowHandle.signal``, like ``send``, does not say."""
+        node = self.node
+        msg = Message(topic, payload, None, node.message_id(), None,
+                      _observe.carrier() if _observe.tracing else None)
+        delivered = await self.deliver_durable(Pid(self.name, workflow_id), msg)
+        if delivered:
+            node.stats_messages += 1
+        else:
+            node.stats_dead_letters += 1
+        return delivered
+
     def _claimed_meanwhile(self, wid: str) -> None:
         """A write for ``wid`` made in a worker thread while this host did not run it has
         returned: if this host claimed it meanwhile, its load may predate the write
