@@ -465,6 +465,14 @@ async def test_csrf_guard_host_check_and_headers(seeded: str) -> None:
         assert r.status_code == 403 and "loopback" in r.json()["error"]
     async with client(make_app(StoreBackend(store)), "http://localhost:8233") as c:
         assert (await c.get("/api/workflows")).status_code == 200
+        # a malformed Host (an unclosed IPv6 address) or Origin: refused, not a 500
+        r = await c.get("/api/workflows", headers={"Host": "[::1"})
+        assert r.status_code == 400 and r.json() == {"error": "malformed Host header '[::1'"}
+        c.cookies.set("garrison_csrf", "x")
+        r = await c.post(url, json={"topic": "ping"},
+                         headers={"X-Garrison-CSRF": "x", "Origin": "http://[x"})
+        assert r.status_code == 403, r.text
+        assert "malformed Origin header 'http://[x'" in r.json()["error"]
     store.close()
 
 
@@ -503,6 +511,41 @@ async def test_token_bearer_one_time_link_and_login(seeded: str) -> None:
         r = await other.post("/login", data={"token": TOKEN},
                              headers={"Origin": "http://evil.example"})
         assert r.status_code == 403
+    store.close()
+
+
+async def test_a_request_body_over_the_limit_is_refused_as_it_arrives(seeded: str) -> None:
+    """/login is open to anyone: its body was read whole before any check (helper-205: a
+    400 MB POST took 800 MB of the node's memory), and an action's too. A body over
+    MAX_BODY is a 413, from its Content-Length or, streamed without one, as it comes."""
+    from garrison.console._app import MAX_BODY
+
+    store = _store_tools.open_store(seeded)
+    app = make_app(StoreBackend(store), token=TOKEN, loopback=False)
+    read = 0
+
+    async def endless() -> AsyncIterator[bytes]:  # no Content-Length: chunked
+        nonlocal read
+        for _ in range(1000):
+            read += 64 * 1024
+            yield b"x" * (64 * 1024)
+
+    async with client(app, "http://console.example:8233") as c:
+        r = await c.post("/login", content=b"token=" + b"x" * MAX_BODY)
+        assert r.status_code == 413 and "over 1024 KiB" in r.text
+        r = await c.post("/login", content=endless())
+        assert r.status_code == 413 and read <= MAX_BODY + 128 * 1024, read
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        big = {"topic": "t", "payload": "x" * MAX_BODY}
+        r = await c.post("/api/workflows/l-1/signal", json=big, headers=auth)
+        assert r.status_code == 413, r.text
+        assert r.json()["error"] == (
+            "the request body is over 1024 KiB, the console's limit (a larger payload or "
+            "value: garrison workflows signal/resolve, or the Python API)")
+        assert store.pending_messages("l-1") == []
+        fits = {"topic": "t", "payload": "x" * (MAX_BODY - 100)}
+        r = await c.post("/api/workflows/l-1/signal", json=fits, headers=auth)
+        assert r.status_code == 200, r.text
     store.close()
 
 

@@ -47,6 +47,11 @@ _HERE = Path(__file__).parent
 #: workflows on one page of the list, by default and at most
 PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
+#: the largest request body read (bytes): a signal's payload or a promise's value (the
+#: command line and the Python API take larger ones), and the login form's. Checked as
+#: it arrives: ``/login`` is open to anyone, and a body read whole before any check
+#: would let any client fill the node's memory
+MAX_BODY = 1024 * 1024
 #: a workflow's action URLs (a GET there is 405, unless a workflow has that very id)
 _ACTION = re.compile(r"^(?P<wid>.+)/(?:signal|cancel|retry|promises/.+/(?:resolve|reject))$")
 
@@ -122,7 +127,12 @@ def make_app(backend: Backend, *, token: str | None = None, loopback: bool = Tru
         then = _local_path(request.query_params.get("next"))
         if request.method == "POST":
             # a urlencoded form (no multipart parser needed)
-            form = parse_qs((await request.body()).decode("utf-8", "replace"))
+            try:
+                raw = await _read_body(request)
+            except ApiError as exc:
+                return Response(exc.message + "\n", status_code=exc.status,
+                                media_type="text/plain")
+            form = parse_qs(raw.decode("utf-8", "replace"))
             given = form.get("token", [""])[0]
             then = _local_path(form.get("next", [then])[0])
             if given and guard.token_matches(given):
@@ -384,6 +394,25 @@ def _encode(content: Any) -> tuple[bytes, str]:
 _FIELDS = {"topic": "str", "payload": "any", "value": "any", "message": "str"}
 
 
+async def _read_body(request: Request) -> bytes:
+    """The request's body, at most :data:`MAX_BODY` bytes: 413 for a longer one, from
+    its ``Content-Length`` before anything is read, or as the bytes arrive."""
+    too_long = ApiError(413, f"the request body is over {MAX_BODY // 1024} KiB, the "
+                             "console's limit (a larger payload or value: garrison workflows "
+                             "signal/resolve, or the Python API)")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY:
+        raise too_long
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise too_long
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 async def _body(request: Request, action: str, fields: tuple[str, ...],
                 required: tuple[str, ...] = ()) -> dict[str, Any]:
     """The JSON object of a POST (an empty body is ``{}``): numbers must be finite
@@ -391,7 +420,7 @@ async def _body(request: Request, action: str, fields: tuple[str, ...],
     keys are the action's ``fields``, ``required`` among them: a key it does not take
     (a typo: ``valeu``) or a missing required one is 400 naming it, before anything is
     done (``{"valeu": 1}`` would otherwise resolve a promise with null, for good)."""
-    raw = await request.body()
+    raw = await _read_body(request)
     if not raw.strip():
         return {}
     try:

@@ -220,7 +220,11 @@ class Guard:
         scheme, own_host, proxied = view
         # behind a trusted proxy (with a token) the proxy decides which names reach us
         if self.loopback and not (proxied and self.token is not None):
-            host = urlsplit("//" + request.headers.get("host", "")).hostname or ""
+            given = request.headers.get("host", "")
+            try:
+                host = urlsplit("//" + given).hostname or ""
+            except ValueError:  # ("[::1": an unclosed IPv6 address)
+                return _refuse(api, 400, f"malformed Host header {given!r}")
             if not is_loopback(host):
                 return _refuse(api, 403, f"host {host!r} is not this console's address "
                                          "(it answers loopback names only)")
@@ -251,7 +255,11 @@ class Guard:
                     proxied: bool) -> Response | None:
         origin = request.headers.get("origin")
         if origin is not None:
-            parts = urlsplit(origin)
+            try:
+                parts = urlsplit(origin)
+            except ValueError:  # ("http://[x": no browser sends that)
+                return _refuse(api, 403, f"cross-site request refused (malformed Origin "
+                                         f"header {origin!r})")
             # Origin and Host are written by the browser from one URL: the same
             # host[:port]. Its scheme is known only from a trusted proxy (behind a TLS
             # proxy the browser says https, the console sees http).
