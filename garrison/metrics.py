@@ -325,6 +325,7 @@ async def serving(node: Any, bind: str = DEFAULT_BIND, *,
 
 
 _REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
+            408: "Request Timeout",
             431: "Request Header Fields Too Large", 500: "Internal Server Error",
             503: "Service Unavailable"}
 
@@ -409,12 +410,18 @@ async def _handle(stream: trio.SocketStream, *, registry: Any, choose_encoder: A
     answer); once the node ``stopped()``, ``/metrics`` is ``503``."""
     try:
         head = b""
-        with trio.move_on_after(timeout):
+        with trio.move_on_after(timeout) as waited:
             while b"\r\n\r\n" not in head and len(head) < _MAX_HEAD:
                 chunk = await stream.receive_some(4096)
                 if not chunk:
                     break
                 head += chunk
+        if waited.cancelled_caught and b"\r\n\r\n" not in head:
+            # its time ran out before its request ended: said, not answered
+            body = f"no complete request within {timeout:g}s\n".encode()
+            with trio.move_on_after(timeout):
+                await stream.send_all(_response(408, "text/plain; charset=utf-8", body))
+            return
         lines = head.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
         parts = lines[0].split(" ")
         headers = {}
@@ -430,6 +437,9 @@ async def _handle(stream: trio.SocketStream, *, registry: Any, choose_encoder: A
             return
         if len(parts) != 3 or not parts[2].startswith("HTTP/"):
             status, body, ctype = 400, b"bad request\n", "text/plain; charset=utf-8"
+        elif b"\r\n\r\n" not in head:  # (the client closed its side before the end)
+            status, ctype = 400, "text/plain; charset=utf-8"
+            body = b"bad request: the request head ended before its blank line\n"
         elif parts[0] not in ("GET", "HEAD"):
             status, body, ctype = 405, b"only GET\n", "text/plain; charset=utf-8"
         else:

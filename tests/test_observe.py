@@ -521,8 +521,8 @@ async def test_connections_are_limited_and_a_silent_client_is_let_go(
         extra = await trio.open_tcp_stream("127.0.0.1", where.port)
         assert await answer(extra) == "HTTP/1.1 503 Service Unavailable"
         assert trio.current_time() - start < 30  # at once, not once one is let go
-        # the silent ones are answered (400: no request) and closed after 30 s
-        assert [await answer(s) for s in silent] == ["HTTP/1.1 400 Bad Request"] * 2
+        # the silent ones are answered (408: no request) and closed after 30 s
+        assert [await answer(s) for s in silent] == ["HTTP/1.1 408 Request Timeout"] * 2
         assert trio.current_time() - start >= 30
         for s in (*silent, extra):
             await s.aclose()
@@ -618,6 +618,28 @@ async def test_metrics_of_a_stopped_node_are_a_503_and_a_huge_head_a_431(
         assert body == "the node these metrics are of has stopped\n"
         assert (await _get(where.port, "/"))[0] == "HTTP/1.1 200 OK"
         nursery.cancel_scope.cancel()
+
+
+async def test_metrics_answer_no_request_whose_head_never_ended(autojump_clock: Any) -> None:
+    """A head without its blank line was answered 200 with the metrics: when the client
+    closed its side, or when its 10 s ran out (README: its connection is closed then)."""
+    partial_head = b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Unfinished: "
+    async with garrison.open_node() as node, \
+            garrison.metrics.serving(node, "127.0.0.1:0", timeout="10s") as where:
+        async with await trio.open_tcp_stream("127.0.0.1", where.port) as stream:
+            await stream.send_all(partial_head)
+            await stream.send_eof()
+            status, body = await _answer(stream)
+            assert status == "HTTP/1.1 400 Bad Request", status
+            assert body == "bad request: the request head ended before its blank line\n"
+        async with await trio.open_tcp_stream("127.0.0.1", where.port) as stream:
+            await stream.send_all(partial_head)
+            start = trio.current_time()
+            status, body = await _answer(stream)
+            assert (status, body) == ("HTTP/1.1 408 Request Timeout",
+                                      "no complete request within 10s\n")
+            assert trio.current_time() - start == pytest.approx(10, abs=0.5)
+        assert (await _get(where.port))[0] == "HTTP/1.1 200 OK"
 
 
 # ------------------------------------------------------------------ garrison run --metrics
