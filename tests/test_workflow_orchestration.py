@@ -288,6 +288,66 @@ async def test_a_cancelled_parents_end_flags_its_unfinished_children(
         assert flagged or status == "cancelled", (wid, status)
 
 
+@pytest.mark.parametrize("how", ["cancel", "terminate"])
+async def test_a_child_being_started_as_its_parent_is_cancelled_goes_with_it(
+        how: str, store_spec: str, autojump_clock: Any,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """helper-208: a parent cancelled (or terminated) while the start of its child was
+    being committed went over its children before that child was there, and the child
+    ran on for good, also after a restart. The cancel (or terminate) arrives here just
+    as the child's create is committed, as it does at that moment from outside."""
+    from garrison.hosts.workflow._operate import terminated
+    from garrison.hosts.workflow._recovery import end_instance
+    from garrison.persistence import Op
+
+    db = store_spec
+    async with garrison.open_node(store=db) as node:
+        host = node.hosts["workflows"]
+        commit = type(host.store).commit
+
+        async def commit_as_it_comes(self: Any, tx: Any) -> Any:
+            if any(op is Op.CREATE_WORKFLOW and wid == "pw.1"
+                   for (op, _), wid in zip(tx.ops, tx.workflow_ids, strict=True)):
+                parent = host.active["pw"]
+                if how == "cancel":
+                    host.request_cancel("pw")
+                else:
+                    end_instance(host, parent, terminated("by the test"))
+            return await commit(self, tx)
+
+        monkeypatch.setattr(type(host.store), "commit", commit_as_it_comes)
+        await node.start_workflow(app.parent_of_waiters, id="pw")
+        if how == "cancel":
+            with pytest.raises(garrison.WorkflowCancelled):
+                await node.workflow("pw").result()
+            with trio.fail_after(60), pytest.raises(garrison.WorkflowCancelled):
+                await node.workflow("pw.1").result()
+        else:
+            with pytest.raises(garrison.WorkflowFailed, match="by the test"):
+                await node.workflow("pw").result()
+            with trio.fail_after(60), pytest.raises(
+                    garrison.WorkflowFailed, match="its parent workflow 'pw' was terminated"):
+                await node.workflow("pw.1").result()
+        monkeypatch.undo()
+    async with garrison.open_node(store=db) as node:  # and it stays so
+        assert [(w.workflow_id, w.status) for w in node.workflows()] == [
+            ("pw", "cancelled" if how == "cancel" else "failed"),
+            ("pw.1", "cancelled" if how == "cancel" else "failed")]
+
+
+async def test_a_child_a_cancelled_parent_starts_to_compensate_runs(
+        node: garrison.Node, autojump_clock: Any) -> None:
+    """(The other side of the test above: a child started once the parent's code has
+    seen its cancel is its compensation, and is not cancelled with it.)"""
+    await node.start_workflow(app.refunds_when_cancelled, id="rc")
+    await wait_status(node.workflow("rc"), "waiting")
+    await node.workflow("rc").cancel()
+    with pytest.raises(garrison.WorkflowCancelled):
+        await node.workflow("rc").result()
+    [child] = [w.workflow_id for w in node.workflows() if w.workflow_id != "rc"]
+    assert await node.workflow(child).result() == "refunded o-1"
+
+
 async def input_or_timer(timer_first: bool, promise: bool) -> list[Any]:
     from garrison import workflow
 

@@ -668,6 +668,20 @@ async def version_range(lo: int, hi: int) -> int:
     return v
 
 
+async def refund(order: str) -> str:
+    return f"refunded {order}"
+
+
+async def refunds_when_cancelled() -> str:
+    """Its compensation starts a child workflow once it has seen its cancel."""
+    try:
+        await process.inbox().receive()
+        return "not cancelled"
+    except garrison.WorkflowCancelled:
+        await process.spawn(refund, "o-1")
+        raise
+
+
 async def parent_of_waiters() -> str:
     await process.spawn(receiver)
     await process.spawn(cancellable_sleep)

@@ -109,7 +109,8 @@ class WorkflowCore(Caller, WorkflowScope):
     # a slot is one pointer in the object itself (the parts of a workflow below are
     # mixins with empty slots; an attribute not named here cannot be set)
     __slots__ = ("_budget", "_buffer", "_inboxes", "_journal_sizes", "_wake", "attempt",
-                 "backoff", "cancel_delivered", "cancel_requested", "check_lost", "continued",
+                 "backoff", "cancel_delivered", "cancel_requested", "check_lost", "children_end",
+                 "continued",
                  "created", "cursor", "done", "durable_watchers", "error", "exited",
                  "flushes", "flushing", "fn", "held_names", "history_bytes", "host",
                  "input_plain", "kill_reason", "left_outcome",
@@ -231,6 +232,9 @@ class WorkflowCore(Caller, WorkflowScope):
         self.result_json: str | None = None
         self.error: ErrorInfo | None = None
         self.kill_reason: ErrorInfo | None = None
+        #: set when it is terminated: the error its unfinished children end with, also
+        #: a child whose start was being committed as the terminate came
+        self.children_end: ErrorInfo | None = None
         #: the store failed for good under this workflow (see ``_commit``)
         self.store_error: StoreError | None = None
         self.scope: CancelSwitch | None = None

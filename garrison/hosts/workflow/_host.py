@@ -78,6 +78,7 @@ from ._queue import QueueLimits, WorkflowQueue
 from ._recovery import (
     SUPERVISOR_MEMO,
     check_supervisors,
+    end_instance,
     refresh,
     resume_all,
     watch_wakeups,
@@ -602,6 +603,8 @@ class WorkflowHost:
             self.run_instance(wf)
         else:
             self.queue.hold(wf, priority, results[queued])
+        if parent is not None and parent.host == self.name:
+            self._late_child(wf, parent)
         if passes is not None and getattr(task, "_schedule_points", None) != passes:
             # the commit waited for a batch (the scheduler ran meanwhile): a loop of
             # starts goes straight on to its next commit, which the workflows released
@@ -610,6 +613,21 @@ class WorkflowHost:
         else:
             await trio.lowlevel.checkpoint()
         return pid
+
+    def _late_child(self, child: WorkflowInstance, parent: Pid) -> None:
+        """``child`` of the workflow ``parent`` was created (and runs): if the parent was
+        cancelled or terminated while the child's start was being committed, its
+        ``cancel_children`` or ``end_instance`` went over its children before this one
+        was here; it goes the same way now. (A child a cancelled parent starts once its
+        code has seen the cancel, a compensation, runs.)"""
+        p = self.active.get(parent.id)
+        if p is None or p.pid != parent:
+            return
+        if p.children_end is not None:
+            end_instance(self, child, p.children_end)
+        elif p.cancel_requested and not p.cancel_delivered:
+            self._cancelled_children.setdefault(p.wid, []).append(child.wid)
+            self.request_cancel(child.wid)
 
     async def spawn_process(self, target: Any, args: tuple[Any, ...], *, parent: Pid | None,
                             link: Pid | None, monitor: Pid | None,
