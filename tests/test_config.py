@@ -1261,7 +1261,8 @@ def test_an_input_the_store_cannot_hold_is_a_config_error(tmp_path: Path) -> Non
         "at [0] " + durable + date_hint,
         at[4] + "[b'hello'] for app:wf: a value of type bytes at [0] " + durable,
         at[5] + "[{'a'}] for app:wf: a value of type set at [0] " + durable,
-        at[6] + "[{1: 2}] for app:wf: a value of type int (inside a list) cannot be "
+        at[6] + "[{1: 2}] for app:wf: a value of type int at [0] (a key of the dict there) "
+        "cannot be "
         "converted to JSON: JSON object keys must be str",
     ], "\n".join(problems)
 

@@ -6,6 +6,7 @@ import dataclasses
 import datetime as dt
 import enum
 import json
+import sys
 import uuid
 from typing import Any
 
@@ -160,9 +161,38 @@ def test_payload_error_names_where_it_was_found() -> None:
     with pytest.raises(PayloadError, match=r"a value of type set at \[1\]\['lines'\]\[0\]"
                                            r"\.qty cannot"):
         to_json([1, {"lines": [Line("a", {4})]}], what="x")  # type: ignore[arg-type]
-    with pytest.raises(PayloadError, match=r"a value of type int \(inside a dict\) cannot "
-                                           r"be converted to JSON: JSON object keys"):
-        to_json({1: 2}, what="x")  # (a key: no path to it)
+    with pytest.raises(PayloadError, match=r"a value of type int at the top \(a key of the "
+                                           r"dict there\) cannot be converted to JSON: JSON "
+                                           r"object keys"):
+        to_json({1: 2}, what="x")
+    with pytest.raises(PayloadError, match=r"a value of type int at \[0\]\['a'\] \(a key of "
+                                           r"the dict there\) cannot"):
+        to_json([{"a": {3: 4}}], what="x")
+
+
+def test_an_int_too_long_for_text_and_a_value_nested_too_deep_are_named() -> None:
+    """helper-208: they read ``converting a value of type list failed: ValueError:
+    Exceeds the limit (4300 digits)...`` (the argument list named, not the int) or
+    ``RecursionError: maximum recursion depth exceeded``, and as a lone value the bare
+    ValueError text; API.md: a PayloadError names what could not be converted."""
+    big = 10 ** 5000
+    limit = sys.get_int_max_str_digits()
+    said = (f"an int{{}} has more than {limit} digits, more than Python turns into text "
+            "(store it as a string, or raise the limit with sys.set_int_max_str_digits())")
+    for value, where in ((big, ""), ([1, {"a": [2, big]}], " at [1]['a'][1]"),
+                         (Line("a", big), " at qty")):
+        for convert in (to_json, unstructure):
+            with pytest.raises(PayloadError) as info:
+                convert(value, what="the result")  # type: ignore[operator]
+            assert str(info.value) == "cannot store the result: " + said.format(where)
+    deep: list[Any] = []
+    for _ in range(5000):
+        deep = [deep]
+    for convert in (to_json, unstructure):
+        with pytest.raises(PayloadError, match=r"^cannot store x: a value of type list is "
+                                               r"nested too deep to convert to JSON \(Python's "
+                                               r"recursion limit, \d+, bounds"):
+            convert(deep, what="x")  # type: ignore[operator]
 
 
 def test_restoring_a_mismatch_reads_like_cattrs_transform_error() -> None:

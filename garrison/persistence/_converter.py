@@ -19,6 +19,7 @@ import dataclasses
 import datetime as _dt
 import enum
 import json
+import sys
 import types
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -263,22 +264,23 @@ def unstructure(value: Any, *, what: str = "value") -> Any:
     except PayloadError:
         raise
     except Exception as exc:  # a user hook or attrs getter failed
-        raise PayloadError(
-            f"cannot store {what}: converting a value of type {_type_name(value)} failed: "
-            f"{type(exc).__name__}: {exc}"
-        ) from exc
+        raise _conversion_failed(value, exc, what) from exc
     return plain
 
 
-def _path_to(root: object, bad: object) -> str | None:
-    """Where ``bad`` is inside ``root`` (``[0].when``, ``['items'][2]``): through lists,
-    tuples, dicts and the fields of dataclasses and attrs classes; ``None`` if not
-    found (an error path only: its cost does not matter)."""
+def _path_to(root: object, bad: object | Callable[[object], bool]) -> str | None:
+    """Where ``bad`` is inside ``root`` (``[0].when``, ``['items'][2]``, ``[0] (a dict
+    key)``): through lists, tuples, dicts and the fields of dataclasses and attrs
+    classes; ``bad`` is the value itself, or a test of a value (a callable). ``None`` if
+    not found (an error path only: its cost does not matter)."""
+    def found(item: object) -> bool:
+        return bad(item) if callable(bad) else item is bad
+
     todo: list[tuple[object, str]] = [(root, "")]
     seen: set[int] = set()
     while todo:
         item, path = todo.pop()
-        if item is bad:
+        if found(item):
             return path
         if id(item) in seen:
             continue
@@ -286,6 +288,9 @@ def _path_to(root: object, bad: object) -> str | None:
         if isinstance(item, list | tuple):
             todo.extend((v, f"{path}[{i}]") for i, v in enumerate(item))
         elif isinstance(item, dict):
+            for k in item:
+                if found(k):
+                    return f"{path or 'the top'} (a key of the dict there)"
             todo.extend((v, f"{path}[{k!r}]") for k, v in item.items())
         elif dataclasses.is_dataclass(item) and not isinstance(item, type):
             todo.extend((getattr(item, f.name, None), f"{path}.{f.name}")
@@ -294,6 +299,40 @@ def _path_to(root: object, bad: object) -> str | None:
             todo.extend((getattr(item, a.name, None), f"{path}.{a.name}")
                         for a in attrs.fields(type(item)))  # type: ignore[arg-type]
     return None
+
+
+def _too_long_for_text(item: object) -> bool:
+    """An int with more digits than Python turns into text (``sys.get_int_max_str_digits``)."""
+    if type(item) is not int:
+        return False
+    try:
+        int.__repr__(item)
+    except ValueError:
+        return True
+    return False
+
+
+def _conversion_failed(value: object, exc: Exception, what: str) -> PayloadError:
+    """The error of a conversion that raised ``exc``: an int too long for text and a
+    value nested too deep are named as such (with where, for the int); any other
+    exception (a user's hook, an attrs getter) is shown as it is."""
+    if isinstance(exc, RecursionError):
+        return PayloadError(
+            f"cannot store {what}: a value of type {_type_name(value)} is nested too deep "
+            f"to convert to JSON (Python's recursion limit, {sys.getrecursionlimit()}, "
+            "bounds how many lists, dicts and objects lie one inside another)")
+    if isinstance(exc, ValueError) and _too_long_for_text(value):
+        path = ""
+    elif isinstance(exc, ValueError) and (found := _path_to(value, _too_long_for_text)):
+        path = f" at {found.lstrip('.')}"
+    else:
+        return PayloadError(
+            f"cannot store {what}: converting a value of type {_type_name(value)} failed: "
+            f"{type(exc).__name__}: {exc}")
+    return PayloadError(
+        f"cannot store {what}: an int{path} has more than {sys.get_int_max_str_digits()} "
+        "digits, more than Python turns into text (store it as a string, or raise "
+        "the limit with sys.set_int_max_str_digits())")
 
 
 def _payload_error(value: object, exc: _Unconvertible, what: str) -> PayloadError:
@@ -325,7 +364,7 @@ def to_json(value: Any, *, what: str) -> str:
         try:
             return leaf(value)
         except ValueError as exc:  # an int of more digits than Python converts to text
-            raise PayloadError(f"cannot store {what}: {exc}") from None
+            raise _conversion_failed(value, exc, what) from None
     if type(value) in _LEAVES:
         try:
             return json.dumps(value)
@@ -339,10 +378,7 @@ def to_json(value: Any, *, what: str) -> str:
     except PayloadError:
         raise
     except Exception as exc:
-        raise PayloadError(
-            f"cannot store {what}: converting a value of type {_type_name(value)} failed: "
-            f"{type(exc).__name__}: {exc}"
-        ) from exc
+        raise _conversion_failed(value, exc, what) from exc
 
 
 def _not_a_number(name: str) -> Any:
