@@ -344,6 +344,19 @@ async def test_node_shutdown_restarts_nothing(autojump_clock: Any,
     assert not [r for r in caplog.records if "restarting" in r.getMessage()]
 
 
+async def test_a_node_stopping_as_its_supervisor_starts_is_no_failure(
+        autojump_clock: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """helper-207: a first script spawns a Supervisor and returns (its open_node block
+    ends). The supervisor ran only as the node stopped, its first child was refused
+    ("is stopping: not starting child 'a'"), and that was logged as an ERROR with a
+    traceback, "child 'a' failed to start", a crash to a newcomer's eye."""
+    log: list[Any] = []
+    async with garrison.open_node() as node:
+        await node.spawn(Supervisor(specs(log, "a", "b")))
+    assert log == []  # nothing started
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
 # ----------------------------------------------------------------------------- restart types
 async def test_one_for_one_restarts_only_the_failed_child(autojump_clock: Any, node: garrison.Node,
                                                           caplog: pytest.LogCaptureFixture) -> None:

@@ -639,8 +639,8 @@ class Supervisor:
             try:
                 await self._start(child)
             except Exception as exc:
-                if self._stopping:  # its CANCEL came while it started them: it stops
-                    return None
+                if self._halted():  # its CANCEL came while it started them, or the
+                    return None         # node's stop (spawned just before it): it stops
                 info = ErrorInfo.from_exception(exc)
                 log.error("%s: failed to start, supervisor %s stops: %s",
                           child.spec.name, self._who(), info)
