@@ -590,11 +590,11 @@ def _print_json(value: Any) -> None:
 
 def _done(args: argparse.Namespace, data: dict[str, Any], text: str,
           note: str | None = None) -> None:
-    """The answer of a write; ``note``: a warning that does not make it fail (a line on
-    stderr, or the JSON's ``note``)."""
+    """The answer of a write; ``note``: a warning that does not make it fail (a line
+    ``note: ...`` on stderr, or the JSON's ``note``)."""
     if args.json:
         _print_json(data if note is None else {**data, "note": note})
     else:
         print(text)
         if note is not None:
-            print(note, file=sys.stderr)
+            print(f"note: {note}", file=sys.stderr)

@@ -294,7 +294,7 @@ def undeclared_promise(store: Any, workflow_id: str, promise: str) -> str | None
                        if r.kind == "promise" and r.name})
     if not declared or promise in declared:
         return None
-    return (f"note: workflow {rec.workflow_id!r} has not declared promise {promise!r} "
+    return (f"workflow {rec.workflow_id!r} has not declared promise {promise!r} "
             f"(declared: {', '.join(repr(d) for d in declared)}); kept for when it does")
 
 

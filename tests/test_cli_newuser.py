@@ -72,7 +72,8 @@ def test_resolving_a_promise_the_workflow_has_not_declared_says_so(tmp_path: Pat
     done = cli("workflows", "--store", store, "reject", "exp-1002", "aprov", "no",
                "--json", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout)["note"] == note.replace("aproval", "aprov", 1)
+    # (the JSON's note without the stderr line's "note: ": it read "note": "note: ...")
+    assert json.loads(done.stdout)["note"] == note.replace("aproval", "aprov", 1)[6:]
     # the declared one: no note
     done = cli("workflows", "--store", store, "resolve", "exp-1002", "approval", '"ok"',
                cwd=tmp_path)
