@@ -556,3 +556,41 @@ def test_a_completed_history_the_code_no_longer_completes_differs() -> None:
         History.from_json({**completed, "workflow_id": 3})
     with pytest.raises(ValueError, match="journal record 0 needs an integer 'seq'"):
         History.from_json({**completed, "journal": [{**completed["journal"][0], "seq": True}]})
+
+
+@pytest.mark.parametrize("change, said", [
+    # (a record without a name was read as '' and replayed as a divergence of the code)
+    ({"journal": [{"seq": 1, "kind": "activity", "outcome": {"ok": "r"}}]},
+     "journal record 0 (seq 1): 'name' must be a string ('' for a record without one), "
+     "got 'nothing'"),
+    ({"journal": [{"seq": 1, "kind": "activity", "name": "ops_app:reserve",
+                   "outcome": {"ok": "r"}, "time": "yesterday"}]},
+     "journal record 0 (seq 1): 'time' must be null, unix seconds or an ISO 8601 time "
+     "('2026-12-05T10:00:00.000Z'), got 'yesterday'"),
+    ({"journal": [{"seq": 1, "kind": "activity", "name": "ops_app:reserve",
+                   "outcome": {"ok": "r"}, "size": "big"}]},
+     "journal record 0 (seq 1): 'size' must be a whole number of bytes, got 'big'"),
+    ({"created": [2026]}, "'created' must be null, unix seconds or an ISO 8601 time"),
+    ({"updated": True}, "'updated' must be null, unix seconds or an ISO 8601 time"),
+    ({"host": 7}, "'host' must be a string, got 7"),
+    ({"run_id": ["r"]}, "'run_id' must be a string, got ['r']"),
+    ({"promises": {"go": "yes"}},
+     "promise 'go' must be an object with a 'status' of 'pending', 'resolved', 'rejected' "
+     "(and a rejected one's 'error' message), got 'yes'"),
+    ({"promises": {"go": {"status": "done", "value": 1}}}, "promise 'go' must be an object"),
+    ({"promises": {"go": {"status": "rejected", "error": None}}},
+     "promise 'go' must be an object"),
+])
+def test_a_damaged_history_field_is_a_file_error(change: dict[str, Any], said: str) -> None:
+    """helper-203 (closing41, left alone then): these fields were taken as they came,
+    a wrong one read as nothing (a promise of another status dropped, a time as none)
+    or, for a record's missing name, replayed as if the code had diverged."""
+    history = {"name": "ops_app:order", "input": ["x"], "journal": [
+        {"seq": 1, "kind": "activity", "name": "ops_app:reserve", "outcome": {"ok": "r"},
+         "time": "2026-12-05T10:00:00.000Z", "size": 5}],
+        "created": 1764928800, "updated": None,
+        "promises": {"a": {"status": "pending"}, "b": {"status": "rejected", "error": "no"}}}
+    assert History.from_json(history).promises == {"b": ("rejected", "no")}
+    with pytest.raises(ValueError) as info:
+        History.from_json({**history, **change}, "h.json")
+    assert str(info.value).startswith("h.json: " + said), str(info.value)

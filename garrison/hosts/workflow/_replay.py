@@ -186,9 +186,17 @@ class History:
                 raise ValueError(f"{where}: journal record {i} (seq {rec['seq']}): 'kind' "
                                  f"{rec['kind']!r:.40} is no journal record kind (one of "
                                  f"{', '.join(sorted(_KINDS))}; a newer garrison's?)")
-            if not isinstance(rec.get("name", ""), str):
+            if not isinstance(rec.get("name"), str):  # (a missing name read as '' and
+                # showed up as a divergence of the code, not as a damaged file)
                 raise ValueError(f"{where}: journal record {i} (seq {rec['seq']}): 'name' "
-                                 f"must be a string, got {rec['name']!r:.40}")
+                                 f"must be a string ('' for a record without one), got "
+                                 f"{rec.get('name', 'nothing')!r:.40}")
+            _check_time(rec.get("time"), f"{where}: journal record {i} (seq {rec['seq']}): "
+                                         "'time'")
+            if rec.get("size") is not None and (type(rec["size"]) is not int
+                                                or rec["size"] < 0):
+                raise ValueError(f"{where}: journal record {i} (seq {rec['seq']}): 'size' "
+                                 f"must be a whole number of bytes, got {rec['size']!r:.40}")
             outcome = rec.get("outcome")
             attempts = rec.get("attempts", 1)
             if type(attempts) is not int:
@@ -218,7 +226,12 @@ class History:
                                  f"{'object' if kind is dict else 'list'}, got "
                                  f"{type(data[field]).__name__}")
         for pname, p in (data.get("promises") or {}).items():
-            if isinstance(p, dict) and p.get("status") in ("resolved", "rejected"):
+            if not isinstance(p, dict) or p.get("status") not in _PROMISE_STATUSES or (
+                    p["status"] == "rejected" and not isinstance(p.get("error"), str)):
+                raise ValueError(f"{where}: promise {pname!r:.40} must be an object with a "
+                                 f"'status' of {', '.join(map(repr, _PROMISE_STATUSES))} (and "
+                                 f"a rejected one's 'error' message), got {p!r:.80}")
+            if p["status"] in ("resolved", "rejected"):
                 promises[pname] = (p["status"], p.get("value") if p["status"] == "resolved"
                                    else p.get("error"))
         timers: dict[int, tuple[float, str | None]] = {}
@@ -247,9 +260,12 @@ class History:
         if status is not None and status not in statuses:
             raise ValueError(f"{where}: 'status' must be one of {', '.join(statuses)}, got "
                              f"{status!r:.40}")
-        wid = data.get("workflow_id")
-        if wid is not None and not isinstance(wid, str):
-            raise ValueError(f"{where}: 'workflow_id' must be a string, got {wid!r:.40}")
+        for field in ("workflow_id", "host", "run_id"):
+            value = data.get(field)
+            if value is not None and not isinstance(value, str):
+                raise ValueError(f"{where}: {field!r} must be a string, got {value!r:.40}")
+        for field in ("created", "updated"):
+            _check_time(data.get(field), f"{where}: {field!r}")
         return cls(
             workflow_id=str(data.get("workflow_id") or "replayed"), name=name, input=args,
             status=str(data.get("status") or "running"),
@@ -291,6 +307,17 @@ class History:
 
 #: the kinds a journal record may have
 _KINDS = frozenset(kind.value for kind in JournalKind)
+#: the statuses a history's promise may have
+_PROMISE_STATUSES = ("pending", "resolved", "rejected")
+
+
+def _check_time(value: Any, what: str) -> None:
+    """``ValueError`` naming ``what`` unless ``value`` is a time a history may hold:
+    null, unix seconds, or an ISO 8601 text (``2026-12-05T10:00:00.000Z``); anything
+    else used to be read as no time at all."""
+    if value is not None and _seconds(value) is None:
+        raise ValueError(f"{what} must be null, unix seconds or an ISO 8601 time "
+                         f"('2026-12-05T10:00:00.000Z'), got {value!r:.40}")
 
 
 def _outcome_shape(kind: str, out: Any) -> str | None:
