@@ -62,8 +62,9 @@ def _run(args: argparse.Namespace) -> None:
         raise ToolError(str(store_error(args.store, args.store, exc, 5.0)), 2) from None
     except BrokenPipeError:
         raise
-    except OSError as exc:
-        raise ToolError(f"store {args.store!r}: {exc.strerror or exc}", 2) from None
+    except OSError as exc:  # (named as the store names itself: never with a password)
+        raise ToolError(f"store {store.path or args.store!r}: {exc.strerror or exc}",
+                        2) from None
     finally:
         store.close()
 

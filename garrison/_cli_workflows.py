@@ -160,21 +160,22 @@ def _run(args: argparse.Namespace) -> None:
         create = _created
     store = tools.open_store(args.store, readonly=args.wf_command in _READ_ONLY,
                              migrate=getattr(args, "migrate", False), create=create)
+    shown = store.path or args.store  # (a postgresql:// URL without its password)
     try:
         _COMMANDS[args.wf_command](store, args)
     except NoSuchWorkflow as exc:  # removed between our read and our write
-        raise _Fail(f"{exc} ({args.store})") from None
+        raise _Fail(f"{exc} ({shown})") from None
     except GarrisonError as exc:
         raise _Fail(str(exc), 2) from None
     except sqlite3.Error as exc:  # a damaged page met by a read or a write
         raise _Fail(str(store_error(args.store, args.store, exc, 5.0)), 2) from None
     except json.JSONDecodeError as exc:  # a row whose JSON is no JSON (DamagedRecord)
         said = exc if isinstance(exc, DamagedRecord) else f"a row holds no JSON ({exc})"
-        raise _Fail(f"store {args.store!r} is damaged: {said}", 2) from None
+        raise _Fail(f"store {shown!r} is damaged: {said}", 2) from None
     except BrokenPipeError:
         raise
     except OSError as exc:
-        raise _Fail(f"store {args.store!r}: {exc.strerror or exc}", 2) from None
+        raise _Fail(f"store {shown!r}: {exc.strerror or exc}", 2) from None
     except Exception as exc:
         psycopg = sys.modules.get("psycopg")
         if psycopg is not None and isinstance(exc, psycopg.Error):  # PostgreSQL refused
@@ -211,7 +212,7 @@ def _list(store: Any, args: argparse.Namespace) -> None:
         _print_table(("ID", "NAME", "STATUS", "UPDATED", "SEARCH"), table)
     if damaged:
         sys.stdout.flush()
-        raise _Fail(f"store {args.store!r} is damaged: {damaged[0]}"
+        raise _Fail(f"store {store.path or args.store!r} is damaged: {damaged[0]}"
                     + (f" (and {len(damaged) - 1} other workflow(s): "
                        f"{', '.join(repr(d.workflow_id) for d in damaged[1:6])}"
                        f"{', ...' if len(damaged) > 6 else ''})" if len(damaged) > 1 else "")

@@ -85,7 +85,8 @@ def open_store(path: str, *, readonly: bool = False, migrate: bool = False,
     one of another schema version is a :class:`ToolError` (code 2). ``migrate``: a store
     of an older garrison is migrated first, as a node would (nothing of it runs).
     ``create``: a store that does not exist is created first, as a node's first open
-    would, and ``create(path)`` is called to say so."""
+    would, and ``create(name)`` is called to say so (``name``: the store's own name for
+    itself, never with a password)."""
     from .persistence import create_store, migrate_store
     from .persistence._file import keyword_dsn
 
@@ -98,15 +99,17 @@ def open_store(path: str, *, readonly: bool = False, migrate: bool = False,
                         "postgresql://user@host:port/db URL (an in-memory store is the "
                         "node's own: a tool cannot open one)", 2)
     try:
-        if create is not None and create_store(path):
-            create(path)
+        created = create is not None and create_store(path)
         try:
-            return _open_tool(path, readonly)
+            store = _open_tool(path, readonly)
         except StoreVersionError as exc:
             if not (migrate and exc.found < exc.expected):
                 raise
-        migrate_store(path)  # (a store a node runs: StoreLocked)
-        return _open_tool(path, readonly)
+            migrate_store(path)  # (a store a node runs: StoreLocked)
+            store = _open_tool(path, readonly)
+        if created and create is not None:  # (named as the store names itself: a
+            create(store.path or path)       # postgresql:// URL without its password)
+        return store
     except FileNotFoundError:
         raise ToolError(f"no workflow store at {path!r} (a node creates it the first "
                         "time it opens it: `garrison run CONFIG --store PATH`, or "

@@ -327,6 +327,26 @@ async def test_resolve_reaches_a_running_node(store_path: str) -> None:
 # -- damaged stores, bad arguments, pipes: one line on stderr, never a traceback ------
 
 
+def test_start_on_a_postgresql_store_it_makes_says_so_without_the_password(
+        postgres_stores_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """helper-206: the note of a store ``start`` made printed the URL as given, password
+    and all (README: messages name a PostgreSQL store never with its password)."""
+    import itertools
+
+    schema = f"cli_pw_{next(itertools.count())}"
+    url = postgres_stores_url.replace("postgres@", "postgres:s3cret@", 1) + \
+        f"?schema={schema}"
+    code, out, err = cli_here(capsys, "--store", url, "start", "workflow_app:steps",
+                              "[0, 2]", "--id", "first")
+    assert code == 0, err
+    assert "s3cret" not in err + out, err
+    shown = postgres_stores_url + f"?schema={schema}"
+    assert err == (f"garrison workflows: created the store {shown!r}, which no node had "
+                   "opened yet; a node opening it runs the workflow\n")
+    code, out, err = cli_here(capsys, "--store", url, "show", "nope")
+    assert code == 1 and "s3cret" not in err + out, err
+
+
 def cli_here(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
     """``garrison workflows ARGS`` in this process: an exception escaping it fails the
     test (it would be a traceback on the command line)."""

@@ -599,6 +599,11 @@ def test_a_keyword_dsn_is_refused_without_echoing_its_password() -> None:
     with pytest.raises(StoreError) as info:  # (a URL that does not parse)
         PostgresStore("postgresql://app@127.0.0.1:x/orders?password=s3cret")
     assert "s3cret" not in str(info.value)
+    with pytest.raises(StoreError) as info:  # (helper-206: it read app:***@, README's
+        # form has no password part at all)
+        PostgresStore("postgresql://app:s3cret@127.0.0.1:x/orders")
+    assert str(info.value).startswith("store 'postgresql://app@127.0.0.1:x/orders'"), \
+        str(info.value)
 
 
 # ------------------------------------------------------------------ values

@@ -316,8 +316,8 @@ def _display_raw(url: str) -> str:
     url = _QUERY_PASSWORD.sub(r"\1***", url)  # (?password=... is libpq's too)
     try:
         parts = urllib.parse.urlsplit(url)
-        if parts.password is not None:
-            netloc = parts.netloc.replace(":" + parts.password + "@", ":***@", 1)
+        if parts.password is not None:  # (dropped, as the store's own name has none)
+            netloc = parts.netloc.replace(":" + parts.password + "@", "@", 1)
             return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
     except ValueError:
         return "postgresql://…"
