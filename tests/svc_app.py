@@ -57,6 +57,14 @@ async def shielded(name: str) -> None:
         note(name, "cleaned up")
 
 
+async def cleanup_fails(name: str) -> None:
+    note(name, "start")
+    try:
+        await trio.sleep_forever()
+    finally:
+        raise ValueError(f"cleanup of {name} failed")
+
+
 async def crasher(name: str, after: float = 0) -> None:
     """Fails FAILS[name] more times (after `after` seconds), then runs forever."""
     note(name, "start")

@@ -80,6 +80,31 @@ async def test_auto_start_in_dependency_order_and_stop_in_reverse(autojump_clock
     assert stops == ["c", "b", "a"]
 
 
+async def test_a_service_whose_cleanup_raises_at_the_node_stop_is_a_warning(
+        autojump_clock, caplog):
+    """helper-209: a service's finally that raised as the node stopped it was an ERROR
+    "exited abnormally" with a traceback, where a plain process ended by the same stop
+    gets README's warning ("its cleanup raised ... while it was being ended"): the
+    service manager stops a service with a cancel, not the stop's own kill."""
+    caplog.set_level(logging.INFO, logger="garrison")
+    cfg = load_config_text(textwrap.dedent("""
+        version: "1.0"
+        namespace: t
+        entries:
+          - {name: cf, kind: process.py, source: "svc_app:cleanup_fails"}
+          - {name: svc, kind: process.service, process: cf, input: [svc],
+             lifecycle: {auto_start: true}}
+    """), "test.yaml")
+    async with garrison.open_node(config=cfg):
+        await trio.sleep(1)
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == [], errors
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("its cleanup raised ValueError: cleanup of svc failed while it was being "
+               "ended (Shutdown: the node is shutting down); its exit stays Shutdown" in m
+               for m in warned), warned
+
+
 async def test_restart_delay_grows_then_gives_up_alone(autojump_clock, caplog):
     caplog.set_level(logging.INFO, logger="garrison")
     svc_app.FAILS["crasher"] = 99

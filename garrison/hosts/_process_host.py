@@ -202,6 +202,13 @@ class _Process(Caller):
                         and error is not self.node.shutdown_reason:
                     _log_cleanup_failure(self, error, self.kill_reason)
                 result, error = None, self.kill_reason
+            elif self.kill_reason is _STOPPED and in_cleanup and error is not None \
+                    and not logged and self.node.stopping:
+                # a cancel that is part of the node's stop (a service, a supervisor's
+                # child): its cleanup's failure is the stop's, as for a process the stop
+                # ends itself (a warning; its exit is the stop's reason)
+                _log_cleanup_failure(self, error, self.node.shutdown_reason)
+                result, error = None, self.node.shutdown_reason
         except BaseException as exc:
             if not finished:
                 error = self.kill_reason or self.node.shutdown_reason
