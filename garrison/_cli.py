@@ -33,7 +33,7 @@ import trio
 
 from . import _cli_signals, _observe
 from ._bind import address_taken
-from ._cli_options import run_verb
+from ._cli_options import guard_stderr, print_last_words, run_verb
 from ._duration import parse_lease
 from ._errors import ConfigError, ProcessError, StoreError, StoreLocked, StoreVersionError
 from ._targets import check_target, exit_is_import_error, is_script, script_spec
@@ -333,9 +333,8 @@ async def _serve(config: Any, root: Any, label: str | None, store: str | None,
             watchers.cancel_scope.cancel()
     if gave_up:
         code = 1
-    for line in printed:  # after the node's shutdown logs: the run's last word
-        print(line, flush=True)
-    return code
+    # after the node's shutdown logs: the run's last word
+    return print_last_words("run", printed) or code
 
 
 def _shown(result: Any, label: str | None) -> list[str]:
@@ -955,6 +954,7 @@ _NEGATIVE = re.compile(r"^-\d+$|^-\d*\.\d+$")
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``garrison`` console script and ``python -m garrison``."""
     argv = sys.argv[1:] if argv is None else argv
+    guard_stderr()  # (before argparse and logging write to it)
     if argv[:1] == ["bench"]:
         _cli_signals.restore()
         return cmd_bench(argv[1:])

@@ -13,8 +13,8 @@ from typing import Any
 
 from ._store_tools import ToolError
 
-__all__ = ["BROKEN_PIPE", "STORE_HELP", "CommandGroup", "require_store", "run_verb",
-           "run_with_store", "store_of_config"]
+__all__ = ["BROKEN_PIPE", "STORE_HELP", "CommandGroup", "guard_stderr", "print_last_words",
+           "require_store", "run_verb", "run_with_store", "store_of_config"]
 
 #: the exit status when the reader of the output went away (128 + SIGPIPE, as a shell's)
 BROKEN_PIPE = 128 + signal.SIGPIPE
@@ -145,6 +145,71 @@ class _Output:
         return getattr(self._stream, name)
 
 
+def _drop_output(stdout: Any) -> None:
+    """Point ``stdout`` (whose writes failed) at /dev/null, so that the interpreter's
+    last flush of what is still buffered cannot fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, stdout.fileno())
+    os.close(devnull)
+
+
+def print_last_words(group: str, lines: list[str]) -> int | None:
+    """Print ``lines`` (``garrison run``'s result) on standard output: ``None`` once
+    written; :data:`BROKEN_PIPE`, silently, when the reader went away; 1 when they cannot
+    be written (a full disk), said on stderr. (Only these lines: the user's code, which
+    ran before, prints to standard output as it is.)"""
+    stdout = sys.stdout
+    if stdout is None:  # closed (``>&-``): nowhere to print, nothing lost that was asked
+        return None
+    try:
+        for line in lines:
+            print(line, flush=True)
+    except BrokenPipeError:
+        _drop_output(stdout)
+        return BROKEN_PIPE
+    except OSError as exc:
+        _drop_output(stdout)
+        print(f"garrison {group}: cannot write the result: {exc.strerror or exc}",
+              file=sys.stderr)
+        return 1
+    return None
+
+
+class _ErrorChannel:
+    """Standard error whose write errors (a full disk, a reader gone) are dropped: it
+    is where the command says what went wrong, and a failure to say it must not turn
+    into another exit status (exit 2, "did not start", read as 1) or a traceback."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return int(self._stream.write(text))
+        except OSError:
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except OSError:
+            pass
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def guard_stderr() -> None:
+    """Make standard error safe for the command's messages: a closed one (``2>&-``)
+    becomes /dev/null (``print(..., file=None)`` would write the message to standard
+    output, into the result a caller reads), and a failing one drops what it cannot
+    write (:class:`_ErrorChannel`)."""
+    if sys.stderr is None:
+        sys.stderr = open(os.devnull, "w")  # noqa: SIM115 (the process's own, for good)
+    elif not isinstance(sys.stderr, _ErrorChannel):
+        sys.stderr = _ErrorChannel(sys.stderr)
+
+
 def run_verb(group: str, run: Callable[[], int | None], *, acts: bool = True) -> int:
     """Run one verb of ``garrison GROUP``; returns the exit status: what ``run``
     returns (``None``: 0), a :class:`~garrison._store_tools.ToolError`'s code (its
@@ -166,11 +231,7 @@ def run_verb(group: str, run: Callable[[], int | None], *, acts: bool = True) ->
         code = run()
         sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
     except (BrokenPipeError, _OutputFailed) as exc:
-        # Point stdout at /dev/null so the interpreter's last flush of what is still
-        # buffered cannot fail again.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, stdout.fileno())
-        os.close(devnull)
+        _drop_output(stdout)
         if isinstance(exc, BrokenPipeError):
             return BROKEN_PIPE
         print(f"garrison {group}: cannot write the output: {exc}" + (

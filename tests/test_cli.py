@@ -10,6 +10,7 @@ import textwrap
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,6 +23,41 @@ ROOT = Path(__file__).resolve().parent.parent
 def cli(*args: str, cwd: Path = ROOT, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "garrison", *args], cwd=cwd, text=True,
                           capture_output=True, timeout=timeout)
+
+
+def test_garrison_run_whose_result_or_errors_cannot_be_written(tmp_path: Path) -> None:
+    """helper-209: ``garrison run`` printed its result with a bare ``print``: a reader
+    gone was a BrokenPipeError traceback and exit 1, a full disk an OSError traceback and
+    exit 1 (as if the root failed). With stderr on a full disk, a config error's exit 2
+    ("did not start") became 1; with stderr closed, the error went to standard output,
+    where a caller reads the result."""
+    (tmp_path / "big.py").write_text("async def main():\n    return 'x' * 200_000\n")
+    (tmp_path / "bad.yaml").write_text("version: '1.0'\nnamespace: app\nentries: 5\n")
+    python = [sys.executable, "-m", "garrison", "run"]
+
+    def run(*args: str, **streams: Any) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*python, *args], cwd=tmp_path, text=True, timeout=60,
+                              **streams)
+
+    reader = subprocess.Popen([*python, "big.py"], cwd=tmp_path, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    assert reader.stdout is not None and reader.stderr is not None
+    reader.stdout.read(10)
+    reader.stdout.close()  # the reader goes away (| head -c 10)
+    assert reader.wait(60) == 128 + signal.SIGPIPE
+    assert "Traceback" not in reader.stderr.read()
+    reader.stderr.close()
+    with open("/dev/full", "w") as full:
+        done = run("big.py", stdout=full, stderr=subprocess.PIPE)
+        assert done.returncode == 1, done.stderr
+        assert done.stderr.splitlines()[-1] == ("garrison run: cannot write the result: No "
+                                                "space left on device"), done.stderr
+        assert "Traceback" not in done.stderr
+        done = run("bad.yaml", stdout=subprocess.PIPE, stderr=full)
+        assert (done.returncode, done.stdout) == (2, "")
+    done = run("bad.yaml", stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+               preexec_fn=lambda: os.close(2))  # (2>&-)
+    assert (done.returncode, done.stdout) == (2, ""), done.stdout
 
 
 def start_run(cwd: Path, *args: str, flags: tuple[str, ...] = ()) -> subprocess.Popen[str]:
