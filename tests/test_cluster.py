@@ -2874,3 +2874,35 @@ async def test_a_tick_a_node_recorded_as_it_left_is_started_by_the_nodes_running
     assert any(f"schedule s: its tick {wid} was recorded by a node of the cluster that left "
                "or was lost before it started the workflow: started now" == r.getMessage()
                for r in caplog.records)
+
+
+async def test_a_child_started_as_its_parent_is_cancelled_on_a_draining_node_goes_too(
+        postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """helper-211: on a node draining (or full), a child workflow's start leaves it in
+    the store for another node, and it was not cancelled with its parent when the
+    parent's cancel came while that start was committed (the parent's cancel read the
+    store's children before the child was there)."""
+    import trio
+    import workflow_app
+
+    from garrison.persistence import Op
+
+    async with garrison.open_node(store=postgres_url, name="t", lease="30s") as node:
+        host = node.hosts["workflows"]
+        commit = type(host.store).commit
+
+        async def commit_as_it_comes(self: Any, tx: Any) -> Any:
+            if any(op is Op.CREATE_WORKFLOW and wid == "pw.1"
+                   for (op, _), wid in zip(tx.ops, tx.workflow_ids, strict=True)):
+                node.drain()
+                host.request_cancel("pw")
+            return await commit(self, tx)
+
+        monkeypatch.setattr(type(host.store), "commit", commit_as_it_comes)
+        await node.start_workflow(workflow_app.parent_of_waiters, id="pw")
+        with trio.fail_after(10):  # (the node that takes it over cancels it at once)
+            while (child := host.store.get_workflow("pw.1")) is None or not (
+                    child.cancel_requested or str(child.status) == "cancelled"):
+                await trio.sleep(0.05)
+        assert "pw.1" not in host.active  # (handed on: this node drains)
+        monkeypatch.undo()

@@ -572,6 +572,8 @@ def test_a_completed_history_the_code_no_longer_completes_differs() -> None:
      "journal record 0 (seq 1): 'size' must be a whole number of bytes, got 'big'"),
     ({"created": [2026]}, "'created' must be null, unix seconds or an ISO 8601 time"),
     ({"updated": True}, "'updated' must be null, unix seconds or an ISO 8601 time"),
+    ({"created": float("nan")}, "'created' must be null, unix seconds or an ISO 8601 time"),
+    ({"updated": 1e300}, "'updated' must be null, unix seconds or an ISO 8601 time"),
     ({"host": 7}, "'host' must be a string, got 7"),
     ({"run_id": ["r"]}, "'run_id' must be a string, got ['r']"),
     ({"promises": {"go": "yes"}},
@@ -590,7 +592,10 @@ def test_a_damaged_history_field_is_a_file_error(change: dict[str, Any], said: s
          "time": "2026-12-05T10:00:00.000Z", "size": 5}],
         "created": 1764928800, "updated": None,
         "promises": {"a": {"status": "pending"}, "b": {"status": "rejected", "error": "no"}}}
-    assert History.from_json(history).promises == {"b": ("rejected", "no")}
+    parsed = History.from_json(history)
+    assert parsed.promises == {"b": ("rejected", "no")}
+    # (a record's time is kept: exported again, the history says it)
+    assert parsed.to_json()["journal"][0]["time"] == "2026-12-05T10:00:00.000Z"
     with pytest.raises(ValueError) as info:
         History.from_json({**history, **change}, "h.json")
     assert str(info.value).startswith("h.json: " + said), str(info.value)

@@ -348,6 +348,28 @@ async def test_a_child_a_cancelled_parent_starts_to_compensate_runs(
     assert await node.workflow(child).result() == "refunded o-1"
 
 
+async def test_a_compensating_child_is_not_cancelled_by_a_restart(
+        store_spec: str, autojump_clock: Any) -> None:
+    """helper-211: a node resuming a parent whose cancel was delivered cancels its
+    children again (a cancel arriving while no node ran must reach them), and with them
+    the child its compensation started after that cancel: a refund cancelled by a
+    restart. Only the children spawned before the journal's cancel go."""
+    async with garrison.open_node(store=store_spec) as node:
+        await node.start_workflow(app.refunds_slowly_when_cancelled, id="rs")
+        await wait_status(node.workflow("rs"), "waiting")
+        await node.workflow("rs").cancel()
+        await wait_status(node.workflow("rs"), "sleeping")
+        [child] = [w.workflow_id for w in node.workflows() if w.workflow_id != "rs"]
+        await wait_status(node.workflow(child), "waiting")
+    async with garrison.open_node(store=store_spec) as node:
+        await trio.sleep(1)
+        assert node.workflow(child).status() == "waiting"
+        await node.workflow(child).signal("paid back")
+        assert await node.workflow(child).result() == "refunded o-2 (paid back)"
+        with pytest.raises(garrison.WorkflowCancelled):
+            await node.workflow("rs").result()
+
+
 async def input_or_timer(timer_first: bool, promise: bool) -> list[Any]:
     from garrison import workflow
 

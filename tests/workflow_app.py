@@ -682,6 +682,22 @@ async def refunds_when_cancelled() -> str:
         raise
 
 
+async def slow_refund(order: str) -> str:
+    msg = await process.inbox().receive()
+    return f"refunded {order} ({msg.topic})"
+
+
+async def refunds_slowly_when_cancelled() -> str:
+    """Its compensation starts a child that waits for a message, and takes an hour."""
+    try:
+        await process.inbox().receive()
+        return "not cancelled"
+    except garrison.WorkflowCancelled:
+        await process.spawn(slow_refund, "o-2")
+        await workflow.sleep("1h")
+        raise
+
+
 async def parent_of_waiters() -> str:
     await process.spawn(receiver)
     await process.spawn(cancellable_sleep)

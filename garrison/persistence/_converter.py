@@ -321,9 +321,10 @@ def _conversion_failed(value: object, exc: Exception, what: str) -> PayloadError
             f"cannot store {what}: a value of type {_type_name(value)} is nested too deep "
             f"to convert to JSON (Python's recursion limit, {sys.getrecursionlimit()}, "
             "bounds how many lists, dicts and objects lie one inside another)")
-    if isinstance(exc, ValueError) and _too_long_for_text(value):
+    digits = isinstance(exc, ValueError) and "integer string conversion" in str(exc)
+    if digits and _too_long_for_text(value):
         path = ""
-    elif isinstance(exc, ValueError) and (found := _path_to(value, _too_long_for_text)):
+    elif digits and (found := _path_to(value, _too_long_for_text)):
         path = f" at {found.lstrip('.')}"
     else:
         return PayloadError(

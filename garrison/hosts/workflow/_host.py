@@ -80,6 +80,7 @@ from ._recovery import (
     check_supervisors,
     end_instance,
     refresh,
+    request_transaction,
     resume_all,
     watch_wakeups,
 )
@@ -108,6 +109,21 @@ SETTLE_WARNING = 30.0
 CLOCK_CHECK = 1.0
 #: the statuses of a workflow that never runs again (a failed one may be retried)
 _FOR_GOOD = frozenset({WorkflowStatus.COMPLETED, WorkflowStatus.CANCELLED})
+
+
+def _spawned_after_cancel(wf: WorkflowInstance) -> frozenset[str]:
+    """The ids of the children ``wf``'s journal records as spawned after its cancel was
+    delivered (its compensation: a restart's ``cancel_children`` of a parent cancelled
+    before it must not cancel them); none before that cancel is recorded."""
+    entries = wf.cursor.entries
+    cancel = min((seq for seq, e in entries.items() if e.kind == JournalKind.CANCEL),
+                 default=None)
+    if cancel is None:
+        return frozenset()
+    return frozenset(
+        Pid.parse(e.outcome["pid"]).id for seq, e in entries.items()
+        if seq > cancel and e.kind == JournalKind.SPAWN and isinstance(e.outcome, dict)
+        and isinstance(e.outcome.get("pid"), str))
 
 
 def _cut(values: list[Any], limit: int = 200) -> str:
@@ -572,6 +588,8 @@ class WorkflowHost:
             self.queue.unreserve(wid)
             self.queue.stale()  # (one more pending in the store)
             self.ownership.stopped(wid)
+            if parent is not None and parent.host == self.name:
+                self._late_child(wid, parent)
             return pid
         if queued >= 0:
             self.queue.created(wid, results[queued], dedup)
@@ -604,7 +622,7 @@ class WorkflowHost:
         else:
             self.queue.hold(wf, priority, results[queued])
         if parent is not None and parent.host == self.name:
-            self._late_child(wf, parent)
+            self._late_child(wid, parent)
         if passes is not None and getattr(task, "_schedule_points", None) != passes:
             # the commit waited for a batch (the scheduler ran meanwhile): a loop of
             # starts goes straight on to its next commit, which the workflows released
@@ -614,20 +632,25 @@ class WorkflowHost:
             await trio.lowlevel.checkpoint()
         return pid
 
-    def _late_child(self, child: WorkflowInstance, parent: Pid) -> None:
-        """``child`` of the workflow ``parent`` was created (and runs): if the parent was
-        cancelled or terminated while the child's start was being committed, its
-        ``cancel_children`` or ``end_instance`` went over its children before this one
-        was here; it goes the same way now. (A child a cancelled parent starts once its
-        code has seen the cancel, a compensation, runs.)"""
+    def _late_child(self, wid: str, parent: Pid) -> None:
+        """Workflow ``wid``, a child of the workflow ``parent``, was created (it runs
+        here, or, on a draining node of a cluster, waits in the store for another): if
+        the parent was cancelled or terminated while the child's start was being
+        committed, its ``cancel_children`` or ``end_instance`` went over its children
+        before this one was there; it goes the same way now. (A child a cancelled parent
+        starts once its code has seen the cancel, a compensation, runs.)"""
         p = self.active.get(parent.id)
         if p is None or p.pid != parent:
             return
         if p.children_end is not None:
-            end_instance(self, child, p.children_end)
+            child = self.active.get(wid)
+            if child is not None:
+                end_instance(self, child, p.children_end)
+            else:  # (asked in the store, as end_instance asks for a child elsewhere)
+                self.store.write(request_transaction(wid, p.children_end, 1))
         elif p.cancel_requested and not p.cancel_delivered:
-            self._cancelled_children.setdefault(p.wid, []).append(child.wid)
-            self.request_cancel(child.wid)
+            self._cancelled_children.setdefault(p.wid, []).append(wid)
+            self.request_cancel(wid)
 
     async def spawn_process(self, target: Any, args: tuple[Any, ...], *, parent: Pid | None,
                             link: Pid | None, monitor: Pid | None,
@@ -1469,14 +1492,16 @@ class WorkflowHost:
     def cancel_children(self, wf: WorkflowInstance) -> None:
         """Unfinished children of a cancelled workflow are cancelled too (in a cluster,
         those another node runs as well: their request goes through the store)."""
+        compensating = _spawned_after_cancel(wf)
         flagged = [child.wid for child in self.active.children_of(wf.pid)
-                   if not child.done.is_set()]
+                   if not child.done.is_set() and child.wid not in compensating]
         if flagged:
             self._cancelled_children[wf.wid] = flagged  # (flagged with its end too)
         for wid in flagged:
             self.request_cancel(wid)
         for record in self.children_elsewhere(wf):
-            self.request_cancel(record.workflow_id)
+            if record.workflow_id not in compensating:
+                self.request_cancel(record.workflow_id)
 
     def children_elsewhere(self, wf: WorkflowInstance) -> list[WorkflowRecord]:
         """The unfinished children of ``wf`` that another node of the cluster runs (or

@@ -440,7 +440,7 @@ def end_instance(host: WorkflowHost, wf: WorkflowInstance, error: ErrorInfo) -> 
     elif host.serving:
         host.start_soon(_finish_ended, host, wf, error)
     reason = ErrorInfo("Terminated", f"its parent workflow {wf.wid!r} was terminated")
-    wf.children_end = reason  # (a child still being created: see WorkflowHost.late_child)
+    wf.children_end = reason  # (a child still being created: see WorkflowHost._late_child)
     for child in list(host.active.values()):
         if child.parent == wf.pid and not WorkflowStatus(child.status).finished:
             end_instance(host, child, reason)

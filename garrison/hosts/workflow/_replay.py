@@ -177,6 +177,7 @@ class History:
             raise ValueError(f"{where}: 'journal' must be a list of records")
         journal: list[Entry] = []
         sizes: dict[int, int] = {}
+        times: dict[int, float] = {}
         for i, rec in enumerate(records):
             if not isinstance(rec, dict) or type(rec.get("seq")) is not int \
                     or not isinstance(rec.get("kind"), str):
@@ -219,6 +220,9 @@ class History:
                                  attempts))
             size = rec.get("size")
             sizes[rec["seq"]] = size if isinstance(size, int) else len(json.dumps(outcome))
+            when = _seconds(rec.get("time"))
+            if when is not None:  # (kept: an export of this history shows it again)
+                times[rec["seq"]] = when
         promises: dict[str, tuple[str, Any]] = {}
         for field, kind in (("promises", dict), ("timers", list)):
             if not isinstance(data.get(field) or kind(), kind):
@@ -273,7 +277,8 @@ class History:
             attempt=attempt, created=_seconds(data.get("created")),
             updated=_seconds(data.get("updated")), result=data.get("result"),
             error=error_from_plain(error) if isinstance(error, dict) else None,
-            journal=tuple(journal), sizes=sizes, promises=promises, timers=timers,
+            journal=tuple(journal), sizes=sizes, times=times, promises=promises,
+            timers=timers,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -352,7 +357,8 @@ def _iso(value: float | None) -> str | None:
 
 def _seconds(value: Any) -> float | None:
     if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
+        # (a time a date can hold: json.loads reads NaN, Infinity and 1e300 too)
+        return float(value) if abs(value) < 253_402_300_800 else None  # (to year 9999)
     if isinstance(value, str) and value:
         try:
             return _dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
