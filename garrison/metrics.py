@@ -402,6 +402,11 @@ async def _read_out(stream: trio.SocketStream, seconds: float, *,
         pass
 
 
+def _head_ended(head: bytes) -> bool:
+    """Whether ``head`` holds a request head's end (its blank line, CRLF or bare LF)."""
+    return b"\r\n\r\n" in head or b"\n\n" in head
+
+
 async def _handle(stream: trio.SocketStream, *, registry: Any, choose_encoder: Any,
                   timeout: float = TIMEOUT, stopped: Any = lambda: False) -> None:
     """One HTTP/1.x request, answered and closed (``timeout`` seconds to send the
@@ -411,24 +416,28 @@ async def _handle(stream: trio.SocketStream, *, registry: Any, choose_encoder: A
     try:
         head = b""
         with trio.move_on_after(timeout) as waited:
-            while b"\r\n\r\n" not in head and len(head) < _MAX_HEAD:
+            while not _head_ended(head) and len(head) < _MAX_HEAD:
                 chunk = await stream.receive_some(4096)
                 if not chunk:
                     break
                 head += chunk
-        if waited.cancelled_caught and b"\r\n\r\n" not in head:
+        ended = _head_ended(head)
+        if waited.cancelled_caught and not ended:
             # its time ran out before its request ended: said, not answered
             body = f"no complete request within {timeout:g}s\n".encode()
             with trio.move_on_after(timeout):
-                await stream.send_all(_response(408, "text/plain; charset=utf-8", body))
+                await stream.send_all(_response(408, _TEXT, body))
+            await _read_out(stream, min(timeout, _LINGER))
             return
-        lines = head.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
+        # (lines may end in a bare LF, which RFC 9112 lets a server take)
+        text = head.decode("latin-1").replace("\r\n", "\n")
+        lines = text.split("\n\n", 1)[0].split("\n")
         parts = lines[0].split(" ")
         headers = {}
         for line in lines[1:]:
             key, _, value = line.partition(":")
             headers[key.strip().lower()] = value.strip()
-        if b"\r\n\r\n" not in head and len(head) >= _MAX_HEAD:
+        if not ended and len(head) >= _MAX_HEAD:
             status, ctype = 431, _TEXT
             body = f"request head over {_MAX_HEAD} bytes\n".encode()
             with trio.move_on_after(timeout):
@@ -436,9 +445,9 @@ async def _handle(stream: trio.SocketStream, *, registry: Any, choose_encoder: A
             await _read_out(stream, min(timeout, _LINGER))
             return
         if len(parts) != 3 or not parts[2].startswith("HTTP/"):
-            status, body, ctype = 400, b"bad request\n", "text/plain; charset=utf-8"
-        elif b"\r\n\r\n" not in head:  # (the client closed its side before the end)
-            status, ctype = 400, "text/plain; charset=utf-8"
+            status, body, ctype = 400, b"bad request\n", _TEXT
+        elif not ended:  # (the client closed its side before the end)
+            status, ctype = 400, _TEXT
             body = b"bad request: the request head ended before its blank line\n"
         elif parts[0] not in ("GET", "HEAD"):
             status, body, ctype = 405, b"only GET\n", "text/plain; charset=utf-8"

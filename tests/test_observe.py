@@ -640,6 +640,13 @@ async def test_metrics_answer_no_request_whose_head_never_ended(autojump_clock: 
                                       "no complete request within 10s\n")
             assert trio.current_time() - start == pytest.approx(10, abs=0.5)
         assert (await _get(where.port))[0] == "HTTP/1.1 200 OK"
+        async with await trio.open_tcp_stream("127.0.0.1", where.port) as stream:
+            # (lines ending in a bare LF, as `printf 'GET /metrics HTTP/1.0\n\n' | nc`
+            # sends them: RFC 9112 lets a server take them; helper-211)
+            await stream.send_all(b"GET /metrics HTTP/1.0\nHost: x\n\n")
+            start = trio.current_time()
+            assert (await _answer(stream))[0] == "HTTP/1.1 200 OK"
+            assert trio.current_time() - start < 1
 
 
 # ------------------------------------------------------------------ garrison run --metrics
