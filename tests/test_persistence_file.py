@@ -191,6 +191,30 @@ def test_a_damaged_store_is_a_store_error_naming_the_file(db_path: str) -> None:
     assert isinstance(info.value.__cause__, sqlite3.DatabaseError)
 
 
+def test_a_schema_page_damaged_into_text_that_is_not_utf8_is_a_store_error(
+        db_path: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """helper-210: 1 in 40 pages damaged on a real store made the schema's table names
+    no UTF-8: Python's UnicodeDecodeError (not a SQLite error) came out of every open, a
+    traceback and exit 1 on the command line, a bare exception from open_node."""
+    from garrison._cli import main
+
+    _seeded(db_path, 5)
+    conn = sqlite3.connect(db_path)
+    conn.execute("CREATE TABLE pad (x TEXT)")
+    conn.commit()
+    conn.execute("PRAGMA writable_schema = ON")
+    conn.execute("UPDATE sqlite_master SET name = CAST(X'7061ff64' AS TEXT), "
+                 "tbl_name = CAST(X'7061ff64' AS TEXT) WHERE name = 'pad'")
+    conn.commit()
+    conn.close()
+    with pytest.raises(StoreError, match=r"damaged .*schema holds text that is not UTF-8"):
+        SQLiteStore(db_path)
+    assert main(["workflows", "--store", db_path, "list"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"garrison workflows: store {db_path!r}: the store is damaged"), err
+    assert "Traceback" not in err
+
+
 def test_a_directory_is_refused(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="not a regular file"):
         SQLiteStore(str(tmp_path), lock=False)

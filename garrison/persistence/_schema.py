@@ -282,8 +282,15 @@ TABLES = ("schema_version", "workflows", "journal", "inbox", "timers", "promises
 
 
 def _user_tables(conn: sqlite3.Connection) -> list[str]:
-    return [name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
-            if not name.startswith("sqlite_")]
+    try:
+        names = [name for (name,) in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table'")]
+    except UnicodeDecodeError as exc:  # (damaged schema pages: raised by Python, not SQLite)
+        damaged = sqlite3.DatabaseError(f"database disk image is malformed: its schema "
+                                        f"holds text that is not UTF-8 ({exc.reason})")
+        damaged.sqlite_errorcode = sqlite3.SQLITE_CORRUPT  # (what store_error reads)
+        raise damaged from exc
+    return [name for name in names if not name.startswith("sqlite_")]
 
 
 def check_garrison(conn: sqlite3.Connection, path: str | None) -> None:
