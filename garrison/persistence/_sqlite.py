@@ -652,10 +652,21 @@ class SQLiteStore(StoreShortcuts):
         check_tables(conn, self.path)
 
     def _build(self, file: str, pragma_sync: str, busy_timeout: float) -> None:
-        """A new store's file: the schema in WAL mode; closing it leaves no -wal."""
+        """A new store's file: the schema in WAL mode, checkpointed into the file before
+        it is closed (so it leaves no -wal). A checkpoint that cannot finish (a disk too
+        full for the file to grow: the WAL took the schema, the file could not) is an
+        error here; closing would have dropped it silently, and the incomplete file
+        been linked into place, a "damaged" store where none had been."""
         conn = self._connect(file, busy_timeout)
         try:
             self._prepare(conn, pragma_sync)
+            busy, wal_pages, copied = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            if busy or wal_pages != copied:
+                full = sqlite3.OperationalError(
+                    f"the new store's write-ahead log could not be copied into it "
+                    f"({copied} of {wal_pages} pages)")
+                full.sqlite_errorcode = sqlite3.SQLITE_FULL
+                raise full
         finally:
             conn.close()
 
