@@ -322,14 +322,12 @@ def _conversion_failed(value: object, exc: Exception, what: str) -> PayloadError
             f"to convert to JSON (Python's recursion limit, {sys.getrecursionlimit()}, "
             "bounds how many lists, dicts and objects lie one inside another)")
     digits = isinstance(exc, ValueError) and "integer string conversion" in str(exc)
-    if digits and _too_long_for_text(value):
-        path = ""
-    elif digits and (found := _path_to(value, _too_long_for_text)):
-        path = f" at {found.lstrip('.')}"
-    else:
+    found = _path_to(value, _too_long_for_text) if digits else None  # ("": the value itself)
+    if found is None:
         return PayloadError(
             f"cannot store {what}: converting a value of type {_type_name(value)} failed: "
             f"{type(exc).__name__}: {exc}")
+    path = f" at {found.lstrip('.')}" if found else ""
     return PayloadError(
         f"cannot store {what}: an int{path} has more than {sys.get_int_max_str_digits()} "
         "digits, more than Python turns into text (store it as a string, or raise "

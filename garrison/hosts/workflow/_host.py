@@ -588,8 +588,7 @@ class WorkflowHost:
             self.queue.unreserve(wid)
             self.queue.stale()  # (one more pending in the store)
             self.ownership.stopped(wid)
-            if parent is not None and parent.host == self.name:
-                self._late_child(wid, parent)
+            self._late_child(wid, parent)
             return pid
         if queued >= 0:
             self.queue.created(wid, results[queued], dedup)
@@ -621,8 +620,7 @@ class WorkflowHost:
             self.run_instance(wf)
         else:
             self.queue.hold(wf, priority, results[queued])
-        if parent is not None and parent.host == self.name:
-            self._late_child(wid, parent)
+        self._late_child(wid, parent)
         if passes is not None and getattr(task, "_schedule_points", None) != passes:
             # the commit waited for a batch (the scheduler ran meanwhile): a loop of
             # starts goes straight on to its next commit, which the workflows released
@@ -632,13 +630,15 @@ class WorkflowHost:
             await trio.lowlevel.checkpoint()
         return pid
 
-    def _late_child(self, wid: str, parent: Pid) -> None:
-        """Workflow ``wid``, a child of the workflow ``parent``, was created (it runs
+    def _late_child(self, wid: str, parent: Pid | None) -> None:
+        """Workflow ``wid``, started by ``parent``, was created (it runs
         here, or, on a draining node of a cluster, waits in the store for another): if
         the parent was cancelled or terminated while the child's start was being
         committed, its ``cancel_children`` or ``end_instance`` went over its children
         before this one was there; it goes the same way now. (A child a cancelled parent
         starts once its code has seen the cancel, a compensation, runs.)"""
+        if parent is None or parent.host != self.name:
+            return  # (started from outside, by a process, or by another host's workflow)
         p = self.active.get(parent.id)
         if p is None or p.pid != parent:
             return
