@@ -212,11 +212,14 @@ def _list(store: Any, args: argparse.Namespace) -> None:
         _print_table(("ID", "NAME", "STATUS", "UPDATED", "SEARCH"), table)
     if damaged:
         sys.stdout.flush()
+        cut = damaged[-1].workflow_id if _unreadable_id(damaged[-1]) else None
         raise _Fail(f"store {store.path or args.store!r} is damaged: {damaged[0]}"
                     + (f" (and {len(damaged) - 1} other workflow(s): "
                        f"{', '.join(repr(d.workflow_id) for d in damaged[1:6])}"
                        f"{', ...' if len(damaged) > 6 else ''})" if len(damaged) > 1 else "")
-                    + "; the other workflows are listed", 2)
+                    + ("; the other workflows are listed" if cut is None else
+                       f"; the workflows before {cut!r} in this order are listed, not those "
+                       "after it (a read cannot page past an id that is not UTF-8 text)"), 2)
 
 
 #: the rows one read of :func:`_list_around_damage` takes (one at a time near a damaged one)
@@ -258,6 +261,8 @@ def _list_around_damage(store: Any, statuses: Any, search: Any,
                 limit = 1  # find it: one row at a time from here
                 continue
             damaged.append(exc)
+            if _unreadable_id(exc):
+                return rows  # (no read selects past it: the message says so)
             after = (exc.created if exc.created is not None else 0.0, exc.workflow_id)
             continue
         if not page:
@@ -267,6 +272,16 @@ def _list_around_damage(store: Any, statuses: Any, search: Any,
         after = (last.created, last.workflow_id)
         limit = _DAMAGE_PAGE if limit == 1 else limit
     return rows
+
+
+def _unreadable_id(damaged: DamagedRecord) -> bool:
+    """Whether the damaged row's own id is not UTF-8 text (named with its bad bytes as
+    lone surrogates, which no read can select after)."""
+    try:
+        damaged.workflow_id.encode()
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def _show(store: Any, args: argparse.Namespace) -> None:

@@ -959,6 +959,43 @@ def test_a_damaged_row_is_named_by_id_the_others_listed_and_exit_2(
     assert code == 0 and "w2" in out, err
 
 
+def test_a_row_whose_text_is_not_utf8_is_named_by_id_the_others_listed(
+        capsys: pytest.CaptureFixture[str], sqlite_path: str) -> None:
+    """A row holding text that is not UTF-8 (a damaged page, bytes written by another
+    program) is named by id as a JSON column that is no JSON is: ``list`` shows the
+    others, ``show`` of it is one line, exit 2. (SQLite's own error named the column
+    but no row, and ended the whole listing.) An id that is not UTF-8 itself is named
+    as well as it can be, and the listing still ends."""
+    _plain_store(sqlite_path)
+    raw = sqlite3.connect(sqlite_path)
+    raw.execute("UPDATE workflows SET error = CAST(x'7b22ff' AS TEXT) WHERE workflow_id = 'w1'")
+    raw.execute("UPDATE workflows SET name = CAST(x'61ff3a62' AS TEXT) WHERE workflow_id = 'w3'")
+    raw.commit()
+    code, out, err = cli_here(capsys, "--store", sqlite_path, "list")
+    assert code == 2, err
+    assert [line.split()[0] for line in out.splitlines()] == ["ID", "w0", "w2", "w4"]
+    assert err == (f"garrison workflows: store {sqlite_path!r} is damaged: workflow 'w1': "
+                   "its error is not UTF-8 text (byte 2 of it is 0xff) (and 1 other "
+                   "workflow(s): 'w3'); the other workflows are listed\n"), err
+    code, out, err = cli_here(capsys, "--store", sqlite_path, "show", "w3")
+    assert (code, out) == (2, ""), err
+    assert err == (f"garrison workflows: store {sqlite_path!r} is damaged: workflow 'w3': "
+                   "its name is not UTF-8 text (byte 1 of it is 0xff)\n"), err
+    code, out, err = cli_here(capsys, "--store", sqlite_path, "list", "--status", "pending",
+                              "--json", "--order", "newest")
+    assert code == 2 and [w["workflow_id"] for w in json.loads(out)] == ["w4", "w2", "w0"]
+    raw.execute("UPDATE workflows SET workflow_id = CAST(x'77ff' AS TEXT) "
+                "WHERE workflow_id = 'w2'")
+    raw.commit()
+    raw.close()
+    code, out, err = cli_here(capsys, "--store", sqlite_path, "list")
+    assert code == 2, err
+    assert [line.split()[0] for line in out.splitlines()] == ["ID", "w0"]
+    assert err.endswith("(and 1 other workflow(s): 'w\\udcff'); the workflows before "
+                        "'w\\udcff' in this order are listed, not those after it (a read "
+                        "cannot page past an id that is not UTF-8 text)\n"), err
+
+
 def test_list_takes_a_limit_an_order_and_an_id_prefix(
         capsys: pytest.CaptureFixture[str], sqlite_path: str) -> None:
     """``list --limit N --order newest --id PREFIX``: a store of many workflows is not

@@ -218,6 +218,27 @@ class DamagedRecord(json.JSONDecodeError):
                         f"({exc})",)
         return damaged
 
+    @classmethod
+    def check_text(cls, row: Sequence[Any]) -> None:
+        """Raise one naming the workflow of ``row`` (read with its text that is not
+        UTF-8 as ``bytes``) and the first such column, if it has one."""
+        for index, value in enumerate(row):
+            if type(value) is not bytes:
+                continue
+            try:
+                value.decode()
+            except UnicodeDecodeError as bad:
+                wid = row[0].decode(errors="surrogateescape") if type(row[0]) is bytes \
+                    else str(row[0])
+                column = WorkflowRecord.COLUMNS.split(", ")[index]
+                text = value.decode(errors="replace")
+                damaged = cls(f"not UTF-8 text (byte {bad.start} of it is "
+                              f"0x{value[bad.start]:02x})", text, bad.start)
+                damaged.workflow_id, damaged.column = wid, column
+                damaged.created = row[10] if isinstance(row[10], int | float) else None
+                damaged.args = (f"workflow {wid!r}: its {column} is {damaged.msg}",)
+                raise damaged from None
+
 
 @attrs.frozen(slots=True)
 class JournalRecord:

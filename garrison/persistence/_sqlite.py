@@ -72,6 +72,7 @@ from ._group_commit import (
     interrupted,
 )
 from ._records import (
+    DamagedRecord,
     InboxRecord,
     JournalRecord,
     PromiseRecord,
@@ -136,6 +137,15 @@ def check_store_file(path: str) -> None:
     if found > SCHEMA_VERSION:
         raise StoreVersionError(path, found, SCHEMA_VERSION,
                                 "it was written by a newer garrison; upgrade garrison")
+
+
+def _text_or_bytes(value: bytes) -> str | bytes:
+    """A text value as read for :meth:`SQLiteStore._query`'s ``raw_text``: its
+    ``bytes`` when they are not UTF-8."""
+    try:
+        return value.decode()
+    except UnicodeDecodeError:
+        return value
 
 
 def _raise_if_busy(conn: sqlite3.Connection, exc: sqlite3.OperationalError) -> None:
@@ -1146,7 +1156,11 @@ class SQLiteStore(StoreShortcuts):
 
     # -- reading -----------------------------------------------------------
 
-    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+    def _query(self, sql: str, params: Sequence[Any] = (), *, raw_text: bool = False
+               ) -> list[Any]:
+        """The rows of ``sql``. ``raw_text``: a text value that is not UTF-8 is read as
+        its ``bytes`` (SQLite's module refuses the whole read otherwise, naming the
+        column but not the row)."""
         if no_match(params):  # (not valid text: no row can match it)
             return []
         with self._read_lock:
@@ -1155,15 +1169,34 @@ class SQLiteStore(StoreShortcuts):
                 self.check_file()
             elif self._failure is not None:  # the node's: its file gone (see wait_for_wakeup)
                 raise self._failure  # (what it would read is no longer the store)
-            return self._reader.execute(sql, params).fetchall()
+            if not raw_text:
+                return self._reader.execute(sql, params).fetchall()
+            self._reader.text_factory = _text_or_bytes
+            try:
+                return self._reader.execute(sql, params).fetchall()
+            finally:
+                self._reader.text_factory = str
+
+    def _workflow_rows(self, sql: str, params: Sequence[Any]) -> list[WorkflowRecord]:
+        """The workflows of ``sql`` (selecting ``WorkflowRecord.COLUMNS``); a row
+        holding text that is not UTF-8 is a :class:`DamagedRecord` naming it."""
+        try:
+            rows = self._query(sql, params)
+        except sqlite3.OperationalError as exc:
+            if not str(exc).startswith("Could not decode to UTF-8"):
+                raise
+            rows = self._query(sql, params, raw_text=True)
+            for row in rows:
+                DamagedRecord.check_text(row)
+        return [WorkflowRecord.from_row(row) for row in rows]
 
     def get_workflow(self, workflow_id: str) -> WorkflowRecord | None:
         """The workflow's row, or ``None``."""
-        rows = self._query(
+        rows = self._workflow_rows(
             f"SELECT {WorkflowRecord.COLUMNS} FROM workflows WHERE workflow_id = ?",
             (workflow_id,),
         )
-        return WorkflowRecord.from_row(rows[0]) if rows else None
+        return rows[0] if rows else None
 
     def get_workflow_settled(self, workflow_id: str) -> WorkflowRecord | None:
         """:meth:`get_workflow`: one node writes a SQLite store, and a read sees every
@@ -1243,7 +1276,7 @@ class SQLiteStore(StoreShortcuts):
         if limit is not None:
             sql += " LIMIT ?"
             params.append(limit)
-        return [WorkflowRecord.from_row(row) for row in self._query(sql, params)]
+        return self._workflow_rows(sql, params)
 
     def journal(self, workflow_id: str) -> list[JournalRecord]:
         """The workflow's journal ordered by seq."""
