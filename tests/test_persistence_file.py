@@ -388,6 +388,44 @@ def test_a_new_store_on_a_disk_too_full_for_it_says_so_and_leaves_nothing(
     assert done.stdout.splitlines() == [full, full, "[]"], done.stdout
 
 
+def test_an_intact_store_on_a_full_disk_says_the_disk_is_full(tmp_path: Path) -> None:
+    """helper-210: once the disk is full, SQLite cannot grow the store's -shm file and
+    says "disk I/O error" at the open, at a write, at a read: the error says the disk
+    is full, not only that the file cannot be used."""
+    if not _read_only_available(tmp_path):
+        pytest.skip("needs unshare and mount in a user namespace")
+    small = tmp_path / "small"
+    small.mkdir()
+    path = str(small / "s.db")
+    code = textwrap.dedent(f"""
+        import os, subprocess, sys
+        from garrison import StoreError
+        from garrison.persistence import SQLiteStore, Transaction
+        store = SQLiteStore({path!r})
+        store.write(Transaction().create_workflow("w0", "app:flow", [1]))
+        store.close()
+        fd = os.open({str(small / "filler")!r}, os.O_WRONLY | os.O_CREAT)
+        try:
+            while True:
+                os.write(fd, b"x" * 4096)
+        except OSError:
+            os.close(fd)
+        try:
+            SQLiteStore({path!r})
+        except StoreError as exc:
+            print(exc)
+        done = subprocess.run([sys.executable, "-m", "garrison", "workflows", "list",
+                               "--store", {path!r}], capture_output=True, text=True)
+        print(done.returncode, done.stderr, end="")
+    """)
+    script = (f"mount -t tmpfs -o size=1m tmpfs {small} && exec \"$0\" -c \"$1\"")
+    done = subprocess.run(["unshare", "-rm", "sh", "-c", script, sys.executable, code],
+                          capture_output=True, text=True, timeout=60, check=False, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    full = f"store {path!r}: the disk is full (disk I/O error; 0 bytes free on its file system)"
+    assert done.stdout.splitlines() == [full, f"2 garrison workflows: {full}"], done.stdout
+
+
 def test_read_only_file_system_is_a_store_error_with_the_os_reason(tmp_path: Path) -> None:
     if not _read_only_available(tmp_path):
         pytest.skip("needs unshare and mount in a user namespace")

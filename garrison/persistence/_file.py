@@ -533,6 +533,9 @@ def store_error(
                 f"busy timeout ({busy_timeout:g}s) {said}")
     elif primary == sqlite3.SQLITE_FULL:
         what = f"the disk is full {said}"
+    elif primary == sqlite3.SQLITE_IOERR and (free := _free_bytes(file)) is not None \
+            and free < _FULL_BELOW:  # (SQLite says no more when its -shm cannot grow)
+        what = f"the disk is full ({exc}; {free} bytes free on its file system)"
     elif primary in (sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_PERM,
                      sqlite3.SQLITE_IOERR, sqlite3.SQLITE_AUTH):
         what = f"cannot use the file {said}"
@@ -542,6 +545,22 @@ def store_error(
     else:
         what = f"SQLite error {said}"
     return StoreError(path, what)
+
+
+#: free bytes below which a file system is taken as full (SQLite grows its -shm file by
+#: 32 KiB, and its write-ahead log by a page and its header at a time)
+_FULL_BELOW = 64 * 1024
+
+
+def _free_bytes(file: str) -> int | None:
+    """The bytes this process may still write on the file system of ``file`` (the
+    blocks kept for root count for root), or ``None`` if that cannot be told."""
+    try:
+        st = os.statvfs(os.path.dirname(os.path.abspath(file)))
+    except OSError:
+        return None
+    blocks = st.f_bfree if hasattr(os, "geteuid") and os.geteuid() == 0 else st.f_bavail
+    return blocks * st.f_frsize
 
 
 def _os_reason(file: str) -> str | None:
