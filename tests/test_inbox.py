@@ -273,3 +273,58 @@ async def test_default_inbox_warning_is_10_000(node, autojump_clock, caplog):
     assert _warnings(caplog) == []
     await node.send(pid, "m", 0)
     assert len(_warnings(caplog)) == 1
+
+
+async def test_an_inbox_is_its_own_process_s_only(node, autojump_clock):
+    """helper-212: an inbox kept past its process (a handler object that caches
+    ``process.inbox()``, run again by a supervisor) was read by the next process: it
+    waited for ever on the dead one's inbox while its own filled, and a live process's
+    inbox could be emptied by another. Any use of an inbox outside its own process is a
+    ``RuntimeError`` saying whose it is; the process's own tasks (a nursery in it) and
+    a ``listen``/``events`` inbox are the process's too."""
+    kept: dict[str, object] = {}
+
+    async def first():
+        kept["inbox"] = process.inbox()
+        kept["events"] = process.events()
+        kept["topic"] = process.listen("t")
+        async with trio.open_nursery() as nursery:  # (the process's own tasks: fine)
+            nursery.start_soon(process.inbox().receive, 0)
+        return process.pid()
+
+    async def second(which: str, how: str):
+        box = kept[which]
+        if how == "receive":
+            return await box.receive(timeout="1s")
+        if how == "try":
+            return box.try_receive()
+        async for msg in box:
+            return msg
+
+    owner = await node.wait(await node.spawn(first))
+    for which in ("inbox", "events", "topic"):
+        for how in ("receive", "try", "iterate"):
+            pid = await node.spawn(second, which, how)
+            with pytest.raises(garrison.ProcessError) as failed:
+                await node.wait(pid)
+            assert str(failed.value).endswith(
+                f"RuntimeError: an inbox of process {owner}, which has ended, was used by "
+                f"process {pid}: process.inbox(), listen() and events() give the calling "
+                "process's own inboxes; get them again in each process (a restarted "
+                "process is a new process)"), str(failed.value)
+
+    async def holder():
+        kept["live"] = process.inbox()
+        await trio.sleep(10)
+        return kept["live"].try_receive().payload
+
+    alive = await node.spawn(holder)
+    await trio.sleep(1)
+    await node.send(alive, "n", 7)
+    thief = await node.spawn(second, "live", "try")
+    with pytest.raises(garrison.ProcessError, match=f"an inbox of process {alive} was used by "
+                                                    f"process {thief}"):
+        await node.wait(thief)
+    assert await node.wait(alive) == 7
+    with pytest.raises(RuntimeError, match="was used outside any process"):
+        kept["live"].try_receive()

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import sys
 from collections import deque
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, NoReturn, Protocol, TypeVar
 
 import outcome
 import trio
 
 from .. import _observe
 from .._duration import parse_duration
+from ._runtime import runtime_var
 
 T = TypeVar("T")
 
@@ -62,7 +63,11 @@ def timeout_seconds(value: Any) -> float:
 
 
 class InboxOwner(Protocol):
-    """Who hears about an inbox that passes its warning threshold (the process)."""
+    """The process an inbox belongs to: the only one that may receive from it, and who
+    hears about the inbox passing its warning threshold."""
+
+    pid: Any
+    alive: bool
 
     def _inbox_over(self, inbox: Inbox[Any], waiting: int) -> None: ...
 
@@ -129,8 +134,25 @@ class Inbox(Generic[T]):
                 self._check()
 
     # -- process side ------------------------------------------------------------
+    # Only the owning process (any task of it) receives: an inbox kept past its process
+    # (a handler object caching ``process.inbox()``, run again by a supervisor) would
+    # wait for ever on a dead inbox while the new process's own filled up.
+    def _refuse(self) -> NoReturn:
+        """The cold path of the owner checks: raise saying whose inbox this is."""
+        owner = self._owner
+        assert owner is not None
+        user = getattr(runtime_var.get(None), "pid", None)
+        ended = "" if owner.alive else ", which has ended,"
+        by = f"by process {user}" if user is not None else "outside any process"
+        raise RuntimeError(
+            f"an inbox of process {owner.pid}{ended} was used {by}: process.inbox(), "
+            "listen() and events() give the calling process's own inboxes; get them again "
+            "in each process (a restarted process is a new process)")
+
     async def receive(self, timeout: Any = None) -> T | None:
         """The next item; waits for one. With ``timeout``, ``None`` when it expires."""
+        if runtime_var.get(None) is not self._owner and self._owner is not None:
+            self._refuse()
         if self._items:
             if timeout is not None and not (
                     (type(timeout) is float or (type(timeout) is int and timeout < _BIG))
@@ -147,6 +169,8 @@ class Inbox(Generic[T]):
 
     def try_receive(self) -> T | None:
         """The next item if one is waiting, else ``None``; never waits."""
+        if runtime_var.get(None) is not self._owner and self._owner is not None:
+            self._refuse()
         if not self._items:
             return None
         return self._pop()
@@ -164,6 +188,8 @@ class Inbox(Generic[T]):
         # ``receive()`` without a timeout, one coroutine frame shallower (``async for``
         # over an inbox is how most processes wait, and every frame of the chain is
         # passed through again each time the process resumes)
+        if runtime_var.get(None) is not self._owner and self._owner is not None:
+            self._refuse()
         if self._items:
             await self._budget.checkpoint()
             if self._items:  # (as in receive: the checkpoint may have let another take it)
