@@ -156,6 +156,10 @@ async def test_list_detail_and_capabilities_on_a_store(seeded: str) -> None:
         assert long.json()["error"] == ("limit=9999999999999999999999999999999999999999... "
                                         "(5000 characters): expected 1..500"), long.json()
         assert (await c.get("/api/node")).status_code == 404
+        # (and so is its page: it only polled that 404 for ever, helper-215)
+        page = await c.get("/node")
+        assert page.status_code == 404 and page.text.startswith(
+            "the console is not attached to a running node"), page.text
     store.close()
 
 
@@ -1390,6 +1394,40 @@ async def test_sessions_expire_when_idle_and_at_their_maximum_age(
         with pytest.raises(ValueError, match=re.escape(said)):
             await garrison.console.serve_console(store=store_path, session_idle=idle,
                                                  session_max_age=age)
+
+
+async def test_log_out_ends_the_session(store_path: str, autojump_clock: Any) -> None:
+    """helper-215: an operator on a shared machine could not end a session (only its
+    idle time or maximum age did). ``POST /api/logout`` forgets it and drops the
+    cookie: the same cookie is then refused as no session is. It needs the CSRF header
+    (another site cannot log an operator out), and with a bearer token or without a
+    token there is no session, and nothing to end (200 all the same)."""
+    SQLiteStore(store_path).close()
+    store = _store_tools.open_store(store_path)
+    app = make_app(StoreBackend(store), token=TOKEN)
+    async with client(app) as c:
+        r = await c.post("/login", data={"token": TOKEN, "next": "/"}, headers={"Origin": BASE})
+        assert r.status_code == 303
+        cookie = c.cookies["garrison_session"]
+        assert (await c.get("/api/workflows")).status_code == 200
+        c.cookies.set("garrison_csrf", "csrf")
+        r = await c.post("/api/logout", headers={"Origin": BASE})
+        assert r.status_code == 403 and "CSRF" in r.json()["error"]
+        r = await c.post("/api/logout", headers={"X-Garrison-CSRF": "csrf", "Origin": BASE})
+        assert r.status_code == 200 and r.json() == {"logged_out": True}, r.text
+        assert 'garrison_session=""' in r.headers["set-cookie"] or \
+            "max-age=0" in r.headers["set-cookie"].lower(), r.headers["set-cookie"]
+        assert app.sessions == {}
+        c.cookies.set("garrison_session", cookie)  # (a copy the browser kept)
+        r = await c.get("/api/workflows")
+        assert r.status_code == 401 and "needs its token" in r.json()["error"]
+        assert (await c.get("/")).status_code == 303
+        r = await c.post("/api/logout", headers={"Authorization": f"Bearer {TOKEN}"})
+        assert r.status_code == 200 and r.json() == {"logged_out": False}
+    async with client(make_app(StoreBackend(store))) as c:  # no token: no sessions
+        r = await post(c, "/api/logout")
+        assert r.status_code == 200 and r.json() == {"logged_out": False}
+    store.close()
 
 
 @pytest.mark.parametrize("max_age", [math.inf, 1e300])

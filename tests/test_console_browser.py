@@ -209,6 +209,38 @@ def test_login_form_node_figures_children_and_paging_in_the_browser(tmp_path: Pa
         page.click("#prev-page")
         expect(page.locator("#page-label")).to_have_text("page 1")
         expect(rows).to_have_count(50)
+        # back to a page (or filter) seen before: its rows, not the last ones shown
+        # (helper-215: an unchanged page's answer is a 304, and the rows were not drawn)
+        page.click("#next-page")
+        expect(page.locator("#page-label")).to_have_text("page 2")
+        expect(rows).to_have_count(7)
+        page.click("#first-page")
+        expect(page.locator("#page-label")).to_have_text("page 1")
+        expect(rows).to_have_count(50)
+        page.check("#status-filter input[value=completed]")
+        page.click("#apply")
+        expect(rows).to_have_count(2)
+        page.click("#clear")
+        expect(rows).to_have_count(50)
+
+        # a long id with no place to break wraps in its cell: the page is no wider than
+        # the window (it was twice as wide, every other column squeezed)
+        tool = open_store(str(tmp_path / "orders.db"))
+        try:
+            tool.write(Transaction().create_workflow("L" * 255, "t:nothing_here", []))
+        finally:
+            tool.close()
+        expect(page.locator("#rows tr").first).to_have_attribute("data-id", "L" * 255)
+        assert page.evaluate("document.documentElement.scrollWidth") <= 1280
+        page.goto(ui.url + "workflows/" + "L" * 255)
+        expect(page.locator("h1")).to_contain_text("LLLL")
+        assert page.evaluate("document.documentElement.scrollWidth") <= 1280
+
+        # log out: back at the login form, and the session is gone
+        page.click("#logout")
+        page.wait_for_url(ui.url + "login")
+        page.goto(ui.url)
+        assert "/login" in page.url
         browser.close()
         assert errors == []
     assert ui.proc.returncode == 0, "".join(ui.stdout)

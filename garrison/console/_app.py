@@ -33,6 +33,7 @@ from .._store_tools import ToolError, check_name, check_rejection, check_topic, 
 from ._backend import ApiError, Backend, parse_search, parse_statuses, strict_json
 from ._security import (
     CSRF_COOKIE,
+    SESSION_COOKIE,
     SESSION_IDLE,
     SESSION_MAX_AGE,
     Guard,
@@ -82,8 +83,10 @@ def make_app(backend: Backend, *, token: str | None = None, loopback: bool = Tru
     templates = Jinja2Templates(env=env)
 
     def page(request: Request, name: str, status_code: int = 200, **context: Any) -> Response:
+        guard: Guard = request.scope["state"]["guard"]
         response = templates.TemplateResponse(
-            request, name, {"live": backend.live, "store": backend.store.path, **context},
+            request, name, {"live": backend.live, "store": backend.store.path,
+                            "logout": guard.token is not None, **context},
             status_code=status_code)
         if not request.cookies.get(CSRF_COOKIE):
             response.set_cookie(**csrf_cookie_args(secrets.token_urlsafe(24),
@@ -120,6 +123,12 @@ def make_app(backend: Backend, *, token: str | None = None, loopback: bool = Tru
         return page(request, "workflow.html", title=wid, workflow_id=wid)
 
     async def node_page(request: Request) -> Response:
+        if not backend.live:  # (a store's console: no processes to show, as /api/node)
+            try:
+                backend.node_view()
+            except ApiError as exc:
+                return Response(f"{exc.message}\n", status_code=exc.status,
+                                media_type="text/plain")
         return stopped() or page(request, "node.html", title="Node")
 
     async def login_page(request: Request) -> Response:
@@ -153,6 +162,18 @@ def make_app(backend: Backend, *, token: str | None = None, loopback: bool = Tru
                             "console's token at /login.\n", status_code=403,
                             media_type="text/plain")
         return _logged_in(guard, session, "/", is_https(request.scope))
+
+    async def api_logout(request: Request) -> Response:
+        """End the caller's session (the header's "Log out"): its cookie is refused
+        from now on, as no session is. ``logged_out``: whether there was one."""
+        await _read_body(request)  # (nothing in it is used; no more of it than any POST)
+        guard: Guard = request.scope["state"]["guard"]
+        ended = guard.end_session(request.cookies.get(SESSION_COOKIE))
+        response = JSONResponse({"logged_out": ended})
+        if ended:
+            response.delete_cookie(SESSION_COOKIE, path="/", secure=is_https(request.scope),
+                                   httponly=True, samesite="strict")
+        return response
 
     # -- the JSON API --------------------------------------------------------------------
     async def api_capabilities(request: Request) -> Response:
@@ -284,6 +305,7 @@ def make_app(backend: Backend, *, token: str | None = None, loopback: bool = Tru
         Route("/node", node_page),
         Route("/login", login_page, methods=["GET", "POST"]),
         Route("/auth", auth),
+        Route("/api/logout", api_logout, methods=["POST"]),
         Route("/api/capabilities", api_capabilities),
         Route("/api/workflows", api_workflows),
         Route("/api/node", api_node),

@@ -172,6 +172,12 @@ class Guard:
         self.sessions[session] = (times[0], now)
         return None
 
+    def end_session(self, session: str | None) -> bool:
+        """Forget ``session`` (a log-out): True if it was a session."""
+        if not session:
+            return False
+        return self.sessions.pop(session, None) is not None
+
     # -- the middleware ----------------------------------------------------------------
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

@@ -238,6 +238,9 @@ async function listPage() {
     return q;
   }
 
+  // the query whose rows the table shows: a page or filter seen before answers 304
+  // (unchanged since then), and its rows are drawn again from that earlier answer
+  let shown = null;
   async function load() {
     const q = query(cursors[cursors.length - 1]).toString();
     history.replaceState({ cursors: [...cursors] }, "", q ? "/?" + q : "/");
@@ -251,7 +254,9 @@ async function listPage() {
       throw e;
     }
     const data = answer.data;
-    if (answer.changed) renderIfChanged("rows", data, () => {
+    const drawn = shown === q;
+    shown = q;
+    if (answer.changed || !drawn) renderIfChanged("rows", data, () => {
       fill($("rows"), data.workflows.map((w) => el("tr", { "data-id": w.workflow_id },
         el("td", {}, workflowLink(w.workflow_id, w.host)),
         el("td", { class: "name" }, w.name),
@@ -585,6 +590,13 @@ async function nodePage() {
 
 // ------------------------------------------------------------------ start
 document.addEventListener("DOMContentLoaded", () => {
+  const logout = $("logout");
+  if (logout) logout.addEventListener("click", async () => {
+    try {
+      await api("/api/logout", { body: {} });
+      location.assign("/login");
+    } catch (e) { toast(e.message, true); }
+  });
   const pages = { list: listPage, workflow: workflowPage, node: nodePage };
   const page = pages[document.body.dataset.page];
   if (page) page().catch((e) => toast(e.message, true));
