@@ -306,12 +306,13 @@ async def _serve(config: Any, root: Any, label: str | None, store: str | None,
                         where = await console.start(partial(
                             serve_console, node=node, bind=ui, token=token,
                             forwarded_allow_ips=forwarded_allow_ips, **(sessions or {})))
-                        announce_console(where, "garrison run")
+                        announce_console(where, "garrison run", sys.stderr)
                     if metrics is not None:
                         from .metrics import serve as serve_metrics
 
                         served = await console.start(serve_metrics, node, metrics)
-                        print(f"garrison run: metrics at {served.url}", flush=True)
+                        print(f"garrison run: metrics at {served.url}", file=sys.stderr,
+                              flush=True)
                     if root is None:  # nothing ends the run: say that it runs, and what
                         log.info("%s", _started_line(node, where.url if ui is not None
                                                      else None))
@@ -500,12 +501,14 @@ async def exit_when_store_gave_up(node: Any, running: trio.CancelScope,
     running.cancel()
 
 
-def announce_console(where: Any, who: str) -> None:
-    """Print where the console answers (and its one-time login link) on stdout."""
-    print(f"{who}: web console at {where.url}", flush=True)
+def announce_console(where: Any, who: str, out: Any = None) -> None:
+    """Print where the console answers (and its one-time login link) on ``out``
+    (stdout by default: ``garrison ui``'s output; ``garrison run`` says it on stderr,
+    its standard output being the root's result)."""
+    print(f"{who}: web console at {where.url}", file=out, flush=True)
     if where.login_url:
         print(f"{who}: open {where.login_url} (a one-time login link), or log in at "
-              f"{where.url}login with the token", flush=True)
+              f"{where.url}login with the token", file=out, flush=True)
 
 
 def _sessions(args: argparse.Namespace) -> dict[str, Any]:

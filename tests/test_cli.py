@@ -55,6 +55,17 @@ def test_garrison_run_whose_result_or_errors_cannot_be_written(tmp_path: Path) -
         assert "Traceback" not in done.stderr
         done = run("bad.yaml", stdout=subprocess.PIPE, stderr=full)
         assert (done.returncode, done.stdout) == (2, "")
+        # the addresses of --ui and --metrics are the command's own messages: stderr
+        # (helper-213: on stdout, a full disk there was a traceback, the root never ran)
+        (tmp_path / "small.py").write_text("async def main():\n    return 'done'\n")
+        done = run("small.py", "--ui", "127.0.0.1:0", "--metrics", "127.0.0.1:0",
+                   stdout=full, stderr=subprocess.PIPE)
+        assert done.returncode == 1, done.stderr
+        assert "Traceback" not in done.stderr, done.stderr
+        assert "garrison run: web console at http://127.0.0.1:" in done.stderr
+        assert "garrison run: metrics at http://127.0.0.1:" in done.stderr
+        assert done.stderr.splitlines()[-1] == ("garrison run: cannot write the result: No "
+                                                "space left on device"), done.stderr
     done = run("bad.yaml", stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                preexec_fn=lambda: os.close(2))  # (2>&-)
     assert (done.returncode, done.stdout) == (2, ""), done.stdout

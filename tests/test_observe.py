@@ -776,8 +776,10 @@ def test_garrison_run_serves_metrics(tmp_path: Path) -> None:
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "PYTHONPATH": str(ROOT)})
     try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
+        assert proc.stderr is not None
+        line = proc.stderr.readline()  # (its own messages are on stderr, as its log)
+        while line and not line.startswith("garrison run: metrics at "):
+            line = proc.stderr.readline()
         assert line.startswith("garrison run: metrics at http://127.0.0.1:"), line
         url = line.split(" at ", 1)[1].strip()
         deadline = time.monotonic() + 30
