@@ -321,6 +321,11 @@ async def _serve(config: Any, root: Any, label: str | None, store: str | None,
                         code, result = await _until_service_ends(node, root)
                         if result is not None:
                             printed.extend(_shown(result, label))
+                    elif isinstance(root, str) and \
+                            node.config.entries[root].kind == "workflow.py":
+                        code, result = await _until_workflow_ends(node, root)
+                        if result is not None:
+                            printed.extend(_shown(result, label))
                     else:
                         pid = await node.spawn(root)
                         try:
@@ -433,6 +438,20 @@ def _run_failed(what: str, error: Any) -> None:
         log.error("%s: %s", what, error, extra={"error": error})
     else:
         print(f"garrison run: {what}: {error}", file=sys.stderr)
+
+
+async def _until_workflow_ends(node: Any, entry_id: str) -> tuple[int, Any]:
+    """``--main`` naming a ``workflow.py`` entry: a new durable workflow of it on the
+    node's default workflow host (a fresh id each run); the exit code once it has
+    ended, with its result: 0 once it completed, 1 once it failed or was cancelled."""
+    from ._errors import GarrisonError
+
+    pid = await node.start_workflow(entry_id)
+    try:
+        return 0, await node.workflow(pid.id, host=pid.host).result()
+    except GarrisonError as exc:  # WorkflowFailed, WorkflowCancelled, a divergence
+        _run_failed(f"{entry_id} failed", getattr(exc, "error", None) or exc)
+        return 1, None
 
 
 async def _until_service_ends(node: Any, service_id: str) -> tuple[int, Any]:
@@ -634,33 +653,45 @@ def _main_problem(main: str | None, config: Any, target: str) -> str | None:
             failed = ""
         except _NoRoot as no:
             failed = str(no)
-        from .config._entries import ServiceEntry, SourceEntry
-
-        runnable = [e.id for e in config.entries.values()
-                    if isinstance(e, ServiceEntry)
-                    or (isinstance(e, SourceEntry) and e.kind != "function.py")]
+        runnable = _runnable(config)
         why = str(exc.args[0]) if exc.args else str(exc)
         hint = ""
         if ":" not in main:
             near = [i for i in runnable if i.split(":", 1)[1] == main]
             if near:
                 hint = f" (did you mean {near[0]!r}?)"
-        shown = ", ".join(runnable[:12]) + (", ..." if len(runnable) > 12 else "") \
-            if runnable else "none"
         if main.partition(":")[0] in {i.split(":", 1)[0] for i in config.entries}:
             failed = ""  # an entry id of a namespace of the config, mistyped
         elif "cannot be the root process" in failed or "is not an async function" in failed:
             # a function that exists but cannot be the root: that is the news
             return f"--main {main!r}: {failed}"
-        return (f"--main {main!r}: {why}{hint}; expected the id (namespace:name) of a "
-                f"process.py, workflow.py or process.service entry of {target}: {shown}, "
-                "or a module:function (an async def) that imports"
+        return (f"--main {main!r}: {why}{hint}; {_expected_main(runnable, target)}"
                 + (f" ({failed})" if failed else ""))
-    if config.entries[main].kind != "process.service":  # (a service has its input)
+    kind = config.entries[main].kind
+    if kind == "function.py":  # (an activity: no root, and a plain def not even a process)
+        return (f"--main {main!r}: config entry {main!r} is a function.py (an activity, run "
+                f"by workflows), not a runnable target; "
+                f"{_expected_main(_runnable(config), target)}")
+    if kind != "process.service":  # (a service has its input)
         problem = _arguments_problem(root, f"--main {main!r}")
         if problem is not None:
             return problem
     return None
+
+
+def _runnable(config: Any) -> list[str]:
+    """The ids of the entries ``--main`` may name, in the config's order."""
+    return [e.id for e in config.entries.values()
+            if e.kind in ("process.py", "workflow.py", "process.service")]
+
+
+def _expected_main(runnable: list[str], target: str) -> str:
+    """What ``--main`` takes, with the config's entries that fit."""
+    shown = ", ".join(runnable[:12]) + (", ..." if len(runnable) > 12 else "") \
+        if runnable else "none"
+    return (f"expected the id (namespace:name) of a process.py, workflow.py or "
+            f"process.service entry of {target}: {shown}, or a module:function (an async "
+            "def) that imports")
 
 
 def _main_function(main: str, *, quiet: bool = True) -> Any:

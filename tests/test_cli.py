@@ -1125,6 +1125,54 @@ def test_run_checks_main_before_anything_starts(tmp_path):
     assert done.returncode == 0 and done.stdout == "ran\n", done.stderr
 
 
+def test_run_main_of_a_workflow_entry_runs_a_durable_workflow(tmp_path):
+    """helper-213: ``--main`` of a ``workflow.py`` entry, which README lists, ran its
+    function as a plain process (``NotInProcess: workflow.sleep() must run inside a
+    workflow``); it runs as a durable workflow on the config's workflow host, its
+    result printed (exit 0) or its failure said (exit 1). A ``function.py`` entry (an
+    activity) is no root: exit 2, one line (a plain ``def`` one was a traceback)."""
+    (tmp_path / "wfm.py").write_text(textwrap.dedent("""
+        from garrison import workflow
+
+        async def wm(x: int = 20) -> int:
+            await workflow.sleep("1ms")
+            return x + 1
+
+        async def bad() -> None:
+            await workflow.sleep("1ms")
+            raise ValueError("no luck")
+
+        def fn() -> int:
+            return 1
+    """))
+    (tmp_path / "app.yaml").write_text(textwrap.dedent("""
+        version: "1.0"
+        namespace: app
+        entries:
+          - {name: wm, kind: workflow.py, source: "wfm:wm"}
+          - {name: bad, kind: workflow.py, source: "wfm:bad"}
+          - {name: fn, kind: function.py, source: "wfm:fn"}
+          - {name: workflows, kind: workflow.host, store: app.db}
+    """))
+    done = cli("run", "app.yaml", "--main", "app:wm", cwd=tmp_path)
+    assert (done.returncode, done.stdout) == (0, "21\n"), done.stderr
+    assert "Traceback" not in done.stderr
+    done = cli("workflows", "--store", "app.db", "list", "--json", cwd=tmp_path)
+    assert [(w["name"], w["status"]) for w in json.loads(done.stdout)] == [
+        ("wfm:wm", "completed")], done.stdout
+    done = cli("run", "app.yaml", "--main", "app:bad", cwd=tmp_path)
+    assert (done.returncode, done.stdout) == (1, ""), done.stderr
+    assert done.stderr.splitlines()[-1].startswith("garrison run: app:bad failed: "
+                                                   "ValueError: no luck"), done.stderr
+    done = cli("run", "app.yaml", "--main", "app:fn", cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr == (
+        "garrison run: --main 'app:fn': config entry 'app:fn' is a function.py (an "
+        "activity, run by workflows), not a runnable target; expected the id "
+        "(namespace:name) of a process.py, workflow.py or process.service entry of "
+        "app.yaml: app:wm, app:bad, or a module:function (an async def) that imports\n")
+
+
 def test_run_config_main_takes_a_module_function(tmp_path):
     """``garrison run CONFIG --main mod:fn`` (API.md): a module's async function as the
     root process, beside the config's services (it took config entry ids only)."""
