@@ -53,6 +53,34 @@ def test_a_symlink_to_a_held_store_is_refused(tmp_path: Path, db_path: str) -> N
     assert db_path + ".lock" in message
 
 
+def test_a_store_file_with_two_names_is_refused(tmp_path: Path, db_path: str) -> None:
+    """helper-213: a hard link is another name of the same file, with its own lock file,
+    -wal and -shm beside it: a node on each name both ran every workflow (each activity
+    twice), and SQLite's two write-ahead logs of one file corrupt it. Opening a store
+    whose file has more than one name is refused (a node, a tool, ``garrison check``),
+    naming the fix; a symbolic link stays one name."""
+    _seeded(db_path)
+    (tmp_path / "sub").mkdir()
+    other = tmp_path / "sub" / "hard.db"
+    os.link(db_path, other)
+    said = (f"store {str(other)!r}: the file has 2 names (hard links): SQLite keeps a "
+            "write-ahead log and a lock beside each name, so two names of one store, "
+            "written at once, corrupt it; keep one name (remove the other links; a "
+            "symbolic link is fine)")
+    for opening in (lambda: SQLiteStore(str(other)),
+                    lambda: SQLiteStore(str(other), lock=False),
+                    lambda: _sqlite.check_store_file(str(other))):
+        with pytest.raises(StoreError) as info:
+            opening()
+        assert str(info.value) == said
+    with pytest.raises(StoreError, match="the file has 2 names"):
+        SQLiteStore(db_path)
+    assert not os.path.exists(str(other) + "-wal") and not os.path.exists(db_path + "-wal")
+    os.unlink(other)
+    with SQLiteStore(db_path) as store:  # one name again: as before
+        assert len(store.list_workflows()) == 3
+
+
 def test_another_spelling_of_the_path_is_refused(tmp_path: Path, db_path: str) -> None:
     (tmp_path / "a").mkdir()
     other = os.path.join(str(tmp_path), "a", "..", "app.db")

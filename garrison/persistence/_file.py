@@ -68,6 +68,7 @@ import shutil
 import sqlite3
 import stat
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 
 from .._errors import StoreError, StoreLocked
@@ -314,7 +315,29 @@ def existing(file: str, path: str | None) -> bool:
             "garrison store. garrison does not start a new store over it; restore the "
             "store from a backup, or move the file away to start a new one",
         )
+    if st.st_nlink > 1:
+        _one_name(file, path, st.st_nlink)
     return True
+
+
+def _one_name(file: str, path: str | None, names: int) -> None:
+    """Refuse a store file with ``names`` names (hard links): its lock file, -wal and
+    -shm are per name, so a node on each name would both run its workflows, and two
+    write-ahead logs of one file corrupt it. (A store being created is linked into
+    place from a file beside it and that name removed at once: looked at again a few
+    times before it is refused.)"""
+    for _ in range(10):
+        time.sleep(0.02)
+        try:
+            names = os.stat(file).st_nlink
+        except OSError:
+            return  # (gone meanwhile: what opens it next finds that)
+        if names <= 1:
+            return
+    raise StoreError(path, f"the file has {names} names (hard links): SQLite keeps a "
+                           "write-ahead log and a lock beside each name, so two names of one "
+                           "store, written at once, corrupt it; keep one name (remove the "
+                           "other links; a symbolic link is fine)")
 
 
 #: the first 16 bytes of every SQLite database file
