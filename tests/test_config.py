@@ -669,6 +669,26 @@ def test_yaml_aliases_that_expand_without_bound_are_refused_in_one_short_line() 
     assert line.endswith(" characters in all)") and len(line) < 2_100, line[-200:]
 
 
+def test_a_config_too_big_says_so_not_that_its_aliases_expand(tmp_path: Path) -> None:
+    """helper-213: 20,000 entries with no alias at all were refused as "its aliases
+    (*name) expand to more than 100,000 values"; and ``garrison check /dev/zero`` read
+    without end (3 GB in 8 s). A config of too many values says so; a file past 16 MiB
+    (or one that never ends) is refused as it is read."""
+    text = HEAD + "".join(f"  - {{name: p{i}, kind: process.py, source: 'asyncio:sleep', "
+                          f"meta: {{a: 1, b: 2}}}}\n" for i in range(20_000))
+    with pytest.raises(ConfigError) as info:
+        load_config_text(text, "many.yaml")
+    assert str(info.value).splitlines()[-1] == (
+        "many.yaml: it holds more than 100,000 values (lists, mappings and the values in "
+        "them): not loaded")
+    assert check_config("/dev/zero") == [
+        "/dev/zero: cannot read the file: larger than 16 MiB, which no config is"]
+    big = tmp_path / "big.yaml"
+    big.write_text(HEAD + "# " + "x" * (16 << 20) + "\n")
+    assert check_config(big) == [
+        f"{big}: cannot read the file: larger than 16 MiB, which no config is"]
+
+
 def test_values_nested_thousands_deep_are_a_config_error(tmp_path: Path) -> None:
     text = HEAD + "  - {name: p, kind: process.py, source: x, input: " + "[" * 3000 \
         + "]" * 3000 + "}\n"

@@ -94,9 +94,25 @@ def _cut(line: str) -> str:
     return f"{line[:_LINE_MAX]}... (cut: {len(line):,} characters in all)"
 
 
-def _too_many_values(doc: Any) -> bool:
-    """True if ``doc`` holds more than :data:`_MAX_VALUES` values counted as if its
-    aliases were copies (each list or mapping an alias shares is walked once)."""
+def _too_many_values(doc: Any) -> str | None:
+    """Whether ``doc`` holds more than :data:`_MAX_VALUES` values counted as if its
+    aliases were copies (each list or mapping an alias shares is walked once):
+    ``"values"`` if it does even with each of them counted once, ``"aliases"`` if only
+    its aliases make it so, else ``None``."""
+    if not _expands_past(doc):
+        return None
+    seen: set[int] = set()
+    count, todo = 0, [doc]
+    while todo and count <= _MAX_VALUES:
+        value = todo.pop()
+        count += 1
+        if isinstance(value, dict | list) and id(value) not in seen:
+            seen.add(id(value))
+            todo.extend([*value.keys(), *value.values()] if isinstance(value, dict) else value)
+    return "values" if count > _MAX_VALUES else "aliases"
+
+
+def _expands_past(doc: Any) -> bool:
     sizes: dict[int, int] = {}
 
     def size(value: Any) -> int:
@@ -697,6 +713,10 @@ def _parse_text(text: str, filename: str, base_dir: Path | None,
             problems.file(f"YAML syntax error at line {mark.line + 1}, column "
                           f"{mark.column + 1}: duplicate key {key!r}")
         return done()
+    if too_many == "values":
+        problems.file(f"it holds more than {_MAX_VALUES:,} values (lists, mappings and the "
+                      "values in them): not loaded")
+        return done()
     if too_many:
         problems.file(f"its aliases (*name) expand to more than {_MAX_VALUES:,} values: "
                       "not loaded (an alias of an alias of ... repeats what it names)")
@@ -1201,10 +1221,19 @@ def _dependency_order(services: Mapping[str, ServiceEntry]) -> list[ServiceEntry
     return order
 
 
+#: the largest config file read (bytes): one that never ends (``/dev/zero``) stops there
+_MAX_FILE = 16 << 20
+
+
 def _read(path: str | os.PathLike[str]) -> tuple[str | None, str]:
     filename = os.fspath(path)
     try:
-        return Path(filename).read_text(encoding="utf-8"), filename
+        with open(filename, "rb") as file:
+            data = file.read(_MAX_FILE + 1)
+        if len(data) > _MAX_FILE:
+            return None, (f"{filename}: cannot read the file: larger than "
+                          f"{_MAX_FILE >> 20} MiB, which no config is")
+        return data.decode("utf-8"), filename
     except FileNotFoundError:
         return None, f"{filename}: file not found"
     except (OSError, UnicodeDecodeError) as exc:
