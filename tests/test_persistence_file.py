@@ -281,9 +281,27 @@ def test_a_new_store_appears_only_complete(db_path: str, monkeypatch: pytest.Mon
         SQLiteStore(db_path)
     monkeypatch.undo()
     assert not os.path.exists(db_path)
-    assert sorted(os.listdir(os.path.dirname(db_path))) == ["app.db.lock"]
+    assert sorted(os.listdir(os.path.dirname(db_path))) == []  # (its lock file too)
     with SQLiteStore(db_path) as s:
         assert s.list_workflows() == []
+
+
+def test_an_open_refused_leaves_no_lock_file_it_made(tmp_path: Path) -> None:
+    """helper-213: ``garrison run app.yaml --store mods.py`` (not a store) was refused
+    and left ``mods.py.lock`` beside the source file. An open that fails removes the
+    lock file it made; one that was there before (a store a node ran) stays."""
+    source = tmp_path / "mods.py"
+    source.write_text("print('hello')\n")
+    with pytest.raises(StoreError, match="not a SQLite database"):
+        SQLiteStore(str(source))
+    assert sorted(os.listdir(tmp_path)) == ["mods.py"]
+    kept = str(tmp_path / "app.db")
+    _seeded(kept)
+    with open(kept, "r+b") as damaged:
+        damaged.write(b"garbage, not SQLite at all")
+    with pytest.raises(StoreError, match="not a SQLite database"):
+        SQLiteStore(kept)
+    assert os.path.exists(kept + ".lock")
 
 
 # -- check_file: the file under a running node ---------------------------------------

@@ -583,9 +583,11 @@ class SQLiteStore(StoreShortcuts):
             lock = False
         self._file = file
         conns: list[sqlite3.Connection] = []
+        made_lock = False  # this open made the lock file: one that fails removes it
         try:
             try:
                 if lock and self.path is not None:
+                    made_lock = not os.path.exists(_file.lock_file(self.path))
                     self._lock_fd, self._lock_file = _file.take_lock(self.path, self.mode)
                     self.locked = True
                 if not _file.existing(file, self.path):
@@ -606,6 +608,9 @@ class SQLiteStore(StoreShortcuts):
         except BaseException:
             for conn in conns:
                 conn.close()
+            if made_lock and self._lock_file is not None:  # (held: nobody else uses it)
+                with contextlib.suppress(OSError):
+                    os.unlink(self._lock_file)
             self._release()
             raise
         self._write_lock = threading.Lock()
