@@ -20,7 +20,7 @@ import trio
 
 from . import _observe
 from ._errors import NoSuchProcess, ProcessError
-from ._targets import check_target
+from ._targets import check_plain_entry, check_target
 from .actors._mailbox import timeout_seconds
 from .actors._values import ErrorInfo, Event, Message, Pid
 from .hosts import _kernel
@@ -133,6 +133,14 @@ class Router:
             return self.config.resolve_target(target)
         return target
 
+    def plain_target(self, target: Any) -> Any:
+        """:meth:`resolve_target` for a process host: a ``workflow.py`` entry is refused
+        (its function, run as a plain process, fails at its first workflow call)."""
+        fn = self.resolve_target(target)
+        if isinstance(target, str):
+            check_plain_entry(self.config, target)
+        return fn
+
     def register(self, name: str, pid: Pid, scope: str = "node") -> None:
         if not isinstance(name, str):  # (as lookup's)
             raise TypeError(f"register() takes a registered name (a str), got "
@@ -208,7 +216,7 @@ class Router:
                             "processes get fresh pids; id= names a workflow on a workflow "
                             "host (host='workflows' or a workflow.host entry)")
         else:  # spawn_plain's body, written out: a process's spawns come this way
-            fn = self.resolve_target(target)
+            fn = self.plain_target(target)
             checked = check_target(fn)
             pid = h.spawn(fn, args, parent=parent, link=link, monitor=monitor,
                           label=label or checked)
@@ -252,7 +260,7 @@ class Router:
                     label: str | None = None) -> Pid:
         """``spawn_process`` on the process host ``h`` (the caller checked that the node
         is not stopping): synchronous, as a process host starts a task at once."""
-        fn = self.resolve_target(target) if isinstance(target, str) else target
+        fn = self.plain_target(target) if isinstance(target, str) else target
         checked = check_target(fn)
         pid: Pid = h.spawn(fn, args, parent=parent, link=link, monitor=monitor,
                            label=label or checked)

@@ -58,6 +58,19 @@ def check_target(fn: Any) -> str:
     return _check_target(fn)
 
 
+def check_plain_entry(config: Any, entry_id: str) -> None:
+    """``TypeError`` if the config entry ``entry_id`` is a ``workflow.py``, spawned on a
+    process host: run as a plain process, its function fails at its first workflow
+    call, or, calling only activities (plain calls outside a workflow), returns without
+    a journal, durable in name only."""
+    entries = getattr(config, "entries", None)
+    entry = entries.get(entry_id) if entries is not None else None
+    if entry is not None and entry.kind == "workflow.py":
+        raise TypeError(f"config entry {entry_id!r} is a workflow.py: it runs as a durable "
+                        f"workflow, on a workflow host (node.start_workflow({entry_id!r}), or "
+                        "spawn it with host='workflows'), not as a plain process")
+
+
 def _class_refusal(cls: type) -> str:
     """Why the class ``cls`` is no process target (calling it makes an instance, not an
     awaitable): the end of a message that names it."""

@@ -1,5 +1,6 @@
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -354,3 +355,33 @@ async def test_process_host_workers_caps_how_many_run_at_once(autojump_clock):
         with pytest.raises(ProcessError, match="Terminated"):
             await node.wait(queued)
         assert 9 not in running and len(blockers) == 2
+
+
+async def test_a_workflow_entry_spawned_on_a_process_host_is_refused(autojump_clock):
+    """helper-213: ``node.spawn("app:flow")`` of a ``workflow.py`` entry (and a
+    supervisor's child naming one) ran its function as a plain process, which failed
+    at its first workflow call (``NotInProcess``): a ``TypeError`` at the spawn says
+    where it runs instead; on a workflow host it is a workflow."""
+    from garrison.config import load_config_text
+    from garrison.supervision import ChildSpec, Supervisor
+
+    config = load_config_text('version: "1.0"\nnamespace: app\nentries:\n'
+                              '  - {name: flow, kind: workflow.py, source: "workflow_app:steps"}\n')
+    said = ("config entry 'app:flow' is a workflow.py: it runs as a durable workflow, on a "
+            "workflow host (node.start_workflow('app:flow'), or spawn it with "
+            "host='workflows'), not as a plain process")
+    async with garrison.open_node(config=config) as node:
+        with pytest.raises(TypeError) as info:
+            await node.spawn("app:flow", 1)
+        assert str(info.value) == said
+
+        async def spawns():
+            return await process.spawn("app:flow", 1)
+
+        with pytest.raises(ProcessError, match=re.escape(said)):
+            await node.wait(await node.spawn(spawns))
+        sup = Supervisor([ChildSpec("c", "app:flow", args=(1,))], max_restarts=0)
+        with pytest.raises(ProcessError, match=re.escape(said)):
+            await node.wait(await node.spawn(sup))
+        pid = await node.spawn("app:flow", 1, 2, host="workflows")
+        assert await node.workflow(pid.id).result() == 3

@@ -39,7 +39,7 @@ import trio
 from .. import process
 from .._duration import parse_duration
 from .._errors import ProcessError
-from .._targets import check_target
+from .._targets import check_plain_entry, check_target
 from ..actors._runtime import current_runtime
 from ..actors._values import ErrorInfo, Event, EventKind, Pid
 from ..hosts._kernel import supervisor_stop, supervisor_stop_reason
@@ -823,6 +823,10 @@ class Supervisor:
             return pid
         if isinstance(target, str) and node is not None:
             target = node.resolve_target(target)
+            try:
+                check_plain_entry(node.config, spec.target)
+            except TypeError as exc:
+                raise TypeError(f"child {spec.id!r}: {exc}") from None
             try:  # (a callable target was checked when its ChildSpec was made)
                 check_target(target)
             except TypeError as exc:
