@@ -482,10 +482,11 @@ def _replay(store: Any, args: argparse.Namespace) -> None:
             statuses = [s.value for s in WorkflowStatus if s not in FINAL_STATUSES]
         ids = [r.workflow_id for r in store.list_workflows(statuses or None)]
 
-    _check_imports(store, ids, args.module)
+    gone = _check_imports(store, ids, args.module)
 
     async def replay_all() -> list[Any]:
-        return [await replay_history(History.from_store(store, wid)) for wid in ids]
+        return [gone[wid] if wid in gone else await replay_history(History.from_store(store, wid))
+                for wid in ids]
 
     results = trio.run(replay_all)
     differ = [r for r in results if not r.ok]
@@ -502,24 +503,45 @@ def _replay(store: Any, args: argparse.Namespace) -> None:
                     f"journal: {', '.join(r.workflow_id for r in differ)}")
 
 
-def _check_imports(store: Any, ids: list[str], modules: Sequence[str]) -> None:
+def _check_imports(store: Any, ids: list[str], modules: Sequence[str]) -> dict[str, Any]:
     """Each selected workflow's code must import here: code that cannot be found is a
-    wrong folder or a missing ``--module``, not a difference from the journal."""
+    wrong folder or a missing ``--module``, not a difference from the journal. A function
+    its module (which imports) no longer has was renamed or removed: that workflow
+    differs (a node blocks it), its ``ReplayResult`` by id in what is returned."""
+    from ._errors import NonDeterminismError
     from ._targets import import_target
+    from .hosts.workflow import ReplayResult
 
-    seen: set[str] = set()
+    seen: dict[str, str | None] = {}  # a workflow function's name: why it is gone, or None
+    gone: dict[str, Any] = {}
     for wid in ids:
         rec = store.get_workflow(wid)
-        if rec is None or rec.name in seen:
+        if rec is None:
             continue
-        seen.add(rec.name)
-        try:
-            import_target(rec.name)
-        except Exception as exc:  # any import failure is reported alike
-            where = f" (imported from {', '.join(modules)})" if modules else ""
-            raise _Fail(f"cannot import {rec.name!r}, the code of workflow {wid!r}{where}: "
-                        f"{type(exc).__name__}: {exc}; run from the application's folder "
-                        "or pass --module PATH", 2) from None
+        if rec.name not in seen:
+            seen[rec.name] = None
+            try:
+                import_target(rec.name)
+            except AttributeError as exc:
+                if rec.name.partition(":")[0] not in sys.modules:  # (raised by its import)
+                    raise _Fail(f"cannot import {rec.name!r}, the code of workflow {wid!r}: "
+                                f"{type(exc).__name__}: {exc}", 2) from None
+                seen[rec.name] = f"{type(exc).__name__}: {exc}"  # the function is gone
+            except Exception as exc:  # any other import failure is reported alike
+                where = f" (imported from {', '.join(modules)})" if modules else ""
+                raise _Fail(f"cannot import {rec.name!r}, the code of workflow {wid!r}"
+                            f"{where}: {type(exc).__name__}: {exc}; run from the "
+                            "application's folder or pass --module PATH", 2) from None
+        why = seen[rec.name]
+        if why is not None:
+            error = NonDeterminismError(
+                f"workflow {wid!r} runs {rec.name!r}, which its module no longer has "
+                f"({why}): renamed or removed? A node running this code blocks the "
+                "workflow; keep the function under its name for workflows started before "
+                "the change", workflow_id=wid, recorded=rec.name)
+            gone[wid] = ReplayResult(wid, rec.name, str(rec.status), error,
+                                     len(store.journal(wid)), 0, "its code is gone")
+    return gone
 
 
 def _replayed(result: Any) -> dict[str, Any]:

@@ -156,6 +156,25 @@ async def test_replay_cli_passes_unchanged_code_and_catches_a_renamed_activity(
         assert f"workflow {wid!r} diverged from its journal at seq 2" in err["message"]
     assert results["failed-1"]["error"]["recorded"] == "activity 'shop:charge'"
 
+    # a workflow function renamed or removed, in a module that still imports, is a
+    # difference of that workflow (a node blocks it), and the others are replayed
+    # (helper-216: a setup error, exit 2, "run from the application's folder")
+    (code / "shop.py").write_text(textwrap.dedent(SHOP_V1).replace("def stuck", "def waits"))
+    gone = cli("--store", store, "replay", "--module", str(code), "--all", "--json")
+    assert gone.returncode == 1, gone.stderr
+    results = {r["workflow_id"]: r for r in json.loads(gone.stdout)}
+    assert results["done-1"]["ok"] and results["waiting-1"]["ok"], gone.stdout
+    err = results["running-1"]["error"]
+    assert results["running-1"]["ok"] is False and err["seq"] is None
+    assert err["recorded"] == "shop:stuck" and err["current"] is None
+    assert err["message"] == (
+        "workflow 'running-1' runs 'shop:stuck', which its module no longer has "
+        "(AttributeError: module 'shop' has no attribute 'stuck'): renamed or removed? A "
+        "node running this code blocks the workflow; keep the function under its name "
+        "for workflows started before the change")
+    assert results["running-1"]["checked"] == 0
+    (code / "shop.py").write_text(textwrap.dedent(SHOP_V1))
+
     # code that cannot be found (the wrong folder, no --module) is not a difference
     lost = cli("--store", store, "replay", "--id", "done-1")
     assert lost.returncode == 2 and lost.stdout == "", lost.stdout
