@@ -1233,3 +1233,43 @@ def test_terminate_reports_the_reason_the_store_holds_when_another_terminate_won
                               "--reason", "r1", "--json")
     assert code == 0 and json.loads(out)["error"] == {"type": "Terminated",
                                                       "message": "r2"}, out
+
+
+def test_a_cancel_that_read_an_attempt_retried_since_writes_nothing(
+        sqlite_path: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """helper-217: a cancel read the workflow live (attempt 1); meanwhile it was
+    terminated and retried (attempt 2); the cancel's write then flagged attempt 2, and
+    the node cancelled the retried run, while README says a cancel asked before such
+    an end is moot. The flag is written only if the workflow is still the attempt the
+    cancel read, not finished: else a ToolError, nothing written. A status that
+    changed within the attempt (running to sleeping) is no reason to refuse."""
+    from garrison import _store_tools
+
+    with open_store(sqlite_path) as s:
+        s.write(Transaction().create_workflow("w", "workflow_app:receiver", [],
+                                              status="running"))
+        s.write(Transaction().create_workflow("v", "workflow_app:receiver", [],
+                                              status="running"))
+    real_get = _store_tools.get
+
+    def read_then(change: Transaction) -> Any:
+        def get(store: Any, workflow_id: str) -> Any:
+            rec = real_get(store, workflow_id)
+            monkeypatch.setattr(_store_tools, "get", real_get)  # (once)
+            store.write(change)  # (what happened between the cancel's read and write)
+            return rec
+        return get
+
+    with open_store(sqlite_path, lock=False) as tool:
+        monkeypatch.setattr(_store_tools, "get", read_then(Transaction().update_workflow(
+            "w", status="running", attempt=2)))  # terminated, then retried
+        with pytest.raises(_store_tools.ToolError) as info:
+            _store_tools.cancel(tool, "w")
+        assert str(info.value) == (
+            "cannot cancel workflow 'w': it was retried before the cancel reached it (it "
+            "is running, attempt 2); nothing was written")
+        assert tool.get_workflow("w").cancel_requested is False
+        monkeypatch.setattr(_store_tools, "get", read_then(Transaction().update_workflow(
+            "v", status="sleeping")))  # the same attempt, asleep now
+        assert _store_tools.cancel(tool, "v") is False
+        assert tool.get_workflow("v").cancel_requested is True
