@@ -769,6 +769,15 @@ def json_arg(text: str, what: str, example: str = "'{\"ok\": true}' or '\"text\"
     try:
         return strict_json(text)
     except ValueError as exc:
-        why = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
-        raise ToolError(f"the {what} must be JSON (e.g. {example}): {why} in {text!r}",
+        if isinstance(exc, json.JSONDecodeError):
+            why = exc.msg if len(text) <= _QUOTED else f"{exc.msg} (at character {exc.pos})"
+        else:
+            why = str(exc)
+        quoted = repr(text) if len(text) <= _QUOTED else \
+            f"{text[:_QUOTED]!r}... ({len(text):,} characters)"
+        raise ToolError(f"the {what} must be JSON (e.g. {example}): {why} in {quoted}",
                         2) from None
+
+
+#: the characters of a bad argument an error quotes (a 100 KB payload is not echoed)
+_QUOTED = 200

@@ -664,11 +664,16 @@ def test_cli_json_is_strict_as_the_console_s(tmp_path: Path,
          "is not valid text"),
         (("signal", "w", "ship", "1" * 5000), "the payload must be JSON",
          "a whole number of 5000 digits is too long: at most 4300 digits"),
+        # (a long payload that is no JSON: quoted cut, not echoed whole, helper-217)
+        (("signal", "w", "ship", "{" * 50 + "x" * 100_000), "the payload must be JSON",
+         "Expecting property name enclosed in double quotes (at character 1) in '"
+         + "{" * 50 + "x" * 150 + "'... (100,050 characters)"),
     ]
     for args, what, why in cases:
         code, out, err = cli_here(capsys, "--store", store, *args)
         assert (code, out) == (2, ""), (args, code, out, err)
         assert err.count("\n") == 1 and what in err and why in err, (args, err)
+        assert len(err) < 1000, err[:300]
     with SQLiteStore(store, lock=False) as s:  # nothing was written
         assert s.pending_messages("w") == [] and s.promises("w") == []
         assert [r.workflow_id for r in s.list_workflows()] == ["w"]
