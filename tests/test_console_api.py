@@ -91,6 +91,11 @@ async def test_the_page_of_a_workflow_no_store_holds_is_a_404(seeded: str) -> No
         assert crafted.status_code == 404 and "\u202e" not in crafted.text.split(
             "data-workflow-id")[0] + crafted.text.split("</h1>")[0].split("<h1>")[1]
         assert "<title>pay-\\u202Etxt.exe · garrison</title>" in crafted.text
+        # and so do the characters that show nothing (helper-215: "appr\u200boval" read
+        # as "approval"), and control characters; a tab or newline stays
+        hidden = await c.get("/workflows/appr%E2%80%8Boval%EF%BB%BF%1B%C2%85")
+        assert "<title>appr\\u200Boval\\uFEFF\\u001B\\u0085 · garrison</title>" in \
+            hidden.text, hidden.text[:300]
     store.close()
 
 

@@ -86,6 +86,14 @@ def test_follow_and_act_on_a_workflow_in_the_browser(tmp_path: Path) -> None:
         page.click("#confirm-yes")
         expect(page.locator("#inbox td.mono", has_text="gpj.exe")).to_have_text(
             "invoice\\u202Egpj.exe")
+        # characters that show nothing, too (a topic "appr\u200boval" read as "approval")
+        page.fill("#signal-topic", "appr\u200boval")
+        page.fill("#signal-payload", json.dumps("a\u2060b\ufeffc"))
+        page.click("#signal-button")
+        expect(page.locator("#confirm-text")).to_contain_text("appr\\u200Boval")
+        page.click("#confirm-yes")
+        expect(page.locator("#inbox td.mono", has_text="\\u2060")).to_have_text(
+            "a\\u2060b\\uFEFFc")
 
         # resolve its promise through the page; it pays out and completes
         value = page.locator("tr[data-promise=approval] input.promise-value")

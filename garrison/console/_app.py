@@ -58,13 +58,15 @@ _ACTION = re.compile(r"^(?P<wid>.+)/(?:signal|cancel|retry|promises/.+/(?:resolv
 
 
 #: Unicode's bidirectional controls (as console.js's ``BIDI``)
-_BIDI = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+_BIDI = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\xad\u061c\u180e\u200b-\u200f"
+                   "\u2028-\u202e\u2060-\u2069\ufeff]")
 
 
 def visible(text: object) -> str:
-    """``text`` with each bidirectional control shown as its ``\\uXXXX`` (a crafted
-    id could otherwise read as another text in a page's title), as console.js's
-    ``visible()`` does for what the pages load."""
+    """``text`` with each bidirectional control, character that shows nothing (zero
+    width, the BOM) and control character but tab and newline shown as its ``\\uXXXX``
+    (a crafted id could otherwise read as another text in a page's title), as
+    console.js's ``visible()`` does for what the pages load."""
     return _BIDI.sub(lambda m: f"\\u{ord(m.group()):04X}", str(text))
 
 

@@ -9,9 +9,11 @@ const FINAL = new Set(["completed", "failed", "cancelled"]);
 function $(id) { return document.getElementById(id); }
 
 // Unicode's bidirectional controls reorder the text around them: a topic, name or
-// payload holding one could read as another text ("Trojan Source"). Every text the
-// console shows from data goes through visible(), which shows each as its \uXXXX.
-const BIDI = /[\u061C\u200E\u200F\u202A-\u202E\u2066-\u2069]/g;
+// payload holding one could read as another text ("Trojan Source"); characters that
+// show nothing (zero-width ones, the BOM, controls) make two texts look alike. Every
+// text the console shows from data goes through visible(), which shows each as its
+// \uXXXX (a tab, a newline stays).
+const BIDI = /[\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F\u00AD\u061C\u180E\u200B-\u200F\u2028-\u202E\u2060-\u2069\uFEFF]/g;
 function visible(text) {
   return String(text).replace(BIDI,
     (c) => "\\u" + c.charCodeAt(0).toString(16).toUpperCase().padStart(4, "0"));
