@@ -121,7 +121,13 @@ class _TextFormatter(logging.Formatter):
         extra = getattr(record, "traceback", None)
         if isinstance(extra, str) and extra and not record.exc_info:
             line += "\n" + extra.rstrip()
-        return line
+        # a control character from the data (a workflow's error: a terminal escape, a
+        # carriage return writing over the line) shown as its escape, not acted on
+        return _CONTROL.sub(lambda m: repr(m.group())[1:-1], line)
+
+
+#: the control characters a text log line shows escaped (all but tab and newline)
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
 def _json_logs() -> bool:

@@ -483,6 +483,12 @@ def test_log_formatters_keep_tracebacks_out_of_the_message():
     text = _TextFormatter("%(message)s").format(record("x", traceback=error.traceback))
     assert text == "x\n" + error.traceback.rstrip()
     assert split_traceback("two\nlines") == ("two\nlines", None)
+    # control characters of a workflow's error (a terminal escape that clears the
+    # screen, a carriage return that writes over the line) are shown escaped in the
+    # text format (helper-215); a tab and the traceback's newlines stay
+    text = _TextFormatter("%(message)s").format(record(
+        "w failed: RuntimeError: \x1b[2J\x1b]0;owned\x07gone\rfake\tend"))
+    assert text == "w failed: RuntimeError: \\x1b[2J\\x1b]0;owned\\x07gone\\rfake\tend"
 
 
 def test_run_config_until_sigterm_then_graceful_stop(tmp_path):
