@@ -79,6 +79,13 @@ def test_a_store_file_with_two_names_is_refused(tmp_path: Path, db_path: str) ->
     os.unlink(other)
     with SQLiteStore(db_path) as store:  # one name again: as before
         assert len(store.list_workflows()) == 3
+    # the name a creation linked the store from, left by a crash between its link and
+    # its unlink, is the store's own leftover: removed, and the store opens
+    for leftover in (db_path + ".new", str(tmp_path / ".app.db.0123abcd.new")):
+        os.link(db_path, leftover)
+        with SQLiteStore(db_path) as store:
+            assert len(store.list_workflows()) == 3
+        assert not os.path.exists(leftover)
 
 
 def test_another_spelling_of_the_path_is_refused(tmp_path: Path, db_path: str) -> None:

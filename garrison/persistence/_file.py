@@ -320,6 +320,30 @@ def existing(file: str, path: str | None) -> bool:
     return True
 
 
+def _drop_creation_leftovers(file: str) -> bool:
+    """Remove the names a creation of the store at ``file`` linked it from and did not
+    remove, having crashed in between (``<file>.new``, ``.<name>.<hex>.new`` beside it),
+    when they are the same file; True if one was."""
+    real = os.path.realpath(file)
+    folder, base = os.path.split(real)
+    try:
+        st = os.stat(real)
+        hidden = [os.path.join(folder, n) for n in os.listdir(folder)
+                  if n.startswith(f".{base}.") and n.endswith(".new")]
+    except OSError:
+        return False
+    dropped = False
+    for name in [real + ".new", *hidden]:
+        try:
+            other = os.stat(name)
+            if (other.st_dev, other.st_ino) == (st.st_dev, st.st_ino):
+                os.unlink(name)
+                dropped = True
+        except OSError:
+            continue
+    return dropped
+
+
 def _one_name(file: str, path: str | None, names: int) -> None:
     """Refuse a store file with ``names`` names (hard links): its lock file, -wal and
     -shm are per name, so a node on each name would both run its workflows, and two
@@ -334,6 +358,8 @@ def _one_name(file: str, path: str | None, names: int) -> None:
             return  # (gone meanwhile: what opens it next finds that)
         if names <= 1:
             return
+    if _drop_creation_leftovers(file) and os.stat(file).st_nlink <= 1:
+        return
     raise StoreError(path, f"the file has {names} names (hard links): SQLite keeps a "
                            "write-ahead log and a lock beside each name, so two names of one "
                            "store, written at once, corrupt it; keep one name (remove the "
