@@ -326,33 +326,20 @@ def cancel(store: Any, workflow_id: str) -> bool:
 
 
 def _flag_cancel(store: Any, rec: Any) -> None:
-    """Flag ``rec``'s workflow for cancellation if it is still the attempt read, not
-    finished: one ended and retried since would have its new attempt cancelled, where a
-    cancel asked before that end is moot (``ToolError``, nothing written). A status
-    that changed within the attempt (running, then sleeping) is looked at again."""
-    from .persistence import Transaction
+    """Flag ``rec``'s workflow for cancellation (``flag_cancel``), or say why not:
+    finished meanwhile, or ended and retried since it was read (the cancel was moot)."""
+    from .hosts.workflow import flag_cancel
 
-    for _ in range(_CHANGES):
-        try:
-            store.write(Transaction()
-                        .expect_workflow(rec.workflow_id, status=str(rec.status),
-                                         attempt=rec.attempt)
-                        .request_cancel(rec.workflow_id))
-            return
-        except ValueError:  # it changed since it was read
-            now = get(store, rec.workflow_id)
-            if now.attempt != rec.attempt:
-                raise ToolError(f"cannot cancel workflow {rec.workflow_id!r}: it was retried "
-                                f"before the cancel reached it (it is {now.status}, attempt "
-                                f"{now.attempt}); nothing was written") from None
-            refuse_final(now, "cancel")
-            rec = now
+    moot = flag_cancel(store, rec)
+    if moot is None:
+        return
+    if moot.attempt != rec.attempt:
+        raise ToolError(f"cannot cancel workflow {rec.workflow_id!r}: it was retried "
+                        f"before the cancel reached it (it is {moot.status}, attempt "
+                        f"{moot.attempt}); nothing was written")
+    refuse_final(moot, "cancel")
     raise ToolError(f"cannot cancel workflow {rec.workflow_id!r}: its status changed at "
-                    f"each of {_CHANGES} tries; nothing was written")
-
-
-#: the times a tool's write conditioned on what it read is tried again as that changes
-_CHANGES = 20
+                    "each try; nothing was written")
 
 
 def start(store: Any, target: str, args: list[Any], workflow_id: str | None = None,

@@ -26,7 +26,7 @@ import workflow_app
 
 import garrison
 from garrison import process, workflow
-from garrison.persistence import SCHEMA_VERSION, Transaction, open_store
+from garrison.persistence import SCHEMA_VERSION, SQLiteStore, Transaction, open_store
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -1273,3 +1273,43 @@ def test_a_cancel_that_read_an_attempt_retried_since_writes_nothing(
             "v", status="sleeping")))  # the same attempt, asleep now
         assert _store_tools.cancel(tool, "v") is False
         assert tool.get_workflow("v").cancel_requested is True
+        # a blocked workflow has not ended: a cancel that read it blocked stands for the
+        # attempt its retry makes (helper-218)
+        tool.write(Transaction().create_workflow("b", "workflow_app:receiver", [],
+                                                 status="blocked"))
+        monkeypatch.setattr(_store_tools, "get", read_then(Transaction().update_workflow(
+            "b", status="pending", attempt=2)))
+        assert _store_tools.cancel(tool, "b") is False
+        got = tool.get_workflow("b")
+        assert (got.attempt, got.cancel_requested) == (2, True)
+
+
+async def test_a_handle_s_cancel_of_an_attempt_retried_since_writes_nothing(
+        sqlite_path: str) -> None:
+    """helper-218: the handle of a node that does not run the workflow (a client of
+    the store) read it, then wrote the flag whatever happened meanwhile, as the tool
+    did: a run terminated and retried between them was cancelled. It writes only on
+    the attempt it read (the cancel is moot otherwise, and the handle returns)."""
+    with open_store(sqlite_path) as s:
+        s.write(Transaction().create_workflow("w", "workflow_app:receiver", [],
+                                              status="running"))
+    store = SQLiteStore(sqlite_path, lock=False)
+    real = store.write
+    landed: list[bool] = []
+
+    def retried_first(tx: Transaction) -> Any:
+        if not landed:  # (the cancel's write: the terminate and the retry land just before)
+            landed.append(True)
+            real(Transaction().update_workflow("w", status="running", attempt=2))
+        return real(tx)
+
+    async with garrison.open_node(store=store) as node:
+        assert node.hosts["workflows"].client
+        store.write = retried_first  # type: ignore[method-assign]
+        await node.workflow("w").cancel()
+        store.write = real  # type: ignore[method-assign]
+        assert landed
+        got = store.get_workflow("w")
+        assert (got.attempt, got.cancel_requested) == (2, False)
+        await node.workflow("w").cancel()  # asked of attempt 2 itself: it stands
+        assert store.get_workflow("w").cancel_requested is True

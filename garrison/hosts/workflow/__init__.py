@@ -24,6 +24,7 @@ from ._journal import Cursor, Entry, JournalKind
 from ._operate import (
     cancel_pending_transaction,
     check_reason,
+    flag_cancel,
     retry_transaction,
     retry_workflow,
     terminate_transaction,
@@ -36,6 +37,7 @@ from ._replay import History, ReplayResult, replay_history
 
 __all__ = ["Cursor", "Entry", "History", "JournalKind", "ReplayResult", "WorkflowHost",
            "WorkflowInstance", "cancel_pending_transaction", "check_reason",
-           "replay_history", "request_transaction", "retry_transaction", "retry_workflow",
+           "flag_cancel", "replay_history", "request_transaction", "retry_transaction",
+           "retry_workflow",
            "terminate_transaction", "terminate_unless_node", "terminate_workflow",
            "terminated"]

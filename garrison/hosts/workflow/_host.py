@@ -1305,11 +1305,15 @@ class WorkflowHost:
         """A cancel request for a workflow of the store this host does not run now (one
         waiting in its queue as the node stops), written at once: it takes effect when a
         node runs it. False if the store has no such unfinished workflow."""
+        from ._operate import flag_cancel
+
         record = self.store.get_workflow(wid)
-        if record is None or WorkflowStatus(record.status).finished:
+        if record is None:
             return False
-        self.store.write(Transaction().request_cancel(wid))
-        return True
+        try:
+            return flag_cancel(self.store, record) is None
+        except NoSuchWorkflow:  # (deleted meanwhile)
+            return False
 
     def end_pending_stored(self, wid: str, status: WorkflowStatus, error: ErrorInfo, *,
                            record: WorkflowRecord | None = None) -> bool:

@@ -180,6 +180,40 @@ def cancel_pending_transaction(store: Any, record: Any) -> Transaction:
                                    cancelled_error(record.workflow_id), unclaimed="by_any")
 
 
+def flag_cancel(store: Any, record: Any) -> Any:
+    """Flag the workflow of ``record`` (read by the caller) for cancellation in the
+    store, for the node that runs it (a tool, a client's handle): written only while it
+    is still the attempt read, not finished. Returns ``None`` once flagged, else the
+    record that made the cancel moot: finished, or the attempt read ended and retried
+    since (its new attempt would have been cancelled, where a cancel asked before such
+    an end is moot). A blocked workflow has not ended: a cancel read of it stands for
+    its retry. A status changed within the attempt (running, then sleeping) is looked
+    at again. ``NoSuchWorkflow`` if it is not (or no longer) in the store."""
+    wid = record.workflow_id if record is not None else None
+    for _ in range(_CHANGES):
+        if record is None:
+            raise NoSuchWorkflow(str(wid))
+        if WorkflowStatus(record.status).finished:
+            return record
+        try:
+            store.write(Transaction()
+                        .expect_workflow(record.workflow_id, status=str(record.status),
+                                         attempt=record.attempt)
+                        .request_cancel(record.workflow_id))
+            return None
+        except ValueError:  # it changed since it was read
+            now = store.get_workflow(record.workflow_id)
+            if (now is not None and now.attempt != record.attempt
+                    and record.status != WorkflowStatus.BLOCKED):
+                return now
+            record = now
+    return record  # (it changed at every try)
+
+
+#: the times a write conditioned on what was read is tried again as that changes
+_CHANGES = 20
+
+
 async def terminate_workflow(host: WorkflowHost, wid: str, reason: str) -> bool:
     """``handle.terminate()``: end ``wid`` (and its unfinished children) now; True once
     it has ended, False if it had ended already. On a client's host (``lock=False``),
