@@ -293,6 +293,33 @@ def test_a_new_store_appears_only_complete(db_path: str, monkeypatch: pytest.Mon
         assert s.list_workflows() == []
 
 
+def test_a_lock_taken_on_a_lock_file_removed_meanwhile_is_taken_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """helper-218: an opener that opened the lock file just before a failed open
+    removed it, and took the lock after, held a lock on a file no name reaches, while a
+    third opener made a new lock file and took that: two nodes on one store. The lock
+    taken is checked to be the file at the lock's name (else taken again there)."""
+    path = str(tmp_path / "store.db")
+    lock = _file.lock_file(path)
+    early: list[int] = []
+    real_open = _file._open_new_or_existing
+
+    def opened_then_removed(name: str, mode: int) -> int:
+        fd = real_open(name, mode)
+        if name == lock and not early:  # (another opener removes it right after this open)
+            early.append(fd)
+            os.unlink(lock)
+        return fd
+
+    monkeypatch.setattr(_file, "_open_new_or_existing", opened_then_removed)
+    with SQLiteStore(path) as first:  # its lock is on the file at the lock's name
+        monkeypatch.undo()
+        assert os.stat(lock).st_ino == os.fstat(first._lock_fd).st_ino
+        with pytest.raises(StoreLocked):
+            SQLiteStore(path)
+    assert early  # (its descriptor of the removed file was closed, the lock taken again)
+
+
 def test_an_open_refused_leaves_no_lock_file_it_made(tmp_path: Path) -> None:
     """helper-213: ``garrison run app.yaml --store mods.py`` (not a store) was refused
     and left ``mods.py.lock`` beside the source file. An open that fails removes the

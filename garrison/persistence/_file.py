@@ -235,25 +235,36 @@ def take_lock(path: str, mode: int) -> tuple[int, str]:
     another); :class:`~garrison.StoreError` if the lock file cannot be created.
     """
     name = lock_file(path)
-    try:
-        fd = _open_new_or_existing(name, mode)
-    except OSError as exc:
-        folder = os.path.dirname(name)
-        if isinstance(exc, FileNotFoundError) and folder and not os.path.isdir(folder):
-            raise StoreError(path, f"its folder {folder!r} does not exist (a node creates "
-                                   "the store's file, not its folder)") from None
-        raise StoreError(
-            path, f"cannot open its lock file {name!r}: {_reason(exc)}"
-        ) from exc
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+    while True:
+        try:
+            fd = _open_new_or_existing(name, mode)
+        except OSError as exc:
+            folder = os.path.dirname(name)
+            if isinstance(exc, FileNotFoundError) and folder and not os.path.isdir(folder):
+                raise StoreError(path, f"its folder {folder!r} does not exist (a node "
+                                       "creates the store's file, not its folder)") from None
+            raise StoreError(
+                path, f"cannot open its lock file {name!r}: {_reason(exc)}"
+            ) from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            # the lock of the file at the lock's name: an open that failed removes the
+            # lock file it made (with its lock held), and one opened just before that is
+            # no one's lock any more: taken again on the file that name reaches now
+            held = os.fstat(fd)
+            try:
+                now = os.stat(name)
+            except FileNotFoundError:
+                now = None
+        except BlockingIOError:
+            os.close(fd)
+            raise StoreLocked(path, name) from None
+        except BaseException:
+            os.close(fd)
+            raise
+        if now is not None and (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino):
+            return fd, name
         os.close(fd)
-        raise StoreLocked(path, name) from None
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd, name
 
 
 def lock_held(path: str) -> bool:
@@ -471,6 +482,7 @@ def create(file: str, path: str | None, mode: int, build: Callable[[str], None])
         except OSError:  # a file system without hard links
             if not os.path.exists(real):
                 os.rename(new, real)
+        _remove_database(new)  # (before the sync: the store has two names meanwhile)
         _sync_directory(os.path.dirname(real))
     except OSError as exc:
         raise StoreError(path, f"cannot create {real!r}: {_reason(exc)}") from exc
