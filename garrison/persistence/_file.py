@@ -617,7 +617,7 @@ def _free_bytes(file: str) -> int | None:
     """The bytes this process may still write on the file system of ``file`` (the
     blocks kept for root count for root), or ``None`` if that cannot be told."""
     try:
-        st = os.statvfs(os.path.dirname(os.path.abspath(file)))
+        st = os.statvfs(os.path.dirname(os.path.realpath(file)))  # (where its -shm is)
     except OSError:
         return None
     blocks = st.f_bfree if hasattr(os, "geteuid") and os.geteuid() == 0 else st.f_bavail
