@@ -235,7 +235,7 @@ def take_lock(path: str, mode: int) -> tuple[int, str]:
     another); :class:`~garrison.StoreError` if the lock file cannot be created.
     """
     name = lock_file(path)
-    while True:
+    for attempt in range(_RELOCKS):
         try:
             fd = _open_new_or_existing(name, mode)
         except OSError as exc:
@@ -262,9 +262,15 @@ def take_lock(path: str, mode: int) -> tuple[int, str]:
         except BaseException:
             os.close(fd)
             raise
-        if now is not None and (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino):
-            return fd, name
+        if attempt == _RELOCKS - 1 or (
+                now is not None and (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino)):
+            return fd, name  # (the last try keeps it: a file system whose inodes move)
         os.close(fd)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+#: the times a lock taken on a lock file removed meanwhile is taken again
+_RELOCKS = 10
 
 
 def lock_held(path: str) -> bool:
