@@ -251,19 +251,14 @@ def take_lock(path: str, mode: int) -> tuple[int, str]:
             # the lock of the file at the lock's name: an open that failed removes the
             # lock file it made (with its lock held), and one opened just before that is
             # no one's lock any more: taken again on the file that name reaches now
-            held = os.fstat(fd)
-            try:
-                now = os.stat(name)
-            except FileNotFoundError:
-                now = None
+            named = _named(fd, name)
         except BlockingIOError:
             os.close(fd)
             raise StoreLocked(path, name) from None
         except BaseException:
             os.close(fd)
             raise
-        if attempt == _RELOCKS - 1 or (
-                now is not None and (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino)):
+        if named or attempt == _RELOCKS - 1:
             return fd, name  # (the last try keeps it: a file system whose inodes move)
         os.close(fd)
     raise AssertionError("unreachable")  # pragma: no cover
@@ -271,6 +266,15 @@ def take_lock(path: str, mode: int) -> tuple[int, str]:
 
 #: the times a lock taken on a lock file removed meanwhile is taken again
 _RELOCKS = 10
+
+
+def _named(fd: int, name: str) -> bool:
+    """Whether the file open as ``fd`` is the one at ``name`` now (not deleted, nor
+    replaced by another file of that name)."""
+    try:
+        return os.path.samestat(os.fstat(fd), os.stat(name))
+    except FileNotFoundError:
+        return False
 
 
 def lock_held(path: str) -> bool:
@@ -352,8 +356,7 @@ def _drop_creation_leftovers(file: str) -> bool:
     dropped = False
     for name in [real + ".new", *hidden]:
         try:
-            other = os.stat(name)
-            if (other.st_dev, other.st_ino) == (st.st_dev, st.st_ino):
+            if os.path.samestat(os.stat(name), st):
                 os.unlink(name)
                 dropped = True
         except OSError:
@@ -566,19 +569,13 @@ def check_identity(
             "the file was truncated to 0 bytes while the node ran. Stop the node and "
             "restore the store from a backup",
         )
-    if lock_fd is not None and lock_file is not None:
-        held = os.fstat(lock_fd)
-        try:
-            now = os.stat(lock_file)
-        except FileNotFoundError:
-            now = None
-        if now is None or (now.st_dev, now.st_ino) != (held.st_dev, held.st_ino):
-            raise StoreError(
-                path,
-                f"its lock file {lock_file!r} was deleted or replaced while the node ran: "
-                "another node could now open the store too. Stop the node (and any other "
-                "node on this store) and start one again",
-            )
+    if lock_fd is not None and lock_file is not None and not _named(lock_fd, lock_file):
+        raise StoreError(
+            path,
+            f"its lock file {lock_file!r} was deleted or replaced while the node ran: "
+            "another node could now open the store too. Stop the node (and any other "
+            "node on this store) and start one again",
+        )
 
 
 def store_error(
