@@ -522,16 +522,17 @@ def _check_imports(store: Any, ids: list[str], modules: Sequence[str]) -> dict[s
             seen[rec.name] = None
             try:
                 import_target(rec.name)
-            except AttributeError as exc:
-                if rec.name.partition(":")[0] not in sys.modules:  # (raised by its import)
-                    raise _Fail(f"cannot import {rec.name!r}, the code of workflow {wid!r}: "
-                                f"{type(exc).__name__}: {exc}", 2) from None
-                seen[rec.name] = f"{type(exc).__name__}: {exc}"  # the function is gone
-            except Exception as exc:  # any other import failure is reported alike
-                where = f" (imported from {', '.join(modules)})" if modules else ""
-                raise _Fail(f"cannot import {rec.name!r}, the code of workflow {wid!r}"
-                            f"{where}: {type(exc).__name__}: {exc}; run from the "
-                            "application's folder or pass --module PATH", 2) from None
+            except Exception as exc:
+                # its module imports (an AttributeError of its import leaves it out of
+                # sys.modules) but has no such function: gone; any other failure is
+                # reported alike
+                if not (isinstance(exc, AttributeError)
+                        and rec.name.partition(":")[0] in sys.modules):
+                    where = f" (imported from {', '.join(modules)})" if modules else ""
+                    raise _Fail(f"cannot import {rec.name!r}, the code of workflow {wid!r}"
+                                f"{where}: {type(exc).__name__}: {exc}; run from the "
+                                "application's folder or pass --module PATH", 2) from None
+                seen[rec.name] = f"{type(exc).__name__}: {exc}"
         why = seen[rec.name]
         if why is not None:
             error = NonDeterminismError(
