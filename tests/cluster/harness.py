@@ -22,6 +22,8 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
+# The nodes' logs, read by failing tests' messages; the folder goes when the process ends.
+_LOGS = tempfile.TemporaryDirectory(prefix="garrison-node-logs-")
 
 
 class Node:
@@ -39,18 +41,21 @@ class Node:
               config: str | None = None, env: dict[str, str] | None = None,
               echo: bool = False, max_concurrent: int | None = None,
               cluster_max_concurrent: int | None = None, rate: str | None = None) -> Node:
-        log = Path(tempfile.mkstemp(prefix=f"node-{name}-", suffix=".log")[1])
+        handle, where = tempfile.mkstemp(prefix=f"node-{name}-", suffix=".log", dir=_LOGS.name)
+        log = Path(where)
         env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
-        proc = subprocess.Popen(
-            [sys.executable, str(HERE / "node.py"), url, name, str(lease), "--start", str(start),
-             "--prefix", prefix, "--steps", str(steps), "--delay", str(delay),
-             "--pong", str(pong), *(["--config", config] if config else []),
-             *(["--echo"] if echo else []),
-             *(["--max", str(max_concurrent)] if max_concurrent is not None else []),
-             *(["--cluster-max", str(cluster_max_concurrent)]
-               if cluster_max_concurrent is not None else []),
-             *(["--rate", rate] if rate is not None else [])],
-            stdout=subprocess.PIPE, stderr=open(log, "w"), text=True, env=env)  # noqa: SIM115
+        with os.fdopen(handle, "w") as err:  # the child keeps its own copy
+            proc = subprocess.Popen(
+                [sys.executable, str(HERE / "node.py"), url, name, str(lease),
+                 "--start", str(start), "--prefix", prefix, "--steps", str(steps),
+                 "--delay", str(delay),
+                 "--pong", str(pong), *(["--config", config] if config else []),
+                 *(["--echo"] if echo else []),
+                 *(["--max", str(max_concurrent)] if max_concurrent is not None else []),
+                 *(["--cluster-max", str(cluster_max_concurrent)]
+                   if cluster_max_concurrent is not None else []),
+                 *(["--rate", rate] if rate is not None else [])],
+                stdout=subprocess.PIPE, stderr=err, text=True, env=env)
         node = cls(proc, name, log)
         if wait:
             node.wait_ready()
