@@ -618,3 +618,66 @@ def test_a_damaged_history_field_is_a_file_error(change: dict[str, Any], said: s
     with pytest.raises(ValueError) as info:
         History.from_json({**history, **change}, "h.json")
     assert str(info.value).startswith("h.json: " + said), str(info.value)
+
+
+@pytest.mark.parametrize(("kind", "outcome", "shape"), [
+    ("now", "yesterday", "unix seconds"),
+    ("now", True, "unix seconds"),
+    ("uuid4", "not-a-uuid", "a UUID's text"),
+    ("uuid4", 7, "a UUID's text"),
+    ("random", "x", "a number from 0 up to 1"),
+    ("random", 1.5, "a number from 0 up to 1"),
+    ("version", "2", "a whole number"),
+    ("receive", "hi", "an object"),
+    ("receive", {"inbox": 1, "message": "hi"}, "an object"),
+    ("receive", {"inbox": 1, "message": {"payload": 1}}, "an object"),
+    ("receive", {"inbox": 1, "event": {"kind": "nope", "pid": "x"}}, "an object"),
+    ("receive", {"inbox": "1", "message": {"topic": "t"}}, "an object"),
+    ("first", {"index": 5, "of": ["timer", "promise go"]}, "{\"index\": "),
+    ("first", {"index": -1}, "{\"index\": "),
+])
+def test_a_damaged_recorded_value_is_a_file_error(kind: str, outcome: Any, shape: str) -> None:
+    """helper-220: a recorded value of the wrong shape (a `now` of "yesterday", a receive
+    whose message is a string, a `first` won by an awaitable it did not race) replayed
+    as the code raising at the next record (`diverged ... at seq 2: the journal records
+    uuid4, but the code now did raise TypeError`), blaming a deploy for a damaged file."""
+    history = {"name": "ops_app:order", "input": ["x"], "journal": [
+        {"seq": 1, "kind": kind, "name": "", "outcome": outcome}]}
+    with pytest.raises(ValueError) as info:
+        History.from_json(history, "h.json")
+    said = str(info.value)
+    assert said.startswith(f"h.json: journal record 0 (seq 1, {kind}): 'outcome' must be "
+                           f"{shape}"), said
+
+
+@pytest.mark.parametrize("outcome", ["x", {"state": [1]}, {"state": {}, "names": "x"},
+                                     {"state": {}, "names": {"n": 1}}])
+def test_a_damaged_continued_record_is_a_file_error(outcome: Any) -> None:
+    """helper-220: a damaged seq-0 record of a continued run was a bare TypeError or
+    AttributeError from deep inside the replay, naming no file or record."""
+    history = {"name": "ops_app:order", "input": ["x"], "journal": [
+        {"seq": 0, "kind": "continued", "name": "", "outcome": outcome}]}
+    with pytest.raises(ValueError, match=r"^h\.json: journal record 0 \(seq 0, continued\): "
+                       r"'outcome' must be \{\"state\": "):
+        History.from_json(history, "h.json")
+
+
+def test_recorded_values_of_the_right_shape_are_read() -> None:
+    """The shapes a node writes pass (and the golden files' receives, above)."""
+    History.from_json({"name": "ops_app:order", "journal": [
+        {"seq": 0, "kind": "continued", "name": "", "outcome": {"state": {"n": 1},
+                                                                 "names": {"a": "node"}}},
+        {"seq": 1, "kind": "now", "name": "", "outcome": 1764928800.5},
+        {"seq": 2, "kind": "uuid4", "name": "",
+         "outcome": "0b6f5a3e-5c1f-4a0e-9d0a-2f3b4c5d6e7f"},
+        {"seq": 3, "kind": "random", "name": "", "outcome": 0.25},
+        {"seq": 4, "kind": "version", "name": "c", "outcome": 2},
+        {"seq": 5, "kind": "receive", "name": "inbox", "outcome": {"timeout": True}},
+        {"seq": 6, "kind": "receive", "name": "inbox", "outcome": {"empty": True}},
+        {"seq": 7, "kind": "receive", "name": "inbox", "outcome": {
+            "inbox": 3, "message": {"topic": "t", "payload": [1], "sender": None}}},
+        {"seq": 8, "kind": "first", "name": "", "outcome": {"index": 1,
+                                                             "of": ["timer", "promise go"]}},
+        {"seq": 9, "kind": "receive", "name": "events", "outcome": {
+            "inbox": 4, "event": {"kind": "EXIT", "pid": "workers/7", "result": 1,
+                                  "error": None}}}]})

@@ -627,6 +627,10 @@ async def test_arguments_that_no_longer_fit_block_a_resumed_run_with_no_records(
     with SQLiteStore(db, readonly=True) as s:  # (replay said ok: "the code raised ...")
         replayed = await replay_history(History.from_store(s, "l"))
     assert replayed.error is not None and replayed.error.seq == 0, replayed
+    # a dry run: nothing is blocked (helper-220: it said "The workflow is blocked with
+    # its journal kept" of a workflow the replay had not touched)
+    assert "is blocked" not in str(replayed.error), replayed.error
+    assert "Nothing was changed (a dry run)" in str(replayed.error), replayed.error
     error = await _blocked_on_resume(db, "l")
     assert error.seq == 0 and error.recorded == "the arguments it was started with"
     assert "make the code take them too" in str(error), error

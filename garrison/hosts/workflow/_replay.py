@@ -33,6 +33,7 @@ from __future__ import annotations
 import datetime as _dt
 import inspect
 import json
+import uuid as _uuid
 from collections.abc import Mapping
 from typing import Any, NoReturn, cast
 
@@ -55,7 +56,9 @@ from ._journal import (
     JournalKind,
     error_from_plain,
     error_to_plain,
+    event_from_plain,
     initial_state,
+    message_from_plain,
     op_text,
     retry_timer,
     timestamp,
@@ -339,14 +342,69 @@ def _outcome_shape(kind: str, out: Any) -> str | None:
             return None
         return '{"deadline": unix seconds}'
     if kind == JournalKind.FIRST:
-        if isinstance(out, dict) and type(out.get("index")) is int:
+        index = out.get("index") if isinstance(out, dict) else None
+        raced = out.get("of") if isinstance(out, dict) else None
+        if type(index) is int and index >= 0 and (
+                not isinstance(raced, list) or index < len(raced)):
             return None
-        return '{"index": the position of the awaitable that won}'
+        return ('{"index": the position of the awaitable that won, among those "of" '
+                'lists when it is there}')
     if kind == JournalKind.AWAIT_PROMISE:
         if isinstance(out, dict) and ("value" in out or "rejected" in out):
             return None
         return '{"value": value} or {"rejected": message}'
+    return _value_shape(kind, out)
+
+
+def _value_shape(kind: str, out: Any) -> str | None:
+    """:func:`_outcome_shape` of the recorded values, receives and a continued run's
+    seq-0 record: what the replayed code reads as it comes (a ``now`` of "yesterday"
+    raised in the code, as if a deploy had changed it)."""
+    if kind == JournalKind.NOW:
+        return None if _seconds(out) is not None and not isinstance(out, str) \
+            else "unix seconds"
+    if kind == JournalKind.UUID4:
+        try:
+            _uuid.UUID(out)
+        except (TypeError, ValueError, AttributeError):
+            return "a UUID's text"
+        return None
+    if kind == JournalKind.RANDOM:
+        ok = type(out) in (int, float) and 0 <= out < 1
+        return None if ok else "a number from 0 up to 1"
+    if kind == JournalKind.VERSION:
+        return None if type(out) is int else "a whole number (the version)"
+    if kind == JournalKind.RECEIVE:
+        return None if _receive_readable(out) else (
+            'an object: {"inbox": row, "message": {"topic": ...}} or {"inbox": row, '
+            '"event": {"kind": ..., "pid": ...}} for what it took, {"timeout": true} or '
+            '{"empty": true}')
+    if kind == JournalKind.CONTINUED:
+        state = out.get("state") if isinstance(out, dict) else None
+        names = out.get("names") if isinstance(out, dict) else None
+        if out is None or (isinstance(out, dict) and isinstance(state, dict | None) and (
+                names is None or (isinstance(names, dict) and all(
+                    isinstance(v, str) for v in names.values())))):
+            return None
+        return '{"state": {name: value}, "names": {name: scope}} (both optional)'
     return None
+
+
+def _receive_readable(out: Any) -> bool:
+    """Whether a receive record's outcome is one a replay can hand the code."""
+    if out is None:
+        return True
+    if not isinstance(out, dict) or type(out.get("inbox", 0)) is not int:
+        return False
+    try:
+        if "message" in out:
+            message_from_plain(out["message"])
+            return isinstance(out["message"].get("topic"), str)
+        if "event" in out:
+            event_from_plain(out["event"])
+    except (TypeError, ValueError, KeyError, AttributeError):
+        return False
+    return True
 
 
 def _iso(value: float | None) -> str | None:
