@@ -7,30 +7,46 @@ import errno
 import socket
 from typing import Any
 
-__all__ = ["address_taken", "split_bind"]
+__all__ = ["bind_problems", "split_bind"]
 
 
-def address_taken(host: str, port: int) -> str | None:
-    """The system's reason (``Address already in use``) if another socket listens on
-    ``host:port`` now, else ``None``: checked before a command starts anything, so that
-    a taken address stops it before its workflows or services run (the server's own
-    bind still decides; another error, such as a name that does not resolve, is left
-    to it)."""
-    if port == 0:
-        return None
+def bind_problems(addresses: list[tuple[str, str, int, bool]]) -> str | None:
+    """Why one of ``addresses`` (``(what, host, port, v6only)``: ``what`` as the error
+    names it, ``"the console on 127.0.0.1:8233"``; ``v6only`` as its server binds an
+    IPv6 address, trio's listeners only for IPv6, hypercorn's as the system's default)
+    cannot be served now, or ``None``: each
+    is bound and listened on for a moment, all at once, before a command starts
+    anything, so that its workflows and services do not run for a node that then exits
+    2. It finds an address another socket listens on, a host name that does not
+    resolve, an address no interface of this machine has, and two of ``addresses``
+    that are the same (``--ui`` and ``--metrics`` on one port). The server's own bind
+    still decides (another program may take the port in between)."""
+    held: list[socket.socket] = []
     try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except OSError:
-        return None
-    for family, kind, proto, _name, address in infos:
-        with socket.socket(family, kind, proto) as sock:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        for what, host, port, v6only in addresses:
             try:
-                sock.bind(address)
-            except OSError as exc:
-                if exc.errno == errno.EADDRINUSE:
-                    return exc.strerror or "Address already in use"
-    return None
+                infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            except OSError as exc:  # (gaierror: "Name or service not known")
+                return f"cannot serve {what}: {exc.strerror or exc}"
+            for family, kind, proto, _name, address in infos:
+                sock = socket.socket(family, kind, proto)
+                held.append(sock)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if family == socket.AF_INET6 and v6only:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                try:
+                    sock.bind(address)
+                    sock.listen(1)
+                except OSError as exc:
+                    said = exc.strerror or str(exc)
+                    if exc.errno == errno.EADDRINUSE and any(
+                            w != what and p == port for w, _h, p, _v in addresses):
+                        said += " (given to another option of this command too)"
+                    return f"cannot serve {what}: {said}"
+        return None
+    finally:
+        for sock in held:
+            sock.close()
 
 
 def split_bind(bind: Any, what: str, example: str) -> tuple[str, int]:

@@ -32,7 +32,7 @@ from typing import Any
 import trio
 
 from . import _cli_signals, _observe
-from ._bind import address_taken
+from ._bind import bind_problems
 from ._cli_options import guard_stderr, print_last_words, run_verb
 from ._duration import parse_lease
 from ._errors import ConfigError, ProcessError, StoreError, StoreLocked, StoreVersionError
@@ -544,10 +544,11 @@ def _sessions(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _console_problem(bind: str | None, token: str | None, option: str,
-                     forwarded_allow_ips: str | None = None,
-                     sessions: dict[str, Any] | None = None) -> str | None:
+                     forwarded_allow_ips: str | None, sessions: dict[str, Any],
+                     binds: list[tuple[str, str, int, bool]]) -> str | None:
     """Why the console cannot be served on ``bind`` (given as ``option``), or ``None``;
-    checked before anything starts."""
+    checked before anything starts. Its address joins ``binds`` (for
+    :func:`bind_problems`, once every address is known)."""
     if bind is None:
         if forwarded_allow_ips is not None:
             return "--forwarded-allow-ips is an option of the console (--ui)"
@@ -566,9 +567,7 @@ def _console_problem(bind: str | None, token: str | None, option: str,
         host, port, _loopback = check_bind(bind, token, forwarded_allow_ips, cli=True)
     except ValueError as exc:
         return str(exc).replace("--bind", option, 1)
-    taken = address_taken(host, port)
-    if taken is not None:
-        return f"cannot serve the console on {bind}: {taken}"
+    binds.append((f"the console on {bind}", host, port, False))
     if sessions:
         from .console import check_sessions
 
@@ -580,9 +579,10 @@ def _console_problem(bind: str | None, token: str | None, option: str,
     return None
 
 
-def _metrics_problem(bind: str | None) -> str | None:
+def _metrics_problem(bind: str | None, binds: list[tuple[str, str, int, bool]]
+                     ) -> str | None:
     """Why ``--metrics`` cannot be served on ``bind``, or ``None``; checked before
-    anything starts."""
+    anything starts. Its address joins ``binds``."""
     if bind is None:
         return None
     from .metrics import parse_bind
@@ -595,9 +595,7 @@ def _metrics_problem(bind: str | None) -> str | None:
                 f"({exc.name} is missing)")
     except ValueError as exc:
         return str(exc)
-    taken = address_taken(host, port)
-    if taken is not None:
-        return f"cannot serve metrics on {bind}: {taken}"
+    binds.append((f"metrics on {bind}", host, port, True))
     return None
 
 
@@ -731,11 +729,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     token = args.token or os.environ.get("GARRISON_UI_TOKEN") or None
     problem = ("--token is an option of the console (--ui)"
                if args.token is not None and args.ui is None else None)
+    binds: list[tuple[str, str, int, bool]] = []
     problem = (problem or _main_problem(args.main, config, target)
                or _store_problem(args.store, config)
                or _console_problem(args.ui, token, "--ui", args.forwarded_allow_ips,
-                                   _sessions(args))
-               or _metrics_problem(args.metrics))
+                                   _sessions(args), binds)
+               or _metrics_problem(args.metrics, binds) or bind_problems(binds))
     try:
         parse_lease(args.lease, what="--lease")
     except ValueError as exc:
@@ -801,8 +800,9 @@ def cmd_ui(args: argparse.Namespace) -> int:
     from ._store_tools import ToolError, open_store
 
     token = args.token or os.environ.get("GARRISON_UI_TOKEN") or None
+    binds: list[tuple[str, str, int, bool]] = []
     problem = _console_problem(args.bind, token, "--bind", args.forwarded_allow_ips,
-                               _sessions(args))
+                               _sessions(args), binds) or bind_problems(binds)
     if problem is not None:
         print(f"garrison ui: {problem}", file=sys.stderr)
         return 2

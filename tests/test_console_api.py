@@ -1871,7 +1871,16 @@ def test_garrison_run_refuses_a_taken_address_and_a_token_without_ui_before_star
     (tmp_path / "started_app.py").write_text(
         "import pathlib\n"
         f"async def main():\n    pathlib.Path({str(ran)!r}).write_text('ran')\n")
+    # (a service runs as the node opens, before --ui and --metrics were bound)
+    (tmp_path / "app.yaml").write_text(
+        'version: "1.0"\nnamespace: t\nentries:\n'
+        '  - {name: main, kind: process.py, source: "started_app:main"}\n'
+        '  - {name: svc, kind: process.service, process: main, lifecycle: {auto_start: true}}\n')
     monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        free = other.getsockname()[1]  # (free once closed)
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -1882,8 +1891,19 @@ def test_garrison_run_refuses_a_taken_address_and_a_token_without_ui_before_star
                 (["--metrics", f"127.0.0.1:{port}"],
                  f"garrison run: cannot serve metrics on 127.0.0.1:{port}: "),
                 (["--token", TOKEN],
-                 "garrison run: --token is an option of the console (--ui)")):
-            parsed = build_parser().parse_args(["run", "started_app:main", *argv])
+                 "garrison run: --token is an option of the console (--ui)"),
+                # helper-223: these were tried only after the node had run its services
+                # and resumed its workflows (exit 2, "the node did not start")
+                (["--metrics", "nonexistent.invalid:9464"],
+                 "garrison run: cannot serve metrics on nonexistent.invalid:9464: Name or "
+                 "service not known"),
+                (["--metrics", "192.0.2.1:9464"],  # (no interface of this machine's)
+                 "garrison run: cannot serve metrics on 192.0.2.1:9464: Cannot assign "
+                 "requested address"),
+                (["--ui", f"127.0.0.1:{free}", "--metrics", f"127.0.0.1:{free}"],
+                 f"garrison run: cannot serve metrics on 127.0.0.1:{free}: Address "
+                 "already in use (given to another option of this command too)")):
+            parsed = build_parser().parse_args(["run", "app.yaml", *argv])
             assert parsed.func(parsed) == 2, argv
             assert capsys.readouterr().err.startswith(said), argv
-    assert not ran.exists()
+            assert not ran.exists(), argv
