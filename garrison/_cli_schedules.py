@@ -78,7 +78,7 @@ def _list(store: Any, args: argparse.Namespace) -> None:
         print("no schedules")
         return
     table = [(r.schedule_id, r.workflow,
-              f"cron {r.cron} {r.timezone}" if r.cron else f"every {r.every:g}s",
+              f"cron {r.cron} {r.timezone}" if r.cron else f"every {r.every:.0f}s",
               # (a paused one has no next tick: resuming sets it from now)
               r.overlap, "paused" if r.paused else "active",
               "-" if r.paused else when(r.next_tick),

@@ -1715,3 +1715,16 @@ async def test_cli_trigger_imports_the_code_from_the_current_folder(
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["workflow_id"].startswith("nightly@")
+
+
+async def test_a_long_interval_is_shown_in_whole_seconds(tmp_path: Path,
+                                                         autojump_clock: Any) -> None:
+    """helper-219: `every` was shown with six significant digits (`every 1.23457e+06s`,
+    the legal maximum `every 3.1536e+09s`), in the list and in the log line of a config
+    change, which could then read `1.23457e+06s -> 1.23457e+06s`."""
+    assert ScheduleSpec.parse(every=1234567).describe() == "every 1234567s"
+    db = str(tmp_path / "wf.db")
+    async with garrison.open_node(store=db) as node:
+        await node.schedule("odd", app.job, every="36500d")
+    listed = cli("--store", db, "list")
+    assert "every 3153600000s" in listed.stdout, listed.stdout

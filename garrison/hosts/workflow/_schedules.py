@@ -306,7 +306,7 @@ class ScheduleSpec:
         """``cron 0 3 * * * (Europe/Riga)`` or ``every 3600s``."""
         if self.cron is not None:
             return f"cron {self.cron} ({self.timezone})"
-        return f"every {self.every:g}s"
+        return f"every {self.every:.0f}s"
 
     # ------------------------------------------------------------ ticks
     def next_after(self, t: float) -> float | None:
