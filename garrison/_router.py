@@ -220,7 +220,8 @@ class Router:
             checked = check_target(fn)
             pid = h.spawn(fn, args, parent=parent, link=link, monitor=monitor,
                           label=label or checked)
-        self.stats_spawned += 1
+            self.stats_spawned += 1  # (plain processes: a workflow's start is the
+            # workflow host's to count, whatever started it)
         return pid
 
     def plain_gone(self, pid: Pid) -> bool:

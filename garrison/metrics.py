@@ -110,7 +110,7 @@ class NodeCollector:
         yield counter("garrison_messages", "Messages delivered.", value=stats["messages"])
         yield counter("garrison_dead_letters", "Messages (and events) to processes that "
                       "did not exist: dropped.", value=stats["dead_letters"])
-        yield counter("garrison_spawned", "Processes spawned.", value=stats["spawned"])
+        yield counter("garrison_spawned", "Plain processes spawned.", value=stats["spawned"])
         yield gauge("garrison_registered_names", "Registered process names.",
                     value=stats["registered"])
         yield gauge("garrison_inbox_queued", "Messages and events waiting in every process "

@@ -26,6 +26,28 @@ def test_current_node_in_the_root_process_of_run():
     assert garrison.run(main) == (True, 2)
 
 
+async def _spawns_a_workflow() -> None:
+    await process.spawn(node_in_a_workflow, host="workflows", id="spawned-child")
+
+
+async def _plain() -> None:
+    pass
+
+
+async def test_spawned_counts_plain_processes_whatever_starts_a_workflow() -> None:
+    """helper-223: `spawned` counted a workflow started by `node.spawn(host=...)` and
+    not the same workflow started by `start_workflow` or a workflow's own spawn; it
+    counts plain processes, and `workflow_starts` counts every workflow's start."""
+    async with garrison.open_node() as node:
+        await node.wait(await node.spawn(node_in_a_workflow, host="workflows"))
+        await node.start_workflow(node_in_a_workflow, id="started")
+        await node.start_workflow(_spawns_a_workflow, id="spawner")
+        for wid in ("started", "spawner", "spawned-child"):
+            assert await node.workflow(wid).result() in (True, None)
+        await node.wait(await node.spawn(_plain))
+        assert node.stats()["spawned"] == 1
+
+
 def test_run_takes_every_node_option_open_node_takes():
     """README gives the ``workflows`` host its limits "through ``open_node`` /
     ``garrison.run``": ``cluster_max_concurrent`` (and ``name``, ``lease``) were a
