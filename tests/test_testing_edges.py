@@ -249,3 +249,30 @@ async def test_moving_time_after_the_env_block_is_refused_not_a_hang() -> None:
     with pytest.raises(RuntimeError, match=r"^env\.mock_activity\(\): the workflow_env\(\) "
                        "block has ended"):
         env.mock_activity(check_slowly, result=1)
+
+
+CALLS: list[int] = []
+
+
+@garrison.activity(retry=garrison.RetryPolicy(max_attempts=5, initial_delay="1h",
+                                              max_delay="2h"))
+async def _always_fails(n: int) -> int:
+    CALLS.append(n)
+    raise RuntimeError("down")
+
+
+async def _retried(n: int) -> int:
+    return await _always_fails(n)
+
+
+async def test_a_mock_set_while_an_activity_waits_to_retry_takes_its_next_attempt() -> None:
+    """helper-220: the retries went on with the real activity (five calls, then its
+    failure) when the mock came while it waited for its second attempt."""
+    CALLS.clear()
+    async with garrison.testing.workflow_env() as env:
+        await env.node.start_workflow(_retried, 7, id="r")
+        await env.sleep("10m")  # the first attempt failed; the next is an hour away
+        assert CALLS == [7]
+        mock = env.mock_activity(_always_fails, result=99)
+        assert await env.node.workflow("r").result() == 99
+        assert CALLS == [7] and mock.calls == [((7,), {})]

@@ -581,6 +581,12 @@ class Activities(WorkflowCore):
                 await self._backoff(resumed[1] - self.host.clock.now(), seq, call,
                                     parks=True)
             while True:
+                if mock is None and self.host.activity_mocks and attempt:
+                    # (a test's mock set while the activity waited to retry: the next
+                    # attempt is the mock's, and its outcome is final)
+                    mock = self.host.activity_mocks.get(name)
+                    if mock is not None:
+                        fn, policy, timeout = mock, _ONCE, None
                 attempt += 1
                 exc: BaseException | None = failed
                 failed = None
