@@ -98,7 +98,12 @@ def test_a_node_cut_off_past_its_lease_records_nothing_more_and_stops_at_once(
         wait_for(lambda: all(f"workflow {w} left this node" in a.stderr() for w in ids), 10,
                  "a to stop its workflows")
         assert "lost its lease: stopping its" in a.stderr()
-        assert "failed" not in a.stderr()
+        # (a round of its cluster thread may fail on waking, the server slow to answer
+        # a node that woke past its lease: it says so and goes on; no workflow's does)
+        failed = [line for line in a.stderr().splitlines() if "failed" in line
+                  and "cluster round failed" not in line
+                  and "waiting for the cluster failed" not in line]
+        assert not failed, failed
     finally:
         look.close()
 
