@@ -835,6 +835,8 @@ def test_workflow_host_stores_that_cannot_be_opened_are_reported(tmp_path: Path)
           - {name: one, kind: workflow.host, store: data/one.db}
           - {name: same, kind: workflow.host, store: ./data/../data/one.db}
           - {name: fine, kind: workflow.host, store: data/two.db, synchronous: full}
+          - {name: env, kind: workflow.host, store: "${DATABASE_URL}"}
+          - {name: env2, kind: workflow.host, store: "$DATA/app.db"}
         """,
     )
     here = tmp_path.resolve()
@@ -847,6 +849,15 @@ def test_workflow_host_stores_that_cannot_be_opened_are_reported(tmp_path: Path)
         "(leave it out for an in-memory store), got ''",
         f"{path}: entry 'app:memory' (index 3): field 'store': expected a file path, not an "
         "SQLite name (leave it out for an in-memory store), got ':memory:'",
+        # (it was a file named '${DATABASE_URL}' beside the config)
+        f"{path}: entry 'app:env' (index 7): field 'store': expected a file path or a "
+        "postgresql:// URL, got '${DATABASE_URL}': a config's values are taken as written, "
+        "with no environment variable put in (give the store on the command line, "
+        "garrison run --store, or to open_node(store=...))",
+        f"{path}: entry 'app:env2' (index 8): field 'store': expected a file path or a "
+        "postgresql:// URL, got '$DATA/app.db': a config's values are taken as written, "
+        "with no environment variable put in (give the store on the command line, "
+        "garrison run --store, or to open_node(store=...))",
         f"{path}: entry 'app:same' (index 5): field 'store': expected a store of its own, "
         f"but '{here}/data/one.db' is also the store of entry 'app:one'",
     ]

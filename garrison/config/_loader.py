@@ -398,6 +398,12 @@ def _parse_entry(
     if isinstance(entry, WorkflowHostEntry) and entry.store is not None \
             and "store" not in (failed or ()):
         try:
+            if _ENV_VARIABLE.search(entry.store):  # (else a file of that name was made)
+                raise ValueError(
+                    f"expected a file path or a postgresql:// URL, got {entry.store!r}: a "
+                    "config's values are taken as written, with no environment variable "
+                    "put in (give the store on the command line, garrison run --store, or "
+                    "to open_node(store=...))")
             store = store_path(entry.store, base_dir)
             with attrs.validators.disabled():  # (validated already; a stand-in is not valid)
                 entry = attrs.evolve(entry, store=store)
@@ -414,6 +420,11 @@ def _parse_entry(
             return None
         entry = loaded
     return entry, failed
+
+
+#: ``${NAME}``, or ``$NAME`` opening the value or a folder of its path: a shell's
+#: variable, which a config does not expand (a ``$`` inside a URL's password is none)
+_ENV_VARIABLE = re.compile(r"\$\{[A-Za-z_]|(?:^|/)\$[A-Za-z_]")
 
 
 def store_path(store: str, base_dir: Path | None) -> str:
