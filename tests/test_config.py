@@ -852,12 +852,12 @@ def test_workflow_host_stores_that_cannot_be_opened_are_reported(tmp_path: Path)
         # (it was a file named '${DATABASE_URL}' beside the config)
         f"{path}: entry 'app:env' (index 7): field 'store': expected a file path or a "
         "postgresql:// URL, got '${DATABASE_URL}': a config's values are taken as written, "
-        "with no environment variable put in (give the store on the command line, "
-        "garrison run --store, or to open_node(store=...))",
+        "with no environment variable put in (leave store out and give it as the node "
+        "starts: garrison run --store, or open_node(store=...))",
         f"{path}: entry 'app:env2' (index 8): field 'store': expected a file path or a "
         "postgresql:// URL, got '$DATA/app.db': a config's values are taken as written, "
-        "with no environment variable put in (give the store on the command line, "
-        "garrison run --store, or to open_node(store=...))",
+        "with no environment variable put in (leave store out and give it as the node "
+        "starts: garrison run --store, or open_node(store=...))",
         f"{path}: entry 'app:same' (index 5): field 'store': expected a store of its own, "
         f"but '{here}/data/one.db' is also the store of entry 'app:one'",
     ]

@@ -402,8 +402,8 @@ def _parse_entry(
                 raise ValueError(
                     f"expected a file path or a postgresql:// URL, got {entry.store!r}: a "
                     "config's values are taken as written, with no environment variable "
-                    "put in (give the store on the command line, garrison run --store, or "
-                    "to open_node(store=...))")
+                    "put in (leave store out and give it as the node starts: garrison run "
+                    "--store, or open_node(store=...))")
             store = store_path(entry.store, base_dir)
             with attrs.validators.disabled():  # (validated already; a stand-in is not valid)
                 entry = attrs.evolve(entry, store=store)
