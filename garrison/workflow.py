@@ -111,8 +111,10 @@ class WorkflowLogger(_logging.LoggerAdapter[_logging.Logger]):
     are dropped (they were logged the first time), so a line is logged once, where a
     ``print`` would repeat. Every record carries the fields ``workflow_id``, ``run_id``
     and ``pid`` (``garrison run --log-format json`` shows them), merged with your own
-    ``extra=``. Inside an activity (plain code, never replayed) it logs with the
-    ``workflow_id`` of its workflow; outside any workflow it is a plain logger.
+    ``extra=`` (a field of yours named as one of those, or as an attribute of every log
+    record, ``message``, ``lineno``, ..., is kept beside it as ``extra_NAME``). Inside
+    an activity (plain code, never replayed) it logs with the ``workflow_id`` of its
+    workflow; outside any workflow it is a plain logger.
 
     >>> workflow.logger.info("order %s charged", order.id)   # doctest: +SKIP
 
@@ -136,8 +138,18 @@ class WorkflowLogger(_logging.LoggerAdapter[_logging.Logger]):
         else:
             owner = activity_owner()
             fields = {} if owner is None else {"workflow_id": owner}
-        kwargs["extra"] = {**fields, **(kwargs.get("extra") or {})}
+        extra = kwargs.get("extra")
+        if extra:  # a field a record has already (the logging module would raise), or
+            # one of the workflow's: kept beside it as extra_NAME
+            fields.update({f"extra_{key}" if key in fields or key in _RECORD_ATTRIBUTES
+                           else key: value for key, value in extra.items()})
+        kwargs["extra"] = fields
         return msg, kwargs
+
+
+#: the attributes of every log record (``extra=`` may not name one: ``KeyError``)
+_RECORD_ATTRIBUTES = frozenset(vars(_logging.LogRecord("", 0, "", 0, "", (), None))) | {
+    "message", "asctime"}
 
 
 #: the logger of workflow code (see :class:`WorkflowLogger`)

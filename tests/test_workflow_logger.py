@@ -105,3 +105,26 @@ async def log_something() -> None:
 
 async def logs_in_activity() -> None:
     await log_something()
+
+
+async def _logs_reserved_fields() -> str:
+    workflow.logger.info("hello", extra={"message": "m2", "asctime": "then", "lineno": 7,
+                                         "workflow_id": "spoof", "time": "t"})
+    return "ok"
+
+
+async def test_extra_fields_a_record_has_are_kept_beside_them(
+        node: garrison.Node, autojump_clock: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """helper-221: `extra={"message": ...}` (or `asctime`, or any attribute a log record
+    has) failed the workflow with the standard logger's KeyError, and only at a level
+    that logs it; `extra={"workflow_id": ...}` replaced the workflow's own."""
+    caplog.set_level(logging.INFO, logger=USER)
+    await node.start_workflow(_logs_reserved_fields, id="x-1")
+    assert await node.workflow("x-1").result() == "ok"
+    record = next(r for r in caplog.records if r.getMessage() == "hello")
+    assert record.workflow_id == "x-1" and record.extra_workflow_id == "spoof"
+    assert (record.extra_message, record.extra_asctime, record.extra_lineno) == (
+        "m2", "then", 7)
+    out = json.loads(_JsonFormatter().format(record))
+    assert (out["message"], out["extra_message"], out["workflow_id"], out["extra_time"]) == (
+        "hello", "m2", "x-1", "t")
