@@ -121,9 +121,14 @@ class _TextFormatter(logging.Formatter):
         extra = getattr(record, "traceback", None)
         if isinstance(extra, str) and extra and not record.exc_info:
             line += "\n" + extra.rstrip()
-        # a control character from the data (a workflow's error: a terminal escape, a
-        # carriage return writing over the line) shown as its escape, not acted on
-        return _CONTROL.sub(lambda m: repr(m.group())[1:-1], line)
+        return _escaped(line)
+
+
+def _escaped(line: str) -> str:
+    """``line`` with each control character of its data (a workflow's error: a terminal
+    escape, a carriage return writing over the line) shown as its escape, not acted on;
+    a tab and newlines stay."""
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], line)
 
 
 #: the control characters a text log line shows escaped (all but tab and newline)
@@ -443,7 +448,7 @@ def _run_failed(what: str, error: Any) -> None:
     if _json_logs():
         log.error("%s: %s", what, error, extra={"error": error})
     else:
-        print(f"garrison run: {what}: {error}", file=sys.stderr)
+        print(_escaped(f"garrison run: {what}: {error}"), file=sys.stderr)
 
 
 async def _until_workflow_ends(node: Any, entry_id: str) -> tuple[int, Any]:

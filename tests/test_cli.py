@@ -491,6 +491,16 @@ def test_log_formatters_keep_tracebacks_out_of_the_message():
     assert text == "w failed: RuntimeError: \\x1b[2J\\x1b]0;owned\\x07gone\\rfake\tend"
 
 
+def test_run_s_own_line_for_a_failed_root_escapes_control_characters(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """helper-221: the log line above it showed them escaped; this last line wrote the
+    terminal escape and the carriage return raw."""
+    from garrison._cli import _run_failed
+
+    _run_failed("l:bad failed", ValueError("evil\x1b[2J\rX\tY"))
+    assert capsys.readouterr().err == "garrison run: l:bad failed: evil\\x1b[2J\\rX\tY\n"
+
+
 def test_run_config_until_sigterm_then_graceful_stop(tmp_path):
     (tmp_path / "svc.py").write_text(textwrap.dedent("""
         import sys
