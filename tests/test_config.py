@@ -1570,3 +1570,19 @@ def test_a_typo_of_a_field_is_one_problem_with_what_was_meant(tmp_path: Path) ->
         """)
     assert problems[0].endswith("field 'colour_scheme': unknown field; allowed fields are: "
                                 "name, kind, workers, meta")
+
+
+def test_a_list_where_a_config_path_goes_says_which_call_takes_several() -> None:
+    """helper-221: `open_node(config=)` takes a list, so a newcomer passes one to
+    load_config and check_config too: a bare TypeError from os.fspath, deep inside."""
+    from garrison.config import load_configs
+
+    for call in (lambda: load_config(["a.yaml", "b.yaml"]),
+                 lambda: check_config(["a.yaml"])):
+        with pytest.raises(TypeError, match=r"^a config path must be a str or os\.PathLike, "
+                           r"got list \['a\.yaml'.*\(several files: load_configs\(\[a, b\]\) "
+                           r"or check_config\(a, b\)\)$"):
+            call()
+    with pytest.raises(TypeError, match=r"^load_configs\('a\.yaml'\): expected a list of "
+                       r"config paths; for one file, load_config\(path\)$"):
+        load_configs("a.yaml")

@@ -1269,10 +1269,17 @@ def load_configs(paths: Iterable[str | os.PathLike[str]]) -> Config:
     References may cross files; entry ids must be unique across all of them.
     Raises :class:`ConfigError` listing every problem of every file.
     """
+    if isinstance(paths, str | os.PathLike):  # (one path: its characters, each a file)
+        raise TypeError(f"load_configs({paths!r}): expected a list of config paths; for "
+                        "one file, load_config(path)")
     paths = list(paths)
     sources: list[tuple[str, str, Path | None, Path | None]] = []
     problems: list[str] = []
     for path in paths:
+        if not isinstance(path, str | os.PathLike):
+            raise TypeError(f"a config path must be a str or os.PathLike, got "
+                            f"{type(path).__name__} {path!r:.80} (several files: "
+                            "load_configs([a, b]) or check_config(a, b))")
         text, filename = _read(path)
         if text is None:
             problems.append(filename)
