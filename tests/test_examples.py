@@ -148,3 +148,32 @@ def test_shop_example_runs_and_its_own_tests_pass(tmp_path: Path) -> None:
                            capture_output=True, timeout=120)
     assert tests.returncode == 0, tests.stdout + tests.stderr
     assert "3 passed" in tests.stdout
+
+
+def _readme_block(heading: str) -> str:
+    """The first ```python block of README's section ``heading``."""
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index(f"\n## {heading}\n"):]
+    start = section.index("```python\n") + len("```python\n")
+    return section[start:section.index("```\n", start)]
+
+
+def test_readme_processes_and_running_a_node_snippets_run_as_written(tmp_path: Path) -> None:
+    """helper-221: the "Running a node" snippet named a worker, a main and args it never
+    defined, and called a "counter" nothing had spawned; the "Supervision" one four
+    functions and a node. The snippets run as copied."""
+    (tmp_path / "counter.py").write_text(_readme_block("Processes"))
+    (tmp_path / "node_demo.py").write_text(_readme_block("Running a node"))
+    env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}
+    for script, out in (("counter.py", "45\n"), ("node_demo.py", "8\n0\n")):
+        done = subprocess.run([sys.executable, script], cwd=tmp_path, env=env, text=True,
+                              capture_output=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.startswith(out), done.stdout
+    assert done.stdout.splitlines()[2].endswith(" 1")  # the counter's pid, 1 process left
+    (tmp_path / "sup.py").write_text(_readme_block("Supervision"))  # (its names: too)
+    done = subprocess.run([sys.executable, "sup.py"], cwd=tmp_path, env=env, text=True,
+                          capture_output=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("[('db', Pid(host='processes'") \
+        and done.stdout.endswith("('cron', None, 'permanent')]\n"), done.stdout
