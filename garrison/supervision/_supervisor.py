@@ -409,7 +409,8 @@ class Supervisor:
       every other running child (reverse start order) and restarts them all in start
       order. ``rest_for_one`` does that for the children started after the failed
       one. Children stopped by ``terminate_child`` or finished (transient, normal exit)
-      are not part of a group restart; stopped temporary children are dropped.
+      are not part of a group restart (unlike OTP's, which starts them again with the
+      group); stopped temporary children are dropped.
     - **Intensity.** Every restart decision (a group restart counts once) is stamped
       with ``trio.current_time()``. If the stamps of the last ``within`` seconds
       (a stamp exactly ``within`` old has left the window) number more than
