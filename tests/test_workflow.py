@@ -1714,3 +1714,35 @@ async def test_arguments_the_code_no_longer_takes_block_with_advice_that_fits(
             ) in said, said
     assert said.endswith("The workflow is blocked with its journal kept; restart a node "
                          "with code that takes the recorded path to resume it"), said
+
+
+SHARED_RECEIVES: dict[str, Any] = {}
+
+
+async def makes_a_receive() -> str:
+    SHARED_RECEIVES["r"] = process.inbox().receive()
+    await workflow.sleep(1)
+    got = await SHARED_RECEIVES["r"]
+    return f"A got {got.payload}"
+
+
+async def awaits_anothers_receive() -> str:
+    try:
+        got = await SHARED_RECEIVES["r"]
+    except garrison.NotInProcess as exc:
+        return str(exc)
+    return f"C got {got.payload}"
+
+
+async def test_a_receive_awaited_by_another_workflow_is_refused(
+        node: garrison.Node, autojump_clock: Any) -> None:
+    """helper-224: workflow C awaited workflow A's receive, so one message reached both
+    (C with no journal record of it); a timer or promise shared so is refused."""
+    SHARED_RECEIVES.clear()
+    await node.start_workflow(makes_a_receive, id="A")
+    await trio.sleep(0.1)
+    await node.start_workflow(awaits_anothers_receive, id="C")
+    await node.send("workflows/A", "m", 1)
+    assert await node.workflow("A").result() == "A got 1"
+    said = await node.workflow("C").result()
+    assert "workflow 'A'" in said and "another trio task" in said, said
