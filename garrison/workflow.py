@@ -356,7 +356,8 @@ def set_state(key: str, value: Any) -> None:
 def get_state(key: str, default: Any = None) -> Any:
     """A state value set by this workflow (``default`` if unset). A replay sees the
     value it saw the first time at the same point (a run starts empty, or with the
-    state a ``continue_as_new`` carried over)::
+    state a ``continue_as_new`` carried over). A list or dict is a copy: change the
+    state with :func:`set_state`, not by editing what this returns::
 
         count = workflow.get_state("count", 0)
         workflow.set_state("count", count + 1)

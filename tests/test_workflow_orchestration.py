@@ -13,7 +13,7 @@ import trio
 import workflow_app as app
 
 import garrison
-from garrison import process
+from garrison import process, workflow
 from garrison.persistence import Transaction
 
 
@@ -151,6 +151,27 @@ async def test_get_state_replays_the_values_it_saw(store_spec: str, autojump_clo
         await node.send(pid, "tick")
         with trio.fail_after(60):
             assert await node.workflow("c").result() == [0, 1, 2]
+
+
+async def _edits_its_state_in_place(run: int) -> Any:
+    if run == 2:
+        return workflow.get_state("cart")
+    workflow.set_state("cart", {"items": ["a"]})
+    workflow.get_state("cart")["items"].append("b")  # not set_state: not the state
+    await workflow.sleep(1)
+    workflow.continue_as_new(2)
+
+
+async def test_a_state_value_edited_in_place_is_not_the_state(
+        node: garrison.Node, autojump_clock: Any) -> None:
+    """helper-224: get_state handed out the value it keeps, so an edit in place went
+    into the next run's state (continue_as_new) while `handle.state` never showed it:
+    the views inside and outside differed for good. get_state gives a copy."""
+    await node.start_workflow(_edits_its_state_in_place, 1, id="cart")
+    await trio.sleep(0.5)
+    assert node.workflow("cart").state("cart") == {"items": ["a"]}
+    assert await node.workflow("cart").result() == {"items": ["a"]}
+    assert node.workflow("cart").state("cart") == {"items": ["a"]}
 
 
 async def test_history_size_is_the_same_on_replay(store_spec: str, autojump_clock: Any) -> None:

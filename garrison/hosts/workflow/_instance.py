@@ -8,6 +8,7 @@ without journaling anything: the workflow resumes from its journal on the next n
 
 from __future__ import annotations
 
+import copy
 import datetime as _dt
 import json
 import random as _random
@@ -41,6 +42,8 @@ from ._journal import BLOCKED_ADVICE, Cursor, JournalKind, timestamp
 from ._waits import Waits
 
 __all__ = ["ActiveWorkflows", "WorkflowInstance"]
+
+_ABSENT: Any = object()
 
 #: what a divergence of arguments the code no longer takes means, before the advice
 _ARGUMENTS_NOTE = ("The arguments the workflow was started with no longer fit the "
@@ -574,7 +577,12 @@ class WorkflowInstance(Waits, Activities, Interop):
 
     def get_state(self, key: str, default: Any = None) -> Any:
         check_state_key(key, "workflow.get_state()")
-        return self.state.get(key, default)
+        value = self.state.get(key, _ABSENT)
+        if value is _ABSENT:
+            return default
+        # a copy of a list or dict: an edit in place is no set_state (it would go into
+        # a continued run's state while handle.state never shows it)
+        return copy.deepcopy(value) if isinstance(value, dict | list) else value
 
     def continue_as_new(self, args: tuple[Any, ...]) -> NoReturn:
         self._op("workflow.continue_as_new()")
