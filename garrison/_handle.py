@@ -102,8 +102,13 @@ class WorkflowHandle:
         silent dead letter); a finished workflow's message is a dead letter, as a
         ``node.send`` to its pid is. An empty ``topic`` is a ``ValueError``, as
         ``garrison workflows signal`` refuses it."""
-        if isinstance(topic, str):  # (another type: node.send's TypeError)
+        if not isinstance(topic, str):
+            raise TypeError(f"workflow {self.workflow_id!r}: signal(): a topic must be a "
+                            f"str, got {type(topic).__name__}")
+        try:
             check_signal_topic(topic)
+        except ValueError as exc:
+            raise ValueError(f"workflow {self.workflow_id!r}: {exc}") from None
         with self._store_open("signal"):
             await self.host.read_status(self.workflow_id)  # NoSuchWorkflow if unknown
         await self.node.send(self.pid, topic, payload)
@@ -159,7 +164,10 @@ class WorkflowHandle:
         ``workflow.promise``; a name longer than ``MAX_KEY_BYTES`` bytes of UTF-8 is
         refused when it is resolved or rejected, unless the workflow declared it: an
         older garrison's store may hold one)."""
-        return PromiseHandle(self, check_promise_name(name))
+        try:
+            return PromiseHandle(self, check_promise_name(name))
+        except ValueError as exc:
+            raise ValueError(f"workflow {self.workflow_id!r}: {exc}") from None
 
 
 @attrs.frozen
@@ -183,7 +191,10 @@ class PromiseHandle:
 
         ``message`` must be a non-empty string (``ValueError``), as ``garrison workflows
         reject`` says."""
-        check_rejection(message)
+        try:
+            check_rejection(message)
+        except ValueError as exc:
+            raise ValueError(f"workflow {self.handle.workflow_id!r}: {exc}") from None
         await self.handle.host.complete_promise(self.handle.workflow_id, self.name,
                                                 "rejected", message)
 

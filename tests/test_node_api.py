@@ -388,3 +388,28 @@ def test_garrison_s_exceptions_are_named_by_the_public_module() -> None:
     except garrison.StoreError as exc:
         shown = "".join(traceback.format_exception_only(exc))
     assert shown == "garrison.StoreError: store 'app.db': the disk is full\n", shown
+
+
+async def _waits_for_ever() -> None:
+    await process.inbox().receive()
+
+
+async def test_a_workflow_handle_s_errors_name_the_workflow(autojump_clock: object) -> None:
+    """helper-224: `signal(None)` named `node.send()`, which the caller never called;
+    `signal("")`, `promise("")` and an unstorable promise value named no workflow."""
+    async with garrison.open_node() as node:
+        await node.start_workflow(_waits_for_ever, id="sink")
+        handle = node.workflow("sink")
+        with pytest.raises(TypeError, match=r"^workflow 'sink': signal\(\): a topic must be a "
+                           r"str, got NoneType"):
+            await handle.signal(None)  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match=r"^workflow 'sink': a signal needs a 'topic'"):
+            await handle.signal("")
+        with pytest.raises(ValueError, match=r"^workflow 'sink': a promise name must be"):
+            handle.promise("")
+        with pytest.raises(garrison.PayloadError,
+                           match=r"the value of promise 'p' of workflow 'sink'"):
+            await handle.promise("p").resolve({1})
+        with pytest.raises(TypeError, match=r"^workflow test_node_api:_waits_for_ever \(id "
+                           r"'w-2'\) takes 0 argument"):
+            await node.start_workflow(_waits_for_ever, "x", id="w-2")

@@ -408,12 +408,12 @@ async def test_an_empty_signal_topic_or_rejection_message_is_refused_as_the_tool
     listens for the empty topic, and a rejection without its reason tells nothing."""
     await node.start_workflow(app.sleeper, "1h", id="w")
     handle = node.workflow("w")
-    with pytest.raises(ValueError, match=r"^a signal needs a 'topic': a non-empty string, "
-                                         r"got ''$"):
+    with pytest.raises(ValueError, match=r"^workflow 'w': a signal needs a 'topic': a "
+                                         r"non-empty string, got ''$"):
         await handle.signal("", 1)
     for message in ("", 5, None):
-        with pytest.raises(ValueError, match=r"^a rejection needs a 'message': a non-empty "
-                                             r"string, got "):
+        with pytest.raises(ValueError, match=r"^workflow 'w': a rejection needs a 'message': "
+                                             r"a non-empty string, got "):
             await handle.promise("p").reject(message)  # type: ignore[arg-type]
     host = node.hosts["workflows"]
     assert host.store.get_promise("w", "p") is None
@@ -1453,18 +1453,18 @@ async def test_bad_arguments_fail_at_start_workflow_with_nothing_stored(
     ``garrison workflows start`` and a schedule's input do: the workflow was created and
     failed at once. From a workflow, the child's spawn raises in the parent."""
     async with garrison.open_node(store=store_spec) as node:
-        with pytest.raises(TypeError, match=r"workflow workflow_app:steps takes 1 to 2 "
-                           r"argument\(s\) \(x, n=10\), but it was given 0: \[\]"):
+        with pytest.raises(TypeError, match=r"workflow workflow_app:steps \(id 'none'\) "
+                           r"takes 1 to 2 argument\(s\) \(x, n=10\), but it was given 0: \[\]"):
             await node.start_workflow(app.steps, id="none")
         with pytest.raises(TypeError, match=r"takes 1 to 2 argument\(s\) \(x, n=10\), but "
                            r"it was given 3: \[1, 2, 3\] \(too many positional"):
             await node.start_workflow(app.steps, 1, 2, 3, id="three")
         with pytest.raises(garrison.PayloadError, match=r"argument 1 \(order\) of workflow "
-                           "workflow_app:typed"):
+                           r"workflow_app:typed \(id 'untyped'\)"):
             await node.start_workflow(app.typed, {"id": 1}, id="untyped")
         with pytest.raises(garrison.PayloadError, match=r"argument 1 \(order\) of workflow "
-                           r"workflow_app:typed as Order: expected a JSON object with its "
-                           r"fields \(id, [a-z, ]+\), got str \"o-18\""):
+                           r"workflow_app:typed \(id 'a-string'\) as Order: expected a JSON "
+                           r"object with its fields \(id, [a-z, ]+\), got str \"o-18\""):
             await node.start_workflow(app.typed, "o-18", id="a-string")
         with pytest.raises(TypeError, match=r"takes 1 argument\(s\) \(order\), but it was "
                            r"given 2"):
@@ -1474,7 +1474,8 @@ async def test_bad_arguments_fail_at_start_workflow_with_nothing_stored(
         assert await node.workflow("fine").result() == 3
         await node.start_workflow(start_child_with, [], id="parent")
         said = await node.workflow("parent").result()
-        assert said.startswith("TypeError: workflow workflow_app:steps takes 1 to 2"), said
+        assert said.startswith(
+            "TypeError: workflow workflow_app:steps (id 'parent.1') takes 1 to 2"), said
         assert sorted(s.workflow_id for s in node.workflows()) == ["fine", "parent"]
 
 

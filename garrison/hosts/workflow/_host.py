@@ -407,7 +407,7 @@ class WorkflowHost:
             # it declared): no workflow can declare it, and no index can hold it
             check_key_size(name, "a promise name")
         if status == "resolved":
-            text = to_json(value, what=f"the value of promise {name!r}")
+            text = to_json(value, what=f"the value of promise {name!r} of workflow {wid!r}")
             tx = Transaction().resolve_promise(wid, name, RawJson(text))
             stored: Any = _loads(text)
         else:
@@ -453,12 +453,13 @@ class WorkflowHost:
                             "(mock_activity): mock the activities it calls instead")
         # bad arguments fail here, before anything is stored (as the CLI's start and a
         # schedule's input do), not as a workflow that is created and fails at once
-        problem = arity_problem(fn, name, args, "it was given")
+        shown = name if wid is None else f"{name} (id {wid!r:.80})"
+        problem = arity_problem(fn, shown, args, "it was given")
         if problem is not None:
             raise TypeError(problem)
-        input_text = to_json(list(args), what=f"the arguments of workflow {name}")
+        input_text = to_json(list(args), what=f"the arguments of workflow {shown}")
         plain_input = _loads(input_text)
-        restore_args(fn, plain_input, f"workflow {name}")  # typed ones: checked now
+        restore_args(fn, plain_input, f"workflow {shown}")  # typed ones: checked now
         # (a child's id, derived from its parent's, may be a little longer than one given)
         wid = _uuid.uuid4().hex if wid is None else check_workflow_id(
             wid, derived=journal is not None and derived)
