@@ -16,6 +16,20 @@ class GarrisonError(Exception):
     """Base class of every error garrison raises on purpose."""
 
 
+def raised_again(exc: BaseException) -> BaseException:
+    """A copy of ``exc`` (its type, message, attributes and cause) with no traceback, to
+    raise once more: an error kept and raised to many callers (a store's failure to
+    every workflow of its batch, a blocked workflow's error to each ``result()``) would
+    gather every raise's frames in its one traceback, and callers' tasks switching in
+    between would mix them."""
+    copy = type(exc).__new__(type(exc))
+    copy.args = exc.args
+    copy.__dict__.update(vars(exc))
+    copy.__cause__ = exc.__cause__
+    copy.__suppress_context__ = exc.__suppress_context__
+    return copy
+
+
 class NotInProcess(GarrisonError, RuntimeError):
     """A ``garrison.process`` / ``garrison.workflow`` call was made outside a process."""
 

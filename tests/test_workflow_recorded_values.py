@@ -484,3 +484,28 @@ async def test_a_refused_child_spawn_keeps_the_records_before_it(
         assert node.workflow("w").state("stage") == "keyed"
     assert [(r.seq, r.kind) for r in journal] == [(1, "uuid4"), (3, "sleep")]
     assert journal[0].outcome == key
+
+
+async def test_a_store_failure_raised_to_many_callers_keeps_a_short_traceback(
+        tmp_path: Path, autojump_clock: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """helper-222: every workflow of a failed store, and each result() of them, raised
+    the one StoreError object, whose traceback gathered every raise's frames (660 lines
+    for 20 workflows): each caller gets a copy with its own."""
+    import traceback
+
+    db = str(tmp_path / "s.db")
+    async with garrison.open_node(store=db) as node:
+        store = node.hosts["workflows"].store
+        failing_commits(monkeypatch, store, "uuid4", then="each",
+                        error=garrison.StoreError(db, "database or disk is full"))
+        for i in range(5):
+            await node.start_workflow(keyed_call, id=f"w{i}")
+        lengths = []
+        for _ in range(3):
+            for i in range(5):
+                with trio.fail_after(10), pytest.raises(garrison.StoreError) as info:
+                    await node.workflow(f"w{i}").result()
+                lengths.append(len(traceback.extract_tb(info.value.__traceback__)))
+                assert "disk is full" in str(info.value)
+        assert len(set(lengths)) == 1, lengths
+        monkeypatch.undo()

@@ -56,7 +56,7 @@ import outcome
 import trio
 
 from .. import _observe, _trio_fast
-from .._errors import StoreError
+from .._errors import StoreError, raised_again
 from .._trio_fast import runnable_tasks
 
 __all__ = ["NONE_RESULT", "Busy", "CommitRequest", "GroupCommit", "HandedOver", "Strategy",
@@ -396,8 +396,8 @@ class GroupCommit:
 
 
 def _unwrap(request: CommitRequest) -> list[Any]:
-    if request.error is not None:
-        raise request.error
+    if request.error is not None:  # (one error for a batch's every request: a copy each)
+        raise raised_again(request.error)
     results = request.results
     assert results is not None
     return [None] if results is NONE_RESULT else results

@@ -27,6 +27,7 @@ from ..._errors import (
     StoreError,
     WorkflowCancelled,
     WorkflowMoved,
+    raised_again,
 )
 from ...actors._cancel_switch import CancelSwitch
 from ...actors._flag import Flag
@@ -425,7 +426,7 @@ class WorkflowCore(Caller, WorkflowScope):
         while self.flushing is not None:
             await self.flushing.wait()
         if self.store_error is not None:
-            raise self.store_error
+            raise raised_again(self.store_error)
 
     async def records_committed(self) -> None:
         """Return once every record this workflow has made is committed: before an
@@ -530,7 +531,7 @@ class WorkflowCore(Caller, WorkflowScope):
                 "from the workflow function itself; run things at once with "
                 "workflow.start() and workflow.gather() / first()")
         if self.store_error is not None:
-            raise self.store_error
+            raise raised_again(self.store_error)
         self.cursor.check()
 
     def _take(self, kind: JournalKind, name: str, timed: bool = False,
@@ -681,7 +682,7 @@ class WorkflowCore(Caller, WorkflowScope):
         arrives while it is written wakes the workflow at once (not lost)."""
         ev = self._wake = trio.Event()
         if self.store_error is not None:
-            raise self.store_error
+            raise raised_again(self.store_error)
         if self._buffer is not None:
             await self._commit(Transaction())
         if self.cancel_requested and not self.cancel_delivered:
@@ -707,7 +708,7 @@ class WorkflowCore(Caller, WorkflowScope):
             if self._wake is ev:
                 self._wake = None
         if self.store_error is not None:
-            raise self.store_error
+            raise raised_again(self.store_error)
         if self.stored_status is not WorkflowStatus.RUNNING:  # with its next commit
             self.buffered().update_workflow(self.wid, status=WorkflowStatus.RUNNING)
             self.stored_status = WorkflowStatus.RUNNING

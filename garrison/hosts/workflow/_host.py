@@ -35,6 +35,7 @@ from ..._errors import (
     WorkflowCancelled,
     WorkflowFailed,
     WorkflowMoved,
+    raised_again,
 )
 from ..._targets import import_target, target_name
 from ...actors._runtime import runtime_or_none
@@ -1662,9 +1663,9 @@ class WorkflowHost:
         if wf is not None:
             if wf.status is WorkflowStatus.BLOCKED:
                 if wf.store_error is not None:
-                    raise wf.store_error
+                    raise raised_again(wf.store_error)
                 if wf.cursor.error is not None:
-                    raise wf.cursor.error
+                    raise raised_again(wf.cursor.error)
                 raise NonDeterminismError(str(wf.error), workflow_id=wid)
             status, result_json, error = wf.status, wf.result_json, wf.error
             name = wf.name

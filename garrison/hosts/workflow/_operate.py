@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from ..._errors import DedupKeyTaken, NoSuchWorkflow, WorkflowMoved
+from ..._errors import DedupKeyTaken, NoSuchWorkflow, WorkflowMoved, raised_again
 from ...actors._values import ErrorInfo, Event, EventKind, Pid
 from ...persistence import (
     OperatorTransaction,
@@ -257,7 +257,7 @@ async def terminate_workflow(host: WorkflowHost, wid: str, reason: str) -> bool:
         if wf.store_error is not None:
             if isinstance(wf.store_error, WorkflowMoved):
                 break  # it moves to another node (this one drains, or lost its lease)
-            raise wf.store_error
+            raise raised_again(wf.store_error)
         if wf.done.is_set():
             await trio.sleep(0)  # blocked: its end is being written
         else:
