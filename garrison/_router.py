@@ -392,7 +392,8 @@ class Router:
         """``other``, a workflow resumed on this node, was linked to ``target``, a plain
         process of another node, where it ran before: the link holds on that node, and
         is kept here too, so that a loss of that node acts on it (``noconnection``), as
-        for a link made here (that node drops it here if ``target`` has ended)."""
+        for a link made here (that node drops it here if ``target`` has ended, and
+        tells a failure of it it remembers: see ``Remote`` ``link_held``)."""
         if self.remote is not None and self.remote.node_of(target) is not None:
             self.remote.keep_link(target, other)
 

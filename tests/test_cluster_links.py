@@ -945,3 +945,53 @@ async def test_a_workflow_recovered_on_a_third_node_keeps_its_watch_of_a_live_pr
                 got = await c.workflow("W").result()
     assert got == ([["LINK_DOWN", "RuntimeError"]] if how == "link"
                    else [["EXIT", "done"]]), got
+
+
+
+
+@pytest.mark.parametrize("where", ["third", "process"])
+async def test_a_recovered_workflow_hears_of_a_failure_its_lost_node_missed(
+        postgres_url: str, nodes: list[Node], where: str) -> None:
+    """Workflow W on node b links (not trapping) to plain process P of node a; b is
+    killed, and P fails before W is recovered, on node c (``third``) or on a itself
+    (``process``). a sent the failure to b, the node that ran W, and it was lost with
+    b. Recovered on c, W kept the link and c asked a again, and a, finding P ended,
+    answered that the link was gone (as for a process that returned); recovered on a,
+    W dropped the link to a process it found ended: either way W waited forever. Now
+    a failure a remembers reaches W, which fails with it (README: the process's node
+    is asked again, and the end comes once)."""
+    b = Node.start(postgres_url, "b", LEASE)
+    nodes.append(b)
+    look = Look(postgres_url)
+    try:
+        look.store.write(Transaction().create_workflow("W", "cluster_app:watches_plain",
+                                                       ["plain_link"]))
+        with trio.fail_after(30):  # (b alone runs workflows yet: it claims W)
+            while look.owners().get("W") != "b":
+                await trio.sleep(0.05)
+    finally:
+        look.close()
+    async with garrison.open_node(store=postgres_url, name="a", lease=LEASE) as a:
+        if where == "third":
+            a.drain()  # a runs no workflow: W is recovered on c
+            with trio.fail_after(10):
+                await a.drained()
+        p = await a.spawn(doomed, "fail")
+        await a.send("workflows/W", "watch", str(p))
+        with trio.fail_after(15):
+            while a.workflow("W").state("watching") is None:
+                await trio.sleep(0.05)
+        await trio.sleep(0.3)  # (its link request reached a)
+        b.kill()
+        await trio.sleep(0.3)
+        await a.send(p, "go")  # P fails: its failure goes to b, which is gone
+        async with contextlib.AsyncExitStack() as stack:
+            here = a
+            if where == "third":
+                here = await stack.enter_async_context(
+                    garrison.open_node(store=postgres_url, name="c", lease=LEASE))
+            with pytest.raises(garrison.WorkflowFailed,
+                               match=r"LinkedProcessFailed: linked process .* failed: "
+                                     r"RuntimeError: boom"):
+                with trio.fail_after(4 * LEASE + 15):
+                    await here.workflow("W").result()

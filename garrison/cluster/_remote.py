@@ -403,7 +403,9 @@ class Remote:
         """The workflow ``other``, resumed here, was linked to ``target`` (of another
         node) where it ran before (see ``Router.keep_link``): kept in ``linked``, and
         ``target``'s node is told, which makes the link again (a set: once) or, if
-        ``target`` has ended, answers ``link_gone`` and it goes from ``linked`` here."""
+        ``target`` has ended, answers ``link_gone`` and it goes from ``linked`` here
+        (and, if it remembers a failure of ``target``, sends that failure to the
+        node that runs ``other``: the one it sent when it came went to the node lost)."""
         if self._gone(target):
             return  # (its node is lost: the caller's recovery check acts on it)
         body = {"k": "link_held", "target": str(target), "other": str(other),
@@ -580,10 +582,16 @@ class Remote:
         elif kind == "link_held":  # a workflow that moved keeps its link (keep_link)
             target, other = Pid.parse(body["target"]), Pid.parse(body["other"])
             if not router.link(target, other):
-                # it ended meanwhile: a failure went to the workflow's inbox, a return
-                # ended the link quietly; either way the asking node forgets it
+                # it ended meanwhile: the asking node forgets the link; a return ended
+                # it quietly, but a failure went to the node that ran the workflow when
+                # it came, which may have been lost with it (the workflow resumed
+                # since): told again, to the node that runs it now (a non-trapping
+                # workflow ends on it, once: a failure that reached it ended it there)
                 self.post(other, {"k": "link_gone", "target": str(target),
                                   "other": str(other)}, str(body["from"]))
+                error = self._failure_of(target)
+                if error is not None:
+                    router.linked_exit(other, target, error)
         elif kind == "link_gone":
             self._forget(self.linked, Pid.parse(body["target"]), Pid.parse(body["other"]))
         elif kind == "relinked":  # (a workflow this node runs: see WorkflowHost.relinked)
@@ -617,6 +625,17 @@ class Remote:
             waiting = self.stopping.get(int(body["ref"]))
             if waiting is not None:
                 waiting[1].set()
+
+    def _failure_of(self, pid: Pid) -> ErrorInfo | None:
+        """The error a plain process of this node that ended failed with, if this node
+        remembers its end (``Router.exit_of``); ``None`` for a return, for an end by
+        this node's close (no failure elsewhere), or for an end it no longer knows."""
+        router = self.router
+        try:
+            _result, error = router.exit_of(pid)
+        except ProcessError:
+            return None
+        return None if error is router.shutdown_reason else error
 
     # ------------------------------------------------------------ losing a node
     def node_gone(self, name: str, prefix: str | None) -> None:

@@ -224,13 +224,14 @@ async def links_plain() -> str:
 
 async def watches_plain(how: str) -> list[object]:
     """Waits for a message naming a plain process, then monitors it (``how`` is
-    ``monitor``) or links to it, trapping (``link``), and returns the events it reads
-    until one came with the process's real end and none followed for 3 s (``[kind,
-    error type or result]``; ``noproc`` is not a real end)."""
+    ``monitor``) or links to it, trapping (``link``) or not (``plain_link``: it reads
+    no event then, and ends only by the link's failure), and returns the events it
+    reads until one came with the process's real end and none followed for 3 s
+    (``[kind, error type or result]``; ``noproc`` is not a real end)."""
     msg = await process.inbox().receive()
     target = str(msg.payload)
-    if how == "link":
-        process.set_options(trap_links=True)
+    if how in ("link", "plain_link"):
+        process.set_options(trap_links=how == "link")
         process.link(target)
     else:
         process.monitor(target)

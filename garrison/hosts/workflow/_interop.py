@@ -90,13 +90,16 @@ class Interop(WorkflowCore):
           or the one per process of :meth:`_delivered_per_process`), and a link a
           ``LINK_DOWN`` ``noproc`` when trapping (same rule); a link that does not trap
           is dropped (the process may have returned: a link ends quietly then, and
-          that is not journaled);
+          that is not journaled), unless this node remembers that the process failed
+          (:meth:`_failure_remembered`: in a cluster, its failure went to the node
+          that ran the workflow, lost since): a linked failure with that error;
         - in a cluster, a plain process of another live node is not lost: that node
           is asked again (:meth:`_watch_again`), and answers ``noproc`` only if it has
           ended; a link that does not trap is kept as it is (the process's failure
           comes from its node, as before the crash), and kept on this node too, so
-          that a loss of that node acts on it (``Router.keep_link``); a process of a
-          node that is not live is lost, as above;
+          that a loss of that node acts on it (``Router.keep_link``; that node, finding
+          the process ended, tells a failure it remembers: the first went to the
+          node lost); a process of a node that is not live is lost, as above;
         - a workflow it monitors that has ended gets its ``EXIT`` delivered (the same
           id as the one its end delivered: once);
         - a link to a workflow is made again on the other side (links are not stored:
@@ -141,9 +144,13 @@ class Interop(WorkflowCore):
                 # a plain process gone since: whether it failed or returned (which ends
                 # a link quietly, unjournaled) cannot be told, so only a trapping
                 # workflow hears of it (LINK_DOWN noproc); one that does not trap is
-                # not ended for a process that may have returned
+                # not ended for a process that may have returned, unless this node
+                # remembers it failed (its failure went to the node that ran the
+                # workflow then, lost since: a failure that reached it ended it there)
                 if self.trap_links:
                     failed.append((pid, noproc(pid)))
+                elif (error := self._failure_remembered(pid)) is not None:
+                    failed.append((pid, error))
                 elif self.links:
                     self.links.discard(pid)
             elif h.durable:
@@ -165,6 +172,17 @@ class Interop(WorkflowCore):
             if not (self.trap_links
                     and self._delivered_per_process(EventKind.LINK_DOWN, pid)):
                 self.host.linked_exit(self.pid, pid, error)
+
+    def _failure_remembered(self, pid: Pid) -> ErrorInfo | None:
+        """The error ``pid``, a plain process of this node that ended, failed with, if
+        the node remembers its end (the last ``EXIT_MEMORY``: not one of an earlier run
+        of the node); ``None`` for a return or an end by the node's close."""
+        node = self.node
+        try:
+            _result, error = node.exit_of(pid)
+        except ProcessError:
+            return None
+        return None if error is node.shutdown_reason else error
 
     def _watch_again(self, kind: EventKind, pid: Pid) -> bool:
         """After a recovery: the monitor (``EXIT``) or trapping link (``LINK_DOWN``) of
