@@ -332,6 +332,18 @@ class Router:
             raise ProcessError(f"process {pid} is unknown: {noproc(pid)}", pid=pid,
                                error=noproc(pid)) from None
 
+    def failure_remembered(self, pid: Pid) -> ErrorInfo | None:
+        """The error ``pid``, a plain process of this node that ended, failed with, if
+        the node remembers its end (its last exits, :meth:`exit_of`; not one of an
+        earlier run of the node); ``None`` for a return or an end by the node's close.
+        A recovered workflow linked to it hears of it this way: its failure went to the
+        node that ran the workflow when it came, lost since."""
+        try:
+            _result, error = self.exit_of(pid)
+        except ProcessError:
+            return None
+        return None if error is self.shutdown_reason else error
+
     # ------------------------------------------------------------ links and monitors
     def deliver_event(self, pid: Pid, event: Event) -> None:
         if self.remote is not None and self.remote.node_of(pid) is not None:

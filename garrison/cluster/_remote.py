@@ -589,7 +589,7 @@ class Remote:
                 # workflow ends on it, once: a failure that reached it ended it there)
                 self.post(other, {"k": "link_gone", "target": str(target),
                                   "other": str(other)}, str(body["from"]))
-                error = self._failure_of(target)
+                error = router.failure_remembered(target)
                 if error is not None:
                     router.linked_exit(other, target, error)
         elif kind == "link_gone":
@@ -625,17 +625,6 @@ class Remote:
             waiting = self.stopping.get(int(body["ref"]))
             if waiting is not None:
                 waiting[1].set()
-
-    def _failure_of(self, pid: Pid) -> ErrorInfo | None:
-        """The error a plain process of this node that ended failed with, if this node
-        remembers its end (``Router.exit_of``); ``None`` for a return, for an end by
-        this node's close (no failure elsewhere), or for an end it no longer knows."""
-        router = self.router
-        try:
-            _result, error = router.exit_of(pid)
-        except ProcessError:
-            return None
-        return None if error is router.shutdown_reason else error
 
     # ------------------------------------------------------------ losing a node
     def node_gone(self, name: str, prefix: str | None) -> None:

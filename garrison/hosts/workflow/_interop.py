@@ -91,7 +91,7 @@ class Interop(WorkflowCore):
           ``LINK_DOWN`` ``noproc`` when trapping (same rule); a link that does not trap
           is dropped (the process may have returned: a link ends quietly then, and
           that is not journaled), unless this node remembers that the process failed
-          (:meth:`_failure_remembered`: in a cluster, its failure went to the node
+          (``failure_remembered``: in a cluster, its failure went to the node
           that ran the workflow, lost since): a linked failure with that error;
         - in a cluster, a plain process of another live node is not lost: that node
           is asked again (:meth:`_watch_again`), and answers ``noproc`` only if it has
@@ -149,7 +149,7 @@ class Interop(WorkflowCore):
                 # workflow then, lost since: a failure that reached it ended it there)
                 if self.trap_links:
                     failed.append((pid, noproc(pid)))
-                elif (error := self._failure_remembered(pid)) is not None:
+                elif (error := self.node.failure_remembered(pid)) is not None:
                     failed.append((pid, error))
                 elif self.links:
                     self.links.discard(pid)
@@ -172,17 +172,6 @@ class Interop(WorkflowCore):
             if not (self.trap_links
                     and self._delivered_per_process(EventKind.LINK_DOWN, pid)):
                 self.host.linked_exit(self.pid, pid, error)
-
-    def _failure_remembered(self, pid: Pid) -> ErrorInfo | None:
-        """The error ``pid``, a plain process of this node that ended, failed with, if
-        the node remembers its end (the last ``EXIT_MEMORY``: not one of an earlier run
-        of the node); ``None`` for a return or an end by the node's close."""
-        node = self.node
-        try:
-            _result, error = node.exit_of(pid)
-        except ProcessError:
-            return None
-        return None if error is node.shutdown_reason else error
 
     def _watch_again(self, kind: EventKind, pid: Pid) -> bool:
         """After a recovery: the monitor (``EXIT``) or trapping link (``LINK_DOWN``) of
