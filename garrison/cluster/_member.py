@@ -877,7 +877,9 @@ class ClusterMember:
                     self._round(rounds)
                     rounds += 1
                     due = False
-                    if failing is not None:
+                    if failing is not None and self.store.cut is None and not self.gave_up:
+                        # (a round of a node that stops, its server out of reach, or
+                        # that gave up, returns at once: it did not reach the server)
                         failing = None
                         log.info("node %s: its cluster rounds work again", self.name)
                 except (psycopg.Error, StoreError, OSError) as exc:
