@@ -10,7 +10,7 @@ import pytest
 import trio
 
 import garrison
-from garrison import workflow
+from garrison import process, workflow
 from garrison.persistence import open_store
 
 RUNS: list[str] = []
@@ -222,6 +222,29 @@ async def test_a_parent_with_the_longest_id_starts_children(
     async with garrison.open_node(store=str(tmp_path / "s.db")) as node:
         await node.start_workflow(spawns_a_child, id=wid)
         assert await node.workflow(wid).result() == "child done"
+
+
+async def nests(depth: int) -> str:
+    if depth:
+        await process.spawn(nests, depth - 1, host="workflows")
+    return "spawned"
+
+
+async def test_children_nested_past_the_derived_id_size_say_why(autojump_clock: Any) -> None:
+    """helper-224: 120 levels under a 995-character id, the child at depth 19 failed on
+    an id the user never gave, "1201 bytes long (at most 1200) ... a workflow id is ...
+    at most 1000 bytes": two limits, and the rule of ids given as the way out."""
+    async with garrison.open_node() as node:
+        await node.start_workflow(nests, 120, id="n" * 995)
+        await trio.sleep(5)
+        failed = node.workflows(status="failed")
+        assert len(failed) == 1, failed
+        with pytest.raises(garrison.WorkflowFailed) as info:
+            await node.workflow(failed[0].workflow_id).result()
+    said = str(info.value)
+    assert "invalid child workflow id" in said and "1201 bytes" in said, said
+    assert "a child's id is its parent's with '.N' added" in said, said
+    assert "at most 1000 bytes of UTF-8" not in said, said
 
 
 @garrison.activity

@@ -70,6 +70,11 @@ def check_workflow_id(wid: object, derived: bool = False) -> str:
         raise TypeError(f"a workflow id must be a string, got {type(wid).__name__}: {wid!r}")
     why = id_problem(wid, MAX_DERIVED_BYTES if derived else MAX_KEY_BYTES)
     if why is not None:
+        if derived:  # (the engine made it: the rule of ids given is not the way out)
+            raise ValueError(
+                f"invalid child workflow id {shown(wid)}: {why}; a child's id is its "
+                f"parent's with '.N' added, so children nested this deep need a shorter "
+                f"id at the top (or id= given to a child, at most {MAX_KEY_BYTES} bytes)")
         hint = " (leave id=None for a fresh one)" if not wid else ""
         raise ValueError(f"invalid workflow id {shown(wid)}: {why}; a workflow id is "
                          f"{ID_RULE}{hint}")
