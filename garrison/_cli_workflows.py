@@ -35,7 +35,7 @@ from ._cli_options import CommandGroup, run_with_store
 from ._errors import GarrisonError, NoSuchWorkflow
 from ._store_tools import ToolError, json_arg, when
 from ._targets import exit_is_import_error, is_script, script_spec
-from .persistence import DamagedRecord
+from .persistence import DamagedRecord, WorkflowStatus
 
 
 def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -229,8 +229,6 @@ _DAMAGE_PAGE = 500
 def _statuses(given: list[str]) -> list[str]:
     """The ``--status`` values (repeated or comma-separated), each a workflow status
     (an empty one is refused: it selected the default, silently)."""
-    from .persistence import WorkflowStatus
-
     known = [s.value for s in WorkflowStatus]
     statuses = [s.strip() for arg in given for s in arg.split(",")]
     for status in statuses:
@@ -312,7 +310,8 @@ def _history(store: Any, args: argparse.Namespace) -> None:
             # A seq is taken where an operation starts, and recorded when it finishes;
             # see "Command line" in the README.
             gap = str(expected) if r.seq == expected + 1 else f"{expected}-{r.seq - 1}"
-            table.append((gap, "", "-", "", "", GAP_NOTE))
+            table.append((gap, "", "-", "", "", FINISHED_GAP_NOTE
+                          if WorkflowStatus(rec.status).finished else GAP_NOTE))
         table.append((str(r.seq), _when(r.time), r.kind, r.name or "", str(r.attempts or ""),
                       _outcome_text(r.kind, r.outcome, None if args.wide else 60)))
         expected = r.seq + 1
@@ -345,6 +344,9 @@ def _time_text(seconds: Any) -> str:
 
 #: the OUTCOME shown for sequence numbers without a journal record
 GAP_NOTE = "(no record: still running, or it raised before it was recorded)"
+#: the same, of a workflow that has ended: nothing of it runs any more
+FINISHED_GAP_NOTE = ("(no record: never finished (lost a first(), or not awaited), or it "
+                     "raised before it was recorded)")
 
 
 # ------------------------------------------------------------------ writes

@@ -136,6 +136,15 @@ async def slow(item: str) -> str:
     return item
 
 
+async def side_effects_quiet() -> str:
+    """An activity abandoned to a timer at seq 2 (never recorded), in a completed run."""
+    await reserve("before")
+    abandoned = workflow.start(slow, "abandoned")
+    await workflow.first(abandoned, workflow.timer("1h"))
+    await reserve("after")
+    return "done"
+
+
 async def side_effects(to: str) -> str:
     """Sends, spawns and starts activities: a replay must do none of it."""
     await process.send(to, "hello", {"from": "side_effects"})

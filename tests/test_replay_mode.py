@@ -262,6 +262,22 @@ async def test_a_replay_has_no_effects_and_goes_past_an_abandoned_activity(
         ReplayNode().send_message  # noqa: B018  (any effect is refused)
 
 
+async def test_history_of_a_finished_workflow_says_a_gap_never_finished(
+        tmp_path: Path, autojump_clock: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    """helper-224: the seq of an activity that lost a first() was "still running, or it
+    raised before it was recorded" in the history of a completed workflow."""
+    db = str(tmp_path / "s.db")
+    async with garrison.open_node(store=db) as node:
+        await node.start_workflow(ops_app.side_effects_quiet, id="q")
+        assert (await node.workflow("q").result()).startswith("done")
+    code, out, _err = await trio.to_thread.run_sync(
+        lambda: cli_here(capsys, "--store", db, "history", "q"))
+    assert code == 0, out
+    gap = next(line for line in out.splitlines() if line.startswith("2 "))
+    assert "never finished (lost a first(), or not awaited)" in gap, out
+    assert "still running" not in out, out
+
+
 async def test_replay_stops_at_the_end_of_the_journal_and_catches_code_that_ends_early(
         autojump_clock: Any) -> None:
     async with garrison.open_node() as node:
