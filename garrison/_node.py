@@ -753,7 +753,12 @@ class Node:
                 remote.live = set(member.live_at_join)
                 self._router.remote = remote
                 self._router.cluster_names = ClusterNames(member)
-                member.on_lapsed = self._router.drop_cluster_names
+
+                def on_lapsed(router: Any = self._router, remote: Any = remote) -> None:
+                    router.drop_cluster_names()  # (others may take them now)
+                    remote.lapsed()  # (the other nodes dropped its processes' watches)
+
+                member.on_lapsed = on_lapsed
                 member.on_remote = remote.receive
                 member.on_gone = remote.node_gone
                 member.on_live = remote.set_live

@@ -132,6 +132,85 @@ async def test_links_and_monitors_made_from_a_lost_node_act_on_this_side(
         assert (remote.linked, remote.watched_by) == ({}, {})
 
 
+async def _rejoined(node: Any, b: Node, within: float = 15) -> bool:
+    """Wait until node ``b`` (paused, resumed) is live again under a new incarnation
+    (False if not ``within`` seconds), and ``node`` sees it live again."""
+    with trio.move_on_after(within):
+        while not any(n.name == "b" and n.epoch != b.epoch for n in node.cluster()):
+            await trio.sleep(0.05)
+    if not any(n.name == "b" and n.epoch != b.epoch for n in node.cluster()):
+        return False
+    with trio.fail_after(15):
+        while not any(name == "b" for name, _p in node._router.remote.live):
+            await trio.sleep(0.05)
+    return True
+
+
+@pytest.mark.parametrize("pause", [0.9, 1.5])
+async def test_a_node_whose_lease_lapsed_ends_its_processes_watches_of_others_once(
+        postgres_url: str, nodes: list[Node], pause: float) -> None:
+    """Processes of node b monitored (and linked to) processes of this node; b was
+    paused until its lease lapsed, and joined again. This node dropped b's monitor and
+    link as it took b for lost, but b's processes were never told: their watches could
+    never fire (the watched processes' ends, later, reached nobody). Now b's watchers
+    get ``EXIT`` / ``LINK_DOWN`` ``noconnection`` once, when b takes its own lease for
+    lost, and nothing more when the watched processes end. A monitor made again once
+    the noconnection came holds (this node answered one asked while it still took b
+    for lost with nothing at all: it waited for ever too; and, b paused for less than
+    its lease, this node acted on b's loss when it saw b's old incarnation go, after b
+    joined again: it dropped that new monitor too). ``pause``: in leases (b takes its
+    lease for lost after 3/4 of one; past a whole one this node marks it lost too)."""
+    b = Node.start(postgres_url, "b", LEASE, echo=True)
+    nodes.append(b)
+    async with garrison.open_node(store=postgres_url, name="t", lease=LEASE) as node:
+        got: list[tuple[object, ...]] = []
+
+        async def collector() -> None:
+            async for msg in process.inbox():
+                got.append(tuple(msg.payload))
+
+        async def sink() -> None:
+            process.set_options(trap_links=True)  # (b's loss does not end it)
+            await trio.sleep_forever()
+
+        async def ender(*pids: Pid) -> None:
+            for pid in pids:
+                await process.terminate(pid)
+
+        c, s1, s2, s3 = [await node.spawn(f) for f in (collector, sink, sink, sink)]
+        await node.call("echo", "watch", [str(s1), "monitor", str(c)])
+        await node.call("echo", "watch", [str(s2), "link", str(c)])
+        await node.call("echo", "watch", [str(s3), "monitor+", str(c)])
+        with trio.fail_after(10):
+            while not (node.process_info(s1).monitored_by and node.process_info(s2).links
+                       and node.process_info(s3).monitored_by):
+                await trio.sleep(0.01)
+        b.pause()
+        await trio.sleep(pause * LEASE)
+        b.resume()
+        if not await _rejoined(node, b, within=5 if pause < 1 else 15):
+            pytest.skip("b renewed its lease before it took it for lost (paused for less "
+                        "than a lease)")
+        with trio.fail_after(5):
+            while len([e for e in got if e[0] != "monitor+"]) < 2:
+                await trio.sleep(0.02)
+            while not node.process_info(s3).monitored_by:  # (monitored again)
+                await trio.sleep(0.02)
+        assert node.process_info(s1).monitored_by == frozenset()
+        assert node.process_info(s2).links == frozenset()
+        await node.wait(await node.spawn(ender, s1, s2, s3))
+        with trio.fail_after(5):
+            while ("monitor+", "EXIT", str(s3), "Terminated") not in got:
+                await trio.sleep(0.02)
+        await trio.sleep(0.5)  # (an EXIT of the sinks would come within it)
+        assert sorted(e for e in got if e[0] != "monitor+") == [
+            ("link", "LINK_DOWN", str(s2), "noconnection"),
+            ("monitor", "EXIT", str(s1), "noconnection")], got
+        again = [e for e in got if e[0] == "monitor+"]
+        assert again[-1] == ("monitor+", "EXIT", str(s3), "Terminated"), again
+        assert {e[3] for e in again[:-1]} == {"noconnection"}, again
+
+
 async def test_a_pid_of_a_node_no_longer_in_the_cluster_is_a_dead_pid(
         postgres_url: str) -> None:
     """A monitor, link, call or send to a plain pid of a node that left (or was lost)

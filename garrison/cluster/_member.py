@@ -230,7 +230,7 @@ class ClusterMember:
         self.on_remote: Callable[[list[str]], None] | None = None
         #: a node that was live is gone (lost or left): ``(name, pid prefix)``; also
         #: told of a node asked about (:meth:`check`) that is not live
-        self.on_gone: Callable[[str, str | None], None] | None = None
+        self.on_gone: Callable[[str, str | None, int | None], None] | None = None
         #: the live nodes changed: their ``(name, pid prefix)``s now
         self.on_live: Callable[[set[tuple[str, str | None]]], None] | None = None
         #: nodes (``(name, pid prefix)``) the trio side asks about (:meth:`check`)
@@ -558,8 +558,8 @@ class ClusterMember:
                 elif kind == "live" and self.on_live is not None:
                     self.on_live(data)
                 elif kind == "gone" and self.on_gone is not None:
-                    for name, prefix in data:
-                        self.on_gone(name, prefix)
+                    for name, prefix, epoch in data:
+                        self.on_gone(name, prefix, epoch)
             if (self.draining and not self.host.active and not self._releasing
                     and not self.drained.is_set()):
                 self._releasing = True  # drained once the store says so
@@ -1116,8 +1116,10 @@ class ClusterMember:
         self._expiry = time.monotonic() + soonest
         left = {epoch: info for epoch, info in self._live.items()
                 if epoch not in live and epoch != pg.epoch}
-        gone = [(info.get("name"), info.get("prefix")) for info in left.values()]
-        gone += [key for key in asked if key not in keys and key not in gone]
+        gone: list[tuple[Any, Any, int | None]] = [
+            (info.get("name"), info.get("prefix"), epoch) for epoch, info in left.items()]
+        gone += [(*key, None) for key in asked if key not in keys
+                 and not any(key == (n, p) for n, p, _e in gone)]
         self._live = live
         # every node tells of the nodes that left its view (lost, whoever marked them,
         # or left), and of those it marked lost that it never saw live

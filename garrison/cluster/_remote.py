@@ -39,7 +39,7 @@ from __future__ import annotations
 import json
 import logging
 import secrets
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Iterable
 from typing import Any
 
@@ -72,6 +72,20 @@ _INF = float("inf")
 def noconnection(pid: Pid, node: str) -> ErrorInfo:
     """The reason given for a process of a node that was lost."""
     return ErrorInfo("noconnection", f"the node {node} of process {pid} was lost")
+
+
+def lost_here(target: Pid, other: Pid, here: str) -> ErrorInfo:
+    """The reason given to ``other``, of a node this one (``here``) takes for lost, for
+    a monitor of (or link to) ``target``, a process here, that it asked for."""
+    node = other.id.rpartition("@")[2]
+    return ErrorInfo("noconnection", f"process {target} is on node {here}, which takes "
+                     f"node {node} (of process {other}) for lost")
+
+
+def cut_off(pid: Pid, node: str, here: str) -> ErrorInfo:
+    """The reason given for a process of another node when this node's lease lapsed."""
+    return ErrorInfo("noconnection", f"this node {here}'s lease lapsed (it was cut off "
+                     f"from the cluster): process {pid} of node {node} is out of reach")
 
 
 def _plain(value: Any) -> Any:
@@ -185,6 +199,11 @@ class Remote:
         #: in the order sent, until the membership thread says which (``(to, body,
         #: counted)``: ``counted``, the router counts it then, see :meth:`send`)
         self.held: dict[tuple[str, str], list[tuple[Pid, dict[str, Any], bool]]] = {}
+        #: this node's lease lapsed: what it tells the other nodes (``(node, body)``),
+        #: before anything else it sends them (:meth:`lapsed`)
+        self.notices: deque[tuple[str, str]] = deque()
+        #: node epochs whose loss was acted on here (:meth:`node_gone`), latest last
+        self.acted: OrderedDict[int, None] = OrderedDict()
 
     # ------------------------------------------------------------ routing
     def node_of(self, pid: Pid) -> str | None:
@@ -310,9 +329,23 @@ class Remote:
     # ------------------------------------------------------------ sending
     def post(self, to: Pid, body: dict[str, Any], node: str | None = None) -> bool:
         """Send ``body`` to the node of ``to`` (``node``: that one; at most once); False
-        if it could not."""
-        node = node or to.id.rpartition("@")[2]
-        text = json.dumps(body, separators=(",", ":"))
+        if it could not. What :meth:`lapsed` has still to tell goes first."""
+        if self.notices and not self._tell_notices():
+            return False
+        return self._notify(node or to.id.rpartition("@")[2],
+                            json.dumps(body, separators=(",", ":")))
+
+    def _tell_notices(self) -> bool:
+        """Send what :meth:`lapsed` has still to tell the other nodes; False if the
+        store did not take it (the next post tries again, before its own)."""
+        while self.notices:
+            node, text = self.notices[0]
+            if not self._notify(node, text):
+                return False
+            self.notices.popleft()
+        return True
+
+    def _notify(self, node: str, text: str) -> bool:
         channel = self.member.pg.node_channel(node)
         try:
             conn = self._connection()
@@ -551,7 +584,11 @@ class Remote:
             target, watcher = Pid.parse(body["target"]), Pid.parse(body["watcher"])
             plain = self._kept(watcher, target)
             if plain and self._key(watcher) in self.gone:
-                return  # its node went since it asked: nobody to tell
+                # its node is lost here (it may be gone, or cut off and joining again:
+                # then its watcher must hear, else it waits for ever): EXIT noconnection
+                self.deliver_event(watcher, Event(EventKind.EXIT, target, None,
+                                                  lost_here(target, watcher, self.name)))
+                return
             if router.monitor(target, watcher):
                 if plain:
                     self.watched_by.setdefault(watcher, set()).add(target)
@@ -573,7 +610,9 @@ class Remote:
             target, other = Pid.parse(body["target"]), Pid.parse(body["other"])
             plain = self._kept(other, target)
             if plain and self._key(other) in self.gone:
-                return  # its node went since it asked: as if it had ended before
+                # its node is lost here (as for a monitor): a linked failure noconnection
+                self.linked_exit(other, target, lost_here(target, other, self.name))
+                return
             if router.link(target, other):
                 if plain:  # two-way: kept here too, so that a lost node's links act here
                     self.linked.setdefault(other, set()).add(target)
@@ -625,13 +664,68 @@ class Remote:
             waiting = self.stopping.get(int(body["ref"]))
             if waiting is not None:
                 waiting[1].set()
+        elif kind == "lapsed":  # (see :meth:`lapsed`: sent before anything newer)
+            self.node_gone(str(body["node"]), body.get("prefix"), int(body["epoch"]))
 
     # ------------------------------------------------------------ losing a node
-    def node_gone(self, name: str, prefix: str | None) -> None:
-        """Node ``name`` (its pids start with ``prefix``) was lost or left: monitors of
-        its processes get ``EXIT`` ``noconnection``, links (made from either side) act,
-        calls fail, its processes' monitors of local ones go; its pids are dead pids
-        from now on (until it is seen live again: a lapsed lease, joined again)."""
+    def lapsed(self) -> None:
+        """This node's lease lapsed (by the server's answer or its own clock): the
+        other nodes take it for lost, or will (its old incarnation leaves their view
+        when it joins again, if not before), and drop what its processes had of theirs.
+        So its plain processes' monitors of other nodes' processes get ``EXIT``
+        ``noconnection`` now, their links to them act as a linked failure
+        ``noconnection``, their calls waiting on them fail, and the other nodes'
+        monitors of its processes go (those watchers get ``noconnection`` there): each
+        watch ends once, here and there, and one made again after this holds. Else
+        they waited for ever on watches the other side had dropped (or got a second
+        ``EXIT`` from here). Every other node is told too (``lapsed``), before anything
+        else this node sends it: it acts on the loss then, before the watches made
+        again reach it, and not again when it sees this incarnation go (with nothing
+        sent, it acts when it sees it go)."""
+        member = self.member
+        epoch, prefix = member.epoch, member.info.get("prefix")
+        if epoch is not None:
+            text = json.dumps({"k": "lapsed", "node": self.name, "prefix": prefix,
+                               "epoch": epoch}, separators=(",", ":"))
+            for other in sorted({n for n, _p in self.live if n != self.name}):
+                self.notices.append((other, text))
+        router = self.router
+
+        def plain(local: Pid) -> bool:  # (a workflow moves: its watches go with it)
+            host = router.hosts.get(router.aliases.get(local.host, local.host))
+            return host is not None and not host.durable
+
+        def node(pid: Pid) -> str:
+            return pid.id.rpartition("@")[2]
+
+        for table in (self.watching, self.linked):
+            for pid in list(table):
+                locals_ = table.pop(pid)
+                kept = {local for local in locals_ if not plain(local)}
+                if kept:
+                    table[pid] = kept
+                for local in sorted(locals_ - kept, key=str):
+                    why = cut_off(pid, node(pid), self.name)
+                    if table is self.watching:
+                        router.deliver_event(local, Event(EventKind.EXIT, pid, None, why))
+                    else:
+                        router.linked_exit(local, pid, why)
+        for pid in list(self.watched_by):
+            for target in self.watched_by.pop(pid):
+                router.demonitor(target, pid)
+        for pid in list(self.peers):
+            why = cut_off(pid, node(pid), self.name)
+            self.peers.pop(pid).fail_callers(f"call to {pid} failed: {why}", why)
+        # (the notices go with the next post, before it: not now, on this thread, where
+        # a link to the server that holds its bytes would hold the whole node up)
+
+    def node_gone(self, name: str, prefix: str | None, epoch: int | None = None) -> None:
+        """Node ``name`` (its pids start with ``prefix``; ``epoch``: its incarnation, if
+        known) was lost or left: monitors of its processes get ``EXIT``
+        ``noconnection``, links (made from either side) act, calls fail, its processes'
+        monitors of local ones go (once per incarnation: that node tells of its own
+        lapsed lease, and this one sees the incarnation go later); its pids are dead
+        pids from now on (until it is seen live again: a lapsed lease, joined again)."""
         if prefix is not None and (name, prefix) not in self.live:
             self.gone[(name, prefix)] = None
             self.gone.move_to_end((name, prefix))
@@ -641,6 +735,12 @@ class Remote:
             for key in [k for k in self.held if k[0] == name and k not in self.live
                         and (prefix is None or k[1] == prefix)]:
                 self._release_held(key, False)
+        if epoch is not None:
+            if epoch in self.acted:  # (acted on already: the watches made since hold)
+                return
+            self.acted[epoch] = None
+            while len(self.acted) > _GONE_MEMORY:
+                self.acted.popitem(last=False)
 
         def gone(pid: Pid) -> bool:
             if pid.id.rpartition("@")[2] != name:

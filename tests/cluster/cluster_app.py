@@ -114,7 +114,7 @@ async def echo() -> None:
     """A plain process known to the whole cluster as ``echo``: a ``call`` is answered
     with its payload, a ``send`` goes back to its sender, ``slow`` is never answered;
     a call ``linker`` starts a :func:`linker` and answers its pid, a call ``quitter`` a
-    :func:`quitter`."""
+    :func:`quitter`, a call ``watch`` (``[target, how, to]``) a :func:`reporter`."""
     process.register("echo", scope="cluster")
     async for msg in process.inbox():
         if msg.topic == "call":
@@ -125,6 +125,22 @@ async def echo() -> None:
             await msg.reply(str(await process.spawn(linker)))
         elif msg.topic == "quitter":
             await msg.reply(str(await process.spawn(quitter)))
+        elif msg.topic == "watch":
+            await msg.reply(str(await process.spawn(reporter, *msg.payload)))
+
+
+async def reporter(target: str, how: str, to: str) -> None:
+    """Monitors ``target`` (``how`` ``monitor``) or links to it (trapping links), and
+    sends ``to`` each event it gets (topic ``event``: ``[how, kind, pid, error type]``);
+    ``monitor+``: monitors it again after each ``noconnection``."""
+    process.set_options(trap_links=True)
+    (process.link if how == "link" else process.monitor)(target)
+    async for ev in process.events():
+        why = ev.error.type if ev.error else None
+        await process.send(to, "event", [how, ev.kind.value, str(ev.pid), why])
+        if how == "monitor+" and why == "noconnection":
+            await trio.sleep(0.05)
+            process.monitor(target)
 
 
 async def quitter() -> str:
