@@ -211,6 +211,64 @@ async def test_a_node_whose_lease_lapsed_ends_its_processes_watches_of_others_on
         assert {e[3] for e in again[:-1]} == {"noconnection"}, again
 
 
+async def test_a_rejoined_nodes_old_pids_are_live_again_and_old_watches_end_once(
+        postgres_url: str, nodes: list[Node]) -> None:
+    """Node b was paused past its lease: this node's monitor of a process of b got
+    ``EXIT`` ``noconnection`` and a send to it was a dead letter. b was not restarted:
+    its processes ran on, and once it joined again their pids are live again (a call
+    is answered, a new monitor gets the real ``EXIT``). b kept the monitor from before
+    its loss, so the process's end gave that watcher a second ``EXIT``; now b drops it
+    when it takes its own lease for lost."""
+    b = Node.start(postgres_url, "b", LEASE, echo=True)
+    nodes.append(b)
+    async with garrison.open_node(store=postgres_url, name="t", lease=LEASE) as node:
+        seen: list[tuple[object, ...]] = []
+
+        watching = trio.Event()
+
+        async def watcher(target: Pid) -> None:
+            process.monitor(target)
+            watching.set()
+            async for ev in process.events():
+                seen.append((ev.kind, ev.error.type if ev.error else None, ev.result))
+
+        again = trio.Event()
+
+        async def watch_once(target: Pid) -> tuple[object, ...]:
+            process.monitor(target)
+            again.set()
+            ev = await process.events().receive()
+            return ev.kind, ev.error.type if ev.error else None, ev.result
+
+        echo = node.lookup("echo")
+        assert echo is not None and echo.id.endswith("@b"), echo
+        q = Pid.parse(await node.call("echo", "quitter", None))
+        await node.spawn(watcher, q)
+        await watching.wait()
+        assert await node.call(echo, "call", 1) == 1  # (after the monitor, on one channel)
+        b.pause()
+        try:
+            with trio.fail_after(2 * LEASE + 10):
+                while not seen:
+                    await trio.sleep(0.02)
+            assert seen == [(EventKind.EXIT, "noconnection", None)]
+            before = node.stats()["dead_letters"]
+            await node.send(q, "lost", 1)  # (a dead pid while b is lost)
+            assert node.stats()["dead_letters"] == before + 1
+        finally:
+            b.resume()
+        await _rejoined(node, b)
+        with trio.fail_after(10):
+            assert await node.call(echo, "call", 2) == 2
+            w2 = await node.spawn(watch_once, q)
+            await again.wait()
+            assert await node.call(echo, "call", 3) == 3  # (the monitor reached b)
+            await node.send(q, "bye", 1)
+            assert await node.wait(w2) == (EventKind.EXIT, None, "done")
+        await trio.sleep(0.3)  # (a second EXIT to the first watcher would come within it)
+        assert seen == [(EventKind.EXIT, "noconnection", None)]
+
+
 async def test_a_pid_of_a_node_no_longer_in_the_cluster_is_a_dead_pid(
         postgres_url: str) -> None:
     """A monitor, link, call or send to a plain pid of a node that left (or was lost)
