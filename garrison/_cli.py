@@ -550,7 +550,7 @@ def _sessions(args: argparse.Namespace) -> dict[str, Any]:
 
 def _console_problem(bind: str | None, token: str | None, option: str,
                      forwarded_allow_ips: str | None, sessions: dict[str, Any],
-                     binds: list[tuple[str, str, int, bool]]) -> str | None:
+                     binds: list[tuple[str, str, int, str]]) -> str | None:
     """Why the console cannot be served on ``bind`` (given as ``option``), or ``None``;
     checked before anything starts. Its address joins ``binds`` (for
     :func:`bind_problems`, once every address is known)."""
@@ -572,7 +572,7 @@ def _console_problem(bind: str | None, token: str | None, option: str,
         host, port, _loopback = check_bind(bind, token, forwarded_allow_ips, cli=True)
     except ValueError as exc:
         return str(exc).replace("--bind", option, 1)
-    binds.append((f"the console on {bind}", host, port, False))
+    binds.append((f"the console on {bind}", host, port, "hypercorn"))
     if sessions:
         from .console import check_sessions
 
@@ -584,7 +584,7 @@ def _console_problem(bind: str | None, token: str | None, option: str,
     return None
 
 
-def _metrics_problem(bind: str | None, binds: list[tuple[str, str, int, bool]]
+def _metrics_problem(bind: str | None, binds: list[tuple[str, str, int, str]]
                      ) -> str | None:
     """Why ``--metrics`` cannot be served on ``bind``, or ``None``; checked before
     anything starts. Its address joins ``binds``."""
@@ -600,7 +600,7 @@ def _metrics_problem(bind: str | None, binds: list[tuple[str, str, int, bool]]
                 f"({exc.name} is missing)")
     except ValueError as exc:
         return str(exc)
-    binds.append((f"metrics on {bind}", host, port, True))
+    binds.append((f"metrics on {bind}", host, port, "trio"))
     return None
 
 
@@ -734,7 +734,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     token = args.token or os.environ.get("GARRISON_UI_TOKEN") or None
     problem = ("--token is an option of the console (--ui)"
                if args.token is not None and args.ui is None else None)
-    binds: list[tuple[str, str, int, bool]] = []
+    binds: list[tuple[str, str, int, str]] = []
     problem = (problem or _main_problem(args.main, config, target)
                or _store_problem(args.store, config)
                or _console_problem(args.ui, token, "--ui", args.forwarded_allow_ips,
@@ -805,7 +805,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
     from ._store_tools import ToolError, open_store
 
     token = args.token or os.environ.get("GARRISON_UI_TOKEN") or None
-    binds: list[tuple[str, str, int, bool]] = []
+    binds: list[tuple[str, str, int, str]] = []
     problem = _console_problem(args.bind, token, "--bind", args.forwarded_allow_ips,
                                _sessions(args), binds) or bind_problems(binds)
     if problem is not None:

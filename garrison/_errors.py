@@ -5,6 +5,7 @@ Every error a user can catch is importable from ``garrison`` itself.
 
 from __future__ import annotations
 
+import copy as _copy
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -17,14 +18,26 @@ class GarrisonError(Exception):
 
 
 def raised_again(exc: BaseException) -> BaseException:
-    """A copy of ``exc`` (its type, message, attributes and cause) with no traceback, to
-    raise once more: an error kept and raised to many callers (a store's failure to
-    every workflow of its batch, a blocked workflow's error to each ``result()``) would
-    gather every raise's frames in its one traceback, and callers' tasks switching in
-    between would mix them."""
-    copy = type(exc).__new__(type(exc))
-    copy.args = exc.args
-    copy.__dict__.update(vars(exc))
+    """A copy of ``exc`` (its type, message, attributes, notes and cause) with no
+    traceback, to raise once more: an error kept and raised to many callers (a store's
+    failure to every workflow of its batch, a blocked workflow's error to each
+    ``result()``) would gather every raise's frames in its one traceback, and callers'
+    tasks switching in between would mix them. ``exc`` itself when it cannot be copied."""
+    copy: BaseException
+    try:
+        if isinstance(exc, OSError | BaseExceptionGroup):
+            # (rebuilt by the constructor, as pickle does: errno, strerror and filename,
+            # or the group's exceptions)
+            copy = _copy.copy(exc)
+        else:  # (no __init__ again: garrison's errors format their arguments there)
+            copy = type(exc).__new__(type(exc))
+            copy.args = exc.args
+            copy.__dict__.update(vars(exc))
+    except Exception:
+        return exc
+    notes = getattr(exc, "__notes__", None)
+    if isinstance(notes, list):
+        copy.__notes__ = list(notes)
     copy.__cause__ = exc.__cause__
     copy.__suppress_context__ = exc.__suppress_context__
     return copy

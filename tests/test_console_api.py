@@ -1857,6 +1857,39 @@ async def test_the_node_page_builds_only_the_processes_it_shows(
         assert count(view["tree"]) == 50
 
 
+def test_the_trial_binds_skip_an_address_family_the_kernel_lacks_and_blame_only_the_same(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """helper-228: the trial bind of every --ui/--metrics address crashed on a host with
+    IPv6 off in its kernel whose 'localhost' still resolves to ::1 (trio's listeners skip
+    that family); and another program holding the port of one address was blamed on
+    the command's other option when only the ports matched."""
+    import errno
+    import socket
+
+    from garrison._bind import bind_problems
+
+    real = socket.socket
+
+    def no_ipv6(family: int = socket.AF_INET, *args: object) -> socket.socket:
+        if family == socket.AF_INET6:
+            raise OSError(errno.EAFNOSUPPORT, "Address family not supported by protocol")
+        return real(family, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *a, **k: [
+        (socket.AF_INET6, socket.SOCK_STREAM, 6, "", ("::1", 0, 0, 0)),
+        (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", 0))])
+    monkeypatch.setattr(socket, "socket", no_ipv6)
+    assert bind_problems([("metrics on localhost:0", "localhost", 0, "trio")]) is None
+    monkeypatch.undo()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        said = bind_problems([("the console on 127.0.0.2:P", "127.0.0.2", port, "hypercorn"),
+                              ("metrics on 127.0.0.1:P", "127.0.0.1", port, "trio")])
+    assert said == "cannot serve metrics on 127.0.0.1:P: Address already in use", said
+
+
 def test_garrison_run_refuses_a_taken_address_and_a_token_without_ui_before_starting(
         tmp_path: Path, capsys: pytest.CaptureFixture[str],
         monkeypatch: pytest.MonkeyPatch) -> None:
@@ -1894,9 +1927,8 @@ def test_garrison_run_refuses_a_taken_address_and_a_token_without_ui_before_star
                  "garrison run: --token is an option of the console (--ui)"),
                 # helper-223: these were tried only after the node had run its services
                 # and resumed its workflows (exit 2, "the node did not start")
-                (["--metrics", "nonexistent.invalid:9464"],
-                 "garrison run: cannot serve metrics on nonexistent.invalid:9464: Name or "
-                 "service not known"),
+                (["--metrics", "nonexistent.invalid:9464"],  # (the resolver's reason)
+                 "garrison run: cannot serve metrics on nonexistent.invalid:9464: "),
                 (["--metrics", "192.0.2.1:9464"],  # (no interface of this machine's)
                  "garrison run: cannot serve metrics on 192.0.2.1:9464: Cannot assign "
                  "requested address"),

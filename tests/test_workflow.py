@@ -1747,3 +1747,14 @@ async def test_a_receive_awaited_by_another_workflow_is_refused(
     assert await node.workflow("A").result() == "A got 1"
     said = await node.workflow("C").result()
     assert "workflow 'A'" in said and "another trio task" in said, said
+    # (helper-228: once A had ended, C's await of its receive waited for ever)
+    await node.start_workflow(leaves_a_receive, id="A2")
+    assert await node.workflow("A2").result() == "left"
+    await node.start_workflow(awaits_anothers_receive, id="C2")
+    said = await node.workflow("C2").result()
+    assert "workflow 'A2', whose run has ended here" in said, said
+
+
+async def leaves_a_receive() -> str:
+    SHARED_RECEIVES["r"] = process.inbox().receive()
+    return "left"

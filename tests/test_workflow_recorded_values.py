@@ -509,3 +509,30 @@ async def test_a_store_failure_raised_to_many_callers_keeps_a_short_traceback(
                 assert "disk is full" in str(info.value)
         assert len(set(lengths)) == 1, lengths
         monkeypatch.undo()
+
+
+def test_an_error_raised_again_is_a_whole_copy() -> None:
+    """helper-228: the copy kept the message and attributes of garrison's errors, but an
+    OSError lost its errno and filename, a group could not be copied (the copy's error
+    would have replaced it), and the notes were the original's list."""
+    from garrison._errors import raised_again
+
+    error = garrison.StoreError("s.db", "boom")
+    error.add_note("first")
+    copy = raised_again(error)
+    copy.add_note("second")
+    assert (str(copy), copy.path, type(copy)) == (str(error), "s.db", garrison.StoreError)
+    assert error.__notes__ == ["first"] and copy.__notes__ == ["first", "second"]
+    disk = raised_again(OSError(28, "No space left on device", "/x"))
+    assert isinstance(disk, OSError) and (disk.errno, disk.filename) == (28, "/x")
+    group = raised_again(ExceptionGroup("g", [ValueError(1)]))
+    assert isinstance(group, ExceptionGroup) and len(group.exceptions) == 1
+
+    class Odd(Exception):
+        __slots__ = ()
+
+        def __new__(cls, *args: object) -> Odd:
+            raise RuntimeError("no")
+
+    odd = Odd.__base__.__new__(Odd)  # type: ignore[union-attr]
+    assert raised_again(odd) is odd  # (cannot be copied: raised as it is)

@@ -522,6 +522,10 @@ class WorkflowCore(Caller, WorkflowScope):
             raise NotInProcess(f"{what} cannot be used inside an activity of workflow "
                                f"{self.wid!r}: activities are plain code")
         task = self.task
+        if task is None and self.exited.is_set():  # (its handle, kept by other code)
+            raise NotInProcess(f"{what} of workflow {self.wid!r}, whose run has ended "
+                               "here: durable calls must come from the workflow function "
+                               "itself, while it runs")
         if task is not None and _trio_fast.current_task() is not task:
             # a task of the code's own nursery: the order its calls take journal seqs in
             # is trio's scheduling, which a replay does not repeat

@@ -262,9 +262,10 @@ class Receives(WorkflowCore):
 
     async def _await_receive(self, r: PendingReceive) -> Any:
         task = self.task
-        if task is not None and _trio_fast.current_task() is not task:
-            # another workflow's (or a nursery's) task: the item would reach it too,
-            # unrecorded in its own journal
+        if (task is None and self.exited.is_set()) or (
+                task is not None and _trio_fast.current_task() is not task):
+            # another workflow's (or a nursery's) task, or any once this one has ended:
+            # the item would reach it, unrecorded in its own journal
             self._op("an await of a receive")
         if not r.resolved and self.cursor.replaying:
             self.cancelled_at_await(r.seq)  # (the first run met a cancel at this await)
