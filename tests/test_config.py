@@ -494,14 +494,21 @@ BAD: list[tuple[str, str, list[str]]] = [
         "restart-delay-infinite",
         HEAD + PROC + "  - {name: s, kind: process.service, process: p, "
         "lifecycle: {restart: {initial_delay: .inf}}}\n",
-        ["field 'lifecycle.restart.initial_delay': expected a finite duration (a restart "
-         "that waits for ever neither restarts nor gives up), got inf"],
+        ["field 'lifecycle.restart.initial_delay': expected a duration of at most 100 "
+         "years (a restart that waits for ever neither restarts nor gives up), got inf"],
     ),
     (
         "restart-max-delay-infinite",
         HEAD + PROC + "  - {name: s, kind: process.service, process: p, "
         "lifecycle: {restart: {max_delay: .inf}}}\n",
-        ["field 'lifecycle.restart.max_delay': expected a finite duration"],
+        ["field 'lifecycle.restart.max_delay': expected a duration of at most 100 years"],
+    ),
+    (  # (helper-229: "ok" from garrison check, then a service in backoff for good)
+        "restart-delay-huge",
+        HEAD + PROC + "  - {name: s, kind: process.service, process: p, "
+        "lifecycle: {restart: {max_delay: 1e300}}}\n",
+        ["field 'lifecycle.restart.max_delay': expected a duration of at most 100 years",
+         "got 1e+300"],
     ),
     (  # (YAML read a number: it said nothing of quoting)
         "name-a-number",

@@ -167,6 +167,23 @@ def test_supervisor_validation() -> None:
     with pytest.raises(TypeError, match="ChildSpec"):
         Supervisor([("a", worker)])  # type: ignore[list-item]
     assert Supervisor([], within="1m").within == 60.0
+    # helper-229: a backoff that could never work was accepted and failed the whole
+    # supervisor at its first restart; a delay of 1e300 s waited for ever all the same
+    with pytest.raises(ValueError, match=r"^invalid backoff 1e\+300: a restart that waits "
+                       r"more than 100 years"):
+        Supervisor([], backoff=1e300)
+
+    async def later(attempt: int) -> float:
+        return 1.0
+
+    with pytest.raises(TypeError, match=r"^backoff=.*later.*: expected a plain function of "
+                       r"the restart's attempt number returning a duration; an async "
+                       r"function's coroutine is no duration"):
+        Supervisor([], backoff=later)
+    with pytest.raises(TypeError, match=r"^backoff=.*<lambda>: expected a plain function of "
+                       r"the restart's attempt number .*it takes no attempt number"):
+        Supervisor([], backoff=lambda: 1)
+    Supervisor([], backoff=lambda attempt, *rest: 1)  # (one positional argument: fine)
 
 
 # ----------------------------------------------------------------------------- start / stop
@@ -1467,3 +1484,29 @@ async def test_a_transient_child_ended_by_a_siblings_orderly_stop_is_not_restart
     said = [r.getMessage() for r in caplog.records]
     assert any("p: ended (Shutdown: stopped by its supervisor 'sup'" in m
                and "not restarted (transient)" in m for m in said), said
+
+
+async def _crashes() -> None:
+    await trio.sleep(0.1)
+    raise RuntimeError("crash")
+
+
+async def test_a_child_waiting_for_its_restart_is_said_to_wait_not_to_run(
+        autojump_clock: Any, node: garrison.Node) -> None:
+    """helper-229: a child waiting out its backoff showed pid None, and restart_child
+    and delete_child refused it as "running"."""
+    sup = Supervisor([ChildSpec("b", _crashes)], backoff="2s", max_restarts=10,
+                     within="1m")
+    await start(node, sup)
+    await trio.sleep(1)  # (crashed at 0.1 s; restarts at 2.1 s)
+    assert sup.which_children() == [("b", None, "permanent")]
+    with pytest.raises(ValueError, match=r"child 'b' of supervisor .* is waiting for its "
+                       r"restart \(backoff\): it restarts by itself then \(terminate_child "
+                       r"it first to restart it now\)"):
+        await sup.restart_child("b")
+    with pytest.raises(ValueError, match=r"child 'b' of supervisor .* is waiting for its "
+                       r"restart \(backoff\); terminate_child it first"):
+        await sup.delete_child("b")
+    await sup.terminate_child("b")
+    await sup.delete_child("b")
+    assert sup.which_children() == []

@@ -58,12 +58,17 @@ def _non_negative(inst: object, attribute: attrs.Attribute[Any], value: object) 
         raise _FieldProblem(attribute.name, "a non-negative duration", value)
 
 
+#: the longest restart delay (seconds: 100 years; a supervisor's ``MAX_BACKOFF`` too)
+MAX_RESTART_DELAY = 100 * 365 * 86400.0
+
+
 def _finite_delay(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    """A restart delay: one that never ends would neither restart nor give up."""
+    """A restart delay: one that never ends would neither restart nor give up (nor
+    one of 1e300 seconds: at most 100 years)."""
     _non_negative(inst, attribute, value)
-    if _is_number(value) and math.isinf(value):
-        raise _FieldProblem(attribute.name, "a finite duration (a restart that waits for "
-                            "ever neither restarts nor gives up)", value)
+    if _is_number(value) and value > MAX_RESTART_DELAY:
+        raise _FieldProblem(attribute.name, "a duration of at most 100 years (a restart "
+                            "that waits for ever neither restarts nor gives up)", value)
 
 
 def _at_least_initial_delay(inst: Any, attribute: attrs.Attribute[Any], value: object) -> None:

@@ -65,6 +65,31 @@ STRATEGIES = ("one_for_one", "one_for_all", "rest_for_one")
 BRUTAL_KILL = "brutal_kill"
 #: ``ChildSpec(shutdown=INFINITY)``: wait for the child to stop after ``CANCEL``, forever
 INFINITY = "infinity"
+#: the longest backoff a restart may wait (seconds: 100 years)
+MAX_BACKOFF = 100 * 365 * 86400.0
+#: why a longer one is refused
+_TOO_LONG = ("a restart that waits more than 100 years neither restarts nor gives up; "
+             "give a shorter delay, or max_restarts=0 to give up at once")
+
+
+def _check_backoff_function(backoff: Any) -> None:
+    """``TypeError`` for a ``backoff`` callable that can never give a delay: an async
+    function (its coroutine is no duration) or one that takes no attempt number; found
+    when the supervisor is made, not at its first restart, which it would fail."""
+    name = getattr(backoff, "__qualname__", None) or repr(backoff)
+    expected = (f"backoff={name}: expected a plain function of the restart's attempt "
+                "number returning a duration")
+    if inspect.iscoroutinefunction(backoff):
+        raise TypeError(f"{expected}; an async function's coroutine is no duration")
+    try:
+        inspect.signature(backoff).bind(1)
+    except TypeError:
+        raise TypeError(f"{expected}; it takes no attempt number (backoff(1) would "
+                        "fail)") from None
+    except ValueError:  # (no signature to read: a builtin; its call will say)
+        pass
+
+
 #: why an infinite backoff is refused
 _FOREVER = ("a restart that waits for ever neither restarts nor gives up; give a finite "
             "duration (or restart='temporary': no restart)")
@@ -486,8 +511,12 @@ class Supervisor:
             self._backoff_seconds = parse_duration(backoff, what="backoff")
             if math.isinf(self._backoff_seconds):
                 raise ValueError(f"invalid backoff {backoff!r}: {_FOREVER}")
+            if self._backoff_seconds > MAX_BACKOFF:
+                raise ValueError(f"invalid backoff {backoff!r}: {_TOO_LONG}")
         else:
             self._backoff_seconds = 0.0
+            if backoff is not None:
+                _check_backoff_function(backoff)
         if name is not None and (not isinstance(name, str) or not name):
             raise ValueError(f"invalid supervisor name {name!r}: expected a non-empty string")
         self.children: tuple[ChildSpec, ...] = specs
@@ -772,6 +801,8 @@ class Supervisor:
             seconds = parse_duration(value, what="backoff delay")
             if math.isinf(seconds):
                 raise ValueError(_FOREVER)
+            if seconds > MAX_BACKOFF:
+                raise ValueError(_TOO_LONG)
         except ValueError as exc:
             raise SupervisorError(f"{self._backoff_failed(child_id, attempt, window)} "
                                   f"returned {value!r}: {exc}") from None
@@ -1000,15 +1031,25 @@ class Supervisor:
             return None
         if op == "restart_child":
             if child.active:
-                raise ValueError(f"child {arg!r} of supervisor {self._who()} is running")
+                raise ValueError(f"child {arg!r} of supervisor {self._who()} "
+                                 f"{self._state_of(child)}" + (
+                                     "" if child.pid is not None else
+                                     ": it restarts by itself then (terminate_child it "
+                                     "first to restart it now)"))
             return await self._start(child)
         if op == "delete_child":
             if child.active:
-                raise ValueError(f"child {arg!r} of supervisor {self._who()} is running; "
-                                 "terminate_child it first")
+                raise ValueError(f"child {arg!r} of supervisor {self._who()} "
+                                 f"{self._state_of(child)}; terminate_child it first")
             self._children.remove(child)
             return None
         raise AssertionError(op)
+
+    @staticmethod
+    def _state_of(child: _Child) -> str:
+        """``is running``, or ``is waiting for its restart (backoff)`` (its pid is
+        ``None`` then, in ``which_children``)."""
+        return "is running" if child.pid is not None else "is waiting for its restart (backoff)"
 
     def _fail_requests(self, recv: trio.MemoryReceiveChannel[_Item]) -> None:
         """The run is over: answer every request it did not handle with an error."""
