@@ -598,6 +598,17 @@ def _whole_number(text: str) -> int:
     return int(text)
 
 
+def _keys_once(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = dict(pairs)
+    if len(out) < len(pairs):
+        seen: set[str] = set()
+        for key, _value in pairs:
+            if key in seen:
+                raise ValueError(f"the key {key[:40]!r} appears twice in one object")
+            seen.add(key)
+    return out
+
+
 def _check_text(value: Any) -> None:
     """``ValueError`` for a string (or key) that is not valid Unicode text: a lone
     surrogate, which JSON can escape but no store can hold."""
@@ -619,10 +630,14 @@ def _check_text(value: Any) -> None:
 
 def strict_json(text: str | bytes) -> Any:
     """``text`` parsed as JSON that a store can hold: finite numbers (no ``NaN``,
-    ``Infinity`` or ``1e400``), valid text; ``ValueError`` naming what is wrong."""
+    ``Infinity`` or ``1e400``), valid text, each key once in an object (the last of
+    two would win, where another reader may take the first), bytes in UTF-8 (no other
+    encoding guessed, no byte-order mark); ``ValueError`` naming what is wrong."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8")  # (UnicodeDecodeError: a ValueError, naming the byte)
     try:
         value = json.loads(text, parse_constant=_no_constant, parse_float=_finite_float,
-                           parse_int=_whole_number)
+                           parse_int=_whole_number, object_pairs_hook=_keys_once)
     except RecursionError:
         raise ValueError("it is nested too deeply") from None
     _check_text(value)

@@ -753,10 +753,19 @@ async def test_non_finite_numbers_are_refused_in_and_rendered_safely_out(
                          b'{"topic": "t", "payload": {"x": -Infinity}}',
                          b'{"topic": "t", "payload": 1e400}',
                          b'{"topic": "t", "payload": "\\ud800"}',
-                         b'{"topic": "t", "payload": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"):
+                         b'{"topic": "t", "payload": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+                         # helper-230: a repeated key (the last one won: another reader
+                         # of the same body may take the first), a body not in UTF-8
+                         b'{"topic": "t", "payload": {"amount": 10, "amount": 1000000}}',
+                         b'{"topic": "t", "topic": "u"}',
+                         '{"topic": "u16"}'.encode("utf-16"),
+                         b'\xef\xbb\xbf{"topic": "bom"}'):
                 r = await c.post("/api/workflows/l-1/signal", content=body, headers=headers)
                 assert r.status_code == 400, (body[:60], r.text)
                 assert "must be a JSON object" in r.json()["error"]
+            r = await c.post("/api/workflows/l-1/signal", headers=headers,
+                             content=b'{"topic": "t", "payload": {"a": 1, "a": 2}}')
+            assert "the key 'a' appears twice in one object" in r.json()["error"], r.text
             r = await c.post("/api/workflows/g-1/promises/go/resolve",
                              content=b'{"value": NaN}', headers=headers)
             assert r.status_code == 400 and "NaN is not a JSON number" in r.json()["error"]
@@ -1939,3 +1948,54 @@ def test_garrison_run_refuses_a_taken_address_and_a_token_without_ui_before_star
             assert parsed.func(parsed) == 2, argv
             assert capsys.readouterr().err.startswith(said), argv
             assert not ran.exists(), argv
+
+
+async def test_a_body_that_trickles_or_stops_halfway_ends_its_request_quietly(
+        seeded: str, caplog: pytest.LogCaptureFixture) -> None:
+    """helper-230: a body sent a byte every few seconds held its connection (and a file
+    descriptor of the node's) for ever, 200 of them shutting the token holder out; a
+    client that closed mid-body put a 46-line ERROR traceback in the node's log."""
+    from garrison.console._app import BODY_TIMEOUT
+
+    app = make_app(StoreBackend(SQLiteStore(seeded)))
+
+    async def call(after_first: Any) -> list[dict[str, Any]]:
+        sent: list[dict[str, Any]] = []
+        parts = [{"type": "http.request", "body": b'{"topic":', "more_body": True}]
+
+        async def receive() -> dict[str, Any]:
+            if parts:
+                return parts.pop()
+            return await after_first()
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+                 "method": "POST", "scheme": "http", "path": "/api/workflows/l-1/signal",
+                 "raw_path": b"/api/workflows/l-1/signal", "query_string": b"",
+                 "root_path": "", "client": ("127.0.0.1", 50000),
+                 "server": ("127.0.0.1", 8233),
+                 "headers": [(b"host", b"127.0.0.1:8233"),
+                             (b"content-type", b"application/json"),
+                             (b"content-length", b"100"),
+                             (b"cookie", b"garrison_csrf=x"), (b"x-garrison-csrf", b"x")]}
+        with trio.fail_after(BODY_TIMEOUT + 5):
+            await app(scope, receive, send)
+        return sent
+
+    async def trickle() -> dict[str, Any]:
+        await trio.sleep(5)
+        return {"type": "http.request", "body": b" ", "more_body": True}
+
+    async def gone() -> dict[str, Any]:
+        return {"type": "http.disconnect"}
+
+    started = trio.current_time()
+    sent = await call(trickle)
+    assert trio.current_time() - started <= BODY_TIMEOUT + 1
+    assert sent[0]["status"] == 408, sent
+    assert b"did not arrive within 10s" in sent[-1]["body"], sent
+    caplog.clear()
+    sent = await call(gone)
+    assert not [r for r in caplog.records if r.levelname == "ERROR"], caplog.text

@@ -606,6 +606,9 @@ def test_cli_refusals_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture
         (("start", "ops_app:order", '"o-4"'), 2,
          """got '"o-4"': for that one argument, give '["o-4"]'"""),
         (("start", "ops_app:order", "[1, 2"), 2, "the arguments must be JSON"),
+        # (helper-230: the last of a repeated key won; the console refuses it too)
+        (("start", "ops_app:order", '[{"a": 1, "a": 2}]'), 2,
+         "the key 'a' appears twice in one object"),
         # (bare text: the example is the array the arguments need, not any JSON)
         (("start", "ops_app:order", "o-4"), 2,
          """the arguments must be JSON (e.g. '["order-17", 3]')"""),

@@ -22,7 +22,7 @@ import jinja2
 import trio
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
@@ -48,6 +48,8 @@ _HERE = Path(__file__).parent
 #: workflows on one page of the list, by default and at most
 PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
+#: how long (seconds) a request's body may take to arrive, all of it
+BODY_TIMEOUT = 10.0
 #: the largest request body read (bytes): a signal's payload or a promise's value (the
 #: command line and the Python API take larger ones), and the login form's. Checked as
 #: it arrives: ``/login`` is open to anyone, and a body read whole before any check
@@ -429,11 +431,20 @@ async def _read_body(request: Request) -> bytes:
         raise too_long
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY:
-            raise too_long
-        chunks.append(chunk)
+    # a body that trickles in (a byte every few seconds) would hold its connection, and
+    # a descriptor of the node's, for ever: it has BODY_TIMEOUT in all
+    with trio.move_on_after(BODY_TIMEOUT) as late:
+        try:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > MAX_BODY:
+                    raise too_long
+                chunks.append(chunk)
+        except ClientDisconnect:  # (a tab closed mid-POST: nobody to answer, no error)
+            raise ApiError(400, "the client closed the connection before its request "
+                                "body ended") from None
+    if late.cancelled_caught:
+        raise ApiError(408, f"the request body did not arrive within {BODY_TIMEOUT:g}s")
     return b"".join(chunks)
 
 
