@@ -17,6 +17,9 @@ Duration = float | int | str
 #: the largest count a limit takes (a rate's COUNT, ``max_concurrent``,
 #: ``cluster_max_concurrent``): a 64-bit signed integer, as the stores keep it
 MAX_COUNT = 2**63 - 1
+#: the longest wait a duration may ask for (seconds: 100 years): a schedule's ``every``,
+#: a restart's delay or a supervisor's backoff; one longer waits for ever all the same
+LONGEST_WAIT = 100 * 365 * 86400.0
 
 
 def negative(value: object) -> bool:

@@ -14,7 +14,7 @@ from typing import Any, TypeAlias, TypeGuard
 
 import attrs
 
-from .._duration import MAX_COUNT, parse_duration, parse_rate
+from .._duration import LONGEST_WAIT, MAX_COUNT, parse_duration, parse_rate
 
 #: Host names every node has without any config: a process host and a workflow host.
 BUILTIN_HOSTS = ("processes", "workflows")
@@ -58,15 +58,11 @@ def _non_negative(inst: object, attribute: attrs.Attribute[Any], value: object) 
         raise _FieldProblem(attribute.name, "a non-negative duration", value)
 
 
-#: the longest restart delay (seconds: 100 years; a supervisor's ``MAX_BACKOFF`` too)
-MAX_RESTART_DELAY = 100 * 365 * 86400.0
-
-
 def _finite_delay(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
     """A restart delay: one that never ends would neither restart nor give up (nor
     one of 1e300 seconds: at most 100 years)."""
     _non_negative(inst, attribute, value)
-    if _is_number(value) and value > MAX_RESTART_DELAY:
+    if _is_number(value) and value > LONGEST_WAIT:
         raise _FieldProblem(attribute.name, "a duration of at most 100 years (a restart "
                             "that waits for ever neither restarts nor gives up)", value)
 

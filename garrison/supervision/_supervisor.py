@@ -37,7 +37,7 @@ import outcome
 import trio
 
 from .. import process
-from .._duration import parse_duration
+from .._duration import LONGEST_WAIT, parse_duration
 from .._errors import ProcessError
 from .._targets import check_plain_entry, check_target
 from ..actors._runtime import current_runtime
@@ -65,8 +65,6 @@ STRATEGIES = ("one_for_one", "one_for_all", "rest_for_one")
 BRUTAL_KILL = "brutal_kill"
 #: ``ChildSpec(shutdown=INFINITY)``: wait for the child to stop after ``CANCEL``, forever
 INFINITY = "infinity"
-#: the longest backoff a restart may wait (seconds: 100 years)
-MAX_BACKOFF = 100 * 365 * 86400.0
 #: why a longer one is refused
 _TOO_LONG = ("a restart that waits more than 100 years neither restarts nor gives up; "
              "give a shorter delay, or max_restarts=0 to give up at once")
@@ -511,7 +509,7 @@ class Supervisor:
             self._backoff_seconds = parse_duration(backoff, what="backoff")
             if math.isinf(self._backoff_seconds):
                 raise ValueError(f"invalid backoff {backoff!r}: {_FOREVER}")
-            if self._backoff_seconds > MAX_BACKOFF:
+            if self._backoff_seconds > LONGEST_WAIT:
                 raise ValueError(f"invalid backoff {backoff!r}: {_TOO_LONG}")
         else:
             self._backoff_seconds = 0.0
@@ -801,7 +799,7 @@ class Supervisor:
             seconds = parse_duration(value, what="backoff delay")
             if math.isinf(seconds):
                 raise ValueError(_FOREVER)
-            if seconds > MAX_BACKOFF:
+            if seconds > LONGEST_WAIT:
                 raise ValueError(_TOO_LONG)
         except ValueError as exc:
             raise SupervisorError(f"{self._backoff_failed(child_id, attempt, window)} "

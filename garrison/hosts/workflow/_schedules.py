@@ -28,7 +28,7 @@ from typing import Any
 import attrs
 from cronsim import CronSim, CronSimError
 
-from ..._duration import parse_duration
+from ..._duration import LONGEST_WAIT, parse_duration
 from ..._errors import PayloadError
 from ...persistence import WorkflowStatus, to_json
 from ._codec import arity_problem, restore_args
@@ -59,7 +59,7 @@ OVERLAP_POLICIES = ("skip", "buffer_one", "allow_all")
 #: how late a tick may still start (a node down over it, a slow start), by default
 DEFAULT_CATCHUP_WINDOW = 3600.0
 #: the longest ``every`` (100 years): its ticks stay dates a store can hold
-MAX_EVERY = 100 * 365 * 86400.0
+MAX_EVERY = LONGEST_WAIT
 
 _UTC = _dt.UTC
 #: the ticks a search passes over that its start's fold put on the wrong side of it
