@@ -38,6 +38,15 @@ class WorkflowSummary:
     updated: _dt.datetime | None
 
 
+@contextlib.contextmanager
+def _naming(workflow_id: str) -> Iterator[None]:
+    """A ``ValueError`` of the checks inside said again, naming the workflow."""
+    try:
+        yield
+    except ValueError as exc:
+        raise ValueError(f"workflow {workflow_id!r}: {exc}") from None
+
+
 @attrs.frozen
 class WorkflowHandle:
     """A workflow by id, from outside it.
@@ -105,10 +114,8 @@ class WorkflowHandle:
         if not isinstance(topic, str):
             raise TypeError(f"workflow {self.workflow_id!r}: signal(): a topic must be a "
                             f"str, got {type(topic).__name__}")
-        try:
+        with _naming(self.workflow_id):
             check_signal_topic(topic)
-        except ValueError as exc:
-            raise ValueError(f"workflow {self.workflow_id!r}: {exc}") from None
         with self._store_open("signal"):
             await self.host.read_status(self.workflow_id)  # NoSuchWorkflow if unknown
         await self.node.send(self.pid, topic, payload)
@@ -164,10 +171,8 @@ class WorkflowHandle:
         ``workflow.promise``; a name longer than ``MAX_KEY_BYTES`` bytes of UTF-8 is
         refused when it is resolved or rejected, unless the workflow declared it: an
         older garrison's store may hold one)."""
-        try:
+        with _naming(self.workflow_id):
             return PromiseHandle(self, check_promise_name(name))
-        except ValueError as exc:
-            raise ValueError(f"workflow {self.workflow_id!r}: {exc}") from None
 
 
 @attrs.frozen
@@ -191,10 +196,8 @@ class PromiseHandle:
 
         ``message`` must be a non-empty string (``ValueError``), as ``garrison workflows
         reject`` says."""
-        try:
+        with _naming(self.handle.workflow_id):
             check_rejection(message)
-        except ValueError as exc:
-            raise ValueError(f"workflow {self.handle.workflow_id!r}: {exc}") from None
         await self.handle.host.complete_promise(self.handle.workflow_id, self.name,
                                                 "rejected", message)
 

@@ -1028,12 +1028,12 @@ class Supervisor:
                 self._children.remove(child)
             return None
         if op == "restart_child":
-            if child.active:
-                raise ValueError(f"child {arg!r} of supervisor {self._who()} "
-                                 f"{self._state_of(child)}" + (
-                                     "" if child.pid is not None else
-                                     ": it restarts by itself then (terminate_child it "
-                                     "first to restart it now)"))
+            if child.pid is not None:
+                raise ValueError(f"child {arg!r} of supervisor {self._who()} is running")
+            if child.pending is not None:
+                raise ValueError(f"child {arg!r} of supervisor {self._who()} is waiting for "
+                                 "its restart (backoff): it restarts by itself then "
+                                 "(terminate_child it first to restart it now)")
             return await self._start(child)
         if op == "delete_child":
             if child.active:
