@@ -221,6 +221,10 @@ class Node:
         if host is None:  # a pid of no host here names no process here
             raise ProcessError(f"process {pid} is unknown: {noproc(pid)}", pid=pid,
                                error=noproc(pid))
+        caller = runtime_or_none()
+        if caller is not None and caller.current_pid() == pid:  # (else it waits for ever)
+            raise ValueError(f"process {pid} cannot wait for its own end: node.wait() of "
+                             "the calling process")
         if host.durable:
             return await host.wait(pid)
         outcome = None

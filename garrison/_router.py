@@ -472,6 +472,10 @@ class Router:
             return
         reason = ErrorInfo("Terminated", f"did not stop within {seconds:g}s of CANCEL")
         deadline = trio.current_time() + seconds
+        if target == by:  # (it cannot read its CANCEL while it waits here for its end)
+            self._terminate_at(host, target, deadline, seconds, reason)
+            await trio.lowlevel.checkpoint()
+            return
         try:
             with trio.move_on_after(seconds):
                 await host.wait_exited(target)
@@ -479,9 +483,7 @@ class Router:
         except trio.Cancelled:
             # the caller stopped waiting (it was cancelled, or ended): the terminate
             # after the timeout comes all the same, from the host
-            later = getattr(host, "terminate_at", None)
-            if later is not None and seconds != float("inf"):
-                later(target, deadline, reason)
+            self._terminate_at(host, target, deadline, seconds, reason)
             raise
         # A process the cancel stops at its checkpoint (or that ends on its CANCEL at once)
         # must be scheduled once to do so: past a timeout of 0 it may not have been yet
@@ -492,6 +494,14 @@ class Router:
             return
         host.kill(target, reason)
         await self._wait_killed(host, target)
+
+    @staticmethod
+    def _terminate_at(host: Any, target: Pid, deadline: float, seconds: float,
+                      reason: ErrorInfo) -> None:
+        """The terminate a cancel's timeout brings, from the host (no caller waits)."""
+        later = getattr(host, "terminate_at", None)
+        if later is not None and seconds != float("inf"):
+            later(target, deadline, reason)
 
     async def terminate(self, target: Pid, by: Pid | None,
                         reason: ErrorInfo | None = None) -> None:

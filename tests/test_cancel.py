@@ -618,3 +618,29 @@ async def test_a_cancels_terminate_comes_even_when_its_caller_stopped_waiting(
             with pytest.raises(garrison.ProcessError,
                                match=r"Terminated: did not stop within 2s of CANCEL"):
                 await node.wait(pid)
+
+
+async def test_a_process_that_cancels_itself_reads_its_cancel_at_once(autojump_clock):
+    """``process.cancel(process.pid())`` from a process that reads its events waited for
+    its own end, so the CANCEL it had just queued was never read: it sat out the whole
+    timeout, then was terminated. It now returns at once; the process reads its CANCEL,
+    cleans up, and the timeout still bounds it."""
+    async def quits(timeout: float) -> object:
+        events = process.events()
+        t0 = trio.current_time()
+        await process.cancel(process.pid(), timeout=timeout)
+        event = await events.receive()
+        return event.kind, event.pid == process.pid(), trio.current_time() - t0
+
+    async def lingers() -> None:
+        process.events()
+        await process.cancel(process.pid(), timeout=3)
+        await trio.sleep_forever()  # ignores its CANCEL: terminated all the same
+
+    async with garrison.open_node() as node:
+        assert await node.wait(await node.spawn(quits, 100)) == (EventKind.CANCEL, True, 0)
+        pid = await node.spawn(lingers)
+        t0 = trio.current_time()
+        with pytest.raises(ProcessError, match=r"Terminated: did not stop within 3s"):
+            await node.wait(pid)
+        assert trio.current_time() - t0 == 3

@@ -413,3 +413,16 @@ async def test_a_workflow_handle_s_errors_name_the_workflow(autojump_clock: obje
         with pytest.raises(TypeError, match=r"^workflow test_node_api:_waits_for_ever \(id "
                            r"'w-2'\) takes 0 argument"):
             await node.start_workflow(_waits_for_ever, "x", id="w-2")
+
+
+async def test_a_process_waiting_for_its_own_end_is_refused(
+        tmp_path: Path, autojump_clock: object) -> None:
+    """``node.wait(process.pid())`` waited for ever: a process never sees its own exit."""
+    async def waits_for_itself() -> None:
+        await garrison.current_node().wait(process.pid())
+
+    async with garrison.open_node(store=str(tmp_path / "w.db")) as node:
+        with pytest.raises(ProcessError, match=r"ValueError: process .* cannot wait for "
+                                               r"its own end: node.wait\(\) of the "
+                                               r"calling process"):
+            await node.wait(await node.spawn(waits_for_itself))
