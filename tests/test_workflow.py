@@ -1383,6 +1383,15 @@ async def test_workflow_calls_a_process_and_a_workflow(node: garrison.Node) -> N
         "spawn", "call", "spawn", "call", "terminate"]
 
 
+async def test_a_payload_sent_to_a_plain_process_is_its_own_copy(
+        node: garrison.Node) -> None:
+    """A workflow's send to a plain process handed over the workflow's own object: a
+    receiver that kept it and changed it later changed the workflow's variable, live
+    only (a replay sends nothing), so the workflow ended differently after a crash."""
+    await node.start_workflow(app.sends_to_a_keeper, id="keeps")
+    assert await node.workflow("keeps").result() == ["mine"]
+
+
 async def test_process_exit_reaches_a_workflow_durably(node: garrison.Node) -> None:
     await node.start_workflow(app.process_child, id="pc")
     assert await node.workflow("pc").result() == [True, "EXIT", "OSError: disk on fire"]

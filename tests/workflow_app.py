@@ -1018,3 +1018,25 @@ async def catches_a_stray_activity_timed() -> str:
         return str(await workflow.call(stray_cancelled_activity, timeout="1h"))
     except garrison.ActivityError as exc:
         return f"caught {exc.error.type}: {exc.error.message}"
+
+
+async def keeper_process() -> None:
+    """A plain process that keeps what it is sent and changes it later (as a cache
+    would), then answers a call."""
+    kept: list[Any] = []
+    async for msg in process.inbox():
+        if msg.topic == "keep":
+            kept.append(msg.payload)
+        else:
+            for value in kept:
+                value.append("changed by the keeper")
+            await msg.reply(len(kept))
+
+
+async def sends_to_a_keeper() -> list[Any]:
+    items = ["mine"]
+    keeper = await process.spawn(keeper_process, host="processes")
+    await process.send(keeper, "keep", items)
+    await process.call(keeper, "change")
+    await process.terminate(keeper)
+    return items  # the workflow's own list, as a replay (which sends nothing) sees it

@@ -10,6 +10,7 @@ exactly once.
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any, NoReturn
@@ -41,6 +42,14 @@ _loads = json.loads
 #: operation's seq (:func:`raised_plain`), so that a replay raises it again at the same
 #: place without doing anything (live, the name may be held by then).
 RECORDED_RAISES = (NoSuchProcess, PayloadError)
+
+
+def _detached(payload: Any) -> Any:
+    """``payload`` (which has a JSON form) as a plain process of this node gets it from
+    a workflow: a copy of its own, so that what the receiver does to it later does not
+    change the workflow's object, which only the live run would see (a replay sends
+    nothing)."""
+    return payload if type(payload) in PLAIN else copy.deepcopy(payload)
 
 
 def raised_plain(exc: Exception) -> dict[str, Any]:
@@ -418,7 +427,8 @@ class Interop(WorkflowCore):
                     self.node.stats_dead_letters += 1
             elif other is None:
                 self.node.stats_dead_letters += 1
-            elif other.deliver(pid, Message(topic, payload, self.pid, msg_id, None, trace)):
+            elif other.deliver(pid, Message(topic, _detached(payload), self.pid, msg_id,
+                                            None, trace)):
                 self.node.stats_messages += 1
             else:
                 self.node.stats_dead_letters += 1
