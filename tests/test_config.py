@@ -391,6 +391,18 @@ BAD: list[tuple[str, str, list[str]]] = [
         HEAD + "  - {name: x, kind: process.py, source: 'config_fixtures.halt_mod:main'}\n",
         ["entry 'app:x' (index 0)", "field 'source'", "Halt: stop here"],
     ),
+    (  # (a PEP 562 module __getattr__ that imports a dependency not installed)
+        "attribute-lookup-raises",
+        HEAD + "  - {name: x, kind: process.py, source: 'config_fixtures.lazy_mod:main'}\n",
+        ["entry 'app:x' (index 0)", "field 'source'", "module 'config_fixtures.lazy_mod': "
+         "getting 'main' raised ModuleNotFoundError: No module named 'heavy_optional_dep'"],
+    ),
+    (
+        "object-whose-attribute-lookup-raises",
+        HEAD + "  - {name: x, kind: process.py, source: 'config_fixtures.lazy_mod:odd'}\n",
+        ["entry 'app:x' (index 0)", "field 'source'", "expected a function, but looking into "
+         "'config_fixtures.lazy_mod:odd' (of type Odd) raised KeyError: "],
+    ),
     (
         "attribute-missing",
         HEAD + f"  - {{name: x, kind: process.py, source: '{MOD}:nope'}}\n",
@@ -631,6 +643,40 @@ def test_a_key_written_beside_a_yaml_merge_key_overrides_the_merged_one(tmp_path
     assert any("duplicate key 'name'" in p for p in problems)  # a written one still is
 
 
+def test_yaml_merge_keys_follow_the_merge_spec(tmp_path: Path) -> None:
+    """``<<: [*strict, *loose]`` gave the later mapping's values (PyYAML 6 told keys apart
+    by the identity of their strings, so only one-letter keys merged right); YAML's merge
+    spec: a key written in the mapping wins, then the earlier of the merged mappings.
+    ``<<`` written twice in one mapping was taken silently (the later one's values): it
+    is a duplicate key like any other."""
+    restart = ("  - {name: s, kind: process.service, process: p,\n"
+               "     lifecycle: {restart: {<<: %s, jitter: 0.5}}}\n")
+    text = (HEAD + PROC
+            + "  - {name: a, kind: process.service, process: p, lifecycle: {restart: &strict"
+              " {max_attempts: 1, initial_delay: 2, jitter: 0.2}}}\n"
+            + "  - {name: b, kind: process.service, process: p, lifecycle: {restart: &loose"
+              " {max_attempts: 9, initial_delay: 7, max_delay: 99}}}\n")
+    config = load_config(write(tmp_path, text + restart % "[*strict, *loose]"))
+    policy = config.entries["app:s"].restart  # type: ignore[union-attr]
+    assert (policy.max_attempts, policy.initial_delay, policy.max_delay, policy.jitter) == (
+        1, 2.0, 99.0, 0.5)
+    assert config.entries["app:b"].restart.max_attempts == 9  # type: ignore[union-attr]
+    path, problems = problems_of(tmp_path, text + restart.replace("<<: %s", "<<: *strict, "
+                                                                  "<<: *loose"))
+    assert problems == [f"{path}: YAML syntax error at line 8, column 41: duplicate key '<<'"]
+
+
+def test_an_alias_inside_what_it_names_is_said_with_its_line(tmp_path: Path) -> None:
+    """``&e {..., input: [*e]}`` made a value that holds itself: reported as "values
+    nested too deeply (hundreds of levels deep)", with no line and no word of the
+    alias."""
+    path, problems = problems_of(tmp_path, HEAD + PROC + (
+        "  - &e {name: x, kind: process.service, process: p, input: [*e]}\n"))
+    assert problems == [
+        f"{path}: YAML syntax error at line 5, column 61: the alias *e refers to the "
+        "mapping that contains it (&e, line 5): a value cannot hold itself"]
+
+
 def test_every_duplicate_yaml_key_is_reported_at_once(tmp_path: Path) -> None:
     """The loader stopped at the first duplicate key: a file with three needed three
     rounds of ``garrison check``. Each is said, with its line, and nothing else of a
@@ -823,6 +869,26 @@ def test_every_bad_restart_field_in_one_block_is_reported(tmp_path: Path) -> Non
         f"lifecycle.restart.{f}"
         for f in ("backoff_factor", "extra", "jitter", "max_attempts", "max_delay")
     ]
+
+
+def test_a_restart_delay_beside_one_that_cannot_be_read_is_still_checked(
+        tmp_path: Path) -> None:
+    """``initial_delay: .nan`` and ``max_delay: .inf``: only initial_delay was said (the
+    check of max_delay, which compares it with initial_delay, was skipped whole), though
+    one bad field does not hide the other fields of its entry. Its own check still runs;
+    the comparison with a delay not as given does not."""
+    _, problems = problems_of(tmp_path, HEAD + PROC + (
+        "  - {name: s, kind: process.service, process: p, lifecycle: {restart: "
+        "{initial_delay: .nan, max_delay: .inf}}}\n"))
+    assert [line.split("field ", 1)[1] for line in problems] == [
+        "'lifecycle.restart.initial_delay': expected a duration such as 10, '250ms', '30s', "
+        "'5m' or '1h30m', got nan",
+        "'lifecycle.restart.max_delay': expected a duration of at most 100 years (a restart "
+        "that waits for ever neither restarts nor gives up), got inf"]
+    _, problems = problems_of(tmp_path, HEAD + PROC + (
+        "  - {name: s, kind: process.service, process: p, lifecycle: {restart: "
+        "{initial_delay: x, max_delay: 0.5}}}\n"))
+    assert len(problems) == 1 and "initial_delay" in problems[0], problems
 
 
 def test_valid_file_checks_clean(tmp_path: Path) -> None:

@@ -200,11 +200,13 @@ class RestartPolicy:
     max_attempts: int = attrs.field(default=0, validator=_non_negative_int)
     initial_delay: float = attrs.field(
         default=1.0, converter=_duration, validator=_restart_delay,
-        metadata={"after": ("max_attempts",)},  # (read with it)
+        # read with max_attempts; "alone": its check while that one is not as given
+        metadata={"after": ("max_attempts",), "alone": _finite_delay},
     )
     max_delay: float = attrs.field(
         default=90.0, converter=_duration, validator=_at_least_initial_delay,
-        metadata={"after": ("initial_delay",)},  # (compared with it: see _structure.py)
+        # compared with initial_delay (see _structure.py); "alone": as above
+        metadata={"after": ("initial_delay",), "alone": _finite_delay},
     )
     backoff_factor: float = attrs.field(default=2.0, validator=_factor)
     jitter: float = attrs.field(default=0.1, validator=_fraction)

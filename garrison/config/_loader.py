@@ -162,6 +162,20 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         super().__init__(stream)
         self.duplicates: list[tuple[Any, yaml.Mark]] = []
 
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        # an alias inside the list or mapping it names (``&e {input: [*e]}``) would make
+        # a value that holds itself, endless once walked: refused at the alias
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            named = self.anchors.get(event.anchor)
+            if isinstance(named, yaml.CollectionNode) and named.end_mark is None:
+                what = "mapping" if isinstance(named, yaml.MappingNode) else "list"
+                raise yaml.composer.ComposerError(
+                    None, None, f"the alias *{event.anchor} refers to the {what} that "
+                    f"contains it (&{event.anchor}, line {named.start_mark.line + 1}): a "
+                    "value cannot hold itself", event.start_mark)
+        return super().compose_node(parent, index)
+
 
 # a number with an exponent and no dot (``1e-3``, ``2E10``) is a float, as YAML 1.2 and
 # JSON say; YAML 1.1 (PyYAML's) reads it as a string, and a float input got "1e-3"
@@ -172,22 +186,56 @@ _UniqueKeyLoader.add_implicit_resolver(
 
 
 def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
-    # the keys written in this mapping, not those a merge key (``<<: *anchor``) brings:
-    # a key written beside a merge overrides the merged one, as YAML says
+    """A mapping, its merge keys (``<<: *anchor``, ``<<: [*a, *b]``) applied as YAML's
+    merge spec says: a key written in the mapping wins over a merged one, and of the
+    mappings a list merges the earlier one wins. (PyYAML 6's own merging told keys apart
+    by the identity of their strings, so of two merged mappings the later one won for
+    most keys; it also rewrote the nodes an alias shares.) Every key written twice is
+    noted, ``<<`` too."""
     seen: set[Any] = set()
-    for key_node, _ in node.value:
+    merges: list[yaml.Node] = []
+    own: list[tuple[Any, yaml.Node]] = []
+    for key_node, value_node in node.value:
         if key_node.tag == "tag:yaml.org,2002:merge":
+            key: Any = "<<"
+            if merges:
+                loader.duplicates.append((key, key_node.start_mark))
+            merges.append(value_node)
             continue
+        if key_node.tag == "tag:yaml.org,2002:value":  # (as PyYAML reads a lone '=')
+            key_node.tag = "tag:yaml.org,2002:str"
         key = loader.construct_object(key_node, deep=deep)
         try:
             duplicate = key in seen
         except TypeError:
-            continue
+            raise yaml.constructor.ConstructorError(
+                "while constructing a mapping", node.start_mark, "found unhashable key",
+                key_node.start_mark) from None
         if duplicate:
             loader.duplicates.append((key, key_node.start_mark))
         seen.add(key)
-    loader.flatten_mapping(node)
-    return loader.construct_mapping(node, deep=deep)
+        own.append((key, value_node))
+    mapping: dict[Any, Any] = {}
+    for value_node in merges:
+        sources = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+        for source in sources:
+            if not isinstance(source, yaml.MappingNode):
+                found = "a list" if isinstance(source, yaml.SequenceNode) else "a scalar"
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping", node.start_mark,
+                    f"expected a mapping or list of mappings for merging, but found {found}",
+                    source.start_mark)
+            merged = loader.construct_object(source, deep=deep)
+            if not isinstance(merged, dict):  # (a !!set, say)
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping", node.start_mark,
+                    f"expected a mapping for merging, but found {source.tag}",
+                    source.start_mark)
+            for key, value in merged.items():
+                mapping.setdefault(key, value)  # (the first mapping to give a key wins)
+    for key, value_node in own:
+        mapping[key] = loader.construct_object(value_node, deep=deep)
+    return mapping
 
 
 _UniqueKeyLoader.add_constructor(
@@ -246,6 +294,13 @@ def _import_source(source: str) -> Callable[..., Any]:
             obj = getattr(obj, part)
         except AttributeError:
             raise LookupError(f"module {module_name!r} has no attribute {attr_path!r}") from None
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # a module's __getattr__ (PEP 562) that imports more
+            raise LookupError(
+                f"module {module_name!r}: getting {attr_path!r} raised "
+                f"{type(exc).__name__}: {exc}"
+            ) from None
     return obj
 
 
@@ -528,14 +583,22 @@ def _load_source(entry: SourceEntry, where: str, problems: _Problems,
     except LookupError as exc:
         problems.entry(where, str(exc), "source")
         return None
+    try:
+        why = _source_problem(entry, func, module_name)
+    except Exception as exc:  # an object whose attribute lookup raises (its __getattr__)
+        why = (f"expected a function, but looking into {entry.source!r} (of type "
+               f"{type(func).__name__}) raised {type(exc).__name__}: {exc}")
+    if why is not None:
+        problems.entry(where, why, "source")
+        return None
+    return attrs.evolve(entry, func=func)
+
+
+def _source_problem(entry: SourceEntry, func: Any, module_name: str) -> str | None:
+    """Why ``func``, imported for ``entry``, cannot be its target, or ``None``."""
     if entry.kind == "function.py":
         if not callable(func):
-            problems.entry(
-                where,
-                f"expected a callable (sync or async function), got {type(func).__name__}",
-                "source",
-            )
-            return None
+            return f"expected a callable (sync or async function), got {type(func).__name__}"
     elif inspect.isclass(func):  # (its __call__ may be async: an instance's, not its own)
         if entry.kind == "workflow.py":
             expected = "an async function (async def) for a workflow"
@@ -547,32 +610,17 @@ def _load_source(entry: SourceEntry, where: str, problems: _Problems,
             name = func.__name__
             hint = (f"; name an instance, not the class: a module-level "
                     f"`{name.lower()} = {name}()` and source '{module_name}:{name.lower()}'")
-        problems.entry(where, f"expected {expected}, got the class {entry.source!r}{hint}",
-                       "source")
-        return None
+        return f"expected {expected}, got the class {entry.source!r}{hint}"
     elif not _is_async_callable(func):
         what = "workflow" if entry.kind == "workflow.py" else "process"
-        problems.entry(
-            where,
-            f"expected an async function (async def) for a {what}, "
-            f"got {_describe(func)} {entry.source!r}",
-            "source",
-        )
-        return None
+        return (f"expected an async function (async def) for a {what}, "
+                f"got {_describe(func)} {entry.source!r}")
     if entry.kind == "workflow.py" and getattr(func, "__garrison_activity__", None) is not None:
-        problems.entry(
-            where,
-            f"expected a workflow function, but {entry.source!r} is an @activity (a "
-            "workflow calls it; an activity entry is kind function.py)",
-            "source",
-        )
-        return None
+        return (f"expected a workflow function, but {entry.source!r} is an @activity (a "
+                "workflow calls it; an activity entry is kind function.py)")
     if entry.kind == "workflow.py":
-        why = _check_workflow_importable(func)
-        if why is not None:
-            problems.entry(where, why, "source")
-            return None
-    return attrs.evolve(entry, func=func)
+        return _check_workflow_importable(func)
+    return None
 
 
 @contextlib.contextmanager

@@ -261,10 +261,15 @@ def _validated(cls: type[T], hook: Callable[[Any, Any], T]) -> Callable[[Any, An
         for field in attrs.fields(cast(Any, cls)):
             if field.validator is None or field.name in failed or field.name in mistyped:
                 continue
+            validator = field.validator
             if any(dep in failed or dep in mistyped for dep in field.metadata.get("after", ())):
-                continue  # it compares with a field that is not as given
+                # it compares with a field that is not as given: only its own check
+                # (``max_delay: .inf`` beside ``initial_delay: .nan`` is two problems)
+                validator = field.metadata.get("alone")
+                if validator is None:
+                    continue
             try:
-                field.validator(obj, field, getattr(obj, field.name))
+                validator(obj, field, getattr(obj, field.name))
             except _FieldProblem as exc:
                 exc.__notes__ = [
                     AttributeValidationNote(
