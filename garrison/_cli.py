@@ -723,11 +723,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     target: str = args.target
     config = None
     if is_config(target):
-        from .config import load_config
+        from .config._loader import load_for_node
 
         try:
             # loaded before trio starts: a bad config is reported, never a traceback
-            config = load_config(target)
+            # (without --store, a schedule the node would keep in memory too)
+            config = load_for_node([target], node_store=args.store is not None)
         except ConfigError as exc:
             print(f"garrison run: invalid config:\n{exc}", file=sys.stderr)
             return 2

@@ -891,7 +891,7 @@ async def open_node(config: Any = None, store: Any = None, *,
 
 def new_node(config: Any = None, store: Any = None, **options: Any) -> Node:
     """The :class:`Node` :func:`open_node` runs (``config`` loaded if it is a path)."""
-    node = Node(config=_as_config(config), store=store, **options)
+    node = Node(config=_as_config(config, store), store=store, **options)
     enable_if_configured()  # spans, if the application set an OpenTelemetry provider
     return node
 
@@ -931,22 +931,25 @@ async def running_node(node: Node) -> AsyncIterator[Node]:
             pass
 
 
-def _as_config(config: Any) -> Any:
-    """A config path (or several) is loaded; a loaded ``Config`` is used as is."""
+def _as_config(config: Any, store: Any) -> Any:
+    """A config path (or several) is loaded; a loaded ``Config`` is used as is. Without a
+    ``store`` for the node's own ``workflows`` host, a config schedule that would run
+    there (in memory) is a problem of its entry (see ``_check_schedules_kept``)."""
     if config is None or hasattr(config, "resolve_target"):
         return config
-    from .config import load_config, load_configs
+    from .config._loader import load_for_node
 
+    node_store = (store.get("workflows") if isinstance(store, Mapping) else store) is not None
     expects = ("config= expects None, a config file path, a list of paths or a Config "
                "(garrison.config.load_config(path))")
     if isinstance(config, list | tuple):
         for one in config:
             if not isinstance(one, (str, os.PathLike)):
                 raise TypeError(f"{expects}, got a list holding {type(one).__name__}")
-        return load_configs(config)
+        return load_for_node(config, node_store=node_store)
     if not isinstance(config, (str, os.PathLike)):
         raise TypeError(f"{expects}, got {type(config).__name__}")
-    return load_config(config)
+    return load_for_node([config], node_store=node_store)
 
 
 def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:

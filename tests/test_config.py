@@ -891,6 +891,33 @@ def test_a_restart_delay_beside_one_that_cannot_be_read_is_still_checked(
     assert len(problems) == 1 and "initial_delay" in problems[0], problems
 
 
+def test_a_schedule_the_node_would_keep_in_memory_is_a_problem_of_check_and_run(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Two workflow.host entries and a schedule without ``host:``: ``garrison check``
+    said ok, then ``garrison run`` refused it as the node started (its own
+    ``workflows`` host keeps its store in memory), naming neither file nor field. Both
+    say it as a problem of the entry; loaded for a node given a store, it is none."""
+    from garrison._cli import build_parser
+
+    path = write(tmp_path, HEAD + (
+        f"  - {{name: w, kind: workflow.py, source: '{MOD}:report'}}\n"
+        "  - {name: a, kind: workflow.host, store: a.db}\n"
+        "  - {name: b, kind: workflow.host, store: b.db}\n"
+        "  - {name: nightly, kind: workflow.schedule, workflow: w, cron: '0 3 * * *'}\n"
+        "  - {name: kept, kind: workflow.schedule, workflow: w, every: 1h, host: a}\n"))
+    line = (f"{path}: entry 'app:nightly' (index 3): field 'host': expected one of the "
+            "config's workflow hosts (app:a, app:b): on the node's own host 'workflows' the "
+            "schedule would be kept in memory, as the node is given no store (lost at the "
+            "next start, and in none of the config's stores); or give the node a store "
+            "(garrison run --store, open_node(store=...))")
+    assert check_config(path) == [line]
+    args = build_parser().parse_args(["run", str(path)])
+    assert args.func(args) == 2
+    assert capsys.readouterr().err == f"garrison run: invalid config:\n{line}\n"
+    assert load_config(path).entries["app:nightly"].host == "workflows"  # type: ignore[union-attr]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["app.yaml"]
+
+
 def test_valid_file_checks_clean(tmp_path: Path) -> None:
     assert check_config(write(tmp_path, FULL)) == []
 

@@ -864,6 +864,26 @@ async def test_a_config_schedule_left_on_the_node_s_own_in_memory_host_is_refuse
             ("app:nightly", "workflows")]
 
 
+async def test_a_config_file_whose_schedule_the_node_would_keep_in_memory_names_it(
+        tmp_path: Path, autojump_clock: Any) -> None:
+    """The same, with the config given as a path: the node loads it, and the refusal
+    names the file, the entry and the field ``host`` (as ``garrison check`` does)."""
+    path = tmp_path / "app.yaml"
+    path.write_text(CONFIG + f"""\
+  - {{name: mailer, kind: workflow.host, store: {tmp_path / 'mail.db'}}}
+  - {{name: billing, kind: workflow.host, store: {tmp_path / 'billing.db'}}}
+""")
+    with pytest.raises(garrison.ConfigError, match=rf"^{path}: entry 'app:nightly' \(index "
+                       r"\d+\): field 'host': expected one of the config's workflow hosts "
+                       r"\(app:billing, app:mailer\)"):
+        async with garrison.open_node(config=str(path)):
+            pass
+    async with garrison.open_node(config=str(path),
+                                  store={"workflows": str(tmp_path / "wf.db")}) as node:
+        assert [(r.schedule_id, r.host) for r in node.schedules()] == [
+            ("app:nightly", "workflows")]
+
+
 async def test_a_schedule_on_another_workflow_host_is_found_by_its_id_alone(
         tmp_path: Path, autojump_clock: Any) -> None:
     """README: ``node.schedule_handle(id)`` gives a handle on any schedule and

@@ -846,8 +846,11 @@ def _parse_text(text: str, filename: str, base_dir: Path | None,
 # --------------------------------------------------------------------------- linking
 
 
-def _link(parsed: Sequence[_ParsedFile]) -> tuple[dict[str, Entry], list[str]]:
-    """Join parsed files, resolve references, check kinds and dependency cycles."""
+def _link(parsed: Sequence[_ParsedFile], node_store: bool = True,
+          ) -> tuple[dict[str, Entry], list[str]]:
+    """Join parsed files, resolve references, check kinds and dependency cycles; without a
+    ``node_store`` (the node's own ``workflows`` host in memory), also the schedules
+    that would run there (see :func:`_unkept_schedules`)."""
     problems: list[str] = [line for p in parsed for line in p.problems]
     first_seen: dict[str, tuple[str, int]] = {}
     for p in parsed:
@@ -983,6 +986,8 @@ def _link(parsed: Sequence[_ParsedFile]) -> tuple[dict[str, Entry], list[str]]:
         if loc.broken:
             continue
         entries[entry_id] = entry
+    if not node_store:
+        problems.extend(_unkept_schedules(located, entries))
     stores: dict[Any, str] = {}
     for entry_id, loc in located.items():  # (broken ones too: their other problems aside)
         entry = loc.entry
@@ -1004,6 +1009,30 @@ def _link(parsed: Sequence[_ParsedFile]) -> tuple[dict[str, Entry], list[str]]:
             + " -> ".join(cycle)
         )
     return entries, problems
+
+
+def _unkept_schedules(located: Mapping[str, _Located],
+                      entries: Mapping[str, Entry]) -> list[str]:
+    """The problem of each schedule that would run on the node's own ``workflows`` host
+    beside two or more ``workflow.host`` entries (with one, ``workflows`` is that one),
+    when the node is given no store: that host's store is in memory, so the schedule
+    would be in none of the config's stores and lost at the next start. The node
+    refuses it as it starts (``Node._check_schedules_kept``, which also knows a store
+    object given to it); ``garrison check`` and ``garrison run`` without ``--store``
+    say it here, naming the entry."""
+    hosts = sorted(i for i, loc in located.items() if loc.entry.kind == "workflow.host")
+    if len(hosts) < 2:
+        return []
+    return [
+        f"{loc.filename}: {loc.where}: field 'host': expected one of the config's workflow "
+        f"hosts ({', '.join(hosts)}): on the node's own host 'workflows' the schedule would "
+        "be kept in memory, as the node is given no store (lost at the next start, and in "
+        "none of the config's stores); or give the node a store (garrison run --store, "
+        "open_node(store=...))"
+        for entry_id, loc in located.items()
+        if isinstance(entry := entries.get(entry_id), ScheduleEntry)
+        and entry.host == "workflows"
+    ]
 
 
 def _host_mismatch(kind: str, process: str, host: str, given: str, wanted: str) -> str:
@@ -1300,13 +1329,13 @@ def _read(path: str | os.PathLike[str]) -> tuple[str | None, str]:
 
 
 def _parse_all(
-    sources: Iterable[tuple[str, str, Path | None, Path | None]],
+    sources: Iterable[tuple[str, str, Path | None, Path | None]], node_store: bool = True,
 ) -> tuple[dict[str, Entry], list[str], frozenset[str]]:
     """The linked entries, the problems, and the namespaces of the files (each given as
     its text, name, folder for relative stores, folder searched first for sources)."""
     parsed = [_parse_text(text, filename, base_dir, source_dir)
               for text, filename, base_dir, source_dir in sources]
-    entries, problems = _link(parsed)
+    entries, problems = _link(parsed, node_store)
     return entries, [_cut(p) for p in problems], frozenset(
         p.namespace for p in parsed if p.namespace)
 
@@ -1317,6 +1346,13 @@ def load_configs(paths: Iterable[str | os.PathLike[str]]) -> Config:
     References may cross files; entry ids must be unique across all of them.
     Raises :class:`ConfigError` listing every problem of every file.
     """
+    return load_for_node(paths, node_store=True)
+
+
+def load_for_node(paths: Iterable[str | os.PathLike[str]], *, node_store: bool) -> Config:
+    """:func:`load_configs`, for a node given a store for its own ``workflows`` host
+    (``node_store``) or none: without one, a config schedule that would run on that
+    host, in memory, is a problem too (see :func:`_unkept_schedules`)."""
     if isinstance(paths, str | os.PathLike):  # (one path: its characters, each a file)
         raise TypeError(f"load_configs({paths!r}): expected a list of config paths; for "
                         "one file, load_config(path)")
@@ -1338,7 +1374,7 @@ def load_configs(paths: Iterable[str | os.PathLike[str]]) -> Config:
         if str(base) not in sys.path:
             sys.path.insert(0, str(base))
         sources.append((text, filename, base, base))
-    entries, more, namespaces = _parse_all(sources)
+    entries, more, namespaces = _parse_all(sources, node_store)
     problems.extend(more)
     if problems:
         raise ConfigError(problems)
@@ -1369,10 +1405,12 @@ def load_config_text(text: str, filename: str = "<string>") -> Config:
 def check_config(*paths: str | os.PathLike[str]) -> list[str]:
     """The problems of the given config files, one line each (empty when valid).
 
-    This is what ``garrison check CONFIG`` prints.
+    This is what ``garrison check CONFIG`` prints: a config as ``garrison run CONFIG``
+    runs it, with no ``--store`` (a schedule left on the node's own in-memory host is a
+    problem, see :func:`_unkept_schedules`).
     """
     try:
-        load_configs(paths)
+        load_for_node(paths, node_store=False)
     except ConfigError as exc:
         return list(exc.problems)
     return []

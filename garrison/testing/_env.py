@@ -453,7 +453,7 @@ async def workflow_env(config: Any = None) -> AsyncIterator[WorkflowEnv]:
     ...     await env.sleep("30d")
     ...     assert await env.result("a") == "expired"
     """
-    loaded = _as_config(config)
+    loaded = _as_config(config, None)  # (every host of its node is in memory)
     stores: dict[str, Any] = {"workflows": None}
     if loaded is not None:
         stores.update({e.id: None for e in loaded.hosts() if e.kind == "workflow.host"})
