@@ -25,7 +25,7 @@ from .hosts._kernel import noproc
 from .hosts._process_host import ProcessHost, stop_processes
 from .hosts.workflow._ids import check_key_size, check_text
 from .hosts.workflow._schedules import check_schedule_id
-from .persistence import parse_status
+from .persistence import FINAL_STATUSES, WorkflowStatus, parse_status
 from .supervision._services import ServiceInfo, start_services, stop_services
 from .tracing import enable_if_configured
 
@@ -548,7 +548,11 @@ class Node:
                             f"got {type(search).__name__}: {search!r}")
         out = []
         # the store knows running/blocked/finished; sleeping and waiting live in memory
-        for rec in h.store.list_workflows(None, search):
+        # (and a workflow of this node may be a step ahead of its row): every row not
+        # finished is read, of the finished ones only those of a status asked for
+        stored = None if wanted is None else \
+            (wanted & FINAL_STATUSES) | (set(WorkflowStatus) - FINAL_STATUSES)
+        for rec in h.store.list_workflows(stored, search):
             wf = h.active.get(rec.workflow_id)
             now = wf.status if wf is not None else rec.status
             if wanted is None or now in wanted:

@@ -949,6 +949,31 @@ async def test_info_history_and_version(node: garrison.Node) -> None:
     assert await node.workflow("v").result() == 2
 
 
+async def test_version_calls_after_a_restart_do_not_walk_the_replayed_journal(
+        tmp_path: Path, autojump_clock: object) -> None:
+    """Each live ``workflow.version()`` of a resumed run looked through every replayed
+    record for one at or after its seq: a loop with a gate per step slowed down
+    quadratically after a restart (20,000 steps: 0.8 s before, 14 s after)."""
+    db = str(tmp_path / "v.db")
+    async with garrison.open_node(store=db) as node:
+        await node.start_workflow(app.versioned_loop, 20, id="loop")
+        await wait_status(node.workflow("loop"), "waiting")
+    walks: list[int] = []
+
+    class Counted(dict):  # type: ignore[type-arg]
+        def __iter__(self) -> Any:
+            walks.append(len(self))
+            return super().__iter__()
+
+    async with garrison.open_node(store=db) as node:
+        await wait_status(node.workflow("loop"), "waiting")
+        cursor = node.hosts["workflows"].active["loop"].cursor
+        cursor.entries = Counted(cursor.entries)
+        await node.workflow("loop").signal("go")
+        assert await node.workflow("loop").result() == 2 * 40
+    assert walks == []
+
+
 async def test_attrs_search_and_state(node: garrison.Node) -> None:
     pid = await node.start_workflow(app.attrs_flow, id="a1")
     await wait_status(node.workflow("a1"), "waiting")
@@ -960,6 +985,31 @@ async def test_attrs_search_and_state(node: garrison.Node) -> None:
     await node.send(pid, "go")
     await node.workflow("a1").result()
     assert [s.workflow_id for s in node.workflows(status="completed")] == ["a1"]
+
+
+async def test_workflows_by_status_reads_no_finished_rows_it_was_not_asked_for(
+        node: garrison.Node, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``node.workflows(status="waiting")`` read every row of the store and filtered in
+    Python: 50,000 finished workflows held the node's event loop for a second."""
+    for i in range(3):
+        await node.start_workflow(app.versioned, id=f"done-{i}")
+        await node.workflow(f"done-{i}").result()
+    await node.start_workflow(app.attrs_flow, id="a1")
+    await wait_status(node.workflow("a1"), "waiting")
+    store = node.hosts["workflows"].store
+    listed = store.list_workflows
+    read: list[str] = []
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        rows = listed(*args, **kwargs)
+        read.extend(r.workflow_id for r in rows)
+        return rows
+
+    monkeypatch.setattr(store, "list_workflows", counted)
+    assert [s.workflow_id for s in node.workflows(status="waiting")] == ["a1"]
+    assert read == ["a1"]
+    assert [s.workflow_id for s in node.workflows(status=["completed", "waiting"])] == [
+        "done-0", "done-1", "done-2", "a1"]
 
 
 async def test_a_search_for_nan_is_a_value_error(node: garrison.Node) -> None:

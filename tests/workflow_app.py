@@ -1040,3 +1040,13 @@ async def sends_to_a_keeper() -> list[Any]:
     await process.call(keeper, "change")
     await process.terminate(keeper)
     return items  # the workflow's own list, as a replay (which sends nothing) sees it
+
+
+async def versioned_loop(n: int) -> int:
+    """A long-lived loop with a version gate at every step, waiting halfway."""
+    total = 0
+    for i in range(2 * n):
+        if i == n:
+            await process.inbox().receive()
+        total += workflow.version("fee", 1, 2) * await add_one(0)
+    return total

@@ -489,7 +489,7 @@ class WorkflowInstance(Waits, Activities, Interop):
         fixed = self.versions.get(change_id) if self.versions else None
         got: Any
         if (entry is not None and not recorded) or (entry is None and (
-                self.cursor.seq in self.timers or self.cursor.recorded_ahead())):
+                self.cursor.seq in self.timers or self.cursor.in_history)):
             # a run recorded before this version() call existed (a record, or a sleep or
             # receive timeout under way, holds its seq; a cancel too, which the code
             # after this call takes, as the first run did; or a step it never recorded

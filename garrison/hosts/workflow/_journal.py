@@ -148,13 +148,6 @@ class Cursor:
         """The entry at the next seq, without taking it."""
         return self.entries.get(self.seq)
 
-    def recorded_ahead(self) -> bool:
-        """Whether the journal records a step at the next seq or later: the code is
-        replaying (a seq with no record before them was taken by a step the first run
-        never recorded: a ``workflow.start`` under way, a receive that lost a race)."""
-        seq = self.seq
-        return any(s >= seq for s in self.entries)
-
     def take(self, kind: str, name: str) -> Entry | None:
         """Take the next seq; return its recorded entry (checked) or ``None`` (live).
 
@@ -196,7 +189,7 @@ class Cursor:
         """The code returned: a journal that records more is a divergence too."""
         if self.error is not None:
             raise self.error
-        later = [s for s in self.entries if s >= self.seq]
+        later = [s for s in self.entries if s >= self.seq] if self.in_history else None
         if later:
             entry = self.entries[min(later)]
             raise self.diverge(entry.seq, entry.kind, entry.name,
@@ -207,7 +200,7 @@ class Cursor:
         it went on), a divergence, returned (and kept); ``None`` past the journal."""
         if self.error is not None:
             return self.error
-        later = [s for s in self.entries if s >= self.seq]
+        later = [s for s in self.entries if s >= self.seq] if self.in_history else None
         if not later:
             return None
         entry = self.entries[min(later)]
