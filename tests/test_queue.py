@@ -541,6 +541,82 @@ def test_an_admission_waits_for_the_hosts_lock_and_counts_what_its_holder_commit
         assert got == [[]]
 
 
+@pytest.mark.postgres
+def test_the_store_admits_none_while_a_workflow_ahead_waits_elsewhere_in_the_cluster(
+        postgres_stores_url: str) -> None:
+    """PostgreSQL: the nodes of a cluster each hold some of a host's pending workflows,
+    and some wait unclaimed. A node asking for a slot for its ``low`` (priority 0) gets
+    none while a ``high`` (priority 5) of the host waits elsewhere to be admitted: owned
+    by another live node, owned by none (a live node with room claims it), or by a lost
+    node (it is taken over). It does get one when ``high`` cannot be admitted there now:
+    its live owner is full (its ``max_concurrent``, as its row says it, hold a slot), or
+    no node with room has its code; and when ``high`` comes after ``low`` (same priority, started
+    later). As ``max_running`` and ``rate`` alike; offering ``high`` first admits
+    both."""
+    import uuid
+
+    import psycopg
+
+    from garrison.persistence import PostgresStore, Transaction
+
+    schema = f"admit_{uuid.uuid4().hex[:8]}"
+    with PostgresStore(f"{postgres_stores_url}?schema={schema}") as store, \
+            psycopg.connect(postgres_stores_url, autocommit=True) as conn:
+        # this node (1: room, no limit), a full one (2: max_concurrent 1, running one
+        # workflow of the host "full"), one with room (3), a lost one (4); no node with
+        # room has the code of ``m:nocode``
+        for epoch, status, most in ((1, "active", None), (2, "active", 1),
+                                    (3, "active", 2), (4, "lost", None)):
+            info = {"refused": ["m:nocode"], "limits": {"max_concurrent": most}}
+            conn.execute(
+                f"INSERT INTO {schema}.nodes (epoch, name, status, started, heartbeat, "
+                "lease, lease_until, info, room) VALUES (%s, %s, %s, 0, 0, 60, "
+                f"{schema}.now_s() + 60, %s, %s)",
+                (epoch, f"n{epoch}", status, json.dumps(info),
+                 None if most is None else most - (epoch == 2)))
+        cases = {  # host: (high's owner, its name, its priority), then whether low starts
+            "live": ((3, "m:f", 5), False), "unowned": ((None, "m:f", 5), False),
+            "lost": ((4, "m:f", 5), False), "full": ((2, "m:f", 5), True),
+            "no-code": ((None, "m:nocode", 5), True), "later": ((3, "m:f", 0), True)}
+        tx = Transaction()
+        for host, ((_owner, name, priority), _starts) in cases.items():
+            tx.create_workflow(f"{host}-low", "m:f", status="pending", run_id="r",
+                               host=host)
+            tx.enqueue(f"{host}-low", "r")
+            tx.create_workflow(f"{host}-high", name, status="pending", run_id="r",
+                               host=host)
+            tx.enqueue(f"{host}-high", "r", priority=priority)
+        tx.create_workflow("full-busy", "m:f", status="running", host="full")
+        store.write(tx)
+        conn.execute(f"UPDATE {schema}.workflows SET owner_epoch = 2 "
+                     "WHERE workflow_id = 'full-busy'")
+        for host, ((owner, _name, _priority), _starts) in cases.items():
+            conn.execute(f"UPDATE {schema}.workflows SET owner_epoch = %s WHERE "
+                         "workflow_id = %s", (1, f"{host}-low"))
+            conn.execute(f"UPDATE {schema}.workflows SET owner_epoch = %s WHERE "
+                         "workflow_id = %s", (owner, f"{host}-high"))
+        store.fence_epoch = 1  # (this node's writes: its epoch's)
+
+        def admit(host: str, *entries: str, **limits: Any) -> list[str]:
+            got: list[str] = store.write(Transaction().admit(
+                host, [(wid, "r") for wid in entries], time=100.0, **limits))[0]
+            return got
+
+        for host, (_high, starts) in cases.items():
+            for limits in ({"max_running": 2}, {"rate": (1, 60.0)}):
+                expected = [f"{host}-low"] if starts else []
+                assert admit(host, f"{host}-low", **limits) == expected, (host, limits)
+                if starts:  # (back to waiting, for the rate's turn)
+                    conn.execute(f"UPDATE {schema}.workflows SET status = 'pending', "
+                                 "admitted = NULL WHERE workflow_id = %s", (f"{host}-low",))
+        # offered, but another node's: it holds the slot up still
+        assert admit("unowned", "unowned-high", "unowned-low", max_running=2) == []
+        conn.execute(f"UPDATE {schema}.workflows SET owner_epoch = 1 "
+                     "WHERE workflow_id = 'unowned-high'")  # (claimed by this node)
+        assert admit("unowned", "unowned-high", "unowned-low", max_running=2) == [
+            "unowned-high", "unowned-low"]
+
+
 async def test_the_rate_holds_across_restarts(store_spec: str, autojump_clock: Any) -> None:
     """A node restarted in a loop (four times in four seconds) starts no more than the
     rate allows: it counts the starts the store recorded, not a fresh bucket."""
@@ -1189,3 +1265,26 @@ async def test_a_pending_workflow_of_a_cluster_ends_where_asked_unless_a_node_cl
             with trio.fail_after(20):
                 assert await a.workflow(wid).result() == wid
     assert sorted(started()) == ["after", "other"]
+
+
+@pytest.mark.postgres
+async def test_a_cluster_limit_starts_the_host_s_workflows_in_priority_order_across_nodes(
+        postgres_url: str) -> None:
+    """cluster_max_concurrent=1 on two nodes: while ``hog`` holds the slot, ``low``
+    (priority 0) waits in a's queue and ``high`` (priority 5) in b's. When the slot
+    frees, a asks first (its own workflow ended), yet the store leaves the slot to b's
+    ``high``; ``low`` starts after it. Real time: the nodes hear of each other through
+    the server."""
+    async with garrison.open_node(store=postgres_url, name="a", lease="2s",
+                                  cluster_max_concurrent=1) as a, \
+            garrison.open_node(store=postgres_url, name="b", lease="2s",
+                               cluster_max_concurrent=1) as b:
+        await a.start_workflow(app.waits_for_go, id="hog")
+        await a.start_workflow(app.job, id="low")
+        await b.start_workflow(app.job, id="high", priority=5)
+        assert a.workflow("low").status() == b.workflow("high").status() == "pending"
+        await a.send("workflows/hog", "go", "x")
+        with trio.fail_after(20):
+            assert await a.workflow("low").result() == "low"
+            assert await b.workflow("high").result() == "high"
+    assert started() == ["high", "low"]

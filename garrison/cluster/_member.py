@@ -324,10 +324,13 @@ class ClusterMember:
 
     def _shared_limits(self) -> dict[str, Any]:
         """The host's limits that hold across the cluster (each node admits by its own
-        config), as its row tells the other nodes."""
+        config), as its row tells the other nodes; and its ``max_concurrent``, by which
+        the store's admission tells a full node, whose waiting workflows hold up no
+        other node's (they cannot start there now)."""
         limits = self.host.queue.limits
         return {"host": self.host.name, "cluster_max_concurrent": limits.cluster_max_concurrent,
-                "rate": limits.rate, "starts": list(limits.starts or ()) or None}
+                "rate": limits.rate, "starts": list(limits.starts or ()) or None,
+                "max_concurrent": limits.max_concurrent}
 
     def _compare_limits(self, live: dict[int, dict[str, Any]]) -> None:
         """The thread: warn (once per node) of a live node whose host of this name has

@@ -371,7 +371,8 @@ def _v4_cluster(cur: psycopg.Cursor[Any], s: sql.Identifier) -> None:
 #:   counts, then admits, so two nodes admitting at once are serialized and each sees
 #:   what the other committed (READ COMMITTED: every statement of the function reads a
 #:   fresh snapshot, taken after the lock). In a cluster (``ep``) only workflows the
-#:   node's epoch owns are admitted, after the lease check (``fence``).
+#:   node's epoch owns are admitted, after the lease check (``fence``). Version 10
+#:   replaces it (the host's queue order across nodes).
 _V5 = """
 ALTER TABLE {s}.workflows ADD COLUMN admitted double precision;
 CREATE INDEX workflows_by_admitted ON {s}.workflows (host, admitted)
@@ -487,10 +488,103 @@ def _v9_inbox_reply(cur: psycopg.Cursor[Any], s: sql.Identifier) -> None:
                         ).format(s=s))
 
 
+#: Version 10 (PostgreSQL only): ``admit(...)`` keeps the host's queue order across the
+#: nodes of a cluster. The nodes each hold some of the host's pending workflows (and
+#: some wait unclaimed), so the first to ask would take a slot the host's next
+#: workflow waits for elsewhere. Now, under the host's lock, it finds the first
+#: pending workflow of the host (priority, highest first, then start order) that it was
+#: not offered (or cannot admit: another node's) and that waits to be admitted: one a
+#: live node owns (unless that node is full: as many of the host's workflows it owns
+#: hold a slot as the ``max_concurrent`` its row's ``info.limits`` says; it cannot
+#: start it now, and holds up no other node), or one no live node owns that an active
+#: node with room would claim (a store no node uses: any). An entry is admitted only
+#: if its queue row comes before that one; at the first that does not (or has no
+#: row), it stops, leaving the slot to the owner's next try or to the node that claims
+#: it (a lost node's once it is taken over). ``queue_order``: the queue rows in that
+#: order, so the search (and a claim's) walks them from the first rather than sorting
+#: them all.
+_V10 = """
+CREATE INDEX queue_order ON {s}.queue (priority DESC, seq);
+
+CREATE OR REPLACE FUNCTION {s}.admit(h text, entries text, max_running bigint,
+                                     rate_count bigint, rate_period double precision,
+                                     at double precision, ep bigint, lock_class integer)
+    RETURNS text
+LANGUAGE plpgsql AS $garrison$
+DECLARE
+    room bigint;
+    n bigint;
+    got text[] := '{{}}';
+    e record;
+    head_priority bigint;
+    head_seq bigint;
+    my_priority bigint;
+    my_seq bigint;
+    full_nodes bigint[];
+BEGIN
+    PERFORM pg_advisory_xact_lock(lock_class, hashtext(coalesce(h, '')));
+    IF ep IS NOT NULL THEN
+        PERFORM {s}.fence(ep, NULL);
+    END IF;
+    room := jsonb_array_length(entries::jsonb);
+    IF max_running IS NOT NULL THEN
+        SELECT count(*) INTO n FROM {s}.workflows
+        WHERE host = h AND status IN ('running', 'waiting', 'sleeping');
+        room := least(room, max_running - n);
+    END IF;
+    IF rate_count IS NOT NULL THEN
+        SELECT count(*) INTO n FROM {s}.workflows WHERE host = h AND admitted > at - rate_period;
+        room := least(room, rate_count - n);
+    END IF;
+    IF room > 0 THEN
+        SELECT coalesce(array_agg(n.epoch), '{{}}') INTO full_nodes FROM {s}.nodes n
+        WHERE n.status IN ('active', 'draining')
+          AND (n.info::jsonb -> 'limits' ->> 'max_concurrent')::bigint <= (
+              SELECT count(*) FROM {s}.workflows w WHERE w.owner_epoch = n.epoch
+              AND w.host = h AND w.status IN ('running', 'waiting', 'sleeping'));
+        SELECT q.priority, q.seq INTO head_priority, head_seq
+        FROM {s}.queue q JOIN {s}.workflows w ON w.workflow_id = q.workflow_id
+        LEFT JOIN {s}.nodes o ON o.epoch = w.owner_epoch AND o.status IN ('active', 'draining')
+        WHERE w.host = h AND w.status = 'pending'
+          AND NOT EXISTS (SELECT 1 FROM jsonb_array_elements(entries::jsonb) x
+                          WHERE x.value ->> 0 = w.workflow_id AND x.value ->> 1 = w.run_id
+                          AND (ep IS NULL OR w.owner_epoch = ep))
+          AND CASE WHEN o.epoch IS NOT NULL THEN o.epoch <> ALL(full_nodes)
+                   ELSE ep IS NULL OR EXISTS (
+                       SELECT 1 FROM {s}.nodes c WHERE c.status = 'active'
+                       AND c.lease_until > {s}.now_s() AND coalesce(c.room, 1) > 0
+                       AND NOT coalesce(c.info::jsonb -> 'refused', '[]'::jsonb) ? w.name) END
+        ORDER BY q.priority DESC, q.seq LIMIT 1;
+    END IF;
+    FOR e IN SELECT value ->> 0 AS wid, value ->> 1 AS run
+             FROM jsonb_array_elements(entries::jsonb) WITH ORDINALITY ORDER BY ordinality LOOP
+        EXIT WHEN cardinality(got) >= room;
+        IF head_seq IS NOT NULL THEN
+            SELECT priority, seq INTO my_priority, my_seq FROM {s}.queue WHERE workflow_id = e.wid;
+            EXIT WHEN my_seq IS NULL OR my_priority < head_priority
+                OR (my_priority = head_priority AND my_seq > head_seq);
+        END IF;
+        UPDATE {s}.workflows SET status = 'running', admitted = at, updated = at
+        WHERE workflow_id = e.wid AND run_id = e.run AND status = 'pending'
+          AND (ep IS NULL OR owner_epoch = ep);
+        IF FOUND THEN
+            got := got || e.wid;
+        END IF;
+    END LOOP;
+    RETURN to_json(got)::text;
+END
+$garrison$;
+"""
+
+
+def _v10_admit_in_order(cur: psycopg.Cursor[Any], s: sql.Identifier) -> None:
+    cur.execute(sql.SQL(_V10).format(s=s))
+
+
 #: ``MIGRATIONS[i]`` migrates version ``i`` to ``i + 1``.
 MIGRATIONS: list[Callable[[psycopg.Cursor[Any], sql.Identifier], None]] = [
     _v1_initial, _v2_trace_context, _v3_schedules_and_queue, _v4_cluster, _v5_admitted,
-    _v6_fence_many, _v7_timer_kind, _v8_dedup_kept, _v9_inbox_reply,
+    _v6_fence_many, _v7_timer_kind, _v8_dedup_kept, _v9_inbox_reply, _v10_admit_in_order,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -619,6 +619,13 @@ class Transaction:
         transaction, so two nodes admitting at once never exceed the limits; in a
         cluster only workflows this node owns are admitted (the lease is checked
         too). A pair whose workflow is not ``pending`` with that run id is passed over.
+        PostgreSQL keeps the host's queue order across the nodes too: it stops at the
+        first pair whose queue row does not come before (priority, then start order)
+        every ``pending`` workflow of the host not among them that waits to be admitted
+        elsewhere (another live node's, unless that node is at its ``max_concurrent``;
+        or one no live node owns that a node with room would claim), leaving the slot
+        to it.
+        (SQLite: the one node has all of them in its queue.)
         """
         entries = _json_dumps([[str(wid), str(run)] for wid, run in workflows])
         count, period = rate if rate is not None else (None, None)

@@ -34,10 +34,13 @@ Where each limit is kept:
   running or parked, and those admitted in the rate's last period, by their stored
   ``admitted`` time, then admits, in one step under a lock of the host), so they hold
   across restarts and across the nodes of a cluster. A workflow this node would start
-  is created ``pending`` and admitted in the same transaction, or waits. After the
-  store refused, the queue tries again when a slot frees here, when another node says
-  one freed there (``slot_freed``: a notification), when the rate allows (the oldest
-  start it counts leaves the period), and at most ``RETRY`` seconds later.
+  is created ``pending`` and admitted in the same transaction, or waits. The store
+  admits in the host's queue order across the cluster: not while a workflow of the
+  host before it waits on another live node (which admits it at its own next try) or
+  unclaimed (a node with room claims it at its next round). After the store refused,
+  the queue tries again when a slot frees here, when another node says one freed
+  there (``slot_freed``: a notification), when the rate allows (the oldest start it
+  counts leaves the period), and at most ``RETRY`` seconds later.
 
 Workflows a workflow starts (child workflows) start at once whatever the limits (a
 parent waiting for a child it queued behind itself would never end) and count as
