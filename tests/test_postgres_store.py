@@ -1396,3 +1396,16 @@ def test_libpq_s_socket_url_form_and_ipv6_hosts_in_messages(postgres_server: Any
         PostgresStore(f"postgresql://ann:s3cret-pw@[::1]:{port}/db")
     assert f"postgresql://ann@[::1]:{port}/db" in str(info.value)
     assert "s3cret-pw" not in str(info.value)
+
+
+def test_a_url_of_several_hosts_is_shown_with_each_host_s_port() -> None:
+    """libpq's ``host1:port1,host2:port2`` was shown as ``host1,host2:port1,port2``."""
+    with socket_closed_port() as p1, socket_closed_port() as p2:
+        for url, shown in (
+                (f"postgresql://ann:pw@127.0.0.1:{p1},[::1]:{p2}/db",
+                 f"postgresql://ann@127.0.0.1:{p1},[::1]:{p2}/db"),
+                (f"postgresql://ann@127.0.0.1,localhost/db?port={p2}",  # (one for all)
+                 f"postgresql://ann@127.0.0.1:{p2},localhost:{p2}/db")):
+            with pytest.raises(StoreError) as info:
+                PostgresStore(url, retry_for=0)
+            assert shown in str(info.value), str(info.value)

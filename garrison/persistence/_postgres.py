@@ -239,9 +239,13 @@ def _parse(url: str, schema: str | None) -> tuple[dict[str, str], str, str]:
                  + (f"?host={host}&port={port}" if host else
                     f"?port={port}" if params.get("port") else ""))
     else:
-        if ":" in host:  # an IPv6 address
-            host = f"[{host}]"
-        shown = f"postgresql://{user + '@' if user else ''}{host}:{port}/{dbname}"
+        # each host with its port (libpq: one port for all, or one per host); an IPv6
+        # address in brackets
+        hosts = host.split(",")
+        ports = port.split(",") if "," in port else [port] * len(hosts)
+        servers = ",".join(f"[{h}]:{p or 5432}" if ":" in h else f"{h}:{p or 5432}"
+                           for h, p in zip(hosts, ports, strict=False))
+        shown = f"postgresql://{user + '@' if user else ''}{servers}/{dbname}"
     if chosen != _pg_schema.DEFAULT_SCHEMA:
         shown += f"{'&' if '?' in shown else '?'}schema={chosen}"
     return params, chosen, shown
