@@ -344,12 +344,13 @@ def test_tool_opens_unlocked_reads_and_queues_writes(store: SQLiteStore, store_s
         assert tool.get_workflow("w1") is not None
         tool.deliver("w1", "signal", {"go": True}, sender="cli/1")
         tool.resolve_promise("w1", "approval", "yes")
-        tool.request_cancel("w1")
+        tool.request_cancel("w1", time=1_700_000_000.25)
     assert [m.topic for m in store.pending_messages("w1")] == ["signal"]
     promise = store.get_promise("w1", "approval")
     assert promise is not None and promise.value == "yes"
     workflow = store.get_workflow("w1")
     assert workflow is not None and workflow.cancel_requested
+    assert workflow.cancel_time == 1_700_000_000.25  # (a node resuming it orders it so)
     wakeups = store.take_wakeups()
     assert [w.workflow_id for w in wakeups] == ["w1", "w1", "w1"]
     assert store.take_wakeups() == []

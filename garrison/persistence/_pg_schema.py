@@ -6,7 +6,8 @@ records (``_store.py``) equal to SQLite's:
 
 - times are ``double precision`` unix seconds (UTC), like SQLite's REAL;
 - SQLite INTEGER columns are ``bigint`` (same range); ``cancel_requested`` stays
-  an integer 0/1 like SQLite's (the record turns it into a bool);
+  an integer like SQLite's: 0, or when the cancel was asked (``_records.cancel_flag``;
+  the record turns it into a bool and a time);
 - JSON columns are ``text`` holding the converter's output verbatim, so that a
   value read back is the very text written (key order included). The one JSON
   column that queries look into, ``workflows.search``, has a generated ``jsonb``

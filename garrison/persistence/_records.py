@@ -36,6 +36,8 @@ __all__ = [
     "WakeupRecord",
     "WorkflowRecord",
     "WorkflowStatus",
+    "cancel_flag",
+    "cancel_time",
     "parse_status",
     "requested_attempt",
 ]
@@ -71,6 +73,20 @@ def _moment(value: float) -> _dt.datetime:
 
 def _time(value: float | None) -> _dt.datetime | None:
     return None if value is None else _moment(value)
+
+
+def cancel_flag(at: float) -> int:
+    """The ``cancel_requested`` column of a cancel asked at ``at`` (unix seconds): that
+    time in whole microseconds. 0 is no cancel, 1 one asked at a time not kept (written
+    by an earlier garrison); every other value is when it was asked
+    (:func:`cancel_time` reads it back)."""
+    return max(2, round(at * 1_000_000))
+
+
+def cancel_time(flag: int | None) -> float | None:
+    """When the cancel the ``cancel_requested`` column ``flag`` holds was asked (unix
+    seconds); ``None`` for no cancel, or one asked at a time not kept."""
+    return flag / 1_000_000 if flag is not None and flag > 1 else None
 
 
 def _json(text: str | None) -> Any:
@@ -153,6 +169,9 @@ class WorkflowRecord:
     cancel_requested: bool = False
     #: the trace context the workflow was started in (``garrison.tracing``), or ``None``
     trace: dict[str, str] | None = attrs.field(default=None, repr=False)
+    #: when its cancel was asked (unix seconds), or ``None`` (none asked, or asked by an
+    #: earlier garrison, which kept no time): the ``cancel_requested`` column holds it
+    cancel_time: float | None = None
 
     @classmethod
     def from_row(cls, row: Sequence[Any]) -> WorkflowRecord:
@@ -184,6 +203,7 @@ class WorkflowRecord:
             _json(memo) or {},
             bool(cancel),
             _json(trace),
+            cancel_time(cancel),
         )
 
 

@@ -44,7 +44,8 @@ _SCHEMA_VERSION_TABLE = """CREATE TABLE "schema_version" (
 def _v1_initial(conn: sqlite3.Connection) -> None:
     # workflows.name: module:qualname of the workflow function; input: JSON argument
     # list; error: JSON ErrorInfo; parent: str(Pid) of the spawning process;
-    # search / memo: JSON objects
+    # search / memo: JSON objects; cancel_requested: 0, or when the cancel was asked
+    # (``_records.cancel_flag``: 1 from a garrison that kept no time)
     conn.execute("""CREATE TABLE "workflows" (
    "workflow_id" TEXT PRIMARY KEY,
    "name" TEXT NOT NULL,

@@ -10,6 +10,7 @@ never relies on this class (it talks to :class:`~garrison.persistence.Store`).
 
 from __future__ import annotations
 
+import datetime as _dt
 from contextlib import AbstractContextManager, nullcontext
 from types import TracebackType
 from typing import Any, Self
@@ -78,9 +79,11 @@ class StoreShortcuts:
         """Set state ``key`` now."""
         self.write(Transaction().set_state(workflow_id, key, value))
 
-    def request_cancel(self, workflow_id: str) -> None:
-        """Flag the workflow for cancellation now (``NoSuchWorkflow`` if unknown)."""
-        self.write(Transaction().request_cancel(workflow_id))
+    def request_cancel(self, workflow_id: str, *,
+                       time: _dt.datetime | float | None = None) -> None:
+        """Flag the workflow for cancellation, asked at ``time`` (default now);
+        ``NoSuchWorkflow`` if unknown."""
+        self.write(Transaction().request_cancel(workflow_id, time=time))
 
     def __enter__(self) -> Self:
         return self

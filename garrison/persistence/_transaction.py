@@ -79,7 +79,7 @@ from typing import Any
 
 from ..actors._values import ErrorInfo, Pid
 from ._converter import RawJson, to_json
-from ._records import WorkflowStatus, parse_status
+from ._records import WorkflowStatus, cancel_flag, parse_status
 
 __all__ = ["Op", "Transaction", "unix_seconds", "workflow_changed"]
 
@@ -318,9 +318,15 @@ class Transaction:
         return self._add(workflow_id, Op.SET_ATTRIBUTES,
                          (workflow_id, search_json, memo_json, _time.time()))
 
-    def request_cancel(self, workflow_id: str) -> Transaction:
-        """Flag the workflow for cancellation (a tool's way to cancel; the node acts on it)."""
-        return self.update_workflow(workflow_id, cancel_requested=True)
+    def request_cancel(self, workflow_id: str, *,
+                       time: _dt.datetime | float | None = None) -> Transaction:
+        """Flag the workflow for cancellation (a tool's way to cancel; the node acts on it),
+        asked at ``time`` (default now): the flag holds that time (see
+        :func:`cancel_flag`), so that a node resuming the workflow puts the cancel in its
+        place among the deadlines and messages that came while no node ran it."""
+        at = unix_seconds(time)
+        return self._add(workflow_id, Op.UPDATE_WORKFLOW,
+                         (workflow_id, at, (("cancel_requested", cancel_flag(at)),)))
 
     def reset_run(
         self,
