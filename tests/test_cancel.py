@@ -644,3 +644,68 @@ async def test_a_process_that_cancels_itself_reads_its_cancel_at_once(autojump_c
         with pytest.raises(ProcessError, match=r"Terminated: did not stop within 3s"):
             await node.wait(pid)
         assert trio.current_time() - t0 == 3
+
+
+# -- a cancel asked while no node ran takes its place in time -------------------------
+@garrison.activity
+async def _step_after(how: str) -> str:
+    return how
+
+
+async def _waits_then_steps(how: str) -> str:
+    if how == "sleep":
+        await garrison.workflow.sleep("2s")
+    elif how == "receive timeout":
+        await process.inbox().receive(timeout="2s")
+    elif how == "timer":
+        await garrison.workflow.first(garrison.workflow.promise("p"),
+                                      garrison.workflow.timer("2s"))
+    else:
+        await process.inbox().receive()
+    await _step_after(how)
+    await garrison.workflow.sleep("30s")
+    return "done"
+
+
+@pytest.mark.parametrize("asked", ["after", "before"])
+@pytest.mark.parametrize("how", ["sleep", "receive timeout", "timer", "message"])
+async def test_a_cancel_asked_while_no_node_ran_comes_after_what_came_before_it(
+        tmp_path: object, monkeypatch: pytest.MonkeyPatch, autojump_clock: object,
+        how: str, asked: str) -> None:
+    """The node stops while the workflow waits; while it is down a deadline passes (or
+    a message is committed), and then a cancel is asked (`garrison workflows cancel`).
+    The node that came back delivered the cancel at once, at the wait: the deadline or
+    message that came first never counted, where a node that ran on would have taken
+    it, run the next step, and met the cancel at the wait after. A cancel asked before
+    the deadline (or the message) still comes first."""
+    from types import SimpleNamespace
+
+    from garrison.hosts.workflow import _waits
+
+    db = str(tmp_path / "s.db")  # type: ignore[operator]
+    async with garrison.open_node(store=db) as node:
+        await node.start_workflow(_waits_then_steps, how, id="w")
+        await trio.sleep(1)  # waiting (the 2 s deadline is ahead)
+    with garrison.persistence.open_store(db, lock=False) as tool:
+        if how == "message":
+            came = _waits._time.time() + 60
+            tool.deliver("w", "hello", 1, time=came)
+        elif how == "timer":
+            came = next(r.outcome["deadline"] for r in tool.journal("w") if r.kind == "timer")
+        else:
+            (timer,) = tool.timers("w")
+            came = timer.deadline.timestamp()
+        tool.request_cancel("w", time=came + (0.5 if asked == "after" else -0.5))
+    real_time = _waits._time.time
+    monkeypatch.setattr(_waits, "_time", SimpleNamespace(time=lambda: real_time() + 7200))
+    async with garrison.open_node(store=db) as node:
+        with pytest.raises(garrison.WorkflowCancelled):
+            await node.workflow("w").result()
+        journal = [(r.kind, r.seq) for r in node.workflow("w").history()]
+    wait = {"sleep": [("sleep", 1)], "receive timeout": [("receive", 1)],
+            "timer": [("promise", 1), ("timer", 2), ("first", 3)],
+            "message": [("receive", 1)]}[how]
+    if asked == "after":  # as a node that ran on: the wait ends, the step runs
+        assert journal == [*wait, ("activity", len(wait) + 1), ("cancel", len(wait) + 2)]
+    else:
+        assert journal == [*wait[:-1], ("cancel", len(wait))]

@@ -316,6 +316,8 @@ class Activities(WorkflowCore):
                 raise ActivityError(error_from_plain(out["error"]), name=name)
             return self.recorded_result(self.cursor.seq - 1, name, hint, out["ok"])
         seq = self.cursor.seq - 1
+        if self.cancel_at is not None:  # asked before this run: it came as the call ran
+            self.cancel_first()
         buf = self._buffer
         if buf is not None and self.flushing is None:
             # the common case, the step before's outcome (or a recorded value the
@@ -479,6 +481,8 @@ class Activities(WorkflowCore):
         if self._buffer is not None:  # (an outcome left by a step: durable first)
             await self.records_committed()
         while not handle.done():
+            if self.cancel_at is not None:
+                self.cancel_first()  # (it runs on now: it ends after the cancel's time)
             if self.cancel_requested and not self.cancel_delivered:
                 self._cancel_at_await(handle.seq)
             # (not ``_wait``: nothing is committed or parked here, as before cancels

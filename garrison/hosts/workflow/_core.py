@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
@@ -110,8 +111,8 @@ class WorkflowCore(Caller, WorkflowScope):
     # a slot is one pointer in the object itself (the parts of a workflow below are
     # mixins with empty slots; an attribute not named here cannot be set)
     __slots__ = ("_budget", "_buffer", "_inboxes", "_journal_sizes", "_wake", "attempt",
-                 "backoff", "cancel_delivered", "cancel_requested", "check_lost", "children_end",
-                 "continued",
+                 "backoff", "cancel_at", "cancel_delivered", "cancel_requested", "check_lost",
+                 "children_end", "continued",
                  "created", "cursor", "done", "durable_watchers", "error", "exited",
                  "flushes", "flushing", "fn", "held_names", "history_bytes", "host",
                  "input_plain", "kill_reason", "left_outcome",
@@ -173,6 +174,14 @@ class WorkflowCore(Caller, WorkflowScope):
         self.timer_kinds = timer_kinds or None
         self.cancel_requested = cancel_requested
         self.cancel_delivered = False
+        #: when a cancel was asked that this run has not reached yet (unix seconds): one
+        #: asked while no node ran the workflow, read from the store. It comes in its
+        #: place in time, as on a node that ran on: what was done before it (a deadline,
+        #: a message committed, a promise completed) decides the waits first, and it
+        #: arrives (``cancel_requested``) at the first wait nothing done before it
+        #: decides, or at an activity or process call (under way when it was asked).
+        #: ``None``: no such cancel (a cancel asked of a running workflow arrives at once)
+        self.cancel_at: float | None = None
         #: the scope of an activity call's wait before its next attempt (a cancel
         #: request ends it: the call raises ``WorkflowCancelled`` instead of retrying)
         self.backoff: trio.CancelScope | None = None
@@ -647,6 +656,24 @@ class WorkflowCore(Caller, WorkflowScope):
             self.cancel_delivered = True
             raise self._cancelled_error()
 
+    def cancel_first(self, done_at: float = math.inf) -> bool:
+        """The wait under way is decided by what was done at ``done_at`` (wall clock: a
+        deadline, a message's commit; ``inf``: nothing decides it yet). True if the
+        cancel asked before this run (``cancel_at``) came first: it arrives now, and the
+        wait raises ``WaitCancelled``."""
+        at = self.cancel_at
+        if at is None:
+            return False
+        if self.cancel_delivered:  # (replayed: its record is in the journal)
+            self.cancel_at = None
+            return False
+        if done_at < at:
+            return False
+        self.cancel_at = None
+        self.cancel_requested = True
+        self.host.cancel_children(self)  # type: ignore[arg-type]  # (an instance's)
+        return True
+
     def _cancelled_error(self) -> WorkflowCancelled:
         return WorkflowCancelled(f"workflow {self.wid!r} was cancelled")
 
@@ -689,6 +716,8 @@ class WorkflowCore(Caller, WorkflowScope):
             raise raised_again(self.store_error)
         if self._buffer is not None:
             await self._commit(Transaction())
+        if self.cancel_at is not None:
+            self.cancel_first()  # nothing done before it decided this wait
         if self.cancel_requested and not self.cancel_delivered:
             if self._wake is ev:
                 self._wake = None

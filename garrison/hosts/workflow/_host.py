@@ -1411,8 +1411,8 @@ class WorkflowHost:
         wf = self.active.get(wid)
         if wf is None:
             return False
-        if not wf.cancel_requested:
-            self.write_soon(Transaction().request_cancel(wid))
+        if not wf.cancel_requested and wf.cancel_at is None:  # (asked before: it stands)
+            self.write_soon(Transaction().request_cancel(wid, time=self.clock.now()))
             wf.cancel_requested = True
             self.cancel_children(wf)
             self.queue.cancelled(wf)  # waiting in the queue: it ends at once

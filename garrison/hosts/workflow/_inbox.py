@@ -280,6 +280,8 @@ class Receives(WorkflowCore):
             while True:
                 item = self._find(box, deadline)
                 if item is not None:
+                    if self.cancel_at is not None and self.cancel_first(item.created):
+                        raise WaitCancelled
                     tx = Transaction()
                     value = self._consume(item, box, seq, tx)
                     if deadline is not None:
@@ -300,6 +302,8 @@ class Receives(WorkflowCore):
                     # (the wake-up event is made as the workflow parks, below)
                     continue
                 if deadline is not None and self.host.clock.now() >= deadline:
+                    if self.cancel_at is not None and self.cancel_first(deadline):
+                        raise WaitCancelled
                     tx = Transaction()
                     self.record(tx, seq, _RECEIVE, box.channel, '{"timeout":true}')
                     tx.remove_timer(self.wid, seq)

@@ -443,6 +443,7 @@ class WorkflowInstance(Waits, Activities, Interop):
         self.continued = True
         if handled:
             self.cancel_requested = self.cancel_delivered = False
+            self.cancel_at = None
         self.cursor = Cursor(self.wid, [])
         self.versions = None
         self._journal_sizes = None

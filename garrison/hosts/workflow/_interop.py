@@ -730,6 +730,8 @@ class Interop(WorkflowCore):
                 raise TimeoutError(err.message)
             raise ProcessError(err.message, pid=Pid.parse(out["pid"]), error=err)
         seq = self.cursor.seq - 1
+        if self.cancel_at is not None:  # asked before this run: it came as the call ran
+            self.cancel_first()
         if self.records_pending:
             await self.records_committed()  # the request may carry a recorded value
         node = self.node

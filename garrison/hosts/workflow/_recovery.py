@@ -79,6 +79,11 @@ def load(host: WorkflowHost, record: WorkflowRecord) -> WorkflowInstance:
             _orphan_cancelled(wid, supervisor)
         elif supervisor is not None and host.node.plain_elsewhere(supervisor):
             host.supervised_elsewhere[wid] = supervisor
+    elif record.cancel_time is not None and record.status != WorkflowStatus.PENDING:
+        # asked while no node ran it (or before its node stopped): what came before the
+        # cancel decides the waits first, as on a node that ran on (a workflow that
+        # never ran has nothing before it: it ends at once)
+        wf.cancel_requested, wf.cancel_at = False, record.cancel_time
     if record.host is None:
         # a tool started it (``garrison workflows start``), naming no host: it is this
         # host's from now on, so that its children's parent pid, which names this host,
@@ -366,7 +371,7 @@ def refresh(host: WorkflowHost, wid: str, *, starting: bool = False) -> None:
             # a row this node delivered itself, its push still to come: not twice
             wf.refreshed = added(wf.refreshed, rec.id)
             changed = True
-    if record.cancel_requested and not wf.cancel_requested:
+    if record.cancel_requested and not wf.cancel_requested and wf.cancel_at is None:
         wf.cancel_requested = True
         host.cancel_children(wf)
         host.queue.cancelled(wf)  # waiting in the queue: it ends at once

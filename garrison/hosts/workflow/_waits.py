@@ -201,6 +201,8 @@ class Waits(Receives):
             self.timers[seq] = recorded
             await self._commit(Transaction().add_timer(self.wid, seq, recorded, "sleep"))
         try:
+            if self.cancel_at is not None and self.cancel_first(recorded):
+                raise WaitCancelled
             while self.host.clock.now() < recorded:
                 await self._wait(self.host.clock.trio_deadline(recorded), WorkflowStatus.SLEEPING)
         except WaitCancelled:
@@ -228,6 +230,9 @@ class Waits(Receives):
         if entry is None:
             seq = self.cursor.seq - 1
             try:
+                if self.cancel_at is not None and name in self.promises and self.cancel_first(
+                        (self.promise_times or {}).get(name, -math.inf)):
+                    raise WaitCancelled
                 while name not in self.promises:
                     await self._wait(None, WorkflowStatus.WAITING)
             except WaitCancelled:
@@ -265,6 +270,8 @@ class Waits(Receives):
             return
         seq = self.cursor.seq - 1
         try:
+            if self.cancel_at is not None and self.cancel_first(timer.deadline):
+                raise WaitCancelled
             while not timer.done():
                 await self._wait(self.host.clock.trio_deadline(timer.deadline),
                                  WorkflowStatus.SLEEPING)
@@ -321,6 +328,8 @@ class Waits(Receives):
                     i = done[0] if len(done) == 1 else min(
                         done, key=lambda j: (self._done_at(awaitables[j]), j))
                     a = awaitables[i]
+                    if self.cancel_at is not None and self.cancel_first(self._done_at(a)):
+                        raise WaitCancelled
                     tx = Transaction()
                     if isinstance(a, PendingReceive) and not a.resolved:
                         self._claim(a, tx)  # consumed with the decision, atomically
