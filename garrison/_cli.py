@@ -23,6 +23,7 @@ import os
 import re
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from functools import partial
@@ -1015,7 +1016,30 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # Ctrl-C in a command that is no node: no traceback
         print(f"garrison {argv[0]}: interrupted", file=sys.stderr)
         return 130
+    if args.func in (cmd_run, cmd_ui):
+        _say_threads_left()
     return code
+
+
+def _say_threads_left() -> None:
+    """The node stopped, and the interpreter will wait for the application's threads
+    that are not daemons before the process exits: said, naming them (else a stop looks
+    hung); a SIGINT or SIGTERM meanwhile exits at once (``128 + the signal``)."""
+    left = [t for t in threading.enumerate()
+            if t is not threading.main_thread() and not t.daemon and t.is_alive()]
+    if not left:
+        return
+    names = ", ".join(t.name for t in left[:5]) + (", ..." if len(left) > 5 else "")
+    log.warning("the node stopped; the process waits for %d thread%s of the application "
+                "to end before it exits (%s): a SIGINT or SIGTERM now exits at once",
+                len(left), "" if len(left) == 1 else "s", names)
+
+    def exit_now(got: int, _frame: Any) -> None:
+        logging.shutdown()
+        os._exit(128 + got)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, exit_now)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -130,9 +130,25 @@ def test_run_python_file(tmp_path):
     done = cli("run", "prog.py", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "root is processes"
+    assert "thread" not in done.stderr
     failed = cli("run", "prog.py:other", cwd=tmp_path)
     assert failed.returncode == 1
     assert "ValueError: nope" in failed.stderr
+
+
+def test_run_says_it_waits_for_the_application_s_threads(tmp_path):
+    """After the node stopped, the interpreter waits for the application's non-daemon
+    threads: the command sat there saying nothing (a stop that looked hung)."""
+    (tmp_path / "threads.py").write_text(textwrap.dedent("""
+        import threading, time
+        async def main():
+            threading.Thread(target=time.sleep, args=(0.3,), name="reporter").start()
+            return "done"
+    """))
+    done = cli("run", "threads.py", cwd=tmp_path)
+    assert (done.returncode, done.stdout) == (0, "done\n"), done.stderr
+    assert ("the node stopped; the process waits for 1 thread of the application to end "
+            "before it exits (reporter): a SIGINT or SIGTERM now exits at once") in done.stderr
 
 
 def test_run_tells_a_config_and_a_script_by_their_suffix_in_any_case(tmp_path):
@@ -664,11 +680,11 @@ def test_a_script_running_its_node_at_import_stops_on_the_first_sigint(tmp_path)
 
 def test_sigterm_after_the_node_stopped_is_not_swallowed(tmp_path):
     """Once ``garrison run``'s node has stopped, the command stops listening for
-    signals: a SIGTERM then acts as it does on any program (it kills), as it did
-    before the command noted early signals. The noting handlers of ``_cli_signals``
-    came back when the command's signal receiver closed, so a SIGTERM while the
-    process still waited (here for a thread of the application, at interpreter exit)
-    was only noted, and the process ran on until a second one."""
+    signals: a SIGTERM while the process still waits (here for a thread of the
+    application, at interpreter exit) exits at once (128 + the signal, as a second
+    signal does while the node stops). The noting handlers of ``_cli_signals`` came
+    back when the command's signal receiver closed, so such a SIGTERM was only noted,
+    and the process ran on until a second one."""
     (tmp_path / "job.py").write_text(textwrap.dedent("""
         import sys, threading, time
 
@@ -693,7 +709,7 @@ def test_sigterm_after_the_node_stopped_is_not_swallowed(tmp_path):
             pytest.fail("the SIGTERM was swallowed: the process runs on")
     finally:
         proc.kill()
-    assert proc.returncode == -signal.SIGTERM, seen
+    assert proc.returncode == 128 + signal.SIGTERM, seen
 
 
 def test_a_spawned_child_of_the_garrison_command_takes_sigterm(tmp_path):
