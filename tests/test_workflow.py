@@ -6,7 +6,7 @@ import datetime as dt
 import logging
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import trio
@@ -16,6 +16,9 @@ from workflow_app import Color, Order, Receipt
 import garrison
 from garrison import process, workflow
 from garrison.persistence import open_store
+
+if TYPE_CHECKING:  # (for type checkers only: an annotation naming it cannot be resolved)
+    from decimal import Decimal
 
 
 @pytest.fixture(autouse=True)
@@ -271,6 +274,37 @@ async def test_results_the_annotation_can_restore_are_kept(node: garrison.Node) 
         await node.start_workflow(fn, *args, id=f"ok{i}")
         assert await node.workflow(f"ok{i}").result() == expected
         assert node.workflow(f"ok{i}").status() == "completed"
+
+
+@garrison.activity
+async def _receipt_noted(note: Decimal | None = None) -> Receipt:
+    return Receipt("r", 1)
+
+
+async def _typed_beside_unresolvable(order: Order, note: Decimal | None = None) -> Receipt:
+    got = await _receipt_noted()
+    assert type(order) is Order and type(got) is Receipt, (order, got)
+    return got
+
+
+async def test_an_annotation_that_cannot_be_resolved_leaves_only_its_value_untyped(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """One annotation naming what exists only under ``TYPE_CHECKING`` made every hint of
+    the function fail together: the ``Order`` argument, the activity's ``Receipt`` and
+    the workflow's result all came as dicts, and nothing said so. (One store: the
+    hints, and their warning, are read once per function.)"""
+    when = dt.datetime(2026, 1, 2, 3, 4, tzinfo=dt.UTC)
+    with caplog.at_level(logging.WARNING, logger="garrison.workflow"):
+        async with garrison.open_node() as node:
+            await node.start_workflow(_typed_beside_unresolvable,
+                                      Order("o1", 30, Color.BLUE, when), id="unresolved")
+            assert await node.workflow("unresolved").result() == Receipt("r", 1)
+    said = [r.getMessage() for r in caplog.records if "cannot resolve" in r.getMessage()]
+    why = ("cannot resolve the annotation of parameter 'note' ('Decimal | None': "
+           "NameError: name 'Decimal' is not defined): that value is restored as plain "
+           "JSON (a dict, list, str...), not as the type it names")
+    assert said == [f"test_workflow:_typed_beside_unresolvable: {why}",
+                    f"test_workflow:_receipt_noted: {why}"]
 
 
 async def test_a_workflow_completed_with_a_refused_result_before_stays_completed(

@@ -7,6 +7,8 @@ from __future__ import annotations
 import functools
 import inspect
 import json
+import logging
+import types
 import typing
 from typing import Any
 
@@ -15,6 +17,8 @@ from ...persistence import structure as _structure
 
 __all__ = ["PLAIN", "arity_problem", "json_round_trip", "plain_or_repr", "restore_args",
            "result_refused", "return_hint", "structure", "workflow_result"]
+
+log = logging.getLogger("garrison.workflow")
 
 #: types whose JSON form is themselves (floats excepted: JSON may change their repr)
 PLAIN = (str, int, float, bool, type(None))
@@ -27,13 +31,38 @@ def _hints(fn: Any) -> tuple[list[tuple[str, Any, Any]], Any]:
     try:
         hints = typing.get_type_hints(fn)
     except Exception:
-        hints = {}
+        hints = _each_hint(fn)
     try:
         params = list(inspect.signature(fn).parameters.values())
     except (TypeError, ValueError):
         params = []
     out = [(p.name, hints.get(p.name, Any), p.kind) for p in params]
     return out, hints.get("return", Any)
+
+
+def _each_hint(fn: Any) -> dict[str, Any]:
+    """``fn``'s hints resolved one annotation at a time, when resolving them all at once
+    failed: one that cannot be resolved (a name imported only under ``TYPE_CHECKING``)
+    leaves that parameter untyped, not every other one too; a WARNING names each."""
+    annotations = getattr(fn, "__annotations__", None)
+    if not isinstance(annotations, dict):
+        return {}
+    scope = types.SimpleNamespace(__globals__=getattr(inspect.unwrap(fn), "__globals__", {}))
+    hints: dict[str, Any] = {}
+    failed: list[str] = []
+    for name, annotation in annotations.items():
+        scope.__annotations__ = {name: annotation}
+        try:
+            hints.update(typing.get_type_hints(scope))
+        except Exception as exc:
+            which = "return" if name == "return" else f"parameter {name!r}"
+            failed.append(f"{which} ({annotation!r}: {type(exc).__name__}: {exc})")
+    if failed:
+        log.warning("%s:%s: cannot resolve the annotation of %s: that value is restored "
+                    "as plain JSON (a dict, list, str...), not as the type it names",
+                    getattr(fn, "__module__", "?"), getattr(fn, "__qualname__", repr(fn)),
+                    ", ".join(failed))
+    return hints
 
 
 @functools.lru_cache(maxsize=1024)
