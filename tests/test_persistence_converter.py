@@ -230,6 +230,13 @@ _ARG = "argument 1 (order) of workflow orders:order_workflow"
     (1, dict[str, Any], "as dict[str, Any]: expected a JSON object, got int 1"),
     (1, list[int], "as list[int]: expected a JSON array, got int 1"),
     (["a"], list[int], "as list[int]: at [0]: expected an integer, got a string \"a\""),
+    ([1, "a", 3], tuple[int, str],
+     'as tuple[int, str]: expected 2 values (int, str), got 3: [1, "a", 3]'),
+    ([1], tuple[int, str], "as tuple[int, str]: expected 2 values (int, str), got 1: [1]"),
+    ([[1, "a"], [2]], list[tuple[int, str]],
+     "as list[tuple[int, str]]: at [1]: expected 2 values (int, str), got 1: [2]"),
+    ([1, 2], tuple[int, str], "as tuple[int, str]: at [1]: expected a string, got an "
+                              "integer 2"),
 ])
 def test_a_nested_mismatch_names_the_field_apart_from_the_workflow(
         value: Any, hint: Any, said: str) -> None:
@@ -380,6 +387,32 @@ def test_a_union_with_a_scalar_is_restored_by_the_values_json_type() -> None:
             ([1, 2.5], list[int | str], "expected an integer or a string, got a number 2.5")]:
         with pytest.raises(PayloadError, match=said):
             structure(value, hint, what="argument 1")
+
+
+@attrs.define
+class _Card:
+    last4: str
+
+
+@attrs.define
+class _Iban:
+    last4: str
+
+
+def test_a_union_of_records_nothing_tells_apart_says_the_annotation_cannot_restore() -> None:
+    """``_Card | _Iban`` of the same fields refused every value, a valid ``_Card``
+    too, with cattrs' bare ``TypeError: Could not disambiguate ...``."""
+    for value, hint in [({"last4": "1234"}, _Card | _Iban),
+                        ([{"last4": "1234"}], list[_Card | _Iban])]:
+        with pytest.raises(PayloadError) as info:
+            structure(value, hint, what="argument 1 (pay) of workflow app:pay")
+        said = str(info.value)
+        assert said.startswith("cannot restore argument 1 (pay) of workflow app:pay: its "
+                               "annotation "), said
+        assert "itself cannot be restored (TypeError: Could not disambiguate" in said, said
+        assert said.endswith("give each class a field the others lack, or a field of its "
+                             'own Literal value (kind: Literal["a"] = "a"), or annotate a '
+                             "single class"), said
 
 
 class _Tier(enum.Enum):

@@ -8,6 +8,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
+import attrs
 import pytest
 import trio
 import workflow_app as app
@@ -274,6 +275,36 @@ async def test_results_the_annotation_can_restore_are_kept(node: garrison.Node) 
         await node.start_workflow(fn, *args, id=f"ok{i}")
         assert await node.workflow(f"ok{i}").result() == expected
         assert node.workflow(f"ok{i}").status() == "completed"
+
+
+@attrs.define
+class _Card:
+    last4: str
+
+
+@attrs.define
+class _Iban:
+    last4: str
+
+
+async def _pays_by(last4: str) -> _Card | _Iban:
+    app.LOG.append("paid")
+    return _Card(last4)
+
+
+async def test_a_return_annotation_nothing_can_restore_is_refused_at_the_start() -> None:
+    """``-> _Card | _Iban`` of the same fields: cattrs can restore no value by it, so the
+    workflow ran to its end, its effects done, and then failed on its valid result with
+    ``TypeError: Could not disambiguate ...``. Nothing is stored or run."""
+    async with garrison.open_node() as node:
+        with pytest.raises(garrison.PayloadError) as info:
+            await node.start_workflow(_pays_by, "1234", id="pay")
+        assert node.hosts["workflows"].store.get_workflow("pay") is None and app.LOG == []
+    said = str(info.value)
+    assert said.startswith("cannot restore the result of workflow test_workflow:_pays_by "
+                           "(id 'pay'): its annotation "), said
+    assert "itself cannot be restored (TypeError: Could not disambiguate" in said, said
+    assert said.endswith("or annotate a single class"), said
 
 
 @garrison.activity

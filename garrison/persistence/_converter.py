@@ -28,7 +28,12 @@ from typing import Any, Union, get_args, get_origin
 import attrs
 import cattrs
 import cattrs.v
-from cattrs.errors import BaseValidationError
+from cattrs.errors import (
+    BaseValidationError,
+    IterableValidationError,
+    IterableValidationNote,
+    StructureHandlerNotFoundError,
+)
 
 from .._errors import PayloadError
 from ..actors._values import Pid
@@ -146,6 +151,42 @@ def _structure_bool(value: Any, _type: Any) -> bool:
     return value if _type is bool else _type(value)
 
 
+class _LengthMismatch(ValueError):
+    """A JSON array of another length than the tuple of fixed length it restores."""
+
+
+def _fixed_tuple(hint: Any) -> bool:
+    """``tuple[int, str]``: a tuple of so many values, each of its own type (not
+    ``tuple[int, ...]``, nor ``tuple[()]``)."""
+    if get_origin(hint) is not tuple:
+        return False
+    members = get_args(hint)
+    return bool(members) and members[-1] is not Ellipsis
+
+
+def _structure_fixed_tuple(value: Any, hint: Any) -> tuple[Any, ...]:
+    """cattrs' restoring of a tuple of fixed length, but one of another length says the
+    two lengths (cattrs' says ``invalid value``)."""
+    members = get_args(hint)
+    if len(value) != len(members):
+        shown = json.dumps(value, default=repr)
+        raise _LengthMismatch(
+            f"expected {len(members)} values ({', '.join(map(_hint_name, members))}), got "
+            f"{len(value)}: {shown[:80]}{'...' if len(shown) > 80 else ''}")
+    errors: list[Exception] = []
+    out = []
+    for i, (member, item) in enumerate(zip(members, value, strict=True)):
+        try:
+            out.append(_converter.structure(item, member))
+        except Exception as exc:  # (each is named by its index, as cattrs' own does)
+            exc.__notes__ = [*getattr(exc, "__notes__", []), IterableValidationNote(
+                f"Structuring {hint} @ index {i}", i, member)]
+            errors.append(exc)
+    if errors:
+        raise IterableValidationError(f"While structuring {hint!r}", errors, hint)
+    return tuple(out)
+
+
 #: the scalar types a union may hold, a boolean's first (``True`` is an ``int`` too)
 _UNION_SCALARS = (bool, int, float, str)
 
@@ -224,6 +265,7 @@ def _make_converter() -> cattrs.Converter:
     conv.register_structure_hook_func(lambda t: t is object, lambda value, _type: value)
     # ``int | str``: by the value's JSON type (cattrs restores no union with a scalar)
     conv.register_structure_hook_func(_scalar_union, _structure_union)
+    conv.register_structure_hook_func(_fixed_tuple, _structure_fixed_tuple)
     # Containers: walk them ourselves so every nested value is checked by its
     # runtime type (cattrs would pass unknown objects through untouched).
     conv.register_unstructure_hook(dict, _unstructure_dict)
@@ -464,9 +506,12 @@ def structure(obj: Any, type_hint: Any = Any, *, what: str = "value") -> Any:
         problems = "; ".join(_problem(line) for line in cattrs.transform_error(
             exc, path="$", format_exception=_format_exception))
         raise PayloadError(f"cannot restore {what} as {_hint_name(type_hint)}: {problems}") from exc
-    except _ScalarMismatch as exc:
+    except (_ScalarMismatch, _LengthMismatch) as exc:
         raise PayloadError(f"cannot restore {what} as {_hint_name(type_hint)}: {exc}") from None
     except Exception as exc:
+        why = unrestorable(type_hint)
+        if why is not None:
+            raise PayloadError(f"cannot restore {what}: {why}") from None
         if (isinstance(exc, ValueError) and isinstance(type_hint, type)
                 and issubclass(type_hint, enum.Enum)):
             raise PayloadError(f"cannot restore {what} as {_hint_name(type_hint)}: "
@@ -493,13 +538,32 @@ def structure(obj: Any, type_hint: Any = Any, *, what: str = "value") -> Any:
         ) from exc
 
 
+def unrestorable(hint: Any) -> str | None:
+    """Why no value can be restored as ``hint`` (a union of records nothing tells apart:
+    ``A | B`` of the same fields), or ``None``: the converter can make its restoring
+    function (cattrs keeps it, so asking again is cheap), or the hint names a type it
+    has none for (``NoReturn``, ``NoneType``: no value to restore is not a wrong hint;
+    a value given one says so)."""
+    try:
+        _converter.get_structure_hook(hint)
+    except StructureHandlerNotFoundError:
+        return None
+    except Exception as exc:
+        advice = (": give each class a field the others lack, or a field of its own "
+                  'Literal value (kind: Literal["a"] = "a"), or annotate a single class'
+                  if "disambiguate" in str(exc) else "")
+        return (f"its annotation {_hint_name(hint)} itself cannot be restored "
+                f"({type(exc).__name__}: {exc}){advice}")
+    return None
+
+
 def _format_exception(exc: BaseException, hint: Any) -> str:
     """cattrs' wording of one problem, but a value that should have been an object (a
     mapping, or a record read from one) says so, not ``unknown error (... 'keys')``."""
     if isinstance(exc, AttributeError) and str(exc).endswith(("attribute 'keys'",
                                                               "attribute 'items'")):
         return "expected a JSON object"
-    if isinstance(exc, _ScalarMismatch):  # (it names the type found, cattrs' does not)
+    if isinstance(exc, (_ScalarMismatch, _LengthMismatch)):  # (they name what was found)
         return str(exc)
     if isinstance(exc, ValueError) and isinstance(hint, type) and issubclass(hint, enum.Enum):
         return _not_a_member(hint, exc)

@@ -14,9 +14,11 @@ from typing import Any
 
 from ...persistence import LEAF_TEXT, to_json
 from ...persistence import structure as _structure
+from ...persistence._converter import unrestorable
 
 __all__ = ["PLAIN", "arity_problem", "json_round_trip", "plain_or_repr", "restore_args",
-           "result_refused", "return_hint", "structure", "workflow_result"]
+           "result_refused", "result_unrestorable", "return_hint", "structure",
+           "workflow_result"]
 
 log = logging.getLogger("garrison.workflow")
 
@@ -162,6 +164,14 @@ def structure(value: Any, hint: Any, *, what: str) -> Any:
 def return_hint(fn: Any) -> Any:
     """The return annotation of ``fn`` (``Any`` if none)."""
     return _hints(fn)[1]
+
+
+@functools.lru_cache(maxsize=1024)
+def result_unrestorable(fn: Any) -> str | None:
+    """Why no result of ``fn`` could be restored by its return annotation (``A | B`` of
+    records nothing tells apart), or ``None``: asked when a workflow starts, not after it
+    ran to its end (its arguments' annotations are met then too, restoring them)."""
+    return unrestorable(return_hint(fn))
 
 
 def _named(cls: Any) -> str:

@@ -30,6 +30,7 @@ from ..._errors import (
     DedupKeyTaken,
     NonDeterminismError,
     NoSuchWorkflow,
+    PayloadError,
     ProcessError,
     StoreError,
     WorkflowCancelled,
@@ -65,6 +66,7 @@ from ._codec import (
     arity_problem,
     plain_or_repr,
     restore_args,
+    result_unrestorable,
     return_hint,
     structure,
     workflow_result,
@@ -461,6 +463,10 @@ class WorkflowHost:
         input_text = to_json(list(args), what=f"the arguments of workflow {shown}")
         plain_input = _loads(input_text)
         restore_args(fn, plain_input, f"workflow {shown}")  # typed ones: checked now
+        unrestorable = result_unrestorable(fn)  # (else found when it ends, having run)
+        if unrestorable is not None:
+            raise PayloadError(f"cannot restore the result of workflow {shown}: "
+                               f"{unrestorable}")
         # (a child's id, derived from its parent's, may be a little longer than one given)
         wid = _uuid.uuid4().hex if wid is None else check_workflow_id(
             wid, derived=journal is not None and derived)
