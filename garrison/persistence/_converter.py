@@ -343,6 +343,49 @@ def _path_to(root: object, bad: object | Callable[[object], bool]) -> str | None
     return None
 
 
+def _inside(item: object) -> Iterable[object] | None:
+    """The values ``item`` holds, if it is a list, tuple, dict, dataclass or attrs
+    instance (what converting walks into); else ``None``."""
+    if isinstance(item, list | tuple):
+        return item
+    if isinstance(item, dict):
+        return item.values()
+    if dataclasses.is_dataclass(item) and not isinstance(item, type):
+        return [getattr(item, f.name, None) for f in dataclasses.fields(item)]
+    if attrs.has(type(item)):
+        return [getattr(item, a.name, None)
+                for a in attrs.fields(type(item))]  # type: ignore[arg-type]
+    return None
+
+
+def _nesting(root: object) -> int | None:
+    """How many lists, tuples, dicts and records lie one inside another in ``root`` at
+    most; ``None`` if one holds itself. Walked without recursion (an error path only:
+    its cost does not matter)."""
+    deepest = 0
+    path: set[int] = set()  # (the containers walked down through to here)
+    walked: dict[int, int] = {}  # (the deepest level each was walked from)
+    todo: list[tuple[object, int]] = [(root, 1)]
+    while todo:
+        item, level = todo.pop()
+        if level == 0:  # (walked back up out of it)
+            path.discard(id(item))
+            continue
+        held = _inside(item)
+        if held is None:
+            continue
+        if id(item) in path:
+            return None
+        if walked.get(id(item), 0) >= level:
+            continue  # (one shared: walked already, as deep)
+        walked[id(item)] = level
+        deepest = max(deepest, level)
+        path.add(id(item))
+        todo.append((item, 0))
+        todo.extend((value, level + 1) for value in held)
+    return deepest
+
+
 def _too_long_for_text(item: object) -> bool:
     """An int with more digits than Python turns into text (``sys.get_int_max_str_digits``)."""
     if type(item) is not int:
@@ -359,10 +402,18 @@ def _conversion_failed(value: object, exc: Exception, what: str) -> PayloadError
     value nested too deep are named as such (with where, for the int); any other
     exception (a user's hook, an attrs getter) is shown as it is."""
     if isinstance(exc, RecursionError):
+        depth = _nesting(value)
+        if depth is None:
+            return PayloadError(
+                f"cannot store {what}: a value of type {_type_name(value)} holds itself "
+                "(a list, dict or object inside itself): JSON has no form for it")
+        limit = sys.getrecursionlimit()
         return PayloadError(
-            f"cannot store {what}: a value of type {_type_name(value)} is nested too deep "
-            f"to convert to JSON (Python's recursion limit, {sys.getrecursionlimit()}, "
-            "bounds how many lists, dicts and objects lie one inside another)")
+            f"cannot store {what}: a value of type {_type_name(value)} is nested {depth} "
+            "levels deep (lists, dicts and objects one inside another), too deep to "
+            "convert to JSON: converting takes three Python frames a level of lists and "
+            f"two a level of dicts and objects, within Python's recursion limit of {limit} "
+            f"(some {limit // 3} levels of lists)")
     digits = isinstance(exc, ValueError) and "integer string conversion" in str(exc)
     found = _path_to(value, _too_long_for_text) if digits else None  # ("": the value itself)
     if found is None:
