@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import sqlite3
 from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
@@ -574,6 +575,47 @@ async def test_a_result_its_annotation_refuses_is_the_activitys_final_failure(
     history = garrison.hosts.workflow.History.from_store(node.hosts["workflows"].store,
                                                          "five")
     assert (await garrison.hosts.workflow.replay_history(history)).ok
+
+
+@garrison.activity
+async def _returns_too_much() -> str:
+    app.LOG.append("ran")
+    return "x" * 150_000  # (more than the lowered limit itself)
+
+
+async def _catches_too_much() -> str:
+    try:
+        await _returns_too_much()
+    except garrison.ActivityError as exc:
+        return f"compensated: {exc}"
+    return "kept"
+
+
+async def test_a_result_larger_than_the_store_holds_is_the_activitys_final_failure(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, autojump_clock: Any) -> None:
+    """README: a result no store can hold fails for good. One longer than SQLite's length
+    limit (1,000,000,000 bytes by default; lowered here) failed the commit instead: the
+    workflow was blocked, and each resume ran the activity again and blocked again."""
+    connect = sqlite3.connect
+
+    def lowered(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+        conn = connect(*args, **kwargs)
+        conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 100_000)
+        return conn
+
+    monkeypatch.setattr(sqlite3, "connect", lowered)
+    app.LOG.clear()
+    async with garrison.open_node(store=str(tmp_path / "big.db")) as node:
+        await node.start_workflow(_catches_too_much, id="big")
+        with trio.fail_after(60):
+            said = await node.workflow("big").result()
+        assert said == ("compensated: PayloadError: cannot store the result of activity "
+                        "'test_workflow:_returns_too_much': its JSON text is 150,002 bytes, "
+                        "more than the store holds in one value (34,464)")
+        assert app.LOG == ["ran"]
+        (rec,) = node.workflow("big").history()
+        assert rec.attempts == 1 and rec.outcome["error"]["type"] == "PayloadError"
+        assert node.hosts["workflows"].store.value_limit == 100_000 - 65_536
 
 
 async def test_a_retried_activity_fails_with_its_last_error_alone(

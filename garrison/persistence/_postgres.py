@@ -163,6 +163,9 @@ CUT_CHECK = 0.5
 PROBE_WAIT = 2.0
 PROBE_EVERY = 2.0
 
+#: the most bytes of JSON text one value may have: PostgreSQL's limit for a text value
+#: (1 GB) less room for the rest of its row (ids, names, numbers)
+_VALUE_LIMIT = (1 << 30) - 1 - 65_536
 #: ``synchronous`` -> the writer's ``synchronous_commit``
 _SYNCHRONOUS = {"normal": "off", "full": "on"}
 #: libpq settings a store uses unless the URL sets them: fail fast when the server
@@ -360,6 +363,8 @@ class PostgresStore(PgWritePath, StoreShortcuts):
 
     Use as a context manager or call :meth:`close`.
     """
+
+    value_limit = _VALUE_LIMIT
 
     def __init__(
         self,

@@ -51,6 +51,9 @@ class Store(Protocol):
     path: str | None
     #: ``"normal"`` (survives a killed process) or ``"full"`` (survives power loss)
     synchronous: str
+    #: the most bytes of JSON text one stored value may have (an activity's result): the
+    #: store's limit for one string, less room for the rest of its row
+    value_limit: int
 
     @property
     def owner(self) -> bool:

@@ -360,7 +360,7 @@ class Activities(WorkflowCore):
                 del token  # (a Token less held while the step waits for its batch)
             if failed is None:
                 try:
-                    text, plain = activity_result_json(value, name)
+                    text, plain = activity_result_json(value, name, self.store.value_limit)
                     attempt, failure = 1, None
                 except Exception as bad:  # no store can hold it: final (see _outcome)
                     attempt, text, plain, failure = 1, "", None, ErrorInfo.from_exception(bad)
@@ -620,7 +620,7 @@ class Activities(WorkflowCore):
                     else:
                         exc = err
                 if exc is None:
-                    text, plain, failure = _outcome(value, name)
+                    text, plain, failure = _outcome(value, name, self.store.value_limit)
                     break
                 if ended_by_stop(self.node, exc):  # (its call to a service the stop
                     await trio.sleep_forever()      # ended: no outcome; it runs again)
@@ -738,12 +738,13 @@ def _restored(plain: Any, hint: Any, name: str) -> tuple[Any, ErrorInfo | None]:
         return None, ErrorInfo.from_exception(exc)
 
 
-def _outcome(value: Any, name: str) -> tuple[str, Any, ErrorInfo | None]:
+def _outcome(value: Any, name: str, limit: int) -> tuple[str, Any, ErrorInfo | None]:
     """The activity ``name`` returned ``value``: its JSON and plain form; or, for a value
-    no store can hold (``PayloadError``), its final failure. Not a failed attempt: the
-    activity ran, and running it again would repeat its effect for the same result."""
+    no store can hold (``PayloadError``; or one of more than ``limit`` bytes of JSON, more
+    than this store holds), its final failure. Not a failed attempt: the activity ran,
+    and running it again would repeat its effect for the same result."""
     try:
-        text, plain = activity_result_json(value, name)
+        text, plain = activity_result_json(value, name, limit)
     except Exception as exc:
         return "", None, ErrorInfo.from_exception(exc)
     return text, plain, None

@@ -12,6 +12,7 @@ import types
 import typing
 from typing import Any
 
+from ..._errors import PayloadError
 from ...persistence import LEAF_TEXT, to_json
 from ...persistence import structure as _structure
 from ...persistence._converter import unrestorable
@@ -226,17 +227,25 @@ def json_round_trip(value: Any, what: str) -> tuple[str, Any]:
     return text, _loads(text)
 
 
-def activity_result_json(value: Any, name: str) -> tuple[str, Any]:
+def activity_result_json(value: Any, name: str, limit: int) -> tuple[str, Any]:
     """:func:`json_round_trip` of the result of activity ``name``; the message naming it
     is only formatted for a value that needs converting (a plain result, what most
-    steps return, encodes without one)."""
+    steps return, encodes without one). One of more than ``limit`` bytes of JSON (the
+    store's ``value_limit``: its text is ASCII) is a ``PayloadError`` too: no commit
+    could hold it, and failing there the activity would run again at each resume."""
     leaf = LEAF_TEXT.get(type(value))  # (to_json's first test, without its call)
     if leaf is not None:
         try:
-            return leaf(value), value
+            text, plain = leaf(value), value
         except ValueError:  # (an int too long for text: to_json says so)
-            pass
-    return json_round_trip(value, f"the result of activity {name!r}")
+            text, plain = json_round_trip(value, f"the result of activity {name!r}")
+    else:
+        text, plain = json_round_trip(value, f"the result of activity {name!r}")
+    if len(text) > limit:
+        raise PayloadError(
+            f"cannot store the result of activity {name!r}: its JSON text is "
+            f"{len(text):,} bytes, more than the store holds in one value ({limit:,})")
+    return text, plain
 
 
 def plain_or_repr(value: Any) -> Any:
