@@ -532,10 +532,16 @@ def test_inbox_order_dedupe_and_consume(store: SQLiteStore) -> None:
     assert [m.topic for m in pending] == ["t0", "t1", "t2", "EXIT"]
     assert pending[0].sender == Pid("processes", "9") and pending[0].payload == 0
     assert pending[3].kind == "event" and pending[3].sender is None
-    store.write(Transaction().consume("w1", ids[1], seq=5))
-    assert [m.topic for m in store.pending_messages("w1")] == ["t0", "t2", "EXIT"]
+    store.write(Transaction().record_reply("w1", "m1", '"answer"'))
+    store.write(Transaction().consume("w1", ids[1], seq=5).consume("w1", ids[2], seq=0))
+    assert [m.topic for m in store.pending_messages("w1")] == ["t0", "EXIT"]
+    # a receive's row (seq > 0) keeps its id and reply, not its payload (the journal
+    # has it); one taken at seq 0 (a request discarded) keeps it
     taken = store.inbox_message("m1")
-    assert taken is not None and taken.consumed_seq == 5
+    assert taken is not None and taken.consumed_seq == 5 and taken.payload is None
+    assert taken.topic == "t1" and taken.reply == '"answer"'
+    assert store.inbox_message("m2").payload == 2  # type: ignore[union-attr]
+    assert store.deliver("w1", "t1", 1, msg_id="m1") is None  # still delivered once
     with pytest.raises(ValueError, match="not a pending message"):
         store.write(Transaction().consume("w1", ids[1], seq=6))
     with pytest.raises(ValueError, match="'letter'"):

@@ -451,6 +451,51 @@ async def test_continue_as_new_keeps_state_inbox_and_promises(node: garrison.Nod
     assert length == 3  # receive, promise, await_promise: a fresh journal
 
 
+async def _takes_in_batches(got: list[str], total: int) -> list[str]:
+    for _ in range(3):
+        got.append((await process.inbox().receive()).payload)
+        if len(got) == total:
+            return got
+    workflow.continue_as_new(got, total)
+
+
+async def test_a_received_message_leaves_its_id_in_the_inbox_not_its_payload(
+        store_spec: str, autojump_clock: Any) -> None:
+    """A message-driven workflow that continues as new every 3 messages: its journal
+    stays short, but the store kept every message it had received, payload and all
+    (marked consumed), also once it completed, so the inbox grew without bound. A
+    receive's row now keeps its id (the same message sent again is a duplicate), not
+    its payload: the receive's journal record holds that, and a replay (here after a
+    restart in the middle of a run) takes it from there. A message not received yet
+    keeps its payload."""
+    from _stores import sql
+
+    db = store_spec
+    payloads = [f"m{i}-" + "x" * 200 for i in range(7)]
+    async with garrison.open_node(store=db) as node:
+        pid = await node.start_workflow(_takes_in_batches, [], 7, id="b")
+        for payload in payloads[:5]:
+            await node.send(pid, "n", payload)
+        await trio.sleep(1)
+        await wait_status(node.workflow("b"), "waiting")  # its second run took 2 of 3
+    with garrison.persistence.open_store(db) as store:  # while no node runs
+        store.deliver("b", "n", payloads[5], msg_id="by-tool")
+        assert [m.payload for m in store.pending_messages("b")] == [payloads[5]]
+    async with garrison.open_node(store=db) as node:
+        await node.send(pid, "n", payloads[6])
+        assert await node.workflow("b").result() == payloads
+        assert len(node.workflow("b").history()) <= 3
+    rows = sql(db, "SELECT msg_id, payload, trace, consumed_seq FROM inbox "
+                   "WHERE workflow_id = 'b' ORDER BY id")
+    assert len({msg_id for msg_id, *_ in rows}) == 7
+    assert [(payload, trace, seq is not None) for _id, payload, trace, seq in rows] \
+        == [("null", None, True)] * 7
+    with garrison.persistence.open_store(db) as store:
+        assert store.deliver("b", "n", "again", msg_id="by-tool") is None  # a duplicate
+        taken = store.inbox_message("by-tool")
+        assert taken is not None and taken.payload is None and taken.consumed_seq
+
+
 async def test_stopped_node_leaves_the_last_known_status(store_spec: str,
                                                          autojump_clock: Any) -> None:
     db = store_spec

@@ -226,9 +226,13 @@ _OP_SQL: dict[str, tuple[str, int]] = {
         "AND watchers.status <> 'failed' RETURNING 1) "
         "SELECT put.workflow_id, put.id, (SELECT count(pg_notify($9, '')) FROM woken) "
         "FROM put ORDER BY put.id", 9),
+    # a receive's (seq > 0) row drops its payload: its journal record holds the message
+    # (see ``Transaction.consume``)
     "consume": (
-        "WITH u AS (UPDATE {s}.inbox SET consumed_seq = $1 WHERE id = $2 AND workflow_id = $3 "
-        "AND consumed_seq IS NULL RETURNING 1) "
+        "WITH u AS (UPDATE {s}.inbox SET consumed_seq = $1::bigint, "
+        "payload = CASE WHEN $1::bigint > 0 THEN 'null' ELSE payload END, "
+        "trace = CASE WHEN $1::bigint > 0 THEN NULL ELSE trace END "
+        "WHERE id = $2 AND workflow_id = $3 AND consumed_seq IS NULL RETURNING 1) "
         "SELECT {s}.expect(count(*) = 1, 'not_pending', $3) FROM u", 3),
     "add_timer": (
         "INSERT INTO {s}.timers (workflow_id, seq, deadline, kind) VALUES ($1, $2, $3, $4) "

@@ -299,7 +299,9 @@ class InboxRecord:
     receive that took it (``None`` while pending); ``trace`` the trace context the
     message was sent in (``garrison.tracing``), or ``None``; ``reply`` the JSON text
     of the reply a workflow gave to this call request from a workflow
-    (``Transaction.record_reply``), or ``None``."""
+    (``Transaction.record_reply``), or ``None``. A row a receive took has no
+    ``payload`` nor ``trace`` (``None``; the receive's journal record holds them: see
+    ``Transaction.consume``)."""
 
     COLUMNS: ClassVar[str] = (
         "id, workflow_id, msg_id, topic, payload, sender, kind, call_ref, created, consumed_seq, "

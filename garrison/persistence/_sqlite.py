@@ -259,9 +259,13 @@ def _failed(conn: sqlite3.Connection, workflow_id: str) -> bool:
 
 
 def _consume(conn: sqlite3.Connection, params: tuple[Any, ...]) -> None:
+    # a receive's (seq > 0) journal record holds the message: the row keeps its id (a
+    # message sent again is dropped), its reply, not its payload (see Transaction.consume)
     cur = conn.execute(
-        "UPDATE inbox SET consumed_seq = ? "
-        "WHERE id = ? AND workflow_id = ? AND consumed_seq IS NULL",
+        "UPDATE inbox SET consumed_seq = ?1, "
+        "payload = CASE WHEN ?1 > 0 THEN 'null' ELSE payload END, "
+        "trace = CASE WHEN ?1 > 0 THEN NULL ELSE trace END "
+        "WHERE id = ?2 AND workflow_id = ?3 AND consumed_seq IS NULL",
         params,
     )
     if cur.rowcount != 1:

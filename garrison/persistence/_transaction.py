@@ -27,7 +27,8 @@ of the contract every store implements:
                           that the store holds as monitoring the workflow (read in the
                           write: see :meth:`Transaction.deliver_to_monitors`); a watcher
                           whose message id existed is left out
-``CONSUME``               ``None``; ``ValueError`` unless the row is pending for that workflow
+``CONSUME``               ``None``; ``ValueError`` unless the row is pending for that workflow;
+                          at a ``seq`` above 0 the row keeps no payload (nor trace)
 ``ADD_TIMER``             ``None``; replaces the deadline (and kind) of the same ``seq``
 ``REMOVE_TIMER``          ``None``
 ``RECORD_REPLY``          ``None``; no row changed if the message is not in that inbox
@@ -494,7 +495,15 @@ class Transaction:
         return self._add(workflow_id, Op.DELIVER_TO_MONITORS, params)
 
     def consume(self, workflow_id: str, inbox_id: int, seq: int) -> Transaction:
-        """Mark inbox row ``inbox_id`` as taken by the receive at journal ``seq``."""
+        """Mark inbox row ``inbox_id`` as taken by the receive at journal ``seq``.
+
+        At a ``seq`` above 0 (a receive, whose journal record holds the message) the
+        store drops the row's payload and trace (``InboxRecord.payload`` is then
+        ``None``): the row stays for its id, which makes the same message delivered
+        again a duplicate (a sender's replay, a call made again), and for the reply
+        kept on it, while what a long-lived workflow received does not pile up in its
+        inbox (its journal's copy goes at ``continue_as_new``). ``seq`` 0 (a request
+        discarded, taken by the workflow's end) keeps it."""
         return self._add(workflow_id, Op.CONSUME, (seq, inbox_id, workflow_id))
 
     # -- timers ------------------------------------------------------------
