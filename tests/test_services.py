@@ -269,7 +269,49 @@ async def test_auto_start_services_that_cannot_spawn_back_off_and_the_node_start
     gave_up = sorted(r.getMessage().split(":")[1] for r in caplog.records
                      if "giving up" in r.getMessage())
     assert gave_up == ["bad_input", "lost", "too_slow"]
-    assert starts("fine") == [1.0]  # once too_slow's start timed out (services start in turn)
+    assert starts("fine") == [0.0]  # at once: too_slow waits for a worker, not fine
+
+
+async def test_a_service_that_waits_to_run_holds_up_only_what_requires_it(
+        autojump_clock, caplog):
+    """Services started one at a time, each awaited until it ran or hit its
+    start_timeout: one waiting for a busy worker held up every service after it in the
+    file (4 s here), those that did not require it too. Now each starts once what it
+    requires runs; the node's start still ends once every start is done."""
+    caplog.set_level(logging.INFO, logger="garrison")
+    cfg = config("""
+        - {name: pool, kind: process.host, workers: 1}
+        - {name: hog, kind: process.service, process: steady, host: pool, input: [hog],
+           lifecycle: {auto_start: true}}
+        - name: starved           # waits for pool's one worker, which hog keeps
+          kind: process.service
+          process: steady
+          host: pool
+          input: [starved]
+          lifecycle:
+            auto_start: true
+            start_timeout: 4s
+            restart: {max_attempts: 1, initial_delay: 10s, jitter: 0}
+        - {name: indep, kind: process.service, process: steady, input: [indep],
+           lifecycle: {auto_start: true}}
+        - {name: after_hog, kind: process.service, process: steady, input: [after_hog],
+           lifecycle: {auto_start: true, requires: [hog]}}
+        - {name: after_starved, kind: process.service, process: steady,
+           input: [after_starved], lifecycle: {auto_start: true, requires: [starved]}}
+    """)
+    async with garrison.open_node(config=cfg) as node:
+        assert trio.current_time() == 4.0  # (the start ends once starved's timed out)
+        assert starts("hog") == starts("indep") == starts("after_hog") == [0.0]
+        assert starts("starved") == starts("after_starved") == []
+        status = {s.id: s.status for s in node.services()}
+        assert status["t:starved"] == ServiceStatus.BACKOFF
+        assert status["t:after_starved"] == ServiceStatus.WAITING
+    logged = [r.getMessage() for r in caplog.records if r.name == "garrison.services"]
+    # the services ready at once spawn in file order, and what waits says so once
+    spawned = [m.split(":")[1] for m in logged if " as " in m]
+    assert spawned == ["hog", "starved", "indep", "after_hog"], logged
+    assert [m for m in logged if "waiting for" in m] == [
+        "t:after_starved: waiting for t:starved"], logged
 
 
 async def test_jitter_spreads_delays(autojump_clock):

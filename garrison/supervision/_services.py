@@ -2,12 +2,12 @@
 
 One manager process per node owns every service. It starts the ``auto_start``
 services, and what they require, in dependency order (a service starts once
-everything it ``requires`` is running), restarts a failed service after its
-backoff delay, restarts the services that depend on one that was restarted, gives
-up on a service after ``max_attempts`` restarts without a stable run (that service
-stops alone; the rest keep running), and on shutdown stops services in reverse
-dependency order, each with ``CANCEL`` and then termination after its
-``stop_timeout``.
+everything it ``requires`` is running, without waiting for the others), restarts
+a failed service after its backoff delay, restarts the services that depend on one
+that was restarted, gives up on a service after ``max_attempts`` restarts without a
+stable run (that service stops alone; the rest keep running), and on shutdown stops
+services in reverse dependency order, each with ``CANCEL`` and then termination after
+its ``stop_timeout``.
 
 Every start, restart and give-up is logged on ``garrison.services`` with the
 service id first.
@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import enum
 import logging
+import math
 import random
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -269,30 +271,68 @@ class ServiceManager:
         return all(self.by_id[r].status == ServiceStatus.RUNNING for r in svc.entry.requires)
 
     async def _start_ready(self) -> None:
-        """Start every wanted service whose requirements run, in dependency order."""
-        progress = True
-        while progress and not self.stopping:
-            progress = False
-            for svc in self.order:
-                if not svc.wanted or svc.status in _SETTLED:
-                    continue
-                if self.stopping or self.node.stopping:  # it would refuse the spawn: that
-                    return  # is no failure (the manager's CANCEL comes next, stops the rest)
-                if self._deps_running(svc):
-                    await self._start(svc)
-                    progress = True
-                elif svc.status != ServiceStatus.WAITING:
-                    svc.status = ServiceStatus.WAITING
+        """Start every wanted service whose requirements run, each as soon as they do:
+        services that do not require one another start without waiting for each
+        other, so one that waits to run (for a busy worker, up to its
+        ``start_timeout``) holds up only what requires it. The services ready at one
+        moment spawn in dependency order, one after the other (logs stay in that
+        order); their waits to run overlap. Returns once no start is under way and no
+        other service can start."""
+        under_way: set[str] = set()  # the services whose start is under way
+        ended_send, ended = trio.open_memory_channel[str](math.inf)
+        async with trio.open_nursery() as starts:
+            while not self.stopping:
+                # what may yet start in this pass's run: a start under way, and what
+                # requires one (what it waits for is said once those starts are done)
+                pending = set(under_way)
+                for svc in self.order:
+                    if not svc.wanted or svc.status in _SETTLED:
+                        continue
+                    if self.stopping or self.node.stopping:  # it would refuse the spawn:
+                        break  # no failure (the manager's CANCEL comes next, stops the rest)
+                    if self._deps_running(svc):
+                        under_way.add(svc.entry.id)
+                        pending.add(svc.entry.id)
+                        await starts.start(self._start_watched, svc, ended_send)
+                        continue
                     missing = [r for r in svc.entry.requires
                                if self.by_id[r].status != ServiceStatus.RUNNING]
+                    if not pending.isdisjoint(missing):
+                        pending.add(svc.entry.id)
+                        continue
+                    if svc.status == ServiceStatus.WAITING:
+                        continue
+                    svc.status = ServiceStatus.WAITING
                     log.info("%s: waiting for %s", svc.entry.id, ", ".join(missing),
                              extra={"service": svc.entry.id})
                     for sid in missing:  # (one that returned already: said at once)
                         if self.by_id[sid].status is ServiceStatus.COMPLETED:
                             self._cannot_start(svc, sid)
+                if not under_way:
+                    break
+                under_way.discard(await ended.receive())  # (then a pass for what it freed)
 
-    async def _start(self, svc: _Service) -> None:
-        """Spawn ``svc`` watched by the manager, then wait until its code runs.
+    async def _start_watched(self, svc: _Service, ended: trio.MemorySendChannel[str], *,
+                             task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+                             ) -> None:
+        """:meth:`_start`, reported to :meth:`_start_ready` as started once ``svc`` is
+        spawned (the next ready service may spawn), and on ``ended`` once its start is
+        done."""
+        reported = False
+
+        def spawned() -> None:
+            nonlocal reported
+            if not reported:
+                reported = True
+                task_status.started()
+
+        await self._start(svc, spawned)
+        spawned()  # (a start that failed before its spawn)
+        ended.send_nowait(svc.entry.id)
+
+    async def _start(self, svc: _Service, on_spawn: Callable[[], None]) -> None:
+        """Spawn ``svc`` watched by the manager (then call ``on_spawn``), then wait until
+        its code runs.
 
         The pid is known to the manager before the child can run (no checkpoint
         between the spawn and ``by_pid``), and the manager's event loop waits for the
@@ -333,6 +373,7 @@ class ServiceManager:
                 else:
                     log.info("%s: started as %s", entry.id, spawned,
                              extra={"service": entry.id, "pid": spawned})
+                on_spawn()  # (its wait to run holds up only what requires it)
                 if hasattr(host, "wait_started"):  # "running" before what requires it starts
                     if self.stopping:  # interrupted while it was spawned
                         waiting.cancel()
