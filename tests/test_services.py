@@ -511,6 +511,39 @@ async def test_stop_cancels_then_terminates_after_stop_timeout(autojump_clock):
     assert killed == [t_start + 7]
 
 
+async def test_services_stop_after_what_requires_them_the_others_together(autojump_clock):
+    """Services stopped one after another: five that ignore CANCEL took the sum of
+    their stop timeouts. Now a service stops once every service that requires it
+    (directly, or through one that is not running) has stopped, the others at once."""
+    svc_app.FAILS["b"] = 2
+    cfg = config("""
+        - {name: c, kind: process.service, process: stubborn, input: [c],
+           lifecycle: {auto_start: true, stop_timeout: 2s}}
+        - name: b                 # gives up: a runs without it, c still stops after a
+          kind: process.service
+          process: crasher
+          input: [b, 1]
+          lifecycle:
+            auto_start: true
+            requires: [c]
+            restart: {max_attempts: 1, initial_delay: 1s, jitter: 0}
+        - {name: a, kind: process.service, process: stubborn, input: [a],
+           lifecycle: {auto_start: true, requires: [b], stop_timeout: 1s}}
+        - {name: x, kind: process.service, process: stubborn, input: [x],
+           lifecycle: {auto_start: true, stop_timeout: 2s}}
+        - {name: y, kind: process.service, process: stubborn, input: [y],
+           lifecycle: {auto_start: true, stop_timeout: 2s}}
+    """)
+    async with garrison.open_node(config=cfg) as node:
+        await trio.sleep(20)
+        status = {s.id: s.status for s in node.services()}
+        assert status["t:b"] == ServiceStatus.GAVE_UP and status["t:a"] == ServiceStatus.RUNNING
+        closed = trio.current_time()
+    killed = {w: t - closed for t, w, what in svc_app.LOG if what == "killed"
+              and t >= closed}
+    assert killed == {"a": 1.0, "x": 2.0, "y": 2.0, "c": 3.0}, killed
+
+
 async def test_a_service_that_shields_its_cleanup_is_named_in_the_log(autojump_clock, caplog):
     """A service shielding a long cleanup from its termination held up the node's stop
     (and ``garrison run``'s first SIGTERM) with nothing in the log saying which one or

@@ -6,8 +6,8 @@ everything it ``requires`` is running, without waiting for the others), restarts
 a failed service after its backoff delay, restarts the services that depend on one
 that was restarted, gives up on a service after ``max_attempts`` restarts without a
 stable run (that service stops alone; the rest keep running), and on shutdown stops
-services in reverse dependency order, each with ``CANCEL`` and then termination after
-its ``stop_timeout``.
+services in reverse dependency order (a service once what requires it has stopped,
+the others meanwhile), each with ``CANCEL`` and then termination after its ``stop_timeout``.
 
 Every start, restart and give-up is logged on ``garrison.services`` with the
 service id first.
@@ -532,12 +532,45 @@ class ServiceManager:
         await process.cancel(pid, timeout=svc.entry.lifecycle.stop_timeout)
 
     async def _stop_all(self) -> None:
+        """Stop every service in reverse dependency order: each once every service
+        that requires it (directly or not) has stopped, the others meanwhile, so the
+        whole stop takes the longest chain of stop timeouts, not their sum. Those free
+        to stop at one moment are logged ``stopping`` in reverse dependency order."""
         self.stopping = True
+        # how many services that require it have not stopped yet (one not running
+        # counts as stopped at once, but only after what requires it: the order holds
+        # through it)
+        holders = {svc.entry.id: 0 for svc in self.order}
+        for svc in self.order:
+            for sid in svc.entry.requires:
+                holders[sid] += 1
+        left = list(reversed(self.order))
+        stopped_send, stopped = trio.open_memory_channel[_Service](math.inf)
         with trio.CancelScope(shield=True):
-            for svc in reversed(self.order):
-                if svc.pid is not None:
-                    log.info("%s: stopping", svc.entry.id, extra={"service": svc.entry.id})
-                    await self._stop(svc, ServiceStatus.STOPPED)
+            async with trio.open_nursery() as stops:
+                while left:
+                    for svc in list(left):
+                        if holders[svc.entry.id]:
+                            continue
+                        left.remove(svc)
+                        if svc.pid is None:
+                            self._release(svc, holders)
+                            continue
+                        log.info("%s: stopping", svc.entry.id, extra={"service": svc.entry.id})
+                        stops.start_soon(self._stop_reported, svc, stopped_send)
+                    if left:  # (a stop under way holds them: requirements form no cycle)
+                        self._release(await stopped.receive(), holders)
+
+    async def _stop_reported(self, svc: _Service,
+                             stopped: trio.MemorySendChannel[_Service]) -> None:
+        await self._stop(svc, ServiceStatus.STOPPED)
+        stopped.send_nowait(svc)
+
+    @staticmethod
+    def _release(svc: _Service, holders: dict[str, int]) -> None:
+        """``svc`` has stopped: what it requires is held by one service fewer."""
+        for sid in svc.entry.requires:
+            holders[sid] -= 1
 
     # ------------------------------------------------------------------ on demand
     async def call_start(self, service_id: str) -> None:
@@ -638,7 +671,8 @@ async def start_services(node: NodeContext, config: Config,
 
 
 async def stop_services(node: NodeContext, manager: ServiceManager) -> None:
-    """Stop services in reverse dependency order, each within its stop timeout.
+    """Stop services in reverse dependency order (independent ones together), each
+    within its stop timeout.
 
     The manager stops them on its ``CANCEL``, each one cancelled, then terminated after
     its stop timeout. Past :meth:`ServiceManager.stop_budget` it is left to finish if it
