@@ -48,6 +48,11 @@ async def two_promises() -> list[Any]:
     return out
 
 
+async def one_promise(name: str) -> Any:
+    """Waits for the promise ``name``; what it gave."""
+    return await workflow.promise(name)
+
+
 async def boom(text: str) -> None:
     raise RuntimeError(text)
 

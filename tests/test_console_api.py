@@ -1176,6 +1176,9 @@ async def test_a_promise_whose_name_has_a_slash_is_resolved_and_rejected(
     # "approval/manager" posted to a URL no route matched (405 'Method Not Allowed')
     async with garrison.open_node(store=store_path) as node:
         await node.start_workflow(console_app.two_promises, id="p/1")
+        # the other cut of p/1's "approval/promises/x": a promise 'x' of this workflow,
+        # which the longest-id rule took for the page's action on p/1 (helper-244)
+        await node.start_workflow(console_app.one_promise, "x", id="p/1/promises/approval")
         await until(lambda: node.workflow("p/1").status() == "waiting")
         async with client(make_app(NodeBackend(node))) as c:
             detail = (await c.get("/api/workflows/p%2F1")).json()
@@ -1194,6 +1197,7 @@ async def test_a_promise_whose_name_has_a_slash_is_resolved_and_rejected(
                 == 405
         assert await node.workflow("p/1").result() == [
             "yes", "promise 'approval/promises/x' of workflow 'p/1' was rejected: no"]
+        assert node.workflow("p/1/promises/approval").status() == "waiting"
 
 
 def test_a_wildcard_address_prints_a_name_a_browser_can_open() -> None:
@@ -1951,7 +1955,7 @@ def test_garrison_run_refuses_a_taken_address_and_a_token_without_ui_before_star
 
 
 async def test_a_body_that_trickles_or_stops_halfway_ends_its_request_quietly(
-        seeded: str, caplog: pytest.LogCaptureFixture) -> None:
+        seeded: str, caplog: pytest.LogCaptureFixture, autojump_clock: Any) -> None:
     """helper-230: a body sent a byte every few seconds held its connection (and a file
     descriptor of the node's) for ever, 200 of them shutting the token holder out; a
     client that closed mid-body put a 46-line ERROR traceback in the node's log."""

@@ -39,6 +39,7 @@ from ._security import (
     Guard,
     csrf_cookie_args,
     is_https,
+    raw_path,
     session_cookie_args,
 )
 
@@ -56,6 +57,8 @@ BODY_TIMEOUT = 10.0
 #: would let any client fill the node's memory
 MAX_BODY = 1024 * 1024
 #: a workflow's action URLs (a GET there is 405, unless a workflow has that very id)
+#: a promise action's path as sent, still percent-encoded (``rest``: id and name)
+_PROMISE_ACTION = re.compile(r"/api/workflows/(?P<rest>.+)/(?:resolve|reject)$")
 _ACTION = re.compile(r"^(?P<wid>.+)/(?:signal|cancel|retry|promises/.+/(?:resolve|reject))$")
 
 
@@ -216,25 +219,33 @@ def make_app(backend: Backend, *, token: str | None = None, loopback: bool = Tru
 
     async def promise_target(request: Request) -> tuple[str, str]:
         """``(workflow id, promise name)`` of a promise action's URL. Either may hold
-        "/promises/": of the ways to cut the path there, the one with the longest id
-        that names a workflow."""
-        joined = f"{request.path_params['wid']}/promises/{request.path_params['name']}"
-        cuts: list[int] = []
-        at = joined.find("/promises/")
-        while at >= 0:
-            cuts.append(at)
-            at = joined.find("/promises/", at + 1)
-        for at in reversed(cuts):
-            wid, name = _segment(joined[:at]), _segment(joined[at + len("/promises/"):])
+        "/promises/". As sent, with each ``/`` of the id and the name written ``%2F``
+        (as the pages write them), the path holds "/promises/" once: the cut is there.
+        Else (a client that leaves them as they are), of the ways to cut the decoded
+        path there, the one with the longest id that names a workflow."""
+        sent = _PROMISE_ACTION.search(raw_path(request.scope).partition("?")[0])
+        if sent is not None and sent["rest"].count("/promises/") == 1:
+            wid, _, name = sent["rest"].partition("/promises/")
+            cuts = [(_segment(unquote(wid)), _segment(unquote(name)))]
+        else:
+            joined = f"{request.path_params['wid']}/promises/{request.path_params['name']}"
+            at = joined.find("/promises/")
+            cuts = []
+            while at >= 0:
+                cuts.insert(0, (_segment(joined[:at]),
+                                _segment(joined[at + len("/promises/"):])))
+                at = joined.find("/promises/", at + 1)
+        for wid, name in cuts:
             if not wid or not name:
                 continue
-            try:
+            try:  # (a store or node that cannot answer says so before the body's check)
                 await backend.locate(wid, _host(request))
             except ApiError as exc:
-                if exc.status == 404:
+                if exc.status == 404 and len(cuts) > 1:
                     continue
-                raise
-            return wid, name
+                if exc.status != 404:
+                    raise
+            return wid, name  # (no such workflow: the action says so)
         wid, name = _segment(request.path_params["wid"]), _segment(request.path_params["name"])
         if not name:
             raise ApiError(400, "a promise name must be a non-empty string")

@@ -45,7 +45,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = ["CSRF_COOKIE", "CSRF_HEADER", "SESSION_COOKIE", "SESSION_IDLE", "SESSION_MAX_AGE",
-           "Guard", "is_https", "is_loopback", "parse_proxies"]
+           "Guard", "is_https", "is_loopback", "parse_proxies", "raw_path"]
 
 SESSION_COOKIE = "garrison_session"
 #: a session unused this long (seconds) is forgotten: one must log in again
@@ -249,7 +249,7 @@ class Guard:
                                                   "at /login")
                     return _refuse(True, 401, "this console needs its token: send "
                                               "'Authorization: Bearer TOKEN', or log in at /login")
-                then = _raw_path(request.scope) + ("?" + request.url.query
+                then = raw_path(request.scope) + ("?" + request.url.query
                                                    if request.url.query else "")
                 return RedirectResponse("/login" if then == "/" else
                                         "/login?next=" + quote(then, safe=""), status_code=303)
@@ -290,7 +290,7 @@ class Guard:
         return None
 
 
-def _raw_path(scope: Scope) -> str:
+def raw_path(scope: Scope) -> str:
     """The path as the browser sent it (still percent-encoded: a workflow id with
     ``%2F`` or ``%252E`` in it goes back after a login as it came), else the decoded
     path encoded again."""

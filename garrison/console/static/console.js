@@ -10,13 +10,16 @@ function $(id) { return document.getElementById(id); }
 
 // Unicode's bidirectional controls reorder the text around them: a topic, name or
 // payload holding one could read as another text ("Trojan Source"); characters that
-// show nothing (zero-width ones, the BOM, controls) make two texts look alike. Every
-// text the console shows from data goes through visible(), which shows each as its
-// \uXXXX (a tab, a newline stays).
-const BIDI = /[\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F\u00AD\u061C\u180E\u200B-\u200F\u2028-\u202E\u2060-\u2069\uFEFF]/g;
+// show nothing make two texts look alike: controls, and every character Unicode names
+// default-ignorable (zero-width ones, the BOM, variation selectors, the combining
+// grapheme joiner, tag characters, Hangul fillers...). Every text the console shows
+// from data goes through visible(), which shows each as its \uXXXX (two for one past
+// \uFFFF, as JSON writes it; a tab, a newline stays).
+const BIDI = /[\p{Cc}\p{Default_Ignorable_Code_Point}\u2028\u2029]/gu;
+const KEPT = new Set(["\t", "\n", "\r"]);
 function visible(text) {
-  return String(text).replace(BIDI,
-    (c) => "\\u" + c.charCodeAt(0).toString(16).toUpperCase().padStart(4, "0"));
+  return String(text).replace(BIDI, (c) => KEPT.has(c) ? c : [...Array(c.length).keys()]
+    .map((i) => "\\u" + c.charCodeAt(i).toString(16).toUpperCase().padStart(4, "0")).join(""));
 }
 
 function el(tag, props, ...children) {
@@ -83,6 +86,32 @@ function withHost(path, host) {
 // of those ("%2E", "%252E%252E", ...) is written with one level more ("%25252E"), so
 // that it is not taken for "." or ".." (the console decodes that form once more).
 const DOTS = /^%(?<level>(?:25)*)2[Ee](?:%\k<level>2[Ee])?$/;
+
+// "team=travel, note=\"a, b=c\"" -> ["team=travel", "note=\"a, b=c\""]: the search box's
+// KEY=VALUE terms, cut at each comma that a KEY= follows, but not inside a JSON value
+// (a quoted string, a list or an object, opened right after the "="), which may hold
+// ", b=" itself; a value that is no JSON (O"Brien) is text up to the next ", KEY="
+function searchTerms(text) {
+  const terms = [];
+  let start = 0, depth = 0, quoted = false, prev = "";
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i];
+    const opens = depth > 0 || prev === "=";
+    if (quoted) {
+      if (c === "\\") i++;
+      else if (c === '"') quoted = false;
+    } else if (c === '"' && opens) quoted = true;
+    else if ((c === "[" || c === "{") && opens) depth++;
+    else if ((c === "]" || c === "}") && depth > 0) depth--;
+    else if (c === "," && depth === 0 && /^\s*[^=,\s]+=/.test(text.slice(i + 1))) {
+      terms.push(text.slice(start, i).trim());
+      start = i + 1;
+    }
+    if (!/\s/.test(c)) prev = quoted ? "" : c;
+  }
+  terms.push(text.slice(start).trim());
+  return terms.filter(Boolean);
+}
 
 function segment(text) {
   if (text === "." || text === ".." || DOTS.test(text)) {
@@ -280,7 +309,7 @@ async function listPage() {
     event.preventDefault();
     filters.status = [...box.querySelectorAll("input:checked")].map((i) => i.value);
     const text = $("search").value.trim();
-    filters.search = text ? text.split(/\s*,\s*(?=[^=,\s]+=)/).map((s) => s.trim()) : [];
+    filters.search = searchTerms(text);
     filters.id = $("id-prefix").value.trim();
     filters.order = $("order").value;
     if (caps.hosts.length > 1) filters.host = $("host").value;
