@@ -113,7 +113,7 @@ class Router:
         pid = self.registry.get(name)
         if pid is None and self.services is not None:
             pid = self.services.running_pid(name)
-        if pid is None and self.cluster_names is not None:
+        if pid is None and self.cluster_names is not None and _storable(name):
             found = self.cluster_names.lookup_name(name)
             if found is not None:
                 pid = self._canonical(Pid.parse(found))
@@ -536,6 +536,17 @@ class Router:
                     "blocks the event loop); still waiting for it", target, label,
                     _kernel.KILL_WARNING, extra={"pid": str(target)})
         await host.wait_exited(target)
+
+
+def _storable(name: str) -> bool:
+    """Whether the store could hold ``name`` as a cluster name (one that it could not,
+    ``register`` refuses: nobody holds it)."""
+    try:
+        check_text(name, "a cluster name")
+        check_key_size(name, "a cluster name")
+    except ValueError:
+        return False
+    return True
 
 
 def _conforms(router: Router) -> NodeContext:

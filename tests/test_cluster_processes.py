@@ -20,7 +20,7 @@ import _postgres
 from harness import Node
 
 import garrison
-from garrison import EventKind, Pid, ProcessError, StoreError, process
+from garrison import EventKind, NoSuchProcess, Pid, ProcessError, StoreError, process
 from garrison.persistence import PostgresStore
 
 LEASE = 1.0
@@ -430,3 +430,20 @@ async def test_a_remote_cancel_or_terminate_returns_once_the_target_ended(
         with trio.fail_after(10):
             took, alive = await b.wait(await b.spawn(stops, other, "terminate"))
         assert not alive
+
+
+async def test_a_name_no_store_can_hold_is_held_by_nobody(postgres_url: str) -> None:
+    """A lookup (or send) of a name with a lone surrogate asked the cluster's store,
+    which could not encode it: a StoreError blaming the store (helper-245); register
+    refuses such a name, so nobody holds it."""
+    async def asks() -> tuple[object, str]:
+        found = process.lookup("\ud800")
+        try:
+            await process.send("\ud800", "hi")
+        except NoSuchProcess as exc:
+            return found, type(exc).__name__
+        return found, "sent"
+
+    async with garrison.open_node(store=postgres_url, name="n", lease="10s") as node:
+        assert node.lookup("\ud800") is None
+        assert await node.wait(await node.spawn(asks)) == (None, "NoSuchProcess")
