@@ -709,3 +709,38 @@ async def test_a_cancel_asked_while_no_node_ran_comes_after_what_came_before_it(
         assert journal == [*wait, ("activity", len(wait) + 1), ("cancel", len(wait) + 2)]
     else:
         assert journal == [*wait[:-1], ("cancel", len(wait))]
+
+
+async def _parent_of_a_sleeper() -> str:
+    for _ in range(50):  # (records to replay before it meets its first wait)
+        await _step_after("noop")
+    await process.spawn(_waits_then_steps, "sleep", id="child")
+    await process.events().receive()
+    return "done"
+
+
+async def test_a_cancel_asked_while_no_node_ran_reaches_the_children_in_its_place(
+        tmp_path: object, monkeypatch: pytest.MonkeyPatch, autojump_clock: object) -> None:
+    """A parent cancelled while no node ran: its children were cancelled only once the
+    parent met its first wait after the restart, meanwhile running on as if nothing had
+    been asked (a child's sleep that ended after the cancel, and its next step, ran:
+    helper-248). They are cancelled as the node resumes, in the cancel's place in time."""
+    from types import SimpleNamespace
+
+    from garrison.hosts.workflow import _waits
+
+    db = str(tmp_path / "s.db")  # type: ignore[operator]
+    async with garrison.open_node(store=db) as node:
+        await node.start_workflow(_parent_of_a_sleeper, id="p")
+        await trio.sleep(1)  # the child waits (its 2 s deadline is ahead)
+    with garrison.persistence.open_store(db, lock=False) as tool:
+        (timer,) = tool.timers("child")
+        tool.request_cancel("p", time=timer.deadline.timestamp() - 0.5)
+    real_time = _waits._time.time
+    monkeypatch.setattr(_waits, "_time", SimpleNamespace(time=lambda: real_time() + 7200))
+    async with garrison.open_node(store=db) as node:
+        with pytest.raises(garrison.WorkflowCancelled):
+            await node.workflow("p").result()
+        with pytest.raises(garrison.WorkflowCancelled):
+            await node.workflow("child").result()
+        assert [(r.kind, r.seq) for r in node.workflow("child").history()] == [("cancel", 1)]

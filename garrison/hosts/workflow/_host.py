@@ -1309,17 +1309,18 @@ class WorkflowHost:
         self.request_cancel(target.id)
         return True
 
-    def request_cancel_stored(self, wid: str) -> bool:
+    def request_cancel_stored(self, wid: str, at: float | None = None) -> bool:
         """A cancel request for a workflow of the store this host does not run now (one
-        waiting in its queue as the node stops), written at once: it takes effect when a
-        node runs it. False if the store has no such unfinished workflow."""
+        waiting in its queue as the node stops), written at once (asked at ``at``, unix
+        seconds; default now): it takes effect when a node runs it. False if the store
+        has no such unfinished workflow."""
         from ._operate import flag_cancel
 
         record = self.store.get_workflow(wid)
         if record is None:
             return False
         try:
-            return flag_cancel(self.store, record) is None
+            return flag_cancel(self.store, record, time=at) is None
         except NoSuchWorkflow:  # (deleted meanwhile)
             return False
 
@@ -1407,21 +1408,29 @@ class WorkflowHost:
         log.info("workflow %s ended %s while it waited in the queue: %s", wid, status.value,
                  error, extra={"workflow_id": wid, "run_id": record.run_id})
 
-    def request_cancel(self, wid: str) -> bool:
+    def request_cancel(self, wid: str, at: float | None = None) -> bool:
         """Flag the workflow cancelled; it sees ``WorkflowCancelled`` at its next durable
-        operation (the flag is committed shortly, by the write-soon task)."""
+        operation (the flag is committed shortly, by the write-soon task). ``at`` (unix
+        seconds): the cancel was asked then, while no node ran the workflow (its
+        parent's, found as the node resumed it): it comes in its place in time, as
+        ``WorkflowCore.cancel_at`` says."""
         if self.client or (self.ownership is not None and wid not in self.active):
             if self.end_pending_stored(wid, WorkflowStatus.CANCELLED, cancelled_error(wid)):
                 return True  # it waited unclaimed: ended at once, never run
-            return self.request_cancel_stored(wid)
+            return self.request_cancel_stored(wid, at)
         wf = self.active.get(wid)
         if wf is None:
             return False
         if not wf.cancel_requested and wf.cancel_at is None:  # (asked before: it stands)
-            self.write_soon(Transaction().request_cancel(wid, time=self.clock.now()))
-            wf.cancel_requested = True
-            self.cancel_children(wf)
-            self.queue.cancelled(wf)  # waiting in the queue: it ends at once
+            self.write_soon(Transaction().request_cancel(
+                wid, time=self.clock.now() if at is None else at))
+            if at is not None and not self.queue.holds(wf):  # (one that never ran: at once)
+                wf.cancel_at = at
+                self.cancel_children(wf, at)
+            else:
+                wf.cancel_requested = True
+                self.cancel_children(wf)
+                self.queue.cancelled(wf)  # waiting in the queue: it ends at once
         wf.wake()
         return True
 
@@ -1501,19 +1510,20 @@ class WorkflowHost:
         """See :func:`._recovery.check_supervisors`."""
         check_supervisors(self)
 
-    def cancel_children(self, wf: WorkflowInstance) -> None:
+    def cancel_children(self, wf: WorkflowInstance, at: float | None = None) -> None:
         """Unfinished children of a cancelled workflow are cancelled too (in a cluster,
-        those another node runs as well: their request goes through the store)."""
+        those another node runs as well: their request goes through the store); ``at``:
+        the parent's cancel was asked then (see :meth:`request_cancel`)."""
         compensating = _spawned_after_cancel(wf)
         flagged = [child.wid for child in self.active.children_of(wf.pid)
                    if not child.done.is_set() and child.wid not in compensating]
         if flagged:
             self._cancelled_children[wf.wid] = flagged  # (flagged with its end too)
         for wid in flagged:
-            self.request_cancel(wid)
+            self.request_cancel(wid, at)
         for record in self.children_elsewhere(wf):
             if record.workflow_id not in compensating:
-                self.request_cancel(record.workflow_id)
+                self.request_cancel(record.workflow_id, at)
 
     def children_elsewhere(self, wf: WorkflowInstance) -> list[WorkflowRecord]:
         """The unfinished children of ``wf`` that another node of the cluster runs (or

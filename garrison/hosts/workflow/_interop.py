@@ -48,8 +48,14 @@ def _detached(payload: Any) -> Any:
     """``payload`` (which has a JSON form) as a plain process of this node gets it from
     a workflow: a copy of its own, so that what the receiver does to it later does not
     change the workflow's object, which only the live run would see (a replay sends
-    nothing)."""
-    return payload if type(payload) in PLAIN else copy.deepcopy(payload)
+    nothing). One that cannot be copied (a type of the application's own that refuses)
+    is handed over as it is, as before: the send was recorded already."""
+    if type(payload) in PLAIN:
+        return payload
+    try:
+        return copy.deepcopy(payload)
+    except Exception:
+        return payload
 
 
 def raised_plain(exc: Exception) -> dict[str, Any]:

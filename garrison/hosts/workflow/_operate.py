@@ -180,9 +180,10 @@ def cancel_pending_transaction(store: Any, record: Any) -> Transaction:
                                    cancelled_error(record.workflow_id), unclaimed="by_any")
 
 
-def flag_cancel(store: Any, record: Any) -> Any:
+def flag_cancel(store: Any, record: Any, time: float | None = None) -> Any:
     """Flag the workflow of ``record`` (read by the caller) for cancellation in the
-    store, for the node that runs it (a tool, a client's handle): written only while it
+    store (asked at ``time``, unix seconds; default now), for the node that runs it (a
+    tool, a client's handle): written only while it
     is still the attempt read, not finished. Returns ``None`` once flagged, else the
     record that made the cancel moot: finished, or the attempt read ended and retried
     since (its new attempt would have been cancelled, where a cancel asked before such
@@ -199,7 +200,7 @@ def flag_cancel(store: Any, record: Any) -> Any:
             store.write(Transaction()
                         .expect_workflow(record.workflow_id, status=str(record.status),
                                          attempt=record.attempt)
-                        .request_cancel(record.workflow_id))
+                        .request_cancel(record.workflow_id, time=time))
             return None
         except ValueError:  # it changed since it was read
             now = store.get_workflow(record.workflow_id)

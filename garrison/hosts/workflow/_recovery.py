@@ -219,6 +219,8 @@ async def resume_all(host: WorkflowHost, nursery: trio.Nursery) -> None:
     for wf in list(host.active.values()):
         if wf.cancel_requested:  # by a tool while no node ran: children go too
             host.cancel_children(wf)
+        elif wf.cancel_at is not None:  # (in the cancel's place in time, theirs too)
+            host.cancel_children(wf, wf.cancel_at)
 
 
 def runnable(host: WorkflowHost, record: WorkflowRecord) -> bool:
