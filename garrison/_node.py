@@ -26,7 +26,12 @@ from .hosts._process_host import ProcessHost, stop_processes
 from .hosts.workflow._ids import check_key_size, check_text
 from .hosts.workflow._schedules import check_schedule_id
 from .persistence import FINAL_STATUSES, WorkflowStatus, parse_status
-from .supervision._services import ServiceInfo, start_services, stop_services
+from .supervision._services import (
+    ServiceInfo,
+    singletons_to_run,
+    start_services,
+    stop_services,
+)
 from .tracing import enable_if_configured
 
 __all__ = ["EXIT_MEMORY", "INBOX_WARNING", "Node", "current_node", "open_node", "run"]
@@ -262,6 +267,10 @@ class Node:
         services = self._router.services
         if services is None or service_id not in services.by_id:
             raise ValueError(f"no service {service_id!r} in the config")
+        singletons = services.singletons_for(service_id) - self._held_singletons
+        if singletons and self._members and self._members[0].on_singletons is not None:
+            # claimed first (unless another live node holds them): started here then
+            await self._members[0].want_singletons(singletons)
         await services.call_start(service_id)
 
     def stats(self) -> dict[str, Any]:
@@ -363,6 +372,7 @@ class Node:
             singletons = [s.id for s in self.config.services() if s.lifecycle.singleton]
             if member is not None and singletons:
                 member.singletons = singletons
+                member.wanted_singletons = frozenset(singletons_to_run(self.config))
                 member.on_singletons = self._on_singletons
                 member.poke()  # claim them now
             if not self._start_interrupted:
@@ -801,10 +811,11 @@ class Node:
         now = time.time()
         return [ClusterNode(self.name, self._started_at, now, host.live_count())]
 
-    def _on_singletons(self, held: set[str]) -> trio.Event | None:
+    def _on_singletons(self, held: set[str], elsewhere: dict[str, str] | None,
+                       within: float | None) -> trio.Event | None:
         self._held_singletons = set(held)
         services = self._router.services
-        return None if services is None else services.set_singletons(held)
+        return None if services is None else services.set_singletons(held, elsewhere, within)
 
     def drain(self) -> None:
         """Hand this node's workflows to the other nodes of its cluster at their next

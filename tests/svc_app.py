@@ -57,6 +57,22 @@ async def shielded(name: str) -> None:
         note(name, "cleaned up")
 
 
+async def tidy(seconds: float) -> None:
+    """On ``CANCEL``, cleans up for ``seconds`` (not shielded: a termination cuts it
+    short); notes under its node's name (a cluster's nodes in one process)."""
+    who = garrison.current_node().name
+    events = process.events()
+    note(who, "start")
+    try:
+        while (await events.receive()).kind != EventKind.CANCEL:
+            pass
+        note(who, "cancel")
+        await trio.sleep(seconds)
+        note(who, "cleaned up")
+    finally:
+        note(who, "ended")
+
+
 async def cleanup_fails(name: str) -> None:
     note(name, "start")
     try:

@@ -362,6 +362,159 @@ def test_a_draining_node_stops_its_singleton_before_another_node_starts_it(
     assert first_b > last_a, (last_a, first_b)  # one copy at a time
 
 
+def _tidy_singleton(tmp_path: Path, auto_start: bool, clean_up: float = 1.5) -> str:
+    """A config whose singleton ``app:beat`` cleans up for ``clean_up`` seconds on
+    ``CANCEL`` (within its stop_timeout of 10 s), noting in ``svc_app.LOG`` under its
+    node's name; and ``app:user``, a plain service that requires it."""
+    import svc_app
+
+    del svc_app.LOG[:]
+    path = tmp_path / "tidy.yaml"
+    path.write_text(f"""
+version: "1.0"
+namespace: app
+entries:
+  - {{name: tidy, kind: process.py, source: "svc_app:tidy"}}
+  - {{name: beat, kind: process.service, process: app:tidy, input: [{clean_up}],
+     lifecycle: {{auto_start: {str(auto_start).lower()}, singleton: true, stop_timeout: 10s}}}}
+  - {{name: user, kind: process.service, process: app:tidy, input: [0],
+     lifecycle: {{requires: [app:beat]}}}}
+""")
+    return str(path)
+
+
+async def _noted(who: str, what: str, within: float = 10.0) -> float:
+    """When ``who`` (a node) noted ``what`` in ``svc_app.LOG`` last (waits for it)."""
+    import svc_app
+    import trio
+
+    with trio.fail_after(within):
+        while True:
+            times = [t for t, w, x in svc_app.LOG if (w, x) == (who, what)]
+            if times:
+                return times[-1]
+            await trio.sleep(0.01)
+
+
+def _service(node: Any, sid: str) -> Any:
+    return next(s for s in node.services() if s.id == sid)
+
+
+async def test_a_singleton_of_a_node_cut_off_is_gone_before_another_node_starts_it(
+        postgres_url: str, tmp_path: Path) -> None:
+    """A node cut off stops its singleton at three quarters of its lease, but the
+    singleton's clean-up (1.5 s in the probe, 1 s here, within its stop_timeout of 10 s)
+    ran past the lease's end, after another node had started its copy: both ran for a
+    second. Its stop gets what is left of the lease: terminated at its end at the latest."""
+    import threading
+
+    import svc_app
+
+    path = _tidy_singleton(tmp_path, auto_start=True, clean_up=1.0)
+    async with garrison.open_node(config=path, store=postgres_url, name="a", lease="1s") as a:
+        await _noted("a", "start")
+        async with garrison.open_node(config=path, store=postgres_url, name="b",
+                                      lease="1s"):
+            pg = a._members[0].pg
+            link = threading.Event()
+            renew = pg.renew
+
+            def hung(*args: Any) -> Any:  # a's renewals get no answer (a link held)
+                link.wait(10)
+                return renew(*args)
+
+            pg.renew = hung  # type: ignore[method-assign]
+            try:
+                started_b = await _noted("b", "start")
+            finally:
+                link.set()
+            whats = [x for _t, w, x in svc_app.LOG if w == "a"]
+            assert whats == ["start", "cancel", "ended"], whats  # (no "cleaned up")
+            cancelled, ended = await _noted("a", "cancel"), await _noted("a", "ended")
+            assert ended - cancelled < 0.3, ended - cancelled  # (a quarter of its lease)
+            assert ended < started_b, (ended, started_b)  # one copy at a time
+
+
+async def test_a_singleton_whose_nodes_lease_lapsed_is_terminated_at_once(
+        postgres_url: str, tmp_path: Path) -> None:
+    """A node that finds its lease lapsed already (woken from a pause past it, or told
+    so by the server) gave its singleton its clean-up (1.5 s) while another node may run
+    it already. It is terminated at once: no CANCEL, no clean-up."""
+    import svc_app
+    from _stores import sql
+
+    path = _tidy_singleton(tmp_path, auto_start=True)
+    async with garrison.open_node(config=path, store=postgres_url, name="a", lease="1s") as a:
+        await _noted("a", "start")
+        sql(postgres_url, "UPDATE nodes SET lease_until = lease_until - 100 WHERE epoch = ?",
+            (a._members[0].epoch,))
+        await _noted("a", "ended")
+        assert [x for _t, w, x in svc_app.LOG][:2] == ["start", "ended"], svc_app.LOG
+
+
+async def test_a_singleton_not_auto_started_runs_where_it_is_started_and_only_there(
+        postgres_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A singleton that is not auto_start was claimed by the first node at its start
+    though no node started it: start_service on another node logged "a singleton another
+    node runs; not started here", and it ran nowhere. A node claims one only to run it:
+    start_service starts it on one node of the cluster, and elsewhere says where it
+    runs (``node`` of ``node.services()``). A service that requires it waits on the
+    other nodes, and says why."""
+    import logging
+
+    import svc_app
+    import trio
+    from _stores import sql
+
+    caplog.set_level(logging.INFO, logger="garrison.services")
+    path = _tidy_singleton(tmp_path, auto_start=False, clean_up=0)
+    async with garrison.open_node(config=path, store=postgres_url, name="a", lease="1s") as a, \
+            garrison.open_node(config=path, store=postgres_url, name="b", lease="1s") as b:
+        await trio.sleep(0.4)  # (rounds of both)
+        assert sql(postgres_url, "SELECT service FROM singletons") == []
+        await b.start_service("app:beat")
+        await _noted("b", "start")
+        assert _service(b, "app:beat").status == "running"
+        await a.start_service("app:beat")
+        assert "app:beat: a singleton; not started here: it runs on node b of the cluster" \
+            in caplog.messages
+        beat = _service(a, "app:beat")
+        assert (beat.status, beat.node) == ("stopped", "b")
+        await a.start_service("app:user")
+        assert ("app:user: waiting for app:beat (a singleton another node of the cluster "
+                "runs: app:user runs only on the node that runs it)") in caplog.messages
+        assert _service(a, "app:user").status == "waiting"
+        assert [(w, x) for _t, w, x in svc_app.LOG] == [("b", "start")]
+
+
+async def test_a_singleton_started_on_demand_moves_when_its_node_leaves_or_is_lost(
+        postgres_url: str, tmp_path: Path) -> None:
+    """A singleton that is not auto_start, started on a node that then closed (or was
+    lost), ran nowhere: the other nodes took over only the auto_start ones. A singleton
+    started is taken over like those."""
+    import svc_app
+    import trio
+    from _stores import sql
+
+    path = _tidy_singleton(tmp_path, auto_start=False, clean_up=0)
+    async with garrison.open_node(config=path, store=postgres_url, name="b", lease="1s") as b:
+        async with garrison.open_node(config=path, store=postgres_url, name="a",
+                                      lease="1s") as a:
+            await a.start_service("app:beat")
+            await _noted("a", "start")
+        await _noted("a", "cleaned up")  # (a closed: its copy stopped, then handed on)
+        started_b = await _noted("b", "start")
+        assert started_b > await _noted("a", "ended")
+        # b is lost now: its copy goes at once, and one node runs it again (b, joined
+        # again under a new incarnation: the only node left)
+        sql(postgres_url, "UPDATE nodes SET lease_until = lease_until - 100 WHERE epoch = ?",
+            (b._members[0].epoch,))
+        with trio.fail_after(10):
+            while [x for _t, w, x in svc_app.LOG if w == "b"] != ["start", "ended", "start"]:
+                await trio.sleep(0.02)
+        assert _service(b, "app:beat").status == "running"
+
+
 def test_a_drain_asked_of_a_node_that_then_lost_its_lease_is_kept(
         postgres_url: str, nodes: list[Node]) -> None:
     """``garrison nodes drain c`` answered "draining c" while c was stalled (SIGSTOP):

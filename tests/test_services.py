@@ -42,6 +42,7 @@ def config(services: str):
           - {name: crasher, kind: process.py, source: "svc_app:crasher"}
           - {name: finisher, kind: process.py, source: "svc_app:finisher"}
           - {name: instant, kind: process.py, source: "svc_app:instant_crasher"}
+          - {name: tidy, kind: process.py, source: "svc_app:tidy"}
     """) + textwrap.indent(textwrap.dedent(services), "  "), "test.yaml")
 
 
@@ -640,6 +641,40 @@ async def test_a_required_singleton_held_later_starts_and_so_does_what_waits_for
             await trio.sleep(1)
             status = {s.id: s.status for s in node.services()}
             assert status == {"t:a": ServiceStatus.RUNNING, "t:b": ServiceStatus.RUNNING}
+
+
+async def test_a_singleton_whose_node_lost_its_lease_stops_within_what_is_left_of_it(
+        autojump_clock: object) -> None:
+    """A node cut off stops its singleton at three quarters of its lease, but the
+    singleton's clean-up (up to its stop_timeout) ran on past the lease's end, after
+    another node had started its copy: two copies for as long as it took (1.5 s). Its
+    stop gets what is left of the lease (terminated then), none once it lapsed."""
+    cfg = config("""
+        - {name: beat, kind: process.service, process: tidy, input: [1.5],
+           lifecycle: {auto_start: true, singleton: true, stop_timeout: 10s}}
+    """)
+    with trio.fail_after(30):
+        async with garrison.open_node(config=cfg) as node:
+            manager = node._router.services
+            assert manager is not None
+            applied = manager.set_singletons({"t:beat"})  # (a cluster node holds it)
+            assert applied is not None
+            await applied.wait()
+            lost = trio.current_time()
+            applied = manager.set_singletons(set(), within=0.5)
+            assert applied is not None
+            await applied.wait()
+            assert [(t - lost, what) for t, _, what in svc_app.LOG] == [
+                (-0.0, "start"), (0.0, "cancel"), (0.5, "ended")]
+            applied = manager.set_singletons({"t:beat"})  # (held again)
+            assert applied is not None
+            await applied.wait()
+            del svc_app.LOG[:]
+            lost = trio.current_time()
+            applied = manager.set_singletons(set(), within=0.0)  # (lapsed already)
+            assert applied is not None
+            await applied.wait()
+            assert [(t - lost, what) for t, _, what in svc_app.LOG] == [(0.0, "ended")]
 
 
 async def test_start_service_while_the_node_stops_fails_instead_of_waiting_forever(

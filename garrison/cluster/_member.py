@@ -220,12 +220,25 @@ class ClusterMember:
         #: a drain was notified since the last round: the round renews (which reads
         #: this node's status: a tool's drain is acted on at once)
         self._heard = False
-        #: the config's singleton services (ids), and who to tell which this node holds
+        #: the config's singleton services (ids), those of them this node is to run
+        #: (auto_start, required by one that is, or asked by ``start_service``: the
+        #: only ones it claims; it takes over the others only once started elsewhere),
+        #: and who to tell which this node holds, which other nodes hold (by name), and
+        #: within how many seconds those it no longer holds must be gone (``None``:
+        #: their stop timeouts); it returns an event set once applied, or ``None``
         self.singletons: list[str] = []
-        #: (returns an event set once they are applied, or ``None``)
-        self.on_singletons: Callable[[set[str]], trio.Event | None] | None = None
+        self.wanted_singletons: frozenset[str] = frozenset()
+        self.on_singletons: Callable[[set[str], dict[str, str] | None, float | None],
+                                     trio.Event | None] | None = None
         self._nursery: trio.Nursery | None = None
         self._held: set[str] = set()
+        self._elsewhere: dict[str, str] = {}
+        #: claims of singletons asked by the trio side (guarded by ``_lock``), the last
+        #: one a round answered (the thread), the last answer applied (the trio side)
+        self._claims_asked = 0
+        self._claims_posted = 0
+        self._claims_applied = 0
+        self._claimed = trio.Event()
         #: other nodes' messages for this node's processes, and who acts on them
         self.on_remote: Callable[[list[str]], None] | None = None
         #: a node that was live is gone (lost or left): ``(name, pid prefix)``; also
@@ -518,15 +531,21 @@ class ClusterMember:
             self._ready = trio.Event()
             while self._events:
                 kind, data = self._events.popleft()
-                if kind in ("claimed", "owned", "singletons"):
+                if kind == "singletons":  # (answered, whatever its epoch)
+                    epoch, data, elsewhere, answered = data
+                    self._claims_applied = max(self._claims_applied, answered)
+                    self._claimed.set()
+                    self._claimed = trio.Event()
+                if kind in ("claimed", "owned"):
                     epoch, data = data
-                    # found under an epoch whose lease lapsed since: the other
-                    # nodes take those (claimed workflows, singletons), not this one
-                    if epoch is not None and not self._current(epoch):
-                        if kind == "claimed":
-                            with self._lock:
-                                self._in_flight -= len(data)
-                        continue
+                # found under an epoch whose lease lapsed since: the other nodes
+                # take those (claimed workflows, singletons), not this one
+                if kind in ("claimed", "owned", "singletons") and epoch is not None \
+                        and not self._current(epoch):
+                    if kind == "claimed":
+                        with self._lock:
+                            self._in_flight -= len(data)
+                    continue
                 if kind == "claimed":
                     if self.draining:  # claimed as the drain began: hand them on
                         for record in data:
@@ -542,7 +561,7 @@ class ClusterMember:
                     if self._current(epoch):
                         self._shed(count, share, takers)
                 elif kind == "lapsed":
-                    await self._lapsed()
+                    await self._lapsed(by_server=bool(data))
                 elif kind == "failed":
                     self._store_failed(data)
                 elif kind == "drain":
@@ -550,8 +569,12 @@ class ClusterMember:
                 elif kind == "lost" and self.on_lost is not None:
                     self.on_lost(data)
                 elif kind == "singletons" and self.on_singletons is not None:
-                    # (claimed as the drain began: not started, released with the rest)
-                    self.on_singletons(set() if self.draining else data)
+                    # (claimed as the drain began: not started, released with the rest);
+                    # one no longer held is another node's now: it goes at once
+                    if self.draining:
+                        self.on_singletons(set(), elsewhere, None)
+                    else:
+                        self.on_singletons(data, elsewhere, 0.0)
                 elif kind == "remote" and self.on_remote is not None:
                     self.on_remote(data)
                 elif kind == "slots":
@@ -643,15 +666,20 @@ class ClusterMember:
             del self._handed[next(iter(self._handed))]
         self.balanced += len(chosen)
 
-    async def _lapsed(self) -> None:
+    async def _lapsed(self, *, by_server: bool = False) -> None:
         """The lease lapsed: every workflow here stops at once (their writes are refused
-        anyway); once they are gone, the thread joins again under a new epoch."""
+        anyway); once they are gone, the thread joins again under a new epoch. Its
+        singletons are gone before another node may start them: their stop gets what
+        is left of the lease (by this node's clock), none once it ended (a node that
+        wakes from a pause past it, or the server said so: ``by_server``)."""
         host = self.host
         exc = WorkflowMoved(self.store.path, None, f"node {self.name}'s lease lapsed (it was "
                             "cut off from the store): its workflows go to the next node of "
                             "the cluster that claims them")
         if self.on_singletons is not None:
-            self.on_singletons(set())  # another node runs them now
+            with self._lock:  # (the server's lease ends at least a lease after it)
+                ends = self._confirmed + self.lease
+            self.on_singletons(set(), None, 0.0 if by_server else ends - time.monotonic())
         if self.on_lapsed is not None:
             self.on_lapsed()  # its cluster names count no more: others may take them
         running = [wf for wf in host.active.values() if not wf.done.is_set()]
@@ -684,8 +712,8 @@ class ClusterMember:
         workflows (stopped by the store's error, or stopping now) and its singleton
         services leave it; other nodes run them."""
         host = self.host
-        if self.on_singletons is not None:
-            self.on_singletons(set())
+        if self.on_singletons is not None:  # (handed on already: others take them now)
+            self.on_singletons(set(), None, 0.0)
         exc = WorkflowMoved(self.store.path, None, f"node {self.name}'s store failed "
                             f"({error}): its workflows go to the other nodes of the "
                             "cluster (with none live, to the next node)")
@@ -719,12 +747,29 @@ class ClusterMember:
         them in the store. (Released first, another node started its copy of a service
         while this one's still ran, for as long as it took to stop.)"""
         if self.on_singletons is not None:
-            applied = self.on_singletons(set())
+            applied = self.on_singletons(set(), None, None)
             if applied is not None:
                 await applied.wait()
         with self._lock:
             self._releases.append("!singletons")
         self.poke()
+
+    async def want_singletons(self, services: set[str]) -> None:
+        """``start_service`` asks this node to run the singletons ``services``: the next
+        round claims those nobody live holds; returns once that round's answer is
+        applied (held here: started; held by another node: ``node`` of their
+        ``node.services()``), or after a lease without one (the store out of reach, the
+        node draining: they are not started here)."""
+        if self.draining:  # (it claims nothing more: they are handed on)
+            return
+        self.wanted_singletons = self.wanted_singletons | services
+        with self._lock:
+            self._claims_asked += 1
+            asked = self._claims_asked
+        self.poke()
+        with trio.move_on_after(self.lease):
+            while self._claims_applied < asked:
+                await self._claimed.wait()
 
     def request_drain(self) -> None:
         """Drain now, and mark this node draining in the store (the thread writes it at
@@ -815,8 +860,8 @@ class ClusterMember:
         with self._lock:
             first = not self._lapse_posted
             self._lapse_posted = True
-        if first:
-            self._post("lapsed")
+        if first:  # (the server said so: the watch had not taken it for lost yet)
+            self._post("lapsed", True)
         while not self._rejoin.wait(0.1):
             if self._stop.is_set():
                 return
@@ -1149,9 +1194,14 @@ class ClusterMember:
             if rounds:  # (the first look is one period after the node joined)
                 self._look_at_balance()
         if self.singletons and not self.draining and not self._stop.is_set():
-            held = pg.claim_singletons(self.singletons)
-            if held != self._held:
-                self._held = held
-                self._post("singletons", (pg.epoch, held))
+            with self._lock:
+                claims = self._claims_asked
+            held, elsewhere = pg.claim_singletons(sorted(self.wanted_singletons),
+                                                  self.singletons)
+            if held != self._held or elsewhere != self._elsewhere \
+                    or claims != self._claims_posted:
+                self._held, self._elsewhere = held, elsewhere
+                self._claims_posted = claims
+                self._post("singletons", (pg.epoch, held, elsewhere, claims))
         if rounds % 20 == 19:
             pg.cleanup_wakeups()

@@ -344,8 +344,8 @@ class PgCluster:
     def give_up(self) -> bool:
         """This node leaves because its store gave up writing for good: its row is marked
         ``lost`` (after any write of it still in flight, by the row lock, as
-        :meth:`mark_lost`) and its singletons are freed, so the others claim its
-        workflows at once. False if a write of it is still in flight (try again)."""
+        :meth:`mark_lost`) and its singletons are handed on, so the others take its
+        workflows and singletons at once. False if a write of it is still in flight (try again)."""
         conn = self.connect()
         s = self._s
         try:
@@ -355,7 +355,8 @@ class PgCluster:
                              (self.epoch,))
                 conn.execute(f"UPDATE {s}.nodes SET status = 'lost' WHERE epoch = %s "
                              "AND status IN ('active', 'draining')", (self.epoch,))
-                conn.execute(f"DELETE FROM {s}.singletons WHERE epoch = %s", (self.epoch,))
+                conn.execute(f"UPDATE {s}.singletons SET epoch = 0 WHERE epoch = %s",
+                             (self.epoch,))
         except psycopg.errors.LockNotAvailable:
             return False
         self.notify()
@@ -555,31 +556,46 @@ class PgCluster:
         return len(rows)
 
     # -- singleton services ----------------------------------------------------------
-    def claim_singletons(self, services: list[str]) -> set[str]:
-        """Take the singleton services nobody live holds; those this node holds now."""
+    def claim_singletons(self, wanted: list[str], services: list[str]
+                         ) -> tuple[set[str], dict[str, str]]:
+        """Take the singleton services of ``wanted`` (those this node is to run) nobody
+        live holds, and of the other ``services`` those started already whose holder is
+        no longer live (lost, or it handed them on: see :meth:`release_singletons`);
+        ``(those this node holds now, {service: the live node that holds it})``. A
+        singleton no node asked for has no row: no node claims it."""
         if not services:
-            return set()
+            return set(), {}
         s = self._s
         conn = self.connect()
+        # (a draining node holds its singletons until it has stopped them)
+        gone = (f"NOT EXISTS (SELECT 1 FROM {s}.nodes n WHERE n.epoch = singletons.epoch "
+                f"AND n.status IN ('active', 'draining') AND n.lease_until > {s}.now_s())")
         with conn.transaction():
+            if wanted:
+                conn.execute(
+                    f"INSERT INTO {s}.singletons (service, epoch, acquired) "
+                    f"SELECT unnest(%s::text[]), %s, {s}.now_s() WHERE {s}.fence(%s, NULL) "
+                    "ON CONFLICT (service) DO UPDATE SET epoch = EXCLUDED.epoch, "
+                    "acquired = EXCLUDED.acquired WHERE singletons.epoch <> EXCLUDED.epoch "
+                    f"AND {gone}", (wanted, self.epoch, self.epoch))
             conn.execute(
-                f"INSERT INTO {s}.singletons (service, epoch, acquired) "
-                f"SELECT unnest(%s::text[]), %s, {s}.now_s() WHERE {s}.fence(%s, NULL) "
-                "ON CONFLICT (service) DO UPDATE SET epoch = EXCLUDED.epoch, "
-                "acquired = EXCLUDED.acquired WHERE singletons.epoch <> EXCLUDED.epoch "
-                f"AND NOT EXISTS (SELECT 1 FROM {s}.nodes n WHERE n.epoch = singletons.epoch "
-                # (a draining node holds its singletons until it has stopped them)
-                "AND n.status IN ('active', 'draining') AND n.lease_until > " + s
-                + ".now_s())",
-                (services, self.epoch, self.epoch))
-            rows = conn.execute(f"SELECT service FROM {s}.singletons WHERE epoch = %s "
-                                "AND service = ANY(%s)", (self.epoch, services)).fetchall()
-        return {r[0] for r in rows}
+                f"UPDATE {s}.singletons SET epoch = %s, acquired = {s}.now_s() "
+                f"WHERE service = ANY(%s) AND epoch <> %s AND {gone} "
+                f"AND {s}.fence(%s, NULL)", (self.epoch, services, self.epoch, self.epoch))
+            rows = conn.execute(
+                f"SELECT s.service, s.epoch, n.name FROM {s}.singletons s JOIN {s}.nodes n "
+                "ON n.epoch = s.epoch AND n.status IN ('active', 'draining') AND "
+                f"n.lease_until > {s}.now_s() WHERE s.service = ANY(%s)",
+                (services,)).fetchall()
+        held = {r[0] for r in rows if r[1] == self.epoch}
+        return held, {r[0]: str(r[2]) for r in rows if r[1] != self.epoch}
 
     def release_singletons(self) -> None:
-        """Give up this node's singleton services (it drains or closes)."""
-        rows = self._rows("DELETE FROM {s}.singletons WHERE epoch = %s RETURNING 1",
-                          (self.epoch,))
+        """Hand this node's singleton services on (it drains or closes, its copies
+        stopped): their rows stay, held by no node (epoch 0), so that another live
+        node takes them over, as from a node lost (the next node to start, with none)."""
+        rows = self._rows("UPDATE {s}.singletons SET epoch = 0 WHERE epoch = %s "
+                          "RETURNING 1", (self.epoch,))
         if rows:
             self.notify()
 

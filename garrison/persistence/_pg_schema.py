@@ -210,8 +210,9 @@ $garrison$;
 #:   SERVER's clock (``now_s()``), never a node's. A live name is unique.
 #: - ``workflows.owner_epoch`` / ``owner``: the incarnation running the workflow
 #:   (``NULL``: nobody; any node may claim it).
-#: - ``singletons``: which incarnation runs each singleton service; ``names``: names
-#:   registered with ``scope="cluster"`` (a holder whose node is not live holds
+#: - ``singletons``: which incarnation runs each singleton service (a row once a node
+#:   started it; ``epoch`` 0 once handed on: any live node takes it over); ``names``:
+#:   names registered with ``scope="cluster"`` (a holder whose node is not live holds
 #:   nothing); ``messages``: bodies of node-to-node messages too long for ``NOTIFY``.
 #: - ``fence(epoch, wid)``: raises ``garrison:fenced`` unless node ``epoch`` is live
 #:   with an unexpired lease and owns ``wid``; it holds ``FOR KEY SHARE`` on the node

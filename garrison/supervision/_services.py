@@ -81,6 +81,9 @@ class ServiceInfo:
     last_error: ErrorInfo | None
     #: what its process returned, once ``completed`` (else ``None``)
     result: Any = None
+    #: in a cluster, for a singleton service another live node holds: that node's name
+    #: (this node's copy is ``stopped``)
+    node: str | None = None
 
 
 @attrs.define
@@ -113,19 +116,24 @@ class ServiceManager:
         # requests): one change at a time, and an EXIT waits until its pid is known
         self._lock = trio.Lock()
         self._timers: trio.Nursery | None = None
-        #: start requests: (service id, set once served, [True] once served)
+        #: start requests: (service id, set once served, [True] once served, and for
+        #: the singletons' request the trio time by which those this node no longer
+        #: holds must be gone, ``inf``: within their stop timeouts)
         self._requests, self._request_box = trio.open_memory_channel[
-            tuple[str, trio.Event, list[bool]]](float("inf"))
+            tuple[str, trio.Event, list[bool], float]](float("inf"))
         #: in a cluster, the singleton services this node holds (``None``: no cluster,
         #: singletons are plain services)
         self.held: set[str] | None = None
+        #: in a cluster, the singleton services other live nodes hold: their node names
+        self.elsewhere: dict[str, str] = {}
         #: the cancel scopes of the service starts under way (see :meth:`interrupt`)
         self._starts: set[trio.CancelScope] = set()
 
     # ------------------------------------------------------------------ queries
     def info(self) -> list[ServiceInfo]:
         return [ServiceInfo(s.entry.id, s.status, s.pid, s.restarts, s.last_error,
-                            s.result if s.status is ServiceStatus.COMPLETED else None)
+                            s.result if s.status is ServiceStatus.COMPLETED else None,
+                            self.elsewhere.get(s.entry.id) if not self._may_run(s) else None)
                 for s in self.order]
 
     def running_pid(self, service_id: str) -> Pid | None:
@@ -152,7 +160,7 @@ class ServiceManager:
         process.set_options(trap_links=True)
         events = process.events()
         for svc in self.order:
-            if svc.entry.lifecycle.auto_start and self._may_run(svc):
+            if (svc.entry.lifecycle.auto_start and self._may_run(svc)) or self._held(svc):
                 self._want(svc)
         try:
             # the restart timers' nursery exists before the first start: a service
@@ -182,7 +190,7 @@ class ServiceManager:
             self._requests.close()
             while True:
                 try:
-                    _, done, _ = self._request_box.receive_nowait()
+                    _, done, _, _ = self._request_box.receive_nowait()
                 except (trio.WouldBlock, trio.EndOfChannel):
                     break
                 done.set()
@@ -204,35 +212,56 @@ class ServiceManager:
         return (not svc.entry.lifecycle.singleton or self.held is None
                 or svc.entry.id in self.held)
 
-    def set_singletons(self, held: set[str]) -> trio.Event | None:
+    def _held(self, svc: _Service) -> bool:
+        """True for a singleton service this node of a cluster holds: it runs here (a
+        node claims only what it is to run, or takes over one started on a node lost)."""
+        return (svc.entry.lifecycle.singleton and self.held is not None
+                and svc.entry.id in self.held)
+
+    def singletons_for(self, service_id: str) -> set[str]:
+        """The singleton services among ``service_id`` and what it requires."""
+        return {sid for sid in [service_id, *self._requirements(service_id)]
+                if self.by_id[sid].entry.lifecycle.singleton}
+
+    def set_singletons(self, held: set[str], elsewhere: dict[str, str] | None = None,
+                       within: float | None = None) -> trio.Event | None:
         """The cluster says which singleton services this node runs now: start those,
-        stop the others (from the node's side; applied by the manager). An event set
-        once applied (those it no longer holds stopped), or ``None`` while the
-        services stop anyway."""
+        stop the others (from the node's side; applied by the manager); ``elsewhere``:
+        those other live nodes hold, by node name. ``within``: seconds those it no
+        longer holds may take to stop (what is left of the lease this node lost; 0:
+        terminated at once, another node may run them already), ``None``: their
+        ``stop_timeout``. An event set once applied (those it no longer holds
+        stopped), or ``None`` while the services stop anyway."""
         self.held = set(held)
+        if elsewhere is not None:
+            self.elsewhere = dict(elsewhere)
         if self.stopping:
             return None
         applied = trio.Event()
-        self._requests.send_nowait((_SINGLETONS, applied, []))
+        until = math.inf if within is None else trio.current_time() + max(within, 0.0)
+        self._requests.send_nowait((_SINGLETONS, applied, [], until))
         return applied
 
-    async def _apply_singletons(self) -> None:
+    async def _apply_singletons(self, until: float) -> None:
         for svc in self.order:
             if not svc.entry.lifecycle.singleton:
                 continue
             if self._may_run(svc):
-                if svc.entry.lifecycle.auto_start and not svc.wanted:
+                if not svc.wanted:  # (claimed to run here, or taken over from a node lost)
                     log.info("%s: a singleton, runs on this node", svc.entry.id,
                              extra={"service": svc.entry.id})
                     self._want(svc, revive=True)
             elif svc.wanted:
                 svc.wanted = False
                 svc.generation += 1  # a restart timer running out does nothing
+                left = until - trio.current_time()
+                how = ("stopped here" if until == math.inf else
+                       f"stopped here within {left:.2f}s (what is left of its lease)"
+                       if left > 0 else "terminated here at once (its lease lapsed)")
                 log.info("%s: a singleton this node no longer holds (draining, stopping, or "
-                         "cut off): stopped here; another node of the cluster may take it",
-                         svc.entry.id,
-                         extra={"service": svc.entry.id})
-                await self._stop(svc, ServiceStatus.STOPPED)
+                         "cut off): %s; another node of the cluster may take it",
+                         svc.entry.id, how, extra={"service": svc.entry.id})
+                await self._stop(svc, ServiceStatus.STOPPED, until)
         # a singleton this node holds now may be what a wanted service requires
         for svc in self.order:
             if svc.wanted:
@@ -303,8 +332,11 @@ class ServiceManager:
                     if svc.status == ServiceStatus.WAITING:
                         continue
                     svc.status = ServiceStatus.WAITING
-                    log.info("%s: waiting for %s", svc.entry.id, ", ".join(missing),
-                             extra={"service": svc.entry.id})
+                    log.info("%s: waiting for %s", svc.entry.id, ", ".join(
+                        sid if self._may_run(self.by_id[sid]) else
+                        f"{sid} (a singleton another node of the cluster runs: "
+                        f"{svc.entry.id} runs only on the node that runs it)"
+                        for sid in missing), extra={"service": svc.entry.id})
                     for sid in missing:  # (one that returned already: said at once)
                         if self.by_id[sid].status is ServiceStatus.COMPLETED:
                             self._cannot_start(svc, sid)
@@ -520,7 +552,12 @@ class ServiceManager:
         return out
 
     # ------------------------------------------------------------------ stopping
-    async def _stop(self, svc: _Service, then: ServiceStatus) -> None:
+    async def _stop(self, svc: _Service, then: ServiceStatus, until: float = math.inf
+                    ) -> None:
+        """Stop ``svc``: ``CANCEL``, then termination after its ``stop_timeout`` or at
+        ``until`` (trio time), whichever comes first; past ``until`` already, terminated
+        at once (a singleton whose node lost its lease: another node may run it now,
+        and the two copies would overlap for as long as its clean-up took)."""
         pid = svc.pid
         svc.pid = None
         svc.status = then
@@ -529,7 +566,13 @@ class ServiceManager:
         self.by_pid.pop(pid, None)
         # its helpers (spawn_linked) end with it, quietly, as a Supervisor's child's do
         self.node.stop_links_with(pid, supervisor_stop_reason("(the node's service manager)"))
-        await process.cancel(pid, timeout=svc.entry.lifecycle.stop_timeout)
+        timeout = min(svc.entry.lifecycle.stop_timeout, until - trio.current_time())
+        if timeout <= 0:
+            await self.node.terminate(pid, self.pid, ErrorInfo(
+                "Terminated", f"{svc.entry.id}: a singleton whose node lost its cluster "
+                "lease (another node may run it now)"))
+            return
+        await process.cancel(pid, timeout=timeout)
 
     async def _stop_all(self) -> None:
         """Stop every service in reverse dependency order: each once every service
@@ -581,7 +624,7 @@ class ServiceManager:
         try:
             if self.stopping:
                 raise trio.ClosedResourceError
-            self._requests.send_nowait((service_id, done, served))
+            self._requests.send_nowait((service_id, done, served, math.inf))
         except trio.ClosedResourceError:
             served = []
         else:
@@ -591,11 +634,11 @@ class ServiceManager:
                                "are stopping")
 
     async def _serve_requests(self) -> None:
-        async for service_id, done, served in self._request_box:
+        async for service_id, done, served, until in self._request_box:
             try:
                 async with self._lock:
                     if service_id == _SINGLETONS:
-                        await self._apply_singletons()
+                        await self._apply_singletons(until)
                     else:
                         await self._start_requested(service_id)
                 served.append(True)
@@ -606,7 +649,10 @@ class ServiceManager:
         for sid in [*self._requirements(service_id), service_id]:
             svc = self.by_id[sid]
             if not self._may_run(svc):
-                log.info("%s: a singleton another node runs; not started here", sid,
+                where = self.elsewhere.get(sid)
+                log.info("%s: a singleton; not started here: %s", sid,
+                         f"it runs on node {where} of the cluster" if where is not None else
+                         "this node could not claim it (the cluster did not answer in time)",
                          extra={"service": sid})
                 continue
             svc.wanted = True
@@ -655,6 +701,20 @@ def _copied(value: Any) -> Any:
     return value
 
 
+def singletons_to_run(config: Config) -> set[str]:
+    """The singleton services a node of a cluster with ``config`` is to run (claims):
+    those ``auto_start``, and those an ``auto_start`` service requires, directly or not."""
+    entries = {svc.id: svc for svc in config.services()}
+    todo = [sid for sid, svc in entries.items() if svc.lifecycle.auto_start]
+    seen: set[str] = set()
+    while todo:
+        sid = todo.pop()
+        if sid not in seen:
+            seen.add(sid)
+            todo.extend(entries[sid].lifecycle.requires)
+    return {sid for sid in seen if entries[sid].lifecycle.singleton}
+
+
 async def start_services(node: NodeContext, config: Config,
                          singletons: set[str] | None = None) -> ServiceManager | None:
     """Spawn the manager (when the config has services) and wait for the first start pass.
@@ -692,5 +752,6 @@ async def stop_services(node: NodeContext, manager: ServiceManager) -> None:
         await node.terminate(pid, None)
 
 
-__all__ = ["ServiceInfo", "ServiceManager", "ServiceStatus", "start_services", "stop_services"]
+__all__ = ["ServiceInfo", "ServiceManager", "ServiceStatus", "singletons_to_run",
+           "start_services", "stop_services"]
 
