@@ -74,6 +74,7 @@ class WorkflowHandle:
         Raises ``WorkflowFailed`` (with the workflow's ``ErrorInfo``),
         ``WorkflowCancelled``, or the ``NonDeterminismError`` that blocks it.
         """
+        self.host.node.check_run("WorkflowHandle.result()")
         with self._store_open("wait for the result of"):
             return await self.host.result(self.workflow_id)
 
@@ -114,6 +115,7 @@ class WorkflowHandle:
         if not isinstance(topic, str):
             raise TypeError(f"workflow {self.workflow_id!r}: signal(): a topic must be a "
                             f"str, got {type(topic).__name__}")
+        self.host.node.check_run("WorkflowHandle.signal()")  # (before the message is committed)
         with _naming(self.workflow_id):
             check_signal_topic(topic)
         with self._store_open("signal"):
@@ -125,6 +127,7 @@ class WorkflowHandle:
         operation, may compensate, and ends ``cancelled``. Returns once requested."""
         import trio
 
+        self.host.node.check_run("WorkflowHandle.cancel()")
         with self._store_open("cancel"):
             if not await self.host.cancel_workflow(self.workflow_id):
                 await self.host.read_status(self.workflow_id)  # NoSuchWorkflow if unknown
@@ -140,6 +143,7 @@ class WorkflowHandle:
         refused), nothing ended."""
         from .hosts.workflow import terminate_workflow
 
+        self.host.node.check_run("WorkflowHandle.terminate()")
         with self._store_open("terminate"):
             await terminate_workflow(self.host, self.workflow_id,
                                      "terminated by WorkflowHandle.terminate()"
@@ -155,6 +159,7 @@ class WorkflowHandle:
         status."""
         from .hosts.workflow import retry_workflow
 
+        self.host.node.check_run("WorkflowHandle.retry()")
         return await retry_workflow(self.host, self.workflow_id)
 
     def state(self, key: str, default: Any = None) -> Any:
@@ -188,6 +193,7 @@ class PromiseHandle:
     async def resolve(self, value: Any = None) -> None:
         """Complete the promise with ``value``; a second completion raises
         ``PromiseAlreadyCompleted``."""
+        self.handle.host.node.check_run("PromiseHandle.resolve()")
         await self.handle.host.complete_promise(self.handle.workflow_id, self.name,
                                                 "resolved", value)
 
@@ -198,6 +204,7 @@ class PromiseHandle:
         reject`` says."""
         with _naming(self.handle.workflow_id):
             check_rejection(message)
+        self.handle.host.node.check_run("PromiseHandle.reject()")
         await self.handle.host.complete_promise(self.handle.workflow_id, self.name,
                                                 "rejected", message)
 

@@ -17,7 +17,7 @@ import trio
 from . import _cli_signals
 from ._duration import parse_lease
 from ._errors import ConfigError, NotInProcess, ProcessError, schedule_hint
-from ._router import EXIT_MEMORY, Router
+from ._router import EXIT_MEMORY, Router, not_in_trio
 from .actors._mailbox import Budget
 from .actors._runtime import runtime_or_none
 from .actors._values import Pid, ProcessInfo, check_topic
@@ -158,6 +158,19 @@ class Node:
         """Items waiting in one inbox that log a warning (0: never)."""
         return self._router.inbox_warning
 
+    @property
+    def trio_token(self) -> trio.lowlevel.TrioToken | None:
+        """The ``trio.lowlevel.TrioToken`` of the trio run the node runs in (``None``
+        until it opens). Its async methods, and its handles', are called from that run
+        only (from another, or from asyncio, they raise ``RuntimeError``); from another
+        thread, reach it through the token:
+
+        >>> async def place(order):                      # runs in the node's run
+        ...     return await node.start_workflow(order_workflow, order, id=order.id)
+        >>> trio.from_thread.run(place, order, trio_token=node.trio_token)  # doctest: +SKIP
+        """
+        return self._router.trio_token
+
     # ================================================================== public API
     async def spawn(self, target: Any, *args: Any, host: str | None = None) -> Pid:
         """Start ``target(*args)`` as a new process and return its pid at once.
@@ -170,6 +183,12 @@ class Node:
         if self._closed:
             raise ProcessError(f"cannot spawn: {self._closed_text()}")
         router = self._router
+        try:  # (check_run, written out: one compare on this path)
+            here = trio.lowlevel.current_trio_token()
+        except RuntimeError:
+            here = None
+        if here is not router.trio_token:
+            router.check_run("node.spawn()")  # (raises, saying which run)
         name = "processes" if host is None else host  # ("" names no host: refused below)
         h = router.hosts.get(name) if type(name) is str else None
         if h is not None and not h.durable and not router.stopping:
@@ -190,6 +209,7 @@ class Node:
         rather than drop the message."""
         if self._closed:
             raise ProcessError(f"cannot send: {self._closed_text()}")
+        self._router.check_run("node.send()")
         if type(topic) is not str:
             topic = check_topic(topic, "node.send()")
         await self._router.send_message(None, to, topic, payload)
@@ -209,6 +229,7 @@ class Node:
         """
         if self._closed:
             raise ProcessError(f"cannot call: {self._closed_text()}")
+        self._router.check_run("node.call()")
         if type(topic) is not str:
             topic = check_topic(topic, "node.call()")
         return await self.hosts["processes"].call_from_outside(to, topic, payload, timeout)
@@ -220,6 +241,7 @@ class Node:
         at once; an unknown pid raises ``ProcessError`` with reason ``noproc``.
         """
         router = self._router
+        router.check_run("node.wait()")
         if type(pid) is not Pid or router.aliases:
             pid = router.resolve(pid)
         host = router.hosts.get(pid.host) or router.hosts.get(router.aliases.get(pid.host, ""))
@@ -264,6 +286,7 @@ class Node:
 
     async def start_service(self, service_id: str) -> None:
         """Start a service that is not ``auto_start`` (and what it requires)."""
+        self._router.check_run("node.start_service()")
         services = self._router.services
         if services is None or service_id not in services.by_id:
             raise ValueError(f"no service {service_id!r} in the config")
@@ -512,6 +535,7 @@ class Node:
         """
         if self._closed or self._closing:
             raise RuntimeError(f"cannot start a workflow: {self._closed_text()}")
+        self._router.check_run("node.start_workflow()")
         h = self._workflow_host(host)
         try:
             return await h.start(target, args, wid=id, priority=priority, dedup=dedup)
@@ -598,6 +622,7 @@ class Node:
         from ._targets import target_name
         from .hosts.workflow._schedules import ScheduleDefinition, check_input
 
+        self._router.check_run("node.schedule()")
         h = self._workflow_host(host)
         fn = h.node.resolve_target(target)
         name = target_name(fn)
@@ -832,6 +857,7 @@ class Node:
     async def drained(self) -> None:
         """Wait until a draining node has handed over all its workflows (at once off a
         cluster)."""
+        self._router.check_run("node.drained()")
         for member in self._members:
             await member.drained.wait()
         await trio.lowlevel.checkpoint()
@@ -897,6 +923,8 @@ async def open_node(config: Any = None, store: Any = None, *,
     >>> async with garrison.open_node() as node:
     ...     pid = await node.spawn(worker)
     """
+    if not trio.lowlevel.in_trio_run():  # (asyncio's: trio fails deep inside otherwise)
+        raise not_in_trio("garrison.open_node()")
     node = new_node(config=config, store=store, inbox_warning=inbox_warning,
                     max_concurrent=max_concurrent, cluster_max_concurrent=cluster_max_concurrent,
                     rate=rate, name=name, lease=lease)
@@ -915,6 +943,7 @@ def new_node(config: Any = None, store: Any = None, **options: Any) -> Node:
 async def running_node(node: Node) -> AsyncIterator[Node]:
     """:func:`open_node`'s body: run ``node`` for the duration of the ``async with``
     block (``garrison run`` holds the node before it starts, to interrupt its start)."""
+    node._router.trio_token = trio.lowlevel.current_trio_token()
     token = _current_node.set(node)
     try:
         async with trio.open_nursery() as nursery:

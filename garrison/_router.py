@@ -31,12 +31,24 @@ if TYPE_CHECKING:
     from ._node import Node
     from .supervision._services import ServiceManager
 
-__all__ = ["EXIT_MEMORY", "KILL_WARNING", "Router"]
+__all__ = ["EXIT_MEMORY", "KILL_WARNING", "Router", "not_in_trio"]
 
 log = logging.getLogger("garrison.process")
 
 #: how many finished processes' outcomes ``Node.wait`` can still report
 EXIT_MEMORY = 10_000
+
+#: where README shows how to reach a node from asyncio or from another thread
+BRIDGE_HINT = "see README, 'From an asyncio or a threaded app'"
+
+
+def not_in_trio(doing: str) -> RuntimeError:
+    """The error of ``doing`` (``"node.start_workflow()"``) called outside any trio run:
+    from asyncio, say, where trio's own calls fail deep inside with an unrelated error."""
+    return RuntimeError(
+        f"{doing} must be called inside a trio run: garrison runs on trio, and this call "
+        f"is in none (from asyncio? run the node in a trio thread and call it through "
+        f"trio.from_thread.run(fn, trio_token=node.trio_token); {BRIDGE_HINT})")
 
 
 class Router:
@@ -66,6 +78,31 @@ class Router:
         self._cluster_held: dict[str, Pid] = {}
         self._msg_prefix = format(int.from_bytes(os.urandom(4), "big"), "x") + "-"
         self._msg_seq = itertools.count(1)
+        #: the trio run the node runs in (set as it opens): its async API is called from
+        #: there only (the public ``Node.trio_token``)
+        self.trio_token: trio.lowlevel.TrioToken | None = None
+
+    def check_run(self, doing: str) -> None:
+        """``RuntimeError`` unless the caller runs in this node's trio run: called from
+        another run (another thread's ``trio.run``) the node's tasks and events would be
+        used by a scheduler that does not own them, and fail (a bare ``AssertionError``)
+        halfway, a workflow started or a message committed; outside any trio run
+        (asyncio) trio's own calls fail deep inside. Called at the entry of an async
+        method, before it acts."""
+        try:
+            here = trio.lowlevel.current_trio_token()
+        except RuntimeError:  # (no trio run at all)
+            raise not_in_trio(doing) from None
+        if here is not self.trio_token:
+            raise self.other_run(doing)
+
+    def other_run(self, doing: str) -> RuntimeError:
+        """The error of ``doing`` called from a trio run that is not the node's."""
+        return RuntimeError(
+            f"{doing}: node {self.public.name!r} runs in another trio run (another "
+            f"thread), and is used from that run only: from a thread, call "
+            f"trio.from_thread.run(fn, trio_token=node.trio_token) (not trio.run(fn)), fn "
+            f"an async function that makes this call; {BRIDGE_HINT}")
 
     # ------------------------------------------------------------ names and hosts
     def host(self, name: str) -> Any:

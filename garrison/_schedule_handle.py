@@ -43,20 +43,24 @@ class ScheduleHandle:
 
     async def pause(self) -> None:
         """Stop starting workflows on its ticks (it stays paused across restarts)."""
+        self.host.node.check_run("ScheduleHandle.pause()")
         await self.host.scheduler.pause(self.schedule_id)
 
     async def resume(self) -> None:
         """Start workflows on its ticks again, from the first tick after now (ticks that
         passed while it was paused are not caught up). No-op if it is not paused."""
+        self.host.node.check_run("ScheduleHandle.resume()")
         await self.host.scheduler.resume(self.schedule_id)
 
     async def trigger(self) -> Pid:
         """Start its workflow now, paused or not, whatever its overlap policy; the
         workflow's id is ``<schedule id>@<now, ISO 8601 UTC with milliseconds>``, and
         the schedule's later ticks treat it as its last run. Returns its pid."""
+        self.host.node.check_run("ScheduleHandle.trigger()")
         return await self.host.scheduler.trigger(self.schedule_id)
 
     async def delete(self) -> None:
         """Remove the schedule (workflows it started go on). A schedule of the config
         comes back at the next start unless its entry is removed."""
+        self.host.node.check_run("ScheduleHandle.delete()")
         await self.host.scheduler.delete(self.schedule_id)

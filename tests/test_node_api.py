@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -426,3 +430,110 @@ async def test_a_process_waiting_for_its_own_end_is_refused(
                                                r"its own end: node.wait\(\) of the "
                                                r"calling process"):
             await node.wait(await node.spawn(waits_for_itself))
+
+
+# ------------------------------------------------------------------ other runs, asyncio
+@contextlib.contextmanager
+def _node_in_a_thread(store: str | None = None) -> Iterator[garrison.Node]:
+    """A node in a trio run of its own thread, as README's 'From an asyncio or a threaded
+    app' runs one beside a web app; stopped at the end."""
+    ready = threading.Event()
+    box: dict[str, object] = {}
+
+    async def serve() -> None:
+        stop = trio.Event()
+        async with garrison.open_node(store=store) as node:
+            box["node"], box["stop"] = node, stop
+            ready.set()
+            await stop.wait()
+
+    thread = threading.Thread(target=trio.run, args=(serve,), daemon=True)
+    thread.start()
+    assert ready.wait(10), "the node did not open"
+    node = box["node"]
+    assert isinstance(node, garrison.Node) and node.trio_token is not None
+    try:
+        yield node
+    finally:
+        stop = box["stop"]
+        assert isinstance(stop, trio.Event)
+        trio.from_thread.run_sync(stop.set, trio_token=node.trio_token)
+        thread.join(10)
+
+
+def test_a_node_used_from_another_trio_run_is_refused_before_it_acts(tmp_path: Path) -> None:
+    """A sync app's view ran ``trio.run(view)`` on the node of another thread's run:
+    trio's ``assert task._runner is self`` failed halfway (the workflow recorded
+    ``failed`` with a bare AssertionError, a signal committed then refused, a
+    ``result()`` stopping the workflow on the live node). Each async call now refuses
+    at once, saying how to reach the node, and nothing was written; through
+    ``trio.from_thread.run`` the same calls work."""
+    with _node_in_a_thread(str(tmp_path / "t.db")) as node:
+        async def place() -> garrison.Pid:
+            return await node.start_workflow(app.approval, "r1", id="r1")
+
+        assert str(trio.from_thread.run(place, trio_token=node.trio_token)) == "workflows/r1"
+        handle = node.workflow("r1")
+        nightly = trio.from_thread.run(lambda: node.schedule("s", app.approval, "x",
+                                                             every="1h"),
+                                       trio_token=node.trio_token)
+        calls = {
+            "node.start_workflow()": lambda: node.start_workflow(app.approval, "r2", id="r2"),
+            "WorkflowHandle.signal()": lambda: handle.signal("approve", "bob"),
+            "WorkflowHandle.result()": handle.result,
+            "WorkflowHandle.cancel()": handle.cancel,
+            "PromiseHandle.resolve()": lambda: handle.promise("p").resolve(1),
+            "ScheduleHandle.trigger()": nightly.trigger,
+            "node.spawn()": lambda: node.spawn(_plain),
+            "node.send()": lambda: node.send(handle.pid, "approve", "bob"),
+            "node.wait()": lambda: node.wait(handle.pid),
+        }
+        for doing, call in calls.items():
+            with pytest.raises(RuntimeError) as caught:
+                trio.run(call)
+            assert str(caught.value).startswith(
+                f"{doing}: node {node.name!r} runs in another trio run (another thread), "
+                "and is used from that run only: from a thread, call "
+                "trio.from_thread.run(fn, trio_token=node.trio_token) (not trio.run(fn))"), \
+                caught.value
+
+        async def finish() -> tuple[list[str], str]:
+            ids = [w.workflow_id for w in node.workflows()]
+            await handle.signal("approve", "ann")
+            return ids, await handle.result()
+
+        assert trio.from_thread.run(finish, trio_token=node.trio_token) == \
+            (["r1"], "r1 approved by ann")  # nothing of the refused calls was done
+
+
+def test_garrison_from_asyncio_says_it_runs_on_trio() -> None:
+    """Under asyncio ``open_node`` failed deep inside trio (``'RunContext' object has no
+    attribute 'runner'``), a node's async API with trio's bare ``must be called from
+    async context``: both name the cause now. README's bridge from asyncio works."""
+    async def opens() -> None:
+        async with garrison.open_node():
+            pass
+
+    with pytest.raises(RuntimeError, match=r"^garrison.open_node\(\) must be called inside "
+                       r"a trio run: garrison runs on trio, and this call is in none \(from "
+                       r"asyncio\? .* see README, 'From an asyncio or a threaded app'\)$"):
+        asyncio.run(opens())
+    with _node_in_a_thread() as node:
+        async def starts() -> None:
+            await node.start_workflow(app.approval, "r1", id="r1")
+
+        with pytest.raises(RuntimeError, match=r"^node.start_workflow\(\) must be called "
+                           r"inside a trio run: garrison runs on trio"):
+            asyncio.run(starts())
+
+        async def place(request: str) -> str:  # runs in the node's run
+            await node.start_workflow(app.approval, request, id=request)
+            await node.workflow(request).signal("approve", "ann")
+            return await node.workflow(request).result()
+
+        async def endpoint() -> str:  # an asyncio web app's (FastAPI)
+            return await asyncio.to_thread(trio.from_thread.run, place, "r1",
+                                           trio_token=node.trio_token)
+
+        assert asyncio.run(endpoint()) == "r1 approved by ann"
+

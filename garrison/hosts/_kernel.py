@@ -275,6 +275,11 @@ class NodeContext(Protocol):
         """The host ``name``, or ``ValueError`` listing the hosts."""
         ...
 
+    def check_run(self, doing: str) -> None:
+        """``RuntimeError`` naming ``doing`` unless the caller runs in the node's trio
+        run (a handle's async method called from another thread's run, or asyncio)."""
+        ...
+
     def resolve(self, to: Pid | str) -> Pid:
         """A pid, its text form, a registered name or a service's entry id, as a pid."""
         ...
