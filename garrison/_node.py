@@ -189,6 +189,10 @@ class Node:
             here = None
         if here is not router.trio_token:
             router.check_run("node.spawn()")  # (raises, saying which run)
+        # as process.spawn: a cancellation point before the spawn, not after it (a spawn
+        # that raises Cancelled started nothing), and a scheduler pass only every BUDGET
+        # spawns (a loop of spawns is not one pass per process)
+        await self._spawn_budget.checkpoint()
         name = "processes" if host is None else host  # ("" names no host: refused below)
         h = router.hosts.get(name) if type(name) is str else None
         if h is not None and not h.durable and not router.stopping:
@@ -197,9 +201,6 @@ class Node:
         else:
             pid = await router.spawn_process(target, args, host=name,
                                              parent=None, link=None, monitor=None)
-        # as process.spawn: a cancellation point, and a scheduler pass only every
-        # BUDGET spawns (a loop of spawns is not one pass per process)
-        await self._spawn_budget.checkpoint()
         return pid
 
     async def send(self, to: Pid | str, topic: str, payload: Any = None) -> None:
@@ -536,6 +537,8 @@ class Node:
         if self._closed or self._closing:
             raise RuntimeError(f"cannot start a workflow: {self._closed_text()}")
         self._router.check_run("node.start_workflow()")
+        # as spawn: a start in a scope cancelled before the call starts nothing
+        await trio.lowlevel.checkpoint_if_cancelled()
         h = self._workflow_host(host)
         try:
             return await h.start(target, args, wid=id, priority=priority, dedup=dedup)

@@ -537,3 +537,29 @@ def test_garrison_from_asyncio_says_it_runs_on_trio() -> None:
 
         assert asyncio.run(endpoint()) == "r1 approved by ann"
 
+
+async def test_a_start_in_a_cancelled_scope_starts_nothing(
+        store_spec: str, autojump_clock: object) -> None:
+    """As spawn (trio's rule): a ``start_workflow`` (or ``node.spawn``) that raises
+    ``Cancelled`` in a scope cancelled before the call started nothing. It raised
+    Cancelled and the workflow ran to ``completed``; on a ``lock=False`` client node it
+    returned, no checkpoint at all."""
+    from garrison.persistence import open_store
+
+    ran: list[int] = []
+
+    async def plain() -> None:
+        ran.append(1)
+
+    async with garrison.open_node(store=store_spec) as node:
+        with open_store(store_spec, lock=False) as store:
+            async with garrison.open_node(store=store, name="client") as client:
+                for who in (node, client):
+                    with trio.CancelScope() as scope:
+                        scope.cancel()
+                        with pytest.raises(trio.Cancelled):
+                            await who.start_workflow(app.approval, "r", id=f"a-{who.name}")
+                        with pytest.raises(trio.Cancelled):
+                            await who.spawn(plain)
+        await trio.sleep(1)
+        assert node.workflows() == [] and ran == []
