@@ -34,7 +34,7 @@ import trio
 
 from . import _cli_signals, _observe
 from ._bind import bind_problems
-from ._cli_options import guard_stderr, print_last_words, run_verb
+from ._cli_options import escaped, guard_stderr, print_last_words, run_verb
 from ._duration import parse_lease
 from ._errors import ConfigError, ProcessError, StoreError, StoreLocked, StoreVersionError
 from ._targets import check_target, exit_is_import_error, is_script, script_spec
@@ -122,18 +122,7 @@ class _TextFormatter(logging.Formatter):
         extra = getattr(record, "traceback", None)
         if isinstance(extra, str) and extra and not record.exc_info:
             line += "\n" + extra.rstrip()
-        return _escaped(line)
-
-
-def _escaped(line: str) -> str:
-    """``line`` with each control character of its data (a workflow's error: a terminal
-    escape, a carriage return writing over the line) shown as its escape, not acted on;
-    a tab and newlines stay."""
-    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], line)
-
-
-#: the control characters a text log line shows escaped (all but tab and newline)
-_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+        return escaped(line)
 
 
 def _json_logs() -> bool:
@@ -449,7 +438,7 @@ def _run_failed(what: str, error: Any) -> None:
     if _json_logs():
         log.error("%s: %s", what, error, extra={"error": error})
     else:
-        print(_escaped(f"garrison run: {what}: {error}"), file=sys.stderr)
+        print(escaped(f"garrison run: {what}: {error}"), file=sys.stderr)
 
 
 async def _until_workflow_ends(node: Any, entry_id: str) -> tuple[int, Any]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import signal
 import sys
 from collections.abc import Callable
@@ -13,8 +14,8 @@ from typing import Any
 
 from ._store_tools import ToolError
 
-__all__ = ["BROKEN_PIPE", "STORE_HELP", "CommandGroup", "guard_stderr", "print_last_words",
-           "require_store", "run_verb", "run_with_store", "store_of_config"]
+__all__ = ["BROKEN_PIPE", "STORE_HELP", "CommandGroup", "escaped", "guard_stderr",
+           "print_last_words", "require_store", "run_verb", "run_with_store", "store_of_config"]
 
 #: the exit status when the reader of the output went away (128 + SIGPIPE, as a shell's)
 BROKEN_PIPE = 128 + signal.SIGPIPE
@@ -151,6 +152,17 @@ def _drop_output(stdout: Any) -> None:
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, stdout.fileno())
     os.close(devnull)
+
+
+def escaped(line: str) -> str:
+    """``line`` with each control character of its data (a workflow's error: a terminal
+    escape, a carriage return writing over the line) shown as its escape, not acted on;
+    a tab and newlines stay."""
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], line)
+
+
+#: the control characters a text line shows escaped (all but tab and newline)
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
 def print_last_words(group: str, lines: list[str]) -> int | None:

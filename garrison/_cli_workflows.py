@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from . import _store_tools as tools
-from ._cli_options import CommandGroup, run_with_store
+from ._cli_options import CommandGroup, escaped, run_with_store
 from ._errors import GarrisonError, NoSuchWorkflow
 from ._store_tools import ToolError, json_arg, when
 from ._targets import exit_is_import_error, is_script, script_spec
@@ -441,7 +441,8 @@ def _terminate(store: Any, args: argparse.Namespace) -> None:
     else:
         _done(args, {"workflow_id": args.id, "status": "terminate requested", "error": error},
               f"workflow {args.id!r}: terminate requested; the node holding the store has "
-              "not ended it yet (it ends it before running anything more)")
+              "not ended it yet (it ends it before running anything more, unless it ends "
+              "on its own first: see garrison workflows show)")
 
 
 def _retry(store: Any, args: argparse.Namespace) -> None:
@@ -497,7 +498,7 @@ def _replay(store: Any, args: argparse.Namespace) -> None:
     else:
         width = max((len(r.workflow_id) for r in results), default=0)
         for r in results:
-            print(f"{r.workflow_id.ljust(width)}  {r}")
+            print(escaped(f"{r.workflow_id.ljust(width)}  {r}"))
         print(f"{len(results)} workflow(s) replayed: {len(results) - len(differ)} ok, "
               f"{len(differ)} differ")
     if differ:
@@ -636,6 +637,6 @@ def _done(args: argparse.Namespace, data: dict[str, Any], text: str,
     if args.json:
         _print_json(data if note is None else {**data, "note": note})
     else:
-        print(text)
+        print(escaped(text))
         if note is not None:
-            print(f"note: {note}", file=sys.stderr)
+            print(escaped(f"note: {note}"), file=sys.stderr)

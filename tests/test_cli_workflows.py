@@ -1313,3 +1313,20 @@ async def test_a_handle_s_cancel_of_an_attempt_retried_since_writes_nothing(
         assert (got.attempt, got.cancel_requested) == (2, False)
         await node.workflow("w").cancel()  # asked of attempt 2 itself: it stands
         assert store.get_workflow("w").cancel_requested is True
+
+
+def test_terminate_and_replay_lines_show_control_characters_escaped(
+        sqlite_path: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """README: a text line shows a control character of its data as its escape, never
+    acting on it. terminate printed the reason the workflow holds (another operator's,
+    a handle's) and replay the error the code raised, as they were (helper-250)."""
+    with open_store(sqlite_path) as s:
+        s.write(Transaction().create_workflow("t1", "app:flow", [], status="running")
+                .create_workflow("e5", "workflow_app:raises_a_terminal_escape", [],
+                                 status="running"))
+    code, out, err = cli_here(capsys, "--store", sqlite_path, "terminate", "t1",
+                              "--reason", "evil\x1b[2Jreason\rcr")
+    assert (code, out) == (0, "workflow 't1' terminated (failed: Terminated: "
+                              "evil\\x1b[2Jreason\\rcr)\n"), err
+    code, out, err = cli_here(capsys, "--store", sqlite_path, "replay", "--id", "e5")
+    assert code == 0 and "own\\x1b[31mred\\rY" in out and "\x1b" not in out, (out, err)

@@ -1050,3 +1050,7 @@ async def versioned_loop(n: int) -> int:
             await process.inbox().receive()
         total += workflow.version("fee", 1, 2) * await add_one(0)
     return total
+
+
+async def raises_a_terminal_escape() -> None:
+    raise RuntimeError("own\x1b[31mred\rY")
