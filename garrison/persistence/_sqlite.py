@@ -102,8 +102,6 @@ _OWNER_BUSY_MS = 10
 #: room left in a row beside its one large value (ids, names, numbers): SQLite's length
 #: limit bounds a whole row as well as each string in it
 _ROW_ROOM = 65_536
-#: SQLite's length limit when the connection cannot say its own (SQLITE_MAX_LENGTH)
-_SQLITE_MAX_LENGTH = 1_000_000_000
 _BUSY_CODES = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
 
 
@@ -622,9 +620,7 @@ class SQLiteStore(StoreShortcuts):
                     os.unlink(self._lock_file)
             self._release()
             raise
-        getlimit = getattr(self._conn, "getlimit", None)  # (Python 3.11: a method)
-        self.value_limit = (_SQLITE_MAX_LENGTH if getlimit is None
-                            else getlimit(sqlite3.SQLITE_LIMIT_LENGTH)) - _ROW_ROOM
+        self.value_limit = self._conn.getlimit(sqlite3.SQLITE_LIMIT_LENGTH) - _ROW_ROOM
         self._write_lock = threading.Lock()
         self._read_lock = threading.Lock()
         self._busy_timeout = busy_timeout

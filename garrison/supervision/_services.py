@@ -19,7 +19,7 @@ import enum
 import logging
 import math
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -667,16 +667,9 @@ class ServiceManager:
 
     def _requirements(self, service_id: str) -> list[str]:
         """What ``service_id`` requires, directly or not."""
-        out: list[str] = []
-        seen: set[str] = set()
-        todo = list(self.by_id[service_id].entry.requires)
-        while todo:
-            sid = todo.pop()
-            if sid not in seen:
-                seen.add(sid)
-                out.append(sid)
-                todo.extend(self.by_id[sid].entry.requires)
-        return out
+        by_id = self.by_id
+        return _required(lambda sid: by_id[sid].entry.requires,
+                         by_id[service_id].entry.requires)
 
 
 def _fresh(values: Any) -> tuple[Any, ...]:
@@ -701,18 +694,28 @@ def _copied(value: Any) -> Any:
     return value
 
 
-def singletons_to_run(config: Config) -> set[str]:
-    """The singleton services a node of a cluster with ``config`` is to run (claims):
-    those ``auto_start``, and those an ``auto_start`` service requires, directly or not."""
-    entries = {svc.id: svc for svc in config.services()}
-    todo = [sid for sid, svc in entries.items() if svc.lifecycle.auto_start]
+def _required(requires: Callable[[str], Iterable[str]], ids: Iterable[str]) -> list[str]:
+    """``ids`` and what they require, directly or not (``requires(id)``: what the
+    service ``id`` requires itself), each once."""
+    out: list[str] = []
     seen: set[str] = set()
+    todo = list(ids)
     while todo:
         sid = todo.pop()
         if sid not in seen:
             seen.add(sid)
-            todo.extend(entries[sid].lifecycle.requires)
-    return {sid for sid in seen if entries[sid].lifecycle.singleton}
+            out.append(sid)
+            todo.extend(requires(sid))
+    return out
+
+
+def singletons_to_run(config: Config) -> set[str]:
+    """The singleton services a node of a cluster with ``config`` is to run (claims):
+    those ``auto_start``, and those an ``auto_start`` service requires, directly or not."""
+    entries = {svc.id: svc for svc in config.services()}
+    wanted = _required(lambda sid: entries[sid].requires,
+                       [sid for sid, svc in entries.items() if svc.lifecycle.auto_start])
+    return {sid for sid in wanted if entries[sid].lifecycle.singleton}
 
 
 async def start_services(node: NodeContext, config: Config,

@@ -234,12 +234,13 @@ def activity_result_json(value: Any, name: str, limit: int) -> tuple[str, Any]:
     store's ``value_limit``: its text is ASCII) is a ``PayloadError`` too: no commit
     could hold it, and failing there the activity would run again at each resume."""
     leaf = LEAF_TEXT.get(type(value))  # (to_json's first test, without its call)
+    text = None
     if leaf is not None:
         try:
             text, plain = leaf(value), value
         except ValueError:  # (an int too long for text: to_json says so)
-            text, plain = json_round_trip(value, f"the result of activity {name!r}")
-    else:
+            pass
+    if text is None:
         text, plain = json_round_trip(value, f"the result of activity {name!r}")
     if len(text) > limit:
         raise PayloadError(

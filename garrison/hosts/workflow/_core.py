@@ -527,6 +527,15 @@ class WorkflowCore(Caller, WorkflowScope):
 
     # ------------------------------------------------------------ taking a seq
     def _op(self, what: str) -> None:
+        self._in_own_task(what)
+        if self.store_error is not None:
+            raise raised_again(self.store_error)
+        self.cursor.check()
+
+    def _in_own_task(self, what: str) -> None:
+        """``NotInProcess`` unless ``what`` comes from the workflow function's own task
+        while it runs: not an activity's, a nursery's of its code, another workflow's,
+        nor any once its run ended (the order of journal seqs is its code's alone)."""
         if activity_owner() is not None:
             raise NotInProcess(f"{what} cannot be used inside an activity of workflow "
                                f"{self.wid!r}: activities are plain code")
@@ -543,9 +552,6 @@ class WorkflowCore(Caller, WorkflowScope):
                 "the workflow's own (a nursery in workflow code?): durable calls must come "
                 "from the workflow function itself; run things at once with "
                 "workflow.start() and workflow.gather() / first()")
-        if self.store_error is not None:
-            raise raised_again(self.store_error)
-        self.cursor.check()
 
     def _take(self, kind: JournalKind, name: str, timed: bool = False,
               cancel: bool = True) -> Entry | None:

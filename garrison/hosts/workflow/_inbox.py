@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ... import _observe, _trio_fast
+from ... import _observe
 from ...actors._mailbox import timeout_seconds
 from ...persistence import Transaction, WorkflowStatus, requested_attempt
 from ._core import FOREVER, WaitCancelled, WorkflowCore, added
@@ -261,12 +261,9 @@ class Receives(WorkflowCore):
         r.resolved, r.value = True, self._consume(item, r.box, r.seq, tx)
 
     async def _await_receive(self, r: PendingReceive) -> Any:
-        task = self.task
-        if (task is None and self.exited.is_set()) or (
-                task is not None and _trio_fast.current_task() is not task):
-            # another workflow's (or a nursery's) task, or any once this one has ended:
-            # the item would reach it, unrecorded in its own journal
-            self._op("an await of a receive")
+        # (another workflow's task, a nursery's, or any once this one has ended: the
+        # item would reach it, unrecorded in its own journal)
+        self._in_own_task("an await of a receive")
         if not r.resolved and self.cursor.replaying:
             self.cancelled_at_await(r.seq)  # (the first run met a cancel at this await)
         if r.resolved:
