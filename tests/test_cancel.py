@@ -744,3 +744,31 @@ async def test_a_cancel_asked_while_no_node_ran_reaches_the_children_in_its_plac
         with pytest.raises(garrison.WorkflowCancelled):
             await node.workflow("child").result()
         assert [(r.kind, r.seq) for r in node.workflow("child").history()] == [("cancel", 1)]
+
+
+async def test_a_second_cancel_asked_while_no_node_ran_keeps_the_first_ones_time(
+        tmp_path: object, monkeypatch: pytest.MonkeyPatch, autojump_clock: object) -> None:
+    """Two operators cancel a workflow no node runs, one before its sleep's deadline and
+    one after: the second overwrote the time the first had stored, and the resuming
+    node let the sleep end and the next step run before the cancel. The first cancel
+    stands, as on a node that ran on (a cancel asked again is moot there)."""
+    from types import SimpleNamespace
+
+    from garrison.hosts.workflow import _waits, flag_cancel
+
+    db = str(tmp_path / "s.db")  # type: ignore[operator]
+    async with garrison.open_node(store=db) as node:
+        await node.start_workflow(_waits_then_steps, "sleep", id="w")
+        await trio.sleep(1)  # waiting (the 2 s deadline is ahead)
+    with garrison.persistence.open_store(db, lock=False) as tool:
+        (timer,) = tool.timers("w")
+        came = timer.deadline.timestamp()
+        for at in (came - 0.5, came + 0.5):
+            assert flag_cancel(tool, tool.get_workflow("w"), time=at) is None
+        assert tool.get_workflow("w").cancel_time == came - 0.5
+    real_time = _waits._time.time
+    monkeypatch.setattr(_waits, "_time", SimpleNamespace(time=lambda: real_time() + 7200))
+    async with garrison.open_node(store=db) as node:
+        with pytest.raises(garrison.WorkflowCancelled):
+            await node.workflow("w").result()
+        assert [(r.kind, r.seq) for r in node.workflow("w").history()] == [("cancel", 1)]
