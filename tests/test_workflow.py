@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import sqlite3
@@ -1810,6 +1811,37 @@ async def test_a_client_awaiting_a_workflow_the_node_blocked_gets_its_error(
                     await client.workflow("gone").result()
             assert client.workflow("gone").status() == "blocked"
         assert node.workflow("gone").status() == "blocked"
+
+
+async def test_a_client_awaiting_a_workflow_no_node_runs_says_why_it_waits(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, autojump_clock: object) -> None:
+    """A web app (a client: the store opened unlocked) starts a workflow and awaits it
+    while no node holds the store: it waited without a word, the workflow ``pending``
+    for ever. It waits still (a node may open the store), and says once why, naming
+    the workflow and the store; with a node running there is no such line."""
+    import trio
+
+    from garrison.persistence import SQLiteStore
+
+    caplog.set_level(logging.WARNING, logger="garrison")
+    db = str(tmp_path / "app.db")
+    async with garrison.open_node(store=db):
+        pass  # (the store a node made, and no node holds now)
+    for running in (False, True):
+        async with contextlib.AsyncExitStack() as stack:
+            if running:
+                await stack.enter_async_context(garrison.open_node(store=db))
+            client = await stack.enter_async_context(
+                garrison.open_node(store=SQLiteStore(db, lock=False)))
+            await client.start_workflow(app.sleeper, "5s", id=f"w{running}")
+            with trio.move_on_after(10):
+                await client.workflow(f"w{running}").result()
+        said = [r.getMessage() for r in caplog.records if "no node" in r.getMessage()]
+        if running:
+            assert said == [said[0]]  # (the one from before: none for this one)
+        else:
+            assert said == [f"workflow 'wFalse' waits: no node holds store {db!r} (it "
+                            "is pending until a node opens the store)"]
 
 
 async def test_a_node_follows_a_step_of_the_system_clock(

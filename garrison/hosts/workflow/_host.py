@@ -1705,6 +1705,11 @@ class WorkflowHost:
                     return await self.result(wid, hint)
             # (blocked: it waits for a node with other code, maybe for ever; its
             # NonDeterminismError is the answer, here as on the node that blocked it)
+            if (self.client and status is not WorkflowStatus.BLOCKED and not status.finished
+                    and not await run_blocking(self.store.node_running)):
+                log.warning("workflow %r waits: no node holds store %r (it is %s until a "
+                            "node opens the store)", wid, self.store.path, status,
+                            extra={"workflow_id": wid})
             while ((self.client or self.ownership is not None)
                    and status is not WorkflowStatus.BLOCKED and not status.finished):
                 await trio.sleep(0.02)  # another node runs it: watch the store
