@@ -507,7 +507,7 @@ class Router:
         if host is None or not host.cancel_event(target, by):  # (no such host: no process)
             await trio.lowlevel.checkpoint()
             return
-        reason = ErrorInfo("Terminated", f"did not stop within {seconds:g}s of CANCEL")
+        reason = ErrorInfo("Terminated", f"did not stop within {seconds:g}s of its cancel")
         deadline = trio.current_time() + seconds
         if target == by:  # (it cannot read its CANCEL while it waits here for its end)
             self._terminate_at(host, target, deadline, seconds, reason)

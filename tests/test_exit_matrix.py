@@ -138,7 +138,7 @@ async def test_a_cancel_with_no_time_still_lets_a_process_stop_at_its_checkpoint
     next checkpoint, and its exit is a normal one; the timeout is for what its cleanup
     awaits. With ``timeout=0`` the cancel's wait could end before the process was next
     scheduled (trio runs a pass's tasks in either order), and the escalation replaced
-    the stop: ``Terminated: did not stop within 0s of CANCEL``, which killed the linked
+    the stop: ``Terminated: did not stop within 0s of its cancel``, which killed the linked
     caller (in about half the runs). It now runs once before the timeout counts."""
 
     async def b():
