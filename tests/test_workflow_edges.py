@@ -199,6 +199,45 @@ async def test_a_node_stop_cancels_a_supervisors_workflow_child_without_waiting(
         assert trio.current_time() - closing < 1.0
 
 
+async def named_job(x: int) -> int:
+    from garrison import process
+
+    process.register("the-job")
+    try:
+        await workflow.sleep("150s")
+    except garrison.WorkflowCancelled:
+        await workflow.sleep("3s")  # (a durable cleanup: it outlives the new child's start)
+        raise
+    return x
+
+
+async def test_a_supervisors_workflow_child_cancelled_at_a_stop_leaves_its_names_to_the_next(
+        autojump_clock: Any, tmp_path: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """A supervisor's workflow child that registers a name, and cleans up durably when
+    cancelled: the node stops (its cancel recorded), and at the next start the old
+    child resumed and took its name again for its cleanup, so the supervisor's new
+    child failed at its register, was restarted at once three times and the supervisor
+    gave up; the cleanup then ended, and nothing ran or held the name (helper-253).
+    A child cancelled because its supervisor ended leaves its names to its successor:
+    the new child holds the name, and the old one ends cancelled."""
+    from garrison.supervision import ChildSpec, Supervisor
+
+    db = str(tmp_path / "s.db")
+    children = []
+    for run in range(2):
+        sup = Supervisor([ChildSpec("w", named_job, args=(run,), host="workflows")])
+        async with garrison.open_node(store=db) as node:
+            sup_pid = await node.spawn(sup)
+            await trio.sleep(5)
+            assert node.process_info(sup_pid) is not None  # (it did not give up)
+            (_, child, _), = sup.which_children()
+            children.append(child)
+            assert node.lookup("the-job") == child
+    async with garrison.open_node(store=db) as node:
+        assert node.workflow(children[0].id).status() == "cancelled"
+    assert "SupervisorGaveUp" not in caplog.text
+
+
 async def a_child() -> str:
     return "child done"
 

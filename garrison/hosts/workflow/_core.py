@@ -116,7 +116,7 @@ class WorkflowCore(Caller, WorkflowScope):
                  "created", "cursor", "done", "durable_watchers", "error", "exited",
                  "flushes", "flushing", "fn", "held_names", "history_bytes", "host",
                  "input_plain", "kill_reason", "left_outcome",
-                 "links", "may_be_queued", "monitoring", "name", "parent",
+                 "links", "may_be_queued", "monitoring", "name", "orphaned", "parent",
                  "pending", "promise_times", "promises", "refreshed", "requests", "requests_taken",
                  "resend_seq", "result_json", "run_id", "scope", "signal_ids", "started",
                  "state", "status", "store", "store_error", "stored_status", "taken", "task",
@@ -221,6 +221,10 @@ class WorkflowCore(Caller, WorkflowScope):
         #: replay caught up: a replay only counts them, it takes them again where it
         #: goes live (``Interop._hold_names``)
         self.held_names: dict[str, str] | None = initial_names(journal)
+        #: a supervisor's child whose supervisor has ended: the one started in its place
+        #: holds its names, this one neither takes them again nor keeps them
+        #: (``Interop.give_up_names``)
+        self.orphaned = False
         self._inboxes: dict[str, DurableInbox] = {}
         self._wake: trio.Event | None = None
         #: while parked: the trio time it wakes at by itself (``None``: only when notified)

@@ -681,7 +681,7 @@ class Interop(WorkflowCore):
         registered for it yet. A name another process took meanwhile stays that one's:
         logged, not raised (the code registered it long ago, and goes on without it)."""
         held = self.held_names
-        if not held:
+        if not held or self.orphaned:
             return
         mine = self.host.names.get(self.wid)
         for name, scope in held.items():
@@ -697,6 +697,16 @@ class Interop(WorkflowCore):
             if mine is None:
                 mine = self.host.names.setdefault(self.wid, set())
             mine.add(name)
+
+    def give_up_names(self) -> None:
+        """A supervisor's child whose supervisor has ended: the supervisor started in
+        its place (at the next node start, or on the node that runs its incarnation
+        now) starts its own child, which registers the same names; this one, cancelled
+        and maybe running a durable cleanup, holds none of them from now on (its
+        journaled registers are not taken again where its replay goes live)."""
+        self.orphaned = True
+        for name in self.host.names.pop(self.wid, ()):
+            self.node.unregister(name, self.pid)
 
     def unregister(self, name: str) -> None:
         """Not journaled (it cannot fail): live or replayed, the code no longer holds

@@ -71,9 +71,11 @@ def load(host: WorkflowHost, record: WorkflowRecord) -> WorkflowInstance:
     wf.resend_seq = wf.cursor.last + 1  # (a call there may have been sent before)
     load_promises(host, wf)
     wf.trace = record.trace
+    supervisor = supervisor_of(host, record)
+    if supervisor is not None and host.node.plain_gone(supervisor):
+        wf.give_up_names()  # (cancelled at its node's stop, or just below)
     if not wf.cancel_requested:
-        supervisor = supervisor_of(host, record)
-        if supervisor is not None and host.node.plain_gone(supervisor):
+        if wf.orphaned and supervisor is not None:
             wf.cancel_requested = True  # (its children go too, once it runs)
             host.write_soon(Transaction().request_cancel(wid))
             _orphan_cancelled(wid, supervisor)
@@ -116,6 +118,7 @@ def check_supervisors(host: WorkflowHost) -> None:
             del host.supervised_elsewhere[wid]
         elif host.node.plain_gone(supervisor):
             del host.supervised_elsewhere[wid]
+            host.active[wid].give_up_names()
             if host.request_cancel(wid):
                 _orphan_cancelled(wid, supervisor)
 
