@@ -108,16 +108,22 @@ def _resume(store: Any, args: argparse.Namespace) -> None:
 
 
 def _trigger(store: Any, args: argparse.Namespace) -> None:
+    from ._errors import GarrisonError
     from ._targets import import_target
+    from .hosts.workflow._schedules import check_input
 
     rec = tools.get_schedule(store, args.id)
     make_importable([])  # the current folder, as ``workflows start`` has it
     try:  # as ``workflows start`` checks its target: else a workflow no node can run
-        import_target(rec.workflow)
+        fn = import_target(rec.workflow)
     except Exception as exc:
         raise ToolError(f"cannot import {rec.workflow!r}, the code of schedule {args.id!r}: "
                         f"{type(exc).__name__}: {exc} (run the command where the "
                         "application's code is importable)", 2) from None
+    try:  # and its arguments, as the node's trigger does (code changed since)
+        check_input(args.id, fn, rec.workflow, rec.input)
+    except (TypeError, ValueError, GarrisonError) as exc:
+        raise ToolError(str(exc), 2) from None
     wid = tools.trigger_schedule(store, args.id)
     _done(args, {"schedule_id": args.id, "workflow_id": wid},
           f"schedule {args.id!r} triggered: workflow {wid!r}")

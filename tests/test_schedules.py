@@ -1748,3 +1748,34 @@ async def test_a_long_interval_is_shown_in_whole_seconds(tmp_path: Path,
         await node.schedule("odd", app.job, every="36500d")
     listed = cli("--store", db, "list")
     assert "every 3153600000s" in listed.stdout, listed.stdout
+
+
+def test_cli_trigger_checks_the_schedules_input_against_the_code(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The code changed since the schedule was made (its workflow now takes other
+    arguments): ``schedules trigger`` checked only that the code imports, and created a
+    workflow the next node blocked at once ('it was started with ...', though it never
+    ran), where the node's trigger and ``workflows start`` refuse it. It is exit 2,
+    naming the schedule and the mismatch, and nothing is created (helper-254)."""
+    import sqlite3
+
+    from garrison import _cli
+
+    db = str(tmp_path / "wf.db")
+
+    async def make() -> None:
+        async with garrison.open_node(store=db) as node:
+            await node.schedule("s", app.job, 1, every="1h")
+
+    trio.run(make)
+    with sqlite3.connect(db) as conn:  # (as a job(seconds) that became job() would see it)
+        conn.execute("UPDATE schedules SET input = '[1, 2]'")
+    conn.close()
+    monkeypatch = pytest.MonkeyPatch()
+    with monkeypatch.context() as patch:
+        patch.syspath_prepend(str(ROOT / "tests"))
+        assert _cli.main(["schedules", "--store", db, "trigger", "s"]) == 2
+    err = capsys.readouterr().err
+    assert "schedule 's': workflow schedule_app:job takes" in err, err
+    with garrison.persistence.open_store(db, lock=False) as store:
+        assert [w.workflow_id for w in store.list_workflows()] == []
