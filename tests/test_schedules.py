@@ -1779,3 +1779,14 @@ def test_cli_trigger_checks_the_schedules_input_against_the_code(
     assert "schedule 's': workflow schedule_app:job takes" in err, err
     with garrison.persistence.open_store(db, lock=False) as store:
         assert [w.workflow_id for w in store.list_workflows()] == []
+
+
+def test_log_lines_show_long_windows_and_ages_in_plain_seconds() -> None:
+    """helper-254: a warning read 'the tick is 2.93185e+07s old' (``%g``): a window or
+    age of eleven days or more was shown in exponent form."""
+    from garrison.hosts.workflow import _scheduler
+
+    _, text, args = _scheduler._missed("s", 0.0, None, 30 * 86400.0)
+    assert (text % args).endswith("older than its catchup_window (2592000s)")
+    _, text, args = _scheduler._missed("s", 0.0, None, 0.001)
+    assert (text % args).endswith("(0.001s)")

@@ -102,14 +102,21 @@ def _skipped(sid: str, tick: float, last: str | None) -> _Note:
             (sid, tick_id(sid, tick), last))
 
 
+def _secs(value: float) -> str:
+    """Seconds as a log line shows them: plain digits to the millisecond (``%g`` wrote a
+    tick a year old as ``3.1536e+07``)."""
+    return f"{value:.3f}".rstrip("0").rstrip(".")
+
+
 def _missed(sid: str, first: float, last: float | None, window: float) -> _Note:
     """Ticks ``first`` to ``last`` (the latest that passed) start nothing: all are older
     than the window. Counted once: one record skips them."""
     if last is None or last <= first:
         return ("missed", "schedule %s missed its tick %s: older than its catchup_window "
-                "(%gs)", (sid, tick_id(sid, first), window))
+                "(%ss)", (sid, tick_id(sid, first), _secs(window)))
     return ("missed", "schedule %s missed its ticks %s to %s: older than its "
-            "catchup_window (%gs)", (sid, tick_id(sid, first), tick_id(sid, last), window))
+            "catchup_window (%ss)", (sid, tick_id(sid, first), tick_id(sid, last),
+                                     _secs(window)))
 
 
 def _ts(value: Any) -> float | None:
@@ -360,8 +367,8 @@ class Scheduler:
                 plans.append((sid, {"last_workflow": None, "expect_last_workflow": wid}, (
                     logging.WARNING, "schedule %s skipped its tick %s: it was recorded but "
                     "its workflow does not exist (the node stopped before starting it, or "
-                    "it was deleted since) and the tick is %gs old, older than its "
-                    "catchup_window (%gs)", (sid, wid, now - tick, window))))
+                    "it was deleted since) and the tick is %ss old, older than its "
+                    "catchup_window (%ss)", (sid, wid, _secs(now - tick), _secs(window)))))
                 continue
             starts.append((record, wid))
             expected = _ts(record.next_tick)
@@ -561,7 +568,8 @@ class Scheduler:
             stale, buffered = buffered, None
             updates["buffered_tick"] = None
             notes.append(("missed", "schedule %s dropped its buffered tick %s: older than "
-                          "its catchup_window (%gs)", (sid, tick_id(sid, stale), window)))
+                          "its catchup_window (%ss)",
+                          (sid, tick_id(sid, stale), _secs(window))))
         tick = None
         if due and expected is not None:
             tick, following = spec.due(expected, now, window)
