@@ -626,6 +626,8 @@ class Node:
         from .hosts.workflow._schedules import ScheduleDefinition, check_input
 
         self._router.check_run("node.schedule()")
+        if self._closed:  # (its stores are closed: not their bare "is closed")
+            raise RuntimeError(f"cannot make a schedule: {self._closed_text()}")
         h = self._workflow_host(host)
         fn = h.node.resolve_target(target)
         name = target_name(fn)
@@ -643,6 +645,8 @@ class Node:
         ``last_workflow``, ``source``)."""
         from ._schedule_handle import as_shown
 
+        if self._closed:
+            raise RuntimeError(f"cannot list schedules: {self._closed_text()}")
         if host is not None:
             return [as_shown(r) for r in self._workflow_host(host).store.schedules()]
         every = [as_shown(record) for h in self._workflow_hosts()

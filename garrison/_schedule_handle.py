@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import attrs
@@ -39,28 +41,47 @@ class ScheduleHandle:
         """The schedule as stored (spec, ``paused``, ``next_tick``, ``last_workflow``...;
         ``next_tick`` is ``None`` while it is paused); :class:`~garrison.NoSuchSchedule`
         if it was deleted."""
-        return as_shown(self.host.scheduler.get(self.schedule_id))
+        with self._store_open("read"):
+            return as_shown(self.host.scheduler.get(self.schedule_id))
 
     async def pause(self) -> None:
         """Stop starting workflows on its ticks (it stays paused across restarts)."""
         self.host.node.check_run("ScheduleHandle.pause()")
-        await self.host.scheduler.pause(self.schedule_id)
+        with self._store_open("pause"):
+            await self.host.scheduler.pause(self.schedule_id)
 
     async def resume(self) -> None:
         """Start workflows on its ticks again, from the first tick after now (ticks that
         passed while it was paused are not caught up). No-op if it is not paused."""
         self.host.node.check_run("ScheduleHandle.resume()")
-        await self.host.scheduler.resume(self.schedule_id)
+        with self._store_open("resume"):
+            await self.host.scheduler.resume(self.schedule_id)
 
     async def trigger(self) -> Pid:
         """Start its workflow now, paused or not, whatever its overlap policy; the
         workflow's id is ``<schedule id>@<now, ISO 8601 UTC with milliseconds>``, and
         the schedule's later ticks treat it as its last run. Returns its pid."""
         self.host.node.check_run("ScheduleHandle.trigger()")
-        return await self.host.scheduler.trigger(self.schedule_id)
+        with self._store_open("trigger"):
+            return await self.host.scheduler.trigger(self.schedule_id)
 
     async def delete(self) -> None:
         """Remove the schedule (workflows it started go on). A schedule of the config
         comes back at the next start unless its entry is removed."""
         self.host.node.check_run("ScheduleHandle.delete()")
-        await self.host.scheduler.delete(self.schedule_id)
+        with self._store_open("delete"):
+            await self.host.scheduler.delete(self.schedule_id)
+
+    @contextlib.contextmanager
+    def _store_open(self, doing: str) -> Iterator[None]:
+        """A use of the store, which a node that has stopped has closed: its error says
+        so, and how to reach the store, instead of the store's bare ``is closed``."""
+        try:
+            yield
+        except RuntimeError as exc:
+            if not self.host.closing or "is closed" not in str(exc):
+                raise
+            raise RuntimeError(
+                f"cannot {doing} schedule {self.schedule_id!r}: its node has stopped, and "
+                "its store with it (use the store itself: garrison schedules --store PATH "
+                "...)") from None

@@ -1790,3 +1790,21 @@ def test_log_lines_show_long_windows_and_ages_in_plain_seconds() -> None:
     assert (text % args).endswith("older than its catchup_window (2592000s)")
     _, text, args = _scheduler._missed("s", 0.0, None, 0.001)
     assert (text % args).endswith("(0.001s)")
+
+
+async def test_schedule_calls_on_a_stopped_node_say_so(tmp_path: Path,
+                                                       autojump_clock: Any) -> None:
+    """helper-254: past its block, a node's schedule calls raised the store's bare
+    ``store '...' is closed``, where its other calls say the node is closed."""
+    async with garrison.open_node(store=str(tmp_path / "wf.db")) as node:
+        nightly = await node.schedule("nightly", app.job, every="1h")
+    for call in (nightly.pause, nightly.resume, nightly.trigger, nightly.delete):
+        with pytest.raises(RuntimeError, match=r"cannot \w+ schedule 'nightly': its node "
+                                               r"has stopped, and its store with it"):
+            await call()
+    with pytest.raises(RuntimeError, match="cannot read schedule 'nightly': its node"):
+        nightly.info()
+    with pytest.raises(RuntimeError, match=r"cannot list schedules: node '.*' is closed"):
+        node.schedules()
+    with pytest.raises(RuntimeError, match=r"cannot make a schedule: node '.*' is closed"):
+        await node.schedule("other", app.job, every="1h")
