@@ -388,7 +388,7 @@ async def test_one_for_one_restarts_only_the_failed_child(autojump_clock: Any, n
     assert after["a"] == before["a"] and after["c"] == before["c"]
     assert after["b"] not in (None, before["b"])
     lines = [r.getMessage() for r in caplog.records if r.name == "garrison.supervision"]
-    assert "b: restarting (attempt 1 within 5s) after RuntimeError: boom b" in lines
+    assert "b: restarting (attempt 1; restart 1 within 5s) after RuntimeError: boom b" in lines
 
 
 async def test_permanent_restarts_after_normal_exit(
@@ -588,7 +588,7 @@ async def test_give_up_is_seen_by_a_monitor_and_logged(autojump_clock: Any, node
     assert "child 'w' needed restart 2 within 10s (max_restarts=1)" in event.error.message
     assert "last error: RuntimeError: boom w" in event.error.message
     lines = [r.getMessage() for r in caplog.records if r.name == "garrison.supervision"]
-    assert lines[0] == "w: restarting (attempt 1 within 10s) after RuntimeError: boom w"
+    assert lines[0] == "w: restarting (attempt 1; restart 1 within 10s) after RuntimeError: boom w"
     assert lines[1].startswith("w: giving up, supervisor ")
     assert "restart 2 within 10s exceeds max_restarts=1; last error: RuntimeError: boom w" in \
         lines[1]
@@ -797,7 +797,7 @@ async def test_constant_backoff_delays_restarts(autojump_clock: Any, node: garri
     assert times[-1] - t0 == 2.0
     assert log[-2:] == [("start", "a"), ("start", "b")]
     lines = [r.getMessage() for r in caplog.records if r.name == "garrison.supervision"]
-    assert lines[-1] == ("a: restarting in 2s (attempt 1 within 5s) after RuntimeError: "
+    assert lines[-1] == ("a: restarting in 2s (attempt 1; restart 1 within 5s) after RuntimeError: "
                          "boom a; one_for_all also restarts b")
 
 
@@ -855,6 +855,54 @@ async def test_callable_backoff_gets_the_attempt(autojump_clock: Any, node: garr
     assert [s - t0 for s in starts] == [0.0, 2.0, 6.0, 14.0]
 
 
+async def test_an_exponential_backoff_grows_through_a_crash_loop(
+        autojump_clock: Any, node: garrison.Node, caplog: pytest.LogCaptureFixture) -> None:
+    """README's example, ``min(2 ** attempt, 30)`` with ``max_restarts=3, within="5s"``:
+    the attempt was the restart's number within the window, which delays of 2s and 4s
+    keep at 2, so a child that fails at once was restarted every 4s for ever. It counts
+    the restarts of the crash loop: the delays grow to their cap. They space restarts
+    more than 5s / 3 apart, so the window never fills and the supervisor runs on."""
+    caplog.set_level(logging.INFO, "garrison.supervision")
+
+    async def refused() -> None:
+        raise ConnectionError("refused")
+
+    sup = Supervisor([ChildSpec("db", refused)], max_restarts=3, within="5s",
+                     backoff=lambda attempt: min(2 ** attempt, 30))
+    pid = await start(node, sup)
+    await trio.sleep(61)
+    lines = [r.getMessage() for r in caplog.records if r.name == "garrison.supervision"]
+    assert lines == [
+        f"db: restarting in {delay}s (attempt {n}; restart {k} within 5s) after "
+        "ConnectionError: refused"
+        for delay, n, k in [(2, 1, 1), (4, 2, 2), (8, 3, 2), (16, 4, 1), (30, 5, 1),
+                            (30, 6, 1)]], lines
+    assert node.process_info(pid).alive
+
+
+async def test_the_attempt_starts_again_once_the_children_ran_for_within(
+        autojump_clock: Any, node: garrison.Node) -> None:
+    """A child failing 3s after each restart (within=5s) stays in its crash loop: its
+    attempts grow though the window holds at most 2 restarts (they were 1, 2, 2, ...);
+    a run of ``within`` without a failure ends the loop, and the next is attempt 1."""
+    attempts: list[int] = []
+    runs = [3.0, 3.0, 3.0, 5.0, 1.0]
+
+    def backoff(attempt: int) -> float:
+        attempts.append(attempt)
+        return 0.0
+
+    async def fails_after() -> None:
+        await trio.sleep(runs.pop(0) if runs else math.inf)
+        raise RuntimeError("boom")
+
+    sup = Supervisor([ChildSpec("a", fails_after)], max_restarts=3, within="5s",
+                     backoff=backoff)
+    await start(node, sup)
+    await trio.sleep(100)
+    assert attempts == [1, 2, 3, 1, 2]
+
+
 @pytest.mark.parametrize(("backoff", "said"), [
     (lambda n: -1, "returned -1: invalid backoff delay -1: must be a non-negative number"),
     (lambda n: "abc", "returned 'abc': invalid backoff delay 'abc': expected seconds"),
@@ -878,7 +926,7 @@ async def test_a_callable_backoff_that_fails_names_the_supervisor_and_the_child(
     assert error.type == "SupervisorError", error
     assert error.message.startswith(
         f"supervisor {pid}: backoff=") and (
-        f" for the restart of child 'a' (attempt 1 within 5s) {said}") in error.message, \
+        f" for the restart of child 'a' (attempt 1) {said}") in error.message, \
         error.message
     assert ("stop", "b") in log
 
@@ -913,7 +961,7 @@ async def test_kwargs_label_and_process_label(autojump_clock: Any, node: garriso
         await node.wait(pid)
     assert got == [(1, 2), (1, 2)]
     sup_lines = [r.getMessage() for r in caplog.records if r.name == "garrison.supervision"]
-    assert sup_lines[0] == "svc:j: restarting (attempt 1 within 5s) after ValueError: kw"
+    assert sup_lines[0] == "svc:j: restarting (attempt 1; restart 1 within 5s) after ValueError: kw"
     proc_lines = [r.getMessage() for r in caplog.records if r.name == "garrison.process"]
     assert proc_lines[0].startswith("svc:j processes/")
 

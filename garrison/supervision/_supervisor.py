@@ -443,9 +443,13 @@ class Supervisor:
       gives up on the first restartable exit.
     - **Backoff.** ``backoff=None`` restarts at once. A duration (``"1s"``, ``0.5``)
       waits that long before each restart; a callable ``backoff(attempt) -> duration``
-      gets the restart's number within the current window (1 for the first) -- e.g.
-      ``lambda n: min(2 ** n, 30)``. Group siblings are stopped at once and restarted
-      together after the delay. While a restart waits, the supervisor keeps serving
+      gets the restart's number in the current crash loop -- e.g.
+      ``lambda n: min(2 ** n, 30)``: 1 for the first, and 1 again only once the
+      restarted children have run for ``within`` without a failure needing a restart.
+      Delays that space restarts at least ``within / max_restarts`` apart keep the
+      window from filling: the loop is slowed, and the supervisor never gives up.
+      Group siblings are stopped at once and restarted together after the delay.
+      While a restart waits, the supervisor keeps serving
       (``CANCEL``, other exits, dynamic-child calls); ``which_children`` shows the
       waiting child with pid ``None``. The intensity stamp is taken when the exit is
       handled, not when the delayed restart happens.
@@ -470,7 +474,7 @@ class Supervisor:
     Restarts, give-ups and children that end for good are logged on
     ``logging.getLogger("garrison.supervision")``, one line each, child name first::
 
-        worker: restarting (attempt 2 within 5s) after ValueError: boom
+        worker: restarting (attempt 2; restart 2 within 5s) after ValueError: boom
 
     ``name`` (optional) names the supervisor in its log lines and errors.
     """
@@ -529,6 +533,10 @@ class Supervisor:
         self._node: Any = None
         self._children: list[_Child] = []
         self._restarts: list[float] = []
+        #: the number of the last restart of the current crash loop (``backoff``'s
+        #: attempt), and when its children were restarted (after their backoff)
+        self._attempt = 0
+        self._restarted_at = -math.inf
         self._stopping = False
         self._send: trio.MemorySendChannel[_Item] | None = None
         self._inflight: _Request | None = None
@@ -620,6 +628,8 @@ class Supervisor:
         self._node = getattr(runtime, "node", None)
         self._children = [_Child(spec) for spec in self.children]
         self._restarts = []
+        self._attempt = 0
+        self._restarted_at = -math.inf
         self._stopping = False
         self._inflight = None
         send, recv = trio.open_memory_channel[_Item](math.inf)
@@ -736,21 +746,27 @@ class Supervisor:
                      spec.restart)
             return None
         now = trio.current_time()
-        self._restarts, attempt, allowed = add_restart(self._restarts, now, self.within,
-                                                      self.max_restarts)
+        self._restarts, restarts, allowed = add_restart(self._restarts, now, self.within,
+                                                       self.max_restarts)
         window = _fmt_seconds(self.within)
         if not allowed:
             log.error("%s: giving up, supervisor %s stops its children: restart %d within %s "
-                      "exceeds max_restarts=%d; last error: %s", spec.name, self._who(), attempt,
+                      "exceeds max_restarts=%d; last error: %s", spec.name, self._who(), restarts,
                       window, self.max_restarts, _describe_exit(error))
             self._stopping = True
             return SupervisorGaveUp(
-                f"supervisor {self._who()} gave up: child {spec.id!r} needed restart {attempt} "
+                f"supervisor {self._who()} gave up: child {spec.id!r} needed restart {restarts} "
                 f"within {window} (max_restarts={self.max_restarts}); last error: "
                 f"{_describe_exit(error)}",
-                pid=self._pid, child_id=spec.id, restarts=attempt, within=self.within, error=error,
+                pid=self._pid, child_id=spec.id, restarts=restarts, within=self.within, error=error,
             )
-        delay = self._delay(attempt, spec.id, window)
+        # the attempt counts the restarts of a crash loop, not those within the window: a
+        # backoff that spaces restarts out empties the window, and an exponential one would
+        # never grow; it starts again at 1 once the restarted children ran for ``within``
+        quiet = now - self._restarted_at >= self.within
+        attempt = self._attempt = 1 if quiet else self._attempt + 1
+        delay = self._delay(attempt, spec.id)
+        self._restarted_at = now + delay
         group = self._group(child)
         again = [c.spec.name for c in group if c.spec.restart != "temporary"]
         gone = [c.spec.name for c in group if c.spec.restart == "temporary"]
@@ -758,8 +774,8 @@ class Supervisor:
         if gone:  # (stopped with the others, never started again)
             also += f"; {self.strategy} stops {', '.join(gone)} (temporary: not restarted)"
         when = f" in {_fmt_seconds(delay)}" if delay > 0 else ""
-        log.warning("%s: restarting%s (attempt %d within %s) after %s%s", spec.name, when,
-                    attempt, window, _describe_exit(error), also)
+        log.warning("%s: restarting%s (attempt %d; restart %d within %s) after %s%s", spec.name,
+                    when, attempt, restarts, window, _describe_exit(error), also)
         for sibling in reversed(group):
             if sibling.pid is not None:
                 await self._stop(sibling)
@@ -781,7 +797,7 @@ class Supervisor:
             others = []
         return [c for c in others if c.active]
 
-    def _delay(self, attempt: int, child_id: str, window: str) -> float:
+    def _delay(self, attempt: int, child_id: str) -> float:
         """The wait before restart ``attempt`` of child ``child_id``. A callable
         ``backoff`` that raises or returns no duration fails the supervisor with a
         :class:`SupervisorError` naming it, the supervisor and the child."""
@@ -793,7 +809,7 @@ class Supervisor:
         try:
             value = backoff(attempt)
         except Exception as exc:
-            raise SupervisorError(f"{self._backoff_failed(child_id, attempt, window)} raised "
+            raise SupervisorError(f"{self._backoff_failed(child_id, attempt)} raised "
                                   f"{type(exc).__name__}: {exc}") from exc
         try:
             seconds = parse_duration(value, what="backoff delay")
@@ -802,15 +818,15 @@ class Supervisor:
             if seconds > LONGEST_WAIT:
                 raise ValueError(_TOO_LONG)
         except ValueError as exc:
-            raise SupervisorError(f"{self._backoff_failed(child_id, attempt, window)} "
+            raise SupervisorError(f"{self._backoff_failed(child_id, attempt)} "
                                   f"returned {value!r}: {exc}") from None
         return seconds
 
-    def _backoff_failed(self, child_id: str, attempt: int, window: str) -> str:
+    def _backoff_failed(self, child_id: str, attempt: int) -> str:
         """What a failed ``backoff`` call was: the start of its error."""
         name = getattr(self.backoff, "__qualname__", None) or repr(self.backoff)
         return (f"supervisor {self._who()}: backoff={name} for the restart of child "
-                f"{child_id!r} (attempt {attempt} within {window})")
+                f"{child_id!r} (attempt {attempt})")
 
     async def _start_due(self) -> SupervisorGaveUp | None:
         """Start the children whose restart is due, in start order."""
