@@ -1308,6 +1308,37 @@ entries:
     assert _STARTED == ["one_arg 1"]
 
 
+async def _one_arg_workflow(n: int) -> int:
+    await garrison.workflow.sleep("1h")
+    return n
+
+
+async def test_a_child_naming_no_entry_or_a_workflow_refusing_its_args_is_named(
+        autojump_clock: object) -> None:
+    """start_child of a missing config entry raised a bare ``KeyError: "no config entry
+    'app:missing'"``, and of a workflow child given args it cannot take a ``TypeError``
+    naming the workflow only: neither named the child, as a process child's does. Both
+    are the ``TypeError`` README states, naming the child; nothing is kept."""
+    from garrison.config import load_config_text
+
+    config = load_config_text('version: "1.0"\nnamespace: app\nentries:\n'
+                              "  - {name: pool, kind: process.host}\n")
+    async with garrison.open_node(config=config) as node:
+        sup = Supervisor([])
+        await start(node, sup)
+        for target, host in [("app:missing", None), ("app:missing", "workflows")]:
+            with pytest.raises(TypeError, match=r"^child 'db': no config entry 'app:missing'$"):
+                await sup.start_child(ChildSpec("db", target, host=host))
+        with pytest.raises(TypeError, match=r"^child 'db': config entry 'app:pool' is a "
+                                            r"process.host, not a runnable target$"):
+            await sup.start_child(ChildSpec("db", "app:pool"))
+        with pytest.raises(TypeError, match=r"^child 'db': workflow .*_one_arg_workflow "
+                                            r"takes 1 argument\(s\) \(n\), but it was given 2"):
+            await sup.start_child(ChildSpec("db", _one_arg_workflow, args=(1, 2),
+                                            host="workflows"))
+        assert sup.which_children() == []
+
+
 async def test_a_restart_that_cannot_start_is_a_failure_of_that_child(
         node: garrison.Node, autojump_clock: object) -> None:
     """A child that ran once and whose restart cannot call its target: each such restart

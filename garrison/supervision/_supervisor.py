@@ -348,6 +348,14 @@ class _ChildMain:
         return await running
 
 
+def _cannot_start(spec: ChildSpec, exc: KeyError | TypeError) -> TypeError:
+    """The ``TypeError`` naming the child for a target it cannot start with: a config
+    entry id that names no runnable entry (the config's ``KeyError``), or a workflow
+    that cannot take its args."""
+    said = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+    return TypeError(f"child {spec.id!r}: {said}")
+
+
 def _target_label(fn: Any) -> str:
     inner = fn
     while isinstance(inner, functools.partial):
@@ -862,13 +870,20 @@ class Supervisor:
             with trio.CancelScope(shield=True):  # as below: the pid is recorded
                 # (supervised: a node that finds it after a crash stopped this supervisor
                 # cancels it, as this supervisor's stop would have)
-                pid = await current_runtime().spawn(target, tuple(spec.args), spec.host,
-                                                    link=False, monitor=True, supervised=True)
+                try:
+                    pid = await current_runtime().spawn(target, tuple(spec.args), spec.host,
+                                                        link=False, monitor=True,
+                                                        supervised=True)
+                except (KeyError, TypeError) as exc:  # no such entry, args it cannot take
+                    raise _cannot_start(spec, exc) from None
             child.pid = pid
             log.debug("%s: started as %s", spec.name, pid)
             return pid
         if isinstance(target, str) and node is not None:
-            target = node.resolve_target(target)
+            try:
+                target = node.resolve_target(target)
+            except KeyError as exc:
+                raise _cannot_start(spec, exc) from None
             try:
                 check_plain_entry(node.config, spec.target)
             except TypeError as exc:
