@@ -498,8 +498,9 @@ async def test_normal_exit_of_transient_is_no_group_restart(
 
 # ----------------------------------------------------------------------------- intensity
 async def test_exactly_max_restarts_survives_one_more_gives_up(
-    autojump_clock: Any, node: garrison.Node
+    autojump_clock: Any, node: garrison.Node, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.WARNING, "garrison.process")
     log: list[Any] = []
     sup = Supervisor(specs(log, "a", "b", "c"), max_restarts=3, within="5s", name="app")
     pid = await start(node, sup)
@@ -518,6 +519,10 @@ async def test_exactly_max_restarts_survives_one_more_gives_up(
     )
     # on giving up the others stop in reverse start order
     assert log[-2:] == [("stop", "c"), ("stop", "a")]
+    # its exit is logged under its name (it was "Supervisor processes/...")
+    exits = [r.getMessage() for r in caplog.records if r.name == "garrison.process"
+             and str(pid) in r.getMessage()]
+    assert exits and exits[0].startswith(f"Supervisor 'app' {pid} exited abnormally"), exits
     assert node.stats()["processes"] == 0
 
 

@@ -536,6 +536,8 @@ class Supervisor:
         self.within = seconds
         self.backoff = backoff
         self.name = name
+        if name is not None:  # the process label in the process host's logs (its exit)
+            self.__qualname__ = f"Supervisor {name!r}"
         # state of the current run
         self._pid: Pid | None = None
         self._node: Any = None
