@@ -53,10 +53,11 @@ async def main(store: str | None = None) -> list[str]:
     async with garrison.open_node(store=store) as node:
         pid = await node.start_workflow(approval_workflow, "laptop", id="approval-1")
         handle = node.workflow("approval-1")
-        while handle.status() != "waiting":
+        while handle.status() in ("pending", "running"):  # (a second run: completed)
             await trio.sleep(0.001)
         print(f"  {pid} is {handle.status()}")
-        await node.spawn(approver, pid)
+        if handle.status() == "waiting":
+            await node.spawn(approver, pid)
         results.append(await handle.result())
         print(f"  {results[-1]}")
 

@@ -58,18 +58,20 @@ async def main(store: str | None = None) -> list[str]:
     async with garrison.open_node(store=store) as node:
         pid = await node.start_workflow(onboarding, "ann@example.com", id="onboard-ann")
         handle = node.workflow("onboard-ann")
-        while handle.status() != "waiting":
+        while handle.status() in ("pending", "running"):  # (a second run: completed)
             await trio.sleep(0.001)
-        await trio.sleep(30 * 3600)  # she verifies after 30 hours (after the reminder)
-        print(f"  [ann@example.com] {handle.state('step')!r}, then the link is clicked")
-        await node.send(pid, "verified", {"via": "link"})
+        if handle.status() == "waiting":
+            await trio.sleep(30 * 3600)  # she verifies after 30 hours (after the reminder)
+            print(f"  [ann@example.com] {handle.state('step')!r}, then the link is clicked")
+            await node.send(pid, "verified", {"via": "link"})
         results.append(await handle.result())
         print(f"  {results[-1]}")
 
-        t0 = trio.current_time()
         await node.start_workflow(onboarding, "bob@example.com", id="onboard-bob")
         results.append(await node.workflow("onboard-bob").result())
-        print(f"  {results[-1]} (after {(trio.current_time() - t0) / 86400:.0f} days)")
+        # (from its stored times, not this run's clock: a second run reads the first's)
+        (bob,) = [w for w in node.workflows() if w.workflow_id == "onboard-bob"]
+        print(f"  {results[-1]} (after {(bob.updated - bob.created).days} days)")
         print("history of onboard-ann:",
               [(r.seq, r.kind, r.name) for r in handle.history()])
     return results
