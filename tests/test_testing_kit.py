@@ -13,6 +13,7 @@ import trio
 
 import garrison
 import garrison.testing
+from garrison import workflow
 
 
 @pytest.fixture(autouse=True)
@@ -337,3 +338,23 @@ async def test_env_result_of_a_workflow_nothing_can_end_raises_instead_of_hangin
         assert await env.result("io") == "done"
         await env.node.workflow("r").signal("note", "late")  # still alive, and ends
         assert await env.result("r") == "received late"
+
+
+async def _races_real_io() -> str:
+    io = workflow.start(_real_io, 0.2)
+    won = await workflow.first(io, workflow.promise("cancel"))
+    return str(await io) if won is io else "cancelled"
+
+
+async def test_env_result_of_a_workflow_racing_a_started_activity_is_not_stuck(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A workflow parked in ``first`` on an activity it started (and a promise) was
+    taken for stuck while the async activity awaited its I/O: ``first`` parks it
+    (``waiting``, where awaiting the activity alone leaves it running), and the guard
+    counted only plain activities' threads."""
+    from garrison.testing import _env
+
+    monkeypatch.setattr(_env, "STUCK_AFTER", 0.05)
+    async with garrison.testing.workflow_env() as env:
+        await env.start(_races_real_io, id="x")
+        assert await env.result("x") == "done"

@@ -282,11 +282,14 @@ class WorkflowEnv:
 
     def _stuck(self) -> bool:
         """Nothing of the workflows can move by itself: every one waits (none runs a
-        step: an async activity may await its I/O for a while) and no plain activity
-        works in a thread."""
+        step: an async activity may await its I/O for a while), none has an activity
+        it started (``workflow.start``) still running (one parked in ``first`` on it
+        waits, and its async activity may await its I/O for a while too) and no plain
+        activity works in a thread."""
         if self._activities_running() is not None:
             return False
-        return all(wf.done.is_set() or wf.status in _PARKED
+        return all(wf.done.is_set() or (wf.status in _PARKED and not (
+                       wf.started is not None and wf.started.running))
                    for host in self._hosts() for wf in host.active.values())
 
     def _activities_running(self) -> trio.Event | None:

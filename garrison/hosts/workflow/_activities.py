@@ -268,6 +268,14 @@ class StartedActivities:
             self._nursery = None
             self._done.set()
 
+    @property
+    def running(self) -> bool:
+        """True while one of them has not ended (it runs, waits to retry, or waits for the
+        nursery to open): what a workflow parked in ``first`` on it waits for is under
+        way (``garrison.testing`` takes such a workflow for one that can still move)."""
+        return bool(self._pending) or (self._nursery is not None
+                                       and bool(self._nursery.child_tasks))
+
     def _failed(self, error: BaseException) -> None:
         """``error`` escaped a started activity: the function stops (if it still runs)
         and :meth:`close` raises it."""
