@@ -13,7 +13,7 @@ import trio
 
 import garrison
 import garrison.testing
-from garrison import workflow
+from garrison import process, workflow
 
 
 @pytest.fixture(autouse=True)
@@ -358,3 +358,33 @@ async def test_env_result_of_a_workflow_racing_a_started_activity_is_not_stuck(
     async with garrison.testing.workflow_env() as env:
         await env.start(_races_real_io, id="x")
         assert await env.result("x") == "done"
+
+
+async def _never_replies() -> None:
+    process.register("silent")
+    async for _ in process.inbox():
+        pass
+
+
+async def _calls_silent() -> str:
+    try:
+        return str(await process.call("silent", "q", timeout="1h"))
+    except TimeoutError as exc:
+        return f"timed out: {exc}"
+
+
+async def test_a_workflow_s_call_timeout_falls_due_on_the_environment_s_time() -> None:
+    """A workflow's ``process.call(..., timeout="1h")`` to a process that never replies
+    waited the hour in real time on the environment's own clock: ``env.sleep("2h")``
+    returned with the workflow still running. Its timeout is due on the workflow's
+    time, as its timers are."""
+    async with garrison.testing.workflow_env() as env:
+        await env.node.spawn(_never_replies)
+        await env.settle()
+        t0 = env.now()
+        await env.start(_calls_silent, id="c")
+        await env.sleep("2h")
+        assert env.status("c") == "completed"
+        assert await env.result("c") == (f"timed out: call to {env.node.lookup('silent')} "
+                                         "(topic 'q') got no reply within 3600s")
+        assert env.now() - t0 == dt.timedelta(hours=2)

@@ -11,7 +11,8 @@ Two ways time skips, chosen by the trio clock the test runs on:
   environment runs a task that, whenever every task waits, jumps it to the next
   workflow deadline, schedule tick, free slot of a host's ``rate:`` (or the end of an
   ``env.sleep``), the way the autojump clock does. Workflow timers, durable sleeps,
-  receive timeouts, activity retry delays, schedules' ticks and rates' waits skip;
+  receive timeouts, a workflow's call timeouts, activity retry delays, schedules' ticks
+  and rates' waits skip;
   ``trio.sleep`` in the test's own code, activity timeouts and plain processes'
   timeouts take real time.
 
@@ -65,6 +66,8 @@ class SkippingClock(WallClock):
 
     #: the first stand-in trio deadline (a million years from any trio clock's start)
     FAR = 1e13
+    #: (a workflow's waits on its time go through :meth:`sleep`: a call's timeout)
+    virtual = True
 
     def __init__(self) -> None:
         super().__init__()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from collections.abc import Awaitable, Callable
 from typing import Any, NoReturn
 
@@ -30,6 +31,7 @@ from ._elsewhere import RemoteWorkflow, recorded_reply
 from ._ids import call_ref, check_text
 from ._inbox import InboxItem
 from ._journal import JournalKind, error_from_plain, error_to_plain, message_to_plain
+from ._waits import WallClock
 
 __all__ = ["Interop"]
 
@@ -840,7 +842,42 @@ class Interop(WorkflowCore):
                                         _observe.carrier() if _observe.tracing else None))
 
             deliver = deliver_now
+        clock = self.host.clock
+        if clock.virtual and 0 < seconds < math.inf:
+            return await self._exchange_on(clock, callee, pid, topic, seconds, deliver, ref)
         return await self.exchange(callee, pid, topic, seconds, deliver, ref=ref)
+
+    async def _exchange_on(self, clock: WallClock, callee: Caller, pid: Pid, topic: str,
+                           seconds: float, deliver: Callable[[str], Awaitable[Any] | None],
+                           ref: str) -> Any:
+        """The call ``ref`` with its timeout on the host's ``clock``, a virtual one
+        (``garrison.testing``'s) whose jumps trio's deadlines never see: the timeout
+        falls due on the workflow's time, as its timers do. It runs from the request's
+        delivery, as the kernel's does."""
+        replied: list[Any] = []
+        timed_out = False
+
+        async def expire() -> None:
+            nonlocal timed_out
+            await clock.sleep(seconds)
+            timed_out = True
+            nursery.cancel_scope.cancel()
+
+        async def delivered(ref: str) -> None:
+            sent = deliver(ref)
+            if sent is not None:
+                await sent
+            nursery.start_soon(expire)
+
+        async with trio.open_nursery() as nursery:
+            replied.append(await self.exchange(callee, pid, topic, math.inf, delivered,
+                                               ref=ref))
+            nursery.cancel_scope.cancel()
+        if replied:
+            return replied[0]
+        assert timed_out
+        raise TimeoutError(f"call to {pid} (topic {topic!r}) got no reply within "
+                           f"{seconds:g}s")
 
     def _replied_before(self, host: Any, pid: Pid, msg_id: str, ref: str) -> None:
         """The call ``ref``, made again after this workflow was loaded, may have sent

@@ -68,6 +68,9 @@ class WallClock:
     _shift = 0.0
     #: runs on trio's own clock, the system's (see ``follows_system``)
     _system = False
+    #: its time moves only by jumps of its own (``garrison.testing``'s virtual clock),
+    #: which trio's deadlines never see: a wait on its time goes through :meth:`sleep`
+    virtual = False
 
     def __init__(self) -> None:
         clock = trio.lowlevel.current_clock()
