@@ -388,3 +388,42 @@ async def test_a_workflow_s_call_timeout_falls_due_on_the_environment_s_time() -
         assert await env.result("c") == (f"timed out: call to {env.node.lookup('silent')} "
                                          "(topic 'q') got no reply within 3600s")
         assert env.now() - t0 == dt.timedelta(hours=2)
+
+
+async def _tells_x_to_go() -> None:
+    await process.send("workflows/x", "go", "from the schedule")
+
+
+async def test_env_result_stuck_beside_a_schedule_raises_after_idle_ticks(
+        tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A recurring schedule (one of the config's too) disabled the hang guard: a tick
+    was always due, so ``env.result`` of a workflow waiting for a message nobody sends
+    skipped from tick to tick for ever (to 2031, 43,124 workflows in 20 s). Once ticks
+    are all that is due and IDLE_TICKS fired without the awaited workflow changing,
+    they count as nothing that can end it; a tick whose workflow ends it still does."""
+    import schedule_app
+
+    from garrison.testing import _env
+
+    monkeypatch.setattr(_env, "STUCK_AFTER", 0.05)
+    monkeypatch.setattr(_env, "IDLE_TICKS", 5)
+    (tmp_path / "app.yaml").write_text(
+        'version: "1.0"\nnamespace: app\nentries:\n'
+        '  - {name: job, kind: workflow.py, source: "schedule_app:job"}\n'
+        '  - {name: hourly, kind: workflow.schedule, workflow: job, every: 1h}\n')
+    async with garrison.testing.workflow_env(config=tmp_path / "app.yaml") as env:
+        await env.node.schedule("api", schedule_app.job, 60.0, every="1h")  # sleeps 1 min
+        await env.start(schedule_app.waits_for_go, id="w")
+        with trio.fail_after(2), pytest.raises(
+                RuntimeError, match=r"^env.result\('w'\): workflow 'w' is waiting and nothing "
+                r"can end it: every task waits, no timer is due but schedules' ticks \(\d+ "
+                r"fired, each schedule's once at least, without changing it\) and no "
+                r"activity runs"):
+            await env.result("w")
+        assert len(env.node.workflows()) < 20
+        # (a tick of its own comes after more than IDLE_TICKS of the hourly ones)
+        await env.node.schedule("daily", _tells_x_to_go, every="1d")
+        await env.start(schedule_app.waits_for_go, id="x")
+        with trio.fail_after(2):
+            assert await env.result("x") == "from the schedule"
+    schedule_app.STARTS.clear()

@@ -52,6 +52,11 @@ __all__ = ["ActivityMock", "SkippingClock", "WorkflowEnv", "workflow_env"]
 #: before it says nothing can end its workflow
 STUCK_AFTER = 5.0
 
+#: schedules' ticks an awaited ``env.result`` lets fire (each schedule's once at least)
+#: while they are all that is due and its workflow does not change, before it takes
+#: them for nothing that can end it
+IDLE_TICKS = 100
+
 #: the statuses of a workflow that waits (not one taking a step)
 _PARKED = frozenset({WorkflowStatus.WAITING, WorkflowStatus.SLEEPING, WorkflowStatus.BLOCKED})
 
@@ -185,8 +190,17 @@ class WorkflowEnv:
         self.virtual = virtual
         self.mocks: dict[str, ActivityMock] = {}
         self._settling: list[trio.Event] = []
-        #: the waits of ``result`` calls: cancelled when nothing can ever end them
-        self._results: list[trio.CancelScope] = []
+        #: the waits of ``result`` calls (and their workflow ids): cancelled when nothing
+        #: can ever end them
+        self._results: list[tuple[trio.CancelScope, str]] = []
+        #: ticks fired while they were all that was due and the awaited workflows stood
+        #: as ``_idle_mark`` says (see :data:`IDLE_TICKS`), and each schedule's next
+        #: tick as it was then
+        self._idle_ticks = 0
+        self._idle_mark: Any = None
+        self._idle_from: dict[tuple[str, str], Any] = {}
+        #: the ticks that fired in vain before the last results were taken for stuck
+        self._ticked_in_vain = 0
         #: the ``workflow_env()`` block has ended: nothing moves time any more
         self._ended = False
 
@@ -253,13 +267,19 @@ class WorkflowEnv:
             waiting = [wf for host in self._hosts() for wf in host.active.values()
                        if wf.wait_deadline is not None and not wf.done.is_set()]
             targets = [clock.wall_of(wf.wait_deadline) for wf in waiting]
-            # each host's scheduler (a tick) and queue (a rate's free slot)
+            # each host's queue (a rate's free slot) and scheduler (a tick)
             loops = [loop for host in self._hosts() for loop in (host.scheduler, host.queue)]
-            targets += [clock.wall_of(loop.wait_deadline) for loop in loops
-                        if loop.wait_deadline is not None]
+            targets += [clock.wall_of(host.queue.wait_deadline) for host in self._hosts()
+                        if host.queue.wait_deadline is not None]
             targets += [target for target, _event in clock.sleepers]
+            ticks = [clock.wall_of(host.scheduler.wait_deadline) for host in self._hosts()
+                     if host.scheduler.wait_deadline is not None]
             # (a wait "for ever" records the latest deadline there is: never due)
             due = [t for t in targets if t is not None and math.isfinite(t) and t < FOREVER]
+            due_ticks = [t for t in ticks if t is not None and math.isfinite(t) and t < FOREVER]
+            held = bool(due_ticks) and not due and self._idle_ticks_spent()
+            if not held:  # (else taken for nothing that can end what is awaited)
+                due += due_ticks
             if not due:
                 clock.changed = trio.Event()
                 if not self._results:
@@ -273,7 +293,8 @@ class WorkflowEnv:
                     continue
                 await trio.testing.wait_all_tasks_blocked()
                 if not clock.changed.is_set() and self._stuck():
-                    for scope in self._results:
+                    self._ticked_in_vain = self._idle_ticks if held else 0
+                    for scope, _id in self._results:
                         scope.cancel()
                     self._results.clear()
                 continue
@@ -282,6 +303,37 @@ class WorkflowEnv:
                 wf.wake()
             for loop in loops:
                 loop.wake()
+
+    def _idle_ticks_spent(self) -> bool:
+        """Schedules' ticks are all that is due: True once :data:`IDLE_TICKS` of them,
+        each schedule's once at least, fired while a result was awaited and its
+        workflow did not change (a tick may start a workflow that ends it, so they fire
+        until then; no proof is possible either way). Counts this tick otherwise."""
+        if not self._results:
+            self._idle_ticks, self._idle_mark = 0, None
+            return False
+        mark = self._awaited_mark()
+        next_ticks = {(host.name, sid): record.next_tick for host in self._hosts()
+                      for sid, record in host.scheduler.rows.items()
+                      if not record.paused and record.next_tick is not None}
+        if mark != self._idle_mark:
+            self._idle_ticks, self._idle_mark, self._idle_from = 0, mark, next_ticks
+        if self._idle_ticks >= IDLE_TICKS and all(
+                self._idle_from.setdefault(key, tick) != tick
+                for key, tick in next_ticks.items()):
+            return True
+        self._idle_ticks += 1
+        return False
+
+    def _awaited_mark(self) -> tuple[Any, ...]:
+        """Where the workflows of the awaited results stand (each one's run, journal
+        position and status): it changes with every step one of them takes."""
+        mark: list[Any] = []
+        for _scope, wid in self._results:
+            wf = next((host.active[wid] for host in self._hosts() if wid in host.active),
+                      None)
+            mark.append((wid, None) if wf is None else (wid, wf, wf.cursor.seq, wf.status))
+        return tuple(mark)
 
     def _stuck(self) -> bool:
         """Nothing of the workflows can move by itself: every one waits (none runs a
@@ -424,22 +476,26 @@ class WorkflowEnv:
         """Wait for workflow ``id`` to end (time skips meanwhile); its result, or its
         error raised. A ``RuntimeError`` once nothing can end it (every task waits and
         nothing is due: a promise nobody resolves, a message nobody sends, a wait for
-        ever), rather than a test that hangs."""
+        ever; or only schedules' ticks are, :data:`IDLE_TICKS` of them fired in vain),
+        rather than a test that hangs."""
         handle = self.workflow(id)
         if not self.virtual:
             return await handle.result()
         with trio.CancelScope() as scope:
-            self._results.append(scope)
+            awaited = (scope, id)
+            self._results.append(awaited)
             try:
                 return await handle.result()
             finally:
-                if scope in self._results:
-                    self._results.remove(scope)
+                if awaited in self._results:
+                    self._results.remove(awaited)
+        ticks = (f" but schedules' ticks ({self._ticked_in_vain} fired, each schedule's "
+                 "once at least, without changing it)" if self._ticked_in_vain else "")
         raise RuntimeError(
             f"env.result({id!r}): workflow {id!r} is {handle.status()} and nothing can end "
-            "it: every task waits, no timer is due and no activity runs (a promise nobody "
-            "resolves, a message nobody sends, a wait for ever); send or resolve what it "
-            "waits for before awaiting its result, or race its wait with a timer")
+            f"it: every task waits, no timer is due{ticks} and no activity runs (a promise "
+            "nobody resolves, a message nobody sends, a wait for ever); send or resolve "
+            "what it waits for before awaiting its result, or race its wait with a timer")
 
 
 def _skips_by_itself() -> bool:
