@@ -276,3 +276,18 @@ async def test_a_mock_set_while_an_activity_waits_to_retry_takes_its_next_attemp
         mock = env.mock_activity(_always_fails, result=99)
         assert await env.node.workflow("r").result() == 99
         assert CALLS == [7] and mock.calls == [((7,), {})]
+
+
+def test_workflow_env_under_asyncio_says_it_runs_on_trio() -> None:
+    """Under asyncio (anyio's asyncio variant of a test) ``workflow_env()`` failed with
+    trio's bare ``must be called from async context``: it says what ``open_node`` says."""
+    import asyncio
+
+    async def opens() -> None:
+        async with garrison.testing.workflow_env():
+            pass
+
+    with pytest.raises(RuntimeError, match=r"^garrison.testing.workflow_env\(\) must be "
+                       r"called inside a trio run: garrison runs on trio, and this call is "
+                       r"in none \(from asyncio\? "):
+        asyncio.run(opens())

@@ -40,6 +40,7 @@ import trio.testing
 from .._duration import parse_duration
 from .._handle import WorkflowHandle
 from .._node import Node, _as_config, open_node
+from .._router import not_in_trio
 from ..hosts.workflow._activities import ActivitiesInFlight, _options
 from ..hosts.workflow._core import FOREVER
 from ..hosts.workflow._waits import WallClock
@@ -515,6 +516,8 @@ async def workflow_env(config: Any = None) -> AsyncIterator[WorkflowEnv]:
     ...     await env.sleep("30d")
     ...     assert await env.result("a") == "expired"
     """
+    if not trio.lowlevel.in_trio_run():  # (asyncio's: trio fails deep inside otherwise)
+        raise not_in_trio("garrison.testing.workflow_env()")
     loaded = _as_config(config, None)  # (every host of its node is in memory)
     stores: dict[str, Any] = {"workflows": None}
     if loaded is not None:
