@@ -251,6 +251,31 @@ async def test_moving_time_after_the_env_block_is_refused_not_a_hang() -> None:
         env.mock_activity(check_slowly, result=1)
 
 
+async def test_the_env_s_other_calls_after_its_block_say_it_has_ended() -> None:
+    """Past the block ``env.result`` said the workflow "resumes when a node opens its
+    store again" (an in-memory store, gone), ``env.resolve`` only ``store '<memory>' is
+    closed``, ``env.signal`` raised ProcessError and ``env.status`` still answered
+    (while ``env.state`` raised): each says the block has ended now."""
+    async with garrison.testing.workflow_env() as env:
+        await env.start(sleeps_a_day, id="s")
+        await env.settle()
+    calls: list[tuple[str, Any]] = [
+        ("env.result('s')", lambda: env.result("s")),
+        ("env.signal('s')", lambda: env.signal("s", "note")),
+        ("env.resolve('s')", lambda: env.resolve("s", "p", 1)),
+        ("env.reject('s')", lambda: env.reject("s", "p", "no")),
+        ("env.start()", lambda: env.start(sleeps_a_day, id="t")),
+        ("env.status('s')", lambda: env.status("s")),
+        ("env.state('s')", lambda: env.state("s", "k"))]
+    for shown, call in calls:
+        with trio.fail_after(5), pytest.raises(RuntimeError, match=(
+                "^" + shown.replace("(", r"\(").replace(")", r"\)") + ": the workflow_env"
+                r"\(\) block has ended")):
+            done = call()
+            if hasattr(done, "__await__"):
+                await done
+
+
 CALLS: list[int] = []
 
 

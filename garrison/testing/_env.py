@@ -442,6 +442,7 @@ class WorkflowEnv:
     async def start(self, target: Any, *args: Any, id: str | None = None,
                     host: str | None = None) -> WorkflowHandle:
         """Start a workflow (``node.start_workflow``); its handle."""
+        self._check_open("env.start()")
         pid = await self.node.start_workflow(target, *args, id=id, host=host)
         return self.workflow(pid.id, host=host)
 
@@ -452,25 +453,30 @@ class WorkflowEnv:
 
     async def signal(self, id: str, topic: str, payload: Any = None) -> None:
         """Send workflow ``id`` a message, then let it react."""
+        self._check_open(f"env.signal({id!r})")
         await self.workflow(id).signal(topic, payload)
         await self.settle()
 
     async def resolve(self, id: str, promise: str, value: Any = None) -> None:
         """Resolve a promise of workflow ``id``, then let it react."""
+        self._check_open(f"env.resolve({id!r})")
         await self.workflow(id).promise(promise).resolve(value)
         await self.settle()
 
     async def reject(self, id: str, promise: str, message: str) -> None:
         """Reject a promise of workflow ``id``, then let it react."""
+        self._check_open(f"env.reject({id!r})")
         await self.workflow(id).promise(promise).reject(message)
         await self.settle()
 
     def state(self, id: str, key: str, default: Any = None) -> Any:
         """A value workflow ``id`` stored with ``workflow.set_state`` (committed ones)."""
+        self._check_open(f"env.state({id!r})")
         return self.workflow(id).state(key, default)
 
     def status(self, id: str) -> str:
         """The status of workflow ``id`` (``waiting``, ``completed``, ...)."""
+        self._check_open(f"env.status({id!r})")
         return str(self.workflow(id).status())
 
     async def result(self, id: str) -> Any:
@@ -479,6 +485,7 @@ class WorkflowEnv:
         nothing is due: a promise nobody resolves, a message nobody sends, a wait for
         ever; or only schedules' ticks are, :data:`IDLE_TICKS` of them fired in vain),
         rather than a test that hangs."""
+        self._check_open(f"env.result({id!r})")
         handle = self.workflow(id)
         if not self.virtual:
             return await handle.result()
