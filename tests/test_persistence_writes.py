@@ -263,6 +263,30 @@ async def test_a_batch_written_again_after_a_busy_attempt_starts_from_no_outcome
     assert got == {0: [None], 1: [None], 2: [None]}
 
 
+async def test_a_commit_written_alone_that_found_the_store_busy_is_timed_from_its_start(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # its first attempt waited for the lock in the trio thread (SQLite's busy_timeout)
+    # before the write went on in a worker thread: one transaction, timed from there
+    from garrison import _observe
+    from garrison.persistence import _group_commit
+
+    def write_one(tx: Any) -> list[Any]:
+        time.sleep(0.03)
+        raise _group_commit.Busy()
+
+    def write_batch(batch: list[CommitRequest]) -> None:
+        for request in batch:
+            request.results = _group_commit.NONE_RESULT
+
+    monkeypatch.setattr(_observe, "timing", True)
+    engine = _group_commit.GroupCommit(write_one, write_batch, Strategy.THREAD)
+    counts, before_sum = _observe.commit_seconds.cumulative()
+    assert await engine.commit("tx") == [None]
+    after, after_sum = _observe.commit_seconds.cumulative()
+    assert after[-1][1] - counts[-1][1] == 1
+    assert after_sum - before_sum >= 0.03
+
+
 async def test_a_commit_asked_for_finishes_even_if_its_caller_is_cancelled(
     store: SQLiteStore,
 ) -> None:

@@ -984,6 +984,43 @@ async def test_a_batch_is_written_in_the_node_thread_only_when_nothing_else_can_
         assert where == ["worker thread"]
 
 
+async def test_a_commit_written_alone_that_goes_on_in_a_thread_is_timed(
+        pg: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A commit written alone that the server is slow to answer goes on in a worker
+    thread: it is one group-commit transaction all the same, in the commit histograms
+    once, timed to its end in that thread (it was missing: the slowest commits)."""
+    from garrison import _observe
+    from garrison.persistence import _postgres
+
+    real, poll = _postgres.hand_over, pgstore._poll
+    handed: list[int] = []
+
+    def slow_hand_over(fn: Any) -> Any:
+        handed.append(1)
+        return real(lambda: (time.sleep(0.05), fn())[1])  # (the server's slow answer)
+
+    def not_yet(wait: Any, timeout_ms: int) -> int:  # (a local server may answer at once)
+        return 0 if trio.lowlevel.in_trio_run() else poll(wait, timeout_ms)
+
+    monkeypatch.setattr(_observe, "timing", True)
+    monkeypatch.setattr(pgstore, "TRIO_THREAD_WAIT", 0.0)  # any wait for the server
+    monkeypatch.setattr(_postgres, "hand_over", slow_hand_over)
+    with PostgresStore(pg) as store:
+        store.write(Transaction().create_workflow("w", "app:f"))
+        counts, before_sum = _observe.commit_seconds.cumulative()
+        before = counts[-1][1]
+        size_before = _observe.commit_batch_size.cumulative()[0][-1][1]
+        with monkeypatch.context() as patch:
+            patch.setattr(pgstore, "_poll", not_yet)
+            for i in range(2):
+                assert await store.commit(Transaction().set_state("w", f"k{i}", i)) == [None]
+        counts, after_sum = _observe.commit_seconds.cumulative()
+        assert handed == [1, 1]
+        assert counts[-1][1] - before == 2
+        assert _observe.commit_batch_size.cumulative()[0][-1][1] - size_before == 2
+        assert after_sum - before_sum >= 0.1
+
+
 class _Interrupt(BaseException):
     """An interrupt that is no Exception (as KeyboardInterrupt and SystemExit are)."""
 

@@ -267,6 +267,8 @@ class GroupCommit:
                     handed_results: list[Any] = await handed.wait()
                 finally:
                     self._handed -= 1
+                if started:  # (the slowest commits: their time is the thread's too)
+                    _observe.committed(started, 1)
                 return handed_results
             else:
                 if started:
@@ -291,11 +293,13 @@ class GroupCommit:
                     if got is not None:
                         return got
                 return _unwrap(request)
-        await self._lead(request, busy)
+        await self._lead(request, busy, started if busy else 0.0)
         return _unwrap(request)
 
     @trio.lowlevel.enable_ki_protection
-    async def _lead(self, request: CommitRequest, busy: bool) -> None:
+    async def _lead(self, request: CommitRequest, busy: bool, started: float = 0.0) -> None:
+        """Write the batch ``request`` leads; ``started``: when a commit written alone
+        that found the store busy began (its write's time counts from there)."""
         self._flushing = True
         batch: list[CommitRequest] | None = None
         try:
@@ -320,7 +324,8 @@ class GroupCommit:
                     if passes >= min_passes and idle:
                         break
             batch, self._pending = self._pending, []
-            started = perf_counter() if _observe.timing else 0.0
+            if not started:
+                started = perf_counter() if _observe.timing else 0.0
             if threaded and quiet and self._alone_inline:
                 threaded = False  # nothing could run while it is written: no hop
             again = False  # the thread writes a batch whose inline attempt was busy
