@@ -169,6 +169,12 @@ def _check_name(name: object) -> None:
         raise ValueError(f"{said}, got {name!r}")
     if "\x00" in name:  # (as every store refuses it: PostgreSQL's text cannot hold it)
         raise ValueError(f"{said}: it cannot hold the NUL character (\\x00), got {name!r}")
+    try:  # (a lone surrogate: no store encodes it, nor a metrics scrape its label)
+        name.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"{said}: it cannot hold the lone surrogate character "
+                         f"{name[exc.start]!r}, which is not valid text and cannot be "
+                         f"stored, got {name!r}") from None
 
 
 def activity(

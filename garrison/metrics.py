@@ -204,8 +204,18 @@ class NodeCollector:
                                "or stopped).", labels=["activity", "outcome"])
         for (activity, outcome), hist in sorted(_observe.activity_seconds.items()):
             buckets, total = hist.cumulative()
-            activities.add_metric([activity, outcome], buckets, sum_value=total)
+            activities.add_metric([_label(activity), outcome], buckets, sum_value=total)
         yield activities
+
+
+def _label(value: str) -> str:
+    """``value`` as a label value the exposition can encode: a lone surrogate (in an
+    activity's ``module:qualname``, which nothing checks: host and service names are
+    refused with one) is escaped (``\\ud800``), or the scrape, and every later one
+    (the histograms are the process's), would fail."""
+    if value.isascii():
+        return value
+    return value.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def collect(node: Any, registry: Any = None) -> Any:

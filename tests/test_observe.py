@@ -370,6 +370,24 @@ async def test_the_collector_reads_the_node(autojump_clock: Any) -> None:
     assert samples[("garrison_store_transactions_total", (("host", "workflows"),))] >= 1
 
 
+async def test_a_label_that_is_no_valid_text_is_escaped_not_a_failed_scrape(
+        monkeypatch: pytest.MonkeyPatch, autojump_clock: Any) -> None:
+    # an activity named with a lone surrogate (its module:qualname: nothing refuses
+    # that) made every later scrape of every node in the process fail (the histograms
+    # are the process's): prometheus-client cannot encode it
+    from prometheus_client import generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    hist = _observe.Histogram(_observe.LONG_BUCKETS)
+    hist.observe(0.5)
+    monkeypatch.setitem(_observe.activity_seconds, ("app:bad\ud800", "ok"), hist)
+    async with garrison.open_node() as node:
+        text = generate_latest(garrison.metrics.collect(node)).decode()
+    counts = {s.labels["activity"]: s.value for family in text_string_to_metric_families(text)
+              for s in family.samples if s.name == "garrison_activity_attempt_seconds_count"}
+    assert counts["app:bad\\ud800"] == 1  # (escaped: a backslash, then 'ud800')
+
+
 async def test_queued_workflows_are_in_the_workflows_gauge(autojump_clock: Any) -> None:
     # a host with max_concurrent holds the starts beyond it ``pending``: the queue's
     # depth is what an operator watches, and it was left out of garrison_workflows

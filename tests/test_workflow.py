@@ -718,6 +718,12 @@ async def test_an_activity_s_retry_and_function_are_checked_at_the_call(
             garrison.activity(app.steps, name=blank)
     with pytest.raises(ValueError, match=r"NUL"):
         garrison.activity(name="a\x00b")
+    # a lone surrogate failed the run as if its store had (UnicodeEncodeError), on
+    # every node, and made every later metrics scrape of the process fail
+    with pytest.raises(ValueError, match=r"^@garrison\.activity: name= .*: it cannot hold "
+                                         r"the lone surrogate character '\\ud800', which "
+                                         r"is not valid text .*, got 'bad\\ud800'$"):
+        garrison.activity(app.steps, name="bad\ud800")
     cases = [(calls_with_retry_5, "workflow.call(): retry= takes a garrison.RetryPolicy "
                                   "(or None), got int: 5"),
              (starts_with_retry_5, "workflow.start(): retry= takes a garrison.RetryPolicy "
