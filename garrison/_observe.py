@@ -199,8 +199,11 @@ def _run(wf: Any) -> Iterator[None]:
     try:
         yield
     finally:
-        if wf in _replaying:  # replayed to its end (or stopped while replaying)
-            replayed(wf)
+        if wf in _replaying:  # no live operation after its replay
+            if wf.cursor.error is None and not wf.is_replaying():
+                replayed(wf)  # it ended right where its journal does: it caught up
+            else:  # it diverged, or stopped, before the live point: never caught up
+                del _replaying[wf]
         _run_ended(wf, str(wf.status) if wf.done.is_set() else "suspended")
 
 

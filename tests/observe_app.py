@@ -57,6 +57,20 @@ async def sleeper() -> int:
     return await add_one(msg.payload)
 
 
+#: the code of ``changes`` changed since its journal was written (set by the test)
+CHANGED = False
+
+
+async def changes() -> int:
+    """A workflow whose first step is another once ``CHANGED``: a resume diverges."""
+    if CHANGED:
+        workflow.uuid4()
+    else:
+        workflow.now()
+    await workflow.sleep("1h")
+    return 1
+
+
 async def counter(n: int) -> int:
     """Continues as new until ``n`` reaches 0."""
     if n > 0:

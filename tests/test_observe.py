@@ -234,6 +234,28 @@ async def test_a_resumed_workflow_joins_the_traces_it_belongs_to(
     assert parent_id(attempt) == sender.get_span_context().span_id
 
 
+async def test_a_resume_that_diverges_never_caught_up(
+        spans: InMemorySpanExporter, tmp_path: Path, autojump_clock: Any,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # it got a ``replayed`` event and a replay time when its run ended, though it
+    # stopped (blocked) before its live point
+    monkeypatch.setattr(_observe, "timing", True)
+    path = tmp_path / "store.db"
+    async with garrison.open_node(store=path) as node:
+        await node.start_workflow(observe_app.changes, id="c")
+        await trio.sleep(60)  # asleep (1h): the node closes meanwhile
+    monkeypatch.setattr(observe_app, "CHANGED", True)
+    replays = _observe.replay_seconds.cumulative()[0][-1][1]
+    async with garrison.open_node(store=path) as node:
+        while node.workflow("c").status() != "blocked":
+            await trio.sleep(1)
+    runs = by_name(spans)["workflow observe_app:changes"]
+    assert [s.attributes and s.attributes["garrison.workflow.status"] for s in runs] == \
+        ["suspended", "blocked"]
+    assert [e.name for e in runs[1].events] == []
+    assert _observe.replay_seconds.cumulative()[0][-1][1] == replays
+
+
 async def test_a_replayed_receive_restores_the_context_of_its_message(
         spans: InMemorySpanExporter, tmp_path: Path, autojump_clock: Any) -> None:
     tracer = observe_app.TRACER
