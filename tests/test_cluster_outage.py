@@ -261,3 +261,60 @@ async def test_stats_do_not_wait_for_a_stalled_server(own_server: Any) -> None:
         finally:
             wake.join()
         assert took < 1, took
+
+
+async def test_a_schedule_s_reads_do_not_stop_the_node_while_its_server_is_away(
+        postgres_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """A tick reads the store (in a cluster, whether the schedule's last run, on another
+    node maybe, has finished): in the node's thread, so with the database refusing
+    connections every process, timer and signal handler of the node stood still for
+    the store's ``retry_for``, and then the read's StoreError ended the node's block.
+    The read is made in a worker thread; its failure is logged, and the tick is acted on
+    again later."""
+    import logging
+
+    import psycopg
+    import schedule_app
+    import trio
+
+    import garrison
+    from garrison._node import STOP_WAIT
+    from garrison.persistence import PostgresStore
+
+    dbname = postgres_url.rsplit("/", 1)[1]
+    admin = postgres_url.rsplit("/", 1)[0] + "/postgres"
+
+    def refuse(refused: bool) -> None:
+        with psycopg.connect(admin, autocommit=True) as c:
+            c.execute(f"ALTER DATABASE {dbname} ALLOW_CONNECTIONS {str(not refused).lower()}")
+            if refused:
+                c.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
+                          "datname = %s", (dbname,))
+
+    caplog.set_level(logging.ERROR, logger="garrison.schedules")
+    store = PostgresStore(postgres_url, retry_for=1)
+    try:
+        async with garrison.open_node(store=store, name="a", lease="10s") as node:
+            host = node.hosts["workflows"]
+            await node.schedule("tick", schedule_app.job, every="1s")
+            with trio.fail_after(5):  # (a run ended: the next tick reads the store)
+                while not host.scheduler.counts["started"] or host.active:
+                    await trio.sleep(0.02)
+            await trio.to_thread.run_sync(refuse, True)
+            try:
+                gaps, last = [0.0], time.monotonic()
+                with trio.fail_after(4):  # (the next tick, and its read's retry_for)
+                    while not any("cannot read its schedules" in m
+                                  for m in caplog.messages):
+                        await trio.sleep(0.02)
+                        gaps.append(time.monotonic() - last)
+                        last = time.monotonic()
+                assert max(gaps) < 0.5, max(gaps)
+                began = time.monotonic()
+            except BaseException:
+                await trio.to_thread.run_sync(refuse, False)
+                raise
+        assert time.monotonic() - began < 2 * STOP_WAIT
+        await trio.to_thread.run_sync(refuse, False)
+    finally:
+        store.close()

@@ -595,7 +595,7 @@ async def test_in_a_cluster_the_last_run_counts_wherever_it_runs(
             scheduler = other.hosts["workflows"].scheduler
             record = scheduler.rows["s"]
             due = attrs.evolve(record, next_tick=dt.datetime.fromtimestamp(at(2), UTC))
-            _, wid, updates, _ = scheduler._plan(due, at(2) + 1)
+            _, wid, updates, _ = await scheduler._plan(due, at(2) + 1)
             assert (wid, updates.get("last_workflow")) == (None, None)
             await trio.sleep(1.6 * HOUR)  # both act on 2h: skipped; the 1h run ends at 2h30
             assert ids() == [tick_id("s", at(1))]

@@ -42,10 +42,17 @@ updated, and removed when their entry is gone from the config of their namespace
 which only a node started with that config can tell; their pause state is kept), from
 ``node.schedule`` and from tools (``garrison schedules``): a tool's write leaves a
 wakeup, and :meth:`Scheduler.reload` picks the schedule up again.
+
+The task reads the store in a worker thread (``run_blocking``), as it commits: a server
+that does not answer (down, restarting) holds up the schedules, not the node's event
+loop, and a read that fails (the server out of reach past the store's ``retry_for``)
+is logged once, its ticks acted on again a second later; a commit that fails for good
+makes the store give up, and the node leave its cluster, as any other.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import heapq
 import json
@@ -58,10 +65,17 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import trio
 
-from ..._errors import NoSuchSchedule
+from ..._errors import NoSuchSchedule, StoreError
 from ..._targets import import_target
 from ...actors._values import Pid
-from ...persistence import RawJson, ScheduleRecord, Transaction, WorkflowStatus, to_json
+from ...persistence import (
+    RawJson,
+    ScheduleRecord,
+    Transaction,
+    WorkflowStatus,
+    run_blocking,
+    to_json,
+)
 from ._schedules import (
     ScheduleDefinition,
     ScheduleSpec,
@@ -176,6 +190,8 @@ class Scheduler:
         self._replaced: dict[str, str] = {}
         #: ticks that started a workflow, skipped (overlap), missed (outside the window)
         self.counts = {"started": 0, "skipped": 0, "missed": 0}
+        #: why the store's reads fail (logged once until they work again), or ``None``
+        self._failing: str | None = None
         #: the trio deadline the timer waits until (``None`` while it does not wait): a
         #: virtual clock's stand-in for the next tick (``garrison.testing``), whose
         #: skipper jumps to that tick and then calls :meth:`wake`
@@ -222,7 +238,7 @@ class Scheduler:
 
     async def _serve(self, ready: Callable[[], None]) -> None:
         await self._sync_config()
-        for record in self.host.store.schedules():
+        for record in await run_blocking(self.host.store.schedules):
             self._take(record)
         interrupted = await self._interrupted()
         ready()
@@ -237,11 +253,17 @@ class Scheduler:
                           "more: %s", self.host.name, failed)
                 return
             if self._repair:
-                await self._repair_lost()
+                try:
+                    await self._repair_lost()
+                except StoreError as exc:  # (out of reach: looked for again)
+                    self._repair = True
+                    await self._read_failed(exc)
+                    continue
+                self._read_works()
             clock = self.host.clock  # (read each time: a test environment swaps it)
             now = clock.now()
             if self._remote and trio.current_time() >= self._remote_check:
-                self._check_remote()
+                await self._check_remote()
             due = self._pop_due(now)
             if due or self._buffer_due:
                 await self._fire(due, now)
@@ -251,6 +273,25 @@ class Scheduler:
                 deadline = min(deadline, self._remote_check)
             self._changed = trio.Event()
             await wait_shown(self, self._changed, deadline)
+
+    async def _read_failed(self, exc: StoreError) -> None:
+        """A read of the store failed (its server out of reach past ``retry_for``):
+        said once (until the reads work again, or fail for another reason), and not a
+        busy loop: what needed it is tried again a second later."""
+        said = str(exc)
+        if self._scope.cancel_called:  # (cut short by the node's stop: it says so)
+            await trio.lowlevel.checkpoint()
+            return
+        if said != self._failing:
+            self._failing = said
+            log.error("host %s cannot read its schedules: %s (tried again every second; "
+                      "said again only if it changes)", self.host.name, said)
+        await trio.sleep(1.0)
+
+    def _read_works(self) -> None:
+        if self._failing is not None:
+            self._failing = None
+            log.info("host %s reads its schedules again", self.host.name)
 
     def wake(self) -> None:
         """Look at the clock again (it jumped: a trio deadline it handed out before may
@@ -278,8 +319,10 @@ class Scheduler:
         ``buffer_one`` skips it too (the buffer holds ticks that came while the last
         run ran, not older ones)."""
         self._repair = False
-        missing = self.host.store.schedules_without_run()  # (not every schedule, one
-        for record in missing:                             # by one, at every leave)
+        store = self.host.store
+        # (not every schedule, one by one, at every leave)
+        missing = await run_blocking(store.schedules_without_run)
+        for record in missing:
             self._take(record)
         found = [self.rows[r.schedule_id] for r in missing if r.schedule_id in self.rows]
         # (every surviving node repairs, and may start the same tick at once: the start
@@ -291,21 +334,26 @@ class Scheduler:
         # that tick any more, so _interrupted cannot find it)
         replaced, self._replaced = self._replaced, {}
         now = self.host.clock.now()
-        for sid, wid in sorted(replaced.items()):
-            self.reload(sid)  # (its last run now)
-            row = self.rows.get(sid)
-            tick = tick_of(sid, wid)
-            if row is None or tick is None or now - tick > row.catchup_window \
-                    or self.host.store.get_workflow(wid) is not None:
-                continue
-            last = row.last_workflow
-            if row.overlap != "allow_all" and last is not None and self._unfinished(last):
-                self.counts["skipped"] += 1
-                log.warning(_LEFT_TICK + "skipped, as workflow %s (a later run) is still "
-                            "running (overlap %r)", sid, wid, last, row.overlap,
-                            extra={"schedule_id": sid, "workflow_id": wid})
-                continue
-            await self._start(row, wid, said=_said_started(sid, wid))
+        try:
+            for sid, wid in sorted(replaced.items()):
+                await self._reload(sid)  # (its last run now)
+                row = self.rows.get(sid)
+                tick = tick_of(sid, wid)
+                if row is None or tick is None or now - tick > row.catchup_window \
+                        or await run_blocking(store.get_workflow, wid) is not None:
+                    continue
+                last = row.last_workflow
+                if (row.overlap != "allow_all" and last is not None
+                        and await self._unfinished(last)):
+                    self.counts["skipped"] += 1
+                    log.warning(_LEFT_TICK + "skipped, as workflow %s (a later run) is "
+                                "still running (overlap %r)", sid, wid, last, row.overlap,
+                                extra={"schedule_id": sid, "workflow_id": wid})
+                    continue
+                await self._start(row, wid, said=_said_started(sid, wid))
+        except BaseException:  # (the store failed: looked at again with the next repair)
+            self._replaced = {**replaced, **self._replaced}
+            raise
 
     def _take(self, record: ScheduleRecord) -> None:
         """Hold ``record`` in memory (its next tick in the heap)."""
@@ -326,9 +374,10 @@ class Scheduler:
         self._remote.pop(sid, None)
         if record.buffered_tick is not None and not record.paused:
             last = record.last_workflow
-            if last is not None and self._unfinished(last):
+            wf = None if last is None else self.host.active.get(last)
+            if last is not None and wf is not None and not wf.done.is_set():
                 self._wait_for(last, sid)
-            else:
+            else:  # (whether a last run elsewhere has ended, _plan reads: not here)
                 self._buffer_due.add(sid)
         self._changed.set()
 
@@ -353,14 +402,16 @@ class Scheduler:
         now = self.host.clock.now()
         store = self.host.store
         member = self.host.ownership
-        alone = member is None or all(n.name == member.name for n in member.nodes())
+        alone = member is None or all(n.name == member.name
+                                      for n in await run_blocking(member.nodes))
         starts: list[tuple[ScheduleRecord, str]] = []
         # (schedule, columns to write, what to log once they are written)
         plans: list[tuple[str, dict[str, Any], tuple[int, str, tuple[Any, ...]]]] = []
         for record in list(self.rows.values()) if records is None else records:
             sid, wid = record.schedule_id, record.last_workflow
             tick = None if wid is None else tick_of(sid, wid)
-            if wid is None or tick is None or store.get_workflow(wid) is not None:
+            if wid is None or tick is None \
+                    or await run_blocking(store.get_workflow, wid) is not None:
                 continue
             window = record.catchup_window
             if now - tick > window:
@@ -391,12 +442,19 @@ class Scheduler:
                     self.counts["missed"] += 1
                     log.log(level, message, *args, extra={"schedule_id": sid})
                 else:  # changed meanwhile (another node of a cluster): read it again
-                    self.reload(sid)
+                    await self._reload(sid)
         return starts
 
     def reload(self, schedule_id: str) -> None:
         """Read the schedule again (a tool changed it)."""
-        record = self.host.store.get_schedule(schedule_id)
+        self._reloaded(schedule_id, self.host.store.get_schedule(schedule_id))
+
+    async def _reload(self, schedule_id: str) -> None:
+        """:meth:`reload`, the store read in a worker thread (the scheduler's task)."""
+        record = await run_blocking(self.host.store.get_schedule, schedule_id)
+        self._reloaded(schedule_id, record)
+
+    def _reloaded(self, schedule_id: str, record: ScheduleRecord | None) -> None:
         if record is None:
             self._forget(schedule_id)
         else:
@@ -407,16 +465,20 @@ class Scheduler:
         self._specs.pop(schedule_id, None)
         self._remote.pop(schedule_id, None)
 
-    def _unfinished(self, wid: str) -> bool:
+    async def _unfinished(self, wid: str) -> bool:
         """True while the workflow ``wid`` is pending, running or parked (not ended, not
         blocked). On one node every unfinished workflow of the store is in memory; in a
-        cluster one that is not here may run on another node: the store says."""
+        cluster one that is not here may run on another node: the store says (read in a
+        worker thread)."""
         wf = self.host.active.get(wid)
         if wf is not None:
             return not wf.done.is_set()
         if self.host.ownership is None:
             return False
-        record = self.host.store.get_workflow(wid)
+        record = await run_blocking(self.host.store.get_workflow, wid)
+        wf = self.host.active.get(wid)
+        if wf is not None:  # (it came here meanwhile)
+            return not wf.done.is_set()
         if record is None:
             return False
         status = WorkflowStatus(record.status)
@@ -433,17 +495,17 @@ class Scheduler:
         self._remote_check = min(self._remote_check, trio.current_time() + REMOTE_POLL)
         self._changed.set()
 
-    def _check_remote(self) -> None:
+    async def _check_remote(self) -> None:
         """Buffered ticks waiting for runs on other nodes: those whose run ended may
         start."""
         self._remote_check = trio.current_time() + REMOTE_POLL
         for sid, wid in list(self._remote.items()):
             try:
-                unfinished = self._unfinished(wid)
+                unfinished = await self._unfinished(wid)
             except Exception as exc:  # the store failed: look again next time
                 log.warning("schedule %s: cannot read workflow %s: %s", sid, wid, exc)
                 continue
-            if not unfinished:
+            if not unfinished and self._remote.get(sid) == wid:
                 del self._remote[sid]
                 self._buffer_due.add(sid)
         if not self._remote:
@@ -491,8 +553,19 @@ class Scheduler:
         (each a compare-and-set on the next tick: of two nodes acting on one tick, one
         wins), then start those workflows (in ``starting``). ``work``: ``(record, its
         next tick is due)``."""
-        plans = [plan for plan in (self._plan(record, now, due) for record, due in work)
-                 if plan[1] is not None or len(plan[2]) > 1]  # (else nothing changes)
+        plans = []
+        try:
+            for record, due in work:
+                plan = await self._plan(record, now, due)
+                if plan[1] is not None or len(plan[2]) > 1:  # (else nothing changes)
+                    plans.append(plan)
+        except StoreError as exc:  # (the last runs unread: nothing was written)
+            for record, _ in work:  # acted on again, as they are
+                if self.rows.get(record.schedule_id) is record:
+                    self._take(record)
+            await self._read_failed(exc)
+            return
+        self._read_works()
         if not plans:
             return
         tx = Transaction()
@@ -504,15 +577,16 @@ class Scheduler:
             log.error("host %s could not record schedule ticks: %s", self.host.name, exc)
             for record, _, _, _ in plans:
                 try:
-                    self.reload(record.schedule_id)
+                    await self._reload(record.schedule_id)
                 except Exception:  # the store is gone: the next node acts on them
                     self._forget(record.schedule_id)
             await trio.sleep(1.0)  # not a busy loop while the store fails
             return
         starts: list[tuple[ScheduleRecord, str]] = []
+        unread: StoreError | None = None
         for (record, wid, updates, notes), ok in zip(plans, results, strict=True):
             if ok:
-                self._note_replaced(record, updates)
+                await self._note_replaced(record, updates)
                 self._applied(record.schedule_id, updates)
                 for counter, message, args in notes:  # (a lost compare-and-set did nothing)
                     self.counts[counter] += 1
@@ -520,23 +594,33 @@ class Scheduler:
                 if wid is not None:
                     starts.append((record, wid))
             else:  # changed meanwhile (a tool, another node): read it again
-                self.reload(record.schedule_id)
+                try:
+                    await self._reload(record.schedule_id)
+                except StoreError as exc:  # acted on again as it is (the write's
+                    unread = exc           # compare-and-set fails again: read again)
+                    self._take(record)
         for record, wid in starts:
             starting.start_soon(self._start, record, wid)
+        if unread is not None:
+            await self._read_failed(unread)
 
-    def _note_replaced(self, record: ScheduleRecord, updates: dict[str, Any]) -> None:
+    async def _note_replaced(self, record: ScheduleRecord, updates: dict[str, Any]
+                             ) -> None:
         """(A cluster) ``updates`` replaced the schedule's last run, a tick's workflow
-        another node recorded: if it does not exist, remember it (see ``_replaced``)."""
+        another node recorded: if it does not exist, remember it (see ``_replaced``; one
+        that cannot be read is remembered: the repair reads it again)."""
         last = record.last_workflow
         if (self.host.ownership is None or last is None or "last_workflow" not in updates
                 or updates["last_workflow"] == last or last in self.host.active
-                or tick_of(record.schedule_id, last) is None
-                or self.host.store.get_workflow(last) is not None):
+                or tick_of(record.schedule_id, last) is None):
             return
+        with contextlib.suppress(StoreError):
+            if await run_blocking(self.host.store.get_workflow, last) is not None:
+                return
         self._replaced[record.schedule_id] = last
 
-    def _plan(self, record: ScheduleRecord, now: float, due: bool = True
-              ) -> tuple[ScheduleRecord, str | None, dict[str, Any], list[_Note]]:
+    async def _plan(self, record: ScheduleRecord, now: float, due: bool = True
+                    ) -> tuple[ScheduleRecord, str | None, dict[str, Any], list[_Note]]:
         """What ``record`` does at ``now`` (``due``: its next tick has come; else its
         buffered tick's wait may be over): ``(record, workflow id to start or None,
         columns to write, ticks to count and log once those are written)``.
@@ -583,7 +667,7 @@ class Scheduler:
             if instead is not None and instead > stale and (tick is None or instead > tick):
                 tick = instead
         last = record.last_workflow
-        busy = last is not None and self._unfinished(last)
+        busy = last is not None and await self._unfinished(last)
         if buffered is not None and record.overlap != "buffer_one":
             # buffered under buffer_one, since changed: the policy in force decides it
             # (kept, it held every later tick back for as long as the last run ran)
@@ -713,7 +797,7 @@ class Scheduler:
         store), or with the files of other namespaces, leaves it as it is (its pause
         state too)."""
         defined = {d.schedule_id: d for d in self.definitions}
-        stored = {r.schedule_id: r for r in self.host.store.schedules()}
+        stored = {r.schedule_id: r for r in await run_blocking(self.host.store.schedules)}
         tx = Transaction()
         now = self.host.clock.now()
         for sid, d in defined.items():
