@@ -148,6 +148,12 @@ def _workflow_of(record: ScheduleRecord) -> Any:
                           f"({type(exc).__name__}: {exc})") from exc
 
 
+def _existing(store: Any, wids: list[str]) -> set[str]:
+    """Those of the workflows ``wids`` that exist (one call in a worker thread, not a
+    thread per schedule at a node's start)."""
+    return {wid for wid in wids if store.get_workflow(wid) is not None}
+
+
 #: what the repair after a node left says of a tick that node recorded and did not start
 _LEFT_TICK = ("schedule %s: its tick %s was recorded by a node of the cluster that left or "
               "was lost before it started the workflow: ")
@@ -407,11 +413,14 @@ class Scheduler:
         starts: list[tuple[ScheduleRecord, str]] = []
         # (schedule, columns to write, what to log once they are written)
         plans: list[tuple[str, dict[str, Any], tuple[int, str, tuple[Any, ...]]]] = []
-        for record in list(self.rows.values()) if records is None else records:
-            sid, wid = record.schedule_id, record.last_workflow
-            tick = None if wid is None else tick_of(sid, wid)
-            if wid is None or tick is None \
-                    or await run_blocking(store.get_workflow, wid) is not None:
+        ticked = [(record, wid, tick) for record in (
+            list(self.rows.values()) if records is None else records)
+            if (wid := record.last_workflow) is not None
+            and (tick := tick_of(record.schedule_id, wid)) is not None]
+        found = await run_blocking(_existing, store, [wid for _, wid, _ in ticked])
+        for record, wid, tick in ticked:
+            sid = record.schedule_id
+            if wid in found:
                 continue
             window = record.catchup_window
             if now - tick > window:
