@@ -791,7 +791,9 @@ class Node:
                 processes = self.hosts["processes"]
                 processes.suffix = "@" + self.name
                 member.info = {"prefix": processes._prefix}
-            member.join()  # in this thread, as the store opened (virtual time stands still)
+            # in this thread, as the store opened (virtual time stands still); a
+            # statement the server refuses for now tried again, any refusal a StoreError
+            store.retried(member.join)
             host.ownership = member
             member.on_drain = self.drain  # a drain asked from outside drains every member
             member.on_lost = lambda _lost, host=host: host.scheduler.nodes_lost()

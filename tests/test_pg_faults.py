@@ -765,6 +765,81 @@ def test_a_node_on_a_role_that_cannot_write_is_a_store_error(postgres_url: str) 
             c.execute("DROP ROLE garrison_test_reader")
 
 
+@pytest.mark.parametrize("table", ["writers", "nodes"])
+async def test_a_statement_cancelled_as_a_node_opens_is_tried_again(
+        postgres_url: str, table: str) -> None:
+    """A database with ``statement_timeout`` and another session holding a table of the
+    schema locked for a moment (a maintenance ``LOCK TABLE``) as a node opens: the
+    store's open (its writer's cleanup of ``writers``) and the node's join of its
+    cluster (``nodes``) let psycopg's QueryCanceled out at once, although a statement
+    cancelled so is a refusal for now. It is tried again, and the node opens once the
+    lock is gone."""
+    with PostgresStore(postgres_url):
+        pass  # the schema exists
+    dbname = postgres_url.rsplit("/", 1)[1]
+    with psycopg.connect(postgres_url, autocommit=True) as c:
+        # (jit off: a statement the session's enable_seqscan=off prices high is compiled
+        # first, which a loaded machine may take longer than the timeout for)
+        c.execute(f"ALTER DATABASE {dbname} SET statement_timeout = '300ms'")
+        c.execute(f"ALTER DATABASE {dbname} SET jit = off")
+    locked = threading.Event()
+
+    def hold() -> None:
+        with psycopg.connect(postgres_url, options="-c statement_timeout=0") as c:
+            c.execute(f"LOCK TABLE garrison.{table} IN ACCESS EXCLUSIVE MODE")
+            locked.set()
+            time.sleep(1.0)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        locked.wait()
+        began = time.monotonic()
+        async with garrison.open_node(store=postgres_url, name="a") as node:
+            assert time.monotonic() - began >= 0.5  # (it waited for the lock)
+            assert [n.name for n in node.cluster()] == ["a"]
+    finally:
+        holder.join()
+
+
+def test_a_role_that_may_not_update_the_nodes_is_a_store_error_at_the_join(
+        postgres_url: str) -> None:
+    """A role that may write the workflows but not update ``nodes`` (a cluster's
+    membership): opening a node raised psycopg's InsufficientPrivilege from the join of
+    the cluster, and ``garrison run`` printed its traceback and exited 1. It is a
+    StoreError naming the store and the table; ``garrison run`` prints it as one line and
+    exits 2."""
+    with PostgresStore(postgres_url):
+        pass  # the schema exists
+    with psycopg.connect(postgres_url, autocommit=True) as c:
+        c.execute("DROP ROLE IF EXISTS garrison_test_member")
+        c.execute("CREATE ROLE garrison_test_member LOGIN")
+        c.execute("GRANT USAGE ON SCHEMA garrison TO garrison_test_member")
+        c.execute("GRANT ALL ON ALL TABLES IN SCHEMA garrison TO garrison_test_member")
+        c.execute("GRANT ALL ON ALL SEQUENCES IN SCHEMA garrison TO garrison_test_member")
+        c.execute("REVOKE UPDATE ON garrison.nodes FROM garrison_test_member")
+    try:
+        url = postgres_url.replace("postgres@", "garrison_test_member@", 1)
+
+        async def opened() -> None:
+            async with garrison.open_node(store=url, name="a"):
+                pass
+
+        with pytest.raises(StoreError, match="permission denied for table nodes") as info:
+            trio.run(opened)
+        assert str(info.value).startswith("store 'postgresql://garrison_test_member@")
+        result = subprocess.run(
+            [sys.executable, "-m", "garrison", "run", "pg_fault_app:echo", "--store", url],
+            capture_output=True, text=True, env={"PYTHONPATH": f"{ROOT}:{ROOT / 'tests'}"})
+        assert result.returncode == 2, result.stderr
+        assert "Traceback" not in result.stderr
+        assert "permission denied for table nodes" in result.stderr
+    finally:
+        with psycopg.connect(postgres_url, autocommit=True) as c:
+            c.execute("DROP OWNED BY garrison_test_member")
+            c.execute("DROP ROLE garrison_test_member")
+
+
 async def test_promises_of_ids_or_names_at_the_edges(postgres_url: str, tmp_path: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """A review of the name checks: resolving a promise of an id no store can hold gave

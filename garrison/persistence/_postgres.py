@@ -94,9 +94,10 @@ import threading
 import time as _time
 import urllib.parse
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 import psycopg
 import trio
@@ -151,6 +152,8 @@ from ._shortcuts import StoreShortcuts
 from ._transaction import Transaction, unix_seconds
 
 __all__ = ["PostgresStore"]
+
+T = TypeVar("T")
 
 #: how long a node waits for the schema's node lock held by another session alone
 #: (a tool holds it for a moment) before it gives up (``_share_node_lock``)
@@ -438,7 +441,7 @@ class PostgresStore(PgWritePath, StoreShortcuts):
         self._writer_session: tuple[int, Any] | None = None
         self._reader: psycopg.Connection[Any] | None = None
         try:
-            self._writer = self._connect_writer(first=True)
+            self._writer = self.retried(partial(self._connect_writer, first=True))
             self._writer_session = self._session_of(self._writer)
             self._reader = self._connect(None)
         except BaseException:
@@ -550,6 +553,8 @@ class PostgresStore(PgWritePath, StoreShortcuts):
         schema = self.schema
         try:
             version = _pg_schema.version_of(conn, schema, self.path)
+        except _TRANSIENT:  # (tried again: see retried)
+            raise
         except pg_errors.InsufficientPrivilege as exc:
             raise StoreError(self.path, f"cannot read schema {schema!r}: {_reason(exc)} "
                              f"(the role needs USAGE on the schema and access to its "
@@ -562,6 +567,8 @@ class PostgresStore(PgWritePath, StoreShortcuts):
                              f"{schema!r} with garrison's tables): start a node on it first")
         try:
             _pg_schema.migrate(conn, schema, allow_migrate=self._owner, where=self.path)
+        except _TRANSIENT:  # (rolled back, tried again: see retried)
+            raise
         except pg_errors.InsufficientPrivilege as exc:
             what = "create" if version == 0 else "migrate"
             raise StoreError(self.path, f"cannot {what} schema {schema!r}: {_reason(exc)}"
@@ -886,6 +893,33 @@ class PostgresStore(PgWritePath, StoreShortcuts):
             return str(exc)
         text = _reason(exc) if isinstance(exc, psycopg.Error) else f"{type(exc).__name__}: {exc}"
         return f"store {self.path!r}: {text}"
+
+    def retried(self, fn: Callable[[], T]) -> T:
+        """``fn()``: statements of the node's own outside the write path (opening the
+        store, joining its cluster), which the server may refuse as it may a write: one
+        refused for now (cancelled by a ``statement_timeout`` or ``lock_timeout``, a
+        deadlock, a read-only database during a failover) is tried again, ``fn`` from its
+        start on a new session (it drops the connection its error aborted), with
+        growing pauses for ``retry_for`` seconds (not past the node's stop or the
+        store's close); that one past them, or any other refusal, is the
+        :class:`~garrison.StoreError` a write's caller gets (:meth:`_refusal`), never
+        psycopg's own exception."""
+        busy_until: float | None = None
+        pause = 0.05
+        while True:
+            try:
+                return fn()
+            except _TRANSIENT as exc:
+                if busy_until is None:
+                    busy_until = _time.monotonic() + self.retry_for
+                left = busy_until - _time.monotonic()
+                if left <= 0 or self._closed or self._cut is not None \
+                        or self._retries_over.is_set():
+                    raise self._refusal(exc) from None
+                self._pause(min(pause, left), self._retries_over)
+                pause = min(pause * 2, 1.0)
+            except psycopg.Error as exc:
+                raise self._refusal(exc) from None
 
     # -- wakeups -----------------------------------------------------------------------
     def translate_error(self, exc: BaseException) -> StoreError | None:
