@@ -340,6 +340,21 @@ def test_search_attributes_are_indexed_jsonb(postgres_url: str) -> None:
         assert "workflows_by_search" in " ".join(r[0] for r in plan)
 
 
+def test_the_connections_that_plan_by_key_compile_nothing(postgres_url: str) -> None:
+    """helper-259: the writer's and the cluster's connections plan with enable_seqscan
+    off, which prices a statement that scans a table (the join's ``DELETE FROM nodes``)
+    past the server's JIT thresholds: it was compiled at every run (tens of
+    milliseconds; a ``statement_timeout`` of 50 ms cancelled the join at each try)."""
+    with PostgresStore(postgres_url) as store:
+        conn = store._connect("test", by_key=True)
+        try:
+            plan = [r[0] for r in conn.execute(
+                "EXPLAIN (ANALYZE) DELETE FROM garrison.nodes WHERE name = 'none'")]
+        finally:
+            conn.close()
+    assert not any(line.startswith("JIT") for line in plan), plan
+
+
 def test_json_text_keeps_nul_escapes_but_search_cannot(postgres_url: str) -> None:
     # Why JSON is text: PostgreSQL's json processing refuses \u0000, which the
     # converter writes for a NUL in a string; only search_jsonb has to parse it.

@@ -492,6 +492,10 @@ class PostgresStore(PgWritePath, StoreShortcuts):
             conn.execute("SET default_transaction_isolation = 'read committed'")
             if by_key:
                 conn.execute("SET enable_seqscan = off")
+                # a plan that must scan a table (a small one: ``nodes``) is priced so
+                # high then that the server would compile it (JIT) at every run, which
+                # takes tens of milliseconds, past a tight ``statement_timeout``
+                conn.execute("SET jit = off")
         except psycopg.Error as exc:
             conn.close()
             raise StoreError(self.path, f"cannot set up the connection: {_reason(exc)}") from None
