@@ -132,7 +132,10 @@ def _open_tool(path: str, readonly: bool) -> Any:
 
     if readonly and not is_postgres_url(path):
         return SQLiteStore(path, lock=False, readonly=True)
-    return open_any(path, lock=False)
+    # a tool's write (a signal, a start, a terminate) is reported done once it is
+    # durable, whatever the node's ``synchronous``: it says "committed", and its writes
+    # are few (on SQLite an fsync of the -wal each; on PostgreSQL a WAL flush)
+    return open_any(path, lock=False, synchronous="full")
 
 
 # ------------------------------------------------------------------ reads

@@ -1330,3 +1330,17 @@ def test_terminate_and_replay_lines_show_control_characters_escaped(
                               "evil\\x1b[2Jreason\\rcr)\n"), err
     code, out, err = cli_here(capsys, "--store", sqlite_path, "replay", "--id", "e5")
     assert code == 0 and "own\\x1b[31mred\\rY" in out and "\x1b" not in out, (out, err)
+
+
+def test_a_tools_writes_are_durable_whatever_the_nodes_synchronous(tmp_path: Path) -> None:
+    """helper-262: the tools opened a store with the default ``synchronous="normal"``: a
+    signal, start or terminate said done with its commit still in the -wal, unsynced,
+    beside a node run at ``"full"`` (power loss could take what the command reported
+    committed). A tool's store writes at ``"full"``; a read-only one writes nothing."""
+    from garrison import _store_tools
+
+    db = str(tmp_path / "s.db")
+    SQLiteStore(db).close()
+    with _store_tools.open_store(db) as store:
+        assert store.synchronous == "full"
+        assert store._conn.execute("PRAGMA synchronous").fetchone() == (2,)  # FULL
