@@ -42,3 +42,24 @@ async def parent_of_two() -> list[str]:
         assert event is not None
         results.append(event.result)
     return sorted(results)
+
+
+async def spawns_later(child_id: str) -> str:
+    """After a second, spawn (monitored) ``job`` by the id ``child_id``; its result."""
+    await workflow.sleep(1.0)
+    await process.spawn_monitored(job, id=child_id)
+    event = await process.events().receive()
+    assert event is not None
+    return f"{child_id}: {event.result}"
+
+
+FAIL = {"on": False}
+
+
+async def fails_while_asked() -> str:
+    """Record the start; raise while ``FAIL["on"]``."""
+    info = workflow.info()
+    STARTS.append((info.workflow_id, workflow.now().timestamp()))
+    if FAIL["on"]:
+        raise RuntimeError("asked to fail")
+    return info.workflow_id

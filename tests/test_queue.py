@@ -228,6 +228,27 @@ async def test_child_workflows_start_at_once_whatever_the_limits(autojump_clock:
         assert await node.workflow("parent").result() == ["parent-c0", "parent-c1"]
 
 
+
+async def test_a_workflow_spawning_an_id_pending_behind_it_starts_it_at_once(
+        store_spec: str, autojump_clock: Any) -> None:
+    """README (Queues): a child workflow starts at once whatever the limits; a spawn by
+    id of a workflow waiting ``pending`` in the queue (on PostgreSQL: in the store) starts
+    that one at once too: its parent, holding the one slot, would wait for ever."""
+    async with garrison.open_node(store=store_spec, max_concurrent=1) as node:
+        await node.start_workflow(app.spawns_later, "shared", id="parent")
+        await node.start_workflow(app.job, id="shared")  # queued behind the parent
+        assert node.workflow("shared").status() == "pending"
+        # (real time: on PostgreSQL the claim is the cluster thread's, beside the
+        # virtual clock, which a deadline in it would jump to)
+        until = time.monotonic() + 20
+        while node.workflow("parent").status() != "completed":
+            assert time.monotonic() < until, "the parent waits for ever for its child"
+            await trio.to_thread.run_sync(time.sleep, 0.005)
+        assert await node.workflow("parent").result() == "shared: shared"
+        assert node.workflow("shared").status() == "completed"
+    assert started() == ["shared"]
+
+
 async def test_workflow_host_entry_limits(tmp_path: Path, autojump_clock: Any) -> None:
     config = load_config_text(f"""
 version: "1.0"

@@ -183,6 +183,9 @@ class ClusterMember:
         self._stop = threading.Event()
         self._rejoin = threading.Event()
         self._releases: list[str] = []
+        #: pending workflows to claim at the next round whatever the room (see
+        #: :meth:`claim_now`; guarded by ``_lock``)
+        self._wanted: list[str] = []
         #: workflows this node stopped and gives up, until the thread released them:
         #: the store still names this node their owner meanwhile
         self._giving_up: set[str] = set()
@@ -419,6 +422,14 @@ class ClusterMember:
         if self.draining:
             self._ready.set()
 
+    def claim_now(self, wid: str) -> None:
+        """A workflow here spawned ``wid`` (by its id), which waits ``pending`` in the
+        store: claim it at once, whatever this node's room, if no live node has (it
+        starts here outside the limits, as a child workflow does: ``queue.children``)."""
+        with self._lock:
+            self._wanted.append(wid)
+        self.poke()
+
     def ended(self, wid: str, room: bool) -> None:
         """The workflow ``wid`` ended here: with a slot free (``room``), claim what waits;
         while draining, the drain may be over (it was the last one)."""
@@ -579,6 +590,8 @@ class ClusterMember:
                     self.on_remote(data)
                 elif kind == "slots":
                     self.host.queue.poke()
+                elif kind == "missed":  # (claim_now found them taken, or not pending)
+                    self.host.queue.children.difference_update(data)
                 elif kind == "released":
                     self.drained.set()
                 elif kind == "live" and self.on_live is not None:
@@ -1183,6 +1196,18 @@ class ClusterMember:
             owned = pg.owned()
             pg.claim_unknown = False
             self._post("owned", (pg.epoch, owned))
+        with self._lock:
+            wanted, self._wanted = self._wanted, []
+        if wanted:
+            claimed = [] if self.draining or self._stop.is_set() else \
+                pg.claim_pending(wanted)
+            if claimed:
+                with self._lock:
+                    self._in_flight += len(claimed)
+                self._post("claimed", (pg.epoch, claimed))
+            missed = set(wanted) - {r.workflow_id for r in claimed}
+            if missed:  # (another live node has them, or they started or ended)
+                self._post("missed", missed)
         if not self.draining and not self._stop.is_set() and self._may_claim(live):
             claimed = pg.claim(self._limit(), self._refused_names())
             if claimed:

@@ -479,6 +479,36 @@ class PgCluster:
                              ([r.workflow_id for r in records],))
         return records
 
+    def claim_pending(self, workflow_ids: list[str]) -> list[WorkflowRecord]:
+        """Take those of ``workflow_ids`` that wait ``pending`` owned by no live node,
+        whatever this node's room (a workflow of this node spawned them by id: they
+        start at once, as its children would); their records, now owned by this node.
+        Fenced, and of unknown outcome on a lost connection, as :meth:`claim`."""
+        if not workflow_ids:
+            return []
+        s = self._s
+        cols = ", ".join("w." + c.strip() for c in WorkflowRecord.COLUMNS.split(","))
+        conn = self.connect()
+        try:
+            with conn.transaction():
+                rows = conn.execute(
+                    f"WITH c AS (SELECT w.workflow_id FROM {s}.workflows w "
+                    "WHERE w.workflow_id = ANY(%s) AND w.status = 'pending' "
+                    f"AND {_ORPHANED.replace('{s}', s)} FOR UPDATE OF w SKIP LOCKED) "
+                    f"UPDATE {s}.workflows w SET owner_epoch = %s, owner = %s FROM c "
+                    f"WHERE w.workflow_id = c.workflow_id AND {s}.fence(%s, NULL) "
+                    f"RETURNING {cols}",
+                    (list(workflow_ids), self.epoch, self.name, self.epoch)).fetchall()
+                records = [WorkflowRecord.from_row(r) for r in rows]
+                if records:  # (as a claim: the new owner loads everything)
+                    conn.execute(f"DELETE FROM {s}.wakeups WHERE workflow_id = ANY(%s)",
+                                 ([r.workflow_id for r in records],))
+        except psycopg.OperationalError:
+            if conn.closed or conn.broken:  # the outcome is unknown
+                self.claim_unknown = True
+            raise
+        return records
+
     def owned(self) -> list[WorkflowRecord]:
         """The unfinished workflows the store says this node's incarnation owns (after a
         claim of unknown outcome: those it does not run are the ones that claim took),

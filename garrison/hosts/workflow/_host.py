@@ -502,6 +502,8 @@ class WorkflowHost:
                 raise ValueError(f"cannot start child workflow {wid!r}: the id is taken")
             self._exists_as_another(wid, name, plain_input)
             self._attach(pid, process_watcher, process_link)
+            if self._spawned_by_workflow(parent):
+                await self._child_waiting(wid)
             await trio.lowlevel.checkpoint()
             return pid
         self._starting[wid] = None
@@ -531,8 +533,7 @@ class WorkflowHost:
         run_id = _uuid.uuid4().hex
         trace = _observe.carrier() if _observe.tracing else None
         # a child workflow starts at once (its parent may wait for it); others may queue
-        child = journal is not None or (parent is not None
-                                        and self.node.host(parent.host).durable)
+        child = journal is not None or self._spawned_by_workflow(parent)
         # (a node on an unlocked store: ``pending``, as a tool's start, for the node that
         # holds the store to admit under its own limits; a host that closes, its
         # workflows stopped or stopping: ``pending`` for the next node, not run here as
@@ -608,6 +609,8 @@ class WorkflowHost:
                     # unfinished but not loaded (a tool created it): run it now
                     refresh(self, wid, starting=True)
             self._attach(pid, process_watcher, process_link)
+            if child:
+                await self._child_waiting(wid)
             return pid
         wf = WorkflowInstance(self, wid, name, plain_input, run_id=run_id, attempt=1,
                               parent=parent, created=now, journal=[], pending=(), timers={},
@@ -637,6 +640,32 @@ class WorkflowHost:
         else:
             await trio.lowlevel.checkpoint()
         return pid
+
+    def _spawned_by_workflow(self, parent: Pid | None) -> bool:
+        """True if ``parent`` (a start's) is a workflow: what it starts is its child."""
+        return parent is not None and self.node.host(parent.host).durable
+
+    async def _child_waiting(self, wid: str) -> None:
+        """A workflow spawned ``wid`` by its id, and found it existing: if it waits
+        ``pending``, it starts now, outside the limits, as a child workflow does (a spawn
+        is idempotent by id, but its spawner, holding a slot, would wait for ever for one
+        queued behind it). Waiting in this node's queue, it starts at once; in a cluster,
+        waiting in the store unclaimed, this node claims it (at once, whatever its room)
+        and starts it so. One running, finished, or waiting on another live node of the
+        cluster is left as it is."""
+        wf = self.active.get(wid)
+        if wf is not None:
+            if self.queue.holds(wf):
+                await self.queue.start_child(wf)
+            return
+        ownership = self.ownership
+        if ownership is None or self.closing:
+            return
+        record = await run_blocking(self.store.get_workflow, wid)
+        if record is not None and record.status == WorkflowStatus.PENDING \
+                and wid not in self.active:
+            self.queue.children.add(wid)
+            ownership.claim_now(wid)
 
     def _late_child(self, wid: str, parent: Pid | None) -> None:
         """Workflow ``wid``, started by ``parent``, was created (it runs

@@ -44,7 +44,8 @@ Where each limit is kept:
 
 Workflows a workflow starts (child workflows) start at once whatever the limits (a
 parent waiting for a child it queued behind itself would never end) and count as
-running.
+running; so does a waiting workflow a workflow spawns by its id (``start_child``; in a
+cluster one waiting in the store unclaimed is claimed for it: ``children``).
 """
 
 from __future__ import annotations
@@ -161,6 +162,9 @@ class WorkflowQueue:
         self._nursery: trio.Nursery | None = None
         #: ids of the waiting workflows a cancel or kill is ending (``_end``)
         self.ending: set[str] = set()
+        #: in a cluster: ids of workflows a workflow here spawned while they waited in
+        #: the store unclaimed, which this node claims (see ``start_child``)
+        self.children: set[str] = set()
         #: taken from the queue, their start (admission) being written: they hold a
         #: slot here, but wait still (the store may refuse them)
         self._admitting = 0
@@ -391,11 +395,36 @@ class WorkflowQueue:
         self.stale()
         if wf.cancel_requested:  # by a tool while it waited
             self.cancelled(wf)
+        if wf.wid in self.children:  # claimed for the workflow that spawned it
+            self.children.discard(wf.wid)
+            if self._nursery is not None:
+                self._nursery.start_soon(self.start_child, wf)
         self._changed.set()
 
     def holds(self, wf: WorkflowInstance) -> bool:
         """True while ``wf`` waits in the queue."""
         return self.held.get(wf.wid) is wf
+
+    async def start_child(self, wf: WorkflowInstance) -> None:
+        """A workflow spawned ``wf`` (by its id) while it waited: it starts now, outside
+        the limits, as a child workflow does (holding a slot, taking nothing from the
+        rate): its spawner may hold the slot it waits for, and wait for it for ever."""
+        if not self.holds(wf) or self.host.closing:
+            return
+        del self.held[wf.wid]
+        self._keys.pop(wf.wid, None)
+        self.running.add(wf.wid)
+        tx = Transaction().update_workflow(wf.wid, status=WorkflowStatus.RUNNING,
+                                           time=self.host.clock.now())
+        self._admitting += 1
+        try:
+            results = await self.host.store.commit(tx)
+        except Exception as exc:
+            self._failed([wf], exc)
+            return
+        finally:
+            self._admitting -= 1
+        self._run([wf], results, -1)
 
     def offer(self, wf: WorkflowInstance, record: WorkflowRecord) -> None:
         """A stored unfinished workflow this node did not run (a tool created it, or it
