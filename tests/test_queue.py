@@ -249,6 +249,38 @@ async def test_a_workflow_spawning_an_id_pending_behind_it_starts_it_at_once(
     assert started() == ["shared"]
 
 
+
+@pytest.mark.parametrize("restart", [False, True], ids=["live", "restart"])
+async def test_a_retried_workflow_waits_by_the_priority_it_was_started_with(
+        store_spec: str, restart: bool, autojump_clock: Any) -> None:
+    """README (Queues, retry): a retried workflow keeps its priority (kept in its memo
+    once its end dropped its queue row), also across a restart."""
+    app.FAIL["on"] = True
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            node = await stack.enter_async_context(
+                garrison.open_node(store=store_spec, max_concurrent=1))
+            await node.start_workflow(app.fails_while_asked, id="vip", priority=100)
+            with pytest.raises(garrison.WorkflowFailed):
+                await node.workflow("vip").result()
+            assert [w.memo for w in node.workflows()] == [{"garrison.priority": 100}]
+            app.FAIL["on"] = False
+            await node.start_workflow(app.waits_for_go, id="busy")
+            for name in ("low0", "low1"):
+                await node.start_workflow(app.job, id=name, priority=50)
+            await node.workflow("vip").retry()  # while the one slot is busy
+            if restart:
+                await stack.aclose()
+                node = await stack.enter_async_context(
+                    garrison.open_node(store=store_spec, max_concurrent=1))
+            await node.send("workflows/busy", "go", "x")
+            for name in ("vip", "low0", "low1"):
+                await node.workflow(name).result()
+    finally:
+        app.FAIL["on"] = False
+    assert started() == ["vip", "vip", "low0", "low1"]
+
+
 async def test_workflow_host_entry_limits(tmp_path: Path, autojump_clock: Any) -> None:
     config = load_config_text(f"""
 version: "1.0"

@@ -77,7 +77,7 @@ from ._ids import MAX_KEY_BYTES, check_key_size, check_text, check_workflow_id
 from ._inbox import InboxItem, exit_id
 from ._instance import ActiveWorkflows, WorkflowInstance
 from ._journal import JournalKind, event_to_plain, message_to_plain
-from ._queue import QueueLimits, WorkflowQueue
+from ._queue import PRIORITY_MEMO, QueueLimits, WorkflowQueue
 from ._recovery import (
     SUPERVISOR_MEMO,
     check_supervisors,
@@ -127,6 +127,17 @@ def _spawned_after_cancel(wf: WorkflowInstance) -> frozenset[str]:
         Pid.parse(e.outcome["pid"]).id for seq, e in entries.items()
         if seq > cancel and e.kind == JournalKind.SPAWN and isinstance(e.outcome, dict)
         and isinstance(e.outcome.get("pid"), str))
+
+
+def _start_memo(supervisor: Pid | None, priority: int) -> dict[str, Any] | None:
+    """The memo a workflow is created with: its supervisor, if any, and its priority
+    unless 0 (kept for a retry, see ``_queue.PRIORITY_MEMO``)."""
+    memo: dict[str, Any] = {}
+    if supervisor:
+        memo[SUPERVISOR_MEMO] = str(supervisor)
+    if priority:
+        memo[PRIORITY_MEMO] = priority
+    return memo or None
 
 
 def _cut(values: list[Any], limit: int = 200) -> str:
@@ -545,7 +556,7 @@ class WorkflowHost:
                            status="running" if admitted and not asked else "pending",
                            parent=parent, run_id=run_id, host=self.name, time=now,
                            trace=trace,
-                           memo={SUPERVISOR_MEMO: str(supervisor)} if supervisor else None)
+                           memo=_start_memo(supervisor, priority))
         queued = -1
         if (dedup is not None or not admitted or asked) and (
                 not self.client or dedup is not None or priority):

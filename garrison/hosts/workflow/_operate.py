@@ -50,6 +50,7 @@ from ._core import cancelled_error
 from ._ids import check_text
 from ._inbox import exit_id
 from ._journal import JournalKind, error_from_plain, event_to_plain
+from ._queue import stored_priority
 from ._recovery import refresh, request_transaction
 
 if TYPE_CHECKING:
@@ -353,12 +354,15 @@ def retry_transaction(store: Any, record: Any) -> tuple[Transaction, str]:
     tx.update_workflow(record.workflow_id, status=WorkflowStatus.PENDING, error=None,
                        attempt=record.attempt + 1,
                        cancel_requested=False if status is WorkflowStatus.FAILED else None)
-    # the dedup key its end freed (a blocked one still holds its own): taken back, or,
-    # held by another workflow since, the commit refuses it (DedupKeyTaken, see
-    # ``key_taken``)
+    # back in its host's queue, by the priority it was started with (its memo keeps
+    # it), in the order of the retries (its row, if its end dropped it: a start order
+    # a restart keeps), with the dedup key its end freed (a blocked one still holds its
+    # row): taken back, or, held by another workflow since, the commit refuses it
+    # (DedupKeyTaken, see ``key_taken``)
     key = store.kept_dedup(record.workflow_id)
-    if key is not None and record.run_id is not None:
-        tx.enqueue(record.workflow_id, record.run_id, dedup=key)
+    if record.run_id is not None:
+        tx.enqueue(record.workflow_id, record.run_id, priority=stored_priority(record),
+                   dedup=key)
     kept = sum(1 for e in entries if e[0] > 0) - (1 if seq is not None else 0)
     note = f"{kept} journal record(s) replay" + (f"; {what}" if what else "")
     if key is not None:

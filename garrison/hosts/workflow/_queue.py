@@ -20,7 +20,8 @@ pending rows of the host.
 In the store a waiting workflow has status ``pending`` and a queue row (priority,
 start order); a workflow started with a ``dedup`` key has a queue row holding the key
 until it ends, so a second start with that key returns the first one's pid (the
-store keeps the key of a dropped row on the workflow's row: a retry takes it back).
+store keeps the key of a dropped row on the workflow's row, and its memo a priority
+other than 0, ``PRIORITY_MEMO``: a retry takes both back, with a row of its own).
 After a restart the running workflows resume first (they take their slots), then the
 queue drains in its order.
 
@@ -71,7 +72,7 @@ if TYPE_CHECKING:
     from ._host import WorkflowHost
     from ._instance import WorkflowInstance
 
-__all__ = ["QueueLimits", "WorkflowQueue"]
+__all__ = ["PRIORITY_MEMO", "QueueLimits", "WorkflowQueue", "stored_priority"]
 
 log = logging.getLogger("garrison.workflow")
 
@@ -83,6 +84,18 @@ ADMIT_BATCH = 500
 #: in a cluster, how long (real seconds) ``stats()`` reuses the store's count of the
 #: host's pending workflows (each read is a query on the node's thread)
 PENDING_READ_EVERY = 0.5
+#: the memo key of a workflow started with a ``priority`` other than 0: the priority,
+#: kept after its queue row is dropped (at its end), for a retry to wait by it again
+PRIORITY_MEMO = "garrison.priority"
+
+
+def stored_priority(record: WorkflowRecord) -> int:
+    """The ``priority`` ``record``'s workflow was started with (its memo keeps it; 0
+    without it, or for a value that cannot be one)."""
+    value = record.memo.get(PRIORITY_MEMO) if record.memo else None
+    if type(value) is not int or not -(2**63) <= value <= 2**63 - 1:
+        return 0
+    return value
 
 
 def _limit(value: object, name: str) -> None:
@@ -433,7 +446,7 @@ class WorkflowQueue:
         if record.status != WorkflowStatus.PENDING:
             self.host.run_instance(wf)
             return
-        self.hold(wf)
+        self.hold(wf, stored_priority(record))
 
     def restore(self, records: list[WorkflowRecord], load: Any) -> None:
         """After a restart: the queue rows (order, dedup keys), and the ``pending``
