@@ -177,6 +177,32 @@ async def test_a_full_queue_survives_a_restart(store_spec: str, autojump_clock: 
     assert started() == ["long", "short", "q2", "q1", "q3"]
 
 
+
+async def test_a_restart_keeps_the_place_of_a_pending_workflow_without_a_queue_row(
+        tmp_path: Path, autojump_clock: Any) -> None:
+    """README (Queues): after a restart the queue drains in its order. A workflow a tool
+    started (pending, no queue row) waited after the rows written before it and before
+    those written after; a restart keeps it there (it took the last row's place)."""
+    from garrison.persistence import Transaction
+
+    db = str(tmp_path / "wf.db")
+    async with garrison.open_node(store=db, max_concurrent=1) as node:
+        await node.start_workflow(app.waits_for_go, id="busy")
+        await node.start_workflow(app.job, id="q0")
+        await trio.sleep(1)
+        host = node.hosts["workflows"]
+        host.store.write(Transaction().create_workflow(  # as `garrison workflows start`
+            "t1", "schedule_app:job", [], status="pending", time=host.clock.now()))
+        await trio.sleep(1)
+        await node.start_workflow(app.job, id="q2")
+        await node.start_workflow(app.job, id="q3")
+    async with garrison.open_node(store=db, max_concurrent=1) as node:
+        await node.send("workflows/busy", "go", "x")
+        for name in ("q0", "t1", "q2", "q3"):
+            await node.workflow(name).result()
+    assert started() == ["q0", "t1", "q2", "q3"]
+
+
 async def test_a_queue_drains_after_a_restart_with_lower_limits(store_spec: str,
                                                                 autojump_clock: Any) -> None:
     db = store_spec

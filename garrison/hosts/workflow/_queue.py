@@ -51,6 +51,7 @@ cluster one waiting in the store unclaimed is claimed for it: ``children``).
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import logging
 import math
@@ -450,24 +451,37 @@ class WorkflowQueue:
 
     def restore(self, records: list[WorkflowRecord], load: Any) -> None:
         """After a restart: the queue rows (order, dedup keys), and the ``pending``
-        workflows of ``records`` waiting in it (``load(record)`` makes an instance); the
-        queue drains once the resumed workflows hold their slots."""
+        workflows of ``records`` waiting in it (``load(record)`` makes an instance), in
+        the order they had live; the queue drains once the resumed workflows hold their
+        slots."""
         entries = {e.workflow_id: e for e in self.host.store.queue_entries()}
         self.rows = set(entries)
         self.dedup = {e.dedup: e.workflow_id for e in entries.values() if e.dedup is not None}
         self._last_seq = max((e.seq for e in entries.values()), default=0)
+        # a workflow pending without a row (a tool started it) waited, live, after the
+        # rows written before it and before those written after: its place among them
+        # is by its start (created) time, after a row of the same place
+        starts = sorted((e.enqueued.timestamp(), e.seq) for e in entries.values())
+        places: list[tuple[int, int, int, float, str, WorkflowRecord]] = []
         for record in records:
-            entry = entries.get(record.workflow_id)
+            wid = record.workflow_id
+            entry = entries.get(wid)
+            if entry is not None:
+                places.append((-entry.priority, entry.seq, 0, 0.0, wid, record))
+                continue
+            created = record.created.timestamp() if record.created else math.inf
+            before = bisect.bisect_right(starts, (created, math.inf))
+            seq = max((q for _t, q in starts[:before]), default=0)
+            places.append((-stored_priority(record), seq, 1, created, wid, record))
+        places.sort(key=lambda place: place[:5])
+        for priority, seq, _row, _created, wid, record in places:
             try:
                 wf = load(record)
             except Exception as exc:  # pragma: no cover - a broken row
-                log.error("cannot load queued workflow %s: %s", record.workflow_id, exc,
-                          extra={"workflow_id": record.workflow_id})
+                log.error("cannot load queued workflow %s: %s", wid, exc,
+                          extra={"workflow_id": wid})
                 continue
-            if entry is not None:
-                self.hold(wf, entry.priority, entry.seq)
-            else:  # pending without a row (a tool started it): after the rows
-                self.hold(wf)
+            self.hold(wf, -priority, seq)
         self.start_now()
 
     # ------------------------------------------------------------ ending without running
