@@ -192,3 +192,31 @@ async def receives_forever() -> str:
     """A receive with no end (``timeout=float('inf')``)."""
     got = await process.inbox().receive(timeout=float("inf"))
     return f"received {got.payload if got is not None else None}"
+
+
+async def charges_or_releases(item: str) -> str:
+    """A compensation: charge ``item``; if that fails for good, release the reservation
+    (recorded) and fail with the charge's error."""
+    try:
+        return await charge(item)
+    except garrison.ActivityError:
+        await release(f"res-{item}")
+        raise
+
+
+@garrison.activity
+async def pack(item: str) -> str:
+    import trio
+
+    await trio.sleep(10)  # ends after charge has failed for good
+    LOG.append(("pack", item))
+    return f"packed-{item}"
+
+
+async def packs_and_charges(item: str) -> str:
+    """Two activities at once; the one awaited first (pack, started second) ends after
+    the other failed."""
+    paying = workflow.start(charge, item)
+    packing = workflow.start(pack, item)
+    packed = await packing
+    return f"{packed} {await paying}"

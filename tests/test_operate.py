@@ -107,6 +107,36 @@ async def test_retry_of_a_failure_of_the_code_itself_replays_every_record(
     assert node.hosts["workflows"].store.get_workflow("f").attempt == 2
 
 
+@pytest.mark.parametrize(("fn", "last"), [
+    (ops_app.charges_or_releases, "activity 'ops_app:release', seq 2"),
+    (ops_app.packs_and_charges, "activity 'ops_app:pack', seq 2")], ids=["saga", "two"])
+async def test_a_retry_that_can_only_fail_the_same_way_is_refused(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], autojump_clock: Any,
+        fn: Any, last: str) -> None:
+    """The workflow failed with the charge's final error, but recorded a step after it
+    (a compensation; an activity started beside it that ended later): no record is
+    taken back, so a retry replayed the same error and failed again at once, running
+    nothing, and said it had been done. It is refused, naming why; nothing written."""
+    ops_app.FAILS["lamp"] = 2
+    store = str(tmp_path / "s.db")
+    async with garrison.open_node(store=store) as node:
+        await node.start_workflow(fn, "lamp", id="s")
+        handle = node.workflow("s")
+        with pytest.raises(garrison.WorkflowFailed, match="payments are down"):
+            await handle.result()
+        before = node.hosts["workflows"].store.get_workflow("s")
+        why = (r"cannot retry workflow 's': it failed with the final error of activity "
+               r"'ops_app:charge' \(seq 1\), which its code raised after the journal's "
+               rf"last record \({last}\): a replay ends in the same failure")
+        with pytest.raises(ValueError, match=why):
+            await handle.retry()
+        code, out, err = await cli_async(capsys, "--store", store, "retry", "s")
+        assert (code, out) == (1, ""), err
+        assert "a replay ends in the same failure" in err
+        now = node.hosts["workflows"].store.get_workflow("s")
+        assert (now.status, now.attempt, now.error) == ("failed", 1, before.error)
+
+
 async def test_a_terminated_workflow_can_be_retried(node: garrison.Node,
                                                     autojump_clock: Any) -> None:
     await node.start_workflow(ops_app.parent_of_one, id="p")
