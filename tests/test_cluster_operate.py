@@ -43,6 +43,12 @@ async def fixable() -> int:
     return got
 
 
+async def fixable_then_waits() -> int:
+    """As ``fixable``, then waits for a promise."""
+    got = await (op_a(1) if FIXED["on"] else op_b(1))
+    return got + int(await workflow.promise("go"))
+
+
 async def sleepy(n: int, seconds: float) -> int:
     for _ in range(n):
         await workflow.sleep(seconds)
@@ -78,6 +84,32 @@ async def test_retry_from_another_node_of_a_workflow_blocked_on_its_owner(
             await b.workflow("x").retry()
             with trio.fail_after(10):
                 assert await b.workflow("x").result() == 1
+
+
+async def test_a_blocked_workflow_claimed_by_a_node_with_its_code_loses_its_error(
+        postgres_url: str) -> None:
+    """Blocked on node a, handed over by a's drain, resumed by node b whose code takes
+    its recorded path: its row kept the NonDeterminismError while it ran on b (status
+    ``waiting`` with that error). Running again, it has none."""
+    FIXED["on"] = False
+    async with garrison.open_node(store=postgres_url, name="a", lease="30s") as a, \
+            garrison.open_node(store=postgres_url, name="b", lease="30s") as b:
+        with open_store(postgres_url, lock=False) as tool:
+            tool.write(Transaction().create_workflow("y", f"{__name__}:fixable_then_waits",
+                                                     [])
+                       .append_journal("y", 1, "activity", f"{__name__}:op_a",
+                                       RawJson('{"ok": 1}')))
+        await _until(lambda: "y" in a.hosts["workflows"].active
+                     and a.workflow("y").status() == "blocked", "blocked on a")
+        FIXED["on"] = True
+        a.drain()
+        store = b.hosts["workflows"].store
+        await _until(lambda: "y" in b.hosts["workflows"].active
+                     and store.get_workflow("y").status == "waiting", "waiting on b")
+        assert store.get_workflow("y").error is None
+        await b.workflow("y").promise("go").resolve(1)
+        with trio.fail_after(10):
+            assert await b.workflow("y").result() == 2
 
 
 async def test_terminate_from_b_while_a_drains(postgres_url: str) -> None:

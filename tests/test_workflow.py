@@ -1530,6 +1530,39 @@ async def test_a_workflow_blocked_for_its_missing_code_resumes_on_a_node_that_ha
         assert await node.workflow("late").result() == 42
 
 
+async def test_a_blocked_workflow_resumed_by_a_node_with_its_code_loses_its_error(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Resumed by a node that has its code, a blocked workflow kept the
+    NonDeterminismError in its row until it ended: ``garrison workflows show`` said
+    ``waiting`` with that error. Running again, it has no error (as after a retry)."""
+    import trio
+
+    from garrison.persistence import Transaction
+
+    db = str(tmp_path / "wf.db")
+    with open_store(db) as store:
+        store.write(Transaction().create_workflow("late", "late_waits_mod:flow", []))
+    async with garrison.open_node(store=db) as node:
+        with pytest.raises(garrison.NonDeterminismError, match="No module named"):
+            await node.workflow("late").result()
+        assert node.hosts["workflows"].store.get_workflow("late").error is not None
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "late_waits_mod.py").write_text(
+        "from garrison import workflow\n\n"
+        "async def flow():\n    return await workflow.promise('go')\n")
+    monkeypatch.syspath_prepend(str(code))
+    async with garrison.open_node(store=db) as node:
+        handle = node.workflow("late")
+        store = node.hosts["workflows"].store
+        with trio.fail_after(5):
+            while store.get_workflow("late").status != "waiting":
+                await trio.sleep(0.01)
+        assert store.get_workflow("late").error is None
+        await handle.promise("go").resolve(7)
+        assert await handle.result() == 7
+
+
 async def test_workflow_send_to_finished_workflow_is_a_dead_letter(node: garrison.Node) -> None:
     target = await node.start_workflow(app.steps, 0, 1, id="over")
     await node.workflow("over").result()

@@ -202,7 +202,9 @@ async def resume_all(host: WorkflowHost, nursery: trio.Nursery) -> None:
                 continue
             host.active[wf.wid] = wf
             if record.status != WorkflowStatus.RUNNING:  # pending, blocked, parked
-                resumed.update_workflow(wf.wid, status=WorkflowStatus.RUNNING,
+                # (error=None: a blocked one's NonDeterminismError is over, it runs
+                # again, as after a retry; a parked one has none)
+                resumed.update_workflow(wf.wid, status=WorkflowStatus.RUNNING, error=None,
                                         time=host.clock.now())
             host.queue.started(wf)
             nursery.start_soon(wf.main)
@@ -351,8 +353,9 @@ def refresh(host: WorkflowHost, wid: str, *, starting: bool = False) -> None:
             return
         wf = load(host, record)
         if record.status != WorkflowStatus.RUNNING:
-            mark_running(host, Transaction().update_workflow(
-                wid, status=WorkflowStatus.RUNNING, time=host.clock.now()))
+            mark_running(host, Transaction().update_workflow(  # (a blocked one's error
+                wid, status=WorkflowStatus.RUNNING, error=None,  # goes: see resume_all)
+                time=host.clock.now()))
         host.run_instance(wf)
         host.counts["started"] += 1  # by a tool, while this node runs
         return
