@@ -159,7 +159,8 @@ def _run(args: argparse.Namespace) -> None:
         args.start = _start_checks(args)
         create = _created
     store = tools.open_store(args.store, readonly=args.wf_command in _READ_ONLY,
-                             migrate=getattr(args, "migrate", False), create=create)
+                             migrate=getattr(args, "migrate", False), create=create,
+                             reads=args.wf_command in _READS)
     shown = store.path or args.store  # (a postgresql:// URL without its password)
     try:
         _COMMANDS[args.wf_command](store, args)
@@ -599,6 +600,8 @@ def make_importable(modules: Sequence[str]) -> None:
 
 #: commands that only read: the store is opened read-only (its file never changes)
 _READ_ONLY = frozenset({"replay", "export"})
+#: commands that only read: read-only too on a read-only file system (see open_store)
+_READS = _READ_ONLY | {"list", "show", "history"}
 
 _COMMANDS = {"list": _list, "show": _show, "history": _history, "signal": _signal,
              "resolve": _resolve, "reject": _reject, "cancel": _cancel, "start": _start,

@@ -6,7 +6,8 @@ a termination, a retry) commit at once and leave a wakeup that the node holding 
 store picks up immediately (a stopped node on its next start). Every refusal is a
 :class:`ToolError` carrying a one-line message and the exit status the command line
 uses for it. ``replay`` and ``export`` open the store read-only (``readonly=True``):
-they never change its file.
+they never change its file (and so do ``list``, ``show`` and ``history`` on a read-only
+file system, see :func:`open_store`).
 """
 
 from __future__ import annotations
@@ -78,7 +79,7 @@ class ToolError(Exception):
 
 
 def open_store(path: str, *, readonly: bool = False, migrate: bool = False,
-               create: Callable[[str], None] | None = None) -> Any:
+               create: Callable[[str], None] | None = None, reads: bool = False) -> Any:
     """The store at ``path`` (a SQLite file or a ``postgresql://`` URL), opened as a
     tool (``lock=False``; ``readonly``: a SQLite file opened read-only): no path (``''``,
     ``:memory:``, ``file:...``), a missing file, a damaged one, an unreachable server or
@@ -86,9 +87,11 @@ def open_store(path: str, *, readonly: bool = False, migrate: bool = False,
     of an older garrison is migrated first, as a node would (nothing of it runs).
     ``create``: a store that does not exist is created first, as a node's first open
     would, and ``create(name)`` is called to say so (``name``: the store's own name for
-    itself, never with a password)."""
-    from .persistence import create_store, migrate_store
-    from .persistence._file import keyword_dsn
+    itself, never with a password). ``reads``: the command only reads, so a SQLite file
+    on a read-only file system (a backup on a read-only mount, which no node writes),
+    where a tool's open fails, is opened read-only."""
+    from .persistence import create_store, is_postgres_url, migrate_store
+    from .persistence._file import keyword_dsn, read_only_fs
 
     dsn = keyword_dsn(path)
     if dsn is not None:
@@ -98,6 +101,8 @@ def open_store(path: str, *, readonly: bool = False, migrate: bool = False,
         raise ToolError(f"store {path!r}: expected a SQLite file or a "
                         "postgresql://user@host:port/db URL (an in-memory store is the "
                         "node's own: a tool cannot open one)", 2)
+    if reads and not is_postgres_url(path) and read_only_fs(path):
+        readonly = True
     try:
         created = create is not None and create_store(path)
         try:

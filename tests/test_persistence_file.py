@@ -536,6 +536,49 @@ def test_read_only_file_system_is_a_store_error_with_the_os_reason(tmp_path: Pat
         assert path in line and "Read-only file system" in line
 
 
+def test_a_read_only_open_reads_a_store_on_a_read_only_file_system(tmp_path: Path) -> None:
+    """A backup on a read-only mount: ``readonly=True`` failed with "it cannot be opened
+    for writing: Read-only file system" (SQLite's ``mode=ro`` must make a -shm file).
+    It reads the store now; a copy whose -wal holds transactions but has no -shm (which
+    SQLite needs to read them) is a StoreError that says so."""
+    if not _read_only_available(tmp_path):
+        pytest.skip("needs unshare and mount in a user namespace")
+    data = tmp_path / "ro"
+    data.mkdir()
+    path = str(data / "app.db")
+    _seeded(path)
+    live = str(tmp_path / "live.db")
+    _seeded(live)
+    with SQLiteStore(live, lock=False) as tool:  # a commit still in its -wal
+        tool.write(Transaction().create_workflow("w9", "app:flow", [9]))
+        for name, ends in (("wal.db", ("", "-wal")), ("both.db", ("", "-wal", "-shm"))):
+            for end in ends:
+                shutil.copy(live + end, str(data / name) + end)
+    code = textwrap.dedent(
+        f"""
+        from garrison import StoreError
+        from garrison.persistence import SQLiteStore
+        for name in ("app.db", "both.db", "wal.db"):
+            try:
+                with SQLiteStore({str(data)!r} + "/" + name, readonly=True) as s:
+                    print(name, sorted(w.workflow_id for w in s.list_workflows()))
+            except StoreError as exc:
+                print(name, exc)
+        """
+    )
+    done = run_on_read_only(data, code)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[:2] == ["app.db ['w0', 'w1', 'w2']", "both.db ['w0', 'w1', 'w2', 'w9']"]
+    wal = str(data / "wal.db")
+    assert lines[2] == (
+        f"wal.db store {wal!r}: it is on a read-only file system, and its write-ahead log "
+        f"{wal + '-wal'!r} ({os.path.getsize(wal + '-wal')} bytes) may hold transactions "
+        "not yet copied into it, which SQLite reads only through a -shm file it cannot "
+        "make there: copy the store's file with its -wal to a writable folder and open "
+        "the copy"), lines[2]
+
+
 # -- the doorbell: a tool's write reaches the node at once --------------------------
 
 

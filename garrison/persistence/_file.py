@@ -579,9 +579,11 @@ def check_identity(
 
 
 def store_error(
-    path: str | None, file: str, exc: sqlite3.Error, busy_timeout: float
+    path: str | None, file: str, exc: sqlite3.Error, busy_timeout: float,
+    readonly: bool = False,
 ) -> StoreError:
-    """The :class:`~garrison.StoreError` that says what a SQLite error at open means."""
+    """The :class:`~garrison.StoreError` that says what a SQLite error at open means
+    (``readonly``: of an open to read only)."""
     code = getattr(exc, "sqlite_errorcode", None)
     primary = code & 0xFF if isinstance(code, int) else None
     said = f"({exc})"
@@ -603,7 +605,7 @@ def store_error(
     elif primary in (sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_PERM,
                      sqlite3.SQLITE_IOERR, sqlite3.SQLITE_AUTH):
         what = f"cannot use the file {said}"
-        reason = _os_reason(file)
+        reason = _os_reason(file, readonly)
         if reason:
             what += f": {reason}"
     else:
@@ -627,12 +629,24 @@ def _free_bytes(file: str) -> int | None:
     return blocks * st.f_frsize
 
 
-def _os_reason(file: str) -> str | None:
-    """Why the operating system refuses the store (SQLite's messages do not say)."""
+def read_only_fs(file: str) -> bool:
+    """Whether the folder of ``file`` is on a file system mounted read-only (a backup on
+    a read-only mount): SQLite can make no ``-wal`` or ``-shm`` file there, and no
+    node can write the store."""
     try:
-        os.close(os.open(file, os.O_RDWR | os.O_CLOEXEC))
+        st = os.statvfs(os.path.dirname(os.path.realpath(file)))
+    except OSError:
+        return False
+    return bool(st.f_flag & os.ST_RDONLY)
+
+
+def _os_reason(file: str, readonly: bool = False) -> str | None:
+    """Why the operating system refuses the store (SQLite's messages do not say);
+    ``readonly``: it was opened to be read only."""
+    try:
+        os.close(os.open(file, (os.O_RDONLY if readonly else os.O_RDWR) | os.O_CLOEXEC))
     except OSError as exc:
-        return f"it cannot be opened for writing: {_reason(exc)}"
+        return f"it cannot be opened for {'reading' if readonly else 'writing'}: {_reason(exc)}"
     directory = os.path.dirname(os.path.abspath(file))
     if not os.access(directory, os.W_OK):
         return (f"cannot create files in {directory!r} (SQLite keeps its -wal and -shm "

@@ -142,6 +142,32 @@ def check_store_file(path: str) -> None:
                                 "it was written by a newer garrison; upgrade garrison")
 
 
+def _read_only_query(file: str, path: str | None) -> str:
+    """The URI query of a read-only open of the store ``file``: SQLite's ``mode=ro``,
+    which reads through the store's ``-wal`` and ``-shm`` files, made if missing. On a
+    read-only file system (a backup on a read-only mount) they cannot be made: unless
+    both are there, ``immutable=1`` reads the file alone (no lock, no ``-shm``; nothing
+    writes there), which holds the whole store when no ``-wal`` holds transactions
+    not yet copied into it. Those SQLite reads only through a ``-shm``: a
+    :class:`~garrison.StoreError` says so (rather than show the store without them)."""
+    if not _file.read_only_fs(file):
+        return "mode=ro"
+    wal = str(pathlib.Path(file).resolve()) + "-wal"
+    if os.path.exists(wal) and os.path.exists(wal[:-4] + "-shm"):
+        return "mode=ro"
+    try:
+        logged = os.stat(wal).st_size
+    except FileNotFoundError:
+        logged = 0
+    if logged:
+        raise StoreError(path, f"it is on a read-only file system, and its write-ahead "
+                               f"log {wal!r} ({logged} bytes) may hold transactions not yet "
+                               "copied into it, which SQLite reads only through a -shm "
+                               "file it cannot make there: copy the store's file with its "
+                               "-wal to a writable folder and open the copy")
+    return "immutable=1"
+
+
 def _text_or_bytes(value: bytes) -> str | bytes:
     """A text value as read for :meth:`SQLiteStore._query`'s ``raw_text``: its
     ``bytes`` when they are not UTF-8."""
@@ -511,7 +537,9 @@ class SQLiteStore(StoreShortcuts):
     :class:`~garrison.StoreError`) and the database file is never modified, also when
     its ``-wal`` holds transactions not yet copied into it (a read-only connection
     never checkpoints). ``garrison workflows replay`` and ``export`` open stores this
-    way, so they may run on a copy of a production store, or beside its node.
+    way, so they may run on a copy of a production store, or beside its node. On a
+    read-only file system it reads the file alone where SQLite cannot make its ``-shm``
+    (see :func:`_read_only_query`).
 
     Use as a context manager or call :meth:`close`.
     """
@@ -604,14 +632,16 @@ class SQLiteStore(StoreShortcuts):
                         file, self.path, self.mode,
                         lambda new: self._build(new, pragma_sync, busy_timeout),
                     )  # fmt: skip
-                self._conn = self._connect(file, busy_timeout, self.readonly)
+                query = _read_only_query(file, self.path) if self.readonly else None
+                self._conn = self._connect(file, busy_timeout, query)
                 conns.append(self._conn)
                 self._prepare(self._conn, pragma_sync)
-                self._reader = self._connect(file, busy_timeout, self.readonly)
+                self._reader = self._connect(file, busy_timeout, query)
                 conns.append(self._reader)
                 self._identity = _file.identity(file, self.path)
             except sqlite3.Error as exc:
-                raise _file.store_error(self.path, file, exc, busy_timeout) from exc
+                raise _file.store_error(self.path, file, exc, busy_timeout,
+                                        self.readonly) from exc
         except BaseException:
             for conn in conns:
                 conn.close()
@@ -694,11 +724,14 @@ class SQLiteStore(StoreShortcuts):
             conn.close()
 
     @staticmethod
-    def _connect(file: str, busy_timeout: float, readonly: bool = False) -> sqlite3.Connection:
-        target = pathlib.Path(file).resolve().as_uri() + "?mode=ro" if readonly else file
+    def _connect(file: str, busy_timeout: float, query: str | None = None
+                 ) -> sqlite3.Connection:
+        """A connection to ``file``; ``query``: opened by URI with that query (a
+        read-only open's, see :func:`_read_only_query`)."""
+        target = file if query is None else pathlib.Path(file).resolve().as_uri() + "?" + query
         conn = sqlite3.connect(
             target, isolation_level=None, check_same_thread=False, timeout=busy_timeout,
-            uri=readonly,
+            uri=query is not None,
         )
         conn.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
         conn.execute("PRAGMA foreign_keys=ON")
