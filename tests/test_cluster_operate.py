@@ -92,8 +92,7 @@ async def test_a_blocked_workflow_claimed_by_a_node_with_its_code_loses_its_erro
     its recorded path: its row kept the NonDeterminismError while it ran on b (status
     ``waiting`` with that error). Running again, it has none."""
     FIXED["on"] = False
-    async with garrison.open_node(store=postgres_url, name="a", lease="30s") as a, \
-            garrison.open_node(store=postgres_url, name="b", lease="30s") as b:
+    async with garrison.open_node(store=postgres_url, name="a", lease="30s") as a:
         with open_store(postgres_url, lock=False) as tool:
             tool.write(Transaction().create_workflow("y", f"{__name__}:fixable_then_waits",
                                                      [])
@@ -101,15 +100,16 @@ async def test_a_blocked_workflow_claimed_by_a_node_with_its_code_loses_its_erro
                                        RawJson('{"ok": 1}')))
         await _until(lambda: "y" in a.hosts["workflows"].active
                      and a.workflow("y").status() == "blocked", "blocked on a")
-        FIXED["on"] = True
-        a.drain()
-        store = b.hosts["workflows"].store
-        await _until(lambda: "y" in b.hosts["workflows"].active
-                     and store.get_workflow("y").status == "waiting", "waiting on b")
-        assert store.get_workflow("y").error is None
-        await b.workflow("y").promise("go").resolve(1)
-        with trio.fail_after(10):
-            assert await b.workflow("y").result() == 2
+        async with garrison.open_node(store=postgres_url, name="b", lease="30s") as b:
+            FIXED["on"] = True
+            a.drain()
+            store = b.hosts["workflows"].store
+            await _until(lambda: "y" in b.hosts["workflows"].active
+                         and store.get_workflow("y").status == "waiting", "waiting on b")
+            assert store.get_workflow("y").error is None
+            await b.workflow("y").promise("go").resolve(1)
+            with trio.fail_after(10):
+                assert await b.workflow("y").result() == 2
 
 
 async def test_terminate_from_b_while_a_drains(postgres_url: str) -> None:
