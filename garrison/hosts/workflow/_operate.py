@@ -25,8 +25,9 @@ activity failed for good (its error is that ``ActivityError``) and that activity
 final error is the journal's last record, the record is removed, so the activity runs
 again (the way out when a workflow failed because a service was missing). A workflow
 that failed with an activity's final error whose record is not the journal's last (its
-code caught it, recorded a compensation, and raised it again) is refused: no record
-is taken back, so its replay would end in the same failure. A failure
+code caught it, recorded a compensation, and raised it again) has no record taken
+back: the same code replays to the same failure, which the retry's words say (code
+deployed since may handle it otherwise). A failure
 of the workflow function's own code is no journal record: a retry replays up to it,
 and code that raises again fails again. A retried workflow's parent and monitors were
 told it failed; its new end is not delivered to them again.
@@ -336,12 +337,14 @@ def _taken_back(record: Any, entries: list[Any]) -> tuple[int | None, str]:
 
 
 def _same_failure(record: Any, entries: list[Any]) -> str | None:
-    """Why a retry of the failed ``record`` could only fail the same way, or ``None``:
-    it failed with the final error of an activity whose record is not the journal's last
-    (its code caught the error, recorded more steps, a compensation say, and raised it
-    again; or it awaited another activity started beside the failed one that ended
-    later). No record is taken back, so a replay hands the code the same recorded
-    error after the same steps and the workflow fails again at once, running nothing."""
+    """Why a retry of the failed ``record`` fails the same way unless the code changed,
+    or ``None``: it failed with the final error of an activity whose record is not the
+    journal's last (its code caught the error, recorded more steps, a compensation say,
+    and raised it again; or it awaited another activity started beside the failed one
+    that ended later). No record is taken back, so a replay hands the code the same
+    recorded error after the same steps: the same code fails again at once, running
+    nothing; code deployed since may handle that error otherwise, so it is said, not
+    refused."""
     if WorkflowStatus(record.status) is not WorkflowStatus.FAILED or record.error is None \
             or record.error.type != "ActivityError" or not entries:
         return None
@@ -351,20 +354,20 @@ def _same_failure(record: Any, entries: list[Any]) -> str | None:
                 and str(error_from_plain(outcome["error"])) == record.error.message:
             last_seq, last_kind, last_name = entries[-1][:3]
             last = f"{last_kind} {last_name!r}" if last_name else str(last_kind)
-            return (f"cannot retry workflow {record.workflow_id!r}: it failed with the "
-                    f"final error of activity {name!r} (seq {seq}), which its code raised "
-                    f"after the journal's last record ({last}, seq {last_seq}): a replay "
-                    "ends in the same failure and runs no activity again (a retry runs the "
-                    "failed activity again only when its error is the journal's last "
-                    "record)")
+            return (f"note: it failed with the final error of activity {name!r} (seq "
+                    f"{seq}), which its code raised after the journal's last record "
+                    f"({last}, seq {last_seq}): nothing is taken back, and the same code "
+                    "replays to the same failure, running no activity again (a retry runs "
+                    "the failed activity again only when its error is the journal's last "
+                    "record; deploy code that handles the error first, or start the work "
+                    "again as a new workflow)")
     return None
 
 
 def retry_transaction(store: Any, record: Any) -> tuple[Transaction, str]:
     """The writes that resume the stored workflow ``record`` by replay (see the module
     docs), and what happens, in words; ``ValueError`` unless it is ``failed`` or
-    ``blocked``, or if it failed in a way its replay can only repeat (see
-    :func:`_same_failure`)."""
+    ``blocked``."""
     status = WorkflowStatus(record.status)
     if status not in RETRYABLE:
         raise ValueError(f"cannot retry workflow {record.workflow_id!r}: it is {status} "
@@ -375,8 +378,8 @@ def retry_transaction(store: Any, record: Any) -> tuple[Transaction, str]:
     tx = OperatorTransaction().expect_workflow(record.workflow_id, status=record.status,
                                                attempt=record.attempt)
     seq, what = _taken_back(record, entries)
-    if seq is None and (why := _same_failure(record, entries)) is not None:
-        raise ValueError(why)
+    if seq is None:
+        what = _same_failure(record, entries) or what
     if seq is not None:
         tx.truncate_journal(record.workflow_id, seq)
     # a cancel asked before a failed workflow ended (by a terminate, a failure) did not
