@@ -390,6 +390,33 @@ async def test_a_workflow_s_call_timeout_falls_due_on_the_environment_s_time() -
         assert env.now() - t0 == dt.timedelta(hours=2)
 
 
+async def _dies_on_a_call() -> None:
+    process.register("silent")
+    await process.inbox().receive()
+    raise ValueError("boom")
+
+
+async def _calls_silent_catching() -> str:
+    try:
+        return str(await process.call("silent", "q", timeout="1h"))
+    except garrison.ProcessError as exc:
+        return f"died: {exc.error.message}"
+
+
+async def test_a_workflow_s_call_with_a_timeout_fails_on_the_environment_s_time_as_live(
+) -> None:
+    """helper-267: the call's virtual timeout ran its wait in a nursery, which wrapped
+    the callee's death in an ExceptionGroup: the workflow's ``except ProcessError``
+    never matched, nothing was journaled, and it failed with an ExceptionGroup. The
+    call's errors come out as they do on a node."""
+    async with garrison.testing.workflow_env() as env:
+        await env.node.spawn(_dies_on_a_call)
+        await env.settle()
+        await env.start(_calls_silent_catching, id="c")
+        assert await env.result("c") == "died: boom"
+        assert [r.kind for r in env.workflow("c").history()] == ["call"]
+
+
 async def _tells_x_to_go() -> None:
     await process.send("workflows/x", "go", "from the schedule")
 

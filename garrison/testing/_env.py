@@ -80,7 +80,8 @@ class SkippingClock(WallClock):
         self.skipped = 0.0
         #: set when something new waits on this clock (the skipper looks again)
         self.changed = trio.Event()
-        self.sleepers: list[tuple[float, trio.Event]] = []
+        #: what waits on this clock's time: ``(wall time, its event or alarm)``
+        self.sleepers: list[tuple[float, trio.Event | _Alarm]] = []
         self._walls: dict[float, float] = {}
 
     def now(self) -> float:
@@ -111,6 +112,19 @@ class SkippingClock(WallClock):
         finally:
             self.sleepers.remove(entry)
 
+    def alarm(self, seconds: float, fire: Callable[[], None]) -> Callable[[], None]:
+        """Call ``fire`` at the jump that passes ``seconds`` from now (a workflow's call
+        timeout: its waiter is cancelled, no task of its own); returns the disarm."""
+        entry = (self.now() + seconds, _Alarm(fire))
+        self.sleepers.append(entry)
+        self.changed.set()
+
+        def disarm() -> None:
+            if entry in self.sleepers:
+                self.sleepers.remove(entry)
+
+        return disarm
+
     def jump_to(self, wall: float) -> None:
         """Move time forward to ``wall`` (never back); sleepers due by then wake. The
         trio deadlines handed out before are forgotten: wake their waiters (they
@@ -121,6 +135,21 @@ class SkippingClock(WallClock):
         for target, event in self.sleepers:
             if target <= now:
                 event.set()
+
+
+class _Alarm:
+    """A sleeper of :class:`SkippingClock` that calls a function when its time comes,
+    where the others set an event."""
+
+    __slots__ = ("_fire",)
+
+    def __init__(self, fire: Callable[[], None]) -> None:
+        self._fire: Callable[[], None] | None = fire
+
+    def set(self) -> None:
+        fire, self._fire = self._fire, None
+        if fire is not None:
+            fire()
 
 
 class ActivityMock:

@@ -852,30 +852,25 @@ class Interop(WorkflowCore):
                            ref: str) -> Any:
         """The call ``ref`` with its timeout on the host's ``clock``, a virtual one
         (``garrison.testing``'s) whose jumps trio's deadlines never see: the timeout
-        falls due on the workflow's time, as its timers do. It runs from the request's
-        delivery, as the kernel's does."""
-        replied: list[Any] = []
-        timed_out = False
-
-        async def expire() -> None:
-            nonlocal timed_out
-            await clock.sleep(seconds)
-            timed_out = True
-            nursery.cancel_scope.cancel()
+        falls due on the workflow's time, as its timers do (an alarm of the clock
+        cancels the wait; no task of its own, so the call's errors come out as they
+        are). It runs from the request's delivery, as the kernel's does."""
+        scope = trio.CancelScope()
+        disarm: Callable[[], None] | None = None
 
         async def delivered(ref: str) -> None:
+            nonlocal disarm
             sent = deliver(ref)
             if sent is not None:
                 await sent
-            nursery.start_soon(expire)
+            disarm = clock.alarm(seconds, scope.cancel)
 
-        async with trio.open_nursery() as nursery:
-            replied.append(await self.exchange(callee, pid, topic, math.inf, delivered,
-                                               ref=ref))
-            nursery.cancel_scope.cancel()
-        if replied:
-            return replied[0]
-        assert timed_out
+        try:
+            with scope:
+                return await self.exchange(callee, pid, topic, math.inf, delivered, ref=ref)
+        finally:
+            if disarm is not None:
+                disarm()
         raise TimeoutError(f"call to {pid} (topic {topic!r}) got no reply within "
                            f"{seconds:g}s")
 

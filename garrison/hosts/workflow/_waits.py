@@ -120,6 +120,12 @@ class WallClock:
         """Wait ``seconds`` of this clock's time (an activity's retry delay)."""
         await trio.sleep(seconds)
 
+    def alarm(self, seconds: float, fire: Callable[[], None]) -> Callable[[], None]:
+        """A :attr:`virtual` clock's: call ``fire`` (sync, in the trio thread) once its
+        time has moved ``seconds`` on; returns what takes the alarm back. Trio's own
+        deadlines serve the other clocks."""
+        raise NotImplementedError("only a virtual clock keeps alarms")
+
 
 class DurablePromise:
     """A durable promise of a workflow: ``await p`` returns the value it is resolved with
