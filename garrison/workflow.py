@@ -286,7 +286,8 @@ def attrs(search: dict[str, Any] | None = None, memo: dict[str, Any] | None = No
 
 def check_attributes(values: Any, what: str) -> dict[str, Any] | None:
     """``values`` if it can be stored as search attributes or memo: a dict with string
-    keys (no ``"``) and JSON values without NaN or infinity (search attributes: and no
+    keys (no ``"``; a memo key not starting ``garrison.``) and JSON values without NaN or
+    infinity (search attributes: and no
     surrogate character, see :func:`_check_surrogates`; no NUL character, checked where
     they are written); else an error naming it."""
     if values is None:
@@ -302,6 +303,12 @@ def check_attributes(values: Any, what: str) -> dict[str, Any] | None:
             raise ValueError(f"workflow.attrs({what}=...): key {key!r} contains a '\"', "
                              "which search attribute keys cannot hold")
         _check_finite(value, f"{what} attribute {key!r}")
+        if what == "memo" and key.startswith("garrison."):
+            # (its supervisor, its queue priority: a node reads them back, and a user's
+            # value, or its removal by None, would change what the node does)
+            raise ValueError(f"workflow.attrs(memo=...): key {key!r} is garrison's (memo "
+                             "keys starting with 'garrison.' are kept by garrison: "
+                             "'garrison.supervisor', 'garrison.priority'); use another name")
         if what == "search":
             _check_surrogates(key, f"workflow.attrs(search=...): key {key!r}")
             _check_surrogates(value, f"workflow.attrs(search=...): attribute {key!r}")

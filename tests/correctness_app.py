@@ -127,6 +127,8 @@ async def bad_attrs(case: str) -> None:
         workflow.attrs(search={"score": float("nan")})
     elif case == "quote":
         workflow.attrs(search={'say "hi"': 1})
+    elif case == "garrison's":  # (it would drop the priority a retry waits by)
+        workflow.attrs(memo={"garrison.priority": None})
     else:
         workflow.attrs(search=case)  # type: ignore[arg-type]
 

@@ -145,6 +145,8 @@ async def test_concurrent_starts_of_one_id_run_it_once(tmp_path: Path) -> None:
     (app.bad_attrs, "nan", "ValueError: search attribute 'score' is nan"),
     (app.bad_attrs, "quote", "ValueError: workflow.attrs(search=...): key 'say \"hi\"'"),
     (app.bad_attrs, "abc", "TypeError: workflow.attrs(search=...) takes a dict"),
+    (app.bad_attrs, "garrison's", "ValueError: workflow.attrs(memo=...): key "
+                                  "'garrison.priority' is garrison's"),
 ])
 async def test_bad_workflow_calls_fail_at_the_call(node: garrison.Node, target: Any, arg: str,
                                                    error: str) -> None:
