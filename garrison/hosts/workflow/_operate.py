@@ -194,17 +194,18 @@ def flag_cancel(store: Any, record: Any, time: float | None = None) -> Any:
     since (its new attempt would have been cancelled, where a cancel asked before such
     an end is moot). A blocked workflow has not ended: a cancel read of it stands for
     its retry. A status changed within the attempt (running, then sleeping) is looked
-    at again. A workflow flagged already keeps its flag, and the time it holds: the
-    cancel asked first stands (a node running the workflow ignores one asked again
-    too). ``NoSuchWorkflow`` if it is not (or no longer) in the store."""
+    at again. A workflow flagged already keeps the time its flag holds: the cancel
+    asked first stands (a node running the workflow ignores one asked again too); the
+    flag is written again all the same, which tells the node again. ``NoSuchWorkflow``
+    if it is not (or no longer) in the store."""
     wid = record.workflow_id if record is not None else None
     for _ in range(_CHANGES):
         if record is None:
             raise NoSuchWorkflow(str(wid))
         if WorkflowStatus(record.status).finished:
             return record
-        if record.cancel_requested:
-            return None
+        if record.cancel_requested and record.cancel_time is not None:
+            time = record.cancel_time  # (written again, so that the node hears of it)
         try:
             store.write(Transaction()
                         .expect_workflow(record.workflow_id, status=str(record.status),
