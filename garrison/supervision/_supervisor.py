@@ -877,7 +877,8 @@ class Supervisor:
                                                         link=False, monitor=True,
                                                         supervised=True)
                 except (KeyError, TypeError) as exc:  # no such entry, args it cannot take
-                    raise _cannot_start(spec, exc) from None
+                    # (chained: one raised deeper in the start keeps its traceback)
+                    raise _cannot_start(spec, exc) from exc
             child.pid = pid
             log.debug("%s: started as %s", spec.name, pid)
             return pid
