@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import trio
+from _commit_faults import slow_commits
 
 import garrison
 from garrison import process, workflow
@@ -852,3 +853,28 @@ async def test_a_stray_cancelled_from_an_activity_is_a_failed_attempt(
                           "'workflow_app:stray_cancelled_activity', though nothing "
                           "cancelled it"), got
     assert len(app.STRAY_CALLS) == 2  # retried, as any failed attempt
+
+
+@garrison.activity
+async def takes(seconds: float) -> str:
+    await trio.sleep(seconds)
+    return "slow"
+
+
+async def races_a_slow_record() -> str:
+    timer = workflow.timer("1s")
+    started = workflow.start(takes, 0.9)  # recorded before the deadline, committed after
+    await workflow.sleep("3s")  # both are done when it looks
+    return "activity" if await workflow.first(timer, started) is started else "timer"
+
+
+async def test_first_dates_a_started_activity_by_its_record(
+        autojump_clock: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """helper-265: a running node dated a finished activity by when its commit returned,
+    a node that loaded it after a restart by its record's time (taken before the
+    commit): an activity recorded just before a timer's deadline lost the race live and
+    won it after a restart. Both go by the record's time."""
+    async with garrison.open_node(store=str(tmp_path / "s.db")) as node:
+        slow_commits(monkeypatch, node.hosts["workflows"].store, "activity", seconds=0.5)
+        await node.start_workflow(races_a_slow_record, id="r")
+        assert await node.workflow("r").result() == "activity"

@@ -31,7 +31,14 @@ from ...persistence import Transaction, WorkflowStatus
 from .._kernel import ended_by_stop, plain_call, stepping
 from ._codec import PLAIN, activity_result_json, return_hint, structure
 from ._core import EngineStop, WorkflowCore
-from ._journal import JournalKind, error_from_plain, error_to_plain, retry_kind, retry_timer
+from ._journal import (
+    JournalKind,
+    error_from_plain,
+    error_to_plain,
+    retry_kind,
+    retry_timer,
+    timestamp,
+)
 
 __all__ = ["Activities", "ActivitiesInFlight", "ActivityHandle", "StartedActivities"]
 
@@ -157,8 +164,10 @@ class ActivityHandle:
         self.hint = hint
         #: its journal position
         self.seq = seq
-        #: when it finished here (wall clock), or ``None`` (not yet, or recorded before
-        #: this run: see ``Waits._done_at``)
+        #: when it finished here: the time of its journal record (wall clock, as the
+        #: store gives it back, so that ``first`` decides as a node that loads it after
+        #: a restart does), or ``None`` (not yet, or recorded before this run: see
+        #: ``Waits._done_at``)
         self.done_at: float | None = None
         self._outcome: outcome.Outcome[Any] | None = None
         self._event: trio.Event | None = None
@@ -183,7 +192,6 @@ class ActivityHandle:
 
     def _set(self, result: outcome.Outcome[Any]) -> None:
         self._outcome = result
-        self.done_at = self._wf.host.clock.now()
         if self._event is not None:
             self._event.set()
 
@@ -526,7 +534,7 @@ class Activities(WorkflowCore):
         with trio.CancelScope(shield=True):
             try:
                 handle._set(outcome.Value(await self._activity_done(
-                    seq, handle.name, handle.hint, attempt, text, plain, failure)))
+                    seq, handle.name, handle.hint, attempt, text, plain, failure, handle)))
             except ActivityError as exc:
                 handle._set(outcome.Error(exc))
         self.wake()
@@ -703,20 +711,28 @@ class Activities(WorkflowCore):
         return retry[0], deadline
 
     async def _activity_done(self, seq: int, name: str, hint: Any, attempt: int, text: str,
-                             plain: Any, failure: ErrorInfo | None) -> Any:
+                             plain: Any, failure: ErrorInfo | None,
+                             handle: ActivityHandle | None = None) -> Any:
+        """Record the outcome of the activity at ``seq``: return its value or raise its
+        ``ActivityError``. A started one's ``handle`` is dated by its record's time
+        (``done_at``), not when its commit returns: ``first`` decides by that time, as
+        after a restart, where only the record's time is known."""
         tx = Transaction()
         if self.timers:
             self.drop_timer(tx, seq)
         value = plain
         if failure is None:
             value, failure = _restored(plain, hint, name)
+        at = self.host.clock.now()
+        if handle is not None:
+            handle.done_at = timestamp(at).timestamp()  # (as the store's record reads)
         if failure is None:
-            self.record(tx, seq, _ACTIVITY, name, '{"ok":' + text + "}", attempt)
+            self.record(tx, seq, _ACTIVITY, name, '{"ok":' + text + "}", attempt, at)
             await self._commit(tx)
             await self._yield()  # a long run of quick steps still lets others run
             return value
         self.record(tx, seq, _ACTIVITY, name, _dumps({"error": error_to_plain(failure)}),
-                     attempt)
+                     attempt, at)
         await self._commit(tx)
         raise ActivityError(failure, name=name)
 

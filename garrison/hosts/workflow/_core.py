@@ -488,9 +488,10 @@ class WorkflowCore(Caller, WorkflowScope):
         raise failed from exc
 
     def record(self, tx: Transaction, seq: int, kind: JournalKind, name: str,
-                outcome_json: str, attempts: int = 1) -> None:
+                outcome_json: str, attempts: int = 1, at: float | None = None) -> None:
+        """Journal ``seq`` in ``tx``, at the time ``at`` (unix seconds; now if ``None``)."""
         tx.append_journal_text(self.wid, seq, kind, name, outcome_json, attempts,
-                               self.host.clock.now())
+                               self.host.clock.now() if at is None else at)
         if self.unsized is None or seq not in self.unsized:
             self.history_bytes += len(outcome_json)
         if seq == HISTORY_WARNING + 1:

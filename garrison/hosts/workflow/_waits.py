@@ -357,8 +357,8 @@ class Waits(Receives):
     def _done_at(self, a: Any) -> float:
         """When ``a`` (done) was done, wall clock: a timer at its deadline, a receive when
         its message was committed, a promise when it was completed, a started activity
-        when it finished (its record's time, if it finished before this run); one of
-        unknown time as early as can be."""
+        at its record's time (``done_at``; the journal's, if recorded before this run);
+        one of unknown time as early as can be."""
         if isinstance(a, DurableTimer):
             return a.deadline
         if isinstance(a, PendingReceive) and not a.resolved:
