@@ -4,6 +4,7 @@ a refused ``version()`` change id, a process of another node waiting for a resul
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import pytest
@@ -878,3 +879,33 @@ async def test_first_dates_a_started_activity_by_its_record(
         slow_commits(monkeypatch, node.hosts["workflows"].store, "activity", seconds=0.5)
         await node.start_workflow(races_a_slow_record, id="r")
         assert await node.workflow("r").result() == "activity"
+
+
+@garrison.activity(retry=garrison.RetryPolicy(max_attempts=1))
+async def refuses() -> str:
+    raise ValueError("no")
+
+
+#: the coroutines a gather left behind (by each test run)
+LEFT: list[Any] = []
+
+
+async def gathers_past_a_failure() -> str:
+    later = workflow.call(takes, 0.1)
+    LEFT.append(later)
+    try:
+        await workflow.gather(workflow.call(refuses), later)
+    except garrison.ActivityError:
+        return "caught"
+    return "gathered"
+
+
+async def test_a_gather_that_raises_closes_the_coroutines_it_did_not_start(
+        autojump_clock: Any) -> None:
+    """helper-265: the coroutines after the one that raised were left unawaited, a
+    "coroutine 'call' was never awaited" RuntimeWarning at every run and replay."""
+    LEFT.clear()
+    async with garrison.open_node() as node:
+        await node.start_workflow(gathers_past_a_failure, id="g")
+        assert await node.workflow("g").result() == "caught"
+    assert inspect.getcoroutinestate(LEFT[0]) == inspect.CORO_CLOSED

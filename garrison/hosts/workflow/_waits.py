@@ -379,6 +379,16 @@ class Waits(Receives):
     async def gather(self, awaitables: tuple[Any, ...]) -> list[Any]:
         """Every result, in argument order (awaited one after another, so a coroutine
         such as ``workflow.call(...)`` takes its journal position as it is awaited, as
-        ``await`` would); what cannot be awaited is a ``TypeError`` naming it."""
+        ``await`` would); what cannot be awaited is a ``TypeError`` naming it. When one
+        raises, the coroutines after it are closed unstarted (never run, no warning)."""
         self._check_awaitables("workflow.gather()", awaitables, others=True)
-        return [await a for a in awaitables]
+        results = []
+        for i, a in enumerate(awaitables):
+            try:
+                results.append(await a)
+            except BaseException:
+                for later in awaitables[i + 1:]:
+                    if inspect.iscoroutine(later):
+                        later.close()
+                raise
+        return results
