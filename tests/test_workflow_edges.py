@@ -856,6 +856,41 @@ async def test_a_stray_cancelled_from_an_activity_is_a_failed_attempt(
     assert len(app.STRAY_CALLS) == 2  # retried, as any failed attempt
 
 
+async def looks_whether_done() -> list[Any]:
+    promise = workflow.promise("p")
+    timer = workflow.timer("0.5s")
+    started = workflow.start(takes_a_second)
+    seen = [promise.done(), timer.done(), started.done(),
+            process.inbox().receive().done()]
+    polls = 0
+    while not started.done():  # polling a started activity
+        polls += 1
+        await workflow.sleep("0.3s")
+    await workflow.sleep("1h")  # the node stops here
+    return [seen, polls]
+
+
+async def test_done_replays_what_the_first_run_saw(autojump_clock: Any, tmp_path: Any) -> None:
+    """helper-265: ``done()`` read the outcome, promise, clock and inbox a replay fills
+    from the store: after a restart it was True where it had been False, and a loop
+    polling a started activity replayed no sleep (a NonDeterminismError). It is
+    recorded, as ``now()`` is."""
+    db = str(tmp_path / "s.db")
+    async with garrison.open_node(store=db) as node:
+        await node.start_workflow(looks_whether_done, id="d")
+        await trio.sleep(0.1)  # (it polls: it has looked)
+        await node.send("workflows/d", "m", 1)
+        await trio.sleep(5)
+        assert node.workflow("d").status() == "sleeping"
+    with open_store(db) as store:  # resolved while no node runs
+        store.resolve_promise("d", "p", "late")
+    async with garrison.open_node(store=db) as node:
+        with trio.fail_after(7200):
+            seen, polls = await node.workflow("d").result()
+    assert seen == [False, False, False, False], seen
+    assert polls >= 3, polls
+
+
 @garrison.activity
 async def takes(seconds: float) -> str:
     await trio.sleep(seconds)
@@ -909,3 +944,24 @@ async def test_a_gather_that_raises_closes_the_coroutines_it_did_not_start(
         await node.start_workflow(gathers_past_a_failure, id="g")
         assert await node.workflow("g").result() == "caught"
     assert inspect.getcoroutinestate(LEFT[0]) == inspect.CORO_CLOSED
+
+
+async def looks_at_a_timer() -> bool:
+    timer = workflow.timer("0.5s")
+    seen = timer.done()
+    await workflow.sleep("1s")
+    return seen
+
+
+@pytest.mark.parametrize("recorded", [False, True])
+def test_a_journal_of_before_done_was_recorded_replays(recorded: bool) -> None:
+    """A journal written before ``done()`` was recorded has no record of it there: it
+    replays, ``done()`` taking no seq; one written since reads its record."""
+    journal = [{"seq": 1, "kind": "timer", "name": "", "outcome": {"deadline": 1.5e9}},
+               {"seq": 2, "kind": "sleep", "name": "", "outcome": {"deadline": 1.5e9 + 1}}]
+    if recorded:
+        journal.insert(1, {"seq": 2, "kind": "done", "name": "timer", "outcome": False})
+        journal[2]["seq"] = 3
+    result = garrison.testing.replay({"name": "test_workflow_edges:looks_at_a_timer",
+                                      "journal": journal})
+    assert result.ok and result.checked == len(journal), result

@@ -173,10 +173,16 @@ class ActivityHandle:
         self._event: trio.Event | None = None
 
     def __repr__(self) -> str:
-        return f"<activity {self.name} {'done' if self.done() else 'running'}>"
+        return f"<activity {self.name} {'done' if self.settled() else 'running'}>"
 
     def done(self) -> bool:
-        """True once its outcome is recorded."""
+        """True once its outcome is recorded; recorded itself (a replay returns what the
+        first run saw: it has the outcome from the start)."""
+        return self._wf.recorded_done(f"activity {self.name}", self.settled)
+
+    def settled(self) -> bool:
+        """True once its outcome is recorded: :meth:`done` unrecorded, for garrison's
+        own waits (``first``, an await), which record what they decide."""
         return self._outcome is not None
 
     def _entry(self, out: dict[str, Any]) -> None:
@@ -496,7 +502,7 @@ class Activities(WorkflowCore):
         until a cancel request, delivered here (see :class:`ActivityHandle`)."""
         if self._buffer is not None:  # (an outcome left by a step: durable first)
             await self.records_committed()
-        while not handle.done():
+        while not handle.settled():
             if self.cancel_at is not None:
                 self.cancel_first()  # (it runs on now: it ends after the cancel's time)
             if self.cancel_requested and not self.cancel_delivered:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import outcome
@@ -557,6 +557,27 @@ class WorkflowCore(Caller, WorkflowScope):
                 "the workflow's own (a nursery in workflow code?): durable calls must come "
                 "from the workflow function itself; run things at once with "
                 "workflow.start() and workflow.gather() / first()")
+
+    def recorded_done(self, name: str, done: Callable[[], bool]) -> bool:
+        """A handle's ``done()`` (``name``: the handle, as ``first`` records what it
+        races), recorded as ``now()`` is: a replay returns what the first run saw, not
+        the outcome, promise, clock or inbox the store fills in before the code gets
+        there. ``done`` reads the handle. No cancel is delivered here (a read, as
+        ``version()``). A journal written before ``done()`` was recorded has no record
+        for it: replayed inside such a journal (records or a timer follow), it takes no
+        seq and reads the handle, as it did."""
+        self._op(f"done() of {name}")  # (also when no seq is taken, below)
+        entry = self.cursor.peek()
+        if entry is not None and entry.kind == JournalKind.DONE:
+            entry = self._take(JournalKind.DONE, name, cancel=False)  # checks the name
+            return entry is not None and entry.outcome is True
+        if self.is_replaying():
+            return done()
+        self._take(JournalKind.DONE, name, cancel=False)
+        value = bool(done())
+        self.record(self.buffered(), self.cursor.seq - 1, JournalKind.DONE, name,
+                    "true" if value else "false")
+        return value
 
     def _take(self, kind: JournalKind, name: str, timed: bool = False,
               cancel: bool = True) -> Entry | None:

@@ -142,11 +142,17 @@ class PendingReceive:
         self.value = value
 
     def __repr__(self) -> str:
-        return f"<receive from {self.box.channel} {'done' if self.done() else 'pending'}>"
+        return f"<receive from {self.box.channel} {'done' if self.settled() else 'pending'}>"
 
     def done(self) -> bool:
-        """True once recorded, or while a matching item waits in the inbox (past the
-        deadline of its timeout: one that arrived before the deadline)."""
+        """True once recorded, or while a matching item waits in the inbox; recorded
+        (a replay returns what the first run saw, not the inbox as it is now)."""
+        return self._wf.recorded_done(f"receive {self.box.channel}", self.settled)
+
+    def settled(self) -> bool:
+        """:meth:`done` unrecorded, for garrison's own waits (``first``): true once
+        recorded, or while a matching item waits in the inbox (past the deadline of its
+        timeout: one that arrived before the deadline)."""
         return self.resolved or self._wf._find(
             self.box, None if self.seconds is None else self._wf.timers.get(self.seq)
         ) is not None
@@ -255,7 +261,7 @@ class Receives(WorkflowCore):
         return PendingReceive(self, box, seconds, self.cursor.seq - 1, False, None)
 
     def _claim(self, r: PendingReceive, tx: Transaction) -> None:
-        """Take the waiting item for ``r`` (``r.done()`` was true): recorded in ``tx``."""
+        """Take the waiting item for ``r`` (``r.settled()`` was true): recorded in ``tx``."""
         item = self._find(r.box)
         assert item is not None
         r.resolved, r.value = True, self._consume(item, r.box, r.seq, tx)

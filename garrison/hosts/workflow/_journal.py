@@ -73,6 +73,10 @@ class JournalKind(enum.StrEnum):
     UUID4 = "uuid4"
     RANDOM = "random"
     VERSION = "version"
+    #: what a handle's ``done()`` returned (``true`` or ``false``), named as ``first``
+    #: names what it races (``"timer"``, ``"promise approval"``, ...). Journals written
+    #: before it have no such record: a ``done()`` replayed there takes no seq
+    DONE = "done"
     #: where a cancel request was delivered (raises ``WorkflowCancelled`` on replay)
     CANCEL = "cancel"
     #: seq 0 of a continued run: the state it starts with (``{"state": {...}}``), and the

@@ -374,6 +374,8 @@ def _value_shape(kind: str, out: Any) -> str | None:
         return None if ok else "a number from 0 up to 1"
     if kind == JournalKind.VERSION:
         return None if type(out) is int else "a whole number (the version)"
+    if kind == JournalKind.DONE:
+        return None if type(out) is bool else "true or false (what done() returned)"
     if kind == JournalKind.RECEIVE:
         return None if _receive_readable(out) else (
             'an object: {"inbox": row, "message": {"topic": ...}} or {"inbox": row, '

@@ -138,10 +138,15 @@ class DurablePromise:
         self.name = name
 
     def __repr__(self) -> str:
-        return f"<promise {self.name!r} {'done' if self.done() else 'pending'}>"
+        return f"<promise {self.name!r} {'done' if self.settled() else 'pending'}>"
 
     def done(self) -> bool:
-        """True once resolved or rejected."""
+        """True once resolved or rejected; recorded (a replay returns what the first
+        run saw, not the store's promise as it is now)."""
+        return self._wf.recorded_done(f"promise {self.name}", self.settled)
+
+    def settled(self) -> bool:
+        """:meth:`done` unrecorded, for garrison's own waits (``first``)."""
         return self.name in self._wf.promises
 
     def __await__(self) -> Any:
@@ -161,7 +166,12 @@ class DurableTimer:
         return f"<timer at {timestamp(self.deadline).isoformat()}>"
 
     def done(self) -> bool:
-        """True once the deadline has passed."""
+        """True once the deadline has passed; recorded (a replay returns what the
+        first run saw, not what the clock says now)."""
+        return self._wf.recorded_done("timer", self.settled)
+
+    def settled(self) -> bool:
+        """:meth:`done` unrecorded, for garrison's own waits (``first``, an await)."""
         return self._wf.host.clock.now() >= self.deadline
 
     def __await__(self) -> Any:
@@ -281,7 +291,7 @@ class Waits(Receives):
         try:
             if self.cancel_at is not None and self.cancel_first(timer.deadline):
                 raise WaitCancelled
-            while not timer.done():
+            while not timer.settled():
                 await self._wait(self.host.clock.trio_deadline(timer.deadline),
                                  WorkflowStatus.SLEEPING)
         except WaitCancelled:
@@ -329,7 +339,7 @@ class Waits(Receives):
         seq = self.cursor.seq - 1
         try:
             while True:
-                done = [i for i, a in enumerate(awaitables) if a.done()]
+                done = [i for i, a in enumerate(awaitables) if a.settled()]
                 if done:
                     # several at once (after a stop: a message sent meanwhile, a deadline
                     # passed): the first to be done, as a node that ran on would have
