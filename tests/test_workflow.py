@@ -1983,7 +1983,8 @@ async def test_a_receive_awaited_by_another_workflow_is_refused(
     await node.send("workflows/A", "m", 1)
     assert await node.workflow("A").result() == "A got 1"
     said = await node.workflow("C").result()
-    assert "workflow 'A'" in said and "another trio task" in said, said
+    assert said.startswith("an await of a receive of workflow 'A' was called from "
+                           "workflow 'C': a handle"), said
     # (helper-228: once A had ended, C's await of its receive waited for ever)
     await node.start_workflow(leaves_a_receive, id="A2")
     assert await node.workflow("A2").result() == "left"
@@ -1995,3 +1996,60 @@ async def test_a_receive_awaited_by_another_workflow_is_refused(
 async def leaves_a_receive() -> str:
     SHARED_RECEIVES["r"] = process.inbox().receive()
     return "left"
+
+
+@garrison.activity
+async def shared_step() -> str:
+    return "step"
+
+
+async def shares_its_handles() -> str:
+    SHARED_RECEIVES["h"] = workflow.start(shared_step)
+    SHARED_RECEIVES["t"] = workflow.timer("0.5s")
+    await workflow.sleep("1s")
+    return "a"
+
+
+async def uses_anothers_handles() -> list[str]:
+    await workflow.sleep("0.1s")
+    said = []
+    for key in ("h", "t"):
+        for use in ("await", "done"):
+            try:
+                if use == "await":
+                    await SHARED_RECEIVES[key]
+                else:
+                    SHARED_RECEIVES[key].done()
+                said.append("no error")
+            except garrison.NotInProcess as exc:
+                said.append(str(exc).partition(": ")[0])
+    return said
+
+
+async def test_a_started_activity_awaited_by_another_workflow_is_refused(
+        node: garrison.Node, autojump_clock: Any) -> None:
+    """helper-265: workflow B awaited workflow A's workflow.start handle (shared through
+    a module global) and got its value with nothing in its own journal; a timer shared
+    so was refused, as made from "a nursery in workflow code?". Both are refused, naming
+    both workflows, and so is their done()."""
+    SHARED_RECEIVES.clear()
+    await node.start_workflow(shares_its_handles, id="A")
+    await node.start_workflow(uses_anothers_handles, id="B")
+    said = await node.workflow("B").result()
+    assert said == [
+        "an await of activity 'test_workflow:shared_step' of workflow 'A' was called "
+        "from workflow 'B'",
+        "done() of activity test_workflow:shared_step of workflow 'A' was called from "
+        "workflow 'B'",
+        "await_timer of workflow 'A' was called from workflow 'B'",
+        "done() of timer of workflow 'A' was called from workflow 'B'"], said
+    assert [r.kind for r in node.workflow("B").history()] == ["sleep"]
+    assert await node.workflow("A").result() == "a"
+    await node.start_workflow(uses_anothers_handles, id="B2")  # (A has ended)
+    said = await node.workflow("B2").result()
+    assert said[2:] == [
+        "await_timer of workflow 'A', whose run has ended here, was called from workflow "
+        "'B2'",
+        "done() of timer of workflow 'A', whose run has ended here, was called from "
+        "workflow 'B2'"], said
+    assert [r.kind for r in node.workflow("A").history()] == ["activity", "timer", "sleep"]

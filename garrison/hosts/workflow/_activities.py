@@ -206,6 +206,7 @@ class ActivityHandle:
 
     async def _result(self) -> Any:
         wf = self._wf
+        wf.check_caller(f"an await of activity {self.name!r}")  # (its outcome is wf's)
         if wf.cursor.replaying:
             wf.cancelled_at_await(self.seq)  # (raises where the first run met the cancel)
         if self._outcome is None:

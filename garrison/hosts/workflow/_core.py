@@ -544,6 +544,7 @@ class WorkflowCore(Caller, WorkflowScope):
         if activity_owner() is not None:
             raise NotInProcess(f"{what} cannot be used inside an activity of workflow "
                                f"{self.wid!r}: activities are plain code")
+        self.check_caller(what)
         task = self.task
         if task is None and self.exited.is_set():  # (its handle, kept by other code)
             raise NotInProcess(f"{what} of workflow {self.wid!r}, whose run has ended "
@@ -557,6 +558,21 @@ class WorkflowCore(Caller, WorkflowScope):
                 "the workflow's own (a nursery in workflow code?): durable calls must come "
                 "from the workflow function itself; run things at once with "
                 "workflow.start() and workflow.gather() / first()")
+
+    def check_caller(self, what: str) -> None:
+        """``NotInProcess`` naming both when another workflow's code does ``what`` with a
+        handle of this one (a receive, timer, promise or started activity shared through
+        a module global): its outcome is this workflow's, recorded in this journal, and
+        the other would get it with nothing in its own (a receive's message would reach
+        both)."""
+        caller = runtime_var.get(None)
+        if caller is not self and isinstance(caller, WorkflowCore):
+            ended = ", whose run has ended here," if self.task is None else ""
+            raise NotInProcess(
+                f"{what} of workflow {self.wid!r}{ended} was called from workflow "
+                f"{caller.wid!r}: a handle (receive, timer, promise, workflow.start) "
+                "belongs to the workflow that made it; pass values between workflows "
+                "by messages, promises or child workflows")
 
     def recorded_done(self, name: str, done: Callable[[], bool]) -> bool:
         """A handle's ``done()`` (``name``: the handle, as ``first`` records what it
@@ -590,11 +606,12 @@ class WorkflowCore(Caller, WorkflowScope):
         stopped, recorded only when it ends) taken by any other operation is a
         divergence: code changed while the workflow waited."""
         # _op's checks, read inline (every step passes here); it raises what is wrong
+        # (no task: a run that has ended, whose handle another workflow's code holds)
         task = self.task
         run = _trio_fast.RUN
-        if (run is None or self.store_error is not None
+        if (run is None or self.store_error is not None or task is None
                 or isinstance(runtime_var.get(None), ActivityScope)
-                or (task is not None and getattr(run, "task", None) is not task)):
+                or getattr(run, "task", None) is not task):
             self._op(kind)  # (no task outside trio: a worker thread gets trio's error)
         entry = self.cursor.take(kind, name)  # (raises a kept divergence, as _op's check)
         if entry is not None:
