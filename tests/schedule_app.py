@@ -44,9 +44,10 @@ async def parent_of_two() -> list[str]:
     return sorted(results)
 
 
-async def spawns_later(child_id: str) -> str:
-    """After a second, spawn (monitored) ``job`` by the id ``child_id``; its result."""
-    await workflow.sleep(1.0)
+async def spawns_later(child_id: str, after: float = 1.0) -> str:
+    """After ``after`` seconds, spawn (monitored) ``job`` by the id ``child_id``; its
+    result."""
+    await workflow.sleep(after)
     await process.spawn_monitored(job, id=child_id)
     event = await process.events().receive()
     assert event is not None

@@ -276,6 +276,34 @@ async def test_a_workflow_spawning_an_id_pending_behind_it_starts_it_at_once(
 
 
 
+async def test_a_workflow_spawned_by_id_while_the_store_is_asked_to_admit_it_starts(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, autojump_clock: Any) -> None:
+    """helper-267's review of the fix above: the spawn came while the store was being
+    asked to admit the pending workflow again (a host with a ``rate``): it was in no
+    queue then, so nothing happened, and when the store refused it (another node of a
+    cluster took the rate, here a stand-in that refuses for an hour) it went back to
+    wait its turn, its spawner waiting for it. It starts as a child once it is back."""
+    async with garrison.open_node(store=str(tmp_path / "s.db"), max_concurrent=2,
+                                  rate="1/10s") as node:
+        store = node.hosts["workflows"].store
+        commit = store.commit
+
+        async def busy_cluster(tx: Any) -> Any:
+            admits = [op for op in tx.ops if op[0] is garrison.persistence.Op.ADMIT]
+            if admits and len(tx.ops) == 1 and trio.current_time() < 3600:
+                await trio.sleep(2)  # (the spawn comes meanwhile, at 11 s)
+                return [[]]  # none admitted
+            return await commit(tx)
+
+        # (the parent takes the rate; the other is refused by it at its start, and
+        # offered again when the rate allows, at 10 s)
+        await node.start_workflow(app.spawns_later, "shared", 11.0, id="parent")
+        monkeypatch.setattr(store, "commit", busy_cluster)
+        await node.start_workflow(app.job, id="shared")
+        assert await node.workflow("parent").result() == "shared: shared"
+        assert trio.current_time() < 60, "the spawner waited for the store's refusals"
+
+
 @pytest.mark.parametrize("restart", [False, True], ids=["live", "restart"])
 async def test_a_retried_workflow_waits_by_the_priority_it_was_started_with(
         store_spec: str, restart: bool, autojump_clock: Any) -> None:

@@ -665,9 +665,8 @@ class WorkflowHost:
         and starts it so. One running, finished, or waiting on another live node of the
         cluster is left as it is."""
         wf = self.active.get(wid)
-        if wf is not None:
-            if self.queue.holds(wf):
-                await self.queue.start_child(wf)
+        if wf is not None:  # (waiting, or being offered to the store: it decides)
+            await self.queue.start_child(wf)
             return
         ownership = self.ownership
         if ownership is None or self.closing:

@@ -176,8 +176,10 @@ class WorkflowQueue:
         self._nursery: trio.Nursery | None = None
         #: ids of the waiting workflows a cancel or kill is ending (``_end``)
         self.ending: set[str] = set()
-        #: in a cluster: ids of workflows a workflow here spawned while they waited in
-        #: the store unclaimed, which this node claims (see ``start_child``)
+        #: ids of workflows a workflow here spawned while they waited in the store
+        #: unclaimed (in a cluster: this node claims them), or while the store was
+        #: asked to admit them: each starts as a child once it is here, or back
+        #: (see ``start_child``)
         self.children: set[str] = set()
         #: taken from the queue, their start (admission) being written: they hold a
         #: slot here, but wait still (the store may refuse them)
@@ -423,7 +425,11 @@ class WorkflowQueue:
         """A workflow spawned ``wf`` (by its id) while it waited: it starts now, outside
         the limits, as a child workflow does (holding a slot, taking nothing from the
         rate): its spawner may hold the slot it waits for, and wait for it for ever."""
-        if not self.holds(wf) or self.host.closing:
+        if self.host.closing:
+            return
+        if not self.holds(wf):
+            if wf.wid in self._keys:  # being offered to the store: refused, it is back
+                self.children.add(wf.wid)  # (see ``_back``)
             return
         del self.held[wf.wid]
         self._keys.pop(wf.wid, None)
@@ -629,6 +635,10 @@ class WorkflowQueue:
             heapq.heappush(self._order, key)
             if wf.cancel_requested:  # asked while the store was asked: it ends now
                 self.cancelled(wf)
+            elif wf.wid in self.children and self._nursery is not None:
+                # a workflow spawned it while the store was asked: it starts now
+                self.children.discard(wf.wid)
+                self._nursery.start_soon(self.start_child, wf)
         self.refused()
 
     def _marked(self, batch: list[WorkflowInstance]) -> tuple[Transaction, int]:
@@ -685,6 +695,7 @@ class WorkflowQueue:
         self.stale()
         for wf in batch:
             self._keys.pop(wf.wid, None)
+            self.children.discard(wf.wid)  # (admitted: it starts as it is)
             wf.status = wf.stored_status = WorkflowStatus.RUNNING
             if host.active.get(wf.wid) is wf and not host.closing:
                 host.run_instance(wf)
