@@ -425,9 +425,15 @@ class ClusterMember:
     def claim_now(self, wid: str) -> None:
         """A workflow here spawned ``wid`` (by its id), which waits ``pending`` in the
         store: claim it at once, whatever this node's room, if no live node has (it
-        starts here outside the limits, as a child workflow does: ``queue.children``)."""
+        starts here outside the limits, as a child workflow does: ``queue.children``).
+        A release of it still to be written (this node left it to the store as it was
+        created, full) is dropped: its claim would find it this node's still, and the
+        release, landing after, would take it from under its run."""
         with self._lock:
             self._wanted.append(wid)
+            if wid in self._giving_up:
+                self._giving_up.discard(wid)
+                self._releases = [r for r in self._releases if r != wid]
         self.poke()
 
     def ended(self, wid: str, room: bool) -> None:

@@ -480,10 +480,12 @@ class PgCluster:
         return records
 
     def claim_pending(self, workflow_ids: list[str]) -> list[WorkflowRecord]:
-        """Take those of ``workflow_ids`` that wait ``pending`` owned by no live node,
-        whatever this node's room (a workflow of this node spawned them by id: they
-        start at once, as its children would); their records, now owned by this node.
-        Fenced, and of unknown outcome on a lost connection, as :meth:`claim`."""
+        """Take those of ``workflow_ids`` that wait ``pending`` owned by no live node, or
+        by this one (left to the store as it was created here, its release dropped:
+        ``ClusterMember.claim_now``), whatever this node's room (a workflow of this node
+        spawned them by id: they start at once, as its children would); their records,
+        now owned by this node. Fenced, and of unknown outcome on a lost connection, as
+        :meth:`claim`."""
         if not workflow_ids:
             return []
         s = self._s
@@ -494,11 +496,15 @@ class PgCluster:
                 rows = conn.execute(
                     f"WITH c AS (SELECT w.workflow_id FROM {s}.workflows w "
                     "WHERE w.workflow_id = ANY(%s) AND w.status = 'pending' "
-                    f"AND {_ORPHANED.replace('{s}', s)} FOR UPDATE OF w SKIP LOCKED) "
+                    f"AND ({_ORPHANED.replace('{s}', s)} OR w.owner_epoch = %s) "
+                    # (waiting for a lock, not skipping the row: the spawner's own
+                    # commit holds it a moment, its monitor's key referring to it)
+                    "FOR UPDATE OF w) "
                     f"UPDATE {s}.workflows w SET owner_epoch = %s, owner = %s FROM c "
                     f"WHERE w.workflow_id = c.workflow_id AND {s}.fence(%s, NULL) "
                     f"RETURNING {cols}",
-                    (list(workflow_ids), self.epoch, self.name, self.epoch)).fetchall()
+                    (list(workflow_ids), self.epoch, self.epoch, self.name,
+                     self.epoch)).fetchall()
                 records = [WorkflowRecord.from_row(r) for r in rows]
                 if records:  # (as a claim: the new owner loads everything)
                     conn.execute(f"DELETE FROM {s}.wakeups WHERE workflow_id = ANY(%s)",
