@@ -178,7 +178,13 @@ class ActivityHandle:
     def done(self) -> bool:
         """True once its outcome is recorded; recorded itself (a replay returns what the
         first run saw: it has the outcome from the start)."""
-        return self._wf.recorded_done(f"activity {self.name}", self.settled)
+        return self._wf.recorded_done(self)
+
+    @property
+    def recorded_as(self) -> str:
+        """What it is in the journal, as ``first`` records what it races and ``done()``
+        what it read."""
+        return f"activity {self.name}"
 
     def settled(self) -> bool:
         """True once its outcome is recorded: :meth:`done` unrecorded, for garrison's

@@ -14,8 +14,8 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol, TypeVar
 
 import outcome
 import trio
@@ -101,6 +101,20 @@ class ContinueAsNew(EngineStop):
 
 class WaitCancelled(Exception):
     """A wait was interrupted by a cancel request (the caller journals it at its seq)."""
+
+
+class Settles(Protocol):
+    """A handle of a workflow (a receive, timer, promise or started activity), as
+    ``done()`` and ``first`` read it."""
+
+    @property
+    def recorded_as(self) -> str:
+        """What it is in the journal: ``first`` records what it races by it."""
+        ...
+
+    def settled(self) -> bool:
+        """Whether it is done now, unrecorded."""
+        ...
 
 
 class WorkflowCore(Caller, WorkflowScope):
@@ -574,14 +588,15 @@ class WorkflowCore(Caller, WorkflowScope):
                 "belongs to the workflow that made it; pass values between workflows "
                 "by messages, promises or child workflows")
 
-    def recorded_done(self, name: str, done: Callable[[], bool]) -> bool:
-        """A handle's ``done()`` (``name``: the handle, as ``first`` records what it
-        races), recorded as ``now()`` is: a replay returns what the first run saw, not
-        the outcome, promise, clock or inbox the store fills in before the code gets
-        there. ``done`` reads the handle. No cancel is delivered here (a read, as
-        ``version()``). A journal written before ``done()`` was recorded has no record
-        for it: replayed inside such a journal (records or a timer follow), it takes no
-        seq and reads the handle, as it did."""
+    def recorded_done(self, handle: Settles) -> bool:
+        """``handle.done()`` (a receive, timer, promise or started activity of this
+        workflow), recorded as ``now()`` is, under the name ``first`` records it by: a
+        replay returns what the first run saw, not the outcome, promise, clock or inbox
+        the store fills in before the code gets there. No cancel is delivered here (a
+        read, as ``version()``). A journal written before ``done()`` was recorded has no
+        record for it: replayed inside such a journal (records or a timer follow), it
+        takes no seq and reads the handle, as it did."""
+        name, done = handle.recorded_as, handle.settled
         self._op(f"done() of {name}")  # (also when no seq is taken, below)
         entry = self.cursor.peek()
         if entry is not None and entry.kind == JournalKind.DONE:

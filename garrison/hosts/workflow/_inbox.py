@@ -147,7 +147,12 @@ class PendingReceive:
     def done(self) -> bool:
         """True once recorded, or while a matching item waits in the inbox; recorded
         (a replay returns what the first run saw, not the inbox as it is now)."""
-        return self._wf.recorded_done(f"receive {self.box.channel}", self.settled)
+        return self._wf.recorded_done(self)
+
+    @property
+    def recorded_as(self) -> str:
+        """What it is in the journal (see ``ActivityHandle.recorded_as``)."""
+        return f"receive {self.box.channel}"
 
     def settled(self) -> bool:
         """:meth:`done` unrecorded, for garrison's own waits (``first``): true once

@@ -143,7 +143,12 @@ class DurablePromise:
     def done(self) -> bool:
         """True once resolved or rejected; recorded (a replay returns what the first
         run saw, not the store's promise as it is now)."""
-        return self._wf.recorded_done(f"promise {self.name}", self.settled)
+        return self._wf.recorded_done(self)
+
+    @property
+    def recorded_as(self) -> str:
+        """What it is in the journal (see ``ActivityHandle.recorded_as``)."""
+        return f"promise {self.name}"
 
     def settled(self) -> bool:
         """:meth:`done` unrecorded, for garrison's own waits (``first``)."""
@@ -168,7 +173,12 @@ class DurableTimer:
     def done(self) -> bool:
         """True once the deadline has passed; recorded (a replay returns what the
         first run saw, not what the clock says now)."""
-        return self._wf.recorded_done("timer", self.settled)
+        return self._wf.recorded_done(self)
+
+    @property
+    def recorded_as(self) -> str:
+        """What it is in the journal (see ``ActivityHandle.recorded_as``)."""
+        return "timer"
 
     def settled(self) -> bool:
         """:meth:`done` unrecorded, for garrison's own waits (``first``, an await)."""
@@ -180,17 +190,6 @@ class DurableTimer:
 
 #: what ``workflow.first`` races
 Awaitable = ActivityHandle | DurablePromise | DurableTimer | PendingReceive
-
-
-def _describe(a: Awaitable) -> str:
-    """What ``a`` is, as ``first`` records its arguments (a replay checks them)."""
-    if isinstance(a, DurablePromise):
-        return f"promise {a.name}"
-    if isinstance(a, DurableTimer):
-        return "timer"
-    if isinstance(a, ActivityHandle):
-        return f"activity {a.name}"
-    return f"receive {a.box.channel}"
 
 
 class Waits(Receives):
@@ -325,7 +324,7 @@ class Waits(Receives):
                 raise ValueError("a receive raced in workflow.first() takes no timeout: "
                                  "race it with a workflow.timer() instead")
         entry = self._take(JournalKind.FIRST, "")
-        of = [_describe(a) for a in awaitables]
+        of = [a.recorded_as for a in awaitables]  # (a replay checks them)
         if entry is not None:
             index = int(entry.outcome["index"])
             recorded = entry.outcome.get("of")  # (journals of earlier versions lack it)
