@@ -192,6 +192,14 @@ class DurableTimer:
 Awaitable = ActivityHandle | DurablePromise | DurableTimer | PendingReceive
 
 
+def _close_coroutines(awaitables: tuple[Any, ...]) -> None:
+    """Close the coroutines (``workflow.call(...)``) of ``awaitables`` that will never be
+    awaited: never run, and no "never awaited" warning."""
+    for a in awaitables:
+        if inspect.iscoroutine(a):
+            a.close()
+
+
 class Waits(Receives):
     """The waiting part of a workflow instance (it races inbox receives too)."""
 
@@ -309,9 +317,7 @@ class Waits(Receives):
                 if a._wf is not self:
                     raise ValueError(f"{a!r} belongs to another workflow")
             elif not (others and inspect.isawaitable(a)):
-                for other in awaitables:
-                    if inspect.iscoroutine(other):
-                        other.close()  # (workflow.call(...)): never run, no warning
+                _close_coroutines(awaitables)
                 also = ", activities started with workflow.start() and other awaitables" \
                     if others else " and activities started with workflow.start()"
                 raise TypeError(f"{what} takes promises, timers, inbox receives{also}, "
@@ -396,8 +402,6 @@ class Waits(Receives):
             try:
                 results.append(await a)
             except BaseException:
-                for later in awaitables[i + 1:]:
-                    if inspect.iscoroutine(later):
-                        later.close()
+                _close_coroutines(awaitables[i + 1:])
                 raise
         return results
