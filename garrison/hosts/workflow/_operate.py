@@ -322,47 +322,50 @@ def terminate_unless_node(store: Any, record: Any, error: ErrorInfo) -> Any:
 
 
 # ---------------------------------------------------------------- retry
-def _taken_back(record: Any, entries: list[Any]) -> tuple[int | None, str]:
-    """``(seq, what)`` of the journal record a retry takes back (the failing activity's
-    final error, see the module docs), or ``(None, "")``."""
+def _final_errors(record: Any, entries: list[Any]) -> list[Any]:
+    """The journal entries (of ``entries``, in order) that hold the final error of an
+    activity the workflow of the failed ``record`` failed with (its ``ActivityError``);
+    none if it did not fail so."""
     if WorkflowStatus(record.status) is not WorkflowStatus.FAILED or record.error is None \
-            or record.error.type != "ActivityError" or not entries:
+            or record.error.type != "ActivityError":
+        return []
+    return [entry for entry in entries
+            if entry[1] == JournalKind.ACTIVITY and isinstance(entry[3], dict)
+            and isinstance(entry[3].get("error"), dict)
+            and str(error_from_plain(entry[3]["error"])) == record.error.message]
+
+
+def _taken_back(failing: list[Any], entries: list[Any]) -> tuple[int | None, str]:
+    """``(seq, what)`` of the journal record a retry takes back (the failing activity's
+    final error, ``failing``'s, when it is the journal's last: see the module docs), or
+    ``(None, "")``."""
+    if not failing or failing[-1] is not entries[-1]:
         return None, ""
-    seq, kind, name, outcome, _attempts = entries[-1]
-    if kind != JournalKind.ACTIVITY or not isinstance(outcome, dict) \
-            or not isinstance(outcome.get("error"), dict):
-        return None, ""
-    if str(error_from_plain(outcome["error"])) != record.error.message:
-        return None, ""
+    seq, _kind, name = failing[-1][:3]
     return seq, f"activity {name!r} (seq {seq}) runs again"
 
 
-def _same_failure(record: Any, entries: list[Any]) -> str | None:
-    """Why a retry of the failed ``record`` fails the same way unless the code changed,
-    or ``None``: it failed with the final error of an activity whose record is not the
-    journal's last (its code caught the error, recorded more steps, a compensation say,
-    and raised it again; or it awaited another activity started beside the failed one
-    that ended later). No record is taken back, so a replay hands the code the same
-    recorded error after the same steps: the same code fails again at once, running
-    nothing; code deployed since may handle that error otherwise, so it is said, not
-    refused."""
-    if WorkflowStatus(record.status) is not WorkflowStatus.FAILED or record.error is None \
-            or record.error.type != "ActivityError" or not entries:
+def _same_failure(failing: list[Any], entries: list[Any]) -> str | None:
+    """Why a retry fails the same way unless the code changed, or ``None``: the
+    workflow failed with the final error of an activity (``failing``'s first) whose
+    record is not the journal's last (its code caught the error, recorded more steps,
+    a compensation say, and raised it again; or it awaited another activity started
+    beside the failed one that ended later). No record is taken back, so a replay hands
+    the code the same recorded error after the same steps: the same code fails again
+    at once, running nothing; code deployed since may handle that error otherwise, so
+    it is said, not refused."""
+    if not failing:
         return None
-    for seq, kind, name, outcome, _attempts in entries:
-        if kind == JournalKind.ACTIVITY and isinstance(outcome, dict) \
-                and isinstance(outcome.get("error"), dict) \
-                and str(error_from_plain(outcome["error"])) == record.error.message:
-            last_seq, last_kind, last_name = entries[-1][:3]
-            last = f"{last_kind} {last_name!r}" if last_name else str(last_kind)
-            return (f"note: it failed with the final error of activity {name!r} (seq "
-                    f"{seq}), which its code raised after the journal's last record "
-                    f"({last}, seq {last_seq}): nothing is taken back, and the same code "
-                    "replays to the same failure, running no activity again (a retry runs "
-                    "the failed activity again only when its error is the journal's last "
-                    "record; deploy code that handles the error first, or start the work "
-                    "again as a new workflow)")
-    return None
+    seq, _kind, name = failing[0][:3]
+    last_seq, last_kind, last_name = entries[-1][:3]
+    last = f"{last_kind} {last_name!r}" if last_name else str(last_kind)
+    return (f"note: it failed with the final error of activity {name!r} (seq "
+            f"{seq}), which its code raised after the journal's last record "
+            f"({last}, seq {last_seq}): nothing is taken back, and the same code "
+            "replays to the same failure, running no activity again (a retry runs "
+            "the failed activity again only when its error is the journal's last "
+            "record; deploy code that handles the error first, or start the work "
+            "again as a new workflow)")
 
 
 def retry_transaction(store: Any, record: Any) -> tuple[Transaction, str]:
@@ -378,9 +381,10 @@ def retry_transaction(store: Any, record: Any) -> tuple[Transaction, str]:
     # first one landed would take back a step the first run has recorded since
     tx = OperatorTransaction().expect_workflow(record.workflow_id, status=record.status,
                                                attempt=record.attempt)
-    seq, what = _taken_back(record, entries)
+    failing = _final_errors(record, entries)
+    seq, what = _taken_back(failing, entries)
     if seq is None:
-        what = _same_failure(record, entries) or what
+        what = _same_failure(failing, entries) or what
     if seq is not None:
         tx.truncate_journal(record.workflow_id, seq)
     # a cancel asked before a failed workflow ended (by a terminate, a failure) did not
