@@ -411,10 +411,7 @@ class WorkflowQueue:
         self.stale()
         if wf.cancel_requested:  # by a tool while it waited
             self.cancelled(wf)
-        if wf.wid in self.children:  # claimed for the workflow that spawned it
-            self.children.discard(wf.wid)
-            if self._nursery is not None:
-                self._nursery.start_soon(self.start_child, wf)
+        self._spawned_meanwhile(wf)  # (claimed for the workflow that spawned it)
         self._changed.set()
 
     def holds(self, wf: WorkflowInstance) -> bool:
@@ -445,6 +442,14 @@ class WorkflowQueue:
         finally:
             self._admitting -= 1
         self._run([wf], results, -1)
+
+    def _spawned_meanwhile(self, wf: WorkflowInstance) -> None:
+        """``wf``, waiting in the queue now, was spawned by a workflow while it was not
+        here (``children``): it starts now, as :meth:`start_child` says."""
+        if wf.wid in self.children:
+            self.children.discard(wf.wid)
+            if self._nursery is not None:
+                self._nursery.start_soon(self.start_child, wf)
 
     def offer(self, wf: WorkflowInstance, record: WorkflowRecord) -> None:
         """A stored unfinished workflow this node did not run (a tool created it, or it
@@ -635,10 +640,8 @@ class WorkflowQueue:
             heapq.heappush(self._order, key)
             if wf.cancel_requested:  # asked while the store was asked: it ends now
                 self.cancelled(wf)
-            elif wf.wid in self.children and self._nursery is not None:
-                # a workflow spawned it while the store was asked: it starts now
-                self.children.discard(wf.wid)
-                self._nursery.start_soon(self.start_child, wf)
+            else:  # (spawned while the store was asked)
+                self._spawned_meanwhile(wf)
         self.refused()
 
     def _marked(self, batch: list[WorkflowInstance]) -> tuple[Transaction, int]:
