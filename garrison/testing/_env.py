@@ -80,8 +80,8 @@ class SkippingClock(WallClock):
         self.skipped = 0.0
         #: set when something new waits on this clock (the skipper looks again)
         self.changed = trio.Event()
-        #: what waits on this clock's time: ``(wall time, its event or alarm)``
-        self.sleepers: list[tuple[float, trio.Event | _Alarm]] = []
+        #: what waits on this clock's time: ``(wall time, its alarm)``
+        self.sleepers: list[tuple[float, _Alarm]] = []
         self._walls: dict[float, float] = {}
 
     def now(self) -> float:
@@ -104,17 +104,17 @@ class SkippingClock(WallClock):
         return self._walls.get(trio_deadline)
 
     async def sleep(self, seconds: float) -> None:
-        entry = (self.now() + seconds, trio.Event())
-        self.sleepers.append(entry)
-        self.changed.set()
+        woken = trio.Event()
+        disarm = self.alarm(seconds, woken.set)
         try:
-            await entry[1].wait()
+            await woken.wait()
         finally:
-            self.sleepers.remove(entry)
+            disarm()
 
     def alarm(self, seconds: float, fire: Callable[[], None]) -> Callable[[], None]:
-        """Call ``fire`` at the jump that passes ``seconds`` from now (a workflow's call
-        timeout: its waiter is cancelled, no task of its own); returns the disarm."""
+        """Call ``fire`` at the jump that passes ``seconds`` from now (a sleep's wake-up;
+        a workflow's call timeout: its waiter is cancelled, no task of its own); returns
+        the disarm."""
         entry = (self.now() + seconds, _Alarm(fire))
         self.sleepers.append(entry)
         self.changed.set()
@@ -132,14 +132,14 @@ class SkippingClock(WallClock):
         self.skipped += max(0.0, wall - self.now())
         self._walls.clear()
         now = self.now()
-        for target, event in self.sleepers:
+        for target, alarm in self.sleepers:
             if target <= now:
-                event.set()
+                alarm.set()
 
 
 class _Alarm:
-    """A sleeper of :class:`SkippingClock` that calls a function when its time comes,
-    where the others set an event."""
+    """A sleeper of :class:`SkippingClock`: calls a function (once) when its time
+    comes."""
 
     __slots__ = ("_fire",)
 
@@ -301,7 +301,7 @@ class WorkflowEnv:
             loops = [loop for host in self._hosts() for loop in (host.scheduler, host.queue)]
             targets += [clock.wall_of(host.queue.wait_deadline) for host in self._hosts()
                         if host.queue.wait_deadline is not None]
-            targets += [target for target, _event in clock.sleepers]
+            targets += [target for target, _alarm in clock.sleepers]
             ticks = [clock.wall_of(host.scheduler.wait_deadline) for host in self._hosts()
                      if host.scheduler.wait_deadline is not None]
             # (a wait "for ever" records the latest deadline there is: never due)
