@@ -43,7 +43,7 @@ import json
 import os
 import socket
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import attrs
@@ -63,6 +63,8 @@ SCHEDULE_WAKEUP_TTL = 86400.0
 #: statuses of a live node
 LIVE = ("active", "draining")
 _UNFINISHED = "status NOT IN ('completed', 'failed', 'cancelled')"
+#: the columns of a claimed workflow (``w``), as a claim returns them
+_CLAIMED = ", ".join("w." + c.strip() for c in WorkflowRecord.COLUMNS.split(","))
 #: a workflow ``w`` no live node owns (nobody, or a node lost or gone): one to claim
 _ORPHANED = (
     "(w.owner_epoch IS NULL OR NOT EXISTS (SELECT 1 FROM {s}.nodes n WHERE "
@@ -446,37 +448,44 @@ class PgCluster:
         run by no one, while this node renews its lease."""
         if limit <= 0:
             return []
+        records = self._claiming(lambda conn: self._claim(conn, limit, refused))
+        records.sort(key=lambda r: (r.created, r.workflow_id))
+        return records
+
+    def _claiming(self, take: Callable[[psycopg.Connection[Any]], list[WorkflowRecord]]
+                  ) -> list[WorkflowRecord]:
+        """``take(conn)`` in a transaction of the cluster's connection: the workflows it
+        claimed, whose wakeups are spent with it (their new owner loads everything). A
+        connection lost before the answer sets :attr:`claim_unknown` (see :meth:`claim`)."""
         conn = self.connect()
         try:
-            records = self._claim(conn, limit, refused)
+            with conn.transaction():
+                records = take(conn)
+                if records:
+                    conn.execute(f"DELETE FROM {self._s}.wakeups WHERE workflow_id = ANY(%s)",
+                                 ([r.workflow_id for r in records],))
         except psycopg.OperationalError:
             if conn.closed or conn.broken:  # the outcome is unknown
                 self.claim_unknown = True
             raise
-        records.sort(key=lambda r: (r.created, r.workflow_id))
         return records
 
     def _claim(self, conn: psycopg.Connection[Any], limit: int,
                refused: list[str] | None) -> list[WorkflowRecord]:
         s = self._s
-        cols = ", ".join("w." + c.strip() for c in WorkflowRecord.COLUMNS.split(","))
-        with conn.transaction():
-            rows = conn.execute(
-                f"WITH c AS (SELECT w.workflow_id FROM {s}.workflows w "
-                f"LEFT JOIN {s}.queue q ON q.workflow_id = w.workflow_id WHERE {_UNFINISHED} "
-                f"AND {_ORPHANED.replace('{s}', s)} AND {_NOT_REFUSED.replace('{s}', s)} "
-                "ORDER BY w.status = 'pending', q.priority DESC NULLS LAST, q.seq, w.created, "
-                'w.workflow_id COLLATE "C" LIMIT %s FOR UPDATE OF w SKIP LOCKED) '
-                f"UPDATE {s}.workflows w SET owner_epoch = %s, owner = %s FROM c "
-                f"WHERE w.workflow_id = c.workflow_id AND {s}.fence(%s, NULL) "
-                f"RETURNING {cols}",
-                (list(refused or ()), limit, self.epoch, self.name, self.epoch)).fetchall()
-            records = [WorkflowRecord.from_row(r) for r in rows]
-            if refused:
-                records = self._drop_stale(conn, records, set(refused))
-            if records:  # the new owner loads everything: their wakeups are spent
-                conn.execute(f"DELETE FROM {s}.wakeups WHERE workflow_id = ANY(%s)",
-                             ([r.workflow_id for r in records],))
+        rows = conn.execute(
+            f"WITH c AS (SELECT w.workflow_id FROM {s}.workflows w "
+            f"LEFT JOIN {s}.queue q ON q.workflow_id = w.workflow_id WHERE {_UNFINISHED} "
+            f"AND {_ORPHANED.replace('{s}', s)} AND {_NOT_REFUSED.replace('{s}', s)} "
+            "ORDER BY w.status = 'pending', q.priority DESC NULLS LAST, q.seq, w.created, "
+            'w.workflow_id COLLATE "C" LIMIT %s FOR UPDATE OF w SKIP LOCKED) '
+            f"UPDATE {s}.workflows w SET owner_epoch = %s, owner = %s FROM c "
+            f"WHERE w.workflow_id = c.workflow_id AND {s}.fence(%s, NULL) "
+            f"RETURNING {_CLAIMED}",
+            (list(refused or ()), limit, self.epoch, self.name, self.epoch)).fetchall()
+        records = [WorkflowRecord.from_row(r) for r in rows]
+        if refused:
+            records = self._drop_stale(conn, records, set(refused))
         return records
 
     def claim_pending(self, workflow_ids: list[str]) -> list[WorkflowRecord]:
@@ -489,31 +498,22 @@ class PgCluster:
         if not workflow_ids:
             return []
         s = self._s
-        cols = ", ".join("w." + c.strip() for c in WorkflowRecord.COLUMNS.split(","))
-        conn = self.connect()
-        try:
-            with conn.transaction():
-                rows = conn.execute(
-                    f"WITH c AS (SELECT w.workflow_id FROM {s}.workflows w "
-                    "WHERE w.workflow_id = ANY(%s) AND w.status = 'pending' "
-                    f"AND ({_ORPHANED.replace('{s}', s)} OR w.owner_epoch = %s) "
-                    # (waiting for a lock, not skipping the row: the spawner's own
-                    # commit holds it a moment, its monitor's key referring to it)
-                    "FOR UPDATE OF w) "
-                    f"UPDATE {s}.workflows w SET owner_epoch = %s, owner = %s FROM c "
-                    f"WHERE w.workflow_id = c.workflow_id AND {s}.fence(%s, NULL) "
-                    f"RETURNING {cols}",
-                    (list(workflow_ids), self.epoch, self.epoch, self.name,
-                     self.epoch)).fetchall()
-                records = [WorkflowRecord.from_row(r) for r in rows]
-                if records:  # (as a claim: the new owner loads everything)
-                    conn.execute(f"DELETE FROM {s}.wakeups WHERE workflow_id = ANY(%s)",
-                                 ([r.workflow_id for r in records],))
-        except psycopg.OperationalError:
-            if conn.closed or conn.broken:  # the outcome is unknown
-                self.claim_unknown = True
-            raise
-        return records
+
+        def take(conn: psycopg.Connection[Any]) -> list[WorkflowRecord]:
+            return [WorkflowRecord.from_row(r) for r in conn.execute(
+                f"WITH c AS (SELECT w.workflow_id FROM {s}.workflows w "
+                "WHERE w.workflow_id = ANY(%s) AND w.status = 'pending' "
+                f"AND ({_ORPHANED.replace('{s}', s)} OR w.owner_epoch = %s) "
+                # (waiting for a lock, not skipping the row: the spawner's own commit
+                # holds it a moment, its monitor's key referring to it)
+                "FOR UPDATE OF w) "
+                f"UPDATE {s}.workflows w SET owner_epoch = %s, owner = %s FROM c "
+                f"WHERE w.workflow_id = c.workflow_id AND {s}.fence(%s, NULL) "
+                f"RETURNING {_CLAIMED}",
+                (list(workflow_ids), self.epoch, self.epoch, self.name,
+                 self.epoch)).fetchall()]
+
+        return self._claiming(take)
 
     def owned(self) -> list[WorkflowRecord]:
         """The unfinished workflows the store says this node's incarnation owns (after a
