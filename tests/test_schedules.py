@@ -730,6 +730,39 @@ async def test_a_schedule_change_whose_wakeup_committed_late_is_not_skipped(
                 await until(node, "A", False)
 
 
+async def test_a_repair_of_replaced_ticks_that_fails_half_way_skips_a_tick_once(
+        tmp_path: Path, autojump_clock: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """After nodes were lost the scheduler looks at the ticks it replaced, one schedule
+    after another. A store read failing at the second put all of them back for the next
+    try, the first one's skip included: counted ``skipped`` (and warned) twice."""
+    from garrison._errors import StoreError
+
+    caplog.set_level(logging.WARNING, logger="garrison.schedules")
+    async with garrison.open_node(store=str(tmp_path / "s.db")) as node:
+        await node.schedule("a", app.job, 10 * HOUR, every="1h", catchup_window="2h")
+        await node.schedule("b", app.job, every="1h", catchup_window="2h")
+        await trio.sleep(1.1 * HOUR)  # a's 1h run runs for 10h, b's has ended
+        scheduler = node.hosts["workflows"].scheduler
+        reload, failed = scheduler._reload, []
+
+        async def reload_failing_once(sid: str) -> None:
+            if sid == "b" and not failed:
+                failed.append(sid)
+                raise StoreError(None, "out of reach")
+            await reload(sid)
+
+        scheduler._reload = reload_failing_once
+        lost = {sid: tick_id(sid, at(0.5)) for sid in ("a", "b")}  # replaced by 1h's
+        scheduler._replaced.update(lost)
+        scheduler.nodes_lost()
+        await trio.sleep(10)
+        assert failed == ["b"]
+        assert node.stats()["schedules"]["workflows"]["skipped"] == 1
+    skips = [r.getMessage() for r in caplog.records if "(a later run)" in r.getMessage()]
+    assert len(skips) == 1, skips
+    assert lost["b"] in ids()
+
+
 # ------------------------------------------------------------------ DST
 def ticks(cron: str, start: dt.datetime, n: int) -> list[str]:
     """The next ``n`` ticks of ``cron`` in New York after ``start``, as ISO times."""

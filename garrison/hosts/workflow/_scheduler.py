@@ -338,28 +338,35 @@ class Scheduler:
         # a schedule that ticks more often than a lease: this node recorded its next
         # tick(s) over the lost node's before the loss was known (the last run is not
         # that tick any more, so _interrupted cannot find it)
-        replaced, self._replaced = self._replaced, {}
+        left, self._replaced = dict(sorted(self._replaced.items())), {}
         now = self.host.clock.now()
         try:
-            for sid, wid in sorted(replaced.items()):
-                await self._reload(sid)  # (its last run now)
-                row = self.rows.get(sid)
-                tick = tick_of(sid, wid)
-                if row is None or tick is None or now - tick > row.catchup_window \
-                        or await run_blocking(store.get_workflow, wid) is not None:
-                    continue
-                last = row.last_workflow
-                if (row.overlap != "allow_all" and last is not None
-                        and await self._unfinished(last)):
-                    self.counts["skipped"] += 1
-                    log.warning(_LEFT_TICK + "skipped, as workflow %s (a later run) is "
-                                "still running (overlap %r)", sid, wid, last, row.overlap,
-                                extra={"schedule_id": sid, "workflow_id": wid})
-                    continue
-                await self._start(row, wid, said=_said_started(sid, wid))
+            for sid, wid in list(left.items()):
+                await self._repair_replaced(sid, wid, now)
+                del left[sid]  # (done: a failure below does not repair it twice)
         except BaseException:  # (the store failed: looked at again with the next repair)
-            self._replaced = {**replaced, **self._replaced}
+            self._replaced = {**left, **self._replaced}
             raise
+
+    async def _repair_replaced(self, sid: str, wid: str, now: float) -> None:
+        """Start the tick ``wid`` of schedule ``sid`` that this node replaced (see
+        :meth:`_repair_lost`), unless it is too old, exists, or the overlap policy skips
+        it."""
+        store = self.host.store
+        await self._reload(sid)  # (its last run now)
+        row = self.rows.get(sid)
+        tick = tick_of(sid, wid)
+        if row is None or tick is None or now - tick > row.catchup_window \
+                or await run_blocking(store.get_workflow, wid) is not None:
+            return
+        last = row.last_workflow
+        if row.overlap != "allow_all" and last is not None and await self._unfinished(last):
+            self.counts["skipped"] += 1
+            log.warning(_LEFT_TICK + "skipped, as workflow %s (a later run) is "
+                        "still running (overlap %r)", sid, wid, last, row.overlap,
+                        extra={"schedule_id": sid, "workflow_id": wid})
+            return
+        await self._start(row, wid, said=_said_started(sid, wid))
 
     def _take(self, record: ScheduleRecord) -> None:
         """Hold ``record`` in memory (its next tick in the heap)."""
