@@ -306,6 +306,13 @@ class Transaction:
         return self._add(workflow_id, Op.UPDATE_WORKFLOW,
                          (workflow_id, unix_seconds(time), tuple(sets)))
 
+    def resume_workflow(self, workflow_id: str, *,
+                        time: _dt.datetime | float | None = None) -> Transaction:
+        """A node runs the workflow again (resumed ``pending``, ``blocked`` or parked):
+        status ``running``, and the error it held cleared (a blocked one's
+        ``NonDeterminismError`` is over once code that replays it runs it)."""
+        return self.update_workflow(workflow_id, status="running", error=None, time=time)
+
     def set_attributes(
         self,
         workflow_id: str,

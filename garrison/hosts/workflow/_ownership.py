@@ -71,9 +71,8 @@ def adopt(host: WorkflowHost, records: list[WorkflowRecord]) -> list[str]:
             waiting[wid] = (record, wf)
             started.append(wid)
             continue
-        if record.status != WorkflowStatus.RUNNING:  # (a blocked one's error goes too:
-            resumed.update_workflow(wid, status=WorkflowStatus.RUNNING,  # it runs again)
-                                    error=None, time=host.clock.now())
+        if record.status != WorkflowStatus.RUNNING:
+            resumed.resume_workflow(wid, time=host.clock.now())
         host.run_instance(wf)
         host.counts["resumed"] += 1  # unfinished: a node that died or drained left it
         if wf.cancel_requested:

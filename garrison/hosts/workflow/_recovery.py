@@ -202,10 +202,7 @@ async def resume_all(host: WorkflowHost, nursery: trio.Nursery) -> None:
                 continue
             host.active[wf.wid] = wf
             if record.status != WorkflowStatus.RUNNING:  # pending, blocked, parked
-                # (error=None: a blocked one's NonDeterminismError is over, it runs
-                # again, as after a retry; a parked one has none)
-                resumed.update_workflow(wf.wid, status=WorkflowStatus.RUNNING, error=None,
-                                        time=host.clock.now())
+                resumed.resume_workflow(wf.wid, time=host.clock.now())
             host.queue.started(wf)
             nursery.start_soon(wf.main)
             recovering.append(wf)
@@ -353,9 +350,7 @@ def refresh(host: WorkflowHost, wid: str, *, starting: bool = False) -> None:
             return
         wf = load(host, record)
         if record.status != WorkflowStatus.RUNNING:
-            mark_running(host, Transaction().update_workflow(  # (a blocked one's error
-                wid, status=WorkflowStatus.RUNNING, error=None,  # goes: see resume_all)
-                time=host.clock.now()))
+            mark_running(host, Transaction().resume_workflow(wid, time=host.clock.now()))
         host.run_instance(wf)
         host.counts["started"] += 1  # by a tool, while this node runs
         return
