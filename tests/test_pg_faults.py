@@ -738,6 +738,36 @@ async def test_a_search_filter_tells_true_from_1_on_both_stores(
             assert found("1") == ["t-text"], store
 
 
+async def test_a_search_filter_on_an_object_or_array_matches_alike_on_both_stores(
+        postgres_url: str, tmp_path: Path) -> None:
+    """SQLite compared an object or array as its JSON text: ``{"b":2,"a":1}`` did not
+    match ``{"a":1,"b":2}``, nor ``[1,2]`` match ``[1.0,2]``, where PostgreSQL's jsonb
+    matches both. Now both compare them as jsonb does (``true`` still only ``true``)."""
+    values = [("o", {"a": 1, "b": 2}), ("arr", [1.0, 2]), ("deep", {"x": [1.0, {"y": True}]}),
+              ("flags", [True]), ("ones", [1]), ("text", "[1, 2]")]
+    for store in (str(tmp_path / "s.db"), postgres_url):
+        async with garrison.open_node(store=store, name="a") as n:
+            for wid, value in values:
+                await n.start_workflow(app.tagged, value, id=wid)
+            with trio.fail_after(10):
+                for wid, _ in values:
+                    await n.workflow(wid).result()
+
+            def found(value: Any) -> list[str]:
+                return sorted(w.workflow_id for w in n.workflows(search={"v": value}))
+
+            assert found({"b": 2, "a": 1}) == ["o"], store
+            assert found({"a": 1.0, "b": 2}) == ["o"], store
+            assert found({"a": 1}) == [], store
+            assert found([1, 2]) == ["arr"], store
+            assert found([2, 1]) == [], store
+            assert found({"x": [1, {"y": True}]}) == ["deep"], store
+            assert found({"x": [1, {"y": 1}]}) == [], store
+            assert found([True]) == ["flags"], store
+            assert found([1.0]) == ["ones"], store
+            assert found("[1, 2]") == ["text"], store
+
+
 def test_a_node_on_a_role_that_cannot_write_is_a_store_error(postgres_url: str) -> None:
     """A read-only role (or a read-only server) made opening a node a psycopg traceback
     (the node's first write at open); it is a StoreError saying what the node needs."""

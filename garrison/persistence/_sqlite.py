@@ -168,6 +168,36 @@ def _read_only_query(file: str, path: str | None) -> str:
     return "immutable=1"
 
 
+def _json_same(a: Any, b: Any) -> bool:
+    """``a`` and ``b`` (decoded JSON) are the same value as PostgreSQL's ``jsonb``
+    compares them: an object's keys in any order, a number equal to a number of the
+    same value (``1`` and ``1.0``), ``true`` and ``false`` only themselves."""
+    if isinstance(a, dict):
+        return (isinstance(b, dict) and a.keys() == b.keys()
+                and all(_json_same(v, b[k]) for k, v in a.items()))
+    if isinstance(a, list):
+        return (isinstance(b, list) and len(a) == len(b)
+                and all(_json_same(x, y) for x, y in zip(a, b, strict=True)))
+    if isinstance(a, bool) or isinstance(b, bool):
+        return a is b
+    if isinstance(a, int | float):
+        return isinstance(b, int | float) and a == b
+    return type(a) is type(b) and bool(a == b)
+
+
+def _json_equal(stored: str | None, wanted: str) -> bool:
+    """The SQL function ``garrison_json_equal``: a stored search attribute's object or
+    array (its JSON text) against a filter's, by :func:`_json_same` (a comparison of
+    their texts would tell ``{"a":1,"b":2}`` from ``{"b":2,"a":1}``, ``[1]`` from
+    ``[1.0]``, where PostgreSQL's store matches them)."""
+    if stored is None:
+        return False
+    try:
+        return _json_same(json.loads(stored), json.loads(wanted))
+    except ValueError:  # (not JSON: written by hand)
+        return False
+
+
 def _text_or_bytes(value: bytes) -> str | bytes:
     """A text value as read for :meth:`SQLiteStore._query`'s ``raw_text``: its
     ``bytes`` when they are not UTF-8."""
@@ -735,6 +765,7 @@ class SQLiteStore(StoreShortcuts):
         )
         conn.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
         conn.execute("PRAGMA foreign_keys=ON")
+        conn.create_function("garrison_json_equal", 2, _json_equal, deterministic=True)
         return conn
 
     def check_file(self) -> None:
@@ -1280,9 +1311,15 @@ class SQLiteStore(StoreShortcuts):
             params.extend(parse_status(s).value for s in statuses)
         for key, value in (search or {}).items():
             path = "$." + json.dumps(str(key))
+            text = search_json(key, value)
+            if text[0] in "{[":  # an object or array: compared as jsonb compares them
+                where.append("json_type(search, ?) = ? AND "
+                             "garrison_json_equal(json_extract(search, ?), ?)")
+                params.extend((path, "object" if text[0] == "{" else "array", path, text))
+                continue
             where.append("json_extract(search, ?) IS json_extract(?, '$')")
             params.append(path)
-            params.append(search_json(key, value))
+            params.append(text)
             # json_extract makes true and false the numbers 1 and 0: the JSON type tells
             # them apart (a number matches a number of the same value, as in jsonb)
             if isinstance(value, bool):
