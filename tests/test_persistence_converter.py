@@ -450,3 +450,85 @@ def test_a_value_no_enum_member_has_is_refused_naming_the_values_and_the_one_giv
         with pytest.raises(PayloadError) as info:
             structure(value, hint, what="argument 1")
         assert said in str(info.value), str(info.value)
+
+
+class _Level(enum.IntEnum):
+    LOW = 1
+    HIGH = 2
+
+
+class _Grade(enum.Enum):  # (an enum of int values, not an IntEnum)
+    S = 1
+    M = 2
+
+
+@attrs.frozen
+class _Counts:
+    by_day: dict[int, int]
+    by_id: dict[uuid.UUID, _Level] | None = None
+
+
+@pytest.mark.parametrize("value, hint, text", [
+    ({1: "a", -2: "b"}, dict[int, str], '{"1":"a","-2":"b"}'),
+    ({uuid.UUID(int=7): _Level.HIGH},
+     dict[uuid.UUID, _Level], '{"00000000-0000-0000-0000-000000000007":2}'),
+    ({_Level.LOW: _Counts({3: 4})}, dict[_Level, _Counts],
+     '{"1":{"by_day":{"3":4},"by_id":null}}'),
+    ({_Grade.M: 1.5, _Grade.S: 0.0}, dict[_Grade, float], '{"2":1.5,"1":0.0}'),
+    ({2.5: True, 1.0: False}, dict[float, bool], '{"2.5":true,"1.0":false}'),
+    ({True: 1}, dict[bool, int] | None, '{"true":1}'),
+    ([{1: [2]}, {}], list[dict[int, list[int]]], '[{"1":[2]},{}]'),
+    (({1: 2}, "x"), tuple[dict[int, int], str], '[{"1":2},"x"]'),
+    ({"a": {1: 2}}, dict[str, dict[int, int]], '{"a":{"1":2}}'),
+    (_Counts({1: 2}, {uuid.UUID(int=1): _Level.LOW}), _Counts,
+     '{"by_day":{"1":2},"by_id":{"00000000-0000-0000-0000-000000000001":1}}'),
+])
+def test_a_dict_declared_with_keys_of_another_type_than_str_round_trips(
+        value: Any, hint: Any, text: str) -> None:
+    """JSON object keys are strings: a dict whose declared type gives its keys another
+    type is stored with each key as its JSON text, and restored by that type."""
+    stored = to_json(value, what="x", hint=hint)
+    assert stored == text
+    back = from_json(stored, hint)
+    assert back == value
+    assert [type(k) for k in _keys(back)] == [type(k) for k in _keys(value)]
+
+
+def _keys(value: Any) -> list[Any]:
+    """The keys of every dict in ``value`` (lists, tuples and records walked), in order."""
+    if isinstance(value, dict):
+        return [k for key, item in value.items() for k in [key, *_keys(item)]]
+    if isinstance(value, list | tuple):
+        return [k for item in value for k in _keys(item)]
+    if attrs.has(type(value)):
+        return _keys(attrs.asdict(value, recurse=False))
+    return []
+
+
+def test_a_record_field_of_int_keys_stored_by_an_older_release_restores() -> None:
+    """An attrs field ``dict[int, int]`` was stored as now (json.dumps wrote its keys as
+    text), but restoring it refused the key ``"1"`` (not an integer): such a journal
+    record replays now."""
+    assert from_json('{"by_day":{"1":2,"-3":4},"by_id":null}', _Counts) == _Counts({1: 2, -3: 4})
+
+
+def test_a_dict_of_non_str_keys_without_a_declared_key_type_is_still_refused() -> None:
+    for hint in (Any, dict, dict[Any, int], list[dict[str, int]]):
+        value: Any = [{1: 2}] if hint == list[dict[str, int]] else {1: 2}
+        with pytest.raises(PayloadError, match=r"cannot store the thing: a value of type "
+                           r"int at .*\(a key of the dict there\).*JSON object keys must "
+                           r"be str"):
+            to_json(value, what="the thing", hint=hint)
+
+
+def test_a_declared_key_without_a_json_text_or_a_key_of_another_type_is_refused() -> None:
+    with pytest.raises(PayloadError, match=r"a value of type tuple at the top \(a key of "
+                       r"the dict there\) .*string or a number as its JSON form"):
+        to_json({(1, 2): 3}, what="x", hint=dict[tuple[int, int], int])
+    for text, said in (('{"a":1}', '''at ['a']: expected an integer, got a string "a"'''),
+                       ('{"1.5":1}', "at [1.5]: expected an integer, got a number 1.5"),
+                       ("[1]", "expected a JSON object, got list [1]")):
+        with pytest.raises(PayloadError) as info:
+            from_json(text, dict[int, int], what="x")
+        assert str(info.value).startswith("cannot restore x as dict[int, int]: ")
+        assert str(info.value).endswith(said), info.value

@@ -6,7 +6,9 @@ Everything that crosses into durable storage passes through here: builtins
 (ISO 8601, normalised to UTC), ``uuid.UUID`` and ``Pid`` (as ``str(pid)``).
 Never pickle. Anything else (sets, bytes, arbitrary objects, functions, naive
 datetimes, dicts with non-``str`` keys) raises :class:`~garrison.PayloadError`
-naming its type and what it was, at the call that passed it.
+naming its type and what it was, at the call that passed it. A dict whose declared
+type gives its keys another type (``dict[int, Order]``: an attrs field's, or the hint
+:func:`to_json` is given) is stored with each key as its JSON text, and restored by it.
 
 Typed values come back from type hints: ``from_json(text, Order)`` rebuilds an
 attrs ``Order``; without a hint (``Any``) the plain JSON shape is returned, so
@@ -18,16 +20,18 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import enum
+import functools
 import json
 import sys
 import types
 import uuid
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Union, get_args, get_origin
+from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
+from typing import Any, Literal, NewType, Union, get_args, get_origin
 
 import attrs
 import cattrs
 import cattrs.v
+from cattrs.cols import is_mapping, mapping_structure_factory
 from cattrs.errors import (
     BaseValidationError,
     IterableValidationError,
@@ -247,6 +251,137 @@ def _unstructure_seq(value: list[Any] | tuple[Any, ...]) -> list[Any]:
     return [unstructure(item) for item in value]
 
 
+#: types whose JSON form is a string: a key of one is stored as that string, as a
+#: ``str`` key is (their other types' keys -- numbers, booleans -- are JSON text there)
+_TEXT_FORMED = (str, uuid.UUID, _dt.datetime, Pid)
+
+
+def _text_key(key_type: Any) -> bool:
+    """A dict key of type ``key_type`` is a JSON string (a ``str``, ``UUID``, ``datetime``
+    or ``Pid``; an enum of ``str`` values; a ``Literal`` of strings; ``Any``): stored and
+    restored as cattrs does a ``dict[str, ...]``'s."""
+    if key_type is Any or key_type is object:
+        return True
+    if isinstance(key_type, NewType):
+        return _text_key(key_type.__supertype__)
+    if get_origin(key_type) is Literal:
+        return all(isinstance(a, str) for a in get_args(key_type))
+    if isinstance(key_type, type) and issubclass(key_type, enum.Enum):
+        return all(isinstance(m.value, str) for m in key_type)
+    return isinstance(key_type, type) and issubclass(key_type, _TEXT_FORMED)
+
+
+@functools.lru_cache(maxsize=1024)
+def declares_keys(hint: Any) -> bool:
+    """``hint`` declares a dict whose keys are not all strings (``dict[int, Order]``,
+    ``list[dict[uuid.UUID, int]]``, ``dict[int, str] | None``): a value of it is stored
+    by :func:`to_json` given the hint, each key as its JSON text. A value without such
+    a declaration (``dict``, ``Any``) takes ``str`` keys only: JSON object keys are
+    strings, and nothing would say what to restore them as."""
+    try:
+        args = get_args(hint)
+        if is_mapping(hint):  # (``dict[Any, V]`` declares no type to restore keys as)
+            return len(args) == 2 and (
+                (args[0] not in (Any, object) and not _str_type(args[0]))
+                or declares_keys(args[1]))
+        origin = get_origin(hint)
+        if origin in (Union, types.UnionType) or (
+                isinstance(origin, type) and issubclass(origin, Sequence)
+                and not issubclass(origin, str)):
+            return any(declares_keys(a) for a in args if a is not Ellipsis)
+    except TypeError:  # (an odd hint, or one holding an unhashable one: none declared)
+        return False
+    return False
+
+
+def _str_type(key_type: Any) -> bool:
+    """``str`` or a subclass (a ``StrEnum``): its keys are strings, stored as they are."""
+    return isinstance(key_type, type) and issubclass(key_type, str)
+
+
+def _key_text(key: Any) -> str:
+    """A key of a dict declared with non-``str`` keys as a JSON object's key: the JSON
+    text of its value (``1`` as ``"1"``, an enum by its value's, a UUID as its string);
+    one whose JSON form is no string or number (a tuple) is refused."""
+    if type(key) is str:
+        return key
+    plain = _converter.unstructure(key)
+    if isinstance(plain, str):
+        return str.__str__(plain)
+    if isinstance(plain, (int, float)) or plain is None:  # (a bool too)
+        return json.dumps(plain)
+    raise _Unconvertible(key, "a dict key must have a string or a number as its JSON "
+                              f"form (a {_type_name(plain)} here)")
+
+
+def _unstructure_declared(value: Any, hint: Any) -> Any:
+    """``value``'s JSON shape where ``hint`` declares a dict of non-``str`` keys
+    (:func:`declares_keys`: through lists, tuples and unions to it); every other value
+    by its own type, as :func:`unstructure` does."""
+    if not declares_keys(hint):
+        return _converter.unstructure(value)
+    if is_mapping(hint):
+        return _unstructure_keyed(value, hint)
+    args = get_args(hint)
+    if get_origin(hint) in (Union, types.UnionType):
+        members = [a for a in args if a is not type(None)]
+        if value is None or len(members) != 1:  # (a union of two: by the value's type)
+            return _converter.unstructure(value)
+        return _unstructure_declared(value, members[0])
+    if not isinstance(value, list | tuple):
+        return _converter.unstructure(value)
+    if _fixed_tuple(hint):
+        return [_unstructure_declared(item, args[i] if i < len(args) else Any)
+                for i, item in enumerate(value)]
+    return [_unstructure_declared(item, args[0] if args else Any) for item in value]
+
+
+def _unstructure_keyed(value: Any, hint: Any) -> Any:
+    """A dict declared ``dict[K, V]`` (:func:`declares_keys`): its keys as JSON text
+    (:func:`_key_text`), its values as ``V`` declares them; a value that is no dict by
+    its own type."""
+    if not isinstance(value, dict):
+        return _converter.unstructure(value)
+    item_type = get_args(hint)[1]
+    return {_key_text(key): _unstructure_declared(item, item_type)
+            for key, item in value.items()}
+
+
+def _parsed_key(text: str) -> Any:
+    """The JSON value a key of a dict of non-``str`` keys stands for (``"1"``: 1), or
+    the key itself when it is no JSON number, boolean or null (the key type's hook then
+    says what it expected)."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return text
+    return text if isinstance(value, str | list | dict) else value
+
+
+def _keyed_structure_hook(hint: Any) -> Callable[[Any, Any], Any]:
+    """cattrs' restoring of a ``dict[K, V]`` whose keys are JSON text of numbers (``K``:
+    ``int``, ``float``, ``bool``, an ``IntEnum``...: :func:`_key_text`), each key first
+    read back as the number it stands for."""
+    origin = get_origin(hint) or hint
+    structure_to = dict if origin in (Mapping, MutableMapping) else origin
+    base = mapping_structure_factory(hint, _converter, structure_to)
+
+    def structure_keyed(value: Any, _type: Any) -> Any:
+        if isinstance(value, dict):
+            value = {_parsed_key(k) if type(k) is str else k: item
+                     for k, item in value.items()}
+        return base(value, _type)
+    return structure_keyed
+
+
+def _keys_in_text(hint: Any) -> bool:
+    """A mapping hint whose keys are stored as the JSON text of non-strings."""
+    if not is_mapping(hint):
+        return False
+    args = get_args(hint)
+    return len(args) == 2 and not _text_key(args[0])
+
+
 def _make_converter() -> cattrs.Converter:
     conv = cattrs.Converter(forbid_extra_keys=True)
     # Leaves that need a JSON form.
@@ -271,6 +406,12 @@ def _make_converter() -> cattrs.Converter:
     conv.register_unstructure_hook(dict, _unstructure_dict)
     conv.register_unstructure_hook(list, _unstructure_seq)
     conv.register_unstructure_hook(tuple, _unstructure_seq)
+    # A dict declared with non-str keys (an attrs field's, or the hint to_json is given):
+    # its keys as JSON text, read back as the numbers they stand for
+    conv.register_unstructure_hook_factory(
+        lambda t: is_mapping(t) and declares_keys(t),
+        lambda t: functools.partial(_unstructure_keyed, hint=t))
+    conv.register_structure_hook_factory(_keys_in_text, _keyed_structure_hook)
     # Values whose JSON form would not come back as what went in.
     for rejected in (set, frozenset, bytes, bytearray, memoryview, complex):
         conv.register_unstructure_hook(rejected, _reject)
@@ -442,14 +583,17 @@ def _payload_error(value: object, exc: _Unconvertible, what: str) -> PayloadErro
     )
 
 
-def to_json(value: Any, *, what: str) -> str:
+def to_json(value: Any, *, what: str, hint: Any = Any) -> str:
     """Encode ``value`` as durable JSON text.
 
     ``what`` names the value for the error message, e.g.
     ``"argument 2 of workflow 'app.orders:order_workflow'"``. Anything that
     cannot round-trip (a set, bytes, an arbitrary object, a lambda, a naive
     datetime, a dict with non-``str`` keys) raises ``garrison.PayloadError``
-    naming its type and ``what``.
+    naming its type and ``what``. ``hint``, the value's declared type, is given
+    where it declares a dict of non-``str`` keys (:func:`declares_keys`): such a
+    dict is stored with each key as its JSON text (``{1: "a"}`` as ``{"1":"a"}``),
+    which restoring by the same hint reads back.
     """
     leaf = LEAF_TEXT.get(type(value))
     if leaf is not None:
@@ -463,7 +607,8 @@ def to_json(value: Any, *, what: str) -> str:
         except ValueError as exc:  # pragma: no cover - leaves always encode
             raise PayloadError(f"cannot store {what}: {exc}") from None
     try:
-        plain = _converter.unstructure(value)
+        plain = (_converter.unstructure(value) if hint is Any
+                 else _unstructure_declared(value, hint))
         return json.dumps(plain, default=_check_json_leaf, separators=(",", ":"))
     except _Unconvertible as exc:
         raise _payload_error(value, exc, what) from None
