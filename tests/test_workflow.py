@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import enum
 import logging
 import sqlite3
+import uuid
 from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
@@ -369,6 +371,89 @@ async def test_a_replay_ends_a_refused_result_as_the_node_did(node: garrison.Nod
     assert result.ending.startswith("the code raised TypeError: workflow 'w1' "
                                     "(test_workflow:_returns_a_str) returned a str")
     assert "recorded" not in result.ending  # (as recorded: no "the workflow is recorded")
+
+
+class _Level(enum.IntEnum):
+    LOW = 1
+    HIGH = 2
+
+
+@garrison.activity
+async def _orders_by_number(n: int) -> dict[int, Order]:
+    return {i: Order(f"o{i}", 10 * i) for i in range(1, n + 1)}
+
+
+@garrison.activity
+async def _levels(n: int) -> dict[uuid.UUID, _Level]:
+    return {uuid.UUID(int=i): _Level.HIGH if i > 1 else _Level.LOW for i in range(1, n + 1)}
+
+
+async def _keyed(names: dict[int, str]) -> dict[int, str]:
+    orders = await _orders_by_number(len(names))
+    levels = await _levels(len(names))
+    await process.inbox().receive()  # (a restart here: the rest runs after a replay)
+    return {k: f"{names[k]} {orders[k].total} {levels[uuid.UUID(int=k)].name}"
+            for k in sorted(names)}
+
+
+async def test_a_dict_declared_with_non_str_keys_round_trips_live_and_after_a_replay(
+        store_spec: str) -> None:
+    """``dict[int, str]`` (or ``dict[int, Order]``, ``dict[uuid.UUID, ...]``) as a
+    workflow's argument or result or an activity's result was refused (JSON object keys
+    are strings): it is stored with its keys as text, and its keys come back as the
+    annotation's type, to the live run and to one replayed from the journal."""
+    want = {1: "a 10 LOW", 2: "b 20 HIGH"}
+    async with garrison.open_node(store=store_spec) as node:
+        for wid in ("live", "replayed"):
+            await node.start_workflow(_keyed, {2: "b", 1: "a"}, id=wid)
+            await wait_status(node.workflow(wid), "waiting")
+        await node.workflow("live").signal("go")
+        assert await node.workflow("live").result() == want
+        assert [r.outcome for r in node.workflow("replayed").history()] == [
+            {"ok": {"1": {"id": "o1", "total": 10, "color": "red", "when": None},
+                    "2": {"id": "o2", "total": 20, "color": "red", "when": None}}},
+            {"ok": {str(uuid.UUID(int=1)): 1, str(uuid.UUID(int=2)): 2}}]
+    async with garrison.open_node(store=store_spec) as node:
+        handle = node.workflow("replayed")
+        await handle.signal("go")
+        result = await handle.result()
+        assert result == want and all(type(k) is int for k in result)
+        store = node.hosts["workflows"].store
+        assert store.get_workflow("replayed").input == [{"2": "b", "1": "a"}]
+        from garrison.hosts.workflow import History, replay_history
+
+        replayed = await replay_history(History.from_store(store, "replayed"))
+        assert replayed.ok and replayed.status == "completed", replayed
+
+
+async def _untyped(names: Any) -> None:
+    pass
+
+
+@garrison.activity
+async def _a_plain_dict() -> dict:  # type: ignore[type-arg]
+    return {1: "a"}
+
+
+async def _calls_a_plain_dict() -> str:
+    try:
+        await _a_plain_dict()
+    except garrison.ActivityError as exc:
+        return str(exc)
+    return "stored"
+
+
+async def test_a_dict_of_non_str_keys_without_a_declared_key_type_is_still_refused(
+        node: garrison.Node) -> None:
+    keys = "a value of type int at {} (a key of the dict there) cannot be converted to JSON"
+    with pytest.raises(garrison.PayloadError) as info:
+        await node.start_workflow(_untyped, {1: "a"}, id="untyped")
+    assert str(info.value).startswith("cannot store the arguments of workflow test_workflow:"
+                                      "_untyped (id 'untyped'): " + keys.format("[0]"))
+    await node.start_workflow(_calls_a_plain_dict, id="plain")
+    said = await node.workflow("plain").result()
+    assert "cannot store the result of activity 'test_workflow:_a_plain_dict': " + \
+        keys.format("the top") in said
 
 
 async def test_unknown_workflow(node: garrison.Node) -> None:

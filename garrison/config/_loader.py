@@ -1132,11 +1132,10 @@ def _input_problem(func: Callable[..., Any], args: tuple[Any, ...], target: str,
 
     from .._errors import GarrisonError, PayloadError
     from .._targets import target_name
-    from ..hosts.workflow._codec import restore_args
-    from ..persistence import to_json
+    from ..hosts.workflow._codec import arguments_json, restore_args
 
     try:  # stored as JSON, then read back as the workflow runs (and after a restart)
-        plain = json.loads(to_json(list(args), what=f"the input {shown} for {target}"))
+        plain = json.loads(arguments_json(func, args, f"the input {shown} for {target}"))
     except PayloadError as exc:
         return f"{exc}{_yaml_date_hint(args)}"
     try:

@@ -29,7 +29,7 @@ from ...actors._runtime import runtime_var
 from ...actors._values import ErrorInfo, Message, Pid
 from ...persistence import Transaction, WorkflowStatus
 from .._kernel import ended_by_stop, plain_call, stepping
-from ._codec import PLAIN, activity_result_json, return_hint, structure
+from ._codec import PLAIN, activity_result_json, return_hint, stored_as, structure
 from ._core import EngineStop, WorkflowCore
 from ._journal import (
     JournalKind,
@@ -50,12 +50,13 @@ _ONCE = RetryPolicy(max_attempts=1)
 _dumps = json.dumps
 
 
-#: an activity function's return hint, by function: ``return_hint`` caches it too, but
-#: behind two calls, and every step reads it (emptied when it reaches ``_HINTS_KEPT``
-#: functions, as ``return_hint``'s own cache is bounded)
-_RETURN_HINTS: dict[Any, Any] = {}
+#: an activity function's return hint and the hint its result is stored by (``Any``
+#: unless it declares a dict of non-str keys: ``stored_as``), by function:
+#: ``return_hint`` caches it too, but behind two calls, and every step reads it
+#: (emptied when it reaches ``_HINTS_KEPT`` functions, as ``return_hint``'s own cache
+#: is bounded)
+_RETURN_HINTS: dict[Any, tuple[Any, Any]] = {}
 _HINTS_KEPT = 1024
-_NO_HINT: Any = object()
 
 
 class ActivitiesInFlight:
@@ -333,11 +334,13 @@ class Activities(WorkflowCore):
                 fn = self._entry_function(fn, "workflow.call")
             fn, retry, timeout, name = _options(fn, retry, timeout, name, "workflow.call")
         entry = self._take(_ACTIVITY, name)
-        hint = _RETURN_HINTS.get(fn, _NO_HINT)
-        if hint is _NO_HINT:
+        hints = _RETURN_HINTS.get(fn)
+        if hints is None:
             if len(_RETURN_HINTS) >= _HINTS_KEPT:
                 _RETURN_HINTS.clear()
-            hint = _RETURN_HINTS[fn] = return_hint(fn)
+            hint = return_hint(fn)
+            hints = _RETURN_HINTS[fn] = (hint, stored_as(hint))
+        hint, stored = hints
         if entry is not None:
             await self._yield()
             out = entry.outcome
@@ -389,16 +392,19 @@ class Activities(WorkflowCore):
                 del token  # (a Token less held while the step waits for its batch)
             if failed is None:
                 try:
-                    text, plain = activity_result_json(value, name, self.store.value_limit)
+                    text, plain = activity_result_json(value, name, self.store.value_limit,
+                                                       stored)
                     attempt, failure = 1, None
                 except Exception as bad:  # no store can hold it: final (see _outcome)
                     attempt, text, plain, failure = 1, "", None, ErrorInfo.from_exception(bad)
             else:
                 attempt, text, plain, failure = await self._run_activity(
-                    fn, args, kwargs, retry, timeout, name, seq, failed=failed, call=True)
+                    fn, args, kwargs, retry, timeout, name, seq, failed=failed, call=True,
+                    stored=stored)
         else:
             attempt, text, plain, failure = await self._run_activity(
-                fn, args, kwargs, retry, timeout, name, seq, call=True, resumed=resumed)
+                fn, args, kwargs, retry, timeout, name, seq, call=True, resumed=resumed,
+                stored=stored)
         value = plain
         if failure is None and hint is not Any and not (type(plain) is hint and hint in PLAIN):
             value, failure = _restored(plain, hint, name)  # (structure's own test above)
@@ -543,7 +549,8 @@ class Activities(WorkflowCore):
             # error of its own, say: its key is lost): what it started does not begin
             return
         attempt, text, plain, failure = await self._run_activity(
-            fn, args, kwargs, retry, timeout, handle.name, seq, resumed=resumed)
+            fn, args, kwargs, retry, timeout, handle.name, seq, resumed=resumed,
+            stored=stored_as(handle.hint))
         with trio.CancelScope(shield=True):
             try:
                 handle._set(outcome.Value(await self._activity_done(
@@ -576,14 +583,15 @@ class Activities(WorkflowCore):
     async def _run_activity(self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
                             retry: RetryPolicy | None, timeout: float | None, name: str,
                             seq: int, *, failed: BaseException | None = None,
-                            call: bool = False, resumed: tuple[int, float] | None = None
-                            ) -> tuple[int, str, Any, ErrorInfo | None]:
+                            call: bool = False, resumed: tuple[int, float] | None = None,
+                            stored: Any = Any) -> tuple[int, str, Any, ErrorInfo | None]:
         """Attempts with the retry policy; ``(attempts, json, plain, final error)``.
         ``failed``: the first attempt ran already (in :meth:`activity`) and raised it.
         ``call``: the activity at ``seq`` is a call the workflow function awaits (not a
         started one): a cancel request stops its retries, journaled at ``seq`` and raised
         as ``WorkflowCancelled`` (an attempt under way is not interrupted: its result is
-        recorded, or its failure ends the retries so).
+        recorded, or its failure ends the retries so). ``stored``: the hint its result
+        is stored by (``stored_as`` of its return annotation).
 
         Before each retry a durable timer at ``seq`` (kind ``retry N NAME``: N attempts
         failed) holds the count and when the next attempt is due: a node that loads the
@@ -649,7 +657,8 @@ class Activities(WorkflowCore):
                     else:
                         exc = err
                 if exc is None:
-                    text, plain, failure = _outcome(value, name, self.store.value_limit)
+                    text, plain, failure = _outcome(value, name, self.store.value_limit,
+                                                    stored)
                     break
                 if ended_by_stop(self.node, exc):  # (its call to a service the stop
                     await trio.sleep_forever()      # ended: no outcome; it runs again)
@@ -775,13 +784,14 @@ def _restored(plain: Any, hint: Any, name: str) -> tuple[Any, ErrorInfo | None]:
         return None, ErrorInfo.from_exception(exc)
 
 
-def _outcome(value: Any, name: str, limit: int) -> tuple[str, Any, ErrorInfo | None]:
+def _outcome(value: Any, name: str, limit: int,
+             stored: Any = Any) -> tuple[str, Any, ErrorInfo | None]:
     """The activity ``name`` returned ``value``: its JSON and plain form; or, for a value
     no store can hold (``PayloadError``; or one of more than ``limit`` bytes of JSON, more
     than this store holds), its final failure. Not a failed attempt: the activity ran,
     and running it again would repeat its effect for the same result."""
     try:
-        text, plain = activity_result_json(value, name, limit)
+        text, plain = activity_result_json(value, name, limit, stored)
     except Exception as exc:
         return "", None, ErrorInfo.from_exception(exc)
     return text, plain, None

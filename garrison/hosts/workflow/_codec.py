@@ -15,11 +15,11 @@ from typing import Any
 from ..._errors import PayloadError
 from ...persistence import LEAF_TEXT, to_json
 from ...persistence import structure as _structure
-from ...persistence._converter import unrestorable
+from ...persistence._converter import declares_keys, unrestorable
 
-__all__ = ["PLAIN", "arity_problem", "json_round_trip", "plain_or_repr", "restore_args",
-           "result_refused", "result_unrestorable", "return_hint", "structure",
-           "workflow_result"]
+__all__ = ["PLAIN", "arguments_json", "arity_problem", "json_round_trip", "plain_or_repr",
+           "restore_args", "result_refused", "result_unrestorable", "return_hint",
+           "stored_as", "structure", "workflow_result"]
 
 log = logging.getLogger("garrison.workflow")
 
@@ -137,6 +137,44 @@ def _argument_hints(fn: Any) -> tuple[tuple[Any, ...], Any, tuple[str, ...]] | N
     return tuple(h for _n, h in named), rest, tuple(n for n, _h in named)
 
 
+def stored_as(hint: Any) -> Any:
+    """The hint ``to_json`` is given for a value of declared type ``hint``: ``hint`` if
+    it declares a dict of non-``str`` keys (``dict[int, Order]``), else ``Any`` (stored
+    by the value's own type: the common case, with no work more)."""
+    try:
+        return hint if hint is not Any and declares_keys(hint) else Any
+    except TypeError:  # (an unhashable annotation: no dict of it declared)
+        return Any
+
+
+@functools.lru_cache(maxsize=1024)
+def _arguments_stored_as(fn: Any) -> tuple[tuple[Any, ...], Any] | None:
+    """``stored_as`` of each of ``fn``'s positional parameters and of its ``*args``;
+    ``None`` when none declares a dict of non-``str`` keys."""
+    shape = _argument_hints(fn)
+    if shape is None:
+        return None
+    positional, rest, _names = shape
+    hints = tuple(stored_as(h) for h in positional)
+    rest = stored_as(rest)
+    if rest is Any and all(h is Any for h in hints):
+        return None
+    return hints, rest
+
+
+def arguments_json(fn: Any, args: typing.Sequence[Any], what: str) -> str:
+    """The JSON text of ``args``, the positional arguments of workflow ``fn``: a JSON
+    array, each by its parameter's annotation where that declares a dict of
+    non-``str`` keys (:func:`stored_as`)."""
+    shape = _arguments_stored_as(fn)
+    if shape is None:
+        return to_json(list(args), what=what)
+    positional, rest = shape
+    hint = tuple[tuple(positional[i] if i < len(positional) else rest  # type: ignore[misc]
+                       for i in range(len(args)))] if args else Any
+    return to_json(list(args), what=what, hint=hint)
+
+
 def restore_args(fn: Any, plain_args: list[Any], what: str) -> list[Any]:
     """Restore typed arguments from ``fn``'s annotations (``*args: T`` types each extra)."""
     shape = _argument_hints(fn)
@@ -209,7 +247,8 @@ def workflow_result(fn: Any, wid: str, name: str, value: Any
     may not end with it: no JSON form (``PayloadError``), or its return annotation
     refuses it (:func:`result_refused`). The live host and a replay decide alike."""
     try:
-        text = to_json(value, what=f"the result of workflow {wid!r}")
+        text = to_json(value, what=f"the result of workflow {wid!r}",
+                       hint=Any if fn is None else stored_as(return_hint(fn)))
     except Exception as exc:
         return None, None, exc
     plain = _loads(text)
@@ -219,16 +258,19 @@ def workflow_result(fn: Any, wid: str, name: str, value: Any
     return text, plain, None
 
 
-def json_round_trip(value: Any, what: str) -> tuple[str, Any]:
-    """``(json_text, plain)`` of ``value``: what a replay would see."""
-    text = to_json(value, what=what)
+def json_round_trip(value: Any, what: str, hint: Any = Any) -> tuple[str, Any]:
+    """``(json_text, plain)`` of ``value`` (of declared type ``hint``, given as
+    :func:`stored_as` gives it): what a replay would see."""
+    text = to_json(value, what=what, hint=hint)
     if type(value) in PLAIN and type(value) is not float:
         return text, value
     return text, _loads(text)
 
 
-def activity_result_json(value: Any, name: str, limit: int) -> tuple[str, Any]:
-    """:func:`json_round_trip` of the result of activity ``name``; the message naming it
+def activity_result_json(value: Any, name: str, limit: int,
+                         hint: Any = Any) -> tuple[str, Any]:
+    """:func:`json_round_trip` of the result of activity ``name`` (``hint``: its return
+    annotation as :func:`stored_as` gives it); the message naming it
     is only formatted for a value that needs converting (a plain result, what most
     steps return, encodes without one). One of more than ``limit`` bytes of JSON (the
     store's ``value_limit``: its text is ASCII) is a ``PayloadError`` too: no commit
@@ -241,7 +283,7 @@ def activity_result_json(value: Any, name: str, limit: int) -> tuple[str, Any]:
         except ValueError:  # (an int too long for text: to_json says so)
             pass
     if text is None:
-        text, plain = json_round_trip(value, f"the result of activity {name!r}")
+        text, plain = json_round_trip(value, f"the result of activity {name!r}", hint)
     if len(text) > limit:
         raise PayloadError(
             f"cannot store the result of activity {name!r}: its JSON text is "

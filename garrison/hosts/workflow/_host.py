@@ -63,6 +63,7 @@ from .._kernel import (
 from ._activities import ActivitiesInFlight
 from ._codec import (
     PLAIN,
+    arguments_json,
     arity_problem,
     plain_or_repr,
     restore_args,
@@ -471,7 +472,7 @@ class WorkflowHost:
         problem = arity_problem(fn, shown, args, "it was given")
         if problem is not None:
             raise TypeError(problem)
-        input_text = to_json(list(args), what=f"the arguments of workflow {shown}")
+        input_text = arguments_json(fn, args, f"the arguments of workflow {shown}")
         plain_input = _loads(input_text)
         restore_args(fn, plain_input, f"workflow {shown}")  # typed ones: checked now
         unrestorable = result_unrestorable(fn)  # (else found when it ends, having run)

@@ -30,11 +30,11 @@ from ..._targets import import_target
 from ...actors._cancel_switch import CancelSwitch, stray_cancelled
 from ...actors._runtime import Runtime, set_runtime
 from ...actors._values import ErrorInfo, Pid
-from ...persistence import RawJson, WorkflowStatus, check_search_value, to_json
+from ...persistence import RawJson, WorkflowStatus, check_search_value
 from ...workflow import WorkflowInfo
 from .._kernel import stepping
 from ._activities import Activities
-from ._codec import arity_problem, json_round_trip, restore_args
+from ._codec import arguments_json, arity_problem, json_round_trip, restore_args
 from ._core import ContinueAsNew, EngineStop, log
 from ._ids import check_key_size, check_state_key, check_text
 from ._interop import Interop
@@ -417,7 +417,7 @@ class WorkflowInstance(Waits, Activities, Interop):
     async def _continue_as_new(self, args: tuple[Any, ...]) -> None:
         """End this run: a fresh journal, the new arguments, a new run id."""
         self.check_continue()
-        text = to_json(list(args), what=f"the arguments of workflow {self.name}")
+        text = arguments_json(self.fn, args, f"the arguments of workflow {self.name}")
         run_id = _uuid.uuid4().hex
         tx = self.take_buffer()
         now = self.host.clock.now()
@@ -593,7 +593,7 @@ class WorkflowInstance(Waits, Activities, Interop):
         problem = arity_problem(fn, self.name, args, "workflow.continue_as_new() gave it")
         if problem is not None:
             raise TypeError(problem)
-        text = to_json(list(args), what=f"the arguments of workflow {self.name}")
+        text = arguments_json(fn, args, f"the arguments of workflow {self.name}")
         restore_args(fn, _loads(text), f"workflow {self.name}")  # typed ones: PayloadError
         raise ContinueAsNew(args)
 
