@@ -12,6 +12,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import Any
 
+import attrs
 import trio
 
 from . import _cli_signals
@@ -634,7 +635,8 @@ class Node:
         definition = ScheduleDefinition.build(
             id, name, args, cron=cron, every=every, timezone=timezone,
             overlap=overlap, catchup_window=catchup_window)
-        check_input(definition.schedule_id, fn, name, args)  # as start_workflow does
+        plain = check_input(definition.schedule_id, fn, name, args)  # as start_workflow
+        definition = attrs.evolve(definition, input=tuple(plain))  # (as it is stored)
         await h.scheduler.put(definition)
         return ScheduleHandle(h, definition.schedule_id)
 

@@ -95,6 +95,23 @@ async def test_a_tick_starts_its_workflow_with_the_input(autojump_clock: Any) ->
     assert results == ["s@2026-01-01T01:00:00Z"]
 
 
+async def _sums(points: dict[int, float]) -> list[str]:
+    return [f"{type(k).__name__} {k}: {v}" for k, v in sorted(points.items())]
+
+
+async def test_a_tick_starts_its_workflow_with_a_dict_declared_with_int_keys(
+        autojump_clock: Any) -> None:
+    """An argument its workflow declares ``dict[int, float]`` is stored with its keys as
+    text (as start_workflow stores it: it was refused, at node.schedule), and each tick's
+    workflow gets them as ints again."""
+    async with garrison.open_node() as node:
+        await node.schedule("s", _sums, {2: 0.5, 1: 1.0}, every="1h")
+        assert node.schedules()[0].input == [{"2": 0.5, "1": 1.0}]
+        await trio.sleep(HOUR + 1)
+        result = await node.workflow("s@2026-01-01T01:00:00Z").result()
+    assert result == ["int 1: 1.0", "int 2: 0.5"]
+
+
 # ------------------------------------------------------------------ overlap
 async def _overlap(policy: str) -> list[tuple[str, float]]:
     """Hourly ticks of a job that runs 90 minutes, for 5 hours."""

@@ -30,8 +30,8 @@ from cronsim import CronSim, CronSimError
 
 from ..._duration import LONGEST_WAIT, parse_duration
 from ..._errors import PayloadError
-from ...persistence import WorkflowStatus, to_json
-from ._codec import arity_problem, restore_args
+from ...persistence import WorkflowStatus
+from ._codec import arguments_json, arity_problem, restore_args
 from ._ids import ID_RULE, MAX_KEY_BYTES, id_problem, shown
 
 #: room a schedule's workflow ids take after its id ('@' and the tick's time)
@@ -189,22 +189,24 @@ def check_schedule_id(value: object) -> str:
     return value
 
 
-def check_input(schedule_id: str, fn: Any, name: str, args: Sequence[Any]) -> None:
+def check_input(schedule_id: str, fn: Any, name: str, args: Sequence[Any]) -> list[Any]:
     """``TypeError`` naming the schedule unless its workflow ``fn`` (``name``) takes
     ``args``, checked as ``start_workflow`` checks them (how many; typed ones restored
     from their JSON form, else ``PayloadError``, a ``TypeError``): a tick would start
-    it with them, and fail each time."""
+    it with them, and fail each time. Returns their JSON form, as the schedule stores
+    them (a dict its parameter declares with ``int`` keys: with their JSON text)."""
     what = f"schedule {schedule_id!r}"
     problem = arity_problem(fn, name, args, "the schedule gives it")
     if problem is not None:
         raise TypeError(f"{what}: {problem}")
-    plain = json.loads(to_json(list(args), what=f"the input of {what}"))
+    plain = json.loads(arguments_json(fn, args, f"the input of {what}"))
     try:
         restore_args(fn, plain, f"workflow {name}")
     except PayloadError as exc:  # (as start_workflow raises it, naming the argument)
         raise PayloadError(f"{what}: {exc}") from None
     except (TypeError, ValueError) as exc:
         raise TypeError(f"{what}: {exc}") from None
+    return plain
 
 
 def check_overlap(value: object, what: str) -> str:
