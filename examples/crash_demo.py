@@ -64,13 +64,14 @@ def parent() -> None:
         cmd = [sys.executable, __file__, "--child", store]
         first = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
         assert first.stdout is not None
-        for line in first.stdout:
+        for line in first.stdout:  # echo the first child until step 1 is recorded
             print(line, end="", flush=True)
-            if "step 1 runs" in line:
+            if "log: step 1 recorded" in line:
                 break
-        time.sleep(0.5)  # step 1 is committed; the workflow sleeps durably
+        time.sleep(0.5)  # the workflow's durable sleep is committed
         os.kill(first.pid, signal.SIGKILL)
         first.wait()
+        print(first.stdout.read(), end="", flush=True)  # what it wrote before it died
         print(f"[parent] killed child {first.pid} with SIGKILL (exit {first.returncode})",
               flush=True)
         second = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=True)

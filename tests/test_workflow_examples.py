@@ -62,6 +62,10 @@ def test_crash_demo_survives_kill_9() -> None:
     # crash is not logged again
     assert out.count("log: workflow started") == 1
     resumed = out[out.index("[parent] killed"):]
+    # the first child's log line after step 1 is shown (the parent stopped reading its
+    # output at "step 1 runs" and the line was lost: helper-275)
+    assert out.count("log: step 1 recorded, sleeping") == 1
+    assert out.index("log: step 1 recorded, sleeping") < out.index("[parent] killed")
     assert "log: workflow started" not in resumed and "log: step 1 recorded" not in resumed
     assert resumed.count("log: awake: steps 2 and 3") == 1
 
