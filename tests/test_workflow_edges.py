@@ -512,6 +512,83 @@ def test_a_decorated_workflow_of_a_script_keeps_the_scripts_name(tmp_path: Any) 
         assert rec is not None and rec.name == "wf2:double"
 
 
+SCRIPT_FLOWS = '''\
+from __future__ import annotations
+
+import attrs
+
+
+@attrs.frozen
+class Order:
+    id: str
+    qty: int
+
+
+class Blob:
+    pass
+
+
+async def place(order: Order) -> Order:
+    return order
+
+
+async def place_all(orders: list[Order]) -> int:
+    return len(orders)
+
+
+async def wrong_result() -> int:
+    return Order("a", 1)
+'''
+
+
+@pytest.fixture(params=["python my_flows.py", "python -m my_flows", "import my_flows"])
+def my_flows(request: Any, monkeypatch: Any, tmp_path: Any) -> Any:
+    """The module my_flows of SCRIPT_FLOWS, as a script runs it (its module is __main__)
+    or as a later process imports it (`import my_flows`, `garrison run`)."""
+    import importlib.machinery
+    import sys
+    import types
+
+    from garrison._targets import main_module_name
+
+    path = tmp_path / "my_flows.py"
+    path.write_text(SCRIPT_FLOWS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = types.ModuleType("my_flows" if request.param == "import my_flows" else "__main__")
+    module.__file__ = str(path)
+    if request.param == "python -m my_flows":
+        module.__spec__ = importlib.machinery.ModuleSpec("my_flows", None, origin=str(path))
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    main_module_name.cache_clear()  # (who is __main__ is asked once per process)
+    exec(compile(SCRIPT_FLOWS, str(path), "exec"), module.__dict__)
+    yield module
+    main_module_name.cache_clear()
+
+
+async def test_a_payload_error_of_a_script_names_its_module_once(my_flows: Any,
+                                                                  tmp_path: Any) -> None:
+    """`python my_flows.py` passing a bad payload got `cannot store the arguments of
+    workflow my_flows:place (id 'w1'): a value of type __main__.Blob ...`: the one module
+    named twice, by two names, and otherwise than when another process imports it. Its
+    classes are named by the script's module name, as its workflows are."""
+    async with garrison.open_node(store=str(tmp_path / "s.db")) as node:
+        with pytest.raises(garrison.PayloadError) as stored:
+            await node.start_workflow(my_flows.place, my_flows.Blob(), id="w1")
+        with pytest.raises(garrison.PayloadError) as restored:
+            await node.start_workflow(my_flows.place_all, [{"id": "a", "qty": "x"}], id="w2")
+        await node.start_workflow(my_flows.wrong_result, id="w3")
+        with pytest.raises(garrison.WorkflowFailed) as failed:
+            await node.workflow("w3").result()
+    assert str(stored.value).startswith(
+        "cannot store the arguments of workflow my_flows:place (id 'w1'): a value of type "
+        "my_flows.Blob at [0] cannot be converted to JSON")
+    assert str(restored.value) == (
+        "cannot restore argument 1 (orders) of workflow my_flows:place_all (id 'w2') as "
+        "list[my_flows.Order]: at [0].qty: expected an integer, got a string \"x\"")
+    assert ("workflow 'w3' (my_flows:wrong_result) returned a my_flows.Order, which its "
+            "return annotation int does not accept") in str(failed.value)
+
+
 async def collects(n: int) -> list[Any]:
     inbox = garrison.process.inbox()
     got: list[Any] = []

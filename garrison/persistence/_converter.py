@@ -22,6 +22,7 @@ import datetime as _dt
 import enum
 import functools
 import json
+import re
 import sys
 import types
 import uuid
@@ -40,9 +41,11 @@ from cattrs.errors import (
 )
 
 from .._errors import PayloadError
+from .._targets import main_module_name
 from ..actors._values import Pid
 
-__all__ = ["LEAF_TEXT", "RawJson", "from_json", "structure", "to_json", "unstructure"]
+__all__ = ["LEAF_TEXT", "RawJson", "from_json", "structure", "to_json", "type_name",
+           "unstructure"]
 
 _UTC = _dt.UTC
 
@@ -68,11 +71,33 @@ class _Unconvertible(Exception):
 
 
 def _type_name(value: object) -> str:
-    cls = type(value)
-    module = cls.__module__
-    if module in ("builtins", None):
-        return cls.__qualname__
-    return f"{module}.{cls.__qualname__}"
+    return type_name(type(value))
+
+
+#: ``__main__.`` where a repr names a class of the script (``list[__main__.Order]``)
+_IN_MAIN = re.compile(r"\b__main__\.")
+
+
+def type_name(hint: Any) -> str:
+    """``hint`` as the code names it: ``str``, ``list[int]``, ``app.orders.Receipt``. A
+    class of the script this process runs (its module is ``__main__``) is named by the
+    script's module name (``python app.py``, ``python -m app``: ``app.Order``), as its
+    workflows are (``app:place``) and as a process that imports it names it: a message
+    names the one module once, and alike however the script was run."""
+    if isinstance(hint, type) and not get_args(hint):
+        module = hint.__module__
+        if module in ("builtins", None):
+            return hint.__qualname__
+        if module == "__main__":
+            module = main_module_name() or module
+        return f"{module}.{hint.__qualname__}"
+    return _script_named(repr(hint).replace("typing.", ""))
+
+
+def _script_named(text: str) -> str:
+    """``text`` (a type's repr) with ``__main__.`` as the script's module name."""
+    script = main_module_name() if "__main__." in text else None
+    return text if script is None else _IN_MAIN.sub(f"{script}.", text)
 
 
 def _unstructure_datetime(value: _dt.datetime) -> str:
@@ -818,4 +843,4 @@ def from_json(text: str | bytes, type_hint: Any = Any, *, what: str = "value") -
 def _hint_name(hint: Any) -> str:
     if isinstance(hint, type):
         return hint.__qualname__
-    return repr(hint).replace("typing.", "")
+    return _script_named(repr(hint).replace("typing.", ""))

@@ -15,7 +15,7 @@ from typing import Any
 from ..._errors import PayloadError
 from ...persistence import LEAF_TEXT, to_json
 from ...persistence import structure as _structure
-from ...persistence._converter import declares_keys, unrestorable
+from ...persistence._converter import declares_keys, type_name, unrestorable
 
 __all__ = ["PLAIN", "arguments_json", "arity_problem", "json_round_trip", "plain_or_repr",
            "restore_args", "result_refused", "result_unrestorable", "return_hint",
@@ -213,14 +213,6 @@ def result_unrestorable(fn: Any) -> str | None:
     return unrestorable(return_hint(fn))
 
 
-def _named(cls: Any) -> str:
-    """``cls`` as its code names it: ``str``, ``list[int]``, ``app.orders.Receipt``."""
-    if isinstance(cls, type) and not typing.get_args(cls):
-        module = cls.__module__
-        return cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}"
-    return repr(cls).replace("typing.", "")
-
-
 def result_refused(fn: Any, wid: str, name: str, value: Any, plain: Any) -> TypeError | None:
     """Why workflow ``wid`` (``name``, running ``fn``) may not end with ``value``
     (``plain``: its JSON shape, as stored) as its result: ``fn``'s return annotation
@@ -230,11 +222,11 @@ def result_refused(fn: Any, wid: str, name: str, value: Any, plain: Any) -> Type
     try:
         structure(plain, hint, what="the result")
     except Exception as exc:
-        kind = _named(type(value))
+        kind = type_name(type(value))
         article = "an" if kind[:1].lower() in "aeiou" else "a"
         refused = TypeError(
             f"workflow {wid!r} ({name}) returned {article} {kind}, which its return "
-            f"annotation {_named(hint)} does not accept ({exc})")
+            f"annotation {type_name(hint)} does not accept ({exc})")
         refused.__cause__ = exc
         return refused
     return None
