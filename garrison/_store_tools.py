@@ -52,6 +52,7 @@ __all__ = [
     "resolve",
     "resume_schedule",
     "retry",
+    "retry_note",
     "schedule_json",
     "search_filters",
     "signal",
@@ -490,6 +491,16 @@ def retry(store: Any, workflow_id: str) -> str:
     except DedupKeyTaken as taken:
         raise ToolError(str(key_taken(workflow_id, taken))) from None
     return note
+
+
+def retry_note(rec: Any, journal: list[Any]) -> str | None:
+    """The note :func:`retry` gives when the failed workflow ``rec`` (its journal's
+    records, in seq order) would replay to the same failure, or ``None``: the console
+    shows it beside its Retry button (a retry is not refused: code deployed since may
+    handle the recorded error)."""
+    from .hosts.workflow._operate import same_failure_note
+
+    return same_failure_note(rec, [(r.seq, r.kind, r.name, r.outcome) for r in journal])
 
 
 # ------------------------------------------------------------------ schedules

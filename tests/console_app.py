@@ -6,7 +6,8 @@ from typing import Any
 
 import trio
 
-from garrison import process, workflow
+import garrison
+from garrison import RetryPolicy, process, workflow
 
 
 async def gated(label: str, deadline: str | None = "7d") -> dict[str, Any]:
@@ -55,6 +56,26 @@ async def one_promise(name: str) -> Any:
 
 async def boom(text: str) -> None:
     raise RuntimeError(text)
+
+
+@garrison.activity(retry=RetryPolicy(max_attempts=1))
+async def charge() -> None:
+    raise ConnectionError("payments are down")
+
+
+@garrison.activity
+async def refund() -> None:
+    """A compensation (nothing to undo): recorded after the charge's error."""
+
+
+async def charges_or_refunds() -> None:
+    """Fails with the charge's final error after recording its compensation: a retry
+    replays to the same failure (nothing is taken back)."""
+    try:
+        await charge()
+    except garrison.ActivityError:
+        await refund()
+        raise
 
 
 async def parent_of_gated() -> Any:

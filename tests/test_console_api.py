@@ -132,7 +132,7 @@ async def test_list_detail_and_capabilities_on_a_store(seeded: str) -> None:
         assert all(set(r) >= {"seq", "kind", "name", "outcome", "attempts", "time", "ok"}
                    for r in d["journal"])
         assert d["actions"] == {"signal": True, "cancel": True, "resolve": ["go"],
-                                "retry": False}
+                                "retry": False, "retry_note": None}
         assert d["parent"] is None and d["children"] == []
 
         failed = (await c.get("/api/workflows/b-1")).json()
@@ -141,7 +141,7 @@ async def test_list_detail_and_capabilities_on_a_store(seeded: str) -> None:
         assert error["type"] == "RuntimeError" and error["message"] == "<script>alert(1)</script>"
         assert "Traceback (most recent call last)" in error["traceback"]
         assert failed["actions"] == {"signal": False, "cancel": False, "resolve": [],
-                                     "retry": True}
+                                     "retry": True, "retry_note": None}
 
         missing = await c.get("/api/workflows/nope")
         assert missing.status_code == 404 and "no workflow 'nope'" in missing.json()["error"]
@@ -220,6 +220,7 @@ async def test_actions_on_a_store_wake_the_node_that_holds_it(
                 await node.workflow("o-1").result()
             detail = (await c.get("/api/workflows/o-1")).json()
             assert detail["actions"]["retry"] is True
+            assert detail["actions"]["retry_note"] is None  # (the charge runs again)
             r = await post(c, "/api/workflows/o-1/retry")
             assert r.status_code == 200, r.text
             assert r.json() == {"ok": True, "workflow_id": "o-1", "retry": (
@@ -228,6 +229,39 @@ async def test_actions_on_a_store_wake_the_node_that_holds_it(
             await node.workflow("o-1").signal("ship")
             assert await node.workflow("o-1").result() == "res-lamp pay-lamp ship"
             assert store.get_workflow("o-1").attempt == 2
+        store.close()
+
+
+async def test_a_retry_that_replays_to_the_same_failure_is_noted_before_it_is_asked(
+        tmp_path: Path, autojump_clock: Any) -> None:
+    """A workflow that failed with an activity's final error and recorded a step after
+    it (a compensation) replays to the same failure when retried: the console offered
+    Retry as for any failed workflow, and said so only once it had retried (where
+    ``garrison workflows retry`` says it). Its answer notes it beside ``retry`` now, on
+    a store and attached to a node, and the retry is still done (code deployed since
+    may handle the error), saying the same."""
+    ops_app.FAILS["lamp"] = 2
+    note = ("note: it failed with the final error of activity 'ops_app:charge' (seq 1), "
+            "which its code raised after the journal's last record (activity "
+            "'ops_app:release', seq 2): nothing is taken back, and the same code replays "
+            "to the same failure")
+    store_path = str(tmp_path / "s.db")
+    async with garrison.open_node(store=store_path) as node:
+        await node.start_workflow(ops_app.charges_or_releases, "lamp", id="s-1")
+        with pytest.raises(garrison.WorkflowFailed, match="payments are down"):
+            await node.workflow("s-1").result()
+        store = _store_tools.open_store(store_path)
+        for backend in (NodeBackend(node), StoreBackend(store)):
+            async with client(make_app(backend)) as c:
+                actions = (await c.get("/api/workflows/s-1")).json()["actions"]
+                assert actions["retry"] is True
+                assert actions["retry_note"].startswith(note), actions
+        async with client(make_app(StoreBackend(store))) as c:
+            r = await post(c, "/api/workflows/s-1/retry")
+            assert r.status_code == 200 and note in r.json()["retry"], r.text
+        with pytest.raises(garrison.WorkflowFailed, match="payments are down"):
+            await node.workflow("s-1").result()
+        assert store.get_workflow("s-1").attempt == 2
         store.close()
 
 

@@ -23,7 +23,7 @@ from urllib.parse import parse_qs, urlsplit
 from _console_server import ROOT, console
 from _console_server import chromium as _chromium
 
-from garrison._store_tools import open_store
+from garrison._store_tools import open_store, start
 from garrison.persistence import Transaction
 
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -169,7 +169,9 @@ def test_login_form_node_figures_children_and_paging_in_the_browser(tmp_path: Pa
 
     (tmp_path / "app.yaml").write_text(HANDS_OFF)
     with console("run", "app.yaml", "--ui", "127.0.0.1:0", "--token", TOKEN, cwd=tmp_path,
-                 env={"PYTHONPATH": str(ROOT / "tests")}) as ui, sync_playwright() as pw:
+                 # (this checkout's garrison, as the test's, and its test apps)
+                 env={"PYTHONPATH": os.pathsep.join((str(ROOT), str(ROOT / "tests")))}
+                 ) as ui, sync_playwright() as pw:
         ui.http.headers["Authorization"] = f"Bearer {TOKEN}"
         ui.until(lambda: len(ui.http.get("/api/workflows?limit=100").json()["workflows"])
                  == 57, "55 gated workflows, the parent and its child")
@@ -252,6 +254,20 @@ def test_login_form_node_figures_children_and_paging_in_the_browser(tmp_path: Pa
         page.goto(ui.url + "workflows/" + "L" * 255)
         expect(page.locator("h1")).to_contain_text("LLLL")
         assert page.evaluate("document.documentElement.scrollWidth") <= 1280
+
+        # a failed workflow whose retry would replay to the same failure: the note is
+        # beside its Retry button before it is asked (it was said only after)
+        tool = open_store(str(tmp_path / "orders.db"))
+        try:
+            start(tool, "console_app:charges_or_refunds", [], "same")
+        finally:
+            tool.close()
+        ui.until(lambda: ui.http.get("/api/workflows/same").json()["workflow"]["status"]
+                 == "failed", "the charge to fail")
+        page.goto(ui.url + "workflows/same")
+        expect(page.locator("#retry-button")).to_be_visible()
+        expect(page.locator("#retry-note")).to_contain_text(
+            "nothing is taken back, and the same code replays to the same failure")
 
         # log out: back at the login form, and the session is gone
         page.click("#logout")

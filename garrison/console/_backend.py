@@ -496,6 +496,10 @@ class Backend:
                 "cancel": not final and not rec.cancel_requested,
                 "resolve": [] if final else pending,
                 "retry": status in RETRYABLE,
+                # (a retry that would replay to the same failure is said, not refused,
+                # as garrison workflows retry says it)
+                "retry_note": tools.retry_note(rec, journal) if status in RETRYABLE
+                else None,
             },
         }
 

@@ -426,6 +426,10 @@ async function workflowPage() {
       $("signal-form").hidden = !d.actions.signal;
       $("cancel-button").hidden = !d.actions.cancel;
       $("retry-button").hidden = !(caps.retry && d.actions.retry);
+      // a retry that would replay to the same failure: said before it is asked
+      const note = caps.retry && d.actions.retry ? d.actions.retry_note : null;
+      $("retry-note").textContent = note ? visible(note) : "";
+      $("retry-note").hidden = !note;
       $("no-actions").hidden = d.actions.signal || d.actions.cancel ||
         (caps.retry && d.actions.retry);
     });

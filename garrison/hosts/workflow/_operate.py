@@ -61,7 +61,8 @@ if TYPE_CHECKING:
     from ._host import WorkflowHost
 
 __all__ = ["RETRYABLE", "TERMINATED", "check_reason", "end_pending_transaction", "key_taken",
-           "retry_transaction", "retry_workflow", "terminate_transaction",
+           "retry_transaction", "retry_workflow", "same_failure_note",
+           "terminate_transaction",
            "terminate_unless_node", "terminate_workflow", "terminated"]
 
 #: the error type of a terminated workflow
@@ -366,6 +367,16 @@ def _same_failure(failing: list[Any], entries: list[Any]) -> str | None:
             "the failed activity again only when its error is the journal's last "
             "record; deploy code that handles the error first, or start the work "
             "again as a new workflow)")
+
+
+def same_failure_note(record: Any, entries: list[Any]) -> str | None:
+    """The note a retry of the stored workflow ``record`` (its journal ``entries``, in
+    order) gives when it would replay to the same failure (see :func:`_same_failure`),
+    or ``None``: what the console shows beside its Retry button before the retry."""
+    failing = _final_errors(record, entries)
+    if _taken_back(failing, entries)[0] is not None:
+        return None
+    return _same_failure(failing, entries)
 
 
 def retry_transaction(store: Any, record: Any) -> tuple[Transaction, str]:
