@@ -805,7 +805,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
     from .console import ConsoleError, serve_console
 
     try:
-        store = open_store(args.store)
+        store = open_store(args.store, reads=True)  # (its actions: see StoreBackend)
     except ToolError as exc:
         print(f"garrison ui: {exc}", file=sys.stderr)
         return 2

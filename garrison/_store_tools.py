@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import math
+import os
 import sys
 import time
 import uuid
@@ -90,7 +91,8 @@ def open_store(path: str, *, readonly: bool = False, migrate: bool = False,
     would, and ``create(name)`` is called to say so (``name``: the store's own name for
     itself, never with a password). ``reads``: the command only reads, so a SQLite file
     on a read-only file system (a backup on a read-only mount, which no node writes),
-    where a tool's open fails, is opened read-only."""
+    where a tool's open fails, or one this process may not write (which SQLite opens
+    read-only unasked, and whose first write fails), is opened read-only."""
     from .persistence import create_store, is_postgres_url, migrate_store
     from .persistence._file import keyword_dsn, read_only_fs
 
@@ -102,7 +104,8 @@ def open_store(path: str, *, readonly: bool = False, migrate: bool = False,
         raise ToolError(f"store {path!r}: expected a SQLite file or a "
                         "postgresql://user@host:port/db URL (an in-memory store is the "
                         "node's own: a tool cannot open one)", 2)
-    if reads and not is_postgres_url(path) and read_only_fs(path):
+    if reads and not is_postgres_url(path) and (
+            read_only_fs(path) or (os.path.isfile(path) and not os.access(path, os.W_OK))):
         readonly = True
     try:
         created = create is not None and create_store(path)

@@ -265,6 +265,96 @@ async def test_a_retry_that_replays_to_the_same_failure_is_noted_before_it_is_as
         store.close()
 
 
+def test_a_store_on_a_read_only_file_system_is_shown_and_its_actions_refused(
+        tmp_path: Path) -> None:
+    """A backup on a read-only mount: ``garrison ui --store`` (and ``serve_console``)
+    opened it for writing and stopped at once ("cannot be opened for writing:
+    Read-only file system"), where ``garrison workflows list`` reads it. The console
+    opens it read-only now, shows it (the header says read-only), and refuses each
+    action, 409 naming the store, rather than fail on SQLite's write."""
+    import textwrap
+
+    from test_persistence_file import _read_only_available, run_on_read_only
+
+    if not _read_only_available(tmp_path):
+        pytest.skip("needs unshare and mount in a user namespace")
+    data = tmp_path / "ro"
+    data.mkdir()
+    path = str(data / "wf.db")
+    with SQLiteStore(path) as s:
+        s.write(Transaction().create_workflow("w1", "app:flow", [1]))
+    code = textwrap.dedent(f"""
+        from functools import partial
+        import httpx, trio
+        from garrison import _cli
+        from garrison.console import serve_console
+
+        def stop(fn):  # (garrison ui opened the store: it stops at once)
+            raise KeyboardInterrupt
+        _cli._unwrapped = stop
+        print("ui", _cli.main(["ui", "--store", {path!r}, "--bind", "127.0.0.1:0"]))
+
+        async def main():
+            async with trio.open_nursery() as nursery:
+                where = await nursery.start(partial(serve_console, store={path!r},
+                                                    bind="127.0.0.1:0"))
+                async with httpx.AsyncClient(base_url=where.url) as c:
+                    page = await c.get("/")
+                    print("page", page.status_code, "(read-only)" in page.text)
+                    rows = (await c.get("/api/workflows")).json()["workflows"]
+                    print("list", [w["workflow_id"] for w in rows])
+                    print("show", (await c.get("/api/workflows/w1")).status_code)
+                    csrf = {{"X-Garrison-CSRF": c.cookies["garrison_csrf"]}}
+                    for action, body in (("signal", {{"topic": "go"}}),
+                                         ("promises/p/resolve", {{"value": 1}}),
+                                         ("promises/p/reject", {{"message": "no"}}),
+                                         ("cancel", {{}}), ("retry", {{}})):
+                        r = await c.post("/api/workflows/w1/" + action, json=body,
+                                         headers=csrf)
+                        print(action, r.status_code, r.json()["error"], flush=True)
+                nursery.cancel_scope.cancel()
+        trio.run(main)
+    """)
+    done = run_on_read_only(data, code)
+    lines = done.stdout.splitlines()
+    assert lines[:4] == ["ui 130", "page 200 True", "list ['w1']", "show 200"], (
+        done.stdout + done.stderr)
+    said = (f"store {path!r} is open read-only (as a file on a read-only file system, or "
+            "one this process may not write, is opened): the console shows its workflows "
+            "and changes nothing")
+    assert lines[4:] == [
+        f"signal 409 cannot signal workflow 'w1': {said}",
+        f"promises/p/resolve 409 cannot resolve a promise of workflow 'w1': {said}",
+        f"promises/p/reject 409 cannot reject a promise of workflow 'w1': {said}",
+        f"cancel 409 cannot cancel workflow 'w1': {said}",
+        f"retry 409 cannot retry workflow 'w1': {said}"], done.stdout + done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+
+
+async def test_a_store_file_this_process_may_not_write_is_opened_read_only(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A store file the console's user may read but not write: SQLite opened it
+    read-only unasked, and an action failed on its write, a 503 saying the store was
+    damaged. ``garrison ui`` opens it read-only (as on a read-only mount) and refuses
+    the actions, 409. (Root writes any file: this process is told it may not.)"""
+    path = str(tmp_path / "wf.db")
+    with SQLiteStore(path) as s:
+        s.write(Transaction().create_workflow("w1", "app:flow", [1]))
+    access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: False
+                        if p == path and mode & os.W_OK else access(p, mode, **kw))
+    store = _store_tools.open_store(path, reads=True)  # as garrison ui opens it
+    async with client(make_app(StoreBackend(store))) as c:
+        assert "(read-only)" in (await c.get("/")).text
+        r = await post(c, "/api/workflows/w1/cancel")
+        assert r.status_code == 409, r.text
+        assert r.json()["error"].startswith(f"cannot cancel workflow 'w1': store {path!r} is "
+                                            "open read-only")
+    store.close()
+    with SQLiteStore(path, lock=False) as s:
+        assert not s.get_workflow("w1").cancel_requested
+
+
 async def test_attached_to_a_node_live_statuses_actions_and_processes(
         tmp_path: Path, autojump_clock: Any) -> None:
     async with garrison.open_node(config=_services_config(tmp_path),

@@ -93,6 +93,7 @@ def make_app(backend: Backend, *, token: str | None = None, loopback: bool = Tru
         guard: Guard = request.scope["state"]["guard"]
         response = templates.TemplateResponse(
             request, name, {"live": backend.live, "store": backend.store.path,
+                            "read_only": backend.read_only,
                             "logout": guard.token is not None, **context},
             status_code=status_code)
         if not request.cookies.get(CSRF_COOKIE):

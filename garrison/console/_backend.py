@@ -253,6 +253,8 @@ class Backend:
 
     #: attached to a running node (live statuses, processes, services)
     live = False
+    #: the store is open read-only: the console shows it and acts on nothing
+    read_only = False
     #: the default host's store
     store: Any
     #: the default host (``None``: a store console)
@@ -551,11 +553,14 @@ class Backend:
 
 
 class StoreBackend(Backend):
-    """A store opened as a tool (``lock=False``), with or without a node holding it."""
+    """A store opened as a tool (``lock=False``), with or without a node holding it;
+    or opened read-only (a SQLite file on a read-only file system, or one this process
+    may not write: see ``_store_tools.open_store``), whose actions are refused (409)."""
 
     def __init__(self, store: Any, *, owned: bool = False) -> None:
         self.store = store
         self._owned = owned
+        self.read_only = bool(getattr(store, "readonly", False))
         #: the actions' worker threads: a few at a time (a stalled database holds up
         #: these, not the threads the reads and static files take)
         self._actions = trio.CapacityLimiter(ACTIONS_AT_ONCE)
@@ -566,28 +571,43 @@ class StoreBackend(Backend):
 
     async def signal(self, workflow_id: str, topic: str, payload: Any,
                      host: str | None = None) -> dict[str, Any]:
+        self._writable(workflow_id, "signal")
         await self._acting_on(workflow_id, "signal", host)
         msg_id = await self._tool(tools.signal, workflow_id, topic, payload)
         return {"message_id": msg_id}
 
     async def resolve(self, workflow_id: str, promise: str, value: Any,
                       host: str | None = None) -> None:
+        self._writable(workflow_id, "resolve a promise of")
         await self._acting_on(workflow_id, "resolve a promise of", host)
         await self._tool(tools.resolve, workflow_id, promise, value)
 
     async def reject(self, workflow_id: str, promise: str, message: str,
                      host: str | None = None) -> None:
+        self._writable(workflow_id, "reject a promise of")
         await self._acting_on(workflow_id, "reject a promise of", host)
         await self._tool(tools.reject, workflow_id, promise, message)
 
     async def cancel(self, workflow_id: str, host: str | None = None) -> None:
+        self._writable(workflow_id, "cancel")
         await self._acting_on(workflow_id, "cancel", host)
         await self._tool(tools.cancel, workflow_id)
 
     async def retry(self, workflow_id: str, host: str | None = None) -> str:
+        self._writable(workflow_id, "retry")
         await self._retryable(workflow_id, host)
         note: str = await self._tool(tools.retry, workflow_id)
         return note
+
+    def _writable(self, workflow_id: str, what: str) -> None:
+        """409 for an action on a store open read-only (before anything is read: its
+        write would fail, and SQLite's words say neither why nor which store)."""
+        if self.read_only:
+            raise ApiError(409, f"cannot {what} workflow {workflow_id!r}: store "
+                                f"{self.store.path!r} is open read-only (as a file on a "
+                                "read-only file system, or one this process may not "
+                                "write, is opened): the console shows its workflows and "
+                                "changes nothing")
 
     async def _tool(self, fn: Any, *args: Any) -> Any:
         """``fn(store, *args)`` (a function of ``garrison._store_tools``) in a worker

@@ -135,7 +135,7 @@ async def serve_console(*, store: Any = None, node: Any = None, bind: str = DEFA
         from .._store_tools import ToolError, open_store
 
         try:
-            opened = open_store(str(store))
+            opened = open_store(str(store), reads=True)  # (see StoreBackend)
         except ToolError as exc:  # (the tools' own error: not the Python API's)
             raise ValueError(f"serve_console(store=...): {exc}") from None
         backend = StoreBackend(opened, owned=True)
