@@ -87,7 +87,10 @@ def _nodes(args: argparse.Namespace) -> None:
         # a node whose lease lapsed is gone for the cluster (its workflows are claimed,
         # its name free), though no live node has marked it lost yet (none may be left)
         rows = [("NAME", "STATUS", "STARTED", "HEARTBEAT", "WORKFLOWS")]
-        rows += [(n.name, n.status + (", lease lapsed" if n.lease_until < now else ""),
+        # (a name is printable text since the node checks it; one a store of before
+        # holds with a newline or escape would forge a row, or act on the terminal)
+        rows += [(n.name if n.name.isprintable() else repr(n.name)[1:-1],
+                  n.status + (", lease lapsed" if n.lease_until < now else ""),
                   _iso(n.started), f"{max(now - n.heartbeat, 0):.1f}s ago", str(n.workflows))
                  for n in nodes]
         widths = [max(len(r[i]) for r in rows) for i in range(5)]

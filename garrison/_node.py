@@ -53,13 +53,19 @@ _current_node: contextvars.ContextVar[Node] = contextvars.ContextVar("garrison_n
 
 def check_node_name(name: object) -> str:
     """``name`` if it can name a node (``name=``, ``garrison run --name``): a non-empty
-    string without '/', '@' or a NUL character, valid text, at most ``MAX_KEY_BYTES``
-    bytes of UTF-8; else ``ValueError`` saying why."""
+    string without '/', '@' or a NUL character, valid text, printable (no newline or
+    other control character: ``garrison nodes`` prints it as it is, and a newline would
+    forge a row), at most ``MAX_KEY_BYTES`` bytes of UTF-8; else ``ValueError`` saying
+    why."""
     if not isinstance(name, str) or not name.strip() or "/" in name or "@" in name \
             or "\x00" in name:
         raise ValueError(f"a node name must be a non-empty string without '/', '@' or "
                          f"a NUL character, got {name!r}")
     check_text(name, "a node name")
+    if not name.isprintable():
+        bad = next(c for c in name if not c.isprintable())
+        raise ValueError(f"a node name must be printable text, got {name!r} (it holds the "
+                         f"unprintable character {bad!r})")
     check_key_size(name, "a node name")
     return name
 

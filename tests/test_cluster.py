@@ -266,7 +266,7 @@ def test_garrison_nodes_lists_the_cluster_and_drains_a_node_by_name(
     assert cli("drain", "nobody").returncode == 1
     # a name no node can have is bad input (2), as `garrison run --name` says: one over
     # 1,000 bytes was "no live node named ..." (1)
-    for bad in ("x" * 1001, "a/b", "a@b", ""):
+    for bad in ("x" * 1001, "a/b", "a@b", "", "a\nb"):
         refused = cli("drain", bad)
         assert refused.returncode == 2 and "a node name" in refused.stderr, refused.stderr
     done = cli("drain", "a", "--json")  # (it printed "draining a" under --json too)

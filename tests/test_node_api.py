@@ -38,6 +38,17 @@ async def _plain() -> None:
     pass
 
 
+async def test_a_node_name_with_a_control_character_is_refused() -> None:
+    """A newline in a node's name (``--name``, ``name=``) forged a row of ``garrison
+    nodes``' table, an escape acted on the terminal: a name is printable text."""
+    for bad in ("evil\nnode-b  active  999", "esc\x1b[31mRED", "cr\rX", "tab\tb"):
+        with pytest.raises(ValueError, match="a node name must be printable text"):
+            async with garrison.open_node(name=bad):
+                pass
+    async with garrison.open_node(name="node-ä 1") as node:  # (printable: fine)
+        assert node.name == "node-ä 1"
+
+
 async def test_spawned_counts_plain_processes_whatever_starts_a_workflow() -> None:
     """helper-223: `spawned` counted a workflow started by `node.spawn(host=...)` and
     not the same workflow started by `start_workflow` or a workflow's own spawn; it
