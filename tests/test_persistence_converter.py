@@ -15,6 +15,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+import garrison
+from garrison import workflow
 from garrison._errors import PayloadError
 from garrison.actors._values import ErrorInfo, Pid
 from garrison.persistence import RawJson, from_json, structure, to_json, unstructure
@@ -532,3 +534,69 @@ def test_a_declared_key_without_a_json_text_or_a_key_of_another_type_is_refused(
             from_json(text, dict[int, int], what="x")
         assert str(info.value).startswith("cannot restore x as dict[int, int]: ")
         assert str(info.value).endswith(said), info.value
+
+
+#: a surrogate pair held as two code points, as ``'surrogatepass'`` decoding gives it
+_SPLIT = "\ud83d\ude00"
+
+
+def test_a_surrogate_pair_held_as_two_code_points_is_refused_naming_where() -> None:
+    """JSON text writes an emoji as the escapes of its surrogate pair, and reading them
+    back joins them: a str holding the pair as two code points was stored so, and came
+    back as one character (the live run saw 2, a replay 1)."""
+    for value, where in ((_SPLIT, "the str holds"), ({"a": [1, "x" + _SPLIT]}, "at ['a'][1]"),
+                         ({_SPLIT: 1}, "at the top (a key of the dict there)"),
+                         (Line(_SPLIT), "at sku"), ((1, _SPLIT), "at [1]")):
+        with pytest.raises(PayloadError) as info:
+            to_json(value, what="the payload")
+        said = str(info.value)
+        assert said.startswith(f"cannot store the payload: {'' if value is _SPLIT else 'the str '}"
+                               f"{where}"), said
+        assert "holds the surrogate pair '\\ud83d\\ude00' as two code points" in said, said
+        assert "read back as the one character '\U0001f600'" in said, said
+    # what JSON gives back exactly still round-trips: an emoji (one code point), lone
+    # surrogates (in either order), and text that spells the escapes after a backslash
+    for value in ("\U0001f600", "\ud83d", "\ude00\ud83d", "\\ud83d\\ude00",
+                  "\\\U0001f600", ["\U0001f600", {"\ud83d": "\\ude00"}]):
+        assert from_json(to_json(value, what="x")) == value
+
+
+def test_an_errors_texts_store_a_surrogate_pair_as_its_character() -> None:
+    """An exception's message quoting such text is no value to refuse: the workflow's
+    error (its end) is stored with the pair joined, as it was before."""
+    error = ErrorInfo("ValueError", "bad " + _SPLIT + "\ud800", "Traceback ... " + _SPLIT)
+    assert from_json(to_json(error, what="e"), ErrorInfo) == ErrorInfo(
+        "ValueError", "bad \U0001f600\ud800", "Traceback ... \U0001f600")
+
+
+@garrison.activity
+async def _split_text() -> str:
+    return _SPLIT
+
+
+async def _stores_split(where: str) -> str:
+    if where == "activity":
+        try:
+            await _split_text()
+        except garrison.ActivityError as exc:
+            return str(exc)
+    else:
+        try:
+            workflow.set_state("k", [_SPLIT])
+        except PayloadError as exc:
+            return str(exc)
+    return "stored"
+
+
+async def test_a_surrogate_pair_as_two_code_points_is_refused_where_a_workflow_stores_it(
+        node: garrison.Node, autojump_clock: Any) -> None:
+    """An activity's result, state, a message and an argument: each is refused where it
+    is stored, rather than read back by a replay (or ``handle.state``) as another str."""
+    for where, said in (("activity", "the result of activity"), ("state", "state 'k'")):
+        await node.start_workflow(_stores_split, where, id=where)
+        got = await node.workflow(where).result()
+        assert f"cannot store {said}" in got and "surrogate pair" in got, got
+    with pytest.raises(PayloadError, match="at \\[0\\] holds the surrogate pair"):
+        await node.workflow("state").signal("t", [_SPLIT])
+    with pytest.raises(PayloadError, match="at \\[0\\] holds the surrogate pair"):
+        await node.start_workflow(_stores_split, _SPLIT, id="arg")

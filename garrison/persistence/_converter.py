@@ -42,7 +42,7 @@ from cattrs.errors import (
 
 from .._errors import PayloadError
 from .._targets import main_module_name
-from ..actors._values import Pid
+from ..actors._values import ErrorInfo, Pid
 
 __all__ = ["LEAF_TEXT", "RawJson", "from_json", "structure", "to_json", "type_name",
            "unstructure"]
@@ -416,6 +416,12 @@ def _make_converter() -> cattrs.Converter:
     conv.register_structure_hook(_dt.datetime, _structure_datetime)
     conv.register_unstructure_hook(uuid.UUID, str)
     conv.register_structure_hook(uuid.UUID, _structure_uuid)
+    # An error's texts are what it says, not a value: a surrogate pair in them (an
+    # exception's message quoting text decoded with 'surrogatepass') is stored as the
+    # one character it stands for, as JSON reads it back, and does not refuse the error
+    error_hook = conv.get_unstructure_hook(ErrorInfo)
+    conv.register_unstructure_hook(ErrorInfo, lambda error: {
+        key: _joined_pairs(text) for key, text in error_hook(error).items()})
     # Scalars: a JSON value of exactly that type (an integer for a float), no coercion
     conv.register_structure_hook(str, _structure_str)
     conv.register_structure_hook(int, _structure_int)
@@ -445,11 +451,81 @@ def _make_converter() -> cattrs.Converter:
 
 _converter = _make_converter()
 _LEAVES = (str, int, float, bool, type(None))
+
+#: a surrogate pair as JSON text writes it, a high ``\udXXX`` escape then a low one
+#: (its backslash not itself escaped: ``\\ud83d`` is a backslash, then text)
+_PAIR_ESCAPES = re.compile(r"(?<!\\)(?:\\\\)*\\ud[89ab][0-9a-f]{2}\\ud[c-f][0-9a-f]{2}",
+                           re.IGNORECASE)
+#: a surrogate pair held as two code points (what ``surrogatepass`` decoding gives)
+_SPLIT_PAIR = re.compile("[\ud800-\udbff][\udc00-\udfff]")
+_encode_str = json.encoder.encode_basestring_ascii
+
+
+class _SplitPairError(ValueError):
+    """A ``str`` leaf holds a surrogate ``pair`` as two code points (a ``ValueError``,
+    as an int too long for text is: a caller of :data:`LEAF_TEXT` asks
+    :func:`to_json`, which names it)."""
+
+    def __init__(self, pair: str) -> None:
+        super().__init__(pair)
+        self.pair = pair
+
+
+def _str_text(value: str) -> str:
+    """``value``'s JSON text; :class:`_SplitPairError` if it holds a surrogate pair as
+    two code points. JSON text writes a character beyond the BMP (an emoji) as the two
+    escapes of its pair, and reading them back joins them into that one character: two
+    code points stored so would come back as one. Only text with a ``\\ud`` escape
+    (a C-speed test) has its code points searched."""
+    text = _encode_str(value)
+    if "\\ud" in text:
+        found = _SPLIT_PAIR.search(value)
+        if found is not None:
+            raise _SplitPairError(found.group())
+    return text
+
+
+def _split_pair(text: str, plain: Any) -> str | None:
+    """The first surrogate pair held as two code points in the JSON ``text`` of
+    ``plain`` (its JSON shape), or ``None``. The cheap tests come first: only text with
+    the escapes of a pair (a character beyond the BMP, or such a pair) is encoded again
+    without them, where a character beyond the BMP is one code point, and a split pair
+    is two."""
+    if "\\ud" not in text or _PAIR_ESCAPES.search(text) is None:
+        return None
+    found = _SPLIT_PAIR.search(json.dumps(plain, ensure_ascii=False))
+    return None if found is None else found.group()
+
+
+def _joined_pairs(text: Any) -> Any:
+    """``text`` with each surrogate pair held as two code points joined into the one
+    character it stands for."""
+    if type(text) is not str or _SPLIT_PAIR.search(text) is None:
+        return text
+    return _SPLIT_PAIR.sub(
+        lambda pair: pair.group().encode("utf-16", "surrogatepass").decode("utf-16"), text)
+
+
+def _split_pair_error(value: object, pair: str, what: str) -> PayloadError:
+    """The error of a ``value`` that holds a string with the surrogate ``pair`` as two
+    code points: where it is, and the one character it would come back as."""
+    path = _path_to(value, lambda item: isinstance(item, str) and pair in item)
+    where = (f" at {path.lstrip('.')}" if path else "" if path is not None
+             else f" (inside a {_type_name(value)})")
+    joined = pair.encode("utf-16", "surrogatepass").decode("utf-16")
+    return PayloadError(
+        f"cannot store {what}: the str{where} holds the surrogate pair {pair!r} as two "
+        "code points (as 'surrogatepass' decoding gives), which JSON would read back as "
+        f"the one character {joined!r}: join them first "
+        "(s.encode('utf-16', 'surrogatepass').decode('utf-16'))")
+
+
 #: leaves whose JSON text ``json.dumps`` would give, without its encoder (hot path:
-#: the JSON text of a value of one of these types is ``LEAF_TEXT[type(value)](value)``)
+#: the JSON text of a value of one of these types is ``LEAF_TEXT[type(value)](value)``;
+#: ``ValueError`` if it has none, which :func:`to_json` of it names)
 LEAF_TEXT: dict[type, Callable[[Any], str]] = {
     int: int.__repr__,
-    str: json.encoder.encode_basestring_ascii,
+    str: _str_text,
     bool: lambda value: "true" if value else "false",
     type(None): lambda _value: "null",
 }
@@ -624,6 +700,8 @@ def to_json(value: Any, *, what: str, hint: Any = Any) -> str:
     if leaf is not None:
         try:
             return leaf(value)
+        except _SplitPairError as exc:
+            raise _split_pair_error(value, exc.pair, what) from None
         except ValueError as exc:  # an int of more digits than Python converts to text
             raise _conversion_failed(value, exc, what) from None
     if type(value) in _LEAVES:
@@ -634,13 +712,17 @@ def to_json(value: Any, *, what: str, hint: Any = Any) -> str:
     try:
         plain = (_converter.unstructure(value) if hint is Any
                  else _unstructure_declared(value, hint))
-        return json.dumps(plain, default=_check_json_leaf, separators=(",", ":"))
+        text = json.dumps(plain, default=_check_json_leaf, separators=(",", ":"))
     except _Unconvertible as exc:
         raise _payload_error(value, exc, what) from None
     except PayloadError:
         raise
     except Exception as exc:
         raise _conversion_failed(value, exc, what) from exc
+    pair = _split_pair(text, plain)
+    if pair is not None:
+        raise _split_pair_error(value, pair, what)
+    return text
 
 
 def _not_a_number(name: str) -> Any:
