@@ -600,3 +600,24 @@ async def test_a_surrogate_pair_as_two_code_points_is_refused_where_a_workflow_s
         await node.workflow("state").signal("t", [_SPLIT])
     with pytest.raises(PayloadError, match="at \\[0\\] holds the surrogate pair"):
         await node.start_workflow(_stores_split, _SPLIT, id="arg")
+
+
+class _Shape(enum.Enum):  # (values that are tuples: stored as JSON arrays)
+    S = (1, "small")
+    L = (3, "large")
+
+
+@dataclasses.dataclass
+class _Placed:
+    shape: _Shape
+
+
+def test_an_enum_of_tuple_values_round_trips() -> None:
+    """``[1, "small"]`` was stored and then no member's value (a tuple is no list)."""
+    value = _Placed(_Shape.L)
+    text = to_json([value, _Shape.S], what="x")
+    assert text == '[{"shape":[3,"large"]},[1,"small"]]'
+    assert from_json(text, tuple[_Placed, _Shape]) == (value, _Shape.S)
+    with pytest.raises(PayloadError, match=r"expected one of _Shape's values \(\[1, "
+                       r'"small"\], \[3, "large"\]\), got \[2, \'medium\'\]'):
+        from_json('[2, "medium"]', _Shape, what="x")

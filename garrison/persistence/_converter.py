@@ -255,6 +255,34 @@ def _structure_union(value: Any, hint: Any) -> Any:
     raise _mismatch(" or ".join(names), value)
 
 
+def _valued_by_containers(hint: Any) -> bool:
+    """An enum with a member whose value is a tuple, a list or a dict (``S = (1,
+    "small")``): its JSON form is an array or an object, which the enum's own lookup
+    by value (``Size([1, "small"])``) does not find."""
+    return (isinstance(hint, type) and issubclass(hint, enum.Enum)
+            and any(isinstance(m.value, tuple | list | dict) for m in hint))
+
+
+def _enum_by_json_form(hint: Any) -> Callable[[Any, Any], Any]:
+    """Restoring an enum of :func:`_valued_by_containers`: a JSON array or object is
+    the member whose value has that JSON form (``[1, "small"]``: ``Size.S``); any other
+    value is looked up by the enum, as cattrs does."""
+    forms = []
+    for member in hint:
+        try:
+            forms.append((json.loads(json.dumps(member.value)), member))
+        except (TypeError, ValueError):  # (no JSON form: none is stored, none restored)
+            continue
+
+    def structure_enum(value: Any, _type: Any) -> Any:
+        if isinstance(value, list | dict):
+            for form, member in forms:
+                if form == value:
+                    return member
+        return hint(value)
+    return structure_enum
+
+
 def _reject(value: object) -> Any:
     raise _Unconvertible(value)
 
@@ -432,6 +460,8 @@ def _make_converter() -> cattrs.Converter:
     # ``int | str``: by the value's JSON type (cattrs restores no union with a scalar)
     conv.register_structure_hook_func(_scalar_union, _structure_union)
     conv.register_structure_hook_func(_fixed_tuple, _structure_fixed_tuple)
+    # An enum of tuple values (``S = (1, "small")``), stored as its JSON array
+    conv.register_structure_hook_factory(_valued_by_containers, _enum_by_json_form)
     # Containers: walk them ourselves so every nested value is checked by its
     # runtime type (cattrs would pass unknown objects through untouched).
     conv.register_unstructure_hook(dict, _unstructure_dict)
