@@ -27,12 +27,17 @@ import sys
 import types
 import uuid
 from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
-from typing import Any, Literal, NewType, Union, get_args, get_origin
+from typing import Any, Literal, NewType, Union, get_args, get_origin, get_type_hints
 
 import attrs
 import cattrs
 import cattrs.v
-from cattrs.cols import is_mapping, mapping_structure_factory
+from cattrs.cols import (
+    is_mapping,
+    is_namedtuple,
+    mapping_structure_factory,
+    namedtuple_structure_factory,
+)
 from cattrs.errors import (
     BaseValidationError,
     IterableValidationError,
@@ -283,6 +288,20 @@ def _enum_by_json_form(hint: Any) -> Callable[[Any, Any], Any]:
     return structure_enum
 
 
+def _namedtuple_structure_hook(hint: Any) -> Callable[[Any, Any], Any]:
+    """Restoring a ``typing.NamedTuple`` from its JSON array, its fields' types resolved
+    in its module as a dataclass's are: cattrs' own takes its annotations as they are,
+    strings under ``from __future__ import annotations``, and had no hook for them
+    (``Unsupported type: ForwardRef('int')``)."""
+    try:
+        hints = get_type_hints(hint)
+    except Exception:  # (a name it cannot resolve: cattrs says which)
+        return namedtuple_structure_factory(hint, _converter)
+    members: Any = tuple[tuple(hints.get(name, Any) for name in hint._fields)]  # type: ignore[misc]
+    base = _converter.get_structure_hook(members)
+    return lambda value, _type: hint(*base(value, members))
+
+
 def _reject(value: object) -> Any:
     raise _Unconvertible(value)
 
@@ -460,6 +479,7 @@ def _make_converter() -> cattrs.Converter:
     # ``int | str``: by the value's JSON type (cattrs restores no union with a scalar)
     conv.register_structure_hook_func(_scalar_union, _structure_union)
     conv.register_structure_hook_func(_fixed_tuple, _structure_fixed_tuple)
+    conv.register_structure_hook_factory(is_namedtuple, _namedtuple_structure_hook)
     # An enum of tuple values (``S = (1, "small")``), stored as its JSON array
     conv.register_structure_hook_factory(_valued_by_containers, _enum_by_json_form)
     # Containers: walk them ourselves so every nested value is checked by its
