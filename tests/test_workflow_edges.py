@@ -1042,3 +1042,35 @@ def test_a_journal_of_before_done_was_recorded_replays(recorded: bool) -> None:
     result = garrison.testing.replay({"name": "test_workflow_edges:looks_at_a_timer",
                                       "journal": journal})
     assert result.ok and result.checked == len(journal), result
+
+
+async def test_a_held_write_refused_as_its_workflow_moved_is_no_error(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A node that cannot import a workflow's code gives it up as it loads it, while the
+    note of its host written for it waits its turn: another node claims it, the write
+    is refused (the workflow moved), and the log said ``ERROR host ... could not write
+    <Transaction ['update_workflow']>: ...``, an internal object on a routine event of a
+    rolling deploy. It is an info line naming the workflow."""
+    import logging
+
+    from garrison import WorkflowMoved
+    from garrison.persistence import Transaction
+
+    caplog.set_level(logging.INFO, logger="garrison")
+    async with garrison.open_node() as node:
+        host = node.hosts["workflows"]
+
+        async def moved(tx: Any) -> Any:
+            del host.store.commit  # (once)
+            raise WorkflowMoved(None, "w1", "workflow 'w1' has another owner")
+
+        host.store.commit = moved
+        done = trio.Event()
+        host.write_soon(Transaction().update_workflow("w1", host="workflows"))
+        host.write_soon(Transaction(), lambda _results: done.set())
+        with trio.fail_after(5):
+            await done.wait()  # (the next write goes on)
+    [said] = [r for r in caplog.records if "w1" in r.getMessage()]
+    assert said.levelno == logging.INFO, said.getMessage()
+    assert "another node of the cluster runs it now" in said.getMessage()
+    assert "Transaction" not in said.getMessage()

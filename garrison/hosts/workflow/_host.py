@@ -303,6 +303,12 @@ class WorkflowHost:
                 tx, then = self._soon.pop(0)
                 try:
                     results = await self.store.commit(tx)
+                except WorkflowMoved as exc:  # (given up here, or taken over: its new
+                    # owner has it, and writes what it needs as it loads it)
+                    log.info("host %s: a write for workflow %s was refused, as another "
+                             "node of the cluster runs it now", self.name, exc.workflow_id,
+                             extra={"workflow_id": exc.workflow_id})
+                    continue
                 except Exception as exc:
                     log.error("host %s could not write %r: %s", self.name, tx, exc)
                     continue
