@@ -601,6 +601,16 @@ async def test_csrf_guard_host_check_and_headers(seeded: str) -> None:
         # a malformed Host (an unclosed IPv6 address) or Origin: refused, not a 500
         r = await c.get("/api/workflows", headers={"Host": "[::1"})
         assert r.status_code == 400 and r.json() == {"error": "malformed Host header '[::1'"}
+        # only a name and a port: a list of two (or a user before an @) is no address,
+        # though its name is loopback (it answered 200)
+        for given in ("127.0.0.1:8271, evil.com", "localhost:8233 evil.com",
+                      "evil.com@localhost", "localhost:x"):
+            r = await c.get("/api/capabilities", headers={"Host": given})
+            assert r.status_code == 400, (given, r.text)
+            assert r.json() == {"error": f"malformed Host header {given!r}"}
+        for given in ("[::1]:8233", "LOCALHOST", "127.0.0.1:"):
+            r = await c.get("/api/capabilities", headers={"Host": given})
+            assert r.status_code == 200, (given, r.text)
         c.cookies.set("garrison_csrf", "x")
         r = await c.post(url, json={"topic": "ping"},
                          headers={"X-Garrison-CSRF": "x", "Origin": "http://[x"})

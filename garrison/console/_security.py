@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+import re
 import secrets
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -71,6 +72,11 @@ _HEADERS = [
     (b"cache-control", b"no-store"),
 ]
 
+
+#: a ``Host`` header (RFC 9110: ``uri-host [":" port]``): a bracketed IPv6 address or a
+#: name (or IPv4 address), then a port of digits; nothing else (``127.0.0.1:8271,
+#: evil.com`` is no address: a check of its name alone would let it through)
+_HOST = re.compile(r"(?P<name>\[[0-9A-Za-z:.%~_-]*\]|[A-Za-z0-9._~%!$&'()*+,;=-]*)(?::[0-9]*)?")
 
 Proxies = tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] | None
 
@@ -224,13 +230,13 @@ class Guard:
         path = request.url.path
         api = path.startswith("/api/")
         scheme, own_host, proxied = view
+        given = request.headers.get("host", "")
+        address = _HOST.fullmatch(given)
+        if address is None:  # ("[::1": an unclosed IPv6 address; a list of two)
+            return _refuse(api, 400, f"malformed Host header {given!r}")
         # behind a trusted proxy (with a token) the proxy decides which names reach us
         if self.loopback and not (proxied and self.token is not None):
-            given = request.headers.get("host", "")
-            try:
-                host = urlsplit("//" + given).hostname or ""
-            except ValueError:  # ("[::1": an unclosed IPv6 address)
-                return _refuse(api, 400, f"malformed Host header {given!r}")
+            host = address["name"]
             if not is_loopback(host):
                 return _refuse(api, 403, f"host {host!r} is not this console's address "
                                          "(it answers loopback names only)")
