@@ -103,6 +103,31 @@ def test_follow_and_act_on_a_workflow_in_the_browser(tmp_path: Path) -> None:
         page.click("#confirm-yes")
         expect(page.locator("#inbox td.mono", has_text="\\u2060")).to_have_text(
             "a\\u2060b\\uFEFFc\\u034Fd\\uFE0Fe\\uDB40\\uDC41")
+        # whole numbers sent as typed and shown as stored, to the digit (a double made
+        # them 9007199254740992 and 1.2345678901234568e+29)
+        page.fill("#signal-topic", "note")
+        page.fill("#signal-payload", '{"order_id": 9007199254740993, '
+                                     '"n": 123456789012345678901234567890}')
+        page.click("#signal-button")
+        expect(page.locator("#confirm-text")).to_contain_text("9007199254740993")
+        page.click("#confirm-yes")
+        expect(page.locator("#inbox td.mono", has_text="order_id")).to_have_text(
+            '{"order_id":9007199254740993,"n":123456789012345678901234567890}')
+        # what the API refuses reaches it, and its 400 is shown (1e400 was sent as
+        # null, a key given twice once)
+        for typed, refused in (('{"n": 1e400}', "1e400 is too large for a JSON number"),
+                               ('{"a": 10, "a": 1000000}', "the key 'a' appears twice")):
+            page.fill("#signal-payload", typed)
+            page.click("#signal-button")
+            page.click("#confirm-yes")
+            expect(page.locator("#toast.error")).to_contain_text(refused)
+        expect(page.locator("#inbox tr")).to_have_count(4)
+        # the reading where a browser gives no number's text to JSON.parse's reviver
+        # (and has no JSON.rawJSON) keeps the digits too
+        assert page.evaluate("[WITH_SOURCE, RAW_JSON]") == [True, True]
+        read = page.evaluate("""writeJson(parseTokens('{"a": [-12345678901234567890, 1.5e300,'
+                                + ' "\\\\u00e9\\\\"", {}, []], "__proto__": null}'), "", "")""")
+        assert read == '{"a":[-12345678901234567890,1.5e+300,"\u00e9\\"",{},[]],"__proto__":null}'
 
         # resolve its promise through the page; it pays out and completes
         value = page.locator("tr[data-promise=approval] input.promise-value")

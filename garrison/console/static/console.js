@@ -53,10 +53,92 @@ function cutText(value) {
   return `${value.head}… (cut: ${value.bytes.toLocaleString()} bytes in all)`;
 }
 
+// JSON.parse reads every number as a double: 9007199254740993 would be shown as
+// 9007199254740992, 123456789012345678901234567890 as 1.2345678901234568e+29. A whole
+// number that a double does not hold exactly is read as Digits instead, which keep its
+// text, and json() writes them as they came.
+class Digits {
+  constructor(text) { this.text = text; }
+  toString() { return this.text; }
+}
+
+function number(text, value) {
+  return /^-?\d+$/.test(text) && !Number.isSafeInteger(value) ? new Digits(text) : value;
+}
+
+// where the browser gives a reviver the number's text (JSON.parse with source)
+const WITH_SOURCE = (() => {
+  try { return JSON.parse("1", (key, value, context) => context && context.source) === "1"; } catch (e) { return false; }
+})();
+
+// an answer of the API, its whole numbers kept to the digit
+function parseJsonText(text) {
+  if (WITH_SOURCE) {
+    return JSON.parse(text, (key, value, context) =>
+      typeof value === "number" ? number(context.source, value) : value);
+  }
+  return parseTokens(text);
+}
+
+// elsewhere, read token by token (the API's answers are JSON: little checking here)
+const TOKEN = /\s*(?:("(?:[^"\\]+|\\.)*")|(-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?)|(true|false|null)|([[\]{},:]))/y;
+function parseTokens(text) {
+  TOKEN.lastIndex = 0;
+  function next(expected) {
+    const at = TOKEN.lastIndex;
+    const token = TOKEN.exec(text);
+    if (!token || (expected && token[4] !== expected)) throw new SyntaxError("not JSON at character " + at);
+    return token;
+  }
+  function value(token) {
+    const [, string, num, word, mark] = token;
+    if (string !== undefined) return JSON.parse(string);
+    if (num !== undefined) return number(num, Number(num));
+    if (word !== undefined) return JSON.parse(word);
+    const list = mark === "[";
+    if (!list && mark !== "{") throw new SyntaxError("not JSON: " + mark);
+    const out = list ? [] : {};
+    const close = list ? "]" : "}";
+    for (let t = next(), first = true; t[4] !== close; t = next(), first = false) {
+      if (!first) { if (t[4] !== ",") throw new SyntaxError("not JSON: " + t[0]); t = next(); }
+      if (list) { out.push(value(t)); continue; }
+      if (t[1] === undefined) throw new SyntaxError("not JSON: " + t[0]);
+      next(":");
+      // (as JSON.parse does: a key "__proto__" is a key like any other)
+      Object.defineProperty(out, JSON.parse(t[1]), { value: value(next()), enumerable: true,
+                                                     writable: true, configurable: true });
+    }
+    return out;
+  }
+  const out = value(next());
+  if (text.slice(TOKEN.lastIndex).trim()) throw new SyntaxError("not JSON after character " + TOKEN.lastIndex);
+  return out;
+}
+
+// JSON text of a value read by parseJsonText, Digits as they came (JSON.stringify
+// alone would write them as objects): indented by indent spaces if given. JSON.rawJSON,
+// where the browser has it, writes them (natively, faster); elsewhere writeJson does.
+const RAW_JSON = typeof JSON.rawJSON === "function";
 function json(value, indent) {
   if (value === undefined) return "";
   if (isCut(value)) return cutText(value);
-  return JSON.stringify(value, (key, v) => isCut(v) ? cutText(v) : v, indent);
+  if (!RAW_JSON) return writeJson(value, indent ? " ".repeat(indent) : "", "");
+  return JSON.stringify(value, (key, v) => v instanceof Digits ? JSON.rawJSON(v.text) :
+    isCut(v) ? cutText(v) : v, indent);
+}
+
+function writeJson(value, step, margin) {
+  if (value instanceof Digits) return value.text;
+  if (isCut(value)) return JSON.stringify(cutText(value));
+  if (value === null || typeof value !== "object") return JSON.stringify(value) ?? "null";
+  const list = Array.isArray(value);
+  const inner = margin + step;
+  const items = list ? value.map((v) => writeJson(v, step, inner)) :
+    Object.entries(value).map(([k, v]) => JSON.stringify(k) + (step ? ": " : ":") + writeJson(v, step, inner));
+  const [open, close] = list ? ["[", "]"] : ["{", "}"];
+  if (!items.length) return open + close;
+  return step ? open + "\n" + inner + items.join(",\n" + inner) + "\n" + margin + close :
+    open + items.join(",") + close;
 }
 
 function short(value, width) {
@@ -144,7 +226,8 @@ async function api(path, options) {
     init.method = "POST";
     init.headers["Content-Type"] = "application/json";
     init.headers["X-Garrison-CSRF"] = cookie("garrison_csrf");
-    init.body = JSON.stringify(options.body);
+    // (a string is the body's JSON text already: it holds a value as the user typed it)
+    init.body = typeof options.body === "string" ? options.body : JSON.stringify(options.body);
   } else if (polled && lastAnswer.has(path)) {
     init.headers["If-None-Match"] = lastAnswer.get(path).etag;
   }
@@ -159,7 +242,7 @@ async function api(path, options) {
     return { data: lastAnswer.get(path).data, changed: false };
   }
   let data = null;
-  try { data = await response.json(); } catch (e) { data = null; }
+  try { data = parseJsonText(await response.text()); } catch (e) { data = null; }
   if (!response.ok) {
     const message = data && data.error ? data.error : response.status + " " + response.statusText;
     throw new Error(message);
@@ -362,12 +445,18 @@ function setupConfirm(afterAction) {
   });
 }
 
-function parseJson(text, what) {
+// The JSON text the user typed (empty: null), to be sent as typed: read back and
+// written again, 12345678901234567890 would be sent rounded, 1e400 as null, and a key
+// given twice once, where the API refuses the last two. Only checked here, so that
+// what is no JSON at all is said before it is confirmed.
+function typedJson(text, what) {
+  const typed = text.trim() === "" ? "null" : text;
   try {
-    return JSON.parse(text.trim() === "" ? "null" : text);
+    JSON.parse(typed);
   } catch (e) {
     throw new Error(what + " must be JSON (e.g. {\"ok\": true} or \"text\"): " + e.message);
   }
+  return typed;
 }
 
 // ------------------------------------------------------------------ one workflow
@@ -448,10 +537,10 @@ async function workflowPage() {
           const reject = el("button", { type: "button", class: "reject danger" }, "Reject…");
           resolve.addEventListener("click", () => {
             let value;
-            try { value = parseJson(input.value, "the value"); } catch (e) { toast(e.message, true); return; }
-            confirmAction(`Resolve promise ${JSON.stringify(p.name)} of ${wid} with ${json(value)}?`,
+            try { value = typedJson(input.value, "the value"); } catch (e) { toast(e.message, true); return; }
+            confirmAction(`Resolve promise ${JSON.stringify(p.name)} of ${wid} with ${value.trim()}?`,
               async () => {
-                await api(url(`/promises/${segment(p.name)}/resolve`), { body: { value } });
+                await api(url(`/promises/${segment(p.name)}/resolve`), { body: `{"value": ${value}}` });
                 return `promise ${p.name} resolved`;
               });
           });
@@ -538,9 +627,9 @@ async function workflowPage() {
     event.preventDefault();
     const topic = $("signal-topic").value.trim();
     let payload;
-    try { payload = parseJson($("signal-payload").value, "the payload"); } catch (e) { toast(e.message, true); return; }
-    confirmAction(`Send signal ${JSON.stringify(topic)} with ${json(payload)} to ${wid}?`, async () => {
-      await api(url("/signal"), { body: { topic, payload } });
+    try { payload = typedJson($("signal-payload").value, "the payload"); } catch (e) { toast(e.message, true); return; }
+    confirmAction(`Send signal ${JSON.stringify(topic)} with ${payload.trim()} to ${wid}?`, async () => {
+      await api(url("/signal"), { body: `{"topic": ${JSON.stringify(topic)}, "payload": ${payload}}` });
       return `signal ${topic} sent`;
     });
   });
