@@ -280,6 +280,26 @@ def test_login_form_node_figures_children_and_paging_in_the_browser(tmp_path: Pa
         expect(page.locator("h1")).to_contain_text("LLLL")
         assert page.evaluate("document.documentElement.scrollWidth") <= 1280
 
+        # long text with no place to break (a promise's name, a rejection's message, a
+        # topic) wraps in its cell: the Resolve button stays in view (the promises were
+        # 495,000 px wide, the inbox 38,000)
+        tool = open_store(str(tmp_path / "orders.db"))
+        try:
+            start(tool, "console_app:one_promise", ["P" * 300], "long")
+            tool.write(Transaction().reject_promise("long", "R" * 300, "x" * 200_000)
+                       .deliver("long", "T" * 5000, "y" * 500))
+        finally:
+            tool.close()
+        page.goto(ui.url + "workflows/long")
+        resolve = page.locator("#promises button.resolve")
+        expect(resolve).to_be_visible()
+        expect(page.locator("#inbox td.mono").first).to_contain_text("TTTT")
+        assert page.evaluate("document.documentElement.scrollWidth") <= 1280
+        assert page.evaluate("[...document.querySelectorAll('.card')].every("
+                             "(c) => c.scrollWidth <= c.clientWidth)")
+        box = resolve.bounding_box()
+        assert box is not None and box["x"] + box["width"] <= 1280, box
+
         # a failed workflow whose retry would replay to the same failure: the note is
         # beside its Retry button before it is asked (it was said only after)
         tool = open_store(str(tmp_path / "orders.db"))
