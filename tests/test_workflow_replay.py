@@ -634,3 +634,70 @@ async def test_arguments_that_no_longer_fit_block_a_resumed_run_with_no_records(
     error = await _blocked_on_resume(db, "l")
     assert error.seq == 0 and error.recorded == "the arguments it was started with"
     assert "make the code take them too" in str(error), error
+
+
+# ---------------------------------------------------------------- an old run's version
+#: the range of the version gate the deployed ``charger`` calls (``None``: no gate, v1)
+CHARGER_GATE: tuple[int, int] | None = None
+CHARGED: list[int] = []
+
+
+@garrison.activity
+async def charge(amount: int) -> int:
+    CHARGED.append(amount)
+    return amount
+
+
+async def charger() -> list[int]:
+    """Charges twice, waiting between; a gate at its top picks the second amount."""
+    v = garrison.workflow.version("price-2027", *CHARGER_GATE) if CHARGER_GATE else 1
+    first = await charge(100)
+    await garrison.process.inbox().receive()
+    new = CHARGER_GATE is not None and v == CHARGER_GATE[1]
+    return [v, first, await charge(120 if new else 100)]
+
+
+async def test_an_old_run_on_code_whose_range_dropped_its_version_blocks(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, autojump_clock: trio.abc.Clock
+        ) -> None:
+    """A run recorded before ``version("price-2027", 2, 2)`` existed (its old path is
+    gone from the code): it got min_version, 2, and was charged the new price with no
+    error, replay saying ok. Its version is 1 (Temporal's DefaultVersion): it blocks."""
+    from garrison.hosts.workflow import History, replay_history
+
+    CHARGED.clear()
+    db = str(tmp_path / "store.db")
+    await _stopped_while(db, charger, (), "o", "waiting")
+    monkeypatch.setitem(globals(), "CHARGER_GATE", (2, 2))
+    with SQLiteStore(db, readonly=True) as s:
+        replayed = await replay_history(History.from_store(s, "o"))
+    assert replayed.error is not None and not replayed.ok
+    error = await _blocked_on_resume(db, "o")
+    assert str(error).startswith(
+        "workflow 'o': workflow.version('price-2027', 2, 2) leaves out version 1, the "
+        "version of a run recorded before this call existed (its code path is the one "
+        "before the change)")
+    assert error.recorded == "no version 'price-2027' (a run from before the call: 1)"
+    assert CHARGED == [100]
+    async with garrison.open_node(store=db) as node:  # a new run takes the new path
+        await node.start_workflow(charger, id="n")
+        with trio.fail_after(60):
+            while node.workflow("n").status() != "waiting":
+                await trio.sleep(0.01)
+        await node.workflow("n").signal("go")
+        assert await node.workflow("n").result() == [2, 100, 120]
+
+
+async def test_an_old_run_on_a_range_from_0_gets_0(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, autojump_clock: trio.abc.Clock
+        ) -> None:
+    """``version(id, 0, 1)``: 0 names the old path, and a run from before the call
+    gets it (min(min_version, 1))."""
+    CHARGED.clear()
+    db = str(tmp_path / "store.db")
+    await _stopped_while(db, charger, (), "o", "waiting")
+    monkeypatch.setitem(globals(), "CHARGER_GATE", (0, 1))
+    async with garrison.open_node(store=db) as node:
+        await node.workflow("o").signal("go")
+        assert await node.workflow("o").result() == [0, 100, 100]
+        assert "version" not in [r.kind for r in node.workflow("o").history()]

@@ -475,12 +475,14 @@ class WorkflowInstance(Waits, Activities, Interop):
 
     def version(self, change_id: str, min_version: int, max_version: int) -> int:
         """The version of ``change_id`` for this run, fixed by its first call (as
-        Temporal does): the recorded one, ``min_version`` for a run recorded before the
-        call existed, else ``max_version``. A later call with the same id gets the same
-        (a run resumed on new code cannot take the old path at one gate and the new one
-        at the next). Every live call is recorded, as before, so that a journal replays
-        on the release before this one; a record a later call finds wins (a journal of
-        that release may hold another version there: it replays as it ran)."""
+        Temporal does): the recorded one; for a run recorded before the call existed the
+        default, ``min(min_version, 1)`` (Temporal's DefaultVersion), which a range
+        that leaves it out blocks; else ``max_version``. A later call with the same id
+        gets the same (a run resumed on new code cannot take the old path at one gate
+        and the new one at the next). Every live call is recorded, as before, so that a
+        journal replays on the release before this one; a record a later call finds
+        wins (a journal of that release may hold another version there: it replays as
+        it ran)."""
         self._op("workflow.version()")
         entry = self.cursor.peek()
         recorded = (entry is not None and entry.kind == JournalKind.VERSION
@@ -494,9 +496,14 @@ class WorkflowInstance(Waits, Activities, Interop):
             # a run recorded before this version() call existed (a record, or a sleep or
             # receive timeout under way, holds its seq; a cancel too, which the code
             # after this call takes, as the first run did; or a step it never recorded
-            # did, before records of later steps): the oldest behaviour, or what an
-            # earlier call fixed for this run
-            got = min_version if fixed is None else fixed
+            # did, before records of later steps): the default, or what an earlier
+            # call fixed for this run
+            if fixed is None:
+                got = min(min_version, 1)
+                if got < min_version:
+                    raise self._version_predates(change_id, got, min_version, max_version)
+            else:
+                got = fixed
             if not min_version <= got <= max_version:
                 raise self._version_outside(change_id, got, min_version, max_version)
         else:
@@ -548,6 +555,26 @@ class WorkflowInstance(Waits, Activities, Interop):
             f"this run (a change id has one version per run: keep the ranges of its "
             f"calls overlapping, or use another change id). {cursor.advice}",
             workflow_id=self.wid, seq=cursor.seq, recorded=f"version {change_id!r}={fixed}",
+            current=f"version {change_id!r} supporting only {min_version}..{max_version}")
+        if cursor.error is None:
+            cursor.error = err
+        return cursor.error
+
+    def _version_predates(self, change_id: str, default: int, min_version: int,
+                          max_version: int) -> NonDeterminismError:
+        """The error of a ``workflow.version(change_id, ...)`` call in a run recorded
+        before the call existed, whose range leaves out the default version such a run
+        gets (its old path was dropped while it was unfinished: kept, the workflow
+        blocks rather than take the new path midway)."""
+        cursor = self.cursor
+        err = NonDeterminismError(
+            f"workflow {self.wid!r}: workflow.version({change_id!r}, {min_version}, "
+            f"{max_version}) leaves out version {default}, the version of a run recorded "
+            f"before this call existed (its code path is the one before the change): keep "
+            f"{default} in the range, and its old path, until no such run is unfinished. "
+            f"{cursor.advice}",
+            workflow_id=self.wid, seq=cursor.seq,
+            recorded=f"no version {change_id!r} (a run from before the call: {default})",
             current=f"version {change_id!r} supporting only {min_version}..{max_version}")
         if cursor.error is None:
             cursor.error = err
