@@ -230,10 +230,10 @@ def info() -> WorkflowInfo:
 def version(change_id: str, min_version: int, max_version: int) -> int:
     """Temporal-style patching: new executions get ``max_version``; replays get the
     version they recorded. Runs recorded before this call existed get a fixed default,
-    ``1`` (``min_version`` when that is below 1, e.g. ``0`` from ``version(id, 0, 1)``).
-    A recorded version, or that default, outside ``[min, max]`` is a
-    ``NonDeterminismError``: the workflow blocks (an old run on code that dropped its
-    path does not take the new one).
+    ``1`` (``min_version`` when that is below 1, e.g. ``0`` from ``version(id, 0, 1)``),
+    never recorded (the code without the call still replays them). A recorded version,
+    or that default, outside ``[min, max]`` is a ``NonDeterminismError``: the workflow
+    blocks (an old run on code that dropped its path does not take the new one).
     The version is fixed per change id for the run: the first call decides it, later
     calls with the same change id return it (one whose range leaves it out is a
     ``NonDeterminismError``); a new run after ``continue_as_new`` decides again.

@@ -12,7 +12,8 @@ import trio
 import workflow_app as app
 
 import garrison
-from garrison.hosts.workflow import Cursor, Entry
+import garrison.testing
+from garrison.hosts.workflow import Cursor, Entry, History
 from garrison.persistence import RawJson, SQLiteStore, Transaction
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
@@ -225,11 +226,21 @@ async def test_an_old_run_on_new_code_keeps_one_version_of_a_change_id_at_every_
                 await trio.sleep(0.01)
         await handle.signal("go")
         assert await handle.result() == [1, 1]
-        # (the second gate, live, records the version the first one fixed: a journal
-        # the release before this one replays as it ran)
+        # (the second gate, live, records nothing: a version the run got for being
+        # older than the call is never recorded, so the code without it replays it)
         history = handle.history()
-        assert [r.kind for r in history] == ["activity", "receive", "version"]
-        assert history[-1].outcome == 1
+        assert [r.kind for r in history] == ["activity", "receive"]
+    # the journal the release before wrote, recording that version at the second gate
+    with open_store(store_spec) as store:
+        store.write(Transaction()
+                    .create_workflow("before", "workflow_app:gated_twice", [],
+                                     status="running")
+                    .append_journal("before", 1, "activity", "workflow_app:add_one",
+                                    {"ok": 2})
+                    .append_journal("before", 2, "receive", "inbox", history[1].outcome)
+                    .append_journal("before", 3, "version", "change-2", 1))
+    async with garrison.open_node(store=store_spec) as node:
+        assert await node.workflow("before").result() == [1, 1]
     assert app.LOG == []
 
 
@@ -701,3 +712,53 @@ async def test_an_old_run_on_a_range_from_0_gets_0(
         await node.workflow("o").signal("go")
         assert await node.workflow("o").result() == [0, 100, 100]
         assert "version" not in [r.kind for r in node.workflow("o").history()]
+
+
+#: whether the deployed ``audited`` gates an audit step behind a version in its loop
+AUDIT_GATE = False
+
+
+async def audited() -> int:
+    """A loop of steps, waiting halfway and at its end."""
+    total = 0
+    for i in range(4):
+        if i == 2:
+            await garrison.process.inbox().receive()
+        if AUDIT_GATE and garrison.workflow.version("add-audit", 1, 2) == 2:
+            await step_c("audit")
+        total += len(await step_a(str(i)))
+    await garrison.process.inbox().receive()
+    return total
+
+
+async def test_an_old_path_run_resumed_on_new_code_still_replays_on_the_old_code(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, autojump_clock: trio.abc.Clock
+        ) -> None:
+    """A run recorded by the loop without its gate, resumed on code with it: version 1
+    at every gate (none recorded then). The later, live gates recorded ``add-audit=1``,
+    so a rollback to the code without the gate blocked the run, which never left the
+    old path. A version a run gets for being older than the call is never recorded (as
+    Temporal records no marker for its DefaultVersion)."""
+    db = str(tmp_path / "store.db")
+    await _stopped_while(db, audited, (), "q", "waiting")
+    monkeypatch.setitem(globals(), "AUDIT_GATE", True)  # a rolling deploy: the new code
+    async with garrison.open_node(store=db) as node:
+        handle = node.workflow("q")
+        with trio.fail_after(60):
+            while handle.status() != "waiting":
+                await trio.sleep(0.01)
+        await handle.signal("go")
+        with trio.fail_after(60):
+            while len(handle.history()) < 5:
+                await trio.sleep(0.01)
+        assert [r.kind for r in handle.history()] == ["activity"] * 2 + ["receive"] + [
+            "activity"] * 2
+    monkeypatch.setitem(globals(), "AUDIT_GATE", False)  # rolled back
+    with SQLiteStore(db, readonly=True) as s:
+        garrison.testing.replay(History.from_store(s, "q"))
+    async with garrison.open_node(store=db) as node:
+        await node.workflow("q").signal("go")
+        assert await node.workflow("q").result() == 12
+    monkeypatch.setitem(globals(), "AUDIT_GATE", True)  # and the new code replays it too
+    with SQLiteStore(db, readonly=True) as s:
+        garrison.testing.replay(History.from_store(s, "q"))

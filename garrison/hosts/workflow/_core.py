@@ -127,7 +127,7 @@ class WorkflowCore(Caller, WorkflowScope):
     __slots__ = ("_budget", "_buffer", "_inboxes", "_journal_sizes", "_wake", "attempt",
                  "backoff", "cancel_at", "cancel_delivered", "cancel_requested", "check_lost",
                  "children_end", "continued",
-                 "created", "cursor", "done", "durable_watchers", "error", "exited",
+                 "created", "cursor", "defaulted", "done", "durable_watchers", "error", "exited",
                  "flushes", "flushing", "fn", "held_names", "history_bytes", "host",
                  "input_plain", "kill_reason", "left_outcome",
                  "links", "may_be_queued", "monitoring", "name", "orphaned", "parent",
@@ -230,6 +230,9 @@ class WorkflowCore(Caller, WorkflowScope):
         #: ``workflow.version()`` of this run: change id -> the version its first call
         #: fixed (``None``: no call yet)
         self.versions: dict[str, int] | None = None
+        #: the change ids among them whose version the run got for being recorded
+        #: before the call existed (the default: never recorded, at any call)
+        self.defaulted: set[str] | None = None
         #: the names it registered, as its code last left them: ``{name: scope}``
         #: (``None``: none). Registered with the node as well (``host.names``) once a
         #: replay caught up: a replay only counts them, it takes them again where it

@@ -445,7 +445,7 @@ class WorkflowInstance(Waits, Activities, Interop):
             self.cancel_requested = self.cancel_delivered = False
             self.cancel_at = None
         self.cursor = Cursor(self.wid, [])
-        self.versions = None
+        self.versions = self.defaulted = None
         self._journal_sizes = None
         self.timers.clear()
         self.timer_kinds = None
@@ -479,10 +479,13 @@ class WorkflowInstance(Waits, Activities, Interop):
         default, ``min(min_version, 1)`` (Temporal's DefaultVersion), which a range
         that leaves it out blocks; else ``max_version``. A later call with the same id
         gets the same (a run resumed on new code cannot take the old path at one gate
-        and the new one at the next). Every live call is recorded, as before, so that a
-        journal replays on the release before this one; a record a later call finds
-        wins (a journal of that release may hold another version there: it replays as
-        it ran)."""
+        and the new one at the next). A default is never recorded, at any call (as
+        Temporal records no marker for it): a journal of an old-path run replays on
+        the code without the call. Every live call of a run that got ``max_version`` is
+        recorded, as before, so that a journal replays on the release before this one
+        (which, finding no record at a later call with records after it, takes the run
+        for an old one); a record a later call finds wins (a journal of that release
+        may hold another version there: it replays as it ran)."""
         self._op("workflow.version()")
         entry = self.cursor.peek()
         recorded = (entry is not None and entry.kind == JournalKind.VERSION
@@ -492,16 +495,22 @@ class WorkflowInstance(Waits, Activities, Interop):
         fixed = self.versions.get(change_id) if self.versions else None
         got: Any
         if (entry is not None and not recorded) or (entry is None and (
-                self.cursor.seq in self.timers or self.cursor.in_history)):
+                self.cursor.seq in self.timers or self.cursor.in_history)) or (
+                entry is None and self.defaulted and change_id in self.defaulted):
             # a run recorded before this version() call existed (a record, or a sleep or
             # receive timeout under way, holds its seq; a cancel too, which the code
             # after this call takes, as the first run did; or a step it never recorded
             # did, before records of later steps): the default, or what an earlier
-            # call fixed for this run
+            # call fixed for this run; no seq is taken (a later call of a defaulted
+            # change id too, live: a record, or a seq left unrecorded, would make the
+            # journal replay otherwise on the code without the call)
             if fixed is None:
                 got = min(min_version, 1)
                 if got < min_version:
                     raise self._version_predates(change_id, got, min_version, max_version)
+                if self.defaulted is None:
+                    self.defaulted = set()
+                self.defaulted.add(change_id)
             else:
                 got = fixed
             if not min_version <= got <= max_version:
