@@ -374,6 +374,7 @@ def start_transaction(target: str, args: list[Any], workflow_id: str | None = No
     from ._targets import import_target, target_name
     from .hosts.workflow._codec import restore_args
     from .hosts.workflow._host import check_workflow_id
+    from .hosts.workflow._queue import tool_start
     from .persistence import Transaction
 
     if config is not None and target in config.entries:
@@ -399,7 +400,7 @@ def start_transaction(target: str, args: list[Any], workflow_id: str | None = No
         wid = uuid.uuid4().hex if workflow_id is None else check_workflow_id(workflow_id)
         check_arity(fn, name, args)
         restore_args(fn, args, f"workflow {name}")  # typed arguments: checked now
-        tx = Transaction().create_workflow(wid, name, args, status="pending")
+        tx = tool_start(Transaction(), wid, name, args, run_id=uuid.uuid4().hex)
     except (TypeError, ValueError, GarrisonError) as exc:
         raise ToolError(str(exc), 2) from None
     return wid, name, tx
@@ -553,6 +554,7 @@ def trigger_schedule(store: Any, schedule_id: str, now: float | None = None) -> 
     starts). It becomes the schedule's ``last_workflow`` as ``Scheduler.trigger``
     decides (``trigger_takes_last``: not over an unfinished run, nor over a tick whose
     workflow is not created yet), a compare-and-set on the one read."""
+    from .hosts.workflow._queue import tool_start
     from .hosts.workflow._schedules import next_trigger, trigger_id, trigger_takes_last
     from .persistence import Transaction
 
@@ -565,9 +567,8 @@ def trigger_schedule(store: Any, schedule_id: str, now: float | None = None) -> 
         wid = trigger_id(schedule_id, at)
         if store.get_workflow(wid) is None:
             run_id = uuid.uuid4().hex  # (to tell this create from a racing one's)
-            tx = Transaction().create_workflow(wid, rec.workflow, rec.input,
-                                               status="pending", host=rec.host,
-                                               run_id=run_id)
+            tx = tool_start(Transaction(), wid, rec.workflow, rec.input, run_id=run_id,
+                            host=rec.host)
             if takes_last:
                 tx.update_schedule(schedule_id, last_workflow=wid, expect_last_workflow=last)
             store.write(tx)

@@ -527,6 +527,36 @@ async def test_a_workflow_a_tool_created_waits_its_turn(tmp_path: Path) -> None:
     assert started() == ["from-tool"]
 
 
+async def test_a_tools_start_waits_in_start_order_with_a_queue_row_it_drops_at_its_end(
+        tmp_path: Path) -> None:
+    """Real time: ``garrison workflows start`` (``tools.start``) writes a queue row as a
+    node's start that waits has one: the running node starts it in its start order
+    among the node's own (``n1``, started after it, runs after it), counts its start
+    once, and its end drops the row."""
+    from garrison import _store_tools as tools
+
+    db = str(tmp_path / "wf.db")
+    async with garrison.open_node(store=db, max_concurrent=1) as node:
+        await node.start_workflow(app.waits_for_go, id="busy")
+        store = tools.open_store(db)
+        try:
+            tools.start(store, "schedule_app:job", [], "tool")
+            assert [e.workflow_id for e in store.queue_entries()] == ["tool"]
+        finally:
+            store.close()
+        host = node.hosts["workflows"]
+        with trio.fail_after(10):
+            while "tool" not in host.active:
+                await trio.sleep(0.005)
+        await node.start_workflow(app.job, id="n1")
+        await node.workflow("busy").signal("go", "done")
+        with trio.fail_after(10):
+            assert await node.workflow("n1").result() == "n1"
+        assert host.counts["started"] == 3  # busy, tool, n1
+        assert host.store.queue_entries() == []
+    assert started() == ["tool", "n1"]
+
+
 # ------------------------------------------------------------------ limits in the store
 def test_the_store_admits_as_far_as_the_hosts_limits_allow(store_spec: str) -> None:
     """``Transaction.admit``: the host's running and parked workflows count against
@@ -722,6 +752,90 @@ def test_the_store_admits_none_while_a_workflow_ahead_waits_elsewhere_in_the_clu
                      "WHERE workflow_id = 'unowned-high'")  # (claimed by this node)
         assert admit("unowned", "unowned-high", "unowned-low", max_running=2) == [
             "unowned-high", "unowned-low"]
+
+
+@pytest.mark.postgres
+def test_the_store_admits_a_tools_start_in_its_start_order(
+        postgres_stores_url: str) -> None:
+    """PostgreSQL: a workflow ``garrison workflows start`` created has a queue row, as a
+    node's start that waits has: the store admits it in its start order among the
+    host's others (without one, it came after every workflow of the host queued, and
+    one started after it went first)."""
+    import uuid
+
+    from garrison import _store_tools as tools
+    from garrison.persistence import PostgresStore, Transaction
+
+    schema = f"admit_{uuid.uuid4().hex[:8]}"
+    with PostgresStore(f"{postgres_stores_url}?schema={schema}") as store:
+        tools.start(store, "schedule_app:job", [], "tool")
+        tx = Transaction()
+        for wid in ("n1", "n2"):  # the node's starts, after it
+            tx.create_workflow(wid, "m:f", status="pending", run_id="r", host="h")
+            tx.enqueue(wid, "r")
+        store.write(tx.update_workflow("tool", host="h"))  # (as the node loading it)
+        run = store.get_workflow("tool").run_id
+
+        def admit(*entries: tuple[str, str]) -> list[str]:
+            got: list[str] = store.write(Transaction().admit(
+                "h", list(entries), max_running=1, time=100.0))[0]
+            return got
+
+        assert admit(("n1", "r")) == []  # the tool's start waits ahead of it
+        assert admit(("tool", run), ("n1", "r")) == ["tool"]
+
+
+@pytest.mark.postgres
+async def test_a_tools_start_is_claimed_in_its_start_order(
+        postgres_url: str, autojump_clock: Any) -> None:
+    """PostgreSQL: a full node leaves its starts to the cluster, as ``garrison workflows
+    start`` leaves one; when the slot frees, the node claims them in priority, then
+    start, order: the tool's first (it was claimed after every one with a queue row,
+    those of priority -5 too)."""
+    from garrison import _store_tools as tools
+
+    async with garrison.open_node(store=postgres_url, max_concurrent=1) as node:
+        await node.start_workflow(app.waits_for_go, id="hog")
+        store = tools.open_store(postgres_url)
+        try:
+            tools.start(store, "schedule_app:job", [], "tool")
+        finally:
+            store.close()
+        await node.start_workflow(app.job, id="n1")
+        await node.start_workflow(app.job, id="low", priority=-5)
+        await node.start_workflow(app.job, id="n2")
+        await node.send("workflows/hog", "go", "x")
+        for wid in ("tool", "n1", "n2", "low"):
+            with trio.fail_after(30):
+                await node.workflow(wid).result()
+    assert started() == ["tool", "n1", "n2", "low"]
+
+
+@pytest.mark.postgres
+async def test_a_tools_start_left_by_a_node_gone_is_claimed_in_its_start_order(
+        postgres_url: str, autojump_clock: Any) -> None:
+    """PostgreSQL: the node that left a tool's start and its own waiting is gone; the
+    node that takes them over starts them in start order, the tool's first."""
+    from garrison import _store_tools as tools
+
+    async with garrison.open_node(store=postgres_url, name="a", max_concurrent=1) as a:
+        await a.start_workflow(app.waits_for_go, id="hog")
+        store = tools.open_store(postgres_url)
+        try:
+            tools.start(store, "schedule_app:job", [], "tool")
+        finally:
+            store.close()
+        await a.start_workflow(app.job, id="n1")
+        await a.start_workflow(app.job, id="n2")
+    async with garrison.open_node(store=postgres_url, name="b", max_concurrent=1) as b:
+        with trio.fail_after(30):
+            while b.workflow("hog").status() != "waiting":
+                await trio.sleep(0.05)
+        await b.send("workflows/hog", "go", "x")
+        for wid in ("tool", "n1", "n2"):
+            with trio.fail_after(30):
+                await b.workflow(wid).result()
+    assert started() == ["tool", "n1", "n2"]
 
 
 async def test_the_rate_holds_across_restarts(store_spec: str, autojump_clock: Any) -> None:

@@ -67,3 +67,28 @@ async def test_starts_from_a_node_on_an_unlocked_store_wait_for_the_holder_s_lim
                 await trio.sleep(0.02)
     assert most == 1
     assert sorted(wid for wid, _ in app.STARTS) == ["c0", "c1", "c2", "first"]
+
+
+async def test_a_start_from_a_node_on_an_unlocked_store_keeps_its_start_order(
+        store_spec: str) -> None:
+    """Such a start is queued with a row of its own, as a ``garrison workflows start``
+    is: the holding node, full, starts it before its own started after it (on
+    PostgreSQL it was claimed after every workflow with a row); its start is counted
+    once, by the holder."""
+    async with garrison.open_node(store=store_spec, max_concurrent=1) as owner:
+        await owner.start_workflow(app.waits_for_go, id="busy")
+        with open_store(store_spec, lock=False) as store:
+            async with garrison.open_node(store=store) as other:
+                await other.start_workflow(app.job, id="c")
+        host = owner.hosts["workflows"]
+        if host.ownership is None:  # (SQLite: once the holder has read it)
+            with trio.fail_after(10):
+                while "c" not in host.active:
+                    await trio.sleep(0.005)
+        await owner.start_workflow(app.job, id="n1")
+        await owner.send("workflows/busy", "go", "x")
+        for wid in ("c", "n1"):
+            with trio.fail_after(10):
+                assert await owner.workflow(wid).result() == wid
+        assert host.counts["started"] == 3  # busy, c, n1
+    assert [wid for wid, _ in app.STARTS] == ["c", "n1"]

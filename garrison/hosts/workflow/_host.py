@@ -78,7 +78,7 @@ from ._ids import MAX_KEY_BYTES, check_key_size, check_text, check_workflow_id
 from ._inbox import InboxItem, exit_id
 from ._instance import ActiveWorkflows, WorkflowInstance
 from ._journal import JournalKind, event_to_plain, message_to_plain
-from ._queue import PRIORITY_MEMO, QueueLimits, WorkflowQueue
+from ._queue import PRIORITY_MEMO, TOOL_START_MEMO, QueueLimits, WorkflowQueue
 from ._recovery import (
     SUPERVISOR_MEMO,
     check_supervisors,
@@ -130,14 +130,17 @@ def _spawned_after_cancel(wf: WorkflowInstance) -> frozenset[str]:
         and isinstance(e.outcome.get("pid"), str))
 
 
-def _start_memo(supervisor: Pid | None, priority: int) -> dict[str, Any] | None:
-    """The memo a workflow is created with: its supervisor, if any, and its priority
-    unless 0 (kept for a retry, see ``_queue.PRIORITY_MEMO``)."""
+def _start_memo(supervisor: Pid | None, priority: int, tool: bool) -> dict[str, Any] | None:
+    """The memo a workflow is created with: its supervisor, if any, its priority
+    unless 0 (kept for a retry, see ``_queue.PRIORITY_MEMO``), and, by a ``tool`` (a
+    node on a store it does not hold), ``_queue.TOOL_START_MEMO``."""
     memo: dict[str, Any] = {}
     if supervisor:
         memo[SUPERVISOR_MEMO] = str(supervisor)
     if priority:
         memo[PRIORITY_MEMO] = priority
+    if tool:
+        memo[TOOL_START_MEMO] = True
     return memo or None
 
 
@@ -563,10 +566,9 @@ class WorkflowHost:
                            status="running" if admitted and not asked else "pending",
                            parent=parent, run_id=run_id, host=self.name, time=now,
                            trace=trace,
-                           memo=_start_memo(supervisor, priority))
+                           memo=_start_memo(supervisor, priority, self.client))
         queued = -1
-        if (dedup is not None or not admitted or asked) and (
-                not self.client or dedup is not None or priority):
+        if dedup is not None or not admitted or asked:  # (a tool's start: a row too)
             tx.enqueue(wid, run_id, priority=priority, dedup=dedup, time=now)
             queued = len(tx) - 1
         admission = self.queue.admission(tx, [(wid, run_id)]) if asked else -1

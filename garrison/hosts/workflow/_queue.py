@@ -73,7 +73,8 @@ if TYPE_CHECKING:
     from ._host import WorkflowHost
     from ._instance import WorkflowInstance
 
-__all__ = ["PRIORITY_MEMO", "QueueLimits", "WorkflowQueue", "stored_priority"]
+__all__ = ["PRIORITY_MEMO", "TOOL_START_MEMO", "QueueLimits", "WorkflowQueue",
+           "stored_priority", "tool_start"]
 
 log = logging.getLogger("garrison.workflow")
 
@@ -88,6 +89,10 @@ PENDING_READ_EVERY = 0.5
 #: the memo key of a workflow started with a ``priority`` other than 0: the priority,
 #: kept after its queue row is dropped (at its end), for a retry to wait by it again
 PRIORITY_MEMO = "garrison.priority"
+#: the memo key of a workflow a tool created (``garrison workflows start``, ``garrison
+#: schedules trigger``, a node on a store it does not hold): it has a queue row as a
+#: node's start that waits has, but no node counted its start (``count_tool_starts``)
+TOOL_START_MEMO = "garrison.tool_start"
 
 
 def stored_priority(record: WorkflowRecord) -> int:
@@ -97,6 +102,20 @@ def stored_priority(record: WorkflowRecord) -> int:
     if type(value) is not int or not -(2**63) <= value <= 2**63 - 1:
         return 0
     return value
+
+
+def tool_start(tx: Transaction, workflow_id: str, name: str, input: Any, *, run_id: str,
+               host: str | None = None) -> Transaction:
+    """Add to ``tx`` a tool's start of workflow ``workflow_id``: ``pending`` until a node
+    runs it, and in its host's queue as a node's start that waits is (a row of its
+    own: its place in start order among the others of its priority, 0, which the
+    claims and admissions of a cluster and a restart's queue go by). ``run_id`` tells
+    this create from a racing one's; a workflow of that id existing, nothing is
+    written."""
+    now = time.time()
+    return tx.create_workflow(workflow_id, name, input, status="pending", host=host,
+                              run_id=run_id, time=now, memo={TOOL_START_MEMO: True}
+                              ).enqueue(workflow_id, run_id, time=now)
 
 
 def _limit(value: object, name: str) -> None:
@@ -469,7 +488,8 @@ class WorkflowQueue:
         self.rows = set(entries)
         self.dedup = {e.dedup: e.workflow_id for e in entries.values() if e.dedup is not None}
         self._last_seq = max((e.seq for e in entries.values()), default=0)
-        # a workflow pending without a row (a tool started it) waited, live, after the
+        # a workflow pending without a row (an earlier garrison's tool started it: a
+        # tool's start has one now, ``tool_start``) waited, live, after the
         # rows written before it and before those written after: its place among them
         # is by its start (created) time, after a row of the same place
         starts = sorted((e.enqueued.timestamp(), e.seq) for e in entries.values())

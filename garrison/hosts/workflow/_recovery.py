@@ -29,6 +29,7 @@ from ._core import added, cancelled_error
 from ._inbox import CONTROL, item_from_record, stale_request
 from ._instance import WorkflowInstance
 from ._journal import Entry, error_from_plain, error_to_plain, initial_state
+from ._queue import TOOL_START_MEMO
 
 if TYPE_CHECKING:
     from ._host import WorkflowHost
@@ -259,13 +260,17 @@ def mark_running(host: WorkflowHost, tx: Transaction) -> None:
 
 def count_tool_starts(host: WorkflowHost, queued: list[WorkflowRecord]) -> None:
     """Count as started here the ``pending`` workflows a tool created while no node ran
-    (``garrison workflows start``, ``schedules trigger``): never run, and without a
+    (``garrison workflows start``, ``schedules trigger``): never run, and marked so in
+    their memo (``TOOL_START_MEMO``), or, written by an earlier garrison, without a
     queue row (a node's start that waits has one, and was counted where it started; a
     retry, attempt 2 on, is no start)."""
-    fresh = [r.workflow_id for r in queued if r.attempt == 1]
-    if fresh:
+    fresh = [r for r in queued if r.attempt == 1]
+    tools = sum(1 for r in fresh if r.memo and r.memo.get(TOOL_START_MEMO) is True)
+    unmarked = [r.workflow_id for r in fresh if not r.memo or TOOL_START_MEMO not in r.memo]
+    if unmarked:
         rows = {e.workflow_id for e in host.store.queue_entries()}
-        host.counts["started"] += sum(1 for wid in fresh if wid not in rows)
+        tools += sum(1 for wid in unmarked if wid not in rows)
+    host.counts["started"] += tools
 
 
 def _pause_gc() -> bool:

@@ -58,6 +58,7 @@ import heapq
 import json
 import logging
 import math
+import uuid
 from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -76,6 +77,7 @@ from ...persistence import (
     run_blocking,
     to_json,
 )
+from ._queue import tool_start
 from ._schedules import (
     ScheduleDefinition,
     ScheduleSpec,
@@ -770,11 +772,12 @@ class Scheduler:
         """The workflow of ``record``'s tick does not import on this node of a cluster
         (a rolling deploy: a schedule of a new workflow type): it is created unrun
         (``pending``, as a tool's start) and left to a node of the cluster that has its
-        code, as a claimed one is (``_recovery.runnable``)."""
+        code, as a claimed one is (``_recovery.runnable``): in the host's queue, by its
+        start order, and counted started where it runs."""
         host = self.host
-        tx = Transaction().create_workflow(wid, record.workflow, list(record.input),
-                                           status="pending", host=host.name)
-        [made] = await host.store.commit(tx)
+        tx = tool_start(Transaction(), wid, record.workflow, list(record.input),
+                        run_id=uuid.uuid4().hex, host=host.name)
+        made = (await host.store.commit(tx))[0]  # (and its queue row's seq)
         if made:
             created()
             host.ownership.refuse(wid, record.workflow, error.__cause__ or error)
