@@ -557,6 +557,32 @@ async def test_a_tools_start_waits_in_start_order_with_a_queue_row_it_drops_at_i
     assert started() == ["tool", "n1"]
 
 
+async def test_a_nodes_own_start_picked_up_by_a_wait_for_its_result_is_counted_once(
+        autojump_clock: Any) -> None:
+    """In a cluster a node's own start that waits unowned in the store (counted where it
+    was made: it has a queue row) may be claimed by the node just as a wait for its
+    result looks at it: that look counted every ``pending`` first attempt as a tool's
+    start, so the start was counted twice. A tool's start (marked in its memo) is
+    still counted there, once."""
+    from garrison.hosts.workflow._queue import tool_start
+    from garrison.hosts.workflow._recovery import refresh
+    from garrison.persistence import Transaction
+
+    async with garrison.open_node(max_concurrent=1) as node:
+        await node.start_workflow(app.waits_for_go, id="busy")
+        host = node.hosts["workflows"]
+        before = host.counts["started"]
+        host.store.write(Transaction().create_workflow(
+            "own", "schedule_app:job", [], status="pending", run_id="r1").enqueue("own", "r1"))
+        refresh(host, "own")
+        assert host.counts["started"] == before  # (counted by the node that made it)
+        host.store.write(tool_start(Transaction(), "tool", "schedule_app:job", [],
+                                    run_id="r2"))
+        refresh(host, "tool")
+        assert host.counts["started"] == before + 1
+        assert "own" in host.active and "tool" in host.active  # (both wait in the queue)
+
+
 # ------------------------------------------------------------------ limits in the store
 def test_the_store_admits_as_far_as_the_hosts_limits_allow(store_spec: str) -> None:
     """``Transaction.admit``: the host's running and parked workflows count against

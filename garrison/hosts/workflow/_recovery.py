@@ -349,8 +349,9 @@ def refresh(host: WorkflowHost, wid: str, *, starting: bool = False) -> None:
             return  # a start of this id is being committed here: it runs it
         host.finished.pop(wid, None)
         if record.status == WorkflowStatus.PENDING:  # a tool's start, a retry: the queue
-            if record.attempt == 1:
-                host.counts["started"] += 1  # a tool's start, picked up here
+            # (a tool's start is counted here; in a cluster, a node's own start left to
+            # the store, claimed as a wait for its result looked, was counted where made)
+            count_tool_starts(host, [record])
             host.queue.offer(load(host, record), record)
             return
         wf = load(host, record)
