@@ -3066,3 +3066,96 @@ async def test_a_child_started_as_its_parent_is_cancelled_on_a_draining_node_goe
                 await trio.sleep(0.05)
         assert "pw.1" not in host.active  # (handed on: this node drains)
         monkeypatch.undo()
+
+
+# -- a drain waits for the activities a workflow started ------------------------------------
+@garrison.activity()
+async def counted_step(path: str, seconds: float) -> str:
+    """Notes each start in the file ``path``, then works ``seconds``."""
+    import trio
+
+    with open(path, "a") as f:
+        f.write("start\n")
+    await trio.sleep(seconds)
+    return "done"
+
+
+async def races_a_started_step(path: str, seconds: float, how: str) -> str:
+    """Starts ``counted_step`` and waits: for it or a timer (``first``), for a timer
+    alone (``sleep``: the step is not awaited yet), or for it (``await``)."""
+    from garrison import workflow
+
+    h = workflow.start(counted_step, path, seconds)
+    if how == "first":
+        await workflow.first(h, workflow.timer(60))
+    elif how == "sleep":
+        await workflow.sleep(seconds * 2)
+    return str(await h)
+
+
+@pytest.mark.parametrize("how", ["first", "sleep", "await"])
+async def test_a_drain_hands_a_workflow_over_once_its_started_activity_is_recorded(
+        postgres_url: str, tmp_path: Path, how: str) -> None:
+    """A workflow waiting in ``first(h, timer)`` on an activity it started
+    (``workflow.start``), or not awaiting it yet, was handed over at once by a drain:
+    its activity was cancelled unrecorded, and ran again on the other node (found by a
+    probe). Like an awaited one, it moves once the activity's outcome is recorded."""
+    import trio
+
+    effects = tmp_path / "effects"
+    async with garrison.open_node(store=postgres_url, name="a", lease="30s") as a, \
+            garrison.open_node(store=postgres_url, name="b", lease="30s") as b:
+        await a.start_workflow(races_a_started_step, str(effects), 0.3, how, id="s")
+        with trio.fail_after(5):
+            while not effects.exists():
+                await trio.sleep(0.02)
+        a.drain()
+        with trio.fail_after(10):
+            await a.drained()
+        with trio.fail_after(10):
+            assert await b.workflow("s").result() == "done"
+        assert effects.read_text() == "start\n"  # (ran once: not again on b)
+        assert [r.kind for r in b.workflow("s").history()].count("activity") == 1
+
+
+@garrison.activity()
+async def long_on_a(path: str) -> str:
+    """Notes each start in the file ``path``; works 30 s on node a, at once elsewhere."""
+    import trio
+
+    with open(path, "a") as f:
+        f.write("start\n")
+    node = garrison.current_node().name
+    if node == "a":
+        await trio.sleep(30)
+    return node
+
+
+async def starts_long_on_a(path: str) -> str:
+    from garrison import workflow
+
+    h = workflow.start(long_on_a, path)
+    await workflow.first(h, workflow.timer(60))
+    return str(await h)
+
+
+async def test_a_node_that_stops_while_its_drain_waits_for_a_started_activity_stops(
+        postgres_url: str, tmp_path: Path) -> None:
+    """A drain waits for an activity the workflow started to record its outcome; the
+    node's stop meanwhile does not: it cancels the activity (unrecorded, as a stop does
+    an awaited one), and the other node runs it again."""
+    import trio
+
+    effects = tmp_path / "effects"
+    async with garrison.open_node(store=postgres_url, name="b", lease="30s") as b:
+        with trio.fail_after(5):
+            async with garrison.open_node(store=postgres_url, name="a", lease="30s") as a:
+                await a.start_workflow(starts_long_on_a, str(effects), id="l")
+                while not effects.exists():
+                    await trio.sleep(0.02)
+                a.drain()
+                await trio.sleep(0.2)
+                assert "l" in a.hosts["workflows"].active  # (its drain waits)
+        with trio.fail_after(10):
+            assert await b.workflow("l").result() == "b"
+        assert effects.read_text() == "start\n" * 2

@@ -22,7 +22,14 @@ import trio
 from ... import _observe, _trio_fast
 from ..._activity import DEFAULT_RETRY, RetryPolicy, activity_name, check_retry
 from ..._context import ActivityScope, activity_owner
-from ..._errors import ActivityError, NonDeterminismError, NotInProcess, PayloadError
+from ..._errors import (
+    ActivityError,
+    NonDeterminismError,
+    NotInProcess,
+    PayloadError,
+    WorkflowMoved,
+    raised_again,
+)
 from ..._targets import import_target
 from ...actors._cancel_switch import is_stray, stray_message
 from ...actors._runtime import runtime_var
@@ -245,7 +252,8 @@ class StartedActivities:
     nothing left to cancel.
     """
 
-    __slots__ = ("_done", "_error", "_nursery", "_pending", "_stop", "_wf")
+    __slots__ = ("_done", "_error", "_handing_over", "_nursery", "_pending", "_retrying",
+                 "_stop", "_wf")
 
     def __init__(self, wf: Activities) -> None:
         self._wf = wf
@@ -256,6 +264,10 @@ class StartedActivities:
         self._done = trio.Event()
         #: what escaped one of them (raised again by close)
         self._error: BaseException | None = None
+        #: the workflow moves to another node (a drain): what runs is not cancelled
+        self._handing_over = False
+        #: the scopes of their waits before a retry (see :meth:`wait_to_retry`)
+        self._retrying: set[trio.CancelScope] = set()
 
     def start_soon(self, fn: Any, *args: Any) -> None:
         """Run ``fn(*args)`` in the nursery (once it is open), in a copy of the caller's
@@ -275,7 +287,8 @@ class StartedActivities:
                         context.run(nursery.start_soon, fn, *args)  # (trio copies it)
                     self._pending.clear()
                     await self._stop.wait()
-                nursery.cancel_scope.cancel()
+                if not self._handing_over:  # (handed over: they record their outcomes)
+                    nursery.cancel_scope.cancel()
         except BaseExceptionGroup as group:
             _, rest = group.split(trio.Cancelled)
             if rest is None or not isinstance(rest, Exception):
@@ -304,13 +317,42 @@ class StartedActivities:
         self._error = error
         self._wf.stop_with(ErrorInfo.from_exception(error))
 
+    def cancel(self) -> None:
+        """Cancel what still runs (the node stops, or the workflow moves at once: its
+        lease lapsed), a :meth:`hand_over` under way included."""
+        self._stop.set()
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
+
+    async def hand_over(self) -> None:
+        """The workflow moves to another node (a drain): wait until what is under way has
+        recorded its outcome, as an awaited activity does before its workflow moves. One
+        that has not begun, or that waits to retry (its retry timer recorded), stops at
+        once: the next node goes on with it. :meth:`cancel` ends the wait."""
+        self._handing_over = True
+        for scope in self._retrying:
+            scope.cancel()
+        self._stop.set()
+        with trio.CancelScope(shield=True):
+            await self._done.wait()
+
+    async def wait_to_retry(self, sleep: Any, delay: float) -> None:
+        """``await sleep(delay)``, one of them waiting to retry; a :meth:`hand_over`
+        ends the wait."""
+        if self._handing_over:
+            return
+        with trio.CancelScope() as scope:
+            self._retrying.add(scope)
+            try:
+                await sleep(delay)
+            finally:
+                self._retrying.discard(scope)
+
     async def close(self) -> None:
         """Cancel what still runs and wait until it has stopped (even when the workflow
         itself is being cancelled: nothing it started outlives it); raises the error
         that escaped one of them, if one did."""
-        self._stop.set()
-        if self._nursery is not None:
-            self._nursery.cancel_scope.cancel()
+        self.cancel()
         with trio.CancelScope(shield=True):
             await self._done.wait()
         error, self._error = self._error, None
@@ -535,22 +577,38 @@ class Activities(WorkflowCore):
         that escaped one of them, if one did: the run fails with it)."""
         started = self.started
         if started is not None:
+            if isinstance(self.store_error, WorkflowMoved):
+                # handed over (a drain): what runs records its outcome first, not to run
+                # again on the next node (``stop_started`` ends the wait)
+                await started.hand_over()
             self.started = None
             await started.close()
+
+    def stop_started(self) -> None:
+        """Cancel what the run started and still runs, now: the node stops, or the
+        workflow moves at once (its lease lapsed: nothing more is recorded)."""
+        if self.started is not None:
+            self.started.cancel()
 
     async def _background(self, handle: ActivityHandle, seq: int, fn: Any,
                           args: tuple[Any, ...], kwargs: dict[str, Any],
                           retry: RetryPolicy | None, timeout: float | None,
                           resumed: tuple[int, float] | None) -> None:
-        if self.flushing is not None or self.store_error is not None:
-            await self.records_committed()
-        if self.kill_reason is not None:
-            # the workflow is being stopped (by a flush of its records failing with an
-            # error of its own, say: its key is lost): what it started does not begin
+        try:
+            if self.flushing is not None or self.store_error is not None:
+                await self.records_committed()
+            if self.kill_reason is not None:
+                # the workflow is being stopped (by a flush of its records failing with
+                # an error of its own, say: its key is lost): what it started does not
+                # begin
+                return
+            attempt, text, plain, failure = await self._run_activity(
+                fn, args, kwargs, retry, timeout, handle.name, seq, resumed=resumed,
+                stored=stored_as(handle.hint))
+        except WorkflowMoved:
+            # handed over before it began, or as it waited to retry (its retry timer
+            # recorded): the next node runs it
             return
-        attempt, text, plain, failure = await self._run_activity(
-            fn, args, kwargs, retry, timeout, handle.name, seq, resumed=resumed,
-            stored=stored_as(handle.hint))
         with trio.CancelScope(shield=True):
             try:
                 handle._set(outcome.Value(await self._activity_done(
@@ -693,7 +751,13 @@ class Activities(WorkflowCore):
         (only that timer wakes it; a drain moves it at once, as any sleeping one)."""
         if not call:
             if delay > 0:
-                await self.host.clock.sleep(delay)
+                started = self.started
+                if started is None:
+                    await self.host.clock.sleep(delay)
+                else:
+                    await started.wait_to_retry(self.host.clock.sleep, delay)
+                if isinstance(self.store_error, WorkflowMoved):  # (ended by the hand-over)
+                    raise raised_again(self.store_error)
             return
         if self.cancel_requested and not self.cancel_delivered:  # (before the scope was)
             self._deliver_cancel(seq)

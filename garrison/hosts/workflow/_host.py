@@ -1662,6 +1662,7 @@ class WorkflowHost:
             for wf in running:
                 if wf.scope is not None:
                     wf.scope.cancel()
+                wf.stop_started()  # (one handed over by a drain waits for them)
             for wf in running:
                 await wf.exited.wait()
             # children whose start was committed meanwhile stop too

@@ -12,7 +12,8 @@ store fences every write (``_pg_write.py``); this module keeps memory in line wi
   the code (``_recovery.runnable``, as a node's start does);
 - :func:`hand_over`: stop a workflow here without recording anything: at once (its
   lease lapsed, or it waits for something, is blocked or queued) or at its next durable
-  operation (a drain: what it was doing is recorded first);
+  operation (a drain: what it was doing is recorded first, and the outcomes of the
+  activities it started with ``workflow.start`` that still run);
 - :func:`moved`: the instance stopped because of :class:`~garrison.WorkflowMoved`: it
   leaves ``active``, waiters read its outcome from the store, and the cluster releases
   it if this node still owns it.
@@ -90,18 +91,23 @@ def adopt(host: WorkflowHost, records: list[WorkflowRecord]) -> list[str]:
 
 
 def parked(wf: WorkflowInstance) -> bool:
-    """True if ``wf`` waits for something (a message, timer, promise): everything it
-    did is recorded, it can move at once."""
-    return wf.status in (WorkflowStatus.WAITING, WorkflowStatus.SLEEPING)
+    """True if ``wf`` waits for something (a message, timer, promise) with no activity
+    of its own under way: everything it did is recorded, it can move at once. (One it
+    started with ``workflow.start`` runs beside the wait, awaited in ``first`` or not
+    awaited yet: moved now, it would be cancelled unrecorded and run again.)"""
+    return (wf.status in (WorkflowStatus.WAITING, WorkflowStatus.SLEEPING)
+            and (wf.started is None or not wf.started.running))
 
 
 def hand_over(host: WorkflowHost, wf: WorkflowInstance, exc: WorkflowMoved, *,
               now: bool) -> None:
     """Stop ``wf`` on this node without recording anything: ``now`` cancels it where it
-    is; otherwise it stops at its next durable operation (after recording the one in
-    flight). A blocked workflow (its code has ended, it stays in ``active`` until a
-    retry) and one waiting in the host's queue (it never ran) leave at once: a drain
-    waits for ``active`` to empty, and after a lapse another node may own them."""
+    is (the activities it started too); otherwise it stops at its next durable
+    operation (after recording the one in flight, and the outcomes of the activities it
+    started that still run: see ``Activities.end_started``). A blocked workflow (its
+    code has ended, it stays in ``active`` until a retry) and one waiting in the host's
+    queue (it never ran) leave at once: a drain waits for ``active`` to empty, and
+    after a lapse another node may own them."""
     if wf.done.is_set():
         if host.active.get(wf.wid) is wf:  # blocked: nothing runs, nothing to record
             moved(host, wf, exc)
@@ -117,6 +123,8 @@ def hand_over(host: WorkflowHost, wf: WorkflowInstance, exc: WorkflowMoved, *,
         return
     if (now or parked(wf)) and wf.scope is not None:
         wf.scope.cancel()
+    if now:
+        wf.stop_started()
     wf.wake()
 
 
