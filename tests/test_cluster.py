@@ -3118,6 +3118,59 @@ async def test_a_drain_hands_a_workflow_over_once_its_started_activity_is_record
         assert [r.kind for r in b.workflow("s").history()].count("activity") == 1
 
 
+@garrison.activity(retry=garrison.RetryPolicy(max_attempts=3, initial_delay="2s"))
+async def fails_on_a(path: str, seconds: float) -> str:
+    """Notes each start in the file ``path``, works ``seconds``, and fails on node a
+    (its next attempt waits 2 s)."""
+    import trio
+
+    with open(path, "a") as f:
+        f.write("start\n")
+    await trio.sleep(seconds)
+    node = garrison.current_node().name
+    if node == "a":
+        raise RuntimeError(f"not on {node}")
+    return node
+
+
+async def retries_off_a(path: str, seconds: float, how: str) -> str:
+    """``fails_on_a``, awaited (``call``) or started and raced with a timer (``first``)."""
+    from garrison import workflow
+
+    if how == "call":
+        return await fails_on_a(path, seconds)
+    h = workflow.start(fails_on_a, path, seconds)
+    await workflow.first(h, workflow.timer(60))
+    return str(await h)
+
+
+@pytest.mark.parametrize("how", ["call", "first"])
+async def test_a_drain_moves_a_workflow_whose_activity_failed_as_it_drained_at_once(
+        postgres_url: str, tmp_path: Path, how: str) -> None:
+    """An activity's attempt under way at a drain fails: the workflow moves at its
+    retry (recorded as a timer), not after waiting the backoff out on the draining
+    node, and the other node makes the next attempt when it is due."""
+    import trio
+
+    effects = tmp_path / "effects"
+    async with garrison.open_node(store=postgres_url, name="a", lease="30s") as a, \
+            garrison.open_node(store=postgres_url, name="b", lease="30s") as b:
+        await a.start_workflow(retries_off_a, str(effects), 0.3, how, id="r")
+        with trio.fail_after(5):
+            while not effects.exists():
+                await trio.sleep(0.02)
+        started = time.monotonic()
+        a.drain()
+        with trio.fail_after(5):
+            await a.drained()
+        assert time.monotonic() - started < 1.5  # (the 2 s backoff was not waited out)
+        with trio.fail_after(10):
+            assert await b.workflow("r").result() == "b"
+        assert effects.read_text() == "start\n" * 2
+        [record] = [r for r in b.workflow("r").history() if r.kind == "activity"]
+        assert record.attempts == 2
+
+
 @garrison.activity()
 async def long_on_a(path: str) -> str:
     """Notes each start in the file ``path``; works 30 s on node a, at once elsewhere."""

@@ -749,6 +749,10 @@ class Activities(WorkflowCore):
         call's wait ends at a cancel request, delivered at ``seq``. ``parks``: its retry
         timer is recorded, so an awaited call's workflow is ``sleeping`` meanwhile
         (only that timer wakes it; a drain moves it at once, as any sleeping one)."""
+        if isinstance(self.store_error, WorkflowMoved):
+            # handed over (a drain) as an attempt failed: the retry timer is recorded,
+            # the next node makes the next attempt when it is due
+            raise raised_again(self.store_error)
         if not call:
             if delay > 0:
                 started = self.started
