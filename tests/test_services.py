@@ -891,6 +891,107 @@ async def test_node_closing_while_a_restart_waits_to_run_stops_at_once(autojump_
     assert not [m for m in said if "restart 2" in m]
 
 
+def _crash_loop(name: str) -> str:
+    """A service ``name`` that crashes 0.3 s after each start, restarted 0.1 s later."""
+    return f"""
+        - name: {name}
+          kind: process.service
+          process: crasher
+          input: [{name}, 0.3]
+          lifecycle:
+            auto_start: true
+            restart: {{initial_delay: 100ms, backoff_factor: 1, jitter: 0}}
+    """
+
+
+def _every(times: list[float], gap: float, *, until: float) -> bool:
+    """Whether ``times`` begin at 0 and follow one another every ``gap`` s up to ``until``."""
+    return (times[0] == 0 and until - gap <= times[-1] <= until + 1e-6
+            and [b - a for a, b in itertools.pairwise(times)] == pytest.approx(
+                [gap] * (len(times) - 1)))
+
+
+async def test_a_start_waiting_for_a_worker_holds_up_no_other_service(autojump_clock, caplog):
+    """The manager held one lock across a whole start: a service waiting for a busy
+    worker (up to its start_timeout, here 4 s, or for ever) held up every other
+    service's exit and restart: a crashed service stayed down the whole wait, its
+    "restart 1 in 0.10s" false, and a start_service of another service waited too."""
+    caplog.set_level(logging.INFO, logger="garrison.services")
+    svc_app.FAILS["cr"] = 99
+    cfg = config("""
+        - {name: pool, kind: process.host, workers: 1}
+        - {name: busy, kind: process.service, process: steady, host: pool, input: [busy],
+           lifecycle: {auto_start: true}}
+        - name: waiter
+          kind: process.service
+          process: steady
+          host: pool
+          input: [waiter]
+          lifecycle: {auto_start: true, start_timeout: 4s, restart: {max_attempts: 1}}
+        - {name: forever, kind: process.service, process: steady, host: pool,
+           input: [forever], lifecycle: {start_timeout: .inf}}
+        - {name: other, kind: process.service, process: steady, input: [other]}
+    """ + _crash_loop("cr"))
+    async with garrison.open_node(config=cfg) as node:
+        assert trio.current_time() == 4.0  # (the node's start waits for waiter's)
+        # cr runs 0.3 s, restarts 0.1 s later, while waiter waited (was: once, at 4 s)
+        assert _every(starts("cr"), 0.4, until=4)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(node.start_service, "t:forever")  # waits for ever
+            await trio.sleep(1)
+            await node.start_service("t:other")  # not held up by forever's
+            assert starts("other") == [5.0]
+            await trio.sleep(3)
+            nursery.cancel_scope.cancel()
+        assert _every(starts("cr"), 0.4, until=8)
+        assert {s.id: s.status for s in node.services()}["t:forever"] == "starting"
+    assert starts("forever") == starts("waiter") == []
+    logged = [r.getMessage() for r in caplog.records]
+    assert "t:cr: restart 1 in 0.10s after RuntimeError: cr crashed" in logged
+
+
+async def test_a_slow_stop_of_a_dependent_holds_up_no_other_service(autojump_clock):
+    """A restart stopped the services that require the restarting one under the
+    manager's lock, each up to its stop_timeout: an unrelated service that crashed
+    meanwhile was restarted only once they had stopped (3 s late, every time)."""
+    svc_app.FAILS["db"] = svc_app.FAILS["cr"] = 99
+    cfg = config("""
+        - {name: api, kind: process.service, process: stubborn, input: [api],
+           lifecycle: {auto_start: true, requires: [db], stop_timeout: 3s}}
+    """ + _crash_loop("db") + _crash_loop("cr"))
+    async with garrison.open_node(config=cfg):
+        await trio.sleep(8)
+    assert _every(starts("cr"), 0.4, until=8)
+    # db crashes at 0.3, its restart at 0.4 stops api first (3 s: killed at 3.4), then
+    # starts db and api again; db crashes 0.3 s later, and so on
+    assert starts("db") == pytest.approx([0, 3.4, 6.8])
+    assert starts("api") == pytest.approx([0, 3.4, 6.8])
+    killed = [t for t, who, what in svc_app.LOG if (who, what) == ("api", "killed")]
+    assert killed[:2] == pytest.approx([3.4, 6.8])
+
+
+async def test_start_service_waits_for_a_requirement_that_starts_already(autojump_clock):
+    """With starts no longer holding the manager's lock, a start_service of a service
+    whose requirement was starting already (a restart waiting for a worker) must still
+    return once that start is done and the service started, not at once."""
+    svc_app.FAILS["r"] = 1
+    cfg = config("""
+        - {name: pool, kind: process.host, workers: 1}
+        - {name: r, kind: process.service, process: crasher, host: pool, input: [r, 1],
+           lifecycle: {auto_start: true, start_timeout: 10s,
+                       restart: {initial_delay: 1s, jitter: 0}}}
+        - {name: x, kind: process.service, process: steady, input: [x],
+           lifecycle: {requires: [r]}}
+    """)
+    async with garrison.open_node(config=cfg) as node:
+        await trio.sleep(1.5)  # r crashed at 1; its restart at 2 waits for the worker
+        await node.spawn(svc_app.hog, 3, host="t:pool")  # (till 4.5)
+        await trio.sleep(1.5)
+        await node.start_service("t:x")
+        assert trio.current_time() == 4.5
+        assert starts("r") == [0, 4.5] and starts("x") == [4.5]
+
+
 async def test_a_node_start_interrupted_while_a_service_waits_to_run_ends_at_once(
         autojump_clock):
     """garrison run's first signal while its node starts: the start ended only once the

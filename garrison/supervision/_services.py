@@ -98,6 +98,38 @@ class _Service:
     result: Any = None  # what its process returned (COMPLETED)
     wanted: bool = False  # should be running (auto_start, or started on demand)
     generation: int = 0  # bumps on every start; stale restart timers are ignored
+    #: while a process of it, no longer its own, stops with the manager's lock free
+    #: (see ``_stop_unlocked``): set once that process has ended
+    ending: trio.Event | None = None
+    #: while its start is under way: the counts of starts that it counts in (empty
+    #: once that start is done)
+    joined: list[_Starts] = attrs.Factory(list)
+
+
+class _Starts:
+    """A count of service starts under way (from the spawn until the service runs,
+    failed to, or was cut short): those one request began and the ones they led to,
+    or all of them."""
+
+    def __init__(self) -> None:
+        self.left = 0
+        self._none_left = trio.Event()
+        self._none_left.set()
+
+    def begin(self) -> None:
+        if not self.left:
+            self._none_left = trio.Event()
+        self.left += 1
+
+    def end(self) -> None:
+        self.left -= 1
+        if not self.left:
+            self._none_left.set()
+
+    async def wait(self) -> None:
+        """Return once none is left."""
+        while self.left:
+            await self._none_left.wait()
 
 
 class ServiceManager:
@@ -113,8 +145,13 @@ class ServiceManager:
         self.pid: Pid | None = None
         self._rng = random.Random(seed)
         # held while the service table changes (event loop, restart timers, start
-        # requests): one change at a time, and an EXIT waits until its pid is known
+        # requests): one change at a time, and an EXIT waits until its pid is known.
+        # Never held across a wait for a service to run or to stop (up to its
+        # start_timeout or stop_timeout): an unrelated service's exit and restart go
+        # on meanwhile; what waited checks what changed once it has the lock again
         self._lock = trio.Lock()
+        #: every start under way (the node's stop waits until they have ended)
+        self._under_way = _Starts()
         self._timers: trio.Nursery | None = None
         #: start requests: (service id, set once served, [True] once served, and for
         #: the singletons' request the trio time by which those this node no longer
@@ -167,18 +204,23 @@ class ServiceManager:
             # that fails to start at once backs off like any other
             async with trio.open_nursery() as timers:
                 self._timers = timers
+                first = _Starts()
                 async with self._lock:
-                    await self._start_ready()
-                self.started.set()
-                timers.start_soon(self._serve_requests)
+                    await self._start_ready([first])
+                timers.start_soon(self._first_started, first)
                 while True:
                     ev = await events.receive()
                     assert ev is not None
-                    async with self._lock:
-                        if ev.kind == EventKind.CANCEL:
+                    if ev.kind == EventKind.CANCEL:
+                        # the starts under way end now (their waits cut short), each
+                        # under the lock: then only the stop changes the services
+                        self.interrupt()
+                        await self._under_way.wait()
+                        async with self._lock:
                             await self._stop_all()
-                            timers.cancel_scope.cancel()
-                            return
+                        timers.cancel_scope.cancel()
+                        return
+                    async with self._lock:
                         if ev.kind == EventKind.EXIT:
                             exited = self.by_pid.pop(ev.pid, None)
                             if exited is not None and exited.pid == ev.pid:
@@ -195,13 +237,21 @@ class ServiceManager:
                     break
                 done.set()
 
+    async def _first_started(self, first: _Starts) -> None:
+        """Once the first start pass is done (each start it began, and those they led
+        to, ran or failed), the node's start goes on and start requests are served."""
+        await first.wait()
+        self.started.set()
+        await self._serve_requests()
+
     def interrupt(self) -> None:
         """The node stops (or its start was interrupted): nothing starts or restarts
         any more, and a start under way ends now -- its wait for the service to run
-        could hold the lock, and with it the manager's ``CANCEL``, for the service's
-        whole ``start_timeout``. A process service spawned but not yet running is
-        terminated (its code never ran); a spawn under way completes first (a workflow
-        service created runs, and is cancelled at the stop like any other)."""
+        would hold the node's start, and the manager's ``CANCEL`` (which waits for the
+        starts under way), for the service's whole ``start_timeout``. A process service
+        spawned but not yet running is terminated (its code never ran); a spawn under
+        way completes first (a workflow service created runs, and is cancelled at the
+        stop like any other)."""
         self.stopping = True
         for scope in self._starts:
             scope.cancel()
@@ -242,7 +292,7 @@ class ServiceManager:
         self._requests.send_nowait((_SINGLETONS, applied, [], until))
         return applied
 
-    async def _apply_singletons(self, until: float) -> None:
+    async def _apply_singletons(self, until: float, begun: list[_Starts]) -> None:
         for svc in self.order:
             if not svc.entry.lifecycle.singleton:
                 continue
@@ -261,12 +311,12 @@ class ServiceManager:
                 log.info("%s: a singleton this node no longer holds (draining, stopping, or "
                          "cut off): %s; another node of the cluster may take it",
                          svc.entry.id, how, extra={"service": svc.entry.id})
-                await self._stop(svc, ServiceStatus.STOPPED, until)
+                await self._stop_unlocked(svc, ServiceStatus.STOPPED, until)
         # a singleton this node holds now may be what a wanted service requires
         for svc in self.order:
             if svc.wanted:
                 self._want(svc)
-        await self._start_ready()
+        await self._start_ready(begun)
 
     def _want(self, svc: _Service, *, revive: bool = False) -> None:
         """``svc`` auto-starts: so does what it requires (as ``start_service`` starts
@@ -299,147 +349,187 @@ class ServiceManager:
     def _deps_running(self, svc: _Service) -> bool:
         return all(self.by_id[r].status == ServiceStatus.RUNNING for r in svc.entry.requires)
 
-    async def _start_ready(self) -> None:
-        """Start every wanted service whose requirements run, each as soon as they do:
-        services that do not require one another start without waiting for each
-        other, so one that waits to run (for a busy worker, up to its
-        ``start_timeout``) holds up only what requires it. The services ready at one
-        moment spawn in dependency order, one after the other (logs stay in that
-        order); their waits to run overlap. Returns once no start is under way and no
-        other service can start."""
-        under_way: set[str] = set()  # the services whose start is under way
-        ended_send, ended = trio.open_memory_channel[str](math.inf)
-        async with trio.open_nursery() as starts:
-            while not self.stopping:
-                # what may yet start in this pass's run: a start under way, and what
-                # requires one (what it waits for is said once those starts are done)
-                pending = set(under_way)
-                for svc in self.order:
-                    if not svc.wanted or svc.status in _SETTLED:
-                        continue
-                    if self.stopping or self.node.stopping:  # it would refuse the spawn:
-                        break  # no failure (the manager's CANCEL comes next, stops the rest)
-                    if self._deps_running(svc):
-                        under_way.add(svc.entry.id)
-                        pending.add(svc.entry.id)
-                        await starts.start(self._start_watched, svc, ended_send)
-                        continue
-                    missing = [r for r in svc.entry.requires
-                               if self.by_id[r].status != ServiceStatus.RUNNING]
-                    if not pending.isdisjoint(missing):
-                        pending.add(svc.entry.id)
-                        continue
-                    if svc.status == ServiceStatus.WAITING:
-                        continue
-                    svc.status = ServiceStatus.WAITING
-                    log.info("%s: waiting for %s", svc.entry.id, ", ".join(
-                        sid if self._may_run(self.by_id[sid]) else
-                        f"{sid} (a singleton another node of the cluster runs: "
-                        f"{svc.entry.id} runs only on the node that runs it)"
-                        for sid in missing), extra={"service": svc.entry.id})
-                    for sid in missing:  # (one that returned already: said at once)
-                        if self.by_id[sid].status is ServiceStatus.COMPLETED:
-                            self._cannot_start(svc, sid)
-                if not under_way:
-                    break
-                under_way.discard(await ended.receive())  # (then a pass for what it freed)
+    async def _start_ready(self, begun: Iterable[_Starts] = ()) -> None:
+        """Start every wanted service whose requirements run: services that do not
+        require one another start without waiting for each other, so one that waits to
+        run (for a busy worker, up to its ``start_timeout``) holds up only what requires
+        it. The services ready now spawn in dependency order, one after the other (logs
+        stay in that order); each then waits to run in a task of its own, with the lock
+        free (:meth:`_run_start`), and starts what it freed. The counts ``begun``
+        count these starts, those they lead to, and a start under way that one of
+        those services waits for. Called under the lock."""
+        if self.stopping:
+            return
+        # what may yet start once a start or a stop under way is done: what it waits
+        # for is said then
+        pending = {svc.entry.id for svc in self.order
+                   if svc.status is ServiceStatus.STARTING or svc.ending is not None}
+        held = self._held_by_stops()
+        for svc in self.order:
+            if not svc.wanted or svc.status in _SETTLED or not self._may_run(svc):
+                continue  # (a singleton this node no longer holds: about to stop)
+            if self.stopping or self.node.stopping:  # it would refuse the spawn:
+                break  # no failure (the manager's CANCEL comes next, stops the rest)
+            if svc.entry.id in held:
+                pending.add(svc.entry.id)
+                continue
+            if self._deps_running(svc):
+                await self._spawn(svc, begun)
+                if svc.status is ServiceStatus.STARTING:
+                    pending.add(svc.entry.id)
+                continue
+            missing = [r for r in svc.entry.requires
+                       if self.by_id[r].status != ServiceStatus.RUNNING]
+            if not pending.isdisjoint(missing):
+                pending.add(svc.entry.id)
+                for sid in missing:  # (it may start once that start is done)
+                    self._join(self.by_id[sid], begun)
+                continue
+            if svc.status == ServiceStatus.WAITING:
+                continue
+            svc.status = ServiceStatus.WAITING
+            log.info("%s: waiting for %s", svc.entry.id, ", ".join(
+                sid if self._may_run(self.by_id[sid]) else
+                f"{sid} (a singleton another node of the cluster runs: "
+                f"{svc.entry.id} runs only on the node that runs it)"
+                for sid in missing), extra={"service": svc.entry.id})
+            for sid in missing:  # (one that returned already: said at once)
+                if self.by_id[sid].status is ServiceStatus.COMPLETED:
+                    self._cannot_start(svc, sid)
 
-    async def _start_watched(self, svc: _Service, ended: trio.MemorySendChannel[str], *,
-                             task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
-                             ) -> None:
-        """:meth:`_start`, reported to :meth:`_start_ready` as started once ``svc`` is
-        spawned (the next ready service may spawn), and on ``ended`` once its start is
-        done."""
-        reported = False
+    @staticmethod
+    def _join(svc: _Service, begun: Iterable[_Starts]) -> None:
+        """A start of ``svc`` under way counts in ``begun`` too (a request waits for
+        it: what it starts waits for it)."""
+        if svc.status is ServiceStatus.STARTING and svc.joined:
+            for count in begun:
+                if count not in svc.joined:
+                    count.begin()
+                    svc.joined.append(count)
 
-        def spawned() -> None:
-            nonlocal reported
-            if not reported:
-                reported = True
-                task_status.started()
+    def _held_by_stops(self) -> set[str]:
+        """The services that do not start now: one whose last process still stops
+        (:meth:`_stop_unlocked`), and what it requires, directly or not (a service
+        starts again once what requires it has stopped, as a restart stops them)."""
+        ending = [svc.entry.id for svc in self.order if svc.ending is not None]
+        if not ending:
+            return set()
+        by_id = self.by_id
+        return set(_required(lambda sid: by_id[sid].entry.requires, ending))
 
-        await self._start(svc, spawned)
-        spawned()  # (a start that failed before its spawn)
-        ended.send_nowait(svc.entry.id)
-
-    async def _start(self, svc: _Service, on_spawn: Callable[[], None]) -> None:
-        """Spawn ``svc`` watched by the manager (then call ``on_spawn``), then wait until
-        its code runs.
+    async def _spawn(self, svc: _Service, begun: Iterable[_Starts]) -> None:
+        """Spawn ``svc`` watched by the manager; its wait to run goes on in
+        :meth:`_run_start`. Called under the lock.
 
         The pid is known to the manager before the child can run (no checkpoint
-        between the spawn and ``by_pid``), and the manager's event loop waits for the
-        lock this runs under: an exit however early is never missed. A service whose
-        process already ended stays ``starting`` until its ``EXIT`` is handled, so
-        nothing that requires it starts meanwhile.
+        between the spawn and ``by_pid``), and the manager's event loop handles an
+        ``EXIT`` under the lock: an exit however early is never missed. A service
+        whose process already ended stays ``starting`` until its ``EXIT`` is handled,
+        so nothing that requires it starts meanwhile.
 
         The spawn itself is shielded: a workflow's creating commit cannot be cancelled,
-        so a cancellation (:meth:`interrupt`, or the ``start_timeout``) would surface at
-        its last checkpoint, after the workflow was created and ran, its pid never
-        recorded -- a workflow no stop reaches. Only the wait for the service to run
-        is cut short; a service spawned is recorded, and stopped as at a node stop.
+        so a cancellation would surface at its last checkpoint, after the workflow was
+        created and ran, its pid never recorded -- a workflow no stop reaches. Only the
+        wait for the service to run is cut short (:meth:`interrupt`, or the
+        ``start_timeout``); a service spawned is recorded, and stopped as at a node stop.
         """
         entry = svc.entry
         me = current_runtime()
         svc.generation += 1
         svc.status = ServiceStatus.STARTING
-        pid: Pid | None = None
-        waiting = trio.CancelScope()  # the wait to run: what interrupt() cuts
+        deadline = trio.current_time() + entry.lifecycle.start_timeout
+        # (counted from now: the node's stop waits for the spawn too)
+        svc.joined = joined = [self._under_way, *begun]
+        for count in joined:
+            count.begin()
         try:
-            with trio.fail_after(entry.lifecycle.start_timeout):
-                with trio.CancelScope(shield=True):
-                    spawned = await self.node.spawn_process(
-                        entry.process, _fresh(entry.input), host=entry.host, parent=self.pid,
-                        link=None, monitor=self.pid, label=entry.id, supervised=True,
-                    )
-                pid = spawned
-                me._add_monitoring(pid)  # type: ignore[attr-defined]
-                svc.pid = spawned
-                svc.started_at = trio.current_time()
-                self.by_pid[spawned] = svc
-                host = self.node.hosts[spawned.host]
-                queued = self._waits_for_worker(spawned)
-                if queued:  # (not "started": its code runs once a worker frees)
-                    log.info("%s: spawned as %s; it waits for a worker of host %r, whose "
-                             "%d worker(s) are busy", entry.id, spawned, host.name,
-                             host.workers, extra={"service": entry.id, "pid": spawned})
-                else:
-                    log.info("%s: started as %s", entry.id, spawned,
-                             extra={"service": entry.id, "pid": spawned})
-                on_spawn()  # (its wait to run holds up only what requires it)
-                if hasattr(host, "wait_started"):  # "running" before what requires it starts
-                    if self.stopping:  # interrupted while it was spawned
-                        waiting.cancel()
-                    with waiting:
-                        self._starts.add(waiting)
-                        try:
-                            await host.wait_started(spawned)
-                        finally:
-                            self._starts.discard(waiting)
-                if queued and not waiting.cancelled_caught:
-                    # its run, which stable_threshold measures, begins now (or began and
-                    # ended at once)
-                    svc.started_at = trio.current_time()
-                    if host.is_alive(spawned):
-                        log.info("%s: started as %s", entry.id, spawned,
-                                 extra={"service": entry.id, "pid": spawned})
+            with trio.CancelScope(shield=True):
+                pid = await self.node.spawn_process(
+                    entry.process, _fresh(entry.input), host=entry.host, parent=self.pid,
+                    link=None, monitor=self.pid, label=entry.id, supervised=True,
+                )
         except Exception as exc:
-            if isinstance(exc, trio.TooSlowError):
-                exc = TimeoutError(self._not_started(entry, pid))
-            if pid is not None:  # spawned but not running in time: it goes, unwatched
-                self.by_pid.pop(pid, None)
-                svc.pid = None
-                await self.node.terminate(pid, self.pid, ErrorInfo.from_exception(exc))
+            svc.joined = []
+            for count in joined:
+                count.end()
             await self._failed(svc, ErrorInfo.from_exception(exc), ran=None)
             return
-        if waiting.cancelled_caught:  # interrupted (see interrupt): its code never ran;
-            assert pid is not None  # it goes now, before a slot freed by the stop lets it
-            svc.pid = None  # run
+        me._add_monitoring(pid)  # type: ignore[attr-defined]
+        svc.pid = pid
+        svc.started_at = trio.current_time()
+        self.by_pid[pid] = svc
+        host = self.node.hosts[pid.host]
+        queued = self._waits_for_worker(pid)
+        if queued:  # (not "started": its code runs once a worker frees)
+            log.info("%s: spawned as %s; it waits for a worker of host %r, whose "
+                     "%d worker(s) are busy", entry.id, pid, host.name,
+                     host.workers, extra={"service": entry.id, "pid": pid})
+        else:
+            log.info("%s: started as %s", entry.id, pid,
+                     extra={"service": entry.id, "pid": pid})
+        waiting = trio.CancelScope()  # the wait to run: what interrupt() cuts
+        if self.stopping:  # interrupted while it was spawned
+            waiting.cancel()
+        self._starts.add(waiting)
+        assert self._timers is not None
+        self._timers.start_soon(self._run_start, svc, pid, queued, deadline, waiting, joined)
+
+    async def _run_start(self, svc: _Service, pid: Pid, queued: bool, deadline: float,
+                         waiting: trio.CancelScope, joined: list[_Starts]) -> None:
+        """Wait until ``svc``'s process ``pid`` runs, up to its ``start_timeout`` (trio
+        time ``deadline``), with the lock free: other services' exits, restarts and
+        starts go on meanwhile. Then, under the lock, ``svc`` is running (or failed to
+        start, or was cut short by :meth:`interrupt`) and what it freed starts --
+        unless ``pid`` is no longer its process: its ``EXIT`` was handled meanwhile, or
+        a stop took it (a restart of what it requires), and that settled what it is.
+        ``joined``: the counts this start counts in (each ends with it)."""
+        entry = svc.entry
+        host = self.node.hosts[pid.host]
+        error: ErrorInfo | None = None
+        try:
+            try:
+                with waiting, trio.fail_at(deadline):
+                    if hasattr(host, "wait_started"):  # "running" before what requires it
+                        await host.wait_started(pid)
+            except Exception as exc:
+                if isinstance(exc, trio.TooSlowError):
+                    exc = TimeoutError(self._not_started(entry, pid))
+                error = ErrorInfo.from_exception(exc)
+            finally:
+                self._starts.discard(waiting)
+            interrupted = waiting.cancelled_caught
+            if queued and error is None and not interrupted and svc.pid == pid:
+                # its run, which stable_threshold measures, begins now (or began and
+                # ended at once)
+                svc.started_at = trio.current_time()
+                if host.is_alive(pid):
+                    log.info("%s: started as %s", entry.id, pid,
+                             extra={"service": entry.id, "pid": pid})
+            async with self._lock:
+                if svc.pid == pid:
+                    await self._start_done(svc, pid, error, interrupted=interrupted)
+                await self._start_ready(joined[1:])  # (_under_way: counted by _spawn)
+        finally:
+            if svc.joined is joined:
+                svc.joined = []
+            for count in joined:
+                count.end()
+
+    async def _start_done(self, svc: _Service, pid: Pid, error: ErrorInfo | None, *,
+                          interrupted: bool) -> None:
+        """``svc``'s start of ``pid`` ends: ``error``, why it did not run in time."""
+        if interrupted:  # (see interrupt) its code never ran; it goes now, before a
+            svc.pid = None  # slot freed by the stop lets it run
             svc.status = ServiceStatus.STOPPED
             self.by_pid.pop(pid, None)
             # (as the node's stop ends a process: no failure logged, none recorded)
             await self.node.terminate(pid, self.pid, self.node.shutdown_reason)
-            return
-        if svc.pid == pid and self.node.hosts[pid.host].is_alive(pid):
+        elif error is not None:  # spawned but not running in time: it goes, unwatched
+            self.by_pid.pop(pid, None)
+            svc.pid = None
+            await self.node.terminate(pid, self.pid, error)
+            await self._failed(svc, error, ran=None)
+        elif self.node.hosts[pid.host].is_alive(pid):
             svc.status = ServiceStatus.RUNNING
 
     def _waits_for_worker(self, pid: Pid | None) -> bool:
@@ -532,13 +622,14 @@ class ServiceManager:
                 or svc.status != ServiceStatus.BACKOFF):
             return
         svc.status = ServiceStatus.STOPPED
-        # what depends on it (directly or not) restarts too, after it runs again
-        dependents = self._dependents(svc.entry.id)
-        for dep in reversed(dependents):
-            if dep.status == ServiceStatus.RUNNING and dep.pid is not None:
+        # what depends on it (directly or not) restarts too, after it runs again; each
+        # stop waited out with the lock free, svc held back meanwhile (_held_by_stops)
+        for dep in reversed(self._dependents(svc.entry.id)):
+            if dep.status in (ServiceStatus.RUNNING, ServiceStatus.STARTING) and (
+                    dep.pid is not None):
                 log.info("%s: restarting because %s restarted", dep.entry.id, svc.entry.id,
                          extra={"service": dep.entry.id})
-                await self._stop(dep, ServiceStatus.WAITING)
+                await self._stop_unlocked(dep, ServiceStatus.WAITING)
         await self._start_ready()
 
     def _dependents(self, service_id: str) -> list[_Service]:
@@ -558,14 +649,45 @@ class ServiceManager:
         ``until`` (trio time), whichever comes first; past ``until`` already, terminated
         at once (a singleton whose node lost its lease: another node may run it now,
         and the two copies would overlap for as long as its clean-up took)."""
+        pid = self._detach(svc, then)
+        if pid is not None:
+            await self._end(svc, pid, until)
+
+    async def _stop_unlocked(self, svc: _Service, then: ServiceStatus,
+                             until: float = math.inf) -> None:
+        """:meth:`_stop`, with the lock (the caller's) free while the process stops: a
+        ``stop_timeout`` holds up no other service's exit or restart. Until that process
+        has ended, neither ``svc`` nor what it requires starts (see
+        :meth:`_held_by_stops`: whoever calls this starts them after), and the node's
+        stop waits for it in its turn."""
+        pid = self._detach(svc, then)
+        if pid is None:
+            return
+        ending = svc.ending = trio.Event()
+        self._lock.release()
+        try:
+            await self._end(svc, pid, until)
+        finally:
+            svc.ending = None
+            ending.set()
+            with trio.CancelScope(shield=True):  # (the caller's block releases it)
+                await self._lock.acquire()
+
+    def _detach(self, svc: _Service, then: ServiceStatus) -> Pid | None:
+        """``svc`` is ``then`` from now; its process (returned), if any, is no longer
+        its own: its ``EXIT`` is not handled."""
         pid = svc.pid
         svc.pid = None
         svc.status = then
         if pid is None:
-            return
+            return None
         self.by_pid.pop(pid, None)
         # its helpers (spawn_linked) end with it, quietly, as a Supervisor's child's do
         self.node.stop_links_with(pid, supervisor_stop_reason("(the node's service manager)"))
+        return pid
+
+    async def _end(self, svc: _Service, pid: Pid, until: float) -> None:
+        """End ``svc``'s former process ``pid``, as :meth:`_stop` says."""
         timeout = min(svc.entry.lifecycle.stop_timeout, until - trio.current_time())
         if timeout <= 0:
             await self.node.terminate(pid, self.pid, ErrorInfo(
@@ -578,7 +700,9 @@ class ServiceManager:
         """Stop every service in reverse dependency order: each once every service
         that requires it (directly or not) has stopped, the others meanwhile, so the
         whole stop takes the longest chain of stop timeouts, not their sum. Those free
-        to stop at one moment are logged ``stopping`` in reverse dependency order."""
+        to stop at one moment are logged ``stopping`` in reverse dependency order. Called
+        under the lock, once no start is under way; one whose process another stop
+        stops already (a restart's, a singleton's) has stopped once that has ended."""
         self.stopping = True
         # how many services that require it have not stopped yet (one not running
         # counts as stopped at once, but only after what requires it: the order holds
@@ -596,7 +720,7 @@ class ServiceManager:
                         if holders[svc.entry.id]:
                             continue
                         left.remove(svc)
-                        if svc.pid is None:
+                        if svc.pid is None and svc.ending is None:
                             self._release(svc, holders)
                             continue
                         log.info("%s: stopping", svc.entry.id, extra={"service": svc.entry.id})
@@ -606,7 +730,12 @@ class ServiceManager:
 
     async def _stop_reported(self, svc: _Service,
                              stopped: trio.MemorySendChannel[_Service]) -> None:
-        await self._stop(svc, ServiceStatus.STOPPED)
+        ending = svc.ending
+        if svc.pid is None and ending is not None:  # (within its stop_timeout too)
+            await ending.wait()
+            svc.status = ServiceStatus.STOPPED
+        else:
+            await self._stop(svc, ServiceStatus.STOPPED)
         stopped.send_nowait(svc)
 
     @staticmethod
@@ -634,18 +763,34 @@ class ServiceManager:
                                "are stopping")
 
     async def _serve_requests(self) -> None:
+        """Serve the start requests in turn, each one's changes under the lock; its
+        caller is answered once the starts it began are done, in a task of its own (a
+        start that waits for a busy worker holds up no other request)."""
         async for service_id, done, served, until in self._request_box:
+            begun = _Starts()
+            answering = False
             try:
                 async with self._lock:
                     if service_id == _SINGLETONS:
-                        await self._apply_singletons(until)
+                        await self._apply_singletons(until, [begun])
                     else:
-                        await self._start_requested(service_id)
-                served.append(True)
-            finally:  # also when the manager stops meanwhile: the caller fails, not waits
-                done.set()
+                        await self._start_requested(service_id, [begun])
+                assert self._timers is not None
+                self._timers.start_soon(self._answer, begun, done, served)
+                answering = True
+            finally:  # the manager stops meanwhile: the caller fails, not waits
+                if not answering:
+                    done.set()
 
-    async def _start_requested(self, service_id: str) -> None:
+    @staticmethod
+    async def _answer(begun: _Starts, done: trio.Event, served: list[bool]) -> None:
+        try:
+            await begun.wait()
+            served.append(True)
+        finally:  # also when the manager stops meanwhile: the caller fails, not waits
+            done.set()
+
+    async def _start_requested(self, service_id: str, begun: list[_Starts]) -> None:
         for sid in [*self._requirements(service_id), service_id]:
             svc = self.by_id[sid]
             if not self._may_run(svc):
@@ -663,7 +808,7 @@ class ServiceManager:
                     svc.status is ServiceStatus.COMPLETED and sid == service_id):
                 svc.status = ServiceStatus.STOPPED
                 svc.restarts = 0
-        await self._start_ready()
+        await self._start_ready(begun)
 
     def _requirements(self, service_id: str) -> list[str]:
         """What ``service_id`` requires, directly or not."""
