@@ -1686,3 +1686,17 @@ def test_a_list_where_a_config_path_goes_says_which_call_takes_several() -> None
     with pytest.raises(TypeError, match=r"^load_configs\('a\.yaml'\): expected a list of "
                        r"config paths; for one file, load_config\(path\)$"):
         load_configs("a.yaml")
+
+
+def test_an_entry_s_field_problems_come_in_the_file_s_order(tmp_path: Path) -> None:
+    """README: an entry's own field problems come in the file's order. Those of one
+    block came as cattrs found them: a field that cannot be read (a negative duration)
+    before one that fails its check (``start_timeout: 0``), and unknown fields last."""
+    _, problems = problems_of(tmp_path, HEAD + PROC + (
+        "  - {name: s, kind: process.service, colour: red, process: p, lifecycle: "
+        "{start_timeout: 0, stop_timeout: -1s, bogus: 1, restart: {max_attempts: -1, "
+        "extra: 2, initial_delay: -1s}, auto_start: 3}}\n"))
+    assert [line.split("field '")[1].split("'")[0] for line in problems] == [
+        "colour", "lifecycle.start_timeout", "lifecycle.stop_timeout", "lifecycle.bogus",
+        "lifecycle.restart.max_attempts", "lifecycle.restart.extra",
+        "lifecycle.restart.initial_delay", "lifecycle.auto_start"], problems

@@ -19,6 +19,7 @@ from cattrs.errors import (
     ClassValidationError,
     ForbiddenExtraKeysError,
     IterableValidationError,
+    IterableValidationNote,
 )
 from cattrs.gen import make_dict_structure_fn, override
 
@@ -157,10 +158,17 @@ def _make_converter() -> cattrs.Converter:
 def _flatten(
     exc: BaseException, path: tuple[str, ...], cls: type[Any] | None
 ) -> Iterator[tuple[tuple[str, ...], str]]:
-    """Turn a (nested) cattrs validation error into ``(field path, message)`` pairs."""
+    """Turn a (nested) cattrs validation error into ``(field path, message)`` pairs, in
+    the order of its exceptions (the file's: see :func:`_validated`)."""
     if isinstance(exc, ClassValidationError | IterableValidationError):
-        with_notes, without = exc.group_exceptions()
-        for sub, note in with_notes:
+        kind = (AttributeValidationNote if isinstance(exc, ClassValidationError)
+                else IterableValidationNote)
+        for sub in exc.exceptions:
+            note = next((n for n in getattr(sub, "__notes__", ()) if n.__class__ is kind),
+                        None)
+            if note is None:
+                yield from _flatten(sub, path, cls)
+                continue
             name = str(getattr(note, "name", getattr(note, "index", "?")))
             sub_cls = getattr(note, "type", None)
             yield from _flatten(
@@ -168,8 +176,6 @@ def _flatten(
                 (*path, name),
                 sub_cls if isinstance(sub_cls, type) and attrs.has(sub_cls) else None,
             )
-        for sub in without:
-            yield from _flatten(sub, path, cls)
     elif isinstance(exc, ForbiddenExtraKeysError):
         fields = _allowed_fields(exc.cl) if path == () else [f.name for f in attrs.fields(exc.cl)]
         allowed = ", ".join(fields)
@@ -222,6 +228,7 @@ def _validated(cls: type[T], hook: Callable[[Any, Any], T]) -> Callable[[Any, An
             return value
         if not isinstance(value, Mapping):
             raise _Expected("a mapping", value)
+        keys = list(value)  # (the file's order, in which the problems are said)
         # Unknown keys are set aside (and reported) so that the known fields are
         # still structured and checked: one run reports every mistake.
         extra = {k for k in value if k not in allowed}
@@ -229,8 +236,8 @@ def _validated(cls: type[T], hook: Callable[[Any, Any], T]) -> Callable[[Any, An
         # fields left out that an unknown key is a typo of (``evry: 10s``): their checks
         # would only add a consequence of that typo ("neither cron nor every")
         mistyped: set[str] = set()
-        if extra:
-            errors.append(ForbiddenExtraKeysError(None, cls, extra))
+        if extra:  # (one error per key: each said where it is written)
+            errors.extend(ForbiddenExtraKeysError(None, cls, {key}) for key in extra)
             known = sorted(allowed)
             mistyped = {g for g in (close_field(k, known) for k in extra)
                         if g is not None and g not in value}
@@ -257,7 +264,8 @@ def _validated(cls: type[T], hook: Callable[[Any, Any], T]) -> Callable[[Any, An
             try:
                 obj = hook(retry, type_)
             except Exception:  # a required field is missing: nothing to stand in
-                raise ClassValidationError(exc.message, errors, cls) from None
+                raise ClassValidationError(exc.message, _in_order(errors, keys),
+                                           cls) from None
         for field in attrs.fields(cast(Any, cls)):
             if field.validator is None or field.name in failed or field.name in mistyped:
                 continue
@@ -280,13 +288,32 @@ def _validated(cls: type[T], hook: Callable[[Any, Any], T]) -> Callable[[Any, An
                 ]
                 errors.append(exc)
         if errors:
-            error = ClassValidationError(f"While structuring {cls.__qualname__}", errors, cls)
+            error = ClassValidationError(f"While structuring {cls.__qualname__}",
+                                         _in_order(errors, keys), cls)
             error.partial = obj  # type: ignore[attr-defined]
             error.failed = frozenset(lost)  # type: ignore[attr-defined]
             raise error
         return obj
 
     return structure
+
+
+def _in_order(errors: list[Exception], keys: list[Any]) -> list[Exception]:
+    """``errors`` (of one mapping's fields) in the order of their fields in ``keys``,
+    the mapping's as written: those the checks find (``start_timeout: 0``) beside those
+    found as the fields are read (``stop_timeout: -1s``) and unknown fields; one of a
+    field not written (a required one missing) after them."""
+    where = {key: i for i, key in enumerate(keys)}
+
+    def position(error: Exception) -> int:
+        if isinstance(error, ForbiddenExtraKeysError):
+            return min((where.get(k, len(keys)) for k in error.extra_fields),
+                       default=len(keys))
+        name = next((n.name for n in getattr(error, "__notes__", ())
+                     if n.__class__ is AttributeValidationNote), None)
+        return where.get(name, len(keys))
+
+    return sorted(errors, key=position)  # (stable: one field's errors as found)
 
 
 _converter = _make_converter()
