@@ -118,3 +118,30 @@ def test_onboarding_waits_for_verification_with_a_deadline(tmp_path: Path) -> No
     again = run_example("onboarding.py", str(tmp_path / "s.db"))  # (it hung: helper-256)
     assert "reminder" not in again and "ann@example.com (verified via link) is active" in again
     assert "bob@example.com never verified (after 3 days)" in again
+
+
+def test_asyncio_app_waits_without_holding_threads_and_says_why_a_node_did_not_open(
+        tmp_path: Path) -> None:
+    """helper-279: README's asyncio recipe awaited a workflow's result through
+    ``asyncio.to_thread``, holding one of asyncio's executor threads per waiting request:
+    six waits on a 2-CPU machine blocked every other request, the signal that would end
+    them included. The example waits on futures (twenty at once here, more than the
+    executor's threads), a cancelled request leaves its workflow running, and a node
+    that cannot open (its store held) raises from ``start()`` where the recipe's thread
+    died and the app waited for ever."""
+    out = run_example("asyncio_app.py", str(tmp_path / "s.db"))
+    assert "20 requests answered, e.g. 'req-0: approved by ann'" in out
+    assert "req-gone is still waiting (its request was cancelled)" in out
+    code = ("import sys, trio, garrison; sys.path.insert(0, 'examples'); "
+            "import asyncio_app as a\n"
+            "async def held():\n"
+            f"    async with garrison.open_node(store={str(tmp_path / 's.db')!r}):\n"
+            "        runner = a.NodeThread(store=" + repr(str(tmp_path / "s.db")) + ")\n"
+            "        try:\n"
+            "            runner.start()\n"
+            "        except garrison.StoreLocked as exc:\n"
+            "            print('refused:', type(exc).__name__)\n"
+            "trio.run(held)\n")
+    done = run_leaving_no_temp_files([sys.executable, "-c", code], cwd=ROOT, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "refused: StoreLocked\n", done.stdout
