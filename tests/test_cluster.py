@@ -1153,8 +1153,9 @@ async def test_a_claimed_workflow_that_ends_at_once_is_not_marked_running_after_
 
 async def _blocked(node: garrison.Node, url: str, wid: str) -> None:
     """A workflow whose journal its code does not follow (created by a tool), blocked
-    on ``node``. (A workflow whose code does not import is not claimed by a node of a
-    cluster: it waits for a node that has the code.)"""
+    on ``node``, which gave it up (owned by nobody, not in memory). (A workflow whose
+    code does not import is not claimed by a node of a cluster: it waits for a node
+    that has the code.)"""
     import trio
 
     from garrison.persistence import RawJson, Transaction, open_store
@@ -1162,16 +1163,18 @@ async def _blocked(node: garrison.Node, url: str, wid: str) -> None:
     with open_store(url, lock=False) as tool:
         tool.write(Transaction().create_workflow(wid, "cluster_app:sleeper", [1, 0.1])
                    .append_journal(wid, 1, "activity", "elsewhere", RawJson('{"ok": 1}')))
-    with trio.fail_after(10):
-        while wid not in node.hosts["workflows"].active or \
-                node.workflow(wid).status() != "blocked":
-            await trio.sleep(0.02)
+        with trio.fail_after(10):
+            while not any(run[0] == wid for run in node._members[0]._blocked) or \
+                    wid in node.hosts["workflows"].active or \
+                    tool.get_workflow(wid).status != "blocked":  # type: ignore[union-attr]
+                await trio.sleep(0.02)
 
 
 async def test_a_drain_hands_over_a_blocked_workflow_too(postgres_url: str) -> None:
-    """A blocked workflow stays in its host's ``active`` (its code has ended): the drain
-    skipped it, and waited for ``active`` to empty for ever. It is released now (a node
-    with code that takes its recorded path may resume it)."""
+    """A blocked workflow stayed in its host's ``active`` (its code has ended): the
+    drain skipped it, and waited for ``active`` to empty for ever. It leaves at once
+    now, as it blocks (released: a node with code that takes its recorded path may
+    resume it), and the drain ends."""
     import trio
 
     async with garrison.open_node(store=postgres_url, name="t", lease="30s") as node:
@@ -1190,14 +1193,13 @@ async def test_a_drain_hands_over_a_blocked_workflow_too(postgres_url: str) -> N
 async def test_a_lapsed_lease_drops_a_blocked_workflow_too(postgres_url: str) -> None:
     """When its lease lapsed a node dropped its running workflows but kept a blocked one
     in memory, which another node may own from then on (this node then answered for it
-    from that stale copy). It leaves with the others; claimed again, it is loaded
-    afresh."""
+    from that stale copy). It leaves as it blocks now; and the node, joining again
+    under a new epoch with the same code, does not claim it again."""
     import trio
 
     async with garrison.open_node(store=postgres_url, name="t", lease="1s") as node:
         await _blocked(node, postgres_url, "x")
         host = node.hosts["workflows"]
-        old = host.active["x"]
         member = node._members[0]
         epoch = member.epoch
         look = Look(postgres_url)
@@ -1209,7 +1211,13 @@ async def test_a_lapsed_lease_drops_a_blocked_workflow_too(postgres_url: str) ->
         with trio.fail_after(10):
             while member.epoch == epoch:  # it joined again, under a new epoch
                 await trio.sleep(0.02)
-        assert host.active.get("x") is not old
+        await trio.sleep(1)  # its rounds: it claims x no more
+        assert "x" not in host.active
+        look = Look(postgres_url)
+        try:
+            assert look.owners() == {"x": None} and look.statuses() == {"x": "blocked"}
+        finally:
+            look.close()
 
 
 async def test_a_drain_hands_over_a_workflow_waiting_in_the_queue_at_once(

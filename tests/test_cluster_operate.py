@@ -18,6 +18,7 @@ from harness import Look
 
 import garrison
 from garrison import workflow
+from garrison._context import current_workflow
 from garrison.persistence import RawJson, Transaction, open_store
 
 FIXED = {"on": False}
@@ -70,26 +71,30 @@ async def _until(check, what: str, timeout: float = 10.0) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def _tried(node: garrison.Node, wid: str) -> bool:
+    """Whether ``node``'s code blocked the workflow ``wid`` (and gave it up)."""
+    return any(run[0] == wid for run in node._members[0]._blocked)
+
+
 async def test_retry_from_another_node_of_a_workflow_blocked_on_its_owner(
         postgres_url: str) -> None:
-    """A blocked workflow owned by node a, retried from node b's handle once the fix is
-    deployed: it must run again (on some node) and complete."""
+    """A workflow blocked on nodes a and b (each gave it up), retried from node b's
+    handle once the fix is deployed: it must run again (on some node) and complete."""
     FIXED["on"] = False
-    async with garrison.open_node(store=postgres_url, name="a", lease="30s") as a:
+    async with garrison.open_node(store=postgres_url, name="a", lease="30s") as a, \
+            garrison.open_node(store=postgres_url, name="b", lease="30s") as b:
         _create_blocked(postgres_url, "x")
-        await _until(lambda: "x" in a.hosts["workflows"].active
-                     and a.workflow("x").status() == "blocked", "blocked on a")
-        async with garrison.open_node(store=postgres_url, name="b", lease="30s") as b:
-            FIXED["on"] = True
-            await b.workflow("x").retry()
-            with trio.fail_after(10):
-                assert await b.workflow("x").result() == 1
+        await _until(lambda: _tried(a, "x") and _tried(b, "x"), "blocked on a and b")
+        FIXED["on"] = True
+        await b.workflow("x").retry()
+        with trio.fail_after(10):
+            assert await b.workflow("x").result() == 1
 
 
 async def test_a_blocked_workflow_claimed_by_a_node_with_its_code_loses_its_error(
         postgres_url: str) -> None:
-    """Blocked on node a, handed over by a's drain, resumed by node b whose code takes
-    its recorded path: its row kept the NonDeterminismError while it ran on b (status
+    """Blocked on node a, given up by a, resumed by node b whose code takes its
+    recorded path: its row kept the NonDeterminismError while it ran on b (status
     ``waiting`` with that error). Running again, it has none."""
     FIXED["on"] = False
     async with garrison.open_node(store=postgres_url, name="a", lease="30s") as a:
@@ -98,11 +103,9 @@ async def test_a_blocked_workflow_claimed_by_a_node_with_its_code_loses_its_erro
                                                      [])
                        .append_journal("y", 1, "activity", f"{__name__}:op_a",
                                        RawJson('{"ok": 1}')))
-        await _until(lambda: "y" in a.hosts["workflows"].active
-                     and a.workflow("y").status() == "blocked", "blocked on a")
+        await _until(lambda: _tried(a, "y"), "blocked on a")
+        FIXED["on"] = True
         async with garrison.open_node(store=postgres_url, name="b", lease="30s") as b:
-            FIXED["on"] = True
-            a.drain()
             store = b.hosts["workflows"].store
             await _until(lambda: "y" in b.hosts["workflows"].active
                          and store.get_workflow("y").status == "waiting", "waiting on b")
@@ -315,30 +318,27 @@ async def fixable_effect() -> int:
 
 
 async def test_retry_from_another_node_runs_the_workflow_once(postgres_url: str) -> None:
-    """A retry from node b of a workflow blocked on its live owner a: the workflow
-    runs on one node only (its effect once)."""
+    """A retry from node b of a workflow blocked on the live nodes a and b: the
+    workflow runs on one node only (its effect once)."""
     from garrison.persistence import RawJson, Transaction
 
     EFFECT_FIXED["on"] = False
     SIDE.clear()
-    async with garrison.open_node(store=postgres_url, name="a", lease="30s") as a:
+    async with garrison.open_node(store=postgres_url, name="a", lease="30s") as a, \
+            garrison.open_node(store=postgres_url, name="b", lease="30s") as b:
         with open_store(postgres_url, lock=False) as tool:
             tool.write(Transaction().create_workflow("x", f"{__name__}:fixable_effect", [])
                        .append_journal("x", 1, "activity", f"{__name__}:rv_a",
                                        RawJson('{"ok": 1}')))
+        await _until(lambda: _tried(a, "x") and _tried(b, "x"), "blocked on a and b")
+        EFFECT_FIXED["on"] = True
+        await b.workflow("x").retry()
         with trio.fail_after(10):
-            while not ("x" in a.hosts["workflows"].active
-                       and a.workflow("x").status() == "blocked"):
-                await trio.sleep(0.02)
-        async with garrison.open_node(store=postgres_url, name="b", lease="30s") as b:
-            EFFECT_FIXED["on"] = True
-            await b.workflow("x").retry()
-            with trio.fail_after(10):
-                assert await b.workflow("x").result() == 1
-            await trio.sleep(1)
-            running = [n for n, node in (("a", a), ("b", b))
-                       if "x" in node.hosts["workflows"].active
-                       and not node.hosts["workflows"].active["x"].done.is_set()]
+            assert await b.workflow("x").result() == 1
+        await trio.sleep(1)
+        running = [n for n, node in (("a", a), ("b", b))
+                   if "x" in node.hosts["workflows"].active
+                   and not node.hosts["workflows"].active["x"].done.is_set()]
     assert SIDE == ["x"], SIDE
     assert running == []
 
@@ -372,3 +372,141 @@ async def test_retry_of_a_failed_workflow_of_a_live_owner_runs_it_once(
             assert await node.workflow("f").result() == "ok"
         await trio.sleep(1)
     assert SIDE == ["f"], SIDE
+
+
+# -- a rolling deploy: a workflow blocked on a node with old code -------------------------
+#: the nodes (by name) that run the new release of ``audited``
+NEW_RELEASE: set[str] = set()
+
+
+async def audited() -> int:
+    """One workflow type in two releases, by node: the new one (on the nodes named in
+    NEW_RELEASE) adds an audit step behind ``workflow.version``, which the old one does
+    not know: a run the new one recorded blocks on the old one."""
+    node = current_workflow().host.node.public.name  # type: ignore[attr-defined]
+    if workflow.version("add-audit", 1, 2 if node in NEW_RELEASE else 1) == 2:
+        await op_b(0)
+    return await op_a(1)
+
+
+def _create_audited(url: str, wid: str) -> None:
+    """A run of ``audited`` the new release recorded (version 2), drained onto the
+    cluster."""
+    with open_store(url, lock=False) as tool:
+        tool.write(Transaction().create_workflow(wid, f"{__name__}:audited", [])
+                   .append_journal(wid, 1, "version", "add-audit", RawJson("2")))
+
+
+async def test_a_workflow_blocked_on_a_node_with_old_code_runs_on_a_node_with_new_code(
+        postgres_url: str) -> None:
+    """A rolling deploy: a run recorded by the new release blocks on node a, which runs
+    the old one. a kept it, blocked and owned, as long as it lived: node b, started with
+    the new release, never took it (a drain of a was the only way). a gives it up
+    (owned by nobody, still blocked) and claims it no more; b claims and completes
+    it."""
+    NEW_RELEASE.clear()
+    NEW_RELEASE.add("b")
+    async with garrison.open_node(store=postgres_url, name="a", lease="30s") as a:
+        look = Look(postgres_url)
+        try:
+            _create_audited(postgres_url, "y1")
+            await _until(lambda: look.statuses().get("y1") == "blocked"
+                         and look.owners().get("y1") is None, "blocked, and given up by a")
+            assert "y1" not in a.hosts["workflows"].active
+            async with garrison.open_node(store=postgres_url, name="b", lease="30s"):
+                await _until(lambda: look.statuses()["y1"] == "completed", "b to complete it")
+            assert look.result("y1") == 1
+            assert [r.name for r in look.store.journal("y1")] == [
+                "add-audit", f"{__name__}:op_b", f"{__name__}:op_a"]
+        finally:
+            look.close()
+
+
+async def test_a_run_no_live_node_can_replay_is_tried_once_by_each_and_stays_blocked(
+        postgres_url: str, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Every live node has the old code: each claims the workflow once, blocks it and
+    gives it up; then it stays ``blocked``, owned by nobody, claimed no more (no loop,
+    one error line per node). A retry (a new attempt) lets each try once again; a node
+    started with the new code runs it."""
+    import logging
+
+    from garrison.persistence._pg_cluster import PgCluster
+
+    claims: list[tuple[str | None, int]] = []
+    claim = PgCluster.claim
+
+    def counted(self: PgCluster, *args: object, **kwargs: object) -> list[object]:
+        got = claim(self, *args, **kwargs)  # type: ignore[arg-type]
+        claims.extend((self.name, r.attempt) for r in got if r.workflow_id == "y2")
+        return got  # type: ignore[return-value]
+
+    monkeypatch.setattr(PgCluster, "claim", counted)
+    caplog.set_level(logging.INFO, logger="garrison")
+    NEW_RELEASE.clear()
+    NEW_RELEASE.add("c")
+    async with garrison.open_node(store=postgres_url, name="a", lease="1s") as a, \
+            garrison.open_node(store=postgres_url, name="b", lease="1s") as b:
+        look = Look(postgres_url)
+        try:
+            _create_audited(postgres_url, "y2")
+            for attempt in (1, 2):
+                tries = [(n, k) for n in "ab" for k in range(1, attempt + 1)]
+                await _until(lambda: sorted(claims) == tries,  # noqa: B023
+                             f"a and b to try attempt {attempt}")
+                await _until(lambda: look.owners()["y2"] is None, "given up")
+                await trio.sleep(0.5)  # rounds of both: neither claims it again
+                assert len(claims) == 2 * attempt, claims
+                record = look.store.get_workflow("y2")
+                assert (record.status, record.attempt) == ("blocked", attempt)
+                assert "add-audit" in str(record.error)
+                assert look.owners() == {"y2": None}
+                assert all("y2" not in n.hosts["workflows"].active for n in (a, b))
+                if attempt == 1:
+                    assert "replay" in await a.workflow("y2").retry()
+            errors = [r for r in caplog.records
+                      if r.getMessage().startswith("workflow y2 is blocked")]
+            assert len(errors) == 4, [r.getMessage() for r in errors]
+            async with garrison.open_node(store=postgres_url, name="c", lease="1s"):
+                await _until(lambda: look.statuses()["y2"] == "completed", "c to run it")
+            assert look.result("y2") == 1
+        finally:
+            look.close()
+
+
+async def test_a_stale_terminate_of_a_run_a_node_blocked_is_consumed_by_one_claim(
+        postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A terminate of an earlier attempt asks nothing of a workflow: a node whose code
+    blocked the workflow's run, claiming it for that row, consumes the row and leaves
+    the workflow blocked and unowned, as for a name it refuses (not run again, blocked
+    again and given up, every round)."""
+    from garrison.persistence._pg_cluster import PgCluster
+
+    claims: list[str] = []
+    claim = PgCluster.claim
+
+    def counted(self: PgCluster, *args: object, **kwargs: object) -> list[object]:
+        got = claim(self, *args, **kwargs)  # type: ignore[arg-type]
+        claims.extend(r.workflow_id for r in got)
+        return got  # type: ignore[return-value]
+
+    monkeypatch.setattr(PgCluster, "claim", counted)
+    NEW_RELEASE.clear()
+    async with garrison.open_node(store=postgres_url, name="a", lease="1s") as a:
+        look = Look(postgres_url)
+        try:
+            _create_audited(postgres_url, "y3")
+            await _until(lambda: _tried(a, "y3") and look.owners() == {"y3": None},
+                         "blocked, and given up by a")
+            look.store.write(Transaction().deliver(
+                "y3", "terminate", {"terminate": {"type": "Terminated", "message": "old"},
+                                    "attempt": 0}, kind="control", msg_id="stale"))
+            a._members[0].poke()
+            await _until(lambda: not look.store.pending_messages("y3")
+                         and look.owners() == {"y3": None}, "the row consumed")
+            await trio.sleep(0.5)  # rounds: a claims it no more
+            assert claims == ["y3"]  # its first run only (the row: consumed by the claim)
+            assert look.statuses() == {"y3": "blocked"}
+            assert [r.name for r in look.store.journal("y3")] == ["add-audit"]
+        finally:
+            look.close()

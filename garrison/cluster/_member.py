@@ -50,7 +50,7 @@ import trio
 from .._errors import StoreError, StoreLocked, WorkflowMoved
 from ..hosts.workflow._ownership import adopt, hand_over, moved, parked
 from ..persistence._blocking import virtual_clock
-from ..persistence._pg_cluster import ClusterNode, PgCluster
+from ..persistence._pg_cluster import ClusterNode, PgCluster, Run
 
 __all__ = ["ClusterMember"]
 
@@ -77,6 +77,8 @@ BALANCE_LEASES = 3
 BALANCE_MIN = 5.0
 #: workflows a node remembers having handed on to even the load (see ``_handed``)
 HANDED_KEPT = 10_000
+#: runs of workflows a node remembers its code could not replay (see ``_blocked``)
+BLOCKED_KEPT = 10_000
 
 
 def targets(loads: dict[int, tuple[int, int | None]]) -> tuple[int, dict[int, int]]:
@@ -271,6 +273,10 @@ class ClusterMember:
         #: the import error), never claimed again while it runs: a node of the cluster
         #: that has the code runs them (a rolling deploy)
         self._refused: dict[str, str] = {}
+        #: the last :data:`BLOCKED_KEPT` runs (``(workflow id, run id, attempt)``) this
+        #: node's code could not replay (see :meth:`blocked`), never claimed again while
+        #: it runs (guarded by ``_lock``)
+        self._blocked: dict[Run, None] = {}
         #: live nodes (epochs) whose cluster-wide limits were compared with this one's
         self._limits_seen: set[int] = set()
         #: :meth:`leave` stopped waiting for :meth:`leave_now` (the server did not answer)
@@ -329,7 +335,8 @@ class ClusterMember:
             self._watch_wake.notify_all()
         if self._thread is None:  # at start: what the node resumes (claimed now, before
             self.pg.mark_lost()   # the thread shares nothing of this connection)
-            self._first = self.pg.claim(self._limit(), self._refused_names())
+            self._first = self.pg.claim(self._limit(), self._refused_names(),
+                                        self._blocked_runs())
             # and the live nodes: a workflow it resumes asks a live node whether its
             # process is still there (a node not seen live: its processes are lost)
             self._live = self.pg.live_epochs()
@@ -387,7 +394,7 @@ class ClusterMember:
     def _limit(self) -> int:
         """How many workflows to claim now: this node's fair share, within the room its
         host has (``max_concurrent``)."""
-        share = self.pg.fair_share(self._refused_names())
+        share = self.pg.fair_share(self._refused_names(), self._blocked_runs())
         room = self._room()
         if room is None:
             return share
@@ -479,6 +486,23 @@ class ClusterMember:
             log.debug("node %s leaves workflow %s to another node (no code for %s here)",
                       self.name, wid, name, extra={"workflow_id": wid})
         self.stopped(wid)
+
+    def blocked(self, wid: str, run_id: str | None, attempt: int) -> None:
+        """This node's code could not replay the workflow ``wid`` (it is recorded
+        ``blocked``, its journal kept: a rolling deploy, its run recorded by code this
+        node does not have): the host gives it up (:meth:`stopped`) for a node of the
+        cluster whose code can, and this node claims that run's attempt no more while
+        it runs. So every node tries it once, and where none can it stays blocked, owned
+        by nobody; a node started with other code tries it, and so does every node
+        after a retry (a new attempt)."""
+        with self._lock:
+            self._blocked[(wid, run_id, attempt)] = None
+            while len(self._blocked) > BLOCKED_KEPT:
+                del self._blocked[next(iter(self._blocked))]
+
+    def _blocked_runs(self) -> list[Run]:
+        with self._lock:
+            return list(self._blocked)
 
     def giving_up(self, wid: str) -> bool:
         """True while this node has given ``wid`` up (:meth:`stopped`) and the thread has
@@ -1215,7 +1239,7 @@ class ClusterMember:
             if missed:  # (another live node has them, or they started or ended)
                 self._post("missed", missed)
         if not self.draining and not self._stop.is_set() and self._may_claim(live):
-            claimed = pg.claim(self._limit(), self._refused_names())
+            claimed = pg.claim(self._limit(), self._refused_names(), self._blocked_runs())
             if claimed:
                 with self._lock:
                     self._in_flight += len(claimed)

@@ -54,7 +54,7 @@ from ._pg_schema import CHANNEL_MAX
 from ._pg_write import _quote, cut_connection
 from ._records import WorkflowRecord, requested_attempt
 
-__all__ = ["LIVE", "ClusterNode", "PgCluster", "epoch_lock_class"]
+__all__ = ["LIVE", "ClusterNode", "PgCluster", "Run", "epoch_lock_class"]
 
 #: seconds after which the body of a long node-to-node message nobody took is deleted
 MESSAGE_TTL = 3600.0
@@ -70,13 +70,30 @@ _ORPHANED = (
     "(w.owner_epoch IS NULL OR NOT EXISTS (SELECT 1 FROM {s}.nodes n WHERE "
     "n.epoch = w.owner_epoch AND n.status IN ('active', 'draining')))")
 #: a claimable workflow ``w`` this node may take: not named in the refused names (the
-#: parameter: code it cannot import), unless a request waits in its inbox (a terminate,
-#: ``_recovery.request_transaction``: ending it takes no code). The payload is not read
-#: here: a ``control`` row need not be JSON (``RawJson``, a row written by hand), and a
-#: cast failing would fail every claim of this node; :meth:`PgCluster.claim` reads it.
+#: first parameter: code it cannot import), nor a run this node's code blocked (the next
+#: three: their workflow ids, run ids and attempts, see :func:`_refusing`), unless a
+#: request waits in its inbox (a terminate, ``_recovery.request_transaction``: ending it
+#: takes no code). The payload is not read here: a ``control`` row need not be JSON
+#: (``RawJson``, a row written by hand), and a cast failing would fail every claim of
+#: this node; :meth:`PgCluster.claim` reads it.
 _NOT_REFUSED = (
-    "(NOT w.name = ANY(%s) OR EXISTS (SELECT 1 FROM {s}.inbox i WHERE i.workflow_id = "
-    "w.workflow_id AND i.consumed_seq IS NULL AND i.kind = 'control'))")
+    "(NOT (w.name = ANY(%s) OR EXISTS (SELECT 1 FROM unnest(%s::text[], %s::text[], "
+    "%s::bigint[]) b(id, run, attempt) WHERE b.id = w.workflow_id AND b.attempt = "
+    "w.attempt AND b.run IS NOT DISTINCT FROM w.run_id)) OR EXISTS (SELECT 1 FROM "
+    "{s}.inbox i WHERE i.workflow_id = w.workflow_id AND i.consumed_seq IS NULL "
+    "AND i.kind = 'control'))")
+
+#: a run of a workflow: ``(workflow id, run id, attempt)`` (a retry is a new attempt,
+#: ``continue_as_new`` a new run)
+Run = tuple[str, str | None, int]
+
+
+def _refusing(refused: Iterable[str] | None, blocked: Iterable[Run] | None) -> list[Any]:
+    """The parameters of :data:`_NOT_REFUSED`: the workflow names ``refused`` and the
+    runs ``blocked``."""
+    runs = list(blocked or ())
+    return [list(refused or ()), [r[0] for r in runs], [r[1] for r in runs],
+            [r[2] for r in runs]]
 
 
 #: psycopg's error for a wait past its timeout (an ``OperationalError``)
@@ -396,18 +413,19 @@ class PgCluster:
         self._rows("SELECT pg_notify(%s, %s)", (self.channel, payload))
 
     # -- ownership -------------------------------------------------------------------
-    def fair_share(self, refused: list[str] | None = None) -> int:
+    def fair_share(self, refused: list[str] | None = None,
+                   blocked: list[Run] | None = None) -> int:
         """How many workflows this node may claim now: the claimable ones (owned by
-        nobody, or by a node that is not live; not named in ``refused``, see
-        :meth:`claim`) shared over the active nodes that have room (``renew(room)``),
-        rounded up, so that every round spreads them and what one node cannot take
-        another takes on its next round."""
+        nobody, or by a node that is not live; not named in ``refused``, nor runs
+        ``blocked``, see :meth:`claim`) shared over the active nodes that have room
+        (``renew(room)``), rounded up, so that every round spreads them and what one
+        node cannot take another takes on its next round."""
         rows = self._rows(
             f"SELECT (SELECT count(*) FROM {{s}}.workflows w WHERE {_UNFINISHED} AND "
             f"{_ORPHANED} AND {_NOT_REFUSED}), "
             "(SELECT count(*) FROM {s}.nodes WHERE status = 'active' "
             "AND lease_until > {s}.now_s() AND (room IS NULL OR room > 0))",
-            (list(refused or ()),))
+            _refusing(refused, blocked))
         claimable, nodes = (int(v) for v in rows[0])
         return -(-claimable // max(nodes, 1))
 
@@ -415,9 +433,11 @@ class PgCluster:
         """How the cluster's work is spread: the orphans some active node with room
         would claim (nobody live owns them; not ``pending``, those wait for a queue's
         admission; not of a name every such node refuses, see :meth:`renew`: code no
-        node has waits for ever), and for each active node (its lease not lapsed)
-        ``epoch: (unfinished workflows it owns, its room, the names it refuses)`` (what
-        :meth:`renew` last said: room ``None`` is no limit)."""
+        node has waits for ever; not ``blocked``, left by a node whose code could not
+        replay them: once every node tried, they wait for ever too), and for each
+        active node (its lease not lapsed) ``epoch: (unfinished workflows it owns, its
+        room, the names it refuses)`` (what :meth:`renew` last said: room ``None`` is no
+        limit)."""
         s = self._s
         rows = self._rows(
             f"SELECT n.epoch, (SELECT count(*) FROM {s}.workflows w WHERE w.owner_epoch = "
@@ -432,14 +452,17 @@ class PgCluster:
         nobody = frozenset.intersection(*takers)  # (a name every one of them refuses)
         counted = self._rows(
             f"SELECT count(*) FROM {{s}}.workflows w WHERE w.{_UNFINISHED} AND "
-            f"w.status <> 'pending' AND {_ORPHANED} AND {_NOT_REFUSED}", (list(nobody),))
+            f"w.status NOT IN ('pending', 'blocked') AND {_ORPHANED} AND {_NOT_REFUSED}",
+            _refusing(nobody, None))
         return int(counted[0][0]), loads
 
-    def claim(self, limit: int, refused: list[str] | None = None) -> list[WorkflowRecord]:
+    def claim(self, limit: int, refused: list[str] | None = None,
+              blocked: list[Run] | None = None) -> list[WorkflowRecord]:
         """Take up to ``limit`` orphaned or unowned unfinished workflows: those that ran
         first (oldest first), then those waiting in a queue (``pending``: by priority,
         then start order); their records, now owned by this node. Workflows named in
-        ``refused`` (code this node cannot import) are left to the others, unless a
+        ``refused`` (code this node cannot import), and the runs ``blocked`` (this
+        node's code could not replay them), are left to the others, unless a
         terminate asks to end them (that takes no code).
 
         A claim whose connection is lost before its answer came (its COMMIT may have
@@ -448,7 +471,7 @@ class PgCluster:
         run by no one, while this node renews its lease."""
         if limit <= 0:
             return []
-        records = self._claiming(lambda conn: self._claim(conn, limit, refused))
+        records = self._claiming(lambda conn: self._claim(conn, limit, refused, blocked))
         records.sort(key=lambda r: (r.created, r.workflow_id))
         return records
 
@@ -470,8 +493,8 @@ class PgCluster:
             raise
         return records
 
-    def _claim(self, conn: psycopg.Connection[Any], limit: int,
-               refused: list[str] | None) -> list[WorkflowRecord]:
+    def _claim(self, conn: psycopg.Connection[Any], limit: int, refused: list[str] | None,
+               blocked: list[Run] | None) -> list[WorkflowRecord]:
         s = self._s
         rows = conn.execute(
             f"WITH c AS (SELECT w.workflow_id FROM {s}.workflows w "
@@ -482,10 +505,11 @@ class PgCluster:
             f"UPDATE {s}.workflows w SET owner_epoch = %s, owner = %s FROM c "
             f"WHERE w.workflow_id = c.workflow_id AND {s}.fence(%s, NULL) "
             f"RETURNING {_CLAIMED}",
-            (list(refused or ()), limit, self.epoch, self.name, self.epoch)).fetchall()
+            (*_refusing(refused, blocked), limit, self.epoch, self.name,
+             self.epoch)).fetchall()
         records = [WorkflowRecord.from_row(r) for r in rows]
-        if refused:
-            records = self._drop_stale(conn, records, set(refused))
+        if refused or blocked:
+            records = self._drop_stale(conn, records, set(refused or ()), set(blocked or ()))
         return records
 
     def claim_pending(self, workflow_ids: list[str]) -> list[WorkflowRecord]:
@@ -525,15 +549,17 @@ class PgCluster:
         return [WorkflowRecord.from_row(r) for r in rows]
 
     def _drop_stale(self, conn: psycopg.Connection[Any], records: list[WorkflowRecord],
-                    refused: set[str]) -> list[WorkflowRecord]:
+                    refused: set[str], blocked: set[Run]) -> list[WorkflowRecord]:
         """Of ``records`` (just claimed, in the claim's transaction), those of a
-        ``refused`` name were claimed for a request in their inbox: one that asks
-        nothing more (a terminate of an earlier attempt, by :func:`requested_attempt`,
-        the node's rule too) is consumed here and its workflow left unowned, in the
-        same transaction. Consumed later by the node that loads the workflow, it raced that node's
-        release of it: the release landing first, the consume was refused (fenced) and
-        the workflow claimed and released again every round."""
-        mine = {r.workflow_id: r for r in records if r.name in refused}
+        ``refused`` name, or a run ``blocked`` here, were claimed for a request in their
+        inbox: one that asks nothing more (a terminate of an earlier attempt, by
+        :func:`requested_attempt`, the node's rule too) is consumed here and its workflow
+        left unowned, in the same transaction. Consumed later by the node that loads the
+        workflow, it raced that node's release of it: the release landing first, the
+        consume was refused (fenced) and the workflow claimed and released again every
+        round."""
+        mine = {r.workflow_id: r for r in records if r.name in refused
+                or (r.workflow_id, r.run_id, r.attempt) in blocked}
         if not mine:
             return records
         rows = conn.execute(

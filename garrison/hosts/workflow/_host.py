@@ -789,6 +789,15 @@ class WorkflowHost:
             log.error("workflow %s is blocked: %s", wf.wid, error,
                       extra={"workflow_id": wf.wid, "run_id": wf.run_id, "pid": wf.pid,
                              "error": error})
+            ownership = self.ownership
+            if ownership is not None:
+                # in a cluster another node may have the code that took the recorded
+                # path (a rolling deploy): it leaves at once, as a drain hands a blocked
+                # workflow over, owned by nobody; this node claims that run no more
+                ownership.blocked(wf.wid, wf.run_id, wf.attempt)
+                ownership.moved(wf, WorkflowMoved(
+                    self.store.path, wf.wid, "the code of this node cannot replay it: it "
+                    "is left, blocked, to a node of the cluster whose code can"))
             return
         event = Event(EventKind.EXIT, wf.pid, plain, error)
         now = self.clock.now()

@@ -3,13 +3,17 @@ workflows that moved to another node (or are handed over), without journaling.
 
 The host knows its cluster only as ``host.ownership`` (``None`` off a cluster), an
 object with ``first_claim()``, ``draining``, ``stopped(wid)``, ``poke()``,
-``refuses(name)`` and ``refuse(wid, name, error)`` (see ``garrison/cluster/``). The
-store fences every write (``_pg_write.py``); this module keeps memory in line with it:
+``refuses(name)``, ``refuse(wid, name, error)``, ``blocked(wid, run_id, attempt)`` and
+``moved(wf, exc)`` (see ``garrison/cluster/``). The store fences every write
+(``_pg_write.py``); this module keeps memory in line with it:
 
 - :func:`adopt`: load claimed workflows and run them by replay (marked ``running``);
 - a claimed workflow whose code this node cannot import (a rolling deploy: the code of
   a new workflow type reached other nodes first) is given up unrun, for a node that has
   the code (``_recovery.runnable``, as a node's start does);
+- a workflow this node's code cannot replay (recorded ``blocked``: a run of newer
+  code, say) leaves at once, owned by nobody, for a node whose code can; this node
+  claims that run no more (``WorkflowHost.finish``);
 - :func:`hand_over`: stop a workflow here without recording anything: at once (its
   lease lapsed, or it waits for something, is blocked or queued) or at its next durable
   operation (a drain: what it was doing is recorded first, and the outcomes of the
