@@ -62,8 +62,8 @@ class NodeThread:
                 self._ready.set()
                 await self._stop.wait()
                 nursery.cancel_scope.cancel()  # (waits still under way end: the node stops)
-        except Exception as exc:  # (it did not open: start() raises it)
-            self._failed.append(exc)
+        except Exception as exc:  # (it did not open: start() raises it; it failed as it
+            self._failed.append(exc)  # ran or closed: stop() does)
         finally:
             self._ready.set()
 
@@ -110,6 +110,8 @@ class NodeThread:
         with contextlib.suppress(trio.RunFinishedError):
             trio.from_thread.run_sync(self._stop.set, trio_token=self._token)
         self._thread.join()
+        if self._failed:
+            raise self._failed[0]
 
 
 async def main(store: str | None = None) -> list[str]:

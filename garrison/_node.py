@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import json
 import logging
 import os
 import socket
@@ -441,6 +442,7 @@ class Node:
         if self.config is None:
             return  # no config: no config schedule is created, updated or removed
         from ._targets import target_name
+        from .hosts.workflow._codec import arguments_json
         from .hosts.workflow._schedules import ScheduleDefinition
 
         for host in self.hosts.values():  # the config schedules each one reconciles
@@ -449,8 +451,12 @@ class Node:
         for entry in self.config.schedules():
             host = self._workflow_host(entry.host or None)
             fn = self.config.resolve_target(entry.workflow)
+            # (in its JSON form, by the workflow's annotations: a dict[int, ...]
+            # parameter's keys as their text, as the config's check made it)
+            plain = json.loads(arguments_json(fn, entry.input,
+                                              f"the input of schedule {entry.id!r}"))
             host.scheduler.definitions.append(ScheduleDefinition.build(
-                entry.id, target_name(fn), entry.input, cron=entry.cron, every=entry.every,
+                entry.id, target_name(fn), tuple(plain), cron=entry.cron, every=entry.every,
                 timezone=entry.timezone, overlap=entry.overlap,
                 catchup_window=entry.catchup_window, source="config"))
 

@@ -112,6 +112,26 @@ async def test_a_tick_starts_its_workflow_with_a_dict_declared_with_int_keys(
     assert result == ["int 1: 1.0", "int 2: 0.5"]
 
 
+async def test_a_config_schedule_gives_a_dict_declared_with_int_keys(
+        tmp_path: Path, autojump_clock: Any) -> None:
+    """The same from a config entry (``input: [{1: 1.0}]``): its check took the input
+    by the workflow's annotation, but the node stored the schedule without it, and
+    refused it as it synced the config."""
+    config = load_config_text("""
+version: "1.0"
+namespace: app
+entries:
+  - {name: sums, kind: workflow.py, source: "test_schedules:_sums"}
+  - {name: hourly, kind: workflow.schedule, workflow: app:sums, every: 1h,
+     input: [{2: 0.5, 1: 1.0}]}
+""")
+    async with garrison.open_node(config=config, store=str(tmp_path / "s.db")) as node:
+        assert node.schedules()[0].input == [{"2": 0.5, "1": 1.0}]
+        await trio.sleep(HOUR + 1)
+        result = await node.workflow("app:hourly@2026-01-01T01:00:00Z").result()
+    assert result == ["int 1: 1.0", "int 2: 0.5"]
+
+
 # ------------------------------------------------------------------ overlap
 async def _overlap(policy: str) -> list[tuple[str, float]]:
     """Hourly ticks of a job that runs 90 minutes, for 5 hours."""

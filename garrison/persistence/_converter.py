@@ -27,7 +27,16 @@ import sys
 import types
 import uuid
 from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
-from typing import Any, Literal, NewType, Union, get_args, get_origin, get_type_hints
+from typing import (
+    Annotated,
+    Any,
+    Literal,
+    NewType,
+    Union,
+    get_args,
+    get_origin,
+    get_type_hints,
+)
 
 import attrs
 import cattrs
@@ -309,13 +318,16 @@ def _reject(value: object) -> Any:
 def _unstructure_dict(value: dict[Any, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, item in value.items():
-        if type(key) is not str:
-            if isinstance(key, str):  # a str subclass such as a StrEnum member
-                key = str.__str__(key)
-            else:
-                raise _Unconvertible(key, "JSON object keys must be str")
-        out[key] = _converter.unstructure(item)
+        out[key if type(key) is str else _str_key(key)] = _converter.unstructure(item)
     return out
+
+
+def _str_key(key: Any) -> str:
+    """A key of a dict whose keys are not declared of another type: a ``str`` (a str
+    subclass such as a StrEnum member as its text); any other is refused."""
+    if isinstance(key, str):
+        return str.__str__(key)
+    raise _Unconvertible(key, "JSON object keys must be str")
 
 
 def _unstructure_seq(value: list[Any] | tuple[Any, ...]) -> list[Any]:
@@ -323,24 +335,56 @@ def _unstructure_seq(value: list[Any] | tuple[Any, ...]) -> list[Any]:
     return [unstructure(item) for item in value]
 
 
-#: types whose JSON form is a string: a key of one is stored as that string, as a
-#: ``str`` key is (their other types' keys -- numbers, booleans -- are JSON text there)
-_TEXT_FORMED = (str, uuid.UUID, _dt.datetime, Pid)
+#: key types whose JSON form is a string other than ``str`` (a key of one is stored as
+#: that string, and cattrs restores it from it)
+_TEXT_FORMED = (uuid.UUID, _dt.datetime, Pid)
+_NUMBERS = (int, float, bool, type(None))
 
 
-def _text_key(key_type: Any) -> bool:
-    """A dict key of type ``key_type`` is a JSON string (a ``str``, ``UUID``, ``datetime``
-    or ``Pid``; an enum of ``str`` values; a ``Literal`` of strings; ``Any``): stored and
-    restored as cattrs does a ``dict[str, ...]``'s."""
-    if key_type is Any or key_type is object:
+def _bare(key_type: Any) -> Any:
+    """``key_type`` without ``Annotated[...]`` and ``NewType`` around it."""
+    while True:
+        if isinstance(key_type, NewType):
+            key_type = key_type.__supertype__
+        elif get_origin(key_type) is Annotated:
+            key_type = get_args(key_type)[0]
+        else:
+            return key_type
+
+
+def _number_keyed(key_type: Any) -> bool:
+    """A dict key of type ``key_type`` has a JSON number, boolean or null as its form
+    (``int``, ``float``, ``bool``, an enum of such values, a ``Literal`` of them, a
+    union of only such types): stored as that JSON text (``"1"``), and read back by
+    parsing it. A union with a text type among its members (``str | int``,
+    ``Optional[str]``) is none: ``"1"`` could be either."""
+    key_type = _bare(key_type)
+    origin = get_origin(key_type)
+    if origin in (Union, types.UnionType):
+        return all(_number_keyed(a) for a in get_args(key_type))
+    if origin is Literal:
+        return all(type(a) in _NUMBERS for a in get_args(key_type))
+    if not isinstance(key_type, type) or issubclass(key_type, str):
+        return False
+    if issubclass(key_type, enum.Enum):
+        return all(type(m.value) in _NUMBERS for m in key_type)
+    return issubclass(key_type, _NUMBERS)
+
+
+def _converted_key(key_type: Any) -> bool:
+    """A dict declared with keys of ``key_type`` is stored with each key as its JSON
+    text (:func:`_key_text`): number-like keys (:func:`_number_keyed`), and those whose
+    JSON form is a string other than a ``str`` (``UUID``, ``datetime``, ``Pid``, an
+    enum of ``str`` values). Others (``str``, ``Any``, a union with ``str``) take
+    ``str`` keys only, as a dict without a declared type does."""
+    if _number_keyed(key_type):
         return True
-    if isinstance(key_type, NewType):
-        return _text_key(key_type.__supertype__)
-    if get_origin(key_type) is Literal:
-        return all(isinstance(a, str) for a in get_args(key_type))
-    if isinstance(key_type, type) and issubclass(key_type, enum.Enum):
-        return all(isinstance(m.value, str) for m in key_type)
-    return isinstance(key_type, type) and issubclass(key_type, _TEXT_FORMED)
+    key_type = _bare(key_type)
+    if not isinstance(key_type, type) or issubclass(key_type, str):
+        return False
+    if issubclass(key_type, enum.Enum):
+        return all(type(m.value) is str for m in key_type)
+    return issubclass(key_type, _TEXT_FORMED)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -352,10 +396,8 @@ def declares_keys(hint: Any) -> bool:
     strings, and nothing would say what to restore them as."""
     try:
         args = get_args(hint)
-        if is_mapping(hint):  # (``dict[Any, V]`` declares no type to restore keys as)
-            return len(args) == 2 and (
-                (args[0] not in (Any, object) and not _str_type(args[0]))
-                or declares_keys(args[1]))
+        if is_mapping(hint):
+            return len(args) == 2 and (_converted_key(args[0]) or declares_keys(args[1]))
         origin = get_origin(hint)
         if origin in (Union, types.UnionType) or (
                 isinstance(origin, type) and issubclass(origin, Sequence)
@@ -364,11 +406,6 @@ def declares_keys(hint: Any) -> bool:
     except TypeError:  # (an odd hint, or one holding an unhashable one: none declared)
         return False
     return False
-
-
-def _str_type(key_type: Any) -> bool:
-    """``str`` or a subclass (a ``StrEnum``): its keys are strings, stored as they are."""
-    return isinstance(key_type, type) and issubclass(key_type, str)
 
 
 def _key_text(key: Any) -> str:
@@ -414,7 +451,10 @@ def _unstructure_keyed(value: Any, hint: Any) -> Any:
     its own type."""
     if not isinstance(value, dict):
         return _converter.unstructure(value)
-    item_type = get_args(hint)[1]
+    key_type, item_type = get_args(hint)
+    if not _converted_key(key_type):  # (``dict[str, dict[int, X]]``: str keys, as ever)
+        return {_str_key(key): _unstructure_declared(item, item_type)
+                for key, item in value.items()}
     return {_key_text(key): _unstructure_declared(item, item_type)
             for key, item in value.items()}
 
@@ -451,7 +491,7 @@ def _keys_in_text(hint: Any) -> bool:
     if not is_mapping(hint):
         return False
     args = get_args(hint)
-    return len(args) == 2 and not _text_key(args[0])
+    return len(args) == 2 and _number_keyed(args[0])
 
 
 def _make_converter() -> cattrs.Converter:

@@ -562,8 +562,14 @@ class Activities(WorkflowCore):
                 self.cancel_first()  # (it runs on now: it ends after the cancel's time)
             if self.cancel_requested and not self.cancel_delivered:
                 self._cancel_at_await(handle.seq)
+            if self.store_error is not None:
+                # handed over (a drain), or the store failed: the run stops here, as at
+                # any wait (``end_started`` lets the activity record its outcome first,
+                # when a drain handed it over)
+                raise raised_again(self.store_error)
             # (not ``_wait``: nothing is committed or parked here, as before cancels
-            # reached this await; ``wake`` comes with the activity's end, or a cancel)
+            # reached this await; ``wake`` comes with the activity's end, a cancel, or
+            # a hand-over)
             ev = self._wake = trio.Event()
             try:
                 await ev.wait()
@@ -577,9 +583,10 @@ class Activities(WorkflowCore):
         that escaped one of them, if one did: the run fails with it)."""
         started = self.started
         if started is not None:
-            if isinstance(self.store_error, WorkflowMoved):
+            if self.handed_over:
                 # handed over (a drain): what runs records its outcome first, not to run
-                # again on the next node (``stop_started`` ends the wait)
+                # again on the next node (``stop_started`` ends the wait); a write refused
+                # as another node owns it is no hand-over: their records would be too
                 await started.hand_over()
             self.started = None
             await started.close()
@@ -607,7 +614,8 @@ class Activities(WorkflowCore):
                 stored=stored_as(handle.hint))
         except WorkflowMoved:
             # handed over before it began, or as it waited to retry (its retry timer
-            # recorded): the next node runs it
+            # recorded): the next node runs it (a wait for it stops: ``await_started``)
+            self.wake()
             return
         with trio.CancelScope(shield=True):
             try:

@@ -128,7 +128,7 @@ class WorkflowCore(Caller, WorkflowScope):
                  "backoff", "cancel_at", "cancel_delivered", "cancel_requested", "check_lost",
                  "children_end", "continued",
                  "created", "cursor", "defaulted", "done", "durable_watchers", "error", "exited",
-                 "flushes", "flushing", "fn", "held_names", "history_bytes", "host",
+                 "flushes", "flushing", "fn", "handed_over", "held_names", "history_bytes", "host",
                  "input_plain", "kill_reason", "left_outcome",
                  "links", "may_be_queued", "monitoring", "name", "orphaned", "parent",
                  "pending", "promise_times", "promises", "refreshed", "requests", "requests_taken",
@@ -268,6 +268,10 @@ class WorkflowCore(Caller, WorkflowScope):
         self.children_end: ErrorInfo | None = None
         #: the store failed for good under this workflow (see ``_commit``)
         self.store_error: StoreError | None = None
+        #: handed over at its next durable point (a drain): what it started and still
+        #: runs records its outcome before the run ends (``end_started``); not so for a
+        #: write refused as another node owns it, whose records would be refused too
+        self.handed_over = False
         self.scope: CancelSwitch | None = None
         self.calls = None  # the call table (see Caller)
         self.callers = None

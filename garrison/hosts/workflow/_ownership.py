@@ -118,6 +118,7 @@ def hand_over(host: WorkflowHost, wf: WorkflowInstance, exc: WorkflowMoved, *,
         return
     if wf.store_error is None:
         wf.store_error = exc
+    wf.handed_over = not now
     if host.queue.leave(wf):
         # waiting in the queue: it never ran, and left there it would start (if ever:
         # the cluster may admit nothing more) only to stop at its first step
