@@ -371,6 +371,43 @@ async def test_terminate_ends_at_once_without_the_cancellation_handler(
     assert ("release", "res-lamp") in ops_app.LOG
 
 
+_COMPUTED: list[int] = []
+
+
+@garrison.activity
+async def _compute(x: int) -> int:
+    _COMPUTED.append(x)  # (no await inside: a computation)
+    return 2 * x
+
+
+async def _computes_for_ever() -> None:
+    i = 0
+    while True:
+        i = await _compute(i) % 1000
+
+
+async def test_terminate_and_the_nodes_close_stop_a_loop_of_activities_that_never_await(
+        tmp_path: Path) -> None:
+    """helper-284: a workflow looping on an activity that never awaits met no checkpoint
+    where trio delivers a cancel (its commits are shielded): ``terminate()`` waited for
+    its end, for ever in a loop, and so did the node's close, while it ran on."""
+    _COMPUTED.clear()
+    with trio.fail_after(10):  # (the close too: it waited for the loop's end)
+        async with garrison.open_node(store=str(tmp_path / "s.db")) as node:
+            await node.start_workflow(_computes_for_ever, id="t")
+            while len(_COMPUTED) < 50:
+                await trio.lowlevel.checkpoint()
+            await node.workflow("t").terminate("enough")
+            assert node.workflow("t").status() == "failed"
+            ran = len(_COMPUTED)
+            await node.start_workflow(_computes_for_ever, id="u")
+            while len(_COMPUTED) < ran + 50:
+                await trio.lowlevel.checkpoint()
+        with SQLiteStore(str(tmp_path / "s.db")) as store:
+            assert str(store.get_workflow("t").error) == "Terminated: enough"
+            assert store.get_workflow("u").status == "running"  # (resumes at next start)
+
+
 async def test_a_blank_terminate_reason_is_refused_and_none_is_the_default(
         node: garrison.Node, autojump_clock: Any) -> None:
     """``terminate(reason="")`` would end the workflow with the error ``Terminated: ``,

@@ -408,6 +408,12 @@ class Activities(WorkflowCore):
             del buf
         elif buf is not None or self.flushing is not None:  # records_pending
             await self.records_committed()
+        scope = self.scope
+        if scope is not None and scope.cancel_called:
+            # stopped (a terminate, the node's close): its commits are shielded, so a
+            # loop of activities that never await (a computation) met no checkpoint
+            # where trio delivers it, and ran on for ever
+            await trio.lowlevel.checkpoint()
         resumed = self.retrying(seq) if self.timers else None
         if (timeout is None and not self.host.activity_mocks and not _observe.active
                 and resumed is None and _is_async(fn)):
