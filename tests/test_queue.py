@@ -811,6 +811,17 @@ def test_the_store_admits_a_tools_start_in_its_start_order(
         assert admit(("tool", run), ("n1", "r")) == ["tool"]
 
 
+def _tool_start(spec: str, wid: str) -> None:
+    """``garrison workflows start --id WID schedule_app:job``, as the tool writes it."""
+    from garrison import _store_tools as tools
+
+    store = tools.open_store(spec)
+    try:
+        tools.start(store, "schedule_app:job", [], wid)
+    finally:
+        store.close()
+
+
 @pytest.mark.postgres
 async def test_a_tools_start_is_claimed_in_its_start_order(
         postgres_url: str, autojump_clock: Any) -> None:
@@ -818,15 +829,9 @@ async def test_a_tools_start_is_claimed_in_its_start_order(
     start`` leaves one; when the slot frees, the node claims them in priority, then
     start, order: the tool's first (it was claimed after every one with a queue row,
     those of priority -5 too)."""
-    from garrison import _store_tools as tools
-
     async with garrison.open_node(store=postgres_url, max_concurrent=1) as node:
         await node.start_workflow(app.waits_for_go, id="hog")
-        store = tools.open_store(postgres_url)
-        try:
-            tools.start(store, "schedule_app:job", [], "tool")
-        finally:
-            store.close()
+        _tool_start(postgres_url, "tool")
         await node.start_workflow(app.job, id="n1")
         await node.start_workflow(app.job, id="low", priority=-5)
         await node.start_workflow(app.job, id="n2")
@@ -842,15 +847,9 @@ async def test_a_tools_start_left_by_a_node_gone_is_claimed_in_its_start_order(
         postgres_url: str, autojump_clock: Any) -> None:
     """PostgreSQL: the node that left a tool's start and its own waiting is gone; the
     node that takes them over starts them in start order, the tool's first."""
-    from garrison import _store_tools as tools
-
     async with garrison.open_node(store=postgres_url, name="a", max_concurrent=1) as a:
         await a.start_workflow(app.waits_for_go, id="hog")
-        store = tools.open_store(postgres_url)
-        try:
-            tools.start(store, "schedule_app:job", [], "tool")
-        finally:
-            store.close()
+        _tool_start(postgres_url, "tool")
         await a.start_workflow(app.job, id="n1")
         await a.start_workflow(app.job, id="n2")
     async with garrison.open_node(store=postgres_url, name="b", max_concurrent=1) as b:

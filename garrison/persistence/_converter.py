@@ -452,10 +452,9 @@ def _unstructure_keyed(value: Any, hint: Any) -> Any:
     if not isinstance(value, dict):
         return _converter.unstructure(value)
     key_type, item_type = get_args(hint)
-    if not _converted_key(key_type):  # (``dict[str, dict[int, X]]``: str keys, as ever)
-        return {_str_key(key): _unstructure_declared(item, item_type)
-                for key, item in value.items()}
-    return {_key_text(key): _unstructure_declared(item, item_type)
+    # (``dict[str, dict[int, X]]``: its own keys are str keys, as ever)
+    key_of = _key_text if _converted_key(key_type) else _str_key
+    return {key_of(key): _unstructure_declared(item, item_type)
             for key, item in value.items()}
 
 
