@@ -10,7 +10,9 @@ PATH, in /usr/lib/postgresql/<major>/bin); ``GARRISON_PG_BINDIR`` overrides.
 When running as root (CI, these machines), initdb and pg_ctl run as the
 ``postgres`` user through ``runuser``; otherwise as the current user. The server
 listens on 127.0.0.1 only, on a free port, with trust authentication, and keeps
-``fsync=on`` so that commit latencies measured against it are real.
+``fsync=on`` by default so that commit latencies measured against it (benchmarks) are
+real; the test fixtures start theirs with ``fsync=False`` (a test kills processes,
+never the machine, so what a server wrote survives it without fsync).
 
 Every server started here is also stopped at interpreter exit (``atexit``), so a
 Ctrl-C or an error between start and stop does not leave a postmaster behind.
@@ -32,8 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 __all__ = [
-    "PostgresServer", "PostgresUnavailable", "create_db", "find_bindir", "pause", "resume",
-    "start", "stop",
+    "PostgresServer", "PostgresUnavailable", "create_db", "drop_db", "find_bindir", "pause",
+    "resume", "start", "stop",
 ]
 
 
@@ -272,6 +274,20 @@ def create_db(server: PostgresServer, name: str) -> str:
     with psycopg.connect(server.url(), autocommit=True, connect_timeout=30) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     return server.url(name)
+
+
+def drop_db(server: PostgresServer, name: str) -> None:
+    """``DROP DATABASE name WITH (FORCE)`` (closing what is still connected to it), if
+    the server is up; a database it cannot drop is left to :func:`stop`."""
+    import psycopg
+    from psycopg import sql
+
+    try:
+        with psycopg.connect(server.url(), autocommit=True, connect_timeout=5) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                sql.Identifier(name)))
+    except psycopg.Error:
+        pass
 
 
 @atexit.register

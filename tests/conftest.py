@@ -16,6 +16,7 @@ passes a clock to ``trio.run`` when the test function itself receives it.
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -29,6 +30,19 @@ ROOT = Path(__file__).resolve().parent.parent
 for extra in (ROOT, ROOT / "tests"):
     if str(extra) not in sys.path:
         sys.path.insert(0, str(extra))
+
+
+@pytest.fixture(autouse=True)
+def _cli_state_restored() -> Iterator[None]:
+    """A test that runs the CLI in-process (``_cli.main``) leaves its logging set up
+    (a handler on stderr as it was, at INFO, not propagating) and ``sys.stderr``
+    wrapped; restored after each test so that no later test, on whichever worker
+    runs it, sees those records or writes to a stream pytest has closed."""
+    logger = logging.getLogger("garrison")
+    saved = (logger.handlers[:], logger.level, logger.propagate, sys.stderr)
+    yield
+    logger.handlers[:], logger.level, logger.propagate, sys.stderr = (
+        saved[0], saved[1], saved[2], saved[3])
 
 
 @pytest.fixture
@@ -100,7 +114,7 @@ def postgres_server() -> Iterator[object]:
         raise _postgres.PostgresUnavailable(
             f"psycopg is not installed ({exc}); pip install -e '.[test]'"
         ) from exc
-    server = _postgres.start()
+    server = _postgres.start(fsync=False)  # (no test measures its commits' latency)
     try:
         yield server
     finally:
@@ -117,12 +131,16 @@ def postgres_stores_url(postgres_server: object) -> str:
 
 
 @pytest.fixture
-def postgres_url(postgres_server: object) -> str:
-    """A fresh, empty database (``test_<n>``) on the session's server: its URL."""
+def postgres_url(postgres_server: object) -> Iterator[str]:
+    """A fresh, empty database (``test_<n>``) on the session's server: its URL. Dropped
+    after the test, so that the server's directory stays small (removing hundreds of
+    databases' files when the session ends took ten seconds)."""
     import _postgres
 
     assert isinstance(postgres_server, _postgres.PostgresServer)
-    return _postgres.create_db(postgres_server, f"test_{next(_db_numbers)}")
+    name = f"test_{next(_db_numbers)}"
+    yield _postgres.create_db(postgres_server, name)
+    _postgres.drop_db(postgres_server, name)
 
 
 @pytest.fixture
@@ -141,7 +159,7 @@ def own_server(postgres_server: object) -> Iterator[object]:
     server is what the others use: it gates the PostgreSQL tests, see below)."""
     import _postgres
 
-    server = _postgres.start()
+    server = _postgres.start(fsync=False)
     try:
         yield server
     finally:
