@@ -697,3 +697,82 @@ def test_recorded_values_of_the_right_shape_are_read() -> None:
         {"seq": 9, "kind": "receive", "name": "events", "outcome": {
             "inbox": 4, "event": {"kind": "EXIT", "pid": "workers/7", "result": 1,
                                   "error": None}}}]})
+    # (and what the code reads of a spawn, call, lookup, link or register)
+    History.from_json({"name": "ops_app:order", "journal": [
+        {"seq": 1, "kind": "spawn", "name": "kid", "outcome": {"pid": "workflows/o.1"}},
+        {"seq": 2, "kind": "call", "name": "t", "outcome": {"ok": None}},
+        {"seq": 3, "kind": "call", "name": "t", "outcome": {
+            "error": {"type": "TimeoutError", "message": "m", "traceback": ""},
+            "pid": "workers/7", "timeout": False}},
+        {"seq": 4, "kind": "call", "name": "t", "outcome": {
+            "error": {"type": "TimeoutError", "message": "m"}, "timeout": True}},
+        {"seq": 5, "kind": "call", "name": "t", "outcome": {
+            "error": {"type": "NoSuchProcess", "message": "m"}, "raised": "NoSuchProcess",
+            "name": "echo"}},
+        {"seq": 6, "kind": "lookup", "name": "echo", "outcome": {"pid": None}},
+        {"seq": 7, "kind": "lookup", "name": "echo", "outcome": {"pid": "workers/7"}},
+        {"seq": 8, "kind": "monitor", "name": "echo", "outcome": {"pid": "workers/7"}},
+        {"seq": 9, "kind": "link", "name": "workers/7", "outcome": None},
+        {"seq": 10, "kind": "cancel_process", "name": "echo", "outcome": {
+            "error": {"type": "NoSuchProcess", "message": "m"}, "raised": "NoSuchProcess"}},
+        {"seq": 11, "kind": "send", "name": "t", "outcome": {"to": "workers/7", "id": "o#11"}},
+        {"seq": 12, "kind": "register", "name": "n", "outcome": {"scope": "node"}},
+        {"seq": 13, "kind": "activity", "name": "a", "outcome": {
+            "error": {"type": "ValueError", "message": "m", "traceback": "tb"}}},
+        {"seq": 14, "kind": "now", "name": "", "outcome": -62135596800}]})
+
+
+@pytest.mark.parametrize(("kind", "name", "outcome", "shape"), [
+    ("spawn", "kid", "garbage", '{"pid": '),
+    ("spawn", "kid", {}, '{"pid": '),
+    ("spawn", "kid", {"pid": 5}, '{"pid": '),
+    ("spawn", "kid", {"pid": "no-host"}, '{"pid": '),
+    ("call", "t", "garbage", '{"ok": value}'),
+    ("call", "t", {"error": "x"}, '{"ok": value}'),
+    ("call", "t", {"error": {"type": "ProcessError", "message": "m"}}, '{"ok": value}'),
+    ("call", "t", {"raised": 5}, '{"ok": value}'),
+    ("lookup", "echo", "garbage", '{"pid": '),
+    ("lookup", "echo", {"pid": 5}, '{"pid": '),
+    ("activity", "a", {"error": {"type": 5}}, '{"ok": value}'),
+    ("activity", "a", {"error": {"type": "X", "message": 5}}, '{"ok": value}'),
+    ("activity", "a", {"error": {"type": "X", "message": "m", "traceback": 5}},
+     '{"ok": value}'),
+    ("activity", "a", {"ok": 1, "error": "x"}, '{"ok": value}'),
+    ("now", "", -1e11, "unix seconds"),
+    ("receive", "events", {"inbox": 1, "event": {"kind": "EXIT", "pid": "w/1",
+                                                 "error": {"type": 1}}}, "an object"),
+    ("monitor", "echo", "zz", '{"pid": '),
+    ("link", "echo", {"pid": "no-host"}, '{"pid": '),
+    ("cancel_process", "echo", {"raised": "NoSuchProcess", "error": "x"}, '{"pid": '),
+    ("send", "t", {"raised": "NoSuchProcess", "error": {"type": 5}}, "what it sent"),
+    ("register", "n", {"raised": 7}, '{"scope": '),
+])
+def test_a_damaged_outcome_the_code_reads_is_a_file_error(kind: str, name: str, outcome: Any,
+                                                          shape: str) -> None:
+    """helper-294: a spawn, call or lookup outcome of the wrong shape, an activity error
+    whose type is no string, a `now` before year 1... replayed as the code raising at the
+    next record (`diverged ... at seq 2: the journal records receive 'events', but the
+    code now did raise TypeError: string indices must be integers`): a damaged file
+    blamed on the code, at the wrong seq. It names the file, record and workflow."""
+    history = {"workflow_id": "o-1", "name": "ops_app:order", "input": ["x"], "journal": [
+        {"seq": 1, "kind": kind, "name": name, "outcome": outcome}]}
+    with pytest.raises(ValueError) as info:
+        History.from_json(history, "h.json")
+    said = str(info.value)
+    assert said.startswith(f"h.json: journal record 0 (seq 1, {kind}) of workflow 'o-1': "
+                           f"'outcome' must be {shape}"), said
+
+
+def test_a_damaged_spawn_in_a_history_file_is_no_divergence(tmp_path: Path) -> None:
+    """The probe's case end to end: `garrison.testing.replay` of an exported file whose
+    spawn outcome was edited said the code diverged at the next record."""
+    path = tmp_path / "f.json"
+    path.write_text(json.dumps({
+        "format": "garrison-history/1", "workflow_id": "m1", "name": "ops_app:parent_of_one",
+        "input": [], "journal": [
+            {"seq": 1, "kind": "spawn", "name": "waiting_child", "outcome": "garbage"},
+            {"seq": 2, "kind": "receive", "name": "events", "outcome": {"inbox": 2, "event": {
+                "kind": "EXIT", "pid": "workflows/m1.1", "result": None, "error": None}}}]}))
+    with pytest.raises(ValueError, match=r"f\.json': journal record 0 \(seq 1, spawn\) of "
+                                         r"workflow 'm1': 'outcome' must be \{\"pid\": "):
+        garrison.testing.replay(path)

@@ -181,6 +181,8 @@ class History:
         journal: list[Entry] = []
         sizes: dict[int, int] = {}
         times: dict[int, float] = {}
+        wid = data.get("workflow_id")
+        of = f" of workflow {wid!r}" if isinstance(wid, str) else ""
         for i, rec in enumerate(records):
             if not isinstance(rec, dict) or type(rec.get("seq")) is not int \
                     or not isinstance(rec.get("kind"), str):
@@ -214,10 +216,10 @@ class History:
                 raise ValueError(f"{where}: journal record {i}: seq {rec['seq']} comes after "
                                  f"seq {journal[-1].seq} (a journal's records are in seq order, "
                                  "each seq once)")
-            shape = _outcome_shape(rec["kind"], outcome)
+            shape = _outcome_shape(rec["kind"], outcome, rec["name"])
             if shape is not None:
                 raise ValueError(f"{where}: journal record {i} (seq {rec['seq']}, "
-                                 f"{rec['kind']}): 'outcome' must be {shape}, got "
+                                 f"{rec['kind']}){of}: 'outcome' must be {shape}, got "
                                  f"{outcome!r:.80}")
             journal.append(Entry(rec["seq"], rec["kind"], rec.get("name", ""), outcome,
                                  attempts))
@@ -317,6 +319,10 @@ class History:
 _KINDS = frozenset(kind.value for kind in JournalKind)
 #: the statuses a history's promise may have
 _PROMISE_STATUSES = ("pending", "resolved", "rejected")
+#: the kinds that record the process an operation named (``Interop._take_target``)
+_TARGETED = frozenset({JournalKind.LINK, JournalKind.UNLINK, JournalKind.MONITOR,
+                       JournalKind.DEMONITOR, JournalKind.CANCEL_PROCESS,
+                       JournalKind.TERMINATE})
 
 
 def _check_time(value: Any, what: str) -> None:
@@ -328,14 +334,42 @@ def _check_time(value: Any, what: str) -> None:
                          f"('2026-12-05T10:00:00.000Z'), got {value!r:.40}")
 
 
-def _outcome_shape(kind: str, out: Any) -> str | None:
-    """What a record of ``kind`` must hold if ``out`` is not that (a damaged or
-    hand-edited history, which would otherwise fail inside the replayed code as if the
-    code raised); ``None`` when it is, or for kinds whose outcome is not checked."""
+def _outcome_shape(kind: str, out: Any, name: str) -> str | None:
+    """What a record of ``kind`` (named ``name``) must hold if ``out`` is not that (a
+    damaged or hand-edited history, which would otherwise fail inside the replayed code
+    as if the code raised, blamed on the code at the next record); ``None`` when it is,
+    or for kinds whose outcome a replay does not read (``promise``, ``await_timer``,
+    ``reply``, ``cancel``; a ``send`` or ``register`` unless it recorded a raise)."""
     if kind == JournalKind.ACTIVITY:
-        if isinstance(out, dict) and ("ok" in out or isinstance(out.get("error"), dict)):
+        if isinstance(out, dict) and (_error_readable(out["error"]) if "error" in out
+                                      else "ok" in out):
             return None
         return '{"ok": value} or {"error": {"type": ..., "message": ...}}'
+    if kind == JournalKind.SPAWN:
+        ok = isinstance(out, dict) and _pid_readable(out.get("pid"))
+        return None if ok else '{"pid": "host/id"} (the pid it spawned)'
+    if kind == JournalKind.LOOKUP:
+        ok = out is None or (isinstance(out, dict) and (
+            out.get("pid") is None or _pid_readable(out["pid"])))
+        return None if ok else '{"pid": "host/id" or null} (what the name held)'
+    if kind == JournalKind.CALL:
+        return None if _call_readable(out) else (
+            '{"ok": value} for its reply, {"error": {"type": ..., "message": ...}} with '
+            '"pid": "host/id" or "timeout": true, or {"raised": type, "error": ...}')
+    if kind in _TARGETED:  # (the pid it recorded, else its name: a pid given as text)
+        recorded = out.get("pid") if isinstance(out, dict) else None
+        ok = _raised_readable(out) if recorded is None and isinstance(out, dict) \
+            and "raised" in out else _pid_readable(name if recorded is None else recorded)
+        return None if ok else ('{"pid": "host/id"} (the process it named), or '
+                                '{"raised": type, "error": ...}')
+    if kind == JournalKind.SEND:
+        ok = type(out) is not dict or "raised" not in out or _raised_readable(out)
+        return None if ok else ('what it sent ({"to": pid, "id": ...}) or {"raised": '
+                                'type, "error": {"type": ..., "message": ...}}')
+    if kind == JournalKind.REGISTER:
+        ok = not isinstance(out, dict) or "raised" not in out or _raised_readable(out)
+        return None if ok else ('{"scope": ...} or {"raised": type, "error": {"type": ..., '
+                                '"message": ...}}')
     if kind in (JournalKind.SLEEP, JournalKind.TIMER):
         deadline = out.get("deadline") if isinstance(out, dict) else None
         if type(deadline) in (int, float):
@@ -362,7 +396,7 @@ def _value_shape(kind: str, out: Any) -> str | None:
     raised in the code, as if a deploy had changed it)."""
     if kind == JournalKind.NOW:
         return None if _seconds(out) is not None and not isinstance(out, str) \
-            else "unix seconds"
+            else "unix seconds (of a time from year 1 to 9999)"
     if kind == JournalKind.UUID4:
         try:
             _uuid.UUID(out)
@@ -392,6 +426,41 @@ def _value_shape(kind: str, out: Any) -> str | None:
     return None
 
 
+def _error_readable(err: Any) -> bool:
+    """Whether ``err`` is an error a record holds (``error_to_plain``'s shape), which the
+    code gets as an :class:`ErrorInfo` (a ``type`` of 5 raised in its ``str()``)."""
+    return (isinstance(err, dict) and isinstance(err.get("type"), str)
+            and isinstance(err.get("message", ""), str)
+            and isinstance(err.get("traceback", ""), str))
+
+
+def _pid_readable(text: Any) -> bool:
+    """Whether ``text`` is a pid's text (``Pid.parse`` takes it)."""
+    try:
+        Pid.parse(text)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def _raised_readable(out: dict[str, Any]) -> bool:
+    """Whether a recorded raise (``raised_plain``) is one a replay can raise again."""
+    return isinstance(out.get("raised"), str) and (not out.get("error")
+                                                  or _error_readable(out["error"]))
+
+
+def _call_readable(out: Any) -> bool:
+    """Whether a call record's outcome is one a replay can hand the code."""
+    if not isinstance(out, dict):
+        return False
+    if "ok" in out:
+        return True
+    if "raised" in out:
+        return _raised_readable(out)
+    return _error_readable(out.get("error")) and (
+        bool(out.get("timeout")) or _pid_readable(out.get("pid")))
+
+
 def _receive_readable(out: Any) -> bool:
     """Whether a receive record's outcome is one a replay can hand the code."""
     if out is None:
@@ -404,6 +473,8 @@ def _receive_readable(out: Any) -> bool:
             return isinstance(out["message"].get("topic"), str)
         if "event" in out:
             event_from_plain(out["event"])
+            error = out["event"].get("error")
+            return error is None or _error_readable(error)
     except (TypeError, ValueError, KeyError, AttributeError):
         return False
     return True
@@ -417,8 +488,9 @@ def _iso(value: float | None) -> str | None:
 
 def _seconds(value: Any) -> float | None:
     if isinstance(value, int | float) and not isinstance(value, bool):
-        # (a time a date can hold: json.loads reads NaN, Infinity and 1e300 too)
-        return float(value) if abs(value) < 253_402_300_800 else None  # (to year 9999)
+        # (a time a date can hold, years 1 to 9999: json.loads reads NaN, Infinity and
+        # 1e300 too, and a `now` of -1e11, year -1199, raised in the replayed code)
+        return float(value) if -62_135_596_800 <= value < 253_402_300_800 else None
     if isinstance(value, str) and value:
         try:
             return _dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
