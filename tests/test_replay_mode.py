@@ -593,6 +593,57 @@ def test_a_completed_history_the_code_no_longer_completes_differs() -> None:
         History.from_json({**completed, "journal": [{**completed["journal"][0], "seq": True}]})
 
 
+async def _two_steps_gated_at_end(item: str) -> str:  # a version gate added at the end
+    receipt = await _two_steps(item)
+    if garrison.workflow.version("receipt-v2", 1, 2) == 2:
+        receipt = receipt.upper()
+    return receipt
+
+
+async def _two_steps_old_path_dropped(item: str) -> str:
+    receipt = await _two_steps(item)
+    garrison.workflow.version("receipt-v2", 2, 2)
+    return receipt.upper()
+
+
+async def test_a_version_gate_added_at_the_end_of_a_finished_history_takes_the_old_path(
+        tmp_path: Path, autojump_clock: Any) -> None:
+    """A version gate added after the last step failed every completed golden history
+    ("... does not return there: the journal ends where the code goes on with version
+    'receipt-v2' (live work)"): the recorded run went on to its end with the code before
+    the call, so it gets the default (1, recorded nowhere), as a gate mid-run does. A
+    range that leaves 1 out still differs; an unfinished run whose journal ends there
+    goes on live with the new version, on a node and in its replay alike."""
+    journal = [{"seq": 1, "kind": "activity", "name": "ops_app:reserve", "outcome": {"ok": "r"}},
+               {"seq": 2, "kind": "activity", "name": "ops_app:charge", "outcome": {"ok": "p"}}]
+    for status, ending in (("completed", "the code returned"),
+                           ("failed", "the code returned (the workflow is recorded failed)")):
+        history = History.from_json({"name": "ops_app:order", "input": ["x"], "status": status,
+                                     "journal": journal})
+        result = await replay_history(history, _two_steps_gated_at_end)
+        assert result.ok and result.ending == ending, result
+    dropped = await replay_history(history, _two_steps_old_path_dropped)
+    assert dropped.error is not None and "workflow.version('receipt-v2', 2, 2) leaves out " \
+        "version 1, the version of a run recorded before this call existed" in str(dropped.error)
+    running = await replay_history(History.from_json(
+        {"name": "ops_app:order", "input": ["x"], "status": "running", "journal": journal}),
+        _two_steps_gated_at_end)
+    assert running.ok and running.ending == ("the journal ends where the code goes on with "
+                                             "version 'receipt-v2' (live work)")
+    store = str(tmp_path / "s.db")  # a node resuming such a run: the new path, recorded
+    with SQLiteStore(store) as s:
+        tx = Transaction().create_workflow("r", f"{__name__}:_two_steps_gated_at_end", ["x"],
+                                           status="running")
+        for e in journal:
+            tx.append_journal("r", e["seq"], "activity", e["name"], RawJson(json.dumps(
+                e["outcome"])))
+        s.write(tx)
+    async with garrison.open_node(store=store) as node:
+        assert await node.workflow("r").result() == "RP"
+        assert [(r.kind, r.outcome) for r in node.workflow("r").history()][2:] == [
+            ("version", 2)]
+
+
 @pytest.mark.parametrize("change, said", [
     # (a record without a name was read as '' and replayed as a divergence of the code)
     ({"journal": [{"seq": 1, "kind": "activity", "outcome": {"ok": "r"}}]},

@@ -321,6 +321,13 @@ class WorkflowInstance(Waits, Activities, Interop):
         """Whether this run began before (loaded from the store), not started here."""
         return bool(self.resend_seq)
 
+    def ended_after_journal(self) -> bool:
+        """Whether the run this journal records went on past its last record to its end
+        (what the code does there is history, not live work: a ``workflow.version`` call
+        there gets the default). Never on a node, which does not run a finished
+        workflow again; a replay of a finished one's history."""
+        return False
+
     def _arguments_diverged(self, problem: str) -> NonDeterminismError:
         """The error of a workflow loaded from the store whose arguments no longer fit
         its function (``problem``), the code changed since it was started and checked
@@ -495,12 +502,14 @@ class WorkflowInstance(Waits, Activities, Interop):
         fixed = self.versions.get(change_id) if self.versions else None
         got: Any
         if (entry is not None and not recorded) or (entry is None and (
-                self.cursor.seq in self.timers or self.cursor.in_history)) or (
+                self.cursor.seq in self.timers or self.cursor.in_history
+                or self.ended_after_journal())) or (
                 entry is None and self.defaulted and change_id in self.defaulted):
             # a run recorded before this version() call existed (a record, or a sleep or
             # receive timeout under way, holds its seq; a cancel too, which the code
             # after this call takes, as the first run did; or a step it never recorded
-            # did, before records of later steps): the default, or what an earlier
+            # did, before records of later steps; or the run ended after its last
+            # record, a finished one's replay): the default, or what an earlier
             # call fixed for this run; no seq is taken (a later call of a defaulted
             # change id too, live: a record, or a seq left unrecorded, would make the
             # journal replay otherwise on the code without the call)

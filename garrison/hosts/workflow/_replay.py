@@ -44,7 +44,7 @@ from ..._errors import NonDeterminismError
 from ..._targets import activity_refusal, import_target
 from ...actors._mailbox import timeout_seconds
 from ...actors._values import ErrorInfo, Pid
-from ...persistence import Transaction, WorkflowStatus
+from ...persistence import FINAL_STATUSES, Transaction, WorkflowStatus
 from ._activities import ActivityHandle, _options
 from ._codec import workflow_result
 from ._core import EngineStop
@@ -654,9 +654,16 @@ class ReplayInstance(WorkflowInstance):
     """A workflow instance in replay mode (see the module docs)."""
 
     replay_end: ReplayEnd | None = None
+    #: the history is of a finished workflow (completed, failed, cancelled)
+    finished = False
 
     def is_replaying(self) -> bool:
         return True
+
+    def ended_after_journal(self) -> bool:
+        # (a version() gate added after the last record of a finished run: that run
+        # took the old path to its end, as one recorded before the call existed)
+        return self.finished
 
     async def _send_again(self, out: Any, topic: str, payload: Any) -> None:
         return None  # a replay writes nothing
@@ -844,6 +851,7 @@ async def replay_history(history: History, target: Any = None) -> ReplayResult:
         timer_kinds={seq: kind for seq, (_deadline, kind) in history.timers.items()
                      if kind is not None})
     wf.check_lost = False
+    wf.finished = history.status in FINAL_STATUSES
     wf.cursor.advice = REPLAY_ADVICE
     wf.promises.update(history.promises)
     wf.fn = _replayed_code(history, target)
