@@ -511,12 +511,16 @@ def _check_imports(store: Any, ids: list[str], modules: Sequence[str]) -> dict[s
     """Each selected workflow's code must import here: code that cannot be found is a
     wrong folder or a missing ``--module``, not a difference from the journal. A function
     its module (which imports) no longer has was renamed or removed: that workflow
-    differs (a node blocks it), its ``ReplayResult`` by id in what is returned."""
+    differs (a node blocks it), its ``ReplayResult`` by id in what is returned; so does
+    a name that is no workflow function now (a sync ``def``, an activity), which
+    ``replay_history`` refuses (a ``TypeError``, as for a wrong target)."""
     from ._errors import NonDeterminismError
-    from ._targets import import_target
+    from ._targets import import_target, workflow_refusal
     from .hosts.workflow import ReplayResult
 
-    seen: dict[str, str | None] = {}  # a workflow function's name: why it is gone, or None
+    # a workflow function's name: what it is now (a sentence's end) and the replay's
+    # ending, or None if it runs
+    seen: dict[str, tuple[str, str] | None] = {}
     gone: dict[str, Any] = {}
     for wid in ids:
         rec = store.get_workflow(wid)
@@ -525,7 +529,7 @@ def _check_imports(store: Any, ids: list[str], modules: Sequence[str]) -> dict[s
         if rec.name not in seen:
             seen[rec.name] = None
             try:
-                import_target(rec.name)
+                found = import_target(rec.name)
             except Exception as exc:
                 # its module imports (an AttributeError of its import leaves it out of
                 # sys.modules) but has no such function: gone; any other failure is
@@ -536,16 +540,22 @@ def _check_imports(store: Any, ids: list[str], modules: Sequence[str]) -> dict[s
                     raise _Fail(f"cannot import {rec.name!r}, the code of workflow {wid!r}"
                                 f"{where}: {type(exc).__name__}: {exc}; run from the "
                                 "application's folder or pass --module PATH", 2) from None
-                seen[rec.name] = f"{type(exc).__name__}: {exc}"
-        why = seen[rec.name]
-        if why is not None:
+                seen[rec.name] = (f"which its module no longer has ({type(exc).__name__}: "
+                                  f"{exc}): renamed or removed?", "its code is gone")
+            else:
+                refused = workflow_refusal(found)
+                if refused is not None:
+                    seen[rec.name] = (f"which is no workflow function now: {refused}.",
+                                      "its code is no workflow function")
+        now = seen[rec.name]
+        if now is not None:
+            why, ending = now
             error = NonDeterminismError(
-                f"workflow {wid!r} runs {rec.name!r}, which its module no longer has "
-                f"({why}): renamed or removed? A node running this code blocks the "
-                "workflow; keep the function under its name for workflows started before "
-                "the change", workflow_id=wid, recorded=rec.name)
+                f"workflow {wid!r} runs {rec.name!r}, {why} A node running this code "
+                "blocks the workflow; keep the function under its name for workflows "
+                "started before the change", workflow_id=wid, recorded=rec.name)
             gone[wid] = ReplayResult(wid, rec.name, str(rec.status), error,
-                                     len(store.journal(wid)), 0, "its code is gone")
+                                     len(store.journal(wid)), 0, ending)
     return gone
 
 

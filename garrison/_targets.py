@@ -22,7 +22,7 @@ from typing import Any
 
 __all__ = ["activity_refusal", "check_target", "exit_is_import_error",
            "import_target", "is_script", "main_function_module", "main_module_name", "script_spec",
-           "target_name"]
+           "target_name", "workflow_refusal"]
 
 #: how many targets each cache below remembers (targets are few; this bounds odd uses)
 _CACHE_SIZE = 4096
@@ -118,6 +118,19 @@ def activity_refusal(fn: Any) -> str | None:
         f"{getattr(fn, '__module__', '?')}:{getattr(fn, '__qualname__', repr(fn))}"
     return (f"cannot run the activity {name} as a workflow: it is an activity, not a "
             "workflow function (call it from a workflow)")
+
+
+def workflow_refusal(fn: Any) -> str | None:
+    """Why ``fn`` found by its name (a replay's target, or the function a workflow
+    recorded) cannot run as a workflow, an ``@activity`` or no async function: the end
+    of a message that names it; ``None`` when it can."""
+    refused = activity_refusal(fn)
+    if refused is not None:
+        return refused
+    if not inspect.iscoroutinefunction(getattr(fn, "__wrapped__", fn)) \
+            and not inspect.iscoroutinefunction(fn):
+        return "a workflow function is an async function (async def)"
+    return None
 
 
 def _target_name(fn: Any) -> str:

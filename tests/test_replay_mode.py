@@ -194,6 +194,32 @@ async def test_replay_cli_passes_unchanged_code_and_catches_a_renamed_activity(
     assert [r["workflow_id"] for r in json.loads(twice.stdout)] == ["done-1"], twice.stdout
 
 
+def _flow_made_sync(item: str) -> str:  # a workflow function changed to a plain def
+    return item
+
+
+def test_replay_cli_says_a_workflow_function_made_sync_is_no_workflow_function(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The recorded function is now a sync def: the replay refuses it (a TypeError, as
+    for a wrong target) and the CLI reports that workflow as differing in those words,
+    as a function renamed away, not as "diverged at seq 1 ... raise TypeError: object
+    str can't be used in 'await' expression"."""
+    store = str(tmp_path / "s.db")
+    with SQLiteStore(store) as s:
+        s.write(Transaction().create_workflow("w", f"{__name__}:_flow_made_sync", ["x"])
+                .append_journal("w", 1, "activity", "ops_app:reserve", RawJson('{"ok": "r"}')))
+    code, out, err = cli_here(capsys, "--store", store, "replay", "--id", "w", "--json")
+    assert code == 1, err
+    [result] = json.loads(out)
+    assert result["ending"] == "its code is no workflow function" and result["checked"] == 0
+    assert result["error"]["message"] == (
+        f"workflow 'w' runs '{__name__}:_flow_made_sync', which is no workflow function "
+        "now: a workflow function is an async function (async def). A node running this "
+        "code blocks the workflow; keep the function under its name for workflows started "
+        "before the change")
+    assert result["error"]["seq"] is None
+
+
 async def test_replay_never_writes_the_store_file(tmp_path: Path, autojump_clock: Any,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
     """A copy of a live store (its -wal holding transactions not yet in the file) is

@@ -185,6 +185,25 @@ def test_replay_with_a_target_no_workflow_can_run_is_a_type_error(target: Any) -
         garrison.testing.replay(GOLDEN, target=target)
 
 
+#: a name a workflow's history may point at after a change: no function at all
+NOT_A_WORKFLOW = {"a": 1}
+
+
+@pytest.mark.parametrize("name, said", [
+    ("sync_workflow", "a workflow function is an async function (async def)"),
+    ("NOT_A_WORKFLOW", "a workflow function is an async function (async def)"),
+    ("decode", f"cannot run the activity {__name__}:decode as a workflow: it is an activity")])
+def test_a_recorded_name_no_workflow_can_run_now_is_a_type_error(name: str, said: str) -> None:
+    """A history whose function is now a sync def (or a dict, an activity) was reported
+    as diverging at seq 1 ("... the code now did raise TypeError: object int can't be
+    used in 'await' expression", "unhashable type: 'dict'"): the recorded name is held
+    to the rule of target=, the same TypeError."""
+    with pytest.raises(TypeError) as info:
+        garrison.testing.replay(dict(_golden(), name=f"{__name__}:{name}"))
+    assert str(info.value).startswith(
+        f"'{__name__}:{name}', the code of workflow 'approve-doc-1': {said}"), str(info.value)
+
+
 @pytest.mark.parametrize("field,value", [("promises", [["approval", "resolved"]]), ("timers", 5),
                                          ("attempt", "first"), ("error", {"msg": "x"})])
 def test_a_history_file_that_is_not_one_is_a_value_error_naming_it(tmp_path, field,

@@ -25,13 +25,14 @@ lost a ``first``), the replay leaves the operation pending and goes on, as the f
 run did. A sleep or receive timeout under way (a timer row, recorded only when it ends)
 is loaded with the history, as recovery loads it (``_recovery.load``): code that takes
 its seq with another operation, or returns or raises before it, diverges as on a
-node.
+node. A finished workflow's run went on past its last record to its end: a
+``workflow.version`` call there gets the default, as a run recorded before the call
+does (a gate added at the end of the code is no live work).
 """
 
 from __future__ import annotations
 
 import datetime as _dt
-import inspect
 import json
 import uuid as _uuid
 from collections.abc import Mapping
@@ -41,7 +42,7 @@ import attrs
 import trio
 
 from ..._errors import NonDeterminismError
-from ..._targets import activity_refusal, import_target
+from ..._targets import import_target, workflow_refusal
 from ...actors._mailbox import timeout_seconds
 from ...actors._values import ErrorInfo, Pid
 from ...persistence import FINAL_STATUSES, Transaction, WorkflowStatus
@@ -802,7 +803,8 @@ REPLAY_ADVICE = ("Nothing was changed (a dry run); a node running this code woul
 def _replayed_code(history: History, target: Any) -> Any:
     """The workflow function a replay runs: ``target`` (a function or its
     ``module:qualname``), else the recorded name's; code that does not import is a
-    ``ValueError`` naming it, never a divergence (nothing was replayed)."""
+    ``ValueError`` naming it, and one that is no workflow function a ``TypeError``,
+    never a divergence (nothing was replayed)."""
     if target is not None and not isinstance(target, str):
         if not callable(target):
             raise TypeError(f"replay target: expected the workflow function or its "
@@ -818,18 +820,16 @@ def _replayed_code(history: History, target: Any) -> Any:
     except Exception as exc:
         raise ValueError(f"cannot import {what}: {type(exc).__name__}: {exc} (run where the "
                          "application's code is importable)") from None
-    return fn if target is None else _workflow_code(fn, what)
+    return _workflow_code(fn, what)
 
 
 def _workflow_code(fn: Any, what: str) -> Any:
     """``fn`` if a workflow can run it (an async function, not an activity), else the
-    ``TypeError`` ``start_workflow`` gives: a wrong target is no divergence."""
-    refused = activity_refusal(fn)
+    ``TypeError`` ``start_workflow`` gives: a wrong target, or a recorded name that is
+    no workflow function now (a sync ``def``, a dict), is no divergence."""
+    refused = workflow_refusal(fn)
     if refused is not None:
         raise TypeError(f"{what}: {refused}")
-    if not inspect.iscoroutinefunction(getattr(fn, "__wrapped__", fn)) \
-            and not inspect.iscoroutinefunction(fn):
-        raise TypeError(f"{what}: a workflow function is an async function (async def)")
     return fn
 
 
