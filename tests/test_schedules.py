@@ -1085,6 +1085,29 @@ async def test_a_schedule_whose_workflow_code_is_gone_says_so(
         "(no_such_module_here:job)" in caplog.text
 
 
+async def test_a_trigger_whose_code_takes_other_arguments_names_the_schedule(
+        autojump_clock: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The code changed since the schedule was made (its workflow takes other
+    arguments): ``trigger()`` raised the start's ``TypeError``, naming the tick's
+    workflow id ('workflow ... (id 's@...') ... it was given 1'), where README and
+    ``garrison schedules trigger`` name the schedule. One wording now, nothing
+    started (helper-287)."""
+
+    async def job(n: int, m: int) -> str:  # the deployed code now
+        return "never"
+
+    job.__module__, job.__qualname__ = app.job.__module__, app.job.__qualname__
+    async with garrison.open_node() as node:
+        handle = await node.schedule("s", app.job, 5, cron="0 3 1 6 *")
+        monkeypatch.setattr(app, "job", job)
+        with pytest.raises(TypeError) as raised:
+            await handle.trigger()
+        assert str(raised.value) == (
+            "schedule 's': workflow schedule_app:job takes 2 argument(s) (n, m), but the "
+            "schedule gives it 1: [5] (missing a required argument: 'm')")
+        assert node.workflows() == [] and handle.info().last_workflow is None
+
+
 @pytest.mark.parametrize("by", ["handle", "tool"])
 async def test_a_paused_schedule_starts_no_buffered_tick(store_spec: str, by: str,
                                                          autojump_clock: Any) -> None:

@@ -81,6 +81,7 @@ from ._queue import tool_start
 from ._schedules import (
     ScheduleDefinition,
     ScheduleSpec,
+    check_input,
     next_trigger,
     tick_id,
     tick_of,
@@ -911,6 +912,9 @@ class Scheduler:
         compare-and-set on ``last_workflow``, so a tick recorded meanwhile stays too)."""
         record = self.get(schedule_id)
         target = _workflow_of(record)
+        # code that takes other arguments now: the error names the schedule, as
+        # ``garrison schedules trigger`` says it (the start's would name the workflow id)
+        check_input(schedule_id, target, record.workflow, record.input)
         at = self.host.clock.now()
         created: list[bool] = []
         while not created:  # a new workflow each time, also for two triggers in one ms
