@@ -356,6 +356,33 @@ async def test_a_recorded_tick_whose_workflow_never_started_starts_after_a_resta
     assert ids() == [tick_id("s", at(1))]
 
 
+async def test_a_tick_whose_start_was_refused_is_not_taken_for_an_interrupted_one(
+        tmp_path: Path, autojump_clock: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Code that takes other arguments was deployed: the 2h and 3h ticks' starts were
+    refused (logged), and the schedule kept the 3h tick's workflow, which never existed,
+    as its last run. The next start took it for a tick a stop interrupted: it ran 3h
+    late as the one catch-up run, in place of the latest tick (helper-287). A refused
+    tick is done with: the last run stays the one before it, and the catch-up after the
+    downtime (2h30, inside the 3h window) is the latest tick, 5h."""
+    db = str(tmp_path / "wf.db")
+
+    async def job(n: int, m: int) -> str:  # the deployed code for a while
+        return "never"
+
+    job.__module__, job.__qualname__ = app.job.__module__, app.job.__qualname__
+    async with garrison.open_node(store=db) as node:
+        await node.schedule("s", app.job, every="1h", catchup_window="3h")
+        await trio.sleep(1.5 * HOUR)  # the 1h tick runs
+        with monkeypatch.context() as patch:
+            patch.setattr(app, "job", job)
+            await trio.sleep(2 * HOUR)  # the 2h and 3h ticks are refused
+            assert node.schedules()[0].last_workflow == tick_id("s", at(1))
+    await trio.sleep(2 * HOUR)  # the code as it was; no node over the 4h and 5h ticks
+    async with garrison.open_node(store=db) as node:
+        await trio.sleep(0.1 * HOUR)
+    assert [(tick_id("s", at(1)), at(1)), (tick_id("s", at(5)), at(5.5))] == app.STARTS
+
+
 def interrupted(db: str, tick: float, next_tick: float) -> None:
     """As if the node died after recording ``tick`` of schedule ``s`` (its workflow as
     ``last_workflow``), before starting its workflow."""

@@ -12,7 +12,8 @@ as ``last_workflow``), as a compare-and-set on ``next_tick`` and ``last_workflow
 two nodes acting on one tick, one records it and starts its workflow, the other reads
 the schedule again (as does a node whose copy missed another node's trigger). Then
 the workflow starts; a node that stopped in between starts it when it comes back
-(``last_workflow`` a tick's, no such workflow, the tick within ``catchup_window``),
+(``last_workflow`` a tick's, no such workflow, the tick within ``catchup_window``; a
+start refused while the node ran put the last run back: :meth:`Scheduler._refused`),
 and the start is idempotent anyway: that tick is then the one catch-up run, and the
 ticks missed since start nothing (unless another node of a cluster is alive: its start
 may be under way, and it acts on the due ticks). Older, it does not start (it cannot be told from a
@@ -766,7 +767,30 @@ class Scheduler:
                       wid, record.workflow, exc,
                       extra={"schedule_id": record.schedule_id, "workflow_id": wid,
                              "error": str(exc)})
+            if not isinstance(exc, StoreError):  # (the store's failure: maybe created)
+                await self._refused(record, wid)
             return None
+
+    async def _refused(self, record: ScheduleRecord, wid: str) -> None:
+        """The start of tick ``wid`` was refused (the code takes other arguments, or is
+        gone): the tick is done with. Left as the schedule's last run, a workflow that
+        never existed, a restart (:meth:`_interrupted`) or the repair after a node left
+        (:meth:`_repair_lost`) took it for a tick a stop interrupted, and started it
+        late in place of a current tick. The last run goes back to the one before it (a
+        compare-and-set on ``last_workflow``: a tick or trigger recorded since stays),
+        unless ``wid`` exists (found, not refused: a workflow of that id and another
+        input). The store failing here leaves it as it is."""
+        sid = record.schedule_id
+        before = record.last_workflow if record.last_workflow != wid else None
+        store = self.host.store
+        with contextlib.suppress(StoreError):
+            if await run_blocking(store.get_workflow, wid) is not None:
+                return
+            done = await store.commit(Transaction().update_schedule(
+                sid, last_workflow=before, expect_last_workflow=wid,
+                time=self.host.clock.now()))
+            if done[0]:
+                await self._reload(sid)
 
     async def _leave_to_cluster(self, record: ScheduleRecord, wid: str,
                                 error: ImportError, created: Callable[[], None]) -> Pid:
