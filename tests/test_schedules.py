@@ -184,6 +184,39 @@ async def test_a_tick_buffered_under_buffer_one_does_not_outlive_a_change_of_ove
         assert want == app.STARTS
 
 
+@pytest.mark.parametrize("window", ["1h", "3h"])
+async def test_buffer_one_says_skipped_only_of_the_tick_it_passes_over(
+        autojump_clock: Any, caplog: pytest.LogCaptureFixture, window: str) -> None:
+    """The 1h run runs until 3h36; the 2h tick waits. The 3h tick was logged and counted
+    skipped at 3h, yet with a 1h window the 2h tick is stale at 3h36, and the 3h tick
+    took its place and started (helper-287). A tick that comes while another waits is
+    said skipped once it is passed over for good: here when the 2h tick starts (3h
+    window), never when it takes the stale tick's place (1h window)."""
+    caplog.set_level(logging.INFO, logger="garrison.schedules")
+    async with garrison.open_node() as node:
+        await node.schedule("s", app.job, 2.6 * HOUR, every="1h", overlap="buffer_one",
+                            catchup_window=window)
+        await trio.sleep(3.5 * HOUR)
+        assert node.stats()["schedules"]["workflows"]["skipped"] == 0
+        await trio.sleep(0.2 * HOUR)  # the 1h run ends at 3h36
+        stats = node.stats()["schedules"]["workflows"]
+    said = [r.getMessage() for r in caplog.records if r.name == "garrison.schedules"]
+    if window == "1h":
+        assert [tick_id("s", at(1)), tick_id("s", at(3))] == ids()
+        assert (stats["skipped"], stats["missed"]) == (0, 1)
+        assert said == [
+            "schedule s dropped its buffered tick s@2026-01-01T02:00:00Z: older than its "
+            "catchup_window (3600s); its tick s@2026-01-01T03:00:00Z, which came while it "
+            "waited, takes its place"]
+    else:
+        assert [tick_id("s", at(1)), tick_id("s", at(2))] == ids()
+        assert (stats["skipped"], stats["missed"]) == (1, 0)
+        assert said == [
+            "schedule s skipped its tick s@2026-01-01T03:00:00Z: its tick "
+            "s@2026-01-01T02:00:00Z waited for workflow s@2026-01-01T01:00:00Z to finish "
+            "(overlap 'buffer_one': one tick waits at most)"]
+
+
 async def test_buffered_tick_survives_a_restart(store_spec: str, autojump_clock: Any) -> None:
     db = store_spec
     async with garrison.open_node(store=db) as node:

@@ -28,8 +28,9 @@ in the host's queue like any other start when the host has limits.
 
 ``catchup_window`` bounds a buffered tick too: one older than the window never starts
 (a node was down, or the run before it ran long). It is dropped (counted ``missed``)
-and the latest tick inside the window that came after it, which was skipped because it
-waited, takes its place (:meth:`Scheduler._plan`). So after downtime every policy runs
+and the latest tick inside the window that came after it, passed over because it
+waited, takes its place (:meth:`Scheduler._plan`): such a tick is counted ``skipped``
+only once it is passed over for good. So after downtime every policy runs
 at most one tick, and never one outside the window: ``skip`` the latest tick inside
 the window unless the last run is still unfinished, ``allow_all`` that tick,
 ``buffer_one`` the tick that waited if it is still inside the window, else the latest
@@ -118,6 +119,14 @@ def _skipped(sid: str, tick: float, last: str | None) -> _Note:
     # ("has not finished": it may wait pending in its host's queue, not run yet)
     return ("skipped", "schedule %s skipped its tick %s: workflow %s has not finished",
             (sid, tick_id(sid, tick), last))
+
+
+def _passed_over(sid: str, tick: float, waited: float, last: str | None) -> _Note:
+    # (buffer_one) said once it is passed over for good, not as it comes: the latest
+    # tick that came while another waited takes that one's place if it goes stale
+    return ("skipped", "schedule %s skipped its tick %s: its tick %s waited for workflow "
+            "%s to finish (overlap 'buffer_one': one tick waits at most)",
+            (sid, tick_id(sid, tick), tick_id(sid, waited), last))
 
 
 def _secs(value: float) -> str:
@@ -646,12 +655,16 @@ class Scheduler:
         columns to write, ticks to count and log once those are written)``.
 
         1. A buffered tick older than ``catchup_window`` is dropped (``missed``): it
-           never starts. The ticks after it were skipped because it waited; the latest
-           of them inside the window takes its place.
+           never starts. The ticks after it were passed over because it waited; the
+           latest of them inside the window takes its place.
         2. A due tick: the latest of the ticks passed since the next tick, inside the
            window (``ScheduleSpec.due``), or none (``missed``).
-        3. A tick still buffered keeps its place (``buffer_one``: one waits at most, a
-           due tick is skipped) and starts once the last run is not unfinished.
+        3. A tick still buffered keeps its place (``buffer_one``: one waits at most)
+           and starts once the last run is not unfinished. A due tick is passed over;
+           the latest one stays in reserve (``last_tick``), to take the buffered one's
+           place should it go stale: it is said and counted ``skipped`` only once it is
+           passed over for good (a later tick came, or the buffered one started or was
+           dropped), never when it takes that place and starts.
         4. Otherwise the tick starts unless the last run is unfinished: then
            ``allow_all`` starts it anyway, ``buffer_one`` buffers it, ``skip`` skips it.
         """
@@ -666,14 +679,15 @@ class Scheduler:
         updates: dict[str, Any] = {"expect_next_tick": expected,
                                    "expect_last_workflow": record.last_workflow}
         notes: list[_Note] = []
-        buffered = _ts(record.buffered_tick)
+        buffered = waited = _ts(record.buffered_tick)
+        # (buffer_one) the tick in reserve: the latest that came while ``waited`` waited
+        reserve = _ts(record.last_tick) if waited is not None else None
+        if reserve is not None and waited is not None and reserve <= waited:
+            reserve = None
         stale = None
         if buffered is not None and now - buffered > window:
             stale, buffered = buffered, None
             updates["buffered_tick"] = None
-            notes.append(("missed", "schedule %s dropped its buffered tick %s: older than "
-                          "its catchup_window (%ss)",
-                          (sid, tick_id(sid, stale), _secs(window))))
         tick = None
         if due and expected is not None:
             tick, following = spec.due(expected, now, window)
@@ -686,7 +700,24 @@ class Scheduler:
             instead = spec.latest_in(max(stale, now - window), now)
             if instead is not None and instead > stale and (tick is None or instead > tick):
                 tick = instead
+            notes.append(("missed", "schedule %s dropped its buffered tick %s: older than "
+                          "its catchup_window (%ss)%s",
+                          (sid, tick_id(sid, stale), _secs(window),
+                           f"; its tick {tick_id(sid, tick)}, which came while it waited, "
+                           "takes its place" if tick is not None and tick == reserve
+                           else "")))
         last = record.last_workflow
+
+        def done(wid: str | None) -> tuple[ScheduleRecord, str | None, dict[str, Any],
+                                           list[_Note]]:
+            # the tick in reserve, passed over for good: said and counted now (the
+            # chosen tick's fate is said as any tick's)
+            if reserve is not None and waited is not None and reserve != tick and not (
+                    updates.get("buffered_tick", waited) is not None
+                    and updates.get("last_tick", reserve) == reserve):
+                notes.append(_passed_over(sid, reserve, waited, last))
+            return record, wid, updates, notes
+
         busy = last is not None and await self._unfinished(last)
         if buffered is not None and record.overlap != "buffer_one":
             # buffered under buffer_one, since changed: the policy in force decides it
@@ -702,17 +733,17 @@ class Scheduler:
                                else f"workflow {last} has not finished")))
             buffered = None
         if buffered is not None:  # (buffer_one) the waiting tick keeps its place
-            if tick is not None:
-                notes.append(_skipped(sid, tick, last))
-            if busy:
+            if busy:  # (a due tick is the one in reserve now)
                 assert last is not None
                 self._wait_for(last, sid)
-                return record, None, updates, notes
+                return done(None)
+            if tick is not None:  # passed over for good: the waiting tick starts
+                notes.append(_passed_over(sid, tick, buffered, last))
             wid = tick_id(sid, buffered)
             updates.update(buffered_tick=None, last_workflow=wid)
-            return record, wid, updates, notes
+            return done(wid)
         if tick is None:
-            return record, None, updates, notes
+            return done(None)
         if busy and record.overlap != "allow_all":
             assert last is not None
             if record.overlap == "buffer_one":
@@ -720,10 +751,10 @@ class Scheduler:
                 self._wait_for(last, sid)
             else:
                 notes.append(_skipped(sid, tick, last))
-            return record, None, updates, notes
+            return done(None)
         wid = tick_id(sid, tick)
         updates["last_workflow"] = wid
-        return record, wid, updates, notes
+        return done(wid)
 
     def _applied(self, sid: str, updates: dict[str, Any]) -> None:
         """A committed update of schedule ``sid``, in memory too."""
