@@ -445,11 +445,14 @@ class Node:
         from .hosts.workflow._codec import arguments_json
         from .hosts.workflow._schedules import ScheduleDefinition
 
+        placed: dict[str, str] = {}  # (a schedule moved to another host is said moved)
         for host in self.hosts.values():  # the config schedules each one reconciles
             if host.durable:
                 host.scheduler.namespaces = self.config.namespaces
+                host.scheduler.placed = placed
         for entry in self.config.schedules():
             host = self._workflow_host(entry.host or None)
+            placed[entry.id] = host.name
             fn = self.config.resolve_target(entry.workflow)
             # (in its JSON form, by the workflow's annotations: a dict[int, ...]
             # parameter's keys as their text, as the config's check made it)

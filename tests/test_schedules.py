@@ -1528,6 +1528,27 @@ async def test_a_node_reconciles_only_the_config_schedules_of_its_config_s_names
     assert state() == {}
 
 
+async def test_a_config_schedule_moved_to_another_host_is_said_moved(
+        tmp_path: Path, autojump_clock: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """The entry's ``host:`` changed between two starts: the old host's copy was
+    removed with 'its config entry is gone', though the entry is there. It says where
+    the schedule went now (it starts afresh there)."""
+    caplog.set_level(logging.INFO, logger="garrison.schedules")
+    hosts = f"""\
+  - {{name: a, kind: workflow.host, store: {tmp_path / 'a.db'}}}
+  - {{name: b, kind: workflow.host, store: {tmp_path / 'b.db'}}}
+  - {{name: s, kind: workflow.schedule, workflow: app:job, every: 1h, host: HOST}}
+"""
+    for host in ("app:a", "app:b"):
+        config = load_config_text(CONFIG + hosts.replace("HOST", host))
+        async with garrison.open_node(config=config, store=str(tmp_path / "wf.db")) as node:
+            assert [r.host for r in node.schedules() if r.schedule_id == "app:s"] == [host]
+    said = [r.getMessage() for r in caplog.records if "app:s removed" in r.getMessage()]
+    assert said == ["schedule app:s removed from host app:a: its config entry moved it to "
+                    "host app:b, where it starts afresh (the overlap policy there does not "
+                    "see its runs on app:a)"]
+
+
 def test_an_every_schedule_entry_with_a_timezone_is_a_config_error() -> None:
     bad = CONFIG + """
   - {name: a, kind: workflow.schedule, workflow: app:job, every: 1h, timezone: Europe/Riga}

@@ -190,6 +190,9 @@ class Scheduler:
         #: schedules (``<namespace>:<name>``) it owns, which ``_sync_config`` removes when
         #: their entry is gone; empty without a config (it removes none)
         self.namespaces: frozenset[str] = frozenset()
+        #: the config's schedules on every host (set before ``run``): id -> the name of
+        #: the workflow host its entry puts it on (one moved away is said moved)
+        self.placed: dict[str, str] = {}
         self.rows: dict[str, ScheduleRecord] = {}
         self._specs: dict[str, ScheduleSpec] = {}
         self._heap: list[tuple[float, str]] = []  # (next tick, id), lazily pruned
@@ -883,8 +886,15 @@ class Scheduler:
             if (record.source == "config" and sid not in defined
                     and sid.partition(":")[0] in self.namespaces):
                 tx.delete_schedule(sid)
-                log.info("schedule %s removed: its config entry is gone", sid,
-                         extra={"schedule_id": sid})
+                moved = self.placed.get(sid)
+                if moved is None:
+                    log.info("schedule %s removed: its config entry is gone", sid,
+                             extra={"schedule_id": sid})
+                else:  # (its buffered tick and last run stay here: not carried over)
+                    log.info("schedule %s removed from host %s: its config entry moved it "
+                             "to host %s, where it starts afresh (the overlap policy there "
+                             "does not see its runs on %s)", sid, self.host.name, moved,
+                             self.host.name, extra={"schedule_id": sid})
         if tx:
             await self.host.store.commit(tx)
 
