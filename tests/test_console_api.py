@@ -1852,6 +1852,54 @@ async def test_the_allowance_counts_keys_and_control_characters(store_path: str)
     store.close()
 
 
+async def test_topics_names_and_keys_are_cut_within_the_allowance(store_path: str) -> None:
+    """A probe (helper-295): ten signals whose topics were 1 MB each made a 10 MB page
+    (a topic has no limit, and only values went through the cut), and one search key of
+    3 MB a 3 MB row of the list (keys were counted, never cut). Every name the page
+    shows from the workflow's data is cut as a text and counted; a state key or
+    promise name within the 1,000 bytes a workflow may give is whole, one longer (an
+    older garrison's) is cut, and offers no Resolve… (it would resolve another name)."""
+    from garrison.console import _backend
+
+    old_name = "p" * 5000
+    with SQLiteStore(store_path) as owner:
+        tx = Transaction().create_workflow("names", "app:flow", [], status="waiting")
+        for i in range(10):
+            tx.deliver("names", f"T{i}" + "t" * 300_000, 1, msg_id=f"m-{i}")
+        for seq in range(1, 41):  # (2.6 MB once cut at 64 KiB: the allowance is spent)
+            tx.append_journal("names", seq, "send", f"S{seq:02d}" + "s" * 70_000, None)
+        tx.create_promise("names", "approval").create_promise("names", old_name)
+        tx.set_state("names", "k" * 900, 1)
+        tx.create_workflow("bigkeys", "app:flow", [], status="waiting",
+                           search={"s" * 3_000_000: 1}, memo={"m" * 3_000_000: 1})
+        owner.write(tx)
+    store = _store_tools.open_store(store_path)
+    async with client(make_app(StoreBackend(store))) as c:
+        r = await c.get("/api/workflows/names")
+        assert r.status_code == 200
+        assert len(r.content) < _backend.DETAIL_SHOWN + 200_000, len(r.content)
+        d = r.json()
+        assert [m["topic"][:2] for m in d["inbox"]] == [f"T{i}" for i in range(10)]
+        assert d["inbox"][-1]["topic"].endswith("… (cut: 300,002 bytes in all)")
+        assert d["journal"][0]["name"].endswith("… (cut: 70,003 bytes in all)")
+        assert len(d["journal"][-1]["name"].encode()) < 100
+        assert d["state"] == {"k" * 900: 1}
+        names = [p["name"] for p in d["promises"]]
+        assert names[0] == "approval" and names[1].endswith("… (cut: 5,000 bytes in all)")
+        assert d["actions"]["resolve"] == ["approval"]
+        listed = await c.get("/api/workflows", params={"id": "bigkeys"})
+        assert listed.status_code == 200
+        assert len(listed.content) < 3 * _backend.ROW_SHOWN, len(listed.content)
+        (key,) = listed.json()["workflows"][0]["search"]
+        assert key.startswith("sss") and key.endswith("… (cut: 3,000,000 bytes in all)")
+        r = await c.get("/api/workflows/bigkeys")
+        assert len(r.content) < _backend.DETAIL_SHOWN + 200_000, len(r.content)
+        w = r.json()["workflow"]
+        assert list(w["search"].values()) == [1] and list(w["memo"].values()) == [1]
+        assert next(iter(w["memo"])).endswith("… (cut: 3,000,000 bytes in all)")
+    store.close()
+
+
 async def test_a_row_whose_json_is_damaged_is_the_json_503(store_path: str) -> None:
     """A column holding text that is no JSON (the file edited by hand, a bad restore)
     raised json's own error: a plain-text 500 with its traceback."""

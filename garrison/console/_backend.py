@@ -29,6 +29,7 @@ from .. import _store_tools as tools
 from .._errors import NoSuchWorkflow, PromiseAlreadyCompleted
 from .._store_tools import strict_json
 from ..actors._values import Pid
+from ..hosts.workflow._ids import MAX_KEY_BYTES
 from ..persistence import WorkflowStatus, run_blocking
 
 __all__ = ["ApiError", "Backend", "NodeBackend", "StoreBackend", "strict_json"]
@@ -118,26 +119,41 @@ class Allowance:
         self.left -= size
         return out
 
-    def text(self, value: Any) -> Any:
-        """:func:`shown_text` within the allowance."""
-        limit = max(SPENT_SHOWN, min(self.each, self.left))
+    def text(self, value: Any, least: int = SPENT_SHOWN) -> Any:
+        """:func:`shown_text` within the allowance (an error's texts, and every name the
+        page shows from the workflow's data: a topic, a journal record's name, a key),
+        cut at ``least`` bytes at the shortest."""
+        limit = max(least, min(self.each, self.left))
         out = shown_text(value, limit)
-        self.left -= len(out) if isinstance(out, str) else 8
+        self.left -= _text_size(out) if isinstance(out, str) else 8
         return out
 
+    def name(self, value: Any) -> Any:
+        """A state key or promise name within the allowance: one of at most
+        :data:`MAX_KEY_BYTES` (the most a workflow may give) is never cut, as it names
+        the entry (two keys cut alike would be one, a promise's Resolve… would act on
+        another name); a longer one (an older garrison's) is cut, and counted."""
+        return self.text(value, MAX_KEY_BYTES)
+
     def mapping(self, values: Any) -> tuple[Any, int]:
-        """A mapping (search attributes, memo) with each value shown within the
-        allowance, its keys counted too, and how many entries it leaves out: once the
-        allowance is spent, the entries that follow are not shown (a key is not cut)."""
+        """A mapping (search attributes, memo) with each key and value shown within the
+        allowance (a key cut as a text, :meth:`text`), and how many entries it leaves
+        out: once the allowance is spent, the entries that follow are not shown (nor
+        one whose cut key is that of an entry shown before)."""
         if not isinstance(values, dict):
             return self.show(values), 0
         out: dict[str, Any] = {}
+        left_out = 0
         for index, (key, value) in enumerate(values.items()):
             if self.left <= 0:
-                return out, len(values) - index
-            self.left -= _text_size(str(key)) + 1
-            out[key] = self.show(value)
-        return out, 0
+                return out, left_out + len(values) - index
+            shown_key = self.text(str(key))
+            self.left -= 1
+            if shown_key in out:
+                left_out += 1
+                continue
+            out[shown_key] = self.show(value)
+        return out, left_out
 
 
 def shown_text(text: Any, limit: int = VALUE_SHOWN) -> Any:
@@ -455,35 +471,44 @@ class Backend:
                       "host": (parent_host or parent_rec.host) if parent_rec is not None
                       else None}
         promises = sorted(got["promises"], key=lambda p: (str(p.status) != "pending", p.name))
-        pending = [p.name for p in promises[:PROMISES_SHOWN] if str(p.status) == "pending"]
         state = got["state"]
         inbox = got["inbox"]
         workflow = tools.record_json(rec)
         allowance = Allowance(DETAIL_SHOWN)  # (the workflow's own values first)
-        show = allowance.show
+        show, text = allowance.show, allowance.text
         workflow.update(status=status, pid=str(pid), host=name or rec.host,
                         input=show(rec.input), result=show(rec.result),
                         error=_shown_error(tools.error_json(rec.error, traceback=True),
                                            allowance),
                         **_mapping_fields("search", rec.search, allowance),
                         **_mapping_fields("memo", rec.memo, allowance))
+        # (each name and text within the allowance too: a signal's topic, the name of a
+        # send's journal record, have no limit of their own)
+        shown_journal_rows = [{"seq": r.seq, "time": _when(r.time), "kind": r.kind,
+                               "name": text(r.name), "outcome": show(r.outcome),
+                               "attempts": r.attempts, "ok": _outcome_ok(r.outcome)}
+                              for r in shown_journal]
+        shown_state: dict[str, Any] = {}
+        for key in list(state)[:STATE_SHOWN]:
+            shown_state.setdefault(allowance.name(key), show(state[key]))
+        shown_promises = [{"name": allowance.name(p.name), "status": str(p.status),
+                           "value": show(p.value), "error": text(p.error),
+                           "created": _when(p.created), "completed": _when(p.completed)}
+                          for p in promises[:PROMISES_SHOWN]]
+        # (a name cut is not the promise's: its Resolve… would act on another name)
+        pending = [p.name for p, row in zip(promises, shown_promises, strict=False)
+                   if str(p.status) == "pending" and row["name"] == p.name]
         return {
             "workflow": workflow,
-            "journal": [{"seq": r.seq, "time": _when(r.time), "kind": r.kind,
-                         "name": r.name, "outcome": show(r.outcome),
-                         "attempts": r.attempts, "ok": _outcome_ok(r.outcome)}
-                        for r in shown_journal],
+            "journal": shown_journal_rows,
             "journal_records": len(journal),
             "journal_truncated": len(shown_journal) < len(journal),
-            "state": {key: show(state[key]) for key in list(state)[:STATE_SHOWN]},
+            "state": shown_state,
             "state_total": len(state),
-            "promises": [{"name": p.name, "status": str(p.status), "value": show(p.value),
-                          "error": allowance.text(p.error), "created": _when(p.created),
-                          "completed": _when(p.completed)}
-                         for p in promises[:PROMISES_SHOWN]],
+            "promises": shown_promises,
             "promises_total": len(promises),
             "timers": [] if final else tools.pending_timers(got["timers"], journal),
-            "inbox": [{"id": m.id, "message_id": m.msg_id, "topic": m.topic,
+            "inbox": [{"id": m.id, "message_id": m.msg_id, "topic": text(m.topic),
                        "payload": show(m.payload),
                        "sender": str(m.sender) if m.sender else None,
                        "kind": m.kind, "created": _when(m.created)}
@@ -500,7 +525,7 @@ class Backend:
                 "retry": status in RETRYABLE,
                 # (a retry that would replay to the same failure is said, not refused,
                 # as garrison workflows retry says it)
-                "retry_note": tools.retry_note(rec, journal) if status in RETRYABLE
+                "retry_note": text(tools.retry_note(rec, journal)) if status in RETRYABLE
                 else None,
             },
         }
