@@ -1900,6 +1900,31 @@ async def test_topics_names_and_keys_are_cut_within_the_allowance(store_path: st
     store.close()
 
 
+async def test_a_path_that_is_not_utf_8_is_400_naming_the_segment(seeded: str) -> None:
+    """A probe (helper-295): bytes of the path that are no UTF-8 became U+FFFD, and the
+    action ran on that name: a promise named '\ufffd\ufffd\ufffd' was resolved (200),
+    a cancel looked up the workflow '\ufffd'. The command line refuses such a name, a
+    JSON body such text: the path is 400 too, naming the segment, and nothing is done."""
+    store = _store_tools.open_store(seeded)
+    async with client(make_app(StoreBackend(store))) as c:
+        r = await post(c, "/api/workflows/g-1/promises/%ED%A0%80/resolve", {"value": 1})
+        assert r.status_code == 400, r.text
+        assert r.json()["error"] == ("the path segment '%ED%A0%80' is not valid UTF-8 once "
+                                     "its %XX are decoded (a workflow id or promise name "
+                                     "is text)")
+        r = await post(c, "/api/workflows/%ff/cancel")
+        assert r.status_code == 400 and "'%ff' is not valid UTF-8" in r.json()["error"]
+        r = await c.get("/api/workflows/g%FF-1")
+        assert r.status_code == 400 and "'g%FF-1'" in r.json()["error"]
+        page = await c.get("/workflows/%ff")
+        assert page.status_code == 400 and page.headers["content-type"].startswith("text/plain")
+        # valid UTF-8, encoded or not, is as before
+        assert (await c.get("/api/workflows/%C3%A9")).status_code == 404
+        d = (await c.get("/api/workflows/g-1")).json()
+        assert [p["status"] for p in d["promises"]] == ["pending"]
+    store.close()
+
+
 async def test_a_row_whose_json_is_damaged_is_the_json_503(store_path: str) -> None:
     """A column holding text that is no JSON (the file edited by hand, a bad restore)
     raised json's own error: a plain-text 500 with its traceback."""

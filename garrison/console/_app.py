@@ -16,7 +16,7 @@ import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, quote, unquote
+from urllib.parse import parse_qs, quote, unquote, unquote_to_bytes
 
 import jinja2
 import trio
@@ -341,9 +341,37 @@ def make_app(backend: Backend, *, token: str | None = None, loopback: bool = Tru
                                                        sqlite3.DatabaseError: store_error,
                                                        json.JSONDecodeError: store_error,
                                                        HTTPException: http_error})
-    return Guard(app, token=token, loopback=loopback,
+    return Guard(_text_path(app), token=token, loopback=loopback,
                  forwarded_allow_ips=forwarded_allow_ips, session_idle=session_idle,
                  session_max_age=session_max_age)
+
+
+def _text_path(app: Starlette) -> Any:
+    """``app`` behind a check of the path as sent: 400 naming a segment whose bytes
+    (``%ED%A0%80``, ``%FF``) are not UTF-8, before anything is done. The server decodes
+    such bytes to U+FFFD, so an action would act on another id or promise name (the
+    workflow ``'\ufffd'``); the command line refuses them too, a JSON body as well."""
+
+    async def checked(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            path = raw_path(scope).partition("?")[0].encode("latin-1")  # (the bytes sent)
+            for sent in path.split(b"/"):
+                try:
+                    unquote_to_bytes(sent).decode("utf-8")
+                except UnicodeDecodeError:
+                    shown = sent.decode("latin-1")
+                    if len(shown) > 60:
+                        shown = f"{shown[:60]}... ({len(shown)} bytes)"
+                    message = (f"the path segment {shown!r} is not valid UTF-8 once its %XX "
+                               "are decoded (a workflow id or promise name is text)")
+                    response: Response = JSONResponse({"error": message}, status_code=400) \
+                        if scope["path"].startswith("/api/") \
+                        else Response(message + "\n", status_code=400, media_type="text/plain")
+                    await response(scope, receive, send)
+                    return
+        await app(scope, receive, send)
+
+    return checked
 
 
 def _logged_in(guard: Guard, session: str, then: str, secure: bool) -> Response:
