@@ -20,6 +20,7 @@ import httpx
 import ops_app
 import pytest
 import trio
+import trio.testing
 
 import garrison
 from garrison import _store_tools
@@ -690,6 +691,55 @@ async def test_a_request_body_over_the_limit_is_refused_as_it_arrives(seeded: st
         r = await c.post("/api/workflows/l-1/signal", json=fits, headers=auth)
         assert r.status_code == 200, r.text
     store.close()
+
+
+async def test_the_bodies_read_at_once_are_bounded(seeded: str, autojump_clock: Any) -> None:
+    """A probe (helper-295): 150 clients each sending just under 1 MiB to /login (open
+    to anyone) and stalling grew the node by 160 MB. At most BODIES_AT_ONCE bodies are
+    read at once: one more is refused at once (503) without reading it, and once those
+    are read a body is read again."""
+    from garrison.console._app import BODIES_AT_ONCE
+
+    app = make_app(StoreBackend(SQLiteStore(seeded)), token=TOKEN, loopback=False)
+    go = trio.Event()
+
+    async def login(stall: bool) -> list[dict[str, Any]]:
+        sent: list[dict[str, Any]] = []
+        parts = [{"type": "http.request", "body": b"token=x", "more_body": stall}]
+
+        async def receive() -> dict[str, Any]:
+            if parts:
+                return parts.pop()
+            await go.wait()
+            return {"type": "http.request", "body": b"y", "more_body": False}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+                 "method": "POST", "scheme": "http", "path": "/login",
+                 "raw_path": b"/login", "query_string": b"", "root_path": "",
+                 "client": ("192.0.2.7", 50000), "server": ("console.example", 8233),
+                 "headers": [(b"host", b"console.example:8233"),
+                             (b"content-type", b"application/x-www-form-urlencoded")]}
+        await app(scope, receive, send)
+        return sent
+
+    statuses: list[int] = []
+
+    async def stalled() -> None:
+        statuses.append((await login(True))[0]["status"])
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(BODIES_AT_ONCE):
+            nursery.start_soon(stalled)
+        await trio.testing.wait_all_tasks_blocked()
+        refused = await login(False)
+        assert refused[0]["status"] == 503, refused
+        assert b"reading 32 request bodies at once" in refused[-1]["body"], refused
+        go.set()
+    assert statuses == [401] * BODIES_AT_ONCE  # (read whole: a wrong token)
+    assert (await login(False))[0]["status"] == 401
 
 
 def test_binding_off_loopback_needs_a_token() -> None:

@@ -56,6 +56,10 @@ BODY_TIMEOUT = 10.0
 #: it arrives: ``/login`` is open to anyone, and a body read whole before any check
 #: would let any client fill the node's memory
 MAX_BODY = 1024 * 1024
+#: the request bodies read at once, at most (each up to MAX_BODY, for up to
+#: BODY_TIMEOUT): one more is refused at once (503), so that clients that each send
+#: most of a body and stall (``/login`` is open to anyone) cannot fill the node's memory
+BODIES_AT_ONCE = 32
 #: a workflow's action URLs (a GET there is 405, unless a workflow has that very id)
 #: a promise action's path as sent, still percent-encoded (``rest``: id and name)
 _PROMISE_ACTION = re.compile(r"/api/workflows/(?P<rest>.+)/(?:resolve|reject)$")
@@ -341,6 +345,7 @@ def make_app(backend: Backend, *, token: str | None = None, loopback: bool = Tru
                                                        sqlite3.DatabaseError: store_error,
                                                        json.JSONDecodeError: store_error,
                                                        HTTPException: http_error})
+    app.state.bodies = 0  # the request bodies being read now (see _read_body)
     return Guard(_text_path(app), token=token, loopback=loopback,
                  forwarded_allow_ips=forwarded_allow_ips, session_idle=session_idle,
                  session_max_age=session_max_age)
@@ -462,13 +467,27 @@ _FIELDS = {"topic": "str", "payload": "any", "value": "any", "message": "str"}
 
 async def _read_body(request: Request) -> bytes:
     """The request's body, at most :data:`MAX_BODY` bytes: 413 for a longer one, from
-    its ``Content-Length`` before anything is read, or as the bytes arrive."""
+    its ``Content-Length`` before anything is read, or as the bytes arrive; 503 before
+    anything is read while :data:`BODIES_AT_ONCE` others are being read."""
     too_long = ApiError(413, f"the request body is over {MAX_BODY // 1024} KiB, the "
                              "console's limit (a larger payload or value: garrison workflows "
                              "signal/resolve, or the Python API)")
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > MAX_BODY:
         raise too_long
+    state = request.app.state
+    if state.bodies >= BODIES_AT_ONCE:
+        raise ApiError(503, f"the console is reading {BODIES_AT_ONCE} request bodies at "
+                            "once, its limit: try again in a moment")
+    state.bodies += 1
+    try:
+        return await _read_chunks(request, too_long)
+    finally:
+        state.bodies -= 1
+
+
+async def _read_chunks(request: Request, too_long: ApiError) -> bytes:
+    """The body of :func:`_read_body`, as it arrives."""
     chunks: list[bytes] = []
     size = 0
     # a body that trickles in (a byte every few seconds) would hold its connection, and
