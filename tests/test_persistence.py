@@ -473,6 +473,46 @@ def test_journal_is_loaded_in_seq_order_with_typed_fields(store: SQLiteStore) ->
         store.write(Transaction().append_journal("w1", 1, "activity", "again"))
 
 
+def test_a_damaged_journal_record_is_named_by_workflow_and_seq(store_spec: str) -> None:
+    """A journal record whose outcome is no JSON (a hand edit, a bad restore), or on
+    SQLite a BLOB or text that is not UTF-8 (a damaged page), is a ``DamagedRecord``
+    naming the workflow and the seq, from ``journal`` and from recovery's
+    ``journal_entries`` alike (they raised a bare JSONDecodeError, a UnicodeDecodeError,
+    a TypeError of ``str.join`` or SQLite's error naming only the column). PostgreSQL's
+    text holds no bytes that are not UTF-8."""
+    from garrison.persistence import DamagedRecord
+
+    damage = {"w1": (2, "'{\"ok\":'", "not JSON (Expecting value: line 1 column 7 (char 6))")}
+    if not store_spec.startswith("postgresql://"):
+        damage["w2"] = (1, "x'7b226f6b223a22ff227d'", "not UTF-8 text (byte 7 of it is 0xff)")
+        damage["w3"] = (3, "CAST(x'7b226f6b223aff7d' AS TEXT)",
+                        "not UTF-8 text (byte 6 of it is 0xff)")
+        damage["w4"] = (2, "x'7b226f6b223a317d'", None)  # a BLOB of JSON: read as it is
+    with open_store(store_spec) as store:
+        tx = Transaction()
+        for wid in damage:
+            tx.create_workflow(wid, "app:flow", status="running")
+            for seq in (1, 2, 3):
+                tx.append_journal(wid, seq, "activity", "app:step", {"ok": seq})
+        store.write(tx)
+    for wid, (seq, value, _said) in damage.items():
+        sql(store_spec, f"UPDATE journal SET outcome = {value} WHERE workflow_id = ? "
+                        "AND seq = ?", (wid, seq))
+    with open_store(store_spec) as store:
+        for wid, (seq, _value, said) in damage.items():
+            if said is None:
+                outcomes = [{"ok": 1}, {"ok": 1}, {"ok": 3}]
+                assert [r.outcome for r in store.journal(wid)] == outcomes
+                assert [e[3] for e in store.journal_entries(wid)[0]] == outcomes
+                continue
+            for read in (store.journal, store.journal_entries):
+                with pytest.raises(DamagedRecord) as got:
+                    read(wid)
+                assert (got.value.workflow_id, got.value.seq) == (wid, seq)
+                assert str(got.value) == (f"workflow {wid!r}: the outcome of its journal "
+                                          f"record seq {seq} is {said}")
+
+
 def test_a_transaction_commits_whole_or_not_at_all(store: SQLiteStore) -> None:
     _workflow(store, "sender")
     _workflow(store, "receiver")

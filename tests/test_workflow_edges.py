@@ -1074,3 +1074,33 @@ async def test_a_held_write_refused_as_its_workflow_moved_is_no_error(
     assert said.levelno == logging.INFO, said.getMessage()
     assert "another node of the cluster runs it now" in said.getMessage()
     assert "Transaction" not in said.getMessage()
+
+
+async def test_a_node_names_a_workflow_whose_journal_is_damaged_and_runs_the_others(
+        tmp_path: Any, caplog: pytest.LogCaptureFixture, autojump_clock: Any) -> None:
+    """A node opening a store where a record of a workflow's journal is damaged (a BLOB
+    that is not UTF-8 text, a damaged page) starts, runs the other workflows and names
+    that one's workflow and seq in one line (it said ``sequence item 1: expected str
+    instance, bytes found``, naming no record)."""
+    import logging
+
+    from _stores import sql
+
+    from garrison.persistence import Transaction
+
+    db = str(tmp_path / "wf.db")
+    with open_store(db) as s:
+        tx = Transaction()
+        for wid in ("bad", "good"):
+            tx.create_workflow(wid, "workflow_app:steps", [0, 3], status="running")
+            for seq in (1, 2):
+                tx.append_journal(wid, seq, "activity", "workflow_app:add_one", {"ok": seq})
+        s.write(tx)
+    sql(db, "UPDATE journal SET outcome = x'7b226f6b223a22ff227d' WHERE workflow_id = 'bad' "
+            "AND seq = 2")
+    async with garrison.open_node(store=db) as node:
+        with trio.fail_after(5):
+            assert await node.workflow("good").result() == 3
+    [said] = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert said == ("cannot resume workflow bad: workflow 'bad': the outcome of its journal "
+                    "record seq 2 is not UTF-8 text (byte 7 of it is 0xff)"), said

@@ -145,6 +145,7 @@ from ._records import (
     TimerRecord,
     WakeupRecord,
     WorkflowRecord,
+    journal_entries_of,
     no_match,
     parse_status,
 )
@@ -1194,7 +1195,8 @@ class PostgresStore(PgWritePath, StoreShortcuts):
         return [WorkflowRecord.from_row(row) for row in self._query(query, params)]
 
     def journal(self, workflow_id: str) -> list[JournalRecord]:
-        """The workflow's journal ordered by seq."""
+        """The workflow's journal ordered by seq; a record holding no JSON is a
+        :class:`DamagedRecord` naming its workflow and seq."""
         rows = self._query(
             f"SELECT {JournalRecord.COLUMNS} FROM {self._s}.journal WHERE workflow_id = %s "
             "ORDER BY seq", (workflow_id,))
@@ -1210,12 +1212,13 @@ class PostgresStore(PgWritePath, StoreShortcuts):
         if not rows:
             return [], 0
         texts = [row[3] for row in rows]
-        outcomes = json.loads("[" + ",".join(texts) + "]")
-        return (
-            [(seq, kind, name, out, attempts)
-             for (seq, kind, name, _, attempts), out in zip(rows, outcomes, strict=True)],
-            sum(map(len, texts)),
-        )
+        try:
+            outcomes = json.loads("[" + ",".join(texts) + "]")
+            entries = [(seq, kind, name, out, attempts) for (seq, kind, name, _, attempts), out
+                       in zip(rows, outcomes, strict=True)]
+        except ValueError:  # a record that is no JSON
+            return journal_entries_of(self.journal(workflow_id))  # (which names it)
+        return entries, sum(map(len, texts))
 
     def journal_sizes(self, workflow_id: str) -> dict[int, int]:
         """``{seq: characters of its outcome JSON}`` of the workflow's journal."""

@@ -209,9 +209,11 @@ class WorkflowRecord:
 
 class DamagedRecord(json.JSONDecodeError):
     """A workflow's row whose JSON column (input, result, error, search, memo, trace)
-    holds no JSON (a damaged store, or one edited by hand): names the workflow
-    (``workflow_id``) and the column; ``created``: the row's ``created`` (unix seconds),
-    to page on past it. A ``json.JSONDecodeError``, as a read met it."""
+    holds no JSON (a damaged store, or one edited by hand), or a record of its journal
+    whose outcome does (``seq``: that record's; ``None`` for the workflow's row); or
+    either holding text that is not UTF-8: names the workflow (``workflow_id``) and the
+    column; ``created``: the row's ``created`` (unix seconds), to page on past it. A
+    ``json.JSONDecodeError``, as a read met it."""
 
     #: the JSON columns of a workflow's row, by their index in ``COLUMNS`` order
     JSON_COLUMNS: ClassVar[dict[int, str]] = {3: "input", 4: "result", 5: "error",
@@ -220,6 +222,7 @@ class DamagedRecord(json.JSONDecodeError):
     workflow_id: str
     column: str
     created: float | None
+    seq: int | None = None
 
     @classmethod
     def of(cls, row: Sequence[Any], exc: json.JSONDecodeError) -> DamagedRecord:
@@ -259,6 +262,38 @@ class DamagedRecord(json.JSONDecodeError):
                 damaged.args = (f"workflow {wid!r}: its {column} is {damaged.msg}",)
                 raise damaged from None
 
+    @classmethod
+    def journal_text(cls, row: Sequence[Any], index: int) -> Any:
+        """Column ``index`` of the journal ``row`` as text, if it was read as ``bytes``
+        (a BLOB, or text that is not UTF-8: then one naming it is raised)."""
+        value = row[index]
+        if type(value) is not bytes:
+            return value
+        try:
+            return value.decode()
+        except UnicodeDecodeError as exc:
+            raise cls.of_journal(row, index, exc) from None
+
+    @classmethod
+    def of_journal(cls, row: Sequence[Any], index: int,
+                   exc: UnicodeDecodeError | json.JSONDecodeError) -> DamagedRecord:
+        """One naming the workflow and the seq of the journal ``row`` (in
+        :attr:`JournalRecord.COLUMNS` order) whose column ``index`` is no JSON, or not
+        UTF-8 text: ``exc``, as decoding it raised."""
+        wid, seq, column = str(row[0]), row[1], JournalRecord.COLUMNS.split(", ")[index]
+        if isinstance(exc, UnicodeDecodeError):
+            damaged = cls(f"not UTF-8 text (byte {exc.start} of it is "
+                          f"0x{exc.object[exc.start]:02x})",
+                          bytes(exc.object).decode(errors="replace"), exc.start)
+            said = damaged.msg
+        else:
+            damaged, said = cls(exc.msg, exc.doc, exc.pos), f"not JSON ({exc})"
+        damaged.workflow_id, damaged.column, damaged.seq = wid, column, seq
+        damaged.created = None
+        damaged.args = (f"workflow {wid!r}: the {column} of its journal record seq {seq} "
+                        f"is {said}",)
+        return damaged
+
 
 @attrs.frozen(slots=True)
 class JournalRecord:
@@ -277,9 +312,26 @@ class JournalRecord:
 
     @classmethod
     def from_row(cls, row: Sequence[Any]) -> JournalRecord:
-        """Build from a row in :attr:`COLUMNS` order."""
+        """Build from a row in :attr:`COLUMNS` order (a text column that is not UTF-8
+        read as its ``bytes``); :class:`DamagedRecord` naming the workflow and the seq
+        for an outcome that holds no JSON, or a column that is not UTF-8 text."""
         wid, seq, kind, name, outcome, attempts, time = row
-        return cls(wid, seq, kind, name, _loads(outcome), attempts, _fromtimestamp(time, _UTC))
+        if bytes in (type(kind), type(name), type(outcome)):  # (a BLOB, or not UTF-8)
+            kind, name, outcome = (DamagedRecord.journal_text(row, i) for i in (2, 3, 4))
+        try:
+            value = _loads(outcome)
+        except json.JSONDecodeError as exc:
+            raise DamagedRecord.of_journal(row, 4, exc) from None
+        return cls(wid, seq, kind, name, value, attempts, _fromtimestamp(time, _UTC))
+
+
+def journal_entries_of(records: Sequence[JournalRecord]
+                       ) -> tuple[list[tuple[int, str, str, Any, int]], int]:
+    """A store's ``journal_entries`` from its ``journal`` (read record by record where
+    the one read of them all failed: that read names a damaged record); the size is
+    that of each outcome's JSON as written again."""
+    return ([(r.seq, r.kind, r.name, r.outcome, r.attempts) for r in records],
+            sum(len(json.dumps(r.outcome)) for r in records))
 
 
 def requested_attempt(payload: Any) -> int | None:

@@ -82,6 +82,7 @@ from ._records import (
     TimerRecord,
     WakeupRecord,
     WorkflowRecord,
+    journal_entries_of,
     no_match,
     parse_status,
 )
@@ -1362,11 +1363,15 @@ class SQLiteStore(StoreShortcuts):
         return self._workflow_rows(sql, params)
 
     def journal(self, workflow_id: str) -> list[JournalRecord]:
-        """The workflow's journal ordered by seq."""
-        rows = self._query(
-            f"SELECT {JournalRecord.COLUMNS} FROM journal WHERE workflow_id = ? ORDER BY seq",
-            (workflow_id,),
-        )
+        """The workflow's journal ordered by seq; a record holding no JSON, or text that
+        is not UTF-8, is a :class:`DamagedRecord` naming its workflow and seq."""
+        sql = f"SELECT {JournalRecord.COLUMNS} FROM journal WHERE workflow_id = ? ORDER BY seq"
+        try:
+            rows = self._query(sql, (workflow_id,))
+        except sqlite3.OperationalError as exc:
+            if not str(exc).startswith("Could not decode to UTF-8"):
+                raise
+            rows = self._query(sql, (workflow_id,), raw_text=True)
         from_row = JournalRecord.from_row
         return [from_row(row) for row in rows]
 
@@ -1378,20 +1383,26 @@ class SQLiteStore(StoreShortcuts):
         array, and no :class:`JournalRecord` is built: on a long journal per-row
         decoding and record objects cost about three times as much (replay speed
         after a restart is bound by this read)."""
-        rows = self._query(
-            "SELECT seq, kind, name, outcome, attempts FROM journal WHERE workflow_id = ? "
-            "ORDER BY seq",
-            (workflow_id,),
-        )
+        try:
+            rows = self._query(
+                "SELECT seq, kind, name, outcome, attempts FROM journal WHERE workflow_id = ? "
+                "ORDER BY seq",
+                (workflow_id,),
+            )
+        except sqlite3.OperationalError as exc:  # text that is not UTF-8: named below
+            if not str(exc).startswith("Could not decode to UTF-8"):
+                raise
+            return journal_entries_of(self.journal(workflow_id))
         if not rows:
             return [], 0
         texts = [row[3] for row in rows]
-        outcomes = json.loads("[" + ",".join(texts) + "]")
-        return (
-            [(seq, kind, name, out, attempts)
-             for (seq, kind, name, _, attempts), out in zip(rows, outcomes, strict=True)],
-            sum(map(len, texts)),
-        )
+        try:
+            outcomes = json.loads("[" + ",".join(texts) + "]")
+            entries = [(seq, kind, name, out, attempts) for (seq, kind, name, _, attempts), out
+                       in zip(rows, outcomes, strict=True)]
+        except (TypeError, ValueError):  # a record that is no JSON text (a BLOB: bytes)
+            return journal_entries_of(self.journal(workflow_id))  # (which names it)
+        return entries, sum(map(len, texts))
 
     def journal_sizes(self, workflow_id: str) -> dict[int, int]:
         """``{seq: characters of its outcome JSON}`` of the workflow's journal."""
