@@ -475,33 +475,76 @@ def _replay(store: Any, args: argparse.Namespace) -> None:
                     f"{'--status' if args.status else '--all'}", 2)
     if args.status and args.all:
         raise _Fail("--all replays every workflow: it cannot be combined with --status", 2)
+    # a workflow whose row or journal is damaged is named (exit 2), the others replayed
+    damaged: dict[str, DamagedRecord] = {}
+    cut = None  # (an id that is not UTF-8 text: the listing ends at it, as list's does)
     if args.ids:
-        try:
-            ids = [tools.get(store, wid).workflow_id for wid in dict.fromkeys(args.ids)]
-        except ToolError as exc:  # bad input: exit 1 must mean only that a workflow differs
-            raise _Fail(str(exc), 2) from None
+        ids = []
+        for wid in dict.fromkeys(args.ids):
+            try:
+                ids.append(tools.get(store, wid).workflow_id)
+            except ToolError as exc:  # bad input: exit 1 must mean only that a workflow differs
+                raise _Fail(str(exc), 2) from None
+            except DamagedRecord as exc:
+                ids.append(wid)
+                damaged[wid] = exc
     else:
         statuses = _statuses(args.status)
         if not statuses and not args.all:
             statuses = [s.value for s in WorkflowStatus if s not in FINAL_STATUSES]
-        ids = [r.workflow_id for r in store.list_workflows(statuses or None)]
+        try:
+            ids = [r.workflow_id for r in store.list_workflows(statuses or None)]
+        except DamagedRecord:  # (as list steps over them)
+            rows: list[DamagedRecord] = []
+            ids = [r.workflow_id
+                   for r in _list_around_damage(store, statuses or None, None, rows, None, {})]
+            damaged.update((d.workflow_id, d) for d in rows)
+            ids += list(damaged)
+            cut = rows[-1].workflow_id if _unreadable_id(rows[-1]) else None
 
-    gone = _check_imports(store, ids, args.module)
+    gone = _check_imports(store, [wid for wid in ids if wid not in damaged], args.module)
 
     async def replay_all() -> list[Any]:
-        return [gone[wid] if wid in gone else await replay_history(History.from_store(store, wid))
-                for wid in ids]
+        results: list[Any] = []
+        for wid in ids:
+            if wid in gone or wid in damaged:
+                results.append(gone[wid] if wid in gone else damaged[wid])
+                continue
+            try:
+                history = History.from_store(store, wid)
+            except DamagedRecord as exc:  # a record of its journal
+                results.append(damaged.setdefault(wid, exc))
+                continue
+            results.append(await replay_history(history))
+        return results
 
     results = trio.run(replay_all)
-    differ = [r for r in results if not r.ok]
+    differ = [r for r in results if not isinstance(r, DamagedRecord) and not r.ok]
     if args.json:
-        _print_json([_replayed(r) for r in results])
+        _print_json([_unread(store, r) if isinstance(r, DamagedRecord) else _replayed(r)
+                     for r in results])
     else:
         width = max((len(r.workflow_id) for r in results), default=0)
         for r in results:
-            print(escaped(f"{r.workflow_id.ljust(width)}  {r}"))
-        print(f"{len(results)} workflow(s) replayed: {len(results) - len(differ)} ok, "
-              f"{len(differ)} differ")
+            said = (f"could not be read: {_damage(r)}" if isinstance(r, DamagedRecord)
+                    else r)
+            print(escaped(f"{r.workflow_id.ljust(width)}  {said}"))
+        print(f"{len(results)} workflow(s) replayed: "
+              f"{len(results) - len(differ) - len(damaged)} ok, {len(differ)} differ"
+              + (f", {len(damaged)} could not be read" if damaged else ""))
+    if damaged:
+        sys.stdout.flush()
+        first, *others = (r for r in results if isinstance(r, DamagedRecord))
+        raise _Fail(f"store {store.path or args.store!r} is damaged: {first}"
+                    + (f" (and {len(others)} other workflow(s): "
+                       f"{', '.join(repr(d.workflow_id) for d in others[:5])}"
+                       f"{', ...' if len(others) > 5 else ''})" if others else "")
+                    + ("; the other workflows were replayed" if len(results) > len(damaged)
+                       else "")
+                    + (f" (not those after {cut!r} in start order: no read can select past "
+                       "an id that is not UTF-8 text)" if cut is not None else "")
+                    + (f"; of them, {len(differ)} differ from their journal: "
+                       f"{', '.join(r.workflow_id for r in differ)}" if differ else ""), 2)
     if differ:
         raise _Fail(f"{len(differ)} of {len(results)} workflow(s) differ from their "
                     f"journal: {', '.join(r.workflow_id for r in differ)}")
@@ -555,8 +598,26 @@ def _check_imports(store: Any, ids: list[str], modules: Sequence[str]) -> dict[s
                 "blocks the workflow; keep the function under its name for workflows "
                 "started before the change", workflow_id=wid, recorded=rec.name)
             gone[wid] = ReplayResult(wid, rec.name, str(rec.status), error,
-                                     len(store.journal(wid)), 0, ending)
+                                     len(store.journal_sizes(wid)), 0, ending)
     return gone
+
+
+def _unread(store: Any, damaged: DamagedRecord) -> dict[str, Any]:
+    """A workflow ``replay`` could not read (its row, or a record of its journal, is
+    damaged), as :func:`_replayed` shows a replayed one: not ok, nothing checked, the
+    error naming what is damaged (``seq``: the journal record, or null: the row)."""
+    rec = None if damaged.seq is None else store.get_workflow(damaged.workflow_id)
+    return {"workflow_id": damaged.workflow_id, "name": None if rec is None else rec.name,
+            "status": None if rec is None else str(rec.status), "ok": False,
+            "records": len(store.journal_sizes(damaged.workflow_id)), "checked": 0,
+            "ending": "could not be read: the store is damaged",
+            "error": {"message": str(damaged), "seq": damaged.seq, "recorded": None,
+                      "current": None}}
+
+
+def _damage(damaged: DamagedRecord) -> str:
+    """What is damaged, without the workflow id its line starts with."""
+    return str(damaged).removeprefix(f"workflow {damaged.workflow_id!r}: ")
 
 
 def _replayed(result: Any) -> dict[str, Any]:

@@ -490,6 +490,8 @@ def retry(store: Any, workflow_id: str) -> str:
     try:
         tx, note = retry_transaction(store, rec)
         store.write(tx)  # (ValueError: the workflow changed since it was read)
+    except json.JSONDecodeError:  # a damaged journal record (DamagedRecord): no refusal
+        raise
     except ValueError as exc:
         raise ToolError(str(exc)) from None
     except DedupKeyTaken as taken:

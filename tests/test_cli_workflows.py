@@ -1005,6 +1005,78 @@ def test_a_row_whose_text_is_not_utf8_is_named_by_id_the_others_listed(
                         "cannot page past an id that is not UTF-8 text)\n"), err
 
 
+def _journaled(path: str, ids: tuple[str, ...]) -> None:
+    """Workflows of ``workflow_app:steps`` with two records of their journal, written
+    straight to the store (no node: fast): a replay finds each ok."""
+    with open_store(path) as s:
+        tx = Transaction()
+        for wid in ids:
+            tx.create_workflow(wid, "workflow_app:steps", [0, 3], status="running")
+            for seq in (1, 2):
+                tx.append_journal(wid, seq, "activity", "workflow_app:add_one", {"ok": seq})
+        s.write(tx)
+
+
+def test_a_damaged_journal_record_is_named_by_workflow_and_seq_and_replay_goes_on(
+        capsys: pytest.CaptureFixture[str], store_path: str) -> None:
+    """A journal record whose outcome is no JSON (a hand edit, a bad restore), or on
+    SQLite a BLOB or text that is not UTF-8 (a damaged page): ``history``, ``export``,
+    ``retry`` and ``replay --id`` of it are one line naming the store, the workflow and
+    the seq, exit 2 (they were a UnicodeDecodeError traceback, exit 1, which replay
+    documents as "a workflow differs", or a line naming neither); ``replay --all``
+    replays the other workflows and names those it could not read, exit 2 (one such
+    record replayed none)."""
+    from _stores import sql
+
+    _journaled(store_path, ("j1", "j2", "j3", "j4"))
+    sql(store_path, "UPDATE journal SET outcome = '{\"ok\":' WHERE workflow_id = 'j1' "
+                    "AND seq = 2")
+    sql(store_path, "UPDATE workflows SET status = 'failed' WHERE workflow_id = 'j1'")
+    no_json = "the outcome of its journal record seq 2 is not JSON (Expecting value: line 1 "
+    no_json += "column 7 (char 6))"
+    line = f"garrison workflows: store {store_path!r} is damaged: workflow 'j1': {no_json}\n"
+    for command in ("history", "export", "retry"):
+        assert cli_here(capsys, "--store", store_path, command, "j1") == (2, "", line)
+    code, out, err = cli_here(capsys, "--store", store_path, "replay", "--id", "j1")
+    assert (code, err) == (2, line), err
+    assert out == (f"j1  could not be read: {no_json}\n"
+                   "1 workflow(s) replayed: 0 ok, 0 differ, 1 could not be read\n")
+    damaged = ["j1"]
+    if not store_path.startswith("postgresql://"):  # (PostgreSQL's text is UTF-8)
+        sql(store_path, "UPDATE journal SET outcome = x'7b226f6b223a22ff227d' "
+                        "WHERE workflow_id = 'j3' AND seq = 1")
+        sql(store_path, "UPDATE journal SET outcome = CAST(x'7b226f6b223aff7d' AS TEXT) "
+                        "WHERE workflow_id = 'j4' AND seq = 2")
+        damaged += ["j3", "j4"]
+        blob = "the outcome of its journal record seq 1 is not UTF-8 text (byte 7 of it is 0xff)"
+        for command in ("history", "export"):
+            assert cli_here(capsys, "--store", store_path, command, "j3") == (
+                2, "", f"garrison workflows: store {store_path!r} is damaged: workflow 'j3': "
+                       f"{blob}\n")
+    code, out, err = cli_here(capsys, "--store", store_path, "replay", "--all")
+    assert code == 2, err
+    others = "" if len(damaged) == 1 else " (and 2 other workflow(s): 'j3', 'j4')"
+    assert err == line.replace("\n", f"{others}; the other workflows were replayed\n"), err
+    lines = out.splitlines()
+    assert [row.split()[:2] for row in lines[:4]] == [
+        [wid, "could" if wid in damaged else "ok"] for wid in ("j1", "j2", "j3", "j4")]
+    assert lines[4] == (f"4 workflow(s) replayed: {4 - len(damaged)} ok, 0 differ, "
+                        f"{len(damaged)} could not be read")
+    code, out, err = cli_here(capsys, "--store", store_path, "--json", "replay", "--all")
+    assert code == 2, err
+    results = {r["workflow_id"]: r for r in json.loads(out)}
+    assert results["j2"]["ok"] is True
+    assert results["j1"]["ok"] is False and results["j1"]["error"] == {
+        "message": f"workflow 'j1': {no_json}", "seq": 2, "recorded": None, "current": None}
+    assert (results["j1"]["name"], results["j1"]["records"]) == ("workflow_app:steps", 2)
+    if store_path.startswith("postgresql://"):
+        return
+    sql(store_path, "UPDATE workflows SET search = '{' WHERE workflow_id = 'j2'")  # its row
+    code, out, err = cli_here(capsys, "--store", store_path, "replay", "--all")
+    assert code == 2 and err.endswith("(and 3 other workflow(s): 'j3', 'j4', 'j2')\n"), err
+    assert out.splitlines()[3].startswith("j2  could not be read: its search is not JSON"), out
+
+
 def test_list_takes_a_limit_an_order_and_an_id_prefix(
         capsys: pytest.CaptureFixture[str], sqlite_path: str) -> None:
     """``list --limit N --order newest --id PREFIX``: a store of many workflows is not
