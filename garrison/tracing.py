@@ -12,12 +12,20 @@ workflow on a node, ``activity <name>`` for each attempt, ``call <topic>`` for e
 ``process.call`` / ``node.call`` made live, and ``store.commit`` for each commit of a
 workflow. A message carries the trace context current where it was sent; a process or
 workflow that takes it from its inbox makes that context its current one.
+
+What the application's OpenTelemetry code raises (a span processor, an exporter it
+calls in line, a propagator) is caught where garrison calls it: tracing must never end
+a workflow, a process or the node (nor pass for a store failure, as a ``store.commit``
+span's end would). The work goes on without that span or context, and the failure is
+logged on ``garrison.tracing``, once per kind (what was being done, and the exception's
+type) for each :func:`enable`: at full speed it would fail at every span.
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
+import logging
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -30,6 +38,8 @@ __all__ = ["disable", "enable", "enable_if_configured", "enabled"]
 
 _INSTALL = "tracing needs OpenTelemetry: pip install 'garrison[otel]'"
 
+log = logging.getLogger("garrison.tracing")
+
 
 def enable(tracer_provider: Any = None) -> None:
     """Make spans from now on, with ``tracer_provider`` (default: the global one, as set
@@ -39,6 +49,11 @@ def enable(tracer_provider: Any = None) -> None:
     >>> from opentelemetry.sdk.trace import TracerProvider
     >>> garrison.tracing.enable(TracerProvider())
     """
+    if tracer_provider is not None and not callable(getattr(tracer_provider, "get_tracer",
+                                                             None)):
+        raise TypeError(f"garrison.tracing.enable(tracer_provider=...): expected an "
+                        f"OpenTelemetry TracerProvider (or None: the global one), got "
+                        f"{type(tracer_provider).__name__} {tracer_provider!r:.40}")
     try:
         tracer = _OtelTracer(tracer_provider)
     except ImportError as exc:
@@ -106,11 +121,29 @@ class _OtelTracer(_observe.Tracer):
         #: inherits the variable: its own start context is what it goes back to.
         self._base: contextvars.ContextVar[tuple[Any, Any]] = \
             contextvars.ContextVar("garrison_trace_base")
+        #: ``(what was being done, exception type)`` of the failures logged already
+        self._failures: set[tuple[str, type]] = set()
+
+    def _failed(self, doing: str, exc: Exception) -> None:
+        """The application's OpenTelemetry code raised ``exc`` while ``doing``: logged
+        (once per kind: a broken exporter would fail at every span), and the work goes
+        on without that span or context (see the module's doc)."""
+        key = (doing, type(exc))
+        if key in self._failures:
+            return
+        self._failures.add(key)
+        log.error("tracing error: %s raised %s: %s; the work goes on without it (logged "
+                  "once for each kind of failure)", doing, type(exc).__name__,
+                  _observe.safe_str(exc), exc_info=exc)
 
     # ------------------------------------------------------------ messages
     def carrier(self) -> dict[str, str] | None:
         out: dict[str, str] = {}
-        self._propagate.inject(out)
+        try:
+            self._propagate.inject(out)
+        except Exception as exc:
+            self._failed("injecting a message's trace context (the propagator)", exc)
+            return None
         return out or None
 
     def adopt(self, trace: dict[str, str] | None) -> None:
@@ -123,19 +156,37 @@ class _OtelTracer(_observe.Tracer):
                 return  # nothing to go back from
             base = self._context.get_current()
             self._base.set((task, base))
-        self._context.attach(base if trace is None else self._propagate.extract(trace))
+        self._context.attach(base if trace is None else self._extract(trace, base))
+
+    def _extract(self, trace: dict[str, str], default: Any) -> Any:
+        """The context ``trace`` carries; ``default`` if the propagator raises."""
+        try:
+            return self._propagate.extract(trace)
+        except Exception as exc:
+            self._failed("extracting a trace context (the propagator)", exc)
+            return default
+
+    def _start(self, name: str, **options: Any) -> Any:
+        """A new span (``None`` if the tracer or a span processor raises)."""
+        try:
+            return self._tracer.start_span(name, **options)
+        except Exception as exc:
+            self._failed("starting a span (a span processor)", exc)
+            return None
 
     # ------------------------------------------------------------ workflow runs
     def run_started(self, wf: Any) -> None:
-        parent = self._propagate.extract(wf.trace) if wf.trace else self._context.Context()
-        span = self._tracer.start_span(f"workflow {wf.name}", context=parent, attributes={
+        parent = self._context.Context()
+        if wf.trace:
+            parent = self._extract(wf.trace, parent)
+        span = self._start(f"workflow {wf.name}", context=parent, attributes={
             "garrison.workflow.id": wf.wid,
             "garrison.workflow.name": wf.name,
             "garrison.workflow.run_id": wf.run_id,
             "garrison.pid": str(wf.pid),
             "garrison.workflow.replays": len(wf.cursor.entries),
         })
-        ctx = self._trace.set_span_in_context(span, parent)
+        ctx = parent if span is None else self._trace.set_span_in_context(span, parent)
         token = self._context.attach(ctx)
         self._base.set((trio.lowlevel.current_task(), ctx))
         self._runs[wf] = (span, token)
@@ -145,17 +196,26 @@ class _OtelTracer(_observe.Tracer):
         if state is None:
             return
         span, token = state
-        span.set_attribute("garrison.workflow.status", how)
-        if how in ("failed", "blocked") and wf.error is not None:
-            span.set_status(self._Status(self._ERROR, str(wf.error)))
-        span.end()
-        self._context.detach(token)
+        try:
+            if span is not None:
+                span.set_attribute("garrison.workflow.status", how)
+                if how in ("failed", "blocked") and wf.error is not None:
+                    span.set_status(self._Status(self._ERROR, str(wf.error)))
+                span.end()
+        except Exception as exc:
+            self._failed("ending a span (a span processor)", exc)
+        finally:
+            self._context.detach(token)
 
     def replayed(self, wf: Any, seconds: float) -> None:
         state = self._runs.get(wf)
-        if state is not None:
+        if state is None or state[0] is None:
+            return
+        try:
             state[0].add_event("replayed", {"garrison.replay.seconds": seconds,
                                             "garrison.replay.records": len(wf.cursor.entries)})
+        except Exception as exc:
+            self._failed("adding an event to a span", exc)
 
     # ------------------------------------------------------------ spans
     @contextlib.contextmanager
@@ -165,22 +225,38 @@ class _OtelTracer(_observe.Tracer):
         wid = getattr(owner, "wid", None)
         if wid is not None:
             attributes["garrison.workflow.id"] = wid
-        span = self._tracer.start_span(name, kind=self._kinds[kind], attributes=attributes)
+        span = self._start(name, kind=self._kinds[kind], attributes=attributes)
+        if span is None:  # (the block runs all the same, in no span of its own)
+            yield None
+            return
         token = self._context.attach(self._trace.set_span_in_context(span))
         try:
             yield span
         except Exception as exc:
-            text = _observe.safe_str(exc)  # (an exception whose str() fails is still recorded)
+            self._record(span, exc)
+            raise
+        except BaseException:
+            try:
+                span.set_status(self._Status(self._ERROR, "cancelled"))
+            except Exception as failed:
+                self._failed("recording an error on a span", failed)
+            raise
+        finally:
+            self._context.detach(token)
+            try:
+                span.end()
+            except Exception as exc:
+                self._failed("ending a span (a span processor)", exc)
+
+    def _record(self, span: Any, exc: Exception) -> None:
+        """``exc`` on ``span``: the exception and an error status."""
+        text = _observe.safe_str(exc)  # (an exception whose str() fails is still recorded)
+        try:
             try:
                 span.record_exception(exc)
             except Exception:
                 span.add_event("exception", {"exception.type": type(exc).__name__,
                                              "exception.message": text})
             span.set_status(self._Status(self._ERROR, f"{type(exc).__name__}: {text}"))
-            raise
-        except BaseException:
-            span.set_status(self._Status(self._ERROR, "cancelled"))
-            raise
-        finally:
-            self._context.detach(token)
-            span.end()
+        except Exception as failed:
+            self._failed("recording an error on a span", failed)

@@ -17,9 +17,11 @@ import observe_app
 import ops_app
 import pytest
 import trio
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.propagators.textmap import default_getter, default_setter
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 import garrison
 from garrison import _observe
@@ -346,6 +348,89 @@ async def test_a_node_turns_tracing_on_when_a_provider_is_set(monkeypatch: Any) 
             assert garrison.tracing.enabled()
     finally:
         garrison.tracing.disable()
+
+
+class _BrokenProcessor(SpanProcessor):
+    """A span processor of the application whose ``where`` raises."""
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+
+    def on_start(self, span: Any, parent_context: Any = None) -> None:
+        if self.where == "on_start":
+            raise RuntimeError("exporter broken")
+
+    def on_end(self, span: Any) -> None:
+        if self.where == "on_end":
+            raise RuntimeError("exporter broken")
+
+
+class _BrokenPropagator(TraceContextTextMapPropagator):
+    """The W3C propagator, but its ``where`` (``inject`` or ``extract``) raises."""
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+
+    def inject(self, carrier: Any, context: Any = None, setter: Any = default_setter) -> None:
+        if self.where == "inject":
+            raise RuntimeError("propagator broken")
+        super().inject(carrier, context, setter)
+
+    def extract(self, carrier: Any, context: Any = None, getter: Any = default_getter) -> Any:
+        if self.where == "extract":
+            raise RuntimeError("propagator broken")
+        return super().extract(carrier, context, getter)
+
+
+@pytest.mark.parametrize("where", ["on_start", "on_end", "inject", "extract"])
+async def test_a_failing_span_processor_or_propagator_is_logged_not_fatal(
+        where: str, caplog: Any, autojump_clock: Any) -> None:
+    """A span processor raising in on_end failed the workflow whose store.commit span
+    it ended, as a StoreError ('the store failed: RuntimeError: exporter broken'), and
+    the node with it; raising in on_start, or a propagator raising, killed the node
+    (or failed every send). Now the chain process -> workflow -> process completes and
+    the failure is logged once, as a tracing error naming it."""
+    from opentelemetry import propagate
+
+    provider = TracerProvider()
+    if where.startswith("on_"):
+        provider.add_span_processor(_BrokenProcessor(where))
+    observe_app.TRACER = TracerProvider().get_tracer("test")  # the application's: sound
+    observe_app.add_one_failures.clear()
+    sound = propagate.get_global_textmap()
+    if not where.startswith("on_"):
+        propagate.set_global_textmap(_BrokenPropagator(where))
+    garrison.tracing.enable(provider)
+    try:
+        async with garrison.open_node() as node:
+            await node.spawn(observe_app.backend)
+            await trio.sleep(0.1)
+            pid = await node.spawn(observe_app.frontend)
+            assert await node.wait(pid) == 84
+            assert node.workflow("mid").status() == "completed"
+    finally:
+        garrison.tracing.disable()
+        propagate.set_global_textmap(sound)
+    logged = [r for r in caplog.records if r.name == "garrison.tracing"]
+    assert len(logged) == 1, [r.getMessage() for r in logged]  # once, not at every span
+    assert logged[0].levelname == "ERROR"
+    doing = {"on_start": "starting a span", "on_end": "ending a span",
+             "inject": "injecting a message's trace context",
+             "extract": "extracting a trace context"}[where]
+    assert logged[0].getMessage().startswith(f"tracing error: {doing} ")
+    assert "raised RuntimeError: " in logged[0].getMessage()
+    assert "broken; the work goes on without it" in logged[0].getMessage()
+
+
+def test_enable_names_a_provider_of_the_wrong_type() -> None:
+    """``enable("nope")`` was a bare AttributeError ('str' object has no attribute
+    'get_tracer')."""
+    for wrong, shown in (("nope", "str 'nope'"), (42, "int 42")):
+        with pytest.raises(TypeError, match=r"^garrison.tracing.enable\(tracer_provider="
+                           r"...\): expected an OpenTelemetry TracerProvider .*, got "
+                           + shown + "$"):
+            garrison.tracing.enable(wrong)
+    assert not garrison.tracing.enabled()
 
 
 # ------------------------------------------------------------------ metrics
