@@ -82,7 +82,9 @@ class NodeCollector:
     """A ``prometheus_client`` collector of one node's figures, read at scrape time.
 
     Register it in a registry of your own (``registry.register(NodeCollector(node))``),
-    or let :func:`collect` make a registry for it.
+    or let :func:`collect` make a registry for it. Once the node began to stop
+    (``node.stopped``) it reports nothing: its figures are no longer the node's live
+    ones (as :func:`serve` answers ``503`` then).
     """
 
     def __init__(self, node: Any) -> None:
@@ -95,10 +97,12 @@ class NodeCollector:
         return list(self.collect())
 
     def collect(self) -> Iterator[Any]:
-        """Every metric family with its current samples."""
+        """Every metric family with its current samples (none once the node stopped)."""
         core = self._core
         gauge, counter = core.GaugeMetricFamily, core.CounterMetricFamily
         node = self.node
+        if node.stopped:
+            return
         router = node._router
         stats = node.stats()
 
@@ -228,16 +232,34 @@ def collect(node: Any, registry: Any = None) -> Any:
 
     >>> text = prometheus_client.generate_latest(garrison.metrics.collect(node))
     """
-    check_node(node, "garrison.metrics.collect()")
+    _check_running(node, "garrison.metrics.collect()")
     core = _prometheus()
     if registry is None:
         registry = core.CollectorRegistry()
-    elif not callable(getattr(registry, "register", None)):
-        raise TypeError(f"garrison.metrics.collect(registry=...): expected a "
-                        f"prometheus_client CollectorRegistry, got "
-                        f"{type(registry).__name__} {registry!r:.40}")
+    else:
+        _check_registry(registry, "garrison.metrics.collect", "register")
     registry.register(NodeCollector(node))
     return registry
+
+
+def _check_running(node: Any, where: str) -> None:
+    """``node`` is a node (else ``TypeError``) that has not stopped: a stopped node's
+    figures are no longer kept (its collector reports nothing, a server answers
+    ``503``), so collecting or serving them is a ``RuntimeError`` at the call."""
+    check_node(node, where)
+    if node.stopped:
+        raise RuntimeError(f"{where}: the node has stopped (its open_node block ended): "
+                           f"it has no metrics any more")
+
+
+def _check_registry(registry: Any, function: str, needs: str) -> None:
+    """``registry`` (given to ``function`` as ``registry=``) has the method ``needs``
+    of a prometheus_client registry (``register`` to add the collector to, ``collect``
+    to serve it); else ``TypeError`` naming the argument (serving one that has not
+    would fail every scrape with a ``500``)."""
+    if not callable(getattr(registry, needs, None)):
+        raise TypeError(f"{function}(registry=...): expected a prometheus_client "
+                        f"CollectorRegistry, got {type(registry).__name__} {registry!r:.40}")
 
 
 def parse_bind(bind: str, what: str = "bind") -> tuple[str, int]:
@@ -260,13 +282,15 @@ async def serve(node: Any, bind: str = DEFAULT_BIND, *, registry: Any = None,
     many to take the answer; then its connection is closed.
 
     An address that cannot be bound raises :class:`MetricsError` (an ``OSError``)
-    naming it.
+    naming it; a node that has stopped already, ``RuntimeError``.
 
     >>> async with trio.open_nursery() as nursery:                  # doctest: +SKIP
     ...     where = await nursery.start(garrison.metrics.serve, node, "127.0.0.1:9464")
     ...     print(where.url)                    # http://127.0.0.1:9464/metrics
     """
-    check_node(node, "garrison.metrics.serve()")
+    _check_running(node, "garrison.metrics.serve()")
+    if registry is not None:
+        _check_registry(registry, "garrison.metrics.serve", "collect")
     host, port = parse_bind(bind)
     if isinstance(max_connections, bool) or not isinstance(max_connections, int) \
             or max_connections < 1:

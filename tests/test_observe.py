@@ -721,6 +721,37 @@ async def test_metrics_name_a_node_or_registry_of_the_wrong_type(
         with pytest.raises(TypeError, match=r"^garrison.metrics.collect\(registry=...\): "
                            r"expected a prometheus_client CollectorRegistry, got int 5"):
             garrison.metrics.collect(node, 5)
+        # serve's registry was taken as it came: every scrape was then a 500
+        # ('str' object has no attribute 'collect')
+        for wrong, shown in (("nope", "str 'nope'"), (42, "int 42"), (object(), "object")):
+            with pytest.raises(TypeError, match=r"^garrison.metrics.serve\(registry=...\): "
+                               r"expected a prometheus_client CollectorRegistry, got "
+                               + shown), trio.fail_after(5):  # (not: served)
+                await garrison.metrics.serve(node, "127.0.0.1:0", registry=wrong)
+
+
+async def test_the_metrics_of_a_stopped_node_are_none(autojump_clock: Any) -> None:
+    """A registry of collect(node) went on reporting the node's last figures after it
+    stopped (a workflow still 'waiting', a process live), while serve answers 503 then;
+    collect, serve and serving of a node that had stopped were taken."""
+    from prometheus_client import generate_latest
+
+    async with garrison.open_node() as node:
+        registry = garrison.metrics.collect(node)
+        await node.start_workflow(observe_app.receive_then_sleep, id="w")
+        await trio.sleep(1)
+        assert b'garrison_workflows{host="workflows",status="waiting"} 1.0' in \
+            generate_latest(registry)
+    assert b"garrison_" not in generate_latest(registry)
+    stopped = r"\(\): the node has stopped \(its open_node block ended\): it has no metrics"
+    with pytest.raises(RuntimeError, match=r"^garrison.metrics.collect" + stopped):
+        garrison.metrics.collect(node)
+    with pytest.raises(RuntimeError, match=r"^garrison.metrics.serve" + stopped), \
+            trio.fail_after(5):  # (not: served)
+        await garrison.metrics.serve(node, "127.0.0.1:0")
+    with pytest.raises(RuntimeError, match=r"^garrison.metrics.serve" + stopped):
+        async with garrison.metrics.serving(node, "127.0.0.1:0"):
+            pass
 
 
 async def test_metrics_of_a_stopped_node_are_a_503_and_a_huge_head_a_431(
