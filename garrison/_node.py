@@ -308,8 +308,9 @@ class Node:
     def stats(self) -> dict[str, Any]:
         """Counters: live ``processes``, ``messages`` delivered, ``dead_letters``,
         ``spawned``, ``registered`` names; ``queued``: messages and events waiting in
-        every process's inboxes, ``largest_inbox``: the most waiting at one process,
-        ``largest_inbox_pid``: that process (``None`` when nothing waits);
+        every process's inboxes (a workflow's too, of those in memory here),
+        ``largest_inbox``: the most waiting at one process, ``largest_inbox_pid``: that
+        process (``None`` when nothing waits);
         ``workflow_queues``: per workflow host, its queue depth (``pending`` workflows
         waiting for a slot), ``running`` (holding a slot), ``max_concurrent`` and
         ``rate``; ``schedules``: per workflow host, its schedules and their ticks
@@ -320,7 +321,8 @@ class Node:
         does not import here, each with its import error (their workflows wait for a
         node that has the code); ``{}`` off a cluster.
 
-        The queue figures walk every process (cost grows with their number).
+        The queue figures walk every process and workflow in memory (cost grows with
+        their number).
         """
         router = self._router
         live = sum(host.live_count() for host in self.hosts.values())

@@ -118,7 +118,7 @@ class NodeCollector:
         yield gauge("garrison_registered_names", "Registered process names.",
                     value=stats["registered"])
         yield gauge("garrison_inbox_queued", "Messages and events waiting in every process "
-                    "inbox.", value=stats["queued"])
+                    "inbox (workflows' too).", value=stats["queued"])
         yield gauge("garrison_inbox_largest", "Messages and events waiting in the fullest "
                     "process inbox.", value=stats["largest_inbox"])
 

@@ -477,6 +477,36 @@ async def test_the_collector_reads_the_node(autojump_clock: Any) -> None:
     assert samples[("garrison_store_transactions_total", (("host", "workflows"),))] >= 1
 
 
+async def test_workflow_inboxes_are_counted_as_waiting(autojump_clock: Any) -> None:
+    """garrison_inbox_queued and _largest (node.stats()'s queued, largest_inbox) counted
+    the inboxes of plain processes only: 3 messages waiting for a workflow were 0."""
+    from prometheus_client import generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    async def stuck() -> None:
+        await trio.sleep_forever()  # never reads its inbox
+
+    observe_app.add_one_failures.clear()
+    async with garrison.open_node() as node:
+        registry = garrison.metrics.collect(node)
+        await node.start_workflow(observe_app.sleeper, id="s")
+        pid = await node.spawn(stuck)
+        for i in range(3):
+            await node.send("workflows/s", "work", i)
+        for i in range(2):
+            await node.send(pid, "x", i)
+        stats = node.stats()
+        assert (stats["queued"], stats["largest_inbox"], stats["largest_inbox_pid"]) == \
+            (5, 3, Pid("workflows", "s"))
+        samples = {s.name: s.value for family in text_string_to_metric_families(
+            generate_latest(registry).decode()) for s in family.samples}
+        assert (samples["garrison_inbox_queued"], samples["garrison_inbox_largest"]) == (5, 3)
+        assert await node.workflow("s").result() == 1  # it took one, then ended
+        stats = node.stats()
+        assert (stats["queued"], stats["largest_inbox"], stats["largest_inbox_pid"]) == \
+            (2, 2, pid)
+
+
 async def test_a_label_that_is_no_valid_text_is_escaped_not_a_failed_scrape(
         monkeypatch: pytest.MonkeyPatch, autojump_clock: Any) -> None:
     # an activity named with a lone surrogate (its module:qualname: nothing refuses

@@ -1612,6 +1612,20 @@ class WorkflowHost:
         wf = self.active.get(pid.id)
         return wf is not None and not wf.done.is_set()
 
+    def inbox_stats(self) -> tuple[int, int, Pid | None]:
+        """(messages and events waiting in the inboxes of the workflows in memory here,
+        the most waiting at one, its pid), as a process host's: ``node.stats()`` adds
+        them up. Read from their pending lists, kept anyway: nothing is counted per
+        message for it."""
+        total = largest = 0
+        at: Pid | None = None
+        for wf in self.active.values():
+            n = len(wf.pending)
+            total += n
+            if n > largest:
+                largest, at = n, wf.pid
+        return total, largest, at
+
     def live_count(self) -> int:
         """Workflows running or parked (not those waiting in the queue)."""
         return sum(1 for wf in self.active.values() if not wf.done.is_set()) - \
