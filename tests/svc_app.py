@@ -117,6 +117,14 @@ async def ticker(name: str) -> None:
         await workflow.sleep(1)
 
 
+async def brief(name: str) -> None:
+    """A workflow service: runs 2 s, then returns (its queue slot frees)."""
+    from garrison import workflow
+
+    note(name, "start")
+    await workflow.sleep(2)
+
+
 async def sleeper(name: str) -> None:
     """A workflow: notes each run of its code, sleeps an hour."""
     from garrison import workflow

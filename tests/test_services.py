@@ -828,6 +828,66 @@ async def test_a_service_waiting_for_a_busy_worker_says_so(autojump_clock, caplo
         in lines, lines
 
 
+def _queued(services: str):
+    """A config whose workflow host ``q`` runs one workflow at a time."""
+    return config("""
+        - {name: q, kind: workflow.host, max_concurrent: 1}
+        - {name: ticker, kind: workflow.py, source: "svc_app:ticker"}
+        - {name: brief, kind: workflow.py, source: "svc_app:brief"}
+    """ + services)
+
+
+async def test_a_workflow_service_waiting_in_its_host_s_queue_is_not_running(
+        autojump_clock, caplog):
+    """A workflow service created waiting in its host's queue (max_concurrent, full)
+    counted as running at once: what required it started, and its start_timeout never
+    fired though its code never ran. It waits for the queue as a process service waits
+    for a busy worker, says so, and its start_timeout fails it naming the queue."""
+    cfg = _queued("""
+        - {name: hog, kind: process.service, process: ticker, host: q, input: [hog],
+           lifecycle: {auto_start: true}}
+        - {name: late, kind: process.service, process: ticker, host: q, input: [late],
+           lifecycle: {auto_start: true, start_timeout: 1s,
+                       restart: {max_attempts: 1, initial_delay: 100ms, jitter: 0}}}
+        - {name: dep, kind: process.service, process: steady, input: [dep],
+           lifecycle: {auto_start: true, requires: [late]}}
+    """)
+    caplog.set_level(logging.INFO, logger="garrison")
+    async with garrison.open_node(config=cfg) as node:
+        await trio.sleep(5)
+        info = {s.id: s for s in node.services()}
+        assert {sid: s.status for sid, s in info.items()} == {
+            "t:hog": "running", "t:late": "gave_up", "t:dep": "waiting"}
+        assert starts("late") == starts("dep") == []
+    why = ("not started within 1s: it waited in the queue of workflow host 't:q', whose "
+           "limits (max_concurrent=1) were all taken")
+    late = info["t:late"]
+    assert late.last_error is not None and late.last_error.message == why
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("t:late:")]
+    assert sum(text.startswith("t:late: spawned as t:q/") and text.endswith(
+        "; it waits in the queue of workflow host 't:q', whose limits (max_concurrent=1) "
+        "are all taken") for text in lines) == 2, lines
+    assert not [text for text in lines if "started as" in text], lines
+
+
+async def test_a_workflow_service_runs_once_it_leaves_its_host_s_queue(autojump_clock):
+    """Behind a workflow that holds the queue's one slot for 2 s, a workflow service
+    runs once that slot frees; what requires it starts then, not before."""
+    cfg = _queued("""
+        - {name: first, kind: process.service, process: brief, host: q, input: [first],
+           lifecycle: {auto_start: true}}
+        - {name: next, kind: process.service, process: ticker, host: q, input: [next],
+           lifecycle: {auto_start: true}}
+        - {name: dep, kind: process.service, process: steady, input: [dep],
+           lifecycle: {auto_start: true, requires: [next]}}
+    """)
+    async with garrison.open_node(config=cfg) as node:
+        assert trio.current_time() == 2.0  # (the node's start waits for next's)
+        assert starts("first") == [0.0] and starts("next") == starts("dep") == [2.0]
+        assert {s.id: s.status for s in node.services()} == {
+            "t:first": "completed", "t:next": "running", "t:dep": "running"}
+
+
 async def test_node_closing_during_a_dependent_restart_is_no_service_failure(
         autojump_clock, caplog):
     """The node closes while a restart stops a slow dependent first: the service is then

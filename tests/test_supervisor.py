@@ -1393,6 +1393,39 @@ async def test_a_child_that_cannot_get_a_worker_is_said_not_waited_for_in_silenc
     assert "its host 't:pool' runs at most 1 process(es) at once" in said[0], said
 
 
+async def _returns_after(seconds: float) -> None:
+    await garrison.workflow.sleep(seconds)
+
+
+async def test_a_workflow_child_waiting_in_its_host_s_queue_holds_up_the_next_child(
+        autojump_clock: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """Two workflow children on a host with max_concurrent 1, then a process child: the
+    second waited in the queue, never run, and the supervisor started the third at
+    once. It waits for the second to run, as for a process waiting for a busy worker,
+    says so once, naming the queue, and the third starts once the first has ended."""
+    from garrison.supervision._supervisor import START_WARNING
+
+    caplog.set_level(logging.WARNING, "garrison.supervision")
+    log: list[Any] = []
+    async with garrison.open_node(max_concurrent=1) as node:
+        sup = Supervisor([ChildSpec("w1", _returns_after, args=(10,), host="workflows",
+                                    restart="transient"),
+                          ChildSpec("w2", _returns_after, args=(3600,), host="workflows"),
+                          *specs(log, "p")])
+        await node.spawn(sup)
+        await trio.sleep(9)
+        assert log == []
+        assert sorted(w.status for w in node.workflows()) == ["pending", "sleeping"]
+        await trio.sleep(2)
+        assert log == [("start", "p")]
+        assert sorted(w.status for w in node.workflows()) == ["completed", "sleeping"]
+    said = [r.getMessage() for r in caplog.records if "has not started" in r.getMessage()]
+    assert len(said) == 1 and said[0].startswith("child w2 (workflows/"), said
+    assert (f"has not started {START_WARNING:g}s after its spawn: it waits in the queue of "
+            "its host 'workflows', whose limits (max_concurrent=1) are all taken; the "
+            "supervisor waits for it") in said[0], said
+
+
 async def test_a_supervisor_waiting_for_a_child_to_run_stops_on_its_cancel(
         autojump_clock: Any, caplog: pytest.LogCaptureFixture) -> None:
     """Cancelled while it waited for a child that cannot get a worker, the supervisor

@@ -458,12 +458,11 @@ class ServiceManager:
         svc.pid = pid
         svc.started_at = trio.current_time()
         self.by_pid[pid] = svc
-        host = self.node.hosts[pid.host]
-        queued = self._waits_for_worker(pid)
-        if queued:  # (not "started": its code runs once a worker frees)
-            log.info("%s: spawned as %s; it waits for a worker of host %r, whose "
-                     "%d worker(s) are busy", entry.id, pid, host.name,
-                     host.workers, extra={"service": entry.id, "pid": pid})
+        why = self._waits_to_run(pid)
+        queued = why is not None
+        if queued:  # (not "started": its code runs once a worker or a slot frees)
+            log.info("%s: spawned as %s; it waits %s", entry.id, pid, why,
+                     extra={"service": entry.id, "pid": pid})
         else:
             log.info("%s: started as %s", entry.id, pid,
                      extra={"service": entry.id, "pid": pid})
@@ -532,21 +531,33 @@ class ServiceManager:
         elif self.node.hosts[pid.host].is_alive(pid):
             svc.status = ServiceStatus.RUNNING
 
-    def _waits_for_worker(self, pid: Pid | None) -> bool:
-        """Whether the process ``pid`` was spawned but waits for a worker of its host
-        (a ``process.host`` with ``workers``, all busy)."""
+    def _waits_to_run(self, pid: Pid | None, *, past: bool = False) -> str | None:
+        """What the process ``pid``, spawned, waits for before its code runs, in words
+        (``past``: as a timeout says it), or ``None`` if it does not wait: a worker of
+        a ``process.host`` with ``workers``, all busy, or a slot of a workflow host's
+        queue (``max_concurrent``, ``rate``), all taken."""
         host = None if pid is None else self.node.hosts.get(pid.host)
+        if host is None:
+            return None
+        are = "were" if past else "are"
         waits = getattr(host, "waits_for_worker", None)
-        return waits is not None and bool(waits(pid))
+        if waits is not None and waits(pid):
+            return (f"for a worker of host {host.name!r}, whose {host.workers} worker(s) "
+                    f"{are} busy")
+        queued = getattr(host, "waits_in_queue", None)
+        limits = queued(pid) if queued is not None else None
+        if limits is not None:
+            return (f"in the queue of workflow host {host.name!r}, whose limits ({limits}) "
+                    f"{are} all taken")
+        return None
 
     def _not_started(self, entry: Any, pid: Pid | None) -> str:
-        """Why a start timed out: in words, with the host's busy workers when it waited
-        for one."""
+        """Why a start timed out: in words, with what it waited for (a busy worker, a
+        queue's slot) when it did."""
         why = f"not started within {entry.lifecycle.start_timeout:g}s"
-        if pid is not None and self._waits_for_worker(pid):
-            host = self.node.hosts[pid.host]
-            why += (f": it waited for a worker of host {host.name!r}, whose {host.workers} "
-                    "worker(s) were busy")
+        waited = self._waits_to_run(pid, past=True)
+        if waited is not None:
+            why += f": it waited {waited}"
         return why
 
     # ------------------------------------------------------------------ failures

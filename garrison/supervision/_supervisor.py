@@ -29,7 +29,7 @@ import functools
 import inspect
 import logging
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 import attrs
@@ -368,13 +368,16 @@ def _target_label(fn: Any) -> str:
     return label
 
 
-async def _started_or_exited(started: trio.Event, node: Any, pid: Pid, who: str) -> None:
-    """Wait until the child signals that it runs, or until it has ended (a child
-    killed before its code ever ran never signals; its EXIT is then handled as usual).
-    A wait past :data:`START_WARNING` is said once (``who``: the child), as the wait
-    goes on: a host whose ``workers`` are all taken holds it for as long as they run."""
+async def _started_or_exited(started: Callable[[], Awaitable[None]], node: Any, pid: Pid,
+                             who: str) -> None:
+    """Wait until ``started()`` returns (the child signals that it runs; a workflow
+    child has left its host's queue), or until the child has ended (a child killed
+    before its code ever ran never signals; its EXIT is then handled as usual). A wait
+    past :data:`START_WARNING` is said once (``who``: the child), as the wait goes on:
+    a host whose ``workers`` are all taken, or a workflow host whose queue's slots are,
+    holds it for as long as they run."""
     if node is None:
-        await started.wait()
+        await started()
         return
     async with trio.open_nursery() as nursery:
 
@@ -384,16 +387,20 @@ async def _started_or_exited(started: trio.Event, node: Any, pid: Pid, who: str)
 
         nursery.start_soon(on_exit)
         with trio.move_on_after(START_WARNING):
-            await started.wait()
+            await started()
             nursery.cancel_scope.cancel()
             return
         host = node.hosts.get(pid.host)
         workers = getattr(host, "workers", None)
+        queued = getattr(host, "waits_in_queue", None)
+        limits = queued(pid) if queued is not None else None
         log.warning("child %s (%s) has not started %gs after its spawn%s; the supervisor waits "
                     "for it (and starts nothing after it meanwhile)", who, pid, START_WARNING,
                     f": its host {pid.host!r} runs at most {workers} process(es) at once, "
-                    "and they may all be taken" if workers else "")
-        await started.wait()
+                    "and they may all be taken" if workers else
+                    f": it waits in the queue of its host {pid.host!r}, whose limits "
+                    f"({limits}) are all taken" if limits is not None else "")
+        await started()
         nursery.cancel_scope.cancel()
 
 
@@ -880,6 +887,10 @@ class Supervisor:
                     # (chained: one raised deeper in the start keeps its traceback)
                     raise _cannot_start(spec, exc) from exc
             child.pid = pid
+            # one created waiting in its host's queue (its limits taken) has not run:
+            # the next child waits for it, as for a process waiting for a worker
+            await self._wait_started(spec, pid, functools.partial(
+                node.hosts[pid.host].wait_started, pid))
             log.debug("%s: started as %s", spec.name, pid)
             return pid
         if isinstance(target, str) and node is not None:
@@ -906,23 +917,30 @@ class Supervisor:
         with trio.CancelScope(shield=True):
             pid = await process.spawn_monitored(main, *spec.args, host=spec.host)
         child.pid = pid
-        with trio.CancelScope() as waiting:  # (cut short by a CANCEL: see ``_pump``)
-            self._start_wait = waiting
-            if self._stopping:
-                waiting.cancel()
-            try:
-                await _started_or_exited(started, node, pid, spec.name)
-            finally:
-                self._start_wait = None
-        if waiting.cancelled_caught:  # (its pid is kept: the final cleanup stops it)
-            raise ProcessError(f"supervisor {self._who()} is stopping: child {spec.id!r} "
-                               "had not started")
+        await self._wait_started(spec, pid, started.wait)
         if main.failure is not None:  # its call failed, or a nested supervisor's children
             # did not all run
             child.pid = None  # (its EXIT, on its way, is no longer this child's)
             raise main.failure
         log.debug("%s: started as %s", spec.name, pid)
         return pid
+
+    async def _wait_started(self, spec: ChildSpec, pid: Pid,
+                            started: Callable[[], Awaitable[None]]) -> None:
+        """Wait until the child ``spec``, spawned as ``pid``, runs (``started()``
+        returns) or has ended; a ``CANCEL`` cuts the wait short, a ``ProcessError``
+        (its pid is kept: the final cleanup stops it)."""
+        with trio.CancelScope() as waiting:  # (cut short by a CANCEL: see ``_pump``)
+            self._start_wait = waiting
+            if self._stopping:
+                waiting.cancel()
+            try:
+                await _started_or_exited(started, self._node, pid, spec.name)
+            finally:
+                self._start_wait = None
+        if waiting.cancelled_caught:
+            raise ProcessError(f"supervisor {self._who()} is stopping: child {spec.id!r} "
+                               "had not started")
 
     async def _stop(self, child: _Child) -> None:
         """Stop ``child``: ``CANCEL``, terminated after its ``shutdown``.

@@ -1626,6 +1626,27 @@ class WorkflowHost:
                 largest, at = n, wf.pid
         return total, largest, at
 
+    async def wait_started(self, target: Pid) -> None:
+        """Return once the workflow ``target`` runs: at once unless it waits in the
+        host's queue (:meth:`waits_in_queue`), else once it leaves it -- it runs, ended
+        without running, or the node closes."""
+        wf = self.active.get(target.id)
+        if wf is not None:
+            await self.queue.wait_run(wf)
+
+    def waits_in_queue(self, pid: Pid) -> str | None:
+        """``None`` unless the workflow ``pid`` was created but waits in the host's
+        queue, its limits taken; then those limits, in words (``"max_concurrent=1"``)."""
+        wf = self.active.get(pid.id)
+        if wf is None or not self.queue.waits(wf):
+            return None
+        limits = self.queue.limits
+        said = [f"{name}={value}" for name, value in (
+            ("max_concurrent", limits.max_concurrent),
+            ("cluster_max_concurrent", limits.cluster_max_concurrent),
+            ("rate", limits.rate)) if value is not None]
+        return ", ".join(said) or "its limits"
+
     def live_count(self) -> int:
         """Workflows running or parked (not those waiting in the queue)."""
         return sum(1 for wf in self.active.values() if not wf.done.is_set()) - \

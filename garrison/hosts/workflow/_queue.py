@@ -210,6 +210,9 @@ class WorkflowQueue:
         self._pending_at: float | None = None
         self._pending_counting = False
         self._pending_changes = 0
+        #: set (and dropped) when a waiting workflow may have stopped waiting: it runs,
+        #: ended unrun, or the node closes; made on demand by :meth:`wait_run`
+        self._moved: trio.Event | None = None
 
     # ------------------------------------------------------------ statistics
     def stats(self) -> dict[str, Any]:
@@ -398,9 +401,11 @@ class WorkflowQueue:
     def started(self, wf: WorkflowInstance) -> None:
         """``wf``'s task starts: it holds a slot until its task ends."""
         self.running.add(wf.wid)
+        self._moving()
 
     def left(self, wf: WorkflowInstance) -> None:
         """``wf``'s task ended (finished, blocked, or the node closes): its slot frees."""
+        self._moving()  # (or, waiting, it ended unrun)
         if wf.wid in self.running:
             self.running.discard(wf.wid)
             self._refused = False
@@ -436,6 +441,28 @@ class WorkflowQueue:
     def holds(self, wf: WorkflowInstance) -> bool:
         """True while ``wf`` waits in the queue."""
         return self.held.get(wf.wid) is wf
+
+    def waits(self, wf: WorkflowInstance) -> bool:
+        """True while ``wf`` has not run yet for want of a slot: it waits in the queue,
+        or was taken from it and its start is being written (the store may refuse it:
+        it waits again); not once it runs, ended unrun, or the node closes."""
+        return (wf.status is WorkflowStatus.PENDING and not wf.exited.is_set()
+                and not wf.done.is_set() and not self.host.closing
+                and self.host.active.get(wf.wid) is wf)
+
+    async def wait_run(self, wf: WorkflowInstance) -> None:
+        """Return once ``wf`` no longer :meth:`waits`: what must not count a workflow
+        as running while it waits (a service, a supervisor's child) waits so."""
+        while self.waits(wf):
+            if self._moved is None:
+                self._moved = trio.Event()
+            await self._moved.wait()
+
+    def _moving(self) -> None:
+        """A waiting workflow may have stopped waiting: :meth:`wait_run` looks again."""
+        if self._moved is not None:
+            self._moved.set()
+            self._moved = None
 
     async def start_child(self, wf: WorkflowInstance) -> None:
         """A workflow spawned ``wf`` (by its id) while it waited: it starts now, outside
@@ -530,6 +557,7 @@ class WorkflowQueue:
             return False
         del self.held[wf.wid]
         self._keys.pop(wf.wid, None)
+        self._moving()
         return True
 
     def killed(self, wf: WorkflowInstance, reason: ErrorInfo) -> bool:
@@ -598,6 +626,7 @@ class WorkflowQueue:
         self.held.clear()
         self._order.clear()
         self._keys.clear()
+        self._moving()
 
     # ------------------------------------------------------------ draining
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -706,6 +735,7 @@ class WorkflowQueue:
         if self.host.active.get(wf.wid) is wf:
             del self.host.active[wf.wid]
         wf.exited.set()
+        self._moving()
 
     def _run(self, batch: list[WorkflowInstance], results: list[Any], index: int) -> None:
         host = self.host
