@@ -501,6 +501,13 @@ BAD: list[tuple[str, str, list[str]]] = [
         ["field 'lifecycle.stop_timeout'", "expected a duration that is not negative, "
          "such as 10, '250ms'", "got '-1s'"],
     ),
+    (  # (garrison check said ok, then garrison run hung on SIGTERM without a word)
+        "stop-timeout-infinite",
+        HEAD + PROC + "  - {name: s, kind: process.service, process: p, "
+        "lifecycle: {stop_timeout: .inf}}\n",
+        ["field 'lifecycle.stop_timeout': expected a duration of at most 100 years (a stop "
+         "that waits for ever may never end: the node's stop waits for it), got inf"],
+    ),
     (  # (an infinite delay: the service was never restarted, nor given up; it was
         # reported on max_delay, "expected a duration >= initial_delay (infs)")
         "restart-delay-infinite",
@@ -1095,6 +1102,31 @@ def test_stable_threshold_0_is_refused(tmp_path: Path) -> None:
         "expected a duration longer than 0, got 0.0" for name, index in [("s", 1), ("t", 2)]]
     with pytest.raises(ValueError, match="stable_threshold"):
         Lifecycle(stable_threshold=0)
+
+
+def test_service_timeouts_over_100_years_are_refused(tmp_path: Path) -> None:
+    """As a restart delay over 100 years is: ``garrison check`` said ok to them, and a
+    ``stop_timeout`` of ``.inf`` or ``1e300`` then held the node's stop for ever without
+    a word. A tiny one (``1e-9``) is a duration like any other (README)."""
+    path, problems = problems_of(
+        tmp_path,
+        HEAD + PROC + "  - {name: s, kind: process.service, process: p, lifecycle: "
+        "{stop_timeout: 1e300, start_timeout: .inf, stable_threshold: 36501d}}\n"
+        "  - {name: t, kind: process.service, process: p, lifecycle: "
+        "{stop_timeout: 1.0e-9, start_timeout: 1.0e-9, stable_threshold: 36500d}}\n",
+    )
+    expected = "expected a duration of at most 100 years"
+    assert [line.split("field ", 1)[1] for line in problems] == [
+        f"'lifecycle.stop_timeout': {expected} (a stop that waits for ever may never end: "
+        "the node's stop waits for it), got 1e+300",
+        f"'lifecycle.start_timeout': {expected} (a start that waits for ever never fails: "
+        "what requires it waits for ever), got inf",
+        f"'lifecycle.stable_threshold': {expected} (a run never lasts for ever: the "
+        "restart count would never reset), got 3153686400.0"], problems
+    assert all(line.startswith(f"{path}: entry 'app:s'") for line in problems)
+    for field in ("start_timeout", "stop_timeout", "stable_threshold"):
+        with pytest.raises(ValueError, match=rf"^field '{field}': {expected} "):
+            Lifecycle(**{field: float("inf")})
 
 
 def test_no_restart_delay_needs_a_limit(tmp_path: Path) -> None:

@@ -989,7 +989,7 @@ async def test_a_start_waiting_for_a_worker_holds_up_no_other_service(autojump_c
           input: [waiter]
           lifecycle: {auto_start: true, start_timeout: 4s, restart: {max_attempts: 1}}
         - {name: forever, kind: process.service, process: steady, host: pool,
-           input: [forever], lifecycle: {start_timeout: .inf}}
+           input: [forever], lifecycle: {start_timeout: 36500d}}
         - {name: other, kind: process.service, process: steady, input: [other]}
     """ + _crash_loop("cr"))
     async with garrison.open_node(config=cfg) as node:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from typing import Any
 
 import pytest
@@ -124,6 +125,15 @@ def test_childspec_validation() -> None:
     with pytest.raises(ValueError, match=r"invalid shutdown 'brutal_kil': .*; or 'brutal_kill' "
                                          r"\(terminate at once\) or 'infinity'"):
         ChildSpec("w", worker, shutdown="brutal_kil")
+    # (as a restart delay: a stop of 1e300 s waited for ever; "infinity" says so)
+    for long in (1e300, "36501d"):
+        shown = re.escape(repr(long))
+        with pytest.raises(ValueError, match=rf"^child 'w': invalid shutdown {shown}: a "
+                           r"stop that waits more than 100 years may never end; give a "
+                           r"shorter duration, or 'infinity' to wait for it as long as it "
+                           r"takes$"):
+            ChildSpec("w", worker, shutdown=long)
+    assert ChildSpec("w", worker, shutdown="36500d").shutdown == 36500 * 86400
     with pytest.raises(ValueError, match="invalid child id"):
         ChildSpec("", worker)
     with pytest.raises(TypeError, match=r"child 'w'.*async"):

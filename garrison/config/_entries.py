@@ -67,6 +67,17 @@ def _finite_delay(inst: object, attribute: attrs.Attribute[Any], value: object) 
                             "that waits for ever neither restarts nor gives up)", value)
 
 
+def _at_most_100_years(why: str) -> Callable[[object, attrs.Attribute[Any], object], None]:
+    """A check that a duration is at most 100 years (``inf``, ``1e300`` are not), as a
+    restart delay's (:func:`_finite_delay`): ``why`` says what a longer one would do."""
+    def check(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+        if _is_number(value) and value > LONGEST_WAIT:
+            raise _FieldProblem(attribute.name, f"a duration of at most 100 years ({why})",
+                                value)
+
+    return check
+
+
 def _at_least_initial_delay(inst: Any, attribute: attrs.Attribute[Any], value: object) -> None:
     _finite_delay(inst, attribute, value)
     initial = inst.initial_delay
@@ -255,13 +266,17 @@ class Lifecycle:
     auto_start: bool = attrs.field(default=False, validator=_is_bool)
     singleton: bool = attrs.field(default=False, validator=_is_bool)
     requires: tuple[str, ...] = ()
-    start_timeout: float = attrs.field(default=10.0, converter=_duration,
-                                       validator=_positive_duration)
-    stop_timeout: float = attrs.field(default=10.0, converter=_duration, validator=_non_negative)
+    start_timeout: float = attrs.field(
+        default=10.0, converter=_duration, validator=[_positive_duration, _at_most_100_years(
+            "a start that waits for ever never fails: what requires it waits for ever")])
+    stop_timeout: float = attrs.field(
+        default=10.0, converter=_duration, validator=[_non_negative, _at_most_100_years(
+            "a stop that waits for ever may never end: the node's stop waits for it")])
     # > 0: with 0 every run, also one that failed at once, would reset the restart count
     # and max_attempts would never be reached
-    stable_threshold: float = attrs.field(default=5.0, converter=_duration,
-                                          validator=_positive_duration)
+    stable_threshold: float = attrs.field(
+        default=5.0, converter=_duration, validator=[_positive_duration, _at_most_100_years(
+            "a run never lasts for ever: the restart count would never reset")])
     restart: RestartPolicy = attrs.field(factory=RestartPolicy)
 
 

@@ -182,12 +182,18 @@ def _shutdown(value: object, inst: Any) -> float | str:
     if value == INFINITY:
         return math.inf
     try:
-        return parse_duration(value, what="shutdown")
+        seconds = parse_duration(value, what="shutdown")
     except ValueError as exc:  # (named by its child, as ChildSpec's other checks are)
         more = "" if not isinstance(value, str) else (
             f"; or {BRUTAL_KILL!r} (terminate at once) or {INFINITY!r} (wait for it as long "
             "as it takes)")
         raise ValueError(f"child {inst.id!r}: {exc}{more}") from None
+    # (inf is how INFINITY is kept: a spec made again from its fields takes it back)
+    if LONGEST_WAIT < seconds < math.inf:
+        raise ValueError(f"child {inst.id!r}: invalid shutdown {value!r}: a stop that waits "
+                         "more than 100 years may never end; give a shorter duration, or "
+                         f"{INFINITY!r} to wait for it as long as it takes")
+    return seconds
 
 
 def _kwargs(value: Mapping[str, Any] | None, inst: Any) -> dict[str, Any] | None:
