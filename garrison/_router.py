@@ -26,6 +26,8 @@ from .actors._values import ErrorInfo, Event, Message, Pid
 from .hosts import _kernel
 from .hosts._kernel import KILL_WARNING, Caller, NodeContext, noproc
 from .hosts.workflow._ids import check_key_size, check_text
+from .supervision._supervisor import Supervisor
+from .supervision._supervisor import spawned as supervisor_spawned
 
 if TYPE_CHECKING:
     from ._node import Node
@@ -257,6 +259,8 @@ class Router:
             checked = check_target(fn)
             pid = h.spawn(fn, args, parent=parent, link=link, monitor=monitor,
                           label=label or checked)
+            if isinstance(fn, Supervisor):  # (of two spawns of one, the first runs it)
+                supervisor_spawned(fn, pid)
             self.stats_spawned += 1  # (plain processes: a workflow's start is the
             # workflow host's to count, whatever started it)
         return pid
@@ -302,6 +306,8 @@ class Router:
         checked = check_target(fn)
         pid: Pid = h.spawn(fn, args, parent=parent, link=link, monitor=monitor,
                            label=label or checked)
+        if isinstance(fn, Supervisor):  # (of two spawns of one, the first runs it)
+            supervisor_spawned(fn, pid)
         self.stats_spawned += 1
         return pid
 

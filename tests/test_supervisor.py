@@ -776,6 +776,49 @@ async def test_one_instance_runs_in_one_process(autojump_clock: Any, node: garri
         await Supervisor([])()
 
 
+async def test_of_two_spawns_of_one_instance_the_second_one_s_process_fails(
+        autojump_clock: Any, node: garrison.Node) -> None:
+    """Spawned twice before either process ran, the instance ran in whichever process
+    trio ran first: as often as not the first spawn's failed ("already runs as" the
+    second), not the second's as the docstring says. The first spawn's runs it."""
+    for _ in range(20):
+        sup = Supervisor([ChildSpec("a", worker, args=("a", []))])
+        first = await node.spawn(sup)
+        second = await node.spawn(sup)
+        with pytest.raises(garrison.ProcessError,
+                           match=rf"RuntimeError: this Supervisor (was spawned as process "
+                           rf"{first} before process {second}: .*the first spawned|already "
+                           rf"runs as process {first})"):
+            await node.wait(second)
+        assert sup.pid == first
+        await node.wait(await node.spawn(canceller, first))
+
+
+async def test_calls_after_its_run_ended_say_how_it_ended(
+        autojump_clock: Any, node: garrison.Node) -> None:
+    """After the supervisor gave up, which_children() said "is not running; spawn it
+    first", as for one never spawned. It says how its run ended, and that it may be
+    spawned again."""
+    sup = Supervisor([ChildSpec("c", _crashes)], max_restarts=0, name="gone")
+    pid = await node.spawn(sup)
+    with pytest.raises(garrison.ProcessError, match="SupervisorGaveUp"):
+        await node.wait(pid)
+    ended = (rf"<Supervisor 'gone' one_for_one not running> is not running: its process "
+             rf"{pid} failed with SupervisorGaveUp: supervisor 'gone' \({pid}\) gave up: "
+             r"child 'c' needed restart 1 within 5s .*; spawn it again \(pid = await "
+             r"node.spawn\(sup\)\) to run it afresh")
+    with pytest.raises(RuntimeError, match=rf"^which_children\(\): {ended}"):
+        sup.which_children()
+    with pytest.raises(RuntimeError, match=rf"^start_child\(\): {ended}"):
+        await sup.start_child(ChildSpec("w", worker, args=("w", [])))
+    pid = await start(node, sup)  # (again: it runs)
+    assert [cid for cid, _, _ in sup.which_children()] == ["c"]
+    await node.wait(await node.spawn(canceller, pid))
+    with pytest.raises(RuntimeError, match=rf"is not running: its process {pid} returned "
+                       r"\(cancelled, or its node stopped\); spawn it again"):
+        sup.which_children()
+
+
 async def test_a_rerun_starts_afresh_from_its_static_children(
     autojump_clock: Any, node: garrison.Node
 ) -> None:

@@ -354,6 +354,13 @@ class _ChildMain:
         return await running
 
 
+def spawned(supervisor: Supervisor, pid: Pid) -> None:
+    """The node spawned the process ``pid`` to run ``supervisor`` (called at the spawn,
+    in spawn order): of two spawns of one instance, the first one's process runs it and
+    the second one's fails, whichever of them trio runs first."""
+    supervisor._spawns.append(pid)
+
+
 def _cannot_start(spec: ChildSpec, exc: KeyError | TypeError) -> TypeError:
     """The ``TypeError`` naming the child for a target it cannot start with: a config
     entry id that names no runnable entry (the config's ``KeyError``), or a workflow
@@ -488,7 +495,8 @@ class Supervisor:
       :meth:`restart_child`, :meth:`delete_child`, :meth:`which_children` talk to the
       running supervisor from any task or process.
     - **Binding.** An instance runs in at most one process at a time; spawning it
-      while it runs makes the second process fail with a ``RuntimeError``. After its
+      while it runs, or twice before either process runs, makes the second spawn's
+      process fail with a ``RuntimeError``. After its
       process ended it may be spawned again (that is how a supervisor restarts a
       nested supervisor) and starts afresh from the children it was built with.
 
@@ -553,6 +561,11 @@ class Supervisor:
             self.__qualname__ = f"Supervisor {name!r}"
         # state of the current run
         self._pid: Pid | None = None
+        #: the processes spawned to run it that have not run yet, in spawn order (see
+        #: :func:`spawned`): the first of them runs it, whichever trio runs first
+        self._spawns: list[Pid] = []
+        #: how its last run ended, in words (``None``: it never ran, or runs)
+        self._ended: str | None = None
         self._node: Any = None
         self._children: list[_Child] = []
         self._restarts: list[float] = []
@@ -637,14 +650,23 @@ class Supervisor:
         """Run as the current process. ``started`` (a nested supervisor's) is told
         ``None`` once every child runs, or the error that stopped it before."""
         pid = process.pid()
+        runtime = current_runtime()
+        earlier = self._spawned_before(pid, getattr(runtime, "node", None))
         if self._pid is not None:
             raise RuntimeError(
                 f"this Supervisor already runs as process {self._pid}: a Supervisor instance "
                 f"is bound to the one process that runs it (process {pid} cannot run it too); "
                 "build another Supervisor(...) to run a second one"
             )
+        if earlier is not None:  # (it runs it once trio runs it: this one must not)
+            raise RuntimeError(
+                f"this Supervisor was spawned as process {earlier} before process {pid}: "
+                "a Supervisor instance is bound to the one process that runs it, the first "
+                f"spawned (process {pid} cannot run it too); build another Supervisor(...) "
+                "to run a second one"
+            )
         self._pid = pid
-        runtime = current_runtime()
+        self._ended = None
         # a node that stops stops the children in this order, then this process
         runtime.supervises(lambda: [c.pid for c in reversed(self._children)
                                     if c.pid is not None])
@@ -658,6 +680,7 @@ class Supervisor:
         send, recv = trio.open_memory_channel[_Item](math.inf)
         self._send = send
         error: BaseException | None = None
+        ended = "was terminated (killed, or failed through a link)"  # (unless it returns)
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._pump, send)
@@ -666,7 +689,10 @@ class Supervisor:
                 except Exception as exc:  # a bug of ours: still clean up, then fail with it
                     error = exc
                 nursery.cancel_scope.cancel()
+            ended = ("returned (cancelled, or its node stopped)" if error is None else
+                     f"failed with {type(error).__name__}: {error}")
         finally:
+            self._ended = f"its process {pid} {ended}"
             self._stopping = True
             self._send = None
             send.close()
@@ -680,6 +706,24 @@ class Supervisor:
                     f"supervisor {self._who()} stopped before its children all ran"))
         if error is not None:
             raise error
+
+    def _spawned_before(self, pid: Pid, node: Any) -> Pid | None:
+        """``pid`` runs now: it no longer waits to (``_spawns``). The first process
+        spawned before it to run this instance that has not run yet and still may (it is
+        alive), or ``None``; those that ended without running are dropped."""
+        spawns = self._spawns
+        if pid not in spawns:
+            return None  # (a child's process: its parent started it alone)
+        at = spawns.index(pid)
+        before = spawns[:at]
+        del spawns[at]
+
+        def alive(other: Pid) -> bool:
+            host = node.hosts.get(other.host) if node is not None else None
+            return host is not None and bool(host.is_alive(other))
+
+        self._spawns = [other for other in spawns if alive(other)]
+        return next((other for other in before if other in self._spawns), None)
 
     async def _pump(self, send: trio.MemorySendChannel[_Item]) -> None:
         async for event in process.events():
@@ -1027,6 +1071,10 @@ class Supervisor:
         return self._send
 
     def _check_running(self, what: str) -> None:
+        if self._pid is None and self._ended is not None and not self._spawns:
+            raise RuntimeError(
+                f"{what}: {self!r} is not running: {self._ended}; spawn it again (pid = "
+                "await node.spawn(sup)) to run it afresh from its children's specs")
         if self._pid is None:
             raise RuntimeError(
                 f"{what}: {self!r} is not running; spawn it first "
