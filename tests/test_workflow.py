@@ -1728,6 +1728,11 @@ async def test_config_workflow_host_has_its_own_store(store_spec: str) -> None:
         assert store.get_workflow("o1").status == "completed"
 
 
+async def keyword_only(n: int, *, rush: bool) -> int:
+    """A keyword-only parameter without a default: no start can give it."""
+    return n
+
+
 async def start_child_with(args: list[Any]) -> str:
     """A workflow spawning a child workflow with ``args``; the error it got, by type."""
     try:
@@ -1760,6 +1765,15 @@ async def test_bad_arguments_fail_at_start_workflow_with_nothing_stored(
         with pytest.raises(TypeError, match=r"takes 1 argument\(s\) \(order\), but it was "
                            r"given 2"):
             await node.start_workflow(app.typed, 1, 2, id="two")
+        # (it said 'takes 1 argument(s) (n, *, rush), but it was given 1': a workflow is
+        # given positional arguments only, which can never give rush)
+        for args in [(1,), (1, True)]:
+            with pytest.raises(TypeError, match=(
+                    r"^workflow test_workflow:keyword_only \(id 'kw'\) has no default for "
+                    r"the keyword-only parameter\(s\) 'rush' of \(n, \*, rush\), but a "
+                    r"workflow is given positional arguments only \(no start can give a "
+                    r"keyword argument\): give each a default, or make it positional$")):
+                await node.start_workflow(keyword_only, *args, id="kw")
         assert node.workflows() == []
         assert await node.start_workflow(app.steps, 1, 2, id="fine") is not None
         assert await node.workflow("fine").result() == 3

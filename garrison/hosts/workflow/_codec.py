@@ -98,17 +98,26 @@ def arity_problem(fn: Any, name: str, args: typing.Sequence[Any], given: str) ->
     if least >= 0 and least <= len(args) and (most is None or len(args) <= most):
         return None
     signature = inspect.signature(fn)
+    params = signature.parameters.values()
+    kinds = inspect.Parameter
+    shown = signature.replace(  # its parameters as written, without annotations
+        parameters=[p.replace(annotation=kinds.empty) for p in params],
+        return_annotation=inspect.Signature.empty)
+    if least < 0:  # (however many it was given: none binds)
+        # a workflow is given positional arguments only (start_workflow's *args, a JSON
+        # array in the journal, JSON_ARGS, a schedule's input), never a keyword
+        names = ", ".join(repr(p.name) for p in params
+                          if p.kind is kinds.KEYWORD_ONLY and p.default is kinds.empty)
+        return (f"workflow {name} has no default for the keyword-only parameter(s) "
+                f"{names} of {shown}, but a workflow is given positional arguments only "
+                "(no start can give a keyword argument): give each a default, or make it "
+                "positional")
     try:
         signature.bind(*args)
     except TypeError as exc:
         why = str(exc)
     else:  # pragma: no cover - the range above says it cannot bind
         return None
-    params = signature.parameters.values()
-    kinds = inspect.Parameter
-    shown = signature.replace(  # its parameters as written, without annotations
-        parameters=[p.replace(annotation=kinds.empty) for p in params],
-        return_annotation=inspect.Signature.empty)
     positional = [p for p in params
                   if p.kind in (kinds.POSITIONAL_ONLY, kinds.POSITIONAL_OR_KEYWORD)]
     required = sum(1 for p in positional if p.default is kinds.empty)
