@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import garrison
-from garrison import RetryPolicy, process, workflow
+from garrison import Pid, RetryPolicy, process, workflow
 
 #: what the activities did, in order (reset by the tests)
 LOG: list[Any] = []
@@ -220,3 +220,13 @@ async def packs_and_charges(item: str) -> str:
     packing = workflow.start(pack, item)
     packed = await packing
     return f"{packed} {await paying}"
+
+
+async def notifies(to: Pid) -> str:
+    """Takes a pid: from JSON, its 'host/id' text."""
+    return str(to)
+
+
+async def keyword_only(item: str, *, rush: bool) -> str:
+    """A keyword-only parameter without a default, which no start can give."""
+    return f"{item} {rush}"

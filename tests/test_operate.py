@@ -689,6 +689,21 @@ def test_cli_refusals_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture
          'positional arguments)'),
         (("start", "ops_app:parent_of_one", "[1]"), 2,
          "workflow ops_app:parent_of_one takes 0 argument(s) (), but JSON_ARGS gives 1"),
+        # (a pid is its 'host/id' text: it was told to give an object of its fields,
+        # which was then refused for not being the 'host/id' text)
+        (("start", "ops_app:notifies", '["badpid"]'), 2,
+         "argument 1 (to) of workflow ops_app:notifies as Pid: expected a pid as its "
+         "'host/id' text, got a string \"badpid\""),
+        (("start", "ops_app:notifies", '[{"host": "workflows", "id": "x"}]'), 2,
+         "as Pid: expected a pid as its 'host/id' text, got an object {"),
+        # (it said 'takes 1 argument(s) (item, *, rush), but JSON_ARGS gives 1')
+        (("start", "ops_app:keyword_only", '["a"]'), 2,
+         "workflow ops_app:keyword_only has no default for the keyword-only parameter(s) "
+         "'rush' of (item, *, rush), but a workflow is given positional arguments only "
+         "(no start can give a keyword argument): give each a default, or make it "
+         "positional"),
+        (("start", "ops_app:keyword_only", '["a", true]'), 2,
+         "has no default for the keyword-only parameter(s) 'rush'"),
         (("terminate", "done"), 1, "cannot terminate workflow 'done': it is completed"),
         (("terminate", "ghost"), 1, "no workflow 'ghost'"),
         (("terminate", "done", "--reason", ""), 2,

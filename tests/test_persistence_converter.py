@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import decimal
 import enum
 import json
 import sys
@@ -279,6 +280,46 @@ def test_bad_json_and_bad_pid_raise_payload_error() -> None:
         from_json('"no-slash"', Pid)
     with pytest.raises(PayloadError):
         structure("2026-01-01T00:00:00", dt.datetime)  # naive: no timezone
+
+
+@attrs.frozen
+class _Notice:
+    to: Pid
+
+
+def test_a_pid_is_restored_from_its_text_and_anything_else_is_told_so() -> None:
+    """A Pid is an attrs class stored as its ``host/id`` text: a bad one was told
+    ``expected a JSON object with its fields (host, id)``, and that object then
+    ``expected a 'host/id' string``; nested, only ``expected Pid``."""
+    assert structure("workflows/o-1", Pid) == Pid("workflows", "o-1")
+    assert structure({"to": "a/b/c"}, _Notice) == _Notice(Pid("a", "b/c"))
+    for value, hint, said in [
+            ("badpid", Pid, """as Pid: expected a pid as its 'host/id' text, got a string """
+                            '"badpid"'),
+            ({"host": "workflows", "id": "x"}, Pid, "as Pid: expected a pid as its 'host/id' "
+             'text, got an object {"host": "workflows", "id": "x"}'),
+            (None, Pid, "expected a pid as its 'host/id' text, got null"),
+            ("/x", Pid, "expected a pid as its 'host/id' text, got a string \"/x\""),
+            ({"to": {"host": "a", "id": "b"}}, _Notice,
+             "field 'to': expected a pid as its 'host/id' text, got an object {"),
+            (["a/b", 5], list[Pid], "at [1]: expected a pid as its 'host/id' text, got an "
+             "integer 5")]:
+        with pytest.raises(PayloadError) as info:
+            structure(value, hint, what="argument 1")
+        assert said in str(info.value), str(info.value)
+        assert "its fields" not in str(info.value)
+
+
+def test_a_type_no_value_is_restored_as_says_which_types_are_durable() -> None:
+    """cattrs' advice, ``Register a structure hook for it``, is for its converter, which
+    is garrison's own: no application can."""
+    for value, hint in [("1.5", decimal.Decimal), (["2026-01-02"], list[dt.date]),
+                        ([1, "2"], tuple[int, decimal.Decimal])]:
+        with pytest.raises(PayloadError) as info:
+            structure(value, hint, what="argument 1")
+        said = str(info.value)
+        assert "no value is restored as " in said and "are durable" in said, said
+        assert "Register" not in said, said
 
 
 def test_raw_json_and_str_enum_keys() -> None:
@@ -640,6 +681,23 @@ def test_a_named_tuple_with_annotations_as_strings_is_restored() -> None:
     with pytest.raises(PayloadError, match=r"as _Spot: at \[0\]: expected an integer, "
                        'got a string "2"'):
         from_json('["2", "b"]', _Spot, what="x")
+
+
+
+def test_a_fixed_tuple_or_named_tuple_given_no_array_says_so() -> None:
+    """A string was taken for its characters (``expected 2 values (int, str), got 1:
+    "x"``), an object for its keys (``at [0]: expected an integer, got a string "x"``)."""
+    for value, hint, said in [
+            ("x", _Spot, 'as _Spot: expected an array of 2 values (int, str), got a string "x"'),
+            ({"x": 1, "y": "a"}, _Spot, "expected an array of 2 values (int, str), got an "
+             'object {"x": 1, "y": "a"}'),
+            ({"a": 1, "b": "c"}, tuple[int, str], "as tuple[int, str]: expected an array of "
+             "2 values (int, str), got an object"),
+            ({"p": 5}, dict[str, tuple[int, str]], "at ['p']: expected an array of 2 values "
+             "(int, str), got an integer 5")]:
+        with pytest.raises(PayloadError) as info:
+            structure(value, hint, what="x")
+        assert said in str(info.value), str(info.value)
 
 
 _picks: list[Any] = []

@@ -135,7 +135,10 @@ def _structure_datetime(value: Any, _type: Any) -> _dt.datetime:
 def _structure_pid(value: Any, _type: Any) -> Pid:
     if isinstance(value, Pid):
         return value
-    return Pid.parse(value)
+    try:
+        return Pid.parse(value)
+    except ValueError:  # (an attrs class, but stored as its text: not from its fields)
+        raise _mismatch("a pid as its 'host/id' text", value) from None
 
 
 def _structure_uuid(value: Any, _type: Any) -> uuid.UUID:
@@ -153,7 +156,8 @@ _JSON_KINDS: dict[type, str] = {str: "a string", bool: "a boolean", int: "an int
 
 
 class _ScalarMismatch(TypeError):
-    """A JSON value of the wrong type for ``str``, ``int``, ``float`` or ``bool``."""
+    """A JSON value of the wrong type for ``str``, ``int``, ``float`` or ``bool`` (or
+    for a ``Pid``, stored as its ``host/id`` text; a fixed tuple, as an array)."""
 
 
 def _mismatch(expected: str, value: object) -> TypeError:
@@ -211,6 +215,9 @@ def _structure_fixed_tuple(value: Any, hint: Any) -> tuple[Any, ...]:
     """cattrs' restoring of a tuple of fixed length, but one of another length says the
     two lengths (cattrs' says ``invalid value``)."""
     members = get_args(hint)
+    if not isinstance(value, list | tuple):  # (not a string's characters, an object's keys)
+        raise _mismatch(f"an array of {len(members)} values "
+                        f"({', '.join(map(_hint_name, members))})", value)
     if len(value) != len(members):
         shown = json.dumps(value, default=repr)
         raise _LengthMismatch(
@@ -758,15 +765,18 @@ def _conversion_failed(value: object, exc: Exception, what: str) -> PayloadError
         "the limit with sys.set_int_max_str_digits())")
 
 
+#: the types a value stored or restored may have (what a refused one is told)
+_DURABLE = ("only builtins (dict with str keys, list, tuple, str, int, float, bool, None), "
+            "attrs classes, dataclasses, enums, aware datetimes, uuid.UUID and Pid are "
+            "durable")
+
+
 def _payload_error(value: object, exc: _Unconvertible, what: str) -> PayloadError:
     bad = exc.value
     path = None if bad is value else _path_to(value, bad)
     where = ("" if bad is value else f" at {path.lstrip('.')}" if path
              else f" (inside a {_type_name(value)})")
-    reason = exc.reason or (
-        "only builtins (dict with str keys, list, tuple, str, int, float, bool, None), "
-        "attrs classes, dataclasses, enums, aware datetimes, uuid.UUID and Pid are durable"
-    )
+    reason = exc.reason or _DURABLE
     return PayloadError(
         f"cannot store {what}: a value of type {_type_name(bad)}{where} "
         f"cannot be converted to JSON: {reason}"
@@ -901,6 +911,9 @@ def structure(obj: Any, type_hint: Any = Any, *, what: str = "value") -> Any:
     except (_ScalarMismatch, _LengthMismatch) as exc:
         raise PayloadError(f"cannot restore {what} as {_hint_name(type_hint)}: {exc}") from None
     except Exception as exc:
+        if _no_hook(exc):
+            raise PayloadError(f"cannot restore {what} as {_hint_name(type_hint)}: "
+                               f"{_no_hook(exc)}") from None
         why = unrestorable(type_hint)
         if why is not None:
             raise PayloadError(f"cannot restore {what}: {why}") from None
@@ -957,9 +970,21 @@ def _format_exception(exc: BaseException, hint: Any) -> str:
         return "expected a JSON object"
     if isinstance(exc, (_ScalarMismatch, _LengthMismatch)):  # (they name what was found)
         return str(exc)
+    if _no_hook(exc):
+        return _no_hook(exc)
     if isinstance(exc, ValueError) and isinstance(hint, type) and issubclass(hint, enum.Enum):
         return _not_a_member(hint, exc)
     return cattrs.v.format_exception(exc, hint)
+
+
+def _no_hook(exc: BaseException) -> str:
+    """What a value of a type no hook restores (``Decimal``, ``date``) is told: the types
+    that are durable, not cattrs' ``Register a structure hook for it`` (on a converter
+    of garrison's own, which no application reaches); ``""`` for any other ``exc`` (a
+    name not resolved, ``ForwardRef('Money')``, is no type: cattrs' words name it)."""
+    if isinstance(exc, StructureHandlerNotFoundError) and isinstance(exc.type_, type):
+        return f"no value is restored as {_hint_name(exc.type_)}: {_DURABLE}"
+    return ""
 
 
 def _not_a_member(hint: type[enum.Enum], exc: ValueError) -> str:
