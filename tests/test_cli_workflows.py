@@ -1005,6 +1005,33 @@ def test_a_row_whose_text_is_not_utf8_is_named_by_id_the_others_listed(
                         "cannot page past an id that is not UTF-8 text)\n"), err
 
 
+def test_a_row_holding_a_blob_that_is_not_utf8_is_named_as_text_that_is_not(
+        capsys: pytest.CaptureFixture[str], sqlite_path: str) -> None:
+    """The same bytes stored as a BLOB (not as text) are the same damaged row, named by
+    id, for every command that reads it (they were a bare UnicodeDecodeError traceback,
+    exit 1); a BLOB that is UTF-8 text is read as that text."""
+    _plain_store(sqlite_path)
+    raw = sqlite3.connect(sqlite_path)
+    raw.execute("UPDATE workflows SET input = x'5bff5d' WHERE workflow_id = 'w1'")
+    raw.execute("UPDATE workflows SET memo = x'7b7d', name = x'6170703a666c6f77' "
+                "WHERE workflow_id = 'w2'")
+    raw.commit()
+    raw.close()
+    said = (f"garrison workflows: store {sqlite_path!r} is damaged: workflow 'w1': its "
+            "input is not UTF-8 text (byte 1 of it is 0xff)")
+    code, out, err = cli_here(capsys, "--store", sqlite_path, "list")
+    assert code == 2, err
+    assert [line.split()[0] for line in out.splitlines()] == ["ID", "w0", "w2", "w3", "w4"]
+    assert err == said + "; the other workflows are listed\n", err
+    for command in ("show", "cancel", "terminate", "history", "export", "retry"):
+        code, out, err = cli_here(capsys, "--store", sqlite_path, command, "w1")
+        assert (code, out, err) == (2, "", said + "\n"), command
+    code, out, err = cli_here(capsys, "--store", sqlite_path, "replay", "--id", "w1")
+    assert code == 2 and err.startswith(said), err
+    code, out, err = cli_here(capsys, "--store", sqlite_path, "show", "w2", "--json")
+    assert code == 0 and json.loads(out)["name"] == "app:flow", err
+
+
 def _journaled(path: str, ids: tuple[str, ...]) -> None:
     """Workflows of ``workflow_app:steps`` with two records of their journal, written
     straight to the store (no node: fast): a replay finds each ok."""

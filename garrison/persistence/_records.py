@@ -175,8 +175,13 @@ class WorkflowRecord:
 
     @classmethod
     def from_row(cls, row: Sequence[Any]) -> WorkflowRecord:
-        """Build from a row in :attr:`COLUMNS` order; :class:`DamagedRecord` naming the
-        workflow and the column for a JSON column that holds no JSON."""
+        """Build from a row in :attr:`COLUMNS` order (a text column that is not UTF-8
+        read as its ``bytes``); :class:`DamagedRecord` naming the workflow and the
+        column for a JSON column that holds no JSON, or a column that is not UTF-8
+        text."""
+        if bytes in map(type, row):  # (a BLOB, or not UTF-8: SQLite's)
+            DamagedRecord.check_text(row)
+            row = [value.decode() if type(value) is bytes else value for value in row]
         try:
             return cls._from_row(row)
         except json.JSONDecodeError as exc:

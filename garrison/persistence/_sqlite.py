@@ -72,7 +72,6 @@ from ._group_commit import (
     interrupted,
 )
 from ._records import (
-    DamagedRecord,
     InboxRecord,
     JournalRecord,
     PromiseRecord,
@@ -1263,9 +1262,7 @@ class SQLiteStore(StoreShortcuts):
         except sqlite3.OperationalError as exc:
             if not str(exc).startswith("Could not decode to UTF-8"):
                 raise
-            rows = self._query(sql, params, raw_text=True)
-            for row in rows:
-                DamagedRecord.check_text(row)
+            rows = self._query(sql, params, raw_text=True)  # (named by from_row)
         return [WorkflowRecord.from_row(row) for row in rows]
 
     def get_workflow(self, workflow_id: str) -> WorkflowRecord | None:
