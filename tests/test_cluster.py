@@ -2059,6 +2059,47 @@ async def test_an_odd_control_row_of_a_refused_workflow_does_not_stop_the_claims
             look.close()
 
 
+async def test_a_claimed_workflow_whose_row_is_damaged_is_named_and_the_others_run(
+        postgres_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """A workflow whose row holds no JSON where JSON belongs (a hand edit) is named in
+    one error line when a claim takes it, at the node's start and in a later round, and
+    left as it is; the node runs the others. The claim raised: the node did not start,
+    and a later round's claim failed every round."""
+    import logging
+
+    import trio
+    from _stores import sql
+
+    from garrison.persistence import Transaction, open_store
+
+    with open_store(postgres_url) as store:
+        for wid in ("bad", "ok"):
+            store.write(Transaction().create_workflow(wid, "cluster_app:steps", [2, 0.01]))
+    sql(postgres_url, "UPDATE workflows SET input = '[bad' WHERE workflow_id = 'bad'")
+    async with garrison.open_node(store=postgres_url, name="t", lease="30s") as t:
+        with trio.fail_after(10):
+            assert await t.workflow("ok").result() == [0, 1]
+        look = Look(postgres_url)
+        try:
+            sql(postgres_url, "INSERT INTO workflows (workflow_id, name, status, input, "
+                              "created, updated) SELECT 'bad2', name, status, input, "
+                              "created, updated FROM workflows WHERE workflow_id = 'bad'")
+            look.store.write(Transaction().create_workflow("ok2", "cluster_app:steps",
+                                                           [2, 0.01]))
+            t._members[0].poke()  # (a tool's start notifies; these writes did not)
+            with trio.fail_after(10):
+                assert await t.workflow("ok2").result() == [0, 1]
+            assert look.owners() == {"bad": "t", "bad2": "t"}
+        finally:
+            look.close()
+    said = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert said == [f"cannot resume workflow {wid}: workflow {wid!r}: its input is not JSON "
+                    "(Expecting value: line 1 column 2 (char 1))" for wid in ("bad", "bad2")]
+    assert sql(postgres_url, "SELECT workflow_id, input, status FROM workflows WHERE "
+                             "workflow_id IN ('bad', 'bad2') ORDER BY workflow_id") == [
+        ("bad", "[bad", "pending"), ("bad2", "[bad", "pending")]
+
+
 async def test_a_stale_terminate_of_a_refused_workflow_is_consumed_by_one_claim(
         postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """A terminate of an earlier attempt asks nothing of a workflow (it was retried

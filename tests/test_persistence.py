@@ -513,6 +513,40 @@ def test_a_damaged_journal_record_is_named_by_workflow_and_seq(store_spec: str) 
                                           f"record seq {seq} is {said}")
 
 
+def test_unfinished_workflows_reads_past_damaged_rows_it_is_given_a_list_for(
+        store_spec: str) -> None:
+    """Recovery's read of the unfinished workflows takes a list for the damaged rows
+    (``DamagedRecord``): each is added there and the others read past it, in order
+    (one damaged row raised out of the whole read, and a node did not start). Without
+    the list the first is raised, as before. On SQLite an id that is not UTF-8 text is
+    read past too."""
+    from garrison.persistence import DamagedRecord
+
+    ids = [f"w{i}" for i in range(7)]
+    with open_store(store_spec) as store:
+        for wid in ids:
+            store.write(Transaction().create_workflow(wid, "app:flow", [1]))
+    broken = {"w1": "input", "w4": "memo"}
+    for wid, column in broken.items():
+        sql(store_spec, f"UPDATE workflows SET {column} = '[bad' WHERE workflow_id = ?",
+            (wid,))
+    if not store_spec.startswith("postgresql://"):
+        sql(store_spec, "UPDATE workflows SET workflow_id = CAST(x'77ff' AS TEXT) "
+                        "WHERE workflow_id = 'w5'")
+    with open_store(store_spec) as store:
+        with pytest.raises(DamagedRecord):
+            store.unfinished_workflows()
+        damaged: list[DamagedRecord] = []
+        read = [r.workflow_id for r in store.unfinished_workflows(damaged)]
+        named = [(d.workflow_id, d.column) for d in damaged]
+    if store_spec.startswith("postgresql://"):
+        assert (read, named) == (["w0", "w2", "w3", "w5", "w6"],
+                                 [("w1", "input"), ("w4", "memo")])
+    else:
+        assert (read, named) == (["w0", "w2", "w3", "w6"],
+                                 [("w1", "input"), ("w4", "memo"), ("w\udcff", "workflow_id")])
+
+
 def test_a_transaction_commits_whole_or_not_at_all(store: SQLiteStore) -> None:
     _workflow(store, "sender")
     _workflow(store, "receiver")

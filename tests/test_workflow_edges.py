@@ -1104,3 +1104,39 @@ async def test_a_node_names_a_workflow_whose_journal_is_damaged_and_runs_the_oth
     [said] = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert said == ("cannot resume workflow bad: workflow 'bad': the outcome of its journal "
                     "record seq 2 is not UTF-8 text (byte 7 of it is 0xff)"), said
+
+
+async def test_a_node_names_a_workflow_whose_row_is_damaged_and_runs_the_others(
+        tmp_path: Any, caplog: pytest.LogCaptureFixture, autojump_clock: Any) -> None:
+    """A node opening a store where a workflow's row is damaged (text that is not
+    UTF-8, a BLOB that is not, a JSON column that is no JSON) starts, runs the other
+    workflows and names each damaged one and its column in one error line, also when a
+    tool's wakeup of it is waiting; the damaged row is left as it was (the node did not
+    start: a traceback of the first damaged row it read)."""
+    import logging
+
+    from _stores import sql
+
+    from garrison.persistence import Transaction
+
+    db = str(tmp_path / "wf.db")
+    damage = {"a": ("CAST(x'5bff5d' AS TEXT)", "is not UTF-8 text (byte 1 of it is 0xff)"),
+              "b": ("x'5bff5d'", "is not UTF-8 text (byte 1 of it is 0xff)"),
+              "c": ("'[bad'", "is not JSON (Expecting value: line 1 column 2 (char 1))")}
+    open_store(db).close()
+    with open_store(db, lock=False) as tool:  # (a tool: each leaves a wakeup)
+        for wid in ("a", "good", "b", "c"):
+            tool.write(Transaction().create_workflow(wid, "workflow_app:steps", [0, 3]))
+    for wid, (value, _said) in damage.items():
+        sql(db, f"UPDATE workflows SET input = {value} WHERE workflow_id = ?", (wid,))
+    async with garrison.open_node(store=db) as node:
+        with trio.fail_after(5):
+            assert await node.workflow("good").result() == 3
+            await trio.sleep(1)  # (the tools' wakeups are taken)
+    said = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert said == [f"cannot resume workflow {wid}: workflow {wid!r}: its input {what}"
+                    for wid, (_value, what) in damage.items()], said
+    rows = sql(db, "SELECT workflow_id, typeof(input), hex(input), status FROM workflows "
+                   "WHERE workflow_id != 'good' ORDER BY workflow_id")
+    assert rows == [("a", "text", "5BFF5D", "pending"), ("b", "blob", "5BFF5D", "pending"),
+                    ("c", "text", "5B626164", "pending")], rows

@@ -40,6 +40,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import socket
 import time
@@ -52,9 +53,11 @@ import psycopg
 from .._errors import StoreError, StoreLocked
 from ._pg_schema import CHANNEL_MAX
 from ._pg_write import _quote, cut_connection
-from ._records import WorkflowRecord, requested_attempt
+from ._records import DamagedRecord, WorkflowRecord, requested_attempt
 
 __all__ = ["LIVE", "ClusterNode", "PgCluster", "Run", "epoch_lock_class"]
+
+log = logging.getLogger("garrison.workflow")
 
 #: seconds after which the body of a long node-to-node message nobody took is deleted
 MESSAGE_TTL = 3600.0
@@ -94,6 +97,22 @@ def _refusing(refused: Iterable[str] | None, blocked: Iterable[Run] | None) -> l
     runs = list(blocked or ())
     return [list(refused or ()), [r[0] for r in runs], [r[1] for r in runs],
             [r[2] for r in runs]]
+
+
+def _claimed(rows: Iterable[Any]) -> list[WorkflowRecord]:
+    """The records of the workflows a claim took (``rows`` in ``COLUMNS`` order). A
+    damaged row (:class:`DamagedRecord`) is left out, named in one error line, as a
+    SQLite node's start names one: it stays claimed by this node, unrun and as it is
+    (claimed by nobody, it would be claimed again, and named, every round), until this
+    node leaves. It failed the claim, and so the node's start or its cluster rounds."""
+    records: list[WorkflowRecord] = []
+    for row in rows:
+        try:
+            records.append(WorkflowRecord.from_row(row))
+        except DamagedRecord as exc:
+            log.error("cannot resume workflow %s: %s", exc.workflow_id, exc,
+                      extra={"workflow_id": exc.workflow_id})
+    return records
 
 
 #: psycopg's error for a wait past its timeout (an ``OperationalError``)
@@ -507,7 +526,7 @@ class PgCluster:
             f"RETURNING {_CLAIMED}",
             (*_refusing(refused, blocked), limit, self.epoch, self.name,
              self.epoch)).fetchall()
-        records = [WorkflowRecord.from_row(r) for r in rows]
+        records = _claimed(rows)
         if refused or blocked:
             records = self._drop_stale(conn, records, set(refused or ()), set(blocked or ()))
         return records
@@ -524,7 +543,7 @@ class PgCluster:
         s = self._s
 
         def take(conn: psycopg.Connection[Any]) -> list[WorkflowRecord]:
-            return [WorkflowRecord.from_row(r) for r in conn.execute(
+            return _claimed(conn.execute(
                 f"WITH c AS (SELECT w.workflow_id FROM {s}.workflows w "
                 "WHERE w.workflow_id = ANY(%s) AND w.status = 'pending' "
                 f"AND ({_ORPHANED.replace('{s}', s)} OR w.owner_epoch = %s) "
@@ -535,7 +554,7 @@ class PgCluster:
                 f"WHERE w.workflow_id = c.workflow_id AND {s}.fence(%s, NULL) "
                 f"RETURNING {_CLAIMED}",
                 (list(workflow_ids), self.epoch, self.epoch, self.name,
-                 self.epoch)).fetchall()]
+                 self.epoch)).fetchall())
 
         return self._claiming(take)
 
@@ -546,7 +565,7 @@ class PgCluster:
         rows = self._rows(
             f"SELECT {WorkflowRecord.COLUMNS} FROM {{s}}.workflows WHERE owner_epoch = %s "
             f'AND {_UNFINISHED} ORDER BY created, workflow_id COLLATE "C"', (self.epoch,))
-        return [WorkflowRecord.from_row(r) for r in rows]
+        return _claimed(rows)
 
     def _drop_stale(self, conn: psycopg.Connection[Any], records: list[WorkflowRecord],
                     refused: set[str], blocked: set[Run]) -> list[WorkflowRecord]:

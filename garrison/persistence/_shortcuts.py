@@ -11,14 +11,35 @@ never relies on this class (it talks to :class:`~garrison.persistence.Store`).
 from __future__ import annotations
 
 import datetime as _dt
+import math
 from contextlib import AbstractContextManager, nullcontext
 from types import TracebackType
 from typing import Any, Self
 
-from ._records import FINAL_STATUSES, StoreStatistics, WorkflowRecord, WorkflowStatus
+from ._records import (
+    FINAL_STATUSES,
+    DamagedRecord,
+    StoreStatistics,
+    WorkflowRecord,
+    WorkflowStatus,
+)
 from ._transaction import Transaction
 
 __all__ = ["StoreShortcuts"]
+
+#: the rows one read of :meth:`StoreShortcuts.unfinished_workflows` takes around a
+#: damaged row (one at a time near it)
+_DAMAGE_PAGE = 500
+
+
+def _text(value: str) -> bool:
+    """Whether ``value`` is text a store can hold (no lone surrogate: the bytes of an id
+    that is not UTF-8, as a :class:`DamagedRecord` names it)."""
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class StoreShortcuts:
@@ -58,9 +79,43 @@ class StoreShortcuts:
         """Counters of the write path (transactions, group-commit batches, ...)."""
         return StoreStatistics(**self._stats)
 
-    def unfinished_workflows(self) -> list[WorkflowRecord]:
-        """Every workflow not completed, failed or cancelled, oldest first (recovery)."""
-        return self.list_workflows([s for s in WorkflowStatus if s not in FINAL_STATUSES])
+    def unfinished_workflows(self, damaged: list[DamagedRecord] | None = None
+                             ) -> list[WorkflowRecord]:
+        """Every workflow not completed, failed or cancelled, oldest first (recovery).
+        A damaged row (:class:`DamagedRecord`) is raised; with ``damaged``, it is added
+        there instead and the others are read past it (page by page, keyset), so that
+        one damaged row does not keep a node from resuming every other workflow."""
+        statuses = [s for s in WorkflowStatus if s not in FINAL_STATUSES]
+        try:
+            return self.list_workflows(statuses)
+        except DamagedRecord:
+            if damaged is None:
+                raise
+        records: list[WorkflowRecord] = []
+        after: tuple[_dt.datetime | float, str] | None = None
+        limit = _DAMAGE_PAGE
+        while True:
+            try:
+                page = self.list_workflows(statuses, after=after, limit=limit)
+            except DamagedRecord as exc:
+                if limit > 1:
+                    limit = 1  # find it: one row at a time from here
+                    continue
+                damaged.append(exc)
+                if _text(exc.workflow_id):
+                    after = (exc.created if exc.created is not None else 0.0,
+                             exc.workflow_id)
+                elif exc.created is not None:  # its id is not UTF-8 text: no read
+                    after = (math.nextafter(exc.created, math.inf), "")  # pages past it
+                else:
+                    return records
+                continue
+            if not page:
+                return records
+            records.extend(page)
+            last = page[-1]
+            after = (last.created if last.created is not None else 0.0, last.workflow_id)
+            limit = _DAMAGE_PAGE
 
     def deliver(self, workflow_id: str, topic: str, payload: Any = None, **kw: Any) -> int | None:
         """``write(Transaction().deliver(...))``; returns the inbox row id."""

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 from .._errors import StoreError
 from ..actors._values import Pid
 from ._records import (
+    DamagedRecord,
     InboxRecord,
     JournalRecord,
     PromiseRecord,
@@ -147,8 +148,11 @@ class Store(Protocol):
         used only when that workflow no longer exists."""
         ...
 
-    def unfinished_workflows(self) -> list[WorkflowRecord]:
-        """Every workflow not completed, failed or cancelled (for recovery)."""
+    def unfinished_workflows(self, damaged: list[DamagedRecord] | None = None
+                             ) -> list[WorkflowRecord]:
+        """Every workflow not completed, failed or cancelled (for recovery). With
+        ``damaged``, a damaged row (:class:`DamagedRecord`) is added to it and the
+        others read, not raised."""
         ...
 
     # -- journal -------------------------------------------------------------------

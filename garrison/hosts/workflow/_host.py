@@ -219,6 +219,8 @@ class WorkflowHost:
         self._soon_writing = trio.Lock()
         #: ``control`` inbox rows asking nothing more, whose consume is being written
         self.discarding: set[int] = set()
+        #: workflows whose row is damaged (a DamagedRecord), named in the log once
+        self.damaged: set[str] = set()
         #: parked workflows whose status the store may not show yet
         self._parked: set[WorkflowInstance] = set()
         #: workflows that left an activity's outcome in their buffer (``outcome_left``)

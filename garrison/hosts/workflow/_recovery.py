@@ -24,7 +24,7 @@ import trio
 from ..._errors import StoreError
 from ..._targets import import_target
 from ...actors._values import ErrorInfo, Pid
-from ...persistence import Transaction, WorkflowRecord, WorkflowStatus
+from ...persistence import DamagedRecord, Transaction, WorkflowRecord, WorkflowStatus
 from ._core import added, cancelled_error
 from ._inbox import CONTROL, item_from_record, stale_request
 from ._instance import WorkflowInstance
@@ -179,8 +179,11 @@ async def resume_all(host: WorkflowHost, nursery: trio.Nursery) -> None:
     paused = _pause_gc()
     try:
         ownership = host.ownership
+        damaged: list[DamagedRecord] = []  # (each left as it is, named, not resumed)
         records = (ownership.first_claim() if ownership is not None
-                   else host.store.unfinished_workflows())
+                   else host.store.unfinished_workflows(damaged))
+        for exc in damaged:
+            _named_damaged(host, exc, "resume")
         for record in records:
             if record.workflow_id in host.active or host.starting(record.workflow_id):
                 continue  # started (or refreshed) meanwhile
@@ -314,8 +317,22 @@ async def watch_wakeups(host: WorkflowHost) -> None:
                 return  # the node is closing (its store may be closed already)
             if schedule:
                 host.scheduler.reload(wid)  # the wakeup names a schedule
-            else:
+                continue
+            try:
                 refresh(host, wid)
+            except DamagedRecord as exc:  # its row: left as it is, the node runs on
+                _named_damaged(host, exc, "load")
+
+
+def _named_damaged(host: WorkflowHost, exc: DamagedRecord, what: str) -> None:
+    """Name the workflow whose row is damaged (``exc``) in one error line, once while
+    the node runs (a tool's wakeup of it, met after the node's start named it, is not
+    said again)."""
+    if exc.workflow_id in host.damaged:
+        return
+    host.damaged.add(exc.workflow_id)
+    log.error("cannot %s workflow %s: %s", what, exc.workflow_id, exc,
+              extra={"workflow_id": exc.workflow_id})
 
 
 def refresh(host: WorkflowHost, wid: str, *, starting: bool = False) -> None:
