@@ -968,6 +968,31 @@ def test_a_damaged_row_is_named_by_id_the_others_listed_and_exit_2(
     assert code == 0 and "w2" in out, err
 
 
+def test_a_search_filter_names_rows_whose_search_attributes_are_damaged(
+        capsys: pytest.CaptureFixture[str], sqlite_path: str) -> None:
+    """``list --search`` on a store where a row's search attributes are no JSON, or not
+    UTF-8 text, lists the matching workflows and names the damaged rows, exit 2, as a
+    plain ``list`` does (it was "SQLite error (malformed JSON)", nothing listed)."""
+    _plain_store(sqlite_path)
+    raw = sqlite3.connect(sqlite_path)
+    raw.execute("UPDATE workflows SET search = '{bad' WHERE workflow_id = 'w1'")
+    raw.execute("UPDATE workflows SET search = CAST(x'7bff7d' AS TEXT) "
+                "WHERE workflow_id = 'w3'")
+    raw.commit()
+    raw.close()
+    code, out, err = cli_here(capsys, "--store", sqlite_path, "list", "--search", "n=2")
+    assert code == 2, err
+    assert [line.split()[0] for line in out.splitlines()] == ["ID", "w2"]
+    assert err.count("\n") == 1, err
+    assert err.startswith(f"garrison workflows: store {sqlite_path!r} is damaged: "
+                          "workflow 'w1': its search is not JSON ("), err
+    assert err.endswith("(and 1 other workflow(s): 'w3'); the other workflows are "
+                        "listed\n"), err
+    code, out, err = cli_here(capsys, "--store", sqlite_path, "list", "--search",
+                              'n={"a": 1}', "--json")  # (an object: compared apart)
+    assert code == 2 and json.loads(out) == [] and "'w1'" in err and "'w3'" in err, (out, err)
+
+
 def test_a_row_whose_text_is_not_utf8_is_named_by_id_the_others_listed(
         capsys: pytest.CaptureFixture[str], sqlite_path: str) -> None:
     """A row holding text that is not UTF-8 (a damaged page, bytes written by another

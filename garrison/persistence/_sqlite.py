@@ -185,12 +185,14 @@ def _json_same(a: Any, b: Any) -> bool:
     return type(a) is type(b) and bool(a == b)
 
 
-def _json_equal(stored: str | None, wanted: str) -> bool:
+def _json_equal(stored: object, wanted: str) -> bool:
     """The SQL function ``garrison_json_equal``: a stored search attribute's object or
     array (its JSON text) against a filter's, by :func:`_json_same` (a comparison of
     their texts would tell ``{"a":1,"b":2}`` from ``{"b":2,"a":1}``, ``[1]`` from
-    ``[1.0]``, where PostgreSQL's store matches them)."""
-    if stored is None:
+    ``[1.0]``, where PostgreSQL's store matches them). A stored value that is no
+    object or array (a number, as ``json_extract`` gives it) does not match: the
+    filter's ``json_type`` test beside this call is not always evaluated first."""
+    if type(stored) is not str:
         return False
     try:
         return _json_same(json.loads(stored), json.loads(wanted))
@@ -1307,25 +1309,33 @@ class SQLiteStore(StoreShortcuts):
             statuses = [status] if isinstance(status, str) else list(status)
             where.append(f"status IN ({', '.join('?' * len(statuses))})")
             params.extend(parse_status(s).value for s in statuses)
+        matches: list[str] = []
         for key, value in (search or {}).items():
             path = "$." + json.dumps(str(key))
             text = search_json(key, value)
             if text[0] in "{[":  # an object or array: compared as jsonb compares them
-                where.append("json_type(search, ?) = ? AND "
-                             "garrison_json_equal(json_extract(search, ?), ?)")
+                matches.append("json_type(search, ?) = ? AND "
+                               "garrison_json_equal(json_extract(search, ?), ?)")
                 params.extend((path, "object" if text[0] == "{" else "array", path, text))
                 continue
-            where.append("json_extract(search, ?) IS json_extract(?, '$')")
+            matches.append("json_extract(search, ?) IS json_extract(?, '$')")
             params.append(path)
             params.append(text)
             # json_extract makes true and false the numbers 1 and 0: the JSON type tells
             # them apart (a number matches a number of the same value, as in jsonb)
             if isinstance(value, bool):
-                where.append("json_type(search, ?) = ?")
+                matches.append("json_type(search, ?) = ?")
                 params.extend([path, "true" if value else "false"])
             elif isinstance(value, int | float):
-                where.append("json_type(search, ?) IN ('integer', 'real')")
+                matches.append("json_type(search, ?) IN ('integer', 'real')")
                 params.append(path)
+        if matches:
+            # a row whose search attributes are no JSON (a hand edit, a damaged page) is
+            # selected, not compared (SQLite's json functions fail the whole read on
+            # it): reading it raises the DamagedRecord that names it, as a read without
+            # a search filter does (CASE evaluates only the branch it takes)
+            where.append(f"CASE WHEN json_valid(search) THEN {' AND '.join(matches)} "
+                         "ELSE 1 END")
         if parent is not None:
             where.append("parent = ?")
             params.append(str(parent))
