@@ -49,7 +49,8 @@ def cmd_schedules(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> None:
     from .persistence._file import store_error
 
-    store = tools.open_store(args.store)
+    # (a verb that only reads opens a store on a read-only file system read-only)
+    store = tools.open_store(args.store, reads=args.sc_command in _READS)
     try:
         _COMMANDS[args.sc_command](store, args)
     except ToolError:
@@ -139,3 +140,5 @@ def _delete(store: Any, args: argparse.Namespace) -> None:
 
 _COMMANDS = {"list": _list, "pause": _pause, "resume": _resume, "trigger": _trigger,
              "delete": _delete}
+#: the verbs that only read (``reads``: a store on a read-only file system is read)
+_READS = frozenset({"list"})

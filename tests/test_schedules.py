@@ -1723,6 +1723,43 @@ def cli(*args: str) -> Any:
     return SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())
 
 
+def test_cli_lists_the_schedules_of_a_store_on_a_read_only_file_system(
+        tmp_path: Path) -> None:
+    """A backup on a read-only mount: ``schedules list``, which writes nothing, opened
+    it as a tool (to write) and refused, "cannot be opened for writing: Read-only file
+    system", exit 2 (``workflows list`` read it). It reads it read-only now; a verb that
+    writes still fails, in one line, exit 2."""
+    import textwrap
+
+    from test_persistence_file import _read_only_available, run_on_read_only
+
+    if not _read_only_available(tmp_path):
+        pytest.skip("needs unshare and mount in a user namespace")
+    data = tmp_path / "ro"
+    data.mkdir()
+    path = str(data / "wf.db")
+    with open_store(path) as store:
+        store.write(Transaction().put_schedule(
+            "nightly", host="workflows", workflow="schedule_app:job", every=3600.0,
+            catchup_window=60.0, next_tick=None))
+    code = textwrap.dedent(
+        f"""
+        import contextlib, io, sys
+        from garrison._cli import main
+        for args in (["list"], ["list", "--json"], ["pause", "nightly"]):
+            out = io.StringIO()
+            with contextlib.redirect_stdout(out):
+                code = main(["schedules", "--store", {path!r}, *args])
+            print(args[0], code, "nightly" in out.getvalue(), flush=True)
+        """
+    )
+    done = run_on_read_only(data, code)
+    assert done.stdout.splitlines() == ["list 0 True", "list 0 True",
+                                        "pause 2 False"], done.stderr
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr, done.stderr
+    assert path in done.stderr and "Read-only file system" in done.stderr
+
+
 async def test_cli_without_a_node(tmp_path: Path, autojump_clock: Any) -> None:
     import json
 
