@@ -73,6 +73,32 @@ async def test_a_restart_keeps_the_attempts_made_and_the_backoff(
     assert _timers(db, "w") == []
 
 
+@pytest.mark.parametrize("wait", [0.01, 60])
+async def test_a_workflow_stopped_in_a_retry_backoff_stays_sleeping_in_the_store(
+        autojump_clock: object, tmp_path: Any, wait: float) -> None:
+    """The node stopped while an awaited activity waited to retry: its handle said
+    ``sleeping`` but the store ``running`` (the end of the backoff, cancelled by the
+    stop, queued ``running`` for the stop's last write), so ``garrison workflows``
+    disagreed with the node."""
+    db = str(tmp_path / "s.db")
+    async with garrison.open_node(store=db) as node:
+        await node.start_workflow(_calls, "call", id="w")
+        await trio.sleep(wait)  # (before and after the host records parked ones)
+        assert node.workflow("w").status() == "sleeping"
+    assert node.workflow("w").status() == "sleeping"
+    store = SQLiteStore(db, lock=False)
+    try:
+        [record] = store.list_workflows()
+    finally:
+        store.close()
+    assert record.status == "sleeping"
+    async with garrison.open_node(store=db) as node:  # (a resumption: running again)
+        await trio.sleep(1)
+        assert node.workflow("w").status() == "sleeping"
+        with pytest.raises(garrison.WorkflowFailed, match="service down"):
+            await node.workflow("w").result()
+
+
 async def test_a_cancel_ends_retries_resumed_after_a_restart(
         autojump_clock: object, tmp_path: Any) -> None:
     db = str(tmp_path / "s.db")

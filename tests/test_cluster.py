@@ -928,6 +928,34 @@ async def test_a_drain_moves_a_workflow_waiting_to_retry_an_activity_at_once(
         assert record.attempts == 2
 
 
+async def test_a_workflow_drained_in_a_retry_backoff_stays_sleeping_in_the_store(
+        postgres_url: str) -> None:
+    """The drain cancelled the backoff and that end queued ``running``, written as the
+    workflow left: until another node took it, the store said ``running`` and the
+    handle too, for a workflow that only waits for its retry timer."""
+    import cluster_app
+    import trio
+
+    def stored() -> str:
+        record = look.store.get_workflow("r")
+        return "" if record is None else str(record.status)
+
+    async with garrison.open_node(store=postgres_url, name="t", lease="30s") as node:
+        await node.start_workflow(cluster_app.retries_until_b, id="r")
+        look = Look(postgres_url)
+        try:
+            with trio.fail_after(10):
+                while stored() != "sleeping":  # (the host records parked ones shortly)
+                    await trio.sleep(0.02)
+            node.drain()
+            with trio.fail_after(5):
+                await node.drained()  # (no other node: nobody takes it)
+            assert stored() == "sleeping"
+            assert node.workflow("r").status() == "sleeping"
+        finally:
+            look.close()
+
+
 def _most_at_once(spans: dict[str, tuple[float, float]]) -> int:
     """The most of these (first step, last step) spans that overlap at one moment."""
     return max(sum(1 for lo, hi in spans.values() if lo <= t <= hi)

@@ -796,10 +796,13 @@ class Activities(WorkflowCore):
                     self.backoff = None
                     if parks:
                         self.status = WorkflowStatus.RUNNING
-                        if self.stored_status is not WorkflowStatus.RUNNING:
-                            self.buffered().update_workflow(self.wid,
-                                                            status=WorkflowStatus.RUNNING)
-                            self.stored_status = WorkflowStatus.RUNNING
+            # it runs on (the backoff ended, or a cancel request ended it): ``running``
+            # with its next commit; not when the node's stop or a hand-over cancelled
+            # the wait (their Cancelled goes past this scope), where the store keeps
+            # ``sleeping``, as for any sleeping workflow (``_wait``)
+            if parks and self.stored_status is not WorkflowStatus.RUNNING:
+                self.buffered().update_workflow(self.wid, status=WorkflowStatus.RUNNING)
+                self.stored_status = WorkflowStatus.RUNNING
         if self.cancel_requested and not self.cancel_delivered:
             self._deliver_cancel(seq)
 
