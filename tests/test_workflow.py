@@ -97,11 +97,11 @@ async def test_a_start_of_another_function_under_an_id_in_use_warns(
     pid = await node.start_workflow(app.steps, 0, 2, id="taken")
     assert await node.workflow("taken").result() == 2
     with caplog.at_level(logging.WARNING, logger="garrison.workflow"):
-        assert await node.start_workflow(app.steps, 1, 2, id="taken") == pid
+        assert await node.start_workflow(app.steps, 0, 2, id="taken") == pid
         assert not caplog.records  # the same function: an ordinary idempotent start
         assert await node.start_workflow(app.approval, "x", id="taken") == pid
     assert [r.getMessage() for r in caplog.records] == [
-        "workflow taken exists already, running workflow_app:steps: this start of "
+        "workflow taken exists already (workflow_app:steps, completed): this start of "
         "workflow_app:approval returns its pid and leaves it as it is (give the new "
         "workflow another id)"]
     assert caplog.records[0].workflow_id == "taken"
@@ -122,6 +122,22 @@ async def test_a_start_with_other_arguments_under_an_id_in_use_warns(
         'workflow open exists already, started with other arguments (["doc-1"], not '
         '["doc-2"]): this start returns its pid and leaves it as it is (give the new '
         "workflow another id)"]
+
+
+async def test_a_start_with_other_arguments_of_a_finished_workflow_warns(
+        node: garrison.Node, caplog: pytest.LogCaptureFixture) -> None:
+    """Finished on this node, it was silent (the node kept no arguments of its finished
+    ones, and read none), where a node that opened the store afresh warned."""
+    pid = await node.start_workflow(app.steps, 0, 2, id="done")
+    assert await node.workflow("done").result() == 2
+    with caplog.at_level(logging.WARNING, logger="garrison.workflow"):
+        assert await node.start_workflow(app.steps, 0, 2, id="done") == pid
+        assert not caplog.records
+        assert await node.start_workflow(app.steps, 1, 2, id="done") == pid
+    assert [r.getMessage() for r in caplog.records] == [
+        "workflow done exists already, started with other arguments ([0, 2], not [1, 2]): "
+        "this start returns its pid and leaves it as it is (give the new workflow another "
+        "id)"]
 
 
 async def test_lambda_and_closure_are_refused(node: garrison.Node) -> None:

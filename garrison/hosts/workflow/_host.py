@@ -1496,31 +1496,47 @@ class WorkflowHost:
     def _exists_as_another(self, wid: str, name: str, plain_input: list[Any]) -> None:
         """A start of ``name`` with ``plain_input`` found ``wid`` taken: it returns that
         workflow's pid (a start is idempotent by id), and warns if that workflow runs
-        another function, or was started with other arguments (a start of the wrong
-        function, or of another order, under an id in use is easily missed; the
-        arguments of one finished a while ago, whose row is not read again for this,
-        are not compared)."""
+        another function (said with its status), or was started with other arguments (a
+        start of the wrong function, or of another order, under an id in use is easily
+        missed). The arguments of one this node finished are read from its row: only
+        here, where the id exists (a new id's start reads nothing for this)."""
         live = self.active.get(wid)
         known = self.finished.get(wid)
         there_input: list[Any] | None = None
         if live is not None:
             there: str | None = live.name
+            status = live.status.value
             there_input = live.input_plain
         elif known is not None:
-            there = known[3]
+            status, there = known[0], known[3]
+            if there == name:
+                record = self._row_for_a_warning(wid)
+                there_input = None if record is None else record.input
         else:
             record = self.store.get_workflow(wid)
             there = None if record is None else record.name
+            status = "" if record is None else str(record.status)
             there_input = None if record is None else record.input
         if there is not None and there != name:
-            log.warning("workflow %s exists already, running %s: this start of %s returns "
-                        "its pid and leaves it as it is (give the new workflow another id)",
-                        wid, there, name, extra={"workflow_id": wid})
+            log.warning("workflow %s exists already (%s, %s): this start of %s returns its "
+                        "pid and leaves it as it is (give the new workflow another id)",
+                        wid, there, status, name, extra={"workflow_id": wid})
         elif there_input is not None and there_input != plain_input:
             log.warning("workflow %s exists already, started with other arguments (%s, not "
                         "%s): this start returns its pid and leaves it as it is (give the "
                         "new workflow another id)", wid, _cut(there_input), _cut(plain_input),
                         extra={"workflow_id": wid})
+
+    def _row_for_a_warning(self, wid: str) -> WorkflowRecord | None:
+        """The row of ``wid``, which this node finished, for the arguments it was started
+        with; ``None`` if it is gone (deleted since) or cannot be read: then nothing is
+        compared (the start itself does not depend on it)."""
+        try:
+            return self.store.get_workflow(wid)
+        except Exception as exc:
+            log.debug("workflow %s: its row could not be read to compare its arguments: "
+                      "%s", wid, exc, extra={"workflow_id": wid})
+            return None
 
     async def cancel_workflow(self, wid: str) -> bool:
         """``handle.cancel()``: :meth:`request_cancel`, returning once it is committed.
