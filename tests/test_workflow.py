@@ -1928,6 +1928,20 @@ async def test_after_the_node_closed_result_raises_and_status_is_the_stored_one(
         assert await node.workflow("w1").result() == ["go", 7]
 
 
+async def test_after_an_in_memory_node_closed_result_says_nothing_resumes_it(
+        autojump_clock: Any) -> None:
+    """It said the workflow resumes when a node opens its store again: that store was
+    in memory, gone with the node."""
+    async with garrison.open_node() as node:
+        await node.start_workflow(app.receiver, id="w1")
+        await trio.sleep(1)
+    with pytest.raises(RuntimeError) as raised:
+        await node.workflow("w1").result()
+    assert str(raised.value) == (
+        "the node has stopped: workflow 'w1' did not end here (it was waiting; its store "
+        "was in memory and went with the node: nothing resumes it)")
+
+
 @pytest.mark.parametrize(("target", "error"), [
     ("calls_sys_exit", "SystemExit: 3"),
     ("raises_asyncio_cancelled", "CancelledError: from asyncio")])

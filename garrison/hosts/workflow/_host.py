@@ -1782,6 +1782,11 @@ class WorkflowHost:
                     # a process of this node: the node's stop ends it next, as every
                     # other process (quietly), not with this error logged as its failure
                     await trio.sleep_forever()
+                if self.store.path is None:  # (no store to open again: gone with it)
+                    raise RuntimeError(
+                        f"the node has stopped: workflow {wid!r} did not end here (it "
+                        f"was {wf.status}; its store was in memory and went with the "
+                        f"node: nothing resumes it)")
                 raise RuntimeError(
                     f"the node has stopped: workflow {wid!r} did not end here (it is "
                     f"{wf.status}; it resumes when a node opens its store again)")
