@@ -238,8 +238,8 @@ class WorkflowMoved(StoreError):
 class NoSuchWorkflow(GarrisonError, LookupError):
     """A workflow id that is not in the store."""
 
-    def __init__(self, workflow_id: str) -> None:
-        super().__init__(f"no workflow with id {workflow_id!r} in the store")
+    def __init__(self, workflow_id: str, hint: str = "") -> None:
+        super().__init__(f"no workflow with id {workflow_id!r} in the store{hint}")
         self.workflow_id = workflow_id
 
 

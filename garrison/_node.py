@@ -578,8 +578,10 @@ class Node:
         from ._handle import WorkflowHandle
 
         if not isinstance(id, str):
+            # (a workflow's pid, from start_workflow, is easily taken for its handle's key)
+            given = f" (pass its id: pid.id, {id.id!r})" if isinstance(id, Pid) else ""
             raise TypeError(f"a workflow id must be a string, got {type(id).__name__}: "
-                            f"{id!r}")
+                            f"{id!r}{given}")
 
         return WorkflowHandle(self, self._workflow_host(host), id)
 

@@ -511,6 +511,27 @@ async def test_a_workflow_id_that_is_not_a_str_is_a_type_error(node: garrison.No
             node.workflow(wid)  # type: ignore[arg-type]
 
 
+async def test_a_workflows_pid_or_its_text_given_for_its_id_says_so(
+        node: garrison.Node) -> None:
+    """A new user's first try, ``node.workflow(pid)`` or ``node.workflow(str(pid))``:
+    a bare ``got Pid`` and ``no workflow with id 'workflows/f1'``."""
+    pid = await node.start_workflow(app.steps, 0, 1, id="f1")
+    with pytest.raises(TypeError, match=r"got Pid: .* \(pass its id: pid\.id, 'f1'\)$"):
+        node.workflow(pid)  # type: ignore[arg-type]
+    handle = node.workflow(str(pid))
+    hint = (f"^no workflow with id '{pid}' in the store \\(a pid's text\\? its id is "
+            f"'f1'\\)$")
+    with pytest.raises(garrison.NoSuchWorkflow, match=hint):
+        handle.status()
+    with pytest.raises(garrison.NoSuchWorkflow, match=hint):
+        await handle.result()
+    with pytest.raises(garrison.NoSuchWorkflow, match=hint):
+        await handle.signal("go")
+    with pytest.raises(garrison.NoSuchWorkflow, match=r"'workflows/nope' in the store$"):
+        node.workflow("workflows/nope").status()  # (no such id there: no hint)
+    assert await node.workflow(pid.id).result() == 1
+
+
 async def test_a_wrong_type_to_a_public_function_is_refused_naming_the_argument(
         node: garrison.Node) -> None:
     """A new user's wrong types said only what Python said deep inside (``'int' object

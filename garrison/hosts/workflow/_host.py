@@ -1813,7 +1813,7 @@ class WorkflowHost:
             if self.active.get(wid) is not here or wid in self.finished:
                 return await self.result(wid, hint)  # it came (or ended) here meanwhile
             if record is None:
-                raise NoSuchWorkflow(wid)
+                raise await run_blocking(self.no_such, wid)
             status = WorkflowStatus(record.status)
             if status is WorkflowStatus.PENDING and not self.client and self.resumed:
                 refresh(self, wid)  # a tool created it; its wakeup is not here yet
@@ -1866,7 +1866,7 @@ class WorkflowHost:
             return WorkflowStatus(self.finished[wid][0])
         record = await run_blocking(self.store.get_workflow, wid)
         if record is None:
-            raise NoSuchWorkflow(wid)
+            raise await run_blocking(self.no_such, wid)
         return WorkflowStatus(record.status)
 
     def status(self, wid: str) -> WorkflowStatus:
@@ -1877,7 +1877,24 @@ class WorkflowHost:
             return WorkflowStatus(self.finished[wid][0])
         record = self.store.get_workflow(wid)
         if record is None:
-            raise NoSuchWorkflow(wid)
+            raise self.no_such(wid)
         return WorkflowStatus(record.status)
 
-
+    def no_such(self, wid: str) -> NoSuchWorkflow:
+        """``NoSuchWorkflow`` for ``wid``, which this host does not hold; when ``wid``
+        reads as a pid's text (``workflows/f1``, ``str(pid)`` given for ``pid.id``) and
+        a workflow host of this node holds that id, it says so. The error's path only:
+        it may read the store."""
+        host, sep, ident = wid.partition("/")
+        there = self.node.hosts.get(host) if sep and ident else None
+        if not isinstance(there, WorkflowHost):
+            return NoSuchWorkflow(wid)
+        try:
+            held = (ident in there.active or ident in there.finished
+                    or there.store.get_workflow(ident) is not None)
+        except Exception:  # (a closed store, say: no hint, the error stands)
+            held = False
+        if not held:
+            return NoSuchWorkflow(wid)
+        other = "" if there is self else f", on host {host!r}"
+        return NoSuchWorkflow(wid, f" (a pid's text? its id is {ident!r}{other})")
