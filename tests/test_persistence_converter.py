@@ -175,6 +175,27 @@ def test_payload_error_names_where_it_was_found() -> None:
         to_json([{"a": {3: 4}}], what="x")
 
 
+def test_a_coroutine_is_named_as_a_missing_await() -> None:
+    """An activity called without ``await`` gives a coroutine: ``a value of type
+    coroutine`` did not say what went wrong."""
+
+    async def fetch() -> int:
+        return 1
+
+    for value, where in ((None, ""), ([], " at \\[0\\]")):
+        coro = fetch()
+        try:
+            with pytest.raises(PayloadError, match=f"a value of type coroutine{where} "
+                                                   r"\(a coroutine: a missing await\?\) "
+                                                   "cannot be converted to JSON"):
+                to_json(coro if value is None else [coro], what="x")
+        finally:
+            coro.close()
+    with pytest.raises(PayloadError) as info:
+        to_json(object(), what="x")
+    assert "await" not in str(info.value)
+
+
 def test_an_int_too_long_for_text_and_a_value_nested_too_deep_are_named() -> None:
     """helper-208: they read ``converting a value of type list failed: ValueError:
     Exceeds the limit (4300 digits)...`` (the argument list named, not the int) or

@@ -472,6 +472,33 @@ async def test_a_dict_of_non_str_keys_without_a_declared_key_type_is_still_refus
         keys.format("the top") in said
 
 
+@garrison.activity
+async def _adds_one(x: int) -> int:
+    return x + 1
+
+
+_NOT_AWAITED: list[Any] = []
+
+
+async def _forgets_await(x: int) -> int:
+    coro = _adds_one(x)  # (the slip this test makes)
+    _NOT_AWAITED.append(coro)  # (closed by the test: no "never awaited" warning later)
+    return coro
+
+
+async def test_an_activity_result_returned_without_await_says_so(
+        node: garrison.Node) -> None:
+    await node.start_workflow(_forgets_await, 1, id="noawait")
+    try:
+        with pytest.raises(garrison.WorkflowFailed,
+                           match=r"a value of type coroutine \(a coroutine: a missing "
+                                 r"await\?\) cannot be converted to JSON"):
+            await node.workflow("noawait").result()
+    finally:
+        while _NOT_AWAITED:
+            _NOT_AWAITED.pop().close()
+
+
 async def test_unknown_workflow(node: garrison.Node) -> None:
     from garrison._errors import NoSuchWorkflow
 

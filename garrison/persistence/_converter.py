@@ -777,8 +777,10 @@ def _payload_error(value: object, exc: _Unconvertible, what: str) -> PayloadErro
     where = ("" if bad is value else f" at {path.lstrip('.')}" if path
              else f" (inside a {_type_name(value)})")
     reason = exc.reason or _DURABLE
+    # (a call of an async function, an activity's too, not awaited: a new user's slip)
+    missed = " (a coroutine: a missing await?)" if isinstance(bad, types.CoroutineType) else ""
     return PayloadError(
-        f"cannot store {what}: a value of type {_type_name(bad)}{where} "
+        f"cannot store {what}: a value of type {_type_name(bad)}{where}{missed} "
         f"cannot be converted to JSON: {reason}"
     )
 
