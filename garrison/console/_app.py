@@ -56,10 +56,14 @@ BODY_TIMEOUT = 10.0
 #: it arrives: ``/login`` is open to anyone, and a body read whole before any check
 #: would let any client fill the node's memory
 MAX_BODY = 1024 * 1024
-#: the request bodies read at once, at most (each up to MAX_BODY, for up to
-#: BODY_TIMEOUT): one more is refused at once (503), so that clients that each send
-#: most of a body and stall (``/login`` is open to anyone) cannot fill the node's memory
-BODIES_AT_ONCE = 32
+#: the largest login form read (bytes): a token and the page to go back to. ``/login``
+#: is open to anyone, so its bodies are kept small and few (``LOGINS_AT_ONCE``)
+LOGIN_MAX_BODY = 16 * 1024
+#: the login forms read at once, at most (each up to LOGIN_MAX_BODY, for up to
+#: BODY_TIMEOUT): one more is refused at once (503), so that anonymous clients that
+#: each send part of a form and stall cannot fill the node's memory. Only logins count:
+#: a flood of them must not refuse the requests of those logged in (a session, a token)
+LOGINS_AT_ONCE = 32
 #: a workflow's action URLs (a GET there is 405, unless a workflow has that very id)
 #: a promise action's path as sent, still percent-encoded (``rest``: id and name)
 _PROMISE_ACTION = re.compile(r"/api/workflows/(?P<rest>.+)/(?:resolve|reject)$")
@@ -149,7 +153,7 @@ def make_app(backend: Backend, *, token: str | None = None, loopback: bool = Tru
         if request.method == "POST":
             # a urlencoded form (no multipart parser needed)
             try:
-                raw = await _read_body(request)
+                raw = await _read_body(request, login=True)
             except ApiError as exc:
                 return Response(exc.message + "\n", status_code=exc.status,
                                 media_type="text/plain")
@@ -345,7 +349,7 @@ def make_app(backend: Backend, *, token: str | None = None, loopback: bool = Tru
                                                        sqlite3.DatabaseError: store_error,
                                                        json.JSONDecodeError: store_error,
                                                        HTTPException: http_error})
-    app.state.bodies = 0  # the request bodies being read now (see _read_body)
+    app.state.logins = 0  # the login forms being read now (see _read_body)
     return Guard(_text_path(app), token=token, loopback=loopback,
                  forwarded_allow_ips=forwarded_allow_ips, session_idle=session_idle,
                  session_max_age=session_max_age)
@@ -465,28 +469,33 @@ def _encode(content: Any) -> tuple[bytes, str]:
 _FIELDS = {"topic": "str", "payload": "any", "value": "any", "message": "str"}
 
 
-async def _read_body(request: Request) -> bytes:
-    """The request's body, at most :data:`MAX_BODY` bytes: 413 for a longer one, from
-    its ``Content-Length`` before anything is read, or as the bytes arrive; 503 before
-    anything is read while :data:`BODIES_AT_ONCE` others are being read."""
-    too_long = ApiError(413, f"the request body is over {MAX_BODY // 1024} KiB, the "
+async def _read_body(request: Request, *, login: bool = False) -> bytes:
+    """The request's body, at most :data:`MAX_BODY` bytes (the ``login`` form's:
+    :data:`LOGIN_MAX_BODY`): 413 for a longer one, from its ``Content-Length`` before
+    anything is read, or as the bytes arrive. A login form is refused (503) before
+    anything is read while :data:`LOGINS_AT_ONCE` others are being read."""
+    limit = LOGIN_MAX_BODY if login else MAX_BODY
+    too_long = ApiError(413, "the login form is over 16 KiB, the console's limit" if login
+                        else f"the request body is over {MAX_BODY // 1024} KiB, the "
                              "console's limit (a larger payload or value: garrison workflows "
                              "signal/resolve, or the Python API)")
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_BODY:
+    if declared.isdigit() and int(declared) > limit:
         raise too_long
+    if not login:
+        return await _read_chunks(request, too_long, limit)
     state = request.app.state
-    if state.bodies >= BODIES_AT_ONCE:
-        raise ApiError(503, f"the console is reading {BODIES_AT_ONCE} request bodies at "
+    if state.logins >= LOGINS_AT_ONCE:
+        raise ApiError(503, f"the console is reading {LOGINS_AT_ONCE} login forms at "
                             "once, its limit: try again in a moment")
-    state.bodies += 1
+    state.logins += 1
     try:
-        return await _read_chunks(request, too_long)
+        return await _read_chunks(request, too_long, limit)
     finally:
-        state.bodies -= 1
+        state.logins -= 1
 
 
-async def _read_chunks(request: Request, too_long: ApiError) -> bytes:
+async def _read_chunks(request: Request, too_long: ApiError, limit: int) -> bytes:
     """The body of :func:`_read_body`, as it arrives."""
     chunks: list[bytes] = []
     size = 0
@@ -496,7 +505,7 @@ async def _read_chunks(request: Request, too_long: ApiError) -> bytes:
         try:
             async for chunk in request.stream():
                 size += len(chunk)
-                if size > MAX_BODY:
+                if size > limit:
                     raise too_long
                 chunks.append(chunk)
         except ClientDisconnect:  # (a tab closed mid-POST: nobody to answer, no error)
