@@ -200,8 +200,8 @@ def _list(store: Any, args: argparse.Namespace) -> None:
         rows = [] if search is None else store.list_workflows(
             statuses or None, search or None, limit=args.limit, **select)
     except DamagedRecord:  # list the others, then name the damaged rows
-        rows = _list_around_damage(store, statuses or None, search or None, damaged,
-                                   args.limit, select)
+        rows = store.list_past_damage(statuses or None, search or None, damaged,
+                                      args.limit, **select)
     if args.json:
         _print_json([_record(r) for r in rows])
     elif not rows:
@@ -213,7 +213,7 @@ def _list(store: Any, args: argparse.Namespace) -> None:
         _print_table(("ID", "NAME", "STATUS", "UPDATED", "SEARCH"), table)
     if damaged:
         sys.stdout.flush()
-        cut = damaged[-1].workflow_id if _unreadable_id(damaged[-1]) else None
+        cut = None if damaged[-1].id_is_text else damaged[-1].workflow_id
         raise _Fail(f"store {store.path or args.store!r} is damaged: {damaged[0]}"
                     + (f" (and {len(damaged) - 1} other workflow(s): "
                        f"{', '.join(repr(d.workflow_id) for d in damaged[1:6])}"
@@ -221,10 +221,6 @@ def _list(store: Any, args: argparse.Namespace) -> None:
                     + ("; the other workflows are listed" if cut is None else
                        f"; the workflows before {cut!r} in this order are listed, not those "
                        "after it (a read cannot page past an id that is not UTF-8 text)"), 2)
-
-
-#: the rows one read of :func:`_list_around_damage` takes (one at a time near a damaged one)
-_DAMAGE_PAGE = 500
 
 
 def _statuses(given: list[str]) -> list[str]:
@@ -237,50 +233,6 @@ def _statuses(given: list[str]) -> list[str]:
             raise _Fail(f"--status {status!r} is not a workflow status: expected one of "
                         f"{', '.join(known)}", 2)
     return list(dict.fromkeys(statuses))
-
-
-def _list_around_damage(store: Any, statuses: Any, search: Any,
-                        damaged: list[DamagedRecord], most: int | None,
-                        select: dict[str, Any]) -> list[Any]:
-    """The workflows ``list`` shows (at most ``most``; ``select``: the order and id
-    prefix), read page by page (keyset, in that order, as ``list_workflows`` gives
-    them) so that a damaged row (:class:`DamagedRecord`) is stepped over and added to
-    ``damaged``, not the end of the listing."""
-    rows: list[Any] = []
-    after: tuple[Any, str] | None = None
-    limit = _DAMAGE_PAGE
-    while most is None or len(rows) < most:
-        if most is not None:
-            limit = min(limit, most - len(rows))
-        try:
-            page = store.list_workflows(statuses, search, after=after, limit=limit,
-                                        **select)
-        except DamagedRecord as exc:
-            if limit > 1:
-                limit = 1  # find it: one row at a time from here
-                continue
-            damaged.append(exc)
-            if _unreadable_id(exc):
-                return rows  # (no read selects past it: the message says so)
-            after = (exc.created if exc.created is not None else 0.0, exc.workflow_id)
-            continue
-        if not page:
-            return rows
-        rows.extend(page)
-        last = page[-1]
-        after = (last.created, last.workflow_id)
-        limit = _DAMAGE_PAGE if limit == 1 else limit
-    return rows
-
-
-def _unreadable_id(damaged: DamagedRecord) -> bool:
-    """Whether the damaged row's own id is not UTF-8 text (named with its bad bytes as
-    lone surrogates, which no read can select after)."""
-    try:
-        damaged.workflow_id.encode()
-    except UnicodeEncodeError:
-        return True
-    return False
 
 
 def _show(store: Any, args: argparse.Namespace) -> None:
@@ -497,10 +449,10 @@ def _replay(store: Any, args: argparse.Namespace) -> None:
         except DamagedRecord:  # (as list steps over them)
             rows: list[DamagedRecord] = []
             ids = [r.workflow_id
-                   for r in _list_around_damage(store, statuses or None, None, rows, None, {})]
+                   for r in store.list_past_damage(statuses or None, None, rows)]
             damaged.update((d.workflow_id, d) for d in rows)
             ids += list(damaged)
-            cut = rows[-1].workflow_id if _unreadable_id(rows[-1]) else None
+            cut = None if rows[-1].id_is_text else rows[-1].workflow_id
 
     gone = _check_imports(store, [wid for wid in ids if wid not in damaged], args.module)
 

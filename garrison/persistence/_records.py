@@ -267,6 +267,16 @@ class DamagedRecord(json.JSONDecodeError):
                 damaged.args = (f"workflow {wid!r}: its {column} is {damaged.msg}",)
                 raise damaged from None
 
+    @property
+    def id_is_text(self) -> bool:
+        """Whether the damaged row's own id is UTF-8 text: one that is not is named with
+        its bad bytes as lone surrogates, which no read can select after."""
+        try:
+            self.workflow_id.encode()
+        except UnicodeEncodeError:
+            return False
+        return True
+
     @classmethod
     def journal_text(cls, row: Sequence[Any], index: int) -> Any:
         """Column ``index`` of the journal ``row`` as text, if it was read as ``bytes``

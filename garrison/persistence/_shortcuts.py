@@ -27,19 +27,9 @@ from ._transaction import Transaction
 
 __all__ = ["StoreShortcuts"]
 
-#: the rows one read of :meth:`StoreShortcuts.unfinished_workflows` takes around a
-#: damaged row (one at a time near it)
+#: the rows one read of :meth:`StoreShortcuts.list_past_damage` takes (one at a time
+#: near a damaged row)
 _DAMAGE_PAGE = 500
-
-
-def _text(value: str) -> bool:
-    """Whether ``value`` is text a store can hold (no lone surrogate: the bytes of an id
-    that is not UTF-8, as a :class:`DamagedRecord` names it)."""
-    try:
-        value.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 class StoreShortcuts:
@@ -83,39 +73,57 @@ class StoreShortcuts:
                              ) -> list[WorkflowRecord]:
         """Every workflow not completed, failed or cancelled, oldest first (recovery).
         A damaged row (:class:`DamagedRecord`) is raised; with ``damaged``, it is added
-        there instead and the others are read past it (page by page, keyset), so that
-        one damaged row does not keep a node from resuming every other workflow."""
+        there instead and the others are read past it (:meth:`list_past_damage`, on past
+        a row whose own id is not UTF-8 text too), so that one damaged row does not keep
+        a node from resuming every other workflow."""
         statuses = [s for s in WorkflowStatus if s not in FINAL_STATUSES]
         try:
             return self.list_workflows(statuses)
         except DamagedRecord:
             if damaged is None:
                 raise
-        records: list[WorkflowRecord] = []
+        return self.list_past_damage(statuses, None, damaged, past_unreadable=True)
+
+    def list_past_damage(self, statuses: Any, search: Any, damaged: list[DamagedRecord],
+                         most: int | None = None, *, past_unreadable: bool = False,
+                         **select: Any) -> list[WorkflowRecord]:
+        """What ``list_workflows(statuses, search, limit=most, **select)`` gives, read
+        page by page (keyset, in its order) so that a damaged row is stepped over and
+        added to ``damaged``, not the end of the read. A row whose own id is not UTF-8
+        text (:attr:`DamagedRecord.id_is_text`) is no key to read after: the read ends there, or
+        with ``past_unreadable`` goes on after its ``created`` instant (leaving out the
+        rows of that very instant whose ids sort after it: a caller says so)."""
+        rows: list[WorkflowRecord] = []
         after: tuple[_dt.datetime | float, str] | None = None
         limit = _DAMAGE_PAGE
-        while True:
+        while most is None or len(rows) < most:
+            if most is not None:
+                limit = min(limit, most - len(rows))
             try:
-                page = self.list_workflows(statuses, after=after, limit=limit)
+                page = self.list_workflows(statuses, search, after=after, limit=limit,
+                                           **select)
             except DamagedRecord as exc:
                 if limit > 1:
                     limit = 1  # find it: one row at a time from here
                     continue
                 damaged.append(exc)
-                if _text(exc.workflow_id):
+                if exc.id_is_text:
                     after = (exc.created if exc.created is not None else 0.0,
                              exc.workflow_id)
-                elif exc.created is not None:  # its id is not UTF-8 text: no read
-                    after = (math.nextafter(exc.created, math.inf), "")  # pages past it
+                elif past_unreadable and exc.created is not None:
+                    newest = select.get("newest_first")
+                    after = (math.nextafter(exc.created, -math.inf if newest else math.inf),
+                             "\U0010ffff" if newest else "")
                 else:
-                    return records
+                    return rows
                 continue
             if not page:
-                return records
-            records.extend(page)
+                return rows
+            rows.extend(page)
             last = page[-1]
             after = (last.created if last.created is not None else 0.0, last.workflow_id)
-            limit = _DAMAGE_PAGE
+            limit = _DAMAGE_PAGE if limit == 1 else limit
+        return rows
 
     def deliver(self, workflow_id: str, topic: str, payload: Any = None, **kw: Any) -> int | None:
         """``write(Transaction().deliver(...))``; returns the inbox row id."""

@@ -155,6 +155,14 @@ class Store(Protocol):
         others read, not raised."""
         ...
 
+    def list_past_damage(self, statuses: Any, search: Any, damaged: list[DamagedRecord],
+                         most: int | None = None, *, past_unreadable: bool = False,
+                         **select: Any) -> list[WorkflowRecord]:
+        """``list_workflows`` read past damaged rows, each added to ``damaged``; one
+        whose own id is not UTF-8 text ends the read (``past_unreadable``: the read
+        goes on after its instant of creation)."""
+        ...
+
     # -- journal -------------------------------------------------------------------
     def journal(self, workflow_id: str) -> list[JournalRecord]:
         """The workflow's journal, ordered by seq."""

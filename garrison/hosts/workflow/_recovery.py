@@ -331,7 +331,12 @@ def _named_damaged(host: WorkflowHost, exc: DamagedRecord, what: str) -> None:
     if exc.workflow_id in host.damaged:
         return
     host.damaged.add(exc.workflow_id)
-    log.error("cannot %s workflow %s: %s", what, exc.workflow_id, exc,
+    # (a row whose own id is damaged is no key to read after: the read of the workflows
+    # to resume went on after its instant of creation)
+    past = "" if exc.id_is_text else (
+        "; workflows created in the same instant as it, whose ids sort after its, are not "
+        "resumed either until it is repaired")
+    log.error("cannot %s workflow %s: %s%s", what, exc.workflow_id, exc, past,
               extra={"workflow_id": exc.workflow_id})
 
 

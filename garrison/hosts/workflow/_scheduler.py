@@ -813,7 +813,10 @@ class Scheduler:
         late in place of a current tick. The last run goes back to the one before it (a
         compare-and-set on ``last_workflow``: a tick or trigger recorded since stays),
         unless ``wid`` exists (found, not refused: a workflow of that id and another
-        input). The store failing here leaves it as it is."""
+        input). The store failing here leaves it as it is. (A tick taken up again after
+        a stop, ``record`` its last run already, goes back to none: the run before it
+        had ended when the tick was recorded, or the overlap let the tick run beside it,
+        so no unfinished run is forgotten.)"""
         sid = record.schedule_id
         before = record.last_workflow if record.last_workflow != wid else None
         store = self.host.store
