@@ -34,20 +34,29 @@ async def approval(request: str) -> str:
 
 
 class NodeThread:
-    """A garrison node in a thread of its own, used from asyncio."""
+    """A garrison node in a thread of its own, used from asyncio. ``start()`` it (again
+    after ``stop()`` if you like: a test client per test), ``call()`` into it, ``stop()``
+    it; a call made while or after it stops gets an error, never a wait for ever."""
 
     def __init__(self, **node_options: Any) -> None:
         self._options = node_options
-        self._ready = threading.Event()
-        self._failed: list[BaseException] = []
+        self._thread: threading.Thread | None = None
         self.node: garrison.Node | None = None
 
     def start(self) -> garrison.Node:
         """Open the node in its thread; its error (``StoreLocked``, ...) if it cannot."""
+        if self._thread is not None:
+            raise RuntimeError("this NodeThread runs already: stop() it before starting "
+                               "it again")
+        self._ready = threading.Event()
+        self._failed: list[BaseException] = []
+        self._open = False  # (the node's nursery takes calls: see call())
         self._thread = threading.Thread(target=trio.run, args=(self._serve,), daemon=True)
         self._thread.start()
         self._ready.wait()
         if self._failed:
+            self._thread.join()
+            self._thread = None
             raise self._failed[0]
         assert self.node is not None
         return self.node
@@ -59,21 +68,31 @@ class NodeThread:
                     trio.open_nursery() as nursery:
                 self.node, self._nursery = node, nursery
                 self._token = trio.lowlevel.current_trio_token()
+                self._open = True
                 self._ready.set()
                 await self._stop.wait()
+                self._open = False
                 nursery.cancel_scope.cancel()  # (waits still under way end: the node stops)
-        except Exception as exc:  # (it did not open: start() raises it; it failed as it
-            self._failed.append(exc)  # ran or closed: stop() does)
+        except BaseException as exc:  # (it did not open: start() raises it; it failed as
+            self._failed.append(exc)  # it ran or closed: stop() does. Not raised here: a
+            # thread's error is printed, or for SystemExit not even that, and lost)
         finally:
+            self._open = False
             self._ready.set()
 
     def call(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> asyncio.Future[Any]:
         """From asyncio: ``await fn(*args)`` run in the node's trio run, as an asyncio
         future. Cancelling the future cancels that run of ``fn`` (not a workflow it
-        started or waits for)."""
-        assert self.node is not None, "start() the node first"
+        started or waits for). What ``fn`` raises is the future's error (a
+        ``SystemExit`` too: one request's error never stops the node)."""
         loop = asyncio.get_running_loop()
         done: asyncio.Future[Any] = loop.create_future()
+        stopped = RuntimeError("the node has stopped (NodeThread.stop, or it failed): "
+                               "start() it again to call into it")
+        if self._thread is None or not self._open:  # (never started: no node yet)
+            done.set_exception(stopped if self.node is not None else
+                               RuntimeError("the node is not started: start() it first"))
+            return done
         scope = trio.CancelScope()
 
         def settle(result: Any, error: BaseException | None) -> None:
@@ -92,24 +111,43 @@ class NodeThread:
             try:
                 with scope:
                     tell(await fn(*args), None)
-            except Exception as exc:
-                tell(None, exc)
+            except (Exception, SystemExit, asyncio.CancelledError) as exc:
+                tell(None, exc)  # (its failure, not the node's: trio's Cancelled and
+                # Ctrl-C's KeyboardInterrupt go on up, as in any process)
             finally:  # (cut short: the future was cancelled, or the node stops)
                 tell(None, RuntimeError("the node stopped before the call ended"))
+
+        def begin() -> None:  # (in the node's run: its nursery may have closed since)
+            try:
+                if not self._open:
+                    raise stopped
+                self._nursery.start_soon(run)
+            except RuntimeError:  # (closed: "Nursery is closed to new arrivals")
+                tell(None, stopped)
 
         def cancel_run(_future: asyncio.Future[Any]) -> None:
             with contextlib.suppress(trio.RunFinishedError):
                 self._token.run_sync_soon(scope.cancel)
 
-        self._token.run_sync_soon(self._nursery.start_soon, run)
+        try:
+            self._token.run_sync_soon(begin)
+        except trio.RunFinishedError:  # (it stopped just now)
+            done.set_exception(stopped)
+            return done
         done.add_done_callback(cancel_run)
         return done
 
     def stop(self) -> None:
-        """Stop the node (its workflows resume from the store on the next start)."""
+        """Stop the node (its workflows resume from the store on the next start); what
+        made it fail while it ran, if something did, is raised. Once stopped, a second
+        stop does nothing."""
+        thread = self._thread
+        if thread is None:
+            return
         with contextlib.suppress(trio.RunFinishedError):
             trio.from_thread.run_sync(self._stop.set, trio_token=self._token)
-        self._thread.join()
+        thread.join()
+        self._thread = None
         if self._failed:
             raise self._failed[0]
 

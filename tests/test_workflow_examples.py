@@ -145,3 +145,71 @@ def test_asyncio_app_waits_without_holding_threads_and_says_why_a_node_did_not_o
     done = run_leaving_no_temp_files([sys.executable, "-c", code], cwd=ROOT, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout == "refused: StoreLocked\n", done.stdout
+
+
+def test_asyncio_app_node_thread_settles_every_call_and_restarts(tmp_path: Path) -> None:
+    """helper-300: calls made while ``NodeThread.stop()`` ran crashed trio ("Nursery is
+    closed to new arrivals") and their requests waited for ever; a second ``start()``
+    after ``stop()`` returned the closed node and the next ``stop()`` hung (two
+    ``with TestClient(app)`` blocks); one call's ``SystemExit`` stopped the node for
+    every request, unlogged. Each call now settles, a stopped runner starts again, a
+    second start of a running one is refused, and a call's SystemExit is its own."""
+    store = str(tmp_path / "s.db")
+    code = f"""
+import asyncio, sys
+sys.path.insert(0, 'examples')
+import asyncio_app as a
+
+async def one():
+    return 1
+
+async def leave():
+    sys.exit(3)
+
+async def main():
+    runner = a.NodeThread(store={store!r})
+    try:
+        await runner.call(one)
+    except RuntimeError as exc:
+        print('before start:', exc)
+    runner.start()
+    try:
+        runner.start()
+    except RuntimeError as exc:
+        print('twice:', exc)
+    try:
+        await runner.call(leave)
+    except SystemExit as exc:
+        print('a call exits:', exc.code)
+    print('still serves:', await runner.call(one))
+    stopping = asyncio.ensure_future(asyncio.to_thread(runner.stop))
+    calls = []
+    while not stopping.done():
+        calls.append(runner.call(one))
+        await asyncio.sleep(0)
+    await stopping
+    done, waiting = await asyncio.wait(calls, timeout=30)
+    print('unsettled:', len(waiting))
+    try:
+        await runner.call(one)
+    except RuntimeError as exc:
+        print('after stop:', exc)
+    runner.start()
+    print('again:', await runner.call(one))
+    runner.stop()
+    runner.stop()
+
+asyncio.run(main())
+"""
+    done = run_leaving_no_temp_files([sys.executable, "-c", code], cwd=ROOT, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "before start: the node is not started: start() it first",
+        "twice: this NodeThread runs already: stop() it before starting it again",
+        "a call exits: 3",
+        "still serves: 1",
+        "unsettled: 0",
+        "after stop: the node has stopped (NodeThread.stop, or it failed): start() it "
+        "again to call into it",
+        "again: 1",
+    ], done.stdout
