@@ -140,6 +140,18 @@ async def test_a_start_with_other_arguments_of_a_finished_workflow_warns(
         "id)"]
 
 
+async def test_a_start_again_of_a_workflow_that_continued_as_new_does_not_warn(
+        node: garrison.Node, caplog: pytest.LogCaptureFixture) -> None:
+    """helper-305: its row holds the arguments its last run carried on with, so a
+    program started again unchanged (the same id, as README advises) was told it gave
+    other arguments ([0, 3], not [2, 0]) and to take another id."""
+    pid = await node.start_workflow(app.countdown, 2, 0, id="cd")
+    assert await node.workflow("cd").result()
+    with caplog.at_level(logging.WARNING, logger="garrison.workflow"):
+        assert await node.start_workflow(app.countdown, 2, 0, id="cd") == pid
+    assert not caplog.records
+
+
 async def test_lambda_and_closure_are_refused(node: garrison.Node) -> None:
     async def inner() -> None:
         pass

@@ -1521,11 +1521,24 @@ class WorkflowHost:
             log.warning("workflow %s exists already (%s, %s): this start of %s returns its "
                         "pid and leaves it as it is (give the new workflow another id)",
                         wid, there, status, name, extra={"workflow_id": wid})
-        elif there_input is not None and there_input != plain_input:
+        elif there_input is not None and there_input != plain_input \
+                and not self._continued(wid, live):
             log.warning("workflow %s exists already, started with other arguments (%s, not "
                         "%s): this start returns its pid and leaves it as it is (give the "
                         "new workflow another id)", wid, _cut(there_input), _cut(plain_input),
                         extra={"workflow_id": wid})
+
+    def _continued(self, wid: str, live: WorkflowInstance | None) -> bool:
+        """Whether ``wid``'s run now is one ``continue_as_new`` started: its arguments are
+        those it carried on with, not the start's (an unchanged program started again by
+        the same id must not be told it gave other arguments). Read (the journal's first
+        seq) only when the arguments differ; ``False`` if it cannot be read."""
+        if live is not None:
+            return live.continued
+        try:
+            return 0 in self.store.journal_sizes(wid)  # (a CONTINUED record holds seq 0)
+        except Exception:
+            return False
 
     def _row_for_a_warning(self, wid: str) -> WorkflowRecord | None:
         """The row of ``wid``, which this node finished, for the arguments it was started
