@@ -373,7 +373,9 @@ def _start(store: Any, args: argparse.Namespace) -> None:
     other = "" if there is None or there.name == name else f", not {name}"
     if there is not None and not other:  # (the same function with other arguments)
         given = json_arg(args.args, "arguments", "'[\"order-17\", 3]'")
-        if there.input != given:
+        # (one that continued as new holds what its last run carried on with: a CONTINUED
+        # record at seq 0, read only when the arguments differ)
+        if there.input != given and 0 not in store.journal_sizes(wid):
             other = (f", started with other arguments ({json.dumps(there.input)[:200]}, "
                      f"not {json.dumps(given)[:200]})")
     _done(args, {"workflow_id": wid, "created": False,

@@ -1477,3 +1477,22 @@ def test_a_tools_writes_are_durable_whatever_the_nodes_synchronous(tmp_path: Pat
     with _store_tools.open_store(db) as store:
         assert store.synchronous == "full"
         assert store._conn.execute("PRAGMA synchronous").fetchone() == (2,)  # FULL
+
+
+def test_start_again_of_a_workflow_that_continued_as_new_says_no_other_arguments(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """helper-305: the row of a workflow that continued as new holds its last run's
+    arguments ([0, 3]), so starting it again by its id as first given ([2, 0]) was said
+    to be 'started with other arguments'."""
+    path = str(tmp_path / "s.db")
+
+    async def run() -> None:
+        async with garrison.open_node(store=path) as node:
+            await node.start_workflow(workflow_app.countdown, 2, 0, id="cd")
+            await node.workflow("cd").result()
+
+    trio.run(run)
+    code, out, err = cli_here(capsys, "--store", path, "start", "workflow_app:countdown",
+                              "[2, 0]", "--id", "cd")
+    assert (code, out) == (0, "workflow 'cd' exists already (workflow_app:countdown, "
+                              "completed): left as it is\n"), err
