@@ -1534,3 +1534,27 @@ async def test_a_cluster_limit_starts_the_host_s_workflows_in_priority_order_acr
             assert await a.workflow("low").result() == "low"
             assert await b.workflow("high").result() == "high"
     assert started() == ["high", "low"]
+
+
+async def test_a_retried_workflow_that_never_ran_waits_pending_and_cancels_at_once(
+        store_spec: str, autojump_clock: Any) -> None:
+    """README (Queues): a retry made through this node shows the workflow ``pending`` at
+    once, and a cancel of it, never run, ends it ``cancelled`` at once as for any
+    pending one (on PostgreSQL the retry waited in the store, and this node's view of it
+    stayed ``failed`` until its claim loop came by)."""
+    async with garrison.open_node(store=store_spec, max_concurrent=1) as node:
+        await node.start_workflow(app.job, 0.3, id="blk")
+        await node.start_workflow(app.job, 5.0, id="P")  # pending
+        await node.workflow("P").terminate("stop")  # failed, never ran
+        await node.workflow("blk").result()
+        await node.start_workflow(app.job, 3.0, id="blk2")  # the node full again
+        await node.workflow("P").retry()
+        assert node.workflow("P").status() == "pending"
+        t0 = trio.current_time()
+        await node.workflow("P").cancel()
+        assert node.workflow("P").status() == "cancelled"
+        with pytest.raises(garrison.WorkflowCancelled):
+            await node.workflow("P").result()
+        assert trio.current_time() - t0 < 1
+        assert node.workflow("blk2").status() != "completed"
+    assert started() == ["blk", "blk2"]

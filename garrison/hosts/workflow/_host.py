@@ -1405,7 +1405,7 @@ class WorkflowHost:
             record = store.get_workflow(wid)
         if record is None or record.status != WorkflowStatus.PENDING or wid in self.active:
             return False
-        if status is WorkflowStatus.CANCELLED and record.attempt != 1:
+        if status is WorkflowStatus.CANCELLED and not self._never_ran(record):
             return False  # it ran before: it runs, and its code gets the cancel
         if record.attempt != 1 and any(
                 not WorkflowStatus(child.status).finished
@@ -1415,6 +1415,12 @@ class WorkflowHost:
             return False
         self._ended_pending(record, status, error)
         return True
+
+    def _never_ran(self, record: WorkflowRecord) -> bool:
+        """The pending workflow of ``record`` never ran: its first attempt, or a retry of
+        one that ended before it ran (terminated while it waited: no journal, as
+        ``queue.cancelled`` reads one waiting in a queue). Blocking."""
+        return record.attempt == 1 or not self.store.journal_sizes(record.workflow_id)
 
     def _write_end_pending(self, record: WorkflowRecord, status: WorkflowStatus,
                            error: ErrorInfo, unclaimed: bool | str = True) -> bool:
@@ -1560,8 +1566,9 @@ class WorkflowHost:
             # written only if no live node, this one included, claimed it; claimed
             # meanwhile, its node runs it cancelled)
             record = await run_blocking(self.store.get_workflow, wid)
-            if (not self.client and record is not None and record.attempt == 1
+            if (not self.client and record is not None
                     and record.status == WorkflowStatus.PENDING
+                    and await run_blocking(self._never_ran, record)
                     and wid not in self.active):
                 error = cancelled_error(wid)
                 if await run_blocking(self._write_end_pending, record,
