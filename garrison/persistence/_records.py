@@ -259,13 +259,19 @@ class DamagedRecord(json.JSONDecodeError):
                 wid = row[0].decode(errors="surrogateescape") if type(row[0]) is bytes \
                     else str(row[0])
                 column = WorkflowRecord.COLUMNS.split(", ")[index]
-                text = value.decode(errors="replace")
-                damaged = cls(f"not UTF-8 text (byte {bad.start} of it is "
-                              f"0x{value[bad.start]:02x})", text, bad.start)
+                damaged = cls._not_utf8(bad)
                 damaged.workflow_id, damaged.column = wid, column
                 damaged.created = row[10] if isinstance(row[10], int | float) else None
                 damaged.args = (f"workflow {wid!r}: its {column} is {damaged.msg}",)
                 raise damaged from None
+
+    @classmethod
+    def _not_utf8(cls, exc: UnicodeDecodeError) -> DamagedRecord:
+        """One saying where the bytes ``exc`` could not decode are not UTF-8 (its
+        workflow, column and message are the caller's to set)."""
+        return cls(f"not UTF-8 text (byte {exc.start} of it is "
+                   f"0x{exc.object[exc.start]:02x})",
+                   bytes(exc.object).decode(errors="replace"), exc.start)
 
     @property
     def id_is_text(self) -> bool:
@@ -297,9 +303,7 @@ class DamagedRecord(json.JSONDecodeError):
         UTF-8 text: ``exc``, as decoding it raised."""
         wid, seq, column = str(row[0]), row[1], JournalRecord.COLUMNS.split(", ")[index]
         if isinstance(exc, UnicodeDecodeError):
-            damaged = cls(f"not UTF-8 text (byte {exc.start} of it is "
-                          f"0x{exc.object[exc.start]:02x})",
-                          bytes(exc.object).decode(errors="replace"), exc.start)
+            damaged = cls._not_utf8(exc)
             said = damaged.msg
         else:
             damaged, said = cls(exc.msg, exc.doc, exc.pos), f"not JSON ({exc})"

@@ -185,6 +185,11 @@ def _json_same(a: Any, b: Any) -> bool:
     return type(a) is type(b) and bool(a == b)
 
 
+def _undecodable(exc: sqlite3.OperationalError) -> bool:
+    """SQLite's read failed on a text column that is not UTF-8 (a damaged store)."""
+    return str(exc).startswith("Could not decode to UTF-8")
+
+
 def _json_equal(stored: object, wanted: str) -> bool:
     """The SQL function ``garrison_json_equal``: a stored search attribute's object or
     array (its JSON text) against a filter's, by :func:`_json_same` (a comparison of
@@ -1259,13 +1264,18 @@ class SQLiteStore(StoreShortcuts):
     def _workflow_rows(self, sql: str, params: Sequence[Any]) -> list[WorkflowRecord]:
         """The workflows of ``sql`` (selecting ``WorkflowRecord.COLUMNS``); a row
         holding text that is not UTF-8 is a :class:`DamagedRecord` naming it."""
+        return [WorkflowRecord.from_row(row) for row in self._text_rows(sql, params)]
+
+    def _text_rows(self, sql: str, params: Sequence[Any]) -> list[Any]:
+        """The rows of ``sql``; read again with text as ``bytes`` if a text column is
+        not UTF-8 (SQLite's decoding failed the whole read), for the record's
+        ``from_row`` to name the one that is."""
         try:
-            rows = self._query(sql, params)
+            return self._query(sql, params)
         except sqlite3.OperationalError as exc:
-            if not str(exc).startswith("Could not decode to UTF-8"):
+            if not _undecodable(exc):
                 raise
-            rows = self._query(sql, params, raw_text=True)  # (named by from_row)
-        return [WorkflowRecord.from_row(row) for row in rows]
+            return self._query(sql, params, raw_text=True)
 
     def get_workflow(self, workflow_id: str) -> WorkflowRecord | None:
         """The workflow's row, or ``None``."""
@@ -1373,14 +1383,8 @@ class SQLiteStore(StoreShortcuts):
         """The workflow's journal ordered by seq; a record holding no JSON, or text that
         is not UTF-8, is a :class:`DamagedRecord` naming its workflow and seq."""
         sql = f"SELECT {JournalRecord.COLUMNS} FROM journal WHERE workflow_id = ? ORDER BY seq"
-        try:
-            rows = self._query(sql, (workflow_id,))
-        except sqlite3.OperationalError as exc:
-            if not str(exc).startswith("Could not decode to UTF-8"):
-                raise
-            rows = self._query(sql, (workflow_id,), raw_text=True)
         from_row = JournalRecord.from_row
-        return [from_row(row) for row in rows]
+        return [from_row(row) for row in self._text_rows(sql, (workflow_id,))]
 
     def journal_entries(self, workflow_id: str) -> tuple[list[tuple[int, str, str, Any, int]], int]:
         """Recovery's fast path: ``([(seq, kind, name, outcome, attempts), ...], bytes)``,
@@ -1397,7 +1401,7 @@ class SQLiteStore(StoreShortcuts):
                 (workflow_id,),
             )
         except sqlite3.OperationalError as exc:  # text that is not UTF-8: named below
-            if not str(exc).startswith("Could not decode to UTF-8"):
+            if not _undecodable(exc):
                 raise
             return journal_entries_of(self.journal(workflow_id))
         if not rows:
