@@ -328,12 +328,11 @@ class Node:
         live = sum(host.live_count() for host in self.hosts.values())
         queued = largest = 0
         at: Pid | None = None
-        for host in self.hosts.values():
-            if hasattr(host, "inbox_stats"):
-                total, most, pid = host.inbox_stats()
-                queued += total
-                if most > largest:
-                    largest, at = most, pid
+        for host in self.hosts.values():  # (a workflow host's inboxes too)
+            total, most, pid = host.inbox_stats()
+            queued += total
+            if most > largest:
+                largest, at = most, pid
         return {
             "processes": live,
             "messages": router.stats_messages,
