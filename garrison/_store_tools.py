@@ -314,17 +314,18 @@ def undeclared_promise(store: Any, workflow_id: str, promise: str) -> str | None
 
 
 def cancel(store: Any, workflow_id: str) -> bool:
-    """Cancel the workflow. One ``pending`` that never ran, while no node holds the
+    """Cancel the workflow. One ``pending`` that never ran (``never_ran``: its first
+    attempt, or a retry of one terminated while it waited), while no node holds the
     store, ends ``cancelled`` in the store at once (as a node ends one cancelled in
     its queue: its ``dedup`` key is free again, its watchers get its ``EXIT``), written
     only if no live node claimed it meanwhile; True then. Otherwise the workflow is
     flagged for cancellation and the node that runs it acts on the flag (at once, or
     on its next start); False."""
-    from .hosts.workflow import cancel_pending_transaction
+    from .hosts.workflow import cancel_pending_transaction, never_ran
 
     rec = get(store, workflow_id)
     refuse_final(rec, "cancel")
-    if str(rec.status) == "pending" and rec.attempt == 1:
+    if str(rec.status) == "pending" and never_ran(store, rec):
         try:
             # (with the store's lock held on SQLite: a node that opened it between a
             # look and this write had read it pending, and would run it over the end)

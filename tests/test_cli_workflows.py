@@ -1496,3 +1496,50 @@ def test_start_again_of_a_workflow_that_continued_as_new_says_no_other_arguments
                               "[2, 0]", "--id", "cd")
     assert (code, out) == (0, "workflow 'cd' exists already (workflow_app:countdown, "
                               "completed): left as it is\n"), err
+
+
+def test_cancel_of_a_retried_workflow_that_never_ran_with_no_node_ends_it_at_once(
+        store_path: str) -> None:
+    """A workflow terminated while it waited pending (it never ran), then retried, with
+    no node holding the store: the CLI's cancel ends it ``cancelled`` at once, as it does
+    a first attempt (README: Queues), and as a node's cancel of it does; it used to be
+    only flagged, left ``pending`` until a node came."""
+    from garrison import _store_tools
+
+    with open_store(store_path) as s:  # as `garrison workflows start` writes it
+        s.write(Transaction().create_workflow("p-5", "workflow_app:steps", [0, 2],
+                                              status="pending"))
+    with _store_tools.open_store(store_path) as s:  # (as the CLI opens it)
+        assert _store_tools.terminate(s, "p-5", "stop", wait=0)
+        assert s.get_workflow("p-5").status == "failed"
+        _store_tools.retry(s, "p-5")
+        assert s.get_workflow("p-5").status == "pending"
+        assert _store_tools.cancel(s, "p-5") is True
+        rec = s.get_workflow("p-5")
+        assert rec.status == "cancelled" and rec.error.type == "WorkflowCancelled", rec
+
+
+async def test_cancel_of_a_retried_workflow_a_node_made_and_never_ran_ends_it_at_once(
+        store_path: str) -> None:
+    """As above, for a workflow a node started and terminated while it waited in its
+    full queue: the node gone, the CLI retries it and cancels it; it ends ``cancelled``
+    at once, and the next node never runs it."""
+    from garrison import _store_tools
+
+    async with garrison.open_node(store=store_path, max_concurrent=1) as node:
+        await node.start_workflow(workflow_app.approval, "first", id="busy")
+        await node.start_workflow(workflow_app.steps, 0, 2, id="p-6")
+        await node.workflow("p-6").terminate("stop")  # failed, never ran
+    ran_before = len(workflow_app.LOG)
+
+    def retry_then_cancel() -> bool:
+        with _store_tools.open_store(store_path) as s:
+            _store_tools.retry(s, "p-6")
+            return _store_tools.cancel(s, "p-6")
+
+    assert await trio.to_thread.run_sync(retry_then_cancel) is True
+    async with garrison.open_node(store=store_path) as node:
+        assert node.workflow("p-6").status() == "cancelled"
+        with trio.fail_after(10), pytest.raises(garrison.WorkflowCancelled):
+            await node.workflow("p-6").result()
+    assert len(workflow_app.LOG) == ran_before  # it never ran

@@ -25,6 +25,7 @@ from ._operate import (
     cancel_pending_transaction,
     check_reason,
     flag_cancel,
+    never_ran,
     retry_transaction,
     retry_workflow,
     terminate_transaction,
@@ -37,7 +38,7 @@ from ._replay import History, ReplayResult, replay_history
 
 __all__ = ["Cursor", "Entry", "History", "JournalKind", "ReplayResult", "WorkflowHost",
            "WorkflowInstance", "cancel_pending_transaction", "check_reason",
-           "flag_cancel", "replay_history", "request_transaction", "retry_transaction",
+           "flag_cancel", "never_ran", "replay_history", "request_transaction", "retry_transaction",
            "retry_workflow",
            "terminate_transaction", "terminate_unless_node", "terminate_workflow",
            "terminated"]

@@ -1417,10 +1417,10 @@ class WorkflowHost:
         return True
 
     def _never_ran(self, record: WorkflowRecord) -> bool:
-        """The pending workflow of ``record`` never ran: its first attempt, or a retry of
-        one that ended before it ran (terminated while it waited: no journal, as
-        ``queue.cancelled`` reads one waiting in a queue). Blocking."""
-        return record.attempt == 1 or not self.store.journal_sizes(record.workflow_id)
+        """``_operate.never_ran`` in this node's store. Blocking."""
+        from ._operate import never_ran
+
+        return never_ran(self.store, record)
 
     def _write_end_pending(self, record: WorkflowRecord, status: WorkflowStatus,
                            error: ErrorInfo, unclaimed: bool | str = True) -> bool:

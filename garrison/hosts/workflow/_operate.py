@@ -170,16 +170,25 @@ def end_pending_transaction(store: Any, record: Any, status: WorkflowStatus,
     return tx
 
 
+def never_ran(store: Any, record: Any) -> bool:
+    """The pending workflow of ``record`` never ran: its first attempt, or a retry of
+    one that ended before it ran (terminated while it waited: no journal, as
+    ``queue.cancelled`` reads one waiting in a queue). A cancel ends such a one at once,
+    as a node ends one cancelled in its queue; one that ran before runs again, and its
+    code gets the cancel as it replays. Blocking (a look at its journal)."""
+    return record.attempt == 1 or not store.journal_sizes(record.workflow_id)
+
+
 def cancel_pending_transaction(store: Any, record: Any) -> Transaction:
     """The writes that end the ``pending`` workflow ``record``, which never ran
-    (attempt 1), ``cancelled``, for a tool while no node holds the store: as a node
-    ends one cancelled in its queue (:func:`end_pending_transaction`), written only if
-    it is still pending and no live node, of a cluster or not, has claimed it
-    (``unclaimed="by_any"``; a claim at the same moment makes the commit raise
-    ``ValueError``, nothing written: that node has it and acts on the request).
+    (:func:`never_ran`), ``cancelled``, for a tool while no node holds the store: as a
+    node ends one cancelled in its queue (:func:`end_pending_transaction`), written only
+    if it is still pending in the attempt read and no live node, of a cluster or not,
+    has claimed it (``unclaimed="by_any"``; a claim at the same moment makes the commit
+    raise ``ValueError``, nothing written: that node has it and acts on the request).
     ``ValueError`` at once for a workflow that ran before: its code gets the cancel as
     it replays."""
-    if record.status != WorkflowStatus.PENDING or record.attempt != 1:
+    if record.status != WorkflowStatus.PENDING or not never_ran(store, record):
         raise ValueError(f"workflow {record.workflow_id!r} is not pending unrun (it is "
                          f"{record.status}, attempt {record.attempt})")
     return end_pending_transaction(store, record, WorkflowStatus.CANCELLED,
