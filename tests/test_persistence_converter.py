@@ -268,7 +268,7 @@ _ARG = "argument 1 (order) of workflow orders:order_workflow"
     ({"id": "o", "total": 1, "items": [5]}, _Order,
      "as _Order: field 'items[0]': expected a JSON object"),
     (1, dict[str, Any], "as dict[str, Any]: expected a JSON object, got int 1"),
-    (1, list[int], "as list[int]: expected a JSON array, got int 1"),
+    (1, list[int], "as list[int]: expected an array, got an integer 1"),
     (["a"], list[int], "as list[int]: at [0]: expected an integer, got a string \"a\""),
     ([1, "a", 3], tuple[int, str],
      'as tuple[int, str]: expected 2 values (int, str), got 3: [1, "a", 3]'),
@@ -719,6 +719,52 @@ def test_a_fixed_tuple_or_named_tuple_given_no_array_says_so() -> None:
         with pytest.raises(PayloadError) as info:
             structure(value, hint, what="x")
         assert said in str(info.value), str(info.value)
+
+
+def test_an_array_hint_given_no_array_or_bytes_is_refused_not_converted() -> None:
+    """A string given where a list, tuple or set is declared became its characters
+    (``"ab"`` -> ``['a', 'b']``), an object its keys, a number given for ``bytes`` so
+    many zero bytes (``5`` -> ``b'\\x00' * 5``), a list of numbers those bytes: a quiet
+    wrong value where any other mismatch is a ``PayloadError``. ``bytes`` is no JSON
+    value (a store refuses one), so nothing is restored as it."""
+    import collections
+    from collections.abc import MutableSet, Sequence
+    from collections.abc import Set as AbstractSet
+
+    for value, hint, said in [
+            ("ab", list[str], 'as list[str]: expected an array, got a string "ab"'),
+            ("ab", list, 'expected an array, got a string "ab"'),
+            ({"a": 1}, tuple[str, ...], 'expected an array, got an object {"a": 1}'),
+            ("ab", set[str], 'expected an array, got a string "ab"'),
+            ("ab", frozenset[str], 'expected an array, got a string "ab"'),
+            ("ab", Sequence[str], 'expected an array, got a string "ab"'),
+            ("ab", AbstractSet[str], 'expected an array, got a string "ab"'),
+            (3, MutableSet[int], "expected an array, got an integer 3"),
+            ("ab", collections.deque[str], 'expected an array, got a string "ab"'),
+            ({"p": "xy"}, dict[str, list[str]], "at ['p']: expected an array, got a string"),
+            ([["a"], "bc"], list[list[str]], 'at [1]: expected an array, got a string "bc"'),
+            (5, bytes, "no value is restored as bytes"),
+            ([1, 2], bytes, "no value is restored as bytes"),
+            ([1, 2], memoryview, "no value is restored as memoryview")]:
+        with pytest.raises(PayloadError) as info:
+            structure(value, hint, what="x")
+        assert said in str(info.value), (hint, str(info.value))
+    # what an array gives is as before: its container, each value restored by its type
+    assert structure(["a", "b"], list[str]) == ["a", "b"]
+    assert structure([1, 2], tuple[int, ...]) == (1, 2)
+    assert structure([1, 2], Sequence[int]) == (1, 2)
+    assert structure([1, 1], set[int]) == {1}
+    assert structure([1], AbstractSet[int]) == frozenset({1})
+    assert structure([1], MutableSet[int]) == {1}
+    assert structure(["a"], collections.deque[str]) == collections.deque(["a"])
+    assert structure([[1]], list[frozenset[int]]) == [frozenset({1})]
+    assert structure(["2026-01-01T00:00:00+00:00"], list[dt.datetime]) == [
+        dt.datetime(2026, 1, 1, tzinfo=dt.UTC)]
+    assert structure([1, "x"], list) == [1, "x"] and structure((1,), list[Any]) == [1]
+    with pytest.raises(PayloadError, match=r"at \[1\]: expected an integer, got a string"):
+        structure([1, "2"], list[int], what="x")
+    with pytest.raises(PayloadError, match="expected an integer, got a string"):
+        structure([1, "2"], set[int], what="x")
 
 
 _picks: list[Any] = []

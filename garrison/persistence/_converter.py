@@ -26,7 +26,17 @@ import re
 import sys
 import types
 import uuid
-from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
+from collections import deque
+from collections.abc import (
+    Callable,
+    Iterable,
+    Mapping,
+    MutableMapping,
+    MutableSequence,
+    MutableSet,
+    Sequence,
+)
+from collections.abc import Set as AbstractSet
 from typing import (
     Annotated,
     Any,
@@ -209,6 +219,60 @@ def _fixed_tuple(hint: Any) -> bool:
         return False
     members = get_args(hint)
     return bool(members) and members[-1] is not Ellipsis
+
+
+#: the containers restored from a JSON array, by the hint's class (or its origin's):
+#: what each gives (an abstract one gives what cattrs gave for it)
+_ARRAYS: dict[Any, Callable[[list[Any]], Any]] = {
+    list: list, tuple: tuple, set: set, frozenset: frozenset, deque: deque,
+    Sequence: tuple, MutableSequence: list, AbstractSet: frozenset, MutableSet: set}
+
+
+def _array_hint(hint: Any) -> bool:
+    """``list[str]``, ``tuple[int, ...]``, ``set[Pid]``, ``Sequence[T]`` (or the bare
+    classes): a container of any number of values of one type, from a JSON array (not a
+    fixed tuple, nor ``tuple[()]``)."""
+    origin = get_origin(hint)
+    if origin is None:
+        return hint in _ARRAYS
+    args = get_args(hint)
+    return origin in _ARRAYS and (not args or origin is not tuple or args[-1] is Ellipsis)
+
+
+def _array_structure_hook(hint: Any, conv: cattrs.Converter) -> Callable[[Any, Any], Any]:
+    """Restoring a container of :func:`_array_hint`: only from an array (cattrs' own
+    took any iterable: a string's characters, an object's keys), each value by its type,
+    each problem named by its index."""
+    make = _ARRAYS[get_origin(hint) or hint]
+    args = get_args(hint)
+    member = args[0] if args else Any
+    handler = None if member in (Any, object) else conv.get_structure_hook(member)
+
+    def restore(value: Any, _hint: Any) -> Any:
+        if not isinstance(value, list | tuple):
+            raise _mismatch("an array", value)
+        if handler is None:
+            return make(list(value))
+        errors: list[Exception] = []
+        out = []
+        for i, item in enumerate(value):
+            try:
+                out.append(handler(item, member))
+            except Exception as exc:  # (each named by its index, as cattrs' own does)
+                exc.__notes__ = [*getattr(exc, "__notes__", []), IterableValidationNote(
+                    f"Structuring {hint} @ index {i}", i, member)]
+                errors.append(exc)
+        if errors:
+            raise IterableValidationError(f"While structuring {hint!r}", errors, hint)
+        return make(out)
+
+    return restore
+
+
+def _no_value_restored(_value: Any, hint: Any) -> Any:
+    """``bytes``, ``memoryview``: no JSON value is one (a store refuses them), where
+    cattrs' own made ``5`` five zero bytes and a list of numbers those bytes."""
+    raise StructureHandlerNotFoundError(f"no value is restored as {hint.__name__}", hint)
 
 
 def _structure_fixed_tuple(value: Any, hint: Any) -> tuple[Any, ...]:
@@ -524,7 +588,10 @@ def _make_converter() -> cattrs.Converter:
     conv.register_structure_hook_func(lambda t: t is object, lambda value, _type: value)
     # ``int | str``: by the value's JSON type (cattrs restores no union with a scalar)
     conv.register_structure_hook_func(_scalar_union, _structure_union)
+    conv.register_structure_hook_factory(_array_hint, _array_structure_hook)
     conv.register_structure_hook_func(_fixed_tuple, _structure_fixed_tuple)
+    for unrestored in (bytes, memoryview):  # (a class's own hook, as cattrs' is)
+        conv.register_structure_hook(unrestored, _no_value_restored)
     conv.register_structure_hook_factory(is_namedtuple, _namedtuple_structure_hook)
     # An enum of tuple values (``S = (1, "small")``), stored as its JSON array
     conv.register_structure_hook_factory(_valued_by_containers, _enum_by_json_form)
@@ -935,11 +1002,6 @@ def structure(obj: Any, type_hint: Any = Any, *, what: str = "value") -> Any:
         if isinstance(origin, type) and issubclass(origin, Mapping) and not isinstance(obj, dict):
             raise PayloadError(f"cannot restore {what} as {_hint_name(type_hint)}: expected a "
                                f"JSON object, {got}") from exc
-        if (isinstance(origin, type) and issubclass(origin, Iterable)
-                and not issubclass(origin, (str, bytes, Mapping))
-                and not isinstance(obj, list)):
-            raise PayloadError(f"cannot restore {what} as {_hint_name(type_hint)}: expected a "
-                               f"JSON array, {got}") from exc
         raise PayloadError(
             f"cannot restore {what} as {_hint_name(type_hint)}: {type(exc).__name__}: {exc}"
         ) from exc
