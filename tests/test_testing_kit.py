@@ -340,6 +340,76 @@ async def test_env_result_of_a_workflow_nothing_can_end_raises_instead_of_hangin
         assert await env.result("r") == "received late"
 
 
+async def test_the_handle_env_start_gives_raises_as_env_result_does_when_stuck(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """README: ``env.start`` returns the workflow's handle, and its ``result()`` (or
+    ``env.workflow(id).result()``) waited for ever for a workflow nothing can end, where
+    ``env.result(id)`` raises: the handles of the environment have its check."""
+    from garrison.testing import _env
+
+    monkeypatch.setattr(_env, "STUCK_AFTER", 0.05)
+    async with garrison.testing.workflow_env() as env:
+        handle = await env.start(ops_app.receives_forever, id="r")
+        for each in (handle, env.workflow("r")):
+            with trio.fail_after(5), pytest.raises(
+                    RuntimeError, match=r"^env.result\('r'\): workflow 'r' is waiting and "
+                                        "nothing can end it"):
+                await each.result()
+        assert isinstance(handle, garrison.WorkflowHandle) and handle.pid.id == "r"
+        await handle.signal("note", "late")
+        assert await handle.result() == "received late"
+
+
+async def _heartbeat() -> None:
+    while True:
+        await workflow.sleep("1h")
+
+
+async def _sleeps_days(days: int) -> str:
+    await workflow.sleep(f"{days}d")
+    return "woke"
+
+
+async def _parent_of_a_sleeper(days: int) -> str:
+    child = await process.spawn(_sleeps_days, days)
+    async for event in process.events():
+        if event.pid == child:
+            return f"child ended: {event.error}"
+    return "no event"
+
+
+async def test_env_result_stuck_beside_a_workflow_that_repeats_a_timer_raises(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """helper-312: a workflow that sleeps in a loop (a heartbeat, a poller) kept time
+    skipping for ever, so ``env.result`` of a workflow waiting for a message nobody
+    sends never raised (to 2031 in 15 s; the year 9999 without a timeout). Once IDLE_JUMPS
+    jumps of time, made by other workflows' timers, left the awaited workflow as it
+    was while neither it nor a child of its had a timer of its own, it raises; a
+    workflow waiting on its own timer, or its child's, beside the heartbeat is not
+    stuck however many jumps that takes."""
+    from garrison.testing import _env
+
+    monkeypatch.setattr(_env, "STUCK_AFTER", 0.05)
+    monkeypatch.setattr(_env, "IDLE_JUMPS", 20)
+    async with garrison.testing.workflow_env() as env:
+        await env.start(_heartbeat, id="hb")
+        await env.start(ops_app.receives_forever, id="r")
+        t0 = env.now()
+        with trio.fail_after(5), pytest.raises(
+                RuntimeError, match=r"^env.result\('r'\): workflow 'r' is waiting and nothing "
+                r"can end it: every task waits, no timer of its own is due \(20 jumps of "
+                r"time, by other workflows' timers, left it as it was: if one of those workflows "
+                r"ends it later, await env.sleep\(\) past that first\) and no activity runs"):
+            await env.result("r")
+        assert env.now() - t0 < dt.timedelta(hours=30)
+        await env.start(_sleeps_days, 3, id="own")  # 72 of the heartbeat's jumps
+        assert await env.result("own") == "woke"
+        await env.start(_parent_of_a_sleeper, 3, id="parent")
+        assert await env.result("parent") == "child ended: None"
+        await env.workflow("r").signal("note", "late")  # still alive, and ends
+        assert await env.result("r") == "received late"
+
+
 async def _races_real_io() -> str:
     io = workflow.start(_real_io, 0.2)
     won = await workflow.first(io, workflow.promise("cancel"))

@@ -34,6 +34,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import attrs
 import trio
 import trio.testing
 
@@ -57,6 +58,12 @@ STUCK_AFTER = 5.0
 #: while they are all that is due and its workflow does not change, before it takes
 #: them for nothing that can end it
 IDLE_TICKS = 100
+
+#: jumps of time, made by other workflows' timers (a heartbeat, a poller), that an
+#: awaited ``env.result`` lets happen while its workflow (and its children) has no
+#: timer of its own and stands as it was, before it takes them for nothing that can
+#: end it
+IDLE_JUMPS = 1000
 
 #: the statuses of a workflow that waits (not one taking a step)
 _PARKED = frozenset({WorkflowStatus.WAITING, WorkflowStatus.SLEEPING, WorkflowStatus.BLOCKED})
@@ -231,6 +238,12 @@ class WorkflowEnv:
         self._idle_from: dict[tuple[str, str], Any] = {}
         #: the ticks that fired in vain before the last results were taken for stuck
         self._ticked_in_vain = 0
+        #: jumps of time made by other workflows' timers while the awaited workflows
+        #: stood as ``_jump_mark`` says, with no timer of their own (see IDLE_JUMPS);
+        #: and those made in vain before the last results were taken for stuck
+        self._idle_jumps = 0
+        self._jump_mark: Any = None
+        self._jumped_in_vain = 0
         #: the ``workflow_env()`` block has ended: nothing moves time any more
         self._ended = False
 
@@ -323,10 +336,13 @@ class WorkflowEnv:
                     continue
                 await trio.testing.wait_all_tasks_blocked()
                 if not clock.changed.is_set() and self._stuck():
-                    self._ticked_in_vain = self._idle_ticks if held else 0
-                    for scope, _id in self._results:
-                        scope.cancel()
-                    self._results.clear()
+                    self._ticked_in_vain, self._jumped_in_vain = (
+                        self._idle_ticks if held else 0), 0
+                    self._end_results()
+                continue
+            if self._jumps_spent(waiting):  # (only others' timers move time)
+                self._ticked_in_vain, self._jumped_in_vain = 0, self._idle_jumps
+                self._end_results()
                 continue
             clock.jump_to(min(due))
             for wf in waiting:  # their trio deadlines are forgotten: they ask again
@@ -354,6 +370,60 @@ class WorkflowEnv:
             return True
         self._idle_ticks += 1
         return False
+
+    def _end_results(self) -> None:
+        """Cancel the awaited ``env.result`` calls: nothing can end their workflows."""
+        for scope, _id in self._results:
+            scope.cancel()
+        self._results.clear()
+
+    def _jumps_spent(self, waiting: list[Any]) -> bool:
+        """Time is about to jump: True once :data:`IDLE_JUMPS` jumps, made while a result
+        was awaited, left its workflow and its children (child workflows, theirs, ...)
+        as they were, none of them with a timer of its own (``waiting``: the workflows
+        with a deadline), and nothing else moving (:meth:`_stuck`): only other
+        workflows' timers move time (a heartbeat sleeping in a loop), which would skip
+        to the year 9999. Counts this jump otherwise; a timer of their own, or a step
+        one of them takes, starts the count again (one of those timers' workflows may
+        send what ends it: they jump until then; no proof is possible either way)."""
+        if not self._results:
+            self._idle_jumps, self._jump_mark = 0, None
+            return False
+        family = self._family()
+        if not self._stuck() or any(
+                wf.wid in family and self._falls_due(wf.wait_deadline) for wf in waiting):
+            self._idle_jumps, self._jump_mark = 0, None
+            return False
+        mark: tuple[Any, ...] = tuple(sorted((wid, id(wf), wf.cursor.seq, str(wf.status))
+                                             for wid, wf in family.items()))
+        mark += tuple(wid for _scope, wid in self._results if wid not in family)
+        if mark != self._jump_mark:
+            self._idle_jumps, self._jump_mark = 0, mark
+        if self._idle_jumps >= IDLE_JUMPS:
+            return True
+        self._idle_jumps += 1
+        return False
+
+    def _family(self) -> dict[str, Any]:
+        """The running workflows of the awaited results, and their descendants, by id."""
+        active = [wf for host in self._hosts() for wf in host.active.values()]
+        family = {wf.wid: wf for wf in active
+                  if any(wf.wid == wid for _scope, wid in self._results)}
+        grown = True
+        while grown:
+            grown = False
+            for wf in active:
+                if (wf.wid not in family and wf.parent is not None
+                        and wf.parent.id in family):
+                    family[wf.wid] = wf
+                    grown = True
+        return family
+
+    def _falls_due(self, trio_deadline: float) -> bool:
+        """A workflow's wait deadline is a time the clock will reach."""
+        assert isinstance(self.clock, SkippingClock)
+        wall = self.clock.wall_of(trio_deadline)
+        return wall is not None and math.isfinite(wall) and wall < FOREVER
 
     def _awaited_mark(self) -> tuple[Any, ...]:
         """Where the workflows of the awaited results stand (each one's run, journal
@@ -476,9 +546,10 @@ class WorkflowEnv:
         return self.workflow(pid.id, host=host)
 
     def workflow(self, id: str, host: str | None = None) -> WorkflowHandle:
-        """The handle of workflow ``id``."""
+        """The handle of workflow ``id``: the node's, but its ``result()`` is
+        :meth:`result`'s (a ``RuntimeError`` once nothing can end the workflow)."""
         handle: WorkflowHandle = self.node.workflow(id, host=host)
-        return handle
+        return _EnvHandle(handle.node, handle.host, handle.workflow_id, env=self)
 
     async def signal(self, id: str, topic: str, payload: Any = None) -> None:
         """Send workflow ``id`` a message, then let it react."""
@@ -512,27 +583,48 @@ class WorkflowEnv:
         """Wait for workflow ``id`` to end (time skips meanwhile); its result, or its
         error raised. A ``RuntimeError`` once nothing can end it (every task waits and
         nothing is due: a promise nobody resolves, a message nobody sends, a wait for
-        ever; or only schedules' ticks are, :data:`IDLE_TICKS` of them fired in vain),
-        rather than a test that hangs."""
+        ever; or only schedules' ticks are, :data:`IDLE_TICKS` of them fired in vain, or
+        other workflows' timers, :data:`IDLE_JUMPS` jumps of time in vain), rather than
+        a test that hangs."""
+        return await self._result(self.node.workflow(id))
+
+    async def _result(self, handle: WorkflowHandle) -> Any:
+        id = handle.workflow_id
         self._check_open(f"env.result({id!r})")
-        handle = self.workflow(id)
         if not self.virtual:
-            return await handle.result()
+            return await WorkflowHandle.result(handle)
         with trio.CancelScope() as scope:
             awaited = (scope, id)
             self._results.append(awaited)
             try:
-                return await handle.result()
+                return await WorkflowHandle.result(handle)
             finally:
                 if awaited in self._results:
                     self._results.remove(awaited)
-        ticks = (f" but schedules' ticks ({self._ticked_in_vain} fired, each schedule's "
-                 "once at least, without changing it)" if self._ticked_in_vain else "")
+        due = "no timer is due"
+        if self._ticked_in_vain:
+            due += (f" but schedules' ticks ({self._ticked_in_vain} fired, each schedule's "
+                    "once at least, without changing it)")
+        elif self._jumped_in_vain:
+            due = (f"no timer of its own is due ({self._jumped_in_vain:,} jumps of time, "
+                   "by other workflows' timers, left it as it was: if one of those "
+                   "workflows ends it later, await env.sleep() past that first)")
         raise RuntimeError(
             f"env.result({id!r}): workflow {id!r} is {handle.status()} and nothing can end "
-            f"it: every task waits, no timer is due{ticks} and no activity runs (a promise "
+            f"it: every task waits, {due} and no activity runs (a promise "
             "nobody resolves, a message nobody sends, a wait for ever); send or resolve "
             "what it waits for before awaiting its result, or race its wait with a timer")
+
+
+@attrs.frozen
+class _EnvHandle(WorkflowHandle):
+    """A workflow's handle from the environment (``env.start``, ``env.workflow``):
+    its ``result()`` is ``env.result``'s, which raises rather than hang."""
+
+    env: WorkflowEnv = attrs.field(repr=False, eq=False, kw_only=True)
+
+    async def result(self) -> Any:
+        return await self.env._result(self)
 
 
 def _skips_by_itself() -> bool:
