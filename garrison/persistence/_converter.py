@@ -253,20 +253,28 @@ def _array_structure_hook(hint: Any, conv: cattrs.Converter) -> Callable[[Any, A
             raise _mismatch("an array", value)
         if handler is None:
             return make(list(value))
-        errors: list[Exception] = []
-        out = []
-        for i, item in enumerate(value):
-            try:
-                out.append(handler(item, member))
-            except Exception as exc:  # (each named by its index, as cattrs' own does)
-                exc.__notes__ = [*getattr(exc, "__notes__", []), IterableValidationNote(
-                    f"Structuring {hint} @ index {i}", i, member)]
-                errors.append(exc)
-        if errors:
-            raise IterableValidationError(f"While structuring {hint!r}", errors, hint)
-        return make(out)
+        return make(_restore_each(hint, ((member, item) for item in value), handler))
 
     return restore
+
+
+def _restore_each(hint: Any, items: Iterable[tuple[Any, Any]],
+                  restore: Callable[[Any, Any], Any]) -> list[Any]:
+    """Each ``(type, value)`` of ``items`` (the values of an array restored as
+    ``hint``) restored by ``restore(value, type)``; the problems of all of them raised
+    together, each named by its index (as cattrs' own are)."""
+    errors: list[Exception] = []
+    out = []
+    for i, (member, item) in enumerate(items):
+        try:
+            out.append(restore(item, member))
+        except Exception as exc:
+            exc.__notes__ = [*getattr(exc, "__notes__", []), IterableValidationNote(
+                f"Structuring {hint} @ index {i}", i, member)]
+            errors.append(exc)
+    if errors:
+        raise IterableValidationError(f"While structuring {hint!r}", errors, hint)
+    return out
 
 
 def _no_value_restored(_value: Any, hint: Any) -> Any:
@@ -287,18 +295,8 @@ def _structure_fixed_tuple(value: Any, hint: Any) -> tuple[Any, ...]:
         raise _LengthMismatch(
             f"expected {len(members)} values ({', '.join(map(_hint_name, members))}), got "
             f"{len(value)}: {shown[:80]}{'...' if len(shown) > 80 else ''}")
-    errors: list[Exception] = []
-    out = []
-    for i, (member, item) in enumerate(zip(members, value, strict=True)):
-        try:
-            out.append(_converter.structure(item, member))
-        except Exception as exc:  # (each is named by its index, as cattrs' own does)
-            exc.__notes__ = [*getattr(exc, "__notes__", []), IterableValidationNote(
-                f"Structuring {hint} @ index {i}", i, member)]
-            errors.append(exc)
-    if errors:
-        raise IterableValidationError(f"While structuring {hint!r}", errors, hint)
-    return tuple(out)
+    return tuple(_restore_each(hint, zip(members, value, strict=True),
+                               _converter.structure))
 
 
 #: the scalar types a union may hold, a boolean's first (``True`` is an ``int`` too)
