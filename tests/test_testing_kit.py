@@ -436,28 +436,78 @@ async def _never_replies() -> None:
         pass
 
 
-async def _calls_silent() -> str:
+async def _calls_silent(to: str = "silent", timeout: str = "1h") -> str:
     try:
-        return str(await process.call("silent", "q", timeout="1h"))
+        return str(await process.call(to, "q", timeout=timeout))
     except TimeoutError as exc:
         return f"timed out: {exc}"
 
 
 async def test_a_workflow_s_call_timeout_falls_due_on_the_environment_s_time() -> None:
-    """A workflow's ``process.call(..., timeout="1h")`` to a process that never replies
+    """A workflow's ``process.call(..., timeout="1h")`` to a workflow that never replies
     waited the hour in real time on the environment's own clock: ``env.sleep("2h")``
     returned with the workflow still running. Its timeout is due on the workflow's
-    time, as its timers are."""
+    time, as its timers are (the callee, a workflow, answers on that time too)."""
+    async with garrison.testing.workflow_env() as env:
+        await env.start(ops_app.sleeps_forever, id="s")  # (its inbox is never read)
+        await env.settle()
+        t0 = env.now()
+        await env.start(_calls_silent, "workflows/s", id="c")
+        await env.sleep("2h")
+        assert env.status("c") == "completed"
+        assert await env.result("c") == ("timed out: call to workflows/s (topic 'q') got "
+                                         "no reply within 3600s")
+        assert env.now() - t0 == dt.timedelta(hours=2)
+
+
+async def _prices_slowly(seconds: float) -> None:
+    """A plain process working in real time before each reply (as on a DB driver's
+    thread or I/O)."""
+    process.register("pricer")
+    async for msg in process.inbox():
+        await trio.sleep(seconds)
+        await msg.reply(msg.payload * 3)
+
+
+async def _asks_price(qty: int) -> int:
+    return int(await process.call("pricer", "price", qty))
+
+
+async def test_a_workflow_s_call_to_a_plain_process_times_out_in_real_time(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A plain process answers in real time: while it awaited its I/O (a thread, a
+    ``trio.sleep``) every task waited, and the environment jumped its clock past the
+    workflow's call timeout (5s of virtual time after 0.2s of real time): the workflow
+    failed with ``TimeoutError``. Such a call's timeout is real time; the caller runs
+    its step meanwhile, so a short STUCK_AFTER does not take it for stuck."""
+    from garrison.testing import _env
+
+    monkeypatch.setattr(_env, "STUCK_AFTER", 0.05)
+    async with garrison.testing.workflow_env() as env:
+        await env.node.spawn(_prices_slowly, 0.2)
+        await env.settle()
+        t0 = env.now()
+        await env.start(_asks_price, 2, id="o")
+        assert await env.result("o") == 6
+        assert env.now() == t0  # (nothing was due: time did not skip)
+
+
+async def test_a_workflow_s_call_to_a_silent_plain_process_ends_at_its_real_timeout(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The call's real timeout, longer than STUCK_AFTER, ends it (not the stuck
+    check's ``RuntimeError``, nor a jump of virtual time at once), with the
+    ``TimeoutError`` a node gives."""
+    from garrison.testing import _env
+
+    monkeypatch.setattr(_env, "STUCK_AFTER", 0.05)
     async with garrison.testing.workflow_env() as env:
         await env.node.spawn(_never_replies)
         await env.settle()
-        t0 = env.now()
-        await env.start(_calls_silent, id="c")
-        await env.sleep("2h")
-        assert env.status("c") == "completed"
+        started = time.monotonic()
+        await env.start(_calls_silent, "silent", "0.3s", id="c")
         assert await env.result("c") == (f"timed out: call to {env.node.lookup('silent')} "
-                                         "(topic 'q') got no reply within 3600s")
-        assert env.now() - t0 == dt.timedelta(hours=2)
+                                         "(topic 'q') got no reply within 0.3s")
+        assert time.monotonic() - started >= 0.3
 
 
 async def _dies_on_a_call() -> None:

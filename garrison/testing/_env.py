@@ -11,10 +11,11 @@ Two ways time skips, chosen by the trio clock the test runs on:
   environment runs a task that, whenever every task waits, jumps it to the next
   workflow deadline, schedule tick, free slot of a host's ``rate:`` (or the end of an
   ``env.sleep``), the way the autojump clock does. Workflow timers, durable sleeps,
-  receive timeouts, a workflow's call timeouts, activity retry delays, schedules' ticks
-  and rates' waits skip;
+  receive timeouts, a workflow's call timeouts (to a workflow), activity retry delays,
+  schedules' ticks and rates' waits skip;
   ``trio.sleep`` in the test's own code, activity timeouts and plain processes'
-  timeouts take real time.
+  timeouts take real time, as does a workflow's call to a plain process (which works in
+  real time).
 
 Either way ``await env.sleep(d)`` advances time by ``d``, firing what falls due on the
 way, and returns once the workflows woken have reacted (every task waits again, and no

@@ -854,7 +854,14 @@ class Interop(WorkflowCore):
         (``garrison.testing``'s) whose jumps trio's deadlines never see: the timeout
         falls due on the workflow's time, as its timers do (an alarm of the clock
         cancels the wait; no task of its own, so the call's errors come out as they
-        are). It runs from the request's delivery, as the kernel's does."""
+        are). It runs from the request's delivery, as the kernel's does.
+
+        A plain process answers in real time (its I/O, a thread, ``trio.sleep``), when
+        every task looks blocked and the clock would jump past a virtual timeout: a
+        call to one keeps its real timeout, as plain processes' own timeouts do (the
+        workflow runs its step meanwhile: the environment never takes it for stuck)."""
+        if not isinstance(callee, (WorkflowCore, RemoteWorkflow)):
+            return await self.exchange(callee, pid, topic, seconds, deliver, ref=ref)
         scope = trio.CancelScope()
         disarm: Callable[[], None] | None = None
 
