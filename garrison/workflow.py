@@ -24,7 +24,7 @@ import logging as _logging
 import math as _math
 import re as _re
 import uuid as _uuid
-from collections.abc import MutableMapping
+from collections.abc import Iterator, MutableMapping
 from typing import Any, NoReturn, Protocol
 
 import attrs as _attrs
@@ -327,29 +327,36 @@ def _check_surrogates(value: Any, what: str) -> None:
     ``surrogateescape``, as ``os.listdir`` gives a file name that is not UTF-8) has no
     place in PostgreSQL's ``jsonb``, which a search attribute is, and both stores
     refuse it alike, at the call."""
-    if isinstance(value, str):
-        if _SURROGATE.search(value):
-            raise ValueError(f"{what} holds a surrogate character ({value!r}), which a "
+    for item, _where in _walk(value, keys=True):
+        if isinstance(item, str) and _SURROGATE.search(item):
+            raise ValueError(f"{what} holds a surrogate character ({item!r}), which a "
                              "search attribute cannot hold (not UTF-8 text: decode it with "
                              "errors='replace', or keep it in memo)")
-    elif isinstance(value, dict):
-        for k, v in value.items():
-            _check_surrogates(k, what)
-            _check_surrogates(v, what)
-    elif isinstance(value, list | tuple):
-        for v in value:
-            _check_surrogates(v, what)
 
 
 def _check_finite(value: Any, what: str) -> None:
-    if isinstance(value, float) and not _math.isfinite(value):
-        raise ValueError(f"{what} is {value!r}: NaN and infinity are not JSON values")
-    if isinstance(value, dict):
-        for k, v in value.items():
-            _check_finite(v, f"{what}[{k!r}]")
-    elif isinstance(value, list | tuple):
-        for i, v in enumerate(value):
-            _check_finite(v, f"{what}[{i}]")
+    for item, where in _walk(value):
+        if isinstance(item, float) and not _math.isfinite(item):
+            raise ValueError(f"{what}{where} is {item!r}: NaN and infinity are not JSON "
+                             "values")
+
+
+def _walk(value: Any, keys: bool = False) -> Iterator[tuple[Any, str]]:
+    """``value`` and what it holds at any depth (dicts' keys too, with ``keys``), each
+    with where it is (``[0]['a']``), in order. A walk of its own, not a recursion: a
+    value nested deeper than Python's recursion limit is the converter's to name (a
+    ``PayloadError`` as the attributes are stored), not a ``RecursionError`` here."""
+    todo: list[tuple[Any, str]] = [(value, "")]
+    while todo:
+        item, where = todo.pop()
+        yield item, where
+        if isinstance(item, dict):
+            for k, v in reversed(item.items()):
+                todo.append((v, f"{where}[{k!r}]"))
+                if keys:
+                    todo.append((k, where))
+        elif isinstance(item, list | tuple):
+            todo.extend((v, f"{where}[{i}]") for i, v in reversed(list(enumerate(item))))
 
 
 def set_state(key: str, value: Any) -> None:

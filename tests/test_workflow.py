@@ -2118,6 +2118,26 @@ async def test_a_search_attribute_or_filter_holding_an_integer_beyond_64_bits_is
         node.workflows(search={"n": -(2**63) - 1})
 
 
+async def test_a_search_attribute_too_deep_or_too_big_is_a_clear_error_at_the_call(
+        node: garrison.Node) -> None:
+    """helper-310: a search attribute (or memo) nested 5,000 deep failed the workflow
+    with a bare RecursionError from the checks' own recursion, and an integer of 5,000
+    digits with Python's "Exceeds the limit (4300 digits)" from the error message that
+    named it. Each is an error at ``workflow.attrs`` naming the attribute."""
+    for field, named in (("search", "the search attributes"), ("memo", "the memo")):
+        await node.start_workflow(app.tags_nested, 5000, field, id=f"deep-{field}")
+        said = await node.workflow(f"deep-{field}").result()
+        assert said.startswith(f"PayloadError: cannot store {named} of 'deep-{field}': a "
+                               "value of type dict is nested 5001 levels deep"), said
+    await node.start_workflow(app.tags_nested, 300, "search", id="fine")
+    assert await node.workflow("fine").result() == "set"
+    await node.start_workflow(app.tags_with_power_of_ten, 5000, id="huge")
+    said = await node.workflow("huge").result()
+    assert said == ("workflow.attrs(search=...): search attribute 'n' holds an integer of "
+                    "16,610 bits, beyond 64 bits: no store compares it exactly (give it as "
+                    "a string)"), said
+
+
 async def test_arguments_the_code_no_longer_takes_block_with_advice_that_fits(
         tmp_path: Path) -> None:
     """A workflow whose recorded arguments the new code's annotations refuse (a required

@@ -977,6 +977,19 @@ async def tags_with(value: Any) -> str:
     return "set"
 
 
+async def tags_nested(depth: int, field: str) -> str:
+    """Sets the search attribute (or memo, ``field``) ``n`` to a list nested ``depth``
+    deep; what that raised, if anything."""
+    value: Any = 1
+    for _ in range(depth):
+        value = [value]
+    try:
+        workflow.attrs(**{field: {"n": value}})
+    except (TypeError, ValueError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return "set"
+
+
 async def raises_a_stray_cancelled(in_group: bool) -> str:
     """Raises trio's Cancelled, caught inside a cancelled scope of its own, outside it
     (code that keeps an exception to raise later), alone or in a group: a workflow here,
@@ -1054,3 +1067,9 @@ async def versioned_loop(n: int) -> int:
 
 async def raises_a_terminal_escape() -> None:
     raise RuntimeError("own\x1b[31mred\rY")
+
+
+async def tags_with_power_of_ten(digits: int) -> str:
+    """``tags_with`` of 10 ** ``digits`` (an integer made here: an argument of more
+    than 4,300 digits is refused at the start)."""
+    return await tags_with(10 ** digits)

@@ -938,7 +938,11 @@ def check_search_value(key: str, value: Any, what: str) -> None:
     while todo:
         item = todo.pop()
         if type(item) is int and item not in _SEARCH_INT:
-            raise ValueError(f"{what} {key!r} holds the integer {item}, beyond 64 bits: no "
+            # (one of thousands of digits is not said in full: past 4,300 Python will
+            # not turn it into text)
+            said = (f"the integer {item}" if item.bit_length() <= 256 else
+                    f"an integer of {item.bit_length():,} bits")
+            raise ValueError(f"{what} {key!r} holds {said}, beyond 64 bits: no "
                              "store compares it exactly (give it as a string)")
         if isinstance(item, dict):
             todo.extend(item.values())

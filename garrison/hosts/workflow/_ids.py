@@ -130,21 +130,23 @@ def check_text(value: Any, what: str) -> None:
     store encodes it): refused on both stores alike where it would be written. (Not
     where a replay matches a name against its journal: a journal an older version wrote
     on SQLite replays.)"""
-    if isinstance(value, str):
-        if "\x00" in value:
-            raise ValueError(f"{what} cannot hold the NUL character (\\x00), which no store "
-                             f"keeps as text: got {shown(value)}")
-        bad = _lone_surrogate(value)
-        if bad is not None:
-            raise ValueError(f"{what} cannot hold the lone surrogate character {bad!r}, which "
-                             f"is not valid text and cannot be stored: got {shown(value)}")
-    elif isinstance(value, dict):
-        for k, v in value.items():
-            check_text(k, what)
-            check_text(v, what)
-    elif isinstance(value, list | tuple):
-        for v in value:
-            check_text(v, what)
+    todo = [value]  # (a walk of its own, not a recursion: a value nested deeper than
+    while todo:     # Python's recursion limit is the converter's to name)
+        item = todo.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                raise ValueError(f"{what} cannot hold the NUL character (\\x00), which no "
+                                 f"store keeps as text: got {shown(item)}")
+            bad = _lone_surrogate(item)
+            if bad is not None:
+                raise ValueError(f"{what} cannot hold the lone surrogate character {bad!r}, "
+                                 f"which is not valid text and cannot be stored: got "
+                                 f"{shown(item)}")
+        elif isinstance(item, dict):
+            for k, v in reversed(item.items()):  # (in order: the first bad one is named)
+                todo += (v, k)
+        elif isinstance(item, list | tuple):
+            todo.extend(reversed(item))
 
 
 def check_signal_topic(topic: object) -> str:
