@@ -1901,6 +1901,35 @@ async def test_bad_arguments_fail_at_continue_as_new_with_nothing_stored(
     assert [r.kind for r in node.workflow("uncaught").history()] == []
 
 
+async def swallows_continue(n: int) -> str:
+    """Continues as new once for real (``n`` 1), then calls it again and swallows its
+    exception with a bare ``except:``."""
+    if n == 1:
+        workflow.continue_as_new(0)
+    try:
+        workflow.continue_as_new(5)
+    except:  # noqa: E722 (what the warning is for)
+        workflow.set_state("swallowed", True)
+    return "went on"
+
+
+async def test_a_continue_as_new_the_code_swallows_is_warned_of(
+        node: garrison.Node, caplog: pytest.LogCaptureFixture) -> None:
+    """``workflow.continue_as_new`` raises (README: it never returns); a bare ``except:``
+    or ``except BaseException:`` around it swallowed that, and the run completed with
+    what the code returned then, no new run started, in silence. It is warned of,
+    once, naming the workflow; its first run's continue, which went through, is not."""
+    caplog.set_level(logging.WARNING, logger="garrison")
+    await node.start_workflow(swallows_continue, 1, id="sw")
+    assert await node.workflow("sw").result() == "went on"
+    said = [r.getMessage() for r in caplog.records if "continue_as_new" in r.getMessage()]
+    assert said == ["workflow sw: its code returned after workflow.continue_as_new(), "
+                    "whose exception it caught (a bare except: or an except "
+                    "BaseException: that did not raise it again): the run completed with "
+                    "what it returned, and no new run started"], said  # (its 2nd run's)
+    assert node.workflow("sw").state("swallowed") is True
+
+
 async def _result_raises(handle: garrison.WorkflowHandle, outcome: list[str]) -> None:
     """``handle.result()`` raises RuntimeError (the node stopped): its message goes to
     ``outcome``."""

@@ -126,7 +126,7 @@ class WorkflowCore(Caller, WorkflowScope):
     # mixins with empty slots; an attribute not named here cannot be set)
     __slots__ = ("_budget", "_buffer", "_inboxes", "_journal_sizes", "_wake", "attempt",
                  "backoff", "cancel_at", "cancel_delivered", "cancel_requested", "check_lost",
-                 "children_end", "continued",
+                 "children_end", "continue_asked", "continued",
                  "created", "cursor", "defaulted", "done", "durable_watchers", "error", "exited",
                  "flushes", "flushing", "fn", "handed_over", "held_names", "history_bytes", "host",
                  "input_plain", "kill_reason", "left_outcome",
@@ -161,6 +161,9 @@ class WorkflowCore(Caller, WorkflowScope):
         self.created = created
         self.cursor = Cursor(wid, journal)
         #: a run started by continue_as_new (its journal begins with a CONTINUED record)
+        #: its code called ``workflow.continue_as_new`` in this run (whose exception,
+        #: if the run returns after all, the code caught: warned of)
+        self.continue_asked = False
         self.continued = bool(journal) and journal[0].seq == 0 and \
             journal[0].kind == JournalKind.CONTINUED
         #: inbox items delivered and not consumed yet, in arrival order (an empty tuple

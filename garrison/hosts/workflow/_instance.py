@@ -186,6 +186,8 @@ class WorkflowInstance(Waits, Activities, Interop):
                             finally:  # what it started and did not await: cancelled, unrecorded
                                 if self.started is not None:
                                     await self.end_started()
+                            if self.continue_asked:
+                                self._continue_swallowed()
                             break
                         except ContinueAsNew as again:
                             await self._continue_as_new(again.args_)
@@ -423,6 +425,7 @@ class WorkflowInstance(Waits, Activities, Interop):
 
     async def _continue_as_new(self, args: tuple[Any, ...]) -> None:
         """End this run: a fresh journal, the new arguments, a new run id."""
+        self.continue_asked = False
         self.check_continue()
         text = arguments_json(self.fn, args, f"the arguments of workflow {self.name}")
         run_id = _uuid.uuid4().hex
@@ -546,6 +549,16 @@ class WorkflowInstance(Waits, Activities, Interop):
         self.versions[change_id] = got
         return int(got)
 
+    def _continue_swallowed(self) -> None:
+        """The run returned after its code called ``workflow.continue_as_new``: the code
+        caught its exception (README: it never returns). Said, as nothing else shows it:
+        the run completes with what it returned, and no new run starts."""
+        log.warning("workflow %s: its code returned after workflow.continue_as_new(), "
+                    "whose exception it caught (a bare except: or an except "
+                    "BaseException: that did not raise it again): the run completed with "
+                    "what it returned, and no new run started", self.wid,
+                    extra={"workflow_id": self.wid})
+
     def _code_missing(self, exc: Exception) -> NonDeterminismError:
         """The error of a workflow whose function this node cannot import (``exc``): it
         blocks, as a divergence does (its journal kept for a node that has the code), but
@@ -640,6 +653,7 @@ class WorkflowInstance(Waits, Activities, Interop):
             raise TypeError(problem)
         text = arguments_json(fn, args, f"the arguments of workflow {self.name}")
         restore_args(fn, _loads(text), f"workflow {self.name}")  # typed ones: PayloadError
+        self.continue_asked = True
         raise ContinueAsNew(args)
 
 
