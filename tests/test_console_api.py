@@ -97,6 +97,13 @@ async def test_the_page_of_a_workflow_no_store_holds_is_a_404(seeded: str) -> No
         hidden = await c.get("/workflows/appr%E2%80%8Boval%EF%BB%BF%1B%C2%85")
         assert "<title>appr\\u200Boval\\uFEFF\\u001B\\u0085 · garrison</title>" in \
             hidden.text, hidden.text[:300]
+        # a carriage return too ("approve\r" read as "approve"), and every character
+        # console.js shows escaped (a combining grapheme joiner, a tag character as its
+        # two, as JSON and the script write it; helper-313)
+        alike = await c.get("/workflows/appr%CD%8Foval%F3%A0%81%81%0D")
+        assert "<title>appr\\u034Foval\\uDB40\\uDC41\\u000D · garrison</title>" in \
+            alike.text, alike.text[:300]
+        assert "appr\\u034Foval\\uDB40\\uDC41\\u000D</span>" in alike.text
     store.close()
 
 

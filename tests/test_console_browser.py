@@ -122,6 +122,14 @@ def test_follow_and_act_on_a_workflow_in_the_browser(tmp_path: Path) -> None:
             page.click("#confirm-yes")
             expect(page.locator("#toast.error")).to_contain_text(refused)
         expect(page.locator("#inbox tr")).to_have_count(4)
+        # a carriage return shows as its escape too: "approve\r" read as "approve", and
+        # "approve\r\n\r\nTOTALLY DIFFERENT" as a line of its own (helper-313)
+        r = ui.post("/api/workflows/exp-1001/signal",
+                    {"topic": "approve\r\n\r\nTOTALLY DIFFERENT"})
+        assert r.status_code == 200, r.text
+        topic = page.locator("#inbox td.mono", has_text="TOTALLY")
+        expect(topic).to_contain_text("approve\\u000D")
+        assert topic.text_content() == "approve\\u000D\n\\u000D\nTOTALLY DIFFERENT"
         # the reading where a browser gives no number's text to JSON.parse's reviver
         # (and has no JSON.rawJSON) keeps the digits too
         assert page.evaluate("[WITH_SOURCE, RAW_JSON]") == [True, True]

@@ -70,17 +70,32 @@ _PROMISE_ACTION = re.compile(r"/api/workflows/(?P<rest>.+)/(?:resolve|reject)$")
 _ACTION = re.compile(r"^(?P<wid>.+)/(?:signal|cancel|retry|promises/.+/(?:resolve|reject))$")
 
 
-#: Unicode's bidirectional controls (as console.js's ``BIDI``)
-_BIDI = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\xad\u061c\u180e\u200b-\u200f"
-                   "\u2028-\u202e\u2060-\u2069\ufeff]")
+#: what console.js's ``BIDI`` matches but tab and newline: control characters (a
+#: carriage return too), Unicode's bidirectional controls, the line and paragraph
+#: separators and every default-ignorable character (Python's ``re`` has no
+#: ``\\p{Default_Ignorable_Code_Point}``: its ranges, as Unicode lists them)
+_BIDI = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\xad\u034f\u061c\u115f\u1160\u17b4\u17b5"
+                   "\u180b-\u180f\u200b-\u200f\u2028-\u202e\u2060-\u206f\u3164\ufe00-\ufe0f"
+                   "\ufeff\uffa0\ufff0-\ufff8\U0001bca0-\U0001bca3\U0001d173-\U0001d17a"
+                   "\U000e0000-\U000e0fff]")
 
 
 def visible(text: object) -> str:
     """``text`` with each bidirectional control, character that shows nothing (zero
-    width, the BOM) and control character but tab and newline shown as its ``\\uXXXX``
-    (a crafted id could otherwise read as another text in a page's title), as
-    console.js's ``visible()`` does for what the pages load."""
-    return _BIDI.sub(lambda m: f"\\u{ord(m.group()):04X}", str(text))
+    width, the BOM, a variation selector, a tag character) and control character but
+    tab and newline (a carriage return too) shown as its ``\\uXXXX``, one past U+FFFF
+    as its two (a crafted id could otherwise read as another text in a page's title),
+    as console.js's ``visible()`` does for what the pages load."""
+    return _BIDI.sub(lambda m: _escape(m.group()), str(text))
+
+
+def _escape(char: str) -> str:
+    """``char`` as JSON (and console.js) write it: ``\\u202E``, or its UTF-16 pair."""
+    code = ord(char)
+    if code <= 0xFFFF:
+        return f"\\u{code:04X}"
+    code -= 0x10000
+    return f"\\u{0xD800 + (code >> 10):04X}\\u{0xDC00 + (code & 0x3FF):04X}"
 
 
 def make_app(backend: Backend, *, token: str | None = None, loopback: bool = True,

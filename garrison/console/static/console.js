@@ -14,9 +14,10 @@ function $(id) { return document.getElementById(id); }
 // default-ignorable (zero-width ones, the BOM, variation selectors, the combining
 // grapheme joiner, tag characters, Hangul fillers...). Every text the console shows
 // from data goes through visible(), which shows each as its \uXXXX (two for one past
-// \uFFFF, as JSON writes it; a tab, a newline stays).
+// \uFFFF, as JSON writes it; a tab, a newline stays: a carriage return does not, or
+// "approve\r" would read as "approve").
 const BIDI = /[\p{Cc}\p{Default_Ignorable_Code_Point}\u2028\u2029]/gu;
-const KEPT = new Set(["\t", "\n", "\r"]);
+const KEPT = new Set(["\t", "\n"]);
 function visible(text) {
   return String(text).replace(BIDI, (c) => KEPT.has(c) ? c : [...Array(c.length).keys()]
     .map((i) => "\\u" + c.charCodeAt(i).toString(16).toUpperCase().padStart(4, "0")).join(""));
