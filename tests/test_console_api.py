@@ -2146,6 +2146,37 @@ async def test_the_node_page_builds_only_the_processes_it_shows(
         assert count(view["tree"]) == 50
 
 
+async def test_the_node_page_lists_and_counts_the_workflows_as_its_stats_do(
+        store_path: str, autojump_clock: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A workflow running or parked on the node is a process of its host: the stats
+    count it (its inbox may be the largest), and the Node page neither listed nor
+    counted it ("Processes (3)" beside "processes 135", the largest inbox's pid nowhere
+    in the table; helper-313). Listed after the processes, within the same limit."""
+    from garrison.console import _backend
+
+    async with garrison.open_node(store=store_path) as node:
+        idle = await node.spawn(_idle_process)
+        await node.start_workflow(console_app.gated, "alpha", None, id="g-1")
+        await node.start_workflow(console_app.gated, "beta", None, id="g-2")
+        await until(lambda: node.workflow("g-2").status() == "waiting")
+        for n in range(3):
+            await node.workflow("g-1").signal("note", n)
+        await until(lambda: node.stats()["largest_inbox"] == 3)
+        view = NodeBackend(node).node_view()
+        stats = view["stats"]
+        assert view["processes_total"] == stats["processes"] == 3
+        rows = {p["pid"]: p for p in view["processes"]}
+        assert list(rows) == [str(idle), "workflows/g-1", "workflows/g-2"]
+        assert stats["largest_inbox_pid"] == "workflows/g-1"
+        assert rows["workflows/g-1"]["label"] == "console_app:gated"
+        assert rows["workflows/g-1"]["queued"] == 3
+        # the limit takes the processes first, then the workflows
+        monkeypatch.setattr(_backend, "PROCESSES_SHOWN", 2)
+        view = NodeBackend(node).node_view()
+        assert [p["pid"] for p in view["processes"]] == [str(idle), "workflows/g-1"]
+        assert view["processes_total"] == 3
+
+
 def test_the_trial_binds_skip_an_address_family_the_kernel_lacks_and_blame_only_the_same(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """helper-228: the trial bind of every --ui/--metrics address crashed on a host with

@@ -755,14 +755,21 @@ class NodeBackend(Backend):
         service_of = {str(s.pid): s.id for s in services if s.pid is not None}
         # only what the page shows is built (a node may run 100,000 processes): the
         # first PROCESSES_SHOWN snapshots, and the tree from every (pid, parent) pair,
-        # a snapshot only for the processes it shows
+        # a snapshot only for the processes it shows. The table lists the workflows
+        # running or parked here after the processes, and counts them as the stats'
+        # "processes" do (a workflow is a process of its host: it may hold the
+        # largest inbox); the tree is the processes' only
         hosts = [h for h in node.hosts.values() if hasattr(h, "process_infos")]
-        total = sum(h.live_count() for h in hosts)
+        total = sum(h.live_count() for h in node.hosts.values())
         infos: list[Any] = []
         for h in hosts:
             if len(infos) >= PROCESSES_SHOWN:
                 break
             infos.extend(h.process_infos(PROCESSES_SHOWN - len(infos)))
+        for h in self._hosts.values():
+            if len(infos) >= PROCESSES_SHOWN:
+                break
+            infos.extend(h.workflow_infos(PROCESSES_SHOWN - len(infos)))
         rows = [{"pid": str(i.pid), "label": i.label,
                  "parent": str(i.parent) if i.parent else None,
                  "service": service_of.get(str(i.pid)),

@@ -16,6 +16,7 @@ store.
 from __future__ import annotations
 
 import collections
+import itertools
 import json
 import logging
 import uuid as _uuid
@@ -40,7 +41,7 @@ from ..._errors import (
 )
 from ..._targets import import_target, target_name
 from ...actors._runtime import runtime_or_none
-from ...actors._values import ErrorInfo, Event, EventKind, Message, Pid
+from ...actors._values import ErrorInfo, Event, EventKind, Message, Pid, ProcessInfo
 from ...persistence import (
     Busy,
     RawJson,
@@ -1689,6 +1690,26 @@ class WorkflowHost:
         """Workflows running or parked (not those waiting in the queue)."""
         return sum(1 for wf in self.active.values() if not wf.done.is_set()) - \
             len(self.queue.held)
+
+    def workflow_infos(self, limit: int) -> list[ProcessInfo]:
+        """A :class:`~garrison.ProcessInfo` snapshot of the first ``limit`` workflows
+        :meth:`live_count` counts, each a process of this host (its pid, name as
+        ``label``, parent, messages and events waiting, links, monitors, names): the
+        console's Node page lists them with the processes. Not a process host's
+        ``process_infos``: ``node.processes()`` lists processes only."""
+        held = self.queue.held
+        live = (wf for wf in self.active.values()
+                if not wf.done.is_set() and held.get(wf.wid) is not wf)
+        infos = []
+        for wf in itertools.islice(live, max(limit, 0)):
+            events = sum(1 for item in wf.pending if item.event)
+            infos.append(ProcessInfo(
+                pid=wf.pid, alive=True, label=wf.name, parent=wf.parent,
+                queued=len(wf.pending) - events, events=events,
+                links=frozenset(wf.links or ()), monitors=frozenset(wf.monitoring or ()),
+                monitored_by=frozenset((*(wf.durable_watchers or ()), *(wf.watchers or ()))),
+                names=tuple(wf.held_names or ()), trap_links=wf.trap_links))
+        return infos
 
     def room(self) -> int | None:
         """How many more workflows may run here now (``None``: no limit): what the
