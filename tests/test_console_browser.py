@@ -269,10 +269,57 @@ def test_login_form_node_figures_children_and_paging_in_the_browser(tmp_path: Pa
         page.click("#first-page")
         expect(page.locator("#page-label")).to_have_text("page 1")
         expect(rows).to_have_count(50)
+        # the address of page 2 opened afresh (a bookmark, another tab: no history
+        # state) knows no pages before it: not "page 2" with a Previous that skipped
+        # pages to the first (a bookmark of page 3 said "page 2"; helper-313)
+        page.click("#next-page")
+        expect(page.locator("#page-label")).to_have_text("page 2")
+        page.evaluate("history.replaceState(null, '', location.href)")
+        page.reload()
+        expect(page.locator("#page-label")).to_have_text(
+            "a later page (opened by its address: First page goes back)")
+        expect(rows).to_have_count(7)
+        expect(page.locator("#prev-page")).to_be_disabled()
+        page.click("#first-page")
+        expect(page.locator("#page-label")).to_have_text("page 1")
+        expect(rows).to_have_count(50)
+        expect(page.locator("#first-page")).to_be_disabled()
         page.check("#status-filter input[value=completed]")
         page.click("#apply")
         expect(rows).to_have_count(2)
+        # a query refused (or a node that no longer answers): its error, and none of
+        # the rows of the query before under it (they stayed, helper-313)
+        page.fill("#search", "garbage")
+        page.click("#apply")
+        expect(page.locator("#list-error")).to_contain_text(
+            "search takes KEY=VALUE, got 'garbage'")
+        expect(rows).to_have_count(0)
         page.click("#clear")
+        expect(rows).to_have_count(50)
+        expect(page.locator("#list-error")).to_be_hidden()
+        # the answer to an earlier request that comes after a later one's is not drawn
+        # over it (page 1's rows under "page 2", helper-313): page 1's answer is held
+        # until page 2's is shown
+        page.evaluate("""() => {
+            window.realFetch = window.fetch;
+            window.held = [];
+            window.fetch = (url, init) => String(url).includes("after=") ?
+                window.realFetch(url, init) :
+                new Promise((done) => window.held.push(() => done(window.realFetch(url, init))));
+        }""")
+        page.click("#apply")
+        page.wait_for_function("window.held.length === 1")
+        page.click("#next-page")
+        expect(page.locator("#page-label")).to_have_text("page 2")
+        expect(rows).to_have_count(7)
+        page.evaluate("""async () => {
+            window.fetch = window.realFetch;
+            await Promise.all(window.held.map((release) => release()));
+            await new Promise((done) => setTimeout(done, 300));
+        }""")
+        assert rows.count() == 7
+        expect(page.locator("#page-label")).to_have_text("page 2")
+        page.click("#first-page")
         expect(rows).to_have_count(50)
 
         # a long id with no place to break wraps in its cell: the page is no wider than

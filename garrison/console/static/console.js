@@ -325,11 +325,15 @@ async function listPage() {
     host: params.get("host") || caps.host || "",
   };
   // the "after" of each page seen; the last is the current one. The URL keeps the
-  // current page's (a reload stays there), history.state the pages before it.
+  // current page's (a reload stays there), history.state the pages before it. An
+  // address opened afresh (a bookmark, another tab) has no such trail: its pages are
+  // counted from the one opened (cursors[0] is not null), shown as "a later page",
+  // and only First page goes back before it (a guessed trail skipped pages).
   const after = params.get("after");
   const kept = history.state && Array.isArray(history.state.cursors) ? history.state.cursors : null;
   const cursors = !after ? [null] :
-    kept && kept[kept.length - 1] === after ? kept : [null, after];
+    kept && kept[kept.length - 1] === after ? kept : [after];
+  const firstPage = () => cursors.splice(0, cursors.length, null);
   hostSelector(caps, filters.host, () => $("apply").click());
 
   const box = $("status-filter");
@@ -356,18 +360,31 @@ async function listPage() {
   // the query whose rows the table shows: a page or filter seen before answers 304
   // (unchanged since then), and its rows are drawn again from that earlier answer
   let shown = null;
+  // the number of the last load: the answer to an earlier one (a slow poll of the page
+  // before a click on Next) comes too late and is not drawn over a later one's
+  let asked = 0;
   async function load() {
+    const ticket = ++asked;
     const q = query(cursors[cursors.length - 1]).toString();
     history.replaceState({ cursors: [...cursors] }, "", q ? "/?" + q : "/");
     let answer;
     try {
       answer = await api("/api/workflows?" + q, { poll: true });
-      $("list-error").hidden = true;
     } catch (e) {
+      if (ticket !== asked) return;
       $("list-error").textContent = visible(e.message);
       $("list-error").hidden = false;
+      // the rows shown are another query's (a search refused) or the node's last
+      // answer: none under this query's filters and page
+      fill($("rows"));
+      rendered.delete("rows");
+      shown = null;
+      $("empty").hidden = true;
+      $("next-page").disabled = true;
       throw e;
     }
+    if (ticket !== asked) return;
+    $("list-error").hidden = true;
     const data = answer.data;
     const drawn = shown === q;
     shown = q;
@@ -384,8 +401,9 @@ async function listPage() {
     $("next-page").disabled = !data.next;
     $("next-page").dataset.next = data.next || "";
     $("prev-page").disabled = cursors.length < 2;
-    $("first-page").disabled = cursors.length < 2;
-    $("page-label").textContent = "page " + cursors.length;
+    $("first-page").disabled = cursors.length < 2 && cursors[0] === null;
+    $("page-label").textContent = cursors[0] === null ? "page " + cursors.length :
+      cursors.length > 1 ? "a later page" : "a later page (opened by its address: First page goes back)";
   }
 
   const poll = poller(load, 2000);
@@ -397,7 +415,7 @@ async function listPage() {
     filters.id = $("id-prefix").value.trim();
     filters.order = $("order").value;
     if (caps.hosts.length > 1) filters.host = $("host").value;
-    cursors.length = 1;
+    firstPage();
     poll.now();
   });
   $("clear").addEventListener("click", () => {
@@ -414,7 +432,7 @@ async function listPage() {
   $("prev-page").addEventListener("click", () => {
     if (cursors.length > 1) { cursors.pop(); poll.now(); }
   });
-  $("first-page").addEventListener("click", () => { cursors.length = 1; poll.now(); });
+  $("first-page").addEventListener("click", () => { firstPage(); poll.now(); });
   poll.start();
 }
 
