@@ -369,6 +369,20 @@ def test_login_form_node_figures_children_and_paging_in_the_browser(tmp_path: Pa
         expect(page.locator("#retry-note")).to_contain_text(
             "nothing is taken back, and the same code replays to the same failure")
 
+        # a workflow that is not there: said once, not asked for every second for
+        # ever (six 404s in six seconds, helper-313)
+        asked: list[str] = []
+        page.on("request", lambda r: asked.append(r.url) if "/api/workflows/nope" in r.url
+                else None)
+        page.clock.install()
+        with page.expect_response(lambda r: "/api/workflows/nope" in r.url):
+            page.goto(ui.url + "workflows/nope")
+        for _ in range(3):
+            page.clock.run_for(5000)
+            page.wait_for_timeout(100)
+        assert len(asked) == 1, asked
+        expect(page.locator("#wf-error-load")).to_contain_text("no workflow 'nope'")
+
         # log out: back at the login form, and the session is gone
         page.click("#logout")
         page.wait_for_url(ui.url + "login")

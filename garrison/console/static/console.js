@@ -246,7 +246,7 @@ async function api(path, options) {
   try { data = parseJsonText(await response.text()); } catch (e) { data = null; }
   if (!response.ok) {
     const message = data && data.error ? data.error : response.status + " " + response.statusText;
-    throw new Error(message);
+    throw Object.assign(new Error(message), { status: response.status });
   }
   if (polled) {
     const etag = response.headers.get("ETag");
@@ -636,6 +636,8 @@ async function workflowPage() {
     } catch (e) {
       $("wf-error-load").textContent = visible(e.message);
       $("wf-error-load").hidden = false;
+      // no such workflow: nothing to poll for (it asked every second, for ever)
+      if (e.status === 404) poll.stop();
       throw e;
     }
   }
