@@ -83,6 +83,28 @@ def test_errors_at_open_name_the_server_and_the_reason(postgres_server: Any) -> 
         PostgresStore(f"{base}/postgres", synchronous="sometimes")
 
 
+def test_a_url_libpq_cannot_parse_never_shows_its_password() -> None:
+    """libpq's refusal of a URL quotes the text it refused: a password with a bad
+    percent-encoding was printed as written (``invalid percent-encoded token:
+    "Tops3cret%G1"``), a ``?password=`` one too though the URL shown masked it. The
+    message names the part that is wrong, never its value."""
+    for url in ("postgresql://app:Tops3cret%G1@db.internal/orders",
+                "postgresql://app@db.internal/orders?password=Tops3cret%G1",
+                "postgresql://app:Tops3cret%2@db.internal/orders"):
+        with pytest.raises(StoreError) as info:
+            PostgresStore(url)
+        assert "Tops3cret" not in str(info.value), str(info.value)
+        assert str(info.value).endswith(
+            "the password holds a '%' not followed by two hex digits: write a '%' in it "
+            "as %25"), str(info.value)
+    for url, part in (("postgresql://app:Top%00s3cret@db/orders", "3cret"),  # (%00)
+                      ("postgresql://app:Tops 3cret@db/orders", "3cret"),  # (a space)
+                      ("postgresql://app:s3c@ret@db/orders", "ret@")):  # (host 'ret@db')
+        with pytest.raises(StoreError, match="invalid PostgreSQL URL") as info:
+            PostgresStore(url)
+        assert part not in str(info.value), str(info.value)
+
+
 class socket_closed_port:
     """A local TCP port nothing listens on (bound, then closed)."""
 

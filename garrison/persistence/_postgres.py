@@ -197,6 +197,21 @@ def _schema_name_ok(name: object) -> bool:
             and "\x00" not in name and "$" not in name)
 
 
+#: a '%' that does not begin a percent-encoded byte
+_BAD_PERCENT = re.compile("%(?![0-9A-Fa-f]{2})")
+
+
+def _password_problem(password: str) -> str | None:
+    """What libpq refuses in a URL's ``password`` (as written), said without it."""
+    if _BAD_PERCENT.search(password):
+        return "the password holds a '%' not followed by two hex digits: write a '%' in it as %25"
+    if "%00" in password:
+        return "the password holds %00 (a NUL character), which libpq does not take"
+    if " " in password:
+        return "the password holds a space: write it as %20"
+    return None
+
+
 def _parse(url: str, schema: str | None) -> tuple[dict[str, str], str, str]:
     """``(libpq parameters, schema, display name)``; ``ValueError`` says what is wrong."""
     if not is_postgres_url(url):
@@ -229,11 +244,25 @@ def _parse(url: str, schema: str | None) -> tuple[dict[str, str], str, str]:
     # (the URL as written, its query replaced: urlunsplit would turn libpq's
     # postgresql:///dbname, an empty host, into postgresql:/dbname)
     bare = url.partition("#")[0].partition("?")[0] + (f"?{rest}" if rest else "")
+    # the password as written (user:password@, ?password=): libpq's refusal of a URL
+    # quotes the text it refused, so what is wrong with a password is said here, and
+    # any password is cut out of what libpq says
+    passwords = [item.partition("=")[2] for k, item in keyed if k == "password"]
+    passwords += [parts.password] if parts.password is not None else []
+    problem = ("the user name or password holds an '@': write it as %40"
+               if parts.netloc.count("@") > 1 else  # (libpq: the host is what follows)
+               next(filter(None, map(_password_problem, passwords)), None))
+    if problem is not None:
+        raise ValueError(f"invalid PostgreSQL URL {_display_raw(url)!r}: {problem}")
     try:
         parsed = conninfo_to_dict(bare)
     except psycopg.Error as exc:
-        raise ValueError(f"invalid PostgreSQL URL {_display_raw(url)!r}: "
-                         f"{str(exc).strip()}") from None  # (libpq's ends in a newline)
+        reason = str(exc).strip()  # (libpq's ends in a newline)
+        secrets = {*passwords, *map(urllib.parse.unquote, passwords)} - {""}
+        for secret in sorted(secrets, key=len, reverse=True):
+            reason = reason.replace(secret, "***")
+        raise ValueError(f"invalid PostgreSQL URL {_display_raw(url)!r}: {reason}"
+                         ) from None
     params = {k: str(v) for k, v in parsed.items() if v is not None}
     host = params.get("host") or ""
     port = params.get("port") or "5432"
