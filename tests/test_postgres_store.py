@@ -1430,6 +1430,42 @@ def test_a_node_lock_held_alone_is_store_locked_not_a_wait_without_end(
             timer.join()
 
 
+def test_a_connection_lost_as_a_node_opens_the_store_is_made_again(pg: str) -> None:
+    """The node's session ended (``pg_terminate_backend``, as a server restart ends it)
+    while its migration waited for another's lock: the open failed at once, ``cannot set
+    up schema ...: terminating connection due to administrator command``, where a lost
+    connection is made again for ``retry_for``, as the running store's is."""
+    from garrison.persistence._pg_schema import _lock_key
+
+    schema = pg.rpartition("schema=")[2]
+    ended: list[int] = []
+
+    def end_the_waiting_session() -> None:
+        try:
+            deadline = time.monotonic() + 10
+            while not ended and time.monotonic() < deadline:
+                ended.extend(row[0] for row in sql(pg, (
+                    "SELECT pg_terminate_backend(pid)::int FROM pg_stat_activity WHERE "
+                    "application_name LIKE ? AND wait_event = 'advisory'"),
+                    ("garrison node%",)))
+                time.sleep(0.01)
+        finally:
+            holder.execute("SELECT pg_advisory_unlock(%s)", (_lock_key(schema),))
+
+    with psycopg.connect(pg.partition("?")[0], autocommit=True) as holder:
+        holder.execute("SELECT pg_advisory_lock(%s)", (_lock_key(schema),))  # a migration
+        ender = threading.Thread(target=end_the_waiting_session)
+        ender.start()
+        try:
+            store = PostgresStore(pg, retry_for=10)
+        finally:
+            ender.join()
+    assert ended == [1]
+    with store:  # (opened on the new session: the schema made, the store usable)
+        store.write(Transaction().create_workflow("w1", "app:flow", []))
+        assert store.get_workflow("w1") is not None
+
+
 def test_libpq_s_socket_url_form_and_ipv6_hosts_in_messages(postgres_server: Any) -> None:
     """``postgresql:///dbname?host=/socket/dir&port=N`` (libpq's standard form for a
     Unix-domain socket, an empty host) opens the store (urlunsplit made it
