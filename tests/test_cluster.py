@@ -1456,6 +1456,61 @@ async def test_a_node_whose_store_gave_up_leaves_its_workflows_to_the_others(
             look.close()
 
 
+async def test_a_node_whose_store_gave_up_leaves_at_once_while_the_server_is_away(
+        postgres_url: str) -> None:
+    """The server out of reach past ``retry_for``: the store gave up and the node's
+    workflows stopped, but the node left the cluster (and `garrison run` exited) only
+    once the server answered again, as leaving first wrote its row ``lost``: for the
+    whole outage it was a dead node that never exited. It leaves at once (its row is
+    left to lapse with its lease), its close waits for no server, and what its
+    workflows recorded stays as it was: the next node resumes them."""
+    import time
+
+    import cluster_app
+    import psycopg
+    import trio
+
+    from garrison._node import store_gave_up
+    from garrison.persistence import PostgresStore
+
+    dbname = postgres_url.rsplit("/", 1)[1]
+    admin = postgres_url.rsplit("/", 1)[0] + "/postgres"
+
+    def refuse(refused: bool) -> None:  # (as a server that is down, for this database)
+        with psycopg.connect(admin, autocommit=True) as c:
+            c.execute(f"ALTER DATABASE {dbname} ALLOW_CONNECTIONS {str(not refused).lower()}")
+            if refused:
+                c.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
+                          "datname = %s", (dbname,))
+
+    ids = [f"w{i}" for i in range(3)]
+    try:
+        async with garrison.open_node(store=PostgresStore(postgres_url, retry_for=0.2),
+                                      name="a", lease="30s") as node:
+            for wid in ids:
+                await node.start_workflow(cluster_app.sleeper, 30, 0.02, id=wid)
+            await trio.sleep(0.1)
+            refuse(True)
+            with trio.fail_after(5):  # (it waited for the server: for ever here)
+                error = await store_gave_up(node)
+            assert isinstance(error, garrison.StoreError)
+            began = time.monotonic()
+        assert time.monotonic() - began < 2  # (the close asked nothing of the server)
+    finally:
+        refuse(False)
+    async with garrison.open_node(store=postgres_url, name="a", lease="30s") as node:
+        with trio.fail_after(10):  # (the row of a dead node of its name: taken at once)
+            for wid in ids:
+                assert await node.workflow(wid).result() == 30
+    look = Look(postgres_url)
+    try:
+        for wid in ids:
+            steps = look.store.journal(wid)
+            assert [(r.seq, r.kind) for r in steps] == [(i, "sleep") for i in range(1, 31)]
+    finally:
+        look.close()
+
+
 async def test_a_writer_whose_old_session_lingers_takes_it_over_on_reconnect(
         postgres_url: str) -> None:
     """A cluster node's writer reconnecting while the server still ran its old session

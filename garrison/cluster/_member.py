@@ -755,7 +755,8 @@ class ClusterMember:
         workflows (stopped by the store's error, or stopping now) and its singleton
         services leave it; other nodes run them."""
         host = self.host
-        if self.on_singletons is not None:  # (handed on already: others take them now)
+        if self.on_singletons is not None:  # (handed on in the store by the thread now,
+            # or once this node's lease lapses: this node's copies stop)
             self.on_singletons(set(), None, 0.0)
         exc = WorkflowMoved(self.store.path, None, f"node {self.name}'s store failed "
                             f"({error}): its workflows go to the other nodes of the "
@@ -853,7 +854,10 @@ class ClusterMember:
         try:
             if cut is not None:
                 raise StoreError(self.store.path, cut)
-            if self.pg.epoch is not None:
+            # (a node whose store gave up left already: its row is ``lost``, or lapses;
+            # marking it ``left`` would not wait for a write of it in flight, as
+            # ``give_up`` does, and a server out of reach would hold the node's exit)
+            if self.pg.epoch is not None and not self.gave_up:
                 self.pg.release_singletons()
                 self.pg.release(None)
                 self.pg.set_status("left")
@@ -1107,14 +1111,25 @@ class ClusterMember:
     def _give_up(self, failed: StoreError, why: str = "its store failed: ") -> None:
         """The thread: the store writes nothing more (``failed``): renewing the lease
         would keep this node's workflows (and the orphans it claims) where nothing of
-        them is recorded, so the node leaves the cluster (tried again next round while a
-        write of it is in flight)."""
-        if self.pg.give_up():
-            self.gave_up = True
-            log.error("node %s leaves the cluster: %s%s; its workflows move to the other "
-                      "nodes (with none live, they wait in the store for the next node)",
-                      self.name, why, failed)
-            self._post("failed", failed)
+        them is recorded, so the node leaves the cluster at once, whether or not the
+        server answers (it used to wait for its row to be written ``lost``: for a whole
+        outage, a dead node that never exited). Marking the row ``lost`` is only a
+        shortcut for the others, tried once on the cluster connection as it is; without
+        it (the server out of reach, or a write of this node in flight), they take its
+        workflows once its lease, never renewed again, lapses."""
+        self.gave_up = True
+        log.error("node %s leaves the cluster: %s%s; its workflows move to the other "
+                  "nodes (with none live, they wait in the store for the next node)",
+                  self.name, why, failed)
+        self._post("failed", failed)
+        try:
+            marked = self.pg.give_up()
+        except (psycopg.Error, StoreError, OSError):
+            marked = False
+        if not marked:
+            log.warning("node %s could not mark itself lost in the cluster: the other "
+                        "nodes take its workflows once its lease lapses (in %gs at most)",
+                        self.name, self.lease)
 
     def _left(self) -> None:
         """The thread's round once this node left the cluster for good (``gave_up``):

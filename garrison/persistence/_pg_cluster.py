@@ -383,8 +383,13 @@ class PgCluster:
         """This node leaves because its store gave up writing for good: its row is marked
         ``lost`` (after any write of it still in flight, by the row lock, as
         :meth:`mark_lost`) and its singletons are handed on, so the others take its
-        workflows and singletons at once. False if a write of it is still in flight (try again)."""
-        conn = self.connect()
+        workflows and singletons at once. False if a write of it is still in flight, or
+        if the cluster connection is not open (dropped in an outage): no new one is
+        made, as the server may not answer, and the node leaves without waiting for it
+        (the others mark it lost once its lease lapses)."""
+        conn = self.conn
+        if conn is None or conn.closed or conn.broken:
+            return False
         s = self._s
         try:
             with conn.transaction():
