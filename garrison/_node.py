@@ -836,6 +836,10 @@ class Node:
                 member.on_live = remote.set_live
             assert self._nursery is not None
             await self._nursery.start(member.run)
+        elif store.owner and not self._start_interrupted:
+            # before anything of the start writes there (another program's open write
+            # transaction would hold a write of it, which no signal interrupts)
+            await store.wait_writable(lambda: self._start_interrupted)
         await self._add_host(host)
 
     @property

@@ -6,6 +6,7 @@ These tests use real time: the lock is held by a real second connection."""
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
 import time
@@ -17,7 +18,7 @@ import trio
 
 import garrison
 from garrison import process, workflow
-from garrison.persistence import SQLiteStore, Transaction
+from garrison.persistence import SQLiteStore, Transaction, _sqlite
 
 
 @garrison.activity
@@ -171,5 +172,92 @@ def test_a_tool_write_that_stays_busy_names_the_busy_timeout_it_waited(
         assert "busy timeout (0.2s)" in message and "60s" not in message, message
         assert info.value.path == db
         other.execute("ROLLBACK")
+    finally:
+        other.close()
+
+
+async def _parked_store(db: str) -> None:
+    """A store a node left a parked workflow in (the next node's resume writes it)."""
+    async with garrison.open_node(store=db) as node:
+        await node.start_workflow(app.sleeps_forever_or_signal, "receive", id="r")
+        await trio.sleep(0.1)
+
+
+def _hold(db: str) -> sqlite3.Connection:
+    """Another program's open write transaction on the store (a sqlite3 shell, a DB
+    browser)."""
+    other = sqlite3.connect(db, isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")
+    return other
+
+
+async def test_a_node_starting_on_a_store_another_program_holds_waits_saying_so(
+        tmp_path: Path, autojump_clock: object, caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """helper-318: a node's start waited silently in a write it could not leave (the
+    resume's, the root's start) for up to the busy timeout: it says within a second
+    what holds it, and starts once the other program lets go."""
+    caplog.set_level(logging.INFO, "garrison.store")
+    monkeypatch.setattr(_sqlite, "LOCKED_POLL", 0.25)  # (each try waits 10 ms real time)
+    db = str(tmp_path / "wf.db")
+    await _parked_store(db)
+    other = _hold(db)
+    try:
+        async def let_go() -> None:
+            await trio.sleep(3)
+            other.execute("ROLLBACK")
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(let_go)
+            async with garrison.open_node(store=db) as node:
+                assert trio.current_time() >= 3  # it waited for the lock ...
+                assert node.workflow("r").status() == "waiting"  # ... then resumed
+        said = [r.getMessage() for r in caplog.records if r.name == "garrison.store"]
+        assert said[0] == (
+            f"store {db!r}: another connection holds its write lock (a sqlite3 shell or a "
+            "DB browser with an open transaction?): the node waits for it before it "
+            "starts, for up to 60s (SIGINT or SIGTERM stops it)"), said
+        assert said[1] == f"store {db!r}: its write lock is free again: the node starts"
+    finally:
+        other.close()
+
+
+async def test_a_start_waiting_for_a_locked_store_ends_at_once_when_stopped(
+        tmp_path: Path, autojump_clock: object, monkeypatch: pytest.MonkeyPatch) -> None:
+    """helper-318: a cancel of the node's start (``open_node`` in a cancel scope), or
+    ``garrison run``'s first SIGINT/SIGTERM (``interrupt_start``), while the store is
+    locked by another program ended nothing until its write gave up (exit 2 after
+    60 s, where a signal during the start exits 0): the wait ends at once, the store's
+    lock is let go, nothing is written, and the store's busy_retry still ends a wait
+    that lasts with the 'stayed locked' StoreError."""
+    from garrison._node import new_node, running_node
+
+    monkeypatch.setattr(_sqlite, "LOCKED_POLL", 0.25)
+    db = str(tmp_path / "wf.db")
+    await _parked_store(db)
+    other = _hold(db)
+    try:
+        with trio.move_on_after(1.5) as waiting:
+            async with garrison.open_node(store=db):
+                pytest.fail("the node started on a store another program holds")
+        assert waiting.cancelled_caught
+        node = new_node(store=db)
+
+        async def signal_soon() -> None:
+            await trio.sleep(1.5)
+            node.interrupt_start()  # as garrison run does on its first signal
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(signal_soon)
+            async with running_node(node):
+                assert trio.current_time() < 3.5  # (the stop follows at once)
+        # (the lock file is free: not StoreLocked)
+        with (SQLiteStore(db, busy_retry=2) as store,
+              pytest.raises(garrison.StoreError, match=r"wf\.db.*stayed locked.*\(2s\)")):
+            async with garrison.open_node(store=store):
+                pass
+        other.execute("ROLLBACK")
+        with SQLiteStore(db, lock=False) as tool:  # nothing written: still as it parked
+            assert tool.get_workflow("r").status == "waiting"
     finally:
         other.close()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from types import TracebackType
 from typing import Any, Self
@@ -64,6 +65,10 @@ class StoreShortcuts:
         """The node stops in the block: nothing to bound here (a store whose server may
         stop answering, PostgreSQL's, bounds its waits by ``within``)."""
         return nullcontext()
+
+    async def wait_writable(self, stopping: Callable[[], bool] = lambda: False) -> None:
+        """A node's start waits here until the store may be written: nothing to wait
+        for here (SQLite's waits for a write lock another program holds)."""
 
     def statistics(self) -> StoreStatistics:
         """Counters of the write path (transactions, group-commit batches, ...)."""

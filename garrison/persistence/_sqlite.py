@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import pathlib
 import shutil
@@ -94,6 +95,8 @@ if TYPE_CHECKING:
     import sqlite_utils
 
 __all__ = ["SQLiteStore", "check_store_file"]
+
+log = logging.getLogger("garrison.store")
 
 _SYNCHRONOUS = {"normal": "NORMAL", "full": "FULL"}
 #: how long the node's writer connection waits for a lock another connection holds
@@ -529,6 +532,10 @@ FILE_CHECK_INTERVAL = 1.0
 BUSY_PAUSE = 0.005
 #: how long a store's close waits for its wakeup watcher to close its connection
 WATCHER_GONE = 1.0
+#: a node's start waiting for the write lock another connection holds: how often it
+#: tries the lock, and after how long it says what it waits for (seconds)
+LOCKED_POLL = 0.1
+LOCKED_WARNING = 1.0
 
 
 class SQLiteStore(StoreShortcuts):
@@ -942,6 +949,60 @@ class SQLiteStore(StoreShortcuts):
         except BaseException:
             _end_open(conn)
             raise
+
+    async def wait_writable(self, stopping: Callable[[], bool] = lambda: False) -> None:
+        """Wait until no other connection holds the store's write lock: a node's start,
+        before it writes anything (its resume, a schedule's sync, its root's start).
+        Another program's open write transaction (a ``sqlite3`` shell, a DB browser)
+        would otherwise hold the start in a write that cannot be interrupted, for up to
+        ``busy_retry`` seconds. The wait is trio's (cancellable; the lock is tried every
+        :data:`LOCKED_POLL` seconds with the writer's short busy timeout, and let go at
+        once, nothing written); after :data:`LOCKED_WARNING` seconds a warning says what
+        it waits for. It ends once ``stopping()`` (the node's start was interrupted), or
+        after ``busy_retry`` seconds with the :class:`~garrison.StoreError` a write that
+        waited as long gets. At once for any store but a node's (in memory, a tool's)."""
+        if self.path is None or not self.locked or self.readonly:
+            return
+        began = trio.current_time()
+        warned = False
+        while True:
+            try:
+                self._try_write_lock()
+            except Busy as exc:
+                waited = trio.current_time() - began
+                if waited >= self._group.retry_for:
+                    raise self._stayed_busy(exc) from exc.__cause__
+                if not warned and waited >= LOCKED_WARNING:
+                    warned = True
+                    log.warning("store %r: another connection holds its write lock (a "
+                                "sqlite3 shell or a DB browser with an open transaction?): "
+                                "the node waits for it before it starts, for up to %gs "
+                                "(SIGINT or SIGTERM stops it)", self.path,
+                                self._group.retry_for)
+            else:
+                if warned:
+                    log.info("store %r: its write lock is free again: the node starts",
+                             self.path)
+                return
+            if stopping():
+                return
+            await trio.sleep(LOCKED_POLL)
+
+    def _try_write_lock(self) -> None:
+        """Take the store's write lock (``BEGIN IMMEDIATE``, waiting the writer's short
+        busy timeout) and let it go at once; :class:`Busy` if another connection holds
+        it."""
+        conn = self._conn
+        with self._write_lock:
+            self._check_open()
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                _raise_if_busy(conn, exc)
+                raise _file.store_error(self.path, self._file, exc,
+                                        self._busy_timeout) from exc
+            finally:
+                _end_open(conn)  # (nothing was written: the lock is let go)
 
     def _stayed_busy(self, exc: Busy, waited: float | None = None) -> StoreError:
         """The StoreError of a write that found the store locked for ``waited`` seconds:

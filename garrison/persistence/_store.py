@@ -14,7 +14,7 @@ picked up by the node that owns the store through :meth:`Store.wakeups`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any, Protocol
@@ -245,6 +245,12 @@ class Store(Protocol):
     # -- lifetime ------------------------------------------------------------------
     def statistics(self) -> StoreStatistics:
         """Counters of the write path."""
+        ...
+
+    async def wait_writable(self, stopping: Callable[[], bool] = lambda: False) -> None:
+        """Wait (cancellable) until the store may be written, before a node's start
+        writes to it; end at once once ``stopping()`` (the start was interrupted). A
+        :class:`~garrison.StoreError` if it cannot be, as a write would raise."""
         ...
 
     def stopping(self, within: float) -> AbstractContextManager[None]:
