@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import importlib.machinery
 import importlib.util
 import json
 import logging
@@ -646,6 +647,12 @@ def _main_problem(main: str | None, config: Any, target: str) -> str | None:
     try:
         root = config.resolve_target(main)
     except KeyError as exc:
+        module, _, func = main.partition(":")
+        if func and not is_script(module) and \
+                module not in {i.split(":", 1)[0] for i in config.entries}:
+            clash = _module_clash(module, config)
+            if clash is not None:
+                return f"--main {main!r}: {clash}"
         try:
             if _main_function(main, quiet=False) is not None:
                 return None  # a module:function (see _main_function)
@@ -676,6 +683,50 @@ def _main_problem(main: str | None, config: Any, target: str) -> str | None:
         if problem is not None:
             return problem
     return None
+
+
+def _module_clash(module: str, config: Any) -> str | None:
+    """Why ``--main module:function`` cannot tell which file ``module`` is, or ``None``:
+    the current directory holds it and so does a config's folder (or it is imported
+    already from another file), with other code. The config's folder stays first on
+    ``sys.path`` once the config loaded, so its module ran, in silence, in place of the
+    current directory's (the one ``garrison run module:function`` runs): refused,
+    naming both files, as a config ``source:`` of a module another file holds is."""
+    from .config._loader import same_code
+
+    here = _module_file(module, Path.cwd())
+    if here is None:
+        return None
+    others = [(_module_file(module, Path(path).resolve().parent), "in the config's folder")
+              for path in config.source_paths]
+    others.append((getattr(sys.modules.get(module), "__file__", None), "imported already"))
+    for other, where in others:
+        if other is not None and not same_code(here, other):
+            return (f"the module {module!r} is two files, {here!r} in the current directory "
+                    f"and {other!r} {where}: Python holds one module per name, so one would "
+                    "run in place of the other; give the modules distinct names or put each "
+                    "in a package of a distinct name")
+    return None
+
+
+def _module_file(module: str, folder: Path) -> str | None:
+    """The file of the dotted ``module`` that ``folder`` holds (a package's
+    ``__init__.py``), or ``None``."""
+    search: list[str] | None = [str(folder)]
+    spec = None
+    parts = module.split(".")
+    for depth in range(1, len(parts) + 1):
+        if search is None:  # a module, not a package, above
+            return None
+        try:
+            spec = importlib.machinery.PathFinder.find_spec(".".join(parts[:depth]), search)
+        except (ImportError, ValueError):
+            return None
+        if spec is None:
+            return None
+        search = spec.submodule_search_locations
+    origin = spec.origin if spec is not None else None
+    return origin if origin and os.path.isfile(origin) else None
 
 
 def _runnable(config: Any) -> list[str]:

@@ -1234,6 +1234,42 @@ def test_run_config_main_takes_a_module_function(tmp_path):
     assert done.returncode == 2 and "--main 'svc:nope': no config entry" in done.stderr
 
 
+def test_run_config_main_of_a_module_both_folders_hold_is_refused_naming_both(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--main tasks:main`` with a ``tasks.py`` in the current directory and another in
+    the config's folder (which the config's ``source: tasks:svc`` imported) silently ran
+    the config folder's ``main`` (exit 0), and ``--main tasks:report``, defined in the
+    current directory's only, said it had no such function: one module name, two files,
+    refused naming both (exit 2), as a config source's is."""
+    from garrison import _cli
+
+    module = f"tasks_{tmp_path.name.replace('-', '_')}"
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / f"{module}.py").write_text(
+        "async def main():\n    return 'cwd main'\nasync def report():\n    return 'r'\n")
+    (tmp_path / "cfg").mkdir()
+    (tmp_path / "cfg" / f"{module}.py").write_text(
+        "async def svc():\n    return 'cfg svc'\nasync def main():\n    return 'cfg main'\n")
+    (tmp_path / "cfg" / "app.yaml").write_text(
+        f'version: "1.0"\nnamespace: app\nentries:\n'
+        f'  - {{name: svc, kind: process.py, source: "{module}:svc"}}\n')
+    try:
+        for func in ("main", "report"):
+            assert _cli.main(["run", "cfg/app.yaml", "--main", f"{module}:{func}"]) == 2
+            out, err = capsys.readouterr()
+            assert (out, err) == ("", (
+                f"garrison run: --main '{module}:{func}': the module {module!r} is two files, "
+                f"{str(tmp_path / module) + '.py'!r} in the current directory and "
+                f"{str(tmp_path / 'cfg' / module) + '.py'!r} in the config's folder: Python "
+                "holds one module per name, so one would run in place of the other; give the "
+                "modules distinct names or put each in a package of a distinct name\n"))
+        assert _cli.main(["check", "cfg/app.yaml"]) == 0  # (no --main: no question)
+    finally:
+        sys.modules.pop(module, None)
+
+
 def _verbs(group: str) -> dict[str, list[str]]:
     """Each verb of ``garrison GROUP`` and a value for each of its positionals."""
     import argparse

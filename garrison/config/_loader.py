@@ -672,7 +672,7 @@ def _imported_elsewhere(module_name: str, folder: Path) -> str | None:
             except (ImportError, ValueError):
                 found = None
             theirs = found.origin if found is not None and found.origin else None
-            if mine is None or (theirs and _same_code(mine, theirs)):
+            if mine is None or (theirs and same_code(mine, theirs)):
                 return None  # from here on, the package's own folder decides
             held = f"the package {parent!r} imported already ({_origin(parent)})"
             where = (f"{held} would import it from {theirs!r}" if theirs else
@@ -681,7 +681,7 @@ def _imported_elsewhere(module_name: str, folder: Path) -> str | None:
         theirs = getattr(loaded, "__file__", None)
         if mine is None:
             pass  # a namespace package here: what it holds is checked below
-        elif not theirs or not _same_code(mine, theirs):
+        elif not theirs or not same_code(mine, theirs):
             return _clash(name, mine, f"a module named {name!r} is already imported "
                                       f"{_origin(name)}")
         search = spec.submodule_search_locations
@@ -700,7 +700,7 @@ def _origin(name: str) -> str:
     return "as a module with no file (built in, or made in code)"
 
 
-def _same_code(mine: str, theirs: str) -> bool:
+def same_code(mine: str, theirs: str) -> bool:
     """``mine`` and ``theirs`` are one file, or two with the same bytes."""
     try:
         if os.path.samefile(mine, theirs):
