@@ -156,8 +156,13 @@ class _NoRoot(Exception):
 
 def is_config(target: str) -> bool:
     """Whether ``garrison run TARGET`` names a YAML config: ``.yaml`` or ``.yml``, in any
-    case (``UP.YAML``), as a file is told from a module everywhere."""
-    return target.lower().endswith((".yaml", ".yml"))
+    case (``UP.YAML``), as a file is told from a module everywhere; or any other file
+    there is, without a ``:``, that is no script (``app.conf``): ``garrison check``
+    reads any file as a config, as ``garrison run`` would, and a module is no file
+    (``app.conf`` was imported as the module ``app``)."""
+    if target.lower().endswith((".yaml", ".yml")):
+        return True
+    return ":" not in target and not is_script(target) and os.path.isfile(target)
 
 
 def _load_callable(target: str) -> Any:
@@ -959,7 +964,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "async function (main by default) as the root process and exit when it "
                     "returns. The first signal stops gracefully and exits 0, a second one "
                     "forces. Exit 1: the root failed; exit 2: bad config or unusable store.")
-    run_p.add_argument("target", help="app.yaml, script.py, script.py:func or module:func")
+    run_p.add_argument("target", help="app.yaml (or any other file but a .py: a config), "
+                       "script.py, script.py:func or module:func")
     run_p.add_argument("--main", help="with a config: spawn this entry id and exit when it ends")
     run_p.add_argument("--store", help="the store of the node's workflows host: a SQLite file "
                        "(relative to the current directory) or a postgresql://user@host:port/db "

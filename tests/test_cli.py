@@ -176,6 +176,38 @@ def test_run_tells_a_config_and_a_script_by_their_suffix_in_any_case(tmp_path):
     assert wrong.returncode == 2 and "of UP.YAML: app:main" in wrong.stderr, wrong.stderr
 
 
+def test_run_reads_any_other_file_as_a_config_as_check_does(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``garrison check app.conf`` passed it (check reads any file as a config, "as
+    garrison run would"), and ``garrison run app.conf`` imported it as the module
+    ``app`` (``cannot import 'app.conf': ModuleNotFoundError``, exit 2): a file there
+    is, with no ``:`` and no ``.py``, is a config to run too."""
+    from garrison import _cli
+
+    module = f"conf_{tmp_path.name.replace('-', '_')}"
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / f"{module}.py").write_text("async def main():\n    return 'conf ran'\n")
+    (tmp_path / "app.conf").write_text(
+        f'version: "1.0"\nnamespace: app\nentries:\n'
+        f'  - {{name: m, kind: process.py, source: "{module}:main"}}\n')
+    (tmp_path / "bad.conf").write_text("version: '1.0'\nnamespace: app\nentries: 5\n")
+    try:
+        assert _cli.main(["check", "app.conf"]) == 0
+        assert capsys.readouterr().out == "ok: app.conf\n"
+        assert _cli.main(["run", "app.conf", "--main", "app:m"]) == 0
+        out, err = capsys.readouterr()
+        assert out == "conf ran\n", err
+        assert _cli.main(["check", "bad.conf"]) == 1
+        problems = capsys.readouterr().out
+        assert problems.startswith("bad.conf: "), problems
+        assert _cli.main(["run", "bad.conf"]) == 2
+        assert capsys.readouterr().err == f"garrison run: invalid config:\n{problems}"
+    finally:
+        sys.modules.pop(module, None)
+
+
 def test_run_reports_a_root_it_cannot_load_in_one_line(tmp_path):
     """A script or module:function that cannot be the root process is one line naming
     the target and exit 2 (the node did not start), never a traceback: a sync main
