@@ -1063,14 +1063,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"garrison {argv[0]}: interrupted", file=sys.stderr)
         return 130
     if args.func in (cmd_run, cmd_ui):
-        _say_threads_left()
+        _say_threads_left(code)
     return code
 
 
-def _say_threads_left() -> None:
+def _say_threads_left(code: int) -> None:
     """The node stopped, and the interpreter will wait for the application's threads
     that are not daemons before the process exits: said, naming them (else a stop looks
-    hung); a SIGINT or SIGTERM meanwhile exits at once (``128 + the signal``)."""
+    hung); a SIGINT or SIGTERM meanwhile exits at once, with the command's exit status
+    ``code`` (the root's outcome: it ended before the signal came, which only ends the
+    wait; ``128 + the signal`` said a failed root had not failed)."""
     left = [t for t in threading.enumerate()
             if t is not threading.main_thread() and not t.daemon and t.is_alive()]
     if not left:
@@ -1080,9 +1082,13 @@ def _say_threads_left() -> None:
                 "to end before it exits (%s): a SIGINT or SIGTERM now exits at once",
                 len(left), "" if len(left) == 1 else "s", names)
 
-    def exit_now(got: int, _frame: Any) -> None:
+    def exit_now(_got: int, _frame: Any) -> None:
+        for stream in (sys.stdout, sys.stderr):  # (os._exit flushes nothing)
+            with contextlib.suppress(Exception):
+                if stream is not None:
+                    stream.flush()
         logging.shutdown()
-        os._exit(128 + got)
+        os._exit(code)
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, exit_now)

@@ -710,14 +710,19 @@ def test_a_script_running_its_node_at_import_stops_on_the_first_sigint(tmp_path)
     assert "Traceback" not in err
 
 
-def test_sigterm_after_the_node_stopped_is_not_swallowed(tmp_path):
+@pytest.mark.parametrize("ending, signum, code", [
+    ('return "done"', signal.SIGTERM, 0),
+    ('raise ValueError("x")', signal.SIGINT, 1),
+])
+def test_sigterm_after_the_node_stopped_is_not_swallowed(tmp_path, ending, signum, code):
     """Once ``garrison run``'s node has stopped, the command stops listening for
     signals: a SIGTERM while the process still waits (here for a thread of the
-    application, at interpreter exit) exits at once (128 + the signal, as a second
-    signal does while the node stops). The noting handlers of ``_cli_signals`` came
-    back when the command's signal receiver closed, so such a SIGTERM was only noted,
-    and the process ran on until a second one."""
-    (tmp_path / "job.py").write_text(textwrap.dedent("""
+    application, at interpreter exit) exits at once. The noting handlers of
+    ``_cli_signals`` came back when the command's signal receiver closed, so such a
+    SIGTERM was only noted, and the process ran on until a second one. The root's
+    outcome is the exit status (0 done, 1 failed): the signal only ends the wait (it
+    exited 128 + the signal, a failed root's 1 lost)."""
+    (tmp_path / "job.py").write_text(textwrap.dedent(f"""
         import sys, threading, time
 
         def linger():
@@ -728,20 +733,22 @@ def test_sigterm_after_the_node_stopped_is_not_swallowed(tmp_path):
 
         async def main():
             threading.Thread(target=linger).start()  # (not a daemon: exit waits)
-            return "done"
+            {ending}
     """))
     proc = start_run(tmp_path, "job.py")
     try:
         seen = read_until(proc, "lingering at exit", timeout=60)
         assert "lingering at exit" in seen, seen
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(signum)
         try:
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
-            pytest.fail("the SIGTERM was swallowed: the process runs on")
+            pytest.fail("the signal was swallowed: the process runs on")
     finally:
         proc.kill()
-    assert proc.returncode == 128 + signal.SIGTERM, seen
+    assert proc.returncode == code, seen
+    assert proc.stdout is not None
+    assert proc.stdout.read() == ("done\n" if code == 0 else ""), seen
 
 
 def test_a_spawned_child_of_the_garrison_command_takes_sigterm(tmp_path):
