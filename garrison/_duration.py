@@ -107,7 +107,8 @@ def parse_rate(value: object, *, what: str = "rate") -> tuple[int, float]:
     (5, 1.0)
 
     ``COUNT`` is a whole number from 1 to 2**63 - 1; ``DURATION`` a duration > 0 (a bare
-    unit such as ``s`` means one of it). Anything else raises ``ValueError`` naming the input.
+    unit such as ``s`` means one of it) of at most 100 years (:data:`LONGEST_WAIT`, as
+    every other duration). Anything else raises ``ValueError`` naming the input.
     """
     expected = "expected 'COUNT/DURATION' such as '100/1m' or '5/1s'"
     if not isinstance(value, str):
@@ -128,6 +129,9 @@ def parse_rate(value: object, *, what: str = "rate") -> tuple[int, float]:
                          ) from None
     if period <= 0:
         raise ValueError(f"invalid {what} {_shown(value)}: the period must be longer than 0")
+    if period > LONGEST_WAIT:
+        raise ValueError(f"invalid {what} {_shown(value)}: the period must be at most 100 "
+                         "years (36500d), as every duration")
     return int(count_text), period
 
 

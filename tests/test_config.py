@@ -21,6 +21,7 @@ if _TESTS not in sys.path:
 
 from config_fixtures import app_mod  # noqa: E402
 
+from garrison._duration import parse_rate  # noqa: E402
 from garrison._errors import ConfigError  # noqa: E402
 from garrison.config import (  # noqa: E402
     Config,
@@ -1127,6 +1128,27 @@ def test_service_timeouts_over_100_years_are_refused(tmp_path: Path) -> None:
     for field in ("start_timeout", "stop_timeout", "stable_threshold"):
         with pytest.raises(ValueError, match=rf"^field '{field}': {expected} "):
             Lifecycle(**{field: float("inf")})
+
+
+def test_a_rate_window_over_100_years_is_refused(tmp_path: Path) -> None:
+    """A host's ``rate: "1/99999999999999999999999999s"`` was taken, while every other
+    duration stops at 100 years; ``36500d`` itself is one."""
+    path, problems = problems_of(
+        tmp_path,
+        HEAD + '  - {name: w, kind: workflow.host, rate: "1/99999999999999999999999999s"}\n'
+        '  - {name: v, kind: workflow.host, rate: "1/36501d"}\n'
+        '  - {name: ok, kind: workflow.host, rate: "1/36500d"}\n',
+    )
+    assert problems == [
+        f"{path}: entry 'app:{name}' (index {index}): field 'rate': expected a rate "
+        "'COUNT/DURATION' such as '100/1m' (COUNT from 1 to 2**63 - 1; DURATION at most 100 "
+        f"years), got {rate!r}"
+        for name, index, rate in [("w", 0, "1/99999999999999999999999999s"),
+                                  ("v", 1, "1/36501d")]]
+    with pytest.raises(ValueError, match=r"^invalid rate '1/36501d': the period must be at "
+                                         r"most 100 years \(36500d\), as every duration$"):
+        parse_rate("1/36501d")
+    assert parse_rate("1/36500d") == (1, 100 * 365 * 86400.0)
 
 
 def test_no_restart_delay_needs_a_limit(tmp_path: Path) -> None:

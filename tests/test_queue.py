@@ -443,7 +443,7 @@ def test_config_refuses_a_limit_a_store_cannot_keep() -> None:
         "99999999999999999999999" in said, said
     assert "field 'cluster_max_concurrent': expected an integer from 1 to 2**63 - 1" in said
     assert "field 'rate': expected a rate 'COUNT/DURATION' such as '100/1m' (COUNT from 1 " \
-        "to 2**63 - 1)" in said
+        "to 2**63 - 1; DURATION at most 100 years)" in said
     load_config_text("version: '1.0'\nnamespace: app\nentries:\n"
                      "  - {name: w, kind: workflow.host, max_concurrent: 9223372036854775807}")
 

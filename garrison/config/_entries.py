@@ -134,7 +134,8 @@ def _rate(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
         parse_rate(value)
     except ValueError:
         raise _FieldProblem(attribute.name, "a rate 'COUNT/DURATION' such as '100/1m' "
-                            "(COUNT from 1 to 2**63 - 1)", value) from None
+                            "(COUNT from 1 to 2**63 - 1; DURATION at most 100 years)",
+                            value) from None
 
 
 def _positive_duration(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
