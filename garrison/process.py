@@ -185,8 +185,13 @@ def register(name: str, scope: str = "node") -> None:
 
 
 def unregister(name: str) -> None:
-    """Release ``name`` if the calling process holds it."""
-    current_runtime("process.unregister()").unregister(name)
+    """Release ``name`` if the calling process holds it (a ``str``, else ``TypeError``,
+    as ``register`` and ``lookup``: ``unregister(pid)`` is a mistake, not a no-op)."""
+    runtime = current_runtime("process.unregister()")
+    if not isinstance(name, str):
+        raise TypeError(f"unregister() takes a registered name (a str), got "
+                        f"{type(name).__name__}: {name!r}")
+    runtime.unregister(name)
 
 
 def lookup(name: str) -> Pid | None:

@@ -129,7 +129,7 @@ async def test_wrong_types_for_hosts_names_and_options_are_named(node, autojump_
     async def misuses() -> list[str]:
         out = []
         for call in (lambda: process.spawn(_sleeper, host=["x"]), lambda: process.lookup(5),
-                     lambda: process.register(5),
+                     lambda: process.register(5), lambda: process.unregister(5),
                      lambda: process.set_options(trap_links="no")):
             try:
                 result = call()
@@ -143,6 +143,7 @@ async def test_wrong_types_for_hosts_names_and_options_are_named(node, autojump_
         "a host is named by a str, got list: ['x']",
         "lookup() takes a registered name (a str), got int: 5",
         "register() takes a registered name (a str), got int: 5",
+        "unregister() takes a registered name (a str), got int: 5",  # (it did nothing)
         "process.set_options(trap_links=...) takes True or False, got str: 'no'",
     ]
 
