@@ -574,10 +574,18 @@ class Router:
             return
         info = host.process_info(target) if hasattr(host, "process_info") else None
         label = f" ({info.label})" if info is not None and info.label else ""
-        log.warning("process %s%s has not ended %gs after it was terminated: its code does "
-                    "not let it be cancelled (a shielded cancel scope, or a call that "
-                    "blocks the event loop); still waiting for it", target, label,
-                    _kernel.KILL_WARNING, extra={"pid": str(target)})
+        children = [
+            f"{pid}" + (f" ({child.label})" if child.label else "")
+            for pid, parent in getattr(host, "process_parents", list)() if parent == target
+            for child in (host.process_info(pid),) if child.alive]
+        why = (f"it waits for its children to stop, and {', '.join(children)} still "
+               f"run{'s' if len(children) == 1 else ''} (a child that ignores its CANCEL, "
+               "with shutdown 'infinity' or a long one, holds it until it ends)" if children
+               else "its code does not let it be cancelled (a shielded cancel scope, or a "
+               "call that blocks the event loop)")
+        log.warning("process %s%s has not ended %gs after it was terminated: %s; still "
+                    "waiting for it", target, label, _kernel.KILL_WARNING, why,
+                    extra={"pid": str(target)})
         await host.wait_exited(target)
 
 

@@ -1680,3 +1680,37 @@ async def test_a_child_waiting_for_its_restart_is_said_to_wait_not_to_run(
     await sup.terminate_child("b")
     await sup.delete_child("b")
     assert sup.which_children() == []
+
+
+async def test_a_terminated_supervisor_held_by_an_infinity_child_names_it_in_the_warning(
+    autojump_clock: Any, node: garrison.Node, caplog: pytest.LogCaptureFixture
+) -> None:
+    """helper-322: a supervisor terminated while a child of ``shutdown="infinity"``
+    ignores its CANCEL waits for that child (README: it stops each child with its
+    CANCEL and shutdown time); the warning 5 s in blamed the supervisor's own code (a
+    shielded cancel scope) and named no child. It names the children it still waits
+    for."""
+    log: list[Any] = []
+    sup = Supervisor([ChildSpec("st", stubborn, args=("st", log), shutdown="infinity")],
+                     name="s")
+    sup_pid = await node.spawn(sup)
+    await trio.sleep(0.1)
+    child = pids(sup)["st"]
+    caplog.set_level(logging.WARNING, logger="garrison")
+
+    async def terminate(pid: garrison.Pid) -> None:
+        await process.terminate(pid)
+
+    killer = await node.spawn(terminate, sup_pid)
+    with trio.move_on_after(8):
+        await node.wait(killer)
+    said = [r.getMessage() for r in caplog.records if "has not ended" in r.getMessage()]
+    assert said == [f"process {sup_pid} (Supervisor 's') has not ended 5s after it was "
+                    f"terminated: it waits for its children to stop, and {child} (st) "
+                    "still runs (a child that ignores its CANCEL, with shutdown "
+                    "'infinity' or a long one, holds it until it ends); still waiting for "
+                    "it"], said
+    assert child is not None
+    await node.spawn(terminate, child)
+    with trio.fail_after(5):
+        await node.wait(killer)  # (the supervisor ended once its child did)
