@@ -1521,6 +1521,24 @@ def test_run_with_a_name_no_node_can_have_is_one_line_and_exit_2(tmp_path):
         assert said in done.stderr, done.stderr
 
 
+def test_a_node_name_with_spaces_around_it_is_refused_by_run_and_drain(tmp_path, capsys):
+    """``garrison run --name ' n5 '`` joined, ``garrison nodes`` showed ``n5`` and
+    ``garrison nodes drain n5`` said "no live node named 'n5'": such a name is bad
+    input to both commands (exit 2, one line naming it), before any node or store."""
+    from garrison import _cli
+
+    (tmp_path / "job.py").write_text("async def main():\n    print('main ran')\n")
+    done = cli("run", "job.py", "--name", " n5 ", cwd=tmp_path)
+    assert done.returncode == 2 and done.stdout == "", done
+    assert done.stderr == ("garrison run: --name: a node name must not have spaces "
+                           "around it, got ' n5 '\n"), done.stderr
+    code = _cli.main(["nodes", "--store", "postgresql://nobody@127.0.0.1:1/none",
+                      "drain", "n5 "])
+    said = capsys.readouterr().err
+    assert code == 2 and "a node name must not have spaces around it, got 'n5 '" in said, \
+        said
+
+
 def test_a_handler_the_application_installed_stays_when_the_command_stops_noting():
     """The command puts the usual handlers back when it stops noting signals (before
     a node of ``garrison.run``, after ``garrison run``'s node stopped): only where its

@@ -49,6 +49,24 @@ async def test_a_node_name_with_a_control_character_is_refused() -> None:
         assert node.name == "node-ä 1"
 
 
+async def test_a_node_name_with_spaces_around_it_is_refused() -> None:
+    """A node named ``' n5 '`` joined its cluster, ``garrison nodes`` showed it as
+    ``n5`` and ``garrison nodes drain n5`` found no such node: spaces around a node's
+    name are refused, as around a registered name (inside one they are fine)."""
+    for bad in (" n5 ", "n5 ", " n5"):
+        with pytest.raises(ValueError, match=f"a node name must not have spaces around "
+                                             f"it, got {bad!r}"):
+            async with garrison.open_node(name=bad):
+                pass
+    async with garrison.open_node(name="n 5") as node:
+        assert node.name == "n 5"
+
+
+def test_run_refuses_a_node_name_with_spaces_around_it() -> None:
+    with pytest.raises(ValueError, match="spaces around it, got ' n5'"):
+        garrison.run(_plain, name=" n5")
+
+
 async def test_spawned_counts_plain_processes_whatever_starts_a_workflow() -> None:
     """helper-223: `spawned` counted a workflow started by `node.spawn(host=...)` and
     not the same workflow started by `start_workflow` or a workflow's own spawn; it
