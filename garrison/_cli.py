@@ -788,7 +788,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                                    _sessions(args), binds)
                or _metrics_problem(args.metrics, binds) or bind_problems(binds))
     try:
-        parse_lease(args.lease, what="--lease")
+        parse_lease(args.lease, what="--lease", command_line=True)
     except ValueError as exc:
         problem = problem or str(exc)
     if args.name is not None:  # (the node would refuse it as it starts: a traceback)

@@ -36,7 +36,8 @@ def _shown(value: object) -> str:
     return text if len(text) <= 80 else f"{text[:60]}... ({len(text)} characters)"
 
 
-def parse_duration(value: object, *, what: str = "duration") -> float:
+def parse_duration(value: object, *, what: str = "duration",
+                   command_line: bool = False) -> float:
     """Return ``value`` as seconds.
 
     A number (``int`` or ``float``, not ``bool``) is seconds, ``>= 0``. A string is one
@@ -55,7 +56,9 @@ def parse_duration(value: object, *, what: str = "duration") -> float:
     2.0
 
     Anything else (negative, NaN, unknown unit, spaces, no unit, empty) raises
-    ``ValueError`` naming the input.
+    ``ValueError`` naming the input. ``command_line``: ``value`` is an option's text
+    (``--lease``), where every value is a string: the message then says what to type
+    instead of offering a number of seconds, which no command line can give.
     """
     if isinstance(value, bool):
         raise ValueError(f"invalid {what} {_shown(value)}: expected seconds or a string like '30s'")
@@ -84,12 +87,18 @@ def parse_duration(value: object, *, what: str = "duration") -> float:
                                           or _NUMBER.fullmatch(unsigned)):
             raise ValueError(f"invalid {what} {_shown(value)}: a duration cannot be negative")
         if _NUMBER.fullmatch(value.strip()):
+            bare = value.strip()
+            if command_line:
+                raise ValueError(
+                    f"invalid {what} {_shown(value)}: a duration needs its unit: type "
+                    f"{bare}s for seconds (or another unit: ms, m, h, d)")
             raise ValueError(
                 f"invalid {what} {_shown(value)}: a duration string needs a unit, e.g. "
-                f"'{value.strip()}s' (seconds) or '{value.strip()}ms'; only a number (not a "
+                f"'{bare}s' (seconds) or '{bare}ms'; only a number (not a "
                 "string) means seconds")
         raise ValueError(
-            f"invalid {what} {_shown(value)}: expected seconds or a string like "
+            f"invalid {what} {_shown(value)}: expected "
+            f"{'a duration' if command_line else 'seconds or a string'} like "
             "'250ms', '30s', '5m', '1.5h', '2d' or '1h30m' (no spaces)"
         )
     raise ValueError(
@@ -143,11 +152,13 @@ LEASE_MIN = 1.0
 LEASE_MAX = 86400.0
 
 
-def parse_lease(value: object, *, what: str = "lease=") -> float:
+def parse_lease(value: object, *, what: str = "lease=", command_line: bool = False
+                ) -> float:
     """A cluster node's lease (``lease=``, ``--lease``) in seconds: a duration from
     :data:`LEASE_MIN` (1 s) to :data:`LEASE_MAX` (1 day); ``ValueError`` naming
-    ``what`` and the accepted range otherwise."""
-    seconds = parse_duration(value, what=what)
+    ``what`` and the accepted range otherwise (``command_line``: as
+    :func:`parse_duration`'s)."""
+    seconds = parse_duration(value, what=what, command_line=command_line)
     if not LEASE_MIN <= seconds <= LEASE_MAX:
         raise ValueError(f"{what} must be from 1s to 1d (a node renews its lease every "
                          f"third of it), got {_shown(value)}")

@@ -1539,6 +1539,23 @@ def test_a_node_name_with_spaces_around_it_is_refused_by_run_and_drain(tmp_path,
         said
 
 
+def test_a_lease_without_a_unit_says_what_to_type(tmp_path, capsys):
+    """``garrison run --lease 1`` said "only a number (not a string) means seconds":
+    advice no command line can follow (every value there is text). The line says what
+    to type; one rule for the command line's durations: a unit is always written."""
+    from garrison import _cli
+
+    (tmp_path / "job.py").write_text("async def main():\n    print('main ran')\n")
+    for lease, said in (
+            ("1", "invalid --lease '1': a duration needs its unit: type 1s for seconds "
+                  "(or another unit: ms, m, h, d)\n"),
+            ("1.5x", "invalid --lease '1.5x': expected a duration like '250ms', '30s', "
+                     "'5m', '1.5h', '2d' or '1h30m' (no spaces)\n")):
+        assert _cli.main(["run", str(tmp_path / "job.py"), "--lease", lease]) == 2
+        out = capsys.readouterr()
+        assert out.err == f"garrison run: {said}" and out.out == "", out
+
+
 def test_a_handler_the_application_installed_stays_when_the_command_stops_noting():
     """The command puts the usual handlers back when it stops noting signals (before
     a node of ``garrison.run``, after ``garrison run``'s node stopped): only where its

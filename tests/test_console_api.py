@@ -1695,6 +1695,20 @@ def test_the_command_line_checks_the_session_options(
         "garrison ui: invalid --session-idle '-1s': a duration cannot be negative")
 
 
+def test_a_session_option_without_a_unit_says_what_to_type(
+        store_path: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--session-idle 5`` said "only a number (not a string) means seconds", which
+    no command line can give: it says what to type, as ``--lease`` does."""
+    from garrison._cli import main
+
+    SQLiteStore(store_path).close()
+    for option in ("--session-idle", "--session-max-age"):
+        assert main(["ui", "--store", store_path, option, "5"]) == 2
+        assert capsys.readouterr().err == (
+            f"garrison ui: invalid {option} '5': a duration needs its unit: type 5s for "
+            "seconds (or another unit: ms, m, h, d)\n")
+
+
 async def test_a_store_error_is_a_json_503_naming_the_store(seeded: str, tmp_path: Path) -> None:
     """A store the console cannot use answers the console's JSON error with 503 and the
     StoreError's message (it was Starlette's plain-text 500): a store locked past the

@@ -185,7 +185,8 @@ def check_sessions(idle: float | str, max_age: float | str, *,
                           (max_age, "--session-max-age" if cli else "session_max_age")):
         negative = isinstance(value, int | float) and not isinstance(value, bool) \
             and value < 0
-        seconds = -1.0 if negative else parse_duration(value, what=option)
+        seconds = -1.0 if negative else parse_duration(value, what=option,
+                                                       command_line=cli)
         if not seconds > 0:
             raise ValueError(f"{option} {value!r}: expected a positive duration, e.g. 30m")
         out.append(seconds)
