@@ -973,6 +973,35 @@ def test_workflow_host_stores_that_cannot_be_opened_are_reported(tmp_path: Path)
     ]
 
 
+def test_a_store_under_the_home_folder_tilde_is_refused_as_an_environment_variable(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``store: "~/x.db"`` made ``$HOME/x.db`` where ``$HOME/x.db`` is refused (a
+    config's values are taken as written): a ``~`` is refused alike, naming the entry.
+    A file whose name begins with ``~`` is a file of that name beside the config."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    path, problems = problems_of(
+        tmp_path,
+        """
+        version: "1.0"
+        namespace: app
+        entries:
+          - {name: tilde, kind: workflow.host, store: "~/x.db"}
+          - {name: user, kind: workflow.host, store: "~root/x.db"}
+          - {name: named, kind: workflow.host, store: "~named.db"}
+        """,
+    )
+    assert problems == [
+        f"{path}: entry 'app:{name}' (index {i}): field 'store': expected a file path or a "
+        f"postgresql:// URL, got {store!r}: a config's values are taken as written, with no "
+        "home folder put in for '~' (write the path in full, or leave store out and give it "
+        "as the node starts: garrison run --store ~/..., which the shell expands)"
+        for i, (name, store) in enumerate((("tilde", "~/x.db"), ("user", "~root/x.db"))
+                                          )]
+    assert list(home.iterdir()) == []
+
+
 def test_workflow_host_store_files_a_node_cannot_open_are_reported_creating_nothing(
         tmp_path: Path) -> None:
     """A text file, an empty file, another application's database, a store of a newer

@@ -459,6 +459,12 @@ def _parse_entry(
                     "config's values are taken as written, with no environment variable "
                     "put in (leave store out and give it as the node starts: garrison run "
                     "--store, or open_node(store=...))")
+            if _HOME_FOLDER.match(entry.store):  # (a shell's ~, as $HOME: not put in)
+                raise ValueError(
+                    f"expected a file path or a postgresql:// URL, got {entry.store!r}: a "
+                    "config's values are taken as written, with no home folder put in for "
+                    "'~' (write the path in full, or leave store out and give it as the "
+                    "node starts: garrison run --store ~/..., which the shell expands)")
             store = store_path(entry.store, base_dir)
             with attrs.validators.disabled():  # (validated already; a stand-in is not valid)
                 entry = attrs.evolve(entry, store=store)
@@ -480,6 +486,9 @@ def _parse_entry(
 #: ``${NAME}``, or ``$NAME`` opening the value or a folder of its path: a shell's
 #: variable, which a config does not expand (a ``$`` inside a URL's password is none)
 _ENV_VARIABLE = re.compile(r"\$\{[A-Za-z_]|(?:^|/)\$[A-Za-z_]")
+#: ``~``, ``~/...`` or ``~user/...``: a shell's home folder, which a config does not
+#: put in either (a file named ``~app.db`` is a file of that name)
+_HOME_FOLDER = re.compile(r"~(?:[^/]*/|$)")
 
 
 def store_path(store: str, base_dir: Path | None) -> str:
@@ -501,7 +510,7 @@ def store_path(store: str, base_dir: Path | None) -> str:
     dsn = keyword_dsn(store)
     if dsn is not None:
         raise ValueError(dsn)
-    path = Path(store).expanduser()
+    path = Path(store)  # (no ~ put in: a node opens the path as written, as a config has it)
     if not path.is_absolute():
         path = (base_dir or Path.cwd()) / path
     if path.is_dir():
