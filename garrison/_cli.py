@@ -1057,7 +1057,8 @@ def main(argv: list[str] | None = None) -> int:
             _cli_signals.restore()  # (a SIGINT noted meanwhile is raised here)
         setup_logging(args.log_level, args.log_format)
         if args.func is cmd_check:  # (the others that print only act on a store)
-            return run_verb("check", lambda: cmd_check(args), acts=False)
+            # (output it cannot write is exit 2: its 1 says the config is invalid)
+            return run_verb("check", lambda: cmd_check(args), acts=False, unwritten=2)
         code: int = args.func(args)
     except KeyboardInterrupt:  # Ctrl-C in a command that is no node: no traceback
         print(f"garrison {argv[0]}: interrupted", file=sys.stderr)

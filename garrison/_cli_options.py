@@ -222,14 +222,16 @@ def guard_stderr() -> None:
         sys.stderr = _ErrorChannel(sys.stderr)
 
 
-def run_verb(group: str, run: Callable[[], int | None], *, acts: bool = True) -> int:
+def run_verb(group: str, run: Callable[[], int | None], *, acts: bool = True,
+             unwritten: int = 1) -> int:
     """Run one verb of ``garrison GROUP``; returns the exit status: what ``run``
     returns (``None``: 0), a :class:`~garrison._store_tools.ToolError`'s code (its
     message one line on stderr), :data:`BROKEN_PIPE`, silently, when the reader
-    (``| head``) went away, or 1 when the output cannot be written (said on stderr:
-    what the verb wrote to the store before printing stays written). A verb that
-    ``acts`` runs nothing with standard output closed (2): what it would print, such as
-    a started workflow's id, would be lost."""
+    (``| head``) went away, or ``unwritten`` when the output cannot be written (said
+    on stderr: what the verb wrote to the store before printing stays written; ``garrison
+    check`` gives 2, its 1 meaning an invalid config). A verb that ``acts`` runs
+    nothing with standard output closed (2): what it would print, such as a started
+    workflow's id, would be lost."""
     stdout = sys.stdout
     if stdout is None:
         if not acts:
@@ -249,7 +251,7 @@ def run_verb(group: str, run: Callable[[], int | None], *, acts: bool = True) ->
         print(f"garrison {group}: cannot write the output: {exc}" + (
             " (what the command changed in the store before printing is changed)"
             if acts else ""), file=sys.stderr)
-        return 1
+        return unwritten
     except ToolError as exc:
         print(f"garrison {group}: {exc}", file=sys.stderr)
         return exc.code

@@ -442,6 +442,23 @@ def test_check_reports_problems_without_traceback(tmp_path):
     assert ok.returncode == 0, ok.stdout
 
 
+def test_check_whose_output_cannot_be_written_is_no_invalid_config(
+        tmp_path, monkeypatch, capsys):
+    """``garrison check ok.yaml > /dev/full`` exited 1, which says the config is
+    invalid: output that cannot be written is exit 2, said on stderr, for a valid
+    config and an invalid one alike (the check gave no answer)."""
+    from garrison import _cli
+
+    (tmp_path / "ok.yaml").write_text("version: '1.0'\nnamespace: app\nentries: []\n")
+    (tmp_path / "bad.yaml").write_text("version: '1.0'\nnamespace: app\nentries: 5\n")
+    for name in ("ok.yaml", "bad.yaml"):
+        with open("/dev/full", "w") as full:
+            monkeypatch.setattr(sys, "stdout", full)
+            assert _cli.main(["check", str(tmp_path / name)]) == 2, name
+        assert capsys.readouterr().err.splitlines()[-1] == (
+            "garrison check: cannot write the output: No space left on device"), name
+
+
 def test_json_log_format(tmp_path):
     (tmp_path / "prog.py").write_text(textwrap.dedent("""
         import logging
