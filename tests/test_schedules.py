@@ -1438,6 +1438,28 @@ entries:
 """
 
 
+async def test_a_config_entry_taking_over_an_api_schedule_of_its_id_says_so(
+        tmp_path: Path, autojump_clock: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """helper-323: a schedule made by ``node.schedule`` whose id a config entry then
+    takes (``app:nightly``) was rewritten to the entry in silence (workflow, input,
+    timing, source), and stayed paused if it was: the entry never ticked, and nothing
+    said so. A warning names what changed and, paused, how to let it tick."""
+    db = str(tmp_path / "wf.db")
+    async with garrison.open_node(store=db) as node:
+        await node.schedule("app:nightly", app.job, 1.0, every="1m")
+        await node.schedule_handle("app:nightly").pause()
+    caplog.set_level(logging.INFO, logger="garrison.schedules")
+    async with garrison.open_node(config=load_config_text(CONFIG), store=db) as node:
+        record = {r.schedule_id: r for r in node.schedules()}["app:nightly"]
+        assert record.source == "config" and record.paused
+    said = [r for r in caplog.records if "app:nightly" in r.getMessage()]
+    assert [(r.levelname, r.getMessage()) for r in said] == [(
+        "WARNING", "schedule app:nightly, made by node.schedule, is taken over by this "
+        "node's config entry of its id (cron None -> '0 3 * * *', every 60s -> None); it "
+        "stays paused, as it was: resume it (garrison schedules resume app:nightly) for "
+        "the entry's ticks")], said
+
+
 async def test_config_schedules_are_synced_and_keep_their_state(
         tmp_path: Path, autojump_clock: Any, caplog: pytest.LogCaptureFixture) -> None:
     db = str(tmp_path / "wf.db")

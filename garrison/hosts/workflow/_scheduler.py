@@ -883,7 +883,7 @@ class Scheduler:
         now = self.host.clock.now()
         for sid, d in defined.items():
             old = stored.get(sid)
-            if self._put(tx, d, old, now) and old is not None and old.source == "config":
+            if self._put(tx, d, old, now) and old is not None:
                 self._config_changed(old, d)
         for sid, record in stored.items():
             if (record.source == "config" and sid not in defined
@@ -902,9 +902,11 @@ class Scheduler:
             await self.host.store.commit(tx)
 
     def _config_changed(self, old: ScheduleRecord, d: ScheduleDefinition) -> None:
-        """Say that this node's config changed a config schedule the store held: an
-        edited config, or (a warning) in a cluster, nodes whose configs differ: each
-        node's start writes its own, and the schedule flips with every start."""
+        """Say that this node's config changed a schedule the store held: a config
+        schedule, by an edited config, or (a warning) in a cluster, nodes whose configs
+        differ: each node's start writes its own, and the schedule flips with every
+        start; or (a warning) one ``node.schedule`` made, which the config's entry of its
+        id takes over, its pause kept."""
         spec = d.spec
         was = {"cron": old.cron, "every": old.every, "timezone": old.timezone,
                "workflow": old.workflow, "overlap": old.overlap}
@@ -915,6 +917,14 @@ class Scheduler:
 
         changes = ", ".join(f"{k} {shown(k, was[k])} -> {shown(k, now[k])}" for k in was
                             if was[k] != now[k])
+        if old.source != "config":
+            log.warning("schedule %s, made by node.schedule, is taken over by this "
+                        "node's config entry of its id (%s)%s", d.schedule_id,
+                        changes or "its input, catchup window or host",
+                        "; it stays paused, as it was: resume it (garrison schedules resume "
+                        f"{d.schedule_id}) for the entry's ticks" if old.paused else "",
+                        extra={"schedule_id": d.schedule_id})
+            return
         clustered = self.host.ownership is not None
         log.log(logging.WARNING if clustered else logging.INFO,
                 "schedule %s changed by this node's config (%s)%s", d.schedule_id,
