@@ -459,6 +459,30 @@ async def test_a_singleton_whose_nodes_lease_lapsed_is_terminated_at_once(
         assert [x for _t, w, x in svc_app.LOG][:2] == ["start", "ended"], svc_app.LOG
 
 
+async def test_what_requires_a_singleton_stops_where_the_singleton_stopped(
+        postgres_url: str, tmp_path: Path) -> None:
+    """A node that lost its lease terminated its singleton, but app:user, which
+    requires it, ran on there: in parallel with the copy of the node that took the
+    singleton over (found by a probe: still writing 5 s after). It stops with the
+    singleton, and starts again only where the singleton runs (here, on this node
+    once it joined again and took the singleton back: the only node)."""
+    import svc_app
+    import trio
+    from _stores import sql
+
+    path = _tidy_singleton(tmp_path, auto_start=True, clean_up=0)
+    async with garrison.open_node(config=path, store=postgres_url, name="a", lease="1s") as a:
+        await a.start_service("app:user")
+        assert [x for _t, w, x in svc_app.LOG] == ["start", "start"]
+        sql(postgres_url, "UPDATE nodes SET lease_until = lease_until - 100 WHERE epoch = ?",
+            (a._members[0].epoch,))
+        with trio.fail_after(10):
+            while [x for _t, w, x in svc_app.LOG] != ["start"] * 2 + ["ended"] * 2 + [
+                    "start"] * 2:
+                await trio.sleep(0.02)
+        assert _service(a, "app:user").status == "running"
+
+
 async def test_a_singleton_not_auto_started_runs_where_it_is_started_and_only_there(
         postgres_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """A singleton that is not auto_start was claimed by the first node at its start

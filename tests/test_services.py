@@ -677,6 +677,47 @@ async def test_a_singleton_whose_node_lost_its_lease_stops_within_what_is_left_o
             assert [(t - lost, what) for t, _, what in svc_app.LOG] == [(0.0, "ended")]
 
 
+async def test_what_requires_a_singleton_stops_with_it_when_the_node_no_longer_holds_it(
+        autojump_clock: object) -> None:
+    """A service that requires a singleton runs only on the node that runs it, but the
+    node that lost the singleton (its lease lapsed, or it drained) stopped only the
+    singleton: what required it ran on there, and on the node that took the singleton
+    over too. What requires it (directly or not) stops first, and waits for it again."""
+    cfg = config("""
+        - {name: beat, kind: process.service, process: tidy, input: [1.5],
+           lifecycle: {auto_start: true, singleton: true, stop_timeout: 10s}}
+        - {name: user, kind: process.service, process: steady, input: [user],
+           lifecycle: {auto_start: true, requires: [beat]}}
+        - {name: user2, kind: process.service, process: steady, input: [user2],
+           lifecycle: {auto_start: true, requires: [user]}}
+    """)
+    with trio.fail_after(30):
+        async with garrison.open_node(config=cfg) as node:
+            manager = node._router.services
+            assert manager is not None
+
+            async def holds(held: set[str], within: float | None = None) -> dict[str, str]:
+                applied = manager.set_singletons(held, within=within)
+                assert applied is not None
+                await applied.wait()
+                await trio.sleep(0.1)
+                return {s.id: s.status for s in node.services()}
+
+            running = {"t:beat": "running", "t:user": "running", "t:user2": "running"}
+            assert await holds({"t:beat"}) == running
+            del svc_app.LOG[:]
+            assert await holds(set(), within=0.0) == {  # (its lease lapsed)
+                "t:beat": "stopped", "t:user": "waiting", "t:user2": "waiting"}
+            assert [(who, what) for _t, who, what in svc_app.LOG] == [
+                ("user2", "stop"), ("user", "stop"), (node.name, "ended")]
+            assert await holds({"t:beat"}) == running  # (held again)
+            del svc_app.LOG[:]
+            await holds(set())  # (it drains: within their stop timeouts)
+            assert [(who, what) for _t, who, what in svc_app.LOG] == [
+                ("user2", "stop"), ("user", "stop"), (node.name, "cancel"),
+                (node.name, "cleaned up"), (node.name, "ended")]
+
+
 async def test_start_service_while_the_node_stops_fails_instead_of_waiting_forever(
         autojump_clock):
     # the service manager stops first when a node closes; a start asked after that

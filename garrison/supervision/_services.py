@@ -311,12 +311,27 @@ class ServiceManager:
                 log.info("%s: a singleton this node no longer holds (draining, stopping, or "
                          "cut off): %s; another node of the cluster may take it",
                          svc.entry.id, how, extra={"service": svc.entry.id})
+                await self._stop_dependents(svc, until)
                 await self._stop_unlocked(svc, ServiceStatus.STOPPED, until)
         # a singleton this node holds now may be what a wanted service requires
         for svc in self.order:
             if svc.wanted:
                 self._want(svc)
         await self._start_ready(begun)
+
+    async def _stop_dependents(self, svc: _Service, until: float) -> None:
+        """``svc``, a singleton, runs here no more: what requires it (directly or not)
+        runs only on the node that runs it, so it stops first, in reverse dependency
+        order, by ``until`` as ``svc`` does (else it ran on here while another node ran
+        it, and its own copy). Each stays wanted: it waits, and starts again once this
+        node holds ``svc`` again."""
+        for dep in reversed(self._dependents(svc.entry.id)):
+            if dep.pid is None:  # (not running: it waits for svc to run, as it starts)
+                continue
+            log.info("%s: stopping: %s, which it requires, is a singleton that runs on "
+                     "this node no more", dep.entry.id, svc.entry.id,
+                     extra={"service": dep.entry.id})
+            await self._stop_unlocked(dep, ServiceStatus.STOPPED, until)
 
     def _want(self, svc: _Service, *, revive: bool = False) -> None:
         """``svc`` auto-starts: so does what it requires (as ``start_service`` starts
@@ -701,8 +716,10 @@ class ServiceManager:
         """End ``svc``'s former process ``pid``, as :meth:`_stop` says."""
         timeout = min(svc.entry.lifecycle.stop_timeout, until - trio.current_time())
         if timeout <= 0:
+            what = ("a singleton" if svc.entry.lifecycle.singleton else
+                    "it requires a singleton")  # (see _stop_dependents)
             await self.node.terminate(pid, self.pid, ErrorInfo(
-                "Terminated", f"{svc.entry.id}: a singleton whose node lost its cluster "
+                "Terminated", f"{svc.entry.id}: {what} whose node lost its cluster "
                 "lease (another node may run it now)"))
             return
         await process.cancel(pid, timeout=timeout)
