@@ -413,7 +413,8 @@ class Node:
                 member.poke()  # claim them now
             if not self._start_interrupted:
                 await start_services(self._router, self.config,
-                                     self._held_singletons if member is not None else None)
+                                     self._held_singletons if member is not None else None,
+                                     self._on_dropped)
         if self._start_interrupted:  # nothing more starts: the node's stop comes next
             return
         self._define_schedules()
@@ -877,6 +878,12 @@ class Node:
         self._held_singletons = set(held)
         services = self._router.services
         return None if services is None else services.set_singletons(held, elsewhere, within)
+
+    def _on_dropped(self, service_id: str) -> None:
+        """The singleton ``service_id`` gave up here: this node lets it go."""
+        self._held_singletons.discard(service_id)
+        if self._members:
+            self._members[0].drop_singleton(service_id)
 
     def drain(self) -> None:
         """Hand this node's workflows to the other nodes of its cluster at their next

@@ -518,6 +518,52 @@ async def test_a_singleton_not_auto_started_runs_where_it_is_started_and_only_th
         assert [(w, x) for _t, w, x in svc_app.LOG] == [("b", "start")]
 
 
+async def test_a_singleton_that_gave_up_on_its_node_may_run_on_another(
+        postgres_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A singleton that gave up on its node (max_attempts spent) kept its claim: no node
+    ran it, and every other node said it ran there (a start_service there logged "not
+    started here: it runs on node a", node.services() gave it node "a"), until that
+    node left. The node lets it go: another node's start runs it."""
+    import logging
+
+    import svc_app
+    import trio
+    from _stores import sql
+
+    caplog.set_level(logging.INFO, logger="garrison.services")
+    svc_app.FAILS["crash"] = 2  # (a's run and its restart; b's runs)
+    path = tmp_path / "crash.yaml"
+    path.write_text("""
+version: "1.0"
+namespace: app
+entries:
+  - {name: crasher, kind: process.py, source: "svc_app:crasher"}
+  - {name: crash, kind: process.service, process: app:crasher, input: [crash],
+     lifecycle: {singleton: true, restart: {max_attempts: 1, initial_delay: 0.01s}}}
+""")
+    async with garrison.open_node(config=str(path), store=postgres_url, name="a",
+                                  lease="1s") as a, \
+            garrison.open_node(config=str(path), store=postgres_url, name="b",
+                               lease="1s") as b:
+        await a.start_service("app:crash")
+        with trio.fail_after(5):
+            while _service(a, "app:crash").status != "gave_up":
+                await trio.sleep(0.01)
+            while sql(postgres_url, "SELECT service FROM singletons"):  # (let go)
+                await trio.sleep(0.01)
+        assert (_service(b, "app:crash").status, _service(b, "app:crash").node) == (
+            "stopped", None)  # (it runs nowhere)
+        await b.start_service("app:crash")
+        assert not [m for m in caplog.messages if "not started here" in m]
+        assert _service(b, "app:crash").status == "running"
+        with trio.fail_after(5):
+            while _service(a, "app:crash").node != "b":
+                await trio.sleep(0.01)
+        assert _service(a, "app:crash").status == "gave_up"
+        assert "app:crash: a singleton that gave up here: this node lets it go (another node " \
+            "of the cluster may run it; a start_service starts it again)" in caplog.messages
+
+
 async def test_a_singleton_started_on_demand_moves_when_its_node_leaves_or_is_lost(
         postgres_url: str, tmp_path: Path) -> None:
     """A singleton that is not auto_start, started on a node that then closed (or was

@@ -718,6 +718,36 @@ async def test_what_requires_a_singleton_stops_with_it_when_the_node_no_longer_h
                 (node.name, "cleaned up"), (node.name, "ended")]
 
 
+async def test_a_singleton_that_gave_up_is_let_go_and_what_requires_it_stops(
+        autojump_clock: object) -> None:
+    """A singleton that gave up on a node of a cluster kept that node's claim (it ran
+    nowhere, the other nodes said it ran there), and what required it ran on without
+    it: on this node, and on the node that ran the singleton next too. What requires it
+    stops, then the node lets it go (``on_dropped``); what requires it waits."""
+    cfg = config("""
+        - {name: a, kind: process.service, process: crasher, input: [a, 1],
+           lifecycle: {singleton: true, restart: {max_attempts: 1, initial_delay: 1s}}}
+        - {name: b, kind: process.service, process: steady, input: [b],
+           lifecycle: {auto_start: true, requires: [a]}}
+    """)
+    svc_app.FAILS["a"] = 2
+    dropped: list[str] = []
+    with trio.fail_after(30):
+        async with garrison.open_node(config=cfg) as node:
+            manager = node._router.services
+            assert manager is not None
+            manager.on_dropped = dropped.append
+            applied = manager.set_singletons({"t:a"})  # (a cluster node holds it)
+            assert applied is not None
+            await applied.wait()
+            await trio.sleep(10)
+            status = {s.id: s.status for s in node.services()}
+            assert status == {"t:a": ServiceStatus.GAVE_UP, "t:b": ServiceStatus.WAITING}
+            assert dropped == ["t:a"]
+            assert manager.held == set()
+            assert [(who, what) for _t, who, what in svc_app.LOG][-1] == ("b", "stop")
+
+
 async def test_start_service_while_the_node_stops_fails_instead_of_waiting_forever(
         autojump_clock):
     # the service manager stops first when a node closes; a start asked after that

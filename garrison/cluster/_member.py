@@ -243,6 +243,10 @@ class ClusterMember:
         self._claims_asked = 0
         self._claims_posted = 0
         self._claims_applied = 0
+        #: the singletons this node let go, as they gave up here (guarded by
+        #: ``_lock``): it claims them no more, and releases those it holds still, until
+        #: a ``start_service`` here asks for them again
+        self._dropped: set[str] = set()
         self._claimed = trio.Event()
         #: other nodes' messages for this node's processes, and who acts on them
         self.on_remote: Callable[[list[str]], None] | None = None
@@ -615,6 +619,8 @@ class ClusterMember:
                     if self.draining:
                         self.on_singletons(set(), elsewhere, None)
                     else:
+                        with self._lock:  # (found before it was let go: released now)
+                            data = data - self._dropped
                         self.on_singletons(data, elsewhere, 0.0)
                 elif kind == "remote" and self.on_remote is not None:
                     self.on_remote(data)
@@ -798,6 +804,15 @@ class ClusterMember:
             self._releases.append("!singletons")
         self.poke()
 
+    def drop_singleton(self, service: str) -> None:
+        """The singleton ``service`` gave up here (what requires it stopped): the next
+        round releases it (its row goes: claimed by the next node that asks, one that
+        auto-starts it or a ``start_service``), and this node claims it no more, nor
+        takes it over, until :meth:`want_singletons` asks for it again."""
+        with self._lock:
+            self._dropped.add(service)
+        self.poke()
+
     async def want_singletons(self, services: set[str]) -> None:
         """``start_service`` asks this node to run the singletons ``services``: the next
         round claims those nobody live holds; returns once that round's answer is
@@ -808,6 +823,7 @@ class ClusterMember:
             return
         self.wanted_singletons = self.wanted_singletons | services
         with self._lock:
+            self._dropped -= services
             self._claims_asked += 1
             asked = self._claims_asked
         self.poke()
@@ -1266,8 +1282,9 @@ class ClusterMember:
         if self.singletons and not self.draining and not self._stop.is_set():
             with self._lock:
                 claims = self._claims_asked
-            held, elsewhere = pg.claim_singletons(sorted(self.wanted_singletons),
-                                                  self.singletons)
+                dropped = sorted(self._dropped)
+            held, elsewhere = pg.claim_singletons(
+                sorted(self.wanted_singletons.difference(dropped)), self.singletons, dropped)
             if held != self._held or elsewhere != self._elsewhere \
                     or claims != self._claims_posted:
                 self._held, self._elsewhere = held, elsewhere

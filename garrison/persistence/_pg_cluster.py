@@ -642,21 +642,32 @@ class PgCluster:
         return len(rows)
 
     # -- singleton services ----------------------------------------------------------
-    def claim_singletons(self, wanted: list[str], services: list[str]
+    def claim_singletons(self, wanted: list[str], services: list[str],
+                         dropped: list[str] | None = None
                          ) -> tuple[set[str], dict[str, str]]:
         """Take the singleton services of ``wanted`` (those this node is to run) nobody
         live holds, and of the other ``services`` those started already whose holder is
         no longer live (lost, or it handed them on: see :meth:`release_singletons`);
         ``(those this node holds now, {service: the live node that holds it})``. A
-        singleton no node asked for has no row: no node claims it."""
+        singleton no node asked for has no row: no node claims it. ``dropped``: those
+        this node let go (they gave up here): it takes none of them over, and their
+        rows it holds go (as of a singleton no node asked for: the next node that asks
+        for one takes it)."""
         if not services:
             return set(), {}
         s = self._s
+        dropped = dropped or []
+        taken = [sid for sid in services if sid not in dropped]
+        released = 0
         conn = self.connect()
         # (a draining node holds its singletons until it has stopped them)
         gone = (f"NOT EXISTS (SELECT 1 FROM {s}.nodes n WHERE n.epoch = singletons.epoch "
                 f"AND n.status IN ('active', 'draining') AND n.lease_until > {s}.now_s())")
         with conn.transaction():
+            if dropped:
+                released = conn.execute(
+                    f"DELETE FROM {s}.singletons WHERE service = ANY(%s) AND epoch = %s",
+                    (dropped, self.epoch)).rowcount
             if wanted:
                 conn.execute(
                     f"INSERT INTO {s}.singletons (service, epoch, acquired) "
@@ -667,12 +678,14 @@ class PgCluster:
             conn.execute(
                 f"UPDATE {s}.singletons SET epoch = %s, acquired = {s}.now_s() "
                 f"WHERE service = ANY(%s) AND epoch <> %s AND {gone} "
-                f"AND {s}.fence(%s, NULL)", (self.epoch, services, self.epoch, self.epoch))
+                f"AND {s}.fence(%s, NULL)", (self.epoch, taken, self.epoch, self.epoch))
             rows = conn.execute(
                 f"SELECT s.service, s.epoch, n.name FROM {s}.singletons s JOIN {s}.nodes n "
                 "ON n.epoch = s.epoch AND n.status IN ('active', 'draining') AND "
                 f"n.lease_until > {s}.now_s() WHERE s.service = ANY(%s)",
                 (services,)).fetchall()
+        if released:  # (the others claim it at once)
+            self.notify()
         held = {r[0] for r in rows if r[1] == self.epoch}
         return held, {r[0]: str(r[2]) for r in rows if r[1] != self.epoch}
 

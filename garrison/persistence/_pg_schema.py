@@ -211,7 +211,8 @@ $garrison$;
 #: - ``workflows.owner_epoch`` / ``owner``: the incarnation running the workflow
 #:   (``NULL``: nobody; any node may claim it).
 #: - ``singletons``: which incarnation runs each singleton service (a row once a node
-#:   started it; ``epoch`` 0 once handed on: any live node takes it over); ``names``:
+#:   started it, none again once it gave up there; ``epoch`` 0 once handed on: any
+#:   live node takes it over); ``names``:
 #:   names registered with ``scope="cluster"`` (a holder whose node is not live holds
 #:   nothing); ``messages``: bodies of node-to-node messages too long for ``NOTIFY``.
 #: - ``fence(epoch, wid)``: raises ``garrison:fenced`` unless node ``epoch`` is live

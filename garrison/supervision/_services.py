@@ -163,6 +163,9 @@ class ServiceManager:
         self.held: set[str] | None = None
         #: in a cluster, the singleton services other live nodes hold: their node names
         self.elsewhere: dict[str, str] = {}
+        #: in a cluster, told of a singleton this node lets go (it gave up here): the
+        #: node releases its claim, and claims it again only for a ``start_service``
+        self.on_dropped: Callable[[str], None] | None = None
         #: the cancel scopes of the service starts under way (see :meth:`interrupt`)
         self._starts: set[trio.CancelScope] = set()
 
@@ -268,6 +271,12 @@ class ServiceManager:
         return (svc.entry.lifecycle.singleton and self.held is not None
                 and svc.entry.id in self.held)
 
+    def _runs_where(self, service_id: str) -> str:
+        """Where the singleton ``service_id``, not run here, runs, in words (one that
+        gave up, or lost with its node, may run nowhere yet)."""
+        return ("another node of the cluster runs" if service_id in self.elsewhere else
+                "this node does not run")
+
     def singletons_for(self, service_id: str) -> set[str]:
         """The singleton services among ``service_id`` and what it requires."""
         return {sid for sid in [service_id, *self._requirements(service_id)]
@@ -332,6 +341,27 @@ class ServiceManager:
                      "this node no more", dep.entry.id, svc.entry.id,
                      extra={"service": dep.entry.id})
             await self._stop_unlocked(dep, ServiceStatus.STOPPED, until)
+
+    async def _let_go(self, svc: _Service) -> None:
+        """``svc``, a singleton this node holds, gave up here: what requires it stops
+        (see :meth:`_stop_dependents`), then this node lets it go (``on_dropped``: the
+        node releases its claim). Held on, it ran nowhere, and every other node said
+        it ran here; now a node that auto-starts it, or a ``start_service`` on any
+        node (this one too), may run it."""
+        async with self._lock:
+            if svc.status is not ServiceStatus.GAVE_UP or not self._held(svc):
+                return  # (started again meanwhile, or no longer held)
+            log.info("%s: a singleton that gave up here: this node lets it go (another "
+                     "node of the cluster may run it; a start_service starts it again)",
+                     svc.entry.id, extra={"service": svc.entry.id})
+            await self._stop_dependents(svc, math.inf)
+            if svc.status is ServiceStatus.GAVE_UP and self._held(svc):  # (as above)
+                assert self.held is not None
+                self.held.discard(svc.entry.id)
+                svc.wanted = False
+                if self.on_dropped is not None:
+                    self.on_dropped(svc.entry.id)
+            await self._start_ready()
 
     def _want(self, svc: _Service, *, revive: bool = False) -> None:
         """``svc`` auto-starts: so does what it requires (as ``start_service`` starts
@@ -405,7 +435,7 @@ class ServiceManager:
             svc.status = ServiceStatus.WAITING
             log.info("%s: waiting for %s", svc.entry.id, ", ".join(
                 sid if self._may_run(self.by_id[sid]) else
-                f"{sid} (a singleton another node of the cluster runs: "
+                f"{sid} (a singleton {self._runs_where(sid)}: "
                 f"{svc.entry.id} runs only on the node that runs it)"
                 for sid in missing), extra={"service": svc.entry.id})
             for sid in missing:  # (one that returned already: said at once)
@@ -619,13 +649,19 @@ class ServiceManager:
                       extra={"service": entry.id, "attempt": svc.restarts, "error": error})
             # what requires it will not start again (or runs on without it) unless it is
             # started again: said once here, not left to a silent "waiting"
+            held = self._held(svc)  # (what runs stops: see _let_go)
             for dep in self._dependents(entry.id):
                 if not dep.wanted or dep.status in (ServiceStatus.GAVE_UP,
                                                      ServiceStatus.COMPLETED):
                     continue
                 what = dep.status.without_requirement()
+                if held and what != "cannot start":
+                    continue
                 log.error("%s: %s: %s, which it requires, gave up (%s)", dep.entry.id, what,
                           entry.id, error, extra={"service": dep.entry.id, "error": error})
+            if held:
+                assert self._timers is not None
+                self._timers.start_soon(self._let_go, svc)
             return
         svc.restarts = attempt
         svc.restarts_total += 1
@@ -892,13 +928,17 @@ def singletons_to_run(config: Config) -> set[str]:
 
 
 async def start_services(node: NodeContext, config: Config,
-                         singletons: set[str] | None = None) -> ServiceManager | None:
+                         singletons: set[str] | None = None,
+                         on_dropped: Callable[[str], None] | None = None
+                         ) -> ServiceManager | None:
     """Spawn the manager (when the config has services) and wait for the first start pass.
-    ``singletons``: in a cluster, the singleton services this node holds now."""
+    ``singletons``: in a cluster, the singleton services this node holds now;
+    ``on_dropped``: see :attr:`ServiceManager.on_dropped`."""
     if not config.services():
         return None
     manager = ServiceManager(node, config)
     manager.held = None if singletons is None else set(singletons)
+    manager.on_dropped = on_dropped
     node.services = manager  # entry ids resolve while the first services start
     await node.spawn_process(manager, (), host="processes", parent=None, link=None, monitor=None,
                       label=MANAGER_NAME)
