@@ -125,7 +125,9 @@ async def test_replay_cli_passes_unchanged_code_and_catches_a_renamed_activity(
     assert set(lines) == {"waiting-1", "done-1", "failed-1", "running-1"}
     assert all(text.startswith("ok (") for text in lines.values()), ok.stdout
     assert "the code returned" in lines["done-1"]
-    assert "raised ActivityError: PermissionError: card declined" in lines["failed-1"]
+    assert lines["failed-1"].endswith(  # (as its retry resumes it)
+        "goes on with activity 'shop:charge' (live work); a retry takes back its last "
+        "record, the final error of activity 'shop:charge' (seq 2), and runs it again)")
     assert "goes on with receive 'inbox'" in lines["waiting-1"]
     assert "goes on with activity 'shop:hang'" in lines["running-1"]
     assert ok.stdout.splitlines()[-1] == "4 workflow(s) replayed: 4 ok, 0 differ"
@@ -147,14 +149,17 @@ async def test_replay_cli_passes_unchanged_code_and_catches_a_renamed_activity(
     changed = cli("--store", store, "replay", "--module", str(code), "--all", "--json")
     assert changed.returncode == 1
     results = {r["workflow_id"]: r for r in json.loads(changed.stdout)}
-    assert results["running-1"]["ok"] and results["failed-1"]["ok"] is False
+    assert results["running-1"]["ok"]
+    # (failed by charge's final error, its last record: a retry takes that back and runs
+    # bill there, as the replay of a failed workflow says)
+    assert results["failed-1"]["ok"] and "goes on with activity 'shop:bill' (live work); " \
+        "a retry takes back its last record" in results["failed-1"]["ending"]
     for wid in ("waiting-1", "done-1"):
         err = results[wid]["error"]
         assert results[wid]["ok"] is False and err["seq"] == 2
         assert err["recorded"] == "activity 'shop:charge'"
         assert err["current"] == "activity 'shop:bill'"
         assert f"workflow {wid!r} diverged from its journal at seq 2" in err["message"]
-    assert results["failed-1"]["error"]["recorded"] == "activity 'shop:charge'"
 
     # a workflow function renamed or removed, in a module that still imports, is a
     # difference of that workflow (a node blocks it), and the others are replayed
@@ -642,20 +647,20 @@ async def test_a_version_gate_added_at_the_end_of_a_finished_history_takes_the_o
     goes on live with the new version, on a node and in its replay alike."""
     journal = [{"seq": 1, "kind": "activity", "name": "ops_app:reserve", "outcome": {"ok": "r"}},
                {"seq": 2, "kind": "activity", "name": "ops_app:charge", "outcome": {"ok": "p"}}]
-    for status, ending in (("completed", "the code returned"),
-                           ("failed", "the code returned (the workflow is recorded failed)")):
-        history = History.from_json({"name": "ops_app:order", "input": ["x"], "status": status,
-                                     "journal": journal})
-        result = await replay_history(history, _two_steps_gated_at_end)
-        assert result.ok and result.ending == ending, result
+    history = History.from_json({"name": "ops_app:order", "input": ["x"],
+                                 "status": "completed", "journal": journal})
+    result = await replay_history(history, _two_steps_gated_at_end)
+    assert result.ok and result.ending == "the code returned", result
     dropped = await replay_history(history, _two_steps_old_path_dropped)
     assert dropped.error is not None and "workflow.version('receipt-v2', 2, 2) leaves out " \
         "version 1, the version of a run recorded before this call existed" in str(dropped.error)
-    running = await replay_history(History.from_json(
-        {"name": "ops_app:order", "input": ["x"], "status": "running", "journal": journal}),
-        _two_steps_gated_at_end)
-    assert running.ok and running.ending == ("the journal ends where the code goes on with "
-                                             "version 'receipt-v2' (live work)")
+    # a running one, and a failed one (as its retry resumes it: test below), go on live
+    for status in ("running", "failed"):
+        running = await replay_history(History.from_json(
+            {"name": "ops_app:order", "input": ["x"], "status": status, "journal": journal}),
+            _two_steps_gated_at_end)
+        assert running.ok and running.ending == ("the journal ends where the code goes on "
+                                                 "with version 'receipt-v2' (live work)")
     store = str(tmp_path / "s.db")  # a node resuming such a run: the new path, recorded
     with SQLiteStore(store) as s:
         tx = Transaction().create_workflow("r", f"{__name__}:_two_steps_gated_at_end", ["x"],
@@ -668,6 +673,48 @@ async def test_a_version_gate_added_at_the_end_of_a_finished_history_takes_the_o
         assert await node.workflow("r").result() == "RP"
         assert [(r.kind, r.outcome) for r in node.workflow("r").history()][2:] == [
             ("version", 2)]
+
+
+@garrison.activity(retry=garrison.RetryPolicy(max_attempts=1))
+async def _declines(item: str) -> str:
+    raise ValueError(f"{item} declined")
+
+
+@garrison.activity
+async def _charges_v2(item: str) -> str:
+    return f"charged {item}"
+
+
+async def _pays(item: str) -> list[str]:
+    return [await ops_app.release(item) or "released", await _declines(item)]
+
+
+async def _pays_v2(item: str) -> list[str]:
+    return [await ops_app.release(item) or "released", await _charges_v2(item)]
+
+
+async def test_a_failed_history_replays_as_a_retry_would_resume_it(tmp_path: Path) -> None:
+    """helper-324: a workflow failed by an activity's final error, its last record,
+    replayed against code that calls another activity there, differed ("... records
+    activity _declines, but the code now did activity _charges_v2 ... a node would
+    block it"), while ``retry`` takes that record back and runs the new activity to the
+    end; and a version gate after a failed run's last record got the old path, where
+    the retry records the newest. A failed workflow is replayed as a retry resumes it."""
+    store = str(tmp_path / "s.db")
+    async with garrison.open_node(store=store) as node:
+        await node.start_workflow(_pays, "x", id="p")
+        with pytest.raises(garrison.WorkflowFailed):
+            await node.workflow("p").result()
+    with SQLiteStore(store, lock=False) as s:
+        history = History.from_store(s, "p")
+    assert history.status == "failed" and history.records == 2
+    taken = ("; a retry takes back its last record, the final error of activity "
+             f"'{__name__}:_declines' (seq 2), and runs it again")
+    for code, goes_on in ((_pays_v2, "_charges_v2"), (_pays, "_declines")):
+        result = await replay_history(history, code)
+        assert result.ok and (result.records, result.checked) == (1, 1), result
+        assert result.ending == ("the journal ends where the code goes on with activity "
+                                 f"'{__name__}:{goes_on}' (live work){taken}"), result
 
 
 @pytest.mark.parametrize("change, said", [

@@ -355,6 +355,14 @@ def _taken_back(failing: list[Any], entries: list[Any]) -> tuple[int | None, str
     return seq, f"activity {name!r} (seq {seq}) runs again"
 
 
+def taken_back_by_retry(record: Any, entries: list[Any]) -> tuple[int | None, str]:
+    """``(seq, what)`` of the journal record a retry of the failed workflow ``record``
+    (its journal ``entries``, ``(seq, kind, name, outcome)`` in seq order) takes back
+    (the final error of the activity it failed with, when that is the journal's last),
+    or ``(None, "")``: the replay tool replays a failed workflow as its retry would."""
+    return _taken_back(_final_errors(record, entries), entries)
+
+
 def _same_failure(failing: list[Any], entries: list[Any]) -> str | None:
     """Why a retry fails the same way unless the code changed, or ``None``: the
     workflow failed with the final error of an activity (``failing``'s first) whose

@@ -25,9 +25,10 @@ lost a ``first``), the replay leaves the operation pending and goes on, as the f
 run did. A sleep or receive timeout under way (a timer row, recorded only when it ends)
 is loaded with the history, as recovery loads it (``_recovery.load``): code that takes
 its seq with another operation, or returns or raises before it, diverges as on a
-node. A finished workflow's run went on past its last record to its end: a
-``workflow.version`` call there gets the default, as a run recorded before the call
-does (a gate added at the end of the code is no live work).
+node. A completed or cancelled workflow's run went on past its last record to its
+end: a ``workflow.version`` call there gets the default, as a run recorded before the
+call does (a gate added at the end of the code is no live work). A failed one is
+replayed as ``retry`` would resume it (see :func:`replay_history`).
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ from ._journal import (
     retry_timer,
     timestamp,
 )
+from ._operate import taken_back_by_retry
 from ._waits import WallClock
 
 __all__ = ["FORMAT", "History", "ReplayEnd", "ReplayHost", "ReplayInstance", "ReplayNode",
@@ -655,7 +657,8 @@ class ReplayInstance(WorkflowInstance):
     """A workflow instance in replay mode (see the module docs)."""
 
     replay_end: ReplayEnd | None = None
-    #: the history is of a finished workflow (completed, failed, cancelled)
+    #: the history is of a workflow that ended for good (completed, cancelled; a failed
+    #: one is replayed as its retry would run it)
     finished = False
 
     def is_replaying(self) -> bool:
@@ -836,7 +839,19 @@ def _workflow_code(fn: Any, what: str) -> Any:
 async def replay_history(history: History, target: Any = None) -> ReplayResult:
     """Replay ``history`` against the code installed now (``target``: the workflow
     function, or its ``module:qualname``, instead of the recorded name), with no
-    effects, up to the end of its journal."""
+    effects, up to the end of its journal. A failed workflow is replayed as its retry
+    would resume it: without the record the retry takes back (the final error of the
+    activity it failed with, the journal's last), and on past the journal's end, as
+    live work (a ``workflow.version`` there gets its newest version, as on the retry)."""
+    taken = ""
+    if history.status == WorkflowStatus.FAILED.value and history.journal:
+        seq, what = taken_back_by_retry(history, [(e.seq, e.kind, e.name, e.outcome)
+                                                  for e in history.journal])
+        if seq is not None:
+            history = attrs.evolve(history, journal=tuple(
+                e for e in history.journal if e.seq < seq))
+            taken = (f"; a retry takes back its last record, the final error of "
+                     f"{what.removesuffix(' runs again')}, and runs it again")
     journal = list(history.journal)
     host = ReplayHost(history, history.host)
     wf = ReplayInstance(
@@ -851,7 +866,7 @@ async def replay_history(history: History, target: Any = None) -> ReplayResult:
         timer_kinds={seq: kind for seq, (_deadline, kind) in history.timers.items()
                      if kind is not None})
     wf.check_lost = False
-    wf.finished = history.status in FINAL_STATUSES
+    wf.finished = history.status in FINAL_STATUSES and history.status != "failed"
     wf.cursor.advice = REPLAY_ADVICE
     wf.promises.update(history.promises)
     wf.fn = _replayed_code(history, target)
@@ -883,11 +898,11 @@ async def replay_history(history: History, target: Any = None) -> ReplayResult:
     async with trio.open_nursery() as nursery:
         nursery.start_soon(run, nursery)
         nursery.start_soon(watchdog)
-    return _result(history, wf, host, stuck)
+    return _result(history, wf, host, stuck, taken)
 
 
-def _result(history: History, wf: ReplayInstance, host: ReplayHost, stuck: bool
-            ) -> ReplayResult:
+def _result(history: History, wf: ReplayInstance, host: ReplayHost, stuck: bool,
+            taken: str = "") -> ReplayResult:
     records = history.records
     remaining = [e for e in wf.cursor.remaining() if e.seq > 0]
     checked = records - len(remaining)
@@ -940,5 +955,7 @@ def _result(history: History, wf: ReplayInstance, host: ReplayHost, stuck: bool
         wf.cursor.error = error
     if error is not None:
         checked = max(0, min(checked, (error.seq or 1) - 1))
+    elif taken:
+        ending += taken
     return ReplayResult(history.workflow_id, history.name, history.status, error, records,
                         checked, ending)
