@@ -84,7 +84,8 @@ class NodeThread:
         """From asyncio: ``await fn(*args)`` run in the node's trio run, as an asyncio
         future. Cancelling the future cancels that run of ``fn`` (not a workflow it
         started or waits for). What ``fn`` raises is the future's error (a
-        ``SystemExit`` too: one request's error never stops the node)."""
+        ``SystemExit``, a ``KeyboardInterrupt``, a nursery's exception group too: one
+        request's error never stops the node)."""
         loop = asyncio.get_running_loop()
         done: asyncio.Future[Any] = loop.create_future()
         stopped = RuntimeError("the node has stopped (NodeThread.stop, or it failed): "
@@ -111,9 +112,19 @@ class NodeThread:
             try:
                 with scope:
                     tell(await fn(*args), None)
-            except (Exception, SystemExit, asyncio.CancelledError) as exc:
-                tell(None, exc)  # (its failure, not the node's: trio's Cancelled and
-                # Ctrl-C's KeyboardInterrupt go on up, as in any process)
+            except BaseException as exc:  # (its failure, not the node's: a KeyboardInterrupt
+                # or a nursery's group too. Ctrl-C goes to the app's main thread, not here;
+                # a Cancelled from outside scope is the node's stop, which goes on up)
+                stopping, error = (exc.split(trio.Cancelled)
+                                   if isinstance(exc, BaseExceptionGroup) else
+                                   (exc, None) if isinstance(exc, trio.Cancelled) else
+                                   (None, exc))
+                if error is not None:
+                    tell(None, error)
+                if stopping is exc:
+                    raise
+                if stopping is not None:
+                    raise stopping from None
             finally:  # (cut short: the future was cancelled, or the node stops)
                 tell(None, RuntimeError("the node stopped before the call ended"))
 

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import importlib
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
+import pytest
+import trio
 from _leftovers import run_leaving_no_temp_files
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -213,3 +219,82 @@ asyncio.run(main())
         "again to call into it",
         "again: 1",
     ], done.stdout
+
+
+@pytest.fixture
+def asyncio_app(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    """examples/asyncio_app.py imported in this process (its NodeThread in a thread)."""
+    monkeypatch.syspath_prepend(str(ROOT / "examples"))
+    return importlib.import_module("asyncio_app")
+
+
+async def _outcome(call: Any) -> str:
+    try:
+        return f"returned {await call!r}"
+    except BaseException as exc:  # (what the asyncio side sees, whatever it is)
+        return f"raised {exc!r}"
+
+
+def test_asyncio_app_a_calls_base_exception_is_its_own(asyncio_app: ModuleType) -> None:
+    """helper-326: a call's ``fn`` raising a BaseException other than SystemExit (a
+    KeyboardInterrupt of its own, trio's strict nursery group around a child's
+    SystemExit) stopped the node: that call and every later one got "the node stopped",
+    and ``stop()`` raised it into the app. It is now that call's error, and the node
+    serves on; a call the node's own stop cuts short still says so."""
+    async def child_exits() -> None:
+        async def child() -> None:
+            raise SystemExit(3)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(child)
+
+    async def main() -> list[str]:
+        runner = asyncio_app.NodeThread(store=None)
+        runner.start()
+
+        async def raises(exc: BaseException) -> None:
+            raise exc
+
+        async def one() -> int:
+            return 1
+
+        async def waits_in_a_nursery() -> None:  # (the stop's Cancelled: a group)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(trio.sleep_forever)
+                await trio.sleep_forever()
+
+        seen = [await _outcome(runner.call(raises, KeyboardInterrupt("mine"))),
+                await _outcome(runner.call(raises, BaseExceptionGroup("g", [SystemExit(4)]))),
+                await _outcome(runner.call(child_exits)),
+                await _outcome(runner.call(one))]
+        async def exits_as_the_node_stops() -> None:  # (a group: Cancelled, SystemExit)
+            async def child() -> None:
+                try:
+                    await trio.sleep_forever()
+                finally:
+                    raise SystemExit(5)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(child)
+                await trio.sleep_forever()
+
+        cut = [asyncio.ensure_future(_outcome(runner.call(fn)))
+               for fn in (trio.sleep_forever, waits_in_a_nursery, exits_as_the_node_stops)]
+        await asyncio.sleep(0.05)
+        try:
+            runner.stop()
+            seen.append("stopped")
+        except BaseException as exc:
+            seen.append(f"stop raised {exc!r}")
+        return seen + list(await asyncio.gather(*cut))
+
+    gone = "raised RuntimeError('the node stopped before the call ended')"
+    assert asyncio.run(main()) == [
+        "raised KeyboardInterrupt('mine')",
+        "raised BaseExceptionGroup('g', [SystemExit(4)])",
+        "raised BaseExceptionGroup('Exceptions from Trio nursery', [SystemExit(3)])",
+        "returned 1",
+        "stopped",
+        gone,
+        gone,
+        "raised BaseExceptionGroup('Exceptions from Trio nursery', [SystemExit(5)])",
+    ]
+
