@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import sys
 import threading
 from collections.abc import Awaitable, Callable
@@ -82,10 +83,11 @@ class NodeThread:
 
     def call(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> asyncio.Future[Any]:
         """From asyncio: ``await fn(*args)`` run in the node's trio run, as an asyncio
-        future. Cancelling the future cancels that run of ``fn`` (not a workflow it
-        started or waits for). What ``fn`` raises is the future's error (a
-        ``SystemExit``, a ``KeyboardInterrupt``, a nursery's exception group too: one
-        request's error never stops the node)."""
+        future. ``fn`` runs in a copy of the caller's context (its contextvars: the
+        current span, so a workflow it starts joins the caller's trace). Cancelling the
+        future cancels that run of ``fn`` (not a workflow it started or waits for). What
+        ``fn`` raises is the future's error (a ``SystemExit``, a ``KeyboardInterrupt``, a
+        nursery's exception group too: one request's error never stops the node)."""
         loop = asyncio.get_running_loop()
         done: asyncio.Future[Any] = loop.create_future()
         stopped = RuntimeError("the node has stopped (NodeThread.stop, or it failed): "
@@ -95,6 +97,7 @@ class NodeThread:
                                RuntimeError("the node is not started: start() it first"))
             return done
         scope = trio.CancelScope()
+        context = contextvars.copy_context()  # (its trace, ids: begin runs in trio's own)
 
         def settle(result: Any, error: BaseException | None) -> None:
             if done.done():
@@ -132,7 +135,7 @@ class NodeThread:
             try:
                 if not self._open:
                     raise stopped
-                self._nursery.start_soon(run)
+                context.run(self._nursery.start_soon, run)  # (run copies the caller's)
             except RuntimeError:  # (closed: "Nursery is closed to new arrivals")
                 tell(None, stopped)
 

@@ -3,6 +3,7 @@ the Prometheus collector of a node, and the zero-cost guarantee without the extr
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -115,6 +116,36 @@ async def test_spans_opened_in_a_thread_activity_are_children_of_its_attempt(
     attempt, = named["activity observe_app:sync_step"]
     work, = named["sync_step.work"]
     assert parent_id(work) == attempt.context.span_id
+
+
+def test_a_workflow_started_through_the_asyncio_bridge_joins_the_callers_trace(
+        spans: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch) -> None:
+    """helper-326: a workflow started through examples/asyncio_app.py's
+    ``NodeThread.call`` inside an asyncio handler's span was the root of a trace of its
+    own (the call ran in trio's entry-queue task's context); it is now the span's child,
+    as with ``trio.from_thread.run``."""
+    monkeypatch.syspath_prepend(str(ROOT / "examples"))
+    import asyncio_app
+
+    async def main() -> None:
+        runner = asyncio_app.NodeThread(store=None)
+        node = runner.start()
+
+        async def place() -> int:
+            await node.start_workflow(observe_app.uses_sync_step, 1, id="a")
+            return int(await node.workflow("a").result())
+
+        try:
+            with observe_app.TRACER.start_as_current_span("handler"):
+                assert await runner.call(place) == 2
+        finally:
+            runner.stop()
+
+    asyncio.run(main())
+    named = by_name(spans)
+    handler, = named["handler"]
+    run, = named["workflow observe_app:uses_sync_step"]
+    assert parent_id(run) == handler.context.span_id
 
 
 async def test_a_failed_call_is_an_error_span(spans: InMemorySpanExporter,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import importlib
 import subprocess
 import sys
@@ -298,3 +299,29 @@ def test_asyncio_app_a_calls_base_exception_is_its_own(asyncio_app: ModuleType) 
         "raised BaseExceptionGroup('Exceptions from Trio nursery', [SystemExit(5)])",
     ]
 
+
+def test_asyncio_app_call_runs_in_the_callers_context(asyncio_app: ModuleType) -> None:
+    """helper-326: ``NodeThread.call`` ran ``fn`` in the context of trio's entry-queue
+    task, not the caller's: its contextvars (a correlation id, OpenTelemetry's current
+    span) were lost. Each call now sees the context it was made in, as
+    ``trio.from_thread.run`` does."""
+    request: contextvars.ContextVar[str] = contextvars.ContextVar("request", default="-")
+
+    async def main() -> list[str]:
+        runner = asyncio_app.NodeThread(store=None)
+        runner.start()
+
+        async def seen() -> str:
+            return request.get()
+
+        async def handler(name: str) -> str:
+            request.set(name)
+            return str(await runner.call(seen))
+
+        try:
+            return list(await asyncio.gather(handler("req-1"), handler("req-2"),
+                                             runner.call(seen)))
+        finally:
+            runner.stop()
+
+    assert asyncio.run(main()) == ["req-1", "req-2", "-"]
