@@ -421,6 +421,48 @@ async def test_a_pending_receive_timeout_taken_by_a_sleep_diverges(
     assert "the code now did sleep." in msg, msg
 
 
+#: the wait the deployed ``poller`` makes at seq 1 (changed by a deploy)
+POLLER_TIMEOUT: str | None = "1s"
+
+
+async def poller() -> list[Any]:
+    first = await garrison.process.inbox().receive(timeout=POLLER_TIMEOUT)
+    later = await garrison.process.inbox().receive()
+    return [first, later.payload]
+
+
+@pytest.mark.parametrize("outcome", [{"timeout": True}, {"empty": True}])
+async def test_a_recorded_timeout_replayed_by_a_receive_without_one_diverges(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, autojump_clock: trio.abc.Clock,
+        outcome: dict[str, bool]) -> None:
+    # A receive with a timeout that timed out (or a try_receive that found nothing),
+    # then a wait: a deploy drops the timeout. The receive got None, which a receive
+    # without a timeout never returns, and the replay said ok: it differs, at its seq
+    from garrison.hosts.workflow import History, replay_history
+
+    db = str(tmp_path / "store.db")
+    with SQLiteStore(db) as s:
+        s.write(Transaction().create_workflow("p", "test_workflow_replay:poller", [],
+                                              status="waiting")
+                .append_journal("p", 1, "receive", "inbox", outcome))
+    with SQLiteStore(db, readonly=True) as s:
+        history = History.from_store(s, "p")
+    assert (await replay_history(history)).ok  # the code that recorded it
+    monkeypatch.setitem(globals(), "POLLER_TIMEOUT", None)
+    what = "that timed out" if "timeout" in outcome else "that found nothing (try_receive)"
+    for replayed in (await replay_history(history), await _blocked_on_resume(db, "p")):
+        error = replayed if isinstance(replayed, garrison.NonDeterminismError) \
+            else replayed.error
+        assert error is not None and error.seq == 1, replayed
+        assert error.recorded == f"receive 'inbox' {what}"
+        assert error.current == "receive 'inbox' with no timeout"
+        assert str(error).startswith(
+            f"workflow 'p' diverged from its journal at seq 1: the journal records receive "
+            f"'inbox' {what}, but the code now did receive 'inbox' with no timeout. ")
+    with pytest.raises(garrison.NonDeterminismError, match="with no timeout"):
+        garrison.testing.replay(history.to_json())
+
+
 @pytest.mark.parametrize("step", ["sleep", "receive_timeout"])
 async def test_a_timer_stored_without_its_kind_is_taken_by_either_wait(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, autojump_clock: trio.abc.Clock,

@@ -245,6 +245,25 @@ class Receives(WorkflowCore):
             return event_from_plain(out["event"])
         return None
 
+    def _check_item_recorded(self, entry: Entry) -> None:
+        """A receive without a timeout replays ``entry``: one that recorded no item (a
+        receive that timed out, a ``try_receive`` that found nothing) is a divergence
+        (the code changed the wait: it would get ``None``, which such a receive never
+        returns). Any other outcome replays as it did (a receive that never took a row
+        has always recorded one of those two)."""
+        out = entry.outcome
+        if not isinstance(out, dict):
+            return
+        if out.get("timeout"):
+            what = "that timed out"
+        elif out.get("empty"):
+            what = "that found nothing (try_receive)"
+        else:
+            return
+        raise self.cursor.diverge(entry.seq, entry.kind, entry.name,
+                                  f"receive {entry.name!r} with no timeout",
+                                  recorded=f"receive {entry.name!r} {what}")
+
     def _consume(self, item: InboxItem, box: DurableInbox, seq: int, tx: Transaction) -> Any:
         """Take ``item`` for the receive at ``seq``: journaled and marked consumed in
         ``tx``; returns the value handed to the workflow."""
@@ -261,6 +280,8 @@ class Receives(WorkflowCore):
         seconds = None if timeout is None else timeout_seconds(timeout)
         entry = self._take(_RECEIVE, box.channel, timed=seconds is not None)
         if entry is not None:
+            if seconds is None:
+                self._check_item_recorded(entry)
             return PendingReceive(self, box, seconds, entry.seq, True,
                                   self._replayed_receive(entry))
         return PendingReceive(self, box, seconds, self.cursor.seq - 1, False, None)

@@ -169,11 +169,13 @@ class Cursor:
             return entry
         raise self.diverge(seq, entry.kind, entry.name, op_text(kind, name))
 
-    def diverge(self, seq: int, kind: str, name: str, now: str, note: str = ""
-                ) -> NonDeterminismError:
+    def diverge(self, seq: int, kind: str, name: str, now: str, note: str = "",
+                recorded: str | None = None) -> NonDeterminismError:
         """Build (and keep) the error for a divergence at ``seq`` (``note``: what it
-        means, said before the advice)."""
-        recorded = op_text(kind, name)
+        means, said before the advice; ``recorded``: the record in words, when its kind
+        and name do not say what differs)."""
+        if recorded is None:
+            recorded = op_text(kind, name)
         # (with a note, the advice's remedy after its colon is the note's: a replay's
         # "branch with workflow.version" is no remedy for what the note says)
         advice = self.advice.partition(": ")[0] if note else self.advice
