@@ -276,8 +276,8 @@ async def test_a_change_id_has_one_version_per_run(store_spec: str, autojump_clo
             ("version", "x", 2)]
         await node.start_workflow(app.widened, 3, 4, id="outside")
         with pytest.raises(garrison.NonDeterminismError,
-                           match=r"workflow 'outside'.*version\('x', 3, 4\) leaves out "
-                                 "version 2"):
+                           match=r"workflow 'outside' at seq 3: workflow\.version\('x', 3, "
+                                 r"4\) leaves out version 2"):  # (the seq the call took)
             await node.workflow("outside").result()
         assert node.workflow("outside").status() == "blocked"
         await node.start_workflow(app.versioned_runs, 0, id="runs")
@@ -726,10 +726,11 @@ async def test_an_old_run_on_code_whose_range_dropped_its_version_blocks(
         replayed = await replay_history(History.from_store(s, "o"))
     assert replayed.error is not None and not replayed.ok
     error = await _blocked_on_resume(db, "o")
-    assert str(error).startswith(
-        "workflow 'o': workflow.version('price-2027', 2, 2) leaves out version 1, the "
-        "version of a run recorded before this call existed (its code path is the one "
-        "before the change)")
+    assert str(error).startswith(  # (at the seq of the call, as every divergence says)
+        "workflow 'o' diverged from its journal at seq 1: workflow.version('price-2027', "
+        "2, 2) leaves out version 1, the version of a run recorded before this call "
+        "existed (its code path is the one before the change)")
+    assert error.seq == replayed.error.seq == 1
     assert error.recorded == "no version 'price-2027' (a run from before the call: 1)"
     assert CHARGED == [100]
     async with garrison.open_node(store=db) as node:  # a new run takes the new path

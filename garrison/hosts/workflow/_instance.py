@@ -519,14 +519,16 @@ class WorkflowInstance(Waits, Activities, Interop):
             if fixed is None:
                 got = min(min_version, 1)
                 if got < min_version:
-                    raise self._version_predates(change_id, got, min_version, max_version)
+                    raise self._version_predates(self.cursor.seq, change_id, got,
+                                                 min_version, max_version)
                 if self.defaulted is None:
                     self.defaulted = set()
                 self.defaulted.add(change_id)
             else:
                 got = fixed
             if not min_version <= got <= max_version:
-                raise self._version_outside(change_id, got, min_version, max_version)
+                raise self._version_outside(self.cursor.seq, change_id, got, min_version,
+                                            max_version)
         else:
             # no cancel is delivered here (a version() added above a wait where a cancel
             # was delivered must not take it: the cancel handler would be skipped)
@@ -541,7 +543,8 @@ class WorkflowInstance(Waits, Activities, Interop):
             else:
                 got = max_version if fixed is None else fixed
                 if not min_version <= got <= max_version:  # (a fixed one only)
-                    raise self._version_outside(change_id, got, min_version, max_version)
+                    raise self._version_outside(self.cursor.seq - 1, change_id, got,
+                                                min_version, max_version)
                 self.record(self.buffered(), self.cursor.seq - 1, JournalKind.VERSION,
                             change_id, _dumps(got))
         if self.versions is None:
@@ -575,36 +578,37 @@ class WorkflowInstance(Waits, Activities, Interop):
             cursor.error = err
         return cursor.error
 
-    def _version_outside(self, change_id: str, fixed: int, min_version: int,
+    def _version_outside(self, seq: int, change_id: str, fixed: int, min_version: int,
                          max_version: int) -> NonDeterminismError:
-        """The error of a ``workflow.version(change_id, ...)`` call whose range leaves
-        out the version an earlier call fixed for this run (kept: the workflow blocks)."""
+        """The error of a ``workflow.version(change_id, ...)`` call at ``seq`` whose range
+        leaves out the version an earlier call fixed for this run (kept: the workflow
+        blocks)."""
         cursor = self.cursor
         err = NonDeterminismError(
-            f"workflow {self.wid!r}: workflow.version({change_id!r}, {min_version}, "
-            f"{max_version}) leaves out version {fixed}, which an earlier call fixed for "
-            f"this run (a change id has one version per run: keep the ranges of its "
-            f"calls overlapping, or use another change id). {cursor.advice}",
-            workflow_id=self.wid, seq=cursor.seq, recorded=f"version {change_id!r}={fixed}",
+            f"workflow {self.wid!r} at seq {seq}: workflow.version({change_id!r}, "
+            f"{min_version}, {max_version}) leaves out version {fixed}, which an earlier "
+            f"call fixed for this run (a change id has one version per run: keep the "
+            f"ranges of its calls overlapping, or use another change id). {cursor.advice}",
+            workflow_id=self.wid, seq=seq, recorded=f"version {change_id!r}={fixed}",
             current=f"version {change_id!r} supporting only {min_version}..{max_version}")
         if cursor.error is None:
             cursor.error = err
         return cursor.error
 
-    def _version_predates(self, change_id: str, default: int, min_version: int,
+    def _version_predates(self, seq: int, change_id: str, default: int, min_version: int,
                           max_version: int) -> NonDeterminismError:
-        """The error of a ``workflow.version(change_id, ...)`` call in a run recorded
-        before the call existed, whose range leaves out the default version such a run
-        gets (its old path was dropped while it was unfinished: kept, the workflow
+        """The error of a ``workflow.version(change_id, ...)`` call at ``seq`` in a run
+        recorded before the call existed, whose range leaves out the default version such
+        a run gets (its old path was dropped while it was unfinished: kept, the workflow
         blocks rather than take the new path midway)."""
         cursor = self.cursor
         err = NonDeterminismError(
-            f"workflow {self.wid!r}: workflow.version({change_id!r}, {min_version}, "
-            f"{max_version}) leaves out version {default}, the version of a run recorded "
-            f"before this call existed (its code path is the one before the change): keep "
-            f"{default} in the range, and its old path, until no such run is unfinished. "
-            f"{cursor.advice}",
-            workflow_id=self.wid, seq=cursor.seq,
+            f"workflow {self.wid!r} diverged from its journal at seq {seq}: "
+            f"workflow.version({change_id!r}, {min_version}, {max_version}) leaves out "
+            f"version {default}, the version of a run recorded before this call existed "
+            f"(its code path is the one before the change): keep {default} in the range, "
+            f"and its old path, until no such run is unfinished. {cursor.advice}",
+            workflow_id=self.wid, seq=seq,
             recorded=f"no version {change_id!r} (a run from before the call: {default})",
             current=f"version {change_id!r} supporting only {min_version}..{max_version}")
         if cursor.error is None:
