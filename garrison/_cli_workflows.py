@@ -511,9 +511,8 @@ def _check_imports(store: Any, ids: list[str], modules: Sequence[str]) -> dict[s
     differs (a node blocks it), its ``ReplayResult`` by id in what is returned; so does
     a name that is no workflow function now (a sync ``def``, an activity), which
     ``replay_history`` refuses (a ``TypeError``, as for a wrong target)."""
-    from ._errors import NonDeterminismError
-    from ._targets import import_target, workflow_refusal
-    from .hosts.workflow import ReplayResult
+    from ._targets import function_gone, import_target, workflow_refusal
+    from .hosts.workflow import ReplayResult, code_gone
 
     # a workflow function's name: what it is now (a sentence's end) and the replay's
     # ending, or None if it runs
@@ -528,17 +527,15 @@ def _check_imports(store: Any, ids: list[str], modules: Sequence[str]) -> dict[s
             try:
                 found = import_target(rec.name)
             except Exception as exc:
-                # its module imports (an AttributeError of its import leaves it out of
-                # sys.modules) but has no such function: gone; any other failure is
-                # reported alike
-                if not (isinstance(exc, AttributeError)
-                        and rec.name.partition(":")[0] in sys.modules):
+                # its module imports but has no such function: gone; any other failure
+                # is reported alike
+                missing = function_gone(rec.name, exc)
+                if missing is None:
                     where = f" (imported from {', '.join(modules)})" if modules else ""
                     raise _Fail(f"cannot import {rec.name!r}, the code of workflow {wid!r}"
                                 f"{where}: {type(exc).__name__}: {exc}; run from the "
                                 "application's folder or pass --module PATH", 2) from None
-                seen[rec.name] = (f"which its module no longer has ({type(exc).__name__}: "
-                                  f"{exc}): renamed or removed?", "its code is gone")
+                seen[rec.name] = (missing, "its code is gone")
             else:
                 refused = workflow_refusal(found)
                 if refused is not None:
@@ -547,11 +544,8 @@ def _check_imports(store: Any, ids: list[str], modules: Sequence[str]) -> dict[s
         now = seen[rec.name]
         if now is not None:
             why, ending = now
-            error = NonDeterminismError(
-                f"workflow {wid!r} runs {rec.name!r}, {why} A node running this code "
-                "blocks the workflow; keep the function under its name for workflows "
-                "started before the change", workflow_id=wid, recorded=rec.name)
-            gone[wid] = ReplayResult(wid, rec.name, str(rec.status), error,
+            gone[wid] = ReplayResult(wid, rec.name, str(rec.status),
+                                     code_gone(wid, rec.name, why),
                                      len(store.journal_sizes(wid)), 0, ending)
     return gone
 

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["activity_refusal", "check_target", "exit_is_import_error",
+__all__ = ["activity_refusal", "check_target", "exit_is_import_error", "function_gone",
            "import_target", "is_script", "main_function_module", "main_module_name", "script_spec",
            "target_name", "workflow_refusal"]
 
@@ -130,6 +130,18 @@ def workflow_refusal(fn: Any) -> str | None:
     if not inspect.iscoroutinefunction(getattr(fn, "__wrapped__", fn)) \
             and not inspect.iscoroutinefunction(fn):
         return "a workflow function is an async function (async def)"
+    return None
+
+
+def function_gone(name: str, exc: Exception) -> str | None:
+    """Why importing a workflow's recorded function ``name`` (``module:qualname``)
+    failed with ``exc`` when its module imports but has no such function: renamed or
+    removed, a difference of each workflow that runs it (a node blocks them), not code
+    that cannot be found (the end of a message that names it); ``None`` otherwise."""
+    # (an AttributeError of the module's own import leaves it out of sys.modules)
+    if isinstance(exc, AttributeError) and name.partition(":")[0] in sys.modules:
+        return (f"which its module no longer has ({type(exc).__name__}: {exc}): renamed or "
+                "removed?")
     return None
 
 

@@ -521,10 +521,29 @@ def test_a_history_that_is_not_one_is_a_clear_error(tmp_path: Path) -> None:
                 {"seq": 1, "kind": "activity", "name": name, "outcome": {"ok": 1}}]})
     # code that does not import is no divergence (it was reported as one at seq 0)
     missing = garrison.hosts.workflow.History.from_json(
-        {"name": "ops_app:no_such_function", "journal": []})
-    with pytest.raises(ValueError, match=r"^cannot import 'ops_app:no_such_function', the "
-                       r"code of workflow 'replayed': AttributeError"):
+        {"name": "no_such_module_here:flow", "journal": []})
+    with pytest.raises(ValueError, match=r"^cannot import 'no_such_module_here:flow', the "
+                       r"code of workflow 'replayed': ModuleNotFoundError"):
         trio.run(replay_history, missing)
+    # a function its module (which imports) no longer has, renamed or removed, is a
+    # difference, as the CLI says (it said "cannot import ... (run where the
+    # application's code is importable)"); a replay target not found is a wrong target
+    renamed = {"name": "ops_app:no_such_function", "journal": [
+        {"seq": 1, "kind": "activity", "name": "ops_app:reserve", "outcome": {"ok": "r"}}]}
+    said = ("workflow 'replayed' runs 'ops_app:no_such_function', which its module no longer "
+            "has (AttributeError: module 'ops_app' has no attribute 'no_such_function'): "
+            "renamed or removed? A node running this code blocks the workflow; keep the "
+            "function under its name for workflows started before the change")
+    with pytest.raises(garrison.NonDeterminismError) as info:
+        garrison.testing.replay(renamed)
+    assert str(info.value) == said and info.value.recorded == "ops_app:no_such_function"
+    result = trio.run(replay_history, History.from_json(renamed))
+    assert not result.ok and str(result.error) == said
+    assert (result.records, result.checked, result.ending) == (1, 0, "its code is gone")
+    with pytest.raises(ValueError, match=r"^cannot import replay target "
+                       r"'ops_app:no_such_function': AttributeError"):
+        garrison.testing.replay({"name": "ops_app:order", "journal": []},
+                                "ops_app:no_such_function")
 
 
 async def _nondurable(item: str) -> str:

@@ -43,7 +43,7 @@ import attrs
 import trio
 
 from ..._errors import NonDeterminismError
-from ..._targets import import_target, workflow_refusal
+from ..._targets import function_gone, import_target, workflow_refusal
 from ...actors._mailbox import timeout_seconds
 from ...actors._values import ErrorInfo, Pid
 from ...persistence import FINAL_STATUSES, Transaction, WorkflowStatus
@@ -803,11 +803,32 @@ REPLAY_ADVICE = ("Nothing was changed (a dry run); a node running this code woul
                  "once they have finished")
 
 
+def code_gone(workflow_id: str, name: str, why: str) -> NonDeterminismError:
+    """The difference of workflow ``workflow_id`` whose recorded function ``name`` the
+    code no longer has, or that is no workflow function now (``why``: the end of a
+    sentence naming it, :func:`~garrison._targets.function_gone`'s or
+    :func:`~garrison._targets.workflow_refusal`'s): a node blocks such a workflow."""
+    return NonDeterminismError(
+        f"workflow {workflow_id!r} runs {name!r}, {why} A node running this code blocks "
+        "the workflow; keep the function under its name for workflows started before the "
+        "change", workflow_id=workflow_id, recorded=name)
+
+
+class _CodeGone(Exception):
+    """The recorded function's module imports but has no such function (``why``)."""
+
+    def __init__(self, why: str) -> None:
+        super().__init__(why)
+        self.why = why
+
+
 def _replayed_code(history: History, target: Any) -> Any:
     """The workflow function a replay runs: ``target`` (a function or its
     ``module:qualname``), else the recorded name's; code that does not import is a
     ``ValueError`` naming it, and one that is no workflow function a ``TypeError``,
-    never a divergence (nothing was replayed)."""
+    never a divergence (nothing was replayed). A recorded name whose module imports
+    without it (renamed or removed) is ``_CodeGone``: a difference, as a node blocks
+    the workflow."""
     if target is not None and not isinstance(target, str):
         if not callable(target):
             raise TypeError(f"replay target: expected the workflow function or its "
@@ -821,6 +842,9 @@ def _replayed_code(history: History, target: Any) -> Any:
     try:
         fn = import_target(name)
     except Exception as exc:
+        gone = function_gone(name, exc) if target is None else None
+        if gone is not None:
+            raise _CodeGone(gone) from None
         raise ValueError(f"cannot import {what}: {type(exc).__name__}: {exc} (run where the "
                          "application's code is importable)") from None
     return _workflow_code(fn, what)
@@ -843,6 +867,12 @@ async def replay_history(history: History, target: Any = None) -> ReplayResult:
     would resume it: without the record the retry takes back (the final error of the
     activity it failed with, the journal's last), and on past the journal's end, as
     live work (a ``workflow.version`` there gets its newest version, as on the retry)."""
+    try:
+        fn = _replayed_code(history, target)
+    except _CodeGone as gone:  # (renamed or removed: nothing is replayed)
+        return ReplayResult(history.workflow_id, history.name, history.status,
+                            code_gone(history.workflow_id, history.name, gone.why),
+                            history.records, 0, "its code is gone")
     taken = ""
     if history.status == WorkflowStatus.FAILED.value and history.journal:
         seq, what = taken_back_by_retry(history, [(e.seq, e.kind, e.name, e.outcome)
@@ -869,7 +899,7 @@ async def replay_history(history: History, target: Any = None) -> ReplayResult:
     wf.finished = history.status in FINAL_STATUSES and history.status != "failed"
     wf.cursor.advice = REPLAY_ADVICE
     wf.promises.update(history.promises)
-    wf.fn = _replayed_code(history, target)
+    wf.fn = fn
     stuck = False
 
     async def run(nursery: trio.Nursery) -> None:
