@@ -552,6 +552,45 @@ async def _nondurable(item: str) -> str:
     return await ops_app.charge(item)
 
 
+@garrison.activity
+async def reserve(item: str) -> str:  # ops_app's reserve, moved here
+    return f"res-{item}"
+
+
+@garrison.activity(name="ops_app:reserve")
+async def reserve_named(item: str) -> str:  # ... keeping the journal name it had there
+    return f"res-{item}"
+
+
+async def _reserves_moved(item: str) -> str:
+    return await reserve(item)
+
+
+async def _reserves_moved_named(item: str) -> str:
+    return await reserve_named(item)
+
+
+def test_an_activity_moved_to_another_module_says_how_to_keep_its_journal_name() -> None:
+    """Moving a module renames its activities (a journal name is ``module:qualname``):
+    the divergence said to branch with workflow.version, which cannot help there; it
+    says the activity moved, and how to keep its recorded name, which then replays."""
+    history = {"name": "ops_app:order", "input": ["x"], "status": "completed", "journal": [
+        {"seq": 1, "kind": "activity", "name": "ops_app:reserve", "outcome": {"ok": "r"}}]}
+    with pytest.raises(garrison.NonDeterminismError) as info:
+        garrison.testing.replay(history, _reserves_moved)
+    assert str(info.value) == (
+        "workflow 'replayed' diverged from its journal at seq 1: the journal records "
+        f"activity 'ops_app:reserve', but the code now did activity '{__name__}:reserve'. "
+        "Moved to another module? An activity's journal name is its module:qualname: keep "
+        "the recorded one with @garrison.activity(name='ops_app:reserve'). Nothing was "
+        "changed (a dry run); a node running this code would block the workflow when it "
+        "replays it")
+    assert garrison.testing.replay(history, _reserves_moved_named).ok
+    with pytest.raises(garrison.NonDeterminismError) as info:  # another qualname: renamed
+        garrison.testing.replay(history, _charges_instead)
+    assert "Moved" not in str(info.value) and "workflow.version" in str(info.value)
+
+
 def test_a_replay_stuck_on_a_non_durable_wait_stops_and_says_so() -> None:
     history = History.from_json({"name": "ops_app:order", "input": ["x"], "journal": [
         {"seq": 1, "kind": "activity", "name": "ops_app:reserve", "outcome": {"ok": "r"}},
@@ -599,6 +638,10 @@ async def test_a_replay_ending_at_a_race_names_workflow_first(
     result = await replay_history(history)
     assert result.ok and result.ending == ("the journal ends where the code goes on with "
                                            "workflow.first() (live work)"), result.ending
+
+
+async def _charges_instead(item: str) -> str:
+    return await ops_app.charge(item)
 
 
 async def _two_steps(item: str) -> str:

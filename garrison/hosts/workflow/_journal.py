@@ -167,7 +167,8 @@ class Cursor:
             return None
         if entry.kind == CANCEL or (entry.kind == kind and entry.name == name):
             return entry
-        raise self.diverge(seq, entry.kind, entry.name, op_text(kind, name))
+        raise self.diverge(seq, entry.kind, entry.name, op_text(kind, name),
+                           _moved_note(entry, kind, name))
 
     def diverge(self, seq: int, kind: str, name: str, now: str, note: str = "",
                 recorded: str | None = None) -> NonDeterminismError:
@@ -212,6 +213,20 @@ class Cursor:
         entry = self.entries[min(later)]
         return self.diverge(entry.seq, entry.kind, entry.name,
                             f"raise {type(exc).__name__}: {exc}", note)
+
+
+def _moved_note(entry: Entry, kind: str, name: str) -> str:
+    """What a divergence says of an activity whose journal name (``module:qualname``)
+    changed its module only: its module moved or was renamed, which renames the
+    activity; ``workflow.version`` cannot help there, its old journal name does."""
+    if entry.kind != JournalKind.ACTIVITY or kind != JournalKind.ACTIVITY:
+        return ""
+    old_module, _, old_qualname = entry.name.rpartition(":")
+    new_module, _, new_qualname = name.rpartition(":")
+    if not old_module or old_qualname != new_qualname or old_module == new_module:
+        return ""
+    return (f"Moved to another module? An activity's journal name is its module:qualname: "
+            f"keep the recorded one with @garrison.activity(name={entry.name!r}). ")
 
 
 def op_text(kind: str, name: str) -> str:
