@@ -410,6 +410,30 @@ async def test_env_result_stuck_beside_a_workflow_that_repeats_a_timer_raises(
         assert await env.result("r") == "received late"
 
 
+async def test_a_workflow_a_real_time_sender_ends_beside_a_heartbeat_is_not_stuck(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """helper-329: the guard above counted jumps of time only, which a heartbeat makes in
+    a blink: a workflow that the test's own task signals after a little real time (as a
+    plain process answering from real I/O would) was taken for stuck before the signal
+    came. Time stands once the jumps are spent, for STUCK_AFTER real seconds."""
+    from garrison.testing import _env
+
+    monkeypatch.setattr(_env, "STUCK_AFTER", 2.0)
+    monkeypatch.setattr(_env, "IDLE_JUMPS", 20)
+    async with garrison.testing.workflow_env() as env:
+        await env.start(_heartbeat, id="hb")
+        await env.start(ops_app.receives_forever, id="r")
+
+        async def signal_later() -> None:
+            await trio.sleep(0.3)  # (real time: the environment's own clock skips)
+            await env.workflow("r").signal("note", "in time")
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(signal_later)
+            with trio.fail_after(5):
+                assert await env.result("r") == "received in time"
+
+
 async def _races_real_io() -> str:
     io = workflow.start(_real_io, 0.2)
     won = await workflow.first(io, workflow.promise("cancel"))

@@ -342,8 +342,17 @@ class WorkflowEnv:
                     self._end_results()
                 continue
             if self._jumps_spent(waiting):  # (only others' timers move time)
-                self._ticked_in_vain, self._jumped_in_vain = 0, self._idle_jumps
-                self._end_results()
+                # time stands now: unless something else wakes one of the awaited
+                # workflows within STUCK_AFTER (real time: the test's own task, a plain
+                # process, a thread), it is taken for stuck
+                clock.changed = trio.Event()
+                with trio.move_on_after(STUCK_AFTER):
+                    await clock.changed.wait()
+                    continue
+                await trio.testing.wait_all_tasks_blocked()
+                if not clock.changed.is_set() and self._jumps_spent(waiting):
+                    self._ticked_in_vain, self._jumped_in_vain = 0, self._idle_jumps
+                    self._end_results()
                 continue
             clock.jump_to(min(due))
             for wf in waiting:  # their trio deadlines are forgotten: they ask again
@@ -386,7 +395,8 @@ class WorkflowEnv:
         workflows' timers move time (a heartbeat sleeping in a loop), which would skip
         to the year 9999. Counts this jump otherwise; a timer of their own, or a step
         one of them takes, starts the count again (one of those timers' workflows may
-        send what ends it: they jump until then; no proof is possible either way)."""
+        send what ends it: they jump until then; no proof is possible either way). Once
+        True, the skipper holds time for STUCK_AFTER real seconds, and asks again."""
         if not self._results:
             self._idle_jumps, self._jump_mark = 0, None
             return False
