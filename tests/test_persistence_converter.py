@@ -761,6 +761,9 @@ def test_an_array_hint_given_no_array_or_bytes_is_refused_not_converted() -> Non
     assert structure(["2026-01-01T00:00:00+00:00"], list[dt.datetime]) == [
         dt.datetime(2026, 1, 1, tzinfo=dt.UTC)]
     assert structure([1, "x"], list) == [1, "x"] and structure((1,), list[Any]) == [1]
+    assert structure([], tuple[()]) == ()  # (no array of values: cattrs' own, as before)
+    with pytest.raises(PayloadError):
+        structure([1, 2], tuple[()], what="x")
     with pytest.raises(PayloadError, match=r"at \[1\]: expected an integer, got a string"):
         structure([1, "2"], list[int], what="x")
     with pytest.raises(PayloadError, match="expected an integer, got a string"):

@@ -25,6 +25,7 @@ import json
 import re
 import sys
 import types
+import typing
 import uuid
 from collections import deque
 from collections.abc import (
@@ -236,7 +237,10 @@ def _array_hint(hint: Any) -> bool:
     if origin is None:
         return hint in _ARRAYS
     args = get_args(hint)
-    return origin in _ARRAYS and (not args or origin is not tuple or args[-1] is Ellipsis)
+    if origin is tuple:  # (``tuple[()]``, no arguments, is no array of values; the
+        # bare ``typing.Tuple``, no arguments either, is any tuple)
+        return hint is typing.Tuple or (bool(args) and args[-1] is Ellipsis)  # noqa: UP006
+    return origin in _ARRAYS
 
 
 def _array_structure_hook(hint: Any, conv: cattrs.Converter) -> Callable[[Any, Any], Any]:
