@@ -269,6 +269,8 @@ class ClusterMember:
         self.live_at_join: set[tuple[str, str | None]] = set()
         #: the store gave up writing for good: this node left the cluster for good
         self.gave_up = False
+        #: its row is written ``lost`` (after ``gave_up``: see ``_give_up``)
+        self._marked_lost = False
         #: (trio side) set once the node acted on that: its workflows and singletons left
         #: it; ``failure`` is the store's error (``garrison run`` exits on it)
         self.left = trio.Event()
@@ -1138,14 +1140,20 @@ class ClusterMember:
                   "nodes (with none live, they wait in the store for the next node)",
                   self.name, why, failed)
         self._post("failed", failed)
-        try:
-            marked = self.pg.give_up()
-        except (psycopg.Error, StoreError, OSError):
-            marked = False
-        if not marked:
+        if not self._mark_lost():
             log.warning("node %s could not mark itself lost in the cluster: the other "
-                        "nodes take its workflows once its lease lapses (in %gs at most)",
+                        "nodes take its workflows once its lease lapses (in %gs at most); "
+                        "tried again at each round while its cluster connection is open",
                         self.name, self.lease)
+
+    def _mark_lost(self) -> bool:
+        """Try to write this node's row ``lost`` (``PgCluster.give_up``: on the cluster
+        connection as it is, none made anew); True once it is."""
+        try:
+            self._marked_lost = bool(self.pg.give_up())
+        except (psycopg.Error, StoreError, OSError):
+            self._marked_lost = False
+        return self._marked_lost
 
     def _left(self) -> None:
         """The thread's round once this node left the cluster for good (``gave_up``):
@@ -1154,6 +1162,8 @@ class ClusterMember:
         SIGTERM: nothing is left to hand over). The next round is an interval away, as
         after a renewal: with none, the thread's wait was negative and it spun."""
         self._last_renew = time.monotonic()
+        if not self._marked_lost:  # (a write of this node was in flight, say: again)
+            self._mark_lost()
         with self._lock:
             releases, self._releases = self._releases, []
             self._giving_up.clear()
