@@ -162,7 +162,12 @@ def is_config(target: str) -> bool:
     (``app.conf`` was imported as the module ``app``)."""
     if target.lower().endswith((".yaml", ".yml")):
         return True
-    return ":" not in target and not is_script(target) and os.path.isfile(target)
+    if ":" in target or is_script(target) or not os.path.isfile(target):
+        return False
+    # a file of no suffix beside a module of its name (a launcher script ``worker``
+    # beside ``worker.py``): ``garrison run worker`` runs the module, as it always did
+    return bool(Path(target).suffix) or not (os.path.isfile(target + ".py") or
+                                             os.path.isfile(f"{target}/__init__.py"))
 
 
 def _load_callable(target: str) -> Any:
