@@ -243,8 +243,10 @@ class Router:
                             parent: Pid | None, link: Pid | None, monitor: Pid | None,
                             label: str | None = None, id: str | None = None,
                             supervised: bool = False) -> Pid:
-        if self.stopping:
-            raise ProcessError("cannot spawn: the node is shutting down")
+        if self.stopping:  # (its error the stop's reason: a process refused so ends
+            # with the stop, as if cancelled by it, not as a failure of its own)
+            raise ProcessError("cannot spawn: the node is shutting down",
+                               error=self.shutdown_reason)
         h = self.host(host)
         if h.durable:
             pid: Pid = await h.spawn_process(target, args, parent=parent, link=link,

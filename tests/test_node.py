@@ -264,6 +264,41 @@ async def test_spawn_during_shutdown_refused(autojump_clock):
     assert refused and "shutting down" in refused[0]
 
 
+async def test_spawn_refused_by_the_stop_ends_the_spawner_with_it(autojump_clock, caplog):
+    """Children stop first, so a root that spawns in a loop still runs as its children
+    end (here: it starts another as one ends), and its next spawn is refused: it ends
+    with the shutdown (not logged, exit ``Shutdown``), not as a logged failure of its
+    own; a spawn from outside any process still raises."""
+    async def child():
+        await trio.sleep(0.2)
+
+    async def spawner():
+        await process.spawn_monitored(child)
+        async for _ in process.events():  # (an EXIT: the child ended, start another)
+            await process.spawn_monitored(child)
+
+    caplog.set_level(logging.INFO, logger="garrison")
+    outside = []
+
+    async def from_outside(node):  # (a task of the test's own, as the node stops)
+        await trio.sleep(1.5)
+        while not node.stopped:  # (the block ends at this time too)
+            await trio.lowlevel.checkpoint()
+        with pytest.raises(ProcessError, match="cannot spawn: the node is shutting down"):
+            await node.spawn(child)
+        outside.append(True)
+
+    async with trio.open_nursery() as nursery:
+        async with garrison.open_node() as node:
+            root = await node.spawn(spawner)
+            nursery.start_soon(from_outside, node)
+            await trio.sleep(1.5)
+    assert outside
+    assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    with pytest.raises(ProcessError, match="Shutdown: the node is shutting down"):
+        await node.wait(root)
+
+
 def test_ctrl_c_stops_children_first(tmp_path):
     """A real SIGINT to a garrison.run program: children exit before parents."""
     script = tmp_path / "prog.py"

@@ -117,9 +117,10 @@ def orderly_stop(node: Any, error: ErrorInfo | None) -> bool:
 
 
 def ended_by_stop(node: Any, exc: BaseException) -> bool:
-    """Whether ``exc`` is the failure of a call whose callee the node's stop ended (a
-    ``ProcessError`` carrying the node's ``shutdown_reason``, while it stops): no
-    failure of the code that made it, which the stop ends next."""
+    """Whether ``exc`` is the failure of a call whose callee the node's stop ended, or
+    that the stop refused (a spawn: a ``ProcessError`` carrying the node's
+    ``shutdown_reason``, while it stops): no failure of the code that made it, which
+    the stop ends next."""
     return bool(node.stopping) and getattr(exc, "error", None) is node.shutdown_reason
 
 
