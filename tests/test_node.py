@@ -288,11 +288,10 @@ async def test_spawn_refused_by_the_stop_ends_the_spawner_with_it(autojump_clock
             await node.spawn(child)
         outside.append(True)
 
-    async with trio.open_nursery() as nursery:
-        async with garrison.open_node() as node:
-            root = await node.spawn(spawner)
-            nursery.start_soon(from_outside, node)
-            await trio.sleep(1.5)
+    async with trio.open_nursery() as nursery, garrison.open_node() as node:
+        root = await node.spawn(spawner)
+        nursery.start_soon(from_outside, node)
+        await trio.sleep(1.5)
     assert outside
     assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     with pytest.raises(ProcessError, match="Shutdown: the node is shutting down"):

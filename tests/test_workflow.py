@@ -2017,6 +2017,23 @@ async def test_after_the_node_closed_result_raises_and_status_is_the_stored_one(
         assert await node.workflow("w1").result() == ["go", 7]
 
 
+async def test_a_stopped_node_s_stats_count_no_live_process(
+        autojump_clock: Any, tmp_path: Any) -> None:
+    """Once the node stopped, its suspended workflows wait in the store, not live: its
+    ``stats()`` counted them as ``processes`` still (7, with ``running`` 0)."""
+    async def forever() -> None:
+        await trio.sleep_forever()
+
+    async with garrison.open_node(store=str(tmp_path / "s.db")) as node:
+        for _ in range(2):
+            await node.start_workflow(app.sleeper, "1h")
+        await node.spawn(forever)
+        await trio.sleep(0.1)
+        assert node.stats()["processes"] == 3
+    assert node.stats()["processes"] == 0
+    assert node.stats()["workflow_queues"]["workflows"]["running"] == 0
+
+
 async def test_after_an_in_memory_node_closed_result_says_nothing_resumes_it(
         autojump_clock: Any) -> None:
     """It said the workflow resumes when a node opens its store again: that store was

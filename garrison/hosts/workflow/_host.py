@@ -1687,7 +1687,11 @@ class WorkflowHost:
         return ", ".join(said) or "its limits"
 
     def live_count(self) -> int:
-        """Workflows running or parked (not those waiting in the queue)."""
+        """Workflows running or parked (not those waiting in the queue); none once the
+        host stopped (what did not end waits in the store for the next node, though
+        this node's memory still holds it parked)."""
+        if self.stopped.is_set():
+            return 0
         return sum(1 for wf in self.active.values() if not wf.done.is_set()) - \
             len(self.queue.held)
 
@@ -1697,6 +1701,8 @@ class WorkflowHost:
         ``label``, parent, messages and events waiting, links, monitors, names): the
         console's Node page lists them with the processes. Not a process host's
         ``process_infos``: ``node.processes()`` lists processes only."""
+        if self.stopped.is_set():  # (none live: see live_count)
+            return []
         held = self.queue.held
         live = (wf for wf in self.active.values()
                 if not wf.done.is_set() and held.get(wf.wid) is not wf)
