@@ -1466,6 +1466,71 @@ def test_a_connection_lost_as_a_node_opens_the_store_is_made_again(pg: str) -> N
         assert store.get_workflow("w1") is not None
 
 
+async def test_a_connection_lost_as_a_node_joins_its_cluster_is_made_again(pg: str) -> None:
+    """The node's sessions ended (``pg_terminate_backend`` of each, as a server restart
+    ends them) while its join of the cluster waited for another node's: the node's start
+    failed at once, ``the server refused the write: terminating connection due to
+    administrator command`` (its writer's, ``cannot join the cluster: ...``), where a
+    lost connection is made again for ``retry_for``, as at the store's open."""
+    from garrison.persistence._pg_cluster import _join_lock
+
+    PostgresStore(pg).close()  # (the schema: the open waits for nothing)
+    schema = pg.rpartition("schema=")[2]
+    ended: list[int] = []
+
+    def end_the_waiting_session() -> None:
+        try:
+            deadline = time.monotonic() + 10
+            while not ended and time.monotonic() < deadline:
+                ended.extend(row[0] for row in sql(pg, (
+                    "SELECT pg_terminate_backend(pid)::int FROM pg_stat_activity WHERE "
+                    "application_name LIKE ? AND EXISTS (SELECT FROM pg_stat_activity "
+                    "WHERE application_name LIKE ? AND wait_event = 'advisory')"),
+                    ("garrison node%", "garrison node%")))
+                time.sleep(0.01)
+        finally:
+            holder.execute("SELECT pg_advisory_unlock(%s)", (_join_lock(schema),))
+
+    with psycopg.connect(pg.partition("?")[0], autocommit=True) as holder:
+        holder.execute("SELECT pg_advisory_lock(%s)", (_join_lock(schema),))  # a join
+        ender = threading.Thread(target=end_the_waiting_session)
+        ender.start()
+        try:
+            async with garrison.open_node(store=pg, name="a") as node:
+                assert [n.name for n in node.cluster()] == ["a"]
+                await node.start_workflow(app.child, 1, id="w1")
+                assert await node.workflow("w1").result() == 2  # (the store usable)
+        finally:
+            ender.join()
+    assert len(ended) >= 2  # (the join's session and the writer's, at least)
+    assert sql(pg, "SELECT name, status FROM nodes") == [("a", "left")]
+
+
+def test_a_lost_connection_not_made_again_within_retry_for_fails_the_join(
+        pg: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After the loss, a server that takes no connection is waited for until
+    ``retry_for`` has passed; then the join fails naming the loss and the last refusal."""
+    with PostgresStore(pg, retry_for=0.3) as store:
+        joins: list[int] = []
+
+        def join() -> None:
+            joins.append(1)
+            raise psycopg.errors.AdminShutdown("terminating connection due to administrator "
+                                               "command")
+
+        def refused(what: str | None, **_: Any) -> None:
+            raise StoreError(store.path, "cannot connect: connection refused")
+
+        monkeypatch.setattr(store, "_connect", refused)
+        began = time.monotonic()
+        with pytest.raises(StoreError, match=(
+                r"the connection was lost \(terminating connection due to administrator "
+                r"command\) and could not be made again within 0.3s: cannot connect: "
+                r"connection refused$")):
+            store.retried(join)
+        assert time.monotonic() - began >= 0.3 and joins == [1]
+
+
 def test_libpq_s_socket_url_form_and_ipv6_hosts_in_messages(postgres_server: Any) -> None:
     """``postgresql:///dbname?host=/socket/dir&port=N`` (libpq's standard form for a
     Unix-domain socket, an empty host) opens the store (urlunsplit made it

@@ -370,6 +370,16 @@ class _Lost(Exception):
     that): ``PostgresStore._open_writer`` makes it again. Its text says why."""
 
 
+def _ended(exc: psycopg.Error) -> bool:
+    """True if ``exc`` ended its connection's session: the server or an administrator
+    ended it (``pg_terminate_backend``, a shutdown: SQLSTATE class 57P), the link failed
+    (class 08), or libpq found it gone (no SQLSTATE: ``server closed the connection
+    unexpectedly``)."""
+    state = exc.sqlstate
+    return isinstance(exc, psycopg.OperationalError) and (
+        state is None or state.startswith(("08", "57P")))
+
+
 class PostgresStore(PgWritePath, StoreShortcuts):
     """The durable store on PostgreSQL (see the module docs for the write path).
 
@@ -712,8 +722,11 @@ class PostgresStore(PgWritePath, StoreShortcuts):
                     if epoch is not None:
                         self._hold_epoch(conn, epoch)
                 except psycopg.Error as exc:
-                    raise StoreError(self.path, f"cannot join the cluster: {_reason(exc)}"
-                                     ) from None
+                    if not conn.closed:
+                        raise StoreError(self.path, f"cannot join the cluster: "
+                                         f"{_reason(exc)}") from None
+                    # lost (a server restart) with the locks it held: as one found
+                    # closed, the writer made again at the next write holds ``epoch``
             self.fence_epoch = epoch
             self.node_name = name
 
@@ -987,23 +1000,50 @@ class PostgresStore(PgWritePath, StoreShortcuts):
         growing pauses for ``retry_for`` seconds (not past the node's stop or the
         store's close); that one past them, or any other refusal, is the
         :class:`~garrison.StoreError` a write's caller gets (:meth:`_refusal`), never
-        psycopg's own exception."""
+        psycopg's own exception. A connection ``fn`` lost (a server restart,
+        ``pg_terminate_backend``; a join may wait long for another node's) is made again
+        by ``fn`` from its start, for ``retry_for`` seconds likewise, once the server
+        takes a connection again (waited for); until one was lost, a connection refused
+        fails at once."""
         busy_until: float | None = None
         pause = 0.05
+        lost: str | None = None
+        lost_until = 0.0
+        delay = 0.05
         while True:
             try:
-                return fn()
-            except _TRANSIENT as exc:
-                if busy_until is None:
-                    busy_until = _time.monotonic() + self.retry_for
-                left = busy_until - _time.monotonic()
-                if left <= 0 or self._closed or self._cut is not None \
-                        or self._retries_over.is_set():
-                    raise self._refusal(exc) from None
-                self._pause(min(pause, left), self._retries_over)
-                pause = min(pause * 2, 1.0)
-            except psycopg.Error as exc:
-                raise self._refusal(exc) from None
+                if lost is not None:  # (a refusal here is waited out; fn's is not)
+                    self._connect(None).close()
+            except StoreError as exc:
+                last = str(exc).removeprefix(f"store {self.path!r}: ")
+            else:
+                try:
+                    return fn()
+                except _TRANSIENT as exc:
+                    if busy_until is None:
+                        busy_until = _time.monotonic() + self.retry_for
+                    left = busy_until - _time.monotonic()
+                    if left <= 0 or self._closed or self._cut is not None \
+                            or self._retries_over.is_set():
+                        raise self._refusal(exc) from None
+                    self._pause(min(pause, left), self._retries_over)
+                    pause = min(pause * 2, 1.0)
+                    continue
+                except psycopg.Error as exc:
+                    if not _ended(exc):
+                        raise self._refusal(exc) from None
+                    last = _reason(exc)
+                if lost is None:  # (made again at once: a session ended by hand)
+                    lost = last
+                    lost_until = _time.monotonic() + self.retry_for
+                    continue
+            left = lost_until - _time.monotonic()
+            if left <= 0 or self._closed or self._cut is not None \
+                    or self._retries_over.is_set():
+                raise StoreError(self.path, f"the connection was lost ({lost}) and could not "
+                                 f"be made again within {self.retry_for:g}s: {last}")
+            self._pause(min(delay, left), self._retries_over)
+            delay = min(delay * 2, 2.0)
 
     # -- wakeups -----------------------------------------------------------------------
     def translate_error(self, exc: BaseException) -> StoreError | None:
