@@ -1240,6 +1240,7 @@ def test_postgresql_stores_are_checked_for_their_form_only(tmp_path: Path) -> No
           - {name: same, kind: workflow.host, store: "postgres://app@DB.example:5432/orders"}
           - {name: nodb, kind: workflow.host, store: "postgresql://app@db.example"}
           - {name: port, kind: workflow.host, store: "postgresql://app@db.example:x/orders"}
+          - {name: pw, kind: workflow.host, store: "postgresql://app:Tops/3cret@db.example/o"}
         """,
     )
     assert problems == [
@@ -1247,6 +1248,11 @@ def test_postgresql_stores_are_checked_for_their_form_only(tmp_path: Path) -> No
         "postgresql://user@host:port/dbname URL, but it names no database",
         f"{path}: entry 'app:port' (index 4): field 'store': expected a "
         "postgresql://user@host:port/dbname URL: Port could not be cast to integer value as 'x'",
+        # (a '/' in the password: urllib read 'Tops' as the port, and said so)
+        f"{path}: entry 'app:pw' (index 5): field 'store': expected a "
+        "postgresql://user@host:port/dbname URL: the URL has an '@' after its host part: a "
+        "'/', '?' or '#' in the password must be percent-encoded (%2F, %3F, %23), an '@' in "
+        "the database name as %40",
         f"{path}: entry 'app:same' (index 2): field 'store': expected a store of its own, but "
         "'postgres://app@DB.example:5432/orders' is also the store of entry 'app:a'",
     ]

@@ -105,6 +105,33 @@ def test_a_url_libpq_cannot_parse_never_shows_its_password() -> None:
         assert part not in str(info.value), str(info.value)
 
 
+def test_a_slash_question_mark_or_hash_left_in_a_password_is_named_not_shown() -> None:
+    """A '/', '?' or '#' left unencoded in a password ends the URL's host part early:
+    urllib and libpq read a piece of the password as the port (``Port could not be cast
+    to integer value as 'Tops'``) and the URL shown held all of it. The stray '@' after
+    the host part is named; neither shows the password. An '@' in a query parameter's
+    value (``?user=app@server``) is taken as written."""
+    for url in ("postgresql://app:Tops/3cret@db.internal/orders",
+                "postgresql://app:Tops?3cret@db.internal:5433/orders?sslmode=require",
+                "postgresql://app:Tops#3cret@db.internal/orders",
+                "postgresql://app:Tops?3=cret@db.internal/orders",
+                "postgresql://app:1234/3cret@db.internal/orders",
+                "postgres://:Tops/3cret@db.internal/orders"):
+        with pytest.raises(StoreError) as info:
+            PostgresStore(url)
+        message = str(info.value)
+        assert "Tops" not in message and "3cret" not in message and "1234" not in message, \
+            message
+        assert message.endswith(
+            "the URL has an '@' after its host part: a '/', '?' or '#' in the password must "
+            "be percent-encoded (%2F, %3F, %23), an '@' in the database name as %40"), message
+        assert "@db.internal" in message, message
+    for url in ("postgresql://db.internal/orders?user=app@server",
+                "postgresql://app:pw@db.internal/orders?application_name=a@b"):
+        with socket_closed_port() as port, pytest.raises(StoreError, match="cannot connect"):
+            PostgresStore(url.replace("db.internal", f"127.0.0.1:{port}"))
+
+
 class socket_closed_port:
     """A local TCP port nothing listens on (bound, then closed)."""
 

@@ -542,6 +542,10 @@ def _check_url(url: str) -> str:
     """A ``postgresql://`` store URL, if its form is right (``ValueError`` otherwise)."""
     import urllib.parse
 
+    from ..persistence._file import STRAY_AT, stray_at
+
+    if stray_at(url) >= 0:  # (urllib would read a piece of the password as the port)
+        raise ValueError(f"expected a postgresql://user@host:port/dbname URL: {STRAY_AT}")
     try:
         parts = urllib.parse.urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError for a port that is not a number

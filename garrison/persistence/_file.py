@@ -75,6 +75,7 @@ from .._errors import StoreError, StoreLocked
 
 __all__ = [
     "DEFAULT_MODE",
+    "STRAY_AT",
     "FileIdentity",
     "check_identity",
     "check_mode",
@@ -91,6 +92,7 @@ __all__ = [
     "remove_doorbell",
     "ring_doorbell",
     "store_error",
+    "stray_at",
     "take_lock",
     "wait_rung",
 ]
@@ -401,6 +403,34 @@ _PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'?|\S*)", re.IGNORECA
 def mask_password(text: str) -> str:
     """``text`` (a libpq keyword string) with the value of its ``password=`` masked."""
     return _PASSWORD.sub(r"\1***", text)
+
+
+#: what :func:`stray_at` finds, said without the password
+STRAY_AT = ("the URL has an '@' after its host part: a '/', '?' or '#' in the password must "
+            "be percent-encoded (%2F, %3F, %23), an '@' in the database name as %40")
+
+
+def stray_at(url: str) -> int:
+    """Where (an index of ``url``, a postgresql:// URL) the '@' ending a password cut
+    short lies, or -1. A '/', '?' or '#' in a password ends the host part early
+    (``app:pa/ss@host``): urllib and libpq read a piece of the password as the host or
+    port. So the host part has no '@', and one follows: in the path (a database name
+    rarely has one), the fragment, a query parameter's name, or anywhere when the host
+    part ends in a port that is no number (``app:pa``). One in a query parameter's value
+    (``?user=app@server``) is as written."""
+    start = url.index("//") + 2
+    end = min((i for i in (url.find(c, start) for c in "/?#") if i >= 0), default=len(url))
+    netloc, after = url[start:end], url[end:]
+    at = after.find("@")
+    if at < 0 or "@" in netloc:
+        return -1
+    rest, _, fragment = after.partition("#")
+    path, _, query = rest.partition("?")
+    port = netloc.rpartition(":")[2] if ":" in netloc and not netloc.endswith("]") else "0"
+    names = [item.partition("=")[0] for item in query.split("&")]
+    stray = ("@" in path or "@" in fragment or not port.isdigit()
+             or any("@" in name for name in names))
+    return end + at if stray else -1
 
 
 def keyword_dsn(spec: object) -> str | None:

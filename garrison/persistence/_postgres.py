@@ -111,7 +111,7 @@ from ..actors._values import Pid
 from . import _pg_cluster, _pg_schema, is_postgres_url
 from ._blocking import virtual_clock as _virtual_clock
 from ._converter import check_limit, check_search_filters, search_json
-from ._file import mask_password
+from ._file import STRAY_AT, mask_password, stray_at
 from ._group_commit import (
     Busy,
     CommitRequest,
@@ -219,6 +219,8 @@ def _parse(url: str, schema: str | None) -> tuple[dict[str, str], str, str]:
                          + (" (a libpq keyword string is not taken: write it as "
                             "postgresql://user:password@host:port/dbname)"
                             if isinstance(url, str) and "=" in url else ""))
+    if stray_at(url) >= 0:  # (before urllib reads a piece of the password as the port)
+        raise ValueError(f"invalid PostgreSQL URL {_display_raw(url)!r}: {STRAY_AT}")
     try:
         parts = urllib.parse.urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError for a port that is not a number
@@ -353,6 +355,9 @@ def _display_raw(url: str) -> str:
         return repr(url)
     if not is_postgres_url(url):
         return mask_password(url)
+    at, start = stray_at(url), url.index("//") + 2
+    if at >= 0 and ":" in url[start:at]:  # (a password cut short: all before the '@' goes)
+        url = url[:start] + "…" + url[at:]
     url = _QUERY_PASSWORD.sub(r"\1***", url)  # (?password=... is libpq's too)
     try:
         parts = urllib.parse.urlsplit(url)
