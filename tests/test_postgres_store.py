@@ -103,6 +103,11 @@ def test_a_url_libpq_cannot_parse_never_shows_its_password() -> None:
         with pytest.raises(StoreError, match="invalid PostgreSQL URL") as info:
             PostgresStore(url)
         assert part not in str(info.value), str(info.value)
+    # (review: the password was cut out of libpq's text wherever it stood: a password
+    # "p" made its "parameter" "***arameter"; a quoted token holding it is cut whole)
+    with pytest.raises(StoreError) as info:
+        PostgresStore("postgresql://app:p@db.internal/orders?x=1")
+    assert str(info.value).endswith('invalid URI query parameter: "x"'), str(info.value)
 
 
 def test_a_slash_question_mark_or_hash_left_in_a_password_is_named_not_shown() -> None:

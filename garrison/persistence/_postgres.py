@@ -261,8 +261,10 @@ def _parse(url: str, schema: str | None) -> tuple[dict[str, str], str, str]:
     except psycopg.Error as exc:
         reason = str(exc).strip()  # (libpq's ends in a newline)
         secrets = {*passwords, *map(urllib.parse.unquote, passwords)} - {""}
-        for secret in sorted(secrets, key=len, reverse=True):
-            reason = reason.replace(secret, "***")
+        # (libpq quotes the text it refused: a quoted token holding a password is cut
+        # whole, the rest of its words left as they are, "parameter" for a password "p")
+        reason = re.sub(r'"[^"]*"', lambda token: '"***"' if any(
+            secret in token.group() for secret in secrets) else token.group(), reason)
         raise ValueError(f"invalid PostgreSQL URL {_display_raw(url)!r}: {reason}"
                          ) from None
     params = {k: str(v) for k, v in parsed.items() if v is not None}
