@@ -372,11 +372,6 @@ def _display_raw(url: str) -> str:
 
 
 # ------------------------------------------------------------------ the store
-class _Lost(Exception):
-    """The writer's connection was lost as the store opened (or not made again after
-    that): ``PostgresStore._open_writer`` makes it again. Its text says why."""
-
-
 def _ended(exc: psycopg.Error) -> bool:
     """True if ``exc`` ended its connection's session: the server or an administrator
     ended it (``pg_terminate_backend``, a shutdown: SQLSTATE class 57P), the link failed
@@ -493,7 +488,7 @@ class PostgresStore(PgWritePath, StoreShortcuts):
         self._writer_session: tuple[int, Any] | None = None
         self._reader: psycopg.Connection[Any] | None = None
         try:
-            self._writer = self._open_writer()
+            self._writer = self.retried(partial(self._connect_writer, first=True))
             self._writer_session = self._session_of(self._writer)
             self._reader = self._connect(None)
         except BaseException:
@@ -553,44 +548,13 @@ class PostgresStore(PgWritePath, StoreShortcuts):
             raise StoreError(self.path, f"cannot set up the connection: {_reason(exc)}") from None
         return conn
 
-    def _open_writer(self) -> psycopg.Connection[Any]:
-        """The writer's connection at open (a statement the server refuses for now tried
-        again: ``retried``). Its connection lost meanwhile (a server restart,
-        ``pg_terminate_backend``; a node's migration may wait long for another's lock)
-        is made again and the open begun anew, for ``retry_for`` seconds, as a running
-        store's is; until a connection was lost, an error of connecting (an unreachable
-        server, bad credentials, a missing database) fails at once."""
-        lost: str | None = None
-        deadline = 0.0
-        delay = 0.05
-        while True:
-            try:
-                return self.retried(partial(self._connect_writer, first=True,
-                                            again=lost is not None))
-            except _Lost as exc:
-                last = str(exc)
-                if lost is None:  # (connected again at once: a session ended by hand)
-                    lost = last
-                    deadline = _time.monotonic() + self.retry_for
-                    continue
-            left = deadline - _time.monotonic()
-            if left <= 0 or self._retries_over.is_set():
-                raise StoreError(self.path, f"the connection was lost ({lost}) and could not "
-                                 f"be made again within {self.retry_for:g}s: {last}")
-            self._pause(min(delay, left), self._retries_over)
-            delay = min(delay * 2, 2.0)
-
-    def _connect_writer(self, *, first: bool, again: bool = False) -> psycopg.Connection[Any]:
+    def _connect_writer(self, *, first: bool) -> psycopg.Connection[Any]:
         """The writer's connection: the lock (a node), the schema (checked, or created
-        and migrated by a node at open), the writers row. At open (``first``) the
-        connection lost, or not made ``again`` after it was, is :class:`_Lost`
-        (``_open_writer``)."""
-        try:
-            conn = self._connect(None if first else "writes", by_key=True)
-        except StoreError as exc:
-            if again:
-                raise _Lost(str(exc).removeprefix(f"store {self.path!r}: ")) from None
-            raise
+        and migrated by a node at open), the writers row. At open (``first``, in
+        :meth:`retried`) a connection lost on the way is psycopg's error, which
+        ``retried`` makes again (a server restart, ``pg_terminate_backend`` while the
+        migration waits for another node's lock)."""
+        conn = self._connect(None if first else "writes", by_key=True)
         try:
             if self._owner:
                 # every node of the schema holds this lock shared while it runs: a tool
@@ -610,13 +574,6 @@ class PostgresStore(PgWritePath, StoreShortcuts):
             raise StoreError(self.path, f"cannot write to schema {self.schema!r}: "
                              f"{_reason(exc)} (a node needs a role that may write its "
                              "tables, on a server that is not read-only)") from None
-        except psycopg.Error as exc:
-            lost = first and conn.closed
-            conn.close()
-            self.locked = False
-            if lost:
-                raise _Lost(_reason(exc)) from None
-            raise
         except BaseException:
             conn.close()
             self.locked = False
@@ -657,7 +614,7 @@ class PostgresStore(PgWritePath, StoreShortcuts):
                              f"(the role needs USAGE on the schema and access to its "
                              "tables)") from None
         except psycopg.Error as exc:
-            if conn.closed:  # (lost: made again, see _open_writer)
+            if conn.closed:  # (lost: made again, see retried)
                 raise
             raise StoreError(self.path, f"cannot read schema {schema!r}: {_reason(exc)}"
                              ) from None
@@ -678,7 +635,7 @@ class PostgresStore(PgWritePath, StoreShortcuts):
                              f"not garrison's ({_reason(exc)}): give the store a schema of "
                              "its own (schema= or ?schema=NAME)") from None
         except psycopg.Error as exc:
-            if conn.closed:  # (lost: made again, see _open_writer)
+            if conn.closed:  # (lost: made again, see retried)
                 raise
             raise StoreError(self.path, f"cannot set up schema {schema!r}: {_reason(exc)}"
                              ) from None
