@@ -9,11 +9,13 @@ Real network I/O: these tests run on trio's real clock.
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import textwrap
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -1462,6 +1464,37 @@ def test_a_node_lock_held_alone_is_store_locked_not_a_wait_without_end(
             timer.join()
 
 
+@contextlib.contextmanager
+def _sessions_ended_while_waiting(pg: str, lock: int, which: str) -> Iterator[list[int]]:
+    """Hold the advisory ``lock`` (another node's migration or join) while a thread
+    ends (``pg_terminate_backend``, as a server restart does) the node's sessions that
+    ``which`` (SQL on ``pg_stat_activity``; each ``?`` in it the node's sessions'
+    ``application_name`` pattern) selects, once there are any, then lets the
+    lock go; yields the list of those ended."""
+    ended: list[int] = []
+
+    def end_them() -> None:
+        try:
+            deadline = time.monotonic() + 10
+            while not ended and time.monotonic() < deadline:
+                ended.extend(row[0] for row in sql(pg, (
+                    "SELECT pg_terminate_backend(pid)::int FROM pg_stat_activity WHERE "
+                    f"application_name LIKE ? AND {which}"),
+                    ("garrison node%",) * (1 + which.count("?"))))
+                time.sleep(0.01)
+        finally:
+            holder.execute("SELECT pg_advisory_unlock(%s)", (lock,))
+
+    with psycopg.connect(pg.partition("?")[0], autocommit=True) as holder:
+        holder.execute("SELECT pg_advisory_lock(%s)", (lock,))
+        ender = threading.Thread(target=end_them)
+        ender.start()
+        try:
+            yield ended
+        finally:
+            ender.join()
+
+
 def test_a_connection_lost_as_a_node_opens_the_store_is_made_again(pg: str) -> None:
     """The node's session ended (``pg_terminate_backend``, as a server restart ends it)
     while its migration waited for another's lock: the open failed at once, ``cannot set
@@ -1470,28 +1503,9 @@ def test_a_connection_lost_as_a_node_opens_the_store_is_made_again(pg: str) -> N
     from garrison.persistence._pg_schema import _lock_key
 
     schema = pg.rpartition("schema=")[2]
-    ended: list[int] = []
-
-    def end_the_waiting_session() -> None:
-        try:
-            deadline = time.monotonic() + 10
-            while not ended and time.monotonic() < deadline:
-                ended.extend(row[0] for row in sql(pg, (
-                    "SELECT pg_terminate_backend(pid)::int FROM pg_stat_activity WHERE "
-                    "application_name LIKE ? AND wait_event = 'advisory'"),
-                    ("garrison node%",)))
-                time.sleep(0.01)
-        finally:
-            holder.execute("SELECT pg_advisory_unlock(%s)", (_lock_key(schema),))
-
-    with psycopg.connect(pg.partition("?")[0], autocommit=True) as holder:
-        holder.execute("SELECT pg_advisory_lock(%s)", (_lock_key(schema),))  # a migration
-        ender = threading.Thread(target=end_the_waiting_session)
-        ender.start()
-        try:
-            store = PostgresStore(pg, retry_for=10)
-        finally:
-            ender.join()
+    with _sessions_ended_while_waiting(pg, _lock_key(schema),
+                                       "wait_event = 'advisory'") as ended:
+        store = PostgresStore(pg, retry_for=10)
     assert ended == [1]
     with store:  # (opened on the new session: the schema made, the store usable)
         store.write(Transaction().create_workflow("w1", "app:flow", []))
@@ -1508,32 +1522,14 @@ async def test_a_connection_lost_as_a_node_joins_its_cluster_is_made_again(pg: s
 
     PostgresStore(pg).close()  # (the schema: the open waits for nothing)
     schema = pg.rpartition("schema=")[2]
-    ended: list[int] = []
-
-    def end_the_waiting_session() -> None:
-        try:
-            deadline = time.monotonic() + 10
-            while not ended and time.monotonic() < deadline:
-                ended.extend(row[0] for row in sql(pg, (
-                    "SELECT pg_terminate_backend(pid)::int FROM pg_stat_activity WHERE "
-                    "application_name LIKE ? AND EXISTS (SELECT FROM pg_stat_activity "
-                    "WHERE application_name LIKE ? AND wait_event = 'advisory')"),
-                    ("garrison node%", "garrison node%")))
-                time.sleep(0.01)
-        finally:
-            holder.execute("SELECT pg_advisory_unlock(%s)", (_join_lock(schema),))
-
-    with psycopg.connect(pg.partition("?")[0], autocommit=True) as holder:
-        holder.execute("SELECT pg_advisory_lock(%s)", (_join_lock(schema),))  # a join
-        ender = threading.Thread(target=end_the_waiting_session)
-        ender.start()
-        try:
-            async with garrison.open_node(store=pg, name="a") as node:
-                assert [n.name for n in node.cluster()] == ["a"]
-                await node.start_workflow(app.child, 1, id="w1")
-                assert await node.workflow("w1").result() == 2  # (the store usable)
-        finally:
-            ender.join()
+    # (each session of the node, once one of them waits on the lock)
+    with _sessions_ended_while_waiting(
+            pg, _join_lock(schema), "EXISTS (SELECT FROM pg_stat_activity WHERE "
+            "application_name LIKE ? AND wait_event = 'advisory')") as ended:
+        async with garrison.open_node(store=pg, name="a") as node:
+            assert [n.name for n in node.cluster()] == ["a"]
+            await node.start_workflow(app.child, 1, id="w1")
+            assert await node.workflow("w1").result() == 2  # (the store usable)
     assert len(ended) >= 2  # (the join's session and the writer's, at least)
     assert sql(pg, "SELECT name, status FROM nodes") == [("a", "left")]
 
