@@ -29,11 +29,12 @@ activity, or run on the autojump clock, to race it with a timer).
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import inspect
 import math
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeGuard
 
 import attrs
 import trio
@@ -318,39 +319,24 @@ class WorkflowEnv:
             targets += [target for target, _alarm in clock.sleepers]
             ticks = [clock.wall_of(host.scheduler.wait_deadline) for host in self._hosts()
                      if host.scheduler.wait_deadline is not None]
-            # (a wait "for ever" records the latest deadline there is: never due)
-            due = [t for t in targets if t is not None and math.isfinite(t) and t < FOREVER]
-            due_ticks = [t for t in ticks if t is not None and math.isfinite(t) and t < FOREVER]
+            due = [t for t in targets if _reached(t)]
+            due_ticks = [t for t in ticks if _reached(t)]
             held = bool(due_ticks) and not due and self._idle_ticks_spent()
             if not held:  # (else taken for nothing that can end what is awaited)
                 due += due_ticks
             if not due:
-                clock.changed = trio.Event()
                 if not self._results:
+                    clock.changed = trio.Event()
                     await clock.changed.wait()
                     continue
-                # a result is awaited, and nothing is due: unless something else wakes
-                # a workflow within STUCK_AFTER (real time: the test's own task, a
-                # thread), it never comes
-                with trio.move_on_after(STUCK_AFTER):
-                    await clock.changed.wait()
-                    continue
-                await trio.testing.wait_all_tasks_blocked()
-                if not clock.changed.is_set() and self._stuck():
+                # a result is awaited, and nothing is due
+                if await self._stands_in_vain(self._stuck):
                     self._ticked_in_vain, self._jumped_in_vain = (
                         self._idle_ticks if held else 0), 0
                     self._end_results()
                 continue
             if self._jumps_spent(waiting):  # (only others' timers move time)
-                # time stands now: unless something else wakes one of the awaited
-                # workflows within STUCK_AFTER (real time: the test's own task, a plain
-                # process, a thread), it is taken for stuck
-                clock.changed = trio.Event()
-                with trio.move_on_after(STUCK_AFTER):
-                    await clock.changed.wait()
-                    continue
-                await trio.testing.wait_all_tasks_blocked()
-                if not clock.changed.is_set() and self._jumps_spent(waiting):
+                if await self._stands_in_vain(functools.partial(self._jumps_spent, waiting)):
                     self._ticked_in_vain, self._jumped_in_vain = 0, self._idle_jumps
                     self._end_results()
                 continue
@@ -359,6 +345,20 @@ class WorkflowEnv:
                 wf.wake()
             for loop in loops:
                 loop.wake()
+
+    async def _stands_in_vain(self, still: Callable[[], bool]) -> bool:
+        """Hold time (no jump) until something wakes a workflow (the clock is waited on
+        anew) or :data:`STUCK_AFTER` real seconds pass, in which the test's own task, a
+        plain process or a thread may end what is awaited; True if nothing did and
+        ``still()`` says nothing can end it still."""
+        clock = self.clock
+        assert isinstance(clock, SkippingClock)
+        clock.changed = trio.Event()
+        with trio.move_on_after(STUCK_AFTER):
+            await clock.changed.wait()
+            return False
+        await trio.testing.wait_all_tasks_blocked()
+        return not clock.changed.is_set() and still()
 
     def _idle_ticks_spent(self) -> bool:
         """Schedules' ticks are all that is due: True once :data:`IDLE_TICKS` of them,
@@ -401,8 +401,9 @@ class WorkflowEnv:
             self._idle_jumps, self._jump_mark = 0, None
             return False
         family = self._family()
-        if not self._stuck() or any(
-                wf.wid in family and self._falls_due(wf.wait_deadline) for wf in waiting):
+        assert isinstance(self.clock, SkippingClock)
+        if not self._stuck() or any(wf.wid in family and _reached(
+                self.clock.wall_of(wf.wait_deadline)) for wf in waiting):
             self._idle_jumps, self._jump_mark = 0, None
             return False
         mark: tuple[Any, ...] = tuple(sorted((wid, id(wf), wf.cursor.seq, str(wf.status))
@@ -429,12 +430,6 @@ class WorkflowEnv:
                     family[wf.wid] = wf
                     grown = True
         return family
-
-    def _falls_due(self, trio_deadline: float) -> bool:
-        """A workflow's wait deadline is a time the clock will reach."""
-        assert isinstance(self.clock, SkippingClock)
-        wall = self.clock.wall_of(trio_deadline)
-        return wall is not None and math.isfinite(wall) and wall < FOREVER
 
     def _awaited_mark(self) -> tuple[Any, ...]:
         """Where the workflows of the awaited results stand (each one's run, journal
@@ -625,6 +620,12 @@ class WorkflowEnv:
             f"it: every task waits, {due} and no activity runs (a promise "
             "nobody resolves, a message nobody sends, a wait for ever); send or resolve "
             "what it waits for before awaiting its result, or race its wait with a timer")
+
+
+def _reached(wall: float | None) -> TypeGuard[float]:
+    """A wall deadline (of :meth:`SkippingClock.wall_of`) is a time the clock will
+    reach: a wait "for ever" records the latest deadline there is, never due."""
+    return wall is not None and math.isfinite(wall) and wall < FOREVER
 
 
 @attrs.frozen
