@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
-import importlib.machinery
 import importlib.util
 import json
 import logging
@@ -702,12 +701,12 @@ def _module_clash(module: str, config: Any) -> str | None:
     ``sys.path`` once the config loaded, so its module ran, in silence, in place of the
     current directory's (the one ``garrison run module:function`` runs): refused,
     naming both files, as a config ``source:`` of a module another file holds is."""
-    from .config._loader import same_code
+    from .config._loader import module_file, same_code
 
-    here = _module_file(module, Path.cwd())
+    here = module_file(module, Path.cwd())
     if here is None:
         return None
-    others = [(_module_file(module, Path(path).resolve().parent), "in the config's folder")
+    others = [(module_file(module, Path(path).resolve().parent), "in the config's folder")
               for path in config.source_paths]
     others.append((getattr(sys.modules.get(module), "__file__", None), "imported already"))
     for other, where in others:
@@ -717,26 +716,6 @@ def _module_clash(module: str, config: Any) -> str | None:
                     "run in place of the other; give the modules distinct names or put each "
                     "in a package of a distinct name")
     return None
-
-
-def _module_file(module: str, folder: Path) -> str | None:
-    """The file of the dotted ``module`` that ``folder`` holds (a package's
-    ``__init__.py``), or ``None``."""
-    search: list[str] | None = [str(folder)]
-    spec = None
-    parts = module.split(".")
-    for depth in range(1, len(parts) + 1):
-        if search is None:  # a module, not a package, above
-            return None
-        try:
-            spec = importlib.machinery.PathFinder.find_spec(".".join(parts[:depth]), search)
-        except (ImportError, ValueError):
-            return None
-        if spec is None:
-            return None
-        search = spec.submodule_search_locations
-    origin = spec.origin if spec is not None else None
-    return origin if origin and os.path.isfile(origin) else None
 
 
 def _runnable(config: Any) -> list[str]:

@@ -32,6 +32,7 @@ import os
 import re
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from importlib.machinery import ModuleSpec
 from pathlib import Path
 from typing import Any
 
@@ -660,17 +661,7 @@ def _imported_elsewhere(module_name: str, folder: Path) -> str | None:
     both be right: the other would run in silence. A byte-identical copy (a folder
     copied per test, say) is the same code: the module imported already is used."""
     parts = module_name.split(".")
-    search: list[str] | None = [str(folder)]  # where the folder's copy of the next part is
-    for depth in range(1, len(parts) + 1):
-        name = ".".join(parts[:depth])
-        if search is None:
-            return None  # a module, not a package, above: its import says so as before
-        try:
-            spec = importlib.machinery.PathFinder.find_spec(name, search)
-        except (ImportError, ValueError):
-            return None
-        if spec is None:
-            return None  # not in the folder: found as before
+    for depth, (name, spec) in enumerate(module_specs(module_name, folder), 1):
         mine = spec.origin if spec.origin and os.path.isfile(spec.origin) else None
         loaded = sys.modules.get(name)
         if loaded is None:
@@ -697,8 +688,37 @@ def _imported_elsewhere(module_name: str, folder: Path) -> str | None:
         elif not theirs or not same_code(mine, theirs):
             return _clash(name, mine, f"a module named {name!r} is already imported "
                                       f"{_origin(name)}")
+    return None  # (not in the folder, or a module, not a package, above: found as before)
+
+
+def module_specs(module_name: str, folder: Path) -> Iterator[tuple[str, ModuleSpec]]:
+    """``(name, spec)`` of each part of the dotted ``module_name`` that ``folder`` holds,
+    outermost first (``app``, then ``app.flows``), as far as it holds them: it stops at
+    a part it does not hold, or one below a module that is no package."""
+    parts = module_name.split(".")
+    search: list[str] | None = [str(folder)]  # where the folder's copy of the next part is
+    for depth in range(1, len(parts) + 1):
+        name = ".".join(parts[:depth])
+        if search is None:
+            return
+        try:
+            spec = importlib.machinery.PathFinder.find_spec(name, search)
+        except (ImportError, ValueError):
+            return
+        if spec is None:
+            return
+        yield name, spec
         search = spec.submodule_search_locations
-    return None
+
+
+def module_file(module_name: str, folder: Path) -> str | None:
+    """The file of the dotted ``module_name`` that ``folder`` holds (a package's
+    ``__init__.py``), or ``None``."""
+    specs = list(module_specs(module_name, folder))
+    if len(specs) != module_name.count(".") + 1:
+        return None
+    origin = specs[-1][1].origin
+    return origin if origin and os.path.isfile(origin) else None
 
 
 def _origin(name: str) -> str:
