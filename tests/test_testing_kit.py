@@ -598,3 +598,25 @@ async def test_env_result_stuck_beside_a_schedule_raises_after_idle_ticks(
         with trio.fail_after(2):
             assert await env.result("x") == "from the schedule"
     schedule_app.STARTS.clear()
+
+
+async def _waits_for_approval() -> str:
+    msg = await process.listen("approval").receive()
+    return str(msg.payload)
+
+
+async def test_after_the_env_s_node_stopped_its_stats_count_no_queued_message(
+        autojump_clock: Any) -> None:
+    """A workflow parked in a receive, with messages of other topics in its inbox: once
+    the env's node stopped, ``stats()`` counted no live process but those messages
+    still (``queued`` 2, ``largest_inbox_pid`` the workflow), as if it ran on."""
+    async with garrison.testing.workflow_env() as env:
+        await env.start(_waits_for_approval, id="w")
+        for n in range(2):
+            await env.signal("w", "reminder", n)
+        await env.settle()
+        stats = env.node.stats()
+        assert (stats["processes"], stats["queued"], stats["largest_inbox"]) == (1, 2, 2)
+    stats = env.node.stats()
+    assert (stats["processes"], stats["queued"], stats["largest_inbox"],
+            stats["largest_inbox_pid"]) == (0, 0, 0, None)

@@ -1655,7 +1655,10 @@ class WorkflowHost:
         """(messages and events waiting in the inboxes of the workflows in memory here,
         the most waiting at one, its pid), as a process host's: ``node.stats()`` adds
         them up. Read from their pending lists, kept anyway: nothing is counted per
-        message for it."""
+        message for it. Nothing once the host stopped: what they had not received waits
+        in the store for the next node (as :meth:`live_count` counts none)."""
+        if self.stopped.is_set():
+            return 0, 0, None
         total = largest = 0
         at: Pid | None = None
         for wf in self.active.values():
