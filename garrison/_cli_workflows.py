@@ -509,9 +509,9 @@ def _check_imports(store: Any, ids: list[str], modules: Sequence[str]) -> dict[s
     wrong folder or a missing ``--module``, not a difference from the journal. A function
     its module (which imports) no longer has was renamed or removed: that workflow
     differs (a node blocks it), its ``ReplayResult`` by id in what is returned; so does
-    a name that is no workflow function now (a sync ``def``, an activity), which
-    ``replay_history`` refuses (a ``TypeError``, as for a wrong target)."""
-    from ._targets import function_gone, import_target, workflow_refusal
+    a name that is no workflow function now (a sync ``def``, an activity), as
+    ``replay_history`` reports both."""
+    from ._targets import function_gone, import_target, workflow_refused_now
     from .hosts.workflow import ReplayResult, code_gone
 
     # a workflow function's name: what it is now (a sentence's end) and the replay's
@@ -537,10 +537,9 @@ def _check_imports(store: Any, ids: list[str], modules: Sequence[str]) -> dict[s
                                 "application's folder or pass --module PATH", 2) from None
                 seen[rec.name] = (missing, "its code is gone")
             else:
-                refused = workflow_refusal(found)
+                refused = workflow_refused_now(found)
                 if refused is not None:
-                    seen[rec.name] = (f"which is no workflow function now: {refused}.",
-                                      "its code is no workflow function")
+                    seen[rec.name] = (refused, "its code is no workflow function")
         now = seen[rec.name]
         if now is not None:
             why, ending = now

@@ -22,7 +22,7 @@ from typing import Any
 
 __all__ = ["activity_refusal", "check_target", "exit_is_import_error", "function_gone",
            "import_target", "is_script", "main_function_module", "main_module_name", "script_spec",
-           "target_name", "workflow_refusal"]
+           "target_name", "workflow_refusal", "workflow_refused_now"]
 
 #: how many targets each cache below remembers (targets are few; this bounds odd uses)
 _CACHE_SIZE = 4096
@@ -131,6 +131,15 @@ def workflow_refusal(fn: Any) -> str | None:
             and not inspect.iscoroutinefunction(fn):
         return "a workflow function is an async function (async def)"
     return None
+
+
+def workflow_refused_now(fn: Any) -> str | None:
+    """Why ``fn``, the function a workflow recorded found by its name, is no workflow
+    function now (a sync ``def``, an activity, not a function): a difference of each
+    workflow that runs it, as :func:`function_gone`'s (the end of a message that names
+    it); ``None`` when it can run."""
+    refused = workflow_refusal(fn)
+    return None if refused is None else f"which is no workflow function now: {refused}."
 
 
 def function_gone(name: str, exc: Exception) -> str | None:

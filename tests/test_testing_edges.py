@@ -192,16 +192,27 @@ NOT_A_WORKFLOW = {"a": 1}
 @pytest.mark.parametrize("name, said", [
     ("sync_workflow", "a workflow function is an async function (async def)"),
     ("NOT_A_WORKFLOW", "a workflow function is an async function (async def)"),
-    ("decode", f"cannot run the activity {__name__}:decode as a workflow: it is an activity")])
-def test_a_recorded_name_no_workflow_can_run_now_is_a_type_error(name: str, said: str) -> None:
-    """A history whose function is now a sync def (or a dict, an activity) was reported
-    as diverging at seq 1 ("... the code now did raise TypeError: object int can't be
-    used in 'await' expression", "unhashable type: 'dict'"): the recorded name is held
-    to the rule of target=, the same TypeError."""
-    with pytest.raises(TypeError) as info:
-        garrison.testing.replay(dict(_golden(), name=f"{__name__}:{name}"))
-    assert str(info.value).startswith(
-        f"'{__name__}:{name}', the code of workflow 'approve-doc-1': {said}"), str(info.value)
+    ("decode", f"cannot run the activity {__name__}:decode as a workflow: it is an activity, "
+               "not a workflow function (call it from a workflow)")])
+def test_a_recorded_name_no_workflow_can_run_now_is_a_difference(name: str, said: str) -> None:
+    """A history whose function is now a sync def (or a dict, an activity) raised a bare
+    TypeError ("'...:sync_workflow', the code of workflow 'approve-doc-1': a workflow
+    function is an async function"), where ``garrison workflows replay`` reports that
+    workflow as differing: the same difference, in the CLI's words (a ``target=`` that
+    is no workflow function stays a TypeError, a wrong argument)."""
+    recorded = f"{__name__}:{name}"
+    history = dict(_golden(), name=recorded)
+    with pytest.raises(garrison.NonDeterminismError) as info:
+        garrison.testing.replay(history)
+    assert str(info.value) == (
+        f"workflow 'approve-doc-1' runs '{recorded}', which is no workflow function now: "
+        f"{said}. A node running this code blocks the workflow; keep the function under "
+        "its name for workflows started before the change"), str(info.value)
+    assert (info.value.seq, info.value.recorded) == (None, recorded)
+    result = trio.run(garrison.hosts.workflow.replay_history,
+                      garrison.testing.History.from_json(history))
+    assert (result.ok, result.checked, result.ending) == (
+        False, 0, "its code is no workflow function")
 
 
 @pytest.mark.parametrize("field,value", [("promises", [["approval", "resolved"]]), ("timers", 5),

@@ -43,7 +43,7 @@ import attrs
 import trio
 
 from ..._errors import NonDeterminismError
-from ..._targets import function_gone, import_target, workflow_refusal
+from ..._targets import function_gone, import_target, workflow_refusal, workflow_refused_now
 from ...actors._mailbox import timeout_seconds
 from ...actors._values import ErrorInfo, Pid
 from ...persistence import FINAL_STATUSES, Transaction, WorkflowStatus
@@ -815,20 +815,23 @@ def code_gone(workflow_id: str, name: str, why: str) -> NonDeterminismError:
 
 
 class _CodeGone(Exception):
-    """The recorded function's module imports but has no such function (``why``)."""
+    """The recorded function's module imports but has no such function, or it is no
+    workflow function now (``why``; ``ending``: the replay's, in words)."""
 
-    def __init__(self, why: str) -> None:
+    def __init__(self, why: str, ending: str) -> None:
         super().__init__(why)
         self.why = why
+        self.ending = ending
 
 
 def _replayed_code(history: History, target: Any) -> Any:
     """The workflow function a replay runs: ``target`` (a function or its
     ``module:qualname``), else the recorded name's; code that does not import is a
-    ``ValueError`` naming it, and one that is no workflow function a ``TypeError``,
-    never a divergence (nothing was replayed). A recorded name whose module imports
-    without it (renamed or removed) is ``_CodeGone``: a difference, as a node blocks
-    the workflow."""
+    ``ValueError`` naming it, and a ``target`` that is no workflow function a
+    ``TypeError``, never a divergence (nothing was replayed). A recorded name whose
+    module imports without it (renamed or removed), or that is no workflow function now
+    (a sync ``def``, an activity), is ``_CodeGone``: a difference, as the CLI's replay
+    reports it."""
     if target is not None and not isinstance(target, str):
         if not callable(target):
             raise TypeError(f"replay target: expected the workflow function or its "
@@ -844,16 +847,20 @@ def _replayed_code(history: History, target: Any) -> Any:
     except Exception as exc:
         gone = function_gone(name, exc) if target is None else None
         if gone is not None:
-            raise _CodeGone(gone) from None
+            raise _CodeGone(gone, "its code is gone") from None
         raise ValueError(f"cannot import {what}: {type(exc).__name__}: {exc} (run where the "
                          "application's code is importable)") from None
+    if target is None:
+        refused = workflow_refused_now(fn)
+        if refused is not None:
+            raise _CodeGone(refused, "its code is no workflow function")
     return _workflow_code(fn, what)
 
 
 def _workflow_code(fn: Any, what: str) -> Any:
     """``fn`` if a workflow can run it (an async function, not an activity), else the
-    ``TypeError`` ``start_workflow`` gives: a wrong target, or a recorded name that is
-    no workflow function now (a sync ``def``, a dict), is no divergence."""
+    ``TypeError`` ``start_workflow`` gives: a wrong target (a sync ``def``, a dict) is
+    no divergence."""
     refused = workflow_refusal(fn)
     if refused is not None:
         raise TypeError(f"{what}: {refused}")
@@ -869,10 +876,10 @@ async def replay_history(history: History, target: Any = None) -> ReplayResult:
     live work (a ``workflow.version`` there gets its newest version, as on the retry)."""
     try:
         fn = _replayed_code(history, target)
-    except _CodeGone as gone:  # (renamed or removed: nothing is replayed)
+    except _CodeGone as gone:  # (renamed, removed, made sync: nothing is replayed)
         return ReplayResult(history.workflow_id, history.name, history.status,
                             code_gone(history.workflow_id, history.name, gone.why),
-                            history.records, 0, "its code is gone")
+                            history.records, 0, gone.ending)
     taken = ""
     if history.status == WorkflowStatus.FAILED.value and history.journal:
         seq, what = taken_back_by_retry(history, [(e.seq, e.kind, e.name, e.outcome)
