@@ -591,6 +591,18 @@ def test_an_activity_moved_to_another_module_says_how_to_keep_its_journal_name()
     assert "Moved" not in str(info.value) and "workflow.version" in str(info.value)
 
 
+def test_a_replay_compares_an_activity_s_name_not_its_arguments() -> None:
+    """README says so (as in Temporal): the journal keeps an activity's outcome, not
+    its arguments. ``order("book")``'s journal, replayed by a run whose input makes it
+    reserve and charge ``"pen"``, is ok and gets the recorded results."""
+    book = {"name": "ops_app:order", "input": ["pen"], "journal": [
+        {"seq": 1, "kind": "activity", "name": "ops_app:reserve", "outcome": {"ok": "res-book"}},
+        {"seq": 2, "kind": "activity", "name": "ops_app:charge", "outcome": {"ok": "paid"}}]}
+    result = garrison.testing.replay(book)
+    assert (result.ok, result.checked) == (True, 2), result
+    assert ops_app.LOG == []  # (no activity ran: the recorded results were the answers)
+
+
 def test_a_replay_stuck_on_a_non_durable_wait_stops_and_says_so() -> None:
     history = History.from_json({"name": "ops_app:order", "input": ["x"], "journal": [
         {"seq": 1, "kind": "activity", "name": "ops_app:reserve", "outcome": {"ok": "r"}},
