@@ -2165,7 +2165,8 @@ async def test_the_node_page_lists_and_counts_the_workflows_as_its_stats_do(
     """A workflow running or parked on the node is a process of its host: the stats
     count it (its inbox may be the largest), and the Node page neither listed nor
     counted it ("Processes (3)" beside "processes 135", the largest inbox's pid nowhere
-    in the table; helper-313). Listed after the processes, within the same limit."""
+    in the table; helper-313). Listed after the processes, within the same limit, each
+    naming its workflow (the page links it)."""
     from garrison.console import _backend
 
     async with garrison.open_node(store=store_path) as node:
@@ -2184,6 +2185,10 @@ async def test_the_node_page_lists_and_counts_the_workflows_as_its_stats_do(
         assert stats["largest_inbox_pid"] == "workflows/g-1"
         assert rows["workflows/g-1"]["label"] == "console_app:gated"
         assert rows["workflows/g-1"]["queued"] == 3
+        # a workflow's row names its id and host (the page links it to the workflow's
+        # page, as the list does: it was plain text); a process's names none
+        assert [(r["workflow_id"], r["host"]) for r in rows.values()] == [
+            (None, None), ("g-1", "workflows"), ("g-2", "workflows")]
         # the limit takes the processes first, then the workflows
         monkeypatch.setattr(_backend, "PROCESSES_SHOWN", 2)
         view = NodeBackend(node).node_view()

@@ -247,6 +247,9 @@ def test_login_form_node_figures_children_and_paging_in_the_browser(tmp_path: Pa
         expect(page.locator("dd[data-stat=workflow_queues]")).to_contain_text("t:orders")
         expect(page.locator("dd[data-stat=schedules]")).to_contain_text("schedules 0")
         expect(page.locator("#stats")).not_to_contain_text("[object")
+        # a workflow parked here links to its page, as in the list (it was plain text)
+        expect(page.locator("#processes a.wf-link", has_text="g-000")).to_have_attribute(
+            "href", "/workflows/g-000")
 
         # the list: page 2 survives a reload
         page.click("header nav a:text('Workflows')")

@@ -758,30 +758,33 @@ class NodeBackend(Backend):
         # a snapshot only for the processes it shows. The table lists the workflows
         # running or parked here after the processes, and counts them as the stats'
         # "processes" do (a workflow is a process of its host: it may hold the
-        # largest inbox); the tree is the processes' only
+        # largest inbox); the tree is the processes' only. A workflow's row names its
+        # id and host: the page links it to the workflow's page, as the list does
         hosts = [h for h in node.hosts.values() if hasattr(h, "process_infos")]
         total = sum(h.live_count() for h in node.hosts.values())
-        infos: list[Any] = []
+        infos: list[tuple[Any, str | None]] = []  # (snapshot, workflow host or None)
         for h in hosts:
             if len(infos) >= PROCESSES_SHOWN:
                 break
-            infos.extend(h.process_infos(PROCESSES_SHOWN - len(infos)))
-        for h in self._hosts.values():
+            infos.extend((i, None) for i in h.process_infos(PROCESSES_SHOWN - len(infos)))
+        for name, h in self._hosts.items():
             if len(infos) >= PROCESSES_SHOWN:
                 break
-            infos.extend(h.workflow_infos(PROCESSES_SHOWN - len(infos)))
+            infos.extend((i, name) for i in h.workflow_infos(PROCESSES_SHOWN - len(infos)))
         rows = [{"pid": str(i.pid), "label": i.label,
                  "parent": str(i.parent) if i.parent else None,
                  "service": service_of.get(str(i.pid)),
                  "queued": i.queued, "events": i.events, "names": list(i.names),
                  "links": sorted(map(str, i.links)), "monitors": sorted(map(str, i.monitors)),
-                 "trap_links": i.trap_links} for i in infos]
+                 "trap_links": i.trap_links,
+                 "workflow_id": i.pid.id if host is not None else None, "host": host}
+                for i, host in infos]
         pairs = [pair for h in hosts for pair in h.process_parents()]
         live = {pid for pid, _ in pairs}
         children: dict[Pid | None, list[Pid]] = {}
         for pid, parent in pairs:
             children.setdefault(parent if parent in live else None, []).append(pid)
-        known = {i.pid: i for i in infos}
+        known = {i.pid: i for i, _ in infos}
 
         def info_of(pid: Pid) -> Any:
             info = known.get(pid)

@@ -203,9 +203,10 @@ function segment(text) {
   return encodeURIComponent(text);
 }
 
-function workflowLink(id, host) {
+// a link to the workflow's page, that reads text (its id unless given)
+function workflowLink(id, host, text) {
   return el("a", { href: withHost("/workflows/" + segment(id), host),
-                   class: "wf-link" }, id);
+                   class: "wf-link" }, text === undefined ? id : text);
 }
 
 function cookie(name) {
@@ -672,6 +673,7 @@ async function workflowPage() {
 
 // ------------------------------------------------------------------ the node
 async function nodePage() {
+  HOSTS = (await api("/api/capabilities")).hosts;  // (a workflow's link names its host)
   function branch(items) {
     return items.map((p) => el("li", {},
       el("span", { class: "label" }, p.label || "(process)"), " ",
@@ -722,8 +724,10 @@ async function nodePage() {
     renderIfChanged("processes", d.processes, () => {
       $("process-count").textContent = d.processes_total > d.processes.length ?
         `(${d.processes.length} of ${d.processes_total})` : `(${d.processes_total})`;
+      // a workflow running or parked here: its pid links to its page, as in the list
       fill($("processes"), d.processes.map((p) => el("tr", {},
-        el("td", { class: "mono" }, p.pid), el("td", {}, p.label),
+        el("td", { class: "mono" }, p.workflow_id ? workflowLink(p.workflow_id, p.host, p.pid) : p.pid),
+        el("td", {}, p.label),
         el("td", { class: "mono" }, p.parent || ""), el("td", {}, String(p.queued)),
         el("td", {}, String(p.events)), el("td", { class: "mono" }, p.names.join(", ")),
         el("td", {}, String(p.links.length)), el("td", {}, String(p.monitors.length)))));
