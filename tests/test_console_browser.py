@@ -81,12 +81,14 @@ def test_follow_and_act_on_a_workflow_in_the_browser(tmp_path: Path) -> None:
 
         # one workflow: send a signal whose payload is markup (shown as text)
         expect(page.locator("#wf-status")).to_have_text("waiting")
-        page.fill("#signal-topic", "note")
+        # (its topic as typed: the API takes any text, and " a b " was sent as "a b")
+        page.fill("#signal-topic", " a b ")
         page.fill("#signal-payload", json.dumps(EVIL))
         page.click("#signal-button")
         expect(page.locator("#confirm")).to_be_visible()
         page.click("#confirm-yes")
         expect(page.locator("#inbox td.mono").nth(1)).to_have_text(EVIL)
+        assert ui.http.get("/api/workflows/exp-1001").json()["inbox"][0]["topic"] == " a b "
         # a payload with a right-to-left override: shown as its escape, not reordered
         page.fill("#signal-payload", json.dumps("invoice\u202egpj.exe"))
         page.click("#signal-button")

@@ -647,7 +647,10 @@ async function workflowPage() {
   setupConfirm(() => poll.now());
   $("signal-form").addEventListener("submit", (event) => {
     event.preventDefault();
-    const topic = $("signal-topic").value.trim();
+    // sent as typed: a topic is any non-empty text, spaces at its ends too (" a b "
+    // trimmed to "a b" reached no one who listens for " a b "); an empty one the
+    // field's "required" refuses before this
+    const topic = $("signal-topic").value;
     let payload;
     try { payload = typedJson($("signal-payload").value, "the payload"); } catch (e) { toast(e.message, true); return; }
     confirmAction(`Send signal ${JSON.stringify(topic)} with ${payload.trim()} to ${wid}?`, async () => {
