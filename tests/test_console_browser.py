@@ -197,7 +197,8 @@ def test_login_form_node_figures_children_and_paging_in_the_browser(tmp_path: Pa
     ``Origin: null`` under ``Referrer-Policy: no-referrer``) and goes back to the page
     asked for; a finished workflow keeps polling its running child, and calls the EXIT
     that came after its end never received; the node's queue and schedule figures are
-    text (they were ``[object Object]``); a reload keeps the list's page. The only
+    text (they were ``[object Object]``); a reload keeps the list's page, and Back and
+    Forward go through its pages and filters. The only
     workflow host of the config is named ``orders`` (the console crashed on it)."""
     chromium = _chromium()
     from playwright.sync_api import expect, sync_playwright
@@ -266,6 +267,14 @@ def test_login_form_node_figures_children_and_paging_in_the_browser(tmp_path: Pa
         page.click("#prev-page")
         expect(page.locator("#page-label")).to_have_text("page 1")
         expect(rows).to_have_count(50)
+        # each page move is an entry of the browser's history: Back shows the page
+        # before again, Forward the next (Back left the console)
+        page.go_back()
+        expect(page.locator("#page-label")).to_have_text("page 2")
+        expect(rows).to_have_count(7)
+        page.go_forward()
+        expect(page.locator("#page-label")).to_have_text("page 1")
+        expect(rows).to_have_count(50)
         # back to a page (or filter) seen before: its rows, not the last ones shown
         # (helper-215: an unchanged page's answer is a 304, and the rows were not drawn)
         page.click("#next-page")
@@ -292,6 +301,12 @@ def test_login_form_node_figures_children_and_paging_in_the_browser(tmp_path: Pa
         page.check("#status-filter input[value=completed]")
         page.click("#apply")
         expect(rows).to_have_count(2)
+        page.go_back()  # (so are new filters)
+        expect(rows).to_have_count(50)
+        expect(page.locator("#status-filter input[value=completed]")).not_to_be_checked()
+        page.go_forward()
+        expect(rows).to_have_count(2)
+        expect(page.locator("#status-filter input[value=completed]")).to_be_checked()
         # a query refused (or a node that no longer answers): its error, and none of
         # the rows of the query before under it (they stayed, helper-313)
         page.fill("#search", "garbage")

@@ -317,35 +317,46 @@ function hostSelector(caps, selected, onChange) {
 async function listPage() {
   const caps = await api("/api/capabilities");
   HOSTS = caps.hosts;
-  const params = new URLSearchParams(location.search);
-  const filters = {
-    status: params.getAll("status").flatMap((s) => s.split(",")).filter(Boolean),
-    search: params.getAll("search"),
-    id: params.get("id") || "",
-    order: params.get("order") || "newest",
-    host: params.get("host") || caps.host || "",
-  };
+  const filters = {};
   // the "after" of each page seen; the last is the current one. The URL keeps the
   // current page's (a reload stays there), history.state the pages before it. An
   // address opened afresh (a bookmark, another tab) has no such trail: its pages are
   // counted from the one opened (cursors[0] is not null), shown as "a later page",
   // and only First page goes back before it (a guessed trail skipped pages).
-  const after = params.get("after");
-  const kept = history.state && Array.isArray(history.state.cursors) ? history.state.cursors : null;
-  const cursors = !after ? [null] :
-    kept && kept[kept.length - 1] === after ? kept : [after];
+  const cursors = [];
+  // the filters and page of the address shown: at the start, and again when Back or
+  // Forward comes to another of the list's history entries
+  function fromAddress() {
+    const params = new URLSearchParams(location.search);
+    Object.assign(filters, {
+      status: params.getAll("status").flatMap((s) => s.split(",")).filter(Boolean),
+      search: params.getAll("search"),
+      id: params.get("id") || "",
+      order: params.get("order") || "newest",
+      host: params.get("host") || caps.host || "",
+    });
+    const after = params.get("after");
+    const kept = history.state && Array.isArray(history.state.cursors) ? history.state.cursors : null;
+    cursors.splice(0, cursors.length, ...(!after ? [null] :
+      kept && kept[kept.length - 1] === after ? kept : [after]));
+  }
+  fromAddress();
   const firstPage = () => cursors.splice(0, cursors.length, null);
   hostSelector(caps, filters.host, () => $("apply").click());
 
   const box = $("status-filter");
   for (const status of caps.statuses) {
-    const input = el("input", { type: "checkbox", name: "status", value: status,
-                                checked: filters.status.includes(status) });
-    box.append(el("label", { class: "check" }, input, " ", statusBadge(status)));
+    box.append(el("label", { class: "check" },
+      el("input", { type: "checkbox", name: "status", value: status }), " ", statusBadge(status)));
   }
-  $("search").value = filters.search.join(", ");
-  $("id-prefix").value = filters.id;
-  $("order").value = filters.order;
+  function showFilters() {
+    for (const input of box.querySelectorAll("input")) input.checked = filters.status.includes(input.value);
+    $("search").value = filters.search.join(", ");
+    $("id-prefix").value = filters.id;
+    $("order").value = filters.order;
+    if (caps.hosts.length > 1) $("host").value = filters.host;
+  }
+  showFilters();
 
   function query(after) {
     const q = new URLSearchParams();
@@ -358,6 +369,21 @@ async function listPage() {
     return q;
   }
 
+  // the address of the filters and page shown
+  function address() {
+    const q = query(cursors[cursors.length - 1]).toString();
+    return q ? "/?" + q : "/";
+  }
+  // a page move, or new filters: an entry of the browser's history (Back shows the
+  // page before again, see popstate below), history.state the pages before it
+  function moved() {
+    const to = address();
+    const state = { cursors: [...cursors] };
+    if (to === location.pathname + location.search) history.replaceState(state, "", to);
+    else history.pushState(state, "", to);
+    poll.now();
+  }
+
   // the query whose rows the table shows: a page or filter seen before answers 304
   // (unchanged since then), and its rows are drawn again from that earlier answer
   let shown = null;
@@ -367,7 +393,6 @@ async function listPage() {
   async function load() {
     const ticket = ++asked;
     const q = query(cursors[cursors.length - 1]).toString();
-    history.replaceState({ cursors: [...cursors] }, "", q ? "/?" + q : "/");
     let answer;
     try {
       answer = await api("/api/workflows?" + q, { poll: true });
@@ -417,7 +442,7 @@ async function listPage() {
     filters.order = $("order").value;
     if (caps.hosts.length > 1) filters.host = $("host").value;
     firstPage();
-    poll.now();
+    moved();
   });
   $("clear").addEventListener("click", () => {
     for (const input of box.querySelectorAll("input")) input.checked = false;
@@ -428,12 +453,14 @@ async function listPage() {
   });
   $("next-page").addEventListener("click", () => {
     const next = $("next-page").dataset.next;
-    if (next) { cursors.push(next); poll.now(); }
+    if (next) { cursors.push(next); moved(); }
   });
   $("prev-page").addEventListener("click", () => {
-    if (cursors.length > 1) { cursors.pop(); poll.now(); }
+    if (cursors.length > 1) { cursors.pop(); moved(); }
   });
-  $("first-page").addEventListener("click", () => { firstPage(); poll.now(); });
+  $("first-page").addEventListener("click", () => { firstPage(); moved(); });
+  window.addEventListener("popstate", () => { fromAddress(); showFilters(); poll.now(); });
+  history.replaceState({ cursors: [...cursors] }, "", address());
   poll.start();
 }
 
