@@ -341,6 +341,16 @@ def test_login_form_node_figures_children_and_paging_in_the_browser(tmp_path: Pa
         expect(page.locator("#page-label")).to_have_text("page 2")
         page.click("#first-page")
         expect(rows).to_have_count(50)
+        # a poll that gets no answer (a network blip): the rows stay, marked, until the
+        # next answer (they were wiped until then)
+        page.evaluate("() => { window.fetch = async () => { throw new TypeError('no answer'); }; }")
+        page.click("#apply")
+        expect(page.locator("#list-offline")).to_be_visible()
+        assert rows.count() == 50 and page.locator("#list-error").is_hidden()
+        page.evaluate("window.fetch = window.realFetch")
+        page.click("#apply")
+        expect(page.locator("#list-offline")).to_be_hidden()
+        expect(rows).to_have_count(50)
 
         # a long id with no place to break wraps in its cell: the page is no wider than
         # the window (it was twice as wide, every other column squeezed)

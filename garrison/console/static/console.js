@@ -233,7 +233,13 @@ async function api(path, options) {
   } else if (polled && lastAnswer.has(path)) {
     init.headers["If-None-Match"] = lastAnswer.get(path).etag;
   }
-  const response = await fetch(path, init);
+  let response;
+  try {
+    response = await fetch(path, init);
+  } catch (e) {
+    // no answer at all: the network, or the console's process gone (maybe for a moment)
+    throw Object.assign(new Error("connection lost: " + e.message), { offline: true });
+  }
   if (response.status === 401) {
     // no session (it expired, or the console was restarted): log in again, then
     // come back to this page
@@ -398,10 +404,15 @@ async function listPage() {
       answer = await api("/api/workflows?" + q, { poll: true });
     } catch (e) {
       if (ticket !== asked) return;
+      // no answer at all (a network blip): the rows shown, if they are this query's,
+      // stay under a mark until the next answer (a poll asks again)
+      $("list-offline").hidden = !e.offline;
+      if (e.offline && shown === q) throw e;
       $("list-error").textContent = visible(e.message);
       $("list-error").hidden = false;
-      // the rows shown are another query's (a search refused) or the node's last
-      // answer: none under this query's filters and page
+      // the rows shown are another query's (a search refused, a page that got no
+      // answer) or the node's last answer (it has stopped): none under this query's
+      // filters and page
       fill($("rows"));
       rendered.delete("rows");
       shown = null;
@@ -411,6 +422,7 @@ async function listPage() {
     }
     if (ticket !== asked) return;
     $("list-error").hidden = true;
+    $("list-offline").hidden = true;
     const data = answer.data;
     const drawn = shown === q;
     shown = q;
