@@ -294,9 +294,11 @@ async def test_resolve_while_no_node_runs_and_reject_twice(store_path: str) -> N
             assert await node.workflow("prom-1").result() == {"by": "cli"}
 
 
-async def test_an_empty_promise_name_is_refused(store_path: str) -> None:
+async def test_an_empty_promise_name_is_refused(sqlite_path: str) -> None:
     # a value stored under a name no workflow can declare (workflow.promise("") raises)
-    # would be lost: refused as bad arguments, nothing written
+    # would be lost: refused as bad arguments, nothing written (before the store is
+    # asked anything: one store shows it)
+    store_path = sqlite_path
     await _seed_promise(store_path)
     for verb, value in (("resolve", "1"), ("reject", "no")):
         out = cli("--store", store_path, verb, "prom-1", "", value)
@@ -616,12 +618,14 @@ def test_a_closed_pipe_ends_quietly(store_path: str) -> None:
 
 
 def test_an_output_that_cannot_be_written_is_not_called_a_store_failure(
-        store_path: str) -> None:
+        sqlite_path: str) -> None:
     """``signal ... > /dev/full``: the signal was queued, then printing its line failed;
     that was reported as ``store 'app.db': No space left on device``, exit 2 (an
     unusable store: a script retries, and signals twice). With standard output closed
     (``>&-``) a command was a traceback (``garrison check``, ``export``) or ran with its
-    output lost."""
+    output lost. (SQLite's store: its errors are the ``OSError`` a full output raises,
+    where the mix-up was.)"""
+    store_path = sqlite_path
     _plain_store(store_path)
 
     def cli(*argv: str, stdout: Any) -> subprocess.CompletedProcess[str]:
