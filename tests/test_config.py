@@ -1241,6 +1241,7 @@ def test_postgresql_stores_are_checked_for_their_form_only(tmp_path: Path) -> No
           - {name: nodb, kind: workflow.host, store: "postgresql://app@db.example"}
           - {name: port, kind: workflow.host, store: "postgresql://app@db.example:x/orders"}
           - {name: pw, kind: workflow.host, store: "postgresql://app:Tops/3cret@db.example/o"}
+          - {name: pwq, kind: workflow.host, store: "postgresql://app:12?s=3@db.example/o"}
         """,
     )
     assert problems == [
@@ -1250,6 +1251,11 @@ def test_postgresql_stores_are_checked_for_their_form_only(tmp_path: Path) -> No
         "postgresql://user@host:port/dbname URL: Port could not be cast to integer value as 'x'",
         # (a '/' in the password: urllib read 'Tops' as the port, and said so)
         f"{path}: entry 'app:pw' (index 5): field 'store': expected a "
+        "postgresql://user@host:port/dbname URL: the URL has an '@' after its host part: a "
+        "'/', '?' or '#' in the password must be percent-encoded (%2F, %3F, %23), an '@' in "
+        "the database name as %40",
+        # (a '?' after digits: urllib read a port and a query, and found no database)
+        f"{path}: entry 'app:pwq' (index 6): field 'store': expected a "
         "postgresql://user@host:port/dbname URL: the URL has an '@' after its host part: a "
         "'/', '?' or '#' in the password must be percent-encoded (%2F, %3F, %23), an '@' in "
         "the database name as %40",

@@ -117,12 +117,18 @@ def test_a_slash_question_mark_or_hash_left_in_a_password_is_named_not_shown() -
     urllib and libpq read a piece of the password as the port (``Port could not be cast
     to integer value as 'Tops'``) and the URL shown held all of it. The stray '@' after
     the host part is named; neither shows the password. An '@' in a query parameter's
-    value (``?user=app@server``) is taken as written."""
+    value after the path (``/orders?user=app@server``) is taken as written; before any
+    '/' (``app:1234?s=3cret@db``) libpq reads it as the password's end, so it is named
+    too, where urllib read a port and a query."""
     for url in ("postgresql://app:Tops/3cret@db.internal/orders",
                 "postgresql://app:Tops?3cret@db.internal:5433/orders?sslmode=require",
                 "postgresql://app:Tops#3cret@db.internal/orders",
                 "postgresql://app:Tops?3=cret@db.internal/orders",
                 "postgresql://app:1234/3cret@db.internal/orders",
+                # (digits, then '?': urllib took them for a port and the rest for a
+                # query, '@db.internal' in a value; libpq, for the password)
+                "postgresql://app:1234?sslmode=3cret@db.internal/orders?x=1",
+                "postgresql://app:1234?s=3cret@db.internal/orders",
                 "postgres://:Tops/3cret@db.internal/orders"):
         with pytest.raises(StoreError) as info:
             PostgresStore(url)
@@ -134,7 +140,9 @@ def test_a_slash_question_mark_or_hash_left_in_a_password_is_named_not_shown() -
             "be percent-encoded (%2F, %3F, %23), an '@' in the database name as %40"), message
         assert "@db.internal" in message, message
     for url in ("postgresql://db.internal/orders?user=app@server",
-                "postgresql://app:pw@db.internal/orders?application_name=a@b"):
+                "postgresql://app:pw@db.internal/orders?application_name=a@b",
+                "postgresql://app@db.internal/orders?sslmode=disable",
+                "postgresql://db.internal/orders?user=app&password=x"):
         with socket_closed_port() as port, pytest.raises(StoreError, match="cannot connect"):
             PostgresStore(url.replace("db.internal", f"127.0.0.1:{port}"))
 

@@ -415,9 +415,11 @@ def stray_at(url: str) -> int:
     short lies, or -1. A '/', '?' or '#' in a password ends the host part early
     (``app:pa/ss@host``): urllib and libpq read a piece of the password as the host or
     port. So the host part has no '@', and one follows: in the path (a database name
-    rarely has one), the fragment, a query parameter's name, or anywhere when the host
-    part ends in a port that is no number (``app:pa``). One in a query parameter's value
-    (``?user=app@server``) is as written."""
+    rarely has one), the fragment, a query parameter's name, anywhere when the host
+    part ends in a port that is no number (``app:pa``), or before any '/' (libpq reads
+    all up to an '@' that comes before a '/' as the user and password: ``app:12?s=3@``
+    is no port and query). One in a query parameter's value after the path
+    (``/orders?user=app@server``) is as written."""
     start = url.index("//") + 2
     end = min((i for i in (url.find(c, start) for c in "/?#") if i >= 0), default=len(url))
     netloc, after = url[start:end], url[end:]
@@ -429,7 +431,7 @@ def stray_at(url: str) -> int:
     port = netloc.rpartition(":")[2] if ":" in netloc and not netloc.endswith("]") else "0"
     names = [item.partition("=")[0] for item in query.split("&")]
     stray = ("@" in path or "@" in fragment or not port.isdigit()
-             or any("@" in name for name in names))
+             or any("@" in name for name in names) or "/" not in after[:at])
     return end + at if stray else -1
 
 
