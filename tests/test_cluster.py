@@ -565,6 +565,55 @@ entries:
             "of the cluster may run it; a start_service starts it again)" in caplog.messages
 
 
+def test_a_singleton_let_go_is_deleted_once_not_in_every_round(postgres_url: str) -> None:
+    """A node that let a singleton go (it gave up there) deleted its row again in every
+    round while it stayed let go: a statement that found nothing, each round, for as long
+    as the node ran. The row goes in the first round (another node takes it then), and
+    again only if the node asks for the singleton and lets it go once more."""
+    from garrison.persistence import PostgresStore
+    from garrison.persistence._pg_cluster import PgCluster
+
+    class Counted:
+        """The cluster connection, its statements counted (the DELETEs of singletons)."""
+
+        def __init__(self, conn: Any) -> None:
+            self.conn, self.deletes = conn, 0
+
+        def transaction(self) -> Any:
+            return self.conn.transaction()
+
+        def execute(self, query: str, params: Any = ()) -> Any:
+            self.deletes += query.startswith("DELETE FROM") and ".singletons" in query
+            return self.conn.execute(query, params)
+
+    with PostgresStore(postgres_url) as store:
+        a, b = PgCluster(store, "a"), PgCluster(store, "b")
+        try:
+            a.join(a.new_epoch())
+            b.join(b.new_epoch())
+            counted = Counted(a.connect())
+            a.connect = lambda: counted  # type: ignore[method-assign,assignment,return-value]
+            assert a.claim_singletons(["s"], ["s"]) == ({"s"}, {})
+            assert b.claim_singletons(["s"], ["s"]) == (set(), {"s": "a"})
+            for _ in range(3):  # (let go: rounds)
+                assert a.claim_singletons([], ["s"], ["s"]) == (set(), {})
+            assert counted.deletes == 1
+            assert b.claim_singletons(["s"], ["s"]) == ({"s"}, {})  # (b takes it)
+            assert a.claim_singletons([], ["s"], ["s"]) == (set(), {"s": "b"})
+            assert counted.deletes == 1
+            # asked for here again (held by b: a waits), then let go again
+            assert a.claim_singletons(["s"], ["s"]) == (set(), {"s": "b"})
+            b.release_singletons()  # (b hands it on: a takes it)
+            assert a.claim_singletons(["s"], ["s"]) == ({"s"}, {})
+            assert a.claim_singletons([], ["s"], ["s"]) == (set(), {})
+            assert a.claim_singletons([], ["s"], ["s"]) == (set(), {})
+            assert counted.deletes == 2
+            assert b.claim_singletons(["s"], ["s"]) == ({"s"}, {})
+        finally:
+            a.close()
+            b.close()
+
+
 async def test_a_singleton_started_on_demand_moves_when_its_node_leaves_or_is_lost(
         postgres_url: str, tmp_path: Path) -> None:
     """A singleton that is not auto_start, started on a node that then closed (or was

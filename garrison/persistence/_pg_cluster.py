@@ -226,6 +226,10 @@ class PgCluster:
         #: have committed (the store names this node the owner of workflows it never
         #: heard of) until :meth:`owned` is read
         self.claim_unknown = False
+        #: the singletons let go (``claim_singletons``'s ``dropped``) whose rows this
+        #: node deleted: it claims them no more, so no row of theirs is left to delete
+        #: while they stay let go
+        self._let_go: set[str] = set()
 
     # -- the connection ----------------------------------------------------------
     def connect(self) -> psycopg.Connection[Any]:
@@ -652,22 +656,24 @@ class PgCluster:
         singleton no node asked for has no row: no node claims it. ``dropped``: those
         this node let go (they gave up here): it takes none of them over, and their
         rows it holds go (as of a singleton no node asked for: the next node that asks
-        for one takes it)."""
+        for one takes it): deleted once, in the first round that names them, not in
+        every round while they stay let go."""
         if not services:
             return set(), {}
         s = self._s
         dropped = dropped or []
         taken = [sid for sid in services if sid not in dropped]
+        release = [sid for sid in dropped if sid not in self._let_go]
         released = 0
         conn = self.connect()
         # (a draining node holds its singletons until it has stopped them)
         gone = (f"NOT EXISTS (SELECT 1 FROM {s}.nodes n WHERE n.epoch = singletons.epoch "
                 f"AND n.status IN ('active', 'draining') AND n.lease_until > {s}.now_s())")
         with conn.transaction():
-            if dropped:
+            if release:
                 released = conn.execute(
                     f"DELETE FROM {s}.singletons WHERE service = ANY(%s) AND epoch = %s",
-                    (dropped, self.epoch)).rowcount
+                    (release, self.epoch)).rowcount
             if wanted:
                 conn.execute(
                     f"INSERT INTO {s}.singletons (service, epoch, acquired) "
@@ -684,6 +690,9 @@ class PgCluster:
                 "ON n.epoch = s.epoch AND n.status IN ('active', 'draining') AND "
                 f"n.lease_until > {s}.now_s() WHERE s.service = ANY(%s)",
                 (services,)).fetchall()
+        # (committed: one asked for again here leaves the set, and is deleted again
+        # when it is let go again)
+        self._let_go = set(dropped)
         if released:  # (the others claim it at once)
             self.notify()
         held = {r[0] for r in rows if r[1] == self.epoch}
