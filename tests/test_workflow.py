@@ -1724,6 +1724,61 @@ async def test_a_blocked_workflow_resumed_by_a_node_with_its_code_loses_its_erro
         assert await handle.result() == 7
 
 
+@pytest.mark.parametrize(("name", "args", "why"), [
+    ("workflow_app:returns_opaque_sync", [], "a workflow function is an async function"),
+    ("workflow_app:add_one", [1], "it is an activity, not a workflow function"),
+    ("workflow_app:LOG", [], "a workflow function is an async function"),
+])
+async def test_workflow_whose_function_is_no_workflow_function_now_is_blocked_not_failed(
+        tmp_path: Path, name: str, args: list[Any], why: str) -> None:
+    """A recorded name that is no workflow function now (made a sync ``def``, an
+    activity, no function) is a difference, as the replay says (``code_gone``): the
+    node awaited what it imported, and the TypeError failed the workflow for good."""
+    from garrison.persistence import Transaction
+
+    db = str(tmp_path / "wf.db")
+    with open_store(db) as store:
+        store.write(Transaction().create_workflow("made-sync", name, args, status="running"))
+    async with garrison.open_node(store=db) as node:
+        handle = node.workflow("made-sync")
+        with pytest.raises(garrison.NonDeterminismError) as info:
+            await handle.result()
+        assert handle.status() == "blocked"
+        assert handle.history() == []  # nothing journaled: no failure of it recorded
+    assert str(info.value).startswith(
+        f"workflow 'made-sync' runs {name!r}, which is no workflow function now: "), info.value
+    assert why in str(info.value) and "A node running this code blocks" in str(info.value)
+    assert app.LOG == []  # the sync def (or activity) never ran
+    with open_store(db) as store:
+        record = store.get_workflow("made-sync")
+        assert (record.status, record.attempt) == ("blocked", 1)
+
+
+async def test_a_workflow_blocked_for_a_sync_function_resumes_once_it_is_async_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a node does where the code is fixed: it resumes the blocked workflow."""
+    import sys
+
+    from garrison.persistence import Transaction
+
+    db = str(tmp_path / "wf.db")
+    with open_store(db) as store:
+        store.write(Transaction().create_workflow("fixed", "made_sync_mod:flow", [2]))
+    code = tmp_path / "code"
+    code.mkdir()
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)
+    monkeypatch.syspath_prepend(str(code))
+    (code / "made_sync_mod.py").write_text("def flow(x):\n    return x * 21\n")
+    async with garrison.open_node(store=db) as node:
+        with pytest.raises(garrison.NonDeterminismError, match="no workflow function now"):
+            await node.workflow("fixed").result()
+    monkeypatch.delitem(sys.modules, "made_sync_mod")
+    (code / "made_sync_mod.py").write_text("async def flow(x):\n    return x * 21\n")
+    async with garrison.open_node(store=db) as node:
+        assert await node.workflow("fixed").result() == 42
+        assert node.workflow("fixed").status() == "completed"
+
+
 async def test_workflow_send_to_finished_workflow_is_a_dead_letter(node: garrison.Node) -> None:
     target = await node.start_workflow(app.steps, 0, 1, id="over")
     await node.workflow("over").result()

@@ -20,7 +20,7 @@
 
 from ._host import WorkflowHost
 from ._instance import WorkflowInstance
-from ._journal import Cursor, Entry, JournalKind
+from ._journal import Cursor, Entry, JournalKind, code_gone
 from ._operate import (
     cancel_pending_transaction,
     check_reason,
@@ -34,7 +34,7 @@ from ._operate import (
     terminated,
 )
 from ._recovery import request_transaction
-from ._replay import History, ReplayResult, code_gone, replay_history
+from ._replay import History, ReplayResult, replay_history
 
 __all__ = ["Cursor", "Entry", "History", "JournalKind", "ReplayResult", "WorkflowHost",
            "WorkflowInstance", "cancel_pending_transaction", "check_reason", "code_gone",

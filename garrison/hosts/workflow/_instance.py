@@ -26,7 +26,7 @@ from ..._errors import (
     WorkflowCancelled,
     WorkflowMoved,
 )
-from ..._targets import import_target
+from ..._targets import import_target, workflow_refused_now
 from ...actors._cancel_switch import CancelSwitch, stray_cancelled
 from ...actors._runtime import Runtime, set_runtime
 from ...actors._values import ErrorInfo, Pid
@@ -38,7 +38,7 @@ from ._codec import arguments_json, arity_problem, json_round_trip, restore_args
 from ._core import ContinueAsNew, EngineStop, log
 from ._ids import check_key_size, check_state_key, check_text
 from ._interop import Interop
-from ._journal import BLOCKED_ADVICE, Cursor, JournalKind, timestamp
+from ._journal import BLOCKED_ADVICE, Cursor, JournalKind, code_gone, timestamp
 from ._waits import Waits
 
 __all__ = ["ActiveWorkflows", "WorkflowInstance"]
@@ -175,9 +175,15 @@ class WorkflowInstance(Waits, Activities, Interop):
                     fn = self.fn
                     if fn is None:
                         try:
-                            fn = self.fn = import_target(self.name)
+                            fn = import_target(self.name)
                         except Exception as exc:  # the code is gone: keep it for code that has it
                             raise self._code_missing(exc) from exc
+                        # made a sync def, an activity: gone as a workflow function, kept
+                        # alike (awaited, it failed for good, or ran as an activity)
+                        refused = workflow_refused_now(fn)
+                        if refused is not None:
+                            raise self._code_refused(refused)
+                        self.fn = fn
                     while True:
                         try:
                             try:  # (not a coroutine of its own: every resume passes each one)
@@ -576,6 +582,15 @@ class WorkflowInstance(Waits, Activities, Interop):
             current=f"no such function ({type(exc).__name__}: {exc})")
         if cursor.error is None:
             cursor.error = err
+        return cursor.error
+
+    def _code_refused(self, refused: str) -> NonDeterminismError:
+        """The error of a workflow whose function imports but is no workflow function
+        now (``refused``: :func:`~garrison._targets.workflow_refused_now`'s words): it
+        blocks, as one whose function is gone does, with the replay's words (kept)."""
+        cursor = self.cursor
+        if cursor.error is None:
+            cursor.error = code_gone(self.wid, self.name, refused)
         return cursor.error
 
     def _version_outside(self, seq: int, change_id: str, fixed: int, min_version: int,

@@ -22,8 +22,8 @@ import attrs
 from ..._errors import NonDeterminismError
 from ...actors._values import ErrorInfo, Event, EventKind, Message, Pid
 
-__all__ = ["Cursor", "Entry", "JournalKind", "event_from_plain", "event_to_plain",
-           "message_from_plain", "message_to_plain", "retry_kind", "retry_timer"]
+__all__ = ["Cursor", "Entry", "JournalKind", "code_gone", "event_from_plain",
+           "event_to_plain", "message_from_plain", "message_to_plain", "retry_kind", "retry_timer"]
 
 
 class JournalKind(enum.StrEnum):
@@ -101,6 +101,17 @@ class Entry:
 #: a divergence in a live run: what happened and the way out
 BLOCKED_ADVICE = ("The workflow is blocked with its journal kept; restart a node with code "
                   "that takes the recorded path to resume it")
+
+
+def code_gone(workflow_id: str, name: str, why: str) -> NonDeterminismError:
+    """The difference of workflow ``workflow_id`` whose recorded function ``name`` the
+    code no longer has, or that is no workflow function now (``why``: the end of a
+    sentence naming it, :func:`~garrison._targets.function_gone`'s or
+    :func:`~garrison._targets.workflow_refused_now`'s): a node blocks such a workflow."""
+    return NonDeterminismError(
+        f"workflow {workflow_id!r} runs {name!r}, {why} A node running this code blocks "
+        "the workflow; keep the function under its name for workflows started before the "
+        "change", workflow_id=workflow_id, recorded=name)
 
 
 class Cursor:

@@ -56,6 +56,7 @@ from ._journal import (
     CANCEL,
     Entry,
     JournalKind,
+    code_gone,
     error_from_plain,
     error_to_plain,
     event_from_plain,
@@ -801,17 +802,6 @@ REPLAY_ADVICE = ("Nothing was changed (a dry run); a node running this code woul
                  "workflow when it replays it: keep the recorded path for workflows started "
                  "before the change (branch with workflow.version), or deploy the change "
                  "once they have finished")
-
-
-def code_gone(workflow_id: str, name: str, why: str) -> NonDeterminismError:
-    """The difference of workflow ``workflow_id`` whose recorded function ``name`` the
-    code no longer has, or that is no workflow function now (``why``: the end of a
-    sentence naming it, :func:`~garrison._targets.function_gone`'s or
-    :func:`~garrison._targets.workflow_refusal`'s): a node blocks such a workflow."""
-    return NonDeterminismError(
-        f"workflow {workflow_id!r} runs {name!r}, {why} A node running this code blocks "
-        "the workflow; keep the function under its name for workflows started before the "
-        "change", workflow_id=workflow_id, recorded=name)
 
 
 class _CodeGone(Exception):
