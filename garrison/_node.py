@@ -321,8 +321,8 @@ class Node:
         ``cluster``: per workflow host of a cluster (a PostgreSQL store), ``left``
         (``True`` once this node left the cluster for good: its store failed, or a
         newer node migrated the schema) and ``refused``: the workflow names whose code
-        does not import here, each with its import error (their workflows wait for a
-        node that has the code); ``{}`` off a cluster.
+        does not import here (or is no workflow function), each with its error (their
+        workflows wait for a node that has the code); ``{}`` off a cluster.
 
         The queue figures walk every process and workflow in memory (cost grows with
         their number).

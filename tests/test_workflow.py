@@ -1779,6 +1779,37 @@ async def test_a_workflow_blocked_for_a_sync_function_resumes_once_it_is_async_a
         assert node.workflow("fixed").status() == "completed"
 
 
+def test_a_cluster_node_leaves_a_workflow_whose_function_is_now_sync_to_another() -> None:
+    """On a cluster, a claimed workflow whose function is no workflow function here (a
+    rolling deploy that made it a sync ``def``) is given up unrun, as one whose code
+    does not import, for a node whose code runs it: once refused with the reason, then
+    refused by its name (one warning per name)."""
+    from garrison.hosts.workflow._recovery import runnable
+    from garrison.persistence import WorkflowRecord
+
+    refused: list[tuple[str, str, str | None]] = []
+
+    class Ownership:
+        def refuses(self, name: str) -> bool:
+            return any(n == name for _, n, _ in refused)
+
+        def refuse(self, wid: str, name: str, error: BaseException | None) -> None:
+            refused.append((wid, name, None if error is None else str(error)))
+
+    host: Any = SimpleNamespace(ownership=Ownership())
+    for wid in ("s1", "s2"):
+        record = WorkflowRecord(workflow_id=wid, name="workflow_app:returns_opaque_sync",
+                                status="running", input=[])
+        assert runnable(host, record) is False
+    [(wid, name, error), again] = refused
+    assert (wid, name) == ("s1", "workflow_app:returns_opaque_sync")
+    assert error is not None and "a workflow function is an async function" in error
+    assert again == ("s2", "workflow_app:returns_opaque_sync", None)
+    runs = WorkflowRecord(workflow_id="a1", name="workflow_app:steps", status="running",
+                          input=[])
+    assert runnable(host, runs) is True
+
+
 async def test_workflow_send_to_finished_workflow_is_a_dead_letter(node: garrison.Node) -> None:
     target = await node.start_workflow(app.steps, 0, 1, id="over")
     await node.workflow("over").result()

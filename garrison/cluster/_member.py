@@ -474,16 +474,16 @@ class ClusterMember:
             return name in self._refused
 
     def refuse(self, wid: str, name: str, error: BaseException | None) -> None:
-        """This node claimed the workflow ``wid`` but cannot import its code ``name``
-        (``error``; ``None``: refused already): it gives the workflow up unrun and
-        claims no workflow of that name again while it runs; a node that has the code
-        claims it. One warning per name."""
+        """This node claimed the workflow ``wid`` but cannot import its code ``name``,
+        or that is no workflow function here (``error``; ``None``: refused already): it
+        gives the workflow up unrun and claims no workflow of that name again while it
+        runs; a node that has the code claims it. One warning per name."""
         with self._lock:
             first = name not in self._refused
             if first:
                 self._refused[name] = f"{type(error).__name__}: {error}"
         if first:
-            log.warning("node %s cannot run workflow %s: its code %s does not import here "
+            log.warning("node %s cannot run workflow %s: its code %s does not run here "
                         "(%s); the workflow is left, unrun, to a node of the cluster that "
                         "has the code, and this node claims no %s workflow until it "
                         "restarts", self.name, wid, name, self._refused[name], name,

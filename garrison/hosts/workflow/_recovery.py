@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from ..._errors import StoreError
-from ..._targets import import_target
+from ..._targets import import_target, workflow_refusal
 from ...actors._values import ErrorInfo, Pid
 from ...persistence import DamagedRecord, Transaction, WorkflowRecord, WorkflowStatus
 from ._core import added, cancelled_error
@@ -231,21 +231,27 @@ async def resume_all(host: WorkflowHost, nursery: trio.Nursery) -> None:
 
 def runnable(host: WorkflowHost, record: WorkflowRecord) -> bool:
     """True if this node has the code of the claimed workflow ``record`` (its
-    ``module:qualname`` imports here). Else the workflow is given up unrun, before
-    anything of it is written (its status stays what it was: a workflow that
-    never ran stays ``pending``): the cluster releases it for a node that has the code,
-    and claims no workflow of that name again while this node runs (one warning per
-    name). Off a cluster a workflow whose code is gone is ``blocked`` (its instance
-    finds out), as the only node there is has nobody to leave it to."""
+    ``module:qualname`` imports here, a workflow function: not a sync ``def`` or an
+    activity now). Else the workflow is given up unrun, before anything of it is
+    written (its status stays what it was: a workflow that never ran stays
+    ``pending``): the cluster releases it for a node that has the code, and claims no
+    workflow of that name again while this node runs (one warning per name). Off a
+    cluster such a workflow is ``blocked`` (its instance finds out), as the only node
+    there is has nobody to leave it to."""
     ownership: Any = host.ownership
     name = record.name
     if ownership.refuses(name):  # claimed with others of its name before the refusal
         ownership.refuse(record.workflow_id, name, None)
         return False
     try:
-        import_target(name)
+        fn = import_target(name)
     except Exception as exc:
         ownership.refuse(record.workflow_id, name, exc)
+        return False
+    refused = workflow_refusal(fn)
+    if refused is not None:  # (a node whose code has it async still runs it)
+        ownership.refuse(record.workflow_id, name,
+                         TypeError(f"{name} is no workflow function here: {refused}"))
         return False
     return True
 
