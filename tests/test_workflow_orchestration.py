@@ -630,3 +630,42 @@ async def test_a_link_or_monitor_of_a_workflow_that_ended_during_its_spawn_is_le
 
     async with garrison.open_node(store=str(tmp_path / "app.db")) as node:
         assert await node.wait(await node.spawn(spawner)) == (0, 0)
+
+
+
+async def spawns_itself(runs: int, said: list[str]) -> list[str]:
+    me = workflow.info().workflow_id
+    try:
+        await process.spawn(app.child, 1, host="workflows", id=me)
+    except ValueError as exc:
+        said = [*said, str(exc)]
+    else:
+        said = [*said, "spawned"]
+    await workflow.sleep("1s")  # a step after it: a replay takes the same seqs
+    if runs > 1:
+        workflow.continue_as_new(runs - 1, said)
+    return said
+
+
+async def test_a_workflow_spawning_its_own_id_as_a_child_is_refused_clearly(
+        tmp_path: Path, autojump_clock: Any) -> None:
+    """``process.spawn(..., id=<its own id>)`` in a workflow (or in the run
+    ``continue_as_new`` started, which has the id too) returned the workflow's own pid,
+    as the start of an id that exists does, and the EXIT of that "child" it then waited
+    for never came. It is refused at the spawn, naming the id, as other spawns that
+    cannot be are (nothing is journaled: the node that resumes it refuses it again at
+    the same seq). A plain process starting the workflow's id gets its pid, as before."""
+    db = str(tmp_path / "s.db")
+    async with garrison.open_node(store=db) as node:
+        await node.start_workflow(spawns_itself, 2, [], id="me")
+        await wait_status(node.workflow("me"), "sleeping")  # its first run's sleep
+    async with garrison.open_node(store=db) as node:  # replays the refused spawn
+        with trio.fail_after(10):
+            said = await node.workflow("me").result()
+
+        async def plain() -> garrison.Pid:
+            return await process.spawn(app.child, 1, host="workflows", id="me")
+
+        assert await node.wait(await node.spawn(plain)) == node.workflow("me").pid
+    assert said == ["workflow 'me' cannot start itself as its child: id 'me' is its own "
+                    "(give the child another id)"] * 2, said

@@ -312,6 +312,11 @@ class Interop(WorkflowCore):
                 f"journaled with its parent in one store (this workflow's host is "
                 f"{self.host.name!r}); spawn it on {self.host.name!r}, or have a process "
                 f"start it on {host_name!r} (node.start_workflow)")
+        if h.durable and id == self.wid:
+            # the idempotent start would return this workflow's own pid, and the EXIT it
+            # then waits for as its child's never comes (a continued run has the id too)
+            raise ValueError(f"workflow {self.wid!r} cannot start itself as its child: "
+                             f"id {id!r} is its own (give the child another id)")
         if self.records_pending and (id is not None or not h.durable or self.flushing):
             # the child or process may act on a recorded value (a child workflow started
             # by this spawn alone commits the buffered records with its start, but not
