@@ -255,6 +255,24 @@ def test_cycle_message_names_the_path(tmp_path: Path) -> None:
     ]
 
 
+def test_a_service_required_twice_is_a_problem_of_its_requires(tmp_path: Path) -> None:
+    """``requires: [app:c, c]`` (one service, by its full and its short id) loaded
+    without a word, as one requirement: most likely another service was meant."""
+    path, problems = problems_of(
+        tmp_path,
+        HEAD + PROC
+        + "  - {name: c, kind: process.service, process: p}\n"
+        + "  - {name: b, kind: process.service, process: p, lifecycle: {requires: [app:c, c]}}\n"
+        + "  - {name: d, kind: process.service, process: p, lifecycle: {depends_on: [c, c]}}\n",
+    )
+    assert problems == [
+        f"{path}: entry 'app:b' (index 2): field 'lifecycle.requires': expected each service "
+        "once, but 'app:c' is named twice (as 'app:c' and as 'c')",
+        f"{path}: entry 'app:d' (index 3): field 'lifecycle.depends_on': expected each "
+        "service once, but 'app:c' is named twice",
+    ]
+
+
 def test_a_chain_of_thousands_of_services_loads_and_its_cycle_is_named(tmp_path: Path) -> None:
     """1,500 services, each requiring the one before, written dependents first: check and
     load gave a bare RecursionError traceback (the dependency walks recursed)."""

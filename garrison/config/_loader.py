@@ -975,9 +975,18 @@ def _link(parsed: Sequence[_ParsedFile], node_store: bool = True,
                     bad = True
             req_field = loc.requires_field
             requires: list[str] = []
+            written: dict[str, str] = {}  # each service required: as it was written
             for ref in () if "lifecycle" in loc.failed else entry.lifecycle.requires:
                 dep = resolve(ref, loc)
                 dep_loc = located.get(dep)
+                if dep in written:  # (a slip: most likely another service was meant)
+                    both = (f" (as {written[dep]!r} and as {ref!r})" if written[dep] != ref
+                            else "")
+                    report(req_field, f"expected each service once, but {dep!r} is named "
+                                      f"twice{both}")
+                    bad = True
+                    continue
+                written[dep] = ref
                 if dep_loc is None:
                     if dep not in attempted:
                         report(req_field, f"unknown entry {dep!r} (expected a process.service)")
@@ -988,7 +997,7 @@ def _link(parsed: Sequence[_ParsedFile], node_store: bool = True,
                         f"expected a process.service entry, but {dep!r} is a {dep_loc.entry.kind}",
                     )
                     bad = True
-                elif dep not in requires:
+                else:
                     requires.append(dep)
             requirements[entry_id] = requires
             if not bad and "input" not in loc.failed and target is not None \
