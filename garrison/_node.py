@@ -301,6 +301,11 @@ class Node:
         self._router.check_run("node.start_service()")
         services = self._router.services
         if services is None or service_id not in services.by_id:
+            entry = (self.config.get(service_id)
+                     if self.config is not None and isinstance(service_id, str) else None)
+            if entry is not None:  # (not a typo: an entry of another kind)
+                raise ValueError(f"cannot start {service_id!r}: it is a {entry.kind} entry "
+                                 "of the config, not a process.service")
             raise ValueError(f"no service {service_id!r} in the config")
         singletons = services.singletons_for(service_id) - self._held_singletons
         if singletons and self._members and self._members[0].on_singletons is not None:

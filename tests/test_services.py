@@ -591,6 +591,18 @@ async def test_start_service_on_demand_with_requirements(autojump_clock):
             await node.start_service("t:nope")
 
 
+async def test_start_service_of_an_entry_of_another_kind_names_its_kind(autojump_clock):
+    """start_service of a process.py entry said "no service 't:steady' in the config",
+    as if the id were a typo: it names the entry's kind now."""
+    cfg = config("""
+        - {name: a, kind: process.service, process: steady, input: [a]}
+    """)
+    async with garrison.open_node(config=cfg) as node:
+        with pytest.raises(ValueError, match=r"^cannot start 't:steady': it is a process.py "
+                           r"entry of the config, not a process.service$"):
+            await node.start_service("t:steady")
+
+
 async def test_an_auto_start_service_starts_what_it_requires(autojump_clock, caplog):
     """An auto_start service requiring one that is not auto_start waited for it forever
     (one 'waiting for' line, never started), while start_service starts a service with
