@@ -131,7 +131,9 @@ class NodeCollector:
         manager = router.services
         restarts = core.CounterMetricFamily(
             "garrison_service_restarts", "Restarts of each process.service since the node "
-            "started.", labels=["service"])
+            "started: each start of it after its first (after its own failure, because a "
+            "service it requires restarted, or by start_service), when it happens.",
+            labels=["service"])
         status = core.GaugeMetricFamily(
             "garrison_service_status", "1 for the current status of each process.service "
             "(stopped, waiting, starting, running, backoff, completed, gave_up), 0 for the "

@@ -102,6 +102,13 @@ async def finisher(name: str) -> str:
     return "done"
 
 
+async def returns_after(name: str, seconds: float) -> str:
+    """Runs ``seconds``, then returns (a one-shot set-up)."""
+    note(name, "start")
+    await trio.sleep(seconds)
+    return "done"
+
+
 async def registers_itself(name: str) -> None:
     """Registers its own service's entry id (allowed: it is the service's process)."""
     process.register(name)

@@ -603,6 +603,57 @@ async def test_start_service_of_an_entry_of_another_kind_names_its_kind(autojump
             await node.start_service("t:steady")
 
 
+def _restarts_total(node) -> dict[str, float]:
+    from prometheus_client import generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = generate_latest(garrison.metrics.collect(node)).decode()
+    return {s.labels["service"]: s.value for family in text_string_to_metric_families(text)
+            for s in family.samples if s.name == "garrison_service_restarts_total"}
+
+
+async def test_the_restarts_metric_counts_the_restarts_that_happened(autojump_clock, caplog):
+    """garrison_service_restarts_total counted a restart when it was scheduled: one
+    scraped in its backoff counted it already, one that never happened (what it
+    requires returned meanwhile) counted for ever; a restart because a requirement
+    restarted never counted. It counts each start again of the service now."""
+    caplog.set_level(logging.INFO, logger="garrison")
+    svc_app.FAILS.update(c=99, user=1)
+    cfg = config("""
+        - {name: once, kind: process.py, source: "svc_app:returns_after"}
+        - name: c
+          kind: process.service
+          process: crasher
+          input: [c, 1]
+          lifecycle:
+            auto_start: true
+            restart: {max_attempts: 2, initial_delay: 200ms, backoff_factor: 1, jitter: 0}
+        - {name: b, kind: process.service, process: steady, input: [b],
+           lifecycle: {auto_start: true, requires: [c]}}
+        - {name: init, kind: process.service, process: once, input: [init, 0.3]}
+        - name: user
+          kind: process.service
+          process: crasher
+          input: [user, 0.5]
+          lifecycle:
+            auto_start: true
+            requires: [init]
+            restart: {initial_delay: 200ms, jitter: 0}
+    """)
+    async with garrison.open_node(config=cfg) as node:
+        t0 = trio.current_time()
+        await trio.sleep_until(t0 + 1.1)  # c crashed at 1, restarts at 1.2
+        assert _restarts_total(node) == {"t:c": 0, "t:b": 0, "t:init": 0, "t:user": 0}
+        await trio.sleep_until(t0 + 1.5)
+        assert _restarts_total(node) == {"t:c": 1, "t:b": 1, "t:init": 0, "t:user": 0}
+        await trio.sleep_until(t0 + 5)  # c gave up after its second restart
+        assert _restarts_total(node) == {"t:c": 2, "t:b": 2, "t:init": 0, "t:user": 0}
+        assert {s.id: s.restarts for s in node.services()}["t:c"] == 2
+    assert len(starts("b")) == 3 and len(starts("user")) == 1
+    assert "t:user: cannot start: t:init, which it requires, returned" in caplog.text
+    assert "t:c: giving up after 2 restarts" in caplog.text
+
+
 async def test_an_auto_start_service_starts_what_it_requires(autojump_clock, caplog):
     """An auto_start service requiring one that is not auto_start waited for it forever
     (one 'waiting for' line, never started), while start_service starts a service with

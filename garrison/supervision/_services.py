@@ -92,7 +92,11 @@ class _Service:
     status: ServiceStatus = ServiceStatus.STOPPED
     pid: Pid | None = None
     restarts: int = 0  # restarts since the last stable run
-    restarts_total: int = 0  # every restart since the node started (metrics)
+    #: every start of it after its first on this node (metrics): a restart after its
+    #: own failure, because what it requires restarted, or by a start_service; counted
+    #: when it happens (a restart scheduled is not one yet, and may never be)
+    restarts_total: int = 0
+    spawned: bool = False  # started at least once on this node
     started_at: float = 0.0
     last_error: ErrorInfo | None = None
     result: Any = None  # what its process returned (COMPLETED)
@@ -481,6 +485,9 @@ class ServiceManager:
         entry = svc.entry
         me = current_runtime()
         svc.generation += 1
+        if svc.spawned:
+            svc.restarts_total += 1
+        svc.spawned = True
         svc.status = ServiceStatus.STARTING
         deadline = trio.current_time() + entry.lifecycle.start_timeout
         # (counted from now: the node's stop waits for the spawn too)
@@ -664,7 +671,6 @@ class ServiceManager:
                 self._timers.start_soon(self._let_go, svc)
             return
         svc.restarts = attempt
-        svc.restarts_total += 1
         delay = policy.delay(attempt, self._rng)
         svc.status = ServiceStatus.BACKOFF
         limit = f"/{policy.max_attempts}" if policy.max_attempts else ""
