@@ -92,7 +92,7 @@ from ._recovery import (
 from ._scheduler import Scheduler
 from ._waits import WallClock
 
-__all__ = ["WorkflowHost", "check_workflow_id"]
+__all__ = ["WorkflowHost", "check_workflow_id", "checked_start"]
 
 log = logging.getLogger("garrison.workflow")
 
@@ -114,6 +114,39 @@ SETTLE_WARNING = 30.0
 CLOCK_CHECK = 1.0
 #: the statuses of a workflow that never runs again (a failed one may be retried)
 _FOR_GOOD = frozenset({WorkflowStatus.COMPLETED, WorkflowStatus.CANCELLED})
+
+
+def checked_start(node: Any, mocks: Mapping[str, Any], target: Any, args: tuple[Any, ...],
+                  wid: str | None, *, derived: bool = False) -> tuple[Any, str, str, Any]:
+    """What :meth:`WorkflowHost.start` refuses before it reads a store or the workflows
+    it runs, in its order: a target that is no workflow function (or mocked as an
+    activity), arguments it does not take or that have no JSON form, a result that
+    cannot be restored, an invalid id (``derived``: a child's, see
+    ``check_workflow_id``). Returns the function, its name, and its input as JSON text
+    and plain. (The replay's host runs these too: a workflow's spawn that they refuse
+    is not journaled, and a replay raises it at the same seq as a node.)"""
+    fn = node.resolve_target(target)
+    name = target_name(fn)  # an activity is refused
+    if name in mocks:  # (a test's workflow_env only)
+        raise TypeError(f"cannot start {name} as a workflow: it is mocked as an activity "
+                        "(mock_activity): mock the activities it calls instead")
+    # bad arguments fail here, before anything is stored (as the CLI's start and a
+    # schedule's input do), not as a workflow that is created and fails at once
+    shown = name if wid is None else f"{name} (id {wid!r:.80})"
+    problem = arity_problem(fn, shown, args, "it was given")
+    if problem is not None:
+        raise TypeError(problem)
+    input_text = arguments_json(fn, args, f"the arguments of workflow {shown}")
+    plain_input = _loads(input_text)
+    restore_args(fn, plain_input, f"workflow {shown}")  # typed ones: checked now
+    unrestorable = result_unrestorable(fn)  # (else found when it ends, having run)
+    if unrestorable is not None:
+        raise PayloadError(f"cannot restore the result of workflow {shown}: "
+                           f"{unrestorable}")
+    if wid is not None:
+        # (a child's id, derived from its parent's, may be a little longer than one given)
+        check_workflow_id(wid, derived=derived)
+    return fn, name, input_text, plain_input
 
 
 def _spawned_after_cancel(wf: WorkflowInstance) -> frozenset[str]:
@@ -473,27 +506,10 @@ class WorkflowHost:
         first in the start's transaction (a parent's buffered records, a schedule's last
         run); it is called only once nothing can refuse the start any more, so a refused
         start leaves them where they were."""
-        fn = self.node.resolve_target(target)
-        name = target_name(fn)  # an activity is refused
-        if name in self.activity_mocks:  # (a test's workflow_env only)
-            raise TypeError(f"cannot start {name} as a workflow: it is mocked as an activity "
-                            "(mock_activity): mock the activities it calls instead")
-        # bad arguments fail here, before anything is stored (as the CLI's start and a
-        # schedule's input do), not as a workflow that is created and fails at once
-        shown = name if wid is None else f"{name} (id {wid!r:.80})"
-        problem = arity_problem(fn, shown, args, "it was given")
-        if problem is not None:
-            raise TypeError(problem)
-        input_text = arguments_json(fn, args, f"the arguments of workflow {shown}")
-        plain_input = _loads(input_text)
-        restore_args(fn, plain_input, f"workflow {shown}")  # typed ones: checked now
-        unrestorable = result_unrestorable(fn)  # (else found when it ends, having run)
-        if unrestorable is not None:
-            raise PayloadError(f"cannot restore the result of workflow {shown}: "
-                               f"{unrestorable}")
-        # (a child's id, derived from its parent's, may be a little longer than one given)
-        wid = _uuid.uuid4().hex if wid is None else check_workflow_id(
-            wid, derived=journal is not None and derived)
+        fn, name, input_text, plain_input = checked_start(
+            self.node, self.activity_mocks, target, args, wid,
+            derived=journal is not None and derived)
+        wid = _uuid.uuid4().hex if wid is None else wid
         if type(priority) is not int:
             raise TypeError(f"priority must be an int, got {type(priority).__name__}: "
                             f"{priority!r}")
