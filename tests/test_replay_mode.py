@@ -974,3 +974,74 @@ def test_a_damaged_spawn_in_a_history_file_is_no_divergence(tmp_path: Path) -> N
     with pytest.raises(ValueError, match=r"f\.json': journal record 0 \(seq 1, spawn\) of "
                                          r"workflow 'm1': 'outcome' must be \{\"pid\": "):
         garrison.testing.replay(path)
+
+
+async def spawn_refusals() -> list[str]:
+    """Spawns a node refuses without a record, each caught: its own id, an invalid id,
+    a child given an argument it does not take; then a step, and after the journal's
+    last record (a state set first: its write is committed before a start by id) one
+    more."""
+    said: list[str] = []
+
+    async def spawn(*args: Any, id: str | None = None) -> None:
+        try:
+            await garrison.process.spawn(ops_app.waiting_child, *args, id=id)
+        except (ValueError, TypeError) as exc:
+            said.append(type(exc).__name__)
+
+    await spawn(1, id=garrison.workflow.info().workflow_id)
+    await spawn(1, id=" x")
+    await spawn(1, 2)
+    await garrison.workflow.sleep("1s")
+    garrison.workflow.set_state("said", said)
+    await spawn(1, id="")
+    return said
+
+
+async def spawns_a_child_at_seq_1() -> list[str]:  # a spawn a node carries out
+    await garrison.process.spawn(ops_app.waiting_child, 1)
+    await garrison.workflow.sleep("1s")
+    return []
+
+
+async def spawns_onto_another_host() -> list[str]:
+    try:
+        await garrison.process.spawn(ops_app.waiting_child, 1, host="elsewhere", id="k")
+    except (ValueError, TypeError) as exc:
+        return [type(exc).__name__]
+    return []
+
+
+async def test_a_replay_raises_the_spawn_refusals_a_node_raises_unrecorded(
+        autojump_clock: Any) -> None:
+    """A spawn a node refuses is not journaled (its own id, an invalid id, arguments
+    the child does not take): the node resuming the workflow refuses it again at the
+    same seq. The replay turned down the host access those checks make, and a workflow
+    that caught the refusal and went on was reported as stopping at seq 1 (not ok, its
+    later records unchecked). It runs the node's checks now and raises the same errors;
+    a spawn a node would carry out there still differs, and one onto another host (of
+    which a replay knows nothing) stops, saying why."""
+    async with garrison.open_node() as node:
+        await node.start_workflow(spawn_refusals, id="r")
+        assert await node.workflow("r").result() == ["ValueError", "ValueError", "TypeError",
+                                                     "ValueError"]
+        history = History.from_store(node.hosts["workflows"].store, "r")
+    assert [e.seq for e in history.journal] == [4]  # seqs 1 to 3: taken, not recorded
+
+    result = await replay_history(history)
+    assert result.ok, str(result)
+    assert (result.records, result.checked, result.ending) == (1, 1, "the code returned")
+    assert garrison.testing.replay(history.to_json()).ok  # an exported file's too
+
+    differs = await replay_history(history, spawns_a_child_at_seq_1)
+    assert not differs.ok
+    assert "stopped at seq 1: the code spawn 'waiting_child'; the 1 later record(s) could " \
+           "not be checked" in str(differs.error), str(differs)
+
+    elsewhere = await replay_history(history, spawns_onto_another_host)
+    assert not elsewhere.ok
+    assert "stopped at seq 1: the code spawn 'waiting_child' onto host 'elsewhere', which " \
+           "a replay cannot look at (a node refuses it there, unrecorded, if that host is " \
+           "a workflow host with a store of its own, or a process host and id= is given; " \
+           "a replay cannot tell); the 1 later record(s)" in str(elsewhere.error), \
+        str(elsewhere)

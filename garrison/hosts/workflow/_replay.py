@@ -28,7 +28,9 @@ its seq with another operation, or returns or raises before it, diverges as on a
 node. A completed or cancelled workflow's run went on past its last record to its
 end: a ``workflow.version`` call there gets the default, as a run recorded before the
 call does (a gate added at the end of the code is no live work). A failed one is
-replayed as ``retry`` would resume it (see :func:`replay_history`).
+replayed as ``retry`` would resume it (see :func:`replay_history`). A spawn a node
+refuses is not journaled: one the journal has no record of runs the node's checks,
+which raise in the code as there (:meth:`ReplayInstance.spawn`).
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ from ...persistence import FINAL_STATUSES, Transaction, WorkflowStatus
 from ._activities import ActivityHandle, _options
 from ._codec import workflow_result
 from ._core import EngineStop
+from ._host import checked_start
 from ._inbox import DurableInbox, PendingReceive
 from ._instance import WorkflowInstance
 from ._journal import (
@@ -95,6 +98,15 @@ class ReplayEnd(EngineStop):
 class ReplayRefused(EngineStop):
     """The engine tried an effect (a write, a message, a spawn...) in replay mode: a bug
     of garrison's replay mode. A ``BaseException``, so workflow code cannot swallow it."""
+
+
+class _WouldStart(EngineStop):
+    """A spawn the journal has no record of passed every check a replay can make: a
+    node would go on with it (``why``: what the replay could not know, if anything)."""
+
+    def __init__(self, why: str = "") -> None:
+        super().__init__(why)
+        self.why = why
 
 
 def _refused(what: str) -> ReplayRefused:
@@ -516,12 +528,14 @@ class _Refusing:
 
 
 class ReplayNode(_Refusing):
-    """The node a replayed workflow sees: no hosts, processes or names. Bookkeeping a
-    replayed operation does (dropping a link, a monitor, a name) is a no-op here."""
+    """The node a replayed workflow sees: no hosts, processes or names but the replayed
+    workflow's own host (``replayed``). Bookkeeping a replayed operation does (dropping
+    a link, a monitor, a name) is a no-op here."""
 
     _what = "a node operation"
 
-    def __init__(self) -> None:
+    def __init__(self, replayed: ReplayHost | None = None) -> None:
+        self.replayed = replayed
         self.hosts: dict[str, Any] = {}
         self.registry: dict[str, Pid] = {}
         self.config = None
@@ -530,8 +544,13 @@ class ReplayNode(_Refusing):
         self.stats_dead_letters = 0
 
     def host(self, name: str) -> Any:
-        """``spawn`` looks its host up before the journal answers; it is never used."""
-        return _NO_HOST
+        """``spawn`` looks its host up before the journal answers: the replayed
+        workflow's own, or one a replay knows nothing of (:class:`_OtherHost`). A spawn
+        the journal records reads only ``durable`` of it; one it has no record of runs
+        the node's checks on it (see :meth:`ReplayInstance.spawn`)."""
+        if self.replayed is not None and name == self.replayed.name:
+            return self.replayed
+        return _OtherHost(name)
 
     def resolve_target(self, target: Any) -> Any:
         """An activity named by a config entry id (``workflow.call("app:charge")``): a
@@ -554,12 +573,24 @@ class ReplayNode(_Refusing):
         pass
 
 
-class _NoHost(_Refusing):
+class _OtherHost(_Refusing):
+    """A host other than the replayed workflow's: whether it is a workflow host, and
+    with which store, is the node's config, which a replay does not have. A spawn onto
+    it that the journal has no record of stops the replay at the first check that needs
+    to know (``Interop.spawn`` asks for its store first)."""
+
     _what = "a host operation"
     durable = True
 
+    def __init__(self, name: str) -> None:
+        self.name = name
 
-_NO_HOST = _NoHost()
+    @property
+    def store(self) -> NoReturn:
+        raise _WouldStart(
+            f" onto host {self.name!r}, which a replay cannot look at (a node refuses "
+            "it there, unrecorded, if that host is a workflow host with a store of its "
+            "own, or a process host and id= is given; a replay cannot tell)")
 
 
 class _HistoryStore(_Refusing):
@@ -592,7 +623,7 @@ class ReplayHost(_Refusing):
     in_flight = None
 
     def __init__(self, history: History, name: str = "workflows") -> None:
-        self.node = ReplayNode()
+        self.node = ReplayNode(self)
         self.name = name
         self.store = _HistoryStore(history)
         self.clock = WallClock()
@@ -617,6 +648,19 @@ class ReplayHost(_Refusing):
 
     def exited(self, wf: WorkflowInstance) -> None:
         """A replayed workflow holds no queue slot and no schedule tick."""
+
+    async def start(self, target: Any, args: tuple[Any, ...], *, wid: str | None,
+                    journal: Any = None, derived: bool = False, **_start: Any) -> NoReturn:
+        """A child workflow the replayed workflow spawns where its journal has no
+        record: what the node's start refuses before it reads its store
+        (``checked_start``) raises as it does there; past that, a node would start it
+        (and record the spawn): the replay stops there (``_WouldStart``). A config
+        entry id is the node's config's to resolve: the replay stops at it."""
+        if isinstance(target, str):
+            raise _WouldStart(" (a config entry: a replay has no config to resolve it)")
+        checked_start(self.node, self.activity_mocks, target, args, wid,
+                      derived=journal is not None and derived)
+        raise _WouldStart()
 
 
 # ---------------------------------------------------------------- the instance
@@ -658,6 +702,9 @@ class ReplayInstance(WorkflowInstance):
     """A workflow instance in replay mode (see the module docs)."""
 
     replay_end: ReplayEnd | None = None
+    #: the spawn the journal has no record of that runs its checks: (seq, the
+    #: operation in words, records after it)
+    unrecorded_spawn: tuple[int, str, int] = (0, "", 0)
     #: the history is of a workflow that ended for good (completed, cancelled; a failed
     #: one is replayed as its retry would run it)
     finished = False
@@ -708,6 +755,10 @@ class ReplayInstance(WorkflowInstance):
                 "replay cannot tell them apart. Nothing was changed (a dry run)",
                 workflow_id=self.wid, seq=seq, recorded=recorded, current=now)
             raise self.cursor.error
+        if kind == JournalKind.SPAWN:
+            # a refused spawn is not journaled: its checks run, as on a node (``spawn``)
+            self.unrecorded_spawn = (seq, _operation(kind, name), len(later))
+            return None
         raise self._stop(seq, _operation(kind, name), len(later))
 
     def _stop(self, seq: int, what: str, unchecked: int) -> ReplayEnd:
@@ -725,6 +776,38 @@ class ReplayInstance(WorkflowInstance):
         c = self.cursor
         return (c.error is None and self.replay_end is None and c.seq not in c.entries
                 and c.seq < c.last)
+
+    async def spawn(self, target: Any, args: tuple[Any, ...], host: str | None, *,
+                    link: bool, monitor: bool, id: str | None = None,
+                    supervised: bool = False) -> Pid:
+        """A spawn the journal records is answered from it. One it has no record of (at
+        a seq it left empty, or past its last record) runs the node's checks,
+        in the node's order: a spawn they refuse (``process.spawn(..., id=<its own
+        id>)``, an invalid id, arguments the child does not take) raises in the code,
+        unrecorded, at the same seq as on a node, and the replay goes on. One a node
+        would carry out stops the replay there, as does one onto another host, which a
+        replay knows nothing of (whether a node refuses it depends on that host)."""
+        try:
+            return await super().spawn(target, args, host, link=link, monitor=monitor,
+                                       id=id, supervised=supervised)
+        except _WouldStart as start:
+            seq, what, unchecked = self.unrecorded_spawn
+            raise self._stop(seq, what + start.why, unchecked) from None
+
+    def _child_id(self, host: Any, seq: int) -> str:
+        """The id a node derives for the child spawned at ``seq`` (a spawn the journal
+        has no record of, see :meth:`spawn`) when no other workflow holds it: a replay
+        knows no other workflow. (A node takes ``<id>.<run>.<seq>`` when another than
+        its child holds ``<id>.<seq>``, and refuses the spawn, unrecorded, when that one
+        is held too: only starts by such ids, made by hand, do that.)"""
+        if self.continued:
+            return f"{self.wid}.{self.run_id[:12] or 'run'}.{seq}"
+        return f"{self.wid}.{seq}"
+
+    async def records_committed(self) -> None:
+        """A replay writes nothing: what the code buffered past the journal's end (a
+        ``workflow.set_state`` there) is dropped with the rest (``ReplayHost.finish``),
+        and no effect follows (an unrecorded spawn stops at its start)."""
 
     # -- operations whose seq is taken at creation and recorded later
     def start_activity(self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], *,
