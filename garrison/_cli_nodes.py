@@ -20,7 +20,7 @@ import json
 from typing import Any
 
 from . import _store_tools as tools
-from ._cli_options import CommandGroup, run_with_store
+from ._cli_options import CommandGroup, cut, print_table, run_with_store
 from ._node import check_node_name
 from ._store_tools import ToolError, when
 
@@ -86,18 +86,20 @@ def _nodes(args: argparse.Namespace) -> None:
             return
         # a node whose lease lapsed is gone for the cluster (its workflows are claimed,
         # its name free), though no live node has marked it lost yet (none may be left)
-        rows = [("NAME", "STATUS", "STARTED", "HEARTBEAT", "WORKFLOWS")]
         # (a name is printable text since the node checks it; one a store of before
-        # holds with a newline or escape would forge a row, or act on the terminal)
-        rows += [(n.name if n.name.isprintable() else repr(n.name)[1:-1],
-                  n.status + (", lease lapsed" if n.lease_until < now else ""),
-                  _iso(n.started), f"{max(now - n.heartbeat, 0):.1f}s ago", str(n.workflows))
-                 for n in nodes]
-        widths = [max(len(r[i]) for r in rows) for i in range(5)]
-        for r in rows:
-            print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+        # holds with a newline or escape would forge a row, or act on the terminal; one
+        # of up to 1,000 bytes is cut, not to widen every row: --json has it whole)
+        rows = [(cut(n.name if n.name.isprintable() else repr(n.name)[1:-1], NAME_WIDTH),
+                 n.status + (", lease lapsed" if n.lease_until < now else ""),
+                 _iso(n.started), f"{max(now - n.heartbeat, 0):.1f}s ago", str(n.workflows))
+                for n in nodes]
+        print_table(("NAME", "STATUS", "STARTED", "HEARTBEAT", "WORKFLOWS"), rows)
     finally:
         store.close()
+
+
+#: the widest the NAME column is (a default name, host-pid, is long on some clouds)
+NAME_WIDTH = 80
 
 
 def _iso(seconds: float) -> str:

@@ -9,13 +9,14 @@ import os
 import re
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ._store_tools import ToolError
 
-__all__ = ["BROKEN_PIPE", "STORE_HELP", "CommandGroup", "escaped", "guard_stderr",
-           "print_last_words", "require_store", "run_verb", "run_with_store", "store_of_config"]
+__all__ = ["BROKEN_PIPE", "COLUMN_WIDTH", "STORE_HELP", "CommandGroup", "cut", "escaped",
+           "guard_stderr", "print_last_words", "print_table", "require_store",
+           "run_verb", "run_with_store", "store_of_config"]
 
 #: the exit status when the reader of the output went away (128 + SIGPIPE, as a shell's)
 BROKEN_PIPE = 128 + signal.SIGPIPE
@@ -163,6 +164,31 @@ def escaped(line: str) -> str:
 
 #: the control characters a text line shows escaped (all but tab and newline)
 _CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+#: the widest a table's column of ids is (``workflows list``, ``schedules list``): a
+#: longer id (up to 1,000 bytes) is cut, so that it does not widen every row
+COLUMN_WIDTH = 40
+
+
+def cut(text: str, width: int | None = COLUMN_WIDTH) -> str:
+    """``text`` cut to ``width`` characters, its end marked ``…`` (``None``: whole)."""
+    return text if width is None or len(text) <= width else text[: width - 1] + "…"
+
+
+def print_table(header: Sequence[str], rows: Sequence[Sequence[str]],
+                width: int | None = None) -> None:
+    """``rows`` in columns under ``header``, each as wide as its longest value; a value
+    of a column but the last longer than ``width`` is :func:`cut` (``None``: whole; the
+    last column is not padded, and its caller cuts it as it shows it)."""
+    if width is not None:
+        last = len(header) - 1
+        rows = [[c if i == last else cut(c, width) for i, c in enumerate(row)]
+                for row in rows]
+    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(header)]
+    print("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip())
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
 
 
 def print_last_words(group: str, lines: list[str]) -> int | None:

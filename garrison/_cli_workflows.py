@@ -31,7 +31,14 @@ from pathlib import Path
 from typing import Any
 
 from . import _store_tools as tools
-from ._cli_options import CommandGroup, escaped, run_with_store
+from ._cli_options import (
+    COLUMN_WIDTH,
+    CommandGroup,
+    escaped,
+    print_table,
+    run_with_store,
+)
+from ._cli_options import cut as _cut  # (``cut`` names a variable of its own here)
 from ._errors import GarrisonError, NoSuchWorkflow
 from ._store_tools import ToolError, json_arg, when
 from ._targets import exit_is_import_error, is_script, script_spec
@@ -53,7 +60,8 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
                     help="filter on search attributes (VALUE is JSON or a plain string; "
                          "repeat: every one must match)")
     ls.add_argument("--wide", action="store_true",
-                    help="show search attributes whole (the table cuts them at 40 characters)")
+                    help="show ids, names and search attributes whole (the table cuts them "
+                         "at 40 characters)")
     ls.add_argument("--id", dest="id_prefix", action="append", default=[],
                     metavar="PREFIX", help="only workflows whose id starts with PREFIX")
     ls.add_argument("--order", choices=("oldest", "newest"), default="oldest",
@@ -67,8 +75,8 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         p.add_argument("id")
         if name == "history":
             p.add_argument("--wide", action="store_true",
-                           help="show each outcome whole (the table cuts it at 60 "
-                                "characters)")
+                           help="show each name and outcome whole (the table cuts them "
+                                "at 60 characters)")
 
     sig = verb("signal", help="send a message to a workflow's durable inbox")
     sig.add_argument("id")
@@ -207,10 +215,10 @@ def _list(store: Any, args: argparse.Namespace) -> None:
     elif not rows:
         print("no workflows")
     else:
-        width = None if args.wide else 40
+        width = None if args.wide else COLUMN_WIDTH  # (an id too: --wide, --json whole)
         table = [(r.workflow_id, r.name, str(r.status), _when(r.updated),
                   _short(r.search, width)) for r in rows]
-        _print_table(("ID", "NAME", "STATUS", "UPDATED", "SEARCH"), table)
+        print_table(("ID", "NAME", "STATUS", "UPDATED", "SEARCH"), table, width)
     if damaged:
         sys.stdout.flush()
         cut = None if damaged[-1].id_is_text else damaged[-1].workflow_id
@@ -268,7 +276,8 @@ def _history(store: Any, args: argparse.Namespace) -> None:
         table.append((str(r.seq), _when(r.time), r.kind, r.name or "", str(r.attempts or ""),
                       _outcome_text(r.kind, r.outcome, None if args.wide else 60)))
         expected = r.seq + 1
-    _print_table(("SEQ", "TIME", "KIND", "NAME", "ATTEMPTS", "OUTCOME"), table)
+    print_table(("SEQ", "TIME", "KIND", "NAME", "ATTEMPTS", "OUTCOME"), table,
+                None if args.wide else 60)
 
 
 def _outcome_text(kind: str, outcome: Any, width: int | None = 60) -> str:
@@ -635,15 +644,7 @@ def _short(value: Any, width: int | None = 40) -> str:
     """Compact JSON, cut to ``width`` characters (``None``: whole)."""
     if value in (None, {}, []):
         return ""
-    text = json.dumps(value, default=str, separators=(",", ":"))
-    return text if width is None or len(text) <= width else text[: width - 1] + "…"
-
-
-def _print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
-    print("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip())
-    for row in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    return _cut(json.dumps(value, default=str, separators=(",", ":")), width)
 
 
 def _print_json(value: Any) -> None:

@@ -1510,6 +1510,32 @@ def test_nodes_ends_quietly_on_a_closed_pipe_and_refuses_a_name_that_is_not_text
                                   "surrogate"), done.stderr
 
 
+@pytest.mark.postgres
+def test_nodes_cuts_a_long_node_name_so_it_does_not_widen_every_row(postgres_url, capsys):
+    """A node name of up to 1,000 bytes (allowed) padded every row's NAME column to
+    it; it is cut at 80 characters (``…``), ``--json`` shows it whole."""
+    from garrison import _cli
+    from garrison.persistence import open_store
+    from garrison.persistence._pg_cluster import PgCluster
+
+    store = open_store(postgres_url)
+    members = [PgCluster(store, name) for name in ("n1", "x" * 1000)]
+    try:
+        for member in members:
+            member.join(member.new_epoch())
+        assert _cli.main(["nodes", "--store", postgres_url]) == 0
+        header, *rows = capsys.readouterr().out.splitlines()
+        assert header.startswith("NAME" + " " * 78 + "STATUS  "), header
+        assert [r[:90] for r in rows] == ["n1" + " " * 80 + "active  ",
+                                          "x" * 79 + "…  active  "], rows
+        assert _cli.main(["nodes", "--store", postgres_url, "--json"]) == 0
+        assert [n["name"] for n in json.loads(capsys.readouterr().out)] == ["n1", "x" * 1000]
+    finally:
+        for member in members:
+            member.close()
+        store.close()
+
+
 def test_run_of_a_target_whose_module_raises_at_import_is_one_line_naming_where(tmp_path):
     """A script (or ``--main module:function``) whose module raises as it is imported
     (not an ImportError: a RuntimeError of its own) cannot be the root: exit 2, one line

@@ -1547,3 +1547,46 @@ async def test_cancel_of_a_retried_workflow_a_node_made_and_never_ran_ends_it_at
         with trio.fail_after(10), pytest.raises(garrison.WorkflowCancelled):
             await node.workflow("p-6").result()
     assert len(workflow_app.LOG) == ran_before  # it never ran
+
+
+def test_list_cuts_a_long_id_so_it_does_not_widen_every_row(
+        sqlite_path: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """An id of 1,000 characters (allowed) padded every row's ID column to 1,000
+    characters; it is cut at 40 as the other values are (``…``), ``--wide`` and
+    ``--json`` show it whole."""
+    long_id = "x" * 1000
+    with open_store(sqlite_path) as s:
+        s.write(Transaction().create_workflow("w1", "app:flow", [], status="running")
+                .create_workflow(long_id, "app:flow", [], status="running"))
+    code, out, err = cli_here(capsys, "--store", sqlite_path, "list")
+    assert code == 0, err
+    header, first, second = out.splitlines()
+    assert header.startswith("ID" + " " * 40 + "NAME  ") and first.startswith(
+        "w1" + " " * 40 + "app:flow  running  "), out
+    assert second.startswith("x" * 39 + "…  app:flow  running  "), second
+    code, out, err = cli_here(capsys, "--store", sqlite_path, "list", "--wide")
+    assert out.splitlines()[2].startswith(long_id + "  app:flow  "), err
+    code, out, err = cli_here(capsys, "--store", sqlite_path, "list", "--json")
+    assert [w["workflow_id"] for w in json.loads(out)] == ["w1", long_id]
+
+
+def test_schedules_list_cuts_a_long_schedule_id(
+        sqlite_path: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """``schedules list`` shared the table's padding: one schedule id of 1,000
+    characters widened every row; it is cut as ``workflows list`` cuts one (``--json``:
+    whole)."""
+    from garrison import _cli
+
+    long_id = "s" * 1000
+    with open_store(sqlite_path) as s:
+        tx = Transaction()
+        for sid in ("n1", long_id):
+            tx.put_schedule(sid, host="workflows", workflow="app:flow", every=60,
+                            catchup_window=60, next_tick=0)
+        s.write(tx)
+    assert _cli.main(["schedules", "--store", sqlite_path, "list"]) == 0
+    header, *rows = capsys.readouterr().out.splitlines()
+    assert header.startswith("ID" + " " * 40 + "WORKFLOW  ")
+    assert [r[:45] for r in rows] == ["n1" + " " * 40 + "app", "s" * 39 + "…  app"], rows
+    assert _cli.main(["schedules", "--store", sqlite_path, "list", "--json"]) == 0
+    assert [r["schedule_id"] for r in json.loads(capsys.readouterr().out)] == ["n1", long_id]
