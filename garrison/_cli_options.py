@@ -15,7 +15,7 @@ from typing import Any
 from ._store_tools import ToolError
 
 __all__ = ["BROKEN_PIPE", "COLUMN_WIDTH", "STORE_HELP", "CommandGroup", "cut", "escaped",
-           "guard_stderr", "print_last_words", "print_table", "require_store",
+           "guard_stderr", "one_line", "print_last_words", "print_table", "require_store",
            "run_verb", "run_with_store", "store_of_config"]
 
 #: the exit status when the reader of the output went away (128 + SIGPIPE, as a shell's)
@@ -164,6 +164,13 @@ def escaped(line: str) -> str:
 
 #: the control characters a text line shows escaped (all but tab and newline)
 _CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def one_line(text: str) -> str:
+    """``text`` as :func:`escaped` shows it, its newlines escaped too (``\\n``): one
+    line of a listing whatever its data holds (a script reads such output line by
+    line)."""
+    return escaped(text).replace("\n", "\\n")
 
 
 #: the widest a table's column of ids is (``workflows list``, ``schedules list``): a

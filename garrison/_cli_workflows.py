@@ -35,6 +35,7 @@ from ._cli_options import (
     COLUMN_WIDTH,
     CommandGroup,
     escaped,
+    one_line,
     print_table,
     run_with_store,
 )
@@ -487,11 +488,12 @@ def _replay(store: Any, args: argparse.Namespace) -> None:
         _print_json([_unread(store, r) if isinstance(r, DamagedRecord) else _replayed(r)
                      for r in results])
     else:
-        width = max((len(r.workflow_id) for r in results), default=0)
+        # (an id is whole: what --id takes; a long one does not widen every line)
+        width = min(max((len(r.workflow_id) for r in results), default=0), COLUMN_WIDTH)
         for r in results:
             said = (f"could not be read: {_damage(r)}" if isinstance(r, DamagedRecord)
-                    else r)
-            print(escaped(f"{r.workflow_id.ljust(width)}  {said}"))
+                    else str(r))
+            print(f"{one_line(r.workflow_id.ljust(width))}  {_replay_text(said)}")
         print(f"{len(results)} workflow(s) replayed: "
               f"{len(results) - len(differ) - len(damaged)} ok, {len(differ)} differ"
               + (f", {len(damaged)} could not be read" if damaged else ""))
@@ -511,6 +513,22 @@ def _replay(store: Any, args: argparse.Namespace) -> None:
     if differ:
         raise _Fail(f"{len(differ)} of {len(results)} workflow(s) differ from their "
                     f"journal: {', '.join(r.workflow_id for r in differ)}")
+
+
+#: the most of a replay's result a line of ``replay`` shows (``--json``: whole): more
+#: than a table's value, as it is what the line is for; a difference's own message
+#: (its advice too) stays whole, a workflow's error of any size does not
+REPLAY_WIDTH = 1000
+
+
+def _replay_text(said: str) -> str:
+    """A replay's result on one line: its newlines and control characters escaped
+    (the error the code raised is the workflow's data), cut at :data:`REPLAY_WIDTH`
+    characters of the text with how many more there are."""
+    if len(said) <= REPLAY_WIDTH:
+        return one_line(said)
+    return (f"{one_line(said[:REPLAY_WIDTH - 1])}… ({len(said) - REPLAY_WIDTH + 1:,} more "
+            "characters: --json shows them)")
 
 
 def _check_imports(store: Any, ids: list[str], modules: Sequence[str]) -> dict[str, Any]:

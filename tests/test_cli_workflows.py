@@ -1549,6 +1549,43 @@ async def test_cancel_of_a_retried_workflow_a_node_made_and_never_ran_ends_it_at
     assert len(workflow_app.LOG) == ran_before  # it never ran
 
 
+def test_replay_prints_one_line_per_workflow_its_error_escaped_and_cut(
+        sqlite_path: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """README: one line per workflow. A workflow's error was printed raw: a newline in
+    it split the line (scripts read it line by line), and one of 200,000 characters
+    made a 200 KB line. Newlines show as ``\\n`` (as other control characters), a
+    result longer than 1,000 characters is cut saying how much more there is (--json:
+    whole), and a long id does not widen every line."""
+    big = "E" * 200_000 + "\nsecond line\r\n\x1b[31mred\x1b[0m"
+    long_id = "x" * 1000
+    with open_store(sqlite_path) as s:
+        tx = Transaction()
+        for wid, message in (("big", big), ("b", "boom 1\nline2 ünï"), ("nd", "nd 1\nnd 2")):
+            tx.create_workflow(wid, "workflow_app:raises_what_it_is_given", [message],
+                               status="running")
+        tx.create_workflow(long_id, "workflow_app:steps", [0, 3], status="running")
+        # a record the code raises before: a NonDeterminismError quoting the error
+        tx.append_journal("nd", 1, "activity", "workflow_app:add_one", {"ok": 1})
+        s.write(tx)
+    code, out, err = cli_here(capsys, "--store", sqlite_path, "replay")
+    assert code == 1, err
+    lines = out.splitlines()
+    assert len(lines) == 5 and "\x1b" not in out and "\r" not in out, out[:3000]
+    by_id = {line.split()[0]: line for line in lines[:4]}
+    assert by_id["b"] == ("b" + " " * 41 + "ok (0 of 0 records replayed; the code raised "
+                          "ValueError: boom 1\\nline2 ünï)"), by_id["b"]
+    assert by_id["nd"].startswith("nd" + " " * 40 + "NonDeterminismError: workflow 'nd' "
+                                  "diverged from its journal at seq 1: "), by_id["nd"]
+    assert "the code now did raise ValueError: nd 1\\nnd 2. " in by_id["nd"], by_id["nd"]
+    assert by_id[long_id].startswith(long_id + "  ok ("), by_id[long_id][990:1100]
+    code, out, err = cli_here(capsys, "--store", sqlite_path, "--json", "replay")
+    ending = {r["workflow_id"]: r["ending"] for r in json.loads(out)}["big"]
+    assert ending == f"the code raised ValueError: {big}"  # whole
+    said = f"ok (0 of 0 records replayed; {ending})"
+    assert by_id["big"] == ("big" + " " * 39 + said[:999] + f"… ({len(said) - 999:,} more "
+                            "characters: --json shows them)"), by_id["big"][-200:]
+
+
 def test_list_cuts_a_long_id_so_it_does_not_widen_every_row(
         sqlite_path: str, capsys: pytest.CaptureFixture[str]) -> None:
     """An id of 1,000 characters (allowed) padded every row's ID column to 1,000

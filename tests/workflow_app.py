@@ -1073,3 +1073,9 @@ async def tags_with_power_of_ten(digits: int) -> str:
     """``tags_with`` of 10 ** ``digits`` (an integer made here: an argument of more
     than 4,300 digits is refused at the start)."""
     return await tags_with(10 ** digits)
+
+
+async def raises_what_it_is_given(message: str, repeat: int = 1) -> None:
+    """Raises ``ValueError`` of ``message`` ``repeat`` times over (a message of any length
+    and characters, with a small input)."""
+    raise ValueError(message * repeat)
