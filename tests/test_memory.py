@@ -9,7 +9,9 @@ from __future__ import annotations
 import functools
 import gc
 import logging
+from typing import Any
 
+import pytest
 import trio
 
 import garrison
@@ -251,3 +253,90 @@ async def test_finished_workflows_leave_no_cyclic_garbage(tmp_path):
         finally:
             gc.enable()
     assert found < 20, f"{found} objects in reference cycles after 20 workflows"
+
+
+async def _returns_n_chars(n: int) -> str:
+    return "x" * n
+
+
+async def _fails_with_n_chars(n: int) -> None:
+    raise ValueError("y" * n)
+
+
+def _finished_held(host: Any) -> int:
+    """The characters the workflow host's ``finished`` entries hold (results' JSON and
+    errors' text)."""
+    return sum(len(entry[1] or "") + (0 if entry[2] is None else len(entry[2].type)
+                                      + len(entry[2].message) + len(entry[2].traceback))
+               for entry in host.finished.values())
+
+
+async def test_finished_workflows_hold_no_large_results_or_errors(node, autojump_clock):
+    """A node keeps how its last 10,000 workflows ended, but not a result or error of a
+    megabyte each (10 GB before the count's cap): those are read back from the store,
+    where they are already, and every handle, wait and late monitor still gets them."""
+    from garrison.persistence import WorkflowStatus
+
+    n = 1_000_000
+    for i in range(10):
+        await node.start_workflow(_returns_n_chars, n, id=f"big-{i}")
+        assert await node.workflow(f"big-{i}").result() == "x" * n
+    await node.start_workflow(_fails_with_n_chars, 10_000, id="bad")  # (logged)
+    with pytest.raises(garrison.WorkflowFailed) as failed:
+        await node.workflow("bad").result()
+    assert failed.value.error.message == "y" * 10_000
+    await node.start_workflow(_returns_n_chars, 3, id="small")
+    await node.workflow("small").result()
+    host = node.hosts["workflows"]
+    total = _finished_held(host)
+    assert total < 10_000, total  # (the small one's: none of the megabytes)
+    # all still answered as before, from the store
+    assert await node.workflow("big-0").result() == "x" * n
+    assert await node.wait(Pid("workflows", "big-9")) == "x" * n
+    assert node.workflow("big-3").status() == WorkflowStatus.COMPLETED
+    assert node.workflow("bad").status() == WorkflowStatus.FAILED
+    with pytest.raises(garrison.WorkflowFailed) as failed:
+        await node.workflow("bad").result()
+    assert failed.value.error.message == "y" * 10_000
+
+    async def late_monitor(fn: Any, n: int, wid: str) -> tuple[Any, Any]:
+        # (a monitored start of a workflow that ended: its EXIT, with its outcome)
+        await process.spawn_monitored(fn, n, host="workflows", id=wid)
+        ev = await process.events().receive()
+        return ev.result, ev.error
+
+    assert await node.wait(await node.spawn(late_monitor, _returns_n_chars, n, "big-5")
+                           ) == ("x" * n, None)
+    result, error = await node.wait(await node.spawn(late_monitor, _fails_with_n_chars,
+                                                     10_000, "bad"))
+    assert result is None and error.type == "ValueError" and error.message == "y" * 10_000
+
+
+async def test_finished_workflows_hold_results_up_to_a_total(node, autojump_clock,
+                                                             monkeypatch):
+    """Past the total the entries may hold, the oldest give up their results (the
+    newest stay in memory, the fast path); every result is still right."""
+    from garrison.hosts.workflow import _host
+
+    monkeypatch.setattr(_host, "FINISHED_HELD_TOTAL", 10_000, raising=False)
+    for i in range(10):
+        await node.start_workflow(_returns_n_chars, 3000, id=f"w-{i}")
+        assert await node.workflow(f"w-{i}").result() == "x" * 3000
+    host = node.hosts["workflows"]
+    total = _finished_held(host)
+    assert total <= 10_000, total
+    assert host.finished["w-9"][1] == '"' + "x" * 3000 + '"'  # the newest: held
+    for i in range(10):
+        assert await node.workflow(f"w-{i}").result() == "x" * 3000
+
+
+async def test_a_result_not_kept_is_not_answered_after_the_node_stopped(autojump_clock):
+    """README: a result the node kept answers ``result()`` after the node stopped; one
+    too large to keep would be read from the store, which has closed with the node."""
+    async with garrison.open_node() as node:
+        await node.start_workflow(_returns_n_chars, 3, id="small")
+        await node.start_workflow(_returns_n_chars, 10_000, id="large")
+        await node.workflow("large").result()
+    assert await node.workflow("small").result() == "xxx"
+    with pytest.raises(RuntimeError, match=r"node '.*' has stopped, and its store with it"):
+        await node.workflow("large").result()

@@ -101,6 +101,14 @@ _dumps = json.dumps
 _loads = json.loads
 #: finished workflows whose outcome stays in memory (older ones are read from the store)
 FINISHED_MEMORY = 10_000
+#: of those, the characters of one's result JSON and error (message, traceback) kept
+#: with it at most: a larger one keeps its status and name only, its result and error
+#: read from the store when asked (it is there already; kept, 10,000 results of a
+#: megabyte would hold 10 GB for the node's whole life)
+FINISHED_HELD_MAX = 4096
+#: and of all of them together: past it the oldest give theirs up the same way (the
+#: newest, which handles ask for most, stay the fast path)
+FINISHED_HELD_TOTAL = 8 * 2**20
 
 
 #: the range of a start's ``priority``: a 64-bit signed integer, as the stores keep it
@@ -184,6 +192,15 @@ def _cut(values: list[Any], limit: int = 200) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
+def _held_size(result_json: str | None, error: ErrorInfo | None) -> int:
+    """The characters a finished workflow's entry would hold: its result JSON and its
+    error's text (the traceback, mostly)."""
+    size = 0 if result_json is None else len(result_json)
+    if error is not None:
+        size += len(error.type) + len(error.message) + len(error.traceback)
+    return size
+
+
 class WorkflowHost:
     """A durable host: workflows journaled to ``store``.
 
@@ -203,11 +220,16 @@ class WorkflowHost:
         #: cluster, not known to have ended: ``{workflow id: supervisor pid}``
         #: (checked again when that node runs a newer incarnation: ``_recovery``)
         self.supervised_elsewhere: dict[str, Pid] = {}
-        #: recently finished: id -> (status value, result JSON, error, name); plain
-        #: strings, so that an entry without an error holds nothing the garbage
+        #: recently finished: id -> (status value, result JSON, error, name, held);
+        #: plain strings, so that an entry without an error holds nothing the garbage
         #: collector must walk (it stops tracking such a tuple), up to FINISHED_MEMORY
-        #: of them for the node's whole life
-        self.finished: dict[str, tuple[str, str | None, ErrorInfo | None, str]] = {}
+        #: of them for the node's whole life; ``held`` false: the result and error
+        #: (``None`` here) are read from the store (see ``FINISHED_HELD_MAX``)
+        self.finished: dict[str, tuple[str, str | None, ErrorInfo | None, str, bool]] = {}
+        #: the entries of ``finished`` that hold a result or error: id -> its size
+        #: (oldest first), and their total, kept under FINISHED_HELD_TOTAL
+        self._held: dict[str, int] = {}
+        self._held_total = 0
         #: workflows another node of the cluster runs that this node's processes monitor
         #: or call (see ``_elsewhere``)
         self.elsewhere = Elsewhere(self)
@@ -771,8 +793,8 @@ class WorkflowHost:
         ``Busy`` while a write of the row (an end another node is committing) is in
         flight."""
         known = self.finished.get(pid.id)
-        if known is not None:
-            _status, result_json, error, _name = known
+        if known is not None and known[4]:  # (else its result is read from the store)
+            _status, result_json, error, _name, _held = known
             return True, (None if result_json is None else _loads(result_json)), error
         store = self.store
         record = store.get_workflow_settled(pid.id) if settled else store.get_workflow(pid.id)
@@ -1475,10 +1497,30 @@ class WorkflowHost:
     def _remember_end(self, wid: str, status: WorkflowStatus, result_json: str | None,
                       error: ErrorInfo | None, name: str) -> None:
         """Keep how ``wid`` ended for its handles (``finished``: the newest
-        ``FINISHED_MEMORY`` ends)."""
-        self.finished[wid] = (status.value, result_json, error, name)
-        if len(self.finished) > FINISHED_MEMORY:
-            self.finished.pop(next(iter(self.finished)))
+        ``FINISHED_MEMORY`` ends; the result and error of the newest only, and of none
+        larger than ``FINISHED_HELD_MAX``, up to ``FINISHED_HELD_TOTAL``)."""
+        finished, held = self.finished, self._held
+        self._held_total -= held.pop(wid, 0)  # (an earlier end of the id: replaced)
+        size = _held_size(result_json, error)
+        if size > FINISHED_HELD_MAX:
+            finished[wid] = (status.value, None, None, name, False)
+        else:
+            finished[wid] = (status.value, result_json, error, name, True)
+            if size:
+                held[wid] = size
+                self._held_total += size
+            while self._held_total > FINISHED_HELD_TOTAL:
+                oldest = next(iter(held))
+                self._held_total -= held.pop(oldest)
+                ended_as, _result, _error, its_name, _held = finished[oldest]
+                finished[oldest] = (ended_as, None, None, its_name, False)
+        if len(finished) > FINISHED_MEMORY:
+            self.forget_end(next(iter(finished)))
+
+    def forget_end(self, wid: str) -> None:
+        """Drop what ``finished`` keeps of ``wid`` (it runs again: a retry)."""
+        self.finished.pop(wid, None)
+        self._held_total -= self._held.pop(wid, 0)
 
     def _ended_pending(self, record: WorkflowRecord, status: WorkflowStatus,
                        error: ErrorInfo) -> None:
@@ -1867,16 +1909,17 @@ class WorkflowHost:
                 raise NonDeterminismError(str(wf.error), workflow_id=wid)
             status, result_json, error = wf.status, wf.result_json, wf.error
             name = wf.name
-        elif wid in self.finished:
-            ended_as, result_json, error, name = self.finished[wid]
+        elif (known := self.finished.get(wid)) is not None and known[4]:
+            ended_as, result_json, error, name, _held = known
             status = WorkflowStatus(ended_as)
             await trio.lowlevel.checkpoint()
         else:
+            # (also one that ended here whose result or error is too large to keep)
             # (the store read in a worker thread: a slow database holds up this caller,
             # not the node's event loop)
             here = self.active.get(wid)  # (one moving to another node, or None)
             record = await run_blocking(self.store.get_workflow, wid)
-            if self.active.get(wid) is not here or wid in self.finished:
+            if self.active.get(wid) is not here or self.finished.get(wid) is not known:
                 return await self.result(wid, hint)  # it came (or ended) here meanwhile
             if record is None:
                 raise await run_blocking(self.no_such, wid)

@@ -466,7 +466,7 @@ async def retry_workflow(host: WorkflowHost, wid: str) -> str:
         raise key_taken(wid, taken) from None
     # this node's view at once: ``finished`` no longer answers for it (on PostgreSQL it
     # waits in the store for a node to claim it, which ``refresh`` leaves to the claims)
-    host.finished.pop(wid, None)
+    host.forget_end(wid)
     if not host.client:
         refresh(host, wid)  # loads it and runs it from the top
     await trio.lowlevel.checkpoint()

@@ -375,7 +375,7 @@ def refresh(host: WorkflowHost, wid: str, *, starting: bool = False) -> None:
     if wf is None:
         if host.starting(wid) and not starting:
             return  # a start of this id is being committed here: it runs it
-        host.finished.pop(wid, None)
+        host.forget_end(wid)
         if record.status == WorkflowStatus.PENDING:  # a tool's start, a retry: the queue
             # (a tool's start is counted here; in a cluster, a node's own start left to
             # the store, claimed as a wait for its result looked, was counted where made)
