@@ -6,13 +6,16 @@ monitors between plain processes and workflows other nodes run: test_cluster_lin
 from __future__ import annotations
 
 import itertools
+import logging
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 import trio
+from psycopg import sql
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "cluster"))
 
@@ -89,6 +92,62 @@ async def test_a_cluster_name_holder_ending_during_an_outage_stalls_and_stops_no
             while await node.wait(await node.spawn(ask, "held")) != "ok":
                 await trio.sleep(0.2)
         nursery.cancel_scope.cancel()
+
+
+async def test_a_cluster_name_whose_release_is_refused_for_now_is_released_later(
+        postgres_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """A release of a cluster name the server refused for now (a ``lock_timeout`` while
+    another session locked the names table; a read-only moment alike) was given up as
+    if it could never succeed: the name stayed held by its dead holder until the node
+    restarted. Now it is tried again, past the store's ``retry_for`` too (said once),
+    and lands once the lock is gone."""
+    caplog.set_level(logging.WARNING, logger="garrison.cluster")
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        admin.execute(sql.SQL("ALTER DATABASE {} SET lock_timeout = '50ms'").format(
+            sql.Identifier(admin.info.dbname)))
+    store = PostgresStore(postgres_url, retry_for=0.2)
+
+    async def holder() -> None:
+        process.register("svc", scope="cluster")
+        await process.inbox().receive()
+
+    async def takes() -> str:
+        try:
+            process.register("svc", scope="cluster")
+        except (ValueError, StoreError) as exc:
+            return f"{type(exc).__name__}: {exc}"
+        return "took"
+
+    def held(node: garrison.Node) -> Pid | str | None:
+        try:
+            return node.lookup("svc")
+        except StoreError:
+            return "not answered"
+
+    async with garrison.open_node(store=store, name="a", lease="10s") as node:
+        h = await node.spawn(holder)
+        with trio.fail_after(5):
+            while held(node) != h:
+                await trio.sleep(0.01)
+        locker = await trio.to_thread.run_sync(psycopg.connect, postgres_url)
+        try:
+            await trio.to_thread.run_sync(
+                locker.execute, "LOCK TABLE garrison.names IN ACCESS EXCLUSIVE MODE")
+            await node.send(h, "end", None)
+            with trio.fail_after(5):
+                await node.wait(h)  # (its exit did not wait for the release)
+            await trio.sleep(0.3)  # (past retry_for)
+            refused = await node.wait(await node.spawn(takes))
+        finally:
+            await trio.to_thread.run_sync(locker.close)  # (rolled back: the lock is gone)
+        with trio.fail_after(3):
+            while held(node) is not None:
+                await trio.sleep(0.02)
+        assert await node.wait(await node.spawn(takes)) == "took"
+    assert refused.startswith("StoreError: ") and "lock timeout" in refused, refused
+    logged = "\n".join(caplog.messages)
+    assert "cannot release the cluster name 'svc' of " in logged, logged
+    assert "'svc' of " in logged and "still not released after 0.2s" in logged, logged
 
 
 async def test_links_and_monitors_made_from_a_lost_node_act_on_this_side(

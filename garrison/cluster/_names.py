@@ -10,11 +10,15 @@ node would stand still):
   the store takes it: a process's exit never waits on the store for long and never
   fails for it. While the store answers, the exit waits for the release (a round
   trip, at most :data:`RELEASE_WAIT`), so that the name is free before its ``EXIT``
-  reaches anyone, on any node; during an outage it lands once the store is back (a
-  node whose lease lapses meanwhile frees its names anyway);
+  reaches anyone, on any node; during an outage, or while the server refuses it for
+  now (a lock timeout, a read-only database: ``PgCluster.refused_for_now``), it lands
+  once the store takes it again, however long that takes (a node whose lease lapses
+  meanwhile frees its names anyway); only a refusal for good (the role may not
+  delete, say) gives it up, logged as an error;
 - a **lookup** or a **register** waits for its answer at most :data:`WAIT` seconds,
   and raises :class:`~garrison.StoreError` at once while the store is known to be out
-  of reach (the last statement failed, and no new attempt is due yet).
+  of reach, or to refuse a release for now (the last statement failed, and no new
+  attempt is due yet).
 
 Statements run one at a time, in the order asked, so a register after a release of
 the same name sees it released.
@@ -47,7 +51,8 @@ _RETRY_MAX = 1.0
 
 
 class _Job:
-    __slots__ = ("abandoned", "done", "epoch", "error", "kind", "name", "pid", "result")
+    __slots__ = ("abandoned", "done", "epoch", "error", "failing_since", "kind", "name",
+                 "pid", "result", "told")
 
     def __init__(self, kind: str, name: str, pid: str, epoch: int | None = None) -> None:
         self.kind = kind
@@ -60,6 +65,10 @@ class _Job:
         self.error: StoreError | None = None
         #: the asker stopped waiting (a register that lands anyway is given back)
         self.abandoned = False
+        #: a release: when (monotonic) its first attempt failed; ``told``: logged as
+        #: still failing past the store's ``retry_for``
+        self.failing_since: float | None = None
+        self.told = False
 
 
 def _why(exc: BaseException) -> str:
@@ -84,6 +93,8 @@ class ClusterNames:
         self._conn: psycopg.Connection[Any] | None = None
         #: why the last statement failed, while it is not known to work again
         self._down: StoreError | None = None
+        #: ``_down`` is a refusal for now (the server answers), not an outage
+        self._refusing = False
         #: when (monotonic) a lookup or register may try the store again while down
         self._retry_at = 0.0
         #: a statement is running now
@@ -148,8 +159,9 @@ class ClusterNames:
             down = self._down
             if down is not None and (self._busy or self._jobs
                                      or time.monotonic() < self._retry_at):
-                raise StoreError(self.store.path, f"{what}: the store is out of reach "
-                                 f"({_why(down)})")
+                why = ("the store refuses the cluster's names for now" if self._refusing
+                       else "the store is out of reach")
+                raise StoreError(self.store.path, f"{what}: {why} ({_why(down)})")
             self._submit(job)
         if not job.done.wait(WAIT):
             with self._cond:
@@ -197,8 +209,11 @@ class ClusterNames:
                 with self._cond:
                     self._busy = False
                     if self._down is not None and job.kind == "release":
-                        log.info("node %s: the cluster's names are reachable again", self.name)
+                        log.info("node %s: %s again", self.name,
+                                 "the store takes the cluster's names" if self._refusing
+                                 else "the cluster's names are reachable")
                     self._down = None
+                    self._refusing = False
                     delay = 0.05
                     self._jobs.popleft()
                     job.result = result
@@ -213,33 +228,55 @@ class ClusterNames:
 
     def _failed(self, job: _Job, exc: BaseException, delay: float) -> float:
         """A statement of ``job`` failed: a lookup or register fails at once; a release
-        is tried again (after ``delay``, doubled each time); the next delay."""
+        the store could not take now (out of reach, or refused for now) is tried again
+        (after ``delay``, doubled each time) until it lands; the next delay."""
         conn = self._conn
         outage = isinstance(exc, StoreError) or conn is None or conn.closed or conn.broken
+        # (a lock or statement timeout, a read-only database: it may pass, as for the
+        # store's own writes, which it tries again)
+        refused = not outage and self.pg.refused_for_now(exc)
         error = exc if isinstance(exc, StoreError) else StoreError(self.store.path, _why(exc))
-        if outage:
-            self._drop_connection()
+        if outage or refused:  # (the next try on a new session, which reads the
+            self._drop_connection()  # database's settings as they are then)
         with self._cond:
             self._busy = False
-            if outage:
+            if outage or (refused and job.kind == "release"):
                 if self._down is None and job.kind == "release":
                     log.warning("node %s: cannot release the cluster name %r of %s now (%s): "
-                                "tried again until the store answers", self.name, job.name,
+                                "tried again until the store takes it", self.name, job.name,
                                 job.pid, error)
                 self._down = error
+                self._refusing = not outage
                 self._retry_at = time.monotonic() + min(delay, _RETRY_MAX)
                 self._cond.notify_all()
-            if job.kind == "release" and outage:
+            if job.kind == "release" and (outage or refused):
+                self._still_failing(job, error)
                 self._cond.wait(delay)  # (woken early by a new job, or to close)
                 return min(delay * 2, _RETRY_MAX)
             self._jobs.popleft()
-            if job.kind == "release":  # not an outage: trying again would not help
-                log.warning("node %s: could not release the cluster name %r of %s: %s",
-                            self.name, job.name, job.pid, error)
+            if job.kind == "release":  # refused for good: trying again would not help
+                log.error("node %s: could not release the cluster name %r of %s: %s; "
+                          "it stays held by that pid while this node is in the cluster",
+                          self.name, job.name, job.pid, error)
             job.error = error
             job.done.set()
             self._cond.notify_all()
         return delay
+
+    def _still_failing(self, job: _Job, error: StoreError) -> None:
+        """(Holding ``_cond``.) The release ``job`` failed again: said once it has
+        failed for the store's ``retry_for`` (past which the store gives its own
+        statements up; this one is kept, or the name would stay held by a dead pid)."""
+        now = time.monotonic()
+        if job.failing_since is None:
+            job.failing_since = now
+        retry_for = float(self.store.retry_for)
+        if not job.told and now - job.failing_since >= retry_for:
+            job.told = True
+            log.error("node %s: the cluster name %r of %s is still not released after "
+                      "%gs (%s): tried again until the store takes it; until then that "
+                      "pid holds it, and a lookup or register of a cluster name here "
+                      "raises StoreError", self.name, job.name, job.pid, retry_for, error)
 
     def _attempt(self, job: _Job) -> str | None:
         had = self._conn is not None
