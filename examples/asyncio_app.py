@@ -81,13 +81,18 @@ class NodeThread:
             self._open = False
             self._ready.set()
 
-    def call(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> asyncio.Future[Any]:
-        """From asyncio: ``await fn(*args)`` run in the node's trio run, as an asyncio
-        future. ``fn`` runs in a copy of the caller's context (its contextvars: the
-        current span, so a workflow it starts joins the caller's trace). Cancelling the
-        future cancels that run of ``fn`` (not a workflow it started or waits for). What
-        ``fn`` raises is the future's error (a ``SystemExit``, a ``KeyboardInterrupt``, a
-        nursery's exception group too: one request's error never stops the node)."""
+    def call(self, fn: Callable[..., Awaitable[Any]], *args: Any,
+             **kwargs: Any) -> asyncio.Future[Any]:
+        """From asyncio: ``await fn(*args, **kwargs)`` run in the node's trio run, as an
+        asyncio future. ``fn`` runs in a copy of the caller's context (its contextvars:
+        the current span, so a workflow it starts joins the caller's trace). Cancelling
+        the future (``asyncio.wait_for``'s timeout, the awaiting task cancelled) cancels
+        that run of ``fn`` (not a workflow it started or waits for). What ``fn`` raises is
+        the future's error, one request's error never stops the node; a ``BaseException``
+        not an ``Exception`` (``SystemExit``, ``KeyboardInterrupt``, a nursery's
+        ``BaseExceptionGroup``) comes as a ``RuntimeError`` naming it, chained from it:
+        asyncio re-raises a ``SystemExit`` or ``KeyboardInterrupt`` a task lets through
+        out of its loop, which would end the whole app for one request."""
         loop = asyncio.get_running_loop()
         done: asyncio.Future[Any] = loop.create_future()
         stopped = RuntimeError("the node has stopped (NodeThread.stop, or it failed): "
@@ -114,7 +119,7 @@ class NodeThread:
         async def run() -> None:
             try:
                 with scope:
-                    tell(await fn(*args), None)
+                    tell(await fn(*args, **kwargs), None)
             except BaseException as exc:  # (its failure, not the node's: a KeyboardInterrupt
                 # or a nursery's group too. Ctrl-C goes to the app's main thread, not here;
                 # a Cancelled from outside scope is the node's stop, which goes on up)
@@ -122,6 +127,14 @@ class NodeThread:
                                    if isinstance(exc, BaseExceptionGroup) else
                                    (exc, None) if isinstance(exc, trio.Cancelled) else
                                    (None, exc))
+                if error is not None and not isinstance(error, Exception):
+                    name = getattr(fn, "__qualname__", repr(fn))
+                    wrapped = RuntimeError(
+                        f"NodeThread.call of {name} raised {error!r} (given as a "
+                        "RuntimeError: raised as is, a SystemExit or KeyboardInterrupt "
+                        "would end the asyncio loop, every request with it)")
+                    wrapped.__cause__ = error
+                    error = wrapped
                 if error is not None:
                     tell(None, error)
                 if stopping is exc:

@@ -160,7 +160,8 @@ def test_asyncio_app_node_thread_settles_every_call_and_restarts(tmp_path: Path)
     after ``stop()`` returned the closed node and the next ``stop()`` hung (two
     ``with TestClient(app)`` blocks); one call's ``SystemExit`` stopped the node for
     every request, unlogged. Each call now settles, a stopped runner starts again, a
-    second start of a running one is refused, and a call's SystemExit is its own."""
+    second start of a running one is refused, and a call's SystemExit is its own (a
+    RuntimeError from it: nu-348)."""
     store = str(tmp_path / "s.db")
     code = f"""
 import asyncio, sys
@@ -186,8 +187,8 @@ async def main():
         print('twice:', exc)
     try:
         await runner.call(leave)
-    except SystemExit as exc:
-        print('a call exits:', exc.code)
+    except RuntimeError as exc:
+        print('a call exits:', exc.__cause__.code)
     print('still serves:', await runner.call(one))
     stopping = asyncio.ensure_future(asyncio.to_thread(runner.stop))
     calls = []
@@ -233,6 +234,8 @@ async def _outcome(call: Any) -> str:
     try:
         return f"returned {await call!r}"
     except BaseException as exc:  # (what the asyncio side sees, whatever it is)
+        if exc.__cause__ is not None:  # (a BaseException of fn's: a RuntimeError)
+            return f"raised {type(exc).__name__} from {exc.__cause__!r}"
         return f"raised {exc!r}"
 
 
@@ -241,7 +244,8 @@ def test_asyncio_app_a_calls_base_exception_is_its_own(asyncio_app: ModuleType) 
     KeyboardInterrupt of its own, trio's strict nursery group around a child's
     SystemExit) stopped the node: that call and every later one got "the node stopped",
     and ``stop()`` raised it into the app. It is now that call's error, and the node
-    serves on; a call the node's own stop cuts short still says so."""
+    serves on; a call the node's own stop cuts short still says so. (Since nu-348 it
+    comes as a RuntimeError from it, so asyncio never re-raises it out of its loop.)"""
     async def child_exits() -> None:
         async def child() -> None:
             raise SystemExit(3)
@@ -289,15 +293,88 @@ def test_asyncio_app_a_calls_base_exception_is_its_own(asyncio_app: ModuleType) 
 
     gone = "raised RuntimeError('the node stopped before the call ended')"
     assert asyncio.run(main()) == [
-        "raised KeyboardInterrupt('mine')",
-        "raised BaseExceptionGroup('g', [SystemExit(4)])",
-        "raised BaseExceptionGroup('Exceptions from Trio nursery', [SystemExit(3)])",
+        "raised RuntimeError from KeyboardInterrupt('mine')",
+        "raised RuntimeError from BaseExceptionGroup('g', [SystemExit(4)])",
+        "raised RuntimeError from BaseExceptionGroup('Exceptions from Trio nursery', "
+        "[SystemExit(3)])",
         "returned 1",
         "stopped",
         gone,
         gone,
-        "raised BaseExceptionGroup('Exceptions from Trio nursery', [SystemExit(5)])",
+        "raised RuntimeError from BaseExceptionGroup('Exceptions from Trio nursery', "
+        "[SystemExit(5)])",
     ]
+
+
+def test_asyncio_app_a_calls_system_exit_does_not_end_the_asyncio_loop(
+        asyncio_app: ModuleType) -> None:
+    """nu-348: a call's ``fn`` raising ``SystemExit`` set it on the asyncio future, and a
+    handler awaiting it (one that catches ``Exception``, as a web framework does) let it
+    through its task, which asyncio re-raises out of the loop: the whole server ended
+    for one request. It is now a ``RuntimeError`` naming it, chained from it."""
+    async def main() -> list[str]:
+        runner = asyncio_app.NodeThread(store=None)
+        runner.start()
+
+        async def leave() -> None:
+            raise SystemExit(3)
+
+        async def interrupt() -> None:
+            raise KeyboardInterrupt(4)
+
+        async def one() -> int:
+            return 1
+
+        async def handler(call: Any) -> str:  # (a framework's: catches Exception only)
+            try:
+                return f"returned {await call!r}"
+            except Exception as exc:
+                return f"{exc} (from {exc.__cause__!r})"
+
+        try:
+            return list(await asyncio.gather(
+                asyncio.ensure_future(handler(runner.call(leave))),
+                asyncio.ensure_future(handler(runner.call(interrupt))),
+                asyncio.ensure_future(handler(runner.call(one)))))
+        finally:
+            runner.stop()
+
+    try:
+        seen = asyncio.run(main())
+    except BaseException as exc:  # (the old code: the loop itself ended)
+        seen = [f"the loop ended: {exc!r}"]
+    name = "test_asyncio_app_a_calls_system_exit_does_not_end_the_asyncio_loop.<locals>."
+    why = ("(given as a RuntimeError: raised as is, a SystemExit or KeyboardInterrupt "
+           "would end the asyncio loop, every request with it)")
+    assert seen == [
+        f"NodeThread.call of {name}main.<locals>.leave raised SystemExit(3) {why} "
+        "(from SystemExit(3))",
+        f"NodeThread.call of {name}main.<locals>.interrupt raised KeyboardInterrupt(4) "
+        f"{why} (from KeyboardInterrupt(4))",
+        "returned 1",
+    ]
+
+
+async def _adds(a: int, b: int) -> int:
+    return a + b
+
+
+def test_asyncio_app_call_passes_keyword_arguments(asyncio_app: ModuleType) -> None:
+    """nu-348: ``NodeThread.call(fn, *args)`` took no keyword arguments, so
+    ``runner.call(node.start_workflow, wf, x, id=...)`` was a TypeError; they go to
+    ``fn`` now."""
+    async def main() -> list[Any]:
+        runner = asyncio_app.NodeThread(store=None)
+        node = runner.start()
+
+        try:
+            pid = await runner.call(node.start_workflow, _adds, 1, 2, id="add-1")
+            return [pid == node.workflow("add-1").pid,
+                    await runner.call(node.workflow("add-1").result)]
+        finally:
+            runner.stop()
+
+    assert asyncio.run(main()) == [True, 3]
 
 
 def test_asyncio_app_call_runs_in_the_callers_context(asyncio_app: ModuleType) -> None:
