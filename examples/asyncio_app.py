@@ -7,9 +7,14 @@ The node runs in a thread of its own (its trio run). Asyncio code reaches it thr
 a future, so no thread is held while a request waits for a workflow that may take
 days (``asyncio.to_thread(trio.from_thread.run, ...)`` would hold one of asyncio's few
 executor threads for the whole wait, and six such waits on a 2-CPU machine block
-every other request). Cancelling the awaiting request (a client gone) stops the wait
-only: the workflow runs on. A node that cannot open (its store is held by another
-process: ``StoreLocked``) raises from ``start()`` instead of leaving the app waiting.
+every other request). Cancelling the awaiting task (``asyncio.wait_for``'s timeout)
+stops the wait only: the workflow runs on. A client gone cancels nothing unless the
+server cancels its handler (Starlette does not), and servers let requests under way
+end before the app's shutdown stops the node: bound each wait a request makes. A node
+that cannot open (its store is held by another process: ``StoreLocked``) raises from
+``start()`` instead of leaving the app waiting. Start it in the app's startup and stop
+it in its shutdown (an ASGI lifespan: ``start()``, then ``try: yield`` and ``stop()``
+in the ``finally``).
 """
 
 from __future__ import annotations
@@ -192,7 +197,7 @@ async def main(store: str | None = None) -> list[str]:
         waits = [asyncio.ensure_future(runner.call(place, f"req-{i}")) for i in range(20)]
         gone = asyncio.ensure_future(runner.call(place, "req-gone"))
         await asyncio.sleep(0.2)
-        gone.cancel()  # its client went away: the wait ends, the workflow does not
+        gone.cancel()  # its request was cancelled: the wait ends, the workflow does not
         for i in range(20):
             await runner.call(node.workflow(f"req-{i}").signal, "approve", "ann")
         results = await asyncio.gather(*waits)
