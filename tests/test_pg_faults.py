@@ -11,6 +11,7 @@ the statement reached the server and committed. Real network I/O: real clock.
 from __future__ import annotations
 
 import contextlib
+import logging
 import subprocess
 import sys
 import threading
@@ -797,13 +798,18 @@ def test_a_node_on_a_role_that_cannot_write_is_a_store_error(postgres_url: str) 
 
 @pytest.mark.parametrize("table", ["writers", "nodes"])
 async def test_a_statement_cancelled_as_a_node_opens_is_tried_again(
-        postgres_url: str, table: str) -> None:
+        postgres_url: str, table: str, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
     """A database with ``statement_timeout`` and another session holding a table of the
     schema locked for a moment (a maintenance ``LOCK TABLE``) as a node opens: the
     store's open (its writer's cleanup of ``writers``) and the node's join of its
     cluster (``nodes``) let psycopg's QueryCanceled out at once, although a statement
     cancelled so is a refusal for now. It is tried again, and the node opens once the
-    lock is gone."""
+    lock is gone; it said nothing while it waited: one warning says what it waits
+    for (after OPEN_WAIT_WARNING, a second)."""
+    from garrison.persistence import _postgres
+
+    monkeypatch.setattr(_postgres, "OPEN_WAIT_WARNING", 0.2, raising=False)
     with PostgresStore(postgres_url):
         pass  # the schema exists
     dbname = postgres_url.rsplit("/", 1)[1]
@@ -822,11 +828,17 @@ async def test_a_statement_cancelled_as_a_node_opens_is_tried_again(
     try:
         locked.wait()
         began = time.monotonic()
-        async with garrison.open_node(store=postgres_url, name="a") as node:
-            assert time.monotonic() - began >= 0.5  # (it waited for the lock)
-            assert [n.name for n in node.cluster()] == ["a"]
+        with caplog.at_level(logging.WARNING, "garrison.store"):
+            async with garrison.open_node(store=postgres_url, name="a") as node:
+                assert time.monotonic() - began >= 0.5  # (it waited for the lock)
+                assert [n.name for n in node.cluster()] == ["a"]
     finally:
         holder.join()
+    said = [r.getMessage() for r in caplog.records if r.name == "garrison.store"]
+    assert len(said) == 1, said
+    assert said[0].endswith("the server refuses the node's statements for now "
+                            "(canceling statement due to statement timeout): the node "
+                            "tries them again, for up to 30s"), said
 
 
 def test_a_role_that_may_not_update_the_nodes_is_a_store_error_at_the_join(
@@ -1078,6 +1090,58 @@ def test_a_read_only_database_is_a_store_error_and_the_store_writes_once_it_is_n
             store.write(Transaction().deliver("w", "note", 1))
         store.write(Transaction().deliver("w", "note", 2))  # (its session was read-only)
         assert [m.payload for m in store.pending_messages("w")] == [2]
+
+
+def test_a_read_only_database_as_a_node_opens_is_waited_for(
+        postgres_url: str, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A database read-only as a node opened (a standby as a failover promotes another
+    server, a maintenance window) was refused at once: ``garrison run`` exited 2 within
+    a second, though a read-only database is a refusal for now everywhere else. The
+    open is tried again on new sessions for ``retry_for``, a warning says once what
+    the node waits for, and the node opens once the database takes writes."""
+    from garrison.persistence import _postgres
+
+    monkeypatch.setattr(_postgres, "OPEN_WAIT_WARNING", 0.2, raising=False)
+    with PostgresStore(postgres_url):
+        pass  # the schema exists
+    read_only = threading.Event()
+
+    def for_a_moment() -> None:
+        with _read_only(postgres_url):
+            read_only.set()
+            time.sleep(0.5)
+
+    thread = threading.Thread(target=for_a_moment)
+    thread.start()
+    try:
+        read_only.wait()
+        began = time.monotonic()
+        with caplog.at_level(logging.WARNING, "garrison.store"), \
+                PostgresStore(postgres_url, retry_for=10) as store:
+            assert time.monotonic() - began >= 0.3
+            store.write(Transaction().create_workflow("w", "app:f"))
+    finally:
+        thread.join()
+    said = [r.getMessage() for r in caplog.records if r.name == "garrison.store"]
+    assert len(said) == 1, said
+    assert said[0].startswith(f"store {store.path!r}: the server is read-only (cannot "
+                              "execute DELETE in a read-only transaction: a standby, or a "
+                              "database under maintenance): the node waits for it to "
+                              "take writes, for up to 10s"), said
+
+
+def test_a_database_read_only_past_retry_for_as_a_node_opens_is_a_store_error(
+        postgres_url: str) -> None:
+    """Past ``retry_for`` a database still read-only as a node opens is the StoreError
+    it was at once before, saying how long it was tried."""
+    with PostgresStore(postgres_url):
+        pass  # the schema exists
+    with _read_only(postgres_url), pytest.raises(
+            StoreError, match=r"cannot write to schema 'garrison': cannot execute DELETE in "
+            r"a read-only transaction \(a node needs a role that may write its tables, on "
+            r"a server that is not read-only; tried again for 0.3s\)$"):
+        PostgresStore(postgres_url, retry_for=0.3)
 
 
 def test_a_stopping_store_does_not_try_a_write_the_server_refuses_for_now_again(

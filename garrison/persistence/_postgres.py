@@ -87,6 +87,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import re
 import socket
@@ -155,6 +156,8 @@ from ._transaction import Transaction, unix_seconds
 __all__ = ["PostgresStore"]
 
 T = TypeVar("T")
+
+log = logging.getLogger("garrison.store")
 
 #: how long a node waits for the schema's node lock held by another session alone
 #: (a tool holds it for a moment) before it gives up (``_share_node_lock``)
@@ -291,6 +294,10 @@ def _parse(url: str, schema: str | None) -> tuple[dict[str, str], str, str]:
     return params, chosen, shown
 
 
+#: a node's statements at open (or as it joins its cluster) refused for now, or their
+#: connection lost: after how long (seconds) a warning says what the node waits for
+OPEN_WAIT_WARNING = 1.0
+
 #: how far below the highest schedule wakeup a node took it looks again for one that
 #: committed late (ids are taken as rows are inserted; ``take_wakeups``)
 _SCHEDULE_SLACK = 10_000
@@ -409,7 +416,8 @@ class PostgresStore(PgWritePath, StoreShortcuts):
     An unreachable server, bad credentials, a missing database or a bad URL raise
     :class:`~garrison.StoreError` at open, naming the server (``host:port/db``, never
     the password) and the reason. A connection lost later is retried with backoff for
-    ``retry_for`` seconds.
+    ``retry_for`` seconds, and so is a node's open on a read-only server (a standby
+    during a failover; a role that may not write is refused at once).
 
     Use as a context manager or call :meth:`close`.
     """
@@ -488,7 +496,8 @@ class PostgresStore(PgWritePath, StoreShortcuts):
         self._writer_session: tuple[int, Any] | None = None
         self._reader: psycopg.Connection[Any] | None = None
         try:
-            self._writer = self.retried(partial(self._connect_writer, first=True))
+            self._writer = self.retried(partial(self._connect_writer, first=True),
+                                        refused=self._cannot_write)
             self._writer_session = self._session_of(self._writer)
             self._reader = self._connect(None)
         except BaseException:
@@ -568,18 +577,29 @@ class PostgresStore(PgWritePath, StoreShortcuts):
                 if self._owner:  # rows of writers gone for a day (killed tools)
                     conn.execute(f"DELETE FROM {self._s}.writers WHERE updated < %s",
                                  (_time.time() - 86400,))
-        except (pg_errors.InsufficientPrivilege, pg_errors.ReadOnlySqlTransaction) as exc:
+        except pg_errors.InsufficientPrivilege as exc:
             conn.close()
             self.locked = False
-            raise StoreError(self.path, f"cannot write to schema {self.schema!r}: "
-                             f"{_reason(exc)} (a node needs a role that may write its "
-                             "tables, on a server that is not read-only)") from None
-        except BaseException:
+            raise self._cannot_write(exc) from None
+        except BaseException:  # (a read-only server, a failover: tried again, see retried)
             conn.close()
             self.locked = False
             raise
         self._prepared = set()
         return conn
+
+    def _cannot_write(self, exc: BaseException) -> BaseException:
+        """The error of a node that may not write its schema at open: a role without
+        the right to (at once), or a server read-only for longer than ``retry_for``
+        (any other refusal: a write's, :meth:`_refusal`)."""
+        if not isinstance(exc, (pg_errors.InsufficientPrivilege,
+                                pg_errors.ReadOnlySqlTransaction)):
+            return self._refusal(exc)
+        waited = (f"; tried again for {self.retry_for:g}s"
+                  if isinstance(exc, pg_errors.ReadOnlySqlTransaction) else "")
+        return StoreError(self.path, f"cannot write to schema {self.schema!r}: "
+                          f"{_reason(exc)} (a node needs a role that may write its "
+                          f"tables, on a server that is not read-only{waited})")
 
     def _share_node_lock(self, conn: psycopg.Connection[Any]) -> None:
         """Hold the schema's node lock shared. A tool takes it alone for a moment (to
@@ -955,7 +975,8 @@ class PostgresStore(PgWritePath, StoreShortcuts):
         text = _reason(exc) if isinstance(exc, psycopg.Error) else f"{type(exc).__name__}: {exc}"
         return f"store {self.path!r}: {text}"
 
-    def retried(self, fn: Callable[[], T]) -> T:
+    def retried(self, fn: Callable[[], T], *,
+                refused: Callable[[BaseException], BaseException] | None = None) -> T:
         """``fn()``: statements of the node's own outside the write path (opening the
         store, joining its cluster), which the server may refuse as it may a write: one
         refused for now (cancelled by a ``statement_timeout`` or ``lock_timeout``, a
@@ -968,7 +989,20 @@ class PostgresStore(PgWritePath, StoreShortcuts):
         ``pg_terminate_backend``; a join may wait long for another node's) is made again
         by ``fn`` from its start, for ``retry_for`` seconds likewise, once the server
         takes a connection again (waited for); until one was lost, a connection refused
-        fails at once."""
+        fails at once. ``refused``: the error of a refusal for now past ``retry_for``
+        (default: :meth:`_refusal`'s). A wait of over :data:`OPEN_WAIT_WARNING` seconds
+        is said once (a warning naming what it waits for): the node says nothing else
+        meanwhile."""
+        began = _time.monotonic()
+        said = False
+
+        def say(waiting: str) -> None:  # (once, as a wait goes past OPEN_WAIT_WARNING)
+            nonlocal said
+            if not said and _time.monotonic() - began >= OPEN_WAIT_WARNING:
+                said = True
+                log.warning("store %r: %s, for up to %gs", self.path, waiting,
+                            self.retry_for)
+
         busy_until: float | None = None
         pause = 0.05
         lost: str | None = None
@@ -989,7 +1023,12 @@ class PostgresStore(PgWritePath, StoreShortcuts):
                     left = busy_until - _time.monotonic()
                     if left <= 0 or self._closed or self._cut is not None \
                             or self._retries_over.is_set():
-                        raise self._refusal(exc) from None
+                        raise (refused or self._refusal)(exc) from None
+                    say(f"the server is read-only ({_reason(exc)}: a standby, or a "
+                        "database under maintenance): the node waits for it to take "
+                        "writes" if isinstance(exc, pg_errors.ReadOnlySqlTransaction) else
+                        f"the server refuses the node's statements for now "
+                        f"({_reason(exc)}): the node tries them again")
                     self._pause(min(pause, left), self._retries_over)
                     pause = min(pause * 2, 1.0)
                     continue
@@ -1006,6 +1045,7 @@ class PostgresStore(PgWritePath, StoreShortcuts):
                     or self._retries_over.is_set():
                 raise StoreError(self.path, f"the connection was lost ({lost}) and could not "
                                  f"be made again within {self.retry_for:g}s: {last}")
+            say(f"the connection was lost ({lost}): the node waits for the server")
             self._pause(min(delay, left), self._retries_over)
             delay = min(delay * 2, 2.0)
 
