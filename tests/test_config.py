@@ -1287,6 +1287,34 @@ def test_postgresql_stores_are_checked_for_their_form_only(tmp_path: Path) -> No
                                                 synchronous="full")
 
 
+def test_a_postgresql_store_of_several_hosts_is_taken(tmp_path: Path) -> None:
+    """libpq's multi-host URL (``host1:port1,host2:port2``, the usual failover setup)
+    was refused with urllib's words (``Port could not be cast to integer value as
+    '5432,db2.example:5433'``): it is taken, each host's port checked, and two entries
+    on the same hosts are one store."""
+    path, problems = problems_of(
+        tmp_path,
+        """
+        version: "1.0"
+        namespace: app
+        entries:
+          - name: a
+            kind: workflow.host
+            store: "postgresql://app:pw@db1.example:5432,db2.example:5433/orders?target_session_attrs=read-write"
+          - {name: b, kind: workflow.host, store: "postgresql://app@db1.example:5432,db2.example:5434/orders"}
+          - {name: same, kind: workflow.host, store: "postgresql://app@DB1.example,db2.example:5433/orders"}
+          - {name: port, kind: workflow.host, store: "postgresql://app@db1.example:5432,db2.example:y/orders"}
+        """,
+    )
+    assert problems == [
+        f"{path}: entry 'app:port' (index 3): field 'store': expected a "
+        "postgresql://user@host:port/dbname URL: Port could not be cast to integer value as 'y'",
+        f"{path}: entry 'app:same' (index 2): field 'store': expected a store of its own, but "
+        "'postgresql://app@DB1.example,db2.example:5433/orders' is also the store of entry "
+        "'app:a'",
+    ]
+
+
 def test_check_lists_every_problem_in_one_pass(tmp_path: Path) -> None:
     """What a new user hit: mistakes that check ok'd (then failed at every tick or start,
     or made an entry unreachable) and problems one bad field hid. Every one is listed,

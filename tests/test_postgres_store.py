@@ -1605,3 +1605,30 @@ def test_a_url_of_several_hosts_is_shown_with_each_host_s_port() -> None:
             with pytest.raises(StoreError) as info:
                 PostgresStore(url, retry_for=0)
             assert shown in str(info.value), str(info.value)
+
+
+def test_libpq_s_multi_host_url_opens_the_store(postgres_server: Any) -> None:
+    """``postgresql://user@host1:port1,host2:port2/db?target_session_attrs=read-write``
+    (libpq's failover setup) was refused as a URL whose port is no number
+    (``5432,127.0.0.1:5433``): the store opens on the host that answers, messages
+    name every host without the password, and a port that is no number, of any host,
+    is refused naming it."""
+    server = postgres_server
+    with socket_closed_port() as closed:
+        url = (f"postgresql://postgres:s3cret-pw@127.0.0.1:{closed},127.0.0.1:{server.port}"
+               "/postgres?target_session_attrs=read-write&schema=multi_host")
+        with PostgresStore(url) as store:
+            assert store.path == (f"postgresql://postgres@127.0.0.1:{closed},"
+                                  f"127.0.0.1:{server.port}/postgres?schema=multi_host")
+            store.write(Transaction().create_workflow("w1", "app:flow", []))
+            assert store.get_workflow("w1") is not None
+        with pytest.raises(StoreError) as info:  # (a database that does not exist)
+            PostgresStore(url.replace("/postgres?", "/no_such_db?"), retry_for=0)
+        assert "s3cret-pw" not in str(info.value)
+        assert (f"postgresql://postgres@127.0.0.1:{closed},127.0.0.1:{server.port}"
+                "/no_such_db") in str(info.value)
+    with pytest.raises(StoreError, match=r"^store 'postgresql://postgres@127.0.0.1:5432,"
+                       r"127.0.0.1:x/postgres': invalid PostgreSQL URL 'postgresql://"
+                       r"postgres@127.0.0.1:5432,127.0.0.1:x/postgres': Port could not be "
+                       r"cast to integer value as 'x'$"):
+        PostgresStore("postgresql://postgres:s3cret-pw@127.0.0.1:5432,127.0.0.1:x/postgres")

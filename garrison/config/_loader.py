@@ -543,13 +543,13 @@ def _check_url(url: str) -> str:
     """A ``postgresql://`` store URL, if its form is right (``ValueError`` otherwise)."""
     import urllib.parse
 
-    from ..persistence._file import STRAY_AT, stray_at
+    from ..persistence._file import STRAY_AT, stray_at, url_servers
 
     if stray_at(url) >= 0:  # (urllib would read a piece of the password as the port)
         raise ValueError(f"expected a postgresql://user@host:port/dbname URL: {STRAY_AT}")
     try:
         parts = urllib.parse.urlsplit(url)
-        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+        url_servers(url)  # (raises ValueError for a port, of any host, that is no number)
     except ValueError as exc:
         raise ValueError(f"expected a postgresql://user@host:port/dbname URL: {exc}") from None
     if not parts.path.strip("/"):
@@ -564,10 +564,13 @@ def store_key(store: str) -> Any:
     if store.startswith(("postgresql://", "postgres://")):
         import urllib.parse
 
+        from ..persistence._file import url_servers
+
         parts = urllib.parse.urlsplit(store)
         schema = dict(urllib.parse.parse_qsl(parts.query)).get("schema", "garrison")
-        return ("postgresql", (parts.hostname or "localhost").lower(), parts.port or 5432,
-                parts.path.strip("/"), schema)
+        servers = tuple((host or "localhost", port or 5432)
+                        for host, port in url_servers(store))  # (libpq's multi-host form)
+        return ("postgresql", servers, parts.path.strip("/"), schema)
     return Path(store).resolve()
 
 

@@ -69,6 +69,7 @@ import sqlite3
 import stat
 import tempfile
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator
 
 from .._errors import StoreError, StoreLocked
@@ -94,6 +95,7 @@ __all__ = [
     "store_error",
     "stray_at",
     "take_lock",
+    "url_servers",
     "wait_rung",
 ]
 
@@ -428,11 +430,27 @@ def stray_at(url: str) -> int:
         return -1
     rest, _, fragment = after.partition("#")
     path, _, query = rest.partition("?")
-    port = netloc.rpartition(":")[2] if ":" in netloc and not netloc.endswith("]") else "0"
+    # (each host's port: libpq's multi-host form, ``host1:port1,host2:port2``)
+    ports = [server.rpartition(":")[2] if ":" in server and not server.endswith("]")
+             else "0" for server in netloc.split(",")]
     names = [item.partition("=")[0] for item in query.split("&")]
-    stray = ("@" in path or "@" in fragment or not port.isdigit()
+    stray = ("@" in path or "@" in fragment or not all(port.isdigit() for port in ports)
              or any("@" in name for name in names) or "/" not in after[:at])
     return end + at if stray else -1
+
+
+def url_servers(url: str) -> list[tuple[str | None, int | None]]:
+    """The servers a postgresql:// URL names in its host part, ``(host, port)`` each
+    (``None`` where it names none; the host in lower case): one, or several in libpq's
+    multi-host form (``host1:port1,host2:port2``: a failover setup), which urllib takes
+    for one host whose port is ``port1,host2:port2``. ``ValueError``, as urllib says
+    it, for a port that is no number."""
+    hosts = urllib.parse.urlsplit(url).netloc.rpartition("@")[2]
+    servers: list[tuple[str | None, int | None]] = []
+    for server in hosts.split(","):
+        parts = urllib.parse.urlsplit("//" + server)
+        servers.append((parts.hostname, parts.port))
+    return servers
 
 
 def keyword_dsn(spec: object) -> str | None:

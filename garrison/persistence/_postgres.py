@@ -112,7 +112,7 @@ from ..actors._values import Pid
 from . import _pg_cluster, _pg_schema, is_postgres_url
 from ._blocking import virtual_clock as _virtual_clock
 from ._converter import check_limit, check_search_filters, search_json
-from ._file import STRAY_AT, mask_password, stray_at
+from ._file import STRAY_AT, mask_password, stray_at, url_servers
 from ._group_commit import (
     Busy,
     CommitRequest,
@@ -226,7 +226,7 @@ def _parse(url: str, schema: str | None) -> tuple[dict[str, str], str, str]:
         raise ValueError(f"invalid PostgreSQL URL {_display_raw(url)!r}: {STRAY_AT}")
     try:
         parts = urllib.parse.urlsplit(url)
-        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+        url_servers(url)  # (raises ValueError for a port, of any host, that is no number)
     except ValueError as exc:
         raise ValueError(f"invalid PostgreSQL URL {_display_raw(url)!r}: "
                          f"{str(exc).strip()}") from None  # (libpq's ends in a newline)
@@ -393,7 +393,8 @@ class PostgresStore(PgWritePath, StoreShortcuts):
     """The durable store on PostgreSQL (see the module docs for the write path).
 
     ``url`` is a libpq URL, ``"postgresql://user[:password]@host[:port]/dbname"``
-    (any libpq parameter may follow as a query parameter, e.g. ``?sslmode=require``);
+    (any libpq parameter may follow as a query parameter, e.g. ``?sslmode=require``;
+    several servers in libpq's form, ``host1:port1,host2:port2``, for a failover);
     ``schema`` (or ``?schema=`` in the URL) is the PostgreSQL schema holding the
     tables, ``"garrison"`` by default: one database can hold several stores. The
     schema and its tables are created (and migrated) when a node opens the store.
