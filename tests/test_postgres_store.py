@@ -977,9 +977,35 @@ async def test_a_lapsed_lease_refuses_every_write_of_the_node(pg: str, synchrono
         sql(pg, "UPDATE nodes SET lease_until = 0")
         with pytest.raises(WorkflowMoved, match="lease lapsed"):
             await store.commit(Transaction().create_workflow("b", "app:f"))
-        with pytest.raises(WorkflowMoved, match="'a' has another owner in the store now"):
+        with pytest.raises(WorkflowMoved, match="'a' is no longer this node incarnation's "
+                           r"in the store \(its lease lapsed, or "):
             await store.commit(Transaction().append_journal("a", 0, "activity", "s"))
         assert store.get_workflow("b") is None and store.journal("a") == []
+
+
+async def test_a_write_refused_after_the_node_itself_took_its_workflow_back_says_so(
+        pg: str) -> None:
+    """A lone node lost its lease and joined again under a new epoch, which claimed its
+    workflow: a write of its old incarnation was refused as the workflow having
+    "another owner in the store now (a node of the cluster claimed it)", though there
+    is no other node. The message names this node's new incarnation as a claimer."""
+    with PostgresStore(pg) as store:
+        _join(pg, store)
+        await store.commit(Transaction().create_workflow("a", "app:f"))
+        sql(pg, "UPDATE nodes SET status = 'lost' WHERE epoch = 1")
+        sql(pg, "INSERT INTO nodes (epoch, name, status, started, heartbeat, lease, "
+                "lease_until) VALUES (2, 'n1', 'active', 0, 0, 3600, ?)",
+            (time.time() + 3600,))
+        sql(pg, "UPDATE workflows SET owner_epoch = 2 WHERE workflow_id = 'a'")
+        with pytest.raises(WorkflowMoved) as info:
+            await store.commit(Transaction().append_journal("a", 0, "activity", "s"))
+        assert info.value.workflow_id == "a"
+        assert "another owner" not in str(info.value)
+        assert str(info.value).endswith(
+            "workflow 'a' is no longer this node incarnation's in the store (its lease "
+            "lapsed, or a node of the cluster claimed the workflow: another node, or this "
+            "one after it joined the cluster again as a new incarnation): its write is "
+            "refused"), str(info.value)
 
 
 @pytest.mark.parametrize("synchronous", ["normal", "full"])

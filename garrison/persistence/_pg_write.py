@@ -891,9 +891,13 @@ class PgWritePath:
             return NoSuchWorkflow(detail)
         if message == "fenced":
             if detail:
-                return WorkflowMoved(self.path, detail, f"workflow {detail!r} has another "
-                                     "owner in the store now (a node of the cluster claimed "
-                                     "it): this node's write is refused")
+                # (the fence cannot tell which: a lone node that lost its lease and
+                # joined again claimed its workflows itself, under a new epoch)
+                return WorkflowMoved(self.path, detail, f"workflow {detail!r} is no longer "
+                                     "this node incarnation's in the store (its lease "
+                                     "lapsed, or a node of the cluster claimed the workflow: "
+                                     "another node, or this one after it joined the cluster "
+                                     "again as a new incarnation): its write is refused")
             return WorkflowMoved(self.path, None, "this node's lease lapsed (it was cut off "
                                  "from the store): its writes are refused, and its "
                                  "workflows go to the next node of the cluster that claims "
