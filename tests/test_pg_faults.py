@@ -836,9 +836,9 @@ async def test_a_statement_cancelled_as_a_node_opens_is_tried_again(
         holder.join()
     said = [r.getMessage() for r in caplog.records if r.name == "garrison.store"]
     assert len(said) == 1, said
-    assert said[0].endswith("the server refuses the node's statements for now "
-                            "(canceling statement due to statement timeout): the node "
-                            "tries them again, for up to 30s"), said
+    assert said[0].endswith("the server refuses statements for now (canceling "
+                            "statement due to statement timeout): trying them again, for "
+                            "up to 30s"), said
 
 
 def test_a_role_that_may_not_update_the_nodes_is_a_store_error_at_the_join(
@@ -1127,8 +1127,8 @@ def test_a_read_only_database_as_a_node_opens_is_waited_for(
     assert len(said) == 1, said
     assert said[0].startswith(f"store {store.path!r}: the server is read-only (cannot "
                               "execute DELETE in a read-only transaction: a standby, or a "
-                              "database under maintenance): the node waits for it to "
-                              "take writes, for up to 10s"), said
+                              "database under maintenance): waiting for it to take "
+                              "writes, for up to 10s"), said
 
 
 def test_a_database_read_only_past_retry_for_as_a_node_opens_is_a_store_error(

@@ -992,7 +992,7 @@ class PostgresStore(PgWritePath, StoreShortcuts):
         takes a connection again (waited for); until one was lost, a connection refused
         fails at once. ``refused``: the error of a refusal for now past ``retry_for``
         (default: :meth:`_refusal`'s). A wait of over :data:`OPEN_WAIT_WARNING` seconds
-        is said once (a warning naming what it waits for): the node says nothing else
+        is said once (a warning naming what it waits for): nothing else is said
         meanwhile."""
         began = _time.monotonic()
         said = False
@@ -1026,10 +1026,10 @@ class PostgresStore(PgWritePath, StoreShortcuts):
                             or self._retries_over.is_set():
                         raise (refused or self._refusal)(exc) from None
                     say(f"the server is read-only ({_reason(exc)}: a standby, or a "
-                        "database under maintenance): the node waits for it to take "
-                        "writes" if isinstance(exc, pg_errors.ReadOnlySqlTransaction) else
-                        f"the server refuses the node's statements for now "
-                        f"({_reason(exc)}): the node tries them again")
+                        "database under maintenance): waiting for it to take writes"
+                        if isinstance(exc, pg_errors.ReadOnlySqlTransaction) else
+                        f"the server refuses statements for now ({_reason(exc)}): "
+                        "trying them again")
                     self._pause(min(pause, left), self._retries_over)
                     pause = min(pause * 2, 1.0)
                     continue
@@ -1046,7 +1046,7 @@ class PostgresStore(PgWritePath, StoreShortcuts):
                     or self._retries_over.is_set():
                 raise StoreError(self.path, f"the connection was lost ({lost}) and could not "
                                  f"be made again within {self.retry_for:g}s: {last}")
-            say(f"the connection was lost ({lost}): the node waits for the server")
+            say(f"the connection was lost ({lost}): waiting for the server")
             self._pause(min(delay, left), self._retries_over)
             delay = min(delay * 2, 2.0)
 
