@@ -881,6 +881,45 @@ async def test_the_rate_holds_across_restarts(store_spec: str, autojump_clock: A
     assert all(b - a >= 60 for a, b in zip(times, times[2:], strict=False))  # 2 a minute
 
 
+async def test_the_rate_counts_a_tools_starts_admitted_before_their_host_is_written(
+        store_spec: str, autojump_clock: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``garrison workflows start`` names no host; the node that loads such a workflow
+    writes its host soon after. The store counts the rate's starts by host, so the
+    workflows the node admitted before that write were not counted: as the first of
+    them ended, the next were admitted too, more than the rate allows (the write is
+    held back here, as the node's busy write task may). Now the admission writes the
+    host of what it admits itself."""
+    from garrison.persistence import Op, Transaction
+
+    async with garrison.open_node(store=store_spec):
+        pass  # (the tools open a store that exists)
+    for i in range(6):
+        _tool_start(store_spec, f"r{i}")
+
+    def host_written(tx: Transaction) -> bool:
+        return all(op is Op.UPDATE_WORKFLOW and [c for c, _v in params[2]] == ["host"]
+                   for op, params in tx.ops)
+
+    async with garrison.open_node(store=store_spec, rate="2/4s") as node:
+        store_type = type(node.hosts["workflows"].store)
+        commit = store_type.commit
+
+        async def late(self: Any, tx: Transaction) -> list[Any]:
+            if host_written(tx):  # the load's write of the host: late
+                await trio.sleep(1)
+            return await commit(self, tx)
+
+        monkeypatch.setattr(store_type, "commit", late)
+        with trio.fail_after(30):
+            for i in range(6):
+                await node.workflow(f"r{i}").result()
+    times = sorted(start_times().values())
+    assert len(times) == 6
+    # (were three to six at 0: those admitted before their host was written were not
+    # counted)
+    assert [b - a >= 4 for a, b in zip(times, times[2:], strict=False)] == [True] * 4, times
+
+
 async def test_a_node_closes_while_a_queued_workflow_is_being_started(
         tmp_path: Path, autojump_clock: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """A queued workflow whose start (``running``) is being committed when the node

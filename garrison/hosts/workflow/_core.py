@@ -129,7 +129,7 @@ class WorkflowCore(Caller, WorkflowScope):
                  "children_end", "continue_asked", "continued",
                  "created", "cursor", "defaulted", "done", "durable_watchers", "error", "exited",
                  "flushes", "flushing", "fn", "handed_over", "held_names", "history_bytes", "host",
-                 "input_plain", "kill_reason", "left_outcome",
+                 "host_unwritten", "input_plain", "kill_reason", "left_outcome",
                  "links", "may_be_queued", "monitoring", "name", "orphaned", "parent",
                  "pending", "promise_times", "promises", "refreshed", "requests", "requests_taken",
                  "resend_seq", "result_json", "run_id", "scope", "signal_ids", "started",
@@ -149,6 +149,10 @@ class WorkflowCore(Caller, WorkflowScope):
         #: a tool), which its end drops; ``False`` only for a workflow this node created
         #: and ran at once (no row was written with it, and none is written later)
         self.may_be_queued = True
+        #: its store row names no host (a tool created it): the transaction that starts
+        #: it from the queue names this one, as the store counts the host's starts and
+        #: running workflows by that column (see ``_recovery.load``)
+        self.host_unwritten = False
         self.node = host.node
         self.store = host.store
         self.wid = wid

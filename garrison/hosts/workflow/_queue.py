@@ -478,6 +478,7 @@ class WorkflowQueue:
         self._keys.pop(wf.wid, None)
         self.running.add(wf.wid)
         tx = Transaction().update_workflow(wf.wid, status=WorkflowStatus.RUNNING,
+                                           host=self._host_unwritten(wf),
                                            time=self.host.clock.now())
         self._admitting += 1
         try:
@@ -698,11 +699,21 @@ class WorkflowQueue:
         every one of them starts)."""
         tx = Transaction()
         if self.checks_store:
+            for wf in batch:  # (before the admission: it counts the host's rows)
+                if wf.host_unwritten:
+                    tx.update_workflow(wf.wid, host=self.host.name)
             return tx, self.admission(tx, [(wf.wid, wf.run_id) for wf in batch])
         now = self.host.clock.now()
         for wf in batch:
-            tx.update_workflow(wf.wid, status=WorkflowStatus.RUNNING, time=now)
+            tx.update_workflow(wf.wid, status=WorkflowStatus.RUNNING,
+                               host=self._host_unwritten(wf), time=now)
         return tx, -1
+
+    def _host_unwritten(self, wf: WorkflowInstance) -> str | None:
+        """The host's name if ``wf``'s row names no host yet (a tool created it): its
+        start writes it, so that the store counts it as the host's from then on (the
+        load's write of it may come later)."""
+        return self.host.name if wf.host_unwritten else None
 
     def _failed(self, batch: list[WorkflowInstance], exc: Exception) -> None:
         """The store refused to mark ``batch`` running: they stay pending there and stop
@@ -739,6 +750,8 @@ class WorkflowQueue:
 
     def _run(self, batch: list[WorkflowInstance], results: list[Any], index: int) -> None:
         host = self.host
+        for wf in batch:  # (admitted or not, the start's transaction named the host)
+            wf.host_unwritten = False
         if index >= 0:
             admitted = set(results[index])
             refused = [wf for wf in batch if wf.wid not in admitted]

@@ -90,8 +90,12 @@ def load(host: WorkflowHost, record: WorkflowRecord) -> WorkflowInstance:
     if record.host is None:
         # a tool started it (``garrison workflows start``), naming no host: it is this
         # host's from now on, so that its children's parent pid, which names this host,
-        # is its pid for the tools too, and a queue's store-side count of its host's
-        # running workflows counts it (ahead of its admission: the commits keep order)
+        # is its pid for the tools too, and a queue's store-side counts of its host's
+        # running workflows and starts count it. Its start from the queue names the host
+        # again, in its own transaction: this write may come after it (the recovery's
+        # first admissions are written at once, and the queue's commits are not in line
+        # with these), and the rate would not count what was admitted before it
+        wf.host_unwritten = True
         host.write_soon(Transaction().update_workflow(wid, host=host.name))
     return wf
 
