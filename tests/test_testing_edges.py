@@ -185,6 +185,24 @@ def test_replay_with_a_target_no_workflow_can_run_is_a_type_error(target: Any) -
         garrison.testing.replay(GOLDEN, target=target)
 
 
+async def takes_two(doc: Any, reviewer: str) -> str:
+    return reviewer
+
+
+@pytest.mark.parametrize("target", [takes_two, f"{__name__}:takes_two"])
+def test_a_target_that_takes_other_arguments_is_named_not_the_recorded_one(
+        target: Any) -> None:
+    """replay(history, target=f) with an f taking other arguments said 'workflow
+    document_approval:document_approval takes 2 argument(s) (doc, reviewer)': the
+    recorded name with the target's signature."""
+    with pytest.raises(garrison.NonDeterminismError) as info:
+        garrison.testing.replay(GOLDEN, target=target)
+    said = str(info.value)
+    assert (f"workflow {__name__}:takes_two (the replay's target) takes 2 argument(s) "
+            "(doc, reviewer), but it was started with 1") in said, said
+    assert "document_approval:document_approval" not in said, said
+
+
 #: a name a workflow's history may point at after a change: no function at all
 NOT_A_WORKFLOW = {"a": 1}
 

@@ -307,7 +307,7 @@ class WorkflowInstance(Waits, Activities, Interop):
         field with no default), a divergence saying so: ``workflow.version`` cannot
         branch before the function runs."""
         try:
-            args = restore_args(fn, self.input_plain, f"workflow {self.name}")
+            args = restore_args(fn, self.input_plain, f"workflow {self.code_name()}")
         except PayloadError as exc:
             diverged = self._raised(exc, _ARGUMENTS_NOTE)
             if diverged is None and self.loaded():  # (its run began before)
@@ -320,10 +320,16 @@ class WorkflowInstance(Waits, Activities, Interop):
             # them is this divergence, whatever the journal records (the call's
             # TypeError would be taken for a path that raises, and workflow.version
             # advised, which cannot branch before the function runs)
-            problem = arity_problem(fn, self.name, args, "it was started with")
+            problem = arity_problem(fn, self.code_name(), args, "it was started with")
             if problem is not None:
                 raise self._arguments_diverged(problem)
         return args
+
+    def code_name(self) -> str:
+        """The name of the function its code runs, for errors of that function's
+        signature: the recorded name (a replay against another function names that
+        one)."""
+        return self.name
 
     def loaded(self) -> bool:
         """Whether this run began before (loaded from the store), not started here."""
@@ -667,11 +673,12 @@ class WorkflowInstance(Waits, Activities, Interop):
         # arguments the workflow cannot take fail here, at the call, as at a start: not
         # as a new run committed with them that fails at once (and at every retry)
         fn = self.fn
-        problem = arity_problem(fn, self.name, args, "workflow.continue_as_new() gave it")
+        problem = arity_problem(fn, self.code_name(), args,
+                                "workflow.continue_as_new() gave it")
         if problem is not None:
             raise TypeError(problem)
         text = arguments_json(fn, args, f"the arguments of workflow {self.name}")
-        restore_args(fn, _loads(text), f"workflow {self.name}")  # typed ones: PayloadError
+        restore_args(fn, _loads(text), f"workflow {self.code_name()}")  # typed: PayloadError
         self.continue_asked = True
         raise ContinueAsNew(args)
 

@@ -708,9 +708,15 @@ class ReplayInstance(WorkflowInstance):
     #: the history is of a workflow that ended for good (completed, cancelled; a failed
     #: one is replayed as its retry would run it)
     finished = False
+    #: the function a replay runs instead of the recorded name's (its ``target``), as
+    #: its errors name it; ``None``: the recorded name's
+    target: str | None = None
 
     def is_replaying(self) -> bool:
         return True
+
+    def code_name(self) -> str:
+        return self.name if self.target is None else f"{self.target} (the replay's target)"
 
     def ended_after_journal(self) -> bool:
         # (a version() gate added after the last record of a finished run: that run
@@ -980,6 +986,9 @@ async def replay_history(history: History, target: Any = None) -> ReplayResult:
     wf.cursor.advice = REPLAY_ADVICE
     wf.promises.update(history.promises)
     wf.fn = fn
+    if target is not None:
+        wf.target = target if isinstance(target, str) else (
+            f"{getattr(fn, '__module__', '?')}:{getattr(fn, '__qualname__', repr(fn))}")
     stuck = False
 
     async def run(nursery: trio.Nursery) -> None:
