@@ -472,7 +472,11 @@ class WorkflowEnv:
         """Replace the activity ``fn`` (the function, or its journal name
         ``module:qualname``) for the workflows of this environment: it returns
         ``result``, or raises ``error`` (recorded as the ``ActivityError`` a real final
-        failure gives), or runs ``call`` instead; at once and once (no retries)."""
+        failure gives), or runs ``call`` instead; at once and once (no retries).
+
+        A function is mocked by its own journal name: a look-alike defined in the test
+        (a local ``async def``, a lambda) is another activity, which the workflow never
+        calls (not refused: any function may be an activity a workflow is given)."""
         self._check_open("env.mock_activity()")
         name = self._activity_to_mock(fn)
         mock = ActivityMock(name, result=result, error=error, call=call)
