@@ -340,6 +340,38 @@ async def test_env_result_of_a_workflow_nothing_can_end_raises_instead_of_hangin
         assert await env.result("r") == "received late"
 
 
+async def _waits_on_approval() -> str:
+    return str(await workflow.promise("approval"))
+
+
+async def _parent_of_a_waiter() -> str:
+    await process.spawn(_waits_on_approval)
+    got = await process.listen("note").receive()
+    return str(got.payload)
+
+
+async def test_env_result_stuck_names_what_the_workflow_and_its_children_wait_on(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The error of a workflow nothing can end said 'a promise nobody resolves, a
+    message nobody sends, a wait for ever', not which: it names the waits of the
+    workflow and of its children."""
+    from garrison.testing import _env
+
+    monkeypatch.setattr(_env, "STUCK_AFTER", 0.05)
+    async with garrison.testing.workflow_env() as env:
+        await env.start(_parent_of_a_waiter, id="p")
+        with trio.fail_after(5), pytest.raises(RuntimeError) as info:
+            await env.result("p")
+        said = str(info.value)
+        child = next(w.workflow_id for w in env.node.workflows() if w.workflow_id != "p")
+        assert ("(workflow 'p' waits on a receive of topic 'note', workflow "
+                f"{child!r} on promise 'approval')") in said, said
+        await env.start(ops_app.receives_forever, id="r")
+        with trio.fail_after(5), pytest.raises(
+                RuntimeError, match=r"\(workflow 'r' waits on a receive from its inbox\)"):
+            await env.result("r")
+
+
 async def test_the_handle_env_start_gives_raises_as_env_result_does_when_stuck(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """README: ``env.start`` returns the workflow's handle, and its ``result()`` (or

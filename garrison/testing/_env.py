@@ -416,11 +416,13 @@ class WorkflowEnv:
         self._idle_jumps += 1
         return False
 
-    def _family(self) -> dict[str, Any]:
-        """The running workflows of the awaited results, and their descendants, by id."""
+    def _family(self, ids: list[str] | None = None) -> dict[str, Any]:
+        """The running workflows of the awaited results (or of ``ids``), and their
+        descendants, by id."""
+        if ids is None:
+            ids = [wid for _scope, wid in self._results]
         active = [wf for host in self._hosts() for wf in host.active.values()]
-        family = {wf.wid: wf for wf in active
-                  if any(wf.wid == wid for _scope, wid in self._results)}
+        family = {wf.wid: wf for wf in active if wf.wid in ids}
         grown = True
         while grown:
             grown = False
@@ -619,11 +621,16 @@ class WorkflowEnv:
             due = (f"no timer of its own is due ({self._jumped_in_vain:,} jumps of time, "
                    "by other workflows' timers, left it as it was: if one of those "
                    "workflows ends it later, await env.sleep() past that first)")
+        # what it and its children wait on, where known (else the kinds of wait there are)
+        waits = [(wid, wf.waits_on) for wid, wf in self._family([id]).items() if wf.waits_on]
+        said = ", ".join(f"workflow {wid!r} {'on' if i else 'waits on'} {on}"
+                         for i, (wid, on) in enumerate(waits))
         raise RuntimeError(
             f"env.result({id!r}): workflow {id!r} is {handle.status()} and nothing can end "
-            f"it: every task waits, {due} and no activity runs (a promise "
-            "nobody resolves, a message nobody sends, a wait for ever); send or resolve "
-            "what it waits for before awaiting its result, or race its wait with a timer")
+            f"it: every task waits, {due} and no activity runs ("
+            + (said or "a promise nobody resolves, a message nobody sends, a wait for ever")
+            + "); send or resolve what it waits for before awaiting its result, or race "
+            "its wait with a timer")
 
 
 def _reached(wall: float | None) -> TypeGuard[float]:

@@ -136,7 +136,7 @@ class WorkflowCore(Caller, WorkflowScope):
                  "state", "status", "store", "store_error", "stored_status", "taken", "task",
                  "timer_kinds", "timers",
                  "topics", "trace", "trap_links", "unlinked", "unsized", "versions",
-                 "wait_deadline", "watchers", "wid")
+                 "wait_deadline", "waits_on", "watchers", "wid")
 
     def __init__(self, host: WorkflowHost, wid: str, name: str, input_plain: list[Any], *,
                  run_id: str, attempt: int, parent: Pid | None, created: float,
@@ -253,6 +253,9 @@ class WorkflowCore(Caller, WorkflowScope):
         self._wake: trio.Event | None = None
         #: while parked: the trio time it wakes at by itself (``None``: only when notified)
         self.wait_deadline: float | None = None
+        #: while parked: what it waits on, in words (``promise 'approval'``; ``""``
+        #: unsaid), for the testing kit's error of a workflow nothing can end
+        self.waits_on = ""
         self._buffer: Transaction | None = None
         #: set once buffered records taken into a commit are committed (``None``: no
         #: such commit in flight); an activity waits for it (see ``records_committed``)
@@ -781,9 +784,10 @@ class WorkflowCore(Caller, WorkflowScope):
         if backoff is not None and self.cancel_requested and not self.cancel_delivered:
             backoff.cancel()
 
-    async def _wait(self, trio_deadline: float | None, status: WorkflowStatus) -> None:
-        """Park until notified (or the deadline); raises ``WaitCancelled`` on a cancel
-        request.
+    async def _wait(self, trio_deadline: float | None, status: WorkflowStatus,
+                    on: str = "") -> None:
+        """Park until notified (or the deadline), waiting ``on`` (in words); raises
+        ``WaitCancelled`` on a cancel request.
 
         Buffered synchronous records (state, search attributes, ``now()``...) are
         committed first, so they are visible from outside while the workflow waits.
@@ -802,7 +806,7 @@ class WorkflowCore(Caller, WorkflowScope):
             raise WaitCancelled
         self.status = status
         self.host.parked(self)  # type: ignore[arg-type]  # this core is an instance's
-        self.wait_deadline = trio_deadline
+        self.wait_deadline, self.waits_on = trio_deadline, on
         try:
             if trio_deadline is None:
                 await ev.wait()
@@ -815,7 +819,7 @@ class WorkflowCore(Caller, WorkflowScope):
             raise
         finally:
             self.status = WorkflowStatus.RUNNING
-            self.wait_deadline = None
+            self.wait_deadline, self.waits_on = None, ""
             if self._wake is ev:
                 self._wake = None
         if self.store_error is not None:

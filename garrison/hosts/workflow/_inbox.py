@@ -342,7 +342,9 @@ class Receives(WorkflowCore):
                     return None
                 await self._wait(None if deadline is None else
                                  self.host.clock.trio_deadline(deadline),
-                                 WorkflowStatus.WAITING)
+                                 WorkflowStatus.WAITING,
+                                 f"a receive from its {box.channel}" if box.topic is None
+                                 else f"a receive of topic {box.topic!r}")
         except WaitCancelled:
             if seq != self.cursor.seq - 1:  # made before operations that took later seqs
                 self._cancel_at_await(seq)

@@ -851,7 +851,8 @@ class ReplayInstance(WorkflowInstance):
         raise self._stop(self.cursor.seq, "workflow.continue_as_new()", 0)
 
     # -- never reached in replay mode: refused if they are
-    async def _wait(self, trio_deadline: float | None, status: WorkflowStatus) -> None:
+    async def _wait(self, trio_deadline: float | None, status: WorkflowStatus,
+                    on: str = "") -> None:
         raise _refused("a wait")
 
     async def commit_checked(self, tx: Transaction) -> list[Any]:

@@ -230,7 +230,8 @@ class Waits(Receives):
             if self.cancel_at is not None and self.cancel_first(recorded):
                 raise WaitCancelled
             while self.host.clock.now() < recorded:
-                await self._wait(self.host.clock.trio_deadline(recorded), WorkflowStatus.SLEEPING)
+                await self._wait(self.host.clock.trio_deadline(recorded), WorkflowStatus.SLEEPING,
+                                 "a sleep")
         except WaitCancelled:
             self._deliver_cancel(seq)
         tx = Transaction()
@@ -260,7 +261,7 @@ class Waits(Receives):
                         (self.promise_times or {}).get(name, -math.inf)):
                     raise WaitCancelled
                 while name not in self.promises:
-                    await self._wait(None, WorkflowStatus.WAITING)
+                    await self._wait(None, WorkflowStatus.WAITING, f"promise {name!r}")
             except WaitCancelled:
                 self._deliver_cancel(seq)
             status, value = self.promises[name]
@@ -300,7 +301,7 @@ class Waits(Receives):
                 raise WaitCancelled
             while not timer.settled():
                 await self._wait(self.host.clock.trio_deadline(timer.deadline),
-                                 WorkflowStatus.SLEEPING)
+                                 WorkflowStatus.SLEEPING, "a timer")
         except WaitCancelled:
             self._deliver_cancel(seq)
         tx = Transaction()
@@ -365,7 +366,7 @@ class Waits(Receives):
                 wake = self.host.clock.trio_deadline(min(deadlines)) if deadlines else None
                 only_timers = len(deadlines) == len(awaitables)
                 await self._wait(wake, WorkflowStatus.SLEEPING if only_timers
-                                 else WorkflowStatus.WAITING)
+                                 else WorkflowStatus.WAITING, f"workflow.first({', '.join(of)})")
         except WaitCancelled:
             self._deliver_cancel(seq)
 
