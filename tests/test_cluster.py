@@ -614,6 +614,56 @@ def test_a_singleton_let_go_is_deleted_once_not_in_every_round(postgres_url: str
             b.close()
 
 
+def test_a_singleton_let_go_again_after_a_lost_commit_is_deleted_again(
+        postgres_url: str) -> None:
+    """A round that asked again for a singleton let go earlier, whose COMMIT landed but
+    whose answer was lost (the connection broke), left it in the set of those deleted:
+    let go again, its row was not deleted and kept this live node's epoch, so no other
+    node took it while this node ran (held here, never started)."""
+    import contextlib
+
+    import psycopg
+
+    from garrison.persistence import PostgresStore
+    from garrison.persistence._pg_cluster import PgCluster
+
+    class LosesAnswer:
+        """The cluster connection; ``lose`` makes the next transaction commit, then
+        raise as a connection broken before its answer came."""
+
+        def __init__(self, conn: Any) -> None:
+            self.conn, self.lose = conn, False
+
+        @contextlib.contextmanager
+        def transaction(self) -> Any:
+            with self.conn.transaction():
+                yield
+            if self.lose:
+                self.lose = False
+                raise psycopg.OperationalError("server closed the connection unexpectedly")
+
+        def execute(self, query: str, params: Any = ()) -> Any:
+            return self.conn.execute(query, params)
+
+    with PostgresStore(postgres_url) as store:
+        a, b = PgCluster(store, "a"), PgCluster(store, "b")
+        try:
+            a.join(a.new_epoch())
+            b.join(b.new_epoch())
+            conn = LosesAnswer(a.connect())
+            a.connect = lambda: conn  # type: ignore[method-assign,assignment,return-value]
+            assert a.claim_singletons(["s"], ["s"]) == ({"s"}, {})
+            assert a.claim_singletons([], ["s"], ["s"]) == (set(), {})  # (let go)
+            conn.lose = True  # asked for again: committed, its answer lost
+            with pytest.raises(psycopg.OperationalError):
+                a.claim_singletons(["s"], ["s"])
+            assert a.claim_singletons([], ["s"], ["s"]) == (set(), {})  # (let go again)
+            assert b.claim_singletons(["s"], ["s"]) == ({"s"}, {})
+        finally:
+            a.close()
+            b.close()
+
+
 async def test_a_singleton_started_on_demand_moves_when_its_node_leaves_or_is_lost(
         postgres_url: str, tmp_path: Path) -> None:
     """A singleton that is not auto_start, started on a node that then closed (or was

@@ -663,6 +663,9 @@ class PgCluster:
         s = self._s
         dropped = dropped or []
         taken = [sid for sid in services if sid not in dropped]
+        # (one asked for again leaves the set before the round runs: a COMMIT that
+        # lands but whose answer is lost leaves its row held here, to delete again)
+        self._let_go.difference_update(wanted, taken)
         release = [sid for sid in dropped if sid not in self._let_go]
         released = 0
         conn = self.connect()
@@ -690,8 +693,8 @@ class PgCluster:
                 "ON n.epoch = s.epoch AND n.status IN ('active', 'draining') AND "
                 f"n.lease_until > {s}.now_s() WHERE s.service = ANY(%s)",
                 (services,)).fetchall()
-        # (committed: one asked for again here leaves the set, and is deleted again
-        # when it is let go again)
+        # (committed: those let go now are deleted; one asked for again here left the
+        # set above, and is deleted again when it is let go again)
         self._let_go = set(dropped)
         if released:  # (the others claim it at once)
             self.notify()
