@@ -93,17 +93,22 @@ class WorkflowHandle:
     @contextlib.contextmanager
     def _store_open(self, doing: str) -> Iterator[None]:
         """A use of the store, which a node that has stopped has closed: its error names
-        the node and how to reach the store instead of the store's bare ``is closed``."""
+        the node and how to reach the store instead of the store's bare ``is closed``
+        (a store in memory went with the node: nothing reaches it)."""
         try:
             yield
         except RuntimeError as exc:
             if not self.node.stopped or "is closed" not in str(exc):
                 raise
+            if self.host.store.path is None:
+                where = ("its store was in memory and went with the node: use the handle "
+                         "before the node closes, e.g. await result() inside its block")
+            else:
+                where = ("use the store itself: garrison workflows --store PATH ..., or "
+                         "garrison.persistence.open_store(PATH)")
             raise RuntimeError(
                 f"cannot {doing} workflow {self.workflow_id!r}: node {self.node.name!r} "
-                f"has stopped, and its store with it (use the store itself: garrison "
-                f"workflows --store PATH ..., or garrison.persistence.open_store(PATH))"
-            ) from None
+                f"has stopped, and its store with it ({where})") from None
 
     async def signal(self, topic: str, payload: Any = None) -> None:
         """Send the workflow a message (committed to its inbox before this returns).

@@ -75,13 +75,16 @@ class ScheduleHandle:
     @contextlib.contextmanager
     def _store_open(self, doing: str) -> Iterator[None]:
         """A use of the store, which a node that has stopped has closed: its error says
-        so, and how to reach the store, instead of the store's bare ``is closed``."""
+        so, and how to reach the store, instead of the store's bare ``is closed`` (a
+        store in memory went with the node: nothing reaches it)."""
         try:
             yield
         except RuntimeError as exc:
             if not self.host.closing or "is closed" not in str(exc):
                 raise
+            where = ("its store was in memory and went with the node"
+                     if self.host.store.path is None else
+                     "use the store itself: garrison schedules --store PATH ...")
             raise RuntimeError(
                 f"cannot {doing} schedule {self.schedule_id!r}: its node has stopped, and "
-                "its store with it (use the store itself: garrison schedules --store PATH "
-                "...)") from None
+                f"its store with it ({where})") from None

@@ -332,11 +332,15 @@ async def test_finished_workflows_hold_results_up_to_a_total(node, autojump_cloc
 
 async def test_a_result_not_kept_is_not_answered_after_the_node_stopped(autojump_clock):
     """README: a result the node kept answers ``result()`` after the node stopped; one
-    too large to keep would be read from the store, which has closed with the node."""
+    too large to keep would be read from the store, which has closed with the node.
+    With no store given its error advised a store PATH there is none of: it says the
+    store was in memory and went with the node."""
     async with garrison.open_node() as node:
         await node.start_workflow(_returns_n_chars, 3, id="small")
         await node.start_workflow(_returns_n_chars, 10_000, id="large")
         await node.workflow("large").result()
     assert await node.workflow("small").result() == "xxx"
-    with pytest.raises(RuntimeError, match=r"node '.*' has stopped, and its store with it"):
+    with pytest.raises(RuntimeError, match=r"node '.*' has stopped, and its store with it "
+                       r"\(its store was in memory and went with the node: use the handle "
+                       r"before the node closes, e\.g\. await result\(\) inside its block\)$"):
         await node.workflow("large").result()

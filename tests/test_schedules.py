@@ -2046,3 +2046,15 @@ async def test_schedule_calls_on_a_stopped_node_say_so(tmp_path: Path,
         node.schedules()
     with pytest.raises(RuntimeError, match=r"cannot make a schedule: node '.*' is closed"):
         await node.schedule("other", app.job, every="1h")
+
+
+async def test_schedule_calls_on_a_stopped_node_with_no_store_say_it_was_in_memory(
+        autojump_clock: Any) -> None:
+    """A node opened with no store: its schedule calls past its block advised a store
+    PATH there is none of (the store was in memory and went with the node)."""
+    async with garrison.open_node() as node:
+        nightly = await node.schedule("nightly", app.job, every="1h")
+    with pytest.raises(RuntimeError, match=r"^cannot pause schedule 'nightly': its node "
+                       r"has stopped, and its store with it \(its store was in memory "
+                       r"and went with the node\)$"):
+        await nightly.pause()
