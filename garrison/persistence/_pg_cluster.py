@@ -52,7 +52,7 @@ import psycopg
 
 from .._errors import StoreError, StoreLocked
 from ._pg_schema import CHANNEL_MAX
-from ._pg_write import _quote, _transient, cut_connection
+from ._pg_write import _quote, cut_connection, refused_for_now
 from ._records import DamagedRecord, WorkflowRecord, requested_attempt
 
 __all__ = ["LIVE", "ClusterNode", "PgCluster", "Run", "epoch_lock_class"]
@@ -723,7 +723,7 @@ class PgCluster:
         now rather than for what it does (cancelled by a ``statement_timeout`` or
         ``lock_timeout``, a deadlock, a read-only database during a failover): what the
         store tries again for its own writes (see ``PostgresStore.retried``)."""
-        return _transient(exc)
+        return refused_for_now(exc)
 
     def register_name(self, conn: Any, name: str, pid: str,
                       epoch: int | None = None) -> str | None:

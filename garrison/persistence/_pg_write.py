@@ -1101,7 +1101,7 @@ class PgWritePath:
             bare = self._bare_step(plans) is not None
             deadline: float | None = None
             attempt = 0
-            #: transient refusals (``_transient``): until when they are tried again
+            #: transient refusals (``refused_for_now``): until when they are tried again
             busy_until: float | None = None
             pause = 0.05
             while True:
@@ -1146,7 +1146,7 @@ class PgWritePath:
                         continue  # it did not commit: send it again
                 if committed:
                     self._committed(n, bare)
-                again = [plan for plan in plans if _transient(plan.error)]
+                again = [plan for plan in plans if refused_for_now(plan.error)]
                 if not again:
                     return
                 # refused by the server's load, not by what it writes (a statement
@@ -1645,8 +1645,9 @@ _TRANSIENT = (pg_errors.QueryCanceled, pg_errors.LockNotAvailable,
               pg_errors.ReadOnlySqlTransaction)
 
 
-def _transient(error: BaseException | None) -> bool:
-    """True if ``error`` (a plan's) refuses its write for now: try it again later."""
+def refused_for_now(error: BaseException | None) -> bool:
+    """True if ``error`` (a plan's, or a statement's of the cluster) refuses its write
+    for now: try it again later."""
     return error is not None and isinstance(error, _TRANSIENT)
 
 
