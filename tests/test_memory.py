@@ -330,6 +330,28 @@ async def test_finished_workflows_hold_results_up_to_a_total(node, autojump_cloc
         assert await node.workflow(f"w-{i}").result() == "x" * 3000
 
 
+async def test_a_workflow_that_ends_again_is_the_newest_end_kept(node, autojump_clock,
+                                                                  monkeypatch):
+    """An id that ended again (a retried workflow) kept its old place among the ends
+    the node keeps, while its held result was the newest: it was forgotten first, as
+    the oldest. Its new end is the newest in both orders."""
+    from garrison.hosts.workflow import _host
+    from garrison.persistence import WorkflowStatus
+
+    monkeypatch.setattr(_host, "FINISHED_MEMORY", 3, raising=False)
+    host = node.hosts["workflows"]
+    for i in range(3):
+        await node.start_workflow(_returns_n_chars, 3, id=f"w-{i}")
+        await node.workflow(f"w-{i}").result()
+    # w-0 ends again (as a retry's end does, on this node or another's)
+    host._remember_end("w-0", WorkflowStatus.COMPLETED, '"yyy"', None, "_returns_n_chars")
+    await node.start_workflow(_returns_n_chars, 3, id="w-3")
+    await node.workflow("w-3").result()
+    assert list(host.finished) == ["w-2", "w-0", "w-3"]  # (w-1 the oldest: forgotten)
+    assert list(host._held) == list(host.finished)
+    assert await node.workflow("w-0").result() == "yyy"
+
+
 async def test_a_result_not_kept_is_not_answered_after_the_node_stopped(autojump_clock):
     """README: a result the node kept answers ``result()`` after the node stopped; one
     too large to keep would be read from the store, which has closed with the node.

@@ -1500,7 +1500,9 @@ class WorkflowHost:
         ``FINISHED_MEMORY`` ends; the result and error of the newest only, and of none
         larger than ``FINISHED_HELD_MAX``, up to ``FINISHED_HELD_TOTAL``)."""
         finished, held = self.finished, self._held
-        self._held_total -= held.pop(wid, 0)  # (an earlier end of the id: replaced)
+        # (an earlier end of the id, a retry's: replaced, and this one the newest in
+        # both orders, or it is forgotten as the oldest while its result is the newest)
+        self.forget_end(wid)
         size = _held_size(result_json, error)
         if size > FINISHED_HELD_MAX:
             finished[wid] = (status.value, None, None, name, False)
@@ -1518,7 +1520,8 @@ class WorkflowHost:
             self.forget_end(next(iter(finished)))
 
     def forget_end(self, wid: str) -> None:
-        """Drop what ``finished`` keeps of ``wid`` (it runs again: a retry)."""
+        """Drop what ``finished`` keeps of ``wid`` (it runs again, a retry; it ends
+        again; or it is the oldest of more than ``FINISHED_MEMORY``)."""
         self.finished.pop(wid, None)
         self._held_total -= self._held.pop(wid, 0)
 
