@@ -20,7 +20,7 @@ import json
 from typing import Any
 
 from . import _store_tools as tools
-from ._cli_options import CommandGroup, cut, print_table, run_with_store
+from ._cli_options import CommandGroup, print_table, run_with_store
 from ._node import check_node_name
 from ._store_tools import ToolError, when
 
@@ -88,17 +88,20 @@ def _nodes(args: argparse.Namespace) -> None:
         # its name free), though no live node has marked it lost yet (none may be left)
         # (a name is printable text since the node checks it; one a store of before
         # holds with a newline or escape would forge a row, or act on the terminal; one
-        # of up to 1,000 bytes is cut, not to widen every row: --json has it whole)
-        rows = [(cut(n.name if n.name.isprintable() else repr(n.name)[1:-1], NAME_WIDTH),
+        # of up to 1,000 bytes is whole, what drain NAME takes, but does not widen the
+        # other rows)
+        rows = [(n.name if n.name.isprintable() else repr(n.name)[1:-1],
                  n.status + (", lease lapsed" if n.lease_until < now else ""),
                  _iso(n.started), f"{max(now - n.heartbeat, 0):.1f}s ago", str(n.workflows))
                 for n in nodes]
-        print_table(("NAME", "STATUS", "STARTED", "HEARTBEAT", "WORKFLOWS"), rows)
+        print_table(("NAME", "STATUS", "STARTED", "HEARTBEAT", "WORKFLOWS"), rows,
+                    id_width=NAME_WIDTH)
     finally:
         store.close()
 
 
-#: the widest the NAME column is (a default name, host-pid, is long on some clouds)
+#: the widest the NAME column is padded to (a default name, host-pid, is long on some
+#: clouds)
 NAME_WIDTH = 80
 
 

@@ -173,8 +173,9 @@ def one_line(text: str) -> str:
     return escaped(text).replace("\n", "\\n")
 
 
-#: the widest a table's column of ids is (``workflows list``, ``schedules list``): a
-#: longer id (up to 1,000 bytes) is cut, so that it does not widen every row
+#: the widest a table's column of ids is padded to (``workflows list``, ``schedules
+#: list``, ``replay``): a longer id (up to 1,000 bytes) is whole, as the commands take
+#: it, and pushes only its own row's other values along
 COLUMN_WIDTH = 40
 
 
@@ -184,15 +185,20 @@ def cut(text: str, width: int | None = COLUMN_WIDTH) -> str:
 
 
 def print_table(header: Sequence[str], rows: Sequence[Sequence[str]],
-                width: int | None = None) -> None:
+                width: int | None = None, id_width: int | None = None) -> None:
     """``rows`` in columns under ``header``, each as wide as its longest value; a value
-    of a column but the last longer than ``width`` is :func:`cut` (``None``: whole; the
-    last column is not padded, and its caller cuts it as it shows it)."""
+    of a column but the first and the last longer than ``width`` is :func:`cut`
+    (``None``: whole; the last column is not padded, and its caller cuts it as it shows
+    it). The first column (an id, a node's name: what the commands take) is never cut:
+    it is padded to at most ``id_width`` (``None``: its longest), a longer value pushing
+    only its own row along."""
     if width is not None:
         last = len(header) - 1
-        rows = [[c if i == last else cut(c, width) for i, c in enumerate(row)]
+        rows = [[c if i in (0, last) else cut(c, width) for i, c in enumerate(row)]
                 for row in rows]
     widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(header)]
+    if id_width is not None:
+        widths[0] = min(widths[0], max(id_width, len(header[0])))
     print("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip())
     for row in rows:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())

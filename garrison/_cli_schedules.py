@@ -16,7 +16,7 @@ import sqlite3
 from typing import Any
 
 from . import _store_tools as tools
-from ._cli_options import CommandGroup, cut, print_table, run_with_store
+from ._cli_options import COLUMN_WIDTH, CommandGroup, print_table, run_with_store
 from ._cli_workflows import _print_json, make_importable
 from ._errors import GarrisonError
 from ._store_tools import ToolError, when
@@ -78,16 +78,16 @@ def _list(store: Any, args: argparse.Namespace) -> None:
     if not rows:
         print("no schedules")
         return
-    # (an id is cut as workflows list cuts it, --json: whole; the other values stay whole,
-    # a cron spec's time zone too)
-    table = [(cut(r.schedule_id), r.workflow,
+    # (an id is whole, what schedules pause ID takes, its column padded as workflows
+    # list pads one; the other values stay whole, a cron spec's time zone too)
+    table = [(r.schedule_id, r.workflow,
               f"cron {r.cron} {r.timezone}" if r.cron else f"every {r.every:.0f}s",
               # (a paused one has no next tick: resuming sets it from now)
               r.overlap, "paused" if r.paused else "active",
               "-" if r.paused else when(r.next_tick),
               r.last_workflow or "") for r in rows]
     print_table(("ID", "WORKFLOW", "WHEN", "OVERLAP", "STATE", "NEXT", "LAST WORKFLOW"),
-                table)
+                table, id_width=COLUMN_WIDTH)
 
 
 def _done(args: argparse.Namespace, data: dict[str, Any], text: str) -> None:

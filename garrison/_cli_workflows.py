@@ -61,7 +61,7 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
                     help="filter on search attributes (VALUE is JSON or a plain string; "
                          "repeat: every one must match)")
     ls.add_argument("--wide", action="store_true",
-                    help="show ids, names and search attributes whole (the table cuts them "
+                    help="show names and search attributes whole (the table cuts them "
                          "at 40 characters)")
     ls.add_argument("--id", dest="id_prefix", action="append", default=[],
                     metavar="PREFIX", help="only workflows whose id starts with PREFIX")
@@ -216,10 +216,12 @@ def _list(store: Any, args: argparse.Namespace) -> None:
     elif not rows:
         print("no workflows")
     else:
-        width = None if args.wide else COLUMN_WIDTH  # (an id too: --wide, --json whole)
+        # (an id is whole, what show and retry take, its column padded to at most 40;
+        # the other values are cut there: --wide, --json whole)
+        width = None if args.wide else COLUMN_WIDTH
         table = [(r.workflow_id, r.name, str(r.status), _when(r.updated),
                   _short(r.search, width)) for r in rows]
-        print_table(("ID", "NAME", "STATUS", "UPDATED", "SEARCH"), table, width)
+        print_table(("ID", "NAME", "STATUS", "UPDATED", "SEARCH"), table, width, width)
     if damaged:
         sys.stdout.flush()
         cut = None if damaged[-1].id_is_text else damaged[-1].workflow_id

@@ -1511,9 +1511,11 @@ def test_nodes_ends_quietly_on_a_closed_pipe_and_refuses_a_name_that_is_not_text
 
 
 @pytest.mark.postgres
-def test_nodes_cuts_a_long_node_name_so_it_does_not_widen_every_row(postgres_url, capsys):
+def test_nodes_pads_node_names_to_80_characters_and_never_cuts_one(postgres_url, capsys):
     """A node name of up to 1,000 bytes (allowed) padded every row's NAME column to
-    it; it is cut at 80 characters (``…``), ``--json`` shows it whole."""
+    it; then it was cut at 80 characters (``…``), where the name is what ``drain NAME``
+    takes. The column is padded to at most 80 characters, a name is whole (a longer one
+    pushes its own row's other values along); ``--json`` shows it whole too."""
     from garrison import _cli
     from garrison.persistence import open_store
     from garrison.persistence._pg_cluster import PgCluster
@@ -1527,7 +1529,8 @@ def test_nodes_cuts_a_long_node_name_so_it_does_not_widen_every_row(postgres_url
         header, *rows = capsys.readouterr().out.splitlines()
         assert header.startswith("NAME" + " " * 78 + "STATUS  "), header
         assert [r[:90] for r in rows] == ["n1" + " " * 80 + "active  ",
-                                          "x" * 79 + "…  active  "], rows
+                                          "x" * 90], rows
+        assert rows[1].startswith("x" * 1000 + "  active  "), rows
         assert _cli.main(["nodes", "--store", postgres_url, "--json"]) == 0
         assert [n["name"] for n in json.loads(capsys.readouterr().out)] == ["n1", "x" * 1000]
     finally:

@@ -1586,32 +1586,40 @@ def test_replay_prints_one_line_per_workflow_its_error_escaped_and_cut(
                             "characters: --json shows them)"), by_id["big"][-200:]
 
 
-def test_list_cuts_a_long_id_so_it_does_not_widen_every_row(
+def test_list_pads_ids_to_40_characters_and_never_cuts_one(
         sqlite_path: str, capsys: pytest.CaptureFixture[str]) -> None:
     """An id of 1,000 characters (allowed) padded every row's ID column to 1,000
-    characters; it is cut at 40 as the other values are (``…``), ``--wide`` and
-    ``--json`` show it whole."""
+    characters; then it was cut at 40 (``…``), as a continued run's child id (47
+    characters), and the cut text could not be given to ``show`` or ``retry``. The
+    column is padded to at most 40 characters and an id is whole (a longer one pushes
+    its own row's other values along); ``--wide`` and ``--json`` show it whole too."""
+    child_id = "c" * 32 + "." + "d" * 12 + ".1"
     long_id = "x" * 1000
     with open_store(sqlite_path) as s:
-        s.write(Transaction().create_workflow("w1", "app:flow", [], status="running")
-                .create_workflow(long_id, "app:flow", [], status="running"))
+        tx = Transaction()
+        for wid in ("w1", child_id, long_id):
+            tx.create_workflow(wid, "app:flow", [], status="running")
+        s.write(tx)
     code, out, err = cli_here(capsys, "--store", sqlite_path, "list")
     assert code == 0, err
-    header, first, second = out.splitlines()
-    assert header.startswith("ID" + " " * 40 + "NAME  ") and first.startswith(
-        "w1" + " " * 40 + "app:flow  running  "), out
-    assert second.startswith("x" * 39 + "…  app:flow  running  "), second
+    header, *rows = out.splitlines()
+    assert header.startswith("ID" + " " * 40 + "NAME  "), out
+    ids = [r.split("  ")[0] for r in rows]
+    assert sorted(ids) == sorted(["w1", child_id, long_id]), out
+    for wid, row in zip(ids, rows, strict=True):
+        assert row.startswith(wid.ljust(40) + "  app:flow  running  "), row
     code, out, err = cli_here(capsys, "--store", sqlite_path, "list", "--wide")
-    assert out.splitlines()[2].startswith(long_id + "  app:flow  "), err
+    assert {r.split("  ")[0] for r in out.splitlines()[1:]} == {"w1", child_id, long_id}
     code, out, err = cli_here(capsys, "--store", sqlite_path, "list", "--json")
-    assert [w["workflow_id"] for w in json.loads(out)] == ["w1", long_id]
+    assert {w["workflow_id"] for w in json.loads(out)} == {"w1", child_id, long_id}
 
 
-def test_schedules_list_cuts_a_long_schedule_id(
+def test_schedules_list_never_cuts_a_schedule_id(
         sqlite_path: str, capsys: pytest.CaptureFixture[str]) -> None:
     """``schedules list`` shared the table's padding: one schedule id of 1,000
-    characters widened every row; it is cut as ``workflows list`` cuts one (``--json``:
-    whole)."""
+    characters widened every row; then it was cut (``…``), where the id is what
+    ``schedules pause ID`` takes. As ``workflows list``: the column is padded to at
+    most 40 characters, an id is whole (``--json``: whole too)."""
     from garrison import _cli
 
     long_id = "s" * 1000
@@ -1624,6 +1632,8 @@ def test_schedules_list_cuts_a_long_schedule_id(
     assert _cli.main(["schedules", "--store", sqlite_path, "list"]) == 0
     header, *rows = capsys.readouterr().out.splitlines()
     assert header.startswith("ID" + " " * 40 + "WORKFLOW  ")
-    assert [r[:45] for r in rows] == ["n1" + " " * 40 + "app", "s" * 39 + "…  app"], rows
+    assert sorted(r.split("  ")[0] for r in rows) == ["n1", long_id], rows
+    for row in rows:
+        assert row.startswith(row.split("  ")[0].ljust(40) + "  app:flow  "), row
     assert _cli.main(["schedules", "--store", sqlite_path, "list", "--json"]) == 0
     assert [r["schedule_id"] for r in json.loads(capsys.readouterr().out)] == ["n1", long_id]
