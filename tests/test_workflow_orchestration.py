@@ -632,7 +632,6 @@ async def test_a_link_or_monitor_of_a_workflow_that_ended_during_its_spawn_is_le
         assert await node.wait(await node.spawn(spawner)) == (0, 0)
 
 
-
 async def spawns_itself(runs: int, said: list[str]) -> list[str]:
     me = workflow.info().workflow_id
     try:
