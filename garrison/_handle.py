@@ -157,10 +157,11 @@ class WorkflowHandle:
     async def retry(self) -> str:
         """Resume a ``failed`` or ``blocked`` workflow by replay from its journal: it runs
         from the top with ``workflow.info().attempt`` counted up, its recorded steps
-        replay (none runs again) and it continues live after the journal's end; an
-        activity whose final error failed the workflow (the journal's last record) runs
-        again. Returns what happens, in words (``"4 journal record(s) replay; activity
-        'app:charge' (seq 5) runs again"``). ``ValueError`` for a workflow in any other
+        replay (none runs again) and it continues live after the journal's end; the
+        final error of an activity that failed the workflow (the journal's last record)
+        is taken back, so the code runs again from there. Returns what happens, in words
+        (``"4 journal record(s) replay; the workflow runs again from seq 5, where
+        activity 'app:charge' failed"``). ``ValueError`` for a workflow in any other
         status."""
         from .hosts.workflow import retry_workflow
 

@@ -232,7 +232,8 @@ async def test_actions_on_a_store_wake_the_node_that_holds_it(
             r = await post(c, "/api/workflows/o-1/retry")
             assert r.status_code == 200, r.text
             assert r.json() == {"ok": True, "workflow_id": "o-1", "retry": (
-                "1 journal record(s) replay; activity 'ops_app:charge' (seq 2) runs again")}
+                "1 journal record(s) replay; the workflow runs again from seq 2, where "
+                "activity 'ops_app:charge' failed")}
             await until(lambda: node.workflow("o-1").status() == "waiting")
             await node.workflow("o-1").signal("ship")
             assert await node.workflow("o-1").result() == "res-lamp pay-lamp ship"

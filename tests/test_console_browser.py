@@ -169,8 +169,8 @@ def test_follow_and_act_on_a_workflow_in_the_browser(tmp_path: Path) -> None:
         expect(page.locator("#confirm-text")).to_contain_text("Retry workflow exp-1003")
         page.click("#confirm-yes")
         expect(page.locator("#toast")).to_contain_text(
-            "retry started: 0 journal record(s) replay; activity "
-            "'expenses:check_receipts' (seq 1) runs again")
+            "retry started: 0 journal record(s) replay; the workflow runs again from "
+            "seq 1, where activity 'expenses:check_receipts' failed")
         expect(page.locator("#wf-facts dt:text-is('attempt') + dd")).to_have_text("2")
         expect(page.locator("#wf-status")).to_have_text("failed")
         browser.close()

@@ -598,8 +598,8 @@ async def test_cli_start_terminate_retry_without_a_node(
     assert out == "workflow 'p.1' terminated (failed: Terminated: by the test)\n"
     code, out, err = await cli_async(capsys, "--store", store, "retry", "f")
     assert code == 0, err
-    assert out == ("workflow 'f' retried: 1 journal record(s) replay; activity "
-                   "'ops_app:charge' (seq 2) runs again\n")
+    assert out == ("workflow 'f' retried: 1 journal record(s) replay; the workflow runs "
+                   "again from seq 2, where activity 'ops_app:charge' failed\n")
     with SQLiteStore(store, lock=False) as s:
         assert s.get_workflow("p.1").status == "failed"
         assert str(s.get_workflow("p.1").error) == "Terminated: by the test"

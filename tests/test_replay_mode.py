@@ -127,7 +127,8 @@ async def test_replay_cli_passes_unchanged_code_and_catches_a_renamed_activity(
     assert "the code returned" in lines["done-1"]
     assert lines["failed-1"].endswith(  # (as its retry resumes it)
         "goes on with activity 'shop:charge' (live work); a retry takes back its last "
-        "record, the final error of activity 'shop:charge' (seq 2), and runs it again)")
+        "record, the final error of activity 'shop:charge' (seq 2), and runs the code again "
+        "from there)")
     assert "goes on with receive 'inbox'" in lines["waiting-1"]
     assert "goes on with activity 'shop:hang'" in lines["running-1"]
     assert ok.stdout.splitlines()[-1] == "4 workflow(s) replayed: 4 ok, 0 differ"
@@ -783,7 +784,7 @@ async def test_a_failed_history_replays_as_a_retry_would_resume_it(tmp_path: Pat
         history = History.from_store(s, "p")
     assert history.status == "failed" and history.records == 2
     taken = ("; a retry takes back its last record, the final error of activity "
-             f"'{__name__}:_declines' (seq 2), and runs it again")
+             f"'{__name__}:_declines' (seq 2), and runs the code again from there")
     for code, goes_on in ((_pays_v2, "_charges_v2"), (_pays, "_declines")):
         result = await replay_history(history, code)
         assert result.ok and (result.records, result.checked) == (1, 1), result

@@ -352,7 +352,9 @@ def _taken_back(failing: list[Any], entries: list[Any]) -> tuple[int | None, str
     if not failing or failing[-1] is not entries[-1]:
         return None, ""
     seq, _kind, name = failing[-1][:3]
-    return seq, f"activity {name!r} (seq {seq}) runs again"
+    # the code runs again from there, not the activity: code deployed since may do
+    # another step at that seq (a version gate around a fix-forward, say)
+    return seq, f"the workflow runs again from seq {seq}, where activity {name!r} failed"
 
 
 def taken_back_by_retry(record: Any, entries: list[Any]) -> tuple[int | None, str]:

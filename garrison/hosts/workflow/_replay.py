@@ -962,13 +962,15 @@ async def replay_history(history: History, target: Any = None) -> ReplayResult:
                             history.records, 0, gone.ending)
     taken = ""
     if history.status == WorkflowStatus.FAILED.value and history.journal:
-        seq, what = taken_back_by_retry(history, [(e.seq, e.kind, e.name, e.outcome)
-                                                  for e in history.journal])
+        seq, _what = taken_back_by_retry(history, [(e.seq, e.kind, e.name, e.outcome)
+                                                   for e in history.journal])
         if seq is not None:
+            name = history.journal[-1].name  # (the record taken back is the last)
             history = attrs.evolve(history, journal=tuple(
                 e for e in history.journal if e.seq < seq))
-            taken = (f"; a retry takes back its last record, the final error of "
-                     f"{what.removesuffix(' runs again')}, and runs it again")
+            # "the code", not the activity: code deployed since may do another step there
+            taken = (f"; a retry takes back its last record, the final error of activity "
+                     f"{name!r} (seq {seq}), and runs the code again from there")
     journal = list(history.journal)
     host = ReplayHost(history, history.host)
     wf = ReplayInstance(
