@@ -8,11 +8,12 @@ recorded once, in order, and never by a node after its workflows were taken over
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -565,13 +566,29 @@ entries:
             "of the cluster may run it; a start_service starts it again)" in caplog.messages
 
 
+@contextlib.contextmanager
+def _two_members(url: str) -> Iterator[tuple[Any, Any]]:
+    """Two cluster members, ``a`` and ``b``, joined on the store at ``url``; their
+    rounds are called by hand (``claim_singletons``)."""
+    from garrison.persistence import PostgresStore
+    from garrison.persistence._pg_cluster import PgCluster
+
+    with PostgresStore(url) as store:
+        a, b = PgCluster(store, "a"), PgCluster(store, "b")
+        try:
+            a.join(a.new_epoch())
+            b.join(b.new_epoch())
+            yield a, b
+        finally:
+            a.close()
+            b.close()
+
+
 def test_a_singleton_let_go_is_deleted_once_not_in_every_round(postgres_url: str) -> None:
     """A node that let a singleton go (it gave up there) deleted its row again in every
     round while it stayed let go: a statement that found nothing, each round, for as long
     as the node ran. The row goes in the first round (another node takes it then), and
     again only if the node asks for the singleton and lets it go once more."""
-    from garrison.persistence import PostgresStore
-    from garrison.persistence._pg_cluster import PgCluster
 
     class Counted:
         """The cluster connection, its statements counted (the DELETEs of singletons)."""
@@ -586,32 +603,25 @@ def test_a_singleton_let_go_is_deleted_once_not_in_every_round(postgres_url: str
             self.deletes += query.startswith("DELETE FROM") and ".singletons" in query
             return self.conn.execute(query, params)
 
-    with PostgresStore(postgres_url) as store:
-        a, b = PgCluster(store, "a"), PgCluster(store, "b")
-        try:
-            a.join(a.new_epoch())
-            b.join(b.new_epoch())
-            counted = Counted(a.connect())
-            a.connect = lambda: counted  # type: ignore[method-assign,assignment,return-value]
-            assert a.claim_singletons(["s"], ["s"]) == ({"s"}, {})
-            assert b.claim_singletons(["s"], ["s"]) == (set(), {"s": "a"})
-            for _ in range(3):  # (let go: rounds)
-                assert a.claim_singletons([], ["s"], ["s"]) == (set(), {})
-            assert counted.deletes == 1
-            assert b.claim_singletons(["s"], ["s"]) == ({"s"}, {})  # (b takes it)
-            assert a.claim_singletons([], ["s"], ["s"]) == (set(), {"s": "b"})
-            assert counted.deletes == 1
-            # asked for here again (held by b: a waits), then let go again
-            assert a.claim_singletons(["s"], ["s"]) == (set(), {"s": "b"})
-            b.release_singletons()  # (b hands it on: a takes it)
-            assert a.claim_singletons(["s"], ["s"]) == ({"s"}, {})
+    with _two_members(postgres_url) as (a, b):
+        counted = Counted(a.connect())
+        a.connect = lambda: counted  # type: ignore[method-assign,assignment,return-value]
+        assert a.claim_singletons(["s"], ["s"]) == ({"s"}, {})
+        assert b.claim_singletons(["s"], ["s"]) == (set(), {"s": "a"})
+        for _ in range(3):  # (let go: rounds)
             assert a.claim_singletons([], ["s"], ["s"]) == (set(), {})
-            assert a.claim_singletons([], ["s"], ["s"]) == (set(), {})
-            assert counted.deletes == 2
-            assert b.claim_singletons(["s"], ["s"]) == ({"s"}, {})
-        finally:
-            a.close()
-            b.close()
+        assert counted.deletes == 1
+        assert b.claim_singletons(["s"], ["s"]) == ({"s"}, {})  # (b takes it)
+        assert a.claim_singletons([], ["s"], ["s"]) == (set(), {"s": "b"})
+        assert counted.deletes == 1
+        # asked for here again (held by b: a waits), then let go again
+        assert a.claim_singletons(["s"], ["s"]) == (set(), {"s": "b"})
+        b.release_singletons()  # (b hands it on: a takes it)
+        assert a.claim_singletons(["s"], ["s"]) == ({"s"}, {})
+        assert a.claim_singletons([], ["s"], ["s"]) == (set(), {})
+        assert a.claim_singletons([], ["s"], ["s"]) == (set(), {})
+        assert counted.deletes == 2
+        assert b.claim_singletons(["s"], ["s"]) == ({"s"}, {})
 
 
 def test_a_singleton_let_go_again_after_a_lost_commit_is_deleted_again(
@@ -620,12 +630,7 @@ def test_a_singleton_let_go_again_after_a_lost_commit_is_deleted_again(
     whose answer was lost (the connection broke), left it in the set of those deleted:
     let go again, its row was not deleted and kept this live node's epoch, so no other
     node took it while this node ran (held here, never started)."""
-    import contextlib
-
     import psycopg
-
-    from garrison.persistence import PostgresStore
-    from garrison.persistence._pg_cluster import PgCluster
 
     class LosesAnswer:
         """The cluster connection; ``lose`` makes the next transaction commit, then
@@ -645,23 +650,16 @@ def test_a_singleton_let_go_again_after_a_lost_commit_is_deleted_again(
         def execute(self, query: str, params: Any = ()) -> Any:
             return self.conn.execute(query, params)
 
-    with PostgresStore(postgres_url) as store:
-        a, b = PgCluster(store, "a"), PgCluster(store, "b")
-        try:
-            a.join(a.new_epoch())
-            b.join(b.new_epoch())
-            conn = LosesAnswer(a.connect())
-            a.connect = lambda: conn  # type: ignore[method-assign,assignment,return-value]
-            assert a.claim_singletons(["s"], ["s"]) == ({"s"}, {})
-            assert a.claim_singletons([], ["s"], ["s"]) == (set(), {})  # (let go)
-            conn.lose = True  # asked for again: committed, its answer lost
-            with pytest.raises(psycopg.OperationalError):
-                a.claim_singletons(["s"], ["s"])
-            assert a.claim_singletons([], ["s"], ["s"]) == (set(), {})  # (let go again)
-            assert b.claim_singletons(["s"], ["s"]) == ({"s"}, {})
-        finally:
-            a.close()
-            b.close()
+    with _two_members(postgres_url) as (a, b):
+        conn = LosesAnswer(a.connect())
+        a.connect = lambda: conn  # type: ignore[method-assign,assignment,return-value]
+        assert a.claim_singletons(["s"], ["s"]) == ({"s"}, {})
+        assert a.claim_singletons([], ["s"], ["s"]) == (set(), {})  # (let go)
+        conn.lose = True  # asked for again: committed, its answer lost
+        with pytest.raises(psycopg.OperationalError):
+            a.claim_singletons(["s"], ["s"])
+        assert a.claim_singletons([], ["s"], ["s"]) == (set(), {})  # (let go again)
+        assert b.claim_singletons(["s"], ["s"]) == ({"s"}, {})
 
 
 async def test_a_singleton_started_on_demand_moves_when_its_node_leaves_or_is_lost(
